@@ -7,235 +7,244 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt152 = alloca float, align 4
-  %adam.step_size151 = alloca float, align 4
-  %conv1_weight_grad.t144_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t144_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t140_c0_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a5 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a4 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_b3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_b2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_b1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_b0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c5_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c5_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c5_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c5_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c4_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c4_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c4_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c4_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c3_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c3_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c3_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c3_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c2_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c2_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c2_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c2_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c1_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c1_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c1_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c1_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c0_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c0_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c0_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t91_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc67 = alloca float, align 4
-  %fc2_bias_grad.acc63 = alloca float, align 4
-  %fc2_grad.s58 = alloca float, align 4
-  %fc2_grad.m57 = alloca float, align 4
-  %loss.s53 = alloca float, align 4
-  %loss.m52 = alloca float, align 4
-  %loss.total50 = alloca float, align 4
-  %conv2.bi45 = alloca float, align 4
-  %conv2.best44 = alloca float, align 4
-  %conv2.t38_a3 = alloca <16 x float>, align 64
-  %conv2.t38_a2 = alloca <16 x float>, align 64
-  %conv2.t38_a1 = alloca <16 x float>, align 64
-  %conv2.t38_a0 = alloca <16 x float>, align 64
-  %conv2.t38_b3 = alloca <16 x float>, align 64
-  %conv2.t38_b2 = alloca <16 x float>, align 64
-  %conv2.t38_b1 = alloca <16 x float>, align 64
-  %conv2.t38_b0 = alloca <16 x float>, align 64
-  %conv2.t38_c3_3 = alloca <16 x float>, align 64
-  %conv2.t38_c3_2 = alloca <16 x float>, align 64
-  %conv2.t38_c3_1 = alloca <16 x float>, align 64
-  %conv2.t38_c3_0 = alloca <16 x float>, align 64
-  %conv2.t38_c2_3 = alloca <16 x float>, align 64
-  %conv2.t38_c2_2 = alloca <16 x float>, align 64
-  %conv2.t38_c2_1 = alloca <16 x float>, align 64
-  %conv2.t38_c2_0 = alloca <16 x float>, align 64
-  %conv2.t38_c1_3 = alloca <16 x float>, align 64
-  %conv2.t38_c1_2 = alloca <16 x float>, align 64
-  %conv2.t38_c1_1 = alloca <16 x float>, align 64
-  %conv2.t38_c1_0 = alloca <16 x float>, align 64
-  %conv2.t38_c0_3 = alloca <16 x float>, align 64
-  %conv2.t38_c0_2 = alloca <16 x float>, align 64
-  %conv2.t38_c0_1 = alloca <16 x float>, align 64
-  %conv2.t38_c0_0 = alloca <16 x float>, align 64
-  %conv2.t36_a5 = alloca <16 x float>, align 64
-  %conv2.t36_a4 = alloca <16 x float>, align 64
-  %conv2.t36_a3 = alloca <16 x float>, align 64
-  %conv2.t36_a2 = alloca <16 x float>, align 64
-  %conv2.t36_a1 = alloca <16 x float>, align 64
-  %conv2.t36_a0 = alloca <16 x float>, align 64
-  %conv2.t36_b3 = alloca <16 x float>, align 64
-  %conv2.t36_b2 = alloca <16 x float>, align 64
-  %conv2.t36_b1 = alloca <16 x float>, align 64
-  %conv2.t36_b0 = alloca <16 x float>, align 64
-  %conv2.t36_c5_3 = alloca <16 x float>, align 64
-  %conv2.t36_c5_2 = alloca <16 x float>, align 64
-  %conv2.t36_c5_1 = alloca <16 x float>, align 64
-  %conv2.t36_c5_0 = alloca <16 x float>, align 64
-  %conv2.t36_c4_3 = alloca <16 x float>, align 64
-  %conv2.t36_c4_2 = alloca <16 x float>, align 64
-  %conv2.t36_c4_1 = alloca <16 x float>, align 64
-  %conv2.t36_c4_0 = alloca <16 x float>, align 64
-  %conv2.t36_c3_3 = alloca <16 x float>, align 64
-  %conv2.t36_c3_2 = alloca <16 x float>, align 64
-  %conv2.t36_c3_1 = alloca <16 x float>, align 64
-  %conv2.t36_c3_0 = alloca <16 x float>, align 64
-  %conv2.t36_c2_3 = alloca <16 x float>, align 64
-  %conv2.t36_c2_2 = alloca <16 x float>, align 64
-  %conv2.t36_c2_1 = alloca <16 x float>, align 64
-  %conv2.t36_c2_0 = alloca <16 x float>, align 64
-  %conv2.t36_c1_3 = alloca <16 x float>, align 64
-  %conv2.t36_c1_2 = alloca <16 x float>, align 64
-  %conv2.t36_c1_1 = alloca <16 x float>, align 64
-  %conv2.t36_c1_0 = alloca <16 x float>, align 64
-  %conv2.t36_c0_3 = alloca <16 x float>, align 64
-  %conv2.t36_c0_2 = alloca <16 x float>, align 64
-  %conv2.t36_c0_1 = alloca <16 x float>, align 64
-  %conv2.t36_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt179 = alloca float, align 4
+  %adam.step_size178 = alloca float, align 4
+  %conv1_weight_grad.t171_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t171_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t167_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc94 = alloca float, align 4
+  %fc2_bias_grad.acc90 = alloca float, align 4
+  %fc2_grad.s85 = alloca float, align 4
+  %fc2_grad.m84 = alloca float, align 4
+  %loss.s80 = alloca float, align 4
+  %loss.m79 = alloca float, align 4
+  %loss.total77 = alloca float, align 4
+  %conv2.best71 = alloca float, align 4
+  %conv2.at72 = alloca float, align 4
+  %conv2.v70 = alloca float, align 4
+  %conv2.best68 = alloca float, align 4
+  %conv2.at69 = alloca float, align 4
+  %conv2.v67 = alloca float, align 4
+  %conv2.best65 = alloca float, align 4
+  %conv2.at66 = alloca float, align 4
+  %conv2.v64 = alloca float, align 4
+  %conv2.at63 = alloca float, align 4
+  %conv2.v62 = alloca float, align 4
+  %conv2.t57_a3 = alloca <16 x float>, align 64
+  %conv2.t57_a2 = alloca <16 x float>, align 64
+  %conv2.t57_a1 = alloca <16 x float>, align 64
+  %conv2.t57_a0 = alloca <16 x float>, align 64
+  %conv2.t57_b3 = alloca <16 x float>, align 64
+  %conv2.t57_b2 = alloca <16 x float>, align 64
+  %conv2.t57_b1 = alloca <16 x float>, align 64
+  %conv2.t57_b0 = alloca <16 x float>, align 64
+  %conv2.t57_c3_3 = alloca <16 x float>, align 64
+  %conv2.t57_c3_2 = alloca <16 x float>, align 64
+  %conv2.t57_c3_1 = alloca <16 x float>, align 64
+  %conv2.t57_c3_0 = alloca <16 x float>, align 64
+  %conv2.t57_c2_3 = alloca <16 x float>, align 64
+  %conv2.t57_c2_2 = alloca <16 x float>, align 64
+  %conv2.t57_c2_1 = alloca <16 x float>, align 64
+  %conv2.t57_c2_0 = alloca <16 x float>, align 64
+  %conv2.t57_c1_3 = alloca <16 x float>, align 64
+  %conv2.t57_c1_2 = alloca <16 x float>, align 64
+  %conv2.t57_c1_1 = alloca <16 x float>, align 64
+  %conv2.t57_c1_0 = alloca <16 x float>, align 64
+  %conv2.t57_c0_3 = alloca <16 x float>, align 64
+  %conv2.t57_c0_2 = alloca <16 x float>, align 64
+  %conv2.t57_c0_1 = alloca <16 x float>, align 64
+  %conv2.t57_c0_0 = alloca <16 x float>, align 64
+  %conv2.t55_a5 = alloca <16 x float>, align 64
+  %conv2.t55_a4 = alloca <16 x float>, align 64
+  %conv2.t55_a3 = alloca <16 x float>, align 64
+  %conv2.t55_a2 = alloca <16 x float>, align 64
+  %conv2.t55_a1 = alloca <16 x float>, align 64
+  %conv2.t55_a0 = alloca <16 x float>, align 64
+  %conv2.t55_b3 = alloca <16 x float>, align 64
+  %conv2.t55_b2 = alloca <16 x float>, align 64
+  %conv2.t55_b1 = alloca <16 x float>, align 64
+  %conv2.t55_b0 = alloca <16 x float>, align 64
+  %conv2.t55_c5_3 = alloca <16 x float>, align 64
+  %conv2.t55_c5_2 = alloca <16 x float>, align 64
+  %conv2.t55_c5_1 = alloca <16 x float>, align 64
+  %conv2.t55_c5_0 = alloca <16 x float>, align 64
+  %conv2.t55_c4_3 = alloca <16 x float>, align 64
+  %conv2.t55_c4_2 = alloca <16 x float>, align 64
+  %conv2.t55_c4_1 = alloca <16 x float>, align 64
+  %conv2.t55_c4_0 = alloca <16 x float>, align 64
+  %conv2.t55_c3_3 = alloca <16 x float>, align 64
+  %conv2.t55_c3_2 = alloca <16 x float>, align 64
+  %conv2.t55_c3_1 = alloca <16 x float>, align 64
+  %conv2.t55_c3_0 = alloca <16 x float>, align 64
+  %conv2.t55_c2_3 = alloca <16 x float>, align 64
+  %conv2.t55_c2_2 = alloca <16 x float>, align 64
+  %conv2.t55_c2_1 = alloca <16 x float>, align 64
+  %conv2.t55_c2_0 = alloca <16 x float>, align 64
+  %conv2.t55_c1_3 = alloca <16 x float>, align 64
+  %conv2.t55_c1_2 = alloca <16 x float>, align 64
+  %conv2.t55_c1_1 = alloca <16 x float>, align 64
+  %conv2.t55_c1_0 = alloca <16 x float>, align 64
+  %conv2.t55_c0_3 = alloca <16 x float>, align 64
+  %conv2.t55_c0_2 = alloca <16 x float>, align 64
+  %conv2.t55_c0_1 = alloca <16 x float>, align 64
+  %conv2.t55_c0_0 = alloca <16 x float>, align 64
   %conv1.t17_a1 = alloca <16 x float>, align 64
   %conv1.t17_a0 = alloca <16 x float>, align 64
   %conv1.t17_b3 = alloca <16 x float>, align 64
@@ -291,7 +300,7 @@ conv1.g1:                                         ; preds = %conv1.j19.end, %ent
   br label %conv1.j2
 
 conv1.g1.end:                                     ; preds = %conv1.j19.end
-  br label %conv2.g22
+  br label %conv2.i22
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
@@ -389,9 +398,9 @@ conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.t
   %35 = mul nsw i64 %conv1.j22, 784
   %36 = add nsw i64 %34, %35
   %37 = mul nsw i64 %conv1.oy78, 28
-  %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %conv1.ox89, 1
-  %40 = add nsw i64 %38, %39
+  %38 = add nsw i64 %conv1.ox89, 1
+  %39 = add nsw i64 %37, %38
+  %40 = add nsw i64 %36, %39
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %29, ptr %arena11, align 4
   %ox8.next = add nsw i64 %conv1.ox89, 1
@@ -446,8 +455,8 @@ conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.
   %67 = mul nsw i64 %conv1.j22, 784
   %68 = add nsw i64 %66, %67
   %69 = mul nsw i64 %conv1.oy912, 28
-  %70 = add nsw i64 %68, %69
-  %71 = add nsw i64 %70, %conv1.ox1015
+  %70 = add nsw i64 %69, %conv1.ox1015
+  %71 = add nsw i64 %68, %70
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
   store float %60, ptr %arena17, align 4
   %ox10.next = add nsw i64 %conv1.ox1015, 1
@@ -505,8 +514,8 @@ conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.
   %100 = mul nsw i64 %conv1.j22, 784
   %101 = add nsw i64 %99, %100
   %102 = mul nsw i64 %conv1.oy1118, 28
-  %103 = add nsw i64 %101, %102
-  %104 = add nsw i64 %103, %conv1.ox1221
+  %103 = add nsw i64 %102, %conv1.ox1221
+  %104 = add nsw i64 %101, %103
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
   store float %93, ptr %arena23, align 4
   %ox12.next = add nsw i64 %conv1.ox1221, 1
@@ -1208,5833 +1217,6257 @@ conv1.i21.end:                                    ; preds = %conv1.i21
   %446 = icmp slt i64 %f20.next, 32
   br i1 %446, label %conv1.f20, label %conv1.f20.end
 
-conv2.g22:                                        ; preds = %conv2.j40.end, %conv1.g1.end
-  %conv2.g22164 = phi i64 [ 0, %conv1.g1.end ], [ %g22.next, %conv2.j40.end ]
-  br label %conv2.j23
+conv2.i22:                                        ; preds = %conv2.i22, %conv1.g1.end
+  %conv2.i22164 = phi i64 [ 0, %conv1.g1.end ], [ %i22.next, %conv2.i22 ]
+  %447 = sdiv i64 %conv2.i22164, 14
+  %448 = mul nsw i64 %447, 56
+  %449 = srem i64 %conv2.i22164, 14
+  %450 = mul nsw i64 %449, 2
+  %451 = add nsw i64 %448, %450
+  %452 = sitofp i64 %451 to float
+  %453 = add nsw i64 20873216, %conv2.i22164
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %453
+  store float %452, ptr %arena165, align 4
+  %i22.next = add nsw i64 %conv2.i22164, 1
+  %454 = icmp slt i64 %i22.next, 196
+  br i1 %454, label %conv2.i22, label %conv2.i22.end
 
-conv2.g22.end:                                    ; preds = %conv2.j40.end
-  %arena400 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params401 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena402 = getelementptr inbounds float, ptr %arena, i64 3211264
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena400, i32 12544, ptr %params401, i32 12544, float 0.000000e+00, ptr %arena402, i32 128)
-  br label %fc1.n46
+conv2.i22.end:                                    ; preds = %conv2.i22
+  br label %conv2.g23
 
-conv2.j23:                                        ; preds = %conv2.c26.end, %conv2.g22
-  %conv2.j23165 = phi i64 [ 0, %conv2.g22 ], [ %j23.next, %conv2.c26.end ]
-  br label %conv2.r24
+conv2.g23:                                        ; preds = %conv2.j59.end, %conv2.i22.end
+  %conv2.g23166 = phi i64 [ 0, %conv2.i22.end ], [ %g23.next, %conv2.j59.end ]
+  br label %conv2.j24
 
-conv2.j23.end:                                    ; preds = %conv2.c26.end
-  br label %conv2.nb34
+conv2.g23.end:                                    ; preds = %conv2.j59.end
+  %arena434 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %params435 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena436 = getelementptr inbounds float, ptr %arena, i64 3211264
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena434, i32 12544, ptr %params435, i32 12544, float 0.000000e+00, ptr %arena436, i32 128)
+  br label %fc1.n73
 
-conv2.r24:                                        ; preds = %conv2.i25.end, %conv2.j23
-  %conv2.r24166 = phi i64 [ 0, %conv2.j23 ], [ %r24.next, %conv2.i25.end ]
-  br label %conv2.i25
+conv2.j24:                                        ; preds = %conv2.c27.end, %conv2.g23
+  %conv2.j24167 = phi i64 [ 0, %conv2.g23 ], [ %j24.next, %conv2.c27.end ]
+  br label %conv2.r25
 
-conv2.r24.end:                                    ; preds = %conv2.i25.end
-  br label %conv2.c26
+conv2.j24.end:                                    ; preds = %conv2.c27.end
+  br label %conv2.nb53
 
-conv2.i25:                                        ; preds = %conv2.i25, %conv2.r24
-  %conv2.i25167 = phi i64 [ 0, %conv2.r24 ], [ %i25.next, %conv2.i25 ]
-  %447 = mul nsw i64 %conv2.r24166, 50176
-  %448 = add nsw i64 3211264, %447
-  %449 = mul nsw i64 %conv2.j23165, 784
-  %450 = add nsw i64 %448, %449
-  %451 = add nsw i64 %450, %conv2.i25167
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %451
-  store float 0.000000e+00, ptr %arena168, align 4
-  %i25.next = add nsw i64 %conv2.i25167, 1
-  %452 = icmp slt i64 %i25.next, 784
-  br i1 %452, label %conv2.i25, label %conv2.i25.end
+conv2.r25:                                        ; preds = %conv2.i26.end, %conv2.j24
+  %conv2.r25168 = phi i64 [ 0, %conv2.j24 ], [ %r25.next, %conv2.i26.end ]
+  br label %conv2.i26
 
-conv2.i25.end:                                    ; preds = %conv2.i25
-  %r24.next = add nsw i64 %conv2.r24166, 1
-  %453 = icmp slt i64 %r24.next, 288
-  br i1 %453, label %conv2.r24, label %conv2.r24.end
+conv2.r25.end:                                    ; preds = %conv2.i26.end
+  br label %conv2.c27
 
-conv2.c26:                                        ; preds = %conv2.ky27.end, %conv2.r24.end
-  %conv2.c26169 = phi i64 [ 0, %conv2.r24.end ], [ %c26.next, %conv2.ky27.end ]
-  br label %conv2.ky27
+conv2.i26:                                        ; preds = %conv2.i26, %conv2.r25
+  %conv2.i26169 = phi i64 [ 0, %conv2.r25 ], [ %i26.next, %conv2.i26 ]
+  %455 = mul nsw i64 %conv2.r25168, 50176
+  %456 = add nsw i64 3211264, %455
+  %457 = mul nsw i64 %conv2.j24167, 784
+  %458 = add nsw i64 %456, %457
+  %459 = add nsw i64 %458, %conv2.i26169
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %459
+  store float 0.000000e+00, ptr %arena170, align 4
+  %i26.next = add nsw i64 %conv2.i26169, 1
+  %460 = icmp slt i64 %i26.next, 784
+  br i1 %460, label %conv2.i26, label %conv2.i26.end
 
-conv2.c26.end:                                    ; preds = %conv2.ky27.end
-  %j23.next = add nsw i64 %conv2.j23165, 1
-  %454 = icmp slt i64 %j23.next, 64
-  br i1 %454, label %conv2.j23, label %conv2.j23.end
+conv2.i26.end:                                    ; preds = %conv2.i26
+  %r25.next = add nsw i64 %conv2.r25168, 1
+  %461 = icmp slt i64 %r25.next, 288
+  br i1 %461, label %conv2.r25, label %conv2.r25.end
 
-conv2.ky27:                                       ; preds = %conv2.oy32.end, %conv2.c26
-  %conv2.ky27170 = phi i64 [ 0, %conv2.c26 ], [ %ky27.next, %conv2.oy32.end ]
-  br label %conv2.oy28
+conv2.c27:                                        ; preds = %conv2.ky28.end, %conv2.r25.end
+  %conv2.c27171 = phi i64 [ 0, %conv2.r25.end ], [ %c27.next, %conv2.ky28.end ]
+  br label %conv2.ky28
 
-conv2.ky27.end:                                   ; preds = %conv2.oy32.end
-  %c26.next = add nsw i64 %conv2.c26169, 1
-  %455 = icmp slt i64 %c26.next, 32
-  br i1 %455, label %conv2.c26, label %conv2.c26.end
+conv2.c27.end:                                    ; preds = %conv2.ky28.end
+  %j24.next = add nsw i64 %conv2.j24167, 1
+  %462 = icmp slt i64 %j24.next, 64
+  br i1 %462, label %conv2.j24, label %conv2.j24.end
 
-conv2.oy28:                                       ; preds = %conv2.endif, %conv2.ky27
-  %conv2.oy28171 = phi i64 [ 0, %conv2.ky27 ], [ %oy28.next, %conv2.endif ]
-  %456 = add nsw i64 %conv2.oy28171, %conv2.ky27170
-  %457 = add nsw i64 %456, -1
-  %458 = icmp slt i64 -1, %457
-  %459 = add nsw i64 %conv2.oy28171, %conv2.ky27170
-  %460 = add nsw i64 %459, -1
-  %461 = icmp slt i64 %460, 28
-  %462 = and i1 %458, %461
-  br i1 %462, label %conv2.then, label %conv2.endif
+conv2.ky28:                                       ; preds = %conv2.oy51.end, %conv2.c27
+  %conv2.ky28172 = phi i64 [ 0, %conv2.c27 ], [ %ky28.next, %conv2.oy51.end ]
+  br label %conv2.oy29
 
-conv2.oy28.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy30
+conv2.ky28.end:                                   ; preds = %conv2.oy51.end
+  %c27.next = add nsw i64 %conv2.c27171, 1
+  %463 = icmp slt i64 %c27.next, 32
+  br i1 %463, label %conv2.c27, label %conv2.c27.end
 
-conv2.then:                                       ; preds = %conv2.oy28
-  br label %conv2.ox29
-
-conv2.endif:                                      ; preds = %conv2.ox29.end, %conv2.oy28
-  %oy28.next = add nsw i64 %conv2.oy28171, 1
-  %463 = icmp slt i64 %oy28.next, 28
-  br i1 %463, label %conv2.oy28, label %conv2.oy28.end
-
-conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.then
-  %conv2.ox29172 = phi i64 [ 0, %conv2.then ], [ %ox29.next, %conv2.ox29 ]
-  %464 = mul nsw i64 %conv2.g22164, 64
-  %465 = add nsw i64 %464, %conv2.j23165
-  %466 = mul nsw i64 %465, 25088
-  %467 = mul nsw i64 %conv2.c26169, 784
-  %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 %conv2.oy28171, %conv2.ky27170
+conv2.oy29:                                       ; preds = %conv2.endif, %conv2.ky28
+  %conv2.oy29173 = phi i64 [ 0, %conv2.ky28 ], [ %oy29.next, %conv2.endif ]
+  %464 = mul nsw i64 %conv2.oy29173, 2
+  %465 = add nsw i64 %464, %conv2.ky28172
+  %466 = add nsw i64 %465, -1
+  %467 = icmp slt i64 -1, %466
+  %468 = mul nsw i64 %conv2.oy29173, 2
+  %469 = add nsw i64 %468, %conv2.ky28172
   %470 = add nsw i64 %469, -1
-  %471 = mul nsw i64 %470, 28
-  %472 = add nsw i64 %468, %471
-  %473 = add nsw i64 %conv2.ox29172, 1
-  %474 = add nsw i64 %473, -1
-  %475 = add nsw i64 %472, %474
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %475
-  %476 = load float, ptr %arena173, align 4
-  %477 = mul nsw i64 %conv2.c26169, 3
-  %478 = add nsw i64 %477, %conv2.ky27170
-  %479 = mul nsw i64 %478, 3
-  %480 = mul nsw i64 %479, 50176
-  %481 = add nsw i64 3211264, %480
-  %482 = mul nsw i64 %conv2.j23165, 784
-  %483 = add nsw i64 %481, %482
-  %484 = mul nsw i64 %conv2.oy28171, 28
-  %485 = add nsw i64 %483, %484
-  %486 = add nsw i64 %conv2.ox29172, 1
-  %487 = add nsw i64 %485, %486
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %487
-  store float %476, ptr %arena174, align 4
-  %ox29.next = add nsw i64 %conv2.ox29172, 1
-  %488 = icmp slt i64 %ox29.next, 27
-  br i1 %488, label %conv2.ox29, label %conv2.ox29.end
+  %471 = icmp slt i64 %470, 28
+  %472 = and i1 %467, %471
+  br i1 %472, label %conv2.then, label %conv2.endif
 
-conv2.ox29.end:                                   ; preds = %conv2.ox29
+conv2.oy29.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy31
+
+conv2.then:                                       ; preds = %conv2.oy29
+  br label %conv2.ox30
+
+conv2.endif:                                      ; preds = %conv2.ox30.end, %conv2.oy29
+  %oy29.next = add nsw i64 %conv2.oy29173, 1
+  %473 = icmp slt i64 %oy29.next, 14
+  br i1 %473, label %conv2.oy29, label %conv2.oy29.end
+
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then
+  %conv2.ox30174 = phi i64 [ 0, %conv2.then ], [ %ox30.next, %conv2.ox30 ]
+  %474 = mul nsw i64 %conv2.g23166, 64
+  %475 = add nsw i64 %474, %conv2.j24167
+  %476 = mul nsw i64 %475, 25088
+  %477 = mul nsw i64 %conv2.c27171, 784
+  %478 = add nsw i64 %476, %477
+  %479 = mul nsw i64 %conv2.oy29173, 2
+  %480 = add nsw i64 %479, %conv2.ky28172
+  %481 = add nsw i64 %480, -1
+  %482 = mul nsw i64 %481, 28
+  %483 = add nsw i64 %478, %482
+  %484 = add nsw i64 %conv2.ox30174, 1
+  %485 = mul nsw i64 %484, 2
+  %486 = add nsw i64 %485, -1
+  %487 = add nsw i64 %483, %486
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %487
+  %488 = load float, ptr %arena175, align 4
+  %489 = mul nsw i64 %conv2.c27171, 3
+  %490 = add nsw i64 %489, %conv2.ky28172
+  %491 = mul nsw i64 %490, 3
+  %492 = mul nsw i64 %491, 50176
+  %493 = add nsw i64 3211264, %492
+  %494 = mul nsw i64 %conv2.j24167, 784
+  %495 = add nsw i64 %493, %494
+  %496 = mul nsw i64 %conv2.oy29173, 14
+  %497 = add nsw i64 %conv2.ox30174, 1
+  %498 = add nsw i64 %496, %497
+  %499 = add nsw i64 %495, %498
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %499
+  store float %488, ptr %arena176, align 4
+  %ox30.next = add nsw i64 %conv2.ox30174, 1
+  %500 = icmp slt i64 %ox30.next, 13
+  br i1 %500, label %conv2.ox30, label %conv2.ox30.end
+
+conv2.ox30.end:                                   ; preds = %conv2.ox30
   br label %conv2.endif
 
-conv2.oy30:                                       ; preds = %conv2.endif177, %conv2.oy28.end
-  %conv2.oy30175 = phi i64 [ 0, %conv2.oy28.end ], [ %oy30.next, %conv2.endif177 ]
-  %489 = add nsw i64 %conv2.oy30175, %conv2.ky27170
-  %490 = add nsw i64 %489, -1
-  %491 = icmp slt i64 -1, %490
-  %492 = add nsw i64 %conv2.oy30175, %conv2.ky27170
-  %493 = add nsw i64 %492, -1
-  %494 = icmp slt i64 %493, 28
-  %495 = and i1 %491, %494
-  br i1 %495, label %conv2.then176, label %conv2.endif177
-
-conv2.oy30.end:                                   ; preds = %conv2.endif177
-  br label %conv2.oy32
-
-conv2.then176:                                    ; preds = %conv2.oy30
-  br label %conv2.ox31
-
-conv2.endif177:                                   ; preds = %conv2.ox31.end, %conv2.oy30
-  %oy30.next = add nsw i64 %conv2.oy30175, 1
-  %496 = icmp slt i64 %oy30.next, 28
-  br i1 %496, label %conv2.oy30, label %conv2.oy30.end
-
-conv2.ox31:                                       ; preds = %conv2.ox31, %conv2.then176
-  %conv2.ox31178 = phi i64 [ 0, %conv2.then176 ], [ %ox31.next, %conv2.ox31 ]
-  %497 = mul nsw i64 %conv2.g22164, 64
-  %498 = add nsw i64 %497, %conv2.j23165
-  %499 = mul nsw i64 %498, 25088
-  %500 = mul nsw i64 %conv2.c26169, 784
-  %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 %conv2.oy30175, %conv2.ky27170
+conv2.oy31:                                       ; preds = %conv2.endif179, %conv2.oy29.end
+  %conv2.oy31177 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.endif179 ]
+  %501 = mul nsw i64 %conv2.oy31177, 2
+  %502 = add nsw i64 %501, %conv2.ky28172
   %503 = add nsw i64 %502, -1
-  %504 = mul nsw i64 %503, 28
-  %505 = add nsw i64 %501, %504
-  %506 = add nsw i64 %505, %conv2.ox31178
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %506
-  %507 = load float, ptr %arena179, align 4
-  %508 = mul nsw i64 %conv2.c26169, 3
-  %509 = add nsw i64 %508, %conv2.ky27170
-  %510 = mul nsw i64 %509, 3
-  %511 = add nsw i64 %510, 1
-  %512 = mul nsw i64 %511, 50176
-  %513 = add nsw i64 3211264, %512
-  %514 = mul nsw i64 %conv2.j23165, 784
+  %504 = icmp slt i64 -1, %503
+  %505 = mul nsw i64 %conv2.oy31177, 2
+  %506 = add nsw i64 %505, %conv2.ky28172
+  %507 = add nsw i64 %506, -1
+  %508 = icmp slt i64 %507, 28
+  %509 = and i1 %504, %508
+  br i1 %509, label %conv2.then178, label %conv2.endif179
+
+conv2.oy31.end:                                   ; preds = %conv2.endif179
+  br label %conv2.oy33
+
+conv2.then178:                                    ; preds = %conv2.oy31
+  br label %conv2.ox32
+
+conv2.endif179:                                   ; preds = %conv2.ox32.end, %conv2.oy31
+  %oy31.next = add nsw i64 %conv2.oy31177, 1
+  %510 = icmp slt i64 %oy31.next, 14
+  br i1 %510, label %conv2.oy31, label %conv2.oy31.end
+
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then178
+  %conv2.ox32180 = phi i64 [ 0, %conv2.then178 ], [ %ox32.next, %conv2.ox32 ]
+  %511 = mul nsw i64 %conv2.g23166, 64
+  %512 = add nsw i64 %511, %conv2.j24167
+  %513 = mul nsw i64 %512, 25088
+  %514 = mul nsw i64 %conv2.c27171, 784
   %515 = add nsw i64 %513, %514
-  %516 = mul nsw i64 %conv2.oy30175, 28
-  %517 = add nsw i64 %515, %516
-  %518 = add nsw i64 %517, %conv2.ox31178
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %518
-  store float %507, ptr %arena180, align 4
-  %ox31.next = add nsw i64 %conv2.ox31178, 1
-  %519 = icmp slt i64 %ox31.next, 28
-  br i1 %519, label %conv2.ox31, label %conv2.ox31.end
+  %516 = mul nsw i64 %conv2.oy31177, 2
+  %517 = add nsw i64 %516, %conv2.ky28172
+  %518 = add nsw i64 %517, -1
+  %519 = mul nsw i64 %518, 28
+  %520 = add nsw i64 %515, %519
+  %521 = mul nsw i64 %conv2.ox32180, 2
+  %522 = add nsw i64 %520, %521
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %522
+  %523 = load float, ptr %arena181, align 4
+  %524 = mul nsw i64 %conv2.c27171, 3
+  %525 = add nsw i64 %524, %conv2.ky28172
+  %526 = mul nsw i64 %525, 3
+  %527 = mul nsw i64 %526, 50176
+  %528 = add nsw i64 3211264, %527
+  %529 = mul nsw i64 %conv2.j24167, 784
+  %530 = add nsw i64 %528, %529
+  %531 = mul nsw i64 %conv2.oy31177, 14
+  %532 = add nsw i64 196, %531
+  %533 = add nsw i64 %532, %conv2.ox32180
+  %534 = add nsw i64 %530, %533
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %534
+  store float %523, ptr %arena182, align 4
+  %ox32.next = add nsw i64 %conv2.ox32180, 1
+  %535 = icmp slt i64 %ox32.next, 14
+  br i1 %535, label %conv2.ox32, label %conv2.ox32.end
 
-conv2.ox31.end:                                   ; preds = %conv2.ox31
-  br label %conv2.endif177
+conv2.ox32.end:                                   ; preds = %conv2.ox32
+  br label %conv2.endif179
 
-conv2.oy32:                                       ; preds = %conv2.endif183, %conv2.oy30.end
-  %conv2.oy32181 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.endif183 ]
-  %520 = add nsw i64 %conv2.oy32181, %conv2.ky27170
-  %521 = add nsw i64 %520, -1
-  %522 = icmp slt i64 -1, %521
-  %523 = add nsw i64 %conv2.oy32181, %conv2.ky27170
-  %524 = add nsw i64 %523, -1
-  %525 = icmp slt i64 %524, 28
-  %526 = and i1 %522, %525
-  br i1 %526, label %conv2.then182, label %conv2.endif183
+conv2.oy33:                                       ; preds = %conv2.endif185, %conv2.oy31.end
+  %conv2.oy33183 = phi i64 [ 0, %conv2.oy31.end ], [ %oy33.next, %conv2.endif185 ]
+  %536 = mul nsw i64 %conv2.oy33183, 2
+  %537 = add nsw i64 %536, 1
+  %538 = add nsw i64 %537, %conv2.ky28172
+  %539 = add nsw i64 %538, -1
+  %540 = icmp slt i64 -1, %539
+  %541 = mul nsw i64 %conv2.oy33183, 2
+  %542 = add nsw i64 %541, 1
+  %543 = add nsw i64 %542, %conv2.ky28172
+  %544 = add nsw i64 %543, -1
+  %545 = icmp slt i64 %544, 28
+  %546 = and i1 %540, %545
+  br i1 %546, label %conv2.then184, label %conv2.endif185
 
-conv2.oy32.end:                                   ; preds = %conv2.endif183
-  %ky27.next = add nsw i64 %conv2.ky27170, 1
-  %527 = icmp slt i64 %ky27.next, 3
-  br i1 %527, label %conv2.ky27, label %conv2.ky27.end
+conv2.oy33.end:                                   ; preds = %conv2.endif185
+  br label %conv2.oy35
 
-conv2.then182:                                    ; preds = %conv2.oy32
-  br label %conv2.ox33
+conv2.then184:                                    ; preds = %conv2.oy33
+  br label %conv2.ox34
 
-conv2.endif183:                                   ; preds = %conv2.ox33.end, %conv2.oy32
-  %oy32.next = add nsw i64 %conv2.oy32181, 1
-  %528 = icmp slt i64 %oy32.next, 28
-  br i1 %528, label %conv2.oy32, label %conv2.oy32.end
+conv2.endif185:                                   ; preds = %conv2.ox34.end, %conv2.oy33
+  %oy33.next = add nsw i64 %conv2.oy33183, 1
+  %547 = icmp slt i64 %oy33.next, 14
+  br i1 %547, label %conv2.oy33, label %conv2.oy33.end
 
-conv2.ox33:                                       ; preds = %conv2.ox33, %conv2.then182
-  %conv2.ox33184 = phi i64 [ 0, %conv2.then182 ], [ %ox33.next, %conv2.ox33 ]
-  %529 = mul nsw i64 %conv2.g22164, 64
-  %530 = add nsw i64 %529, %conv2.j23165
-  %531 = mul nsw i64 %530, 25088
-  %532 = mul nsw i64 %conv2.c26169, 784
-  %533 = add nsw i64 %531, %532
-  %534 = add nsw i64 %conv2.oy32181, %conv2.ky27170
-  %535 = add nsw i64 %534, -1
-  %536 = mul nsw i64 %535, 28
-  %537 = add nsw i64 %533, %536
-  %538 = add nsw i64 %conv2.ox33184, 1
-  %539 = add nsw i64 %537, %538
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %539
-  %540 = load float, ptr %arena185, align 4
-  %541 = mul nsw i64 %conv2.c26169, 3
-  %542 = add nsw i64 %541, %conv2.ky27170
-  %543 = mul nsw i64 %542, 3
-  %544 = add nsw i64 %543, 2
-  %545 = mul nsw i64 %544, 50176
-  %546 = add nsw i64 3211264, %545
-  %547 = mul nsw i64 %conv2.j23165, 784
-  %548 = add nsw i64 %546, %547
-  %549 = mul nsw i64 %conv2.oy32181, 28
-  %550 = add nsw i64 %548, %549
-  %551 = add nsw i64 %550, %conv2.ox33184
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %551
-  store float %540, ptr %arena186, align 4
-  %ox33.next = add nsw i64 %conv2.ox33184, 1
-  %552 = icmp slt i64 %ox33.next, 27
-  br i1 %552, label %conv2.ox33, label %conv2.ox33.end
+conv2.ox34:                                       ; preds = %conv2.ox34, %conv2.then184
+  %conv2.ox34186 = phi i64 [ 0, %conv2.then184 ], [ %ox34.next, %conv2.ox34 ]
+  %548 = mul nsw i64 %conv2.g23166, 64
+  %549 = add nsw i64 %548, %conv2.j24167
+  %550 = mul nsw i64 %549, 25088
+  %551 = mul nsw i64 %conv2.c27171, 784
+  %552 = add nsw i64 %550, %551
+  %553 = mul nsw i64 %conv2.oy33183, 2
+  %554 = add nsw i64 %553, 1
+  %555 = add nsw i64 %554, %conv2.ky28172
+  %556 = add nsw i64 %555, -1
+  %557 = mul nsw i64 %556, 28
+  %558 = add nsw i64 %552, %557
+  %559 = add nsw i64 %conv2.ox34186, 1
+  %560 = mul nsw i64 %559, 2
+  %561 = add nsw i64 %560, -1
+  %562 = add nsw i64 %558, %561
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %562
+  %563 = load float, ptr %arena187, align 4
+  %564 = mul nsw i64 %conv2.c27171, 3
+  %565 = add nsw i64 %564, %conv2.ky28172
+  %566 = mul nsw i64 %565, 3
+  %567 = mul nsw i64 %566, 50176
+  %568 = add nsw i64 3211264, %567
+  %569 = mul nsw i64 %conv2.j24167, 784
+  %570 = add nsw i64 %568, %569
+  %571 = mul nsw i64 %conv2.oy33183, 14
+  %572 = add nsw i64 392, %571
+  %573 = add nsw i64 %conv2.ox34186, 1
+  %574 = add nsw i64 %572, %573
+  %575 = add nsw i64 %570, %574
+  %arena188 = getelementptr inbounds float, ptr %arena, i64 %575
+  store float %563, ptr %arena188, align 4
+  %ox34.next = add nsw i64 %conv2.ox34186, 1
+  %576 = icmp slt i64 %ox34.next, 13
+  br i1 %576, label %conv2.ox34, label %conv2.ox34.end
 
-conv2.ox33.end:                                   ; preds = %conv2.ox33
-  br label %conv2.endif183
+conv2.ox34.end:                                   ; preds = %conv2.ox34
+  br label %conv2.endif185
 
-conv2.nb34:                                       ; preds = %conv2.k39.end, %conv2.j23.end
-  %conv2.nb34187 = phi i64 [ 0, %conv2.j23.end ], [ %nb34.next, %conv2.k39.end ]
-  br label %conv2.mb35
+conv2.oy35:                                       ; preds = %conv2.endif191, %conv2.oy33.end
+  %conv2.oy35189 = phi i64 [ 0, %conv2.oy33.end ], [ %oy35.next, %conv2.endif191 ]
+  %577 = mul nsw i64 %conv2.oy35189, 2
+  %578 = add nsw i64 %577, 1
+  %579 = add nsw i64 %578, %conv2.ky28172
+  %580 = add nsw i64 %579, -1
+  %581 = icmp slt i64 -1, %580
+  %582 = mul nsw i64 %conv2.oy35189, 2
+  %583 = add nsw i64 %582, 1
+  %584 = add nsw i64 %583, %conv2.ky28172
+  %585 = add nsw i64 %584, -1
+  %586 = icmp slt i64 %585, 28
+  %587 = and i1 %581, %586
+  br i1 %587, label %conv2.then190, label %conv2.endif191
 
-conv2.nb34.end:                                   ; preds = %conv2.k39.end
-  br label %conv2.j40
+conv2.oy35.end:                                   ; preds = %conv2.endif191
+  br label %conv2.oy37
 
-conv2.mb35:                                       ; preds = %conv2.k37.end, %conv2.nb34
-  %conv2.mb35188 = phi i64 [ 0, %conv2.nb34 ], [ %mb35.next, %conv2.k37.end ]
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_3, align 64
-  br label %conv2.k37
+conv2.then190:                                    ; preds = %conv2.oy35
+  br label %conv2.ox36
 
-conv2.mb35.end:                                   ; preds = %conv2.k37.end
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_3, align 64
-  br label %conv2.k39
+conv2.endif191:                                   ; preds = %conv2.ox36.end, %conv2.oy35
+  %oy35.next = add nsw i64 %conv2.oy35189, 1
+  %588 = icmp slt i64 %oy35.next, 14
+  br i1 %588, label %conv2.oy35, label %conv2.oy35.end
 
-conv2.k37:                                        ; preds = %conv2.k37, %conv2.mb35
-  %conv2.k37189 = phi i64 [ 0, %conv2.mb35 ], [ %k37.next, %conv2.k37 ]
-  %553 = mul nsw i64 %conv2.k37189, 50176
-  %554 = add nsw i64 3211264, %553
-  %555 = mul nsw i64 %conv2.nb34187, 64
-  %556 = add nsw i64 %554, %555
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %556
-  %557 = load <16 x float>, ptr %arena190, align 4
-  store <16 x float> %557, ptr %conv2.t36_b0, align 64
-  %558 = mul nsw i64 %conv2.k37189, 50176
-  %559 = add nsw i64 3211264, %558
-  %560 = mul nsw i64 %conv2.nb34187, 64
-  %561 = add nsw i64 %559, %560
-  %562 = add nsw i64 %561, 16
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %562
-  %563 = load <16 x float>, ptr %arena191, align 4
-  store <16 x float> %563, ptr %conv2.t36_b1, align 64
-  %564 = mul nsw i64 %conv2.k37189, 50176
-  %565 = add nsw i64 3211264, %564
-  %566 = mul nsw i64 %conv2.nb34187, 64
-  %567 = add nsw i64 %565, %566
-  %568 = add nsw i64 %567, 32
-  %arena192 = getelementptr inbounds float, ptr %arena, i64 %568
-  %569 = load <16 x float>, ptr %arena192, align 4
-  store <16 x float> %569, ptr %conv2.t36_b2, align 64
-  %570 = mul nsw i64 %conv2.k37189, 50176
-  %571 = add nsw i64 3211264, %570
-  %572 = mul nsw i64 %conv2.nb34187, 64
-  %573 = add nsw i64 %571, %572
-  %574 = add nsw i64 %573, 48
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %574
-  %575 = load <16 x float>, ptr %arena193, align 4
-  store <16 x float> %575, ptr %conv2.t36_b3, align 64
-  %576 = mul nsw i64 %conv2.mb35188, 6
-  %577 = mul nsw i64 %576, 288
-  %578 = add nsw i64 320, %577
-  %579 = add nsw i64 %578, %conv2.k37189
-  %params194 = getelementptr inbounds float, ptr %params, i64 %579
-  %580 = load float, ptr %params194, align 4
-  %581 = insertelement <16 x float> undef, float %580, i32 0
-  %582 = shufflevector <16 x float> %581, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %582, ptr %conv2.t36_a0, align 64
-  %t36_a0 = load <16 x float>, ptr %conv2.t36_a0, align 64
-  %t36_b0 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c0_0 = load <16 x float>, ptr %conv2.t36_c0_0, align 64
-  %583 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0, <16 x float> %t36_b0, <16 x float> %t36_c0_0)
-  store <16 x float> %583, ptr %conv2.t36_c0_0, align 64
-  %t36_a0195 = load <16 x float>, ptr %conv2.t36_a0, align 64
-  %t36_b1 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c0_1 = load <16 x float>, ptr %conv2.t36_c0_1, align 64
-  %584 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0195, <16 x float> %t36_b1, <16 x float> %t36_c0_1)
-  store <16 x float> %584, ptr %conv2.t36_c0_1, align 64
-  %t36_a0196 = load <16 x float>, ptr %conv2.t36_a0, align 64
-  %t36_b2 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c0_2 = load <16 x float>, ptr %conv2.t36_c0_2, align 64
-  %585 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0196, <16 x float> %t36_b2, <16 x float> %t36_c0_2)
-  store <16 x float> %585, ptr %conv2.t36_c0_2, align 64
-  %t36_a0197 = load <16 x float>, ptr %conv2.t36_a0, align 64
-  %t36_b3 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c0_3 = load <16 x float>, ptr %conv2.t36_c0_3, align 64
-  %586 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0197, <16 x float> %t36_b3, <16 x float> %t36_c0_3)
-  store <16 x float> %586, ptr %conv2.t36_c0_3, align 64
-  %587 = mul nsw i64 %conv2.mb35188, 6
-  %588 = add nsw i64 %587, 1
-  %589 = mul nsw i64 %588, 288
-  %590 = add nsw i64 320, %589
-  %591 = add nsw i64 %590, %conv2.k37189
-  %params198 = getelementptr inbounds float, ptr %params, i64 %591
-  %592 = load float, ptr %params198, align 4
-  %593 = insertelement <16 x float> undef, float %592, i32 0
-  %594 = shufflevector <16 x float> %593, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %594, ptr %conv2.t36_a1, align 64
-  %t36_a1 = load <16 x float>, ptr %conv2.t36_a1, align 64
-  %t36_b0199 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c1_0 = load <16 x float>, ptr %conv2.t36_c1_0, align 64
-  %595 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1, <16 x float> %t36_b0199, <16 x float> %t36_c1_0)
-  store <16 x float> %595, ptr %conv2.t36_c1_0, align 64
-  %t36_a1200 = load <16 x float>, ptr %conv2.t36_a1, align 64
-  %t36_b1201 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c1_1 = load <16 x float>, ptr %conv2.t36_c1_1, align 64
-  %596 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1200, <16 x float> %t36_b1201, <16 x float> %t36_c1_1)
-  store <16 x float> %596, ptr %conv2.t36_c1_1, align 64
-  %t36_a1202 = load <16 x float>, ptr %conv2.t36_a1, align 64
-  %t36_b2203 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c1_2 = load <16 x float>, ptr %conv2.t36_c1_2, align 64
-  %597 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1202, <16 x float> %t36_b2203, <16 x float> %t36_c1_2)
-  store <16 x float> %597, ptr %conv2.t36_c1_2, align 64
-  %t36_a1204 = load <16 x float>, ptr %conv2.t36_a1, align 64
-  %t36_b3205 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c1_3 = load <16 x float>, ptr %conv2.t36_c1_3, align 64
-  %598 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1204, <16 x float> %t36_b3205, <16 x float> %t36_c1_3)
-  store <16 x float> %598, ptr %conv2.t36_c1_3, align 64
-  %599 = mul nsw i64 %conv2.mb35188, 6
-  %600 = add nsw i64 %599, 2
-  %601 = mul nsw i64 %600, 288
-  %602 = add nsw i64 320, %601
-  %603 = add nsw i64 %602, %conv2.k37189
-  %params206 = getelementptr inbounds float, ptr %params, i64 %603
-  %604 = load float, ptr %params206, align 4
-  %605 = insertelement <16 x float> undef, float %604, i32 0
-  %606 = shufflevector <16 x float> %605, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %606, ptr %conv2.t36_a2, align 64
-  %t36_a2 = load <16 x float>, ptr %conv2.t36_a2, align 64
-  %t36_b0207 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c2_0 = load <16 x float>, ptr %conv2.t36_c2_0, align 64
-  %607 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2, <16 x float> %t36_b0207, <16 x float> %t36_c2_0)
-  store <16 x float> %607, ptr %conv2.t36_c2_0, align 64
-  %t36_a2208 = load <16 x float>, ptr %conv2.t36_a2, align 64
-  %t36_b1209 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c2_1 = load <16 x float>, ptr %conv2.t36_c2_1, align 64
-  %608 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2208, <16 x float> %t36_b1209, <16 x float> %t36_c2_1)
-  store <16 x float> %608, ptr %conv2.t36_c2_1, align 64
-  %t36_a2210 = load <16 x float>, ptr %conv2.t36_a2, align 64
-  %t36_b2211 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c2_2 = load <16 x float>, ptr %conv2.t36_c2_2, align 64
-  %609 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2210, <16 x float> %t36_b2211, <16 x float> %t36_c2_2)
-  store <16 x float> %609, ptr %conv2.t36_c2_2, align 64
-  %t36_a2212 = load <16 x float>, ptr %conv2.t36_a2, align 64
-  %t36_b3213 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c2_3 = load <16 x float>, ptr %conv2.t36_c2_3, align 64
-  %610 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2212, <16 x float> %t36_b3213, <16 x float> %t36_c2_3)
-  store <16 x float> %610, ptr %conv2.t36_c2_3, align 64
-  %611 = mul nsw i64 %conv2.mb35188, 6
-  %612 = add nsw i64 %611, 3
-  %613 = mul nsw i64 %612, 288
-  %614 = add nsw i64 320, %613
-  %615 = add nsw i64 %614, %conv2.k37189
-  %params214 = getelementptr inbounds float, ptr %params, i64 %615
-  %616 = load float, ptr %params214, align 4
-  %617 = insertelement <16 x float> undef, float %616, i32 0
-  %618 = shufflevector <16 x float> %617, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %618, ptr %conv2.t36_a3, align 64
-  %t36_a3 = load <16 x float>, ptr %conv2.t36_a3, align 64
-  %t36_b0215 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c3_0 = load <16 x float>, ptr %conv2.t36_c3_0, align 64
-  %619 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3, <16 x float> %t36_b0215, <16 x float> %t36_c3_0)
-  store <16 x float> %619, ptr %conv2.t36_c3_0, align 64
-  %t36_a3216 = load <16 x float>, ptr %conv2.t36_a3, align 64
-  %t36_b1217 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c3_1 = load <16 x float>, ptr %conv2.t36_c3_1, align 64
-  %620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3216, <16 x float> %t36_b1217, <16 x float> %t36_c3_1)
-  store <16 x float> %620, ptr %conv2.t36_c3_1, align 64
-  %t36_a3218 = load <16 x float>, ptr %conv2.t36_a3, align 64
-  %t36_b2219 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c3_2 = load <16 x float>, ptr %conv2.t36_c3_2, align 64
-  %621 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3218, <16 x float> %t36_b2219, <16 x float> %t36_c3_2)
-  store <16 x float> %621, ptr %conv2.t36_c3_2, align 64
-  %t36_a3220 = load <16 x float>, ptr %conv2.t36_a3, align 64
-  %t36_b3221 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c3_3 = load <16 x float>, ptr %conv2.t36_c3_3, align 64
-  %622 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3220, <16 x float> %t36_b3221, <16 x float> %t36_c3_3)
-  store <16 x float> %622, ptr %conv2.t36_c3_3, align 64
-  %623 = mul nsw i64 %conv2.mb35188, 6
-  %624 = add nsw i64 %623, 4
-  %625 = mul nsw i64 %624, 288
-  %626 = add nsw i64 320, %625
-  %627 = add nsw i64 %626, %conv2.k37189
-  %params222 = getelementptr inbounds float, ptr %params, i64 %627
-  %628 = load float, ptr %params222, align 4
-  %629 = insertelement <16 x float> undef, float %628, i32 0
-  %630 = shufflevector <16 x float> %629, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %630, ptr %conv2.t36_a4, align 64
-  %t36_a4 = load <16 x float>, ptr %conv2.t36_a4, align 64
-  %t36_b0223 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c4_0 = load <16 x float>, ptr %conv2.t36_c4_0, align 64
-  %631 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4, <16 x float> %t36_b0223, <16 x float> %t36_c4_0)
-  store <16 x float> %631, ptr %conv2.t36_c4_0, align 64
-  %t36_a4224 = load <16 x float>, ptr %conv2.t36_a4, align 64
-  %t36_b1225 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c4_1 = load <16 x float>, ptr %conv2.t36_c4_1, align 64
-  %632 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4224, <16 x float> %t36_b1225, <16 x float> %t36_c4_1)
-  store <16 x float> %632, ptr %conv2.t36_c4_1, align 64
-  %t36_a4226 = load <16 x float>, ptr %conv2.t36_a4, align 64
-  %t36_b2227 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c4_2 = load <16 x float>, ptr %conv2.t36_c4_2, align 64
-  %633 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4226, <16 x float> %t36_b2227, <16 x float> %t36_c4_2)
-  store <16 x float> %633, ptr %conv2.t36_c4_2, align 64
-  %t36_a4228 = load <16 x float>, ptr %conv2.t36_a4, align 64
-  %t36_b3229 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c4_3 = load <16 x float>, ptr %conv2.t36_c4_3, align 64
-  %634 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4228, <16 x float> %t36_b3229, <16 x float> %t36_c4_3)
-  store <16 x float> %634, ptr %conv2.t36_c4_3, align 64
-  %635 = mul nsw i64 %conv2.mb35188, 6
-  %636 = add nsw i64 %635, 5
-  %637 = mul nsw i64 %636, 288
-  %638 = add nsw i64 320, %637
-  %639 = add nsw i64 %638, %conv2.k37189
-  %params230 = getelementptr inbounds float, ptr %params, i64 %639
-  %640 = load float, ptr %params230, align 4
-  %641 = insertelement <16 x float> undef, float %640, i32 0
-  %642 = shufflevector <16 x float> %641, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %642, ptr %conv2.t36_a5, align 64
-  %t36_a5 = load <16 x float>, ptr %conv2.t36_a5, align 64
-  %t36_b0231 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c5_0 = load <16 x float>, ptr %conv2.t36_c5_0, align 64
-  %643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5, <16 x float> %t36_b0231, <16 x float> %t36_c5_0)
-  store <16 x float> %643, ptr %conv2.t36_c5_0, align 64
-  %t36_a5232 = load <16 x float>, ptr %conv2.t36_a5, align 64
-  %t36_b1233 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c5_1 = load <16 x float>, ptr %conv2.t36_c5_1, align 64
-  %644 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5232, <16 x float> %t36_b1233, <16 x float> %t36_c5_1)
-  store <16 x float> %644, ptr %conv2.t36_c5_1, align 64
-  %t36_a5234 = load <16 x float>, ptr %conv2.t36_a5, align 64
-  %t36_b2235 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c5_2 = load <16 x float>, ptr %conv2.t36_c5_2, align 64
-  %645 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5234, <16 x float> %t36_b2235, <16 x float> %t36_c5_2)
-  store <16 x float> %645, ptr %conv2.t36_c5_2, align 64
-  %t36_a5236 = load <16 x float>, ptr %conv2.t36_a5, align 64
-  %t36_b3237 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c5_3 = load <16 x float>, ptr %conv2.t36_c5_3, align 64
-  %646 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5236, <16 x float> %t36_b3237, <16 x float> %t36_c5_3)
-  store <16 x float> %646, ptr %conv2.t36_c5_3, align 64
-  %k37.next = add nsw i64 %conv2.k37189, 1
-  %647 = icmp slt i64 %k37.next, 288
-  br i1 %647, label %conv2.k37, label %conv2.k37.end
+conv2.ox36:                                       ; preds = %conv2.ox36, %conv2.then190
+  %conv2.ox36192 = phi i64 [ 0, %conv2.then190 ], [ %ox36.next, %conv2.ox36 ]
+  %589 = mul nsw i64 %conv2.g23166, 64
+  %590 = add nsw i64 %589, %conv2.j24167
+  %591 = mul nsw i64 %590, 25088
+  %592 = mul nsw i64 %conv2.c27171, 784
+  %593 = add nsw i64 %591, %592
+  %594 = mul nsw i64 %conv2.oy35189, 2
+  %595 = add nsw i64 %594, 1
+  %596 = add nsw i64 %595, %conv2.ky28172
+  %597 = add nsw i64 %596, -1
+  %598 = mul nsw i64 %597, 28
+  %599 = add nsw i64 %593, %598
+  %600 = mul nsw i64 %conv2.ox36192, 2
+  %601 = add nsw i64 %599, %600
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %601
+  %602 = load float, ptr %arena193, align 4
+  %603 = mul nsw i64 %conv2.c27171, 3
+  %604 = add nsw i64 %603, %conv2.ky28172
+  %605 = mul nsw i64 %604, 3
+  %606 = mul nsw i64 %605, 50176
+  %607 = add nsw i64 3211264, %606
+  %608 = mul nsw i64 %conv2.j24167, 784
+  %609 = add nsw i64 %607, %608
+  %610 = mul nsw i64 %conv2.oy35189, 14
+  %611 = add nsw i64 588, %610
+  %612 = add nsw i64 %611, %conv2.ox36192
+  %613 = add nsw i64 %609, %612
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %613
+  store float %602, ptr %arena194, align 4
+  %ox36.next = add nsw i64 %conv2.ox36192, 1
+  %614 = icmp slt i64 %ox36.next, 14
+  br i1 %614, label %conv2.ox36, label %conv2.ox36.end
 
-conv2.k37.end:                                    ; preds = %conv2.k37
-  %t36_c0_0238 = load <16 x float>, ptr %conv2.t36_c0_0, align 64
-  %648 = mul nsw i64 %conv2.mb35188, 6
-  %649 = mul nsw i64 %648, 50176
-  %650 = add nsw i64 17661952, %649
-  %651 = mul nsw i64 %conv2.nb34187, 64
-  %652 = add nsw i64 %650, %651
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %652
-  store <16 x float> %t36_c0_0238, ptr %arena239, align 4
-  %t36_c0_1240 = load <16 x float>, ptr %conv2.t36_c0_1, align 64
-  %653 = mul nsw i64 %conv2.mb35188, 6
-  %654 = mul nsw i64 %653, 50176
-  %655 = add nsw i64 17661952, %654
-  %656 = mul nsw i64 %conv2.nb34187, 64
-  %657 = add nsw i64 %655, %656
-  %658 = add nsw i64 %657, 16
-  %arena241 = getelementptr inbounds float, ptr %arena, i64 %658
-  store <16 x float> %t36_c0_1240, ptr %arena241, align 4
-  %t36_c0_2242 = load <16 x float>, ptr %conv2.t36_c0_2, align 64
-  %659 = mul nsw i64 %conv2.mb35188, 6
-  %660 = mul nsw i64 %659, 50176
-  %661 = add nsw i64 17661952, %660
-  %662 = mul nsw i64 %conv2.nb34187, 64
-  %663 = add nsw i64 %661, %662
-  %664 = add nsw i64 %663, 32
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 %664
-  store <16 x float> %t36_c0_2242, ptr %arena243, align 4
-  %t36_c0_3244 = load <16 x float>, ptr %conv2.t36_c0_3, align 64
-  %665 = mul nsw i64 %conv2.mb35188, 6
-  %666 = mul nsw i64 %665, 50176
-  %667 = add nsw i64 17661952, %666
-  %668 = mul nsw i64 %conv2.nb34187, 64
-  %669 = add nsw i64 %667, %668
-  %670 = add nsw i64 %669, 48
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %670
-  store <16 x float> %t36_c0_3244, ptr %arena245, align 4
-  %t36_c1_0246 = load <16 x float>, ptr %conv2.t36_c1_0, align 64
-  %671 = mul nsw i64 %conv2.mb35188, 6
-  %672 = add nsw i64 %671, 1
-  %673 = mul nsw i64 %672, 50176
-  %674 = add nsw i64 17661952, %673
-  %675 = mul nsw i64 %conv2.nb34187, 64
-  %676 = add nsw i64 %674, %675
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 %676
-  store <16 x float> %t36_c1_0246, ptr %arena247, align 4
-  %t36_c1_1248 = load <16 x float>, ptr %conv2.t36_c1_1, align 64
-  %677 = mul nsw i64 %conv2.mb35188, 6
-  %678 = add nsw i64 %677, 1
-  %679 = mul nsw i64 %678, 50176
-  %680 = add nsw i64 17661952, %679
-  %681 = mul nsw i64 %conv2.nb34187, 64
-  %682 = add nsw i64 %680, %681
-  %683 = add nsw i64 %682, 16
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %683
-  store <16 x float> %t36_c1_1248, ptr %arena249, align 4
-  %t36_c1_2250 = load <16 x float>, ptr %conv2.t36_c1_2, align 64
-  %684 = mul nsw i64 %conv2.mb35188, 6
-  %685 = add nsw i64 %684, 1
-  %686 = mul nsw i64 %685, 50176
-  %687 = add nsw i64 17661952, %686
-  %688 = mul nsw i64 %conv2.nb34187, 64
-  %689 = add nsw i64 %687, %688
-  %690 = add nsw i64 %689, 32
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 %690
-  store <16 x float> %t36_c1_2250, ptr %arena251, align 4
-  %t36_c1_3252 = load <16 x float>, ptr %conv2.t36_c1_3, align 64
-  %691 = mul nsw i64 %conv2.mb35188, 6
-  %692 = add nsw i64 %691, 1
-  %693 = mul nsw i64 %692, 50176
-  %694 = add nsw i64 17661952, %693
-  %695 = mul nsw i64 %conv2.nb34187, 64
-  %696 = add nsw i64 %694, %695
-  %697 = add nsw i64 %696, 48
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 %697
-  store <16 x float> %t36_c1_3252, ptr %arena253, align 4
-  %t36_c2_0254 = load <16 x float>, ptr %conv2.t36_c2_0, align 64
-  %698 = mul nsw i64 %conv2.mb35188, 6
-  %699 = add nsw i64 %698, 2
-  %700 = mul nsw i64 %699, 50176
-  %701 = add nsw i64 17661952, %700
-  %702 = mul nsw i64 %conv2.nb34187, 64
+conv2.ox36.end:                                   ; preds = %conv2.ox36
+  br label %conv2.endif191
+
+conv2.oy37:                                       ; preds = %conv2.endif197, %conv2.oy35.end
+  %conv2.oy37195 = phi i64 [ 0, %conv2.oy35.end ], [ %oy37.next, %conv2.endif197 ]
+  %615 = mul nsw i64 %conv2.oy37195, 2
+  %616 = add nsw i64 %615, %conv2.ky28172
+  %617 = add nsw i64 %616, -1
+  %618 = icmp slt i64 -1, %617
+  %619 = mul nsw i64 %conv2.oy37195, 2
+  %620 = add nsw i64 %619, %conv2.ky28172
+  %621 = add nsw i64 %620, -1
+  %622 = icmp slt i64 %621, 28
+  %623 = and i1 %618, %622
+  br i1 %623, label %conv2.then196, label %conv2.endif197
+
+conv2.oy37.end:                                   ; preds = %conv2.endif197
+  br label %conv2.oy39
+
+conv2.then196:                                    ; preds = %conv2.oy37
+  br label %conv2.ox38
+
+conv2.endif197:                                   ; preds = %conv2.ox38.end, %conv2.oy37
+  %oy37.next = add nsw i64 %conv2.oy37195, 1
+  %624 = icmp slt i64 %oy37.next, 14
+  br i1 %624, label %conv2.oy37, label %conv2.oy37.end
+
+conv2.ox38:                                       ; preds = %conv2.ox38, %conv2.then196
+  %conv2.ox38198 = phi i64 [ 0, %conv2.then196 ], [ %ox38.next, %conv2.ox38 ]
+  %625 = mul nsw i64 %conv2.g23166, 64
+  %626 = add nsw i64 %625, %conv2.j24167
+  %627 = mul nsw i64 %626, 25088
+  %628 = mul nsw i64 %conv2.c27171, 784
+  %629 = add nsw i64 %627, %628
+  %630 = mul nsw i64 %conv2.oy37195, 2
+  %631 = add nsw i64 %630, %conv2.ky28172
+  %632 = add nsw i64 %631, -1
+  %633 = mul nsw i64 %632, 28
+  %634 = add nsw i64 %629, %633
+  %635 = mul nsw i64 %conv2.ox38198, 2
+  %636 = add nsw i64 %634, %635
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %636
+  %637 = load float, ptr %arena199, align 4
+  %638 = mul nsw i64 %conv2.c27171, 3
+  %639 = add nsw i64 %638, %conv2.ky28172
+  %640 = mul nsw i64 %639, 3
+  %641 = add nsw i64 %640, 1
+  %642 = mul nsw i64 %641, 50176
+  %643 = add nsw i64 3211264, %642
+  %644 = mul nsw i64 %conv2.j24167, 784
+  %645 = add nsw i64 %643, %644
+  %646 = mul nsw i64 %conv2.oy37195, 14
+  %647 = add nsw i64 %646, %conv2.ox38198
+  %648 = add nsw i64 %645, %647
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %648
+  store float %637, ptr %arena200, align 4
+  %ox38.next = add nsw i64 %conv2.ox38198, 1
+  %649 = icmp slt i64 %ox38.next, 14
+  br i1 %649, label %conv2.ox38, label %conv2.ox38.end
+
+conv2.ox38.end:                                   ; preds = %conv2.ox38
+  br label %conv2.endif197
+
+conv2.oy39:                                       ; preds = %conv2.endif203, %conv2.oy37.end
+  %conv2.oy39201 = phi i64 [ 0, %conv2.oy37.end ], [ %oy39.next, %conv2.endif203 ]
+  %650 = mul nsw i64 %conv2.oy39201, 2
+  %651 = add nsw i64 %650, %conv2.ky28172
+  %652 = add nsw i64 %651, -1
+  %653 = icmp slt i64 -1, %652
+  %654 = mul nsw i64 %conv2.oy39201, 2
+  %655 = add nsw i64 %654, %conv2.ky28172
+  %656 = add nsw i64 %655, -1
+  %657 = icmp slt i64 %656, 28
+  %658 = and i1 %653, %657
+  br i1 %658, label %conv2.then202, label %conv2.endif203
+
+conv2.oy39.end:                                   ; preds = %conv2.endif203
+  br label %conv2.oy41
+
+conv2.then202:                                    ; preds = %conv2.oy39
+  br label %conv2.ox40
+
+conv2.endif203:                                   ; preds = %conv2.ox40.end, %conv2.oy39
+  %oy39.next = add nsw i64 %conv2.oy39201, 1
+  %659 = icmp slt i64 %oy39.next, 14
+  br i1 %659, label %conv2.oy39, label %conv2.oy39.end
+
+conv2.ox40:                                       ; preds = %conv2.ox40, %conv2.then202
+  %conv2.ox40204 = phi i64 [ 0, %conv2.then202 ], [ %ox40.next, %conv2.ox40 ]
+  %660 = mul nsw i64 %conv2.g23166, 64
+  %661 = add nsw i64 %660, %conv2.j24167
+  %662 = mul nsw i64 %661, 25088
+  %663 = mul nsw i64 %conv2.c27171, 784
+  %664 = add nsw i64 %662, %663
+  %665 = mul nsw i64 %conv2.oy39201, 2
+  %666 = add nsw i64 %665, %conv2.ky28172
+  %667 = add nsw i64 %666, -1
+  %668 = mul nsw i64 %667, 28
+  %669 = add nsw i64 %664, %668
+  %670 = mul nsw i64 %conv2.ox40204, 2
+  %671 = add nsw i64 %670, 1
+  %672 = add nsw i64 %669, %671
+  %arena205 = getelementptr inbounds float, ptr %arena, i64 %672
+  %673 = load float, ptr %arena205, align 4
+  %674 = mul nsw i64 %conv2.c27171, 3
+  %675 = add nsw i64 %674, %conv2.ky28172
+  %676 = mul nsw i64 %675, 3
+  %677 = add nsw i64 %676, 1
+  %678 = mul nsw i64 %677, 50176
+  %679 = add nsw i64 3211264, %678
+  %680 = mul nsw i64 %conv2.j24167, 784
+  %681 = add nsw i64 %679, %680
+  %682 = mul nsw i64 %conv2.oy39201, 14
+  %683 = add nsw i64 196, %682
+  %684 = add nsw i64 %683, %conv2.ox40204
+  %685 = add nsw i64 %681, %684
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %685
+  store float %673, ptr %arena206, align 4
+  %ox40.next = add nsw i64 %conv2.ox40204, 1
+  %686 = icmp slt i64 %ox40.next, 14
+  br i1 %686, label %conv2.ox40, label %conv2.ox40.end
+
+conv2.ox40.end:                                   ; preds = %conv2.ox40
+  br label %conv2.endif203
+
+conv2.oy41:                                       ; preds = %conv2.endif209, %conv2.oy39.end
+  %conv2.oy41207 = phi i64 [ 0, %conv2.oy39.end ], [ %oy41.next, %conv2.endif209 ]
+  %687 = mul nsw i64 %conv2.oy41207, 2
+  %688 = add nsw i64 %687, 1
+  %689 = add nsw i64 %688, %conv2.ky28172
+  %690 = add nsw i64 %689, -1
+  %691 = icmp slt i64 -1, %690
+  %692 = mul nsw i64 %conv2.oy41207, 2
+  %693 = add nsw i64 %692, 1
+  %694 = add nsw i64 %693, %conv2.ky28172
+  %695 = add nsw i64 %694, -1
+  %696 = icmp slt i64 %695, 28
+  %697 = and i1 %691, %696
+  br i1 %697, label %conv2.then208, label %conv2.endif209
+
+conv2.oy41.end:                                   ; preds = %conv2.endif209
+  br label %conv2.oy43
+
+conv2.then208:                                    ; preds = %conv2.oy41
+  br label %conv2.ox42
+
+conv2.endif209:                                   ; preds = %conv2.ox42.end, %conv2.oy41
+  %oy41.next = add nsw i64 %conv2.oy41207, 1
+  %698 = icmp slt i64 %oy41.next, 14
+  br i1 %698, label %conv2.oy41, label %conv2.oy41.end
+
+conv2.ox42:                                       ; preds = %conv2.ox42, %conv2.then208
+  %conv2.ox42210 = phi i64 [ 0, %conv2.then208 ], [ %ox42.next, %conv2.ox42 ]
+  %699 = mul nsw i64 %conv2.g23166, 64
+  %700 = add nsw i64 %699, %conv2.j24167
+  %701 = mul nsw i64 %700, 25088
+  %702 = mul nsw i64 %conv2.c27171, 784
   %703 = add nsw i64 %701, %702
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %703
-  store <16 x float> %t36_c2_0254, ptr %arena255, align 4
-  %t36_c2_1256 = load <16 x float>, ptr %conv2.t36_c2_1, align 64
-  %704 = mul nsw i64 %conv2.mb35188, 6
-  %705 = add nsw i64 %704, 2
-  %706 = mul nsw i64 %705, 50176
-  %707 = add nsw i64 17661952, %706
-  %708 = mul nsw i64 %conv2.nb34187, 64
-  %709 = add nsw i64 %707, %708
-  %710 = add nsw i64 %709, 16
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <16 x float> %t36_c2_1256, ptr %arena257, align 4
-  %t36_c2_2258 = load <16 x float>, ptr %conv2.t36_c2_2, align 64
-  %711 = mul nsw i64 %conv2.mb35188, 6
-  %712 = add nsw i64 %711, 2
-  %713 = mul nsw i64 %712, 50176
-  %714 = add nsw i64 17661952, %713
-  %715 = mul nsw i64 %conv2.nb34187, 64
-  %716 = add nsw i64 %714, %715
-  %717 = add nsw i64 %716, 32
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 %717
-  store <16 x float> %t36_c2_2258, ptr %arena259, align 4
-  %t36_c2_3260 = load <16 x float>, ptr %conv2.t36_c2_3, align 64
-  %718 = mul nsw i64 %conv2.mb35188, 6
-  %719 = add nsw i64 %718, 2
-  %720 = mul nsw i64 %719, 50176
-  %721 = add nsw i64 17661952, %720
-  %722 = mul nsw i64 %conv2.nb34187, 64
-  %723 = add nsw i64 %721, %722
-  %724 = add nsw i64 %723, 48
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %724
-  store <16 x float> %t36_c2_3260, ptr %arena261, align 4
-  %t36_c3_0262 = load <16 x float>, ptr %conv2.t36_c3_0, align 64
-  %725 = mul nsw i64 %conv2.mb35188, 6
-  %726 = add nsw i64 %725, 3
-  %727 = mul nsw i64 %726, 50176
-  %728 = add nsw i64 17661952, %727
-  %729 = mul nsw i64 %conv2.nb34187, 64
-  %730 = add nsw i64 %728, %729
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 %730
-  store <16 x float> %t36_c3_0262, ptr %arena263, align 4
-  %t36_c3_1264 = load <16 x float>, ptr %conv2.t36_c3_1, align 64
-  %731 = mul nsw i64 %conv2.mb35188, 6
-  %732 = add nsw i64 %731, 3
-  %733 = mul nsw i64 %732, 50176
-  %734 = add nsw i64 17661952, %733
-  %735 = mul nsw i64 %conv2.nb34187, 64
-  %736 = add nsw i64 %734, %735
-  %737 = add nsw i64 %736, 16
-  %arena265 = getelementptr inbounds float, ptr %arena, i64 %737
-  store <16 x float> %t36_c3_1264, ptr %arena265, align 4
-  %t36_c3_2266 = load <16 x float>, ptr %conv2.t36_c3_2, align 64
-  %738 = mul nsw i64 %conv2.mb35188, 6
-  %739 = add nsw i64 %738, 3
-  %740 = mul nsw i64 %739, 50176
-  %741 = add nsw i64 17661952, %740
-  %742 = mul nsw i64 %conv2.nb34187, 64
-  %743 = add nsw i64 %741, %742
-  %744 = add nsw i64 %743, 32
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %744
-  store <16 x float> %t36_c3_2266, ptr %arena267, align 4
-  %t36_c3_3268 = load <16 x float>, ptr %conv2.t36_c3_3, align 64
-  %745 = mul nsw i64 %conv2.mb35188, 6
-  %746 = add nsw i64 %745, 3
-  %747 = mul nsw i64 %746, 50176
-  %748 = add nsw i64 17661952, %747
-  %749 = mul nsw i64 %conv2.nb34187, 64
-  %750 = add nsw i64 %748, %749
-  %751 = add nsw i64 %750, 48
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %751
-  store <16 x float> %t36_c3_3268, ptr %arena269, align 4
-  %t36_c4_0270 = load <16 x float>, ptr %conv2.t36_c4_0, align 64
-  %752 = mul nsw i64 %conv2.mb35188, 6
-  %753 = add nsw i64 %752, 4
-  %754 = mul nsw i64 %753, 50176
-  %755 = add nsw i64 17661952, %754
-  %756 = mul nsw i64 %conv2.nb34187, 64
-  %757 = add nsw i64 %755, %756
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 %757
-  store <16 x float> %t36_c4_0270, ptr %arena271, align 4
-  %t36_c4_1272 = load <16 x float>, ptr %conv2.t36_c4_1, align 64
-  %758 = mul nsw i64 %conv2.mb35188, 6
-  %759 = add nsw i64 %758, 4
-  %760 = mul nsw i64 %759, 50176
-  %761 = add nsw i64 17661952, %760
-  %762 = mul nsw i64 %conv2.nb34187, 64
-  %763 = add nsw i64 %761, %762
-  %764 = add nsw i64 %763, 16
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %764
-  store <16 x float> %t36_c4_1272, ptr %arena273, align 4
-  %t36_c4_2274 = load <16 x float>, ptr %conv2.t36_c4_2, align 64
-  %765 = mul nsw i64 %conv2.mb35188, 6
-  %766 = add nsw i64 %765, 4
-  %767 = mul nsw i64 %766, 50176
-  %768 = add nsw i64 17661952, %767
-  %769 = mul nsw i64 %conv2.nb34187, 64
-  %770 = add nsw i64 %768, %769
-  %771 = add nsw i64 %770, 32
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %771
-  store <16 x float> %t36_c4_2274, ptr %arena275, align 4
-  %t36_c4_3276 = load <16 x float>, ptr %conv2.t36_c4_3, align 64
-  %772 = mul nsw i64 %conv2.mb35188, 6
-  %773 = add nsw i64 %772, 4
-  %774 = mul nsw i64 %773, 50176
-  %775 = add nsw i64 17661952, %774
-  %776 = mul nsw i64 %conv2.nb34187, 64
-  %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, 48
-  %arena277 = getelementptr inbounds float, ptr %arena, i64 %778
-  store <16 x float> %t36_c4_3276, ptr %arena277, align 4
-  %t36_c5_0278 = load <16 x float>, ptr %conv2.t36_c5_0, align 64
-  %779 = mul nsw i64 %conv2.mb35188, 6
-  %780 = add nsw i64 %779, 5
-  %781 = mul nsw i64 %780, 50176
-  %782 = add nsw i64 17661952, %781
-  %783 = mul nsw i64 %conv2.nb34187, 64
-  %784 = add nsw i64 %782, %783
-  %arena279 = getelementptr inbounds float, ptr %arena, i64 %784
-  store <16 x float> %t36_c5_0278, ptr %arena279, align 4
-  %t36_c5_1280 = load <16 x float>, ptr %conv2.t36_c5_1, align 64
-  %785 = mul nsw i64 %conv2.mb35188, 6
-  %786 = add nsw i64 %785, 5
-  %787 = mul nsw i64 %786, 50176
-  %788 = add nsw i64 17661952, %787
-  %789 = mul nsw i64 %conv2.nb34187, 64
-  %790 = add nsw i64 %788, %789
-  %791 = add nsw i64 %790, 16
-  %arena281 = getelementptr inbounds float, ptr %arena, i64 %791
-  store <16 x float> %t36_c5_1280, ptr %arena281, align 4
-  %t36_c5_2282 = load <16 x float>, ptr %conv2.t36_c5_2, align 64
-  %792 = mul nsw i64 %conv2.mb35188, 6
-  %793 = add nsw i64 %792, 5
+  %704 = mul nsw i64 %conv2.oy41207, 2
+  %705 = add nsw i64 %704, 1
+  %706 = add nsw i64 %705, %conv2.ky28172
+  %707 = add nsw i64 %706, -1
+  %708 = mul nsw i64 %707, 28
+  %709 = add nsw i64 %703, %708
+  %710 = mul nsw i64 %conv2.ox42210, 2
+  %711 = add nsw i64 %709, %710
+  %arena211 = getelementptr inbounds float, ptr %arena, i64 %711
+  %712 = load float, ptr %arena211, align 4
+  %713 = mul nsw i64 %conv2.c27171, 3
+  %714 = add nsw i64 %713, %conv2.ky28172
+  %715 = mul nsw i64 %714, 3
+  %716 = add nsw i64 %715, 1
+  %717 = mul nsw i64 %716, 50176
+  %718 = add nsw i64 3211264, %717
+  %719 = mul nsw i64 %conv2.j24167, 784
+  %720 = add nsw i64 %718, %719
+  %721 = mul nsw i64 %conv2.oy41207, 14
+  %722 = add nsw i64 392, %721
+  %723 = add nsw i64 %722, %conv2.ox42210
+  %724 = add nsw i64 %720, %723
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 %724
+  store float %712, ptr %arena212, align 4
+  %ox42.next = add nsw i64 %conv2.ox42210, 1
+  %725 = icmp slt i64 %ox42.next, 14
+  br i1 %725, label %conv2.ox42, label %conv2.ox42.end
+
+conv2.ox42.end:                                   ; preds = %conv2.ox42
+  br label %conv2.endif209
+
+conv2.oy43:                                       ; preds = %conv2.endif215, %conv2.oy41.end
+  %conv2.oy43213 = phi i64 [ 0, %conv2.oy41.end ], [ %oy43.next, %conv2.endif215 ]
+  %726 = mul nsw i64 %conv2.oy43213, 2
+  %727 = add nsw i64 %726, 1
+  %728 = add nsw i64 %727, %conv2.ky28172
+  %729 = add nsw i64 %728, -1
+  %730 = icmp slt i64 -1, %729
+  %731 = mul nsw i64 %conv2.oy43213, 2
+  %732 = add nsw i64 %731, 1
+  %733 = add nsw i64 %732, %conv2.ky28172
+  %734 = add nsw i64 %733, -1
+  %735 = icmp slt i64 %734, 28
+  %736 = and i1 %730, %735
+  br i1 %736, label %conv2.then214, label %conv2.endif215
+
+conv2.oy43.end:                                   ; preds = %conv2.endif215
+  br label %conv2.oy45
+
+conv2.then214:                                    ; preds = %conv2.oy43
+  br label %conv2.ox44
+
+conv2.endif215:                                   ; preds = %conv2.ox44.end, %conv2.oy43
+  %oy43.next = add nsw i64 %conv2.oy43213, 1
+  %737 = icmp slt i64 %oy43.next, 14
+  br i1 %737, label %conv2.oy43, label %conv2.oy43.end
+
+conv2.ox44:                                       ; preds = %conv2.ox44, %conv2.then214
+  %conv2.ox44216 = phi i64 [ 0, %conv2.then214 ], [ %ox44.next, %conv2.ox44 ]
+  %738 = mul nsw i64 %conv2.g23166, 64
+  %739 = add nsw i64 %738, %conv2.j24167
+  %740 = mul nsw i64 %739, 25088
+  %741 = mul nsw i64 %conv2.c27171, 784
+  %742 = add nsw i64 %740, %741
+  %743 = mul nsw i64 %conv2.oy43213, 2
+  %744 = add nsw i64 %743, 1
+  %745 = add nsw i64 %744, %conv2.ky28172
+  %746 = add nsw i64 %745, -1
+  %747 = mul nsw i64 %746, 28
+  %748 = add nsw i64 %742, %747
+  %749 = mul nsw i64 %conv2.ox44216, 2
+  %750 = add nsw i64 %749, 1
+  %751 = add nsw i64 %748, %750
+  %arena217 = getelementptr inbounds float, ptr %arena, i64 %751
+  %752 = load float, ptr %arena217, align 4
+  %753 = mul nsw i64 %conv2.c27171, 3
+  %754 = add nsw i64 %753, %conv2.ky28172
+  %755 = mul nsw i64 %754, 3
+  %756 = add nsw i64 %755, 1
+  %757 = mul nsw i64 %756, 50176
+  %758 = add nsw i64 3211264, %757
+  %759 = mul nsw i64 %conv2.j24167, 784
+  %760 = add nsw i64 %758, %759
+  %761 = mul nsw i64 %conv2.oy43213, 14
+  %762 = add nsw i64 588, %761
+  %763 = add nsw i64 %762, %conv2.ox44216
+  %764 = add nsw i64 %760, %763
+  %arena218 = getelementptr inbounds float, ptr %arena, i64 %764
+  store float %752, ptr %arena218, align 4
+  %ox44.next = add nsw i64 %conv2.ox44216, 1
+  %765 = icmp slt i64 %ox44.next, 14
+  br i1 %765, label %conv2.ox44, label %conv2.ox44.end
+
+conv2.ox44.end:                                   ; preds = %conv2.ox44
+  br label %conv2.endif215
+
+conv2.oy45:                                       ; preds = %conv2.endif221, %conv2.oy43.end
+  %conv2.oy45219 = phi i64 [ 0, %conv2.oy43.end ], [ %oy45.next, %conv2.endif221 ]
+  %766 = mul nsw i64 %conv2.oy45219, 2
+  %767 = add nsw i64 %766, %conv2.ky28172
+  %768 = add nsw i64 %767, -1
+  %769 = icmp slt i64 -1, %768
+  %770 = mul nsw i64 %conv2.oy45219, 2
+  %771 = add nsw i64 %770, %conv2.ky28172
+  %772 = add nsw i64 %771, -1
+  %773 = icmp slt i64 %772, 28
+  %774 = and i1 %769, %773
+  br i1 %774, label %conv2.then220, label %conv2.endif221
+
+conv2.oy45.end:                                   ; preds = %conv2.endif221
+  br label %conv2.oy47
+
+conv2.then220:                                    ; preds = %conv2.oy45
+  br label %conv2.ox46
+
+conv2.endif221:                                   ; preds = %conv2.ox46.end, %conv2.oy45
+  %oy45.next = add nsw i64 %conv2.oy45219, 1
+  %775 = icmp slt i64 %oy45.next, 14
+  br i1 %775, label %conv2.oy45, label %conv2.oy45.end
+
+conv2.ox46:                                       ; preds = %conv2.ox46, %conv2.then220
+  %conv2.ox46222 = phi i64 [ 0, %conv2.then220 ], [ %ox46.next, %conv2.ox46 ]
+  %776 = mul nsw i64 %conv2.g23166, 64
+  %777 = add nsw i64 %776, %conv2.j24167
+  %778 = mul nsw i64 %777, 25088
+  %779 = mul nsw i64 %conv2.c27171, 784
+  %780 = add nsw i64 %778, %779
+  %781 = mul nsw i64 %conv2.oy45219, 2
+  %782 = add nsw i64 %781, %conv2.ky28172
+  %783 = add nsw i64 %782, -1
+  %784 = mul nsw i64 %783, 28
+  %785 = add nsw i64 %780, %784
+  %786 = mul nsw i64 %conv2.ox46222, 2
+  %787 = add nsw i64 %786, 1
+  %788 = add nsw i64 %785, %787
+  %arena223 = getelementptr inbounds float, ptr %arena, i64 %788
+  %789 = load float, ptr %arena223, align 4
+  %790 = mul nsw i64 %conv2.c27171, 3
+  %791 = add nsw i64 %790, %conv2.ky28172
+  %792 = mul nsw i64 %791, 3
+  %793 = add nsw i64 %792, 2
   %794 = mul nsw i64 %793, 50176
-  %795 = add nsw i64 17661952, %794
-  %796 = mul nsw i64 %conv2.nb34187, 64
+  %795 = add nsw i64 3211264, %794
+  %796 = mul nsw i64 %conv2.j24167, 784
   %797 = add nsw i64 %795, %796
-  %798 = add nsw i64 %797, 32
-  %arena283 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <16 x float> %t36_c5_2282, ptr %arena283, align 4
-  %t36_c5_3284 = load <16 x float>, ptr %conv2.t36_c5_3, align 64
-  %799 = mul nsw i64 %conv2.mb35188, 6
-  %800 = add nsw i64 %799, 5
-  %801 = mul nsw i64 %800, 50176
-  %802 = add nsw i64 17661952, %801
-  %803 = mul nsw i64 %conv2.nb34187, 64
-  %804 = add nsw i64 %802, %803
-  %805 = add nsw i64 %804, 48
-  %arena285 = getelementptr inbounds float, ptr %arena, i64 %805
-  store <16 x float> %t36_c5_3284, ptr %arena285, align 4
-  %mb35.next = add nsw i64 %conv2.mb35188, 1
-  %806 = icmp slt i64 %mb35.next, 10
-  br i1 %806, label %conv2.mb35, label %conv2.mb35.end
+  %798 = mul nsw i64 %conv2.oy45219, 14
+  %799 = add nsw i64 %798, %conv2.ox46222
+  %800 = add nsw i64 %797, %799
+  %arena224 = getelementptr inbounds float, ptr %arena, i64 %800
+  store float %789, ptr %arena224, align 4
+  %ox46.next = add nsw i64 %conv2.ox46222, 1
+  %801 = icmp slt i64 %ox46.next, 14
+  br i1 %801, label %conv2.ox46, label %conv2.ox46.end
 
-conv2.k39:                                        ; preds = %conv2.k39, %conv2.mb35.end
-  %conv2.k39286 = phi i64 [ 0, %conv2.mb35.end ], [ %k39.next, %conv2.k39 ]
-  %807 = mul nsw i64 %conv2.k39286, 50176
-  %808 = add nsw i64 3211264, %807
-  %809 = mul nsw i64 %conv2.nb34187, 64
-  %810 = add nsw i64 %808, %809
-  %arena287 = getelementptr inbounds float, ptr %arena, i64 %810
-  %811 = load <16 x float>, ptr %arena287, align 4
-  store <16 x float> %811, ptr %conv2.t38_b0, align 64
-  %812 = mul nsw i64 %conv2.k39286, 50176
-  %813 = add nsw i64 3211264, %812
-  %814 = mul nsw i64 %conv2.nb34187, 64
-  %815 = add nsw i64 %813, %814
-  %816 = add nsw i64 %815, 16
-  %arena288 = getelementptr inbounds float, ptr %arena, i64 %816
-  %817 = load <16 x float>, ptr %arena288, align 4
-  store <16 x float> %817, ptr %conv2.t38_b1, align 64
-  %818 = mul nsw i64 %conv2.k39286, 50176
-  %819 = add nsw i64 3211264, %818
-  %820 = mul nsw i64 %conv2.nb34187, 64
-  %821 = add nsw i64 %819, %820
-  %822 = add nsw i64 %821, 32
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 %822
-  %823 = load <16 x float>, ptr %arena289, align 4
-  store <16 x float> %823, ptr %conv2.t38_b2, align 64
-  %824 = mul nsw i64 %conv2.k39286, 50176
-  %825 = add nsw i64 3211264, %824
-  %826 = mul nsw i64 %conv2.nb34187, 64
-  %827 = add nsw i64 %825, %826
-  %828 = add nsw i64 %827, 48
-  %arena290 = getelementptr inbounds float, ptr %arena, i64 %828
-  %829 = load <16 x float>, ptr %arena290, align 4
-  store <16 x float> %829, ptr %conv2.t38_b3, align 64
-  %830 = add nsw i64 17600, %conv2.k39286
-  %params291 = getelementptr inbounds float, ptr %params, i64 %830
-  %831 = load float, ptr %params291, align 4
-  %832 = insertelement <16 x float> undef, float %831, i32 0
-  %833 = shufflevector <16 x float> %832, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %833, ptr %conv2.t38_a0, align 64
-  %t38_a0 = load <16 x float>, ptr %conv2.t38_a0, align 64
-  %t38_b0 = load <16 x float>, ptr %conv2.t38_b0, align 64
-  %t38_c0_0 = load <16 x float>, ptr %conv2.t38_c0_0, align 64
-  %834 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0, <16 x float> %t38_b0, <16 x float> %t38_c0_0)
-  store <16 x float> %834, ptr %conv2.t38_c0_0, align 64
-  %t38_a0292 = load <16 x float>, ptr %conv2.t38_a0, align 64
-  %t38_b1 = load <16 x float>, ptr %conv2.t38_b1, align 64
-  %t38_c0_1 = load <16 x float>, ptr %conv2.t38_c0_1, align 64
-  %835 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0292, <16 x float> %t38_b1, <16 x float> %t38_c0_1)
-  store <16 x float> %835, ptr %conv2.t38_c0_1, align 64
-  %t38_a0293 = load <16 x float>, ptr %conv2.t38_a0, align 64
-  %t38_b2 = load <16 x float>, ptr %conv2.t38_b2, align 64
-  %t38_c0_2 = load <16 x float>, ptr %conv2.t38_c0_2, align 64
-  %836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0293, <16 x float> %t38_b2, <16 x float> %t38_c0_2)
-  store <16 x float> %836, ptr %conv2.t38_c0_2, align 64
-  %t38_a0294 = load <16 x float>, ptr %conv2.t38_a0, align 64
-  %t38_b3 = load <16 x float>, ptr %conv2.t38_b3, align 64
-  %t38_c0_3 = load <16 x float>, ptr %conv2.t38_c0_3, align 64
-  %837 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0294, <16 x float> %t38_b3, <16 x float> %t38_c0_3)
-  store <16 x float> %837, ptr %conv2.t38_c0_3, align 64
-  %838 = add nsw i64 17888, %conv2.k39286
-  %params295 = getelementptr inbounds float, ptr %params, i64 %838
-  %839 = load float, ptr %params295, align 4
-  %840 = insertelement <16 x float> undef, float %839, i32 0
-  %841 = shufflevector <16 x float> %840, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %841, ptr %conv2.t38_a1, align 64
-  %t38_a1 = load <16 x float>, ptr %conv2.t38_a1, align 64
-  %t38_b0296 = load <16 x float>, ptr %conv2.t38_b0, align 64
-  %t38_c1_0 = load <16 x float>, ptr %conv2.t38_c1_0, align 64
-  %842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1, <16 x float> %t38_b0296, <16 x float> %t38_c1_0)
-  store <16 x float> %842, ptr %conv2.t38_c1_0, align 64
-  %t38_a1297 = load <16 x float>, ptr %conv2.t38_a1, align 64
-  %t38_b1298 = load <16 x float>, ptr %conv2.t38_b1, align 64
-  %t38_c1_1 = load <16 x float>, ptr %conv2.t38_c1_1, align 64
-  %843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1297, <16 x float> %t38_b1298, <16 x float> %t38_c1_1)
-  store <16 x float> %843, ptr %conv2.t38_c1_1, align 64
-  %t38_a1299 = load <16 x float>, ptr %conv2.t38_a1, align 64
-  %t38_b2300 = load <16 x float>, ptr %conv2.t38_b2, align 64
-  %t38_c1_2 = load <16 x float>, ptr %conv2.t38_c1_2, align 64
-  %844 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1299, <16 x float> %t38_b2300, <16 x float> %t38_c1_2)
-  store <16 x float> %844, ptr %conv2.t38_c1_2, align 64
-  %t38_a1301 = load <16 x float>, ptr %conv2.t38_a1, align 64
-  %t38_b3302 = load <16 x float>, ptr %conv2.t38_b3, align 64
-  %t38_c1_3 = load <16 x float>, ptr %conv2.t38_c1_3, align 64
-  %845 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1301, <16 x float> %t38_b3302, <16 x float> %t38_c1_3)
-  store <16 x float> %845, ptr %conv2.t38_c1_3, align 64
-  %846 = add nsw i64 18176, %conv2.k39286
-  %params303 = getelementptr inbounds float, ptr %params, i64 %846
-  %847 = load float, ptr %params303, align 4
-  %848 = insertelement <16 x float> undef, float %847, i32 0
-  %849 = shufflevector <16 x float> %848, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %849, ptr %conv2.t38_a2, align 64
-  %t38_a2 = load <16 x float>, ptr %conv2.t38_a2, align 64
-  %t38_b0304 = load <16 x float>, ptr %conv2.t38_b0, align 64
-  %t38_c2_0 = load <16 x float>, ptr %conv2.t38_c2_0, align 64
-  %850 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2, <16 x float> %t38_b0304, <16 x float> %t38_c2_0)
-  store <16 x float> %850, ptr %conv2.t38_c2_0, align 64
-  %t38_a2305 = load <16 x float>, ptr %conv2.t38_a2, align 64
-  %t38_b1306 = load <16 x float>, ptr %conv2.t38_b1, align 64
-  %t38_c2_1 = load <16 x float>, ptr %conv2.t38_c2_1, align 64
-  %851 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2305, <16 x float> %t38_b1306, <16 x float> %t38_c2_1)
-  store <16 x float> %851, ptr %conv2.t38_c2_1, align 64
-  %t38_a2307 = load <16 x float>, ptr %conv2.t38_a2, align 64
-  %t38_b2308 = load <16 x float>, ptr %conv2.t38_b2, align 64
-  %t38_c2_2 = load <16 x float>, ptr %conv2.t38_c2_2, align 64
-  %852 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2307, <16 x float> %t38_b2308, <16 x float> %t38_c2_2)
-  store <16 x float> %852, ptr %conv2.t38_c2_2, align 64
-  %t38_a2309 = load <16 x float>, ptr %conv2.t38_a2, align 64
-  %t38_b3310 = load <16 x float>, ptr %conv2.t38_b3, align 64
-  %t38_c2_3 = load <16 x float>, ptr %conv2.t38_c2_3, align 64
-  %853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2309, <16 x float> %t38_b3310, <16 x float> %t38_c2_3)
-  store <16 x float> %853, ptr %conv2.t38_c2_3, align 64
-  %854 = add nsw i64 18464, %conv2.k39286
-  %params311 = getelementptr inbounds float, ptr %params, i64 %854
-  %855 = load float, ptr %params311, align 4
-  %856 = insertelement <16 x float> undef, float %855, i32 0
-  %857 = shufflevector <16 x float> %856, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %857, ptr %conv2.t38_a3, align 64
-  %t38_a3 = load <16 x float>, ptr %conv2.t38_a3, align 64
-  %t38_b0312 = load <16 x float>, ptr %conv2.t38_b0, align 64
-  %t38_c3_0 = load <16 x float>, ptr %conv2.t38_c3_0, align 64
-  %858 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3, <16 x float> %t38_b0312, <16 x float> %t38_c3_0)
-  store <16 x float> %858, ptr %conv2.t38_c3_0, align 64
-  %t38_a3313 = load <16 x float>, ptr %conv2.t38_a3, align 64
-  %t38_b1314 = load <16 x float>, ptr %conv2.t38_b1, align 64
-  %t38_c3_1 = load <16 x float>, ptr %conv2.t38_c3_1, align 64
-  %859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3313, <16 x float> %t38_b1314, <16 x float> %t38_c3_1)
-  store <16 x float> %859, ptr %conv2.t38_c3_1, align 64
-  %t38_a3315 = load <16 x float>, ptr %conv2.t38_a3, align 64
-  %t38_b2316 = load <16 x float>, ptr %conv2.t38_b2, align 64
-  %t38_c3_2 = load <16 x float>, ptr %conv2.t38_c3_2, align 64
-  %860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3315, <16 x float> %t38_b2316, <16 x float> %t38_c3_2)
-  store <16 x float> %860, ptr %conv2.t38_c3_2, align 64
-  %t38_a3317 = load <16 x float>, ptr %conv2.t38_a3, align 64
-  %t38_b3318 = load <16 x float>, ptr %conv2.t38_b3, align 64
-  %t38_c3_3 = load <16 x float>, ptr %conv2.t38_c3_3, align 64
-  %861 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3317, <16 x float> %t38_b3318, <16 x float> %t38_c3_3)
-  store <16 x float> %861, ptr %conv2.t38_c3_3, align 64
-  %k39.next = add nsw i64 %conv2.k39286, 1
-  %862 = icmp slt i64 %k39.next, 288
-  br i1 %862, label %conv2.k39, label %conv2.k39.end
+conv2.ox46.end:                                   ; preds = %conv2.ox46
+  br label %conv2.endif221
 
-conv2.k39.end:                                    ; preds = %conv2.k39
-  %t38_c0_0319 = load <16 x float>, ptr %conv2.t38_c0_0, align 64
-  %863 = mul nsw i64 %conv2.nb34187, 64
-  %864 = add nsw i64 20672512, %863
-  %arena320 = getelementptr inbounds float, ptr %arena, i64 %864
-  store <16 x float> %t38_c0_0319, ptr %arena320, align 4
-  %t38_c0_1321 = load <16 x float>, ptr %conv2.t38_c0_1, align 64
-  %865 = mul nsw i64 %conv2.nb34187, 64
-  %866 = add nsw i64 20672512, %865
-  %867 = add nsw i64 %866, 16
-  %arena322 = getelementptr inbounds float, ptr %arena, i64 %867
-  store <16 x float> %t38_c0_1321, ptr %arena322, align 4
-  %t38_c0_2323 = load <16 x float>, ptr %conv2.t38_c0_2, align 64
-  %868 = mul nsw i64 %conv2.nb34187, 64
-  %869 = add nsw i64 20672512, %868
-  %870 = add nsw i64 %869, 32
-  %arena324 = getelementptr inbounds float, ptr %arena, i64 %870
-  store <16 x float> %t38_c0_2323, ptr %arena324, align 4
-  %t38_c0_3325 = load <16 x float>, ptr %conv2.t38_c0_3, align 64
-  %871 = mul nsw i64 %conv2.nb34187, 64
-  %872 = add nsw i64 20672512, %871
-  %873 = add nsw i64 %872, 48
-  %arena326 = getelementptr inbounds float, ptr %arena, i64 %873
-  store <16 x float> %t38_c0_3325, ptr %arena326, align 4
-  %t38_c1_0327 = load <16 x float>, ptr %conv2.t38_c1_0, align 64
-  %874 = mul nsw i64 %conv2.nb34187, 64
-  %875 = add nsw i64 20722688, %874
-  %arena328 = getelementptr inbounds float, ptr %arena, i64 %875
-  store <16 x float> %t38_c1_0327, ptr %arena328, align 4
-  %t38_c1_1329 = load <16 x float>, ptr %conv2.t38_c1_1, align 64
-  %876 = mul nsw i64 %conv2.nb34187, 64
-  %877 = add nsw i64 20722688, %876
-  %878 = add nsw i64 %877, 16
-  %arena330 = getelementptr inbounds float, ptr %arena, i64 %878
-  store <16 x float> %t38_c1_1329, ptr %arena330, align 4
-  %t38_c1_2331 = load <16 x float>, ptr %conv2.t38_c1_2, align 64
-  %879 = mul nsw i64 %conv2.nb34187, 64
-  %880 = add nsw i64 20722688, %879
-  %881 = add nsw i64 %880, 32
-  %arena332 = getelementptr inbounds float, ptr %arena, i64 %881
-  store <16 x float> %t38_c1_2331, ptr %arena332, align 4
-  %t38_c1_3333 = load <16 x float>, ptr %conv2.t38_c1_3, align 64
-  %882 = mul nsw i64 %conv2.nb34187, 64
-  %883 = add nsw i64 20722688, %882
-  %884 = add nsw i64 %883, 48
-  %arena334 = getelementptr inbounds float, ptr %arena, i64 %884
-  store <16 x float> %t38_c1_3333, ptr %arena334, align 4
-  %t38_c2_0335 = load <16 x float>, ptr %conv2.t38_c2_0, align 64
-  %885 = mul nsw i64 %conv2.nb34187, 64
-  %886 = add nsw i64 20772864, %885
-  %arena336 = getelementptr inbounds float, ptr %arena, i64 %886
-  store <16 x float> %t38_c2_0335, ptr %arena336, align 4
-  %t38_c2_1337 = load <16 x float>, ptr %conv2.t38_c2_1, align 64
-  %887 = mul nsw i64 %conv2.nb34187, 64
-  %888 = add nsw i64 20772864, %887
-  %889 = add nsw i64 %888, 16
-  %arena338 = getelementptr inbounds float, ptr %arena, i64 %889
-  store <16 x float> %t38_c2_1337, ptr %arena338, align 4
-  %t38_c2_2339 = load <16 x float>, ptr %conv2.t38_c2_2, align 64
-  %890 = mul nsw i64 %conv2.nb34187, 64
-  %891 = add nsw i64 20772864, %890
-  %892 = add nsw i64 %891, 32
-  %arena340 = getelementptr inbounds float, ptr %arena, i64 %892
-  store <16 x float> %t38_c2_2339, ptr %arena340, align 4
-  %t38_c2_3341 = load <16 x float>, ptr %conv2.t38_c2_3, align 64
-  %893 = mul nsw i64 %conv2.nb34187, 64
-  %894 = add nsw i64 20772864, %893
-  %895 = add nsw i64 %894, 48
-  %arena342 = getelementptr inbounds float, ptr %arena, i64 %895
-  store <16 x float> %t38_c2_3341, ptr %arena342, align 4
-  %t38_c3_0343 = load <16 x float>, ptr %conv2.t38_c3_0, align 64
-  %896 = mul nsw i64 %conv2.nb34187, 64
-  %897 = add nsw i64 20823040, %896
-  %arena344 = getelementptr inbounds float, ptr %arena, i64 %897
-  store <16 x float> %t38_c3_0343, ptr %arena344, align 4
-  %t38_c3_1345 = load <16 x float>, ptr %conv2.t38_c3_1, align 64
-  %898 = mul nsw i64 %conv2.nb34187, 64
-  %899 = add nsw i64 20823040, %898
-  %900 = add nsw i64 %899, 16
-  %arena346 = getelementptr inbounds float, ptr %arena, i64 %900
-  store <16 x float> %t38_c3_1345, ptr %arena346, align 4
-  %t38_c3_2347 = load <16 x float>, ptr %conv2.t38_c3_2, align 64
-  %901 = mul nsw i64 %conv2.nb34187, 64
-  %902 = add nsw i64 20823040, %901
-  %903 = add nsw i64 %902, 32
-  %arena348 = getelementptr inbounds float, ptr %arena, i64 %903
-  store <16 x float> %t38_c3_2347, ptr %arena348, align 4
-  %t38_c3_3349 = load <16 x float>, ptr %conv2.t38_c3_3, align 64
-  %904 = mul nsw i64 %conv2.nb34187, 64
-  %905 = add nsw i64 20823040, %904
-  %906 = add nsw i64 %905, 48
-  %arena350 = getelementptr inbounds float, ptr %arena, i64 %906
-  store <16 x float> %t38_c3_3349, ptr %arena350, align 4
-  %nb34.next = add nsw i64 %conv2.nb34187, 1
-  %907 = icmp slt i64 %nb34.next, 784
-  br i1 %907, label %conv2.nb34, label %conv2.nb34.end
+conv2.oy47:                                       ; preds = %conv2.endif227, %conv2.oy45.end
+  %conv2.oy47225 = phi i64 [ 0, %conv2.oy45.end ], [ %oy47.next, %conv2.endif227 ]
+  %802 = mul nsw i64 %conv2.oy47225, 2
+  %803 = add nsw i64 %802, %conv2.ky28172
+  %804 = add nsw i64 %803, -1
+  %805 = icmp slt i64 -1, %804
+  %806 = mul nsw i64 %conv2.oy47225, 2
+  %807 = add nsw i64 %806, %conv2.ky28172
+  %808 = add nsw i64 %807, -1
+  %809 = icmp slt i64 %808, 28
+  %810 = and i1 %805, %809
+  br i1 %810, label %conv2.then226, label %conv2.endif227
 
-conv2.j40:                                        ; preds = %conv2.f41.end, %conv2.nb34.end
-  %conv2.j40351 = phi i64 [ 0, %conv2.nb34.end ], [ %j40.next, %conv2.f41.end ]
-  br label %conv2.f41
+conv2.oy47.end:                                   ; preds = %conv2.endif227
+  br label %conv2.oy49
 
-conv2.j40.end:                                    ; preds = %conv2.f41.end
-  %g22.next = add nsw i64 %conv2.g22164, 1
-  %908 = icmp slt i64 %g22.next, 1
-  br i1 %908, label %conv2.g22, label %conv2.g22.end
+conv2.then226:                                    ; preds = %conv2.oy47
+  br label %conv2.ox48
 
-conv2.f41:                                        ; preds = %conv2.py42.end, %conv2.j40
-  %conv2.f41352 = phi i64 [ 0, %conv2.j40 ], [ %f41.next, %conv2.py42.end ]
-  br label %conv2.py42
+conv2.endif227:                                   ; preds = %conv2.ox48.end, %conv2.oy47
+  %oy47.next = add nsw i64 %conv2.oy47225, 1
+  %811 = icmp slt i64 %oy47.next, 14
+  br i1 %811, label %conv2.oy47, label %conv2.oy47.end
 
-conv2.f41.end:                                    ; preds = %conv2.py42.end
-  %j40.next = add nsw i64 %conv2.j40351, 1
-  %909 = icmp slt i64 %j40.next, 64
-  br i1 %909, label %conv2.j40, label %conv2.j40.end
+conv2.ox48:                                       ; preds = %conv2.ox48, %conv2.then226
+  %conv2.ox48228 = phi i64 [ 0, %conv2.then226 ], [ %ox48.next, %conv2.ox48 ]
+  %812 = mul nsw i64 %conv2.g23166, 64
+  %813 = add nsw i64 %812, %conv2.j24167
+  %814 = mul nsw i64 %813, 25088
+  %815 = mul nsw i64 %conv2.c27171, 784
+  %816 = add nsw i64 %814, %815
+  %817 = mul nsw i64 %conv2.oy47225, 2
+  %818 = add nsw i64 %817, %conv2.ky28172
+  %819 = add nsw i64 %818, -1
+  %820 = mul nsw i64 %819, 28
+  %821 = add nsw i64 %816, %820
+  %822 = mul nsw i64 %conv2.ox48228, 2
+  %823 = add nsw i64 %822, 2
+  %824 = add nsw i64 %821, %823
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 %824
+  %825 = load float, ptr %arena229, align 4
+  %826 = mul nsw i64 %conv2.c27171, 3
+  %827 = add nsw i64 %826, %conv2.ky28172
+  %828 = mul nsw i64 %827, 3
+  %829 = add nsw i64 %828, 2
+  %830 = mul nsw i64 %829, 50176
+  %831 = add nsw i64 3211264, %830
+  %832 = mul nsw i64 %conv2.j24167, 784
+  %833 = add nsw i64 %831, %832
+  %834 = mul nsw i64 %conv2.oy47225, 14
+  %835 = add nsw i64 196, %834
+  %836 = add nsw i64 %835, %conv2.ox48228
+  %837 = add nsw i64 %833, %836
+  %arena230 = getelementptr inbounds float, ptr %arena, i64 %837
+  store float %825, ptr %arena230, align 4
+  %ox48.next = add nsw i64 %conv2.ox48228, 1
+  %838 = icmp slt i64 %ox48.next, 13
+  br i1 %838, label %conv2.ox48, label %conv2.ox48.end
 
-conv2.py42:                                       ; preds = %conv2.px43.end, %conv2.f41
-  %conv2.py42353 = phi i64 [ 0, %conv2.f41 ], [ %py42.next, %conv2.px43.end ]
-  br label %conv2.px43
+conv2.ox48.end:                                   ; preds = %conv2.ox48
+  br label %conv2.endif227
 
-conv2.py42.end:                                   ; preds = %conv2.px43.end
-  %f41.next = add nsw i64 %conv2.f41352, 1
-  %910 = icmp slt i64 %f41.next, 64
-  br i1 %910, label %conv2.f41, label %conv2.f41.end
+conv2.oy49:                                       ; preds = %conv2.endif233, %conv2.oy47.end
+  %conv2.oy49231 = phi i64 [ 0, %conv2.oy47.end ], [ %oy49.next, %conv2.endif233 ]
+  %839 = mul nsw i64 %conv2.oy49231, 2
+  %840 = add nsw i64 %839, 1
+  %841 = add nsw i64 %840, %conv2.ky28172
+  %842 = add nsw i64 %841, -1
+  %843 = icmp slt i64 -1, %842
+  %844 = mul nsw i64 %conv2.oy49231, 2
+  %845 = add nsw i64 %844, 1
+  %846 = add nsw i64 %845, %conv2.ky28172
+  %847 = add nsw i64 %846, -1
+  %848 = icmp slt i64 %847, 28
+  %849 = and i1 %843, %848
+  br i1 %849, label %conv2.then232, label %conv2.endif233
 
-conv2.px43:                                       ; preds = %conv2.px43, %conv2.py42
-  %conv2.px43354 = phi i64 [ 0, %conv2.py42 ], [ %px43.next, %conv2.px43 ]
-  %911 = mul nsw i64 %conv2.f41352, 50176
-  %912 = add nsw i64 17661952, %911
-  %913 = mul nsw i64 %conv2.j40351, 784
+conv2.oy49.end:                                   ; preds = %conv2.endif233
+  br label %conv2.oy51
+
+conv2.then232:                                    ; preds = %conv2.oy49
+  br label %conv2.ox50
+
+conv2.endif233:                                   ; preds = %conv2.ox50.end, %conv2.oy49
+  %oy49.next = add nsw i64 %conv2.oy49231, 1
+  %850 = icmp slt i64 %oy49.next, 14
+  br i1 %850, label %conv2.oy49, label %conv2.oy49.end
+
+conv2.ox50:                                       ; preds = %conv2.ox50, %conv2.then232
+  %conv2.ox50234 = phi i64 [ 0, %conv2.then232 ], [ %ox50.next, %conv2.ox50 ]
+  %851 = mul nsw i64 %conv2.g23166, 64
+  %852 = add nsw i64 %851, %conv2.j24167
+  %853 = mul nsw i64 %852, 25088
+  %854 = mul nsw i64 %conv2.c27171, 784
+  %855 = add nsw i64 %853, %854
+  %856 = mul nsw i64 %conv2.oy49231, 2
+  %857 = add nsw i64 %856, 1
+  %858 = add nsw i64 %857, %conv2.ky28172
+  %859 = add nsw i64 %858, -1
+  %860 = mul nsw i64 %859, 28
+  %861 = add nsw i64 %855, %860
+  %862 = mul nsw i64 %conv2.ox50234, 2
+  %863 = add nsw i64 %862, 1
+  %864 = add nsw i64 %861, %863
+  %arena235 = getelementptr inbounds float, ptr %arena, i64 %864
+  %865 = load float, ptr %arena235, align 4
+  %866 = mul nsw i64 %conv2.c27171, 3
+  %867 = add nsw i64 %866, %conv2.ky28172
+  %868 = mul nsw i64 %867, 3
+  %869 = add nsw i64 %868, 2
+  %870 = mul nsw i64 %869, 50176
+  %871 = add nsw i64 3211264, %870
+  %872 = mul nsw i64 %conv2.j24167, 784
+  %873 = add nsw i64 %871, %872
+  %874 = mul nsw i64 %conv2.oy49231, 14
+  %875 = add nsw i64 392, %874
+  %876 = add nsw i64 %875, %conv2.ox50234
+  %877 = add nsw i64 %873, %876
+  %arena236 = getelementptr inbounds float, ptr %arena, i64 %877
+  store float %865, ptr %arena236, align 4
+  %ox50.next = add nsw i64 %conv2.ox50234, 1
+  %878 = icmp slt i64 %ox50.next, 14
+  br i1 %878, label %conv2.ox50, label %conv2.ox50.end
+
+conv2.ox50.end:                                   ; preds = %conv2.ox50
+  br label %conv2.endif233
+
+conv2.oy51:                                       ; preds = %conv2.endif239, %conv2.oy49.end
+  %conv2.oy51237 = phi i64 [ 0, %conv2.oy49.end ], [ %oy51.next, %conv2.endif239 ]
+  %879 = mul nsw i64 %conv2.oy51237, 2
+  %880 = add nsw i64 %879, 1
+  %881 = add nsw i64 %880, %conv2.ky28172
+  %882 = add nsw i64 %881, -1
+  %883 = icmp slt i64 -1, %882
+  %884 = mul nsw i64 %conv2.oy51237, 2
+  %885 = add nsw i64 %884, 1
+  %886 = add nsw i64 %885, %conv2.ky28172
+  %887 = add nsw i64 %886, -1
+  %888 = icmp slt i64 %887, 28
+  %889 = and i1 %883, %888
+  br i1 %889, label %conv2.then238, label %conv2.endif239
+
+conv2.oy51.end:                                   ; preds = %conv2.endif239
+  %ky28.next = add nsw i64 %conv2.ky28172, 1
+  %890 = icmp slt i64 %ky28.next, 3
+  br i1 %890, label %conv2.ky28, label %conv2.ky28.end
+
+conv2.then238:                                    ; preds = %conv2.oy51
+  br label %conv2.ox52
+
+conv2.endif239:                                   ; preds = %conv2.ox52.end, %conv2.oy51
+  %oy51.next = add nsw i64 %conv2.oy51237, 1
+  %891 = icmp slt i64 %oy51.next, 14
+  br i1 %891, label %conv2.oy51, label %conv2.oy51.end
+
+conv2.ox52:                                       ; preds = %conv2.ox52, %conv2.then238
+  %conv2.ox52240 = phi i64 [ 0, %conv2.then238 ], [ %ox52.next, %conv2.ox52 ]
+  %892 = mul nsw i64 %conv2.g23166, 64
+  %893 = add nsw i64 %892, %conv2.j24167
+  %894 = mul nsw i64 %893, 25088
+  %895 = mul nsw i64 %conv2.c27171, 784
+  %896 = add nsw i64 %894, %895
+  %897 = mul nsw i64 %conv2.oy51237, 2
+  %898 = add nsw i64 %897, 1
+  %899 = add nsw i64 %898, %conv2.ky28172
+  %900 = add nsw i64 %899, -1
+  %901 = mul nsw i64 %900, 28
+  %902 = add nsw i64 %896, %901
+  %903 = mul nsw i64 %conv2.ox52240, 2
+  %904 = add nsw i64 %903, 2
+  %905 = add nsw i64 %902, %904
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %905
+  %906 = load float, ptr %arena241, align 4
+  %907 = mul nsw i64 %conv2.c27171, 3
+  %908 = add nsw i64 %907, %conv2.ky28172
+  %909 = mul nsw i64 %908, 3
+  %910 = add nsw i64 %909, 2
+  %911 = mul nsw i64 %910, 50176
+  %912 = add nsw i64 3211264, %911
+  %913 = mul nsw i64 %conv2.j24167, 784
   %914 = add nsw i64 %912, %913
-  %915 = mul nsw i64 %conv2.py42353, 56
-  %916 = mul nsw i64 %conv2.px43354, 2
-  %917 = add nsw i64 %915, %916
+  %915 = mul nsw i64 %conv2.oy51237, 14
+  %916 = add nsw i64 588, %915
+  %917 = add nsw i64 %916, %conv2.ox52240
   %918 = add nsw i64 %914, %917
-  %arena355 = getelementptr inbounds float, ptr %arena, i64 %918
-  %919 = load float, ptr %arena355, align 4
-  %920 = add nsw i64 18752, %conv2.f41352
-  %params356 = getelementptr inbounds float, ptr %params, i64 %920
-  %921 = load float, ptr %params356, align 4
-  %922 = fadd float %919, %921
-  store float %922, ptr %conv2.best44, align 4
-  %923 = mul nsw i64 %conv2.py42353, 56
-  %924 = mul nsw i64 %conv2.px43354, 2
-  %925 = add nsw i64 %923, %924
-  %926 = sitofp i64 %925 to float
-  store float %926, ptr %conv2.bi45, align 4
-  %927 = mul nsw i64 %conv2.f41352, 50176
-  %928 = add nsw i64 17661952, %927
-  %929 = mul nsw i64 %conv2.j40351, 784
-  %930 = add nsw i64 %928, %929
-  %931 = mul nsw i64 %conv2.py42353, 56
-  %932 = mul nsw i64 %conv2.px43354, 2
-  %933 = add nsw i64 %931, %932
-  %934 = add nsw i64 %930, %933
-  %arena357 = getelementptr inbounds float, ptr %arena, i64 %934
-  %935 = load float, ptr %arena357, align 4
-  %936 = add nsw i64 18752, %conv2.f41352
-  %params358 = getelementptr inbounds float, ptr %params, i64 %936
-  %937 = load float, ptr %params358, align 4
-  %938 = fadd float %935, %937
-  %best44 = load float, ptr %conv2.best44, align 4
-  %939 = fcmp ogt float %938, %best44
-  %940 = mul nsw i64 %conv2.py42353, 56
-  %941 = mul nsw i64 %conv2.px43354, 2
-  %942 = add nsw i64 %940, %941
-  %943 = sitofp i64 %942 to float
-  %bi45 = load float, ptr %conv2.bi45, align 4
-  %944 = select i1 %939, float %943, float %bi45
-  store float %944, ptr %conv2.bi45, align 4
-  %945 = mul nsw i64 %conv2.f41352, 50176
-  %946 = add nsw i64 17661952, %945
-  %947 = mul nsw i64 %conv2.j40351, 784
-  %948 = add nsw i64 %946, %947
-  %949 = mul nsw i64 %conv2.py42353, 56
-  %950 = mul nsw i64 %conv2.px43354, 2
-  %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 %948, %951
-  %arena359 = getelementptr inbounds float, ptr %arena, i64 %952
-  %953 = load float, ptr %arena359, align 4
-  %954 = add nsw i64 18752, %conv2.f41352
-  %params360 = getelementptr inbounds float, ptr %params, i64 %954
-  %955 = load float, ptr %params360, align 4
-  %956 = fadd float %953, %955
-  %best44361 = load float, ptr %conv2.best44, align 4
-  %957 = fcmp ogt float %956, %best44361
-  %958 = mul nsw i64 %conv2.f41352, 50176
-  %959 = add nsw i64 17661952, %958
-  %960 = mul nsw i64 %conv2.j40351, 784
-  %961 = add nsw i64 %959, %960
-  %962 = mul nsw i64 %conv2.py42353, 56
-  %963 = mul nsw i64 %conv2.px43354, 2
-  %964 = add nsw i64 %962, %963
-  %965 = add nsw i64 %961, %964
-  %arena362 = getelementptr inbounds float, ptr %arena, i64 %965
-  %966 = load float, ptr %arena362, align 4
-  %967 = add nsw i64 18752, %conv2.f41352
-  %params363 = getelementptr inbounds float, ptr %params, i64 %967
-  %968 = load float, ptr %params363, align 4
-  %969 = fadd float %966, %968
-  %best44364 = load float, ptr %conv2.best44, align 4
-  %970 = select i1 %957, float %969, float %best44364
-  store float %970, ptr %conv2.best44, align 4
-  %971 = mul nsw i64 %conv2.f41352, 50176
-  %972 = add nsw i64 17661952, %971
-  %973 = mul nsw i64 %conv2.j40351, 784
-  %974 = add nsw i64 %972, %973
-  %975 = mul nsw i64 %conv2.py42353, 56
-  %976 = mul nsw i64 %conv2.px43354, 2
-  %977 = add nsw i64 %975, %976
-  %978 = add nsw i64 %977, 1
-  %979 = add nsw i64 %974, %978
-  %arena365 = getelementptr inbounds float, ptr %arena, i64 %979
-  %980 = load float, ptr %arena365, align 4
-  %981 = add nsw i64 18752, %conv2.f41352
-  %params366 = getelementptr inbounds float, ptr %params, i64 %981
-  %982 = load float, ptr %params366, align 4
-  %983 = fadd float %980, %982
-  %best44367 = load float, ptr %conv2.best44, align 4
-  %984 = fcmp ogt float %983, %best44367
-  %985 = mul nsw i64 %conv2.py42353, 56
-  %986 = mul nsw i64 %conv2.px43354, 2
-  %987 = add nsw i64 %985, %986
-  %988 = add nsw i64 %987, 1
-  %989 = sitofp i64 %988 to float
-  %bi45368 = load float, ptr %conv2.bi45, align 4
-  %990 = select i1 %984, float %989, float %bi45368
-  store float %990, ptr %conv2.bi45, align 4
-  %991 = mul nsw i64 %conv2.f41352, 50176
-  %992 = add nsw i64 17661952, %991
-  %993 = mul nsw i64 %conv2.j40351, 784
-  %994 = add nsw i64 %992, %993
-  %995 = mul nsw i64 %conv2.py42353, 56
-  %996 = mul nsw i64 %conv2.px43354, 2
-  %997 = add nsw i64 %995, %996
-  %998 = add nsw i64 %997, 1
-  %999 = add nsw i64 %994, %998
-  %arena369 = getelementptr inbounds float, ptr %arena, i64 %999
-  %1000 = load float, ptr %arena369, align 4
-  %1001 = add nsw i64 18752, %conv2.f41352
-  %params370 = getelementptr inbounds float, ptr %params, i64 %1001
-  %1002 = load float, ptr %params370, align 4
-  %1003 = fadd float %1000, %1002
-  %best44371 = load float, ptr %conv2.best44, align 4
-  %1004 = fcmp ogt float %1003, %best44371
-  %1005 = mul nsw i64 %conv2.f41352, 50176
-  %1006 = add nsw i64 17661952, %1005
-  %1007 = mul nsw i64 %conv2.j40351, 784
-  %1008 = add nsw i64 %1006, %1007
-  %1009 = mul nsw i64 %conv2.py42353, 56
-  %1010 = mul nsw i64 %conv2.px43354, 2
-  %1011 = add nsw i64 %1009, %1010
-  %1012 = add nsw i64 %1011, 1
-  %1013 = add nsw i64 %1008, %1012
-  %arena372 = getelementptr inbounds float, ptr %arena, i64 %1013
-  %1014 = load float, ptr %arena372, align 4
-  %1015 = add nsw i64 18752, %conv2.f41352
-  %params373 = getelementptr inbounds float, ptr %params, i64 %1015
-  %1016 = load float, ptr %params373, align 4
-  %1017 = fadd float %1014, %1016
-  %best44374 = load float, ptr %conv2.best44, align 4
-  %1018 = select i1 %1004, float %1017, float %best44374
-  store float %1018, ptr %conv2.best44, align 4
-  %1019 = mul nsw i64 %conv2.f41352, 50176
-  %1020 = add nsw i64 17661952, %1019
-  %1021 = mul nsw i64 %conv2.j40351, 784
-  %1022 = add nsw i64 %1020, %1021
-  %1023 = mul nsw i64 %conv2.py42353, 56
-  %1024 = mul nsw i64 %conv2.px43354, 2
-  %1025 = add nsw i64 %1023, %1024
-  %1026 = add nsw i64 %1025, 28
-  %1027 = add nsw i64 %1022, %1026
-  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1027
-  %1028 = load float, ptr %arena375, align 4
-  %1029 = add nsw i64 18752, %conv2.f41352
-  %params376 = getelementptr inbounds float, ptr %params, i64 %1029
-  %1030 = load float, ptr %params376, align 4
-  %1031 = fadd float %1028, %1030
-  %best44377 = load float, ptr %conv2.best44, align 4
-  %1032 = fcmp ogt float %1031, %best44377
-  %1033 = mul nsw i64 %conv2.py42353, 56
-  %1034 = mul nsw i64 %conv2.px43354, 2
-  %1035 = add nsw i64 %1033, %1034
-  %1036 = add nsw i64 %1035, 28
-  %1037 = sitofp i64 %1036 to float
-  %bi45378 = load float, ptr %conv2.bi45, align 4
-  %1038 = select i1 %1032, float %1037, float %bi45378
-  store float %1038, ptr %conv2.bi45, align 4
-  %1039 = mul nsw i64 %conv2.f41352, 50176
-  %1040 = add nsw i64 17661952, %1039
-  %1041 = mul nsw i64 %conv2.j40351, 784
-  %1042 = add nsw i64 %1040, %1041
-  %1043 = mul nsw i64 %conv2.py42353, 56
-  %1044 = mul nsw i64 %conv2.px43354, 2
-  %1045 = add nsw i64 %1043, %1044
-  %1046 = add nsw i64 %1045, 28
-  %1047 = add nsw i64 %1042, %1046
-  %arena379 = getelementptr inbounds float, ptr %arena, i64 %1047
-  %1048 = load float, ptr %arena379, align 4
-  %1049 = add nsw i64 18752, %conv2.f41352
-  %params380 = getelementptr inbounds float, ptr %params, i64 %1049
-  %1050 = load float, ptr %params380, align 4
-  %1051 = fadd float %1048, %1050
-  %best44381 = load float, ptr %conv2.best44, align 4
-  %1052 = fcmp ogt float %1051, %best44381
-  %1053 = mul nsw i64 %conv2.f41352, 50176
+  %arena242 = getelementptr inbounds float, ptr %arena, i64 %918
+  store float %906, ptr %arena242, align 4
+  %ox52.next = add nsw i64 %conv2.ox52240, 1
+  %919 = icmp slt i64 %ox52.next, 13
+  br i1 %919, label %conv2.ox52, label %conv2.ox52.end
+
+conv2.ox52.end:                                   ; preds = %conv2.ox52
+  br label %conv2.endif239
+
+conv2.nb53:                                       ; preds = %conv2.k58.end, %conv2.j24.end
+  %conv2.nb53243 = phi i64 [ 0, %conv2.j24.end ], [ %nb53.next, %conv2.k58.end ]
+  br label %conv2.mb54
+
+conv2.nb53.end:                                   ; preds = %conv2.k58.end
+  br label %conv2.j59
+
+conv2.mb54:                                       ; preds = %conv2.k56.end, %conv2.nb53
+  %conv2.mb54244 = phi i64 [ 0, %conv2.nb53 ], [ %mb54.next, %conv2.k56.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c5_3, align 64
+  br label %conv2.k56
+
+conv2.mb54.end:                                   ; preds = %conv2.k56.end
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c3_3, align 64
+  br label %conv2.k58
+
+conv2.k56:                                        ; preds = %conv2.k56, %conv2.mb54
+  %conv2.k56245 = phi i64 [ 0, %conv2.mb54 ], [ %k56.next, %conv2.k56 ]
+  %920 = mul nsw i64 %conv2.k56245, 50176
+  %921 = add nsw i64 3211264, %920
+  %922 = mul nsw i64 %conv2.nb53243, 64
+  %923 = add nsw i64 %921, %922
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %923
+  %924 = load <16 x float>, ptr %arena246, align 4
+  store <16 x float> %924, ptr %conv2.t55_b0, align 64
+  %925 = mul nsw i64 %conv2.k56245, 50176
+  %926 = add nsw i64 3211264, %925
+  %927 = mul nsw i64 %conv2.nb53243, 64
+  %928 = add nsw i64 %926, %927
+  %929 = add nsw i64 %928, 16
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %929
+  %930 = load <16 x float>, ptr %arena247, align 4
+  store <16 x float> %930, ptr %conv2.t55_b1, align 64
+  %931 = mul nsw i64 %conv2.k56245, 50176
+  %932 = add nsw i64 3211264, %931
+  %933 = mul nsw i64 %conv2.nb53243, 64
+  %934 = add nsw i64 %932, %933
+  %935 = add nsw i64 %934, 32
+  %arena248 = getelementptr inbounds float, ptr %arena, i64 %935
+  %936 = load <16 x float>, ptr %arena248, align 4
+  store <16 x float> %936, ptr %conv2.t55_b2, align 64
+  %937 = mul nsw i64 %conv2.k56245, 50176
+  %938 = add nsw i64 3211264, %937
+  %939 = mul nsw i64 %conv2.nb53243, 64
+  %940 = add nsw i64 %938, %939
+  %941 = add nsw i64 %940, 48
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %941
+  %942 = load <16 x float>, ptr %arena249, align 4
+  store <16 x float> %942, ptr %conv2.t55_b3, align 64
+  %943 = mul nsw i64 %conv2.mb54244, 6
+  %944 = mul nsw i64 %943, 288
+  %945 = add nsw i64 320, %944
+  %946 = add nsw i64 %945, %conv2.k56245
+  %params250 = getelementptr inbounds float, ptr %params, i64 %946
+  %947 = load float, ptr %params250, align 4
+  %948 = insertelement <16 x float> undef, float %947, i32 0
+  %949 = shufflevector <16 x float> %948, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %949, ptr %conv2.t55_a0, align 64
+  %t55_a0 = load <16 x float>, ptr %conv2.t55_a0, align 64
+  %t55_b0 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c0_0 = load <16 x float>, ptr %conv2.t55_c0_0, align 64
+  %950 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0, <16 x float> %t55_b0, <16 x float> %t55_c0_0)
+  store <16 x float> %950, ptr %conv2.t55_c0_0, align 64
+  %t55_a0251 = load <16 x float>, ptr %conv2.t55_a0, align 64
+  %t55_b1 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c0_1 = load <16 x float>, ptr %conv2.t55_c0_1, align 64
+  %951 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0251, <16 x float> %t55_b1, <16 x float> %t55_c0_1)
+  store <16 x float> %951, ptr %conv2.t55_c0_1, align 64
+  %t55_a0252 = load <16 x float>, ptr %conv2.t55_a0, align 64
+  %t55_b2 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c0_2 = load <16 x float>, ptr %conv2.t55_c0_2, align 64
+  %952 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0252, <16 x float> %t55_b2, <16 x float> %t55_c0_2)
+  store <16 x float> %952, ptr %conv2.t55_c0_2, align 64
+  %t55_a0253 = load <16 x float>, ptr %conv2.t55_a0, align 64
+  %t55_b3 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c0_3 = load <16 x float>, ptr %conv2.t55_c0_3, align 64
+  %953 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0253, <16 x float> %t55_b3, <16 x float> %t55_c0_3)
+  store <16 x float> %953, ptr %conv2.t55_c0_3, align 64
+  %954 = mul nsw i64 %conv2.mb54244, 6
+  %955 = add nsw i64 %954, 1
+  %956 = mul nsw i64 %955, 288
+  %957 = add nsw i64 320, %956
+  %958 = add nsw i64 %957, %conv2.k56245
+  %params254 = getelementptr inbounds float, ptr %params, i64 %958
+  %959 = load float, ptr %params254, align 4
+  %960 = insertelement <16 x float> undef, float %959, i32 0
+  %961 = shufflevector <16 x float> %960, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %961, ptr %conv2.t55_a1, align 64
+  %t55_a1 = load <16 x float>, ptr %conv2.t55_a1, align 64
+  %t55_b0255 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c1_0 = load <16 x float>, ptr %conv2.t55_c1_0, align 64
+  %962 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1, <16 x float> %t55_b0255, <16 x float> %t55_c1_0)
+  store <16 x float> %962, ptr %conv2.t55_c1_0, align 64
+  %t55_a1256 = load <16 x float>, ptr %conv2.t55_a1, align 64
+  %t55_b1257 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c1_1 = load <16 x float>, ptr %conv2.t55_c1_1, align 64
+  %963 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1256, <16 x float> %t55_b1257, <16 x float> %t55_c1_1)
+  store <16 x float> %963, ptr %conv2.t55_c1_1, align 64
+  %t55_a1258 = load <16 x float>, ptr %conv2.t55_a1, align 64
+  %t55_b2259 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c1_2 = load <16 x float>, ptr %conv2.t55_c1_2, align 64
+  %964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1258, <16 x float> %t55_b2259, <16 x float> %t55_c1_2)
+  store <16 x float> %964, ptr %conv2.t55_c1_2, align 64
+  %t55_a1260 = load <16 x float>, ptr %conv2.t55_a1, align 64
+  %t55_b3261 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c1_3 = load <16 x float>, ptr %conv2.t55_c1_3, align 64
+  %965 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1260, <16 x float> %t55_b3261, <16 x float> %t55_c1_3)
+  store <16 x float> %965, ptr %conv2.t55_c1_3, align 64
+  %966 = mul nsw i64 %conv2.mb54244, 6
+  %967 = add nsw i64 %966, 2
+  %968 = mul nsw i64 %967, 288
+  %969 = add nsw i64 320, %968
+  %970 = add nsw i64 %969, %conv2.k56245
+  %params262 = getelementptr inbounds float, ptr %params, i64 %970
+  %971 = load float, ptr %params262, align 4
+  %972 = insertelement <16 x float> undef, float %971, i32 0
+  %973 = shufflevector <16 x float> %972, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %973, ptr %conv2.t55_a2, align 64
+  %t55_a2 = load <16 x float>, ptr %conv2.t55_a2, align 64
+  %t55_b0263 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c2_0 = load <16 x float>, ptr %conv2.t55_c2_0, align 64
+  %974 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2, <16 x float> %t55_b0263, <16 x float> %t55_c2_0)
+  store <16 x float> %974, ptr %conv2.t55_c2_0, align 64
+  %t55_a2264 = load <16 x float>, ptr %conv2.t55_a2, align 64
+  %t55_b1265 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c2_1 = load <16 x float>, ptr %conv2.t55_c2_1, align 64
+  %975 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2264, <16 x float> %t55_b1265, <16 x float> %t55_c2_1)
+  store <16 x float> %975, ptr %conv2.t55_c2_1, align 64
+  %t55_a2266 = load <16 x float>, ptr %conv2.t55_a2, align 64
+  %t55_b2267 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c2_2 = load <16 x float>, ptr %conv2.t55_c2_2, align 64
+  %976 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2266, <16 x float> %t55_b2267, <16 x float> %t55_c2_2)
+  store <16 x float> %976, ptr %conv2.t55_c2_2, align 64
+  %t55_a2268 = load <16 x float>, ptr %conv2.t55_a2, align 64
+  %t55_b3269 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c2_3 = load <16 x float>, ptr %conv2.t55_c2_3, align 64
+  %977 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2268, <16 x float> %t55_b3269, <16 x float> %t55_c2_3)
+  store <16 x float> %977, ptr %conv2.t55_c2_3, align 64
+  %978 = mul nsw i64 %conv2.mb54244, 6
+  %979 = add nsw i64 %978, 3
+  %980 = mul nsw i64 %979, 288
+  %981 = add nsw i64 320, %980
+  %982 = add nsw i64 %981, %conv2.k56245
+  %params270 = getelementptr inbounds float, ptr %params, i64 %982
+  %983 = load float, ptr %params270, align 4
+  %984 = insertelement <16 x float> undef, float %983, i32 0
+  %985 = shufflevector <16 x float> %984, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %985, ptr %conv2.t55_a3, align 64
+  %t55_a3 = load <16 x float>, ptr %conv2.t55_a3, align 64
+  %t55_b0271 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c3_0 = load <16 x float>, ptr %conv2.t55_c3_0, align 64
+  %986 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3, <16 x float> %t55_b0271, <16 x float> %t55_c3_0)
+  store <16 x float> %986, ptr %conv2.t55_c3_0, align 64
+  %t55_a3272 = load <16 x float>, ptr %conv2.t55_a3, align 64
+  %t55_b1273 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c3_1 = load <16 x float>, ptr %conv2.t55_c3_1, align 64
+  %987 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3272, <16 x float> %t55_b1273, <16 x float> %t55_c3_1)
+  store <16 x float> %987, ptr %conv2.t55_c3_1, align 64
+  %t55_a3274 = load <16 x float>, ptr %conv2.t55_a3, align 64
+  %t55_b2275 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c3_2 = load <16 x float>, ptr %conv2.t55_c3_2, align 64
+  %988 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3274, <16 x float> %t55_b2275, <16 x float> %t55_c3_2)
+  store <16 x float> %988, ptr %conv2.t55_c3_2, align 64
+  %t55_a3276 = load <16 x float>, ptr %conv2.t55_a3, align 64
+  %t55_b3277 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c3_3 = load <16 x float>, ptr %conv2.t55_c3_3, align 64
+  %989 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3276, <16 x float> %t55_b3277, <16 x float> %t55_c3_3)
+  store <16 x float> %989, ptr %conv2.t55_c3_3, align 64
+  %990 = mul nsw i64 %conv2.mb54244, 6
+  %991 = add nsw i64 %990, 4
+  %992 = mul nsw i64 %991, 288
+  %993 = add nsw i64 320, %992
+  %994 = add nsw i64 %993, %conv2.k56245
+  %params278 = getelementptr inbounds float, ptr %params, i64 %994
+  %995 = load float, ptr %params278, align 4
+  %996 = insertelement <16 x float> undef, float %995, i32 0
+  %997 = shufflevector <16 x float> %996, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %997, ptr %conv2.t55_a4, align 64
+  %t55_a4 = load <16 x float>, ptr %conv2.t55_a4, align 64
+  %t55_b0279 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c4_0 = load <16 x float>, ptr %conv2.t55_c4_0, align 64
+  %998 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4, <16 x float> %t55_b0279, <16 x float> %t55_c4_0)
+  store <16 x float> %998, ptr %conv2.t55_c4_0, align 64
+  %t55_a4280 = load <16 x float>, ptr %conv2.t55_a4, align 64
+  %t55_b1281 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c4_1 = load <16 x float>, ptr %conv2.t55_c4_1, align 64
+  %999 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4280, <16 x float> %t55_b1281, <16 x float> %t55_c4_1)
+  store <16 x float> %999, ptr %conv2.t55_c4_1, align 64
+  %t55_a4282 = load <16 x float>, ptr %conv2.t55_a4, align 64
+  %t55_b2283 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c4_2 = load <16 x float>, ptr %conv2.t55_c4_2, align 64
+  %1000 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4282, <16 x float> %t55_b2283, <16 x float> %t55_c4_2)
+  store <16 x float> %1000, ptr %conv2.t55_c4_2, align 64
+  %t55_a4284 = load <16 x float>, ptr %conv2.t55_a4, align 64
+  %t55_b3285 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c4_3 = load <16 x float>, ptr %conv2.t55_c4_3, align 64
+  %1001 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4284, <16 x float> %t55_b3285, <16 x float> %t55_c4_3)
+  store <16 x float> %1001, ptr %conv2.t55_c4_3, align 64
+  %1002 = mul nsw i64 %conv2.mb54244, 6
+  %1003 = add nsw i64 %1002, 5
+  %1004 = mul nsw i64 %1003, 288
+  %1005 = add nsw i64 320, %1004
+  %1006 = add nsw i64 %1005, %conv2.k56245
+  %params286 = getelementptr inbounds float, ptr %params, i64 %1006
+  %1007 = load float, ptr %params286, align 4
+  %1008 = insertelement <16 x float> undef, float %1007, i32 0
+  %1009 = shufflevector <16 x float> %1008, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1009, ptr %conv2.t55_a5, align 64
+  %t55_a5 = load <16 x float>, ptr %conv2.t55_a5, align 64
+  %t55_b0287 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c5_0 = load <16 x float>, ptr %conv2.t55_c5_0, align 64
+  %1010 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5, <16 x float> %t55_b0287, <16 x float> %t55_c5_0)
+  store <16 x float> %1010, ptr %conv2.t55_c5_0, align 64
+  %t55_a5288 = load <16 x float>, ptr %conv2.t55_a5, align 64
+  %t55_b1289 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c5_1 = load <16 x float>, ptr %conv2.t55_c5_1, align 64
+  %1011 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5288, <16 x float> %t55_b1289, <16 x float> %t55_c5_1)
+  store <16 x float> %1011, ptr %conv2.t55_c5_1, align 64
+  %t55_a5290 = load <16 x float>, ptr %conv2.t55_a5, align 64
+  %t55_b2291 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c5_2 = load <16 x float>, ptr %conv2.t55_c5_2, align 64
+  %1012 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5290, <16 x float> %t55_b2291, <16 x float> %t55_c5_2)
+  store <16 x float> %1012, ptr %conv2.t55_c5_2, align 64
+  %t55_a5292 = load <16 x float>, ptr %conv2.t55_a5, align 64
+  %t55_b3293 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c5_3 = load <16 x float>, ptr %conv2.t55_c5_3, align 64
+  %1013 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5292, <16 x float> %t55_b3293, <16 x float> %t55_c5_3)
+  store <16 x float> %1013, ptr %conv2.t55_c5_3, align 64
+  %k56.next = add nsw i64 %conv2.k56245, 1
+  %1014 = icmp slt i64 %k56.next, 288
+  br i1 %1014, label %conv2.k56, label %conv2.k56.end
+
+conv2.k56.end:                                    ; preds = %conv2.k56
+  %t55_c0_0294 = load <16 x float>, ptr %conv2.t55_c0_0, align 64
+  %1015 = mul nsw i64 %conv2.mb54244, 6
+  %1016 = mul nsw i64 %1015, 50176
+  %1017 = add nsw i64 17661952, %1016
+  %1018 = mul nsw i64 %conv2.nb53243, 64
+  %1019 = add nsw i64 %1017, %1018
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %1019
+  store <16 x float> %t55_c0_0294, ptr %arena295, align 4
+  %t55_c0_1296 = load <16 x float>, ptr %conv2.t55_c0_1, align 64
+  %1020 = mul nsw i64 %conv2.mb54244, 6
+  %1021 = mul nsw i64 %1020, 50176
+  %1022 = add nsw i64 17661952, %1021
+  %1023 = mul nsw i64 %conv2.nb53243, 64
+  %1024 = add nsw i64 %1022, %1023
+  %1025 = add nsw i64 %1024, 16
+  %arena297 = getelementptr inbounds float, ptr %arena, i64 %1025
+  store <16 x float> %t55_c0_1296, ptr %arena297, align 4
+  %t55_c0_2298 = load <16 x float>, ptr %conv2.t55_c0_2, align 64
+  %1026 = mul nsw i64 %conv2.mb54244, 6
+  %1027 = mul nsw i64 %1026, 50176
+  %1028 = add nsw i64 17661952, %1027
+  %1029 = mul nsw i64 %conv2.nb53243, 64
+  %1030 = add nsw i64 %1028, %1029
+  %1031 = add nsw i64 %1030, 32
+  %arena299 = getelementptr inbounds float, ptr %arena, i64 %1031
+  store <16 x float> %t55_c0_2298, ptr %arena299, align 4
+  %t55_c0_3300 = load <16 x float>, ptr %conv2.t55_c0_3, align 64
+  %1032 = mul nsw i64 %conv2.mb54244, 6
+  %1033 = mul nsw i64 %1032, 50176
+  %1034 = add nsw i64 17661952, %1033
+  %1035 = mul nsw i64 %conv2.nb53243, 64
+  %1036 = add nsw i64 %1034, %1035
+  %1037 = add nsw i64 %1036, 48
+  %arena301 = getelementptr inbounds float, ptr %arena, i64 %1037
+  store <16 x float> %t55_c0_3300, ptr %arena301, align 4
+  %t55_c1_0302 = load <16 x float>, ptr %conv2.t55_c1_0, align 64
+  %1038 = mul nsw i64 %conv2.mb54244, 6
+  %1039 = add nsw i64 %1038, 1
+  %1040 = mul nsw i64 %1039, 50176
+  %1041 = add nsw i64 17661952, %1040
+  %1042 = mul nsw i64 %conv2.nb53243, 64
+  %1043 = add nsw i64 %1041, %1042
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1043
+  store <16 x float> %t55_c1_0302, ptr %arena303, align 4
+  %t55_c1_1304 = load <16 x float>, ptr %conv2.t55_c1_1, align 64
+  %1044 = mul nsw i64 %conv2.mb54244, 6
+  %1045 = add nsw i64 %1044, 1
+  %1046 = mul nsw i64 %1045, 50176
+  %1047 = add nsw i64 17661952, %1046
+  %1048 = mul nsw i64 %conv2.nb53243, 64
+  %1049 = add nsw i64 %1047, %1048
+  %1050 = add nsw i64 %1049, 16
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %1050
+  store <16 x float> %t55_c1_1304, ptr %arena305, align 4
+  %t55_c1_2306 = load <16 x float>, ptr %conv2.t55_c1_2, align 64
+  %1051 = mul nsw i64 %conv2.mb54244, 6
+  %1052 = add nsw i64 %1051, 1
+  %1053 = mul nsw i64 %1052, 50176
   %1054 = add nsw i64 17661952, %1053
-  %1055 = mul nsw i64 %conv2.j40351, 784
+  %1055 = mul nsw i64 %conv2.nb53243, 64
   %1056 = add nsw i64 %1054, %1055
-  %1057 = mul nsw i64 %conv2.py42353, 56
-  %1058 = mul nsw i64 %conv2.px43354, 2
-  %1059 = add nsw i64 %1057, %1058
-  %1060 = add nsw i64 %1059, 28
-  %1061 = add nsw i64 %1056, %1060
-  %arena382 = getelementptr inbounds float, ptr %arena, i64 %1061
-  %1062 = load float, ptr %arena382, align 4
-  %1063 = add nsw i64 18752, %conv2.f41352
-  %params383 = getelementptr inbounds float, ptr %params, i64 %1063
-  %1064 = load float, ptr %params383, align 4
-  %1065 = fadd float %1062, %1064
-  %best44384 = load float, ptr %conv2.best44, align 4
-  %1066 = select i1 %1052, float %1065, float %best44384
-  store float %1066, ptr %conv2.best44, align 4
-  %1067 = mul nsw i64 %conv2.f41352, 50176
+  %1057 = add nsw i64 %1056, 32
+  %arena307 = getelementptr inbounds float, ptr %arena, i64 %1057
+  store <16 x float> %t55_c1_2306, ptr %arena307, align 4
+  %t55_c1_3308 = load <16 x float>, ptr %conv2.t55_c1_3, align 64
+  %1058 = mul nsw i64 %conv2.mb54244, 6
+  %1059 = add nsw i64 %1058, 1
+  %1060 = mul nsw i64 %1059, 50176
+  %1061 = add nsw i64 17661952, %1060
+  %1062 = mul nsw i64 %conv2.nb53243, 64
+  %1063 = add nsw i64 %1061, %1062
+  %1064 = add nsw i64 %1063, 48
+  %arena309 = getelementptr inbounds float, ptr %arena, i64 %1064
+  store <16 x float> %t55_c1_3308, ptr %arena309, align 4
+  %t55_c2_0310 = load <16 x float>, ptr %conv2.t55_c2_0, align 64
+  %1065 = mul nsw i64 %conv2.mb54244, 6
+  %1066 = add nsw i64 %1065, 2
+  %1067 = mul nsw i64 %1066, 50176
   %1068 = add nsw i64 17661952, %1067
-  %1069 = mul nsw i64 %conv2.j40351, 784
+  %1069 = mul nsw i64 %conv2.nb53243, 64
   %1070 = add nsw i64 %1068, %1069
-  %1071 = mul nsw i64 %conv2.py42353, 56
-  %1072 = mul nsw i64 %conv2.px43354, 2
-  %1073 = add nsw i64 %1071, %1072
-  %1074 = add nsw i64 %1073, 28
-  %1075 = add nsw i64 %1074, 1
-  %1076 = add nsw i64 %1070, %1075
-  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1076
-  %1077 = load float, ptr %arena385, align 4
-  %1078 = add nsw i64 18752, %conv2.f41352
-  %params386 = getelementptr inbounds float, ptr %params, i64 %1078
-  %1079 = load float, ptr %params386, align 4
-  %1080 = fadd float %1077, %1079
-  %best44387 = load float, ptr %conv2.best44, align 4
-  %1081 = fcmp ogt float %1080, %best44387
-  %1082 = mul nsw i64 %conv2.py42353, 56
-  %1083 = mul nsw i64 %conv2.px43354, 2
-  %1084 = add nsw i64 %1082, %1083
-  %1085 = add nsw i64 %1084, 28
-  %1086 = add nsw i64 %1085, 1
-  %1087 = sitofp i64 %1086 to float
-  %bi45388 = load float, ptr %conv2.bi45, align 4
-  %1088 = select i1 %1081, float %1087, float %bi45388
-  store float %1088, ptr %conv2.bi45, align 4
-  %1089 = mul nsw i64 %conv2.f41352, 50176
-  %1090 = add nsw i64 17661952, %1089
-  %1091 = mul nsw i64 %conv2.j40351, 784
-  %1092 = add nsw i64 %1090, %1091
-  %1093 = mul nsw i64 %conv2.py42353, 56
-  %1094 = mul nsw i64 %conv2.px43354, 2
-  %1095 = add nsw i64 %1093, %1094
-  %1096 = add nsw i64 %1095, 28
-  %1097 = add nsw i64 %1096, 1
-  %1098 = add nsw i64 %1092, %1097
-  %arena389 = getelementptr inbounds float, ptr %arena, i64 %1098
-  %1099 = load float, ptr %arena389, align 4
-  %1100 = add nsw i64 18752, %conv2.f41352
-  %params390 = getelementptr inbounds float, ptr %params, i64 %1100
-  %1101 = load float, ptr %params390, align 4
-  %1102 = fadd float %1099, %1101
-  %best44391 = load float, ptr %conv2.best44, align 4
-  %1103 = fcmp ogt float %1102, %best44391
-  %1104 = mul nsw i64 %conv2.f41352, 50176
-  %1105 = add nsw i64 17661952, %1104
-  %1106 = mul nsw i64 %conv2.j40351, 784
-  %1107 = add nsw i64 %1105, %1106
-  %1108 = mul nsw i64 %conv2.py42353, 56
-  %1109 = mul nsw i64 %conv2.px43354, 2
+  %arena311 = getelementptr inbounds float, ptr %arena, i64 %1070
+  store <16 x float> %t55_c2_0310, ptr %arena311, align 4
+  %t55_c2_1312 = load <16 x float>, ptr %conv2.t55_c2_1, align 64
+  %1071 = mul nsw i64 %conv2.mb54244, 6
+  %1072 = add nsw i64 %1071, 2
+  %1073 = mul nsw i64 %1072, 50176
+  %1074 = add nsw i64 17661952, %1073
+  %1075 = mul nsw i64 %conv2.nb53243, 64
+  %1076 = add nsw i64 %1074, %1075
+  %1077 = add nsw i64 %1076, 16
+  %arena313 = getelementptr inbounds float, ptr %arena, i64 %1077
+  store <16 x float> %t55_c2_1312, ptr %arena313, align 4
+  %t55_c2_2314 = load <16 x float>, ptr %conv2.t55_c2_2, align 64
+  %1078 = mul nsw i64 %conv2.mb54244, 6
+  %1079 = add nsw i64 %1078, 2
+  %1080 = mul nsw i64 %1079, 50176
+  %1081 = add nsw i64 17661952, %1080
+  %1082 = mul nsw i64 %conv2.nb53243, 64
+  %1083 = add nsw i64 %1081, %1082
+  %1084 = add nsw i64 %1083, 32
+  %arena315 = getelementptr inbounds float, ptr %arena, i64 %1084
+  store <16 x float> %t55_c2_2314, ptr %arena315, align 4
+  %t55_c2_3316 = load <16 x float>, ptr %conv2.t55_c2_3, align 64
+  %1085 = mul nsw i64 %conv2.mb54244, 6
+  %1086 = add nsw i64 %1085, 2
+  %1087 = mul nsw i64 %1086, 50176
+  %1088 = add nsw i64 17661952, %1087
+  %1089 = mul nsw i64 %conv2.nb53243, 64
+  %1090 = add nsw i64 %1088, %1089
+  %1091 = add nsw i64 %1090, 48
+  %arena317 = getelementptr inbounds float, ptr %arena, i64 %1091
+  store <16 x float> %t55_c2_3316, ptr %arena317, align 4
+  %t55_c3_0318 = load <16 x float>, ptr %conv2.t55_c3_0, align 64
+  %1092 = mul nsw i64 %conv2.mb54244, 6
+  %1093 = add nsw i64 %1092, 3
+  %1094 = mul nsw i64 %1093, 50176
+  %1095 = add nsw i64 17661952, %1094
+  %1096 = mul nsw i64 %conv2.nb53243, 64
+  %1097 = add nsw i64 %1095, %1096
+  %arena319 = getelementptr inbounds float, ptr %arena, i64 %1097
+  store <16 x float> %t55_c3_0318, ptr %arena319, align 4
+  %t55_c3_1320 = load <16 x float>, ptr %conv2.t55_c3_1, align 64
+  %1098 = mul nsw i64 %conv2.mb54244, 6
+  %1099 = add nsw i64 %1098, 3
+  %1100 = mul nsw i64 %1099, 50176
+  %1101 = add nsw i64 17661952, %1100
+  %1102 = mul nsw i64 %conv2.nb53243, 64
+  %1103 = add nsw i64 %1101, %1102
+  %1104 = add nsw i64 %1103, 16
+  %arena321 = getelementptr inbounds float, ptr %arena, i64 %1104
+  store <16 x float> %t55_c3_1320, ptr %arena321, align 4
+  %t55_c3_2322 = load <16 x float>, ptr %conv2.t55_c3_2, align 64
+  %1105 = mul nsw i64 %conv2.mb54244, 6
+  %1106 = add nsw i64 %1105, 3
+  %1107 = mul nsw i64 %1106, 50176
+  %1108 = add nsw i64 17661952, %1107
+  %1109 = mul nsw i64 %conv2.nb53243, 64
   %1110 = add nsw i64 %1108, %1109
-  %1111 = add nsw i64 %1110, 28
-  %1112 = add nsw i64 %1111, 1
-  %1113 = add nsw i64 %1107, %1112
-  %arena392 = getelementptr inbounds float, ptr %arena, i64 %1113
-  %1114 = load float, ptr %arena392, align 4
-  %1115 = add nsw i64 18752, %conv2.f41352
-  %params393 = getelementptr inbounds float, ptr %params, i64 %1115
-  %1116 = load float, ptr %params393, align 4
-  %1117 = fadd float %1114, %1116
-  %best44394 = load float, ptr %conv2.best44, align 4
-  %1118 = select i1 %1103, float %1117, float %best44394
-  store float %1118, ptr %conv2.best44, align 4
-  %best44395 = load float, ptr %conv2.best44, align 4
-  %1119 = fcmp ogt float %best44395, 0.000000e+00
-  %best44396 = load float, ptr %conv2.best44, align 4
-  %1120 = select i1 %1119, float %best44396, float 0.000000e+00
-  %1121 = mul nsw i64 %conv2.g22164, 64
-  %1122 = add nsw i64 %1121, %conv2.j40351
-  %1123 = mul nsw i64 %1122, 12544
-  %1124 = mul nsw i64 %conv2.f41352, 196
-  %1125 = add nsw i64 %1123, %1124
-  %1126 = mul nsw i64 %conv2.py42353, 14
-  %1127 = add nsw i64 %1125, %1126
-  %1128 = add nsw i64 %1127, %conv2.px43354
-  %1129 = add nsw i64 1605632, %1128
-  %arena397 = getelementptr inbounds float, ptr %arena, i64 %1129
-  store float %1120, ptr %arena397, align 4
-  %bi45398 = load float, ptr %conv2.bi45, align 4
-  %1130 = mul nsw i64 %conv2.g22164, 64
-  %1131 = add nsw i64 %1130, %conv2.j40351
-  %1132 = mul nsw i64 %1131, 12544
-  %1133 = mul nsw i64 %conv2.f41352, 196
-  %1134 = add nsw i64 %1132, %1133
-  %1135 = mul nsw i64 %conv2.py42353, 14
-  %1136 = add nsw i64 %1134, %1135
-  %1137 = add nsw i64 %1136, %conv2.px43354
-  %1138 = add nsw i64 2408448, %1137
-  %arena399 = getelementptr inbounds float, ptr %arena, i64 %1138
-  store float %bi45398, ptr %arena399, align 4
-  %px43.next = add nsw i64 %conv2.px43354, 1
-  %1139 = icmp slt i64 %px43.next, 14
-  br i1 %1139, label %conv2.px43, label %conv2.px43.end
+  %1111 = add nsw i64 %1110, 32
+  %arena323 = getelementptr inbounds float, ptr %arena, i64 %1111
+  store <16 x float> %t55_c3_2322, ptr %arena323, align 4
+  %t55_c3_3324 = load <16 x float>, ptr %conv2.t55_c3_3, align 64
+  %1112 = mul nsw i64 %conv2.mb54244, 6
+  %1113 = add nsw i64 %1112, 3
+  %1114 = mul nsw i64 %1113, 50176
+  %1115 = add nsw i64 17661952, %1114
+  %1116 = mul nsw i64 %conv2.nb53243, 64
+  %1117 = add nsw i64 %1115, %1116
+  %1118 = add nsw i64 %1117, 48
+  %arena325 = getelementptr inbounds float, ptr %arena, i64 %1118
+  store <16 x float> %t55_c3_3324, ptr %arena325, align 4
+  %t55_c4_0326 = load <16 x float>, ptr %conv2.t55_c4_0, align 64
+  %1119 = mul nsw i64 %conv2.mb54244, 6
+  %1120 = add nsw i64 %1119, 4
+  %1121 = mul nsw i64 %1120, 50176
+  %1122 = add nsw i64 17661952, %1121
+  %1123 = mul nsw i64 %conv2.nb53243, 64
+  %1124 = add nsw i64 %1122, %1123
+  %arena327 = getelementptr inbounds float, ptr %arena, i64 %1124
+  store <16 x float> %t55_c4_0326, ptr %arena327, align 4
+  %t55_c4_1328 = load <16 x float>, ptr %conv2.t55_c4_1, align 64
+  %1125 = mul nsw i64 %conv2.mb54244, 6
+  %1126 = add nsw i64 %1125, 4
+  %1127 = mul nsw i64 %1126, 50176
+  %1128 = add nsw i64 17661952, %1127
+  %1129 = mul nsw i64 %conv2.nb53243, 64
+  %1130 = add nsw i64 %1128, %1129
+  %1131 = add nsw i64 %1130, 16
+  %arena329 = getelementptr inbounds float, ptr %arena, i64 %1131
+  store <16 x float> %t55_c4_1328, ptr %arena329, align 4
+  %t55_c4_2330 = load <16 x float>, ptr %conv2.t55_c4_2, align 64
+  %1132 = mul nsw i64 %conv2.mb54244, 6
+  %1133 = add nsw i64 %1132, 4
+  %1134 = mul nsw i64 %1133, 50176
+  %1135 = add nsw i64 17661952, %1134
+  %1136 = mul nsw i64 %conv2.nb53243, 64
+  %1137 = add nsw i64 %1135, %1136
+  %1138 = add nsw i64 %1137, 32
+  %arena331 = getelementptr inbounds float, ptr %arena, i64 %1138
+  store <16 x float> %t55_c4_2330, ptr %arena331, align 4
+  %t55_c4_3332 = load <16 x float>, ptr %conv2.t55_c4_3, align 64
+  %1139 = mul nsw i64 %conv2.mb54244, 6
+  %1140 = add nsw i64 %1139, 4
+  %1141 = mul nsw i64 %1140, 50176
+  %1142 = add nsw i64 17661952, %1141
+  %1143 = mul nsw i64 %conv2.nb53243, 64
+  %1144 = add nsw i64 %1142, %1143
+  %1145 = add nsw i64 %1144, 48
+  %arena333 = getelementptr inbounds float, ptr %arena, i64 %1145
+  store <16 x float> %t55_c4_3332, ptr %arena333, align 4
+  %t55_c5_0334 = load <16 x float>, ptr %conv2.t55_c5_0, align 64
+  %1146 = mul nsw i64 %conv2.mb54244, 6
+  %1147 = add nsw i64 %1146, 5
+  %1148 = mul nsw i64 %1147, 50176
+  %1149 = add nsw i64 17661952, %1148
+  %1150 = mul nsw i64 %conv2.nb53243, 64
+  %1151 = add nsw i64 %1149, %1150
+  %arena335 = getelementptr inbounds float, ptr %arena, i64 %1151
+  store <16 x float> %t55_c5_0334, ptr %arena335, align 4
+  %t55_c5_1336 = load <16 x float>, ptr %conv2.t55_c5_1, align 64
+  %1152 = mul nsw i64 %conv2.mb54244, 6
+  %1153 = add nsw i64 %1152, 5
+  %1154 = mul nsw i64 %1153, 50176
+  %1155 = add nsw i64 17661952, %1154
+  %1156 = mul nsw i64 %conv2.nb53243, 64
+  %1157 = add nsw i64 %1155, %1156
+  %1158 = add nsw i64 %1157, 16
+  %arena337 = getelementptr inbounds float, ptr %arena, i64 %1158
+  store <16 x float> %t55_c5_1336, ptr %arena337, align 4
+  %t55_c5_2338 = load <16 x float>, ptr %conv2.t55_c5_2, align 64
+  %1159 = mul nsw i64 %conv2.mb54244, 6
+  %1160 = add nsw i64 %1159, 5
+  %1161 = mul nsw i64 %1160, 50176
+  %1162 = add nsw i64 17661952, %1161
+  %1163 = mul nsw i64 %conv2.nb53243, 64
+  %1164 = add nsw i64 %1162, %1163
+  %1165 = add nsw i64 %1164, 32
+  %arena339 = getelementptr inbounds float, ptr %arena, i64 %1165
+  store <16 x float> %t55_c5_2338, ptr %arena339, align 4
+  %t55_c5_3340 = load <16 x float>, ptr %conv2.t55_c5_3, align 64
+  %1166 = mul nsw i64 %conv2.mb54244, 6
+  %1167 = add nsw i64 %1166, 5
+  %1168 = mul nsw i64 %1167, 50176
+  %1169 = add nsw i64 17661952, %1168
+  %1170 = mul nsw i64 %conv2.nb53243, 64
+  %1171 = add nsw i64 %1169, %1170
+  %1172 = add nsw i64 %1171, 48
+  %arena341 = getelementptr inbounds float, ptr %arena, i64 %1172
+  store <16 x float> %t55_c5_3340, ptr %arena341, align 4
+  %mb54.next = add nsw i64 %conv2.mb54244, 1
+  %1173 = icmp slt i64 %mb54.next, 10
+  br i1 %1173, label %conv2.mb54, label %conv2.mb54.end
 
-conv2.px43.end:                                   ; preds = %conv2.px43
-  %py42.next = add nsw i64 %conv2.py42353, 1
-  %1140 = icmp slt i64 %py42.next, 14
-  br i1 %1140, label %conv2.py42, label %conv2.py42.end
+conv2.k58:                                        ; preds = %conv2.k58, %conv2.mb54.end
+  %conv2.k58342 = phi i64 [ 0, %conv2.mb54.end ], [ %k58.next, %conv2.k58 ]
+  %1174 = mul nsw i64 %conv2.k58342, 50176
+  %1175 = add nsw i64 3211264, %1174
+  %1176 = mul nsw i64 %conv2.nb53243, 64
+  %1177 = add nsw i64 %1175, %1176
+  %arena343 = getelementptr inbounds float, ptr %arena, i64 %1177
+  %1178 = load <16 x float>, ptr %arena343, align 4
+  store <16 x float> %1178, ptr %conv2.t57_b0, align 64
+  %1179 = mul nsw i64 %conv2.k58342, 50176
+  %1180 = add nsw i64 3211264, %1179
+  %1181 = mul nsw i64 %conv2.nb53243, 64
+  %1182 = add nsw i64 %1180, %1181
+  %1183 = add nsw i64 %1182, 16
+  %arena344 = getelementptr inbounds float, ptr %arena, i64 %1183
+  %1184 = load <16 x float>, ptr %arena344, align 4
+  store <16 x float> %1184, ptr %conv2.t57_b1, align 64
+  %1185 = mul nsw i64 %conv2.k58342, 50176
+  %1186 = add nsw i64 3211264, %1185
+  %1187 = mul nsw i64 %conv2.nb53243, 64
+  %1188 = add nsw i64 %1186, %1187
+  %1189 = add nsw i64 %1188, 32
+  %arena345 = getelementptr inbounds float, ptr %arena, i64 %1189
+  %1190 = load <16 x float>, ptr %arena345, align 4
+  store <16 x float> %1190, ptr %conv2.t57_b2, align 64
+  %1191 = mul nsw i64 %conv2.k58342, 50176
+  %1192 = add nsw i64 3211264, %1191
+  %1193 = mul nsw i64 %conv2.nb53243, 64
+  %1194 = add nsw i64 %1192, %1193
+  %1195 = add nsw i64 %1194, 48
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1195
+  %1196 = load <16 x float>, ptr %arena346, align 4
+  store <16 x float> %1196, ptr %conv2.t57_b3, align 64
+  %1197 = add nsw i64 17600, %conv2.k58342
+  %params347 = getelementptr inbounds float, ptr %params, i64 %1197
+  %1198 = load float, ptr %params347, align 4
+  %1199 = insertelement <16 x float> undef, float %1198, i32 0
+  %1200 = shufflevector <16 x float> %1199, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1200, ptr %conv2.t57_a0, align 64
+  %t57_a0 = load <16 x float>, ptr %conv2.t57_a0, align 64
+  %t57_b0 = load <16 x float>, ptr %conv2.t57_b0, align 64
+  %t57_c0_0 = load <16 x float>, ptr %conv2.t57_c0_0, align 64
+  %1201 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0, <16 x float> %t57_b0, <16 x float> %t57_c0_0)
+  store <16 x float> %1201, ptr %conv2.t57_c0_0, align 64
+  %t57_a0348 = load <16 x float>, ptr %conv2.t57_a0, align 64
+  %t57_b1 = load <16 x float>, ptr %conv2.t57_b1, align 64
+  %t57_c0_1 = load <16 x float>, ptr %conv2.t57_c0_1, align 64
+  %1202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0348, <16 x float> %t57_b1, <16 x float> %t57_c0_1)
+  store <16 x float> %1202, ptr %conv2.t57_c0_1, align 64
+  %t57_a0349 = load <16 x float>, ptr %conv2.t57_a0, align 64
+  %t57_b2 = load <16 x float>, ptr %conv2.t57_b2, align 64
+  %t57_c0_2 = load <16 x float>, ptr %conv2.t57_c0_2, align 64
+  %1203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0349, <16 x float> %t57_b2, <16 x float> %t57_c0_2)
+  store <16 x float> %1203, ptr %conv2.t57_c0_2, align 64
+  %t57_a0350 = load <16 x float>, ptr %conv2.t57_a0, align 64
+  %t57_b3 = load <16 x float>, ptr %conv2.t57_b3, align 64
+  %t57_c0_3 = load <16 x float>, ptr %conv2.t57_c0_3, align 64
+  %1204 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0350, <16 x float> %t57_b3, <16 x float> %t57_c0_3)
+  store <16 x float> %1204, ptr %conv2.t57_c0_3, align 64
+  %1205 = add nsw i64 17888, %conv2.k58342
+  %params351 = getelementptr inbounds float, ptr %params, i64 %1205
+  %1206 = load float, ptr %params351, align 4
+  %1207 = insertelement <16 x float> undef, float %1206, i32 0
+  %1208 = shufflevector <16 x float> %1207, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1208, ptr %conv2.t57_a1, align 64
+  %t57_a1 = load <16 x float>, ptr %conv2.t57_a1, align 64
+  %t57_b0352 = load <16 x float>, ptr %conv2.t57_b0, align 64
+  %t57_c1_0 = load <16 x float>, ptr %conv2.t57_c1_0, align 64
+  %1209 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1, <16 x float> %t57_b0352, <16 x float> %t57_c1_0)
+  store <16 x float> %1209, ptr %conv2.t57_c1_0, align 64
+  %t57_a1353 = load <16 x float>, ptr %conv2.t57_a1, align 64
+  %t57_b1354 = load <16 x float>, ptr %conv2.t57_b1, align 64
+  %t57_c1_1 = load <16 x float>, ptr %conv2.t57_c1_1, align 64
+  %1210 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1353, <16 x float> %t57_b1354, <16 x float> %t57_c1_1)
+  store <16 x float> %1210, ptr %conv2.t57_c1_1, align 64
+  %t57_a1355 = load <16 x float>, ptr %conv2.t57_a1, align 64
+  %t57_b2356 = load <16 x float>, ptr %conv2.t57_b2, align 64
+  %t57_c1_2 = load <16 x float>, ptr %conv2.t57_c1_2, align 64
+  %1211 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1355, <16 x float> %t57_b2356, <16 x float> %t57_c1_2)
+  store <16 x float> %1211, ptr %conv2.t57_c1_2, align 64
+  %t57_a1357 = load <16 x float>, ptr %conv2.t57_a1, align 64
+  %t57_b3358 = load <16 x float>, ptr %conv2.t57_b3, align 64
+  %t57_c1_3 = load <16 x float>, ptr %conv2.t57_c1_3, align 64
+  %1212 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1357, <16 x float> %t57_b3358, <16 x float> %t57_c1_3)
+  store <16 x float> %1212, ptr %conv2.t57_c1_3, align 64
+  %1213 = add nsw i64 18176, %conv2.k58342
+  %params359 = getelementptr inbounds float, ptr %params, i64 %1213
+  %1214 = load float, ptr %params359, align 4
+  %1215 = insertelement <16 x float> undef, float %1214, i32 0
+  %1216 = shufflevector <16 x float> %1215, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1216, ptr %conv2.t57_a2, align 64
+  %t57_a2 = load <16 x float>, ptr %conv2.t57_a2, align 64
+  %t57_b0360 = load <16 x float>, ptr %conv2.t57_b0, align 64
+  %t57_c2_0 = load <16 x float>, ptr %conv2.t57_c2_0, align 64
+  %1217 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2, <16 x float> %t57_b0360, <16 x float> %t57_c2_0)
+  store <16 x float> %1217, ptr %conv2.t57_c2_0, align 64
+  %t57_a2361 = load <16 x float>, ptr %conv2.t57_a2, align 64
+  %t57_b1362 = load <16 x float>, ptr %conv2.t57_b1, align 64
+  %t57_c2_1 = load <16 x float>, ptr %conv2.t57_c2_1, align 64
+  %1218 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2361, <16 x float> %t57_b1362, <16 x float> %t57_c2_1)
+  store <16 x float> %1218, ptr %conv2.t57_c2_1, align 64
+  %t57_a2363 = load <16 x float>, ptr %conv2.t57_a2, align 64
+  %t57_b2364 = load <16 x float>, ptr %conv2.t57_b2, align 64
+  %t57_c2_2 = load <16 x float>, ptr %conv2.t57_c2_2, align 64
+  %1219 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2363, <16 x float> %t57_b2364, <16 x float> %t57_c2_2)
+  store <16 x float> %1219, ptr %conv2.t57_c2_2, align 64
+  %t57_a2365 = load <16 x float>, ptr %conv2.t57_a2, align 64
+  %t57_b3366 = load <16 x float>, ptr %conv2.t57_b3, align 64
+  %t57_c2_3 = load <16 x float>, ptr %conv2.t57_c2_3, align 64
+  %1220 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2365, <16 x float> %t57_b3366, <16 x float> %t57_c2_3)
+  store <16 x float> %1220, ptr %conv2.t57_c2_3, align 64
+  %1221 = add nsw i64 18464, %conv2.k58342
+  %params367 = getelementptr inbounds float, ptr %params, i64 %1221
+  %1222 = load float, ptr %params367, align 4
+  %1223 = insertelement <16 x float> undef, float %1222, i32 0
+  %1224 = shufflevector <16 x float> %1223, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1224, ptr %conv2.t57_a3, align 64
+  %t57_a3 = load <16 x float>, ptr %conv2.t57_a3, align 64
+  %t57_b0368 = load <16 x float>, ptr %conv2.t57_b0, align 64
+  %t57_c3_0 = load <16 x float>, ptr %conv2.t57_c3_0, align 64
+  %1225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3, <16 x float> %t57_b0368, <16 x float> %t57_c3_0)
+  store <16 x float> %1225, ptr %conv2.t57_c3_0, align 64
+  %t57_a3369 = load <16 x float>, ptr %conv2.t57_a3, align 64
+  %t57_b1370 = load <16 x float>, ptr %conv2.t57_b1, align 64
+  %t57_c3_1 = load <16 x float>, ptr %conv2.t57_c3_1, align 64
+  %1226 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3369, <16 x float> %t57_b1370, <16 x float> %t57_c3_1)
+  store <16 x float> %1226, ptr %conv2.t57_c3_1, align 64
+  %t57_a3371 = load <16 x float>, ptr %conv2.t57_a3, align 64
+  %t57_b2372 = load <16 x float>, ptr %conv2.t57_b2, align 64
+  %t57_c3_2 = load <16 x float>, ptr %conv2.t57_c3_2, align 64
+  %1227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3371, <16 x float> %t57_b2372, <16 x float> %t57_c3_2)
+  store <16 x float> %1227, ptr %conv2.t57_c3_2, align 64
+  %t57_a3373 = load <16 x float>, ptr %conv2.t57_a3, align 64
+  %t57_b3374 = load <16 x float>, ptr %conv2.t57_b3, align 64
+  %t57_c3_3 = load <16 x float>, ptr %conv2.t57_c3_3, align 64
+  %1228 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3373, <16 x float> %t57_b3374, <16 x float> %t57_c3_3)
+  store <16 x float> %1228, ptr %conv2.t57_c3_3, align 64
+  %k58.next = add nsw i64 %conv2.k58342, 1
+  %1229 = icmp slt i64 %k58.next, 288
+  br i1 %1229, label %conv2.k58, label %conv2.k58.end
 
-fc1.n46:                                          ; preds = %fc1.u47.end, %conv2.g22.end
-  %fc1.n46403 = phi i64 [ 0, %conv2.g22.end ], [ %n46.next, %fc1.u47.end ]
-  br label %fc1.u47
+conv2.k58.end:                                    ; preds = %conv2.k58
+  %t57_c0_0375 = load <16 x float>, ptr %conv2.t57_c0_0, align 64
+  %1230 = mul nsw i64 %conv2.nb53243, 64
+  %1231 = add nsw i64 20672512, %1230
+  %arena376 = getelementptr inbounds float, ptr %arena, i64 %1231
+  store <16 x float> %t57_c0_0375, ptr %arena376, align 4
+  %t57_c0_1377 = load <16 x float>, ptr %conv2.t57_c0_1, align 64
+  %1232 = mul nsw i64 %conv2.nb53243, 64
+  %1233 = add nsw i64 20672512, %1232
+  %1234 = add nsw i64 %1233, 16
+  %arena378 = getelementptr inbounds float, ptr %arena, i64 %1234
+  store <16 x float> %t57_c0_1377, ptr %arena378, align 4
+  %t57_c0_2379 = load <16 x float>, ptr %conv2.t57_c0_2, align 64
+  %1235 = mul nsw i64 %conv2.nb53243, 64
+  %1236 = add nsw i64 20672512, %1235
+  %1237 = add nsw i64 %1236, 32
+  %arena380 = getelementptr inbounds float, ptr %arena, i64 %1237
+  store <16 x float> %t57_c0_2379, ptr %arena380, align 4
+  %t57_c0_3381 = load <16 x float>, ptr %conv2.t57_c0_3, align 64
+  %1238 = mul nsw i64 %conv2.nb53243, 64
+  %1239 = add nsw i64 20672512, %1238
+  %1240 = add nsw i64 %1239, 48
+  %arena382 = getelementptr inbounds float, ptr %arena, i64 %1240
+  store <16 x float> %t57_c0_3381, ptr %arena382, align 4
+  %t57_c1_0383 = load <16 x float>, ptr %conv2.t57_c1_0, align 64
+  %1241 = mul nsw i64 %conv2.nb53243, 64
+  %1242 = add nsw i64 20722688, %1241
+  %arena384 = getelementptr inbounds float, ptr %arena, i64 %1242
+  store <16 x float> %t57_c1_0383, ptr %arena384, align 4
+  %t57_c1_1385 = load <16 x float>, ptr %conv2.t57_c1_1, align 64
+  %1243 = mul nsw i64 %conv2.nb53243, 64
+  %1244 = add nsw i64 20722688, %1243
+  %1245 = add nsw i64 %1244, 16
+  %arena386 = getelementptr inbounds float, ptr %arena, i64 %1245
+  store <16 x float> %t57_c1_1385, ptr %arena386, align 4
+  %t57_c1_2387 = load <16 x float>, ptr %conv2.t57_c1_2, align 64
+  %1246 = mul nsw i64 %conv2.nb53243, 64
+  %1247 = add nsw i64 20722688, %1246
+  %1248 = add nsw i64 %1247, 32
+  %arena388 = getelementptr inbounds float, ptr %arena, i64 %1248
+  store <16 x float> %t57_c1_2387, ptr %arena388, align 4
+  %t57_c1_3389 = load <16 x float>, ptr %conv2.t57_c1_3, align 64
+  %1249 = mul nsw i64 %conv2.nb53243, 64
+  %1250 = add nsw i64 20722688, %1249
+  %1251 = add nsw i64 %1250, 48
+  %arena390 = getelementptr inbounds float, ptr %arena, i64 %1251
+  store <16 x float> %t57_c1_3389, ptr %arena390, align 4
+  %t57_c2_0391 = load <16 x float>, ptr %conv2.t57_c2_0, align 64
+  %1252 = mul nsw i64 %conv2.nb53243, 64
+  %1253 = add nsw i64 20772864, %1252
+  %arena392 = getelementptr inbounds float, ptr %arena, i64 %1253
+  store <16 x float> %t57_c2_0391, ptr %arena392, align 4
+  %t57_c2_1393 = load <16 x float>, ptr %conv2.t57_c2_1, align 64
+  %1254 = mul nsw i64 %conv2.nb53243, 64
+  %1255 = add nsw i64 20772864, %1254
+  %1256 = add nsw i64 %1255, 16
+  %arena394 = getelementptr inbounds float, ptr %arena, i64 %1256
+  store <16 x float> %t57_c2_1393, ptr %arena394, align 4
+  %t57_c2_2395 = load <16 x float>, ptr %conv2.t57_c2_2, align 64
+  %1257 = mul nsw i64 %conv2.nb53243, 64
+  %1258 = add nsw i64 20772864, %1257
+  %1259 = add nsw i64 %1258, 32
+  %arena396 = getelementptr inbounds float, ptr %arena, i64 %1259
+  store <16 x float> %t57_c2_2395, ptr %arena396, align 4
+  %t57_c2_3397 = load <16 x float>, ptr %conv2.t57_c2_3, align 64
+  %1260 = mul nsw i64 %conv2.nb53243, 64
+  %1261 = add nsw i64 20772864, %1260
+  %1262 = add nsw i64 %1261, 48
+  %arena398 = getelementptr inbounds float, ptr %arena, i64 %1262
+  store <16 x float> %t57_c2_3397, ptr %arena398, align 4
+  %t57_c3_0399 = load <16 x float>, ptr %conv2.t57_c3_0, align 64
+  %1263 = mul nsw i64 %conv2.nb53243, 64
+  %1264 = add nsw i64 20823040, %1263
+  %arena400 = getelementptr inbounds float, ptr %arena, i64 %1264
+  store <16 x float> %t57_c3_0399, ptr %arena400, align 4
+  %t57_c3_1401 = load <16 x float>, ptr %conv2.t57_c3_1, align 64
+  %1265 = mul nsw i64 %conv2.nb53243, 64
+  %1266 = add nsw i64 20823040, %1265
+  %1267 = add nsw i64 %1266, 16
+  %arena402 = getelementptr inbounds float, ptr %arena, i64 %1267
+  store <16 x float> %t57_c3_1401, ptr %arena402, align 4
+  %t57_c3_2403 = load <16 x float>, ptr %conv2.t57_c3_2, align 64
+  %1268 = mul nsw i64 %conv2.nb53243, 64
+  %1269 = add nsw i64 20823040, %1268
+  %1270 = add nsw i64 %1269, 32
+  %arena404 = getelementptr inbounds float, ptr %arena, i64 %1270
+  store <16 x float> %t57_c3_2403, ptr %arena404, align 4
+  %t57_c3_3405 = load <16 x float>, ptr %conv2.t57_c3_3, align 64
+  %1271 = mul nsw i64 %conv2.nb53243, 64
+  %1272 = add nsw i64 20823040, %1271
+  %1273 = add nsw i64 %1272, 48
+  %arena406 = getelementptr inbounds float, ptr %arena, i64 %1273
+  store <16 x float> %t57_c3_3405, ptr %arena406, align 4
+  %nb53.next = add nsw i64 %conv2.nb53243, 1
+  %1274 = icmp slt i64 %nb53.next, 784
+  br i1 %1274, label %conv2.nb53, label %conv2.nb53.end
 
-fc1.n46.end:                                      ; preds = %fc1.u47.end
-  %arena410 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %params411 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena412 = getelementptr inbounds float, ptr %arena, i64 3219456
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena410, i32 128, ptr %params411, i32 128, float 0.000000e+00, ptr %arena412, i32 10)
-  br label %fc2.n48
+conv2.j59:                                        ; preds = %conv2.f60.end, %conv2.nb53.end
+  %conv2.j59407 = phi i64 [ 0, %conv2.nb53.end ], [ %j59.next, %conv2.f60.end ]
+  br label %conv2.f60
 
-fc1.u47:                                          ; preds = %fc1.u47, %fc1.n46
-  %fc1.u47404 = phi i64 [ 0, %fc1.n46 ], [ %u47.next, %fc1.u47 ]
-  %1141 = mul nsw i64 %fc1.n46403, 128
-  %1142 = add nsw i64 3211264, %1141
-  %1143 = add nsw i64 %1142, %fc1.u47404
-  %arena405 = getelementptr inbounds float, ptr %arena, i64 %1143
-  %1144 = load float, ptr %arena405, align 4
-  %1145 = add nsw i64 1624448, %fc1.u47404
-  %params406 = getelementptr inbounds float, ptr %params, i64 %1145
-  %1146 = load float, ptr %params406, align 4
-  %1147 = fadd float %1144, %1146
-  %1148 = fcmp ogt float %1147, 0.000000e+00
-  %1149 = mul nsw i64 %fc1.n46403, 128
-  %1150 = add nsw i64 3211264, %1149
-  %1151 = add nsw i64 %1150, %fc1.u47404
-  %arena407 = getelementptr inbounds float, ptr %arena, i64 %1151
-  %1152 = load float, ptr %arena407, align 4
-  %1153 = add nsw i64 1624448, %fc1.u47404
-  %params408 = getelementptr inbounds float, ptr %params, i64 %1153
-  %1154 = load float, ptr %params408, align 4
-  %1155 = fadd float %1152, %1154
-  %1156 = select i1 %1148, float %1155, float 0.000000e+00
-  %1157 = mul nsw i64 %fc1.n46403, 128
-  %1158 = add nsw i64 3211264, %1157
-  %1159 = add nsw i64 %1158, %fc1.u47404
-  %arena409 = getelementptr inbounds float, ptr %arena, i64 %1159
-  store float %1156, ptr %arena409, align 4
-  %u47.next = add nsw i64 %fc1.u47404, 1
-  %1160 = icmp slt i64 %u47.next, 128
-  br i1 %1160, label %fc1.u47, label %fc1.u47.end
+conv2.j59.end:                                    ; preds = %conv2.f60.end
+  %g23.next = add nsw i64 %conv2.g23166, 1
+  %1275 = icmp slt i64 %g23.next, 1
+  br i1 %1275, label %conv2.g23, label %conv2.g23.end
 
-fc1.u47.end:                                      ; preds = %fc1.u47
-  %n46.next = add nsw i64 %fc1.n46403, 1
-  %1161 = icmp slt i64 %n46.next, 64
-  br i1 %1161, label %fc1.n46, label %fc1.n46.end
+conv2.f60:                                        ; preds = %conv2.q61.end, %conv2.j59
+  %conv2.f60408 = phi i64 [ 0, %conv2.j59 ], [ %f60.next, %conv2.q61.end ]
+  br label %conv2.q61
 
-fc2.n48:                                          ; preds = %fc2.u49.end, %fc1.n46.end
-  %fc2.n48413 = phi i64 [ 0, %fc1.n46.end ], [ %n48.next, %fc2.u49.end ]
-  br label %fc2.u49
+conv2.f60.end:                                    ; preds = %conv2.q61.end
+  %j59.next = add nsw i64 %conv2.j59407, 1
+  %1276 = icmp slt i64 %j59.next, 64
+  br i1 %1276, label %conv2.j59, label %conv2.j59.end
 
-fc2.n48.end:                                      ; preds = %fc2.u49.end
-  store float 0.000000e+00, ptr %loss.total50, align 4
-  br label %loss.n51
+conv2.q61:                                        ; preds = %conv2.q61, %conv2.f60
+  %conv2.q61409 = phi i64 [ 0, %conv2.f60 ], [ %q61.next, %conv2.q61 ]
+  %1277 = mul nsw i64 %conv2.f60408, 50176
+  %1278 = add nsw i64 17661952, %1277
+  %1279 = mul nsw i64 %conv2.j59407, 784
+  %1280 = add nsw i64 %1278, %1279
+  %1281 = add nsw i64 %1280, %conv2.q61409
+  %arena410 = getelementptr inbounds float, ptr %arena, i64 %1281
+  %1282 = load float, ptr %arena410, align 4
+  %1283 = add nsw i64 18752, %conv2.f60408
+  %params411 = getelementptr inbounds float, ptr %params, i64 %1283
+  %1284 = load float, ptr %params411, align 4
+  %1285 = fadd float %1282, %1284
+  store float %1285, ptr %conv2.v62, align 4
+  store float 0.000000e+00, ptr %conv2.at63, align 4
+  %1286 = mul nsw i64 %conv2.f60408, 50176
+  %1287 = add nsw i64 17661952, %1286
+  %1288 = mul nsw i64 %conv2.j59407, 784
+  %1289 = add nsw i64 %1287, %1288
+  %1290 = add nsw i64 %1289, 196
+  %1291 = add nsw i64 %1290, %conv2.q61409
+  %arena412 = getelementptr inbounds float, ptr %arena, i64 %1291
+  %1292 = load float, ptr %arena412, align 4
+  %1293 = add nsw i64 18752, %conv2.f60408
+  %params413 = getelementptr inbounds float, ptr %params, i64 %1293
+  %1294 = load float, ptr %params413, align 4
+  %1295 = fadd float %1292, %1294
+  store float %1295, ptr %conv2.v64, align 4
+  %v64 = load float, ptr %conv2.v64, align 4
+  %v62 = load float, ptr %conv2.v62, align 4
+  %1296 = fcmp ogt float %v64, %v62
+  %at63 = load float, ptr %conv2.at63, align 4
+  %1297 = select i1 %1296, float 1.000000e+00, float %at63
+  store float %1297, ptr %conv2.at66, align 4
+  %v64414 = load float, ptr %conv2.v64, align 4
+  %v62415 = load float, ptr %conv2.v62, align 4
+  %1298 = fcmp ogt float %v64414, %v62415
+  %v64416 = load float, ptr %conv2.v64, align 4
+  %v62417 = load float, ptr %conv2.v62, align 4
+  %1299 = select i1 %1298, float %v64416, float %v62417
+  store float %1299, ptr %conv2.best65, align 4
+  %1300 = mul nsw i64 %conv2.f60408, 50176
+  %1301 = add nsw i64 17661952, %1300
+  %1302 = mul nsw i64 %conv2.j59407, 784
+  %1303 = add nsw i64 %1301, %1302
+  %1304 = add nsw i64 %1303, 392
+  %1305 = add nsw i64 %1304, %conv2.q61409
+  %arena418 = getelementptr inbounds float, ptr %arena, i64 %1305
+  %1306 = load float, ptr %arena418, align 4
+  %1307 = add nsw i64 18752, %conv2.f60408
+  %params419 = getelementptr inbounds float, ptr %params, i64 %1307
+  %1308 = load float, ptr %params419, align 4
+  %1309 = fadd float %1306, %1308
+  store float %1309, ptr %conv2.v67, align 4
+  %v67 = load float, ptr %conv2.v67, align 4
+  %best65 = load float, ptr %conv2.best65, align 4
+  %1310 = fcmp ogt float %v67, %best65
+  %at66 = load float, ptr %conv2.at66, align 4
+  %1311 = select i1 %1310, float 2.800000e+01, float %at66
+  store float %1311, ptr %conv2.at69, align 4
+  %v67420 = load float, ptr %conv2.v67, align 4
+  %best65421 = load float, ptr %conv2.best65, align 4
+  %1312 = fcmp ogt float %v67420, %best65421
+  %v67422 = load float, ptr %conv2.v67, align 4
+  %best65423 = load float, ptr %conv2.best65, align 4
+  %1313 = select i1 %1312, float %v67422, float %best65423
+  store float %1313, ptr %conv2.best68, align 4
+  %1314 = mul nsw i64 %conv2.f60408, 50176
+  %1315 = add nsw i64 17661952, %1314
+  %1316 = mul nsw i64 %conv2.j59407, 784
+  %1317 = add nsw i64 %1315, %1316
+  %1318 = add nsw i64 %1317, 588
+  %1319 = add nsw i64 %1318, %conv2.q61409
+  %arena424 = getelementptr inbounds float, ptr %arena, i64 %1319
+  %1320 = load float, ptr %arena424, align 4
+  %1321 = add nsw i64 18752, %conv2.f60408
+  %params425 = getelementptr inbounds float, ptr %params, i64 %1321
+  %1322 = load float, ptr %params425, align 4
+  %1323 = fadd float %1320, %1322
+  store float %1323, ptr %conv2.v70, align 4
+  %v70 = load float, ptr %conv2.v70, align 4
+  %best68 = load float, ptr %conv2.best68, align 4
+  %1324 = fcmp ogt float %v70, %best68
+  %at69 = load float, ptr %conv2.at69, align 4
+  %1325 = select i1 %1324, float 2.900000e+01, float %at69
+  store float %1325, ptr %conv2.at72, align 4
+  %v70426 = load float, ptr %conv2.v70, align 4
+  %best68427 = load float, ptr %conv2.best68, align 4
+  %1326 = fcmp ogt float %v70426, %best68427
+  %v70428 = load float, ptr %conv2.v70, align 4
+  %best68429 = load float, ptr %conv2.best68, align 4
+  %1327 = select i1 %1326, float %v70428, float %best68429
+  store float %1327, ptr %conv2.best71, align 4
+  %best71 = load float, ptr %conv2.best71, align 4
+  %1328 = fcmp ogt float %best71, 0.000000e+00
+  %best71430 = load float, ptr %conv2.best71, align 4
+  %1329 = select i1 %1328, float %best71430, float 0.000000e+00
+  %1330 = mul nsw i64 %conv2.g23166, 64
+  %1331 = add nsw i64 %1330, %conv2.j59407
+  %1332 = mul nsw i64 %1331, 12544
+  %1333 = mul nsw i64 %conv2.f60408, 196
+  %1334 = add nsw i64 %1332, %1333
+  %1335 = add nsw i64 %1334, %conv2.q61409
+  %1336 = add nsw i64 1605632, %1335
+  %arena431 = getelementptr inbounds float, ptr %arena, i64 %1336
+  store float %1329, ptr %arena431, align 4
+  %1337 = add nsw i64 20873216, %conv2.q61409
+  %arena432 = getelementptr inbounds float, ptr %arena, i64 %1337
+  %1338 = load float, ptr %arena432, align 4
+  %at72 = load float, ptr %conv2.at72, align 4
+  %1339 = fadd float %1338, %at72
+  %1340 = mul nsw i64 %conv2.g23166, 64
+  %1341 = add nsw i64 %1340, %conv2.j59407
+  %1342 = mul nsw i64 %1341, 12544
+  %1343 = mul nsw i64 %conv2.f60408, 196
+  %1344 = add nsw i64 %1342, %1343
+  %1345 = add nsw i64 %1344, %conv2.q61409
+  %1346 = add nsw i64 2408448, %1345
+  %arena433 = getelementptr inbounds float, ptr %arena, i64 %1346
+  store float %1339, ptr %arena433, align 4
+  %q61.next = add nsw i64 %conv2.q61409, 1
+  %1347 = icmp slt i64 %q61.next, 196
+  br i1 %1347, label %conv2.q61, label %conv2.q61.end
 
-fc2.u49:                                          ; preds = %fc2.u49, %fc2.n48
-  %fc2.u49414 = phi i64 [ 0, %fc2.n48 ], [ %u49.next, %fc2.u49 ]
-  %1162 = mul nsw i64 %fc2.n48413, 10
-  %1163 = add nsw i64 3219456, %1162
-  %1164 = add nsw i64 %1163, %fc2.u49414
-  %arena415 = getelementptr inbounds float, ptr %arena, i64 %1164
-  %1165 = load float, ptr %arena415, align 4
-  %1166 = add nsw i64 1625856, %fc2.u49414
-  %params416 = getelementptr inbounds float, ptr %params, i64 %1166
-  %1167 = load float, ptr %params416, align 4
-  %1168 = fadd float %1165, %1167
-  %1169 = mul nsw i64 %fc2.n48413, 10
-  %1170 = add nsw i64 3219456, %1169
-  %1171 = add nsw i64 %1170, %fc2.u49414
-  %arena417 = getelementptr inbounds float, ptr %arena, i64 %1171
-  store float %1168, ptr %arena417, align 4
-  %u49.next = add nsw i64 %fc2.u49414, 1
-  %1172 = icmp slt i64 %u49.next, 10
-  br i1 %1172, label %fc2.u49, label %fc2.u49.end
+conv2.q61.end:                                    ; preds = %conv2.q61
+  %f60.next = add nsw i64 %conv2.f60408, 1
+  %1348 = icmp slt i64 %f60.next, 64
+  br i1 %1348, label %conv2.f60, label %conv2.f60.end
 
-fc2.u49.end:                                      ; preds = %fc2.u49
-  %n48.next = add nsw i64 %fc2.n48413, 1
-  %1173 = icmp slt i64 %n48.next, 64
-  br i1 %1173, label %fc2.n48, label %fc2.n48.end
+fc1.n73:                                          ; preds = %fc1.u74.end, %conv2.g23.end
+  %fc1.n73437 = phi i64 [ 0, %conv2.g23.end ], [ %n73.next, %fc1.u74.end ]
+  br label %fc1.u74
 
-loss.n51:                                         ; preds = %loss.k55.end, %fc2.n48.end
-  %loss.n51418 = phi i64 [ 0, %fc2.n48.end ], [ %n51.next, %loss.k55.end ]
-  %1174 = mul nsw i64 %loss.n51418, 10
-  %1175 = add nsw i64 3219456, %1174
-  %arena419 = getelementptr inbounds float, ptr %arena, i64 %1175
-  %1176 = load float, ptr %arena419, align 4
-  store float %1176, ptr %loss.m52, align 4
-  br label %loss.k54
+fc1.n73.end:                                      ; preds = %fc1.u74.end
+  %arena444 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %params445 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena446 = getelementptr inbounds float, ptr %arena, i64 3219456
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena444, i32 128, ptr %params445, i32 128, float 0.000000e+00, ptr %arena446, i32 10)
+  br label %fc2.n75
 
-loss.n51.end:                                     ; preds = %loss.k55.end
-  %total50429 = load float, ptr %loss.total50, align 4
-  %1177 = fdiv float %total50429, 6.400000e+01
-  %arena430 = getelementptr inbounds float, ptr %arena, i64 3220096
-  store float %1177, ptr %arena430, align 4
-  br label %fc2_grad.n56
+fc1.u74:                                          ; preds = %fc1.u74, %fc1.n73
+  %fc1.u74438 = phi i64 [ 0, %fc1.n73 ], [ %u74.next, %fc1.u74 ]
+  %1349 = mul nsw i64 %fc1.n73437, 128
+  %1350 = add nsw i64 3211264, %1349
+  %1351 = add nsw i64 %1350, %fc1.u74438
+  %arena439 = getelementptr inbounds float, ptr %arena, i64 %1351
+  %1352 = load float, ptr %arena439, align 4
+  %1353 = add nsw i64 1624448, %fc1.u74438
+  %params440 = getelementptr inbounds float, ptr %params, i64 %1353
+  %1354 = load float, ptr %params440, align 4
+  %1355 = fadd float %1352, %1354
+  %1356 = fcmp ogt float %1355, 0.000000e+00
+  %1357 = mul nsw i64 %fc1.n73437, 128
+  %1358 = add nsw i64 3211264, %1357
+  %1359 = add nsw i64 %1358, %fc1.u74438
+  %arena441 = getelementptr inbounds float, ptr %arena, i64 %1359
+  %1360 = load float, ptr %arena441, align 4
+  %1361 = add nsw i64 1624448, %fc1.u74438
+  %params442 = getelementptr inbounds float, ptr %params, i64 %1361
+  %1362 = load float, ptr %params442, align 4
+  %1363 = fadd float %1360, %1362
+  %1364 = select i1 %1356, float %1363, float 0.000000e+00
+  %1365 = mul nsw i64 %fc1.n73437, 128
+  %1366 = add nsw i64 3211264, %1365
+  %1367 = add nsw i64 %1366, %fc1.u74438
+  %arena443 = getelementptr inbounds float, ptr %arena, i64 %1367
+  store float %1364, ptr %arena443, align 4
+  %u74.next = add nsw i64 %fc1.u74438, 1
+  %1368 = icmp slt i64 %u74.next, 128
+  br i1 %1368, label %fc1.u74, label %fc1.u74.end
 
-loss.k54:                                         ; preds = %loss.k54, %loss.n51
-  %loss.k54420 = phi i64 [ 0, %loss.n51 ], [ %k54.next, %loss.k54 ]
-  %m52 = load float, ptr %loss.m52, align 4
-  %1178 = mul nsw i64 %loss.n51418, 10
-  %1179 = add nsw i64 3219456, %1178
-  %1180 = add nsw i64 %1179, %loss.k54420
-  %arena421 = getelementptr inbounds float, ptr %arena, i64 %1180
-  %1181 = load float, ptr %arena421, align 4
-  %1182 = fcmp ogt float %1181, %m52
-  %1183 = select i1 %1182, float %1181, float %m52
-  store float %1183, ptr %loss.m52, align 4
-  %k54.next = add nsw i64 %loss.k54420, 1
-  %1184 = icmp slt i64 %k54.next, 10
-  br i1 %1184, label %loss.k54, label %loss.k54.end
+fc1.u74.end:                                      ; preds = %fc1.u74
+  %n73.next = add nsw i64 %fc1.n73437, 1
+  %1369 = icmp slt i64 %n73.next, 64
+  br i1 %1369, label %fc1.n73, label %fc1.n73.end
 
-loss.k54.end:                                     ; preds = %loss.k54
-  store float 0.000000e+00, ptr %loss.s53, align 4
-  br label %loss.k55
+fc2.n75:                                          ; preds = %fc2.u76.end, %fc1.n73.end
+  %fc2.n75447 = phi i64 [ 0, %fc1.n73.end ], [ %n75.next, %fc2.u76.end ]
+  br label %fc2.u76
 
-loss.k55:                                         ; preds = %loss.k55, %loss.k54.end
-  %loss.k55422 = phi i64 [ 0, %loss.k54.end ], [ %k55.next, %loss.k55 ]
-  %s53 = load float, ptr %loss.s53, align 4
-  %1185 = mul nsw i64 %loss.n51418, 10
-  %1186 = add nsw i64 3219456, %1185
-  %1187 = add nsw i64 %1186, %loss.k55422
-  %arena423 = getelementptr inbounds float, ptr %arena, i64 %1187
-  %1188 = load float, ptr %arena423, align 4
-  %m52424 = load float, ptr %loss.m52, align 4
-  %1189 = fsub float %1188, %m52424
-  %1190 = call float @llvm.exp.f32(float %1189)
-  %1191 = fadd float %s53, %1190
-  store float %1191, ptr %loss.s53, align 4
-  %k55.next = add nsw i64 %loss.k55422, 1
-  %1192 = icmp slt i64 %k55.next, 10
-  br i1 %1192, label %loss.k55, label %loss.k55.end
+fc2.n75.end:                                      ; preds = %fc2.u76.end
+  store float 0.000000e+00, ptr %loss.total77, align 4
+  br label %loss.n78
 
-loss.k55.end:                                     ; preds = %loss.k55
-  %total50 = load float, ptr %loss.total50, align 4
-  %m52425 = load float, ptr %loss.m52, align 4
-  %s53426 = load float, ptr %loss.s53, align 4
-  %1193 = call float @llvm.log.f32(float %s53426)
-  %1194 = fadd float %m52425, %1193
-  %1195 = mul nsw i64 %loss.n51418, 10
-  %1196 = add nsw i64 3219456, %1195
-  %labels427 = getelementptr inbounds i32, ptr %labels, i64 %loss.n51418
-  %label = load i32, ptr %labels427, align 4
-  %1197 = sext i32 %label to i64
-  %1198 = add nsw i64 %1196, %1197
-  %arena428 = getelementptr inbounds float, ptr %arena, i64 %1198
-  %1199 = load float, ptr %arena428, align 4
-  %1200 = fsub float %1194, %1199
-  %1201 = fadd float %total50, %1200
-  store float %1201, ptr %loss.total50, align 4
-  %n51.next = add nsw i64 %loss.n51418, 1
-  %1202 = icmp slt i64 %n51.next, 64
-  br i1 %1202, label %loss.n51, label %loss.n51.end
+fc2.u76:                                          ; preds = %fc2.u76, %fc2.n75
+  %fc2.u76448 = phi i64 [ 0, %fc2.n75 ], [ %u76.next, %fc2.u76 ]
+  %1370 = mul nsw i64 %fc2.n75447, 10
+  %1371 = add nsw i64 3219456, %1370
+  %1372 = add nsw i64 %1371, %fc2.u76448
+  %arena449 = getelementptr inbounds float, ptr %arena, i64 %1372
+  %1373 = load float, ptr %arena449, align 4
+  %1374 = add nsw i64 1625856, %fc2.u76448
+  %params450 = getelementptr inbounds float, ptr %params, i64 %1374
+  %1375 = load float, ptr %params450, align 4
+  %1376 = fadd float %1373, %1375
+  %1377 = mul nsw i64 %fc2.n75447, 10
+  %1378 = add nsw i64 3219456, %1377
+  %1379 = add nsw i64 %1378, %fc2.u76448
+  %arena451 = getelementptr inbounds float, ptr %arena, i64 %1379
+  store float %1376, ptr %arena451, align 4
+  %u76.next = add nsw i64 %fc2.u76448, 1
+  %1380 = icmp slt i64 %u76.next, 10
+  br i1 %1380, label %fc2.u76, label %fc2.u76.end
 
-fc2_grad.n56:                                     ; preds = %fc2_grad.k61.end, %loss.n51.end
-  %fc2_grad.n56431 = phi i64 [ 0, %loss.n51.end ], [ %n56.next, %fc2_grad.k61.end ]
-  %1203 = mul nsw i64 %fc2_grad.n56431, 10
-  %1204 = add nsw i64 3219456, %1203
-  %arena432 = getelementptr inbounds float, ptr %arena, i64 %1204
-  %1205 = load float, ptr %arena432, align 4
-  store float %1205, ptr %fc2_grad.m57, align 4
-  br label %fc2_grad.k59
+fc2.u76.end:                                      ; preds = %fc2.u76
+  %n75.next = add nsw i64 %fc2.n75447, 1
+  %1381 = icmp slt i64 %n75.next, 64
+  br i1 %1381, label %fc2.n75, label %fc2.n75.end
 
-fc2_grad.n56.end:                                 ; preds = %fc2_grad.k61.end
-  %arena448 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %arena449 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %grads450 = getelementptr inbounds float, ptr %grads, i64 1624576
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena448, i32 10, ptr %arena449, i32 128, float 0.000000e+00, ptr %grads450, i32 128)
-  br label %fc2_bias_grad.u62
+loss.n78:                                         ; preds = %loss.k82.end, %fc2.n75.end
+  %loss.n78452 = phi i64 [ 0, %fc2.n75.end ], [ %n78.next, %loss.k82.end ]
+  %1382 = mul nsw i64 %loss.n78452, 10
+  %1383 = add nsw i64 3219456, %1382
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1383
+  %1384 = load float, ptr %arena453, align 4
+  store float %1384, ptr %loss.m79, align 4
+  br label %loss.k81
 
-fc2_grad.k59:                                     ; preds = %fc2_grad.k59, %fc2_grad.n56
-  %fc2_grad.k59433 = phi i64 [ 0, %fc2_grad.n56 ], [ %k59.next, %fc2_grad.k59 ]
-  %m57 = load float, ptr %fc2_grad.m57, align 4
-  %1206 = mul nsw i64 %fc2_grad.n56431, 10
-  %1207 = add nsw i64 3219456, %1206
-  %1208 = add nsw i64 %1207, %fc2_grad.k59433
-  %arena434 = getelementptr inbounds float, ptr %arena, i64 %1208
-  %1209 = load float, ptr %arena434, align 4
-  %1210 = fcmp ogt float %1209, %m57
-  %1211 = select i1 %1210, float %1209, float %m57
-  store float %1211, ptr %fc2_grad.m57, align 4
-  %k59.next = add nsw i64 %fc2_grad.k59433, 1
-  %1212 = icmp slt i64 %k59.next, 10
-  br i1 %1212, label %fc2_grad.k59, label %fc2_grad.k59.end
+loss.n78.end:                                     ; preds = %loss.k82.end
+  %total77463 = load float, ptr %loss.total77, align 4
+  %1385 = fdiv float %total77463, 6.400000e+01
+  %arena464 = getelementptr inbounds float, ptr %arena, i64 3220096
+  store float %1385, ptr %arena464, align 4
+  br label %fc2_grad.n83
 
-fc2_grad.k59.end:                                 ; preds = %fc2_grad.k59
-  store float 0.000000e+00, ptr %fc2_grad.s58, align 4
-  br label %fc2_grad.k60
+loss.k81:                                         ; preds = %loss.k81, %loss.n78
+  %loss.k81454 = phi i64 [ 0, %loss.n78 ], [ %k81.next, %loss.k81 ]
+  %m79 = load float, ptr %loss.m79, align 4
+  %1386 = mul nsw i64 %loss.n78452, 10
+  %1387 = add nsw i64 3219456, %1386
+  %1388 = add nsw i64 %1387, %loss.k81454
+  %arena455 = getelementptr inbounds float, ptr %arena, i64 %1388
+  %1389 = load float, ptr %arena455, align 4
+  %1390 = fcmp ogt float %1389, %m79
+  %1391 = select i1 %1390, float %1389, float %m79
+  store float %1391, ptr %loss.m79, align 4
+  %k81.next = add nsw i64 %loss.k81454, 1
+  %1392 = icmp slt i64 %k81.next, 10
+  br i1 %1392, label %loss.k81, label %loss.k81.end
 
-fc2_grad.k60:                                     ; preds = %fc2_grad.k60, %fc2_grad.k59.end
-  %fc2_grad.k60435 = phi i64 [ 0, %fc2_grad.k59.end ], [ %k60.next, %fc2_grad.k60 ]
-  %s58 = load float, ptr %fc2_grad.s58, align 4
-  %1213 = mul nsw i64 %fc2_grad.n56431, 10
-  %1214 = add nsw i64 3219456, %1213
-  %1215 = add nsw i64 %1214, %fc2_grad.k60435
-  %arena436 = getelementptr inbounds float, ptr %arena, i64 %1215
-  %1216 = load float, ptr %arena436, align 4
-  %m57437 = load float, ptr %fc2_grad.m57, align 4
-  %1217 = fsub float %1216, %m57437
-  %1218 = call float @llvm.exp.f32(float %1217)
-  %1219 = fadd float %s58, %1218
-  store float %1219, ptr %fc2_grad.s58, align 4
-  %k60.next = add nsw i64 %fc2_grad.k60435, 1
-  %1220 = icmp slt i64 %k60.next, 10
-  br i1 %1220, label %fc2_grad.k60, label %fc2_grad.k60.end
+loss.k81.end:                                     ; preds = %loss.k81
+  store float 0.000000e+00, ptr %loss.s80, align 4
+  br label %loss.k82
 
-fc2_grad.k60.end:                                 ; preds = %fc2_grad.k60
-  br label %fc2_grad.k61
+loss.k82:                                         ; preds = %loss.k82, %loss.k81.end
+  %loss.k82456 = phi i64 [ 0, %loss.k81.end ], [ %k82.next, %loss.k82 ]
+  %s80 = load float, ptr %loss.s80, align 4
+  %1393 = mul nsw i64 %loss.n78452, 10
+  %1394 = add nsw i64 3219456, %1393
+  %1395 = add nsw i64 %1394, %loss.k82456
+  %arena457 = getelementptr inbounds float, ptr %arena, i64 %1395
+  %1396 = load float, ptr %arena457, align 4
+  %m79458 = load float, ptr %loss.m79, align 4
+  %1397 = fsub float %1396, %m79458
+  %1398 = call float @llvm.exp.f32(float %1397)
+  %1399 = fadd float %s80, %1398
+  store float %1399, ptr %loss.s80, align 4
+  %k82.next = add nsw i64 %loss.k82456, 1
+  %1400 = icmp slt i64 %k82.next, 10
+  br i1 %1400, label %loss.k82, label %loss.k82.end
 
-fc2_grad.k61:                                     ; preds = %fc2_grad.k61, %fc2_grad.k60.end
-  %fc2_grad.k61438 = phi i64 [ 0, %fc2_grad.k60.end ], [ %k61.next, %fc2_grad.k61 ]
-  %labels439 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n56431
-  %label440 = load i32, ptr %labels439, align 4
-  %1221 = sext i32 %label440 to i64
-  %1222 = icmp eq i64 %fc2_grad.k61438, %1221
-  %1223 = mul nsw i64 %fc2_grad.n56431, 10
-  %1224 = add nsw i64 3219456, %1223
-  %1225 = add nsw i64 %1224, %fc2_grad.k61438
-  %arena441 = getelementptr inbounds float, ptr %arena, i64 %1225
-  %1226 = load float, ptr %arena441, align 4
-  %m57442 = load float, ptr %fc2_grad.m57, align 4
-  %1227 = fsub float %1226, %m57442
-  %1228 = call float @llvm.exp.f32(float %1227)
-  %s58443 = load float, ptr %fc2_grad.s58, align 4
-  %1229 = fdiv float %1228, %s58443
-  %1230 = fsub float %1229, 1.000000e+00
-  %1231 = mul nsw i64 %fc2_grad.n56431, 10
-  %1232 = add nsw i64 3219456, %1231
-  %1233 = add nsw i64 %1232, %fc2_grad.k61438
-  %arena444 = getelementptr inbounds float, ptr %arena, i64 %1233
-  %1234 = load float, ptr %arena444, align 4
-  %m57445 = load float, ptr %fc2_grad.m57, align 4
-  %1235 = fsub float %1234, %m57445
-  %1236 = call float @llvm.exp.f32(float %1235)
-  %s58446 = load float, ptr %fc2_grad.s58, align 4
-  %1237 = fdiv float %1236, %s58446
-  %1238 = select i1 %1222, float %1230, float %1237
-  %1239 = fdiv float %1238, 6.400000e+01
-  %1240 = mul nsw i64 %fc2_grad.n56431, 10
-  %1241 = add nsw i64 3220112, %1240
-  %1242 = add nsw i64 %1241, %fc2_grad.k61438
-  %arena447 = getelementptr inbounds float, ptr %arena, i64 %1242
-  store float %1239, ptr %arena447, align 4
-  %k61.next = add nsw i64 %fc2_grad.k61438, 1
-  %1243 = icmp slt i64 %k61.next, 10
-  br i1 %1243, label %fc2_grad.k61, label %fc2_grad.k61.end
+loss.k82.end:                                     ; preds = %loss.k82
+  %total77 = load float, ptr %loss.total77, align 4
+  %m79459 = load float, ptr %loss.m79, align 4
+  %s80460 = load float, ptr %loss.s80, align 4
+  %1401 = call float @llvm.log.f32(float %s80460)
+  %1402 = fadd float %m79459, %1401
+  %1403 = mul nsw i64 %loss.n78452, 10
+  %1404 = add nsw i64 3219456, %1403
+  %labels461 = getelementptr inbounds i32, ptr %labels, i64 %loss.n78452
+  %label = load i32, ptr %labels461, align 4
+  %1405 = sext i32 %label to i64
+  %1406 = add nsw i64 %1404, %1405
+  %arena462 = getelementptr inbounds float, ptr %arena, i64 %1406
+  %1407 = load float, ptr %arena462, align 4
+  %1408 = fsub float %1402, %1407
+  %1409 = fadd float %total77, %1408
+  store float %1409, ptr %loss.total77, align 4
+  %n78.next = add nsw i64 %loss.n78452, 1
+  %1410 = icmp slt i64 %n78.next, 64
+  br i1 %1410, label %loss.n78, label %loss.n78.end
 
-fc2_grad.k61.end:                                 ; preds = %fc2_grad.k61
-  %n56.next = add nsw i64 %fc2_grad.n56431, 1
-  %1244 = icmp slt i64 %n56.next, 64
-  br i1 %1244, label %fc2_grad.n56, label %fc2_grad.n56.end
+fc2_grad.n83:                                     ; preds = %fc2_grad.k88.end, %loss.n78.end
+  %fc2_grad.n83465 = phi i64 [ 0, %loss.n78.end ], [ %n83.next, %fc2_grad.k88.end ]
+  %1411 = mul nsw i64 %fc2_grad.n83465, 10
+  %1412 = add nsw i64 3219456, %1411
+  %arena466 = getelementptr inbounds float, ptr %arena, i64 %1412
+  %1413 = load float, ptr %arena466, align 4
+  store float %1413, ptr %fc2_grad.m84, align 4
+  br label %fc2_grad.k86
 
-fc2_bias_grad.u62:                                ; preds = %fc2_bias_grad.n64.end, %fc2_grad.n56.end
-  %fc2_bias_grad.u62451 = phi i64 [ 0, %fc2_grad.n56.end ], [ %u62.next, %fc2_bias_grad.n64.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc63, align 4
-  br label %fc2_bias_grad.n64
+fc2_grad.n83.end:                                 ; preds = %fc2_grad.k88.end
+  %arena482 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %arena483 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %grads484 = getelementptr inbounds float, ptr %grads, i64 1624576
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena482, i32 10, ptr %arena483, i32 128, float 0.000000e+00, ptr %grads484, i32 128)
+  br label %fc2_bias_grad.u89
 
-fc2_bias_grad.u62.end:                            ; preds = %fc2_bias_grad.n64.end
-  %arena456 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %params457 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena458 = getelementptr inbounds float, ptr %arena, i64 3220752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena456, i32 10, ptr %params457, i32 128, float 0.000000e+00, ptr %arena458, i32 128)
-  br label %fc1_grad.i65
+fc2_grad.k86:                                     ; preds = %fc2_grad.k86, %fc2_grad.n83
+  %fc2_grad.k86467 = phi i64 [ 0, %fc2_grad.n83 ], [ %k86.next, %fc2_grad.k86 ]
+  %m84 = load float, ptr %fc2_grad.m84, align 4
+  %1414 = mul nsw i64 %fc2_grad.n83465, 10
+  %1415 = add nsw i64 3219456, %1414
+  %1416 = add nsw i64 %1415, %fc2_grad.k86467
+  %arena468 = getelementptr inbounds float, ptr %arena, i64 %1416
+  %1417 = load float, ptr %arena468, align 4
+  %1418 = fcmp ogt float %1417, %m84
+  %1419 = select i1 %1418, float %1417, float %m84
+  store float %1419, ptr %fc2_grad.m84, align 4
+  %k86.next = add nsw i64 %fc2_grad.k86467, 1
+  %1420 = icmp slt i64 %k86.next, 10
+  br i1 %1420, label %fc2_grad.k86, label %fc2_grad.k86.end
 
-fc2_bias_grad.n64:                                ; preds = %fc2_bias_grad.n64, %fc2_bias_grad.u62
-  %fc2_bias_grad.n64452 = phi i64 [ 0, %fc2_bias_grad.u62 ], [ %n64.next, %fc2_bias_grad.n64 ]
-  %acc63 = load float, ptr %fc2_bias_grad.acc63, align 4
-  %1245 = mul nsw i64 %fc2_bias_grad.n64452, 10
-  %1246 = add nsw i64 3220112, %1245
-  %1247 = add nsw i64 %1246, %fc2_bias_grad.u62451
-  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1247
-  %1248 = load float, ptr %arena453, align 4
-  %1249 = fadd float %acc63, %1248
-  store float %1249, ptr %fc2_bias_grad.acc63, align 4
-  %n64.next = add nsw i64 %fc2_bias_grad.n64452, 1
-  %1250 = icmp slt i64 %n64.next, 64
-  br i1 %1250, label %fc2_bias_grad.n64, label %fc2_bias_grad.n64.end
+fc2_grad.k86.end:                                 ; preds = %fc2_grad.k86
+  store float 0.000000e+00, ptr %fc2_grad.s85, align 4
+  br label %fc2_grad.k87
 
-fc2_bias_grad.n64.end:                            ; preds = %fc2_bias_grad.n64
-  %acc63454 = load float, ptr %fc2_bias_grad.acc63, align 4
-  %1251 = add nsw i64 1625856, %fc2_bias_grad.u62451
-  %grads455 = getelementptr inbounds float, ptr %grads, i64 %1251
-  store float %acc63454, ptr %grads455, align 4
-  %u62.next = add nsw i64 %fc2_bias_grad.u62451, 1
-  %1252 = icmp slt i64 %u62.next, 10
-  br i1 %1252, label %fc2_bias_grad.u62, label %fc2_bias_grad.u62.end
+fc2_grad.k87:                                     ; preds = %fc2_grad.k87, %fc2_grad.k86.end
+  %fc2_grad.k87469 = phi i64 [ 0, %fc2_grad.k86.end ], [ %k87.next, %fc2_grad.k87 ]
+  %s85 = load float, ptr %fc2_grad.s85, align 4
+  %1421 = mul nsw i64 %fc2_grad.n83465, 10
+  %1422 = add nsw i64 3219456, %1421
+  %1423 = add nsw i64 %1422, %fc2_grad.k87469
+  %arena470 = getelementptr inbounds float, ptr %arena, i64 %1423
+  %1424 = load float, ptr %arena470, align 4
+  %m84471 = load float, ptr %fc2_grad.m84, align 4
+  %1425 = fsub float %1424, %m84471
+  %1426 = call float @llvm.exp.f32(float %1425)
+  %1427 = fadd float %s85, %1426
+  store float %1427, ptr %fc2_grad.s85, align 4
+  %k87.next = add nsw i64 %fc2_grad.k87469, 1
+  %1428 = icmp slt i64 %k87.next, 10
+  br i1 %1428, label %fc2_grad.k87, label %fc2_grad.k87.end
 
-fc1_grad.i65:                                     ; preds = %fc1_grad.i65, %fc2_bias_grad.u62.end
-  %fc1_grad.i65459 = phi i64 [ 0, %fc2_bias_grad.u62.end ], [ %i65.next, %fc1_grad.i65 ]
-  %1253 = add nsw i64 3211264, %fc1_grad.i65459
-  %arena460 = getelementptr inbounds float, ptr %arena, i64 %1253
-  %1254 = load float, ptr %arena460, align 4
-  %1255 = fcmp ogt float %1254, 0.000000e+00
-  %1256 = add nsw i64 3220752, %fc1_grad.i65459
-  %arena461 = getelementptr inbounds float, ptr %arena, i64 %1256
-  %1257 = load float, ptr %arena461, align 4
-  %1258 = select i1 %1255, float %1257, float 0.000000e+00
-  %1259 = add nsw i64 3228944, %fc1_grad.i65459
-  %arena462 = getelementptr inbounds float, ptr %arena, i64 %1259
-  store float %1258, ptr %arena462, align 4
-  %i65.next = add nsw i64 %fc1_grad.i65459, 1
-  %1260 = icmp slt i64 %i65.next, 8192
-  br i1 %1260, label %fc1_grad.i65, label %fc1_grad.i65.end
+fc2_grad.k87.end:                                 ; preds = %fc2_grad.k87
+  br label %fc2_grad.k88
 
-fc1_grad.i65.end:                                 ; preds = %fc1_grad.i65
-  %arena463 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %arena464 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %grads465 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 12544, i32 64, float 1.000000e+00, ptr %arena463, i32 128, ptr %arena464, i32 12544, float 0.000000e+00, ptr %grads465, i32 12544)
-  br label %fc1_bias_grad.u66
+fc2_grad.k88:                                     ; preds = %fc2_grad.k88, %fc2_grad.k87.end
+  %fc2_grad.k88472 = phi i64 [ 0, %fc2_grad.k87.end ], [ %k88.next, %fc2_grad.k88 ]
+  %labels473 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n83465
+  %label474 = load i32, ptr %labels473, align 4
+  %1429 = sext i32 %label474 to i64
+  %1430 = icmp eq i64 %fc2_grad.k88472, %1429
+  %1431 = mul nsw i64 %fc2_grad.n83465, 10
+  %1432 = add nsw i64 3219456, %1431
+  %1433 = add nsw i64 %1432, %fc2_grad.k88472
+  %arena475 = getelementptr inbounds float, ptr %arena, i64 %1433
+  %1434 = load float, ptr %arena475, align 4
+  %m84476 = load float, ptr %fc2_grad.m84, align 4
+  %1435 = fsub float %1434, %m84476
+  %1436 = call float @llvm.exp.f32(float %1435)
+  %s85477 = load float, ptr %fc2_grad.s85, align 4
+  %1437 = fdiv float %1436, %s85477
+  %1438 = fsub float %1437, 1.000000e+00
+  %1439 = mul nsw i64 %fc2_grad.n83465, 10
+  %1440 = add nsw i64 3219456, %1439
+  %1441 = add nsw i64 %1440, %fc2_grad.k88472
+  %arena478 = getelementptr inbounds float, ptr %arena, i64 %1441
+  %1442 = load float, ptr %arena478, align 4
+  %m84479 = load float, ptr %fc2_grad.m84, align 4
+  %1443 = fsub float %1442, %m84479
+  %1444 = call float @llvm.exp.f32(float %1443)
+  %s85480 = load float, ptr %fc2_grad.s85, align 4
+  %1445 = fdiv float %1444, %s85480
+  %1446 = select i1 %1430, float %1438, float %1445
+  %1447 = fdiv float %1446, 6.400000e+01
+  %1448 = mul nsw i64 %fc2_grad.n83465, 10
+  %1449 = add nsw i64 3220112, %1448
+  %1450 = add nsw i64 %1449, %fc2_grad.k88472
+  %arena481 = getelementptr inbounds float, ptr %arena, i64 %1450
+  store float %1447, ptr %arena481, align 4
+  %k88.next = add nsw i64 %fc2_grad.k88472, 1
+  %1451 = icmp slt i64 %k88.next, 10
+  br i1 %1451, label %fc2_grad.k88, label %fc2_grad.k88.end
 
-fc1_bias_grad.u66:                                ; preds = %fc1_bias_grad.n68.end, %fc1_grad.i65.end
-  %fc1_bias_grad.u66466 = phi i64 [ 0, %fc1_grad.i65.end ], [ %u66.next, %fc1_bias_grad.n68.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc67, align 4
-  br label %fc1_bias_grad.n68
+fc2_grad.k88.end:                                 ; preds = %fc2_grad.k88
+  %n83.next = add nsw i64 %fc2_grad.n83465, 1
+  %1452 = icmp slt i64 %n83.next, 64
+  br i1 %1452, label %fc2_grad.n83, label %fc2_grad.n83.end
 
-fc1_bias_grad.u66.end:                            ; preds = %fc1_bias_grad.n68.end
-  %arena471 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %params472 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena473 = getelementptr inbounds float, ptr %arena, i64 3237136
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 128, float 1.000000e+00, ptr %arena471, i32 128, ptr %params472, i32 12544, float 0.000000e+00, ptr %arena473, i32 12544)
-  br label %conv2_grad.i69
+fc2_bias_grad.u89:                                ; preds = %fc2_bias_grad.n91.end, %fc2_grad.n83.end
+  %fc2_bias_grad.u89485 = phi i64 [ 0, %fc2_grad.n83.end ], [ %u89.next, %fc2_bias_grad.n91.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc90, align 4
+  br label %fc2_bias_grad.n91
 
-fc1_bias_grad.n68:                                ; preds = %fc1_bias_grad.n68, %fc1_bias_grad.u66
-  %fc1_bias_grad.n68467 = phi i64 [ 0, %fc1_bias_grad.u66 ], [ %n68.next, %fc1_bias_grad.n68 ]
-  %acc67 = load float, ptr %fc1_bias_grad.acc67, align 4
-  %1261 = mul nsw i64 %fc1_bias_grad.n68467, 128
-  %1262 = add nsw i64 3228944, %1261
-  %1263 = add nsw i64 %1262, %fc1_bias_grad.u66466
-  %arena468 = getelementptr inbounds float, ptr %arena, i64 %1263
-  %1264 = load float, ptr %arena468, align 4
-  %1265 = fadd float %acc67, %1264
-  store float %1265, ptr %fc1_bias_grad.acc67, align 4
-  %n68.next = add nsw i64 %fc1_bias_grad.n68467, 1
-  %1266 = icmp slt i64 %n68.next, 64
-  br i1 %1266, label %fc1_bias_grad.n68, label %fc1_bias_grad.n68.end
+fc2_bias_grad.u89.end:                            ; preds = %fc2_bias_grad.n91.end
+  %arena490 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %params491 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena492 = getelementptr inbounds float, ptr %arena, i64 3220752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena490, i32 10, ptr %params491, i32 128, float 0.000000e+00, ptr %arena492, i32 128)
+  br label %fc1_grad.i92
 
-fc1_bias_grad.n68.end:                            ; preds = %fc1_bias_grad.n68
-  %acc67469 = load float, ptr %fc1_bias_grad.acc67, align 4
-  %1267 = add nsw i64 1624448, %fc1_bias_grad.u66466
-  %grads470 = getelementptr inbounds float, ptr %grads, i64 %1267
-  store float %acc67469, ptr %grads470, align 4
-  %u66.next = add nsw i64 %fc1_bias_grad.u66466, 1
-  %1268 = icmp slt i64 %u66.next, 128
-  br i1 %1268, label %fc1_bias_grad.u66, label %fc1_bias_grad.u66.end
+fc2_bias_grad.n91:                                ; preds = %fc2_bias_grad.n91, %fc2_bias_grad.u89
+  %fc2_bias_grad.n91486 = phi i64 [ 0, %fc2_bias_grad.u89 ], [ %n91.next, %fc2_bias_grad.n91 ]
+  %acc90 = load float, ptr %fc2_bias_grad.acc90, align 4
+  %1453 = mul nsw i64 %fc2_bias_grad.n91486, 10
+  %1454 = add nsw i64 3220112, %1453
+  %1455 = add nsw i64 %1454, %fc2_bias_grad.u89485
+  %arena487 = getelementptr inbounds float, ptr %arena, i64 %1455
+  %1456 = load float, ptr %arena487, align 4
+  %1457 = fadd float %acc90, %1456
+  store float %1457, ptr %fc2_bias_grad.acc90, align 4
+  %n91.next = add nsw i64 %fc2_bias_grad.n91486, 1
+  %1458 = icmp slt i64 %n91.next, 64
+  br i1 %1458, label %fc2_bias_grad.n91, label %fc2_bias_grad.n91.end
 
-conv2_grad.i69:                                   ; preds = %conv2_grad.i69, %fc1_bias_grad.u66.end
-  %conv2_grad.i69474 = phi i64 [ 0, %fc1_bias_grad.u66.end ], [ %i69.next, %conv2_grad.i69 ]
-  %1269 = add nsw i64 4039952, %conv2_grad.i69474
-  %arena475 = getelementptr inbounds float, ptr %arena, i64 %1269
-  store float 0.000000e+00, ptr %arena475, align 4
-  %i69.next = add nsw i64 %conv2_grad.i69474, 1
-  %1270 = icmp slt i64 %i69.next, 3211264
-  br i1 %1270, label %conv2_grad.i69, label %conv2_grad.i69.end
+fc2_bias_grad.n91.end:                            ; preds = %fc2_bias_grad.n91
+  %acc90488 = load float, ptr %fc2_bias_grad.acc90, align 4
+  %1459 = add nsw i64 1625856, %fc2_bias_grad.u89485
+  %grads489 = getelementptr inbounds float, ptr %grads, i64 %1459
+  store float %acc90488, ptr %grads489, align 4
+  %u89.next = add nsw i64 %fc2_bias_grad.u89485, 1
+  %1460 = icmp slt i64 %u89.next, 10
+  br i1 %1460, label %fc2_bias_grad.u89, label %fc2_bias_grad.u89.end
 
-conv2_grad.i69.end:                               ; preds = %conv2_grad.i69
-  br label %conv2_grad.q70
+fc1_grad.i92:                                     ; preds = %fc1_grad.i92, %fc2_bias_grad.u89.end
+  %fc1_grad.i92493 = phi i64 [ 0, %fc2_bias_grad.u89.end ], [ %i92.next, %fc1_grad.i92 ]
+  %1461 = add nsw i64 3211264, %fc1_grad.i92493
+  %arena494 = getelementptr inbounds float, ptr %arena, i64 %1461
+  %1462 = load float, ptr %arena494, align 4
+  %1463 = fcmp ogt float %1462, 0.000000e+00
+  %1464 = add nsw i64 3220752, %fc1_grad.i92493
+  %arena495 = getelementptr inbounds float, ptr %arena, i64 %1464
+  %1465 = load float, ptr %arena495, align 4
+  %1466 = select i1 %1463, float %1465, float 0.000000e+00
+  %1467 = add nsw i64 3228944, %fc1_grad.i92493
+  %arena496 = getelementptr inbounds float, ptr %arena, i64 %1467
+  store float %1466, ptr %arena496, align 4
+  %i92.next = add nsw i64 %fc1_grad.i92493, 1
+  %1468 = icmp slt i64 %i92.next, 8192
+  br i1 %1468, label %fc1_grad.i92, label %fc1_grad.i92.end
 
-conv2_grad.q70:                                   ; preds = %conv2_grad.i71.end, %conv2_grad.i69.end
-  %conv2_grad.q70476 = phi i64 [ 0, %conv2_grad.i69.end ], [ %q70.next, %conv2_grad.i71.end ]
-  br label %conv2_grad.i71
+fc1_grad.i92.end:                                 ; preds = %fc1_grad.i92
+  %arena497 = getelementptr inbounds float, ptr %arena, i64 3228944
+  %arena498 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %grads499 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 12544, i32 64, float 1.000000e+00, ptr %arena497, i32 128, ptr %arena498, i32 12544, float 0.000000e+00, ptr %grads499, i32 12544)
+  br label %fc1_bias_grad.u93
 
-conv2_grad.q70.end:                               ; preds = %conv2_grad.i71.end
-  br label %conv2_weight_grad.i72
+fc1_bias_grad.u93:                                ; preds = %fc1_bias_grad.n95.end, %fc1_grad.i92.end
+  %fc1_bias_grad.u93500 = phi i64 [ 0, %fc1_grad.i92.end ], [ %u93.next, %fc1_bias_grad.n95.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc94, align 4
+  br label %fc1_bias_grad.n95
 
-conv2_grad.i71:                                   ; preds = %conv2_grad.endif, %conv2_grad.q70
-  %conv2_grad.i71477 = phi i64 [ 0, %conv2_grad.q70 ], [ %i71.next, %conv2_grad.endif ]
-  %1271 = mul nsw i64 %conv2_grad.q70476, 196
-  %1272 = add nsw i64 %1271, %conv2_grad.i71477
-  %1273 = add nsw i64 1605632, %1272
-  %arena478 = getelementptr inbounds float, ptr %arena, i64 %1273
-  %1274 = load float, ptr %arena478, align 4
-  %1275 = fcmp ogt float %1274, 0.000000e+00
-  br i1 %1275, label %conv2_grad.then, label %conv2_grad.endif
+fc1_bias_grad.u93.end:                            ; preds = %fc1_bias_grad.n95.end
+  %arena505 = getelementptr inbounds float, ptr %arena, i64 3228944
+  %params506 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena507 = getelementptr inbounds float, ptr %arena, i64 3237136
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 128, float 1.000000e+00, ptr %arena505, i32 128, ptr %params506, i32 12544, float 0.000000e+00, ptr %arena507, i32 12544)
+  br label %conv2_grad.i96
 
-conv2_grad.i71.end:                               ; preds = %conv2_grad.endif
-  %q70.next = add nsw i64 %conv2_grad.q70476, 1
-  %1276 = icmp slt i64 %q70.next, 4096
-  br i1 %1276, label %conv2_grad.q70, label %conv2_grad.q70.end
+fc1_bias_grad.n95:                                ; preds = %fc1_bias_grad.n95, %fc1_bias_grad.u93
+  %fc1_bias_grad.n95501 = phi i64 [ 0, %fc1_bias_grad.u93 ], [ %n95.next, %fc1_bias_grad.n95 ]
+  %acc94 = load float, ptr %fc1_bias_grad.acc94, align 4
+  %1469 = mul nsw i64 %fc1_bias_grad.n95501, 128
+  %1470 = add nsw i64 3228944, %1469
+  %1471 = add nsw i64 %1470, %fc1_bias_grad.u93500
+  %arena502 = getelementptr inbounds float, ptr %arena, i64 %1471
+  %1472 = load float, ptr %arena502, align 4
+  %1473 = fadd float %acc94, %1472
+  store float %1473, ptr %fc1_bias_grad.acc94, align 4
+  %n95.next = add nsw i64 %fc1_bias_grad.n95501, 1
+  %1474 = icmp slt i64 %n95.next, 64
+  br i1 %1474, label %fc1_bias_grad.n95, label %fc1_bias_grad.n95.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i71
-  %1277 = mul nsw i64 %conv2_grad.q70476, 784
-  %1278 = add nsw i64 4039952, %1277
-  %1279 = mul nsw i64 %conv2_grad.q70476, 196
-  %1280 = add nsw i64 %1279, %conv2_grad.i71477
-  %1281 = add nsw i64 2408448, %1280
-  %arena479 = getelementptr inbounds float, ptr %arena, i64 %1281
-  %1282 = load float, ptr %arena479, align 4
-  %1283 = fptosi float %1282 to i64
-  %1284 = add nsw i64 %1278, %1283
-  %arena480 = getelementptr inbounds float, ptr %arena, i64 %1284
-  %1285 = load float, ptr %arena480, align 4
-  %1286 = mul nsw i64 %conv2_grad.q70476, 196
-  %1287 = add nsw i64 %1286, %conv2_grad.i71477
-  %1288 = add nsw i64 3237136, %1287
-  %arena481 = getelementptr inbounds float, ptr %arena, i64 %1288
-  %1289 = load float, ptr %arena481, align 4
-  %1290 = fadd float %1285, %1289
-  store float %1290, ptr %arena480, align 4
+fc1_bias_grad.n95.end:                            ; preds = %fc1_bias_grad.n95
+  %acc94503 = load float, ptr %fc1_bias_grad.acc94, align 4
+  %1475 = add nsw i64 1624448, %fc1_bias_grad.u93500
+  %grads504 = getelementptr inbounds float, ptr %grads, i64 %1475
+  store float %acc94503, ptr %grads504, align 4
+  %u93.next = add nsw i64 %fc1_bias_grad.u93500, 1
+  %1476 = icmp slt i64 %u93.next, 128
+  br i1 %1476, label %fc1_bias_grad.u93, label %fc1_bias_grad.u93.end
+
+conv2_grad.i96:                                   ; preds = %conv2_grad.i96, %fc1_bias_grad.u93.end
+  %conv2_grad.i96508 = phi i64 [ 0, %fc1_bias_grad.u93.end ], [ %i96.next, %conv2_grad.i96 ]
+  %1477 = add nsw i64 4039952, %conv2_grad.i96508
+  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1477
+  store float 0.000000e+00, ptr %arena509, align 4
+  %i96.next = add nsw i64 %conv2_grad.i96508, 1
+  %1478 = icmp slt i64 %i96.next, 3211264
+  br i1 %1478, label %conv2_grad.i96, label %conv2_grad.i96.end
+
+conv2_grad.i96.end:                               ; preds = %conv2_grad.i96
+  br label %conv2_grad.q97
+
+conv2_grad.q97:                                   ; preds = %conv2_grad.i98.end, %conv2_grad.i96.end
+  %conv2_grad.q97510 = phi i64 [ 0, %conv2_grad.i96.end ], [ %q97.next, %conv2_grad.i98.end ]
+  br label %conv2_grad.i98
+
+conv2_grad.q97.end:                               ; preds = %conv2_grad.i98.end
+  br label %conv2_weight_grad.i99
+
+conv2_grad.i98:                                   ; preds = %conv2_grad.endif, %conv2_grad.q97
+  %conv2_grad.i98511 = phi i64 [ 0, %conv2_grad.q97 ], [ %i98.next, %conv2_grad.endif ]
+  %1479 = mul nsw i64 %conv2_grad.q97510, 196
+  %1480 = add nsw i64 %1479, %conv2_grad.i98511
+  %1481 = add nsw i64 1605632, %1480
+  %arena512 = getelementptr inbounds float, ptr %arena, i64 %1481
+  %1482 = load float, ptr %arena512, align 4
+  %1483 = fcmp ogt float %1482, 0.000000e+00
+  br i1 %1483, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i98.end:                               ; preds = %conv2_grad.endif
+  %q97.next = add nsw i64 %conv2_grad.q97510, 1
+  %1484 = icmp slt i64 %q97.next, 4096
+  br i1 %1484, label %conv2_grad.q97, label %conv2_grad.q97.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i98
+  %1485 = mul nsw i64 %conv2_grad.q97510, 784
+  %1486 = add nsw i64 4039952, %1485
+  %1487 = mul nsw i64 %conv2_grad.q97510, 196
+  %1488 = add nsw i64 %1487, %conv2_grad.i98511
+  %1489 = add nsw i64 2408448, %1488
+  %arena513 = getelementptr inbounds float, ptr %arena, i64 %1489
+  %1490 = load float, ptr %arena513, align 4
+  %1491 = fptosi float %1490 to i64
+  %1492 = add nsw i64 %1486, %1491
+  %arena514 = getelementptr inbounds float, ptr %arena, i64 %1492
+  %1493 = load float, ptr %arena514, align 4
+  %1494 = mul nsw i64 %conv2_grad.q97510, 196
+  %1495 = add nsw i64 %1494, %conv2_grad.i98511
+  %1496 = add nsw i64 3237136, %1495
+  %arena515 = getelementptr inbounds float, ptr %arena, i64 %1496
+  %1497 = load float, ptr %arena515, align 4
+  %1498 = fadd float %1493, %1497
+  store float %1498, ptr %arena514, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i71
-  %i71.next = add nsw i64 %conv2_grad.i71477, 1
-  %1291 = icmp slt i64 %i71.next, 196
-  br i1 %1291, label %conv2_grad.i71, label %conv2_grad.i71.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i98
+  %i98.next = add nsw i64 %conv2_grad.i98511, 1
+  %1499 = icmp slt i64 %i98.next, 196
+  br i1 %1499, label %conv2_grad.i98, label %conv2_grad.i98.end
 
-conv2_weight_grad.i72:                            ; preds = %conv2_weight_grad.i72, %conv2_grad.q70.end
-  %conv2_weight_grad.i72482 = phi i64 [ 0, %conv2_grad.q70.end ], [ %i72.next, %conv2_weight_grad.i72 ]
-  %1292 = add nsw i64 24913168, %conv2_weight_grad.i72482
-  %arena483 = getelementptr inbounds float, ptr %arena, i64 %1292
-  store float 0.000000e+00, ptr %arena483, align 4
-  %i72.next = add nsw i64 %conv2_weight_grad.i72482, 1
-  %1293 = icmp slt i64 %i72.next, 18432
-  br i1 %1293, label %conv2_weight_grad.i72, label %conv2_weight_grad.i72.end
+conv2_weight_grad.i99:                            ; preds = %conv2_weight_grad.i99, %conv2_grad.q97.end
+  %conv2_weight_grad.i99516 = phi i64 [ 0, %conv2_grad.q97.end ], [ %i99.next, %conv2_weight_grad.i99 ]
+  %1500 = add nsw i64 24913168, %conv2_weight_grad.i99516
+  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1500
+  store float 0.000000e+00, ptr %arena517, align 4
+  %i99.next = add nsw i64 %conv2_weight_grad.i99516, 1
+  %1501 = icmp slt i64 %i99.next, 18432
+  br i1 %1501, label %conv2_weight_grad.i99, label %conv2_weight_grad.i99.end
 
-conv2_weight_grad.i72.end:                        ; preds = %conv2_weight_grad.i72
-  br label %conv2_weight_grad.g73
+conv2_weight_grad.i99.end:                        ; preds = %conv2_weight_grad.i99
+  br label %conv2_weight_grad.g100
 
-conv2_weight_grad.g73:                            ; preds = %conv2_weight_grad.nb93.end, %conv2_weight_grad.i72.end
-  %conv2_weight_grad.g73484 = phi i64 [ 0, %conv2_weight_grad.i72.end ], [ %g73.next, %conv2_weight_grad.nb93.end ]
-  br label %conv2_weight_grad.j74
+conv2_weight_grad.g100:                           ; preds = %conv2_weight_grad.nb120.end, %conv2_weight_grad.i99.end
+  %conv2_weight_grad.g100518 = phi i64 [ 0, %conv2_weight_grad.i99.end ], [ %g100.next, %conv2_weight_grad.nb120.end ]
+  br label %conv2_weight_grad.j101
 
-conv2_weight_grad.g73.end:                        ; preds = %conv2_weight_grad.nb93.end
-  br label %conv2_weight_grad.f97
+conv2_weight_grad.g100.end:                       ; preds = %conv2_weight_grad.nb120.end
+  br label %conv2_weight_grad.f124
 
-conv2_weight_grad.j74:                            ; preds = %conv2_weight_grad.c77.end, %conv2_weight_grad.g73
-  %conv2_weight_grad.j74485 = phi i64 [ 0, %conv2_weight_grad.g73 ], [ %j74.next, %conv2_weight_grad.c77.end ]
-  br label %conv2_weight_grad.r75
+conv2_weight_grad.j101:                           ; preds = %conv2_weight_grad.c104.end, %conv2_weight_grad.g100
+  %conv2_weight_grad.j101519 = phi i64 [ 0, %conv2_weight_grad.g100 ], [ %j101.next, %conv2_weight_grad.c104.end ]
+  br label %conv2_weight_grad.r102
 
-conv2_weight_grad.j74.end:                        ; preds = %conv2_weight_grad.c77.end
-  br label %conv2_weight_grad.j85
+conv2_weight_grad.j101.end:                       ; preds = %conv2_weight_grad.c104.end
+  br label %conv2_weight_grad.j112
 
-conv2_weight_grad.r75:                            ; preds = %conv2_weight_grad.i76.end, %conv2_weight_grad.j74
-  %conv2_weight_grad.r75486 = phi i64 [ 0, %conv2_weight_grad.j74 ], [ %r75.next, %conv2_weight_grad.i76.end ]
-  br label %conv2_weight_grad.i76
+conv2_weight_grad.r102:                           ; preds = %conv2_weight_grad.i103.end, %conv2_weight_grad.j101
+  %conv2_weight_grad.r102520 = phi i64 [ 0, %conv2_weight_grad.j101 ], [ %r102.next, %conv2_weight_grad.i103.end ]
+  br label %conv2_weight_grad.i103
 
-conv2_weight_grad.r75.end:                        ; preds = %conv2_weight_grad.i76.end
-  br label %conv2_weight_grad.c77
+conv2_weight_grad.r102.end:                       ; preds = %conv2_weight_grad.i103.end
+  br label %conv2_weight_grad.c104
 
-conv2_weight_grad.i76:                            ; preds = %conv2_weight_grad.i76, %conv2_weight_grad.r75
-  %conv2_weight_grad.i76487 = phi i64 [ 0, %conv2_weight_grad.r75 ], [ %i76.next, %conv2_weight_grad.i76 ]
-  %1294 = mul nsw i64 %conv2_weight_grad.r75486, 50176
-  %1295 = add nsw i64 7251216, %1294
-  %1296 = mul nsw i64 %conv2_weight_grad.j74485, 784
-  %1297 = add nsw i64 %1295, %1296
-  %1298 = add nsw i64 %1297, %conv2_weight_grad.i76487
-  %arena488 = getelementptr inbounds float, ptr %arena, i64 %1298
-  store float 0.000000e+00, ptr %arena488, align 4
-  %i76.next = add nsw i64 %conv2_weight_grad.i76487, 1
-  %1299 = icmp slt i64 %i76.next, 784
-  br i1 %1299, label %conv2_weight_grad.i76, label %conv2_weight_grad.i76.end
+conv2_weight_grad.i103:                           ; preds = %conv2_weight_grad.i103, %conv2_weight_grad.r102
+  %conv2_weight_grad.i103521 = phi i64 [ 0, %conv2_weight_grad.r102 ], [ %i103.next, %conv2_weight_grad.i103 ]
+  %1502 = mul nsw i64 %conv2_weight_grad.r102520, 50176
+  %1503 = add nsw i64 7251216, %1502
+  %1504 = mul nsw i64 %conv2_weight_grad.j101519, 784
+  %1505 = add nsw i64 %1503, %1504
+  %1506 = add nsw i64 %1505, %conv2_weight_grad.i103521
+  %arena522 = getelementptr inbounds float, ptr %arena, i64 %1506
+  store float 0.000000e+00, ptr %arena522, align 4
+  %i103.next = add nsw i64 %conv2_weight_grad.i103521, 1
+  %1507 = icmp slt i64 %i103.next, 784
+  br i1 %1507, label %conv2_weight_grad.i103, label %conv2_weight_grad.i103.end
 
-conv2_weight_grad.i76.end:                        ; preds = %conv2_weight_grad.i76
-  %r75.next = add nsw i64 %conv2_weight_grad.r75486, 1
-  %1300 = icmp slt i64 %r75.next, 288
-  br i1 %1300, label %conv2_weight_grad.r75, label %conv2_weight_grad.r75.end
+conv2_weight_grad.i103.end:                       ; preds = %conv2_weight_grad.i103
+  %r102.next = add nsw i64 %conv2_weight_grad.r102520, 1
+  %1508 = icmp slt i64 %r102.next, 288
+  br i1 %1508, label %conv2_weight_grad.r102, label %conv2_weight_grad.r102.end
 
-conv2_weight_grad.c77:                            ; preds = %conv2_weight_grad.ky78.end, %conv2_weight_grad.r75.end
-  %conv2_weight_grad.c77489 = phi i64 [ 0, %conv2_weight_grad.r75.end ], [ %c77.next, %conv2_weight_grad.ky78.end ]
-  br label %conv2_weight_grad.ky78
+conv2_weight_grad.c104:                           ; preds = %conv2_weight_grad.ky105.end, %conv2_weight_grad.r102.end
+  %conv2_weight_grad.c104523 = phi i64 [ 0, %conv2_weight_grad.r102.end ], [ %c104.next, %conv2_weight_grad.ky105.end ]
+  br label %conv2_weight_grad.ky105
 
-conv2_weight_grad.c77.end:                        ; preds = %conv2_weight_grad.ky78.end
-  %j74.next = add nsw i64 %conv2_weight_grad.j74485, 1
-  %1301 = icmp slt i64 %j74.next, 64
-  br i1 %1301, label %conv2_weight_grad.j74, label %conv2_weight_grad.j74.end
+conv2_weight_grad.c104.end:                       ; preds = %conv2_weight_grad.ky105.end
+  %j101.next = add nsw i64 %conv2_weight_grad.j101519, 1
+  %1509 = icmp slt i64 %j101.next, 64
+  br i1 %1509, label %conv2_weight_grad.j101, label %conv2_weight_grad.j101.end
 
-conv2_weight_grad.ky78:                           ; preds = %conv2_weight_grad.oy83.end, %conv2_weight_grad.c77
-  %conv2_weight_grad.ky78490 = phi i64 [ 0, %conv2_weight_grad.c77 ], [ %ky78.next, %conv2_weight_grad.oy83.end ]
-  br label %conv2_weight_grad.oy79
+conv2_weight_grad.ky105:                          ; preds = %conv2_weight_grad.oy110.end, %conv2_weight_grad.c104
+  %conv2_weight_grad.ky105524 = phi i64 [ 0, %conv2_weight_grad.c104 ], [ %ky105.next, %conv2_weight_grad.oy110.end ]
+  br label %conv2_weight_grad.oy106
 
-conv2_weight_grad.ky78.end:                       ; preds = %conv2_weight_grad.oy83.end
-  %c77.next = add nsw i64 %conv2_weight_grad.c77489, 1
-  %1302 = icmp slt i64 %c77.next, 32
-  br i1 %1302, label %conv2_weight_grad.c77, label %conv2_weight_grad.c77.end
+conv2_weight_grad.ky105.end:                      ; preds = %conv2_weight_grad.oy110.end
+  %c104.next = add nsw i64 %conv2_weight_grad.c104523, 1
+  %1510 = icmp slt i64 %c104.next, 32
+  br i1 %1510, label %conv2_weight_grad.c104, label %conv2_weight_grad.c104.end
 
-conv2_weight_grad.oy79:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky78
-  %conv2_weight_grad.oy79491 = phi i64 [ 0, %conv2_weight_grad.ky78 ], [ %oy79.next, %conv2_weight_grad.endif ]
-  %1303 = add nsw i64 %conv2_weight_grad.oy79491, %conv2_weight_grad.ky78490
-  %1304 = add nsw i64 %1303, -1
-  %1305 = icmp slt i64 -1, %1304
-  %1306 = add nsw i64 %conv2_weight_grad.oy79491, %conv2_weight_grad.ky78490
-  %1307 = add nsw i64 %1306, -1
-  %1308 = icmp slt i64 %1307, 28
-  %1309 = and i1 %1305, %1308
-  br i1 %1309, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+conv2_weight_grad.oy106:                          ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky105
+  %conv2_weight_grad.oy106525 = phi i64 [ 0, %conv2_weight_grad.ky105 ], [ %oy106.next, %conv2_weight_grad.endif ]
+  %1511 = add nsw i64 %conv2_weight_grad.oy106525, %conv2_weight_grad.ky105524
+  %1512 = add nsw i64 %1511, -1
+  %1513 = icmp slt i64 -1, %1512
+  %1514 = add nsw i64 %conv2_weight_grad.oy106525, %conv2_weight_grad.ky105524
+  %1515 = add nsw i64 %1514, -1
+  %1516 = icmp slt i64 %1515, 28
+  %1517 = and i1 %1513, %1516
+  br i1 %1517, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy79.end:                       ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.oy81
+conv2_weight_grad.oy106.end:                      ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.oy108
 
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy79
-  br label %conv2_weight_grad.ox80
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy106
+  br label %conv2_weight_grad.ox107
 
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox80.end, %conv2_weight_grad.oy79
-  %oy79.next = add nsw i64 %conv2_weight_grad.oy79491, 1
-  %1310 = icmp slt i64 %oy79.next, 28
-  br i1 %1310, label %conv2_weight_grad.oy79, label %conv2_weight_grad.oy79.end
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox107.end, %conv2_weight_grad.oy106
+  %oy106.next = add nsw i64 %conv2_weight_grad.oy106525, 1
+  %1518 = icmp slt i64 %oy106.next, 28
+  br i1 %1518, label %conv2_weight_grad.oy106, label %conv2_weight_grad.oy106.end
 
-conv2_weight_grad.ox80:                           ; preds = %conv2_weight_grad.ox80, %conv2_weight_grad.then
-  %conv2_weight_grad.ox80492 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox80.next, %conv2_weight_grad.ox80 ]
-  %1311 = mul nsw i64 %conv2_weight_grad.g73484, 64
-  %1312 = add nsw i64 %1311, %conv2_weight_grad.j74485
-  %1313 = mul nsw i64 %1312, 25088
-  %1314 = mul nsw i64 %conv2_weight_grad.c77489, 784
-  %1315 = add nsw i64 %1313, %1314
-  %1316 = add nsw i64 %conv2_weight_grad.oy79491, %conv2_weight_grad.ky78490
-  %1317 = add nsw i64 %1316, -1
-  %1318 = mul nsw i64 %1317, 28
-  %1319 = add nsw i64 %1315, %1318
-  %1320 = add nsw i64 %conv2_weight_grad.ox80492, 1
-  %1321 = add nsw i64 %1320, -1
-  %1322 = add nsw i64 %1319, %1321
-  %arena493 = getelementptr inbounds float, ptr %arena, i64 %1322
-  %1323 = load float, ptr %arena493, align 4
-  %1324 = mul nsw i64 %conv2_weight_grad.c77489, 3
-  %1325 = add nsw i64 %1324, %conv2_weight_grad.ky78490
-  %1326 = mul nsw i64 %1325, 3
-  %1327 = mul nsw i64 %1326, 50176
-  %1328 = add nsw i64 7251216, %1327
-  %1329 = mul nsw i64 %conv2_weight_grad.j74485, 784
-  %1330 = add nsw i64 %1328, %1329
-  %1331 = mul nsw i64 %conv2_weight_grad.oy79491, 28
-  %1332 = add nsw i64 %1330, %1331
-  %1333 = add nsw i64 %conv2_weight_grad.ox80492, 1
-  %1334 = add nsw i64 %1332, %1333
-  %arena494 = getelementptr inbounds float, ptr %arena, i64 %1334
-  store float %1323, ptr %arena494, align 4
-  %ox80.next = add nsw i64 %conv2_weight_grad.ox80492, 1
-  %1335 = icmp slt i64 %ox80.next, 27
-  br i1 %1335, label %conv2_weight_grad.ox80, label %conv2_weight_grad.ox80.end
+conv2_weight_grad.ox107:                          ; preds = %conv2_weight_grad.ox107, %conv2_weight_grad.then
+  %conv2_weight_grad.ox107526 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox107.next, %conv2_weight_grad.ox107 ]
+  %1519 = mul nsw i64 %conv2_weight_grad.g100518, 64
+  %1520 = add nsw i64 %1519, %conv2_weight_grad.j101519
+  %1521 = mul nsw i64 %1520, 25088
+  %1522 = mul nsw i64 %conv2_weight_grad.c104523, 784
+  %1523 = add nsw i64 %1521, %1522
+  %1524 = add nsw i64 %conv2_weight_grad.oy106525, %conv2_weight_grad.ky105524
+  %1525 = add nsw i64 %1524, -1
+  %1526 = mul nsw i64 %1525, 28
+  %1527 = add nsw i64 %1523, %1526
+  %1528 = add nsw i64 %conv2_weight_grad.ox107526, 1
+  %1529 = add nsw i64 %1528, -1
+  %1530 = add nsw i64 %1527, %1529
+  %arena527 = getelementptr inbounds float, ptr %arena, i64 %1530
+  %1531 = load float, ptr %arena527, align 4
+  %1532 = mul nsw i64 %conv2_weight_grad.c104523, 3
+  %1533 = add nsw i64 %1532, %conv2_weight_grad.ky105524
+  %1534 = mul nsw i64 %1533, 3
+  %1535 = mul nsw i64 %1534, 50176
+  %1536 = add nsw i64 7251216, %1535
+  %1537 = mul nsw i64 %conv2_weight_grad.j101519, 784
+  %1538 = add nsw i64 %1536, %1537
+  %1539 = mul nsw i64 %conv2_weight_grad.oy106525, 28
+  %1540 = add nsw i64 %conv2_weight_grad.ox107526, 1
+  %1541 = add nsw i64 %1539, %1540
+  %1542 = add nsw i64 %1538, %1541
+  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1542
+  store float %1531, ptr %arena528, align 4
+  %ox107.next = add nsw i64 %conv2_weight_grad.ox107526, 1
+  %1543 = icmp slt i64 %ox107.next, 27
+  br i1 %1543, label %conv2_weight_grad.ox107, label %conv2_weight_grad.ox107.end
 
-conv2_weight_grad.ox80.end:                       ; preds = %conv2_weight_grad.ox80
+conv2_weight_grad.ox107.end:                      ; preds = %conv2_weight_grad.ox107
   br label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy81:                           ; preds = %conv2_weight_grad.endif497, %conv2_weight_grad.oy79.end
-  %conv2_weight_grad.oy81495 = phi i64 [ 0, %conv2_weight_grad.oy79.end ], [ %oy81.next, %conv2_weight_grad.endif497 ]
-  %1336 = add nsw i64 %conv2_weight_grad.oy81495, %conv2_weight_grad.ky78490
-  %1337 = add nsw i64 %1336, -1
-  %1338 = icmp slt i64 -1, %1337
-  %1339 = add nsw i64 %conv2_weight_grad.oy81495, %conv2_weight_grad.ky78490
-  %1340 = add nsw i64 %1339, -1
-  %1341 = icmp slt i64 %1340, 28
-  %1342 = and i1 %1338, %1341
-  br i1 %1342, label %conv2_weight_grad.then496, label %conv2_weight_grad.endif497
+conv2_weight_grad.oy108:                          ; preds = %conv2_weight_grad.endif531, %conv2_weight_grad.oy106.end
+  %conv2_weight_grad.oy108529 = phi i64 [ 0, %conv2_weight_grad.oy106.end ], [ %oy108.next, %conv2_weight_grad.endif531 ]
+  %1544 = add nsw i64 %conv2_weight_grad.oy108529, %conv2_weight_grad.ky105524
+  %1545 = add nsw i64 %1544, -1
+  %1546 = icmp slt i64 -1, %1545
+  %1547 = add nsw i64 %conv2_weight_grad.oy108529, %conv2_weight_grad.ky105524
+  %1548 = add nsw i64 %1547, -1
+  %1549 = icmp slt i64 %1548, 28
+  %1550 = and i1 %1546, %1549
+  br i1 %1550, label %conv2_weight_grad.then530, label %conv2_weight_grad.endif531
 
-conv2_weight_grad.oy81.end:                       ; preds = %conv2_weight_grad.endif497
-  br label %conv2_weight_grad.oy83
+conv2_weight_grad.oy108.end:                      ; preds = %conv2_weight_grad.endif531
+  br label %conv2_weight_grad.oy110
 
-conv2_weight_grad.then496:                        ; preds = %conv2_weight_grad.oy81
-  br label %conv2_weight_grad.ox82
+conv2_weight_grad.then530:                        ; preds = %conv2_weight_grad.oy108
+  br label %conv2_weight_grad.ox109
 
-conv2_weight_grad.endif497:                       ; preds = %conv2_weight_grad.ox82.end, %conv2_weight_grad.oy81
-  %oy81.next = add nsw i64 %conv2_weight_grad.oy81495, 1
-  %1343 = icmp slt i64 %oy81.next, 28
-  br i1 %1343, label %conv2_weight_grad.oy81, label %conv2_weight_grad.oy81.end
+conv2_weight_grad.endif531:                       ; preds = %conv2_weight_grad.ox109.end, %conv2_weight_grad.oy108
+  %oy108.next = add nsw i64 %conv2_weight_grad.oy108529, 1
+  %1551 = icmp slt i64 %oy108.next, 28
+  br i1 %1551, label %conv2_weight_grad.oy108, label %conv2_weight_grad.oy108.end
 
-conv2_weight_grad.ox82:                           ; preds = %conv2_weight_grad.ox82, %conv2_weight_grad.then496
-  %conv2_weight_grad.ox82498 = phi i64 [ 0, %conv2_weight_grad.then496 ], [ %ox82.next, %conv2_weight_grad.ox82 ]
-  %1344 = mul nsw i64 %conv2_weight_grad.g73484, 64
-  %1345 = add nsw i64 %1344, %conv2_weight_grad.j74485
-  %1346 = mul nsw i64 %1345, 25088
-  %1347 = mul nsw i64 %conv2_weight_grad.c77489, 784
-  %1348 = add nsw i64 %1346, %1347
-  %1349 = add nsw i64 %conv2_weight_grad.oy81495, %conv2_weight_grad.ky78490
-  %1350 = add nsw i64 %1349, -1
-  %1351 = mul nsw i64 %1350, 28
-  %1352 = add nsw i64 %1348, %1351
-  %1353 = add nsw i64 %1352, %conv2_weight_grad.ox82498
-  %arena499 = getelementptr inbounds float, ptr %arena, i64 %1353
-  %1354 = load float, ptr %arena499, align 4
-  %1355 = mul nsw i64 %conv2_weight_grad.c77489, 3
-  %1356 = add nsw i64 %1355, %conv2_weight_grad.ky78490
-  %1357 = mul nsw i64 %1356, 3
-  %1358 = add nsw i64 %1357, 1
-  %1359 = mul nsw i64 %1358, 50176
-  %1360 = add nsw i64 7251216, %1359
-  %1361 = mul nsw i64 %conv2_weight_grad.j74485, 784
-  %1362 = add nsw i64 %1360, %1361
-  %1363 = mul nsw i64 %conv2_weight_grad.oy81495, 28
-  %1364 = add nsw i64 %1362, %1363
-  %1365 = add nsw i64 %1364, %conv2_weight_grad.ox82498
-  %arena500 = getelementptr inbounds float, ptr %arena, i64 %1365
-  store float %1354, ptr %arena500, align 4
-  %ox82.next = add nsw i64 %conv2_weight_grad.ox82498, 1
-  %1366 = icmp slt i64 %ox82.next, 28
-  br i1 %1366, label %conv2_weight_grad.ox82, label %conv2_weight_grad.ox82.end
+conv2_weight_grad.ox109:                          ; preds = %conv2_weight_grad.ox109, %conv2_weight_grad.then530
+  %conv2_weight_grad.ox109532 = phi i64 [ 0, %conv2_weight_grad.then530 ], [ %ox109.next, %conv2_weight_grad.ox109 ]
+  %1552 = mul nsw i64 %conv2_weight_grad.g100518, 64
+  %1553 = add nsw i64 %1552, %conv2_weight_grad.j101519
+  %1554 = mul nsw i64 %1553, 25088
+  %1555 = mul nsw i64 %conv2_weight_grad.c104523, 784
+  %1556 = add nsw i64 %1554, %1555
+  %1557 = add nsw i64 %conv2_weight_grad.oy108529, %conv2_weight_grad.ky105524
+  %1558 = add nsw i64 %1557, -1
+  %1559 = mul nsw i64 %1558, 28
+  %1560 = add nsw i64 %1556, %1559
+  %1561 = add nsw i64 %1560, %conv2_weight_grad.ox109532
+  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1561
+  %1562 = load float, ptr %arena533, align 4
+  %1563 = mul nsw i64 %conv2_weight_grad.c104523, 3
+  %1564 = add nsw i64 %1563, %conv2_weight_grad.ky105524
+  %1565 = mul nsw i64 %1564, 3
+  %1566 = add nsw i64 %1565, 1
+  %1567 = mul nsw i64 %1566, 50176
+  %1568 = add nsw i64 7251216, %1567
+  %1569 = mul nsw i64 %conv2_weight_grad.j101519, 784
+  %1570 = add nsw i64 %1568, %1569
+  %1571 = mul nsw i64 %conv2_weight_grad.oy108529, 28
+  %1572 = add nsw i64 %1571, %conv2_weight_grad.ox109532
+  %1573 = add nsw i64 %1570, %1572
+  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1573
+  store float %1562, ptr %arena534, align 4
+  %ox109.next = add nsw i64 %conv2_weight_grad.ox109532, 1
+  %1574 = icmp slt i64 %ox109.next, 28
+  br i1 %1574, label %conv2_weight_grad.ox109, label %conv2_weight_grad.ox109.end
 
-conv2_weight_grad.ox82.end:                       ; preds = %conv2_weight_grad.ox82
-  br label %conv2_weight_grad.endif497
+conv2_weight_grad.ox109.end:                      ; preds = %conv2_weight_grad.ox109
+  br label %conv2_weight_grad.endif531
 
-conv2_weight_grad.oy83:                           ; preds = %conv2_weight_grad.endif503, %conv2_weight_grad.oy81.end
-  %conv2_weight_grad.oy83501 = phi i64 [ 0, %conv2_weight_grad.oy81.end ], [ %oy83.next, %conv2_weight_grad.endif503 ]
-  %1367 = add nsw i64 %conv2_weight_grad.oy83501, %conv2_weight_grad.ky78490
-  %1368 = add nsw i64 %1367, -1
-  %1369 = icmp slt i64 -1, %1368
-  %1370 = add nsw i64 %conv2_weight_grad.oy83501, %conv2_weight_grad.ky78490
-  %1371 = add nsw i64 %1370, -1
-  %1372 = icmp slt i64 %1371, 28
-  %1373 = and i1 %1369, %1372
-  br i1 %1373, label %conv2_weight_grad.then502, label %conv2_weight_grad.endif503
+conv2_weight_grad.oy110:                          ; preds = %conv2_weight_grad.endif537, %conv2_weight_grad.oy108.end
+  %conv2_weight_grad.oy110535 = phi i64 [ 0, %conv2_weight_grad.oy108.end ], [ %oy110.next, %conv2_weight_grad.endif537 ]
+  %1575 = add nsw i64 %conv2_weight_grad.oy110535, %conv2_weight_grad.ky105524
+  %1576 = add nsw i64 %1575, -1
+  %1577 = icmp slt i64 -1, %1576
+  %1578 = add nsw i64 %conv2_weight_grad.oy110535, %conv2_weight_grad.ky105524
+  %1579 = add nsw i64 %1578, -1
+  %1580 = icmp slt i64 %1579, 28
+  %1581 = and i1 %1577, %1580
+  br i1 %1581, label %conv2_weight_grad.then536, label %conv2_weight_grad.endif537
 
-conv2_weight_grad.oy83.end:                       ; preds = %conv2_weight_grad.endif503
-  %ky78.next = add nsw i64 %conv2_weight_grad.ky78490, 1
-  %1374 = icmp slt i64 %ky78.next, 3
-  br i1 %1374, label %conv2_weight_grad.ky78, label %conv2_weight_grad.ky78.end
+conv2_weight_grad.oy110.end:                      ; preds = %conv2_weight_grad.endif537
+  %ky105.next = add nsw i64 %conv2_weight_grad.ky105524, 1
+  %1582 = icmp slt i64 %ky105.next, 3
+  br i1 %1582, label %conv2_weight_grad.ky105, label %conv2_weight_grad.ky105.end
 
-conv2_weight_grad.then502:                        ; preds = %conv2_weight_grad.oy83
-  br label %conv2_weight_grad.ox84
+conv2_weight_grad.then536:                        ; preds = %conv2_weight_grad.oy110
+  br label %conv2_weight_grad.ox111
 
-conv2_weight_grad.endif503:                       ; preds = %conv2_weight_grad.ox84.end, %conv2_weight_grad.oy83
-  %oy83.next = add nsw i64 %conv2_weight_grad.oy83501, 1
-  %1375 = icmp slt i64 %oy83.next, 28
-  br i1 %1375, label %conv2_weight_grad.oy83, label %conv2_weight_grad.oy83.end
+conv2_weight_grad.endif537:                       ; preds = %conv2_weight_grad.ox111.end, %conv2_weight_grad.oy110
+  %oy110.next = add nsw i64 %conv2_weight_grad.oy110535, 1
+  %1583 = icmp slt i64 %oy110.next, 28
+  br i1 %1583, label %conv2_weight_grad.oy110, label %conv2_weight_grad.oy110.end
 
-conv2_weight_grad.ox84:                           ; preds = %conv2_weight_grad.ox84, %conv2_weight_grad.then502
-  %conv2_weight_grad.ox84504 = phi i64 [ 0, %conv2_weight_grad.then502 ], [ %ox84.next, %conv2_weight_grad.ox84 ]
-  %1376 = mul nsw i64 %conv2_weight_grad.g73484, 64
-  %1377 = add nsw i64 %1376, %conv2_weight_grad.j74485
-  %1378 = mul nsw i64 %1377, 25088
-  %1379 = mul nsw i64 %conv2_weight_grad.c77489, 784
-  %1380 = add nsw i64 %1378, %1379
-  %1381 = add nsw i64 %conv2_weight_grad.oy83501, %conv2_weight_grad.ky78490
-  %1382 = add nsw i64 %1381, -1
-  %1383 = mul nsw i64 %1382, 28
-  %1384 = add nsw i64 %1380, %1383
-  %1385 = add nsw i64 %conv2_weight_grad.ox84504, 1
-  %1386 = add nsw i64 %1384, %1385
-  %arena505 = getelementptr inbounds float, ptr %arena, i64 %1386
-  %1387 = load float, ptr %arena505, align 4
-  %1388 = mul nsw i64 %conv2_weight_grad.c77489, 3
-  %1389 = add nsw i64 %1388, %conv2_weight_grad.ky78490
-  %1390 = mul nsw i64 %1389, 3
-  %1391 = add nsw i64 %1390, 2
-  %1392 = mul nsw i64 %1391, 50176
-  %1393 = add nsw i64 7251216, %1392
-  %1394 = mul nsw i64 %conv2_weight_grad.j74485, 784
-  %1395 = add nsw i64 %1393, %1394
-  %1396 = mul nsw i64 %conv2_weight_grad.oy83501, 28
-  %1397 = add nsw i64 %1395, %1396
-  %1398 = add nsw i64 %1397, %conv2_weight_grad.ox84504
-  %arena506 = getelementptr inbounds float, ptr %arena, i64 %1398
-  store float %1387, ptr %arena506, align 4
-  %ox84.next = add nsw i64 %conv2_weight_grad.ox84504, 1
-  %1399 = icmp slt i64 %ox84.next, 27
-  br i1 %1399, label %conv2_weight_grad.ox84, label %conv2_weight_grad.ox84.end
-
-conv2_weight_grad.ox84.end:                       ; preds = %conv2_weight_grad.ox84
-  br label %conv2_weight_grad.endif503
-
-conv2_weight_grad.j85:                            ; preds = %conv2_weight_grad.i86.end, %conv2_weight_grad.j74.end
-  %conv2_weight_grad.j85507 = phi i64 [ 0, %conv2_weight_grad.j74.end ], [ %j85.next, %conv2_weight_grad.i86.end ]
-  br label %conv2_weight_grad.i86
-
-conv2_weight_grad.j85.end:                        ; preds = %conv2_weight_grad.i86.end
-  br label %conv2_weight_grad.kp88
-
-conv2_weight_grad.i86:                            ; preds = %conv2_weight_grad.f87.end, %conv2_weight_grad.j85
-  %conv2_weight_grad.i86508 = phi i64 [ 0, %conv2_weight_grad.j85 ], [ %i86.next, %conv2_weight_grad.f87.end ]
-  br label %conv2_weight_grad.f87
-
-conv2_weight_grad.i86.end:                        ; preds = %conv2_weight_grad.f87.end
-  %j85.next = add nsw i64 %conv2_weight_grad.j85507, 1
-  %1400 = icmp slt i64 %j85.next, 64
-  br i1 %1400, label %conv2_weight_grad.j85, label %conv2_weight_grad.j85.end
-
-conv2_weight_grad.f87:                            ; preds = %conv2_weight_grad.f87, %conv2_weight_grad.i86
-  %conv2_weight_grad.f87509 = phi i64 [ 0, %conv2_weight_grad.i86 ], [ %f87.next, %conv2_weight_grad.f87 ]
-  %1401 = mul nsw i64 %conv2_weight_grad.g73484, 64
-  %1402 = add nsw i64 %1401, %conv2_weight_grad.j85507
-  %1403 = mul nsw i64 %1402, 50176
-  %1404 = add nsw i64 4039952, %1403
-  %1405 = mul nsw i64 %conv2_weight_grad.f87509, 784
-  %1406 = add nsw i64 %1404, %1405
-  %1407 = add nsw i64 %1406, %conv2_weight_grad.i86508
-  %arena510 = getelementptr inbounds float, ptr %arena, i64 %1407
-  %1408 = load float, ptr %arena510, align 4
-  %1409 = mul nsw i64 %conv2_weight_grad.j85507, 784
-  %1410 = add nsw i64 %1409, %conv2_weight_grad.i86508
-  %1411 = mul nsw i64 %1410, 64
-  %1412 = add nsw i64 21701904, %1411
-  %1413 = add nsw i64 %1412, %conv2_weight_grad.f87509
-  %arena511 = getelementptr inbounds float, ptr %arena, i64 %1413
-  store float %1408, ptr %arena511, align 4
-  %f87.next = add nsw i64 %conv2_weight_grad.f87509, 1
-  %1414 = icmp slt i64 %f87.next, 64
-  br i1 %1414, label %conv2_weight_grad.f87, label %conv2_weight_grad.f87.end
-
-conv2_weight_grad.f87.end:                        ; preds = %conv2_weight_grad.f87
-  %i86.next = add nsw i64 %conv2_weight_grad.i86508, 1
-  %1415 = icmp slt i64 %i86.next, 784
-  br i1 %1415, label %conv2_weight_grad.i86, label %conv2_weight_grad.i86.end
-
-conv2_weight_grad.kp88:                           ; preds = %conv2_weight_grad.nb89.end, %conv2_weight_grad.j85.end
-  %conv2_weight_grad.kp88512 = phi i64 [ 0, %conv2_weight_grad.j85.end ], [ %kp88.next, %conv2_weight_grad.nb89.end ]
-  br label %conv2_weight_grad.nb89
-
-conv2_weight_grad.kp88.end:                       ; preds = %conv2_weight_grad.nb89.end
-  br label %conv2_weight_grad.nb93
-
-conv2_weight_grad.nb89:                           ; preds = %conv2_weight_grad.mb90.end, %conv2_weight_grad.kp88
-  %conv2_weight_grad.nb89513 = phi i64 [ 0, %conv2_weight_grad.kp88 ], [ %nb89.next, %conv2_weight_grad.mb90.end ]
-  br label %conv2_weight_grad.mb90
-
-conv2_weight_grad.nb89.end:                       ; preds = %conv2_weight_grad.mb90.end
-  %kp88.next = add nsw i64 %conv2_weight_grad.kp88512, 1
-  %1416 = icmp slt i64 %kp88.next, 130
-  br i1 %1416, label %conv2_weight_grad.kp88, label %conv2_weight_grad.kp88.end
-
-conv2_weight_grad.mb90:                           ; preds = %conv2_weight_grad.k92.end, %conv2_weight_grad.nb89
-  %conv2_weight_grad.mb90514 = phi i64 [ 0, %conv2_weight_grad.nb89 ], [ %mb90.next, %conv2_weight_grad.k92.end ]
-  %1417 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1418 = mul nsw i64 %1417, 64
-  %1419 = add nsw i64 24913168, %1418
-  %1420 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1421 = add nsw i64 %1419, %1420
-  %arena515 = getelementptr inbounds float, ptr %arena, i64 %1421
-  %1422 = load <16 x float>, ptr %arena515, align 4
-  store <16 x float> %1422, ptr %conv2_weight_grad.t91_c0_0, align 64
-  %1423 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1424 = mul nsw i64 %1423, 64
-  %1425 = add nsw i64 24913168, %1424
-  %1426 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1427 = add nsw i64 %1425, %1426
-  %1428 = add nsw i64 %1427, 16
-  %arena516 = getelementptr inbounds float, ptr %arena, i64 %1428
-  %1429 = load <16 x float>, ptr %arena516, align 4
-  store <16 x float> %1429, ptr %conv2_weight_grad.t91_c0_1, align 64
-  %1430 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1431 = mul nsw i64 %1430, 64
-  %1432 = add nsw i64 24913168, %1431
-  %1433 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1434 = add nsw i64 %1432, %1433
-  %1435 = add nsw i64 %1434, 32
-  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1435
-  %1436 = load <16 x float>, ptr %arena517, align 4
-  store <16 x float> %1436, ptr %conv2_weight_grad.t91_c0_2, align 64
-  %1437 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1438 = mul nsw i64 %1437, 64
-  %1439 = add nsw i64 24913168, %1438
-  %1440 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1441 = add nsw i64 %1439, %1440
-  %1442 = add nsw i64 %1441, 48
-  %arena518 = getelementptr inbounds float, ptr %arena, i64 %1442
-  %1443 = load <16 x float>, ptr %arena518, align 4
-  store <16 x float> %1443, ptr %conv2_weight_grad.t91_c0_3, align 64
-  %1444 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1445 = add nsw i64 %1444, 1
-  %1446 = mul nsw i64 %1445, 64
-  %1447 = add nsw i64 24913168, %1446
-  %1448 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1449 = add nsw i64 %1447, %1448
-  %arena519 = getelementptr inbounds float, ptr %arena, i64 %1449
-  %1450 = load <16 x float>, ptr %arena519, align 4
-  store <16 x float> %1450, ptr %conv2_weight_grad.t91_c1_0, align 64
-  %1451 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1452 = add nsw i64 %1451, 1
-  %1453 = mul nsw i64 %1452, 64
-  %1454 = add nsw i64 24913168, %1453
-  %1455 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1456 = add nsw i64 %1454, %1455
-  %1457 = add nsw i64 %1456, 16
-  %arena520 = getelementptr inbounds float, ptr %arena, i64 %1457
-  %1458 = load <16 x float>, ptr %arena520, align 4
-  store <16 x float> %1458, ptr %conv2_weight_grad.t91_c1_1, align 64
-  %1459 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1460 = add nsw i64 %1459, 1
-  %1461 = mul nsw i64 %1460, 64
-  %1462 = add nsw i64 24913168, %1461
-  %1463 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1464 = add nsw i64 %1462, %1463
-  %1465 = add nsw i64 %1464, 32
-  %arena521 = getelementptr inbounds float, ptr %arena, i64 %1465
-  %1466 = load <16 x float>, ptr %arena521, align 4
-  store <16 x float> %1466, ptr %conv2_weight_grad.t91_c1_2, align 64
-  %1467 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1468 = add nsw i64 %1467, 1
-  %1469 = mul nsw i64 %1468, 64
-  %1470 = add nsw i64 24913168, %1469
-  %1471 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1472 = add nsw i64 %1470, %1471
-  %1473 = add nsw i64 %1472, 48
-  %arena522 = getelementptr inbounds float, ptr %arena, i64 %1473
-  %1474 = load <16 x float>, ptr %arena522, align 4
-  store <16 x float> %1474, ptr %conv2_weight_grad.t91_c1_3, align 64
-  %1475 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1476 = add nsw i64 %1475, 2
-  %1477 = mul nsw i64 %1476, 64
-  %1478 = add nsw i64 24913168, %1477
-  %1479 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1480 = add nsw i64 %1478, %1479
-  %arena523 = getelementptr inbounds float, ptr %arena, i64 %1480
-  %1481 = load <16 x float>, ptr %arena523, align 4
-  store <16 x float> %1481, ptr %conv2_weight_grad.t91_c2_0, align 64
-  %1482 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1483 = add nsw i64 %1482, 2
-  %1484 = mul nsw i64 %1483, 64
-  %1485 = add nsw i64 24913168, %1484
-  %1486 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1487 = add nsw i64 %1485, %1486
-  %1488 = add nsw i64 %1487, 16
-  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1488
-  %1489 = load <16 x float>, ptr %arena524, align 4
-  store <16 x float> %1489, ptr %conv2_weight_grad.t91_c2_1, align 64
-  %1490 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1491 = add nsw i64 %1490, 2
-  %1492 = mul nsw i64 %1491, 64
-  %1493 = add nsw i64 24913168, %1492
-  %1494 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1495 = add nsw i64 %1493, %1494
-  %1496 = add nsw i64 %1495, 32
-  %arena525 = getelementptr inbounds float, ptr %arena, i64 %1496
-  %1497 = load <16 x float>, ptr %arena525, align 4
-  store <16 x float> %1497, ptr %conv2_weight_grad.t91_c2_2, align 64
-  %1498 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1499 = add nsw i64 %1498, 2
-  %1500 = mul nsw i64 %1499, 64
-  %1501 = add nsw i64 24913168, %1500
-  %1502 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1503 = add nsw i64 %1501, %1502
-  %1504 = add nsw i64 %1503, 48
-  %arena526 = getelementptr inbounds float, ptr %arena, i64 %1504
-  %1505 = load <16 x float>, ptr %arena526, align 4
-  store <16 x float> %1505, ptr %conv2_weight_grad.t91_c2_3, align 64
-  %1506 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1507 = add nsw i64 %1506, 3
-  %1508 = mul nsw i64 %1507, 64
-  %1509 = add nsw i64 24913168, %1508
-  %1510 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1511 = add nsw i64 %1509, %1510
-  %arena527 = getelementptr inbounds float, ptr %arena, i64 %1511
-  %1512 = load <16 x float>, ptr %arena527, align 4
-  store <16 x float> %1512, ptr %conv2_weight_grad.t91_c3_0, align 64
-  %1513 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1514 = add nsw i64 %1513, 3
-  %1515 = mul nsw i64 %1514, 64
-  %1516 = add nsw i64 24913168, %1515
-  %1517 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1518 = add nsw i64 %1516, %1517
-  %1519 = add nsw i64 %1518, 16
-  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1519
-  %1520 = load <16 x float>, ptr %arena528, align 4
-  store <16 x float> %1520, ptr %conv2_weight_grad.t91_c3_1, align 64
-  %1521 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1522 = add nsw i64 %1521, 3
-  %1523 = mul nsw i64 %1522, 64
-  %1524 = add nsw i64 24913168, %1523
-  %1525 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1526 = add nsw i64 %1524, %1525
-  %1527 = add nsw i64 %1526, 32
-  %arena529 = getelementptr inbounds float, ptr %arena, i64 %1527
-  %1528 = load <16 x float>, ptr %arena529, align 4
-  store <16 x float> %1528, ptr %conv2_weight_grad.t91_c3_2, align 64
-  %1529 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1530 = add nsw i64 %1529, 3
-  %1531 = mul nsw i64 %1530, 64
-  %1532 = add nsw i64 24913168, %1531
-  %1533 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1534 = add nsw i64 %1532, %1533
-  %1535 = add nsw i64 %1534, 48
-  %arena530 = getelementptr inbounds float, ptr %arena, i64 %1535
-  %1536 = load <16 x float>, ptr %arena530, align 4
-  store <16 x float> %1536, ptr %conv2_weight_grad.t91_c3_3, align 64
-  %1537 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1538 = add nsw i64 %1537, 4
-  %1539 = mul nsw i64 %1538, 64
-  %1540 = add nsw i64 24913168, %1539
-  %1541 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1542 = add nsw i64 %1540, %1541
-  %arena531 = getelementptr inbounds float, ptr %arena, i64 %1542
-  %1543 = load <16 x float>, ptr %arena531, align 4
-  store <16 x float> %1543, ptr %conv2_weight_grad.t91_c4_0, align 64
-  %1544 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1545 = add nsw i64 %1544, 4
-  %1546 = mul nsw i64 %1545, 64
-  %1547 = add nsw i64 24913168, %1546
-  %1548 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1549 = add nsw i64 %1547, %1548
-  %1550 = add nsw i64 %1549, 16
-  %arena532 = getelementptr inbounds float, ptr %arena, i64 %1550
-  %1551 = load <16 x float>, ptr %arena532, align 4
-  store <16 x float> %1551, ptr %conv2_weight_grad.t91_c4_1, align 64
-  %1552 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1553 = add nsw i64 %1552, 4
-  %1554 = mul nsw i64 %1553, 64
-  %1555 = add nsw i64 24913168, %1554
-  %1556 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1557 = add nsw i64 %1555, %1556
-  %1558 = add nsw i64 %1557, 32
-  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1558
-  %1559 = load <16 x float>, ptr %arena533, align 4
-  store <16 x float> %1559, ptr %conv2_weight_grad.t91_c4_2, align 64
-  %1560 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1561 = add nsw i64 %1560, 4
-  %1562 = mul nsw i64 %1561, 64
-  %1563 = add nsw i64 24913168, %1562
-  %1564 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1565 = add nsw i64 %1563, %1564
-  %1566 = add nsw i64 %1565, 48
-  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1566
-  %1567 = load <16 x float>, ptr %arena534, align 4
-  store <16 x float> %1567, ptr %conv2_weight_grad.t91_c4_3, align 64
-  %1568 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1569 = add nsw i64 %1568, 5
-  %1570 = mul nsw i64 %1569, 64
-  %1571 = add nsw i64 24913168, %1570
-  %1572 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1573 = add nsw i64 %1571, %1572
-  %arena535 = getelementptr inbounds float, ptr %arena, i64 %1573
-  %1574 = load <16 x float>, ptr %arena535, align 4
-  store <16 x float> %1574, ptr %conv2_weight_grad.t91_c5_0, align 64
-  %1575 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1576 = add nsw i64 %1575, 5
-  %1577 = mul nsw i64 %1576, 64
-  %1578 = add nsw i64 24913168, %1577
-  %1579 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1580 = add nsw i64 %1578, %1579
-  %1581 = add nsw i64 %1580, 16
-  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1581
-  %1582 = load <16 x float>, ptr %arena536, align 4
-  store <16 x float> %1582, ptr %conv2_weight_grad.t91_c5_1, align 64
-  %1583 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1584 = add nsw i64 %1583, 5
-  %1585 = mul nsw i64 %1584, 64
-  %1586 = add nsw i64 24913168, %1585
-  %1587 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+conv2_weight_grad.ox111:                          ; preds = %conv2_weight_grad.ox111, %conv2_weight_grad.then536
+  %conv2_weight_grad.ox111538 = phi i64 [ 0, %conv2_weight_grad.then536 ], [ %ox111.next, %conv2_weight_grad.ox111 ]
+  %1584 = mul nsw i64 %conv2_weight_grad.g100518, 64
+  %1585 = add nsw i64 %1584, %conv2_weight_grad.j101519
+  %1586 = mul nsw i64 %1585, 25088
+  %1587 = mul nsw i64 %conv2_weight_grad.c104523, 784
   %1588 = add nsw i64 %1586, %1587
-  %1589 = add nsw i64 %1588, 32
-  %arena537 = getelementptr inbounds float, ptr %arena, i64 %1589
-  %1590 = load <16 x float>, ptr %arena537, align 4
-  store <16 x float> %1590, ptr %conv2_weight_grad.t91_c5_2, align 64
-  %1591 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1592 = add nsw i64 %1591, 5
-  %1593 = mul nsw i64 %1592, 64
-  %1594 = add nsw i64 24913168, %1593
-  %1595 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1596 = add nsw i64 %1594, %1595
-  %1597 = add nsw i64 %1596, 48
-  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1597
-  %1598 = load <16 x float>, ptr %arena538, align 4
-  store <16 x float> %1598, ptr %conv2_weight_grad.t91_c5_3, align 64
-  br label %conv2_weight_grad.k92
+  %1589 = add nsw i64 %conv2_weight_grad.oy110535, %conv2_weight_grad.ky105524
+  %1590 = add nsw i64 %1589, -1
+  %1591 = mul nsw i64 %1590, 28
+  %1592 = add nsw i64 %1588, %1591
+  %1593 = add nsw i64 %conv2_weight_grad.ox111538, 1
+  %1594 = add nsw i64 %1592, %1593
+  %arena539 = getelementptr inbounds float, ptr %arena, i64 %1594
+  %1595 = load float, ptr %arena539, align 4
+  %1596 = mul nsw i64 %conv2_weight_grad.c104523, 3
+  %1597 = add nsw i64 %1596, %conv2_weight_grad.ky105524
+  %1598 = mul nsw i64 %1597, 3
+  %1599 = add nsw i64 %1598, 2
+  %1600 = mul nsw i64 %1599, 50176
+  %1601 = add nsw i64 7251216, %1600
+  %1602 = mul nsw i64 %conv2_weight_grad.j101519, 784
+  %1603 = add nsw i64 %1601, %1602
+  %1604 = mul nsw i64 %conv2_weight_grad.oy110535, 28
+  %1605 = add nsw i64 %1604, %conv2_weight_grad.ox111538
+  %1606 = add nsw i64 %1603, %1605
+  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1606
+  store float %1595, ptr %arena540, align 4
+  %ox111.next = add nsw i64 %conv2_weight_grad.ox111538, 1
+  %1607 = icmp slt i64 %ox111.next, 27
+  br i1 %1607, label %conv2_weight_grad.ox111, label %conv2_weight_grad.ox111.end
 
-conv2_weight_grad.mb90.end:                       ; preds = %conv2_weight_grad.k92.end
-  %nb89.next = add nsw i64 %conv2_weight_grad.nb89513, 1
-  %1599 = icmp slt i64 %nb89.next, 1
-  br i1 %1599, label %conv2_weight_grad.nb89, label %conv2_weight_grad.nb89.end
+conv2_weight_grad.ox111.end:                      ; preds = %conv2_weight_grad.ox111
+  br label %conv2_weight_grad.endif537
 
-conv2_weight_grad.k92:                            ; preds = %conv2_weight_grad.k92, %conv2_weight_grad.mb90
-  %conv2_weight_grad.k92539 = phi i64 [ 0, %conv2_weight_grad.mb90 ], [ %k92.next, %conv2_weight_grad.k92 ]
-  %1600 = mul nsw i64 %conv2_weight_grad.kp88512, 384
-  %1601 = add nsw i64 %conv2_weight_grad.k92539, %1600
-  %1602 = mul nsw i64 %1601, 64
-  %1603 = add nsw i64 21701904, %1602
-  %1604 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1605 = add nsw i64 %1603, %1604
-  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1605
-  %1606 = load <16 x float>, ptr %arena540, align 4
-  store <16 x float> %1606, ptr %conv2_weight_grad.t91_b0, align 64
-  %1607 = mul nsw i64 %conv2_weight_grad.kp88512, 384
-  %1608 = add nsw i64 %conv2_weight_grad.k92539, %1607
-  %1609 = mul nsw i64 %1608, 64
-  %1610 = add nsw i64 21701904, %1609
-  %1611 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1612 = add nsw i64 %1610, %1611
-  %1613 = add nsw i64 %1612, 16
-  %arena541 = getelementptr inbounds float, ptr %arena, i64 %1613
-  %1614 = load <16 x float>, ptr %arena541, align 4
-  store <16 x float> %1614, ptr %conv2_weight_grad.t91_b1, align 64
-  %1615 = mul nsw i64 %conv2_weight_grad.kp88512, 384
-  %1616 = add nsw i64 %conv2_weight_grad.k92539, %1615
-  %1617 = mul nsw i64 %1616, 64
-  %1618 = add nsw i64 21701904, %1617
-  %1619 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1620 = add nsw i64 %1618, %1619
-  %1621 = add nsw i64 %1620, 32
-  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1621
-  %1622 = load <16 x float>, ptr %arena542, align 4
-  store <16 x float> %1622, ptr %conv2_weight_grad.t91_b2, align 64
-  %1623 = mul nsw i64 %conv2_weight_grad.kp88512, 384
-  %1624 = add nsw i64 %conv2_weight_grad.k92539, %1623
-  %1625 = mul nsw i64 %1624, 64
-  %1626 = add nsw i64 21701904, %1625
-  %1627 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1628 = add nsw i64 %1626, %1627
-  %1629 = add nsw i64 %1628, 48
-  %arena543 = getelementptr inbounds float, ptr %arena, i64 %1629
-  %1630 = load <16 x float>, ptr %arena543, align 4
-  store <16 x float> %1630, ptr %conv2_weight_grad.t91_b3, align 64
-  %1631 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1632 = mul nsw i64 %1631, 50176
-  %1633 = add nsw i64 7251216, %1632
-  %1634 = mul nsw i64 %conv2_weight_grad.kp88512, 384
-  %1635 = add nsw i64 %conv2_weight_grad.k92539, %1634
-  %1636 = add nsw i64 %1633, %1635
-  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1636
-  %1637 = load float, ptr %arena544, align 4
-  %1638 = insertelement <16 x float> undef, float %1637, i32 0
-  %1639 = shufflevector <16 x float> %1638, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1639, ptr %conv2_weight_grad.t91_a0, align 64
-  %t91_a0 = load <16 x float>, ptr %conv2_weight_grad.t91_a0, align 64
-  %t91_b0 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
-  %t91_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_0, align 64
-  %1640 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a0, <16 x float> %t91_b0, <16 x float> %t91_c0_0)
-  store <16 x float> %1640, ptr %conv2_weight_grad.t91_c0_0, align 64
-  %t91_a0545 = load <16 x float>, ptr %conv2_weight_grad.t91_a0, align 64
-  %t91_b1 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
-  %t91_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_1, align 64
-  %1641 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a0545, <16 x float> %t91_b1, <16 x float> %t91_c0_1)
-  store <16 x float> %1641, ptr %conv2_weight_grad.t91_c0_1, align 64
-  %t91_a0546 = load <16 x float>, ptr %conv2_weight_grad.t91_a0, align 64
-  %t91_b2 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
-  %t91_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_2, align 64
-  %1642 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a0546, <16 x float> %t91_b2, <16 x float> %t91_c0_2)
-  store <16 x float> %1642, ptr %conv2_weight_grad.t91_c0_2, align 64
-  %t91_a0547 = load <16 x float>, ptr %conv2_weight_grad.t91_a0, align 64
-  %t91_b3 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
-  %t91_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_3, align 64
-  %1643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a0547, <16 x float> %t91_b3, <16 x float> %t91_c0_3)
-  store <16 x float> %1643, ptr %conv2_weight_grad.t91_c0_3, align 64
-  %1644 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1645 = add nsw i64 %1644, 1
-  %1646 = mul nsw i64 %1645, 50176
-  %1647 = add nsw i64 7251216, %1646
-  %1648 = mul nsw i64 %conv2_weight_grad.kp88512, 384
-  %1649 = add nsw i64 %conv2_weight_grad.k92539, %1648
-  %1650 = add nsw i64 %1647, %1649
-  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1650
-  %1651 = load float, ptr %arena548, align 4
-  %1652 = insertelement <16 x float> undef, float %1651, i32 0
-  %1653 = shufflevector <16 x float> %1652, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1653, ptr %conv2_weight_grad.t91_a1, align 64
-  %t91_a1 = load <16 x float>, ptr %conv2_weight_grad.t91_a1, align 64
-  %t91_b0549 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
-  %t91_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_0, align 64
-  %1654 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a1, <16 x float> %t91_b0549, <16 x float> %t91_c1_0)
-  store <16 x float> %1654, ptr %conv2_weight_grad.t91_c1_0, align 64
-  %t91_a1550 = load <16 x float>, ptr %conv2_weight_grad.t91_a1, align 64
-  %t91_b1551 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
-  %t91_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_1, align 64
-  %1655 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a1550, <16 x float> %t91_b1551, <16 x float> %t91_c1_1)
-  store <16 x float> %1655, ptr %conv2_weight_grad.t91_c1_1, align 64
-  %t91_a1552 = load <16 x float>, ptr %conv2_weight_grad.t91_a1, align 64
-  %t91_b2553 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
-  %t91_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_2, align 64
-  %1656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a1552, <16 x float> %t91_b2553, <16 x float> %t91_c1_2)
-  store <16 x float> %1656, ptr %conv2_weight_grad.t91_c1_2, align 64
-  %t91_a1554 = load <16 x float>, ptr %conv2_weight_grad.t91_a1, align 64
-  %t91_b3555 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
-  %t91_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_3, align 64
-  %1657 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a1554, <16 x float> %t91_b3555, <16 x float> %t91_c1_3)
-  store <16 x float> %1657, ptr %conv2_weight_grad.t91_c1_3, align 64
-  %1658 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1659 = add nsw i64 %1658, 2
-  %1660 = mul nsw i64 %1659, 50176
-  %1661 = add nsw i64 7251216, %1660
-  %1662 = mul nsw i64 %conv2_weight_grad.kp88512, 384
-  %1663 = add nsw i64 %conv2_weight_grad.k92539, %1662
-  %1664 = add nsw i64 %1661, %1663
-  %arena556 = getelementptr inbounds float, ptr %arena, i64 %1664
-  %1665 = load float, ptr %arena556, align 4
-  %1666 = insertelement <16 x float> undef, float %1665, i32 0
-  %1667 = shufflevector <16 x float> %1666, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1667, ptr %conv2_weight_grad.t91_a2, align 64
-  %t91_a2 = load <16 x float>, ptr %conv2_weight_grad.t91_a2, align 64
-  %t91_b0557 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
-  %t91_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_0, align 64
-  %1668 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a2, <16 x float> %t91_b0557, <16 x float> %t91_c2_0)
-  store <16 x float> %1668, ptr %conv2_weight_grad.t91_c2_0, align 64
-  %t91_a2558 = load <16 x float>, ptr %conv2_weight_grad.t91_a2, align 64
-  %t91_b1559 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
-  %t91_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_1, align 64
-  %1669 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a2558, <16 x float> %t91_b1559, <16 x float> %t91_c2_1)
-  store <16 x float> %1669, ptr %conv2_weight_grad.t91_c2_1, align 64
-  %t91_a2560 = load <16 x float>, ptr %conv2_weight_grad.t91_a2, align 64
-  %t91_b2561 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
-  %t91_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_2, align 64
-  %1670 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a2560, <16 x float> %t91_b2561, <16 x float> %t91_c2_2)
-  store <16 x float> %1670, ptr %conv2_weight_grad.t91_c2_2, align 64
-  %t91_a2562 = load <16 x float>, ptr %conv2_weight_grad.t91_a2, align 64
-  %t91_b3563 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
-  %t91_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_3, align 64
-  %1671 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a2562, <16 x float> %t91_b3563, <16 x float> %t91_c2_3)
-  store <16 x float> %1671, ptr %conv2_weight_grad.t91_c2_3, align 64
-  %1672 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1673 = add nsw i64 %1672, 3
-  %1674 = mul nsw i64 %1673, 50176
-  %1675 = add nsw i64 7251216, %1674
-  %1676 = mul nsw i64 %conv2_weight_grad.kp88512, 384
-  %1677 = add nsw i64 %conv2_weight_grad.k92539, %1676
-  %1678 = add nsw i64 %1675, %1677
-  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1678
-  %1679 = load float, ptr %arena564, align 4
-  %1680 = insertelement <16 x float> undef, float %1679, i32 0
-  %1681 = shufflevector <16 x float> %1680, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1681, ptr %conv2_weight_grad.t91_a3, align 64
-  %t91_a3 = load <16 x float>, ptr %conv2_weight_grad.t91_a3, align 64
-  %t91_b0565 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
-  %t91_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_0, align 64
-  %1682 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a3, <16 x float> %t91_b0565, <16 x float> %t91_c3_0)
-  store <16 x float> %1682, ptr %conv2_weight_grad.t91_c3_0, align 64
-  %t91_a3566 = load <16 x float>, ptr %conv2_weight_grad.t91_a3, align 64
-  %t91_b1567 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
-  %t91_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_1, align 64
-  %1683 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a3566, <16 x float> %t91_b1567, <16 x float> %t91_c3_1)
-  store <16 x float> %1683, ptr %conv2_weight_grad.t91_c3_1, align 64
-  %t91_a3568 = load <16 x float>, ptr %conv2_weight_grad.t91_a3, align 64
-  %t91_b2569 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
-  %t91_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_2, align 64
-  %1684 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a3568, <16 x float> %t91_b2569, <16 x float> %t91_c3_2)
-  store <16 x float> %1684, ptr %conv2_weight_grad.t91_c3_2, align 64
-  %t91_a3570 = load <16 x float>, ptr %conv2_weight_grad.t91_a3, align 64
-  %t91_b3571 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
-  %t91_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_3, align 64
-  %1685 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a3570, <16 x float> %t91_b3571, <16 x float> %t91_c3_3)
-  store <16 x float> %1685, ptr %conv2_weight_grad.t91_c3_3, align 64
-  %1686 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1687 = add nsw i64 %1686, 4
-  %1688 = mul nsw i64 %1687, 50176
-  %1689 = add nsw i64 7251216, %1688
-  %1690 = mul nsw i64 %conv2_weight_grad.kp88512, 384
-  %1691 = add nsw i64 %conv2_weight_grad.k92539, %1690
-  %1692 = add nsw i64 %1689, %1691
-  %arena572 = getelementptr inbounds float, ptr %arena, i64 %1692
-  %1693 = load float, ptr %arena572, align 4
-  %1694 = insertelement <16 x float> undef, float %1693, i32 0
-  %1695 = shufflevector <16 x float> %1694, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1695, ptr %conv2_weight_grad.t91_a4, align 64
-  %t91_a4 = load <16 x float>, ptr %conv2_weight_grad.t91_a4, align 64
-  %t91_b0573 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
-  %t91_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_0, align 64
-  %1696 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a4, <16 x float> %t91_b0573, <16 x float> %t91_c4_0)
-  store <16 x float> %1696, ptr %conv2_weight_grad.t91_c4_0, align 64
-  %t91_a4574 = load <16 x float>, ptr %conv2_weight_grad.t91_a4, align 64
-  %t91_b1575 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
-  %t91_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_1, align 64
-  %1697 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a4574, <16 x float> %t91_b1575, <16 x float> %t91_c4_1)
-  store <16 x float> %1697, ptr %conv2_weight_grad.t91_c4_1, align 64
-  %t91_a4576 = load <16 x float>, ptr %conv2_weight_grad.t91_a4, align 64
-  %t91_b2577 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
-  %t91_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_2, align 64
-  %1698 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a4576, <16 x float> %t91_b2577, <16 x float> %t91_c4_2)
-  store <16 x float> %1698, ptr %conv2_weight_grad.t91_c4_2, align 64
-  %t91_a4578 = load <16 x float>, ptr %conv2_weight_grad.t91_a4, align 64
-  %t91_b3579 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
-  %t91_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_3, align 64
-  %1699 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a4578, <16 x float> %t91_b3579, <16 x float> %t91_c4_3)
-  store <16 x float> %1699, ptr %conv2_weight_grad.t91_c4_3, align 64
-  %1700 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1701 = add nsw i64 %1700, 5
-  %1702 = mul nsw i64 %1701, 50176
-  %1703 = add nsw i64 7251216, %1702
-  %1704 = mul nsw i64 %conv2_weight_grad.kp88512, 384
-  %1705 = add nsw i64 %conv2_weight_grad.k92539, %1704
-  %1706 = add nsw i64 %1703, %1705
-  %arena580 = getelementptr inbounds float, ptr %arena, i64 %1706
-  %1707 = load float, ptr %arena580, align 4
-  %1708 = insertelement <16 x float> undef, float %1707, i32 0
-  %1709 = shufflevector <16 x float> %1708, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1709, ptr %conv2_weight_grad.t91_a5, align 64
-  %t91_a5 = load <16 x float>, ptr %conv2_weight_grad.t91_a5, align 64
-  %t91_b0581 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
-  %t91_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_0, align 64
-  %1710 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a5, <16 x float> %t91_b0581, <16 x float> %t91_c5_0)
-  store <16 x float> %1710, ptr %conv2_weight_grad.t91_c5_0, align 64
-  %t91_a5582 = load <16 x float>, ptr %conv2_weight_grad.t91_a5, align 64
-  %t91_b1583 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
-  %t91_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_1, align 64
-  %1711 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a5582, <16 x float> %t91_b1583, <16 x float> %t91_c5_1)
-  store <16 x float> %1711, ptr %conv2_weight_grad.t91_c5_1, align 64
-  %t91_a5584 = load <16 x float>, ptr %conv2_weight_grad.t91_a5, align 64
-  %t91_b2585 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
-  %t91_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_2, align 64
-  %1712 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a5584, <16 x float> %t91_b2585, <16 x float> %t91_c5_2)
-  store <16 x float> %1712, ptr %conv2_weight_grad.t91_c5_2, align 64
-  %t91_a5586 = load <16 x float>, ptr %conv2_weight_grad.t91_a5, align 64
-  %t91_b3587 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
-  %t91_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_3, align 64
-  %1713 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a5586, <16 x float> %t91_b3587, <16 x float> %t91_c5_3)
-  store <16 x float> %1713, ptr %conv2_weight_grad.t91_c5_3, align 64
-  %k92.next = add nsw i64 %conv2_weight_grad.k92539, 1
-  %1714 = icmp slt i64 %k92.next, 384
-  br i1 %1714, label %conv2_weight_grad.k92, label %conv2_weight_grad.k92.end
+conv2_weight_grad.j112:                           ; preds = %conv2_weight_grad.i113.end, %conv2_weight_grad.j101.end
+  %conv2_weight_grad.j112541 = phi i64 [ 0, %conv2_weight_grad.j101.end ], [ %j112.next, %conv2_weight_grad.i113.end ]
+  br label %conv2_weight_grad.i113
 
-conv2_weight_grad.k92.end:                        ; preds = %conv2_weight_grad.k92
-  %t91_c0_0588 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_0, align 64
-  %1715 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+conv2_weight_grad.j112.end:                       ; preds = %conv2_weight_grad.i113.end
+  br label %conv2_weight_grad.kp115
+
+conv2_weight_grad.i113:                           ; preds = %conv2_weight_grad.f114.end, %conv2_weight_grad.j112
+  %conv2_weight_grad.i113542 = phi i64 [ 0, %conv2_weight_grad.j112 ], [ %i113.next, %conv2_weight_grad.f114.end ]
+  br label %conv2_weight_grad.f114
+
+conv2_weight_grad.i113.end:                       ; preds = %conv2_weight_grad.f114.end
+  %j112.next = add nsw i64 %conv2_weight_grad.j112541, 1
+  %1608 = icmp slt i64 %j112.next, 64
+  br i1 %1608, label %conv2_weight_grad.j112, label %conv2_weight_grad.j112.end
+
+conv2_weight_grad.f114:                           ; preds = %conv2_weight_grad.f114, %conv2_weight_grad.i113
+  %conv2_weight_grad.f114543 = phi i64 [ 0, %conv2_weight_grad.i113 ], [ %f114.next, %conv2_weight_grad.f114 ]
+  %1609 = mul nsw i64 %conv2_weight_grad.g100518, 64
+  %1610 = add nsw i64 %1609, %conv2_weight_grad.j112541
+  %1611 = mul nsw i64 %1610, 50176
+  %1612 = add nsw i64 4039952, %1611
+  %1613 = mul nsw i64 %conv2_weight_grad.f114543, 784
+  %1614 = add nsw i64 %1612, %1613
+  %1615 = add nsw i64 %1614, %conv2_weight_grad.i113542
+  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1615
+  %1616 = load float, ptr %arena544, align 4
+  %1617 = mul nsw i64 %conv2_weight_grad.j112541, 784
+  %1618 = add nsw i64 %1617, %conv2_weight_grad.i113542
+  %1619 = mul nsw i64 %1618, 64
+  %1620 = add nsw i64 21701904, %1619
+  %1621 = add nsw i64 %1620, %conv2_weight_grad.f114543
+  %arena545 = getelementptr inbounds float, ptr %arena, i64 %1621
+  store float %1616, ptr %arena545, align 4
+  %f114.next = add nsw i64 %conv2_weight_grad.f114543, 1
+  %1622 = icmp slt i64 %f114.next, 64
+  br i1 %1622, label %conv2_weight_grad.f114, label %conv2_weight_grad.f114.end
+
+conv2_weight_grad.f114.end:                       ; preds = %conv2_weight_grad.f114
+  %i113.next = add nsw i64 %conv2_weight_grad.i113542, 1
+  %1623 = icmp slt i64 %i113.next, 784
+  br i1 %1623, label %conv2_weight_grad.i113, label %conv2_weight_grad.i113.end
+
+conv2_weight_grad.kp115:                          ; preds = %conv2_weight_grad.nb116.end, %conv2_weight_grad.j112.end
+  %conv2_weight_grad.kp115546 = phi i64 [ 0, %conv2_weight_grad.j112.end ], [ %kp115.next, %conv2_weight_grad.nb116.end ]
+  br label %conv2_weight_grad.nb116
+
+conv2_weight_grad.kp115.end:                      ; preds = %conv2_weight_grad.nb116.end
+  br label %conv2_weight_grad.nb120
+
+conv2_weight_grad.nb116:                          ; preds = %conv2_weight_grad.mb117.end, %conv2_weight_grad.kp115
+  %conv2_weight_grad.nb116547 = phi i64 [ 0, %conv2_weight_grad.kp115 ], [ %nb116.next, %conv2_weight_grad.mb117.end ]
+  br label %conv2_weight_grad.mb117
+
+conv2_weight_grad.nb116.end:                      ; preds = %conv2_weight_grad.mb117.end
+  %kp115.next = add nsw i64 %conv2_weight_grad.kp115546, 1
+  %1624 = icmp slt i64 %kp115.next, 130
+  br i1 %1624, label %conv2_weight_grad.kp115, label %conv2_weight_grad.kp115.end
+
+conv2_weight_grad.mb117:                          ; preds = %conv2_weight_grad.k119.end, %conv2_weight_grad.nb116
+  %conv2_weight_grad.mb117548 = phi i64 [ 0, %conv2_weight_grad.nb116 ], [ %mb117.next, %conv2_weight_grad.k119.end ]
+  %1625 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1626 = mul nsw i64 %1625, 64
+  %1627 = add nsw i64 24913168, %1626
+  %1628 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1629 = add nsw i64 %1627, %1628
+  %arena549 = getelementptr inbounds float, ptr %arena, i64 %1629
+  %1630 = load <16 x float>, ptr %arena549, align 4
+  store <16 x float> %1630, ptr %conv2_weight_grad.t118_c0_0, align 64
+  %1631 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1632 = mul nsw i64 %1631, 64
+  %1633 = add nsw i64 24913168, %1632
+  %1634 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1635 = add nsw i64 %1633, %1634
+  %1636 = add nsw i64 %1635, 16
+  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1636
+  %1637 = load <16 x float>, ptr %arena550, align 4
+  store <16 x float> %1637, ptr %conv2_weight_grad.t118_c0_1, align 64
+  %1638 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1639 = mul nsw i64 %1638, 64
+  %1640 = add nsw i64 24913168, %1639
+  %1641 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1642 = add nsw i64 %1640, %1641
+  %1643 = add nsw i64 %1642, 32
+  %arena551 = getelementptr inbounds float, ptr %arena, i64 %1643
+  %1644 = load <16 x float>, ptr %arena551, align 4
+  store <16 x float> %1644, ptr %conv2_weight_grad.t118_c0_2, align 64
+  %1645 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1646 = mul nsw i64 %1645, 64
+  %1647 = add nsw i64 24913168, %1646
+  %1648 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1649 = add nsw i64 %1647, %1648
+  %1650 = add nsw i64 %1649, 48
+  %arena552 = getelementptr inbounds float, ptr %arena, i64 %1650
+  %1651 = load <16 x float>, ptr %arena552, align 4
+  store <16 x float> %1651, ptr %conv2_weight_grad.t118_c0_3, align 64
+  %1652 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1653 = add nsw i64 %1652, 1
+  %1654 = mul nsw i64 %1653, 64
+  %1655 = add nsw i64 24913168, %1654
+  %1656 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1657 = add nsw i64 %1655, %1656
+  %arena553 = getelementptr inbounds float, ptr %arena, i64 %1657
+  %1658 = load <16 x float>, ptr %arena553, align 4
+  store <16 x float> %1658, ptr %conv2_weight_grad.t118_c1_0, align 64
+  %1659 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1660 = add nsw i64 %1659, 1
+  %1661 = mul nsw i64 %1660, 64
+  %1662 = add nsw i64 24913168, %1661
+  %1663 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1664 = add nsw i64 %1662, %1663
+  %1665 = add nsw i64 %1664, 16
+  %arena554 = getelementptr inbounds float, ptr %arena, i64 %1665
+  %1666 = load <16 x float>, ptr %arena554, align 4
+  store <16 x float> %1666, ptr %conv2_weight_grad.t118_c1_1, align 64
+  %1667 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1668 = add nsw i64 %1667, 1
+  %1669 = mul nsw i64 %1668, 64
+  %1670 = add nsw i64 24913168, %1669
+  %1671 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1672 = add nsw i64 %1670, %1671
+  %1673 = add nsw i64 %1672, 32
+  %arena555 = getelementptr inbounds float, ptr %arena, i64 %1673
+  %1674 = load <16 x float>, ptr %arena555, align 4
+  store <16 x float> %1674, ptr %conv2_weight_grad.t118_c1_2, align 64
+  %1675 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1676 = add nsw i64 %1675, 1
+  %1677 = mul nsw i64 %1676, 64
+  %1678 = add nsw i64 24913168, %1677
+  %1679 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1680 = add nsw i64 %1678, %1679
+  %1681 = add nsw i64 %1680, 48
+  %arena556 = getelementptr inbounds float, ptr %arena, i64 %1681
+  %1682 = load <16 x float>, ptr %arena556, align 4
+  store <16 x float> %1682, ptr %conv2_weight_grad.t118_c1_3, align 64
+  %1683 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1684 = add nsw i64 %1683, 2
+  %1685 = mul nsw i64 %1684, 64
+  %1686 = add nsw i64 24913168, %1685
+  %1687 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1688 = add nsw i64 %1686, %1687
+  %arena557 = getelementptr inbounds float, ptr %arena, i64 %1688
+  %1689 = load <16 x float>, ptr %arena557, align 4
+  store <16 x float> %1689, ptr %conv2_weight_grad.t118_c2_0, align 64
+  %1690 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1691 = add nsw i64 %1690, 2
+  %1692 = mul nsw i64 %1691, 64
+  %1693 = add nsw i64 24913168, %1692
+  %1694 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1695 = add nsw i64 %1693, %1694
+  %1696 = add nsw i64 %1695, 16
+  %arena558 = getelementptr inbounds float, ptr %arena, i64 %1696
+  %1697 = load <16 x float>, ptr %arena558, align 4
+  store <16 x float> %1697, ptr %conv2_weight_grad.t118_c2_1, align 64
+  %1698 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1699 = add nsw i64 %1698, 2
+  %1700 = mul nsw i64 %1699, 64
+  %1701 = add nsw i64 24913168, %1700
+  %1702 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1703 = add nsw i64 %1701, %1702
+  %1704 = add nsw i64 %1703, 32
+  %arena559 = getelementptr inbounds float, ptr %arena, i64 %1704
+  %1705 = load <16 x float>, ptr %arena559, align 4
+  store <16 x float> %1705, ptr %conv2_weight_grad.t118_c2_2, align 64
+  %1706 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1707 = add nsw i64 %1706, 2
+  %1708 = mul nsw i64 %1707, 64
+  %1709 = add nsw i64 24913168, %1708
+  %1710 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1711 = add nsw i64 %1709, %1710
+  %1712 = add nsw i64 %1711, 48
+  %arena560 = getelementptr inbounds float, ptr %arena, i64 %1712
+  %1713 = load <16 x float>, ptr %arena560, align 4
+  store <16 x float> %1713, ptr %conv2_weight_grad.t118_c2_3, align 64
+  %1714 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1715 = add nsw i64 %1714, 3
   %1716 = mul nsw i64 %1715, 64
   %1717 = add nsw i64 24913168, %1716
-  %1718 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1718 = mul nsw i64 %conv2_weight_grad.nb116547, 64
   %1719 = add nsw i64 %1717, %1718
-  %arena589 = getelementptr inbounds float, ptr %arena, i64 %1719
-  store <16 x float> %t91_c0_0588, ptr %arena589, align 4
-  %t91_c0_1590 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_1, align 64
-  %1720 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1721 = mul nsw i64 %1720, 64
-  %1722 = add nsw i64 24913168, %1721
-  %1723 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1724 = add nsw i64 %1722, %1723
-  %1725 = add nsw i64 %1724, 16
-  %arena591 = getelementptr inbounds float, ptr %arena, i64 %1725
-  store <16 x float> %t91_c0_1590, ptr %arena591, align 4
-  %t91_c0_2592 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_2, align 64
-  %1726 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1727 = mul nsw i64 %1726, 64
-  %1728 = add nsw i64 24913168, %1727
-  %1729 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1730 = add nsw i64 %1728, %1729
-  %1731 = add nsw i64 %1730, 32
-  %arena593 = getelementptr inbounds float, ptr %arena, i64 %1731
-  store <16 x float> %t91_c0_2592, ptr %arena593, align 4
-  %t91_c0_3594 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_3, align 64
-  %1732 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1733 = mul nsw i64 %1732, 64
-  %1734 = add nsw i64 24913168, %1733
-  %1735 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1736 = add nsw i64 %1734, %1735
-  %1737 = add nsw i64 %1736, 48
-  %arena595 = getelementptr inbounds float, ptr %arena, i64 %1737
-  store <16 x float> %t91_c0_3594, ptr %arena595, align 4
-  %t91_c1_0596 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_0, align 64
-  %1738 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1739 = add nsw i64 %1738, 1
-  %1740 = mul nsw i64 %1739, 64
-  %1741 = add nsw i64 24913168, %1740
-  %1742 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1743 = add nsw i64 %1741, %1742
-  %arena597 = getelementptr inbounds float, ptr %arena, i64 %1743
-  store <16 x float> %t91_c1_0596, ptr %arena597, align 4
-  %t91_c1_1598 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_1, align 64
-  %1744 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1745 = add nsw i64 %1744, 1
-  %1746 = mul nsw i64 %1745, 64
-  %1747 = add nsw i64 24913168, %1746
-  %1748 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1749 = add nsw i64 %1747, %1748
-  %1750 = add nsw i64 %1749, 16
-  %arena599 = getelementptr inbounds float, ptr %arena, i64 %1750
-  store <16 x float> %t91_c1_1598, ptr %arena599, align 4
-  %t91_c1_2600 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_2, align 64
-  %1751 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1752 = add nsw i64 %1751, 1
-  %1753 = mul nsw i64 %1752, 64
-  %1754 = add nsw i64 24913168, %1753
-  %1755 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1756 = add nsw i64 %1754, %1755
-  %1757 = add nsw i64 %1756, 32
-  %arena601 = getelementptr inbounds float, ptr %arena, i64 %1757
-  store <16 x float> %t91_c1_2600, ptr %arena601, align 4
-  %t91_c1_3602 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_3, align 64
-  %1758 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1759 = add nsw i64 %1758, 1
-  %1760 = mul nsw i64 %1759, 64
-  %1761 = add nsw i64 24913168, %1760
-  %1762 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1763 = add nsw i64 %1761, %1762
-  %1764 = add nsw i64 %1763, 48
-  %arena603 = getelementptr inbounds float, ptr %arena, i64 %1764
-  store <16 x float> %t91_c1_3602, ptr %arena603, align 4
-  %t91_c2_0604 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_0, align 64
-  %1765 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1766 = add nsw i64 %1765, 2
-  %1767 = mul nsw i64 %1766, 64
-  %1768 = add nsw i64 24913168, %1767
-  %1769 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1770 = add nsw i64 %1768, %1769
-  %arena605 = getelementptr inbounds float, ptr %arena, i64 %1770
-  store <16 x float> %t91_c2_0604, ptr %arena605, align 4
-  %t91_c2_1606 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_1, align 64
-  %1771 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1772 = add nsw i64 %1771, 2
-  %1773 = mul nsw i64 %1772, 64
-  %1774 = add nsw i64 24913168, %1773
-  %1775 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1776 = add nsw i64 %1774, %1775
-  %1777 = add nsw i64 %1776, 16
-  %arena607 = getelementptr inbounds float, ptr %arena, i64 %1777
-  store <16 x float> %t91_c2_1606, ptr %arena607, align 4
-  %t91_c2_2608 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_2, align 64
-  %1778 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1779 = add nsw i64 %1778, 2
-  %1780 = mul nsw i64 %1779, 64
-  %1781 = add nsw i64 24913168, %1780
-  %1782 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1783 = add nsw i64 %1781, %1782
-  %1784 = add nsw i64 %1783, 32
-  %arena609 = getelementptr inbounds float, ptr %arena, i64 %1784
-  store <16 x float> %t91_c2_2608, ptr %arena609, align 4
-  %t91_c2_3610 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_3, align 64
-  %1785 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1786 = add nsw i64 %1785, 2
-  %1787 = mul nsw i64 %1786, 64
-  %1788 = add nsw i64 24913168, %1787
-  %1789 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1790 = add nsw i64 %1788, %1789
-  %1791 = add nsw i64 %1790, 48
-  %arena611 = getelementptr inbounds float, ptr %arena, i64 %1791
-  store <16 x float> %t91_c2_3610, ptr %arena611, align 4
-  %t91_c3_0612 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_0, align 64
-  %1792 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1793 = add nsw i64 %1792, 3
-  %1794 = mul nsw i64 %1793, 64
-  %1795 = add nsw i64 24913168, %1794
-  %1796 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1797 = add nsw i64 %1795, %1796
-  %arena613 = getelementptr inbounds float, ptr %arena, i64 %1797
-  store <16 x float> %t91_c3_0612, ptr %arena613, align 4
-  %t91_c3_1614 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_1, align 64
-  %1798 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1799 = add nsw i64 %1798, 3
-  %1800 = mul nsw i64 %1799, 64
-  %1801 = add nsw i64 24913168, %1800
-  %1802 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1803 = add nsw i64 %1801, %1802
-  %1804 = add nsw i64 %1803, 16
-  %arena615 = getelementptr inbounds float, ptr %arena, i64 %1804
-  store <16 x float> %t91_c3_1614, ptr %arena615, align 4
-  %t91_c3_2616 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_2, align 64
-  %1805 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1806 = add nsw i64 %1805, 3
-  %1807 = mul nsw i64 %1806, 64
-  %1808 = add nsw i64 24913168, %1807
-  %1809 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1810 = add nsw i64 %1808, %1809
-  %1811 = add nsw i64 %1810, 32
-  %arena617 = getelementptr inbounds float, ptr %arena, i64 %1811
-  store <16 x float> %t91_c3_2616, ptr %arena617, align 4
-  %t91_c3_3618 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_3, align 64
-  %1812 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1813 = add nsw i64 %1812, 3
-  %1814 = mul nsw i64 %1813, 64
-  %1815 = add nsw i64 24913168, %1814
-  %1816 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1817 = add nsw i64 %1815, %1816
-  %1818 = add nsw i64 %1817, 48
-  %arena619 = getelementptr inbounds float, ptr %arena, i64 %1818
-  store <16 x float> %t91_c3_3618, ptr %arena619, align 4
-  %t91_c4_0620 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_0, align 64
-  %1819 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1820 = add nsw i64 %1819, 4
-  %1821 = mul nsw i64 %1820, 64
-  %1822 = add nsw i64 24913168, %1821
-  %1823 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1824 = add nsw i64 %1822, %1823
-  %arena621 = getelementptr inbounds float, ptr %arena, i64 %1824
-  store <16 x float> %t91_c4_0620, ptr %arena621, align 4
-  %t91_c4_1622 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_1, align 64
-  %1825 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1826 = add nsw i64 %1825, 4
-  %1827 = mul nsw i64 %1826, 64
-  %1828 = add nsw i64 24913168, %1827
-  %1829 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1830 = add nsw i64 %1828, %1829
-  %1831 = add nsw i64 %1830, 16
-  %arena623 = getelementptr inbounds float, ptr %arena, i64 %1831
-  store <16 x float> %t91_c4_1622, ptr %arena623, align 4
-  %t91_c4_2624 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_2, align 64
-  %1832 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1833 = add nsw i64 %1832, 4
-  %1834 = mul nsw i64 %1833, 64
-  %1835 = add nsw i64 24913168, %1834
-  %1836 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1837 = add nsw i64 %1835, %1836
-  %1838 = add nsw i64 %1837, 32
-  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1838
-  store <16 x float> %t91_c4_2624, ptr %arena625, align 4
-  %t91_c4_3626 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_3, align 64
-  %1839 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1840 = add nsw i64 %1839, 4
-  %1841 = mul nsw i64 %1840, 64
-  %1842 = add nsw i64 24913168, %1841
-  %1843 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1844 = add nsw i64 %1842, %1843
-  %1845 = add nsw i64 %1844, 48
-  %arena627 = getelementptr inbounds float, ptr %arena, i64 %1845
-  store <16 x float> %t91_c4_3626, ptr %arena627, align 4
-  %t91_c5_0628 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_0, align 64
-  %1846 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1847 = add nsw i64 %1846, 5
-  %1848 = mul nsw i64 %1847, 64
-  %1849 = add nsw i64 24913168, %1848
-  %1850 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1851 = add nsw i64 %1849, %1850
-  %arena629 = getelementptr inbounds float, ptr %arena, i64 %1851
-  store <16 x float> %t91_c5_0628, ptr %arena629, align 4
-  %t91_c5_1630 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_1, align 64
-  %1852 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1853 = add nsw i64 %1852, 5
-  %1854 = mul nsw i64 %1853, 64
-  %1855 = add nsw i64 24913168, %1854
-  %1856 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1857 = add nsw i64 %1855, %1856
-  %1858 = add nsw i64 %1857, 16
-  %arena631 = getelementptr inbounds float, ptr %arena, i64 %1858
-  store <16 x float> %t91_c5_1630, ptr %arena631, align 4
-  %t91_c5_2632 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_2, align 64
-  %1859 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1860 = add nsw i64 %1859, 5
-  %1861 = mul nsw i64 %1860, 64
-  %1862 = add nsw i64 24913168, %1861
-  %1863 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1864 = add nsw i64 %1862, %1863
-  %1865 = add nsw i64 %1864, 32
-  %arena633 = getelementptr inbounds float, ptr %arena, i64 %1865
-  store <16 x float> %t91_c5_2632, ptr %arena633, align 4
-  %t91_c5_3634 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_3, align 64
-  %1866 = mul nsw i64 %conv2_weight_grad.mb90514, 6
-  %1867 = add nsw i64 %1866, 5
-  %1868 = mul nsw i64 %1867, 64
-  %1869 = add nsw i64 24913168, %1868
-  %1870 = mul nsw i64 %conv2_weight_grad.nb89513, 64
-  %1871 = add nsw i64 %1869, %1870
-  %1872 = add nsw i64 %1871, 48
-  %arena635 = getelementptr inbounds float, ptr %arena, i64 %1872
-  store <16 x float> %t91_c5_3634, ptr %arena635, align 4
-  %mb90.next = add nsw i64 %conv2_weight_grad.mb90514, 1
-  %1873 = icmp slt i64 %mb90.next, 48
-  br i1 %1873, label %conv2_weight_grad.mb90, label %conv2_weight_grad.mb90.end
+  %arena561 = getelementptr inbounds float, ptr %arena, i64 %1719
+  %1720 = load <16 x float>, ptr %arena561, align 4
+  store <16 x float> %1720, ptr %conv2_weight_grad.t118_c3_0, align 64
+  %1721 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1722 = add nsw i64 %1721, 3
+  %1723 = mul nsw i64 %1722, 64
+  %1724 = add nsw i64 24913168, %1723
+  %1725 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1726 = add nsw i64 %1724, %1725
+  %1727 = add nsw i64 %1726, 16
+  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1727
+  %1728 = load <16 x float>, ptr %arena562, align 4
+  store <16 x float> %1728, ptr %conv2_weight_grad.t118_c3_1, align 64
+  %1729 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1730 = add nsw i64 %1729, 3
+  %1731 = mul nsw i64 %1730, 64
+  %1732 = add nsw i64 24913168, %1731
+  %1733 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1734 = add nsw i64 %1732, %1733
+  %1735 = add nsw i64 %1734, 32
+  %arena563 = getelementptr inbounds float, ptr %arena, i64 %1735
+  %1736 = load <16 x float>, ptr %arena563, align 4
+  store <16 x float> %1736, ptr %conv2_weight_grad.t118_c3_2, align 64
+  %1737 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1738 = add nsw i64 %1737, 3
+  %1739 = mul nsw i64 %1738, 64
+  %1740 = add nsw i64 24913168, %1739
+  %1741 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1742 = add nsw i64 %1740, %1741
+  %1743 = add nsw i64 %1742, 48
+  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1743
+  %1744 = load <16 x float>, ptr %arena564, align 4
+  store <16 x float> %1744, ptr %conv2_weight_grad.t118_c3_3, align 64
+  %1745 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1746 = add nsw i64 %1745, 4
+  %1747 = mul nsw i64 %1746, 64
+  %1748 = add nsw i64 24913168, %1747
+  %1749 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1750 = add nsw i64 %1748, %1749
+  %arena565 = getelementptr inbounds float, ptr %arena, i64 %1750
+  %1751 = load <16 x float>, ptr %arena565, align 4
+  store <16 x float> %1751, ptr %conv2_weight_grad.t118_c4_0, align 64
+  %1752 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1753 = add nsw i64 %1752, 4
+  %1754 = mul nsw i64 %1753, 64
+  %1755 = add nsw i64 24913168, %1754
+  %1756 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1757 = add nsw i64 %1755, %1756
+  %1758 = add nsw i64 %1757, 16
+  %arena566 = getelementptr inbounds float, ptr %arena, i64 %1758
+  %1759 = load <16 x float>, ptr %arena566, align 4
+  store <16 x float> %1759, ptr %conv2_weight_grad.t118_c4_1, align 64
+  %1760 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1761 = add nsw i64 %1760, 4
+  %1762 = mul nsw i64 %1761, 64
+  %1763 = add nsw i64 24913168, %1762
+  %1764 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1765 = add nsw i64 %1763, %1764
+  %1766 = add nsw i64 %1765, 32
+  %arena567 = getelementptr inbounds float, ptr %arena, i64 %1766
+  %1767 = load <16 x float>, ptr %arena567, align 4
+  store <16 x float> %1767, ptr %conv2_weight_grad.t118_c4_2, align 64
+  %1768 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1769 = add nsw i64 %1768, 4
+  %1770 = mul nsw i64 %1769, 64
+  %1771 = add nsw i64 24913168, %1770
+  %1772 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1773 = add nsw i64 %1771, %1772
+  %1774 = add nsw i64 %1773, 48
+  %arena568 = getelementptr inbounds float, ptr %arena, i64 %1774
+  %1775 = load <16 x float>, ptr %arena568, align 4
+  store <16 x float> %1775, ptr %conv2_weight_grad.t118_c4_3, align 64
+  %1776 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1777 = add nsw i64 %1776, 5
+  %1778 = mul nsw i64 %1777, 64
+  %1779 = add nsw i64 24913168, %1778
+  %1780 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1781 = add nsw i64 %1779, %1780
+  %arena569 = getelementptr inbounds float, ptr %arena, i64 %1781
+  %1782 = load <16 x float>, ptr %arena569, align 4
+  store <16 x float> %1782, ptr %conv2_weight_grad.t118_c5_0, align 64
+  %1783 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1784 = add nsw i64 %1783, 5
+  %1785 = mul nsw i64 %1784, 64
+  %1786 = add nsw i64 24913168, %1785
+  %1787 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1788 = add nsw i64 %1786, %1787
+  %1789 = add nsw i64 %1788, 16
+  %arena570 = getelementptr inbounds float, ptr %arena, i64 %1789
+  %1790 = load <16 x float>, ptr %arena570, align 4
+  store <16 x float> %1790, ptr %conv2_weight_grad.t118_c5_1, align 64
+  %1791 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1792 = add nsw i64 %1791, 5
+  %1793 = mul nsw i64 %1792, 64
+  %1794 = add nsw i64 24913168, %1793
+  %1795 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1796 = add nsw i64 %1794, %1795
+  %1797 = add nsw i64 %1796, 32
+  %arena571 = getelementptr inbounds float, ptr %arena, i64 %1797
+  %1798 = load <16 x float>, ptr %arena571, align 4
+  store <16 x float> %1798, ptr %conv2_weight_grad.t118_c5_2, align 64
+  %1799 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1800 = add nsw i64 %1799, 5
+  %1801 = mul nsw i64 %1800, 64
+  %1802 = add nsw i64 24913168, %1801
+  %1803 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1804 = add nsw i64 %1802, %1803
+  %1805 = add nsw i64 %1804, 48
+  %arena572 = getelementptr inbounds float, ptr %arena, i64 %1805
+  %1806 = load <16 x float>, ptr %arena572, align 4
+  store <16 x float> %1806, ptr %conv2_weight_grad.t118_c5_3, align 64
+  br label %conv2_weight_grad.k119
 
-conv2_weight_grad.nb93:                           ; preds = %conv2_weight_grad.mb94.end, %conv2_weight_grad.kp88.end
-  %conv2_weight_grad.nb93636 = phi i64 [ 0, %conv2_weight_grad.kp88.end ], [ %nb93.next, %conv2_weight_grad.mb94.end ]
-  br label %conv2_weight_grad.mb94
+conv2_weight_grad.mb117.end:                      ; preds = %conv2_weight_grad.k119.end
+  %nb116.next = add nsw i64 %conv2_weight_grad.nb116547, 1
+  %1807 = icmp slt i64 %nb116.next, 1
+  br i1 %1807, label %conv2_weight_grad.nb116, label %conv2_weight_grad.nb116.end
 
-conv2_weight_grad.nb93.end:                       ; preds = %conv2_weight_grad.mb94.end
-  %g73.next = add nsw i64 %conv2_weight_grad.g73484, 1
-  %1874 = icmp slt i64 %g73.next, 1
-  br i1 %1874, label %conv2_weight_grad.g73, label %conv2_weight_grad.g73.end
+conv2_weight_grad.k119:                           ; preds = %conv2_weight_grad.k119, %conv2_weight_grad.mb117
+  %conv2_weight_grad.k119573 = phi i64 [ 0, %conv2_weight_grad.mb117 ], [ %k119.next, %conv2_weight_grad.k119 ]
+  %1808 = mul nsw i64 %conv2_weight_grad.kp115546, 384
+  %1809 = add nsw i64 %conv2_weight_grad.k119573, %1808
+  %1810 = mul nsw i64 %1809, 64
+  %1811 = add nsw i64 21701904, %1810
+  %1812 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1813 = add nsw i64 %1811, %1812
+  %arena574 = getelementptr inbounds float, ptr %arena, i64 %1813
+  %1814 = load <16 x float>, ptr %arena574, align 4
+  store <16 x float> %1814, ptr %conv2_weight_grad.t118_b0, align 64
+  %1815 = mul nsw i64 %conv2_weight_grad.kp115546, 384
+  %1816 = add nsw i64 %conv2_weight_grad.k119573, %1815
+  %1817 = mul nsw i64 %1816, 64
+  %1818 = add nsw i64 21701904, %1817
+  %1819 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1820 = add nsw i64 %1818, %1819
+  %1821 = add nsw i64 %1820, 16
+  %arena575 = getelementptr inbounds float, ptr %arena, i64 %1821
+  %1822 = load <16 x float>, ptr %arena575, align 4
+  store <16 x float> %1822, ptr %conv2_weight_grad.t118_b1, align 64
+  %1823 = mul nsw i64 %conv2_weight_grad.kp115546, 384
+  %1824 = add nsw i64 %conv2_weight_grad.k119573, %1823
+  %1825 = mul nsw i64 %1824, 64
+  %1826 = add nsw i64 21701904, %1825
+  %1827 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1828 = add nsw i64 %1826, %1827
+  %1829 = add nsw i64 %1828, 32
+  %arena576 = getelementptr inbounds float, ptr %arena, i64 %1829
+  %1830 = load <16 x float>, ptr %arena576, align 4
+  store <16 x float> %1830, ptr %conv2_weight_grad.t118_b2, align 64
+  %1831 = mul nsw i64 %conv2_weight_grad.kp115546, 384
+  %1832 = add nsw i64 %conv2_weight_grad.k119573, %1831
+  %1833 = mul nsw i64 %1832, 64
+  %1834 = add nsw i64 21701904, %1833
+  %1835 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1836 = add nsw i64 %1834, %1835
+  %1837 = add nsw i64 %1836, 48
+  %arena577 = getelementptr inbounds float, ptr %arena, i64 %1837
+  %1838 = load <16 x float>, ptr %arena577, align 4
+  store <16 x float> %1838, ptr %conv2_weight_grad.t118_b3, align 64
+  %1839 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1840 = mul nsw i64 %1839, 50176
+  %1841 = add nsw i64 7251216, %1840
+  %1842 = mul nsw i64 %conv2_weight_grad.kp115546, 384
+  %1843 = add nsw i64 %conv2_weight_grad.k119573, %1842
+  %1844 = add nsw i64 %1841, %1843
+  %arena578 = getelementptr inbounds float, ptr %arena, i64 %1844
+  %1845 = load float, ptr %arena578, align 4
+  %1846 = insertelement <16 x float> undef, float %1845, i32 0
+  %1847 = shufflevector <16 x float> %1846, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1847, ptr %conv2_weight_grad.t118_a0, align 64
+  %t118_a0 = load <16 x float>, ptr %conv2_weight_grad.t118_a0, align 64
+  %t118_b0 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c0_0, align 64
+  %1848 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a0, <16 x float> %t118_b0, <16 x float> %t118_c0_0)
+  store <16 x float> %1848, ptr %conv2_weight_grad.t118_c0_0, align 64
+  %t118_a0579 = load <16 x float>, ptr %conv2_weight_grad.t118_a0, align 64
+  %t118_b1 = load <16 x float>, ptr %conv2_weight_grad.t118_b1, align 64
+  %t118_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t118_c0_1, align 64
+  %1849 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a0579, <16 x float> %t118_b1, <16 x float> %t118_c0_1)
+  store <16 x float> %1849, ptr %conv2_weight_grad.t118_c0_1, align 64
+  %t118_a0580 = load <16 x float>, ptr %conv2_weight_grad.t118_a0, align 64
+  %t118_b2 = load <16 x float>, ptr %conv2_weight_grad.t118_b2, align 64
+  %t118_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t118_c0_2, align 64
+  %1850 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a0580, <16 x float> %t118_b2, <16 x float> %t118_c0_2)
+  store <16 x float> %1850, ptr %conv2_weight_grad.t118_c0_2, align 64
+  %t118_a0581 = load <16 x float>, ptr %conv2_weight_grad.t118_a0, align 64
+  %t118_b3 = load <16 x float>, ptr %conv2_weight_grad.t118_b3, align 64
+  %t118_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t118_c0_3, align 64
+  %1851 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a0581, <16 x float> %t118_b3, <16 x float> %t118_c0_3)
+  store <16 x float> %1851, ptr %conv2_weight_grad.t118_c0_3, align 64
+  %1852 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1853 = add nsw i64 %1852, 1
+  %1854 = mul nsw i64 %1853, 50176
+  %1855 = add nsw i64 7251216, %1854
+  %1856 = mul nsw i64 %conv2_weight_grad.kp115546, 384
+  %1857 = add nsw i64 %conv2_weight_grad.k119573, %1856
+  %1858 = add nsw i64 %1855, %1857
+  %arena582 = getelementptr inbounds float, ptr %arena, i64 %1858
+  %1859 = load float, ptr %arena582, align 4
+  %1860 = insertelement <16 x float> undef, float %1859, i32 0
+  %1861 = shufflevector <16 x float> %1860, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1861, ptr %conv2_weight_grad.t118_a1, align 64
+  %t118_a1 = load <16 x float>, ptr %conv2_weight_grad.t118_a1, align 64
+  %t118_b0583 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c1_0, align 64
+  %1862 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a1, <16 x float> %t118_b0583, <16 x float> %t118_c1_0)
+  store <16 x float> %1862, ptr %conv2_weight_grad.t118_c1_0, align 64
+  %t118_a1584 = load <16 x float>, ptr %conv2_weight_grad.t118_a1, align 64
+  %t118_b1585 = load <16 x float>, ptr %conv2_weight_grad.t118_b1, align 64
+  %t118_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t118_c1_1, align 64
+  %1863 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a1584, <16 x float> %t118_b1585, <16 x float> %t118_c1_1)
+  store <16 x float> %1863, ptr %conv2_weight_grad.t118_c1_1, align 64
+  %t118_a1586 = load <16 x float>, ptr %conv2_weight_grad.t118_a1, align 64
+  %t118_b2587 = load <16 x float>, ptr %conv2_weight_grad.t118_b2, align 64
+  %t118_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t118_c1_2, align 64
+  %1864 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a1586, <16 x float> %t118_b2587, <16 x float> %t118_c1_2)
+  store <16 x float> %1864, ptr %conv2_weight_grad.t118_c1_2, align 64
+  %t118_a1588 = load <16 x float>, ptr %conv2_weight_grad.t118_a1, align 64
+  %t118_b3589 = load <16 x float>, ptr %conv2_weight_grad.t118_b3, align 64
+  %t118_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t118_c1_3, align 64
+  %1865 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a1588, <16 x float> %t118_b3589, <16 x float> %t118_c1_3)
+  store <16 x float> %1865, ptr %conv2_weight_grad.t118_c1_3, align 64
+  %1866 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1867 = add nsw i64 %1866, 2
+  %1868 = mul nsw i64 %1867, 50176
+  %1869 = add nsw i64 7251216, %1868
+  %1870 = mul nsw i64 %conv2_weight_grad.kp115546, 384
+  %1871 = add nsw i64 %conv2_weight_grad.k119573, %1870
+  %1872 = add nsw i64 %1869, %1871
+  %arena590 = getelementptr inbounds float, ptr %arena, i64 %1872
+  %1873 = load float, ptr %arena590, align 4
+  %1874 = insertelement <16 x float> undef, float %1873, i32 0
+  %1875 = shufflevector <16 x float> %1874, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1875, ptr %conv2_weight_grad.t118_a2, align 64
+  %t118_a2 = load <16 x float>, ptr %conv2_weight_grad.t118_a2, align 64
+  %t118_b0591 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c2_0, align 64
+  %1876 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a2, <16 x float> %t118_b0591, <16 x float> %t118_c2_0)
+  store <16 x float> %1876, ptr %conv2_weight_grad.t118_c2_0, align 64
+  %t118_a2592 = load <16 x float>, ptr %conv2_weight_grad.t118_a2, align 64
+  %t118_b1593 = load <16 x float>, ptr %conv2_weight_grad.t118_b1, align 64
+  %t118_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t118_c2_1, align 64
+  %1877 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a2592, <16 x float> %t118_b1593, <16 x float> %t118_c2_1)
+  store <16 x float> %1877, ptr %conv2_weight_grad.t118_c2_1, align 64
+  %t118_a2594 = load <16 x float>, ptr %conv2_weight_grad.t118_a2, align 64
+  %t118_b2595 = load <16 x float>, ptr %conv2_weight_grad.t118_b2, align 64
+  %t118_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t118_c2_2, align 64
+  %1878 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a2594, <16 x float> %t118_b2595, <16 x float> %t118_c2_2)
+  store <16 x float> %1878, ptr %conv2_weight_grad.t118_c2_2, align 64
+  %t118_a2596 = load <16 x float>, ptr %conv2_weight_grad.t118_a2, align 64
+  %t118_b3597 = load <16 x float>, ptr %conv2_weight_grad.t118_b3, align 64
+  %t118_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t118_c2_3, align 64
+  %1879 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a2596, <16 x float> %t118_b3597, <16 x float> %t118_c2_3)
+  store <16 x float> %1879, ptr %conv2_weight_grad.t118_c2_3, align 64
+  %1880 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1881 = add nsw i64 %1880, 3
+  %1882 = mul nsw i64 %1881, 50176
+  %1883 = add nsw i64 7251216, %1882
+  %1884 = mul nsw i64 %conv2_weight_grad.kp115546, 384
+  %1885 = add nsw i64 %conv2_weight_grad.k119573, %1884
+  %1886 = add nsw i64 %1883, %1885
+  %arena598 = getelementptr inbounds float, ptr %arena, i64 %1886
+  %1887 = load float, ptr %arena598, align 4
+  %1888 = insertelement <16 x float> undef, float %1887, i32 0
+  %1889 = shufflevector <16 x float> %1888, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1889, ptr %conv2_weight_grad.t118_a3, align 64
+  %t118_a3 = load <16 x float>, ptr %conv2_weight_grad.t118_a3, align 64
+  %t118_b0599 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c3_0, align 64
+  %1890 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a3, <16 x float> %t118_b0599, <16 x float> %t118_c3_0)
+  store <16 x float> %1890, ptr %conv2_weight_grad.t118_c3_0, align 64
+  %t118_a3600 = load <16 x float>, ptr %conv2_weight_grad.t118_a3, align 64
+  %t118_b1601 = load <16 x float>, ptr %conv2_weight_grad.t118_b1, align 64
+  %t118_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t118_c3_1, align 64
+  %1891 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a3600, <16 x float> %t118_b1601, <16 x float> %t118_c3_1)
+  store <16 x float> %1891, ptr %conv2_weight_grad.t118_c3_1, align 64
+  %t118_a3602 = load <16 x float>, ptr %conv2_weight_grad.t118_a3, align 64
+  %t118_b2603 = load <16 x float>, ptr %conv2_weight_grad.t118_b2, align 64
+  %t118_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t118_c3_2, align 64
+  %1892 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a3602, <16 x float> %t118_b2603, <16 x float> %t118_c3_2)
+  store <16 x float> %1892, ptr %conv2_weight_grad.t118_c3_2, align 64
+  %t118_a3604 = load <16 x float>, ptr %conv2_weight_grad.t118_a3, align 64
+  %t118_b3605 = load <16 x float>, ptr %conv2_weight_grad.t118_b3, align 64
+  %t118_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t118_c3_3, align 64
+  %1893 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a3604, <16 x float> %t118_b3605, <16 x float> %t118_c3_3)
+  store <16 x float> %1893, ptr %conv2_weight_grad.t118_c3_3, align 64
+  %1894 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1895 = add nsw i64 %1894, 4
+  %1896 = mul nsw i64 %1895, 50176
+  %1897 = add nsw i64 7251216, %1896
+  %1898 = mul nsw i64 %conv2_weight_grad.kp115546, 384
+  %1899 = add nsw i64 %conv2_weight_grad.k119573, %1898
+  %1900 = add nsw i64 %1897, %1899
+  %arena606 = getelementptr inbounds float, ptr %arena, i64 %1900
+  %1901 = load float, ptr %arena606, align 4
+  %1902 = insertelement <16 x float> undef, float %1901, i32 0
+  %1903 = shufflevector <16 x float> %1902, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1903, ptr %conv2_weight_grad.t118_a4, align 64
+  %t118_a4 = load <16 x float>, ptr %conv2_weight_grad.t118_a4, align 64
+  %t118_b0607 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c4_0, align 64
+  %1904 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a4, <16 x float> %t118_b0607, <16 x float> %t118_c4_0)
+  store <16 x float> %1904, ptr %conv2_weight_grad.t118_c4_0, align 64
+  %t118_a4608 = load <16 x float>, ptr %conv2_weight_grad.t118_a4, align 64
+  %t118_b1609 = load <16 x float>, ptr %conv2_weight_grad.t118_b1, align 64
+  %t118_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t118_c4_1, align 64
+  %1905 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a4608, <16 x float> %t118_b1609, <16 x float> %t118_c4_1)
+  store <16 x float> %1905, ptr %conv2_weight_grad.t118_c4_1, align 64
+  %t118_a4610 = load <16 x float>, ptr %conv2_weight_grad.t118_a4, align 64
+  %t118_b2611 = load <16 x float>, ptr %conv2_weight_grad.t118_b2, align 64
+  %t118_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t118_c4_2, align 64
+  %1906 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a4610, <16 x float> %t118_b2611, <16 x float> %t118_c4_2)
+  store <16 x float> %1906, ptr %conv2_weight_grad.t118_c4_2, align 64
+  %t118_a4612 = load <16 x float>, ptr %conv2_weight_grad.t118_a4, align 64
+  %t118_b3613 = load <16 x float>, ptr %conv2_weight_grad.t118_b3, align 64
+  %t118_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t118_c4_3, align 64
+  %1907 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a4612, <16 x float> %t118_b3613, <16 x float> %t118_c4_3)
+  store <16 x float> %1907, ptr %conv2_weight_grad.t118_c4_3, align 64
+  %1908 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1909 = add nsw i64 %1908, 5
+  %1910 = mul nsw i64 %1909, 50176
+  %1911 = add nsw i64 7251216, %1910
+  %1912 = mul nsw i64 %conv2_weight_grad.kp115546, 384
+  %1913 = add nsw i64 %conv2_weight_grad.k119573, %1912
+  %1914 = add nsw i64 %1911, %1913
+  %arena614 = getelementptr inbounds float, ptr %arena, i64 %1914
+  %1915 = load float, ptr %arena614, align 4
+  %1916 = insertelement <16 x float> undef, float %1915, i32 0
+  %1917 = shufflevector <16 x float> %1916, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1917, ptr %conv2_weight_grad.t118_a5, align 64
+  %t118_a5 = load <16 x float>, ptr %conv2_weight_grad.t118_a5, align 64
+  %t118_b0615 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c5_0, align 64
+  %1918 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a5, <16 x float> %t118_b0615, <16 x float> %t118_c5_0)
+  store <16 x float> %1918, ptr %conv2_weight_grad.t118_c5_0, align 64
+  %t118_a5616 = load <16 x float>, ptr %conv2_weight_grad.t118_a5, align 64
+  %t118_b1617 = load <16 x float>, ptr %conv2_weight_grad.t118_b1, align 64
+  %t118_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t118_c5_1, align 64
+  %1919 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a5616, <16 x float> %t118_b1617, <16 x float> %t118_c5_1)
+  store <16 x float> %1919, ptr %conv2_weight_grad.t118_c5_1, align 64
+  %t118_a5618 = load <16 x float>, ptr %conv2_weight_grad.t118_a5, align 64
+  %t118_b2619 = load <16 x float>, ptr %conv2_weight_grad.t118_b2, align 64
+  %t118_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t118_c5_2, align 64
+  %1920 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a5618, <16 x float> %t118_b2619, <16 x float> %t118_c5_2)
+  store <16 x float> %1920, ptr %conv2_weight_grad.t118_c5_2, align 64
+  %t118_a5620 = load <16 x float>, ptr %conv2_weight_grad.t118_a5, align 64
+  %t118_b3621 = load <16 x float>, ptr %conv2_weight_grad.t118_b3, align 64
+  %t118_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t118_c5_3, align 64
+  %1921 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a5620, <16 x float> %t118_b3621, <16 x float> %t118_c5_3)
+  store <16 x float> %1921, ptr %conv2_weight_grad.t118_c5_3, align 64
+  %k119.next = add nsw i64 %conv2_weight_grad.k119573, 1
+  %1922 = icmp slt i64 %k119.next, 384
+  br i1 %1922, label %conv2_weight_grad.k119, label %conv2_weight_grad.k119.end
 
-conv2_weight_grad.mb94:                           ; preds = %conv2_weight_grad.k96.end, %conv2_weight_grad.nb93
-  %conv2_weight_grad.mb94637 = phi i64 [ 0, %conv2_weight_grad.nb93 ], [ %mb94.next, %conv2_weight_grad.k96.end ]
-  %1875 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1876 = mul nsw i64 %1875, 64
-  %1877 = add nsw i64 24913168, %1876
-  %1878 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1879 = add nsw i64 %1877, %1878
-  %arena638 = getelementptr inbounds float, ptr %arena, i64 %1879
-  %1880 = load <16 x float>, ptr %arena638, align 4
-  store <16 x float> %1880, ptr %conv2_weight_grad.t95_c0_0, align 64
-  %1881 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1882 = mul nsw i64 %1881, 64
-  %1883 = add nsw i64 24913168, %1882
-  %1884 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1885 = add nsw i64 %1883, %1884
-  %1886 = add nsw i64 %1885, 16
-  %arena639 = getelementptr inbounds float, ptr %arena, i64 %1886
-  %1887 = load <16 x float>, ptr %arena639, align 4
-  store <16 x float> %1887, ptr %conv2_weight_grad.t95_c0_1, align 64
-  %1888 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1889 = mul nsw i64 %1888, 64
-  %1890 = add nsw i64 24913168, %1889
-  %1891 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1892 = add nsw i64 %1890, %1891
-  %1893 = add nsw i64 %1892, 32
-  %arena640 = getelementptr inbounds float, ptr %arena, i64 %1893
-  %1894 = load <16 x float>, ptr %arena640, align 4
-  store <16 x float> %1894, ptr %conv2_weight_grad.t95_c0_2, align 64
-  %1895 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1896 = mul nsw i64 %1895, 64
-  %1897 = add nsw i64 24913168, %1896
-  %1898 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1899 = add nsw i64 %1897, %1898
-  %1900 = add nsw i64 %1899, 48
-  %arena641 = getelementptr inbounds float, ptr %arena, i64 %1900
-  %1901 = load <16 x float>, ptr %arena641, align 4
-  store <16 x float> %1901, ptr %conv2_weight_grad.t95_c0_3, align 64
-  %1902 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1903 = add nsw i64 %1902, 1
-  %1904 = mul nsw i64 %1903, 64
-  %1905 = add nsw i64 24913168, %1904
-  %1906 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1907 = add nsw i64 %1905, %1906
-  %arena642 = getelementptr inbounds float, ptr %arena, i64 %1907
-  %1908 = load <16 x float>, ptr %arena642, align 4
-  store <16 x float> %1908, ptr %conv2_weight_grad.t95_c1_0, align 64
-  %1909 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1910 = add nsw i64 %1909, 1
-  %1911 = mul nsw i64 %1910, 64
-  %1912 = add nsw i64 24913168, %1911
-  %1913 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1914 = add nsw i64 %1912, %1913
-  %1915 = add nsw i64 %1914, 16
-  %arena643 = getelementptr inbounds float, ptr %arena, i64 %1915
-  %1916 = load <16 x float>, ptr %arena643, align 4
-  store <16 x float> %1916, ptr %conv2_weight_grad.t95_c1_1, align 64
-  %1917 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1918 = add nsw i64 %1917, 1
-  %1919 = mul nsw i64 %1918, 64
-  %1920 = add nsw i64 24913168, %1919
-  %1921 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1922 = add nsw i64 %1920, %1921
-  %1923 = add nsw i64 %1922, 32
-  %arena644 = getelementptr inbounds float, ptr %arena, i64 %1923
-  %1924 = load <16 x float>, ptr %arena644, align 4
-  store <16 x float> %1924, ptr %conv2_weight_grad.t95_c1_2, align 64
-  %1925 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1926 = add nsw i64 %1925, 1
-  %1927 = mul nsw i64 %1926, 64
-  %1928 = add nsw i64 24913168, %1927
-  %1929 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1930 = add nsw i64 %1928, %1929
-  %1931 = add nsw i64 %1930, 48
-  %arena645 = getelementptr inbounds float, ptr %arena, i64 %1931
-  %1932 = load <16 x float>, ptr %arena645, align 4
-  store <16 x float> %1932, ptr %conv2_weight_grad.t95_c1_3, align 64
-  %1933 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1934 = add nsw i64 %1933, 2
+conv2_weight_grad.k119.end:                       ; preds = %conv2_weight_grad.k119
+  %t118_c0_0622 = load <16 x float>, ptr %conv2_weight_grad.t118_c0_0, align 64
+  %1923 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1924 = mul nsw i64 %1923, 64
+  %1925 = add nsw i64 24913168, %1924
+  %1926 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1927 = add nsw i64 %1925, %1926
+  %arena623 = getelementptr inbounds float, ptr %arena, i64 %1927
+  store <16 x float> %t118_c0_0622, ptr %arena623, align 4
+  %t118_c0_1624 = load <16 x float>, ptr %conv2_weight_grad.t118_c0_1, align 64
+  %1928 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1929 = mul nsw i64 %1928, 64
+  %1930 = add nsw i64 24913168, %1929
+  %1931 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1932 = add nsw i64 %1930, %1931
+  %1933 = add nsw i64 %1932, 16
+  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1933
+  store <16 x float> %t118_c0_1624, ptr %arena625, align 4
+  %t118_c0_2626 = load <16 x float>, ptr %conv2_weight_grad.t118_c0_2, align 64
+  %1934 = mul nsw i64 %conv2_weight_grad.mb117548, 6
   %1935 = mul nsw i64 %1934, 64
   %1936 = add nsw i64 24913168, %1935
-  %1937 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1937 = mul nsw i64 %conv2_weight_grad.nb116547, 64
   %1938 = add nsw i64 %1936, %1937
-  %arena646 = getelementptr inbounds float, ptr %arena, i64 %1938
-  %1939 = load <16 x float>, ptr %arena646, align 4
-  store <16 x float> %1939, ptr %conv2_weight_grad.t95_c2_0, align 64
-  %1940 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1941 = add nsw i64 %1940, 2
-  %1942 = mul nsw i64 %1941, 64
-  %1943 = add nsw i64 24913168, %1942
-  %1944 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1945 = add nsw i64 %1943, %1944
-  %1946 = add nsw i64 %1945, 16
-  %arena647 = getelementptr inbounds float, ptr %arena, i64 %1946
-  %1947 = load <16 x float>, ptr %arena647, align 4
-  store <16 x float> %1947, ptr %conv2_weight_grad.t95_c2_1, align 64
-  %1948 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1949 = add nsw i64 %1948, 2
-  %1950 = mul nsw i64 %1949, 64
-  %1951 = add nsw i64 24913168, %1950
-  %1952 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1953 = add nsw i64 %1951, %1952
-  %1954 = add nsw i64 %1953, 32
-  %arena648 = getelementptr inbounds float, ptr %arena, i64 %1954
-  %1955 = load <16 x float>, ptr %arena648, align 4
-  store <16 x float> %1955, ptr %conv2_weight_grad.t95_c2_2, align 64
-  %1956 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1957 = add nsw i64 %1956, 2
-  %1958 = mul nsw i64 %1957, 64
-  %1959 = add nsw i64 24913168, %1958
-  %1960 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1961 = add nsw i64 %1959, %1960
-  %1962 = add nsw i64 %1961, 48
-  %arena649 = getelementptr inbounds float, ptr %arena, i64 %1962
-  %1963 = load <16 x float>, ptr %arena649, align 4
-  store <16 x float> %1963, ptr %conv2_weight_grad.t95_c2_3, align 64
-  %1964 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1965 = add nsw i64 %1964, 3
-  %1966 = mul nsw i64 %1965, 64
-  %1967 = add nsw i64 24913168, %1966
-  %1968 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1969 = add nsw i64 %1967, %1968
-  %arena650 = getelementptr inbounds float, ptr %arena, i64 %1969
-  %1970 = load <16 x float>, ptr %arena650, align 4
-  store <16 x float> %1970, ptr %conv2_weight_grad.t95_c3_0, align 64
-  %1971 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1972 = add nsw i64 %1971, 3
-  %1973 = mul nsw i64 %1972, 64
-  %1974 = add nsw i64 24913168, %1973
-  %1975 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1976 = add nsw i64 %1974, %1975
-  %1977 = add nsw i64 %1976, 16
-  %arena651 = getelementptr inbounds float, ptr %arena, i64 %1977
-  %1978 = load <16 x float>, ptr %arena651, align 4
-  store <16 x float> %1978, ptr %conv2_weight_grad.t95_c3_1, align 64
-  %1979 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1980 = add nsw i64 %1979, 3
+  %1939 = add nsw i64 %1938, 32
+  %arena627 = getelementptr inbounds float, ptr %arena, i64 %1939
+  store <16 x float> %t118_c0_2626, ptr %arena627, align 4
+  %t118_c0_3628 = load <16 x float>, ptr %conv2_weight_grad.t118_c0_3, align 64
+  %1940 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1941 = mul nsw i64 %1940, 64
+  %1942 = add nsw i64 24913168, %1941
+  %1943 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1944 = add nsw i64 %1942, %1943
+  %1945 = add nsw i64 %1944, 48
+  %arena629 = getelementptr inbounds float, ptr %arena, i64 %1945
+  store <16 x float> %t118_c0_3628, ptr %arena629, align 4
+  %t118_c1_0630 = load <16 x float>, ptr %conv2_weight_grad.t118_c1_0, align 64
+  %1946 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1947 = add nsw i64 %1946, 1
+  %1948 = mul nsw i64 %1947, 64
+  %1949 = add nsw i64 24913168, %1948
+  %1950 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1951 = add nsw i64 %1949, %1950
+  %arena631 = getelementptr inbounds float, ptr %arena, i64 %1951
+  store <16 x float> %t118_c1_0630, ptr %arena631, align 4
+  %t118_c1_1632 = load <16 x float>, ptr %conv2_weight_grad.t118_c1_1, align 64
+  %1952 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1953 = add nsw i64 %1952, 1
+  %1954 = mul nsw i64 %1953, 64
+  %1955 = add nsw i64 24913168, %1954
+  %1956 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1957 = add nsw i64 %1955, %1956
+  %1958 = add nsw i64 %1957, 16
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %1958
+  store <16 x float> %t118_c1_1632, ptr %arena633, align 4
+  %t118_c1_2634 = load <16 x float>, ptr %conv2_weight_grad.t118_c1_2, align 64
+  %1959 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1960 = add nsw i64 %1959, 1
+  %1961 = mul nsw i64 %1960, 64
+  %1962 = add nsw i64 24913168, %1961
+  %1963 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1964 = add nsw i64 %1962, %1963
+  %1965 = add nsw i64 %1964, 32
+  %arena635 = getelementptr inbounds float, ptr %arena, i64 %1965
+  store <16 x float> %t118_c1_2634, ptr %arena635, align 4
+  %t118_c1_3636 = load <16 x float>, ptr %conv2_weight_grad.t118_c1_3, align 64
+  %1966 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1967 = add nsw i64 %1966, 1
+  %1968 = mul nsw i64 %1967, 64
+  %1969 = add nsw i64 24913168, %1968
+  %1970 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1971 = add nsw i64 %1969, %1970
+  %1972 = add nsw i64 %1971, 48
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %1972
+  store <16 x float> %t118_c1_3636, ptr %arena637, align 4
+  %t118_c2_0638 = load <16 x float>, ptr %conv2_weight_grad.t118_c2_0, align 64
+  %1973 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1974 = add nsw i64 %1973, 2
+  %1975 = mul nsw i64 %1974, 64
+  %1976 = add nsw i64 24913168, %1975
+  %1977 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1978 = add nsw i64 %1976, %1977
+  %arena639 = getelementptr inbounds float, ptr %arena, i64 %1978
+  store <16 x float> %t118_c2_0638, ptr %arena639, align 4
+  %t118_c2_1640 = load <16 x float>, ptr %conv2_weight_grad.t118_c2_1, align 64
+  %1979 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1980 = add nsw i64 %1979, 2
   %1981 = mul nsw i64 %1980, 64
   %1982 = add nsw i64 24913168, %1981
-  %1983 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1983 = mul nsw i64 %conv2_weight_grad.nb116547, 64
   %1984 = add nsw i64 %1982, %1983
-  %1985 = add nsw i64 %1984, 32
-  %arena652 = getelementptr inbounds float, ptr %arena, i64 %1985
-  %1986 = load <16 x float>, ptr %arena652, align 4
-  store <16 x float> %1986, ptr %conv2_weight_grad.t95_c3_2, align 64
-  %1987 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1988 = add nsw i64 %1987, 3
-  %1989 = mul nsw i64 %1988, 64
-  %1990 = add nsw i64 24913168, %1989
-  %1991 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %1992 = add nsw i64 %1990, %1991
-  %1993 = add nsw i64 %1992, 48
-  %arena653 = getelementptr inbounds float, ptr %arena, i64 %1993
-  %1994 = load <16 x float>, ptr %arena653, align 4
-  store <16 x float> %1994, ptr %conv2_weight_grad.t95_c3_3, align 64
-  %1995 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %1996 = add nsw i64 %1995, 4
-  %1997 = mul nsw i64 %1996, 64
-  %1998 = add nsw i64 24913168, %1997
-  %1999 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2000 = add nsw i64 %1998, %1999
-  %arena654 = getelementptr inbounds float, ptr %arena, i64 %2000
-  %2001 = load <16 x float>, ptr %arena654, align 4
-  store <16 x float> %2001, ptr %conv2_weight_grad.t95_c4_0, align 64
-  %2002 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2003 = add nsw i64 %2002, 4
-  %2004 = mul nsw i64 %2003, 64
-  %2005 = add nsw i64 24913168, %2004
-  %2006 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2007 = add nsw i64 %2005, %2006
-  %2008 = add nsw i64 %2007, 16
-  %arena655 = getelementptr inbounds float, ptr %arena, i64 %2008
-  %2009 = load <16 x float>, ptr %arena655, align 4
-  store <16 x float> %2009, ptr %conv2_weight_grad.t95_c4_1, align 64
-  %2010 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2011 = add nsw i64 %2010, 4
-  %2012 = mul nsw i64 %2011, 64
-  %2013 = add nsw i64 24913168, %2012
-  %2014 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2015 = add nsw i64 %2013, %2014
-  %2016 = add nsw i64 %2015, 32
-  %arena656 = getelementptr inbounds float, ptr %arena, i64 %2016
-  %2017 = load <16 x float>, ptr %arena656, align 4
-  store <16 x float> %2017, ptr %conv2_weight_grad.t95_c4_2, align 64
-  %2018 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2019 = add nsw i64 %2018, 4
-  %2020 = mul nsw i64 %2019, 64
-  %2021 = add nsw i64 24913168, %2020
-  %2022 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2023 = add nsw i64 %2021, %2022
-  %2024 = add nsw i64 %2023, 48
-  %arena657 = getelementptr inbounds float, ptr %arena, i64 %2024
-  %2025 = load <16 x float>, ptr %arena657, align 4
-  store <16 x float> %2025, ptr %conv2_weight_grad.t95_c4_3, align 64
-  %2026 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2027 = add nsw i64 %2026, 5
-  %2028 = mul nsw i64 %2027, 64
-  %2029 = add nsw i64 24913168, %2028
-  %2030 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2031 = add nsw i64 %2029, %2030
-  %arena658 = getelementptr inbounds float, ptr %arena, i64 %2031
-  %2032 = load <16 x float>, ptr %arena658, align 4
-  store <16 x float> %2032, ptr %conv2_weight_grad.t95_c5_0, align 64
-  %2033 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2034 = add nsw i64 %2033, 5
+  %1985 = add nsw i64 %1984, 16
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %1985
+  store <16 x float> %t118_c2_1640, ptr %arena641, align 4
+  %t118_c2_2642 = load <16 x float>, ptr %conv2_weight_grad.t118_c2_2, align 64
+  %1986 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1987 = add nsw i64 %1986, 2
+  %1988 = mul nsw i64 %1987, 64
+  %1989 = add nsw i64 24913168, %1988
+  %1990 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1991 = add nsw i64 %1989, %1990
+  %1992 = add nsw i64 %1991, 32
+  %arena643 = getelementptr inbounds float, ptr %arena, i64 %1992
+  store <16 x float> %t118_c2_2642, ptr %arena643, align 4
+  %t118_c2_3644 = load <16 x float>, ptr %conv2_weight_grad.t118_c2_3, align 64
+  %1993 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %1994 = add nsw i64 %1993, 2
+  %1995 = mul nsw i64 %1994, 64
+  %1996 = add nsw i64 24913168, %1995
+  %1997 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %1998 = add nsw i64 %1996, %1997
+  %1999 = add nsw i64 %1998, 48
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %1999
+  store <16 x float> %t118_c2_3644, ptr %arena645, align 4
+  %t118_c3_0646 = load <16 x float>, ptr %conv2_weight_grad.t118_c3_0, align 64
+  %2000 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2001 = add nsw i64 %2000, 3
+  %2002 = mul nsw i64 %2001, 64
+  %2003 = add nsw i64 24913168, %2002
+  %2004 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %2005 = add nsw i64 %2003, %2004
+  %arena647 = getelementptr inbounds float, ptr %arena, i64 %2005
+  store <16 x float> %t118_c3_0646, ptr %arena647, align 4
+  %t118_c3_1648 = load <16 x float>, ptr %conv2_weight_grad.t118_c3_1, align 64
+  %2006 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2007 = add nsw i64 %2006, 3
+  %2008 = mul nsw i64 %2007, 64
+  %2009 = add nsw i64 24913168, %2008
+  %2010 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %2011 = add nsw i64 %2009, %2010
+  %2012 = add nsw i64 %2011, 16
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %2012
+  store <16 x float> %t118_c3_1648, ptr %arena649, align 4
+  %t118_c3_2650 = load <16 x float>, ptr %conv2_weight_grad.t118_c3_2, align 64
+  %2013 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2014 = add nsw i64 %2013, 3
+  %2015 = mul nsw i64 %2014, 64
+  %2016 = add nsw i64 24913168, %2015
+  %2017 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %2018 = add nsw i64 %2016, %2017
+  %2019 = add nsw i64 %2018, 32
+  %arena651 = getelementptr inbounds float, ptr %arena, i64 %2019
+  store <16 x float> %t118_c3_2650, ptr %arena651, align 4
+  %t118_c3_3652 = load <16 x float>, ptr %conv2_weight_grad.t118_c3_3, align 64
+  %2020 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2021 = add nsw i64 %2020, 3
+  %2022 = mul nsw i64 %2021, 64
+  %2023 = add nsw i64 24913168, %2022
+  %2024 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %2025 = add nsw i64 %2023, %2024
+  %2026 = add nsw i64 %2025, 48
+  %arena653 = getelementptr inbounds float, ptr %arena, i64 %2026
+  store <16 x float> %t118_c3_3652, ptr %arena653, align 4
+  %t118_c4_0654 = load <16 x float>, ptr %conv2_weight_grad.t118_c4_0, align 64
+  %2027 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2028 = add nsw i64 %2027, 4
+  %2029 = mul nsw i64 %2028, 64
+  %2030 = add nsw i64 24913168, %2029
+  %2031 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %2032 = add nsw i64 %2030, %2031
+  %arena655 = getelementptr inbounds float, ptr %arena, i64 %2032
+  store <16 x float> %t118_c4_0654, ptr %arena655, align 4
+  %t118_c4_1656 = load <16 x float>, ptr %conv2_weight_grad.t118_c4_1, align 64
+  %2033 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2034 = add nsw i64 %2033, 4
   %2035 = mul nsw i64 %2034, 64
   %2036 = add nsw i64 24913168, %2035
-  %2037 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2037 = mul nsw i64 %conv2_weight_grad.nb116547, 64
   %2038 = add nsw i64 %2036, %2037
   %2039 = add nsw i64 %2038, 16
-  %arena659 = getelementptr inbounds float, ptr %arena, i64 %2039
-  %2040 = load <16 x float>, ptr %arena659, align 4
-  store <16 x float> %2040, ptr %conv2_weight_grad.t95_c5_1, align 64
-  %2041 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2042 = add nsw i64 %2041, 5
-  %2043 = mul nsw i64 %2042, 64
-  %2044 = add nsw i64 24913168, %2043
-  %2045 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2046 = add nsw i64 %2044, %2045
-  %2047 = add nsw i64 %2046, 32
-  %arena660 = getelementptr inbounds float, ptr %arena, i64 %2047
-  %2048 = load <16 x float>, ptr %arena660, align 4
-  store <16 x float> %2048, ptr %conv2_weight_grad.t95_c5_2, align 64
-  %2049 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2050 = add nsw i64 %2049, 5
-  %2051 = mul nsw i64 %2050, 64
-  %2052 = add nsw i64 24913168, %2051
-  %2053 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2054 = add nsw i64 %2052, %2053
-  %2055 = add nsw i64 %2054, 48
-  %arena661 = getelementptr inbounds float, ptr %arena, i64 %2055
-  %2056 = load <16 x float>, ptr %arena661, align 4
-  store <16 x float> %2056, ptr %conv2_weight_grad.t95_c5_3, align 64
-  br label %conv2_weight_grad.k96
+  %arena657 = getelementptr inbounds float, ptr %arena, i64 %2039
+  store <16 x float> %t118_c4_1656, ptr %arena657, align 4
+  %t118_c4_2658 = load <16 x float>, ptr %conv2_weight_grad.t118_c4_2, align 64
+  %2040 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2041 = add nsw i64 %2040, 4
+  %2042 = mul nsw i64 %2041, 64
+  %2043 = add nsw i64 24913168, %2042
+  %2044 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %2045 = add nsw i64 %2043, %2044
+  %2046 = add nsw i64 %2045, 32
+  %arena659 = getelementptr inbounds float, ptr %arena, i64 %2046
+  store <16 x float> %t118_c4_2658, ptr %arena659, align 4
+  %t118_c4_3660 = load <16 x float>, ptr %conv2_weight_grad.t118_c4_3, align 64
+  %2047 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2048 = add nsw i64 %2047, 4
+  %2049 = mul nsw i64 %2048, 64
+  %2050 = add nsw i64 24913168, %2049
+  %2051 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %2052 = add nsw i64 %2050, %2051
+  %2053 = add nsw i64 %2052, 48
+  %arena661 = getelementptr inbounds float, ptr %arena, i64 %2053
+  store <16 x float> %t118_c4_3660, ptr %arena661, align 4
+  %t118_c5_0662 = load <16 x float>, ptr %conv2_weight_grad.t118_c5_0, align 64
+  %2054 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2055 = add nsw i64 %2054, 5
+  %2056 = mul nsw i64 %2055, 64
+  %2057 = add nsw i64 24913168, %2056
+  %2058 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %2059 = add nsw i64 %2057, %2058
+  %arena663 = getelementptr inbounds float, ptr %arena, i64 %2059
+  store <16 x float> %t118_c5_0662, ptr %arena663, align 4
+  %t118_c5_1664 = load <16 x float>, ptr %conv2_weight_grad.t118_c5_1, align 64
+  %2060 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2061 = add nsw i64 %2060, 5
+  %2062 = mul nsw i64 %2061, 64
+  %2063 = add nsw i64 24913168, %2062
+  %2064 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %2065 = add nsw i64 %2063, %2064
+  %2066 = add nsw i64 %2065, 16
+  %arena665 = getelementptr inbounds float, ptr %arena, i64 %2066
+  store <16 x float> %t118_c5_1664, ptr %arena665, align 4
+  %t118_c5_2666 = load <16 x float>, ptr %conv2_weight_grad.t118_c5_2, align 64
+  %2067 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2068 = add nsw i64 %2067, 5
+  %2069 = mul nsw i64 %2068, 64
+  %2070 = add nsw i64 24913168, %2069
+  %2071 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %2072 = add nsw i64 %2070, %2071
+  %2073 = add nsw i64 %2072, 32
+  %arena667 = getelementptr inbounds float, ptr %arena, i64 %2073
+  store <16 x float> %t118_c5_2666, ptr %arena667, align 4
+  %t118_c5_3668 = load <16 x float>, ptr %conv2_weight_grad.t118_c5_3, align 64
+  %2074 = mul nsw i64 %conv2_weight_grad.mb117548, 6
+  %2075 = add nsw i64 %2074, 5
+  %2076 = mul nsw i64 %2075, 64
+  %2077 = add nsw i64 24913168, %2076
+  %2078 = mul nsw i64 %conv2_weight_grad.nb116547, 64
+  %2079 = add nsw i64 %2077, %2078
+  %2080 = add nsw i64 %2079, 48
+  %arena669 = getelementptr inbounds float, ptr %arena, i64 %2080
+  store <16 x float> %t118_c5_3668, ptr %arena669, align 4
+  %mb117.next = add nsw i64 %conv2_weight_grad.mb117548, 1
+  %2081 = icmp slt i64 %mb117.next, 48
+  br i1 %2081, label %conv2_weight_grad.mb117, label %conv2_weight_grad.mb117.end
 
-conv2_weight_grad.mb94.end:                       ; preds = %conv2_weight_grad.k96.end
-  %nb93.next = add nsw i64 %conv2_weight_grad.nb93636, 1
-  %2057 = icmp slt i64 %nb93.next, 1
-  br i1 %2057, label %conv2_weight_grad.nb93, label %conv2_weight_grad.nb93.end
+conv2_weight_grad.nb120:                          ; preds = %conv2_weight_grad.mb121.end, %conv2_weight_grad.kp115.end
+  %conv2_weight_grad.nb120670 = phi i64 [ 0, %conv2_weight_grad.kp115.end ], [ %nb120.next, %conv2_weight_grad.mb121.end ]
+  br label %conv2_weight_grad.mb121
 
-conv2_weight_grad.k96:                            ; preds = %conv2_weight_grad.k96, %conv2_weight_grad.mb94
-  %conv2_weight_grad.k96662 = phi i64 [ 0, %conv2_weight_grad.mb94 ], [ %k96.next, %conv2_weight_grad.k96 ]
-  %2058 = add nsw i64 %conv2_weight_grad.k96662, 49920
-  %2059 = mul nsw i64 %2058, 64
-  %2060 = add nsw i64 21701904, %2059
-  %2061 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2062 = add nsw i64 %2060, %2061
-  %arena663 = getelementptr inbounds float, ptr %arena, i64 %2062
-  %2063 = load <16 x float>, ptr %arena663, align 4
-  store <16 x float> %2063, ptr %conv2_weight_grad.t95_b0, align 64
-  %2064 = add nsw i64 %conv2_weight_grad.k96662, 49920
-  %2065 = mul nsw i64 %2064, 64
-  %2066 = add nsw i64 21701904, %2065
-  %2067 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2068 = add nsw i64 %2066, %2067
-  %2069 = add nsw i64 %2068, 16
-  %arena664 = getelementptr inbounds float, ptr %arena, i64 %2069
-  %2070 = load <16 x float>, ptr %arena664, align 4
-  store <16 x float> %2070, ptr %conv2_weight_grad.t95_b1, align 64
-  %2071 = add nsw i64 %conv2_weight_grad.k96662, 49920
-  %2072 = mul nsw i64 %2071, 64
-  %2073 = add nsw i64 21701904, %2072
-  %2074 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2075 = add nsw i64 %2073, %2074
-  %2076 = add nsw i64 %2075, 32
-  %arena665 = getelementptr inbounds float, ptr %arena, i64 %2076
-  %2077 = load <16 x float>, ptr %arena665, align 4
-  store <16 x float> %2077, ptr %conv2_weight_grad.t95_b2, align 64
-  %2078 = add nsw i64 %conv2_weight_grad.k96662, 49920
-  %2079 = mul nsw i64 %2078, 64
-  %2080 = add nsw i64 21701904, %2079
-  %2081 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2082 = add nsw i64 %2080, %2081
-  %2083 = add nsw i64 %2082, 48
-  %arena666 = getelementptr inbounds float, ptr %arena, i64 %2083
-  %2084 = load <16 x float>, ptr %arena666, align 4
-  store <16 x float> %2084, ptr %conv2_weight_grad.t95_b3, align 64
-  %2085 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2086 = mul nsw i64 %2085, 50176
-  %2087 = add nsw i64 7251216, %2086
-  %2088 = add nsw i64 %conv2_weight_grad.k96662, 49920
-  %2089 = add nsw i64 %2087, %2088
-  %arena667 = getelementptr inbounds float, ptr %arena, i64 %2089
-  %2090 = load float, ptr %arena667, align 4
-  %2091 = insertelement <16 x float> undef, float %2090, i32 0
-  %2092 = shufflevector <16 x float> %2091, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2092, ptr %conv2_weight_grad.t95_a0, align 64
-  %t95_a0 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
-  %t95_b0 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_0, align 64
-  %2093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0, <16 x float> %t95_b0, <16 x float> %t95_c0_0)
-  store <16 x float> %2093, ptr %conv2_weight_grad.t95_c0_0, align 64
-  %t95_a0668 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
-  %t95_b1 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_1, align 64
-  %2094 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0668, <16 x float> %t95_b1, <16 x float> %t95_c0_1)
-  store <16 x float> %2094, ptr %conv2_weight_grad.t95_c0_1, align 64
-  %t95_a0669 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
-  %t95_b2 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_2, align 64
-  %2095 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0669, <16 x float> %t95_b2, <16 x float> %t95_c0_2)
-  store <16 x float> %2095, ptr %conv2_weight_grad.t95_c0_2, align 64
-  %t95_a0670 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
-  %t95_b3 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_3, align 64
-  %2096 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0670, <16 x float> %t95_b3, <16 x float> %t95_c0_3)
-  store <16 x float> %2096, ptr %conv2_weight_grad.t95_c0_3, align 64
-  %2097 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2098 = add nsw i64 %2097, 1
-  %2099 = mul nsw i64 %2098, 50176
-  %2100 = add nsw i64 7251216, %2099
-  %2101 = add nsw i64 %conv2_weight_grad.k96662, 49920
-  %2102 = add nsw i64 %2100, %2101
-  %arena671 = getelementptr inbounds float, ptr %arena, i64 %2102
-  %2103 = load float, ptr %arena671, align 4
-  %2104 = insertelement <16 x float> undef, float %2103, i32 0
-  %2105 = shufflevector <16 x float> %2104, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2105, ptr %conv2_weight_grad.t95_a1, align 64
-  %t95_a1 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
-  %t95_b0672 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_0, align 64
-  %2106 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1, <16 x float> %t95_b0672, <16 x float> %t95_c1_0)
-  store <16 x float> %2106, ptr %conv2_weight_grad.t95_c1_0, align 64
-  %t95_a1673 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
-  %t95_b1674 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_1, align 64
-  %2107 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1673, <16 x float> %t95_b1674, <16 x float> %t95_c1_1)
-  store <16 x float> %2107, ptr %conv2_weight_grad.t95_c1_1, align 64
-  %t95_a1675 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
-  %t95_b2676 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_2, align 64
-  %2108 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1675, <16 x float> %t95_b2676, <16 x float> %t95_c1_2)
-  store <16 x float> %2108, ptr %conv2_weight_grad.t95_c1_2, align 64
-  %t95_a1677 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
-  %t95_b3678 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_3, align 64
-  %2109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1677, <16 x float> %t95_b3678, <16 x float> %t95_c1_3)
-  store <16 x float> %2109, ptr %conv2_weight_grad.t95_c1_3, align 64
-  %2110 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2111 = add nsw i64 %2110, 2
-  %2112 = mul nsw i64 %2111, 50176
-  %2113 = add nsw i64 7251216, %2112
-  %2114 = add nsw i64 %conv2_weight_grad.k96662, 49920
+conv2_weight_grad.nb120.end:                      ; preds = %conv2_weight_grad.mb121.end
+  %g100.next = add nsw i64 %conv2_weight_grad.g100518, 1
+  %2082 = icmp slt i64 %g100.next, 1
+  br i1 %2082, label %conv2_weight_grad.g100, label %conv2_weight_grad.g100.end
+
+conv2_weight_grad.mb121:                          ; preds = %conv2_weight_grad.k123.end, %conv2_weight_grad.nb120
+  %conv2_weight_grad.mb121671 = phi i64 [ 0, %conv2_weight_grad.nb120 ], [ %mb121.next, %conv2_weight_grad.k123.end ]
+  %2083 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2084 = mul nsw i64 %2083, 64
+  %2085 = add nsw i64 24913168, %2084
+  %2086 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2087 = add nsw i64 %2085, %2086
+  %arena672 = getelementptr inbounds float, ptr %arena, i64 %2087
+  %2088 = load <16 x float>, ptr %arena672, align 4
+  store <16 x float> %2088, ptr %conv2_weight_grad.t122_c0_0, align 64
+  %2089 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2090 = mul nsw i64 %2089, 64
+  %2091 = add nsw i64 24913168, %2090
+  %2092 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2093 = add nsw i64 %2091, %2092
+  %2094 = add nsw i64 %2093, 16
+  %arena673 = getelementptr inbounds float, ptr %arena, i64 %2094
+  %2095 = load <16 x float>, ptr %arena673, align 4
+  store <16 x float> %2095, ptr %conv2_weight_grad.t122_c0_1, align 64
+  %2096 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2097 = mul nsw i64 %2096, 64
+  %2098 = add nsw i64 24913168, %2097
+  %2099 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2100 = add nsw i64 %2098, %2099
+  %2101 = add nsw i64 %2100, 32
+  %arena674 = getelementptr inbounds float, ptr %arena, i64 %2101
+  %2102 = load <16 x float>, ptr %arena674, align 4
+  store <16 x float> %2102, ptr %conv2_weight_grad.t122_c0_2, align 64
+  %2103 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2104 = mul nsw i64 %2103, 64
+  %2105 = add nsw i64 24913168, %2104
+  %2106 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2107 = add nsw i64 %2105, %2106
+  %2108 = add nsw i64 %2107, 48
+  %arena675 = getelementptr inbounds float, ptr %arena, i64 %2108
+  %2109 = load <16 x float>, ptr %arena675, align 4
+  store <16 x float> %2109, ptr %conv2_weight_grad.t122_c0_3, align 64
+  %2110 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2111 = add nsw i64 %2110, 1
+  %2112 = mul nsw i64 %2111, 64
+  %2113 = add nsw i64 24913168, %2112
+  %2114 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2115 = add nsw i64 %2113, %2114
-  %arena679 = getelementptr inbounds float, ptr %arena, i64 %2115
-  %2116 = load float, ptr %arena679, align 4
-  %2117 = insertelement <16 x float> undef, float %2116, i32 0
-  %2118 = shufflevector <16 x float> %2117, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2118, ptr %conv2_weight_grad.t95_a2, align 64
-  %t95_a2 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
-  %t95_b0680 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_0, align 64
-  %2119 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2, <16 x float> %t95_b0680, <16 x float> %t95_c2_0)
-  store <16 x float> %2119, ptr %conv2_weight_grad.t95_c2_0, align 64
-  %t95_a2681 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
-  %t95_b1682 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_1, align 64
-  %2120 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2681, <16 x float> %t95_b1682, <16 x float> %t95_c2_1)
-  store <16 x float> %2120, ptr %conv2_weight_grad.t95_c2_1, align 64
-  %t95_a2683 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
-  %t95_b2684 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_2, align 64
-  %2121 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2683, <16 x float> %t95_b2684, <16 x float> %t95_c2_2)
-  store <16 x float> %2121, ptr %conv2_weight_grad.t95_c2_2, align 64
-  %t95_a2685 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
-  %t95_b3686 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_3, align 64
-  %2122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2685, <16 x float> %t95_b3686, <16 x float> %t95_c2_3)
-  store <16 x float> %2122, ptr %conv2_weight_grad.t95_c2_3, align 64
-  %2123 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2124 = add nsw i64 %2123, 3
-  %2125 = mul nsw i64 %2124, 50176
-  %2126 = add nsw i64 7251216, %2125
-  %2127 = add nsw i64 %conv2_weight_grad.k96662, 49920
-  %2128 = add nsw i64 %2126, %2127
-  %arena687 = getelementptr inbounds float, ptr %arena, i64 %2128
-  %2129 = load float, ptr %arena687, align 4
-  %2130 = insertelement <16 x float> undef, float %2129, i32 0
-  %2131 = shufflevector <16 x float> %2130, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2131, ptr %conv2_weight_grad.t95_a3, align 64
-  %t95_a3 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
-  %t95_b0688 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_0, align 64
-  %2132 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3, <16 x float> %t95_b0688, <16 x float> %t95_c3_0)
-  store <16 x float> %2132, ptr %conv2_weight_grad.t95_c3_0, align 64
-  %t95_a3689 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
-  %t95_b1690 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_1, align 64
-  %2133 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3689, <16 x float> %t95_b1690, <16 x float> %t95_c3_1)
-  store <16 x float> %2133, ptr %conv2_weight_grad.t95_c3_1, align 64
-  %t95_a3691 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
-  %t95_b2692 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_2, align 64
-  %2134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3691, <16 x float> %t95_b2692, <16 x float> %t95_c3_2)
-  store <16 x float> %2134, ptr %conv2_weight_grad.t95_c3_2, align 64
-  %t95_a3693 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
-  %t95_b3694 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_3, align 64
-  %2135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3693, <16 x float> %t95_b3694, <16 x float> %t95_c3_3)
-  store <16 x float> %2135, ptr %conv2_weight_grad.t95_c3_3, align 64
-  %2136 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2137 = add nsw i64 %2136, 4
-  %2138 = mul nsw i64 %2137, 50176
-  %2139 = add nsw i64 7251216, %2138
-  %2140 = add nsw i64 %conv2_weight_grad.k96662, 49920
-  %2141 = add nsw i64 %2139, %2140
-  %arena695 = getelementptr inbounds float, ptr %arena, i64 %2141
-  %2142 = load float, ptr %arena695, align 4
-  %2143 = insertelement <16 x float> undef, float %2142, i32 0
-  %2144 = shufflevector <16 x float> %2143, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2144, ptr %conv2_weight_grad.t95_a4, align 64
-  %t95_a4 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
-  %t95_b0696 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_0, align 64
-  %2145 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4, <16 x float> %t95_b0696, <16 x float> %t95_c4_0)
-  store <16 x float> %2145, ptr %conv2_weight_grad.t95_c4_0, align 64
-  %t95_a4697 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
-  %t95_b1698 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_1, align 64
-  %2146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4697, <16 x float> %t95_b1698, <16 x float> %t95_c4_1)
-  store <16 x float> %2146, ptr %conv2_weight_grad.t95_c4_1, align 64
-  %t95_a4699 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
-  %t95_b2700 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_2, align 64
-  %2147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4699, <16 x float> %t95_b2700, <16 x float> %t95_c4_2)
-  store <16 x float> %2147, ptr %conv2_weight_grad.t95_c4_2, align 64
-  %t95_a4701 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
-  %t95_b3702 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_3, align 64
-  %2148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4701, <16 x float> %t95_b3702, <16 x float> %t95_c4_3)
-  store <16 x float> %2148, ptr %conv2_weight_grad.t95_c4_3, align 64
-  %2149 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2150 = add nsw i64 %2149, 5
-  %2151 = mul nsw i64 %2150, 50176
-  %2152 = add nsw i64 7251216, %2151
-  %2153 = add nsw i64 %conv2_weight_grad.k96662, 49920
-  %2154 = add nsw i64 %2152, %2153
-  %arena703 = getelementptr inbounds float, ptr %arena, i64 %2154
-  %2155 = load float, ptr %arena703, align 4
-  %2156 = insertelement <16 x float> undef, float %2155, i32 0
-  %2157 = shufflevector <16 x float> %2156, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2157, ptr %conv2_weight_grad.t95_a5, align 64
-  %t95_a5 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
-  %t95_b0704 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_0, align 64
-  %2158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5, <16 x float> %t95_b0704, <16 x float> %t95_c5_0)
-  store <16 x float> %2158, ptr %conv2_weight_grad.t95_c5_0, align 64
-  %t95_a5705 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
-  %t95_b1706 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_1, align 64
-  %2159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5705, <16 x float> %t95_b1706, <16 x float> %t95_c5_1)
-  store <16 x float> %2159, ptr %conv2_weight_grad.t95_c5_1, align 64
-  %t95_a5707 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
-  %t95_b2708 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_2, align 64
-  %2160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5707, <16 x float> %t95_b2708, <16 x float> %t95_c5_2)
-  store <16 x float> %2160, ptr %conv2_weight_grad.t95_c5_2, align 64
-  %t95_a5709 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
-  %t95_b3710 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_3, align 64
-  %2161 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5709, <16 x float> %t95_b3710, <16 x float> %t95_c5_3)
-  store <16 x float> %2161, ptr %conv2_weight_grad.t95_c5_3, align 64
-  %k96.next = add nsw i64 %conv2_weight_grad.k96662, 1
-  %2162 = icmp slt i64 %k96.next, 256
-  br i1 %2162, label %conv2_weight_grad.k96, label %conv2_weight_grad.k96.end
-
-conv2_weight_grad.k96.end:                        ; preds = %conv2_weight_grad.k96
-  %t95_c0_0711 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_0, align 64
-  %2163 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2164 = mul nsw i64 %2163, 64
-  %2165 = add nsw i64 24913168, %2164
-  %2166 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2167 = add nsw i64 %2165, %2166
-  %arena712 = getelementptr inbounds float, ptr %arena, i64 %2167
-  store <16 x float> %t95_c0_0711, ptr %arena712, align 4
-  %t95_c0_1713 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_1, align 64
-  %2168 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2169 = mul nsw i64 %2168, 64
-  %2170 = add nsw i64 24913168, %2169
-  %2171 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2172 = add nsw i64 %2170, %2171
-  %2173 = add nsw i64 %2172, 16
-  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2173
-  store <16 x float> %t95_c0_1713, ptr %arena714, align 4
-  %t95_c0_2715 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_2, align 64
-  %2174 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2175 = mul nsw i64 %2174, 64
-  %2176 = add nsw i64 24913168, %2175
-  %2177 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2178 = add nsw i64 %2176, %2177
-  %2179 = add nsw i64 %2178, 32
-  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2179
-  store <16 x float> %t95_c0_2715, ptr %arena716, align 4
-  %t95_c0_3717 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_3, align 64
-  %2180 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %arena676 = getelementptr inbounds float, ptr %arena, i64 %2115
+  %2116 = load <16 x float>, ptr %arena676, align 4
+  store <16 x float> %2116, ptr %conv2_weight_grad.t122_c1_0, align 64
+  %2117 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2118 = add nsw i64 %2117, 1
+  %2119 = mul nsw i64 %2118, 64
+  %2120 = add nsw i64 24913168, %2119
+  %2121 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2122 = add nsw i64 %2120, %2121
+  %2123 = add nsw i64 %2122, 16
+  %arena677 = getelementptr inbounds float, ptr %arena, i64 %2123
+  %2124 = load <16 x float>, ptr %arena677, align 4
+  store <16 x float> %2124, ptr %conv2_weight_grad.t122_c1_1, align 64
+  %2125 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2126 = add nsw i64 %2125, 1
+  %2127 = mul nsw i64 %2126, 64
+  %2128 = add nsw i64 24913168, %2127
+  %2129 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2130 = add nsw i64 %2128, %2129
+  %2131 = add nsw i64 %2130, 32
+  %arena678 = getelementptr inbounds float, ptr %arena, i64 %2131
+  %2132 = load <16 x float>, ptr %arena678, align 4
+  store <16 x float> %2132, ptr %conv2_weight_grad.t122_c1_2, align 64
+  %2133 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2134 = add nsw i64 %2133, 1
+  %2135 = mul nsw i64 %2134, 64
+  %2136 = add nsw i64 24913168, %2135
+  %2137 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2138 = add nsw i64 %2136, %2137
+  %2139 = add nsw i64 %2138, 48
+  %arena679 = getelementptr inbounds float, ptr %arena, i64 %2139
+  %2140 = load <16 x float>, ptr %arena679, align 4
+  store <16 x float> %2140, ptr %conv2_weight_grad.t122_c1_3, align 64
+  %2141 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2142 = add nsw i64 %2141, 2
+  %2143 = mul nsw i64 %2142, 64
+  %2144 = add nsw i64 24913168, %2143
+  %2145 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2146 = add nsw i64 %2144, %2145
+  %arena680 = getelementptr inbounds float, ptr %arena, i64 %2146
+  %2147 = load <16 x float>, ptr %arena680, align 4
+  store <16 x float> %2147, ptr %conv2_weight_grad.t122_c2_0, align 64
+  %2148 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2149 = add nsw i64 %2148, 2
+  %2150 = mul nsw i64 %2149, 64
+  %2151 = add nsw i64 24913168, %2150
+  %2152 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2153 = add nsw i64 %2151, %2152
+  %2154 = add nsw i64 %2153, 16
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2154
+  %2155 = load <16 x float>, ptr %arena681, align 4
+  store <16 x float> %2155, ptr %conv2_weight_grad.t122_c2_1, align 64
+  %2156 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2157 = add nsw i64 %2156, 2
+  %2158 = mul nsw i64 %2157, 64
+  %2159 = add nsw i64 24913168, %2158
+  %2160 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2161 = add nsw i64 %2159, %2160
+  %2162 = add nsw i64 %2161, 32
+  %arena682 = getelementptr inbounds float, ptr %arena, i64 %2162
+  %2163 = load <16 x float>, ptr %arena682, align 4
+  store <16 x float> %2163, ptr %conv2_weight_grad.t122_c2_2, align 64
+  %2164 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2165 = add nsw i64 %2164, 2
+  %2166 = mul nsw i64 %2165, 64
+  %2167 = add nsw i64 24913168, %2166
+  %2168 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2169 = add nsw i64 %2167, %2168
+  %2170 = add nsw i64 %2169, 48
+  %arena683 = getelementptr inbounds float, ptr %arena, i64 %2170
+  %2171 = load <16 x float>, ptr %arena683, align 4
+  store <16 x float> %2171, ptr %conv2_weight_grad.t122_c2_3, align 64
+  %2172 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2173 = add nsw i64 %2172, 3
+  %2174 = mul nsw i64 %2173, 64
+  %2175 = add nsw i64 24913168, %2174
+  %2176 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2177 = add nsw i64 %2175, %2176
+  %arena684 = getelementptr inbounds float, ptr %arena, i64 %2177
+  %2178 = load <16 x float>, ptr %arena684, align 4
+  store <16 x float> %2178, ptr %conv2_weight_grad.t122_c3_0, align 64
+  %2179 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2180 = add nsw i64 %2179, 3
   %2181 = mul nsw i64 %2180, 64
   %2182 = add nsw i64 24913168, %2181
-  %2183 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2183 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2184 = add nsw i64 %2182, %2183
-  %2185 = add nsw i64 %2184, 48
-  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2185
-  store <16 x float> %t95_c0_3717, ptr %arena718, align 4
-  %t95_c1_0719 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_0, align 64
-  %2186 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2187 = add nsw i64 %2186, 1
-  %2188 = mul nsw i64 %2187, 64
-  %2189 = add nsw i64 24913168, %2188
-  %2190 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2191 = add nsw i64 %2189, %2190
-  %arena720 = getelementptr inbounds float, ptr %arena, i64 %2191
-  store <16 x float> %t95_c1_0719, ptr %arena720, align 4
-  %t95_c1_1721 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_1, align 64
-  %2192 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2193 = add nsw i64 %2192, 1
-  %2194 = mul nsw i64 %2193, 64
-  %2195 = add nsw i64 24913168, %2194
-  %2196 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2197 = add nsw i64 %2195, %2196
-  %2198 = add nsw i64 %2197, 16
-  %arena722 = getelementptr inbounds float, ptr %arena, i64 %2198
-  store <16 x float> %t95_c1_1721, ptr %arena722, align 4
-  %t95_c1_2723 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_2, align 64
-  %2199 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2200 = add nsw i64 %2199, 1
-  %2201 = mul nsw i64 %2200, 64
-  %2202 = add nsw i64 24913168, %2201
-  %2203 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2204 = add nsw i64 %2202, %2203
-  %2205 = add nsw i64 %2204, 32
-  %arena724 = getelementptr inbounds float, ptr %arena, i64 %2205
-  store <16 x float> %t95_c1_2723, ptr %arena724, align 4
-  %t95_c1_3725 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_3, align 64
-  %2206 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2207 = add nsw i64 %2206, 1
-  %2208 = mul nsw i64 %2207, 64
-  %2209 = add nsw i64 24913168, %2208
-  %2210 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2211 = add nsw i64 %2209, %2210
-  %2212 = add nsw i64 %2211, 48
-  %arena726 = getelementptr inbounds float, ptr %arena, i64 %2212
-  store <16 x float> %t95_c1_3725, ptr %arena726, align 4
-  %t95_c2_0727 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_0, align 64
-  %2213 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2214 = add nsw i64 %2213, 2
-  %2215 = mul nsw i64 %2214, 64
-  %2216 = add nsw i64 24913168, %2215
-  %2217 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2218 = add nsw i64 %2216, %2217
-  %arena728 = getelementptr inbounds float, ptr %arena, i64 %2218
-  store <16 x float> %t95_c2_0727, ptr %arena728, align 4
-  %t95_c2_1729 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_1, align 64
-  %2219 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2220 = add nsw i64 %2219, 2
-  %2221 = mul nsw i64 %2220, 64
-  %2222 = add nsw i64 24913168, %2221
-  %2223 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2224 = add nsw i64 %2222, %2223
-  %2225 = add nsw i64 %2224, 16
-  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2225
-  store <16 x float> %t95_c2_1729, ptr %arena730, align 4
-  %t95_c2_2731 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_2, align 64
-  %2226 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2227 = add nsw i64 %2226, 2
+  %2185 = add nsw i64 %2184, 16
+  %arena685 = getelementptr inbounds float, ptr %arena, i64 %2185
+  %2186 = load <16 x float>, ptr %arena685, align 4
+  store <16 x float> %2186, ptr %conv2_weight_grad.t122_c3_1, align 64
+  %2187 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2188 = add nsw i64 %2187, 3
+  %2189 = mul nsw i64 %2188, 64
+  %2190 = add nsw i64 24913168, %2189
+  %2191 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2192 = add nsw i64 %2190, %2191
+  %2193 = add nsw i64 %2192, 32
+  %arena686 = getelementptr inbounds float, ptr %arena, i64 %2193
+  %2194 = load <16 x float>, ptr %arena686, align 4
+  store <16 x float> %2194, ptr %conv2_weight_grad.t122_c3_2, align 64
+  %2195 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2196 = add nsw i64 %2195, 3
+  %2197 = mul nsw i64 %2196, 64
+  %2198 = add nsw i64 24913168, %2197
+  %2199 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2200 = add nsw i64 %2198, %2199
+  %2201 = add nsw i64 %2200, 48
+  %arena687 = getelementptr inbounds float, ptr %arena, i64 %2201
+  %2202 = load <16 x float>, ptr %arena687, align 4
+  store <16 x float> %2202, ptr %conv2_weight_grad.t122_c3_3, align 64
+  %2203 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2204 = add nsw i64 %2203, 4
+  %2205 = mul nsw i64 %2204, 64
+  %2206 = add nsw i64 24913168, %2205
+  %2207 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2208 = add nsw i64 %2206, %2207
+  %arena688 = getelementptr inbounds float, ptr %arena, i64 %2208
+  %2209 = load <16 x float>, ptr %arena688, align 4
+  store <16 x float> %2209, ptr %conv2_weight_grad.t122_c4_0, align 64
+  %2210 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2211 = add nsw i64 %2210, 4
+  %2212 = mul nsw i64 %2211, 64
+  %2213 = add nsw i64 24913168, %2212
+  %2214 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2215 = add nsw i64 %2213, %2214
+  %2216 = add nsw i64 %2215, 16
+  %arena689 = getelementptr inbounds float, ptr %arena, i64 %2216
+  %2217 = load <16 x float>, ptr %arena689, align 4
+  store <16 x float> %2217, ptr %conv2_weight_grad.t122_c4_1, align 64
+  %2218 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2219 = add nsw i64 %2218, 4
+  %2220 = mul nsw i64 %2219, 64
+  %2221 = add nsw i64 24913168, %2220
+  %2222 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2223 = add nsw i64 %2221, %2222
+  %2224 = add nsw i64 %2223, 32
+  %arena690 = getelementptr inbounds float, ptr %arena, i64 %2224
+  %2225 = load <16 x float>, ptr %arena690, align 4
+  store <16 x float> %2225, ptr %conv2_weight_grad.t122_c4_2, align 64
+  %2226 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2227 = add nsw i64 %2226, 4
   %2228 = mul nsw i64 %2227, 64
   %2229 = add nsw i64 24913168, %2228
-  %2230 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2230 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2231 = add nsw i64 %2229, %2230
-  %2232 = add nsw i64 %2231, 32
-  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2232
-  store <16 x float> %t95_c2_2731, ptr %arena732, align 4
-  %t95_c2_3733 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_3, align 64
-  %2233 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2234 = add nsw i64 %2233, 2
-  %2235 = mul nsw i64 %2234, 64
-  %2236 = add nsw i64 24913168, %2235
-  %2237 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2238 = add nsw i64 %2236, %2237
-  %2239 = add nsw i64 %2238, 48
-  %arena734 = getelementptr inbounds float, ptr %arena, i64 %2239
-  store <16 x float> %t95_c2_3733, ptr %arena734, align 4
-  %t95_c3_0735 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_0, align 64
-  %2240 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2241 = add nsw i64 %2240, 3
-  %2242 = mul nsw i64 %2241, 64
-  %2243 = add nsw i64 24913168, %2242
-  %2244 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2245 = add nsw i64 %2243, %2244
-  %arena736 = getelementptr inbounds float, ptr %arena, i64 %2245
-  store <16 x float> %t95_c3_0735, ptr %arena736, align 4
-  %t95_c3_1737 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_1, align 64
-  %2246 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2247 = add nsw i64 %2246, 3
-  %2248 = mul nsw i64 %2247, 64
-  %2249 = add nsw i64 24913168, %2248
-  %2250 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2251 = add nsw i64 %2249, %2250
-  %2252 = add nsw i64 %2251, 16
-  %arena738 = getelementptr inbounds float, ptr %arena, i64 %2252
-  store <16 x float> %t95_c3_1737, ptr %arena738, align 4
-  %t95_c3_2739 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_2, align 64
-  %2253 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2254 = add nsw i64 %2253, 3
-  %2255 = mul nsw i64 %2254, 64
-  %2256 = add nsw i64 24913168, %2255
-  %2257 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2258 = add nsw i64 %2256, %2257
-  %2259 = add nsw i64 %2258, 32
-  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2259
-  store <16 x float> %t95_c3_2739, ptr %arena740, align 4
-  %t95_c3_3741 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_3, align 64
-  %2260 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2261 = add nsw i64 %2260, 3
-  %2262 = mul nsw i64 %2261, 64
-  %2263 = add nsw i64 24913168, %2262
-  %2264 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2265 = add nsw i64 %2263, %2264
-  %2266 = add nsw i64 %2265, 48
-  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2266
-  store <16 x float> %t95_c3_3741, ptr %arena742, align 4
-  %t95_c4_0743 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_0, align 64
-  %2267 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2268 = add nsw i64 %2267, 4
-  %2269 = mul nsw i64 %2268, 64
-  %2270 = add nsw i64 24913168, %2269
-  %2271 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2272 = add nsw i64 %2270, %2271
-  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2272
-  store <16 x float> %t95_c4_0743, ptr %arena744, align 4
-  %t95_c4_1745 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_1, align 64
-  %2273 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2274 = add nsw i64 %2273, 4
-  %2275 = mul nsw i64 %2274, 64
-  %2276 = add nsw i64 24913168, %2275
-  %2277 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2278 = add nsw i64 %2276, %2277
-  %2279 = add nsw i64 %2278, 16
-  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2279
-  store <16 x float> %t95_c4_1745, ptr %arena746, align 4
-  %t95_c4_2747 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_2, align 64
-  %2280 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2281 = add nsw i64 %2280, 4
-  %2282 = mul nsw i64 %2281, 64
-  %2283 = add nsw i64 24913168, %2282
-  %2284 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2285 = add nsw i64 %2283, %2284
-  %2286 = add nsw i64 %2285, 32
-  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2286
-  store <16 x float> %t95_c4_2747, ptr %arena748, align 4
-  %t95_c4_3749 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_3, align 64
-  %2287 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2288 = add nsw i64 %2287, 4
-  %2289 = mul nsw i64 %2288, 64
-  %2290 = add nsw i64 24913168, %2289
-  %2291 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2292 = add nsw i64 %2290, %2291
-  %2293 = add nsw i64 %2292, 48
-  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2293
-  store <16 x float> %t95_c4_3749, ptr %arena750, align 4
-  %t95_c5_0751 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_0, align 64
-  %2294 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2295 = add nsw i64 %2294, 5
-  %2296 = mul nsw i64 %2295, 64
-  %2297 = add nsw i64 24913168, %2296
-  %2298 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2299 = add nsw i64 %2297, %2298
-  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2299
-  store <16 x float> %t95_c5_0751, ptr %arena752, align 4
-  %t95_c5_1753 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_1, align 64
-  %2300 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2301 = add nsw i64 %2300, 5
-  %2302 = mul nsw i64 %2301, 64
-  %2303 = add nsw i64 24913168, %2302
-  %2304 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2305 = add nsw i64 %2303, %2304
-  %2306 = add nsw i64 %2305, 16
-  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2306
-  store <16 x float> %t95_c5_1753, ptr %arena754, align 4
-  %t95_c5_2755 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_2, align 64
-  %2307 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2308 = add nsw i64 %2307, 5
-  %2309 = mul nsw i64 %2308, 64
-  %2310 = add nsw i64 24913168, %2309
-  %2311 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2312 = add nsw i64 %2310, %2311
-  %2313 = add nsw i64 %2312, 32
-  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2313
-  store <16 x float> %t95_c5_2755, ptr %arena756, align 4
-  %t95_c5_3757 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_3, align 64
-  %2314 = mul nsw i64 %conv2_weight_grad.mb94637, 6
-  %2315 = add nsw i64 %2314, 5
-  %2316 = mul nsw i64 %2315, 64
-  %2317 = add nsw i64 24913168, %2316
-  %2318 = mul nsw i64 %conv2_weight_grad.nb93636, 64
-  %2319 = add nsw i64 %2317, %2318
-  %2320 = add nsw i64 %2319, 48
-  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2320
-  store <16 x float> %t95_c5_3757, ptr %arena758, align 4
-  %mb94.next = add nsw i64 %conv2_weight_grad.mb94637, 1
-  %2321 = icmp slt i64 %mb94.next, 48
-  br i1 %2321, label %conv2_weight_grad.mb94, label %conv2_weight_grad.mb94.end
+  %2232 = add nsw i64 %2231, 48
+  %arena691 = getelementptr inbounds float, ptr %arena, i64 %2232
+  %2233 = load <16 x float>, ptr %arena691, align 4
+  store <16 x float> %2233, ptr %conv2_weight_grad.t122_c4_3, align 64
+  %2234 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2235 = add nsw i64 %2234, 5
+  %2236 = mul nsw i64 %2235, 64
+  %2237 = add nsw i64 24913168, %2236
+  %2238 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2239 = add nsw i64 %2237, %2238
+  %arena692 = getelementptr inbounds float, ptr %arena, i64 %2239
+  %2240 = load <16 x float>, ptr %arena692, align 4
+  store <16 x float> %2240, ptr %conv2_weight_grad.t122_c5_0, align 64
+  %2241 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2242 = add nsw i64 %2241, 5
+  %2243 = mul nsw i64 %2242, 64
+  %2244 = add nsw i64 24913168, %2243
+  %2245 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2246 = add nsw i64 %2244, %2245
+  %2247 = add nsw i64 %2246, 16
+  %arena693 = getelementptr inbounds float, ptr %arena, i64 %2247
+  %2248 = load <16 x float>, ptr %arena693, align 4
+  store <16 x float> %2248, ptr %conv2_weight_grad.t122_c5_1, align 64
+  %2249 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2250 = add nsw i64 %2249, 5
+  %2251 = mul nsw i64 %2250, 64
+  %2252 = add nsw i64 24913168, %2251
+  %2253 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2254 = add nsw i64 %2252, %2253
+  %2255 = add nsw i64 %2254, 32
+  %arena694 = getelementptr inbounds float, ptr %arena, i64 %2255
+  %2256 = load <16 x float>, ptr %arena694, align 4
+  store <16 x float> %2256, ptr %conv2_weight_grad.t122_c5_2, align 64
+  %2257 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2258 = add nsw i64 %2257, 5
+  %2259 = mul nsw i64 %2258, 64
+  %2260 = add nsw i64 24913168, %2259
+  %2261 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2262 = add nsw i64 %2260, %2261
+  %2263 = add nsw i64 %2262, 48
+  %arena695 = getelementptr inbounds float, ptr %arena, i64 %2263
+  %2264 = load <16 x float>, ptr %arena695, align 4
+  store <16 x float> %2264, ptr %conv2_weight_grad.t122_c5_3, align 64
+  br label %conv2_weight_grad.k123
 
-conv2_weight_grad.f97:                            ; preds = %conv2_weight_grad.r98.end, %conv2_weight_grad.g73.end
-  %conv2_weight_grad.f97759 = phi i64 [ 0, %conv2_weight_grad.g73.end ], [ %f97.next, %conv2_weight_grad.r98.end ]
-  br label %conv2_weight_grad.r98
+conv2_weight_grad.mb121.end:                      ; preds = %conv2_weight_grad.k123.end
+  %nb120.next = add nsw i64 %conv2_weight_grad.nb120670, 1
+  %2265 = icmp slt i64 %nb120.next, 1
+  br i1 %2265, label %conv2_weight_grad.nb120, label %conv2_weight_grad.nb120.end
 
-conv2_weight_grad.f97.end:                        ; preds = %conv2_weight_grad.r98.end
-  br label %conv2_bias_grad.i99
+conv2_weight_grad.k123:                           ; preds = %conv2_weight_grad.k123, %conv2_weight_grad.mb121
+  %conv2_weight_grad.k123696 = phi i64 [ 0, %conv2_weight_grad.mb121 ], [ %k123.next, %conv2_weight_grad.k123 ]
+  %2266 = add nsw i64 %conv2_weight_grad.k123696, 49920
+  %2267 = mul nsw i64 %2266, 64
+  %2268 = add nsw i64 21701904, %2267
+  %2269 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2270 = add nsw i64 %2268, %2269
+  %arena697 = getelementptr inbounds float, ptr %arena, i64 %2270
+  %2271 = load <16 x float>, ptr %arena697, align 4
+  store <16 x float> %2271, ptr %conv2_weight_grad.t122_b0, align 64
+  %2272 = add nsw i64 %conv2_weight_grad.k123696, 49920
+  %2273 = mul nsw i64 %2272, 64
+  %2274 = add nsw i64 21701904, %2273
+  %2275 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2276 = add nsw i64 %2274, %2275
+  %2277 = add nsw i64 %2276, 16
+  %arena698 = getelementptr inbounds float, ptr %arena, i64 %2277
+  %2278 = load <16 x float>, ptr %arena698, align 4
+  store <16 x float> %2278, ptr %conv2_weight_grad.t122_b1, align 64
+  %2279 = add nsw i64 %conv2_weight_grad.k123696, 49920
+  %2280 = mul nsw i64 %2279, 64
+  %2281 = add nsw i64 21701904, %2280
+  %2282 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2283 = add nsw i64 %2281, %2282
+  %2284 = add nsw i64 %2283, 32
+  %arena699 = getelementptr inbounds float, ptr %arena, i64 %2284
+  %2285 = load <16 x float>, ptr %arena699, align 4
+  store <16 x float> %2285, ptr %conv2_weight_grad.t122_b2, align 64
+  %2286 = add nsw i64 %conv2_weight_grad.k123696, 49920
+  %2287 = mul nsw i64 %2286, 64
+  %2288 = add nsw i64 21701904, %2287
+  %2289 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2290 = add nsw i64 %2288, %2289
+  %2291 = add nsw i64 %2290, 48
+  %arena700 = getelementptr inbounds float, ptr %arena, i64 %2291
+  %2292 = load <16 x float>, ptr %arena700, align 4
+  store <16 x float> %2292, ptr %conv2_weight_grad.t122_b3, align 64
+  %2293 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2294 = mul nsw i64 %2293, 50176
+  %2295 = add nsw i64 7251216, %2294
+  %2296 = add nsw i64 %conv2_weight_grad.k123696, 49920
+  %2297 = add nsw i64 %2295, %2296
+  %arena701 = getelementptr inbounds float, ptr %arena, i64 %2297
+  %2298 = load float, ptr %arena701, align 4
+  %2299 = insertelement <16 x float> undef, float %2298, i32 0
+  %2300 = shufflevector <16 x float> %2299, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2300, ptr %conv2_weight_grad.t122_a0, align 64
+  %t122_a0 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
+  %t122_b0 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_0, align 64
+  %2301 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0, <16 x float> %t122_b0, <16 x float> %t122_c0_0)
+  store <16 x float> %2301, ptr %conv2_weight_grad.t122_c0_0, align 64
+  %t122_a0702 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
+  %t122_b1 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_1, align 64
+  %2302 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0702, <16 x float> %t122_b1, <16 x float> %t122_c0_1)
+  store <16 x float> %2302, ptr %conv2_weight_grad.t122_c0_1, align 64
+  %t122_a0703 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
+  %t122_b2 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_2, align 64
+  %2303 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0703, <16 x float> %t122_b2, <16 x float> %t122_c0_2)
+  store <16 x float> %2303, ptr %conv2_weight_grad.t122_c0_2, align 64
+  %t122_a0704 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
+  %t122_b3 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_3, align 64
+  %2304 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0704, <16 x float> %t122_b3, <16 x float> %t122_c0_3)
+  store <16 x float> %2304, ptr %conv2_weight_grad.t122_c0_3, align 64
+  %2305 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2306 = add nsw i64 %2305, 1
+  %2307 = mul nsw i64 %2306, 50176
+  %2308 = add nsw i64 7251216, %2307
+  %2309 = add nsw i64 %conv2_weight_grad.k123696, 49920
+  %2310 = add nsw i64 %2308, %2309
+  %arena705 = getelementptr inbounds float, ptr %arena, i64 %2310
+  %2311 = load float, ptr %arena705, align 4
+  %2312 = insertelement <16 x float> undef, float %2311, i32 0
+  %2313 = shufflevector <16 x float> %2312, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2313, ptr %conv2_weight_grad.t122_a1, align 64
+  %t122_a1 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
+  %t122_b0706 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_0, align 64
+  %2314 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1, <16 x float> %t122_b0706, <16 x float> %t122_c1_0)
+  store <16 x float> %2314, ptr %conv2_weight_grad.t122_c1_0, align 64
+  %t122_a1707 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
+  %t122_b1708 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_1, align 64
+  %2315 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1707, <16 x float> %t122_b1708, <16 x float> %t122_c1_1)
+  store <16 x float> %2315, ptr %conv2_weight_grad.t122_c1_1, align 64
+  %t122_a1709 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
+  %t122_b2710 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_2, align 64
+  %2316 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1709, <16 x float> %t122_b2710, <16 x float> %t122_c1_2)
+  store <16 x float> %2316, ptr %conv2_weight_grad.t122_c1_2, align 64
+  %t122_a1711 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
+  %t122_b3712 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_3, align 64
+  %2317 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1711, <16 x float> %t122_b3712, <16 x float> %t122_c1_3)
+  store <16 x float> %2317, ptr %conv2_weight_grad.t122_c1_3, align 64
+  %2318 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2319 = add nsw i64 %2318, 2
+  %2320 = mul nsw i64 %2319, 50176
+  %2321 = add nsw i64 7251216, %2320
+  %2322 = add nsw i64 %conv2_weight_grad.k123696, 49920
+  %2323 = add nsw i64 %2321, %2322
+  %arena713 = getelementptr inbounds float, ptr %arena, i64 %2323
+  %2324 = load float, ptr %arena713, align 4
+  %2325 = insertelement <16 x float> undef, float %2324, i32 0
+  %2326 = shufflevector <16 x float> %2325, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2326, ptr %conv2_weight_grad.t122_a2, align 64
+  %t122_a2 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
+  %t122_b0714 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_0, align 64
+  %2327 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2, <16 x float> %t122_b0714, <16 x float> %t122_c2_0)
+  store <16 x float> %2327, ptr %conv2_weight_grad.t122_c2_0, align 64
+  %t122_a2715 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
+  %t122_b1716 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_1, align 64
+  %2328 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2715, <16 x float> %t122_b1716, <16 x float> %t122_c2_1)
+  store <16 x float> %2328, ptr %conv2_weight_grad.t122_c2_1, align 64
+  %t122_a2717 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
+  %t122_b2718 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_2, align 64
+  %2329 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2717, <16 x float> %t122_b2718, <16 x float> %t122_c2_2)
+  store <16 x float> %2329, ptr %conv2_weight_grad.t122_c2_2, align 64
+  %t122_a2719 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
+  %t122_b3720 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_3, align 64
+  %2330 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2719, <16 x float> %t122_b3720, <16 x float> %t122_c2_3)
+  store <16 x float> %2330, ptr %conv2_weight_grad.t122_c2_3, align 64
+  %2331 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2332 = add nsw i64 %2331, 3
+  %2333 = mul nsw i64 %2332, 50176
+  %2334 = add nsw i64 7251216, %2333
+  %2335 = add nsw i64 %conv2_weight_grad.k123696, 49920
+  %2336 = add nsw i64 %2334, %2335
+  %arena721 = getelementptr inbounds float, ptr %arena, i64 %2336
+  %2337 = load float, ptr %arena721, align 4
+  %2338 = insertelement <16 x float> undef, float %2337, i32 0
+  %2339 = shufflevector <16 x float> %2338, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2339, ptr %conv2_weight_grad.t122_a3, align 64
+  %t122_a3 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
+  %t122_b0722 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_0, align 64
+  %2340 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3, <16 x float> %t122_b0722, <16 x float> %t122_c3_0)
+  store <16 x float> %2340, ptr %conv2_weight_grad.t122_c3_0, align 64
+  %t122_a3723 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
+  %t122_b1724 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_1, align 64
+  %2341 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3723, <16 x float> %t122_b1724, <16 x float> %t122_c3_1)
+  store <16 x float> %2341, ptr %conv2_weight_grad.t122_c3_1, align 64
+  %t122_a3725 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
+  %t122_b2726 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_2, align 64
+  %2342 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3725, <16 x float> %t122_b2726, <16 x float> %t122_c3_2)
+  store <16 x float> %2342, ptr %conv2_weight_grad.t122_c3_2, align 64
+  %t122_a3727 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
+  %t122_b3728 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_3, align 64
+  %2343 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3727, <16 x float> %t122_b3728, <16 x float> %t122_c3_3)
+  store <16 x float> %2343, ptr %conv2_weight_grad.t122_c3_3, align 64
+  %2344 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2345 = add nsw i64 %2344, 4
+  %2346 = mul nsw i64 %2345, 50176
+  %2347 = add nsw i64 7251216, %2346
+  %2348 = add nsw i64 %conv2_weight_grad.k123696, 49920
+  %2349 = add nsw i64 %2347, %2348
+  %arena729 = getelementptr inbounds float, ptr %arena, i64 %2349
+  %2350 = load float, ptr %arena729, align 4
+  %2351 = insertelement <16 x float> undef, float %2350, i32 0
+  %2352 = shufflevector <16 x float> %2351, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2352, ptr %conv2_weight_grad.t122_a4, align 64
+  %t122_a4 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
+  %t122_b0730 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_0, align 64
+  %2353 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4, <16 x float> %t122_b0730, <16 x float> %t122_c4_0)
+  store <16 x float> %2353, ptr %conv2_weight_grad.t122_c4_0, align 64
+  %t122_a4731 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
+  %t122_b1732 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_1, align 64
+  %2354 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4731, <16 x float> %t122_b1732, <16 x float> %t122_c4_1)
+  store <16 x float> %2354, ptr %conv2_weight_grad.t122_c4_1, align 64
+  %t122_a4733 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
+  %t122_b2734 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_2, align 64
+  %2355 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4733, <16 x float> %t122_b2734, <16 x float> %t122_c4_2)
+  store <16 x float> %2355, ptr %conv2_weight_grad.t122_c4_2, align 64
+  %t122_a4735 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
+  %t122_b3736 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_3, align 64
+  %2356 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4735, <16 x float> %t122_b3736, <16 x float> %t122_c4_3)
+  store <16 x float> %2356, ptr %conv2_weight_grad.t122_c4_3, align 64
+  %2357 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2358 = add nsw i64 %2357, 5
+  %2359 = mul nsw i64 %2358, 50176
+  %2360 = add nsw i64 7251216, %2359
+  %2361 = add nsw i64 %conv2_weight_grad.k123696, 49920
+  %2362 = add nsw i64 %2360, %2361
+  %arena737 = getelementptr inbounds float, ptr %arena, i64 %2362
+  %2363 = load float, ptr %arena737, align 4
+  %2364 = insertelement <16 x float> undef, float %2363, i32 0
+  %2365 = shufflevector <16 x float> %2364, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2365, ptr %conv2_weight_grad.t122_a5, align 64
+  %t122_a5 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
+  %t122_b0738 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_0, align 64
+  %2366 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5, <16 x float> %t122_b0738, <16 x float> %t122_c5_0)
+  store <16 x float> %2366, ptr %conv2_weight_grad.t122_c5_0, align 64
+  %t122_a5739 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
+  %t122_b1740 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_1, align 64
+  %2367 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5739, <16 x float> %t122_b1740, <16 x float> %t122_c5_1)
+  store <16 x float> %2367, ptr %conv2_weight_grad.t122_c5_1, align 64
+  %t122_a5741 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
+  %t122_b2742 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_2, align 64
+  %2368 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5741, <16 x float> %t122_b2742, <16 x float> %t122_c5_2)
+  store <16 x float> %2368, ptr %conv2_weight_grad.t122_c5_2, align 64
+  %t122_a5743 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
+  %t122_b3744 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_3, align 64
+  %2369 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5743, <16 x float> %t122_b3744, <16 x float> %t122_c5_3)
+  store <16 x float> %2369, ptr %conv2_weight_grad.t122_c5_3, align 64
+  %k123.next = add nsw i64 %conv2_weight_grad.k123696, 1
+  %2370 = icmp slt i64 %k123.next, 256
+  br i1 %2370, label %conv2_weight_grad.k123, label %conv2_weight_grad.k123.end
 
-conv2_weight_grad.r98:                            ; preds = %conv2_weight_grad.r98, %conv2_weight_grad.f97
-  %conv2_weight_grad.r98760 = phi i64 [ 0, %conv2_weight_grad.f97 ], [ %r98.next, %conv2_weight_grad.r98 ]
-  %2322 = mul nsw i64 %conv2_weight_grad.r98760, 64
-  %2323 = add nsw i64 24913168, %2322
-  %2324 = add nsw i64 %2323, %conv2_weight_grad.f97759
-  %arena761 = getelementptr inbounds float, ptr %arena, i64 %2324
-  %2325 = load float, ptr %arena761, align 4
-  %2326 = mul nsw i64 %conv2_weight_grad.f97759, 288
-  %2327 = add nsw i64 320, %2326
-  %2328 = add nsw i64 %2327, %conv2_weight_grad.r98760
-  %grads762 = getelementptr inbounds float, ptr %grads, i64 %2328
-  store float %2325, ptr %grads762, align 4
-  %r98.next = add nsw i64 %conv2_weight_grad.r98760, 1
-  %2329 = icmp slt i64 %r98.next, 288
-  br i1 %2329, label %conv2_weight_grad.r98, label %conv2_weight_grad.r98.end
-
-conv2_weight_grad.r98.end:                        ; preds = %conv2_weight_grad.r98
-  %f97.next = add nsw i64 %conv2_weight_grad.f97759, 1
-  %2330 = icmp slt i64 %f97.next, 64
-  br i1 %2330, label %conv2_weight_grad.f97, label %conv2_weight_grad.f97.end
-
-conv2_bias_grad.i99:                              ; preds = %conv2_bias_grad.i99, %conv2_weight_grad.f97.end
-  %conv2_bias_grad.i99763 = phi i64 [ 0, %conv2_weight_grad.f97.end ], [ %i99.next, %conv2_bias_grad.i99 ]
-  %2331 = add nsw i64 1605632, %conv2_bias_grad.i99763
-  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2331
-  store float 1.000000e+00, ptr %arena764, align 4
-  %i99.next = add nsw i64 %conv2_bias_grad.i99763, 1
-  %2332 = icmp slt i64 %i99.next, 784
-  br i1 %2332, label %conv2_bias_grad.i99, label %conv2_bias_grad.i99.end
-
-conv2_bias_grad.i99.end:                          ; preds = %conv2_bias_grad.i99
-  br label %conv2_bias_grad.i100
-
-conv2_bias_grad.i100:                             ; preds = %conv2_bias_grad.i100, %conv2_bias_grad.i99.end
-  %conv2_bias_grad.i100765 = phi i64 [ 0, %conv2_bias_grad.i99.end ], [ %i100.next, %conv2_bias_grad.i100 ]
-  %2333 = add nsw i64 18752, %conv2_bias_grad.i100765
-  %grads766 = getelementptr inbounds float, ptr %grads, i64 %2333
-  store float 0.000000e+00, ptr %grads766, align 4
-  %i100.next = add nsw i64 %conv2_bias_grad.i100765, 1
-  %2334 = icmp slt i64 %i100.next, 64
-  br i1 %2334, label %conv2_bias_grad.i100, label %conv2_bias_grad.i100.end
-
-conv2_bias_grad.i100.end:                         ; preds = %conv2_bias_grad.i100
-  br label %conv2_bias_grad.img101
-
-conv2_bias_grad.img101:                           ; preds = %conv2_bias_grad.img101, %conv2_bias_grad.i100.end
-  %conv2_bias_grad.img101767 = phi i64 [ 0, %conv2_bias_grad.i100.end ], [ %img101.next, %conv2_bias_grad.img101 ]
-  %2335 = mul nsw i64 %conv2_bias_grad.img101767, 50176
-  %2336 = add nsw i64 4039952, %2335
-  %arena768 = getelementptr inbounds float, ptr %arena, i64 %2336
-  %arena769 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %grads770 = getelementptr inbounds float, ptr %grads, i64 18752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 784, float 1.000000e+00, ptr %arena768, i32 784, ptr %arena769, i32 1, float 1.000000e+00, ptr %grads770, i32 1)
-  %img101.next = add nsw i64 %conv2_bias_grad.img101767, 1
-  %2337 = icmp slt i64 %img101.next, 64
-  br i1 %2337, label %conv2_bias_grad.img101, label %conv2_bias_grad.img101.end
-
-conv2_bias_grad.img101.end:                       ; preds = %conv2_bias_grad.img101
-  br label %relu1_grad.i102
-
-relu1_grad.i102:                                  ; preds = %relu1_grad.i102, %conv2_bias_grad.img101.end
-  %relu1_grad.i102771 = phi i64 [ 0, %conv2_bias_grad.img101.end ], [ %i102.next, %relu1_grad.i102 ]
-  %2338 = add nsw i64 1605632, %relu1_grad.i102771
-  %arena772 = getelementptr inbounds float, ptr %arena, i64 %2338
-  store float 0.000000e+00, ptr %arena772, align 4
-  %i102.next = add nsw i64 %relu1_grad.i102771, 1
-  %2339 = icmp slt i64 %i102.next, 1605632
-  br i1 %2339, label %relu1_grad.i102, label %relu1_grad.i102.end
-
-relu1_grad.i102.end:                              ; preds = %relu1_grad.i102
-  br label %relu1_grad.g103
-
-relu1_grad.g103:                                  ; preds = %relu1_grad.j111.end, %relu1_grad.i102.end
-  %relu1_grad.g103773 = phi i64 [ 0, %relu1_grad.i102.end ], [ %g103.next, %relu1_grad.j111.end ]
-  br label %relu1_grad.j104
-
-relu1_grad.g103.end:                              ; preds = %relu1_grad.j111.end
-  br label %conv1_grad.i120
-
-relu1_grad.j104:                                  ; preds = %relu1_grad.f105.end, %relu1_grad.g103
-  %relu1_grad.j104774 = phi i64 [ 0, %relu1_grad.g103 ], [ %j104.next, %relu1_grad.f105.end ]
-  br label %relu1_grad.f105
-
-relu1_grad.j104.end:                              ; preds = %relu1_grad.f105.end
-  br label %relu1_grad.nb107
-
-relu1_grad.f105:                                  ; preds = %relu1_grad.i106.end, %relu1_grad.j104
-  %relu1_grad.f105775 = phi i64 [ 0, %relu1_grad.j104 ], [ %f105.next, %relu1_grad.i106.end ]
-  br label %relu1_grad.i106
-
-relu1_grad.f105.end:                              ; preds = %relu1_grad.i106.end
-  %j104.next = add nsw i64 %relu1_grad.j104774, 1
-  %2340 = icmp slt i64 %j104.next, 64
-  br i1 %2340, label %relu1_grad.j104, label %relu1_grad.j104.end
-
-relu1_grad.i106:                                  ; preds = %relu1_grad.i106, %relu1_grad.f105
-  %relu1_grad.i106776 = phi i64 [ 0, %relu1_grad.f105 ], [ %i106.next, %relu1_grad.i106 ]
-  %2341 = mul nsw i64 %relu1_grad.g103773, 64
-  %2342 = add nsw i64 %2341, %relu1_grad.j104774
-  %2343 = mul nsw i64 %2342, 50176
-  %2344 = add nsw i64 4039952, %2343
-  %2345 = mul nsw i64 %relu1_grad.f105775, 784
-  %2346 = add nsw i64 %2344, %2345
-  %2347 = add nsw i64 %2346, %relu1_grad.i106776
-  %arena777 = getelementptr inbounds float, ptr %arena, i64 %2347
-  %2348 = load float, ptr %arena777, align 4
-  %2349 = mul nsw i64 %relu1_grad.f105775, 50176
-  %2350 = add nsw i64 21701904, %2349
-  %2351 = mul nsw i64 %relu1_grad.j104774, 784
-  %2352 = add nsw i64 %2350, %2351
-  %2353 = add nsw i64 %2352, %relu1_grad.i106776
-  %arena778 = getelementptr inbounds float, ptr %arena, i64 %2353
-  store float %2348, ptr %arena778, align 4
-  %i106.next = add nsw i64 %relu1_grad.i106776, 1
-  %2354 = icmp slt i64 %i106.next, 784
-  br i1 %2354, label %relu1_grad.i106, label %relu1_grad.i106.end
-
-relu1_grad.i106.end:                              ; preds = %relu1_grad.i106
-  %f105.next = add nsw i64 %relu1_grad.f105775, 1
-  %2355 = icmp slt i64 %f105.next, 64
-  br i1 %2355, label %relu1_grad.f105, label %relu1_grad.f105.end
-
-relu1_grad.nb107:                                 ; preds = %relu1_grad.mb108.end, %relu1_grad.j104.end
-  %relu1_grad.nb107779 = phi i64 [ 0, %relu1_grad.j104.end ], [ %nb107.next, %relu1_grad.mb108.end ]
-  br label %relu1_grad.mb108
-
-relu1_grad.nb107.end:                             ; preds = %relu1_grad.mb108.end
-  br label %relu1_grad.j111
-
-relu1_grad.mb108:                                 ; preds = %relu1_grad.k110.end, %relu1_grad.nb107
-  %relu1_grad.mb108780 = phi i64 [ 0, %relu1_grad.nb107 ], [ %mb108.next, %relu1_grad.k110.end ]
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_3, align 64
-  br label %relu1_grad.k110
-
-relu1_grad.mb108.end:                             ; preds = %relu1_grad.k110.end
-  %nb107.next = add nsw i64 %relu1_grad.nb107779, 1
-  %2356 = icmp slt i64 %nb107.next, 784
-  br i1 %2356, label %relu1_grad.nb107, label %relu1_grad.nb107.end
-
-relu1_grad.k110:                                  ; preds = %relu1_grad.k110, %relu1_grad.mb108
-  %relu1_grad.k110781 = phi i64 [ 0, %relu1_grad.mb108 ], [ %k110.next, %relu1_grad.k110 ]
-  %2357 = mul nsw i64 %relu1_grad.k110781, 50176
-  %2358 = add nsw i64 21701904, %2357
-  %2359 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2360 = add nsw i64 %2358, %2359
-  %arena782 = getelementptr inbounds float, ptr %arena, i64 %2360
-  %2361 = load <16 x float>, ptr %arena782, align 4
-  store <16 x float> %2361, ptr %relu1_grad.t109_b0, align 64
-  %2362 = mul nsw i64 %relu1_grad.k110781, 50176
-  %2363 = add nsw i64 21701904, %2362
-  %2364 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2365 = add nsw i64 %2363, %2364
-  %2366 = add nsw i64 %2365, 16
-  %arena783 = getelementptr inbounds float, ptr %arena, i64 %2366
-  %2367 = load <16 x float>, ptr %arena783, align 4
-  store <16 x float> %2367, ptr %relu1_grad.t109_b1, align 64
-  %2368 = mul nsw i64 %relu1_grad.k110781, 50176
-  %2369 = add nsw i64 21701904, %2368
-  %2370 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2371 = add nsw i64 %2369, %2370
-  %2372 = add nsw i64 %2371, 32
-  %arena784 = getelementptr inbounds float, ptr %arena, i64 %2372
-  %2373 = load <16 x float>, ptr %arena784, align 4
-  store <16 x float> %2373, ptr %relu1_grad.t109_b2, align 64
-  %2374 = mul nsw i64 %relu1_grad.k110781, 50176
-  %2375 = add nsw i64 21701904, %2374
-  %2376 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2377 = add nsw i64 %2375, %2376
-  %2378 = add nsw i64 %2377, 48
-  %arena785 = getelementptr inbounds float, ptr %arena, i64 %2378
-  %2379 = load <16 x float>, ptr %arena785, align 4
-  store <16 x float> %2379, ptr %relu1_grad.t109_b3, align 64
-  %2380 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2381 = add nsw i64 320, %2380
-  %2382 = mul nsw i64 %relu1_grad.k110781, 288
-  %2383 = add nsw i64 %2381, %2382
-  %params786 = getelementptr inbounds float, ptr %params, i64 %2383
-  %2384 = load float, ptr %params786, align 4
-  %2385 = insertelement <16 x float> undef, float %2384, i32 0
-  %2386 = shufflevector <16 x float> %2385, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2386, ptr %relu1_grad.t109_a0, align 64
-  %t109_a0 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
-  %t109_b0 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c0_0 = load <16 x float>, ptr %relu1_grad.t109_c0_0, align 64
-  %2387 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0, <16 x float> %t109_b0, <16 x float> %t109_c0_0)
-  store <16 x float> %2387, ptr %relu1_grad.t109_c0_0, align 64
-  %t109_a0787 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
-  %t109_b1 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c0_1 = load <16 x float>, ptr %relu1_grad.t109_c0_1, align 64
-  %2388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0787, <16 x float> %t109_b1, <16 x float> %t109_c0_1)
-  store <16 x float> %2388, ptr %relu1_grad.t109_c0_1, align 64
-  %t109_a0788 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
-  %t109_b2 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c0_2 = load <16 x float>, ptr %relu1_grad.t109_c0_2, align 64
-  %2389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0788, <16 x float> %t109_b2, <16 x float> %t109_c0_2)
-  store <16 x float> %2389, ptr %relu1_grad.t109_c0_2, align 64
-  %t109_a0789 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
-  %t109_b3 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c0_3 = load <16 x float>, ptr %relu1_grad.t109_c0_3, align 64
-  %2390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0789, <16 x float> %t109_b3, <16 x float> %t109_c0_3)
-  store <16 x float> %2390, ptr %relu1_grad.t109_c0_3, align 64
-  %2391 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2392 = add nsw i64 %2391, 1
-  %2393 = add nsw i64 320, %2392
-  %2394 = mul nsw i64 %relu1_grad.k110781, 288
-  %2395 = add nsw i64 %2393, %2394
-  %params790 = getelementptr inbounds float, ptr %params, i64 %2395
-  %2396 = load float, ptr %params790, align 4
-  %2397 = insertelement <16 x float> undef, float %2396, i32 0
-  %2398 = shufflevector <16 x float> %2397, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2398, ptr %relu1_grad.t109_a1, align 64
-  %t109_a1 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
-  %t109_b0791 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c1_0 = load <16 x float>, ptr %relu1_grad.t109_c1_0, align 64
-  %2399 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1, <16 x float> %t109_b0791, <16 x float> %t109_c1_0)
-  store <16 x float> %2399, ptr %relu1_grad.t109_c1_0, align 64
-  %t109_a1792 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
-  %t109_b1793 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c1_1 = load <16 x float>, ptr %relu1_grad.t109_c1_1, align 64
-  %2400 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1792, <16 x float> %t109_b1793, <16 x float> %t109_c1_1)
-  store <16 x float> %2400, ptr %relu1_grad.t109_c1_1, align 64
-  %t109_a1794 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
-  %t109_b2795 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c1_2 = load <16 x float>, ptr %relu1_grad.t109_c1_2, align 64
-  %2401 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1794, <16 x float> %t109_b2795, <16 x float> %t109_c1_2)
-  store <16 x float> %2401, ptr %relu1_grad.t109_c1_2, align 64
-  %t109_a1796 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
-  %t109_b3797 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c1_3 = load <16 x float>, ptr %relu1_grad.t109_c1_3, align 64
-  %2402 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1796, <16 x float> %t109_b3797, <16 x float> %t109_c1_3)
-  store <16 x float> %2402, ptr %relu1_grad.t109_c1_3, align 64
-  %2403 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2404 = add nsw i64 %2403, 2
-  %2405 = add nsw i64 320, %2404
-  %2406 = mul nsw i64 %relu1_grad.k110781, 288
-  %2407 = add nsw i64 %2405, %2406
-  %params798 = getelementptr inbounds float, ptr %params, i64 %2407
-  %2408 = load float, ptr %params798, align 4
-  %2409 = insertelement <16 x float> undef, float %2408, i32 0
-  %2410 = shufflevector <16 x float> %2409, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2410, ptr %relu1_grad.t109_a2, align 64
-  %t109_a2 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
-  %t109_b0799 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c2_0 = load <16 x float>, ptr %relu1_grad.t109_c2_0, align 64
-  %2411 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2, <16 x float> %t109_b0799, <16 x float> %t109_c2_0)
-  store <16 x float> %2411, ptr %relu1_grad.t109_c2_0, align 64
-  %t109_a2800 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
-  %t109_b1801 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c2_1 = load <16 x float>, ptr %relu1_grad.t109_c2_1, align 64
-  %2412 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2800, <16 x float> %t109_b1801, <16 x float> %t109_c2_1)
-  store <16 x float> %2412, ptr %relu1_grad.t109_c2_1, align 64
-  %t109_a2802 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
-  %t109_b2803 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c2_2 = load <16 x float>, ptr %relu1_grad.t109_c2_2, align 64
-  %2413 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2802, <16 x float> %t109_b2803, <16 x float> %t109_c2_2)
-  store <16 x float> %2413, ptr %relu1_grad.t109_c2_2, align 64
-  %t109_a2804 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
-  %t109_b3805 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c2_3 = load <16 x float>, ptr %relu1_grad.t109_c2_3, align 64
-  %2414 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2804, <16 x float> %t109_b3805, <16 x float> %t109_c2_3)
-  store <16 x float> %2414, ptr %relu1_grad.t109_c2_3, align 64
-  %2415 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2416 = add nsw i64 %2415, 3
-  %2417 = add nsw i64 320, %2416
-  %2418 = mul nsw i64 %relu1_grad.k110781, 288
+conv2_weight_grad.k123.end:                       ; preds = %conv2_weight_grad.k123
+  %t122_c0_0745 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_0, align 64
+  %2371 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2372 = mul nsw i64 %2371, 64
+  %2373 = add nsw i64 24913168, %2372
+  %2374 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2375 = add nsw i64 %2373, %2374
+  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2375
+  store <16 x float> %t122_c0_0745, ptr %arena746, align 4
+  %t122_c0_1747 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_1, align 64
+  %2376 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2377 = mul nsw i64 %2376, 64
+  %2378 = add nsw i64 24913168, %2377
+  %2379 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2380 = add nsw i64 %2378, %2379
+  %2381 = add nsw i64 %2380, 16
+  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2381
+  store <16 x float> %t122_c0_1747, ptr %arena748, align 4
+  %t122_c0_2749 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_2, align 64
+  %2382 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2383 = mul nsw i64 %2382, 64
+  %2384 = add nsw i64 24913168, %2383
+  %2385 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2386 = add nsw i64 %2384, %2385
+  %2387 = add nsw i64 %2386, 32
+  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2387
+  store <16 x float> %t122_c0_2749, ptr %arena750, align 4
+  %t122_c0_3751 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_3, align 64
+  %2388 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2389 = mul nsw i64 %2388, 64
+  %2390 = add nsw i64 24913168, %2389
+  %2391 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2392 = add nsw i64 %2390, %2391
+  %2393 = add nsw i64 %2392, 48
+  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2393
+  store <16 x float> %t122_c0_3751, ptr %arena752, align 4
+  %t122_c1_0753 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_0, align 64
+  %2394 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2395 = add nsw i64 %2394, 1
+  %2396 = mul nsw i64 %2395, 64
+  %2397 = add nsw i64 24913168, %2396
+  %2398 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2399 = add nsw i64 %2397, %2398
+  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2399
+  store <16 x float> %t122_c1_0753, ptr %arena754, align 4
+  %t122_c1_1755 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_1, align 64
+  %2400 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2401 = add nsw i64 %2400, 1
+  %2402 = mul nsw i64 %2401, 64
+  %2403 = add nsw i64 24913168, %2402
+  %2404 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2405 = add nsw i64 %2403, %2404
+  %2406 = add nsw i64 %2405, 16
+  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2406
+  store <16 x float> %t122_c1_1755, ptr %arena756, align 4
+  %t122_c1_2757 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_2, align 64
+  %2407 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2408 = add nsw i64 %2407, 1
+  %2409 = mul nsw i64 %2408, 64
+  %2410 = add nsw i64 24913168, %2409
+  %2411 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2412 = add nsw i64 %2410, %2411
+  %2413 = add nsw i64 %2412, 32
+  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2413
+  store <16 x float> %t122_c1_2757, ptr %arena758, align 4
+  %t122_c1_3759 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_3, align 64
+  %2414 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2415 = add nsw i64 %2414, 1
+  %2416 = mul nsw i64 %2415, 64
+  %2417 = add nsw i64 24913168, %2416
+  %2418 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2419 = add nsw i64 %2417, %2418
-  %params806 = getelementptr inbounds float, ptr %params, i64 %2419
-  %2420 = load float, ptr %params806, align 4
-  %2421 = insertelement <16 x float> undef, float %2420, i32 0
-  %2422 = shufflevector <16 x float> %2421, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2422, ptr %relu1_grad.t109_a3, align 64
-  %t109_a3 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
-  %t109_b0807 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c3_0 = load <16 x float>, ptr %relu1_grad.t109_c3_0, align 64
-  %2423 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3, <16 x float> %t109_b0807, <16 x float> %t109_c3_0)
-  store <16 x float> %2423, ptr %relu1_grad.t109_c3_0, align 64
-  %t109_a3808 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
-  %t109_b1809 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c3_1 = load <16 x float>, ptr %relu1_grad.t109_c3_1, align 64
-  %2424 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3808, <16 x float> %t109_b1809, <16 x float> %t109_c3_1)
-  store <16 x float> %2424, ptr %relu1_grad.t109_c3_1, align 64
-  %t109_a3810 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
-  %t109_b2811 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c3_2 = load <16 x float>, ptr %relu1_grad.t109_c3_2, align 64
-  %2425 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3810, <16 x float> %t109_b2811, <16 x float> %t109_c3_2)
-  store <16 x float> %2425, ptr %relu1_grad.t109_c3_2, align 64
-  %t109_a3812 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
-  %t109_b3813 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c3_3 = load <16 x float>, ptr %relu1_grad.t109_c3_3, align 64
-  %2426 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3812, <16 x float> %t109_b3813, <16 x float> %t109_c3_3)
-  store <16 x float> %2426, ptr %relu1_grad.t109_c3_3, align 64
-  %2427 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2428 = add nsw i64 %2427, 4
-  %2429 = add nsw i64 320, %2428
-  %2430 = mul nsw i64 %relu1_grad.k110781, 288
-  %2431 = add nsw i64 %2429, %2430
-  %params814 = getelementptr inbounds float, ptr %params, i64 %2431
-  %2432 = load float, ptr %params814, align 4
-  %2433 = insertelement <16 x float> undef, float %2432, i32 0
-  %2434 = shufflevector <16 x float> %2433, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2434, ptr %relu1_grad.t109_a4, align 64
-  %t109_a4 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
-  %t109_b0815 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c4_0 = load <16 x float>, ptr %relu1_grad.t109_c4_0, align 64
-  %2435 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4, <16 x float> %t109_b0815, <16 x float> %t109_c4_0)
-  store <16 x float> %2435, ptr %relu1_grad.t109_c4_0, align 64
-  %t109_a4816 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
-  %t109_b1817 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c4_1 = load <16 x float>, ptr %relu1_grad.t109_c4_1, align 64
-  %2436 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4816, <16 x float> %t109_b1817, <16 x float> %t109_c4_1)
-  store <16 x float> %2436, ptr %relu1_grad.t109_c4_1, align 64
-  %t109_a4818 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
-  %t109_b2819 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c4_2 = load <16 x float>, ptr %relu1_grad.t109_c4_2, align 64
-  %2437 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4818, <16 x float> %t109_b2819, <16 x float> %t109_c4_2)
-  store <16 x float> %2437, ptr %relu1_grad.t109_c4_2, align 64
-  %t109_a4820 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
-  %t109_b3821 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c4_3 = load <16 x float>, ptr %relu1_grad.t109_c4_3, align 64
-  %2438 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4820, <16 x float> %t109_b3821, <16 x float> %t109_c4_3)
-  store <16 x float> %2438, ptr %relu1_grad.t109_c4_3, align 64
-  %2439 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2440 = add nsw i64 %2439, 5
-  %2441 = add nsw i64 320, %2440
-  %2442 = mul nsw i64 %relu1_grad.k110781, 288
-  %2443 = add nsw i64 %2441, %2442
-  %params822 = getelementptr inbounds float, ptr %params, i64 %2443
-  %2444 = load float, ptr %params822, align 4
-  %2445 = insertelement <16 x float> undef, float %2444, i32 0
-  %2446 = shufflevector <16 x float> %2445, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2446, ptr %relu1_grad.t109_a5, align 64
-  %t109_a5 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
-  %t109_b0823 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c5_0 = load <16 x float>, ptr %relu1_grad.t109_c5_0, align 64
-  %2447 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5, <16 x float> %t109_b0823, <16 x float> %t109_c5_0)
-  store <16 x float> %2447, ptr %relu1_grad.t109_c5_0, align 64
-  %t109_a5824 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
-  %t109_b1825 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c5_1 = load <16 x float>, ptr %relu1_grad.t109_c5_1, align 64
-  %2448 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5824, <16 x float> %t109_b1825, <16 x float> %t109_c5_1)
-  store <16 x float> %2448, ptr %relu1_grad.t109_c5_1, align 64
-  %t109_a5826 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
-  %t109_b2827 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c5_2 = load <16 x float>, ptr %relu1_grad.t109_c5_2, align 64
-  %2449 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5826, <16 x float> %t109_b2827, <16 x float> %t109_c5_2)
-  store <16 x float> %2449, ptr %relu1_grad.t109_c5_2, align 64
-  %t109_a5828 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
-  %t109_b3829 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c5_3 = load <16 x float>, ptr %relu1_grad.t109_c5_3, align 64
-  %2450 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5828, <16 x float> %t109_b3829, <16 x float> %t109_c5_3)
-  store <16 x float> %2450, ptr %relu1_grad.t109_c5_3, align 64
-  %k110.next = add nsw i64 %relu1_grad.k110781, 1
-  %2451 = icmp slt i64 %k110.next, 64
-  br i1 %2451, label %relu1_grad.k110, label %relu1_grad.k110.end
-
-relu1_grad.k110.end:                              ; preds = %relu1_grad.k110
-  %t109_c0_0830 = load <16 x float>, ptr %relu1_grad.t109_c0_0, align 64
-  %2452 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2453 = mul nsw i64 %2452, 50176
-  %2454 = add nsw i64 7251216, %2453
-  %2455 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2456 = add nsw i64 %2454, %2455
-  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2456
-  store <16 x float> %t109_c0_0830, ptr %arena831, align 4
-  %t109_c0_1832 = load <16 x float>, ptr %relu1_grad.t109_c0_1, align 64
-  %2457 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2458 = mul nsw i64 %2457, 50176
-  %2459 = add nsw i64 7251216, %2458
-  %2460 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2461 = add nsw i64 %2459, %2460
-  %2462 = add nsw i64 %2461, 16
-  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2462
-  store <16 x float> %t109_c0_1832, ptr %arena833, align 4
-  %t109_c0_2834 = load <16 x float>, ptr %relu1_grad.t109_c0_2, align 64
-  %2463 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2464 = mul nsw i64 %2463, 50176
-  %2465 = add nsw i64 7251216, %2464
-  %2466 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2467 = add nsw i64 %2465, %2466
-  %2468 = add nsw i64 %2467, 32
-  %arena835 = getelementptr inbounds float, ptr %arena, i64 %2468
-  store <16 x float> %t109_c0_2834, ptr %arena835, align 4
-  %t109_c0_3836 = load <16 x float>, ptr %relu1_grad.t109_c0_3, align 64
-  %2469 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2470 = mul nsw i64 %2469, 50176
-  %2471 = add nsw i64 7251216, %2470
-  %2472 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2420 = add nsw i64 %2419, 48
+  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2420
+  store <16 x float> %t122_c1_3759, ptr %arena760, align 4
+  %t122_c2_0761 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_0, align 64
+  %2421 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2422 = add nsw i64 %2421, 2
+  %2423 = mul nsw i64 %2422, 64
+  %2424 = add nsw i64 24913168, %2423
+  %2425 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2426 = add nsw i64 %2424, %2425
+  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2426
+  store <16 x float> %t122_c2_0761, ptr %arena762, align 4
+  %t122_c2_1763 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_1, align 64
+  %2427 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2428 = add nsw i64 %2427, 2
+  %2429 = mul nsw i64 %2428, 64
+  %2430 = add nsw i64 24913168, %2429
+  %2431 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2432 = add nsw i64 %2430, %2431
+  %2433 = add nsw i64 %2432, 16
+  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2433
+  store <16 x float> %t122_c2_1763, ptr %arena764, align 4
+  %t122_c2_2765 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_2, align 64
+  %2434 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2435 = add nsw i64 %2434, 2
+  %2436 = mul nsw i64 %2435, 64
+  %2437 = add nsw i64 24913168, %2436
+  %2438 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2439 = add nsw i64 %2437, %2438
+  %2440 = add nsw i64 %2439, 32
+  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2440
+  store <16 x float> %t122_c2_2765, ptr %arena766, align 4
+  %t122_c2_3767 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_3, align 64
+  %2441 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2442 = add nsw i64 %2441, 2
+  %2443 = mul nsw i64 %2442, 64
+  %2444 = add nsw i64 24913168, %2443
+  %2445 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2446 = add nsw i64 %2444, %2445
+  %2447 = add nsw i64 %2446, 48
+  %arena768 = getelementptr inbounds float, ptr %arena, i64 %2447
+  store <16 x float> %t122_c2_3767, ptr %arena768, align 4
+  %t122_c3_0769 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_0, align 64
+  %2448 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2449 = add nsw i64 %2448, 3
+  %2450 = mul nsw i64 %2449, 64
+  %2451 = add nsw i64 24913168, %2450
+  %2452 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2453 = add nsw i64 %2451, %2452
+  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2453
+  store <16 x float> %t122_c3_0769, ptr %arena770, align 4
+  %t122_c3_1771 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_1, align 64
+  %2454 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2455 = add nsw i64 %2454, 3
+  %2456 = mul nsw i64 %2455, 64
+  %2457 = add nsw i64 24913168, %2456
+  %2458 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2459 = add nsw i64 %2457, %2458
+  %2460 = add nsw i64 %2459, 16
+  %arena772 = getelementptr inbounds float, ptr %arena, i64 %2460
+  store <16 x float> %t122_c3_1771, ptr %arena772, align 4
+  %t122_c3_2773 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_2, align 64
+  %2461 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2462 = add nsw i64 %2461, 3
+  %2463 = mul nsw i64 %2462, 64
+  %2464 = add nsw i64 24913168, %2463
+  %2465 = mul nsw i64 %conv2_weight_grad.nb120670, 64
+  %2466 = add nsw i64 %2464, %2465
+  %2467 = add nsw i64 %2466, 32
+  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2467
+  store <16 x float> %t122_c3_2773, ptr %arena774, align 4
+  %t122_c3_3775 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_3, align 64
+  %2468 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2469 = add nsw i64 %2468, 3
+  %2470 = mul nsw i64 %2469, 64
+  %2471 = add nsw i64 24913168, %2470
+  %2472 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2473 = add nsw i64 %2471, %2472
   %2474 = add nsw i64 %2473, 48
-  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2474
-  store <16 x float> %t109_c0_3836, ptr %arena837, align 4
-  %t109_c1_0838 = load <16 x float>, ptr %relu1_grad.t109_c1_0, align 64
-  %2475 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2476 = add nsw i64 %2475, 1
-  %2477 = mul nsw i64 %2476, 50176
-  %2478 = add nsw i64 7251216, %2477
-  %2479 = mul nsw i64 %relu1_grad.nb107779, 64
+  %arena776 = getelementptr inbounds float, ptr %arena, i64 %2474
+  store <16 x float> %t122_c3_3775, ptr %arena776, align 4
+  %t122_c4_0777 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_0, align 64
+  %2475 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2476 = add nsw i64 %2475, 4
+  %2477 = mul nsw i64 %2476, 64
+  %2478 = add nsw i64 24913168, %2477
+  %2479 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2480 = add nsw i64 %2478, %2479
-  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2480
-  store <16 x float> %t109_c1_0838, ptr %arena839, align 4
-  %t109_c1_1840 = load <16 x float>, ptr %relu1_grad.t109_c1_1, align 64
-  %2481 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2482 = add nsw i64 %2481, 1
-  %2483 = mul nsw i64 %2482, 50176
-  %2484 = add nsw i64 7251216, %2483
-  %2485 = mul nsw i64 %relu1_grad.nb107779, 64
+  %arena778 = getelementptr inbounds float, ptr %arena, i64 %2480
+  store <16 x float> %t122_c4_0777, ptr %arena778, align 4
+  %t122_c4_1779 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_1, align 64
+  %2481 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2482 = add nsw i64 %2481, 4
+  %2483 = mul nsw i64 %2482, 64
+  %2484 = add nsw i64 24913168, %2483
+  %2485 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2486 = add nsw i64 %2484, %2485
   %2487 = add nsw i64 %2486, 16
-  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2487
-  store <16 x float> %t109_c1_1840, ptr %arena841, align 4
-  %t109_c1_2842 = load <16 x float>, ptr %relu1_grad.t109_c1_2, align 64
-  %2488 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2489 = add nsw i64 %2488, 1
-  %2490 = mul nsw i64 %2489, 50176
-  %2491 = add nsw i64 7251216, %2490
-  %2492 = mul nsw i64 %relu1_grad.nb107779, 64
+  %arena780 = getelementptr inbounds float, ptr %arena, i64 %2487
+  store <16 x float> %t122_c4_1779, ptr %arena780, align 4
+  %t122_c4_2781 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_2, align 64
+  %2488 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2489 = add nsw i64 %2488, 4
+  %2490 = mul nsw i64 %2489, 64
+  %2491 = add nsw i64 24913168, %2490
+  %2492 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2493 = add nsw i64 %2491, %2492
   %2494 = add nsw i64 %2493, 32
-  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2494
-  store <16 x float> %t109_c1_2842, ptr %arena843, align 4
-  %t109_c1_3844 = load <16 x float>, ptr %relu1_grad.t109_c1_3, align 64
-  %2495 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2496 = add nsw i64 %2495, 1
-  %2497 = mul nsw i64 %2496, 50176
-  %2498 = add nsw i64 7251216, %2497
-  %2499 = mul nsw i64 %relu1_grad.nb107779, 64
+  %arena782 = getelementptr inbounds float, ptr %arena, i64 %2494
+  store <16 x float> %t122_c4_2781, ptr %arena782, align 4
+  %t122_c4_3783 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_3, align 64
+  %2495 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2496 = add nsw i64 %2495, 4
+  %2497 = mul nsw i64 %2496, 64
+  %2498 = add nsw i64 24913168, %2497
+  %2499 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2500 = add nsw i64 %2498, %2499
   %2501 = add nsw i64 %2500, 48
-  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2501
-  store <16 x float> %t109_c1_3844, ptr %arena845, align 4
-  %t109_c2_0846 = load <16 x float>, ptr %relu1_grad.t109_c2_0, align 64
-  %2502 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2503 = add nsw i64 %2502, 2
-  %2504 = mul nsw i64 %2503, 50176
-  %2505 = add nsw i64 7251216, %2504
-  %2506 = mul nsw i64 %relu1_grad.nb107779, 64
+  %arena784 = getelementptr inbounds float, ptr %arena, i64 %2501
+  store <16 x float> %t122_c4_3783, ptr %arena784, align 4
+  %t122_c5_0785 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_0, align 64
+  %2502 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2503 = add nsw i64 %2502, 5
+  %2504 = mul nsw i64 %2503, 64
+  %2505 = add nsw i64 24913168, %2504
+  %2506 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2507 = add nsw i64 %2505, %2506
-  %arena847 = getelementptr inbounds float, ptr %arena, i64 %2507
-  store <16 x float> %t109_c2_0846, ptr %arena847, align 4
-  %t109_c2_1848 = load <16 x float>, ptr %relu1_grad.t109_c2_1, align 64
-  %2508 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2509 = add nsw i64 %2508, 2
-  %2510 = mul nsw i64 %2509, 50176
-  %2511 = add nsw i64 7251216, %2510
-  %2512 = mul nsw i64 %relu1_grad.nb107779, 64
+  %arena786 = getelementptr inbounds float, ptr %arena, i64 %2507
+  store <16 x float> %t122_c5_0785, ptr %arena786, align 4
+  %t122_c5_1787 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_1, align 64
+  %2508 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2509 = add nsw i64 %2508, 5
+  %2510 = mul nsw i64 %2509, 64
+  %2511 = add nsw i64 24913168, %2510
+  %2512 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2513 = add nsw i64 %2511, %2512
   %2514 = add nsw i64 %2513, 16
-  %arena849 = getelementptr inbounds float, ptr %arena, i64 %2514
-  store <16 x float> %t109_c2_1848, ptr %arena849, align 4
-  %t109_c2_2850 = load <16 x float>, ptr %relu1_grad.t109_c2_2, align 64
-  %2515 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2516 = add nsw i64 %2515, 2
-  %2517 = mul nsw i64 %2516, 50176
-  %2518 = add nsw i64 7251216, %2517
-  %2519 = mul nsw i64 %relu1_grad.nb107779, 64
+  %arena788 = getelementptr inbounds float, ptr %arena, i64 %2514
+  store <16 x float> %t122_c5_1787, ptr %arena788, align 4
+  %t122_c5_2789 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_2, align 64
+  %2515 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2516 = add nsw i64 %2515, 5
+  %2517 = mul nsw i64 %2516, 64
+  %2518 = add nsw i64 24913168, %2517
+  %2519 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2520 = add nsw i64 %2518, %2519
   %2521 = add nsw i64 %2520, 32
-  %arena851 = getelementptr inbounds float, ptr %arena, i64 %2521
-  store <16 x float> %t109_c2_2850, ptr %arena851, align 4
-  %t109_c2_3852 = load <16 x float>, ptr %relu1_grad.t109_c2_3, align 64
-  %2522 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2523 = add nsw i64 %2522, 2
-  %2524 = mul nsw i64 %2523, 50176
-  %2525 = add nsw i64 7251216, %2524
-  %2526 = mul nsw i64 %relu1_grad.nb107779, 64
+  %arena790 = getelementptr inbounds float, ptr %arena, i64 %2521
+  store <16 x float> %t122_c5_2789, ptr %arena790, align 4
+  %t122_c5_3791 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_3, align 64
+  %2522 = mul nsw i64 %conv2_weight_grad.mb121671, 6
+  %2523 = add nsw i64 %2522, 5
+  %2524 = mul nsw i64 %2523, 64
+  %2525 = add nsw i64 24913168, %2524
+  %2526 = mul nsw i64 %conv2_weight_grad.nb120670, 64
   %2527 = add nsw i64 %2525, %2526
   %2528 = add nsw i64 %2527, 48
-  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2528
-  store <16 x float> %t109_c2_3852, ptr %arena853, align 4
-  %t109_c3_0854 = load <16 x float>, ptr %relu1_grad.t109_c3_0, align 64
-  %2529 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2530 = add nsw i64 %2529, 3
-  %2531 = mul nsw i64 %2530, 50176
-  %2532 = add nsw i64 7251216, %2531
-  %2533 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2534 = add nsw i64 %2532, %2533
-  %arena855 = getelementptr inbounds float, ptr %arena, i64 %2534
-  store <16 x float> %t109_c3_0854, ptr %arena855, align 4
-  %t109_c3_1856 = load <16 x float>, ptr %relu1_grad.t109_c3_1, align 64
-  %2535 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2536 = add nsw i64 %2535, 3
-  %2537 = mul nsw i64 %2536, 50176
-  %2538 = add nsw i64 7251216, %2537
-  %2539 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2540 = add nsw i64 %2538, %2539
-  %2541 = add nsw i64 %2540, 16
-  %arena857 = getelementptr inbounds float, ptr %arena, i64 %2541
-  store <16 x float> %t109_c3_1856, ptr %arena857, align 4
-  %t109_c3_2858 = load <16 x float>, ptr %relu1_grad.t109_c3_2, align 64
-  %2542 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2543 = add nsw i64 %2542, 3
-  %2544 = mul nsw i64 %2543, 50176
-  %2545 = add nsw i64 7251216, %2544
-  %2546 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2547 = add nsw i64 %2545, %2546
-  %2548 = add nsw i64 %2547, 32
-  %arena859 = getelementptr inbounds float, ptr %arena, i64 %2548
-  store <16 x float> %t109_c3_2858, ptr %arena859, align 4
-  %t109_c3_3860 = load <16 x float>, ptr %relu1_grad.t109_c3_3, align 64
-  %2549 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2550 = add nsw i64 %2549, 3
+  %arena792 = getelementptr inbounds float, ptr %arena, i64 %2528
+  store <16 x float> %t122_c5_3791, ptr %arena792, align 4
+  %mb121.next = add nsw i64 %conv2_weight_grad.mb121671, 1
+  %2529 = icmp slt i64 %mb121.next, 48
+  br i1 %2529, label %conv2_weight_grad.mb121, label %conv2_weight_grad.mb121.end
+
+conv2_weight_grad.f124:                           ; preds = %conv2_weight_grad.r125.end, %conv2_weight_grad.g100.end
+  %conv2_weight_grad.f124793 = phi i64 [ 0, %conv2_weight_grad.g100.end ], [ %f124.next, %conv2_weight_grad.r125.end ]
+  br label %conv2_weight_grad.r125
+
+conv2_weight_grad.f124.end:                       ; preds = %conv2_weight_grad.r125.end
+  br label %conv2_bias_grad.i126
+
+conv2_weight_grad.r125:                           ; preds = %conv2_weight_grad.r125, %conv2_weight_grad.f124
+  %conv2_weight_grad.r125794 = phi i64 [ 0, %conv2_weight_grad.f124 ], [ %r125.next, %conv2_weight_grad.r125 ]
+  %2530 = mul nsw i64 %conv2_weight_grad.r125794, 64
+  %2531 = add nsw i64 24913168, %2530
+  %2532 = add nsw i64 %2531, %conv2_weight_grad.f124793
+  %arena795 = getelementptr inbounds float, ptr %arena, i64 %2532
+  %2533 = load float, ptr %arena795, align 4
+  %2534 = mul nsw i64 %conv2_weight_grad.f124793, 288
+  %2535 = add nsw i64 320, %2534
+  %2536 = add nsw i64 %2535, %conv2_weight_grad.r125794
+  %grads796 = getelementptr inbounds float, ptr %grads, i64 %2536
+  store float %2533, ptr %grads796, align 4
+  %r125.next = add nsw i64 %conv2_weight_grad.r125794, 1
+  %2537 = icmp slt i64 %r125.next, 288
+  br i1 %2537, label %conv2_weight_grad.r125, label %conv2_weight_grad.r125.end
+
+conv2_weight_grad.r125.end:                       ; preds = %conv2_weight_grad.r125
+  %f124.next = add nsw i64 %conv2_weight_grad.f124793, 1
+  %2538 = icmp slt i64 %f124.next, 64
+  br i1 %2538, label %conv2_weight_grad.f124, label %conv2_weight_grad.f124.end
+
+conv2_bias_grad.i126:                             ; preds = %conv2_bias_grad.i126, %conv2_weight_grad.f124.end
+  %conv2_bias_grad.i126797 = phi i64 [ 0, %conv2_weight_grad.f124.end ], [ %i126.next, %conv2_bias_grad.i126 ]
+  %2539 = add nsw i64 1605632, %conv2_bias_grad.i126797
+  %arena798 = getelementptr inbounds float, ptr %arena, i64 %2539
+  store float 1.000000e+00, ptr %arena798, align 4
+  %i126.next = add nsw i64 %conv2_bias_grad.i126797, 1
+  %2540 = icmp slt i64 %i126.next, 784
+  br i1 %2540, label %conv2_bias_grad.i126, label %conv2_bias_grad.i126.end
+
+conv2_bias_grad.i126.end:                         ; preds = %conv2_bias_grad.i126
+  br label %conv2_bias_grad.i127
+
+conv2_bias_grad.i127:                             ; preds = %conv2_bias_grad.i127, %conv2_bias_grad.i126.end
+  %conv2_bias_grad.i127799 = phi i64 [ 0, %conv2_bias_grad.i126.end ], [ %i127.next, %conv2_bias_grad.i127 ]
+  %2541 = add nsw i64 18752, %conv2_bias_grad.i127799
+  %grads800 = getelementptr inbounds float, ptr %grads, i64 %2541
+  store float 0.000000e+00, ptr %grads800, align 4
+  %i127.next = add nsw i64 %conv2_bias_grad.i127799, 1
+  %2542 = icmp slt i64 %i127.next, 64
+  br i1 %2542, label %conv2_bias_grad.i127, label %conv2_bias_grad.i127.end
+
+conv2_bias_grad.i127.end:                         ; preds = %conv2_bias_grad.i127
+  br label %conv2_bias_grad.img128
+
+conv2_bias_grad.img128:                           ; preds = %conv2_bias_grad.img128, %conv2_bias_grad.i127.end
+  %conv2_bias_grad.img128801 = phi i64 [ 0, %conv2_bias_grad.i127.end ], [ %img128.next, %conv2_bias_grad.img128 ]
+  %2543 = mul nsw i64 %conv2_bias_grad.img128801, 50176
+  %2544 = add nsw i64 4039952, %2543
+  %arena802 = getelementptr inbounds float, ptr %arena, i64 %2544
+  %arena803 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %grads804 = getelementptr inbounds float, ptr %grads, i64 18752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 784, float 1.000000e+00, ptr %arena802, i32 784, ptr %arena803, i32 1, float 1.000000e+00, ptr %grads804, i32 1)
+  %img128.next = add nsw i64 %conv2_bias_grad.img128801, 1
+  %2545 = icmp slt i64 %img128.next, 64
+  br i1 %2545, label %conv2_bias_grad.img128, label %conv2_bias_grad.img128.end
+
+conv2_bias_grad.img128.end:                       ; preds = %conv2_bias_grad.img128
+  br label %relu1_grad.i129
+
+relu1_grad.i129:                                  ; preds = %relu1_grad.i129, %conv2_bias_grad.img128.end
+  %relu1_grad.i129805 = phi i64 [ 0, %conv2_bias_grad.img128.end ], [ %i129.next, %relu1_grad.i129 ]
+  %2546 = add nsw i64 1605632, %relu1_grad.i129805
+  %arena806 = getelementptr inbounds float, ptr %arena, i64 %2546
+  store float 0.000000e+00, ptr %arena806, align 4
+  %i129.next = add nsw i64 %relu1_grad.i129805, 1
+  %2547 = icmp slt i64 %i129.next, 1605632
+  br i1 %2547, label %relu1_grad.i129, label %relu1_grad.i129.end
+
+relu1_grad.i129.end:                              ; preds = %relu1_grad.i129
+  br label %relu1_grad.g130
+
+relu1_grad.g130:                                  ; preds = %relu1_grad.j138.end, %relu1_grad.i129.end
+  %relu1_grad.g130807 = phi i64 [ 0, %relu1_grad.i129.end ], [ %g130.next, %relu1_grad.j138.end ]
+  br label %relu1_grad.j131
+
+relu1_grad.g130.end:                              ; preds = %relu1_grad.j138.end
+  br label %conv1_grad.i147
+
+relu1_grad.j131:                                  ; preds = %relu1_grad.f132.end, %relu1_grad.g130
+  %relu1_grad.j131808 = phi i64 [ 0, %relu1_grad.g130 ], [ %j131.next, %relu1_grad.f132.end ]
+  br label %relu1_grad.f132
+
+relu1_grad.j131.end:                              ; preds = %relu1_grad.f132.end
+  br label %relu1_grad.nb134
+
+relu1_grad.f132:                                  ; preds = %relu1_grad.i133.end, %relu1_grad.j131
+  %relu1_grad.f132809 = phi i64 [ 0, %relu1_grad.j131 ], [ %f132.next, %relu1_grad.i133.end ]
+  br label %relu1_grad.i133
+
+relu1_grad.f132.end:                              ; preds = %relu1_grad.i133.end
+  %j131.next = add nsw i64 %relu1_grad.j131808, 1
+  %2548 = icmp slt i64 %j131.next, 64
+  br i1 %2548, label %relu1_grad.j131, label %relu1_grad.j131.end
+
+relu1_grad.i133:                                  ; preds = %relu1_grad.i133, %relu1_grad.f132
+  %relu1_grad.i133810 = phi i64 [ 0, %relu1_grad.f132 ], [ %i133.next, %relu1_grad.i133 ]
+  %2549 = mul nsw i64 %relu1_grad.g130807, 64
+  %2550 = add nsw i64 %2549, %relu1_grad.j131808
   %2551 = mul nsw i64 %2550, 50176
-  %2552 = add nsw i64 7251216, %2551
-  %2553 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2552 = add nsw i64 4039952, %2551
+  %2553 = mul nsw i64 %relu1_grad.f132809, 784
   %2554 = add nsw i64 %2552, %2553
-  %2555 = add nsw i64 %2554, 48
-  %arena861 = getelementptr inbounds float, ptr %arena, i64 %2555
-  store <16 x float> %t109_c3_3860, ptr %arena861, align 4
-  %t109_c4_0862 = load <16 x float>, ptr %relu1_grad.t109_c4_0, align 64
-  %2556 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2557 = add nsw i64 %2556, 4
-  %2558 = mul nsw i64 %2557, 50176
-  %2559 = add nsw i64 7251216, %2558
-  %2560 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2561 = add nsw i64 %2559, %2560
-  %arena863 = getelementptr inbounds float, ptr %arena, i64 %2561
-  store <16 x float> %t109_c4_0862, ptr %arena863, align 4
-  %t109_c4_1864 = load <16 x float>, ptr %relu1_grad.t109_c4_1, align 64
-  %2562 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2563 = add nsw i64 %2562, 4
-  %2564 = mul nsw i64 %2563, 50176
-  %2565 = add nsw i64 7251216, %2564
-  %2566 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2567 = add nsw i64 %2565, %2566
-  %2568 = add nsw i64 %2567, 16
-  %arena865 = getelementptr inbounds float, ptr %arena, i64 %2568
-  store <16 x float> %t109_c4_1864, ptr %arena865, align 4
-  %t109_c4_2866 = load <16 x float>, ptr %relu1_grad.t109_c4_2, align 64
-  %2569 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2570 = add nsw i64 %2569, 4
-  %2571 = mul nsw i64 %2570, 50176
-  %2572 = add nsw i64 7251216, %2571
-  %2573 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2574 = add nsw i64 %2572, %2573
-  %2575 = add nsw i64 %2574, 32
-  %arena867 = getelementptr inbounds float, ptr %arena, i64 %2575
-  store <16 x float> %t109_c4_2866, ptr %arena867, align 4
-  %t109_c4_3868 = load <16 x float>, ptr %relu1_grad.t109_c4_3, align 64
-  %2576 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2577 = add nsw i64 %2576, 4
-  %2578 = mul nsw i64 %2577, 50176
-  %2579 = add nsw i64 7251216, %2578
-  %2580 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2581 = add nsw i64 %2579, %2580
-  %2582 = add nsw i64 %2581, 48
-  %arena869 = getelementptr inbounds float, ptr %arena, i64 %2582
-  store <16 x float> %t109_c4_3868, ptr %arena869, align 4
-  %t109_c5_0870 = load <16 x float>, ptr %relu1_grad.t109_c5_0, align 64
-  %2583 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2584 = add nsw i64 %2583, 5
-  %2585 = mul nsw i64 %2584, 50176
-  %2586 = add nsw i64 7251216, %2585
-  %2587 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2588 = add nsw i64 %2586, %2587
-  %arena871 = getelementptr inbounds float, ptr %arena, i64 %2588
-  store <16 x float> %t109_c5_0870, ptr %arena871, align 4
-  %t109_c5_1872 = load <16 x float>, ptr %relu1_grad.t109_c5_1, align 64
-  %2589 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2590 = add nsw i64 %2589, 5
-  %2591 = mul nsw i64 %2590, 50176
-  %2592 = add nsw i64 7251216, %2591
-  %2593 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2594 = add nsw i64 %2592, %2593
-  %2595 = add nsw i64 %2594, 16
-  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2595
-  store <16 x float> %t109_c5_1872, ptr %arena873, align 4
-  %t109_c5_2874 = load <16 x float>, ptr %relu1_grad.t109_c5_2, align 64
-  %2596 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2597 = add nsw i64 %2596, 5
-  %2598 = mul nsw i64 %2597, 50176
-  %2599 = add nsw i64 7251216, %2598
-  %2600 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2601 = add nsw i64 %2599, %2600
-  %2602 = add nsw i64 %2601, 32
-  %arena875 = getelementptr inbounds float, ptr %arena, i64 %2602
-  store <16 x float> %t109_c5_2874, ptr %arena875, align 4
-  %t109_c5_3876 = load <16 x float>, ptr %relu1_grad.t109_c5_3, align 64
-  %2603 = mul nsw i64 %relu1_grad.mb108780, 6
-  %2604 = add nsw i64 %2603, 5
-  %2605 = mul nsw i64 %2604, 50176
-  %2606 = add nsw i64 7251216, %2605
-  %2607 = mul nsw i64 %relu1_grad.nb107779, 64
-  %2608 = add nsw i64 %2606, %2607
-  %2609 = add nsw i64 %2608, 48
-  %arena877 = getelementptr inbounds float, ptr %arena, i64 %2609
-  store <16 x float> %t109_c5_3876, ptr %arena877, align 4
-  %mb108.next = add nsw i64 %relu1_grad.mb108780, 1
-  %2610 = icmp slt i64 %mb108.next, 48
-  br i1 %2610, label %relu1_grad.mb108, label %relu1_grad.mb108.end
+  %2555 = add nsw i64 %2554, %relu1_grad.i133810
+  %arena811 = getelementptr inbounds float, ptr %arena, i64 %2555
+  %2556 = load float, ptr %arena811, align 4
+  %2557 = mul nsw i64 %relu1_grad.f132809, 50176
+  %2558 = add nsw i64 21701904, %2557
+  %2559 = mul nsw i64 %relu1_grad.j131808, 784
+  %2560 = add nsw i64 %2558, %2559
+  %2561 = add nsw i64 %2560, %relu1_grad.i133810
+  %arena812 = getelementptr inbounds float, ptr %arena, i64 %2561
+  store float %2556, ptr %arena812, align 4
+  %i133.next = add nsw i64 %relu1_grad.i133810, 1
+  %2562 = icmp slt i64 %i133.next, 784
+  br i1 %2562, label %relu1_grad.i133, label %relu1_grad.i133.end
 
-relu1_grad.j111:                                  ; preds = %relu1_grad.c112.end, %relu1_grad.nb107.end
-  %relu1_grad.j111878 = phi i64 [ 0, %relu1_grad.nb107.end ], [ %j111.next, %relu1_grad.c112.end ]
-  br label %relu1_grad.c112
+relu1_grad.i133.end:                              ; preds = %relu1_grad.i133
+  %f132.next = add nsw i64 %relu1_grad.f132809, 1
+  %2563 = icmp slt i64 %f132.next, 64
+  br i1 %2563, label %relu1_grad.f132, label %relu1_grad.f132.end
 
-relu1_grad.j111.end:                              ; preds = %relu1_grad.c112.end
-  %g103.next = add nsw i64 %relu1_grad.g103773, 1
-  %2611 = icmp slt i64 %g103.next, 1
-  br i1 %2611, label %relu1_grad.g103, label %relu1_grad.g103.end
+relu1_grad.nb134:                                 ; preds = %relu1_grad.mb135.end, %relu1_grad.j131.end
+  %relu1_grad.nb134813 = phi i64 [ 0, %relu1_grad.j131.end ], [ %nb134.next, %relu1_grad.mb135.end ]
+  br label %relu1_grad.mb135
 
-relu1_grad.c112:                                  ; preds = %relu1_grad.ky113.end, %relu1_grad.j111
-  %relu1_grad.c112879 = phi i64 [ 0, %relu1_grad.j111 ], [ %c112.next, %relu1_grad.ky113.end ]
-  br label %relu1_grad.ky113
+relu1_grad.nb134.end:                             ; preds = %relu1_grad.mb135.end
+  br label %relu1_grad.j138
 
-relu1_grad.c112.end:                              ; preds = %relu1_grad.ky113.end
-  %j111.next = add nsw i64 %relu1_grad.j111878, 1
-  %2612 = icmp slt i64 %j111.next, 64
-  br i1 %2612, label %relu1_grad.j111, label %relu1_grad.j111.end
+relu1_grad.mb135:                                 ; preds = %relu1_grad.k137.end, %relu1_grad.nb134
+  %relu1_grad.mb135814 = phi i64 [ 0, %relu1_grad.nb134 ], [ %mb135.next, %relu1_grad.k137.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_3, align 64
+  br label %relu1_grad.k137
 
-relu1_grad.ky113:                                 ; preds = %relu1_grad.oy118.end, %relu1_grad.c112
-  %relu1_grad.ky113880 = phi i64 [ 0, %relu1_grad.c112 ], [ %ky113.next, %relu1_grad.oy118.end ]
-  br label %relu1_grad.oy114
+relu1_grad.mb135.end:                             ; preds = %relu1_grad.k137.end
+  %nb134.next = add nsw i64 %relu1_grad.nb134813, 1
+  %2564 = icmp slt i64 %nb134.next, 784
+  br i1 %2564, label %relu1_grad.nb134, label %relu1_grad.nb134.end
 
-relu1_grad.ky113.end:                             ; preds = %relu1_grad.oy118.end
-  %c112.next = add nsw i64 %relu1_grad.c112879, 1
-  %2613 = icmp slt i64 %c112.next, 32
-  br i1 %2613, label %relu1_grad.c112, label %relu1_grad.c112.end
-
-relu1_grad.oy114:                                 ; preds = %relu1_grad.endif, %relu1_grad.ky113
-  %relu1_grad.oy114881 = phi i64 [ 0, %relu1_grad.ky113 ], [ %oy114.next, %relu1_grad.endif ]
-  %2614 = add nsw i64 %relu1_grad.oy114881, %relu1_grad.ky113880
-  %2615 = add nsw i64 %2614, -1
-  %2616 = icmp slt i64 -1, %2615
-  %2617 = add nsw i64 %relu1_grad.oy114881, %relu1_grad.ky113880
-  %2618 = add nsw i64 %2617, -1
-  %2619 = icmp slt i64 %2618, 28
-  %2620 = and i1 %2616, %2619
-  br i1 %2620, label %relu1_grad.then, label %relu1_grad.endif
-
-relu1_grad.oy114.end:                             ; preds = %relu1_grad.endif
-  br label %relu1_grad.oy116
-
-relu1_grad.then:                                  ; preds = %relu1_grad.oy114
-  br label %relu1_grad.ox115
-
-relu1_grad.endif:                                 ; preds = %relu1_grad.ox115.end, %relu1_grad.oy114
-  %oy114.next = add nsw i64 %relu1_grad.oy114881, 1
-  %2621 = icmp slt i64 %oy114.next, 28
-  br i1 %2621, label %relu1_grad.oy114, label %relu1_grad.oy114.end
-
-relu1_grad.ox115:                                 ; preds = %relu1_grad.ox115, %relu1_grad.then
-  %relu1_grad.ox115882 = phi i64 [ 0, %relu1_grad.then ], [ %ox115.next, %relu1_grad.ox115 ]
-  %2622 = mul nsw i64 %relu1_grad.g103773, 64
-  %2623 = add nsw i64 %2622, %relu1_grad.j111878
-  %2624 = mul nsw i64 %2623, 25088
-  %2625 = add nsw i64 1605632, %2624
-  %2626 = mul nsw i64 %relu1_grad.c112879, 784
+relu1_grad.k137:                                  ; preds = %relu1_grad.k137, %relu1_grad.mb135
+  %relu1_grad.k137815 = phi i64 [ 0, %relu1_grad.mb135 ], [ %k137.next, %relu1_grad.k137 ]
+  %2565 = mul nsw i64 %relu1_grad.k137815, 50176
+  %2566 = add nsw i64 21701904, %2565
+  %2567 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2568 = add nsw i64 %2566, %2567
+  %arena816 = getelementptr inbounds float, ptr %arena, i64 %2568
+  %2569 = load <16 x float>, ptr %arena816, align 4
+  store <16 x float> %2569, ptr %relu1_grad.t136_b0, align 64
+  %2570 = mul nsw i64 %relu1_grad.k137815, 50176
+  %2571 = add nsw i64 21701904, %2570
+  %2572 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2573 = add nsw i64 %2571, %2572
+  %2574 = add nsw i64 %2573, 16
+  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2574
+  %2575 = load <16 x float>, ptr %arena817, align 4
+  store <16 x float> %2575, ptr %relu1_grad.t136_b1, align 64
+  %2576 = mul nsw i64 %relu1_grad.k137815, 50176
+  %2577 = add nsw i64 21701904, %2576
+  %2578 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2579 = add nsw i64 %2577, %2578
+  %2580 = add nsw i64 %2579, 32
+  %arena818 = getelementptr inbounds float, ptr %arena, i64 %2580
+  %2581 = load <16 x float>, ptr %arena818, align 4
+  store <16 x float> %2581, ptr %relu1_grad.t136_b2, align 64
+  %2582 = mul nsw i64 %relu1_grad.k137815, 50176
+  %2583 = add nsw i64 21701904, %2582
+  %2584 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2585 = add nsw i64 %2583, %2584
+  %2586 = add nsw i64 %2585, 48
+  %arena819 = getelementptr inbounds float, ptr %arena, i64 %2586
+  %2587 = load <16 x float>, ptr %arena819, align 4
+  store <16 x float> %2587, ptr %relu1_grad.t136_b3, align 64
+  %2588 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2589 = add nsw i64 320, %2588
+  %2590 = mul nsw i64 %relu1_grad.k137815, 288
+  %2591 = add nsw i64 %2589, %2590
+  %params820 = getelementptr inbounds float, ptr %params, i64 %2591
+  %2592 = load float, ptr %params820, align 4
+  %2593 = insertelement <16 x float> undef, float %2592, i32 0
+  %2594 = shufflevector <16 x float> %2593, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2594, ptr %relu1_grad.t136_a0, align 64
+  %t136_a0 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
+  %t136_b0 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c0_0 = load <16 x float>, ptr %relu1_grad.t136_c0_0, align 64
+  %2595 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0, <16 x float> %t136_b0, <16 x float> %t136_c0_0)
+  store <16 x float> %2595, ptr %relu1_grad.t136_c0_0, align 64
+  %t136_a0821 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
+  %t136_b1 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c0_1 = load <16 x float>, ptr %relu1_grad.t136_c0_1, align 64
+  %2596 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0821, <16 x float> %t136_b1, <16 x float> %t136_c0_1)
+  store <16 x float> %2596, ptr %relu1_grad.t136_c0_1, align 64
+  %t136_a0822 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
+  %t136_b2 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c0_2 = load <16 x float>, ptr %relu1_grad.t136_c0_2, align 64
+  %2597 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0822, <16 x float> %t136_b2, <16 x float> %t136_c0_2)
+  store <16 x float> %2597, ptr %relu1_grad.t136_c0_2, align 64
+  %t136_a0823 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
+  %t136_b3 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c0_3 = load <16 x float>, ptr %relu1_grad.t136_c0_3, align 64
+  %2598 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0823, <16 x float> %t136_b3, <16 x float> %t136_c0_3)
+  store <16 x float> %2598, ptr %relu1_grad.t136_c0_3, align 64
+  %2599 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2600 = add nsw i64 %2599, 1
+  %2601 = add nsw i64 320, %2600
+  %2602 = mul nsw i64 %relu1_grad.k137815, 288
+  %2603 = add nsw i64 %2601, %2602
+  %params824 = getelementptr inbounds float, ptr %params, i64 %2603
+  %2604 = load float, ptr %params824, align 4
+  %2605 = insertelement <16 x float> undef, float %2604, i32 0
+  %2606 = shufflevector <16 x float> %2605, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2606, ptr %relu1_grad.t136_a1, align 64
+  %t136_a1 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
+  %t136_b0825 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c1_0 = load <16 x float>, ptr %relu1_grad.t136_c1_0, align 64
+  %2607 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1, <16 x float> %t136_b0825, <16 x float> %t136_c1_0)
+  store <16 x float> %2607, ptr %relu1_grad.t136_c1_0, align 64
+  %t136_a1826 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
+  %t136_b1827 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c1_1 = load <16 x float>, ptr %relu1_grad.t136_c1_1, align 64
+  %2608 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1826, <16 x float> %t136_b1827, <16 x float> %t136_c1_1)
+  store <16 x float> %2608, ptr %relu1_grad.t136_c1_1, align 64
+  %t136_a1828 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
+  %t136_b2829 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c1_2 = load <16 x float>, ptr %relu1_grad.t136_c1_2, align 64
+  %2609 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1828, <16 x float> %t136_b2829, <16 x float> %t136_c1_2)
+  store <16 x float> %2609, ptr %relu1_grad.t136_c1_2, align 64
+  %t136_a1830 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
+  %t136_b3831 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c1_3 = load <16 x float>, ptr %relu1_grad.t136_c1_3, align 64
+  %2610 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1830, <16 x float> %t136_b3831, <16 x float> %t136_c1_3)
+  store <16 x float> %2610, ptr %relu1_grad.t136_c1_3, align 64
+  %2611 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2612 = add nsw i64 %2611, 2
+  %2613 = add nsw i64 320, %2612
+  %2614 = mul nsw i64 %relu1_grad.k137815, 288
+  %2615 = add nsw i64 %2613, %2614
+  %params832 = getelementptr inbounds float, ptr %params, i64 %2615
+  %2616 = load float, ptr %params832, align 4
+  %2617 = insertelement <16 x float> undef, float %2616, i32 0
+  %2618 = shufflevector <16 x float> %2617, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2618, ptr %relu1_grad.t136_a2, align 64
+  %t136_a2 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
+  %t136_b0833 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c2_0 = load <16 x float>, ptr %relu1_grad.t136_c2_0, align 64
+  %2619 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2, <16 x float> %t136_b0833, <16 x float> %t136_c2_0)
+  store <16 x float> %2619, ptr %relu1_grad.t136_c2_0, align 64
+  %t136_a2834 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
+  %t136_b1835 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c2_1 = load <16 x float>, ptr %relu1_grad.t136_c2_1, align 64
+  %2620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2834, <16 x float> %t136_b1835, <16 x float> %t136_c2_1)
+  store <16 x float> %2620, ptr %relu1_grad.t136_c2_1, align 64
+  %t136_a2836 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
+  %t136_b2837 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c2_2 = load <16 x float>, ptr %relu1_grad.t136_c2_2, align 64
+  %2621 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2836, <16 x float> %t136_b2837, <16 x float> %t136_c2_2)
+  store <16 x float> %2621, ptr %relu1_grad.t136_c2_2, align 64
+  %t136_a2838 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
+  %t136_b3839 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c2_3 = load <16 x float>, ptr %relu1_grad.t136_c2_3, align 64
+  %2622 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2838, <16 x float> %t136_b3839, <16 x float> %t136_c2_3)
+  store <16 x float> %2622, ptr %relu1_grad.t136_c2_3, align 64
+  %2623 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2624 = add nsw i64 %2623, 3
+  %2625 = add nsw i64 320, %2624
+  %2626 = mul nsw i64 %relu1_grad.k137815, 288
   %2627 = add nsw i64 %2625, %2626
-  %2628 = add nsw i64 %relu1_grad.oy114881, %relu1_grad.ky113880
-  %2629 = add nsw i64 %2628, -1
-  %2630 = mul nsw i64 %2629, 28
-  %2631 = add nsw i64 %2627, %2630
-  %2632 = add nsw i64 %relu1_grad.ox115882, 1
-  %2633 = add nsw i64 %2632, -1
-  %2634 = add nsw i64 %2631, %2633
-  %arena883 = getelementptr inbounds float, ptr %arena, i64 %2634
-  %2635 = load float, ptr %arena883, align 4
-  %2636 = mul nsw i64 %relu1_grad.c112879, 3
-  %2637 = add nsw i64 %2636, %relu1_grad.ky113880
-  %2638 = mul nsw i64 %2637, 3
-  %2639 = mul nsw i64 %2638, 50176
-  %2640 = add nsw i64 7251216, %2639
-  %2641 = mul nsw i64 %relu1_grad.j111878, 784
-  %2642 = add nsw i64 %2640, %2641
-  %2643 = mul nsw i64 %relu1_grad.oy114881, 28
-  %2644 = add nsw i64 %2642, %2643
-  %2645 = add nsw i64 %relu1_grad.ox115882, 1
-  %2646 = add nsw i64 %2644, %2645
-  %arena884 = getelementptr inbounds float, ptr %arena, i64 %2646
-  %2647 = load float, ptr %arena884, align 4
-  %2648 = fadd float %2635, %2647
-  store float %2648, ptr %arena883, align 4
-  %ox115.next = add nsw i64 %relu1_grad.ox115882, 1
-  %2649 = icmp slt i64 %ox115.next, 27
-  br i1 %2649, label %relu1_grad.ox115, label %relu1_grad.ox115.end
+  %params840 = getelementptr inbounds float, ptr %params, i64 %2627
+  %2628 = load float, ptr %params840, align 4
+  %2629 = insertelement <16 x float> undef, float %2628, i32 0
+  %2630 = shufflevector <16 x float> %2629, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2630, ptr %relu1_grad.t136_a3, align 64
+  %t136_a3 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
+  %t136_b0841 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c3_0 = load <16 x float>, ptr %relu1_grad.t136_c3_0, align 64
+  %2631 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3, <16 x float> %t136_b0841, <16 x float> %t136_c3_0)
+  store <16 x float> %2631, ptr %relu1_grad.t136_c3_0, align 64
+  %t136_a3842 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
+  %t136_b1843 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c3_1 = load <16 x float>, ptr %relu1_grad.t136_c3_1, align 64
+  %2632 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3842, <16 x float> %t136_b1843, <16 x float> %t136_c3_1)
+  store <16 x float> %2632, ptr %relu1_grad.t136_c3_1, align 64
+  %t136_a3844 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
+  %t136_b2845 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c3_2 = load <16 x float>, ptr %relu1_grad.t136_c3_2, align 64
+  %2633 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3844, <16 x float> %t136_b2845, <16 x float> %t136_c3_2)
+  store <16 x float> %2633, ptr %relu1_grad.t136_c3_2, align 64
+  %t136_a3846 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
+  %t136_b3847 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c3_3 = load <16 x float>, ptr %relu1_grad.t136_c3_3, align 64
+  %2634 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3846, <16 x float> %t136_b3847, <16 x float> %t136_c3_3)
+  store <16 x float> %2634, ptr %relu1_grad.t136_c3_3, align 64
+  %2635 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2636 = add nsw i64 %2635, 4
+  %2637 = add nsw i64 320, %2636
+  %2638 = mul nsw i64 %relu1_grad.k137815, 288
+  %2639 = add nsw i64 %2637, %2638
+  %params848 = getelementptr inbounds float, ptr %params, i64 %2639
+  %2640 = load float, ptr %params848, align 4
+  %2641 = insertelement <16 x float> undef, float %2640, i32 0
+  %2642 = shufflevector <16 x float> %2641, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2642, ptr %relu1_grad.t136_a4, align 64
+  %t136_a4 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
+  %t136_b0849 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c4_0 = load <16 x float>, ptr %relu1_grad.t136_c4_0, align 64
+  %2643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4, <16 x float> %t136_b0849, <16 x float> %t136_c4_0)
+  store <16 x float> %2643, ptr %relu1_grad.t136_c4_0, align 64
+  %t136_a4850 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
+  %t136_b1851 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c4_1 = load <16 x float>, ptr %relu1_grad.t136_c4_1, align 64
+  %2644 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4850, <16 x float> %t136_b1851, <16 x float> %t136_c4_1)
+  store <16 x float> %2644, ptr %relu1_grad.t136_c4_1, align 64
+  %t136_a4852 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
+  %t136_b2853 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c4_2 = load <16 x float>, ptr %relu1_grad.t136_c4_2, align 64
+  %2645 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4852, <16 x float> %t136_b2853, <16 x float> %t136_c4_2)
+  store <16 x float> %2645, ptr %relu1_grad.t136_c4_2, align 64
+  %t136_a4854 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
+  %t136_b3855 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c4_3 = load <16 x float>, ptr %relu1_grad.t136_c4_3, align 64
+  %2646 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4854, <16 x float> %t136_b3855, <16 x float> %t136_c4_3)
+  store <16 x float> %2646, ptr %relu1_grad.t136_c4_3, align 64
+  %2647 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2648 = add nsw i64 %2647, 5
+  %2649 = add nsw i64 320, %2648
+  %2650 = mul nsw i64 %relu1_grad.k137815, 288
+  %2651 = add nsw i64 %2649, %2650
+  %params856 = getelementptr inbounds float, ptr %params, i64 %2651
+  %2652 = load float, ptr %params856, align 4
+  %2653 = insertelement <16 x float> undef, float %2652, i32 0
+  %2654 = shufflevector <16 x float> %2653, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2654, ptr %relu1_grad.t136_a5, align 64
+  %t136_a5 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
+  %t136_b0857 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c5_0 = load <16 x float>, ptr %relu1_grad.t136_c5_0, align 64
+  %2655 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5, <16 x float> %t136_b0857, <16 x float> %t136_c5_0)
+  store <16 x float> %2655, ptr %relu1_grad.t136_c5_0, align 64
+  %t136_a5858 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
+  %t136_b1859 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c5_1 = load <16 x float>, ptr %relu1_grad.t136_c5_1, align 64
+  %2656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5858, <16 x float> %t136_b1859, <16 x float> %t136_c5_1)
+  store <16 x float> %2656, ptr %relu1_grad.t136_c5_1, align 64
+  %t136_a5860 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
+  %t136_b2861 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c5_2 = load <16 x float>, ptr %relu1_grad.t136_c5_2, align 64
+  %2657 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5860, <16 x float> %t136_b2861, <16 x float> %t136_c5_2)
+  store <16 x float> %2657, ptr %relu1_grad.t136_c5_2, align 64
+  %t136_a5862 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
+  %t136_b3863 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c5_3 = load <16 x float>, ptr %relu1_grad.t136_c5_3, align 64
+  %2658 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5862, <16 x float> %t136_b3863, <16 x float> %t136_c5_3)
+  store <16 x float> %2658, ptr %relu1_grad.t136_c5_3, align 64
+  %k137.next = add nsw i64 %relu1_grad.k137815, 1
+  %2659 = icmp slt i64 %k137.next, 64
+  br i1 %2659, label %relu1_grad.k137, label %relu1_grad.k137.end
 
-relu1_grad.ox115.end:                             ; preds = %relu1_grad.ox115
+relu1_grad.k137.end:                              ; preds = %relu1_grad.k137
+  %t136_c0_0864 = load <16 x float>, ptr %relu1_grad.t136_c0_0, align 64
+  %2660 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2661 = mul nsw i64 %2660, 50176
+  %2662 = add nsw i64 7251216, %2661
+  %2663 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2664 = add nsw i64 %2662, %2663
+  %arena865 = getelementptr inbounds float, ptr %arena, i64 %2664
+  store <16 x float> %t136_c0_0864, ptr %arena865, align 4
+  %t136_c0_1866 = load <16 x float>, ptr %relu1_grad.t136_c0_1, align 64
+  %2665 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2666 = mul nsw i64 %2665, 50176
+  %2667 = add nsw i64 7251216, %2666
+  %2668 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2669 = add nsw i64 %2667, %2668
+  %2670 = add nsw i64 %2669, 16
+  %arena867 = getelementptr inbounds float, ptr %arena, i64 %2670
+  store <16 x float> %t136_c0_1866, ptr %arena867, align 4
+  %t136_c0_2868 = load <16 x float>, ptr %relu1_grad.t136_c0_2, align 64
+  %2671 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2672 = mul nsw i64 %2671, 50176
+  %2673 = add nsw i64 7251216, %2672
+  %2674 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2675 = add nsw i64 %2673, %2674
+  %2676 = add nsw i64 %2675, 32
+  %arena869 = getelementptr inbounds float, ptr %arena, i64 %2676
+  store <16 x float> %t136_c0_2868, ptr %arena869, align 4
+  %t136_c0_3870 = load <16 x float>, ptr %relu1_grad.t136_c0_3, align 64
+  %2677 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2678 = mul nsw i64 %2677, 50176
+  %2679 = add nsw i64 7251216, %2678
+  %2680 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2681 = add nsw i64 %2679, %2680
+  %2682 = add nsw i64 %2681, 48
+  %arena871 = getelementptr inbounds float, ptr %arena, i64 %2682
+  store <16 x float> %t136_c0_3870, ptr %arena871, align 4
+  %t136_c1_0872 = load <16 x float>, ptr %relu1_grad.t136_c1_0, align 64
+  %2683 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2684 = add nsw i64 %2683, 1
+  %2685 = mul nsw i64 %2684, 50176
+  %2686 = add nsw i64 7251216, %2685
+  %2687 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2688 = add nsw i64 %2686, %2687
+  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2688
+  store <16 x float> %t136_c1_0872, ptr %arena873, align 4
+  %t136_c1_1874 = load <16 x float>, ptr %relu1_grad.t136_c1_1, align 64
+  %2689 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2690 = add nsw i64 %2689, 1
+  %2691 = mul nsw i64 %2690, 50176
+  %2692 = add nsw i64 7251216, %2691
+  %2693 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2694 = add nsw i64 %2692, %2693
+  %2695 = add nsw i64 %2694, 16
+  %arena875 = getelementptr inbounds float, ptr %arena, i64 %2695
+  store <16 x float> %t136_c1_1874, ptr %arena875, align 4
+  %t136_c1_2876 = load <16 x float>, ptr %relu1_grad.t136_c1_2, align 64
+  %2696 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2697 = add nsw i64 %2696, 1
+  %2698 = mul nsw i64 %2697, 50176
+  %2699 = add nsw i64 7251216, %2698
+  %2700 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2701 = add nsw i64 %2699, %2700
+  %2702 = add nsw i64 %2701, 32
+  %arena877 = getelementptr inbounds float, ptr %arena, i64 %2702
+  store <16 x float> %t136_c1_2876, ptr %arena877, align 4
+  %t136_c1_3878 = load <16 x float>, ptr %relu1_grad.t136_c1_3, align 64
+  %2703 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2704 = add nsw i64 %2703, 1
+  %2705 = mul nsw i64 %2704, 50176
+  %2706 = add nsw i64 7251216, %2705
+  %2707 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2708 = add nsw i64 %2706, %2707
+  %2709 = add nsw i64 %2708, 48
+  %arena879 = getelementptr inbounds float, ptr %arena, i64 %2709
+  store <16 x float> %t136_c1_3878, ptr %arena879, align 4
+  %t136_c2_0880 = load <16 x float>, ptr %relu1_grad.t136_c2_0, align 64
+  %2710 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2711 = add nsw i64 %2710, 2
+  %2712 = mul nsw i64 %2711, 50176
+  %2713 = add nsw i64 7251216, %2712
+  %2714 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2715 = add nsw i64 %2713, %2714
+  %arena881 = getelementptr inbounds float, ptr %arena, i64 %2715
+  store <16 x float> %t136_c2_0880, ptr %arena881, align 4
+  %t136_c2_1882 = load <16 x float>, ptr %relu1_grad.t136_c2_1, align 64
+  %2716 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2717 = add nsw i64 %2716, 2
+  %2718 = mul nsw i64 %2717, 50176
+  %2719 = add nsw i64 7251216, %2718
+  %2720 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2721 = add nsw i64 %2719, %2720
+  %2722 = add nsw i64 %2721, 16
+  %arena883 = getelementptr inbounds float, ptr %arena, i64 %2722
+  store <16 x float> %t136_c2_1882, ptr %arena883, align 4
+  %t136_c2_2884 = load <16 x float>, ptr %relu1_grad.t136_c2_2, align 64
+  %2723 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2724 = add nsw i64 %2723, 2
+  %2725 = mul nsw i64 %2724, 50176
+  %2726 = add nsw i64 7251216, %2725
+  %2727 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2728 = add nsw i64 %2726, %2727
+  %2729 = add nsw i64 %2728, 32
+  %arena885 = getelementptr inbounds float, ptr %arena, i64 %2729
+  store <16 x float> %t136_c2_2884, ptr %arena885, align 4
+  %t136_c2_3886 = load <16 x float>, ptr %relu1_grad.t136_c2_3, align 64
+  %2730 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2731 = add nsw i64 %2730, 2
+  %2732 = mul nsw i64 %2731, 50176
+  %2733 = add nsw i64 7251216, %2732
+  %2734 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2735 = add nsw i64 %2733, %2734
+  %2736 = add nsw i64 %2735, 48
+  %arena887 = getelementptr inbounds float, ptr %arena, i64 %2736
+  store <16 x float> %t136_c2_3886, ptr %arena887, align 4
+  %t136_c3_0888 = load <16 x float>, ptr %relu1_grad.t136_c3_0, align 64
+  %2737 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2738 = add nsw i64 %2737, 3
+  %2739 = mul nsw i64 %2738, 50176
+  %2740 = add nsw i64 7251216, %2739
+  %2741 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2742 = add nsw i64 %2740, %2741
+  %arena889 = getelementptr inbounds float, ptr %arena, i64 %2742
+  store <16 x float> %t136_c3_0888, ptr %arena889, align 4
+  %t136_c3_1890 = load <16 x float>, ptr %relu1_grad.t136_c3_1, align 64
+  %2743 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2744 = add nsw i64 %2743, 3
+  %2745 = mul nsw i64 %2744, 50176
+  %2746 = add nsw i64 7251216, %2745
+  %2747 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2748 = add nsw i64 %2746, %2747
+  %2749 = add nsw i64 %2748, 16
+  %arena891 = getelementptr inbounds float, ptr %arena, i64 %2749
+  store <16 x float> %t136_c3_1890, ptr %arena891, align 4
+  %t136_c3_2892 = load <16 x float>, ptr %relu1_grad.t136_c3_2, align 64
+  %2750 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2751 = add nsw i64 %2750, 3
+  %2752 = mul nsw i64 %2751, 50176
+  %2753 = add nsw i64 7251216, %2752
+  %2754 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2755 = add nsw i64 %2753, %2754
+  %2756 = add nsw i64 %2755, 32
+  %arena893 = getelementptr inbounds float, ptr %arena, i64 %2756
+  store <16 x float> %t136_c3_2892, ptr %arena893, align 4
+  %t136_c3_3894 = load <16 x float>, ptr %relu1_grad.t136_c3_3, align 64
+  %2757 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2758 = add nsw i64 %2757, 3
+  %2759 = mul nsw i64 %2758, 50176
+  %2760 = add nsw i64 7251216, %2759
+  %2761 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2762 = add nsw i64 %2760, %2761
+  %2763 = add nsw i64 %2762, 48
+  %arena895 = getelementptr inbounds float, ptr %arena, i64 %2763
+  store <16 x float> %t136_c3_3894, ptr %arena895, align 4
+  %t136_c4_0896 = load <16 x float>, ptr %relu1_grad.t136_c4_0, align 64
+  %2764 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2765 = add nsw i64 %2764, 4
+  %2766 = mul nsw i64 %2765, 50176
+  %2767 = add nsw i64 7251216, %2766
+  %2768 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2769 = add nsw i64 %2767, %2768
+  %arena897 = getelementptr inbounds float, ptr %arena, i64 %2769
+  store <16 x float> %t136_c4_0896, ptr %arena897, align 4
+  %t136_c4_1898 = load <16 x float>, ptr %relu1_grad.t136_c4_1, align 64
+  %2770 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2771 = add nsw i64 %2770, 4
+  %2772 = mul nsw i64 %2771, 50176
+  %2773 = add nsw i64 7251216, %2772
+  %2774 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2775 = add nsw i64 %2773, %2774
+  %2776 = add nsw i64 %2775, 16
+  %arena899 = getelementptr inbounds float, ptr %arena, i64 %2776
+  store <16 x float> %t136_c4_1898, ptr %arena899, align 4
+  %t136_c4_2900 = load <16 x float>, ptr %relu1_grad.t136_c4_2, align 64
+  %2777 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2778 = add nsw i64 %2777, 4
+  %2779 = mul nsw i64 %2778, 50176
+  %2780 = add nsw i64 7251216, %2779
+  %2781 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2782 = add nsw i64 %2780, %2781
+  %2783 = add nsw i64 %2782, 32
+  %arena901 = getelementptr inbounds float, ptr %arena, i64 %2783
+  store <16 x float> %t136_c4_2900, ptr %arena901, align 4
+  %t136_c4_3902 = load <16 x float>, ptr %relu1_grad.t136_c4_3, align 64
+  %2784 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2785 = add nsw i64 %2784, 4
+  %2786 = mul nsw i64 %2785, 50176
+  %2787 = add nsw i64 7251216, %2786
+  %2788 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2789 = add nsw i64 %2787, %2788
+  %2790 = add nsw i64 %2789, 48
+  %arena903 = getelementptr inbounds float, ptr %arena, i64 %2790
+  store <16 x float> %t136_c4_3902, ptr %arena903, align 4
+  %t136_c5_0904 = load <16 x float>, ptr %relu1_grad.t136_c5_0, align 64
+  %2791 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2792 = add nsw i64 %2791, 5
+  %2793 = mul nsw i64 %2792, 50176
+  %2794 = add nsw i64 7251216, %2793
+  %2795 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2796 = add nsw i64 %2794, %2795
+  %arena905 = getelementptr inbounds float, ptr %arena, i64 %2796
+  store <16 x float> %t136_c5_0904, ptr %arena905, align 4
+  %t136_c5_1906 = load <16 x float>, ptr %relu1_grad.t136_c5_1, align 64
+  %2797 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2798 = add nsw i64 %2797, 5
+  %2799 = mul nsw i64 %2798, 50176
+  %2800 = add nsw i64 7251216, %2799
+  %2801 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2802 = add nsw i64 %2800, %2801
+  %2803 = add nsw i64 %2802, 16
+  %arena907 = getelementptr inbounds float, ptr %arena, i64 %2803
+  store <16 x float> %t136_c5_1906, ptr %arena907, align 4
+  %t136_c5_2908 = load <16 x float>, ptr %relu1_grad.t136_c5_2, align 64
+  %2804 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2805 = add nsw i64 %2804, 5
+  %2806 = mul nsw i64 %2805, 50176
+  %2807 = add nsw i64 7251216, %2806
+  %2808 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2809 = add nsw i64 %2807, %2808
+  %2810 = add nsw i64 %2809, 32
+  %arena909 = getelementptr inbounds float, ptr %arena, i64 %2810
+  store <16 x float> %t136_c5_2908, ptr %arena909, align 4
+  %t136_c5_3910 = load <16 x float>, ptr %relu1_grad.t136_c5_3, align 64
+  %2811 = mul nsw i64 %relu1_grad.mb135814, 6
+  %2812 = add nsw i64 %2811, 5
+  %2813 = mul nsw i64 %2812, 50176
+  %2814 = add nsw i64 7251216, %2813
+  %2815 = mul nsw i64 %relu1_grad.nb134813, 64
+  %2816 = add nsw i64 %2814, %2815
+  %2817 = add nsw i64 %2816, 48
+  %arena911 = getelementptr inbounds float, ptr %arena, i64 %2817
+  store <16 x float> %t136_c5_3910, ptr %arena911, align 4
+  %mb135.next = add nsw i64 %relu1_grad.mb135814, 1
+  %2818 = icmp slt i64 %mb135.next, 48
+  br i1 %2818, label %relu1_grad.mb135, label %relu1_grad.mb135.end
+
+relu1_grad.j138:                                  ; preds = %relu1_grad.c139.end, %relu1_grad.nb134.end
+  %relu1_grad.j138912 = phi i64 [ 0, %relu1_grad.nb134.end ], [ %j138.next, %relu1_grad.c139.end ]
+  br label %relu1_grad.c139
+
+relu1_grad.j138.end:                              ; preds = %relu1_grad.c139.end
+  %g130.next = add nsw i64 %relu1_grad.g130807, 1
+  %2819 = icmp slt i64 %g130.next, 1
+  br i1 %2819, label %relu1_grad.g130, label %relu1_grad.g130.end
+
+relu1_grad.c139:                                  ; preds = %relu1_grad.ky140.end, %relu1_grad.j138
+  %relu1_grad.c139913 = phi i64 [ 0, %relu1_grad.j138 ], [ %c139.next, %relu1_grad.ky140.end ]
+  br label %relu1_grad.ky140
+
+relu1_grad.c139.end:                              ; preds = %relu1_grad.ky140.end
+  %j138.next = add nsw i64 %relu1_grad.j138912, 1
+  %2820 = icmp slt i64 %j138.next, 64
+  br i1 %2820, label %relu1_grad.j138, label %relu1_grad.j138.end
+
+relu1_grad.ky140:                                 ; preds = %relu1_grad.oy145.end, %relu1_grad.c139
+  %relu1_grad.ky140914 = phi i64 [ 0, %relu1_grad.c139 ], [ %ky140.next, %relu1_grad.oy145.end ]
+  br label %relu1_grad.oy141
+
+relu1_grad.ky140.end:                             ; preds = %relu1_grad.oy145.end
+  %c139.next = add nsw i64 %relu1_grad.c139913, 1
+  %2821 = icmp slt i64 %c139.next, 32
+  br i1 %2821, label %relu1_grad.c139, label %relu1_grad.c139.end
+
+relu1_grad.oy141:                                 ; preds = %relu1_grad.endif, %relu1_grad.ky140
+  %relu1_grad.oy141915 = phi i64 [ 0, %relu1_grad.ky140 ], [ %oy141.next, %relu1_grad.endif ]
+  %2822 = add nsw i64 %relu1_grad.oy141915, %relu1_grad.ky140914
+  %2823 = add nsw i64 %2822, -1
+  %2824 = icmp slt i64 -1, %2823
+  %2825 = add nsw i64 %relu1_grad.oy141915, %relu1_grad.ky140914
+  %2826 = add nsw i64 %2825, -1
+  %2827 = icmp slt i64 %2826, 28
+  %2828 = and i1 %2824, %2827
+  br i1 %2828, label %relu1_grad.then, label %relu1_grad.endif
+
+relu1_grad.oy141.end:                             ; preds = %relu1_grad.endif
+  br label %relu1_grad.oy143
+
+relu1_grad.then:                                  ; preds = %relu1_grad.oy141
+  br label %relu1_grad.ox142
+
+relu1_grad.endif:                                 ; preds = %relu1_grad.ox142.end, %relu1_grad.oy141
+  %oy141.next = add nsw i64 %relu1_grad.oy141915, 1
+  %2829 = icmp slt i64 %oy141.next, 28
+  br i1 %2829, label %relu1_grad.oy141, label %relu1_grad.oy141.end
+
+relu1_grad.ox142:                                 ; preds = %relu1_grad.ox142, %relu1_grad.then
+  %relu1_grad.ox142916 = phi i64 [ 0, %relu1_grad.then ], [ %ox142.next, %relu1_grad.ox142 ]
+  %2830 = mul nsw i64 %relu1_grad.g130807, 64
+  %2831 = add nsw i64 %2830, %relu1_grad.j138912
+  %2832 = mul nsw i64 %2831, 25088
+  %2833 = add nsw i64 1605632, %2832
+  %2834 = mul nsw i64 %relu1_grad.c139913, 784
+  %2835 = add nsw i64 %2833, %2834
+  %2836 = add nsw i64 %relu1_grad.oy141915, %relu1_grad.ky140914
+  %2837 = add nsw i64 %2836, -1
+  %2838 = mul nsw i64 %2837, 28
+  %2839 = add nsw i64 %2835, %2838
+  %2840 = add nsw i64 %relu1_grad.ox142916, 1
+  %2841 = add nsw i64 %2840, -1
+  %2842 = add nsw i64 %2839, %2841
+  %arena917 = getelementptr inbounds float, ptr %arena, i64 %2842
+  %2843 = load float, ptr %arena917, align 4
+  %2844 = mul nsw i64 %relu1_grad.c139913, 3
+  %2845 = add nsw i64 %2844, %relu1_grad.ky140914
+  %2846 = mul nsw i64 %2845, 3
+  %2847 = mul nsw i64 %2846, 50176
+  %2848 = add nsw i64 7251216, %2847
+  %2849 = mul nsw i64 %relu1_grad.j138912, 784
+  %2850 = add nsw i64 %2848, %2849
+  %2851 = mul nsw i64 %relu1_grad.oy141915, 28
+  %2852 = add nsw i64 %relu1_grad.ox142916, 1
+  %2853 = add nsw i64 %2851, %2852
+  %2854 = add nsw i64 %2850, %2853
+  %arena918 = getelementptr inbounds float, ptr %arena, i64 %2854
+  %2855 = load float, ptr %arena918, align 4
+  %2856 = fadd float %2843, %2855
+  store float %2856, ptr %arena917, align 4
+  %ox142.next = add nsw i64 %relu1_grad.ox142916, 1
+  %2857 = icmp slt i64 %ox142.next, 27
+  br i1 %2857, label %relu1_grad.ox142, label %relu1_grad.ox142.end
+
+relu1_grad.ox142.end:                             ; preds = %relu1_grad.ox142
   br label %relu1_grad.endif
 
-relu1_grad.oy116:                                 ; preds = %relu1_grad.endif887, %relu1_grad.oy114.end
-  %relu1_grad.oy116885 = phi i64 [ 0, %relu1_grad.oy114.end ], [ %oy116.next, %relu1_grad.endif887 ]
-  %2650 = add nsw i64 %relu1_grad.oy116885, %relu1_grad.ky113880
-  %2651 = add nsw i64 %2650, -1
-  %2652 = icmp slt i64 -1, %2651
-  %2653 = add nsw i64 %relu1_grad.oy116885, %relu1_grad.ky113880
-  %2654 = add nsw i64 %2653, -1
-  %2655 = icmp slt i64 %2654, 28
-  %2656 = and i1 %2652, %2655
-  br i1 %2656, label %relu1_grad.then886, label %relu1_grad.endif887
+relu1_grad.oy143:                                 ; preds = %relu1_grad.endif921, %relu1_grad.oy141.end
+  %relu1_grad.oy143919 = phi i64 [ 0, %relu1_grad.oy141.end ], [ %oy143.next, %relu1_grad.endif921 ]
+  %2858 = add nsw i64 %relu1_grad.oy143919, %relu1_grad.ky140914
+  %2859 = add nsw i64 %2858, -1
+  %2860 = icmp slt i64 -1, %2859
+  %2861 = add nsw i64 %relu1_grad.oy143919, %relu1_grad.ky140914
+  %2862 = add nsw i64 %2861, -1
+  %2863 = icmp slt i64 %2862, 28
+  %2864 = and i1 %2860, %2863
+  br i1 %2864, label %relu1_grad.then920, label %relu1_grad.endif921
 
-relu1_grad.oy116.end:                             ; preds = %relu1_grad.endif887
-  br label %relu1_grad.oy118
+relu1_grad.oy143.end:                             ; preds = %relu1_grad.endif921
+  br label %relu1_grad.oy145
 
-relu1_grad.then886:                               ; preds = %relu1_grad.oy116
-  br label %relu1_grad.ox117
+relu1_grad.then920:                               ; preds = %relu1_grad.oy143
+  br label %relu1_grad.ox144
 
-relu1_grad.endif887:                              ; preds = %relu1_grad.ox117.end, %relu1_grad.oy116
-  %oy116.next = add nsw i64 %relu1_grad.oy116885, 1
-  %2657 = icmp slt i64 %oy116.next, 28
-  br i1 %2657, label %relu1_grad.oy116, label %relu1_grad.oy116.end
+relu1_grad.endif921:                              ; preds = %relu1_grad.ox144.end, %relu1_grad.oy143
+  %oy143.next = add nsw i64 %relu1_grad.oy143919, 1
+  %2865 = icmp slt i64 %oy143.next, 28
+  br i1 %2865, label %relu1_grad.oy143, label %relu1_grad.oy143.end
 
-relu1_grad.ox117:                                 ; preds = %relu1_grad.ox117, %relu1_grad.then886
-  %relu1_grad.ox117888 = phi i64 [ 0, %relu1_grad.then886 ], [ %ox117.next, %relu1_grad.ox117 ]
-  %2658 = mul nsw i64 %relu1_grad.g103773, 64
-  %2659 = add nsw i64 %2658, %relu1_grad.j111878
-  %2660 = mul nsw i64 %2659, 25088
-  %2661 = add nsw i64 1605632, %2660
-  %2662 = mul nsw i64 %relu1_grad.c112879, 784
-  %2663 = add nsw i64 %2661, %2662
-  %2664 = add nsw i64 %relu1_grad.oy116885, %relu1_grad.ky113880
-  %2665 = add nsw i64 %2664, -1
-  %2666 = mul nsw i64 %2665, 28
-  %2667 = add nsw i64 %2663, %2666
-  %2668 = add nsw i64 %2667, %relu1_grad.ox117888
-  %arena889 = getelementptr inbounds float, ptr %arena, i64 %2668
-  %2669 = load float, ptr %arena889, align 4
-  %2670 = mul nsw i64 %relu1_grad.c112879, 3
-  %2671 = add nsw i64 %2670, %relu1_grad.ky113880
-  %2672 = mul nsw i64 %2671, 3
-  %2673 = add nsw i64 %2672, 1
-  %2674 = mul nsw i64 %2673, 50176
-  %2675 = add nsw i64 7251216, %2674
-  %2676 = mul nsw i64 %relu1_grad.j111878, 784
-  %2677 = add nsw i64 %2675, %2676
-  %2678 = mul nsw i64 %relu1_grad.oy116885, 28
-  %2679 = add nsw i64 %2677, %2678
-  %2680 = add nsw i64 %2679, %relu1_grad.ox117888
-  %arena890 = getelementptr inbounds float, ptr %arena, i64 %2680
-  %2681 = load float, ptr %arena890, align 4
-  %2682 = fadd float %2669, %2681
-  store float %2682, ptr %arena889, align 4
-  %ox117.next = add nsw i64 %relu1_grad.ox117888, 1
-  %2683 = icmp slt i64 %ox117.next, 28
-  br i1 %2683, label %relu1_grad.ox117, label %relu1_grad.ox117.end
+relu1_grad.ox144:                                 ; preds = %relu1_grad.ox144, %relu1_grad.then920
+  %relu1_grad.ox144922 = phi i64 [ 0, %relu1_grad.then920 ], [ %ox144.next, %relu1_grad.ox144 ]
+  %2866 = mul nsw i64 %relu1_grad.g130807, 64
+  %2867 = add nsw i64 %2866, %relu1_grad.j138912
+  %2868 = mul nsw i64 %2867, 25088
+  %2869 = add nsw i64 1605632, %2868
+  %2870 = mul nsw i64 %relu1_grad.c139913, 784
+  %2871 = add nsw i64 %2869, %2870
+  %2872 = add nsw i64 %relu1_grad.oy143919, %relu1_grad.ky140914
+  %2873 = add nsw i64 %2872, -1
+  %2874 = mul nsw i64 %2873, 28
+  %2875 = add nsw i64 %2871, %2874
+  %2876 = add nsw i64 %2875, %relu1_grad.ox144922
+  %arena923 = getelementptr inbounds float, ptr %arena, i64 %2876
+  %2877 = load float, ptr %arena923, align 4
+  %2878 = mul nsw i64 %relu1_grad.c139913, 3
+  %2879 = add nsw i64 %2878, %relu1_grad.ky140914
+  %2880 = mul nsw i64 %2879, 3
+  %2881 = add nsw i64 %2880, 1
+  %2882 = mul nsw i64 %2881, 50176
+  %2883 = add nsw i64 7251216, %2882
+  %2884 = mul nsw i64 %relu1_grad.j138912, 784
+  %2885 = add nsw i64 %2883, %2884
+  %2886 = mul nsw i64 %relu1_grad.oy143919, 28
+  %2887 = add nsw i64 %2886, %relu1_grad.ox144922
+  %2888 = add nsw i64 %2885, %2887
+  %arena924 = getelementptr inbounds float, ptr %arena, i64 %2888
+  %2889 = load float, ptr %arena924, align 4
+  %2890 = fadd float %2877, %2889
+  store float %2890, ptr %arena923, align 4
+  %ox144.next = add nsw i64 %relu1_grad.ox144922, 1
+  %2891 = icmp slt i64 %ox144.next, 28
+  br i1 %2891, label %relu1_grad.ox144, label %relu1_grad.ox144.end
 
-relu1_grad.ox117.end:                             ; preds = %relu1_grad.ox117
-  br label %relu1_grad.endif887
+relu1_grad.ox144.end:                             ; preds = %relu1_grad.ox144
+  br label %relu1_grad.endif921
 
-relu1_grad.oy118:                                 ; preds = %relu1_grad.endif893, %relu1_grad.oy116.end
-  %relu1_grad.oy118891 = phi i64 [ 0, %relu1_grad.oy116.end ], [ %oy118.next, %relu1_grad.endif893 ]
-  %2684 = add nsw i64 %relu1_grad.oy118891, %relu1_grad.ky113880
-  %2685 = add nsw i64 %2684, -1
-  %2686 = icmp slt i64 -1, %2685
-  %2687 = add nsw i64 %relu1_grad.oy118891, %relu1_grad.ky113880
-  %2688 = add nsw i64 %2687, -1
-  %2689 = icmp slt i64 %2688, 28
-  %2690 = and i1 %2686, %2689
-  br i1 %2690, label %relu1_grad.then892, label %relu1_grad.endif893
+relu1_grad.oy145:                                 ; preds = %relu1_grad.endif927, %relu1_grad.oy143.end
+  %relu1_grad.oy145925 = phi i64 [ 0, %relu1_grad.oy143.end ], [ %oy145.next, %relu1_grad.endif927 ]
+  %2892 = add nsw i64 %relu1_grad.oy145925, %relu1_grad.ky140914
+  %2893 = add nsw i64 %2892, -1
+  %2894 = icmp slt i64 -1, %2893
+  %2895 = add nsw i64 %relu1_grad.oy145925, %relu1_grad.ky140914
+  %2896 = add nsw i64 %2895, -1
+  %2897 = icmp slt i64 %2896, 28
+  %2898 = and i1 %2894, %2897
+  br i1 %2898, label %relu1_grad.then926, label %relu1_grad.endif927
 
-relu1_grad.oy118.end:                             ; preds = %relu1_grad.endif893
-  %ky113.next = add nsw i64 %relu1_grad.ky113880, 1
-  %2691 = icmp slt i64 %ky113.next, 3
-  br i1 %2691, label %relu1_grad.ky113, label %relu1_grad.ky113.end
+relu1_grad.oy145.end:                             ; preds = %relu1_grad.endif927
+  %ky140.next = add nsw i64 %relu1_grad.ky140914, 1
+  %2899 = icmp slt i64 %ky140.next, 3
+  br i1 %2899, label %relu1_grad.ky140, label %relu1_grad.ky140.end
 
-relu1_grad.then892:                               ; preds = %relu1_grad.oy118
-  br label %relu1_grad.ox119
+relu1_grad.then926:                               ; preds = %relu1_grad.oy145
+  br label %relu1_grad.ox146
 
-relu1_grad.endif893:                              ; preds = %relu1_grad.ox119.end, %relu1_grad.oy118
-  %oy118.next = add nsw i64 %relu1_grad.oy118891, 1
-  %2692 = icmp slt i64 %oy118.next, 28
-  br i1 %2692, label %relu1_grad.oy118, label %relu1_grad.oy118.end
+relu1_grad.endif927:                              ; preds = %relu1_grad.ox146.end, %relu1_grad.oy145
+  %oy145.next = add nsw i64 %relu1_grad.oy145925, 1
+  %2900 = icmp slt i64 %oy145.next, 28
+  br i1 %2900, label %relu1_grad.oy145, label %relu1_grad.oy145.end
 
-relu1_grad.ox119:                                 ; preds = %relu1_grad.ox119, %relu1_grad.then892
-  %relu1_grad.ox119894 = phi i64 [ 0, %relu1_grad.then892 ], [ %ox119.next, %relu1_grad.ox119 ]
-  %2693 = mul nsw i64 %relu1_grad.g103773, 64
-  %2694 = add nsw i64 %2693, %relu1_grad.j111878
-  %2695 = mul nsw i64 %2694, 25088
-  %2696 = add nsw i64 1605632, %2695
-  %2697 = mul nsw i64 %relu1_grad.c112879, 784
-  %2698 = add nsw i64 %2696, %2697
-  %2699 = add nsw i64 %relu1_grad.oy118891, %relu1_grad.ky113880
-  %2700 = add nsw i64 %2699, -1
-  %2701 = mul nsw i64 %2700, 28
-  %2702 = add nsw i64 %2698, %2701
-  %2703 = add nsw i64 %relu1_grad.ox119894, 1
-  %2704 = add nsw i64 %2702, %2703
-  %arena895 = getelementptr inbounds float, ptr %arena, i64 %2704
-  %2705 = load float, ptr %arena895, align 4
-  %2706 = mul nsw i64 %relu1_grad.c112879, 3
-  %2707 = add nsw i64 %2706, %relu1_grad.ky113880
-  %2708 = mul nsw i64 %2707, 3
-  %2709 = add nsw i64 %2708, 2
-  %2710 = mul nsw i64 %2709, 50176
-  %2711 = add nsw i64 7251216, %2710
-  %2712 = mul nsw i64 %relu1_grad.j111878, 784
-  %2713 = add nsw i64 %2711, %2712
-  %2714 = mul nsw i64 %relu1_grad.oy118891, 28
-  %2715 = add nsw i64 %2713, %2714
-  %2716 = add nsw i64 %2715, %relu1_grad.ox119894
-  %arena896 = getelementptr inbounds float, ptr %arena, i64 %2716
-  %2717 = load float, ptr %arena896, align 4
-  %2718 = fadd float %2705, %2717
-  store float %2718, ptr %arena895, align 4
-  %ox119.next = add nsw i64 %relu1_grad.ox119894, 1
-  %2719 = icmp slt i64 %ox119.next, 27
-  br i1 %2719, label %relu1_grad.ox119, label %relu1_grad.ox119.end
+relu1_grad.ox146:                                 ; preds = %relu1_grad.ox146, %relu1_grad.then926
+  %relu1_grad.ox146928 = phi i64 [ 0, %relu1_grad.then926 ], [ %ox146.next, %relu1_grad.ox146 ]
+  %2901 = mul nsw i64 %relu1_grad.g130807, 64
+  %2902 = add nsw i64 %2901, %relu1_grad.j138912
+  %2903 = mul nsw i64 %2902, 25088
+  %2904 = add nsw i64 1605632, %2903
+  %2905 = mul nsw i64 %relu1_grad.c139913, 784
+  %2906 = add nsw i64 %2904, %2905
+  %2907 = add nsw i64 %relu1_grad.oy145925, %relu1_grad.ky140914
+  %2908 = add nsw i64 %2907, -1
+  %2909 = mul nsw i64 %2908, 28
+  %2910 = add nsw i64 %2906, %2909
+  %2911 = add nsw i64 %relu1_grad.ox146928, 1
+  %2912 = add nsw i64 %2910, %2911
+  %arena929 = getelementptr inbounds float, ptr %arena, i64 %2912
+  %2913 = load float, ptr %arena929, align 4
+  %2914 = mul nsw i64 %relu1_grad.c139913, 3
+  %2915 = add nsw i64 %2914, %relu1_grad.ky140914
+  %2916 = mul nsw i64 %2915, 3
+  %2917 = add nsw i64 %2916, 2
+  %2918 = mul nsw i64 %2917, 50176
+  %2919 = add nsw i64 7251216, %2918
+  %2920 = mul nsw i64 %relu1_grad.j138912, 784
+  %2921 = add nsw i64 %2919, %2920
+  %2922 = mul nsw i64 %relu1_grad.oy145925, 28
+  %2923 = add nsw i64 %2922, %relu1_grad.ox146928
+  %2924 = add nsw i64 %2921, %2923
+  %arena930 = getelementptr inbounds float, ptr %arena, i64 %2924
+  %2925 = load float, ptr %arena930, align 4
+  %2926 = fadd float %2913, %2925
+  store float %2926, ptr %arena929, align 4
+  %ox146.next = add nsw i64 %relu1_grad.ox146928, 1
+  %2927 = icmp slt i64 %ox146.next, 27
+  br i1 %2927, label %relu1_grad.ox146, label %relu1_grad.ox146.end
 
-relu1_grad.ox119.end:                             ; preds = %relu1_grad.ox119
-  br label %relu1_grad.endif893
+relu1_grad.ox146.end:                             ; preds = %relu1_grad.ox146
+  br label %relu1_grad.endif927
 
-conv1_grad.i120:                                  ; preds = %conv1_grad.i120, %relu1_grad.g103.end
-  %conv1_grad.i120897 = phi i64 [ 0, %relu1_grad.g103.end ], [ %i120.next, %conv1_grad.i120 ]
-  %arena898 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i120897
-  %2720 = load float, ptr %arena898, align 4
-  %2721 = fcmp ogt float %2720, 0.000000e+00
-  %2722 = add nsw i64 1605632, %conv1_grad.i120897
-  %arena899 = getelementptr inbounds float, ptr %arena, i64 %2722
-  %2723 = load float, ptr %arena899, align 4
-  %2724 = select i1 %2721, float %2723, float 0.000000e+00
-  %2725 = add nsw i64 3220112, %conv1_grad.i120897
-  %arena900 = getelementptr inbounds float, ptr %arena, i64 %2725
-  store float %2724, ptr %arena900, align 4
-  %i120.next = add nsw i64 %conv1_grad.i120897, 1
-  %2726 = icmp slt i64 %i120.next, 1605632
-  br i1 %2726, label %conv1_grad.i120, label %conv1_grad.i120.end
+conv1_grad.i147:                                  ; preds = %conv1_grad.i147, %relu1_grad.g130.end
+  %conv1_grad.i147931 = phi i64 [ 0, %relu1_grad.g130.end ], [ %i147.next, %conv1_grad.i147 ]
+  %arena932 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i147931
+  %2928 = load float, ptr %arena932, align 4
+  %2929 = fcmp ogt float %2928, 0.000000e+00
+  %2930 = add nsw i64 1605632, %conv1_grad.i147931
+  %arena933 = getelementptr inbounds float, ptr %arena, i64 %2930
+  %2931 = load float, ptr %arena933, align 4
+  %2932 = select i1 %2929, float %2931, float 0.000000e+00
+  %2933 = add nsw i64 3220112, %conv1_grad.i147931
+  %arena934 = getelementptr inbounds float, ptr %arena, i64 %2933
+  store float %2932, ptr %arena934, align 4
+  %i147.next = add nsw i64 %conv1_grad.i147931, 1
+  %2934 = icmp slt i64 %i147.next, 1605632
+  br i1 %2934, label %conv1_grad.i147, label %conv1_grad.i147.end
 
-conv1_grad.i120.end:                              ; preds = %conv1_grad.i120
-  br label %conv1_weight_grad.i121
+conv1_grad.i147.end:                              ; preds = %conv1_grad.i147
+  br label %conv1_weight_grad.i148
 
-conv1_weight_grad.i121:                           ; preds = %conv1_weight_grad.i121, %conv1_grad.i120.end
-  %conv1_weight_grad.i121901 = phi i64 [ 0, %conv1_grad.i120.end ], [ %i121.next, %conv1_weight_grad.i121 ]
-  %2727 = add nsw i64 2057216, %conv1_weight_grad.i121901
-  %arena902 = getelementptr inbounds float, ptr %arena, i64 %2727
-  store float 0.000000e+00, ptr %arena902, align 4
-  %i121.next = add nsw i64 %conv1_weight_grad.i121901, 1
-  %2728 = icmp slt i64 %i121.next, 288
-  br i1 %2728, label %conv1_weight_grad.i121, label %conv1_weight_grad.i121.end
+conv1_weight_grad.i148:                           ; preds = %conv1_weight_grad.i148, %conv1_grad.i147.end
+  %conv1_weight_grad.i148935 = phi i64 [ 0, %conv1_grad.i147.end ], [ %i148.next, %conv1_weight_grad.i148 ]
+  %2935 = add nsw i64 2057216, %conv1_weight_grad.i148935
+  %arena936 = getelementptr inbounds float, ptr %arena, i64 %2935
+  store float 0.000000e+00, ptr %arena936, align 4
+  %i148.next = add nsw i64 %conv1_weight_grad.i148935, 1
+  %2936 = icmp slt i64 %i148.next, 288
+  br i1 %2936, label %conv1_weight_grad.i148, label %conv1_weight_grad.i148.end
 
-conv1_weight_grad.i121.end:                       ; preds = %conv1_weight_grad.i121
-  br label %conv1_weight_grad.g122
+conv1_weight_grad.i148.end:                       ; preds = %conv1_weight_grad.i148
+  br label %conv1_weight_grad.g149
 
-conv1_weight_grad.g122:                           ; preds = %conv1_weight_grad.nb142.end, %conv1_weight_grad.i121.end
-  %conv1_weight_grad.g122903 = phi i64 [ 0, %conv1_weight_grad.i121.end ], [ %g122.next, %conv1_weight_grad.nb142.end ]
-  br label %conv1_weight_grad.j123
+conv1_weight_grad.g149:                           ; preds = %conv1_weight_grad.nb169.end, %conv1_weight_grad.i148.end
+  %conv1_weight_grad.g149937 = phi i64 [ 0, %conv1_weight_grad.i148.end ], [ %g149.next, %conv1_weight_grad.nb169.end ]
+  br label %conv1_weight_grad.j150
 
-conv1_weight_grad.g122.end:                       ; preds = %conv1_weight_grad.nb142.end
-  br label %conv1_weight_grad.f146
+conv1_weight_grad.g149.end:                       ; preds = %conv1_weight_grad.nb169.end
+  br label %conv1_weight_grad.f173
 
-conv1_weight_grad.j123:                           ; preds = %conv1_weight_grad.c126.end, %conv1_weight_grad.g122
-  %conv1_weight_grad.j123904 = phi i64 [ 0, %conv1_weight_grad.g122 ], [ %j123.next, %conv1_weight_grad.c126.end ]
-  br label %conv1_weight_grad.r124
+conv1_weight_grad.j150:                           ; preds = %conv1_weight_grad.c153.end, %conv1_weight_grad.g149
+  %conv1_weight_grad.j150938 = phi i64 [ 0, %conv1_weight_grad.g149 ], [ %j150.next, %conv1_weight_grad.c153.end ]
+  br label %conv1_weight_grad.r151
 
-conv1_weight_grad.j123.end:                       ; preds = %conv1_weight_grad.c126.end
-  br label %conv1_weight_grad.j134
+conv1_weight_grad.j150.end:                       ; preds = %conv1_weight_grad.c153.end
+  br label %conv1_weight_grad.j161
 
-conv1_weight_grad.r124:                           ; preds = %conv1_weight_grad.i125.end, %conv1_weight_grad.j123
-  %conv1_weight_grad.r124905 = phi i64 [ 0, %conv1_weight_grad.j123 ], [ %r124.next, %conv1_weight_grad.i125.end ]
-  br label %conv1_weight_grad.i125
+conv1_weight_grad.r151:                           ; preds = %conv1_weight_grad.i152.end, %conv1_weight_grad.j150
+  %conv1_weight_grad.r151939 = phi i64 [ 0, %conv1_weight_grad.j150 ], [ %r151.next, %conv1_weight_grad.i152.end ]
+  br label %conv1_weight_grad.i152
 
-conv1_weight_grad.r124.end:                       ; preds = %conv1_weight_grad.i125.end
-  br label %conv1_weight_grad.c126
+conv1_weight_grad.r151.end:                       ; preds = %conv1_weight_grad.i152.end
+  br label %conv1_weight_grad.c153
 
-conv1_weight_grad.i125:                           ; preds = %conv1_weight_grad.i125, %conv1_weight_grad.r124
-  %conv1_weight_grad.i125906 = phi i64 [ 0, %conv1_weight_grad.r124 ], [ %i125.next, %conv1_weight_grad.i125 ]
-  %2729 = mul nsw i64 %conv1_weight_grad.r124905, 50176
-  %2730 = mul nsw i64 %conv1_weight_grad.j123904, 784
-  %2731 = add nsw i64 %2729, %2730
-  %2732 = add nsw i64 %2731, %conv1_weight_grad.i125906
-  %arena907 = getelementptr inbounds float, ptr %arena, i64 %2732
-  store float 0.000000e+00, ptr %arena907, align 4
-  %i125.next = add nsw i64 %conv1_weight_grad.i125906, 1
-  %2733 = icmp slt i64 %i125.next, 784
-  br i1 %2733, label %conv1_weight_grad.i125, label %conv1_weight_grad.i125.end
+conv1_weight_grad.i152:                           ; preds = %conv1_weight_grad.i152, %conv1_weight_grad.r151
+  %conv1_weight_grad.i152940 = phi i64 [ 0, %conv1_weight_grad.r151 ], [ %i152.next, %conv1_weight_grad.i152 ]
+  %2937 = mul nsw i64 %conv1_weight_grad.r151939, 50176
+  %2938 = mul nsw i64 %conv1_weight_grad.j150938, 784
+  %2939 = add nsw i64 %2937, %2938
+  %2940 = add nsw i64 %2939, %conv1_weight_grad.i152940
+  %arena941 = getelementptr inbounds float, ptr %arena, i64 %2940
+  store float 0.000000e+00, ptr %arena941, align 4
+  %i152.next = add nsw i64 %conv1_weight_grad.i152940, 1
+  %2941 = icmp slt i64 %i152.next, 784
+  br i1 %2941, label %conv1_weight_grad.i152, label %conv1_weight_grad.i152.end
 
-conv1_weight_grad.i125.end:                       ; preds = %conv1_weight_grad.i125
-  %r124.next = add nsw i64 %conv1_weight_grad.r124905, 1
-  %2734 = icmp slt i64 %r124.next, 9
-  br i1 %2734, label %conv1_weight_grad.r124, label %conv1_weight_grad.r124.end
+conv1_weight_grad.i152.end:                       ; preds = %conv1_weight_grad.i152
+  %r151.next = add nsw i64 %conv1_weight_grad.r151939, 1
+  %2942 = icmp slt i64 %r151.next, 9
+  br i1 %2942, label %conv1_weight_grad.r151, label %conv1_weight_grad.r151.end
 
-conv1_weight_grad.c126:                           ; preds = %conv1_weight_grad.ky127.end, %conv1_weight_grad.r124.end
-  %conv1_weight_grad.c126908 = phi i64 [ 0, %conv1_weight_grad.r124.end ], [ %c126.next, %conv1_weight_grad.ky127.end ]
-  br label %conv1_weight_grad.ky127
+conv1_weight_grad.c153:                           ; preds = %conv1_weight_grad.ky154.end, %conv1_weight_grad.r151.end
+  %conv1_weight_grad.c153942 = phi i64 [ 0, %conv1_weight_grad.r151.end ], [ %c153.next, %conv1_weight_grad.ky154.end ]
+  br label %conv1_weight_grad.ky154
 
-conv1_weight_grad.c126.end:                       ; preds = %conv1_weight_grad.ky127.end
-  %j123.next = add nsw i64 %conv1_weight_grad.j123904, 1
-  %2735 = icmp slt i64 %j123.next, 64
-  br i1 %2735, label %conv1_weight_grad.j123, label %conv1_weight_grad.j123.end
+conv1_weight_grad.c153.end:                       ; preds = %conv1_weight_grad.ky154.end
+  %j150.next = add nsw i64 %conv1_weight_grad.j150938, 1
+  %2943 = icmp slt i64 %j150.next, 64
+  br i1 %2943, label %conv1_weight_grad.j150, label %conv1_weight_grad.j150.end
 
-conv1_weight_grad.ky127:                          ; preds = %conv1_weight_grad.oy132.end, %conv1_weight_grad.c126
-  %conv1_weight_grad.ky127909 = phi i64 [ 0, %conv1_weight_grad.c126 ], [ %ky127.next, %conv1_weight_grad.oy132.end ]
-  br label %conv1_weight_grad.oy128
+conv1_weight_grad.ky154:                          ; preds = %conv1_weight_grad.oy159.end, %conv1_weight_grad.c153
+  %conv1_weight_grad.ky154943 = phi i64 [ 0, %conv1_weight_grad.c153 ], [ %ky154.next, %conv1_weight_grad.oy159.end ]
+  br label %conv1_weight_grad.oy155
 
-conv1_weight_grad.ky127.end:                      ; preds = %conv1_weight_grad.oy132.end
-  %c126.next = add nsw i64 %conv1_weight_grad.c126908, 1
-  %2736 = icmp slt i64 %c126.next, 1
-  br i1 %2736, label %conv1_weight_grad.c126, label %conv1_weight_grad.c126.end
+conv1_weight_grad.ky154.end:                      ; preds = %conv1_weight_grad.oy159.end
+  %c153.next = add nsw i64 %conv1_weight_grad.c153942, 1
+  %2944 = icmp slt i64 %c153.next, 1
+  br i1 %2944, label %conv1_weight_grad.c153, label %conv1_weight_grad.c153.end
 
-conv1_weight_grad.oy128:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky127
-  %conv1_weight_grad.oy128910 = phi i64 [ 0, %conv1_weight_grad.ky127 ], [ %oy128.next, %conv1_weight_grad.endif ]
-  %2737 = add nsw i64 %conv1_weight_grad.oy128910, %conv1_weight_grad.ky127909
-  %2738 = add nsw i64 %2737, -1
-  %2739 = icmp slt i64 -1, %2738
-  %2740 = add nsw i64 %conv1_weight_grad.oy128910, %conv1_weight_grad.ky127909
-  %2741 = add nsw i64 %2740, -1
-  %2742 = icmp slt i64 %2741, 28
-  %2743 = and i1 %2739, %2742
-  br i1 %2743, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy155:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky154
+  %conv1_weight_grad.oy155944 = phi i64 [ 0, %conv1_weight_grad.ky154 ], [ %oy155.next, %conv1_weight_grad.endif ]
+  %2945 = add nsw i64 %conv1_weight_grad.oy155944, %conv1_weight_grad.ky154943
+  %2946 = add nsw i64 %2945, -1
+  %2947 = icmp slt i64 -1, %2946
+  %2948 = add nsw i64 %conv1_weight_grad.oy155944, %conv1_weight_grad.ky154943
+  %2949 = add nsw i64 %2948, -1
+  %2950 = icmp slt i64 %2949, 28
+  %2951 = and i1 %2947, %2950
+  br i1 %2951, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy128.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy130
+conv1_weight_grad.oy155.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy157
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy128
-  br label %conv1_weight_grad.ox129
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy155
+  br label %conv1_weight_grad.ox156
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox129.end, %conv1_weight_grad.oy128
-  %oy128.next = add nsw i64 %conv1_weight_grad.oy128910, 1
-  %2744 = icmp slt i64 %oy128.next, 28
-  br i1 %2744, label %conv1_weight_grad.oy128, label %conv1_weight_grad.oy128.end
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox156.end, %conv1_weight_grad.oy155
+  %oy155.next = add nsw i64 %conv1_weight_grad.oy155944, 1
+  %2952 = icmp slt i64 %oy155.next, 28
+  br i1 %2952, label %conv1_weight_grad.oy155, label %conv1_weight_grad.oy155.end
 
-conv1_weight_grad.ox129:                          ; preds = %conv1_weight_grad.ox129, %conv1_weight_grad.then
-  %conv1_weight_grad.ox129911 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox129.next, %conv1_weight_grad.ox129 ]
-  %2745 = mul nsw i64 %conv1_weight_grad.g122903, 64
-  %2746 = add nsw i64 %2745, %conv1_weight_grad.j123904
-  %2747 = mul nsw i64 %2746, 784
-  %2748 = mul nsw i64 %conv1_weight_grad.c126908, 784
-  %2749 = add nsw i64 %2747, %2748
-  %2750 = add nsw i64 %conv1_weight_grad.oy128910, %conv1_weight_grad.ky127909
-  %2751 = add nsw i64 %2750, -1
-  %2752 = mul nsw i64 %2751, 28
-  %2753 = add nsw i64 %2749, %2752
-  %2754 = add nsw i64 %conv1_weight_grad.ox129911, 1
-  %2755 = add nsw i64 %2754, -1
-  %2756 = add nsw i64 %2753, %2755
-  %images912 = getelementptr inbounds float, ptr %images, i64 %2756
-  %2757 = load float, ptr %images912, align 4
-  %2758 = mul nsw i64 %conv1_weight_grad.c126908, 3
-  %2759 = add nsw i64 %2758, %conv1_weight_grad.ky127909
-  %2760 = mul nsw i64 %2759, 3
-  %2761 = mul nsw i64 %2760, 50176
-  %2762 = mul nsw i64 %conv1_weight_grad.j123904, 784
-  %2763 = add nsw i64 %2761, %2762
-  %2764 = mul nsw i64 %conv1_weight_grad.oy128910, 28
-  %2765 = add nsw i64 %2763, %2764
-  %2766 = add nsw i64 %conv1_weight_grad.ox129911, 1
-  %2767 = add nsw i64 %2765, %2766
-  %arena913 = getelementptr inbounds float, ptr %arena, i64 %2767
-  store float %2757, ptr %arena913, align 4
-  %ox129.next = add nsw i64 %conv1_weight_grad.ox129911, 1
-  %2768 = icmp slt i64 %ox129.next, 27
-  br i1 %2768, label %conv1_weight_grad.ox129, label %conv1_weight_grad.ox129.end
+conv1_weight_grad.ox156:                          ; preds = %conv1_weight_grad.ox156, %conv1_weight_grad.then
+  %conv1_weight_grad.ox156945 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox156.next, %conv1_weight_grad.ox156 ]
+  %2953 = mul nsw i64 %conv1_weight_grad.g149937, 64
+  %2954 = add nsw i64 %2953, %conv1_weight_grad.j150938
+  %2955 = mul nsw i64 %2954, 784
+  %2956 = mul nsw i64 %conv1_weight_grad.c153942, 784
+  %2957 = add nsw i64 %2955, %2956
+  %2958 = add nsw i64 %conv1_weight_grad.oy155944, %conv1_weight_grad.ky154943
+  %2959 = add nsw i64 %2958, -1
+  %2960 = mul nsw i64 %2959, 28
+  %2961 = add nsw i64 %2957, %2960
+  %2962 = add nsw i64 %conv1_weight_grad.ox156945, 1
+  %2963 = add nsw i64 %2962, -1
+  %2964 = add nsw i64 %2961, %2963
+  %images946 = getelementptr inbounds float, ptr %images, i64 %2964
+  %2965 = load float, ptr %images946, align 4
+  %2966 = mul nsw i64 %conv1_weight_grad.c153942, 3
+  %2967 = add nsw i64 %2966, %conv1_weight_grad.ky154943
+  %2968 = mul nsw i64 %2967, 3
+  %2969 = mul nsw i64 %2968, 50176
+  %2970 = mul nsw i64 %conv1_weight_grad.j150938, 784
+  %2971 = add nsw i64 %2969, %2970
+  %2972 = mul nsw i64 %conv1_weight_grad.oy155944, 28
+  %2973 = add nsw i64 %conv1_weight_grad.ox156945, 1
+  %2974 = add nsw i64 %2972, %2973
+  %2975 = add nsw i64 %2971, %2974
+  %arena947 = getelementptr inbounds float, ptr %arena, i64 %2975
+  store float %2965, ptr %arena947, align 4
+  %ox156.next = add nsw i64 %conv1_weight_grad.ox156945, 1
+  %2976 = icmp slt i64 %ox156.next, 27
+  br i1 %2976, label %conv1_weight_grad.ox156, label %conv1_weight_grad.ox156.end
 
-conv1_weight_grad.ox129.end:                      ; preds = %conv1_weight_grad.ox129
+conv1_weight_grad.ox156.end:                      ; preds = %conv1_weight_grad.ox156
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy130:                          ; preds = %conv1_weight_grad.endif916, %conv1_weight_grad.oy128.end
-  %conv1_weight_grad.oy130914 = phi i64 [ 0, %conv1_weight_grad.oy128.end ], [ %oy130.next, %conv1_weight_grad.endif916 ]
-  %2769 = add nsw i64 %conv1_weight_grad.oy130914, %conv1_weight_grad.ky127909
-  %2770 = add nsw i64 %2769, -1
-  %2771 = icmp slt i64 -1, %2770
-  %2772 = add nsw i64 %conv1_weight_grad.oy130914, %conv1_weight_grad.ky127909
-  %2773 = add nsw i64 %2772, -1
-  %2774 = icmp slt i64 %2773, 28
-  %2775 = and i1 %2771, %2774
-  br i1 %2775, label %conv1_weight_grad.then915, label %conv1_weight_grad.endif916
+conv1_weight_grad.oy157:                          ; preds = %conv1_weight_grad.endif950, %conv1_weight_grad.oy155.end
+  %conv1_weight_grad.oy157948 = phi i64 [ 0, %conv1_weight_grad.oy155.end ], [ %oy157.next, %conv1_weight_grad.endif950 ]
+  %2977 = add nsw i64 %conv1_weight_grad.oy157948, %conv1_weight_grad.ky154943
+  %2978 = add nsw i64 %2977, -1
+  %2979 = icmp slt i64 -1, %2978
+  %2980 = add nsw i64 %conv1_weight_grad.oy157948, %conv1_weight_grad.ky154943
+  %2981 = add nsw i64 %2980, -1
+  %2982 = icmp slt i64 %2981, 28
+  %2983 = and i1 %2979, %2982
+  br i1 %2983, label %conv1_weight_grad.then949, label %conv1_weight_grad.endif950
 
-conv1_weight_grad.oy130.end:                      ; preds = %conv1_weight_grad.endif916
-  br label %conv1_weight_grad.oy132
+conv1_weight_grad.oy157.end:                      ; preds = %conv1_weight_grad.endif950
+  br label %conv1_weight_grad.oy159
 
-conv1_weight_grad.then915:                        ; preds = %conv1_weight_grad.oy130
-  br label %conv1_weight_grad.ox131
+conv1_weight_grad.then949:                        ; preds = %conv1_weight_grad.oy157
+  br label %conv1_weight_grad.ox158
 
-conv1_weight_grad.endif916:                       ; preds = %conv1_weight_grad.ox131.end, %conv1_weight_grad.oy130
-  %oy130.next = add nsw i64 %conv1_weight_grad.oy130914, 1
-  %2776 = icmp slt i64 %oy130.next, 28
-  br i1 %2776, label %conv1_weight_grad.oy130, label %conv1_weight_grad.oy130.end
+conv1_weight_grad.endif950:                       ; preds = %conv1_weight_grad.ox158.end, %conv1_weight_grad.oy157
+  %oy157.next = add nsw i64 %conv1_weight_grad.oy157948, 1
+  %2984 = icmp slt i64 %oy157.next, 28
+  br i1 %2984, label %conv1_weight_grad.oy157, label %conv1_weight_grad.oy157.end
 
-conv1_weight_grad.ox131:                          ; preds = %conv1_weight_grad.ox131, %conv1_weight_grad.then915
-  %conv1_weight_grad.ox131917 = phi i64 [ 0, %conv1_weight_grad.then915 ], [ %ox131.next, %conv1_weight_grad.ox131 ]
-  %2777 = mul nsw i64 %conv1_weight_grad.g122903, 64
-  %2778 = add nsw i64 %2777, %conv1_weight_grad.j123904
-  %2779 = mul nsw i64 %2778, 784
-  %2780 = mul nsw i64 %conv1_weight_grad.c126908, 784
-  %2781 = add nsw i64 %2779, %2780
-  %2782 = add nsw i64 %conv1_weight_grad.oy130914, %conv1_weight_grad.ky127909
-  %2783 = add nsw i64 %2782, -1
-  %2784 = mul nsw i64 %2783, 28
-  %2785 = add nsw i64 %2781, %2784
-  %2786 = add nsw i64 %2785, %conv1_weight_grad.ox131917
-  %images918 = getelementptr inbounds float, ptr %images, i64 %2786
-  %2787 = load float, ptr %images918, align 4
-  %2788 = mul nsw i64 %conv1_weight_grad.c126908, 3
-  %2789 = add nsw i64 %2788, %conv1_weight_grad.ky127909
-  %2790 = mul nsw i64 %2789, 3
-  %2791 = add nsw i64 %2790, 1
-  %2792 = mul nsw i64 %2791, 50176
-  %2793 = mul nsw i64 %conv1_weight_grad.j123904, 784
-  %2794 = add nsw i64 %2792, %2793
-  %2795 = mul nsw i64 %conv1_weight_grad.oy130914, 28
-  %2796 = add nsw i64 %2794, %2795
-  %2797 = add nsw i64 %2796, %conv1_weight_grad.ox131917
-  %arena919 = getelementptr inbounds float, ptr %arena, i64 %2797
-  store float %2787, ptr %arena919, align 4
-  %ox131.next = add nsw i64 %conv1_weight_grad.ox131917, 1
-  %2798 = icmp slt i64 %ox131.next, 28
-  br i1 %2798, label %conv1_weight_grad.ox131, label %conv1_weight_grad.ox131.end
+conv1_weight_grad.ox158:                          ; preds = %conv1_weight_grad.ox158, %conv1_weight_grad.then949
+  %conv1_weight_grad.ox158951 = phi i64 [ 0, %conv1_weight_grad.then949 ], [ %ox158.next, %conv1_weight_grad.ox158 ]
+  %2985 = mul nsw i64 %conv1_weight_grad.g149937, 64
+  %2986 = add nsw i64 %2985, %conv1_weight_grad.j150938
+  %2987 = mul nsw i64 %2986, 784
+  %2988 = mul nsw i64 %conv1_weight_grad.c153942, 784
+  %2989 = add nsw i64 %2987, %2988
+  %2990 = add nsw i64 %conv1_weight_grad.oy157948, %conv1_weight_grad.ky154943
+  %2991 = add nsw i64 %2990, -1
+  %2992 = mul nsw i64 %2991, 28
+  %2993 = add nsw i64 %2989, %2992
+  %2994 = add nsw i64 %2993, %conv1_weight_grad.ox158951
+  %images952 = getelementptr inbounds float, ptr %images, i64 %2994
+  %2995 = load float, ptr %images952, align 4
+  %2996 = mul nsw i64 %conv1_weight_grad.c153942, 3
+  %2997 = add nsw i64 %2996, %conv1_weight_grad.ky154943
+  %2998 = mul nsw i64 %2997, 3
+  %2999 = add nsw i64 %2998, 1
+  %3000 = mul nsw i64 %2999, 50176
+  %3001 = mul nsw i64 %conv1_weight_grad.j150938, 784
+  %3002 = add nsw i64 %3000, %3001
+  %3003 = mul nsw i64 %conv1_weight_grad.oy157948, 28
+  %3004 = add nsw i64 %3003, %conv1_weight_grad.ox158951
+  %3005 = add nsw i64 %3002, %3004
+  %arena953 = getelementptr inbounds float, ptr %arena, i64 %3005
+  store float %2995, ptr %arena953, align 4
+  %ox158.next = add nsw i64 %conv1_weight_grad.ox158951, 1
+  %3006 = icmp slt i64 %ox158.next, 28
+  br i1 %3006, label %conv1_weight_grad.ox158, label %conv1_weight_grad.ox158.end
 
-conv1_weight_grad.ox131.end:                      ; preds = %conv1_weight_grad.ox131
-  br label %conv1_weight_grad.endif916
+conv1_weight_grad.ox158.end:                      ; preds = %conv1_weight_grad.ox158
+  br label %conv1_weight_grad.endif950
 
-conv1_weight_grad.oy132:                          ; preds = %conv1_weight_grad.endif922, %conv1_weight_grad.oy130.end
-  %conv1_weight_grad.oy132920 = phi i64 [ 0, %conv1_weight_grad.oy130.end ], [ %oy132.next, %conv1_weight_grad.endif922 ]
-  %2799 = add nsw i64 %conv1_weight_grad.oy132920, %conv1_weight_grad.ky127909
-  %2800 = add nsw i64 %2799, -1
-  %2801 = icmp slt i64 -1, %2800
-  %2802 = add nsw i64 %conv1_weight_grad.oy132920, %conv1_weight_grad.ky127909
-  %2803 = add nsw i64 %2802, -1
-  %2804 = icmp slt i64 %2803, 28
-  %2805 = and i1 %2801, %2804
-  br i1 %2805, label %conv1_weight_grad.then921, label %conv1_weight_grad.endif922
+conv1_weight_grad.oy159:                          ; preds = %conv1_weight_grad.endif956, %conv1_weight_grad.oy157.end
+  %conv1_weight_grad.oy159954 = phi i64 [ 0, %conv1_weight_grad.oy157.end ], [ %oy159.next, %conv1_weight_grad.endif956 ]
+  %3007 = add nsw i64 %conv1_weight_grad.oy159954, %conv1_weight_grad.ky154943
+  %3008 = add nsw i64 %3007, -1
+  %3009 = icmp slt i64 -1, %3008
+  %3010 = add nsw i64 %conv1_weight_grad.oy159954, %conv1_weight_grad.ky154943
+  %3011 = add nsw i64 %3010, -1
+  %3012 = icmp slt i64 %3011, 28
+  %3013 = and i1 %3009, %3012
+  br i1 %3013, label %conv1_weight_grad.then955, label %conv1_weight_grad.endif956
 
-conv1_weight_grad.oy132.end:                      ; preds = %conv1_weight_grad.endif922
-  %ky127.next = add nsw i64 %conv1_weight_grad.ky127909, 1
-  %2806 = icmp slt i64 %ky127.next, 3
-  br i1 %2806, label %conv1_weight_grad.ky127, label %conv1_weight_grad.ky127.end
+conv1_weight_grad.oy159.end:                      ; preds = %conv1_weight_grad.endif956
+  %ky154.next = add nsw i64 %conv1_weight_grad.ky154943, 1
+  %3014 = icmp slt i64 %ky154.next, 3
+  br i1 %3014, label %conv1_weight_grad.ky154, label %conv1_weight_grad.ky154.end
 
-conv1_weight_grad.then921:                        ; preds = %conv1_weight_grad.oy132
-  br label %conv1_weight_grad.ox133
+conv1_weight_grad.then955:                        ; preds = %conv1_weight_grad.oy159
+  br label %conv1_weight_grad.ox160
 
-conv1_weight_grad.endif922:                       ; preds = %conv1_weight_grad.ox133.end, %conv1_weight_grad.oy132
-  %oy132.next = add nsw i64 %conv1_weight_grad.oy132920, 1
-  %2807 = icmp slt i64 %oy132.next, 28
-  br i1 %2807, label %conv1_weight_grad.oy132, label %conv1_weight_grad.oy132.end
+conv1_weight_grad.endif956:                       ; preds = %conv1_weight_grad.ox160.end, %conv1_weight_grad.oy159
+  %oy159.next = add nsw i64 %conv1_weight_grad.oy159954, 1
+  %3015 = icmp slt i64 %oy159.next, 28
+  br i1 %3015, label %conv1_weight_grad.oy159, label %conv1_weight_grad.oy159.end
 
-conv1_weight_grad.ox133:                          ; preds = %conv1_weight_grad.ox133, %conv1_weight_grad.then921
-  %conv1_weight_grad.ox133923 = phi i64 [ 0, %conv1_weight_grad.then921 ], [ %ox133.next, %conv1_weight_grad.ox133 ]
-  %2808 = mul nsw i64 %conv1_weight_grad.g122903, 64
-  %2809 = add nsw i64 %2808, %conv1_weight_grad.j123904
-  %2810 = mul nsw i64 %2809, 784
-  %2811 = mul nsw i64 %conv1_weight_grad.c126908, 784
-  %2812 = add nsw i64 %2810, %2811
-  %2813 = add nsw i64 %conv1_weight_grad.oy132920, %conv1_weight_grad.ky127909
-  %2814 = add nsw i64 %2813, -1
-  %2815 = mul nsw i64 %2814, 28
-  %2816 = add nsw i64 %2812, %2815
-  %2817 = add nsw i64 %conv1_weight_grad.ox133923, 1
-  %2818 = add nsw i64 %2816, %2817
-  %images924 = getelementptr inbounds float, ptr %images, i64 %2818
-  %2819 = load float, ptr %images924, align 4
-  %2820 = mul nsw i64 %conv1_weight_grad.c126908, 3
-  %2821 = add nsw i64 %2820, %conv1_weight_grad.ky127909
-  %2822 = mul nsw i64 %2821, 3
-  %2823 = add nsw i64 %2822, 2
-  %2824 = mul nsw i64 %2823, 50176
-  %2825 = mul nsw i64 %conv1_weight_grad.j123904, 784
-  %2826 = add nsw i64 %2824, %2825
-  %2827 = mul nsw i64 %conv1_weight_grad.oy132920, 28
-  %2828 = add nsw i64 %2826, %2827
-  %2829 = add nsw i64 %2828, %conv1_weight_grad.ox133923
-  %arena925 = getelementptr inbounds float, ptr %arena, i64 %2829
-  store float %2819, ptr %arena925, align 4
-  %ox133.next = add nsw i64 %conv1_weight_grad.ox133923, 1
-  %2830 = icmp slt i64 %ox133.next, 27
-  br i1 %2830, label %conv1_weight_grad.ox133, label %conv1_weight_grad.ox133.end
+conv1_weight_grad.ox160:                          ; preds = %conv1_weight_grad.ox160, %conv1_weight_grad.then955
+  %conv1_weight_grad.ox160957 = phi i64 [ 0, %conv1_weight_grad.then955 ], [ %ox160.next, %conv1_weight_grad.ox160 ]
+  %3016 = mul nsw i64 %conv1_weight_grad.g149937, 64
+  %3017 = add nsw i64 %3016, %conv1_weight_grad.j150938
+  %3018 = mul nsw i64 %3017, 784
+  %3019 = mul nsw i64 %conv1_weight_grad.c153942, 784
+  %3020 = add nsw i64 %3018, %3019
+  %3021 = add nsw i64 %conv1_weight_grad.oy159954, %conv1_weight_grad.ky154943
+  %3022 = add nsw i64 %3021, -1
+  %3023 = mul nsw i64 %3022, 28
+  %3024 = add nsw i64 %3020, %3023
+  %3025 = add nsw i64 %conv1_weight_grad.ox160957, 1
+  %3026 = add nsw i64 %3024, %3025
+  %images958 = getelementptr inbounds float, ptr %images, i64 %3026
+  %3027 = load float, ptr %images958, align 4
+  %3028 = mul nsw i64 %conv1_weight_grad.c153942, 3
+  %3029 = add nsw i64 %3028, %conv1_weight_grad.ky154943
+  %3030 = mul nsw i64 %3029, 3
+  %3031 = add nsw i64 %3030, 2
+  %3032 = mul nsw i64 %3031, 50176
+  %3033 = mul nsw i64 %conv1_weight_grad.j150938, 784
+  %3034 = add nsw i64 %3032, %3033
+  %3035 = mul nsw i64 %conv1_weight_grad.oy159954, 28
+  %3036 = add nsw i64 %3035, %conv1_weight_grad.ox160957
+  %3037 = add nsw i64 %3034, %3036
+  %arena959 = getelementptr inbounds float, ptr %arena, i64 %3037
+  store float %3027, ptr %arena959, align 4
+  %ox160.next = add nsw i64 %conv1_weight_grad.ox160957, 1
+  %3038 = icmp slt i64 %ox160.next, 27
+  br i1 %3038, label %conv1_weight_grad.ox160, label %conv1_weight_grad.ox160.end
 
-conv1_weight_grad.ox133.end:                      ; preds = %conv1_weight_grad.ox133
-  br label %conv1_weight_grad.endif922
+conv1_weight_grad.ox160.end:                      ; preds = %conv1_weight_grad.ox160
+  br label %conv1_weight_grad.endif956
 
-conv1_weight_grad.j134:                           ; preds = %conv1_weight_grad.i135.end, %conv1_weight_grad.j123.end
-  %conv1_weight_grad.j134926 = phi i64 [ 0, %conv1_weight_grad.j123.end ], [ %j134.next, %conv1_weight_grad.i135.end ]
-  br label %conv1_weight_grad.i135
+conv1_weight_grad.j161:                           ; preds = %conv1_weight_grad.i162.end, %conv1_weight_grad.j150.end
+  %conv1_weight_grad.j161960 = phi i64 [ 0, %conv1_weight_grad.j150.end ], [ %j161.next, %conv1_weight_grad.i162.end ]
+  br label %conv1_weight_grad.i162
 
-conv1_weight_grad.j134.end:                       ; preds = %conv1_weight_grad.i135.end
-  br label %conv1_weight_grad.kp137
+conv1_weight_grad.j161.end:                       ; preds = %conv1_weight_grad.i162.end
+  br label %conv1_weight_grad.kp164
 
-conv1_weight_grad.i135:                           ; preds = %conv1_weight_grad.f136.end, %conv1_weight_grad.j134
-  %conv1_weight_grad.i135927 = phi i64 [ 0, %conv1_weight_grad.j134 ], [ %i135.next, %conv1_weight_grad.f136.end ]
-  br label %conv1_weight_grad.f136
+conv1_weight_grad.i162:                           ; preds = %conv1_weight_grad.f163.end, %conv1_weight_grad.j161
+  %conv1_weight_grad.i162961 = phi i64 [ 0, %conv1_weight_grad.j161 ], [ %i162.next, %conv1_weight_grad.f163.end ]
+  br label %conv1_weight_grad.f163
 
-conv1_weight_grad.i135.end:                       ; preds = %conv1_weight_grad.f136.end
-  %j134.next = add nsw i64 %conv1_weight_grad.j134926, 1
-  %2831 = icmp slt i64 %j134.next, 64
-  br i1 %2831, label %conv1_weight_grad.j134, label %conv1_weight_grad.j134.end
+conv1_weight_grad.i162.end:                       ; preds = %conv1_weight_grad.f163.end
+  %j161.next = add nsw i64 %conv1_weight_grad.j161960, 1
+  %3039 = icmp slt i64 %j161.next, 64
+  br i1 %3039, label %conv1_weight_grad.j161, label %conv1_weight_grad.j161.end
 
-conv1_weight_grad.f136:                           ; preds = %conv1_weight_grad.f136, %conv1_weight_grad.i135
-  %conv1_weight_grad.f136928 = phi i64 [ 0, %conv1_weight_grad.i135 ], [ %f136.next, %conv1_weight_grad.f136 ]
-  %2832 = mul nsw i64 %conv1_weight_grad.g122903, 64
-  %2833 = add nsw i64 %2832, %conv1_weight_grad.j134926
-  %2834 = mul nsw i64 %2833, 25088
-  %2835 = add nsw i64 3220112, %2834
-  %2836 = mul nsw i64 %conv1_weight_grad.f136928, 784
-  %2837 = add nsw i64 %2835, %2836
-  %2838 = add nsw i64 %2837, %conv1_weight_grad.i135927
-  %arena929 = getelementptr inbounds float, ptr %arena, i64 %2838
-  %2839 = load float, ptr %arena929, align 4
-  %2840 = mul nsw i64 %conv1_weight_grad.j134926, 784
-  %2841 = add nsw i64 %2840, %conv1_weight_grad.i135927
-  %2842 = mul nsw i64 %2841, 32
-  %2843 = add nsw i64 451584, %2842
-  %2844 = add nsw i64 %2843, %conv1_weight_grad.f136928
-  %arena930 = getelementptr inbounds float, ptr %arena, i64 %2844
-  store float %2839, ptr %arena930, align 4
-  %f136.next = add nsw i64 %conv1_weight_grad.f136928, 1
-  %2845 = icmp slt i64 %f136.next, 32
-  br i1 %2845, label %conv1_weight_grad.f136, label %conv1_weight_grad.f136.end
+conv1_weight_grad.f163:                           ; preds = %conv1_weight_grad.f163, %conv1_weight_grad.i162
+  %conv1_weight_grad.f163962 = phi i64 [ 0, %conv1_weight_grad.i162 ], [ %f163.next, %conv1_weight_grad.f163 ]
+  %3040 = mul nsw i64 %conv1_weight_grad.g149937, 64
+  %3041 = add nsw i64 %3040, %conv1_weight_grad.j161960
+  %3042 = mul nsw i64 %3041, 25088
+  %3043 = add nsw i64 3220112, %3042
+  %3044 = mul nsw i64 %conv1_weight_grad.f163962, 784
+  %3045 = add nsw i64 %3043, %3044
+  %3046 = add nsw i64 %3045, %conv1_weight_grad.i162961
+  %arena963 = getelementptr inbounds float, ptr %arena, i64 %3046
+  %3047 = load float, ptr %arena963, align 4
+  %3048 = mul nsw i64 %conv1_weight_grad.j161960, 784
+  %3049 = add nsw i64 %3048, %conv1_weight_grad.i162961
+  %3050 = mul nsw i64 %3049, 32
+  %3051 = add nsw i64 451584, %3050
+  %3052 = add nsw i64 %3051, %conv1_weight_grad.f163962
+  %arena964 = getelementptr inbounds float, ptr %arena, i64 %3052
+  store float %3047, ptr %arena964, align 4
+  %f163.next = add nsw i64 %conv1_weight_grad.f163962, 1
+  %3053 = icmp slt i64 %f163.next, 32
+  br i1 %3053, label %conv1_weight_grad.f163, label %conv1_weight_grad.f163.end
 
-conv1_weight_grad.f136.end:                       ; preds = %conv1_weight_grad.f136
-  %i135.next = add nsw i64 %conv1_weight_grad.i135927, 1
-  %2846 = icmp slt i64 %i135.next, 784
-  br i1 %2846, label %conv1_weight_grad.i135, label %conv1_weight_grad.i135.end
+conv1_weight_grad.f163.end:                       ; preds = %conv1_weight_grad.f163
+  %i162.next = add nsw i64 %conv1_weight_grad.i162961, 1
+  %3054 = icmp slt i64 %i162.next, 784
+  br i1 %3054, label %conv1_weight_grad.i162, label %conv1_weight_grad.i162.end
 
-conv1_weight_grad.kp137:                          ; preds = %conv1_weight_grad.nb138.end, %conv1_weight_grad.j134.end
-  %conv1_weight_grad.kp137931 = phi i64 [ 0, %conv1_weight_grad.j134.end ], [ %kp137.next, %conv1_weight_grad.nb138.end ]
-  br label %conv1_weight_grad.nb138
+conv1_weight_grad.kp164:                          ; preds = %conv1_weight_grad.nb165.end, %conv1_weight_grad.j161.end
+  %conv1_weight_grad.kp164965 = phi i64 [ 0, %conv1_weight_grad.j161.end ], [ %kp164.next, %conv1_weight_grad.nb165.end ]
+  br label %conv1_weight_grad.nb165
 
-conv1_weight_grad.kp137.end:                      ; preds = %conv1_weight_grad.nb138.end
-  br label %conv1_weight_grad.nb142
+conv1_weight_grad.kp164.end:                      ; preds = %conv1_weight_grad.nb165.end
+  br label %conv1_weight_grad.nb169
 
-conv1_weight_grad.nb138:                          ; preds = %conv1_weight_grad.mb139.end, %conv1_weight_grad.kp137
-  %conv1_weight_grad.nb138932 = phi i64 [ 0, %conv1_weight_grad.kp137 ], [ %nb138.next, %conv1_weight_grad.mb139.end ]
-  br label %conv1_weight_grad.mb139
+conv1_weight_grad.nb165:                          ; preds = %conv1_weight_grad.mb166.end, %conv1_weight_grad.kp164
+  %conv1_weight_grad.nb165966 = phi i64 [ 0, %conv1_weight_grad.kp164 ], [ %nb165.next, %conv1_weight_grad.mb166.end ]
+  br label %conv1_weight_grad.mb166
 
-conv1_weight_grad.nb138.end:                      ; preds = %conv1_weight_grad.mb139.end
-  %kp137.next = add nsw i64 %conv1_weight_grad.kp137931, 1
-  %2847 = icmp slt i64 %kp137.next, 130
-  br i1 %2847, label %conv1_weight_grad.kp137, label %conv1_weight_grad.kp137.end
+conv1_weight_grad.nb165.end:                      ; preds = %conv1_weight_grad.mb166.end
+  %kp164.next = add nsw i64 %conv1_weight_grad.kp164965, 1
+  %3055 = icmp slt i64 %kp164.next, 130
+  br i1 %3055, label %conv1_weight_grad.kp164, label %conv1_weight_grad.kp164.end
 
-conv1_weight_grad.mb139:                          ; preds = %conv1_weight_grad.k141.end, %conv1_weight_grad.nb138
-  %conv1_weight_grad.mb139933 = phi i64 [ 0, %conv1_weight_grad.nb138 ], [ %mb139.next, %conv1_weight_grad.k141.end ]
-  %2848 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2849 = mul nsw i64 %2848, 32
-  %2850 = add nsw i64 2057216, %2849
-  %2851 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2852 = add nsw i64 %2850, %2851
-  %arena934 = getelementptr inbounds float, ptr %arena, i64 %2852
-  %2853 = load <16 x float>, ptr %arena934, align 4
-  store <16 x float> %2853, ptr %conv1_weight_grad.t140_c0_0, align 64
-  %2854 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2855 = mul nsw i64 %2854, 32
-  %2856 = add nsw i64 2057216, %2855
-  %2857 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2858 = add nsw i64 %2856, %2857
-  %2859 = add nsw i64 %2858, 16
-  %arena935 = getelementptr inbounds float, ptr %arena, i64 %2859
-  %2860 = load <16 x float>, ptr %arena935, align 4
-  store <16 x float> %2860, ptr %conv1_weight_grad.t140_c0_1, align 64
-  %2861 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2862 = add nsw i64 %2861, 1
-  %2863 = mul nsw i64 %2862, 32
-  %2864 = add nsw i64 2057216, %2863
-  %2865 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2866 = add nsw i64 %2864, %2865
-  %arena936 = getelementptr inbounds float, ptr %arena, i64 %2866
-  %2867 = load <16 x float>, ptr %arena936, align 4
-  store <16 x float> %2867, ptr %conv1_weight_grad.t140_c1_0, align 64
-  %2868 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2869 = add nsw i64 %2868, 1
-  %2870 = mul nsw i64 %2869, 32
-  %2871 = add nsw i64 2057216, %2870
-  %2872 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2873 = add nsw i64 %2871, %2872
-  %2874 = add nsw i64 %2873, 16
-  %arena937 = getelementptr inbounds float, ptr %arena, i64 %2874
-  %2875 = load <16 x float>, ptr %arena937, align 4
-  store <16 x float> %2875, ptr %conv1_weight_grad.t140_c1_1, align 64
-  %2876 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2877 = add nsw i64 %2876, 2
-  %2878 = mul nsw i64 %2877, 32
-  %2879 = add nsw i64 2057216, %2878
-  %2880 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2881 = add nsw i64 %2879, %2880
-  %arena938 = getelementptr inbounds float, ptr %arena, i64 %2881
-  %2882 = load <16 x float>, ptr %arena938, align 4
-  store <16 x float> %2882, ptr %conv1_weight_grad.t140_c2_0, align 64
-  %2883 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2884 = add nsw i64 %2883, 2
-  %2885 = mul nsw i64 %2884, 32
-  %2886 = add nsw i64 2057216, %2885
-  %2887 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2888 = add nsw i64 %2886, %2887
-  %2889 = add nsw i64 %2888, 16
-  %arena939 = getelementptr inbounds float, ptr %arena, i64 %2889
-  %2890 = load <16 x float>, ptr %arena939, align 4
-  store <16 x float> %2890, ptr %conv1_weight_grad.t140_c2_1, align 64
-  %2891 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2892 = add nsw i64 %2891, 3
-  %2893 = mul nsw i64 %2892, 32
-  %2894 = add nsw i64 2057216, %2893
-  %2895 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2896 = add nsw i64 %2894, %2895
-  %arena940 = getelementptr inbounds float, ptr %arena, i64 %2896
-  %2897 = load <16 x float>, ptr %arena940, align 4
-  store <16 x float> %2897, ptr %conv1_weight_grad.t140_c3_0, align 64
-  %2898 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2899 = add nsw i64 %2898, 3
-  %2900 = mul nsw i64 %2899, 32
-  %2901 = add nsw i64 2057216, %2900
-  %2902 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2903 = add nsw i64 %2901, %2902
-  %2904 = add nsw i64 %2903, 16
-  %arena941 = getelementptr inbounds float, ptr %arena, i64 %2904
-  %2905 = load <16 x float>, ptr %arena941, align 4
-  store <16 x float> %2905, ptr %conv1_weight_grad.t140_c3_1, align 64
-  %2906 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2907 = add nsw i64 %2906, 4
-  %2908 = mul nsw i64 %2907, 32
-  %2909 = add nsw i64 2057216, %2908
-  %2910 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2911 = add nsw i64 %2909, %2910
-  %arena942 = getelementptr inbounds float, ptr %arena, i64 %2911
-  %2912 = load <16 x float>, ptr %arena942, align 4
-  store <16 x float> %2912, ptr %conv1_weight_grad.t140_c4_0, align 64
-  %2913 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2914 = add nsw i64 %2913, 4
-  %2915 = mul nsw i64 %2914, 32
-  %2916 = add nsw i64 2057216, %2915
-  %2917 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2918 = add nsw i64 %2916, %2917
-  %2919 = add nsw i64 %2918, 16
-  %arena943 = getelementptr inbounds float, ptr %arena, i64 %2919
-  %2920 = load <16 x float>, ptr %arena943, align 4
-  store <16 x float> %2920, ptr %conv1_weight_grad.t140_c4_1, align 64
-  %2921 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2922 = add nsw i64 %2921, 5
-  %2923 = mul nsw i64 %2922, 32
-  %2924 = add nsw i64 2057216, %2923
-  %2925 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2926 = add nsw i64 %2924, %2925
-  %arena944 = getelementptr inbounds float, ptr %arena, i64 %2926
-  %2927 = load <16 x float>, ptr %arena944, align 4
-  store <16 x float> %2927, ptr %conv1_weight_grad.t140_c5_0, align 64
-  %2928 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2929 = add nsw i64 %2928, 5
-  %2930 = mul nsw i64 %2929, 32
-  %2931 = add nsw i64 2057216, %2930
-  %2932 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2933 = add nsw i64 %2931, %2932
-  %2934 = add nsw i64 %2933, 16
-  %arena945 = getelementptr inbounds float, ptr %arena, i64 %2934
-  %2935 = load <16 x float>, ptr %arena945, align 4
-  store <16 x float> %2935, ptr %conv1_weight_grad.t140_c5_1, align 64
-  %2936 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2937 = add nsw i64 %2936, 6
-  %2938 = mul nsw i64 %2937, 32
-  %2939 = add nsw i64 2057216, %2938
-  %2940 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2941 = add nsw i64 %2939, %2940
-  %arena946 = getelementptr inbounds float, ptr %arena, i64 %2941
-  %2942 = load <16 x float>, ptr %arena946, align 4
-  store <16 x float> %2942, ptr %conv1_weight_grad.t140_c6_0, align 64
-  %2943 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2944 = add nsw i64 %2943, 6
-  %2945 = mul nsw i64 %2944, 32
-  %2946 = add nsw i64 2057216, %2945
-  %2947 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2948 = add nsw i64 %2946, %2947
-  %2949 = add nsw i64 %2948, 16
-  %arena947 = getelementptr inbounds float, ptr %arena, i64 %2949
-  %2950 = load <16 x float>, ptr %arena947, align 4
-  store <16 x float> %2950, ptr %conv1_weight_grad.t140_c6_1, align 64
-  %2951 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2952 = add nsw i64 %2951, 7
-  %2953 = mul nsw i64 %2952, 32
-  %2954 = add nsw i64 2057216, %2953
-  %2955 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2956 = add nsw i64 %2954, %2955
-  %arena948 = getelementptr inbounds float, ptr %arena, i64 %2956
-  %2957 = load <16 x float>, ptr %arena948, align 4
-  store <16 x float> %2957, ptr %conv1_weight_grad.t140_c7_0, align 64
-  %2958 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2959 = add nsw i64 %2958, 7
-  %2960 = mul nsw i64 %2959, 32
-  %2961 = add nsw i64 2057216, %2960
-  %2962 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2963 = add nsw i64 %2961, %2962
-  %2964 = add nsw i64 %2963, 16
-  %arena949 = getelementptr inbounds float, ptr %arena, i64 %2964
-  %2965 = load <16 x float>, ptr %arena949, align 4
-  store <16 x float> %2965, ptr %conv1_weight_grad.t140_c7_1, align 64
-  %2966 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2967 = add nsw i64 %2966, 8
-  %2968 = mul nsw i64 %2967, 32
-  %2969 = add nsw i64 2057216, %2968
-  %2970 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2971 = add nsw i64 %2969, %2970
-  %arena950 = getelementptr inbounds float, ptr %arena, i64 %2971
-  %2972 = load <16 x float>, ptr %arena950, align 4
-  store <16 x float> %2972, ptr %conv1_weight_grad.t140_c8_0, align 64
-  %2973 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2974 = add nsw i64 %2973, 8
-  %2975 = mul nsw i64 %2974, 32
-  %2976 = add nsw i64 2057216, %2975
-  %2977 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2978 = add nsw i64 %2976, %2977
-  %2979 = add nsw i64 %2978, 16
-  %arena951 = getelementptr inbounds float, ptr %arena, i64 %2979
-  %2980 = load <16 x float>, ptr %arena951, align 4
-  store <16 x float> %2980, ptr %conv1_weight_grad.t140_c8_1, align 64
-  br label %conv1_weight_grad.k141
-
-conv1_weight_grad.mb139.end:                      ; preds = %conv1_weight_grad.k141.end
-  %nb138.next = add nsw i64 %conv1_weight_grad.nb138932, 1
-  %2981 = icmp slt i64 %nb138.next, 1
-  br i1 %2981, label %conv1_weight_grad.nb138, label %conv1_weight_grad.nb138.end
-
-conv1_weight_grad.k141:                           ; preds = %conv1_weight_grad.k141, %conv1_weight_grad.mb139
-  %conv1_weight_grad.k141952 = phi i64 [ 0, %conv1_weight_grad.mb139 ], [ %k141.next, %conv1_weight_grad.k141 ]
-  %2982 = mul nsw i64 %conv1_weight_grad.kp137931, 384
-  %2983 = add nsw i64 %conv1_weight_grad.k141952, %2982
-  %2984 = mul nsw i64 %2983, 32
-  %2985 = add nsw i64 451584, %2984
-  %2986 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2987 = add nsw i64 %2985, %2986
-  %arena953 = getelementptr inbounds float, ptr %arena, i64 %2987
-  %2988 = load <16 x float>, ptr %arena953, align 4
-  store <16 x float> %2988, ptr %conv1_weight_grad.t140_b0, align 64
-  %2989 = mul nsw i64 %conv1_weight_grad.kp137931, 384
-  %2990 = add nsw i64 %conv1_weight_grad.k141952, %2989
-  %2991 = mul nsw i64 %2990, 32
-  %2992 = add nsw i64 451584, %2991
-  %2993 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %2994 = add nsw i64 %2992, %2993
-  %2995 = add nsw i64 %2994, 16
-  %arena954 = getelementptr inbounds float, ptr %arena, i64 %2995
-  %2996 = load <16 x float>, ptr %arena954, align 4
-  store <16 x float> %2996, ptr %conv1_weight_grad.t140_b1, align 64
-  %2997 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %2998 = mul nsw i64 %2997, 50176
-  %2999 = mul nsw i64 %conv1_weight_grad.kp137931, 384
-  %3000 = add nsw i64 %conv1_weight_grad.k141952, %2999
-  %3001 = add nsw i64 %2998, %3000
-  %arena955 = getelementptr inbounds float, ptr %arena, i64 %3001
-  %3002 = load float, ptr %arena955, align 4
-  %3003 = insertelement <16 x float> undef, float %3002, i32 0
-  %3004 = shufflevector <16 x float> %3003, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3004, ptr %conv1_weight_grad.t140_a0, align 64
-  %t140_a0 = load <16 x float>, ptr %conv1_weight_grad.t140_a0, align 64
-  %t140_b0 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
-  %t140_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c0_0, align 64
-  %3005 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a0, <16 x float> %t140_b0, <16 x float> %t140_c0_0)
-  store <16 x float> %3005, ptr %conv1_weight_grad.t140_c0_0, align 64
-  %t140_a0956 = load <16 x float>, ptr %conv1_weight_grad.t140_a0, align 64
-  %t140_b1 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
-  %t140_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c0_1, align 64
-  %3006 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a0956, <16 x float> %t140_b1, <16 x float> %t140_c0_1)
-  store <16 x float> %3006, ptr %conv1_weight_grad.t140_c0_1, align 64
-  %3007 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3008 = add nsw i64 %3007, 1
-  %3009 = mul nsw i64 %3008, 50176
-  %3010 = mul nsw i64 %conv1_weight_grad.kp137931, 384
-  %3011 = add nsw i64 %conv1_weight_grad.k141952, %3010
-  %3012 = add nsw i64 %3009, %3011
-  %arena957 = getelementptr inbounds float, ptr %arena, i64 %3012
-  %3013 = load float, ptr %arena957, align 4
-  %3014 = insertelement <16 x float> undef, float %3013, i32 0
-  %3015 = shufflevector <16 x float> %3014, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3015, ptr %conv1_weight_grad.t140_a1, align 64
-  %t140_a1 = load <16 x float>, ptr %conv1_weight_grad.t140_a1, align 64
-  %t140_b0958 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
-  %t140_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c1_0, align 64
-  %3016 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a1, <16 x float> %t140_b0958, <16 x float> %t140_c1_0)
-  store <16 x float> %3016, ptr %conv1_weight_grad.t140_c1_0, align 64
-  %t140_a1959 = load <16 x float>, ptr %conv1_weight_grad.t140_a1, align 64
-  %t140_b1960 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
-  %t140_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c1_1, align 64
-  %3017 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a1959, <16 x float> %t140_b1960, <16 x float> %t140_c1_1)
-  store <16 x float> %3017, ptr %conv1_weight_grad.t140_c1_1, align 64
-  %3018 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3019 = add nsw i64 %3018, 2
-  %3020 = mul nsw i64 %3019, 50176
-  %3021 = mul nsw i64 %conv1_weight_grad.kp137931, 384
-  %3022 = add nsw i64 %conv1_weight_grad.k141952, %3021
-  %3023 = add nsw i64 %3020, %3022
-  %arena961 = getelementptr inbounds float, ptr %arena, i64 %3023
-  %3024 = load float, ptr %arena961, align 4
-  %3025 = insertelement <16 x float> undef, float %3024, i32 0
-  %3026 = shufflevector <16 x float> %3025, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3026, ptr %conv1_weight_grad.t140_a2, align 64
-  %t140_a2 = load <16 x float>, ptr %conv1_weight_grad.t140_a2, align 64
-  %t140_b0962 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
-  %t140_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c2_0, align 64
-  %3027 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a2, <16 x float> %t140_b0962, <16 x float> %t140_c2_0)
-  store <16 x float> %3027, ptr %conv1_weight_grad.t140_c2_0, align 64
-  %t140_a2963 = load <16 x float>, ptr %conv1_weight_grad.t140_a2, align 64
-  %t140_b1964 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
-  %t140_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c2_1, align 64
-  %3028 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a2963, <16 x float> %t140_b1964, <16 x float> %t140_c2_1)
-  store <16 x float> %3028, ptr %conv1_weight_grad.t140_c2_1, align 64
-  %3029 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3030 = add nsw i64 %3029, 3
-  %3031 = mul nsw i64 %3030, 50176
-  %3032 = mul nsw i64 %conv1_weight_grad.kp137931, 384
-  %3033 = add nsw i64 %conv1_weight_grad.k141952, %3032
-  %3034 = add nsw i64 %3031, %3033
-  %arena965 = getelementptr inbounds float, ptr %arena, i64 %3034
-  %3035 = load float, ptr %arena965, align 4
-  %3036 = insertelement <16 x float> undef, float %3035, i32 0
-  %3037 = shufflevector <16 x float> %3036, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3037, ptr %conv1_weight_grad.t140_a3, align 64
-  %t140_a3 = load <16 x float>, ptr %conv1_weight_grad.t140_a3, align 64
-  %t140_b0966 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
-  %t140_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c3_0, align 64
-  %3038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a3, <16 x float> %t140_b0966, <16 x float> %t140_c3_0)
-  store <16 x float> %3038, ptr %conv1_weight_grad.t140_c3_0, align 64
-  %t140_a3967 = load <16 x float>, ptr %conv1_weight_grad.t140_a3, align 64
-  %t140_b1968 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
-  %t140_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c3_1, align 64
-  %3039 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a3967, <16 x float> %t140_b1968, <16 x float> %t140_c3_1)
-  store <16 x float> %3039, ptr %conv1_weight_grad.t140_c3_1, align 64
-  %3040 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3041 = add nsw i64 %3040, 4
-  %3042 = mul nsw i64 %3041, 50176
-  %3043 = mul nsw i64 %conv1_weight_grad.kp137931, 384
-  %3044 = add nsw i64 %conv1_weight_grad.k141952, %3043
-  %3045 = add nsw i64 %3042, %3044
-  %arena969 = getelementptr inbounds float, ptr %arena, i64 %3045
-  %3046 = load float, ptr %arena969, align 4
-  %3047 = insertelement <16 x float> undef, float %3046, i32 0
-  %3048 = shufflevector <16 x float> %3047, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3048, ptr %conv1_weight_grad.t140_a4, align 64
-  %t140_a4 = load <16 x float>, ptr %conv1_weight_grad.t140_a4, align 64
-  %t140_b0970 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
-  %t140_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c4_0, align 64
-  %3049 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a4, <16 x float> %t140_b0970, <16 x float> %t140_c4_0)
-  store <16 x float> %3049, ptr %conv1_weight_grad.t140_c4_0, align 64
-  %t140_a4971 = load <16 x float>, ptr %conv1_weight_grad.t140_a4, align 64
-  %t140_b1972 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
-  %t140_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c4_1, align 64
-  %3050 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a4971, <16 x float> %t140_b1972, <16 x float> %t140_c4_1)
-  store <16 x float> %3050, ptr %conv1_weight_grad.t140_c4_1, align 64
-  %3051 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3052 = add nsw i64 %3051, 5
-  %3053 = mul nsw i64 %3052, 50176
-  %3054 = mul nsw i64 %conv1_weight_grad.kp137931, 384
-  %3055 = add nsw i64 %conv1_weight_grad.k141952, %3054
-  %3056 = add nsw i64 %3053, %3055
-  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3056
-  %3057 = load float, ptr %arena973, align 4
-  %3058 = insertelement <16 x float> undef, float %3057, i32 0
-  %3059 = shufflevector <16 x float> %3058, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3059, ptr %conv1_weight_grad.t140_a5, align 64
-  %t140_a5 = load <16 x float>, ptr %conv1_weight_grad.t140_a5, align 64
-  %t140_b0974 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
-  %t140_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c5_0, align 64
-  %3060 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a5, <16 x float> %t140_b0974, <16 x float> %t140_c5_0)
-  store <16 x float> %3060, ptr %conv1_weight_grad.t140_c5_0, align 64
-  %t140_a5975 = load <16 x float>, ptr %conv1_weight_grad.t140_a5, align 64
-  %t140_b1976 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
-  %t140_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c5_1, align 64
-  %3061 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a5975, <16 x float> %t140_b1976, <16 x float> %t140_c5_1)
-  store <16 x float> %3061, ptr %conv1_weight_grad.t140_c5_1, align 64
-  %3062 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3063 = add nsw i64 %3062, 6
-  %3064 = mul nsw i64 %3063, 50176
-  %3065 = mul nsw i64 %conv1_weight_grad.kp137931, 384
-  %3066 = add nsw i64 %conv1_weight_grad.k141952, %3065
-  %3067 = add nsw i64 %3064, %3066
-  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3067
-  %3068 = load float, ptr %arena977, align 4
-  %3069 = insertelement <16 x float> undef, float %3068, i32 0
-  %3070 = shufflevector <16 x float> %3069, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3070, ptr %conv1_weight_grad.t140_a6, align 64
-  %t140_a6 = load <16 x float>, ptr %conv1_weight_grad.t140_a6, align 64
-  %t140_b0978 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
-  %t140_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c6_0, align 64
-  %3071 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a6, <16 x float> %t140_b0978, <16 x float> %t140_c6_0)
-  store <16 x float> %3071, ptr %conv1_weight_grad.t140_c6_0, align 64
-  %t140_a6979 = load <16 x float>, ptr %conv1_weight_grad.t140_a6, align 64
-  %t140_b1980 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
-  %t140_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c6_1, align 64
-  %3072 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a6979, <16 x float> %t140_b1980, <16 x float> %t140_c6_1)
-  store <16 x float> %3072, ptr %conv1_weight_grad.t140_c6_1, align 64
-  %3073 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3074 = add nsw i64 %3073, 7
-  %3075 = mul nsw i64 %3074, 50176
-  %3076 = mul nsw i64 %conv1_weight_grad.kp137931, 384
-  %3077 = add nsw i64 %conv1_weight_grad.k141952, %3076
-  %3078 = add nsw i64 %3075, %3077
-  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3078
-  %3079 = load float, ptr %arena981, align 4
-  %3080 = insertelement <16 x float> undef, float %3079, i32 0
-  %3081 = shufflevector <16 x float> %3080, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3081, ptr %conv1_weight_grad.t140_a7, align 64
-  %t140_a7 = load <16 x float>, ptr %conv1_weight_grad.t140_a7, align 64
-  %t140_b0982 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
-  %t140_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c7_0, align 64
-  %3082 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a7, <16 x float> %t140_b0982, <16 x float> %t140_c7_0)
-  store <16 x float> %3082, ptr %conv1_weight_grad.t140_c7_0, align 64
-  %t140_a7983 = load <16 x float>, ptr %conv1_weight_grad.t140_a7, align 64
-  %t140_b1984 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
-  %t140_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c7_1, align 64
-  %3083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a7983, <16 x float> %t140_b1984, <16 x float> %t140_c7_1)
-  store <16 x float> %3083, ptr %conv1_weight_grad.t140_c7_1, align 64
-  %3084 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3085 = add nsw i64 %3084, 8
-  %3086 = mul nsw i64 %3085, 50176
-  %3087 = mul nsw i64 %conv1_weight_grad.kp137931, 384
-  %3088 = add nsw i64 %conv1_weight_grad.k141952, %3087
-  %3089 = add nsw i64 %3086, %3088
-  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3089
-  %3090 = load float, ptr %arena985, align 4
-  %3091 = insertelement <16 x float> undef, float %3090, i32 0
-  %3092 = shufflevector <16 x float> %3091, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3092, ptr %conv1_weight_grad.t140_a8, align 64
-  %t140_a8 = load <16 x float>, ptr %conv1_weight_grad.t140_a8, align 64
-  %t140_b0986 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
-  %t140_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c8_0, align 64
-  %3093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a8, <16 x float> %t140_b0986, <16 x float> %t140_c8_0)
-  store <16 x float> %3093, ptr %conv1_weight_grad.t140_c8_0, align 64
-  %t140_a8987 = load <16 x float>, ptr %conv1_weight_grad.t140_a8, align 64
-  %t140_b1988 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
-  %t140_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c8_1, align 64
-  %3094 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a8987, <16 x float> %t140_b1988, <16 x float> %t140_c8_1)
-  store <16 x float> %3094, ptr %conv1_weight_grad.t140_c8_1, align 64
-  %k141.next = add nsw i64 %conv1_weight_grad.k141952, 1
-  %3095 = icmp slt i64 %k141.next, 384
-  br i1 %3095, label %conv1_weight_grad.k141, label %conv1_weight_grad.k141.end
-
-conv1_weight_grad.k141.end:                       ; preds = %conv1_weight_grad.k141
-  %t140_c0_0989 = load <16 x float>, ptr %conv1_weight_grad.t140_c0_0, align 64
-  %3096 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3097 = mul nsw i64 %3096, 32
-  %3098 = add nsw i64 2057216, %3097
-  %3099 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3100 = add nsw i64 %3098, %3099
-  %arena990 = getelementptr inbounds float, ptr %arena, i64 %3100
-  store <16 x float> %t140_c0_0989, ptr %arena990, align 4
-  %t140_c0_1991 = load <16 x float>, ptr %conv1_weight_grad.t140_c0_1, align 64
-  %3101 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3102 = mul nsw i64 %3101, 32
-  %3103 = add nsw i64 2057216, %3102
-  %3104 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3105 = add nsw i64 %3103, %3104
-  %3106 = add nsw i64 %3105, 16
-  %arena992 = getelementptr inbounds float, ptr %arena, i64 %3106
-  store <16 x float> %t140_c0_1991, ptr %arena992, align 4
-  %t140_c1_0993 = load <16 x float>, ptr %conv1_weight_grad.t140_c1_0, align 64
-  %3107 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3108 = add nsw i64 %3107, 1
-  %3109 = mul nsw i64 %3108, 32
-  %3110 = add nsw i64 2057216, %3109
-  %3111 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3112 = add nsw i64 %3110, %3111
-  %arena994 = getelementptr inbounds float, ptr %arena, i64 %3112
-  store <16 x float> %t140_c1_0993, ptr %arena994, align 4
-  %t140_c1_1995 = load <16 x float>, ptr %conv1_weight_grad.t140_c1_1, align 64
-  %3113 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3114 = add nsw i64 %3113, 1
-  %3115 = mul nsw i64 %3114, 32
-  %3116 = add nsw i64 2057216, %3115
-  %3117 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3118 = add nsw i64 %3116, %3117
-  %3119 = add nsw i64 %3118, 16
-  %arena996 = getelementptr inbounds float, ptr %arena, i64 %3119
-  store <16 x float> %t140_c1_1995, ptr %arena996, align 4
-  %t140_c2_0997 = load <16 x float>, ptr %conv1_weight_grad.t140_c2_0, align 64
-  %3120 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3121 = add nsw i64 %3120, 2
-  %3122 = mul nsw i64 %3121, 32
-  %3123 = add nsw i64 2057216, %3122
-  %3124 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3125 = add nsw i64 %3123, %3124
-  %arena998 = getelementptr inbounds float, ptr %arena, i64 %3125
-  store <16 x float> %t140_c2_0997, ptr %arena998, align 4
-  %t140_c2_1999 = load <16 x float>, ptr %conv1_weight_grad.t140_c2_1, align 64
-  %3126 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3127 = add nsw i64 %3126, 2
-  %3128 = mul nsw i64 %3127, 32
-  %3129 = add nsw i64 2057216, %3128
-  %3130 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3131 = add nsw i64 %3129, %3130
-  %3132 = add nsw i64 %3131, 16
-  %arena1000 = getelementptr inbounds float, ptr %arena, i64 %3132
-  store <16 x float> %t140_c2_1999, ptr %arena1000, align 4
-  %t140_c3_01001 = load <16 x float>, ptr %conv1_weight_grad.t140_c3_0, align 64
-  %3133 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3134 = add nsw i64 %3133, 3
-  %3135 = mul nsw i64 %3134, 32
-  %3136 = add nsw i64 2057216, %3135
-  %3137 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3138 = add nsw i64 %3136, %3137
-  %arena1002 = getelementptr inbounds float, ptr %arena, i64 %3138
-  store <16 x float> %t140_c3_01001, ptr %arena1002, align 4
-  %t140_c3_11003 = load <16 x float>, ptr %conv1_weight_grad.t140_c3_1, align 64
-  %3139 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3140 = add nsw i64 %3139, 3
-  %3141 = mul nsw i64 %3140, 32
-  %3142 = add nsw i64 2057216, %3141
-  %3143 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3144 = add nsw i64 %3142, %3143
-  %3145 = add nsw i64 %3144, 16
-  %arena1004 = getelementptr inbounds float, ptr %arena, i64 %3145
-  store <16 x float> %t140_c3_11003, ptr %arena1004, align 4
-  %t140_c4_01005 = load <16 x float>, ptr %conv1_weight_grad.t140_c4_0, align 64
-  %3146 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3147 = add nsw i64 %3146, 4
-  %3148 = mul nsw i64 %3147, 32
-  %3149 = add nsw i64 2057216, %3148
-  %3150 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3151 = add nsw i64 %3149, %3150
-  %arena1006 = getelementptr inbounds float, ptr %arena, i64 %3151
-  store <16 x float> %t140_c4_01005, ptr %arena1006, align 4
-  %t140_c4_11007 = load <16 x float>, ptr %conv1_weight_grad.t140_c4_1, align 64
-  %3152 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3153 = add nsw i64 %3152, 4
-  %3154 = mul nsw i64 %3153, 32
-  %3155 = add nsw i64 2057216, %3154
-  %3156 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3157 = add nsw i64 %3155, %3156
-  %3158 = add nsw i64 %3157, 16
-  %arena1008 = getelementptr inbounds float, ptr %arena, i64 %3158
-  store <16 x float> %t140_c4_11007, ptr %arena1008, align 4
-  %t140_c5_01009 = load <16 x float>, ptr %conv1_weight_grad.t140_c5_0, align 64
-  %3159 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3160 = add nsw i64 %3159, 5
+conv1_weight_grad.mb166:                          ; preds = %conv1_weight_grad.k168.end, %conv1_weight_grad.nb165
+  %conv1_weight_grad.mb166967 = phi i64 [ 0, %conv1_weight_grad.nb165 ], [ %mb166.next, %conv1_weight_grad.k168.end ]
+  %3056 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3057 = mul nsw i64 %3056, 32
+  %3058 = add nsw i64 2057216, %3057
+  %3059 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3060 = add nsw i64 %3058, %3059
+  %arena968 = getelementptr inbounds float, ptr %arena, i64 %3060
+  %3061 = load <16 x float>, ptr %arena968, align 4
+  store <16 x float> %3061, ptr %conv1_weight_grad.t167_c0_0, align 64
+  %3062 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3063 = mul nsw i64 %3062, 32
+  %3064 = add nsw i64 2057216, %3063
+  %3065 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3066 = add nsw i64 %3064, %3065
+  %3067 = add nsw i64 %3066, 16
+  %arena969 = getelementptr inbounds float, ptr %arena, i64 %3067
+  %3068 = load <16 x float>, ptr %arena969, align 4
+  store <16 x float> %3068, ptr %conv1_weight_grad.t167_c0_1, align 64
+  %3069 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3070 = add nsw i64 %3069, 1
+  %3071 = mul nsw i64 %3070, 32
+  %3072 = add nsw i64 2057216, %3071
+  %3073 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3074 = add nsw i64 %3072, %3073
+  %arena970 = getelementptr inbounds float, ptr %arena, i64 %3074
+  %3075 = load <16 x float>, ptr %arena970, align 4
+  store <16 x float> %3075, ptr %conv1_weight_grad.t167_c1_0, align 64
+  %3076 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3077 = add nsw i64 %3076, 1
+  %3078 = mul nsw i64 %3077, 32
+  %3079 = add nsw i64 2057216, %3078
+  %3080 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3081 = add nsw i64 %3079, %3080
+  %3082 = add nsw i64 %3081, 16
+  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3082
+  %3083 = load <16 x float>, ptr %arena971, align 4
+  store <16 x float> %3083, ptr %conv1_weight_grad.t167_c1_1, align 64
+  %3084 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3085 = add nsw i64 %3084, 2
+  %3086 = mul nsw i64 %3085, 32
+  %3087 = add nsw i64 2057216, %3086
+  %3088 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3089 = add nsw i64 %3087, %3088
+  %arena972 = getelementptr inbounds float, ptr %arena, i64 %3089
+  %3090 = load <16 x float>, ptr %arena972, align 4
+  store <16 x float> %3090, ptr %conv1_weight_grad.t167_c2_0, align 64
+  %3091 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3092 = add nsw i64 %3091, 2
+  %3093 = mul nsw i64 %3092, 32
+  %3094 = add nsw i64 2057216, %3093
+  %3095 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3096 = add nsw i64 %3094, %3095
+  %3097 = add nsw i64 %3096, 16
+  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3097
+  %3098 = load <16 x float>, ptr %arena973, align 4
+  store <16 x float> %3098, ptr %conv1_weight_grad.t167_c2_1, align 64
+  %3099 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3100 = add nsw i64 %3099, 3
+  %3101 = mul nsw i64 %3100, 32
+  %3102 = add nsw i64 2057216, %3101
+  %3103 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3104 = add nsw i64 %3102, %3103
+  %arena974 = getelementptr inbounds float, ptr %arena, i64 %3104
+  %3105 = load <16 x float>, ptr %arena974, align 4
+  store <16 x float> %3105, ptr %conv1_weight_grad.t167_c3_0, align 64
+  %3106 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3107 = add nsw i64 %3106, 3
+  %3108 = mul nsw i64 %3107, 32
+  %3109 = add nsw i64 2057216, %3108
+  %3110 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3111 = add nsw i64 %3109, %3110
+  %3112 = add nsw i64 %3111, 16
+  %arena975 = getelementptr inbounds float, ptr %arena, i64 %3112
+  %3113 = load <16 x float>, ptr %arena975, align 4
+  store <16 x float> %3113, ptr %conv1_weight_grad.t167_c3_1, align 64
+  %3114 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3115 = add nsw i64 %3114, 4
+  %3116 = mul nsw i64 %3115, 32
+  %3117 = add nsw i64 2057216, %3116
+  %3118 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3119 = add nsw i64 %3117, %3118
+  %arena976 = getelementptr inbounds float, ptr %arena, i64 %3119
+  %3120 = load <16 x float>, ptr %arena976, align 4
+  store <16 x float> %3120, ptr %conv1_weight_grad.t167_c4_0, align 64
+  %3121 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3122 = add nsw i64 %3121, 4
+  %3123 = mul nsw i64 %3122, 32
+  %3124 = add nsw i64 2057216, %3123
+  %3125 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3126 = add nsw i64 %3124, %3125
+  %3127 = add nsw i64 %3126, 16
+  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3127
+  %3128 = load <16 x float>, ptr %arena977, align 4
+  store <16 x float> %3128, ptr %conv1_weight_grad.t167_c4_1, align 64
+  %3129 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3130 = add nsw i64 %3129, 5
+  %3131 = mul nsw i64 %3130, 32
+  %3132 = add nsw i64 2057216, %3131
+  %3133 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3134 = add nsw i64 %3132, %3133
+  %arena978 = getelementptr inbounds float, ptr %arena, i64 %3134
+  %3135 = load <16 x float>, ptr %arena978, align 4
+  store <16 x float> %3135, ptr %conv1_weight_grad.t167_c5_0, align 64
+  %3136 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3137 = add nsw i64 %3136, 5
+  %3138 = mul nsw i64 %3137, 32
+  %3139 = add nsw i64 2057216, %3138
+  %3140 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3141 = add nsw i64 %3139, %3140
+  %3142 = add nsw i64 %3141, 16
+  %arena979 = getelementptr inbounds float, ptr %arena, i64 %3142
+  %3143 = load <16 x float>, ptr %arena979, align 4
+  store <16 x float> %3143, ptr %conv1_weight_grad.t167_c5_1, align 64
+  %3144 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3145 = add nsw i64 %3144, 6
+  %3146 = mul nsw i64 %3145, 32
+  %3147 = add nsw i64 2057216, %3146
+  %3148 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3149 = add nsw i64 %3147, %3148
+  %arena980 = getelementptr inbounds float, ptr %arena, i64 %3149
+  %3150 = load <16 x float>, ptr %arena980, align 4
+  store <16 x float> %3150, ptr %conv1_weight_grad.t167_c6_0, align 64
+  %3151 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3152 = add nsw i64 %3151, 6
+  %3153 = mul nsw i64 %3152, 32
+  %3154 = add nsw i64 2057216, %3153
+  %3155 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3156 = add nsw i64 %3154, %3155
+  %3157 = add nsw i64 %3156, 16
+  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3157
+  %3158 = load <16 x float>, ptr %arena981, align 4
+  store <16 x float> %3158, ptr %conv1_weight_grad.t167_c6_1, align 64
+  %3159 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3160 = add nsw i64 %3159, 7
   %3161 = mul nsw i64 %3160, 32
   %3162 = add nsw i64 2057216, %3161
-  %3163 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3163 = mul nsw i64 %conv1_weight_grad.nb165966, 32
   %3164 = add nsw i64 %3162, %3163
-  %arena1010 = getelementptr inbounds float, ptr %arena, i64 %3164
-  store <16 x float> %t140_c5_01009, ptr %arena1010, align 4
-  %t140_c5_11011 = load <16 x float>, ptr %conv1_weight_grad.t140_c5_1, align 64
-  %3165 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3166 = add nsw i64 %3165, 5
-  %3167 = mul nsw i64 %3166, 32
-  %3168 = add nsw i64 2057216, %3167
-  %3169 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3170 = add nsw i64 %3168, %3169
-  %3171 = add nsw i64 %3170, 16
-  %arena1012 = getelementptr inbounds float, ptr %arena, i64 %3171
-  store <16 x float> %t140_c5_11011, ptr %arena1012, align 4
-  %t140_c6_01013 = load <16 x float>, ptr %conv1_weight_grad.t140_c6_0, align 64
-  %3172 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3173 = add nsw i64 %3172, 6
-  %3174 = mul nsw i64 %3173, 32
-  %3175 = add nsw i64 2057216, %3174
-  %3176 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3177 = add nsw i64 %3175, %3176
-  %arena1014 = getelementptr inbounds float, ptr %arena, i64 %3177
-  store <16 x float> %t140_c6_01013, ptr %arena1014, align 4
-  %t140_c6_11015 = load <16 x float>, ptr %conv1_weight_grad.t140_c6_1, align 64
-  %3178 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3179 = add nsw i64 %3178, 6
-  %3180 = mul nsw i64 %3179, 32
-  %3181 = add nsw i64 2057216, %3180
-  %3182 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3183 = add nsw i64 %3181, %3182
-  %3184 = add nsw i64 %3183, 16
-  %arena1016 = getelementptr inbounds float, ptr %arena, i64 %3184
-  store <16 x float> %t140_c6_11015, ptr %arena1016, align 4
-  %t140_c7_01017 = load <16 x float>, ptr %conv1_weight_grad.t140_c7_0, align 64
-  %3185 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3186 = add nsw i64 %3185, 7
-  %3187 = mul nsw i64 %3186, 32
-  %3188 = add nsw i64 2057216, %3187
-  %3189 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3190 = add nsw i64 %3188, %3189
-  %arena1018 = getelementptr inbounds float, ptr %arena, i64 %3190
-  store <16 x float> %t140_c7_01017, ptr %arena1018, align 4
-  %t140_c7_11019 = load <16 x float>, ptr %conv1_weight_grad.t140_c7_1, align 64
-  %3191 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3192 = add nsw i64 %3191, 7
-  %3193 = mul nsw i64 %3192, 32
-  %3194 = add nsw i64 2057216, %3193
-  %3195 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3196 = add nsw i64 %3194, %3195
-  %3197 = add nsw i64 %3196, 16
-  %arena1020 = getelementptr inbounds float, ptr %arena, i64 %3197
-  store <16 x float> %t140_c7_11019, ptr %arena1020, align 4
-  %t140_c8_01021 = load <16 x float>, ptr %conv1_weight_grad.t140_c8_0, align 64
-  %3198 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3199 = add nsw i64 %3198, 8
-  %3200 = mul nsw i64 %3199, 32
-  %3201 = add nsw i64 2057216, %3200
-  %3202 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3203 = add nsw i64 %3201, %3202
-  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %3203
-  store <16 x float> %t140_c8_01021, ptr %arena1022, align 4
-  %t140_c8_11023 = load <16 x float>, ptr %conv1_weight_grad.t140_c8_1, align 64
-  %3204 = mul nsw i64 %conv1_weight_grad.mb139933, 9
-  %3205 = add nsw i64 %3204, 8
-  %3206 = mul nsw i64 %3205, 32
-  %3207 = add nsw i64 2057216, %3206
-  %3208 = mul nsw i64 %conv1_weight_grad.nb138932, 32
-  %3209 = add nsw i64 %3207, %3208
-  %3210 = add nsw i64 %3209, 16
-  %arena1024 = getelementptr inbounds float, ptr %arena, i64 %3210
-  store <16 x float> %t140_c8_11023, ptr %arena1024, align 4
-  %mb139.next = add nsw i64 %conv1_weight_grad.mb139933, 1
-  %3211 = icmp slt i64 %mb139.next, 1
-  br i1 %3211, label %conv1_weight_grad.mb139, label %conv1_weight_grad.mb139.end
+  %arena982 = getelementptr inbounds float, ptr %arena, i64 %3164
+  %3165 = load <16 x float>, ptr %arena982, align 4
+  store <16 x float> %3165, ptr %conv1_weight_grad.t167_c7_0, align 64
+  %3166 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3167 = add nsw i64 %3166, 7
+  %3168 = mul nsw i64 %3167, 32
+  %3169 = add nsw i64 2057216, %3168
+  %3170 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3171 = add nsw i64 %3169, %3170
+  %3172 = add nsw i64 %3171, 16
+  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3172
+  %3173 = load <16 x float>, ptr %arena983, align 4
+  store <16 x float> %3173, ptr %conv1_weight_grad.t167_c7_1, align 64
+  %3174 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3175 = add nsw i64 %3174, 8
+  %3176 = mul nsw i64 %3175, 32
+  %3177 = add nsw i64 2057216, %3176
+  %3178 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3179 = add nsw i64 %3177, %3178
+  %arena984 = getelementptr inbounds float, ptr %arena, i64 %3179
+  %3180 = load <16 x float>, ptr %arena984, align 4
+  store <16 x float> %3180, ptr %conv1_weight_grad.t167_c8_0, align 64
+  %3181 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3182 = add nsw i64 %3181, 8
+  %3183 = mul nsw i64 %3182, 32
+  %3184 = add nsw i64 2057216, %3183
+  %3185 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3186 = add nsw i64 %3184, %3185
+  %3187 = add nsw i64 %3186, 16
+  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3187
+  %3188 = load <16 x float>, ptr %arena985, align 4
+  store <16 x float> %3188, ptr %conv1_weight_grad.t167_c8_1, align 64
+  br label %conv1_weight_grad.k168
 
-conv1_weight_grad.nb142:                          ; preds = %conv1_weight_grad.mb143.end, %conv1_weight_grad.kp137.end
-  %conv1_weight_grad.nb1421025 = phi i64 [ 0, %conv1_weight_grad.kp137.end ], [ %nb142.next, %conv1_weight_grad.mb143.end ]
-  br label %conv1_weight_grad.mb143
+conv1_weight_grad.mb166.end:                      ; preds = %conv1_weight_grad.k168.end
+  %nb165.next = add nsw i64 %conv1_weight_grad.nb165966, 1
+  %3189 = icmp slt i64 %nb165.next, 1
+  br i1 %3189, label %conv1_weight_grad.nb165, label %conv1_weight_grad.nb165.end
 
-conv1_weight_grad.nb142.end:                      ; preds = %conv1_weight_grad.mb143.end
-  %g122.next = add nsw i64 %conv1_weight_grad.g122903, 1
-  %3212 = icmp slt i64 %g122.next, 1
-  br i1 %3212, label %conv1_weight_grad.g122, label %conv1_weight_grad.g122.end
+conv1_weight_grad.k168:                           ; preds = %conv1_weight_grad.k168, %conv1_weight_grad.mb166
+  %conv1_weight_grad.k168986 = phi i64 [ 0, %conv1_weight_grad.mb166 ], [ %k168.next, %conv1_weight_grad.k168 ]
+  %3190 = mul nsw i64 %conv1_weight_grad.kp164965, 384
+  %3191 = add nsw i64 %conv1_weight_grad.k168986, %3190
+  %3192 = mul nsw i64 %3191, 32
+  %3193 = add nsw i64 451584, %3192
+  %3194 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3195 = add nsw i64 %3193, %3194
+  %arena987 = getelementptr inbounds float, ptr %arena, i64 %3195
+  %3196 = load <16 x float>, ptr %arena987, align 4
+  store <16 x float> %3196, ptr %conv1_weight_grad.t167_b0, align 64
+  %3197 = mul nsw i64 %conv1_weight_grad.kp164965, 384
+  %3198 = add nsw i64 %conv1_weight_grad.k168986, %3197
+  %3199 = mul nsw i64 %3198, 32
+  %3200 = add nsw i64 451584, %3199
+  %3201 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3202 = add nsw i64 %3200, %3201
+  %3203 = add nsw i64 %3202, 16
+  %arena988 = getelementptr inbounds float, ptr %arena, i64 %3203
+  %3204 = load <16 x float>, ptr %arena988, align 4
+  store <16 x float> %3204, ptr %conv1_weight_grad.t167_b1, align 64
+  %3205 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3206 = mul nsw i64 %3205, 50176
+  %3207 = mul nsw i64 %conv1_weight_grad.kp164965, 384
+  %3208 = add nsw i64 %conv1_weight_grad.k168986, %3207
+  %3209 = add nsw i64 %3206, %3208
+  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3209
+  %3210 = load float, ptr %arena989, align 4
+  %3211 = insertelement <16 x float> undef, float %3210, i32 0
+  %3212 = shufflevector <16 x float> %3211, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3212, ptr %conv1_weight_grad.t167_a0, align 64
+  %t167_a0 = load <16 x float>, ptr %conv1_weight_grad.t167_a0, align 64
+  %t167_b0 = load <16 x float>, ptr %conv1_weight_grad.t167_b0, align 64
+  %t167_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t167_c0_0, align 64
+  %3213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a0, <16 x float> %t167_b0, <16 x float> %t167_c0_0)
+  store <16 x float> %3213, ptr %conv1_weight_grad.t167_c0_0, align 64
+  %t167_a0990 = load <16 x float>, ptr %conv1_weight_grad.t167_a0, align 64
+  %t167_b1 = load <16 x float>, ptr %conv1_weight_grad.t167_b1, align 64
+  %t167_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t167_c0_1, align 64
+  %3214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a0990, <16 x float> %t167_b1, <16 x float> %t167_c0_1)
+  store <16 x float> %3214, ptr %conv1_weight_grad.t167_c0_1, align 64
+  %3215 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3216 = add nsw i64 %3215, 1
+  %3217 = mul nsw i64 %3216, 50176
+  %3218 = mul nsw i64 %conv1_weight_grad.kp164965, 384
+  %3219 = add nsw i64 %conv1_weight_grad.k168986, %3218
+  %3220 = add nsw i64 %3217, %3219
+  %arena991 = getelementptr inbounds float, ptr %arena, i64 %3220
+  %3221 = load float, ptr %arena991, align 4
+  %3222 = insertelement <16 x float> undef, float %3221, i32 0
+  %3223 = shufflevector <16 x float> %3222, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3223, ptr %conv1_weight_grad.t167_a1, align 64
+  %t167_a1 = load <16 x float>, ptr %conv1_weight_grad.t167_a1, align 64
+  %t167_b0992 = load <16 x float>, ptr %conv1_weight_grad.t167_b0, align 64
+  %t167_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t167_c1_0, align 64
+  %3224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a1, <16 x float> %t167_b0992, <16 x float> %t167_c1_0)
+  store <16 x float> %3224, ptr %conv1_weight_grad.t167_c1_0, align 64
+  %t167_a1993 = load <16 x float>, ptr %conv1_weight_grad.t167_a1, align 64
+  %t167_b1994 = load <16 x float>, ptr %conv1_weight_grad.t167_b1, align 64
+  %t167_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t167_c1_1, align 64
+  %3225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a1993, <16 x float> %t167_b1994, <16 x float> %t167_c1_1)
+  store <16 x float> %3225, ptr %conv1_weight_grad.t167_c1_1, align 64
+  %3226 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3227 = add nsw i64 %3226, 2
+  %3228 = mul nsw i64 %3227, 50176
+  %3229 = mul nsw i64 %conv1_weight_grad.kp164965, 384
+  %3230 = add nsw i64 %conv1_weight_grad.k168986, %3229
+  %3231 = add nsw i64 %3228, %3230
+  %arena995 = getelementptr inbounds float, ptr %arena, i64 %3231
+  %3232 = load float, ptr %arena995, align 4
+  %3233 = insertelement <16 x float> undef, float %3232, i32 0
+  %3234 = shufflevector <16 x float> %3233, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3234, ptr %conv1_weight_grad.t167_a2, align 64
+  %t167_a2 = load <16 x float>, ptr %conv1_weight_grad.t167_a2, align 64
+  %t167_b0996 = load <16 x float>, ptr %conv1_weight_grad.t167_b0, align 64
+  %t167_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t167_c2_0, align 64
+  %3235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a2, <16 x float> %t167_b0996, <16 x float> %t167_c2_0)
+  store <16 x float> %3235, ptr %conv1_weight_grad.t167_c2_0, align 64
+  %t167_a2997 = load <16 x float>, ptr %conv1_weight_grad.t167_a2, align 64
+  %t167_b1998 = load <16 x float>, ptr %conv1_weight_grad.t167_b1, align 64
+  %t167_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t167_c2_1, align 64
+  %3236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a2997, <16 x float> %t167_b1998, <16 x float> %t167_c2_1)
+  store <16 x float> %3236, ptr %conv1_weight_grad.t167_c2_1, align 64
+  %3237 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3238 = add nsw i64 %3237, 3
+  %3239 = mul nsw i64 %3238, 50176
+  %3240 = mul nsw i64 %conv1_weight_grad.kp164965, 384
+  %3241 = add nsw i64 %conv1_weight_grad.k168986, %3240
+  %3242 = add nsw i64 %3239, %3241
+  %arena999 = getelementptr inbounds float, ptr %arena, i64 %3242
+  %3243 = load float, ptr %arena999, align 4
+  %3244 = insertelement <16 x float> undef, float %3243, i32 0
+  %3245 = shufflevector <16 x float> %3244, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3245, ptr %conv1_weight_grad.t167_a3, align 64
+  %t167_a3 = load <16 x float>, ptr %conv1_weight_grad.t167_a3, align 64
+  %t167_b01000 = load <16 x float>, ptr %conv1_weight_grad.t167_b0, align 64
+  %t167_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t167_c3_0, align 64
+  %3246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a3, <16 x float> %t167_b01000, <16 x float> %t167_c3_0)
+  store <16 x float> %3246, ptr %conv1_weight_grad.t167_c3_0, align 64
+  %t167_a31001 = load <16 x float>, ptr %conv1_weight_grad.t167_a3, align 64
+  %t167_b11002 = load <16 x float>, ptr %conv1_weight_grad.t167_b1, align 64
+  %t167_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t167_c3_1, align 64
+  %3247 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a31001, <16 x float> %t167_b11002, <16 x float> %t167_c3_1)
+  store <16 x float> %3247, ptr %conv1_weight_grad.t167_c3_1, align 64
+  %3248 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3249 = add nsw i64 %3248, 4
+  %3250 = mul nsw i64 %3249, 50176
+  %3251 = mul nsw i64 %conv1_weight_grad.kp164965, 384
+  %3252 = add nsw i64 %conv1_weight_grad.k168986, %3251
+  %3253 = add nsw i64 %3250, %3252
+  %arena1003 = getelementptr inbounds float, ptr %arena, i64 %3253
+  %3254 = load float, ptr %arena1003, align 4
+  %3255 = insertelement <16 x float> undef, float %3254, i32 0
+  %3256 = shufflevector <16 x float> %3255, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3256, ptr %conv1_weight_grad.t167_a4, align 64
+  %t167_a4 = load <16 x float>, ptr %conv1_weight_grad.t167_a4, align 64
+  %t167_b01004 = load <16 x float>, ptr %conv1_weight_grad.t167_b0, align 64
+  %t167_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t167_c4_0, align 64
+  %3257 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a4, <16 x float> %t167_b01004, <16 x float> %t167_c4_0)
+  store <16 x float> %3257, ptr %conv1_weight_grad.t167_c4_0, align 64
+  %t167_a41005 = load <16 x float>, ptr %conv1_weight_grad.t167_a4, align 64
+  %t167_b11006 = load <16 x float>, ptr %conv1_weight_grad.t167_b1, align 64
+  %t167_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t167_c4_1, align 64
+  %3258 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a41005, <16 x float> %t167_b11006, <16 x float> %t167_c4_1)
+  store <16 x float> %3258, ptr %conv1_weight_grad.t167_c4_1, align 64
+  %3259 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3260 = add nsw i64 %3259, 5
+  %3261 = mul nsw i64 %3260, 50176
+  %3262 = mul nsw i64 %conv1_weight_grad.kp164965, 384
+  %3263 = add nsw i64 %conv1_weight_grad.k168986, %3262
+  %3264 = add nsw i64 %3261, %3263
+  %arena1007 = getelementptr inbounds float, ptr %arena, i64 %3264
+  %3265 = load float, ptr %arena1007, align 4
+  %3266 = insertelement <16 x float> undef, float %3265, i32 0
+  %3267 = shufflevector <16 x float> %3266, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3267, ptr %conv1_weight_grad.t167_a5, align 64
+  %t167_a5 = load <16 x float>, ptr %conv1_weight_grad.t167_a5, align 64
+  %t167_b01008 = load <16 x float>, ptr %conv1_weight_grad.t167_b0, align 64
+  %t167_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t167_c5_0, align 64
+  %3268 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a5, <16 x float> %t167_b01008, <16 x float> %t167_c5_0)
+  store <16 x float> %3268, ptr %conv1_weight_grad.t167_c5_0, align 64
+  %t167_a51009 = load <16 x float>, ptr %conv1_weight_grad.t167_a5, align 64
+  %t167_b11010 = load <16 x float>, ptr %conv1_weight_grad.t167_b1, align 64
+  %t167_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t167_c5_1, align 64
+  %3269 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a51009, <16 x float> %t167_b11010, <16 x float> %t167_c5_1)
+  store <16 x float> %3269, ptr %conv1_weight_grad.t167_c5_1, align 64
+  %3270 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3271 = add nsw i64 %3270, 6
+  %3272 = mul nsw i64 %3271, 50176
+  %3273 = mul nsw i64 %conv1_weight_grad.kp164965, 384
+  %3274 = add nsw i64 %conv1_weight_grad.k168986, %3273
+  %3275 = add nsw i64 %3272, %3274
+  %arena1011 = getelementptr inbounds float, ptr %arena, i64 %3275
+  %3276 = load float, ptr %arena1011, align 4
+  %3277 = insertelement <16 x float> undef, float %3276, i32 0
+  %3278 = shufflevector <16 x float> %3277, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3278, ptr %conv1_weight_grad.t167_a6, align 64
+  %t167_a6 = load <16 x float>, ptr %conv1_weight_grad.t167_a6, align 64
+  %t167_b01012 = load <16 x float>, ptr %conv1_weight_grad.t167_b0, align 64
+  %t167_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t167_c6_0, align 64
+  %3279 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a6, <16 x float> %t167_b01012, <16 x float> %t167_c6_0)
+  store <16 x float> %3279, ptr %conv1_weight_grad.t167_c6_0, align 64
+  %t167_a61013 = load <16 x float>, ptr %conv1_weight_grad.t167_a6, align 64
+  %t167_b11014 = load <16 x float>, ptr %conv1_weight_grad.t167_b1, align 64
+  %t167_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t167_c6_1, align 64
+  %3280 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a61013, <16 x float> %t167_b11014, <16 x float> %t167_c6_1)
+  store <16 x float> %3280, ptr %conv1_weight_grad.t167_c6_1, align 64
+  %3281 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3282 = add nsw i64 %3281, 7
+  %3283 = mul nsw i64 %3282, 50176
+  %3284 = mul nsw i64 %conv1_weight_grad.kp164965, 384
+  %3285 = add nsw i64 %conv1_weight_grad.k168986, %3284
+  %3286 = add nsw i64 %3283, %3285
+  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %3286
+  %3287 = load float, ptr %arena1015, align 4
+  %3288 = insertelement <16 x float> undef, float %3287, i32 0
+  %3289 = shufflevector <16 x float> %3288, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3289, ptr %conv1_weight_grad.t167_a7, align 64
+  %t167_a7 = load <16 x float>, ptr %conv1_weight_grad.t167_a7, align 64
+  %t167_b01016 = load <16 x float>, ptr %conv1_weight_grad.t167_b0, align 64
+  %t167_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t167_c7_0, align 64
+  %3290 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a7, <16 x float> %t167_b01016, <16 x float> %t167_c7_0)
+  store <16 x float> %3290, ptr %conv1_weight_grad.t167_c7_0, align 64
+  %t167_a71017 = load <16 x float>, ptr %conv1_weight_grad.t167_a7, align 64
+  %t167_b11018 = load <16 x float>, ptr %conv1_weight_grad.t167_b1, align 64
+  %t167_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t167_c7_1, align 64
+  %3291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a71017, <16 x float> %t167_b11018, <16 x float> %t167_c7_1)
+  store <16 x float> %3291, ptr %conv1_weight_grad.t167_c7_1, align 64
+  %3292 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3293 = add nsw i64 %3292, 8
+  %3294 = mul nsw i64 %3293, 50176
+  %3295 = mul nsw i64 %conv1_weight_grad.kp164965, 384
+  %3296 = add nsw i64 %conv1_weight_grad.k168986, %3295
+  %3297 = add nsw i64 %3294, %3296
+  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %3297
+  %3298 = load float, ptr %arena1019, align 4
+  %3299 = insertelement <16 x float> undef, float %3298, i32 0
+  %3300 = shufflevector <16 x float> %3299, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3300, ptr %conv1_weight_grad.t167_a8, align 64
+  %t167_a8 = load <16 x float>, ptr %conv1_weight_grad.t167_a8, align 64
+  %t167_b01020 = load <16 x float>, ptr %conv1_weight_grad.t167_b0, align 64
+  %t167_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t167_c8_0, align 64
+  %3301 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a8, <16 x float> %t167_b01020, <16 x float> %t167_c8_0)
+  store <16 x float> %3301, ptr %conv1_weight_grad.t167_c8_0, align 64
+  %t167_a81021 = load <16 x float>, ptr %conv1_weight_grad.t167_a8, align 64
+  %t167_b11022 = load <16 x float>, ptr %conv1_weight_grad.t167_b1, align 64
+  %t167_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t167_c8_1, align 64
+  %3302 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a81021, <16 x float> %t167_b11022, <16 x float> %t167_c8_1)
+  store <16 x float> %3302, ptr %conv1_weight_grad.t167_c8_1, align 64
+  %k168.next = add nsw i64 %conv1_weight_grad.k168986, 1
+  %3303 = icmp slt i64 %k168.next, 384
+  br i1 %3303, label %conv1_weight_grad.k168, label %conv1_weight_grad.k168.end
 
-conv1_weight_grad.mb143:                          ; preds = %conv1_weight_grad.k145.end, %conv1_weight_grad.nb142
-  %conv1_weight_grad.mb1431026 = phi i64 [ 0, %conv1_weight_grad.nb142 ], [ %mb143.next, %conv1_weight_grad.k145.end ]
-  %3213 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3214 = mul nsw i64 %3213, 32
-  %3215 = add nsw i64 2057216, %3214
-  %3216 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3217 = add nsw i64 %3215, %3216
-  %arena1027 = getelementptr inbounds float, ptr %arena, i64 %3217
-  %3218 = load <16 x float>, ptr %arena1027, align 4
-  store <16 x float> %3218, ptr %conv1_weight_grad.t144_c0_0, align 64
-  %3219 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3220 = mul nsw i64 %3219, 32
-  %3221 = add nsw i64 2057216, %3220
-  %3222 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3223 = add nsw i64 %3221, %3222
-  %3224 = add nsw i64 %3223, 16
-  %arena1028 = getelementptr inbounds float, ptr %arena, i64 %3224
-  %3225 = load <16 x float>, ptr %arena1028, align 4
-  store <16 x float> %3225, ptr %conv1_weight_grad.t144_c0_1, align 64
-  %3226 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3227 = add nsw i64 %3226, 1
-  %3228 = mul nsw i64 %3227, 32
-  %3229 = add nsw i64 2057216, %3228
-  %3230 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3231 = add nsw i64 %3229, %3230
-  %arena1029 = getelementptr inbounds float, ptr %arena, i64 %3231
-  %3232 = load <16 x float>, ptr %arena1029, align 4
-  store <16 x float> %3232, ptr %conv1_weight_grad.t144_c1_0, align 64
-  %3233 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3234 = add nsw i64 %3233, 1
-  %3235 = mul nsw i64 %3234, 32
-  %3236 = add nsw i64 2057216, %3235
-  %3237 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3238 = add nsw i64 %3236, %3237
-  %3239 = add nsw i64 %3238, 16
-  %arena1030 = getelementptr inbounds float, ptr %arena, i64 %3239
-  %3240 = load <16 x float>, ptr %arena1030, align 4
-  store <16 x float> %3240, ptr %conv1_weight_grad.t144_c1_1, align 64
-  %3241 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3242 = add nsw i64 %3241, 2
-  %3243 = mul nsw i64 %3242, 32
-  %3244 = add nsw i64 2057216, %3243
-  %3245 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3246 = add nsw i64 %3244, %3245
-  %arena1031 = getelementptr inbounds float, ptr %arena, i64 %3246
-  %3247 = load <16 x float>, ptr %arena1031, align 4
-  store <16 x float> %3247, ptr %conv1_weight_grad.t144_c2_0, align 64
-  %3248 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3249 = add nsw i64 %3248, 2
-  %3250 = mul nsw i64 %3249, 32
-  %3251 = add nsw i64 2057216, %3250
-  %3252 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3253 = add nsw i64 %3251, %3252
-  %3254 = add nsw i64 %3253, 16
-  %arena1032 = getelementptr inbounds float, ptr %arena, i64 %3254
-  %3255 = load <16 x float>, ptr %arena1032, align 4
-  store <16 x float> %3255, ptr %conv1_weight_grad.t144_c2_1, align 64
-  %3256 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3257 = add nsw i64 %3256, 3
-  %3258 = mul nsw i64 %3257, 32
-  %3259 = add nsw i64 2057216, %3258
-  %3260 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3261 = add nsw i64 %3259, %3260
-  %arena1033 = getelementptr inbounds float, ptr %arena, i64 %3261
-  %3262 = load <16 x float>, ptr %arena1033, align 4
-  store <16 x float> %3262, ptr %conv1_weight_grad.t144_c3_0, align 64
-  %3263 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3264 = add nsw i64 %3263, 3
-  %3265 = mul nsw i64 %3264, 32
-  %3266 = add nsw i64 2057216, %3265
-  %3267 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3268 = add nsw i64 %3266, %3267
-  %3269 = add nsw i64 %3268, 16
-  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %3269
-  %3270 = load <16 x float>, ptr %arena1034, align 4
-  store <16 x float> %3270, ptr %conv1_weight_grad.t144_c3_1, align 64
-  %3271 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3272 = add nsw i64 %3271, 4
-  %3273 = mul nsw i64 %3272, 32
-  %3274 = add nsw i64 2057216, %3273
-  %3275 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3276 = add nsw i64 %3274, %3275
-  %arena1035 = getelementptr inbounds float, ptr %arena, i64 %3276
-  %3277 = load <16 x float>, ptr %arena1035, align 4
-  store <16 x float> %3277, ptr %conv1_weight_grad.t144_c4_0, align 64
-  %3278 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3279 = add nsw i64 %3278, 4
-  %3280 = mul nsw i64 %3279, 32
-  %3281 = add nsw i64 2057216, %3280
-  %3282 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3283 = add nsw i64 %3281, %3282
-  %3284 = add nsw i64 %3283, 16
-  %arena1036 = getelementptr inbounds float, ptr %arena, i64 %3284
-  %3285 = load <16 x float>, ptr %arena1036, align 4
-  store <16 x float> %3285, ptr %conv1_weight_grad.t144_c4_1, align 64
-  %3286 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3287 = add nsw i64 %3286, 5
-  %3288 = mul nsw i64 %3287, 32
-  %3289 = add nsw i64 2057216, %3288
-  %3290 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3291 = add nsw i64 %3289, %3290
-  %arena1037 = getelementptr inbounds float, ptr %arena, i64 %3291
-  %3292 = load <16 x float>, ptr %arena1037, align 4
-  store <16 x float> %3292, ptr %conv1_weight_grad.t144_c5_0, align 64
-  %3293 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3294 = add nsw i64 %3293, 5
-  %3295 = mul nsw i64 %3294, 32
-  %3296 = add nsw i64 2057216, %3295
-  %3297 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3298 = add nsw i64 %3296, %3297
-  %3299 = add nsw i64 %3298, 16
-  %arena1038 = getelementptr inbounds float, ptr %arena, i64 %3299
-  %3300 = load <16 x float>, ptr %arena1038, align 4
-  store <16 x float> %3300, ptr %conv1_weight_grad.t144_c5_1, align 64
-  %3301 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3302 = add nsw i64 %3301, 6
-  %3303 = mul nsw i64 %3302, 32
-  %3304 = add nsw i64 2057216, %3303
-  %3305 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3306 = add nsw i64 %3304, %3305
-  %arena1039 = getelementptr inbounds float, ptr %arena, i64 %3306
-  %3307 = load <16 x float>, ptr %arena1039, align 4
-  store <16 x float> %3307, ptr %conv1_weight_grad.t144_c6_0, align 64
-  %3308 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3309 = add nsw i64 %3308, 6
+conv1_weight_grad.k168.end:                       ; preds = %conv1_weight_grad.k168
+  %t167_c0_01023 = load <16 x float>, ptr %conv1_weight_grad.t167_c0_0, align 64
+  %3304 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3305 = mul nsw i64 %3304, 32
+  %3306 = add nsw i64 2057216, %3305
+  %3307 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3308 = add nsw i64 %3306, %3307
+  %arena1024 = getelementptr inbounds float, ptr %arena, i64 %3308
+  store <16 x float> %t167_c0_01023, ptr %arena1024, align 4
+  %t167_c0_11025 = load <16 x float>, ptr %conv1_weight_grad.t167_c0_1, align 64
+  %3309 = mul nsw i64 %conv1_weight_grad.mb166967, 9
   %3310 = mul nsw i64 %3309, 32
   %3311 = add nsw i64 2057216, %3310
-  %3312 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3312 = mul nsw i64 %conv1_weight_grad.nb165966, 32
   %3313 = add nsw i64 %3311, %3312
   %3314 = add nsw i64 %3313, 16
-  %arena1040 = getelementptr inbounds float, ptr %arena, i64 %3314
-  %3315 = load <16 x float>, ptr %arena1040, align 4
-  store <16 x float> %3315, ptr %conv1_weight_grad.t144_c6_1, align 64
-  %3316 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3317 = add nsw i64 %3316, 7
-  %3318 = mul nsw i64 %3317, 32
-  %3319 = add nsw i64 2057216, %3318
-  %3320 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3321 = add nsw i64 %3319, %3320
-  %arena1041 = getelementptr inbounds float, ptr %arena, i64 %3321
-  %3322 = load <16 x float>, ptr %arena1041, align 4
-  store <16 x float> %3322, ptr %conv1_weight_grad.t144_c7_0, align 64
-  %3323 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3324 = add nsw i64 %3323, 7
-  %3325 = mul nsw i64 %3324, 32
-  %3326 = add nsw i64 2057216, %3325
-  %3327 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3328 = add nsw i64 %3326, %3327
-  %3329 = add nsw i64 %3328, 16
-  %arena1042 = getelementptr inbounds float, ptr %arena, i64 %3329
-  %3330 = load <16 x float>, ptr %arena1042, align 4
-  store <16 x float> %3330, ptr %conv1_weight_grad.t144_c7_1, align 64
-  %3331 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3332 = add nsw i64 %3331, 8
-  %3333 = mul nsw i64 %3332, 32
-  %3334 = add nsw i64 2057216, %3333
-  %3335 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3336 = add nsw i64 %3334, %3335
-  %arena1043 = getelementptr inbounds float, ptr %arena, i64 %3336
-  %3337 = load <16 x float>, ptr %arena1043, align 4
-  store <16 x float> %3337, ptr %conv1_weight_grad.t144_c8_0, align 64
-  %3338 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3339 = add nsw i64 %3338, 8
-  %3340 = mul nsw i64 %3339, 32
-  %3341 = add nsw i64 2057216, %3340
-  %3342 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3343 = add nsw i64 %3341, %3342
-  %3344 = add nsw i64 %3343, 16
-  %arena1044 = getelementptr inbounds float, ptr %arena, i64 %3344
-  %3345 = load <16 x float>, ptr %arena1044, align 4
-  store <16 x float> %3345, ptr %conv1_weight_grad.t144_c8_1, align 64
-  br label %conv1_weight_grad.k145
+  %arena1026 = getelementptr inbounds float, ptr %arena, i64 %3314
+  store <16 x float> %t167_c0_11025, ptr %arena1026, align 4
+  %t167_c1_01027 = load <16 x float>, ptr %conv1_weight_grad.t167_c1_0, align 64
+  %3315 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3316 = add nsw i64 %3315, 1
+  %3317 = mul nsw i64 %3316, 32
+  %3318 = add nsw i64 2057216, %3317
+  %3319 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3320 = add nsw i64 %3318, %3319
+  %arena1028 = getelementptr inbounds float, ptr %arena, i64 %3320
+  store <16 x float> %t167_c1_01027, ptr %arena1028, align 4
+  %t167_c1_11029 = load <16 x float>, ptr %conv1_weight_grad.t167_c1_1, align 64
+  %3321 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3322 = add nsw i64 %3321, 1
+  %3323 = mul nsw i64 %3322, 32
+  %3324 = add nsw i64 2057216, %3323
+  %3325 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3326 = add nsw i64 %3324, %3325
+  %3327 = add nsw i64 %3326, 16
+  %arena1030 = getelementptr inbounds float, ptr %arena, i64 %3327
+  store <16 x float> %t167_c1_11029, ptr %arena1030, align 4
+  %t167_c2_01031 = load <16 x float>, ptr %conv1_weight_grad.t167_c2_0, align 64
+  %3328 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3329 = add nsw i64 %3328, 2
+  %3330 = mul nsw i64 %3329, 32
+  %3331 = add nsw i64 2057216, %3330
+  %3332 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3333 = add nsw i64 %3331, %3332
+  %arena1032 = getelementptr inbounds float, ptr %arena, i64 %3333
+  store <16 x float> %t167_c2_01031, ptr %arena1032, align 4
+  %t167_c2_11033 = load <16 x float>, ptr %conv1_weight_grad.t167_c2_1, align 64
+  %3334 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3335 = add nsw i64 %3334, 2
+  %3336 = mul nsw i64 %3335, 32
+  %3337 = add nsw i64 2057216, %3336
+  %3338 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3339 = add nsw i64 %3337, %3338
+  %3340 = add nsw i64 %3339, 16
+  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %3340
+  store <16 x float> %t167_c2_11033, ptr %arena1034, align 4
+  %t167_c3_01035 = load <16 x float>, ptr %conv1_weight_grad.t167_c3_0, align 64
+  %3341 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3342 = add nsw i64 %3341, 3
+  %3343 = mul nsw i64 %3342, 32
+  %3344 = add nsw i64 2057216, %3343
+  %3345 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3346 = add nsw i64 %3344, %3345
+  %arena1036 = getelementptr inbounds float, ptr %arena, i64 %3346
+  store <16 x float> %t167_c3_01035, ptr %arena1036, align 4
+  %t167_c3_11037 = load <16 x float>, ptr %conv1_weight_grad.t167_c3_1, align 64
+  %3347 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3348 = add nsw i64 %3347, 3
+  %3349 = mul nsw i64 %3348, 32
+  %3350 = add nsw i64 2057216, %3349
+  %3351 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3352 = add nsw i64 %3350, %3351
+  %3353 = add nsw i64 %3352, 16
+  %arena1038 = getelementptr inbounds float, ptr %arena, i64 %3353
+  store <16 x float> %t167_c3_11037, ptr %arena1038, align 4
+  %t167_c4_01039 = load <16 x float>, ptr %conv1_weight_grad.t167_c4_0, align 64
+  %3354 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3355 = add nsw i64 %3354, 4
+  %3356 = mul nsw i64 %3355, 32
+  %3357 = add nsw i64 2057216, %3356
+  %3358 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3359 = add nsw i64 %3357, %3358
+  %arena1040 = getelementptr inbounds float, ptr %arena, i64 %3359
+  store <16 x float> %t167_c4_01039, ptr %arena1040, align 4
+  %t167_c4_11041 = load <16 x float>, ptr %conv1_weight_grad.t167_c4_1, align 64
+  %3360 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3361 = add nsw i64 %3360, 4
+  %3362 = mul nsw i64 %3361, 32
+  %3363 = add nsw i64 2057216, %3362
+  %3364 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3365 = add nsw i64 %3363, %3364
+  %3366 = add nsw i64 %3365, 16
+  %arena1042 = getelementptr inbounds float, ptr %arena, i64 %3366
+  store <16 x float> %t167_c4_11041, ptr %arena1042, align 4
+  %t167_c5_01043 = load <16 x float>, ptr %conv1_weight_grad.t167_c5_0, align 64
+  %3367 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3368 = add nsw i64 %3367, 5
+  %3369 = mul nsw i64 %3368, 32
+  %3370 = add nsw i64 2057216, %3369
+  %3371 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3372 = add nsw i64 %3370, %3371
+  %arena1044 = getelementptr inbounds float, ptr %arena, i64 %3372
+  store <16 x float> %t167_c5_01043, ptr %arena1044, align 4
+  %t167_c5_11045 = load <16 x float>, ptr %conv1_weight_grad.t167_c5_1, align 64
+  %3373 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3374 = add nsw i64 %3373, 5
+  %3375 = mul nsw i64 %3374, 32
+  %3376 = add nsw i64 2057216, %3375
+  %3377 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3378 = add nsw i64 %3376, %3377
+  %3379 = add nsw i64 %3378, 16
+  %arena1046 = getelementptr inbounds float, ptr %arena, i64 %3379
+  store <16 x float> %t167_c5_11045, ptr %arena1046, align 4
+  %t167_c6_01047 = load <16 x float>, ptr %conv1_weight_grad.t167_c6_0, align 64
+  %3380 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3381 = add nsw i64 %3380, 6
+  %3382 = mul nsw i64 %3381, 32
+  %3383 = add nsw i64 2057216, %3382
+  %3384 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3385 = add nsw i64 %3383, %3384
+  %arena1048 = getelementptr inbounds float, ptr %arena, i64 %3385
+  store <16 x float> %t167_c6_01047, ptr %arena1048, align 4
+  %t167_c6_11049 = load <16 x float>, ptr %conv1_weight_grad.t167_c6_1, align 64
+  %3386 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3387 = add nsw i64 %3386, 6
+  %3388 = mul nsw i64 %3387, 32
+  %3389 = add nsw i64 2057216, %3388
+  %3390 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3391 = add nsw i64 %3389, %3390
+  %3392 = add nsw i64 %3391, 16
+  %arena1050 = getelementptr inbounds float, ptr %arena, i64 %3392
+  store <16 x float> %t167_c6_11049, ptr %arena1050, align 4
+  %t167_c7_01051 = load <16 x float>, ptr %conv1_weight_grad.t167_c7_0, align 64
+  %3393 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3394 = add nsw i64 %3393, 7
+  %3395 = mul nsw i64 %3394, 32
+  %3396 = add nsw i64 2057216, %3395
+  %3397 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3398 = add nsw i64 %3396, %3397
+  %arena1052 = getelementptr inbounds float, ptr %arena, i64 %3398
+  store <16 x float> %t167_c7_01051, ptr %arena1052, align 4
+  %t167_c7_11053 = load <16 x float>, ptr %conv1_weight_grad.t167_c7_1, align 64
+  %3399 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3400 = add nsw i64 %3399, 7
+  %3401 = mul nsw i64 %3400, 32
+  %3402 = add nsw i64 2057216, %3401
+  %3403 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3404 = add nsw i64 %3402, %3403
+  %3405 = add nsw i64 %3404, 16
+  %arena1054 = getelementptr inbounds float, ptr %arena, i64 %3405
+  store <16 x float> %t167_c7_11053, ptr %arena1054, align 4
+  %t167_c8_01055 = load <16 x float>, ptr %conv1_weight_grad.t167_c8_0, align 64
+  %3406 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3407 = add nsw i64 %3406, 8
+  %3408 = mul nsw i64 %3407, 32
+  %3409 = add nsw i64 2057216, %3408
+  %3410 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3411 = add nsw i64 %3409, %3410
+  %arena1056 = getelementptr inbounds float, ptr %arena, i64 %3411
+  store <16 x float> %t167_c8_01055, ptr %arena1056, align 4
+  %t167_c8_11057 = load <16 x float>, ptr %conv1_weight_grad.t167_c8_1, align 64
+  %3412 = mul nsw i64 %conv1_weight_grad.mb166967, 9
+  %3413 = add nsw i64 %3412, 8
+  %3414 = mul nsw i64 %3413, 32
+  %3415 = add nsw i64 2057216, %3414
+  %3416 = mul nsw i64 %conv1_weight_grad.nb165966, 32
+  %3417 = add nsw i64 %3415, %3416
+  %3418 = add nsw i64 %3417, 16
+  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %3418
+  store <16 x float> %t167_c8_11057, ptr %arena1058, align 4
+  %mb166.next = add nsw i64 %conv1_weight_grad.mb166967, 1
+  %3419 = icmp slt i64 %mb166.next, 1
+  br i1 %3419, label %conv1_weight_grad.mb166, label %conv1_weight_grad.mb166.end
 
-conv1_weight_grad.mb143.end:                      ; preds = %conv1_weight_grad.k145.end
-  %nb142.next = add nsw i64 %conv1_weight_grad.nb1421025, 1
-  %3346 = icmp slt i64 %nb142.next, 1
-  br i1 %3346, label %conv1_weight_grad.nb142, label %conv1_weight_grad.nb142.end
+conv1_weight_grad.nb169:                          ; preds = %conv1_weight_grad.mb170.end, %conv1_weight_grad.kp164.end
+  %conv1_weight_grad.nb1691059 = phi i64 [ 0, %conv1_weight_grad.kp164.end ], [ %nb169.next, %conv1_weight_grad.mb170.end ]
+  br label %conv1_weight_grad.mb170
 
-conv1_weight_grad.k145:                           ; preds = %conv1_weight_grad.k145, %conv1_weight_grad.mb143
-  %conv1_weight_grad.k1451045 = phi i64 [ 0, %conv1_weight_grad.mb143 ], [ %k145.next, %conv1_weight_grad.k145 ]
-  %3347 = add nsw i64 %conv1_weight_grad.k1451045, 49920
-  %3348 = mul nsw i64 %3347, 32
-  %3349 = add nsw i64 451584, %3348
-  %3350 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3351 = add nsw i64 %3349, %3350
-  %arena1046 = getelementptr inbounds float, ptr %arena, i64 %3351
-  %3352 = load <16 x float>, ptr %arena1046, align 4
-  store <16 x float> %3352, ptr %conv1_weight_grad.t144_b0, align 64
-  %3353 = add nsw i64 %conv1_weight_grad.k1451045, 49920
-  %3354 = mul nsw i64 %3353, 32
-  %3355 = add nsw i64 451584, %3354
-  %3356 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3357 = add nsw i64 %3355, %3356
-  %3358 = add nsw i64 %3357, 16
-  %arena1047 = getelementptr inbounds float, ptr %arena, i64 %3358
-  %3359 = load <16 x float>, ptr %arena1047, align 4
-  store <16 x float> %3359, ptr %conv1_weight_grad.t144_b1, align 64
-  %3360 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3361 = mul nsw i64 %3360, 50176
-  %3362 = add nsw i64 %conv1_weight_grad.k1451045, 49920
-  %3363 = add nsw i64 %3361, %3362
-  %arena1048 = getelementptr inbounds float, ptr %arena, i64 %3363
-  %3364 = load float, ptr %arena1048, align 4
-  %3365 = insertelement <16 x float> undef, float %3364, i32 0
-  %3366 = shufflevector <16 x float> %3365, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3366, ptr %conv1_weight_grad.t144_a0, align 64
-  %t144_a0 = load <16 x float>, ptr %conv1_weight_grad.t144_a0, align 64
-  %t144_b0 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
-  %t144_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c0_0, align 64
-  %3367 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a0, <16 x float> %t144_b0, <16 x float> %t144_c0_0)
-  store <16 x float> %3367, ptr %conv1_weight_grad.t144_c0_0, align 64
-  %t144_a01049 = load <16 x float>, ptr %conv1_weight_grad.t144_a0, align 64
-  %t144_b1 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
-  %t144_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c0_1, align 64
-  %3368 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a01049, <16 x float> %t144_b1, <16 x float> %t144_c0_1)
-  store <16 x float> %3368, ptr %conv1_weight_grad.t144_c0_1, align 64
-  %3369 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3370 = add nsw i64 %3369, 1
-  %3371 = mul nsw i64 %3370, 50176
-  %3372 = add nsw i64 %conv1_weight_grad.k1451045, 49920
-  %3373 = add nsw i64 %3371, %3372
-  %arena1050 = getelementptr inbounds float, ptr %arena, i64 %3373
-  %3374 = load float, ptr %arena1050, align 4
-  %3375 = insertelement <16 x float> undef, float %3374, i32 0
-  %3376 = shufflevector <16 x float> %3375, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3376, ptr %conv1_weight_grad.t144_a1, align 64
-  %t144_a1 = load <16 x float>, ptr %conv1_weight_grad.t144_a1, align 64
-  %t144_b01051 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
-  %t144_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c1_0, align 64
-  %3377 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a1, <16 x float> %t144_b01051, <16 x float> %t144_c1_0)
-  store <16 x float> %3377, ptr %conv1_weight_grad.t144_c1_0, align 64
-  %t144_a11052 = load <16 x float>, ptr %conv1_weight_grad.t144_a1, align 64
-  %t144_b11053 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
-  %t144_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c1_1, align 64
-  %3378 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a11052, <16 x float> %t144_b11053, <16 x float> %t144_c1_1)
-  store <16 x float> %3378, ptr %conv1_weight_grad.t144_c1_1, align 64
-  %3379 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3380 = add nsw i64 %3379, 2
-  %3381 = mul nsw i64 %3380, 50176
-  %3382 = add nsw i64 %conv1_weight_grad.k1451045, 49920
-  %3383 = add nsw i64 %3381, %3382
-  %arena1054 = getelementptr inbounds float, ptr %arena, i64 %3383
-  %3384 = load float, ptr %arena1054, align 4
-  %3385 = insertelement <16 x float> undef, float %3384, i32 0
-  %3386 = shufflevector <16 x float> %3385, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3386, ptr %conv1_weight_grad.t144_a2, align 64
-  %t144_a2 = load <16 x float>, ptr %conv1_weight_grad.t144_a2, align 64
-  %t144_b01055 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
-  %t144_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c2_0, align 64
-  %3387 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a2, <16 x float> %t144_b01055, <16 x float> %t144_c2_0)
-  store <16 x float> %3387, ptr %conv1_weight_grad.t144_c2_0, align 64
-  %t144_a21056 = load <16 x float>, ptr %conv1_weight_grad.t144_a2, align 64
-  %t144_b11057 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
-  %t144_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c2_1, align 64
-  %3388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a21056, <16 x float> %t144_b11057, <16 x float> %t144_c2_1)
-  store <16 x float> %3388, ptr %conv1_weight_grad.t144_c2_1, align 64
-  %3389 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3390 = add nsw i64 %3389, 3
-  %3391 = mul nsw i64 %3390, 50176
-  %3392 = add nsw i64 %conv1_weight_grad.k1451045, 49920
-  %3393 = add nsw i64 %3391, %3392
-  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %3393
-  %3394 = load float, ptr %arena1058, align 4
-  %3395 = insertelement <16 x float> undef, float %3394, i32 0
-  %3396 = shufflevector <16 x float> %3395, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3396, ptr %conv1_weight_grad.t144_a3, align 64
-  %t144_a3 = load <16 x float>, ptr %conv1_weight_grad.t144_a3, align 64
-  %t144_b01059 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
-  %t144_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c3_0, align 64
-  %3397 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a3, <16 x float> %t144_b01059, <16 x float> %t144_c3_0)
-  store <16 x float> %3397, ptr %conv1_weight_grad.t144_c3_0, align 64
-  %t144_a31060 = load <16 x float>, ptr %conv1_weight_grad.t144_a3, align 64
-  %t144_b11061 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
-  %t144_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c3_1, align 64
-  %3398 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a31060, <16 x float> %t144_b11061, <16 x float> %t144_c3_1)
-  store <16 x float> %3398, ptr %conv1_weight_grad.t144_c3_1, align 64
-  %3399 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3400 = add nsw i64 %3399, 4
-  %3401 = mul nsw i64 %3400, 50176
-  %3402 = add nsw i64 %conv1_weight_grad.k1451045, 49920
-  %3403 = add nsw i64 %3401, %3402
-  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %3403
-  %3404 = load float, ptr %arena1062, align 4
-  %3405 = insertelement <16 x float> undef, float %3404, i32 0
-  %3406 = shufflevector <16 x float> %3405, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3406, ptr %conv1_weight_grad.t144_a4, align 64
-  %t144_a4 = load <16 x float>, ptr %conv1_weight_grad.t144_a4, align 64
-  %t144_b01063 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
-  %t144_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c4_0, align 64
-  %3407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a4, <16 x float> %t144_b01063, <16 x float> %t144_c4_0)
-  store <16 x float> %3407, ptr %conv1_weight_grad.t144_c4_0, align 64
-  %t144_a41064 = load <16 x float>, ptr %conv1_weight_grad.t144_a4, align 64
-  %t144_b11065 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
-  %t144_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c4_1, align 64
-  %3408 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a41064, <16 x float> %t144_b11065, <16 x float> %t144_c4_1)
-  store <16 x float> %3408, ptr %conv1_weight_grad.t144_c4_1, align 64
-  %3409 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3410 = add nsw i64 %3409, 5
-  %3411 = mul nsw i64 %3410, 50176
-  %3412 = add nsw i64 %conv1_weight_grad.k1451045, 49920
-  %3413 = add nsw i64 %3411, %3412
-  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3413
-  %3414 = load float, ptr %arena1066, align 4
-  %3415 = insertelement <16 x float> undef, float %3414, i32 0
-  %3416 = shufflevector <16 x float> %3415, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3416, ptr %conv1_weight_grad.t144_a5, align 64
-  %t144_a5 = load <16 x float>, ptr %conv1_weight_grad.t144_a5, align 64
-  %t144_b01067 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
-  %t144_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c5_0, align 64
-  %3417 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a5, <16 x float> %t144_b01067, <16 x float> %t144_c5_0)
-  store <16 x float> %3417, ptr %conv1_weight_grad.t144_c5_0, align 64
-  %t144_a51068 = load <16 x float>, ptr %conv1_weight_grad.t144_a5, align 64
-  %t144_b11069 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
-  %t144_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c5_1, align 64
-  %3418 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a51068, <16 x float> %t144_b11069, <16 x float> %t144_c5_1)
-  store <16 x float> %3418, ptr %conv1_weight_grad.t144_c5_1, align 64
-  %3419 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3420 = add nsw i64 %3419, 6
-  %3421 = mul nsw i64 %3420, 50176
-  %3422 = add nsw i64 %conv1_weight_grad.k1451045, 49920
-  %3423 = add nsw i64 %3421, %3422
-  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %3423
-  %3424 = load float, ptr %arena1070, align 4
-  %3425 = insertelement <16 x float> undef, float %3424, i32 0
-  %3426 = shufflevector <16 x float> %3425, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3426, ptr %conv1_weight_grad.t144_a6, align 64
-  %t144_a6 = load <16 x float>, ptr %conv1_weight_grad.t144_a6, align 64
-  %t144_b01071 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
-  %t144_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c6_0, align 64
-  %3427 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a6, <16 x float> %t144_b01071, <16 x float> %t144_c6_0)
-  store <16 x float> %3427, ptr %conv1_weight_grad.t144_c6_0, align 64
-  %t144_a61072 = load <16 x float>, ptr %conv1_weight_grad.t144_a6, align 64
-  %t144_b11073 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
-  %t144_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c6_1, align 64
-  %3428 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a61072, <16 x float> %t144_b11073, <16 x float> %t144_c6_1)
-  store <16 x float> %3428, ptr %conv1_weight_grad.t144_c6_1, align 64
-  %3429 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3430 = add nsw i64 %3429, 7
-  %3431 = mul nsw i64 %3430, 50176
-  %3432 = add nsw i64 %conv1_weight_grad.k1451045, 49920
-  %3433 = add nsw i64 %3431, %3432
-  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3433
-  %3434 = load float, ptr %arena1074, align 4
-  %3435 = insertelement <16 x float> undef, float %3434, i32 0
-  %3436 = shufflevector <16 x float> %3435, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3436, ptr %conv1_weight_grad.t144_a7, align 64
-  %t144_a7 = load <16 x float>, ptr %conv1_weight_grad.t144_a7, align 64
-  %t144_b01075 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
-  %t144_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c7_0, align 64
-  %3437 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a7, <16 x float> %t144_b01075, <16 x float> %t144_c7_0)
-  store <16 x float> %3437, ptr %conv1_weight_grad.t144_c7_0, align 64
-  %t144_a71076 = load <16 x float>, ptr %conv1_weight_grad.t144_a7, align 64
-  %t144_b11077 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
-  %t144_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c7_1, align 64
-  %3438 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a71076, <16 x float> %t144_b11077, <16 x float> %t144_c7_1)
-  store <16 x float> %3438, ptr %conv1_weight_grad.t144_c7_1, align 64
-  %3439 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3440 = add nsw i64 %3439, 8
-  %3441 = mul nsw i64 %3440, 50176
-  %3442 = add nsw i64 %conv1_weight_grad.k1451045, 49920
-  %3443 = add nsw i64 %3441, %3442
-  %arena1078 = getelementptr inbounds float, ptr %arena, i64 %3443
-  %3444 = load float, ptr %arena1078, align 4
-  %3445 = insertelement <16 x float> undef, float %3444, i32 0
-  %3446 = shufflevector <16 x float> %3445, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3446, ptr %conv1_weight_grad.t144_a8, align 64
-  %t144_a8 = load <16 x float>, ptr %conv1_weight_grad.t144_a8, align 64
-  %t144_b01079 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
-  %t144_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c8_0, align 64
-  %3447 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a8, <16 x float> %t144_b01079, <16 x float> %t144_c8_0)
-  store <16 x float> %3447, ptr %conv1_weight_grad.t144_c8_0, align 64
-  %t144_a81080 = load <16 x float>, ptr %conv1_weight_grad.t144_a8, align 64
-  %t144_b11081 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
-  %t144_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c8_1, align 64
-  %3448 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a81080, <16 x float> %t144_b11081, <16 x float> %t144_c8_1)
-  store <16 x float> %3448, ptr %conv1_weight_grad.t144_c8_1, align 64
-  %k145.next = add nsw i64 %conv1_weight_grad.k1451045, 1
-  %3449 = icmp slt i64 %k145.next, 256
-  br i1 %3449, label %conv1_weight_grad.k145, label %conv1_weight_grad.k145.end
+conv1_weight_grad.nb169.end:                      ; preds = %conv1_weight_grad.mb170.end
+  %g149.next = add nsw i64 %conv1_weight_grad.g149937, 1
+  %3420 = icmp slt i64 %g149.next, 1
+  br i1 %3420, label %conv1_weight_grad.g149, label %conv1_weight_grad.g149.end
 
-conv1_weight_grad.k145.end:                       ; preds = %conv1_weight_grad.k145
-  %t144_c0_01082 = load <16 x float>, ptr %conv1_weight_grad.t144_c0_0, align 64
-  %3450 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+conv1_weight_grad.mb170:                          ; preds = %conv1_weight_grad.k172.end, %conv1_weight_grad.nb169
+  %conv1_weight_grad.mb1701060 = phi i64 [ 0, %conv1_weight_grad.nb169 ], [ %mb170.next, %conv1_weight_grad.k172.end ]
+  %3421 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3422 = mul nsw i64 %3421, 32
+  %3423 = add nsw i64 2057216, %3422
+  %3424 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3425 = add nsw i64 %3423, %3424
+  %arena1061 = getelementptr inbounds float, ptr %arena, i64 %3425
+  %3426 = load <16 x float>, ptr %arena1061, align 4
+  store <16 x float> %3426, ptr %conv1_weight_grad.t171_c0_0, align 64
+  %3427 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3428 = mul nsw i64 %3427, 32
+  %3429 = add nsw i64 2057216, %3428
+  %3430 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3431 = add nsw i64 %3429, %3430
+  %3432 = add nsw i64 %3431, 16
+  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %3432
+  %3433 = load <16 x float>, ptr %arena1062, align 4
+  store <16 x float> %3433, ptr %conv1_weight_grad.t171_c0_1, align 64
+  %3434 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3435 = add nsw i64 %3434, 1
+  %3436 = mul nsw i64 %3435, 32
+  %3437 = add nsw i64 2057216, %3436
+  %3438 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3439 = add nsw i64 %3437, %3438
+  %arena1063 = getelementptr inbounds float, ptr %arena, i64 %3439
+  %3440 = load <16 x float>, ptr %arena1063, align 4
+  store <16 x float> %3440, ptr %conv1_weight_grad.t171_c1_0, align 64
+  %3441 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3442 = add nsw i64 %3441, 1
+  %3443 = mul nsw i64 %3442, 32
+  %3444 = add nsw i64 2057216, %3443
+  %3445 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3446 = add nsw i64 %3444, %3445
+  %3447 = add nsw i64 %3446, 16
+  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %3447
+  %3448 = load <16 x float>, ptr %arena1064, align 4
+  store <16 x float> %3448, ptr %conv1_weight_grad.t171_c1_1, align 64
+  %3449 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3450 = add nsw i64 %3449, 2
   %3451 = mul nsw i64 %3450, 32
   %3452 = add nsw i64 2057216, %3451
-  %3453 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3453 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
   %3454 = add nsw i64 %3452, %3453
-  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3454
-  store <16 x float> %t144_c0_01082, ptr %arena1083, align 4
-  %t144_c0_11084 = load <16 x float>, ptr %conv1_weight_grad.t144_c0_1, align 64
-  %3455 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3456 = mul nsw i64 %3455, 32
-  %3457 = add nsw i64 2057216, %3456
-  %3458 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3459 = add nsw i64 %3457, %3458
-  %3460 = add nsw i64 %3459, 16
-  %arena1085 = getelementptr inbounds float, ptr %arena, i64 %3460
-  store <16 x float> %t144_c0_11084, ptr %arena1085, align 4
-  %t144_c1_01086 = load <16 x float>, ptr %conv1_weight_grad.t144_c1_0, align 64
-  %3461 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3462 = add nsw i64 %3461, 1
-  %3463 = mul nsw i64 %3462, 32
-  %3464 = add nsw i64 2057216, %3463
-  %3465 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3466 = add nsw i64 %3464, %3465
-  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %3466
-  store <16 x float> %t144_c1_01086, ptr %arena1087, align 4
-  %t144_c1_11088 = load <16 x float>, ptr %conv1_weight_grad.t144_c1_1, align 64
-  %3467 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3468 = add nsw i64 %3467, 1
-  %3469 = mul nsw i64 %3468, 32
-  %3470 = add nsw i64 2057216, %3469
-  %3471 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3472 = add nsw i64 %3470, %3471
-  %3473 = add nsw i64 %3472, 16
-  %arena1089 = getelementptr inbounds float, ptr %arena, i64 %3473
-  store <16 x float> %t144_c1_11088, ptr %arena1089, align 4
-  %t144_c2_01090 = load <16 x float>, ptr %conv1_weight_grad.t144_c2_0, align 64
-  %3474 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3475 = add nsw i64 %3474, 2
-  %3476 = mul nsw i64 %3475, 32
-  %3477 = add nsw i64 2057216, %3476
-  %3478 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3479 = add nsw i64 %3477, %3478
-  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3479
-  store <16 x float> %t144_c2_01090, ptr %arena1091, align 4
-  %t144_c2_11092 = load <16 x float>, ptr %conv1_weight_grad.t144_c2_1, align 64
-  %3480 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3481 = add nsw i64 %3480, 2
-  %3482 = mul nsw i64 %3481, 32
-  %3483 = add nsw i64 2057216, %3482
-  %3484 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3485 = add nsw i64 %3483, %3484
-  %3486 = add nsw i64 %3485, 16
-  %arena1093 = getelementptr inbounds float, ptr %arena, i64 %3486
-  store <16 x float> %t144_c2_11092, ptr %arena1093, align 4
-  %t144_c3_01094 = load <16 x float>, ptr %conv1_weight_grad.t144_c3_0, align 64
-  %3487 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3488 = add nsw i64 %3487, 3
-  %3489 = mul nsw i64 %3488, 32
-  %3490 = add nsw i64 2057216, %3489
-  %3491 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3492 = add nsw i64 %3490, %3491
-  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3492
-  store <16 x float> %t144_c3_01094, ptr %arena1095, align 4
-  %t144_c3_11096 = load <16 x float>, ptr %conv1_weight_grad.t144_c3_1, align 64
-  %3493 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3494 = add nsw i64 %3493, 3
-  %3495 = mul nsw i64 %3494, 32
-  %3496 = add nsw i64 2057216, %3495
-  %3497 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3498 = add nsw i64 %3496, %3497
-  %3499 = add nsw i64 %3498, 16
-  %arena1097 = getelementptr inbounds float, ptr %arena, i64 %3499
-  store <16 x float> %t144_c3_11096, ptr %arena1097, align 4
-  %t144_c4_01098 = load <16 x float>, ptr %conv1_weight_grad.t144_c4_0, align 64
-  %3500 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3501 = add nsw i64 %3500, 4
-  %3502 = mul nsw i64 %3501, 32
-  %3503 = add nsw i64 2057216, %3502
-  %3504 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3505 = add nsw i64 %3503, %3504
-  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3505
-  store <16 x float> %t144_c4_01098, ptr %arena1099, align 4
-  %t144_c4_11100 = load <16 x float>, ptr %conv1_weight_grad.t144_c4_1, align 64
-  %3506 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3507 = add nsw i64 %3506, 4
-  %3508 = mul nsw i64 %3507, 32
-  %3509 = add nsw i64 2057216, %3508
-  %3510 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3511 = add nsw i64 %3509, %3510
-  %3512 = add nsw i64 %3511, 16
-  %arena1101 = getelementptr inbounds float, ptr %arena, i64 %3512
-  store <16 x float> %t144_c4_11100, ptr %arena1101, align 4
-  %t144_c5_01102 = load <16 x float>, ptr %conv1_weight_grad.t144_c5_0, align 64
-  %3513 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3514 = add nsw i64 %3513, 5
-  %3515 = mul nsw i64 %3514, 32
-  %3516 = add nsw i64 2057216, %3515
-  %3517 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3518 = add nsw i64 %3516, %3517
-  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3518
-  store <16 x float> %t144_c5_01102, ptr %arena1103, align 4
-  %t144_c5_11104 = load <16 x float>, ptr %conv1_weight_grad.t144_c5_1, align 64
-  %3519 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3520 = add nsw i64 %3519, 5
-  %3521 = mul nsw i64 %3520, 32
-  %3522 = add nsw i64 2057216, %3521
-  %3523 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3524 = add nsw i64 %3522, %3523
-  %3525 = add nsw i64 %3524, 16
-  %arena1105 = getelementptr inbounds float, ptr %arena, i64 %3525
-  store <16 x float> %t144_c5_11104, ptr %arena1105, align 4
-  %t144_c6_01106 = load <16 x float>, ptr %conv1_weight_grad.t144_c6_0, align 64
-  %3526 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3527 = add nsw i64 %3526, 6
-  %3528 = mul nsw i64 %3527, 32
-  %3529 = add nsw i64 2057216, %3528
-  %3530 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3531 = add nsw i64 %3529, %3530
-  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %3531
-  store <16 x float> %t144_c6_01106, ptr %arena1107, align 4
-  %t144_c6_11108 = load <16 x float>, ptr %conv1_weight_grad.t144_c6_1, align 64
-  %3532 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3533 = add nsw i64 %3532, 6
-  %3534 = mul nsw i64 %3533, 32
-  %3535 = add nsw i64 2057216, %3534
-  %3536 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3537 = add nsw i64 %3535, %3536
-  %3538 = add nsw i64 %3537, 16
-  %arena1109 = getelementptr inbounds float, ptr %arena, i64 %3538
-  store <16 x float> %t144_c6_11108, ptr %arena1109, align 4
-  %t144_c7_01110 = load <16 x float>, ptr %conv1_weight_grad.t144_c7_0, align 64
-  %3539 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3540 = add nsw i64 %3539, 7
+  %arena1065 = getelementptr inbounds float, ptr %arena, i64 %3454
+  %3455 = load <16 x float>, ptr %arena1065, align 4
+  store <16 x float> %3455, ptr %conv1_weight_grad.t171_c2_0, align 64
+  %3456 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3457 = add nsw i64 %3456, 2
+  %3458 = mul nsw i64 %3457, 32
+  %3459 = add nsw i64 2057216, %3458
+  %3460 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3461 = add nsw i64 %3459, %3460
+  %3462 = add nsw i64 %3461, 16
+  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3462
+  %3463 = load <16 x float>, ptr %arena1066, align 4
+  store <16 x float> %3463, ptr %conv1_weight_grad.t171_c2_1, align 64
+  %3464 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3465 = add nsw i64 %3464, 3
+  %3466 = mul nsw i64 %3465, 32
+  %3467 = add nsw i64 2057216, %3466
+  %3468 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3469 = add nsw i64 %3467, %3468
+  %arena1067 = getelementptr inbounds float, ptr %arena, i64 %3469
+  %3470 = load <16 x float>, ptr %arena1067, align 4
+  store <16 x float> %3470, ptr %conv1_weight_grad.t171_c3_0, align 64
+  %3471 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3472 = add nsw i64 %3471, 3
+  %3473 = mul nsw i64 %3472, 32
+  %3474 = add nsw i64 2057216, %3473
+  %3475 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3476 = add nsw i64 %3474, %3475
+  %3477 = add nsw i64 %3476, 16
+  %arena1068 = getelementptr inbounds float, ptr %arena, i64 %3477
+  %3478 = load <16 x float>, ptr %arena1068, align 4
+  store <16 x float> %3478, ptr %conv1_weight_grad.t171_c3_1, align 64
+  %3479 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3480 = add nsw i64 %3479, 4
+  %3481 = mul nsw i64 %3480, 32
+  %3482 = add nsw i64 2057216, %3481
+  %3483 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3484 = add nsw i64 %3482, %3483
+  %arena1069 = getelementptr inbounds float, ptr %arena, i64 %3484
+  %3485 = load <16 x float>, ptr %arena1069, align 4
+  store <16 x float> %3485, ptr %conv1_weight_grad.t171_c4_0, align 64
+  %3486 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3487 = add nsw i64 %3486, 4
+  %3488 = mul nsw i64 %3487, 32
+  %3489 = add nsw i64 2057216, %3488
+  %3490 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3491 = add nsw i64 %3489, %3490
+  %3492 = add nsw i64 %3491, 16
+  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %3492
+  %3493 = load <16 x float>, ptr %arena1070, align 4
+  store <16 x float> %3493, ptr %conv1_weight_grad.t171_c4_1, align 64
+  %3494 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3495 = add nsw i64 %3494, 5
+  %3496 = mul nsw i64 %3495, 32
+  %3497 = add nsw i64 2057216, %3496
+  %3498 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3499 = add nsw i64 %3497, %3498
+  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %3499
+  %3500 = load <16 x float>, ptr %arena1071, align 4
+  store <16 x float> %3500, ptr %conv1_weight_grad.t171_c5_0, align 64
+  %3501 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3502 = add nsw i64 %3501, 5
+  %3503 = mul nsw i64 %3502, 32
+  %3504 = add nsw i64 2057216, %3503
+  %3505 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3506 = add nsw i64 %3504, %3505
+  %3507 = add nsw i64 %3506, 16
+  %arena1072 = getelementptr inbounds float, ptr %arena, i64 %3507
+  %3508 = load <16 x float>, ptr %arena1072, align 4
+  store <16 x float> %3508, ptr %conv1_weight_grad.t171_c5_1, align 64
+  %3509 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3510 = add nsw i64 %3509, 6
+  %3511 = mul nsw i64 %3510, 32
+  %3512 = add nsw i64 2057216, %3511
+  %3513 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3514 = add nsw i64 %3512, %3513
+  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %3514
+  %3515 = load <16 x float>, ptr %arena1073, align 4
+  store <16 x float> %3515, ptr %conv1_weight_grad.t171_c6_0, align 64
+  %3516 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3517 = add nsw i64 %3516, 6
+  %3518 = mul nsw i64 %3517, 32
+  %3519 = add nsw i64 2057216, %3518
+  %3520 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3521 = add nsw i64 %3519, %3520
+  %3522 = add nsw i64 %3521, 16
+  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3522
+  %3523 = load <16 x float>, ptr %arena1074, align 4
+  store <16 x float> %3523, ptr %conv1_weight_grad.t171_c6_1, align 64
+  %3524 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3525 = add nsw i64 %3524, 7
+  %3526 = mul nsw i64 %3525, 32
+  %3527 = add nsw i64 2057216, %3526
+  %3528 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3529 = add nsw i64 %3527, %3528
+  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %3529
+  %3530 = load <16 x float>, ptr %arena1075, align 4
+  store <16 x float> %3530, ptr %conv1_weight_grad.t171_c7_0, align 64
+  %3531 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3532 = add nsw i64 %3531, 7
+  %3533 = mul nsw i64 %3532, 32
+  %3534 = add nsw i64 2057216, %3533
+  %3535 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3536 = add nsw i64 %3534, %3535
+  %3537 = add nsw i64 %3536, 16
+  %arena1076 = getelementptr inbounds float, ptr %arena, i64 %3537
+  %3538 = load <16 x float>, ptr %arena1076, align 4
+  store <16 x float> %3538, ptr %conv1_weight_grad.t171_c7_1, align 64
+  %3539 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3540 = add nsw i64 %3539, 8
   %3541 = mul nsw i64 %3540, 32
   %3542 = add nsw i64 2057216, %3541
-  %3543 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3543 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
   %3544 = add nsw i64 %3542, %3543
-  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3544
-  store <16 x float> %t144_c7_01110, ptr %arena1111, align 4
-  %t144_c7_11112 = load <16 x float>, ptr %conv1_weight_grad.t144_c7_1, align 64
-  %3545 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3546 = add nsw i64 %3545, 7
-  %3547 = mul nsw i64 %3546, 32
-  %3548 = add nsw i64 2057216, %3547
-  %3549 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3550 = add nsw i64 %3548, %3549
-  %3551 = add nsw i64 %3550, 16
-  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %3551
-  store <16 x float> %t144_c7_11112, ptr %arena1113, align 4
-  %t144_c8_01114 = load <16 x float>, ptr %conv1_weight_grad.t144_c8_0, align 64
-  %3552 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3553 = add nsw i64 %3552, 8
-  %3554 = mul nsw i64 %3553, 32
-  %3555 = add nsw i64 2057216, %3554
-  %3556 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3557 = add nsw i64 %3555, %3556
-  %arena1115 = getelementptr inbounds float, ptr %arena, i64 %3557
-  store <16 x float> %t144_c8_01114, ptr %arena1115, align 4
-  %t144_c8_11116 = load <16 x float>, ptr %conv1_weight_grad.t144_c8_1, align 64
-  %3558 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
-  %3559 = add nsw i64 %3558, 8
-  %3560 = mul nsw i64 %3559, 32
-  %3561 = add nsw i64 2057216, %3560
-  %3562 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
-  %3563 = add nsw i64 %3561, %3562
-  %3564 = add nsw i64 %3563, 16
-  %arena1117 = getelementptr inbounds float, ptr %arena, i64 %3564
-  store <16 x float> %t144_c8_11116, ptr %arena1117, align 4
-  %mb143.next = add nsw i64 %conv1_weight_grad.mb1431026, 1
-  %3565 = icmp slt i64 %mb143.next, 1
-  br i1 %3565, label %conv1_weight_grad.mb143, label %conv1_weight_grad.mb143.end
+  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %3544
+  %3545 = load <16 x float>, ptr %arena1077, align 4
+  store <16 x float> %3545, ptr %conv1_weight_grad.t171_c8_0, align 64
+  %3546 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3547 = add nsw i64 %3546, 8
+  %3548 = mul nsw i64 %3547, 32
+  %3549 = add nsw i64 2057216, %3548
+  %3550 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3551 = add nsw i64 %3549, %3550
+  %3552 = add nsw i64 %3551, 16
+  %arena1078 = getelementptr inbounds float, ptr %arena, i64 %3552
+  %3553 = load <16 x float>, ptr %arena1078, align 4
+  store <16 x float> %3553, ptr %conv1_weight_grad.t171_c8_1, align 64
+  br label %conv1_weight_grad.k172
 
-conv1_weight_grad.f146:                           ; preds = %conv1_weight_grad.r147.end, %conv1_weight_grad.g122.end
-  %conv1_weight_grad.f1461118 = phi i64 [ 0, %conv1_weight_grad.g122.end ], [ %f146.next, %conv1_weight_grad.r147.end ]
-  br label %conv1_weight_grad.r147
+conv1_weight_grad.mb170.end:                      ; preds = %conv1_weight_grad.k172.end
+  %nb169.next = add nsw i64 %conv1_weight_grad.nb1691059, 1
+  %3554 = icmp slt i64 %nb169.next, 1
+  br i1 %3554, label %conv1_weight_grad.nb169, label %conv1_weight_grad.nb169.end
 
-conv1_weight_grad.f146.end:                       ; preds = %conv1_weight_grad.r147.end
-  br label %conv1_bias_grad.i148
+conv1_weight_grad.k172:                           ; preds = %conv1_weight_grad.k172, %conv1_weight_grad.mb170
+  %conv1_weight_grad.k1721079 = phi i64 [ 0, %conv1_weight_grad.mb170 ], [ %k172.next, %conv1_weight_grad.k172 ]
+  %3555 = add nsw i64 %conv1_weight_grad.k1721079, 49920
+  %3556 = mul nsw i64 %3555, 32
+  %3557 = add nsw i64 451584, %3556
+  %3558 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3559 = add nsw i64 %3557, %3558
+  %arena1080 = getelementptr inbounds float, ptr %arena, i64 %3559
+  %3560 = load <16 x float>, ptr %arena1080, align 4
+  store <16 x float> %3560, ptr %conv1_weight_grad.t171_b0, align 64
+  %3561 = add nsw i64 %conv1_weight_grad.k1721079, 49920
+  %3562 = mul nsw i64 %3561, 32
+  %3563 = add nsw i64 451584, %3562
+  %3564 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3565 = add nsw i64 %3563, %3564
+  %3566 = add nsw i64 %3565, 16
+  %arena1081 = getelementptr inbounds float, ptr %arena, i64 %3566
+  %3567 = load <16 x float>, ptr %arena1081, align 4
+  store <16 x float> %3567, ptr %conv1_weight_grad.t171_b1, align 64
+  %3568 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3569 = mul nsw i64 %3568, 50176
+  %3570 = add nsw i64 %conv1_weight_grad.k1721079, 49920
+  %3571 = add nsw i64 %3569, %3570
+  %arena1082 = getelementptr inbounds float, ptr %arena, i64 %3571
+  %3572 = load float, ptr %arena1082, align 4
+  %3573 = insertelement <16 x float> undef, float %3572, i32 0
+  %3574 = shufflevector <16 x float> %3573, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3574, ptr %conv1_weight_grad.t171_a0, align 64
+  %t171_a0 = load <16 x float>, ptr %conv1_weight_grad.t171_a0, align 64
+  %t171_b0 = load <16 x float>, ptr %conv1_weight_grad.t171_b0, align 64
+  %t171_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t171_c0_0, align 64
+  %3575 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a0, <16 x float> %t171_b0, <16 x float> %t171_c0_0)
+  store <16 x float> %3575, ptr %conv1_weight_grad.t171_c0_0, align 64
+  %t171_a01083 = load <16 x float>, ptr %conv1_weight_grad.t171_a0, align 64
+  %t171_b1 = load <16 x float>, ptr %conv1_weight_grad.t171_b1, align 64
+  %t171_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t171_c0_1, align 64
+  %3576 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a01083, <16 x float> %t171_b1, <16 x float> %t171_c0_1)
+  store <16 x float> %3576, ptr %conv1_weight_grad.t171_c0_1, align 64
+  %3577 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3578 = add nsw i64 %3577, 1
+  %3579 = mul nsw i64 %3578, 50176
+  %3580 = add nsw i64 %conv1_weight_grad.k1721079, 49920
+  %3581 = add nsw i64 %3579, %3580
+  %arena1084 = getelementptr inbounds float, ptr %arena, i64 %3581
+  %3582 = load float, ptr %arena1084, align 4
+  %3583 = insertelement <16 x float> undef, float %3582, i32 0
+  %3584 = shufflevector <16 x float> %3583, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3584, ptr %conv1_weight_grad.t171_a1, align 64
+  %t171_a1 = load <16 x float>, ptr %conv1_weight_grad.t171_a1, align 64
+  %t171_b01085 = load <16 x float>, ptr %conv1_weight_grad.t171_b0, align 64
+  %t171_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t171_c1_0, align 64
+  %3585 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a1, <16 x float> %t171_b01085, <16 x float> %t171_c1_0)
+  store <16 x float> %3585, ptr %conv1_weight_grad.t171_c1_0, align 64
+  %t171_a11086 = load <16 x float>, ptr %conv1_weight_grad.t171_a1, align 64
+  %t171_b11087 = load <16 x float>, ptr %conv1_weight_grad.t171_b1, align 64
+  %t171_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t171_c1_1, align 64
+  %3586 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a11086, <16 x float> %t171_b11087, <16 x float> %t171_c1_1)
+  store <16 x float> %3586, ptr %conv1_weight_grad.t171_c1_1, align 64
+  %3587 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3588 = add nsw i64 %3587, 2
+  %3589 = mul nsw i64 %3588, 50176
+  %3590 = add nsw i64 %conv1_weight_grad.k1721079, 49920
+  %3591 = add nsw i64 %3589, %3590
+  %arena1088 = getelementptr inbounds float, ptr %arena, i64 %3591
+  %3592 = load float, ptr %arena1088, align 4
+  %3593 = insertelement <16 x float> undef, float %3592, i32 0
+  %3594 = shufflevector <16 x float> %3593, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3594, ptr %conv1_weight_grad.t171_a2, align 64
+  %t171_a2 = load <16 x float>, ptr %conv1_weight_grad.t171_a2, align 64
+  %t171_b01089 = load <16 x float>, ptr %conv1_weight_grad.t171_b0, align 64
+  %t171_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t171_c2_0, align 64
+  %3595 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a2, <16 x float> %t171_b01089, <16 x float> %t171_c2_0)
+  store <16 x float> %3595, ptr %conv1_weight_grad.t171_c2_0, align 64
+  %t171_a21090 = load <16 x float>, ptr %conv1_weight_grad.t171_a2, align 64
+  %t171_b11091 = load <16 x float>, ptr %conv1_weight_grad.t171_b1, align 64
+  %t171_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t171_c2_1, align 64
+  %3596 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a21090, <16 x float> %t171_b11091, <16 x float> %t171_c2_1)
+  store <16 x float> %3596, ptr %conv1_weight_grad.t171_c2_1, align 64
+  %3597 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3598 = add nsw i64 %3597, 3
+  %3599 = mul nsw i64 %3598, 50176
+  %3600 = add nsw i64 %conv1_weight_grad.k1721079, 49920
+  %3601 = add nsw i64 %3599, %3600
+  %arena1092 = getelementptr inbounds float, ptr %arena, i64 %3601
+  %3602 = load float, ptr %arena1092, align 4
+  %3603 = insertelement <16 x float> undef, float %3602, i32 0
+  %3604 = shufflevector <16 x float> %3603, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3604, ptr %conv1_weight_grad.t171_a3, align 64
+  %t171_a3 = load <16 x float>, ptr %conv1_weight_grad.t171_a3, align 64
+  %t171_b01093 = load <16 x float>, ptr %conv1_weight_grad.t171_b0, align 64
+  %t171_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t171_c3_0, align 64
+  %3605 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a3, <16 x float> %t171_b01093, <16 x float> %t171_c3_0)
+  store <16 x float> %3605, ptr %conv1_weight_grad.t171_c3_0, align 64
+  %t171_a31094 = load <16 x float>, ptr %conv1_weight_grad.t171_a3, align 64
+  %t171_b11095 = load <16 x float>, ptr %conv1_weight_grad.t171_b1, align 64
+  %t171_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t171_c3_1, align 64
+  %3606 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a31094, <16 x float> %t171_b11095, <16 x float> %t171_c3_1)
+  store <16 x float> %3606, ptr %conv1_weight_grad.t171_c3_1, align 64
+  %3607 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3608 = add nsw i64 %3607, 4
+  %3609 = mul nsw i64 %3608, 50176
+  %3610 = add nsw i64 %conv1_weight_grad.k1721079, 49920
+  %3611 = add nsw i64 %3609, %3610
+  %arena1096 = getelementptr inbounds float, ptr %arena, i64 %3611
+  %3612 = load float, ptr %arena1096, align 4
+  %3613 = insertelement <16 x float> undef, float %3612, i32 0
+  %3614 = shufflevector <16 x float> %3613, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3614, ptr %conv1_weight_grad.t171_a4, align 64
+  %t171_a4 = load <16 x float>, ptr %conv1_weight_grad.t171_a4, align 64
+  %t171_b01097 = load <16 x float>, ptr %conv1_weight_grad.t171_b0, align 64
+  %t171_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t171_c4_0, align 64
+  %3615 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a4, <16 x float> %t171_b01097, <16 x float> %t171_c4_0)
+  store <16 x float> %3615, ptr %conv1_weight_grad.t171_c4_0, align 64
+  %t171_a41098 = load <16 x float>, ptr %conv1_weight_grad.t171_a4, align 64
+  %t171_b11099 = load <16 x float>, ptr %conv1_weight_grad.t171_b1, align 64
+  %t171_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t171_c4_1, align 64
+  %3616 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a41098, <16 x float> %t171_b11099, <16 x float> %t171_c4_1)
+  store <16 x float> %3616, ptr %conv1_weight_grad.t171_c4_1, align 64
+  %3617 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3618 = add nsw i64 %3617, 5
+  %3619 = mul nsw i64 %3618, 50176
+  %3620 = add nsw i64 %conv1_weight_grad.k1721079, 49920
+  %3621 = add nsw i64 %3619, %3620
+  %arena1100 = getelementptr inbounds float, ptr %arena, i64 %3621
+  %3622 = load float, ptr %arena1100, align 4
+  %3623 = insertelement <16 x float> undef, float %3622, i32 0
+  %3624 = shufflevector <16 x float> %3623, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3624, ptr %conv1_weight_grad.t171_a5, align 64
+  %t171_a5 = load <16 x float>, ptr %conv1_weight_grad.t171_a5, align 64
+  %t171_b01101 = load <16 x float>, ptr %conv1_weight_grad.t171_b0, align 64
+  %t171_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t171_c5_0, align 64
+  %3625 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a5, <16 x float> %t171_b01101, <16 x float> %t171_c5_0)
+  store <16 x float> %3625, ptr %conv1_weight_grad.t171_c5_0, align 64
+  %t171_a51102 = load <16 x float>, ptr %conv1_weight_grad.t171_a5, align 64
+  %t171_b11103 = load <16 x float>, ptr %conv1_weight_grad.t171_b1, align 64
+  %t171_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t171_c5_1, align 64
+  %3626 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a51102, <16 x float> %t171_b11103, <16 x float> %t171_c5_1)
+  store <16 x float> %3626, ptr %conv1_weight_grad.t171_c5_1, align 64
+  %3627 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3628 = add nsw i64 %3627, 6
+  %3629 = mul nsw i64 %3628, 50176
+  %3630 = add nsw i64 %conv1_weight_grad.k1721079, 49920
+  %3631 = add nsw i64 %3629, %3630
+  %arena1104 = getelementptr inbounds float, ptr %arena, i64 %3631
+  %3632 = load float, ptr %arena1104, align 4
+  %3633 = insertelement <16 x float> undef, float %3632, i32 0
+  %3634 = shufflevector <16 x float> %3633, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3634, ptr %conv1_weight_grad.t171_a6, align 64
+  %t171_a6 = load <16 x float>, ptr %conv1_weight_grad.t171_a6, align 64
+  %t171_b01105 = load <16 x float>, ptr %conv1_weight_grad.t171_b0, align 64
+  %t171_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t171_c6_0, align 64
+  %3635 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a6, <16 x float> %t171_b01105, <16 x float> %t171_c6_0)
+  store <16 x float> %3635, ptr %conv1_weight_grad.t171_c6_0, align 64
+  %t171_a61106 = load <16 x float>, ptr %conv1_weight_grad.t171_a6, align 64
+  %t171_b11107 = load <16 x float>, ptr %conv1_weight_grad.t171_b1, align 64
+  %t171_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t171_c6_1, align 64
+  %3636 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a61106, <16 x float> %t171_b11107, <16 x float> %t171_c6_1)
+  store <16 x float> %3636, ptr %conv1_weight_grad.t171_c6_1, align 64
+  %3637 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3638 = add nsw i64 %3637, 7
+  %3639 = mul nsw i64 %3638, 50176
+  %3640 = add nsw i64 %conv1_weight_grad.k1721079, 49920
+  %3641 = add nsw i64 %3639, %3640
+  %arena1108 = getelementptr inbounds float, ptr %arena, i64 %3641
+  %3642 = load float, ptr %arena1108, align 4
+  %3643 = insertelement <16 x float> undef, float %3642, i32 0
+  %3644 = shufflevector <16 x float> %3643, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3644, ptr %conv1_weight_grad.t171_a7, align 64
+  %t171_a7 = load <16 x float>, ptr %conv1_weight_grad.t171_a7, align 64
+  %t171_b01109 = load <16 x float>, ptr %conv1_weight_grad.t171_b0, align 64
+  %t171_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t171_c7_0, align 64
+  %3645 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a7, <16 x float> %t171_b01109, <16 x float> %t171_c7_0)
+  store <16 x float> %3645, ptr %conv1_weight_grad.t171_c7_0, align 64
+  %t171_a71110 = load <16 x float>, ptr %conv1_weight_grad.t171_a7, align 64
+  %t171_b11111 = load <16 x float>, ptr %conv1_weight_grad.t171_b1, align 64
+  %t171_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t171_c7_1, align 64
+  %3646 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a71110, <16 x float> %t171_b11111, <16 x float> %t171_c7_1)
+  store <16 x float> %3646, ptr %conv1_weight_grad.t171_c7_1, align 64
+  %3647 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3648 = add nsw i64 %3647, 8
+  %3649 = mul nsw i64 %3648, 50176
+  %3650 = add nsw i64 %conv1_weight_grad.k1721079, 49920
+  %3651 = add nsw i64 %3649, %3650
+  %arena1112 = getelementptr inbounds float, ptr %arena, i64 %3651
+  %3652 = load float, ptr %arena1112, align 4
+  %3653 = insertelement <16 x float> undef, float %3652, i32 0
+  %3654 = shufflevector <16 x float> %3653, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3654, ptr %conv1_weight_grad.t171_a8, align 64
+  %t171_a8 = load <16 x float>, ptr %conv1_weight_grad.t171_a8, align 64
+  %t171_b01113 = load <16 x float>, ptr %conv1_weight_grad.t171_b0, align 64
+  %t171_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t171_c8_0, align 64
+  %3655 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a8, <16 x float> %t171_b01113, <16 x float> %t171_c8_0)
+  store <16 x float> %3655, ptr %conv1_weight_grad.t171_c8_0, align 64
+  %t171_a81114 = load <16 x float>, ptr %conv1_weight_grad.t171_a8, align 64
+  %t171_b11115 = load <16 x float>, ptr %conv1_weight_grad.t171_b1, align 64
+  %t171_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t171_c8_1, align 64
+  %3656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a81114, <16 x float> %t171_b11115, <16 x float> %t171_c8_1)
+  store <16 x float> %3656, ptr %conv1_weight_grad.t171_c8_1, align 64
+  %k172.next = add nsw i64 %conv1_weight_grad.k1721079, 1
+  %3657 = icmp slt i64 %k172.next, 256
+  br i1 %3657, label %conv1_weight_grad.k172, label %conv1_weight_grad.k172.end
 
-conv1_weight_grad.r147:                           ; preds = %conv1_weight_grad.r147, %conv1_weight_grad.f146
-  %conv1_weight_grad.r1471119 = phi i64 [ 0, %conv1_weight_grad.f146 ], [ %r147.next, %conv1_weight_grad.r147 ]
-  %3566 = mul nsw i64 %conv1_weight_grad.r1471119, 32
-  %3567 = add nsw i64 2057216, %3566
-  %3568 = add nsw i64 %3567, %conv1_weight_grad.f1461118
-  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %3568
-  %3569 = load float, ptr %arena1120, align 4
-  %3570 = mul nsw i64 %conv1_weight_grad.f1461118, 9
-  %3571 = add nsw i64 %3570, %conv1_weight_grad.r1471119
-  %grads1121 = getelementptr inbounds float, ptr %grads, i64 %3571
-  store float %3569, ptr %grads1121, align 4
-  %r147.next = add nsw i64 %conv1_weight_grad.r1471119, 1
-  %3572 = icmp slt i64 %r147.next, 9
-  br i1 %3572, label %conv1_weight_grad.r147, label %conv1_weight_grad.r147.end
+conv1_weight_grad.k172.end:                       ; preds = %conv1_weight_grad.k172
+  %t171_c0_01116 = load <16 x float>, ptr %conv1_weight_grad.t171_c0_0, align 64
+  %3658 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3659 = mul nsw i64 %3658, 32
+  %3660 = add nsw i64 2057216, %3659
+  %3661 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3662 = add nsw i64 %3660, %3661
+  %arena1117 = getelementptr inbounds float, ptr %arena, i64 %3662
+  store <16 x float> %t171_c0_01116, ptr %arena1117, align 4
+  %t171_c0_11118 = load <16 x float>, ptr %conv1_weight_grad.t171_c0_1, align 64
+  %3663 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3664 = mul nsw i64 %3663, 32
+  %3665 = add nsw i64 2057216, %3664
+  %3666 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3667 = add nsw i64 %3665, %3666
+  %3668 = add nsw i64 %3667, 16
+  %arena1119 = getelementptr inbounds float, ptr %arena, i64 %3668
+  store <16 x float> %t171_c0_11118, ptr %arena1119, align 4
+  %t171_c1_01120 = load <16 x float>, ptr %conv1_weight_grad.t171_c1_0, align 64
+  %3669 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3670 = add nsw i64 %3669, 1
+  %3671 = mul nsw i64 %3670, 32
+  %3672 = add nsw i64 2057216, %3671
+  %3673 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3674 = add nsw i64 %3672, %3673
+  %arena1121 = getelementptr inbounds float, ptr %arena, i64 %3674
+  store <16 x float> %t171_c1_01120, ptr %arena1121, align 4
+  %t171_c1_11122 = load <16 x float>, ptr %conv1_weight_grad.t171_c1_1, align 64
+  %3675 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3676 = add nsw i64 %3675, 1
+  %3677 = mul nsw i64 %3676, 32
+  %3678 = add nsw i64 2057216, %3677
+  %3679 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3680 = add nsw i64 %3678, %3679
+  %3681 = add nsw i64 %3680, 16
+  %arena1123 = getelementptr inbounds float, ptr %arena, i64 %3681
+  store <16 x float> %t171_c1_11122, ptr %arena1123, align 4
+  %t171_c2_01124 = load <16 x float>, ptr %conv1_weight_grad.t171_c2_0, align 64
+  %3682 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3683 = add nsw i64 %3682, 2
+  %3684 = mul nsw i64 %3683, 32
+  %3685 = add nsw i64 2057216, %3684
+  %3686 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3687 = add nsw i64 %3685, %3686
+  %arena1125 = getelementptr inbounds float, ptr %arena, i64 %3687
+  store <16 x float> %t171_c2_01124, ptr %arena1125, align 4
+  %t171_c2_11126 = load <16 x float>, ptr %conv1_weight_grad.t171_c2_1, align 64
+  %3688 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3689 = add nsw i64 %3688, 2
+  %3690 = mul nsw i64 %3689, 32
+  %3691 = add nsw i64 2057216, %3690
+  %3692 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3693 = add nsw i64 %3691, %3692
+  %3694 = add nsw i64 %3693, 16
+  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %3694
+  store <16 x float> %t171_c2_11126, ptr %arena1127, align 4
+  %t171_c3_01128 = load <16 x float>, ptr %conv1_weight_grad.t171_c3_0, align 64
+  %3695 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3696 = add nsw i64 %3695, 3
+  %3697 = mul nsw i64 %3696, 32
+  %3698 = add nsw i64 2057216, %3697
+  %3699 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3700 = add nsw i64 %3698, %3699
+  %arena1129 = getelementptr inbounds float, ptr %arena, i64 %3700
+  store <16 x float> %t171_c3_01128, ptr %arena1129, align 4
+  %t171_c3_11130 = load <16 x float>, ptr %conv1_weight_grad.t171_c3_1, align 64
+  %3701 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3702 = add nsw i64 %3701, 3
+  %3703 = mul nsw i64 %3702, 32
+  %3704 = add nsw i64 2057216, %3703
+  %3705 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3706 = add nsw i64 %3704, %3705
+  %3707 = add nsw i64 %3706, 16
+  %arena1131 = getelementptr inbounds float, ptr %arena, i64 %3707
+  store <16 x float> %t171_c3_11130, ptr %arena1131, align 4
+  %t171_c4_01132 = load <16 x float>, ptr %conv1_weight_grad.t171_c4_0, align 64
+  %3708 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3709 = add nsw i64 %3708, 4
+  %3710 = mul nsw i64 %3709, 32
+  %3711 = add nsw i64 2057216, %3710
+  %3712 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3713 = add nsw i64 %3711, %3712
+  %arena1133 = getelementptr inbounds float, ptr %arena, i64 %3713
+  store <16 x float> %t171_c4_01132, ptr %arena1133, align 4
+  %t171_c4_11134 = load <16 x float>, ptr %conv1_weight_grad.t171_c4_1, align 64
+  %3714 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3715 = add nsw i64 %3714, 4
+  %3716 = mul nsw i64 %3715, 32
+  %3717 = add nsw i64 2057216, %3716
+  %3718 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3719 = add nsw i64 %3717, %3718
+  %3720 = add nsw i64 %3719, 16
+  %arena1135 = getelementptr inbounds float, ptr %arena, i64 %3720
+  store <16 x float> %t171_c4_11134, ptr %arena1135, align 4
+  %t171_c5_01136 = load <16 x float>, ptr %conv1_weight_grad.t171_c5_0, align 64
+  %3721 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3722 = add nsw i64 %3721, 5
+  %3723 = mul nsw i64 %3722, 32
+  %3724 = add nsw i64 2057216, %3723
+  %3725 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3726 = add nsw i64 %3724, %3725
+  %arena1137 = getelementptr inbounds float, ptr %arena, i64 %3726
+  store <16 x float> %t171_c5_01136, ptr %arena1137, align 4
+  %t171_c5_11138 = load <16 x float>, ptr %conv1_weight_grad.t171_c5_1, align 64
+  %3727 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3728 = add nsw i64 %3727, 5
+  %3729 = mul nsw i64 %3728, 32
+  %3730 = add nsw i64 2057216, %3729
+  %3731 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3732 = add nsw i64 %3730, %3731
+  %3733 = add nsw i64 %3732, 16
+  %arena1139 = getelementptr inbounds float, ptr %arena, i64 %3733
+  store <16 x float> %t171_c5_11138, ptr %arena1139, align 4
+  %t171_c6_01140 = load <16 x float>, ptr %conv1_weight_grad.t171_c6_0, align 64
+  %3734 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3735 = add nsw i64 %3734, 6
+  %3736 = mul nsw i64 %3735, 32
+  %3737 = add nsw i64 2057216, %3736
+  %3738 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3739 = add nsw i64 %3737, %3738
+  %arena1141 = getelementptr inbounds float, ptr %arena, i64 %3739
+  store <16 x float> %t171_c6_01140, ptr %arena1141, align 4
+  %t171_c6_11142 = load <16 x float>, ptr %conv1_weight_grad.t171_c6_1, align 64
+  %3740 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3741 = add nsw i64 %3740, 6
+  %3742 = mul nsw i64 %3741, 32
+  %3743 = add nsw i64 2057216, %3742
+  %3744 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3745 = add nsw i64 %3743, %3744
+  %3746 = add nsw i64 %3745, 16
+  %arena1143 = getelementptr inbounds float, ptr %arena, i64 %3746
+  store <16 x float> %t171_c6_11142, ptr %arena1143, align 4
+  %t171_c7_01144 = load <16 x float>, ptr %conv1_weight_grad.t171_c7_0, align 64
+  %3747 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3748 = add nsw i64 %3747, 7
+  %3749 = mul nsw i64 %3748, 32
+  %3750 = add nsw i64 2057216, %3749
+  %3751 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3752 = add nsw i64 %3750, %3751
+  %arena1145 = getelementptr inbounds float, ptr %arena, i64 %3752
+  store <16 x float> %t171_c7_01144, ptr %arena1145, align 4
+  %t171_c7_11146 = load <16 x float>, ptr %conv1_weight_grad.t171_c7_1, align 64
+  %3753 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3754 = add nsw i64 %3753, 7
+  %3755 = mul nsw i64 %3754, 32
+  %3756 = add nsw i64 2057216, %3755
+  %3757 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3758 = add nsw i64 %3756, %3757
+  %3759 = add nsw i64 %3758, 16
+  %arena1147 = getelementptr inbounds float, ptr %arena, i64 %3759
+  store <16 x float> %t171_c7_11146, ptr %arena1147, align 4
+  %t171_c8_01148 = load <16 x float>, ptr %conv1_weight_grad.t171_c8_0, align 64
+  %3760 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3761 = add nsw i64 %3760, 8
+  %3762 = mul nsw i64 %3761, 32
+  %3763 = add nsw i64 2057216, %3762
+  %3764 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3765 = add nsw i64 %3763, %3764
+  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %3765
+  store <16 x float> %t171_c8_01148, ptr %arena1149, align 4
+  %t171_c8_11150 = load <16 x float>, ptr %conv1_weight_grad.t171_c8_1, align 64
+  %3766 = mul nsw i64 %conv1_weight_grad.mb1701060, 9
+  %3767 = add nsw i64 %3766, 8
+  %3768 = mul nsw i64 %3767, 32
+  %3769 = add nsw i64 2057216, %3768
+  %3770 = mul nsw i64 %conv1_weight_grad.nb1691059, 32
+  %3771 = add nsw i64 %3769, %3770
+  %3772 = add nsw i64 %3771, 16
+  %arena1151 = getelementptr inbounds float, ptr %arena, i64 %3772
+  store <16 x float> %t171_c8_11150, ptr %arena1151, align 4
+  %mb170.next = add nsw i64 %conv1_weight_grad.mb1701060, 1
+  %3773 = icmp slt i64 %mb170.next, 1
+  br i1 %3773, label %conv1_weight_grad.mb170, label %conv1_weight_grad.mb170.end
 
-conv1_weight_grad.r147.end:                       ; preds = %conv1_weight_grad.r147
-  %f146.next = add nsw i64 %conv1_weight_grad.f1461118, 1
-  %3573 = icmp slt i64 %f146.next, 32
-  br i1 %3573, label %conv1_weight_grad.f146, label %conv1_weight_grad.f146.end
+conv1_weight_grad.f173:                           ; preds = %conv1_weight_grad.r174.end, %conv1_weight_grad.g149.end
+  %conv1_weight_grad.f1731152 = phi i64 [ 0, %conv1_weight_grad.g149.end ], [ %f173.next, %conv1_weight_grad.r174.end ]
+  br label %conv1_weight_grad.r174
 
-conv1_bias_grad.i148:                             ; preds = %conv1_bias_grad.i148, %conv1_weight_grad.f146.end
-  %conv1_bias_grad.i1481122 = phi i64 [ 0, %conv1_weight_grad.f146.end ], [ %i148.next, %conv1_bias_grad.i148 ]
-  %arena1123 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i1481122
-  store float 1.000000e+00, ptr %arena1123, align 4
-  %i148.next = add nsw i64 %conv1_bias_grad.i1481122, 1
-  %3574 = icmp slt i64 %i148.next, 784
-  br i1 %3574, label %conv1_bias_grad.i148, label %conv1_bias_grad.i148.end
+conv1_weight_grad.f173.end:                       ; preds = %conv1_weight_grad.r174.end
+  br label %conv1_bias_grad.i175
 
-conv1_bias_grad.i148.end:                         ; preds = %conv1_bias_grad.i148
-  br label %conv1_bias_grad.i149
+conv1_weight_grad.r174:                           ; preds = %conv1_weight_grad.r174, %conv1_weight_grad.f173
+  %conv1_weight_grad.r1741153 = phi i64 [ 0, %conv1_weight_grad.f173 ], [ %r174.next, %conv1_weight_grad.r174 ]
+  %3774 = mul nsw i64 %conv1_weight_grad.r1741153, 32
+  %3775 = add nsw i64 2057216, %3774
+  %3776 = add nsw i64 %3775, %conv1_weight_grad.f1731152
+  %arena1154 = getelementptr inbounds float, ptr %arena, i64 %3776
+  %3777 = load float, ptr %arena1154, align 4
+  %3778 = mul nsw i64 %conv1_weight_grad.f1731152, 9
+  %3779 = add nsw i64 %3778, %conv1_weight_grad.r1741153
+  %grads1155 = getelementptr inbounds float, ptr %grads, i64 %3779
+  store float %3777, ptr %grads1155, align 4
+  %r174.next = add nsw i64 %conv1_weight_grad.r1741153, 1
+  %3780 = icmp slt i64 %r174.next, 9
+  br i1 %3780, label %conv1_weight_grad.r174, label %conv1_weight_grad.r174.end
 
-conv1_bias_grad.i149:                             ; preds = %conv1_bias_grad.i149, %conv1_bias_grad.i148.end
-  %conv1_bias_grad.i1491124 = phi i64 [ 0, %conv1_bias_grad.i148.end ], [ %i149.next, %conv1_bias_grad.i149 ]
-  %3575 = add nsw i64 288, %conv1_bias_grad.i1491124
-  %grads1125 = getelementptr inbounds float, ptr %grads, i64 %3575
-  store float 0.000000e+00, ptr %grads1125, align 4
-  %i149.next = add nsw i64 %conv1_bias_grad.i1491124, 1
-  %3576 = icmp slt i64 %i149.next, 32
-  br i1 %3576, label %conv1_bias_grad.i149, label %conv1_bias_grad.i149.end
+conv1_weight_grad.r174.end:                       ; preds = %conv1_weight_grad.r174
+  %f173.next = add nsw i64 %conv1_weight_grad.f1731152, 1
+  %3781 = icmp slt i64 %f173.next, 32
+  br i1 %3781, label %conv1_weight_grad.f173, label %conv1_weight_grad.f173.end
 
-conv1_bias_grad.i149.end:                         ; preds = %conv1_bias_grad.i149
-  br label %conv1_bias_grad.img150
+conv1_bias_grad.i175:                             ; preds = %conv1_bias_grad.i175, %conv1_weight_grad.f173.end
+  %conv1_bias_grad.i1751156 = phi i64 [ 0, %conv1_weight_grad.f173.end ], [ %i175.next, %conv1_bias_grad.i175 ]
+  %arena1157 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i1751156
+  store float 1.000000e+00, ptr %arena1157, align 4
+  %i175.next = add nsw i64 %conv1_bias_grad.i1751156, 1
+  %3782 = icmp slt i64 %i175.next, 784
+  br i1 %3782, label %conv1_bias_grad.i175, label %conv1_bias_grad.i175.end
 
-conv1_bias_grad.img150:                           ; preds = %conv1_bias_grad.img150, %conv1_bias_grad.i149.end
-  %conv1_bias_grad.img1501126 = phi i64 [ 0, %conv1_bias_grad.i149.end ], [ %img150.next, %conv1_bias_grad.img150 ]
-  %3577 = mul nsw i64 %conv1_bias_grad.img1501126, 25088
-  %3578 = add nsw i64 3220112, %3577
-  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %3578
-  %arena1128 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads1129 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena1127, i32 784, ptr %arena1128, i32 1, float 1.000000e+00, ptr %grads1129, i32 1)
-  %img150.next = add nsw i64 %conv1_bias_grad.img1501126, 1
-  %3579 = icmp slt i64 %img150.next, 64
-  br i1 %3579, label %conv1_bias_grad.img150, label %conv1_bias_grad.img150.end
+conv1_bias_grad.i175.end:                         ; preds = %conv1_bias_grad.i175
+  br label %conv1_bias_grad.i176
 
-conv1_bias_grad.img150.end:                       ; preds = %conv1_bias_grad.img150
-  %3580 = sitofp i64 %step to float
-  %3581 = fmul float %3580, 0xBFBAF8E8A0000000
-  %3582 = call float @llvm.exp.f32(float %3581)
-  %3583 = fsub float 1.000000e+00, %3582
-  %3584 = fdiv float %lr, %3583
-  store float %3584, ptr %adam.step_size151, align 4
-  %3585 = sitofp i64 %step to float
-  %3586 = fmul float %3585, 0xBF50645940000000
-  %3587 = call float @llvm.exp.f32(float %3586)
-  %3588 = fsub float 1.000000e+00, %3587
-  %3589 = call float @llvm.sqrt.f32(float %3588)
-  store float %3589, ptr %adam.bc2_sqrt152, align 4
-  br label %adam.i153
+conv1_bias_grad.i176:                             ; preds = %conv1_bias_grad.i176, %conv1_bias_grad.i175.end
+  %conv1_bias_grad.i1761158 = phi i64 [ 0, %conv1_bias_grad.i175.end ], [ %i176.next, %conv1_bias_grad.i176 ]
+  %3783 = add nsw i64 288, %conv1_bias_grad.i1761158
+  %grads1159 = getelementptr inbounds float, ptr %grads, i64 %3783
+  store float 0.000000e+00, ptr %grads1159, align 4
+  %i176.next = add nsw i64 %conv1_bias_grad.i1761158, 1
+  %3784 = icmp slt i64 %i176.next, 32
+  br i1 %3784, label %conv1_bias_grad.i176, label %conv1_bias_grad.i176.end
 
-adam.i153:                                        ; preds = %adam.i153, %conv1_bias_grad.img150.end
-  %adam.i1531130 = phi i64 [ 0, %conv1_bias_grad.img150.end ], [ %i153.next, %adam.i153 ]
-  %grads1131 = getelementptr inbounds float, ptr %grads, i64 %adam.i1531130
-  %3590 = load float, ptr %grads1131, align 4
-  %params1132 = getelementptr inbounds float, ptr %params, i64 %adam.i1531130
-  %3591 = load float, ptr %params1132, align 4
-  %3592 = fmul float 0.000000e+00, %3591
-  %3593 = fadd float %3590, %3592
-  store float %3593, ptr %adam.g, align 4
-  %m1133 = getelementptr inbounds float, ptr %m, i64 %adam.i1531130
-  %3594 = load float, ptr %m1133, align 4
-  %3595 = fmul float 0x3FECCCCCC0000000, %3594
+conv1_bias_grad.i176.end:                         ; preds = %conv1_bias_grad.i176
+  br label %conv1_bias_grad.img177
+
+conv1_bias_grad.img177:                           ; preds = %conv1_bias_grad.img177, %conv1_bias_grad.i176.end
+  %conv1_bias_grad.img1771160 = phi i64 [ 0, %conv1_bias_grad.i176.end ], [ %img177.next, %conv1_bias_grad.img177 ]
+  %3785 = mul nsw i64 %conv1_bias_grad.img1771160, 25088
+  %3786 = add nsw i64 3220112, %3785
+  %arena1161 = getelementptr inbounds float, ptr %arena, i64 %3786
+  %arena1162 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1163 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena1161, i32 784, ptr %arena1162, i32 1, float 1.000000e+00, ptr %grads1163, i32 1)
+  %img177.next = add nsw i64 %conv1_bias_grad.img1771160, 1
+  %3787 = icmp slt i64 %img177.next, 64
+  br i1 %3787, label %conv1_bias_grad.img177, label %conv1_bias_grad.img177.end
+
+conv1_bias_grad.img177.end:                       ; preds = %conv1_bias_grad.img177
+  %3788 = sitofp i64 %step to float
+  %3789 = fmul float %3788, 0xBFBAF8E8A0000000
+  %3790 = call float @llvm.exp.f32(float %3789)
+  %3791 = fsub float 1.000000e+00, %3790
+  %3792 = fdiv float %lr, %3791
+  store float %3792, ptr %adam.step_size178, align 4
+  %3793 = sitofp i64 %step to float
+  %3794 = fmul float %3793, 0xBF50645940000000
+  %3795 = call float @llvm.exp.f32(float %3794)
+  %3796 = fsub float 1.000000e+00, %3795
+  %3797 = call float @llvm.sqrt.f32(float %3796)
+  store float %3797, ptr %adam.bc2_sqrt179, align 4
+  br label %adam.i180
+
+adam.i180:                                        ; preds = %adam.i180, %conv1_bias_grad.img177.end
+  %adam.i1801164 = phi i64 [ 0, %conv1_bias_grad.img177.end ], [ %i180.next, %adam.i180 ]
+  %grads1165 = getelementptr inbounds float, ptr %grads, i64 %adam.i1801164
+  %3798 = load float, ptr %grads1165, align 4
+  %params1166 = getelementptr inbounds float, ptr %params, i64 %adam.i1801164
+  %3799 = load float, ptr %params1166, align 4
+  %3800 = fmul float 0.000000e+00, %3799
+  %3801 = fadd float %3798, %3800
+  store float %3801, ptr %adam.g, align 4
+  %m1167 = getelementptr inbounds float, ptr %m, i64 %adam.i1801164
+  %3802 = load float, ptr %m1167, align 4
+  %3803 = fmul float 0x3FECCCCCC0000000, %3802
   %g = load float, ptr %adam.g, align 4
-  %3596 = fmul float 0x3FB9999A00000000, %g
-  %3597 = fadd float %3595, %3596
-  store float %3597, ptr %adam.m_new, align 4
-  %v1134 = getelementptr inbounds float, ptr %v, i64 %adam.i1531130
-  %3598 = load float, ptr %v1134, align 4
-  %3599 = fmul float 0x3FEFF7CEE0000000, %3598
-  %g1135 = load float, ptr %adam.g, align 4
-  %3600 = fmul float 0x3F50624000000000, %g1135
-  %g1136 = load float, ptr %adam.g, align 4
-  %3601 = fmul float %3600, %g1136
-  %3602 = fadd float %3599, %3601
-  store float %3602, ptr %adam.v_new, align 4
+  %3804 = fmul float 0x3FB9999A00000000, %g
+  %3805 = fadd float %3803, %3804
+  store float %3805, ptr %adam.m_new, align 4
+  %v1168 = getelementptr inbounds float, ptr %v, i64 %adam.i1801164
+  %3806 = load float, ptr %v1168, align 4
+  %3807 = fmul float 0x3FEFF7CEE0000000, %3806
+  %g1169 = load float, ptr %adam.g, align 4
+  %3808 = fmul float 0x3F50624000000000, %g1169
+  %g1170 = load float, ptr %adam.g, align 4
+  %3809 = fmul float %3808, %g1170
+  %3810 = fadd float %3807, %3809
+  store float %3810, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1137 = getelementptr inbounds float, ptr %m, i64 %adam.i1531130
-  store float %m_new, ptr %m1137, align 4
+  %m1171 = getelementptr inbounds float, ptr %m, i64 %adam.i1801164
+  store float %m_new, ptr %m1171, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1138 = getelementptr inbounds float, ptr %v, i64 %adam.i1531130
-  store float %v_new, ptr %v1138, align 4
-  %params1139 = getelementptr inbounds float, ptr %params, i64 %adam.i1531130
-  %3603 = load float, ptr %params1139, align 4
-  %step_size151 = load float, ptr %adam.step_size151, align 4
-  %m_new1140 = load float, ptr %adam.m_new, align 4
-  %3604 = fmul float %step_size151, %m_new1140
-  %v_new1141 = load float, ptr %adam.v_new, align 4
-  %3605 = call float @llvm.sqrt.f32(float %v_new1141)
-  %bc2_sqrt152 = load float, ptr %adam.bc2_sqrt152, align 4
-  %3606 = fdiv float %3605, %bc2_sqrt152
-  %3607 = fadd float %3606, 0x3E45798EE0000000
-  %3608 = fdiv float %3604, %3607
-  %3609 = fsub float %3603, %3608
-  %params1142 = getelementptr inbounds float, ptr %params, i64 %adam.i1531130
-  store float %3609, ptr %params1142, align 4
-  %i153.next = add nsw i64 %adam.i1531130, 1
-  %3610 = icmp slt i64 %i153.next, 1625866
-  br i1 %3610, label %adam.i153, label %adam.i153.end
+  %v1172 = getelementptr inbounds float, ptr %v, i64 %adam.i1801164
+  store float %v_new, ptr %v1172, align 4
+  %params1173 = getelementptr inbounds float, ptr %params, i64 %adam.i1801164
+  %3811 = load float, ptr %params1173, align 4
+  %step_size178 = load float, ptr %adam.step_size178, align 4
+  %m_new1174 = load float, ptr %adam.m_new, align 4
+  %3812 = fmul float %step_size178, %m_new1174
+  %v_new1175 = load float, ptr %adam.v_new, align 4
+  %3813 = call float @llvm.sqrt.f32(float %v_new1175)
+  %bc2_sqrt179 = load float, ptr %adam.bc2_sqrt179, align 4
+  %3814 = fdiv float %3813, %bc2_sqrt179
+  %3815 = fadd float %3814, 0x3E45798EE0000000
+  %3816 = fdiv float %3812, %3815
+  %3817 = fsub float %3811, %3816
+  %params1176 = getelementptr inbounds float, ptr %params, i64 %adam.i1801164
+  store float %3817, ptr %params1176, align 4
+  %i180.next = add nsw i64 %adam.i1801164, 1
+  %3818 = icmp slt i64 %i180.next, 1625866
+  br i1 %3818, label %adam.i180, label %adam.i180.end
 
-adam.i153.end:                                    ; preds = %adam.i153
+adam.i180.end:                                    ; preds = %adam.i180
   ret void
 }
 
@@ -7054,66 +7487,75 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @convnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %conv2.bi45 = alloca float, align 4
-  %conv2.best44 = alloca float, align 4
-  %conv2.t38_a3 = alloca <16 x float>, align 64
-  %conv2.t38_a2 = alloca <16 x float>, align 64
-  %conv2.t38_a1 = alloca <16 x float>, align 64
-  %conv2.t38_a0 = alloca <16 x float>, align 64
-  %conv2.t38_b3 = alloca <16 x float>, align 64
-  %conv2.t38_b2 = alloca <16 x float>, align 64
-  %conv2.t38_b1 = alloca <16 x float>, align 64
-  %conv2.t38_b0 = alloca <16 x float>, align 64
-  %conv2.t38_c3_3 = alloca <16 x float>, align 64
-  %conv2.t38_c3_2 = alloca <16 x float>, align 64
-  %conv2.t38_c3_1 = alloca <16 x float>, align 64
-  %conv2.t38_c3_0 = alloca <16 x float>, align 64
-  %conv2.t38_c2_3 = alloca <16 x float>, align 64
-  %conv2.t38_c2_2 = alloca <16 x float>, align 64
-  %conv2.t38_c2_1 = alloca <16 x float>, align 64
-  %conv2.t38_c2_0 = alloca <16 x float>, align 64
-  %conv2.t38_c1_3 = alloca <16 x float>, align 64
-  %conv2.t38_c1_2 = alloca <16 x float>, align 64
-  %conv2.t38_c1_1 = alloca <16 x float>, align 64
-  %conv2.t38_c1_0 = alloca <16 x float>, align 64
-  %conv2.t38_c0_3 = alloca <16 x float>, align 64
-  %conv2.t38_c0_2 = alloca <16 x float>, align 64
-  %conv2.t38_c0_1 = alloca <16 x float>, align 64
-  %conv2.t38_c0_0 = alloca <16 x float>, align 64
-  %conv2.t36_a5 = alloca <16 x float>, align 64
-  %conv2.t36_a4 = alloca <16 x float>, align 64
-  %conv2.t36_a3 = alloca <16 x float>, align 64
-  %conv2.t36_a2 = alloca <16 x float>, align 64
-  %conv2.t36_a1 = alloca <16 x float>, align 64
-  %conv2.t36_a0 = alloca <16 x float>, align 64
-  %conv2.t36_b3 = alloca <16 x float>, align 64
-  %conv2.t36_b2 = alloca <16 x float>, align 64
-  %conv2.t36_b1 = alloca <16 x float>, align 64
-  %conv2.t36_b0 = alloca <16 x float>, align 64
-  %conv2.t36_c5_3 = alloca <16 x float>, align 64
-  %conv2.t36_c5_2 = alloca <16 x float>, align 64
-  %conv2.t36_c5_1 = alloca <16 x float>, align 64
-  %conv2.t36_c5_0 = alloca <16 x float>, align 64
-  %conv2.t36_c4_3 = alloca <16 x float>, align 64
-  %conv2.t36_c4_2 = alloca <16 x float>, align 64
-  %conv2.t36_c4_1 = alloca <16 x float>, align 64
-  %conv2.t36_c4_0 = alloca <16 x float>, align 64
-  %conv2.t36_c3_3 = alloca <16 x float>, align 64
-  %conv2.t36_c3_2 = alloca <16 x float>, align 64
-  %conv2.t36_c3_1 = alloca <16 x float>, align 64
-  %conv2.t36_c3_0 = alloca <16 x float>, align 64
-  %conv2.t36_c2_3 = alloca <16 x float>, align 64
-  %conv2.t36_c2_2 = alloca <16 x float>, align 64
-  %conv2.t36_c2_1 = alloca <16 x float>, align 64
-  %conv2.t36_c2_0 = alloca <16 x float>, align 64
-  %conv2.t36_c1_3 = alloca <16 x float>, align 64
-  %conv2.t36_c1_2 = alloca <16 x float>, align 64
-  %conv2.t36_c1_1 = alloca <16 x float>, align 64
-  %conv2.t36_c1_0 = alloca <16 x float>, align 64
-  %conv2.t36_c0_3 = alloca <16 x float>, align 64
-  %conv2.t36_c0_2 = alloca <16 x float>, align 64
-  %conv2.t36_c0_1 = alloca <16 x float>, align 64
-  %conv2.t36_c0_0 = alloca <16 x float>, align 64
+  %conv2.best71 = alloca float, align 4
+  %conv2.at72 = alloca float, align 4
+  %conv2.v70 = alloca float, align 4
+  %conv2.best68 = alloca float, align 4
+  %conv2.at69 = alloca float, align 4
+  %conv2.v67 = alloca float, align 4
+  %conv2.best65 = alloca float, align 4
+  %conv2.at66 = alloca float, align 4
+  %conv2.v64 = alloca float, align 4
+  %conv2.at63 = alloca float, align 4
+  %conv2.v62 = alloca float, align 4
+  %conv2.t57_a3 = alloca <16 x float>, align 64
+  %conv2.t57_a2 = alloca <16 x float>, align 64
+  %conv2.t57_a1 = alloca <16 x float>, align 64
+  %conv2.t57_a0 = alloca <16 x float>, align 64
+  %conv2.t57_b3 = alloca <16 x float>, align 64
+  %conv2.t57_b2 = alloca <16 x float>, align 64
+  %conv2.t57_b1 = alloca <16 x float>, align 64
+  %conv2.t57_b0 = alloca <16 x float>, align 64
+  %conv2.t57_c3_3 = alloca <16 x float>, align 64
+  %conv2.t57_c3_2 = alloca <16 x float>, align 64
+  %conv2.t57_c3_1 = alloca <16 x float>, align 64
+  %conv2.t57_c3_0 = alloca <16 x float>, align 64
+  %conv2.t57_c2_3 = alloca <16 x float>, align 64
+  %conv2.t57_c2_2 = alloca <16 x float>, align 64
+  %conv2.t57_c2_1 = alloca <16 x float>, align 64
+  %conv2.t57_c2_0 = alloca <16 x float>, align 64
+  %conv2.t57_c1_3 = alloca <16 x float>, align 64
+  %conv2.t57_c1_2 = alloca <16 x float>, align 64
+  %conv2.t57_c1_1 = alloca <16 x float>, align 64
+  %conv2.t57_c1_0 = alloca <16 x float>, align 64
+  %conv2.t57_c0_3 = alloca <16 x float>, align 64
+  %conv2.t57_c0_2 = alloca <16 x float>, align 64
+  %conv2.t57_c0_1 = alloca <16 x float>, align 64
+  %conv2.t57_c0_0 = alloca <16 x float>, align 64
+  %conv2.t55_a5 = alloca <16 x float>, align 64
+  %conv2.t55_a4 = alloca <16 x float>, align 64
+  %conv2.t55_a3 = alloca <16 x float>, align 64
+  %conv2.t55_a2 = alloca <16 x float>, align 64
+  %conv2.t55_a1 = alloca <16 x float>, align 64
+  %conv2.t55_a0 = alloca <16 x float>, align 64
+  %conv2.t55_b3 = alloca <16 x float>, align 64
+  %conv2.t55_b2 = alloca <16 x float>, align 64
+  %conv2.t55_b1 = alloca <16 x float>, align 64
+  %conv2.t55_b0 = alloca <16 x float>, align 64
+  %conv2.t55_c5_3 = alloca <16 x float>, align 64
+  %conv2.t55_c5_2 = alloca <16 x float>, align 64
+  %conv2.t55_c5_1 = alloca <16 x float>, align 64
+  %conv2.t55_c5_0 = alloca <16 x float>, align 64
+  %conv2.t55_c4_3 = alloca <16 x float>, align 64
+  %conv2.t55_c4_2 = alloca <16 x float>, align 64
+  %conv2.t55_c4_1 = alloca <16 x float>, align 64
+  %conv2.t55_c4_0 = alloca <16 x float>, align 64
+  %conv2.t55_c3_3 = alloca <16 x float>, align 64
+  %conv2.t55_c3_2 = alloca <16 x float>, align 64
+  %conv2.t55_c3_1 = alloca <16 x float>, align 64
+  %conv2.t55_c3_0 = alloca <16 x float>, align 64
+  %conv2.t55_c2_3 = alloca <16 x float>, align 64
+  %conv2.t55_c2_2 = alloca <16 x float>, align 64
+  %conv2.t55_c2_1 = alloca <16 x float>, align 64
+  %conv2.t55_c2_0 = alloca <16 x float>, align 64
+  %conv2.t55_c1_3 = alloca <16 x float>, align 64
+  %conv2.t55_c1_2 = alloca <16 x float>, align 64
+  %conv2.t55_c1_1 = alloca <16 x float>, align 64
+  %conv2.t55_c1_0 = alloca <16 x float>, align 64
+  %conv2.t55_c0_3 = alloca <16 x float>, align 64
+  %conv2.t55_c0_2 = alloca <16 x float>, align 64
+  %conv2.t55_c0_1 = alloca <16 x float>, align 64
+  %conv2.t55_c0_0 = alloca <16 x float>, align 64
   %conv1.t17_a1 = alloca <16 x float>, align 64
   %conv1.t17_a0 = alloca <16 x float>, align 64
   %conv1.t17_b3 = alloca <16 x float>, align 64
@@ -7169,7 +7611,7 @@ conv1.g1:                                         ; preds = %conv1.j19.end, %ent
   br label %conv1.j2
 
 conv1.g1.end:                                     ; preds = %conv1.j19.end
-  br label %conv2.g22
+  br label %conv2.i22
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
@@ -7267,9 +7709,9 @@ conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.t
   %35 = mul nsw i64 %conv1.j22, 784
   %36 = add nsw i64 %34, %35
   %37 = mul nsw i64 %conv1.oy78, 28
-  %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %conv1.ox89, 1
-  %40 = add nsw i64 %38, %39
+  %38 = add nsw i64 %conv1.ox89, 1
+  %39 = add nsw i64 %37, %38
+  %40 = add nsw i64 %36, %39
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %29, ptr %arena11, align 4
   %ox8.next = add nsw i64 %conv1.ox89, 1
@@ -7324,8 +7766,8 @@ conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.
   %67 = mul nsw i64 %conv1.j22, 784
   %68 = add nsw i64 %66, %67
   %69 = mul nsw i64 %conv1.oy912, 28
-  %70 = add nsw i64 %68, %69
-  %71 = add nsw i64 %70, %conv1.ox1015
+  %70 = add nsw i64 %69, %conv1.ox1015
+  %71 = add nsw i64 %68, %70
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
   store float %60, ptr %arena17, align 4
   %ox10.next = add nsw i64 %conv1.ox1015, 1
@@ -7383,8 +7825,8 @@ conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.
   %100 = mul nsw i64 %conv1.j22, 784
   %101 = add nsw i64 %99, %100
   %102 = mul nsw i64 %conv1.oy1118, 28
-  %103 = add nsw i64 %101, %102
-  %104 = add nsw i64 %103, %conv1.ox1221
+  %103 = add nsw i64 %102, %conv1.ox1221
+  %104 = add nsw i64 %101, %103
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
   store float %93, ptr %arena23, align 4
   %ox12.next = add nsw i64 %conv1.ox1221, 1
@@ -8086,1383 +8528,1807 @@ conv1.i21.end:                                    ; preds = %conv1.i21
   %446 = icmp slt i64 %f20.next, 32
   br i1 %446, label %conv1.f20, label %conv1.f20.end
 
-conv2.g22:                                        ; preds = %conv2.j40.end, %conv1.g1.end
-  %conv2.g22164 = phi i64 [ 0, %conv1.g1.end ], [ %g22.next, %conv2.j40.end ]
-  br label %conv2.j23
+conv2.i22:                                        ; preds = %conv2.i22, %conv1.g1.end
+  %conv2.i22164 = phi i64 [ 0, %conv1.g1.end ], [ %i22.next, %conv2.i22 ]
+  %447 = sdiv i64 %conv2.i22164, 14
+  %448 = mul nsw i64 %447, 56
+  %449 = srem i64 %conv2.i22164, 14
+  %450 = mul nsw i64 %449, 2
+  %451 = add nsw i64 %448, %450
+  %452 = sitofp i64 %451 to float
+  %453 = add nsw i64 20873216, %conv2.i22164
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %453
+  store float %452, ptr %arena165, align 4
+  %i22.next = add nsw i64 %conv2.i22164, 1
+  %454 = icmp slt i64 %i22.next, 196
+  br i1 %454, label %conv2.i22, label %conv2.i22.end
 
-conv2.g22.end:                                    ; preds = %conv2.j40.end
-  %arena400 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params401 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena402 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena400, i32 12544, ptr %params401, i32 12544, float 0.000000e+00, ptr %arena402, i32 128)
-  br label %fc1.n46
+conv2.i22.end:                                    ; preds = %conv2.i22
+  br label %conv2.g23
 
-conv2.j23:                                        ; preds = %conv2.c26.end, %conv2.g22
-  %conv2.j23165 = phi i64 [ 0, %conv2.g22 ], [ %j23.next, %conv2.c26.end ]
-  br label %conv2.r24
+conv2.g23:                                        ; preds = %conv2.j59.end, %conv2.i22.end
+  %conv2.g23166 = phi i64 [ 0, %conv2.i22.end ], [ %g23.next, %conv2.j59.end ]
+  br label %conv2.j24
 
-conv2.j23.end:                                    ; preds = %conv2.c26.end
-  br label %conv2.nb34
+conv2.g23.end:                                    ; preds = %conv2.j59.end
+  %arena434 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %params435 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena436 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena434, i32 12544, ptr %params435, i32 12544, float 0.000000e+00, ptr %arena436, i32 128)
+  br label %fc1.n73
 
-conv2.r24:                                        ; preds = %conv2.i25.end, %conv2.j23
-  %conv2.r24166 = phi i64 [ 0, %conv2.j23 ], [ %r24.next, %conv2.i25.end ]
-  br label %conv2.i25
+conv2.j24:                                        ; preds = %conv2.c27.end, %conv2.g23
+  %conv2.j24167 = phi i64 [ 0, %conv2.g23 ], [ %j24.next, %conv2.c27.end ]
+  br label %conv2.r25
 
-conv2.r24.end:                                    ; preds = %conv2.i25.end
-  br label %conv2.c26
+conv2.j24.end:                                    ; preds = %conv2.c27.end
+  br label %conv2.nb53
 
-conv2.i25:                                        ; preds = %conv2.i25, %conv2.r24
-  %conv2.i25167 = phi i64 [ 0, %conv2.r24 ], [ %i25.next, %conv2.i25 ]
-  %447 = mul nsw i64 %conv2.r24166, 50176
-  %448 = add nsw i64 3211264, %447
-  %449 = mul nsw i64 %conv2.j23165, 784
-  %450 = add nsw i64 %448, %449
-  %451 = add nsw i64 %450, %conv2.i25167
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %451
-  store float 0.000000e+00, ptr %arena168, align 4
-  %i25.next = add nsw i64 %conv2.i25167, 1
-  %452 = icmp slt i64 %i25.next, 784
-  br i1 %452, label %conv2.i25, label %conv2.i25.end
+conv2.r25:                                        ; preds = %conv2.i26.end, %conv2.j24
+  %conv2.r25168 = phi i64 [ 0, %conv2.j24 ], [ %r25.next, %conv2.i26.end ]
+  br label %conv2.i26
 
-conv2.i25.end:                                    ; preds = %conv2.i25
-  %r24.next = add nsw i64 %conv2.r24166, 1
-  %453 = icmp slt i64 %r24.next, 288
-  br i1 %453, label %conv2.r24, label %conv2.r24.end
+conv2.r25.end:                                    ; preds = %conv2.i26.end
+  br label %conv2.c27
 
-conv2.c26:                                        ; preds = %conv2.ky27.end, %conv2.r24.end
-  %conv2.c26169 = phi i64 [ 0, %conv2.r24.end ], [ %c26.next, %conv2.ky27.end ]
-  br label %conv2.ky27
+conv2.i26:                                        ; preds = %conv2.i26, %conv2.r25
+  %conv2.i26169 = phi i64 [ 0, %conv2.r25 ], [ %i26.next, %conv2.i26 ]
+  %455 = mul nsw i64 %conv2.r25168, 50176
+  %456 = add nsw i64 3211264, %455
+  %457 = mul nsw i64 %conv2.j24167, 784
+  %458 = add nsw i64 %456, %457
+  %459 = add nsw i64 %458, %conv2.i26169
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %459
+  store float 0.000000e+00, ptr %arena170, align 4
+  %i26.next = add nsw i64 %conv2.i26169, 1
+  %460 = icmp slt i64 %i26.next, 784
+  br i1 %460, label %conv2.i26, label %conv2.i26.end
 
-conv2.c26.end:                                    ; preds = %conv2.ky27.end
-  %j23.next = add nsw i64 %conv2.j23165, 1
-  %454 = icmp slt i64 %j23.next, 64
-  br i1 %454, label %conv2.j23, label %conv2.j23.end
+conv2.i26.end:                                    ; preds = %conv2.i26
+  %r25.next = add nsw i64 %conv2.r25168, 1
+  %461 = icmp slt i64 %r25.next, 288
+  br i1 %461, label %conv2.r25, label %conv2.r25.end
 
-conv2.ky27:                                       ; preds = %conv2.oy32.end, %conv2.c26
-  %conv2.ky27170 = phi i64 [ 0, %conv2.c26 ], [ %ky27.next, %conv2.oy32.end ]
-  br label %conv2.oy28
+conv2.c27:                                        ; preds = %conv2.ky28.end, %conv2.r25.end
+  %conv2.c27171 = phi i64 [ 0, %conv2.r25.end ], [ %c27.next, %conv2.ky28.end ]
+  br label %conv2.ky28
 
-conv2.ky27.end:                                   ; preds = %conv2.oy32.end
-  %c26.next = add nsw i64 %conv2.c26169, 1
-  %455 = icmp slt i64 %c26.next, 32
-  br i1 %455, label %conv2.c26, label %conv2.c26.end
+conv2.c27.end:                                    ; preds = %conv2.ky28.end
+  %j24.next = add nsw i64 %conv2.j24167, 1
+  %462 = icmp slt i64 %j24.next, 64
+  br i1 %462, label %conv2.j24, label %conv2.j24.end
 
-conv2.oy28:                                       ; preds = %conv2.endif, %conv2.ky27
-  %conv2.oy28171 = phi i64 [ 0, %conv2.ky27 ], [ %oy28.next, %conv2.endif ]
-  %456 = add nsw i64 %conv2.oy28171, %conv2.ky27170
-  %457 = add nsw i64 %456, -1
-  %458 = icmp slt i64 -1, %457
-  %459 = add nsw i64 %conv2.oy28171, %conv2.ky27170
-  %460 = add nsw i64 %459, -1
-  %461 = icmp slt i64 %460, 28
-  %462 = and i1 %458, %461
-  br i1 %462, label %conv2.then, label %conv2.endif
+conv2.ky28:                                       ; preds = %conv2.oy51.end, %conv2.c27
+  %conv2.ky28172 = phi i64 [ 0, %conv2.c27 ], [ %ky28.next, %conv2.oy51.end ]
+  br label %conv2.oy29
 
-conv2.oy28.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy30
+conv2.ky28.end:                                   ; preds = %conv2.oy51.end
+  %c27.next = add nsw i64 %conv2.c27171, 1
+  %463 = icmp slt i64 %c27.next, 32
+  br i1 %463, label %conv2.c27, label %conv2.c27.end
 
-conv2.then:                                       ; preds = %conv2.oy28
-  br label %conv2.ox29
-
-conv2.endif:                                      ; preds = %conv2.ox29.end, %conv2.oy28
-  %oy28.next = add nsw i64 %conv2.oy28171, 1
-  %463 = icmp slt i64 %oy28.next, 28
-  br i1 %463, label %conv2.oy28, label %conv2.oy28.end
-
-conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.then
-  %conv2.ox29172 = phi i64 [ 0, %conv2.then ], [ %ox29.next, %conv2.ox29 ]
-  %464 = mul nsw i64 %conv2.g22164, 64
-  %465 = add nsw i64 %464, %conv2.j23165
-  %466 = mul nsw i64 %465, 25088
-  %467 = mul nsw i64 %conv2.c26169, 784
-  %468 = add nsw i64 %466, %467
-  %469 = add nsw i64 %conv2.oy28171, %conv2.ky27170
+conv2.oy29:                                       ; preds = %conv2.endif, %conv2.ky28
+  %conv2.oy29173 = phi i64 [ 0, %conv2.ky28 ], [ %oy29.next, %conv2.endif ]
+  %464 = mul nsw i64 %conv2.oy29173, 2
+  %465 = add nsw i64 %464, %conv2.ky28172
+  %466 = add nsw i64 %465, -1
+  %467 = icmp slt i64 -1, %466
+  %468 = mul nsw i64 %conv2.oy29173, 2
+  %469 = add nsw i64 %468, %conv2.ky28172
   %470 = add nsw i64 %469, -1
-  %471 = mul nsw i64 %470, 28
-  %472 = add nsw i64 %468, %471
-  %473 = add nsw i64 %conv2.ox29172, 1
-  %474 = add nsw i64 %473, -1
-  %475 = add nsw i64 %472, %474
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %475
-  %476 = load float, ptr %arena173, align 4
-  %477 = mul nsw i64 %conv2.c26169, 3
-  %478 = add nsw i64 %477, %conv2.ky27170
-  %479 = mul nsw i64 %478, 3
-  %480 = mul nsw i64 %479, 50176
-  %481 = add nsw i64 3211264, %480
-  %482 = mul nsw i64 %conv2.j23165, 784
-  %483 = add nsw i64 %481, %482
-  %484 = mul nsw i64 %conv2.oy28171, 28
-  %485 = add nsw i64 %483, %484
-  %486 = add nsw i64 %conv2.ox29172, 1
-  %487 = add nsw i64 %485, %486
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %487
-  store float %476, ptr %arena174, align 4
-  %ox29.next = add nsw i64 %conv2.ox29172, 1
-  %488 = icmp slt i64 %ox29.next, 27
-  br i1 %488, label %conv2.ox29, label %conv2.ox29.end
+  %471 = icmp slt i64 %470, 28
+  %472 = and i1 %467, %471
+  br i1 %472, label %conv2.then, label %conv2.endif
 
-conv2.ox29.end:                                   ; preds = %conv2.ox29
+conv2.oy29.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy31
+
+conv2.then:                                       ; preds = %conv2.oy29
+  br label %conv2.ox30
+
+conv2.endif:                                      ; preds = %conv2.ox30.end, %conv2.oy29
+  %oy29.next = add nsw i64 %conv2.oy29173, 1
+  %473 = icmp slt i64 %oy29.next, 14
+  br i1 %473, label %conv2.oy29, label %conv2.oy29.end
+
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then
+  %conv2.ox30174 = phi i64 [ 0, %conv2.then ], [ %ox30.next, %conv2.ox30 ]
+  %474 = mul nsw i64 %conv2.g23166, 64
+  %475 = add nsw i64 %474, %conv2.j24167
+  %476 = mul nsw i64 %475, 25088
+  %477 = mul nsw i64 %conv2.c27171, 784
+  %478 = add nsw i64 %476, %477
+  %479 = mul nsw i64 %conv2.oy29173, 2
+  %480 = add nsw i64 %479, %conv2.ky28172
+  %481 = add nsw i64 %480, -1
+  %482 = mul nsw i64 %481, 28
+  %483 = add nsw i64 %478, %482
+  %484 = add nsw i64 %conv2.ox30174, 1
+  %485 = mul nsw i64 %484, 2
+  %486 = add nsw i64 %485, -1
+  %487 = add nsw i64 %483, %486
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %487
+  %488 = load float, ptr %arena175, align 4
+  %489 = mul nsw i64 %conv2.c27171, 3
+  %490 = add nsw i64 %489, %conv2.ky28172
+  %491 = mul nsw i64 %490, 3
+  %492 = mul nsw i64 %491, 50176
+  %493 = add nsw i64 3211264, %492
+  %494 = mul nsw i64 %conv2.j24167, 784
+  %495 = add nsw i64 %493, %494
+  %496 = mul nsw i64 %conv2.oy29173, 14
+  %497 = add nsw i64 %conv2.ox30174, 1
+  %498 = add nsw i64 %496, %497
+  %499 = add nsw i64 %495, %498
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %499
+  store float %488, ptr %arena176, align 4
+  %ox30.next = add nsw i64 %conv2.ox30174, 1
+  %500 = icmp slt i64 %ox30.next, 13
+  br i1 %500, label %conv2.ox30, label %conv2.ox30.end
+
+conv2.ox30.end:                                   ; preds = %conv2.ox30
   br label %conv2.endif
 
-conv2.oy30:                                       ; preds = %conv2.endif177, %conv2.oy28.end
-  %conv2.oy30175 = phi i64 [ 0, %conv2.oy28.end ], [ %oy30.next, %conv2.endif177 ]
-  %489 = add nsw i64 %conv2.oy30175, %conv2.ky27170
-  %490 = add nsw i64 %489, -1
-  %491 = icmp slt i64 -1, %490
-  %492 = add nsw i64 %conv2.oy30175, %conv2.ky27170
-  %493 = add nsw i64 %492, -1
-  %494 = icmp slt i64 %493, 28
-  %495 = and i1 %491, %494
-  br i1 %495, label %conv2.then176, label %conv2.endif177
-
-conv2.oy30.end:                                   ; preds = %conv2.endif177
-  br label %conv2.oy32
-
-conv2.then176:                                    ; preds = %conv2.oy30
-  br label %conv2.ox31
-
-conv2.endif177:                                   ; preds = %conv2.ox31.end, %conv2.oy30
-  %oy30.next = add nsw i64 %conv2.oy30175, 1
-  %496 = icmp slt i64 %oy30.next, 28
-  br i1 %496, label %conv2.oy30, label %conv2.oy30.end
-
-conv2.ox31:                                       ; preds = %conv2.ox31, %conv2.then176
-  %conv2.ox31178 = phi i64 [ 0, %conv2.then176 ], [ %ox31.next, %conv2.ox31 ]
-  %497 = mul nsw i64 %conv2.g22164, 64
-  %498 = add nsw i64 %497, %conv2.j23165
-  %499 = mul nsw i64 %498, 25088
-  %500 = mul nsw i64 %conv2.c26169, 784
-  %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 %conv2.oy30175, %conv2.ky27170
+conv2.oy31:                                       ; preds = %conv2.endif179, %conv2.oy29.end
+  %conv2.oy31177 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.endif179 ]
+  %501 = mul nsw i64 %conv2.oy31177, 2
+  %502 = add nsw i64 %501, %conv2.ky28172
   %503 = add nsw i64 %502, -1
-  %504 = mul nsw i64 %503, 28
-  %505 = add nsw i64 %501, %504
-  %506 = add nsw i64 %505, %conv2.ox31178
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %506
-  %507 = load float, ptr %arena179, align 4
-  %508 = mul nsw i64 %conv2.c26169, 3
-  %509 = add nsw i64 %508, %conv2.ky27170
-  %510 = mul nsw i64 %509, 3
-  %511 = add nsw i64 %510, 1
-  %512 = mul nsw i64 %511, 50176
-  %513 = add nsw i64 3211264, %512
-  %514 = mul nsw i64 %conv2.j23165, 784
+  %504 = icmp slt i64 -1, %503
+  %505 = mul nsw i64 %conv2.oy31177, 2
+  %506 = add nsw i64 %505, %conv2.ky28172
+  %507 = add nsw i64 %506, -1
+  %508 = icmp slt i64 %507, 28
+  %509 = and i1 %504, %508
+  br i1 %509, label %conv2.then178, label %conv2.endif179
+
+conv2.oy31.end:                                   ; preds = %conv2.endif179
+  br label %conv2.oy33
+
+conv2.then178:                                    ; preds = %conv2.oy31
+  br label %conv2.ox32
+
+conv2.endif179:                                   ; preds = %conv2.ox32.end, %conv2.oy31
+  %oy31.next = add nsw i64 %conv2.oy31177, 1
+  %510 = icmp slt i64 %oy31.next, 14
+  br i1 %510, label %conv2.oy31, label %conv2.oy31.end
+
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then178
+  %conv2.ox32180 = phi i64 [ 0, %conv2.then178 ], [ %ox32.next, %conv2.ox32 ]
+  %511 = mul nsw i64 %conv2.g23166, 64
+  %512 = add nsw i64 %511, %conv2.j24167
+  %513 = mul nsw i64 %512, 25088
+  %514 = mul nsw i64 %conv2.c27171, 784
   %515 = add nsw i64 %513, %514
-  %516 = mul nsw i64 %conv2.oy30175, 28
-  %517 = add nsw i64 %515, %516
-  %518 = add nsw i64 %517, %conv2.ox31178
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %518
-  store float %507, ptr %arena180, align 4
-  %ox31.next = add nsw i64 %conv2.ox31178, 1
-  %519 = icmp slt i64 %ox31.next, 28
-  br i1 %519, label %conv2.ox31, label %conv2.ox31.end
+  %516 = mul nsw i64 %conv2.oy31177, 2
+  %517 = add nsw i64 %516, %conv2.ky28172
+  %518 = add nsw i64 %517, -1
+  %519 = mul nsw i64 %518, 28
+  %520 = add nsw i64 %515, %519
+  %521 = mul nsw i64 %conv2.ox32180, 2
+  %522 = add nsw i64 %520, %521
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %522
+  %523 = load float, ptr %arena181, align 4
+  %524 = mul nsw i64 %conv2.c27171, 3
+  %525 = add nsw i64 %524, %conv2.ky28172
+  %526 = mul nsw i64 %525, 3
+  %527 = mul nsw i64 %526, 50176
+  %528 = add nsw i64 3211264, %527
+  %529 = mul nsw i64 %conv2.j24167, 784
+  %530 = add nsw i64 %528, %529
+  %531 = mul nsw i64 %conv2.oy31177, 14
+  %532 = add nsw i64 196, %531
+  %533 = add nsw i64 %532, %conv2.ox32180
+  %534 = add nsw i64 %530, %533
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %534
+  store float %523, ptr %arena182, align 4
+  %ox32.next = add nsw i64 %conv2.ox32180, 1
+  %535 = icmp slt i64 %ox32.next, 14
+  br i1 %535, label %conv2.ox32, label %conv2.ox32.end
 
-conv2.ox31.end:                                   ; preds = %conv2.ox31
-  br label %conv2.endif177
+conv2.ox32.end:                                   ; preds = %conv2.ox32
+  br label %conv2.endif179
 
-conv2.oy32:                                       ; preds = %conv2.endif183, %conv2.oy30.end
-  %conv2.oy32181 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.endif183 ]
-  %520 = add nsw i64 %conv2.oy32181, %conv2.ky27170
-  %521 = add nsw i64 %520, -1
-  %522 = icmp slt i64 -1, %521
-  %523 = add nsw i64 %conv2.oy32181, %conv2.ky27170
-  %524 = add nsw i64 %523, -1
-  %525 = icmp slt i64 %524, 28
-  %526 = and i1 %522, %525
-  br i1 %526, label %conv2.then182, label %conv2.endif183
+conv2.oy33:                                       ; preds = %conv2.endif185, %conv2.oy31.end
+  %conv2.oy33183 = phi i64 [ 0, %conv2.oy31.end ], [ %oy33.next, %conv2.endif185 ]
+  %536 = mul nsw i64 %conv2.oy33183, 2
+  %537 = add nsw i64 %536, 1
+  %538 = add nsw i64 %537, %conv2.ky28172
+  %539 = add nsw i64 %538, -1
+  %540 = icmp slt i64 -1, %539
+  %541 = mul nsw i64 %conv2.oy33183, 2
+  %542 = add nsw i64 %541, 1
+  %543 = add nsw i64 %542, %conv2.ky28172
+  %544 = add nsw i64 %543, -1
+  %545 = icmp slt i64 %544, 28
+  %546 = and i1 %540, %545
+  br i1 %546, label %conv2.then184, label %conv2.endif185
 
-conv2.oy32.end:                                   ; preds = %conv2.endif183
-  %ky27.next = add nsw i64 %conv2.ky27170, 1
-  %527 = icmp slt i64 %ky27.next, 3
-  br i1 %527, label %conv2.ky27, label %conv2.ky27.end
+conv2.oy33.end:                                   ; preds = %conv2.endif185
+  br label %conv2.oy35
 
-conv2.then182:                                    ; preds = %conv2.oy32
-  br label %conv2.ox33
+conv2.then184:                                    ; preds = %conv2.oy33
+  br label %conv2.ox34
 
-conv2.endif183:                                   ; preds = %conv2.ox33.end, %conv2.oy32
-  %oy32.next = add nsw i64 %conv2.oy32181, 1
-  %528 = icmp slt i64 %oy32.next, 28
-  br i1 %528, label %conv2.oy32, label %conv2.oy32.end
+conv2.endif185:                                   ; preds = %conv2.ox34.end, %conv2.oy33
+  %oy33.next = add nsw i64 %conv2.oy33183, 1
+  %547 = icmp slt i64 %oy33.next, 14
+  br i1 %547, label %conv2.oy33, label %conv2.oy33.end
 
-conv2.ox33:                                       ; preds = %conv2.ox33, %conv2.then182
-  %conv2.ox33184 = phi i64 [ 0, %conv2.then182 ], [ %ox33.next, %conv2.ox33 ]
-  %529 = mul nsw i64 %conv2.g22164, 64
-  %530 = add nsw i64 %529, %conv2.j23165
-  %531 = mul nsw i64 %530, 25088
-  %532 = mul nsw i64 %conv2.c26169, 784
-  %533 = add nsw i64 %531, %532
-  %534 = add nsw i64 %conv2.oy32181, %conv2.ky27170
-  %535 = add nsw i64 %534, -1
-  %536 = mul nsw i64 %535, 28
-  %537 = add nsw i64 %533, %536
-  %538 = add nsw i64 %conv2.ox33184, 1
-  %539 = add nsw i64 %537, %538
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %539
-  %540 = load float, ptr %arena185, align 4
-  %541 = mul nsw i64 %conv2.c26169, 3
-  %542 = add nsw i64 %541, %conv2.ky27170
-  %543 = mul nsw i64 %542, 3
-  %544 = add nsw i64 %543, 2
-  %545 = mul nsw i64 %544, 50176
-  %546 = add nsw i64 3211264, %545
-  %547 = mul nsw i64 %conv2.j23165, 784
-  %548 = add nsw i64 %546, %547
-  %549 = mul nsw i64 %conv2.oy32181, 28
-  %550 = add nsw i64 %548, %549
-  %551 = add nsw i64 %550, %conv2.ox33184
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %551
-  store float %540, ptr %arena186, align 4
-  %ox33.next = add nsw i64 %conv2.ox33184, 1
-  %552 = icmp slt i64 %ox33.next, 27
-  br i1 %552, label %conv2.ox33, label %conv2.ox33.end
+conv2.ox34:                                       ; preds = %conv2.ox34, %conv2.then184
+  %conv2.ox34186 = phi i64 [ 0, %conv2.then184 ], [ %ox34.next, %conv2.ox34 ]
+  %548 = mul nsw i64 %conv2.g23166, 64
+  %549 = add nsw i64 %548, %conv2.j24167
+  %550 = mul nsw i64 %549, 25088
+  %551 = mul nsw i64 %conv2.c27171, 784
+  %552 = add nsw i64 %550, %551
+  %553 = mul nsw i64 %conv2.oy33183, 2
+  %554 = add nsw i64 %553, 1
+  %555 = add nsw i64 %554, %conv2.ky28172
+  %556 = add nsw i64 %555, -1
+  %557 = mul nsw i64 %556, 28
+  %558 = add nsw i64 %552, %557
+  %559 = add nsw i64 %conv2.ox34186, 1
+  %560 = mul nsw i64 %559, 2
+  %561 = add nsw i64 %560, -1
+  %562 = add nsw i64 %558, %561
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %562
+  %563 = load float, ptr %arena187, align 4
+  %564 = mul nsw i64 %conv2.c27171, 3
+  %565 = add nsw i64 %564, %conv2.ky28172
+  %566 = mul nsw i64 %565, 3
+  %567 = mul nsw i64 %566, 50176
+  %568 = add nsw i64 3211264, %567
+  %569 = mul nsw i64 %conv2.j24167, 784
+  %570 = add nsw i64 %568, %569
+  %571 = mul nsw i64 %conv2.oy33183, 14
+  %572 = add nsw i64 392, %571
+  %573 = add nsw i64 %conv2.ox34186, 1
+  %574 = add nsw i64 %572, %573
+  %575 = add nsw i64 %570, %574
+  %arena188 = getelementptr inbounds float, ptr %arena, i64 %575
+  store float %563, ptr %arena188, align 4
+  %ox34.next = add nsw i64 %conv2.ox34186, 1
+  %576 = icmp slt i64 %ox34.next, 13
+  br i1 %576, label %conv2.ox34, label %conv2.ox34.end
 
-conv2.ox33.end:                                   ; preds = %conv2.ox33
-  br label %conv2.endif183
+conv2.ox34.end:                                   ; preds = %conv2.ox34
+  br label %conv2.endif185
 
-conv2.nb34:                                       ; preds = %conv2.k39.end, %conv2.j23.end
-  %conv2.nb34187 = phi i64 [ 0, %conv2.j23.end ], [ %nb34.next, %conv2.k39.end ]
-  br label %conv2.mb35
+conv2.oy35:                                       ; preds = %conv2.endif191, %conv2.oy33.end
+  %conv2.oy35189 = phi i64 [ 0, %conv2.oy33.end ], [ %oy35.next, %conv2.endif191 ]
+  %577 = mul nsw i64 %conv2.oy35189, 2
+  %578 = add nsw i64 %577, 1
+  %579 = add nsw i64 %578, %conv2.ky28172
+  %580 = add nsw i64 %579, -1
+  %581 = icmp slt i64 -1, %580
+  %582 = mul nsw i64 %conv2.oy35189, 2
+  %583 = add nsw i64 %582, 1
+  %584 = add nsw i64 %583, %conv2.ky28172
+  %585 = add nsw i64 %584, -1
+  %586 = icmp slt i64 %585, 28
+  %587 = and i1 %581, %586
+  br i1 %587, label %conv2.then190, label %conv2.endif191
 
-conv2.nb34.end:                                   ; preds = %conv2.k39.end
-  br label %conv2.j40
+conv2.oy35.end:                                   ; preds = %conv2.endif191
+  br label %conv2.oy37
 
-conv2.mb35:                                       ; preds = %conv2.k37.end, %conv2.nb34
-  %conv2.mb35188 = phi i64 [ 0, %conv2.nb34 ], [ %mb35.next, %conv2.k37.end ]
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_3, align 64
-  br label %conv2.k37
+conv2.then190:                                    ; preds = %conv2.oy35
+  br label %conv2.ox36
 
-conv2.mb35.end:                                   ; preds = %conv2.k37.end
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_3, align 64
-  br label %conv2.k39
+conv2.endif191:                                   ; preds = %conv2.ox36.end, %conv2.oy35
+  %oy35.next = add nsw i64 %conv2.oy35189, 1
+  %588 = icmp slt i64 %oy35.next, 14
+  br i1 %588, label %conv2.oy35, label %conv2.oy35.end
 
-conv2.k37:                                        ; preds = %conv2.k37, %conv2.mb35
-  %conv2.k37189 = phi i64 [ 0, %conv2.mb35 ], [ %k37.next, %conv2.k37 ]
-  %553 = mul nsw i64 %conv2.k37189, 50176
-  %554 = add nsw i64 3211264, %553
-  %555 = mul nsw i64 %conv2.nb34187, 64
-  %556 = add nsw i64 %554, %555
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %556
-  %557 = load <16 x float>, ptr %arena190, align 4
-  store <16 x float> %557, ptr %conv2.t36_b0, align 64
-  %558 = mul nsw i64 %conv2.k37189, 50176
-  %559 = add nsw i64 3211264, %558
-  %560 = mul nsw i64 %conv2.nb34187, 64
-  %561 = add nsw i64 %559, %560
-  %562 = add nsw i64 %561, 16
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %562
-  %563 = load <16 x float>, ptr %arena191, align 4
-  store <16 x float> %563, ptr %conv2.t36_b1, align 64
-  %564 = mul nsw i64 %conv2.k37189, 50176
-  %565 = add nsw i64 3211264, %564
-  %566 = mul nsw i64 %conv2.nb34187, 64
-  %567 = add nsw i64 %565, %566
-  %568 = add nsw i64 %567, 32
-  %arena192 = getelementptr inbounds float, ptr %arena, i64 %568
-  %569 = load <16 x float>, ptr %arena192, align 4
-  store <16 x float> %569, ptr %conv2.t36_b2, align 64
-  %570 = mul nsw i64 %conv2.k37189, 50176
-  %571 = add nsw i64 3211264, %570
-  %572 = mul nsw i64 %conv2.nb34187, 64
-  %573 = add nsw i64 %571, %572
-  %574 = add nsw i64 %573, 48
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %574
-  %575 = load <16 x float>, ptr %arena193, align 4
-  store <16 x float> %575, ptr %conv2.t36_b3, align 64
-  %576 = mul nsw i64 %conv2.mb35188, 6
-  %577 = mul nsw i64 %576, 288
-  %578 = add nsw i64 320, %577
-  %579 = add nsw i64 %578, %conv2.k37189
-  %params194 = getelementptr inbounds float, ptr %params, i64 %579
-  %580 = load float, ptr %params194, align 4
-  %581 = insertelement <16 x float> undef, float %580, i32 0
-  %582 = shufflevector <16 x float> %581, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %582, ptr %conv2.t36_a0, align 64
-  %t36_a0 = load <16 x float>, ptr %conv2.t36_a0, align 64
-  %t36_b0 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c0_0 = load <16 x float>, ptr %conv2.t36_c0_0, align 64
-  %583 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0, <16 x float> %t36_b0, <16 x float> %t36_c0_0)
-  store <16 x float> %583, ptr %conv2.t36_c0_0, align 64
-  %t36_a0195 = load <16 x float>, ptr %conv2.t36_a0, align 64
-  %t36_b1 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c0_1 = load <16 x float>, ptr %conv2.t36_c0_1, align 64
-  %584 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0195, <16 x float> %t36_b1, <16 x float> %t36_c0_1)
-  store <16 x float> %584, ptr %conv2.t36_c0_1, align 64
-  %t36_a0196 = load <16 x float>, ptr %conv2.t36_a0, align 64
-  %t36_b2 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c0_2 = load <16 x float>, ptr %conv2.t36_c0_2, align 64
-  %585 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0196, <16 x float> %t36_b2, <16 x float> %t36_c0_2)
-  store <16 x float> %585, ptr %conv2.t36_c0_2, align 64
-  %t36_a0197 = load <16 x float>, ptr %conv2.t36_a0, align 64
-  %t36_b3 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c0_3 = load <16 x float>, ptr %conv2.t36_c0_3, align 64
-  %586 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0197, <16 x float> %t36_b3, <16 x float> %t36_c0_3)
-  store <16 x float> %586, ptr %conv2.t36_c0_3, align 64
-  %587 = mul nsw i64 %conv2.mb35188, 6
-  %588 = add nsw i64 %587, 1
-  %589 = mul nsw i64 %588, 288
-  %590 = add nsw i64 320, %589
-  %591 = add nsw i64 %590, %conv2.k37189
-  %params198 = getelementptr inbounds float, ptr %params, i64 %591
-  %592 = load float, ptr %params198, align 4
-  %593 = insertelement <16 x float> undef, float %592, i32 0
-  %594 = shufflevector <16 x float> %593, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %594, ptr %conv2.t36_a1, align 64
-  %t36_a1 = load <16 x float>, ptr %conv2.t36_a1, align 64
-  %t36_b0199 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c1_0 = load <16 x float>, ptr %conv2.t36_c1_0, align 64
-  %595 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1, <16 x float> %t36_b0199, <16 x float> %t36_c1_0)
-  store <16 x float> %595, ptr %conv2.t36_c1_0, align 64
-  %t36_a1200 = load <16 x float>, ptr %conv2.t36_a1, align 64
-  %t36_b1201 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c1_1 = load <16 x float>, ptr %conv2.t36_c1_1, align 64
-  %596 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1200, <16 x float> %t36_b1201, <16 x float> %t36_c1_1)
-  store <16 x float> %596, ptr %conv2.t36_c1_1, align 64
-  %t36_a1202 = load <16 x float>, ptr %conv2.t36_a1, align 64
-  %t36_b2203 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c1_2 = load <16 x float>, ptr %conv2.t36_c1_2, align 64
-  %597 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1202, <16 x float> %t36_b2203, <16 x float> %t36_c1_2)
-  store <16 x float> %597, ptr %conv2.t36_c1_2, align 64
-  %t36_a1204 = load <16 x float>, ptr %conv2.t36_a1, align 64
-  %t36_b3205 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c1_3 = load <16 x float>, ptr %conv2.t36_c1_3, align 64
-  %598 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1204, <16 x float> %t36_b3205, <16 x float> %t36_c1_3)
-  store <16 x float> %598, ptr %conv2.t36_c1_3, align 64
-  %599 = mul nsw i64 %conv2.mb35188, 6
-  %600 = add nsw i64 %599, 2
-  %601 = mul nsw i64 %600, 288
-  %602 = add nsw i64 320, %601
-  %603 = add nsw i64 %602, %conv2.k37189
-  %params206 = getelementptr inbounds float, ptr %params, i64 %603
-  %604 = load float, ptr %params206, align 4
-  %605 = insertelement <16 x float> undef, float %604, i32 0
-  %606 = shufflevector <16 x float> %605, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %606, ptr %conv2.t36_a2, align 64
-  %t36_a2 = load <16 x float>, ptr %conv2.t36_a2, align 64
-  %t36_b0207 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c2_0 = load <16 x float>, ptr %conv2.t36_c2_0, align 64
-  %607 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2, <16 x float> %t36_b0207, <16 x float> %t36_c2_0)
-  store <16 x float> %607, ptr %conv2.t36_c2_0, align 64
-  %t36_a2208 = load <16 x float>, ptr %conv2.t36_a2, align 64
-  %t36_b1209 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c2_1 = load <16 x float>, ptr %conv2.t36_c2_1, align 64
-  %608 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2208, <16 x float> %t36_b1209, <16 x float> %t36_c2_1)
-  store <16 x float> %608, ptr %conv2.t36_c2_1, align 64
-  %t36_a2210 = load <16 x float>, ptr %conv2.t36_a2, align 64
-  %t36_b2211 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c2_2 = load <16 x float>, ptr %conv2.t36_c2_2, align 64
-  %609 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2210, <16 x float> %t36_b2211, <16 x float> %t36_c2_2)
-  store <16 x float> %609, ptr %conv2.t36_c2_2, align 64
-  %t36_a2212 = load <16 x float>, ptr %conv2.t36_a2, align 64
-  %t36_b3213 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c2_3 = load <16 x float>, ptr %conv2.t36_c2_3, align 64
-  %610 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2212, <16 x float> %t36_b3213, <16 x float> %t36_c2_3)
-  store <16 x float> %610, ptr %conv2.t36_c2_3, align 64
-  %611 = mul nsw i64 %conv2.mb35188, 6
-  %612 = add nsw i64 %611, 3
-  %613 = mul nsw i64 %612, 288
-  %614 = add nsw i64 320, %613
-  %615 = add nsw i64 %614, %conv2.k37189
-  %params214 = getelementptr inbounds float, ptr %params, i64 %615
-  %616 = load float, ptr %params214, align 4
-  %617 = insertelement <16 x float> undef, float %616, i32 0
-  %618 = shufflevector <16 x float> %617, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %618, ptr %conv2.t36_a3, align 64
-  %t36_a3 = load <16 x float>, ptr %conv2.t36_a3, align 64
-  %t36_b0215 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c3_0 = load <16 x float>, ptr %conv2.t36_c3_0, align 64
-  %619 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3, <16 x float> %t36_b0215, <16 x float> %t36_c3_0)
-  store <16 x float> %619, ptr %conv2.t36_c3_0, align 64
-  %t36_a3216 = load <16 x float>, ptr %conv2.t36_a3, align 64
-  %t36_b1217 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c3_1 = load <16 x float>, ptr %conv2.t36_c3_1, align 64
-  %620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3216, <16 x float> %t36_b1217, <16 x float> %t36_c3_1)
-  store <16 x float> %620, ptr %conv2.t36_c3_1, align 64
-  %t36_a3218 = load <16 x float>, ptr %conv2.t36_a3, align 64
-  %t36_b2219 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c3_2 = load <16 x float>, ptr %conv2.t36_c3_2, align 64
-  %621 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3218, <16 x float> %t36_b2219, <16 x float> %t36_c3_2)
-  store <16 x float> %621, ptr %conv2.t36_c3_2, align 64
-  %t36_a3220 = load <16 x float>, ptr %conv2.t36_a3, align 64
-  %t36_b3221 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c3_3 = load <16 x float>, ptr %conv2.t36_c3_3, align 64
-  %622 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3220, <16 x float> %t36_b3221, <16 x float> %t36_c3_3)
-  store <16 x float> %622, ptr %conv2.t36_c3_3, align 64
-  %623 = mul nsw i64 %conv2.mb35188, 6
-  %624 = add nsw i64 %623, 4
-  %625 = mul nsw i64 %624, 288
-  %626 = add nsw i64 320, %625
-  %627 = add nsw i64 %626, %conv2.k37189
-  %params222 = getelementptr inbounds float, ptr %params, i64 %627
-  %628 = load float, ptr %params222, align 4
-  %629 = insertelement <16 x float> undef, float %628, i32 0
-  %630 = shufflevector <16 x float> %629, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %630, ptr %conv2.t36_a4, align 64
-  %t36_a4 = load <16 x float>, ptr %conv2.t36_a4, align 64
-  %t36_b0223 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c4_0 = load <16 x float>, ptr %conv2.t36_c4_0, align 64
-  %631 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4, <16 x float> %t36_b0223, <16 x float> %t36_c4_0)
-  store <16 x float> %631, ptr %conv2.t36_c4_0, align 64
-  %t36_a4224 = load <16 x float>, ptr %conv2.t36_a4, align 64
-  %t36_b1225 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c4_1 = load <16 x float>, ptr %conv2.t36_c4_1, align 64
-  %632 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4224, <16 x float> %t36_b1225, <16 x float> %t36_c4_1)
-  store <16 x float> %632, ptr %conv2.t36_c4_1, align 64
-  %t36_a4226 = load <16 x float>, ptr %conv2.t36_a4, align 64
-  %t36_b2227 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c4_2 = load <16 x float>, ptr %conv2.t36_c4_2, align 64
-  %633 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4226, <16 x float> %t36_b2227, <16 x float> %t36_c4_2)
-  store <16 x float> %633, ptr %conv2.t36_c4_2, align 64
-  %t36_a4228 = load <16 x float>, ptr %conv2.t36_a4, align 64
-  %t36_b3229 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c4_3 = load <16 x float>, ptr %conv2.t36_c4_3, align 64
-  %634 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4228, <16 x float> %t36_b3229, <16 x float> %t36_c4_3)
-  store <16 x float> %634, ptr %conv2.t36_c4_3, align 64
-  %635 = mul nsw i64 %conv2.mb35188, 6
-  %636 = add nsw i64 %635, 5
-  %637 = mul nsw i64 %636, 288
-  %638 = add nsw i64 320, %637
-  %639 = add nsw i64 %638, %conv2.k37189
-  %params230 = getelementptr inbounds float, ptr %params, i64 %639
-  %640 = load float, ptr %params230, align 4
-  %641 = insertelement <16 x float> undef, float %640, i32 0
-  %642 = shufflevector <16 x float> %641, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %642, ptr %conv2.t36_a5, align 64
-  %t36_a5 = load <16 x float>, ptr %conv2.t36_a5, align 64
-  %t36_b0231 = load <16 x float>, ptr %conv2.t36_b0, align 64
-  %t36_c5_0 = load <16 x float>, ptr %conv2.t36_c5_0, align 64
-  %643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5, <16 x float> %t36_b0231, <16 x float> %t36_c5_0)
-  store <16 x float> %643, ptr %conv2.t36_c5_0, align 64
-  %t36_a5232 = load <16 x float>, ptr %conv2.t36_a5, align 64
-  %t36_b1233 = load <16 x float>, ptr %conv2.t36_b1, align 64
-  %t36_c5_1 = load <16 x float>, ptr %conv2.t36_c5_1, align 64
-  %644 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5232, <16 x float> %t36_b1233, <16 x float> %t36_c5_1)
-  store <16 x float> %644, ptr %conv2.t36_c5_1, align 64
-  %t36_a5234 = load <16 x float>, ptr %conv2.t36_a5, align 64
-  %t36_b2235 = load <16 x float>, ptr %conv2.t36_b2, align 64
-  %t36_c5_2 = load <16 x float>, ptr %conv2.t36_c5_2, align 64
-  %645 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5234, <16 x float> %t36_b2235, <16 x float> %t36_c5_2)
-  store <16 x float> %645, ptr %conv2.t36_c5_2, align 64
-  %t36_a5236 = load <16 x float>, ptr %conv2.t36_a5, align 64
-  %t36_b3237 = load <16 x float>, ptr %conv2.t36_b3, align 64
-  %t36_c5_3 = load <16 x float>, ptr %conv2.t36_c5_3, align 64
-  %646 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5236, <16 x float> %t36_b3237, <16 x float> %t36_c5_3)
-  store <16 x float> %646, ptr %conv2.t36_c5_3, align 64
-  %k37.next = add nsw i64 %conv2.k37189, 1
-  %647 = icmp slt i64 %k37.next, 288
-  br i1 %647, label %conv2.k37, label %conv2.k37.end
+conv2.ox36:                                       ; preds = %conv2.ox36, %conv2.then190
+  %conv2.ox36192 = phi i64 [ 0, %conv2.then190 ], [ %ox36.next, %conv2.ox36 ]
+  %589 = mul nsw i64 %conv2.g23166, 64
+  %590 = add nsw i64 %589, %conv2.j24167
+  %591 = mul nsw i64 %590, 25088
+  %592 = mul nsw i64 %conv2.c27171, 784
+  %593 = add nsw i64 %591, %592
+  %594 = mul nsw i64 %conv2.oy35189, 2
+  %595 = add nsw i64 %594, 1
+  %596 = add nsw i64 %595, %conv2.ky28172
+  %597 = add nsw i64 %596, -1
+  %598 = mul nsw i64 %597, 28
+  %599 = add nsw i64 %593, %598
+  %600 = mul nsw i64 %conv2.ox36192, 2
+  %601 = add nsw i64 %599, %600
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %601
+  %602 = load float, ptr %arena193, align 4
+  %603 = mul nsw i64 %conv2.c27171, 3
+  %604 = add nsw i64 %603, %conv2.ky28172
+  %605 = mul nsw i64 %604, 3
+  %606 = mul nsw i64 %605, 50176
+  %607 = add nsw i64 3211264, %606
+  %608 = mul nsw i64 %conv2.j24167, 784
+  %609 = add nsw i64 %607, %608
+  %610 = mul nsw i64 %conv2.oy35189, 14
+  %611 = add nsw i64 588, %610
+  %612 = add nsw i64 %611, %conv2.ox36192
+  %613 = add nsw i64 %609, %612
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %613
+  store float %602, ptr %arena194, align 4
+  %ox36.next = add nsw i64 %conv2.ox36192, 1
+  %614 = icmp slt i64 %ox36.next, 14
+  br i1 %614, label %conv2.ox36, label %conv2.ox36.end
 
-conv2.k37.end:                                    ; preds = %conv2.k37
-  %t36_c0_0238 = load <16 x float>, ptr %conv2.t36_c0_0, align 64
-  %648 = mul nsw i64 %conv2.mb35188, 6
-  %649 = mul nsw i64 %648, 50176
-  %650 = add nsw i64 17661952, %649
-  %651 = mul nsw i64 %conv2.nb34187, 64
-  %652 = add nsw i64 %650, %651
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %652
-  store <16 x float> %t36_c0_0238, ptr %arena239, align 4
-  %t36_c0_1240 = load <16 x float>, ptr %conv2.t36_c0_1, align 64
-  %653 = mul nsw i64 %conv2.mb35188, 6
-  %654 = mul nsw i64 %653, 50176
-  %655 = add nsw i64 17661952, %654
-  %656 = mul nsw i64 %conv2.nb34187, 64
-  %657 = add nsw i64 %655, %656
-  %658 = add nsw i64 %657, 16
-  %arena241 = getelementptr inbounds float, ptr %arena, i64 %658
-  store <16 x float> %t36_c0_1240, ptr %arena241, align 4
-  %t36_c0_2242 = load <16 x float>, ptr %conv2.t36_c0_2, align 64
-  %659 = mul nsw i64 %conv2.mb35188, 6
-  %660 = mul nsw i64 %659, 50176
-  %661 = add nsw i64 17661952, %660
-  %662 = mul nsw i64 %conv2.nb34187, 64
-  %663 = add nsw i64 %661, %662
-  %664 = add nsw i64 %663, 32
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 %664
-  store <16 x float> %t36_c0_2242, ptr %arena243, align 4
-  %t36_c0_3244 = load <16 x float>, ptr %conv2.t36_c0_3, align 64
-  %665 = mul nsw i64 %conv2.mb35188, 6
-  %666 = mul nsw i64 %665, 50176
-  %667 = add nsw i64 17661952, %666
-  %668 = mul nsw i64 %conv2.nb34187, 64
-  %669 = add nsw i64 %667, %668
-  %670 = add nsw i64 %669, 48
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %670
-  store <16 x float> %t36_c0_3244, ptr %arena245, align 4
-  %t36_c1_0246 = load <16 x float>, ptr %conv2.t36_c1_0, align 64
-  %671 = mul nsw i64 %conv2.mb35188, 6
-  %672 = add nsw i64 %671, 1
-  %673 = mul nsw i64 %672, 50176
-  %674 = add nsw i64 17661952, %673
-  %675 = mul nsw i64 %conv2.nb34187, 64
-  %676 = add nsw i64 %674, %675
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 %676
-  store <16 x float> %t36_c1_0246, ptr %arena247, align 4
-  %t36_c1_1248 = load <16 x float>, ptr %conv2.t36_c1_1, align 64
-  %677 = mul nsw i64 %conv2.mb35188, 6
-  %678 = add nsw i64 %677, 1
-  %679 = mul nsw i64 %678, 50176
-  %680 = add nsw i64 17661952, %679
-  %681 = mul nsw i64 %conv2.nb34187, 64
-  %682 = add nsw i64 %680, %681
-  %683 = add nsw i64 %682, 16
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %683
-  store <16 x float> %t36_c1_1248, ptr %arena249, align 4
-  %t36_c1_2250 = load <16 x float>, ptr %conv2.t36_c1_2, align 64
-  %684 = mul nsw i64 %conv2.mb35188, 6
-  %685 = add nsw i64 %684, 1
-  %686 = mul nsw i64 %685, 50176
-  %687 = add nsw i64 17661952, %686
-  %688 = mul nsw i64 %conv2.nb34187, 64
-  %689 = add nsw i64 %687, %688
-  %690 = add nsw i64 %689, 32
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 %690
-  store <16 x float> %t36_c1_2250, ptr %arena251, align 4
-  %t36_c1_3252 = load <16 x float>, ptr %conv2.t36_c1_3, align 64
-  %691 = mul nsw i64 %conv2.mb35188, 6
-  %692 = add nsw i64 %691, 1
-  %693 = mul nsw i64 %692, 50176
-  %694 = add nsw i64 17661952, %693
-  %695 = mul nsw i64 %conv2.nb34187, 64
-  %696 = add nsw i64 %694, %695
-  %697 = add nsw i64 %696, 48
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 %697
-  store <16 x float> %t36_c1_3252, ptr %arena253, align 4
-  %t36_c2_0254 = load <16 x float>, ptr %conv2.t36_c2_0, align 64
-  %698 = mul nsw i64 %conv2.mb35188, 6
-  %699 = add nsw i64 %698, 2
-  %700 = mul nsw i64 %699, 50176
-  %701 = add nsw i64 17661952, %700
-  %702 = mul nsw i64 %conv2.nb34187, 64
+conv2.ox36.end:                                   ; preds = %conv2.ox36
+  br label %conv2.endif191
+
+conv2.oy37:                                       ; preds = %conv2.endif197, %conv2.oy35.end
+  %conv2.oy37195 = phi i64 [ 0, %conv2.oy35.end ], [ %oy37.next, %conv2.endif197 ]
+  %615 = mul nsw i64 %conv2.oy37195, 2
+  %616 = add nsw i64 %615, %conv2.ky28172
+  %617 = add nsw i64 %616, -1
+  %618 = icmp slt i64 -1, %617
+  %619 = mul nsw i64 %conv2.oy37195, 2
+  %620 = add nsw i64 %619, %conv2.ky28172
+  %621 = add nsw i64 %620, -1
+  %622 = icmp slt i64 %621, 28
+  %623 = and i1 %618, %622
+  br i1 %623, label %conv2.then196, label %conv2.endif197
+
+conv2.oy37.end:                                   ; preds = %conv2.endif197
+  br label %conv2.oy39
+
+conv2.then196:                                    ; preds = %conv2.oy37
+  br label %conv2.ox38
+
+conv2.endif197:                                   ; preds = %conv2.ox38.end, %conv2.oy37
+  %oy37.next = add nsw i64 %conv2.oy37195, 1
+  %624 = icmp slt i64 %oy37.next, 14
+  br i1 %624, label %conv2.oy37, label %conv2.oy37.end
+
+conv2.ox38:                                       ; preds = %conv2.ox38, %conv2.then196
+  %conv2.ox38198 = phi i64 [ 0, %conv2.then196 ], [ %ox38.next, %conv2.ox38 ]
+  %625 = mul nsw i64 %conv2.g23166, 64
+  %626 = add nsw i64 %625, %conv2.j24167
+  %627 = mul nsw i64 %626, 25088
+  %628 = mul nsw i64 %conv2.c27171, 784
+  %629 = add nsw i64 %627, %628
+  %630 = mul nsw i64 %conv2.oy37195, 2
+  %631 = add nsw i64 %630, %conv2.ky28172
+  %632 = add nsw i64 %631, -1
+  %633 = mul nsw i64 %632, 28
+  %634 = add nsw i64 %629, %633
+  %635 = mul nsw i64 %conv2.ox38198, 2
+  %636 = add nsw i64 %634, %635
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %636
+  %637 = load float, ptr %arena199, align 4
+  %638 = mul nsw i64 %conv2.c27171, 3
+  %639 = add nsw i64 %638, %conv2.ky28172
+  %640 = mul nsw i64 %639, 3
+  %641 = add nsw i64 %640, 1
+  %642 = mul nsw i64 %641, 50176
+  %643 = add nsw i64 3211264, %642
+  %644 = mul nsw i64 %conv2.j24167, 784
+  %645 = add nsw i64 %643, %644
+  %646 = mul nsw i64 %conv2.oy37195, 14
+  %647 = add nsw i64 %646, %conv2.ox38198
+  %648 = add nsw i64 %645, %647
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %648
+  store float %637, ptr %arena200, align 4
+  %ox38.next = add nsw i64 %conv2.ox38198, 1
+  %649 = icmp slt i64 %ox38.next, 14
+  br i1 %649, label %conv2.ox38, label %conv2.ox38.end
+
+conv2.ox38.end:                                   ; preds = %conv2.ox38
+  br label %conv2.endif197
+
+conv2.oy39:                                       ; preds = %conv2.endif203, %conv2.oy37.end
+  %conv2.oy39201 = phi i64 [ 0, %conv2.oy37.end ], [ %oy39.next, %conv2.endif203 ]
+  %650 = mul nsw i64 %conv2.oy39201, 2
+  %651 = add nsw i64 %650, %conv2.ky28172
+  %652 = add nsw i64 %651, -1
+  %653 = icmp slt i64 -1, %652
+  %654 = mul nsw i64 %conv2.oy39201, 2
+  %655 = add nsw i64 %654, %conv2.ky28172
+  %656 = add nsw i64 %655, -1
+  %657 = icmp slt i64 %656, 28
+  %658 = and i1 %653, %657
+  br i1 %658, label %conv2.then202, label %conv2.endif203
+
+conv2.oy39.end:                                   ; preds = %conv2.endif203
+  br label %conv2.oy41
+
+conv2.then202:                                    ; preds = %conv2.oy39
+  br label %conv2.ox40
+
+conv2.endif203:                                   ; preds = %conv2.ox40.end, %conv2.oy39
+  %oy39.next = add nsw i64 %conv2.oy39201, 1
+  %659 = icmp slt i64 %oy39.next, 14
+  br i1 %659, label %conv2.oy39, label %conv2.oy39.end
+
+conv2.ox40:                                       ; preds = %conv2.ox40, %conv2.then202
+  %conv2.ox40204 = phi i64 [ 0, %conv2.then202 ], [ %ox40.next, %conv2.ox40 ]
+  %660 = mul nsw i64 %conv2.g23166, 64
+  %661 = add nsw i64 %660, %conv2.j24167
+  %662 = mul nsw i64 %661, 25088
+  %663 = mul nsw i64 %conv2.c27171, 784
+  %664 = add nsw i64 %662, %663
+  %665 = mul nsw i64 %conv2.oy39201, 2
+  %666 = add nsw i64 %665, %conv2.ky28172
+  %667 = add nsw i64 %666, -1
+  %668 = mul nsw i64 %667, 28
+  %669 = add nsw i64 %664, %668
+  %670 = mul nsw i64 %conv2.ox40204, 2
+  %671 = add nsw i64 %670, 1
+  %672 = add nsw i64 %669, %671
+  %arena205 = getelementptr inbounds float, ptr %arena, i64 %672
+  %673 = load float, ptr %arena205, align 4
+  %674 = mul nsw i64 %conv2.c27171, 3
+  %675 = add nsw i64 %674, %conv2.ky28172
+  %676 = mul nsw i64 %675, 3
+  %677 = add nsw i64 %676, 1
+  %678 = mul nsw i64 %677, 50176
+  %679 = add nsw i64 3211264, %678
+  %680 = mul nsw i64 %conv2.j24167, 784
+  %681 = add nsw i64 %679, %680
+  %682 = mul nsw i64 %conv2.oy39201, 14
+  %683 = add nsw i64 196, %682
+  %684 = add nsw i64 %683, %conv2.ox40204
+  %685 = add nsw i64 %681, %684
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %685
+  store float %673, ptr %arena206, align 4
+  %ox40.next = add nsw i64 %conv2.ox40204, 1
+  %686 = icmp slt i64 %ox40.next, 14
+  br i1 %686, label %conv2.ox40, label %conv2.ox40.end
+
+conv2.ox40.end:                                   ; preds = %conv2.ox40
+  br label %conv2.endif203
+
+conv2.oy41:                                       ; preds = %conv2.endif209, %conv2.oy39.end
+  %conv2.oy41207 = phi i64 [ 0, %conv2.oy39.end ], [ %oy41.next, %conv2.endif209 ]
+  %687 = mul nsw i64 %conv2.oy41207, 2
+  %688 = add nsw i64 %687, 1
+  %689 = add nsw i64 %688, %conv2.ky28172
+  %690 = add nsw i64 %689, -1
+  %691 = icmp slt i64 -1, %690
+  %692 = mul nsw i64 %conv2.oy41207, 2
+  %693 = add nsw i64 %692, 1
+  %694 = add nsw i64 %693, %conv2.ky28172
+  %695 = add nsw i64 %694, -1
+  %696 = icmp slt i64 %695, 28
+  %697 = and i1 %691, %696
+  br i1 %697, label %conv2.then208, label %conv2.endif209
+
+conv2.oy41.end:                                   ; preds = %conv2.endif209
+  br label %conv2.oy43
+
+conv2.then208:                                    ; preds = %conv2.oy41
+  br label %conv2.ox42
+
+conv2.endif209:                                   ; preds = %conv2.ox42.end, %conv2.oy41
+  %oy41.next = add nsw i64 %conv2.oy41207, 1
+  %698 = icmp slt i64 %oy41.next, 14
+  br i1 %698, label %conv2.oy41, label %conv2.oy41.end
+
+conv2.ox42:                                       ; preds = %conv2.ox42, %conv2.then208
+  %conv2.ox42210 = phi i64 [ 0, %conv2.then208 ], [ %ox42.next, %conv2.ox42 ]
+  %699 = mul nsw i64 %conv2.g23166, 64
+  %700 = add nsw i64 %699, %conv2.j24167
+  %701 = mul nsw i64 %700, 25088
+  %702 = mul nsw i64 %conv2.c27171, 784
   %703 = add nsw i64 %701, %702
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %703
-  store <16 x float> %t36_c2_0254, ptr %arena255, align 4
-  %t36_c2_1256 = load <16 x float>, ptr %conv2.t36_c2_1, align 64
-  %704 = mul nsw i64 %conv2.mb35188, 6
-  %705 = add nsw i64 %704, 2
-  %706 = mul nsw i64 %705, 50176
-  %707 = add nsw i64 17661952, %706
-  %708 = mul nsw i64 %conv2.nb34187, 64
-  %709 = add nsw i64 %707, %708
-  %710 = add nsw i64 %709, 16
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <16 x float> %t36_c2_1256, ptr %arena257, align 4
-  %t36_c2_2258 = load <16 x float>, ptr %conv2.t36_c2_2, align 64
-  %711 = mul nsw i64 %conv2.mb35188, 6
-  %712 = add nsw i64 %711, 2
-  %713 = mul nsw i64 %712, 50176
-  %714 = add nsw i64 17661952, %713
-  %715 = mul nsw i64 %conv2.nb34187, 64
-  %716 = add nsw i64 %714, %715
-  %717 = add nsw i64 %716, 32
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 %717
-  store <16 x float> %t36_c2_2258, ptr %arena259, align 4
-  %t36_c2_3260 = load <16 x float>, ptr %conv2.t36_c2_3, align 64
-  %718 = mul nsw i64 %conv2.mb35188, 6
-  %719 = add nsw i64 %718, 2
-  %720 = mul nsw i64 %719, 50176
-  %721 = add nsw i64 17661952, %720
-  %722 = mul nsw i64 %conv2.nb34187, 64
-  %723 = add nsw i64 %721, %722
-  %724 = add nsw i64 %723, 48
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %724
-  store <16 x float> %t36_c2_3260, ptr %arena261, align 4
-  %t36_c3_0262 = load <16 x float>, ptr %conv2.t36_c3_0, align 64
-  %725 = mul nsw i64 %conv2.mb35188, 6
-  %726 = add nsw i64 %725, 3
-  %727 = mul nsw i64 %726, 50176
-  %728 = add nsw i64 17661952, %727
-  %729 = mul nsw i64 %conv2.nb34187, 64
-  %730 = add nsw i64 %728, %729
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 %730
-  store <16 x float> %t36_c3_0262, ptr %arena263, align 4
-  %t36_c3_1264 = load <16 x float>, ptr %conv2.t36_c3_1, align 64
-  %731 = mul nsw i64 %conv2.mb35188, 6
-  %732 = add nsw i64 %731, 3
-  %733 = mul nsw i64 %732, 50176
-  %734 = add nsw i64 17661952, %733
-  %735 = mul nsw i64 %conv2.nb34187, 64
-  %736 = add nsw i64 %734, %735
-  %737 = add nsw i64 %736, 16
-  %arena265 = getelementptr inbounds float, ptr %arena, i64 %737
-  store <16 x float> %t36_c3_1264, ptr %arena265, align 4
-  %t36_c3_2266 = load <16 x float>, ptr %conv2.t36_c3_2, align 64
-  %738 = mul nsw i64 %conv2.mb35188, 6
-  %739 = add nsw i64 %738, 3
-  %740 = mul nsw i64 %739, 50176
-  %741 = add nsw i64 17661952, %740
-  %742 = mul nsw i64 %conv2.nb34187, 64
-  %743 = add nsw i64 %741, %742
-  %744 = add nsw i64 %743, 32
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %744
-  store <16 x float> %t36_c3_2266, ptr %arena267, align 4
-  %t36_c3_3268 = load <16 x float>, ptr %conv2.t36_c3_3, align 64
-  %745 = mul nsw i64 %conv2.mb35188, 6
-  %746 = add nsw i64 %745, 3
-  %747 = mul nsw i64 %746, 50176
-  %748 = add nsw i64 17661952, %747
-  %749 = mul nsw i64 %conv2.nb34187, 64
-  %750 = add nsw i64 %748, %749
-  %751 = add nsw i64 %750, 48
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %751
-  store <16 x float> %t36_c3_3268, ptr %arena269, align 4
-  %t36_c4_0270 = load <16 x float>, ptr %conv2.t36_c4_0, align 64
-  %752 = mul nsw i64 %conv2.mb35188, 6
-  %753 = add nsw i64 %752, 4
-  %754 = mul nsw i64 %753, 50176
-  %755 = add nsw i64 17661952, %754
-  %756 = mul nsw i64 %conv2.nb34187, 64
-  %757 = add nsw i64 %755, %756
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 %757
-  store <16 x float> %t36_c4_0270, ptr %arena271, align 4
-  %t36_c4_1272 = load <16 x float>, ptr %conv2.t36_c4_1, align 64
-  %758 = mul nsw i64 %conv2.mb35188, 6
-  %759 = add nsw i64 %758, 4
-  %760 = mul nsw i64 %759, 50176
-  %761 = add nsw i64 17661952, %760
-  %762 = mul nsw i64 %conv2.nb34187, 64
-  %763 = add nsw i64 %761, %762
-  %764 = add nsw i64 %763, 16
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %764
-  store <16 x float> %t36_c4_1272, ptr %arena273, align 4
-  %t36_c4_2274 = load <16 x float>, ptr %conv2.t36_c4_2, align 64
-  %765 = mul nsw i64 %conv2.mb35188, 6
-  %766 = add nsw i64 %765, 4
-  %767 = mul nsw i64 %766, 50176
-  %768 = add nsw i64 17661952, %767
-  %769 = mul nsw i64 %conv2.nb34187, 64
-  %770 = add nsw i64 %768, %769
-  %771 = add nsw i64 %770, 32
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %771
-  store <16 x float> %t36_c4_2274, ptr %arena275, align 4
-  %t36_c4_3276 = load <16 x float>, ptr %conv2.t36_c4_3, align 64
-  %772 = mul nsw i64 %conv2.mb35188, 6
-  %773 = add nsw i64 %772, 4
-  %774 = mul nsw i64 %773, 50176
-  %775 = add nsw i64 17661952, %774
-  %776 = mul nsw i64 %conv2.nb34187, 64
-  %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, 48
-  %arena277 = getelementptr inbounds float, ptr %arena, i64 %778
-  store <16 x float> %t36_c4_3276, ptr %arena277, align 4
-  %t36_c5_0278 = load <16 x float>, ptr %conv2.t36_c5_0, align 64
-  %779 = mul nsw i64 %conv2.mb35188, 6
-  %780 = add nsw i64 %779, 5
-  %781 = mul nsw i64 %780, 50176
-  %782 = add nsw i64 17661952, %781
-  %783 = mul nsw i64 %conv2.nb34187, 64
-  %784 = add nsw i64 %782, %783
-  %arena279 = getelementptr inbounds float, ptr %arena, i64 %784
-  store <16 x float> %t36_c5_0278, ptr %arena279, align 4
-  %t36_c5_1280 = load <16 x float>, ptr %conv2.t36_c5_1, align 64
-  %785 = mul nsw i64 %conv2.mb35188, 6
-  %786 = add nsw i64 %785, 5
-  %787 = mul nsw i64 %786, 50176
-  %788 = add nsw i64 17661952, %787
-  %789 = mul nsw i64 %conv2.nb34187, 64
-  %790 = add nsw i64 %788, %789
-  %791 = add nsw i64 %790, 16
-  %arena281 = getelementptr inbounds float, ptr %arena, i64 %791
-  store <16 x float> %t36_c5_1280, ptr %arena281, align 4
-  %t36_c5_2282 = load <16 x float>, ptr %conv2.t36_c5_2, align 64
-  %792 = mul nsw i64 %conv2.mb35188, 6
-  %793 = add nsw i64 %792, 5
+  %704 = mul nsw i64 %conv2.oy41207, 2
+  %705 = add nsw i64 %704, 1
+  %706 = add nsw i64 %705, %conv2.ky28172
+  %707 = add nsw i64 %706, -1
+  %708 = mul nsw i64 %707, 28
+  %709 = add nsw i64 %703, %708
+  %710 = mul nsw i64 %conv2.ox42210, 2
+  %711 = add nsw i64 %709, %710
+  %arena211 = getelementptr inbounds float, ptr %arena, i64 %711
+  %712 = load float, ptr %arena211, align 4
+  %713 = mul nsw i64 %conv2.c27171, 3
+  %714 = add nsw i64 %713, %conv2.ky28172
+  %715 = mul nsw i64 %714, 3
+  %716 = add nsw i64 %715, 1
+  %717 = mul nsw i64 %716, 50176
+  %718 = add nsw i64 3211264, %717
+  %719 = mul nsw i64 %conv2.j24167, 784
+  %720 = add nsw i64 %718, %719
+  %721 = mul nsw i64 %conv2.oy41207, 14
+  %722 = add nsw i64 392, %721
+  %723 = add nsw i64 %722, %conv2.ox42210
+  %724 = add nsw i64 %720, %723
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 %724
+  store float %712, ptr %arena212, align 4
+  %ox42.next = add nsw i64 %conv2.ox42210, 1
+  %725 = icmp slt i64 %ox42.next, 14
+  br i1 %725, label %conv2.ox42, label %conv2.ox42.end
+
+conv2.ox42.end:                                   ; preds = %conv2.ox42
+  br label %conv2.endif209
+
+conv2.oy43:                                       ; preds = %conv2.endif215, %conv2.oy41.end
+  %conv2.oy43213 = phi i64 [ 0, %conv2.oy41.end ], [ %oy43.next, %conv2.endif215 ]
+  %726 = mul nsw i64 %conv2.oy43213, 2
+  %727 = add nsw i64 %726, 1
+  %728 = add nsw i64 %727, %conv2.ky28172
+  %729 = add nsw i64 %728, -1
+  %730 = icmp slt i64 -1, %729
+  %731 = mul nsw i64 %conv2.oy43213, 2
+  %732 = add nsw i64 %731, 1
+  %733 = add nsw i64 %732, %conv2.ky28172
+  %734 = add nsw i64 %733, -1
+  %735 = icmp slt i64 %734, 28
+  %736 = and i1 %730, %735
+  br i1 %736, label %conv2.then214, label %conv2.endif215
+
+conv2.oy43.end:                                   ; preds = %conv2.endif215
+  br label %conv2.oy45
+
+conv2.then214:                                    ; preds = %conv2.oy43
+  br label %conv2.ox44
+
+conv2.endif215:                                   ; preds = %conv2.ox44.end, %conv2.oy43
+  %oy43.next = add nsw i64 %conv2.oy43213, 1
+  %737 = icmp slt i64 %oy43.next, 14
+  br i1 %737, label %conv2.oy43, label %conv2.oy43.end
+
+conv2.ox44:                                       ; preds = %conv2.ox44, %conv2.then214
+  %conv2.ox44216 = phi i64 [ 0, %conv2.then214 ], [ %ox44.next, %conv2.ox44 ]
+  %738 = mul nsw i64 %conv2.g23166, 64
+  %739 = add nsw i64 %738, %conv2.j24167
+  %740 = mul nsw i64 %739, 25088
+  %741 = mul nsw i64 %conv2.c27171, 784
+  %742 = add nsw i64 %740, %741
+  %743 = mul nsw i64 %conv2.oy43213, 2
+  %744 = add nsw i64 %743, 1
+  %745 = add nsw i64 %744, %conv2.ky28172
+  %746 = add nsw i64 %745, -1
+  %747 = mul nsw i64 %746, 28
+  %748 = add nsw i64 %742, %747
+  %749 = mul nsw i64 %conv2.ox44216, 2
+  %750 = add nsw i64 %749, 1
+  %751 = add nsw i64 %748, %750
+  %arena217 = getelementptr inbounds float, ptr %arena, i64 %751
+  %752 = load float, ptr %arena217, align 4
+  %753 = mul nsw i64 %conv2.c27171, 3
+  %754 = add nsw i64 %753, %conv2.ky28172
+  %755 = mul nsw i64 %754, 3
+  %756 = add nsw i64 %755, 1
+  %757 = mul nsw i64 %756, 50176
+  %758 = add nsw i64 3211264, %757
+  %759 = mul nsw i64 %conv2.j24167, 784
+  %760 = add nsw i64 %758, %759
+  %761 = mul nsw i64 %conv2.oy43213, 14
+  %762 = add nsw i64 588, %761
+  %763 = add nsw i64 %762, %conv2.ox44216
+  %764 = add nsw i64 %760, %763
+  %arena218 = getelementptr inbounds float, ptr %arena, i64 %764
+  store float %752, ptr %arena218, align 4
+  %ox44.next = add nsw i64 %conv2.ox44216, 1
+  %765 = icmp slt i64 %ox44.next, 14
+  br i1 %765, label %conv2.ox44, label %conv2.ox44.end
+
+conv2.ox44.end:                                   ; preds = %conv2.ox44
+  br label %conv2.endif215
+
+conv2.oy45:                                       ; preds = %conv2.endif221, %conv2.oy43.end
+  %conv2.oy45219 = phi i64 [ 0, %conv2.oy43.end ], [ %oy45.next, %conv2.endif221 ]
+  %766 = mul nsw i64 %conv2.oy45219, 2
+  %767 = add nsw i64 %766, %conv2.ky28172
+  %768 = add nsw i64 %767, -1
+  %769 = icmp slt i64 -1, %768
+  %770 = mul nsw i64 %conv2.oy45219, 2
+  %771 = add nsw i64 %770, %conv2.ky28172
+  %772 = add nsw i64 %771, -1
+  %773 = icmp slt i64 %772, 28
+  %774 = and i1 %769, %773
+  br i1 %774, label %conv2.then220, label %conv2.endif221
+
+conv2.oy45.end:                                   ; preds = %conv2.endif221
+  br label %conv2.oy47
+
+conv2.then220:                                    ; preds = %conv2.oy45
+  br label %conv2.ox46
+
+conv2.endif221:                                   ; preds = %conv2.ox46.end, %conv2.oy45
+  %oy45.next = add nsw i64 %conv2.oy45219, 1
+  %775 = icmp slt i64 %oy45.next, 14
+  br i1 %775, label %conv2.oy45, label %conv2.oy45.end
+
+conv2.ox46:                                       ; preds = %conv2.ox46, %conv2.then220
+  %conv2.ox46222 = phi i64 [ 0, %conv2.then220 ], [ %ox46.next, %conv2.ox46 ]
+  %776 = mul nsw i64 %conv2.g23166, 64
+  %777 = add nsw i64 %776, %conv2.j24167
+  %778 = mul nsw i64 %777, 25088
+  %779 = mul nsw i64 %conv2.c27171, 784
+  %780 = add nsw i64 %778, %779
+  %781 = mul nsw i64 %conv2.oy45219, 2
+  %782 = add nsw i64 %781, %conv2.ky28172
+  %783 = add nsw i64 %782, -1
+  %784 = mul nsw i64 %783, 28
+  %785 = add nsw i64 %780, %784
+  %786 = mul nsw i64 %conv2.ox46222, 2
+  %787 = add nsw i64 %786, 1
+  %788 = add nsw i64 %785, %787
+  %arena223 = getelementptr inbounds float, ptr %arena, i64 %788
+  %789 = load float, ptr %arena223, align 4
+  %790 = mul nsw i64 %conv2.c27171, 3
+  %791 = add nsw i64 %790, %conv2.ky28172
+  %792 = mul nsw i64 %791, 3
+  %793 = add nsw i64 %792, 2
   %794 = mul nsw i64 %793, 50176
-  %795 = add nsw i64 17661952, %794
-  %796 = mul nsw i64 %conv2.nb34187, 64
+  %795 = add nsw i64 3211264, %794
+  %796 = mul nsw i64 %conv2.j24167, 784
   %797 = add nsw i64 %795, %796
-  %798 = add nsw i64 %797, 32
-  %arena283 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <16 x float> %t36_c5_2282, ptr %arena283, align 4
-  %t36_c5_3284 = load <16 x float>, ptr %conv2.t36_c5_3, align 64
-  %799 = mul nsw i64 %conv2.mb35188, 6
-  %800 = add nsw i64 %799, 5
-  %801 = mul nsw i64 %800, 50176
-  %802 = add nsw i64 17661952, %801
-  %803 = mul nsw i64 %conv2.nb34187, 64
-  %804 = add nsw i64 %802, %803
-  %805 = add nsw i64 %804, 48
-  %arena285 = getelementptr inbounds float, ptr %arena, i64 %805
-  store <16 x float> %t36_c5_3284, ptr %arena285, align 4
-  %mb35.next = add nsw i64 %conv2.mb35188, 1
-  %806 = icmp slt i64 %mb35.next, 10
-  br i1 %806, label %conv2.mb35, label %conv2.mb35.end
+  %798 = mul nsw i64 %conv2.oy45219, 14
+  %799 = add nsw i64 %798, %conv2.ox46222
+  %800 = add nsw i64 %797, %799
+  %arena224 = getelementptr inbounds float, ptr %arena, i64 %800
+  store float %789, ptr %arena224, align 4
+  %ox46.next = add nsw i64 %conv2.ox46222, 1
+  %801 = icmp slt i64 %ox46.next, 14
+  br i1 %801, label %conv2.ox46, label %conv2.ox46.end
 
-conv2.k39:                                        ; preds = %conv2.k39, %conv2.mb35.end
-  %conv2.k39286 = phi i64 [ 0, %conv2.mb35.end ], [ %k39.next, %conv2.k39 ]
-  %807 = mul nsw i64 %conv2.k39286, 50176
-  %808 = add nsw i64 3211264, %807
-  %809 = mul nsw i64 %conv2.nb34187, 64
-  %810 = add nsw i64 %808, %809
-  %arena287 = getelementptr inbounds float, ptr %arena, i64 %810
-  %811 = load <16 x float>, ptr %arena287, align 4
-  store <16 x float> %811, ptr %conv2.t38_b0, align 64
-  %812 = mul nsw i64 %conv2.k39286, 50176
-  %813 = add nsw i64 3211264, %812
-  %814 = mul nsw i64 %conv2.nb34187, 64
-  %815 = add nsw i64 %813, %814
-  %816 = add nsw i64 %815, 16
-  %arena288 = getelementptr inbounds float, ptr %arena, i64 %816
-  %817 = load <16 x float>, ptr %arena288, align 4
-  store <16 x float> %817, ptr %conv2.t38_b1, align 64
-  %818 = mul nsw i64 %conv2.k39286, 50176
-  %819 = add nsw i64 3211264, %818
-  %820 = mul nsw i64 %conv2.nb34187, 64
-  %821 = add nsw i64 %819, %820
-  %822 = add nsw i64 %821, 32
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 %822
-  %823 = load <16 x float>, ptr %arena289, align 4
-  store <16 x float> %823, ptr %conv2.t38_b2, align 64
-  %824 = mul nsw i64 %conv2.k39286, 50176
-  %825 = add nsw i64 3211264, %824
-  %826 = mul nsw i64 %conv2.nb34187, 64
-  %827 = add nsw i64 %825, %826
-  %828 = add nsw i64 %827, 48
-  %arena290 = getelementptr inbounds float, ptr %arena, i64 %828
-  %829 = load <16 x float>, ptr %arena290, align 4
-  store <16 x float> %829, ptr %conv2.t38_b3, align 64
-  %830 = add nsw i64 17600, %conv2.k39286
-  %params291 = getelementptr inbounds float, ptr %params, i64 %830
-  %831 = load float, ptr %params291, align 4
-  %832 = insertelement <16 x float> undef, float %831, i32 0
-  %833 = shufflevector <16 x float> %832, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %833, ptr %conv2.t38_a0, align 64
-  %t38_a0 = load <16 x float>, ptr %conv2.t38_a0, align 64
-  %t38_b0 = load <16 x float>, ptr %conv2.t38_b0, align 64
-  %t38_c0_0 = load <16 x float>, ptr %conv2.t38_c0_0, align 64
-  %834 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0, <16 x float> %t38_b0, <16 x float> %t38_c0_0)
-  store <16 x float> %834, ptr %conv2.t38_c0_0, align 64
-  %t38_a0292 = load <16 x float>, ptr %conv2.t38_a0, align 64
-  %t38_b1 = load <16 x float>, ptr %conv2.t38_b1, align 64
-  %t38_c0_1 = load <16 x float>, ptr %conv2.t38_c0_1, align 64
-  %835 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0292, <16 x float> %t38_b1, <16 x float> %t38_c0_1)
-  store <16 x float> %835, ptr %conv2.t38_c0_1, align 64
-  %t38_a0293 = load <16 x float>, ptr %conv2.t38_a0, align 64
-  %t38_b2 = load <16 x float>, ptr %conv2.t38_b2, align 64
-  %t38_c0_2 = load <16 x float>, ptr %conv2.t38_c0_2, align 64
-  %836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0293, <16 x float> %t38_b2, <16 x float> %t38_c0_2)
-  store <16 x float> %836, ptr %conv2.t38_c0_2, align 64
-  %t38_a0294 = load <16 x float>, ptr %conv2.t38_a0, align 64
-  %t38_b3 = load <16 x float>, ptr %conv2.t38_b3, align 64
-  %t38_c0_3 = load <16 x float>, ptr %conv2.t38_c0_3, align 64
-  %837 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0294, <16 x float> %t38_b3, <16 x float> %t38_c0_3)
-  store <16 x float> %837, ptr %conv2.t38_c0_3, align 64
-  %838 = add nsw i64 17888, %conv2.k39286
-  %params295 = getelementptr inbounds float, ptr %params, i64 %838
-  %839 = load float, ptr %params295, align 4
-  %840 = insertelement <16 x float> undef, float %839, i32 0
-  %841 = shufflevector <16 x float> %840, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %841, ptr %conv2.t38_a1, align 64
-  %t38_a1 = load <16 x float>, ptr %conv2.t38_a1, align 64
-  %t38_b0296 = load <16 x float>, ptr %conv2.t38_b0, align 64
-  %t38_c1_0 = load <16 x float>, ptr %conv2.t38_c1_0, align 64
-  %842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1, <16 x float> %t38_b0296, <16 x float> %t38_c1_0)
-  store <16 x float> %842, ptr %conv2.t38_c1_0, align 64
-  %t38_a1297 = load <16 x float>, ptr %conv2.t38_a1, align 64
-  %t38_b1298 = load <16 x float>, ptr %conv2.t38_b1, align 64
-  %t38_c1_1 = load <16 x float>, ptr %conv2.t38_c1_1, align 64
-  %843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1297, <16 x float> %t38_b1298, <16 x float> %t38_c1_1)
-  store <16 x float> %843, ptr %conv2.t38_c1_1, align 64
-  %t38_a1299 = load <16 x float>, ptr %conv2.t38_a1, align 64
-  %t38_b2300 = load <16 x float>, ptr %conv2.t38_b2, align 64
-  %t38_c1_2 = load <16 x float>, ptr %conv2.t38_c1_2, align 64
-  %844 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1299, <16 x float> %t38_b2300, <16 x float> %t38_c1_2)
-  store <16 x float> %844, ptr %conv2.t38_c1_2, align 64
-  %t38_a1301 = load <16 x float>, ptr %conv2.t38_a1, align 64
-  %t38_b3302 = load <16 x float>, ptr %conv2.t38_b3, align 64
-  %t38_c1_3 = load <16 x float>, ptr %conv2.t38_c1_3, align 64
-  %845 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1301, <16 x float> %t38_b3302, <16 x float> %t38_c1_3)
-  store <16 x float> %845, ptr %conv2.t38_c1_3, align 64
-  %846 = add nsw i64 18176, %conv2.k39286
-  %params303 = getelementptr inbounds float, ptr %params, i64 %846
-  %847 = load float, ptr %params303, align 4
-  %848 = insertelement <16 x float> undef, float %847, i32 0
-  %849 = shufflevector <16 x float> %848, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %849, ptr %conv2.t38_a2, align 64
-  %t38_a2 = load <16 x float>, ptr %conv2.t38_a2, align 64
-  %t38_b0304 = load <16 x float>, ptr %conv2.t38_b0, align 64
-  %t38_c2_0 = load <16 x float>, ptr %conv2.t38_c2_0, align 64
-  %850 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2, <16 x float> %t38_b0304, <16 x float> %t38_c2_0)
-  store <16 x float> %850, ptr %conv2.t38_c2_0, align 64
-  %t38_a2305 = load <16 x float>, ptr %conv2.t38_a2, align 64
-  %t38_b1306 = load <16 x float>, ptr %conv2.t38_b1, align 64
-  %t38_c2_1 = load <16 x float>, ptr %conv2.t38_c2_1, align 64
-  %851 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2305, <16 x float> %t38_b1306, <16 x float> %t38_c2_1)
-  store <16 x float> %851, ptr %conv2.t38_c2_1, align 64
-  %t38_a2307 = load <16 x float>, ptr %conv2.t38_a2, align 64
-  %t38_b2308 = load <16 x float>, ptr %conv2.t38_b2, align 64
-  %t38_c2_2 = load <16 x float>, ptr %conv2.t38_c2_2, align 64
-  %852 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2307, <16 x float> %t38_b2308, <16 x float> %t38_c2_2)
-  store <16 x float> %852, ptr %conv2.t38_c2_2, align 64
-  %t38_a2309 = load <16 x float>, ptr %conv2.t38_a2, align 64
-  %t38_b3310 = load <16 x float>, ptr %conv2.t38_b3, align 64
-  %t38_c2_3 = load <16 x float>, ptr %conv2.t38_c2_3, align 64
-  %853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2309, <16 x float> %t38_b3310, <16 x float> %t38_c2_3)
-  store <16 x float> %853, ptr %conv2.t38_c2_3, align 64
-  %854 = add nsw i64 18464, %conv2.k39286
-  %params311 = getelementptr inbounds float, ptr %params, i64 %854
-  %855 = load float, ptr %params311, align 4
-  %856 = insertelement <16 x float> undef, float %855, i32 0
-  %857 = shufflevector <16 x float> %856, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %857, ptr %conv2.t38_a3, align 64
-  %t38_a3 = load <16 x float>, ptr %conv2.t38_a3, align 64
-  %t38_b0312 = load <16 x float>, ptr %conv2.t38_b0, align 64
-  %t38_c3_0 = load <16 x float>, ptr %conv2.t38_c3_0, align 64
-  %858 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3, <16 x float> %t38_b0312, <16 x float> %t38_c3_0)
-  store <16 x float> %858, ptr %conv2.t38_c3_0, align 64
-  %t38_a3313 = load <16 x float>, ptr %conv2.t38_a3, align 64
-  %t38_b1314 = load <16 x float>, ptr %conv2.t38_b1, align 64
-  %t38_c3_1 = load <16 x float>, ptr %conv2.t38_c3_1, align 64
-  %859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3313, <16 x float> %t38_b1314, <16 x float> %t38_c3_1)
-  store <16 x float> %859, ptr %conv2.t38_c3_1, align 64
-  %t38_a3315 = load <16 x float>, ptr %conv2.t38_a3, align 64
-  %t38_b2316 = load <16 x float>, ptr %conv2.t38_b2, align 64
-  %t38_c3_2 = load <16 x float>, ptr %conv2.t38_c3_2, align 64
-  %860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3315, <16 x float> %t38_b2316, <16 x float> %t38_c3_2)
-  store <16 x float> %860, ptr %conv2.t38_c3_2, align 64
-  %t38_a3317 = load <16 x float>, ptr %conv2.t38_a3, align 64
-  %t38_b3318 = load <16 x float>, ptr %conv2.t38_b3, align 64
-  %t38_c3_3 = load <16 x float>, ptr %conv2.t38_c3_3, align 64
-  %861 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3317, <16 x float> %t38_b3318, <16 x float> %t38_c3_3)
-  store <16 x float> %861, ptr %conv2.t38_c3_3, align 64
-  %k39.next = add nsw i64 %conv2.k39286, 1
-  %862 = icmp slt i64 %k39.next, 288
-  br i1 %862, label %conv2.k39, label %conv2.k39.end
+conv2.ox46.end:                                   ; preds = %conv2.ox46
+  br label %conv2.endif221
 
-conv2.k39.end:                                    ; preds = %conv2.k39
-  %t38_c0_0319 = load <16 x float>, ptr %conv2.t38_c0_0, align 64
-  %863 = mul nsw i64 %conv2.nb34187, 64
-  %864 = add nsw i64 20672512, %863
-  %arena320 = getelementptr inbounds float, ptr %arena, i64 %864
-  store <16 x float> %t38_c0_0319, ptr %arena320, align 4
-  %t38_c0_1321 = load <16 x float>, ptr %conv2.t38_c0_1, align 64
-  %865 = mul nsw i64 %conv2.nb34187, 64
-  %866 = add nsw i64 20672512, %865
-  %867 = add nsw i64 %866, 16
-  %arena322 = getelementptr inbounds float, ptr %arena, i64 %867
-  store <16 x float> %t38_c0_1321, ptr %arena322, align 4
-  %t38_c0_2323 = load <16 x float>, ptr %conv2.t38_c0_2, align 64
-  %868 = mul nsw i64 %conv2.nb34187, 64
-  %869 = add nsw i64 20672512, %868
-  %870 = add nsw i64 %869, 32
-  %arena324 = getelementptr inbounds float, ptr %arena, i64 %870
-  store <16 x float> %t38_c0_2323, ptr %arena324, align 4
-  %t38_c0_3325 = load <16 x float>, ptr %conv2.t38_c0_3, align 64
-  %871 = mul nsw i64 %conv2.nb34187, 64
-  %872 = add nsw i64 20672512, %871
-  %873 = add nsw i64 %872, 48
-  %arena326 = getelementptr inbounds float, ptr %arena, i64 %873
-  store <16 x float> %t38_c0_3325, ptr %arena326, align 4
-  %t38_c1_0327 = load <16 x float>, ptr %conv2.t38_c1_0, align 64
-  %874 = mul nsw i64 %conv2.nb34187, 64
-  %875 = add nsw i64 20722688, %874
-  %arena328 = getelementptr inbounds float, ptr %arena, i64 %875
-  store <16 x float> %t38_c1_0327, ptr %arena328, align 4
-  %t38_c1_1329 = load <16 x float>, ptr %conv2.t38_c1_1, align 64
-  %876 = mul nsw i64 %conv2.nb34187, 64
-  %877 = add nsw i64 20722688, %876
-  %878 = add nsw i64 %877, 16
-  %arena330 = getelementptr inbounds float, ptr %arena, i64 %878
-  store <16 x float> %t38_c1_1329, ptr %arena330, align 4
-  %t38_c1_2331 = load <16 x float>, ptr %conv2.t38_c1_2, align 64
-  %879 = mul nsw i64 %conv2.nb34187, 64
-  %880 = add nsw i64 20722688, %879
-  %881 = add nsw i64 %880, 32
-  %arena332 = getelementptr inbounds float, ptr %arena, i64 %881
-  store <16 x float> %t38_c1_2331, ptr %arena332, align 4
-  %t38_c1_3333 = load <16 x float>, ptr %conv2.t38_c1_3, align 64
-  %882 = mul nsw i64 %conv2.nb34187, 64
-  %883 = add nsw i64 20722688, %882
-  %884 = add nsw i64 %883, 48
-  %arena334 = getelementptr inbounds float, ptr %arena, i64 %884
-  store <16 x float> %t38_c1_3333, ptr %arena334, align 4
-  %t38_c2_0335 = load <16 x float>, ptr %conv2.t38_c2_0, align 64
-  %885 = mul nsw i64 %conv2.nb34187, 64
-  %886 = add nsw i64 20772864, %885
-  %arena336 = getelementptr inbounds float, ptr %arena, i64 %886
-  store <16 x float> %t38_c2_0335, ptr %arena336, align 4
-  %t38_c2_1337 = load <16 x float>, ptr %conv2.t38_c2_1, align 64
-  %887 = mul nsw i64 %conv2.nb34187, 64
-  %888 = add nsw i64 20772864, %887
-  %889 = add nsw i64 %888, 16
-  %arena338 = getelementptr inbounds float, ptr %arena, i64 %889
-  store <16 x float> %t38_c2_1337, ptr %arena338, align 4
-  %t38_c2_2339 = load <16 x float>, ptr %conv2.t38_c2_2, align 64
-  %890 = mul nsw i64 %conv2.nb34187, 64
-  %891 = add nsw i64 20772864, %890
-  %892 = add nsw i64 %891, 32
-  %arena340 = getelementptr inbounds float, ptr %arena, i64 %892
-  store <16 x float> %t38_c2_2339, ptr %arena340, align 4
-  %t38_c2_3341 = load <16 x float>, ptr %conv2.t38_c2_3, align 64
-  %893 = mul nsw i64 %conv2.nb34187, 64
-  %894 = add nsw i64 20772864, %893
-  %895 = add nsw i64 %894, 48
-  %arena342 = getelementptr inbounds float, ptr %arena, i64 %895
-  store <16 x float> %t38_c2_3341, ptr %arena342, align 4
-  %t38_c3_0343 = load <16 x float>, ptr %conv2.t38_c3_0, align 64
-  %896 = mul nsw i64 %conv2.nb34187, 64
-  %897 = add nsw i64 20823040, %896
-  %arena344 = getelementptr inbounds float, ptr %arena, i64 %897
-  store <16 x float> %t38_c3_0343, ptr %arena344, align 4
-  %t38_c3_1345 = load <16 x float>, ptr %conv2.t38_c3_1, align 64
-  %898 = mul nsw i64 %conv2.nb34187, 64
-  %899 = add nsw i64 20823040, %898
-  %900 = add nsw i64 %899, 16
-  %arena346 = getelementptr inbounds float, ptr %arena, i64 %900
-  store <16 x float> %t38_c3_1345, ptr %arena346, align 4
-  %t38_c3_2347 = load <16 x float>, ptr %conv2.t38_c3_2, align 64
-  %901 = mul nsw i64 %conv2.nb34187, 64
-  %902 = add nsw i64 20823040, %901
-  %903 = add nsw i64 %902, 32
-  %arena348 = getelementptr inbounds float, ptr %arena, i64 %903
-  store <16 x float> %t38_c3_2347, ptr %arena348, align 4
-  %t38_c3_3349 = load <16 x float>, ptr %conv2.t38_c3_3, align 64
-  %904 = mul nsw i64 %conv2.nb34187, 64
-  %905 = add nsw i64 20823040, %904
-  %906 = add nsw i64 %905, 48
-  %arena350 = getelementptr inbounds float, ptr %arena, i64 %906
-  store <16 x float> %t38_c3_3349, ptr %arena350, align 4
-  %nb34.next = add nsw i64 %conv2.nb34187, 1
-  %907 = icmp slt i64 %nb34.next, 784
-  br i1 %907, label %conv2.nb34, label %conv2.nb34.end
+conv2.oy47:                                       ; preds = %conv2.endif227, %conv2.oy45.end
+  %conv2.oy47225 = phi i64 [ 0, %conv2.oy45.end ], [ %oy47.next, %conv2.endif227 ]
+  %802 = mul nsw i64 %conv2.oy47225, 2
+  %803 = add nsw i64 %802, %conv2.ky28172
+  %804 = add nsw i64 %803, -1
+  %805 = icmp slt i64 -1, %804
+  %806 = mul nsw i64 %conv2.oy47225, 2
+  %807 = add nsw i64 %806, %conv2.ky28172
+  %808 = add nsw i64 %807, -1
+  %809 = icmp slt i64 %808, 28
+  %810 = and i1 %805, %809
+  br i1 %810, label %conv2.then226, label %conv2.endif227
 
-conv2.j40:                                        ; preds = %conv2.f41.end, %conv2.nb34.end
-  %conv2.j40351 = phi i64 [ 0, %conv2.nb34.end ], [ %j40.next, %conv2.f41.end ]
-  br label %conv2.f41
+conv2.oy47.end:                                   ; preds = %conv2.endif227
+  br label %conv2.oy49
 
-conv2.j40.end:                                    ; preds = %conv2.f41.end
-  %g22.next = add nsw i64 %conv2.g22164, 1
-  %908 = icmp slt i64 %g22.next, 1
-  br i1 %908, label %conv2.g22, label %conv2.g22.end
+conv2.then226:                                    ; preds = %conv2.oy47
+  br label %conv2.ox48
 
-conv2.f41:                                        ; preds = %conv2.py42.end, %conv2.j40
-  %conv2.f41352 = phi i64 [ 0, %conv2.j40 ], [ %f41.next, %conv2.py42.end ]
-  br label %conv2.py42
+conv2.endif227:                                   ; preds = %conv2.ox48.end, %conv2.oy47
+  %oy47.next = add nsw i64 %conv2.oy47225, 1
+  %811 = icmp slt i64 %oy47.next, 14
+  br i1 %811, label %conv2.oy47, label %conv2.oy47.end
 
-conv2.f41.end:                                    ; preds = %conv2.py42.end
-  %j40.next = add nsw i64 %conv2.j40351, 1
-  %909 = icmp slt i64 %j40.next, 64
-  br i1 %909, label %conv2.j40, label %conv2.j40.end
+conv2.ox48:                                       ; preds = %conv2.ox48, %conv2.then226
+  %conv2.ox48228 = phi i64 [ 0, %conv2.then226 ], [ %ox48.next, %conv2.ox48 ]
+  %812 = mul nsw i64 %conv2.g23166, 64
+  %813 = add nsw i64 %812, %conv2.j24167
+  %814 = mul nsw i64 %813, 25088
+  %815 = mul nsw i64 %conv2.c27171, 784
+  %816 = add nsw i64 %814, %815
+  %817 = mul nsw i64 %conv2.oy47225, 2
+  %818 = add nsw i64 %817, %conv2.ky28172
+  %819 = add nsw i64 %818, -1
+  %820 = mul nsw i64 %819, 28
+  %821 = add nsw i64 %816, %820
+  %822 = mul nsw i64 %conv2.ox48228, 2
+  %823 = add nsw i64 %822, 2
+  %824 = add nsw i64 %821, %823
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 %824
+  %825 = load float, ptr %arena229, align 4
+  %826 = mul nsw i64 %conv2.c27171, 3
+  %827 = add nsw i64 %826, %conv2.ky28172
+  %828 = mul nsw i64 %827, 3
+  %829 = add nsw i64 %828, 2
+  %830 = mul nsw i64 %829, 50176
+  %831 = add nsw i64 3211264, %830
+  %832 = mul nsw i64 %conv2.j24167, 784
+  %833 = add nsw i64 %831, %832
+  %834 = mul nsw i64 %conv2.oy47225, 14
+  %835 = add nsw i64 196, %834
+  %836 = add nsw i64 %835, %conv2.ox48228
+  %837 = add nsw i64 %833, %836
+  %arena230 = getelementptr inbounds float, ptr %arena, i64 %837
+  store float %825, ptr %arena230, align 4
+  %ox48.next = add nsw i64 %conv2.ox48228, 1
+  %838 = icmp slt i64 %ox48.next, 13
+  br i1 %838, label %conv2.ox48, label %conv2.ox48.end
 
-conv2.py42:                                       ; preds = %conv2.px43.end, %conv2.f41
-  %conv2.py42353 = phi i64 [ 0, %conv2.f41 ], [ %py42.next, %conv2.px43.end ]
-  br label %conv2.px43
+conv2.ox48.end:                                   ; preds = %conv2.ox48
+  br label %conv2.endif227
 
-conv2.py42.end:                                   ; preds = %conv2.px43.end
-  %f41.next = add nsw i64 %conv2.f41352, 1
-  %910 = icmp slt i64 %f41.next, 64
-  br i1 %910, label %conv2.f41, label %conv2.f41.end
+conv2.oy49:                                       ; preds = %conv2.endif233, %conv2.oy47.end
+  %conv2.oy49231 = phi i64 [ 0, %conv2.oy47.end ], [ %oy49.next, %conv2.endif233 ]
+  %839 = mul nsw i64 %conv2.oy49231, 2
+  %840 = add nsw i64 %839, 1
+  %841 = add nsw i64 %840, %conv2.ky28172
+  %842 = add nsw i64 %841, -1
+  %843 = icmp slt i64 -1, %842
+  %844 = mul nsw i64 %conv2.oy49231, 2
+  %845 = add nsw i64 %844, 1
+  %846 = add nsw i64 %845, %conv2.ky28172
+  %847 = add nsw i64 %846, -1
+  %848 = icmp slt i64 %847, 28
+  %849 = and i1 %843, %848
+  br i1 %849, label %conv2.then232, label %conv2.endif233
 
-conv2.px43:                                       ; preds = %conv2.px43, %conv2.py42
-  %conv2.px43354 = phi i64 [ 0, %conv2.py42 ], [ %px43.next, %conv2.px43 ]
-  %911 = mul nsw i64 %conv2.f41352, 50176
-  %912 = add nsw i64 17661952, %911
-  %913 = mul nsw i64 %conv2.j40351, 784
+conv2.oy49.end:                                   ; preds = %conv2.endif233
+  br label %conv2.oy51
+
+conv2.then232:                                    ; preds = %conv2.oy49
+  br label %conv2.ox50
+
+conv2.endif233:                                   ; preds = %conv2.ox50.end, %conv2.oy49
+  %oy49.next = add nsw i64 %conv2.oy49231, 1
+  %850 = icmp slt i64 %oy49.next, 14
+  br i1 %850, label %conv2.oy49, label %conv2.oy49.end
+
+conv2.ox50:                                       ; preds = %conv2.ox50, %conv2.then232
+  %conv2.ox50234 = phi i64 [ 0, %conv2.then232 ], [ %ox50.next, %conv2.ox50 ]
+  %851 = mul nsw i64 %conv2.g23166, 64
+  %852 = add nsw i64 %851, %conv2.j24167
+  %853 = mul nsw i64 %852, 25088
+  %854 = mul nsw i64 %conv2.c27171, 784
+  %855 = add nsw i64 %853, %854
+  %856 = mul nsw i64 %conv2.oy49231, 2
+  %857 = add nsw i64 %856, 1
+  %858 = add nsw i64 %857, %conv2.ky28172
+  %859 = add nsw i64 %858, -1
+  %860 = mul nsw i64 %859, 28
+  %861 = add nsw i64 %855, %860
+  %862 = mul nsw i64 %conv2.ox50234, 2
+  %863 = add nsw i64 %862, 1
+  %864 = add nsw i64 %861, %863
+  %arena235 = getelementptr inbounds float, ptr %arena, i64 %864
+  %865 = load float, ptr %arena235, align 4
+  %866 = mul nsw i64 %conv2.c27171, 3
+  %867 = add nsw i64 %866, %conv2.ky28172
+  %868 = mul nsw i64 %867, 3
+  %869 = add nsw i64 %868, 2
+  %870 = mul nsw i64 %869, 50176
+  %871 = add nsw i64 3211264, %870
+  %872 = mul nsw i64 %conv2.j24167, 784
+  %873 = add nsw i64 %871, %872
+  %874 = mul nsw i64 %conv2.oy49231, 14
+  %875 = add nsw i64 392, %874
+  %876 = add nsw i64 %875, %conv2.ox50234
+  %877 = add nsw i64 %873, %876
+  %arena236 = getelementptr inbounds float, ptr %arena, i64 %877
+  store float %865, ptr %arena236, align 4
+  %ox50.next = add nsw i64 %conv2.ox50234, 1
+  %878 = icmp slt i64 %ox50.next, 14
+  br i1 %878, label %conv2.ox50, label %conv2.ox50.end
+
+conv2.ox50.end:                                   ; preds = %conv2.ox50
+  br label %conv2.endif233
+
+conv2.oy51:                                       ; preds = %conv2.endif239, %conv2.oy49.end
+  %conv2.oy51237 = phi i64 [ 0, %conv2.oy49.end ], [ %oy51.next, %conv2.endif239 ]
+  %879 = mul nsw i64 %conv2.oy51237, 2
+  %880 = add nsw i64 %879, 1
+  %881 = add nsw i64 %880, %conv2.ky28172
+  %882 = add nsw i64 %881, -1
+  %883 = icmp slt i64 -1, %882
+  %884 = mul nsw i64 %conv2.oy51237, 2
+  %885 = add nsw i64 %884, 1
+  %886 = add nsw i64 %885, %conv2.ky28172
+  %887 = add nsw i64 %886, -1
+  %888 = icmp slt i64 %887, 28
+  %889 = and i1 %883, %888
+  br i1 %889, label %conv2.then238, label %conv2.endif239
+
+conv2.oy51.end:                                   ; preds = %conv2.endif239
+  %ky28.next = add nsw i64 %conv2.ky28172, 1
+  %890 = icmp slt i64 %ky28.next, 3
+  br i1 %890, label %conv2.ky28, label %conv2.ky28.end
+
+conv2.then238:                                    ; preds = %conv2.oy51
+  br label %conv2.ox52
+
+conv2.endif239:                                   ; preds = %conv2.ox52.end, %conv2.oy51
+  %oy51.next = add nsw i64 %conv2.oy51237, 1
+  %891 = icmp slt i64 %oy51.next, 14
+  br i1 %891, label %conv2.oy51, label %conv2.oy51.end
+
+conv2.ox52:                                       ; preds = %conv2.ox52, %conv2.then238
+  %conv2.ox52240 = phi i64 [ 0, %conv2.then238 ], [ %ox52.next, %conv2.ox52 ]
+  %892 = mul nsw i64 %conv2.g23166, 64
+  %893 = add nsw i64 %892, %conv2.j24167
+  %894 = mul nsw i64 %893, 25088
+  %895 = mul nsw i64 %conv2.c27171, 784
+  %896 = add nsw i64 %894, %895
+  %897 = mul nsw i64 %conv2.oy51237, 2
+  %898 = add nsw i64 %897, 1
+  %899 = add nsw i64 %898, %conv2.ky28172
+  %900 = add nsw i64 %899, -1
+  %901 = mul nsw i64 %900, 28
+  %902 = add nsw i64 %896, %901
+  %903 = mul nsw i64 %conv2.ox52240, 2
+  %904 = add nsw i64 %903, 2
+  %905 = add nsw i64 %902, %904
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %905
+  %906 = load float, ptr %arena241, align 4
+  %907 = mul nsw i64 %conv2.c27171, 3
+  %908 = add nsw i64 %907, %conv2.ky28172
+  %909 = mul nsw i64 %908, 3
+  %910 = add nsw i64 %909, 2
+  %911 = mul nsw i64 %910, 50176
+  %912 = add nsw i64 3211264, %911
+  %913 = mul nsw i64 %conv2.j24167, 784
   %914 = add nsw i64 %912, %913
-  %915 = mul nsw i64 %conv2.py42353, 56
-  %916 = mul nsw i64 %conv2.px43354, 2
-  %917 = add nsw i64 %915, %916
+  %915 = mul nsw i64 %conv2.oy51237, 14
+  %916 = add nsw i64 588, %915
+  %917 = add nsw i64 %916, %conv2.ox52240
   %918 = add nsw i64 %914, %917
-  %arena355 = getelementptr inbounds float, ptr %arena, i64 %918
-  %919 = load float, ptr %arena355, align 4
-  %920 = add nsw i64 18752, %conv2.f41352
-  %params356 = getelementptr inbounds float, ptr %params, i64 %920
-  %921 = load float, ptr %params356, align 4
-  %922 = fadd float %919, %921
-  store float %922, ptr %conv2.best44, align 4
-  %923 = mul nsw i64 %conv2.py42353, 56
-  %924 = mul nsw i64 %conv2.px43354, 2
-  %925 = add nsw i64 %923, %924
-  %926 = sitofp i64 %925 to float
-  store float %926, ptr %conv2.bi45, align 4
-  %927 = mul nsw i64 %conv2.f41352, 50176
-  %928 = add nsw i64 17661952, %927
-  %929 = mul nsw i64 %conv2.j40351, 784
-  %930 = add nsw i64 %928, %929
-  %931 = mul nsw i64 %conv2.py42353, 56
-  %932 = mul nsw i64 %conv2.px43354, 2
-  %933 = add nsw i64 %931, %932
-  %934 = add nsw i64 %930, %933
-  %arena357 = getelementptr inbounds float, ptr %arena, i64 %934
-  %935 = load float, ptr %arena357, align 4
-  %936 = add nsw i64 18752, %conv2.f41352
-  %params358 = getelementptr inbounds float, ptr %params, i64 %936
-  %937 = load float, ptr %params358, align 4
-  %938 = fadd float %935, %937
-  %best44 = load float, ptr %conv2.best44, align 4
-  %939 = fcmp ogt float %938, %best44
-  %940 = mul nsw i64 %conv2.py42353, 56
-  %941 = mul nsw i64 %conv2.px43354, 2
-  %942 = add nsw i64 %940, %941
-  %943 = sitofp i64 %942 to float
-  %bi45 = load float, ptr %conv2.bi45, align 4
-  %944 = select i1 %939, float %943, float %bi45
-  store float %944, ptr %conv2.bi45, align 4
-  %945 = mul nsw i64 %conv2.f41352, 50176
-  %946 = add nsw i64 17661952, %945
-  %947 = mul nsw i64 %conv2.j40351, 784
-  %948 = add nsw i64 %946, %947
-  %949 = mul nsw i64 %conv2.py42353, 56
-  %950 = mul nsw i64 %conv2.px43354, 2
-  %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 %948, %951
-  %arena359 = getelementptr inbounds float, ptr %arena, i64 %952
-  %953 = load float, ptr %arena359, align 4
-  %954 = add nsw i64 18752, %conv2.f41352
-  %params360 = getelementptr inbounds float, ptr %params, i64 %954
-  %955 = load float, ptr %params360, align 4
-  %956 = fadd float %953, %955
-  %best44361 = load float, ptr %conv2.best44, align 4
-  %957 = fcmp ogt float %956, %best44361
-  %958 = mul nsw i64 %conv2.f41352, 50176
-  %959 = add nsw i64 17661952, %958
-  %960 = mul nsw i64 %conv2.j40351, 784
-  %961 = add nsw i64 %959, %960
-  %962 = mul nsw i64 %conv2.py42353, 56
-  %963 = mul nsw i64 %conv2.px43354, 2
-  %964 = add nsw i64 %962, %963
-  %965 = add nsw i64 %961, %964
-  %arena362 = getelementptr inbounds float, ptr %arena, i64 %965
-  %966 = load float, ptr %arena362, align 4
-  %967 = add nsw i64 18752, %conv2.f41352
-  %params363 = getelementptr inbounds float, ptr %params, i64 %967
-  %968 = load float, ptr %params363, align 4
-  %969 = fadd float %966, %968
-  %best44364 = load float, ptr %conv2.best44, align 4
-  %970 = select i1 %957, float %969, float %best44364
-  store float %970, ptr %conv2.best44, align 4
-  %971 = mul nsw i64 %conv2.f41352, 50176
-  %972 = add nsw i64 17661952, %971
-  %973 = mul nsw i64 %conv2.j40351, 784
-  %974 = add nsw i64 %972, %973
-  %975 = mul nsw i64 %conv2.py42353, 56
-  %976 = mul nsw i64 %conv2.px43354, 2
-  %977 = add nsw i64 %975, %976
-  %978 = add nsw i64 %977, 1
-  %979 = add nsw i64 %974, %978
-  %arena365 = getelementptr inbounds float, ptr %arena, i64 %979
-  %980 = load float, ptr %arena365, align 4
-  %981 = add nsw i64 18752, %conv2.f41352
-  %params366 = getelementptr inbounds float, ptr %params, i64 %981
-  %982 = load float, ptr %params366, align 4
-  %983 = fadd float %980, %982
-  %best44367 = load float, ptr %conv2.best44, align 4
-  %984 = fcmp ogt float %983, %best44367
-  %985 = mul nsw i64 %conv2.py42353, 56
-  %986 = mul nsw i64 %conv2.px43354, 2
-  %987 = add nsw i64 %985, %986
-  %988 = add nsw i64 %987, 1
-  %989 = sitofp i64 %988 to float
-  %bi45368 = load float, ptr %conv2.bi45, align 4
-  %990 = select i1 %984, float %989, float %bi45368
-  store float %990, ptr %conv2.bi45, align 4
-  %991 = mul nsw i64 %conv2.f41352, 50176
-  %992 = add nsw i64 17661952, %991
-  %993 = mul nsw i64 %conv2.j40351, 784
-  %994 = add nsw i64 %992, %993
-  %995 = mul nsw i64 %conv2.py42353, 56
-  %996 = mul nsw i64 %conv2.px43354, 2
-  %997 = add nsw i64 %995, %996
-  %998 = add nsw i64 %997, 1
-  %999 = add nsw i64 %994, %998
-  %arena369 = getelementptr inbounds float, ptr %arena, i64 %999
-  %1000 = load float, ptr %arena369, align 4
-  %1001 = add nsw i64 18752, %conv2.f41352
-  %params370 = getelementptr inbounds float, ptr %params, i64 %1001
-  %1002 = load float, ptr %params370, align 4
-  %1003 = fadd float %1000, %1002
-  %best44371 = load float, ptr %conv2.best44, align 4
-  %1004 = fcmp ogt float %1003, %best44371
-  %1005 = mul nsw i64 %conv2.f41352, 50176
-  %1006 = add nsw i64 17661952, %1005
-  %1007 = mul nsw i64 %conv2.j40351, 784
-  %1008 = add nsw i64 %1006, %1007
-  %1009 = mul nsw i64 %conv2.py42353, 56
-  %1010 = mul nsw i64 %conv2.px43354, 2
-  %1011 = add nsw i64 %1009, %1010
-  %1012 = add nsw i64 %1011, 1
-  %1013 = add nsw i64 %1008, %1012
-  %arena372 = getelementptr inbounds float, ptr %arena, i64 %1013
-  %1014 = load float, ptr %arena372, align 4
-  %1015 = add nsw i64 18752, %conv2.f41352
-  %params373 = getelementptr inbounds float, ptr %params, i64 %1015
-  %1016 = load float, ptr %params373, align 4
-  %1017 = fadd float %1014, %1016
-  %best44374 = load float, ptr %conv2.best44, align 4
-  %1018 = select i1 %1004, float %1017, float %best44374
-  store float %1018, ptr %conv2.best44, align 4
-  %1019 = mul nsw i64 %conv2.f41352, 50176
-  %1020 = add nsw i64 17661952, %1019
-  %1021 = mul nsw i64 %conv2.j40351, 784
-  %1022 = add nsw i64 %1020, %1021
-  %1023 = mul nsw i64 %conv2.py42353, 56
-  %1024 = mul nsw i64 %conv2.px43354, 2
-  %1025 = add nsw i64 %1023, %1024
-  %1026 = add nsw i64 %1025, 28
-  %1027 = add nsw i64 %1022, %1026
-  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1027
-  %1028 = load float, ptr %arena375, align 4
-  %1029 = add nsw i64 18752, %conv2.f41352
-  %params376 = getelementptr inbounds float, ptr %params, i64 %1029
-  %1030 = load float, ptr %params376, align 4
-  %1031 = fadd float %1028, %1030
-  %best44377 = load float, ptr %conv2.best44, align 4
-  %1032 = fcmp ogt float %1031, %best44377
-  %1033 = mul nsw i64 %conv2.py42353, 56
-  %1034 = mul nsw i64 %conv2.px43354, 2
-  %1035 = add nsw i64 %1033, %1034
-  %1036 = add nsw i64 %1035, 28
-  %1037 = sitofp i64 %1036 to float
-  %bi45378 = load float, ptr %conv2.bi45, align 4
-  %1038 = select i1 %1032, float %1037, float %bi45378
-  store float %1038, ptr %conv2.bi45, align 4
-  %1039 = mul nsw i64 %conv2.f41352, 50176
-  %1040 = add nsw i64 17661952, %1039
-  %1041 = mul nsw i64 %conv2.j40351, 784
-  %1042 = add nsw i64 %1040, %1041
-  %1043 = mul nsw i64 %conv2.py42353, 56
-  %1044 = mul nsw i64 %conv2.px43354, 2
-  %1045 = add nsw i64 %1043, %1044
-  %1046 = add nsw i64 %1045, 28
-  %1047 = add nsw i64 %1042, %1046
-  %arena379 = getelementptr inbounds float, ptr %arena, i64 %1047
-  %1048 = load float, ptr %arena379, align 4
-  %1049 = add nsw i64 18752, %conv2.f41352
-  %params380 = getelementptr inbounds float, ptr %params, i64 %1049
-  %1050 = load float, ptr %params380, align 4
-  %1051 = fadd float %1048, %1050
-  %best44381 = load float, ptr %conv2.best44, align 4
-  %1052 = fcmp ogt float %1051, %best44381
-  %1053 = mul nsw i64 %conv2.f41352, 50176
+  %arena242 = getelementptr inbounds float, ptr %arena, i64 %918
+  store float %906, ptr %arena242, align 4
+  %ox52.next = add nsw i64 %conv2.ox52240, 1
+  %919 = icmp slt i64 %ox52.next, 13
+  br i1 %919, label %conv2.ox52, label %conv2.ox52.end
+
+conv2.ox52.end:                                   ; preds = %conv2.ox52
+  br label %conv2.endif239
+
+conv2.nb53:                                       ; preds = %conv2.k58.end, %conv2.j24.end
+  %conv2.nb53243 = phi i64 [ 0, %conv2.j24.end ], [ %nb53.next, %conv2.k58.end ]
+  br label %conv2.mb54
+
+conv2.nb53.end:                                   ; preds = %conv2.k58.end
+  br label %conv2.j59
+
+conv2.mb54:                                       ; preds = %conv2.k56.end, %conv2.nb53
+  %conv2.mb54244 = phi i64 [ 0, %conv2.nb53 ], [ %mb54.next, %conv2.k56.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t55_c5_3, align 64
+  br label %conv2.k56
+
+conv2.mb54.end:                                   ; preds = %conv2.k56.end
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t57_c3_3, align 64
+  br label %conv2.k58
+
+conv2.k56:                                        ; preds = %conv2.k56, %conv2.mb54
+  %conv2.k56245 = phi i64 [ 0, %conv2.mb54 ], [ %k56.next, %conv2.k56 ]
+  %920 = mul nsw i64 %conv2.k56245, 50176
+  %921 = add nsw i64 3211264, %920
+  %922 = mul nsw i64 %conv2.nb53243, 64
+  %923 = add nsw i64 %921, %922
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %923
+  %924 = load <16 x float>, ptr %arena246, align 4
+  store <16 x float> %924, ptr %conv2.t55_b0, align 64
+  %925 = mul nsw i64 %conv2.k56245, 50176
+  %926 = add nsw i64 3211264, %925
+  %927 = mul nsw i64 %conv2.nb53243, 64
+  %928 = add nsw i64 %926, %927
+  %929 = add nsw i64 %928, 16
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %929
+  %930 = load <16 x float>, ptr %arena247, align 4
+  store <16 x float> %930, ptr %conv2.t55_b1, align 64
+  %931 = mul nsw i64 %conv2.k56245, 50176
+  %932 = add nsw i64 3211264, %931
+  %933 = mul nsw i64 %conv2.nb53243, 64
+  %934 = add nsw i64 %932, %933
+  %935 = add nsw i64 %934, 32
+  %arena248 = getelementptr inbounds float, ptr %arena, i64 %935
+  %936 = load <16 x float>, ptr %arena248, align 4
+  store <16 x float> %936, ptr %conv2.t55_b2, align 64
+  %937 = mul nsw i64 %conv2.k56245, 50176
+  %938 = add nsw i64 3211264, %937
+  %939 = mul nsw i64 %conv2.nb53243, 64
+  %940 = add nsw i64 %938, %939
+  %941 = add nsw i64 %940, 48
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %941
+  %942 = load <16 x float>, ptr %arena249, align 4
+  store <16 x float> %942, ptr %conv2.t55_b3, align 64
+  %943 = mul nsw i64 %conv2.mb54244, 6
+  %944 = mul nsw i64 %943, 288
+  %945 = add nsw i64 320, %944
+  %946 = add nsw i64 %945, %conv2.k56245
+  %params250 = getelementptr inbounds float, ptr %params, i64 %946
+  %947 = load float, ptr %params250, align 4
+  %948 = insertelement <16 x float> undef, float %947, i32 0
+  %949 = shufflevector <16 x float> %948, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %949, ptr %conv2.t55_a0, align 64
+  %t55_a0 = load <16 x float>, ptr %conv2.t55_a0, align 64
+  %t55_b0 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c0_0 = load <16 x float>, ptr %conv2.t55_c0_0, align 64
+  %950 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0, <16 x float> %t55_b0, <16 x float> %t55_c0_0)
+  store <16 x float> %950, ptr %conv2.t55_c0_0, align 64
+  %t55_a0251 = load <16 x float>, ptr %conv2.t55_a0, align 64
+  %t55_b1 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c0_1 = load <16 x float>, ptr %conv2.t55_c0_1, align 64
+  %951 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0251, <16 x float> %t55_b1, <16 x float> %t55_c0_1)
+  store <16 x float> %951, ptr %conv2.t55_c0_1, align 64
+  %t55_a0252 = load <16 x float>, ptr %conv2.t55_a0, align 64
+  %t55_b2 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c0_2 = load <16 x float>, ptr %conv2.t55_c0_2, align 64
+  %952 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0252, <16 x float> %t55_b2, <16 x float> %t55_c0_2)
+  store <16 x float> %952, ptr %conv2.t55_c0_2, align 64
+  %t55_a0253 = load <16 x float>, ptr %conv2.t55_a0, align 64
+  %t55_b3 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c0_3 = load <16 x float>, ptr %conv2.t55_c0_3, align 64
+  %953 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a0253, <16 x float> %t55_b3, <16 x float> %t55_c0_3)
+  store <16 x float> %953, ptr %conv2.t55_c0_3, align 64
+  %954 = mul nsw i64 %conv2.mb54244, 6
+  %955 = add nsw i64 %954, 1
+  %956 = mul nsw i64 %955, 288
+  %957 = add nsw i64 320, %956
+  %958 = add nsw i64 %957, %conv2.k56245
+  %params254 = getelementptr inbounds float, ptr %params, i64 %958
+  %959 = load float, ptr %params254, align 4
+  %960 = insertelement <16 x float> undef, float %959, i32 0
+  %961 = shufflevector <16 x float> %960, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %961, ptr %conv2.t55_a1, align 64
+  %t55_a1 = load <16 x float>, ptr %conv2.t55_a1, align 64
+  %t55_b0255 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c1_0 = load <16 x float>, ptr %conv2.t55_c1_0, align 64
+  %962 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1, <16 x float> %t55_b0255, <16 x float> %t55_c1_0)
+  store <16 x float> %962, ptr %conv2.t55_c1_0, align 64
+  %t55_a1256 = load <16 x float>, ptr %conv2.t55_a1, align 64
+  %t55_b1257 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c1_1 = load <16 x float>, ptr %conv2.t55_c1_1, align 64
+  %963 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1256, <16 x float> %t55_b1257, <16 x float> %t55_c1_1)
+  store <16 x float> %963, ptr %conv2.t55_c1_1, align 64
+  %t55_a1258 = load <16 x float>, ptr %conv2.t55_a1, align 64
+  %t55_b2259 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c1_2 = load <16 x float>, ptr %conv2.t55_c1_2, align 64
+  %964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1258, <16 x float> %t55_b2259, <16 x float> %t55_c1_2)
+  store <16 x float> %964, ptr %conv2.t55_c1_2, align 64
+  %t55_a1260 = load <16 x float>, ptr %conv2.t55_a1, align 64
+  %t55_b3261 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c1_3 = load <16 x float>, ptr %conv2.t55_c1_3, align 64
+  %965 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a1260, <16 x float> %t55_b3261, <16 x float> %t55_c1_3)
+  store <16 x float> %965, ptr %conv2.t55_c1_3, align 64
+  %966 = mul nsw i64 %conv2.mb54244, 6
+  %967 = add nsw i64 %966, 2
+  %968 = mul nsw i64 %967, 288
+  %969 = add nsw i64 320, %968
+  %970 = add nsw i64 %969, %conv2.k56245
+  %params262 = getelementptr inbounds float, ptr %params, i64 %970
+  %971 = load float, ptr %params262, align 4
+  %972 = insertelement <16 x float> undef, float %971, i32 0
+  %973 = shufflevector <16 x float> %972, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %973, ptr %conv2.t55_a2, align 64
+  %t55_a2 = load <16 x float>, ptr %conv2.t55_a2, align 64
+  %t55_b0263 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c2_0 = load <16 x float>, ptr %conv2.t55_c2_0, align 64
+  %974 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2, <16 x float> %t55_b0263, <16 x float> %t55_c2_0)
+  store <16 x float> %974, ptr %conv2.t55_c2_0, align 64
+  %t55_a2264 = load <16 x float>, ptr %conv2.t55_a2, align 64
+  %t55_b1265 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c2_1 = load <16 x float>, ptr %conv2.t55_c2_1, align 64
+  %975 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2264, <16 x float> %t55_b1265, <16 x float> %t55_c2_1)
+  store <16 x float> %975, ptr %conv2.t55_c2_1, align 64
+  %t55_a2266 = load <16 x float>, ptr %conv2.t55_a2, align 64
+  %t55_b2267 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c2_2 = load <16 x float>, ptr %conv2.t55_c2_2, align 64
+  %976 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2266, <16 x float> %t55_b2267, <16 x float> %t55_c2_2)
+  store <16 x float> %976, ptr %conv2.t55_c2_2, align 64
+  %t55_a2268 = load <16 x float>, ptr %conv2.t55_a2, align 64
+  %t55_b3269 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c2_3 = load <16 x float>, ptr %conv2.t55_c2_3, align 64
+  %977 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a2268, <16 x float> %t55_b3269, <16 x float> %t55_c2_3)
+  store <16 x float> %977, ptr %conv2.t55_c2_3, align 64
+  %978 = mul nsw i64 %conv2.mb54244, 6
+  %979 = add nsw i64 %978, 3
+  %980 = mul nsw i64 %979, 288
+  %981 = add nsw i64 320, %980
+  %982 = add nsw i64 %981, %conv2.k56245
+  %params270 = getelementptr inbounds float, ptr %params, i64 %982
+  %983 = load float, ptr %params270, align 4
+  %984 = insertelement <16 x float> undef, float %983, i32 0
+  %985 = shufflevector <16 x float> %984, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %985, ptr %conv2.t55_a3, align 64
+  %t55_a3 = load <16 x float>, ptr %conv2.t55_a3, align 64
+  %t55_b0271 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c3_0 = load <16 x float>, ptr %conv2.t55_c3_0, align 64
+  %986 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3, <16 x float> %t55_b0271, <16 x float> %t55_c3_0)
+  store <16 x float> %986, ptr %conv2.t55_c3_0, align 64
+  %t55_a3272 = load <16 x float>, ptr %conv2.t55_a3, align 64
+  %t55_b1273 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c3_1 = load <16 x float>, ptr %conv2.t55_c3_1, align 64
+  %987 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3272, <16 x float> %t55_b1273, <16 x float> %t55_c3_1)
+  store <16 x float> %987, ptr %conv2.t55_c3_1, align 64
+  %t55_a3274 = load <16 x float>, ptr %conv2.t55_a3, align 64
+  %t55_b2275 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c3_2 = load <16 x float>, ptr %conv2.t55_c3_2, align 64
+  %988 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3274, <16 x float> %t55_b2275, <16 x float> %t55_c3_2)
+  store <16 x float> %988, ptr %conv2.t55_c3_2, align 64
+  %t55_a3276 = load <16 x float>, ptr %conv2.t55_a3, align 64
+  %t55_b3277 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c3_3 = load <16 x float>, ptr %conv2.t55_c3_3, align 64
+  %989 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a3276, <16 x float> %t55_b3277, <16 x float> %t55_c3_3)
+  store <16 x float> %989, ptr %conv2.t55_c3_3, align 64
+  %990 = mul nsw i64 %conv2.mb54244, 6
+  %991 = add nsw i64 %990, 4
+  %992 = mul nsw i64 %991, 288
+  %993 = add nsw i64 320, %992
+  %994 = add nsw i64 %993, %conv2.k56245
+  %params278 = getelementptr inbounds float, ptr %params, i64 %994
+  %995 = load float, ptr %params278, align 4
+  %996 = insertelement <16 x float> undef, float %995, i32 0
+  %997 = shufflevector <16 x float> %996, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %997, ptr %conv2.t55_a4, align 64
+  %t55_a4 = load <16 x float>, ptr %conv2.t55_a4, align 64
+  %t55_b0279 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c4_0 = load <16 x float>, ptr %conv2.t55_c4_0, align 64
+  %998 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4, <16 x float> %t55_b0279, <16 x float> %t55_c4_0)
+  store <16 x float> %998, ptr %conv2.t55_c4_0, align 64
+  %t55_a4280 = load <16 x float>, ptr %conv2.t55_a4, align 64
+  %t55_b1281 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c4_1 = load <16 x float>, ptr %conv2.t55_c4_1, align 64
+  %999 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4280, <16 x float> %t55_b1281, <16 x float> %t55_c4_1)
+  store <16 x float> %999, ptr %conv2.t55_c4_1, align 64
+  %t55_a4282 = load <16 x float>, ptr %conv2.t55_a4, align 64
+  %t55_b2283 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c4_2 = load <16 x float>, ptr %conv2.t55_c4_2, align 64
+  %1000 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4282, <16 x float> %t55_b2283, <16 x float> %t55_c4_2)
+  store <16 x float> %1000, ptr %conv2.t55_c4_2, align 64
+  %t55_a4284 = load <16 x float>, ptr %conv2.t55_a4, align 64
+  %t55_b3285 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c4_3 = load <16 x float>, ptr %conv2.t55_c4_3, align 64
+  %1001 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a4284, <16 x float> %t55_b3285, <16 x float> %t55_c4_3)
+  store <16 x float> %1001, ptr %conv2.t55_c4_3, align 64
+  %1002 = mul nsw i64 %conv2.mb54244, 6
+  %1003 = add nsw i64 %1002, 5
+  %1004 = mul nsw i64 %1003, 288
+  %1005 = add nsw i64 320, %1004
+  %1006 = add nsw i64 %1005, %conv2.k56245
+  %params286 = getelementptr inbounds float, ptr %params, i64 %1006
+  %1007 = load float, ptr %params286, align 4
+  %1008 = insertelement <16 x float> undef, float %1007, i32 0
+  %1009 = shufflevector <16 x float> %1008, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1009, ptr %conv2.t55_a5, align 64
+  %t55_a5 = load <16 x float>, ptr %conv2.t55_a5, align 64
+  %t55_b0287 = load <16 x float>, ptr %conv2.t55_b0, align 64
+  %t55_c5_0 = load <16 x float>, ptr %conv2.t55_c5_0, align 64
+  %1010 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5, <16 x float> %t55_b0287, <16 x float> %t55_c5_0)
+  store <16 x float> %1010, ptr %conv2.t55_c5_0, align 64
+  %t55_a5288 = load <16 x float>, ptr %conv2.t55_a5, align 64
+  %t55_b1289 = load <16 x float>, ptr %conv2.t55_b1, align 64
+  %t55_c5_1 = load <16 x float>, ptr %conv2.t55_c5_1, align 64
+  %1011 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5288, <16 x float> %t55_b1289, <16 x float> %t55_c5_1)
+  store <16 x float> %1011, ptr %conv2.t55_c5_1, align 64
+  %t55_a5290 = load <16 x float>, ptr %conv2.t55_a5, align 64
+  %t55_b2291 = load <16 x float>, ptr %conv2.t55_b2, align 64
+  %t55_c5_2 = load <16 x float>, ptr %conv2.t55_c5_2, align 64
+  %1012 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5290, <16 x float> %t55_b2291, <16 x float> %t55_c5_2)
+  store <16 x float> %1012, ptr %conv2.t55_c5_2, align 64
+  %t55_a5292 = load <16 x float>, ptr %conv2.t55_a5, align 64
+  %t55_b3293 = load <16 x float>, ptr %conv2.t55_b3, align 64
+  %t55_c5_3 = load <16 x float>, ptr %conv2.t55_c5_3, align 64
+  %1013 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t55_a5292, <16 x float> %t55_b3293, <16 x float> %t55_c5_3)
+  store <16 x float> %1013, ptr %conv2.t55_c5_3, align 64
+  %k56.next = add nsw i64 %conv2.k56245, 1
+  %1014 = icmp slt i64 %k56.next, 288
+  br i1 %1014, label %conv2.k56, label %conv2.k56.end
+
+conv2.k56.end:                                    ; preds = %conv2.k56
+  %t55_c0_0294 = load <16 x float>, ptr %conv2.t55_c0_0, align 64
+  %1015 = mul nsw i64 %conv2.mb54244, 6
+  %1016 = mul nsw i64 %1015, 50176
+  %1017 = add nsw i64 17661952, %1016
+  %1018 = mul nsw i64 %conv2.nb53243, 64
+  %1019 = add nsw i64 %1017, %1018
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %1019
+  store <16 x float> %t55_c0_0294, ptr %arena295, align 4
+  %t55_c0_1296 = load <16 x float>, ptr %conv2.t55_c0_1, align 64
+  %1020 = mul nsw i64 %conv2.mb54244, 6
+  %1021 = mul nsw i64 %1020, 50176
+  %1022 = add nsw i64 17661952, %1021
+  %1023 = mul nsw i64 %conv2.nb53243, 64
+  %1024 = add nsw i64 %1022, %1023
+  %1025 = add nsw i64 %1024, 16
+  %arena297 = getelementptr inbounds float, ptr %arena, i64 %1025
+  store <16 x float> %t55_c0_1296, ptr %arena297, align 4
+  %t55_c0_2298 = load <16 x float>, ptr %conv2.t55_c0_2, align 64
+  %1026 = mul nsw i64 %conv2.mb54244, 6
+  %1027 = mul nsw i64 %1026, 50176
+  %1028 = add nsw i64 17661952, %1027
+  %1029 = mul nsw i64 %conv2.nb53243, 64
+  %1030 = add nsw i64 %1028, %1029
+  %1031 = add nsw i64 %1030, 32
+  %arena299 = getelementptr inbounds float, ptr %arena, i64 %1031
+  store <16 x float> %t55_c0_2298, ptr %arena299, align 4
+  %t55_c0_3300 = load <16 x float>, ptr %conv2.t55_c0_3, align 64
+  %1032 = mul nsw i64 %conv2.mb54244, 6
+  %1033 = mul nsw i64 %1032, 50176
+  %1034 = add nsw i64 17661952, %1033
+  %1035 = mul nsw i64 %conv2.nb53243, 64
+  %1036 = add nsw i64 %1034, %1035
+  %1037 = add nsw i64 %1036, 48
+  %arena301 = getelementptr inbounds float, ptr %arena, i64 %1037
+  store <16 x float> %t55_c0_3300, ptr %arena301, align 4
+  %t55_c1_0302 = load <16 x float>, ptr %conv2.t55_c1_0, align 64
+  %1038 = mul nsw i64 %conv2.mb54244, 6
+  %1039 = add nsw i64 %1038, 1
+  %1040 = mul nsw i64 %1039, 50176
+  %1041 = add nsw i64 17661952, %1040
+  %1042 = mul nsw i64 %conv2.nb53243, 64
+  %1043 = add nsw i64 %1041, %1042
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1043
+  store <16 x float> %t55_c1_0302, ptr %arena303, align 4
+  %t55_c1_1304 = load <16 x float>, ptr %conv2.t55_c1_1, align 64
+  %1044 = mul nsw i64 %conv2.mb54244, 6
+  %1045 = add nsw i64 %1044, 1
+  %1046 = mul nsw i64 %1045, 50176
+  %1047 = add nsw i64 17661952, %1046
+  %1048 = mul nsw i64 %conv2.nb53243, 64
+  %1049 = add nsw i64 %1047, %1048
+  %1050 = add nsw i64 %1049, 16
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %1050
+  store <16 x float> %t55_c1_1304, ptr %arena305, align 4
+  %t55_c1_2306 = load <16 x float>, ptr %conv2.t55_c1_2, align 64
+  %1051 = mul nsw i64 %conv2.mb54244, 6
+  %1052 = add nsw i64 %1051, 1
+  %1053 = mul nsw i64 %1052, 50176
   %1054 = add nsw i64 17661952, %1053
-  %1055 = mul nsw i64 %conv2.j40351, 784
+  %1055 = mul nsw i64 %conv2.nb53243, 64
   %1056 = add nsw i64 %1054, %1055
-  %1057 = mul nsw i64 %conv2.py42353, 56
-  %1058 = mul nsw i64 %conv2.px43354, 2
-  %1059 = add nsw i64 %1057, %1058
-  %1060 = add nsw i64 %1059, 28
-  %1061 = add nsw i64 %1056, %1060
-  %arena382 = getelementptr inbounds float, ptr %arena, i64 %1061
-  %1062 = load float, ptr %arena382, align 4
-  %1063 = add nsw i64 18752, %conv2.f41352
-  %params383 = getelementptr inbounds float, ptr %params, i64 %1063
-  %1064 = load float, ptr %params383, align 4
-  %1065 = fadd float %1062, %1064
-  %best44384 = load float, ptr %conv2.best44, align 4
-  %1066 = select i1 %1052, float %1065, float %best44384
-  store float %1066, ptr %conv2.best44, align 4
-  %1067 = mul nsw i64 %conv2.f41352, 50176
+  %1057 = add nsw i64 %1056, 32
+  %arena307 = getelementptr inbounds float, ptr %arena, i64 %1057
+  store <16 x float> %t55_c1_2306, ptr %arena307, align 4
+  %t55_c1_3308 = load <16 x float>, ptr %conv2.t55_c1_3, align 64
+  %1058 = mul nsw i64 %conv2.mb54244, 6
+  %1059 = add nsw i64 %1058, 1
+  %1060 = mul nsw i64 %1059, 50176
+  %1061 = add nsw i64 17661952, %1060
+  %1062 = mul nsw i64 %conv2.nb53243, 64
+  %1063 = add nsw i64 %1061, %1062
+  %1064 = add nsw i64 %1063, 48
+  %arena309 = getelementptr inbounds float, ptr %arena, i64 %1064
+  store <16 x float> %t55_c1_3308, ptr %arena309, align 4
+  %t55_c2_0310 = load <16 x float>, ptr %conv2.t55_c2_0, align 64
+  %1065 = mul nsw i64 %conv2.mb54244, 6
+  %1066 = add nsw i64 %1065, 2
+  %1067 = mul nsw i64 %1066, 50176
   %1068 = add nsw i64 17661952, %1067
-  %1069 = mul nsw i64 %conv2.j40351, 784
+  %1069 = mul nsw i64 %conv2.nb53243, 64
   %1070 = add nsw i64 %1068, %1069
-  %1071 = mul nsw i64 %conv2.py42353, 56
-  %1072 = mul nsw i64 %conv2.px43354, 2
-  %1073 = add nsw i64 %1071, %1072
-  %1074 = add nsw i64 %1073, 28
-  %1075 = add nsw i64 %1074, 1
-  %1076 = add nsw i64 %1070, %1075
-  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1076
-  %1077 = load float, ptr %arena385, align 4
-  %1078 = add nsw i64 18752, %conv2.f41352
-  %params386 = getelementptr inbounds float, ptr %params, i64 %1078
-  %1079 = load float, ptr %params386, align 4
-  %1080 = fadd float %1077, %1079
-  %best44387 = load float, ptr %conv2.best44, align 4
-  %1081 = fcmp ogt float %1080, %best44387
-  %1082 = mul nsw i64 %conv2.py42353, 56
-  %1083 = mul nsw i64 %conv2.px43354, 2
-  %1084 = add nsw i64 %1082, %1083
-  %1085 = add nsw i64 %1084, 28
-  %1086 = add nsw i64 %1085, 1
-  %1087 = sitofp i64 %1086 to float
-  %bi45388 = load float, ptr %conv2.bi45, align 4
-  %1088 = select i1 %1081, float %1087, float %bi45388
-  store float %1088, ptr %conv2.bi45, align 4
-  %1089 = mul nsw i64 %conv2.f41352, 50176
-  %1090 = add nsw i64 17661952, %1089
-  %1091 = mul nsw i64 %conv2.j40351, 784
-  %1092 = add nsw i64 %1090, %1091
-  %1093 = mul nsw i64 %conv2.py42353, 56
-  %1094 = mul nsw i64 %conv2.px43354, 2
-  %1095 = add nsw i64 %1093, %1094
-  %1096 = add nsw i64 %1095, 28
-  %1097 = add nsw i64 %1096, 1
-  %1098 = add nsw i64 %1092, %1097
-  %arena389 = getelementptr inbounds float, ptr %arena, i64 %1098
-  %1099 = load float, ptr %arena389, align 4
-  %1100 = add nsw i64 18752, %conv2.f41352
-  %params390 = getelementptr inbounds float, ptr %params, i64 %1100
-  %1101 = load float, ptr %params390, align 4
-  %1102 = fadd float %1099, %1101
-  %best44391 = load float, ptr %conv2.best44, align 4
-  %1103 = fcmp ogt float %1102, %best44391
-  %1104 = mul nsw i64 %conv2.f41352, 50176
-  %1105 = add nsw i64 17661952, %1104
-  %1106 = mul nsw i64 %conv2.j40351, 784
-  %1107 = add nsw i64 %1105, %1106
-  %1108 = mul nsw i64 %conv2.py42353, 56
-  %1109 = mul nsw i64 %conv2.px43354, 2
+  %arena311 = getelementptr inbounds float, ptr %arena, i64 %1070
+  store <16 x float> %t55_c2_0310, ptr %arena311, align 4
+  %t55_c2_1312 = load <16 x float>, ptr %conv2.t55_c2_1, align 64
+  %1071 = mul nsw i64 %conv2.mb54244, 6
+  %1072 = add nsw i64 %1071, 2
+  %1073 = mul nsw i64 %1072, 50176
+  %1074 = add nsw i64 17661952, %1073
+  %1075 = mul nsw i64 %conv2.nb53243, 64
+  %1076 = add nsw i64 %1074, %1075
+  %1077 = add nsw i64 %1076, 16
+  %arena313 = getelementptr inbounds float, ptr %arena, i64 %1077
+  store <16 x float> %t55_c2_1312, ptr %arena313, align 4
+  %t55_c2_2314 = load <16 x float>, ptr %conv2.t55_c2_2, align 64
+  %1078 = mul nsw i64 %conv2.mb54244, 6
+  %1079 = add nsw i64 %1078, 2
+  %1080 = mul nsw i64 %1079, 50176
+  %1081 = add nsw i64 17661952, %1080
+  %1082 = mul nsw i64 %conv2.nb53243, 64
+  %1083 = add nsw i64 %1081, %1082
+  %1084 = add nsw i64 %1083, 32
+  %arena315 = getelementptr inbounds float, ptr %arena, i64 %1084
+  store <16 x float> %t55_c2_2314, ptr %arena315, align 4
+  %t55_c2_3316 = load <16 x float>, ptr %conv2.t55_c2_3, align 64
+  %1085 = mul nsw i64 %conv2.mb54244, 6
+  %1086 = add nsw i64 %1085, 2
+  %1087 = mul nsw i64 %1086, 50176
+  %1088 = add nsw i64 17661952, %1087
+  %1089 = mul nsw i64 %conv2.nb53243, 64
+  %1090 = add nsw i64 %1088, %1089
+  %1091 = add nsw i64 %1090, 48
+  %arena317 = getelementptr inbounds float, ptr %arena, i64 %1091
+  store <16 x float> %t55_c2_3316, ptr %arena317, align 4
+  %t55_c3_0318 = load <16 x float>, ptr %conv2.t55_c3_0, align 64
+  %1092 = mul nsw i64 %conv2.mb54244, 6
+  %1093 = add nsw i64 %1092, 3
+  %1094 = mul nsw i64 %1093, 50176
+  %1095 = add nsw i64 17661952, %1094
+  %1096 = mul nsw i64 %conv2.nb53243, 64
+  %1097 = add nsw i64 %1095, %1096
+  %arena319 = getelementptr inbounds float, ptr %arena, i64 %1097
+  store <16 x float> %t55_c3_0318, ptr %arena319, align 4
+  %t55_c3_1320 = load <16 x float>, ptr %conv2.t55_c3_1, align 64
+  %1098 = mul nsw i64 %conv2.mb54244, 6
+  %1099 = add nsw i64 %1098, 3
+  %1100 = mul nsw i64 %1099, 50176
+  %1101 = add nsw i64 17661952, %1100
+  %1102 = mul nsw i64 %conv2.nb53243, 64
+  %1103 = add nsw i64 %1101, %1102
+  %1104 = add nsw i64 %1103, 16
+  %arena321 = getelementptr inbounds float, ptr %arena, i64 %1104
+  store <16 x float> %t55_c3_1320, ptr %arena321, align 4
+  %t55_c3_2322 = load <16 x float>, ptr %conv2.t55_c3_2, align 64
+  %1105 = mul nsw i64 %conv2.mb54244, 6
+  %1106 = add nsw i64 %1105, 3
+  %1107 = mul nsw i64 %1106, 50176
+  %1108 = add nsw i64 17661952, %1107
+  %1109 = mul nsw i64 %conv2.nb53243, 64
   %1110 = add nsw i64 %1108, %1109
-  %1111 = add nsw i64 %1110, 28
-  %1112 = add nsw i64 %1111, 1
-  %1113 = add nsw i64 %1107, %1112
-  %arena392 = getelementptr inbounds float, ptr %arena, i64 %1113
-  %1114 = load float, ptr %arena392, align 4
-  %1115 = add nsw i64 18752, %conv2.f41352
-  %params393 = getelementptr inbounds float, ptr %params, i64 %1115
-  %1116 = load float, ptr %params393, align 4
-  %1117 = fadd float %1114, %1116
-  %best44394 = load float, ptr %conv2.best44, align 4
-  %1118 = select i1 %1103, float %1117, float %best44394
-  store float %1118, ptr %conv2.best44, align 4
-  %best44395 = load float, ptr %conv2.best44, align 4
-  %1119 = fcmp ogt float %best44395, 0.000000e+00
-  %best44396 = load float, ptr %conv2.best44, align 4
-  %1120 = select i1 %1119, float %best44396, float 0.000000e+00
-  %1121 = mul nsw i64 %conv2.g22164, 64
-  %1122 = add nsw i64 %1121, %conv2.j40351
-  %1123 = mul nsw i64 %1122, 12544
-  %1124 = mul nsw i64 %conv2.f41352, 196
-  %1125 = add nsw i64 %1123, %1124
-  %1126 = mul nsw i64 %conv2.py42353, 14
-  %1127 = add nsw i64 %1125, %1126
-  %1128 = add nsw i64 %1127, %conv2.px43354
-  %1129 = add nsw i64 1605632, %1128
-  %arena397 = getelementptr inbounds float, ptr %arena, i64 %1129
-  store float %1120, ptr %arena397, align 4
-  %bi45398 = load float, ptr %conv2.bi45, align 4
-  %1130 = mul nsw i64 %conv2.g22164, 64
-  %1131 = add nsw i64 %1130, %conv2.j40351
-  %1132 = mul nsw i64 %1131, 12544
-  %1133 = mul nsw i64 %conv2.f41352, 196
-  %1134 = add nsw i64 %1132, %1133
-  %1135 = mul nsw i64 %conv2.py42353, 14
-  %1136 = add nsw i64 %1134, %1135
-  %1137 = add nsw i64 %1136, %conv2.px43354
-  %1138 = add nsw i64 2408448, %1137
-  %arena399 = getelementptr inbounds float, ptr %arena, i64 %1138
-  store float %bi45398, ptr %arena399, align 4
-  %px43.next = add nsw i64 %conv2.px43354, 1
-  %1139 = icmp slt i64 %px43.next, 14
-  br i1 %1139, label %conv2.px43, label %conv2.px43.end
+  %1111 = add nsw i64 %1110, 32
+  %arena323 = getelementptr inbounds float, ptr %arena, i64 %1111
+  store <16 x float> %t55_c3_2322, ptr %arena323, align 4
+  %t55_c3_3324 = load <16 x float>, ptr %conv2.t55_c3_3, align 64
+  %1112 = mul nsw i64 %conv2.mb54244, 6
+  %1113 = add nsw i64 %1112, 3
+  %1114 = mul nsw i64 %1113, 50176
+  %1115 = add nsw i64 17661952, %1114
+  %1116 = mul nsw i64 %conv2.nb53243, 64
+  %1117 = add nsw i64 %1115, %1116
+  %1118 = add nsw i64 %1117, 48
+  %arena325 = getelementptr inbounds float, ptr %arena, i64 %1118
+  store <16 x float> %t55_c3_3324, ptr %arena325, align 4
+  %t55_c4_0326 = load <16 x float>, ptr %conv2.t55_c4_0, align 64
+  %1119 = mul nsw i64 %conv2.mb54244, 6
+  %1120 = add nsw i64 %1119, 4
+  %1121 = mul nsw i64 %1120, 50176
+  %1122 = add nsw i64 17661952, %1121
+  %1123 = mul nsw i64 %conv2.nb53243, 64
+  %1124 = add nsw i64 %1122, %1123
+  %arena327 = getelementptr inbounds float, ptr %arena, i64 %1124
+  store <16 x float> %t55_c4_0326, ptr %arena327, align 4
+  %t55_c4_1328 = load <16 x float>, ptr %conv2.t55_c4_1, align 64
+  %1125 = mul nsw i64 %conv2.mb54244, 6
+  %1126 = add nsw i64 %1125, 4
+  %1127 = mul nsw i64 %1126, 50176
+  %1128 = add nsw i64 17661952, %1127
+  %1129 = mul nsw i64 %conv2.nb53243, 64
+  %1130 = add nsw i64 %1128, %1129
+  %1131 = add nsw i64 %1130, 16
+  %arena329 = getelementptr inbounds float, ptr %arena, i64 %1131
+  store <16 x float> %t55_c4_1328, ptr %arena329, align 4
+  %t55_c4_2330 = load <16 x float>, ptr %conv2.t55_c4_2, align 64
+  %1132 = mul nsw i64 %conv2.mb54244, 6
+  %1133 = add nsw i64 %1132, 4
+  %1134 = mul nsw i64 %1133, 50176
+  %1135 = add nsw i64 17661952, %1134
+  %1136 = mul nsw i64 %conv2.nb53243, 64
+  %1137 = add nsw i64 %1135, %1136
+  %1138 = add nsw i64 %1137, 32
+  %arena331 = getelementptr inbounds float, ptr %arena, i64 %1138
+  store <16 x float> %t55_c4_2330, ptr %arena331, align 4
+  %t55_c4_3332 = load <16 x float>, ptr %conv2.t55_c4_3, align 64
+  %1139 = mul nsw i64 %conv2.mb54244, 6
+  %1140 = add nsw i64 %1139, 4
+  %1141 = mul nsw i64 %1140, 50176
+  %1142 = add nsw i64 17661952, %1141
+  %1143 = mul nsw i64 %conv2.nb53243, 64
+  %1144 = add nsw i64 %1142, %1143
+  %1145 = add nsw i64 %1144, 48
+  %arena333 = getelementptr inbounds float, ptr %arena, i64 %1145
+  store <16 x float> %t55_c4_3332, ptr %arena333, align 4
+  %t55_c5_0334 = load <16 x float>, ptr %conv2.t55_c5_0, align 64
+  %1146 = mul nsw i64 %conv2.mb54244, 6
+  %1147 = add nsw i64 %1146, 5
+  %1148 = mul nsw i64 %1147, 50176
+  %1149 = add nsw i64 17661952, %1148
+  %1150 = mul nsw i64 %conv2.nb53243, 64
+  %1151 = add nsw i64 %1149, %1150
+  %arena335 = getelementptr inbounds float, ptr %arena, i64 %1151
+  store <16 x float> %t55_c5_0334, ptr %arena335, align 4
+  %t55_c5_1336 = load <16 x float>, ptr %conv2.t55_c5_1, align 64
+  %1152 = mul nsw i64 %conv2.mb54244, 6
+  %1153 = add nsw i64 %1152, 5
+  %1154 = mul nsw i64 %1153, 50176
+  %1155 = add nsw i64 17661952, %1154
+  %1156 = mul nsw i64 %conv2.nb53243, 64
+  %1157 = add nsw i64 %1155, %1156
+  %1158 = add nsw i64 %1157, 16
+  %arena337 = getelementptr inbounds float, ptr %arena, i64 %1158
+  store <16 x float> %t55_c5_1336, ptr %arena337, align 4
+  %t55_c5_2338 = load <16 x float>, ptr %conv2.t55_c5_2, align 64
+  %1159 = mul nsw i64 %conv2.mb54244, 6
+  %1160 = add nsw i64 %1159, 5
+  %1161 = mul nsw i64 %1160, 50176
+  %1162 = add nsw i64 17661952, %1161
+  %1163 = mul nsw i64 %conv2.nb53243, 64
+  %1164 = add nsw i64 %1162, %1163
+  %1165 = add nsw i64 %1164, 32
+  %arena339 = getelementptr inbounds float, ptr %arena, i64 %1165
+  store <16 x float> %t55_c5_2338, ptr %arena339, align 4
+  %t55_c5_3340 = load <16 x float>, ptr %conv2.t55_c5_3, align 64
+  %1166 = mul nsw i64 %conv2.mb54244, 6
+  %1167 = add nsw i64 %1166, 5
+  %1168 = mul nsw i64 %1167, 50176
+  %1169 = add nsw i64 17661952, %1168
+  %1170 = mul nsw i64 %conv2.nb53243, 64
+  %1171 = add nsw i64 %1169, %1170
+  %1172 = add nsw i64 %1171, 48
+  %arena341 = getelementptr inbounds float, ptr %arena, i64 %1172
+  store <16 x float> %t55_c5_3340, ptr %arena341, align 4
+  %mb54.next = add nsw i64 %conv2.mb54244, 1
+  %1173 = icmp slt i64 %mb54.next, 10
+  br i1 %1173, label %conv2.mb54, label %conv2.mb54.end
 
-conv2.px43.end:                                   ; preds = %conv2.px43
-  %py42.next = add nsw i64 %conv2.py42353, 1
-  %1140 = icmp slt i64 %py42.next, 14
-  br i1 %1140, label %conv2.py42, label %conv2.py42.end
+conv2.k58:                                        ; preds = %conv2.k58, %conv2.mb54.end
+  %conv2.k58342 = phi i64 [ 0, %conv2.mb54.end ], [ %k58.next, %conv2.k58 ]
+  %1174 = mul nsw i64 %conv2.k58342, 50176
+  %1175 = add nsw i64 3211264, %1174
+  %1176 = mul nsw i64 %conv2.nb53243, 64
+  %1177 = add nsw i64 %1175, %1176
+  %arena343 = getelementptr inbounds float, ptr %arena, i64 %1177
+  %1178 = load <16 x float>, ptr %arena343, align 4
+  store <16 x float> %1178, ptr %conv2.t57_b0, align 64
+  %1179 = mul nsw i64 %conv2.k58342, 50176
+  %1180 = add nsw i64 3211264, %1179
+  %1181 = mul nsw i64 %conv2.nb53243, 64
+  %1182 = add nsw i64 %1180, %1181
+  %1183 = add nsw i64 %1182, 16
+  %arena344 = getelementptr inbounds float, ptr %arena, i64 %1183
+  %1184 = load <16 x float>, ptr %arena344, align 4
+  store <16 x float> %1184, ptr %conv2.t57_b1, align 64
+  %1185 = mul nsw i64 %conv2.k58342, 50176
+  %1186 = add nsw i64 3211264, %1185
+  %1187 = mul nsw i64 %conv2.nb53243, 64
+  %1188 = add nsw i64 %1186, %1187
+  %1189 = add nsw i64 %1188, 32
+  %arena345 = getelementptr inbounds float, ptr %arena, i64 %1189
+  %1190 = load <16 x float>, ptr %arena345, align 4
+  store <16 x float> %1190, ptr %conv2.t57_b2, align 64
+  %1191 = mul nsw i64 %conv2.k58342, 50176
+  %1192 = add nsw i64 3211264, %1191
+  %1193 = mul nsw i64 %conv2.nb53243, 64
+  %1194 = add nsw i64 %1192, %1193
+  %1195 = add nsw i64 %1194, 48
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1195
+  %1196 = load <16 x float>, ptr %arena346, align 4
+  store <16 x float> %1196, ptr %conv2.t57_b3, align 64
+  %1197 = add nsw i64 17600, %conv2.k58342
+  %params347 = getelementptr inbounds float, ptr %params, i64 %1197
+  %1198 = load float, ptr %params347, align 4
+  %1199 = insertelement <16 x float> undef, float %1198, i32 0
+  %1200 = shufflevector <16 x float> %1199, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1200, ptr %conv2.t57_a0, align 64
+  %t57_a0 = load <16 x float>, ptr %conv2.t57_a0, align 64
+  %t57_b0 = load <16 x float>, ptr %conv2.t57_b0, align 64
+  %t57_c0_0 = load <16 x float>, ptr %conv2.t57_c0_0, align 64
+  %1201 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0, <16 x float> %t57_b0, <16 x float> %t57_c0_0)
+  store <16 x float> %1201, ptr %conv2.t57_c0_0, align 64
+  %t57_a0348 = load <16 x float>, ptr %conv2.t57_a0, align 64
+  %t57_b1 = load <16 x float>, ptr %conv2.t57_b1, align 64
+  %t57_c0_1 = load <16 x float>, ptr %conv2.t57_c0_1, align 64
+  %1202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0348, <16 x float> %t57_b1, <16 x float> %t57_c0_1)
+  store <16 x float> %1202, ptr %conv2.t57_c0_1, align 64
+  %t57_a0349 = load <16 x float>, ptr %conv2.t57_a0, align 64
+  %t57_b2 = load <16 x float>, ptr %conv2.t57_b2, align 64
+  %t57_c0_2 = load <16 x float>, ptr %conv2.t57_c0_2, align 64
+  %1203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0349, <16 x float> %t57_b2, <16 x float> %t57_c0_2)
+  store <16 x float> %1203, ptr %conv2.t57_c0_2, align 64
+  %t57_a0350 = load <16 x float>, ptr %conv2.t57_a0, align 64
+  %t57_b3 = load <16 x float>, ptr %conv2.t57_b3, align 64
+  %t57_c0_3 = load <16 x float>, ptr %conv2.t57_c0_3, align 64
+  %1204 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0350, <16 x float> %t57_b3, <16 x float> %t57_c0_3)
+  store <16 x float> %1204, ptr %conv2.t57_c0_3, align 64
+  %1205 = add nsw i64 17888, %conv2.k58342
+  %params351 = getelementptr inbounds float, ptr %params, i64 %1205
+  %1206 = load float, ptr %params351, align 4
+  %1207 = insertelement <16 x float> undef, float %1206, i32 0
+  %1208 = shufflevector <16 x float> %1207, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1208, ptr %conv2.t57_a1, align 64
+  %t57_a1 = load <16 x float>, ptr %conv2.t57_a1, align 64
+  %t57_b0352 = load <16 x float>, ptr %conv2.t57_b0, align 64
+  %t57_c1_0 = load <16 x float>, ptr %conv2.t57_c1_0, align 64
+  %1209 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1, <16 x float> %t57_b0352, <16 x float> %t57_c1_0)
+  store <16 x float> %1209, ptr %conv2.t57_c1_0, align 64
+  %t57_a1353 = load <16 x float>, ptr %conv2.t57_a1, align 64
+  %t57_b1354 = load <16 x float>, ptr %conv2.t57_b1, align 64
+  %t57_c1_1 = load <16 x float>, ptr %conv2.t57_c1_1, align 64
+  %1210 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1353, <16 x float> %t57_b1354, <16 x float> %t57_c1_1)
+  store <16 x float> %1210, ptr %conv2.t57_c1_1, align 64
+  %t57_a1355 = load <16 x float>, ptr %conv2.t57_a1, align 64
+  %t57_b2356 = load <16 x float>, ptr %conv2.t57_b2, align 64
+  %t57_c1_2 = load <16 x float>, ptr %conv2.t57_c1_2, align 64
+  %1211 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1355, <16 x float> %t57_b2356, <16 x float> %t57_c1_2)
+  store <16 x float> %1211, ptr %conv2.t57_c1_2, align 64
+  %t57_a1357 = load <16 x float>, ptr %conv2.t57_a1, align 64
+  %t57_b3358 = load <16 x float>, ptr %conv2.t57_b3, align 64
+  %t57_c1_3 = load <16 x float>, ptr %conv2.t57_c1_3, align 64
+  %1212 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1357, <16 x float> %t57_b3358, <16 x float> %t57_c1_3)
+  store <16 x float> %1212, ptr %conv2.t57_c1_3, align 64
+  %1213 = add nsw i64 18176, %conv2.k58342
+  %params359 = getelementptr inbounds float, ptr %params, i64 %1213
+  %1214 = load float, ptr %params359, align 4
+  %1215 = insertelement <16 x float> undef, float %1214, i32 0
+  %1216 = shufflevector <16 x float> %1215, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1216, ptr %conv2.t57_a2, align 64
+  %t57_a2 = load <16 x float>, ptr %conv2.t57_a2, align 64
+  %t57_b0360 = load <16 x float>, ptr %conv2.t57_b0, align 64
+  %t57_c2_0 = load <16 x float>, ptr %conv2.t57_c2_0, align 64
+  %1217 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2, <16 x float> %t57_b0360, <16 x float> %t57_c2_0)
+  store <16 x float> %1217, ptr %conv2.t57_c2_0, align 64
+  %t57_a2361 = load <16 x float>, ptr %conv2.t57_a2, align 64
+  %t57_b1362 = load <16 x float>, ptr %conv2.t57_b1, align 64
+  %t57_c2_1 = load <16 x float>, ptr %conv2.t57_c2_1, align 64
+  %1218 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2361, <16 x float> %t57_b1362, <16 x float> %t57_c2_1)
+  store <16 x float> %1218, ptr %conv2.t57_c2_1, align 64
+  %t57_a2363 = load <16 x float>, ptr %conv2.t57_a2, align 64
+  %t57_b2364 = load <16 x float>, ptr %conv2.t57_b2, align 64
+  %t57_c2_2 = load <16 x float>, ptr %conv2.t57_c2_2, align 64
+  %1219 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2363, <16 x float> %t57_b2364, <16 x float> %t57_c2_2)
+  store <16 x float> %1219, ptr %conv2.t57_c2_2, align 64
+  %t57_a2365 = load <16 x float>, ptr %conv2.t57_a2, align 64
+  %t57_b3366 = load <16 x float>, ptr %conv2.t57_b3, align 64
+  %t57_c2_3 = load <16 x float>, ptr %conv2.t57_c2_3, align 64
+  %1220 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2365, <16 x float> %t57_b3366, <16 x float> %t57_c2_3)
+  store <16 x float> %1220, ptr %conv2.t57_c2_3, align 64
+  %1221 = add nsw i64 18464, %conv2.k58342
+  %params367 = getelementptr inbounds float, ptr %params, i64 %1221
+  %1222 = load float, ptr %params367, align 4
+  %1223 = insertelement <16 x float> undef, float %1222, i32 0
+  %1224 = shufflevector <16 x float> %1223, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1224, ptr %conv2.t57_a3, align 64
+  %t57_a3 = load <16 x float>, ptr %conv2.t57_a3, align 64
+  %t57_b0368 = load <16 x float>, ptr %conv2.t57_b0, align 64
+  %t57_c3_0 = load <16 x float>, ptr %conv2.t57_c3_0, align 64
+  %1225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3, <16 x float> %t57_b0368, <16 x float> %t57_c3_0)
+  store <16 x float> %1225, ptr %conv2.t57_c3_0, align 64
+  %t57_a3369 = load <16 x float>, ptr %conv2.t57_a3, align 64
+  %t57_b1370 = load <16 x float>, ptr %conv2.t57_b1, align 64
+  %t57_c3_1 = load <16 x float>, ptr %conv2.t57_c3_1, align 64
+  %1226 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3369, <16 x float> %t57_b1370, <16 x float> %t57_c3_1)
+  store <16 x float> %1226, ptr %conv2.t57_c3_1, align 64
+  %t57_a3371 = load <16 x float>, ptr %conv2.t57_a3, align 64
+  %t57_b2372 = load <16 x float>, ptr %conv2.t57_b2, align 64
+  %t57_c3_2 = load <16 x float>, ptr %conv2.t57_c3_2, align 64
+  %1227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3371, <16 x float> %t57_b2372, <16 x float> %t57_c3_2)
+  store <16 x float> %1227, ptr %conv2.t57_c3_2, align 64
+  %t57_a3373 = load <16 x float>, ptr %conv2.t57_a3, align 64
+  %t57_b3374 = load <16 x float>, ptr %conv2.t57_b3, align 64
+  %t57_c3_3 = load <16 x float>, ptr %conv2.t57_c3_3, align 64
+  %1228 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3373, <16 x float> %t57_b3374, <16 x float> %t57_c3_3)
+  store <16 x float> %1228, ptr %conv2.t57_c3_3, align 64
+  %k58.next = add nsw i64 %conv2.k58342, 1
+  %1229 = icmp slt i64 %k58.next, 288
+  br i1 %1229, label %conv2.k58, label %conv2.k58.end
 
-fc1.n46:                                          ; preds = %fc1.u47.end, %conv2.g22.end
-  %fc1.n46403 = phi i64 [ 0, %conv2.g22.end ], [ %n46.next, %fc1.u47.end ]
-  br label %fc1.u47
+conv2.k58.end:                                    ; preds = %conv2.k58
+  %t57_c0_0375 = load <16 x float>, ptr %conv2.t57_c0_0, align 64
+  %1230 = mul nsw i64 %conv2.nb53243, 64
+  %1231 = add nsw i64 20672512, %1230
+  %arena376 = getelementptr inbounds float, ptr %arena, i64 %1231
+  store <16 x float> %t57_c0_0375, ptr %arena376, align 4
+  %t57_c0_1377 = load <16 x float>, ptr %conv2.t57_c0_1, align 64
+  %1232 = mul nsw i64 %conv2.nb53243, 64
+  %1233 = add nsw i64 20672512, %1232
+  %1234 = add nsw i64 %1233, 16
+  %arena378 = getelementptr inbounds float, ptr %arena, i64 %1234
+  store <16 x float> %t57_c0_1377, ptr %arena378, align 4
+  %t57_c0_2379 = load <16 x float>, ptr %conv2.t57_c0_2, align 64
+  %1235 = mul nsw i64 %conv2.nb53243, 64
+  %1236 = add nsw i64 20672512, %1235
+  %1237 = add nsw i64 %1236, 32
+  %arena380 = getelementptr inbounds float, ptr %arena, i64 %1237
+  store <16 x float> %t57_c0_2379, ptr %arena380, align 4
+  %t57_c0_3381 = load <16 x float>, ptr %conv2.t57_c0_3, align 64
+  %1238 = mul nsw i64 %conv2.nb53243, 64
+  %1239 = add nsw i64 20672512, %1238
+  %1240 = add nsw i64 %1239, 48
+  %arena382 = getelementptr inbounds float, ptr %arena, i64 %1240
+  store <16 x float> %t57_c0_3381, ptr %arena382, align 4
+  %t57_c1_0383 = load <16 x float>, ptr %conv2.t57_c1_0, align 64
+  %1241 = mul nsw i64 %conv2.nb53243, 64
+  %1242 = add nsw i64 20722688, %1241
+  %arena384 = getelementptr inbounds float, ptr %arena, i64 %1242
+  store <16 x float> %t57_c1_0383, ptr %arena384, align 4
+  %t57_c1_1385 = load <16 x float>, ptr %conv2.t57_c1_1, align 64
+  %1243 = mul nsw i64 %conv2.nb53243, 64
+  %1244 = add nsw i64 20722688, %1243
+  %1245 = add nsw i64 %1244, 16
+  %arena386 = getelementptr inbounds float, ptr %arena, i64 %1245
+  store <16 x float> %t57_c1_1385, ptr %arena386, align 4
+  %t57_c1_2387 = load <16 x float>, ptr %conv2.t57_c1_2, align 64
+  %1246 = mul nsw i64 %conv2.nb53243, 64
+  %1247 = add nsw i64 20722688, %1246
+  %1248 = add nsw i64 %1247, 32
+  %arena388 = getelementptr inbounds float, ptr %arena, i64 %1248
+  store <16 x float> %t57_c1_2387, ptr %arena388, align 4
+  %t57_c1_3389 = load <16 x float>, ptr %conv2.t57_c1_3, align 64
+  %1249 = mul nsw i64 %conv2.nb53243, 64
+  %1250 = add nsw i64 20722688, %1249
+  %1251 = add nsw i64 %1250, 48
+  %arena390 = getelementptr inbounds float, ptr %arena, i64 %1251
+  store <16 x float> %t57_c1_3389, ptr %arena390, align 4
+  %t57_c2_0391 = load <16 x float>, ptr %conv2.t57_c2_0, align 64
+  %1252 = mul nsw i64 %conv2.nb53243, 64
+  %1253 = add nsw i64 20772864, %1252
+  %arena392 = getelementptr inbounds float, ptr %arena, i64 %1253
+  store <16 x float> %t57_c2_0391, ptr %arena392, align 4
+  %t57_c2_1393 = load <16 x float>, ptr %conv2.t57_c2_1, align 64
+  %1254 = mul nsw i64 %conv2.nb53243, 64
+  %1255 = add nsw i64 20772864, %1254
+  %1256 = add nsw i64 %1255, 16
+  %arena394 = getelementptr inbounds float, ptr %arena, i64 %1256
+  store <16 x float> %t57_c2_1393, ptr %arena394, align 4
+  %t57_c2_2395 = load <16 x float>, ptr %conv2.t57_c2_2, align 64
+  %1257 = mul nsw i64 %conv2.nb53243, 64
+  %1258 = add nsw i64 20772864, %1257
+  %1259 = add nsw i64 %1258, 32
+  %arena396 = getelementptr inbounds float, ptr %arena, i64 %1259
+  store <16 x float> %t57_c2_2395, ptr %arena396, align 4
+  %t57_c2_3397 = load <16 x float>, ptr %conv2.t57_c2_3, align 64
+  %1260 = mul nsw i64 %conv2.nb53243, 64
+  %1261 = add nsw i64 20772864, %1260
+  %1262 = add nsw i64 %1261, 48
+  %arena398 = getelementptr inbounds float, ptr %arena, i64 %1262
+  store <16 x float> %t57_c2_3397, ptr %arena398, align 4
+  %t57_c3_0399 = load <16 x float>, ptr %conv2.t57_c3_0, align 64
+  %1263 = mul nsw i64 %conv2.nb53243, 64
+  %1264 = add nsw i64 20823040, %1263
+  %arena400 = getelementptr inbounds float, ptr %arena, i64 %1264
+  store <16 x float> %t57_c3_0399, ptr %arena400, align 4
+  %t57_c3_1401 = load <16 x float>, ptr %conv2.t57_c3_1, align 64
+  %1265 = mul nsw i64 %conv2.nb53243, 64
+  %1266 = add nsw i64 20823040, %1265
+  %1267 = add nsw i64 %1266, 16
+  %arena402 = getelementptr inbounds float, ptr %arena, i64 %1267
+  store <16 x float> %t57_c3_1401, ptr %arena402, align 4
+  %t57_c3_2403 = load <16 x float>, ptr %conv2.t57_c3_2, align 64
+  %1268 = mul nsw i64 %conv2.nb53243, 64
+  %1269 = add nsw i64 20823040, %1268
+  %1270 = add nsw i64 %1269, 32
+  %arena404 = getelementptr inbounds float, ptr %arena, i64 %1270
+  store <16 x float> %t57_c3_2403, ptr %arena404, align 4
+  %t57_c3_3405 = load <16 x float>, ptr %conv2.t57_c3_3, align 64
+  %1271 = mul nsw i64 %conv2.nb53243, 64
+  %1272 = add nsw i64 20823040, %1271
+  %1273 = add nsw i64 %1272, 48
+  %arena406 = getelementptr inbounds float, ptr %arena, i64 %1273
+  store <16 x float> %t57_c3_3405, ptr %arena406, align 4
+  %nb53.next = add nsw i64 %conv2.nb53243, 1
+  %1274 = icmp slt i64 %nb53.next, 784
+  br i1 %1274, label %conv2.nb53, label %conv2.nb53.end
 
-fc1.n46.end:                                      ; preds = %fc1.u47.end
-  %arena410 = getelementptr inbounds float, ptr %arena, i64 0
-  %params411 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena412 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena410, i32 128, ptr %params411, i32 128, float 0.000000e+00, ptr %arena412, i32 10)
-  br label %fc2.n48
+conv2.j59:                                        ; preds = %conv2.f60.end, %conv2.nb53.end
+  %conv2.j59407 = phi i64 [ 0, %conv2.nb53.end ], [ %j59.next, %conv2.f60.end ]
+  br label %conv2.f60
 
-fc1.u47:                                          ; preds = %fc1.u47, %fc1.n46
-  %fc1.u47404 = phi i64 [ 0, %fc1.n46 ], [ %u47.next, %fc1.u47 ]
-  %1141 = mul nsw i64 %fc1.n46403, 128
-  %1142 = add nsw i64 %1141, %fc1.u47404
-  %arena405 = getelementptr inbounds float, ptr %arena, i64 %1142
-  %1143 = load float, ptr %arena405, align 4
-  %1144 = add nsw i64 1624448, %fc1.u47404
-  %params406 = getelementptr inbounds float, ptr %params, i64 %1144
-  %1145 = load float, ptr %params406, align 4
-  %1146 = fadd float %1143, %1145
-  %1147 = fcmp ogt float %1146, 0.000000e+00
-  %1148 = mul nsw i64 %fc1.n46403, 128
-  %1149 = add nsw i64 %1148, %fc1.u47404
-  %arena407 = getelementptr inbounds float, ptr %arena, i64 %1149
-  %1150 = load float, ptr %arena407, align 4
-  %1151 = add nsw i64 1624448, %fc1.u47404
-  %params408 = getelementptr inbounds float, ptr %params, i64 %1151
-  %1152 = load float, ptr %params408, align 4
-  %1153 = fadd float %1150, %1152
-  %1154 = select i1 %1147, float %1153, float 0.000000e+00
-  %1155 = mul nsw i64 %fc1.n46403, 128
-  %1156 = add nsw i64 %1155, %fc1.u47404
-  %arena409 = getelementptr inbounds float, ptr %arena, i64 %1156
-  store float %1154, ptr %arena409, align 4
-  %u47.next = add nsw i64 %fc1.u47404, 1
-  %1157 = icmp slt i64 %u47.next, 128
-  br i1 %1157, label %fc1.u47, label %fc1.u47.end
+conv2.j59.end:                                    ; preds = %conv2.f60.end
+  %g23.next = add nsw i64 %conv2.g23166, 1
+  %1275 = icmp slt i64 %g23.next, 1
+  br i1 %1275, label %conv2.g23, label %conv2.g23.end
 
-fc1.u47.end:                                      ; preds = %fc1.u47
-  %n46.next = add nsw i64 %fc1.n46403, 1
-  %1158 = icmp slt i64 %n46.next, 64
-  br i1 %1158, label %fc1.n46, label %fc1.n46.end
+conv2.f60:                                        ; preds = %conv2.q61.end, %conv2.j59
+  %conv2.f60408 = phi i64 [ 0, %conv2.j59 ], [ %f60.next, %conv2.q61.end ]
+  br label %conv2.q61
 
-fc2.n48:                                          ; preds = %fc2.u49.end, %fc1.n46.end
-  %fc2.n48413 = phi i64 [ 0, %fc1.n46.end ], [ %n48.next, %fc2.u49.end ]
-  br label %fc2.u49
+conv2.f60.end:                                    ; preds = %conv2.q61.end
+  %j59.next = add nsw i64 %conv2.j59407, 1
+  %1276 = icmp slt i64 %j59.next, 64
+  br i1 %1276, label %conv2.j59, label %conv2.j59.end
 
-fc2.n48.end:                                      ; preds = %fc2.u49.end
+conv2.q61:                                        ; preds = %conv2.q61, %conv2.f60
+  %conv2.q61409 = phi i64 [ 0, %conv2.f60 ], [ %q61.next, %conv2.q61 ]
+  %1277 = mul nsw i64 %conv2.f60408, 50176
+  %1278 = add nsw i64 17661952, %1277
+  %1279 = mul nsw i64 %conv2.j59407, 784
+  %1280 = add nsw i64 %1278, %1279
+  %1281 = add nsw i64 %1280, %conv2.q61409
+  %arena410 = getelementptr inbounds float, ptr %arena, i64 %1281
+  %1282 = load float, ptr %arena410, align 4
+  %1283 = add nsw i64 18752, %conv2.f60408
+  %params411 = getelementptr inbounds float, ptr %params, i64 %1283
+  %1284 = load float, ptr %params411, align 4
+  %1285 = fadd float %1282, %1284
+  store float %1285, ptr %conv2.v62, align 4
+  store float 0.000000e+00, ptr %conv2.at63, align 4
+  %1286 = mul nsw i64 %conv2.f60408, 50176
+  %1287 = add nsw i64 17661952, %1286
+  %1288 = mul nsw i64 %conv2.j59407, 784
+  %1289 = add nsw i64 %1287, %1288
+  %1290 = add nsw i64 %1289, 196
+  %1291 = add nsw i64 %1290, %conv2.q61409
+  %arena412 = getelementptr inbounds float, ptr %arena, i64 %1291
+  %1292 = load float, ptr %arena412, align 4
+  %1293 = add nsw i64 18752, %conv2.f60408
+  %params413 = getelementptr inbounds float, ptr %params, i64 %1293
+  %1294 = load float, ptr %params413, align 4
+  %1295 = fadd float %1292, %1294
+  store float %1295, ptr %conv2.v64, align 4
+  %v64 = load float, ptr %conv2.v64, align 4
+  %v62 = load float, ptr %conv2.v62, align 4
+  %1296 = fcmp ogt float %v64, %v62
+  %at63 = load float, ptr %conv2.at63, align 4
+  %1297 = select i1 %1296, float 1.000000e+00, float %at63
+  store float %1297, ptr %conv2.at66, align 4
+  %v64414 = load float, ptr %conv2.v64, align 4
+  %v62415 = load float, ptr %conv2.v62, align 4
+  %1298 = fcmp ogt float %v64414, %v62415
+  %v64416 = load float, ptr %conv2.v64, align 4
+  %v62417 = load float, ptr %conv2.v62, align 4
+  %1299 = select i1 %1298, float %v64416, float %v62417
+  store float %1299, ptr %conv2.best65, align 4
+  %1300 = mul nsw i64 %conv2.f60408, 50176
+  %1301 = add nsw i64 17661952, %1300
+  %1302 = mul nsw i64 %conv2.j59407, 784
+  %1303 = add nsw i64 %1301, %1302
+  %1304 = add nsw i64 %1303, 392
+  %1305 = add nsw i64 %1304, %conv2.q61409
+  %arena418 = getelementptr inbounds float, ptr %arena, i64 %1305
+  %1306 = load float, ptr %arena418, align 4
+  %1307 = add nsw i64 18752, %conv2.f60408
+  %params419 = getelementptr inbounds float, ptr %params, i64 %1307
+  %1308 = load float, ptr %params419, align 4
+  %1309 = fadd float %1306, %1308
+  store float %1309, ptr %conv2.v67, align 4
+  %v67 = load float, ptr %conv2.v67, align 4
+  %best65 = load float, ptr %conv2.best65, align 4
+  %1310 = fcmp ogt float %v67, %best65
+  %at66 = load float, ptr %conv2.at66, align 4
+  %1311 = select i1 %1310, float 2.800000e+01, float %at66
+  store float %1311, ptr %conv2.at69, align 4
+  %v67420 = load float, ptr %conv2.v67, align 4
+  %best65421 = load float, ptr %conv2.best65, align 4
+  %1312 = fcmp ogt float %v67420, %best65421
+  %v67422 = load float, ptr %conv2.v67, align 4
+  %best65423 = load float, ptr %conv2.best65, align 4
+  %1313 = select i1 %1312, float %v67422, float %best65423
+  store float %1313, ptr %conv2.best68, align 4
+  %1314 = mul nsw i64 %conv2.f60408, 50176
+  %1315 = add nsw i64 17661952, %1314
+  %1316 = mul nsw i64 %conv2.j59407, 784
+  %1317 = add nsw i64 %1315, %1316
+  %1318 = add nsw i64 %1317, 588
+  %1319 = add nsw i64 %1318, %conv2.q61409
+  %arena424 = getelementptr inbounds float, ptr %arena, i64 %1319
+  %1320 = load float, ptr %arena424, align 4
+  %1321 = add nsw i64 18752, %conv2.f60408
+  %params425 = getelementptr inbounds float, ptr %params, i64 %1321
+  %1322 = load float, ptr %params425, align 4
+  %1323 = fadd float %1320, %1322
+  store float %1323, ptr %conv2.v70, align 4
+  %v70 = load float, ptr %conv2.v70, align 4
+  %best68 = load float, ptr %conv2.best68, align 4
+  %1324 = fcmp ogt float %v70, %best68
+  %at69 = load float, ptr %conv2.at69, align 4
+  %1325 = select i1 %1324, float 2.900000e+01, float %at69
+  store float %1325, ptr %conv2.at72, align 4
+  %v70426 = load float, ptr %conv2.v70, align 4
+  %best68427 = load float, ptr %conv2.best68, align 4
+  %1326 = fcmp ogt float %v70426, %best68427
+  %v70428 = load float, ptr %conv2.v70, align 4
+  %best68429 = load float, ptr %conv2.best68, align 4
+  %1327 = select i1 %1326, float %v70428, float %best68429
+  store float %1327, ptr %conv2.best71, align 4
+  %best71 = load float, ptr %conv2.best71, align 4
+  %1328 = fcmp ogt float %best71, 0.000000e+00
+  %best71430 = load float, ptr %conv2.best71, align 4
+  %1329 = select i1 %1328, float %best71430, float 0.000000e+00
+  %1330 = mul nsw i64 %conv2.g23166, 64
+  %1331 = add nsw i64 %1330, %conv2.j59407
+  %1332 = mul nsw i64 %1331, 12544
+  %1333 = mul nsw i64 %conv2.f60408, 196
+  %1334 = add nsw i64 %1332, %1333
+  %1335 = add nsw i64 %1334, %conv2.q61409
+  %1336 = add nsw i64 1605632, %1335
+  %arena431 = getelementptr inbounds float, ptr %arena, i64 %1336
+  store float %1329, ptr %arena431, align 4
+  %1337 = add nsw i64 20873216, %conv2.q61409
+  %arena432 = getelementptr inbounds float, ptr %arena, i64 %1337
+  %1338 = load float, ptr %arena432, align 4
+  %at72 = load float, ptr %conv2.at72, align 4
+  %1339 = fadd float %1338, %at72
+  %1340 = mul nsw i64 %conv2.g23166, 64
+  %1341 = add nsw i64 %1340, %conv2.j59407
+  %1342 = mul nsw i64 %1341, 12544
+  %1343 = mul nsw i64 %conv2.f60408, 196
+  %1344 = add nsw i64 %1342, %1343
+  %1345 = add nsw i64 %1344, %conv2.q61409
+  %1346 = add nsw i64 2408448, %1345
+  %arena433 = getelementptr inbounds float, ptr %arena, i64 %1346
+  store float %1339, ptr %arena433, align 4
+  %q61.next = add nsw i64 %conv2.q61409, 1
+  %1347 = icmp slt i64 %q61.next, 196
+  br i1 %1347, label %conv2.q61, label %conv2.q61.end
+
+conv2.q61.end:                                    ; preds = %conv2.q61
+  %f60.next = add nsw i64 %conv2.f60408, 1
+  %1348 = icmp slt i64 %f60.next, 64
+  br i1 %1348, label %conv2.f60, label %conv2.f60.end
+
+fc1.n73:                                          ; preds = %fc1.u74.end, %conv2.g23.end
+  %fc1.n73437 = phi i64 [ 0, %conv2.g23.end ], [ %n73.next, %fc1.u74.end ]
+  br label %fc1.u74
+
+fc1.n73.end:                                      ; preds = %fc1.u74.end
+  %arena444 = getelementptr inbounds float, ptr %arena, i64 0
+  %params445 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena446 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena444, i32 128, ptr %params445, i32 128, float 0.000000e+00, ptr %arena446, i32 10)
+  br label %fc2.n75
+
+fc1.u74:                                          ; preds = %fc1.u74, %fc1.n73
+  %fc1.u74438 = phi i64 [ 0, %fc1.n73 ], [ %u74.next, %fc1.u74 ]
+  %1349 = mul nsw i64 %fc1.n73437, 128
+  %1350 = add nsw i64 %1349, %fc1.u74438
+  %arena439 = getelementptr inbounds float, ptr %arena, i64 %1350
+  %1351 = load float, ptr %arena439, align 4
+  %1352 = add nsw i64 1624448, %fc1.u74438
+  %params440 = getelementptr inbounds float, ptr %params, i64 %1352
+  %1353 = load float, ptr %params440, align 4
+  %1354 = fadd float %1351, %1353
+  %1355 = fcmp ogt float %1354, 0.000000e+00
+  %1356 = mul nsw i64 %fc1.n73437, 128
+  %1357 = add nsw i64 %1356, %fc1.u74438
+  %arena441 = getelementptr inbounds float, ptr %arena, i64 %1357
+  %1358 = load float, ptr %arena441, align 4
+  %1359 = add nsw i64 1624448, %fc1.u74438
+  %params442 = getelementptr inbounds float, ptr %params, i64 %1359
+  %1360 = load float, ptr %params442, align 4
+  %1361 = fadd float %1358, %1360
+  %1362 = select i1 %1355, float %1361, float 0.000000e+00
+  %1363 = mul nsw i64 %fc1.n73437, 128
+  %1364 = add nsw i64 %1363, %fc1.u74438
+  %arena443 = getelementptr inbounds float, ptr %arena, i64 %1364
+  store float %1362, ptr %arena443, align 4
+  %u74.next = add nsw i64 %fc1.u74438, 1
+  %1365 = icmp slt i64 %u74.next, 128
+  br i1 %1365, label %fc1.u74, label %fc1.u74.end
+
+fc1.u74.end:                                      ; preds = %fc1.u74
+  %n73.next = add nsw i64 %fc1.n73437, 1
+  %1366 = icmp slt i64 %n73.next, 64
+  br i1 %1366, label %fc1.n73, label %fc1.n73.end
+
+fc2.n75:                                          ; preds = %fc2.u76.end, %fc1.n73.end
+  %fc2.n75447 = phi i64 [ 0, %fc1.n73.end ], [ %n75.next, %fc2.u76.end ]
+  br label %fc2.u76
+
+fc2.n75.end:                                      ; preds = %fc2.u76.end
   ret void
 
-fc2.u49:                                          ; preds = %fc2.u49, %fc2.n48
-  %fc2.u49414 = phi i64 [ 0, %fc2.n48 ], [ %u49.next, %fc2.u49 ]
-  %1159 = mul nsw i64 %fc2.n48413, 10
-  %1160 = add nsw i64 8192, %1159
-  %1161 = add nsw i64 %1160, %fc2.u49414
-  %arena415 = getelementptr inbounds float, ptr %arena, i64 %1161
-  %1162 = load float, ptr %arena415, align 4
-  %1163 = add nsw i64 1625856, %fc2.u49414
-  %params416 = getelementptr inbounds float, ptr %params, i64 %1163
-  %1164 = load float, ptr %params416, align 4
-  %1165 = fadd float %1162, %1164
-  %1166 = mul nsw i64 %fc2.n48413, 10
-  %1167 = add nsw i64 8192, %1166
-  %1168 = add nsw i64 %1167, %fc2.u49414
-  %arena417 = getelementptr inbounds float, ptr %arena, i64 %1168
-  store float %1165, ptr %arena417, align 4
-  %u49.next = add nsw i64 %fc2.u49414, 1
-  %1169 = icmp slt i64 %u49.next, 10
-  br i1 %1169, label %fc2.u49, label %fc2.u49.end
+fc2.u76:                                          ; preds = %fc2.u76, %fc2.n75
+  %fc2.u76448 = phi i64 [ 0, %fc2.n75 ], [ %u76.next, %fc2.u76 ]
+  %1367 = mul nsw i64 %fc2.n75447, 10
+  %1368 = add nsw i64 8192, %1367
+  %1369 = add nsw i64 %1368, %fc2.u76448
+  %arena449 = getelementptr inbounds float, ptr %arena, i64 %1369
+  %1370 = load float, ptr %arena449, align 4
+  %1371 = add nsw i64 1625856, %fc2.u76448
+  %params450 = getelementptr inbounds float, ptr %params, i64 %1371
+  %1372 = load float, ptr %params450, align 4
+  %1373 = fadd float %1370, %1372
+  %1374 = mul nsw i64 %fc2.n75447, 10
+  %1375 = add nsw i64 8192, %1374
+  %1376 = add nsw i64 %1375, %fc2.u76448
+  %arena451 = getelementptr inbounds float, ptr %arena, i64 %1376
+  store float %1373, ptr %arena451, align 4
+  %u76.next = add nsw i64 %fc2.u76448, 1
+  %1377 = icmp slt i64 %u76.next, 10
+  br i1 %1377, label %fc2.u76, label %fc2.u76.end
 
-fc2.u49.end:                                      ; preds = %fc2.u49
-  %n48.next = add nsw i64 %fc2.n48413, 1
-  %1170 = icmp slt i64 %n48.next, 64
-  br i1 %1170, label %fc2.n48, label %fc2.n48.end
+fc2.u76.end:                                      ; preds = %fc2.u76
+  %n75.next = add nsw i64 %fc2.n75447, 1
+  %1378 = icmp slt i64 %n75.next, 64
+  br i1 %1378, label %fc2.n75, label %fc2.n75.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -69,29 +69,21 @@ public func convnet_train_b64(
           for oy7 in 0..<28 {
             if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
               for ox8 in 0..<27 {
-                arena[((((1605632 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+                arena[(((1605632 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy7 &* 28) &+ (ox8 &+ 1)))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
               }
             }
           }
           for oy9 in 0..<28 {
             if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
-              do {  // SIMD16 over ox10
-                var ox10 = 0
-                while ox10 &+ 16 <= 28 {
-                  store16(arena, (((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
-                  ox10 &+= 16
-                }
-                while ox10 < 28 {
-                  arena[((((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
-                  ox10 &+= 1
-                }
+              for ox10 in 0..<28 {
+                arena[(((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ ox10))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
               }
             }
           }
           for oy11 in 0..<28 {
             if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
               for ox12 in 0..<27 {
-                arena[((((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
+                arena[(((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ ((oy11 &* 28) &+ ox12))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
               }
             }
           }
@@ -235,218 +227,275 @@ public func convnet_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g22 in 0..<1 {
-    for j23 in 0..<64 {
-      for r24 in 0..<288 {
-        do {  // SIMD16 over i25
-          var i25 = 0
-          while i25 &+ 16 <= 784 {
-            store16(arena, ((3211264 &+ (r24 &* 50176)) &+ (j23 &* 784)) &+ i25, SIMD16<Float>(repeating: Float(0)))
-            i25 &+= 16
+  for i22 in 0..<196 {
+    arena[(20873216 &+ i22)] = Float((((i22 / 14) &* 56) &+ ((i22 % 14) &* 2)))
+  }
+  for g23 in 0..<1 {
+    for j24 in 0..<64 {
+      for r25 in 0..<288 {
+        do {  // SIMD16 over i26
+          var i26 = 0
+          while i26 &+ 16 <= 784 {
+            store16(arena, ((3211264 &+ (r25 &* 50176)) &+ (j24 &* 784)) &+ i26, SIMD16<Float>(repeating: Float(0)))
+            i26 &+= 16
           }
-          while i25 < 784 {
-            arena[(((3211264 &+ (r24 &* 50176)) &+ (j23 &* 784)) &+ i25)] = Float(0)
-            i25 &+= 1
+          while i26 < 784 {
+            arena[(((3211264 &+ (r25 &* 50176)) &+ (j24 &* 784)) &+ i26)] = Float(0)
+            i26 &+= 1
           }
         }
       }
-      for c26 in 0..<32 {
-        for ky27 in 0..<3 {
-          for oy28 in 0..<28 {
-            if (-1 < ((oy28 &+ ky27) &+ -1) && ((oy28 &+ ky27) &+ -1) < 28) {
-              for ox29 in 0..<27 {
-                arena[((((3211264 &+ ((((c26 &* 3) &+ ky27) &* 3) &* 50176)) &+ (j23 &* 784)) &+ (oy28 &* 28)) &+ (ox29 &+ 1))] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy28 &+ ky27) &+ -1) &* 28)) &+ ((ox29 &+ 1) &+ -1))]
+      for c27 in 0..<32 {
+        for ky28 in 0..<3 {
+          for oy29 in 0..<14 {
+            if (-1 < (((oy29 &* 2) &+ ky28) &+ -1) && (((oy29 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox30 in 0..<13 {
+                arena[(((3211264 &+ ((((c27 &* 3) &+ ky28) &* 3) &* 50176)) &+ (j24 &* 784)) &+ ((oy29 &* 14) &+ (ox30 &+ 1)))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy29 &* 2) &+ ky28) &+ -1) &* 28)) &+ (((ox30 &+ 1) &* 2) &+ -1))]
               }
             }
           }
-          for oy30 in 0..<28 {
-            if (-1 < ((oy30 &+ ky27) &+ -1) && ((oy30 &+ ky27) &+ -1) < 28) {
-              do {  // SIMD16 over ox31
-                var ox31 = 0
-                while ox31 &+ 16 <= 28 {
-                  store16(arena, (((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 1) &* 50176)) &+ (j23 &* 784)) &+ (oy30 &* 28)) &+ ox31, load16(arena, (((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy30 &+ ky27) &+ -1) &* 28)) &+ ox31))
-                  ox31 &+= 16
-                }
-                while ox31 < 28 {
-                  arena[((((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 1) &* 50176)) &+ (j23 &* 784)) &+ (oy30 &* 28)) &+ ox31)] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy30 &+ ky27) &+ -1) &* 28)) &+ ox31)]
-                  ox31 &+= 1
-                }
+          for oy31 in 0..<14 {
+            if (-1 < (((oy31 &* 2) &+ ky28) &+ -1) && (((oy31 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox32 in 0..<14 {
+                arena[(((3211264 &+ ((((c27 &* 3) &+ ky28) &* 3) &* 50176)) &+ (j24 &* 784)) &+ ((196 &+ (oy31 &* 14)) &+ ox32))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy31 &* 2) &+ ky28) &+ -1) &* 28)) &+ (ox32 &* 2))]
               }
             }
           }
-          for oy32 in 0..<28 {
-            if (-1 < ((oy32 &+ ky27) &+ -1) && ((oy32 &+ ky27) &+ -1) < 28) {
-              for ox33 in 0..<27 {
-                arena[((((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 2) &* 50176)) &+ (j23 &* 784)) &+ (oy32 &* 28)) &+ ox33)] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy32 &+ ky27) &+ -1) &* 28)) &+ (ox33 &+ 1))]
+          for oy33 in 0..<14 {
+            if (-1 < ((((oy33 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy33 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox34 in 0..<13 {
+                arena[(((3211264 &+ ((((c27 &* 3) &+ ky28) &* 3) &* 50176)) &+ (j24 &* 784)) &+ ((392 &+ (oy33 &* 14)) &+ (ox34 &+ 1)))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy33 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ (((ox34 &+ 1) &* 2) &+ -1))]
+              }
+            }
+          }
+          for oy35 in 0..<14 {
+            if (-1 < ((((oy35 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy35 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox36 in 0..<14 {
+                arena[(((3211264 &+ ((((c27 &* 3) &+ ky28) &* 3) &* 50176)) &+ (j24 &* 784)) &+ ((588 &+ (oy35 &* 14)) &+ ox36))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy35 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ (ox36 &* 2))]
+              }
+            }
+          }
+          for oy37 in 0..<14 {
+            if (-1 < (((oy37 &* 2) &+ ky28) &+ -1) && (((oy37 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox38 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 1) &* 50176)) &+ (j24 &* 784)) &+ ((oy37 &* 14) &+ ox38))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy37 &* 2) &+ ky28) &+ -1) &* 28)) &+ (ox38 &* 2))]
+              }
+            }
+          }
+          for oy39 in 0..<14 {
+            if (-1 < (((oy39 &* 2) &+ ky28) &+ -1) && (((oy39 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox40 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 1) &* 50176)) &+ (j24 &* 784)) &+ ((196 &+ (oy39 &* 14)) &+ ox40))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy39 &* 2) &+ ky28) &+ -1) &* 28)) &+ ((ox40 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy41 in 0..<14 {
+            if (-1 < ((((oy41 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy41 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox42 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 1) &* 50176)) &+ (j24 &* 784)) &+ ((392 &+ (oy41 &* 14)) &+ ox42))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy41 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ (ox42 &* 2))]
+              }
+            }
+          }
+          for oy43 in 0..<14 {
+            if (-1 < ((((oy43 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy43 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox44 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 1) &* 50176)) &+ (j24 &* 784)) &+ ((588 &+ (oy43 &* 14)) &+ ox44))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy43 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ ((ox44 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy45 in 0..<14 {
+            if (-1 < (((oy45 &* 2) &+ ky28) &+ -1) && (((oy45 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox46 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 2) &* 50176)) &+ (j24 &* 784)) &+ ((oy45 &* 14) &+ ox46))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy45 &* 2) &+ ky28) &+ -1) &* 28)) &+ ((ox46 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy47 in 0..<14 {
+            if (-1 < (((oy47 &* 2) &+ ky28) &+ -1) && (((oy47 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox48 in 0..<13 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 2) &* 50176)) &+ (j24 &* 784)) &+ ((196 &+ (oy47 &* 14)) &+ ox48))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy47 &* 2) &+ ky28) &+ -1) &* 28)) &+ ((ox48 &* 2) &+ 2))]
+              }
+            }
+          }
+          for oy49 in 0..<14 {
+            if (-1 < ((((oy49 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy49 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox50 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 2) &* 50176)) &+ (j24 &* 784)) &+ ((392 &+ (oy49 &* 14)) &+ ox50))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy49 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ ((ox50 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy51 in 0..<14 {
+            if (-1 < ((((oy51 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy51 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox52 in 0..<13 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 2) &* 50176)) &+ (j24 &* 784)) &+ ((588 &+ (oy51 &* 14)) &+ ox52))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy51 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ ((ox52 &* 2) &+ 2))]
               }
             }
           }
         }
       }
     }
-    for nb34 in 0..<784 {
-      for mb35 in 0..<10 {
-        var t36_c0_0 = SIMD16<Float>()
-        var t36_c0_1 = SIMD16<Float>()
-        var t36_c0_2 = SIMD16<Float>()
-        var t36_c0_3 = SIMD16<Float>()
-        var t36_c1_0 = SIMD16<Float>()
-        var t36_c1_1 = SIMD16<Float>()
-        var t36_c1_2 = SIMD16<Float>()
-        var t36_c1_3 = SIMD16<Float>()
-        var t36_c2_0 = SIMD16<Float>()
-        var t36_c2_1 = SIMD16<Float>()
-        var t36_c2_2 = SIMD16<Float>()
-        var t36_c2_3 = SIMD16<Float>()
-        var t36_c3_0 = SIMD16<Float>()
-        var t36_c3_1 = SIMD16<Float>()
-        var t36_c3_2 = SIMD16<Float>()
-        var t36_c3_3 = SIMD16<Float>()
-        var t36_c4_0 = SIMD16<Float>()
-        var t36_c4_1 = SIMD16<Float>()
-        var t36_c4_2 = SIMD16<Float>()
-        var t36_c4_3 = SIMD16<Float>()
-        var t36_c5_0 = SIMD16<Float>()
-        var t36_c5_1 = SIMD16<Float>()
-        var t36_c5_2 = SIMD16<Float>()
-        var t36_c5_3 = SIMD16<Float>()
-        for k37 in 0..<288 {
-          let t36_b0 = load16(arena, ((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)))
-          let t36_b1 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 16))
-          let t36_b2 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 32))
-          let t36_b3 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 48))
-          let t36_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb35 &* 6) &* 288)) &+ k37)])
-          t36_c0_0 = t36_c0_0.addingProduct(t36_a0, t36_b0)
-          t36_c0_1 = t36_c0_1.addingProduct(t36_a0, t36_b1)
-          t36_c0_2 = t36_c0_2.addingProduct(t36_a0, t36_b2)
-          t36_c0_3 = t36_c0_3.addingProduct(t36_a0, t36_b3)
-          let t36_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 1) &* 288)) &+ k37)])
-          t36_c1_0 = t36_c1_0.addingProduct(t36_a1, t36_b0)
-          t36_c1_1 = t36_c1_1.addingProduct(t36_a1, t36_b1)
-          t36_c1_2 = t36_c1_2.addingProduct(t36_a1, t36_b2)
-          t36_c1_3 = t36_c1_3.addingProduct(t36_a1, t36_b3)
-          let t36_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 2) &* 288)) &+ k37)])
-          t36_c2_0 = t36_c2_0.addingProduct(t36_a2, t36_b0)
-          t36_c2_1 = t36_c2_1.addingProduct(t36_a2, t36_b1)
-          t36_c2_2 = t36_c2_2.addingProduct(t36_a2, t36_b2)
-          t36_c2_3 = t36_c2_3.addingProduct(t36_a2, t36_b3)
-          let t36_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 3) &* 288)) &+ k37)])
-          t36_c3_0 = t36_c3_0.addingProduct(t36_a3, t36_b0)
-          t36_c3_1 = t36_c3_1.addingProduct(t36_a3, t36_b1)
-          t36_c3_2 = t36_c3_2.addingProduct(t36_a3, t36_b2)
-          t36_c3_3 = t36_c3_3.addingProduct(t36_a3, t36_b3)
-          let t36_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 4) &* 288)) &+ k37)])
-          t36_c4_0 = t36_c4_0.addingProduct(t36_a4, t36_b0)
-          t36_c4_1 = t36_c4_1.addingProduct(t36_a4, t36_b1)
-          t36_c4_2 = t36_c4_2.addingProduct(t36_a4, t36_b2)
-          t36_c4_3 = t36_c4_3.addingProduct(t36_a4, t36_b3)
-          let t36_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 5) &* 288)) &+ k37)])
-          t36_c5_0 = t36_c5_0.addingProduct(t36_a5, t36_b0)
-          t36_c5_1 = t36_c5_1.addingProduct(t36_a5, t36_b1)
-          t36_c5_2 = t36_c5_2.addingProduct(t36_a5, t36_b2)
-          t36_c5_3 = t36_c5_3.addingProduct(t36_a5, t36_b3)
+    for nb53 in 0..<784 {
+      for mb54 in 0..<10 {
+        var t55_c0_0 = SIMD16<Float>()
+        var t55_c0_1 = SIMD16<Float>()
+        var t55_c0_2 = SIMD16<Float>()
+        var t55_c0_3 = SIMD16<Float>()
+        var t55_c1_0 = SIMD16<Float>()
+        var t55_c1_1 = SIMD16<Float>()
+        var t55_c1_2 = SIMD16<Float>()
+        var t55_c1_3 = SIMD16<Float>()
+        var t55_c2_0 = SIMD16<Float>()
+        var t55_c2_1 = SIMD16<Float>()
+        var t55_c2_2 = SIMD16<Float>()
+        var t55_c2_3 = SIMD16<Float>()
+        var t55_c3_0 = SIMD16<Float>()
+        var t55_c3_1 = SIMD16<Float>()
+        var t55_c3_2 = SIMD16<Float>()
+        var t55_c3_3 = SIMD16<Float>()
+        var t55_c4_0 = SIMD16<Float>()
+        var t55_c4_1 = SIMD16<Float>()
+        var t55_c4_2 = SIMD16<Float>()
+        var t55_c4_3 = SIMD16<Float>()
+        var t55_c5_0 = SIMD16<Float>()
+        var t55_c5_1 = SIMD16<Float>()
+        var t55_c5_2 = SIMD16<Float>()
+        var t55_c5_3 = SIMD16<Float>()
+        for k56 in 0..<288 {
+          let t55_b0 = load16(arena, ((3211264 &+ (k56 &* 50176)) &+ (nb53 &* 64)))
+          let t55_b1 = load16(arena, (((3211264 &+ (k56 &* 50176)) &+ (nb53 &* 64)) &+ 16))
+          let t55_b2 = load16(arena, (((3211264 &+ (k56 &* 50176)) &+ (nb53 &* 64)) &+ 32))
+          let t55_b3 = load16(arena, (((3211264 &+ (k56 &* 50176)) &+ (nb53 &* 64)) &+ 48))
+          let t55_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb54 &* 6) &* 288)) &+ k56)])
+          t55_c0_0 = t55_c0_0.addingProduct(t55_a0, t55_b0)
+          t55_c0_1 = t55_c0_1.addingProduct(t55_a0, t55_b1)
+          t55_c0_2 = t55_c0_2.addingProduct(t55_a0, t55_b2)
+          t55_c0_3 = t55_c0_3.addingProduct(t55_a0, t55_b3)
+          let t55_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb54 &* 6) &+ 1) &* 288)) &+ k56)])
+          t55_c1_0 = t55_c1_0.addingProduct(t55_a1, t55_b0)
+          t55_c1_1 = t55_c1_1.addingProduct(t55_a1, t55_b1)
+          t55_c1_2 = t55_c1_2.addingProduct(t55_a1, t55_b2)
+          t55_c1_3 = t55_c1_3.addingProduct(t55_a1, t55_b3)
+          let t55_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb54 &* 6) &+ 2) &* 288)) &+ k56)])
+          t55_c2_0 = t55_c2_0.addingProduct(t55_a2, t55_b0)
+          t55_c2_1 = t55_c2_1.addingProduct(t55_a2, t55_b1)
+          t55_c2_2 = t55_c2_2.addingProduct(t55_a2, t55_b2)
+          t55_c2_3 = t55_c2_3.addingProduct(t55_a2, t55_b3)
+          let t55_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb54 &* 6) &+ 3) &* 288)) &+ k56)])
+          t55_c3_0 = t55_c3_0.addingProduct(t55_a3, t55_b0)
+          t55_c3_1 = t55_c3_1.addingProduct(t55_a3, t55_b1)
+          t55_c3_2 = t55_c3_2.addingProduct(t55_a3, t55_b2)
+          t55_c3_3 = t55_c3_3.addingProduct(t55_a3, t55_b3)
+          let t55_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb54 &* 6) &+ 4) &* 288)) &+ k56)])
+          t55_c4_0 = t55_c4_0.addingProduct(t55_a4, t55_b0)
+          t55_c4_1 = t55_c4_1.addingProduct(t55_a4, t55_b1)
+          t55_c4_2 = t55_c4_2.addingProduct(t55_a4, t55_b2)
+          t55_c4_3 = t55_c4_3.addingProduct(t55_a4, t55_b3)
+          let t55_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb54 &* 6) &+ 5) &* 288)) &+ k56)])
+          t55_c5_0 = t55_c5_0.addingProduct(t55_a5, t55_b0)
+          t55_c5_1 = t55_c5_1.addingProduct(t55_a5, t55_b1)
+          t55_c5_2 = t55_c5_2.addingProduct(t55_a5, t55_b2)
+          t55_c5_3 = t55_c5_3.addingProduct(t55_a5, t55_b3)
         }
-        store16(arena, ((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)), t36_c0_0)
-        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c0_1)
-        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c0_2)
-        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c0_3)
-        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)), t36_c1_0)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c1_1)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c1_2)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c1_3)
-        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)), t36_c2_0)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c2_1)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c2_2)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c2_3)
-        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)), t36_c3_0)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c3_1)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c3_2)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c3_3)
-        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)), t36_c4_0)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c4_1)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c4_2)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c4_3)
-        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)), t36_c5_0)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c5_1)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c5_2)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c5_3)
+        store16(arena, ((17661952 &+ ((mb54 &* 6) &* 50176)) &+ (nb53 &* 64)), t55_c0_0)
+        store16(arena, (((17661952 &+ ((mb54 &* 6) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c0_1)
+        store16(arena, (((17661952 &+ ((mb54 &* 6) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c0_2)
+        store16(arena, (((17661952 &+ ((mb54 &* 6) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c0_3)
+        store16(arena, ((17661952 &+ (((mb54 &* 6) &+ 1) &* 50176)) &+ (nb53 &* 64)), t55_c1_0)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 1) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c1_1)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 1) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c1_2)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 1) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c1_3)
+        store16(arena, ((17661952 &+ (((mb54 &* 6) &+ 2) &* 50176)) &+ (nb53 &* 64)), t55_c2_0)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 2) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c2_1)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 2) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c2_2)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 2) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c2_3)
+        store16(arena, ((17661952 &+ (((mb54 &* 6) &+ 3) &* 50176)) &+ (nb53 &* 64)), t55_c3_0)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 3) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c3_1)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 3) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c3_2)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 3) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c3_3)
+        store16(arena, ((17661952 &+ (((mb54 &* 6) &+ 4) &* 50176)) &+ (nb53 &* 64)), t55_c4_0)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 4) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c4_1)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 4) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c4_2)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 4) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c4_3)
+        store16(arena, ((17661952 &+ (((mb54 &* 6) &+ 5) &* 50176)) &+ (nb53 &* 64)), t55_c5_0)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 5) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c5_1)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 5) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c5_2)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 5) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c5_3)
       }
-      var t38_c0_0 = SIMD16<Float>()
-      var t38_c0_1 = SIMD16<Float>()
-      var t38_c0_2 = SIMD16<Float>()
-      var t38_c0_3 = SIMD16<Float>()
-      var t38_c1_0 = SIMD16<Float>()
-      var t38_c1_1 = SIMD16<Float>()
-      var t38_c1_2 = SIMD16<Float>()
-      var t38_c1_3 = SIMD16<Float>()
-      var t38_c2_0 = SIMD16<Float>()
-      var t38_c2_1 = SIMD16<Float>()
-      var t38_c2_2 = SIMD16<Float>()
-      var t38_c2_3 = SIMD16<Float>()
-      var t38_c3_0 = SIMD16<Float>()
-      var t38_c3_1 = SIMD16<Float>()
-      var t38_c3_2 = SIMD16<Float>()
-      var t38_c3_3 = SIMD16<Float>()
-      for k39 in 0..<288 {
-        let t38_b0 = load16(arena, ((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)))
-        let t38_b1 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 16))
-        let t38_b2 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 32))
-        let t38_b3 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 48))
-        let t38_a0 = SIMD16<Float>(repeating: params[(17600 &+ k39)])
-        t38_c0_0 = t38_c0_0.addingProduct(t38_a0, t38_b0)
-        t38_c0_1 = t38_c0_1.addingProduct(t38_a0, t38_b1)
-        t38_c0_2 = t38_c0_2.addingProduct(t38_a0, t38_b2)
-        t38_c0_3 = t38_c0_3.addingProduct(t38_a0, t38_b3)
-        let t38_a1 = SIMD16<Float>(repeating: params[(17888 &+ k39)])
-        t38_c1_0 = t38_c1_0.addingProduct(t38_a1, t38_b0)
-        t38_c1_1 = t38_c1_1.addingProduct(t38_a1, t38_b1)
-        t38_c1_2 = t38_c1_2.addingProduct(t38_a1, t38_b2)
-        t38_c1_3 = t38_c1_3.addingProduct(t38_a1, t38_b3)
-        let t38_a2 = SIMD16<Float>(repeating: params[(18176 &+ k39)])
-        t38_c2_0 = t38_c2_0.addingProduct(t38_a2, t38_b0)
-        t38_c2_1 = t38_c2_1.addingProduct(t38_a2, t38_b1)
-        t38_c2_2 = t38_c2_2.addingProduct(t38_a2, t38_b2)
-        t38_c2_3 = t38_c2_3.addingProduct(t38_a2, t38_b3)
-        let t38_a3 = SIMD16<Float>(repeating: params[(18464 &+ k39)])
-        t38_c3_0 = t38_c3_0.addingProduct(t38_a3, t38_b0)
-        t38_c3_1 = t38_c3_1.addingProduct(t38_a3, t38_b1)
-        t38_c3_2 = t38_c3_2.addingProduct(t38_a3, t38_b2)
-        t38_c3_3 = t38_c3_3.addingProduct(t38_a3, t38_b3)
+      var t57_c0_0 = SIMD16<Float>()
+      var t57_c0_1 = SIMD16<Float>()
+      var t57_c0_2 = SIMD16<Float>()
+      var t57_c0_3 = SIMD16<Float>()
+      var t57_c1_0 = SIMD16<Float>()
+      var t57_c1_1 = SIMD16<Float>()
+      var t57_c1_2 = SIMD16<Float>()
+      var t57_c1_3 = SIMD16<Float>()
+      var t57_c2_0 = SIMD16<Float>()
+      var t57_c2_1 = SIMD16<Float>()
+      var t57_c2_2 = SIMD16<Float>()
+      var t57_c2_3 = SIMD16<Float>()
+      var t57_c3_0 = SIMD16<Float>()
+      var t57_c3_1 = SIMD16<Float>()
+      var t57_c3_2 = SIMD16<Float>()
+      var t57_c3_3 = SIMD16<Float>()
+      for k58 in 0..<288 {
+        let t57_b0 = load16(arena, ((3211264 &+ (k58 &* 50176)) &+ (nb53 &* 64)))
+        let t57_b1 = load16(arena, (((3211264 &+ (k58 &* 50176)) &+ (nb53 &* 64)) &+ 16))
+        let t57_b2 = load16(arena, (((3211264 &+ (k58 &* 50176)) &+ (nb53 &* 64)) &+ 32))
+        let t57_b3 = load16(arena, (((3211264 &+ (k58 &* 50176)) &+ (nb53 &* 64)) &+ 48))
+        let t57_a0 = SIMD16<Float>(repeating: params[(17600 &+ k58)])
+        t57_c0_0 = t57_c0_0.addingProduct(t57_a0, t57_b0)
+        t57_c0_1 = t57_c0_1.addingProduct(t57_a0, t57_b1)
+        t57_c0_2 = t57_c0_2.addingProduct(t57_a0, t57_b2)
+        t57_c0_3 = t57_c0_3.addingProduct(t57_a0, t57_b3)
+        let t57_a1 = SIMD16<Float>(repeating: params[(17888 &+ k58)])
+        t57_c1_0 = t57_c1_0.addingProduct(t57_a1, t57_b0)
+        t57_c1_1 = t57_c1_1.addingProduct(t57_a1, t57_b1)
+        t57_c1_2 = t57_c1_2.addingProduct(t57_a1, t57_b2)
+        t57_c1_3 = t57_c1_3.addingProduct(t57_a1, t57_b3)
+        let t57_a2 = SIMD16<Float>(repeating: params[(18176 &+ k58)])
+        t57_c2_0 = t57_c2_0.addingProduct(t57_a2, t57_b0)
+        t57_c2_1 = t57_c2_1.addingProduct(t57_a2, t57_b1)
+        t57_c2_2 = t57_c2_2.addingProduct(t57_a2, t57_b2)
+        t57_c2_3 = t57_c2_3.addingProduct(t57_a2, t57_b3)
+        let t57_a3 = SIMD16<Float>(repeating: params[(18464 &+ k58)])
+        t57_c3_0 = t57_c3_0.addingProduct(t57_a3, t57_b0)
+        t57_c3_1 = t57_c3_1.addingProduct(t57_a3, t57_b1)
+        t57_c3_2 = t57_c3_2.addingProduct(t57_a3, t57_b2)
+        t57_c3_3 = t57_c3_3.addingProduct(t57_a3, t57_b3)
       }
-      store16(arena, (20672512 &+ (nb34 &* 64)), t38_c0_0)
-      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 16), t38_c0_1)
-      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 32), t38_c0_2)
-      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 48), t38_c0_3)
-      store16(arena, (20722688 &+ (nb34 &* 64)), t38_c1_0)
-      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 16), t38_c1_1)
-      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 32), t38_c1_2)
-      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 48), t38_c1_3)
-      store16(arena, (20772864 &+ (nb34 &* 64)), t38_c2_0)
-      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 16), t38_c2_1)
-      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 32), t38_c2_2)
-      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 48), t38_c2_3)
-      store16(arena, (20823040 &+ (nb34 &* 64)), t38_c3_0)
-      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 16), t38_c3_1)
-      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 32), t38_c3_2)
-      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 48), t38_c3_3)
+      store16(arena, (20672512 &+ (nb53 &* 64)), t57_c0_0)
+      store16(arena, ((20672512 &+ (nb53 &* 64)) &+ 16), t57_c0_1)
+      store16(arena, ((20672512 &+ (nb53 &* 64)) &+ 32), t57_c0_2)
+      store16(arena, ((20672512 &+ (nb53 &* 64)) &+ 48), t57_c0_3)
+      store16(arena, (20722688 &+ (nb53 &* 64)), t57_c1_0)
+      store16(arena, ((20722688 &+ (nb53 &* 64)) &+ 16), t57_c1_1)
+      store16(arena, ((20722688 &+ (nb53 &* 64)) &+ 32), t57_c1_2)
+      store16(arena, ((20722688 &+ (nb53 &* 64)) &+ 48), t57_c1_3)
+      store16(arena, (20772864 &+ (nb53 &* 64)), t57_c2_0)
+      store16(arena, ((20772864 &+ (nb53 &* 64)) &+ 16), t57_c2_1)
+      store16(arena, ((20772864 &+ (nb53 &* 64)) &+ 32), t57_c2_2)
+      store16(arena, ((20772864 &+ (nb53 &* 64)) &+ 48), t57_c2_3)
+      store16(arena, (20823040 &+ (nb53 &* 64)), t57_c3_0)
+      store16(arena, ((20823040 &+ (nb53 &* 64)) &+ 16), t57_c3_1)
+      store16(arena, ((20823040 &+ (nb53 &* 64)) &+ 32), t57_c3_2)
+      store16(arena, ((20823040 &+ (nb53 &* 64)) &+ 48), t57_c3_3)
     }
-    for j40 in 0..<64 {
-      for f41 in 0..<64 {
-        for py42 in 0..<14 {
-          for px43 in 0..<14 {
-            var best44: Float = (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)])
-            var bi45: Float = Float(((py42 &* 56) &+ (px43 &* 2)))
-            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) > best44 ? Float(((py42 &* 56) &+ (px43 &* 2))) : bi45)
-            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) : best44)
-            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) > best44 ? Float((((py42 &* 56) &+ (px43 &* 2)) &+ 1)) : bi45)
-            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) : best44)
-            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) > best44 ? Float((((py42 &* 56) &+ (px43 &* 2)) &+ 28)) : bi45)
-            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) : best44)
-            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) > best44 ? Float(((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1)) : bi45)
-            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) : best44)
-            arena[(1605632 &+ ((((((g22 &* 64) &+ j40) &* 12544) &+ (f41 &* 196)) &+ (py42 &* 14)) &+ px43))] = (best44 > Float(0) ? best44 : Float(0))
-            arena[(2408448 &+ ((((((g22 &* 64) &+ j40) &* 12544) &+ (f41 &* 196)) &+ (py42 &* 14)) &+ px43))] = bi45
-          }
+    for j59 in 0..<64 {
+      for f60 in 0..<64 {
+        for q61 in 0..<196 {
+          var v62: Float = (arena[(((17661952 &+ (f60 &* 50176)) &+ (j59 &* 784)) &+ q61)] + params[(18752 &+ f60)])
+          var at63: Float = Float(0)
+          var v64: Float = (arena[((((17661952 &+ (f60 &* 50176)) &+ (j59 &* 784)) &+ 196) &+ q61)] + params[(18752 &+ f60)])
+          var at66: Float = (v64 > v62 ? Float(1) : at63)
+          var best65: Float = (v64 > v62 ? v64 : v62)
+          var v67: Float = (arena[((((17661952 &+ (f60 &* 50176)) &+ (j59 &* 784)) &+ 392) &+ q61)] + params[(18752 &+ f60)])
+          var at69: Float = (v67 > best65 ? Float(28) : at66)
+          var best68: Float = (v67 > best65 ? v67 : best65)
+          var v70: Float = (arena[((((17661952 &+ (f60 &* 50176)) &+ (j59 &* 784)) &+ 588) &+ q61)] + params[(18752 &+ f60)])
+          var at72: Float = (v70 > best68 ? Float(29) : at69)
+          var best71: Float = (v70 > best68 ? v70 : best68)
+          arena[(1605632 &+ (((((g23 &* 64) &+ j59) &* 12544) &+ (f60 &* 196)) &+ q61))] = (best71 > Float(0) ? best71 : Float(0))
+          arena[(2408448 &+ (((((g23 &* 64) &+ j59) &* 12544) &+ (f60 &* 196)) &+ q61))] = (arena[(20873216 &+ q61)] + at72)
         }
       }
     }
@@ -454,529 +503,521 @@ public func convnet_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 12544, 1, arena + 1605632, 12544, params + 18816, 12544, Float(bitPattern: 0x0), arena + 3211264, 128)
-  for n46 in 0..<64 {
-    do {  // SIMD16 over u47
-      var u47 = 0
-      while u47 &+ 16 <= 128 {
-        store16(arena, (3211264 &+ (n46 &* 128)) &+ u47, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3211264 &+ (n46 &* 128)) &+ u47) + load16(params, 1624448 &+ u47)), where: (load16(arena, (3211264 &+ (n46 &* 128)) &+ u47) + load16(params, 1624448 &+ u47)) .> SIMD16<Float>(repeating: Float(0))))
-        u47 &+= 16
+  for n73 in 0..<64 {
+    do {  // SIMD16 over u74
+      var u74 = 0
+      while u74 &+ 16 <= 128 {
+        store16(arena, (3211264 &+ (n73 &* 128)) &+ u74, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3211264 &+ (n73 &* 128)) &+ u74) + load16(params, 1624448 &+ u74)), where: (load16(arena, (3211264 &+ (n73 &* 128)) &+ u74) + load16(params, 1624448 &+ u74)) .> SIMD16<Float>(repeating: Float(0))))
+        u74 &+= 16
       }
-      while u47 < 128 {
-        arena[((3211264 &+ (n46 &* 128)) &+ u47)] = ((arena[((3211264 &+ (n46 &* 128)) &+ u47)] + params[(1624448 &+ u47)]) > Float(0) ? (arena[((3211264 &+ (n46 &* 128)) &+ u47)] + params[(1624448 &+ u47)]) : Float(0))
-        u47 &+= 1
+      while u74 < 128 {
+        arena[((3211264 &+ (n73 &* 128)) &+ u74)] = ((arena[((3211264 &+ (n73 &* 128)) &+ u74)] + params[(1624448 &+ u74)]) > Float(0) ? (arena[((3211264 &+ (n73 &* 128)) &+ u74)] + params[(1624448 &+ u74)]) : Float(0))
+        u74 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3211264, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3219456, 10)
-  for n48 in 0..<64 {
-    do {  // SIMD16 over u49
-      var u49 = 0
-      while u49 < 10 {
-        arena[((3219456 &+ (n48 &* 10)) &+ u49)] = (arena[((3219456 &+ (n48 &* 10)) &+ u49)] + params[(1625856 &+ u49)])
-        u49 &+= 1
+  for n75 in 0..<64 {
+    do {  // SIMD16 over u76
+      var u76 = 0
+      while u76 < 10 {
+        arena[((3219456 &+ (n75 &* 10)) &+ u76)] = (arena[((3219456 &+ (n75 &* 10)) &+ u76)] + params[(1625856 &+ u76)])
+        u76 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total50: Float = Float(0)
-  for n51 in 0..<64 {
-    var m52: Float = arena[(3219456 &+ (n51 &* 10))]
-    for k54 in 0..<10 {
-      m52 = { let x = m52, y = arena[((3219456 &+ (n51 &* 10)) &+ k54)]; return y > x ? y : x }()
+  var total77: Float = Float(0)
+  for n78 in 0..<64 {
+    var m79: Float = arena[(3219456 &+ (n78 &* 10))]
+    for k81 in 0..<10 {
+      m79 = { let x = m79, y = arena[((3219456 &+ (n78 &* 10)) &+ k81)]; return y > x ? y : x }()
     }
-    var s53: Float = Float(0)
-    for k55 in 0..<10 {
-      s53 = (s53 + expf((arena[((3219456 &+ (n51 &* 10)) &+ k55)] - m52)))
+    var s80: Float = Float(0)
+    for k82 in 0..<10 {
+      s80 = (s80 + expf((arena[((3219456 &+ (n78 &* 10)) &+ k82)] - m79)))
     }
-    total50 = (total50 + ((m52 + logf(s53)) - arena[((3219456 &+ (n51 &* 10)) &+ Int(labels[n51]))]))
+    total77 = (total77 + ((m79 + logf(s80)) - arena[((3219456 &+ (n78 &* 10)) &+ Int(labels[n78]))]))
   }
-  arena[3220096] = (total50 / Float(64))
+  arena[3220096] = (total77 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n56 in 0..<64 {
-    var m57: Float = arena[(3219456 &+ (n56 &* 10))]
-    for k59 in 0..<10 {
-      m57 = { let x = m57, y = arena[((3219456 &+ (n56 &* 10)) &+ k59)]; return y > x ? y : x }()
+  for n83 in 0..<64 {
+    var m84: Float = arena[(3219456 &+ (n83 &* 10))]
+    for k86 in 0..<10 {
+      m84 = { let x = m84, y = arena[((3219456 &+ (n83 &* 10)) &+ k86)]; return y > x ? y : x }()
     }
-    var s58: Float = Float(0)
-    for k60 in 0..<10 {
-      s58 = (s58 + expf((arena[((3219456 &+ (n56 &* 10)) &+ k60)] - m57)))
+    var s85: Float = Float(0)
+    for k87 in 0..<10 {
+      s85 = (s85 + expf((arena[((3219456 &+ (n83 &* 10)) &+ k87)] - m84)))
     }
-    for k61 in 0..<10 {
-      arena[((3220112 &+ (n56 &* 10)) &+ k61)] = ((k61 == Int(labels[n56]) ? ((expf((arena[((3219456 &+ (n56 &* 10)) &+ k61)] - m57)) / s58) - Float(1)) : (expf((arena[((3219456 &+ (n56 &* 10)) &+ k61)] - m57)) / s58)) / Float(64))
+    for k88 in 0..<10 {
+      arena[((3220112 &+ (n83 &* 10)) &+ k88)] = ((k88 == Int(labels[n83]) ? ((expf((arena[((3219456 &+ (n83 &* 10)) &+ k88)] - m84)) / s85) - Float(1)) : (expf((arena[((3219456 &+ (n83 &* 10)) &+ k88)] - m84)) / s85)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3220112, 10, arena + 3211264, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u62 in 0..<10 {
-    var acc63: Float = Float(0)
-    for n64 in 0..<64 {
-      acc63 = (acc63 + arena[((3220112 &+ (n64 &* 10)) &+ u62)])
+  for u89 in 0..<10 {
+    var acc90: Float = Float(0)
+    for n91 in 0..<64 {
+      acc90 = (acc90 + arena[((3220112 &+ (n91 &* 10)) &+ u89)])
     }
-    grads[(1625856 &+ u62)] = acc63
+    grads[(1625856 &+ u89)] = acc90
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3220112, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3220752, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i65
-    var i65 = 0
-    while i65 &+ 16 <= 8192 {
-      store16(arena, 3228944 &+ i65, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i65), where: load16(arena, 3211264 &+ i65) .> SIMD16<Float>(repeating: Float(0))))
-      i65 &+= 16
+  do {  // SIMD16 over i92
+    var i92 = 0
+    while i92 &+ 16 <= 8192 {
+      store16(arena, 3228944 &+ i92, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i92), where: load16(arena, 3211264 &+ i92) .> SIMD16<Float>(repeating: Float(0))))
+      i92 &+= 16
     }
-    while i65 < 8192 {
-      arena[(3228944 &+ i65)] = (arena[(3211264 &+ i65)] > Float(0) ? arena[(3220752 &+ i65)] : Float(0))
-      i65 &+= 1
+    while i92 < 8192 {
+      arena[(3228944 &+ i92)] = (arena[(3211264 &+ i92)] > Float(0) ? arena[(3220752 &+ i92)] : Float(0))
+      i92 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 12544, 64, 1, arena + 3228944, 128, arena + 1605632, 12544, Float(bitPattern: 0x0), grads + 18816, 12544)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u66 in 0..<128 {
-    var acc67: Float = Float(0)
-    for n68 in 0..<64 {
-      acc67 = (acc67 + arena[((3228944 &+ (n68 &* 128)) &+ u66)])
+  for u93 in 0..<128 {
+    var acc94: Float = Float(0)
+    for n95 in 0..<64 {
+      acc94 = (acc94 + arena[((3228944 &+ (n95 &* 128)) &+ u93)])
     }
-    grads[(1624448 &+ u66)] = acc67
+    grads[(1624448 &+ u93)] = acc94
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 12544, 128, 1, arena + 3228944, 128, params + 18816, 12544, Float(bitPattern: 0x0), arena + 3237136, 12544)
   // pool_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i69
-    var i69 = 0
-    while i69 &+ 16 <= 3211264 {
-      store16(arena, 4039952 &+ i69, SIMD16<Float>(repeating: Float(0)))
-      i69 &+= 16
+  do {  // SIMD16 over i96
+    var i96 = 0
+    while i96 &+ 16 <= 3211264 {
+      store16(arena, 4039952 &+ i96, SIMD16<Float>(repeating: Float(0)))
+      i96 &+= 16
     }
-    while i69 < 3211264 {
-      arena[(4039952 &+ i69)] = Float(0)
-      i69 &+= 1
+    while i96 < 3211264 {
+      arena[(4039952 &+ i96)] = Float(0)
+      i96 &+= 1
     }
   }
-  for q70 in 0..<4096 {
-    for i71 in 0..<196 {
-      if arena[(1605632 &+ ((q70 &* 196) &+ i71))] > Float(0) {
-        arena[((4039952 &+ (q70 &* 784)) &+ Int(arena[(2408448 &+ ((q70 &* 196) &+ i71))]))] += arena[(3237136 &+ ((q70 &* 196) &+ i71))]
+  for q97 in 0..<4096 {
+    for i98 in 0..<196 {
+      if arena[(1605632 &+ ((q97 &* 196) &+ i98))] > Float(0) {
+        arena[((4039952 &+ (q97 &* 784)) &+ Int(arena[(2408448 &+ ((q97 &* 196) &+ i98))]))] += arena[(3237136 &+ ((q97 &* 196) &+ i98))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i72
-    var i72 = 0
-    while i72 &+ 16 <= 18432 {
-      store16(arena, 24913168 &+ i72, SIMD16<Float>(repeating: Float(0)))
-      i72 &+= 16
-    }
-    while i72 < 18432 {
-      arena[(24913168 &+ i72)] = Float(0)
-      i72 &+= 1
-    }
-  }
-  for g73 in 0..<1 {
-    for j74 in 0..<64 {
-      for r75 in 0..<288 {
-        do {  // SIMD16 over i76
-          var i76 = 0
-          while i76 &+ 16 <= 784 {
-            store16(arena, ((7251216 &+ (r75 &* 50176)) &+ (j74 &* 784)) &+ i76, SIMD16<Float>(repeating: Float(0)))
-            i76 &+= 16
-          }
-          while i76 < 784 {
-            arena[(((7251216 &+ (r75 &* 50176)) &+ (j74 &* 784)) &+ i76)] = Float(0)
-            i76 &+= 1
-          }
-        }
-      }
-      for c77 in 0..<32 {
-        for ky78 in 0..<3 {
-          for oy79 in 0..<28 {
-            if (-1 < ((oy79 &+ ky78) &+ -1) && ((oy79 &+ ky78) &+ -1) < 28) {
-              for ox80 in 0..<27 {
-                arena[((((7251216 &+ ((((c77 &* 3) &+ ky78) &* 3) &* 50176)) &+ (j74 &* 784)) &+ (oy79 &* 28)) &+ (ox80 &+ 1))] = arena[((((((g73 &* 64) &+ j74) &* 25088) &+ (c77 &* 784)) &+ (((oy79 &+ ky78) &+ -1) &* 28)) &+ ((ox80 &+ 1) &+ -1))]
-              }
-            }
-          }
-          for oy81 in 0..<28 {
-            if (-1 < ((oy81 &+ ky78) &+ -1) && ((oy81 &+ ky78) &+ -1) < 28) {
-              do {  // SIMD16 over ox82
-                var ox82 = 0
-                while ox82 &+ 16 <= 28 {
-                  store16(arena, (((7251216 &+ (((((c77 &* 3) &+ ky78) &* 3) &+ 1) &* 50176)) &+ (j74 &* 784)) &+ (oy81 &* 28)) &+ ox82, load16(arena, (((((g73 &* 64) &+ j74) &* 25088) &+ (c77 &* 784)) &+ (((oy81 &+ ky78) &+ -1) &* 28)) &+ ox82))
-                  ox82 &+= 16
-                }
-                while ox82 < 28 {
-                  arena[((((7251216 &+ (((((c77 &* 3) &+ ky78) &* 3) &+ 1) &* 50176)) &+ (j74 &* 784)) &+ (oy81 &* 28)) &+ ox82)] = arena[((((((g73 &* 64) &+ j74) &* 25088) &+ (c77 &* 784)) &+ (((oy81 &+ ky78) &+ -1) &* 28)) &+ ox82)]
-                  ox82 &+= 1
-                }
-              }
-            }
-          }
-          for oy83 in 0..<28 {
-            if (-1 < ((oy83 &+ ky78) &+ -1) && ((oy83 &+ ky78) &+ -1) < 28) {
-              for ox84 in 0..<27 {
-                arena[((((7251216 &+ (((((c77 &* 3) &+ ky78) &* 3) &+ 2) &* 50176)) &+ (j74 &* 784)) &+ (oy83 &* 28)) &+ ox84)] = arena[((((((g73 &* 64) &+ j74) &* 25088) &+ (c77 &* 784)) &+ (((oy83 &+ ky78) &+ -1) &* 28)) &+ (ox84 &+ 1))]
-              }
-            }
-          }
-        }
-      }
-    }
-    for j85 in 0..<64 {
-      for i86 in 0..<784 {
-        for f87 in 0..<64 {
-          arena[((21701904 &+ (((j85 &* 784) &+ i86) &* 64)) &+ f87)] = arena[(((4039952 &+ (((g73 &* 64) &+ j85) &* 50176)) &+ (f87 &* 784)) &+ i86)]
-        }
-      }
-    }
-    for kp88 in 0..<130 {
-      for nb89 in 0..<1 {
-        for mb90 in 0..<48 {
-          var t91_c0_0 = load16(arena, ((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)))
-          var t91_c0_1 = load16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 16))
-          var t91_c0_2 = load16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 32))
-          var t91_c0_3 = load16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 48))
-          var t91_c1_0 = load16(arena, ((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)))
-          var t91_c1_1 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 16))
-          var t91_c1_2 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 32))
-          var t91_c1_3 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 48))
-          var t91_c2_0 = load16(arena, ((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)))
-          var t91_c2_1 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 16))
-          var t91_c2_2 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 32))
-          var t91_c2_3 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 48))
-          var t91_c3_0 = load16(arena, ((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)))
-          var t91_c3_1 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 16))
-          var t91_c3_2 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 32))
-          var t91_c3_3 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 48))
-          var t91_c4_0 = load16(arena, ((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)))
-          var t91_c4_1 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 16))
-          var t91_c4_2 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 32))
-          var t91_c4_3 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 48))
-          var t91_c5_0 = load16(arena, ((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)))
-          var t91_c5_1 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 16))
-          var t91_c5_2 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 32))
-          var t91_c5_3 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 48))
-          for k92 in 0..<384 {
-            let t91_b0 = load16(arena, ((21701904 &+ ((k92 &+ (kp88 &* 384)) &* 64)) &+ (nb89 &* 64)))
-            let t91_b1 = load16(arena, (((21701904 &+ ((k92 &+ (kp88 &* 384)) &* 64)) &+ (nb89 &* 64)) &+ 16))
-            let t91_b2 = load16(arena, (((21701904 &+ ((k92 &+ (kp88 &* 384)) &* 64)) &+ (nb89 &* 64)) &+ 32))
-            let t91_b3 = load16(arena, (((21701904 &+ ((k92 &+ (kp88 &* 384)) &* 64)) &+ (nb89 &* 64)) &+ 48))
-            let t91_a0 = SIMD16<Float>(repeating: arena[((7251216 &+ ((mb90 &* 6) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
-            t91_c0_0 = t91_c0_0.addingProduct(t91_a0, t91_b0)
-            t91_c0_1 = t91_c0_1.addingProduct(t91_a0, t91_b1)
-            t91_c0_2 = t91_c0_2.addingProduct(t91_a0, t91_b2)
-            t91_c0_3 = t91_c0_3.addingProduct(t91_a0, t91_b3)
-            let t91_a1 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb90 &* 6) &+ 1) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
-            t91_c1_0 = t91_c1_0.addingProduct(t91_a1, t91_b0)
-            t91_c1_1 = t91_c1_1.addingProduct(t91_a1, t91_b1)
-            t91_c1_2 = t91_c1_2.addingProduct(t91_a1, t91_b2)
-            t91_c1_3 = t91_c1_3.addingProduct(t91_a1, t91_b3)
-            let t91_a2 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb90 &* 6) &+ 2) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
-            t91_c2_0 = t91_c2_0.addingProduct(t91_a2, t91_b0)
-            t91_c2_1 = t91_c2_1.addingProduct(t91_a2, t91_b1)
-            t91_c2_2 = t91_c2_2.addingProduct(t91_a2, t91_b2)
-            t91_c2_3 = t91_c2_3.addingProduct(t91_a2, t91_b3)
-            let t91_a3 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb90 &* 6) &+ 3) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
-            t91_c3_0 = t91_c3_0.addingProduct(t91_a3, t91_b0)
-            t91_c3_1 = t91_c3_1.addingProduct(t91_a3, t91_b1)
-            t91_c3_2 = t91_c3_2.addingProduct(t91_a3, t91_b2)
-            t91_c3_3 = t91_c3_3.addingProduct(t91_a3, t91_b3)
-            let t91_a4 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb90 &* 6) &+ 4) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
-            t91_c4_0 = t91_c4_0.addingProduct(t91_a4, t91_b0)
-            t91_c4_1 = t91_c4_1.addingProduct(t91_a4, t91_b1)
-            t91_c4_2 = t91_c4_2.addingProduct(t91_a4, t91_b2)
-            t91_c4_3 = t91_c4_3.addingProduct(t91_a4, t91_b3)
-            let t91_a5 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb90 &* 6) &+ 5) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
-            t91_c5_0 = t91_c5_0.addingProduct(t91_a5, t91_b0)
-            t91_c5_1 = t91_c5_1.addingProduct(t91_a5, t91_b1)
-            t91_c5_2 = t91_c5_2.addingProduct(t91_a5, t91_b2)
-            t91_c5_3 = t91_c5_3.addingProduct(t91_a5, t91_b3)
-          }
-          store16(arena, ((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)), t91_c0_0)
-          store16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c0_1)
-          store16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c0_2)
-          store16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c0_3)
-          store16(arena, ((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)), t91_c1_0)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c1_1)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c1_2)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c1_3)
-          store16(arena, ((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)), t91_c2_0)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c2_1)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c2_2)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c2_3)
-          store16(arena, ((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)), t91_c3_0)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c3_1)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c3_2)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c3_3)
-          store16(arena, ((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)), t91_c4_0)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c4_1)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c4_2)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c4_3)
-          store16(arena, ((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)), t91_c5_0)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c5_1)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c5_2)
-          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c5_3)
-        }
-      }
-    }
-    for nb93 in 0..<1 {
-      for mb94 in 0..<48 {
-        var t95_c0_0 = load16(arena, ((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)))
-        var t95_c0_1 = load16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 16))
-        var t95_c0_2 = load16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 32))
-        var t95_c0_3 = load16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 48))
-        var t95_c1_0 = load16(arena, ((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)))
-        var t95_c1_1 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 16))
-        var t95_c1_2 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 32))
-        var t95_c1_3 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 48))
-        var t95_c2_0 = load16(arena, ((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)))
-        var t95_c2_1 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 16))
-        var t95_c2_2 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 32))
-        var t95_c2_3 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 48))
-        var t95_c3_0 = load16(arena, ((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)))
-        var t95_c3_1 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 16))
-        var t95_c3_2 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 32))
-        var t95_c3_3 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 48))
-        var t95_c4_0 = load16(arena, ((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)))
-        var t95_c4_1 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 16))
-        var t95_c4_2 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 32))
-        var t95_c4_3 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 48))
-        var t95_c5_0 = load16(arena, ((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)))
-        var t95_c5_1 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 16))
-        var t95_c5_2 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 32))
-        var t95_c5_3 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 48))
-        for k96 in 0..<256 {
-          let t95_b0 = load16(arena, ((21701904 &+ ((k96 &+ 49920) &* 64)) &+ (nb93 &* 64)))
-          let t95_b1 = load16(arena, (((21701904 &+ ((k96 &+ 49920) &* 64)) &+ (nb93 &* 64)) &+ 16))
-          let t95_b2 = load16(arena, (((21701904 &+ ((k96 &+ 49920) &* 64)) &+ (nb93 &* 64)) &+ 32))
-          let t95_b3 = load16(arena, (((21701904 &+ ((k96 &+ 49920) &* 64)) &+ (nb93 &* 64)) &+ 48))
-          let t95_a0 = SIMD16<Float>(repeating: arena[((7251216 &+ ((mb94 &* 6) &* 50176)) &+ (k96 &+ 49920))])
-          t95_c0_0 = t95_c0_0.addingProduct(t95_a0, t95_b0)
-          t95_c0_1 = t95_c0_1.addingProduct(t95_a0, t95_b1)
-          t95_c0_2 = t95_c0_2.addingProduct(t95_a0, t95_b2)
-          t95_c0_3 = t95_c0_3.addingProduct(t95_a0, t95_b3)
-          let t95_a1 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb94 &* 6) &+ 1) &* 50176)) &+ (k96 &+ 49920))])
-          t95_c1_0 = t95_c1_0.addingProduct(t95_a1, t95_b0)
-          t95_c1_1 = t95_c1_1.addingProduct(t95_a1, t95_b1)
-          t95_c1_2 = t95_c1_2.addingProduct(t95_a1, t95_b2)
-          t95_c1_3 = t95_c1_3.addingProduct(t95_a1, t95_b3)
-          let t95_a2 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb94 &* 6) &+ 2) &* 50176)) &+ (k96 &+ 49920))])
-          t95_c2_0 = t95_c2_0.addingProduct(t95_a2, t95_b0)
-          t95_c2_1 = t95_c2_1.addingProduct(t95_a2, t95_b1)
-          t95_c2_2 = t95_c2_2.addingProduct(t95_a2, t95_b2)
-          t95_c2_3 = t95_c2_3.addingProduct(t95_a2, t95_b3)
-          let t95_a3 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb94 &* 6) &+ 3) &* 50176)) &+ (k96 &+ 49920))])
-          t95_c3_0 = t95_c3_0.addingProduct(t95_a3, t95_b0)
-          t95_c3_1 = t95_c3_1.addingProduct(t95_a3, t95_b1)
-          t95_c3_2 = t95_c3_2.addingProduct(t95_a3, t95_b2)
-          t95_c3_3 = t95_c3_3.addingProduct(t95_a3, t95_b3)
-          let t95_a4 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb94 &* 6) &+ 4) &* 50176)) &+ (k96 &+ 49920))])
-          t95_c4_0 = t95_c4_0.addingProduct(t95_a4, t95_b0)
-          t95_c4_1 = t95_c4_1.addingProduct(t95_a4, t95_b1)
-          t95_c4_2 = t95_c4_2.addingProduct(t95_a4, t95_b2)
-          t95_c4_3 = t95_c4_3.addingProduct(t95_a4, t95_b3)
-          let t95_a5 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb94 &* 6) &+ 5) &* 50176)) &+ (k96 &+ 49920))])
-          t95_c5_0 = t95_c5_0.addingProduct(t95_a5, t95_b0)
-          t95_c5_1 = t95_c5_1.addingProduct(t95_a5, t95_b1)
-          t95_c5_2 = t95_c5_2.addingProduct(t95_a5, t95_b2)
-          t95_c5_3 = t95_c5_3.addingProduct(t95_a5, t95_b3)
-        }
-        store16(arena, ((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)), t95_c0_0)
-        store16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c0_1)
-        store16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c0_2)
-        store16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c0_3)
-        store16(arena, ((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)), t95_c1_0)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c1_1)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c1_2)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c1_3)
-        store16(arena, ((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)), t95_c2_0)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c2_1)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c2_2)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c2_3)
-        store16(arena, ((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)), t95_c3_0)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c3_1)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c3_2)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c3_3)
-        store16(arena, ((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)), t95_c4_0)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c4_1)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c4_2)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c4_3)
-        store16(arena, ((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)), t95_c5_0)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c5_1)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c5_2)
-        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c5_3)
-      }
-    }
-  }
-  for f97 in 0..<64 {
-    for r98 in 0..<288 {
-      grads[((320 &+ (f97 &* 288)) &+ r98)] = arena[((24913168 &+ (r98 &* 64)) &+ f97)]
-    }
-  }
-  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
   do {  // SIMD16 over i99
     var i99 = 0
-    while i99 &+ 16 <= 784 {
-      store16(arena, 1605632 &+ i99, SIMD16<Float>(repeating: Float(1)))
+    while i99 &+ 16 <= 18432 {
+      store16(arena, 24913168 &+ i99, SIMD16<Float>(repeating: Float(0)))
       i99 &+= 16
     }
-    while i99 < 784 {
-      arena[(1605632 &+ i99)] = Float(1)
+    while i99 < 18432 {
+      arena[(24913168 &+ i99)] = Float(0)
       i99 &+= 1
     }
   }
-  do {  // SIMD16 over i100
-    var i100 = 0
-    while i100 &+ 16 <= 64 {
-      store16(grads, 18752 &+ i100, SIMD16<Float>(repeating: Float(0)))
-      i100 &+= 16
+  for g100 in 0..<1 {
+    for j101 in 0..<64 {
+      for r102 in 0..<288 {
+        do {  // SIMD16 over i103
+          var i103 = 0
+          while i103 &+ 16 <= 784 {
+            store16(arena, ((7251216 &+ (r102 &* 50176)) &+ (j101 &* 784)) &+ i103, SIMD16<Float>(repeating: Float(0)))
+            i103 &+= 16
+          }
+          while i103 < 784 {
+            arena[(((7251216 &+ (r102 &* 50176)) &+ (j101 &* 784)) &+ i103)] = Float(0)
+            i103 &+= 1
+          }
+        }
+      }
+      for c104 in 0..<32 {
+        for ky105 in 0..<3 {
+          for oy106 in 0..<28 {
+            if (-1 < ((oy106 &+ ky105) &+ -1) && ((oy106 &+ ky105) &+ -1) < 28) {
+              for ox107 in 0..<27 {
+                arena[(((7251216 &+ ((((c104 &* 3) &+ ky105) &* 3) &* 50176)) &+ (j101 &* 784)) &+ ((oy106 &* 28) &+ (ox107 &+ 1)))] = arena[((((((g100 &* 64) &+ j101) &* 25088) &+ (c104 &* 784)) &+ (((oy106 &+ ky105) &+ -1) &* 28)) &+ ((ox107 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy108 in 0..<28 {
+            if (-1 < ((oy108 &+ ky105) &+ -1) && ((oy108 &+ ky105) &+ -1) < 28) {
+              for ox109 in 0..<28 {
+                arena[(((7251216 &+ (((((c104 &* 3) &+ ky105) &* 3) &+ 1) &* 50176)) &+ (j101 &* 784)) &+ ((oy108 &* 28) &+ ox109))] = arena[((((((g100 &* 64) &+ j101) &* 25088) &+ (c104 &* 784)) &+ (((oy108 &+ ky105) &+ -1) &* 28)) &+ ox109)]
+              }
+            }
+          }
+          for oy110 in 0..<28 {
+            if (-1 < ((oy110 &+ ky105) &+ -1) && ((oy110 &+ ky105) &+ -1) < 28) {
+              for ox111 in 0..<27 {
+                arena[(((7251216 &+ (((((c104 &* 3) &+ ky105) &* 3) &+ 2) &* 50176)) &+ (j101 &* 784)) &+ ((oy110 &* 28) &+ ox111))] = arena[((((((g100 &* 64) &+ j101) &* 25088) &+ (c104 &* 784)) &+ (((oy110 &+ ky105) &+ -1) &* 28)) &+ (ox111 &+ 1))]
+              }
+            }
+          }
+        }
+      }
     }
-    while i100 < 64 {
-      grads[(18752 &+ i100)] = Float(0)
-      i100 &+= 1
+    for j112 in 0..<64 {
+      for i113 in 0..<784 {
+        for f114 in 0..<64 {
+          arena[((21701904 &+ (((j112 &* 784) &+ i113) &* 64)) &+ f114)] = arena[(((4039952 &+ (((g100 &* 64) &+ j112) &* 50176)) &+ (f114 &* 784)) &+ i113)]
+        }
+      }
+    }
+    for kp115 in 0..<130 {
+      for nb116 in 0..<1 {
+        for mb117 in 0..<48 {
+          var t118_c0_0 = load16(arena, ((24913168 &+ ((mb117 &* 6) &* 64)) &+ (nb116 &* 64)))
+          var t118_c0_1 = load16(arena, (((24913168 &+ ((mb117 &* 6) &* 64)) &+ (nb116 &* 64)) &+ 16))
+          var t118_c0_2 = load16(arena, (((24913168 &+ ((mb117 &* 6) &* 64)) &+ (nb116 &* 64)) &+ 32))
+          var t118_c0_3 = load16(arena, (((24913168 &+ ((mb117 &* 6) &* 64)) &+ (nb116 &* 64)) &+ 48))
+          var t118_c1_0 = load16(arena, ((24913168 &+ (((mb117 &* 6) &+ 1) &* 64)) &+ (nb116 &* 64)))
+          var t118_c1_1 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 1) &* 64)) &+ (nb116 &* 64)) &+ 16))
+          var t118_c1_2 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 1) &* 64)) &+ (nb116 &* 64)) &+ 32))
+          var t118_c1_3 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 1) &* 64)) &+ (nb116 &* 64)) &+ 48))
+          var t118_c2_0 = load16(arena, ((24913168 &+ (((mb117 &* 6) &+ 2) &* 64)) &+ (nb116 &* 64)))
+          var t118_c2_1 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 2) &* 64)) &+ (nb116 &* 64)) &+ 16))
+          var t118_c2_2 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 2) &* 64)) &+ (nb116 &* 64)) &+ 32))
+          var t118_c2_3 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 2) &* 64)) &+ (nb116 &* 64)) &+ 48))
+          var t118_c3_0 = load16(arena, ((24913168 &+ (((mb117 &* 6) &+ 3) &* 64)) &+ (nb116 &* 64)))
+          var t118_c3_1 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 3) &* 64)) &+ (nb116 &* 64)) &+ 16))
+          var t118_c3_2 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 3) &* 64)) &+ (nb116 &* 64)) &+ 32))
+          var t118_c3_3 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 3) &* 64)) &+ (nb116 &* 64)) &+ 48))
+          var t118_c4_0 = load16(arena, ((24913168 &+ (((mb117 &* 6) &+ 4) &* 64)) &+ (nb116 &* 64)))
+          var t118_c4_1 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 4) &* 64)) &+ (nb116 &* 64)) &+ 16))
+          var t118_c4_2 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 4) &* 64)) &+ (nb116 &* 64)) &+ 32))
+          var t118_c4_3 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 4) &* 64)) &+ (nb116 &* 64)) &+ 48))
+          var t118_c5_0 = load16(arena, ((24913168 &+ (((mb117 &* 6) &+ 5) &* 64)) &+ (nb116 &* 64)))
+          var t118_c5_1 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 5) &* 64)) &+ (nb116 &* 64)) &+ 16))
+          var t118_c5_2 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 5) &* 64)) &+ (nb116 &* 64)) &+ 32))
+          var t118_c5_3 = load16(arena, (((24913168 &+ (((mb117 &* 6) &+ 5) &* 64)) &+ (nb116 &* 64)) &+ 48))
+          for k119 in 0..<384 {
+            let t118_b0 = load16(arena, ((21701904 &+ ((k119 &+ (kp115 &* 384)) &* 64)) &+ (nb116 &* 64)))
+            let t118_b1 = load16(arena, (((21701904 &+ ((k119 &+ (kp115 &* 384)) &* 64)) &+ (nb116 &* 64)) &+ 16))
+            let t118_b2 = load16(arena, (((21701904 &+ ((k119 &+ (kp115 &* 384)) &* 64)) &+ (nb116 &* 64)) &+ 32))
+            let t118_b3 = load16(arena, (((21701904 &+ ((k119 &+ (kp115 &* 384)) &* 64)) &+ (nb116 &* 64)) &+ 48))
+            let t118_a0 = SIMD16<Float>(repeating: arena[((7251216 &+ ((mb117 &* 6) &* 50176)) &+ (k119 &+ (kp115 &* 384)))])
+            t118_c0_0 = t118_c0_0.addingProduct(t118_a0, t118_b0)
+            t118_c0_1 = t118_c0_1.addingProduct(t118_a0, t118_b1)
+            t118_c0_2 = t118_c0_2.addingProduct(t118_a0, t118_b2)
+            t118_c0_3 = t118_c0_3.addingProduct(t118_a0, t118_b3)
+            let t118_a1 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb117 &* 6) &+ 1) &* 50176)) &+ (k119 &+ (kp115 &* 384)))])
+            t118_c1_0 = t118_c1_0.addingProduct(t118_a1, t118_b0)
+            t118_c1_1 = t118_c1_1.addingProduct(t118_a1, t118_b1)
+            t118_c1_2 = t118_c1_2.addingProduct(t118_a1, t118_b2)
+            t118_c1_3 = t118_c1_3.addingProduct(t118_a1, t118_b3)
+            let t118_a2 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb117 &* 6) &+ 2) &* 50176)) &+ (k119 &+ (kp115 &* 384)))])
+            t118_c2_0 = t118_c2_0.addingProduct(t118_a2, t118_b0)
+            t118_c2_1 = t118_c2_1.addingProduct(t118_a2, t118_b1)
+            t118_c2_2 = t118_c2_2.addingProduct(t118_a2, t118_b2)
+            t118_c2_3 = t118_c2_3.addingProduct(t118_a2, t118_b3)
+            let t118_a3 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb117 &* 6) &+ 3) &* 50176)) &+ (k119 &+ (kp115 &* 384)))])
+            t118_c3_0 = t118_c3_0.addingProduct(t118_a3, t118_b0)
+            t118_c3_1 = t118_c3_1.addingProduct(t118_a3, t118_b1)
+            t118_c3_2 = t118_c3_2.addingProduct(t118_a3, t118_b2)
+            t118_c3_3 = t118_c3_3.addingProduct(t118_a3, t118_b3)
+            let t118_a4 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb117 &* 6) &+ 4) &* 50176)) &+ (k119 &+ (kp115 &* 384)))])
+            t118_c4_0 = t118_c4_0.addingProduct(t118_a4, t118_b0)
+            t118_c4_1 = t118_c4_1.addingProduct(t118_a4, t118_b1)
+            t118_c4_2 = t118_c4_2.addingProduct(t118_a4, t118_b2)
+            t118_c4_3 = t118_c4_3.addingProduct(t118_a4, t118_b3)
+            let t118_a5 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb117 &* 6) &+ 5) &* 50176)) &+ (k119 &+ (kp115 &* 384)))])
+            t118_c5_0 = t118_c5_0.addingProduct(t118_a5, t118_b0)
+            t118_c5_1 = t118_c5_1.addingProduct(t118_a5, t118_b1)
+            t118_c5_2 = t118_c5_2.addingProduct(t118_a5, t118_b2)
+            t118_c5_3 = t118_c5_3.addingProduct(t118_a5, t118_b3)
+          }
+          store16(arena, ((24913168 &+ ((mb117 &* 6) &* 64)) &+ (nb116 &* 64)), t118_c0_0)
+          store16(arena, (((24913168 &+ ((mb117 &* 6) &* 64)) &+ (nb116 &* 64)) &+ 16), t118_c0_1)
+          store16(arena, (((24913168 &+ ((mb117 &* 6) &* 64)) &+ (nb116 &* 64)) &+ 32), t118_c0_2)
+          store16(arena, (((24913168 &+ ((mb117 &* 6) &* 64)) &+ (nb116 &* 64)) &+ 48), t118_c0_3)
+          store16(arena, ((24913168 &+ (((mb117 &* 6) &+ 1) &* 64)) &+ (nb116 &* 64)), t118_c1_0)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 1) &* 64)) &+ (nb116 &* 64)) &+ 16), t118_c1_1)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 1) &* 64)) &+ (nb116 &* 64)) &+ 32), t118_c1_2)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 1) &* 64)) &+ (nb116 &* 64)) &+ 48), t118_c1_3)
+          store16(arena, ((24913168 &+ (((mb117 &* 6) &+ 2) &* 64)) &+ (nb116 &* 64)), t118_c2_0)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 2) &* 64)) &+ (nb116 &* 64)) &+ 16), t118_c2_1)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 2) &* 64)) &+ (nb116 &* 64)) &+ 32), t118_c2_2)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 2) &* 64)) &+ (nb116 &* 64)) &+ 48), t118_c2_3)
+          store16(arena, ((24913168 &+ (((mb117 &* 6) &+ 3) &* 64)) &+ (nb116 &* 64)), t118_c3_0)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 3) &* 64)) &+ (nb116 &* 64)) &+ 16), t118_c3_1)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 3) &* 64)) &+ (nb116 &* 64)) &+ 32), t118_c3_2)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 3) &* 64)) &+ (nb116 &* 64)) &+ 48), t118_c3_3)
+          store16(arena, ((24913168 &+ (((mb117 &* 6) &+ 4) &* 64)) &+ (nb116 &* 64)), t118_c4_0)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 4) &* 64)) &+ (nb116 &* 64)) &+ 16), t118_c4_1)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 4) &* 64)) &+ (nb116 &* 64)) &+ 32), t118_c4_2)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 4) &* 64)) &+ (nb116 &* 64)) &+ 48), t118_c4_3)
+          store16(arena, ((24913168 &+ (((mb117 &* 6) &+ 5) &* 64)) &+ (nb116 &* 64)), t118_c5_0)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 5) &* 64)) &+ (nb116 &* 64)) &+ 16), t118_c5_1)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 5) &* 64)) &+ (nb116 &* 64)) &+ 32), t118_c5_2)
+          store16(arena, (((24913168 &+ (((mb117 &* 6) &+ 5) &* 64)) &+ (nb116 &* 64)) &+ 48), t118_c5_3)
+        }
+      }
+    }
+    for nb120 in 0..<1 {
+      for mb121 in 0..<48 {
+        var t122_c0_0 = load16(arena, ((24913168 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)))
+        var t122_c0_1 = load16(arena, (((24913168 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 16))
+        var t122_c0_2 = load16(arena, (((24913168 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 32))
+        var t122_c0_3 = load16(arena, (((24913168 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 48))
+        var t122_c1_0 = load16(arena, ((24913168 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)))
+        var t122_c1_1 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 16))
+        var t122_c1_2 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 32))
+        var t122_c1_3 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 48))
+        var t122_c2_0 = load16(arena, ((24913168 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)))
+        var t122_c2_1 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 16))
+        var t122_c2_2 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 32))
+        var t122_c2_3 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 48))
+        var t122_c3_0 = load16(arena, ((24913168 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)))
+        var t122_c3_1 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 16))
+        var t122_c3_2 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 32))
+        var t122_c3_3 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 48))
+        var t122_c4_0 = load16(arena, ((24913168 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)))
+        var t122_c4_1 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 16))
+        var t122_c4_2 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 32))
+        var t122_c4_3 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 48))
+        var t122_c5_0 = load16(arena, ((24913168 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)))
+        var t122_c5_1 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 16))
+        var t122_c5_2 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 32))
+        var t122_c5_3 = load16(arena, (((24913168 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 48))
+        for k123 in 0..<256 {
+          let t122_b0 = load16(arena, ((21701904 &+ ((k123 &+ 49920) &* 64)) &+ (nb120 &* 64)))
+          let t122_b1 = load16(arena, (((21701904 &+ ((k123 &+ 49920) &* 64)) &+ (nb120 &* 64)) &+ 16))
+          let t122_b2 = load16(arena, (((21701904 &+ ((k123 &+ 49920) &* 64)) &+ (nb120 &* 64)) &+ 32))
+          let t122_b3 = load16(arena, (((21701904 &+ ((k123 &+ 49920) &* 64)) &+ (nb120 &* 64)) &+ 48))
+          let t122_a0 = SIMD16<Float>(repeating: arena[((7251216 &+ ((mb121 &* 6) &* 50176)) &+ (k123 &+ 49920))])
+          t122_c0_0 = t122_c0_0.addingProduct(t122_a0, t122_b0)
+          t122_c0_1 = t122_c0_1.addingProduct(t122_a0, t122_b1)
+          t122_c0_2 = t122_c0_2.addingProduct(t122_a0, t122_b2)
+          t122_c0_3 = t122_c0_3.addingProduct(t122_a0, t122_b3)
+          let t122_a1 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb121 &* 6) &+ 1) &* 50176)) &+ (k123 &+ 49920))])
+          t122_c1_0 = t122_c1_0.addingProduct(t122_a1, t122_b0)
+          t122_c1_1 = t122_c1_1.addingProduct(t122_a1, t122_b1)
+          t122_c1_2 = t122_c1_2.addingProduct(t122_a1, t122_b2)
+          t122_c1_3 = t122_c1_3.addingProduct(t122_a1, t122_b3)
+          let t122_a2 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb121 &* 6) &+ 2) &* 50176)) &+ (k123 &+ 49920))])
+          t122_c2_0 = t122_c2_0.addingProduct(t122_a2, t122_b0)
+          t122_c2_1 = t122_c2_1.addingProduct(t122_a2, t122_b1)
+          t122_c2_2 = t122_c2_2.addingProduct(t122_a2, t122_b2)
+          t122_c2_3 = t122_c2_3.addingProduct(t122_a2, t122_b3)
+          let t122_a3 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb121 &* 6) &+ 3) &* 50176)) &+ (k123 &+ 49920))])
+          t122_c3_0 = t122_c3_0.addingProduct(t122_a3, t122_b0)
+          t122_c3_1 = t122_c3_1.addingProduct(t122_a3, t122_b1)
+          t122_c3_2 = t122_c3_2.addingProduct(t122_a3, t122_b2)
+          t122_c3_3 = t122_c3_3.addingProduct(t122_a3, t122_b3)
+          let t122_a4 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb121 &* 6) &+ 4) &* 50176)) &+ (k123 &+ 49920))])
+          t122_c4_0 = t122_c4_0.addingProduct(t122_a4, t122_b0)
+          t122_c4_1 = t122_c4_1.addingProduct(t122_a4, t122_b1)
+          t122_c4_2 = t122_c4_2.addingProduct(t122_a4, t122_b2)
+          t122_c4_3 = t122_c4_3.addingProduct(t122_a4, t122_b3)
+          let t122_a5 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb121 &* 6) &+ 5) &* 50176)) &+ (k123 &+ 49920))])
+          t122_c5_0 = t122_c5_0.addingProduct(t122_a5, t122_b0)
+          t122_c5_1 = t122_c5_1.addingProduct(t122_a5, t122_b1)
+          t122_c5_2 = t122_c5_2.addingProduct(t122_a5, t122_b2)
+          t122_c5_3 = t122_c5_3.addingProduct(t122_a5, t122_b3)
+        }
+        store16(arena, ((24913168 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)), t122_c0_0)
+        store16(arena, (((24913168 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c0_1)
+        store16(arena, (((24913168 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c0_2)
+        store16(arena, (((24913168 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c0_3)
+        store16(arena, ((24913168 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)), t122_c1_0)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c1_1)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c1_2)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c1_3)
+        store16(arena, ((24913168 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)), t122_c2_0)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c2_1)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c2_2)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c2_3)
+        store16(arena, ((24913168 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)), t122_c3_0)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c3_1)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c3_2)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c3_3)
+        store16(arena, ((24913168 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)), t122_c4_0)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c4_1)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c4_2)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c4_3)
+        store16(arena, ((24913168 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)), t122_c5_0)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c5_1)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c5_2)
+        store16(arena, (((24913168 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c5_3)
+      }
     }
   }
-  for img101 in 0..<64 {
-    sgemm(101, 111, 111, 64, 1, 784, 1, arena + (4039952 &+ (img101 &* 50176)), 784, arena + 1605632, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
+  for f124 in 0..<64 {
+    for r125 in 0..<288 {
+      grads[((320 &+ (f124 &* 288)) &+ r125)] = arena[((24913168 &+ (r125 &* 64)) &+ f124)]
+    }
+  }
+  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
+  do {  // SIMD16 over i126
+    var i126 = 0
+    while i126 &+ 16 <= 784 {
+      store16(arena, 1605632 &+ i126, SIMD16<Float>(repeating: Float(1)))
+      i126 &+= 16
+    }
+    while i126 < 784 {
+      arena[(1605632 &+ i126)] = Float(1)
+      i126 &+= 1
+    }
+  }
+  do {  // SIMD16 over i127
+    var i127 = 0
+    while i127 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i127, SIMD16<Float>(repeating: Float(0)))
+      i127 &+= 16
+    }
+    while i127 < 64 {
+      grads[(18752 &+ i127)] = Float(0)
+      i127 &+= 1
+    }
+  }
+  for img128 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 784, 1, arena + (4039952 &+ (img128 &* 50176)), 784, arena + 1605632, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i102
-    var i102 = 0
-    while i102 &+ 16 <= 1605632 {
-      store16(arena, 1605632 &+ i102, SIMD16<Float>(repeating: Float(0)))
-      i102 &+= 16
+  do {  // SIMD16 over i129
+    var i129 = 0
+    while i129 &+ 16 <= 1605632 {
+      store16(arena, 1605632 &+ i129, SIMD16<Float>(repeating: Float(0)))
+      i129 &+= 16
     }
-    while i102 < 1605632 {
-      arena[(1605632 &+ i102)] = Float(0)
-      i102 &+= 1
+    while i129 < 1605632 {
+      arena[(1605632 &+ i129)] = Float(0)
+      i129 &+= 1
     }
   }
-  for g103 in 0..<1 {
-    for j104 in 0..<64 {
-      for f105 in 0..<64 {
-        do {  // SIMD16 over i106
-          var i106 = 0
-          while i106 &+ 16 <= 784 {
-            store16(arena, ((21701904 &+ (f105 &* 50176)) &+ (j104 &* 784)) &+ i106, load16(arena, ((4039952 &+ (((g103 &* 64) &+ j104) &* 50176)) &+ (f105 &* 784)) &+ i106))
-            i106 &+= 16
+  for g130 in 0..<1 {
+    for j131 in 0..<64 {
+      for f132 in 0..<64 {
+        do {  // SIMD16 over i133
+          var i133 = 0
+          while i133 &+ 16 <= 784 {
+            store16(arena, ((21701904 &+ (f132 &* 50176)) &+ (j131 &* 784)) &+ i133, load16(arena, ((4039952 &+ (((g130 &* 64) &+ j131) &* 50176)) &+ (f132 &* 784)) &+ i133))
+            i133 &+= 16
           }
-          while i106 < 784 {
-            arena[(((21701904 &+ (f105 &* 50176)) &+ (j104 &* 784)) &+ i106)] = arena[(((4039952 &+ (((g103 &* 64) &+ j104) &* 50176)) &+ (f105 &* 784)) &+ i106)]
-            i106 &+= 1
+          while i133 < 784 {
+            arena[(((21701904 &+ (f132 &* 50176)) &+ (j131 &* 784)) &+ i133)] = arena[(((4039952 &+ (((g130 &* 64) &+ j131) &* 50176)) &+ (f132 &* 784)) &+ i133)]
+            i133 &+= 1
           }
         }
       }
     }
-    for nb107 in 0..<784 {
-      for mb108 in 0..<48 {
-        var t109_c0_0 = SIMD16<Float>()
-        var t109_c0_1 = SIMD16<Float>()
-        var t109_c0_2 = SIMD16<Float>()
-        var t109_c0_3 = SIMD16<Float>()
-        var t109_c1_0 = SIMD16<Float>()
-        var t109_c1_1 = SIMD16<Float>()
-        var t109_c1_2 = SIMD16<Float>()
-        var t109_c1_3 = SIMD16<Float>()
-        var t109_c2_0 = SIMD16<Float>()
-        var t109_c2_1 = SIMD16<Float>()
-        var t109_c2_2 = SIMD16<Float>()
-        var t109_c2_3 = SIMD16<Float>()
-        var t109_c3_0 = SIMD16<Float>()
-        var t109_c3_1 = SIMD16<Float>()
-        var t109_c3_2 = SIMD16<Float>()
-        var t109_c3_3 = SIMD16<Float>()
-        var t109_c4_0 = SIMD16<Float>()
-        var t109_c4_1 = SIMD16<Float>()
-        var t109_c4_2 = SIMD16<Float>()
-        var t109_c4_3 = SIMD16<Float>()
-        var t109_c5_0 = SIMD16<Float>()
-        var t109_c5_1 = SIMD16<Float>()
-        var t109_c5_2 = SIMD16<Float>()
-        var t109_c5_3 = SIMD16<Float>()
-        for k110 in 0..<64 {
-          let t109_b0 = load16(arena, ((21701904 &+ (k110 &* 50176)) &+ (nb107 &* 64)))
-          let t109_b1 = load16(arena, (((21701904 &+ (k110 &* 50176)) &+ (nb107 &* 64)) &+ 16))
-          let t109_b2 = load16(arena, (((21701904 &+ (k110 &* 50176)) &+ (nb107 &* 64)) &+ 32))
-          let t109_b3 = load16(arena, (((21701904 &+ (k110 &* 50176)) &+ (nb107 &* 64)) &+ 48))
-          let t109_a0 = SIMD16<Float>(repeating: params[((320 &+ (mb108 &* 6)) &+ (k110 &* 288))])
-          t109_c0_0 = t109_c0_0.addingProduct(t109_a0, t109_b0)
-          t109_c0_1 = t109_c0_1.addingProduct(t109_a0, t109_b1)
-          t109_c0_2 = t109_c0_2.addingProduct(t109_a0, t109_b2)
-          t109_c0_3 = t109_c0_3.addingProduct(t109_a0, t109_b3)
-          let t109_a1 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 1)) &+ (k110 &* 288))])
-          t109_c1_0 = t109_c1_0.addingProduct(t109_a1, t109_b0)
-          t109_c1_1 = t109_c1_1.addingProduct(t109_a1, t109_b1)
-          t109_c1_2 = t109_c1_2.addingProduct(t109_a1, t109_b2)
-          t109_c1_3 = t109_c1_3.addingProduct(t109_a1, t109_b3)
-          let t109_a2 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 2)) &+ (k110 &* 288))])
-          t109_c2_0 = t109_c2_0.addingProduct(t109_a2, t109_b0)
-          t109_c2_1 = t109_c2_1.addingProduct(t109_a2, t109_b1)
-          t109_c2_2 = t109_c2_2.addingProduct(t109_a2, t109_b2)
-          t109_c2_3 = t109_c2_3.addingProduct(t109_a2, t109_b3)
-          let t109_a3 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 3)) &+ (k110 &* 288))])
-          t109_c3_0 = t109_c3_0.addingProduct(t109_a3, t109_b0)
-          t109_c3_1 = t109_c3_1.addingProduct(t109_a3, t109_b1)
-          t109_c3_2 = t109_c3_2.addingProduct(t109_a3, t109_b2)
-          t109_c3_3 = t109_c3_3.addingProduct(t109_a3, t109_b3)
-          let t109_a4 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 4)) &+ (k110 &* 288))])
-          t109_c4_0 = t109_c4_0.addingProduct(t109_a4, t109_b0)
-          t109_c4_1 = t109_c4_1.addingProduct(t109_a4, t109_b1)
-          t109_c4_2 = t109_c4_2.addingProduct(t109_a4, t109_b2)
-          t109_c4_3 = t109_c4_3.addingProduct(t109_a4, t109_b3)
-          let t109_a5 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 5)) &+ (k110 &* 288))])
-          t109_c5_0 = t109_c5_0.addingProduct(t109_a5, t109_b0)
-          t109_c5_1 = t109_c5_1.addingProduct(t109_a5, t109_b1)
-          t109_c5_2 = t109_c5_2.addingProduct(t109_a5, t109_b2)
-          t109_c5_3 = t109_c5_3.addingProduct(t109_a5, t109_b3)
+    for nb134 in 0..<784 {
+      for mb135 in 0..<48 {
+        var t136_c0_0 = SIMD16<Float>()
+        var t136_c0_1 = SIMD16<Float>()
+        var t136_c0_2 = SIMD16<Float>()
+        var t136_c0_3 = SIMD16<Float>()
+        var t136_c1_0 = SIMD16<Float>()
+        var t136_c1_1 = SIMD16<Float>()
+        var t136_c1_2 = SIMD16<Float>()
+        var t136_c1_3 = SIMD16<Float>()
+        var t136_c2_0 = SIMD16<Float>()
+        var t136_c2_1 = SIMD16<Float>()
+        var t136_c2_2 = SIMD16<Float>()
+        var t136_c2_3 = SIMD16<Float>()
+        var t136_c3_0 = SIMD16<Float>()
+        var t136_c3_1 = SIMD16<Float>()
+        var t136_c3_2 = SIMD16<Float>()
+        var t136_c3_3 = SIMD16<Float>()
+        var t136_c4_0 = SIMD16<Float>()
+        var t136_c4_1 = SIMD16<Float>()
+        var t136_c4_2 = SIMD16<Float>()
+        var t136_c4_3 = SIMD16<Float>()
+        var t136_c5_0 = SIMD16<Float>()
+        var t136_c5_1 = SIMD16<Float>()
+        var t136_c5_2 = SIMD16<Float>()
+        var t136_c5_3 = SIMD16<Float>()
+        for k137 in 0..<64 {
+          let t136_b0 = load16(arena, ((21701904 &+ (k137 &* 50176)) &+ (nb134 &* 64)))
+          let t136_b1 = load16(arena, (((21701904 &+ (k137 &* 50176)) &+ (nb134 &* 64)) &+ 16))
+          let t136_b2 = load16(arena, (((21701904 &+ (k137 &* 50176)) &+ (nb134 &* 64)) &+ 32))
+          let t136_b3 = load16(arena, (((21701904 &+ (k137 &* 50176)) &+ (nb134 &* 64)) &+ 48))
+          let t136_a0 = SIMD16<Float>(repeating: params[((320 &+ (mb135 &* 6)) &+ (k137 &* 288))])
+          t136_c0_0 = t136_c0_0.addingProduct(t136_a0, t136_b0)
+          t136_c0_1 = t136_c0_1.addingProduct(t136_a0, t136_b1)
+          t136_c0_2 = t136_c0_2.addingProduct(t136_a0, t136_b2)
+          t136_c0_3 = t136_c0_3.addingProduct(t136_a0, t136_b3)
+          let t136_a1 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 1)) &+ (k137 &* 288))])
+          t136_c1_0 = t136_c1_0.addingProduct(t136_a1, t136_b0)
+          t136_c1_1 = t136_c1_1.addingProduct(t136_a1, t136_b1)
+          t136_c1_2 = t136_c1_2.addingProduct(t136_a1, t136_b2)
+          t136_c1_3 = t136_c1_3.addingProduct(t136_a1, t136_b3)
+          let t136_a2 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 2)) &+ (k137 &* 288))])
+          t136_c2_0 = t136_c2_0.addingProduct(t136_a2, t136_b0)
+          t136_c2_1 = t136_c2_1.addingProduct(t136_a2, t136_b1)
+          t136_c2_2 = t136_c2_2.addingProduct(t136_a2, t136_b2)
+          t136_c2_3 = t136_c2_3.addingProduct(t136_a2, t136_b3)
+          let t136_a3 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 3)) &+ (k137 &* 288))])
+          t136_c3_0 = t136_c3_0.addingProduct(t136_a3, t136_b0)
+          t136_c3_1 = t136_c3_1.addingProduct(t136_a3, t136_b1)
+          t136_c3_2 = t136_c3_2.addingProduct(t136_a3, t136_b2)
+          t136_c3_3 = t136_c3_3.addingProduct(t136_a3, t136_b3)
+          let t136_a4 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 4)) &+ (k137 &* 288))])
+          t136_c4_0 = t136_c4_0.addingProduct(t136_a4, t136_b0)
+          t136_c4_1 = t136_c4_1.addingProduct(t136_a4, t136_b1)
+          t136_c4_2 = t136_c4_2.addingProduct(t136_a4, t136_b2)
+          t136_c4_3 = t136_c4_3.addingProduct(t136_a4, t136_b3)
+          let t136_a5 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 5)) &+ (k137 &* 288))])
+          t136_c5_0 = t136_c5_0.addingProduct(t136_a5, t136_b0)
+          t136_c5_1 = t136_c5_1.addingProduct(t136_a5, t136_b1)
+          t136_c5_2 = t136_c5_2.addingProduct(t136_a5, t136_b2)
+          t136_c5_3 = t136_c5_3.addingProduct(t136_a5, t136_b3)
         }
-        store16(arena, ((7251216 &+ ((mb108 &* 6) &* 50176)) &+ (nb107 &* 64)), t109_c0_0)
-        store16(arena, (((7251216 &+ ((mb108 &* 6) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c0_1)
-        store16(arena, (((7251216 &+ ((mb108 &* 6) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c0_2)
-        store16(arena, (((7251216 &+ ((mb108 &* 6) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c0_3)
-        store16(arena, ((7251216 &+ (((mb108 &* 6) &+ 1) &* 50176)) &+ (nb107 &* 64)), t109_c1_0)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 1) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c1_1)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 1) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c1_2)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 1) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c1_3)
-        store16(arena, ((7251216 &+ (((mb108 &* 6) &+ 2) &* 50176)) &+ (nb107 &* 64)), t109_c2_0)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 2) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c2_1)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 2) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c2_2)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 2) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c2_3)
-        store16(arena, ((7251216 &+ (((mb108 &* 6) &+ 3) &* 50176)) &+ (nb107 &* 64)), t109_c3_0)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 3) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c3_1)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 3) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c3_2)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 3) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c3_3)
-        store16(arena, ((7251216 &+ (((mb108 &* 6) &+ 4) &* 50176)) &+ (nb107 &* 64)), t109_c4_0)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 4) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c4_1)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 4) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c4_2)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 4) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c4_3)
-        store16(arena, ((7251216 &+ (((mb108 &* 6) &+ 5) &* 50176)) &+ (nb107 &* 64)), t109_c5_0)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 5) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c5_1)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 5) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c5_2)
-        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 5) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c5_3)
+        store16(arena, ((7251216 &+ ((mb135 &* 6) &* 50176)) &+ (nb134 &* 64)), t136_c0_0)
+        store16(arena, (((7251216 &+ ((mb135 &* 6) &* 50176)) &+ (nb134 &* 64)) &+ 16), t136_c0_1)
+        store16(arena, (((7251216 &+ ((mb135 &* 6) &* 50176)) &+ (nb134 &* 64)) &+ 32), t136_c0_2)
+        store16(arena, (((7251216 &+ ((mb135 &* 6) &* 50176)) &+ (nb134 &* 64)) &+ 48), t136_c0_3)
+        store16(arena, ((7251216 &+ (((mb135 &* 6) &+ 1) &* 50176)) &+ (nb134 &* 64)), t136_c1_0)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 1) &* 50176)) &+ (nb134 &* 64)) &+ 16), t136_c1_1)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 1) &* 50176)) &+ (nb134 &* 64)) &+ 32), t136_c1_2)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 1) &* 50176)) &+ (nb134 &* 64)) &+ 48), t136_c1_3)
+        store16(arena, ((7251216 &+ (((mb135 &* 6) &+ 2) &* 50176)) &+ (nb134 &* 64)), t136_c2_0)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 2) &* 50176)) &+ (nb134 &* 64)) &+ 16), t136_c2_1)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 2) &* 50176)) &+ (nb134 &* 64)) &+ 32), t136_c2_2)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 2) &* 50176)) &+ (nb134 &* 64)) &+ 48), t136_c2_3)
+        store16(arena, ((7251216 &+ (((mb135 &* 6) &+ 3) &* 50176)) &+ (nb134 &* 64)), t136_c3_0)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 3) &* 50176)) &+ (nb134 &* 64)) &+ 16), t136_c3_1)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 3) &* 50176)) &+ (nb134 &* 64)) &+ 32), t136_c3_2)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 3) &* 50176)) &+ (nb134 &* 64)) &+ 48), t136_c3_3)
+        store16(arena, ((7251216 &+ (((mb135 &* 6) &+ 4) &* 50176)) &+ (nb134 &* 64)), t136_c4_0)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 4) &* 50176)) &+ (nb134 &* 64)) &+ 16), t136_c4_1)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 4) &* 50176)) &+ (nb134 &* 64)) &+ 32), t136_c4_2)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 4) &* 50176)) &+ (nb134 &* 64)) &+ 48), t136_c4_3)
+        store16(arena, ((7251216 &+ (((mb135 &* 6) &+ 5) &* 50176)) &+ (nb134 &* 64)), t136_c5_0)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 5) &* 50176)) &+ (nb134 &* 64)) &+ 16), t136_c5_1)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 5) &* 50176)) &+ (nb134 &* 64)) &+ 32), t136_c5_2)
+        store16(arena, (((7251216 &+ (((mb135 &* 6) &+ 5) &* 50176)) &+ (nb134 &* 64)) &+ 48), t136_c5_3)
       }
     }
-    for j111 in 0..<64 {
-      for c112 in 0..<32 {
-        for ky113 in 0..<3 {
-          for oy114 in 0..<28 {
-            if (-1 < ((oy114 &+ ky113) &+ -1) && ((oy114 &+ ky113) &+ -1) < 28) {
-              for ox115 in 0..<27 {
-                arena[((((1605632 &+ (((g103 &* 64) &+ j111) &* 25088)) &+ (c112 &* 784)) &+ (((oy114 &+ ky113) &+ -1) &* 28)) &+ ((ox115 &+ 1) &+ -1))] += arena[((((7251216 &+ ((((c112 &* 3) &+ ky113) &* 3) &* 50176)) &+ (j111 &* 784)) &+ (oy114 &* 28)) &+ (ox115 &+ 1))]
+    for j138 in 0..<64 {
+      for c139 in 0..<32 {
+        for ky140 in 0..<3 {
+          for oy141 in 0..<28 {
+            if (-1 < ((oy141 &+ ky140) &+ -1) && ((oy141 &+ ky140) &+ -1) < 28) {
+              for ox142 in 0..<27 {
+                arena[((((1605632 &+ (((g130 &* 64) &+ j138) &* 25088)) &+ (c139 &* 784)) &+ (((oy141 &+ ky140) &+ -1) &* 28)) &+ ((ox142 &+ 1) &+ -1))] += arena[(((7251216 &+ ((((c139 &* 3) &+ ky140) &* 3) &* 50176)) &+ (j138 &* 784)) &+ ((oy141 &* 28) &+ (ox142 &+ 1)))]
               }
             }
           }
-          for oy116 in 0..<28 {
-            if (-1 < ((oy116 &+ ky113) &+ -1) && ((oy116 &+ ky113) &+ -1) < 28) {
-              for ox117 in 0..<28 {
-                arena[((((1605632 &+ (((g103 &* 64) &+ j111) &* 25088)) &+ (c112 &* 784)) &+ (((oy116 &+ ky113) &+ -1) &* 28)) &+ ox117)] += arena[((((7251216 &+ (((((c112 &* 3) &+ ky113) &* 3) &+ 1) &* 50176)) &+ (j111 &* 784)) &+ (oy116 &* 28)) &+ ox117)]
+          for oy143 in 0..<28 {
+            if (-1 < ((oy143 &+ ky140) &+ -1) && ((oy143 &+ ky140) &+ -1) < 28) {
+              for ox144 in 0..<28 {
+                arena[((((1605632 &+ (((g130 &* 64) &+ j138) &* 25088)) &+ (c139 &* 784)) &+ (((oy143 &+ ky140) &+ -1) &* 28)) &+ ox144)] += arena[(((7251216 &+ (((((c139 &* 3) &+ ky140) &* 3) &+ 1) &* 50176)) &+ (j138 &* 784)) &+ ((oy143 &* 28) &+ ox144))]
               }
             }
           }
-          for oy118 in 0..<28 {
-            if (-1 < ((oy118 &+ ky113) &+ -1) && ((oy118 &+ ky113) &+ -1) < 28) {
-              for ox119 in 0..<27 {
-                arena[((((1605632 &+ (((g103 &* 64) &+ j111) &* 25088)) &+ (c112 &* 784)) &+ (((oy118 &+ ky113) &+ -1) &* 28)) &+ (ox119 &+ 1))] += arena[((((7251216 &+ (((((c112 &* 3) &+ ky113) &* 3) &+ 2) &* 50176)) &+ (j111 &* 784)) &+ (oy118 &* 28)) &+ ox119)]
+          for oy145 in 0..<28 {
+            if (-1 < ((oy145 &+ ky140) &+ -1) && ((oy145 &+ ky140) &+ -1) < 28) {
+              for ox146 in 0..<27 {
+                arena[((((1605632 &+ (((g130 &* 64) &+ j138) &* 25088)) &+ (c139 &* 784)) &+ (((oy145 &+ ky140) &+ -1) &* 28)) &+ (ox146 &+ 1))] += arena[(((7251216 &+ (((((c139 &* 3) &+ ky140) &* 3) &+ 2) &* 50176)) &+ (j138 &* 784)) &+ ((oy145 &* 28) &+ ox146))]
               }
             }
           }
@@ -985,283 +1026,275 @@ public func convnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i120
-    var i120 = 0
-    while i120 &+ 16 <= 1605632 {
-      store16(arena, 3220112 &+ i120, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i120), where: load16(arena, 0 &+ i120) .> SIMD16<Float>(repeating: Float(0))))
-      i120 &+= 16
+  do {  // SIMD16 over i147
+    var i147 = 0
+    while i147 &+ 16 <= 1605632 {
+      store16(arena, 3220112 &+ i147, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i147), where: load16(arena, 0 &+ i147) .> SIMD16<Float>(repeating: Float(0))))
+      i147 &+= 16
     }
-    while i120 < 1605632 {
-      arena[(3220112 &+ i120)] = (arena[i120] > Float(0) ? arena[(1605632 &+ i120)] : Float(0))
-      i120 &+= 1
+    while i147 < 1605632 {
+      arena[(3220112 &+ i147)] = (arena[i147] > Float(0) ? arena[(1605632 &+ i147)] : Float(0))
+      i147 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i121
-    var i121 = 0
-    while i121 &+ 16 <= 288 {
-      store16(arena, 2057216 &+ i121, SIMD16<Float>(repeating: Float(0)))
-      i121 &+= 16
-    }
-    while i121 < 288 {
-      arena[(2057216 &+ i121)] = Float(0)
-      i121 &+= 1
-    }
-  }
-  for g122 in 0..<1 {
-    for j123 in 0..<64 {
-      for r124 in 0..<9 {
-        do {  // SIMD16 over i125
-          var i125 = 0
-          while i125 &+ 16 <= 784 {
-            store16(arena, ((r124 &* 50176) &+ (j123 &* 784)) &+ i125, SIMD16<Float>(repeating: Float(0)))
-            i125 &+= 16
-          }
-          while i125 < 784 {
-            arena[(((r124 &* 50176) &+ (j123 &* 784)) &+ i125)] = Float(0)
-            i125 &+= 1
-          }
-        }
-      }
-      for c126 in 0..<1 {
-        for ky127 in 0..<3 {
-          for oy128 in 0..<28 {
-            if (-1 < ((oy128 &+ ky127) &+ -1) && ((oy128 &+ ky127) &+ -1) < 28) {
-              for ox129 in 0..<27 {
-                arena[(((((((c126 &* 3) &+ ky127) &* 3) &* 50176) &+ (j123 &* 784)) &+ (oy128 &* 28)) &+ (ox129 &+ 1))] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c126 &* 784)) &+ (((oy128 &+ ky127) &+ -1) &* 28)) &+ ((ox129 &+ 1) &+ -1))]
-              }
-            }
-          }
-          for oy130 in 0..<28 {
-            if (-1 < ((oy130 &+ ky127) &+ -1) && ((oy130 &+ ky127) &+ -1) < 28) {
-              do {  // SIMD16 over ox131
-                var ox131 = 0
-                while ox131 &+ 16 <= 28 {
-                  store16(arena, (((((((c126 &* 3) &+ ky127) &* 3) &+ 1) &* 50176) &+ (j123 &* 784)) &+ (oy130 &* 28)) &+ ox131, load16(images, (((((g122 &* 64) &+ j123) &* 784) &+ (c126 &* 784)) &+ (((oy130 &+ ky127) &+ -1) &* 28)) &+ ox131))
-                  ox131 &+= 16
-                }
-                while ox131 < 28 {
-                  arena[((((((((c126 &* 3) &+ ky127) &* 3) &+ 1) &* 50176) &+ (j123 &* 784)) &+ (oy130 &* 28)) &+ ox131)] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c126 &* 784)) &+ (((oy130 &+ ky127) &+ -1) &* 28)) &+ ox131)]
-                  ox131 &+= 1
-                }
-              }
-            }
-          }
-          for oy132 in 0..<28 {
-            if (-1 < ((oy132 &+ ky127) &+ -1) && ((oy132 &+ ky127) &+ -1) < 28) {
-              for ox133 in 0..<27 {
-                arena[((((((((c126 &* 3) &+ ky127) &* 3) &+ 2) &* 50176) &+ (j123 &* 784)) &+ (oy132 &* 28)) &+ ox133)] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c126 &* 784)) &+ (((oy132 &+ ky127) &+ -1) &* 28)) &+ (ox133 &+ 1))]
-              }
-            }
-          }
-        }
-      }
-    }
-    for j134 in 0..<64 {
-      for i135 in 0..<784 {
-        for f136 in 0..<32 {
-          arena[((451584 &+ (((j134 &* 784) &+ i135) &* 32)) &+ f136)] = arena[(((3220112 &+ (((g122 &* 64) &+ j134) &* 25088)) &+ (f136 &* 784)) &+ i135)]
-        }
-      }
-    }
-    for kp137 in 0..<130 {
-      for nb138 in 0..<1 {
-        for mb139 in 0..<1 {
-          var t140_c0_0 = load16(arena, ((2057216 &+ ((mb139 &* 9) &* 32)) &+ (nb138 &* 32)))
-          var t140_c0_1 = load16(arena, (((2057216 &+ ((mb139 &* 9) &* 32)) &+ (nb138 &* 32)) &+ 16))
-          var t140_c1_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 1) &* 32)) &+ (nb138 &* 32)))
-          var t140_c1_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 1) &* 32)) &+ (nb138 &* 32)) &+ 16))
-          var t140_c2_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 2) &* 32)) &+ (nb138 &* 32)))
-          var t140_c2_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 2) &* 32)) &+ (nb138 &* 32)) &+ 16))
-          var t140_c3_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 3) &* 32)) &+ (nb138 &* 32)))
-          var t140_c3_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 3) &* 32)) &+ (nb138 &* 32)) &+ 16))
-          var t140_c4_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 4) &* 32)) &+ (nb138 &* 32)))
-          var t140_c4_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 4) &* 32)) &+ (nb138 &* 32)) &+ 16))
-          var t140_c5_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 5) &* 32)) &+ (nb138 &* 32)))
-          var t140_c5_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 5) &* 32)) &+ (nb138 &* 32)) &+ 16))
-          var t140_c6_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 6) &* 32)) &+ (nb138 &* 32)))
-          var t140_c6_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 6) &* 32)) &+ (nb138 &* 32)) &+ 16))
-          var t140_c7_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 7) &* 32)) &+ (nb138 &* 32)))
-          var t140_c7_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 7) &* 32)) &+ (nb138 &* 32)) &+ 16))
-          var t140_c8_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 8) &* 32)) &+ (nb138 &* 32)))
-          var t140_c8_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 8) &* 32)) &+ (nb138 &* 32)) &+ 16))
-          for k141 in 0..<384 {
-            let t140_b0 = load16(arena, ((451584 &+ ((k141 &+ (kp137 &* 384)) &* 32)) &+ (nb138 &* 32)))
-            let t140_b1 = load16(arena, (((451584 &+ ((k141 &+ (kp137 &* 384)) &* 32)) &+ (nb138 &* 32)) &+ 16))
-            let t140_a0 = SIMD16<Float>(repeating: arena[(((mb139 &* 9) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
-            t140_c0_0 = t140_c0_0.addingProduct(t140_a0, t140_b0)
-            t140_c0_1 = t140_c0_1.addingProduct(t140_a0, t140_b1)
-            let t140_a1 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 1) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
-            t140_c1_0 = t140_c1_0.addingProduct(t140_a1, t140_b0)
-            t140_c1_1 = t140_c1_1.addingProduct(t140_a1, t140_b1)
-            let t140_a2 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 2) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
-            t140_c2_0 = t140_c2_0.addingProduct(t140_a2, t140_b0)
-            t140_c2_1 = t140_c2_1.addingProduct(t140_a2, t140_b1)
-            let t140_a3 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 3) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
-            t140_c3_0 = t140_c3_0.addingProduct(t140_a3, t140_b0)
-            t140_c3_1 = t140_c3_1.addingProduct(t140_a3, t140_b1)
-            let t140_a4 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 4) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
-            t140_c4_0 = t140_c4_0.addingProduct(t140_a4, t140_b0)
-            t140_c4_1 = t140_c4_1.addingProduct(t140_a4, t140_b1)
-            let t140_a5 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 5) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
-            t140_c5_0 = t140_c5_0.addingProduct(t140_a5, t140_b0)
-            t140_c5_1 = t140_c5_1.addingProduct(t140_a5, t140_b1)
-            let t140_a6 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 6) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
-            t140_c6_0 = t140_c6_0.addingProduct(t140_a6, t140_b0)
-            t140_c6_1 = t140_c6_1.addingProduct(t140_a6, t140_b1)
-            let t140_a7 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 7) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
-            t140_c7_0 = t140_c7_0.addingProduct(t140_a7, t140_b0)
-            t140_c7_1 = t140_c7_1.addingProduct(t140_a7, t140_b1)
-            let t140_a8 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 8) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
-            t140_c8_0 = t140_c8_0.addingProduct(t140_a8, t140_b0)
-            t140_c8_1 = t140_c8_1.addingProduct(t140_a8, t140_b1)
-          }
-          store16(arena, ((2057216 &+ ((mb139 &* 9) &* 32)) &+ (nb138 &* 32)), t140_c0_0)
-          store16(arena, (((2057216 &+ ((mb139 &* 9) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c0_1)
-          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 1) &* 32)) &+ (nb138 &* 32)), t140_c1_0)
-          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 1) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c1_1)
-          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 2) &* 32)) &+ (nb138 &* 32)), t140_c2_0)
-          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 2) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c2_1)
-          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 3) &* 32)) &+ (nb138 &* 32)), t140_c3_0)
-          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 3) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c3_1)
-          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 4) &* 32)) &+ (nb138 &* 32)), t140_c4_0)
-          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 4) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c4_1)
-          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 5) &* 32)) &+ (nb138 &* 32)), t140_c5_0)
-          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 5) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c5_1)
-          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 6) &* 32)) &+ (nb138 &* 32)), t140_c6_0)
-          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 6) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c6_1)
-          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 7) &* 32)) &+ (nb138 &* 32)), t140_c7_0)
-          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 7) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c7_1)
-          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 8) &* 32)) &+ (nb138 &* 32)), t140_c8_0)
-          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 8) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c8_1)
-        }
-      }
-    }
-    for nb142 in 0..<1 {
-      for mb143 in 0..<1 {
-        var t144_c0_0 = load16(arena, ((2057216 &+ ((mb143 &* 9) &* 32)) &+ (nb142 &* 32)))
-        var t144_c0_1 = load16(arena, (((2057216 &+ ((mb143 &* 9) &* 32)) &+ (nb142 &* 32)) &+ 16))
-        var t144_c1_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 1) &* 32)) &+ (nb142 &* 32)))
-        var t144_c1_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 1) &* 32)) &+ (nb142 &* 32)) &+ 16))
-        var t144_c2_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 2) &* 32)) &+ (nb142 &* 32)))
-        var t144_c2_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 2) &* 32)) &+ (nb142 &* 32)) &+ 16))
-        var t144_c3_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 3) &* 32)) &+ (nb142 &* 32)))
-        var t144_c3_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 3) &* 32)) &+ (nb142 &* 32)) &+ 16))
-        var t144_c4_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 4) &* 32)) &+ (nb142 &* 32)))
-        var t144_c4_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 4) &* 32)) &+ (nb142 &* 32)) &+ 16))
-        var t144_c5_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 5) &* 32)) &+ (nb142 &* 32)))
-        var t144_c5_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 5) &* 32)) &+ (nb142 &* 32)) &+ 16))
-        var t144_c6_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 6) &* 32)) &+ (nb142 &* 32)))
-        var t144_c6_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 6) &* 32)) &+ (nb142 &* 32)) &+ 16))
-        var t144_c7_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 7) &* 32)) &+ (nb142 &* 32)))
-        var t144_c7_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 7) &* 32)) &+ (nb142 &* 32)) &+ 16))
-        var t144_c8_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 8) &* 32)) &+ (nb142 &* 32)))
-        var t144_c8_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 8) &* 32)) &+ (nb142 &* 32)) &+ 16))
-        for k145 in 0..<256 {
-          let t144_b0 = load16(arena, ((451584 &+ ((k145 &+ 49920) &* 32)) &+ (nb142 &* 32)))
-          let t144_b1 = load16(arena, (((451584 &+ ((k145 &+ 49920) &* 32)) &+ (nb142 &* 32)) &+ 16))
-          let t144_a0 = SIMD16<Float>(repeating: arena[(((mb143 &* 9) &* 50176) &+ (k145 &+ 49920))])
-          t144_c0_0 = t144_c0_0.addingProduct(t144_a0, t144_b0)
-          t144_c0_1 = t144_c0_1.addingProduct(t144_a0, t144_b1)
-          let t144_a1 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 1) &* 50176) &+ (k145 &+ 49920))])
-          t144_c1_0 = t144_c1_0.addingProduct(t144_a1, t144_b0)
-          t144_c1_1 = t144_c1_1.addingProduct(t144_a1, t144_b1)
-          let t144_a2 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 2) &* 50176) &+ (k145 &+ 49920))])
-          t144_c2_0 = t144_c2_0.addingProduct(t144_a2, t144_b0)
-          t144_c2_1 = t144_c2_1.addingProduct(t144_a2, t144_b1)
-          let t144_a3 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 3) &* 50176) &+ (k145 &+ 49920))])
-          t144_c3_0 = t144_c3_0.addingProduct(t144_a3, t144_b0)
-          t144_c3_1 = t144_c3_1.addingProduct(t144_a3, t144_b1)
-          let t144_a4 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 4) &* 50176) &+ (k145 &+ 49920))])
-          t144_c4_0 = t144_c4_0.addingProduct(t144_a4, t144_b0)
-          t144_c4_1 = t144_c4_1.addingProduct(t144_a4, t144_b1)
-          let t144_a5 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 5) &* 50176) &+ (k145 &+ 49920))])
-          t144_c5_0 = t144_c5_0.addingProduct(t144_a5, t144_b0)
-          t144_c5_1 = t144_c5_1.addingProduct(t144_a5, t144_b1)
-          let t144_a6 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 6) &* 50176) &+ (k145 &+ 49920))])
-          t144_c6_0 = t144_c6_0.addingProduct(t144_a6, t144_b0)
-          t144_c6_1 = t144_c6_1.addingProduct(t144_a6, t144_b1)
-          let t144_a7 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 7) &* 50176) &+ (k145 &+ 49920))])
-          t144_c7_0 = t144_c7_0.addingProduct(t144_a7, t144_b0)
-          t144_c7_1 = t144_c7_1.addingProduct(t144_a7, t144_b1)
-          let t144_a8 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 8) &* 50176) &+ (k145 &+ 49920))])
-          t144_c8_0 = t144_c8_0.addingProduct(t144_a8, t144_b0)
-          t144_c8_1 = t144_c8_1.addingProduct(t144_a8, t144_b1)
-        }
-        store16(arena, ((2057216 &+ ((mb143 &* 9) &* 32)) &+ (nb142 &* 32)), t144_c0_0)
-        store16(arena, (((2057216 &+ ((mb143 &* 9) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c0_1)
-        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 1) &* 32)) &+ (nb142 &* 32)), t144_c1_0)
-        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 1) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c1_1)
-        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 2) &* 32)) &+ (nb142 &* 32)), t144_c2_0)
-        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 2) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c2_1)
-        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 3) &* 32)) &+ (nb142 &* 32)), t144_c3_0)
-        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 3) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c3_1)
-        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 4) &* 32)) &+ (nb142 &* 32)), t144_c4_0)
-        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 4) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c4_1)
-        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 5) &* 32)) &+ (nb142 &* 32)), t144_c5_0)
-        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 5) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c5_1)
-        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 6) &* 32)) &+ (nb142 &* 32)), t144_c6_0)
-        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 6) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c6_1)
-        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 7) &* 32)) &+ (nb142 &* 32)), t144_c7_0)
-        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 7) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c7_1)
-        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 8) &* 32)) &+ (nb142 &* 32)), t144_c8_0)
-        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 8) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c8_1)
-      }
-    }
-  }
-  for f146 in 0..<32 {
-    for r147 in 0..<9 {
-      grads[((f146 &* 9) &+ r147)] = arena[((2057216 &+ (r147 &* 32)) &+ f146)]
-    }
-  }
-  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
   do {  // SIMD16 over i148
     var i148 = 0
-    while i148 &+ 16 <= 784 {
-      store16(arena, 0 &+ i148, SIMD16<Float>(repeating: Float(1)))
+    while i148 &+ 16 <= 288 {
+      store16(arena, 2057216 &+ i148, SIMD16<Float>(repeating: Float(0)))
       i148 &+= 16
     }
-    while i148 < 784 {
-      arena[i148] = Float(1)
+    while i148 < 288 {
+      arena[(2057216 &+ i148)] = Float(0)
       i148 &+= 1
     }
   }
-  do {  // SIMD16 over i149
-    var i149 = 0
-    while i149 &+ 16 <= 32 {
-      store16(grads, 288 &+ i149, SIMD16<Float>(repeating: Float(0)))
-      i149 &+= 16
+  for g149 in 0..<1 {
+    for j150 in 0..<64 {
+      for r151 in 0..<9 {
+        do {  // SIMD16 over i152
+          var i152 = 0
+          while i152 &+ 16 <= 784 {
+            store16(arena, ((r151 &* 50176) &+ (j150 &* 784)) &+ i152, SIMD16<Float>(repeating: Float(0)))
+            i152 &+= 16
+          }
+          while i152 < 784 {
+            arena[(((r151 &* 50176) &+ (j150 &* 784)) &+ i152)] = Float(0)
+            i152 &+= 1
+          }
+        }
+      }
+      for c153 in 0..<1 {
+        for ky154 in 0..<3 {
+          for oy155 in 0..<28 {
+            if (-1 < ((oy155 &+ ky154) &+ -1) && ((oy155 &+ ky154) &+ -1) < 28) {
+              for ox156 in 0..<27 {
+                arena[((((((c153 &* 3) &+ ky154) &* 3) &* 50176) &+ (j150 &* 784)) &+ ((oy155 &* 28) &+ (ox156 &+ 1)))] = images[((((((g149 &* 64) &+ j150) &* 784) &+ (c153 &* 784)) &+ (((oy155 &+ ky154) &+ -1) &* 28)) &+ ((ox156 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy157 in 0..<28 {
+            if (-1 < ((oy157 &+ ky154) &+ -1) && ((oy157 &+ ky154) &+ -1) < 28) {
+              for ox158 in 0..<28 {
+                arena[(((((((c153 &* 3) &+ ky154) &* 3) &+ 1) &* 50176) &+ (j150 &* 784)) &+ ((oy157 &* 28) &+ ox158))] = images[((((((g149 &* 64) &+ j150) &* 784) &+ (c153 &* 784)) &+ (((oy157 &+ ky154) &+ -1) &* 28)) &+ ox158)]
+              }
+            }
+          }
+          for oy159 in 0..<28 {
+            if (-1 < ((oy159 &+ ky154) &+ -1) && ((oy159 &+ ky154) &+ -1) < 28) {
+              for ox160 in 0..<27 {
+                arena[(((((((c153 &* 3) &+ ky154) &* 3) &+ 2) &* 50176) &+ (j150 &* 784)) &+ ((oy159 &* 28) &+ ox160))] = images[((((((g149 &* 64) &+ j150) &* 784) &+ (c153 &* 784)) &+ (((oy159 &+ ky154) &+ -1) &* 28)) &+ (ox160 &+ 1))]
+              }
+            }
+          }
+        }
+      }
     }
-    while i149 < 32 {
-      grads[(288 &+ i149)] = Float(0)
-      i149 &+= 1
+    for j161 in 0..<64 {
+      for i162 in 0..<784 {
+        for f163 in 0..<32 {
+          arena[((451584 &+ (((j161 &* 784) &+ i162) &* 32)) &+ f163)] = arena[(((3220112 &+ (((g149 &* 64) &+ j161) &* 25088)) &+ (f163 &* 784)) &+ i162)]
+        }
+      }
+    }
+    for kp164 in 0..<130 {
+      for nb165 in 0..<1 {
+        for mb166 in 0..<1 {
+          var t167_c0_0 = load16(arena, ((2057216 &+ ((mb166 &* 9) &* 32)) &+ (nb165 &* 32)))
+          var t167_c0_1 = load16(arena, (((2057216 &+ ((mb166 &* 9) &* 32)) &+ (nb165 &* 32)) &+ 16))
+          var t167_c1_0 = load16(arena, ((2057216 &+ (((mb166 &* 9) &+ 1) &* 32)) &+ (nb165 &* 32)))
+          var t167_c1_1 = load16(arena, (((2057216 &+ (((mb166 &* 9) &+ 1) &* 32)) &+ (nb165 &* 32)) &+ 16))
+          var t167_c2_0 = load16(arena, ((2057216 &+ (((mb166 &* 9) &+ 2) &* 32)) &+ (nb165 &* 32)))
+          var t167_c2_1 = load16(arena, (((2057216 &+ (((mb166 &* 9) &+ 2) &* 32)) &+ (nb165 &* 32)) &+ 16))
+          var t167_c3_0 = load16(arena, ((2057216 &+ (((mb166 &* 9) &+ 3) &* 32)) &+ (nb165 &* 32)))
+          var t167_c3_1 = load16(arena, (((2057216 &+ (((mb166 &* 9) &+ 3) &* 32)) &+ (nb165 &* 32)) &+ 16))
+          var t167_c4_0 = load16(arena, ((2057216 &+ (((mb166 &* 9) &+ 4) &* 32)) &+ (nb165 &* 32)))
+          var t167_c4_1 = load16(arena, (((2057216 &+ (((mb166 &* 9) &+ 4) &* 32)) &+ (nb165 &* 32)) &+ 16))
+          var t167_c5_0 = load16(arena, ((2057216 &+ (((mb166 &* 9) &+ 5) &* 32)) &+ (nb165 &* 32)))
+          var t167_c5_1 = load16(arena, (((2057216 &+ (((mb166 &* 9) &+ 5) &* 32)) &+ (nb165 &* 32)) &+ 16))
+          var t167_c6_0 = load16(arena, ((2057216 &+ (((mb166 &* 9) &+ 6) &* 32)) &+ (nb165 &* 32)))
+          var t167_c6_1 = load16(arena, (((2057216 &+ (((mb166 &* 9) &+ 6) &* 32)) &+ (nb165 &* 32)) &+ 16))
+          var t167_c7_0 = load16(arena, ((2057216 &+ (((mb166 &* 9) &+ 7) &* 32)) &+ (nb165 &* 32)))
+          var t167_c7_1 = load16(arena, (((2057216 &+ (((mb166 &* 9) &+ 7) &* 32)) &+ (nb165 &* 32)) &+ 16))
+          var t167_c8_0 = load16(arena, ((2057216 &+ (((mb166 &* 9) &+ 8) &* 32)) &+ (nb165 &* 32)))
+          var t167_c8_1 = load16(arena, (((2057216 &+ (((mb166 &* 9) &+ 8) &* 32)) &+ (nb165 &* 32)) &+ 16))
+          for k168 in 0..<384 {
+            let t167_b0 = load16(arena, ((451584 &+ ((k168 &+ (kp164 &* 384)) &* 32)) &+ (nb165 &* 32)))
+            let t167_b1 = load16(arena, (((451584 &+ ((k168 &+ (kp164 &* 384)) &* 32)) &+ (nb165 &* 32)) &+ 16))
+            let t167_a0 = SIMD16<Float>(repeating: arena[(((mb166 &* 9) &* 50176) &+ (k168 &+ (kp164 &* 384)))])
+            t167_c0_0 = t167_c0_0.addingProduct(t167_a0, t167_b0)
+            t167_c0_1 = t167_c0_1.addingProduct(t167_a0, t167_b1)
+            let t167_a1 = SIMD16<Float>(repeating: arena[((((mb166 &* 9) &+ 1) &* 50176) &+ (k168 &+ (kp164 &* 384)))])
+            t167_c1_0 = t167_c1_0.addingProduct(t167_a1, t167_b0)
+            t167_c1_1 = t167_c1_1.addingProduct(t167_a1, t167_b1)
+            let t167_a2 = SIMD16<Float>(repeating: arena[((((mb166 &* 9) &+ 2) &* 50176) &+ (k168 &+ (kp164 &* 384)))])
+            t167_c2_0 = t167_c2_0.addingProduct(t167_a2, t167_b0)
+            t167_c2_1 = t167_c2_1.addingProduct(t167_a2, t167_b1)
+            let t167_a3 = SIMD16<Float>(repeating: arena[((((mb166 &* 9) &+ 3) &* 50176) &+ (k168 &+ (kp164 &* 384)))])
+            t167_c3_0 = t167_c3_0.addingProduct(t167_a3, t167_b0)
+            t167_c3_1 = t167_c3_1.addingProduct(t167_a3, t167_b1)
+            let t167_a4 = SIMD16<Float>(repeating: arena[((((mb166 &* 9) &+ 4) &* 50176) &+ (k168 &+ (kp164 &* 384)))])
+            t167_c4_0 = t167_c4_0.addingProduct(t167_a4, t167_b0)
+            t167_c4_1 = t167_c4_1.addingProduct(t167_a4, t167_b1)
+            let t167_a5 = SIMD16<Float>(repeating: arena[((((mb166 &* 9) &+ 5) &* 50176) &+ (k168 &+ (kp164 &* 384)))])
+            t167_c5_0 = t167_c5_0.addingProduct(t167_a5, t167_b0)
+            t167_c5_1 = t167_c5_1.addingProduct(t167_a5, t167_b1)
+            let t167_a6 = SIMD16<Float>(repeating: arena[((((mb166 &* 9) &+ 6) &* 50176) &+ (k168 &+ (kp164 &* 384)))])
+            t167_c6_0 = t167_c6_0.addingProduct(t167_a6, t167_b0)
+            t167_c6_1 = t167_c6_1.addingProduct(t167_a6, t167_b1)
+            let t167_a7 = SIMD16<Float>(repeating: arena[((((mb166 &* 9) &+ 7) &* 50176) &+ (k168 &+ (kp164 &* 384)))])
+            t167_c7_0 = t167_c7_0.addingProduct(t167_a7, t167_b0)
+            t167_c7_1 = t167_c7_1.addingProduct(t167_a7, t167_b1)
+            let t167_a8 = SIMD16<Float>(repeating: arena[((((mb166 &* 9) &+ 8) &* 50176) &+ (k168 &+ (kp164 &* 384)))])
+            t167_c8_0 = t167_c8_0.addingProduct(t167_a8, t167_b0)
+            t167_c8_1 = t167_c8_1.addingProduct(t167_a8, t167_b1)
+          }
+          store16(arena, ((2057216 &+ ((mb166 &* 9) &* 32)) &+ (nb165 &* 32)), t167_c0_0)
+          store16(arena, (((2057216 &+ ((mb166 &* 9) &* 32)) &+ (nb165 &* 32)) &+ 16), t167_c0_1)
+          store16(arena, ((2057216 &+ (((mb166 &* 9) &+ 1) &* 32)) &+ (nb165 &* 32)), t167_c1_0)
+          store16(arena, (((2057216 &+ (((mb166 &* 9) &+ 1) &* 32)) &+ (nb165 &* 32)) &+ 16), t167_c1_1)
+          store16(arena, ((2057216 &+ (((mb166 &* 9) &+ 2) &* 32)) &+ (nb165 &* 32)), t167_c2_0)
+          store16(arena, (((2057216 &+ (((mb166 &* 9) &+ 2) &* 32)) &+ (nb165 &* 32)) &+ 16), t167_c2_1)
+          store16(arena, ((2057216 &+ (((mb166 &* 9) &+ 3) &* 32)) &+ (nb165 &* 32)), t167_c3_0)
+          store16(arena, (((2057216 &+ (((mb166 &* 9) &+ 3) &* 32)) &+ (nb165 &* 32)) &+ 16), t167_c3_1)
+          store16(arena, ((2057216 &+ (((mb166 &* 9) &+ 4) &* 32)) &+ (nb165 &* 32)), t167_c4_0)
+          store16(arena, (((2057216 &+ (((mb166 &* 9) &+ 4) &* 32)) &+ (nb165 &* 32)) &+ 16), t167_c4_1)
+          store16(arena, ((2057216 &+ (((mb166 &* 9) &+ 5) &* 32)) &+ (nb165 &* 32)), t167_c5_0)
+          store16(arena, (((2057216 &+ (((mb166 &* 9) &+ 5) &* 32)) &+ (nb165 &* 32)) &+ 16), t167_c5_1)
+          store16(arena, ((2057216 &+ (((mb166 &* 9) &+ 6) &* 32)) &+ (nb165 &* 32)), t167_c6_0)
+          store16(arena, (((2057216 &+ (((mb166 &* 9) &+ 6) &* 32)) &+ (nb165 &* 32)) &+ 16), t167_c6_1)
+          store16(arena, ((2057216 &+ (((mb166 &* 9) &+ 7) &* 32)) &+ (nb165 &* 32)), t167_c7_0)
+          store16(arena, (((2057216 &+ (((mb166 &* 9) &+ 7) &* 32)) &+ (nb165 &* 32)) &+ 16), t167_c7_1)
+          store16(arena, ((2057216 &+ (((mb166 &* 9) &+ 8) &* 32)) &+ (nb165 &* 32)), t167_c8_0)
+          store16(arena, (((2057216 &+ (((mb166 &* 9) &+ 8) &* 32)) &+ (nb165 &* 32)) &+ 16), t167_c8_1)
+        }
+      }
+    }
+    for nb169 in 0..<1 {
+      for mb170 in 0..<1 {
+        var t171_c0_0 = load16(arena, ((2057216 &+ ((mb170 &* 9) &* 32)) &+ (nb169 &* 32)))
+        var t171_c0_1 = load16(arena, (((2057216 &+ ((mb170 &* 9) &* 32)) &+ (nb169 &* 32)) &+ 16))
+        var t171_c1_0 = load16(arena, ((2057216 &+ (((mb170 &* 9) &+ 1) &* 32)) &+ (nb169 &* 32)))
+        var t171_c1_1 = load16(arena, (((2057216 &+ (((mb170 &* 9) &+ 1) &* 32)) &+ (nb169 &* 32)) &+ 16))
+        var t171_c2_0 = load16(arena, ((2057216 &+ (((mb170 &* 9) &+ 2) &* 32)) &+ (nb169 &* 32)))
+        var t171_c2_1 = load16(arena, (((2057216 &+ (((mb170 &* 9) &+ 2) &* 32)) &+ (nb169 &* 32)) &+ 16))
+        var t171_c3_0 = load16(arena, ((2057216 &+ (((mb170 &* 9) &+ 3) &* 32)) &+ (nb169 &* 32)))
+        var t171_c3_1 = load16(arena, (((2057216 &+ (((mb170 &* 9) &+ 3) &* 32)) &+ (nb169 &* 32)) &+ 16))
+        var t171_c4_0 = load16(arena, ((2057216 &+ (((mb170 &* 9) &+ 4) &* 32)) &+ (nb169 &* 32)))
+        var t171_c4_1 = load16(arena, (((2057216 &+ (((mb170 &* 9) &+ 4) &* 32)) &+ (nb169 &* 32)) &+ 16))
+        var t171_c5_0 = load16(arena, ((2057216 &+ (((mb170 &* 9) &+ 5) &* 32)) &+ (nb169 &* 32)))
+        var t171_c5_1 = load16(arena, (((2057216 &+ (((mb170 &* 9) &+ 5) &* 32)) &+ (nb169 &* 32)) &+ 16))
+        var t171_c6_0 = load16(arena, ((2057216 &+ (((mb170 &* 9) &+ 6) &* 32)) &+ (nb169 &* 32)))
+        var t171_c6_1 = load16(arena, (((2057216 &+ (((mb170 &* 9) &+ 6) &* 32)) &+ (nb169 &* 32)) &+ 16))
+        var t171_c7_0 = load16(arena, ((2057216 &+ (((mb170 &* 9) &+ 7) &* 32)) &+ (nb169 &* 32)))
+        var t171_c7_1 = load16(arena, (((2057216 &+ (((mb170 &* 9) &+ 7) &* 32)) &+ (nb169 &* 32)) &+ 16))
+        var t171_c8_0 = load16(arena, ((2057216 &+ (((mb170 &* 9) &+ 8) &* 32)) &+ (nb169 &* 32)))
+        var t171_c8_1 = load16(arena, (((2057216 &+ (((mb170 &* 9) &+ 8) &* 32)) &+ (nb169 &* 32)) &+ 16))
+        for k172 in 0..<256 {
+          let t171_b0 = load16(arena, ((451584 &+ ((k172 &+ 49920) &* 32)) &+ (nb169 &* 32)))
+          let t171_b1 = load16(arena, (((451584 &+ ((k172 &+ 49920) &* 32)) &+ (nb169 &* 32)) &+ 16))
+          let t171_a0 = SIMD16<Float>(repeating: arena[(((mb170 &* 9) &* 50176) &+ (k172 &+ 49920))])
+          t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
+          t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
+          let t171_a1 = SIMD16<Float>(repeating: arena[((((mb170 &* 9) &+ 1) &* 50176) &+ (k172 &+ 49920))])
+          t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
+          t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
+          let t171_a2 = SIMD16<Float>(repeating: arena[((((mb170 &* 9) &+ 2) &* 50176) &+ (k172 &+ 49920))])
+          t171_c2_0 = t171_c2_0.addingProduct(t171_a2, t171_b0)
+          t171_c2_1 = t171_c2_1.addingProduct(t171_a2, t171_b1)
+          let t171_a3 = SIMD16<Float>(repeating: arena[((((mb170 &* 9) &+ 3) &* 50176) &+ (k172 &+ 49920))])
+          t171_c3_0 = t171_c3_0.addingProduct(t171_a3, t171_b0)
+          t171_c3_1 = t171_c3_1.addingProduct(t171_a3, t171_b1)
+          let t171_a4 = SIMD16<Float>(repeating: arena[((((mb170 &* 9) &+ 4) &* 50176) &+ (k172 &+ 49920))])
+          t171_c4_0 = t171_c4_0.addingProduct(t171_a4, t171_b0)
+          t171_c4_1 = t171_c4_1.addingProduct(t171_a4, t171_b1)
+          let t171_a5 = SIMD16<Float>(repeating: arena[((((mb170 &* 9) &+ 5) &* 50176) &+ (k172 &+ 49920))])
+          t171_c5_0 = t171_c5_0.addingProduct(t171_a5, t171_b0)
+          t171_c5_1 = t171_c5_1.addingProduct(t171_a5, t171_b1)
+          let t171_a6 = SIMD16<Float>(repeating: arena[((((mb170 &* 9) &+ 6) &* 50176) &+ (k172 &+ 49920))])
+          t171_c6_0 = t171_c6_0.addingProduct(t171_a6, t171_b0)
+          t171_c6_1 = t171_c6_1.addingProduct(t171_a6, t171_b1)
+          let t171_a7 = SIMD16<Float>(repeating: arena[((((mb170 &* 9) &+ 7) &* 50176) &+ (k172 &+ 49920))])
+          t171_c7_0 = t171_c7_0.addingProduct(t171_a7, t171_b0)
+          t171_c7_1 = t171_c7_1.addingProduct(t171_a7, t171_b1)
+          let t171_a8 = SIMD16<Float>(repeating: arena[((((mb170 &* 9) &+ 8) &* 50176) &+ (k172 &+ 49920))])
+          t171_c8_0 = t171_c8_0.addingProduct(t171_a8, t171_b0)
+          t171_c8_1 = t171_c8_1.addingProduct(t171_a8, t171_b1)
+        }
+        store16(arena, ((2057216 &+ ((mb170 &* 9) &* 32)) &+ (nb169 &* 32)), t171_c0_0)
+        store16(arena, (((2057216 &+ ((mb170 &* 9) &* 32)) &+ (nb169 &* 32)) &+ 16), t171_c0_1)
+        store16(arena, ((2057216 &+ (((mb170 &* 9) &+ 1) &* 32)) &+ (nb169 &* 32)), t171_c1_0)
+        store16(arena, (((2057216 &+ (((mb170 &* 9) &+ 1) &* 32)) &+ (nb169 &* 32)) &+ 16), t171_c1_1)
+        store16(arena, ((2057216 &+ (((mb170 &* 9) &+ 2) &* 32)) &+ (nb169 &* 32)), t171_c2_0)
+        store16(arena, (((2057216 &+ (((mb170 &* 9) &+ 2) &* 32)) &+ (nb169 &* 32)) &+ 16), t171_c2_1)
+        store16(arena, ((2057216 &+ (((mb170 &* 9) &+ 3) &* 32)) &+ (nb169 &* 32)), t171_c3_0)
+        store16(arena, (((2057216 &+ (((mb170 &* 9) &+ 3) &* 32)) &+ (nb169 &* 32)) &+ 16), t171_c3_1)
+        store16(arena, ((2057216 &+ (((mb170 &* 9) &+ 4) &* 32)) &+ (nb169 &* 32)), t171_c4_0)
+        store16(arena, (((2057216 &+ (((mb170 &* 9) &+ 4) &* 32)) &+ (nb169 &* 32)) &+ 16), t171_c4_1)
+        store16(arena, ((2057216 &+ (((mb170 &* 9) &+ 5) &* 32)) &+ (nb169 &* 32)), t171_c5_0)
+        store16(arena, (((2057216 &+ (((mb170 &* 9) &+ 5) &* 32)) &+ (nb169 &* 32)) &+ 16), t171_c5_1)
+        store16(arena, ((2057216 &+ (((mb170 &* 9) &+ 6) &* 32)) &+ (nb169 &* 32)), t171_c6_0)
+        store16(arena, (((2057216 &+ (((mb170 &* 9) &+ 6) &* 32)) &+ (nb169 &* 32)) &+ 16), t171_c6_1)
+        store16(arena, ((2057216 &+ (((mb170 &* 9) &+ 7) &* 32)) &+ (nb169 &* 32)), t171_c7_0)
+        store16(arena, (((2057216 &+ (((mb170 &* 9) &+ 7) &* 32)) &+ (nb169 &* 32)) &+ 16), t171_c7_1)
+        store16(arena, ((2057216 &+ (((mb170 &* 9) &+ 8) &* 32)) &+ (nb169 &* 32)), t171_c8_0)
+        store16(arena, (((2057216 &+ (((mb170 &* 9) &+ 8) &* 32)) &+ (nb169 &* 32)) &+ 16), t171_c8_1)
+      }
     }
   }
-  for img150 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (3220112 &+ (img150 &* 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
+  for f173 in 0..<32 {
+    for r174 in 0..<9 {
+      grads[((f173 &* 9) &+ r174)] = arena[((2057216 &+ (r174 &* 32)) &+ f173)]
+    }
+  }
+  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
+  do {  // SIMD16 over i175
+    var i175 = 0
+    while i175 &+ 16 <= 784 {
+      store16(arena, 0 &+ i175, SIMD16<Float>(repeating: Float(1)))
+      i175 &+= 16
+    }
+    while i175 < 784 {
+      arena[i175] = Float(1)
+      i175 &+= 1
+    }
+  }
+  do {  // SIMD16 over i176
+    var i176 = 0
+    while i176 &+ 16 <= 32 {
+      store16(grads, 288 &+ i176, SIMD16<Float>(repeating: Float(0)))
+      i176 &+= 16
+    }
+    while i176 < 32 {
+      grads[(288 &+ i176)] = Float(0)
+      i176 &+= 1
+    }
+  }
+  for img177 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (3220112 &+ (img177 &* 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 1625866 parameters
-  var step_size151: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt152: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i153
-    var i153 = 0
-    while i153 &+ 16 <= 1625866 {
-      let g_v = (load16(grads, 0 &+ i153) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i153)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i153)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i153)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i153, m_new_v)
-      store16(v, 0 &+ i153, v_new_v)
-      store16(params, 0 &+ i153, (load16(params, 0 &+ i153) - ((SIMD16<Float>(repeating: step_size151) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt152)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i153 &+= 16
+  var step_size178: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt179: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i180
+    var i180 = 0
+    while i180 &+ 16 <= 1625866 {
+      let g_v = (load16(grads, 0 &+ i180) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i180)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i180)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i180)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i180, m_new_v)
+      store16(v, 0 &+ i180, v_new_v)
+      store16(params, 0 &+ i180, (load16(params, 0 &+ i180) - ((SIMD16<Float>(repeating: step_size178) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt179)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i180 &+= 16
     }
-    while i153 < 1625866 {
-      var g: Float = (grads[i153] + (Float(0) * params[i153]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i153]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i153]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i153] = m_new
-      v[i153] = v_new
-      params[i153] = (params[i153] - ((step_size151 * m_new) / ((sqrtf(v_new) / bc2_sqrt152) + Float(bitPattern: 0x322bcc77))))
-      i153 &+= 1
+    while i180 < 1625866 {
+      var g: Float = (grads[i180] + (Float(0) * params[i180]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i180]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i180]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i180] = m_new
+      v[i180] = v_new
+      params[i180] = (params[i180] - ((step_size178 * m_new) / ((sqrtf(v_new) / bc2_sqrt179) + Float(bitPattern: 0x322bcc77))))
+      i180 &+= 1
     }
   }
 }
@@ -1297,29 +1330,21 @@ public func convnet_infer_b64(
           for oy7 in 0..<28 {
             if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
               for ox8 in 0..<27 {
-                arena[((((1605632 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+                arena[(((1605632 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy7 &* 28) &+ (ox8 &+ 1)))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
               }
             }
           }
           for oy9 in 0..<28 {
             if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
-              do {  // SIMD16 over ox10
-                var ox10 = 0
-                while ox10 &+ 16 <= 28 {
-                  store16(arena, (((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
-                  ox10 &+= 16
-                }
-                while ox10 < 28 {
-                  arena[((((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
-                  ox10 &+= 1
-                }
+              for ox10 in 0..<28 {
+                arena[(((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ ox10))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
               }
             }
           }
           for oy11 in 0..<28 {
             if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
               for ox12 in 0..<27 {
-                arena[((((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
+                arena[(((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ ((oy11 &* 28) &+ ox12))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
               }
             }
           }
@@ -1463,218 +1488,275 @@ public func convnet_infer_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g22 in 0..<1 {
-    for j23 in 0..<64 {
-      for r24 in 0..<288 {
-        do {  // SIMD16 over i25
-          var i25 = 0
-          while i25 &+ 16 <= 784 {
-            store16(arena, ((3211264 &+ (r24 &* 50176)) &+ (j23 &* 784)) &+ i25, SIMD16<Float>(repeating: Float(0)))
-            i25 &+= 16
+  for i22 in 0..<196 {
+    arena[(20873216 &+ i22)] = Float((((i22 / 14) &* 56) &+ ((i22 % 14) &* 2)))
+  }
+  for g23 in 0..<1 {
+    for j24 in 0..<64 {
+      for r25 in 0..<288 {
+        do {  // SIMD16 over i26
+          var i26 = 0
+          while i26 &+ 16 <= 784 {
+            store16(arena, ((3211264 &+ (r25 &* 50176)) &+ (j24 &* 784)) &+ i26, SIMD16<Float>(repeating: Float(0)))
+            i26 &+= 16
           }
-          while i25 < 784 {
-            arena[(((3211264 &+ (r24 &* 50176)) &+ (j23 &* 784)) &+ i25)] = Float(0)
-            i25 &+= 1
+          while i26 < 784 {
+            arena[(((3211264 &+ (r25 &* 50176)) &+ (j24 &* 784)) &+ i26)] = Float(0)
+            i26 &+= 1
           }
         }
       }
-      for c26 in 0..<32 {
-        for ky27 in 0..<3 {
-          for oy28 in 0..<28 {
-            if (-1 < ((oy28 &+ ky27) &+ -1) && ((oy28 &+ ky27) &+ -1) < 28) {
-              for ox29 in 0..<27 {
-                arena[((((3211264 &+ ((((c26 &* 3) &+ ky27) &* 3) &* 50176)) &+ (j23 &* 784)) &+ (oy28 &* 28)) &+ (ox29 &+ 1))] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy28 &+ ky27) &+ -1) &* 28)) &+ ((ox29 &+ 1) &+ -1))]
+      for c27 in 0..<32 {
+        for ky28 in 0..<3 {
+          for oy29 in 0..<14 {
+            if (-1 < (((oy29 &* 2) &+ ky28) &+ -1) && (((oy29 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox30 in 0..<13 {
+                arena[(((3211264 &+ ((((c27 &* 3) &+ ky28) &* 3) &* 50176)) &+ (j24 &* 784)) &+ ((oy29 &* 14) &+ (ox30 &+ 1)))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy29 &* 2) &+ ky28) &+ -1) &* 28)) &+ (((ox30 &+ 1) &* 2) &+ -1))]
               }
             }
           }
-          for oy30 in 0..<28 {
-            if (-1 < ((oy30 &+ ky27) &+ -1) && ((oy30 &+ ky27) &+ -1) < 28) {
-              do {  // SIMD16 over ox31
-                var ox31 = 0
-                while ox31 &+ 16 <= 28 {
-                  store16(arena, (((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 1) &* 50176)) &+ (j23 &* 784)) &+ (oy30 &* 28)) &+ ox31, load16(arena, (((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy30 &+ ky27) &+ -1) &* 28)) &+ ox31))
-                  ox31 &+= 16
-                }
-                while ox31 < 28 {
-                  arena[((((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 1) &* 50176)) &+ (j23 &* 784)) &+ (oy30 &* 28)) &+ ox31)] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy30 &+ ky27) &+ -1) &* 28)) &+ ox31)]
-                  ox31 &+= 1
-                }
+          for oy31 in 0..<14 {
+            if (-1 < (((oy31 &* 2) &+ ky28) &+ -1) && (((oy31 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox32 in 0..<14 {
+                arena[(((3211264 &+ ((((c27 &* 3) &+ ky28) &* 3) &* 50176)) &+ (j24 &* 784)) &+ ((196 &+ (oy31 &* 14)) &+ ox32))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy31 &* 2) &+ ky28) &+ -1) &* 28)) &+ (ox32 &* 2))]
               }
             }
           }
-          for oy32 in 0..<28 {
-            if (-1 < ((oy32 &+ ky27) &+ -1) && ((oy32 &+ ky27) &+ -1) < 28) {
-              for ox33 in 0..<27 {
-                arena[((((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 2) &* 50176)) &+ (j23 &* 784)) &+ (oy32 &* 28)) &+ ox33)] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy32 &+ ky27) &+ -1) &* 28)) &+ (ox33 &+ 1))]
+          for oy33 in 0..<14 {
+            if (-1 < ((((oy33 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy33 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox34 in 0..<13 {
+                arena[(((3211264 &+ ((((c27 &* 3) &+ ky28) &* 3) &* 50176)) &+ (j24 &* 784)) &+ ((392 &+ (oy33 &* 14)) &+ (ox34 &+ 1)))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy33 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ (((ox34 &+ 1) &* 2) &+ -1))]
+              }
+            }
+          }
+          for oy35 in 0..<14 {
+            if (-1 < ((((oy35 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy35 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox36 in 0..<14 {
+                arena[(((3211264 &+ ((((c27 &* 3) &+ ky28) &* 3) &* 50176)) &+ (j24 &* 784)) &+ ((588 &+ (oy35 &* 14)) &+ ox36))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy35 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ (ox36 &* 2))]
+              }
+            }
+          }
+          for oy37 in 0..<14 {
+            if (-1 < (((oy37 &* 2) &+ ky28) &+ -1) && (((oy37 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox38 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 1) &* 50176)) &+ (j24 &* 784)) &+ ((oy37 &* 14) &+ ox38))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy37 &* 2) &+ ky28) &+ -1) &* 28)) &+ (ox38 &* 2))]
+              }
+            }
+          }
+          for oy39 in 0..<14 {
+            if (-1 < (((oy39 &* 2) &+ ky28) &+ -1) && (((oy39 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox40 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 1) &* 50176)) &+ (j24 &* 784)) &+ ((196 &+ (oy39 &* 14)) &+ ox40))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy39 &* 2) &+ ky28) &+ -1) &* 28)) &+ ((ox40 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy41 in 0..<14 {
+            if (-1 < ((((oy41 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy41 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox42 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 1) &* 50176)) &+ (j24 &* 784)) &+ ((392 &+ (oy41 &* 14)) &+ ox42))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy41 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ (ox42 &* 2))]
+              }
+            }
+          }
+          for oy43 in 0..<14 {
+            if (-1 < ((((oy43 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy43 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox44 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 1) &* 50176)) &+ (j24 &* 784)) &+ ((588 &+ (oy43 &* 14)) &+ ox44))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy43 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ ((ox44 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy45 in 0..<14 {
+            if (-1 < (((oy45 &* 2) &+ ky28) &+ -1) && (((oy45 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox46 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 2) &* 50176)) &+ (j24 &* 784)) &+ ((oy45 &* 14) &+ ox46))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy45 &* 2) &+ ky28) &+ -1) &* 28)) &+ ((ox46 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy47 in 0..<14 {
+            if (-1 < (((oy47 &* 2) &+ ky28) &+ -1) && (((oy47 &* 2) &+ ky28) &+ -1) < 28) {
+              for ox48 in 0..<13 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 2) &* 50176)) &+ (j24 &* 784)) &+ ((196 &+ (oy47 &* 14)) &+ ox48))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ ((((oy47 &* 2) &+ ky28) &+ -1) &* 28)) &+ ((ox48 &* 2) &+ 2))]
+              }
+            }
+          }
+          for oy49 in 0..<14 {
+            if (-1 < ((((oy49 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy49 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox50 in 0..<14 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 2) &* 50176)) &+ (j24 &* 784)) &+ ((392 &+ (oy49 &* 14)) &+ ox50))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy49 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ ((ox50 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy51 in 0..<14 {
+            if (-1 < ((((oy51 &* 2) &+ 1) &+ ky28) &+ -1) && ((((oy51 &* 2) &+ 1) &+ ky28) &+ -1) < 28) {
+              for ox52 in 0..<13 {
+                arena[(((3211264 &+ (((((c27 &* 3) &+ ky28) &* 3) &+ 2) &* 50176)) &+ (j24 &* 784)) &+ ((588 &+ (oy51 &* 14)) &+ ox52))] = arena[((((((g23 &* 64) &+ j24) &* 25088) &+ (c27 &* 784)) &+ (((((oy51 &* 2) &+ 1) &+ ky28) &+ -1) &* 28)) &+ ((ox52 &* 2) &+ 2))]
               }
             }
           }
         }
       }
     }
-    for nb34 in 0..<784 {
-      for mb35 in 0..<10 {
-        var t36_c0_0 = SIMD16<Float>()
-        var t36_c0_1 = SIMD16<Float>()
-        var t36_c0_2 = SIMD16<Float>()
-        var t36_c0_3 = SIMD16<Float>()
-        var t36_c1_0 = SIMD16<Float>()
-        var t36_c1_1 = SIMD16<Float>()
-        var t36_c1_2 = SIMD16<Float>()
-        var t36_c1_3 = SIMD16<Float>()
-        var t36_c2_0 = SIMD16<Float>()
-        var t36_c2_1 = SIMD16<Float>()
-        var t36_c2_2 = SIMD16<Float>()
-        var t36_c2_3 = SIMD16<Float>()
-        var t36_c3_0 = SIMD16<Float>()
-        var t36_c3_1 = SIMD16<Float>()
-        var t36_c3_2 = SIMD16<Float>()
-        var t36_c3_3 = SIMD16<Float>()
-        var t36_c4_0 = SIMD16<Float>()
-        var t36_c4_1 = SIMD16<Float>()
-        var t36_c4_2 = SIMD16<Float>()
-        var t36_c4_3 = SIMD16<Float>()
-        var t36_c5_0 = SIMD16<Float>()
-        var t36_c5_1 = SIMD16<Float>()
-        var t36_c5_2 = SIMD16<Float>()
-        var t36_c5_3 = SIMD16<Float>()
-        for k37 in 0..<288 {
-          let t36_b0 = load16(arena, ((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)))
-          let t36_b1 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 16))
-          let t36_b2 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 32))
-          let t36_b3 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 48))
-          let t36_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb35 &* 6) &* 288)) &+ k37)])
-          t36_c0_0 = t36_c0_0.addingProduct(t36_a0, t36_b0)
-          t36_c0_1 = t36_c0_1.addingProduct(t36_a0, t36_b1)
-          t36_c0_2 = t36_c0_2.addingProduct(t36_a0, t36_b2)
-          t36_c0_3 = t36_c0_3.addingProduct(t36_a0, t36_b3)
-          let t36_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 1) &* 288)) &+ k37)])
-          t36_c1_0 = t36_c1_0.addingProduct(t36_a1, t36_b0)
-          t36_c1_1 = t36_c1_1.addingProduct(t36_a1, t36_b1)
-          t36_c1_2 = t36_c1_2.addingProduct(t36_a1, t36_b2)
-          t36_c1_3 = t36_c1_3.addingProduct(t36_a1, t36_b3)
-          let t36_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 2) &* 288)) &+ k37)])
-          t36_c2_0 = t36_c2_0.addingProduct(t36_a2, t36_b0)
-          t36_c2_1 = t36_c2_1.addingProduct(t36_a2, t36_b1)
-          t36_c2_2 = t36_c2_2.addingProduct(t36_a2, t36_b2)
-          t36_c2_3 = t36_c2_3.addingProduct(t36_a2, t36_b3)
-          let t36_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 3) &* 288)) &+ k37)])
-          t36_c3_0 = t36_c3_0.addingProduct(t36_a3, t36_b0)
-          t36_c3_1 = t36_c3_1.addingProduct(t36_a3, t36_b1)
-          t36_c3_2 = t36_c3_2.addingProduct(t36_a3, t36_b2)
-          t36_c3_3 = t36_c3_3.addingProduct(t36_a3, t36_b3)
-          let t36_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 4) &* 288)) &+ k37)])
-          t36_c4_0 = t36_c4_0.addingProduct(t36_a4, t36_b0)
-          t36_c4_1 = t36_c4_1.addingProduct(t36_a4, t36_b1)
-          t36_c4_2 = t36_c4_2.addingProduct(t36_a4, t36_b2)
-          t36_c4_3 = t36_c4_3.addingProduct(t36_a4, t36_b3)
-          let t36_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 5) &* 288)) &+ k37)])
-          t36_c5_0 = t36_c5_0.addingProduct(t36_a5, t36_b0)
-          t36_c5_1 = t36_c5_1.addingProduct(t36_a5, t36_b1)
-          t36_c5_2 = t36_c5_2.addingProduct(t36_a5, t36_b2)
-          t36_c5_3 = t36_c5_3.addingProduct(t36_a5, t36_b3)
+    for nb53 in 0..<784 {
+      for mb54 in 0..<10 {
+        var t55_c0_0 = SIMD16<Float>()
+        var t55_c0_1 = SIMD16<Float>()
+        var t55_c0_2 = SIMD16<Float>()
+        var t55_c0_3 = SIMD16<Float>()
+        var t55_c1_0 = SIMD16<Float>()
+        var t55_c1_1 = SIMD16<Float>()
+        var t55_c1_2 = SIMD16<Float>()
+        var t55_c1_3 = SIMD16<Float>()
+        var t55_c2_0 = SIMD16<Float>()
+        var t55_c2_1 = SIMD16<Float>()
+        var t55_c2_2 = SIMD16<Float>()
+        var t55_c2_3 = SIMD16<Float>()
+        var t55_c3_0 = SIMD16<Float>()
+        var t55_c3_1 = SIMD16<Float>()
+        var t55_c3_2 = SIMD16<Float>()
+        var t55_c3_3 = SIMD16<Float>()
+        var t55_c4_0 = SIMD16<Float>()
+        var t55_c4_1 = SIMD16<Float>()
+        var t55_c4_2 = SIMD16<Float>()
+        var t55_c4_3 = SIMD16<Float>()
+        var t55_c5_0 = SIMD16<Float>()
+        var t55_c5_1 = SIMD16<Float>()
+        var t55_c5_2 = SIMD16<Float>()
+        var t55_c5_3 = SIMD16<Float>()
+        for k56 in 0..<288 {
+          let t55_b0 = load16(arena, ((3211264 &+ (k56 &* 50176)) &+ (nb53 &* 64)))
+          let t55_b1 = load16(arena, (((3211264 &+ (k56 &* 50176)) &+ (nb53 &* 64)) &+ 16))
+          let t55_b2 = load16(arena, (((3211264 &+ (k56 &* 50176)) &+ (nb53 &* 64)) &+ 32))
+          let t55_b3 = load16(arena, (((3211264 &+ (k56 &* 50176)) &+ (nb53 &* 64)) &+ 48))
+          let t55_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb54 &* 6) &* 288)) &+ k56)])
+          t55_c0_0 = t55_c0_0.addingProduct(t55_a0, t55_b0)
+          t55_c0_1 = t55_c0_1.addingProduct(t55_a0, t55_b1)
+          t55_c0_2 = t55_c0_2.addingProduct(t55_a0, t55_b2)
+          t55_c0_3 = t55_c0_3.addingProduct(t55_a0, t55_b3)
+          let t55_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb54 &* 6) &+ 1) &* 288)) &+ k56)])
+          t55_c1_0 = t55_c1_0.addingProduct(t55_a1, t55_b0)
+          t55_c1_1 = t55_c1_1.addingProduct(t55_a1, t55_b1)
+          t55_c1_2 = t55_c1_2.addingProduct(t55_a1, t55_b2)
+          t55_c1_3 = t55_c1_3.addingProduct(t55_a1, t55_b3)
+          let t55_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb54 &* 6) &+ 2) &* 288)) &+ k56)])
+          t55_c2_0 = t55_c2_0.addingProduct(t55_a2, t55_b0)
+          t55_c2_1 = t55_c2_1.addingProduct(t55_a2, t55_b1)
+          t55_c2_2 = t55_c2_2.addingProduct(t55_a2, t55_b2)
+          t55_c2_3 = t55_c2_3.addingProduct(t55_a2, t55_b3)
+          let t55_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb54 &* 6) &+ 3) &* 288)) &+ k56)])
+          t55_c3_0 = t55_c3_0.addingProduct(t55_a3, t55_b0)
+          t55_c3_1 = t55_c3_1.addingProduct(t55_a3, t55_b1)
+          t55_c3_2 = t55_c3_2.addingProduct(t55_a3, t55_b2)
+          t55_c3_3 = t55_c3_3.addingProduct(t55_a3, t55_b3)
+          let t55_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb54 &* 6) &+ 4) &* 288)) &+ k56)])
+          t55_c4_0 = t55_c4_0.addingProduct(t55_a4, t55_b0)
+          t55_c4_1 = t55_c4_1.addingProduct(t55_a4, t55_b1)
+          t55_c4_2 = t55_c4_2.addingProduct(t55_a4, t55_b2)
+          t55_c4_3 = t55_c4_3.addingProduct(t55_a4, t55_b3)
+          let t55_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb54 &* 6) &+ 5) &* 288)) &+ k56)])
+          t55_c5_0 = t55_c5_0.addingProduct(t55_a5, t55_b0)
+          t55_c5_1 = t55_c5_1.addingProduct(t55_a5, t55_b1)
+          t55_c5_2 = t55_c5_2.addingProduct(t55_a5, t55_b2)
+          t55_c5_3 = t55_c5_3.addingProduct(t55_a5, t55_b3)
         }
-        store16(arena, ((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)), t36_c0_0)
-        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c0_1)
-        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c0_2)
-        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c0_3)
-        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)), t36_c1_0)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c1_1)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c1_2)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c1_3)
-        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)), t36_c2_0)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c2_1)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c2_2)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c2_3)
-        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)), t36_c3_0)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c3_1)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c3_2)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c3_3)
-        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)), t36_c4_0)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c4_1)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c4_2)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c4_3)
-        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)), t36_c5_0)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c5_1)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c5_2)
-        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c5_3)
+        store16(arena, ((17661952 &+ ((mb54 &* 6) &* 50176)) &+ (nb53 &* 64)), t55_c0_0)
+        store16(arena, (((17661952 &+ ((mb54 &* 6) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c0_1)
+        store16(arena, (((17661952 &+ ((mb54 &* 6) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c0_2)
+        store16(arena, (((17661952 &+ ((mb54 &* 6) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c0_3)
+        store16(arena, ((17661952 &+ (((mb54 &* 6) &+ 1) &* 50176)) &+ (nb53 &* 64)), t55_c1_0)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 1) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c1_1)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 1) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c1_2)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 1) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c1_3)
+        store16(arena, ((17661952 &+ (((mb54 &* 6) &+ 2) &* 50176)) &+ (nb53 &* 64)), t55_c2_0)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 2) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c2_1)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 2) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c2_2)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 2) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c2_3)
+        store16(arena, ((17661952 &+ (((mb54 &* 6) &+ 3) &* 50176)) &+ (nb53 &* 64)), t55_c3_0)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 3) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c3_1)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 3) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c3_2)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 3) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c3_3)
+        store16(arena, ((17661952 &+ (((mb54 &* 6) &+ 4) &* 50176)) &+ (nb53 &* 64)), t55_c4_0)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 4) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c4_1)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 4) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c4_2)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 4) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c4_3)
+        store16(arena, ((17661952 &+ (((mb54 &* 6) &+ 5) &* 50176)) &+ (nb53 &* 64)), t55_c5_0)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 5) &* 50176)) &+ (nb53 &* 64)) &+ 16), t55_c5_1)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 5) &* 50176)) &+ (nb53 &* 64)) &+ 32), t55_c5_2)
+        store16(arena, (((17661952 &+ (((mb54 &* 6) &+ 5) &* 50176)) &+ (nb53 &* 64)) &+ 48), t55_c5_3)
       }
-      var t38_c0_0 = SIMD16<Float>()
-      var t38_c0_1 = SIMD16<Float>()
-      var t38_c0_2 = SIMD16<Float>()
-      var t38_c0_3 = SIMD16<Float>()
-      var t38_c1_0 = SIMD16<Float>()
-      var t38_c1_1 = SIMD16<Float>()
-      var t38_c1_2 = SIMD16<Float>()
-      var t38_c1_3 = SIMD16<Float>()
-      var t38_c2_0 = SIMD16<Float>()
-      var t38_c2_1 = SIMD16<Float>()
-      var t38_c2_2 = SIMD16<Float>()
-      var t38_c2_3 = SIMD16<Float>()
-      var t38_c3_0 = SIMD16<Float>()
-      var t38_c3_1 = SIMD16<Float>()
-      var t38_c3_2 = SIMD16<Float>()
-      var t38_c3_3 = SIMD16<Float>()
-      for k39 in 0..<288 {
-        let t38_b0 = load16(arena, ((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)))
-        let t38_b1 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 16))
-        let t38_b2 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 32))
-        let t38_b3 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 48))
-        let t38_a0 = SIMD16<Float>(repeating: params[(17600 &+ k39)])
-        t38_c0_0 = t38_c0_0.addingProduct(t38_a0, t38_b0)
-        t38_c0_1 = t38_c0_1.addingProduct(t38_a0, t38_b1)
-        t38_c0_2 = t38_c0_2.addingProduct(t38_a0, t38_b2)
-        t38_c0_3 = t38_c0_3.addingProduct(t38_a0, t38_b3)
-        let t38_a1 = SIMD16<Float>(repeating: params[(17888 &+ k39)])
-        t38_c1_0 = t38_c1_0.addingProduct(t38_a1, t38_b0)
-        t38_c1_1 = t38_c1_1.addingProduct(t38_a1, t38_b1)
-        t38_c1_2 = t38_c1_2.addingProduct(t38_a1, t38_b2)
-        t38_c1_3 = t38_c1_3.addingProduct(t38_a1, t38_b3)
-        let t38_a2 = SIMD16<Float>(repeating: params[(18176 &+ k39)])
-        t38_c2_0 = t38_c2_0.addingProduct(t38_a2, t38_b0)
-        t38_c2_1 = t38_c2_1.addingProduct(t38_a2, t38_b1)
-        t38_c2_2 = t38_c2_2.addingProduct(t38_a2, t38_b2)
-        t38_c2_3 = t38_c2_3.addingProduct(t38_a2, t38_b3)
-        let t38_a3 = SIMD16<Float>(repeating: params[(18464 &+ k39)])
-        t38_c3_0 = t38_c3_0.addingProduct(t38_a3, t38_b0)
-        t38_c3_1 = t38_c3_1.addingProduct(t38_a3, t38_b1)
-        t38_c3_2 = t38_c3_2.addingProduct(t38_a3, t38_b2)
-        t38_c3_3 = t38_c3_3.addingProduct(t38_a3, t38_b3)
+      var t57_c0_0 = SIMD16<Float>()
+      var t57_c0_1 = SIMD16<Float>()
+      var t57_c0_2 = SIMD16<Float>()
+      var t57_c0_3 = SIMD16<Float>()
+      var t57_c1_0 = SIMD16<Float>()
+      var t57_c1_1 = SIMD16<Float>()
+      var t57_c1_2 = SIMD16<Float>()
+      var t57_c1_3 = SIMD16<Float>()
+      var t57_c2_0 = SIMD16<Float>()
+      var t57_c2_1 = SIMD16<Float>()
+      var t57_c2_2 = SIMD16<Float>()
+      var t57_c2_3 = SIMD16<Float>()
+      var t57_c3_0 = SIMD16<Float>()
+      var t57_c3_1 = SIMD16<Float>()
+      var t57_c3_2 = SIMD16<Float>()
+      var t57_c3_3 = SIMD16<Float>()
+      for k58 in 0..<288 {
+        let t57_b0 = load16(arena, ((3211264 &+ (k58 &* 50176)) &+ (nb53 &* 64)))
+        let t57_b1 = load16(arena, (((3211264 &+ (k58 &* 50176)) &+ (nb53 &* 64)) &+ 16))
+        let t57_b2 = load16(arena, (((3211264 &+ (k58 &* 50176)) &+ (nb53 &* 64)) &+ 32))
+        let t57_b3 = load16(arena, (((3211264 &+ (k58 &* 50176)) &+ (nb53 &* 64)) &+ 48))
+        let t57_a0 = SIMD16<Float>(repeating: params[(17600 &+ k58)])
+        t57_c0_0 = t57_c0_0.addingProduct(t57_a0, t57_b0)
+        t57_c0_1 = t57_c0_1.addingProduct(t57_a0, t57_b1)
+        t57_c0_2 = t57_c0_2.addingProduct(t57_a0, t57_b2)
+        t57_c0_3 = t57_c0_3.addingProduct(t57_a0, t57_b3)
+        let t57_a1 = SIMD16<Float>(repeating: params[(17888 &+ k58)])
+        t57_c1_0 = t57_c1_0.addingProduct(t57_a1, t57_b0)
+        t57_c1_1 = t57_c1_1.addingProduct(t57_a1, t57_b1)
+        t57_c1_2 = t57_c1_2.addingProduct(t57_a1, t57_b2)
+        t57_c1_3 = t57_c1_3.addingProduct(t57_a1, t57_b3)
+        let t57_a2 = SIMD16<Float>(repeating: params[(18176 &+ k58)])
+        t57_c2_0 = t57_c2_0.addingProduct(t57_a2, t57_b0)
+        t57_c2_1 = t57_c2_1.addingProduct(t57_a2, t57_b1)
+        t57_c2_2 = t57_c2_2.addingProduct(t57_a2, t57_b2)
+        t57_c2_3 = t57_c2_3.addingProduct(t57_a2, t57_b3)
+        let t57_a3 = SIMD16<Float>(repeating: params[(18464 &+ k58)])
+        t57_c3_0 = t57_c3_0.addingProduct(t57_a3, t57_b0)
+        t57_c3_1 = t57_c3_1.addingProduct(t57_a3, t57_b1)
+        t57_c3_2 = t57_c3_2.addingProduct(t57_a3, t57_b2)
+        t57_c3_3 = t57_c3_3.addingProduct(t57_a3, t57_b3)
       }
-      store16(arena, (20672512 &+ (nb34 &* 64)), t38_c0_0)
-      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 16), t38_c0_1)
-      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 32), t38_c0_2)
-      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 48), t38_c0_3)
-      store16(arena, (20722688 &+ (nb34 &* 64)), t38_c1_0)
-      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 16), t38_c1_1)
-      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 32), t38_c1_2)
-      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 48), t38_c1_3)
-      store16(arena, (20772864 &+ (nb34 &* 64)), t38_c2_0)
-      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 16), t38_c2_1)
-      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 32), t38_c2_2)
-      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 48), t38_c2_3)
-      store16(arena, (20823040 &+ (nb34 &* 64)), t38_c3_0)
-      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 16), t38_c3_1)
-      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 32), t38_c3_2)
-      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 48), t38_c3_3)
+      store16(arena, (20672512 &+ (nb53 &* 64)), t57_c0_0)
+      store16(arena, ((20672512 &+ (nb53 &* 64)) &+ 16), t57_c0_1)
+      store16(arena, ((20672512 &+ (nb53 &* 64)) &+ 32), t57_c0_2)
+      store16(arena, ((20672512 &+ (nb53 &* 64)) &+ 48), t57_c0_3)
+      store16(arena, (20722688 &+ (nb53 &* 64)), t57_c1_0)
+      store16(arena, ((20722688 &+ (nb53 &* 64)) &+ 16), t57_c1_1)
+      store16(arena, ((20722688 &+ (nb53 &* 64)) &+ 32), t57_c1_2)
+      store16(arena, ((20722688 &+ (nb53 &* 64)) &+ 48), t57_c1_3)
+      store16(arena, (20772864 &+ (nb53 &* 64)), t57_c2_0)
+      store16(arena, ((20772864 &+ (nb53 &* 64)) &+ 16), t57_c2_1)
+      store16(arena, ((20772864 &+ (nb53 &* 64)) &+ 32), t57_c2_2)
+      store16(arena, ((20772864 &+ (nb53 &* 64)) &+ 48), t57_c2_3)
+      store16(arena, (20823040 &+ (nb53 &* 64)), t57_c3_0)
+      store16(arena, ((20823040 &+ (nb53 &* 64)) &+ 16), t57_c3_1)
+      store16(arena, ((20823040 &+ (nb53 &* 64)) &+ 32), t57_c3_2)
+      store16(arena, ((20823040 &+ (nb53 &* 64)) &+ 48), t57_c3_3)
     }
-    for j40 in 0..<64 {
-      for f41 in 0..<64 {
-        for py42 in 0..<14 {
-          for px43 in 0..<14 {
-            var best44: Float = (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)])
-            var bi45: Float = Float(((py42 &* 56) &+ (px43 &* 2)))
-            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) > best44 ? Float(((py42 &* 56) &+ (px43 &* 2))) : bi45)
-            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) : best44)
-            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) > best44 ? Float((((py42 &* 56) &+ (px43 &* 2)) &+ 1)) : bi45)
-            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) : best44)
-            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) > best44 ? Float((((py42 &* 56) &+ (px43 &* 2)) &+ 28)) : bi45)
-            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) : best44)
-            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) > best44 ? Float(((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1)) : bi45)
-            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) : best44)
-            arena[(1605632 &+ ((((((g22 &* 64) &+ j40) &* 12544) &+ (f41 &* 196)) &+ (py42 &* 14)) &+ px43))] = (best44 > Float(0) ? best44 : Float(0))
-            arena[(2408448 &+ ((((((g22 &* 64) &+ j40) &* 12544) &+ (f41 &* 196)) &+ (py42 &* 14)) &+ px43))] = bi45
-          }
+    for j59 in 0..<64 {
+      for f60 in 0..<64 {
+        for q61 in 0..<196 {
+          var v62: Float = (arena[(((17661952 &+ (f60 &* 50176)) &+ (j59 &* 784)) &+ q61)] + params[(18752 &+ f60)])
+          var at63: Float = Float(0)
+          var v64: Float = (arena[((((17661952 &+ (f60 &* 50176)) &+ (j59 &* 784)) &+ 196) &+ q61)] + params[(18752 &+ f60)])
+          var at66: Float = (v64 > v62 ? Float(1) : at63)
+          var best65: Float = (v64 > v62 ? v64 : v62)
+          var v67: Float = (arena[((((17661952 &+ (f60 &* 50176)) &+ (j59 &* 784)) &+ 392) &+ q61)] + params[(18752 &+ f60)])
+          var at69: Float = (v67 > best65 ? Float(28) : at66)
+          var best68: Float = (v67 > best65 ? v67 : best65)
+          var v70: Float = (arena[((((17661952 &+ (f60 &* 50176)) &+ (j59 &* 784)) &+ 588) &+ q61)] + params[(18752 &+ f60)])
+          var at72: Float = (v70 > best68 ? Float(29) : at69)
+          var best71: Float = (v70 > best68 ? v70 : best68)
+          arena[(1605632 &+ (((((g23 &* 64) &+ j59) &* 12544) &+ (f60 &* 196)) &+ q61))] = (best71 > Float(0) ? best71 : Float(0))
+          arena[(2408448 &+ (((((g23 &* 64) &+ j59) &* 12544) &+ (f60 &* 196)) &+ q61))] = (arena[(20873216 &+ q61)] + at72)
         }
       }
     }
@@ -1682,27 +1764,27 @@ public func convnet_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 12544, 1, arena + 1605632, 12544, params + 18816, 12544, Float(bitPattern: 0x0), arena + 0, 128)
-  for n46 in 0..<64 {
-    do {  // SIMD16 over u47
-      var u47 = 0
-      while u47 &+ 16 <= 128 {
-        store16(arena, (n46 &* 128) &+ u47, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n46 &* 128) &+ u47) + load16(params, 1624448 &+ u47)), where: (load16(arena, (n46 &* 128) &+ u47) + load16(params, 1624448 &+ u47)) .> SIMD16<Float>(repeating: Float(0))))
-        u47 &+= 16
+  for n73 in 0..<64 {
+    do {  // SIMD16 over u74
+      var u74 = 0
+      while u74 &+ 16 <= 128 {
+        store16(arena, (n73 &* 128) &+ u74, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n73 &* 128) &+ u74) + load16(params, 1624448 &+ u74)), where: (load16(arena, (n73 &* 128) &+ u74) + load16(params, 1624448 &+ u74)) .> SIMD16<Float>(repeating: Float(0))))
+        u74 &+= 16
       }
-      while u47 < 128 {
-        arena[((n46 &* 128) &+ u47)] = ((arena[((n46 &* 128) &+ u47)] + params[(1624448 &+ u47)]) > Float(0) ? (arena[((n46 &* 128) &+ u47)] + params[(1624448 &+ u47)]) : Float(0))
-        u47 &+= 1
+      while u74 < 128 {
+        arena[((n73 &* 128) &+ u74)] = ((arena[((n73 &* 128) &+ u74)] + params[(1624448 &+ u74)]) > Float(0) ? (arena[((n73 &* 128) &+ u74)] + params[(1624448 &+ u74)]) : Float(0))
+        u74 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n48 in 0..<64 {
-    do {  // SIMD16 over u49
-      var u49 = 0
-      while u49 < 10 {
-        arena[((8192 &+ (n48 &* 10)) &+ u49)] = (arena[((8192 &+ (n48 &* 10)) &+ u49)] + params[(1625856 &+ u49)])
-        u49 &+= 1
+  for n75 in 0..<64 {
+    do {  // SIMD16 over u76
+      var u76 = 0
+      while u76 < 10 {
+        arena[((8192 &+ (n75 &* 10)) &+ u76)] = (arena[((8192 &+ (n75 &* 10)) &+ u76)] + params[(1625856 &+ u76)])
+        u76 &+= 1
       }
     }
   }

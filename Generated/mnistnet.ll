@@ -7,203 +7,212 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt150 = alloca float, align 4
-  %adam.step_size149 = alloca float, align 4
-  %conv1_weight_grad.t142_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t142_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t138_c0_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a5 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a4 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_a0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_b3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_b2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_b1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_b0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c5_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c5_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c5_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c5_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c4_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c4_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c4_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c4_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c3_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c3_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c3_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c3_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c2_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c2_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c2_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c2_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c1_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c1_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c1_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c1_0 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c0_3 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c0_2 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c0_1 = alloca <16 x float>, align 64
-  %relu1_grad.t109_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t95_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc72 = alloca float, align 4
-  %fc2_bias_grad.acc67 = alloca float, align 4
-  %fc2_grad.s62 = alloca float, align 4
-  %fc2_grad.m61 = alloca float, align 4
-  %loss.s57 = alloca float, align 4
-  %loss.m56 = alloca float, align 4
-  %loss.total54 = alloca float, align 4
-  %probs.s50 = alloca float, align 4
-  %probs.m49 = alloca float, align 4
-  %conv2.bi41 = alloca float, align 4
-  %conv2.best40 = alloca float, align 4
-  %conv2.t34_a3 = alloca <16 x float>, align 64
-  %conv2.t34_a2 = alloca <16 x float>, align 64
-  %conv2.t34_a1 = alloca <16 x float>, align 64
-  %conv2.t34_a0 = alloca <16 x float>, align 64
-  %conv2.t34_b3 = alloca <16 x float>, align 64
-  %conv2.t34_b2 = alloca <16 x float>, align 64
-  %conv2.t34_b1 = alloca <16 x float>, align 64
-  %conv2.t34_b0 = alloca <16 x float>, align 64
-  %conv2.t34_c3_3 = alloca <16 x float>, align 64
-  %conv2.t34_c3_2 = alloca <16 x float>, align 64
-  %conv2.t34_c3_1 = alloca <16 x float>, align 64
-  %conv2.t34_c3_0 = alloca <16 x float>, align 64
-  %conv2.t34_c2_3 = alloca <16 x float>, align 64
-  %conv2.t34_c2_2 = alloca <16 x float>, align 64
-  %conv2.t34_c2_1 = alloca <16 x float>, align 64
-  %conv2.t34_c2_0 = alloca <16 x float>, align 64
-  %conv2.t34_c1_3 = alloca <16 x float>, align 64
-  %conv2.t34_c1_2 = alloca <16 x float>, align 64
-  %conv2.t34_c1_1 = alloca <16 x float>, align 64
-  %conv2.t34_c1_0 = alloca <16 x float>, align 64
-  %conv2.t34_c0_3 = alloca <16 x float>, align 64
-  %conv2.t34_c0_2 = alloca <16 x float>, align 64
-  %conv2.t34_c0_1 = alloca <16 x float>, align 64
-  %conv2.t34_c0_0 = alloca <16 x float>, align 64
-  %conv2.t32_a5 = alloca <16 x float>, align 64
-  %conv2.t32_a4 = alloca <16 x float>, align 64
-  %conv2.t32_a3 = alloca <16 x float>, align 64
-  %conv2.t32_a2 = alloca <16 x float>, align 64
-  %conv2.t32_a1 = alloca <16 x float>, align 64
-  %conv2.t32_a0 = alloca <16 x float>, align 64
-  %conv2.t32_b3 = alloca <16 x float>, align 64
-  %conv2.t32_b2 = alloca <16 x float>, align 64
-  %conv2.t32_b1 = alloca <16 x float>, align 64
-  %conv2.t32_b0 = alloca <16 x float>, align 64
-  %conv2.t32_c5_3 = alloca <16 x float>, align 64
-  %conv2.t32_c5_2 = alloca <16 x float>, align 64
-  %conv2.t32_c5_1 = alloca <16 x float>, align 64
-  %conv2.t32_c5_0 = alloca <16 x float>, align 64
-  %conv2.t32_c4_3 = alloca <16 x float>, align 64
-  %conv2.t32_c4_2 = alloca <16 x float>, align 64
-  %conv2.t32_c4_1 = alloca <16 x float>, align 64
-  %conv2.t32_c4_0 = alloca <16 x float>, align 64
-  %conv2.t32_c3_3 = alloca <16 x float>, align 64
-  %conv2.t32_c3_2 = alloca <16 x float>, align 64
-  %conv2.t32_c3_1 = alloca <16 x float>, align 64
-  %conv2.t32_c3_0 = alloca <16 x float>, align 64
-  %conv2.t32_c2_3 = alloca <16 x float>, align 64
-  %conv2.t32_c2_2 = alloca <16 x float>, align 64
-  %conv2.t32_c2_1 = alloca <16 x float>, align 64
-  %conv2.t32_c2_0 = alloca <16 x float>, align 64
-  %conv2.t32_c1_3 = alloca <16 x float>, align 64
-  %conv2.t32_c1_2 = alloca <16 x float>, align 64
-  %conv2.t32_c1_1 = alloca <16 x float>, align 64
-  %conv2.t32_c1_0 = alloca <16 x float>, align 64
-  %conv2.t32_c0_3 = alloca <16 x float>, align 64
-  %conv2.t32_c0_2 = alloca <16 x float>, align 64
-  %conv2.t32_c0_1 = alloca <16 x float>, align 64
-  %conv2.t32_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt177 = alloca float, align 4
+  %adam.step_size176 = alloca float, align 4
+  %conv1_weight_grad.t169_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t169_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t165_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t136_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t122_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc99 = alloca float, align 4
+  %fc2_bias_grad.acc94 = alloca float, align 4
+  %fc2_grad.s89 = alloca float, align 4
+  %fc2_grad.m88 = alloca float, align 4
+  %loss.s84 = alloca float, align 4
+  %loss.m83 = alloca float, align 4
+  %loss.total81 = alloca float, align 4
+  %probs.s77 = alloca float, align 4
+  %probs.m76 = alloca float, align 4
+  %conv2.best67 = alloca float, align 4
+  %conv2.at68 = alloca float, align 4
+  %conv2.v66 = alloca float, align 4
+  %conv2.best64 = alloca float, align 4
+  %conv2.at65 = alloca float, align 4
+  %conv2.v63 = alloca float, align 4
+  %conv2.best61 = alloca float, align 4
+  %conv2.at62 = alloca float, align 4
+  %conv2.v60 = alloca float, align 4
+  %conv2.at59 = alloca float, align 4
+  %conv2.v58 = alloca float, align 4
+  %conv2.t53_a3 = alloca <16 x float>, align 64
+  %conv2.t53_a2 = alloca <16 x float>, align 64
+  %conv2.t53_a1 = alloca <16 x float>, align 64
+  %conv2.t53_a0 = alloca <16 x float>, align 64
+  %conv2.t53_b3 = alloca <16 x float>, align 64
+  %conv2.t53_b2 = alloca <16 x float>, align 64
+  %conv2.t53_b1 = alloca <16 x float>, align 64
+  %conv2.t53_b0 = alloca <16 x float>, align 64
+  %conv2.t53_c3_3 = alloca <16 x float>, align 64
+  %conv2.t53_c3_2 = alloca <16 x float>, align 64
+  %conv2.t53_c3_1 = alloca <16 x float>, align 64
+  %conv2.t53_c3_0 = alloca <16 x float>, align 64
+  %conv2.t53_c2_3 = alloca <16 x float>, align 64
+  %conv2.t53_c2_2 = alloca <16 x float>, align 64
+  %conv2.t53_c2_1 = alloca <16 x float>, align 64
+  %conv2.t53_c2_0 = alloca <16 x float>, align 64
+  %conv2.t53_c1_3 = alloca <16 x float>, align 64
+  %conv2.t53_c1_2 = alloca <16 x float>, align 64
+  %conv2.t53_c1_1 = alloca <16 x float>, align 64
+  %conv2.t53_c1_0 = alloca <16 x float>, align 64
+  %conv2.t53_c0_3 = alloca <16 x float>, align 64
+  %conv2.t53_c0_2 = alloca <16 x float>, align 64
+  %conv2.t53_c0_1 = alloca <16 x float>, align 64
+  %conv2.t53_c0_0 = alloca <16 x float>, align 64
+  %conv2.t51_a5 = alloca <16 x float>, align 64
+  %conv2.t51_a4 = alloca <16 x float>, align 64
+  %conv2.t51_a3 = alloca <16 x float>, align 64
+  %conv2.t51_a2 = alloca <16 x float>, align 64
+  %conv2.t51_a1 = alloca <16 x float>, align 64
+  %conv2.t51_a0 = alloca <16 x float>, align 64
+  %conv2.t51_b3 = alloca <16 x float>, align 64
+  %conv2.t51_b2 = alloca <16 x float>, align 64
+  %conv2.t51_b1 = alloca <16 x float>, align 64
+  %conv2.t51_b0 = alloca <16 x float>, align 64
+  %conv2.t51_c5_3 = alloca <16 x float>, align 64
+  %conv2.t51_c5_2 = alloca <16 x float>, align 64
+  %conv2.t51_c5_1 = alloca <16 x float>, align 64
+  %conv2.t51_c5_0 = alloca <16 x float>, align 64
+  %conv2.t51_c4_3 = alloca <16 x float>, align 64
+  %conv2.t51_c4_2 = alloca <16 x float>, align 64
+  %conv2.t51_c4_1 = alloca <16 x float>, align 64
+  %conv2.t51_c4_0 = alloca <16 x float>, align 64
+  %conv2.t51_c3_3 = alloca <16 x float>, align 64
+  %conv2.t51_c3_2 = alloca <16 x float>, align 64
+  %conv2.t51_c3_1 = alloca <16 x float>, align 64
+  %conv2.t51_c3_0 = alloca <16 x float>, align 64
+  %conv2.t51_c2_3 = alloca <16 x float>, align 64
+  %conv2.t51_c2_2 = alloca <16 x float>, align 64
+  %conv2.t51_c2_1 = alloca <16 x float>, align 64
+  %conv2.t51_c2_0 = alloca <16 x float>, align 64
+  %conv2.t51_c1_3 = alloca <16 x float>, align 64
+  %conv2.t51_c1_2 = alloca <16 x float>, align 64
+  %conv2.t51_c1_1 = alloca <16 x float>, align 64
+  %conv2.t51_c1_0 = alloca <16 x float>, align 64
+  %conv2.t51_c0_3 = alloca <16 x float>, align 64
+  %conv2.t51_c0_2 = alloca <16 x float>, align 64
+  %conv2.t51_c0_1 = alloca <16 x float>, align 64
+  %conv2.t51_c0_0 = alloca <16 x float>, align 64
   %conv1.t15_a1 = alloca <16 x float>, align 64
   %conv1.t15_a0 = alloca <16 x float>, align 64
   %conv1.t15_b3 = alloca <16 x float>, align 64
@@ -259,7 +268,7 @@ conv1.g1:                                         ; preds = %conv1.j17.end, %ent
   br label %conv1.j2
 
 conv1.g1.end:                                     ; preds = %conv1.j17.end
-  br label %conv2.g20
+  br label %conv2.i20
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
@@ -314,8 +323,8 @@ conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.o
   %17 = mul nsw i64 %conv1.j22, 676
   %18 = add nsw i64 %16, %17
   %19 = mul nsw i64 %conv1.oy55, 26
-  %20 = add nsw i64 %18, %19
-  %21 = add nsw i64 %20, %conv1.ox66
+  %20 = add nsw i64 %19, %conv1.ox66
+  %21 = add nsw i64 %18, %20
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
   store float %11, ptr %arena8, align 4
   %ox6.next = add nsw i64 %conv1.ox66, 1
@@ -357,8 +366,8 @@ conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.o
   %41 = mul nsw i64 %conv1.j22, 676
   %42 = add nsw i64 %40, %41
   %43 = mul nsw i64 %conv1.oy79, 26
-  %44 = add nsw i64 %42, %43
-  %45 = add nsw i64 %44, %conv1.ox810
+  %44 = add nsw i64 %43, %conv1.ox810
+  %45 = add nsw i64 %42, %44
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
   store float %34, ptr %arena12, align 4
   %ox8.next = add nsw i64 %conv1.ox810, 1
@@ -402,8 +411,8 @@ conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.
   %66 = mul nsw i64 %conv1.j22, 676
   %67 = add nsw i64 %65, %66
   %68 = mul nsw i64 %conv1.oy913, 26
-  %69 = add nsw i64 %67, %68
-  %70 = add nsw i64 %69, %conv1.ox1014
+  %69 = add nsw i64 %68, %conv1.ox1014
+  %70 = add nsw i64 %67, %69
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
   store float %59, ptr %arena16, align 4
   %ox10.next = add nsw i64 %conv1.ox1014, 1
@@ -1107,5141 +1116,5403 @@ conv1.i19.end:                                    ; preds = %conv1.i19
   %413 = icmp slt i64 %f18.next, 32
   br i1 %413, label %conv1.f18, label %conv1.f18.end
 
-conv2.g20:                                        ; preds = %conv2.j36.end, %conv1.g1.end
-  %conv2.g20157 = phi i64 [ 0, %conv1.g1.end ], [ %g20.next, %conv2.j36.end ]
-  br label %conv2.j21
+conv2.i20:                                        ; preds = %conv2.i20, %conv1.g1.end
+  %conv2.i20157 = phi i64 [ 0, %conv1.g1.end ], [ %i20.next, %conv2.i20 ]
+  %414 = sdiv i64 %conv2.i20157, 12
+  %415 = mul nsw i64 %414, 48
+  %416 = srem i64 %conv2.i20157, 12
+  %417 = mul nsw i64 %416, 2
+  %418 = add nsw i64 %415, %417
+  %419 = sitofp i64 %418 to float
+  %420 = add nsw i64 15540224, %conv2.i20157
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %420
+  store float %419, ptr %arena158, align 4
+  %i20.next = add nsw i64 %conv2.i20157, 1
+  %421 = icmp slt i64 %i20.next, 144
+  br i1 %421, label %conv2.i20, label %conv2.i20.end
 
-conv2.g20.end:                                    ; preds = %conv2.j36.end
-  br label %drop1.i42
+conv2.i20.end:                                    ; preds = %conv2.i20
+  br label %conv2.g21
 
-conv2.j21:                                        ; preds = %conv2.c22.end, %conv2.g20
-  %conv2.j21158 = phi i64 [ 0, %conv2.g20 ], [ %j21.next, %conv2.c22.end ]
-  br label %conv2.c22
+conv2.g21:                                        ; preds = %conv2.j55.end, %conv2.i20.end
+  %conv2.g21159 = phi i64 [ 0, %conv2.i20.end ], [ %g21.next, %conv2.j55.end ]
+  br label %conv2.j22
 
-conv2.j21.end:                                    ; preds = %conv2.c22.end
-  br label %conv2.nb30
+conv2.g21.end:                                    ; preds = %conv2.j55.end
+  br label %drop1.i69
 
-conv2.c22:                                        ; preds = %conv2.ky23.end, %conv2.j21
-  %conv2.c22159 = phi i64 [ 0, %conv2.j21 ], [ %c22.next, %conv2.ky23.end ]
-  br label %conv2.ky23
+conv2.j22:                                        ; preds = %conv2.c23.end, %conv2.g21
+  %conv2.j22160 = phi i64 [ 0, %conv2.g21 ], [ %j22.next, %conv2.c23.end ]
+  br label %conv2.c23
 
-conv2.c22.end:                                    ; preds = %conv2.ky23.end
-  %j21.next = add nsw i64 %conv2.j21158, 1
-  %414 = icmp slt i64 %j21.next, 64
-  br i1 %414, label %conv2.j21, label %conv2.j21.end
+conv2.j22.end:                                    ; preds = %conv2.c23.end
+  br label %conv2.nb49
 
-conv2.ky23:                                       ; preds = %conv2.oy28.end, %conv2.c22
-  %conv2.ky23160 = phi i64 [ 0, %conv2.c22 ], [ %ky23.next, %conv2.oy28.end ]
-  br label %conv2.oy24
+conv2.c23:                                        ; preds = %conv2.ky24.end, %conv2.j22
+  %conv2.c23161 = phi i64 [ 0, %conv2.j22 ], [ %c23.next, %conv2.ky24.end ]
+  br label %conv2.ky24
 
-conv2.ky23.end:                                   ; preds = %conv2.oy28.end
-  %c22.next = add nsw i64 %conv2.c22159, 1
-  %415 = icmp slt i64 %c22.next, 32
-  br i1 %415, label %conv2.c22, label %conv2.c22.end
+conv2.c23.end:                                    ; preds = %conv2.ky24.end
+  %j22.next = add nsw i64 %conv2.j22160, 1
+  %422 = icmp slt i64 %j22.next, 64
+  br i1 %422, label %conv2.j22, label %conv2.j22.end
 
-conv2.oy24:                                       ; preds = %conv2.ox25.end, %conv2.ky23
-  %conv2.oy24161 = phi i64 [ 0, %conv2.ky23 ], [ %oy24.next, %conv2.ox25.end ]
-  br label %conv2.ox25
+conv2.ky24:                                       ; preds = %conv2.oy47.end, %conv2.c23
+  %conv2.ky24162 = phi i64 [ 0, %conv2.c23 ], [ %ky24.next, %conv2.oy47.end ]
+  br label %conv2.oy25
 
-conv2.oy24.end:                                   ; preds = %conv2.ox25.end
-  br label %conv2.oy26
+conv2.ky24.end:                                   ; preds = %conv2.oy47.end
+  %c23.next = add nsw i64 %conv2.c23161, 1
+  %423 = icmp slt i64 %c23.next, 32
+  br i1 %423, label %conv2.c23, label %conv2.c23.end
 
-conv2.ox25:                                       ; preds = %conv2.ox25, %conv2.oy24
-  %conv2.ox25162 = phi i64 [ 0, %conv2.oy24 ], [ %ox25.next, %conv2.ox25 ]
-  %416 = mul nsw i64 %conv2.g20157, 64
-  %417 = add nsw i64 %416, %conv2.j21158
-  %418 = mul nsw i64 %417, 21632
-  %419 = mul nsw i64 %conv2.c22159, 676
-  %420 = add nsw i64 %418, %419
-  %421 = add nsw i64 %conv2.oy24161, %conv2.ky23160
-  %422 = mul nsw i64 %421, 26
-  %423 = add nsw i64 %420, %422
-  %424 = add nsw i64 %423, %conv2.ox25162
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %424
-  %425 = load float, ptr %arena163, align 4
-  %426 = mul nsw i64 %conv2.c22159, 3
-  %427 = add nsw i64 %426, %conv2.ky23160
-  %428 = mul nsw i64 %427, 3
-  %429 = mul nsw i64 %428, 36864
-  %430 = add nsw i64 2564096, %429
-  %431 = mul nsw i64 %conv2.j21158, 576
-  %432 = add nsw i64 %430, %431
-  %433 = mul nsw i64 %conv2.oy24161, 24
+conv2.oy25:                                       ; preds = %conv2.ox26.end, %conv2.ky24
+  %conv2.oy25163 = phi i64 [ 0, %conv2.ky24 ], [ %oy25.next, %conv2.ox26.end ]
+  br label %conv2.ox26
+
+conv2.oy25.end:                                   ; preds = %conv2.ox26.end
+  br label %conv2.oy27
+
+conv2.ox26:                                       ; preds = %conv2.ox26, %conv2.oy25
+  %conv2.ox26164 = phi i64 [ 0, %conv2.oy25 ], [ %ox26.next, %conv2.ox26 ]
+  %424 = mul nsw i64 %conv2.g21159, 64
+  %425 = add nsw i64 %424, %conv2.j22160
+  %426 = mul nsw i64 %425, 21632
+  %427 = mul nsw i64 %conv2.c23161, 676
+  %428 = add nsw i64 %426, %427
+  %429 = mul nsw i64 %conv2.oy25163, 2
+  %430 = add nsw i64 %429, %conv2.ky24162
+  %431 = mul nsw i64 %430, 26
+  %432 = add nsw i64 %428, %431
+  %433 = mul nsw i64 %conv2.ox26164, 2
   %434 = add nsw i64 %432, %433
-  %435 = add nsw i64 %434, %conv2.ox25162
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %435
-  store float %425, ptr %arena164, align 4
-  %ox25.next = add nsw i64 %conv2.ox25162, 1
-  %436 = icmp slt i64 %ox25.next, 24
-  br i1 %436, label %conv2.ox25, label %conv2.ox25.end
-
-conv2.ox25.end:                                   ; preds = %conv2.ox25
-  %oy24.next = add nsw i64 %conv2.oy24161, 1
-  %437 = icmp slt i64 %oy24.next, 24
-  br i1 %437, label %conv2.oy24, label %conv2.oy24.end
-
-conv2.oy26:                                       ; preds = %conv2.ox27.end, %conv2.oy24.end
-  %conv2.oy26165 = phi i64 [ 0, %conv2.oy24.end ], [ %oy26.next, %conv2.ox27.end ]
-  br label %conv2.ox27
-
-conv2.oy26.end:                                   ; preds = %conv2.ox27.end
-  br label %conv2.oy28
-
-conv2.ox27:                                       ; preds = %conv2.ox27, %conv2.oy26
-  %conv2.ox27166 = phi i64 [ 0, %conv2.oy26 ], [ %ox27.next, %conv2.ox27 ]
-  %438 = mul nsw i64 %conv2.g20157, 64
-  %439 = add nsw i64 %438, %conv2.j21158
-  %440 = mul nsw i64 %439, 21632
-  %441 = mul nsw i64 %conv2.c22159, 676
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %434
+  %435 = load float, ptr %arena165, align 4
+  %436 = mul nsw i64 %conv2.c23161, 3
+  %437 = add nsw i64 %436, %conv2.ky24162
+  %438 = mul nsw i64 %437, 3
+  %439 = mul nsw i64 %438, 36864
+  %440 = add nsw i64 2564096, %439
+  %441 = mul nsw i64 %conv2.j22160, 576
   %442 = add nsw i64 %440, %441
-  %443 = add nsw i64 %conv2.oy26165, %conv2.ky23160
-  %444 = mul nsw i64 %443, 26
+  %443 = mul nsw i64 %conv2.oy25163, 12
+  %444 = add nsw i64 %443, %conv2.ox26164
   %445 = add nsw i64 %442, %444
-  %446 = add nsw i64 %conv2.ox27166, 1
-  %447 = add nsw i64 %445, %446
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %447
-  %448 = load float, ptr %arena167, align 4
-  %449 = mul nsw i64 %conv2.c22159, 3
-  %450 = add nsw i64 %449, %conv2.ky23160
-  %451 = mul nsw i64 %450, 3
-  %452 = add nsw i64 %451, 1
-  %453 = mul nsw i64 %452, 36864
-  %454 = add nsw i64 2564096, %453
-  %455 = mul nsw i64 %conv2.j21158, 576
-  %456 = add nsw i64 %454, %455
-  %457 = mul nsw i64 %conv2.oy26165, 24
-  %458 = add nsw i64 %456, %457
-  %459 = add nsw i64 %458, %conv2.ox27166
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %459
-  store float %448, ptr %arena168, align 4
-  %ox27.next = add nsw i64 %conv2.ox27166, 1
-  %460 = icmp slt i64 %ox27.next, 24
-  br i1 %460, label %conv2.ox27, label %conv2.ox27.end
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %445
+  store float %435, ptr %arena166, align 4
+  %ox26.next = add nsw i64 %conv2.ox26164, 1
+  %446 = icmp slt i64 %ox26.next, 12
+  br i1 %446, label %conv2.ox26, label %conv2.ox26.end
 
-conv2.ox27.end:                                   ; preds = %conv2.ox27
-  %oy26.next = add nsw i64 %conv2.oy26165, 1
-  %461 = icmp slt i64 %oy26.next, 24
-  br i1 %461, label %conv2.oy26, label %conv2.oy26.end
+conv2.ox26.end:                                   ; preds = %conv2.ox26
+  %oy25.next = add nsw i64 %conv2.oy25163, 1
+  %447 = icmp slt i64 %oy25.next, 12
+  br i1 %447, label %conv2.oy25, label %conv2.oy25.end
 
-conv2.oy28:                                       ; preds = %conv2.ox29.end, %conv2.oy26.end
-  %conv2.oy28169 = phi i64 [ 0, %conv2.oy26.end ], [ %oy28.next, %conv2.ox29.end ]
-  br label %conv2.ox29
+conv2.oy27:                                       ; preds = %conv2.ox28.end, %conv2.oy25.end
+  %conv2.oy27167 = phi i64 [ 0, %conv2.oy25.end ], [ %oy27.next, %conv2.ox28.end ]
+  br label %conv2.ox28
 
-conv2.oy28.end:                                   ; preds = %conv2.ox29.end
-  %ky23.next = add nsw i64 %conv2.ky23160, 1
-  %462 = icmp slt i64 %ky23.next, 3
-  br i1 %462, label %conv2.ky23, label %conv2.ky23.end
+conv2.oy27.end:                                   ; preds = %conv2.ox28.end
+  br label %conv2.oy29
 
-conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.oy28
-  %conv2.ox29170 = phi i64 [ 0, %conv2.oy28 ], [ %ox29.next, %conv2.ox29 ]
-  %463 = mul nsw i64 %conv2.g20157, 64
-  %464 = add nsw i64 %463, %conv2.j21158
-  %465 = mul nsw i64 %464, 21632
-  %466 = mul nsw i64 %conv2.c22159, 676
+conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.oy27
+  %conv2.ox28168 = phi i64 [ 0, %conv2.oy27 ], [ %ox28.next, %conv2.ox28 ]
+  %448 = mul nsw i64 %conv2.g21159, 64
+  %449 = add nsw i64 %448, %conv2.j22160
+  %450 = mul nsw i64 %449, 21632
+  %451 = mul nsw i64 %conv2.c23161, 676
+  %452 = add nsw i64 %450, %451
+  %453 = mul nsw i64 %conv2.oy27167, 2
+  %454 = add nsw i64 %453, %conv2.ky24162
+  %455 = mul nsw i64 %454, 26
+  %456 = add nsw i64 %452, %455
+  %457 = mul nsw i64 %conv2.ox28168, 2
+  %458 = add nsw i64 %457, 1
+  %459 = add nsw i64 %456, %458
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %459
+  %460 = load float, ptr %arena169, align 4
+  %461 = mul nsw i64 %conv2.c23161, 3
+  %462 = add nsw i64 %461, %conv2.ky24162
+  %463 = mul nsw i64 %462, 3
+  %464 = mul nsw i64 %463, 36864
+  %465 = add nsw i64 2564096, %464
+  %466 = mul nsw i64 %conv2.j22160, 576
   %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 %conv2.oy28169, %conv2.ky23160
-  %469 = mul nsw i64 %468, 26
-  %470 = add nsw i64 %467, %469
-  %471 = add nsw i64 %conv2.ox29170, 2
-  %472 = add nsw i64 %470, %471
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %472
-  %473 = load float, ptr %arena171, align 4
-  %474 = mul nsw i64 %conv2.c22159, 3
-  %475 = add nsw i64 %474, %conv2.ky23160
-  %476 = mul nsw i64 %475, 3
-  %477 = add nsw i64 %476, 2
-  %478 = mul nsw i64 %477, 36864
-  %479 = add nsw i64 2564096, %478
-  %480 = mul nsw i64 %conv2.j21158, 576
-  %481 = add nsw i64 %479, %480
-  %482 = mul nsw i64 %conv2.oy28169, 24
-  %483 = add nsw i64 %481, %482
-  %484 = add nsw i64 %483, %conv2.ox29170
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %484
-  store float %473, ptr %arena172, align 4
-  %ox29.next = add nsw i64 %conv2.ox29170, 1
-  %485 = icmp slt i64 %ox29.next, 24
-  br i1 %485, label %conv2.ox29, label %conv2.ox29.end
+  %468 = mul nsw i64 %conv2.oy27167, 12
+  %469 = add nsw i64 144, %468
+  %470 = add nsw i64 %469, %conv2.ox28168
+  %471 = add nsw i64 %467, %470
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %471
+  store float %460, ptr %arena170, align 4
+  %ox28.next = add nsw i64 %conv2.ox28168, 1
+  %472 = icmp slt i64 %ox28.next, 12
+  br i1 %472, label %conv2.ox28, label %conv2.ox28.end
 
-conv2.ox29.end:                                   ; preds = %conv2.ox29
-  %oy28.next = add nsw i64 %conv2.oy28169, 1
-  %486 = icmp slt i64 %oy28.next, 24
-  br i1 %486, label %conv2.oy28, label %conv2.oy28.end
+conv2.ox28.end:                                   ; preds = %conv2.ox28
+  %oy27.next = add nsw i64 %conv2.oy27167, 1
+  %473 = icmp slt i64 %oy27.next, 12
+  br i1 %473, label %conv2.oy27, label %conv2.oy27.end
 
-conv2.nb30:                                       ; preds = %conv2.k35.end, %conv2.j21.end
-  %conv2.nb30173 = phi i64 [ 0, %conv2.j21.end ], [ %nb30.next, %conv2.k35.end ]
-  br label %conv2.mb31
+conv2.oy29:                                       ; preds = %conv2.ox30.end, %conv2.oy27.end
+  %conv2.oy29171 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.ox30.end ]
+  br label %conv2.ox30
 
-conv2.nb30.end:                                   ; preds = %conv2.k35.end
-  br label %conv2.j36
+conv2.oy29.end:                                   ; preds = %conv2.ox30.end
+  br label %conv2.oy31
 
-conv2.mb31:                                       ; preds = %conv2.k33.end, %conv2.nb30
-  %conv2.mb31174 = phi i64 [ 0, %conv2.nb30 ], [ %mb31.next, %conv2.k33.end ]
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_3, align 64
-  br label %conv2.k33
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.oy29
+  %conv2.ox30172 = phi i64 [ 0, %conv2.oy29 ], [ %ox30.next, %conv2.ox30 ]
+  %474 = mul nsw i64 %conv2.g21159, 64
+  %475 = add nsw i64 %474, %conv2.j22160
+  %476 = mul nsw i64 %475, 21632
+  %477 = mul nsw i64 %conv2.c23161, 676
+  %478 = add nsw i64 %476, %477
+  %479 = mul nsw i64 %conv2.oy29171, 2
+  %480 = add nsw i64 %479, 1
+  %481 = add nsw i64 %480, %conv2.ky24162
+  %482 = mul nsw i64 %481, 26
+  %483 = add nsw i64 %478, %482
+  %484 = mul nsw i64 %conv2.ox30172, 2
+  %485 = add nsw i64 %483, %484
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %485
+  %486 = load float, ptr %arena173, align 4
+  %487 = mul nsw i64 %conv2.c23161, 3
+  %488 = add nsw i64 %487, %conv2.ky24162
+  %489 = mul nsw i64 %488, 3
+  %490 = mul nsw i64 %489, 36864
+  %491 = add nsw i64 2564096, %490
+  %492 = mul nsw i64 %conv2.j22160, 576
+  %493 = add nsw i64 %491, %492
+  %494 = mul nsw i64 %conv2.oy29171, 12
+  %495 = add nsw i64 288, %494
+  %496 = add nsw i64 %495, %conv2.ox30172
+  %497 = add nsw i64 %493, %496
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %497
+  store float %486, ptr %arena174, align 4
+  %ox30.next = add nsw i64 %conv2.ox30172, 1
+  %498 = icmp slt i64 %ox30.next, 12
+  br i1 %498, label %conv2.ox30, label %conv2.ox30.end
 
-conv2.mb31.end:                                   ; preds = %conv2.k33.end
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_3, align 64
-  br label %conv2.k35
+conv2.ox30.end:                                   ; preds = %conv2.ox30
+  %oy29.next = add nsw i64 %conv2.oy29171, 1
+  %499 = icmp slt i64 %oy29.next, 12
+  br i1 %499, label %conv2.oy29, label %conv2.oy29.end
 
-conv2.k33:                                        ; preds = %conv2.k33, %conv2.mb31
-  %conv2.k33175 = phi i64 [ 0, %conv2.mb31 ], [ %k33.next, %conv2.k33 ]
-  %487 = mul nsw i64 %conv2.k33175, 36864
-  %488 = add nsw i64 2564096, %487
-  %489 = mul nsw i64 %conv2.nb30173, 64
-  %490 = add nsw i64 %488, %489
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %490
-  %491 = load <16 x float>, ptr %arena176, align 4
-  store <16 x float> %491, ptr %conv2.t32_b0, align 64
-  %492 = mul nsw i64 %conv2.k33175, 36864
-  %493 = add nsw i64 2564096, %492
-  %494 = mul nsw i64 %conv2.nb30173, 64
-  %495 = add nsw i64 %493, %494
-  %496 = add nsw i64 %495, 16
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %496
-  %497 = load <16 x float>, ptr %arena177, align 4
-  store <16 x float> %497, ptr %conv2.t32_b1, align 64
-  %498 = mul nsw i64 %conv2.k33175, 36864
-  %499 = add nsw i64 2564096, %498
-  %500 = mul nsw i64 %conv2.nb30173, 64
-  %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 %501, 32
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %502
-  %503 = load <16 x float>, ptr %arena178, align 4
-  store <16 x float> %503, ptr %conv2.t32_b2, align 64
-  %504 = mul nsw i64 %conv2.k33175, 36864
-  %505 = add nsw i64 2564096, %504
-  %506 = mul nsw i64 %conv2.nb30173, 64
-  %507 = add nsw i64 %505, %506
-  %508 = add nsw i64 %507, 48
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %508
-  %509 = load <16 x float>, ptr %arena179, align 4
-  store <16 x float> %509, ptr %conv2.t32_b3, align 64
-  %510 = mul nsw i64 %conv2.mb31174, 6
-  %511 = mul nsw i64 %510, 288
-  %512 = add nsw i64 320, %511
-  %513 = add nsw i64 %512, %conv2.k33175
-  %params180 = getelementptr inbounds float, ptr %params, i64 %513
-  %514 = load float, ptr %params180, align 4
-  %515 = insertelement <16 x float> undef, float %514, i32 0
-  %516 = shufflevector <16 x float> %515, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %516, ptr %conv2.t32_a0, align 64
-  %t32_a0 = load <16 x float>, ptr %conv2.t32_a0, align 64
-  %t32_b0 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c0_0 = load <16 x float>, ptr %conv2.t32_c0_0, align 64
-  %517 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0, <16 x float> %t32_b0, <16 x float> %t32_c0_0)
-  store <16 x float> %517, ptr %conv2.t32_c0_0, align 64
-  %t32_a0181 = load <16 x float>, ptr %conv2.t32_a0, align 64
-  %t32_b1 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c0_1 = load <16 x float>, ptr %conv2.t32_c0_1, align 64
-  %518 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0181, <16 x float> %t32_b1, <16 x float> %t32_c0_1)
-  store <16 x float> %518, ptr %conv2.t32_c0_1, align 64
-  %t32_a0182 = load <16 x float>, ptr %conv2.t32_a0, align 64
-  %t32_b2 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c0_2 = load <16 x float>, ptr %conv2.t32_c0_2, align 64
-  %519 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0182, <16 x float> %t32_b2, <16 x float> %t32_c0_2)
-  store <16 x float> %519, ptr %conv2.t32_c0_2, align 64
-  %t32_a0183 = load <16 x float>, ptr %conv2.t32_a0, align 64
-  %t32_b3 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c0_3 = load <16 x float>, ptr %conv2.t32_c0_3, align 64
-  %520 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0183, <16 x float> %t32_b3, <16 x float> %t32_c0_3)
-  store <16 x float> %520, ptr %conv2.t32_c0_3, align 64
-  %521 = mul nsw i64 %conv2.mb31174, 6
-  %522 = add nsw i64 %521, 1
-  %523 = mul nsw i64 %522, 288
-  %524 = add nsw i64 320, %523
-  %525 = add nsw i64 %524, %conv2.k33175
-  %params184 = getelementptr inbounds float, ptr %params, i64 %525
-  %526 = load float, ptr %params184, align 4
-  %527 = insertelement <16 x float> undef, float %526, i32 0
-  %528 = shufflevector <16 x float> %527, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %528, ptr %conv2.t32_a1, align 64
-  %t32_a1 = load <16 x float>, ptr %conv2.t32_a1, align 64
-  %t32_b0185 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c1_0 = load <16 x float>, ptr %conv2.t32_c1_0, align 64
-  %529 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1, <16 x float> %t32_b0185, <16 x float> %t32_c1_0)
-  store <16 x float> %529, ptr %conv2.t32_c1_0, align 64
-  %t32_a1186 = load <16 x float>, ptr %conv2.t32_a1, align 64
-  %t32_b1187 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c1_1 = load <16 x float>, ptr %conv2.t32_c1_1, align 64
-  %530 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1186, <16 x float> %t32_b1187, <16 x float> %t32_c1_1)
-  store <16 x float> %530, ptr %conv2.t32_c1_1, align 64
-  %t32_a1188 = load <16 x float>, ptr %conv2.t32_a1, align 64
-  %t32_b2189 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c1_2 = load <16 x float>, ptr %conv2.t32_c1_2, align 64
-  %531 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1188, <16 x float> %t32_b2189, <16 x float> %t32_c1_2)
-  store <16 x float> %531, ptr %conv2.t32_c1_2, align 64
-  %t32_a1190 = load <16 x float>, ptr %conv2.t32_a1, align 64
-  %t32_b3191 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c1_3 = load <16 x float>, ptr %conv2.t32_c1_3, align 64
-  %532 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1190, <16 x float> %t32_b3191, <16 x float> %t32_c1_3)
-  store <16 x float> %532, ptr %conv2.t32_c1_3, align 64
-  %533 = mul nsw i64 %conv2.mb31174, 6
-  %534 = add nsw i64 %533, 2
-  %535 = mul nsw i64 %534, 288
-  %536 = add nsw i64 320, %535
-  %537 = add nsw i64 %536, %conv2.k33175
-  %params192 = getelementptr inbounds float, ptr %params, i64 %537
-  %538 = load float, ptr %params192, align 4
-  %539 = insertelement <16 x float> undef, float %538, i32 0
-  %540 = shufflevector <16 x float> %539, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %540, ptr %conv2.t32_a2, align 64
-  %t32_a2 = load <16 x float>, ptr %conv2.t32_a2, align 64
-  %t32_b0193 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c2_0 = load <16 x float>, ptr %conv2.t32_c2_0, align 64
-  %541 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2, <16 x float> %t32_b0193, <16 x float> %t32_c2_0)
-  store <16 x float> %541, ptr %conv2.t32_c2_0, align 64
-  %t32_a2194 = load <16 x float>, ptr %conv2.t32_a2, align 64
-  %t32_b1195 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c2_1 = load <16 x float>, ptr %conv2.t32_c2_1, align 64
-  %542 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2194, <16 x float> %t32_b1195, <16 x float> %t32_c2_1)
-  store <16 x float> %542, ptr %conv2.t32_c2_1, align 64
-  %t32_a2196 = load <16 x float>, ptr %conv2.t32_a2, align 64
-  %t32_b2197 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c2_2 = load <16 x float>, ptr %conv2.t32_c2_2, align 64
-  %543 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2196, <16 x float> %t32_b2197, <16 x float> %t32_c2_2)
-  store <16 x float> %543, ptr %conv2.t32_c2_2, align 64
-  %t32_a2198 = load <16 x float>, ptr %conv2.t32_a2, align 64
-  %t32_b3199 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c2_3 = load <16 x float>, ptr %conv2.t32_c2_3, align 64
-  %544 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2198, <16 x float> %t32_b3199, <16 x float> %t32_c2_3)
-  store <16 x float> %544, ptr %conv2.t32_c2_3, align 64
-  %545 = mul nsw i64 %conv2.mb31174, 6
-  %546 = add nsw i64 %545, 3
-  %547 = mul nsw i64 %546, 288
-  %548 = add nsw i64 320, %547
-  %549 = add nsw i64 %548, %conv2.k33175
-  %params200 = getelementptr inbounds float, ptr %params, i64 %549
-  %550 = load float, ptr %params200, align 4
-  %551 = insertelement <16 x float> undef, float %550, i32 0
-  %552 = shufflevector <16 x float> %551, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %552, ptr %conv2.t32_a3, align 64
-  %t32_a3 = load <16 x float>, ptr %conv2.t32_a3, align 64
-  %t32_b0201 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c3_0 = load <16 x float>, ptr %conv2.t32_c3_0, align 64
-  %553 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3, <16 x float> %t32_b0201, <16 x float> %t32_c3_0)
-  store <16 x float> %553, ptr %conv2.t32_c3_0, align 64
-  %t32_a3202 = load <16 x float>, ptr %conv2.t32_a3, align 64
-  %t32_b1203 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c3_1 = load <16 x float>, ptr %conv2.t32_c3_1, align 64
-  %554 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3202, <16 x float> %t32_b1203, <16 x float> %t32_c3_1)
-  store <16 x float> %554, ptr %conv2.t32_c3_1, align 64
-  %t32_a3204 = load <16 x float>, ptr %conv2.t32_a3, align 64
-  %t32_b2205 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c3_2 = load <16 x float>, ptr %conv2.t32_c3_2, align 64
-  %555 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3204, <16 x float> %t32_b2205, <16 x float> %t32_c3_2)
-  store <16 x float> %555, ptr %conv2.t32_c3_2, align 64
-  %t32_a3206 = load <16 x float>, ptr %conv2.t32_a3, align 64
-  %t32_b3207 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c3_3 = load <16 x float>, ptr %conv2.t32_c3_3, align 64
-  %556 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3206, <16 x float> %t32_b3207, <16 x float> %t32_c3_3)
-  store <16 x float> %556, ptr %conv2.t32_c3_3, align 64
-  %557 = mul nsw i64 %conv2.mb31174, 6
-  %558 = add nsw i64 %557, 4
-  %559 = mul nsw i64 %558, 288
-  %560 = add nsw i64 320, %559
-  %561 = add nsw i64 %560, %conv2.k33175
-  %params208 = getelementptr inbounds float, ptr %params, i64 %561
-  %562 = load float, ptr %params208, align 4
-  %563 = insertelement <16 x float> undef, float %562, i32 0
-  %564 = shufflevector <16 x float> %563, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %564, ptr %conv2.t32_a4, align 64
-  %t32_a4 = load <16 x float>, ptr %conv2.t32_a4, align 64
-  %t32_b0209 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c4_0 = load <16 x float>, ptr %conv2.t32_c4_0, align 64
-  %565 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4, <16 x float> %t32_b0209, <16 x float> %t32_c4_0)
-  store <16 x float> %565, ptr %conv2.t32_c4_0, align 64
-  %t32_a4210 = load <16 x float>, ptr %conv2.t32_a4, align 64
-  %t32_b1211 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c4_1 = load <16 x float>, ptr %conv2.t32_c4_1, align 64
-  %566 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4210, <16 x float> %t32_b1211, <16 x float> %t32_c4_1)
-  store <16 x float> %566, ptr %conv2.t32_c4_1, align 64
-  %t32_a4212 = load <16 x float>, ptr %conv2.t32_a4, align 64
-  %t32_b2213 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c4_2 = load <16 x float>, ptr %conv2.t32_c4_2, align 64
-  %567 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4212, <16 x float> %t32_b2213, <16 x float> %t32_c4_2)
-  store <16 x float> %567, ptr %conv2.t32_c4_2, align 64
-  %t32_a4214 = load <16 x float>, ptr %conv2.t32_a4, align 64
-  %t32_b3215 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c4_3 = load <16 x float>, ptr %conv2.t32_c4_3, align 64
-  %568 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4214, <16 x float> %t32_b3215, <16 x float> %t32_c4_3)
-  store <16 x float> %568, ptr %conv2.t32_c4_3, align 64
-  %569 = mul nsw i64 %conv2.mb31174, 6
-  %570 = add nsw i64 %569, 5
-  %571 = mul nsw i64 %570, 288
-  %572 = add nsw i64 320, %571
-  %573 = add nsw i64 %572, %conv2.k33175
-  %params216 = getelementptr inbounds float, ptr %params, i64 %573
-  %574 = load float, ptr %params216, align 4
-  %575 = insertelement <16 x float> undef, float %574, i32 0
-  %576 = shufflevector <16 x float> %575, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %576, ptr %conv2.t32_a5, align 64
-  %t32_a5 = load <16 x float>, ptr %conv2.t32_a5, align 64
-  %t32_b0217 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c5_0 = load <16 x float>, ptr %conv2.t32_c5_0, align 64
-  %577 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5, <16 x float> %t32_b0217, <16 x float> %t32_c5_0)
-  store <16 x float> %577, ptr %conv2.t32_c5_0, align 64
-  %t32_a5218 = load <16 x float>, ptr %conv2.t32_a5, align 64
-  %t32_b1219 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c5_1 = load <16 x float>, ptr %conv2.t32_c5_1, align 64
-  %578 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5218, <16 x float> %t32_b1219, <16 x float> %t32_c5_1)
-  store <16 x float> %578, ptr %conv2.t32_c5_1, align 64
-  %t32_a5220 = load <16 x float>, ptr %conv2.t32_a5, align 64
-  %t32_b2221 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c5_2 = load <16 x float>, ptr %conv2.t32_c5_2, align 64
-  %579 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5220, <16 x float> %t32_b2221, <16 x float> %t32_c5_2)
-  store <16 x float> %579, ptr %conv2.t32_c5_2, align 64
-  %t32_a5222 = load <16 x float>, ptr %conv2.t32_a5, align 64
-  %t32_b3223 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c5_3 = load <16 x float>, ptr %conv2.t32_c5_3, align 64
-  %580 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5222, <16 x float> %t32_b3223, <16 x float> %t32_c5_3)
-  store <16 x float> %580, ptr %conv2.t32_c5_3, align 64
-  %k33.next = add nsw i64 %conv2.k33175, 1
-  %581 = icmp slt i64 %k33.next, 288
-  br i1 %581, label %conv2.k33, label %conv2.k33.end
+conv2.oy31:                                       ; preds = %conv2.ox32.end, %conv2.oy29.end
+  %conv2.oy31175 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.ox32.end ]
+  br label %conv2.ox32
 
-conv2.k33.end:                                    ; preds = %conv2.k33
-  %t32_c0_0224 = load <16 x float>, ptr %conv2.t32_c0_0, align 64
-  %582 = mul nsw i64 %conv2.mb31174, 6
-  %583 = mul nsw i64 %582, 36864
-  %584 = add nsw i64 13180928, %583
-  %585 = mul nsw i64 %conv2.nb30173, 64
-  %586 = add nsw i64 %584, %585
-  %arena225 = getelementptr inbounds float, ptr %arena, i64 %586
-  store <16 x float> %t32_c0_0224, ptr %arena225, align 4
-  %t32_c0_1226 = load <16 x float>, ptr %conv2.t32_c0_1, align 64
-  %587 = mul nsw i64 %conv2.mb31174, 6
-  %588 = mul nsw i64 %587, 36864
-  %589 = add nsw i64 13180928, %588
-  %590 = mul nsw i64 %conv2.nb30173, 64
-  %591 = add nsw i64 %589, %590
-  %592 = add nsw i64 %591, 16
-  %arena227 = getelementptr inbounds float, ptr %arena, i64 %592
-  store <16 x float> %t32_c0_1226, ptr %arena227, align 4
-  %t32_c0_2228 = load <16 x float>, ptr %conv2.t32_c0_2, align 64
-  %593 = mul nsw i64 %conv2.mb31174, 6
-  %594 = mul nsw i64 %593, 36864
-  %595 = add nsw i64 13180928, %594
-  %596 = mul nsw i64 %conv2.nb30173, 64
-  %597 = add nsw i64 %595, %596
-  %598 = add nsw i64 %597, 32
-  %arena229 = getelementptr inbounds float, ptr %arena, i64 %598
-  store <16 x float> %t32_c0_2228, ptr %arena229, align 4
-  %t32_c0_3230 = load <16 x float>, ptr %conv2.t32_c0_3, align 64
-  %599 = mul nsw i64 %conv2.mb31174, 6
-  %600 = mul nsw i64 %599, 36864
-  %601 = add nsw i64 13180928, %600
-  %602 = mul nsw i64 %conv2.nb30173, 64
-  %603 = add nsw i64 %601, %602
-  %604 = add nsw i64 %603, 48
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 %604
-  store <16 x float> %t32_c0_3230, ptr %arena231, align 4
-  %t32_c1_0232 = load <16 x float>, ptr %conv2.t32_c1_0, align 64
-  %605 = mul nsw i64 %conv2.mb31174, 6
-  %606 = add nsw i64 %605, 1
-  %607 = mul nsw i64 %606, 36864
-  %608 = add nsw i64 13180928, %607
-  %609 = mul nsw i64 %conv2.nb30173, 64
-  %610 = add nsw i64 %608, %609
-  %arena233 = getelementptr inbounds float, ptr %arena, i64 %610
-  store <16 x float> %t32_c1_0232, ptr %arena233, align 4
-  %t32_c1_1234 = load <16 x float>, ptr %conv2.t32_c1_1, align 64
-  %611 = mul nsw i64 %conv2.mb31174, 6
-  %612 = add nsw i64 %611, 1
-  %613 = mul nsw i64 %612, 36864
-  %614 = add nsw i64 13180928, %613
-  %615 = mul nsw i64 %conv2.nb30173, 64
-  %616 = add nsw i64 %614, %615
-  %617 = add nsw i64 %616, 16
-  %arena235 = getelementptr inbounds float, ptr %arena, i64 %617
-  store <16 x float> %t32_c1_1234, ptr %arena235, align 4
-  %t32_c1_2236 = load <16 x float>, ptr %conv2.t32_c1_2, align 64
-  %618 = mul nsw i64 %conv2.mb31174, 6
-  %619 = add nsw i64 %618, 1
-  %620 = mul nsw i64 %619, 36864
-  %621 = add nsw i64 13180928, %620
-  %622 = mul nsw i64 %conv2.nb30173, 64
-  %623 = add nsw i64 %621, %622
-  %624 = add nsw i64 %623, 32
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %624
-  store <16 x float> %t32_c1_2236, ptr %arena237, align 4
-  %t32_c1_3238 = load <16 x float>, ptr %conv2.t32_c1_3, align 64
-  %625 = mul nsw i64 %conv2.mb31174, 6
-  %626 = add nsw i64 %625, 1
-  %627 = mul nsw i64 %626, 36864
-  %628 = add nsw i64 13180928, %627
-  %629 = mul nsw i64 %conv2.nb30173, 64
-  %630 = add nsw i64 %628, %629
-  %631 = add nsw i64 %630, 48
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %631
-  store <16 x float> %t32_c1_3238, ptr %arena239, align 4
-  %t32_c2_0240 = load <16 x float>, ptr %conv2.t32_c2_0, align 64
-  %632 = mul nsw i64 %conv2.mb31174, 6
-  %633 = add nsw i64 %632, 2
-  %634 = mul nsw i64 %633, 36864
-  %635 = add nsw i64 13180928, %634
-  %636 = mul nsw i64 %conv2.nb30173, 64
-  %637 = add nsw i64 %635, %636
-  %arena241 = getelementptr inbounds float, ptr %arena, i64 %637
-  store <16 x float> %t32_c2_0240, ptr %arena241, align 4
-  %t32_c2_1242 = load <16 x float>, ptr %conv2.t32_c2_1, align 64
-  %638 = mul nsw i64 %conv2.mb31174, 6
-  %639 = add nsw i64 %638, 2
-  %640 = mul nsw i64 %639, 36864
-  %641 = add nsw i64 13180928, %640
-  %642 = mul nsw i64 %conv2.nb30173, 64
-  %643 = add nsw i64 %641, %642
-  %644 = add nsw i64 %643, 16
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 %644
-  store <16 x float> %t32_c2_1242, ptr %arena243, align 4
-  %t32_c2_2244 = load <16 x float>, ptr %conv2.t32_c2_2, align 64
-  %645 = mul nsw i64 %conv2.mb31174, 6
+conv2.oy31.end:                                   ; preds = %conv2.ox32.end
+  br label %conv2.oy33
+
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.oy31
+  %conv2.ox32176 = phi i64 [ 0, %conv2.oy31 ], [ %ox32.next, %conv2.ox32 ]
+  %500 = mul nsw i64 %conv2.g21159, 64
+  %501 = add nsw i64 %500, %conv2.j22160
+  %502 = mul nsw i64 %501, 21632
+  %503 = mul nsw i64 %conv2.c23161, 676
+  %504 = add nsw i64 %502, %503
+  %505 = mul nsw i64 %conv2.oy31175, 2
+  %506 = add nsw i64 %505, 1
+  %507 = add nsw i64 %506, %conv2.ky24162
+  %508 = mul nsw i64 %507, 26
+  %509 = add nsw i64 %504, %508
+  %510 = mul nsw i64 %conv2.ox32176, 2
+  %511 = add nsw i64 %510, 1
+  %512 = add nsw i64 %509, %511
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %512
+  %513 = load float, ptr %arena177, align 4
+  %514 = mul nsw i64 %conv2.c23161, 3
+  %515 = add nsw i64 %514, %conv2.ky24162
+  %516 = mul nsw i64 %515, 3
+  %517 = mul nsw i64 %516, 36864
+  %518 = add nsw i64 2564096, %517
+  %519 = mul nsw i64 %conv2.j22160, 576
+  %520 = add nsw i64 %518, %519
+  %521 = mul nsw i64 %conv2.oy31175, 12
+  %522 = add nsw i64 432, %521
+  %523 = add nsw i64 %522, %conv2.ox32176
+  %524 = add nsw i64 %520, %523
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %524
+  store float %513, ptr %arena178, align 4
+  %ox32.next = add nsw i64 %conv2.ox32176, 1
+  %525 = icmp slt i64 %ox32.next, 12
+  br i1 %525, label %conv2.ox32, label %conv2.ox32.end
+
+conv2.ox32.end:                                   ; preds = %conv2.ox32
+  %oy31.next = add nsw i64 %conv2.oy31175, 1
+  %526 = icmp slt i64 %oy31.next, 12
+  br i1 %526, label %conv2.oy31, label %conv2.oy31.end
+
+conv2.oy33:                                       ; preds = %conv2.ox34.end, %conv2.oy31.end
+  %conv2.oy33179 = phi i64 [ 0, %conv2.oy31.end ], [ %oy33.next, %conv2.ox34.end ]
+  br label %conv2.ox34
+
+conv2.oy33.end:                                   ; preds = %conv2.ox34.end
+  br label %conv2.oy35
+
+conv2.ox34:                                       ; preds = %conv2.ox34, %conv2.oy33
+  %conv2.ox34180 = phi i64 [ 0, %conv2.oy33 ], [ %ox34.next, %conv2.ox34 ]
+  %527 = mul nsw i64 %conv2.g21159, 64
+  %528 = add nsw i64 %527, %conv2.j22160
+  %529 = mul nsw i64 %528, 21632
+  %530 = mul nsw i64 %conv2.c23161, 676
+  %531 = add nsw i64 %529, %530
+  %532 = mul nsw i64 %conv2.oy33179, 2
+  %533 = add nsw i64 %532, %conv2.ky24162
+  %534 = mul nsw i64 %533, 26
+  %535 = add nsw i64 %531, %534
+  %536 = mul nsw i64 %conv2.ox34180, 2
+  %537 = add nsw i64 %536, 1
+  %538 = add nsw i64 %535, %537
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %538
+  %539 = load float, ptr %arena181, align 4
+  %540 = mul nsw i64 %conv2.c23161, 3
+  %541 = add nsw i64 %540, %conv2.ky24162
+  %542 = mul nsw i64 %541, 3
+  %543 = add nsw i64 %542, 1
+  %544 = mul nsw i64 %543, 36864
+  %545 = add nsw i64 2564096, %544
+  %546 = mul nsw i64 %conv2.j22160, 576
+  %547 = add nsw i64 %545, %546
+  %548 = mul nsw i64 %conv2.oy33179, 12
+  %549 = add nsw i64 %548, %conv2.ox34180
+  %550 = add nsw i64 %547, %549
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %550
+  store float %539, ptr %arena182, align 4
+  %ox34.next = add nsw i64 %conv2.ox34180, 1
+  %551 = icmp slt i64 %ox34.next, 12
+  br i1 %551, label %conv2.ox34, label %conv2.ox34.end
+
+conv2.ox34.end:                                   ; preds = %conv2.ox34
+  %oy33.next = add nsw i64 %conv2.oy33179, 1
+  %552 = icmp slt i64 %oy33.next, 12
+  br i1 %552, label %conv2.oy33, label %conv2.oy33.end
+
+conv2.oy35:                                       ; preds = %conv2.ox36.end, %conv2.oy33.end
+  %conv2.oy35183 = phi i64 [ 0, %conv2.oy33.end ], [ %oy35.next, %conv2.ox36.end ]
+  br label %conv2.ox36
+
+conv2.oy35.end:                                   ; preds = %conv2.ox36.end
+  br label %conv2.oy37
+
+conv2.ox36:                                       ; preds = %conv2.ox36, %conv2.oy35
+  %conv2.ox36184 = phi i64 [ 0, %conv2.oy35 ], [ %ox36.next, %conv2.ox36 ]
+  %553 = mul nsw i64 %conv2.g21159, 64
+  %554 = add nsw i64 %553, %conv2.j22160
+  %555 = mul nsw i64 %554, 21632
+  %556 = mul nsw i64 %conv2.c23161, 676
+  %557 = add nsw i64 %555, %556
+  %558 = mul nsw i64 %conv2.oy35183, 2
+  %559 = add nsw i64 %558, %conv2.ky24162
+  %560 = mul nsw i64 %559, 26
+  %561 = add nsw i64 %557, %560
+  %562 = mul nsw i64 %conv2.ox36184, 2
+  %563 = add nsw i64 %562, 2
+  %564 = add nsw i64 %561, %563
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %564
+  %565 = load float, ptr %arena185, align 4
+  %566 = mul nsw i64 %conv2.c23161, 3
+  %567 = add nsw i64 %566, %conv2.ky24162
+  %568 = mul nsw i64 %567, 3
+  %569 = add nsw i64 %568, 1
+  %570 = mul nsw i64 %569, 36864
+  %571 = add nsw i64 2564096, %570
+  %572 = mul nsw i64 %conv2.j22160, 576
+  %573 = add nsw i64 %571, %572
+  %574 = mul nsw i64 %conv2.oy35183, 12
+  %575 = add nsw i64 144, %574
+  %576 = add nsw i64 %575, %conv2.ox36184
+  %577 = add nsw i64 %573, %576
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %577
+  store float %565, ptr %arena186, align 4
+  %ox36.next = add nsw i64 %conv2.ox36184, 1
+  %578 = icmp slt i64 %ox36.next, 12
+  br i1 %578, label %conv2.ox36, label %conv2.ox36.end
+
+conv2.ox36.end:                                   ; preds = %conv2.ox36
+  %oy35.next = add nsw i64 %conv2.oy35183, 1
+  %579 = icmp slt i64 %oy35.next, 12
+  br i1 %579, label %conv2.oy35, label %conv2.oy35.end
+
+conv2.oy37:                                       ; preds = %conv2.ox38.end, %conv2.oy35.end
+  %conv2.oy37187 = phi i64 [ 0, %conv2.oy35.end ], [ %oy37.next, %conv2.ox38.end ]
+  br label %conv2.ox38
+
+conv2.oy37.end:                                   ; preds = %conv2.ox38.end
+  br label %conv2.oy39
+
+conv2.ox38:                                       ; preds = %conv2.ox38, %conv2.oy37
+  %conv2.ox38188 = phi i64 [ 0, %conv2.oy37 ], [ %ox38.next, %conv2.ox38 ]
+  %580 = mul nsw i64 %conv2.g21159, 64
+  %581 = add nsw i64 %580, %conv2.j22160
+  %582 = mul nsw i64 %581, 21632
+  %583 = mul nsw i64 %conv2.c23161, 676
+  %584 = add nsw i64 %582, %583
+  %585 = mul nsw i64 %conv2.oy37187, 2
+  %586 = add nsw i64 %585, 1
+  %587 = add nsw i64 %586, %conv2.ky24162
+  %588 = mul nsw i64 %587, 26
+  %589 = add nsw i64 %584, %588
+  %590 = mul nsw i64 %conv2.ox38188, 2
+  %591 = add nsw i64 %590, 1
+  %592 = add nsw i64 %589, %591
+  %arena189 = getelementptr inbounds float, ptr %arena, i64 %592
+  %593 = load float, ptr %arena189, align 4
+  %594 = mul nsw i64 %conv2.c23161, 3
+  %595 = add nsw i64 %594, %conv2.ky24162
+  %596 = mul nsw i64 %595, 3
+  %597 = add nsw i64 %596, 1
+  %598 = mul nsw i64 %597, 36864
+  %599 = add nsw i64 2564096, %598
+  %600 = mul nsw i64 %conv2.j22160, 576
+  %601 = add nsw i64 %599, %600
+  %602 = mul nsw i64 %conv2.oy37187, 12
+  %603 = add nsw i64 288, %602
+  %604 = add nsw i64 %603, %conv2.ox38188
+  %605 = add nsw i64 %601, %604
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %605
+  store float %593, ptr %arena190, align 4
+  %ox38.next = add nsw i64 %conv2.ox38188, 1
+  %606 = icmp slt i64 %ox38.next, 12
+  br i1 %606, label %conv2.ox38, label %conv2.ox38.end
+
+conv2.ox38.end:                                   ; preds = %conv2.ox38
+  %oy37.next = add nsw i64 %conv2.oy37187, 1
+  %607 = icmp slt i64 %oy37.next, 12
+  br i1 %607, label %conv2.oy37, label %conv2.oy37.end
+
+conv2.oy39:                                       ; preds = %conv2.ox40.end, %conv2.oy37.end
+  %conv2.oy39191 = phi i64 [ 0, %conv2.oy37.end ], [ %oy39.next, %conv2.ox40.end ]
+  br label %conv2.ox40
+
+conv2.oy39.end:                                   ; preds = %conv2.ox40.end
+  br label %conv2.oy41
+
+conv2.ox40:                                       ; preds = %conv2.ox40, %conv2.oy39
+  %conv2.ox40192 = phi i64 [ 0, %conv2.oy39 ], [ %ox40.next, %conv2.ox40 ]
+  %608 = mul nsw i64 %conv2.g21159, 64
+  %609 = add nsw i64 %608, %conv2.j22160
+  %610 = mul nsw i64 %609, 21632
+  %611 = mul nsw i64 %conv2.c23161, 676
+  %612 = add nsw i64 %610, %611
+  %613 = mul nsw i64 %conv2.oy39191, 2
+  %614 = add nsw i64 %613, 1
+  %615 = add nsw i64 %614, %conv2.ky24162
+  %616 = mul nsw i64 %615, 26
+  %617 = add nsw i64 %612, %616
+  %618 = mul nsw i64 %conv2.ox40192, 2
+  %619 = add nsw i64 %618, 2
+  %620 = add nsw i64 %617, %619
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %620
+  %621 = load float, ptr %arena193, align 4
+  %622 = mul nsw i64 %conv2.c23161, 3
+  %623 = add nsw i64 %622, %conv2.ky24162
+  %624 = mul nsw i64 %623, 3
+  %625 = add nsw i64 %624, 1
+  %626 = mul nsw i64 %625, 36864
+  %627 = add nsw i64 2564096, %626
+  %628 = mul nsw i64 %conv2.j22160, 576
+  %629 = add nsw i64 %627, %628
+  %630 = mul nsw i64 %conv2.oy39191, 12
+  %631 = add nsw i64 432, %630
+  %632 = add nsw i64 %631, %conv2.ox40192
+  %633 = add nsw i64 %629, %632
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %633
+  store float %621, ptr %arena194, align 4
+  %ox40.next = add nsw i64 %conv2.ox40192, 1
+  %634 = icmp slt i64 %ox40.next, 12
+  br i1 %634, label %conv2.ox40, label %conv2.ox40.end
+
+conv2.ox40.end:                                   ; preds = %conv2.ox40
+  %oy39.next = add nsw i64 %conv2.oy39191, 1
+  %635 = icmp slt i64 %oy39.next, 12
+  br i1 %635, label %conv2.oy39, label %conv2.oy39.end
+
+conv2.oy41:                                       ; preds = %conv2.ox42.end, %conv2.oy39.end
+  %conv2.oy41195 = phi i64 [ 0, %conv2.oy39.end ], [ %oy41.next, %conv2.ox42.end ]
+  br label %conv2.ox42
+
+conv2.oy41.end:                                   ; preds = %conv2.ox42.end
+  br label %conv2.oy43
+
+conv2.ox42:                                       ; preds = %conv2.ox42, %conv2.oy41
+  %conv2.ox42196 = phi i64 [ 0, %conv2.oy41 ], [ %ox42.next, %conv2.ox42 ]
+  %636 = mul nsw i64 %conv2.g21159, 64
+  %637 = add nsw i64 %636, %conv2.j22160
+  %638 = mul nsw i64 %637, 21632
+  %639 = mul nsw i64 %conv2.c23161, 676
+  %640 = add nsw i64 %638, %639
+  %641 = mul nsw i64 %conv2.oy41195, 2
+  %642 = add nsw i64 %641, %conv2.ky24162
+  %643 = mul nsw i64 %642, 26
+  %644 = add nsw i64 %640, %643
+  %645 = mul nsw i64 %conv2.ox42196, 2
   %646 = add nsw i64 %645, 2
-  %647 = mul nsw i64 %646, 36864
-  %648 = add nsw i64 13180928, %647
-  %649 = mul nsw i64 %conv2.nb30173, 64
-  %650 = add nsw i64 %648, %649
-  %651 = add nsw i64 %650, 32
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %651
-  store <16 x float> %t32_c2_2244, ptr %arena245, align 4
-  %t32_c2_3246 = load <16 x float>, ptr %conv2.t32_c2_3, align 64
-  %652 = mul nsw i64 %conv2.mb31174, 6
-  %653 = add nsw i64 %652, 2
-  %654 = mul nsw i64 %653, 36864
-  %655 = add nsw i64 13180928, %654
-  %656 = mul nsw i64 %conv2.nb30173, 64
-  %657 = add nsw i64 %655, %656
-  %658 = add nsw i64 %657, 48
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 %658
-  store <16 x float> %t32_c2_3246, ptr %arena247, align 4
-  %t32_c3_0248 = load <16 x float>, ptr %conv2.t32_c3_0, align 64
-  %659 = mul nsw i64 %conv2.mb31174, 6
-  %660 = add nsw i64 %659, 3
-  %661 = mul nsw i64 %660, 36864
-  %662 = add nsw i64 13180928, %661
-  %663 = mul nsw i64 %conv2.nb30173, 64
-  %664 = add nsw i64 %662, %663
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %664
-  store <16 x float> %t32_c3_0248, ptr %arena249, align 4
-  %t32_c3_1250 = load <16 x float>, ptr %conv2.t32_c3_1, align 64
-  %665 = mul nsw i64 %conv2.mb31174, 6
-  %666 = add nsw i64 %665, 3
-  %667 = mul nsw i64 %666, 36864
-  %668 = add nsw i64 13180928, %667
-  %669 = mul nsw i64 %conv2.nb30173, 64
-  %670 = add nsw i64 %668, %669
-  %671 = add nsw i64 %670, 16
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 %671
-  store <16 x float> %t32_c3_1250, ptr %arena251, align 4
-  %t32_c3_2252 = load <16 x float>, ptr %conv2.t32_c3_2, align 64
-  %672 = mul nsw i64 %conv2.mb31174, 6
-  %673 = add nsw i64 %672, 3
-  %674 = mul nsw i64 %673, 36864
-  %675 = add nsw i64 13180928, %674
-  %676 = mul nsw i64 %conv2.nb30173, 64
-  %677 = add nsw i64 %675, %676
-  %678 = add nsw i64 %677, 32
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 %678
-  store <16 x float> %t32_c3_2252, ptr %arena253, align 4
-  %t32_c3_3254 = load <16 x float>, ptr %conv2.t32_c3_3, align 64
-  %679 = mul nsw i64 %conv2.mb31174, 6
-  %680 = add nsw i64 %679, 3
-  %681 = mul nsw i64 %680, 36864
-  %682 = add nsw i64 13180928, %681
-  %683 = mul nsw i64 %conv2.nb30173, 64
-  %684 = add nsw i64 %682, %683
-  %685 = add nsw i64 %684, 48
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %685
-  store <16 x float> %t32_c3_3254, ptr %arena255, align 4
-  %t32_c4_0256 = load <16 x float>, ptr %conv2.t32_c4_0, align 64
-  %686 = mul nsw i64 %conv2.mb31174, 6
-  %687 = add nsw i64 %686, 4
-  %688 = mul nsw i64 %687, 36864
-  %689 = add nsw i64 13180928, %688
-  %690 = mul nsw i64 %conv2.nb30173, 64
-  %691 = add nsw i64 %689, %690
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %691
-  store <16 x float> %t32_c4_0256, ptr %arena257, align 4
-  %t32_c4_1258 = load <16 x float>, ptr %conv2.t32_c4_1, align 64
-  %692 = mul nsw i64 %conv2.mb31174, 6
-  %693 = add nsw i64 %692, 4
-  %694 = mul nsw i64 %693, 36864
-  %695 = add nsw i64 13180928, %694
-  %696 = mul nsw i64 %conv2.nb30173, 64
-  %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, 16
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 %698
-  store <16 x float> %t32_c4_1258, ptr %arena259, align 4
-  %t32_c4_2260 = load <16 x float>, ptr %conv2.t32_c4_2, align 64
-  %699 = mul nsw i64 %conv2.mb31174, 6
-  %700 = add nsw i64 %699, 4
-  %701 = mul nsw i64 %700, 36864
-  %702 = add nsw i64 13180928, %701
-  %703 = mul nsw i64 %conv2.nb30173, 64
-  %704 = add nsw i64 %702, %703
-  %705 = add nsw i64 %704, 32
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %705
-  store <16 x float> %t32_c4_2260, ptr %arena261, align 4
-  %t32_c4_3262 = load <16 x float>, ptr %conv2.t32_c4_3, align 64
-  %706 = mul nsw i64 %conv2.mb31174, 6
-  %707 = add nsw i64 %706, 4
-  %708 = mul nsw i64 %707, 36864
-  %709 = add nsw i64 13180928, %708
-  %710 = mul nsw i64 %conv2.nb30173, 64
-  %711 = add nsw i64 %709, %710
-  %712 = add nsw i64 %711, 48
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 %712
-  store <16 x float> %t32_c4_3262, ptr %arena263, align 4
-  %t32_c5_0264 = load <16 x float>, ptr %conv2.t32_c5_0, align 64
-  %713 = mul nsw i64 %conv2.mb31174, 6
-  %714 = add nsw i64 %713, 5
-  %715 = mul nsw i64 %714, 36864
-  %716 = add nsw i64 13180928, %715
-  %717 = mul nsw i64 %conv2.nb30173, 64
-  %718 = add nsw i64 %716, %717
-  %arena265 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <16 x float> %t32_c5_0264, ptr %arena265, align 4
-  %t32_c5_1266 = load <16 x float>, ptr %conv2.t32_c5_1, align 64
-  %719 = mul nsw i64 %conv2.mb31174, 6
-  %720 = add nsw i64 %719, 5
-  %721 = mul nsw i64 %720, 36864
-  %722 = add nsw i64 13180928, %721
-  %723 = mul nsw i64 %conv2.nb30173, 64
-  %724 = add nsw i64 %722, %723
-  %725 = add nsw i64 %724, 16
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %725
-  store <16 x float> %t32_c5_1266, ptr %arena267, align 4
-  %t32_c5_2268 = load <16 x float>, ptr %conv2.t32_c5_2, align 64
-  %726 = mul nsw i64 %conv2.mb31174, 6
-  %727 = add nsw i64 %726, 5
-  %728 = mul nsw i64 %727, 36864
-  %729 = add nsw i64 13180928, %728
-  %730 = mul nsw i64 %conv2.nb30173, 64
-  %731 = add nsw i64 %729, %730
-  %732 = add nsw i64 %731, 32
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %732
-  store <16 x float> %t32_c5_2268, ptr %arena269, align 4
-  %t32_c5_3270 = load <16 x float>, ptr %conv2.t32_c5_3, align 64
-  %733 = mul nsw i64 %conv2.mb31174, 6
-  %734 = add nsw i64 %733, 5
-  %735 = mul nsw i64 %734, 36864
-  %736 = add nsw i64 13180928, %735
-  %737 = mul nsw i64 %conv2.nb30173, 64
-  %738 = add nsw i64 %736, %737
-  %739 = add nsw i64 %738, 48
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 %739
-  store <16 x float> %t32_c5_3270, ptr %arena271, align 4
-  %mb31.next = add nsw i64 %conv2.mb31174, 1
-  %740 = icmp slt i64 %mb31.next, 10
-  br i1 %740, label %conv2.mb31, label %conv2.mb31.end
+  %647 = add nsw i64 %644, %646
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %647
+  %648 = load float, ptr %arena197, align 4
+  %649 = mul nsw i64 %conv2.c23161, 3
+  %650 = add nsw i64 %649, %conv2.ky24162
+  %651 = mul nsw i64 %650, 3
+  %652 = add nsw i64 %651, 2
+  %653 = mul nsw i64 %652, 36864
+  %654 = add nsw i64 2564096, %653
+  %655 = mul nsw i64 %conv2.j22160, 576
+  %656 = add nsw i64 %654, %655
+  %657 = mul nsw i64 %conv2.oy41195, 12
+  %658 = add nsw i64 %657, %conv2.ox42196
+  %659 = add nsw i64 %656, %658
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %659
+  store float %648, ptr %arena198, align 4
+  %ox42.next = add nsw i64 %conv2.ox42196, 1
+  %660 = icmp slt i64 %ox42.next, 12
+  br i1 %660, label %conv2.ox42, label %conv2.ox42.end
 
-conv2.k35:                                        ; preds = %conv2.k35, %conv2.mb31.end
-  %conv2.k35272 = phi i64 [ 0, %conv2.mb31.end ], [ %k35.next, %conv2.k35 ]
-  %741 = mul nsw i64 %conv2.k35272, 36864
-  %742 = add nsw i64 2564096, %741
-  %743 = mul nsw i64 %conv2.nb30173, 64
-  %744 = add nsw i64 %742, %743
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %744
-  %745 = load <16 x float>, ptr %arena273, align 4
-  store <16 x float> %745, ptr %conv2.t34_b0, align 64
-  %746 = mul nsw i64 %conv2.k35272, 36864
+conv2.ox42.end:                                   ; preds = %conv2.ox42
+  %oy41.next = add nsw i64 %conv2.oy41195, 1
+  %661 = icmp slt i64 %oy41.next, 12
+  br i1 %661, label %conv2.oy41, label %conv2.oy41.end
+
+conv2.oy43:                                       ; preds = %conv2.ox44.end, %conv2.oy41.end
+  %conv2.oy43199 = phi i64 [ 0, %conv2.oy41.end ], [ %oy43.next, %conv2.ox44.end ]
+  br label %conv2.ox44
+
+conv2.oy43.end:                                   ; preds = %conv2.ox44.end
+  br label %conv2.oy45
+
+conv2.ox44:                                       ; preds = %conv2.ox44, %conv2.oy43
+  %conv2.ox44200 = phi i64 [ 0, %conv2.oy43 ], [ %ox44.next, %conv2.ox44 ]
+  %662 = mul nsw i64 %conv2.g21159, 64
+  %663 = add nsw i64 %662, %conv2.j22160
+  %664 = mul nsw i64 %663, 21632
+  %665 = mul nsw i64 %conv2.c23161, 676
+  %666 = add nsw i64 %664, %665
+  %667 = mul nsw i64 %conv2.oy43199, 2
+  %668 = add nsw i64 %667, %conv2.ky24162
+  %669 = mul nsw i64 %668, 26
+  %670 = add nsw i64 %666, %669
+  %671 = mul nsw i64 %conv2.ox44200, 2
+  %672 = add nsw i64 %671, 3
+  %673 = add nsw i64 %670, %672
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %673
+  %674 = load float, ptr %arena201, align 4
+  %675 = mul nsw i64 %conv2.c23161, 3
+  %676 = add nsw i64 %675, %conv2.ky24162
+  %677 = mul nsw i64 %676, 3
+  %678 = add nsw i64 %677, 2
+  %679 = mul nsw i64 %678, 36864
+  %680 = add nsw i64 2564096, %679
+  %681 = mul nsw i64 %conv2.j22160, 576
+  %682 = add nsw i64 %680, %681
+  %683 = mul nsw i64 %conv2.oy43199, 12
+  %684 = add nsw i64 144, %683
+  %685 = add nsw i64 %684, %conv2.ox44200
+  %686 = add nsw i64 %682, %685
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 %686
+  store float %674, ptr %arena202, align 4
+  %ox44.next = add nsw i64 %conv2.ox44200, 1
+  %687 = icmp slt i64 %ox44.next, 12
+  br i1 %687, label %conv2.ox44, label %conv2.ox44.end
+
+conv2.ox44.end:                                   ; preds = %conv2.ox44
+  %oy43.next = add nsw i64 %conv2.oy43199, 1
+  %688 = icmp slt i64 %oy43.next, 12
+  br i1 %688, label %conv2.oy43, label %conv2.oy43.end
+
+conv2.oy45:                                       ; preds = %conv2.ox46.end, %conv2.oy43.end
+  %conv2.oy45203 = phi i64 [ 0, %conv2.oy43.end ], [ %oy45.next, %conv2.ox46.end ]
+  br label %conv2.ox46
+
+conv2.oy45.end:                                   ; preds = %conv2.ox46.end
+  br label %conv2.oy47
+
+conv2.ox46:                                       ; preds = %conv2.ox46, %conv2.oy45
+  %conv2.ox46204 = phi i64 [ 0, %conv2.oy45 ], [ %ox46.next, %conv2.ox46 ]
+  %689 = mul nsw i64 %conv2.g21159, 64
+  %690 = add nsw i64 %689, %conv2.j22160
+  %691 = mul nsw i64 %690, 21632
+  %692 = mul nsw i64 %conv2.c23161, 676
+  %693 = add nsw i64 %691, %692
+  %694 = mul nsw i64 %conv2.oy45203, 2
+  %695 = add nsw i64 %694, 1
+  %696 = add nsw i64 %695, %conv2.ky24162
+  %697 = mul nsw i64 %696, 26
+  %698 = add nsw i64 %693, %697
+  %699 = mul nsw i64 %conv2.ox46204, 2
+  %700 = add nsw i64 %699, 2
+  %701 = add nsw i64 %698, %700
+  %arena205 = getelementptr inbounds float, ptr %arena, i64 %701
+  %702 = load float, ptr %arena205, align 4
+  %703 = mul nsw i64 %conv2.c23161, 3
+  %704 = add nsw i64 %703, %conv2.ky24162
+  %705 = mul nsw i64 %704, 3
+  %706 = add nsw i64 %705, 2
+  %707 = mul nsw i64 %706, 36864
+  %708 = add nsw i64 2564096, %707
+  %709 = mul nsw i64 %conv2.j22160, 576
+  %710 = add nsw i64 %708, %709
+  %711 = mul nsw i64 %conv2.oy45203, 12
+  %712 = add nsw i64 288, %711
+  %713 = add nsw i64 %712, %conv2.ox46204
+  %714 = add nsw i64 %710, %713
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %714
+  store float %702, ptr %arena206, align 4
+  %ox46.next = add nsw i64 %conv2.ox46204, 1
+  %715 = icmp slt i64 %ox46.next, 12
+  br i1 %715, label %conv2.ox46, label %conv2.ox46.end
+
+conv2.ox46.end:                                   ; preds = %conv2.ox46
+  %oy45.next = add nsw i64 %conv2.oy45203, 1
+  %716 = icmp slt i64 %oy45.next, 12
+  br i1 %716, label %conv2.oy45, label %conv2.oy45.end
+
+conv2.oy47:                                       ; preds = %conv2.ox48.end, %conv2.oy45.end
+  %conv2.oy47207 = phi i64 [ 0, %conv2.oy45.end ], [ %oy47.next, %conv2.ox48.end ]
+  br label %conv2.ox48
+
+conv2.oy47.end:                                   ; preds = %conv2.ox48.end
+  %ky24.next = add nsw i64 %conv2.ky24162, 1
+  %717 = icmp slt i64 %ky24.next, 3
+  br i1 %717, label %conv2.ky24, label %conv2.ky24.end
+
+conv2.ox48:                                       ; preds = %conv2.ox48, %conv2.oy47
+  %conv2.ox48208 = phi i64 [ 0, %conv2.oy47 ], [ %ox48.next, %conv2.ox48 ]
+  %718 = mul nsw i64 %conv2.g21159, 64
+  %719 = add nsw i64 %718, %conv2.j22160
+  %720 = mul nsw i64 %719, 21632
+  %721 = mul nsw i64 %conv2.c23161, 676
+  %722 = add nsw i64 %720, %721
+  %723 = mul nsw i64 %conv2.oy47207, 2
+  %724 = add nsw i64 %723, 1
+  %725 = add nsw i64 %724, %conv2.ky24162
+  %726 = mul nsw i64 %725, 26
+  %727 = add nsw i64 %722, %726
+  %728 = mul nsw i64 %conv2.ox48208, 2
+  %729 = add nsw i64 %728, 3
+  %730 = add nsw i64 %727, %729
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %730
+  %731 = load float, ptr %arena209, align 4
+  %732 = mul nsw i64 %conv2.c23161, 3
+  %733 = add nsw i64 %732, %conv2.ky24162
+  %734 = mul nsw i64 %733, 3
+  %735 = add nsw i64 %734, 2
+  %736 = mul nsw i64 %735, 36864
+  %737 = add nsw i64 2564096, %736
+  %738 = mul nsw i64 %conv2.j22160, 576
+  %739 = add nsw i64 %737, %738
+  %740 = mul nsw i64 %conv2.oy47207, 12
+  %741 = add nsw i64 432, %740
+  %742 = add nsw i64 %741, %conv2.ox48208
+  %743 = add nsw i64 %739, %742
+  %arena210 = getelementptr inbounds float, ptr %arena, i64 %743
+  store float %731, ptr %arena210, align 4
+  %ox48.next = add nsw i64 %conv2.ox48208, 1
+  %744 = icmp slt i64 %ox48.next, 12
+  br i1 %744, label %conv2.ox48, label %conv2.ox48.end
+
+conv2.ox48.end:                                   ; preds = %conv2.ox48
+  %oy47.next = add nsw i64 %conv2.oy47207, 1
+  %745 = icmp slt i64 %oy47.next, 12
+  br i1 %745, label %conv2.oy47, label %conv2.oy47.end
+
+conv2.nb49:                                       ; preds = %conv2.k54.end, %conv2.j22.end
+  %conv2.nb49211 = phi i64 [ 0, %conv2.j22.end ], [ %nb49.next, %conv2.k54.end ]
+  br label %conv2.mb50
+
+conv2.nb49.end:                                   ; preds = %conv2.k54.end
+  br label %conv2.j55
+
+conv2.mb50:                                       ; preds = %conv2.k52.end, %conv2.nb49
+  %conv2.mb50212 = phi i64 [ 0, %conv2.nb49 ], [ %mb50.next, %conv2.k52.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c5_3, align 64
+  br label %conv2.k52
+
+conv2.mb50.end:                                   ; preds = %conv2.k52.end
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c3_3, align 64
+  br label %conv2.k54
+
+conv2.k52:                                        ; preds = %conv2.k52, %conv2.mb50
+  %conv2.k52213 = phi i64 [ 0, %conv2.mb50 ], [ %k52.next, %conv2.k52 ]
+  %746 = mul nsw i64 %conv2.k52213, 36864
   %747 = add nsw i64 2564096, %746
-  %748 = mul nsw i64 %conv2.nb30173, 64
+  %748 = mul nsw i64 %conv2.nb49211, 64
   %749 = add nsw i64 %747, %748
-  %750 = add nsw i64 %749, 16
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %750
-  %751 = load <16 x float>, ptr %arena274, align 4
-  store <16 x float> %751, ptr %conv2.t34_b1, align 64
-  %752 = mul nsw i64 %conv2.k35272, 36864
-  %753 = add nsw i64 2564096, %752
-  %754 = mul nsw i64 %conv2.nb30173, 64
-  %755 = add nsw i64 %753, %754
-  %756 = add nsw i64 %755, 32
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %756
-  %757 = load <16 x float>, ptr %arena275, align 4
-  store <16 x float> %757, ptr %conv2.t34_b2, align 64
-  %758 = mul nsw i64 %conv2.k35272, 36864
-  %759 = add nsw i64 2564096, %758
-  %760 = mul nsw i64 %conv2.nb30173, 64
-  %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, 48
-  %arena276 = getelementptr inbounds float, ptr %arena, i64 %762
-  %763 = load <16 x float>, ptr %arena276, align 4
-  store <16 x float> %763, ptr %conv2.t34_b3, align 64
-  %764 = add nsw i64 17600, %conv2.k35272
-  %params277 = getelementptr inbounds float, ptr %params, i64 %764
-  %765 = load float, ptr %params277, align 4
-  %766 = insertelement <16 x float> undef, float %765, i32 0
-  %767 = shufflevector <16 x float> %766, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %767, ptr %conv2.t34_a0, align 64
-  %t34_a0 = load <16 x float>, ptr %conv2.t34_a0, align 64
-  %t34_b0 = load <16 x float>, ptr %conv2.t34_b0, align 64
-  %t34_c0_0 = load <16 x float>, ptr %conv2.t34_c0_0, align 64
-  %768 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0, <16 x float> %t34_b0, <16 x float> %t34_c0_0)
-  store <16 x float> %768, ptr %conv2.t34_c0_0, align 64
-  %t34_a0278 = load <16 x float>, ptr %conv2.t34_a0, align 64
-  %t34_b1 = load <16 x float>, ptr %conv2.t34_b1, align 64
-  %t34_c0_1 = load <16 x float>, ptr %conv2.t34_c0_1, align 64
-  %769 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0278, <16 x float> %t34_b1, <16 x float> %t34_c0_1)
-  store <16 x float> %769, ptr %conv2.t34_c0_1, align 64
-  %t34_a0279 = load <16 x float>, ptr %conv2.t34_a0, align 64
-  %t34_b2 = load <16 x float>, ptr %conv2.t34_b2, align 64
-  %t34_c0_2 = load <16 x float>, ptr %conv2.t34_c0_2, align 64
-  %770 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0279, <16 x float> %t34_b2, <16 x float> %t34_c0_2)
-  store <16 x float> %770, ptr %conv2.t34_c0_2, align 64
-  %t34_a0280 = load <16 x float>, ptr %conv2.t34_a0, align 64
-  %t34_b3 = load <16 x float>, ptr %conv2.t34_b3, align 64
-  %t34_c0_3 = load <16 x float>, ptr %conv2.t34_c0_3, align 64
-  %771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0280, <16 x float> %t34_b3, <16 x float> %t34_c0_3)
-  store <16 x float> %771, ptr %conv2.t34_c0_3, align 64
-  %772 = add nsw i64 17888, %conv2.k35272
-  %params281 = getelementptr inbounds float, ptr %params, i64 %772
-  %773 = load float, ptr %params281, align 4
+  %arena214 = getelementptr inbounds float, ptr %arena, i64 %749
+  %750 = load <16 x float>, ptr %arena214, align 4
+  store <16 x float> %750, ptr %conv2.t51_b0, align 64
+  %751 = mul nsw i64 %conv2.k52213, 36864
+  %752 = add nsw i64 2564096, %751
+  %753 = mul nsw i64 %conv2.nb49211, 64
+  %754 = add nsw i64 %752, %753
+  %755 = add nsw i64 %754, 16
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %755
+  %756 = load <16 x float>, ptr %arena215, align 4
+  store <16 x float> %756, ptr %conv2.t51_b1, align 64
+  %757 = mul nsw i64 %conv2.k52213, 36864
+  %758 = add nsw i64 2564096, %757
+  %759 = mul nsw i64 %conv2.nb49211, 64
+  %760 = add nsw i64 %758, %759
+  %761 = add nsw i64 %760, 32
+  %arena216 = getelementptr inbounds float, ptr %arena, i64 %761
+  %762 = load <16 x float>, ptr %arena216, align 4
+  store <16 x float> %762, ptr %conv2.t51_b2, align 64
+  %763 = mul nsw i64 %conv2.k52213, 36864
+  %764 = add nsw i64 2564096, %763
+  %765 = mul nsw i64 %conv2.nb49211, 64
+  %766 = add nsw i64 %764, %765
+  %767 = add nsw i64 %766, 48
+  %arena217 = getelementptr inbounds float, ptr %arena, i64 %767
+  %768 = load <16 x float>, ptr %arena217, align 4
+  store <16 x float> %768, ptr %conv2.t51_b3, align 64
+  %769 = mul nsw i64 %conv2.mb50212, 6
+  %770 = mul nsw i64 %769, 288
+  %771 = add nsw i64 320, %770
+  %772 = add nsw i64 %771, %conv2.k52213
+  %params218 = getelementptr inbounds float, ptr %params, i64 %772
+  %773 = load float, ptr %params218, align 4
   %774 = insertelement <16 x float> undef, float %773, i32 0
   %775 = shufflevector <16 x float> %774, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %775, ptr %conv2.t34_a1, align 64
-  %t34_a1 = load <16 x float>, ptr %conv2.t34_a1, align 64
-  %t34_b0282 = load <16 x float>, ptr %conv2.t34_b0, align 64
-  %t34_c1_0 = load <16 x float>, ptr %conv2.t34_c1_0, align 64
-  %776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1, <16 x float> %t34_b0282, <16 x float> %t34_c1_0)
-  store <16 x float> %776, ptr %conv2.t34_c1_0, align 64
-  %t34_a1283 = load <16 x float>, ptr %conv2.t34_a1, align 64
-  %t34_b1284 = load <16 x float>, ptr %conv2.t34_b1, align 64
-  %t34_c1_1 = load <16 x float>, ptr %conv2.t34_c1_1, align 64
-  %777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1283, <16 x float> %t34_b1284, <16 x float> %t34_c1_1)
-  store <16 x float> %777, ptr %conv2.t34_c1_1, align 64
-  %t34_a1285 = load <16 x float>, ptr %conv2.t34_a1, align 64
-  %t34_b2286 = load <16 x float>, ptr %conv2.t34_b2, align 64
-  %t34_c1_2 = load <16 x float>, ptr %conv2.t34_c1_2, align 64
-  %778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1285, <16 x float> %t34_b2286, <16 x float> %t34_c1_2)
-  store <16 x float> %778, ptr %conv2.t34_c1_2, align 64
-  %t34_a1287 = load <16 x float>, ptr %conv2.t34_a1, align 64
-  %t34_b3288 = load <16 x float>, ptr %conv2.t34_b3, align 64
-  %t34_c1_3 = load <16 x float>, ptr %conv2.t34_c1_3, align 64
-  %779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1287, <16 x float> %t34_b3288, <16 x float> %t34_c1_3)
-  store <16 x float> %779, ptr %conv2.t34_c1_3, align 64
-  %780 = add nsw i64 18176, %conv2.k35272
-  %params289 = getelementptr inbounds float, ptr %params, i64 %780
-  %781 = load float, ptr %params289, align 4
-  %782 = insertelement <16 x float> undef, float %781, i32 0
-  %783 = shufflevector <16 x float> %782, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %783, ptr %conv2.t34_a2, align 64
-  %t34_a2 = load <16 x float>, ptr %conv2.t34_a2, align 64
-  %t34_b0290 = load <16 x float>, ptr %conv2.t34_b0, align 64
-  %t34_c2_0 = load <16 x float>, ptr %conv2.t34_c2_0, align 64
-  %784 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2, <16 x float> %t34_b0290, <16 x float> %t34_c2_0)
-  store <16 x float> %784, ptr %conv2.t34_c2_0, align 64
-  %t34_a2291 = load <16 x float>, ptr %conv2.t34_a2, align 64
-  %t34_b1292 = load <16 x float>, ptr %conv2.t34_b1, align 64
-  %t34_c2_1 = load <16 x float>, ptr %conv2.t34_c2_1, align 64
-  %785 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2291, <16 x float> %t34_b1292, <16 x float> %t34_c2_1)
-  store <16 x float> %785, ptr %conv2.t34_c2_1, align 64
-  %t34_a2293 = load <16 x float>, ptr %conv2.t34_a2, align 64
-  %t34_b2294 = load <16 x float>, ptr %conv2.t34_b2, align 64
-  %t34_c2_2 = load <16 x float>, ptr %conv2.t34_c2_2, align 64
-  %786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2293, <16 x float> %t34_b2294, <16 x float> %t34_c2_2)
-  store <16 x float> %786, ptr %conv2.t34_c2_2, align 64
-  %t34_a2295 = load <16 x float>, ptr %conv2.t34_a2, align 64
-  %t34_b3296 = load <16 x float>, ptr %conv2.t34_b3, align 64
-  %t34_c2_3 = load <16 x float>, ptr %conv2.t34_c2_3, align 64
-  %787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2295, <16 x float> %t34_b3296, <16 x float> %t34_c2_3)
-  store <16 x float> %787, ptr %conv2.t34_c2_3, align 64
-  %788 = add nsw i64 18464, %conv2.k35272
-  %params297 = getelementptr inbounds float, ptr %params, i64 %788
-  %789 = load float, ptr %params297, align 4
-  %790 = insertelement <16 x float> undef, float %789, i32 0
-  %791 = shufflevector <16 x float> %790, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %791, ptr %conv2.t34_a3, align 64
-  %t34_a3 = load <16 x float>, ptr %conv2.t34_a3, align 64
-  %t34_b0298 = load <16 x float>, ptr %conv2.t34_b0, align 64
-  %t34_c3_0 = load <16 x float>, ptr %conv2.t34_c3_0, align 64
-  %792 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3, <16 x float> %t34_b0298, <16 x float> %t34_c3_0)
-  store <16 x float> %792, ptr %conv2.t34_c3_0, align 64
-  %t34_a3299 = load <16 x float>, ptr %conv2.t34_a3, align 64
-  %t34_b1300 = load <16 x float>, ptr %conv2.t34_b1, align 64
-  %t34_c3_1 = load <16 x float>, ptr %conv2.t34_c3_1, align 64
-  %793 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3299, <16 x float> %t34_b1300, <16 x float> %t34_c3_1)
-  store <16 x float> %793, ptr %conv2.t34_c3_1, align 64
-  %t34_a3301 = load <16 x float>, ptr %conv2.t34_a3, align 64
-  %t34_b2302 = load <16 x float>, ptr %conv2.t34_b2, align 64
-  %t34_c3_2 = load <16 x float>, ptr %conv2.t34_c3_2, align 64
-  %794 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3301, <16 x float> %t34_b2302, <16 x float> %t34_c3_2)
-  store <16 x float> %794, ptr %conv2.t34_c3_2, align 64
-  %t34_a3303 = load <16 x float>, ptr %conv2.t34_a3, align 64
-  %t34_b3304 = load <16 x float>, ptr %conv2.t34_b3, align 64
-  %t34_c3_3 = load <16 x float>, ptr %conv2.t34_c3_3, align 64
-  %795 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3303, <16 x float> %t34_b3304, <16 x float> %t34_c3_3)
-  store <16 x float> %795, ptr %conv2.t34_c3_3, align 64
-  %k35.next = add nsw i64 %conv2.k35272, 1
-  %796 = icmp slt i64 %k35.next, 288
-  br i1 %796, label %conv2.k35, label %conv2.k35.end
+  store <16 x float> %775, ptr %conv2.t51_a0, align 64
+  %t51_a0 = load <16 x float>, ptr %conv2.t51_a0, align 64
+  %t51_b0 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c0_0 = load <16 x float>, ptr %conv2.t51_c0_0, align 64
+  %776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0, <16 x float> %t51_b0, <16 x float> %t51_c0_0)
+  store <16 x float> %776, ptr %conv2.t51_c0_0, align 64
+  %t51_a0219 = load <16 x float>, ptr %conv2.t51_a0, align 64
+  %t51_b1 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c0_1 = load <16 x float>, ptr %conv2.t51_c0_1, align 64
+  %777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0219, <16 x float> %t51_b1, <16 x float> %t51_c0_1)
+  store <16 x float> %777, ptr %conv2.t51_c0_1, align 64
+  %t51_a0220 = load <16 x float>, ptr %conv2.t51_a0, align 64
+  %t51_b2 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c0_2 = load <16 x float>, ptr %conv2.t51_c0_2, align 64
+  %778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0220, <16 x float> %t51_b2, <16 x float> %t51_c0_2)
+  store <16 x float> %778, ptr %conv2.t51_c0_2, align 64
+  %t51_a0221 = load <16 x float>, ptr %conv2.t51_a0, align 64
+  %t51_b3 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c0_3 = load <16 x float>, ptr %conv2.t51_c0_3, align 64
+  %779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0221, <16 x float> %t51_b3, <16 x float> %t51_c0_3)
+  store <16 x float> %779, ptr %conv2.t51_c0_3, align 64
+  %780 = mul nsw i64 %conv2.mb50212, 6
+  %781 = add nsw i64 %780, 1
+  %782 = mul nsw i64 %781, 288
+  %783 = add nsw i64 320, %782
+  %784 = add nsw i64 %783, %conv2.k52213
+  %params222 = getelementptr inbounds float, ptr %params, i64 %784
+  %785 = load float, ptr %params222, align 4
+  %786 = insertelement <16 x float> undef, float %785, i32 0
+  %787 = shufflevector <16 x float> %786, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %787, ptr %conv2.t51_a1, align 64
+  %t51_a1 = load <16 x float>, ptr %conv2.t51_a1, align 64
+  %t51_b0223 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c1_0 = load <16 x float>, ptr %conv2.t51_c1_0, align 64
+  %788 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1, <16 x float> %t51_b0223, <16 x float> %t51_c1_0)
+  store <16 x float> %788, ptr %conv2.t51_c1_0, align 64
+  %t51_a1224 = load <16 x float>, ptr %conv2.t51_a1, align 64
+  %t51_b1225 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c1_1 = load <16 x float>, ptr %conv2.t51_c1_1, align 64
+  %789 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1224, <16 x float> %t51_b1225, <16 x float> %t51_c1_1)
+  store <16 x float> %789, ptr %conv2.t51_c1_1, align 64
+  %t51_a1226 = load <16 x float>, ptr %conv2.t51_a1, align 64
+  %t51_b2227 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c1_2 = load <16 x float>, ptr %conv2.t51_c1_2, align 64
+  %790 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1226, <16 x float> %t51_b2227, <16 x float> %t51_c1_2)
+  store <16 x float> %790, ptr %conv2.t51_c1_2, align 64
+  %t51_a1228 = load <16 x float>, ptr %conv2.t51_a1, align 64
+  %t51_b3229 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c1_3 = load <16 x float>, ptr %conv2.t51_c1_3, align 64
+  %791 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1228, <16 x float> %t51_b3229, <16 x float> %t51_c1_3)
+  store <16 x float> %791, ptr %conv2.t51_c1_3, align 64
+  %792 = mul nsw i64 %conv2.mb50212, 6
+  %793 = add nsw i64 %792, 2
+  %794 = mul nsw i64 %793, 288
+  %795 = add nsw i64 320, %794
+  %796 = add nsw i64 %795, %conv2.k52213
+  %params230 = getelementptr inbounds float, ptr %params, i64 %796
+  %797 = load float, ptr %params230, align 4
+  %798 = insertelement <16 x float> undef, float %797, i32 0
+  %799 = shufflevector <16 x float> %798, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %799, ptr %conv2.t51_a2, align 64
+  %t51_a2 = load <16 x float>, ptr %conv2.t51_a2, align 64
+  %t51_b0231 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c2_0 = load <16 x float>, ptr %conv2.t51_c2_0, align 64
+  %800 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2, <16 x float> %t51_b0231, <16 x float> %t51_c2_0)
+  store <16 x float> %800, ptr %conv2.t51_c2_0, align 64
+  %t51_a2232 = load <16 x float>, ptr %conv2.t51_a2, align 64
+  %t51_b1233 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c2_1 = load <16 x float>, ptr %conv2.t51_c2_1, align 64
+  %801 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2232, <16 x float> %t51_b1233, <16 x float> %t51_c2_1)
+  store <16 x float> %801, ptr %conv2.t51_c2_1, align 64
+  %t51_a2234 = load <16 x float>, ptr %conv2.t51_a2, align 64
+  %t51_b2235 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c2_2 = load <16 x float>, ptr %conv2.t51_c2_2, align 64
+  %802 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2234, <16 x float> %t51_b2235, <16 x float> %t51_c2_2)
+  store <16 x float> %802, ptr %conv2.t51_c2_2, align 64
+  %t51_a2236 = load <16 x float>, ptr %conv2.t51_a2, align 64
+  %t51_b3237 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c2_3 = load <16 x float>, ptr %conv2.t51_c2_3, align 64
+  %803 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2236, <16 x float> %t51_b3237, <16 x float> %t51_c2_3)
+  store <16 x float> %803, ptr %conv2.t51_c2_3, align 64
+  %804 = mul nsw i64 %conv2.mb50212, 6
+  %805 = add nsw i64 %804, 3
+  %806 = mul nsw i64 %805, 288
+  %807 = add nsw i64 320, %806
+  %808 = add nsw i64 %807, %conv2.k52213
+  %params238 = getelementptr inbounds float, ptr %params, i64 %808
+  %809 = load float, ptr %params238, align 4
+  %810 = insertelement <16 x float> undef, float %809, i32 0
+  %811 = shufflevector <16 x float> %810, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %811, ptr %conv2.t51_a3, align 64
+  %t51_a3 = load <16 x float>, ptr %conv2.t51_a3, align 64
+  %t51_b0239 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c3_0 = load <16 x float>, ptr %conv2.t51_c3_0, align 64
+  %812 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3, <16 x float> %t51_b0239, <16 x float> %t51_c3_0)
+  store <16 x float> %812, ptr %conv2.t51_c3_0, align 64
+  %t51_a3240 = load <16 x float>, ptr %conv2.t51_a3, align 64
+  %t51_b1241 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c3_1 = load <16 x float>, ptr %conv2.t51_c3_1, align 64
+  %813 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3240, <16 x float> %t51_b1241, <16 x float> %t51_c3_1)
+  store <16 x float> %813, ptr %conv2.t51_c3_1, align 64
+  %t51_a3242 = load <16 x float>, ptr %conv2.t51_a3, align 64
+  %t51_b2243 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c3_2 = load <16 x float>, ptr %conv2.t51_c3_2, align 64
+  %814 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3242, <16 x float> %t51_b2243, <16 x float> %t51_c3_2)
+  store <16 x float> %814, ptr %conv2.t51_c3_2, align 64
+  %t51_a3244 = load <16 x float>, ptr %conv2.t51_a3, align 64
+  %t51_b3245 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c3_3 = load <16 x float>, ptr %conv2.t51_c3_3, align 64
+  %815 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3244, <16 x float> %t51_b3245, <16 x float> %t51_c3_3)
+  store <16 x float> %815, ptr %conv2.t51_c3_3, align 64
+  %816 = mul nsw i64 %conv2.mb50212, 6
+  %817 = add nsw i64 %816, 4
+  %818 = mul nsw i64 %817, 288
+  %819 = add nsw i64 320, %818
+  %820 = add nsw i64 %819, %conv2.k52213
+  %params246 = getelementptr inbounds float, ptr %params, i64 %820
+  %821 = load float, ptr %params246, align 4
+  %822 = insertelement <16 x float> undef, float %821, i32 0
+  %823 = shufflevector <16 x float> %822, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %823, ptr %conv2.t51_a4, align 64
+  %t51_a4 = load <16 x float>, ptr %conv2.t51_a4, align 64
+  %t51_b0247 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c4_0 = load <16 x float>, ptr %conv2.t51_c4_0, align 64
+  %824 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4, <16 x float> %t51_b0247, <16 x float> %t51_c4_0)
+  store <16 x float> %824, ptr %conv2.t51_c4_0, align 64
+  %t51_a4248 = load <16 x float>, ptr %conv2.t51_a4, align 64
+  %t51_b1249 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c4_1 = load <16 x float>, ptr %conv2.t51_c4_1, align 64
+  %825 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4248, <16 x float> %t51_b1249, <16 x float> %t51_c4_1)
+  store <16 x float> %825, ptr %conv2.t51_c4_1, align 64
+  %t51_a4250 = load <16 x float>, ptr %conv2.t51_a4, align 64
+  %t51_b2251 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c4_2 = load <16 x float>, ptr %conv2.t51_c4_2, align 64
+  %826 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4250, <16 x float> %t51_b2251, <16 x float> %t51_c4_2)
+  store <16 x float> %826, ptr %conv2.t51_c4_2, align 64
+  %t51_a4252 = load <16 x float>, ptr %conv2.t51_a4, align 64
+  %t51_b3253 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c4_3 = load <16 x float>, ptr %conv2.t51_c4_3, align 64
+  %827 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4252, <16 x float> %t51_b3253, <16 x float> %t51_c4_3)
+  store <16 x float> %827, ptr %conv2.t51_c4_3, align 64
+  %828 = mul nsw i64 %conv2.mb50212, 6
+  %829 = add nsw i64 %828, 5
+  %830 = mul nsw i64 %829, 288
+  %831 = add nsw i64 320, %830
+  %832 = add nsw i64 %831, %conv2.k52213
+  %params254 = getelementptr inbounds float, ptr %params, i64 %832
+  %833 = load float, ptr %params254, align 4
+  %834 = insertelement <16 x float> undef, float %833, i32 0
+  %835 = shufflevector <16 x float> %834, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %835, ptr %conv2.t51_a5, align 64
+  %t51_a5 = load <16 x float>, ptr %conv2.t51_a5, align 64
+  %t51_b0255 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c5_0 = load <16 x float>, ptr %conv2.t51_c5_0, align 64
+  %836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5, <16 x float> %t51_b0255, <16 x float> %t51_c5_0)
+  store <16 x float> %836, ptr %conv2.t51_c5_0, align 64
+  %t51_a5256 = load <16 x float>, ptr %conv2.t51_a5, align 64
+  %t51_b1257 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c5_1 = load <16 x float>, ptr %conv2.t51_c5_1, align 64
+  %837 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5256, <16 x float> %t51_b1257, <16 x float> %t51_c5_1)
+  store <16 x float> %837, ptr %conv2.t51_c5_1, align 64
+  %t51_a5258 = load <16 x float>, ptr %conv2.t51_a5, align 64
+  %t51_b2259 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c5_2 = load <16 x float>, ptr %conv2.t51_c5_2, align 64
+  %838 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5258, <16 x float> %t51_b2259, <16 x float> %t51_c5_2)
+  store <16 x float> %838, ptr %conv2.t51_c5_2, align 64
+  %t51_a5260 = load <16 x float>, ptr %conv2.t51_a5, align 64
+  %t51_b3261 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c5_3 = load <16 x float>, ptr %conv2.t51_c5_3, align 64
+  %839 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5260, <16 x float> %t51_b3261, <16 x float> %t51_c5_3)
+  store <16 x float> %839, ptr %conv2.t51_c5_3, align 64
+  %k52.next = add nsw i64 %conv2.k52213, 1
+  %840 = icmp slt i64 %k52.next, 288
+  br i1 %840, label %conv2.k52, label %conv2.k52.end
 
-conv2.k35.end:                                    ; preds = %conv2.k35
-  %t34_c0_0305 = load <16 x float>, ptr %conv2.t34_c0_0, align 64
-  %797 = mul nsw i64 %conv2.nb30173, 64
-  %798 = add nsw i64 15392768, %797
-  %arena306 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <16 x float> %t34_c0_0305, ptr %arena306, align 4
-  %t34_c0_1307 = load <16 x float>, ptr %conv2.t34_c0_1, align 64
-  %799 = mul nsw i64 %conv2.nb30173, 64
-  %800 = add nsw i64 15392768, %799
-  %801 = add nsw i64 %800, 16
-  %arena308 = getelementptr inbounds float, ptr %arena, i64 %801
-  store <16 x float> %t34_c0_1307, ptr %arena308, align 4
-  %t34_c0_2309 = load <16 x float>, ptr %conv2.t34_c0_2, align 64
-  %802 = mul nsw i64 %conv2.nb30173, 64
-  %803 = add nsw i64 15392768, %802
-  %804 = add nsw i64 %803, 32
-  %arena310 = getelementptr inbounds float, ptr %arena, i64 %804
-  store <16 x float> %t34_c0_2309, ptr %arena310, align 4
-  %t34_c0_3311 = load <16 x float>, ptr %conv2.t34_c0_3, align 64
-  %805 = mul nsw i64 %conv2.nb30173, 64
-  %806 = add nsw i64 15392768, %805
-  %807 = add nsw i64 %806, 48
-  %arena312 = getelementptr inbounds float, ptr %arena, i64 %807
-  store <16 x float> %t34_c0_3311, ptr %arena312, align 4
-  %t34_c1_0313 = load <16 x float>, ptr %conv2.t34_c1_0, align 64
-  %808 = mul nsw i64 %conv2.nb30173, 64
-  %809 = add nsw i64 15429632, %808
-  %arena314 = getelementptr inbounds float, ptr %arena, i64 %809
-  store <16 x float> %t34_c1_0313, ptr %arena314, align 4
-  %t34_c1_1315 = load <16 x float>, ptr %conv2.t34_c1_1, align 64
-  %810 = mul nsw i64 %conv2.nb30173, 64
-  %811 = add nsw i64 15429632, %810
-  %812 = add nsw i64 %811, 16
-  %arena316 = getelementptr inbounds float, ptr %arena, i64 %812
-  store <16 x float> %t34_c1_1315, ptr %arena316, align 4
-  %t34_c1_2317 = load <16 x float>, ptr %conv2.t34_c1_2, align 64
-  %813 = mul nsw i64 %conv2.nb30173, 64
-  %814 = add nsw i64 15429632, %813
-  %815 = add nsw i64 %814, 32
-  %arena318 = getelementptr inbounds float, ptr %arena, i64 %815
-  store <16 x float> %t34_c1_2317, ptr %arena318, align 4
-  %t34_c1_3319 = load <16 x float>, ptr %conv2.t34_c1_3, align 64
-  %816 = mul nsw i64 %conv2.nb30173, 64
-  %817 = add nsw i64 15429632, %816
-  %818 = add nsw i64 %817, 48
-  %arena320 = getelementptr inbounds float, ptr %arena, i64 %818
-  store <16 x float> %t34_c1_3319, ptr %arena320, align 4
-  %t34_c2_0321 = load <16 x float>, ptr %conv2.t34_c2_0, align 64
-  %819 = mul nsw i64 %conv2.nb30173, 64
-  %820 = add nsw i64 15466496, %819
-  %arena322 = getelementptr inbounds float, ptr %arena, i64 %820
-  store <16 x float> %t34_c2_0321, ptr %arena322, align 4
-  %t34_c2_1323 = load <16 x float>, ptr %conv2.t34_c2_1, align 64
-  %821 = mul nsw i64 %conv2.nb30173, 64
-  %822 = add nsw i64 15466496, %821
-  %823 = add nsw i64 %822, 16
-  %arena324 = getelementptr inbounds float, ptr %arena, i64 %823
-  store <16 x float> %t34_c2_1323, ptr %arena324, align 4
-  %t34_c2_2325 = load <16 x float>, ptr %conv2.t34_c2_2, align 64
-  %824 = mul nsw i64 %conv2.nb30173, 64
-  %825 = add nsw i64 15466496, %824
-  %826 = add nsw i64 %825, 32
-  %arena326 = getelementptr inbounds float, ptr %arena, i64 %826
-  store <16 x float> %t34_c2_2325, ptr %arena326, align 4
-  %t34_c2_3327 = load <16 x float>, ptr %conv2.t34_c2_3, align 64
-  %827 = mul nsw i64 %conv2.nb30173, 64
-  %828 = add nsw i64 15466496, %827
-  %829 = add nsw i64 %828, 48
-  %arena328 = getelementptr inbounds float, ptr %arena, i64 %829
-  store <16 x float> %t34_c2_3327, ptr %arena328, align 4
-  %t34_c3_0329 = load <16 x float>, ptr %conv2.t34_c3_0, align 64
-  %830 = mul nsw i64 %conv2.nb30173, 64
-  %831 = add nsw i64 15503360, %830
-  %arena330 = getelementptr inbounds float, ptr %arena, i64 %831
-  store <16 x float> %t34_c3_0329, ptr %arena330, align 4
-  %t34_c3_1331 = load <16 x float>, ptr %conv2.t34_c3_1, align 64
-  %832 = mul nsw i64 %conv2.nb30173, 64
-  %833 = add nsw i64 15503360, %832
-  %834 = add nsw i64 %833, 16
-  %arena332 = getelementptr inbounds float, ptr %arena, i64 %834
-  store <16 x float> %t34_c3_1331, ptr %arena332, align 4
-  %t34_c3_2333 = load <16 x float>, ptr %conv2.t34_c3_2, align 64
-  %835 = mul nsw i64 %conv2.nb30173, 64
-  %836 = add nsw i64 15503360, %835
-  %837 = add nsw i64 %836, 32
-  %arena334 = getelementptr inbounds float, ptr %arena, i64 %837
-  store <16 x float> %t34_c3_2333, ptr %arena334, align 4
-  %t34_c3_3335 = load <16 x float>, ptr %conv2.t34_c3_3, align 64
-  %838 = mul nsw i64 %conv2.nb30173, 64
-  %839 = add nsw i64 15503360, %838
-  %840 = add nsw i64 %839, 48
-  %arena336 = getelementptr inbounds float, ptr %arena, i64 %840
-  store <16 x float> %t34_c3_3335, ptr %arena336, align 4
-  %nb30.next = add nsw i64 %conv2.nb30173, 1
-  %841 = icmp slt i64 %nb30.next, 576
-  br i1 %841, label %conv2.nb30, label %conv2.nb30.end
-
-conv2.j36:                                        ; preds = %conv2.f37.end, %conv2.nb30.end
-  %conv2.j36337 = phi i64 [ 0, %conv2.nb30.end ], [ %j36.next, %conv2.f37.end ]
-  br label %conv2.f37
-
-conv2.j36.end:                                    ; preds = %conv2.f37.end
-  %g20.next = add nsw i64 %conv2.g20157, 1
-  %842 = icmp slt i64 %g20.next, 1
-  br i1 %842, label %conv2.g20, label %conv2.g20.end
-
-conv2.f37:                                        ; preds = %conv2.py38.end, %conv2.j36
-  %conv2.f37338 = phi i64 [ 0, %conv2.j36 ], [ %f37.next, %conv2.py38.end ]
-  br label %conv2.py38
-
-conv2.f37.end:                                    ; preds = %conv2.py38.end
-  %j36.next = add nsw i64 %conv2.j36337, 1
-  %843 = icmp slt i64 %j36.next, 64
-  br i1 %843, label %conv2.j36, label %conv2.j36.end
-
-conv2.py38:                                       ; preds = %conv2.px39.end, %conv2.f37
-  %conv2.py38339 = phi i64 [ 0, %conv2.f37 ], [ %py38.next, %conv2.px39.end ]
-  br label %conv2.px39
-
-conv2.py38.end:                                   ; preds = %conv2.px39.end
-  %f37.next = add nsw i64 %conv2.f37338, 1
-  %844 = icmp slt i64 %f37.next, 64
-  br i1 %844, label %conv2.f37, label %conv2.f37.end
-
-conv2.px39:                                       ; preds = %conv2.px39, %conv2.py38
-  %conv2.px39340 = phi i64 [ 0, %conv2.py38 ], [ %px39.next, %conv2.px39 ]
-  %845 = mul nsw i64 %conv2.f37338, 36864
-  %846 = add nsw i64 13180928, %845
-  %847 = mul nsw i64 %conv2.j36337, 576
-  %848 = add nsw i64 %846, %847
-  %849 = mul nsw i64 %conv2.py38339, 48
-  %850 = mul nsw i64 %conv2.px39340, 2
-  %851 = add nsw i64 %849, %850
-  %852 = add nsw i64 %848, %851
-  %arena341 = getelementptr inbounds float, ptr %arena, i64 %852
-  %853 = load float, ptr %arena341, align 4
-  %854 = add nsw i64 18752, %conv2.f37338
-  %params342 = getelementptr inbounds float, ptr %params, i64 %854
-  %855 = load float, ptr %params342, align 4
-  %856 = fadd float %853, %855
-  store float %856, ptr %conv2.best40, align 4
-  %857 = mul nsw i64 %conv2.py38339, 48
-  %858 = mul nsw i64 %conv2.px39340, 2
-  %859 = add nsw i64 %857, %858
-  %860 = sitofp i64 %859 to float
-  store float %860, ptr %conv2.bi41, align 4
-  %861 = mul nsw i64 %conv2.f37338, 36864
-  %862 = add nsw i64 13180928, %861
-  %863 = mul nsw i64 %conv2.j36337, 576
-  %864 = add nsw i64 %862, %863
-  %865 = mul nsw i64 %conv2.py38339, 48
-  %866 = mul nsw i64 %conv2.px39340, 2
-  %867 = add nsw i64 %865, %866
-  %868 = add nsw i64 %864, %867
-  %arena343 = getelementptr inbounds float, ptr %arena, i64 %868
-  %869 = load float, ptr %arena343, align 4
-  %870 = add nsw i64 18752, %conv2.f37338
-  %params344 = getelementptr inbounds float, ptr %params, i64 %870
-  %871 = load float, ptr %params344, align 4
-  %872 = fadd float %869, %871
-  %best40 = load float, ptr %conv2.best40, align 4
-  %873 = fcmp ogt float %872, %best40
-  %874 = mul nsw i64 %conv2.py38339, 48
-  %875 = mul nsw i64 %conv2.px39340, 2
-  %876 = add nsw i64 %874, %875
-  %877 = sitofp i64 %876 to float
-  %bi41 = load float, ptr %conv2.bi41, align 4
-  %878 = select i1 %873, float %877, float %bi41
-  store float %878, ptr %conv2.bi41, align 4
-  %879 = mul nsw i64 %conv2.f37338, 36864
+conv2.k52.end:                                    ; preds = %conv2.k52
+  %t51_c0_0262 = load <16 x float>, ptr %conv2.t51_c0_0, align 64
+  %841 = mul nsw i64 %conv2.mb50212, 6
+  %842 = mul nsw i64 %841, 36864
+  %843 = add nsw i64 13180928, %842
+  %844 = mul nsw i64 %conv2.nb49211, 64
+  %845 = add nsw i64 %843, %844
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %845
+  store <16 x float> %t51_c0_0262, ptr %arena263, align 4
+  %t51_c0_1264 = load <16 x float>, ptr %conv2.t51_c0_1, align 64
+  %846 = mul nsw i64 %conv2.mb50212, 6
+  %847 = mul nsw i64 %846, 36864
+  %848 = add nsw i64 13180928, %847
+  %849 = mul nsw i64 %conv2.nb49211, 64
+  %850 = add nsw i64 %848, %849
+  %851 = add nsw i64 %850, 16
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %851
+  store <16 x float> %t51_c0_1264, ptr %arena265, align 4
+  %t51_c0_2266 = load <16 x float>, ptr %conv2.t51_c0_2, align 64
+  %852 = mul nsw i64 %conv2.mb50212, 6
+  %853 = mul nsw i64 %852, 36864
+  %854 = add nsw i64 13180928, %853
+  %855 = mul nsw i64 %conv2.nb49211, 64
+  %856 = add nsw i64 %854, %855
+  %857 = add nsw i64 %856, 32
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %857
+  store <16 x float> %t51_c0_2266, ptr %arena267, align 4
+  %t51_c0_3268 = load <16 x float>, ptr %conv2.t51_c0_3, align 64
+  %858 = mul nsw i64 %conv2.mb50212, 6
+  %859 = mul nsw i64 %858, 36864
+  %860 = add nsw i64 13180928, %859
+  %861 = mul nsw i64 %conv2.nb49211, 64
+  %862 = add nsw i64 %860, %861
+  %863 = add nsw i64 %862, 48
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %863
+  store <16 x float> %t51_c0_3268, ptr %arena269, align 4
+  %t51_c1_0270 = load <16 x float>, ptr %conv2.t51_c1_0, align 64
+  %864 = mul nsw i64 %conv2.mb50212, 6
+  %865 = add nsw i64 %864, 1
+  %866 = mul nsw i64 %865, 36864
+  %867 = add nsw i64 13180928, %866
+  %868 = mul nsw i64 %conv2.nb49211, 64
+  %869 = add nsw i64 %867, %868
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %869
+  store <16 x float> %t51_c1_0270, ptr %arena271, align 4
+  %t51_c1_1272 = load <16 x float>, ptr %conv2.t51_c1_1, align 64
+  %870 = mul nsw i64 %conv2.mb50212, 6
+  %871 = add nsw i64 %870, 1
+  %872 = mul nsw i64 %871, 36864
+  %873 = add nsw i64 13180928, %872
+  %874 = mul nsw i64 %conv2.nb49211, 64
+  %875 = add nsw i64 %873, %874
+  %876 = add nsw i64 %875, 16
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %876
+  store <16 x float> %t51_c1_1272, ptr %arena273, align 4
+  %t51_c1_2274 = load <16 x float>, ptr %conv2.t51_c1_2, align 64
+  %877 = mul nsw i64 %conv2.mb50212, 6
+  %878 = add nsw i64 %877, 1
+  %879 = mul nsw i64 %878, 36864
   %880 = add nsw i64 13180928, %879
-  %881 = mul nsw i64 %conv2.j36337, 576
+  %881 = mul nsw i64 %conv2.nb49211, 64
   %882 = add nsw i64 %880, %881
-  %883 = mul nsw i64 %conv2.py38339, 48
-  %884 = mul nsw i64 %conv2.px39340, 2
-  %885 = add nsw i64 %883, %884
-  %886 = add nsw i64 %882, %885
-  %arena345 = getelementptr inbounds float, ptr %arena, i64 %886
-  %887 = load float, ptr %arena345, align 4
-  %888 = add nsw i64 18752, %conv2.f37338
-  %params346 = getelementptr inbounds float, ptr %params, i64 %888
-  %889 = load float, ptr %params346, align 4
-  %890 = fadd float %887, %889
-  %best40347 = load float, ptr %conv2.best40, align 4
-  %891 = fcmp ogt float %890, %best40347
-  %892 = mul nsw i64 %conv2.f37338, 36864
-  %893 = add nsw i64 13180928, %892
-  %894 = mul nsw i64 %conv2.j36337, 576
-  %895 = add nsw i64 %893, %894
-  %896 = mul nsw i64 %conv2.py38339, 48
-  %897 = mul nsw i64 %conv2.px39340, 2
-  %898 = add nsw i64 %896, %897
-  %899 = add nsw i64 %895, %898
-  %arena348 = getelementptr inbounds float, ptr %arena, i64 %899
-  %900 = load float, ptr %arena348, align 4
-  %901 = add nsw i64 18752, %conv2.f37338
-  %params349 = getelementptr inbounds float, ptr %params, i64 %901
-  %902 = load float, ptr %params349, align 4
-  %903 = fadd float %900, %902
-  %best40350 = load float, ptr %conv2.best40, align 4
-  %904 = select i1 %891, float %903, float %best40350
-  store float %904, ptr %conv2.best40, align 4
-  %905 = mul nsw i64 %conv2.f37338, 36864
-  %906 = add nsw i64 13180928, %905
-  %907 = mul nsw i64 %conv2.j36337, 576
-  %908 = add nsw i64 %906, %907
-  %909 = mul nsw i64 %conv2.py38339, 48
-  %910 = mul nsw i64 %conv2.px39340, 2
-  %911 = add nsw i64 %909, %910
-  %912 = add nsw i64 %911, 1
-  %913 = add nsw i64 %908, %912
-  %arena351 = getelementptr inbounds float, ptr %arena, i64 %913
-  %914 = load float, ptr %arena351, align 4
-  %915 = add nsw i64 18752, %conv2.f37338
-  %params352 = getelementptr inbounds float, ptr %params, i64 %915
-  %916 = load float, ptr %params352, align 4
-  %917 = fadd float %914, %916
-  %best40353 = load float, ptr %conv2.best40, align 4
-  %918 = fcmp ogt float %917, %best40353
-  %919 = mul nsw i64 %conv2.py38339, 48
-  %920 = mul nsw i64 %conv2.px39340, 2
-  %921 = add nsw i64 %919, %920
-  %922 = add nsw i64 %921, 1
-  %923 = sitofp i64 %922 to float
-  %bi41354 = load float, ptr %conv2.bi41, align 4
-  %924 = select i1 %918, float %923, float %bi41354
-  store float %924, ptr %conv2.bi41, align 4
-  %925 = mul nsw i64 %conv2.f37338, 36864
-  %926 = add nsw i64 13180928, %925
-  %927 = mul nsw i64 %conv2.j36337, 576
-  %928 = add nsw i64 %926, %927
-  %929 = mul nsw i64 %conv2.py38339, 48
-  %930 = mul nsw i64 %conv2.px39340, 2
-  %931 = add nsw i64 %929, %930
-  %932 = add nsw i64 %931, 1
-  %933 = add nsw i64 %928, %932
-  %arena355 = getelementptr inbounds float, ptr %arena, i64 %933
-  %934 = load float, ptr %arena355, align 4
-  %935 = add nsw i64 18752, %conv2.f37338
-  %params356 = getelementptr inbounds float, ptr %params, i64 %935
-  %936 = load float, ptr %params356, align 4
-  %937 = fadd float %934, %936
-  %best40357 = load float, ptr %conv2.best40, align 4
-  %938 = fcmp ogt float %937, %best40357
-  %939 = mul nsw i64 %conv2.f37338, 36864
-  %940 = add nsw i64 13180928, %939
-  %941 = mul nsw i64 %conv2.j36337, 576
-  %942 = add nsw i64 %940, %941
-  %943 = mul nsw i64 %conv2.py38339, 48
-  %944 = mul nsw i64 %conv2.px39340, 2
-  %945 = add nsw i64 %943, %944
-  %946 = add nsw i64 %945, 1
-  %947 = add nsw i64 %942, %946
-  %arena358 = getelementptr inbounds float, ptr %arena, i64 %947
-  %948 = load float, ptr %arena358, align 4
-  %949 = add nsw i64 18752, %conv2.f37338
-  %params359 = getelementptr inbounds float, ptr %params, i64 %949
-  %950 = load float, ptr %params359, align 4
-  %951 = fadd float %948, %950
-  %best40360 = load float, ptr %conv2.best40, align 4
-  %952 = select i1 %938, float %951, float %best40360
-  store float %952, ptr %conv2.best40, align 4
-  %953 = mul nsw i64 %conv2.f37338, 36864
+  %883 = add nsw i64 %882, 32
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %883
+  store <16 x float> %t51_c1_2274, ptr %arena275, align 4
+  %t51_c1_3276 = load <16 x float>, ptr %conv2.t51_c1_3, align 64
+  %884 = mul nsw i64 %conv2.mb50212, 6
+  %885 = add nsw i64 %884, 1
+  %886 = mul nsw i64 %885, 36864
+  %887 = add nsw i64 13180928, %886
+  %888 = mul nsw i64 %conv2.nb49211, 64
+  %889 = add nsw i64 %887, %888
+  %890 = add nsw i64 %889, 48
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %890
+  store <16 x float> %t51_c1_3276, ptr %arena277, align 4
+  %t51_c2_0278 = load <16 x float>, ptr %conv2.t51_c2_0, align 64
+  %891 = mul nsw i64 %conv2.mb50212, 6
+  %892 = add nsw i64 %891, 2
+  %893 = mul nsw i64 %892, 36864
+  %894 = add nsw i64 13180928, %893
+  %895 = mul nsw i64 %conv2.nb49211, 64
+  %896 = add nsw i64 %894, %895
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %896
+  store <16 x float> %t51_c2_0278, ptr %arena279, align 4
+  %t51_c2_1280 = load <16 x float>, ptr %conv2.t51_c2_1, align 64
+  %897 = mul nsw i64 %conv2.mb50212, 6
+  %898 = add nsw i64 %897, 2
+  %899 = mul nsw i64 %898, 36864
+  %900 = add nsw i64 13180928, %899
+  %901 = mul nsw i64 %conv2.nb49211, 64
+  %902 = add nsw i64 %900, %901
+  %903 = add nsw i64 %902, 16
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %903
+  store <16 x float> %t51_c2_1280, ptr %arena281, align 4
+  %t51_c2_2282 = load <16 x float>, ptr %conv2.t51_c2_2, align 64
+  %904 = mul nsw i64 %conv2.mb50212, 6
+  %905 = add nsw i64 %904, 2
+  %906 = mul nsw i64 %905, 36864
+  %907 = add nsw i64 13180928, %906
+  %908 = mul nsw i64 %conv2.nb49211, 64
+  %909 = add nsw i64 %907, %908
+  %910 = add nsw i64 %909, 32
+  %arena283 = getelementptr inbounds float, ptr %arena, i64 %910
+  store <16 x float> %t51_c2_2282, ptr %arena283, align 4
+  %t51_c2_3284 = load <16 x float>, ptr %conv2.t51_c2_3, align 64
+  %911 = mul nsw i64 %conv2.mb50212, 6
+  %912 = add nsw i64 %911, 2
+  %913 = mul nsw i64 %912, 36864
+  %914 = add nsw i64 13180928, %913
+  %915 = mul nsw i64 %conv2.nb49211, 64
+  %916 = add nsw i64 %914, %915
+  %917 = add nsw i64 %916, 48
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 %917
+  store <16 x float> %t51_c2_3284, ptr %arena285, align 4
+  %t51_c3_0286 = load <16 x float>, ptr %conv2.t51_c3_0, align 64
+  %918 = mul nsw i64 %conv2.mb50212, 6
+  %919 = add nsw i64 %918, 3
+  %920 = mul nsw i64 %919, 36864
+  %921 = add nsw i64 13180928, %920
+  %922 = mul nsw i64 %conv2.nb49211, 64
+  %923 = add nsw i64 %921, %922
+  %arena287 = getelementptr inbounds float, ptr %arena, i64 %923
+  store <16 x float> %t51_c3_0286, ptr %arena287, align 4
+  %t51_c3_1288 = load <16 x float>, ptr %conv2.t51_c3_1, align 64
+  %924 = mul nsw i64 %conv2.mb50212, 6
+  %925 = add nsw i64 %924, 3
+  %926 = mul nsw i64 %925, 36864
+  %927 = add nsw i64 13180928, %926
+  %928 = mul nsw i64 %conv2.nb49211, 64
+  %929 = add nsw i64 %927, %928
+  %930 = add nsw i64 %929, 16
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 %930
+  store <16 x float> %t51_c3_1288, ptr %arena289, align 4
+  %t51_c3_2290 = load <16 x float>, ptr %conv2.t51_c3_2, align 64
+  %931 = mul nsw i64 %conv2.mb50212, 6
+  %932 = add nsw i64 %931, 3
+  %933 = mul nsw i64 %932, 36864
+  %934 = add nsw i64 13180928, %933
+  %935 = mul nsw i64 %conv2.nb49211, 64
+  %936 = add nsw i64 %934, %935
+  %937 = add nsw i64 %936, 32
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 %937
+  store <16 x float> %t51_c3_2290, ptr %arena291, align 4
+  %t51_c3_3292 = load <16 x float>, ptr %conv2.t51_c3_3, align 64
+  %938 = mul nsw i64 %conv2.mb50212, 6
+  %939 = add nsw i64 %938, 3
+  %940 = mul nsw i64 %939, 36864
+  %941 = add nsw i64 13180928, %940
+  %942 = mul nsw i64 %conv2.nb49211, 64
+  %943 = add nsw i64 %941, %942
+  %944 = add nsw i64 %943, 48
+  %arena293 = getelementptr inbounds float, ptr %arena, i64 %944
+  store <16 x float> %t51_c3_3292, ptr %arena293, align 4
+  %t51_c4_0294 = load <16 x float>, ptr %conv2.t51_c4_0, align 64
+  %945 = mul nsw i64 %conv2.mb50212, 6
+  %946 = add nsw i64 %945, 4
+  %947 = mul nsw i64 %946, 36864
+  %948 = add nsw i64 13180928, %947
+  %949 = mul nsw i64 %conv2.nb49211, 64
+  %950 = add nsw i64 %948, %949
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %950
+  store <16 x float> %t51_c4_0294, ptr %arena295, align 4
+  %t51_c4_1296 = load <16 x float>, ptr %conv2.t51_c4_1, align 64
+  %951 = mul nsw i64 %conv2.mb50212, 6
+  %952 = add nsw i64 %951, 4
+  %953 = mul nsw i64 %952, 36864
   %954 = add nsw i64 13180928, %953
-  %955 = mul nsw i64 %conv2.j36337, 576
+  %955 = mul nsw i64 %conv2.nb49211, 64
   %956 = add nsw i64 %954, %955
-  %957 = mul nsw i64 %conv2.py38339, 48
-  %958 = mul nsw i64 %conv2.px39340, 2
-  %959 = add nsw i64 %957, %958
-  %960 = add nsw i64 %959, 24
-  %961 = add nsw i64 %956, %960
-  %arena361 = getelementptr inbounds float, ptr %arena, i64 %961
-  %962 = load float, ptr %arena361, align 4
-  %963 = add nsw i64 18752, %conv2.f37338
-  %params362 = getelementptr inbounds float, ptr %params, i64 %963
-  %964 = load float, ptr %params362, align 4
-  %965 = fadd float %962, %964
-  %best40363 = load float, ptr %conv2.best40, align 4
-  %966 = fcmp ogt float %965, %best40363
-  %967 = mul nsw i64 %conv2.py38339, 48
-  %968 = mul nsw i64 %conv2.px39340, 2
-  %969 = add nsw i64 %967, %968
-  %970 = add nsw i64 %969, 24
-  %971 = sitofp i64 %970 to float
-  %bi41364 = load float, ptr %conv2.bi41, align 4
-  %972 = select i1 %966, float %971, float %bi41364
-  store float %972, ptr %conv2.bi41, align 4
-  %973 = mul nsw i64 %conv2.f37338, 36864
-  %974 = add nsw i64 13180928, %973
-  %975 = mul nsw i64 %conv2.j36337, 576
-  %976 = add nsw i64 %974, %975
-  %977 = mul nsw i64 %conv2.py38339, 48
-  %978 = mul nsw i64 %conv2.px39340, 2
-  %979 = add nsw i64 %977, %978
-  %980 = add nsw i64 %979, 24
-  %981 = add nsw i64 %976, %980
-  %arena365 = getelementptr inbounds float, ptr %arena, i64 %981
-  %982 = load float, ptr %arena365, align 4
-  %983 = add nsw i64 18752, %conv2.f37338
-  %params366 = getelementptr inbounds float, ptr %params, i64 %983
-  %984 = load float, ptr %params366, align 4
-  %985 = fadd float %982, %984
-  %best40367 = load float, ptr %conv2.best40, align 4
-  %986 = fcmp ogt float %985, %best40367
-  %987 = mul nsw i64 %conv2.f37338, 36864
+  %957 = add nsw i64 %956, 16
+  %arena297 = getelementptr inbounds float, ptr %arena, i64 %957
+  store <16 x float> %t51_c4_1296, ptr %arena297, align 4
+  %t51_c4_2298 = load <16 x float>, ptr %conv2.t51_c4_2, align 64
+  %958 = mul nsw i64 %conv2.mb50212, 6
+  %959 = add nsw i64 %958, 4
+  %960 = mul nsw i64 %959, 36864
+  %961 = add nsw i64 13180928, %960
+  %962 = mul nsw i64 %conv2.nb49211, 64
+  %963 = add nsw i64 %961, %962
+  %964 = add nsw i64 %963, 32
+  %arena299 = getelementptr inbounds float, ptr %arena, i64 %964
+  store <16 x float> %t51_c4_2298, ptr %arena299, align 4
+  %t51_c4_3300 = load <16 x float>, ptr %conv2.t51_c4_3, align 64
+  %965 = mul nsw i64 %conv2.mb50212, 6
+  %966 = add nsw i64 %965, 4
+  %967 = mul nsw i64 %966, 36864
+  %968 = add nsw i64 13180928, %967
+  %969 = mul nsw i64 %conv2.nb49211, 64
+  %970 = add nsw i64 %968, %969
+  %971 = add nsw i64 %970, 48
+  %arena301 = getelementptr inbounds float, ptr %arena, i64 %971
+  store <16 x float> %t51_c4_3300, ptr %arena301, align 4
+  %t51_c5_0302 = load <16 x float>, ptr %conv2.t51_c5_0, align 64
+  %972 = mul nsw i64 %conv2.mb50212, 6
+  %973 = add nsw i64 %972, 5
+  %974 = mul nsw i64 %973, 36864
+  %975 = add nsw i64 13180928, %974
+  %976 = mul nsw i64 %conv2.nb49211, 64
+  %977 = add nsw i64 %975, %976
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %977
+  store <16 x float> %t51_c5_0302, ptr %arena303, align 4
+  %t51_c5_1304 = load <16 x float>, ptr %conv2.t51_c5_1, align 64
+  %978 = mul nsw i64 %conv2.mb50212, 6
+  %979 = add nsw i64 %978, 5
+  %980 = mul nsw i64 %979, 36864
+  %981 = add nsw i64 13180928, %980
+  %982 = mul nsw i64 %conv2.nb49211, 64
+  %983 = add nsw i64 %981, %982
+  %984 = add nsw i64 %983, 16
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %984
+  store <16 x float> %t51_c5_1304, ptr %arena305, align 4
+  %t51_c5_2306 = load <16 x float>, ptr %conv2.t51_c5_2, align 64
+  %985 = mul nsw i64 %conv2.mb50212, 6
+  %986 = add nsw i64 %985, 5
+  %987 = mul nsw i64 %986, 36864
   %988 = add nsw i64 13180928, %987
-  %989 = mul nsw i64 %conv2.j36337, 576
+  %989 = mul nsw i64 %conv2.nb49211, 64
   %990 = add nsw i64 %988, %989
-  %991 = mul nsw i64 %conv2.py38339, 48
-  %992 = mul nsw i64 %conv2.px39340, 2
-  %993 = add nsw i64 %991, %992
-  %994 = add nsw i64 %993, 24
-  %995 = add nsw i64 %990, %994
-  %arena368 = getelementptr inbounds float, ptr %arena, i64 %995
-  %996 = load float, ptr %arena368, align 4
-  %997 = add nsw i64 18752, %conv2.f37338
-  %params369 = getelementptr inbounds float, ptr %params, i64 %997
-  %998 = load float, ptr %params369, align 4
-  %999 = fadd float %996, %998
-  %best40370 = load float, ptr %conv2.best40, align 4
-  %1000 = select i1 %986, float %999, float %best40370
-  store float %1000, ptr %conv2.best40, align 4
-  %1001 = mul nsw i64 %conv2.f37338, 36864
-  %1002 = add nsw i64 13180928, %1001
-  %1003 = mul nsw i64 %conv2.j36337, 576
-  %1004 = add nsw i64 %1002, %1003
-  %1005 = mul nsw i64 %conv2.py38339, 48
-  %1006 = mul nsw i64 %conv2.px39340, 2
-  %1007 = add nsw i64 %1005, %1006
-  %1008 = add nsw i64 %1007, 24
-  %1009 = add nsw i64 %1008, 1
-  %1010 = add nsw i64 %1004, %1009
-  %arena371 = getelementptr inbounds float, ptr %arena, i64 %1010
-  %1011 = load float, ptr %arena371, align 4
-  %1012 = add nsw i64 18752, %conv2.f37338
-  %params372 = getelementptr inbounds float, ptr %params, i64 %1012
-  %1013 = load float, ptr %params372, align 4
-  %1014 = fadd float %1011, %1013
-  %best40373 = load float, ptr %conv2.best40, align 4
-  %1015 = fcmp ogt float %1014, %best40373
-  %1016 = mul nsw i64 %conv2.py38339, 48
-  %1017 = mul nsw i64 %conv2.px39340, 2
-  %1018 = add nsw i64 %1016, %1017
-  %1019 = add nsw i64 %1018, 24
-  %1020 = add nsw i64 %1019, 1
-  %1021 = sitofp i64 %1020 to float
-  %bi41374 = load float, ptr %conv2.bi41, align 4
-  %1022 = select i1 %1015, float %1021, float %bi41374
-  store float %1022, ptr %conv2.bi41, align 4
-  %1023 = mul nsw i64 %conv2.f37338, 36864
-  %1024 = add nsw i64 13180928, %1023
-  %1025 = mul nsw i64 %conv2.j36337, 576
-  %1026 = add nsw i64 %1024, %1025
-  %1027 = mul nsw i64 %conv2.py38339, 48
-  %1028 = mul nsw i64 %conv2.px39340, 2
-  %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, 24
-  %1031 = add nsw i64 %1030, 1
-  %1032 = add nsw i64 %1026, %1031
-  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1032
-  %1033 = load float, ptr %arena375, align 4
-  %1034 = add nsw i64 18752, %conv2.f37338
-  %params376 = getelementptr inbounds float, ptr %params, i64 %1034
-  %1035 = load float, ptr %params376, align 4
-  %1036 = fadd float %1033, %1035
-  %best40377 = load float, ptr %conv2.best40, align 4
-  %1037 = fcmp ogt float %1036, %best40377
-  %1038 = mul nsw i64 %conv2.f37338, 36864
-  %1039 = add nsw i64 13180928, %1038
-  %1040 = mul nsw i64 %conv2.j36337, 576
-  %1041 = add nsw i64 %1039, %1040
-  %1042 = mul nsw i64 %conv2.py38339, 48
-  %1043 = mul nsw i64 %conv2.px39340, 2
-  %1044 = add nsw i64 %1042, %1043
-  %1045 = add nsw i64 %1044, 24
-  %1046 = add nsw i64 %1045, 1
-  %1047 = add nsw i64 %1041, %1046
-  %arena378 = getelementptr inbounds float, ptr %arena, i64 %1047
-  %1048 = load float, ptr %arena378, align 4
-  %1049 = add nsw i64 18752, %conv2.f37338
-  %params379 = getelementptr inbounds float, ptr %params, i64 %1049
-  %1050 = load float, ptr %params379, align 4
-  %1051 = fadd float %1048, %1050
-  %best40380 = load float, ptr %conv2.best40, align 4
-  %1052 = select i1 %1037, float %1051, float %best40380
-  store float %1052, ptr %conv2.best40, align 4
-  %best40381 = load float, ptr %conv2.best40, align 4
-  %1053 = fcmp ogt float %best40381, 0.000000e+00
-  %best40382 = load float, ptr %conv2.best40, align 4
-  %1054 = select i1 %1053, float %best40382, float 0.000000e+00
-  %1055 = mul nsw i64 %conv2.g20157, 64
-  %1056 = add nsw i64 %1055, %conv2.j36337
-  %1057 = mul nsw i64 %1056, 9216
-  %1058 = mul nsw i64 %conv2.f37338, 144
-  %1059 = add nsw i64 %1057, %1058
-  %1060 = mul nsw i64 %conv2.py38339, 12
-  %1061 = add nsw i64 %1059, %1060
-  %1062 = add nsw i64 %1061, %conv2.px39340
-  %1063 = add nsw i64 1384448, %1062
-  %arena383 = getelementptr inbounds float, ptr %arena, i64 %1063
-  store float %1054, ptr %arena383, align 4
-  %bi41384 = load float, ptr %conv2.bi41, align 4
-  %1064 = mul nsw i64 %conv2.g20157, 64
-  %1065 = add nsw i64 %1064, %conv2.j36337
-  %1066 = mul nsw i64 %1065, 9216
-  %1067 = mul nsw i64 %conv2.f37338, 144
-  %1068 = add nsw i64 %1066, %1067
-  %1069 = mul nsw i64 %conv2.py38339, 12
-  %1070 = add nsw i64 %1068, %1069
-  %1071 = add nsw i64 %1070, %conv2.px39340
-  %1072 = add nsw i64 1974272, %1071
-  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1072
-  store float %bi41384, ptr %arena385, align 4
-  %px39.next = add nsw i64 %conv2.px39340, 1
-  %1073 = icmp slt i64 %px39.next, 12
-  br i1 %1073, label %conv2.px39, label %conv2.px39.end
+  %991 = add nsw i64 %990, 32
+  %arena307 = getelementptr inbounds float, ptr %arena, i64 %991
+  store <16 x float> %t51_c5_2306, ptr %arena307, align 4
+  %t51_c5_3308 = load <16 x float>, ptr %conv2.t51_c5_3, align 64
+  %992 = mul nsw i64 %conv2.mb50212, 6
+  %993 = add nsw i64 %992, 5
+  %994 = mul nsw i64 %993, 36864
+  %995 = add nsw i64 13180928, %994
+  %996 = mul nsw i64 %conv2.nb49211, 64
+  %997 = add nsw i64 %995, %996
+  %998 = add nsw i64 %997, 48
+  %arena309 = getelementptr inbounds float, ptr %arena, i64 %998
+  store <16 x float> %t51_c5_3308, ptr %arena309, align 4
+  %mb50.next = add nsw i64 %conv2.mb50212, 1
+  %999 = icmp slt i64 %mb50.next, 10
+  br i1 %999, label %conv2.mb50, label %conv2.mb50.end
 
-conv2.px39.end:                                   ; preds = %conv2.px39
-  %py38.next = add nsw i64 %conv2.py38339, 1
-  %1074 = icmp slt i64 %py38.next, 12
-  br i1 %1074, label %conv2.py38, label %conv2.py38.end
+conv2.k54:                                        ; preds = %conv2.k54, %conv2.mb50.end
+  %conv2.k54310 = phi i64 [ 0, %conv2.mb50.end ], [ %k54.next, %conv2.k54 ]
+  %1000 = mul nsw i64 %conv2.k54310, 36864
+  %1001 = add nsw i64 2564096, %1000
+  %1002 = mul nsw i64 %conv2.nb49211, 64
+  %1003 = add nsw i64 %1001, %1002
+  %arena311 = getelementptr inbounds float, ptr %arena, i64 %1003
+  %1004 = load <16 x float>, ptr %arena311, align 4
+  store <16 x float> %1004, ptr %conv2.t53_b0, align 64
+  %1005 = mul nsw i64 %conv2.k54310, 36864
+  %1006 = add nsw i64 2564096, %1005
+  %1007 = mul nsw i64 %conv2.nb49211, 64
+  %1008 = add nsw i64 %1006, %1007
+  %1009 = add nsw i64 %1008, 16
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %1009
+  %1010 = load <16 x float>, ptr %arena312, align 4
+  store <16 x float> %1010, ptr %conv2.t53_b1, align 64
+  %1011 = mul nsw i64 %conv2.k54310, 36864
+  %1012 = add nsw i64 2564096, %1011
+  %1013 = mul nsw i64 %conv2.nb49211, 64
+  %1014 = add nsw i64 %1012, %1013
+  %1015 = add nsw i64 %1014, 32
+  %arena313 = getelementptr inbounds float, ptr %arena, i64 %1015
+  %1016 = load <16 x float>, ptr %arena313, align 4
+  store <16 x float> %1016, ptr %conv2.t53_b2, align 64
+  %1017 = mul nsw i64 %conv2.k54310, 36864
+  %1018 = add nsw i64 2564096, %1017
+  %1019 = mul nsw i64 %conv2.nb49211, 64
+  %1020 = add nsw i64 %1018, %1019
+  %1021 = add nsw i64 %1020, 48
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %1021
+  %1022 = load <16 x float>, ptr %arena314, align 4
+  store <16 x float> %1022, ptr %conv2.t53_b3, align 64
+  %1023 = add nsw i64 17600, %conv2.k54310
+  %params315 = getelementptr inbounds float, ptr %params, i64 %1023
+  %1024 = load float, ptr %params315, align 4
+  %1025 = insertelement <16 x float> undef, float %1024, i32 0
+  %1026 = shufflevector <16 x float> %1025, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1026, ptr %conv2.t53_a0, align 64
+  %t53_a0 = load <16 x float>, ptr %conv2.t53_a0, align 64
+  %t53_b0 = load <16 x float>, ptr %conv2.t53_b0, align 64
+  %t53_c0_0 = load <16 x float>, ptr %conv2.t53_c0_0, align 64
+  %1027 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0, <16 x float> %t53_b0, <16 x float> %t53_c0_0)
+  store <16 x float> %1027, ptr %conv2.t53_c0_0, align 64
+  %t53_a0316 = load <16 x float>, ptr %conv2.t53_a0, align 64
+  %t53_b1 = load <16 x float>, ptr %conv2.t53_b1, align 64
+  %t53_c0_1 = load <16 x float>, ptr %conv2.t53_c0_1, align 64
+  %1028 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0316, <16 x float> %t53_b1, <16 x float> %t53_c0_1)
+  store <16 x float> %1028, ptr %conv2.t53_c0_1, align 64
+  %t53_a0317 = load <16 x float>, ptr %conv2.t53_a0, align 64
+  %t53_b2 = load <16 x float>, ptr %conv2.t53_b2, align 64
+  %t53_c0_2 = load <16 x float>, ptr %conv2.t53_c0_2, align 64
+  %1029 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0317, <16 x float> %t53_b2, <16 x float> %t53_c0_2)
+  store <16 x float> %1029, ptr %conv2.t53_c0_2, align 64
+  %t53_a0318 = load <16 x float>, ptr %conv2.t53_a0, align 64
+  %t53_b3 = load <16 x float>, ptr %conv2.t53_b3, align 64
+  %t53_c0_3 = load <16 x float>, ptr %conv2.t53_c0_3, align 64
+  %1030 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0318, <16 x float> %t53_b3, <16 x float> %t53_c0_3)
+  store <16 x float> %1030, ptr %conv2.t53_c0_3, align 64
+  %1031 = add nsw i64 17888, %conv2.k54310
+  %params319 = getelementptr inbounds float, ptr %params, i64 %1031
+  %1032 = load float, ptr %params319, align 4
+  %1033 = insertelement <16 x float> undef, float %1032, i32 0
+  %1034 = shufflevector <16 x float> %1033, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1034, ptr %conv2.t53_a1, align 64
+  %t53_a1 = load <16 x float>, ptr %conv2.t53_a1, align 64
+  %t53_b0320 = load <16 x float>, ptr %conv2.t53_b0, align 64
+  %t53_c1_0 = load <16 x float>, ptr %conv2.t53_c1_0, align 64
+  %1035 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1, <16 x float> %t53_b0320, <16 x float> %t53_c1_0)
+  store <16 x float> %1035, ptr %conv2.t53_c1_0, align 64
+  %t53_a1321 = load <16 x float>, ptr %conv2.t53_a1, align 64
+  %t53_b1322 = load <16 x float>, ptr %conv2.t53_b1, align 64
+  %t53_c1_1 = load <16 x float>, ptr %conv2.t53_c1_1, align 64
+  %1036 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1321, <16 x float> %t53_b1322, <16 x float> %t53_c1_1)
+  store <16 x float> %1036, ptr %conv2.t53_c1_1, align 64
+  %t53_a1323 = load <16 x float>, ptr %conv2.t53_a1, align 64
+  %t53_b2324 = load <16 x float>, ptr %conv2.t53_b2, align 64
+  %t53_c1_2 = load <16 x float>, ptr %conv2.t53_c1_2, align 64
+  %1037 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1323, <16 x float> %t53_b2324, <16 x float> %t53_c1_2)
+  store <16 x float> %1037, ptr %conv2.t53_c1_2, align 64
+  %t53_a1325 = load <16 x float>, ptr %conv2.t53_a1, align 64
+  %t53_b3326 = load <16 x float>, ptr %conv2.t53_b3, align 64
+  %t53_c1_3 = load <16 x float>, ptr %conv2.t53_c1_3, align 64
+  %1038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1325, <16 x float> %t53_b3326, <16 x float> %t53_c1_3)
+  store <16 x float> %1038, ptr %conv2.t53_c1_3, align 64
+  %1039 = add nsw i64 18176, %conv2.k54310
+  %params327 = getelementptr inbounds float, ptr %params, i64 %1039
+  %1040 = load float, ptr %params327, align 4
+  %1041 = insertelement <16 x float> undef, float %1040, i32 0
+  %1042 = shufflevector <16 x float> %1041, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1042, ptr %conv2.t53_a2, align 64
+  %t53_a2 = load <16 x float>, ptr %conv2.t53_a2, align 64
+  %t53_b0328 = load <16 x float>, ptr %conv2.t53_b0, align 64
+  %t53_c2_0 = load <16 x float>, ptr %conv2.t53_c2_0, align 64
+  %1043 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2, <16 x float> %t53_b0328, <16 x float> %t53_c2_0)
+  store <16 x float> %1043, ptr %conv2.t53_c2_0, align 64
+  %t53_a2329 = load <16 x float>, ptr %conv2.t53_a2, align 64
+  %t53_b1330 = load <16 x float>, ptr %conv2.t53_b1, align 64
+  %t53_c2_1 = load <16 x float>, ptr %conv2.t53_c2_1, align 64
+  %1044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2329, <16 x float> %t53_b1330, <16 x float> %t53_c2_1)
+  store <16 x float> %1044, ptr %conv2.t53_c2_1, align 64
+  %t53_a2331 = load <16 x float>, ptr %conv2.t53_a2, align 64
+  %t53_b2332 = load <16 x float>, ptr %conv2.t53_b2, align 64
+  %t53_c2_2 = load <16 x float>, ptr %conv2.t53_c2_2, align 64
+  %1045 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2331, <16 x float> %t53_b2332, <16 x float> %t53_c2_2)
+  store <16 x float> %1045, ptr %conv2.t53_c2_2, align 64
+  %t53_a2333 = load <16 x float>, ptr %conv2.t53_a2, align 64
+  %t53_b3334 = load <16 x float>, ptr %conv2.t53_b3, align 64
+  %t53_c2_3 = load <16 x float>, ptr %conv2.t53_c2_3, align 64
+  %1046 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2333, <16 x float> %t53_b3334, <16 x float> %t53_c2_3)
+  store <16 x float> %1046, ptr %conv2.t53_c2_3, align 64
+  %1047 = add nsw i64 18464, %conv2.k54310
+  %params335 = getelementptr inbounds float, ptr %params, i64 %1047
+  %1048 = load float, ptr %params335, align 4
+  %1049 = insertelement <16 x float> undef, float %1048, i32 0
+  %1050 = shufflevector <16 x float> %1049, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1050, ptr %conv2.t53_a3, align 64
+  %t53_a3 = load <16 x float>, ptr %conv2.t53_a3, align 64
+  %t53_b0336 = load <16 x float>, ptr %conv2.t53_b0, align 64
+  %t53_c3_0 = load <16 x float>, ptr %conv2.t53_c3_0, align 64
+  %1051 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3, <16 x float> %t53_b0336, <16 x float> %t53_c3_0)
+  store <16 x float> %1051, ptr %conv2.t53_c3_0, align 64
+  %t53_a3337 = load <16 x float>, ptr %conv2.t53_a3, align 64
+  %t53_b1338 = load <16 x float>, ptr %conv2.t53_b1, align 64
+  %t53_c3_1 = load <16 x float>, ptr %conv2.t53_c3_1, align 64
+  %1052 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3337, <16 x float> %t53_b1338, <16 x float> %t53_c3_1)
+  store <16 x float> %1052, ptr %conv2.t53_c3_1, align 64
+  %t53_a3339 = load <16 x float>, ptr %conv2.t53_a3, align 64
+  %t53_b2340 = load <16 x float>, ptr %conv2.t53_b2, align 64
+  %t53_c3_2 = load <16 x float>, ptr %conv2.t53_c3_2, align 64
+  %1053 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3339, <16 x float> %t53_b2340, <16 x float> %t53_c3_2)
+  store <16 x float> %1053, ptr %conv2.t53_c3_2, align 64
+  %t53_a3341 = load <16 x float>, ptr %conv2.t53_a3, align 64
+  %t53_b3342 = load <16 x float>, ptr %conv2.t53_b3, align 64
+  %t53_c3_3 = load <16 x float>, ptr %conv2.t53_c3_3, align 64
+  %1054 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3341, <16 x float> %t53_b3342, <16 x float> %t53_c3_3)
+  store <16 x float> %1054, ptr %conv2.t53_c3_3, align 64
+  %k54.next = add nsw i64 %conv2.k54310, 1
+  %1055 = icmp slt i64 %k54.next, 288
+  br i1 %1055, label %conv2.k54, label %conv2.k54.end
 
-drop1.i42:                                        ; preds = %drop1.i42, %conv2.g20.end
-  %drop1.i42386 = phi i64 [ 0, %conv2.g20.end ], [ %i42.next, %drop1.i42 ]
-  %1075 = xor i64 %seed, 7835718858194987975
-  %1076 = lshr i64 %1075, 30
-  %1077 = xor i64 %1075, %1076
-  %1078 = mul i64 %1077, -4658895280553007687
-  %1079 = lshr i64 %1078, 27
-  %1080 = xor i64 %1078, %1079
-  %1081 = mul i64 %1080, -7723592293110705685
-  %1082 = lshr i64 %1081, 31
-  %1083 = xor i64 %1081, %1082
-  %1084 = add i64 %1083, %step
-  %1085 = lshr i64 %1084, 30
-  %1086 = xor i64 %1084, %1085
-  %1087 = mul i64 %1086, -4658895280553007687
-  %1088 = lshr i64 %1087, 27
-  %1089 = xor i64 %1087, %1088
-  %1090 = mul i64 %1089, -7723592293110705685
-  %1091 = lshr i64 %1090, 31
-  %1092 = xor i64 %1090, %1091
-  %1093 = mul i64 %drop1.i42386, -7046029254386353131
-  %1094 = add i64 %1092, %1093
-  %1095 = lshr i64 %1094, 30
-  %1096 = xor i64 %1094, %1095
-  %1097 = mul i64 %1096, -4658895280553007687
-  %1098 = lshr i64 %1097, 27
-  %1099 = xor i64 %1097, %1098
-  %1100 = mul i64 %1099, -7723592293110705685
-  %1101 = lshr i64 %1100, 31
-  %1102 = xor i64 %1100, %1101
-  %1103 = lshr i64 %1102, 40
-  %keep = icmp uge i64 %1103, 4194304
-  %1104 = add nsw i64 1384448, %drop1.i42386
-  %arena387 = getelementptr inbounds float, ptr %arena, i64 %1104
-  %1105 = load float, ptr %arena387, align 4
-  %1106 = fmul float %1105, 0x3FF5555560000000
-  %1107 = select i1 %keep, float %1106, float 0.000000e+00
-  %1108 = add nsw i64 2564096, %drop1.i42386
-  %arena388 = getelementptr inbounds float, ptr %arena, i64 %1108
-  store float %1107, ptr %arena388, align 4
-  %i42.next = add nsw i64 %drop1.i42386, 1
-  %1109 = icmp slt i64 %i42.next, 589824
-  br i1 %1109, label %drop1.i42, label %drop1.i42.end
+conv2.k54.end:                                    ; preds = %conv2.k54
+  %t53_c0_0343 = load <16 x float>, ptr %conv2.t53_c0_0, align 64
+  %1056 = mul nsw i64 %conv2.nb49211, 64
+  %1057 = add nsw i64 15392768, %1056
+  %arena344 = getelementptr inbounds float, ptr %arena, i64 %1057
+  store <16 x float> %t53_c0_0343, ptr %arena344, align 4
+  %t53_c0_1345 = load <16 x float>, ptr %conv2.t53_c0_1, align 64
+  %1058 = mul nsw i64 %conv2.nb49211, 64
+  %1059 = add nsw i64 15392768, %1058
+  %1060 = add nsw i64 %1059, 16
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1060
+  store <16 x float> %t53_c0_1345, ptr %arena346, align 4
+  %t53_c0_2347 = load <16 x float>, ptr %conv2.t53_c0_2, align 64
+  %1061 = mul nsw i64 %conv2.nb49211, 64
+  %1062 = add nsw i64 15392768, %1061
+  %1063 = add nsw i64 %1062, 32
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %1063
+  store <16 x float> %t53_c0_2347, ptr %arena348, align 4
+  %t53_c0_3349 = load <16 x float>, ptr %conv2.t53_c0_3, align 64
+  %1064 = mul nsw i64 %conv2.nb49211, 64
+  %1065 = add nsw i64 15392768, %1064
+  %1066 = add nsw i64 %1065, 48
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 %1066
+  store <16 x float> %t53_c0_3349, ptr %arena350, align 4
+  %t53_c1_0351 = load <16 x float>, ptr %conv2.t53_c1_0, align 64
+  %1067 = mul nsw i64 %conv2.nb49211, 64
+  %1068 = add nsw i64 15429632, %1067
+  %arena352 = getelementptr inbounds float, ptr %arena, i64 %1068
+  store <16 x float> %t53_c1_0351, ptr %arena352, align 4
+  %t53_c1_1353 = load <16 x float>, ptr %conv2.t53_c1_1, align 64
+  %1069 = mul nsw i64 %conv2.nb49211, 64
+  %1070 = add nsw i64 15429632, %1069
+  %1071 = add nsw i64 %1070, 16
+  %arena354 = getelementptr inbounds float, ptr %arena, i64 %1071
+  store <16 x float> %t53_c1_1353, ptr %arena354, align 4
+  %t53_c1_2355 = load <16 x float>, ptr %conv2.t53_c1_2, align 64
+  %1072 = mul nsw i64 %conv2.nb49211, 64
+  %1073 = add nsw i64 15429632, %1072
+  %1074 = add nsw i64 %1073, 32
+  %arena356 = getelementptr inbounds float, ptr %arena, i64 %1074
+  store <16 x float> %t53_c1_2355, ptr %arena356, align 4
+  %t53_c1_3357 = load <16 x float>, ptr %conv2.t53_c1_3, align 64
+  %1075 = mul nsw i64 %conv2.nb49211, 64
+  %1076 = add nsw i64 15429632, %1075
+  %1077 = add nsw i64 %1076, 48
+  %arena358 = getelementptr inbounds float, ptr %arena, i64 %1077
+  store <16 x float> %t53_c1_3357, ptr %arena358, align 4
+  %t53_c2_0359 = load <16 x float>, ptr %conv2.t53_c2_0, align 64
+  %1078 = mul nsw i64 %conv2.nb49211, 64
+  %1079 = add nsw i64 15466496, %1078
+  %arena360 = getelementptr inbounds float, ptr %arena, i64 %1079
+  store <16 x float> %t53_c2_0359, ptr %arena360, align 4
+  %t53_c2_1361 = load <16 x float>, ptr %conv2.t53_c2_1, align 64
+  %1080 = mul nsw i64 %conv2.nb49211, 64
+  %1081 = add nsw i64 15466496, %1080
+  %1082 = add nsw i64 %1081, 16
+  %arena362 = getelementptr inbounds float, ptr %arena, i64 %1082
+  store <16 x float> %t53_c2_1361, ptr %arena362, align 4
+  %t53_c2_2363 = load <16 x float>, ptr %conv2.t53_c2_2, align 64
+  %1083 = mul nsw i64 %conv2.nb49211, 64
+  %1084 = add nsw i64 15466496, %1083
+  %1085 = add nsw i64 %1084, 32
+  %arena364 = getelementptr inbounds float, ptr %arena, i64 %1085
+  store <16 x float> %t53_c2_2363, ptr %arena364, align 4
+  %t53_c2_3365 = load <16 x float>, ptr %conv2.t53_c2_3, align 64
+  %1086 = mul nsw i64 %conv2.nb49211, 64
+  %1087 = add nsw i64 15466496, %1086
+  %1088 = add nsw i64 %1087, 48
+  %arena366 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store <16 x float> %t53_c2_3365, ptr %arena366, align 4
+  %t53_c3_0367 = load <16 x float>, ptr %conv2.t53_c3_0, align 64
+  %1089 = mul nsw i64 %conv2.nb49211, 64
+  %1090 = add nsw i64 15503360, %1089
+  %arena368 = getelementptr inbounds float, ptr %arena, i64 %1090
+  store <16 x float> %t53_c3_0367, ptr %arena368, align 4
+  %t53_c3_1369 = load <16 x float>, ptr %conv2.t53_c3_1, align 64
+  %1091 = mul nsw i64 %conv2.nb49211, 64
+  %1092 = add nsw i64 15503360, %1091
+  %1093 = add nsw i64 %1092, 16
+  %arena370 = getelementptr inbounds float, ptr %arena, i64 %1093
+  store <16 x float> %t53_c3_1369, ptr %arena370, align 4
+  %t53_c3_2371 = load <16 x float>, ptr %conv2.t53_c3_2, align 64
+  %1094 = mul nsw i64 %conv2.nb49211, 64
+  %1095 = add nsw i64 15503360, %1094
+  %1096 = add nsw i64 %1095, 32
+  %arena372 = getelementptr inbounds float, ptr %arena, i64 %1096
+  store <16 x float> %t53_c3_2371, ptr %arena372, align 4
+  %t53_c3_3373 = load <16 x float>, ptr %conv2.t53_c3_3, align 64
+  %1097 = mul nsw i64 %conv2.nb49211, 64
+  %1098 = add nsw i64 15503360, %1097
+  %1099 = add nsw i64 %1098, 48
+  %arena374 = getelementptr inbounds float, ptr %arena, i64 %1099
+  store <16 x float> %t53_c3_3373, ptr %arena374, align 4
+  %nb49.next = add nsw i64 %conv2.nb49211, 1
+  %1100 = icmp slt i64 %nb49.next, 576
+  br i1 %1100, label %conv2.nb49, label %conv2.nb49.end
 
-drop1.i42.end:                                    ; preds = %drop1.i42
-  %arena389 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %params390 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena391 = getelementptr inbounds float, ptr %arena, i64 3153920
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena389, i32 9216, ptr %params390, i32 9216, float 0.000000e+00, ptr %arena391, i32 128)
-  br label %fc1.n43
+conv2.j55:                                        ; preds = %conv2.f56.end, %conv2.nb49.end
+  %conv2.j55375 = phi i64 [ 0, %conv2.nb49.end ], [ %j55.next, %conv2.f56.end ]
+  br label %conv2.f56
 
-fc1.n43:                                          ; preds = %fc1.u44.end, %drop1.i42.end
-  %fc1.n43392 = phi i64 [ 0, %drop1.i42.end ], [ %n43.next, %fc1.u44.end ]
-  br label %fc1.u44
+conv2.j55.end:                                    ; preds = %conv2.f56.end
+  %g21.next = add nsw i64 %conv2.g21159, 1
+  %1101 = icmp slt i64 %g21.next, 1
+  br i1 %1101, label %conv2.g21, label %conv2.g21.end
 
-fc1.n43.end:                                      ; preds = %fc1.u44.end
-  br label %drop2.i45
+conv2.f56:                                        ; preds = %conv2.q57.end, %conv2.j55
+  %conv2.f56376 = phi i64 [ 0, %conv2.j55 ], [ %f56.next, %conv2.q57.end ]
+  br label %conv2.q57
 
-fc1.u44:                                          ; preds = %fc1.u44, %fc1.n43
-  %fc1.u44393 = phi i64 [ 0, %fc1.n43 ], [ %u44.next, %fc1.u44 ]
-  %1110 = mul nsw i64 %fc1.n43392, 128
-  %1111 = add nsw i64 3153920, %1110
-  %1112 = add nsw i64 %1111, %fc1.u44393
-  %arena394 = getelementptr inbounds float, ptr %arena, i64 %1112
-  %1113 = load float, ptr %arena394, align 4
-  %1114 = add nsw i64 1198464, %fc1.u44393
-  %params395 = getelementptr inbounds float, ptr %params, i64 %1114
-  %1115 = load float, ptr %params395, align 4
-  %1116 = fadd float %1113, %1115
-  %1117 = fcmp ogt float %1116, 0.000000e+00
-  %1118 = mul nsw i64 %fc1.n43392, 128
-  %1119 = add nsw i64 3153920, %1118
-  %1120 = add nsw i64 %1119, %fc1.u44393
-  %arena396 = getelementptr inbounds float, ptr %arena, i64 %1120
-  %1121 = load float, ptr %arena396, align 4
-  %1122 = add nsw i64 1198464, %fc1.u44393
-  %params397 = getelementptr inbounds float, ptr %params, i64 %1122
-  %1123 = load float, ptr %params397, align 4
-  %1124 = fadd float %1121, %1123
-  %1125 = select i1 %1117, float %1124, float 0.000000e+00
-  %1126 = mul nsw i64 %fc1.n43392, 128
-  %1127 = add nsw i64 3153920, %1126
-  %1128 = add nsw i64 %1127, %fc1.u44393
-  %arena398 = getelementptr inbounds float, ptr %arena, i64 %1128
-  store float %1125, ptr %arena398, align 4
-  %u44.next = add nsw i64 %fc1.u44393, 1
-  %1129 = icmp slt i64 %u44.next, 128
-  br i1 %1129, label %fc1.u44, label %fc1.u44.end
+conv2.f56.end:                                    ; preds = %conv2.q57.end
+  %j55.next = add nsw i64 %conv2.j55375, 1
+  %1102 = icmp slt i64 %j55.next, 64
+  br i1 %1102, label %conv2.j55, label %conv2.j55.end
 
-fc1.u44.end:                                      ; preds = %fc1.u44
-  %n43.next = add nsw i64 %fc1.n43392, 1
-  %1130 = icmp slt i64 %n43.next, 64
-  br i1 %1130, label %fc1.n43, label %fc1.n43.end
+conv2.q57:                                        ; preds = %conv2.q57, %conv2.f56
+  %conv2.q57377 = phi i64 [ 0, %conv2.f56 ], [ %q57.next, %conv2.q57 ]
+  %1103 = mul nsw i64 %conv2.f56376, 36864
+  %1104 = add nsw i64 13180928, %1103
+  %1105 = mul nsw i64 %conv2.j55375, 576
+  %1106 = add nsw i64 %1104, %1105
+  %1107 = add nsw i64 %1106, %conv2.q57377
+  %arena378 = getelementptr inbounds float, ptr %arena, i64 %1107
+  %1108 = load float, ptr %arena378, align 4
+  %1109 = add nsw i64 18752, %conv2.f56376
+  %params379 = getelementptr inbounds float, ptr %params, i64 %1109
+  %1110 = load float, ptr %params379, align 4
+  %1111 = fadd float %1108, %1110
+  store float %1111, ptr %conv2.v58, align 4
+  store float 0.000000e+00, ptr %conv2.at59, align 4
+  %1112 = mul nsw i64 %conv2.f56376, 36864
+  %1113 = add nsw i64 13180928, %1112
+  %1114 = mul nsw i64 %conv2.j55375, 576
+  %1115 = add nsw i64 %1113, %1114
+  %1116 = add nsw i64 %1115, 144
+  %1117 = add nsw i64 %1116, %conv2.q57377
+  %arena380 = getelementptr inbounds float, ptr %arena, i64 %1117
+  %1118 = load float, ptr %arena380, align 4
+  %1119 = add nsw i64 18752, %conv2.f56376
+  %params381 = getelementptr inbounds float, ptr %params, i64 %1119
+  %1120 = load float, ptr %params381, align 4
+  %1121 = fadd float %1118, %1120
+  store float %1121, ptr %conv2.v60, align 4
+  %v60 = load float, ptr %conv2.v60, align 4
+  %v58 = load float, ptr %conv2.v58, align 4
+  %1122 = fcmp ogt float %v60, %v58
+  %at59 = load float, ptr %conv2.at59, align 4
+  %1123 = select i1 %1122, float 1.000000e+00, float %at59
+  store float %1123, ptr %conv2.at62, align 4
+  %v60382 = load float, ptr %conv2.v60, align 4
+  %v58383 = load float, ptr %conv2.v58, align 4
+  %1124 = fcmp ogt float %v60382, %v58383
+  %v60384 = load float, ptr %conv2.v60, align 4
+  %v58385 = load float, ptr %conv2.v58, align 4
+  %1125 = select i1 %1124, float %v60384, float %v58385
+  store float %1125, ptr %conv2.best61, align 4
+  %1126 = mul nsw i64 %conv2.f56376, 36864
+  %1127 = add nsw i64 13180928, %1126
+  %1128 = mul nsw i64 %conv2.j55375, 576
+  %1129 = add nsw i64 %1127, %1128
+  %1130 = add nsw i64 %1129, 288
+  %1131 = add nsw i64 %1130, %conv2.q57377
+  %arena386 = getelementptr inbounds float, ptr %arena, i64 %1131
+  %1132 = load float, ptr %arena386, align 4
+  %1133 = add nsw i64 18752, %conv2.f56376
+  %params387 = getelementptr inbounds float, ptr %params, i64 %1133
+  %1134 = load float, ptr %params387, align 4
+  %1135 = fadd float %1132, %1134
+  store float %1135, ptr %conv2.v63, align 4
+  %v63 = load float, ptr %conv2.v63, align 4
+  %best61 = load float, ptr %conv2.best61, align 4
+  %1136 = fcmp ogt float %v63, %best61
+  %at62 = load float, ptr %conv2.at62, align 4
+  %1137 = select i1 %1136, float 2.400000e+01, float %at62
+  store float %1137, ptr %conv2.at65, align 4
+  %v63388 = load float, ptr %conv2.v63, align 4
+  %best61389 = load float, ptr %conv2.best61, align 4
+  %1138 = fcmp ogt float %v63388, %best61389
+  %v63390 = load float, ptr %conv2.v63, align 4
+  %best61391 = load float, ptr %conv2.best61, align 4
+  %1139 = select i1 %1138, float %v63390, float %best61391
+  store float %1139, ptr %conv2.best64, align 4
+  %1140 = mul nsw i64 %conv2.f56376, 36864
+  %1141 = add nsw i64 13180928, %1140
+  %1142 = mul nsw i64 %conv2.j55375, 576
+  %1143 = add nsw i64 %1141, %1142
+  %1144 = add nsw i64 %1143, 432
+  %1145 = add nsw i64 %1144, %conv2.q57377
+  %arena392 = getelementptr inbounds float, ptr %arena, i64 %1145
+  %1146 = load float, ptr %arena392, align 4
+  %1147 = add nsw i64 18752, %conv2.f56376
+  %params393 = getelementptr inbounds float, ptr %params, i64 %1147
+  %1148 = load float, ptr %params393, align 4
+  %1149 = fadd float %1146, %1148
+  store float %1149, ptr %conv2.v66, align 4
+  %v66 = load float, ptr %conv2.v66, align 4
+  %best64 = load float, ptr %conv2.best64, align 4
+  %1150 = fcmp ogt float %v66, %best64
+  %at65 = load float, ptr %conv2.at65, align 4
+  %1151 = select i1 %1150, float 2.500000e+01, float %at65
+  store float %1151, ptr %conv2.at68, align 4
+  %v66394 = load float, ptr %conv2.v66, align 4
+  %best64395 = load float, ptr %conv2.best64, align 4
+  %1152 = fcmp ogt float %v66394, %best64395
+  %v66396 = load float, ptr %conv2.v66, align 4
+  %best64397 = load float, ptr %conv2.best64, align 4
+  %1153 = select i1 %1152, float %v66396, float %best64397
+  store float %1153, ptr %conv2.best67, align 4
+  %best67 = load float, ptr %conv2.best67, align 4
+  %1154 = fcmp ogt float %best67, 0.000000e+00
+  %best67398 = load float, ptr %conv2.best67, align 4
+  %1155 = select i1 %1154, float %best67398, float 0.000000e+00
+  %1156 = mul nsw i64 %conv2.g21159, 64
+  %1157 = add nsw i64 %1156, %conv2.j55375
+  %1158 = mul nsw i64 %1157, 9216
+  %1159 = mul nsw i64 %conv2.f56376, 144
+  %1160 = add nsw i64 %1158, %1159
+  %1161 = add nsw i64 %1160, %conv2.q57377
+  %1162 = add nsw i64 1384448, %1161
+  %arena399 = getelementptr inbounds float, ptr %arena, i64 %1162
+  store float %1155, ptr %arena399, align 4
+  %1163 = add nsw i64 15540224, %conv2.q57377
+  %arena400 = getelementptr inbounds float, ptr %arena, i64 %1163
+  %1164 = load float, ptr %arena400, align 4
+  %at68 = load float, ptr %conv2.at68, align 4
+  %1165 = fadd float %1164, %at68
+  %1166 = mul nsw i64 %conv2.g21159, 64
+  %1167 = add nsw i64 %1166, %conv2.j55375
+  %1168 = mul nsw i64 %1167, 9216
+  %1169 = mul nsw i64 %conv2.f56376, 144
+  %1170 = add nsw i64 %1168, %1169
+  %1171 = add nsw i64 %1170, %conv2.q57377
+  %1172 = add nsw i64 1974272, %1171
+  %arena401 = getelementptr inbounds float, ptr %arena, i64 %1172
+  store float %1165, ptr %arena401, align 4
+  %q57.next = add nsw i64 %conv2.q57377, 1
+  %1173 = icmp slt i64 %q57.next, 144
+  br i1 %1173, label %conv2.q57, label %conv2.q57.end
 
-drop2.i45:                                        ; preds = %drop2.i45, %fc1.n43.end
-  %drop2.i45399 = phi i64 [ 0, %fc1.n43.end ], [ %i45.next, %drop2.i45 ]
-  %1131 = xor i64 %seed, 7835719957706616186
-  %1132 = lshr i64 %1131, 30
-  %1133 = xor i64 %1131, %1132
-  %1134 = mul i64 %1133, -4658895280553007687
-  %1135 = lshr i64 %1134, 27
-  %1136 = xor i64 %1134, %1135
-  %1137 = mul i64 %1136, -7723592293110705685
-  %1138 = lshr i64 %1137, 31
-  %1139 = xor i64 %1137, %1138
-  %1140 = add i64 %1139, %step
-  %1141 = lshr i64 %1140, 30
-  %1142 = xor i64 %1140, %1141
-  %1143 = mul i64 %1142, -4658895280553007687
-  %1144 = lshr i64 %1143, 27
-  %1145 = xor i64 %1143, %1144
-  %1146 = mul i64 %1145, -7723592293110705685
-  %1147 = lshr i64 %1146, 31
-  %1148 = xor i64 %1146, %1147
-  %1149 = mul i64 %drop2.i45399, -7046029254386353131
-  %1150 = add i64 %1148, %1149
-  %1151 = lshr i64 %1150, 30
-  %1152 = xor i64 %1150, %1151
-  %1153 = mul i64 %1152, -4658895280553007687
-  %1154 = lshr i64 %1153, 27
-  %1155 = xor i64 %1153, %1154
-  %1156 = mul i64 %1155, -7723592293110705685
-  %1157 = lshr i64 %1156, 31
-  %1158 = xor i64 %1156, %1157
-  %1159 = lshr i64 %1158, 40
-  %keep400 = icmp uge i64 %1159, 8388608
-  %1160 = add nsw i64 3153920, %drop2.i45399
-  %arena401 = getelementptr inbounds float, ptr %arena, i64 %1160
-  %1161 = load float, ptr %arena401, align 4
-  %1162 = fmul float %1161, 2.000000e+00
-  %1163 = select i1 %keep400, float %1162, float 0.000000e+00
-  %1164 = add nsw i64 3162112, %drop2.i45399
-  %arena402 = getelementptr inbounds float, ptr %arena, i64 %1164
-  store float %1163, ptr %arena402, align 4
-  %i45.next = add nsw i64 %drop2.i45399, 1
-  %1165 = icmp slt i64 %i45.next, 8192
-  br i1 %1165, label %drop2.i45, label %drop2.i45.end
+conv2.q57.end:                                    ; preds = %conv2.q57
+  %f56.next = add nsw i64 %conv2.f56376, 1
+  %1174 = icmp slt i64 %f56.next, 64
+  br i1 %1174, label %conv2.f56, label %conv2.f56.end
 
-drop2.i45.end:                                    ; preds = %drop2.i45
-  %arena403 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params404 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena405 = getelementptr inbounds float, ptr %arena, i64 3170304
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena403, i32 128, ptr %params404, i32 128, float 0.000000e+00, ptr %arena405, i32 10)
-  br label %fc2.n46
+drop1.i69:                                        ; preds = %drop1.i69, %conv2.g21.end
+  %drop1.i69402 = phi i64 [ 0, %conv2.g21.end ], [ %i69.next, %drop1.i69 ]
+  %1175 = xor i64 %seed, 7835718858194987975
+  %1176 = lshr i64 %1175, 30
+  %1177 = xor i64 %1175, %1176
+  %1178 = mul i64 %1177, -4658895280553007687
+  %1179 = lshr i64 %1178, 27
+  %1180 = xor i64 %1178, %1179
+  %1181 = mul i64 %1180, -7723592293110705685
+  %1182 = lshr i64 %1181, 31
+  %1183 = xor i64 %1181, %1182
+  %1184 = add i64 %1183, %step
+  %1185 = lshr i64 %1184, 30
+  %1186 = xor i64 %1184, %1185
+  %1187 = mul i64 %1186, -4658895280553007687
+  %1188 = lshr i64 %1187, 27
+  %1189 = xor i64 %1187, %1188
+  %1190 = mul i64 %1189, -7723592293110705685
+  %1191 = lshr i64 %1190, 31
+  %1192 = xor i64 %1190, %1191
+  %1193 = mul i64 %drop1.i69402, -7046029254386353131
+  %1194 = add i64 %1192, %1193
+  %1195 = lshr i64 %1194, 30
+  %1196 = xor i64 %1194, %1195
+  %1197 = mul i64 %1196, -4658895280553007687
+  %1198 = lshr i64 %1197, 27
+  %1199 = xor i64 %1197, %1198
+  %1200 = mul i64 %1199, -7723592293110705685
+  %1201 = lshr i64 %1200, 31
+  %1202 = xor i64 %1200, %1201
+  %1203 = lshr i64 %1202, 40
+  %keep = icmp uge i64 %1203, 4194304
+  %1204 = add nsw i64 1384448, %drop1.i69402
+  %arena403 = getelementptr inbounds float, ptr %arena, i64 %1204
+  %1205 = load float, ptr %arena403, align 4
+  %1206 = fmul float %1205, 0x3FF5555560000000
+  %1207 = select i1 %keep, float %1206, float 0.000000e+00
+  %1208 = add nsw i64 2564096, %drop1.i69402
+  %arena404 = getelementptr inbounds float, ptr %arena, i64 %1208
+  store float %1207, ptr %arena404, align 4
+  %i69.next = add nsw i64 %drop1.i69402, 1
+  %1209 = icmp slt i64 %i69.next, 589824
+  br i1 %1209, label %drop1.i69, label %drop1.i69.end
 
-fc2.n46:                                          ; preds = %fc2.u47.end, %drop2.i45.end
-  %fc2.n46406 = phi i64 [ 0, %drop2.i45.end ], [ %n46.next, %fc2.u47.end ]
-  br label %fc2.u47
+drop1.i69.end:                                    ; preds = %drop1.i69
+  %arena405 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %params406 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena407 = getelementptr inbounds float, ptr %arena, i64 3153920
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena405, i32 9216, ptr %params406, i32 9216, float 0.000000e+00, ptr %arena407, i32 128)
+  br label %fc1.n70
 
-fc2.n46.end:                                      ; preds = %fc2.u47.end
-  br label %probs.n48
+fc1.n70:                                          ; preds = %fc1.u71.end, %drop1.i69.end
+  %fc1.n70408 = phi i64 [ 0, %drop1.i69.end ], [ %n70.next, %fc1.u71.end ]
+  br label %fc1.u71
 
-fc2.u47:                                          ; preds = %fc2.u47, %fc2.n46
-  %fc2.u47407 = phi i64 [ 0, %fc2.n46 ], [ %u47.next, %fc2.u47 ]
-  %1166 = mul nsw i64 %fc2.n46406, 10
-  %1167 = add nsw i64 3170304, %1166
-  %1168 = add nsw i64 %1167, %fc2.u47407
-  %arena408 = getelementptr inbounds float, ptr %arena, i64 %1168
-  %1169 = load float, ptr %arena408, align 4
-  %1170 = add nsw i64 1199872, %fc2.u47407
-  %params409 = getelementptr inbounds float, ptr %params, i64 %1170
-  %1171 = load float, ptr %params409, align 4
-  %1172 = fadd float %1169, %1171
-  %1173 = mul nsw i64 %fc2.n46406, 10
-  %1174 = add nsw i64 3170304, %1173
-  %1175 = add nsw i64 %1174, %fc2.u47407
-  %arena410 = getelementptr inbounds float, ptr %arena, i64 %1175
-  store float %1172, ptr %arena410, align 4
-  %u47.next = add nsw i64 %fc2.u47407, 1
-  %1176 = icmp slt i64 %u47.next, 10
-  br i1 %1176, label %fc2.u47, label %fc2.u47.end
+fc1.n70.end:                                      ; preds = %fc1.u71.end
+  br label %drop2.i72
 
-fc2.u47.end:                                      ; preds = %fc2.u47
-  %n46.next = add nsw i64 %fc2.n46406, 1
-  %1177 = icmp slt i64 %n46.next, 64
-  br i1 %1177, label %fc2.n46, label %fc2.n46.end
+fc1.u71:                                          ; preds = %fc1.u71, %fc1.n70
+  %fc1.u71409 = phi i64 [ 0, %fc1.n70 ], [ %u71.next, %fc1.u71 ]
+  %1210 = mul nsw i64 %fc1.n70408, 128
+  %1211 = add nsw i64 3153920, %1210
+  %1212 = add nsw i64 %1211, %fc1.u71409
+  %arena410 = getelementptr inbounds float, ptr %arena, i64 %1212
+  %1213 = load float, ptr %arena410, align 4
+  %1214 = add nsw i64 1198464, %fc1.u71409
+  %params411 = getelementptr inbounds float, ptr %params, i64 %1214
+  %1215 = load float, ptr %params411, align 4
+  %1216 = fadd float %1213, %1215
+  %1217 = fcmp ogt float %1216, 0.000000e+00
+  %1218 = mul nsw i64 %fc1.n70408, 128
+  %1219 = add nsw i64 3153920, %1218
+  %1220 = add nsw i64 %1219, %fc1.u71409
+  %arena412 = getelementptr inbounds float, ptr %arena, i64 %1220
+  %1221 = load float, ptr %arena412, align 4
+  %1222 = add nsw i64 1198464, %fc1.u71409
+  %params413 = getelementptr inbounds float, ptr %params, i64 %1222
+  %1223 = load float, ptr %params413, align 4
+  %1224 = fadd float %1221, %1223
+  %1225 = select i1 %1217, float %1224, float 0.000000e+00
+  %1226 = mul nsw i64 %fc1.n70408, 128
+  %1227 = add nsw i64 3153920, %1226
+  %1228 = add nsw i64 %1227, %fc1.u71409
+  %arena414 = getelementptr inbounds float, ptr %arena, i64 %1228
+  store float %1225, ptr %arena414, align 4
+  %u71.next = add nsw i64 %fc1.u71409, 1
+  %1229 = icmp slt i64 %u71.next, 128
+  br i1 %1229, label %fc1.u71, label %fc1.u71.end
 
-probs.n48:                                        ; preds = %probs.k53.end, %fc2.n46.end
-  %probs.n48411 = phi i64 [ 0, %fc2.n46.end ], [ %n48.next, %probs.k53.end ]
-  %1178 = mul nsw i64 %probs.n48411, 10
-  %1179 = add nsw i64 3170304, %1178
-  %arena412 = getelementptr inbounds float, ptr %arena, i64 %1179
-  %1180 = load float, ptr %arena412, align 4
-  store float %1180, ptr %probs.m49, align 4
-  br label %probs.k51
+fc1.u71.end:                                      ; preds = %fc1.u71
+  %n70.next = add nsw i64 %fc1.n70408, 1
+  %1230 = icmp slt i64 %n70.next, 64
+  br i1 %1230, label %fc1.n70, label %fc1.n70.end
 
-probs.n48.end:                                    ; preds = %probs.k53.end
-  store float 0.000000e+00, ptr %loss.total54, align 4
-  br label %loss.n55
+drop2.i72:                                        ; preds = %drop2.i72, %fc1.n70.end
+  %drop2.i72415 = phi i64 [ 0, %fc1.n70.end ], [ %i72.next, %drop2.i72 ]
+  %1231 = xor i64 %seed, 7835719957706616186
+  %1232 = lshr i64 %1231, 30
+  %1233 = xor i64 %1231, %1232
+  %1234 = mul i64 %1233, -4658895280553007687
+  %1235 = lshr i64 %1234, 27
+  %1236 = xor i64 %1234, %1235
+  %1237 = mul i64 %1236, -7723592293110705685
+  %1238 = lshr i64 %1237, 31
+  %1239 = xor i64 %1237, %1238
+  %1240 = add i64 %1239, %step
+  %1241 = lshr i64 %1240, 30
+  %1242 = xor i64 %1240, %1241
+  %1243 = mul i64 %1242, -4658895280553007687
+  %1244 = lshr i64 %1243, 27
+  %1245 = xor i64 %1243, %1244
+  %1246 = mul i64 %1245, -7723592293110705685
+  %1247 = lshr i64 %1246, 31
+  %1248 = xor i64 %1246, %1247
+  %1249 = mul i64 %drop2.i72415, -7046029254386353131
+  %1250 = add i64 %1248, %1249
+  %1251 = lshr i64 %1250, 30
+  %1252 = xor i64 %1250, %1251
+  %1253 = mul i64 %1252, -4658895280553007687
+  %1254 = lshr i64 %1253, 27
+  %1255 = xor i64 %1253, %1254
+  %1256 = mul i64 %1255, -7723592293110705685
+  %1257 = lshr i64 %1256, 31
+  %1258 = xor i64 %1256, %1257
+  %1259 = lshr i64 %1258, 40
+  %keep416 = icmp uge i64 %1259, 8388608
+  %1260 = add nsw i64 3153920, %drop2.i72415
+  %arena417 = getelementptr inbounds float, ptr %arena, i64 %1260
+  %1261 = load float, ptr %arena417, align 4
+  %1262 = fmul float %1261, 2.000000e+00
+  %1263 = select i1 %keep416, float %1262, float 0.000000e+00
+  %1264 = add nsw i64 3162112, %drop2.i72415
+  %arena418 = getelementptr inbounds float, ptr %arena, i64 %1264
+  store float %1263, ptr %arena418, align 4
+  %i72.next = add nsw i64 %drop2.i72415, 1
+  %1265 = icmp slt i64 %i72.next, 8192
+  br i1 %1265, label %drop2.i72, label %drop2.i72.end
 
-probs.k51:                                        ; preds = %probs.k51, %probs.n48
-  %probs.k51413 = phi i64 [ 0, %probs.n48 ], [ %k51.next, %probs.k51 ]
-  %m49 = load float, ptr %probs.m49, align 4
-  %1181 = mul nsw i64 %probs.n48411, 10
-  %1182 = add nsw i64 3170304, %1181
-  %1183 = add nsw i64 %1182, %probs.k51413
-  %arena414 = getelementptr inbounds float, ptr %arena, i64 %1183
-  %1184 = load float, ptr %arena414, align 4
-  %1185 = fcmp ogt float %1184, %m49
-  %1186 = select i1 %1185, float %1184, float %m49
-  store float %1186, ptr %probs.m49, align 4
-  %k51.next = add nsw i64 %probs.k51413, 1
-  %1187 = icmp slt i64 %k51.next, 10
-  br i1 %1187, label %probs.k51, label %probs.k51.end
+drop2.i72.end:                                    ; preds = %drop2.i72
+  %arena419 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %params420 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena421 = getelementptr inbounds float, ptr %arena, i64 3170304
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena419, i32 128, ptr %params420, i32 128, float 0.000000e+00, ptr %arena421, i32 10)
+  br label %fc2.n73
 
-probs.k51.end:                                    ; preds = %probs.k51
-  store float 0.000000e+00, ptr %probs.s50, align 4
-  br label %probs.k52
+fc2.n73:                                          ; preds = %fc2.u74.end, %drop2.i72.end
+  %fc2.n73422 = phi i64 [ 0, %drop2.i72.end ], [ %n73.next, %fc2.u74.end ]
+  br label %fc2.u74
 
-probs.k52:                                        ; preds = %probs.k52, %probs.k51.end
-  %probs.k52415 = phi i64 [ 0, %probs.k51.end ], [ %k52.next, %probs.k52 ]
-  %s50 = load float, ptr %probs.s50, align 4
-  %1188 = mul nsw i64 %probs.n48411, 10
-  %1189 = add nsw i64 3170304, %1188
-  %1190 = add nsw i64 %1189, %probs.k52415
-  %arena416 = getelementptr inbounds float, ptr %arena, i64 %1190
-  %1191 = load float, ptr %arena416, align 4
-  %m49417 = load float, ptr %probs.m49, align 4
-  %1192 = fsub float %1191, %m49417
-  %1193 = call float @llvm.exp.f32(float %1192)
-  %1194 = fadd float %s50, %1193
-  store float %1194, ptr %probs.s50, align 4
-  %k52.next = add nsw i64 %probs.k52415, 1
-  %1195 = icmp slt i64 %k52.next, 10
-  br i1 %1195, label %probs.k52, label %probs.k52.end
+fc2.n73.end:                                      ; preds = %fc2.u74.end
+  br label %probs.n75
 
-probs.k52.end:                                    ; preds = %probs.k52
-  br label %probs.k53
+fc2.u74:                                          ; preds = %fc2.u74, %fc2.n73
+  %fc2.u74423 = phi i64 [ 0, %fc2.n73 ], [ %u74.next, %fc2.u74 ]
+  %1266 = mul nsw i64 %fc2.n73422, 10
+  %1267 = add nsw i64 3170304, %1266
+  %1268 = add nsw i64 %1267, %fc2.u74423
+  %arena424 = getelementptr inbounds float, ptr %arena, i64 %1268
+  %1269 = load float, ptr %arena424, align 4
+  %1270 = add nsw i64 1199872, %fc2.u74423
+  %params425 = getelementptr inbounds float, ptr %params, i64 %1270
+  %1271 = load float, ptr %params425, align 4
+  %1272 = fadd float %1269, %1271
+  %1273 = mul nsw i64 %fc2.n73422, 10
+  %1274 = add nsw i64 3170304, %1273
+  %1275 = add nsw i64 %1274, %fc2.u74423
+  %arena426 = getelementptr inbounds float, ptr %arena, i64 %1275
+  store float %1272, ptr %arena426, align 4
+  %u74.next = add nsw i64 %fc2.u74423, 1
+  %1276 = icmp slt i64 %u74.next, 10
+  br i1 %1276, label %fc2.u74, label %fc2.u74.end
 
-probs.k53:                                        ; preds = %probs.k53, %probs.k52.end
-  %probs.k53418 = phi i64 [ 0, %probs.k52.end ], [ %k53.next, %probs.k53 ]
-  %1196 = mul nsw i64 %probs.n48411, 10
-  %1197 = add nsw i64 3170304, %1196
-  %1198 = add nsw i64 %1197, %probs.k53418
-  %arena419 = getelementptr inbounds float, ptr %arena, i64 %1198
-  %1199 = load float, ptr %arena419, align 4
-  %m49420 = load float, ptr %probs.m49, align 4
-  %1200 = fsub float %1199, %m49420
-  %1201 = call float @llvm.exp.f32(float %1200)
-  %s50421 = load float, ptr %probs.s50, align 4
-  %1202 = fdiv float %1201, %s50421
-  %1203 = mul nsw i64 %probs.n48411, 10
-  %1204 = add nsw i64 3170944, %1203
-  %1205 = add nsw i64 %1204, %probs.k53418
-  %arena422 = getelementptr inbounds float, ptr %arena, i64 %1205
-  store float %1202, ptr %arena422, align 4
-  %k53.next = add nsw i64 %probs.k53418, 1
-  %1206 = icmp slt i64 %k53.next, 10
-  br i1 %1206, label %probs.k53, label %probs.k53.end
+fc2.u74.end:                                      ; preds = %fc2.u74
+  %n73.next = add nsw i64 %fc2.n73422, 1
+  %1277 = icmp slt i64 %n73.next, 64
+  br i1 %1277, label %fc2.n73, label %fc2.n73.end
 
-probs.k53.end:                                    ; preds = %probs.k53
-  %n48.next = add nsw i64 %probs.n48411, 1
-  %1207 = icmp slt i64 %n48.next, 64
-  br i1 %1207, label %probs.n48, label %probs.n48.end
+probs.n75:                                        ; preds = %probs.k80.end, %fc2.n73.end
+  %probs.n75427 = phi i64 [ 0, %fc2.n73.end ], [ %n75.next, %probs.k80.end ]
+  %1278 = mul nsw i64 %probs.n75427, 10
+  %1279 = add nsw i64 3170304, %1278
+  %arena428 = getelementptr inbounds float, ptr %arena, i64 %1279
+  %1280 = load float, ptr %arena428, align 4
+  store float %1280, ptr %probs.m76, align 4
+  br label %probs.k78
 
-loss.n55:                                         ; preds = %loss.k59.end, %probs.n48.end
-  %loss.n55423 = phi i64 [ 0, %probs.n48.end ], [ %n55.next, %loss.k59.end ]
-  %1208 = mul nsw i64 %loss.n55423, 10
-  %1209 = add nsw i64 3170304, %1208
-  %arena424 = getelementptr inbounds float, ptr %arena, i64 %1209
-  %1210 = load float, ptr %arena424, align 4
-  store float %1210, ptr %loss.m56, align 4
-  br label %loss.k58
+probs.n75.end:                                    ; preds = %probs.k80.end
+  store float 0.000000e+00, ptr %loss.total81, align 4
+  br label %loss.n82
 
-loss.n55.end:                                     ; preds = %loss.k59.end
-  %total54434 = load float, ptr %loss.total54, align 4
-  %1211 = fdiv float %total54434, 6.400000e+01
-  %arena435 = getelementptr inbounds float, ptr %arena, i64 3171584
-  store float %1211, ptr %arena435, align 4
-  br label %fc2_grad.n60
+probs.k78:                                        ; preds = %probs.k78, %probs.n75
+  %probs.k78429 = phi i64 [ 0, %probs.n75 ], [ %k78.next, %probs.k78 ]
+  %m76 = load float, ptr %probs.m76, align 4
+  %1281 = mul nsw i64 %probs.n75427, 10
+  %1282 = add nsw i64 3170304, %1281
+  %1283 = add nsw i64 %1282, %probs.k78429
+  %arena430 = getelementptr inbounds float, ptr %arena, i64 %1283
+  %1284 = load float, ptr %arena430, align 4
+  %1285 = fcmp ogt float %1284, %m76
+  %1286 = select i1 %1285, float %1284, float %m76
+  store float %1286, ptr %probs.m76, align 4
+  %k78.next = add nsw i64 %probs.k78429, 1
+  %1287 = icmp slt i64 %k78.next, 10
+  br i1 %1287, label %probs.k78, label %probs.k78.end
 
-loss.k58:                                         ; preds = %loss.k58, %loss.n55
-  %loss.k58425 = phi i64 [ 0, %loss.n55 ], [ %k58.next, %loss.k58 ]
-  %m56 = load float, ptr %loss.m56, align 4
-  %1212 = mul nsw i64 %loss.n55423, 10
-  %1213 = add nsw i64 3170304, %1212
-  %1214 = add nsw i64 %1213, %loss.k58425
-  %arena426 = getelementptr inbounds float, ptr %arena, i64 %1214
-  %1215 = load float, ptr %arena426, align 4
-  %1216 = fcmp ogt float %1215, %m56
-  %1217 = select i1 %1216, float %1215, float %m56
-  store float %1217, ptr %loss.m56, align 4
-  %k58.next = add nsw i64 %loss.k58425, 1
-  %1218 = icmp slt i64 %k58.next, 10
-  br i1 %1218, label %loss.k58, label %loss.k58.end
+probs.k78.end:                                    ; preds = %probs.k78
+  store float 0.000000e+00, ptr %probs.s77, align 4
+  br label %probs.k79
 
-loss.k58.end:                                     ; preds = %loss.k58
-  store float 0.000000e+00, ptr %loss.s57, align 4
-  br label %loss.k59
+probs.k79:                                        ; preds = %probs.k79, %probs.k78.end
+  %probs.k79431 = phi i64 [ 0, %probs.k78.end ], [ %k79.next, %probs.k79 ]
+  %s77 = load float, ptr %probs.s77, align 4
+  %1288 = mul nsw i64 %probs.n75427, 10
+  %1289 = add nsw i64 3170304, %1288
+  %1290 = add nsw i64 %1289, %probs.k79431
+  %arena432 = getelementptr inbounds float, ptr %arena, i64 %1290
+  %1291 = load float, ptr %arena432, align 4
+  %m76433 = load float, ptr %probs.m76, align 4
+  %1292 = fsub float %1291, %m76433
+  %1293 = call float @llvm.exp.f32(float %1292)
+  %1294 = fadd float %s77, %1293
+  store float %1294, ptr %probs.s77, align 4
+  %k79.next = add nsw i64 %probs.k79431, 1
+  %1295 = icmp slt i64 %k79.next, 10
+  br i1 %1295, label %probs.k79, label %probs.k79.end
 
-loss.k59:                                         ; preds = %loss.k59, %loss.k58.end
-  %loss.k59427 = phi i64 [ 0, %loss.k58.end ], [ %k59.next, %loss.k59 ]
-  %s57 = load float, ptr %loss.s57, align 4
-  %1219 = mul nsw i64 %loss.n55423, 10
-  %1220 = add nsw i64 3170304, %1219
-  %1221 = add nsw i64 %1220, %loss.k59427
-  %arena428 = getelementptr inbounds float, ptr %arena, i64 %1221
-  %1222 = load float, ptr %arena428, align 4
-  %m56429 = load float, ptr %loss.m56, align 4
-  %1223 = fsub float %1222, %m56429
-  %1224 = call float @llvm.exp.f32(float %1223)
-  %1225 = fadd float %s57, %1224
-  store float %1225, ptr %loss.s57, align 4
-  %k59.next = add nsw i64 %loss.k59427, 1
-  %1226 = icmp slt i64 %k59.next, 10
-  br i1 %1226, label %loss.k59, label %loss.k59.end
+probs.k79.end:                                    ; preds = %probs.k79
+  br label %probs.k80
 
-loss.k59.end:                                     ; preds = %loss.k59
-  %total54 = load float, ptr %loss.total54, align 4
-  %m56430 = load float, ptr %loss.m56, align 4
-  %s57431 = load float, ptr %loss.s57, align 4
-  %1227 = call float @llvm.log.f32(float %s57431)
-  %1228 = fadd float %m56430, %1227
-  %1229 = mul nsw i64 %loss.n55423, 10
-  %1230 = add nsw i64 3170304, %1229
-  %labels432 = getelementptr inbounds i32, ptr %labels, i64 %loss.n55423
-  %label = load i32, ptr %labels432, align 4
-  %1231 = sext i32 %label to i64
-  %1232 = add nsw i64 %1230, %1231
-  %arena433 = getelementptr inbounds float, ptr %arena, i64 %1232
-  %1233 = load float, ptr %arena433, align 4
-  %1234 = fsub float %1228, %1233
-  %1235 = fadd float %total54, %1234
-  store float %1235, ptr %loss.total54, align 4
-  %n55.next = add nsw i64 %loss.n55423, 1
-  %1236 = icmp slt i64 %n55.next, 64
-  br i1 %1236, label %loss.n55, label %loss.n55.end
+probs.k80:                                        ; preds = %probs.k80, %probs.k79.end
+  %probs.k80434 = phi i64 [ 0, %probs.k79.end ], [ %k80.next, %probs.k80 ]
+  %1296 = mul nsw i64 %probs.n75427, 10
+  %1297 = add nsw i64 3170304, %1296
+  %1298 = add nsw i64 %1297, %probs.k80434
+  %arena435 = getelementptr inbounds float, ptr %arena, i64 %1298
+  %1299 = load float, ptr %arena435, align 4
+  %m76436 = load float, ptr %probs.m76, align 4
+  %1300 = fsub float %1299, %m76436
+  %1301 = call float @llvm.exp.f32(float %1300)
+  %s77437 = load float, ptr %probs.s77, align 4
+  %1302 = fdiv float %1301, %s77437
+  %1303 = mul nsw i64 %probs.n75427, 10
+  %1304 = add nsw i64 3170944, %1303
+  %1305 = add nsw i64 %1304, %probs.k80434
+  %arena438 = getelementptr inbounds float, ptr %arena, i64 %1305
+  store float %1302, ptr %arena438, align 4
+  %k80.next = add nsw i64 %probs.k80434, 1
+  %1306 = icmp slt i64 %k80.next, 10
+  br i1 %1306, label %probs.k80, label %probs.k80.end
 
-fc2_grad.n60:                                     ; preds = %fc2_grad.k65.end, %loss.n55.end
-  %fc2_grad.n60436 = phi i64 [ 0, %loss.n55.end ], [ %n60.next, %fc2_grad.k65.end ]
-  %1237 = mul nsw i64 %fc2_grad.n60436, 10
-  %1238 = add nsw i64 3170304, %1237
-  %arena437 = getelementptr inbounds float, ptr %arena, i64 %1238
-  %1239 = load float, ptr %arena437, align 4
-  store float %1239, ptr %fc2_grad.m61, align 4
-  br label %fc2_grad.k63
+probs.k80.end:                                    ; preds = %probs.k80
+  %n75.next = add nsw i64 %probs.n75427, 1
+  %1307 = icmp slt i64 %n75.next, 64
+  br i1 %1307, label %probs.n75, label %probs.n75.end
 
-fc2_grad.n60.end:                                 ; preds = %fc2_grad.k65.end
-  %arena453 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %arena454 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %grads455 = getelementptr inbounds float, ptr %grads, i64 1198592
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena453, i32 10, ptr %arena454, i32 128, float 0.000000e+00, ptr %grads455, i32 128)
-  br label %fc2_bias_grad.u66
+loss.n82:                                         ; preds = %loss.k86.end, %probs.n75.end
+  %loss.n82439 = phi i64 [ 0, %probs.n75.end ], [ %n82.next, %loss.k86.end ]
+  %1308 = mul nsw i64 %loss.n82439, 10
+  %1309 = add nsw i64 3170304, %1308
+  %arena440 = getelementptr inbounds float, ptr %arena, i64 %1309
+  %1310 = load float, ptr %arena440, align 4
+  store float %1310, ptr %loss.m83, align 4
+  br label %loss.k85
 
-fc2_grad.k63:                                     ; preds = %fc2_grad.k63, %fc2_grad.n60
-  %fc2_grad.k63438 = phi i64 [ 0, %fc2_grad.n60 ], [ %k63.next, %fc2_grad.k63 ]
-  %m61 = load float, ptr %fc2_grad.m61, align 4
-  %1240 = mul nsw i64 %fc2_grad.n60436, 10
-  %1241 = add nsw i64 3170304, %1240
-  %1242 = add nsw i64 %1241, %fc2_grad.k63438
-  %arena439 = getelementptr inbounds float, ptr %arena, i64 %1242
-  %1243 = load float, ptr %arena439, align 4
-  %1244 = fcmp ogt float %1243, %m61
-  %1245 = select i1 %1244, float %1243, float %m61
-  store float %1245, ptr %fc2_grad.m61, align 4
-  %k63.next = add nsw i64 %fc2_grad.k63438, 1
-  %1246 = icmp slt i64 %k63.next, 10
-  br i1 %1246, label %fc2_grad.k63, label %fc2_grad.k63.end
+loss.n82.end:                                     ; preds = %loss.k86.end
+  %total81450 = load float, ptr %loss.total81, align 4
+  %1311 = fdiv float %total81450, 6.400000e+01
+  %arena451 = getelementptr inbounds float, ptr %arena, i64 3171584
+  store float %1311, ptr %arena451, align 4
+  br label %fc2_grad.n87
 
-fc2_grad.k63.end:                                 ; preds = %fc2_grad.k63
-  store float 0.000000e+00, ptr %fc2_grad.s62, align 4
-  br label %fc2_grad.k64
+loss.k85:                                         ; preds = %loss.k85, %loss.n82
+  %loss.k85441 = phi i64 [ 0, %loss.n82 ], [ %k85.next, %loss.k85 ]
+  %m83 = load float, ptr %loss.m83, align 4
+  %1312 = mul nsw i64 %loss.n82439, 10
+  %1313 = add nsw i64 3170304, %1312
+  %1314 = add nsw i64 %1313, %loss.k85441
+  %arena442 = getelementptr inbounds float, ptr %arena, i64 %1314
+  %1315 = load float, ptr %arena442, align 4
+  %1316 = fcmp ogt float %1315, %m83
+  %1317 = select i1 %1316, float %1315, float %m83
+  store float %1317, ptr %loss.m83, align 4
+  %k85.next = add nsw i64 %loss.k85441, 1
+  %1318 = icmp slt i64 %k85.next, 10
+  br i1 %1318, label %loss.k85, label %loss.k85.end
 
-fc2_grad.k64:                                     ; preds = %fc2_grad.k64, %fc2_grad.k63.end
-  %fc2_grad.k64440 = phi i64 [ 0, %fc2_grad.k63.end ], [ %k64.next, %fc2_grad.k64 ]
-  %s62 = load float, ptr %fc2_grad.s62, align 4
-  %1247 = mul nsw i64 %fc2_grad.n60436, 10
-  %1248 = add nsw i64 3170304, %1247
-  %1249 = add nsw i64 %1248, %fc2_grad.k64440
-  %arena441 = getelementptr inbounds float, ptr %arena, i64 %1249
-  %1250 = load float, ptr %arena441, align 4
-  %m61442 = load float, ptr %fc2_grad.m61, align 4
-  %1251 = fsub float %1250, %m61442
-  %1252 = call float @llvm.exp.f32(float %1251)
-  %1253 = fadd float %s62, %1252
-  store float %1253, ptr %fc2_grad.s62, align 4
-  %k64.next = add nsw i64 %fc2_grad.k64440, 1
-  %1254 = icmp slt i64 %k64.next, 10
-  br i1 %1254, label %fc2_grad.k64, label %fc2_grad.k64.end
+loss.k85.end:                                     ; preds = %loss.k85
+  store float 0.000000e+00, ptr %loss.s84, align 4
+  br label %loss.k86
 
-fc2_grad.k64.end:                                 ; preds = %fc2_grad.k64
-  br label %fc2_grad.k65
+loss.k86:                                         ; preds = %loss.k86, %loss.k85.end
+  %loss.k86443 = phi i64 [ 0, %loss.k85.end ], [ %k86.next, %loss.k86 ]
+  %s84 = load float, ptr %loss.s84, align 4
+  %1319 = mul nsw i64 %loss.n82439, 10
+  %1320 = add nsw i64 3170304, %1319
+  %1321 = add nsw i64 %1320, %loss.k86443
+  %arena444 = getelementptr inbounds float, ptr %arena, i64 %1321
+  %1322 = load float, ptr %arena444, align 4
+  %m83445 = load float, ptr %loss.m83, align 4
+  %1323 = fsub float %1322, %m83445
+  %1324 = call float @llvm.exp.f32(float %1323)
+  %1325 = fadd float %s84, %1324
+  store float %1325, ptr %loss.s84, align 4
+  %k86.next = add nsw i64 %loss.k86443, 1
+  %1326 = icmp slt i64 %k86.next, 10
+  br i1 %1326, label %loss.k86, label %loss.k86.end
 
-fc2_grad.k65:                                     ; preds = %fc2_grad.k65, %fc2_grad.k64.end
-  %fc2_grad.k65443 = phi i64 [ 0, %fc2_grad.k64.end ], [ %k65.next, %fc2_grad.k65 ]
-  %labels444 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n60436
-  %label445 = load i32, ptr %labels444, align 4
-  %1255 = sext i32 %label445 to i64
-  %1256 = icmp eq i64 %fc2_grad.k65443, %1255
-  %1257 = mul nsw i64 %fc2_grad.n60436, 10
-  %1258 = add nsw i64 3170304, %1257
-  %1259 = add nsw i64 %1258, %fc2_grad.k65443
-  %arena446 = getelementptr inbounds float, ptr %arena, i64 %1259
-  %1260 = load float, ptr %arena446, align 4
-  %m61447 = load float, ptr %fc2_grad.m61, align 4
-  %1261 = fsub float %1260, %m61447
-  %1262 = call float @llvm.exp.f32(float %1261)
-  %s62448 = load float, ptr %fc2_grad.s62, align 4
-  %1263 = fdiv float %1262, %s62448
-  %1264 = fsub float %1263, 1.000000e+00
-  %1265 = mul nsw i64 %fc2_grad.n60436, 10
-  %1266 = add nsw i64 3170304, %1265
-  %1267 = add nsw i64 %1266, %fc2_grad.k65443
-  %arena449 = getelementptr inbounds float, ptr %arena, i64 %1267
-  %1268 = load float, ptr %arena449, align 4
-  %m61450 = load float, ptr %fc2_grad.m61, align 4
-  %1269 = fsub float %1268, %m61450
-  %1270 = call float @llvm.exp.f32(float %1269)
-  %s62451 = load float, ptr %fc2_grad.s62, align 4
-  %1271 = fdiv float %1270, %s62451
-  %1272 = select i1 %1256, float %1264, float %1271
-  %1273 = fdiv float %1272, 6.400000e+01
-  %1274 = mul nsw i64 %fc2_grad.n60436, 10
-  %1275 = add nsw i64 3171600, %1274
-  %1276 = add nsw i64 %1275, %fc2_grad.k65443
-  %arena452 = getelementptr inbounds float, ptr %arena, i64 %1276
-  store float %1273, ptr %arena452, align 4
-  %k65.next = add nsw i64 %fc2_grad.k65443, 1
-  %1277 = icmp slt i64 %k65.next, 10
-  br i1 %1277, label %fc2_grad.k65, label %fc2_grad.k65.end
+loss.k86.end:                                     ; preds = %loss.k86
+  %total81 = load float, ptr %loss.total81, align 4
+  %m83446 = load float, ptr %loss.m83, align 4
+  %s84447 = load float, ptr %loss.s84, align 4
+  %1327 = call float @llvm.log.f32(float %s84447)
+  %1328 = fadd float %m83446, %1327
+  %1329 = mul nsw i64 %loss.n82439, 10
+  %1330 = add nsw i64 3170304, %1329
+  %labels448 = getelementptr inbounds i32, ptr %labels, i64 %loss.n82439
+  %label = load i32, ptr %labels448, align 4
+  %1331 = sext i32 %label to i64
+  %1332 = add nsw i64 %1330, %1331
+  %arena449 = getelementptr inbounds float, ptr %arena, i64 %1332
+  %1333 = load float, ptr %arena449, align 4
+  %1334 = fsub float %1328, %1333
+  %1335 = fadd float %total81, %1334
+  store float %1335, ptr %loss.total81, align 4
+  %n82.next = add nsw i64 %loss.n82439, 1
+  %1336 = icmp slt i64 %n82.next, 64
+  br i1 %1336, label %loss.n82, label %loss.n82.end
 
-fc2_grad.k65.end:                                 ; preds = %fc2_grad.k65
-  %n60.next = add nsw i64 %fc2_grad.n60436, 1
-  %1278 = icmp slt i64 %n60.next, 64
-  br i1 %1278, label %fc2_grad.n60, label %fc2_grad.n60.end
+fc2_grad.n87:                                     ; preds = %fc2_grad.k92.end, %loss.n82.end
+  %fc2_grad.n87452 = phi i64 [ 0, %loss.n82.end ], [ %n87.next, %fc2_grad.k92.end ]
+  %1337 = mul nsw i64 %fc2_grad.n87452, 10
+  %1338 = add nsw i64 3170304, %1337
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1338
+  %1339 = load float, ptr %arena453, align 4
+  store float %1339, ptr %fc2_grad.m88, align 4
+  br label %fc2_grad.k90
 
-fc2_bias_grad.u66:                                ; preds = %fc2_bias_grad.n68.end, %fc2_grad.n60.end
-  %fc2_bias_grad.u66456 = phi i64 [ 0, %fc2_grad.n60.end ], [ %u66.next, %fc2_bias_grad.n68.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc67, align 4
-  br label %fc2_bias_grad.n68
+fc2_grad.n87.end:                                 ; preds = %fc2_grad.k92.end
+  %arena469 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %arena470 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %grads471 = getelementptr inbounds float, ptr %grads, i64 1198592
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena469, i32 10, ptr %arena470, i32 128, float 0.000000e+00, ptr %grads471, i32 128)
+  br label %fc2_bias_grad.u93
 
-fc2_bias_grad.u66.end:                            ; preds = %fc2_bias_grad.n68.end
-  %arena461 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %params462 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena463 = getelementptr inbounds float, ptr %arena, i64 3172240
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena461, i32 10, ptr %params462, i32 128, float 0.000000e+00, ptr %arena463, i32 128)
-  br label %relu3_grad.i69
+fc2_grad.k90:                                     ; preds = %fc2_grad.k90, %fc2_grad.n87
+  %fc2_grad.k90454 = phi i64 [ 0, %fc2_grad.n87 ], [ %k90.next, %fc2_grad.k90 ]
+  %m88 = load float, ptr %fc2_grad.m88, align 4
+  %1340 = mul nsw i64 %fc2_grad.n87452, 10
+  %1341 = add nsw i64 3170304, %1340
+  %1342 = add nsw i64 %1341, %fc2_grad.k90454
+  %arena455 = getelementptr inbounds float, ptr %arena, i64 %1342
+  %1343 = load float, ptr %arena455, align 4
+  %1344 = fcmp ogt float %1343, %m88
+  %1345 = select i1 %1344, float %1343, float %m88
+  store float %1345, ptr %fc2_grad.m88, align 4
+  %k90.next = add nsw i64 %fc2_grad.k90454, 1
+  %1346 = icmp slt i64 %k90.next, 10
+  br i1 %1346, label %fc2_grad.k90, label %fc2_grad.k90.end
 
-fc2_bias_grad.n68:                                ; preds = %fc2_bias_grad.n68, %fc2_bias_grad.u66
-  %fc2_bias_grad.n68457 = phi i64 [ 0, %fc2_bias_grad.u66 ], [ %n68.next, %fc2_bias_grad.n68 ]
-  %acc67 = load float, ptr %fc2_bias_grad.acc67, align 4
-  %1279 = mul nsw i64 %fc2_bias_grad.n68457, 10
-  %1280 = add nsw i64 3171600, %1279
-  %1281 = add nsw i64 %1280, %fc2_bias_grad.u66456
-  %arena458 = getelementptr inbounds float, ptr %arena, i64 %1281
-  %1282 = load float, ptr %arena458, align 4
-  %1283 = fadd float %acc67, %1282
-  store float %1283, ptr %fc2_bias_grad.acc67, align 4
-  %n68.next = add nsw i64 %fc2_bias_grad.n68457, 1
-  %1284 = icmp slt i64 %n68.next, 64
-  br i1 %1284, label %fc2_bias_grad.n68, label %fc2_bias_grad.n68.end
+fc2_grad.k90.end:                                 ; preds = %fc2_grad.k90
+  store float 0.000000e+00, ptr %fc2_grad.s89, align 4
+  br label %fc2_grad.k91
 
-fc2_bias_grad.n68.end:                            ; preds = %fc2_bias_grad.n68
-  %acc67459 = load float, ptr %fc2_bias_grad.acc67, align 4
-  %1285 = add nsw i64 1199872, %fc2_bias_grad.u66456
-  %grads460 = getelementptr inbounds float, ptr %grads, i64 %1285
-  store float %acc67459, ptr %grads460, align 4
-  %u66.next = add nsw i64 %fc2_bias_grad.u66456, 1
-  %1286 = icmp slt i64 %u66.next, 10
-  br i1 %1286, label %fc2_bias_grad.u66, label %fc2_bias_grad.u66.end
+fc2_grad.k91:                                     ; preds = %fc2_grad.k91, %fc2_grad.k90.end
+  %fc2_grad.k91456 = phi i64 [ 0, %fc2_grad.k90.end ], [ %k91.next, %fc2_grad.k91 ]
+  %s89 = load float, ptr %fc2_grad.s89, align 4
+  %1347 = mul nsw i64 %fc2_grad.n87452, 10
+  %1348 = add nsw i64 3170304, %1347
+  %1349 = add nsw i64 %1348, %fc2_grad.k91456
+  %arena457 = getelementptr inbounds float, ptr %arena, i64 %1349
+  %1350 = load float, ptr %arena457, align 4
+  %m88458 = load float, ptr %fc2_grad.m88, align 4
+  %1351 = fsub float %1350, %m88458
+  %1352 = call float @llvm.exp.f32(float %1351)
+  %1353 = fadd float %s89, %1352
+  store float %1353, ptr %fc2_grad.s89, align 4
+  %k91.next = add nsw i64 %fc2_grad.k91456, 1
+  %1354 = icmp slt i64 %k91.next, 10
+  br i1 %1354, label %fc2_grad.k91, label %fc2_grad.k91.end
 
-relu3_grad.i69:                                   ; preds = %relu3_grad.i69, %fc2_bias_grad.u66.end
-  %relu3_grad.i69464 = phi i64 [ 0, %fc2_bias_grad.u66.end ], [ %i69.next, %relu3_grad.i69 ]
-  %1287 = xor i64 %seed, 7835719957706616186
-  %1288 = lshr i64 %1287, 30
-  %1289 = xor i64 %1287, %1288
-  %1290 = mul i64 %1289, -4658895280553007687
-  %1291 = lshr i64 %1290, 27
-  %1292 = xor i64 %1290, %1291
-  %1293 = mul i64 %1292, -7723592293110705685
-  %1294 = lshr i64 %1293, 31
-  %1295 = xor i64 %1293, %1294
-  %1296 = add i64 %1295, %step
-  %1297 = lshr i64 %1296, 30
-  %1298 = xor i64 %1296, %1297
-  %1299 = mul i64 %1298, -4658895280553007687
-  %1300 = lshr i64 %1299, 27
-  %1301 = xor i64 %1299, %1300
-  %1302 = mul i64 %1301, -7723592293110705685
-  %1303 = lshr i64 %1302, 31
-  %1304 = xor i64 %1302, %1303
-  %1305 = mul i64 %relu3_grad.i69464, -7046029254386353131
-  %1306 = add i64 %1304, %1305
-  %1307 = lshr i64 %1306, 30
-  %1308 = xor i64 %1306, %1307
-  %1309 = mul i64 %1308, -4658895280553007687
-  %1310 = lshr i64 %1309, 27
-  %1311 = xor i64 %1309, %1310
-  %1312 = mul i64 %1311, -7723592293110705685
-  %1313 = lshr i64 %1312, 31
-  %1314 = xor i64 %1312, %1313
-  %1315 = lshr i64 %1314, 40
-  %keep465 = icmp uge i64 %1315, 8388608
-  %1316 = add nsw i64 3172240, %relu3_grad.i69464
-  %arena466 = getelementptr inbounds float, ptr %arena, i64 %1316
-  %1317 = load float, ptr %arena466, align 4
-  %1318 = fmul float %1317, 2.000000e+00
-  %1319 = select i1 %keep465, float %1318, float 0.000000e+00
-  %1320 = add nsw i64 3180432, %relu3_grad.i69464
-  %arena467 = getelementptr inbounds float, ptr %arena, i64 %1320
-  store float %1319, ptr %arena467, align 4
-  %i69.next = add nsw i64 %relu3_grad.i69464, 1
-  %1321 = icmp slt i64 %i69.next, 8192
-  br i1 %1321, label %relu3_grad.i69, label %relu3_grad.i69.end
+fc2_grad.k91.end:                                 ; preds = %fc2_grad.k91
+  br label %fc2_grad.k92
 
-relu3_grad.i69.end:                               ; preds = %relu3_grad.i69
-  br label %fc1_grad.i70
+fc2_grad.k92:                                     ; preds = %fc2_grad.k92, %fc2_grad.k91.end
+  %fc2_grad.k92459 = phi i64 [ 0, %fc2_grad.k91.end ], [ %k92.next, %fc2_grad.k92 ]
+  %labels460 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n87452
+  %label461 = load i32, ptr %labels460, align 4
+  %1355 = sext i32 %label461 to i64
+  %1356 = icmp eq i64 %fc2_grad.k92459, %1355
+  %1357 = mul nsw i64 %fc2_grad.n87452, 10
+  %1358 = add nsw i64 3170304, %1357
+  %1359 = add nsw i64 %1358, %fc2_grad.k92459
+  %arena462 = getelementptr inbounds float, ptr %arena, i64 %1359
+  %1360 = load float, ptr %arena462, align 4
+  %m88463 = load float, ptr %fc2_grad.m88, align 4
+  %1361 = fsub float %1360, %m88463
+  %1362 = call float @llvm.exp.f32(float %1361)
+  %s89464 = load float, ptr %fc2_grad.s89, align 4
+  %1363 = fdiv float %1362, %s89464
+  %1364 = fsub float %1363, 1.000000e+00
+  %1365 = mul nsw i64 %fc2_grad.n87452, 10
+  %1366 = add nsw i64 3170304, %1365
+  %1367 = add nsw i64 %1366, %fc2_grad.k92459
+  %arena465 = getelementptr inbounds float, ptr %arena, i64 %1367
+  %1368 = load float, ptr %arena465, align 4
+  %m88466 = load float, ptr %fc2_grad.m88, align 4
+  %1369 = fsub float %1368, %m88466
+  %1370 = call float @llvm.exp.f32(float %1369)
+  %s89467 = load float, ptr %fc2_grad.s89, align 4
+  %1371 = fdiv float %1370, %s89467
+  %1372 = select i1 %1356, float %1364, float %1371
+  %1373 = fdiv float %1372, 6.400000e+01
+  %1374 = mul nsw i64 %fc2_grad.n87452, 10
+  %1375 = add nsw i64 3171600, %1374
+  %1376 = add nsw i64 %1375, %fc2_grad.k92459
+  %arena468 = getelementptr inbounds float, ptr %arena, i64 %1376
+  store float %1373, ptr %arena468, align 4
+  %k92.next = add nsw i64 %fc2_grad.k92459, 1
+  %1377 = icmp slt i64 %k92.next, 10
+  br i1 %1377, label %fc2_grad.k92, label %fc2_grad.k92.end
 
-fc1_grad.i70:                                     ; preds = %fc1_grad.i70, %relu3_grad.i69.end
-  %fc1_grad.i70468 = phi i64 [ 0, %relu3_grad.i69.end ], [ %i70.next, %fc1_grad.i70 ]
-  %1322 = add nsw i64 3153920, %fc1_grad.i70468
-  %arena469 = getelementptr inbounds float, ptr %arena, i64 %1322
-  %1323 = load float, ptr %arena469, align 4
-  %1324 = fcmp ogt float %1323, 0.000000e+00
-  %1325 = add nsw i64 3180432, %fc1_grad.i70468
-  %arena470 = getelementptr inbounds float, ptr %arena, i64 %1325
-  %1326 = load float, ptr %arena470, align 4
-  %1327 = select i1 %1324, float %1326, float 0.000000e+00
-  %1328 = add nsw i64 3162112, %fc1_grad.i70468
-  %arena471 = getelementptr inbounds float, ptr %arena, i64 %1328
-  store float %1327, ptr %arena471, align 4
-  %i70.next = add nsw i64 %fc1_grad.i70468, 1
-  %1329 = icmp slt i64 %i70.next, 8192
-  br i1 %1329, label %fc1_grad.i70, label %fc1_grad.i70.end
+fc2_grad.k92.end:                                 ; preds = %fc2_grad.k92
+  %n87.next = add nsw i64 %fc2_grad.n87452, 1
+  %1378 = icmp slt i64 %n87.next, 64
+  br i1 %1378, label %fc2_grad.n87, label %fc2_grad.n87.end
 
-fc1_grad.i70.end:                                 ; preds = %fc1_grad.i70
-  %arena472 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %arena473 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %grads474 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 9216, i32 64, float 1.000000e+00, ptr %arena472, i32 128, ptr %arena473, i32 9216, float 0.000000e+00, ptr %grads474, i32 9216)
-  br label %fc1_bias_grad.u71
+fc2_bias_grad.u93:                                ; preds = %fc2_bias_grad.n95.end, %fc2_grad.n87.end
+  %fc2_bias_grad.u93472 = phi i64 [ 0, %fc2_grad.n87.end ], [ %u93.next, %fc2_bias_grad.n95.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc94, align 4
+  br label %fc2_bias_grad.n95
 
-fc1_bias_grad.u71:                                ; preds = %fc1_bias_grad.n73.end, %fc1_grad.i70.end
-  %fc1_bias_grad.u71475 = phi i64 [ 0, %fc1_grad.i70.end ], [ %u71.next, %fc1_bias_grad.n73.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc72, align 4
-  br label %fc1_bias_grad.n73
+fc2_bias_grad.u93.end:                            ; preds = %fc2_bias_grad.n95.end
+  %arena477 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %params478 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena479 = getelementptr inbounds float, ptr %arena, i64 3172240
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena477, i32 10, ptr %params478, i32 128, float 0.000000e+00, ptr %arena479, i32 128)
+  br label %relu3_grad.i96
 
-fc1_bias_grad.u71.end:                            ; preds = %fc1_bias_grad.n73.end
-  %arena480 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params481 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena482 = getelementptr inbounds float, ptr %arena, i64 3171600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 9216, i32 128, float 1.000000e+00, ptr %arena480, i32 128, ptr %params481, i32 9216, float 0.000000e+00, ptr %arena482, i32 9216)
-  br label %pool_grad.i74
+fc2_bias_grad.n95:                                ; preds = %fc2_bias_grad.n95, %fc2_bias_grad.u93
+  %fc2_bias_grad.n95473 = phi i64 [ 0, %fc2_bias_grad.u93 ], [ %n95.next, %fc2_bias_grad.n95 ]
+  %acc94 = load float, ptr %fc2_bias_grad.acc94, align 4
+  %1379 = mul nsw i64 %fc2_bias_grad.n95473, 10
+  %1380 = add nsw i64 3171600, %1379
+  %1381 = add nsw i64 %1380, %fc2_bias_grad.u93472
+  %arena474 = getelementptr inbounds float, ptr %arena, i64 %1381
+  %1382 = load float, ptr %arena474, align 4
+  %1383 = fadd float %acc94, %1382
+  store float %1383, ptr %fc2_bias_grad.acc94, align 4
+  %n95.next = add nsw i64 %fc2_bias_grad.n95473, 1
+  %1384 = icmp slt i64 %n95.next, 64
+  br i1 %1384, label %fc2_bias_grad.n95, label %fc2_bias_grad.n95.end
 
-fc1_bias_grad.n73:                                ; preds = %fc1_bias_grad.n73, %fc1_bias_grad.u71
-  %fc1_bias_grad.n73476 = phi i64 [ 0, %fc1_bias_grad.u71 ], [ %n73.next, %fc1_bias_grad.n73 ]
-  %acc72 = load float, ptr %fc1_bias_grad.acc72, align 4
-  %1330 = mul nsw i64 %fc1_bias_grad.n73476, 128
-  %1331 = add nsw i64 3162112, %1330
-  %1332 = add nsw i64 %1331, %fc1_bias_grad.u71475
-  %arena477 = getelementptr inbounds float, ptr %arena, i64 %1332
-  %1333 = load float, ptr %arena477, align 4
-  %1334 = fadd float %acc72, %1333
-  store float %1334, ptr %fc1_bias_grad.acc72, align 4
-  %n73.next = add nsw i64 %fc1_bias_grad.n73476, 1
-  %1335 = icmp slt i64 %n73.next, 64
-  br i1 %1335, label %fc1_bias_grad.n73, label %fc1_bias_grad.n73.end
+fc2_bias_grad.n95.end:                            ; preds = %fc2_bias_grad.n95
+  %acc94475 = load float, ptr %fc2_bias_grad.acc94, align 4
+  %1385 = add nsw i64 1199872, %fc2_bias_grad.u93472
+  %grads476 = getelementptr inbounds float, ptr %grads, i64 %1385
+  store float %acc94475, ptr %grads476, align 4
+  %u93.next = add nsw i64 %fc2_bias_grad.u93472, 1
+  %1386 = icmp slt i64 %u93.next, 10
+  br i1 %1386, label %fc2_bias_grad.u93, label %fc2_bias_grad.u93.end
 
-fc1_bias_grad.n73.end:                            ; preds = %fc1_bias_grad.n73
-  %acc72478 = load float, ptr %fc1_bias_grad.acc72, align 4
-  %1336 = add nsw i64 1198464, %fc1_bias_grad.u71475
-  %grads479 = getelementptr inbounds float, ptr %grads, i64 %1336
-  store float %acc72478, ptr %grads479, align 4
-  %u71.next = add nsw i64 %fc1_bias_grad.u71475, 1
-  %1337 = icmp slt i64 %u71.next, 128
-  br i1 %1337, label %fc1_bias_grad.u71, label %fc1_bias_grad.u71.end
+relu3_grad.i96:                                   ; preds = %relu3_grad.i96, %fc2_bias_grad.u93.end
+  %relu3_grad.i96480 = phi i64 [ 0, %fc2_bias_grad.u93.end ], [ %i96.next, %relu3_grad.i96 ]
+  %1387 = xor i64 %seed, 7835719957706616186
+  %1388 = lshr i64 %1387, 30
+  %1389 = xor i64 %1387, %1388
+  %1390 = mul i64 %1389, -4658895280553007687
+  %1391 = lshr i64 %1390, 27
+  %1392 = xor i64 %1390, %1391
+  %1393 = mul i64 %1392, -7723592293110705685
+  %1394 = lshr i64 %1393, 31
+  %1395 = xor i64 %1393, %1394
+  %1396 = add i64 %1395, %step
+  %1397 = lshr i64 %1396, 30
+  %1398 = xor i64 %1396, %1397
+  %1399 = mul i64 %1398, -4658895280553007687
+  %1400 = lshr i64 %1399, 27
+  %1401 = xor i64 %1399, %1400
+  %1402 = mul i64 %1401, -7723592293110705685
+  %1403 = lshr i64 %1402, 31
+  %1404 = xor i64 %1402, %1403
+  %1405 = mul i64 %relu3_grad.i96480, -7046029254386353131
+  %1406 = add i64 %1404, %1405
+  %1407 = lshr i64 %1406, 30
+  %1408 = xor i64 %1406, %1407
+  %1409 = mul i64 %1408, -4658895280553007687
+  %1410 = lshr i64 %1409, 27
+  %1411 = xor i64 %1409, %1410
+  %1412 = mul i64 %1411, -7723592293110705685
+  %1413 = lshr i64 %1412, 31
+  %1414 = xor i64 %1412, %1413
+  %1415 = lshr i64 %1414, 40
+  %keep481 = icmp uge i64 %1415, 8388608
+  %1416 = add nsw i64 3172240, %relu3_grad.i96480
+  %arena482 = getelementptr inbounds float, ptr %arena, i64 %1416
+  %1417 = load float, ptr %arena482, align 4
+  %1418 = fmul float %1417, 2.000000e+00
+  %1419 = select i1 %keep481, float %1418, float 0.000000e+00
+  %1420 = add nsw i64 3180432, %relu3_grad.i96480
+  %arena483 = getelementptr inbounds float, ptr %arena, i64 %1420
+  store float %1419, ptr %arena483, align 4
+  %i96.next = add nsw i64 %relu3_grad.i96480, 1
+  %1421 = icmp slt i64 %i96.next, 8192
+  br i1 %1421, label %relu3_grad.i96, label %relu3_grad.i96.end
 
-pool_grad.i74:                                    ; preds = %pool_grad.i74, %fc1_bias_grad.u71.end
-  %pool_grad.i74483 = phi i64 [ 0, %fc1_bias_grad.u71.end ], [ %i74.next, %pool_grad.i74 ]
-  %1338 = xor i64 %seed, 7835718858194987975
-  %1339 = lshr i64 %1338, 30
-  %1340 = xor i64 %1338, %1339
-  %1341 = mul i64 %1340, -4658895280553007687
-  %1342 = lshr i64 %1341, 27
-  %1343 = xor i64 %1341, %1342
-  %1344 = mul i64 %1343, -7723592293110705685
-  %1345 = lshr i64 %1344, 31
-  %1346 = xor i64 %1344, %1345
-  %1347 = add i64 %1346, %step
-  %1348 = lshr i64 %1347, 30
-  %1349 = xor i64 %1347, %1348
-  %1350 = mul i64 %1349, -4658895280553007687
-  %1351 = lshr i64 %1350, 27
-  %1352 = xor i64 %1350, %1351
-  %1353 = mul i64 %1352, -7723592293110705685
-  %1354 = lshr i64 %1353, 31
-  %1355 = xor i64 %1353, %1354
-  %1356 = mul i64 %pool_grad.i74483, -7046029254386353131
-  %1357 = add i64 %1355, %1356
-  %1358 = lshr i64 %1357, 30
-  %1359 = xor i64 %1357, %1358
-  %1360 = mul i64 %1359, -4658895280553007687
-  %1361 = lshr i64 %1360, 27
-  %1362 = xor i64 %1360, %1361
-  %1363 = mul i64 %1362, -7723592293110705685
-  %1364 = lshr i64 %1363, 31
-  %1365 = xor i64 %1363, %1364
-  %1366 = lshr i64 %1365, 40
-  %keep484 = icmp uge i64 %1366, 4194304
-  %1367 = add nsw i64 3171600, %pool_grad.i74483
-  %arena485 = getelementptr inbounds float, ptr %arena, i64 %1367
-  %1368 = load float, ptr %arena485, align 4
-  %1369 = fmul float %1368, 0x3FF5555560000000
-  %1370 = select i1 %keep484, float %1369, float 0.000000e+00
-  %1371 = add nsw i64 3761424, %pool_grad.i74483
-  %arena486 = getelementptr inbounds float, ptr %arena, i64 %1371
-  store float %1370, ptr %arena486, align 4
-  %i74.next = add nsw i64 %pool_grad.i74483, 1
-  %1372 = icmp slt i64 %i74.next, 589824
-  br i1 %1372, label %pool_grad.i74, label %pool_grad.i74.end
+relu3_grad.i96.end:                               ; preds = %relu3_grad.i96
+  br label %fc1_grad.i97
 
-pool_grad.i74.end:                                ; preds = %pool_grad.i74
-  br label %conv2_grad.i75
+fc1_grad.i97:                                     ; preds = %fc1_grad.i97, %relu3_grad.i96.end
+  %fc1_grad.i97484 = phi i64 [ 0, %relu3_grad.i96.end ], [ %i97.next, %fc1_grad.i97 ]
+  %1422 = add nsw i64 3153920, %fc1_grad.i97484
+  %arena485 = getelementptr inbounds float, ptr %arena, i64 %1422
+  %1423 = load float, ptr %arena485, align 4
+  %1424 = fcmp ogt float %1423, 0.000000e+00
+  %1425 = add nsw i64 3180432, %fc1_grad.i97484
+  %arena486 = getelementptr inbounds float, ptr %arena, i64 %1425
+  %1426 = load float, ptr %arena486, align 4
+  %1427 = select i1 %1424, float %1426, float 0.000000e+00
+  %1428 = add nsw i64 3162112, %fc1_grad.i97484
+  %arena487 = getelementptr inbounds float, ptr %arena, i64 %1428
+  store float %1427, ptr %arena487, align 4
+  %i97.next = add nsw i64 %fc1_grad.i97484, 1
+  %1429 = icmp slt i64 %i97.next, 8192
+  br i1 %1429, label %fc1_grad.i97, label %fc1_grad.i97.end
 
-conv2_grad.i75:                                   ; preds = %conv2_grad.i75, %pool_grad.i74.end
-  %conv2_grad.i75487 = phi i64 [ 0, %pool_grad.i74.end ], [ %i75.next, %conv2_grad.i75 ]
-  %1373 = add nsw i64 4351248, %conv2_grad.i75487
-  %arena488 = getelementptr inbounds float, ptr %arena, i64 %1373
-  store float 0.000000e+00, ptr %arena488, align 4
-  %i75.next = add nsw i64 %conv2_grad.i75487, 1
-  %1374 = icmp slt i64 %i75.next, 2359296
-  br i1 %1374, label %conv2_grad.i75, label %conv2_grad.i75.end
+fc1_grad.i97.end:                                 ; preds = %fc1_grad.i97
+  %arena488 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %arena489 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %grads490 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 9216, i32 64, float 1.000000e+00, ptr %arena488, i32 128, ptr %arena489, i32 9216, float 0.000000e+00, ptr %grads490, i32 9216)
+  br label %fc1_bias_grad.u98
 
-conv2_grad.i75.end:                               ; preds = %conv2_grad.i75
-  br label %conv2_grad.q76
+fc1_bias_grad.u98:                                ; preds = %fc1_bias_grad.n100.end, %fc1_grad.i97.end
+  %fc1_bias_grad.u98491 = phi i64 [ 0, %fc1_grad.i97.end ], [ %u98.next, %fc1_bias_grad.n100.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc99, align 4
+  br label %fc1_bias_grad.n100
 
-conv2_grad.q76:                                   ; preds = %conv2_grad.i77.end, %conv2_grad.i75.end
-  %conv2_grad.q76489 = phi i64 [ 0, %conv2_grad.i75.end ], [ %q76.next, %conv2_grad.i77.end ]
-  br label %conv2_grad.i77
+fc1_bias_grad.u98.end:                            ; preds = %fc1_bias_grad.n100.end
+  %arena496 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %params497 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena498 = getelementptr inbounds float, ptr %arena, i64 3171600
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 9216, i32 128, float 1.000000e+00, ptr %arena496, i32 128, ptr %params497, i32 9216, float 0.000000e+00, ptr %arena498, i32 9216)
+  br label %pool_grad.i101
 
-conv2_grad.q76.end:                               ; preds = %conv2_grad.i77.end
-  br label %conv2_weight_grad.i78
+fc1_bias_grad.n100:                               ; preds = %fc1_bias_grad.n100, %fc1_bias_grad.u98
+  %fc1_bias_grad.n100492 = phi i64 [ 0, %fc1_bias_grad.u98 ], [ %n100.next, %fc1_bias_grad.n100 ]
+  %acc99 = load float, ptr %fc1_bias_grad.acc99, align 4
+  %1430 = mul nsw i64 %fc1_bias_grad.n100492, 128
+  %1431 = add nsw i64 3162112, %1430
+  %1432 = add nsw i64 %1431, %fc1_bias_grad.u98491
+  %arena493 = getelementptr inbounds float, ptr %arena, i64 %1432
+  %1433 = load float, ptr %arena493, align 4
+  %1434 = fadd float %acc99, %1433
+  store float %1434, ptr %fc1_bias_grad.acc99, align 4
+  %n100.next = add nsw i64 %fc1_bias_grad.n100492, 1
+  %1435 = icmp slt i64 %n100.next, 64
+  br i1 %1435, label %fc1_bias_grad.n100, label %fc1_bias_grad.n100.end
 
-conv2_grad.i77:                                   ; preds = %conv2_grad.endif, %conv2_grad.q76
-  %conv2_grad.i77490 = phi i64 [ 0, %conv2_grad.q76 ], [ %i77.next, %conv2_grad.endif ]
-  %1375 = mul nsw i64 %conv2_grad.q76489, 144
-  %1376 = add nsw i64 %1375, %conv2_grad.i77490
-  %1377 = add nsw i64 1384448, %1376
-  %arena491 = getelementptr inbounds float, ptr %arena, i64 %1377
-  %1378 = load float, ptr %arena491, align 4
-  %1379 = fcmp ogt float %1378, 0.000000e+00
-  br i1 %1379, label %conv2_grad.then, label %conv2_grad.endif
+fc1_bias_grad.n100.end:                           ; preds = %fc1_bias_grad.n100
+  %acc99494 = load float, ptr %fc1_bias_grad.acc99, align 4
+  %1436 = add nsw i64 1198464, %fc1_bias_grad.u98491
+  %grads495 = getelementptr inbounds float, ptr %grads, i64 %1436
+  store float %acc99494, ptr %grads495, align 4
+  %u98.next = add nsw i64 %fc1_bias_grad.u98491, 1
+  %1437 = icmp slt i64 %u98.next, 128
+  br i1 %1437, label %fc1_bias_grad.u98, label %fc1_bias_grad.u98.end
 
-conv2_grad.i77.end:                               ; preds = %conv2_grad.endif
-  %q76.next = add nsw i64 %conv2_grad.q76489, 1
-  %1380 = icmp slt i64 %q76.next, 4096
-  br i1 %1380, label %conv2_grad.q76, label %conv2_grad.q76.end
+pool_grad.i101:                                   ; preds = %pool_grad.i101, %fc1_bias_grad.u98.end
+  %pool_grad.i101499 = phi i64 [ 0, %fc1_bias_grad.u98.end ], [ %i101.next, %pool_grad.i101 ]
+  %1438 = xor i64 %seed, 7835718858194987975
+  %1439 = lshr i64 %1438, 30
+  %1440 = xor i64 %1438, %1439
+  %1441 = mul i64 %1440, -4658895280553007687
+  %1442 = lshr i64 %1441, 27
+  %1443 = xor i64 %1441, %1442
+  %1444 = mul i64 %1443, -7723592293110705685
+  %1445 = lshr i64 %1444, 31
+  %1446 = xor i64 %1444, %1445
+  %1447 = add i64 %1446, %step
+  %1448 = lshr i64 %1447, 30
+  %1449 = xor i64 %1447, %1448
+  %1450 = mul i64 %1449, -4658895280553007687
+  %1451 = lshr i64 %1450, 27
+  %1452 = xor i64 %1450, %1451
+  %1453 = mul i64 %1452, -7723592293110705685
+  %1454 = lshr i64 %1453, 31
+  %1455 = xor i64 %1453, %1454
+  %1456 = mul i64 %pool_grad.i101499, -7046029254386353131
+  %1457 = add i64 %1455, %1456
+  %1458 = lshr i64 %1457, 30
+  %1459 = xor i64 %1457, %1458
+  %1460 = mul i64 %1459, -4658895280553007687
+  %1461 = lshr i64 %1460, 27
+  %1462 = xor i64 %1460, %1461
+  %1463 = mul i64 %1462, -7723592293110705685
+  %1464 = lshr i64 %1463, 31
+  %1465 = xor i64 %1463, %1464
+  %1466 = lshr i64 %1465, 40
+  %keep500 = icmp uge i64 %1466, 4194304
+  %1467 = add nsw i64 3171600, %pool_grad.i101499
+  %arena501 = getelementptr inbounds float, ptr %arena, i64 %1467
+  %1468 = load float, ptr %arena501, align 4
+  %1469 = fmul float %1468, 0x3FF5555560000000
+  %1470 = select i1 %keep500, float %1469, float 0.000000e+00
+  %1471 = add nsw i64 3761424, %pool_grad.i101499
+  %arena502 = getelementptr inbounds float, ptr %arena, i64 %1471
+  store float %1470, ptr %arena502, align 4
+  %i101.next = add nsw i64 %pool_grad.i101499, 1
+  %1472 = icmp slt i64 %i101.next, 589824
+  br i1 %1472, label %pool_grad.i101, label %pool_grad.i101.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i77
-  %1381 = mul nsw i64 %conv2_grad.q76489, 576
-  %1382 = add nsw i64 4351248, %1381
-  %1383 = mul nsw i64 %conv2_grad.q76489, 144
-  %1384 = add nsw i64 %1383, %conv2_grad.i77490
-  %1385 = add nsw i64 1974272, %1384
-  %arena492 = getelementptr inbounds float, ptr %arena, i64 %1385
-  %1386 = load float, ptr %arena492, align 4
-  %1387 = fptosi float %1386 to i64
-  %1388 = add nsw i64 %1382, %1387
-  %arena493 = getelementptr inbounds float, ptr %arena, i64 %1388
-  %1389 = load float, ptr %arena493, align 4
-  %1390 = mul nsw i64 %conv2_grad.q76489, 144
-  %1391 = add nsw i64 %1390, %conv2_grad.i77490
-  %1392 = add nsw i64 3761424, %1391
-  %arena494 = getelementptr inbounds float, ptr %arena, i64 %1392
-  %1393 = load float, ptr %arena494, align 4
-  %1394 = fadd float %1389, %1393
-  store float %1394, ptr %arena493, align 4
+pool_grad.i101.end:                               ; preds = %pool_grad.i101
+  br label %conv2_grad.i102
+
+conv2_grad.i102:                                  ; preds = %conv2_grad.i102, %pool_grad.i101.end
+  %conv2_grad.i102503 = phi i64 [ 0, %pool_grad.i101.end ], [ %i102.next, %conv2_grad.i102 ]
+  %1473 = add nsw i64 4351248, %conv2_grad.i102503
+  %arena504 = getelementptr inbounds float, ptr %arena, i64 %1473
+  store float 0.000000e+00, ptr %arena504, align 4
+  %i102.next = add nsw i64 %conv2_grad.i102503, 1
+  %1474 = icmp slt i64 %i102.next, 2359296
+  br i1 %1474, label %conv2_grad.i102, label %conv2_grad.i102.end
+
+conv2_grad.i102.end:                              ; preds = %conv2_grad.i102
+  br label %conv2_grad.q103
+
+conv2_grad.q103:                                  ; preds = %conv2_grad.i104.end, %conv2_grad.i102.end
+  %conv2_grad.q103505 = phi i64 [ 0, %conv2_grad.i102.end ], [ %q103.next, %conv2_grad.i104.end ]
+  br label %conv2_grad.i104
+
+conv2_grad.q103.end:                              ; preds = %conv2_grad.i104.end
+  br label %conv2_weight_grad.i105
+
+conv2_grad.i104:                                  ; preds = %conv2_grad.endif, %conv2_grad.q103
+  %conv2_grad.i104506 = phi i64 [ 0, %conv2_grad.q103 ], [ %i104.next, %conv2_grad.endif ]
+  %1475 = mul nsw i64 %conv2_grad.q103505, 144
+  %1476 = add nsw i64 %1475, %conv2_grad.i104506
+  %1477 = add nsw i64 1384448, %1476
+  %arena507 = getelementptr inbounds float, ptr %arena, i64 %1477
+  %1478 = load float, ptr %arena507, align 4
+  %1479 = fcmp ogt float %1478, 0.000000e+00
+  br i1 %1479, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i104.end:                              ; preds = %conv2_grad.endif
+  %q103.next = add nsw i64 %conv2_grad.q103505, 1
+  %1480 = icmp slt i64 %q103.next, 4096
+  br i1 %1480, label %conv2_grad.q103, label %conv2_grad.q103.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i104
+  %1481 = mul nsw i64 %conv2_grad.q103505, 576
+  %1482 = add nsw i64 4351248, %1481
+  %1483 = mul nsw i64 %conv2_grad.q103505, 144
+  %1484 = add nsw i64 %1483, %conv2_grad.i104506
+  %1485 = add nsw i64 1974272, %1484
+  %arena508 = getelementptr inbounds float, ptr %arena, i64 %1485
+  %1486 = load float, ptr %arena508, align 4
+  %1487 = fptosi float %1486 to i64
+  %1488 = add nsw i64 %1482, %1487
+  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1488
+  %1489 = load float, ptr %arena509, align 4
+  %1490 = mul nsw i64 %conv2_grad.q103505, 144
+  %1491 = add nsw i64 %1490, %conv2_grad.i104506
+  %1492 = add nsw i64 3761424, %1491
+  %arena510 = getelementptr inbounds float, ptr %arena, i64 %1492
+  %1493 = load float, ptr %arena510, align 4
+  %1494 = fadd float %1489, %1493
+  store float %1494, ptr %arena509, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i77
-  %i77.next = add nsw i64 %conv2_grad.i77490, 1
-  %1395 = icmp slt i64 %i77.next, 144
-  br i1 %1395, label %conv2_grad.i77, label %conv2_grad.i77.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i104
+  %i104.next = add nsw i64 %conv2_grad.i104506, 1
+  %1495 = icmp slt i64 %i104.next, 144
+  br i1 %1495, label %conv2_grad.i104, label %conv2_grad.i104.end
 
-conv2_weight_grad.i78:                            ; preds = %conv2_weight_grad.i78, %conv2_grad.q76.end
-  %conv2_weight_grad.i78495 = phi i64 [ 0, %conv2_grad.q76.end ], [ %i78.next, %conv2_weight_grad.i78 ]
-  %1396 = add nsw i64 19686672, %conv2_weight_grad.i78495
-  %arena496 = getelementptr inbounds float, ptr %arena, i64 %1396
-  store float 0.000000e+00, ptr %arena496, align 4
-  %i78.next = add nsw i64 %conv2_weight_grad.i78495, 1
-  %1397 = icmp slt i64 %i78.next, 18432
-  br i1 %1397, label %conv2_weight_grad.i78, label %conv2_weight_grad.i78.end
+conv2_weight_grad.i105:                           ; preds = %conv2_weight_grad.i105, %conv2_grad.q103.end
+  %conv2_weight_grad.i105511 = phi i64 [ 0, %conv2_grad.q103.end ], [ %i105.next, %conv2_weight_grad.i105 ]
+  %1496 = add nsw i64 19686672, %conv2_weight_grad.i105511
+  %arena512 = getelementptr inbounds float, ptr %arena, i64 %1496
+  store float 0.000000e+00, ptr %arena512, align 4
+  %i105.next = add nsw i64 %conv2_weight_grad.i105511, 1
+  %1497 = icmp slt i64 %i105.next, 18432
+  br i1 %1497, label %conv2_weight_grad.i105, label %conv2_weight_grad.i105.end
 
-conv2_weight_grad.i78.end:                        ; preds = %conv2_weight_grad.i78
-  br label %conv2_weight_grad.g79
+conv2_weight_grad.i105.end:                       ; preds = %conv2_weight_grad.i105
+  br label %conv2_weight_grad.g106
 
-conv2_weight_grad.g79:                            ; preds = %conv2_weight_grad.kp92.end, %conv2_weight_grad.i78.end
-  %conv2_weight_grad.g79497 = phi i64 [ 0, %conv2_weight_grad.i78.end ], [ %g79.next, %conv2_weight_grad.kp92.end ]
-  br label %conv2_weight_grad.j80
+conv2_weight_grad.g106:                           ; preds = %conv2_weight_grad.kp119.end, %conv2_weight_grad.i105.end
+  %conv2_weight_grad.g106513 = phi i64 [ 0, %conv2_weight_grad.i105.end ], [ %g106.next, %conv2_weight_grad.kp119.end ]
+  br label %conv2_weight_grad.j107
 
-conv2_weight_grad.g79.end:                        ; preds = %conv2_weight_grad.kp92.end
-  br label %conv2_weight_grad.f97
+conv2_weight_grad.g106.end:                       ; preds = %conv2_weight_grad.kp119.end
+  br label %conv2_weight_grad.f124
 
-conv2_weight_grad.j80:                            ; preds = %conv2_weight_grad.c81.end, %conv2_weight_grad.g79
-  %conv2_weight_grad.j80498 = phi i64 [ 0, %conv2_weight_grad.g79 ], [ %j80.next, %conv2_weight_grad.c81.end ]
-  br label %conv2_weight_grad.c81
+conv2_weight_grad.j107:                           ; preds = %conv2_weight_grad.c108.end, %conv2_weight_grad.g106
+  %conv2_weight_grad.j107514 = phi i64 [ 0, %conv2_weight_grad.g106 ], [ %j107.next, %conv2_weight_grad.c108.end ]
+  br label %conv2_weight_grad.c108
 
-conv2_weight_grad.j80.end:                        ; preds = %conv2_weight_grad.c81.end
-  br label %conv2_weight_grad.j89
+conv2_weight_grad.j107.end:                       ; preds = %conv2_weight_grad.c108.end
+  br label %conv2_weight_grad.j116
 
-conv2_weight_grad.c81:                            ; preds = %conv2_weight_grad.ky82.end, %conv2_weight_grad.j80
-  %conv2_weight_grad.c81499 = phi i64 [ 0, %conv2_weight_grad.j80 ], [ %c81.next, %conv2_weight_grad.ky82.end ]
-  br label %conv2_weight_grad.ky82
+conv2_weight_grad.c108:                           ; preds = %conv2_weight_grad.ky109.end, %conv2_weight_grad.j107
+  %conv2_weight_grad.c108515 = phi i64 [ 0, %conv2_weight_grad.j107 ], [ %c108.next, %conv2_weight_grad.ky109.end ]
+  br label %conv2_weight_grad.ky109
 
-conv2_weight_grad.c81.end:                        ; preds = %conv2_weight_grad.ky82.end
-  %j80.next = add nsw i64 %conv2_weight_grad.j80498, 1
-  %1398 = icmp slt i64 %j80.next, 64
-  br i1 %1398, label %conv2_weight_grad.j80, label %conv2_weight_grad.j80.end
+conv2_weight_grad.c108.end:                       ; preds = %conv2_weight_grad.ky109.end
+  %j107.next = add nsw i64 %conv2_weight_grad.j107514, 1
+  %1498 = icmp slt i64 %j107.next, 64
+  br i1 %1498, label %conv2_weight_grad.j107, label %conv2_weight_grad.j107.end
 
-conv2_weight_grad.ky82:                           ; preds = %conv2_weight_grad.oy87.end, %conv2_weight_grad.c81
-  %conv2_weight_grad.ky82500 = phi i64 [ 0, %conv2_weight_grad.c81 ], [ %ky82.next, %conv2_weight_grad.oy87.end ]
-  br label %conv2_weight_grad.oy83
+conv2_weight_grad.ky109:                          ; preds = %conv2_weight_grad.oy114.end, %conv2_weight_grad.c108
+  %conv2_weight_grad.ky109516 = phi i64 [ 0, %conv2_weight_grad.c108 ], [ %ky109.next, %conv2_weight_grad.oy114.end ]
+  br label %conv2_weight_grad.oy110
 
-conv2_weight_grad.ky82.end:                       ; preds = %conv2_weight_grad.oy87.end
-  %c81.next = add nsw i64 %conv2_weight_grad.c81499, 1
-  %1399 = icmp slt i64 %c81.next, 32
-  br i1 %1399, label %conv2_weight_grad.c81, label %conv2_weight_grad.c81.end
+conv2_weight_grad.ky109.end:                      ; preds = %conv2_weight_grad.oy114.end
+  %c108.next = add nsw i64 %conv2_weight_grad.c108515, 1
+  %1499 = icmp slt i64 %c108.next, 32
+  br i1 %1499, label %conv2_weight_grad.c108, label %conv2_weight_grad.c108.end
 
-conv2_weight_grad.oy83:                           ; preds = %conv2_weight_grad.ox84.end, %conv2_weight_grad.ky82
-  %conv2_weight_grad.oy83501 = phi i64 [ 0, %conv2_weight_grad.ky82 ], [ %oy83.next, %conv2_weight_grad.ox84.end ]
-  br label %conv2_weight_grad.ox84
+conv2_weight_grad.oy110:                          ; preds = %conv2_weight_grad.ox111.end, %conv2_weight_grad.ky109
+  %conv2_weight_grad.oy110517 = phi i64 [ 0, %conv2_weight_grad.ky109 ], [ %oy110.next, %conv2_weight_grad.ox111.end ]
+  br label %conv2_weight_grad.ox111
 
-conv2_weight_grad.oy83.end:                       ; preds = %conv2_weight_grad.ox84.end
-  br label %conv2_weight_grad.oy85
+conv2_weight_grad.oy110.end:                      ; preds = %conv2_weight_grad.ox111.end
+  br label %conv2_weight_grad.oy112
 
-conv2_weight_grad.ox84:                           ; preds = %conv2_weight_grad.ox84, %conv2_weight_grad.oy83
-  %conv2_weight_grad.ox84502 = phi i64 [ 0, %conv2_weight_grad.oy83 ], [ %ox84.next, %conv2_weight_grad.ox84 ]
-  %1400 = mul nsw i64 %conv2_weight_grad.g79497, 64
-  %1401 = add nsw i64 %1400, %conv2_weight_grad.j80498
-  %1402 = mul nsw i64 %1401, 21632
-  %1403 = mul nsw i64 %conv2_weight_grad.c81499, 676
-  %1404 = add nsw i64 %1402, %1403
-  %1405 = add nsw i64 %conv2_weight_grad.oy83501, %conv2_weight_grad.ky82500
-  %1406 = mul nsw i64 %1405, 26
-  %1407 = add nsw i64 %1404, %1406
-  %1408 = add nsw i64 %1407, %conv2_weight_grad.ox84502
-  %arena503 = getelementptr inbounds float, ptr %arena, i64 %1408
-  %1409 = load float, ptr %arena503, align 4
-  %1410 = mul nsw i64 %conv2_weight_grad.c81499, 3
-  %1411 = add nsw i64 %1410, %conv2_weight_grad.ky82500
-  %1412 = mul nsw i64 %1411, 3
-  %1413 = mul nsw i64 %1412, 36864
-  %1414 = add nsw i64 6710544, %1413
-  %1415 = mul nsw i64 %conv2_weight_grad.j80498, 576
-  %1416 = add nsw i64 %1414, %1415
-  %1417 = mul nsw i64 %conv2_weight_grad.oy83501, 24
-  %1418 = add nsw i64 %1416, %1417
-  %1419 = add nsw i64 %1418, %conv2_weight_grad.ox84502
-  %arena504 = getelementptr inbounds float, ptr %arena, i64 %1419
-  store float %1409, ptr %arena504, align 4
-  %ox84.next = add nsw i64 %conv2_weight_grad.ox84502, 1
-  %1420 = icmp slt i64 %ox84.next, 24
-  br i1 %1420, label %conv2_weight_grad.ox84, label %conv2_weight_grad.ox84.end
+conv2_weight_grad.ox111:                          ; preds = %conv2_weight_grad.ox111, %conv2_weight_grad.oy110
+  %conv2_weight_grad.ox111518 = phi i64 [ 0, %conv2_weight_grad.oy110 ], [ %ox111.next, %conv2_weight_grad.ox111 ]
+  %1500 = mul nsw i64 %conv2_weight_grad.g106513, 64
+  %1501 = add nsw i64 %1500, %conv2_weight_grad.j107514
+  %1502 = mul nsw i64 %1501, 21632
+  %1503 = mul nsw i64 %conv2_weight_grad.c108515, 676
+  %1504 = add nsw i64 %1502, %1503
+  %1505 = add nsw i64 %conv2_weight_grad.oy110517, %conv2_weight_grad.ky109516
+  %1506 = mul nsw i64 %1505, 26
+  %1507 = add nsw i64 %1504, %1506
+  %1508 = add nsw i64 %1507, %conv2_weight_grad.ox111518
+  %arena519 = getelementptr inbounds float, ptr %arena, i64 %1508
+  %1509 = load float, ptr %arena519, align 4
+  %1510 = mul nsw i64 %conv2_weight_grad.c108515, 3
+  %1511 = add nsw i64 %1510, %conv2_weight_grad.ky109516
+  %1512 = mul nsw i64 %1511, 3
+  %1513 = mul nsw i64 %1512, 36864
+  %1514 = add nsw i64 6710544, %1513
+  %1515 = mul nsw i64 %conv2_weight_grad.j107514, 576
+  %1516 = add nsw i64 %1514, %1515
+  %1517 = mul nsw i64 %conv2_weight_grad.oy110517, 24
+  %1518 = add nsw i64 %1517, %conv2_weight_grad.ox111518
+  %1519 = add nsw i64 %1516, %1518
+  %arena520 = getelementptr inbounds float, ptr %arena, i64 %1519
+  store float %1509, ptr %arena520, align 4
+  %ox111.next = add nsw i64 %conv2_weight_grad.ox111518, 1
+  %1520 = icmp slt i64 %ox111.next, 24
+  br i1 %1520, label %conv2_weight_grad.ox111, label %conv2_weight_grad.ox111.end
 
-conv2_weight_grad.ox84.end:                       ; preds = %conv2_weight_grad.ox84
-  %oy83.next = add nsw i64 %conv2_weight_grad.oy83501, 1
-  %1421 = icmp slt i64 %oy83.next, 24
-  br i1 %1421, label %conv2_weight_grad.oy83, label %conv2_weight_grad.oy83.end
+conv2_weight_grad.ox111.end:                      ; preds = %conv2_weight_grad.ox111
+  %oy110.next = add nsw i64 %conv2_weight_grad.oy110517, 1
+  %1521 = icmp slt i64 %oy110.next, 24
+  br i1 %1521, label %conv2_weight_grad.oy110, label %conv2_weight_grad.oy110.end
 
-conv2_weight_grad.oy85:                           ; preds = %conv2_weight_grad.ox86.end, %conv2_weight_grad.oy83.end
-  %conv2_weight_grad.oy85505 = phi i64 [ 0, %conv2_weight_grad.oy83.end ], [ %oy85.next, %conv2_weight_grad.ox86.end ]
-  br label %conv2_weight_grad.ox86
+conv2_weight_grad.oy112:                          ; preds = %conv2_weight_grad.ox113.end, %conv2_weight_grad.oy110.end
+  %conv2_weight_grad.oy112521 = phi i64 [ 0, %conv2_weight_grad.oy110.end ], [ %oy112.next, %conv2_weight_grad.ox113.end ]
+  br label %conv2_weight_grad.ox113
 
-conv2_weight_grad.oy85.end:                       ; preds = %conv2_weight_grad.ox86.end
-  br label %conv2_weight_grad.oy87
+conv2_weight_grad.oy112.end:                      ; preds = %conv2_weight_grad.ox113.end
+  br label %conv2_weight_grad.oy114
 
-conv2_weight_grad.ox86:                           ; preds = %conv2_weight_grad.ox86, %conv2_weight_grad.oy85
-  %conv2_weight_grad.ox86506 = phi i64 [ 0, %conv2_weight_grad.oy85 ], [ %ox86.next, %conv2_weight_grad.ox86 ]
-  %1422 = mul nsw i64 %conv2_weight_grad.g79497, 64
-  %1423 = add nsw i64 %1422, %conv2_weight_grad.j80498
-  %1424 = mul nsw i64 %1423, 21632
-  %1425 = mul nsw i64 %conv2_weight_grad.c81499, 676
-  %1426 = add nsw i64 %1424, %1425
-  %1427 = add nsw i64 %conv2_weight_grad.oy85505, %conv2_weight_grad.ky82500
-  %1428 = mul nsw i64 %1427, 26
-  %1429 = add nsw i64 %1426, %1428
-  %1430 = add nsw i64 %conv2_weight_grad.ox86506, 1
-  %1431 = add nsw i64 %1429, %1430
-  %arena507 = getelementptr inbounds float, ptr %arena, i64 %1431
-  %1432 = load float, ptr %arena507, align 4
-  %1433 = mul nsw i64 %conv2_weight_grad.c81499, 3
-  %1434 = add nsw i64 %1433, %conv2_weight_grad.ky82500
-  %1435 = mul nsw i64 %1434, 3
-  %1436 = add nsw i64 %1435, 1
-  %1437 = mul nsw i64 %1436, 36864
-  %1438 = add nsw i64 6710544, %1437
-  %1439 = mul nsw i64 %conv2_weight_grad.j80498, 576
-  %1440 = add nsw i64 %1438, %1439
-  %1441 = mul nsw i64 %conv2_weight_grad.oy85505, 24
-  %1442 = add nsw i64 %1440, %1441
-  %1443 = add nsw i64 %1442, %conv2_weight_grad.ox86506
-  %arena508 = getelementptr inbounds float, ptr %arena, i64 %1443
-  store float %1432, ptr %arena508, align 4
-  %ox86.next = add nsw i64 %conv2_weight_grad.ox86506, 1
-  %1444 = icmp slt i64 %ox86.next, 24
-  br i1 %1444, label %conv2_weight_grad.ox86, label %conv2_weight_grad.ox86.end
+conv2_weight_grad.ox113:                          ; preds = %conv2_weight_grad.ox113, %conv2_weight_grad.oy112
+  %conv2_weight_grad.ox113522 = phi i64 [ 0, %conv2_weight_grad.oy112 ], [ %ox113.next, %conv2_weight_grad.ox113 ]
+  %1522 = mul nsw i64 %conv2_weight_grad.g106513, 64
+  %1523 = add nsw i64 %1522, %conv2_weight_grad.j107514
+  %1524 = mul nsw i64 %1523, 21632
+  %1525 = mul nsw i64 %conv2_weight_grad.c108515, 676
+  %1526 = add nsw i64 %1524, %1525
+  %1527 = add nsw i64 %conv2_weight_grad.oy112521, %conv2_weight_grad.ky109516
+  %1528 = mul nsw i64 %1527, 26
+  %1529 = add nsw i64 %1526, %1528
+  %1530 = add nsw i64 %conv2_weight_grad.ox113522, 1
+  %1531 = add nsw i64 %1529, %1530
+  %arena523 = getelementptr inbounds float, ptr %arena, i64 %1531
+  %1532 = load float, ptr %arena523, align 4
+  %1533 = mul nsw i64 %conv2_weight_grad.c108515, 3
+  %1534 = add nsw i64 %1533, %conv2_weight_grad.ky109516
+  %1535 = mul nsw i64 %1534, 3
+  %1536 = add nsw i64 %1535, 1
+  %1537 = mul nsw i64 %1536, 36864
+  %1538 = add nsw i64 6710544, %1537
+  %1539 = mul nsw i64 %conv2_weight_grad.j107514, 576
+  %1540 = add nsw i64 %1538, %1539
+  %1541 = mul nsw i64 %conv2_weight_grad.oy112521, 24
+  %1542 = add nsw i64 %1541, %conv2_weight_grad.ox113522
+  %1543 = add nsw i64 %1540, %1542
+  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1543
+  store float %1532, ptr %arena524, align 4
+  %ox113.next = add nsw i64 %conv2_weight_grad.ox113522, 1
+  %1544 = icmp slt i64 %ox113.next, 24
+  br i1 %1544, label %conv2_weight_grad.ox113, label %conv2_weight_grad.ox113.end
 
-conv2_weight_grad.ox86.end:                       ; preds = %conv2_weight_grad.ox86
-  %oy85.next = add nsw i64 %conv2_weight_grad.oy85505, 1
-  %1445 = icmp slt i64 %oy85.next, 24
-  br i1 %1445, label %conv2_weight_grad.oy85, label %conv2_weight_grad.oy85.end
+conv2_weight_grad.ox113.end:                      ; preds = %conv2_weight_grad.ox113
+  %oy112.next = add nsw i64 %conv2_weight_grad.oy112521, 1
+  %1545 = icmp slt i64 %oy112.next, 24
+  br i1 %1545, label %conv2_weight_grad.oy112, label %conv2_weight_grad.oy112.end
 
-conv2_weight_grad.oy87:                           ; preds = %conv2_weight_grad.ox88.end, %conv2_weight_grad.oy85.end
-  %conv2_weight_grad.oy87509 = phi i64 [ 0, %conv2_weight_grad.oy85.end ], [ %oy87.next, %conv2_weight_grad.ox88.end ]
-  br label %conv2_weight_grad.ox88
+conv2_weight_grad.oy114:                          ; preds = %conv2_weight_grad.ox115.end, %conv2_weight_grad.oy112.end
+  %conv2_weight_grad.oy114525 = phi i64 [ 0, %conv2_weight_grad.oy112.end ], [ %oy114.next, %conv2_weight_grad.ox115.end ]
+  br label %conv2_weight_grad.ox115
 
-conv2_weight_grad.oy87.end:                       ; preds = %conv2_weight_grad.ox88.end
-  %ky82.next = add nsw i64 %conv2_weight_grad.ky82500, 1
-  %1446 = icmp slt i64 %ky82.next, 3
-  br i1 %1446, label %conv2_weight_grad.ky82, label %conv2_weight_grad.ky82.end
+conv2_weight_grad.oy114.end:                      ; preds = %conv2_weight_grad.ox115.end
+  %ky109.next = add nsw i64 %conv2_weight_grad.ky109516, 1
+  %1546 = icmp slt i64 %ky109.next, 3
+  br i1 %1546, label %conv2_weight_grad.ky109, label %conv2_weight_grad.ky109.end
 
-conv2_weight_grad.ox88:                           ; preds = %conv2_weight_grad.ox88, %conv2_weight_grad.oy87
-  %conv2_weight_grad.ox88510 = phi i64 [ 0, %conv2_weight_grad.oy87 ], [ %ox88.next, %conv2_weight_grad.ox88 ]
-  %1447 = mul nsw i64 %conv2_weight_grad.g79497, 64
-  %1448 = add nsw i64 %1447, %conv2_weight_grad.j80498
-  %1449 = mul nsw i64 %1448, 21632
-  %1450 = mul nsw i64 %conv2_weight_grad.c81499, 676
-  %1451 = add nsw i64 %1449, %1450
-  %1452 = add nsw i64 %conv2_weight_grad.oy87509, %conv2_weight_grad.ky82500
-  %1453 = mul nsw i64 %1452, 26
-  %1454 = add nsw i64 %1451, %1453
-  %1455 = add nsw i64 %conv2_weight_grad.ox88510, 2
-  %1456 = add nsw i64 %1454, %1455
-  %arena511 = getelementptr inbounds float, ptr %arena, i64 %1456
-  %1457 = load float, ptr %arena511, align 4
-  %1458 = mul nsw i64 %conv2_weight_grad.c81499, 3
-  %1459 = add nsw i64 %1458, %conv2_weight_grad.ky82500
-  %1460 = mul nsw i64 %1459, 3
-  %1461 = add nsw i64 %1460, 2
-  %1462 = mul nsw i64 %1461, 36864
-  %1463 = add nsw i64 6710544, %1462
-  %1464 = mul nsw i64 %conv2_weight_grad.j80498, 576
-  %1465 = add nsw i64 %1463, %1464
-  %1466 = mul nsw i64 %conv2_weight_grad.oy87509, 24
-  %1467 = add nsw i64 %1465, %1466
-  %1468 = add nsw i64 %1467, %conv2_weight_grad.ox88510
-  %arena512 = getelementptr inbounds float, ptr %arena, i64 %1468
-  store float %1457, ptr %arena512, align 4
-  %ox88.next = add nsw i64 %conv2_weight_grad.ox88510, 1
-  %1469 = icmp slt i64 %ox88.next, 24
-  br i1 %1469, label %conv2_weight_grad.ox88, label %conv2_weight_grad.ox88.end
+conv2_weight_grad.ox115:                          ; preds = %conv2_weight_grad.ox115, %conv2_weight_grad.oy114
+  %conv2_weight_grad.ox115526 = phi i64 [ 0, %conv2_weight_grad.oy114 ], [ %ox115.next, %conv2_weight_grad.ox115 ]
+  %1547 = mul nsw i64 %conv2_weight_grad.g106513, 64
+  %1548 = add nsw i64 %1547, %conv2_weight_grad.j107514
+  %1549 = mul nsw i64 %1548, 21632
+  %1550 = mul nsw i64 %conv2_weight_grad.c108515, 676
+  %1551 = add nsw i64 %1549, %1550
+  %1552 = add nsw i64 %conv2_weight_grad.oy114525, %conv2_weight_grad.ky109516
+  %1553 = mul nsw i64 %1552, 26
+  %1554 = add nsw i64 %1551, %1553
+  %1555 = add nsw i64 %conv2_weight_grad.ox115526, 2
+  %1556 = add nsw i64 %1554, %1555
+  %arena527 = getelementptr inbounds float, ptr %arena, i64 %1556
+  %1557 = load float, ptr %arena527, align 4
+  %1558 = mul nsw i64 %conv2_weight_grad.c108515, 3
+  %1559 = add nsw i64 %1558, %conv2_weight_grad.ky109516
+  %1560 = mul nsw i64 %1559, 3
+  %1561 = add nsw i64 %1560, 2
+  %1562 = mul nsw i64 %1561, 36864
+  %1563 = add nsw i64 6710544, %1562
+  %1564 = mul nsw i64 %conv2_weight_grad.j107514, 576
+  %1565 = add nsw i64 %1563, %1564
+  %1566 = mul nsw i64 %conv2_weight_grad.oy114525, 24
+  %1567 = add nsw i64 %1566, %conv2_weight_grad.ox115526
+  %1568 = add nsw i64 %1565, %1567
+  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1568
+  store float %1557, ptr %arena528, align 4
+  %ox115.next = add nsw i64 %conv2_weight_grad.ox115526, 1
+  %1569 = icmp slt i64 %ox115.next, 24
+  br i1 %1569, label %conv2_weight_grad.ox115, label %conv2_weight_grad.ox115.end
 
-conv2_weight_grad.ox88.end:                       ; preds = %conv2_weight_grad.ox88
-  %oy87.next = add nsw i64 %conv2_weight_grad.oy87509, 1
-  %1470 = icmp slt i64 %oy87.next, 24
-  br i1 %1470, label %conv2_weight_grad.oy87, label %conv2_weight_grad.oy87.end
+conv2_weight_grad.ox115.end:                      ; preds = %conv2_weight_grad.ox115
+  %oy114.next = add nsw i64 %conv2_weight_grad.oy114525, 1
+  %1570 = icmp slt i64 %oy114.next, 24
+  br i1 %1570, label %conv2_weight_grad.oy114, label %conv2_weight_grad.oy114.end
 
-conv2_weight_grad.j89:                            ; preds = %conv2_weight_grad.i90.end, %conv2_weight_grad.j80.end
-  %conv2_weight_grad.j89513 = phi i64 [ 0, %conv2_weight_grad.j80.end ], [ %j89.next, %conv2_weight_grad.i90.end ]
-  br label %conv2_weight_grad.i90
+conv2_weight_grad.j116:                           ; preds = %conv2_weight_grad.i117.end, %conv2_weight_grad.j107.end
+  %conv2_weight_grad.j116529 = phi i64 [ 0, %conv2_weight_grad.j107.end ], [ %j116.next, %conv2_weight_grad.i117.end ]
+  br label %conv2_weight_grad.i117
 
-conv2_weight_grad.j89.end:                        ; preds = %conv2_weight_grad.i90.end
-  br label %conv2_weight_grad.kp92
+conv2_weight_grad.j116.end:                       ; preds = %conv2_weight_grad.i117.end
+  br label %conv2_weight_grad.kp119
 
-conv2_weight_grad.i90:                            ; preds = %conv2_weight_grad.f91.end, %conv2_weight_grad.j89
-  %conv2_weight_grad.i90514 = phi i64 [ 0, %conv2_weight_grad.j89 ], [ %i90.next, %conv2_weight_grad.f91.end ]
-  br label %conv2_weight_grad.f91
+conv2_weight_grad.i117:                           ; preds = %conv2_weight_grad.f118.end, %conv2_weight_grad.j116
+  %conv2_weight_grad.i117530 = phi i64 [ 0, %conv2_weight_grad.j116 ], [ %i117.next, %conv2_weight_grad.f118.end ]
+  br label %conv2_weight_grad.f118
 
-conv2_weight_grad.i90.end:                        ; preds = %conv2_weight_grad.f91.end
-  %j89.next = add nsw i64 %conv2_weight_grad.j89513, 1
-  %1471 = icmp slt i64 %j89.next, 64
-  br i1 %1471, label %conv2_weight_grad.j89, label %conv2_weight_grad.j89.end
+conv2_weight_grad.i117.end:                       ; preds = %conv2_weight_grad.f118.end
+  %j116.next = add nsw i64 %conv2_weight_grad.j116529, 1
+  %1571 = icmp slt i64 %j116.next, 64
+  br i1 %1571, label %conv2_weight_grad.j116, label %conv2_weight_grad.j116.end
 
-conv2_weight_grad.f91:                            ; preds = %conv2_weight_grad.f91, %conv2_weight_grad.i90
-  %conv2_weight_grad.f91515 = phi i64 [ 0, %conv2_weight_grad.i90 ], [ %f91.next, %conv2_weight_grad.f91 ]
-  %1472 = mul nsw i64 %conv2_weight_grad.g79497, 64
-  %1473 = add nsw i64 %1472, %conv2_weight_grad.j89513
-  %1474 = mul nsw i64 %1473, 36864
-  %1475 = add nsw i64 4351248, %1474
-  %1476 = mul nsw i64 %conv2_weight_grad.f91515, 576
-  %1477 = add nsw i64 %1475, %1476
-  %1478 = add nsw i64 %1477, %conv2_weight_grad.i90514
-  %arena516 = getelementptr inbounds float, ptr %arena, i64 %1478
-  %1479 = load float, ptr %arena516, align 4
-  %1480 = mul nsw i64 %conv2_weight_grad.j89513, 576
-  %1481 = add nsw i64 %1480, %conv2_weight_grad.i90514
-  %1482 = mul nsw i64 %1481, 64
-  %1483 = add nsw i64 17327376, %1482
-  %1484 = add nsw i64 %1483, %conv2_weight_grad.f91515
-  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1484
-  store float %1479, ptr %arena517, align 4
-  %f91.next = add nsw i64 %conv2_weight_grad.f91515, 1
-  %1485 = icmp slt i64 %f91.next, 64
-  br i1 %1485, label %conv2_weight_grad.f91, label %conv2_weight_grad.f91.end
+conv2_weight_grad.f118:                           ; preds = %conv2_weight_grad.f118, %conv2_weight_grad.i117
+  %conv2_weight_grad.f118531 = phi i64 [ 0, %conv2_weight_grad.i117 ], [ %f118.next, %conv2_weight_grad.f118 ]
+  %1572 = mul nsw i64 %conv2_weight_grad.g106513, 64
+  %1573 = add nsw i64 %1572, %conv2_weight_grad.j116529
+  %1574 = mul nsw i64 %1573, 36864
+  %1575 = add nsw i64 4351248, %1574
+  %1576 = mul nsw i64 %conv2_weight_grad.f118531, 576
+  %1577 = add nsw i64 %1575, %1576
+  %1578 = add nsw i64 %1577, %conv2_weight_grad.i117530
+  %arena532 = getelementptr inbounds float, ptr %arena, i64 %1578
+  %1579 = load float, ptr %arena532, align 4
+  %1580 = mul nsw i64 %conv2_weight_grad.j116529, 576
+  %1581 = add nsw i64 %1580, %conv2_weight_grad.i117530
+  %1582 = mul nsw i64 %1581, 64
+  %1583 = add nsw i64 17327376, %1582
+  %1584 = add nsw i64 %1583, %conv2_weight_grad.f118531
+  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1584
+  store float %1579, ptr %arena533, align 4
+  %f118.next = add nsw i64 %conv2_weight_grad.f118531, 1
+  %1585 = icmp slt i64 %f118.next, 64
+  br i1 %1585, label %conv2_weight_grad.f118, label %conv2_weight_grad.f118.end
 
-conv2_weight_grad.f91.end:                        ; preds = %conv2_weight_grad.f91
-  %i90.next = add nsw i64 %conv2_weight_grad.i90514, 1
-  %1486 = icmp slt i64 %i90.next, 576
-  br i1 %1486, label %conv2_weight_grad.i90, label %conv2_weight_grad.i90.end
+conv2_weight_grad.f118.end:                       ; preds = %conv2_weight_grad.f118
+  %i117.next = add nsw i64 %conv2_weight_grad.i117530, 1
+  %1586 = icmp slt i64 %i117.next, 576
+  br i1 %1586, label %conv2_weight_grad.i117, label %conv2_weight_grad.i117.end
 
-conv2_weight_grad.kp92:                           ; preds = %conv2_weight_grad.nb93.end, %conv2_weight_grad.j89.end
-  %conv2_weight_grad.kp92518 = phi i64 [ 0, %conv2_weight_grad.j89.end ], [ %kp92.next, %conv2_weight_grad.nb93.end ]
-  br label %conv2_weight_grad.nb93
+conv2_weight_grad.kp119:                          ; preds = %conv2_weight_grad.nb120.end, %conv2_weight_grad.j116.end
+  %conv2_weight_grad.kp119534 = phi i64 [ 0, %conv2_weight_grad.j116.end ], [ %kp119.next, %conv2_weight_grad.nb120.end ]
+  br label %conv2_weight_grad.nb120
 
-conv2_weight_grad.kp92.end:                       ; preds = %conv2_weight_grad.nb93.end
-  %g79.next = add nsw i64 %conv2_weight_grad.g79497, 1
-  %1487 = icmp slt i64 %g79.next, 1
-  br i1 %1487, label %conv2_weight_grad.g79, label %conv2_weight_grad.g79.end
+conv2_weight_grad.kp119.end:                      ; preds = %conv2_weight_grad.nb120.end
+  %g106.next = add nsw i64 %conv2_weight_grad.g106513, 1
+  %1587 = icmp slt i64 %g106.next, 1
+  br i1 %1587, label %conv2_weight_grad.g106, label %conv2_weight_grad.g106.end
 
-conv2_weight_grad.nb93:                           ; preds = %conv2_weight_grad.mb94.end, %conv2_weight_grad.kp92
-  %conv2_weight_grad.nb93519 = phi i64 [ 0, %conv2_weight_grad.kp92 ], [ %nb93.next, %conv2_weight_grad.mb94.end ]
-  br label %conv2_weight_grad.mb94
+conv2_weight_grad.nb120:                          ; preds = %conv2_weight_grad.mb121.end, %conv2_weight_grad.kp119
+  %conv2_weight_grad.nb120535 = phi i64 [ 0, %conv2_weight_grad.kp119 ], [ %nb120.next, %conv2_weight_grad.mb121.end ]
+  br label %conv2_weight_grad.mb121
 
-conv2_weight_grad.nb93.end:                       ; preds = %conv2_weight_grad.mb94.end
-  %kp92.next = add nsw i64 %conv2_weight_grad.kp92518, 1
-  %1488 = icmp slt i64 %kp92.next, 96
-  br i1 %1488, label %conv2_weight_grad.kp92, label %conv2_weight_grad.kp92.end
+conv2_weight_grad.nb120.end:                      ; preds = %conv2_weight_grad.mb121.end
+  %kp119.next = add nsw i64 %conv2_weight_grad.kp119534, 1
+  %1588 = icmp slt i64 %kp119.next, 96
+  br i1 %1588, label %conv2_weight_grad.kp119, label %conv2_weight_grad.kp119.end
 
-conv2_weight_grad.mb94:                           ; preds = %conv2_weight_grad.k96.end, %conv2_weight_grad.nb93
-  %conv2_weight_grad.mb94520 = phi i64 [ 0, %conv2_weight_grad.nb93 ], [ %mb94.next, %conv2_weight_grad.k96.end ]
-  %1489 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1490 = mul nsw i64 %1489, 64
-  %1491 = add nsw i64 19686672, %1490
-  %1492 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1493 = add nsw i64 %1491, %1492
-  %arena521 = getelementptr inbounds float, ptr %arena, i64 %1493
-  %1494 = load <16 x float>, ptr %arena521, align 4
-  store <16 x float> %1494, ptr %conv2_weight_grad.t95_c0_0, align 64
-  %1495 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1496 = mul nsw i64 %1495, 64
-  %1497 = add nsw i64 19686672, %1496
-  %1498 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1499 = add nsw i64 %1497, %1498
-  %1500 = add nsw i64 %1499, 16
-  %arena522 = getelementptr inbounds float, ptr %arena, i64 %1500
-  %1501 = load <16 x float>, ptr %arena522, align 4
-  store <16 x float> %1501, ptr %conv2_weight_grad.t95_c0_1, align 64
-  %1502 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1503 = mul nsw i64 %1502, 64
-  %1504 = add nsw i64 19686672, %1503
-  %1505 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1506 = add nsw i64 %1504, %1505
-  %1507 = add nsw i64 %1506, 32
-  %arena523 = getelementptr inbounds float, ptr %arena, i64 %1507
-  %1508 = load <16 x float>, ptr %arena523, align 4
-  store <16 x float> %1508, ptr %conv2_weight_grad.t95_c0_2, align 64
-  %1509 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1510 = mul nsw i64 %1509, 64
-  %1511 = add nsw i64 19686672, %1510
-  %1512 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1513 = add nsw i64 %1511, %1512
-  %1514 = add nsw i64 %1513, 48
-  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1514
-  %1515 = load <16 x float>, ptr %arena524, align 4
-  store <16 x float> %1515, ptr %conv2_weight_grad.t95_c0_3, align 64
-  %1516 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1517 = add nsw i64 %1516, 1
-  %1518 = mul nsw i64 %1517, 64
-  %1519 = add nsw i64 19686672, %1518
-  %1520 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1521 = add nsw i64 %1519, %1520
-  %arena525 = getelementptr inbounds float, ptr %arena, i64 %1521
-  %1522 = load <16 x float>, ptr %arena525, align 4
-  store <16 x float> %1522, ptr %conv2_weight_grad.t95_c1_0, align 64
-  %1523 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1524 = add nsw i64 %1523, 1
-  %1525 = mul nsw i64 %1524, 64
-  %1526 = add nsw i64 19686672, %1525
-  %1527 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1528 = add nsw i64 %1526, %1527
-  %1529 = add nsw i64 %1528, 16
-  %arena526 = getelementptr inbounds float, ptr %arena, i64 %1529
-  %1530 = load <16 x float>, ptr %arena526, align 4
-  store <16 x float> %1530, ptr %conv2_weight_grad.t95_c1_1, align 64
-  %1531 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1532 = add nsw i64 %1531, 1
-  %1533 = mul nsw i64 %1532, 64
-  %1534 = add nsw i64 19686672, %1533
-  %1535 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1536 = add nsw i64 %1534, %1535
-  %1537 = add nsw i64 %1536, 32
-  %arena527 = getelementptr inbounds float, ptr %arena, i64 %1537
-  %1538 = load <16 x float>, ptr %arena527, align 4
-  store <16 x float> %1538, ptr %conv2_weight_grad.t95_c1_2, align 64
-  %1539 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1540 = add nsw i64 %1539, 1
-  %1541 = mul nsw i64 %1540, 64
-  %1542 = add nsw i64 19686672, %1541
-  %1543 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1544 = add nsw i64 %1542, %1543
-  %1545 = add nsw i64 %1544, 48
-  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1545
-  %1546 = load <16 x float>, ptr %arena528, align 4
-  store <16 x float> %1546, ptr %conv2_weight_grad.t95_c1_3, align 64
-  %1547 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1548 = add nsw i64 %1547, 2
-  %1549 = mul nsw i64 %1548, 64
-  %1550 = add nsw i64 19686672, %1549
-  %1551 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1552 = add nsw i64 %1550, %1551
-  %arena529 = getelementptr inbounds float, ptr %arena, i64 %1552
-  %1553 = load <16 x float>, ptr %arena529, align 4
-  store <16 x float> %1553, ptr %conv2_weight_grad.t95_c2_0, align 64
-  %1554 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1555 = add nsw i64 %1554, 2
-  %1556 = mul nsw i64 %1555, 64
-  %1557 = add nsw i64 19686672, %1556
-  %1558 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1559 = add nsw i64 %1557, %1558
-  %1560 = add nsw i64 %1559, 16
-  %arena530 = getelementptr inbounds float, ptr %arena, i64 %1560
-  %1561 = load <16 x float>, ptr %arena530, align 4
-  store <16 x float> %1561, ptr %conv2_weight_grad.t95_c2_1, align 64
-  %1562 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1563 = add nsw i64 %1562, 2
-  %1564 = mul nsw i64 %1563, 64
-  %1565 = add nsw i64 19686672, %1564
-  %1566 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1567 = add nsw i64 %1565, %1566
-  %1568 = add nsw i64 %1567, 32
-  %arena531 = getelementptr inbounds float, ptr %arena, i64 %1568
-  %1569 = load <16 x float>, ptr %arena531, align 4
-  store <16 x float> %1569, ptr %conv2_weight_grad.t95_c2_2, align 64
-  %1570 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1571 = add nsw i64 %1570, 2
-  %1572 = mul nsw i64 %1571, 64
-  %1573 = add nsw i64 19686672, %1572
-  %1574 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1575 = add nsw i64 %1573, %1574
-  %1576 = add nsw i64 %1575, 48
-  %arena532 = getelementptr inbounds float, ptr %arena, i64 %1576
-  %1577 = load <16 x float>, ptr %arena532, align 4
-  store <16 x float> %1577, ptr %conv2_weight_grad.t95_c2_3, align 64
-  %1578 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1579 = add nsw i64 %1578, 3
-  %1580 = mul nsw i64 %1579, 64
-  %1581 = add nsw i64 19686672, %1580
-  %1582 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1583 = add nsw i64 %1581, %1582
-  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1583
-  %1584 = load <16 x float>, ptr %arena533, align 4
-  store <16 x float> %1584, ptr %conv2_weight_grad.t95_c3_0, align 64
-  %1585 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1586 = add nsw i64 %1585, 3
-  %1587 = mul nsw i64 %1586, 64
-  %1588 = add nsw i64 19686672, %1587
-  %1589 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1590 = add nsw i64 %1588, %1589
-  %1591 = add nsw i64 %1590, 16
-  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1591
-  %1592 = load <16 x float>, ptr %arena534, align 4
-  store <16 x float> %1592, ptr %conv2_weight_grad.t95_c3_1, align 64
-  %1593 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1594 = add nsw i64 %1593, 3
-  %1595 = mul nsw i64 %1594, 64
-  %1596 = add nsw i64 19686672, %1595
-  %1597 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1598 = add nsw i64 %1596, %1597
-  %1599 = add nsw i64 %1598, 32
-  %arena535 = getelementptr inbounds float, ptr %arena, i64 %1599
-  %1600 = load <16 x float>, ptr %arena535, align 4
-  store <16 x float> %1600, ptr %conv2_weight_grad.t95_c3_2, align 64
-  %1601 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1602 = add nsw i64 %1601, 3
+conv2_weight_grad.mb121:                          ; preds = %conv2_weight_grad.k123.end, %conv2_weight_grad.nb120
+  %conv2_weight_grad.mb121536 = phi i64 [ 0, %conv2_weight_grad.nb120 ], [ %mb121.next, %conv2_weight_grad.k123.end ]
+  %1589 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1590 = mul nsw i64 %1589, 64
+  %1591 = add nsw i64 19686672, %1590
+  %1592 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1593 = add nsw i64 %1591, %1592
+  %arena537 = getelementptr inbounds float, ptr %arena, i64 %1593
+  %1594 = load <16 x float>, ptr %arena537, align 4
+  store <16 x float> %1594, ptr %conv2_weight_grad.t122_c0_0, align 64
+  %1595 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1596 = mul nsw i64 %1595, 64
+  %1597 = add nsw i64 19686672, %1596
+  %1598 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1599 = add nsw i64 %1597, %1598
+  %1600 = add nsw i64 %1599, 16
+  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1600
+  %1601 = load <16 x float>, ptr %arena538, align 4
+  store <16 x float> %1601, ptr %conv2_weight_grad.t122_c0_1, align 64
+  %1602 = mul nsw i64 %conv2_weight_grad.mb121536, 6
   %1603 = mul nsw i64 %1602, 64
   %1604 = add nsw i64 19686672, %1603
-  %1605 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1605 = mul nsw i64 %conv2_weight_grad.nb120535, 64
   %1606 = add nsw i64 %1604, %1605
-  %1607 = add nsw i64 %1606, 48
-  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1607
-  %1608 = load <16 x float>, ptr %arena536, align 4
-  store <16 x float> %1608, ptr %conv2_weight_grad.t95_c3_3, align 64
-  %1609 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1610 = add nsw i64 %1609, 4
-  %1611 = mul nsw i64 %1610, 64
-  %1612 = add nsw i64 19686672, %1611
-  %1613 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1614 = add nsw i64 %1612, %1613
-  %arena537 = getelementptr inbounds float, ptr %arena, i64 %1614
-  %1615 = load <16 x float>, ptr %arena537, align 4
-  store <16 x float> %1615, ptr %conv2_weight_grad.t95_c4_0, align 64
-  %1616 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1617 = add nsw i64 %1616, 4
+  %1607 = add nsw i64 %1606, 32
+  %arena539 = getelementptr inbounds float, ptr %arena, i64 %1607
+  %1608 = load <16 x float>, ptr %arena539, align 4
+  store <16 x float> %1608, ptr %conv2_weight_grad.t122_c0_2, align 64
+  %1609 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1610 = mul nsw i64 %1609, 64
+  %1611 = add nsw i64 19686672, %1610
+  %1612 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1613 = add nsw i64 %1611, %1612
+  %1614 = add nsw i64 %1613, 48
+  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1614
+  %1615 = load <16 x float>, ptr %arena540, align 4
+  store <16 x float> %1615, ptr %conv2_weight_grad.t122_c0_3, align 64
+  %1616 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1617 = add nsw i64 %1616, 1
   %1618 = mul nsw i64 %1617, 64
   %1619 = add nsw i64 19686672, %1618
-  %1620 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1620 = mul nsw i64 %conv2_weight_grad.nb120535, 64
   %1621 = add nsw i64 %1619, %1620
-  %1622 = add nsw i64 %1621, 16
-  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1622
-  %1623 = load <16 x float>, ptr %arena538, align 4
-  store <16 x float> %1623, ptr %conv2_weight_grad.t95_c4_1, align 64
-  %1624 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1625 = add nsw i64 %1624, 4
-  %1626 = mul nsw i64 %1625, 64
-  %1627 = add nsw i64 19686672, %1626
-  %1628 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1629 = add nsw i64 %1627, %1628
-  %1630 = add nsw i64 %1629, 32
-  %arena539 = getelementptr inbounds float, ptr %arena, i64 %1630
-  %1631 = load <16 x float>, ptr %arena539, align 4
-  store <16 x float> %1631, ptr %conv2_weight_grad.t95_c4_2, align 64
-  %1632 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1633 = add nsw i64 %1632, 4
-  %1634 = mul nsw i64 %1633, 64
-  %1635 = add nsw i64 19686672, %1634
-  %1636 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1637 = add nsw i64 %1635, %1636
-  %1638 = add nsw i64 %1637, 48
-  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1638
-  %1639 = load <16 x float>, ptr %arena540, align 4
-  store <16 x float> %1639, ptr %conv2_weight_grad.t95_c4_3, align 64
-  %1640 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1641 = add nsw i64 %1640, 5
-  %1642 = mul nsw i64 %1641, 64
-  %1643 = add nsw i64 19686672, %1642
-  %1644 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1645 = add nsw i64 %1643, %1644
-  %arena541 = getelementptr inbounds float, ptr %arena, i64 %1645
-  %1646 = load <16 x float>, ptr %arena541, align 4
-  store <16 x float> %1646, ptr %conv2_weight_grad.t95_c5_0, align 64
-  %1647 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1648 = add nsw i64 %1647, 5
+  %arena541 = getelementptr inbounds float, ptr %arena, i64 %1621
+  %1622 = load <16 x float>, ptr %arena541, align 4
+  store <16 x float> %1622, ptr %conv2_weight_grad.t122_c1_0, align 64
+  %1623 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1624 = add nsw i64 %1623, 1
+  %1625 = mul nsw i64 %1624, 64
+  %1626 = add nsw i64 19686672, %1625
+  %1627 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1628 = add nsw i64 %1626, %1627
+  %1629 = add nsw i64 %1628, 16
+  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1629
+  %1630 = load <16 x float>, ptr %arena542, align 4
+  store <16 x float> %1630, ptr %conv2_weight_grad.t122_c1_1, align 64
+  %1631 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1632 = add nsw i64 %1631, 1
+  %1633 = mul nsw i64 %1632, 64
+  %1634 = add nsw i64 19686672, %1633
+  %1635 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1636 = add nsw i64 %1634, %1635
+  %1637 = add nsw i64 %1636, 32
+  %arena543 = getelementptr inbounds float, ptr %arena, i64 %1637
+  %1638 = load <16 x float>, ptr %arena543, align 4
+  store <16 x float> %1638, ptr %conv2_weight_grad.t122_c1_2, align 64
+  %1639 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1640 = add nsw i64 %1639, 1
+  %1641 = mul nsw i64 %1640, 64
+  %1642 = add nsw i64 19686672, %1641
+  %1643 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1644 = add nsw i64 %1642, %1643
+  %1645 = add nsw i64 %1644, 48
+  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1645
+  %1646 = load <16 x float>, ptr %arena544, align 4
+  store <16 x float> %1646, ptr %conv2_weight_grad.t122_c1_3, align 64
+  %1647 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1648 = add nsw i64 %1647, 2
   %1649 = mul nsw i64 %1648, 64
   %1650 = add nsw i64 19686672, %1649
-  %1651 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1651 = mul nsw i64 %conv2_weight_grad.nb120535, 64
   %1652 = add nsw i64 %1650, %1651
-  %1653 = add nsw i64 %1652, 16
-  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1653
-  %1654 = load <16 x float>, ptr %arena542, align 4
-  store <16 x float> %1654, ptr %conv2_weight_grad.t95_c5_1, align 64
-  %1655 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1656 = add nsw i64 %1655, 5
-  %1657 = mul nsw i64 %1656, 64
-  %1658 = add nsw i64 19686672, %1657
-  %1659 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1660 = add nsw i64 %1658, %1659
-  %1661 = add nsw i64 %1660, 32
-  %arena543 = getelementptr inbounds float, ptr %arena, i64 %1661
-  %1662 = load <16 x float>, ptr %arena543, align 4
-  store <16 x float> %1662, ptr %conv2_weight_grad.t95_c5_2, align 64
-  %1663 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1664 = add nsw i64 %1663, 5
-  %1665 = mul nsw i64 %1664, 64
-  %1666 = add nsw i64 19686672, %1665
-  %1667 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1668 = add nsw i64 %1666, %1667
-  %1669 = add nsw i64 %1668, 48
-  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1669
-  %1670 = load <16 x float>, ptr %arena544, align 4
-  store <16 x float> %1670, ptr %conv2_weight_grad.t95_c5_3, align 64
-  br label %conv2_weight_grad.k96
-
-conv2_weight_grad.mb94.end:                       ; preds = %conv2_weight_grad.k96.end
-  %nb93.next = add nsw i64 %conv2_weight_grad.nb93519, 1
-  %1671 = icmp slt i64 %nb93.next, 1
-  br i1 %1671, label %conv2_weight_grad.nb93, label %conv2_weight_grad.nb93.end
-
-conv2_weight_grad.k96:                            ; preds = %conv2_weight_grad.k96, %conv2_weight_grad.mb94
-  %conv2_weight_grad.k96545 = phi i64 [ 0, %conv2_weight_grad.mb94 ], [ %k96.next, %conv2_weight_grad.k96 ]
-  %1672 = mul nsw i64 %conv2_weight_grad.kp92518, 384
-  %1673 = add nsw i64 %conv2_weight_grad.k96545, %1672
-  %1674 = mul nsw i64 %1673, 64
-  %1675 = add nsw i64 17327376, %1674
-  %1676 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1677 = add nsw i64 %1675, %1676
-  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1677
-  %1678 = load <16 x float>, ptr %arena546, align 4
-  store <16 x float> %1678, ptr %conv2_weight_grad.t95_b0, align 64
-  %1679 = mul nsw i64 %conv2_weight_grad.kp92518, 384
-  %1680 = add nsw i64 %conv2_weight_grad.k96545, %1679
-  %1681 = mul nsw i64 %1680, 64
-  %1682 = add nsw i64 17327376, %1681
-  %1683 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1684 = add nsw i64 %1682, %1683
-  %1685 = add nsw i64 %1684, 16
-  %arena547 = getelementptr inbounds float, ptr %arena, i64 %1685
-  %1686 = load <16 x float>, ptr %arena547, align 4
-  store <16 x float> %1686, ptr %conv2_weight_grad.t95_b1, align 64
-  %1687 = mul nsw i64 %conv2_weight_grad.kp92518, 384
-  %1688 = add nsw i64 %conv2_weight_grad.k96545, %1687
-  %1689 = mul nsw i64 %1688, 64
-  %1690 = add nsw i64 17327376, %1689
-  %1691 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1692 = add nsw i64 %1690, %1691
-  %1693 = add nsw i64 %1692, 32
-  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1693
-  %1694 = load <16 x float>, ptr %arena548, align 4
-  store <16 x float> %1694, ptr %conv2_weight_grad.t95_b2, align 64
-  %1695 = mul nsw i64 %conv2_weight_grad.kp92518, 384
-  %1696 = add nsw i64 %conv2_weight_grad.k96545, %1695
-  %1697 = mul nsw i64 %1696, 64
-  %1698 = add nsw i64 17327376, %1697
-  %1699 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1700 = add nsw i64 %1698, %1699
-  %1701 = add nsw i64 %1700, 48
-  %arena549 = getelementptr inbounds float, ptr %arena, i64 %1701
-  %1702 = load <16 x float>, ptr %arena549, align 4
-  store <16 x float> %1702, ptr %conv2_weight_grad.t95_b3, align 64
-  %1703 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1704 = mul nsw i64 %1703, 36864
-  %1705 = add nsw i64 6710544, %1704
-  %1706 = mul nsw i64 %conv2_weight_grad.kp92518, 384
-  %1707 = add nsw i64 %conv2_weight_grad.k96545, %1706
-  %1708 = add nsw i64 %1705, %1707
-  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1708
-  %1709 = load float, ptr %arena550, align 4
-  %1710 = insertelement <16 x float> undef, float %1709, i32 0
-  %1711 = shufflevector <16 x float> %1710, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1711, ptr %conv2_weight_grad.t95_a0, align 64
-  %t95_a0 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
-  %t95_b0 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_0, align 64
-  %1712 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0, <16 x float> %t95_b0, <16 x float> %t95_c0_0)
-  store <16 x float> %1712, ptr %conv2_weight_grad.t95_c0_0, align 64
-  %t95_a0551 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
-  %t95_b1 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_1, align 64
-  %1713 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0551, <16 x float> %t95_b1, <16 x float> %t95_c0_1)
-  store <16 x float> %1713, ptr %conv2_weight_grad.t95_c0_1, align 64
-  %t95_a0552 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
-  %t95_b2 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_2, align 64
-  %1714 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0552, <16 x float> %t95_b2, <16 x float> %t95_c0_2)
-  store <16 x float> %1714, ptr %conv2_weight_grad.t95_c0_2, align 64
-  %t95_a0553 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
-  %t95_b3 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_3, align 64
-  %1715 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0553, <16 x float> %t95_b3, <16 x float> %t95_c0_3)
-  store <16 x float> %1715, ptr %conv2_weight_grad.t95_c0_3, align 64
-  %1716 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1717 = add nsw i64 %1716, 1
-  %1718 = mul nsw i64 %1717, 36864
-  %1719 = add nsw i64 6710544, %1718
-  %1720 = mul nsw i64 %conv2_weight_grad.kp92518, 384
-  %1721 = add nsw i64 %conv2_weight_grad.k96545, %1720
-  %1722 = add nsw i64 %1719, %1721
+  %arena545 = getelementptr inbounds float, ptr %arena, i64 %1652
+  %1653 = load <16 x float>, ptr %arena545, align 4
+  store <16 x float> %1653, ptr %conv2_weight_grad.t122_c2_0, align 64
+  %1654 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1655 = add nsw i64 %1654, 2
+  %1656 = mul nsw i64 %1655, 64
+  %1657 = add nsw i64 19686672, %1656
+  %1658 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1659 = add nsw i64 %1657, %1658
+  %1660 = add nsw i64 %1659, 16
+  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1660
+  %1661 = load <16 x float>, ptr %arena546, align 4
+  store <16 x float> %1661, ptr %conv2_weight_grad.t122_c2_1, align 64
+  %1662 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1663 = add nsw i64 %1662, 2
+  %1664 = mul nsw i64 %1663, 64
+  %1665 = add nsw i64 19686672, %1664
+  %1666 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1667 = add nsw i64 %1665, %1666
+  %1668 = add nsw i64 %1667, 32
+  %arena547 = getelementptr inbounds float, ptr %arena, i64 %1668
+  %1669 = load <16 x float>, ptr %arena547, align 4
+  store <16 x float> %1669, ptr %conv2_weight_grad.t122_c2_2, align 64
+  %1670 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1671 = add nsw i64 %1670, 2
+  %1672 = mul nsw i64 %1671, 64
+  %1673 = add nsw i64 19686672, %1672
+  %1674 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1675 = add nsw i64 %1673, %1674
+  %1676 = add nsw i64 %1675, 48
+  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1676
+  %1677 = load <16 x float>, ptr %arena548, align 4
+  store <16 x float> %1677, ptr %conv2_weight_grad.t122_c2_3, align 64
+  %1678 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1679 = add nsw i64 %1678, 3
+  %1680 = mul nsw i64 %1679, 64
+  %1681 = add nsw i64 19686672, %1680
+  %1682 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1683 = add nsw i64 %1681, %1682
+  %arena549 = getelementptr inbounds float, ptr %arena, i64 %1683
+  %1684 = load <16 x float>, ptr %arena549, align 4
+  store <16 x float> %1684, ptr %conv2_weight_grad.t122_c3_0, align 64
+  %1685 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1686 = add nsw i64 %1685, 3
+  %1687 = mul nsw i64 %1686, 64
+  %1688 = add nsw i64 19686672, %1687
+  %1689 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1690 = add nsw i64 %1688, %1689
+  %1691 = add nsw i64 %1690, 16
+  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1691
+  %1692 = load <16 x float>, ptr %arena550, align 4
+  store <16 x float> %1692, ptr %conv2_weight_grad.t122_c3_1, align 64
+  %1693 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1694 = add nsw i64 %1693, 3
+  %1695 = mul nsw i64 %1694, 64
+  %1696 = add nsw i64 19686672, %1695
+  %1697 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1698 = add nsw i64 %1696, %1697
+  %1699 = add nsw i64 %1698, 32
+  %arena551 = getelementptr inbounds float, ptr %arena, i64 %1699
+  %1700 = load <16 x float>, ptr %arena551, align 4
+  store <16 x float> %1700, ptr %conv2_weight_grad.t122_c3_2, align 64
+  %1701 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1702 = add nsw i64 %1701, 3
+  %1703 = mul nsw i64 %1702, 64
+  %1704 = add nsw i64 19686672, %1703
+  %1705 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1706 = add nsw i64 %1704, %1705
+  %1707 = add nsw i64 %1706, 48
+  %arena552 = getelementptr inbounds float, ptr %arena, i64 %1707
+  %1708 = load <16 x float>, ptr %arena552, align 4
+  store <16 x float> %1708, ptr %conv2_weight_grad.t122_c3_3, align 64
+  %1709 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1710 = add nsw i64 %1709, 4
+  %1711 = mul nsw i64 %1710, 64
+  %1712 = add nsw i64 19686672, %1711
+  %1713 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1714 = add nsw i64 %1712, %1713
+  %arena553 = getelementptr inbounds float, ptr %arena, i64 %1714
+  %1715 = load <16 x float>, ptr %arena553, align 4
+  store <16 x float> %1715, ptr %conv2_weight_grad.t122_c4_0, align 64
+  %1716 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1717 = add nsw i64 %1716, 4
+  %1718 = mul nsw i64 %1717, 64
+  %1719 = add nsw i64 19686672, %1718
+  %1720 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1721 = add nsw i64 %1719, %1720
+  %1722 = add nsw i64 %1721, 16
   %arena554 = getelementptr inbounds float, ptr %arena, i64 %1722
-  %1723 = load float, ptr %arena554, align 4
-  %1724 = insertelement <16 x float> undef, float %1723, i32 0
-  %1725 = shufflevector <16 x float> %1724, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1725, ptr %conv2_weight_grad.t95_a1, align 64
-  %t95_a1 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
-  %t95_b0555 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_0, align 64
-  %1726 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1, <16 x float> %t95_b0555, <16 x float> %t95_c1_0)
-  store <16 x float> %1726, ptr %conv2_weight_grad.t95_c1_0, align 64
-  %t95_a1556 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
-  %t95_b1557 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_1, align 64
-  %1727 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1556, <16 x float> %t95_b1557, <16 x float> %t95_c1_1)
-  store <16 x float> %1727, ptr %conv2_weight_grad.t95_c1_1, align 64
-  %t95_a1558 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
-  %t95_b2559 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_2, align 64
-  %1728 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1558, <16 x float> %t95_b2559, <16 x float> %t95_c1_2)
-  store <16 x float> %1728, ptr %conv2_weight_grad.t95_c1_2, align 64
-  %t95_a1560 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
-  %t95_b3561 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_3, align 64
-  %1729 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1560, <16 x float> %t95_b3561, <16 x float> %t95_c1_3)
-  store <16 x float> %1729, ptr %conv2_weight_grad.t95_c1_3, align 64
-  %1730 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1731 = add nsw i64 %1730, 2
-  %1732 = mul nsw i64 %1731, 36864
-  %1733 = add nsw i64 6710544, %1732
-  %1734 = mul nsw i64 %conv2_weight_grad.kp92518, 384
-  %1735 = add nsw i64 %conv2_weight_grad.k96545, %1734
-  %1736 = add nsw i64 %1733, %1735
-  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1736
-  %1737 = load float, ptr %arena562, align 4
-  %1738 = insertelement <16 x float> undef, float %1737, i32 0
-  %1739 = shufflevector <16 x float> %1738, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1739, ptr %conv2_weight_grad.t95_a2, align 64
-  %t95_a2 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
-  %t95_b0563 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_0, align 64
-  %1740 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2, <16 x float> %t95_b0563, <16 x float> %t95_c2_0)
-  store <16 x float> %1740, ptr %conv2_weight_grad.t95_c2_0, align 64
-  %t95_a2564 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
-  %t95_b1565 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_1, align 64
-  %1741 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2564, <16 x float> %t95_b1565, <16 x float> %t95_c2_1)
-  store <16 x float> %1741, ptr %conv2_weight_grad.t95_c2_1, align 64
-  %t95_a2566 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
-  %t95_b2567 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_2, align 64
-  %1742 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2566, <16 x float> %t95_b2567, <16 x float> %t95_c2_2)
-  store <16 x float> %1742, ptr %conv2_weight_grad.t95_c2_2, align 64
-  %t95_a2568 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
-  %t95_b3569 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_3, align 64
-  %1743 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2568, <16 x float> %t95_b3569, <16 x float> %t95_c2_3)
-  store <16 x float> %1743, ptr %conv2_weight_grad.t95_c2_3, align 64
-  %1744 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1745 = add nsw i64 %1744, 3
-  %1746 = mul nsw i64 %1745, 36864
-  %1747 = add nsw i64 6710544, %1746
-  %1748 = mul nsw i64 %conv2_weight_grad.kp92518, 384
-  %1749 = add nsw i64 %conv2_weight_grad.k96545, %1748
-  %1750 = add nsw i64 %1747, %1749
-  %arena570 = getelementptr inbounds float, ptr %arena, i64 %1750
-  %1751 = load float, ptr %arena570, align 4
-  %1752 = insertelement <16 x float> undef, float %1751, i32 0
-  %1753 = shufflevector <16 x float> %1752, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1753, ptr %conv2_weight_grad.t95_a3, align 64
-  %t95_a3 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
-  %t95_b0571 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_0, align 64
-  %1754 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3, <16 x float> %t95_b0571, <16 x float> %t95_c3_0)
-  store <16 x float> %1754, ptr %conv2_weight_grad.t95_c3_0, align 64
-  %t95_a3572 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
-  %t95_b1573 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_1, align 64
-  %1755 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3572, <16 x float> %t95_b1573, <16 x float> %t95_c3_1)
-  store <16 x float> %1755, ptr %conv2_weight_grad.t95_c3_1, align 64
-  %t95_a3574 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
-  %t95_b2575 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_2, align 64
-  %1756 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3574, <16 x float> %t95_b2575, <16 x float> %t95_c3_2)
-  store <16 x float> %1756, ptr %conv2_weight_grad.t95_c3_2, align 64
-  %t95_a3576 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
-  %t95_b3577 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_3, align 64
-  %1757 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3576, <16 x float> %t95_b3577, <16 x float> %t95_c3_3)
-  store <16 x float> %1757, ptr %conv2_weight_grad.t95_c3_3, align 64
-  %1758 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1759 = add nsw i64 %1758, 4
-  %1760 = mul nsw i64 %1759, 36864
-  %1761 = add nsw i64 6710544, %1760
-  %1762 = mul nsw i64 %conv2_weight_grad.kp92518, 384
-  %1763 = add nsw i64 %conv2_weight_grad.k96545, %1762
-  %1764 = add nsw i64 %1761, %1763
-  %arena578 = getelementptr inbounds float, ptr %arena, i64 %1764
-  %1765 = load float, ptr %arena578, align 4
-  %1766 = insertelement <16 x float> undef, float %1765, i32 0
-  %1767 = shufflevector <16 x float> %1766, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1767, ptr %conv2_weight_grad.t95_a4, align 64
-  %t95_a4 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
-  %t95_b0579 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_0, align 64
-  %1768 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4, <16 x float> %t95_b0579, <16 x float> %t95_c4_0)
-  store <16 x float> %1768, ptr %conv2_weight_grad.t95_c4_0, align 64
-  %t95_a4580 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
-  %t95_b1581 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_1, align 64
-  %1769 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4580, <16 x float> %t95_b1581, <16 x float> %t95_c4_1)
-  store <16 x float> %1769, ptr %conv2_weight_grad.t95_c4_1, align 64
-  %t95_a4582 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
-  %t95_b2583 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_2, align 64
-  %1770 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4582, <16 x float> %t95_b2583, <16 x float> %t95_c4_2)
-  store <16 x float> %1770, ptr %conv2_weight_grad.t95_c4_2, align 64
-  %t95_a4584 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
-  %t95_b3585 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_3, align 64
-  %1771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4584, <16 x float> %t95_b3585, <16 x float> %t95_c4_3)
-  store <16 x float> %1771, ptr %conv2_weight_grad.t95_c4_3, align 64
-  %1772 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1773 = add nsw i64 %1772, 5
-  %1774 = mul nsw i64 %1773, 36864
-  %1775 = add nsw i64 6710544, %1774
-  %1776 = mul nsw i64 %conv2_weight_grad.kp92518, 384
-  %1777 = add nsw i64 %conv2_weight_grad.k96545, %1776
-  %1778 = add nsw i64 %1775, %1777
-  %arena586 = getelementptr inbounds float, ptr %arena, i64 %1778
-  %1779 = load float, ptr %arena586, align 4
-  %1780 = insertelement <16 x float> undef, float %1779, i32 0
-  %1781 = shufflevector <16 x float> %1780, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1781, ptr %conv2_weight_grad.t95_a5, align 64
-  %t95_a5 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
-  %t95_b0587 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
-  %t95_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_0, align 64
-  %1782 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5, <16 x float> %t95_b0587, <16 x float> %t95_c5_0)
-  store <16 x float> %1782, ptr %conv2_weight_grad.t95_c5_0, align 64
-  %t95_a5588 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
-  %t95_b1589 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
-  %t95_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_1, align 64
-  %1783 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5588, <16 x float> %t95_b1589, <16 x float> %t95_c5_1)
-  store <16 x float> %1783, ptr %conv2_weight_grad.t95_c5_1, align 64
-  %t95_a5590 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
-  %t95_b2591 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
-  %t95_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_2, align 64
-  %1784 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5590, <16 x float> %t95_b2591, <16 x float> %t95_c5_2)
-  store <16 x float> %1784, ptr %conv2_weight_grad.t95_c5_2, align 64
-  %t95_a5592 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
-  %t95_b3593 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
-  %t95_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_3, align 64
-  %1785 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5592, <16 x float> %t95_b3593, <16 x float> %t95_c5_3)
-  store <16 x float> %1785, ptr %conv2_weight_grad.t95_c5_3, align 64
-  %k96.next = add nsw i64 %conv2_weight_grad.k96545, 1
-  %1786 = icmp slt i64 %k96.next, 384
-  br i1 %1786, label %conv2_weight_grad.k96, label %conv2_weight_grad.k96.end
+  %1723 = load <16 x float>, ptr %arena554, align 4
+  store <16 x float> %1723, ptr %conv2_weight_grad.t122_c4_1, align 64
+  %1724 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1725 = add nsw i64 %1724, 4
+  %1726 = mul nsw i64 %1725, 64
+  %1727 = add nsw i64 19686672, %1726
+  %1728 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1729 = add nsw i64 %1727, %1728
+  %1730 = add nsw i64 %1729, 32
+  %arena555 = getelementptr inbounds float, ptr %arena, i64 %1730
+  %1731 = load <16 x float>, ptr %arena555, align 4
+  store <16 x float> %1731, ptr %conv2_weight_grad.t122_c4_2, align 64
+  %1732 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1733 = add nsw i64 %1732, 4
+  %1734 = mul nsw i64 %1733, 64
+  %1735 = add nsw i64 19686672, %1734
+  %1736 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1737 = add nsw i64 %1735, %1736
+  %1738 = add nsw i64 %1737, 48
+  %arena556 = getelementptr inbounds float, ptr %arena, i64 %1738
+  %1739 = load <16 x float>, ptr %arena556, align 4
+  store <16 x float> %1739, ptr %conv2_weight_grad.t122_c4_3, align 64
+  %1740 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1741 = add nsw i64 %1740, 5
+  %1742 = mul nsw i64 %1741, 64
+  %1743 = add nsw i64 19686672, %1742
+  %1744 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1745 = add nsw i64 %1743, %1744
+  %arena557 = getelementptr inbounds float, ptr %arena, i64 %1745
+  %1746 = load <16 x float>, ptr %arena557, align 4
+  store <16 x float> %1746, ptr %conv2_weight_grad.t122_c5_0, align 64
+  %1747 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1748 = add nsw i64 %1747, 5
+  %1749 = mul nsw i64 %1748, 64
+  %1750 = add nsw i64 19686672, %1749
+  %1751 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1752 = add nsw i64 %1750, %1751
+  %1753 = add nsw i64 %1752, 16
+  %arena558 = getelementptr inbounds float, ptr %arena, i64 %1753
+  %1754 = load <16 x float>, ptr %arena558, align 4
+  store <16 x float> %1754, ptr %conv2_weight_grad.t122_c5_1, align 64
+  %1755 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1756 = add nsw i64 %1755, 5
+  %1757 = mul nsw i64 %1756, 64
+  %1758 = add nsw i64 19686672, %1757
+  %1759 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1760 = add nsw i64 %1758, %1759
+  %1761 = add nsw i64 %1760, 32
+  %arena559 = getelementptr inbounds float, ptr %arena, i64 %1761
+  %1762 = load <16 x float>, ptr %arena559, align 4
+  store <16 x float> %1762, ptr %conv2_weight_grad.t122_c5_2, align 64
+  %1763 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1764 = add nsw i64 %1763, 5
+  %1765 = mul nsw i64 %1764, 64
+  %1766 = add nsw i64 19686672, %1765
+  %1767 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1768 = add nsw i64 %1766, %1767
+  %1769 = add nsw i64 %1768, 48
+  %arena560 = getelementptr inbounds float, ptr %arena, i64 %1769
+  %1770 = load <16 x float>, ptr %arena560, align 4
+  store <16 x float> %1770, ptr %conv2_weight_grad.t122_c5_3, align 64
+  br label %conv2_weight_grad.k123
 
-conv2_weight_grad.k96.end:                        ; preds = %conv2_weight_grad.k96
-  %t95_c0_0594 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_0, align 64
-  %1787 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1788 = mul nsw i64 %1787, 64
-  %1789 = add nsw i64 19686672, %1788
-  %1790 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1791 = add nsw i64 %1789, %1790
-  %arena595 = getelementptr inbounds float, ptr %arena, i64 %1791
-  store <16 x float> %t95_c0_0594, ptr %arena595, align 4
-  %t95_c0_1596 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_1, align 64
-  %1792 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1793 = mul nsw i64 %1792, 64
-  %1794 = add nsw i64 19686672, %1793
-  %1795 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1796 = add nsw i64 %1794, %1795
-  %1797 = add nsw i64 %1796, 16
-  %arena597 = getelementptr inbounds float, ptr %arena, i64 %1797
-  store <16 x float> %t95_c0_1596, ptr %arena597, align 4
-  %t95_c0_2598 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_2, align 64
-  %1798 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1799 = mul nsw i64 %1798, 64
-  %1800 = add nsw i64 19686672, %1799
-  %1801 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1802 = add nsw i64 %1800, %1801
-  %1803 = add nsw i64 %1802, 32
-  %arena599 = getelementptr inbounds float, ptr %arena, i64 %1803
-  store <16 x float> %t95_c0_2598, ptr %arena599, align 4
-  %t95_c0_3600 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_3, align 64
-  %1804 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1805 = mul nsw i64 %1804, 64
-  %1806 = add nsw i64 19686672, %1805
-  %1807 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1808 = add nsw i64 %1806, %1807
-  %1809 = add nsw i64 %1808, 48
-  %arena601 = getelementptr inbounds float, ptr %arena, i64 %1809
-  store <16 x float> %t95_c0_3600, ptr %arena601, align 4
-  %t95_c1_0602 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_0, align 64
-  %1810 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1811 = add nsw i64 %1810, 1
-  %1812 = mul nsw i64 %1811, 64
-  %1813 = add nsw i64 19686672, %1812
-  %1814 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1815 = add nsw i64 %1813, %1814
-  %arena603 = getelementptr inbounds float, ptr %arena, i64 %1815
-  store <16 x float> %t95_c1_0602, ptr %arena603, align 4
-  %t95_c1_1604 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_1, align 64
-  %1816 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+conv2_weight_grad.mb121.end:                      ; preds = %conv2_weight_grad.k123.end
+  %nb120.next = add nsw i64 %conv2_weight_grad.nb120535, 1
+  %1771 = icmp slt i64 %nb120.next, 1
+  br i1 %1771, label %conv2_weight_grad.nb120, label %conv2_weight_grad.nb120.end
+
+conv2_weight_grad.k123:                           ; preds = %conv2_weight_grad.k123, %conv2_weight_grad.mb121
+  %conv2_weight_grad.k123561 = phi i64 [ 0, %conv2_weight_grad.mb121 ], [ %k123.next, %conv2_weight_grad.k123 ]
+  %1772 = mul nsw i64 %conv2_weight_grad.kp119534, 384
+  %1773 = add nsw i64 %conv2_weight_grad.k123561, %1772
+  %1774 = mul nsw i64 %1773, 64
+  %1775 = add nsw i64 17327376, %1774
+  %1776 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1777 = add nsw i64 %1775, %1776
+  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1777
+  %1778 = load <16 x float>, ptr %arena562, align 4
+  store <16 x float> %1778, ptr %conv2_weight_grad.t122_b0, align 64
+  %1779 = mul nsw i64 %conv2_weight_grad.kp119534, 384
+  %1780 = add nsw i64 %conv2_weight_grad.k123561, %1779
+  %1781 = mul nsw i64 %1780, 64
+  %1782 = add nsw i64 17327376, %1781
+  %1783 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1784 = add nsw i64 %1782, %1783
+  %1785 = add nsw i64 %1784, 16
+  %arena563 = getelementptr inbounds float, ptr %arena, i64 %1785
+  %1786 = load <16 x float>, ptr %arena563, align 4
+  store <16 x float> %1786, ptr %conv2_weight_grad.t122_b1, align 64
+  %1787 = mul nsw i64 %conv2_weight_grad.kp119534, 384
+  %1788 = add nsw i64 %conv2_weight_grad.k123561, %1787
+  %1789 = mul nsw i64 %1788, 64
+  %1790 = add nsw i64 17327376, %1789
+  %1791 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1792 = add nsw i64 %1790, %1791
+  %1793 = add nsw i64 %1792, 32
+  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1793
+  %1794 = load <16 x float>, ptr %arena564, align 4
+  store <16 x float> %1794, ptr %conv2_weight_grad.t122_b2, align 64
+  %1795 = mul nsw i64 %conv2_weight_grad.kp119534, 384
+  %1796 = add nsw i64 %conv2_weight_grad.k123561, %1795
+  %1797 = mul nsw i64 %1796, 64
+  %1798 = add nsw i64 17327376, %1797
+  %1799 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1800 = add nsw i64 %1798, %1799
+  %1801 = add nsw i64 %1800, 48
+  %arena565 = getelementptr inbounds float, ptr %arena, i64 %1801
+  %1802 = load <16 x float>, ptr %arena565, align 4
+  store <16 x float> %1802, ptr %conv2_weight_grad.t122_b3, align 64
+  %1803 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1804 = mul nsw i64 %1803, 36864
+  %1805 = add nsw i64 6710544, %1804
+  %1806 = mul nsw i64 %conv2_weight_grad.kp119534, 384
+  %1807 = add nsw i64 %conv2_weight_grad.k123561, %1806
+  %1808 = add nsw i64 %1805, %1807
+  %arena566 = getelementptr inbounds float, ptr %arena, i64 %1808
+  %1809 = load float, ptr %arena566, align 4
+  %1810 = insertelement <16 x float> undef, float %1809, i32 0
+  %1811 = shufflevector <16 x float> %1810, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1811, ptr %conv2_weight_grad.t122_a0, align 64
+  %t122_a0 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
+  %t122_b0 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_0, align 64
+  %1812 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0, <16 x float> %t122_b0, <16 x float> %t122_c0_0)
+  store <16 x float> %1812, ptr %conv2_weight_grad.t122_c0_0, align 64
+  %t122_a0567 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
+  %t122_b1 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_1, align 64
+  %1813 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0567, <16 x float> %t122_b1, <16 x float> %t122_c0_1)
+  store <16 x float> %1813, ptr %conv2_weight_grad.t122_c0_1, align 64
+  %t122_a0568 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
+  %t122_b2 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_2, align 64
+  %1814 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0568, <16 x float> %t122_b2, <16 x float> %t122_c0_2)
+  store <16 x float> %1814, ptr %conv2_weight_grad.t122_c0_2, align 64
+  %t122_a0569 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
+  %t122_b3 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_3, align 64
+  %1815 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0569, <16 x float> %t122_b3, <16 x float> %t122_c0_3)
+  store <16 x float> %1815, ptr %conv2_weight_grad.t122_c0_3, align 64
+  %1816 = mul nsw i64 %conv2_weight_grad.mb121536, 6
   %1817 = add nsw i64 %1816, 1
-  %1818 = mul nsw i64 %1817, 64
-  %1819 = add nsw i64 19686672, %1818
-  %1820 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1821 = add nsw i64 %1819, %1820
-  %1822 = add nsw i64 %1821, 16
-  %arena605 = getelementptr inbounds float, ptr %arena, i64 %1822
-  store <16 x float> %t95_c1_1604, ptr %arena605, align 4
-  %t95_c1_2606 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_2, align 64
-  %1823 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1824 = add nsw i64 %1823, 1
-  %1825 = mul nsw i64 %1824, 64
-  %1826 = add nsw i64 19686672, %1825
-  %1827 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1828 = add nsw i64 %1826, %1827
-  %1829 = add nsw i64 %1828, 32
-  %arena607 = getelementptr inbounds float, ptr %arena, i64 %1829
-  store <16 x float> %t95_c1_2606, ptr %arena607, align 4
-  %t95_c1_3608 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_3, align 64
-  %1830 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1831 = add nsw i64 %1830, 1
-  %1832 = mul nsw i64 %1831, 64
-  %1833 = add nsw i64 19686672, %1832
-  %1834 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1835 = add nsw i64 %1833, %1834
-  %1836 = add nsw i64 %1835, 48
-  %arena609 = getelementptr inbounds float, ptr %arena, i64 %1836
-  store <16 x float> %t95_c1_3608, ptr %arena609, align 4
-  %t95_c2_0610 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_0, align 64
-  %1837 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1838 = add nsw i64 %1837, 2
-  %1839 = mul nsw i64 %1838, 64
-  %1840 = add nsw i64 19686672, %1839
-  %1841 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1842 = add nsw i64 %1840, %1841
-  %arena611 = getelementptr inbounds float, ptr %arena, i64 %1842
-  store <16 x float> %t95_c2_0610, ptr %arena611, align 4
-  %t95_c2_1612 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_1, align 64
-  %1843 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1844 = add nsw i64 %1843, 2
-  %1845 = mul nsw i64 %1844, 64
-  %1846 = add nsw i64 19686672, %1845
-  %1847 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1848 = add nsw i64 %1846, %1847
-  %1849 = add nsw i64 %1848, 16
-  %arena613 = getelementptr inbounds float, ptr %arena, i64 %1849
-  store <16 x float> %t95_c2_1612, ptr %arena613, align 4
-  %t95_c2_2614 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_2, align 64
-  %1850 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1851 = add nsw i64 %1850, 2
-  %1852 = mul nsw i64 %1851, 64
-  %1853 = add nsw i64 19686672, %1852
-  %1854 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1855 = add nsw i64 %1853, %1854
-  %1856 = add nsw i64 %1855, 32
-  %arena615 = getelementptr inbounds float, ptr %arena, i64 %1856
-  store <16 x float> %t95_c2_2614, ptr %arena615, align 4
-  %t95_c2_3616 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_3, align 64
-  %1857 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1858 = add nsw i64 %1857, 2
-  %1859 = mul nsw i64 %1858, 64
-  %1860 = add nsw i64 19686672, %1859
-  %1861 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1862 = add nsw i64 %1860, %1861
-  %1863 = add nsw i64 %1862, 48
-  %arena617 = getelementptr inbounds float, ptr %arena, i64 %1863
-  store <16 x float> %t95_c2_3616, ptr %arena617, align 4
-  %t95_c3_0618 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_0, align 64
-  %1864 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1865 = add nsw i64 %1864, 3
-  %1866 = mul nsw i64 %1865, 64
-  %1867 = add nsw i64 19686672, %1866
-  %1868 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1869 = add nsw i64 %1867, %1868
-  %arena619 = getelementptr inbounds float, ptr %arena, i64 %1869
-  store <16 x float> %t95_c3_0618, ptr %arena619, align 4
-  %t95_c3_1620 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_1, align 64
-  %1870 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1871 = add nsw i64 %1870, 3
-  %1872 = mul nsw i64 %1871, 64
-  %1873 = add nsw i64 19686672, %1872
-  %1874 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1875 = add nsw i64 %1873, %1874
-  %1876 = add nsw i64 %1875, 16
-  %arena621 = getelementptr inbounds float, ptr %arena, i64 %1876
-  store <16 x float> %t95_c3_1620, ptr %arena621, align 4
-  %t95_c3_2622 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_2, align 64
-  %1877 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1878 = add nsw i64 %1877, 3
-  %1879 = mul nsw i64 %1878, 64
-  %1880 = add nsw i64 19686672, %1879
-  %1881 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1882 = add nsw i64 %1880, %1881
-  %1883 = add nsw i64 %1882, 32
-  %arena623 = getelementptr inbounds float, ptr %arena, i64 %1883
-  store <16 x float> %t95_c3_2622, ptr %arena623, align 4
-  %t95_c3_3624 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_3, align 64
-  %1884 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1885 = add nsw i64 %1884, 3
-  %1886 = mul nsw i64 %1885, 64
-  %1887 = add nsw i64 19686672, %1886
-  %1888 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1889 = add nsw i64 %1887, %1888
-  %1890 = add nsw i64 %1889, 48
-  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1890
-  store <16 x float> %t95_c3_3624, ptr %arena625, align 4
-  %t95_c4_0626 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_0, align 64
-  %1891 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1892 = add nsw i64 %1891, 4
+  %1818 = mul nsw i64 %1817, 36864
+  %1819 = add nsw i64 6710544, %1818
+  %1820 = mul nsw i64 %conv2_weight_grad.kp119534, 384
+  %1821 = add nsw i64 %conv2_weight_grad.k123561, %1820
+  %1822 = add nsw i64 %1819, %1821
+  %arena570 = getelementptr inbounds float, ptr %arena, i64 %1822
+  %1823 = load float, ptr %arena570, align 4
+  %1824 = insertelement <16 x float> undef, float %1823, i32 0
+  %1825 = shufflevector <16 x float> %1824, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1825, ptr %conv2_weight_grad.t122_a1, align 64
+  %t122_a1 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
+  %t122_b0571 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_0, align 64
+  %1826 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1, <16 x float> %t122_b0571, <16 x float> %t122_c1_0)
+  store <16 x float> %1826, ptr %conv2_weight_grad.t122_c1_0, align 64
+  %t122_a1572 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
+  %t122_b1573 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_1, align 64
+  %1827 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1572, <16 x float> %t122_b1573, <16 x float> %t122_c1_1)
+  store <16 x float> %1827, ptr %conv2_weight_grad.t122_c1_1, align 64
+  %t122_a1574 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
+  %t122_b2575 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_2, align 64
+  %1828 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1574, <16 x float> %t122_b2575, <16 x float> %t122_c1_2)
+  store <16 x float> %1828, ptr %conv2_weight_grad.t122_c1_2, align 64
+  %t122_a1576 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
+  %t122_b3577 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_3, align 64
+  %1829 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1576, <16 x float> %t122_b3577, <16 x float> %t122_c1_3)
+  store <16 x float> %1829, ptr %conv2_weight_grad.t122_c1_3, align 64
+  %1830 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1831 = add nsw i64 %1830, 2
+  %1832 = mul nsw i64 %1831, 36864
+  %1833 = add nsw i64 6710544, %1832
+  %1834 = mul nsw i64 %conv2_weight_grad.kp119534, 384
+  %1835 = add nsw i64 %conv2_weight_grad.k123561, %1834
+  %1836 = add nsw i64 %1833, %1835
+  %arena578 = getelementptr inbounds float, ptr %arena, i64 %1836
+  %1837 = load float, ptr %arena578, align 4
+  %1838 = insertelement <16 x float> undef, float %1837, i32 0
+  %1839 = shufflevector <16 x float> %1838, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1839, ptr %conv2_weight_grad.t122_a2, align 64
+  %t122_a2 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
+  %t122_b0579 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_0, align 64
+  %1840 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2, <16 x float> %t122_b0579, <16 x float> %t122_c2_0)
+  store <16 x float> %1840, ptr %conv2_weight_grad.t122_c2_0, align 64
+  %t122_a2580 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
+  %t122_b1581 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_1, align 64
+  %1841 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2580, <16 x float> %t122_b1581, <16 x float> %t122_c2_1)
+  store <16 x float> %1841, ptr %conv2_weight_grad.t122_c2_1, align 64
+  %t122_a2582 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
+  %t122_b2583 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_2, align 64
+  %1842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2582, <16 x float> %t122_b2583, <16 x float> %t122_c2_2)
+  store <16 x float> %1842, ptr %conv2_weight_grad.t122_c2_2, align 64
+  %t122_a2584 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
+  %t122_b3585 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_3, align 64
+  %1843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2584, <16 x float> %t122_b3585, <16 x float> %t122_c2_3)
+  store <16 x float> %1843, ptr %conv2_weight_grad.t122_c2_3, align 64
+  %1844 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1845 = add nsw i64 %1844, 3
+  %1846 = mul nsw i64 %1845, 36864
+  %1847 = add nsw i64 6710544, %1846
+  %1848 = mul nsw i64 %conv2_weight_grad.kp119534, 384
+  %1849 = add nsw i64 %conv2_weight_grad.k123561, %1848
+  %1850 = add nsw i64 %1847, %1849
+  %arena586 = getelementptr inbounds float, ptr %arena, i64 %1850
+  %1851 = load float, ptr %arena586, align 4
+  %1852 = insertelement <16 x float> undef, float %1851, i32 0
+  %1853 = shufflevector <16 x float> %1852, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1853, ptr %conv2_weight_grad.t122_a3, align 64
+  %t122_a3 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
+  %t122_b0587 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_0, align 64
+  %1854 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3, <16 x float> %t122_b0587, <16 x float> %t122_c3_0)
+  store <16 x float> %1854, ptr %conv2_weight_grad.t122_c3_0, align 64
+  %t122_a3588 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
+  %t122_b1589 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_1, align 64
+  %1855 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3588, <16 x float> %t122_b1589, <16 x float> %t122_c3_1)
+  store <16 x float> %1855, ptr %conv2_weight_grad.t122_c3_1, align 64
+  %t122_a3590 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
+  %t122_b2591 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_2, align 64
+  %1856 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3590, <16 x float> %t122_b2591, <16 x float> %t122_c3_2)
+  store <16 x float> %1856, ptr %conv2_weight_grad.t122_c3_2, align 64
+  %t122_a3592 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
+  %t122_b3593 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_3, align 64
+  %1857 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3592, <16 x float> %t122_b3593, <16 x float> %t122_c3_3)
+  store <16 x float> %1857, ptr %conv2_weight_grad.t122_c3_3, align 64
+  %1858 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1859 = add nsw i64 %1858, 4
+  %1860 = mul nsw i64 %1859, 36864
+  %1861 = add nsw i64 6710544, %1860
+  %1862 = mul nsw i64 %conv2_weight_grad.kp119534, 384
+  %1863 = add nsw i64 %conv2_weight_grad.k123561, %1862
+  %1864 = add nsw i64 %1861, %1863
+  %arena594 = getelementptr inbounds float, ptr %arena, i64 %1864
+  %1865 = load float, ptr %arena594, align 4
+  %1866 = insertelement <16 x float> undef, float %1865, i32 0
+  %1867 = shufflevector <16 x float> %1866, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1867, ptr %conv2_weight_grad.t122_a4, align 64
+  %t122_a4 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
+  %t122_b0595 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_0, align 64
+  %1868 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4, <16 x float> %t122_b0595, <16 x float> %t122_c4_0)
+  store <16 x float> %1868, ptr %conv2_weight_grad.t122_c4_0, align 64
+  %t122_a4596 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
+  %t122_b1597 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_1, align 64
+  %1869 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4596, <16 x float> %t122_b1597, <16 x float> %t122_c4_1)
+  store <16 x float> %1869, ptr %conv2_weight_grad.t122_c4_1, align 64
+  %t122_a4598 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
+  %t122_b2599 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_2, align 64
+  %1870 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4598, <16 x float> %t122_b2599, <16 x float> %t122_c4_2)
+  store <16 x float> %1870, ptr %conv2_weight_grad.t122_c4_2, align 64
+  %t122_a4600 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
+  %t122_b3601 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_3, align 64
+  %1871 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4600, <16 x float> %t122_b3601, <16 x float> %t122_c4_3)
+  store <16 x float> %1871, ptr %conv2_weight_grad.t122_c4_3, align 64
+  %1872 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1873 = add nsw i64 %1872, 5
+  %1874 = mul nsw i64 %1873, 36864
+  %1875 = add nsw i64 6710544, %1874
+  %1876 = mul nsw i64 %conv2_weight_grad.kp119534, 384
+  %1877 = add nsw i64 %conv2_weight_grad.k123561, %1876
+  %1878 = add nsw i64 %1875, %1877
+  %arena602 = getelementptr inbounds float, ptr %arena, i64 %1878
+  %1879 = load float, ptr %arena602, align 4
+  %1880 = insertelement <16 x float> undef, float %1879, i32 0
+  %1881 = shufflevector <16 x float> %1880, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1881, ptr %conv2_weight_grad.t122_a5, align 64
+  %t122_a5 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
+  %t122_b0603 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
+  %t122_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_0, align 64
+  %1882 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5, <16 x float> %t122_b0603, <16 x float> %t122_c5_0)
+  store <16 x float> %1882, ptr %conv2_weight_grad.t122_c5_0, align 64
+  %t122_a5604 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
+  %t122_b1605 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
+  %t122_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_1, align 64
+  %1883 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5604, <16 x float> %t122_b1605, <16 x float> %t122_c5_1)
+  store <16 x float> %1883, ptr %conv2_weight_grad.t122_c5_1, align 64
+  %t122_a5606 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
+  %t122_b2607 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
+  %t122_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_2, align 64
+  %1884 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5606, <16 x float> %t122_b2607, <16 x float> %t122_c5_2)
+  store <16 x float> %1884, ptr %conv2_weight_grad.t122_c5_2, align 64
+  %t122_a5608 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
+  %t122_b3609 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
+  %t122_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_3, align 64
+  %1885 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5608, <16 x float> %t122_b3609, <16 x float> %t122_c5_3)
+  store <16 x float> %1885, ptr %conv2_weight_grad.t122_c5_3, align 64
+  %k123.next = add nsw i64 %conv2_weight_grad.k123561, 1
+  %1886 = icmp slt i64 %k123.next, 384
+  br i1 %1886, label %conv2_weight_grad.k123, label %conv2_weight_grad.k123.end
+
+conv2_weight_grad.k123.end:                       ; preds = %conv2_weight_grad.k123
+  %t122_c0_0610 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_0, align 64
+  %1887 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1888 = mul nsw i64 %1887, 64
+  %1889 = add nsw i64 19686672, %1888
+  %1890 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1891 = add nsw i64 %1889, %1890
+  %arena611 = getelementptr inbounds float, ptr %arena, i64 %1891
+  store <16 x float> %t122_c0_0610, ptr %arena611, align 4
+  %t122_c0_1612 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_1, align 64
+  %1892 = mul nsw i64 %conv2_weight_grad.mb121536, 6
   %1893 = mul nsw i64 %1892, 64
   %1894 = add nsw i64 19686672, %1893
-  %1895 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1895 = mul nsw i64 %conv2_weight_grad.nb120535, 64
   %1896 = add nsw i64 %1894, %1895
-  %arena627 = getelementptr inbounds float, ptr %arena, i64 %1896
-  store <16 x float> %t95_c4_0626, ptr %arena627, align 4
-  %t95_c4_1628 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_1, align 64
-  %1897 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1898 = add nsw i64 %1897, 4
+  %1897 = add nsw i64 %1896, 16
+  %arena613 = getelementptr inbounds float, ptr %arena, i64 %1897
+  store <16 x float> %t122_c0_1612, ptr %arena613, align 4
+  %t122_c0_2614 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_2, align 64
+  %1898 = mul nsw i64 %conv2_weight_grad.mb121536, 6
   %1899 = mul nsw i64 %1898, 64
   %1900 = add nsw i64 19686672, %1899
-  %1901 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1901 = mul nsw i64 %conv2_weight_grad.nb120535, 64
   %1902 = add nsw i64 %1900, %1901
-  %1903 = add nsw i64 %1902, 16
-  %arena629 = getelementptr inbounds float, ptr %arena, i64 %1903
-  store <16 x float> %t95_c4_1628, ptr %arena629, align 4
-  %t95_c4_2630 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_2, align 64
-  %1904 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1905 = add nsw i64 %1904, 4
-  %1906 = mul nsw i64 %1905, 64
-  %1907 = add nsw i64 19686672, %1906
-  %1908 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1909 = add nsw i64 %1907, %1908
-  %1910 = add nsw i64 %1909, 32
-  %arena631 = getelementptr inbounds float, ptr %arena, i64 %1910
-  store <16 x float> %t95_c4_2630, ptr %arena631, align 4
-  %t95_c4_3632 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_3, align 64
-  %1911 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1912 = add nsw i64 %1911, 4
-  %1913 = mul nsw i64 %1912, 64
-  %1914 = add nsw i64 19686672, %1913
-  %1915 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1916 = add nsw i64 %1914, %1915
-  %1917 = add nsw i64 %1916, 48
-  %arena633 = getelementptr inbounds float, ptr %arena, i64 %1917
-  store <16 x float> %t95_c4_3632, ptr %arena633, align 4
-  %t95_c5_0634 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_0, align 64
-  %1918 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1919 = add nsw i64 %1918, 5
-  %1920 = mul nsw i64 %1919, 64
-  %1921 = add nsw i64 19686672, %1920
-  %1922 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1923 = add nsw i64 %1921, %1922
-  %arena635 = getelementptr inbounds float, ptr %arena, i64 %1923
-  store <16 x float> %t95_c5_0634, ptr %arena635, align 4
-  %t95_c5_1636 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_1, align 64
-  %1924 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1925 = add nsw i64 %1924, 5
-  %1926 = mul nsw i64 %1925, 64
-  %1927 = add nsw i64 19686672, %1926
-  %1928 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1929 = add nsw i64 %1927, %1928
-  %1930 = add nsw i64 %1929, 16
-  %arena637 = getelementptr inbounds float, ptr %arena, i64 %1930
-  store <16 x float> %t95_c5_1636, ptr %arena637, align 4
-  %t95_c5_2638 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_2, align 64
-  %1931 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1932 = add nsw i64 %1931, 5
-  %1933 = mul nsw i64 %1932, 64
-  %1934 = add nsw i64 19686672, %1933
-  %1935 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1936 = add nsw i64 %1934, %1935
-  %1937 = add nsw i64 %1936, 32
-  %arena639 = getelementptr inbounds float, ptr %arena, i64 %1937
-  store <16 x float> %t95_c5_2638, ptr %arena639, align 4
-  %t95_c5_3640 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_3, align 64
-  %1938 = mul nsw i64 %conv2_weight_grad.mb94520, 6
-  %1939 = add nsw i64 %1938, 5
-  %1940 = mul nsw i64 %1939, 64
-  %1941 = add nsw i64 19686672, %1940
-  %1942 = mul nsw i64 %conv2_weight_grad.nb93519, 64
-  %1943 = add nsw i64 %1941, %1942
-  %1944 = add nsw i64 %1943, 48
-  %arena641 = getelementptr inbounds float, ptr %arena, i64 %1944
-  store <16 x float> %t95_c5_3640, ptr %arena641, align 4
-  %mb94.next = add nsw i64 %conv2_weight_grad.mb94520, 1
-  %1945 = icmp slt i64 %mb94.next, 48
-  br i1 %1945, label %conv2_weight_grad.mb94, label %conv2_weight_grad.mb94.end
-
-conv2_weight_grad.f97:                            ; preds = %conv2_weight_grad.r98.end, %conv2_weight_grad.g79.end
-  %conv2_weight_grad.f97642 = phi i64 [ 0, %conv2_weight_grad.g79.end ], [ %f97.next, %conv2_weight_grad.r98.end ]
-  br label %conv2_weight_grad.r98
-
-conv2_weight_grad.f97.end:                        ; preds = %conv2_weight_grad.r98.end
-  br label %conv2_bias_grad.i99
-
-conv2_weight_grad.r98:                            ; preds = %conv2_weight_grad.r98, %conv2_weight_grad.f97
-  %conv2_weight_grad.r98643 = phi i64 [ 0, %conv2_weight_grad.f97 ], [ %r98.next, %conv2_weight_grad.r98 ]
-  %1946 = mul nsw i64 %conv2_weight_grad.r98643, 64
-  %1947 = add nsw i64 19686672, %1946
-  %1948 = add nsw i64 %1947, %conv2_weight_grad.f97642
-  %arena644 = getelementptr inbounds float, ptr %arena, i64 %1948
-  %1949 = load float, ptr %arena644, align 4
-  %1950 = mul nsw i64 %conv2_weight_grad.f97642, 288
-  %1951 = add nsw i64 320, %1950
-  %1952 = add nsw i64 %1951, %conv2_weight_grad.r98643
-  %grads645 = getelementptr inbounds float, ptr %grads, i64 %1952
-  store float %1949, ptr %grads645, align 4
-  %r98.next = add nsw i64 %conv2_weight_grad.r98643, 1
-  %1953 = icmp slt i64 %r98.next, 288
-  br i1 %1953, label %conv2_weight_grad.r98, label %conv2_weight_grad.r98.end
-
-conv2_weight_grad.r98.end:                        ; preds = %conv2_weight_grad.r98
-  %f97.next = add nsw i64 %conv2_weight_grad.f97642, 1
-  %1954 = icmp slt i64 %f97.next, 64
-  br i1 %1954, label %conv2_weight_grad.f97, label %conv2_weight_grad.f97.end
-
-conv2_bias_grad.i99:                              ; preds = %conv2_bias_grad.i99, %conv2_weight_grad.f97.end
-  %conv2_bias_grad.i99646 = phi i64 [ 0, %conv2_weight_grad.f97.end ], [ %i99.next, %conv2_bias_grad.i99 ]
-  %1955 = add nsw i64 1384448, %conv2_bias_grad.i99646
-  %arena647 = getelementptr inbounds float, ptr %arena, i64 %1955
-  store float 1.000000e+00, ptr %arena647, align 4
-  %i99.next = add nsw i64 %conv2_bias_grad.i99646, 1
-  %1956 = icmp slt i64 %i99.next, 576
-  br i1 %1956, label %conv2_bias_grad.i99, label %conv2_bias_grad.i99.end
-
-conv2_bias_grad.i99.end:                          ; preds = %conv2_bias_grad.i99
-  br label %conv2_bias_grad.i100
-
-conv2_bias_grad.i100:                             ; preds = %conv2_bias_grad.i100, %conv2_bias_grad.i99.end
-  %conv2_bias_grad.i100648 = phi i64 [ 0, %conv2_bias_grad.i99.end ], [ %i100.next, %conv2_bias_grad.i100 ]
-  %1957 = add nsw i64 18752, %conv2_bias_grad.i100648
-  %grads649 = getelementptr inbounds float, ptr %grads, i64 %1957
-  store float 0.000000e+00, ptr %grads649, align 4
-  %i100.next = add nsw i64 %conv2_bias_grad.i100648, 1
-  %1958 = icmp slt i64 %i100.next, 64
-  br i1 %1958, label %conv2_bias_grad.i100, label %conv2_bias_grad.i100.end
-
-conv2_bias_grad.i100.end:                         ; preds = %conv2_bias_grad.i100
-  br label %conv2_bias_grad.img101
-
-conv2_bias_grad.img101:                           ; preds = %conv2_bias_grad.img101, %conv2_bias_grad.i100.end
-  %conv2_bias_grad.img101650 = phi i64 [ 0, %conv2_bias_grad.i100.end ], [ %img101.next, %conv2_bias_grad.img101 ]
-  %1959 = mul nsw i64 %conv2_bias_grad.img101650, 36864
-  %1960 = add nsw i64 4351248, %1959
-  %arena651 = getelementptr inbounds float, ptr %arena, i64 %1960
-  %arena652 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %grads653 = getelementptr inbounds float, ptr %grads, i64 18752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 576, float 1.000000e+00, ptr %arena651, i32 576, ptr %arena652, i32 1, float 1.000000e+00, ptr %grads653, i32 1)
-  %img101.next = add nsw i64 %conv2_bias_grad.img101650, 1
-  %1961 = icmp slt i64 %img101.next, 64
-  br i1 %1961, label %conv2_bias_grad.img101, label %conv2_bias_grad.img101.end
-
-conv2_bias_grad.img101.end:                       ; preds = %conv2_bias_grad.img101
-  br label %relu1_grad.i102
-
-relu1_grad.i102:                                  ; preds = %relu1_grad.i102, %conv2_bias_grad.img101.end
-  %relu1_grad.i102654 = phi i64 [ 0, %conv2_bias_grad.img101.end ], [ %i102.next, %relu1_grad.i102 ]
-  %1962 = add nsw i64 1384448, %relu1_grad.i102654
-  %arena655 = getelementptr inbounds float, ptr %arena, i64 %1962
-  store float 0.000000e+00, ptr %arena655, align 4
-  %i102.next = add nsw i64 %relu1_grad.i102654, 1
-  %1963 = icmp slt i64 %i102.next, 1384448
-  br i1 %1963, label %relu1_grad.i102, label %relu1_grad.i102.end
-
-relu1_grad.i102.end:                              ; preds = %relu1_grad.i102
-  br label %relu1_grad.g103
-
-relu1_grad.g103:                                  ; preds = %relu1_grad.j111.end, %relu1_grad.i102.end
-  %relu1_grad.g103656 = phi i64 [ 0, %relu1_grad.i102.end ], [ %g103.next, %relu1_grad.j111.end ]
-  br label %relu1_grad.j104
-
-relu1_grad.g103.end:                              ; preds = %relu1_grad.j111.end
-  br label %conv1_grad.i120
-
-relu1_grad.j104:                                  ; preds = %relu1_grad.f105.end, %relu1_grad.g103
-  %relu1_grad.j104657 = phi i64 [ 0, %relu1_grad.g103 ], [ %j104.next, %relu1_grad.f105.end ]
-  br label %relu1_grad.f105
-
-relu1_grad.j104.end:                              ; preds = %relu1_grad.f105.end
-  br label %relu1_grad.nb107
-
-relu1_grad.f105:                                  ; preds = %relu1_grad.i106.end, %relu1_grad.j104
-  %relu1_grad.f105658 = phi i64 [ 0, %relu1_grad.j104 ], [ %f105.next, %relu1_grad.i106.end ]
-  br label %relu1_grad.i106
-
-relu1_grad.f105.end:                              ; preds = %relu1_grad.i106.end
-  %j104.next = add nsw i64 %relu1_grad.j104657, 1
-  %1964 = icmp slt i64 %j104.next, 64
-  br i1 %1964, label %relu1_grad.j104, label %relu1_grad.j104.end
-
-relu1_grad.i106:                                  ; preds = %relu1_grad.i106, %relu1_grad.f105
-  %relu1_grad.i106659 = phi i64 [ 0, %relu1_grad.f105 ], [ %i106.next, %relu1_grad.i106 ]
-  %1965 = mul nsw i64 %relu1_grad.g103656, 64
-  %1966 = add nsw i64 %1965, %relu1_grad.j104657
-  %1967 = mul nsw i64 %1966, 36864
-  %1968 = add nsw i64 4351248, %1967
-  %1969 = mul nsw i64 %relu1_grad.f105658, 576
-  %1970 = add nsw i64 %1968, %1969
-  %1971 = add nsw i64 %1970, %relu1_grad.i106659
-  %arena660 = getelementptr inbounds float, ptr %arena, i64 %1971
-  %1972 = load float, ptr %arena660, align 4
-  %1973 = mul nsw i64 %relu1_grad.f105658, 36864
-  %1974 = add nsw i64 17327376, %1973
-  %1975 = mul nsw i64 %relu1_grad.j104657, 576
-  %1976 = add nsw i64 %1974, %1975
-  %1977 = add nsw i64 %1976, %relu1_grad.i106659
-  %arena661 = getelementptr inbounds float, ptr %arena, i64 %1977
-  store float %1972, ptr %arena661, align 4
-  %i106.next = add nsw i64 %relu1_grad.i106659, 1
-  %1978 = icmp slt i64 %i106.next, 576
-  br i1 %1978, label %relu1_grad.i106, label %relu1_grad.i106.end
-
-relu1_grad.i106.end:                              ; preds = %relu1_grad.i106
-  %f105.next = add nsw i64 %relu1_grad.f105658, 1
-  %1979 = icmp slt i64 %f105.next, 64
-  br i1 %1979, label %relu1_grad.f105, label %relu1_grad.f105.end
-
-relu1_grad.nb107:                                 ; preds = %relu1_grad.mb108.end, %relu1_grad.j104.end
-  %relu1_grad.nb107662 = phi i64 [ 0, %relu1_grad.j104.end ], [ %nb107.next, %relu1_grad.mb108.end ]
-  br label %relu1_grad.mb108
-
-relu1_grad.nb107.end:                             ; preds = %relu1_grad.mb108.end
-  br label %relu1_grad.j111
-
-relu1_grad.mb108:                                 ; preds = %relu1_grad.k110.end, %relu1_grad.nb107
-  %relu1_grad.mb108663 = phi i64 [ 0, %relu1_grad.nb107 ], [ %mb108.next, %relu1_grad.k110.end ]
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_3, align 64
-  br label %relu1_grad.k110
-
-relu1_grad.mb108.end:                             ; preds = %relu1_grad.k110.end
-  %nb107.next = add nsw i64 %relu1_grad.nb107662, 1
-  %1980 = icmp slt i64 %nb107.next, 576
-  br i1 %1980, label %relu1_grad.nb107, label %relu1_grad.nb107.end
-
-relu1_grad.k110:                                  ; preds = %relu1_grad.k110, %relu1_grad.mb108
-  %relu1_grad.k110664 = phi i64 [ 0, %relu1_grad.mb108 ], [ %k110.next, %relu1_grad.k110 ]
-  %1981 = mul nsw i64 %relu1_grad.k110664, 36864
-  %1982 = add nsw i64 17327376, %1981
-  %1983 = mul nsw i64 %relu1_grad.nb107662, 64
-  %1984 = add nsw i64 %1982, %1983
-  %arena665 = getelementptr inbounds float, ptr %arena, i64 %1984
-  %1985 = load <16 x float>, ptr %arena665, align 4
-  store <16 x float> %1985, ptr %relu1_grad.t109_b0, align 64
-  %1986 = mul nsw i64 %relu1_grad.k110664, 36864
-  %1987 = add nsw i64 17327376, %1986
-  %1988 = mul nsw i64 %relu1_grad.nb107662, 64
+  %1903 = add nsw i64 %1902, 32
+  %arena615 = getelementptr inbounds float, ptr %arena, i64 %1903
+  store <16 x float> %t122_c0_2614, ptr %arena615, align 4
+  %t122_c0_3616 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_3, align 64
+  %1904 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1905 = mul nsw i64 %1904, 64
+  %1906 = add nsw i64 19686672, %1905
+  %1907 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1908 = add nsw i64 %1906, %1907
+  %1909 = add nsw i64 %1908, 48
+  %arena617 = getelementptr inbounds float, ptr %arena, i64 %1909
+  store <16 x float> %t122_c0_3616, ptr %arena617, align 4
+  %t122_c1_0618 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_0, align 64
+  %1910 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1911 = add nsw i64 %1910, 1
+  %1912 = mul nsw i64 %1911, 64
+  %1913 = add nsw i64 19686672, %1912
+  %1914 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1915 = add nsw i64 %1913, %1914
+  %arena619 = getelementptr inbounds float, ptr %arena, i64 %1915
+  store <16 x float> %t122_c1_0618, ptr %arena619, align 4
+  %t122_c1_1620 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_1, align 64
+  %1916 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1917 = add nsw i64 %1916, 1
+  %1918 = mul nsw i64 %1917, 64
+  %1919 = add nsw i64 19686672, %1918
+  %1920 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1921 = add nsw i64 %1919, %1920
+  %1922 = add nsw i64 %1921, 16
+  %arena621 = getelementptr inbounds float, ptr %arena, i64 %1922
+  store <16 x float> %t122_c1_1620, ptr %arena621, align 4
+  %t122_c1_2622 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_2, align 64
+  %1923 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1924 = add nsw i64 %1923, 1
+  %1925 = mul nsw i64 %1924, 64
+  %1926 = add nsw i64 19686672, %1925
+  %1927 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1928 = add nsw i64 %1926, %1927
+  %1929 = add nsw i64 %1928, 32
+  %arena623 = getelementptr inbounds float, ptr %arena, i64 %1929
+  store <16 x float> %t122_c1_2622, ptr %arena623, align 4
+  %t122_c1_3624 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_3, align 64
+  %1930 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1931 = add nsw i64 %1930, 1
+  %1932 = mul nsw i64 %1931, 64
+  %1933 = add nsw i64 19686672, %1932
+  %1934 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1935 = add nsw i64 %1933, %1934
+  %1936 = add nsw i64 %1935, 48
+  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1936
+  store <16 x float> %t122_c1_3624, ptr %arena625, align 4
+  %t122_c2_0626 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_0, align 64
+  %1937 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1938 = add nsw i64 %1937, 2
+  %1939 = mul nsw i64 %1938, 64
+  %1940 = add nsw i64 19686672, %1939
+  %1941 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1942 = add nsw i64 %1940, %1941
+  %arena627 = getelementptr inbounds float, ptr %arena, i64 %1942
+  store <16 x float> %t122_c2_0626, ptr %arena627, align 4
+  %t122_c2_1628 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_1, align 64
+  %1943 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1944 = add nsw i64 %1943, 2
+  %1945 = mul nsw i64 %1944, 64
+  %1946 = add nsw i64 19686672, %1945
+  %1947 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1948 = add nsw i64 %1946, %1947
+  %1949 = add nsw i64 %1948, 16
+  %arena629 = getelementptr inbounds float, ptr %arena, i64 %1949
+  store <16 x float> %t122_c2_1628, ptr %arena629, align 4
+  %t122_c2_2630 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_2, align 64
+  %1950 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1951 = add nsw i64 %1950, 2
+  %1952 = mul nsw i64 %1951, 64
+  %1953 = add nsw i64 19686672, %1952
+  %1954 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1955 = add nsw i64 %1953, %1954
+  %1956 = add nsw i64 %1955, 32
+  %arena631 = getelementptr inbounds float, ptr %arena, i64 %1956
+  store <16 x float> %t122_c2_2630, ptr %arena631, align 4
+  %t122_c2_3632 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_3, align 64
+  %1957 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1958 = add nsw i64 %1957, 2
+  %1959 = mul nsw i64 %1958, 64
+  %1960 = add nsw i64 19686672, %1959
+  %1961 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1962 = add nsw i64 %1960, %1961
+  %1963 = add nsw i64 %1962, 48
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %1963
+  store <16 x float> %t122_c2_3632, ptr %arena633, align 4
+  %t122_c3_0634 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_0, align 64
+  %1964 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1965 = add nsw i64 %1964, 3
+  %1966 = mul nsw i64 %1965, 64
+  %1967 = add nsw i64 19686672, %1966
+  %1968 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1969 = add nsw i64 %1967, %1968
+  %arena635 = getelementptr inbounds float, ptr %arena, i64 %1969
+  store <16 x float> %t122_c3_0634, ptr %arena635, align 4
+  %t122_c3_1636 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_1, align 64
+  %1970 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1971 = add nsw i64 %1970, 3
+  %1972 = mul nsw i64 %1971, 64
+  %1973 = add nsw i64 19686672, %1972
+  %1974 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1975 = add nsw i64 %1973, %1974
+  %1976 = add nsw i64 %1975, 16
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %1976
+  store <16 x float> %t122_c3_1636, ptr %arena637, align 4
+  %t122_c3_2638 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_2, align 64
+  %1977 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1978 = add nsw i64 %1977, 3
+  %1979 = mul nsw i64 %1978, 64
+  %1980 = add nsw i64 19686672, %1979
+  %1981 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1982 = add nsw i64 %1980, %1981
+  %1983 = add nsw i64 %1982, 32
+  %arena639 = getelementptr inbounds float, ptr %arena, i64 %1983
+  store <16 x float> %t122_c3_2638, ptr %arena639, align 4
+  %t122_c3_3640 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_3, align 64
+  %1984 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1985 = add nsw i64 %1984, 3
+  %1986 = mul nsw i64 %1985, 64
+  %1987 = add nsw i64 19686672, %1986
+  %1988 = mul nsw i64 %conv2_weight_grad.nb120535, 64
   %1989 = add nsw i64 %1987, %1988
-  %1990 = add nsw i64 %1989, 16
-  %arena666 = getelementptr inbounds float, ptr %arena, i64 %1990
-  %1991 = load <16 x float>, ptr %arena666, align 4
-  store <16 x float> %1991, ptr %relu1_grad.t109_b1, align 64
-  %1992 = mul nsw i64 %relu1_grad.k110664, 36864
-  %1993 = add nsw i64 17327376, %1992
-  %1994 = mul nsw i64 %relu1_grad.nb107662, 64
-  %1995 = add nsw i64 %1993, %1994
-  %1996 = add nsw i64 %1995, 32
-  %arena667 = getelementptr inbounds float, ptr %arena, i64 %1996
-  %1997 = load <16 x float>, ptr %arena667, align 4
-  store <16 x float> %1997, ptr %relu1_grad.t109_b2, align 64
-  %1998 = mul nsw i64 %relu1_grad.k110664, 36864
-  %1999 = add nsw i64 17327376, %1998
-  %2000 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2001 = add nsw i64 %1999, %2000
-  %2002 = add nsw i64 %2001, 48
-  %arena668 = getelementptr inbounds float, ptr %arena, i64 %2002
-  %2003 = load <16 x float>, ptr %arena668, align 4
-  store <16 x float> %2003, ptr %relu1_grad.t109_b3, align 64
-  %2004 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2005 = add nsw i64 320, %2004
-  %2006 = mul nsw i64 %relu1_grad.k110664, 288
-  %2007 = add nsw i64 %2005, %2006
-  %params669 = getelementptr inbounds float, ptr %params, i64 %2007
-  %2008 = load float, ptr %params669, align 4
-  %2009 = insertelement <16 x float> undef, float %2008, i32 0
-  %2010 = shufflevector <16 x float> %2009, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2010, ptr %relu1_grad.t109_a0, align 64
-  %t109_a0 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
-  %t109_b0 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c0_0 = load <16 x float>, ptr %relu1_grad.t109_c0_0, align 64
-  %2011 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0, <16 x float> %t109_b0, <16 x float> %t109_c0_0)
-  store <16 x float> %2011, ptr %relu1_grad.t109_c0_0, align 64
-  %t109_a0670 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
-  %t109_b1 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c0_1 = load <16 x float>, ptr %relu1_grad.t109_c0_1, align 64
-  %2012 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0670, <16 x float> %t109_b1, <16 x float> %t109_c0_1)
-  store <16 x float> %2012, ptr %relu1_grad.t109_c0_1, align 64
-  %t109_a0671 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
-  %t109_b2 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c0_2 = load <16 x float>, ptr %relu1_grad.t109_c0_2, align 64
-  %2013 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0671, <16 x float> %t109_b2, <16 x float> %t109_c0_2)
-  store <16 x float> %2013, ptr %relu1_grad.t109_c0_2, align 64
-  %t109_a0672 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
-  %t109_b3 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c0_3 = load <16 x float>, ptr %relu1_grad.t109_c0_3, align 64
-  %2014 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0672, <16 x float> %t109_b3, <16 x float> %t109_c0_3)
-  store <16 x float> %2014, ptr %relu1_grad.t109_c0_3, align 64
-  %2015 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2016 = add nsw i64 %2015, 1
-  %2017 = add nsw i64 320, %2016
-  %2018 = mul nsw i64 %relu1_grad.k110664, 288
-  %2019 = add nsw i64 %2017, %2018
-  %params673 = getelementptr inbounds float, ptr %params, i64 %2019
-  %2020 = load float, ptr %params673, align 4
-  %2021 = insertelement <16 x float> undef, float %2020, i32 0
-  %2022 = shufflevector <16 x float> %2021, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2022, ptr %relu1_grad.t109_a1, align 64
-  %t109_a1 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
-  %t109_b0674 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c1_0 = load <16 x float>, ptr %relu1_grad.t109_c1_0, align 64
-  %2023 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1, <16 x float> %t109_b0674, <16 x float> %t109_c1_0)
-  store <16 x float> %2023, ptr %relu1_grad.t109_c1_0, align 64
-  %t109_a1675 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
-  %t109_b1676 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c1_1 = load <16 x float>, ptr %relu1_grad.t109_c1_1, align 64
-  %2024 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1675, <16 x float> %t109_b1676, <16 x float> %t109_c1_1)
-  store <16 x float> %2024, ptr %relu1_grad.t109_c1_1, align 64
-  %t109_a1677 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
-  %t109_b2678 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c1_2 = load <16 x float>, ptr %relu1_grad.t109_c1_2, align 64
-  %2025 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1677, <16 x float> %t109_b2678, <16 x float> %t109_c1_2)
-  store <16 x float> %2025, ptr %relu1_grad.t109_c1_2, align 64
-  %t109_a1679 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
-  %t109_b3680 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c1_3 = load <16 x float>, ptr %relu1_grad.t109_c1_3, align 64
-  %2026 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1679, <16 x float> %t109_b3680, <16 x float> %t109_c1_3)
-  store <16 x float> %2026, ptr %relu1_grad.t109_c1_3, align 64
-  %2027 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2028 = add nsw i64 %2027, 2
-  %2029 = add nsw i64 320, %2028
-  %2030 = mul nsw i64 %relu1_grad.k110664, 288
-  %2031 = add nsw i64 %2029, %2030
-  %params681 = getelementptr inbounds float, ptr %params, i64 %2031
-  %2032 = load float, ptr %params681, align 4
-  %2033 = insertelement <16 x float> undef, float %2032, i32 0
-  %2034 = shufflevector <16 x float> %2033, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2034, ptr %relu1_grad.t109_a2, align 64
-  %t109_a2 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
-  %t109_b0682 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c2_0 = load <16 x float>, ptr %relu1_grad.t109_c2_0, align 64
-  %2035 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2, <16 x float> %t109_b0682, <16 x float> %t109_c2_0)
-  store <16 x float> %2035, ptr %relu1_grad.t109_c2_0, align 64
-  %t109_a2683 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
-  %t109_b1684 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c2_1 = load <16 x float>, ptr %relu1_grad.t109_c2_1, align 64
-  %2036 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2683, <16 x float> %t109_b1684, <16 x float> %t109_c2_1)
-  store <16 x float> %2036, ptr %relu1_grad.t109_c2_1, align 64
-  %t109_a2685 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
-  %t109_b2686 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c2_2 = load <16 x float>, ptr %relu1_grad.t109_c2_2, align 64
-  %2037 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2685, <16 x float> %t109_b2686, <16 x float> %t109_c2_2)
-  store <16 x float> %2037, ptr %relu1_grad.t109_c2_2, align 64
-  %t109_a2687 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
-  %t109_b3688 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c2_3 = load <16 x float>, ptr %relu1_grad.t109_c2_3, align 64
-  %2038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2687, <16 x float> %t109_b3688, <16 x float> %t109_c2_3)
-  store <16 x float> %2038, ptr %relu1_grad.t109_c2_3, align 64
-  %2039 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2040 = add nsw i64 %2039, 3
-  %2041 = add nsw i64 320, %2040
-  %2042 = mul nsw i64 %relu1_grad.k110664, 288
+  %1990 = add nsw i64 %1989, 48
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %1990
+  store <16 x float> %t122_c3_3640, ptr %arena641, align 4
+  %t122_c4_0642 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_0, align 64
+  %1991 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1992 = add nsw i64 %1991, 4
+  %1993 = mul nsw i64 %1992, 64
+  %1994 = add nsw i64 19686672, %1993
+  %1995 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %1996 = add nsw i64 %1994, %1995
+  %arena643 = getelementptr inbounds float, ptr %arena, i64 %1996
+  store <16 x float> %t122_c4_0642, ptr %arena643, align 4
+  %t122_c4_1644 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_1, align 64
+  %1997 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %1998 = add nsw i64 %1997, 4
+  %1999 = mul nsw i64 %1998, 64
+  %2000 = add nsw i64 19686672, %1999
+  %2001 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %2002 = add nsw i64 %2000, %2001
+  %2003 = add nsw i64 %2002, 16
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %2003
+  store <16 x float> %t122_c4_1644, ptr %arena645, align 4
+  %t122_c4_2646 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_2, align 64
+  %2004 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %2005 = add nsw i64 %2004, 4
+  %2006 = mul nsw i64 %2005, 64
+  %2007 = add nsw i64 19686672, %2006
+  %2008 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %2009 = add nsw i64 %2007, %2008
+  %2010 = add nsw i64 %2009, 32
+  %arena647 = getelementptr inbounds float, ptr %arena, i64 %2010
+  store <16 x float> %t122_c4_2646, ptr %arena647, align 4
+  %t122_c4_3648 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_3, align 64
+  %2011 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %2012 = add nsw i64 %2011, 4
+  %2013 = mul nsw i64 %2012, 64
+  %2014 = add nsw i64 19686672, %2013
+  %2015 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %2016 = add nsw i64 %2014, %2015
+  %2017 = add nsw i64 %2016, 48
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %2017
+  store <16 x float> %t122_c4_3648, ptr %arena649, align 4
+  %t122_c5_0650 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_0, align 64
+  %2018 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %2019 = add nsw i64 %2018, 5
+  %2020 = mul nsw i64 %2019, 64
+  %2021 = add nsw i64 19686672, %2020
+  %2022 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %2023 = add nsw i64 %2021, %2022
+  %arena651 = getelementptr inbounds float, ptr %arena, i64 %2023
+  store <16 x float> %t122_c5_0650, ptr %arena651, align 4
+  %t122_c5_1652 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_1, align 64
+  %2024 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %2025 = add nsw i64 %2024, 5
+  %2026 = mul nsw i64 %2025, 64
+  %2027 = add nsw i64 19686672, %2026
+  %2028 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %2029 = add nsw i64 %2027, %2028
+  %2030 = add nsw i64 %2029, 16
+  %arena653 = getelementptr inbounds float, ptr %arena, i64 %2030
+  store <16 x float> %t122_c5_1652, ptr %arena653, align 4
+  %t122_c5_2654 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_2, align 64
+  %2031 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %2032 = add nsw i64 %2031, 5
+  %2033 = mul nsw i64 %2032, 64
+  %2034 = add nsw i64 19686672, %2033
+  %2035 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %2036 = add nsw i64 %2034, %2035
+  %2037 = add nsw i64 %2036, 32
+  %arena655 = getelementptr inbounds float, ptr %arena, i64 %2037
+  store <16 x float> %t122_c5_2654, ptr %arena655, align 4
+  %t122_c5_3656 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_3, align 64
+  %2038 = mul nsw i64 %conv2_weight_grad.mb121536, 6
+  %2039 = add nsw i64 %2038, 5
+  %2040 = mul nsw i64 %2039, 64
+  %2041 = add nsw i64 19686672, %2040
+  %2042 = mul nsw i64 %conv2_weight_grad.nb120535, 64
   %2043 = add nsw i64 %2041, %2042
-  %params689 = getelementptr inbounds float, ptr %params, i64 %2043
-  %2044 = load float, ptr %params689, align 4
-  %2045 = insertelement <16 x float> undef, float %2044, i32 0
-  %2046 = shufflevector <16 x float> %2045, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2046, ptr %relu1_grad.t109_a3, align 64
-  %t109_a3 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
-  %t109_b0690 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c3_0 = load <16 x float>, ptr %relu1_grad.t109_c3_0, align 64
-  %2047 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3, <16 x float> %t109_b0690, <16 x float> %t109_c3_0)
-  store <16 x float> %2047, ptr %relu1_grad.t109_c3_0, align 64
-  %t109_a3691 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
-  %t109_b1692 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c3_1 = load <16 x float>, ptr %relu1_grad.t109_c3_1, align 64
-  %2048 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3691, <16 x float> %t109_b1692, <16 x float> %t109_c3_1)
-  store <16 x float> %2048, ptr %relu1_grad.t109_c3_1, align 64
-  %t109_a3693 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
-  %t109_b2694 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c3_2 = load <16 x float>, ptr %relu1_grad.t109_c3_2, align 64
-  %2049 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3693, <16 x float> %t109_b2694, <16 x float> %t109_c3_2)
-  store <16 x float> %2049, ptr %relu1_grad.t109_c3_2, align 64
-  %t109_a3695 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
-  %t109_b3696 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c3_3 = load <16 x float>, ptr %relu1_grad.t109_c3_3, align 64
-  %2050 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3695, <16 x float> %t109_b3696, <16 x float> %t109_c3_3)
-  store <16 x float> %2050, ptr %relu1_grad.t109_c3_3, align 64
-  %2051 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2052 = add nsw i64 %2051, 4
-  %2053 = add nsw i64 320, %2052
-  %2054 = mul nsw i64 %relu1_grad.k110664, 288
-  %2055 = add nsw i64 %2053, %2054
-  %params697 = getelementptr inbounds float, ptr %params, i64 %2055
-  %2056 = load float, ptr %params697, align 4
-  %2057 = insertelement <16 x float> undef, float %2056, i32 0
-  %2058 = shufflevector <16 x float> %2057, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2058, ptr %relu1_grad.t109_a4, align 64
-  %t109_a4 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
-  %t109_b0698 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c4_0 = load <16 x float>, ptr %relu1_grad.t109_c4_0, align 64
-  %2059 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4, <16 x float> %t109_b0698, <16 x float> %t109_c4_0)
-  store <16 x float> %2059, ptr %relu1_grad.t109_c4_0, align 64
-  %t109_a4699 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
-  %t109_b1700 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c4_1 = load <16 x float>, ptr %relu1_grad.t109_c4_1, align 64
-  %2060 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4699, <16 x float> %t109_b1700, <16 x float> %t109_c4_1)
-  store <16 x float> %2060, ptr %relu1_grad.t109_c4_1, align 64
-  %t109_a4701 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
-  %t109_b2702 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c4_2 = load <16 x float>, ptr %relu1_grad.t109_c4_2, align 64
-  %2061 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4701, <16 x float> %t109_b2702, <16 x float> %t109_c4_2)
-  store <16 x float> %2061, ptr %relu1_grad.t109_c4_2, align 64
-  %t109_a4703 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
-  %t109_b3704 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c4_3 = load <16 x float>, ptr %relu1_grad.t109_c4_3, align 64
-  %2062 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4703, <16 x float> %t109_b3704, <16 x float> %t109_c4_3)
-  store <16 x float> %2062, ptr %relu1_grad.t109_c4_3, align 64
-  %2063 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2064 = add nsw i64 %2063, 5
-  %2065 = add nsw i64 320, %2064
-  %2066 = mul nsw i64 %relu1_grad.k110664, 288
-  %2067 = add nsw i64 %2065, %2066
-  %params705 = getelementptr inbounds float, ptr %params, i64 %2067
-  %2068 = load float, ptr %params705, align 4
-  %2069 = insertelement <16 x float> undef, float %2068, i32 0
-  %2070 = shufflevector <16 x float> %2069, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2070, ptr %relu1_grad.t109_a5, align 64
-  %t109_a5 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
-  %t109_b0706 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
-  %t109_c5_0 = load <16 x float>, ptr %relu1_grad.t109_c5_0, align 64
-  %2071 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5, <16 x float> %t109_b0706, <16 x float> %t109_c5_0)
-  store <16 x float> %2071, ptr %relu1_grad.t109_c5_0, align 64
-  %t109_a5707 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
-  %t109_b1708 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
-  %t109_c5_1 = load <16 x float>, ptr %relu1_grad.t109_c5_1, align 64
-  %2072 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5707, <16 x float> %t109_b1708, <16 x float> %t109_c5_1)
-  store <16 x float> %2072, ptr %relu1_grad.t109_c5_1, align 64
-  %t109_a5709 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
-  %t109_b2710 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
-  %t109_c5_2 = load <16 x float>, ptr %relu1_grad.t109_c5_2, align 64
-  %2073 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5709, <16 x float> %t109_b2710, <16 x float> %t109_c5_2)
-  store <16 x float> %2073, ptr %relu1_grad.t109_c5_2, align 64
-  %t109_a5711 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
-  %t109_b3712 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
-  %t109_c5_3 = load <16 x float>, ptr %relu1_grad.t109_c5_3, align 64
-  %2074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5711, <16 x float> %t109_b3712, <16 x float> %t109_c5_3)
-  store <16 x float> %2074, ptr %relu1_grad.t109_c5_3, align 64
-  %k110.next = add nsw i64 %relu1_grad.k110664, 1
-  %2075 = icmp slt i64 %k110.next, 64
-  br i1 %2075, label %relu1_grad.k110, label %relu1_grad.k110.end
+  %2044 = add nsw i64 %2043, 48
+  %arena657 = getelementptr inbounds float, ptr %arena, i64 %2044
+  store <16 x float> %t122_c5_3656, ptr %arena657, align 4
+  %mb121.next = add nsw i64 %conv2_weight_grad.mb121536, 1
+  %2045 = icmp slt i64 %mb121.next, 48
+  br i1 %2045, label %conv2_weight_grad.mb121, label %conv2_weight_grad.mb121.end
 
-relu1_grad.k110.end:                              ; preds = %relu1_grad.k110
-  %t109_c0_0713 = load <16 x float>, ptr %relu1_grad.t109_c0_0, align 64
-  %2076 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2077 = mul nsw i64 %2076, 36864
-  %2078 = add nsw i64 6710544, %2077
-  %2079 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2080 = add nsw i64 %2078, %2079
-  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2080
-  store <16 x float> %t109_c0_0713, ptr %arena714, align 4
-  %t109_c0_1715 = load <16 x float>, ptr %relu1_grad.t109_c0_1, align 64
-  %2081 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2082 = mul nsw i64 %2081, 36864
-  %2083 = add nsw i64 6710544, %2082
-  %2084 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2085 = add nsw i64 %2083, %2084
-  %2086 = add nsw i64 %2085, 16
-  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2086
-  store <16 x float> %t109_c0_1715, ptr %arena716, align 4
-  %t109_c0_2717 = load <16 x float>, ptr %relu1_grad.t109_c0_2, align 64
-  %2087 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2088 = mul nsw i64 %2087, 36864
-  %2089 = add nsw i64 6710544, %2088
-  %2090 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2091 = add nsw i64 %2089, %2090
-  %2092 = add nsw i64 %2091, 32
-  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2092
-  store <16 x float> %t109_c0_2717, ptr %arena718, align 4
-  %t109_c0_3719 = load <16 x float>, ptr %relu1_grad.t109_c0_3, align 64
-  %2093 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2094 = mul nsw i64 %2093, 36864
-  %2095 = add nsw i64 6710544, %2094
-  %2096 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2097 = add nsw i64 %2095, %2096
-  %2098 = add nsw i64 %2097, 48
-  %arena720 = getelementptr inbounds float, ptr %arena, i64 %2098
-  store <16 x float> %t109_c0_3719, ptr %arena720, align 4
-  %t109_c1_0721 = load <16 x float>, ptr %relu1_grad.t109_c1_0, align 64
-  %2099 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2100 = add nsw i64 %2099, 1
-  %2101 = mul nsw i64 %2100, 36864
-  %2102 = add nsw i64 6710544, %2101
-  %2103 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2104 = add nsw i64 %2102, %2103
-  %arena722 = getelementptr inbounds float, ptr %arena, i64 %2104
-  store <16 x float> %t109_c1_0721, ptr %arena722, align 4
-  %t109_c1_1723 = load <16 x float>, ptr %relu1_grad.t109_c1_1, align 64
-  %2105 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2106 = add nsw i64 %2105, 1
-  %2107 = mul nsw i64 %2106, 36864
-  %2108 = add nsw i64 6710544, %2107
-  %2109 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2110 = add nsw i64 %2108, %2109
-  %2111 = add nsw i64 %2110, 16
-  %arena724 = getelementptr inbounds float, ptr %arena, i64 %2111
-  store <16 x float> %t109_c1_1723, ptr %arena724, align 4
-  %t109_c1_2725 = load <16 x float>, ptr %relu1_grad.t109_c1_2, align 64
-  %2112 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2113 = add nsw i64 %2112, 1
-  %2114 = mul nsw i64 %2113, 36864
-  %2115 = add nsw i64 6710544, %2114
-  %2116 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2117 = add nsw i64 %2115, %2116
-  %2118 = add nsw i64 %2117, 32
-  %arena726 = getelementptr inbounds float, ptr %arena, i64 %2118
-  store <16 x float> %t109_c1_2725, ptr %arena726, align 4
-  %t109_c1_3727 = load <16 x float>, ptr %relu1_grad.t109_c1_3, align 64
-  %2119 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2120 = add nsw i64 %2119, 1
-  %2121 = mul nsw i64 %2120, 36864
-  %2122 = add nsw i64 6710544, %2121
-  %2123 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2124 = add nsw i64 %2122, %2123
-  %2125 = add nsw i64 %2124, 48
-  %arena728 = getelementptr inbounds float, ptr %arena, i64 %2125
-  store <16 x float> %t109_c1_3727, ptr %arena728, align 4
-  %t109_c2_0729 = load <16 x float>, ptr %relu1_grad.t109_c2_0, align 64
-  %2126 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2127 = add nsw i64 %2126, 2
-  %2128 = mul nsw i64 %2127, 36864
-  %2129 = add nsw i64 6710544, %2128
-  %2130 = mul nsw i64 %relu1_grad.nb107662, 64
+conv2_weight_grad.f124:                           ; preds = %conv2_weight_grad.r125.end, %conv2_weight_grad.g106.end
+  %conv2_weight_grad.f124658 = phi i64 [ 0, %conv2_weight_grad.g106.end ], [ %f124.next, %conv2_weight_grad.r125.end ]
+  br label %conv2_weight_grad.r125
+
+conv2_weight_grad.f124.end:                       ; preds = %conv2_weight_grad.r125.end
+  br label %conv2_bias_grad.i126
+
+conv2_weight_grad.r125:                           ; preds = %conv2_weight_grad.r125, %conv2_weight_grad.f124
+  %conv2_weight_grad.r125659 = phi i64 [ 0, %conv2_weight_grad.f124 ], [ %r125.next, %conv2_weight_grad.r125 ]
+  %2046 = mul nsw i64 %conv2_weight_grad.r125659, 64
+  %2047 = add nsw i64 19686672, %2046
+  %2048 = add nsw i64 %2047, %conv2_weight_grad.f124658
+  %arena660 = getelementptr inbounds float, ptr %arena, i64 %2048
+  %2049 = load float, ptr %arena660, align 4
+  %2050 = mul nsw i64 %conv2_weight_grad.f124658, 288
+  %2051 = add nsw i64 320, %2050
+  %2052 = add nsw i64 %2051, %conv2_weight_grad.r125659
+  %grads661 = getelementptr inbounds float, ptr %grads, i64 %2052
+  store float %2049, ptr %grads661, align 4
+  %r125.next = add nsw i64 %conv2_weight_grad.r125659, 1
+  %2053 = icmp slt i64 %r125.next, 288
+  br i1 %2053, label %conv2_weight_grad.r125, label %conv2_weight_grad.r125.end
+
+conv2_weight_grad.r125.end:                       ; preds = %conv2_weight_grad.r125
+  %f124.next = add nsw i64 %conv2_weight_grad.f124658, 1
+  %2054 = icmp slt i64 %f124.next, 64
+  br i1 %2054, label %conv2_weight_grad.f124, label %conv2_weight_grad.f124.end
+
+conv2_bias_grad.i126:                             ; preds = %conv2_bias_grad.i126, %conv2_weight_grad.f124.end
+  %conv2_bias_grad.i126662 = phi i64 [ 0, %conv2_weight_grad.f124.end ], [ %i126.next, %conv2_bias_grad.i126 ]
+  %2055 = add nsw i64 1384448, %conv2_bias_grad.i126662
+  %arena663 = getelementptr inbounds float, ptr %arena, i64 %2055
+  store float 1.000000e+00, ptr %arena663, align 4
+  %i126.next = add nsw i64 %conv2_bias_grad.i126662, 1
+  %2056 = icmp slt i64 %i126.next, 576
+  br i1 %2056, label %conv2_bias_grad.i126, label %conv2_bias_grad.i126.end
+
+conv2_bias_grad.i126.end:                         ; preds = %conv2_bias_grad.i126
+  br label %conv2_bias_grad.i127
+
+conv2_bias_grad.i127:                             ; preds = %conv2_bias_grad.i127, %conv2_bias_grad.i126.end
+  %conv2_bias_grad.i127664 = phi i64 [ 0, %conv2_bias_grad.i126.end ], [ %i127.next, %conv2_bias_grad.i127 ]
+  %2057 = add nsw i64 18752, %conv2_bias_grad.i127664
+  %grads665 = getelementptr inbounds float, ptr %grads, i64 %2057
+  store float 0.000000e+00, ptr %grads665, align 4
+  %i127.next = add nsw i64 %conv2_bias_grad.i127664, 1
+  %2058 = icmp slt i64 %i127.next, 64
+  br i1 %2058, label %conv2_bias_grad.i127, label %conv2_bias_grad.i127.end
+
+conv2_bias_grad.i127.end:                         ; preds = %conv2_bias_grad.i127
+  br label %conv2_bias_grad.img128
+
+conv2_bias_grad.img128:                           ; preds = %conv2_bias_grad.img128, %conv2_bias_grad.i127.end
+  %conv2_bias_grad.img128666 = phi i64 [ 0, %conv2_bias_grad.i127.end ], [ %img128.next, %conv2_bias_grad.img128 ]
+  %2059 = mul nsw i64 %conv2_bias_grad.img128666, 36864
+  %2060 = add nsw i64 4351248, %2059
+  %arena667 = getelementptr inbounds float, ptr %arena, i64 %2060
+  %arena668 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %grads669 = getelementptr inbounds float, ptr %grads, i64 18752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 576, float 1.000000e+00, ptr %arena667, i32 576, ptr %arena668, i32 1, float 1.000000e+00, ptr %grads669, i32 1)
+  %img128.next = add nsw i64 %conv2_bias_grad.img128666, 1
+  %2061 = icmp slt i64 %img128.next, 64
+  br i1 %2061, label %conv2_bias_grad.img128, label %conv2_bias_grad.img128.end
+
+conv2_bias_grad.img128.end:                       ; preds = %conv2_bias_grad.img128
+  br label %relu1_grad.i129
+
+relu1_grad.i129:                                  ; preds = %relu1_grad.i129, %conv2_bias_grad.img128.end
+  %relu1_grad.i129670 = phi i64 [ 0, %conv2_bias_grad.img128.end ], [ %i129.next, %relu1_grad.i129 ]
+  %2062 = add nsw i64 1384448, %relu1_grad.i129670
+  %arena671 = getelementptr inbounds float, ptr %arena, i64 %2062
+  store float 0.000000e+00, ptr %arena671, align 4
+  %i129.next = add nsw i64 %relu1_grad.i129670, 1
+  %2063 = icmp slt i64 %i129.next, 1384448
+  br i1 %2063, label %relu1_grad.i129, label %relu1_grad.i129.end
+
+relu1_grad.i129.end:                              ; preds = %relu1_grad.i129
+  br label %relu1_grad.g130
+
+relu1_grad.g130:                                  ; preds = %relu1_grad.j138.end, %relu1_grad.i129.end
+  %relu1_grad.g130672 = phi i64 [ 0, %relu1_grad.i129.end ], [ %g130.next, %relu1_grad.j138.end ]
+  br label %relu1_grad.j131
+
+relu1_grad.g130.end:                              ; preds = %relu1_grad.j138.end
+  br label %conv1_grad.i147
+
+relu1_grad.j131:                                  ; preds = %relu1_grad.f132.end, %relu1_grad.g130
+  %relu1_grad.j131673 = phi i64 [ 0, %relu1_grad.g130 ], [ %j131.next, %relu1_grad.f132.end ]
+  br label %relu1_grad.f132
+
+relu1_grad.j131.end:                              ; preds = %relu1_grad.f132.end
+  br label %relu1_grad.nb134
+
+relu1_grad.f132:                                  ; preds = %relu1_grad.i133.end, %relu1_grad.j131
+  %relu1_grad.f132674 = phi i64 [ 0, %relu1_grad.j131 ], [ %f132.next, %relu1_grad.i133.end ]
+  br label %relu1_grad.i133
+
+relu1_grad.f132.end:                              ; preds = %relu1_grad.i133.end
+  %j131.next = add nsw i64 %relu1_grad.j131673, 1
+  %2064 = icmp slt i64 %j131.next, 64
+  br i1 %2064, label %relu1_grad.j131, label %relu1_grad.j131.end
+
+relu1_grad.i133:                                  ; preds = %relu1_grad.i133, %relu1_grad.f132
+  %relu1_grad.i133675 = phi i64 [ 0, %relu1_grad.f132 ], [ %i133.next, %relu1_grad.i133 ]
+  %2065 = mul nsw i64 %relu1_grad.g130672, 64
+  %2066 = add nsw i64 %2065, %relu1_grad.j131673
+  %2067 = mul nsw i64 %2066, 36864
+  %2068 = add nsw i64 4351248, %2067
+  %2069 = mul nsw i64 %relu1_grad.f132674, 576
+  %2070 = add nsw i64 %2068, %2069
+  %2071 = add nsw i64 %2070, %relu1_grad.i133675
+  %arena676 = getelementptr inbounds float, ptr %arena, i64 %2071
+  %2072 = load float, ptr %arena676, align 4
+  %2073 = mul nsw i64 %relu1_grad.f132674, 36864
+  %2074 = add nsw i64 17327376, %2073
+  %2075 = mul nsw i64 %relu1_grad.j131673, 576
+  %2076 = add nsw i64 %2074, %2075
+  %2077 = add nsw i64 %2076, %relu1_grad.i133675
+  %arena677 = getelementptr inbounds float, ptr %arena, i64 %2077
+  store float %2072, ptr %arena677, align 4
+  %i133.next = add nsw i64 %relu1_grad.i133675, 1
+  %2078 = icmp slt i64 %i133.next, 576
+  br i1 %2078, label %relu1_grad.i133, label %relu1_grad.i133.end
+
+relu1_grad.i133.end:                              ; preds = %relu1_grad.i133
+  %f132.next = add nsw i64 %relu1_grad.f132674, 1
+  %2079 = icmp slt i64 %f132.next, 64
+  br i1 %2079, label %relu1_grad.f132, label %relu1_grad.f132.end
+
+relu1_grad.nb134:                                 ; preds = %relu1_grad.mb135.end, %relu1_grad.j131.end
+  %relu1_grad.nb134678 = phi i64 [ 0, %relu1_grad.j131.end ], [ %nb134.next, %relu1_grad.mb135.end ]
+  br label %relu1_grad.mb135
+
+relu1_grad.nb134.end:                             ; preds = %relu1_grad.mb135.end
+  br label %relu1_grad.j138
+
+relu1_grad.mb135:                                 ; preds = %relu1_grad.k137.end, %relu1_grad.nb134
+  %relu1_grad.mb135679 = phi i64 [ 0, %relu1_grad.nb134 ], [ %mb135.next, %relu1_grad.k137.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_3, align 64
+  br label %relu1_grad.k137
+
+relu1_grad.mb135.end:                             ; preds = %relu1_grad.k137.end
+  %nb134.next = add nsw i64 %relu1_grad.nb134678, 1
+  %2080 = icmp slt i64 %nb134.next, 576
+  br i1 %2080, label %relu1_grad.nb134, label %relu1_grad.nb134.end
+
+relu1_grad.k137:                                  ; preds = %relu1_grad.k137, %relu1_grad.mb135
+  %relu1_grad.k137680 = phi i64 [ 0, %relu1_grad.mb135 ], [ %k137.next, %relu1_grad.k137 ]
+  %2081 = mul nsw i64 %relu1_grad.k137680, 36864
+  %2082 = add nsw i64 17327376, %2081
+  %2083 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2084 = add nsw i64 %2082, %2083
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2084
+  %2085 = load <16 x float>, ptr %arena681, align 4
+  store <16 x float> %2085, ptr %relu1_grad.t136_b0, align 64
+  %2086 = mul nsw i64 %relu1_grad.k137680, 36864
+  %2087 = add nsw i64 17327376, %2086
+  %2088 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2089 = add nsw i64 %2087, %2088
+  %2090 = add nsw i64 %2089, 16
+  %arena682 = getelementptr inbounds float, ptr %arena, i64 %2090
+  %2091 = load <16 x float>, ptr %arena682, align 4
+  store <16 x float> %2091, ptr %relu1_grad.t136_b1, align 64
+  %2092 = mul nsw i64 %relu1_grad.k137680, 36864
+  %2093 = add nsw i64 17327376, %2092
+  %2094 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2095 = add nsw i64 %2093, %2094
+  %2096 = add nsw i64 %2095, 32
+  %arena683 = getelementptr inbounds float, ptr %arena, i64 %2096
+  %2097 = load <16 x float>, ptr %arena683, align 4
+  store <16 x float> %2097, ptr %relu1_grad.t136_b2, align 64
+  %2098 = mul nsw i64 %relu1_grad.k137680, 36864
+  %2099 = add nsw i64 17327376, %2098
+  %2100 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2101 = add nsw i64 %2099, %2100
+  %2102 = add nsw i64 %2101, 48
+  %arena684 = getelementptr inbounds float, ptr %arena, i64 %2102
+  %2103 = load <16 x float>, ptr %arena684, align 4
+  store <16 x float> %2103, ptr %relu1_grad.t136_b3, align 64
+  %2104 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2105 = add nsw i64 320, %2104
+  %2106 = mul nsw i64 %relu1_grad.k137680, 288
+  %2107 = add nsw i64 %2105, %2106
+  %params685 = getelementptr inbounds float, ptr %params, i64 %2107
+  %2108 = load float, ptr %params685, align 4
+  %2109 = insertelement <16 x float> undef, float %2108, i32 0
+  %2110 = shufflevector <16 x float> %2109, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2110, ptr %relu1_grad.t136_a0, align 64
+  %t136_a0 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
+  %t136_b0 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c0_0 = load <16 x float>, ptr %relu1_grad.t136_c0_0, align 64
+  %2111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0, <16 x float> %t136_b0, <16 x float> %t136_c0_0)
+  store <16 x float> %2111, ptr %relu1_grad.t136_c0_0, align 64
+  %t136_a0686 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
+  %t136_b1 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c0_1 = load <16 x float>, ptr %relu1_grad.t136_c0_1, align 64
+  %2112 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0686, <16 x float> %t136_b1, <16 x float> %t136_c0_1)
+  store <16 x float> %2112, ptr %relu1_grad.t136_c0_1, align 64
+  %t136_a0687 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
+  %t136_b2 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c0_2 = load <16 x float>, ptr %relu1_grad.t136_c0_2, align 64
+  %2113 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0687, <16 x float> %t136_b2, <16 x float> %t136_c0_2)
+  store <16 x float> %2113, ptr %relu1_grad.t136_c0_2, align 64
+  %t136_a0688 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
+  %t136_b3 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c0_3 = load <16 x float>, ptr %relu1_grad.t136_c0_3, align 64
+  %2114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0688, <16 x float> %t136_b3, <16 x float> %t136_c0_3)
+  store <16 x float> %2114, ptr %relu1_grad.t136_c0_3, align 64
+  %2115 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2116 = add nsw i64 %2115, 1
+  %2117 = add nsw i64 320, %2116
+  %2118 = mul nsw i64 %relu1_grad.k137680, 288
+  %2119 = add nsw i64 %2117, %2118
+  %params689 = getelementptr inbounds float, ptr %params, i64 %2119
+  %2120 = load float, ptr %params689, align 4
+  %2121 = insertelement <16 x float> undef, float %2120, i32 0
+  %2122 = shufflevector <16 x float> %2121, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2122, ptr %relu1_grad.t136_a1, align 64
+  %t136_a1 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
+  %t136_b0690 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c1_0 = load <16 x float>, ptr %relu1_grad.t136_c1_0, align 64
+  %2123 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1, <16 x float> %t136_b0690, <16 x float> %t136_c1_0)
+  store <16 x float> %2123, ptr %relu1_grad.t136_c1_0, align 64
+  %t136_a1691 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
+  %t136_b1692 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c1_1 = load <16 x float>, ptr %relu1_grad.t136_c1_1, align 64
+  %2124 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1691, <16 x float> %t136_b1692, <16 x float> %t136_c1_1)
+  store <16 x float> %2124, ptr %relu1_grad.t136_c1_1, align 64
+  %t136_a1693 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
+  %t136_b2694 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c1_2 = load <16 x float>, ptr %relu1_grad.t136_c1_2, align 64
+  %2125 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1693, <16 x float> %t136_b2694, <16 x float> %t136_c1_2)
+  store <16 x float> %2125, ptr %relu1_grad.t136_c1_2, align 64
+  %t136_a1695 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
+  %t136_b3696 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c1_3 = load <16 x float>, ptr %relu1_grad.t136_c1_3, align 64
+  %2126 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1695, <16 x float> %t136_b3696, <16 x float> %t136_c1_3)
+  store <16 x float> %2126, ptr %relu1_grad.t136_c1_3, align 64
+  %2127 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2128 = add nsw i64 %2127, 2
+  %2129 = add nsw i64 320, %2128
+  %2130 = mul nsw i64 %relu1_grad.k137680, 288
   %2131 = add nsw i64 %2129, %2130
-  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2131
-  store <16 x float> %t109_c2_0729, ptr %arena730, align 4
-  %t109_c2_1731 = load <16 x float>, ptr %relu1_grad.t109_c2_1, align 64
-  %2132 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2133 = add nsw i64 %2132, 2
-  %2134 = mul nsw i64 %2133, 36864
-  %2135 = add nsw i64 6710544, %2134
-  %2136 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2137 = add nsw i64 %2135, %2136
-  %2138 = add nsw i64 %2137, 16
-  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2138
-  store <16 x float> %t109_c2_1731, ptr %arena732, align 4
-  %t109_c2_2733 = load <16 x float>, ptr %relu1_grad.t109_c2_2, align 64
-  %2139 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2140 = add nsw i64 %2139, 2
-  %2141 = mul nsw i64 %2140, 36864
-  %2142 = add nsw i64 6710544, %2141
-  %2143 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2144 = add nsw i64 %2142, %2143
-  %2145 = add nsw i64 %2144, 32
-  %arena734 = getelementptr inbounds float, ptr %arena, i64 %2145
-  store <16 x float> %t109_c2_2733, ptr %arena734, align 4
-  %t109_c2_3735 = load <16 x float>, ptr %relu1_grad.t109_c2_3, align 64
-  %2146 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2147 = add nsw i64 %2146, 2
-  %2148 = mul nsw i64 %2147, 36864
-  %2149 = add nsw i64 6710544, %2148
-  %2150 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2151 = add nsw i64 %2149, %2150
-  %2152 = add nsw i64 %2151, 48
-  %arena736 = getelementptr inbounds float, ptr %arena, i64 %2152
-  store <16 x float> %t109_c2_3735, ptr %arena736, align 4
-  %t109_c3_0737 = load <16 x float>, ptr %relu1_grad.t109_c3_0, align 64
-  %2153 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2154 = add nsw i64 %2153, 3
-  %2155 = mul nsw i64 %2154, 36864
-  %2156 = add nsw i64 6710544, %2155
-  %2157 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2158 = add nsw i64 %2156, %2157
-  %arena738 = getelementptr inbounds float, ptr %arena, i64 %2158
-  store <16 x float> %t109_c3_0737, ptr %arena738, align 4
-  %t109_c3_1739 = load <16 x float>, ptr %relu1_grad.t109_c3_1, align 64
-  %2159 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2160 = add nsw i64 %2159, 3
-  %2161 = mul nsw i64 %2160, 36864
-  %2162 = add nsw i64 6710544, %2161
-  %2163 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2164 = add nsw i64 %2162, %2163
-  %2165 = add nsw i64 %2164, 16
-  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2165
-  store <16 x float> %t109_c3_1739, ptr %arena740, align 4
-  %t109_c3_2741 = load <16 x float>, ptr %relu1_grad.t109_c3_2, align 64
-  %2166 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2167 = add nsw i64 %2166, 3
-  %2168 = mul nsw i64 %2167, 36864
-  %2169 = add nsw i64 6710544, %2168
-  %2170 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2171 = add nsw i64 %2169, %2170
-  %2172 = add nsw i64 %2171, 32
-  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2172
-  store <16 x float> %t109_c3_2741, ptr %arena742, align 4
-  %t109_c3_3743 = load <16 x float>, ptr %relu1_grad.t109_c3_3, align 64
-  %2173 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2174 = add nsw i64 %2173, 3
-  %2175 = mul nsw i64 %2174, 36864
-  %2176 = add nsw i64 6710544, %2175
-  %2177 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2178 = add nsw i64 %2176, %2177
-  %2179 = add nsw i64 %2178, 48
-  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2179
-  store <16 x float> %t109_c3_3743, ptr %arena744, align 4
-  %t109_c4_0745 = load <16 x float>, ptr %relu1_grad.t109_c4_0, align 64
-  %2180 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2181 = add nsw i64 %2180, 4
+  %params697 = getelementptr inbounds float, ptr %params, i64 %2131
+  %2132 = load float, ptr %params697, align 4
+  %2133 = insertelement <16 x float> undef, float %2132, i32 0
+  %2134 = shufflevector <16 x float> %2133, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2134, ptr %relu1_grad.t136_a2, align 64
+  %t136_a2 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
+  %t136_b0698 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c2_0 = load <16 x float>, ptr %relu1_grad.t136_c2_0, align 64
+  %2135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2, <16 x float> %t136_b0698, <16 x float> %t136_c2_0)
+  store <16 x float> %2135, ptr %relu1_grad.t136_c2_0, align 64
+  %t136_a2699 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
+  %t136_b1700 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c2_1 = load <16 x float>, ptr %relu1_grad.t136_c2_1, align 64
+  %2136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2699, <16 x float> %t136_b1700, <16 x float> %t136_c2_1)
+  store <16 x float> %2136, ptr %relu1_grad.t136_c2_1, align 64
+  %t136_a2701 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
+  %t136_b2702 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c2_2 = load <16 x float>, ptr %relu1_grad.t136_c2_2, align 64
+  %2137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2701, <16 x float> %t136_b2702, <16 x float> %t136_c2_2)
+  store <16 x float> %2137, ptr %relu1_grad.t136_c2_2, align 64
+  %t136_a2703 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
+  %t136_b3704 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c2_3 = load <16 x float>, ptr %relu1_grad.t136_c2_3, align 64
+  %2138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2703, <16 x float> %t136_b3704, <16 x float> %t136_c2_3)
+  store <16 x float> %2138, ptr %relu1_grad.t136_c2_3, align 64
+  %2139 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2140 = add nsw i64 %2139, 3
+  %2141 = add nsw i64 320, %2140
+  %2142 = mul nsw i64 %relu1_grad.k137680, 288
+  %2143 = add nsw i64 %2141, %2142
+  %params705 = getelementptr inbounds float, ptr %params, i64 %2143
+  %2144 = load float, ptr %params705, align 4
+  %2145 = insertelement <16 x float> undef, float %2144, i32 0
+  %2146 = shufflevector <16 x float> %2145, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2146, ptr %relu1_grad.t136_a3, align 64
+  %t136_a3 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
+  %t136_b0706 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c3_0 = load <16 x float>, ptr %relu1_grad.t136_c3_0, align 64
+  %2147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3, <16 x float> %t136_b0706, <16 x float> %t136_c3_0)
+  store <16 x float> %2147, ptr %relu1_grad.t136_c3_0, align 64
+  %t136_a3707 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
+  %t136_b1708 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c3_1 = load <16 x float>, ptr %relu1_grad.t136_c3_1, align 64
+  %2148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3707, <16 x float> %t136_b1708, <16 x float> %t136_c3_1)
+  store <16 x float> %2148, ptr %relu1_grad.t136_c3_1, align 64
+  %t136_a3709 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
+  %t136_b2710 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c3_2 = load <16 x float>, ptr %relu1_grad.t136_c3_2, align 64
+  %2149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3709, <16 x float> %t136_b2710, <16 x float> %t136_c3_2)
+  store <16 x float> %2149, ptr %relu1_grad.t136_c3_2, align 64
+  %t136_a3711 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
+  %t136_b3712 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c3_3 = load <16 x float>, ptr %relu1_grad.t136_c3_3, align 64
+  %2150 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3711, <16 x float> %t136_b3712, <16 x float> %t136_c3_3)
+  store <16 x float> %2150, ptr %relu1_grad.t136_c3_3, align 64
+  %2151 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2152 = add nsw i64 %2151, 4
+  %2153 = add nsw i64 320, %2152
+  %2154 = mul nsw i64 %relu1_grad.k137680, 288
+  %2155 = add nsw i64 %2153, %2154
+  %params713 = getelementptr inbounds float, ptr %params, i64 %2155
+  %2156 = load float, ptr %params713, align 4
+  %2157 = insertelement <16 x float> undef, float %2156, i32 0
+  %2158 = shufflevector <16 x float> %2157, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2158, ptr %relu1_grad.t136_a4, align 64
+  %t136_a4 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
+  %t136_b0714 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c4_0 = load <16 x float>, ptr %relu1_grad.t136_c4_0, align 64
+  %2159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4, <16 x float> %t136_b0714, <16 x float> %t136_c4_0)
+  store <16 x float> %2159, ptr %relu1_grad.t136_c4_0, align 64
+  %t136_a4715 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
+  %t136_b1716 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c4_1 = load <16 x float>, ptr %relu1_grad.t136_c4_1, align 64
+  %2160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4715, <16 x float> %t136_b1716, <16 x float> %t136_c4_1)
+  store <16 x float> %2160, ptr %relu1_grad.t136_c4_1, align 64
+  %t136_a4717 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
+  %t136_b2718 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c4_2 = load <16 x float>, ptr %relu1_grad.t136_c4_2, align 64
+  %2161 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4717, <16 x float> %t136_b2718, <16 x float> %t136_c4_2)
+  store <16 x float> %2161, ptr %relu1_grad.t136_c4_2, align 64
+  %t136_a4719 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
+  %t136_b3720 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c4_3 = load <16 x float>, ptr %relu1_grad.t136_c4_3, align 64
+  %2162 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4719, <16 x float> %t136_b3720, <16 x float> %t136_c4_3)
+  store <16 x float> %2162, ptr %relu1_grad.t136_c4_3, align 64
+  %2163 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2164 = add nsw i64 %2163, 5
+  %2165 = add nsw i64 320, %2164
+  %2166 = mul nsw i64 %relu1_grad.k137680, 288
+  %2167 = add nsw i64 %2165, %2166
+  %params721 = getelementptr inbounds float, ptr %params, i64 %2167
+  %2168 = load float, ptr %params721, align 4
+  %2169 = insertelement <16 x float> undef, float %2168, i32 0
+  %2170 = shufflevector <16 x float> %2169, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2170, ptr %relu1_grad.t136_a5, align 64
+  %t136_a5 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
+  %t136_b0722 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
+  %t136_c5_0 = load <16 x float>, ptr %relu1_grad.t136_c5_0, align 64
+  %2171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5, <16 x float> %t136_b0722, <16 x float> %t136_c5_0)
+  store <16 x float> %2171, ptr %relu1_grad.t136_c5_0, align 64
+  %t136_a5723 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
+  %t136_b1724 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
+  %t136_c5_1 = load <16 x float>, ptr %relu1_grad.t136_c5_1, align 64
+  %2172 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5723, <16 x float> %t136_b1724, <16 x float> %t136_c5_1)
+  store <16 x float> %2172, ptr %relu1_grad.t136_c5_1, align 64
+  %t136_a5725 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
+  %t136_b2726 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
+  %t136_c5_2 = load <16 x float>, ptr %relu1_grad.t136_c5_2, align 64
+  %2173 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5725, <16 x float> %t136_b2726, <16 x float> %t136_c5_2)
+  store <16 x float> %2173, ptr %relu1_grad.t136_c5_2, align 64
+  %t136_a5727 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
+  %t136_b3728 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
+  %t136_c5_3 = load <16 x float>, ptr %relu1_grad.t136_c5_3, align 64
+  %2174 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5727, <16 x float> %t136_b3728, <16 x float> %t136_c5_3)
+  store <16 x float> %2174, ptr %relu1_grad.t136_c5_3, align 64
+  %k137.next = add nsw i64 %relu1_grad.k137680, 1
+  %2175 = icmp slt i64 %k137.next, 64
+  br i1 %2175, label %relu1_grad.k137, label %relu1_grad.k137.end
+
+relu1_grad.k137.end:                              ; preds = %relu1_grad.k137
+  %t136_c0_0729 = load <16 x float>, ptr %relu1_grad.t136_c0_0, align 64
+  %2176 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2177 = mul nsw i64 %2176, 36864
+  %2178 = add nsw i64 6710544, %2177
+  %2179 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2180 = add nsw i64 %2178, %2179
+  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2180
+  store <16 x float> %t136_c0_0729, ptr %arena730, align 4
+  %t136_c0_1731 = load <16 x float>, ptr %relu1_grad.t136_c0_1, align 64
+  %2181 = mul nsw i64 %relu1_grad.mb135679, 6
   %2182 = mul nsw i64 %2181, 36864
   %2183 = add nsw i64 6710544, %2182
-  %2184 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2184 = mul nsw i64 %relu1_grad.nb134678, 64
   %2185 = add nsw i64 %2183, %2184
-  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2185
-  store <16 x float> %t109_c4_0745, ptr %arena746, align 4
-  %t109_c4_1747 = load <16 x float>, ptr %relu1_grad.t109_c4_1, align 64
-  %2186 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2187 = add nsw i64 %2186, 4
+  %2186 = add nsw i64 %2185, 16
+  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2186
+  store <16 x float> %t136_c0_1731, ptr %arena732, align 4
+  %t136_c0_2733 = load <16 x float>, ptr %relu1_grad.t136_c0_2, align 64
+  %2187 = mul nsw i64 %relu1_grad.mb135679, 6
   %2188 = mul nsw i64 %2187, 36864
   %2189 = add nsw i64 6710544, %2188
-  %2190 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2190 = mul nsw i64 %relu1_grad.nb134678, 64
   %2191 = add nsw i64 %2189, %2190
-  %2192 = add nsw i64 %2191, 16
-  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2192
-  store <16 x float> %t109_c4_1747, ptr %arena748, align 4
-  %t109_c4_2749 = load <16 x float>, ptr %relu1_grad.t109_c4_2, align 64
-  %2193 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2194 = add nsw i64 %2193, 4
-  %2195 = mul nsw i64 %2194, 36864
-  %2196 = add nsw i64 6710544, %2195
-  %2197 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2198 = add nsw i64 %2196, %2197
-  %2199 = add nsw i64 %2198, 32
-  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2199
-  store <16 x float> %t109_c4_2749, ptr %arena750, align 4
-  %t109_c4_3751 = load <16 x float>, ptr %relu1_grad.t109_c4_3, align 64
-  %2200 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2201 = add nsw i64 %2200, 4
-  %2202 = mul nsw i64 %2201, 36864
-  %2203 = add nsw i64 6710544, %2202
-  %2204 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2205 = add nsw i64 %2203, %2204
-  %2206 = add nsw i64 %2205, 48
-  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2206
-  store <16 x float> %t109_c4_3751, ptr %arena752, align 4
-  %t109_c5_0753 = load <16 x float>, ptr %relu1_grad.t109_c5_0, align 64
-  %2207 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2208 = add nsw i64 %2207, 5
-  %2209 = mul nsw i64 %2208, 36864
-  %2210 = add nsw i64 6710544, %2209
-  %2211 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2212 = add nsw i64 %2210, %2211
-  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2212
-  store <16 x float> %t109_c5_0753, ptr %arena754, align 4
-  %t109_c5_1755 = load <16 x float>, ptr %relu1_grad.t109_c5_1, align 64
-  %2213 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2214 = add nsw i64 %2213, 5
-  %2215 = mul nsw i64 %2214, 36864
-  %2216 = add nsw i64 6710544, %2215
-  %2217 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2218 = add nsw i64 %2216, %2217
-  %2219 = add nsw i64 %2218, 16
-  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2219
-  store <16 x float> %t109_c5_1755, ptr %arena756, align 4
-  %t109_c5_2757 = load <16 x float>, ptr %relu1_grad.t109_c5_2, align 64
-  %2220 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2221 = add nsw i64 %2220, 5
-  %2222 = mul nsw i64 %2221, 36864
-  %2223 = add nsw i64 6710544, %2222
-  %2224 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2225 = add nsw i64 %2223, %2224
-  %2226 = add nsw i64 %2225, 32
-  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2226
-  store <16 x float> %t109_c5_2757, ptr %arena758, align 4
-  %t109_c5_3759 = load <16 x float>, ptr %relu1_grad.t109_c5_3, align 64
-  %2227 = mul nsw i64 %relu1_grad.mb108663, 6
-  %2228 = add nsw i64 %2227, 5
-  %2229 = mul nsw i64 %2228, 36864
-  %2230 = add nsw i64 6710544, %2229
-  %2231 = mul nsw i64 %relu1_grad.nb107662, 64
-  %2232 = add nsw i64 %2230, %2231
-  %2233 = add nsw i64 %2232, 48
-  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2233
-  store <16 x float> %t109_c5_3759, ptr %arena760, align 4
-  %mb108.next = add nsw i64 %relu1_grad.mb108663, 1
-  %2234 = icmp slt i64 %mb108.next, 48
-  br i1 %2234, label %relu1_grad.mb108, label %relu1_grad.mb108.end
-
-relu1_grad.j111:                                  ; preds = %relu1_grad.c112.end, %relu1_grad.nb107.end
-  %relu1_grad.j111761 = phi i64 [ 0, %relu1_grad.nb107.end ], [ %j111.next, %relu1_grad.c112.end ]
-  br label %relu1_grad.c112
-
-relu1_grad.j111.end:                              ; preds = %relu1_grad.c112.end
-  %g103.next = add nsw i64 %relu1_grad.g103656, 1
-  %2235 = icmp slt i64 %g103.next, 1
-  br i1 %2235, label %relu1_grad.g103, label %relu1_grad.g103.end
-
-relu1_grad.c112:                                  ; preds = %relu1_grad.ky113.end, %relu1_grad.j111
-  %relu1_grad.c112762 = phi i64 [ 0, %relu1_grad.j111 ], [ %c112.next, %relu1_grad.ky113.end ]
-  br label %relu1_grad.ky113
-
-relu1_grad.c112.end:                              ; preds = %relu1_grad.ky113.end
-  %j111.next = add nsw i64 %relu1_grad.j111761, 1
-  %2236 = icmp slt i64 %j111.next, 64
-  br i1 %2236, label %relu1_grad.j111, label %relu1_grad.j111.end
-
-relu1_grad.ky113:                                 ; preds = %relu1_grad.oy118.end, %relu1_grad.c112
-  %relu1_grad.ky113763 = phi i64 [ 0, %relu1_grad.c112 ], [ %ky113.next, %relu1_grad.oy118.end ]
-  br label %relu1_grad.oy114
-
-relu1_grad.ky113.end:                             ; preds = %relu1_grad.oy118.end
-  %c112.next = add nsw i64 %relu1_grad.c112762, 1
-  %2237 = icmp slt i64 %c112.next, 32
-  br i1 %2237, label %relu1_grad.c112, label %relu1_grad.c112.end
-
-relu1_grad.oy114:                                 ; preds = %relu1_grad.ox115.end, %relu1_grad.ky113
-  %relu1_grad.oy114764 = phi i64 [ 0, %relu1_grad.ky113 ], [ %oy114.next, %relu1_grad.ox115.end ]
-  br label %relu1_grad.ox115
-
-relu1_grad.oy114.end:                             ; preds = %relu1_grad.ox115.end
-  br label %relu1_grad.oy116
-
-relu1_grad.ox115:                                 ; preds = %relu1_grad.ox115, %relu1_grad.oy114
-  %relu1_grad.ox115765 = phi i64 [ 0, %relu1_grad.oy114 ], [ %ox115.next, %relu1_grad.ox115 ]
-  %2238 = mul nsw i64 %relu1_grad.g103656, 64
-  %2239 = add nsw i64 %2238, %relu1_grad.j111761
-  %2240 = mul nsw i64 %2239, 21632
-  %2241 = add nsw i64 1384448, %2240
-  %2242 = mul nsw i64 %relu1_grad.c112762, 676
-  %2243 = add nsw i64 %2241, %2242
-  %2244 = add nsw i64 %relu1_grad.oy114764, %relu1_grad.ky113763
-  %2245 = mul nsw i64 %2244, 26
-  %2246 = add nsw i64 %2243, %2245
-  %2247 = add nsw i64 %2246, %relu1_grad.ox115765
-  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2247
-  %2248 = load float, ptr %arena766, align 4
-  %2249 = mul nsw i64 %relu1_grad.c112762, 3
-  %2250 = add nsw i64 %2249, %relu1_grad.ky113763
-  %2251 = mul nsw i64 %2250, 3
-  %2252 = mul nsw i64 %2251, 36864
-  %2253 = add nsw i64 6710544, %2252
-  %2254 = mul nsw i64 %relu1_grad.j111761, 576
-  %2255 = add nsw i64 %2253, %2254
-  %2256 = mul nsw i64 %relu1_grad.oy114764, 24
-  %2257 = add nsw i64 %2255, %2256
-  %2258 = add nsw i64 %2257, %relu1_grad.ox115765
-  %arena767 = getelementptr inbounds float, ptr %arena, i64 %2258
-  %2259 = load float, ptr %arena767, align 4
-  %2260 = fadd float %2248, %2259
-  store float %2260, ptr %arena766, align 4
-  %ox115.next = add nsw i64 %relu1_grad.ox115765, 1
-  %2261 = icmp slt i64 %ox115.next, 24
-  br i1 %2261, label %relu1_grad.ox115, label %relu1_grad.ox115.end
-
-relu1_grad.ox115.end:                             ; preds = %relu1_grad.ox115
-  %oy114.next = add nsw i64 %relu1_grad.oy114764, 1
-  %2262 = icmp slt i64 %oy114.next, 24
-  br i1 %2262, label %relu1_grad.oy114, label %relu1_grad.oy114.end
-
-relu1_grad.oy116:                                 ; preds = %relu1_grad.ox117.end, %relu1_grad.oy114.end
-  %relu1_grad.oy116768 = phi i64 [ 0, %relu1_grad.oy114.end ], [ %oy116.next, %relu1_grad.ox117.end ]
-  br label %relu1_grad.ox117
-
-relu1_grad.oy116.end:                             ; preds = %relu1_grad.ox117.end
-  br label %relu1_grad.oy118
-
-relu1_grad.ox117:                                 ; preds = %relu1_grad.ox117, %relu1_grad.oy116
-  %relu1_grad.ox117769 = phi i64 [ 0, %relu1_grad.oy116 ], [ %ox117.next, %relu1_grad.ox117 ]
-  %2263 = mul nsw i64 %relu1_grad.g103656, 64
-  %2264 = add nsw i64 %2263, %relu1_grad.j111761
-  %2265 = mul nsw i64 %2264, 21632
-  %2266 = add nsw i64 1384448, %2265
-  %2267 = mul nsw i64 %relu1_grad.c112762, 676
-  %2268 = add nsw i64 %2266, %2267
-  %2269 = add nsw i64 %relu1_grad.oy116768, %relu1_grad.ky113763
-  %2270 = mul nsw i64 %2269, 26
-  %2271 = add nsw i64 %2268, %2270
-  %2272 = add nsw i64 %relu1_grad.ox117769, 1
-  %2273 = add nsw i64 %2271, %2272
-  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2273
-  %2274 = load float, ptr %arena770, align 4
-  %2275 = mul nsw i64 %relu1_grad.c112762, 3
-  %2276 = add nsw i64 %2275, %relu1_grad.ky113763
-  %2277 = mul nsw i64 %2276, 3
-  %2278 = add nsw i64 %2277, 1
-  %2279 = mul nsw i64 %2278, 36864
-  %2280 = add nsw i64 6710544, %2279
-  %2281 = mul nsw i64 %relu1_grad.j111761, 576
-  %2282 = add nsw i64 %2280, %2281
-  %2283 = mul nsw i64 %relu1_grad.oy116768, 24
-  %2284 = add nsw i64 %2282, %2283
-  %2285 = add nsw i64 %2284, %relu1_grad.ox117769
-  %arena771 = getelementptr inbounds float, ptr %arena, i64 %2285
-  %2286 = load float, ptr %arena771, align 4
-  %2287 = fadd float %2274, %2286
-  store float %2287, ptr %arena770, align 4
-  %ox117.next = add nsw i64 %relu1_grad.ox117769, 1
-  %2288 = icmp slt i64 %ox117.next, 24
-  br i1 %2288, label %relu1_grad.ox117, label %relu1_grad.ox117.end
-
-relu1_grad.ox117.end:                             ; preds = %relu1_grad.ox117
-  %oy116.next = add nsw i64 %relu1_grad.oy116768, 1
-  %2289 = icmp slt i64 %oy116.next, 24
-  br i1 %2289, label %relu1_grad.oy116, label %relu1_grad.oy116.end
-
-relu1_grad.oy118:                                 ; preds = %relu1_grad.ox119.end, %relu1_grad.oy116.end
-  %relu1_grad.oy118772 = phi i64 [ 0, %relu1_grad.oy116.end ], [ %oy118.next, %relu1_grad.ox119.end ]
-  br label %relu1_grad.ox119
-
-relu1_grad.oy118.end:                             ; preds = %relu1_grad.ox119.end
-  %ky113.next = add nsw i64 %relu1_grad.ky113763, 1
-  %2290 = icmp slt i64 %ky113.next, 3
-  br i1 %2290, label %relu1_grad.ky113, label %relu1_grad.ky113.end
-
-relu1_grad.ox119:                                 ; preds = %relu1_grad.ox119, %relu1_grad.oy118
-  %relu1_grad.ox119773 = phi i64 [ 0, %relu1_grad.oy118 ], [ %ox119.next, %relu1_grad.ox119 ]
-  %2291 = mul nsw i64 %relu1_grad.g103656, 64
-  %2292 = add nsw i64 %2291, %relu1_grad.j111761
-  %2293 = mul nsw i64 %2292, 21632
-  %2294 = add nsw i64 1384448, %2293
-  %2295 = mul nsw i64 %relu1_grad.c112762, 676
-  %2296 = add nsw i64 %2294, %2295
-  %2297 = add nsw i64 %relu1_grad.oy118772, %relu1_grad.ky113763
-  %2298 = mul nsw i64 %2297, 26
-  %2299 = add nsw i64 %2296, %2298
-  %2300 = add nsw i64 %relu1_grad.ox119773, 2
-  %2301 = add nsw i64 %2299, %2300
-  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2301
-  %2302 = load float, ptr %arena774, align 4
-  %2303 = mul nsw i64 %relu1_grad.c112762, 3
-  %2304 = add nsw i64 %2303, %relu1_grad.ky113763
-  %2305 = mul nsw i64 %2304, 3
-  %2306 = add nsw i64 %2305, 2
-  %2307 = mul nsw i64 %2306, 36864
-  %2308 = add nsw i64 6710544, %2307
-  %2309 = mul nsw i64 %relu1_grad.j111761, 576
-  %2310 = add nsw i64 %2308, %2309
-  %2311 = mul nsw i64 %relu1_grad.oy118772, 24
+  %2192 = add nsw i64 %2191, 32
+  %arena734 = getelementptr inbounds float, ptr %arena, i64 %2192
+  store <16 x float> %t136_c0_2733, ptr %arena734, align 4
+  %t136_c0_3735 = load <16 x float>, ptr %relu1_grad.t136_c0_3, align 64
+  %2193 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2194 = mul nsw i64 %2193, 36864
+  %2195 = add nsw i64 6710544, %2194
+  %2196 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2197 = add nsw i64 %2195, %2196
+  %2198 = add nsw i64 %2197, 48
+  %arena736 = getelementptr inbounds float, ptr %arena, i64 %2198
+  store <16 x float> %t136_c0_3735, ptr %arena736, align 4
+  %t136_c1_0737 = load <16 x float>, ptr %relu1_grad.t136_c1_0, align 64
+  %2199 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2200 = add nsw i64 %2199, 1
+  %2201 = mul nsw i64 %2200, 36864
+  %2202 = add nsw i64 6710544, %2201
+  %2203 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2204 = add nsw i64 %2202, %2203
+  %arena738 = getelementptr inbounds float, ptr %arena, i64 %2204
+  store <16 x float> %t136_c1_0737, ptr %arena738, align 4
+  %t136_c1_1739 = load <16 x float>, ptr %relu1_grad.t136_c1_1, align 64
+  %2205 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2206 = add nsw i64 %2205, 1
+  %2207 = mul nsw i64 %2206, 36864
+  %2208 = add nsw i64 6710544, %2207
+  %2209 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2210 = add nsw i64 %2208, %2209
+  %2211 = add nsw i64 %2210, 16
+  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2211
+  store <16 x float> %t136_c1_1739, ptr %arena740, align 4
+  %t136_c1_2741 = load <16 x float>, ptr %relu1_grad.t136_c1_2, align 64
+  %2212 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2213 = add nsw i64 %2212, 1
+  %2214 = mul nsw i64 %2213, 36864
+  %2215 = add nsw i64 6710544, %2214
+  %2216 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2217 = add nsw i64 %2215, %2216
+  %2218 = add nsw i64 %2217, 32
+  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2218
+  store <16 x float> %t136_c1_2741, ptr %arena742, align 4
+  %t136_c1_3743 = load <16 x float>, ptr %relu1_grad.t136_c1_3, align 64
+  %2219 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2220 = add nsw i64 %2219, 1
+  %2221 = mul nsw i64 %2220, 36864
+  %2222 = add nsw i64 6710544, %2221
+  %2223 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2224 = add nsw i64 %2222, %2223
+  %2225 = add nsw i64 %2224, 48
+  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2225
+  store <16 x float> %t136_c1_3743, ptr %arena744, align 4
+  %t136_c2_0745 = load <16 x float>, ptr %relu1_grad.t136_c2_0, align 64
+  %2226 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2227 = add nsw i64 %2226, 2
+  %2228 = mul nsw i64 %2227, 36864
+  %2229 = add nsw i64 6710544, %2228
+  %2230 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2231 = add nsw i64 %2229, %2230
+  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2231
+  store <16 x float> %t136_c2_0745, ptr %arena746, align 4
+  %t136_c2_1747 = load <16 x float>, ptr %relu1_grad.t136_c2_1, align 64
+  %2232 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2233 = add nsw i64 %2232, 2
+  %2234 = mul nsw i64 %2233, 36864
+  %2235 = add nsw i64 6710544, %2234
+  %2236 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2237 = add nsw i64 %2235, %2236
+  %2238 = add nsw i64 %2237, 16
+  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2238
+  store <16 x float> %t136_c2_1747, ptr %arena748, align 4
+  %t136_c2_2749 = load <16 x float>, ptr %relu1_grad.t136_c2_2, align 64
+  %2239 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2240 = add nsw i64 %2239, 2
+  %2241 = mul nsw i64 %2240, 36864
+  %2242 = add nsw i64 6710544, %2241
+  %2243 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2244 = add nsw i64 %2242, %2243
+  %2245 = add nsw i64 %2244, 32
+  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2245
+  store <16 x float> %t136_c2_2749, ptr %arena750, align 4
+  %t136_c2_3751 = load <16 x float>, ptr %relu1_grad.t136_c2_3, align 64
+  %2246 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2247 = add nsw i64 %2246, 2
+  %2248 = mul nsw i64 %2247, 36864
+  %2249 = add nsw i64 6710544, %2248
+  %2250 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2251 = add nsw i64 %2249, %2250
+  %2252 = add nsw i64 %2251, 48
+  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2252
+  store <16 x float> %t136_c2_3751, ptr %arena752, align 4
+  %t136_c3_0753 = load <16 x float>, ptr %relu1_grad.t136_c3_0, align 64
+  %2253 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2254 = add nsw i64 %2253, 3
+  %2255 = mul nsw i64 %2254, 36864
+  %2256 = add nsw i64 6710544, %2255
+  %2257 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2258 = add nsw i64 %2256, %2257
+  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2258
+  store <16 x float> %t136_c3_0753, ptr %arena754, align 4
+  %t136_c3_1755 = load <16 x float>, ptr %relu1_grad.t136_c3_1, align 64
+  %2259 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2260 = add nsw i64 %2259, 3
+  %2261 = mul nsw i64 %2260, 36864
+  %2262 = add nsw i64 6710544, %2261
+  %2263 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2264 = add nsw i64 %2262, %2263
+  %2265 = add nsw i64 %2264, 16
+  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2265
+  store <16 x float> %t136_c3_1755, ptr %arena756, align 4
+  %t136_c3_2757 = load <16 x float>, ptr %relu1_grad.t136_c3_2, align 64
+  %2266 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2267 = add nsw i64 %2266, 3
+  %2268 = mul nsw i64 %2267, 36864
+  %2269 = add nsw i64 6710544, %2268
+  %2270 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2271 = add nsw i64 %2269, %2270
+  %2272 = add nsw i64 %2271, 32
+  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2272
+  store <16 x float> %t136_c3_2757, ptr %arena758, align 4
+  %t136_c3_3759 = load <16 x float>, ptr %relu1_grad.t136_c3_3, align 64
+  %2273 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2274 = add nsw i64 %2273, 3
+  %2275 = mul nsw i64 %2274, 36864
+  %2276 = add nsw i64 6710544, %2275
+  %2277 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2278 = add nsw i64 %2276, %2277
+  %2279 = add nsw i64 %2278, 48
+  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2279
+  store <16 x float> %t136_c3_3759, ptr %arena760, align 4
+  %t136_c4_0761 = load <16 x float>, ptr %relu1_grad.t136_c4_0, align 64
+  %2280 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2281 = add nsw i64 %2280, 4
+  %2282 = mul nsw i64 %2281, 36864
+  %2283 = add nsw i64 6710544, %2282
+  %2284 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2285 = add nsw i64 %2283, %2284
+  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2285
+  store <16 x float> %t136_c4_0761, ptr %arena762, align 4
+  %t136_c4_1763 = load <16 x float>, ptr %relu1_grad.t136_c4_1, align 64
+  %2286 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2287 = add nsw i64 %2286, 4
+  %2288 = mul nsw i64 %2287, 36864
+  %2289 = add nsw i64 6710544, %2288
+  %2290 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2291 = add nsw i64 %2289, %2290
+  %2292 = add nsw i64 %2291, 16
+  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2292
+  store <16 x float> %t136_c4_1763, ptr %arena764, align 4
+  %t136_c4_2765 = load <16 x float>, ptr %relu1_grad.t136_c4_2, align 64
+  %2293 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2294 = add nsw i64 %2293, 4
+  %2295 = mul nsw i64 %2294, 36864
+  %2296 = add nsw i64 6710544, %2295
+  %2297 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2298 = add nsw i64 %2296, %2297
+  %2299 = add nsw i64 %2298, 32
+  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2299
+  store <16 x float> %t136_c4_2765, ptr %arena766, align 4
+  %t136_c4_3767 = load <16 x float>, ptr %relu1_grad.t136_c4_3, align 64
+  %2300 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2301 = add nsw i64 %2300, 4
+  %2302 = mul nsw i64 %2301, 36864
+  %2303 = add nsw i64 6710544, %2302
+  %2304 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2305 = add nsw i64 %2303, %2304
+  %2306 = add nsw i64 %2305, 48
+  %arena768 = getelementptr inbounds float, ptr %arena, i64 %2306
+  store <16 x float> %t136_c4_3767, ptr %arena768, align 4
+  %t136_c5_0769 = load <16 x float>, ptr %relu1_grad.t136_c5_0, align 64
+  %2307 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2308 = add nsw i64 %2307, 5
+  %2309 = mul nsw i64 %2308, 36864
+  %2310 = add nsw i64 6710544, %2309
+  %2311 = mul nsw i64 %relu1_grad.nb134678, 64
   %2312 = add nsw i64 %2310, %2311
-  %2313 = add nsw i64 %2312, %relu1_grad.ox119773
-  %arena775 = getelementptr inbounds float, ptr %arena, i64 %2313
-  %2314 = load float, ptr %arena775, align 4
-  %2315 = fadd float %2302, %2314
-  store float %2315, ptr %arena774, align 4
-  %ox119.next = add nsw i64 %relu1_grad.ox119773, 1
-  %2316 = icmp slt i64 %ox119.next, 24
-  br i1 %2316, label %relu1_grad.ox119, label %relu1_grad.ox119.end
+  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2312
+  store <16 x float> %t136_c5_0769, ptr %arena770, align 4
+  %t136_c5_1771 = load <16 x float>, ptr %relu1_grad.t136_c5_1, align 64
+  %2313 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2314 = add nsw i64 %2313, 5
+  %2315 = mul nsw i64 %2314, 36864
+  %2316 = add nsw i64 6710544, %2315
+  %2317 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2318 = add nsw i64 %2316, %2317
+  %2319 = add nsw i64 %2318, 16
+  %arena772 = getelementptr inbounds float, ptr %arena, i64 %2319
+  store <16 x float> %t136_c5_1771, ptr %arena772, align 4
+  %t136_c5_2773 = load <16 x float>, ptr %relu1_grad.t136_c5_2, align 64
+  %2320 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2321 = add nsw i64 %2320, 5
+  %2322 = mul nsw i64 %2321, 36864
+  %2323 = add nsw i64 6710544, %2322
+  %2324 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2325 = add nsw i64 %2323, %2324
+  %2326 = add nsw i64 %2325, 32
+  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2326
+  store <16 x float> %t136_c5_2773, ptr %arena774, align 4
+  %t136_c5_3775 = load <16 x float>, ptr %relu1_grad.t136_c5_3, align 64
+  %2327 = mul nsw i64 %relu1_grad.mb135679, 6
+  %2328 = add nsw i64 %2327, 5
+  %2329 = mul nsw i64 %2328, 36864
+  %2330 = add nsw i64 6710544, %2329
+  %2331 = mul nsw i64 %relu1_grad.nb134678, 64
+  %2332 = add nsw i64 %2330, %2331
+  %2333 = add nsw i64 %2332, 48
+  %arena776 = getelementptr inbounds float, ptr %arena, i64 %2333
+  store <16 x float> %t136_c5_3775, ptr %arena776, align 4
+  %mb135.next = add nsw i64 %relu1_grad.mb135679, 1
+  %2334 = icmp slt i64 %mb135.next, 48
+  br i1 %2334, label %relu1_grad.mb135, label %relu1_grad.mb135.end
 
-relu1_grad.ox119.end:                             ; preds = %relu1_grad.ox119
-  %oy118.next = add nsw i64 %relu1_grad.oy118772, 1
-  %2317 = icmp slt i64 %oy118.next, 24
-  br i1 %2317, label %relu1_grad.oy118, label %relu1_grad.oy118.end
+relu1_grad.j138:                                  ; preds = %relu1_grad.c139.end, %relu1_grad.nb134.end
+  %relu1_grad.j138777 = phi i64 [ 0, %relu1_grad.nb134.end ], [ %j138.next, %relu1_grad.c139.end ]
+  br label %relu1_grad.c139
 
-conv1_grad.i120:                                  ; preds = %conv1_grad.i120, %relu1_grad.g103.end
-  %conv1_grad.i120776 = phi i64 [ 0, %relu1_grad.g103.end ], [ %i120.next, %conv1_grad.i120 ]
-  %arena777 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i120776
-  %2318 = load float, ptr %arena777, align 4
-  %2319 = fcmp ogt float %2318, 0.000000e+00
-  %2320 = add nsw i64 1384448, %conv1_grad.i120776
-  %arena778 = getelementptr inbounds float, ptr %arena, i64 %2320
-  %2321 = load float, ptr %arena778, align 4
-  %2322 = select i1 %2319, float %2321, float 0.000000e+00
-  %2323 = add nsw i64 3171600, %conv1_grad.i120776
-  %arena779 = getelementptr inbounds float, ptr %arena, i64 %2323
-  store float %2322, ptr %arena779, align 4
-  %i120.next = add nsw i64 %conv1_grad.i120776, 1
-  %2324 = icmp slt i64 %i120.next, 1384448
-  br i1 %2324, label %conv1_grad.i120, label %conv1_grad.i120.end
+relu1_grad.j138.end:                              ; preds = %relu1_grad.c139.end
+  %g130.next = add nsw i64 %relu1_grad.g130672, 1
+  %2335 = icmp slt i64 %g130.next, 1
+  br i1 %2335, label %relu1_grad.g130, label %relu1_grad.g130.end
 
-conv1_grad.i120.end:                              ; preds = %conv1_grad.i120
-  br label %conv1_weight_grad.i121
+relu1_grad.c139:                                  ; preds = %relu1_grad.ky140.end, %relu1_grad.j138
+  %relu1_grad.c139778 = phi i64 [ 0, %relu1_grad.j138 ], [ %c139.next, %relu1_grad.ky140.end ]
+  br label %relu1_grad.ky140
 
-conv1_weight_grad.i121:                           ; preds = %conv1_weight_grad.i121, %conv1_grad.i120.end
-  %conv1_weight_grad.i121780 = phi i64 [ 0, %conv1_grad.i120.end ], [ %i121.next, %conv1_weight_grad.i121 ]
-  %2325 = add nsw i64 1773824, %conv1_weight_grad.i121780
-  %arena781 = getelementptr inbounds float, ptr %arena, i64 %2325
-  store float 0.000000e+00, ptr %arena781, align 4
-  %i121.next = add nsw i64 %conv1_weight_grad.i121780, 1
-  %2326 = icmp slt i64 %i121.next, 288
-  br i1 %2326, label %conv1_weight_grad.i121, label %conv1_weight_grad.i121.end
+relu1_grad.c139.end:                              ; preds = %relu1_grad.ky140.end
+  %j138.next = add nsw i64 %relu1_grad.j138777, 1
+  %2336 = icmp slt i64 %j138.next, 64
+  br i1 %2336, label %relu1_grad.j138, label %relu1_grad.j138.end
 
-conv1_weight_grad.i121.end:                       ; preds = %conv1_weight_grad.i121
-  br label %conv1_weight_grad.g122
+relu1_grad.ky140:                                 ; preds = %relu1_grad.oy145.end, %relu1_grad.c139
+  %relu1_grad.ky140779 = phi i64 [ 0, %relu1_grad.c139 ], [ %ky140.next, %relu1_grad.oy145.end ]
+  br label %relu1_grad.oy141
 
-conv1_weight_grad.g122:                           ; preds = %conv1_weight_grad.nb140.end, %conv1_weight_grad.i121.end
-  %conv1_weight_grad.g122782 = phi i64 [ 0, %conv1_weight_grad.i121.end ], [ %g122.next, %conv1_weight_grad.nb140.end ]
-  br label %conv1_weight_grad.j123
+relu1_grad.ky140.end:                             ; preds = %relu1_grad.oy145.end
+  %c139.next = add nsw i64 %relu1_grad.c139778, 1
+  %2337 = icmp slt i64 %c139.next, 32
+  br i1 %2337, label %relu1_grad.c139, label %relu1_grad.c139.end
 
-conv1_weight_grad.g122.end:                       ; preds = %conv1_weight_grad.nb140.end
-  br label %conv1_weight_grad.f144
+relu1_grad.oy141:                                 ; preds = %relu1_grad.ox142.end, %relu1_grad.ky140
+  %relu1_grad.oy141780 = phi i64 [ 0, %relu1_grad.ky140 ], [ %oy141.next, %relu1_grad.ox142.end ]
+  br label %relu1_grad.ox142
 
-conv1_weight_grad.j123:                           ; preds = %conv1_weight_grad.c124.end, %conv1_weight_grad.g122
-  %conv1_weight_grad.j123783 = phi i64 [ 0, %conv1_weight_grad.g122 ], [ %j123.next, %conv1_weight_grad.c124.end ]
-  br label %conv1_weight_grad.c124
+relu1_grad.oy141.end:                             ; preds = %relu1_grad.ox142.end
+  br label %relu1_grad.oy143
 
-conv1_weight_grad.j123.end:                       ; preds = %conv1_weight_grad.c124.end
-  br label %conv1_weight_grad.j132
+relu1_grad.ox142:                                 ; preds = %relu1_grad.ox142, %relu1_grad.oy141
+  %relu1_grad.ox142781 = phi i64 [ 0, %relu1_grad.oy141 ], [ %ox142.next, %relu1_grad.ox142 ]
+  %2338 = mul nsw i64 %relu1_grad.g130672, 64
+  %2339 = add nsw i64 %2338, %relu1_grad.j138777
+  %2340 = mul nsw i64 %2339, 21632
+  %2341 = add nsw i64 1384448, %2340
+  %2342 = mul nsw i64 %relu1_grad.c139778, 676
+  %2343 = add nsw i64 %2341, %2342
+  %2344 = add nsw i64 %relu1_grad.oy141780, %relu1_grad.ky140779
+  %2345 = mul nsw i64 %2344, 26
+  %2346 = add nsw i64 %2343, %2345
+  %2347 = add nsw i64 %2346, %relu1_grad.ox142781
+  %arena782 = getelementptr inbounds float, ptr %arena, i64 %2347
+  %2348 = load float, ptr %arena782, align 4
+  %2349 = mul nsw i64 %relu1_grad.c139778, 3
+  %2350 = add nsw i64 %2349, %relu1_grad.ky140779
+  %2351 = mul nsw i64 %2350, 3
+  %2352 = mul nsw i64 %2351, 36864
+  %2353 = add nsw i64 6710544, %2352
+  %2354 = mul nsw i64 %relu1_grad.j138777, 576
+  %2355 = add nsw i64 %2353, %2354
+  %2356 = mul nsw i64 %relu1_grad.oy141780, 24
+  %2357 = add nsw i64 %2356, %relu1_grad.ox142781
+  %2358 = add nsw i64 %2355, %2357
+  %arena783 = getelementptr inbounds float, ptr %arena, i64 %2358
+  %2359 = load float, ptr %arena783, align 4
+  %2360 = fadd float %2348, %2359
+  store float %2360, ptr %arena782, align 4
+  %ox142.next = add nsw i64 %relu1_grad.ox142781, 1
+  %2361 = icmp slt i64 %ox142.next, 24
+  br i1 %2361, label %relu1_grad.ox142, label %relu1_grad.ox142.end
 
-conv1_weight_grad.c124:                           ; preds = %conv1_weight_grad.ky125.end, %conv1_weight_grad.j123
-  %conv1_weight_grad.c124784 = phi i64 [ 0, %conv1_weight_grad.j123 ], [ %c124.next, %conv1_weight_grad.ky125.end ]
-  br label %conv1_weight_grad.ky125
+relu1_grad.ox142.end:                             ; preds = %relu1_grad.ox142
+  %oy141.next = add nsw i64 %relu1_grad.oy141780, 1
+  %2362 = icmp slt i64 %oy141.next, 24
+  br i1 %2362, label %relu1_grad.oy141, label %relu1_grad.oy141.end
 
-conv1_weight_grad.c124.end:                       ; preds = %conv1_weight_grad.ky125.end
-  %j123.next = add nsw i64 %conv1_weight_grad.j123783, 1
-  %2327 = icmp slt i64 %j123.next, 64
-  br i1 %2327, label %conv1_weight_grad.j123, label %conv1_weight_grad.j123.end
+relu1_grad.oy143:                                 ; preds = %relu1_grad.ox144.end, %relu1_grad.oy141.end
+  %relu1_grad.oy143784 = phi i64 [ 0, %relu1_grad.oy141.end ], [ %oy143.next, %relu1_grad.ox144.end ]
+  br label %relu1_grad.ox144
 
-conv1_weight_grad.ky125:                          ; preds = %conv1_weight_grad.oy130.end, %conv1_weight_grad.c124
-  %conv1_weight_grad.ky125785 = phi i64 [ 0, %conv1_weight_grad.c124 ], [ %ky125.next, %conv1_weight_grad.oy130.end ]
-  br label %conv1_weight_grad.oy126
+relu1_grad.oy143.end:                             ; preds = %relu1_grad.ox144.end
+  br label %relu1_grad.oy145
 
-conv1_weight_grad.ky125.end:                      ; preds = %conv1_weight_grad.oy130.end
-  %c124.next = add nsw i64 %conv1_weight_grad.c124784, 1
-  %2328 = icmp slt i64 %c124.next, 1
-  br i1 %2328, label %conv1_weight_grad.c124, label %conv1_weight_grad.c124.end
+relu1_grad.ox144:                                 ; preds = %relu1_grad.ox144, %relu1_grad.oy143
+  %relu1_grad.ox144785 = phi i64 [ 0, %relu1_grad.oy143 ], [ %ox144.next, %relu1_grad.ox144 ]
+  %2363 = mul nsw i64 %relu1_grad.g130672, 64
+  %2364 = add nsw i64 %2363, %relu1_grad.j138777
+  %2365 = mul nsw i64 %2364, 21632
+  %2366 = add nsw i64 1384448, %2365
+  %2367 = mul nsw i64 %relu1_grad.c139778, 676
+  %2368 = add nsw i64 %2366, %2367
+  %2369 = add nsw i64 %relu1_grad.oy143784, %relu1_grad.ky140779
+  %2370 = mul nsw i64 %2369, 26
+  %2371 = add nsw i64 %2368, %2370
+  %2372 = add nsw i64 %relu1_grad.ox144785, 1
+  %2373 = add nsw i64 %2371, %2372
+  %arena786 = getelementptr inbounds float, ptr %arena, i64 %2373
+  %2374 = load float, ptr %arena786, align 4
+  %2375 = mul nsw i64 %relu1_grad.c139778, 3
+  %2376 = add nsw i64 %2375, %relu1_grad.ky140779
+  %2377 = mul nsw i64 %2376, 3
+  %2378 = add nsw i64 %2377, 1
+  %2379 = mul nsw i64 %2378, 36864
+  %2380 = add nsw i64 6710544, %2379
+  %2381 = mul nsw i64 %relu1_grad.j138777, 576
+  %2382 = add nsw i64 %2380, %2381
+  %2383 = mul nsw i64 %relu1_grad.oy143784, 24
+  %2384 = add nsw i64 %2383, %relu1_grad.ox144785
+  %2385 = add nsw i64 %2382, %2384
+  %arena787 = getelementptr inbounds float, ptr %arena, i64 %2385
+  %2386 = load float, ptr %arena787, align 4
+  %2387 = fadd float %2374, %2386
+  store float %2387, ptr %arena786, align 4
+  %ox144.next = add nsw i64 %relu1_grad.ox144785, 1
+  %2388 = icmp slt i64 %ox144.next, 24
+  br i1 %2388, label %relu1_grad.ox144, label %relu1_grad.ox144.end
 
-conv1_weight_grad.oy126:                          ; preds = %conv1_weight_grad.ox127.end, %conv1_weight_grad.ky125
-  %conv1_weight_grad.oy126786 = phi i64 [ 0, %conv1_weight_grad.ky125 ], [ %oy126.next, %conv1_weight_grad.ox127.end ]
-  br label %conv1_weight_grad.ox127
+relu1_grad.ox144.end:                             ; preds = %relu1_grad.ox144
+  %oy143.next = add nsw i64 %relu1_grad.oy143784, 1
+  %2389 = icmp slt i64 %oy143.next, 24
+  br i1 %2389, label %relu1_grad.oy143, label %relu1_grad.oy143.end
 
-conv1_weight_grad.oy126.end:                      ; preds = %conv1_weight_grad.ox127.end
-  br label %conv1_weight_grad.oy128
+relu1_grad.oy145:                                 ; preds = %relu1_grad.ox146.end, %relu1_grad.oy143.end
+  %relu1_grad.oy145788 = phi i64 [ 0, %relu1_grad.oy143.end ], [ %oy145.next, %relu1_grad.ox146.end ]
+  br label %relu1_grad.ox146
 
-conv1_weight_grad.ox127:                          ; preds = %conv1_weight_grad.ox127, %conv1_weight_grad.oy126
-  %conv1_weight_grad.ox127787 = phi i64 [ 0, %conv1_weight_grad.oy126 ], [ %ox127.next, %conv1_weight_grad.ox127 ]
-  %2329 = mul nsw i64 %conv1_weight_grad.g122782, 64
-  %2330 = add nsw i64 %2329, %conv1_weight_grad.j123783
-  %2331 = mul nsw i64 %2330, 784
-  %2332 = mul nsw i64 %conv1_weight_grad.c124784, 784
-  %2333 = add nsw i64 %2331, %2332
-  %2334 = add nsw i64 %conv1_weight_grad.oy126786, %conv1_weight_grad.ky125785
-  %2335 = mul nsw i64 %2334, 28
-  %2336 = add nsw i64 %2333, %2335
-  %2337 = add nsw i64 %2336, %conv1_weight_grad.ox127787
-  %images788 = getelementptr inbounds float, ptr %images, i64 %2337
-  %2338 = load float, ptr %images788, align 4
-  %2339 = mul nsw i64 %conv1_weight_grad.c124784, 3
-  %2340 = add nsw i64 %2339, %conv1_weight_grad.ky125785
-  %2341 = mul nsw i64 %2340, 3
-  %2342 = mul nsw i64 %2341, 43264
-  %2343 = mul nsw i64 %conv1_weight_grad.j123783, 676
-  %2344 = add nsw i64 %2342, %2343
-  %2345 = mul nsw i64 %conv1_weight_grad.oy126786, 26
-  %2346 = add nsw i64 %2344, %2345
-  %2347 = add nsw i64 %2346, %conv1_weight_grad.ox127787
-  %arena789 = getelementptr inbounds float, ptr %arena, i64 %2347
-  store float %2338, ptr %arena789, align 4
-  %ox127.next = add nsw i64 %conv1_weight_grad.ox127787, 1
-  %2348 = icmp slt i64 %ox127.next, 26
-  br i1 %2348, label %conv1_weight_grad.ox127, label %conv1_weight_grad.ox127.end
+relu1_grad.oy145.end:                             ; preds = %relu1_grad.ox146.end
+  %ky140.next = add nsw i64 %relu1_grad.ky140779, 1
+  %2390 = icmp slt i64 %ky140.next, 3
+  br i1 %2390, label %relu1_grad.ky140, label %relu1_grad.ky140.end
 
-conv1_weight_grad.ox127.end:                      ; preds = %conv1_weight_grad.ox127
-  %oy126.next = add nsw i64 %conv1_weight_grad.oy126786, 1
-  %2349 = icmp slt i64 %oy126.next, 26
-  br i1 %2349, label %conv1_weight_grad.oy126, label %conv1_weight_grad.oy126.end
+relu1_grad.ox146:                                 ; preds = %relu1_grad.ox146, %relu1_grad.oy145
+  %relu1_grad.ox146789 = phi i64 [ 0, %relu1_grad.oy145 ], [ %ox146.next, %relu1_grad.ox146 ]
+  %2391 = mul nsw i64 %relu1_grad.g130672, 64
+  %2392 = add nsw i64 %2391, %relu1_grad.j138777
+  %2393 = mul nsw i64 %2392, 21632
+  %2394 = add nsw i64 1384448, %2393
+  %2395 = mul nsw i64 %relu1_grad.c139778, 676
+  %2396 = add nsw i64 %2394, %2395
+  %2397 = add nsw i64 %relu1_grad.oy145788, %relu1_grad.ky140779
+  %2398 = mul nsw i64 %2397, 26
+  %2399 = add nsw i64 %2396, %2398
+  %2400 = add nsw i64 %relu1_grad.ox146789, 2
+  %2401 = add nsw i64 %2399, %2400
+  %arena790 = getelementptr inbounds float, ptr %arena, i64 %2401
+  %2402 = load float, ptr %arena790, align 4
+  %2403 = mul nsw i64 %relu1_grad.c139778, 3
+  %2404 = add nsw i64 %2403, %relu1_grad.ky140779
+  %2405 = mul nsw i64 %2404, 3
+  %2406 = add nsw i64 %2405, 2
+  %2407 = mul nsw i64 %2406, 36864
+  %2408 = add nsw i64 6710544, %2407
+  %2409 = mul nsw i64 %relu1_grad.j138777, 576
+  %2410 = add nsw i64 %2408, %2409
+  %2411 = mul nsw i64 %relu1_grad.oy145788, 24
+  %2412 = add nsw i64 %2411, %relu1_grad.ox146789
+  %2413 = add nsw i64 %2410, %2412
+  %arena791 = getelementptr inbounds float, ptr %arena, i64 %2413
+  %2414 = load float, ptr %arena791, align 4
+  %2415 = fadd float %2402, %2414
+  store float %2415, ptr %arena790, align 4
+  %ox146.next = add nsw i64 %relu1_grad.ox146789, 1
+  %2416 = icmp slt i64 %ox146.next, 24
+  br i1 %2416, label %relu1_grad.ox146, label %relu1_grad.ox146.end
 
-conv1_weight_grad.oy128:                          ; preds = %conv1_weight_grad.ox129.end, %conv1_weight_grad.oy126.end
-  %conv1_weight_grad.oy128790 = phi i64 [ 0, %conv1_weight_grad.oy126.end ], [ %oy128.next, %conv1_weight_grad.ox129.end ]
-  br label %conv1_weight_grad.ox129
+relu1_grad.ox146.end:                             ; preds = %relu1_grad.ox146
+  %oy145.next = add nsw i64 %relu1_grad.oy145788, 1
+  %2417 = icmp slt i64 %oy145.next, 24
+  br i1 %2417, label %relu1_grad.oy145, label %relu1_grad.oy145.end
 
-conv1_weight_grad.oy128.end:                      ; preds = %conv1_weight_grad.ox129.end
-  br label %conv1_weight_grad.oy130
+conv1_grad.i147:                                  ; preds = %conv1_grad.i147, %relu1_grad.g130.end
+  %conv1_grad.i147792 = phi i64 [ 0, %relu1_grad.g130.end ], [ %i147.next, %conv1_grad.i147 ]
+  %arena793 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i147792
+  %2418 = load float, ptr %arena793, align 4
+  %2419 = fcmp ogt float %2418, 0.000000e+00
+  %2420 = add nsw i64 1384448, %conv1_grad.i147792
+  %arena794 = getelementptr inbounds float, ptr %arena, i64 %2420
+  %2421 = load float, ptr %arena794, align 4
+  %2422 = select i1 %2419, float %2421, float 0.000000e+00
+  %2423 = add nsw i64 3171600, %conv1_grad.i147792
+  %arena795 = getelementptr inbounds float, ptr %arena, i64 %2423
+  store float %2422, ptr %arena795, align 4
+  %i147.next = add nsw i64 %conv1_grad.i147792, 1
+  %2424 = icmp slt i64 %i147.next, 1384448
+  br i1 %2424, label %conv1_grad.i147, label %conv1_grad.i147.end
 
-conv1_weight_grad.ox129:                          ; preds = %conv1_weight_grad.ox129, %conv1_weight_grad.oy128
-  %conv1_weight_grad.ox129791 = phi i64 [ 0, %conv1_weight_grad.oy128 ], [ %ox129.next, %conv1_weight_grad.ox129 ]
-  %2350 = mul nsw i64 %conv1_weight_grad.g122782, 64
-  %2351 = add nsw i64 %2350, %conv1_weight_grad.j123783
-  %2352 = mul nsw i64 %2351, 784
-  %2353 = mul nsw i64 %conv1_weight_grad.c124784, 784
-  %2354 = add nsw i64 %2352, %2353
-  %2355 = add nsw i64 %conv1_weight_grad.oy128790, %conv1_weight_grad.ky125785
-  %2356 = mul nsw i64 %2355, 28
-  %2357 = add nsw i64 %2354, %2356
-  %2358 = add nsw i64 %conv1_weight_grad.ox129791, 1
-  %2359 = add nsw i64 %2357, %2358
-  %images792 = getelementptr inbounds float, ptr %images, i64 %2359
-  %2360 = load float, ptr %images792, align 4
-  %2361 = mul nsw i64 %conv1_weight_grad.c124784, 3
-  %2362 = add nsw i64 %2361, %conv1_weight_grad.ky125785
-  %2363 = mul nsw i64 %2362, 3
-  %2364 = add nsw i64 %2363, 1
-  %2365 = mul nsw i64 %2364, 43264
-  %2366 = mul nsw i64 %conv1_weight_grad.j123783, 676
-  %2367 = add nsw i64 %2365, %2366
-  %2368 = mul nsw i64 %conv1_weight_grad.oy128790, 26
-  %2369 = add nsw i64 %2367, %2368
-  %2370 = add nsw i64 %2369, %conv1_weight_grad.ox129791
-  %arena793 = getelementptr inbounds float, ptr %arena, i64 %2370
-  store float %2360, ptr %arena793, align 4
-  %ox129.next = add nsw i64 %conv1_weight_grad.ox129791, 1
-  %2371 = icmp slt i64 %ox129.next, 26
-  br i1 %2371, label %conv1_weight_grad.ox129, label %conv1_weight_grad.ox129.end
+conv1_grad.i147.end:                              ; preds = %conv1_grad.i147
+  br label %conv1_weight_grad.i148
 
-conv1_weight_grad.ox129.end:                      ; preds = %conv1_weight_grad.ox129
-  %oy128.next = add nsw i64 %conv1_weight_grad.oy128790, 1
-  %2372 = icmp slt i64 %oy128.next, 26
-  br i1 %2372, label %conv1_weight_grad.oy128, label %conv1_weight_grad.oy128.end
+conv1_weight_grad.i148:                           ; preds = %conv1_weight_grad.i148, %conv1_grad.i147.end
+  %conv1_weight_grad.i148796 = phi i64 [ 0, %conv1_grad.i147.end ], [ %i148.next, %conv1_weight_grad.i148 ]
+  %2425 = add nsw i64 1773824, %conv1_weight_grad.i148796
+  %arena797 = getelementptr inbounds float, ptr %arena, i64 %2425
+  store float 0.000000e+00, ptr %arena797, align 4
+  %i148.next = add nsw i64 %conv1_weight_grad.i148796, 1
+  %2426 = icmp slt i64 %i148.next, 288
+  br i1 %2426, label %conv1_weight_grad.i148, label %conv1_weight_grad.i148.end
 
-conv1_weight_grad.oy130:                          ; preds = %conv1_weight_grad.ox131.end, %conv1_weight_grad.oy128.end
-  %conv1_weight_grad.oy130794 = phi i64 [ 0, %conv1_weight_grad.oy128.end ], [ %oy130.next, %conv1_weight_grad.ox131.end ]
-  br label %conv1_weight_grad.ox131
+conv1_weight_grad.i148.end:                       ; preds = %conv1_weight_grad.i148
+  br label %conv1_weight_grad.g149
 
-conv1_weight_grad.oy130.end:                      ; preds = %conv1_weight_grad.ox131.end
-  %ky125.next = add nsw i64 %conv1_weight_grad.ky125785, 1
-  %2373 = icmp slt i64 %ky125.next, 3
-  br i1 %2373, label %conv1_weight_grad.ky125, label %conv1_weight_grad.ky125.end
+conv1_weight_grad.g149:                           ; preds = %conv1_weight_grad.nb167.end, %conv1_weight_grad.i148.end
+  %conv1_weight_grad.g149798 = phi i64 [ 0, %conv1_weight_grad.i148.end ], [ %g149.next, %conv1_weight_grad.nb167.end ]
+  br label %conv1_weight_grad.j150
 
-conv1_weight_grad.ox131:                          ; preds = %conv1_weight_grad.ox131, %conv1_weight_grad.oy130
-  %conv1_weight_grad.ox131795 = phi i64 [ 0, %conv1_weight_grad.oy130 ], [ %ox131.next, %conv1_weight_grad.ox131 ]
-  %2374 = mul nsw i64 %conv1_weight_grad.g122782, 64
-  %2375 = add nsw i64 %2374, %conv1_weight_grad.j123783
-  %2376 = mul nsw i64 %2375, 784
-  %2377 = mul nsw i64 %conv1_weight_grad.c124784, 784
-  %2378 = add nsw i64 %2376, %2377
-  %2379 = add nsw i64 %conv1_weight_grad.oy130794, %conv1_weight_grad.ky125785
-  %2380 = mul nsw i64 %2379, 28
-  %2381 = add nsw i64 %2378, %2380
-  %2382 = add nsw i64 %conv1_weight_grad.ox131795, 2
-  %2383 = add nsw i64 %2381, %2382
-  %images796 = getelementptr inbounds float, ptr %images, i64 %2383
-  %2384 = load float, ptr %images796, align 4
-  %2385 = mul nsw i64 %conv1_weight_grad.c124784, 3
-  %2386 = add nsw i64 %2385, %conv1_weight_grad.ky125785
-  %2387 = mul nsw i64 %2386, 3
-  %2388 = add nsw i64 %2387, 2
-  %2389 = mul nsw i64 %2388, 43264
-  %2390 = mul nsw i64 %conv1_weight_grad.j123783, 676
-  %2391 = add nsw i64 %2389, %2390
-  %2392 = mul nsw i64 %conv1_weight_grad.oy130794, 26
-  %2393 = add nsw i64 %2391, %2392
-  %2394 = add nsw i64 %2393, %conv1_weight_grad.ox131795
-  %arena797 = getelementptr inbounds float, ptr %arena, i64 %2394
-  store float %2384, ptr %arena797, align 4
-  %ox131.next = add nsw i64 %conv1_weight_grad.ox131795, 1
-  %2395 = icmp slt i64 %ox131.next, 26
-  br i1 %2395, label %conv1_weight_grad.ox131, label %conv1_weight_grad.ox131.end
+conv1_weight_grad.g149.end:                       ; preds = %conv1_weight_grad.nb167.end
+  br label %conv1_weight_grad.f171
 
-conv1_weight_grad.ox131.end:                      ; preds = %conv1_weight_grad.ox131
-  %oy130.next = add nsw i64 %conv1_weight_grad.oy130794, 1
-  %2396 = icmp slt i64 %oy130.next, 26
-  br i1 %2396, label %conv1_weight_grad.oy130, label %conv1_weight_grad.oy130.end
+conv1_weight_grad.j150:                           ; preds = %conv1_weight_grad.c151.end, %conv1_weight_grad.g149
+  %conv1_weight_grad.j150799 = phi i64 [ 0, %conv1_weight_grad.g149 ], [ %j150.next, %conv1_weight_grad.c151.end ]
+  br label %conv1_weight_grad.c151
 
-conv1_weight_grad.j132:                           ; preds = %conv1_weight_grad.i133.end, %conv1_weight_grad.j123.end
-  %conv1_weight_grad.j132798 = phi i64 [ 0, %conv1_weight_grad.j123.end ], [ %j132.next, %conv1_weight_grad.i133.end ]
-  br label %conv1_weight_grad.i133
+conv1_weight_grad.j150.end:                       ; preds = %conv1_weight_grad.c151.end
+  br label %conv1_weight_grad.j159
 
-conv1_weight_grad.j132.end:                       ; preds = %conv1_weight_grad.i133.end
-  br label %conv1_weight_grad.kp135
+conv1_weight_grad.c151:                           ; preds = %conv1_weight_grad.ky152.end, %conv1_weight_grad.j150
+  %conv1_weight_grad.c151800 = phi i64 [ 0, %conv1_weight_grad.j150 ], [ %c151.next, %conv1_weight_grad.ky152.end ]
+  br label %conv1_weight_grad.ky152
 
-conv1_weight_grad.i133:                           ; preds = %conv1_weight_grad.f134.end, %conv1_weight_grad.j132
-  %conv1_weight_grad.i133799 = phi i64 [ 0, %conv1_weight_grad.j132 ], [ %i133.next, %conv1_weight_grad.f134.end ]
-  br label %conv1_weight_grad.f134
+conv1_weight_grad.c151.end:                       ; preds = %conv1_weight_grad.ky152.end
+  %j150.next = add nsw i64 %conv1_weight_grad.j150799, 1
+  %2427 = icmp slt i64 %j150.next, 64
+  br i1 %2427, label %conv1_weight_grad.j150, label %conv1_weight_grad.j150.end
 
-conv1_weight_grad.i133.end:                       ; preds = %conv1_weight_grad.f134.end
-  %j132.next = add nsw i64 %conv1_weight_grad.j132798, 1
-  %2397 = icmp slt i64 %j132.next, 64
-  br i1 %2397, label %conv1_weight_grad.j132, label %conv1_weight_grad.j132.end
+conv1_weight_grad.ky152:                          ; preds = %conv1_weight_grad.oy157.end, %conv1_weight_grad.c151
+  %conv1_weight_grad.ky152801 = phi i64 [ 0, %conv1_weight_grad.c151 ], [ %ky152.next, %conv1_weight_grad.oy157.end ]
+  br label %conv1_weight_grad.oy153
 
-conv1_weight_grad.f134:                           ; preds = %conv1_weight_grad.f134, %conv1_weight_grad.i133
-  %conv1_weight_grad.f134800 = phi i64 [ 0, %conv1_weight_grad.i133 ], [ %f134.next, %conv1_weight_grad.f134 ]
-  %2398 = mul nsw i64 %conv1_weight_grad.g122782, 64
-  %2399 = add nsw i64 %2398, %conv1_weight_grad.j132798
-  %2400 = mul nsw i64 %2399, 21632
-  %2401 = add nsw i64 3171600, %2400
-  %2402 = mul nsw i64 %conv1_weight_grad.f134800, 676
-  %2403 = add nsw i64 %2401, %2402
-  %2404 = add nsw i64 %2403, %conv1_weight_grad.i133799
-  %arena801 = getelementptr inbounds float, ptr %arena, i64 %2404
-  %2405 = load float, ptr %arena801, align 4
-  %2406 = mul nsw i64 %conv1_weight_grad.j132798, 676
-  %2407 = add nsw i64 %2406, %conv1_weight_grad.i133799
-  %2408 = mul nsw i64 %2407, 32
-  %2409 = add nsw i64 389376, %2408
-  %2410 = add nsw i64 %2409, %conv1_weight_grad.f134800
-  %arena802 = getelementptr inbounds float, ptr %arena, i64 %2410
-  store float %2405, ptr %arena802, align 4
-  %f134.next = add nsw i64 %conv1_weight_grad.f134800, 1
-  %2411 = icmp slt i64 %f134.next, 32
-  br i1 %2411, label %conv1_weight_grad.f134, label %conv1_weight_grad.f134.end
+conv1_weight_grad.ky152.end:                      ; preds = %conv1_weight_grad.oy157.end
+  %c151.next = add nsw i64 %conv1_weight_grad.c151800, 1
+  %2428 = icmp slt i64 %c151.next, 1
+  br i1 %2428, label %conv1_weight_grad.c151, label %conv1_weight_grad.c151.end
 
-conv1_weight_grad.f134.end:                       ; preds = %conv1_weight_grad.f134
-  %i133.next = add nsw i64 %conv1_weight_grad.i133799, 1
-  %2412 = icmp slt i64 %i133.next, 676
-  br i1 %2412, label %conv1_weight_grad.i133, label %conv1_weight_grad.i133.end
+conv1_weight_grad.oy153:                          ; preds = %conv1_weight_grad.ox154.end, %conv1_weight_grad.ky152
+  %conv1_weight_grad.oy153802 = phi i64 [ 0, %conv1_weight_grad.ky152 ], [ %oy153.next, %conv1_weight_grad.ox154.end ]
+  br label %conv1_weight_grad.ox154
 
-conv1_weight_grad.kp135:                          ; preds = %conv1_weight_grad.nb136.end, %conv1_weight_grad.j132.end
-  %conv1_weight_grad.kp135803 = phi i64 [ 0, %conv1_weight_grad.j132.end ], [ %kp135.next, %conv1_weight_grad.nb136.end ]
-  br label %conv1_weight_grad.nb136
+conv1_weight_grad.oy153.end:                      ; preds = %conv1_weight_grad.ox154.end
+  br label %conv1_weight_grad.oy155
 
-conv1_weight_grad.kp135.end:                      ; preds = %conv1_weight_grad.nb136.end
-  br label %conv1_weight_grad.nb140
+conv1_weight_grad.ox154:                          ; preds = %conv1_weight_grad.ox154, %conv1_weight_grad.oy153
+  %conv1_weight_grad.ox154803 = phi i64 [ 0, %conv1_weight_grad.oy153 ], [ %ox154.next, %conv1_weight_grad.ox154 ]
+  %2429 = mul nsw i64 %conv1_weight_grad.g149798, 64
+  %2430 = add nsw i64 %2429, %conv1_weight_grad.j150799
+  %2431 = mul nsw i64 %2430, 784
+  %2432 = mul nsw i64 %conv1_weight_grad.c151800, 784
+  %2433 = add nsw i64 %2431, %2432
+  %2434 = add nsw i64 %conv1_weight_grad.oy153802, %conv1_weight_grad.ky152801
+  %2435 = mul nsw i64 %2434, 28
+  %2436 = add nsw i64 %2433, %2435
+  %2437 = add nsw i64 %2436, %conv1_weight_grad.ox154803
+  %images804 = getelementptr inbounds float, ptr %images, i64 %2437
+  %2438 = load float, ptr %images804, align 4
+  %2439 = mul nsw i64 %conv1_weight_grad.c151800, 3
+  %2440 = add nsw i64 %2439, %conv1_weight_grad.ky152801
+  %2441 = mul nsw i64 %2440, 3
+  %2442 = mul nsw i64 %2441, 43264
+  %2443 = mul nsw i64 %conv1_weight_grad.j150799, 676
+  %2444 = add nsw i64 %2442, %2443
+  %2445 = mul nsw i64 %conv1_weight_grad.oy153802, 26
+  %2446 = add nsw i64 %2445, %conv1_weight_grad.ox154803
+  %2447 = add nsw i64 %2444, %2446
+  %arena805 = getelementptr inbounds float, ptr %arena, i64 %2447
+  store float %2438, ptr %arena805, align 4
+  %ox154.next = add nsw i64 %conv1_weight_grad.ox154803, 1
+  %2448 = icmp slt i64 %ox154.next, 26
+  br i1 %2448, label %conv1_weight_grad.ox154, label %conv1_weight_grad.ox154.end
 
-conv1_weight_grad.nb136:                          ; preds = %conv1_weight_grad.mb137.end, %conv1_weight_grad.kp135
-  %conv1_weight_grad.nb136804 = phi i64 [ 0, %conv1_weight_grad.kp135 ], [ %nb136.next, %conv1_weight_grad.mb137.end ]
-  br label %conv1_weight_grad.mb137
+conv1_weight_grad.ox154.end:                      ; preds = %conv1_weight_grad.ox154
+  %oy153.next = add nsw i64 %conv1_weight_grad.oy153802, 1
+  %2449 = icmp slt i64 %oy153.next, 26
+  br i1 %2449, label %conv1_weight_grad.oy153, label %conv1_weight_grad.oy153.end
 
-conv1_weight_grad.nb136.end:                      ; preds = %conv1_weight_grad.mb137.end
-  %kp135.next = add nsw i64 %conv1_weight_grad.kp135803, 1
-  %2413 = icmp slt i64 %kp135.next, 112
-  br i1 %2413, label %conv1_weight_grad.kp135, label %conv1_weight_grad.kp135.end
+conv1_weight_grad.oy155:                          ; preds = %conv1_weight_grad.ox156.end, %conv1_weight_grad.oy153.end
+  %conv1_weight_grad.oy155806 = phi i64 [ 0, %conv1_weight_grad.oy153.end ], [ %oy155.next, %conv1_weight_grad.ox156.end ]
+  br label %conv1_weight_grad.ox156
 
-conv1_weight_grad.mb137:                          ; preds = %conv1_weight_grad.k139.end, %conv1_weight_grad.nb136
-  %conv1_weight_grad.mb137805 = phi i64 [ 0, %conv1_weight_grad.nb136 ], [ %mb137.next, %conv1_weight_grad.k139.end ]
-  %2414 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2415 = mul nsw i64 %2414, 32
-  %2416 = add nsw i64 1773824, %2415
-  %2417 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2418 = add nsw i64 %2416, %2417
-  %arena806 = getelementptr inbounds float, ptr %arena, i64 %2418
-  %2419 = load <16 x float>, ptr %arena806, align 4
-  store <16 x float> %2419, ptr %conv1_weight_grad.t138_c0_0, align 64
-  %2420 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2421 = mul nsw i64 %2420, 32
-  %2422 = add nsw i64 1773824, %2421
-  %2423 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2424 = add nsw i64 %2422, %2423
-  %2425 = add nsw i64 %2424, 16
-  %arena807 = getelementptr inbounds float, ptr %arena, i64 %2425
-  %2426 = load <16 x float>, ptr %arena807, align 4
-  store <16 x float> %2426, ptr %conv1_weight_grad.t138_c0_1, align 64
-  %2427 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2428 = add nsw i64 %2427, 1
-  %2429 = mul nsw i64 %2428, 32
-  %2430 = add nsw i64 1773824, %2429
-  %2431 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2432 = add nsw i64 %2430, %2431
-  %arena808 = getelementptr inbounds float, ptr %arena, i64 %2432
-  %2433 = load <16 x float>, ptr %arena808, align 4
-  store <16 x float> %2433, ptr %conv1_weight_grad.t138_c1_0, align 64
-  %2434 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2435 = add nsw i64 %2434, 1
-  %2436 = mul nsw i64 %2435, 32
-  %2437 = add nsw i64 1773824, %2436
-  %2438 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2439 = add nsw i64 %2437, %2438
-  %2440 = add nsw i64 %2439, 16
-  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2440
-  %2441 = load <16 x float>, ptr %arena809, align 4
-  store <16 x float> %2441, ptr %conv1_weight_grad.t138_c1_1, align 64
-  %2442 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2443 = add nsw i64 %2442, 2
-  %2444 = mul nsw i64 %2443, 32
-  %2445 = add nsw i64 1773824, %2444
-  %2446 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2447 = add nsw i64 %2445, %2446
-  %arena810 = getelementptr inbounds float, ptr %arena, i64 %2447
-  %2448 = load <16 x float>, ptr %arena810, align 4
-  store <16 x float> %2448, ptr %conv1_weight_grad.t138_c2_0, align 64
-  %2449 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2450 = add nsw i64 %2449, 2
-  %2451 = mul nsw i64 %2450, 32
-  %2452 = add nsw i64 1773824, %2451
-  %2453 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+conv1_weight_grad.oy155.end:                      ; preds = %conv1_weight_grad.ox156.end
+  br label %conv1_weight_grad.oy157
+
+conv1_weight_grad.ox156:                          ; preds = %conv1_weight_grad.ox156, %conv1_weight_grad.oy155
+  %conv1_weight_grad.ox156807 = phi i64 [ 0, %conv1_weight_grad.oy155 ], [ %ox156.next, %conv1_weight_grad.ox156 ]
+  %2450 = mul nsw i64 %conv1_weight_grad.g149798, 64
+  %2451 = add nsw i64 %2450, %conv1_weight_grad.j150799
+  %2452 = mul nsw i64 %2451, 784
+  %2453 = mul nsw i64 %conv1_weight_grad.c151800, 784
   %2454 = add nsw i64 %2452, %2453
-  %2455 = add nsw i64 %2454, 16
-  %arena811 = getelementptr inbounds float, ptr %arena, i64 %2455
-  %2456 = load <16 x float>, ptr %arena811, align 4
-  store <16 x float> %2456, ptr %conv1_weight_grad.t138_c2_1, align 64
-  %2457 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2458 = add nsw i64 %2457, 3
-  %2459 = mul nsw i64 %2458, 32
-  %2460 = add nsw i64 1773824, %2459
-  %2461 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2462 = add nsw i64 %2460, %2461
-  %arena812 = getelementptr inbounds float, ptr %arena, i64 %2462
-  %2463 = load <16 x float>, ptr %arena812, align 4
-  store <16 x float> %2463, ptr %conv1_weight_grad.t138_c3_0, align 64
-  %2464 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2465 = add nsw i64 %2464, 3
-  %2466 = mul nsw i64 %2465, 32
-  %2467 = add nsw i64 1773824, %2466
-  %2468 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2469 = add nsw i64 %2467, %2468
-  %2470 = add nsw i64 %2469, 16
-  %arena813 = getelementptr inbounds float, ptr %arena, i64 %2470
-  %2471 = load <16 x float>, ptr %arena813, align 4
-  store <16 x float> %2471, ptr %conv1_weight_grad.t138_c3_1, align 64
-  %2472 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2473 = add nsw i64 %2472, 4
-  %2474 = mul nsw i64 %2473, 32
-  %2475 = add nsw i64 1773824, %2474
-  %2476 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2477 = add nsw i64 %2475, %2476
-  %arena814 = getelementptr inbounds float, ptr %arena, i64 %2477
-  %2478 = load <16 x float>, ptr %arena814, align 4
-  store <16 x float> %2478, ptr %conv1_weight_grad.t138_c4_0, align 64
-  %2479 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2480 = add nsw i64 %2479, 4
-  %2481 = mul nsw i64 %2480, 32
-  %2482 = add nsw i64 1773824, %2481
-  %2483 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2484 = add nsw i64 %2482, %2483
-  %2485 = add nsw i64 %2484, 16
-  %arena815 = getelementptr inbounds float, ptr %arena, i64 %2485
-  %2486 = load <16 x float>, ptr %arena815, align 4
-  store <16 x float> %2486, ptr %conv1_weight_grad.t138_c4_1, align 64
-  %2487 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2488 = add nsw i64 %2487, 5
-  %2489 = mul nsw i64 %2488, 32
-  %2490 = add nsw i64 1773824, %2489
-  %2491 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2492 = add nsw i64 %2490, %2491
-  %arena816 = getelementptr inbounds float, ptr %arena, i64 %2492
-  %2493 = load <16 x float>, ptr %arena816, align 4
-  store <16 x float> %2493, ptr %conv1_weight_grad.t138_c5_0, align 64
-  %2494 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2495 = add nsw i64 %2494, 5
-  %2496 = mul nsw i64 %2495, 32
-  %2497 = add nsw i64 1773824, %2496
-  %2498 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2499 = add nsw i64 %2497, %2498
-  %2500 = add nsw i64 %2499, 16
-  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2500
-  %2501 = load <16 x float>, ptr %arena817, align 4
-  store <16 x float> %2501, ptr %conv1_weight_grad.t138_c5_1, align 64
-  %2502 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2503 = add nsw i64 %2502, 6
-  %2504 = mul nsw i64 %2503, 32
-  %2505 = add nsw i64 1773824, %2504
-  %2506 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2507 = add nsw i64 %2505, %2506
-  %arena818 = getelementptr inbounds float, ptr %arena, i64 %2507
-  %2508 = load <16 x float>, ptr %arena818, align 4
-  store <16 x float> %2508, ptr %conv1_weight_grad.t138_c6_0, align 64
-  %2509 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2510 = add nsw i64 %2509, 6
-  %2511 = mul nsw i64 %2510, 32
-  %2512 = add nsw i64 1773824, %2511
-  %2513 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2514 = add nsw i64 %2512, %2513
-  %2515 = add nsw i64 %2514, 16
-  %arena819 = getelementptr inbounds float, ptr %arena, i64 %2515
-  %2516 = load <16 x float>, ptr %arena819, align 4
-  store <16 x float> %2516, ptr %conv1_weight_grad.t138_c6_1, align 64
-  %2517 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2518 = add nsw i64 %2517, 7
-  %2519 = mul nsw i64 %2518, 32
-  %2520 = add nsw i64 1773824, %2519
-  %2521 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2522 = add nsw i64 %2520, %2521
-  %arena820 = getelementptr inbounds float, ptr %arena, i64 %2522
-  %2523 = load <16 x float>, ptr %arena820, align 4
-  store <16 x float> %2523, ptr %conv1_weight_grad.t138_c7_0, align 64
-  %2524 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2525 = add nsw i64 %2524, 7
-  %2526 = mul nsw i64 %2525, 32
-  %2527 = add nsw i64 1773824, %2526
-  %2528 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2529 = add nsw i64 %2527, %2528
-  %2530 = add nsw i64 %2529, 16
-  %arena821 = getelementptr inbounds float, ptr %arena, i64 %2530
-  %2531 = load <16 x float>, ptr %arena821, align 4
-  store <16 x float> %2531, ptr %conv1_weight_grad.t138_c7_1, align 64
-  %2532 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2533 = add nsw i64 %2532, 8
-  %2534 = mul nsw i64 %2533, 32
-  %2535 = add nsw i64 1773824, %2534
-  %2536 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2537 = add nsw i64 %2535, %2536
-  %arena822 = getelementptr inbounds float, ptr %arena, i64 %2537
-  %2538 = load <16 x float>, ptr %arena822, align 4
-  store <16 x float> %2538, ptr %conv1_weight_grad.t138_c8_0, align 64
-  %2539 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2540 = add nsw i64 %2539, 8
-  %2541 = mul nsw i64 %2540, 32
-  %2542 = add nsw i64 1773824, %2541
-  %2543 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2544 = add nsw i64 %2542, %2543
-  %2545 = add nsw i64 %2544, 16
-  %arena823 = getelementptr inbounds float, ptr %arena, i64 %2545
-  %2546 = load <16 x float>, ptr %arena823, align 4
-  store <16 x float> %2546, ptr %conv1_weight_grad.t138_c8_1, align 64
-  br label %conv1_weight_grad.k139
+  %2455 = add nsw i64 %conv1_weight_grad.oy155806, %conv1_weight_grad.ky152801
+  %2456 = mul nsw i64 %2455, 28
+  %2457 = add nsw i64 %2454, %2456
+  %2458 = add nsw i64 %conv1_weight_grad.ox156807, 1
+  %2459 = add nsw i64 %2457, %2458
+  %images808 = getelementptr inbounds float, ptr %images, i64 %2459
+  %2460 = load float, ptr %images808, align 4
+  %2461 = mul nsw i64 %conv1_weight_grad.c151800, 3
+  %2462 = add nsw i64 %2461, %conv1_weight_grad.ky152801
+  %2463 = mul nsw i64 %2462, 3
+  %2464 = add nsw i64 %2463, 1
+  %2465 = mul nsw i64 %2464, 43264
+  %2466 = mul nsw i64 %conv1_weight_grad.j150799, 676
+  %2467 = add nsw i64 %2465, %2466
+  %2468 = mul nsw i64 %conv1_weight_grad.oy155806, 26
+  %2469 = add nsw i64 %2468, %conv1_weight_grad.ox156807
+  %2470 = add nsw i64 %2467, %2469
+  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2470
+  store float %2460, ptr %arena809, align 4
+  %ox156.next = add nsw i64 %conv1_weight_grad.ox156807, 1
+  %2471 = icmp slt i64 %ox156.next, 26
+  br i1 %2471, label %conv1_weight_grad.ox156, label %conv1_weight_grad.ox156.end
 
-conv1_weight_grad.mb137.end:                      ; preds = %conv1_weight_grad.k139.end
-  %nb136.next = add nsw i64 %conv1_weight_grad.nb136804, 1
-  %2547 = icmp slt i64 %nb136.next, 1
-  br i1 %2547, label %conv1_weight_grad.nb136, label %conv1_weight_grad.nb136.end
+conv1_weight_grad.ox156.end:                      ; preds = %conv1_weight_grad.ox156
+  %oy155.next = add nsw i64 %conv1_weight_grad.oy155806, 1
+  %2472 = icmp slt i64 %oy155.next, 26
+  br i1 %2472, label %conv1_weight_grad.oy155, label %conv1_weight_grad.oy155.end
 
-conv1_weight_grad.k139:                           ; preds = %conv1_weight_grad.k139, %conv1_weight_grad.mb137
-  %conv1_weight_grad.k139824 = phi i64 [ 0, %conv1_weight_grad.mb137 ], [ %k139.next, %conv1_weight_grad.k139 ]
-  %2548 = mul nsw i64 %conv1_weight_grad.kp135803, 383
-  %2549 = add nsw i64 %conv1_weight_grad.k139824, %2548
-  %2550 = mul nsw i64 %2549, 32
-  %2551 = add nsw i64 389376, %2550
-  %2552 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2553 = add nsw i64 %2551, %2552
-  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2553
-  %2554 = load <16 x float>, ptr %arena825, align 4
-  store <16 x float> %2554, ptr %conv1_weight_grad.t138_b0, align 64
-  %2555 = mul nsw i64 %conv1_weight_grad.kp135803, 383
-  %2556 = add nsw i64 %conv1_weight_grad.k139824, %2555
-  %2557 = mul nsw i64 %2556, 32
-  %2558 = add nsw i64 389376, %2557
-  %2559 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2560 = add nsw i64 %2558, %2559
-  %2561 = add nsw i64 %2560, 16
-  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2561
-  %2562 = load <16 x float>, ptr %arena826, align 4
-  store <16 x float> %2562, ptr %conv1_weight_grad.t138_b1, align 64
-  %2563 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2564 = mul nsw i64 %2563, 43264
-  %2565 = mul nsw i64 %conv1_weight_grad.kp135803, 383
-  %2566 = add nsw i64 %conv1_weight_grad.k139824, %2565
-  %2567 = add nsw i64 %2564, %2566
-  %arena827 = getelementptr inbounds float, ptr %arena, i64 %2567
-  %2568 = load float, ptr %arena827, align 4
-  %2569 = insertelement <16 x float> undef, float %2568, i32 0
-  %2570 = shufflevector <16 x float> %2569, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2570, ptr %conv1_weight_grad.t138_a0, align 64
-  %t138_a0 = load <16 x float>, ptr %conv1_weight_grad.t138_a0, align 64
-  %t138_b0 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
-  %t138_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c0_0, align 64
-  %2571 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a0, <16 x float> %t138_b0, <16 x float> %t138_c0_0)
-  store <16 x float> %2571, ptr %conv1_weight_grad.t138_c0_0, align 64
-  %t138_a0828 = load <16 x float>, ptr %conv1_weight_grad.t138_a0, align 64
-  %t138_b1 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
-  %t138_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c0_1, align 64
-  %2572 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a0828, <16 x float> %t138_b1, <16 x float> %t138_c0_1)
-  store <16 x float> %2572, ptr %conv1_weight_grad.t138_c0_1, align 64
-  %2573 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2574 = add nsw i64 %2573, 1
-  %2575 = mul nsw i64 %2574, 43264
-  %2576 = mul nsw i64 %conv1_weight_grad.kp135803, 383
-  %2577 = add nsw i64 %conv1_weight_grad.k139824, %2576
-  %2578 = add nsw i64 %2575, %2577
-  %arena829 = getelementptr inbounds float, ptr %arena, i64 %2578
-  %2579 = load float, ptr %arena829, align 4
-  %2580 = insertelement <16 x float> undef, float %2579, i32 0
-  %2581 = shufflevector <16 x float> %2580, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2581, ptr %conv1_weight_grad.t138_a1, align 64
-  %t138_a1 = load <16 x float>, ptr %conv1_weight_grad.t138_a1, align 64
-  %t138_b0830 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
-  %t138_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c1_0, align 64
-  %2582 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a1, <16 x float> %t138_b0830, <16 x float> %t138_c1_0)
-  store <16 x float> %2582, ptr %conv1_weight_grad.t138_c1_0, align 64
-  %t138_a1831 = load <16 x float>, ptr %conv1_weight_grad.t138_a1, align 64
-  %t138_b1832 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
-  %t138_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c1_1, align 64
-  %2583 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a1831, <16 x float> %t138_b1832, <16 x float> %t138_c1_1)
-  store <16 x float> %2583, ptr %conv1_weight_grad.t138_c1_1, align 64
-  %2584 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2585 = add nsw i64 %2584, 2
-  %2586 = mul nsw i64 %2585, 43264
-  %2587 = mul nsw i64 %conv1_weight_grad.kp135803, 383
-  %2588 = add nsw i64 %conv1_weight_grad.k139824, %2587
-  %2589 = add nsw i64 %2586, %2588
-  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2589
-  %2590 = load float, ptr %arena833, align 4
-  %2591 = insertelement <16 x float> undef, float %2590, i32 0
-  %2592 = shufflevector <16 x float> %2591, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2592, ptr %conv1_weight_grad.t138_a2, align 64
-  %t138_a2 = load <16 x float>, ptr %conv1_weight_grad.t138_a2, align 64
-  %t138_b0834 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
-  %t138_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c2_0, align 64
-  %2593 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a2, <16 x float> %t138_b0834, <16 x float> %t138_c2_0)
-  store <16 x float> %2593, ptr %conv1_weight_grad.t138_c2_0, align 64
-  %t138_a2835 = load <16 x float>, ptr %conv1_weight_grad.t138_a2, align 64
-  %t138_b1836 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
-  %t138_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c2_1, align 64
-  %2594 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a2835, <16 x float> %t138_b1836, <16 x float> %t138_c2_1)
-  store <16 x float> %2594, ptr %conv1_weight_grad.t138_c2_1, align 64
-  %2595 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2596 = add nsw i64 %2595, 3
-  %2597 = mul nsw i64 %2596, 43264
-  %2598 = mul nsw i64 %conv1_weight_grad.kp135803, 383
-  %2599 = add nsw i64 %conv1_weight_grad.k139824, %2598
-  %2600 = add nsw i64 %2597, %2599
-  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2600
-  %2601 = load float, ptr %arena837, align 4
-  %2602 = insertelement <16 x float> undef, float %2601, i32 0
-  %2603 = shufflevector <16 x float> %2602, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2603, ptr %conv1_weight_grad.t138_a3, align 64
-  %t138_a3 = load <16 x float>, ptr %conv1_weight_grad.t138_a3, align 64
-  %t138_b0838 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
-  %t138_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c3_0, align 64
-  %2604 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a3, <16 x float> %t138_b0838, <16 x float> %t138_c3_0)
-  store <16 x float> %2604, ptr %conv1_weight_grad.t138_c3_0, align 64
-  %t138_a3839 = load <16 x float>, ptr %conv1_weight_grad.t138_a3, align 64
-  %t138_b1840 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
-  %t138_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c3_1, align 64
-  %2605 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a3839, <16 x float> %t138_b1840, <16 x float> %t138_c3_1)
-  store <16 x float> %2605, ptr %conv1_weight_grad.t138_c3_1, align 64
-  %2606 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2607 = add nsw i64 %2606, 4
-  %2608 = mul nsw i64 %2607, 43264
-  %2609 = mul nsw i64 %conv1_weight_grad.kp135803, 383
-  %2610 = add nsw i64 %conv1_weight_grad.k139824, %2609
-  %2611 = add nsw i64 %2608, %2610
-  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2611
-  %2612 = load float, ptr %arena841, align 4
-  %2613 = insertelement <16 x float> undef, float %2612, i32 0
-  %2614 = shufflevector <16 x float> %2613, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2614, ptr %conv1_weight_grad.t138_a4, align 64
-  %t138_a4 = load <16 x float>, ptr %conv1_weight_grad.t138_a4, align 64
-  %t138_b0842 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
-  %t138_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c4_0, align 64
-  %2615 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a4, <16 x float> %t138_b0842, <16 x float> %t138_c4_0)
-  store <16 x float> %2615, ptr %conv1_weight_grad.t138_c4_0, align 64
-  %t138_a4843 = load <16 x float>, ptr %conv1_weight_grad.t138_a4, align 64
-  %t138_b1844 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
-  %t138_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c4_1, align 64
-  %2616 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a4843, <16 x float> %t138_b1844, <16 x float> %t138_c4_1)
-  store <16 x float> %2616, ptr %conv1_weight_grad.t138_c4_1, align 64
-  %2617 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2618 = add nsw i64 %2617, 5
-  %2619 = mul nsw i64 %2618, 43264
-  %2620 = mul nsw i64 %conv1_weight_grad.kp135803, 383
-  %2621 = add nsw i64 %conv1_weight_grad.k139824, %2620
-  %2622 = add nsw i64 %2619, %2621
-  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2622
-  %2623 = load float, ptr %arena845, align 4
-  %2624 = insertelement <16 x float> undef, float %2623, i32 0
-  %2625 = shufflevector <16 x float> %2624, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2625, ptr %conv1_weight_grad.t138_a5, align 64
-  %t138_a5 = load <16 x float>, ptr %conv1_weight_grad.t138_a5, align 64
-  %t138_b0846 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
-  %t138_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c5_0, align 64
-  %2626 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a5, <16 x float> %t138_b0846, <16 x float> %t138_c5_0)
-  store <16 x float> %2626, ptr %conv1_weight_grad.t138_c5_0, align 64
-  %t138_a5847 = load <16 x float>, ptr %conv1_weight_grad.t138_a5, align 64
-  %t138_b1848 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
-  %t138_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c5_1, align 64
-  %2627 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a5847, <16 x float> %t138_b1848, <16 x float> %t138_c5_1)
-  store <16 x float> %2627, ptr %conv1_weight_grad.t138_c5_1, align 64
-  %2628 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2629 = add nsw i64 %2628, 6
-  %2630 = mul nsw i64 %2629, 43264
-  %2631 = mul nsw i64 %conv1_weight_grad.kp135803, 383
-  %2632 = add nsw i64 %conv1_weight_grad.k139824, %2631
-  %2633 = add nsw i64 %2630, %2632
-  %arena849 = getelementptr inbounds float, ptr %arena, i64 %2633
-  %2634 = load float, ptr %arena849, align 4
-  %2635 = insertelement <16 x float> undef, float %2634, i32 0
-  %2636 = shufflevector <16 x float> %2635, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2636, ptr %conv1_weight_grad.t138_a6, align 64
-  %t138_a6 = load <16 x float>, ptr %conv1_weight_grad.t138_a6, align 64
-  %t138_b0850 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
-  %t138_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c6_0, align 64
-  %2637 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a6, <16 x float> %t138_b0850, <16 x float> %t138_c6_0)
-  store <16 x float> %2637, ptr %conv1_weight_grad.t138_c6_0, align 64
-  %t138_a6851 = load <16 x float>, ptr %conv1_weight_grad.t138_a6, align 64
-  %t138_b1852 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
-  %t138_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c6_1, align 64
-  %2638 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a6851, <16 x float> %t138_b1852, <16 x float> %t138_c6_1)
-  store <16 x float> %2638, ptr %conv1_weight_grad.t138_c6_1, align 64
-  %2639 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2640 = add nsw i64 %2639, 7
-  %2641 = mul nsw i64 %2640, 43264
-  %2642 = mul nsw i64 %conv1_weight_grad.kp135803, 383
-  %2643 = add nsw i64 %conv1_weight_grad.k139824, %2642
-  %2644 = add nsw i64 %2641, %2643
-  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2644
-  %2645 = load float, ptr %arena853, align 4
-  %2646 = insertelement <16 x float> undef, float %2645, i32 0
-  %2647 = shufflevector <16 x float> %2646, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2647, ptr %conv1_weight_grad.t138_a7, align 64
-  %t138_a7 = load <16 x float>, ptr %conv1_weight_grad.t138_a7, align 64
-  %t138_b0854 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
-  %t138_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c7_0, align 64
-  %2648 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a7, <16 x float> %t138_b0854, <16 x float> %t138_c7_0)
-  store <16 x float> %2648, ptr %conv1_weight_grad.t138_c7_0, align 64
-  %t138_a7855 = load <16 x float>, ptr %conv1_weight_grad.t138_a7, align 64
-  %t138_b1856 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
-  %t138_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c7_1, align 64
-  %2649 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a7855, <16 x float> %t138_b1856, <16 x float> %t138_c7_1)
-  store <16 x float> %2649, ptr %conv1_weight_grad.t138_c7_1, align 64
-  %2650 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2651 = add nsw i64 %2650, 8
-  %2652 = mul nsw i64 %2651, 43264
-  %2653 = mul nsw i64 %conv1_weight_grad.kp135803, 383
-  %2654 = add nsw i64 %conv1_weight_grad.k139824, %2653
-  %2655 = add nsw i64 %2652, %2654
-  %arena857 = getelementptr inbounds float, ptr %arena, i64 %2655
-  %2656 = load float, ptr %arena857, align 4
-  %2657 = insertelement <16 x float> undef, float %2656, i32 0
-  %2658 = shufflevector <16 x float> %2657, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2658, ptr %conv1_weight_grad.t138_a8, align 64
-  %t138_a8 = load <16 x float>, ptr %conv1_weight_grad.t138_a8, align 64
-  %t138_b0858 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
-  %t138_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c8_0, align 64
-  %2659 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a8, <16 x float> %t138_b0858, <16 x float> %t138_c8_0)
-  store <16 x float> %2659, ptr %conv1_weight_grad.t138_c8_0, align 64
-  %t138_a8859 = load <16 x float>, ptr %conv1_weight_grad.t138_a8, align 64
-  %t138_b1860 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
-  %t138_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c8_1, align 64
-  %2660 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a8859, <16 x float> %t138_b1860, <16 x float> %t138_c8_1)
-  store <16 x float> %2660, ptr %conv1_weight_grad.t138_c8_1, align 64
-  %k139.next = add nsw i64 %conv1_weight_grad.k139824, 1
-  %2661 = icmp slt i64 %k139.next, 383
-  br i1 %2661, label %conv1_weight_grad.k139, label %conv1_weight_grad.k139.end
+conv1_weight_grad.oy157:                          ; preds = %conv1_weight_grad.ox158.end, %conv1_weight_grad.oy155.end
+  %conv1_weight_grad.oy157810 = phi i64 [ 0, %conv1_weight_grad.oy155.end ], [ %oy157.next, %conv1_weight_grad.ox158.end ]
+  br label %conv1_weight_grad.ox158
 
-conv1_weight_grad.k139.end:                       ; preds = %conv1_weight_grad.k139
-  %t138_c0_0861 = load <16 x float>, ptr %conv1_weight_grad.t138_c0_0, align 64
-  %2662 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2663 = mul nsw i64 %2662, 32
-  %2664 = add nsw i64 1773824, %2663
-  %2665 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2666 = add nsw i64 %2664, %2665
-  %arena862 = getelementptr inbounds float, ptr %arena, i64 %2666
-  store <16 x float> %t138_c0_0861, ptr %arena862, align 4
-  %t138_c0_1863 = load <16 x float>, ptr %conv1_weight_grad.t138_c0_1, align 64
-  %2667 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2668 = mul nsw i64 %2667, 32
-  %2669 = add nsw i64 1773824, %2668
-  %2670 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2671 = add nsw i64 %2669, %2670
-  %2672 = add nsw i64 %2671, 16
-  %arena864 = getelementptr inbounds float, ptr %arena, i64 %2672
-  store <16 x float> %t138_c0_1863, ptr %arena864, align 4
-  %t138_c1_0865 = load <16 x float>, ptr %conv1_weight_grad.t138_c1_0, align 64
-  %2673 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+conv1_weight_grad.oy157.end:                      ; preds = %conv1_weight_grad.ox158.end
+  %ky152.next = add nsw i64 %conv1_weight_grad.ky152801, 1
+  %2473 = icmp slt i64 %ky152.next, 3
+  br i1 %2473, label %conv1_weight_grad.ky152, label %conv1_weight_grad.ky152.end
+
+conv1_weight_grad.ox158:                          ; preds = %conv1_weight_grad.ox158, %conv1_weight_grad.oy157
+  %conv1_weight_grad.ox158811 = phi i64 [ 0, %conv1_weight_grad.oy157 ], [ %ox158.next, %conv1_weight_grad.ox158 ]
+  %2474 = mul nsw i64 %conv1_weight_grad.g149798, 64
+  %2475 = add nsw i64 %2474, %conv1_weight_grad.j150799
+  %2476 = mul nsw i64 %2475, 784
+  %2477 = mul nsw i64 %conv1_weight_grad.c151800, 784
+  %2478 = add nsw i64 %2476, %2477
+  %2479 = add nsw i64 %conv1_weight_grad.oy157810, %conv1_weight_grad.ky152801
+  %2480 = mul nsw i64 %2479, 28
+  %2481 = add nsw i64 %2478, %2480
+  %2482 = add nsw i64 %conv1_weight_grad.ox158811, 2
+  %2483 = add nsw i64 %2481, %2482
+  %images812 = getelementptr inbounds float, ptr %images, i64 %2483
+  %2484 = load float, ptr %images812, align 4
+  %2485 = mul nsw i64 %conv1_weight_grad.c151800, 3
+  %2486 = add nsw i64 %2485, %conv1_weight_grad.ky152801
+  %2487 = mul nsw i64 %2486, 3
+  %2488 = add nsw i64 %2487, 2
+  %2489 = mul nsw i64 %2488, 43264
+  %2490 = mul nsw i64 %conv1_weight_grad.j150799, 676
+  %2491 = add nsw i64 %2489, %2490
+  %2492 = mul nsw i64 %conv1_weight_grad.oy157810, 26
+  %2493 = add nsw i64 %2492, %conv1_weight_grad.ox158811
+  %2494 = add nsw i64 %2491, %2493
+  %arena813 = getelementptr inbounds float, ptr %arena, i64 %2494
+  store float %2484, ptr %arena813, align 4
+  %ox158.next = add nsw i64 %conv1_weight_grad.ox158811, 1
+  %2495 = icmp slt i64 %ox158.next, 26
+  br i1 %2495, label %conv1_weight_grad.ox158, label %conv1_weight_grad.ox158.end
+
+conv1_weight_grad.ox158.end:                      ; preds = %conv1_weight_grad.ox158
+  %oy157.next = add nsw i64 %conv1_weight_grad.oy157810, 1
+  %2496 = icmp slt i64 %oy157.next, 26
+  br i1 %2496, label %conv1_weight_grad.oy157, label %conv1_weight_grad.oy157.end
+
+conv1_weight_grad.j159:                           ; preds = %conv1_weight_grad.i160.end, %conv1_weight_grad.j150.end
+  %conv1_weight_grad.j159814 = phi i64 [ 0, %conv1_weight_grad.j150.end ], [ %j159.next, %conv1_weight_grad.i160.end ]
+  br label %conv1_weight_grad.i160
+
+conv1_weight_grad.j159.end:                       ; preds = %conv1_weight_grad.i160.end
+  br label %conv1_weight_grad.kp162
+
+conv1_weight_grad.i160:                           ; preds = %conv1_weight_grad.f161.end, %conv1_weight_grad.j159
+  %conv1_weight_grad.i160815 = phi i64 [ 0, %conv1_weight_grad.j159 ], [ %i160.next, %conv1_weight_grad.f161.end ]
+  br label %conv1_weight_grad.f161
+
+conv1_weight_grad.i160.end:                       ; preds = %conv1_weight_grad.f161.end
+  %j159.next = add nsw i64 %conv1_weight_grad.j159814, 1
+  %2497 = icmp slt i64 %j159.next, 64
+  br i1 %2497, label %conv1_weight_grad.j159, label %conv1_weight_grad.j159.end
+
+conv1_weight_grad.f161:                           ; preds = %conv1_weight_grad.f161, %conv1_weight_grad.i160
+  %conv1_weight_grad.f161816 = phi i64 [ 0, %conv1_weight_grad.i160 ], [ %f161.next, %conv1_weight_grad.f161 ]
+  %2498 = mul nsw i64 %conv1_weight_grad.g149798, 64
+  %2499 = add nsw i64 %2498, %conv1_weight_grad.j159814
+  %2500 = mul nsw i64 %2499, 21632
+  %2501 = add nsw i64 3171600, %2500
+  %2502 = mul nsw i64 %conv1_weight_grad.f161816, 676
+  %2503 = add nsw i64 %2501, %2502
+  %2504 = add nsw i64 %2503, %conv1_weight_grad.i160815
+  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2504
+  %2505 = load float, ptr %arena817, align 4
+  %2506 = mul nsw i64 %conv1_weight_grad.j159814, 676
+  %2507 = add nsw i64 %2506, %conv1_weight_grad.i160815
+  %2508 = mul nsw i64 %2507, 32
+  %2509 = add nsw i64 389376, %2508
+  %2510 = add nsw i64 %2509, %conv1_weight_grad.f161816
+  %arena818 = getelementptr inbounds float, ptr %arena, i64 %2510
+  store float %2505, ptr %arena818, align 4
+  %f161.next = add nsw i64 %conv1_weight_grad.f161816, 1
+  %2511 = icmp slt i64 %f161.next, 32
+  br i1 %2511, label %conv1_weight_grad.f161, label %conv1_weight_grad.f161.end
+
+conv1_weight_grad.f161.end:                       ; preds = %conv1_weight_grad.f161
+  %i160.next = add nsw i64 %conv1_weight_grad.i160815, 1
+  %2512 = icmp slt i64 %i160.next, 676
+  br i1 %2512, label %conv1_weight_grad.i160, label %conv1_weight_grad.i160.end
+
+conv1_weight_grad.kp162:                          ; preds = %conv1_weight_grad.nb163.end, %conv1_weight_grad.j159.end
+  %conv1_weight_grad.kp162819 = phi i64 [ 0, %conv1_weight_grad.j159.end ], [ %kp162.next, %conv1_weight_grad.nb163.end ]
+  br label %conv1_weight_grad.nb163
+
+conv1_weight_grad.kp162.end:                      ; preds = %conv1_weight_grad.nb163.end
+  br label %conv1_weight_grad.nb167
+
+conv1_weight_grad.nb163:                          ; preds = %conv1_weight_grad.mb164.end, %conv1_weight_grad.kp162
+  %conv1_weight_grad.nb163820 = phi i64 [ 0, %conv1_weight_grad.kp162 ], [ %nb163.next, %conv1_weight_grad.mb164.end ]
+  br label %conv1_weight_grad.mb164
+
+conv1_weight_grad.nb163.end:                      ; preds = %conv1_weight_grad.mb164.end
+  %kp162.next = add nsw i64 %conv1_weight_grad.kp162819, 1
+  %2513 = icmp slt i64 %kp162.next, 112
+  br i1 %2513, label %conv1_weight_grad.kp162, label %conv1_weight_grad.kp162.end
+
+conv1_weight_grad.mb164:                          ; preds = %conv1_weight_grad.k166.end, %conv1_weight_grad.nb163
+  %conv1_weight_grad.mb164821 = phi i64 [ 0, %conv1_weight_grad.nb163 ], [ %mb164.next, %conv1_weight_grad.k166.end ]
+  %2514 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2515 = mul nsw i64 %2514, 32
+  %2516 = add nsw i64 1773824, %2515
+  %2517 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2518 = add nsw i64 %2516, %2517
+  %arena822 = getelementptr inbounds float, ptr %arena, i64 %2518
+  %2519 = load <16 x float>, ptr %arena822, align 4
+  store <16 x float> %2519, ptr %conv1_weight_grad.t165_c0_0, align 64
+  %2520 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2521 = mul nsw i64 %2520, 32
+  %2522 = add nsw i64 1773824, %2521
+  %2523 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2524 = add nsw i64 %2522, %2523
+  %2525 = add nsw i64 %2524, 16
+  %arena823 = getelementptr inbounds float, ptr %arena, i64 %2525
+  %2526 = load <16 x float>, ptr %arena823, align 4
+  store <16 x float> %2526, ptr %conv1_weight_grad.t165_c0_1, align 64
+  %2527 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2528 = add nsw i64 %2527, 1
+  %2529 = mul nsw i64 %2528, 32
+  %2530 = add nsw i64 1773824, %2529
+  %2531 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2532 = add nsw i64 %2530, %2531
+  %arena824 = getelementptr inbounds float, ptr %arena, i64 %2532
+  %2533 = load <16 x float>, ptr %arena824, align 4
+  store <16 x float> %2533, ptr %conv1_weight_grad.t165_c1_0, align 64
+  %2534 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2535 = add nsw i64 %2534, 1
+  %2536 = mul nsw i64 %2535, 32
+  %2537 = add nsw i64 1773824, %2536
+  %2538 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2539 = add nsw i64 %2537, %2538
+  %2540 = add nsw i64 %2539, 16
+  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2540
+  %2541 = load <16 x float>, ptr %arena825, align 4
+  store <16 x float> %2541, ptr %conv1_weight_grad.t165_c1_1, align 64
+  %2542 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2543 = add nsw i64 %2542, 2
+  %2544 = mul nsw i64 %2543, 32
+  %2545 = add nsw i64 1773824, %2544
+  %2546 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2547 = add nsw i64 %2545, %2546
+  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2547
+  %2548 = load <16 x float>, ptr %arena826, align 4
+  store <16 x float> %2548, ptr %conv1_weight_grad.t165_c2_0, align 64
+  %2549 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2550 = add nsw i64 %2549, 2
+  %2551 = mul nsw i64 %2550, 32
+  %2552 = add nsw i64 1773824, %2551
+  %2553 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2554 = add nsw i64 %2552, %2553
+  %2555 = add nsw i64 %2554, 16
+  %arena827 = getelementptr inbounds float, ptr %arena, i64 %2555
+  %2556 = load <16 x float>, ptr %arena827, align 4
+  store <16 x float> %2556, ptr %conv1_weight_grad.t165_c2_1, align 64
+  %2557 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2558 = add nsw i64 %2557, 3
+  %2559 = mul nsw i64 %2558, 32
+  %2560 = add nsw i64 1773824, %2559
+  %2561 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2562 = add nsw i64 %2560, %2561
+  %arena828 = getelementptr inbounds float, ptr %arena, i64 %2562
+  %2563 = load <16 x float>, ptr %arena828, align 4
+  store <16 x float> %2563, ptr %conv1_weight_grad.t165_c3_0, align 64
+  %2564 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2565 = add nsw i64 %2564, 3
+  %2566 = mul nsw i64 %2565, 32
+  %2567 = add nsw i64 1773824, %2566
+  %2568 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2569 = add nsw i64 %2567, %2568
+  %2570 = add nsw i64 %2569, 16
+  %arena829 = getelementptr inbounds float, ptr %arena, i64 %2570
+  %2571 = load <16 x float>, ptr %arena829, align 4
+  store <16 x float> %2571, ptr %conv1_weight_grad.t165_c3_1, align 64
+  %2572 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2573 = add nsw i64 %2572, 4
+  %2574 = mul nsw i64 %2573, 32
+  %2575 = add nsw i64 1773824, %2574
+  %2576 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2577 = add nsw i64 %2575, %2576
+  %arena830 = getelementptr inbounds float, ptr %arena, i64 %2577
+  %2578 = load <16 x float>, ptr %arena830, align 4
+  store <16 x float> %2578, ptr %conv1_weight_grad.t165_c4_0, align 64
+  %2579 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2580 = add nsw i64 %2579, 4
+  %2581 = mul nsw i64 %2580, 32
+  %2582 = add nsw i64 1773824, %2581
+  %2583 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2584 = add nsw i64 %2582, %2583
+  %2585 = add nsw i64 %2584, 16
+  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2585
+  %2586 = load <16 x float>, ptr %arena831, align 4
+  store <16 x float> %2586, ptr %conv1_weight_grad.t165_c4_1, align 64
+  %2587 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2588 = add nsw i64 %2587, 5
+  %2589 = mul nsw i64 %2588, 32
+  %2590 = add nsw i64 1773824, %2589
+  %2591 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2592 = add nsw i64 %2590, %2591
+  %arena832 = getelementptr inbounds float, ptr %arena, i64 %2592
+  %2593 = load <16 x float>, ptr %arena832, align 4
+  store <16 x float> %2593, ptr %conv1_weight_grad.t165_c5_0, align 64
+  %2594 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2595 = add nsw i64 %2594, 5
+  %2596 = mul nsw i64 %2595, 32
+  %2597 = add nsw i64 1773824, %2596
+  %2598 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2599 = add nsw i64 %2597, %2598
+  %2600 = add nsw i64 %2599, 16
+  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2600
+  %2601 = load <16 x float>, ptr %arena833, align 4
+  store <16 x float> %2601, ptr %conv1_weight_grad.t165_c5_1, align 64
+  %2602 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2603 = add nsw i64 %2602, 6
+  %2604 = mul nsw i64 %2603, 32
+  %2605 = add nsw i64 1773824, %2604
+  %2606 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2607 = add nsw i64 %2605, %2606
+  %arena834 = getelementptr inbounds float, ptr %arena, i64 %2607
+  %2608 = load <16 x float>, ptr %arena834, align 4
+  store <16 x float> %2608, ptr %conv1_weight_grad.t165_c6_0, align 64
+  %2609 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2610 = add nsw i64 %2609, 6
+  %2611 = mul nsw i64 %2610, 32
+  %2612 = add nsw i64 1773824, %2611
+  %2613 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2614 = add nsw i64 %2612, %2613
+  %2615 = add nsw i64 %2614, 16
+  %arena835 = getelementptr inbounds float, ptr %arena, i64 %2615
+  %2616 = load <16 x float>, ptr %arena835, align 4
+  store <16 x float> %2616, ptr %conv1_weight_grad.t165_c6_1, align 64
+  %2617 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2618 = add nsw i64 %2617, 7
+  %2619 = mul nsw i64 %2618, 32
+  %2620 = add nsw i64 1773824, %2619
+  %2621 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2622 = add nsw i64 %2620, %2621
+  %arena836 = getelementptr inbounds float, ptr %arena, i64 %2622
+  %2623 = load <16 x float>, ptr %arena836, align 4
+  store <16 x float> %2623, ptr %conv1_weight_grad.t165_c7_0, align 64
+  %2624 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2625 = add nsw i64 %2624, 7
+  %2626 = mul nsw i64 %2625, 32
+  %2627 = add nsw i64 1773824, %2626
+  %2628 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2629 = add nsw i64 %2627, %2628
+  %2630 = add nsw i64 %2629, 16
+  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2630
+  %2631 = load <16 x float>, ptr %arena837, align 4
+  store <16 x float> %2631, ptr %conv1_weight_grad.t165_c7_1, align 64
+  %2632 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2633 = add nsw i64 %2632, 8
+  %2634 = mul nsw i64 %2633, 32
+  %2635 = add nsw i64 1773824, %2634
+  %2636 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2637 = add nsw i64 %2635, %2636
+  %arena838 = getelementptr inbounds float, ptr %arena, i64 %2637
+  %2638 = load <16 x float>, ptr %arena838, align 4
+  store <16 x float> %2638, ptr %conv1_weight_grad.t165_c8_0, align 64
+  %2639 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2640 = add nsw i64 %2639, 8
+  %2641 = mul nsw i64 %2640, 32
+  %2642 = add nsw i64 1773824, %2641
+  %2643 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2644 = add nsw i64 %2642, %2643
+  %2645 = add nsw i64 %2644, 16
+  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2645
+  %2646 = load <16 x float>, ptr %arena839, align 4
+  store <16 x float> %2646, ptr %conv1_weight_grad.t165_c8_1, align 64
+  br label %conv1_weight_grad.k166
+
+conv1_weight_grad.mb164.end:                      ; preds = %conv1_weight_grad.k166.end
+  %nb163.next = add nsw i64 %conv1_weight_grad.nb163820, 1
+  %2647 = icmp slt i64 %nb163.next, 1
+  br i1 %2647, label %conv1_weight_grad.nb163, label %conv1_weight_grad.nb163.end
+
+conv1_weight_grad.k166:                           ; preds = %conv1_weight_grad.k166, %conv1_weight_grad.mb164
+  %conv1_weight_grad.k166840 = phi i64 [ 0, %conv1_weight_grad.mb164 ], [ %k166.next, %conv1_weight_grad.k166 ]
+  %2648 = mul nsw i64 %conv1_weight_grad.kp162819, 383
+  %2649 = add nsw i64 %conv1_weight_grad.k166840, %2648
+  %2650 = mul nsw i64 %2649, 32
+  %2651 = add nsw i64 389376, %2650
+  %2652 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2653 = add nsw i64 %2651, %2652
+  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2653
+  %2654 = load <16 x float>, ptr %arena841, align 4
+  store <16 x float> %2654, ptr %conv1_weight_grad.t165_b0, align 64
+  %2655 = mul nsw i64 %conv1_weight_grad.kp162819, 383
+  %2656 = add nsw i64 %conv1_weight_grad.k166840, %2655
+  %2657 = mul nsw i64 %2656, 32
+  %2658 = add nsw i64 389376, %2657
+  %2659 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2660 = add nsw i64 %2658, %2659
+  %2661 = add nsw i64 %2660, 16
+  %arena842 = getelementptr inbounds float, ptr %arena, i64 %2661
+  %2662 = load <16 x float>, ptr %arena842, align 4
+  store <16 x float> %2662, ptr %conv1_weight_grad.t165_b1, align 64
+  %2663 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2664 = mul nsw i64 %2663, 43264
+  %2665 = mul nsw i64 %conv1_weight_grad.kp162819, 383
+  %2666 = add nsw i64 %conv1_weight_grad.k166840, %2665
+  %2667 = add nsw i64 %2664, %2666
+  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2667
+  %2668 = load float, ptr %arena843, align 4
+  %2669 = insertelement <16 x float> undef, float %2668, i32 0
+  %2670 = shufflevector <16 x float> %2669, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2670, ptr %conv1_weight_grad.t165_a0, align 64
+  %t165_a0 = load <16 x float>, ptr %conv1_weight_grad.t165_a0, align 64
+  %t165_b0 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
+  %t165_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c0_0, align 64
+  %2671 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a0, <16 x float> %t165_b0, <16 x float> %t165_c0_0)
+  store <16 x float> %2671, ptr %conv1_weight_grad.t165_c0_0, align 64
+  %t165_a0844 = load <16 x float>, ptr %conv1_weight_grad.t165_a0, align 64
+  %t165_b1 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
+  %t165_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c0_1, align 64
+  %2672 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a0844, <16 x float> %t165_b1, <16 x float> %t165_c0_1)
+  store <16 x float> %2672, ptr %conv1_weight_grad.t165_c0_1, align 64
+  %2673 = mul nsw i64 %conv1_weight_grad.mb164821, 9
   %2674 = add nsw i64 %2673, 1
-  %2675 = mul nsw i64 %2674, 32
-  %2676 = add nsw i64 1773824, %2675
-  %2677 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2678 = add nsw i64 %2676, %2677
-  %arena866 = getelementptr inbounds float, ptr %arena, i64 %2678
-  store <16 x float> %t138_c1_0865, ptr %arena866, align 4
-  %t138_c1_1867 = load <16 x float>, ptr %conv1_weight_grad.t138_c1_1, align 64
-  %2679 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2680 = add nsw i64 %2679, 1
-  %2681 = mul nsw i64 %2680, 32
-  %2682 = add nsw i64 1773824, %2681
-  %2683 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2684 = add nsw i64 %2682, %2683
-  %2685 = add nsw i64 %2684, 16
-  %arena868 = getelementptr inbounds float, ptr %arena, i64 %2685
-  store <16 x float> %t138_c1_1867, ptr %arena868, align 4
-  %t138_c2_0869 = load <16 x float>, ptr %conv1_weight_grad.t138_c2_0, align 64
-  %2686 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2687 = add nsw i64 %2686, 2
-  %2688 = mul nsw i64 %2687, 32
-  %2689 = add nsw i64 1773824, %2688
-  %2690 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2691 = add nsw i64 %2689, %2690
-  %arena870 = getelementptr inbounds float, ptr %arena, i64 %2691
-  store <16 x float> %t138_c2_0869, ptr %arena870, align 4
-  %t138_c2_1871 = load <16 x float>, ptr %conv1_weight_grad.t138_c2_1, align 64
-  %2692 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2693 = add nsw i64 %2692, 2
-  %2694 = mul nsw i64 %2693, 32
-  %2695 = add nsw i64 1773824, %2694
-  %2696 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2697 = add nsw i64 %2695, %2696
-  %2698 = add nsw i64 %2697, 16
-  %arena872 = getelementptr inbounds float, ptr %arena, i64 %2698
-  store <16 x float> %t138_c2_1871, ptr %arena872, align 4
-  %t138_c3_0873 = load <16 x float>, ptr %conv1_weight_grad.t138_c3_0, align 64
-  %2699 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2700 = add nsw i64 %2699, 3
-  %2701 = mul nsw i64 %2700, 32
-  %2702 = add nsw i64 1773824, %2701
-  %2703 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2704 = add nsw i64 %2702, %2703
-  %arena874 = getelementptr inbounds float, ptr %arena, i64 %2704
-  store <16 x float> %t138_c3_0873, ptr %arena874, align 4
-  %t138_c3_1875 = load <16 x float>, ptr %conv1_weight_grad.t138_c3_1, align 64
-  %2705 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2706 = add nsw i64 %2705, 3
-  %2707 = mul nsw i64 %2706, 32
-  %2708 = add nsw i64 1773824, %2707
-  %2709 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2710 = add nsw i64 %2708, %2709
-  %2711 = add nsw i64 %2710, 16
-  %arena876 = getelementptr inbounds float, ptr %arena, i64 %2711
-  store <16 x float> %t138_c3_1875, ptr %arena876, align 4
-  %t138_c4_0877 = load <16 x float>, ptr %conv1_weight_grad.t138_c4_0, align 64
-  %2712 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2713 = add nsw i64 %2712, 4
-  %2714 = mul nsw i64 %2713, 32
-  %2715 = add nsw i64 1773824, %2714
-  %2716 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2717 = add nsw i64 %2715, %2716
-  %arena878 = getelementptr inbounds float, ptr %arena, i64 %2717
-  store <16 x float> %t138_c4_0877, ptr %arena878, align 4
-  %t138_c4_1879 = load <16 x float>, ptr %conv1_weight_grad.t138_c4_1, align 64
-  %2718 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2719 = add nsw i64 %2718, 4
-  %2720 = mul nsw i64 %2719, 32
-  %2721 = add nsw i64 1773824, %2720
-  %2722 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2723 = add nsw i64 %2721, %2722
-  %2724 = add nsw i64 %2723, 16
-  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2724
-  store <16 x float> %t138_c4_1879, ptr %arena880, align 4
-  %t138_c5_0881 = load <16 x float>, ptr %conv1_weight_grad.t138_c5_0, align 64
-  %2725 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2726 = add nsw i64 %2725, 5
-  %2727 = mul nsw i64 %2726, 32
-  %2728 = add nsw i64 1773824, %2727
-  %2729 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2730 = add nsw i64 %2728, %2729
-  %arena882 = getelementptr inbounds float, ptr %arena, i64 %2730
-  store <16 x float> %t138_c5_0881, ptr %arena882, align 4
-  %t138_c5_1883 = load <16 x float>, ptr %conv1_weight_grad.t138_c5_1, align 64
-  %2731 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2732 = add nsw i64 %2731, 5
-  %2733 = mul nsw i64 %2732, 32
-  %2734 = add nsw i64 1773824, %2733
-  %2735 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2736 = add nsw i64 %2734, %2735
-  %2737 = add nsw i64 %2736, 16
-  %arena884 = getelementptr inbounds float, ptr %arena, i64 %2737
-  store <16 x float> %t138_c5_1883, ptr %arena884, align 4
-  %t138_c6_0885 = load <16 x float>, ptr %conv1_weight_grad.t138_c6_0, align 64
-  %2738 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2739 = add nsw i64 %2738, 6
-  %2740 = mul nsw i64 %2739, 32
-  %2741 = add nsw i64 1773824, %2740
-  %2742 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2743 = add nsw i64 %2741, %2742
-  %arena886 = getelementptr inbounds float, ptr %arena, i64 %2743
-  store <16 x float> %t138_c6_0885, ptr %arena886, align 4
-  %t138_c6_1887 = load <16 x float>, ptr %conv1_weight_grad.t138_c6_1, align 64
-  %2744 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2745 = add nsw i64 %2744, 6
-  %2746 = mul nsw i64 %2745, 32
-  %2747 = add nsw i64 1773824, %2746
-  %2748 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2749 = add nsw i64 %2747, %2748
-  %2750 = add nsw i64 %2749, 16
-  %arena888 = getelementptr inbounds float, ptr %arena, i64 %2750
-  store <16 x float> %t138_c6_1887, ptr %arena888, align 4
-  %t138_c7_0889 = load <16 x float>, ptr %conv1_weight_grad.t138_c7_0, align 64
-  %2751 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2752 = add nsw i64 %2751, 7
-  %2753 = mul nsw i64 %2752, 32
-  %2754 = add nsw i64 1773824, %2753
-  %2755 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2756 = add nsw i64 %2754, %2755
-  %arena890 = getelementptr inbounds float, ptr %arena, i64 %2756
-  store <16 x float> %t138_c7_0889, ptr %arena890, align 4
-  %t138_c7_1891 = load <16 x float>, ptr %conv1_weight_grad.t138_c7_1, align 64
-  %2757 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2758 = add nsw i64 %2757, 7
-  %2759 = mul nsw i64 %2758, 32
-  %2760 = add nsw i64 1773824, %2759
-  %2761 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2762 = add nsw i64 %2760, %2761
-  %2763 = add nsw i64 %2762, 16
-  %arena892 = getelementptr inbounds float, ptr %arena, i64 %2763
-  store <16 x float> %t138_c7_1891, ptr %arena892, align 4
-  %t138_c8_0893 = load <16 x float>, ptr %conv1_weight_grad.t138_c8_0, align 64
-  %2764 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2765 = add nsw i64 %2764, 8
-  %2766 = mul nsw i64 %2765, 32
-  %2767 = add nsw i64 1773824, %2766
-  %2768 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2769 = add nsw i64 %2767, %2768
-  %arena894 = getelementptr inbounds float, ptr %arena, i64 %2769
-  store <16 x float> %t138_c8_0893, ptr %arena894, align 4
-  %t138_c8_1895 = load <16 x float>, ptr %conv1_weight_grad.t138_c8_1, align 64
-  %2770 = mul nsw i64 %conv1_weight_grad.mb137805, 9
-  %2771 = add nsw i64 %2770, 8
-  %2772 = mul nsw i64 %2771, 32
-  %2773 = add nsw i64 1773824, %2772
-  %2774 = mul nsw i64 %conv1_weight_grad.nb136804, 32
-  %2775 = add nsw i64 %2773, %2774
-  %2776 = add nsw i64 %2775, 16
-  %arena896 = getelementptr inbounds float, ptr %arena, i64 %2776
-  store <16 x float> %t138_c8_1895, ptr %arena896, align 4
-  %mb137.next = add nsw i64 %conv1_weight_grad.mb137805, 1
-  %2777 = icmp slt i64 %mb137.next, 1
-  br i1 %2777, label %conv1_weight_grad.mb137, label %conv1_weight_grad.mb137.end
+  %2675 = mul nsw i64 %2674, 43264
+  %2676 = mul nsw i64 %conv1_weight_grad.kp162819, 383
+  %2677 = add nsw i64 %conv1_weight_grad.k166840, %2676
+  %2678 = add nsw i64 %2675, %2677
+  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2678
+  %2679 = load float, ptr %arena845, align 4
+  %2680 = insertelement <16 x float> undef, float %2679, i32 0
+  %2681 = shufflevector <16 x float> %2680, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2681, ptr %conv1_weight_grad.t165_a1, align 64
+  %t165_a1 = load <16 x float>, ptr %conv1_weight_grad.t165_a1, align 64
+  %t165_b0846 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
+  %t165_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c1_0, align 64
+  %2682 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a1, <16 x float> %t165_b0846, <16 x float> %t165_c1_0)
+  store <16 x float> %2682, ptr %conv1_weight_grad.t165_c1_0, align 64
+  %t165_a1847 = load <16 x float>, ptr %conv1_weight_grad.t165_a1, align 64
+  %t165_b1848 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
+  %t165_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c1_1, align 64
+  %2683 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a1847, <16 x float> %t165_b1848, <16 x float> %t165_c1_1)
+  store <16 x float> %2683, ptr %conv1_weight_grad.t165_c1_1, align 64
+  %2684 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2685 = add nsw i64 %2684, 2
+  %2686 = mul nsw i64 %2685, 43264
+  %2687 = mul nsw i64 %conv1_weight_grad.kp162819, 383
+  %2688 = add nsw i64 %conv1_weight_grad.k166840, %2687
+  %2689 = add nsw i64 %2686, %2688
+  %arena849 = getelementptr inbounds float, ptr %arena, i64 %2689
+  %2690 = load float, ptr %arena849, align 4
+  %2691 = insertelement <16 x float> undef, float %2690, i32 0
+  %2692 = shufflevector <16 x float> %2691, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2692, ptr %conv1_weight_grad.t165_a2, align 64
+  %t165_a2 = load <16 x float>, ptr %conv1_weight_grad.t165_a2, align 64
+  %t165_b0850 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
+  %t165_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c2_0, align 64
+  %2693 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a2, <16 x float> %t165_b0850, <16 x float> %t165_c2_0)
+  store <16 x float> %2693, ptr %conv1_weight_grad.t165_c2_0, align 64
+  %t165_a2851 = load <16 x float>, ptr %conv1_weight_grad.t165_a2, align 64
+  %t165_b1852 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
+  %t165_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c2_1, align 64
+  %2694 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a2851, <16 x float> %t165_b1852, <16 x float> %t165_c2_1)
+  store <16 x float> %2694, ptr %conv1_weight_grad.t165_c2_1, align 64
+  %2695 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2696 = add nsw i64 %2695, 3
+  %2697 = mul nsw i64 %2696, 43264
+  %2698 = mul nsw i64 %conv1_weight_grad.kp162819, 383
+  %2699 = add nsw i64 %conv1_weight_grad.k166840, %2698
+  %2700 = add nsw i64 %2697, %2699
+  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2700
+  %2701 = load float, ptr %arena853, align 4
+  %2702 = insertelement <16 x float> undef, float %2701, i32 0
+  %2703 = shufflevector <16 x float> %2702, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2703, ptr %conv1_weight_grad.t165_a3, align 64
+  %t165_a3 = load <16 x float>, ptr %conv1_weight_grad.t165_a3, align 64
+  %t165_b0854 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
+  %t165_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c3_0, align 64
+  %2704 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a3, <16 x float> %t165_b0854, <16 x float> %t165_c3_0)
+  store <16 x float> %2704, ptr %conv1_weight_grad.t165_c3_0, align 64
+  %t165_a3855 = load <16 x float>, ptr %conv1_weight_grad.t165_a3, align 64
+  %t165_b1856 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
+  %t165_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c3_1, align 64
+  %2705 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a3855, <16 x float> %t165_b1856, <16 x float> %t165_c3_1)
+  store <16 x float> %2705, ptr %conv1_weight_grad.t165_c3_1, align 64
+  %2706 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2707 = add nsw i64 %2706, 4
+  %2708 = mul nsw i64 %2707, 43264
+  %2709 = mul nsw i64 %conv1_weight_grad.kp162819, 383
+  %2710 = add nsw i64 %conv1_weight_grad.k166840, %2709
+  %2711 = add nsw i64 %2708, %2710
+  %arena857 = getelementptr inbounds float, ptr %arena, i64 %2711
+  %2712 = load float, ptr %arena857, align 4
+  %2713 = insertelement <16 x float> undef, float %2712, i32 0
+  %2714 = shufflevector <16 x float> %2713, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2714, ptr %conv1_weight_grad.t165_a4, align 64
+  %t165_a4 = load <16 x float>, ptr %conv1_weight_grad.t165_a4, align 64
+  %t165_b0858 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
+  %t165_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c4_0, align 64
+  %2715 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a4, <16 x float> %t165_b0858, <16 x float> %t165_c4_0)
+  store <16 x float> %2715, ptr %conv1_weight_grad.t165_c4_0, align 64
+  %t165_a4859 = load <16 x float>, ptr %conv1_weight_grad.t165_a4, align 64
+  %t165_b1860 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
+  %t165_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c4_1, align 64
+  %2716 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a4859, <16 x float> %t165_b1860, <16 x float> %t165_c4_1)
+  store <16 x float> %2716, ptr %conv1_weight_grad.t165_c4_1, align 64
+  %2717 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2718 = add nsw i64 %2717, 5
+  %2719 = mul nsw i64 %2718, 43264
+  %2720 = mul nsw i64 %conv1_weight_grad.kp162819, 383
+  %2721 = add nsw i64 %conv1_weight_grad.k166840, %2720
+  %2722 = add nsw i64 %2719, %2721
+  %arena861 = getelementptr inbounds float, ptr %arena, i64 %2722
+  %2723 = load float, ptr %arena861, align 4
+  %2724 = insertelement <16 x float> undef, float %2723, i32 0
+  %2725 = shufflevector <16 x float> %2724, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2725, ptr %conv1_weight_grad.t165_a5, align 64
+  %t165_a5 = load <16 x float>, ptr %conv1_weight_grad.t165_a5, align 64
+  %t165_b0862 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
+  %t165_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c5_0, align 64
+  %2726 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a5, <16 x float> %t165_b0862, <16 x float> %t165_c5_0)
+  store <16 x float> %2726, ptr %conv1_weight_grad.t165_c5_0, align 64
+  %t165_a5863 = load <16 x float>, ptr %conv1_weight_grad.t165_a5, align 64
+  %t165_b1864 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
+  %t165_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c5_1, align 64
+  %2727 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a5863, <16 x float> %t165_b1864, <16 x float> %t165_c5_1)
+  store <16 x float> %2727, ptr %conv1_weight_grad.t165_c5_1, align 64
+  %2728 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2729 = add nsw i64 %2728, 6
+  %2730 = mul nsw i64 %2729, 43264
+  %2731 = mul nsw i64 %conv1_weight_grad.kp162819, 383
+  %2732 = add nsw i64 %conv1_weight_grad.k166840, %2731
+  %2733 = add nsw i64 %2730, %2732
+  %arena865 = getelementptr inbounds float, ptr %arena, i64 %2733
+  %2734 = load float, ptr %arena865, align 4
+  %2735 = insertelement <16 x float> undef, float %2734, i32 0
+  %2736 = shufflevector <16 x float> %2735, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2736, ptr %conv1_weight_grad.t165_a6, align 64
+  %t165_a6 = load <16 x float>, ptr %conv1_weight_grad.t165_a6, align 64
+  %t165_b0866 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
+  %t165_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c6_0, align 64
+  %2737 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a6, <16 x float> %t165_b0866, <16 x float> %t165_c6_0)
+  store <16 x float> %2737, ptr %conv1_weight_grad.t165_c6_0, align 64
+  %t165_a6867 = load <16 x float>, ptr %conv1_weight_grad.t165_a6, align 64
+  %t165_b1868 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
+  %t165_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c6_1, align 64
+  %2738 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a6867, <16 x float> %t165_b1868, <16 x float> %t165_c6_1)
+  store <16 x float> %2738, ptr %conv1_weight_grad.t165_c6_1, align 64
+  %2739 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2740 = add nsw i64 %2739, 7
+  %2741 = mul nsw i64 %2740, 43264
+  %2742 = mul nsw i64 %conv1_weight_grad.kp162819, 383
+  %2743 = add nsw i64 %conv1_weight_grad.k166840, %2742
+  %2744 = add nsw i64 %2741, %2743
+  %arena869 = getelementptr inbounds float, ptr %arena, i64 %2744
+  %2745 = load float, ptr %arena869, align 4
+  %2746 = insertelement <16 x float> undef, float %2745, i32 0
+  %2747 = shufflevector <16 x float> %2746, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2747, ptr %conv1_weight_grad.t165_a7, align 64
+  %t165_a7 = load <16 x float>, ptr %conv1_weight_grad.t165_a7, align 64
+  %t165_b0870 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
+  %t165_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c7_0, align 64
+  %2748 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a7, <16 x float> %t165_b0870, <16 x float> %t165_c7_0)
+  store <16 x float> %2748, ptr %conv1_weight_grad.t165_c7_0, align 64
+  %t165_a7871 = load <16 x float>, ptr %conv1_weight_grad.t165_a7, align 64
+  %t165_b1872 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
+  %t165_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c7_1, align 64
+  %2749 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a7871, <16 x float> %t165_b1872, <16 x float> %t165_c7_1)
+  store <16 x float> %2749, ptr %conv1_weight_grad.t165_c7_1, align 64
+  %2750 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2751 = add nsw i64 %2750, 8
+  %2752 = mul nsw i64 %2751, 43264
+  %2753 = mul nsw i64 %conv1_weight_grad.kp162819, 383
+  %2754 = add nsw i64 %conv1_weight_grad.k166840, %2753
+  %2755 = add nsw i64 %2752, %2754
+  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2755
+  %2756 = load float, ptr %arena873, align 4
+  %2757 = insertelement <16 x float> undef, float %2756, i32 0
+  %2758 = shufflevector <16 x float> %2757, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2758, ptr %conv1_weight_grad.t165_a8, align 64
+  %t165_a8 = load <16 x float>, ptr %conv1_weight_grad.t165_a8, align 64
+  %t165_b0874 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
+  %t165_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c8_0, align 64
+  %2759 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a8, <16 x float> %t165_b0874, <16 x float> %t165_c8_0)
+  store <16 x float> %2759, ptr %conv1_weight_grad.t165_c8_0, align 64
+  %t165_a8875 = load <16 x float>, ptr %conv1_weight_grad.t165_a8, align 64
+  %t165_b1876 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
+  %t165_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c8_1, align 64
+  %2760 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a8875, <16 x float> %t165_b1876, <16 x float> %t165_c8_1)
+  store <16 x float> %2760, ptr %conv1_weight_grad.t165_c8_1, align 64
+  %k166.next = add nsw i64 %conv1_weight_grad.k166840, 1
+  %2761 = icmp slt i64 %k166.next, 383
+  br i1 %2761, label %conv1_weight_grad.k166, label %conv1_weight_grad.k166.end
 
-conv1_weight_grad.nb140:                          ; preds = %conv1_weight_grad.mb141.end, %conv1_weight_grad.kp135.end
-  %conv1_weight_grad.nb140897 = phi i64 [ 0, %conv1_weight_grad.kp135.end ], [ %nb140.next, %conv1_weight_grad.mb141.end ]
-  br label %conv1_weight_grad.mb141
-
-conv1_weight_grad.nb140.end:                      ; preds = %conv1_weight_grad.mb141.end
-  %g122.next = add nsw i64 %conv1_weight_grad.g122782, 1
-  %2778 = icmp slt i64 %g122.next, 1
-  br i1 %2778, label %conv1_weight_grad.g122, label %conv1_weight_grad.g122.end
-
-conv1_weight_grad.mb141:                          ; preds = %conv1_weight_grad.k143.end, %conv1_weight_grad.nb140
-  %conv1_weight_grad.mb141898 = phi i64 [ 0, %conv1_weight_grad.nb140 ], [ %mb141.next, %conv1_weight_grad.k143.end ]
-  %2779 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2780 = mul nsw i64 %2779, 32
-  %2781 = add nsw i64 1773824, %2780
-  %2782 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2783 = add nsw i64 %2781, %2782
-  %arena899 = getelementptr inbounds float, ptr %arena, i64 %2783
-  %2784 = load <16 x float>, ptr %arena899, align 4
-  store <16 x float> %2784, ptr %conv1_weight_grad.t142_c0_0, align 64
-  %2785 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2786 = mul nsw i64 %2785, 32
-  %2787 = add nsw i64 1773824, %2786
-  %2788 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2789 = add nsw i64 %2787, %2788
-  %2790 = add nsw i64 %2789, 16
-  %arena900 = getelementptr inbounds float, ptr %arena, i64 %2790
-  %2791 = load <16 x float>, ptr %arena900, align 4
-  store <16 x float> %2791, ptr %conv1_weight_grad.t142_c0_1, align 64
-  %2792 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2793 = add nsw i64 %2792, 1
+conv1_weight_grad.k166.end:                       ; preds = %conv1_weight_grad.k166
+  %t165_c0_0877 = load <16 x float>, ptr %conv1_weight_grad.t165_c0_0, align 64
+  %2762 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2763 = mul nsw i64 %2762, 32
+  %2764 = add nsw i64 1773824, %2763
+  %2765 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2766 = add nsw i64 %2764, %2765
+  %arena878 = getelementptr inbounds float, ptr %arena, i64 %2766
+  store <16 x float> %t165_c0_0877, ptr %arena878, align 4
+  %t165_c0_1879 = load <16 x float>, ptr %conv1_weight_grad.t165_c0_1, align 64
+  %2767 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2768 = mul nsw i64 %2767, 32
+  %2769 = add nsw i64 1773824, %2768
+  %2770 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2771 = add nsw i64 %2769, %2770
+  %2772 = add nsw i64 %2771, 16
+  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2772
+  store <16 x float> %t165_c0_1879, ptr %arena880, align 4
+  %t165_c1_0881 = load <16 x float>, ptr %conv1_weight_grad.t165_c1_0, align 64
+  %2773 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2774 = add nsw i64 %2773, 1
+  %2775 = mul nsw i64 %2774, 32
+  %2776 = add nsw i64 1773824, %2775
+  %2777 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2778 = add nsw i64 %2776, %2777
+  %arena882 = getelementptr inbounds float, ptr %arena, i64 %2778
+  store <16 x float> %t165_c1_0881, ptr %arena882, align 4
+  %t165_c1_1883 = load <16 x float>, ptr %conv1_weight_grad.t165_c1_1, align 64
+  %2779 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2780 = add nsw i64 %2779, 1
+  %2781 = mul nsw i64 %2780, 32
+  %2782 = add nsw i64 1773824, %2781
+  %2783 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2784 = add nsw i64 %2782, %2783
+  %2785 = add nsw i64 %2784, 16
+  %arena884 = getelementptr inbounds float, ptr %arena, i64 %2785
+  store <16 x float> %t165_c1_1883, ptr %arena884, align 4
+  %t165_c2_0885 = load <16 x float>, ptr %conv1_weight_grad.t165_c2_0, align 64
+  %2786 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2787 = add nsw i64 %2786, 2
+  %2788 = mul nsw i64 %2787, 32
+  %2789 = add nsw i64 1773824, %2788
+  %2790 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2791 = add nsw i64 %2789, %2790
+  %arena886 = getelementptr inbounds float, ptr %arena, i64 %2791
+  store <16 x float> %t165_c2_0885, ptr %arena886, align 4
+  %t165_c2_1887 = load <16 x float>, ptr %conv1_weight_grad.t165_c2_1, align 64
+  %2792 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2793 = add nsw i64 %2792, 2
   %2794 = mul nsw i64 %2793, 32
   %2795 = add nsw i64 1773824, %2794
-  %2796 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2796 = mul nsw i64 %conv1_weight_grad.nb163820, 32
   %2797 = add nsw i64 %2795, %2796
-  %arena901 = getelementptr inbounds float, ptr %arena, i64 %2797
-  %2798 = load <16 x float>, ptr %arena901, align 4
-  store <16 x float> %2798, ptr %conv1_weight_grad.t142_c1_0, align 64
-  %2799 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2800 = add nsw i64 %2799, 1
+  %2798 = add nsw i64 %2797, 16
+  %arena888 = getelementptr inbounds float, ptr %arena, i64 %2798
+  store <16 x float> %t165_c2_1887, ptr %arena888, align 4
+  %t165_c3_0889 = load <16 x float>, ptr %conv1_weight_grad.t165_c3_0, align 64
+  %2799 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2800 = add nsw i64 %2799, 3
   %2801 = mul nsw i64 %2800, 32
   %2802 = add nsw i64 1773824, %2801
-  %2803 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2803 = mul nsw i64 %conv1_weight_grad.nb163820, 32
   %2804 = add nsw i64 %2802, %2803
-  %2805 = add nsw i64 %2804, 16
-  %arena902 = getelementptr inbounds float, ptr %arena, i64 %2805
-  %2806 = load <16 x float>, ptr %arena902, align 4
-  store <16 x float> %2806, ptr %conv1_weight_grad.t142_c1_1, align 64
-  %2807 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2808 = add nsw i64 %2807, 2
-  %2809 = mul nsw i64 %2808, 32
-  %2810 = add nsw i64 1773824, %2809
-  %2811 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2812 = add nsw i64 %2810, %2811
-  %arena903 = getelementptr inbounds float, ptr %arena, i64 %2812
-  %2813 = load <16 x float>, ptr %arena903, align 4
-  store <16 x float> %2813, ptr %conv1_weight_grad.t142_c2_0, align 64
-  %2814 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2815 = add nsw i64 %2814, 2
-  %2816 = mul nsw i64 %2815, 32
-  %2817 = add nsw i64 1773824, %2816
-  %2818 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2819 = add nsw i64 %2817, %2818
-  %2820 = add nsw i64 %2819, 16
-  %arena904 = getelementptr inbounds float, ptr %arena, i64 %2820
-  %2821 = load <16 x float>, ptr %arena904, align 4
-  store <16 x float> %2821, ptr %conv1_weight_grad.t142_c2_1, align 64
-  %2822 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2823 = add nsw i64 %2822, 3
-  %2824 = mul nsw i64 %2823, 32
-  %2825 = add nsw i64 1773824, %2824
-  %2826 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2827 = add nsw i64 %2825, %2826
-  %arena905 = getelementptr inbounds float, ptr %arena, i64 %2827
-  %2828 = load <16 x float>, ptr %arena905, align 4
-  store <16 x float> %2828, ptr %conv1_weight_grad.t142_c3_0, align 64
-  %2829 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2830 = add nsw i64 %2829, 3
-  %2831 = mul nsw i64 %2830, 32
-  %2832 = add nsw i64 1773824, %2831
-  %2833 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2834 = add nsw i64 %2832, %2833
-  %2835 = add nsw i64 %2834, 16
-  %arena906 = getelementptr inbounds float, ptr %arena, i64 %2835
-  %2836 = load <16 x float>, ptr %arena906, align 4
-  store <16 x float> %2836, ptr %conv1_weight_grad.t142_c3_1, align 64
-  %2837 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2838 = add nsw i64 %2837, 4
-  %2839 = mul nsw i64 %2838, 32
-  %2840 = add nsw i64 1773824, %2839
-  %2841 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2842 = add nsw i64 %2840, %2841
-  %arena907 = getelementptr inbounds float, ptr %arena, i64 %2842
-  %2843 = load <16 x float>, ptr %arena907, align 4
-  store <16 x float> %2843, ptr %conv1_weight_grad.t142_c4_0, align 64
-  %2844 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2845 = add nsw i64 %2844, 4
+  %arena890 = getelementptr inbounds float, ptr %arena, i64 %2804
+  store <16 x float> %t165_c3_0889, ptr %arena890, align 4
+  %t165_c3_1891 = load <16 x float>, ptr %conv1_weight_grad.t165_c3_1, align 64
+  %2805 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2806 = add nsw i64 %2805, 3
+  %2807 = mul nsw i64 %2806, 32
+  %2808 = add nsw i64 1773824, %2807
+  %2809 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2810 = add nsw i64 %2808, %2809
+  %2811 = add nsw i64 %2810, 16
+  %arena892 = getelementptr inbounds float, ptr %arena, i64 %2811
+  store <16 x float> %t165_c3_1891, ptr %arena892, align 4
+  %t165_c4_0893 = load <16 x float>, ptr %conv1_weight_grad.t165_c4_0, align 64
+  %2812 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2813 = add nsw i64 %2812, 4
+  %2814 = mul nsw i64 %2813, 32
+  %2815 = add nsw i64 1773824, %2814
+  %2816 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2817 = add nsw i64 %2815, %2816
+  %arena894 = getelementptr inbounds float, ptr %arena, i64 %2817
+  store <16 x float> %t165_c4_0893, ptr %arena894, align 4
+  %t165_c4_1895 = load <16 x float>, ptr %conv1_weight_grad.t165_c4_1, align 64
+  %2818 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2819 = add nsw i64 %2818, 4
+  %2820 = mul nsw i64 %2819, 32
+  %2821 = add nsw i64 1773824, %2820
+  %2822 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2823 = add nsw i64 %2821, %2822
+  %2824 = add nsw i64 %2823, 16
+  %arena896 = getelementptr inbounds float, ptr %arena, i64 %2824
+  store <16 x float> %t165_c4_1895, ptr %arena896, align 4
+  %t165_c5_0897 = load <16 x float>, ptr %conv1_weight_grad.t165_c5_0, align 64
+  %2825 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2826 = add nsw i64 %2825, 5
+  %2827 = mul nsw i64 %2826, 32
+  %2828 = add nsw i64 1773824, %2827
+  %2829 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2830 = add nsw i64 %2828, %2829
+  %arena898 = getelementptr inbounds float, ptr %arena, i64 %2830
+  store <16 x float> %t165_c5_0897, ptr %arena898, align 4
+  %t165_c5_1899 = load <16 x float>, ptr %conv1_weight_grad.t165_c5_1, align 64
+  %2831 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2832 = add nsw i64 %2831, 5
+  %2833 = mul nsw i64 %2832, 32
+  %2834 = add nsw i64 1773824, %2833
+  %2835 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2836 = add nsw i64 %2834, %2835
+  %2837 = add nsw i64 %2836, 16
+  %arena900 = getelementptr inbounds float, ptr %arena, i64 %2837
+  store <16 x float> %t165_c5_1899, ptr %arena900, align 4
+  %t165_c6_0901 = load <16 x float>, ptr %conv1_weight_grad.t165_c6_0, align 64
+  %2838 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2839 = add nsw i64 %2838, 6
+  %2840 = mul nsw i64 %2839, 32
+  %2841 = add nsw i64 1773824, %2840
+  %2842 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2843 = add nsw i64 %2841, %2842
+  %arena902 = getelementptr inbounds float, ptr %arena, i64 %2843
+  store <16 x float> %t165_c6_0901, ptr %arena902, align 4
+  %t165_c6_1903 = load <16 x float>, ptr %conv1_weight_grad.t165_c6_1, align 64
+  %2844 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2845 = add nsw i64 %2844, 6
   %2846 = mul nsw i64 %2845, 32
   %2847 = add nsw i64 1773824, %2846
-  %2848 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2848 = mul nsw i64 %conv1_weight_grad.nb163820, 32
   %2849 = add nsw i64 %2847, %2848
   %2850 = add nsw i64 %2849, 16
-  %arena908 = getelementptr inbounds float, ptr %arena, i64 %2850
-  %2851 = load <16 x float>, ptr %arena908, align 4
-  store <16 x float> %2851, ptr %conv1_weight_grad.t142_c4_1, align 64
-  %2852 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2853 = add nsw i64 %2852, 5
-  %2854 = mul nsw i64 %2853, 32
-  %2855 = add nsw i64 1773824, %2854
-  %2856 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2857 = add nsw i64 %2855, %2856
-  %arena909 = getelementptr inbounds float, ptr %arena, i64 %2857
-  %2858 = load <16 x float>, ptr %arena909, align 4
-  store <16 x float> %2858, ptr %conv1_weight_grad.t142_c5_0, align 64
-  %2859 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2860 = add nsw i64 %2859, 5
-  %2861 = mul nsw i64 %2860, 32
-  %2862 = add nsw i64 1773824, %2861
-  %2863 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2864 = add nsw i64 %2862, %2863
-  %2865 = add nsw i64 %2864, 16
-  %arena910 = getelementptr inbounds float, ptr %arena, i64 %2865
-  %2866 = load <16 x float>, ptr %arena910, align 4
-  store <16 x float> %2866, ptr %conv1_weight_grad.t142_c5_1, align 64
-  %2867 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2868 = add nsw i64 %2867, 6
-  %2869 = mul nsw i64 %2868, 32
-  %2870 = add nsw i64 1773824, %2869
-  %2871 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2872 = add nsw i64 %2870, %2871
-  %arena911 = getelementptr inbounds float, ptr %arena, i64 %2872
-  %2873 = load <16 x float>, ptr %arena911, align 4
-  store <16 x float> %2873, ptr %conv1_weight_grad.t142_c6_0, align 64
-  %2874 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2875 = add nsw i64 %2874, 6
-  %2876 = mul nsw i64 %2875, 32
-  %2877 = add nsw i64 1773824, %2876
-  %2878 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2879 = add nsw i64 %2877, %2878
-  %2880 = add nsw i64 %2879, 16
-  %arena912 = getelementptr inbounds float, ptr %arena, i64 %2880
-  %2881 = load <16 x float>, ptr %arena912, align 4
-  store <16 x float> %2881, ptr %conv1_weight_grad.t142_c6_1, align 64
-  %2882 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2883 = add nsw i64 %2882, 7
-  %2884 = mul nsw i64 %2883, 32
-  %2885 = add nsw i64 1773824, %2884
-  %2886 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2887 = add nsw i64 %2885, %2886
-  %arena913 = getelementptr inbounds float, ptr %arena, i64 %2887
-  %2888 = load <16 x float>, ptr %arena913, align 4
-  store <16 x float> %2888, ptr %conv1_weight_grad.t142_c7_0, align 64
-  %2889 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2890 = add nsw i64 %2889, 7
-  %2891 = mul nsw i64 %2890, 32
-  %2892 = add nsw i64 1773824, %2891
-  %2893 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2894 = add nsw i64 %2892, %2893
-  %2895 = add nsw i64 %2894, 16
-  %arena914 = getelementptr inbounds float, ptr %arena, i64 %2895
-  %2896 = load <16 x float>, ptr %arena914, align 4
-  store <16 x float> %2896, ptr %conv1_weight_grad.t142_c7_1, align 64
-  %2897 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2898 = add nsw i64 %2897, 8
-  %2899 = mul nsw i64 %2898, 32
-  %2900 = add nsw i64 1773824, %2899
-  %2901 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2902 = add nsw i64 %2900, %2901
-  %arena915 = getelementptr inbounds float, ptr %arena, i64 %2902
-  %2903 = load <16 x float>, ptr %arena915, align 4
-  store <16 x float> %2903, ptr %conv1_weight_grad.t142_c8_0, align 64
-  %2904 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2905 = add nsw i64 %2904, 8
-  %2906 = mul nsw i64 %2905, 32
-  %2907 = add nsw i64 1773824, %2906
-  %2908 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2909 = add nsw i64 %2907, %2908
-  %2910 = add nsw i64 %2909, 16
-  %arena916 = getelementptr inbounds float, ptr %arena, i64 %2910
-  %2911 = load <16 x float>, ptr %arena916, align 4
-  store <16 x float> %2911, ptr %conv1_weight_grad.t142_c8_1, align 64
-  br label %conv1_weight_grad.k143
+  %arena904 = getelementptr inbounds float, ptr %arena, i64 %2850
+  store <16 x float> %t165_c6_1903, ptr %arena904, align 4
+  %t165_c7_0905 = load <16 x float>, ptr %conv1_weight_grad.t165_c7_0, align 64
+  %2851 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2852 = add nsw i64 %2851, 7
+  %2853 = mul nsw i64 %2852, 32
+  %2854 = add nsw i64 1773824, %2853
+  %2855 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2856 = add nsw i64 %2854, %2855
+  %arena906 = getelementptr inbounds float, ptr %arena, i64 %2856
+  store <16 x float> %t165_c7_0905, ptr %arena906, align 4
+  %t165_c7_1907 = load <16 x float>, ptr %conv1_weight_grad.t165_c7_1, align 64
+  %2857 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2858 = add nsw i64 %2857, 7
+  %2859 = mul nsw i64 %2858, 32
+  %2860 = add nsw i64 1773824, %2859
+  %2861 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2862 = add nsw i64 %2860, %2861
+  %2863 = add nsw i64 %2862, 16
+  %arena908 = getelementptr inbounds float, ptr %arena, i64 %2863
+  store <16 x float> %t165_c7_1907, ptr %arena908, align 4
+  %t165_c8_0909 = load <16 x float>, ptr %conv1_weight_grad.t165_c8_0, align 64
+  %2864 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2865 = add nsw i64 %2864, 8
+  %2866 = mul nsw i64 %2865, 32
+  %2867 = add nsw i64 1773824, %2866
+  %2868 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2869 = add nsw i64 %2867, %2868
+  %arena910 = getelementptr inbounds float, ptr %arena, i64 %2869
+  store <16 x float> %t165_c8_0909, ptr %arena910, align 4
+  %t165_c8_1911 = load <16 x float>, ptr %conv1_weight_grad.t165_c8_1, align 64
+  %2870 = mul nsw i64 %conv1_weight_grad.mb164821, 9
+  %2871 = add nsw i64 %2870, 8
+  %2872 = mul nsw i64 %2871, 32
+  %2873 = add nsw i64 1773824, %2872
+  %2874 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2875 = add nsw i64 %2873, %2874
+  %2876 = add nsw i64 %2875, 16
+  %arena912 = getelementptr inbounds float, ptr %arena, i64 %2876
+  store <16 x float> %t165_c8_1911, ptr %arena912, align 4
+  %mb164.next = add nsw i64 %conv1_weight_grad.mb164821, 1
+  %2877 = icmp slt i64 %mb164.next, 1
+  br i1 %2877, label %conv1_weight_grad.mb164, label %conv1_weight_grad.mb164.end
 
-conv1_weight_grad.mb141.end:                      ; preds = %conv1_weight_grad.k143.end
-  %nb140.next = add nsw i64 %conv1_weight_grad.nb140897, 1
-  %2912 = icmp slt i64 %nb140.next, 1
-  br i1 %2912, label %conv1_weight_grad.nb140, label %conv1_weight_grad.nb140.end
+conv1_weight_grad.nb167:                          ; preds = %conv1_weight_grad.mb168.end, %conv1_weight_grad.kp162.end
+  %conv1_weight_grad.nb167913 = phi i64 [ 0, %conv1_weight_grad.kp162.end ], [ %nb167.next, %conv1_weight_grad.mb168.end ]
+  br label %conv1_weight_grad.mb168
 
-conv1_weight_grad.k143:                           ; preds = %conv1_weight_grad.k143, %conv1_weight_grad.mb141
-  %conv1_weight_grad.k143917 = phi i64 [ 0, %conv1_weight_grad.mb141 ], [ %k143.next, %conv1_weight_grad.k143 ]
-  %2913 = add nsw i64 %conv1_weight_grad.k143917, 42896
-  %2914 = mul nsw i64 %2913, 32
-  %2915 = add nsw i64 389376, %2914
-  %2916 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2917 = add nsw i64 %2915, %2916
-  %arena918 = getelementptr inbounds float, ptr %arena, i64 %2917
-  %2918 = load <16 x float>, ptr %arena918, align 4
-  store <16 x float> %2918, ptr %conv1_weight_grad.t142_b0, align 64
-  %2919 = add nsw i64 %conv1_weight_grad.k143917, 42896
-  %2920 = mul nsw i64 %2919, 32
-  %2921 = add nsw i64 389376, %2920
-  %2922 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %2923 = add nsw i64 %2921, %2922
-  %2924 = add nsw i64 %2923, 16
-  %arena919 = getelementptr inbounds float, ptr %arena, i64 %2924
-  %2925 = load <16 x float>, ptr %arena919, align 4
-  store <16 x float> %2925, ptr %conv1_weight_grad.t142_b1, align 64
-  %2926 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2927 = mul nsw i64 %2926, 43264
-  %2928 = add nsw i64 %conv1_weight_grad.k143917, 42896
-  %2929 = add nsw i64 %2927, %2928
-  %arena920 = getelementptr inbounds float, ptr %arena, i64 %2929
-  %2930 = load float, ptr %arena920, align 4
-  %2931 = insertelement <16 x float> undef, float %2930, i32 0
-  %2932 = shufflevector <16 x float> %2931, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2932, ptr %conv1_weight_grad.t142_a0, align 64
-  %t142_a0 = load <16 x float>, ptr %conv1_weight_grad.t142_a0, align 64
-  %t142_b0 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
-  %t142_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c0_0, align 64
-  %2933 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0, <16 x float> %t142_b0, <16 x float> %t142_c0_0)
-  store <16 x float> %2933, ptr %conv1_weight_grad.t142_c0_0, align 64
-  %t142_a0921 = load <16 x float>, ptr %conv1_weight_grad.t142_a0, align 64
-  %t142_b1 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
-  %t142_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c0_1, align 64
-  %2934 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0921, <16 x float> %t142_b1, <16 x float> %t142_c0_1)
-  store <16 x float> %2934, ptr %conv1_weight_grad.t142_c0_1, align 64
-  %2935 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2936 = add nsw i64 %2935, 1
-  %2937 = mul nsw i64 %2936, 43264
-  %2938 = add nsw i64 %conv1_weight_grad.k143917, 42896
-  %2939 = add nsw i64 %2937, %2938
-  %arena922 = getelementptr inbounds float, ptr %arena, i64 %2939
-  %2940 = load float, ptr %arena922, align 4
-  %2941 = insertelement <16 x float> undef, float %2940, i32 0
-  %2942 = shufflevector <16 x float> %2941, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2942, ptr %conv1_weight_grad.t142_a1, align 64
-  %t142_a1 = load <16 x float>, ptr %conv1_weight_grad.t142_a1, align 64
-  %t142_b0923 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
-  %t142_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c1_0, align 64
-  %2943 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1, <16 x float> %t142_b0923, <16 x float> %t142_c1_0)
-  store <16 x float> %2943, ptr %conv1_weight_grad.t142_c1_0, align 64
-  %t142_a1924 = load <16 x float>, ptr %conv1_weight_grad.t142_a1, align 64
-  %t142_b1925 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
-  %t142_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c1_1, align 64
-  %2944 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1924, <16 x float> %t142_b1925, <16 x float> %t142_c1_1)
-  store <16 x float> %2944, ptr %conv1_weight_grad.t142_c1_1, align 64
-  %2945 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2946 = add nsw i64 %2945, 2
-  %2947 = mul nsw i64 %2946, 43264
-  %2948 = add nsw i64 %conv1_weight_grad.k143917, 42896
+conv1_weight_grad.nb167.end:                      ; preds = %conv1_weight_grad.mb168.end
+  %g149.next = add nsw i64 %conv1_weight_grad.g149798, 1
+  %2878 = icmp slt i64 %g149.next, 1
+  br i1 %2878, label %conv1_weight_grad.g149, label %conv1_weight_grad.g149.end
+
+conv1_weight_grad.mb168:                          ; preds = %conv1_weight_grad.k170.end, %conv1_weight_grad.nb167
+  %conv1_weight_grad.mb168914 = phi i64 [ 0, %conv1_weight_grad.nb167 ], [ %mb168.next, %conv1_weight_grad.k170.end ]
+  %2879 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2880 = mul nsw i64 %2879, 32
+  %2881 = add nsw i64 1773824, %2880
+  %2882 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2883 = add nsw i64 %2881, %2882
+  %arena915 = getelementptr inbounds float, ptr %arena, i64 %2883
+  %2884 = load <16 x float>, ptr %arena915, align 4
+  store <16 x float> %2884, ptr %conv1_weight_grad.t169_c0_0, align 64
+  %2885 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2886 = mul nsw i64 %2885, 32
+  %2887 = add nsw i64 1773824, %2886
+  %2888 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2889 = add nsw i64 %2887, %2888
+  %2890 = add nsw i64 %2889, 16
+  %arena916 = getelementptr inbounds float, ptr %arena, i64 %2890
+  %2891 = load <16 x float>, ptr %arena916, align 4
+  store <16 x float> %2891, ptr %conv1_weight_grad.t169_c0_1, align 64
+  %2892 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2893 = add nsw i64 %2892, 1
+  %2894 = mul nsw i64 %2893, 32
+  %2895 = add nsw i64 1773824, %2894
+  %2896 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2897 = add nsw i64 %2895, %2896
+  %arena917 = getelementptr inbounds float, ptr %arena, i64 %2897
+  %2898 = load <16 x float>, ptr %arena917, align 4
+  store <16 x float> %2898, ptr %conv1_weight_grad.t169_c1_0, align 64
+  %2899 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2900 = add nsw i64 %2899, 1
+  %2901 = mul nsw i64 %2900, 32
+  %2902 = add nsw i64 1773824, %2901
+  %2903 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2904 = add nsw i64 %2902, %2903
+  %2905 = add nsw i64 %2904, 16
+  %arena918 = getelementptr inbounds float, ptr %arena, i64 %2905
+  %2906 = load <16 x float>, ptr %arena918, align 4
+  store <16 x float> %2906, ptr %conv1_weight_grad.t169_c1_1, align 64
+  %2907 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2908 = add nsw i64 %2907, 2
+  %2909 = mul nsw i64 %2908, 32
+  %2910 = add nsw i64 1773824, %2909
+  %2911 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2912 = add nsw i64 %2910, %2911
+  %arena919 = getelementptr inbounds float, ptr %arena, i64 %2912
+  %2913 = load <16 x float>, ptr %arena919, align 4
+  store <16 x float> %2913, ptr %conv1_weight_grad.t169_c2_0, align 64
+  %2914 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2915 = add nsw i64 %2914, 2
+  %2916 = mul nsw i64 %2915, 32
+  %2917 = add nsw i64 1773824, %2916
+  %2918 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2919 = add nsw i64 %2917, %2918
+  %2920 = add nsw i64 %2919, 16
+  %arena920 = getelementptr inbounds float, ptr %arena, i64 %2920
+  %2921 = load <16 x float>, ptr %arena920, align 4
+  store <16 x float> %2921, ptr %conv1_weight_grad.t169_c2_1, align 64
+  %2922 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2923 = add nsw i64 %2922, 3
+  %2924 = mul nsw i64 %2923, 32
+  %2925 = add nsw i64 1773824, %2924
+  %2926 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2927 = add nsw i64 %2925, %2926
+  %arena921 = getelementptr inbounds float, ptr %arena, i64 %2927
+  %2928 = load <16 x float>, ptr %arena921, align 4
+  store <16 x float> %2928, ptr %conv1_weight_grad.t169_c3_0, align 64
+  %2929 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2930 = add nsw i64 %2929, 3
+  %2931 = mul nsw i64 %2930, 32
+  %2932 = add nsw i64 1773824, %2931
+  %2933 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2934 = add nsw i64 %2932, %2933
+  %2935 = add nsw i64 %2934, 16
+  %arena922 = getelementptr inbounds float, ptr %arena, i64 %2935
+  %2936 = load <16 x float>, ptr %arena922, align 4
+  store <16 x float> %2936, ptr %conv1_weight_grad.t169_c3_1, align 64
+  %2937 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2938 = add nsw i64 %2937, 4
+  %2939 = mul nsw i64 %2938, 32
+  %2940 = add nsw i64 1773824, %2939
+  %2941 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2942 = add nsw i64 %2940, %2941
+  %arena923 = getelementptr inbounds float, ptr %arena, i64 %2942
+  %2943 = load <16 x float>, ptr %arena923, align 4
+  store <16 x float> %2943, ptr %conv1_weight_grad.t169_c4_0, align 64
+  %2944 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2945 = add nsw i64 %2944, 4
+  %2946 = mul nsw i64 %2945, 32
+  %2947 = add nsw i64 1773824, %2946
+  %2948 = mul nsw i64 %conv1_weight_grad.nb167913, 32
   %2949 = add nsw i64 %2947, %2948
-  %arena926 = getelementptr inbounds float, ptr %arena, i64 %2949
-  %2950 = load float, ptr %arena926, align 4
-  %2951 = insertelement <16 x float> undef, float %2950, i32 0
-  %2952 = shufflevector <16 x float> %2951, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2952, ptr %conv1_weight_grad.t142_a2, align 64
-  %t142_a2 = load <16 x float>, ptr %conv1_weight_grad.t142_a2, align 64
-  %t142_b0927 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
-  %t142_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c2_0, align 64
-  %2953 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2, <16 x float> %t142_b0927, <16 x float> %t142_c2_0)
-  store <16 x float> %2953, ptr %conv1_weight_grad.t142_c2_0, align 64
-  %t142_a2928 = load <16 x float>, ptr %conv1_weight_grad.t142_a2, align 64
-  %t142_b1929 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
-  %t142_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c2_1, align 64
-  %2954 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2928, <16 x float> %t142_b1929, <16 x float> %t142_c2_1)
-  store <16 x float> %2954, ptr %conv1_weight_grad.t142_c2_1, align 64
-  %2955 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2956 = add nsw i64 %2955, 3
-  %2957 = mul nsw i64 %2956, 43264
-  %2958 = add nsw i64 %conv1_weight_grad.k143917, 42896
-  %2959 = add nsw i64 %2957, %2958
-  %arena930 = getelementptr inbounds float, ptr %arena, i64 %2959
-  %2960 = load float, ptr %arena930, align 4
-  %2961 = insertelement <16 x float> undef, float %2960, i32 0
-  %2962 = shufflevector <16 x float> %2961, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2962, ptr %conv1_weight_grad.t142_a3, align 64
-  %t142_a3 = load <16 x float>, ptr %conv1_weight_grad.t142_a3, align 64
-  %t142_b0931 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
-  %t142_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c3_0, align 64
-  %2963 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3, <16 x float> %t142_b0931, <16 x float> %t142_c3_0)
-  store <16 x float> %2963, ptr %conv1_weight_grad.t142_c3_0, align 64
-  %t142_a3932 = load <16 x float>, ptr %conv1_weight_grad.t142_a3, align 64
-  %t142_b1933 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
-  %t142_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c3_1, align 64
-  %2964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3932, <16 x float> %t142_b1933, <16 x float> %t142_c3_1)
-  store <16 x float> %2964, ptr %conv1_weight_grad.t142_c3_1, align 64
-  %2965 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2966 = add nsw i64 %2965, 4
-  %2967 = mul nsw i64 %2966, 43264
-  %2968 = add nsw i64 %conv1_weight_grad.k143917, 42896
-  %2969 = add nsw i64 %2967, %2968
-  %arena934 = getelementptr inbounds float, ptr %arena, i64 %2969
-  %2970 = load float, ptr %arena934, align 4
-  %2971 = insertelement <16 x float> undef, float %2970, i32 0
-  %2972 = shufflevector <16 x float> %2971, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2972, ptr %conv1_weight_grad.t142_a4, align 64
-  %t142_a4 = load <16 x float>, ptr %conv1_weight_grad.t142_a4, align 64
-  %t142_b0935 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
-  %t142_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c4_0, align 64
-  %2973 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4, <16 x float> %t142_b0935, <16 x float> %t142_c4_0)
-  store <16 x float> %2973, ptr %conv1_weight_grad.t142_c4_0, align 64
-  %t142_a4936 = load <16 x float>, ptr %conv1_weight_grad.t142_a4, align 64
-  %t142_b1937 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
-  %t142_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c4_1, align 64
-  %2974 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4936, <16 x float> %t142_b1937, <16 x float> %t142_c4_1)
-  store <16 x float> %2974, ptr %conv1_weight_grad.t142_c4_1, align 64
-  %2975 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2976 = add nsw i64 %2975, 5
-  %2977 = mul nsw i64 %2976, 43264
-  %2978 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2950 = add nsw i64 %2949, 16
+  %arena924 = getelementptr inbounds float, ptr %arena, i64 %2950
+  %2951 = load <16 x float>, ptr %arena924, align 4
+  store <16 x float> %2951, ptr %conv1_weight_grad.t169_c4_1, align 64
+  %2952 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2953 = add nsw i64 %2952, 5
+  %2954 = mul nsw i64 %2953, 32
+  %2955 = add nsw i64 1773824, %2954
+  %2956 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2957 = add nsw i64 %2955, %2956
+  %arena925 = getelementptr inbounds float, ptr %arena, i64 %2957
+  %2958 = load <16 x float>, ptr %arena925, align 4
+  store <16 x float> %2958, ptr %conv1_weight_grad.t169_c5_0, align 64
+  %2959 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2960 = add nsw i64 %2959, 5
+  %2961 = mul nsw i64 %2960, 32
+  %2962 = add nsw i64 1773824, %2961
+  %2963 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2964 = add nsw i64 %2962, %2963
+  %2965 = add nsw i64 %2964, 16
+  %arena926 = getelementptr inbounds float, ptr %arena, i64 %2965
+  %2966 = load <16 x float>, ptr %arena926, align 4
+  store <16 x float> %2966, ptr %conv1_weight_grad.t169_c5_1, align 64
+  %2967 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2968 = add nsw i64 %2967, 6
+  %2969 = mul nsw i64 %2968, 32
+  %2970 = add nsw i64 1773824, %2969
+  %2971 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2972 = add nsw i64 %2970, %2971
+  %arena927 = getelementptr inbounds float, ptr %arena, i64 %2972
+  %2973 = load <16 x float>, ptr %arena927, align 4
+  store <16 x float> %2973, ptr %conv1_weight_grad.t169_c6_0, align 64
+  %2974 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2975 = add nsw i64 %2974, 6
+  %2976 = mul nsw i64 %2975, 32
+  %2977 = add nsw i64 1773824, %2976
+  %2978 = mul nsw i64 %conv1_weight_grad.nb167913, 32
   %2979 = add nsw i64 %2977, %2978
-  %arena938 = getelementptr inbounds float, ptr %arena, i64 %2979
-  %2980 = load float, ptr %arena938, align 4
-  %2981 = insertelement <16 x float> undef, float %2980, i32 0
-  %2982 = shufflevector <16 x float> %2981, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2982, ptr %conv1_weight_grad.t142_a5, align 64
-  %t142_a5 = load <16 x float>, ptr %conv1_weight_grad.t142_a5, align 64
-  %t142_b0939 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
-  %t142_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c5_0, align 64
-  %2983 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5, <16 x float> %t142_b0939, <16 x float> %t142_c5_0)
-  store <16 x float> %2983, ptr %conv1_weight_grad.t142_c5_0, align 64
-  %t142_a5940 = load <16 x float>, ptr %conv1_weight_grad.t142_a5, align 64
-  %t142_b1941 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
-  %t142_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c5_1, align 64
-  %2984 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5940, <16 x float> %t142_b1941, <16 x float> %t142_c5_1)
-  store <16 x float> %2984, ptr %conv1_weight_grad.t142_c5_1, align 64
-  %2985 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2986 = add nsw i64 %2985, 6
-  %2987 = mul nsw i64 %2986, 43264
-  %2988 = add nsw i64 %conv1_weight_grad.k143917, 42896
-  %2989 = add nsw i64 %2987, %2988
-  %arena942 = getelementptr inbounds float, ptr %arena, i64 %2989
-  %2990 = load float, ptr %arena942, align 4
-  %2991 = insertelement <16 x float> undef, float %2990, i32 0
-  %2992 = shufflevector <16 x float> %2991, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2992, ptr %conv1_weight_grad.t142_a6, align 64
-  %t142_a6 = load <16 x float>, ptr %conv1_weight_grad.t142_a6, align 64
-  %t142_b0943 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
-  %t142_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c6_0, align 64
-  %2993 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a6, <16 x float> %t142_b0943, <16 x float> %t142_c6_0)
-  store <16 x float> %2993, ptr %conv1_weight_grad.t142_c6_0, align 64
-  %t142_a6944 = load <16 x float>, ptr %conv1_weight_grad.t142_a6, align 64
-  %t142_b1945 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
-  %t142_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c6_1, align 64
-  %2994 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a6944, <16 x float> %t142_b1945, <16 x float> %t142_c6_1)
-  store <16 x float> %2994, ptr %conv1_weight_grad.t142_c6_1, align 64
-  %2995 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %2996 = add nsw i64 %2995, 7
-  %2997 = mul nsw i64 %2996, 43264
-  %2998 = add nsw i64 %conv1_weight_grad.k143917, 42896
-  %2999 = add nsw i64 %2997, %2998
-  %arena946 = getelementptr inbounds float, ptr %arena, i64 %2999
-  %3000 = load float, ptr %arena946, align 4
-  %3001 = insertelement <16 x float> undef, float %3000, i32 0
-  %3002 = shufflevector <16 x float> %3001, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3002, ptr %conv1_weight_grad.t142_a7, align 64
-  %t142_a7 = load <16 x float>, ptr %conv1_weight_grad.t142_a7, align 64
-  %t142_b0947 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
-  %t142_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c7_0, align 64
-  %3003 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a7, <16 x float> %t142_b0947, <16 x float> %t142_c7_0)
-  store <16 x float> %3003, ptr %conv1_weight_grad.t142_c7_0, align 64
-  %t142_a7948 = load <16 x float>, ptr %conv1_weight_grad.t142_a7, align 64
-  %t142_b1949 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
-  %t142_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c7_1, align 64
-  %3004 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a7948, <16 x float> %t142_b1949, <16 x float> %t142_c7_1)
-  store <16 x float> %3004, ptr %conv1_weight_grad.t142_c7_1, align 64
-  %3005 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3006 = add nsw i64 %3005, 8
-  %3007 = mul nsw i64 %3006, 43264
-  %3008 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2980 = add nsw i64 %2979, 16
+  %arena928 = getelementptr inbounds float, ptr %arena, i64 %2980
+  %2981 = load <16 x float>, ptr %arena928, align 4
+  store <16 x float> %2981, ptr %conv1_weight_grad.t169_c6_1, align 64
+  %2982 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2983 = add nsw i64 %2982, 7
+  %2984 = mul nsw i64 %2983, 32
+  %2985 = add nsw i64 1773824, %2984
+  %2986 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2987 = add nsw i64 %2985, %2986
+  %arena929 = getelementptr inbounds float, ptr %arena, i64 %2987
+  %2988 = load <16 x float>, ptr %arena929, align 4
+  store <16 x float> %2988, ptr %conv1_weight_grad.t169_c7_0, align 64
+  %2989 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2990 = add nsw i64 %2989, 7
+  %2991 = mul nsw i64 %2990, 32
+  %2992 = add nsw i64 1773824, %2991
+  %2993 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %2994 = add nsw i64 %2992, %2993
+  %2995 = add nsw i64 %2994, 16
+  %arena930 = getelementptr inbounds float, ptr %arena, i64 %2995
+  %2996 = load <16 x float>, ptr %arena930, align 4
+  store <16 x float> %2996, ptr %conv1_weight_grad.t169_c7_1, align 64
+  %2997 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %2998 = add nsw i64 %2997, 8
+  %2999 = mul nsw i64 %2998, 32
+  %3000 = add nsw i64 1773824, %2999
+  %3001 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3002 = add nsw i64 %3000, %3001
+  %arena931 = getelementptr inbounds float, ptr %arena, i64 %3002
+  %3003 = load <16 x float>, ptr %arena931, align 4
+  store <16 x float> %3003, ptr %conv1_weight_grad.t169_c8_0, align 64
+  %3004 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3005 = add nsw i64 %3004, 8
+  %3006 = mul nsw i64 %3005, 32
+  %3007 = add nsw i64 1773824, %3006
+  %3008 = mul nsw i64 %conv1_weight_grad.nb167913, 32
   %3009 = add nsw i64 %3007, %3008
-  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3009
-  %3010 = load float, ptr %arena950, align 4
-  %3011 = insertelement <16 x float> undef, float %3010, i32 0
-  %3012 = shufflevector <16 x float> %3011, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3012, ptr %conv1_weight_grad.t142_a8, align 64
-  %t142_a8 = load <16 x float>, ptr %conv1_weight_grad.t142_a8, align 64
-  %t142_b0951 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
-  %t142_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c8_0, align 64
-  %3013 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a8, <16 x float> %t142_b0951, <16 x float> %t142_c8_0)
-  store <16 x float> %3013, ptr %conv1_weight_grad.t142_c8_0, align 64
-  %t142_a8952 = load <16 x float>, ptr %conv1_weight_grad.t142_a8, align 64
-  %t142_b1953 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
-  %t142_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c8_1, align 64
-  %3014 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a8952, <16 x float> %t142_b1953, <16 x float> %t142_c8_1)
-  store <16 x float> %3014, ptr %conv1_weight_grad.t142_c8_1, align 64
-  %k143.next = add nsw i64 %conv1_weight_grad.k143917, 1
-  %3015 = icmp slt i64 %k143.next, 368
-  br i1 %3015, label %conv1_weight_grad.k143, label %conv1_weight_grad.k143.end
+  %3010 = add nsw i64 %3009, 16
+  %arena932 = getelementptr inbounds float, ptr %arena, i64 %3010
+  %3011 = load <16 x float>, ptr %arena932, align 4
+  store <16 x float> %3011, ptr %conv1_weight_grad.t169_c8_1, align 64
+  br label %conv1_weight_grad.k170
 
-conv1_weight_grad.k143.end:                       ; preds = %conv1_weight_grad.k143
-  %t142_c0_0954 = load <16 x float>, ptr %conv1_weight_grad.t142_c0_0, align 64
-  %3016 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3017 = mul nsw i64 %3016, 32
-  %3018 = add nsw i64 1773824, %3017
-  %3019 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3020 = add nsw i64 %3018, %3019
-  %arena955 = getelementptr inbounds float, ptr %arena, i64 %3020
-  store <16 x float> %t142_c0_0954, ptr %arena955, align 4
-  %t142_c0_1956 = load <16 x float>, ptr %conv1_weight_grad.t142_c0_1, align 64
-  %3021 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3022 = mul nsw i64 %3021, 32
-  %3023 = add nsw i64 1773824, %3022
-  %3024 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3025 = add nsw i64 %3023, %3024
-  %3026 = add nsw i64 %3025, 16
-  %arena957 = getelementptr inbounds float, ptr %arena, i64 %3026
-  store <16 x float> %t142_c0_1956, ptr %arena957, align 4
-  %t142_c1_0958 = load <16 x float>, ptr %conv1_weight_grad.t142_c1_0, align 64
-  %3027 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3028 = add nsw i64 %3027, 1
-  %3029 = mul nsw i64 %3028, 32
-  %3030 = add nsw i64 1773824, %3029
-  %3031 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3032 = add nsw i64 %3030, %3031
-  %arena959 = getelementptr inbounds float, ptr %arena, i64 %3032
-  store <16 x float> %t142_c1_0958, ptr %arena959, align 4
-  %t142_c1_1960 = load <16 x float>, ptr %conv1_weight_grad.t142_c1_1, align 64
-  %3033 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3034 = add nsw i64 %3033, 1
-  %3035 = mul nsw i64 %3034, 32
-  %3036 = add nsw i64 1773824, %3035
-  %3037 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3038 = add nsw i64 %3036, %3037
-  %3039 = add nsw i64 %3038, 16
-  %arena961 = getelementptr inbounds float, ptr %arena, i64 %3039
-  store <16 x float> %t142_c1_1960, ptr %arena961, align 4
-  %t142_c2_0962 = load <16 x float>, ptr %conv1_weight_grad.t142_c2_0, align 64
-  %3040 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3041 = add nsw i64 %3040, 2
-  %3042 = mul nsw i64 %3041, 32
-  %3043 = add nsw i64 1773824, %3042
-  %3044 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3045 = add nsw i64 %3043, %3044
-  %arena963 = getelementptr inbounds float, ptr %arena, i64 %3045
-  store <16 x float> %t142_c2_0962, ptr %arena963, align 4
-  %t142_c2_1964 = load <16 x float>, ptr %conv1_weight_grad.t142_c2_1, align 64
-  %3046 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3047 = add nsw i64 %3046, 2
-  %3048 = mul nsw i64 %3047, 32
-  %3049 = add nsw i64 1773824, %3048
-  %3050 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3051 = add nsw i64 %3049, %3050
-  %3052 = add nsw i64 %3051, 16
-  %arena965 = getelementptr inbounds float, ptr %arena, i64 %3052
-  store <16 x float> %t142_c2_1964, ptr %arena965, align 4
-  %t142_c3_0966 = load <16 x float>, ptr %conv1_weight_grad.t142_c3_0, align 64
-  %3053 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3054 = add nsw i64 %3053, 3
-  %3055 = mul nsw i64 %3054, 32
-  %3056 = add nsw i64 1773824, %3055
-  %3057 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3058 = add nsw i64 %3056, %3057
-  %arena967 = getelementptr inbounds float, ptr %arena, i64 %3058
-  store <16 x float> %t142_c3_0966, ptr %arena967, align 4
-  %t142_c3_1968 = load <16 x float>, ptr %conv1_weight_grad.t142_c3_1, align 64
-  %3059 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3060 = add nsw i64 %3059, 3
-  %3061 = mul nsw i64 %3060, 32
-  %3062 = add nsw i64 1773824, %3061
-  %3063 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3064 = add nsw i64 %3062, %3063
-  %3065 = add nsw i64 %3064, 16
-  %arena969 = getelementptr inbounds float, ptr %arena, i64 %3065
-  store <16 x float> %t142_c3_1968, ptr %arena969, align 4
-  %t142_c4_0970 = load <16 x float>, ptr %conv1_weight_grad.t142_c4_0, align 64
-  %3066 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3067 = add nsw i64 %3066, 4
-  %3068 = mul nsw i64 %3067, 32
-  %3069 = add nsw i64 1773824, %3068
-  %3070 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3071 = add nsw i64 %3069, %3070
-  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3071
-  store <16 x float> %t142_c4_0970, ptr %arena971, align 4
-  %t142_c4_1972 = load <16 x float>, ptr %conv1_weight_grad.t142_c4_1, align 64
-  %3072 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3073 = add nsw i64 %3072, 4
-  %3074 = mul nsw i64 %3073, 32
-  %3075 = add nsw i64 1773824, %3074
-  %3076 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3077 = add nsw i64 %3075, %3076
-  %3078 = add nsw i64 %3077, 16
-  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3078
-  store <16 x float> %t142_c4_1972, ptr %arena973, align 4
-  %t142_c5_0974 = load <16 x float>, ptr %conv1_weight_grad.t142_c5_0, align 64
-  %3079 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3080 = add nsw i64 %3079, 5
-  %3081 = mul nsw i64 %3080, 32
-  %3082 = add nsw i64 1773824, %3081
-  %3083 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3084 = add nsw i64 %3082, %3083
-  %arena975 = getelementptr inbounds float, ptr %arena, i64 %3084
-  store <16 x float> %t142_c5_0974, ptr %arena975, align 4
-  %t142_c5_1976 = load <16 x float>, ptr %conv1_weight_grad.t142_c5_1, align 64
-  %3085 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3086 = add nsw i64 %3085, 5
-  %3087 = mul nsw i64 %3086, 32
-  %3088 = add nsw i64 1773824, %3087
-  %3089 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3090 = add nsw i64 %3088, %3089
-  %3091 = add nsw i64 %3090, 16
-  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3091
-  store <16 x float> %t142_c5_1976, ptr %arena977, align 4
-  %t142_c6_0978 = load <16 x float>, ptr %conv1_weight_grad.t142_c6_0, align 64
-  %3092 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3093 = add nsw i64 %3092, 6
-  %3094 = mul nsw i64 %3093, 32
-  %3095 = add nsw i64 1773824, %3094
-  %3096 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3097 = add nsw i64 %3095, %3096
-  %arena979 = getelementptr inbounds float, ptr %arena, i64 %3097
-  store <16 x float> %t142_c6_0978, ptr %arena979, align 4
-  %t142_c6_1980 = load <16 x float>, ptr %conv1_weight_grad.t142_c6_1, align 64
-  %3098 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3099 = add nsw i64 %3098, 6
-  %3100 = mul nsw i64 %3099, 32
-  %3101 = add nsw i64 1773824, %3100
-  %3102 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3103 = add nsw i64 %3101, %3102
-  %3104 = add nsw i64 %3103, 16
-  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3104
-  store <16 x float> %t142_c6_1980, ptr %arena981, align 4
-  %t142_c7_0982 = load <16 x float>, ptr %conv1_weight_grad.t142_c7_0, align 64
-  %3105 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3106 = add nsw i64 %3105, 7
-  %3107 = mul nsw i64 %3106, 32
-  %3108 = add nsw i64 1773824, %3107
-  %3109 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3110 = add nsw i64 %3108, %3109
-  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3110
-  store <16 x float> %t142_c7_0982, ptr %arena983, align 4
-  %t142_c7_1984 = load <16 x float>, ptr %conv1_weight_grad.t142_c7_1, align 64
-  %3111 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3112 = add nsw i64 %3111, 7
-  %3113 = mul nsw i64 %3112, 32
-  %3114 = add nsw i64 1773824, %3113
-  %3115 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3116 = add nsw i64 %3114, %3115
-  %3117 = add nsw i64 %3116, 16
-  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3117
-  store <16 x float> %t142_c7_1984, ptr %arena985, align 4
-  %t142_c8_0986 = load <16 x float>, ptr %conv1_weight_grad.t142_c8_0, align 64
-  %3118 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3119 = add nsw i64 %3118, 8
-  %3120 = mul nsw i64 %3119, 32
-  %3121 = add nsw i64 1773824, %3120
-  %3122 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3123 = add nsw i64 %3121, %3122
-  %arena987 = getelementptr inbounds float, ptr %arena, i64 %3123
-  store <16 x float> %t142_c8_0986, ptr %arena987, align 4
-  %t142_c8_1988 = load <16 x float>, ptr %conv1_weight_grad.t142_c8_1, align 64
-  %3124 = mul nsw i64 %conv1_weight_grad.mb141898, 9
-  %3125 = add nsw i64 %3124, 8
-  %3126 = mul nsw i64 %3125, 32
-  %3127 = add nsw i64 1773824, %3126
-  %3128 = mul nsw i64 %conv1_weight_grad.nb140897, 32
-  %3129 = add nsw i64 %3127, %3128
-  %3130 = add nsw i64 %3129, 16
-  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3130
-  store <16 x float> %t142_c8_1988, ptr %arena989, align 4
-  %mb141.next = add nsw i64 %conv1_weight_grad.mb141898, 1
-  %3131 = icmp slt i64 %mb141.next, 1
-  br i1 %3131, label %conv1_weight_grad.mb141, label %conv1_weight_grad.mb141.end
+conv1_weight_grad.mb168.end:                      ; preds = %conv1_weight_grad.k170.end
+  %nb167.next = add nsw i64 %conv1_weight_grad.nb167913, 1
+  %3012 = icmp slt i64 %nb167.next, 1
+  br i1 %3012, label %conv1_weight_grad.nb167, label %conv1_weight_grad.nb167.end
 
-conv1_weight_grad.f144:                           ; preds = %conv1_weight_grad.r145.end, %conv1_weight_grad.g122.end
-  %conv1_weight_grad.f144990 = phi i64 [ 0, %conv1_weight_grad.g122.end ], [ %f144.next, %conv1_weight_grad.r145.end ]
-  br label %conv1_weight_grad.r145
+conv1_weight_grad.k170:                           ; preds = %conv1_weight_grad.k170, %conv1_weight_grad.mb168
+  %conv1_weight_grad.k170933 = phi i64 [ 0, %conv1_weight_grad.mb168 ], [ %k170.next, %conv1_weight_grad.k170 ]
+  %3013 = add nsw i64 %conv1_weight_grad.k170933, 42896
+  %3014 = mul nsw i64 %3013, 32
+  %3015 = add nsw i64 389376, %3014
+  %3016 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3017 = add nsw i64 %3015, %3016
+  %arena934 = getelementptr inbounds float, ptr %arena, i64 %3017
+  %3018 = load <16 x float>, ptr %arena934, align 4
+  store <16 x float> %3018, ptr %conv1_weight_grad.t169_b0, align 64
+  %3019 = add nsw i64 %conv1_weight_grad.k170933, 42896
+  %3020 = mul nsw i64 %3019, 32
+  %3021 = add nsw i64 389376, %3020
+  %3022 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3023 = add nsw i64 %3021, %3022
+  %3024 = add nsw i64 %3023, 16
+  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3024
+  %3025 = load <16 x float>, ptr %arena935, align 4
+  store <16 x float> %3025, ptr %conv1_weight_grad.t169_b1, align 64
+  %3026 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3027 = mul nsw i64 %3026, 43264
+  %3028 = add nsw i64 %conv1_weight_grad.k170933, 42896
+  %3029 = add nsw i64 %3027, %3028
+  %arena936 = getelementptr inbounds float, ptr %arena, i64 %3029
+  %3030 = load float, ptr %arena936, align 4
+  %3031 = insertelement <16 x float> undef, float %3030, i32 0
+  %3032 = shufflevector <16 x float> %3031, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3032, ptr %conv1_weight_grad.t169_a0, align 64
+  %t169_a0 = load <16 x float>, ptr %conv1_weight_grad.t169_a0, align 64
+  %t169_b0 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
+  %t169_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c0_0, align 64
+  %3033 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a0, <16 x float> %t169_b0, <16 x float> %t169_c0_0)
+  store <16 x float> %3033, ptr %conv1_weight_grad.t169_c0_0, align 64
+  %t169_a0937 = load <16 x float>, ptr %conv1_weight_grad.t169_a0, align 64
+  %t169_b1 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
+  %t169_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c0_1, align 64
+  %3034 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a0937, <16 x float> %t169_b1, <16 x float> %t169_c0_1)
+  store <16 x float> %3034, ptr %conv1_weight_grad.t169_c0_1, align 64
+  %3035 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3036 = add nsw i64 %3035, 1
+  %3037 = mul nsw i64 %3036, 43264
+  %3038 = add nsw i64 %conv1_weight_grad.k170933, 42896
+  %3039 = add nsw i64 %3037, %3038
+  %arena938 = getelementptr inbounds float, ptr %arena, i64 %3039
+  %3040 = load float, ptr %arena938, align 4
+  %3041 = insertelement <16 x float> undef, float %3040, i32 0
+  %3042 = shufflevector <16 x float> %3041, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3042, ptr %conv1_weight_grad.t169_a1, align 64
+  %t169_a1 = load <16 x float>, ptr %conv1_weight_grad.t169_a1, align 64
+  %t169_b0939 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
+  %t169_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c1_0, align 64
+  %3043 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a1, <16 x float> %t169_b0939, <16 x float> %t169_c1_0)
+  store <16 x float> %3043, ptr %conv1_weight_grad.t169_c1_0, align 64
+  %t169_a1940 = load <16 x float>, ptr %conv1_weight_grad.t169_a1, align 64
+  %t169_b1941 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
+  %t169_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c1_1, align 64
+  %3044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a1940, <16 x float> %t169_b1941, <16 x float> %t169_c1_1)
+  store <16 x float> %3044, ptr %conv1_weight_grad.t169_c1_1, align 64
+  %3045 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3046 = add nsw i64 %3045, 2
+  %3047 = mul nsw i64 %3046, 43264
+  %3048 = add nsw i64 %conv1_weight_grad.k170933, 42896
+  %3049 = add nsw i64 %3047, %3048
+  %arena942 = getelementptr inbounds float, ptr %arena, i64 %3049
+  %3050 = load float, ptr %arena942, align 4
+  %3051 = insertelement <16 x float> undef, float %3050, i32 0
+  %3052 = shufflevector <16 x float> %3051, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3052, ptr %conv1_weight_grad.t169_a2, align 64
+  %t169_a2 = load <16 x float>, ptr %conv1_weight_grad.t169_a2, align 64
+  %t169_b0943 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
+  %t169_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c2_0, align 64
+  %3053 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a2, <16 x float> %t169_b0943, <16 x float> %t169_c2_0)
+  store <16 x float> %3053, ptr %conv1_weight_grad.t169_c2_0, align 64
+  %t169_a2944 = load <16 x float>, ptr %conv1_weight_grad.t169_a2, align 64
+  %t169_b1945 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
+  %t169_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c2_1, align 64
+  %3054 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a2944, <16 x float> %t169_b1945, <16 x float> %t169_c2_1)
+  store <16 x float> %3054, ptr %conv1_weight_grad.t169_c2_1, align 64
+  %3055 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3056 = add nsw i64 %3055, 3
+  %3057 = mul nsw i64 %3056, 43264
+  %3058 = add nsw i64 %conv1_weight_grad.k170933, 42896
+  %3059 = add nsw i64 %3057, %3058
+  %arena946 = getelementptr inbounds float, ptr %arena, i64 %3059
+  %3060 = load float, ptr %arena946, align 4
+  %3061 = insertelement <16 x float> undef, float %3060, i32 0
+  %3062 = shufflevector <16 x float> %3061, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3062, ptr %conv1_weight_grad.t169_a3, align 64
+  %t169_a3 = load <16 x float>, ptr %conv1_weight_grad.t169_a3, align 64
+  %t169_b0947 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
+  %t169_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c3_0, align 64
+  %3063 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a3, <16 x float> %t169_b0947, <16 x float> %t169_c3_0)
+  store <16 x float> %3063, ptr %conv1_weight_grad.t169_c3_0, align 64
+  %t169_a3948 = load <16 x float>, ptr %conv1_weight_grad.t169_a3, align 64
+  %t169_b1949 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
+  %t169_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c3_1, align 64
+  %3064 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a3948, <16 x float> %t169_b1949, <16 x float> %t169_c3_1)
+  store <16 x float> %3064, ptr %conv1_weight_grad.t169_c3_1, align 64
+  %3065 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3066 = add nsw i64 %3065, 4
+  %3067 = mul nsw i64 %3066, 43264
+  %3068 = add nsw i64 %conv1_weight_grad.k170933, 42896
+  %3069 = add nsw i64 %3067, %3068
+  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3069
+  %3070 = load float, ptr %arena950, align 4
+  %3071 = insertelement <16 x float> undef, float %3070, i32 0
+  %3072 = shufflevector <16 x float> %3071, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3072, ptr %conv1_weight_grad.t169_a4, align 64
+  %t169_a4 = load <16 x float>, ptr %conv1_weight_grad.t169_a4, align 64
+  %t169_b0951 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
+  %t169_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c4_0, align 64
+  %3073 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a4, <16 x float> %t169_b0951, <16 x float> %t169_c4_0)
+  store <16 x float> %3073, ptr %conv1_weight_grad.t169_c4_0, align 64
+  %t169_a4952 = load <16 x float>, ptr %conv1_weight_grad.t169_a4, align 64
+  %t169_b1953 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
+  %t169_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c4_1, align 64
+  %3074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a4952, <16 x float> %t169_b1953, <16 x float> %t169_c4_1)
+  store <16 x float> %3074, ptr %conv1_weight_grad.t169_c4_1, align 64
+  %3075 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3076 = add nsw i64 %3075, 5
+  %3077 = mul nsw i64 %3076, 43264
+  %3078 = add nsw i64 %conv1_weight_grad.k170933, 42896
+  %3079 = add nsw i64 %3077, %3078
+  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3079
+  %3080 = load float, ptr %arena954, align 4
+  %3081 = insertelement <16 x float> undef, float %3080, i32 0
+  %3082 = shufflevector <16 x float> %3081, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3082, ptr %conv1_weight_grad.t169_a5, align 64
+  %t169_a5 = load <16 x float>, ptr %conv1_weight_grad.t169_a5, align 64
+  %t169_b0955 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
+  %t169_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c5_0, align 64
+  %3083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a5, <16 x float> %t169_b0955, <16 x float> %t169_c5_0)
+  store <16 x float> %3083, ptr %conv1_weight_grad.t169_c5_0, align 64
+  %t169_a5956 = load <16 x float>, ptr %conv1_weight_grad.t169_a5, align 64
+  %t169_b1957 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
+  %t169_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c5_1, align 64
+  %3084 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a5956, <16 x float> %t169_b1957, <16 x float> %t169_c5_1)
+  store <16 x float> %3084, ptr %conv1_weight_grad.t169_c5_1, align 64
+  %3085 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3086 = add nsw i64 %3085, 6
+  %3087 = mul nsw i64 %3086, 43264
+  %3088 = add nsw i64 %conv1_weight_grad.k170933, 42896
+  %3089 = add nsw i64 %3087, %3088
+  %arena958 = getelementptr inbounds float, ptr %arena, i64 %3089
+  %3090 = load float, ptr %arena958, align 4
+  %3091 = insertelement <16 x float> undef, float %3090, i32 0
+  %3092 = shufflevector <16 x float> %3091, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3092, ptr %conv1_weight_grad.t169_a6, align 64
+  %t169_a6 = load <16 x float>, ptr %conv1_weight_grad.t169_a6, align 64
+  %t169_b0959 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
+  %t169_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c6_0, align 64
+  %3093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a6, <16 x float> %t169_b0959, <16 x float> %t169_c6_0)
+  store <16 x float> %3093, ptr %conv1_weight_grad.t169_c6_0, align 64
+  %t169_a6960 = load <16 x float>, ptr %conv1_weight_grad.t169_a6, align 64
+  %t169_b1961 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
+  %t169_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c6_1, align 64
+  %3094 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a6960, <16 x float> %t169_b1961, <16 x float> %t169_c6_1)
+  store <16 x float> %3094, ptr %conv1_weight_grad.t169_c6_1, align 64
+  %3095 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3096 = add nsw i64 %3095, 7
+  %3097 = mul nsw i64 %3096, 43264
+  %3098 = add nsw i64 %conv1_weight_grad.k170933, 42896
+  %3099 = add nsw i64 %3097, %3098
+  %arena962 = getelementptr inbounds float, ptr %arena, i64 %3099
+  %3100 = load float, ptr %arena962, align 4
+  %3101 = insertelement <16 x float> undef, float %3100, i32 0
+  %3102 = shufflevector <16 x float> %3101, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3102, ptr %conv1_weight_grad.t169_a7, align 64
+  %t169_a7 = load <16 x float>, ptr %conv1_weight_grad.t169_a7, align 64
+  %t169_b0963 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
+  %t169_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c7_0, align 64
+  %3103 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a7, <16 x float> %t169_b0963, <16 x float> %t169_c7_0)
+  store <16 x float> %3103, ptr %conv1_weight_grad.t169_c7_0, align 64
+  %t169_a7964 = load <16 x float>, ptr %conv1_weight_grad.t169_a7, align 64
+  %t169_b1965 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
+  %t169_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c7_1, align 64
+  %3104 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a7964, <16 x float> %t169_b1965, <16 x float> %t169_c7_1)
+  store <16 x float> %3104, ptr %conv1_weight_grad.t169_c7_1, align 64
+  %3105 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3106 = add nsw i64 %3105, 8
+  %3107 = mul nsw i64 %3106, 43264
+  %3108 = add nsw i64 %conv1_weight_grad.k170933, 42896
+  %3109 = add nsw i64 %3107, %3108
+  %arena966 = getelementptr inbounds float, ptr %arena, i64 %3109
+  %3110 = load float, ptr %arena966, align 4
+  %3111 = insertelement <16 x float> undef, float %3110, i32 0
+  %3112 = shufflevector <16 x float> %3111, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3112, ptr %conv1_weight_grad.t169_a8, align 64
+  %t169_a8 = load <16 x float>, ptr %conv1_weight_grad.t169_a8, align 64
+  %t169_b0967 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
+  %t169_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c8_0, align 64
+  %3113 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a8, <16 x float> %t169_b0967, <16 x float> %t169_c8_0)
+  store <16 x float> %3113, ptr %conv1_weight_grad.t169_c8_0, align 64
+  %t169_a8968 = load <16 x float>, ptr %conv1_weight_grad.t169_a8, align 64
+  %t169_b1969 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
+  %t169_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c8_1, align 64
+  %3114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a8968, <16 x float> %t169_b1969, <16 x float> %t169_c8_1)
+  store <16 x float> %3114, ptr %conv1_weight_grad.t169_c8_1, align 64
+  %k170.next = add nsw i64 %conv1_weight_grad.k170933, 1
+  %3115 = icmp slt i64 %k170.next, 368
+  br i1 %3115, label %conv1_weight_grad.k170, label %conv1_weight_grad.k170.end
 
-conv1_weight_grad.f144.end:                       ; preds = %conv1_weight_grad.r145.end
-  br label %conv1_bias_grad.i146
+conv1_weight_grad.k170.end:                       ; preds = %conv1_weight_grad.k170
+  %t169_c0_0970 = load <16 x float>, ptr %conv1_weight_grad.t169_c0_0, align 64
+  %3116 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3117 = mul nsw i64 %3116, 32
+  %3118 = add nsw i64 1773824, %3117
+  %3119 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3120 = add nsw i64 %3118, %3119
+  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3120
+  store <16 x float> %t169_c0_0970, ptr %arena971, align 4
+  %t169_c0_1972 = load <16 x float>, ptr %conv1_weight_grad.t169_c0_1, align 64
+  %3121 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3122 = mul nsw i64 %3121, 32
+  %3123 = add nsw i64 1773824, %3122
+  %3124 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3125 = add nsw i64 %3123, %3124
+  %3126 = add nsw i64 %3125, 16
+  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3126
+  store <16 x float> %t169_c0_1972, ptr %arena973, align 4
+  %t169_c1_0974 = load <16 x float>, ptr %conv1_weight_grad.t169_c1_0, align 64
+  %3127 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3128 = add nsw i64 %3127, 1
+  %3129 = mul nsw i64 %3128, 32
+  %3130 = add nsw i64 1773824, %3129
+  %3131 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3132 = add nsw i64 %3130, %3131
+  %arena975 = getelementptr inbounds float, ptr %arena, i64 %3132
+  store <16 x float> %t169_c1_0974, ptr %arena975, align 4
+  %t169_c1_1976 = load <16 x float>, ptr %conv1_weight_grad.t169_c1_1, align 64
+  %3133 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3134 = add nsw i64 %3133, 1
+  %3135 = mul nsw i64 %3134, 32
+  %3136 = add nsw i64 1773824, %3135
+  %3137 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3138 = add nsw i64 %3136, %3137
+  %3139 = add nsw i64 %3138, 16
+  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3139
+  store <16 x float> %t169_c1_1976, ptr %arena977, align 4
+  %t169_c2_0978 = load <16 x float>, ptr %conv1_weight_grad.t169_c2_0, align 64
+  %3140 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3141 = add nsw i64 %3140, 2
+  %3142 = mul nsw i64 %3141, 32
+  %3143 = add nsw i64 1773824, %3142
+  %3144 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3145 = add nsw i64 %3143, %3144
+  %arena979 = getelementptr inbounds float, ptr %arena, i64 %3145
+  store <16 x float> %t169_c2_0978, ptr %arena979, align 4
+  %t169_c2_1980 = load <16 x float>, ptr %conv1_weight_grad.t169_c2_1, align 64
+  %3146 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3147 = add nsw i64 %3146, 2
+  %3148 = mul nsw i64 %3147, 32
+  %3149 = add nsw i64 1773824, %3148
+  %3150 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3151 = add nsw i64 %3149, %3150
+  %3152 = add nsw i64 %3151, 16
+  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3152
+  store <16 x float> %t169_c2_1980, ptr %arena981, align 4
+  %t169_c3_0982 = load <16 x float>, ptr %conv1_weight_grad.t169_c3_0, align 64
+  %3153 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3154 = add nsw i64 %3153, 3
+  %3155 = mul nsw i64 %3154, 32
+  %3156 = add nsw i64 1773824, %3155
+  %3157 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3158 = add nsw i64 %3156, %3157
+  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3158
+  store <16 x float> %t169_c3_0982, ptr %arena983, align 4
+  %t169_c3_1984 = load <16 x float>, ptr %conv1_weight_grad.t169_c3_1, align 64
+  %3159 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3160 = add nsw i64 %3159, 3
+  %3161 = mul nsw i64 %3160, 32
+  %3162 = add nsw i64 1773824, %3161
+  %3163 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3164 = add nsw i64 %3162, %3163
+  %3165 = add nsw i64 %3164, 16
+  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3165
+  store <16 x float> %t169_c3_1984, ptr %arena985, align 4
+  %t169_c4_0986 = load <16 x float>, ptr %conv1_weight_grad.t169_c4_0, align 64
+  %3166 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3167 = add nsw i64 %3166, 4
+  %3168 = mul nsw i64 %3167, 32
+  %3169 = add nsw i64 1773824, %3168
+  %3170 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3171 = add nsw i64 %3169, %3170
+  %arena987 = getelementptr inbounds float, ptr %arena, i64 %3171
+  store <16 x float> %t169_c4_0986, ptr %arena987, align 4
+  %t169_c4_1988 = load <16 x float>, ptr %conv1_weight_grad.t169_c4_1, align 64
+  %3172 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3173 = add nsw i64 %3172, 4
+  %3174 = mul nsw i64 %3173, 32
+  %3175 = add nsw i64 1773824, %3174
+  %3176 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3177 = add nsw i64 %3175, %3176
+  %3178 = add nsw i64 %3177, 16
+  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3178
+  store <16 x float> %t169_c4_1988, ptr %arena989, align 4
+  %t169_c5_0990 = load <16 x float>, ptr %conv1_weight_grad.t169_c5_0, align 64
+  %3179 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3180 = add nsw i64 %3179, 5
+  %3181 = mul nsw i64 %3180, 32
+  %3182 = add nsw i64 1773824, %3181
+  %3183 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3184 = add nsw i64 %3182, %3183
+  %arena991 = getelementptr inbounds float, ptr %arena, i64 %3184
+  store <16 x float> %t169_c5_0990, ptr %arena991, align 4
+  %t169_c5_1992 = load <16 x float>, ptr %conv1_weight_grad.t169_c5_1, align 64
+  %3185 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3186 = add nsw i64 %3185, 5
+  %3187 = mul nsw i64 %3186, 32
+  %3188 = add nsw i64 1773824, %3187
+  %3189 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3190 = add nsw i64 %3188, %3189
+  %3191 = add nsw i64 %3190, 16
+  %arena993 = getelementptr inbounds float, ptr %arena, i64 %3191
+  store <16 x float> %t169_c5_1992, ptr %arena993, align 4
+  %t169_c6_0994 = load <16 x float>, ptr %conv1_weight_grad.t169_c6_0, align 64
+  %3192 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3193 = add nsw i64 %3192, 6
+  %3194 = mul nsw i64 %3193, 32
+  %3195 = add nsw i64 1773824, %3194
+  %3196 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3197 = add nsw i64 %3195, %3196
+  %arena995 = getelementptr inbounds float, ptr %arena, i64 %3197
+  store <16 x float> %t169_c6_0994, ptr %arena995, align 4
+  %t169_c6_1996 = load <16 x float>, ptr %conv1_weight_grad.t169_c6_1, align 64
+  %3198 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3199 = add nsw i64 %3198, 6
+  %3200 = mul nsw i64 %3199, 32
+  %3201 = add nsw i64 1773824, %3200
+  %3202 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3203 = add nsw i64 %3201, %3202
+  %3204 = add nsw i64 %3203, 16
+  %arena997 = getelementptr inbounds float, ptr %arena, i64 %3204
+  store <16 x float> %t169_c6_1996, ptr %arena997, align 4
+  %t169_c7_0998 = load <16 x float>, ptr %conv1_weight_grad.t169_c7_0, align 64
+  %3205 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3206 = add nsw i64 %3205, 7
+  %3207 = mul nsw i64 %3206, 32
+  %3208 = add nsw i64 1773824, %3207
+  %3209 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3210 = add nsw i64 %3208, %3209
+  %arena999 = getelementptr inbounds float, ptr %arena, i64 %3210
+  store <16 x float> %t169_c7_0998, ptr %arena999, align 4
+  %t169_c7_11000 = load <16 x float>, ptr %conv1_weight_grad.t169_c7_1, align 64
+  %3211 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3212 = add nsw i64 %3211, 7
+  %3213 = mul nsw i64 %3212, 32
+  %3214 = add nsw i64 1773824, %3213
+  %3215 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3216 = add nsw i64 %3214, %3215
+  %3217 = add nsw i64 %3216, 16
+  %arena1001 = getelementptr inbounds float, ptr %arena, i64 %3217
+  store <16 x float> %t169_c7_11000, ptr %arena1001, align 4
+  %t169_c8_01002 = load <16 x float>, ptr %conv1_weight_grad.t169_c8_0, align 64
+  %3218 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3219 = add nsw i64 %3218, 8
+  %3220 = mul nsw i64 %3219, 32
+  %3221 = add nsw i64 1773824, %3220
+  %3222 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3223 = add nsw i64 %3221, %3222
+  %arena1003 = getelementptr inbounds float, ptr %arena, i64 %3223
+  store <16 x float> %t169_c8_01002, ptr %arena1003, align 4
+  %t169_c8_11004 = load <16 x float>, ptr %conv1_weight_grad.t169_c8_1, align 64
+  %3224 = mul nsw i64 %conv1_weight_grad.mb168914, 9
+  %3225 = add nsw i64 %3224, 8
+  %3226 = mul nsw i64 %3225, 32
+  %3227 = add nsw i64 1773824, %3226
+  %3228 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3229 = add nsw i64 %3227, %3228
+  %3230 = add nsw i64 %3229, 16
+  %arena1005 = getelementptr inbounds float, ptr %arena, i64 %3230
+  store <16 x float> %t169_c8_11004, ptr %arena1005, align 4
+  %mb168.next = add nsw i64 %conv1_weight_grad.mb168914, 1
+  %3231 = icmp slt i64 %mb168.next, 1
+  br i1 %3231, label %conv1_weight_grad.mb168, label %conv1_weight_grad.mb168.end
 
-conv1_weight_grad.r145:                           ; preds = %conv1_weight_grad.r145, %conv1_weight_grad.f144
-  %conv1_weight_grad.r145991 = phi i64 [ 0, %conv1_weight_grad.f144 ], [ %r145.next, %conv1_weight_grad.r145 ]
-  %3132 = mul nsw i64 %conv1_weight_grad.r145991, 32
-  %3133 = add nsw i64 1773824, %3132
-  %3134 = add nsw i64 %3133, %conv1_weight_grad.f144990
-  %arena992 = getelementptr inbounds float, ptr %arena, i64 %3134
-  %3135 = load float, ptr %arena992, align 4
-  %3136 = mul nsw i64 %conv1_weight_grad.f144990, 9
-  %3137 = add nsw i64 %3136, %conv1_weight_grad.r145991
-  %grads993 = getelementptr inbounds float, ptr %grads, i64 %3137
-  store float %3135, ptr %grads993, align 4
-  %r145.next = add nsw i64 %conv1_weight_grad.r145991, 1
-  %3138 = icmp slt i64 %r145.next, 9
-  br i1 %3138, label %conv1_weight_grad.r145, label %conv1_weight_grad.r145.end
+conv1_weight_grad.f171:                           ; preds = %conv1_weight_grad.r172.end, %conv1_weight_grad.g149.end
+  %conv1_weight_grad.f1711006 = phi i64 [ 0, %conv1_weight_grad.g149.end ], [ %f171.next, %conv1_weight_grad.r172.end ]
+  br label %conv1_weight_grad.r172
 
-conv1_weight_grad.r145.end:                       ; preds = %conv1_weight_grad.r145
-  %f144.next = add nsw i64 %conv1_weight_grad.f144990, 1
-  %3139 = icmp slt i64 %f144.next, 32
-  br i1 %3139, label %conv1_weight_grad.f144, label %conv1_weight_grad.f144.end
+conv1_weight_grad.f171.end:                       ; preds = %conv1_weight_grad.r172.end
+  br label %conv1_bias_grad.i173
 
-conv1_bias_grad.i146:                             ; preds = %conv1_bias_grad.i146, %conv1_weight_grad.f144.end
-  %conv1_bias_grad.i146994 = phi i64 [ 0, %conv1_weight_grad.f144.end ], [ %i146.next, %conv1_bias_grad.i146 ]
-  %arena995 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i146994
-  store float 1.000000e+00, ptr %arena995, align 4
-  %i146.next = add nsw i64 %conv1_bias_grad.i146994, 1
-  %3140 = icmp slt i64 %i146.next, 676
-  br i1 %3140, label %conv1_bias_grad.i146, label %conv1_bias_grad.i146.end
+conv1_weight_grad.r172:                           ; preds = %conv1_weight_grad.r172, %conv1_weight_grad.f171
+  %conv1_weight_grad.r1721007 = phi i64 [ 0, %conv1_weight_grad.f171 ], [ %r172.next, %conv1_weight_grad.r172 ]
+  %3232 = mul nsw i64 %conv1_weight_grad.r1721007, 32
+  %3233 = add nsw i64 1773824, %3232
+  %3234 = add nsw i64 %3233, %conv1_weight_grad.f1711006
+  %arena1008 = getelementptr inbounds float, ptr %arena, i64 %3234
+  %3235 = load float, ptr %arena1008, align 4
+  %3236 = mul nsw i64 %conv1_weight_grad.f1711006, 9
+  %3237 = add nsw i64 %3236, %conv1_weight_grad.r1721007
+  %grads1009 = getelementptr inbounds float, ptr %grads, i64 %3237
+  store float %3235, ptr %grads1009, align 4
+  %r172.next = add nsw i64 %conv1_weight_grad.r1721007, 1
+  %3238 = icmp slt i64 %r172.next, 9
+  br i1 %3238, label %conv1_weight_grad.r172, label %conv1_weight_grad.r172.end
 
-conv1_bias_grad.i146.end:                         ; preds = %conv1_bias_grad.i146
-  br label %conv1_bias_grad.i147
+conv1_weight_grad.r172.end:                       ; preds = %conv1_weight_grad.r172
+  %f171.next = add nsw i64 %conv1_weight_grad.f1711006, 1
+  %3239 = icmp slt i64 %f171.next, 32
+  br i1 %3239, label %conv1_weight_grad.f171, label %conv1_weight_grad.f171.end
 
-conv1_bias_grad.i147:                             ; preds = %conv1_bias_grad.i147, %conv1_bias_grad.i146.end
-  %conv1_bias_grad.i147996 = phi i64 [ 0, %conv1_bias_grad.i146.end ], [ %i147.next, %conv1_bias_grad.i147 ]
-  %3141 = add nsw i64 288, %conv1_bias_grad.i147996
-  %grads997 = getelementptr inbounds float, ptr %grads, i64 %3141
-  store float 0.000000e+00, ptr %grads997, align 4
-  %i147.next = add nsw i64 %conv1_bias_grad.i147996, 1
-  %3142 = icmp slt i64 %i147.next, 32
-  br i1 %3142, label %conv1_bias_grad.i147, label %conv1_bias_grad.i147.end
+conv1_bias_grad.i173:                             ; preds = %conv1_bias_grad.i173, %conv1_weight_grad.f171.end
+  %conv1_bias_grad.i1731010 = phi i64 [ 0, %conv1_weight_grad.f171.end ], [ %i173.next, %conv1_bias_grad.i173 ]
+  %arena1011 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i1731010
+  store float 1.000000e+00, ptr %arena1011, align 4
+  %i173.next = add nsw i64 %conv1_bias_grad.i1731010, 1
+  %3240 = icmp slt i64 %i173.next, 676
+  br i1 %3240, label %conv1_bias_grad.i173, label %conv1_bias_grad.i173.end
 
-conv1_bias_grad.i147.end:                         ; preds = %conv1_bias_grad.i147
-  br label %conv1_bias_grad.img148
+conv1_bias_grad.i173.end:                         ; preds = %conv1_bias_grad.i173
+  br label %conv1_bias_grad.i174
 
-conv1_bias_grad.img148:                           ; preds = %conv1_bias_grad.img148, %conv1_bias_grad.i147.end
-  %conv1_bias_grad.img148998 = phi i64 [ 0, %conv1_bias_grad.i147.end ], [ %img148.next, %conv1_bias_grad.img148 ]
-  %3143 = mul nsw i64 %conv1_bias_grad.img148998, 21632
-  %3144 = add nsw i64 3171600, %3143
-  %arena999 = getelementptr inbounds float, ptr %arena, i64 %3144
-  %arena1000 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads1001 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 676, float 1.000000e+00, ptr %arena999, i32 676, ptr %arena1000, i32 1, float 1.000000e+00, ptr %grads1001, i32 1)
-  %img148.next = add nsw i64 %conv1_bias_grad.img148998, 1
-  %3145 = icmp slt i64 %img148.next, 64
-  br i1 %3145, label %conv1_bias_grad.img148, label %conv1_bias_grad.img148.end
+conv1_bias_grad.i174:                             ; preds = %conv1_bias_grad.i174, %conv1_bias_grad.i173.end
+  %conv1_bias_grad.i1741012 = phi i64 [ 0, %conv1_bias_grad.i173.end ], [ %i174.next, %conv1_bias_grad.i174 ]
+  %3241 = add nsw i64 288, %conv1_bias_grad.i1741012
+  %grads1013 = getelementptr inbounds float, ptr %grads, i64 %3241
+  store float 0.000000e+00, ptr %grads1013, align 4
+  %i174.next = add nsw i64 %conv1_bias_grad.i1741012, 1
+  %3242 = icmp slt i64 %i174.next, 32
+  br i1 %3242, label %conv1_bias_grad.i174, label %conv1_bias_grad.i174.end
 
-conv1_bias_grad.img148.end:                       ; preds = %conv1_bias_grad.img148
-  %3146 = sitofp i64 %step to float
-  %3147 = fmul float %3146, 0xBFBAF8E8A0000000
-  %3148 = call float @llvm.exp.f32(float %3147)
-  %3149 = fsub float 1.000000e+00, %3148
-  %3150 = fdiv float %lr, %3149
-  store float %3150, ptr %adam.step_size149, align 4
-  %3151 = sitofp i64 %step to float
-  %3152 = fmul float %3151, 0xBF50645940000000
-  %3153 = call float @llvm.exp.f32(float %3152)
-  %3154 = fsub float 1.000000e+00, %3153
-  %3155 = call float @llvm.sqrt.f32(float %3154)
-  store float %3155, ptr %adam.bc2_sqrt150, align 4
-  br label %adam.i151
+conv1_bias_grad.i174.end:                         ; preds = %conv1_bias_grad.i174
+  br label %conv1_bias_grad.img175
 
-adam.i151:                                        ; preds = %adam.i151, %conv1_bias_grad.img148.end
-  %adam.i1511002 = phi i64 [ 0, %conv1_bias_grad.img148.end ], [ %i151.next, %adam.i151 ]
-  %grads1003 = getelementptr inbounds float, ptr %grads, i64 %adam.i1511002
-  %3156 = load float, ptr %grads1003, align 4
-  %params1004 = getelementptr inbounds float, ptr %params, i64 %adam.i1511002
-  %3157 = load float, ptr %params1004, align 4
-  %3158 = fmul float 0.000000e+00, %3157
-  %3159 = fadd float %3156, %3158
-  store float %3159, ptr %adam.g, align 4
-  %m1005 = getelementptr inbounds float, ptr %m, i64 %adam.i1511002
-  %3160 = load float, ptr %m1005, align 4
-  %3161 = fmul float 0x3FECCCCCC0000000, %3160
+conv1_bias_grad.img175:                           ; preds = %conv1_bias_grad.img175, %conv1_bias_grad.i174.end
+  %conv1_bias_grad.img1751014 = phi i64 [ 0, %conv1_bias_grad.i174.end ], [ %img175.next, %conv1_bias_grad.img175 ]
+  %3243 = mul nsw i64 %conv1_bias_grad.img1751014, 21632
+  %3244 = add nsw i64 3171600, %3243
+  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %3244
+  %arena1016 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1017 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 676, float 1.000000e+00, ptr %arena1015, i32 676, ptr %arena1016, i32 1, float 1.000000e+00, ptr %grads1017, i32 1)
+  %img175.next = add nsw i64 %conv1_bias_grad.img1751014, 1
+  %3245 = icmp slt i64 %img175.next, 64
+  br i1 %3245, label %conv1_bias_grad.img175, label %conv1_bias_grad.img175.end
+
+conv1_bias_grad.img175.end:                       ; preds = %conv1_bias_grad.img175
+  %3246 = sitofp i64 %step to float
+  %3247 = fmul float %3246, 0xBFBAF8E8A0000000
+  %3248 = call float @llvm.exp.f32(float %3247)
+  %3249 = fsub float 1.000000e+00, %3248
+  %3250 = fdiv float %lr, %3249
+  store float %3250, ptr %adam.step_size176, align 4
+  %3251 = sitofp i64 %step to float
+  %3252 = fmul float %3251, 0xBF50645940000000
+  %3253 = call float @llvm.exp.f32(float %3252)
+  %3254 = fsub float 1.000000e+00, %3253
+  %3255 = call float @llvm.sqrt.f32(float %3254)
+  store float %3255, ptr %adam.bc2_sqrt177, align 4
+  br label %adam.i178
+
+adam.i178:                                        ; preds = %adam.i178, %conv1_bias_grad.img175.end
+  %adam.i1781018 = phi i64 [ 0, %conv1_bias_grad.img175.end ], [ %i178.next, %adam.i178 ]
+  %grads1019 = getelementptr inbounds float, ptr %grads, i64 %adam.i1781018
+  %3256 = load float, ptr %grads1019, align 4
+  %params1020 = getelementptr inbounds float, ptr %params, i64 %adam.i1781018
+  %3257 = load float, ptr %params1020, align 4
+  %3258 = fmul float 0.000000e+00, %3257
+  %3259 = fadd float %3256, %3258
+  store float %3259, ptr %adam.g, align 4
+  %m1021 = getelementptr inbounds float, ptr %m, i64 %adam.i1781018
+  %3260 = load float, ptr %m1021, align 4
+  %3261 = fmul float 0x3FECCCCCC0000000, %3260
   %g = load float, ptr %adam.g, align 4
-  %3162 = fmul float 0x3FB9999A00000000, %g
-  %3163 = fadd float %3161, %3162
-  store float %3163, ptr %adam.m_new, align 4
-  %v1006 = getelementptr inbounds float, ptr %v, i64 %adam.i1511002
-  %3164 = load float, ptr %v1006, align 4
-  %3165 = fmul float 0x3FEFF7CEE0000000, %3164
-  %g1007 = load float, ptr %adam.g, align 4
-  %3166 = fmul float 0x3F50624000000000, %g1007
-  %g1008 = load float, ptr %adam.g, align 4
-  %3167 = fmul float %3166, %g1008
-  %3168 = fadd float %3165, %3167
-  store float %3168, ptr %adam.v_new, align 4
+  %3262 = fmul float 0x3FB9999A00000000, %g
+  %3263 = fadd float %3261, %3262
+  store float %3263, ptr %adam.m_new, align 4
+  %v1022 = getelementptr inbounds float, ptr %v, i64 %adam.i1781018
+  %3264 = load float, ptr %v1022, align 4
+  %3265 = fmul float 0x3FEFF7CEE0000000, %3264
+  %g1023 = load float, ptr %adam.g, align 4
+  %3266 = fmul float 0x3F50624000000000, %g1023
+  %g1024 = load float, ptr %adam.g, align 4
+  %3267 = fmul float %3266, %g1024
+  %3268 = fadd float %3265, %3267
+  store float %3268, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1009 = getelementptr inbounds float, ptr %m, i64 %adam.i1511002
-  store float %m_new, ptr %m1009, align 4
+  %m1025 = getelementptr inbounds float, ptr %m, i64 %adam.i1781018
+  store float %m_new, ptr %m1025, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1010 = getelementptr inbounds float, ptr %v, i64 %adam.i1511002
-  store float %v_new, ptr %v1010, align 4
-  %params1011 = getelementptr inbounds float, ptr %params, i64 %adam.i1511002
-  %3169 = load float, ptr %params1011, align 4
-  %step_size149 = load float, ptr %adam.step_size149, align 4
-  %m_new1012 = load float, ptr %adam.m_new, align 4
-  %3170 = fmul float %step_size149, %m_new1012
-  %v_new1013 = load float, ptr %adam.v_new, align 4
-  %3171 = call float @llvm.sqrt.f32(float %v_new1013)
-  %bc2_sqrt150 = load float, ptr %adam.bc2_sqrt150, align 4
-  %3172 = fdiv float %3171, %bc2_sqrt150
-  %3173 = fadd float %3172, 0x3E45798EE0000000
-  %3174 = fdiv float %3170, %3173
-  %3175 = fsub float %3169, %3174
-  %params1014 = getelementptr inbounds float, ptr %params, i64 %adam.i1511002
-  store float %3175, ptr %params1014, align 4
-  %i151.next = add nsw i64 %adam.i1511002, 1
-  %3176 = icmp slt i64 %i151.next, 1199882
-  br i1 %3176, label %adam.i151, label %adam.i151.end
+  %v1026 = getelementptr inbounds float, ptr %v, i64 %adam.i1781018
+  store float %v_new, ptr %v1026, align 4
+  %params1027 = getelementptr inbounds float, ptr %params, i64 %adam.i1781018
+  %3269 = load float, ptr %params1027, align 4
+  %step_size176 = load float, ptr %adam.step_size176, align 4
+  %m_new1028 = load float, ptr %adam.m_new, align 4
+  %3270 = fmul float %step_size176, %m_new1028
+  %v_new1029 = load float, ptr %adam.v_new, align 4
+  %3271 = call float @llvm.sqrt.f32(float %v_new1029)
+  %bc2_sqrt177 = load float, ptr %adam.bc2_sqrt177, align 4
+  %3272 = fdiv float %3271, %bc2_sqrt177
+  %3273 = fadd float %3272, 0x3E45798EE0000000
+  %3274 = fdiv float %3270, %3273
+  %3275 = fsub float %3269, %3274
+  %params1030 = getelementptr inbounds float, ptr %params, i64 %adam.i1781018
+  store float %3275, ptr %params1030, align 4
+  %i178.next = add nsw i64 %adam.i1781018, 1
+  %3276 = icmp slt i64 %i178.next, 1199882
+  br i1 %3276, label %adam.i178, label %adam.i178.end
 
-adam.i151.end:                                    ; preds = %adam.i151
+adam.i178.end:                                    ; preds = %adam.i178
   ret void
 }
 
@@ -6261,68 +6532,77 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %probs.s48 = alloca float, align 4
-  %probs.m47 = alloca float, align 4
-  %conv2.bi41 = alloca float, align 4
-  %conv2.best40 = alloca float, align 4
-  %conv2.t34_a3 = alloca <16 x float>, align 64
-  %conv2.t34_a2 = alloca <16 x float>, align 64
-  %conv2.t34_a1 = alloca <16 x float>, align 64
-  %conv2.t34_a0 = alloca <16 x float>, align 64
-  %conv2.t34_b3 = alloca <16 x float>, align 64
-  %conv2.t34_b2 = alloca <16 x float>, align 64
-  %conv2.t34_b1 = alloca <16 x float>, align 64
-  %conv2.t34_b0 = alloca <16 x float>, align 64
-  %conv2.t34_c3_3 = alloca <16 x float>, align 64
-  %conv2.t34_c3_2 = alloca <16 x float>, align 64
-  %conv2.t34_c3_1 = alloca <16 x float>, align 64
-  %conv2.t34_c3_0 = alloca <16 x float>, align 64
-  %conv2.t34_c2_3 = alloca <16 x float>, align 64
-  %conv2.t34_c2_2 = alloca <16 x float>, align 64
-  %conv2.t34_c2_1 = alloca <16 x float>, align 64
-  %conv2.t34_c2_0 = alloca <16 x float>, align 64
-  %conv2.t34_c1_3 = alloca <16 x float>, align 64
-  %conv2.t34_c1_2 = alloca <16 x float>, align 64
-  %conv2.t34_c1_1 = alloca <16 x float>, align 64
-  %conv2.t34_c1_0 = alloca <16 x float>, align 64
-  %conv2.t34_c0_3 = alloca <16 x float>, align 64
-  %conv2.t34_c0_2 = alloca <16 x float>, align 64
-  %conv2.t34_c0_1 = alloca <16 x float>, align 64
-  %conv2.t34_c0_0 = alloca <16 x float>, align 64
-  %conv2.t32_a5 = alloca <16 x float>, align 64
-  %conv2.t32_a4 = alloca <16 x float>, align 64
-  %conv2.t32_a3 = alloca <16 x float>, align 64
-  %conv2.t32_a2 = alloca <16 x float>, align 64
-  %conv2.t32_a1 = alloca <16 x float>, align 64
-  %conv2.t32_a0 = alloca <16 x float>, align 64
-  %conv2.t32_b3 = alloca <16 x float>, align 64
-  %conv2.t32_b2 = alloca <16 x float>, align 64
-  %conv2.t32_b1 = alloca <16 x float>, align 64
-  %conv2.t32_b0 = alloca <16 x float>, align 64
-  %conv2.t32_c5_3 = alloca <16 x float>, align 64
-  %conv2.t32_c5_2 = alloca <16 x float>, align 64
-  %conv2.t32_c5_1 = alloca <16 x float>, align 64
-  %conv2.t32_c5_0 = alloca <16 x float>, align 64
-  %conv2.t32_c4_3 = alloca <16 x float>, align 64
-  %conv2.t32_c4_2 = alloca <16 x float>, align 64
-  %conv2.t32_c4_1 = alloca <16 x float>, align 64
-  %conv2.t32_c4_0 = alloca <16 x float>, align 64
-  %conv2.t32_c3_3 = alloca <16 x float>, align 64
-  %conv2.t32_c3_2 = alloca <16 x float>, align 64
-  %conv2.t32_c3_1 = alloca <16 x float>, align 64
-  %conv2.t32_c3_0 = alloca <16 x float>, align 64
-  %conv2.t32_c2_3 = alloca <16 x float>, align 64
-  %conv2.t32_c2_2 = alloca <16 x float>, align 64
-  %conv2.t32_c2_1 = alloca <16 x float>, align 64
-  %conv2.t32_c2_0 = alloca <16 x float>, align 64
-  %conv2.t32_c1_3 = alloca <16 x float>, align 64
-  %conv2.t32_c1_2 = alloca <16 x float>, align 64
-  %conv2.t32_c1_1 = alloca <16 x float>, align 64
-  %conv2.t32_c1_0 = alloca <16 x float>, align 64
-  %conv2.t32_c0_3 = alloca <16 x float>, align 64
-  %conv2.t32_c0_2 = alloca <16 x float>, align 64
-  %conv2.t32_c0_1 = alloca <16 x float>, align 64
-  %conv2.t32_c0_0 = alloca <16 x float>, align 64
+  %probs.s75 = alloca float, align 4
+  %probs.m74 = alloca float, align 4
+  %conv2.best67 = alloca float, align 4
+  %conv2.at68 = alloca float, align 4
+  %conv2.v66 = alloca float, align 4
+  %conv2.best64 = alloca float, align 4
+  %conv2.at65 = alloca float, align 4
+  %conv2.v63 = alloca float, align 4
+  %conv2.best61 = alloca float, align 4
+  %conv2.at62 = alloca float, align 4
+  %conv2.v60 = alloca float, align 4
+  %conv2.at59 = alloca float, align 4
+  %conv2.v58 = alloca float, align 4
+  %conv2.t53_a3 = alloca <16 x float>, align 64
+  %conv2.t53_a2 = alloca <16 x float>, align 64
+  %conv2.t53_a1 = alloca <16 x float>, align 64
+  %conv2.t53_a0 = alloca <16 x float>, align 64
+  %conv2.t53_b3 = alloca <16 x float>, align 64
+  %conv2.t53_b2 = alloca <16 x float>, align 64
+  %conv2.t53_b1 = alloca <16 x float>, align 64
+  %conv2.t53_b0 = alloca <16 x float>, align 64
+  %conv2.t53_c3_3 = alloca <16 x float>, align 64
+  %conv2.t53_c3_2 = alloca <16 x float>, align 64
+  %conv2.t53_c3_1 = alloca <16 x float>, align 64
+  %conv2.t53_c3_0 = alloca <16 x float>, align 64
+  %conv2.t53_c2_3 = alloca <16 x float>, align 64
+  %conv2.t53_c2_2 = alloca <16 x float>, align 64
+  %conv2.t53_c2_1 = alloca <16 x float>, align 64
+  %conv2.t53_c2_0 = alloca <16 x float>, align 64
+  %conv2.t53_c1_3 = alloca <16 x float>, align 64
+  %conv2.t53_c1_2 = alloca <16 x float>, align 64
+  %conv2.t53_c1_1 = alloca <16 x float>, align 64
+  %conv2.t53_c1_0 = alloca <16 x float>, align 64
+  %conv2.t53_c0_3 = alloca <16 x float>, align 64
+  %conv2.t53_c0_2 = alloca <16 x float>, align 64
+  %conv2.t53_c0_1 = alloca <16 x float>, align 64
+  %conv2.t53_c0_0 = alloca <16 x float>, align 64
+  %conv2.t51_a5 = alloca <16 x float>, align 64
+  %conv2.t51_a4 = alloca <16 x float>, align 64
+  %conv2.t51_a3 = alloca <16 x float>, align 64
+  %conv2.t51_a2 = alloca <16 x float>, align 64
+  %conv2.t51_a1 = alloca <16 x float>, align 64
+  %conv2.t51_a0 = alloca <16 x float>, align 64
+  %conv2.t51_b3 = alloca <16 x float>, align 64
+  %conv2.t51_b2 = alloca <16 x float>, align 64
+  %conv2.t51_b1 = alloca <16 x float>, align 64
+  %conv2.t51_b0 = alloca <16 x float>, align 64
+  %conv2.t51_c5_3 = alloca <16 x float>, align 64
+  %conv2.t51_c5_2 = alloca <16 x float>, align 64
+  %conv2.t51_c5_1 = alloca <16 x float>, align 64
+  %conv2.t51_c5_0 = alloca <16 x float>, align 64
+  %conv2.t51_c4_3 = alloca <16 x float>, align 64
+  %conv2.t51_c4_2 = alloca <16 x float>, align 64
+  %conv2.t51_c4_1 = alloca <16 x float>, align 64
+  %conv2.t51_c4_0 = alloca <16 x float>, align 64
+  %conv2.t51_c3_3 = alloca <16 x float>, align 64
+  %conv2.t51_c3_2 = alloca <16 x float>, align 64
+  %conv2.t51_c3_1 = alloca <16 x float>, align 64
+  %conv2.t51_c3_0 = alloca <16 x float>, align 64
+  %conv2.t51_c2_3 = alloca <16 x float>, align 64
+  %conv2.t51_c2_2 = alloca <16 x float>, align 64
+  %conv2.t51_c2_1 = alloca <16 x float>, align 64
+  %conv2.t51_c2_0 = alloca <16 x float>, align 64
+  %conv2.t51_c1_3 = alloca <16 x float>, align 64
+  %conv2.t51_c1_2 = alloca <16 x float>, align 64
+  %conv2.t51_c1_1 = alloca <16 x float>, align 64
+  %conv2.t51_c1_0 = alloca <16 x float>, align 64
+  %conv2.t51_c0_3 = alloca <16 x float>, align 64
+  %conv2.t51_c0_2 = alloca <16 x float>, align 64
+  %conv2.t51_c0_1 = alloca <16 x float>, align 64
+  %conv2.t51_c0_0 = alloca <16 x float>, align 64
   %conv1.t15_a1 = alloca <16 x float>, align 64
   %conv1.t15_a0 = alloca <16 x float>, align 64
   %conv1.t15_b3 = alloca <16 x float>, align 64
@@ -6378,7 +6658,7 @@ conv1.g1:                                         ; preds = %conv1.j17.end, %ent
   br label %conv1.j2
 
 conv1.g1.end:                                     ; preds = %conv1.j17.end
-  br label %conv2.g20
+  br label %conv2.i20
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
@@ -6433,8 +6713,8 @@ conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.o
   %17 = mul nsw i64 %conv1.j22, 676
   %18 = add nsw i64 %16, %17
   %19 = mul nsw i64 %conv1.oy55, 26
-  %20 = add nsw i64 %18, %19
-  %21 = add nsw i64 %20, %conv1.ox66
+  %20 = add nsw i64 %19, %conv1.ox66
+  %21 = add nsw i64 %18, %20
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
   store float %11, ptr %arena8, align 4
   %ox6.next = add nsw i64 %conv1.ox66, 1
@@ -6476,8 +6756,8 @@ conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.o
   %41 = mul nsw i64 %conv1.j22, 676
   %42 = add nsw i64 %40, %41
   %43 = mul nsw i64 %conv1.oy79, 26
-  %44 = add nsw i64 %42, %43
-  %45 = add nsw i64 %44, %conv1.ox810
+  %44 = add nsw i64 %43, %conv1.ox810
+  %45 = add nsw i64 %42, %44
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
   store float %34, ptr %arena12, align 4
   %ox8.next = add nsw i64 %conv1.ox810, 1
@@ -6521,8 +6801,8 @@ conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.
   %66 = mul nsw i64 %conv1.j22, 676
   %67 = add nsw i64 %65, %66
   %68 = mul nsw i64 %conv1.oy913, 26
-  %69 = add nsw i64 %67, %68
-  %70 = add nsw i64 %69, %conv1.ox1014
+  %69 = add nsw i64 %68, %conv1.ox1014
+  %70 = add nsw i64 %67, %69
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
   store float %59, ptr %arena16, align 4
   %ox10.next = add nsw i64 %conv1.ox1014, 1
@@ -7226,1390 +7506,1652 @@ conv1.i19.end:                                    ; preds = %conv1.i19
   %413 = icmp slt i64 %f18.next, 32
   br i1 %413, label %conv1.f18, label %conv1.f18.end
 
-conv2.g20:                                        ; preds = %conv2.j36.end, %conv1.g1.end
-  %conv2.g20157 = phi i64 [ 0, %conv1.g1.end ], [ %g20.next, %conv2.j36.end ]
-  br label %conv2.j21
+conv2.i20:                                        ; preds = %conv2.i20, %conv1.g1.end
+  %conv2.i20157 = phi i64 [ 0, %conv1.g1.end ], [ %i20.next, %conv2.i20 ]
+  %414 = sdiv i64 %conv2.i20157, 12
+  %415 = mul nsw i64 %414, 48
+  %416 = srem i64 %conv2.i20157, 12
+  %417 = mul nsw i64 %416, 2
+  %418 = add nsw i64 %415, %417
+  %419 = sitofp i64 %418 to float
+  %420 = add nsw i64 15540224, %conv2.i20157
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %420
+  store float %419, ptr %arena158, align 4
+  %i20.next = add nsw i64 %conv2.i20157, 1
+  %421 = icmp slt i64 %i20.next, 144
+  br i1 %421, label %conv2.i20, label %conv2.i20.end
 
-conv2.g20.end:                                    ; preds = %conv2.j36.end
-  %arena386 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %params387 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena388 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena386, i32 9216, ptr %params387, i32 9216, float 0.000000e+00, ptr %arena388, i32 128)
-  br label %fc1.n42
+conv2.i20.end:                                    ; preds = %conv2.i20
+  br label %conv2.g21
 
-conv2.j21:                                        ; preds = %conv2.c22.end, %conv2.g20
-  %conv2.j21158 = phi i64 [ 0, %conv2.g20 ], [ %j21.next, %conv2.c22.end ]
-  br label %conv2.c22
+conv2.g21:                                        ; preds = %conv2.j55.end, %conv2.i20.end
+  %conv2.g21159 = phi i64 [ 0, %conv2.i20.end ], [ %g21.next, %conv2.j55.end ]
+  br label %conv2.j22
 
-conv2.j21.end:                                    ; preds = %conv2.c22.end
-  br label %conv2.nb30
+conv2.g21.end:                                    ; preds = %conv2.j55.end
+  %arena402 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %params403 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena404 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena402, i32 9216, ptr %params403, i32 9216, float 0.000000e+00, ptr %arena404, i32 128)
+  br label %fc1.n69
 
-conv2.c22:                                        ; preds = %conv2.ky23.end, %conv2.j21
-  %conv2.c22159 = phi i64 [ 0, %conv2.j21 ], [ %c22.next, %conv2.ky23.end ]
-  br label %conv2.ky23
+conv2.j22:                                        ; preds = %conv2.c23.end, %conv2.g21
+  %conv2.j22160 = phi i64 [ 0, %conv2.g21 ], [ %j22.next, %conv2.c23.end ]
+  br label %conv2.c23
 
-conv2.c22.end:                                    ; preds = %conv2.ky23.end
-  %j21.next = add nsw i64 %conv2.j21158, 1
-  %414 = icmp slt i64 %j21.next, 64
-  br i1 %414, label %conv2.j21, label %conv2.j21.end
+conv2.j22.end:                                    ; preds = %conv2.c23.end
+  br label %conv2.nb49
 
-conv2.ky23:                                       ; preds = %conv2.oy28.end, %conv2.c22
-  %conv2.ky23160 = phi i64 [ 0, %conv2.c22 ], [ %ky23.next, %conv2.oy28.end ]
-  br label %conv2.oy24
+conv2.c23:                                        ; preds = %conv2.ky24.end, %conv2.j22
+  %conv2.c23161 = phi i64 [ 0, %conv2.j22 ], [ %c23.next, %conv2.ky24.end ]
+  br label %conv2.ky24
 
-conv2.ky23.end:                                   ; preds = %conv2.oy28.end
-  %c22.next = add nsw i64 %conv2.c22159, 1
-  %415 = icmp slt i64 %c22.next, 32
-  br i1 %415, label %conv2.c22, label %conv2.c22.end
+conv2.c23.end:                                    ; preds = %conv2.ky24.end
+  %j22.next = add nsw i64 %conv2.j22160, 1
+  %422 = icmp slt i64 %j22.next, 64
+  br i1 %422, label %conv2.j22, label %conv2.j22.end
 
-conv2.oy24:                                       ; preds = %conv2.ox25.end, %conv2.ky23
-  %conv2.oy24161 = phi i64 [ 0, %conv2.ky23 ], [ %oy24.next, %conv2.ox25.end ]
-  br label %conv2.ox25
+conv2.ky24:                                       ; preds = %conv2.oy47.end, %conv2.c23
+  %conv2.ky24162 = phi i64 [ 0, %conv2.c23 ], [ %ky24.next, %conv2.oy47.end ]
+  br label %conv2.oy25
 
-conv2.oy24.end:                                   ; preds = %conv2.ox25.end
-  br label %conv2.oy26
+conv2.ky24.end:                                   ; preds = %conv2.oy47.end
+  %c23.next = add nsw i64 %conv2.c23161, 1
+  %423 = icmp slt i64 %c23.next, 32
+  br i1 %423, label %conv2.c23, label %conv2.c23.end
 
-conv2.ox25:                                       ; preds = %conv2.ox25, %conv2.oy24
-  %conv2.ox25162 = phi i64 [ 0, %conv2.oy24 ], [ %ox25.next, %conv2.ox25 ]
-  %416 = mul nsw i64 %conv2.g20157, 64
-  %417 = add nsw i64 %416, %conv2.j21158
-  %418 = mul nsw i64 %417, 21632
-  %419 = mul nsw i64 %conv2.c22159, 676
-  %420 = add nsw i64 %418, %419
-  %421 = add nsw i64 %conv2.oy24161, %conv2.ky23160
-  %422 = mul nsw i64 %421, 26
-  %423 = add nsw i64 %420, %422
-  %424 = add nsw i64 %423, %conv2.ox25162
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %424
-  %425 = load float, ptr %arena163, align 4
-  %426 = mul nsw i64 %conv2.c22159, 3
-  %427 = add nsw i64 %426, %conv2.ky23160
-  %428 = mul nsw i64 %427, 3
-  %429 = mul nsw i64 %428, 36864
-  %430 = add nsw i64 2564096, %429
-  %431 = mul nsw i64 %conv2.j21158, 576
-  %432 = add nsw i64 %430, %431
-  %433 = mul nsw i64 %conv2.oy24161, 24
+conv2.oy25:                                       ; preds = %conv2.ox26.end, %conv2.ky24
+  %conv2.oy25163 = phi i64 [ 0, %conv2.ky24 ], [ %oy25.next, %conv2.ox26.end ]
+  br label %conv2.ox26
+
+conv2.oy25.end:                                   ; preds = %conv2.ox26.end
+  br label %conv2.oy27
+
+conv2.ox26:                                       ; preds = %conv2.ox26, %conv2.oy25
+  %conv2.ox26164 = phi i64 [ 0, %conv2.oy25 ], [ %ox26.next, %conv2.ox26 ]
+  %424 = mul nsw i64 %conv2.g21159, 64
+  %425 = add nsw i64 %424, %conv2.j22160
+  %426 = mul nsw i64 %425, 21632
+  %427 = mul nsw i64 %conv2.c23161, 676
+  %428 = add nsw i64 %426, %427
+  %429 = mul nsw i64 %conv2.oy25163, 2
+  %430 = add nsw i64 %429, %conv2.ky24162
+  %431 = mul nsw i64 %430, 26
+  %432 = add nsw i64 %428, %431
+  %433 = mul nsw i64 %conv2.ox26164, 2
   %434 = add nsw i64 %432, %433
-  %435 = add nsw i64 %434, %conv2.ox25162
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %435
-  store float %425, ptr %arena164, align 4
-  %ox25.next = add nsw i64 %conv2.ox25162, 1
-  %436 = icmp slt i64 %ox25.next, 24
-  br i1 %436, label %conv2.ox25, label %conv2.ox25.end
-
-conv2.ox25.end:                                   ; preds = %conv2.ox25
-  %oy24.next = add nsw i64 %conv2.oy24161, 1
-  %437 = icmp slt i64 %oy24.next, 24
-  br i1 %437, label %conv2.oy24, label %conv2.oy24.end
-
-conv2.oy26:                                       ; preds = %conv2.ox27.end, %conv2.oy24.end
-  %conv2.oy26165 = phi i64 [ 0, %conv2.oy24.end ], [ %oy26.next, %conv2.ox27.end ]
-  br label %conv2.ox27
-
-conv2.oy26.end:                                   ; preds = %conv2.ox27.end
-  br label %conv2.oy28
-
-conv2.ox27:                                       ; preds = %conv2.ox27, %conv2.oy26
-  %conv2.ox27166 = phi i64 [ 0, %conv2.oy26 ], [ %ox27.next, %conv2.ox27 ]
-  %438 = mul nsw i64 %conv2.g20157, 64
-  %439 = add nsw i64 %438, %conv2.j21158
-  %440 = mul nsw i64 %439, 21632
-  %441 = mul nsw i64 %conv2.c22159, 676
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %434
+  %435 = load float, ptr %arena165, align 4
+  %436 = mul nsw i64 %conv2.c23161, 3
+  %437 = add nsw i64 %436, %conv2.ky24162
+  %438 = mul nsw i64 %437, 3
+  %439 = mul nsw i64 %438, 36864
+  %440 = add nsw i64 2564096, %439
+  %441 = mul nsw i64 %conv2.j22160, 576
   %442 = add nsw i64 %440, %441
-  %443 = add nsw i64 %conv2.oy26165, %conv2.ky23160
-  %444 = mul nsw i64 %443, 26
+  %443 = mul nsw i64 %conv2.oy25163, 12
+  %444 = add nsw i64 %443, %conv2.ox26164
   %445 = add nsw i64 %442, %444
-  %446 = add nsw i64 %conv2.ox27166, 1
-  %447 = add nsw i64 %445, %446
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %447
-  %448 = load float, ptr %arena167, align 4
-  %449 = mul nsw i64 %conv2.c22159, 3
-  %450 = add nsw i64 %449, %conv2.ky23160
-  %451 = mul nsw i64 %450, 3
-  %452 = add nsw i64 %451, 1
-  %453 = mul nsw i64 %452, 36864
-  %454 = add nsw i64 2564096, %453
-  %455 = mul nsw i64 %conv2.j21158, 576
-  %456 = add nsw i64 %454, %455
-  %457 = mul nsw i64 %conv2.oy26165, 24
-  %458 = add nsw i64 %456, %457
-  %459 = add nsw i64 %458, %conv2.ox27166
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %459
-  store float %448, ptr %arena168, align 4
-  %ox27.next = add nsw i64 %conv2.ox27166, 1
-  %460 = icmp slt i64 %ox27.next, 24
-  br i1 %460, label %conv2.ox27, label %conv2.ox27.end
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %445
+  store float %435, ptr %arena166, align 4
+  %ox26.next = add nsw i64 %conv2.ox26164, 1
+  %446 = icmp slt i64 %ox26.next, 12
+  br i1 %446, label %conv2.ox26, label %conv2.ox26.end
 
-conv2.ox27.end:                                   ; preds = %conv2.ox27
-  %oy26.next = add nsw i64 %conv2.oy26165, 1
-  %461 = icmp slt i64 %oy26.next, 24
-  br i1 %461, label %conv2.oy26, label %conv2.oy26.end
+conv2.ox26.end:                                   ; preds = %conv2.ox26
+  %oy25.next = add nsw i64 %conv2.oy25163, 1
+  %447 = icmp slt i64 %oy25.next, 12
+  br i1 %447, label %conv2.oy25, label %conv2.oy25.end
 
-conv2.oy28:                                       ; preds = %conv2.ox29.end, %conv2.oy26.end
-  %conv2.oy28169 = phi i64 [ 0, %conv2.oy26.end ], [ %oy28.next, %conv2.ox29.end ]
-  br label %conv2.ox29
+conv2.oy27:                                       ; preds = %conv2.ox28.end, %conv2.oy25.end
+  %conv2.oy27167 = phi i64 [ 0, %conv2.oy25.end ], [ %oy27.next, %conv2.ox28.end ]
+  br label %conv2.ox28
 
-conv2.oy28.end:                                   ; preds = %conv2.ox29.end
-  %ky23.next = add nsw i64 %conv2.ky23160, 1
-  %462 = icmp slt i64 %ky23.next, 3
-  br i1 %462, label %conv2.ky23, label %conv2.ky23.end
+conv2.oy27.end:                                   ; preds = %conv2.ox28.end
+  br label %conv2.oy29
 
-conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.oy28
-  %conv2.ox29170 = phi i64 [ 0, %conv2.oy28 ], [ %ox29.next, %conv2.ox29 ]
-  %463 = mul nsw i64 %conv2.g20157, 64
-  %464 = add nsw i64 %463, %conv2.j21158
-  %465 = mul nsw i64 %464, 21632
-  %466 = mul nsw i64 %conv2.c22159, 676
+conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.oy27
+  %conv2.ox28168 = phi i64 [ 0, %conv2.oy27 ], [ %ox28.next, %conv2.ox28 ]
+  %448 = mul nsw i64 %conv2.g21159, 64
+  %449 = add nsw i64 %448, %conv2.j22160
+  %450 = mul nsw i64 %449, 21632
+  %451 = mul nsw i64 %conv2.c23161, 676
+  %452 = add nsw i64 %450, %451
+  %453 = mul nsw i64 %conv2.oy27167, 2
+  %454 = add nsw i64 %453, %conv2.ky24162
+  %455 = mul nsw i64 %454, 26
+  %456 = add nsw i64 %452, %455
+  %457 = mul nsw i64 %conv2.ox28168, 2
+  %458 = add nsw i64 %457, 1
+  %459 = add nsw i64 %456, %458
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %459
+  %460 = load float, ptr %arena169, align 4
+  %461 = mul nsw i64 %conv2.c23161, 3
+  %462 = add nsw i64 %461, %conv2.ky24162
+  %463 = mul nsw i64 %462, 3
+  %464 = mul nsw i64 %463, 36864
+  %465 = add nsw i64 2564096, %464
+  %466 = mul nsw i64 %conv2.j22160, 576
   %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 %conv2.oy28169, %conv2.ky23160
-  %469 = mul nsw i64 %468, 26
-  %470 = add nsw i64 %467, %469
-  %471 = add nsw i64 %conv2.ox29170, 2
-  %472 = add nsw i64 %470, %471
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %472
-  %473 = load float, ptr %arena171, align 4
-  %474 = mul nsw i64 %conv2.c22159, 3
-  %475 = add nsw i64 %474, %conv2.ky23160
-  %476 = mul nsw i64 %475, 3
-  %477 = add nsw i64 %476, 2
-  %478 = mul nsw i64 %477, 36864
-  %479 = add nsw i64 2564096, %478
-  %480 = mul nsw i64 %conv2.j21158, 576
-  %481 = add nsw i64 %479, %480
-  %482 = mul nsw i64 %conv2.oy28169, 24
-  %483 = add nsw i64 %481, %482
-  %484 = add nsw i64 %483, %conv2.ox29170
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %484
-  store float %473, ptr %arena172, align 4
-  %ox29.next = add nsw i64 %conv2.ox29170, 1
-  %485 = icmp slt i64 %ox29.next, 24
-  br i1 %485, label %conv2.ox29, label %conv2.ox29.end
+  %468 = mul nsw i64 %conv2.oy27167, 12
+  %469 = add nsw i64 144, %468
+  %470 = add nsw i64 %469, %conv2.ox28168
+  %471 = add nsw i64 %467, %470
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %471
+  store float %460, ptr %arena170, align 4
+  %ox28.next = add nsw i64 %conv2.ox28168, 1
+  %472 = icmp slt i64 %ox28.next, 12
+  br i1 %472, label %conv2.ox28, label %conv2.ox28.end
 
-conv2.ox29.end:                                   ; preds = %conv2.ox29
-  %oy28.next = add nsw i64 %conv2.oy28169, 1
-  %486 = icmp slt i64 %oy28.next, 24
-  br i1 %486, label %conv2.oy28, label %conv2.oy28.end
+conv2.ox28.end:                                   ; preds = %conv2.ox28
+  %oy27.next = add nsw i64 %conv2.oy27167, 1
+  %473 = icmp slt i64 %oy27.next, 12
+  br i1 %473, label %conv2.oy27, label %conv2.oy27.end
 
-conv2.nb30:                                       ; preds = %conv2.k35.end, %conv2.j21.end
-  %conv2.nb30173 = phi i64 [ 0, %conv2.j21.end ], [ %nb30.next, %conv2.k35.end ]
-  br label %conv2.mb31
+conv2.oy29:                                       ; preds = %conv2.ox30.end, %conv2.oy27.end
+  %conv2.oy29171 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.ox30.end ]
+  br label %conv2.ox30
 
-conv2.nb30.end:                                   ; preds = %conv2.k35.end
-  br label %conv2.j36
+conv2.oy29.end:                                   ; preds = %conv2.ox30.end
+  br label %conv2.oy31
 
-conv2.mb31:                                       ; preds = %conv2.k33.end, %conv2.nb30
-  %conv2.mb31174 = phi i64 [ 0, %conv2.nb30 ], [ %mb31.next, %conv2.k33.end ]
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_3, align 64
-  br label %conv2.k33
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.oy29
+  %conv2.ox30172 = phi i64 [ 0, %conv2.oy29 ], [ %ox30.next, %conv2.ox30 ]
+  %474 = mul nsw i64 %conv2.g21159, 64
+  %475 = add nsw i64 %474, %conv2.j22160
+  %476 = mul nsw i64 %475, 21632
+  %477 = mul nsw i64 %conv2.c23161, 676
+  %478 = add nsw i64 %476, %477
+  %479 = mul nsw i64 %conv2.oy29171, 2
+  %480 = add nsw i64 %479, 1
+  %481 = add nsw i64 %480, %conv2.ky24162
+  %482 = mul nsw i64 %481, 26
+  %483 = add nsw i64 %478, %482
+  %484 = mul nsw i64 %conv2.ox30172, 2
+  %485 = add nsw i64 %483, %484
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %485
+  %486 = load float, ptr %arena173, align 4
+  %487 = mul nsw i64 %conv2.c23161, 3
+  %488 = add nsw i64 %487, %conv2.ky24162
+  %489 = mul nsw i64 %488, 3
+  %490 = mul nsw i64 %489, 36864
+  %491 = add nsw i64 2564096, %490
+  %492 = mul nsw i64 %conv2.j22160, 576
+  %493 = add nsw i64 %491, %492
+  %494 = mul nsw i64 %conv2.oy29171, 12
+  %495 = add nsw i64 288, %494
+  %496 = add nsw i64 %495, %conv2.ox30172
+  %497 = add nsw i64 %493, %496
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %497
+  store float %486, ptr %arena174, align 4
+  %ox30.next = add nsw i64 %conv2.ox30172, 1
+  %498 = icmp slt i64 %ox30.next, 12
+  br i1 %498, label %conv2.ox30, label %conv2.ox30.end
 
-conv2.mb31.end:                                   ; preds = %conv2.k33.end
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_3, align 64
-  br label %conv2.k35
+conv2.ox30.end:                                   ; preds = %conv2.ox30
+  %oy29.next = add nsw i64 %conv2.oy29171, 1
+  %499 = icmp slt i64 %oy29.next, 12
+  br i1 %499, label %conv2.oy29, label %conv2.oy29.end
 
-conv2.k33:                                        ; preds = %conv2.k33, %conv2.mb31
-  %conv2.k33175 = phi i64 [ 0, %conv2.mb31 ], [ %k33.next, %conv2.k33 ]
-  %487 = mul nsw i64 %conv2.k33175, 36864
-  %488 = add nsw i64 2564096, %487
-  %489 = mul nsw i64 %conv2.nb30173, 64
-  %490 = add nsw i64 %488, %489
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %490
-  %491 = load <16 x float>, ptr %arena176, align 4
-  store <16 x float> %491, ptr %conv2.t32_b0, align 64
-  %492 = mul nsw i64 %conv2.k33175, 36864
-  %493 = add nsw i64 2564096, %492
-  %494 = mul nsw i64 %conv2.nb30173, 64
-  %495 = add nsw i64 %493, %494
-  %496 = add nsw i64 %495, 16
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %496
-  %497 = load <16 x float>, ptr %arena177, align 4
-  store <16 x float> %497, ptr %conv2.t32_b1, align 64
-  %498 = mul nsw i64 %conv2.k33175, 36864
-  %499 = add nsw i64 2564096, %498
-  %500 = mul nsw i64 %conv2.nb30173, 64
-  %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 %501, 32
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %502
-  %503 = load <16 x float>, ptr %arena178, align 4
-  store <16 x float> %503, ptr %conv2.t32_b2, align 64
-  %504 = mul nsw i64 %conv2.k33175, 36864
-  %505 = add nsw i64 2564096, %504
-  %506 = mul nsw i64 %conv2.nb30173, 64
-  %507 = add nsw i64 %505, %506
-  %508 = add nsw i64 %507, 48
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %508
-  %509 = load <16 x float>, ptr %arena179, align 4
-  store <16 x float> %509, ptr %conv2.t32_b3, align 64
-  %510 = mul nsw i64 %conv2.mb31174, 6
-  %511 = mul nsw i64 %510, 288
-  %512 = add nsw i64 320, %511
-  %513 = add nsw i64 %512, %conv2.k33175
-  %params180 = getelementptr inbounds float, ptr %params, i64 %513
-  %514 = load float, ptr %params180, align 4
-  %515 = insertelement <16 x float> undef, float %514, i32 0
-  %516 = shufflevector <16 x float> %515, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %516, ptr %conv2.t32_a0, align 64
-  %t32_a0 = load <16 x float>, ptr %conv2.t32_a0, align 64
-  %t32_b0 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c0_0 = load <16 x float>, ptr %conv2.t32_c0_0, align 64
-  %517 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0, <16 x float> %t32_b0, <16 x float> %t32_c0_0)
-  store <16 x float> %517, ptr %conv2.t32_c0_0, align 64
-  %t32_a0181 = load <16 x float>, ptr %conv2.t32_a0, align 64
-  %t32_b1 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c0_1 = load <16 x float>, ptr %conv2.t32_c0_1, align 64
-  %518 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0181, <16 x float> %t32_b1, <16 x float> %t32_c0_1)
-  store <16 x float> %518, ptr %conv2.t32_c0_1, align 64
-  %t32_a0182 = load <16 x float>, ptr %conv2.t32_a0, align 64
-  %t32_b2 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c0_2 = load <16 x float>, ptr %conv2.t32_c0_2, align 64
-  %519 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0182, <16 x float> %t32_b2, <16 x float> %t32_c0_2)
-  store <16 x float> %519, ptr %conv2.t32_c0_2, align 64
-  %t32_a0183 = load <16 x float>, ptr %conv2.t32_a0, align 64
-  %t32_b3 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c0_3 = load <16 x float>, ptr %conv2.t32_c0_3, align 64
-  %520 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0183, <16 x float> %t32_b3, <16 x float> %t32_c0_3)
-  store <16 x float> %520, ptr %conv2.t32_c0_3, align 64
-  %521 = mul nsw i64 %conv2.mb31174, 6
-  %522 = add nsw i64 %521, 1
-  %523 = mul nsw i64 %522, 288
-  %524 = add nsw i64 320, %523
-  %525 = add nsw i64 %524, %conv2.k33175
-  %params184 = getelementptr inbounds float, ptr %params, i64 %525
-  %526 = load float, ptr %params184, align 4
-  %527 = insertelement <16 x float> undef, float %526, i32 0
-  %528 = shufflevector <16 x float> %527, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %528, ptr %conv2.t32_a1, align 64
-  %t32_a1 = load <16 x float>, ptr %conv2.t32_a1, align 64
-  %t32_b0185 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c1_0 = load <16 x float>, ptr %conv2.t32_c1_0, align 64
-  %529 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1, <16 x float> %t32_b0185, <16 x float> %t32_c1_0)
-  store <16 x float> %529, ptr %conv2.t32_c1_0, align 64
-  %t32_a1186 = load <16 x float>, ptr %conv2.t32_a1, align 64
-  %t32_b1187 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c1_1 = load <16 x float>, ptr %conv2.t32_c1_1, align 64
-  %530 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1186, <16 x float> %t32_b1187, <16 x float> %t32_c1_1)
-  store <16 x float> %530, ptr %conv2.t32_c1_1, align 64
-  %t32_a1188 = load <16 x float>, ptr %conv2.t32_a1, align 64
-  %t32_b2189 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c1_2 = load <16 x float>, ptr %conv2.t32_c1_2, align 64
-  %531 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1188, <16 x float> %t32_b2189, <16 x float> %t32_c1_2)
-  store <16 x float> %531, ptr %conv2.t32_c1_2, align 64
-  %t32_a1190 = load <16 x float>, ptr %conv2.t32_a1, align 64
-  %t32_b3191 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c1_3 = load <16 x float>, ptr %conv2.t32_c1_3, align 64
-  %532 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1190, <16 x float> %t32_b3191, <16 x float> %t32_c1_3)
-  store <16 x float> %532, ptr %conv2.t32_c1_3, align 64
-  %533 = mul nsw i64 %conv2.mb31174, 6
-  %534 = add nsw i64 %533, 2
-  %535 = mul nsw i64 %534, 288
-  %536 = add nsw i64 320, %535
-  %537 = add nsw i64 %536, %conv2.k33175
-  %params192 = getelementptr inbounds float, ptr %params, i64 %537
-  %538 = load float, ptr %params192, align 4
-  %539 = insertelement <16 x float> undef, float %538, i32 0
-  %540 = shufflevector <16 x float> %539, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %540, ptr %conv2.t32_a2, align 64
-  %t32_a2 = load <16 x float>, ptr %conv2.t32_a2, align 64
-  %t32_b0193 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c2_0 = load <16 x float>, ptr %conv2.t32_c2_0, align 64
-  %541 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2, <16 x float> %t32_b0193, <16 x float> %t32_c2_0)
-  store <16 x float> %541, ptr %conv2.t32_c2_0, align 64
-  %t32_a2194 = load <16 x float>, ptr %conv2.t32_a2, align 64
-  %t32_b1195 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c2_1 = load <16 x float>, ptr %conv2.t32_c2_1, align 64
-  %542 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2194, <16 x float> %t32_b1195, <16 x float> %t32_c2_1)
-  store <16 x float> %542, ptr %conv2.t32_c2_1, align 64
-  %t32_a2196 = load <16 x float>, ptr %conv2.t32_a2, align 64
-  %t32_b2197 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c2_2 = load <16 x float>, ptr %conv2.t32_c2_2, align 64
-  %543 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2196, <16 x float> %t32_b2197, <16 x float> %t32_c2_2)
-  store <16 x float> %543, ptr %conv2.t32_c2_2, align 64
-  %t32_a2198 = load <16 x float>, ptr %conv2.t32_a2, align 64
-  %t32_b3199 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c2_3 = load <16 x float>, ptr %conv2.t32_c2_3, align 64
-  %544 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2198, <16 x float> %t32_b3199, <16 x float> %t32_c2_3)
-  store <16 x float> %544, ptr %conv2.t32_c2_3, align 64
-  %545 = mul nsw i64 %conv2.mb31174, 6
-  %546 = add nsw i64 %545, 3
-  %547 = mul nsw i64 %546, 288
-  %548 = add nsw i64 320, %547
-  %549 = add nsw i64 %548, %conv2.k33175
-  %params200 = getelementptr inbounds float, ptr %params, i64 %549
-  %550 = load float, ptr %params200, align 4
-  %551 = insertelement <16 x float> undef, float %550, i32 0
-  %552 = shufflevector <16 x float> %551, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %552, ptr %conv2.t32_a3, align 64
-  %t32_a3 = load <16 x float>, ptr %conv2.t32_a3, align 64
-  %t32_b0201 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c3_0 = load <16 x float>, ptr %conv2.t32_c3_0, align 64
-  %553 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3, <16 x float> %t32_b0201, <16 x float> %t32_c3_0)
-  store <16 x float> %553, ptr %conv2.t32_c3_0, align 64
-  %t32_a3202 = load <16 x float>, ptr %conv2.t32_a3, align 64
-  %t32_b1203 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c3_1 = load <16 x float>, ptr %conv2.t32_c3_1, align 64
-  %554 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3202, <16 x float> %t32_b1203, <16 x float> %t32_c3_1)
-  store <16 x float> %554, ptr %conv2.t32_c3_1, align 64
-  %t32_a3204 = load <16 x float>, ptr %conv2.t32_a3, align 64
-  %t32_b2205 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c3_2 = load <16 x float>, ptr %conv2.t32_c3_2, align 64
-  %555 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3204, <16 x float> %t32_b2205, <16 x float> %t32_c3_2)
-  store <16 x float> %555, ptr %conv2.t32_c3_2, align 64
-  %t32_a3206 = load <16 x float>, ptr %conv2.t32_a3, align 64
-  %t32_b3207 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c3_3 = load <16 x float>, ptr %conv2.t32_c3_3, align 64
-  %556 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3206, <16 x float> %t32_b3207, <16 x float> %t32_c3_3)
-  store <16 x float> %556, ptr %conv2.t32_c3_3, align 64
-  %557 = mul nsw i64 %conv2.mb31174, 6
-  %558 = add nsw i64 %557, 4
-  %559 = mul nsw i64 %558, 288
-  %560 = add nsw i64 320, %559
-  %561 = add nsw i64 %560, %conv2.k33175
-  %params208 = getelementptr inbounds float, ptr %params, i64 %561
-  %562 = load float, ptr %params208, align 4
-  %563 = insertelement <16 x float> undef, float %562, i32 0
-  %564 = shufflevector <16 x float> %563, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %564, ptr %conv2.t32_a4, align 64
-  %t32_a4 = load <16 x float>, ptr %conv2.t32_a4, align 64
-  %t32_b0209 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c4_0 = load <16 x float>, ptr %conv2.t32_c4_0, align 64
-  %565 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4, <16 x float> %t32_b0209, <16 x float> %t32_c4_0)
-  store <16 x float> %565, ptr %conv2.t32_c4_0, align 64
-  %t32_a4210 = load <16 x float>, ptr %conv2.t32_a4, align 64
-  %t32_b1211 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c4_1 = load <16 x float>, ptr %conv2.t32_c4_1, align 64
-  %566 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4210, <16 x float> %t32_b1211, <16 x float> %t32_c4_1)
-  store <16 x float> %566, ptr %conv2.t32_c4_1, align 64
-  %t32_a4212 = load <16 x float>, ptr %conv2.t32_a4, align 64
-  %t32_b2213 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c4_2 = load <16 x float>, ptr %conv2.t32_c4_2, align 64
-  %567 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4212, <16 x float> %t32_b2213, <16 x float> %t32_c4_2)
-  store <16 x float> %567, ptr %conv2.t32_c4_2, align 64
-  %t32_a4214 = load <16 x float>, ptr %conv2.t32_a4, align 64
-  %t32_b3215 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c4_3 = load <16 x float>, ptr %conv2.t32_c4_3, align 64
-  %568 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4214, <16 x float> %t32_b3215, <16 x float> %t32_c4_3)
-  store <16 x float> %568, ptr %conv2.t32_c4_3, align 64
-  %569 = mul nsw i64 %conv2.mb31174, 6
-  %570 = add nsw i64 %569, 5
-  %571 = mul nsw i64 %570, 288
-  %572 = add nsw i64 320, %571
-  %573 = add nsw i64 %572, %conv2.k33175
-  %params216 = getelementptr inbounds float, ptr %params, i64 %573
-  %574 = load float, ptr %params216, align 4
-  %575 = insertelement <16 x float> undef, float %574, i32 0
-  %576 = shufflevector <16 x float> %575, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %576, ptr %conv2.t32_a5, align 64
-  %t32_a5 = load <16 x float>, ptr %conv2.t32_a5, align 64
-  %t32_b0217 = load <16 x float>, ptr %conv2.t32_b0, align 64
-  %t32_c5_0 = load <16 x float>, ptr %conv2.t32_c5_0, align 64
-  %577 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5, <16 x float> %t32_b0217, <16 x float> %t32_c5_0)
-  store <16 x float> %577, ptr %conv2.t32_c5_0, align 64
-  %t32_a5218 = load <16 x float>, ptr %conv2.t32_a5, align 64
-  %t32_b1219 = load <16 x float>, ptr %conv2.t32_b1, align 64
-  %t32_c5_1 = load <16 x float>, ptr %conv2.t32_c5_1, align 64
-  %578 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5218, <16 x float> %t32_b1219, <16 x float> %t32_c5_1)
-  store <16 x float> %578, ptr %conv2.t32_c5_1, align 64
-  %t32_a5220 = load <16 x float>, ptr %conv2.t32_a5, align 64
-  %t32_b2221 = load <16 x float>, ptr %conv2.t32_b2, align 64
-  %t32_c5_2 = load <16 x float>, ptr %conv2.t32_c5_2, align 64
-  %579 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5220, <16 x float> %t32_b2221, <16 x float> %t32_c5_2)
-  store <16 x float> %579, ptr %conv2.t32_c5_2, align 64
-  %t32_a5222 = load <16 x float>, ptr %conv2.t32_a5, align 64
-  %t32_b3223 = load <16 x float>, ptr %conv2.t32_b3, align 64
-  %t32_c5_3 = load <16 x float>, ptr %conv2.t32_c5_3, align 64
-  %580 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5222, <16 x float> %t32_b3223, <16 x float> %t32_c5_3)
-  store <16 x float> %580, ptr %conv2.t32_c5_3, align 64
-  %k33.next = add nsw i64 %conv2.k33175, 1
-  %581 = icmp slt i64 %k33.next, 288
-  br i1 %581, label %conv2.k33, label %conv2.k33.end
+conv2.oy31:                                       ; preds = %conv2.ox32.end, %conv2.oy29.end
+  %conv2.oy31175 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.ox32.end ]
+  br label %conv2.ox32
 
-conv2.k33.end:                                    ; preds = %conv2.k33
-  %t32_c0_0224 = load <16 x float>, ptr %conv2.t32_c0_0, align 64
-  %582 = mul nsw i64 %conv2.mb31174, 6
-  %583 = mul nsw i64 %582, 36864
-  %584 = add nsw i64 13180928, %583
-  %585 = mul nsw i64 %conv2.nb30173, 64
-  %586 = add nsw i64 %584, %585
-  %arena225 = getelementptr inbounds float, ptr %arena, i64 %586
-  store <16 x float> %t32_c0_0224, ptr %arena225, align 4
-  %t32_c0_1226 = load <16 x float>, ptr %conv2.t32_c0_1, align 64
-  %587 = mul nsw i64 %conv2.mb31174, 6
-  %588 = mul nsw i64 %587, 36864
-  %589 = add nsw i64 13180928, %588
-  %590 = mul nsw i64 %conv2.nb30173, 64
-  %591 = add nsw i64 %589, %590
-  %592 = add nsw i64 %591, 16
-  %arena227 = getelementptr inbounds float, ptr %arena, i64 %592
-  store <16 x float> %t32_c0_1226, ptr %arena227, align 4
-  %t32_c0_2228 = load <16 x float>, ptr %conv2.t32_c0_2, align 64
-  %593 = mul nsw i64 %conv2.mb31174, 6
-  %594 = mul nsw i64 %593, 36864
-  %595 = add nsw i64 13180928, %594
-  %596 = mul nsw i64 %conv2.nb30173, 64
-  %597 = add nsw i64 %595, %596
-  %598 = add nsw i64 %597, 32
-  %arena229 = getelementptr inbounds float, ptr %arena, i64 %598
-  store <16 x float> %t32_c0_2228, ptr %arena229, align 4
-  %t32_c0_3230 = load <16 x float>, ptr %conv2.t32_c0_3, align 64
-  %599 = mul nsw i64 %conv2.mb31174, 6
-  %600 = mul nsw i64 %599, 36864
-  %601 = add nsw i64 13180928, %600
-  %602 = mul nsw i64 %conv2.nb30173, 64
-  %603 = add nsw i64 %601, %602
-  %604 = add nsw i64 %603, 48
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 %604
-  store <16 x float> %t32_c0_3230, ptr %arena231, align 4
-  %t32_c1_0232 = load <16 x float>, ptr %conv2.t32_c1_0, align 64
-  %605 = mul nsw i64 %conv2.mb31174, 6
-  %606 = add nsw i64 %605, 1
-  %607 = mul nsw i64 %606, 36864
-  %608 = add nsw i64 13180928, %607
-  %609 = mul nsw i64 %conv2.nb30173, 64
-  %610 = add nsw i64 %608, %609
-  %arena233 = getelementptr inbounds float, ptr %arena, i64 %610
-  store <16 x float> %t32_c1_0232, ptr %arena233, align 4
-  %t32_c1_1234 = load <16 x float>, ptr %conv2.t32_c1_1, align 64
-  %611 = mul nsw i64 %conv2.mb31174, 6
-  %612 = add nsw i64 %611, 1
-  %613 = mul nsw i64 %612, 36864
-  %614 = add nsw i64 13180928, %613
-  %615 = mul nsw i64 %conv2.nb30173, 64
-  %616 = add nsw i64 %614, %615
-  %617 = add nsw i64 %616, 16
-  %arena235 = getelementptr inbounds float, ptr %arena, i64 %617
-  store <16 x float> %t32_c1_1234, ptr %arena235, align 4
-  %t32_c1_2236 = load <16 x float>, ptr %conv2.t32_c1_2, align 64
-  %618 = mul nsw i64 %conv2.mb31174, 6
-  %619 = add nsw i64 %618, 1
-  %620 = mul nsw i64 %619, 36864
-  %621 = add nsw i64 13180928, %620
-  %622 = mul nsw i64 %conv2.nb30173, 64
-  %623 = add nsw i64 %621, %622
-  %624 = add nsw i64 %623, 32
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %624
-  store <16 x float> %t32_c1_2236, ptr %arena237, align 4
-  %t32_c1_3238 = load <16 x float>, ptr %conv2.t32_c1_3, align 64
-  %625 = mul nsw i64 %conv2.mb31174, 6
-  %626 = add nsw i64 %625, 1
-  %627 = mul nsw i64 %626, 36864
-  %628 = add nsw i64 13180928, %627
-  %629 = mul nsw i64 %conv2.nb30173, 64
-  %630 = add nsw i64 %628, %629
-  %631 = add nsw i64 %630, 48
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %631
-  store <16 x float> %t32_c1_3238, ptr %arena239, align 4
-  %t32_c2_0240 = load <16 x float>, ptr %conv2.t32_c2_0, align 64
-  %632 = mul nsw i64 %conv2.mb31174, 6
-  %633 = add nsw i64 %632, 2
-  %634 = mul nsw i64 %633, 36864
-  %635 = add nsw i64 13180928, %634
-  %636 = mul nsw i64 %conv2.nb30173, 64
-  %637 = add nsw i64 %635, %636
-  %arena241 = getelementptr inbounds float, ptr %arena, i64 %637
-  store <16 x float> %t32_c2_0240, ptr %arena241, align 4
-  %t32_c2_1242 = load <16 x float>, ptr %conv2.t32_c2_1, align 64
-  %638 = mul nsw i64 %conv2.mb31174, 6
-  %639 = add nsw i64 %638, 2
-  %640 = mul nsw i64 %639, 36864
-  %641 = add nsw i64 13180928, %640
-  %642 = mul nsw i64 %conv2.nb30173, 64
-  %643 = add nsw i64 %641, %642
-  %644 = add nsw i64 %643, 16
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 %644
-  store <16 x float> %t32_c2_1242, ptr %arena243, align 4
-  %t32_c2_2244 = load <16 x float>, ptr %conv2.t32_c2_2, align 64
-  %645 = mul nsw i64 %conv2.mb31174, 6
+conv2.oy31.end:                                   ; preds = %conv2.ox32.end
+  br label %conv2.oy33
+
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.oy31
+  %conv2.ox32176 = phi i64 [ 0, %conv2.oy31 ], [ %ox32.next, %conv2.ox32 ]
+  %500 = mul nsw i64 %conv2.g21159, 64
+  %501 = add nsw i64 %500, %conv2.j22160
+  %502 = mul nsw i64 %501, 21632
+  %503 = mul nsw i64 %conv2.c23161, 676
+  %504 = add nsw i64 %502, %503
+  %505 = mul nsw i64 %conv2.oy31175, 2
+  %506 = add nsw i64 %505, 1
+  %507 = add nsw i64 %506, %conv2.ky24162
+  %508 = mul nsw i64 %507, 26
+  %509 = add nsw i64 %504, %508
+  %510 = mul nsw i64 %conv2.ox32176, 2
+  %511 = add nsw i64 %510, 1
+  %512 = add nsw i64 %509, %511
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %512
+  %513 = load float, ptr %arena177, align 4
+  %514 = mul nsw i64 %conv2.c23161, 3
+  %515 = add nsw i64 %514, %conv2.ky24162
+  %516 = mul nsw i64 %515, 3
+  %517 = mul nsw i64 %516, 36864
+  %518 = add nsw i64 2564096, %517
+  %519 = mul nsw i64 %conv2.j22160, 576
+  %520 = add nsw i64 %518, %519
+  %521 = mul nsw i64 %conv2.oy31175, 12
+  %522 = add nsw i64 432, %521
+  %523 = add nsw i64 %522, %conv2.ox32176
+  %524 = add nsw i64 %520, %523
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %524
+  store float %513, ptr %arena178, align 4
+  %ox32.next = add nsw i64 %conv2.ox32176, 1
+  %525 = icmp slt i64 %ox32.next, 12
+  br i1 %525, label %conv2.ox32, label %conv2.ox32.end
+
+conv2.ox32.end:                                   ; preds = %conv2.ox32
+  %oy31.next = add nsw i64 %conv2.oy31175, 1
+  %526 = icmp slt i64 %oy31.next, 12
+  br i1 %526, label %conv2.oy31, label %conv2.oy31.end
+
+conv2.oy33:                                       ; preds = %conv2.ox34.end, %conv2.oy31.end
+  %conv2.oy33179 = phi i64 [ 0, %conv2.oy31.end ], [ %oy33.next, %conv2.ox34.end ]
+  br label %conv2.ox34
+
+conv2.oy33.end:                                   ; preds = %conv2.ox34.end
+  br label %conv2.oy35
+
+conv2.ox34:                                       ; preds = %conv2.ox34, %conv2.oy33
+  %conv2.ox34180 = phi i64 [ 0, %conv2.oy33 ], [ %ox34.next, %conv2.ox34 ]
+  %527 = mul nsw i64 %conv2.g21159, 64
+  %528 = add nsw i64 %527, %conv2.j22160
+  %529 = mul nsw i64 %528, 21632
+  %530 = mul nsw i64 %conv2.c23161, 676
+  %531 = add nsw i64 %529, %530
+  %532 = mul nsw i64 %conv2.oy33179, 2
+  %533 = add nsw i64 %532, %conv2.ky24162
+  %534 = mul nsw i64 %533, 26
+  %535 = add nsw i64 %531, %534
+  %536 = mul nsw i64 %conv2.ox34180, 2
+  %537 = add nsw i64 %536, 1
+  %538 = add nsw i64 %535, %537
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %538
+  %539 = load float, ptr %arena181, align 4
+  %540 = mul nsw i64 %conv2.c23161, 3
+  %541 = add nsw i64 %540, %conv2.ky24162
+  %542 = mul nsw i64 %541, 3
+  %543 = add nsw i64 %542, 1
+  %544 = mul nsw i64 %543, 36864
+  %545 = add nsw i64 2564096, %544
+  %546 = mul nsw i64 %conv2.j22160, 576
+  %547 = add nsw i64 %545, %546
+  %548 = mul nsw i64 %conv2.oy33179, 12
+  %549 = add nsw i64 %548, %conv2.ox34180
+  %550 = add nsw i64 %547, %549
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %550
+  store float %539, ptr %arena182, align 4
+  %ox34.next = add nsw i64 %conv2.ox34180, 1
+  %551 = icmp slt i64 %ox34.next, 12
+  br i1 %551, label %conv2.ox34, label %conv2.ox34.end
+
+conv2.ox34.end:                                   ; preds = %conv2.ox34
+  %oy33.next = add nsw i64 %conv2.oy33179, 1
+  %552 = icmp slt i64 %oy33.next, 12
+  br i1 %552, label %conv2.oy33, label %conv2.oy33.end
+
+conv2.oy35:                                       ; preds = %conv2.ox36.end, %conv2.oy33.end
+  %conv2.oy35183 = phi i64 [ 0, %conv2.oy33.end ], [ %oy35.next, %conv2.ox36.end ]
+  br label %conv2.ox36
+
+conv2.oy35.end:                                   ; preds = %conv2.ox36.end
+  br label %conv2.oy37
+
+conv2.ox36:                                       ; preds = %conv2.ox36, %conv2.oy35
+  %conv2.ox36184 = phi i64 [ 0, %conv2.oy35 ], [ %ox36.next, %conv2.ox36 ]
+  %553 = mul nsw i64 %conv2.g21159, 64
+  %554 = add nsw i64 %553, %conv2.j22160
+  %555 = mul nsw i64 %554, 21632
+  %556 = mul nsw i64 %conv2.c23161, 676
+  %557 = add nsw i64 %555, %556
+  %558 = mul nsw i64 %conv2.oy35183, 2
+  %559 = add nsw i64 %558, %conv2.ky24162
+  %560 = mul nsw i64 %559, 26
+  %561 = add nsw i64 %557, %560
+  %562 = mul nsw i64 %conv2.ox36184, 2
+  %563 = add nsw i64 %562, 2
+  %564 = add nsw i64 %561, %563
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %564
+  %565 = load float, ptr %arena185, align 4
+  %566 = mul nsw i64 %conv2.c23161, 3
+  %567 = add nsw i64 %566, %conv2.ky24162
+  %568 = mul nsw i64 %567, 3
+  %569 = add nsw i64 %568, 1
+  %570 = mul nsw i64 %569, 36864
+  %571 = add nsw i64 2564096, %570
+  %572 = mul nsw i64 %conv2.j22160, 576
+  %573 = add nsw i64 %571, %572
+  %574 = mul nsw i64 %conv2.oy35183, 12
+  %575 = add nsw i64 144, %574
+  %576 = add nsw i64 %575, %conv2.ox36184
+  %577 = add nsw i64 %573, %576
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %577
+  store float %565, ptr %arena186, align 4
+  %ox36.next = add nsw i64 %conv2.ox36184, 1
+  %578 = icmp slt i64 %ox36.next, 12
+  br i1 %578, label %conv2.ox36, label %conv2.ox36.end
+
+conv2.ox36.end:                                   ; preds = %conv2.ox36
+  %oy35.next = add nsw i64 %conv2.oy35183, 1
+  %579 = icmp slt i64 %oy35.next, 12
+  br i1 %579, label %conv2.oy35, label %conv2.oy35.end
+
+conv2.oy37:                                       ; preds = %conv2.ox38.end, %conv2.oy35.end
+  %conv2.oy37187 = phi i64 [ 0, %conv2.oy35.end ], [ %oy37.next, %conv2.ox38.end ]
+  br label %conv2.ox38
+
+conv2.oy37.end:                                   ; preds = %conv2.ox38.end
+  br label %conv2.oy39
+
+conv2.ox38:                                       ; preds = %conv2.ox38, %conv2.oy37
+  %conv2.ox38188 = phi i64 [ 0, %conv2.oy37 ], [ %ox38.next, %conv2.ox38 ]
+  %580 = mul nsw i64 %conv2.g21159, 64
+  %581 = add nsw i64 %580, %conv2.j22160
+  %582 = mul nsw i64 %581, 21632
+  %583 = mul nsw i64 %conv2.c23161, 676
+  %584 = add nsw i64 %582, %583
+  %585 = mul nsw i64 %conv2.oy37187, 2
+  %586 = add nsw i64 %585, 1
+  %587 = add nsw i64 %586, %conv2.ky24162
+  %588 = mul nsw i64 %587, 26
+  %589 = add nsw i64 %584, %588
+  %590 = mul nsw i64 %conv2.ox38188, 2
+  %591 = add nsw i64 %590, 1
+  %592 = add nsw i64 %589, %591
+  %arena189 = getelementptr inbounds float, ptr %arena, i64 %592
+  %593 = load float, ptr %arena189, align 4
+  %594 = mul nsw i64 %conv2.c23161, 3
+  %595 = add nsw i64 %594, %conv2.ky24162
+  %596 = mul nsw i64 %595, 3
+  %597 = add nsw i64 %596, 1
+  %598 = mul nsw i64 %597, 36864
+  %599 = add nsw i64 2564096, %598
+  %600 = mul nsw i64 %conv2.j22160, 576
+  %601 = add nsw i64 %599, %600
+  %602 = mul nsw i64 %conv2.oy37187, 12
+  %603 = add nsw i64 288, %602
+  %604 = add nsw i64 %603, %conv2.ox38188
+  %605 = add nsw i64 %601, %604
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %605
+  store float %593, ptr %arena190, align 4
+  %ox38.next = add nsw i64 %conv2.ox38188, 1
+  %606 = icmp slt i64 %ox38.next, 12
+  br i1 %606, label %conv2.ox38, label %conv2.ox38.end
+
+conv2.ox38.end:                                   ; preds = %conv2.ox38
+  %oy37.next = add nsw i64 %conv2.oy37187, 1
+  %607 = icmp slt i64 %oy37.next, 12
+  br i1 %607, label %conv2.oy37, label %conv2.oy37.end
+
+conv2.oy39:                                       ; preds = %conv2.ox40.end, %conv2.oy37.end
+  %conv2.oy39191 = phi i64 [ 0, %conv2.oy37.end ], [ %oy39.next, %conv2.ox40.end ]
+  br label %conv2.ox40
+
+conv2.oy39.end:                                   ; preds = %conv2.ox40.end
+  br label %conv2.oy41
+
+conv2.ox40:                                       ; preds = %conv2.ox40, %conv2.oy39
+  %conv2.ox40192 = phi i64 [ 0, %conv2.oy39 ], [ %ox40.next, %conv2.ox40 ]
+  %608 = mul nsw i64 %conv2.g21159, 64
+  %609 = add nsw i64 %608, %conv2.j22160
+  %610 = mul nsw i64 %609, 21632
+  %611 = mul nsw i64 %conv2.c23161, 676
+  %612 = add nsw i64 %610, %611
+  %613 = mul nsw i64 %conv2.oy39191, 2
+  %614 = add nsw i64 %613, 1
+  %615 = add nsw i64 %614, %conv2.ky24162
+  %616 = mul nsw i64 %615, 26
+  %617 = add nsw i64 %612, %616
+  %618 = mul nsw i64 %conv2.ox40192, 2
+  %619 = add nsw i64 %618, 2
+  %620 = add nsw i64 %617, %619
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %620
+  %621 = load float, ptr %arena193, align 4
+  %622 = mul nsw i64 %conv2.c23161, 3
+  %623 = add nsw i64 %622, %conv2.ky24162
+  %624 = mul nsw i64 %623, 3
+  %625 = add nsw i64 %624, 1
+  %626 = mul nsw i64 %625, 36864
+  %627 = add nsw i64 2564096, %626
+  %628 = mul nsw i64 %conv2.j22160, 576
+  %629 = add nsw i64 %627, %628
+  %630 = mul nsw i64 %conv2.oy39191, 12
+  %631 = add nsw i64 432, %630
+  %632 = add nsw i64 %631, %conv2.ox40192
+  %633 = add nsw i64 %629, %632
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %633
+  store float %621, ptr %arena194, align 4
+  %ox40.next = add nsw i64 %conv2.ox40192, 1
+  %634 = icmp slt i64 %ox40.next, 12
+  br i1 %634, label %conv2.ox40, label %conv2.ox40.end
+
+conv2.ox40.end:                                   ; preds = %conv2.ox40
+  %oy39.next = add nsw i64 %conv2.oy39191, 1
+  %635 = icmp slt i64 %oy39.next, 12
+  br i1 %635, label %conv2.oy39, label %conv2.oy39.end
+
+conv2.oy41:                                       ; preds = %conv2.ox42.end, %conv2.oy39.end
+  %conv2.oy41195 = phi i64 [ 0, %conv2.oy39.end ], [ %oy41.next, %conv2.ox42.end ]
+  br label %conv2.ox42
+
+conv2.oy41.end:                                   ; preds = %conv2.ox42.end
+  br label %conv2.oy43
+
+conv2.ox42:                                       ; preds = %conv2.ox42, %conv2.oy41
+  %conv2.ox42196 = phi i64 [ 0, %conv2.oy41 ], [ %ox42.next, %conv2.ox42 ]
+  %636 = mul nsw i64 %conv2.g21159, 64
+  %637 = add nsw i64 %636, %conv2.j22160
+  %638 = mul nsw i64 %637, 21632
+  %639 = mul nsw i64 %conv2.c23161, 676
+  %640 = add nsw i64 %638, %639
+  %641 = mul nsw i64 %conv2.oy41195, 2
+  %642 = add nsw i64 %641, %conv2.ky24162
+  %643 = mul nsw i64 %642, 26
+  %644 = add nsw i64 %640, %643
+  %645 = mul nsw i64 %conv2.ox42196, 2
   %646 = add nsw i64 %645, 2
-  %647 = mul nsw i64 %646, 36864
-  %648 = add nsw i64 13180928, %647
-  %649 = mul nsw i64 %conv2.nb30173, 64
-  %650 = add nsw i64 %648, %649
-  %651 = add nsw i64 %650, 32
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %651
-  store <16 x float> %t32_c2_2244, ptr %arena245, align 4
-  %t32_c2_3246 = load <16 x float>, ptr %conv2.t32_c2_3, align 64
-  %652 = mul nsw i64 %conv2.mb31174, 6
-  %653 = add nsw i64 %652, 2
-  %654 = mul nsw i64 %653, 36864
-  %655 = add nsw i64 13180928, %654
-  %656 = mul nsw i64 %conv2.nb30173, 64
-  %657 = add nsw i64 %655, %656
-  %658 = add nsw i64 %657, 48
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 %658
-  store <16 x float> %t32_c2_3246, ptr %arena247, align 4
-  %t32_c3_0248 = load <16 x float>, ptr %conv2.t32_c3_0, align 64
-  %659 = mul nsw i64 %conv2.mb31174, 6
-  %660 = add nsw i64 %659, 3
-  %661 = mul nsw i64 %660, 36864
-  %662 = add nsw i64 13180928, %661
-  %663 = mul nsw i64 %conv2.nb30173, 64
-  %664 = add nsw i64 %662, %663
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %664
-  store <16 x float> %t32_c3_0248, ptr %arena249, align 4
-  %t32_c3_1250 = load <16 x float>, ptr %conv2.t32_c3_1, align 64
-  %665 = mul nsw i64 %conv2.mb31174, 6
-  %666 = add nsw i64 %665, 3
-  %667 = mul nsw i64 %666, 36864
-  %668 = add nsw i64 13180928, %667
-  %669 = mul nsw i64 %conv2.nb30173, 64
-  %670 = add nsw i64 %668, %669
-  %671 = add nsw i64 %670, 16
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 %671
-  store <16 x float> %t32_c3_1250, ptr %arena251, align 4
-  %t32_c3_2252 = load <16 x float>, ptr %conv2.t32_c3_2, align 64
-  %672 = mul nsw i64 %conv2.mb31174, 6
-  %673 = add nsw i64 %672, 3
-  %674 = mul nsw i64 %673, 36864
-  %675 = add nsw i64 13180928, %674
-  %676 = mul nsw i64 %conv2.nb30173, 64
-  %677 = add nsw i64 %675, %676
-  %678 = add nsw i64 %677, 32
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 %678
-  store <16 x float> %t32_c3_2252, ptr %arena253, align 4
-  %t32_c3_3254 = load <16 x float>, ptr %conv2.t32_c3_3, align 64
-  %679 = mul nsw i64 %conv2.mb31174, 6
-  %680 = add nsw i64 %679, 3
-  %681 = mul nsw i64 %680, 36864
-  %682 = add nsw i64 13180928, %681
-  %683 = mul nsw i64 %conv2.nb30173, 64
-  %684 = add nsw i64 %682, %683
-  %685 = add nsw i64 %684, 48
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %685
-  store <16 x float> %t32_c3_3254, ptr %arena255, align 4
-  %t32_c4_0256 = load <16 x float>, ptr %conv2.t32_c4_0, align 64
-  %686 = mul nsw i64 %conv2.mb31174, 6
-  %687 = add nsw i64 %686, 4
-  %688 = mul nsw i64 %687, 36864
-  %689 = add nsw i64 13180928, %688
-  %690 = mul nsw i64 %conv2.nb30173, 64
-  %691 = add nsw i64 %689, %690
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %691
-  store <16 x float> %t32_c4_0256, ptr %arena257, align 4
-  %t32_c4_1258 = load <16 x float>, ptr %conv2.t32_c4_1, align 64
-  %692 = mul nsw i64 %conv2.mb31174, 6
-  %693 = add nsw i64 %692, 4
-  %694 = mul nsw i64 %693, 36864
-  %695 = add nsw i64 13180928, %694
-  %696 = mul nsw i64 %conv2.nb30173, 64
-  %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, 16
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 %698
-  store <16 x float> %t32_c4_1258, ptr %arena259, align 4
-  %t32_c4_2260 = load <16 x float>, ptr %conv2.t32_c4_2, align 64
-  %699 = mul nsw i64 %conv2.mb31174, 6
-  %700 = add nsw i64 %699, 4
-  %701 = mul nsw i64 %700, 36864
-  %702 = add nsw i64 13180928, %701
-  %703 = mul nsw i64 %conv2.nb30173, 64
-  %704 = add nsw i64 %702, %703
-  %705 = add nsw i64 %704, 32
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %705
-  store <16 x float> %t32_c4_2260, ptr %arena261, align 4
-  %t32_c4_3262 = load <16 x float>, ptr %conv2.t32_c4_3, align 64
-  %706 = mul nsw i64 %conv2.mb31174, 6
-  %707 = add nsw i64 %706, 4
-  %708 = mul nsw i64 %707, 36864
-  %709 = add nsw i64 13180928, %708
-  %710 = mul nsw i64 %conv2.nb30173, 64
-  %711 = add nsw i64 %709, %710
-  %712 = add nsw i64 %711, 48
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 %712
-  store <16 x float> %t32_c4_3262, ptr %arena263, align 4
-  %t32_c5_0264 = load <16 x float>, ptr %conv2.t32_c5_0, align 64
-  %713 = mul nsw i64 %conv2.mb31174, 6
-  %714 = add nsw i64 %713, 5
-  %715 = mul nsw i64 %714, 36864
-  %716 = add nsw i64 13180928, %715
-  %717 = mul nsw i64 %conv2.nb30173, 64
-  %718 = add nsw i64 %716, %717
-  %arena265 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <16 x float> %t32_c5_0264, ptr %arena265, align 4
-  %t32_c5_1266 = load <16 x float>, ptr %conv2.t32_c5_1, align 64
-  %719 = mul nsw i64 %conv2.mb31174, 6
-  %720 = add nsw i64 %719, 5
-  %721 = mul nsw i64 %720, 36864
-  %722 = add nsw i64 13180928, %721
-  %723 = mul nsw i64 %conv2.nb30173, 64
-  %724 = add nsw i64 %722, %723
-  %725 = add nsw i64 %724, 16
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %725
-  store <16 x float> %t32_c5_1266, ptr %arena267, align 4
-  %t32_c5_2268 = load <16 x float>, ptr %conv2.t32_c5_2, align 64
-  %726 = mul nsw i64 %conv2.mb31174, 6
-  %727 = add nsw i64 %726, 5
-  %728 = mul nsw i64 %727, 36864
-  %729 = add nsw i64 13180928, %728
-  %730 = mul nsw i64 %conv2.nb30173, 64
-  %731 = add nsw i64 %729, %730
-  %732 = add nsw i64 %731, 32
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %732
-  store <16 x float> %t32_c5_2268, ptr %arena269, align 4
-  %t32_c5_3270 = load <16 x float>, ptr %conv2.t32_c5_3, align 64
-  %733 = mul nsw i64 %conv2.mb31174, 6
-  %734 = add nsw i64 %733, 5
-  %735 = mul nsw i64 %734, 36864
-  %736 = add nsw i64 13180928, %735
-  %737 = mul nsw i64 %conv2.nb30173, 64
-  %738 = add nsw i64 %736, %737
-  %739 = add nsw i64 %738, 48
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 %739
-  store <16 x float> %t32_c5_3270, ptr %arena271, align 4
-  %mb31.next = add nsw i64 %conv2.mb31174, 1
-  %740 = icmp slt i64 %mb31.next, 10
-  br i1 %740, label %conv2.mb31, label %conv2.mb31.end
+  %647 = add nsw i64 %644, %646
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %647
+  %648 = load float, ptr %arena197, align 4
+  %649 = mul nsw i64 %conv2.c23161, 3
+  %650 = add nsw i64 %649, %conv2.ky24162
+  %651 = mul nsw i64 %650, 3
+  %652 = add nsw i64 %651, 2
+  %653 = mul nsw i64 %652, 36864
+  %654 = add nsw i64 2564096, %653
+  %655 = mul nsw i64 %conv2.j22160, 576
+  %656 = add nsw i64 %654, %655
+  %657 = mul nsw i64 %conv2.oy41195, 12
+  %658 = add nsw i64 %657, %conv2.ox42196
+  %659 = add nsw i64 %656, %658
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %659
+  store float %648, ptr %arena198, align 4
+  %ox42.next = add nsw i64 %conv2.ox42196, 1
+  %660 = icmp slt i64 %ox42.next, 12
+  br i1 %660, label %conv2.ox42, label %conv2.ox42.end
 
-conv2.k35:                                        ; preds = %conv2.k35, %conv2.mb31.end
-  %conv2.k35272 = phi i64 [ 0, %conv2.mb31.end ], [ %k35.next, %conv2.k35 ]
-  %741 = mul nsw i64 %conv2.k35272, 36864
-  %742 = add nsw i64 2564096, %741
-  %743 = mul nsw i64 %conv2.nb30173, 64
-  %744 = add nsw i64 %742, %743
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %744
-  %745 = load <16 x float>, ptr %arena273, align 4
-  store <16 x float> %745, ptr %conv2.t34_b0, align 64
-  %746 = mul nsw i64 %conv2.k35272, 36864
+conv2.ox42.end:                                   ; preds = %conv2.ox42
+  %oy41.next = add nsw i64 %conv2.oy41195, 1
+  %661 = icmp slt i64 %oy41.next, 12
+  br i1 %661, label %conv2.oy41, label %conv2.oy41.end
+
+conv2.oy43:                                       ; preds = %conv2.ox44.end, %conv2.oy41.end
+  %conv2.oy43199 = phi i64 [ 0, %conv2.oy41.end ], [ %oy43.next, %conv2.ox44.end ]
+  br label %conv2.ox44
+
+conv2.oy43.end:                                   ; preds = %conv2.ox44.end
+  br label %conv2.oy45
+
+conv2.ox44:                                       ; preds = %conv2.ox44, %conv2.oy43
+  %conv2.ox44200 = phi i64 [ 0, %conv2.oy43 ], [ %ox44.next, %conv2.ox44 ]
+  %662 = mul nsw i64 %conv2.g21159, 64
+  %663 = add nsw i64 %662, %conv2.j22160
+  %664 = mul nsw i64 %663, 21632
+  %665 = mul nsw i64 %conv2.c23161, 676
+  %666 = add nsw i64 %664, %665
+  %667 = mul nsw i64 %conv2.oy43199, 2
+  %668 = add nsw i64 %667, %conv2.ky24162
+  %669 = mul nsw i64 %668, 26
+  %670 = add nsw i64 %666, %669
+  %671 = mul nsw i64 %conv2.ox44200, 2
+  %672 = add nsw i64 %671, 3
+  %673 = add nsw i64 %670, %672
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %673
+  %674 = load float, ptr %arena201, align 4
+  %675 = mul nsw i64 %conv2.c23161, 3
+  %676 = add nsw i64 %675, %conv2.ky24162
+  %677 = mul nsw i64 %676, 3
+  %678 = add nsw i64 %677, 2
+  %679 = mul nsw i64 %678, 36864
+  %680 = add nsw i64 2564096, %679
+  %681 = mul nsw i64 %conv2.j22160, 576
+  %682 = add nsw i64 %680, %681
+  %683 = mul nsw i64 %conv2.oy43199, 12
+  %684 = add nsw i64 144, %683
+  %685 = add nsw i64 %684, %conv2.ox44200
+  %686 = add nsw i64 %682, %685
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 %686
+  store float %674, ptr %arena202, align 4
+  %ox44.next = add nsw i64 %conv2.ox44200, 1
+  %687 = icmp slt i64 %ox44.next, 12
+  br i1 %687, label %conv2.ox44, label %conv2.ox44.end
+
+conv2.ox44.end:                                   ; preds = %conv2.ox44
+  %oy43.next = add nsw i64 %conv2.oy43199, 1
+  %688 = icmp slt i64 %oy43.next, 12
+  br i1 %688, label %conv2.oy43, label %conv2.oy43.end
+
+conv2.oy45:                                       ; preds = %conv2.ox46.end, %conv2.oy43.end
+  %conv2.oy45203 = phi i64 [ 0, %conv2.oy43.end ], [ %oy45.next, %conv2.ox46.end ]
+  br label %conv2.ox46
+
+conv2.oy45.end:                                   ; preds = %conv2.ox46.end
+  br label %conv2.oy47
+
+conv2.ox46:                                       ; preds = %conv2.ox46, %conv2.oy45
+  %conv2.ox46204 = phi i64 [ 0, %conv2.oy45 ], [ %ox46.next, %conv2.ox46 ]
+  %689 = mul nsw i64 %conv2.g21159, 64
+  %690 = add nsw i64 %689, %conv2.j22160
+  %691 = mul nsw i64 %690, 21632
+  %692 = mul nsw i64 %conv2.c23161, 676
+  %693 = add nsw i64 %691, %692
+  %694 = mul nsw i64 %conv2.oy45203, 2
+  %695 = add nsw i64 %694, 1
+  %696 = add nsw i64 %695, %conv2.ky24162
+  %697 = mul nsw i64 %696, 26
+  %698 = add nsw i64 %693, %697
+  %699 = mul nsw i64 %conv2.ox46204, 2
+  %700 = add nsw i64 %699, 2
+  %701 = add nsw i64 %698, %700
+  %arena205 = getelementptr inbounds float, ptr %arena, i64 %701
+  %702 = load float, ptr %arena205, align 4
+  %703 = mul nsw i64 %conv2.c23161, 3
+  %704 = add nsw i64 %703, %conv2.ky24162
+  %705 = mul nsw i64 %704, 3
+  %706 = add nsw i64 %705, 2
+  %707 = mul nsw i64 %706, 36864
+  %708 = add nsw i64 2564096, %707
+  %709 = mul nsw i64 %conv2.j22160, 576
+  %710 = add nsw i64 %708, %709
+  %711 = mul nsw i64 %conv2.oy45203, 12
+  %712 = add nsw i64 288, %711
+  %713 = add nsw i64 %712, %conv2.ox46204
+  %714 = add nsw i64 %710, %713
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %714
+  store float %702, ptr %arena206, align 4
+  %ox46.next = add nsw i64 %conv2.ox46204, 1
+  %715 = icmp slt i64 %ox46.next, 12
+  br i1 %715, label %conv2.ox46, label %conv2.ox46.end
+
+conv2.ox46.end:                                   ; preds = %conv2.ox46
+  %oy45.next = add nsw i64 %conv2.oy45203, 1
+  %716 = icmp slt i64 %oy45.next, 12
+  br i1 %716, label %conv2.oy45, label %conv2.oy45.end
+
+conv2.oy47:                                       ; preds = %conv2.ox48.end, %conv2.oy45.end
+  %conv2.oy47207 = phi i64 [ 0, %conv2.oy45.end ], [ %oy47.next, %conv2.ox48.end ]
+  br label %conv2.ox48
+
+conv2.oy47.end:                                   ; preds = %conv2.ox48.end
+  %ky24.next = add nsw i64 %conv2.ky24162, 1
+  %717 = icmp slt i64 %ky24.next, 3
+  br i1 %717, label %conv2.ky24, label %conv2.ky24.end
+
+conv2.ox48:                                       ; preds = %conv2.ox48, %conv2.oy47
+  %conv2.ox48208 = phi i64 [ 0, %conv2.oy47 ], [ %ox48.next, %conv2.ox48 ]
+  %718 = mul nsw i64 %conv2.g21159, 64
+  %719 = add nsw i64 %718, %conv2.j22160
+  %720 = mul nsw i64 %719, 21632
+  %721 = mul nsw i64 %conv2.c23161, 676
+  %722 = add nsw i64 %720, %721
+  %723 = mul nsw i64 %conv2.oy47207, 2
+  %724 = add nsw i64 %723, 1
+  %725 = add nsw i64 %724, %conv2.ky24162
+  %726 = mul nsw i64 %725, 26
+  %727 = add nsw i64 %722, %726
+  %728 = mul nsw i64 %conv2.ox48208, 2
+  %729 = add nsw i64 %728, 3
+  %730 = add nsw i64 %727, %729
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %730
+  %731 = load float, ptr %arena209, align 4
+  %732 = mul nsw i64 %conv2.c23161, 3
+  %733 = add nsw i64 %732, %conv2.ky24162
+  %734 = mul nsw i64 %733, 3
+  %735 = add nsw i64 %734, 2
+  %736 = mul nsw i64 %735, 36864
+  %737 = add nsw i64 2564096, %736
+  %738 = mul nsw i64 %conv2.j22160, 576
+  %739 = add nsw i64 %737, %738
+  %740 = mul nsw i64 %conv2.oy47207, 12
+  %741 = add nsw i64 432, %740
+  %742 = add nsw i64 %741, %conv2.ox48208
+  %743 = add nsw i64 %739, %742
+  %arena210 = getelementptr inbounds float, ptr %arena, i64 %743
+  store float %731, ptr %arena210, align 4
+  %ox48.next = add nsw i64 %conv2.ox48208, 1
+  %744 = icmp slt i64 %ox48.next, 12
+  br i1 %744, label %conv2.ox48, label %conv2.ox48.end
+
+conv2.ox48.end:                                   ; preds = %conv2.ox48
+  %oy47.next = add nsw i64 %conv2.oy47207, 1
+  %745 = icmp slt i64 %oy47.next, 12
+  br i1 %745, label %conv2.oy47, label %conv2.oy47.end
+
+conv2.nb49:                                       ; preds = %conv2.k54.end, %conv2.j22.end
+  %conv2.nb49211 = phi i64 [ 0, %conv2.j22.end ], [ %nb49.next, %conv2.k54.end ]
+  br label %conv2.mb50
+
+conv2.nb49.end:                                   ; preds = %conv2.k54.end
+  br label %conv2.j55
+
+conv2.mb50:                                       ; preds = %conv2.k52.end, %conv2.nb49
+  %conv2.mb50212 = phi i64 [ 0, %conv2.nb49 ], [ %mb50.next, %conv2.k52.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t51_c5_3, align 64
+  br label %conv2.k52
+
+conv2.mb50.end:                                   ; preds = %conv2.k52.end
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t53_c3_3, align 64
+  br label %conv2.k54
+
+conv2.k52:                                        ; preds = %conv2.k52, %conv2.mb50
+  %conv2.k52213 = phi i64 [ 0, %conv2.mb50 ], [ %k52.next, %conv2.k52 ]
+  %746 = mul nsw i64 %conv2.k52213, 36864
   %747 = add nsw i64 2564096, %746
-  %748 = mul nsw i64 %conv2.nb30173, 64
+  %748 = mul nsw i64 %conv2.nb49211, 64
   %749 = add nsw i64 %747, %748
-  %750 = add nsw i64 %749, 16
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %750
-  %751 = load <16 x float>, ptr %arena274, align 4
-  store <16 x float> %751, ptr %conv2.t34_b1, align 64
-  %752 = mul nsw i64 %conv2.k35272, 36864
-  %753 = add nsw i64 2564096, %752
-  %754 = mul nsw i64 %conv2.nb30173, 64
-  %755 = add nsw i64 %753, %754
-  %756 = add nsw i64 %755, 32
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %756
-  %757 = load <16 x float>, ptr %arena275, align 4
-  store <16 x float> %757, ptr %conv2.t34_b2, align 64
-  %758 = mul nsw i64 %conv2.k35272, 36864
-  %759 = add nsw i64 2564096, %758
-  %760 = mul nsw i64 %conv2.nb30173, 64
-  %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, 48
-  %arena276 = getelementptr inbounds float, ptr %arena, i64 %762
-  %763 = load <16 x float>, ptr %arena276, align 4
-  store <16 x float> %763, ptr %conv2.t34_b3, align 64
-  %764 = add nsw i64 17600, %conv2.k35272
-  %params277 = getelementptr inbounds float, ptr %params, i64 %764
-  %765 = load float, ptr %params277, align 4
-  %766 = insertelement <16 x float> undef, float %765, i32 0
-  %767 = shufflevector <16 x float> %766, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %767, ptr %conv2.t34_a0, align 64
-  %t34_a0 = load <16 x float>, ptr %conv2.t34_a0, align 64
-  %t34_b0 = load <16 x float>, ptr %conv2.t34_b0, align 64
-  %t34_c0_0 = load <16 x float>, ptr %conv2.t34_c0_0, align 64
-  %768 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0, <16 x float> %t34_b0, <16 x float> %t34_c0_0)
-  store <16 x float> %768, ptr %conv2.t34_c0_0, align 64
-  %t34_a0278 = load <16 x float>, ptr %conv2.t34_a0, align 64
-  %t34_b1 = load <16 x float>, ptr %conv2.t34_b1, align 64
-  %t34_c0_1 = load <16 x float>, ptr %conv2.t34_c0_1, align 64
-  %769 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0278, <16 x float> %t34_b1, <16 x float> %t34_c0_1)
-  store <16 x float> %769, ptr %conv2.t34_c0_1, align 64
-  %t34_a0279 = load <16 x float>, ptr %conv2.t34_a0, align 64
-  %t34_b2 = load <16 x float>, ptr %conv2.t34_b2, align 64
-  %t34_c0_2 = load <16 x float>, ptr %conv2.t34_c0_2, align 64
-  %770 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0279, <16 x float> %t34_b2, <16 x float> %t34_c0_2)
-  store <16 x float> %770, ptr %conv2.t34_c0_2, align 64
-  %t34_a0280 = load <16 x float>, ptr %conv2.t34_a0, align 64
-  %t34_b3 = load <16 x float>, ptr %conv2.t34_b3, align 64
-  %t34_c0_3 = load <16 x float>, ptr %conv2.t34_c0_3, align 64
-  %771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0280, <16 x float> %t34_b3, <16 x float> %t34_c0_3)
-  store <16 x float> %771, ptr %conv2.t34_c0_3, align 64
-  %772 = add nsw i64 17888, %conv2.k35272
-  %params281 = getelementptr inbounds float, ptr %params, i64 %772
-  %773 = load float, ptr %params281, align 4
+  %arena214 = getelementptr inbounds float, ptr %arena, i64 %749
+  %750 = load <16 x float>, ptr %arena214, align 4
+  store <16 x float> %750, ptr %conv2.t51_b0, align 64
+  %751 = mul nsw i64 %conv2.k52213, 36864
+  %752 = add nsw i64 2564096, %751
+  %753 = mul nsw i64 %conv2.nb49211, 64
+  %754 = add nsw i64 %752, %753
+  %755 = add nsw i64 %754, 16
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %755
+  %756 = load <16 x float>, ptr %arena215, align 4
+  store <16 x float> %756, ptr %conv2.t51_b1, align 64
+  %757 = mul nsw i64 %conv2.k52213, 36864
+  %758 = add nsw i64 2564096, %757
+  %759 = mul nsw i64 %conv2.nb49211, 64
+  %760 = add nsw i64 %758, %759
+  %761 = add nsw i64 %760, 32
+  %arena216 = getelementptr inbounds float, ptr %arena, i64 %761
+  %762 = load <16 x float>, ptr %arena216, align 4
+  store <16 x float> %762, ptr %conv2.t51_b2, align 64
+  %763 = mul nsw i64 %conv2.k52213, 36864
+  %764 = add nsw i64 2564096, %763
+  %765 = mul nsw i64 %conv2.nb49211, 64
+  %766 = add nsw i64 %764, %765
+  %767 = add nsw i64 %766, 48
+  %arena217 = getelementptr inbounds float, ptr %arena, i64 %767
+  %768 = load <16 x float>, ptr %arena217, align 4
+  store <16 x float> %768, ptr %conv2.t51_b3, align 64
+  %769 = mul nsw i64 %conv2.mb50212, 6
+  %770 = mul nsw i64 %769, 288
+  %771 = add nsw i64 320, %770
+  %772 = add nsw i64 %771, %conv2.k52213
+  %params218 = getelementptr inbounds float, ptr %params, i64 %772
+  %773 = load float, ptr %params218, align 4
   %774 = insertelement <16 x float> undef, float %773, i32 0
   %775 = shufflevector <16 x float> %774, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %775, ptr %conv2.t34_a1, align 64
-  %t34_a1 = load <16 x float>, ptr %conv2.t34_a1, align 64
-  %t34_b0282 = load <16 x float>, ptr %conv2.t34_b0, align 64
-  %t34_c1_0 = load <16 x float>, ptr %conv2.t34_c1_0, align 64
-  %776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1, <16 x float> %t34_b0282, <16 x float> %t34_c1_0)
-  store <16 x float> %776, ptr %conv2.t34_c1_0, align 64
-  %t34_a1283 = load <16 x float>, ptr %conv2.t34_a1, align 64
-  %t34_b1284 = load <16 x float>, ptr %conv2.t34_b1, align 64
-  %t34_c1_1 = load <16 x float>, ptr %conv2.t34_c1_1, align 64
-  %777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1283, <16 x float> %t34_b1284, <16 x float> %t34_c1_1)
-  store <16 x float> %777, ptr %conv2.t34_c1_1, align 64
-  %t34_a1285 = load <16 x float>, ptr %conv2.t34_a1, align 64
-  %t34_b2286 = load <16 x float>, ptr %conv2.t34_b2, align 64
-  %t34_c1_2 = load <16 x float>, ptr %conv2.t34_c1_2, align 64
-  %778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1285, <16 x float> %t34_b2286, <16 x float> %t34_c1_2)
-  store <16 x float> %778, ptr %conv2.t34_c1_2, align 64
-  %t34_a1287 = load <16 x float>, ptr %conv2.t34_a1, align 64
-  %t34_b3288 = load <16 x float>, ptr %conv2.t34_b3, align 64
-  %t34_c1_3 = load <16 x float>, ptr %conv2.t34_c1_3, align 64
-  %779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1287, <16 x float> %t34_b3288, <16 x float> %t34_c1_3)
-  store <16 x float> %779, ptr %conv2.t34_c1_3, align 64
-  %780 = add nsw i64 18176, %conv2.k35272
-  %params289 = getelementptr inbounds float, ptr %params, i64 %780
-  %781 = load float, ptr %params289, align 4
-  %782 = insertelement <16 x float> undef, float %781, i32 0
-  %783 = shufflevector <16 x float> %782, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %783, ptr %conv2.t34_a2, align 64
-  %t34_a2 = load <16 x float>, ptr %conv2.t34_a2, align 64
-  %t34_b0290 = load <16 x float>, ptr %conv2.t34_b0, align 64
-  %t34_c2_0 = load <16 x float>, ptr %conv2.t34_c2_0, align 64
-  %784 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2, <16 x float> %t34_b0290, <16 x float> %t34_c2_0)
-  store <16 x float> %784, ptr %conv2.t34_c2_0, align 64
-  %t34_a2291 = load <16 x float>, ptr %conv2.t34_a2, align 64
-  %t34_b1292 = load <16 x float>, ptr %conv2.t34_b1, align 64
-  %t34_c2_1 = load <16 x float>, ptr %conv2.t34_c2_1, align 64
-  %785 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2291, <16 x float> %t34_b1292, <16 x float> %t34_c2_1)
-  store <16 x float> %785, ptr %conv2.t34_c2_1, align 64
-  %t34_a2293 = load <16 x float>, ptr %conv2.t34_a2, align 64
-  %t34_b2294 = load <16 x float>, ptr %conv2.t34_b2, align 64
-  %t34_c2_2 = load <16 x float>, ptr %conv2.t34_c2_2, align 64
-  %786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2293, <16 x float> %t34_b2294, <16 x float> %t34_c2_2)
-  store <16 x float> %786, ptr %conv2.t34_c2_2, align 64
-  %t34_a2295 = load <16 x float>, ptr %conv2.t34_a2, align 64
-  %t34_b3296 = load <16 x float>, ptr %conv2.t34_b3, align 64
-  %t34_c2_3 = load <16 x float>, ptr %conv2.t34_c2_3, align 64
-  %787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2295, <16 x float> %t34_b3296, <16 x float> %t34_c2_3)
-  store <16 x float> %787, ptr %conv2.t34_c2_3, align 64
-  %788 = add nsw i64 18464, %conv2.k35272
-  %params297 = getelementptr inbounds float, ptr %params, i64 %788
-  %789 = load float, ptr %params297, align 4
-  %790 = insertelement <16 x float> undef, float %789, i32 0
-  %791 = shufflevector <16 x float> %790, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %791, ptr %conv2.t34_a3, align 64
-  %t34_a3 = load <16 x float>, ptr %conv2.t34_a3, align 64
-  %t34_b0298 = load <16 x float>, ptr %conv2.t34_b0, align 64
-  %t34_c3_0 = load <16 x float>, ptr %conv2.t34_c3_0, align 64
-  %792 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3, <16 x float> %t34_b0298, <16 x float> %t34_c3_0)
-  store <16 x float> %792, ptr %conv2.t34_c3_0, align 64
-  %t34_a3299 = load <16 x float>, ptr %conv2.t34_a3, align 64
-  %t34_b1300 = load <16 x float>, ptr %conv2.t34_b1, align 64
-  %t34_c3_1 = load <16 x float>, ptr %conv2.t34_c3_1, align 64
-  %793 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3299, <16 x float> %t34_b1300, <16 x float> %t34_c3_1)
-  store <16 x float> %793, ptr %conv2.t34_c3_1, align 64
-  %t34_a3301 = load <16 x float>, ptr %conv2.t34_a3, align 64
-  %t34_b2302 = load <16 x float>, ptr %conv2.t34_b2, align 64
-  %t34_c3_2 = load <16 x float>, ptr %conv2.t34_c3_2, align 64
-  %794 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3301, <16 x float> %t34_b2302, <16 x float> %t34_c3_2)
-  store <16 x float> %794, ptr %conv2.t34_c3_2, align 64
-  %t34_a3303 = load <16 x float>, ptr %conv2.t34_a3, align 64
-  %t34_b3304 = load <16 x float>, ptr %conv2.t34_b3, align 64
-  %t34_c3_3 = load <16 x float>, ptr %conv2.t34_c3_3, align 64
-  %795 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3303, <16 x float> %t34_b3304, <16 x float> %t34_c3_3)
-  store <16 x float> %795, ptr %conv2.t34_c3_3, align 64
-  %k35.next = add nsw i64 %conv2.k35272, 1
-  %796 = icmp slt i64 %k35.next, 288
-  br i1 %796, label %conv2.k35, label %conv2.k35.end
+  store <16 x float> %775, ptr %conv2.t51_a0, align 64
+  %t51_a0 = load <16 x float>, ptr %conv2.t51_a0, align 64
+  %t51_b0 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c0_0 = load <16 x float>, ptr %conv2.t51_c0_0, align 64
+  %776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0, <16 x float> %t51_b0, <16 x float> %t51_c0_0)
+  store <16 x float> %776, ptr %conv2.t51_c0_0, align 64
+  %t51_a0219 = load <16 x float>, ptr %conv2.t51_a0, align 64
+  %t51_b1 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c0_1 = load <16 x float>, ptr %conv2.t51_c0_1, align 64
+  %777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0219, <16 x float> %t51_b1, <16 x float> %t51_c0_1)
+  store <16 x float> %777, ptr %conv2.t51_c0_1, align 64
+  %t51_a0220 = load <16 x float>, ptr %conv2.t51_a0, align 64
+  %t51_b2 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c0_2 = load <16 x float>, ptr %conv2.t51_c0_2, align 64
+  %778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0220, <16 x float> %t51_b2, <16 x float> %t51_c0_2)
+  store <16 x float> %778, ptr %conv2.t51_c0_2, align 64
+  %t51_a0221 = load <16 x float>, ptr %conv2.t51_a0, align 64
+  %t51_b3 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c0_3 = load <16 x float>, ptr %conv2.t51_c0_3, align 64
+  %779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0221, <16 x float> %t51_b3, <16 x float> %t51_c0_3)
+  store <16 x float> %779, ptr %conv2.t51_c0_3, align 64
+  %780 = mul nsw i64 %conv2.mb50212, 6
+  %781 = add nsw i64 %780, 1
+  %782 = mul nsw i64 %781, 288
+  %783 = add nsw i64 320, %782
+  %784 = add nsw i64 %783, %conv2.k52213
+  %params222 = getelementptr inbounds float, ptr %params, i64 %784
+  %785 = load float, ptr %params222, align 4
+  %786 = insertelement <16 x float> undef, float %785, i32 0
+  %787 = shufflevector <16 x float> %786, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %787, ptr %conv2.t51_a1, align 64
+  %t51_a1 = load <16 x float>, ptr %conv2.t51_a1, align 64
+  %t51_b0223 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c1_0 = load <16 x float>, ptr %conv2.t51_c1_0, align 64
+  %788 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1, <16 x float> %t51_b0223, <16 x float> %t51_c1_0)
+  store <16 x float> %788, ptr %conv2.t51_c1_0, align 64
+  %t51_a1224 = load <16 x float>, ptr %conv2.t51_a1, align 64
+  %t51_b1225 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c1_1 = load <16 x float>, ptr %conv2.t51_c1_1, align 64
+  %789 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1224, <16 x float> %t51_b1225, <16 x float> %t51_c1_1)
+  store <16 x float> %789, ptr %conv2.t51_c1_1, align 64
+  %t51_a1226 = load <16 x float>, ptr %conv2.t51_a1, align 64
+  %t51_b2227 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c1_2 = load <16 x float>, ptr %conv2.t51_c1_2, align 64
+  %790 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1226, <16 x float> %t51_b2227, <16 x float> %t51_c1_2)
+  store <16 x float> %790, ptr %conv2.t51_c1_2, align 64
+  %t51_a1228 = load <16 x float>, ptr %conv2.t51_a1, align 64
+  %t51_b3229 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c1_3 = load <16 x float>, ptr %conv2.t51_c1_3, align 64
+  %791 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1228, <16 x float> %t51_b3229, <16 x float> %t51_c1_3)
+  store <16 x float> %791, ptr %conv2.t51_c1_3, align 64
+  %792 = mul nsw i64 %conv2.mb50212, 6
+  %793 = add nsw i64 %792, 2
+  %794 = mul nsw i64 %793, 288
+  %795 = add nsw i64 320, %794
+  %796 = add nsw i64 %795, %conv2.k52213
+  %params230 = getelementptr inbounds float, ptr %params, i64 %796
+  %797 = load float, ptr %params230, align 4
+  %798 = insertelement <16 x float> undef, float %797, i32 0
+  %799 = shufflevector <16 x float> %798, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %799, ptr %conv2.t51_a2, align 64
+  %t51_a2 = load <16 x float>, ptr %conv2.t51_a2, align 64
+  %t51_b0231 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c2_0 = load <16 x float>, ptr %conv2.t51_c2_0, align 64
+  %800 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2, <16 x float> %t51_b0231, <16 x float> %t51_c2_0)
+  store <16 x float> %800, ptr %conv2.t51_c2_0, align 64
+  %t51_a2232 = load <16 x float>, ptr %conv2.t51_a2, align 64
+  %t51_b1233 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c2_1 = load <16 x float>, ptr %conv2.t51_c2_1, align 64
+  %801 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2232, <16 x float> %t51_b1233, <16 x float> %t51_c2_1)
+  store <16 x float> %801, ptr %conv2.t51_c2_1, align 64
+  %t51_a2234 = load <16 x float>, ptr %conv2.t51_a2, align 64
+  %t51_b2235 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c2_2 = load <16 x float>, ptr %conv2.t51_c2_2, align 64
+  %802 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2234, <16 x float> %t51_b2235, <16 x float> %t51_c2_2)
+  store <16 x float> %802, ptr %conv2.t51_c2_2, align 64
+  %t51_a2236 = load <16 x float>, ptr %conv2.t51_a2, align 64
+  %t51_b3237 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c2_3 = load <16 x float>, ptr %conv2.t51_c2_3, align 64
+  %803 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2236, <16 x float> %t51_b3237, <16 x float> %t51_c2_3)
+  store <16 x float> %803, ptr %conv2.t51_c2_3, align 64
+  %804 = mul nsw i64 %conv2.mb50212, 6
+  %805 = add nsw i64 %804, 3
+  %806 = mul nsw i64 %805, 288
+  %807 = add nsw i64 320, %806
+  %808 = add nsw i64 %807, %conv2.k52213
+  %params238 = getelementptr inbounds float, ptr %params, i64 %808
+  %809 = load float, ptr %params238, align 4
+  %810 = insertelement <16 x float> undef, float %809, i32 0
+  %811 = shufflevector <16 x float> %810, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %811, ptr %conv2.t51_a3, align 64
+  %t51_a3 = load <16 x float>, ptr %conv2.t51_a3, align 64
+  %t51_b0239 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c3_0 = load <16 x float>, ptr %conv2.t51_c3_0, align 64
+  %812 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3, <16 x float> %t51_b0239, <16 x float> %t51_c3_0)
+  store <16 x float> %812, ptr %conv2.t51_c3_0, align 64
+  %t51_a3240 = load <16 x float>, ptr %conv2.t51_a3, align 64
+  %t51_b1241 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c3_1 = load <16 x float>, ptr %conv2.t51_c3_1, align 64
+  %813 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3240, <16 x float> %t51_b1241, <16 x float> %t51_c3_1)
+  store <16 x float> %813, ptr %conv2.t51_c3_1, align 64
+  %t51_a3242 = load <16 x float>, ptr %conv2.t51_a3, align 64
+  %t51_b2243 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c3_2 = load <16 x float>, ptr %conv2.t51_c3_2, align 64
+  %814 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3242, <16 x float> %t51_b2243, <16 x float> %t51_c3_2)
+  store <16 x float> %814, ptr %conv2.t51_c3_2, align 64
+  %t51_a3244 = load <16 x float>, ptr %conv2.t51_a3, align 64
+  %t51_b3245 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c3_3 = load <16 x float>, ptr %conv2.t51_c3_3, align 64
+  %815 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3244, <16 x float> %t51_b3245, <16 x float> %t51_c3_3)
+  store <16 x float> %815, ptr %conv2.t51_c3_3, align 64
+  %816 = mul nsw i64 %conv2.mb50212, 6
+  %817 = add nsw i64 %816, 4
+  %818 = mul nsw i64 %817, 288
+  %819 = add nsw i64 320, %818
+  %820 = add nsw i64 %819, %conv2.k52213
+  %params246 = getelementptr inbounds float, ptr %params, i64 %820
+  %821 = load float, ptr %params246, align 4
+  %822 = insertelement <16 x float> undef, float %821, i32 0
+  %823 = shufflevector <16 x float> %822, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %823, ptr %conv2.t51_a4, align 64
+  %t51_a4 = load <16 x float>, ptr %conv2.t51_a4, align 64
+  %t51_b0247 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c4_0 = load <16 x float>, ptr %conv2.t51_c4_0, align 64
+  %824 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4, <16 x float> %t51_b0247, <16 x float> %t51_c4_0)
+  store <16 x float> %824, ptr %conv2.t51_c4_0, align 64
+  %t51_a4248 = load <16 x float>, ptr %conv2.t51_a4, align 64
+  %t51_b1249 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c4_1 = load <16 x float>, ptr %conv2.t51_c4_1, align 64
+  %825 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4248, <16 x float> %t51_b1249, <16 x float> %t51_c4_1)
+  store <16 x float> %825, ptr %conv2.t51_c4_1, align 64
+  %t51_a4250 = load <16 x float>, ptr %conv2.t51_a4, align 64
+  %t51_b2251 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c4_2 = load <16 x float>, ptr %conv2.t51_c4_2, align 64
+  %826 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4250, <16 x float> %t51_b2251, <16 x float> %t51_c4_2)
+  store <16 x float> %826, ptr %conv2.t51_c4_2, align 64
+  %t51_a4252 = load <16 x float>, ptr %conv2.t51_a4, align 64
+  %t51_b3253 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c4_3 = load <16 x float>, ptr %conv2.t51_c4_3, align 64
+  %827 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4252, <16 x float> %t51_b3253, <16 x float> %t51_c4_3)
+  store <16 x float> %827, ptr %conv2.t51_c4_3, align 64
+  %828 = mul nsw i64 %conv2.mb50212, 6
+  %829 = add nsw i64 %828, 5
+  %830 = mul nsw i64 %829, 288
+  %831 = add nsw i64 320, %830
+  %832 = add nsw i64 %831, %conv2.k52213
+  %params254 = getelementptr inbounds float, ptr %params, i64 %832
+  %833 = load float, ptr %params254, align 4
+  %834 = insertelement <16 x float> undef, float %833, i32 0
+  %835 = shufflevector <16 x float> %834, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %835, ptr %conv2.t51_a5, align 64
+  %t51_a5 = load <16 x float>, ptr %conv2.t51_a5, align 64
+  %t51_b0255 = load <16 x float>, ptr %conv2.t51_b0, align 64
+  %t51_c5_0 = load <16 x float>, ptr %conv2.t51_c5_0, align 64
+  %836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5, <16 x float> %t51_b0255, <16 x float> %t51_c5_0)
+  store <16 x float> %836, ptr %conv2.t51_c5_0, align 64
+  %t51_a5256 = load <16 x float>, ptr %conv2.t51_a5, align 64
+  %t51_b1257 = load <16 x float>, ptr %conv2.t51_b1, align 64
+  %t51_c5_1 = load <16 x float>, ptr %conv2.t51_c5_1, align 64
+  %837 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5256, <16 x float> %t51_b1257, <16 x float> %t51_c5_1)
+  store <16 x float> %837, ptr %conv2.t51_c5_1, align 64
+  %t51_a5258 = load <16 x float>, ptr %conv2.t51_a5, align 64
+  %t51_b2259 = load <16 x float>, ptr %conv2.t51_b2, align 64
+  %t51_c5_2 = load <16 x float>, ptr %conv2.t51_c5_2, align 64
+  %838 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5258, <16 x float> %t51_b2259, <16 x float> %t51_c5_2)
+  store <16 x float> %838, ptr %conv2.t51_c5_2, align 64
+  %t51_a5260 = load <16 x float>, ptr %conv2.t51_a5, align 64
+  %t51_b3261 = load <16 x float>, ptr %conv2.t51_b3, align 64
+  %t51_c5_3 = load <16 x float>, ptr %conv2.t51_c5_3, align 64
+  %839 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5260, <16 x float> %t51_b3261, <16 x float> %t51_c5_3)
+  store <16 x float> %839, ptr %conv2.t51_c5_3, align 64
+  %k52.next = add nsw i64 %conv2.k52213, 1
+  %840 = icmp slt i64 %k52.next, 288
+  br i1 %840, label %conv2.k52, label %conv2.k52.end
 
-conv2.k35.end:                                    ; preds = %conv2.k35
-  %t34_c0_0305 = load <16 x float>, ptr %conv2.t34_c0_0, align 64
-  %797 = mul nsw i64 %conv2.nb30173, 64
-  %798 = add nsw i64 15392768, %797
-  %arena306 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <16 x float> %t34_c0_0305, ptr %arena306, align 4
-  %t34_c0_1307 = load <16 x float>, ptr %conv2.t34_c0_1, align 64
-  %799 = mul nsw i64 %conv2.nb30173, 64
-  %800 = add nsw i64 15392768, %799
-  %801 = add nsw i64 %800, 16
-  %arena308 = getelementptr inbounds float, ptr %arena, i64 %801
-  store <16 x float> %t34_c0_1307, ptr %arena308, align 4
-  %t34_c0_2309 = load <16 x float>, ptr %conv2.t34_c0_2, align 64
-  %802 = mul nsw i64 %conv2.nb30173, 64
-  %803 = add nsw i64 15392768, %802
-  %804 = add nsw i64 %803, 32
-  %arena310 = getelementptr inbounds float, ptr %arena, i64 %804
-  store <16 x float> %t34_c0_2309, ptr %arena310, align 4
-  %t34_c0_3311 = load <16 x float>, ptr %conv2.t34_c0_3, align 64
-  %805 = mul nsw i64 %conv2.nb30173, 64
-  %806 = add nsw i64 15392768, %805
-  %807 = add nsw i64 %806, 48
-  %arena312 = getelementptr inbounds float, ptr %arena, i64 %807
-  store <16 x float> %t34_c0_3311, ptr %arena312, align 4
-  %t34_c1_0313 = load <16 x float>, ptr %conv2.t34_c1_0, align 64
-  %808 = mul nsw i64 %conv2.nb30173, 64
-  %809 = add nsw i64 15429632, %808
-  %arena314 = getelementptr inbounds float, ptr %arena, i64 %809
-  store <16 x float> %t34_c1_0313, ptr %arena314, align 4
-  %t34_c1_1315 = load <16 x float>, ptr %conv2.t34_c1_1, align 64
-  %810 = mul nsw i64 %conv2.nb30173, 64
-  %811 = add nsw i64 15429632, %810
-  %812 = add nsw i64 %811, 16
-  %arena316 = getelementptr inbounds float, ptr %arena, i64 %812
-  store <16 x float> %t34_c1_1315, ptr %arena316, align 4
-  %t34_c1_2317 = load <16 x float>, ptr %conv2.t34_c1_2, align 64
-  %813 = mul nsw i64 %conv2.nb30173, 64
-  %814 = add nsw i64 15429632, %813
-  %815 = add nsw i64 %814, 32
-  %arena318 = getelementptr inbounds float, ptr %arena, i64 %815
-  store <16 x float> %t34_c1_2317, ptr %arena318, align 4
-  %t34_c1_3319 = load <16 x float>, ptr %conv2.t34_c1_3, align 64
-  %816 = mul nsw i64 %conv2.nb30173, 64
-  %817 = add nsw i64 15429632, %816
-  %818 = add nsw i64 %817, 48
-  %arena320 = getelementptr inbounds float, ptr %arena, i64 %818
-  store <16 x float> %t34_c1_3319, ptr %arena320, align 4
-  %t34_c2_0321 = load <16 x float>, ptr %conv2.t34_c2_0, align 64
-  %819 = mul nsw i64 %conv2.nb30173, 64
-  %820 = add nsw i64 15466496, %819
-  %arena322 = getelementptr inbounds float, ptr %arena, i64 %820
-  store <16 x float> %t34_c2_0321, ptr %arena322, align 4
-  %t34_c2_1323 = load <16 x float>, ptr %conv2.t34_c2_1, align 64
-  %821 = mul nsw i64 %conv2.nb30173, 64
-  %822 = add nsw i64 15466496, %821
-  %823 = add nsw i64 %822, 16
-  %arena324 = getelementptr inbounds float, ptr %arena, i64 %823
-  store <16 x float> %t34_c2_1323, ptr %arena324, align 4
-  %t34_c2_2325 = load <16 x float>, ptr %conv2.t34_c2_2, align 64
-  %824 = mul nsw i64 %conv2.nb30173, 64
-  %825 = add nsw i64 15466496, %824
-  %826 = add nsw i64 %825, 32
-  %arena326 = getelementptr inbounds float, ptr %arena, i64 %826
-  store <16 x float> %t34_c2_2325, ptr %arena326, align 4
-  %t34_c2_3327 = load <16 x float>, ptr %conv2.t34_c2_3, align 64
-  %827 = mul nsw i64 %conv2.nb30173, 64
-  %828 = add nsw i64 15466496, %827
-  %829 = add nsw i64 %828, 48
-  %arena328 = getelementptr inbounds float, ptr %arena, i64 %829
-  store <16 x float> %t34_c2_3327, ptr %arena328, align 4
-  %t34_c3_0329 = load <16 x float>, ptr %conv2.t34_c3_0, align 64
-  %830 = mul nsw i64 %conv2.nb30173, 64
-  %831 = add nsw i64 15503360, %830
-  %arena330 = getelementptr inbounds float, ptr %arena, i64 %831
-  store <16 x float> %t34_c3_0329, ptr %arena330, align 4
-  %t34_c3_1331 = load <16 x float>, ptr %conv2.t34_c3_1, align 64
-  %832 = mul nsw i64 %conv2.nb30173, 64
-  %833 = add nsw i64 15503360, %832
-  %834 = add nsw i64 %833, 16
-  %arena332 = getelementptr inbounds float, ptr %arena, i64 %834
-  store <16 x float> %t34_c3_1331, ptr %arena332, align 4
-  %t34_c3_2333 = load <16 x float>, ptr %conv2.t34_c3_2, align 64
-  %835 = mul nsw i64 %conv2.nb30173, 64
-  %836 = add nsw i64 15503360, %835
-  %837 = add nsw i64 %836, 32
-  %arena334 = getelementptr inbounds float, ptr %arena, i64 %837
-  store <16 x float> %t34_c3_2333, ptr %arena334, align 4
-  %t34_c3_3335 = load <16 x float>, ptr %conv2.t34_c3_3, align 64
-  %838 = mul nsw i64 %conv2.nb30173, 64
-  %839 = add nsw i64 15503360, %838
-  %840 = add nsw i64 %839, 48
-  %arena336 = getelementptr inbounds float, ptr %arena, i64 %840
-  store <16 x float> %t34_c3_3335, ptr %arena336, align 4
-  %nb30.next = add nsw i64 %conv2.nb30173, 1
-  %841 = icmp slt i64 %nb30.next, 576
-  br i1 %841, label %conv2.nb30, label %conv2.nb30.end
-
-conv2.j36:                                        ; preds = %conv2.f37.end, %conv2.nb30.end
-  %conv2.j36337 = phi i64 [ 0, %conv2.nb30.end ], [ %j36.next, %conv2.f37.end ]
-  br label %conv2.f37
-
-conv2.j36.end:                                    ; preds = %conv2.f37.end
-  %g20.next = add nsw i64 %conv2.g20157, 1
-  %842 = icmp slt i64 %g20.next, 1
-  br i1 %842, label %conv2.g20, label %conv2.g20.end
-
-conv2.f37:                                        ; preds = %conv2.py38.end, %conv2.j36
-  %conv2.f37338 = phi i64 [ 0, %conv2.j36 ], [ %f37.next, %conv2.py38.end ]
-  br label %conv2.py38
-
-conv2.f37.end:                                    ; preds = %conv2.py38.end
-  %j36.next = add nsw i64 %conv2.j36337, 1
-  %843 = icmp slt i64 %j36.next, 64
-  br i1 %843, label %conv2.j36, label %conv2.j36.end
-
-conv2.py38:                                       ; preds = %conv2.px39.end, %conv2.f37
-  %conv2.py38339 = phi i64 [ 0, %conv2.f37 ], [ %py38.next, %conv2.px39.end ]
-  br label %conv2.px39
-
-conv2.py38.end:                                   ; preds = %conv2.px39.end
-  %f37.next = add nsw i64 %conv2.f37338, 1
-  %844 = icmp slt i64 %f37.next, 64
-  br i1 %844, label %conv2.f37, label %conv2.f37.end
-
-conv2.px39:                                       ; preds = %conv2.px39, %conv2.py38
-  %conv2.px39340 = phi i64 [ 0, %conv2.py38 ], [ %px39.next, %conv2.px39 ]
-  %845 = mul nsw i64 %conv2.f37338, 36864
-  %846 = add nsw i64 13180928, %845
-  %847 = mul nsw i64 %conv2.j36337, 576
-  %848 = add nsw i64 %846, %847
-  %849 = mul nsw i64 %conv2.py38339, 48
-  %850 = mul nsw i64 %conv2.px39340, 2
-  %851 = add nsw i64 %849, %850
-  %852 = add nsw i64 %848, %851
-  %arena341 = getelementptr inbounds float, ptr %arena, i64 %852
-  %853 = load float, ptr %arena341, align 4
-  %854 = add nsw i64 18752, %conv2.f37338
-  %params342 = getelementptr inbounds float, ptr %params, i64 %854
-  %855 = load float, ptr %params342, align 4
-  %856 = fadd float %853, %855
-  store float %856, ptr %conv2.best40, align 4
-  %857 = mul nsw i64 %conv2.py38339, 48
-  %858 = mul nsw i64 %conv2.px39340, 2
-  %859 = add nsw i64 %857, %858
-  %860 = sitofp i64 %859 to float
-  store float %860, ptr %conv2.bi41, align 4
-  %861 = mul nsw i64 %conv2.f37338, 36864
-  %862 = add nsw i64 13180928, %861
-  %863 = mul nsw i64 %conv2.j36337, 576
-  %864 = add nsw i64 %862, %863
-  %865 = mul nsw i64 %conv2.py38339, 48
-  %866 = mul nsw i64 %conv2.px39340, 2
-  %867 = add nsw i64 %865, %866
-  %868 = add nsw i64 %864, %867
-  %arena343 = getelementptr inbounds float, ptr %arena, i64 %868
-  %869 = load float, ptr %arena343, align 4
-  %870 = add nsw i64 18752, %conv2.f37338
-  %params344 = getelementptr inbounds float, ptr %params, i64 %870
-  %871 = load float, ptr %params344, align 4
-  %872 = fadd float %869, %871
-  %best40 = load float, ptr %conv2.best40, align 4
-  %873 = fcmp ogt float %872, %best40
-  %874 = mul nsw i64 %conv2.py38339, 48
-  %875 = mul nsw i64 %conv2.px39340, 2
-  %876 = add nsw i64 %874, %875
-  %877 = sitofp i64 %876 to float
-  %bi41 = load float, ptr %conv2.bi41, align 4
-  %878 = select i1 %873, float %877, float %bi41
-  store float %878, ptr %conv2.bi41, align 4
-  %879 = mul nsw i64 %conv2.f37338, 36864
+conv2.k52.end:                                    ; preds = %conv2.k52
+  %t51_c0_0262 = load <16 x float>, ptr %conv2.t51_c0_0, align 64
+  %841 = mul nsw i64 %conv2.mb50212, 6
+  %842 = mul nsw i64 %841, 36864
+  %843 = add nsw i64 13180928, %842
+  %844 = mul nsw i64 %conv2.nb49211, 64
+  %845 = add nsw i64 %843, %844
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %845
+  store <16 x float> %t51_c0_0262, ptr %arena263, align 4
+  %t51_c0_1264 = load <16 x float>, ptr %conv2.t51_c0_1, align 64
+  %846 = mul nsw i64 %conv2.mb50212, 6
+  %847 = mul nsw i64 %846, 36864
+  %848 = add nsw i64 13180928, %847
+  %849 = mul nsw i64 %conv2.nb49211, 64
+  %850 = add nsw i64 %848, %849
+  %851 = add nsw i64 %850, 16
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %851
+  store <16 x float> %t51_c0_1264, ptr %arena265, align 4
+  %t51_c0_2266 = load <16 x float>, ptr %conv2.t51_c0_2, align 64
+  %852 = mul nsw i64 %conv2.mb50212, 6
+  %853 = mul nsw i64 %852, 36864
+  %854 = add nsw i64 13180928, %853
+  %855 = mul nsw i64 %conv2.nb49211, 64
+  %856 = add nsw i64 %854, %855
+  %857 = add nsw i64 %856, 32
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %857
+  store <16 x float> %t51_c0_2266, ptr %arena267, align 4
+  %t51_c0_3268 = load <16 x float>, ptr %conv2.t51_c0_3, align 64
+  %858 = mul nsw i64 %conv2.mb50212, 6
+  %859 = mul nsw i64 %858, 36864
+  %860 = add nsw i64 13180928, %859
+  %861 = mul nsw i64 %conv2.nb49211, 64
+  %862 = add nsw i64 %860, %861
+  %863 = add nsw i64 %862, 48
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %863
+  store <16 x float> %t51_c0_3268, ptr %arena269, align 4
+  %t51_c1_0270 = load <16 x float>, ptr %conv2.t51_c1_0, align 64
+  %864 = mul nsw i64 %conv2.mb50212, 6
+  %865 = add nsw i64 %864, 1
+  %866 = mul nsw i64 %865, 36864
+  %867 = add nsw i64 13180928, %866
+  %868 = mul nsw i64 %conv2.nb49211, 64
+  %869 = add nsw i64 %867, %868
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %869
+  store <16 x float> %t51_c1_0270, ptr %arena271, align 4
+  %t51_c1_1272 = load <16 x float>, ptr %conv2.t51_c1_1, align 64
+  %870 = mul nsw i64 %conv2.mb50212, 6
+  %871 = add nsw i64 %870, 1
+  %872 = mul nsw i64 %871, 36864
+  %873 = add nsw i64 13180928, %872
+  %874 = mul nsw i64 %conv2.nb49211, 64
+  %875 = add nsw i64 %873, %874
+  %876 = add nsw i64 %875, 16
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %876
+  store <16 x float> %t51_c1_1272, ptr %arena273, align 4
+  %t51_c1_2274 = load <16 x float>, ptr %conv2.t51_c1_2, align 64
+  %877 = mul nsw i64 %conv2.mb50212, 6
+  %878 = add nsw i64 %877, 1
+  %879 = mul nsw i64 %878, 36864
   %880 = add nsw i64 13180928, %879
-  %881 = mul nsw i64 %conv2.j36337, 576
+  %881 = mul nsw i64 %conv2.nb49211, 64
   %882 = add nsw i64 %880, %881
-  %883 = mul nsw i64 %conv2.py38339, 48
-  %884 = mul nsw i64 %conv2.px39340, 2
-  %885 = add nsw i64 %883, %884
-  %886 = add nsw i64 %882, %885
-  %arena345 = getelementptr inbounds float, ptr %arena, i64 %886
-  %887 = load float, ptr %arena345, align 4
-  %888 = add nsw i64 18752, %conv2.f37338
-  %params346 = getelementptr inbounds float, ptr %params, i64 %888
-  %889 = load float, ptr %params346, align 4
-  %890 = fadd float %887, %889
-  %best40347 = load float, ptr %conv2.best40, align 4
-  %891 = fcmp ogt float %890, %best40347
-  %892 = mul nsw i64 %conv2.f37338, 36864
-  %893 = add nsw i64 13180928, %892
-  %894 = mul nsw i64 %conv2.j36337, 576
-  %895 = add nsw i64 %893, %894
-  %896 = mul nsw i64 %conv2.py38339, 48
-  %897 = mul nsw i64 %conv2.px39340, 2
-  %898 = add nsw i64 %896, %897
-  %899 = add nsw i64 %895, %898
-  %arena348 = getelementptr inbounds float, ptr %arena, i64 %899
-  %900 = load float, ptr %arena348, align 4
-  %901 = add nsw i64 18752, %conv2.f37338
-  %params349 = getelementptr inbounds float, ptr %params, i64 %901
-  %902 = load float, ptr %params349, align 4
-  %903 = fadd float %900, %902
-  %best40350 = load float, ptr %conv2.best40, align 4
-  %904 = select i1 %891, float %903, float %best40350
-  store float %904, ptr %conv2.best40, align 4
-  %905 = mul nsw i64 %conv2.f37338, 36864
-  %906 = add nsw i64 13180928, %905
-  %907 = mul nsw i64 %conv2.j36337, 576
-  %908 = add nsw i64 %906, %907
-  %909 = mul nsw i64 %conv2.py38339, 48
-  %910 = mul nsw i64 %conv2.px39340, 2
-  %911 = add nsw i64 %909, %910
-  %912 = add nsw i64 %911, 1
-  %913 = add nsw i64 %908, %912
-  %arena351 = getelementptr inbounds float, ptr %arena, i64 %913
-  %914 = load float, ptr %arena351, align 4
-  %915 = add nsw i64 18752, %conv2.f37338
-  %params352 = getelementptr inbounds float, ptr %params, i64 %915
-  %916 = load float, ptr %params352, align 4
-  %917 = fadd float %914, %916
-  %best40353 = load float, ptr %conv2.best40, align 4
-  %918 = fcmp ogt float %917, %best40353
-  %919 = mul nsw i64 %conv2.py38339, 48
-  %920 = mul nsw i64 %conv2.px39340, 2
-  %921 = add nsw i64 %919, %920
-  %922 = add nsw i64 %921, 1
-  %923 = sitofp i64 %922 to float
-  %bi41354 = load float, ptr %conv2.bi41, align 4
-  %924 = select i1 %918, float %923, float %bi41354
-  store float %924, ptr %conv2.bi41, align 4
-  %925 = mul nsw i64 %conv2.f37338, 36864
-  %926 = add nsw i64 13180928, %925
-  %927 = mul nsw i64 %conv2.j36337, 576
-  %928 = add nsw i64 %926, %927
-  %929 = mul nsw i64 %conv2.py38339, 48
-  %930 = mul nsw i64 %conv2.px39340, 2
-  %931 = add nsw i64 %929, %930
-  %932 = add nsw i64 %931, 1
-  %933 = add nsw i64 %928, %932
-  %arena355 = getelementptr inbounds float, ptr %arena, i64 %933
-  %934 = load float, ptr %arena355, align 4
-  %935 = add nsw i64 18752, %conv2.f37338
-  %params356 = getelementptr inbounds float, ptr %params, i64 %935
-  %936 = load float, ptr %params356, align 4
-  %937 = fadd float %934, %936
-  %best40357 = load float, ptr %conv2.best40, align 4
-  %938 = fcmp ogt float %937, %best40357
-  %939 = mul nsw i64 %conv2.f37338, 36864
-  %940 = add nsw i64 13180928, %939
-  %941 = mul nsw i64 %conv2.j36337, 576
-  %942 = add nsw i64 %940, %941
-  %943 = mul nsw i64 %conv2.py38339, 48
-  %944 = mul nsw i64 %conv2.px39340, 2
-  %945 = add nsw i64 %943, %944
-  %946 = add nsw i64 %945, 1
-  %947 = add nsw i64 %942, %946
-  %arena358 = getelementptr inbounds float, ptr %arena, i64 %947
-  %948 = load float, ptr %arena358, align 4
-  %949 = add nsw i64 18752, %conv2.f37338
-  %params359 = getelementptr inbounds float, ptr %params, i64 %949
-  %950 = load float, ptr %params359, align 4
-  %951 = fadd float %948, %950
-  %best40360 = load float, ptr %conv2.best40, align 4
-  %952 = select i1 %938, float %951, float %best40360
-  store float %952, ptr %conv2.best40, align 4
-  %953 = mul nsw i64 %conv2.f37338, 36864
+  %883 = add nsw i64 %882, 32
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %883
+  store <16 x float> %t51_c1_2274, ptr %arena275, align 4
+  %t51_c1_3276 = load <16 x float>, ptr %conv2.t51_c1_3, align 64
+  %884 = mul nsw i64 %conv2.mb50212, 6
+  %885 = add nsw i64 %884, 1
+  %886 = mul nsw i64 %885, 36864
+  %887 = add nsw i64 13180928, %886
+  %888 = mul nsw i64 %conv2.nb49211, 64
+  %889 = add nsw i64 %887, %888
+  %890 = add nsw i64 %889, 48
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %890
+  store <16 x float> %t51_c1_3276, ptr %arena277, align 4
+  %t51_c2_0278 = load <16 x float>, ptr %conv2.t51_c2_0, align 64
+  %891 = mul nsw i64 %conv2.mb50212, 6
+  %892 = add nsw i64 %891, 2
+  %893 = mul nsw i64 %892, 36864
+  %894 = add nsw i64 13180928, %893
+  %895 = mul nsw i64 %conv2.nb49211, 64
+  %896 = add nsw i64 %894, %895
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %896
+  store <16 x float> %t51_c2_0278, ptr %arena279, align 4
+  %t51_c2_1280 = load <16 x float>, ptr %conv2.t51_c2_1, align 64
+  %897 = mul nsw i64 %conv2.mb50212, 6
+  %898 = add nsw i64 %897, 2
+  %899 = mul nsw i64 %898, 36864
+  %900 = add nsw i64 13180928, %899
+  %901 = mul nsw i64 %conv2.nb49211, 64
+  %902 = add nsw i64 %900, %901
+  %903 = add nsw i64 %902, 16
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %903
+  store <16 x float> %t51_c2_1280, ptr %arena281, align 4
+  %t51_c2_2282 = load <16 x float>, ptr %conv2.t51_c2_2, align 64
+  %904 = mul nsw i64 %conv2.mb50212, 6
+  %905 = add nsw i64 %904, 2
+  %906 = mul nsw i64 %905, 36864
+  %907 = add nsw i64 13180928, %906
+  %908 = mul nsw i64 %conv2.nb49211, 64
+  %909 = add nsw i64 %907, %908
+  %910 = add nsw i64 %909, 32
+  %arena283 = getelementptr inbounds float, ptr %arena, i64 %910
+  store <16 x float> %t51_c2_2282, ptr %arena283, align 4
+  %t51_c2_3284 = load <16 x float>, ptr %conv2.t51_c2_3, align 64
+  %911 = mul nsw i64 %conv2.mb50212, 6
+  %912 = add nsw i64 %911, 2
+  %913 = mul nsw i64 %912, 36864
+  %914 = add nsw i64 13180928, %913
+  %915 = mul nsw i64 %conv2.nb49211, 64
+  %916 = add nsw i64 %914, %915
+  %917 = add nsw i64 %916, 48
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 %917
+  store <16 x float> %t51_c2_3284, ptr %arena285, align 4
+  %t51_c3_0286 = load <16 x float>, ptr %conv2.t51_c3_0, align 64
+  %918 = mul nsw i64 %conv2.mb50212, 6
+  %919 = add nsw i64 %918, 3
+  %920 = mul nsw i64 %919, 36864
+  %921 = add nsw i64 13180928, %920
+  %922 = mul nsw i64 %conv2.nb49211, 64
+  %923 = add nsw i64 %921, %922
+  %arena287 = getelementptr inbounds float, ptr %arena, i64 %923
+  store <16 x float> %t51_c3_0286, ptr %arena287, align 4
+  %t51_c3_1288 = load <16 x float>, ptr %conv2.t51_c3_1, align 64
+  %924 = mul nsw i64 %conv2.mb50212, 6
+  %925 = add nsw i64 %924, 3
+  %926 = mul nsw i64 %925, 36864
+  %927 = add nsw i64 13180928, %926
+  %928 = mul nsw i64 %conv2.nb49211, 64
+  %929 = add nsw i64 %927, %928
+  %930 = add nsw i64 %929, 16
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 %930
+  store <16 x float> %t51_c3_1288, ptr %arena289, align 4
+  %t51_c3_2290 = load <16 x float>, ptr %conv2.t51_c3_2, align 64
+  %931 = mul nsw i64 %conv2.mb50212, 6
+  %932 = add nsw i64 %931, 3
+  %933 = mul nsw i64 %932, 36864
+  %934 = add nsw i64 13180928, %933
+  %935 = mul nsw i64 %conv2.nb49211, 64
+  %936 = add nsw i64 %934, %935
+  %937 = add nsw i64 %936, 32
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 %937
+  store <16 x float> %t51_c3_2290, ptr %arena291, align 4
+  %t51_c3_3292 = load <16 x float>, ptr %conv2.t51_c3_3, align 64
+  %938 = mul nsw i64 %conv2.mb50212, 6
+  %939 = add nsw i64 %938, 3
+  %940 = mul nsw i64 %939, 36864
+  %941 = add nsw i64 13180928, %940
+  %942 = mul nsw i64 %conv2.nb49211, 64
+  %943 = add nsw i64 %941, %942
+  %944 = add nsw i64 %943, 48
+  %arena293 = getelementptr inbounds float, ptr %arena, i64 %944
+  store <16 x float> %t51_c3_3292, ptr %arena293, align 4
+  %t51_c4_0294 = load <16 x float>, ptr %conv2.t51_c4_0, align 64
+  %945 = mul nsw i64 %conv2.mb50212, 6
+  %946 = add nsw i64 %945, 4
+  %947 = mul nsw i64 %946, 36864
+  %948 = add nsw i64 13180928, %947
+  %949 = mul nsw i64 %conv2.nb49211, 64
+  %950 = add nsw i64 %948, %949
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %950
+  store <16 x float> %t51_c4_0294, ptr %arena295, align 4
+  %t51_c4_1296 = load <16 x float>, ptr %conv2.t51_c4_1, align 64
+  %951 = mul nsw i64 %conv2.mb50212, 6
+  %952 = add nsw i64 %951, 4
+  %953 = mul nsw i64 %952, 36864
   %954 = add nsw i64 13180928, %953
-  %955 = mul nsw i64 %conv2.j36337, 576
+  %955 = mul nsw i64 %conv2.nb49211, 64
   %956 = add nsw i64 %954, %955
-  %957 = mul nsw i64 %conv2.py38339, 48
-  %958 = mul nsw i64 %conv2.px39340, 2
-  %959 = add nsw i64 %957, %958
-  %960 = add nsw i64 %959, 24
-  %961 = add nsw i64 %956, %960
-  %arena361 = getelementptr inbounds float, ptr %arena, i64 %961
-  %962 = load float, ptr %arena361, align 4
-  %963 = add nsw i64 18752, %conv2.f37338
-  %params362 = getelementptr inbounds float, ptr %params, i64 %963
-  %964 = load float, ptr %params362, align 4
-  %965 = fadd float %962, %964
-  %best40363 = load float, ptr %conv2.best40, align 4
-  %966 = fcmp ogt float %965, %best40363
-  %967 = mul nsw i64 %conv2.py38339, 48
-  %968 = mul nsw i64 %conv2.px39340, 2
-  %969 = add nsw i64 %967, %968
-  %970 = add nsw i64 %969, 24
-  %971 = sitofp i64 %970 to float
-  %bi41364 = load float, ptr %conv2.bi41, align 4
-  %972 = select i1 %966, float %971, float %bi41364
-  store float %972, ptr %conv2.bi41, align 4
-  %973 = mul nsw i64 %conv2.f37338, 36864
-  %974 = add nsw i64 13180928, %973
-  %975 = mul nsw i64 %conv2.j36337, 576
-  %976 = add nsw i64 %974, %975
-  %977 = mul nsw i64 %conv2.py38339, 48
-  %978 = mul nsw i64 %conv2.px39340, 2
-  %979 = add nsw i64 %977, %978
-  %980 = add nsw i64 %979, 24
-  %981 = add nsw i64 %976, %980
-  %arena365 = getelementptr inbounds float, ptr %arena, i64 %981
-  %982 = load float, ptr %arena365, align 4
-  %983 = add nsw i64 18752, %conv2.f37338
-  %params366 = getelementptr inbounds float, ptr %params, i64 %983
-  %984 = load float, ptr %params366, align 4
-  %985 = fadd float %982, %984
-  %best40367 = load float, ptr %conv2.best40, align 4
-  %986 = fcmp ogt float %985, %best40367
-  %987 = mul nsw i64 %conv2.f37338, 36864
+  %957 = add nsw i64 %956, 16
+  %arena297 = getelementptr inbounds float, ptr %arena, i64 %957
+  store <16 x float> %t51_c4_1296, ptr %arena297, align 4
+  %t51_c4_2298 = load <16 x float>, ptr %conv2.t51_c4_2, align 64
+  %958 = mul nsw i64 %conv2.mb50212, 6
+  %959 = add nsw i64 %958, 4
+  %960 = mul nsw i64 %959, 36864
+  %961 = add nsw i64 13180928, %960
+  %962 = mul nsw i64 %conv2.nb49211, 64
+  %963 = add nsw i64 %961, %962
+  %964 = add nsw i64 %963, 32
+  %arena299 = getelementptr inbounds float, ptr %arena, i64 %964
+  store <16 x float> %t51_c4_2298, ptr %arena299, align 4
+  %t51_c4_3300 = load <16 x float>, ptr %conv2.t51_c4_3, align 64
+  %965 = mul nsw i64 %conv2.mb50212, 6
+  %966 = add nsw i64 %965, 4
+  %967 = mul nsw i64 %966, 36864
+  %968 = add nsw i64 13180928, %967
+  %969 = mul nsw i64 %conv2.nb49211, 64
+  %970 = add nsw i64 %968, %969
+  %971 = add nsw i64 %970, 48
+  %arena301 = getelementptr inbounds float, ptr %arena, i64 %971
+  store <16 x float> %t51_c4_3300, ptr %arena301, align 4
+  %t51_c5_0302 = load <16 x float>, ptr %conv2.t51_c5_0, align 64
+  %972 = mul nsw i64 %conv2.mb50212, 6
+  %973 = add nsw i64 %972, 5
+  %974 = mul nsw i64 %973, 36864
+  %975 = add nsw i64 13180928, %974
+  %976 = mul nsw i64 %conv2.nb49211, 64
+  %977 = add nsw i64 %975, %976
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %977
+  store <16 x float> %t51_c5_0302, ptr %arena303, align 4
+  %t51_c5_1304 = load <16 x float>, ptr %conv2.t51_c5_1, align 64
+  %978 = mul nsw i64 %conv2.mb50212, 6
+  %979 = add nsw i64 %978, 5
+  %980 = mul nsw i64 %979, 36864
+  %981 = add nsw i64 13180928, %980
+  %982 = mul nsw i64 %conv2.nb49211, 64
+  %983 = add nsw i64 %981, %982
+  %984 = add nsw i64 %983, 16
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %984
+  store <16 x float> %t51_c5_1304, ptr %arena305, align 4
+  %t51_c5_2306 = load <16 x float>, ptr %conv2.t51_c5_2, align 64
+  %985 = mul nsw i64 %conv2.mb50212, 6
+  %986 = add nsw i64 %985, 5
+  %987 = mul nsw i64 %986, 36864
   %988 = add nsw i64 13180928, %987
-  %989 = mul nsw i64 %conv2.j36337, 576
+  %989 = mul nsw i64 %conv2.nb49211, 64
   %990 = add nsw i64 %988, %989
-  %991 = mul nsw i64 %conv2.py38339, 48
-  %992 = mul nsw i64 %conv2.px39340, 2
-  %993 = add nsw i64 %991, %992
-  %994 = add nsw i64 %993, 24
-  %995 = add nsw i64 %990, %994
-  %arena368 = getelementptr inbounds float, ptr %arena, i64 %995
-  %996 = load float, ptr %arena368, align 4
-  %997 = add nsw i64 18752, %conv2.f37338
-  %params369 = getelementptr inbounds float, ptr %params, i64 %997
-  %998 = load float, ptr %params369, align 4
-  %999 = fadd float %996, %998
-  %best40370 = load float, ptr %conv2.best40, align 4
-  %1000 = select i1 %986, float %999, float %best40370
-  store float %1000, ptr %conv2.best40, align 4
-  %1001 = mul nsw i64 %conv2.f37338, 36864
-  %1002 = add nsw i64 13180928, %1001
-  %1003 = mul nsw i64 %conv2.j36337, 576
-  %1004 = add nsw i64 %1002, %1003
-  %1005 = mul nsw i64 %conv2.py38339, 48
-  %1006 = mul nsw i64 %conv2.px39340, 2
-  %1007 = add nsw i64 %1005, %1006
-  %1008 = add nsw i64 %1007, 24
-  %1009 = add nsw i64 %1008, 1
-  %1010 = add nsw i64 %1004, %1009
-  %arena371 = getelementptr inbounds float, ptr %arena, i64 %1010
-  %1011 = load float, ptr %arena371, align 4
-  %1012 = add nsw i64 18752, %conv2.f37338
-  %params372 = getelementptr inbounds float, ptr %params, i64 %1012
-  %1013 = load float, ptr %params372, align 4
-  %1014 = fadd float %1011, %1013
-  %best40373 = load float, ptr %conv2.best40, align 4
-  %1015 = fcmp ogt float %1014, %best40373
-  %1016 = mul nsw i64 %conv2.py38339, 48
-  %1017 = mul nsw i64 %conv2.px39340, 2
-  %1018 = add nsw i64 %1016, %1017
-  %1019 = add nsw i64 %1018, 24
-  %1020 = add nsw i64 %1019, 1
-  %1021 = sitofp i64 %1020 to float
-  %bi41374 = load float, ptr %conv2.bi41, align 4
-  %1022 = select i1 %1015, float %1021, float %bi41374
-  store float %1022, ptr %conv2.bi41, align 4
-  %1023 = mul nsw i64 %conv2.f37338, 36864
-  %1024 = add nsw i64 13180928, %1023
-  %1025 = mul nsw i64 %conv2.j36337, 576
-  %1026 = add nsw i64 %1024, %1025
-  %1027 = mul nsw i64 %conv2.py38339, 48
-  %1028 = mul nsw i64 %conv2.px39340, 2
-  %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, 24
-  %1031 = add nsw i64 %1030, 1
-  %1032 = add nsw i64 %1026, %1031
-  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1032
-  %1033 = load float, ptr %arena375, align 4
-  %1034 = add nsw i64 18752, %conv2.f37338
-  %params376 = getelementptr inbounds float, ptr %params, i64 %1034
-  %1035 = load float, ptr %params376, align 4
-  %1036 = fadd float %1033, %1035
-  %best40377 = load float, ptr %conv2.best40, align 4
-  %1037 = fcmp ogt float %1036, %best40377
-  %1038 = mul nsw i64 %conv2.f37338, 36864
-  %1039 = add nsw i64 13180928, %1038
-  %1040 = mul nsw i64 %conv2.j36337, 576
-  %1041 = add nsw i64 %1039, %1040
-  %1042 = mul nsw i64 %conv2.py38339, 48
-  %1043 = mul nsw i64 %conv2.px39340, 2
-  %1044 = add nsw i64 %1042, %1043
-  %1045 = add nsw i64 %1044, 24
-  %1046 = add nsw i64 %1045, 1
-  %1047 = add nsw i64 %1041, %1046
-  %arena378 = getelementptr inbounds float, ptr %arena, i64 %1047
-  %1048 = load float, ptr %arena378, align 4
-  %1049 = add nsw i64 18752, %conv2.f37338
-  %params379 = getelementptr inbounds float, ptr %params, i64 %1049
-  %1050 = load float, ptr %params379, align 4
-  %1051 = fadd float %1048, %1050
-  %best40380 = load float, ptr %conv2.best40, align 4
-  %1052 = select i1 %1037, float %1051, float %best40380
-  store float %1052, ptr %conv2.best40, align 4
-  %best40381 = load float, ptr %conv2.best40, align 4
-  %1053 = fcmp ogt float %best40381, 0.000000e+00
-  %best40382 = load float, ptr %conv2.best40, align 4
-  %1054 = select i1 %1053, float %best40382, float 0.000000e+00
-  %1055 = mul nsw i64 %conv2.g20157, 64
-  %1056 = add nsw i64 %1055, %conv2.j36337
-  %1057 = mul nsw i64 %1056, 9216
-  %1058 = mul nsw i64 %conv2.f37338, 144
-  %1059 = add nsw i64 %1057, %1058
-  %1060 = mul nsw i64 %conv2.py38339, 12
-  %1061 = add nsw i64 %1059, %1060
-  %1062 = add nsw i64 %1061, %conv2.px39340
-  %1063 = add nsw i64 1384448, %1062
-  %arena383 = getelementptr inbounds float, ptr %arena, i64 %1063
-  store float %1054, ptr %arena383, align 4
-  %bi41384 = load float, ptr %conv2.bi41, align 4
-  %1064 = mul nsw i64 %conv2.g20157, 64
-  %1065 = add nsw i64 %1064, %conv2.j36337
-  %1066 = mul nsw i64 %1065, 9216
-  %1067 = mul nsw i64 %conv2.f37338, 144
-  %1068 = add nsw i64 %1066, %1067
-  %1069 = mul nsw i64 %conv2.py38339, 12
-  %1070 = add nsw i64 %1068, %1069
-  %1071 = add nsw i64 %1070, %conv2.px39340
-  %1072 = add nsw i64 1974272, %1071
-  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1072
-  store float %bi41384, ptr %arena385, align 4
-  %px39.next = add nsw i64 %conv2.px39340, 1
-  %1073 = icmp slt i64 %px39.next, 12
-  br i1 %1073, label %conv2.px39, label %conv2.px39.end
+  %991 = add nsw i64 %990, 32
+  %arena307 = getelementptr inbounds float, ptr %arena, i64 %991
+  store <16 x float> %t51_c5_2306, ptr %arena307, align 4
+  %t51_c5_3308 = load <16 x float>, ptr %conv2.t51_c5_3, align 64
+  %992 = mul nsw i64 %conv2.mb50212, 6
+  %993 = add nsw i64 %992, 5
+  %994 = mul nsw i64 %993, 36864
+  %995 = add nsw i64 13180928, %994
+  %996 = mul nsw i64 %conv2.nb49211, 64
+  %997 = add nsw i64 %995, %996
+  %998 = add nsw i64 %997, 48
+  %arena309 = getelementptr inbounds float, ptr %arena, i64 %998
+  store <16 x float> %t51_c5_3308, ptr %arena309, align 4
+  %mb50.next = add nsw i64 %conv2.mb50212, 1
+  %999 = icmp slt i64 %mb50.next, 10
+  br i1 %999, label %conv2.mb50, label %conv2.mb50.end
 
-conv2.px39.end:                                   ; preds = %conv2.px39
-  %py38.next = add nsw i64 %conv2.py38339, 1
-  %1074 = icmp slt i64 %py38.next, 12
-  br i1 %1074, label %conv2.py38, label %conv2.py38.end
+conv2.k54:                                        ; preds = %conv2.k54, %conv2.mb50.end
+  %conv2.k54310 = phi i64 [ 0, %conv2.mb50.end ], [ %k54.next, %conv2.k54 ]
+  %1000 = mul nsw i64 %conv2.k54310, 36864
+  %1001 = add nsw i64 2564096, %1000
+  %1002 = mul nsw i64 %conv2.nb49211, 64
+  %1003 = add nsw i64 %1001, %1002
+  %arena311 = getelementptr inbounds float, ptr %arena, i64 %1003
+  %1004 = load <16 x float>, ptr %arena311, align 4
+  store <16 x float> %1004, ptr %conv2.t53_b0, align 64
+  %1005 = mul nsw i64 %conv2.k54310, 36864
+  %1006 = add nsw i64 2564096, %1005
+  %1007 = mul nsw i64 %conv2.nb49211, 64
+  %1008 = add nsw i64 %1006, %1007
+  %1009 = add nsw i64 %1008, 16
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %1009
+  %1010 = load <16 x float>, ptr %arena312, align 4
+  store <16 x float> %1010, ptr %conv2.t53_b1, align 64
+  %1011 = mul nsw i64 %conv2.k54310, 36864
+  %1012 = add nsw i64 2564096, %1011
+  %1013 = mul nsw i64 %conv2.nb49211, 64
+  %1014 = add nsw i64 %1012, %1013
+  %1015 = add nsw i64 %1014, 32
+  %arena313 = getelementptr inbounds float, ptr %arena, i64 %1015
+  %1016 = load <16 x float>, ptr %arena313, align 4
+  store <16 x float> %1016, ptr %conv2.t53_b2, align 64
+  %1017 = mul nsw i64 %conv2.k54310, 36864
+  %1018 = add nsw i64 2564096, %1017
+  %1019 = mul nsw i64 %conv2.nb49211, 64
+  %1020 = add nsw i64 %1018, %1019
+  %1021 = add nsw i64 %1020, 48
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %1021
+  %1022 = load <16 x float>, ptr %arena314, align 4
+  store <16 x float> %1022, ptr %conv2.t53_b3, align 64
+  %1023 = add nsw i64 17600, %conv2.k54310
+  %params315 = getelementptr inbounds float, ptr %params, i64 %1023
+  %1024 = load float, ptr %params315, align 4
+  %1025 = insertelement <16 x float> undef, float %1024, i32 0
+  %1026 = shufflevector <16 x float> %1025, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1026, ptr %conv2.t53_a0, align 64
+  %t53_a0 = load <16 x float>, ptr %conv2.t53_a0, align 64
+  %t53_b0 = load <16 x float>, ptr %conv2.t53_b0, align 64
+  %t53_c0_0 = load <16 x float>, ptr %conv2.t53_c0_0, align 64
+  %1027 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0, <16 x float> %t53_b0, <16 x float> %t53_c0_0)
+  store <16 x float> %1027, ptr %conv2.t53_c0_0, align 64
+  %t53_a0316 = load <16 x float>, ptr %conv2.t53_a0, align 64
+  %t53_b1 = load <16 x float>, ptr %conv2.t53_b1, align 64
+  %t53_c0_1 = load <16 x float>, ptr %conv2.t53_c0_1, align 64
+  %1028 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0316, <16 x float> %t53_b1, <16 x float> %t53_c0_1)
+  store <16 x float> %1028, ptr %conv2.t53_c0_1, align 64
+  %t53_a0317 = load <16 x float>, ptr %conv2.t53_a0, align 64
+  %t53_b2 = load <16 x float>, ptr %conv2.t53_b2, align 64
+  %t53_c0_2 = load <16 x float>, ptr %conv2.t53_c0_2, align 64
+  %1029 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0317, <16 x float> %t53_b2, <16 x float> %t53_c0_2)
+  store <16 x float> %1029, ptr %conv2.t53_c0_2, align 64
+  %t53_a0318 = load <16 x float>, ptr %conv2.t53_a0, align 64
+  %t53_b3 = load <16 x float>, ptr %conv2.t53_b3, align 64
+  %t53_c0_3 = load <16 x float>, ptr %conv2.t53_c0_3, align 64
+  %1030 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0318, <16 x float> %t53_b3, <16 x float> %t53_c0_3)
+  store <16 x float> %1030, ptr %conv2.t53_c0_3, align 64
+  %1031 = add nsw i64 17888, %conv2.k54310
+  %params319 = getelementptr inbounds float, ptr %params, i64 %1031
+  %1032 = load float, ptr %params319, align 4
+  %1033 = insertelement <16 x float> undef, float %1032, i32 0
+  %1034 = shufflevector <16 x float> %1033, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1034, ptr %conv2.t53_a1, align 64
+  %t53_a1 = load <16 x float>, ptr %conv2.t53_a1, align 64
+  %t53_b0320 = load <16 x float>, ptr %conv2.t53_b0, align 64
+  %t53_c1_0 = load <16 x float>, ptr %conv2.t53_c1_0, align 64
+  %1035 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1, <16 x float> %t53_b0320, <16 x float> %t53_c1_0)
+  store <16 x float> %1035, ptr %conv2.t53_c1_0, align 64
+  %t53_a1321 = load <16 x float>, ptr %conv2.t53_a1, align 64
+  %t53_b1322 = load <16 x float>, ptr %conv2.t53_b1, align 64
+  %t53_c1_1 = load <16 x float>, ptr %conv2.t53_c1_1, align 64
+  %1036 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1321, <16 x float> %t53_b1322, <16 x float> %t53_c1_1)
+  store <16 x float> %1036, ptr %conv2.t53_c1_1, align 64
+  %t53_a1323 = load <16 x float>, ptr %conv2.t53_a1, align 64
+  %t53_b2324 = load <16 x float>, ptr %conv2.t53_b2, align 64
+  %t53_c1_2 = load <16 x float>, ptr %conv2.t53_c1_2, align 64
+  %1037 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1323, <16 x float> %t53_b2324, <16 x float> %t53_c1_2)
+  store <16 x float> %1037, ptr %conv2.t53_c1_2, align 64
+  %t53_a1325 = load <16 x float>, ptr %conv2.t53_a1, align 64
+  %t53_b3326 = load <16 x float>, ptr %conv2.t53_b3, align 64
+  %t53_c1_3 = load <16 x float>, ptr %conv2.t53_c1_3, align 64
+  %1038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1325, <16 x float> %t53_b3326, <16 x float> %t53_c1_3)
+  store <16 x float> %1038, ptr %conv2.t53_c1_3, align 64
+  %1039 = add nsw i64 18176, %conv2.k54310
+  %params327 = getelementptr inbounds float, ptr %params, i64 %1039
+  %1040 = load float, ptr %params327, align 4
+  %1041 = insertelement <16 x float> undef, float %1040, i32 0
+  %1042 = shufflevector <16 x float> %1041, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1042, ptr %conv2.t53_a2, align 64
+  %t53_a2 = load <16 x float>, ptr %conv2.t53_a2, align 64
+  %t53_b0328 = load <16 x float>, ptr %conv2.t53_b0, align 64
+  %t53_c2_0 = load <16 x float>, ptr %conv2.t53_c2_0, align 64
+  %1043 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2, <16 x float> %t53_b0328, <16 x float> %t53_c2_0)
+  store <16 x float> %1043, ptr %conv2.t53_c2_0, align 64
+  %t53_a2329 = load <16 x float>, ptr %conv2.t53_a2, align 64
+  %t53_b1330 = load <16 x float>, ptr %conv2.t53_b1, align 64
+  %t53_c2_1 = load <16 x float>, ptr %conv2.t53_c2_1, align 64
+  %1044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2329, <16 x float> %t53_b1330, <16 x float> %t53_c2_1)
+  store <16 x float> %1044, ptr %conv2.t53_c2_1, align 64
+  %t53_a2331 = load <16 x float>, ptr %conv2.t53_a2, align 64
+  %t53_b2332 = load <16 x float>, ptr %conv2.t53_b2, align 64
+  %t53_c2_2 = load <16 x float>, ptr %conv2.t53_c2_2, align 64
+  %1045 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2331, <16 x float> %t53_b2332, <16 x float> %t53_c2_2)
+  store <16 x float> %1045, ptr %conv2.t53_c2_2, align 64
+  %t53_a2333 = load <16 x float>, ptr %conv2.t53_a2, align 64
+  %t53_b3334 = load <16 x float>, ptr %conv2.t53_b3, align 64
+  %t53_c2_3 = load <16 x float>, ptr %conv2.t53_c2_3, align 64
+  %1046 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2333, <16 x float> %t53_b3334, <16 x float> %t53_c2_3)
+  store <16 x float> %1046, ptr %conv2.t53_c2_3, align 64
+  %1047 = add nsw i64 18464, %conv2.k54310
+  %params335 = getelementptr inbounds float, ptr %params, i64 %1047
+  %1048 = load float, ptr %params335, align 4
+  %1049 = insertelement <16 x float> undef, float %1048, i32 0
+  %1050 = shufflevector <16 x float> %1049, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1050, ptr %conv2.t53_a3, align 64
+  %t53_a3 = load <16 x float>, ptr %conv2.t53_a3, align 64
+  %t53_b0336 = load <16 x float>, ptr %conv2.t53_b0, align 64
+  %t53_c3_0 = load <16 x float>, ptr %conv2.t53_c3_0, align 64
+  %1051 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3, <16 x float> %t53_b0336, <16 x float> %t53_c3_0)
+  store <16 x float> %1051, ptr %conv2.t53_c3_0, align 64
+  %t53_a3337 = load <16 x float>, ptr %conv2.t53_a3, align 64
+  %t53_b1338 = load <16 x float>, ptr %conv2.t53_b1, align 64
+  %t53_c3_1 = load <16 x float>, ptr %conv2.t53_c3_1, align 64
+  %1052 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3337, <16 x float> %t53_b1338, <16 x float> %t53_c3_1)
+  store <16 x float> %1052, ptr %conv2.t53_c3_1, align 64
+  %t53_a3339 = load <16 x float>, ptr %conv2.t53_a3, align 64
+  %t53_b2340 = load <16 x float>, ptr %conv2.t53_b2, align 64
+  %t53_c3_2 = load <16 x float>, ptr %conv2.t53_c3_2, align 64
+  %1053 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3339, <16 x float> %t53_b2340, <16 x float> %t53_c3_2)
+  store <16 x float> %1053, ptr %conv2.t53_c3_2, align 64
+  %t53_a3341 = load <16 x float>, ptr %conv2.t53_a3, align 64
+  %t53_b3342 = load <16 x float>, ptr %conv2.t53_b3, align 64
+  %t53_c3_3 = load <16 x float>, ptr %conv2.t53_c3_3, align 64
+  %1054 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3341, <16 x float> %t53_b3342, <16 x float> %t53_c3_3)
+  store <16 x float> %1054, ptr %conv2.t53_c3_3, align 64
+  %k54.next = add nsw i64 %conv2.k54310, 1
+  %1055 = icmp slt i64 %k54.next, 288
+  br i1 %1055, label %conv2.k54, label %conv2.k54.end
 
-fc1.n42:                                          ; preds = %fc1.u43.end, %conv2.g20.end
-  %fc1.n42389 = phi i64 [ 0, %conv2.g20.end ], [ %n42.next, %fc1.u43.end ]
-  br label %fc1.u43
+conv2.k54.end:                                    ; preds = %conv2.k54
+  %t53_c0_0343 = load <16 x float>, ptr %conv2.t53_c0_0, align 64
+  %1056 = mul nsw i64 %conv2.nb49211, 64
+  %1057 = add nsw i64 15392768, %1056
+  %arena344 = getelementptr inbounds float, ptr %arena, i64 %1057
+  store <16 x float> %t53_c0_0343, ptr %arena344, align 4
+  %t53_c0_1345 = load <16 x float>, ptr %conv2.t53_c0_1, align 64
+  %1058 = mul nsw i64 %conv2.nb49211, 64
+  %1059 = add nsw i64 15392768, %1058
+  %1060 = add nsw i64 %1059, 16
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1060
+  store <16 x float> %t53_c0_1345, ptr %arena346, align 4
+  %t53_c0_2347 = load <16 x float>, ptr %conv2.t53_c0_2, align 64
+  %1061 = mul nsw i64 %conv2.nb49211, 64
+  %1062 = add nsw i64 15392768, %1061
+  %1063 = add nsw i64 %1062, 32
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %1063
+  store <16 x float> %t53_c0_2347, ptr %arena348, align 4
+  %t53_c0_3349 = load <16 x float>, ptr %conv2.t53_c0_3, align 64
+  %1064 = mul nsw i64 %conv2.nb49211, 64
+  %1065 = add nsw i64 15392768, %1064
+  %1066 = add nsw i64 %1065, 48
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 %1066
+  store <16 x float> %t53_c0_3349, ptr %arena350, align 4
+  %t53_c1_0351 = load <16 x float>, ptr %conv2.t53_c1_0, align 64
+  %1067 = mul nsw i64 %conv2.nb49211, 64
+  %1068 = add nsw i64 15429632, %1067
+  %arena352 = getelementptr inbounds float, ptr %arena, i64 %1068
+  store <16 x float> %t53_c1_0351, ptr %arena352, align 4
+  %t53_c1_1353 = load <16 x float>, ptr %conv2.t53_c1_1, align 64
+  %1069 = mul nsw i64 %conv2.nb49211, 64
+  %1070 = add nsw i64 15429632, %1069
+  %1071 = add nsw i64 %1070, 16
+  %arena354 = getelementptr inbounds float, ptr %arena, i64 %1071
+  store <16 x float> %t53_c1_1353, ptr %arena354, align 4
+  %t53_c1_2355 = load <16 x float>, ptr %conv2.t53_c1_2, align 64
+  %1072 = mul nsw i64 %conv2.nb49211, 64
+  %1073 = add nsw i64 15429632, %1072
+  %1074 = add nsw i64 %1073, 32
+  %arena356 = getelementptr inbounds float, ptr %arena, i64 %1074
+  store <16 x float> %t53_c1_2355, ptr %arena356, align 4
+  %t53_c1_3357 = load <16 x float>, ptr %conv2.t53_c1_3, align 64
+  %1075 = mul nsw i64 %conv2.nb49211, 64
+  %1076 = add nsw i64 15429632, %1075
+  %1077 = add nsw i64 %1076, 48
+  %arena358 = getelementptr inbounds float, ptr %arena, i64 %1077
+  store <16 x float> %t53_c1_3357, ptr %arena358, align 4
+  %t53_c2_0359 = load <16 x float>, ptr %conv2.t53_c2_0, align 64
+  %1078 = mul nsw i64 %conv2.nb49211, 64
+  %1079 = add nsw i64 15466496, %1078
+  %arena360 = getelementptr inbounds float, ptr %arena, i64 %1079
+  store <16 x float> %t53_c2_0359, ptr %arena360, align 4
+  %t53_c2_1361 = load <16 x float>, ptr %conv2.t53_c2_1, align 64
+  %1080 = mul nsw i64 %conv2.nb49211, 64
+  %1081 = add nsw i64 15466496, %1080
+  %1082 = add nsw i64 %1081, 16
+  %arena362 = getelementptr inbounds float, ptr %arena, i64 %1082
+  store <16 x float> %t53_c2_1361, ptr %arena362, align 4
+  %t53_c2_2363 = load <16 x float>, ptr %conv2.t53_c2_2, align 64
+  %1083 = mul nsw i64 %conv2.nb49211, 64
+  %1084 = add nsw i64 15466496, %1083
+  %1085 = add nsw i64 %1084, 32
+  %arena364 = getelementptr inbounds float, ptr %arena, i64 %1085
+  store <16 x float> %t53_c2_2363, ptr %arena364, align 4
+  %t53_c2_3365 = load <16 x float>, ptr %conv2.t53_c2_3, align 64
+  %1086 = mul nsw i64 %conv2.nb49211, 64
+  %1087 = add nsw i64 15466496, %1086
+  %1088 = add nsw i64 %1087, 48
+  %arena366 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store <16 x float> %t53_c2_3365, ptr %arena366, align 4
+  %t53_c3_0367 = load <16 x float>, ptr %conv2.t53_c3_0, align 64
+  %1089 = mul nsw i64 %conv2.nb49211, 64
+  %1090 = add nsw i64 15503360, %1089
+  %arena368 = getelementptr inbounds float, ptr %arena, i64 %1090
+  store <16 x float> %t53_c3_0367, ptr %arena368, align 4
+  %t53_c3_1369 = load <16 x float>, ptr %conv2.t53_c3_1, align 64
+  %1091 = mul nsw i64 %conv2.nb49211, 64
+  %1092 = add nsw i64 15503360, %1091
+  %1093 = add nsw i64 %1092, 16
+  %arena370 = getelementptr inbounds float, ptr %arena, i64 %1093
+  store <16 x float> %t53_c3_1369, ptr %arena370, align 4
+  %t53_c3_2371 = load <16 x float>, ptr %conv2.t53_c3_2, align 64
+  %1094 = mul nsw i64 %conv2.nb49211, 64
+  %1095 = add nsw i64 15503360, %1094
+  %1096 = add nsw i64 %1095, 32
+  %arena372 = getelementptr inbounds float, ptr %arena, i64 %1096
+  store <16 x float> %t53_c3_2371, ptr %arena372, align 4
+  %t53_c3_3373 = load <16 x float>, ptr %conv2.t53_c3_3, align 64
+  %1097 = mul nsw i64 %conv2.nb49211, 64
+  %1098 = add nsw i64 15503360, %1097
+  %1099 = add nsw i64 %1098, 48
+  %arena374 = getelementptr inbounds float, ptr %arena, i64 %1099
+  store <16 x float> %t53_c3_3373, ptr %arena374, align 4
+  %nb49.next = add nsw i64 %conv2.nb49211, 1
+  %1100 = icmp slt i64 %nb49.next, 576
+  br i1 %1100, label %conv2.nb49, label %conv2.nb49.end
 
-fc1.n42.end:                                      ; preds = %fc1.u43.end
-  %arena396 = getelementptr inbounds float, ptr %arena, i64 0
-  %params397 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena398 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena396, i32 128, ptr %params397, i32 128, float 0.000000e+00, ptr %arena398, i32 10)
-  br label %fc2.n44
+conv2.j55:                                        ; preds = %conv2.f56.end, %conv2.nb49.end
+  %conv2.j55375 = phi i64 [ 0, %conv2.nb49.end ], [ %j55.next, %conv2.f56.end ]
+  br label %conv2.f56
 
-fc1.u43:                                          ; preds = %fc1.u43, %fc1.n42
-  %fc1.u43390 = phi i64 [ 0, %fc1.n42 ], [ %u43.next, %fc1.u43 ]
-  %1075 = mul nsw i64 %fc1.n42389, 128
-  %1076 = add nsw i64 %1075, %fc1.u43390
-  %arena391 = getelementptr inbounds float, ptr %arena, i64 %1076
-  %1077 = load float, ptr %arena391, align 4
-  %1078 = add nsw i64 1198464, %fc1.u43390
-  %params392 = getelementptr inbounds float, ptr %params, i64 %1078
-  %1079 = load float, ptr %params392, align 4
-  %1080 = fadd float %1077, %1079
-  %1081 = fcmp ogt float %1080, 0.000000e+00
-  %1082 = mul nsw i64 %fc1.n42389, 128
-  %1083 = add nsw i64 %1082, %fc1.u43390
-  %arena393 = getelementptr inbounds float, ptr %arena, i64 %1083
-  %1084 = load float, ptr %arena393, align 4
-  %1085 = add nsw i64 1198464, %fc1.u43390
-  %params394 = getelementptr inbounds float, ptr %params, i64 %1085
-  %1086 = load float, ptr %params394, align 4
-  %1087 = fadd float %1084, %1086
-  %1088 = select i1 %1081, float %1087, float 0.000000e+00
-  %1089 = mul nsw i64 %fc1.n42389, 128
-  %1090 = add nsw i64 %1089, %fc1.u43390
-  %arena395 = getelementptr inbounds float, ptr %arena, i64 %1090
-  store float %1088, ptr %arena395, align 4
-  %u43.next = add nsw i64 %fc1.u43390, 1
-  %1091 = icmp slt i64 %u43.next, 128
-  br i1 %1091, label %fc1.u43, label %fc1.u43.end
+conv2.j55.end:                                    ; preds = %conv2.f56.end
+  %g21.next = add nsw i64 %conv2.g21159, 1
+  %1101 = icmp slt i64 %g21.next, 1
+  br i1 %1101, label %conv2.g21, label %conv2.g21.end
 
-fc1.u43.end:                                      ; preds = %fc1.u43
-  %n42.next = add nsw i64 %fc1.n42389, 1
-  %1092 = icmp slt i64 %n42.next, 64
-  br i1 %1092, label %fc1.n42, label %fc1.n42.end
+conv2.f56:                                        ; preds = %conv2.q57.end, %conv2.j55
+  %conv2.f56376 = phi i64 [ 0, %conv2.j55 ], [ %f56.next, %conv2.q57.end ]
+  br label %conv2.q57
 
-fc2.n44:                                          ; preds = %fc2.u45.end, %fc1.n42.end
-  %fc2.n44399 = phi i64 [ 0, %fc1.n42.end ], [ %n44.next, %fc2.u45.end ]
-  br label %fc2.u45
+conv2.f56.end:                                    ; preds = %conv2.q57.end
+  %j55.next = add nsw i64 %conv2.j55375, 1
+  %1102 = icmp slt i64 %j55.next, 64
+  br i1 %1102, label %conv2.j55, label %conv2.j55.end
 
-fc2.n44.end:                                      ; preds = %fc2.u45.end
-  br label %probs.n46
+conv2.q57:                                        ; preds = %conv2.q57, %conv2.f56
+  %conv2.q57377 = phi i64 [ 0, %conv2.f56 ], [ %q57.next, %conv2.q57 ]
+  %1103 = mul nsw i64 %conv2.f56376, 36864
+  %1104 = add nsw i64 13180928, %1103
+  %1105 = mul nsw i64 %conv2.j55375, 576
+  %1106 = add nsw i64 %1104, %1105
+  %1107 = add nsw i64 %1106, %conv2.q57377
+  %arena378 = getelementptr inbounds float, ptr %arena, i64 %1107
+  %1108 = load float, ptr %arena378, align 4
+  %1109 = add nsw i64 18752, %conv2.f56376
+  %params379 = getelementptr inbounds float, ptr %params, i64 %1109
+  %1110 = load float, ptr %params379, align 4
+  %1111 = fadd float %1108, %1110
+  store float %1111, ptr %conv2.v58, align 4
+  store float 0.000000e+00, ptr %conv2.at59, align 4
+  %1112 = mul nsw i64 %conv2.f56376, 36864
+  %1113 = add nsw i64 13180928, %1112
+  %1114 = mul nsw i64 %conv2.j55375, 576
+  %1115 = add nsw i64 %1113, %1114
+  %1116 = add nsw i64 %1115, 144
+  %1117 = add nsw i64 %1116, %conv2.q57377
+  %arena380 = getelementptr inbounds float, ptr %arena, i64 %1117
+  %1118 = load float, ptr %arena380, align 4
+  %1119 = add nsw i64 18752, %conv2.f56376
+  %params381 = getelementptr inbounds float, ptr %params, i64 %1119
+  %1120 = load float, ptr %params381, align 4
+  %1121 = fadd float %1118, %1120
+  store float %1121, ptr %conv2.v60, align 4
+  %v60 = load float, ptr %conv2.v60, align 4
+  %v58 = load float, ptr %conv2.v58, align 4
+  %1122 = fcmp ogt float %v60, %v58
+  %at59 = load float, ptr %conv2.at59, align 4
+  %1123 = select i1 %1122, float 1.000000e+00, float %at59
+  store float %1123, ptr %conv2.at62, align 4
+  %v60382 = load float, ptr %conv2.v60, align 4
+  %v58383 = load float, ptr %conv2.v58, align 4
+  %1124 = fcmp ogt float %v60382, %v58383
+  %v60384 = load float, ptr %conv2.v60, align 4
+  %v58385 = load float, ptr %conv2.v58, align 4
+  %1125 = select i1 %1124, float %v60384, float %v58385
+  store float %1125, ptr %conv2.best61, align 4
+  %1126 = mul nsw i64 %conv2.f56376, 36864
+  %1127 = add nsw i64 13180928, %1126
+  %1128 = mul nsw i64 %conv2.j55375, 576
+  %1129 = add nsw i64 %1127, %1128
+  %1130 = add nsw i64 %1129, 288
+  %1131 = add nsw i64 %1130, %conv2.q57377
+  %arena386 = getelementptr inbounds float, ptr %arena, i64 %1131
+  %1132 = load float, ptr %arena386, align 4
+  %1133 = add nsw i64 18752, %conv2.f56376
+  %params387 = getelementptr inbounds float, ptr %params, i64 %1133
+  %1134 = load float, ptr %params387, align 4
+  %1135 = fadd float %1132, %1134
+  store float %1135, ptr %conv2.v63, align 4
+  %v63 = load float, ptr %conv2.v63, align 4
+  %best61 = load float, ptr %conv2.best61, align 4
+  %1136 = fcmp ogt float %v63, %best61
+  %at62 = load float, ptr %conv2.at62, align 4
+  %1137 = select i1 %1136, float 2.400000e+01, float %at62
+  store float %1137, ptr %conv2.at65, align 4
+  %v63388 = load float, ptr %conv2.v63, align 4
+  %best61389 = load float, ptr %conv2.best61, align 4
+  %1138 = fcmp ogt float %v63388, %best61389
+  %v63390 = load float, ptr %conv2.v63, align 4
+  %best61391 = load float, ptr %conv2.best61, align 4
+  %1139 = select i1 %1138, float %v63390, float %best61391
+  store float %1139, ptr %conv2.best64, align 4
+  %1140 = mul nsw i64 %conv2.f56376, 36864
+  %1141 = add nsw i64 13180928, %1140
+  %1142 = mul nsw i64 %conv2.j55375, 576
+  %1143 = add nsw i64 %1141, %1142
+  %1144 = add nsw i64 %1143, 432
+  %1145 = add nsw i64 %1144, %conv2.q57377
+  %arena392 = getelementptr inbounds float, ptr %arena, i64 %1145
+  %1146 = load float, ptr %arena392, align 4
+  %1147 = add nsw i64 18752, %conv2.f56376
+  %params393 = getelementptr inbounds float, ptr %params, i64 %1147
+  %1148 = load float, ptr %params393, align 4
+  %1149 = fadd float %1146, %1148
+  store float %1149, ptr %conv2.v66, align 4
+  %v66 = load float, ptr %conv2.v66, align 4
+  %best64 = load float, ptr %conv2.best64, align 4
+  %1150 = fcmp ogt float %v66, %best64
+  %at65 = load float, ptr %conv2.at65, align 4
+  %1151 = select i1 %1150, float 2.500000e+01, float %at65
+  store float %1151, ptr %conv2.at68, align 4
+  %v66394 = load float, ptr %conv2.v66, align 4
+  %best64395 = load float, ptr %conv2.best64, align 4
+  %1152 = fcmp ogt float %v66394, %best64395
+  %v66396 = load float, ptr %conv2.v66, align 4
+  %best64397 = load float, ptr %conv2.best64, align 4
+  %1153 = select i1 %1152, float %v66396, float %best64397
+  store float %1153, ptr %conv2.best67, align 4
+  %best67 = load float, ptr %conv2.best67, align 4
+  %1154 = fcmp ogt float %best67, 0.000000e+00
+  %best67398 = load float, ptr %conv2.best67, align 4
+  %1155 = select i1 %1154, float %best67398, float 0.000000e+00
+  %1156 = mul nsw i64 %conv2.g21159, 64
+  %1157 = add nsw i64 %1156, %conv2.j55375
+  %1158 = mul nsw i64 %1157, 9216
+  %1159 = mul nsw i64 %conv2.f56376, 144
+  %1160 = add nsw i64 %1158, %1159
+  %1161 = add nsw i64 %1160, %conv2.q57377
+  %1162 = add nsw i64 1384448, %1161
+  %arena399 = getelementptr inbounds float, ptr %arena, i64 %1162
+  store float %1155, ptr %arena399, align 4
+  %1163 = add nsw i64 15540224, %conv2.q57377
+  %arena400 = getelementptr inbounds float, ptr %arena, i64 %1163
+  %1164 = load float, ptr %arena400, align 4
+  %at68 = load float, ptr %conv2.at68, align 4
+  %1165 = fadd float %1164, %at68
+  %1166 = mul nsw i64 %conv2.g21159, 64
+  %1167 = add nsw i64 %1166, %conv2.j55375
+  %1168 = mul nsw i64 %1167, 9216
+  %1169 = mul nsw i64 %conv2.f56376, 144
+  %1170 = add nsw i64 %1168, %1169
+  %1171 = add nsw i64 %1170, %conv2.q57377
+  %1172 = add nsw i64 1974272, %1171
+  %arena401 = getelementptr inbounds float, ptr %arena, i64 %1172
+  store float %1165, ptr %arena401, align 4
+  %q57.next = add nsw i64 %conv2.q57377, 1
+  %1173 = icmp slt i64 %q57.next, 144
+  br i1 %1173, label %conv2.q57, label %conv2.q57.end
 
-fc2.u45:                                          ; preds = %fc2.u45, %fc2.n44
-  %fc2.u45400 = phi i64 [ 0, %fc2.n44 ], [ %u45.next, %fc2.u45 ]
-  %1093 = mul nsw i64 %fc2.n44399, 10
-  %1094 = add nsw i64 8192, %1093
-  %1095 = add nsw i64 %1094, %fc2.u45400
-  %arena401 = getelementptr inbounds float, ptr %arena, i64 %1095
-  %1096 = load float, ptr %arena401, align 4
-  %1097 = add nsw i64 1199872, %fc2.u45400
-  %params402 = getelementptr inbounds float, ptr %params, i64 %1097
-  %1098 = load float, ptr %params402, align 4
-  %1099 = fadd float %1096, %1098
-  %1100 = mul nsw i64 %fc2.n44399, 10
-  %1101 = add nsw i64 8192, %1100
-  %1102 = add nsw i64 %1101, %fc2.u45400
-  %arena403 = getelementptr inbounds float, ptr %arena, i64 %1102
-  store float %1099, ptr %arena403, align 4
-  %u45.next = add nsw i64 %fc2.u45400, 1
-  %1103 = icmp slt i64 %u45.next, 10
-  br i1 %1103, label %fc2.u45, label %fc2.u45.end
+conv2.q57.end:                                    ; preds = %conv2.q57
+  %f56.next = add nsw i64 %conv2.f56376, 1
+  %1174 = icmp slt i64 %f56.next, 64
+  br i1 %1174, label %conv2.f56, label %conv2.f56.end
 
-fc2.u45.end:                                      ; preds = %fc2.u45
-  %n44.next = add nsw i64 %fc2.n44399, 1
-  %1104 = icmp slt i64 %n44.next, 64
-  br i1 %1104, label %fc2.n44, label %fc2.n44.end
+fc1.n69:                                          ; preds = %fc1.u70.end, %conv2.g21.end
+  %fc1.n69405 = phi i64 [ 0, %conv2.g21.end ], [ %n69.next, %fc1.u70.end ]
+  br label %fc1.u70
 
-probs.n46:                                        ; preds = %probs.k51.end, %fc2.n44.end
-  %probs.n46404 = phi i64 [ 0, %fc2.n44.end ], [ %n46.next, %probs.k51.end ]
-  %1105 = mul nsw i64 %probs.n46404, 10
-  %1106 = add nsw i64 8192, %1105
-  %arena405 = getelementptr inbounds float, ptr %arena, i64 %1106
-  %1107 = load float, ptr %arena405, align 4
-  store float %1107, ptr %probs.m47, align 4
-  br label %probs.k49
+fc1.n69.end:                                      ; preds = %fc1.u70.end
+  %arena412 = getelementptr inbounds float, ptr %arena, i64 0
+  %params413 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena414 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena412, i32 128, ptr %params413, i32 128, float 0.000000e+00, ptr %arena414, i32 10)
+  br label %fc2.n71
 
-probs.n46.end:                                    ; preds = %probs.k51.end
+fc1.u70:                                          ; preds = %fc1.u70, %fc1.n69
+  %fc1.u70406 = phi i64 [ 0, %fc1.n69 ], [ %u70.next, %fc1.u70 ]
+  %1175 = mul nsw i64 %fc1.n69405, 128
+  %1176 = add nsw i64 %1175, %fc1.u70406
+  %arena407 = getelementptr inbounds float, ptr %arena, i64 %1176
+  %1177 = load float, ptr %arena407, align 4
+  %1178 = add nsw i64 1198464, %fc1.u70406
+  %params408 = getelementptr inbounds float, ptr %params, i64 %1178
+  %1179 = load float, ptr %params408, align 4
+  %1180 = fadd float %1177, %1179
+  %1181 = fcmp ogt float %1180, 0.000000e+00
+  %1182 = mul nsw i64 %fc1.n69405, 128
+  %1183 = add nsw i64 %1182, %fc1.u70406
+  %arena409 = getelementptr inbounds float, ptr %arena, i64 %1183
+  %1184 = load float, ptr %arena409, align 4
+  %1185 = add nsw i64 1198464, %fc1.u70406
+  %params410 = getelementptr inbounds float, ptr %params, i64 %1185
+  %1186 = load float, ptr %params410, align 4
+  %1187 = fadd float %1184, %1186
+  %1188 = select i1 %1181, float %1187, float 0.000000e+00
+  %1189 = mul nsw i64 %fc1.n69405, 128
+  %1190 = add nsw i64 %1189, %fc1.u70406
+  %arena411 = getelementptr inbounds float, ptr %arena, i64 %1190
+  store float %1188, ptr %arena411, align 4
+  %u70.next = add nsw i64 %fc1.u70406, 1
+  %1191 = icmp slt i64 %u70.next, 128
+  br i1 %1191, label %fc1.u70, label %fc1.u70.end
+
+fc1.u70.end:                                      ; preds = %fc1.u70
+  %n69.next = add nsw i64 %fc1.n69405, 1
+  %1192 = icmp slt i64 %n69.next, 64
+  br i1 %1192, label %fc1.n69, label %fc1.n69.end
+
+fc2.n71:                                          ; preds = %fc2.u72.end, %fc1.n69.end
+  %fc2.n71415 = phi i64 [ 0, %fc1.n69.end ], [ %n71.next, %fc2.u72.end ]
+  br label %fc2.u72
+
+fc2.n71.end:                                      ; preds = %fc2.u72.end
+  br label %probs.n73
+
+fc2.u72:                                          ; preds = %fc2.u72, %fc2.n71
+  %fc2.u72416 = phi i64 [ 0, %fc2.n71 ], [ %u72.next, %fc2.u72 ]
+  %1193 = mul nsw i64 %fc2.n71415, 10
+  %1194 = add nsw i64 8192, %1193
+  %1195 = add nsw i64 %1194, %fc2.u72416
+  %arena417 = getelementptr inbounds float, ptr %arena, i64 %1195
+  %1196 = load float, ptr %arena417, align 4
+  %1197 = add nsw i64 1199872, %fc2.u72416
+  %params418 = getelementptr inbounds float, ptr %params, i64 %1197
+  %1198 = load float, ptr %params418, align 4
+  %1199 = fadd float %1196, %1198
+  %1200 = mul nsw i64 %fc2.n71415, 10
+  %1201 = add nsw i64 8192, %1200
+  %1202 = add nsw i64 %1201, %fc2.u72416
+  %arena419 = getelementptr inbounds float, ptr %arena, i64 %1202
+  store float %1199, ptr %arena419, align 4
+  %u72.next = add nsw i64 %fc2.u72416, 1
+  %1203 = icmp slt i64 %u72.next, 10
+  br i1 %1203, label %fc2.u72, label %fc2.u72.end
+
+fc2.u72.end:                                      ; preds = %fc2.u72
+  %n71.next = add nsw i64 %fc2.n71415, 1
+  %1204 = icmp slt i64 %n71.next, 64
+  br i1 %1204, label %fc2.n71, label %fc2.n71.end
+
+probs.n73:                                        ; preds = %probs.k78.end, %fc2.n71.end
+  %probs.n73420 = phi i64 [ 0, %fc2.n71.end ], [ %n73.next, %probs.k78.end ]
+  %1205 = mul nsw i64 %probs.n73420, 10
+  %1206 = add nsw i64 8192, %1205
+  %arena421 = getelementptr inbounds float, ptr %arena, i64 %1206
+  %1207 = load float, ptr %arena421, align 4
+  store float %1207, ptr %probs.m74, align 4
+  br label %probs.k76
+
+probs.n73.end:                                    ; preds = %probs.k78.end
   ret void
 
-probs.k49:                                        ; preds = %probs.k49, %probs.n46
-  %probs.k49406 = phi i64 [ 0, %probs.n46 ], [ %k49.next, %probs.k49 ]
-  %m47 = load float, ptr %probs.m47, align 4
-  %1108 = mul nsw i64 %probs.n46404, 10
-  %1109 = add nsw i64 8192, %1108
-  %1110 = add nsw i64 %1109, %probs.k49406
-  %arena407 = getelementptr inbounds float, ptr %arena, i64 %1110
-  %1111 = load float, ptr %arena407, align 4
-  %1112 = fcmp ogt float %1111, %m47
-  %1113 = select i1 %1112, float %1111, float %m47
-  store float %1113, ptr %probs.m47, align 4
-  %k49.next = add nsw i64 %probs.k49406, 1
-  %1114 = icmp slt i64 %k49.next, 10
-  br i1 %1114, label %probs.k49, label %probs.k49.end
+probs.k76:                                        ; preds = %probs.k76, %probs.n73
+  %probs.k76422 = phi i64 [ 0, %probs.n73 ], [ %k76.next, %probs.k76 ]
+  %m74 = load float, ptr %probs.m74, align 4
+  %1208 = mul nsw i64 %probs.n73420, 10
+  %1209 = add nsw i64 8192, %1208
+  %1210 = add nsw i64 %1209, %probs.k76422
+  %arena423 = getelementptr inbounds float, ptr %arena, i64 %1210
+  %1211 = load float, ptr %arena423, align 4
+  %1212 = fcmp ogt float %1211, %m74
+  %1213 = select i1 %1212, float %1211, float %m74
+  store float %1213, ptr %probs.m74, align 4
+  %k76.next = add nsw i64 %probs.k76422, 1
+  %1214 = icmp slt i64 %k76.next, 10
+  br i1 %1214, label %probs.k76, label %probs.k76.end
 
-probs.k49.end:                                    ; preds = %probs.k49
-  store float 0.000000e+00, ptr %probs.s48, align 4
-  br label %probs.k50
+probs.k76.end:                                    ; preds = %probs.k76
+  store float 0.000000e+00, ptr %probs.s75, align 4
+  br label %probs.k77
 
-probs.k50:                                        ; preds = %probs.k50, %probs.k49.end
-  %probs.k50408 = phi i64 [ 0, %probs.k49.end ], [ %k50.next, %probs.k50 ]
-  %s48 = load float, ptr %probs.s48, align 4
-  %1115 = mul nsw i64 %probs.n46404, 10
-  %1116 = add nsw i64 8192, %1115
-  %1117 = add nsw i64 %1116, %probs.k50408
-  %arena409 = getelementptr inbounds float, ptr %arena, i64 %1117
-  %1118 = load float, ptr %arena409, align 4
-  %m47410 = load float, ptr %probs.m47, align 4
-  %1119 = fsub float %1118, %m47410
-  %1120 = call float @llvm.exp.f32(float %1119)
-  %1121 = fadd float %s48, %1120
-  store float %1121, ptr %probs.s48, align 4
-  %k50.next = add nsw i64 %probs.k50408, 1
-  %1122 = icmp slt i64 %k50.next, 10
-  br i1 %1122, label %probs.k50, label %probs.k50.end
+probs.k77:                                        ; preds = %probs.k77, %probs.k76.end
+  %probs.k77424 = phi i64 [ 0, %probs.k76.end ], [ %k77.next, %probs.k77 ]
+  %s75 = load float, ptr %probs.s75, align 4
+  %1215 = mul nsw i64 %probs.n73420, 10
+  %1216 = add nsw i64 8192, %1215
+  %1217 = add nsw i64 %1216, %probs.k77424
+  %arena425 = getelementptr inbounds float, ptr %arena, i64 %1217
+  %1218 = load float, ptr %arena425, align 4
+  %m74426 = load float, ptr %probs.m74, align 4
+  %1219 = fsub float %1218, %m74426
+  %1220 = call float @llvm.exp.f32(float %1219)
+  %1221 = fadd float %s75, %1220
+  store float %1221, ptr %probs.s75, align 4
+  %k77.next = add nsw i64 %probs.k77424, 1
+  %1222 = icmp slt i64 %k77.next, 10
+  br i1 %1222, label %probs.k77, label %probs.k77.end
 
-probs.k50.end:                                    ; preds = %probs.k50
-  br label %probs.k51
+probs.k77.end:                                    ; preds = %probs.k77
+  br label %probs.k78
 
-probs.k51:                                        ; preds = %probs.k51, %probs.k50.end
-  %probs.k51411 = phi i64 [ 0, %probs.k50.end ], [ %k51.next, %probs.k51 ]
-  %1123 = mul nsw i64 %probs.n46404, 10
-  %1124 = add nsw i64 8192, %1123
-  %1125 = add nsw i64 %1124, %probs.k51411
-  %arena412 = getelementptr inbounds float, ptr %arena, i64 %1125
-  %1126 = load float, ptr %arena412, align 4
-  %m47413 = load float, ptr %probs.m47, align 4
-  %1127 = fsub float %1126, %m47413
-  %1128 = call float @llvm.exp.f32(float %1127)
-  %s48414 = load float, ptr %probs.s48, align 4
-  %1129 = fdiv float %1128, %s48414
-  %1130 = mul nsw i64 %probs.n46404, 10
-  %1131 = add nsw i64 %1130, %probs.k51411
-  %arena415 = getelementptr inbounds float, ptr %arena, i64 %1131
-  store float %1129, ptr %arena415, align 4
-  %k51.next = add nsw i64 %probs.k51411, 1
-  %1132 = icmp slt i64 %k51.next, 10
-  br i1 %1132, label %probs.k51, label %probs.k51.end
+probs.k78:                                        ; preds = %probs.k78, %probs.k77.end
+  %probs.k78427 = phi i64 [ 0, %probs.k77.end ], [ %k78.next, %probs.k78 ]
+  %1223 = mul nsw i64 %probs.n73420, 10
+  %1224 = add nsw i64 8192, %1223
+  %1225 = add nsw i64 %1224, %probs.k78427
+  %arena428 = getelementptr inbounds float, ptr %arena, i64 %1225
+  %1226 = load float, ptr %arena428, align 4
+  %m74429 = load float, ptr %probs.m74, align 4
+  %1227 = fsub float %1226, %m74429
+  %1228 = call float @llvm.exp.f32(float %1227)
+  %s75430 = load float, ptr %probs.s75, align 4
+  %1229 = fdiv float %1228, %s75430
+  %1230 = mul nsw i64 %probs.n73420, 10
+  %1231 = add nsw i64 %1230, %probs.k78427
+  %arena431 = getelementptr inbounds float, ptr %arena, i64 %1231
+  store float %1229, ptr %arena431, align 4
+  %k78.next = add nsw i64 %probs.k78427, 1
+  %1232 = icmp slt i64 %k78.next, 10
+  br i1 %1232, label %probs.k78, label %probs.k78.end
 
-probs.k51.end:                                    ; preds = %probs.k51
-  %n46.next = add nsw i64 %probs.n46404, 1
-  %1133 = icmp slt i64 %n46.next, 64
-  br i1 %1133, label %probs.n46, label %probs.n46.end
+probs.k78.end:                                    ; preds = %probs.k78
+  %n73.next = add nsw i64 %probs.n73420, 1
+  %1233 = icmp slt i64 %n73.next, 64
+  br i1 %1233, label %probs.n73, label %probs.n73.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

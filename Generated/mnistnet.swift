@@ -54,26 +54,18 @@ public func mnistnet_train_b64(
       for c3 in 0..<1 {
         for ky4 in 0..<3 {
           for oy5 in 0..<26 {
-            do {  // SIMD16 over ox6
-              var ox6 = 0
-              while ox6 &+ 16 <= 26 {
-                store16(arena, (((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ (oy5 &* 26)) &+ ox6, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6))
-                ox6 &+= 16
-              }
-              while ox6 < 26 {
-                arena[((((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ (oy5 &* 26)) &+ ox6)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6)]
-                ox6 &+= 1
-              }
+            for ox6 in 0..<26 {
+              arena[(((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ ((oy5 &* 26) &+ ox6))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6)]
             }
           }
           for oy7 in 0..<26 {
             for ox8 in 0..<26 {
-              arena[((((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 43264)) &+ (j2 &* 676)) &+ (oy7 &* 26)) &+ ox8)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy7 &+ ky4) &* 28)) &+ (ox8 &+ 1))]
+              arena[(((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 43264)) &+ (j2 &* 676)) &+ ((oy7 &* 26) &+ ox8))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy7 &+ ky4) &* 28)) &+ (ox8 &+ 1))]
             }
           }
           for oy9 in 0..<26 {
             for ox10 in 0..<26 {
-              arena[((((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 43264)) &+ (j2 &* 676)) &+ (oy9 &* 26)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy9 &+ ky4) &* 28)) &+ (ox10 &+ 2))]
+              arena[(((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 43264)) &+ (j2 &* 676)) &+ ((oy9 &* 26) &+ ox10))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy9 &+ ky4) &* 28)) &+ (ox10 &+ 2))]
             }
           }
         }
@@ -216,647 +208,678 @@ public func mnistnet_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g20 in 0..<1 {
-    for j21 in 0..<64 {
-      for c22 in 0..<32 {
-        for ky23 in 0..<3 {
-          for oy24 in 0..<24 {
-            do {  // SIMD16 over ox25
-              var ox25 = 0
-              while ox25 &+ 16 <= 24 {
-                store16(arena, (((2564096 &+ ((((c22 &* 3) &+ ky23) &* 3) &* 36864)) &+ (j21 &* 576)) &+ (oy24 &* 24)) &+ ox25, load16(arena, (((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy24 &+ ky23) &* 26)) &+ ox25))
-                ox25 &+= 16
-              }
-              while ox25 < 24 {
-                arena[((((2564096 &+ ((((c22 &* 3) &+ ky23) &* 3) &* 36864)) &+ (j21 &* 576)) &+ (oy24 &* 24)) &+ ox25)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy24 &+ ky23) &* 26)) &+ ox25)]
-                ox25 &+= 1
-              }
+  for i20 in 0..<144 {
+    arena[(15540224 &+ i20)] = Float((((i20 / 12) &* 48) &+ ((i20 % 12) &* 2)))
+  }
+  for g21 in 0..<1 {
+    for j22 in 0..<64 {
+      for c23 in 0..<32 {
+        for ky24 in 0..<3 {
+          for oy25 in 0..<12 {
+            for ox26 in 0..<12 {
+              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((oy25 &* 12) &+ ox26))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy25 &* 2) &+ ky24) &* 26)) &+ (ox26 &* 2))]
             }
           }
-          for oy26 in 0..<24 {
-            for ox27 in 0..<24 {
-              arena[((((2564096 &+ (((((c22 &* 3) &+ ky23) &* 3) &+ 1) &* 36864)) &+ (j21 &* 576)) &+ (oy26 &* 24)) &+ ox27)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy26 &+ ky23) &* 26)) &+ (ox27 &+ 1))]
+          for oy27 in 0..<12 {
+            for ox28 in 0..<12 {
+              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy27 &* 12)) &+ ox28))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy27 &* 2) &+ ky24) &* 26)) &+ ((ox28 &* 2) &+ 1))]
             }
           }
-          for oy28 in 0..<24 {
-            for ox29 in 0..<24 {
-              arena[((((2564096 &+ (((((c22 &* 3) &+ ky23) &* 3) &+ 2) &* 36864)) &+ (j21 &* 576)) &+ (oy28 &* 24)) &+ ox29)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy28 &+ ky23) &* 26)) &+ (ox29 &+ 2))]
+          for oy29 in 0..<12 {
+            for ox30 in 0..<12 {
+              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy29 &* 12)) &+ ox30))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy29 &* 2) &+ 1) &+ ky24) &* 26)) &+ (ox30 &* 2))]
+            }
+          }
+          for oy31 in 0..<12 {
+            for ox32 in 0..<12 {
+              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy31 &* 12)) &+ ox32))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy31 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox32 &* 2) &+ 1))]
+            }
+          }
+          for oy33 in 0..<12 {
+            for ox34 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((oy33 &* 12) &+ ox34))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy33 &* 2) &+ ky24) &* 26)) &+ ((ox34 &* 2) &+ 1))]
+            }
+          }
+          for oy35 in 0..<12 {
+            for ox36 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy35 &* 12)) &+ ox36))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy35 &* 2) &+ ky24) &* 26)) &+ ((ox36 &* 2) &+ 2))]
+            }
+          }
+          for oy37 in 0..<12 {
+            for ox38 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy37 &* 12)) &+ ox38))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy37 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox38 &* 2) &+ 1))]
+            }
+          }
+          for oy39 in 0..<12 {
+            for ox40 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy39 &* 12)) &+ ox40))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy39 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox40 &* 2) &+ 2))]
+            }
+          }
+          for oy41 in 0..<12 {
+            for ox42 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((oy41 &* 12) &+ ox42))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy41 &* 2) &+ ky24) &* 26)) &+ ((ox42 &* 2) &+ 2))]
+            }
+          }
+          for oy43 in 0..<12 {
+            for ox44 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy43 &* 12)) &+ ox44))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy43 &* 2) &+ ky24) &* 26)) &+ ((ox44 &* 2) &+ 3))]
+            }
+          }
+          for oy45 in 0..<12 {
+            for ox46 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy45 &* 12)) &+ ox46))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy45 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox46 &* 2) &+ 2))]
+            }
+          }
+          for oy47 in 0..<12 {
+            for ox48 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy47 &* 12)) &+ ox48))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy47 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox48 &* 2) &+ 3))]
             }
           }
         }
       }
     }
-    for nb30 in 0..<576 {
-      for mb31 in 0..<10 {
-        var t32_c0_0 = SIMD16<Float>()
-        var t32_c0_1 = SIMD16<Float>()
-        var t32_c0_2 = SIMD16<Float>()
-        var t32_c0_3 = SIMD16<Float>()
-        var t32_c1_0 = SIMD16<Float>()
-        var t32_c1_1 = SIMD16<Float>()
-        var t32_c1_2 = SIMD16<Float>()
-        var t32_c1_3 = SIMD16<Float>()
-        var t32_c2_0 = SIMD16<Float>()
-        var t32_c2_1 = SIMD16<Float>()
-        var t32_c2_2 = SIMD16<Float>()
-        var t32_c2_3 = SIMD16<Float>()
-        var t32_c3_0 = SIMD16<Float>()
-        var t32_c3_1 = SIMD16<Float>()
-        var t32_c3_2 = SIMD16<Float>()
-        var t32_c3_3 = SIMD16<Float>()
-        var t32_c4_0 = SIMD16<Float>()
-        var t32_c4_1 = SIMD16<Float>()
-        var t32_c4_2 = SIMD16<Float>()
-        var t32_c4_3 = SIMD16<Float>()
-        var t32_c5_0 = SIMD16<Float>()
-        var t32_c5_1 = SIMD16<Float>()
-        var t32_c5_2 = SIMD16<Float>()
-        var t32_c5_3 = SIMD16<Float>()
-        for k33 in 0..<288 {
-          let t32_b0 = load16(arena, ((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)))
-          let t32_b1 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 16))
-          let t32_b2 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 32))
-          let t32_b3 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 48))
-          let t32_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb31 &* 6) &* 288)) &+ k33)])
-          t32_c0_0 = t32_c0_0.addingProduct(t32_a0, t32_b0)
-          t32_c0_1 = t32_c0_1.addingProduct(t32_a0, t32_b1)
-          t32_c0_2 = t32_c0_2.addingProduct(t32_a0, t32_b2)
-          t32_c0_3 = t32_c0_3.addingProduct(t32_a0, t32_b3)
-          let t32_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 1) &* 288)) &+ k33)])
-          t32_c1_0 = t32_c1_0.addingProduct(t32_a1, t32_b0)
-          t32_c1_1 = t32_c1_1.addingProduct(t32_a1, t32_b1)
-          t32_c1_2 = t32_c1_2.addingProduct(t32_a1, t32_b2)
-          t32_c1_3 = t32_c1_3.addingProduct(t32_a1, t32_b3)
-          let t32_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 2) &* 288)) &+ k33)])
-          t32_c2_0 = t32_c2_0.addingProduct(t32_a2, t32_b0)
-          t32_c2_1 = t32_c2_1.addingProduct(t32_a2, t32_b1)
-          t32_c2_2 = t32_c2_2.addingProduct(t32_a2, t32_b2)
-          t32_c2_3 = t32_c2_3.addingProduct(t32_a2, t32_b3)
-          let t32_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 3) &* 288)) &+ k33)])
-          t32_c3_0 = t32_c3_0.addingProduct(t32_a3, t32_b0)
-          t32_c3_1 = t32_c3_1.addingProduct(t32_a3, t32_b1)
-          t32_c3_2 = t32_c3_2.addingProduct(t32_a3, t32_b2)
-          t32_c3_3 = t32_c3_3.addingProduct(t32_a3, t32_b3)
-          let t32_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 4) &* 288)) &+ k33)])
-          t32_c4_0 = t32_c4_0.addingProduct(t32_a4, t32_b0)
-          t32_c4_1 = t32_c4_1.addingProduct(t32_a4, t32_b1)
-          t32_c4_2 = t32_c4_2.addingProduct(t32_a4, t32_b2)
-          t32_c4_3 = t32_c4_3.addingProduct(t32_a4, t32_b3)
-          let t32_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 5) &* 288)) &+ k33)])
-          t32_c5_0 = t32_c5_0.addingProduct(t32_a5, t32_b0)
-          t32_c5_1 = t32_c5_1.addingProduct(t32_a5, t32_b1)
-          t32_c5_2 = t32_c5_2.addingProduct(t32_a5, t32_b2)
-          t32_c5_3 = t32_c5_3.addingProduct(t32_a5, t32_b3)
+    for nb49 in 0..<576 {
+      for mb50 in 0..<10 {
+        var t51_c0_0 = SIMD16<Float>()
+        var t51_c0_1 = SIMD16<Float>()
+        var t51_c0_2 = SIMD16<Float>()
+        var t51_c0_3 = SIMD16<Float>()
+        var t51_c1_0 = SIMD16<Float>()
+        var t51_c1_1 = SIMD16<Float>()
+        var t51_c1_2 = SIMD16<Float>()
+        var t51_c1_3 = SIMD16<Float>()
+        var t51_c2_0 = SIMD16<Float>()
+        var t51_c2_1 = SIMD16<Float>()
+        var t51_c2_2 = SIMD16<Float>()
+        var t51_c2_3 = SIMD16<Float>()
+        var t51_c3_0 = SIMD16<Float>()
+        var t51_c3_1 = SIMD16<Float>()
+        var t51_c3_2 = SIMD16<Float>()
+        var t51_c3_3 = SIMD16<Float>()
+        var t51_c4_0 = SIMD16<Float>()
+        var t51_c4_1 = SIMD16<Float>()
+        var t51_c4_2 = SIMD16<Float>()
+        var t51_c4_3 = SIMD16<Float>()
+        var t51_c5_0 = SIMD16<Float>()
+        var t51_c5_1 = SIMD16<Float>()
+        var t51_c5_2 = SIMD16<Float>()
+        var t51_c5_3 = SIMD16<Float>()
+        for k52 in 0..<288 {
+          let t51_b0 = load16(arena, ((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)))
+          let t51_b1 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 16))
+          let t51_b2 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 32))
+          let t51_b3 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 48))
+          let t51_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb50 &* 6) &* 288)) &+ k52)])
+          t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
+          t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
+          t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
+          t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
+          let t51_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 1) &* 288)) &+ k52)])
+          t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
+          t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
+          t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
+          t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
+          let t51_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 2) &* 288)) &+ k52)])
+          t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
+          t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
+          t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
+          t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
+          let t51_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 3) &* 288)) &+ k52)])
+          t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
+          t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
+          t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
+          t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
+          let t51_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 4) &* 288)) &+ k52)])
+          t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
+          t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
+          t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
+          t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
+          let t51_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 5) &* 288)) &+ k52)])
+          t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
+          t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
+          t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
+          t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
         }
-        store16(arena, ((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)), t32_c0_0)
-        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c0_1)
-        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c0_2)
-        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c0_3)
-        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)), t32_c1_0)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c1_1)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c1_2)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c1_3)
-        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)), t32_c2_0)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c2_1)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c2_2)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c2_3)
-        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)), t32_c3_0)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c3_1)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c3_2)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c3_3)
-        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)), t32_c4_0)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c4_1)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c4_2)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c4_3)
-        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)), t32_c5_0)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c5_1)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c5_2)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c5_3)
+        store16(arena, ((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)), t51_c0_0)
+        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c0_1)
+        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c0_2)
+        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c0_3)
+        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)), t51_c1_0)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c1_1)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c1_2)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c1_3)
+        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)), t51_c2_0)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c2_1)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c2_2)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c2_3)
+        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)), t51_c3_0)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c3_1)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c3_2)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c3_3)
+        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)), t51_c4_0)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c4_1)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c4_2)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c4_3)
+        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)), t51_c5_0)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c5_1)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c5_2)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c5_3)
       }
-      var t34_c0_0 = SIMD16<Float>()
-      var t34_c0_1 = SIMD16<Float>()
-      var t34_c0_2 = SIMD16<Float>()
-      var t34_c0_3 = SIMD16<Float>()
-      var t34_c1_0 = SIMD16<Float>()
-      var t34_c1_1 = SIMD16<Float>()
-      var t34_c1_2 = SIMD16<Float>()
-      var t34_c1_3 = SIMD16<Float>()
-      var t34_c2_0 = SIMD16<Float>()
-      var t34_c2_1 = SIMD16<Float>()
-      var t34_c2_2 = SIMD16<Float>()
-      var t34_c2_3 = SIMD16<Float>()
-      var t34_c3_0 = SIMD16<Float>()
-      var t34_c3_1 = SIMD16<Float>()
-      var t34_c3_2 = SIMD16<Float>()
-      var t34_c3_3 = SIMD16<Float>()
-      for k35 in 0..<288 {
-        let t34_b0 = load16(arena, ((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)))
-        let t34_b1 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 16))
-        let t34_b2 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 32))
-        let t34_b3 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 48))
-        let t34_a0 = SIMD16<Float>(repeating: params[(17600 &+ k35)])
-        t34_c0_0 = t34_c0_0.addingProduct(t34_a0, t34_b0)
-        t34_c0_1 = t34_c0_1.addingProduct(t34_a0, t34_b1)
-        t34_c0_2 = t34_c0_2.addingProduct(t34_a0, t34_b2)
-        t34_c0_3 = t34_c0_3.addingProduct(t34_a0, t34_b3)
-        let t34_a1 = SIMD16<Float>(repeating: params[(17888 &+ k35)])
-        t34_c1_0 = t34_c1_0.addingProduct(t34_a1, t34_b0)
-        t34_c1_1 = t34_c1_1.addingProduct(t34_a1, t34_b1)
-        t34_c1_2 = t34_c1_2.addingProduct(t34_a1, t34_b2)
-        t34_c1_3 = t34_c1_3.addingProduct(t34_a1, t34_b3)
-        let t34_a2 = SIMD16<Float>(repeating: params[(18176 &+ k35)])
-        t34_c2_0 = t34_c2_0.addingProduct(t34_a2, t34_b0)
-        t34_c2_1 = t34_c2_1.addingProduct(t34_a2, t34_b1)
-        t34_c2_2 = t34_c2_2.addingProduct(t34_a2, t34_b2)
-        t34_c2_3 = t34_c2_3.addingProduct(t34_a2, t34_b3)
-        let t34_a3 = SIMD16<Float>(repeating: params[(18464 &+ k35)])
-        t34_c3_0 = t34_c3_0.addingProduct(t34_a3, t34_b0)
-        t34_c3_1 = t34_c3_1.addingProduct(t34_a3, t34_b1)
-        t34_c3_2 = t34_c3_2.addingProduct(t34_a3, t34_b2)
-        t34_c3_3 = t34_c3_3.addingProduct(t34_a3, t34_b3)
+      var t53_c0_0 = SIMD16<Float>()
+      var t53_c0_1 = SIMD16<Float>()
+      var t53_c0_2 = SIMD16<Float>()
+      var t53_c0_3 = SIMD16<Float>()
+      var t53_c1_0 = SIMD16<Float>()
+      var t53_c1_1 = SIMD16<Float>()
+      var t53_c1_2 = SIMD16<Float>()
+      var t53_c1_3 = SIMD16<Float>()
+      var t53_c2_0 = SIMD16<Float>()
+      var t53_c2_1 = SIMD16<Float>()
+      var t53_c2_2 = SIMD16<Float>()
+      var t53_c2_3 = SIMD16<Float>()
+      var t53_c3_0 = SIMD16<Float>()
+      var t53_c3_1 = SIMD16<Float>()
+      var t53_c3_2 = SIMD16<Float>()
+      var t53_c3_3 = SIMD16<Float>()
+      for k54 in 0..<288 {
+        let t53_b0 = load16(arena, ((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)))
+        let t53_b1 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 16))
+        let t53_b2 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 32))
+        let t53_b3 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 48))
+        let t53_a0 = SIMD16<Float>(repeating: params[(17600 &+ k54)])
+        t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
+        t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
+        t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
+        t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
+        let t53_a1 = SIMD16<Float>(repeating: params[(17888 &+ k54)])
+        t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
+        t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
+        t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
+        t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
+        let t53_a2 = SIMD16<Float>(repeating: params[(18176 &+ k54)])
+        t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
+        t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
+        t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
+        t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
+        let t53_a3 = SIMD16<Float>(repeating: params[(18464 &+ k54)])
+        t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
+        t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
+        t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
+        t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
       }
-      store16(arena, (15392768 &+ (nb30 &* 64)), t34_c0_0)
-      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 16), t34_c0_1)
-      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 32), t34_c0_2)
-      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 48), t34_c0_3)
-      store16(arena, (15429632 &+ (nb30 &* 64)), t34_c1_0)
-      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 16), t34_c1_1)
-      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 32), t34_c1_2)
-      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 48), t34_c1_3)
-      store16(arena, (15466496 &+ (nb30 &* 64)), t34_c2_0)
-      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 16), t34_c2_1)
-      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 32), t34_c2_2)
-      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 48), t34_c2_3)
-      store16(arena, (15503360 &+ (nb30 &* 64)), t34_c3_0)
-      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 16), t34_c3_1)
-      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 32), t34_c3_2)
-      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 48), t34_c3_3)
+      store16(arena, (15392768 &+ (nb49 &* 64)), t53_c0_0)
+      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 16), t53_c0_1)
+      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 32), t53_c0_2)
+      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 48), t53_c0_3)
+      store16(arena, (15429632 &+ (nb49 &* 64)), t53_c1_0)
+      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 16), t53_c1_1)
+      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 32), t53_c1_2)
+      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 48), t53_c1_3)
+      store16(arena, (15466496 &+ (nb49 &* 64)), t53_c2_0)
+      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 16), t53_c2_1)
+      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 32), t53_c2_2)
+      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 48), t53_c2_3)
+      store16(arena, (15503360 &+ (nb49 &* 64)), t53_c3_0)
+      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 16), t53_c3_1)
+      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 32), t53_c3_2)
+      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 48), t53_c3_3)
     }
-    for j36 in 0..<64 {
-      for f37 in 0..<64 {
-        for py38 in 0..<12 {
-          for px39 in 0..<12 {
-            var best40: Float = (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)])
-            var bi41: Float = Float(((py38 &* 48) &+ (px39 &* 2)))
-            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) > best40 ? Float(((py38 &* 48) &+ (px39 &* 2))) : bi41)
-            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) : best40)
-            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) > best40 ? Float((((py38 &* 48) &+ (px39 &* 2)) &+ 1)) : bi41)
-            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) : best40)
-            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) > best40 ? Float((((py38 &* 48) &+ (px39 &* 2)) &+ 24)) : bi41)
-            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) : best40)
-            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) > best40 ? Float(((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1)) : bi41)
-            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) : best40)
-            arena[(1384448 &+ ((((((g20 &* 64) &+ j36) &* 9216) &+ (f37 &* 144)) &+ (py38 &* 12)) &+ px39))] = (best40 > Float(0) ? best40 : Float(0))
-            arena[(1974272 &+ ((((((g20 &* 64) &+ j36) &* 9216) &+ (f37 &* 144)) &+ (py38 &* 12)) &+ px39))] = bi41
-          }
+    for j55 in 0..<64 {
+      for f56 in 0..<64 {
+        for q57 in 0..<144 {
+          var v58: Float = (arena[(((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ q57)] + params[(18752 &+ f56)])
+          var at59: Float = Float(0)
+          var v60: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 144) &+ q57)] + params[(18752 &+ f56)])
+          var at62: Float = (v60 > v58 ? Float(1) : at59)
+          var best61: Float = (v60 > v58 ? v60 : v58)
+          var v63: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 288) &+ q57)] + params[(18752 &+ f56)])
+          var at65: Float = (v63 > best61 ? Float(24) : at62)
+          var best64: Float = (v63 > best61 ? v63 : best61)
+          var v66: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 432) &+ q57)] + params[(18752 &+ f56)])
+          var at68: Float = (v66 > best64 ? Float(25) : at65)
+          var best67: Float = (v66 > best64 ? v66 : best64)
+          arena[(1384448 &+ (((((g21 &* 64) &+ j55) &* 9216) &+ (f56 &* 144)) &+ q57))] = (best67 > Float(0) ? best67 : Float(0))
+          arena[(1974272 &+ (((((g21 &* 64) &+ j55) &* 9216) &+ (f56 &* 144)) &+ q57))] = (arena[(15540224 &+ q57)] + at68)
         }
       }
     }
   }
   // drop1 = dropout(conv2)
-  for i42 in 0..<589824 {
-    arena[(2564096 &+ i42)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i42) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 &+ i42)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i69 in 0..<589824 {
+    arena[(2564096 &+ i69)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i69) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 &+ i69)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 2564096, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3153920, 128)
-  for n43 in 0..<64 {
-    do {  // SIMD16 over u44
-      var u44 = 0
-      while u44 &+ 16 <= 128 {
-        store16(arena, (3153920 &+ (n43 &* 128)) &+ u44, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 &+ (n43 &* 128)) &+ u44) + load16(params, 1198464 &+ u44)), where: (load16(arena, (3153920 &+ (n43 &* 128)) &+ u44) + load16(params, 1198464 &+ u44)) .> SIMD16<Float>(repeating: Float(0))))
-        u44 &+= 16
+  for n70 in 0..<64 {
+    do {  // SIMD16 over u71
+      var u71 = 0
+      while u71 &+ 16 <= 128 {
+        store16(arena, (3153920 &+ (n70 &* 128)) &+ u71, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 &+ (n70 &* 128)) &+ u71) + load16(params, 1198464 &+ u71)), where: (load16(arena, (3153920 &+ (n70 &* 128)) &+ u71) + load16(params, 1198464 &+ u71)) .> SIMD16<Float>(repeating: Float(0))))
+        u71 &+= 16
       }
-      while u44 < 128 {
-        arena[((3153920 &+ (n43 &* 128)) &+ u44)] = ((arena[((3153920 &+ (n43 &* 128)) &+ u44)] + params[(1198464 &+ u44)]) > Float(0) ? (arena[((3153920 &+ (n43 &* 128)) &+ u44)] + params[(1198464 &+ u44)]) : Float(0))
-        u44 &+= 1
+      while u71 < 128 {
+        arena[((3153920 &+ (n70 &* 128)) &+ u71)] = ((arena[((3153920 &+ (n70 &* 128)) &+ u71)] + params[(1198464 &+ u71)]) > Float(0) ? (arena[((3153920 &+ (n70 &* 128)) &+ u71)] + params[(1198464 &+ u71)]) : Float(0))
+        u71 &+= 1
       }
     }
   }
   // drop2 = dropout(fc1)
-  for i45 in 0..<8192 {
-    arena[(3162112 &+ i45)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i45) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 &+ i45)] * Float(2)) : Float(0))
+  for i72 in 0..<8192 {
+    arena[(3162112 &+ i72)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i72) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 &+ i72)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
-  for n46 in 0..<64 {
-    do {  // SIMD16 over u47
-      var u47 = 0
-      while u47 < 10 {
-        arena[((3170304 &+ (n46 &* 10)) &+ u47)] = (arena[((3170304 &+ (n46 &* 10)) &+ u47)] + params[(1199872 &+ u47)])
-        u47 &+= 1
+  for n73 in 0..<64 {
+    do {  // SIMD16 over u74
+      var u74 = 0
+      while u74 < 10 {
+        arena[((3170304 &+ (n73 &* 10)) &+ u74)] = (arena[((3170304 &+ (n73 &* 10)) &+ u74)] + params[(1199872 &+ u74)])
+        u74 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n48 in 0..<64 {
-    var m49: Float = arena[(3170304 &+ (n48 &* 10))]
-    for k51 in 0..<10 {
-      m49 = { let x = m49, y = arena[((3170304 &+ (n48 &* 10)) &+ k51)]; return y > x ? y : x }()
+  for n75 in 0..<64 {
+    var m76: Float = arena[(3170304 &+ (n75 &* 10))]
+    for k78 in 0..<10 {
+      m76 = { let x = m76, y = arena[((3170304 &+ (n75 &* 10)) &+ k78)]; return y > x ? y : x }()
     }
-    var s50: Float = Float(0)
-    for k52 in 0..<10 {
-      s50 = (s50 + expf((arena[((3170304 &+ (n48 &* 10)) &+ k52)] - m49)))
+    var s77: Float = Float(0)
+    for k79 in 0..<10 {
+      s77 = (s77 + expf((arena[((3170304 &+ (n75 &* 10)) &+ k79)] - m76)))
     }
-    for k53 in 0..<10 {
-      arena[((3170944 &+ (n48 &* 10)) &+ k53)] = (expf((arena[((3170304 &+ (n48 &* 10)) &+ k53)] - m49)) / s50)
+    for k80 in 0..<10 {
+      arena[((3170944 &+ (n75 &* 10)) &+ k80)] = (expf((arena[((3170304 &+ (n75 &* 10)) &+ k80)] - m76)) / s77)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total54: Float = Float(0)
-  for n55 in 0..<64 {
-    var m56: Float = arena[(3170304 &+ (n55 &* 10))]
-    for k58 in 0..<10 {
-      m56 = { let x = m56, y = arena[((3170304 &+ (n55 &* 10)) &+ k58)]; return y > x ? y : x }()
+  var total81: Float = Float(0)
+  for n82 in 0..<64 {
+    var m83: Float = arena[(3170304 &+ (n82 &* 10))]
+    for k85 in 0..<10 {
+      m83 = { let x = m83, y = arena[((3170304 &+ (n82 &* 10)) &+ k85)]; return y > x ? y : x }()
     }
-    var s57: Float = Float(0)
-    for k59 in 0..<10 {
-      s57 = (s57 + expf((arena[((3170304 &+ (n55 &* 10)) &+ k59)] - m56)))
+    var s84: Float = Float(0)
+    for k86 in 0..<10 {
+      s84 = (s84 + expf((arena[((3170304 &+ (n82 &* 10)) &+ k86)] - m83)))
     }
-    total54 = (total54 + ((m56 + logf(s57)) - arena[((3170304 &+ (n55 &* 10)) &+ Int(labels[n55]))]))
+    total81 = (total81 + ((m83 + logf(s84)) - arena[((3170304 &+ (n82 &* 10)) &+ Int(labels[n82]))]))
   }
-  arena[3171584] = (total54 / Float(64))
+  arena[3171584] = (total81 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n60 in 0..<64 {
-    var m61: Float = arena[(3170304 &+ (n60 &* 10))]
-    for k63 in 0..<10 {
-      m61 = { let x = m61, y = arena[((3170304 &+ (n60 &* 10)) &+ k63)]; return y > x ? y : x }()
+  for n87 in 0..<64 {
+    var m88: Float = arena[(3170304 &+ (n87 &* 10))]
+    for k90 in 0..<10 {
+      m88 = { let x = m88, y = arena[((3170304 &+ (n87 &* 10)) &+ k90)]; return y > x ? y : x }()
     }
-    var s62: Float = Float(0)
-    for k64 in 0..<10 {
-      s62 = (s62 + expf((arena[((3170304 &+ (n60 &* 10)) &+ k64)] - m61)))
+    var s89: Float = Float(0)
+    for k91 in 0..<10 {
+      s89 = (s89 + expf((arena[((3170304 &+ (n87 &* 10)) &+ k91)] - m88)))
     }
-    for k65 in 0..<10 {
-      arena[((3171600 &+ (n60 &* 10)) &+ k65)] = ((k65 == Int(labels[n60]) ? ((expf((arena[((3170304 &+ (n60 &* 10)) &+ k65)] - m61)) / s62) - Float(1)) : (expf((arena[((3170304 &+ (n60 &* 10)) &+ k65)] - m61)) / s62)) / Float(64))
+    for k92 in 0..<10 {
+      arena[((3171600 &+ (n87 &* 10)) &+ k92)] = ((k92 == Int(labels[n87]) ? ((expf((arena[((3170304 &+ (n87 &* 10)) &+ k92)] - m88)) / s89) - Float(1)) : (expf((arena[((3170304 &+ (n87 &* 10)) &+ k92)] - m88)) / s89)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u66 in 0..<10 {
-    var acc67: Float = Float(0)
-    for n68 in 0..<64 {
-      acc67 = (acc67 + arena[((3171600 &+ (n68 &* 10)) &+ u66)])
+  for u93 in 0..<10 {
+    var acc94: Float = Float(0)
+    for n95 in 0..<64 {
+      acc94 = (acc94 + arena[((3171600 &+ (n95 &* 10)) &+ u93)])
     }
-    grads[(1199872 &+ u66)] = acc67
+    grads[(1199872 &+ u93)] = acc94
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  for i69 in 0..<8192 {
-    arena[(3180432 &+ i69)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i69) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 &+ i69)] * Float(2)) : Float(0))
+  for i96 in 0..<8192 {
+    arena[(3180432 &+ i96)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i96) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 &+ i96)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i70
-    var i70 = 0
-    while i70 &+ 16 <= 8192 {
-      store16(arena, 3162112 &+ i70, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i70), where: load16(arena, 3153920 &+ i70) .> SIMD16<Float>(repeating: Float(0))))
-      i70 &+= 16
+  do {  // SIMD16 over i97
+    var i97 = 0
+    while i97 &+ 16 <= 8192 {
+      store16(arena, 3162112 &+ i97, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i97), where: load16(arena, 3153920 &+ i97) .> SIMD16<Float>(repeating: Float(0))))
+      i97 &+= 16
     }
-    while i70 < 8192 {
-      arena[(3162112 &+ i70)] = (arena[(3153920 &+ i70)] > Float(0) ? arena[(3180432 &+ i70)] : Float(0))
-      i70 &+= 1
+    while i97 < 8192 {
+      arena[(3162112 &+ i97)] = (arena[(3153920 &+ i97)] > Float(0) ? arena[(3180432 &+ i97)] : Float(0))
+      i97 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 9216, 64, 1, arena + 3162112, 128, arena + 2564096, 9216, Float(bitPattern: 0x0), grads + 18816, 9216)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u71 in 0..<128 {
-    var acc72: Float = Float(0)
-    for n73 in 0..<64 {
-      acc72 = (acc72 + arena[((3162112 &+ (n73 &* 128)) &+ u71)])
+  for u98 in 0..<128 {
+    var acc99: Float = Float(0)
+    for n100 in 0..<64 {
+      acc99 = (acc99 + arena[((3162112 &+ (n100 &* 128)) &+ u98)])
     }
-    grads[(1198464 &+ u71)] = acc72
+    grads[(1198464 &+ u98)] = acc99
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 9216, 128, 1, arena + 3162112, 128, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3171600, 9216)
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  for i74 in 0..<589824 {
-    arena[(3761424 &+ i74)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i74) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 &+ i74)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i101 in 0..<589824 {
+    arena[(3761424 &+ i101)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i101) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 &+ i101)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i75
-    var i75 = 0
-    while i75 &+ 16 <= 2359296 {
-      store16(arena, 4351248 &+ i75, SIMD16<Float>(repeating: Float(0)))
-      i75 &+= 16
+  do {  // SIMD16 over i102
+    var i102 = 0
+    while i102 &+ 16 <= 2359296 {
+      store16(arena, 4351248 &+ i102, SIMD16<Float>(repeating: Float(0)))
+      i102 &+= 16
     }
-    while i75 < 2359296 {
-      arena[(4351248 &+ i75)] = Float(0)
-      i75 &+= 1
+    while i102 < 2359296 {
+      arena[(4351248 &+ i102)] = Float(0)
+      i102 &+= 1
     }
   }
-  for q76 in 0..<4096 {
-    for i77 in 0..<144 {
-      if arena[(1384448 &+ ((q76 &* 144) &+ i77))] > Float(0) {
-        arena[((4351248 &+ (q76 &* 576)) &+ Int(arena[(1974272 &+ ((q76 &* 144) &+ i77))]))] += arena[(3761424 &+ ((q76 &* 144) &+ i77))]
+  for q103 in 0..<4096 {
+    for i104 in 0..<144 {
+      if arena[(1384448 &+ ((q103 &* 144) &+ i104))] > Float(0) {
+        arena[((4351248 &+ (q103 &* 576)) &+ Int(arena[(1974272 &+ ((q103 &* 144) &+ i104))]))] += arena[(3761424 &+ ((q103 &* 144) &+ i104))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i78
-    var i78 = 0
-    while i78 &+ 16 <= 18432 {
-      store16(arena, 19686672 &+ i78, SIMD16<Float>(repeating: Float(0)))
-      i78 &+= 16
+  do {  // SIMD16 over i105
+    var i105 = 0
+    while i105 &+ 16 <= 18432 {
+      store16(arena, 19686672 &+ i105, SIMD16<Float>(repeating: Float(0)))
+      i105 &+= 16
     }
-    while i78 < 18432 {
-      arena[(19686672 &+ i78)] = Float(0)
-      i78 &+= 1
+    while i105 < 18432 {
+      arena[(19686672 &+ i105)] = Float(0)
+      i105 &+= 1
     }
   }
-  for g79 in 0..<1 {
-    for j80 in 0..<64 {
-      for c81 in 0..<32 {
-        for ky82 in 0..<3 {
-          for oy83 in 0..<24 {
-            do {  // SIMD16 over ox84
-              var ox84 = 0
-              while ox84 &+ 16 <= 24 {
-                store16(arena, (((6710544 &+ ((((c81 &* 3) &+ ky82) &* 3) &* 36864)) &+ (j80 &* 576)) &+ (oy83 &* 24)) &+ ox84, load16(arena, (((((g79 &* 64) &+ j80) &* 21632) &+ (c81 &* 676)) &+ ((oy83 &+ ky82) &* 26)) &+ ox84))
-                ox84 &+= 16
-              }
-              while ox84 < 24 {
-                arena[((((6710544 &+ ((((c81 &* 3) &+ ky82) &* 3) &* 36864)) &+ (j80 &* 576)) &+ (oy83 &* 24)) &+ ox84)] = arena[((((((g79 &* 64) &+ j80) &* 21632) &+ (c81 &* 676)) &+ ((oy83 &+ ky82) &* 26)) &+ ox84)]
-                ox84 &+= 1
-              }
+  for g106 in 0..<1 {
+    for j107 in 0..<64 {
+      for c108 in 0..<32 {
+        for ky109 in 0..<3 {
+          for oy110 in 0..<24 {
+            for ox111 in 0..<24 {
+              arena[(((6710544 &+ ((((c108 &* 3) &+ ky109) &* 3) &* 36864)) &+ (j107 &* 576)) &+ ((oy110 &* 24) &+ ox111))] = arena[((((((g106 &* 64) &+ j107) &* 21632) &+ (c108 &* 676)) &+ ((oy110 &+ ky109) &* 26)) &+ ox111)]
             }
           }
-          for oy85 in 0..<24 {
-            for ox86 in 0..<24 {
-              arena[((((6710544 &+ (((((c81 &* 3) &+ ky82) &* 3) &+ 1) &* 36864)) &+ (j80 &* 576)) &+ (oy85 &* 24)) &+ ox86)] = arena[((((((g79 &* 64) &+ j80) &* 21632) &+ (c81 &* 676)) &+ ((oy85 &+ ky82) &* 26)) &+ (ox86 &+ 1))]
+          for oy112 in 0..<24 {
+            for ox113 in 0..<24 {
+              arena[(((6710544 &+ (((((c108 &* 3) &+ ky109) &* 3) &+ 1) &* 36864)) &+ (j107 &* 576)) &+ ((oy112 &* 24) &+ ox113))] = arena[((((((g106 &* 64) &+ j107) &* 21632) &+ (c108 &* 676)) &+ ((oy112 &+ ky109) &* 26)) &+ (ox113 &+ 1))]
             }
           }
-          for oy87 in 0..<24 {
-            for ox88 in 0..<24 {
-              arena[((((6710544 &+ (((((c81 &* 3) &+ ky82) &* 3) &+ 2) &* 36864)) &+ (j80 &* 576)) &+ (oy87 &* 24)) &+ ox88)] = arena[((((((g79 &* 64) &+ j80) &* 21632) &+ (c81 &* 676)) &+ ((oy87 &+ ky82) &* 26)) &+ (ox88 &+ 2))]
+          for oy114 in 0..<24 {
+            for ox115 in 0..<24 {
+              arena[(((6710544 &+ (((((c108 &* 3) &+ ky109) &* 3) &+ 2) &* 36864)) &+ (j107 &* 576)) &+ ((oy114 &* 24) &+ ox115))] = arena[((((((g106 &* 64) &+ j107) &* 21632) &+ (c108 &* 676)) &+ ((oy114 &+ ky109) &* 26)) &+ (ox115 &+ 2))]
             }
           }
         }
       }
     }
-    for j89 in 0..<64 {
-      for i90 in 0..<576 {
-        for f91 in 0..<64 {
-          arena[((17327376 &+ (((j89 &* 576) &+ i90) &* 64)) &+ f91)] = arena[(((4351248 &+ (((g79 &* 64) &+ j89) &* 36864)) &+ (f91 &* 576)) &+ i90)]
+    for j116 in 0..<64 {
+      for i117 in 0..<576 {
+        for f118 in 0..<64 {
+          arena[((17327376 &+ (((j116 &* 576) &+ i117) &* 64)) &+ f118)] = arena[(((4351248 &+ (((g106 &* 64) &+ j116) &* 36864)) &+ (f118 &* 576)) &+ i117)]
         }
       }
     }
-    for kp92 in 0..<96 {
-      for nb93 in 0..<1 {
-        for mb94 in 0..<48 {
-          var t95_c0_0 = load16(arena, ((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)))
-          var t95_c0_1 = load16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 16))
-          var t95_c0_2 = load16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 32))
-          var t95_c0_3 = load16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 48))
-          var t95_c1_0 = load16(arena, ((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)))
-          var t95_c1_1 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 16))
-          var t95_c1_2 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 32))
-          var t95_c1_3 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 48))
-          var t95_c2_0 = load16(arena, ((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)))
-          var t95_c2_1 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 16))
-          var t95_c2_2 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 32))
-          var t95_c2_3 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 48))
-          var t95_c3_0 = load16(arena, ((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)))
-          var t95_c3_1 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 16))
-          var t95_c3_2 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 32))
-          var t95_c3_3 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 48))
-          var t95_c4_0 = load16(arena, ((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)))
-          var t95_c4_1 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 16))
-          var t95_c4_2 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 32))
-          var t95_c4_3 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 48))
-          var t95_c5_0 = load16(arena, ((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)))
-          var t95_c5_1 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 16))
-          var t95_c5_2 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 32))
-          var t95_c5_3 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 48))
-          for k96 in 0..<384 {
-            let t95_b0 = load16(arena, ((17327376 &+ ((k96 &+ (kp92 &* 384)) &* 64)) &+ (nb93 &* 64)))
-            let t95_b1 = load16(arena, (((17327376 &+ ((k96 &+ (kp92 &* 384)) &* 64)) &+ (nb93 &* 64)) &+ 16))
-            let t95_b2 = load16(arena, (((17327376 &+ ((k96 &+ (kp92 &* 384)) &* 64)) &+ (nb93 &* 64)) &+ 32))
-            let t95_b3 = load16(arena, (((17327376 &+ ((k96 &+ (kp92 &* 384)) &* 64)) &+ (nb93 &* 64)) &+ 48))
-            let t95_a0 = SIMD16<Float>(repeating: arena[((6710544 &+ ((mb94 &* 6) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
-            t95_c0_0 = t95_c0_0.addingProduct(t95_a0, t95_b0)
-            t95_c0_1 = t95_c0_1.addingProduct(t95_a0, t95_b1)
-            t95_c0_2 = t95_c0_2.addingProduct(t95_a0, t95_b2)
-            t95_c0_3 = t95_c0_3.addingProduct(t95_a0, t95_b3)
-            let t95_a1 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb94 &* 6) &+ 1) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
-            t95_c1_0 = t95_c1_0.addingProduct(t95_a1, t95_b0)
-            t95_c1_1 = t95_c1_1.addingProduct(t95_a1, t95_b1)
-            t95_c1_2 = t95_c1_2.addingProduct(t95_a1, t95_b2)
-            t95_c1_3 = t95_c1_3.addingProduct(t95_a1, t95_b3)
-            let t95_a2 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb94 &* 6) &+ 2) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
-            t95_c2_0 = t95_c2_0.addingProduct(t95_a2, t95_b0)
-            t95_c2_1 = t95_c2_1.addingProduct(t95_a2, t95_b1)
-            t95_c2_2 = t95_c2_2.addingProduct(t95_a2, t95_b2)
-            t95_c2_3 = t95_c2_3.addingProduct(t95_a2, t95_b3)
-            let t95_a3 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb94 &* 6) &+ 3) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
-            t95_c3_0 = t95_c3_0.addingProduct(t95_a3, t95_b0)
-            t95_c3_1 = t95_c3_1.addingProduct(t95_a3, t95_b1)
-            t95_c3_2 = t95_c3_2.addingProduct(t95_a3, t95_b2)
-            t95_c3_3 = t95_c3_3.addingProduct(t95_a3, t95_b3)
-            let t95_a4 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb94 &* 6) &+ 4) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
-            t95_c4_0 = t95_c4_0.addingProduct(t95_a4, t95_b0)
-            t95_c4_1 = t95_c4_1.addingProduct(t95_a4, t95_b1)
-            t95_c4_2 = t95_c4_2.addingProduct(t95_a4, t95_b2)
-            t95_c4_3 = t95_c4_3.addingProduct(t95_a4, t95_b3)
-            let t95_a5 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb94 &* 6) &+ 5) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
-            t95_c5_0 = t95_c5_0.addingProduct(t95_a5, t95_b0)
-            t95_c5_1 = t95_c5_1.addingProduct(t95_a5, t95_b1)
-            t95_c5_2 = t95_c5_2.addingProduct(t95_a5, t95_b2)
-            t95_c5_3 = t95_c5_3.addingProduct(t95_a5, t95_b3)
+    for kp119 in 0..<96 {
+      for nb120 in 0..<1 {
+        for mb121 in 0..<48 {
+          var t122_c0_0 = load16(arena, ((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)))
+          var t122_c0_1 = load16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 16))
+          var t122_c0_2 = load16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 32))
+          var t122_c0_3 = load16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 48))
+          var t122_c1_0 = load16(arena, ((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)))
+          var t122_c1_1 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 16))
+          var t122_c1_2 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 32))
+          var t122_c1_3 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 48))
+          var t122_c2_0 = load16(arena, ((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)))
+          var t122_c2_1 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 16))
+          var t122_c2_2 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 32))
+          var t122_c2_3 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 48))
+          var t122_c3_0 = load16(arena, ((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)))
+          var t122_c3_1 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 16))
+          var t122_c3_2 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 32))
+          var t122_c3_3 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 48))
+          var t122_c4_0 = load16(arena, ((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)))
+          var t122_c4_1 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 16))
+          var t122_c4_2 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 32))
+          var t122_c4_3 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 48))
+          var t122_c5_0 = load16(arena, ((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)))
+          var t122_c5_1 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 16))
+          var t122_c5_2 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 32))
+          var t122_c5_3 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 48))
+          for k123 in 0..<384 {
+            let t122_b0 = load16(arena, ((17327376 &+ ((k123 &+ (kp119 &* 384)) &* 64)) &+ (nb120 &* 64)))
+            let t122_b1 = load16(arena, (((17327376 &+ ((k123 &+ (kp119 &* 384)) &* 64)) &+ (nb120 &* 64)) &+ 16))
+            let t122_b2 = load16(arena, (((17327376 &+ ((k123 &+ (kp119 &* 384)) &* 64)) &+ (nb120 &* 64)) &+ 32))
+            let t122_b3 = load16(arena, (((17327376 &+ ((k123 &+ (kp119 &* 384)) &* 64)) &+ (nb120 &* 64)) &+ 48))
+            let t122_a0 = SIMD16<Float>(repeating: arena[((6710544 &+ ((mb121 &* 6) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            t122_c0_0 = t122_c0_0.addingProduct(t122_a0, t122_b0)
+            t122_c0_1 = t122_c0_1.addingProduct(t122_a0, t122_b1)
+            t122_c0_2 = t122_c0_2.addingProduct(t122_a0, t122_b2)
+            t122_c0_3 = t122_c0_3.addingProduct(t122_a0, t122_b3)
+            let t122_a1 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb121 &* 6) &+ 1) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            t122_c1_0 = t122_c1_0.addingProduct(t122_a1, t122_b0)
+            t122_c1_1 = t122_c1_1.addingProduct(t122_a1, t122_b1)
+            t122_c1_2 = t122_c1_2.addingProduct(t122_a1, t122_b2)
+            t122_c1_3 = t122_c1_3.addingProduct(t122_a1, t122_b3)
+            let t122_a2 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb121 &* 6) &+ 2) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            t122_c2_0 = t122_c2_0.addingProduct(t122_a2, t122_b0)
+            t122_c2_1 = t122_c2_1.addingProduct(t122_a2, t122_b1)
+            t122_c2_2 = t122_c2_2.addingProduct(t122_a2, t122_b2)
+            t122_c2_3 = t122_c2_3.addingProduct(t122_a2, t122_b3)
+            let t122_a3 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb121 &* 6) &+ 3) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            t122_c3_0 = t122_c3_0.addingProduct(t122_a3, t122_b0)
+            t122_c3_1 = t122_c3_1.addingProduct(t122_a3, t122_b1)
+            t122_c3_2 = t122_c3_2.addingProduct(t122_a3, t122_b2)
+            t122_c3_3 = t122_c3_3.addingProduct(t122_a3, t122_b3)
+            let t122_a4 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb121 &* 6) &+ 4) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            t122_c4_0 = t122_c4_0.addingProduct(t122_a4, t122_b0)
+            t122_c4_1 = t122_c4_1.addingProduct(t122_a4, t122_b1)
+            t122_c4_2 = t122_c4_2.addingProduct(t122_a4, t122_b2)
+            t122_c4_3 = t122_c4_3.addingProduct(t122_a4, t122_b3)
+            let t122_a5 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb121 &* 6) &+ 5) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            t122_c5_0 = t122_c5_0.addingProduct(t122_a5, t122_b0)
+            t122_c5_1 = t122_c5_1.addingProduct(t122_a5, t122_b1)
+            t122_c5_2 = t122_c5_2.addingProduct(t122_a5, t122_b2)
+            t122_c5_3 = t122_c5_3.addingProduct(t122_a5, t122_b3)
           }
-          store16(arena, ((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)), t95_c0_0)
-          store16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c0_1)
-          store16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c0_2)
-          store16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c0_3)
-          store16(arena, ((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)), t95_c1_0)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c1_1)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c1_2)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c1_3)
-          store16(arena, ((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)), t95_c2_0)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c2_1)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c2_2)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c2_3)
-          store16(arena, ((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)), t95_c3_0)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c3_1)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c3_2)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c3_3)
-          store16(arena, ((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)), t95_c4_0)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c4_1)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c4_2)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c4_3)
-          store16(arena, ((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)), t95_c5_0)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c5_1)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c5_2)
-          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c5_3)
+          store16(arena, ((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)), t122_c0_0)
+          store16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c0_1)
+          store16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c0_2)
+          store16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c0_3)
+          store16(arena, ((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)), t122_c1_0)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c1_1)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c1_2)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c1_3)
+          store16(arena, ((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)), t122_c2_0)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c2_1)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c2_2)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c2_3)
+          store16(arena, ((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)), t122_c3_0)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c3_1)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c3_2)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c3_3)
+          store16(arena, ((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)), t122_c4_0)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c4_1)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c4_2)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c4_3)
+          store16(arena, ((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)), t122_c5_0)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c5_1)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c5_2)
+          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c5_3)
         }
       }
     }
   }
-  for f97 in 0..<64 {
-    for r98 in 0..<288 {
-      grads[((320 &+ (f97 &* 288)) &+ r98)] = arena[((19686672 &+ (r98 &* 64)) &+ f97)]
+  for f124 in 0..<64 {
+    for r125 in 0..<288 {
+      grads[((320 &+ (f124 &* 288)) &+ r125)] = arena[((19686672 &+ (r125 &* 64)) &+ f124)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i99
-    var i99 = 0
-    while i99 &+ 16 <= 576 {
-      store16(arena, 1384448 &+ i99, SIMD16<Float>(repeating: Float(1)))
-      i99 &+= 16
+  do {  // SIMD16 over i126
+    var i126 = 0
+    while i126 &+ 16 <= 576 {
+      store16(arena, 1384448 &+ i126, SIMD16<Float>(repeating: Float(1)))
+      i126 &+= 16
     }
-    while i99 < 576 {
-      arena[(1384448 &+ i99)] = Float(1)
-      i99 &+= 1
-    }
-  }
-  do {  // SIMD16 over i100
-    var i100 = 0
-    while i100 &+ 16 <= 64 {
-      store16(grads, 18752 &+ i100, SIMD16<Float>(repeating: Float(0)))
-      i100 &+= 16
-    }
-    while i100 < 64 {
-      grads[(18752 &+ i100)] = Float(0)
-      i100 &+= 1
+    while i126 < 576 {
+      arena[(1384448 &+ i126)] = Float(1)
+      i126 &+= 1
     }
   }
-  for img101 in 0..<64 {
-    sgemm(101, 111, 111, 64, 1, 576, 1, arena + (4351248 &+ (img101 &* 36864)), 576, arena + 1384448, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
+  do {  // SIMD16 over i127
+    var i127 = 0
+    while i127 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i127, SIMD16<Float>(repeating: Float(0)))
+      i127 &+= 16
+    }
+    while i127 < 64 {
+      grads[(18752 &+ i127)] = Float(0)
+      i127 &+= 1
+    }
+  }
+  for img128 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 576, 1, arena + (4351248 &+ (img128 &* 36864)), 576, arena + 1384448, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i102
-    var i102 = 0
-    while i102 &+ 16 <= 1384448 {
-      store16(arena, 1384448 &+ i102, SIMD16<Float>(repeating: Float(0)))
-      i102 &+= 16
+  do {  // SIMD16 over i129
+    var i129 = 0
+    while i129 &+ 16 <= 1384448 {
+      store16(arena, 1384448 &+ i129, SIMD16<Float>(repeating: Float(0)))
+      i129 &+= 16
     }
-    while i102 < 1384448 {
-      arena[(1384448 &+ i102)] = Float(0)
-      i102 &+= 1
+    while i129 < 1384448 {
+      arena[(1384448 &+ i129)] = Float(0)
+      i129 &+= 1
     }
   }
-  for g103 in 0..<1 {
-    for j104 in 0..<64 {
-      for f105 in 0..<64 {
-        do {  // SIMD16 over i106
-          var i106 = 0
-          while i106 &+ 16 <= 576 {
-            store16(arena, ((17327376 &+ (f105 &* 36864)) &+ (j104 &* 576)) &+ i106, load16(arena, ((4351248 &+ (((g103 &* 64) &+ j104) &* 36864)) &+ (f105 &* 576)) &+ i106))
-            i106 &+= 16
+  for g130 in 0..<1 {
+    for j131 in 0..<64 {
+      for f132 in 0..<64 {
+        do {  // SIMD16 over i133
+          var i133 = 0
+          while i133 &+ 16 <= 576 {
+            store16(arena, ((17327376 &+ (f132 &* 36864)) &+ (j131 &* 576)) &+ i133, load16(arena, ((4351248 &+ (((g130 &* 64) &+ j131) &* 36864)) &+ (f132 &* 576)) &+ i133))
+            i133 &+= 16
           }
-          while i106 < 576 {
-            arena[(((17327376 &+ (f105 &* 36864)) &+ (j104 &* 576)) &+ i106)] = arena[(((4351248 &+ (((g103 &* 64) &+ j104) &* 36864)) &+ (f105 &* 576)) &+ i106)]
-            i106 &+= 1
+          while i133 < 576 {
+            arena[(((17327376 &+ (f132 &* 36864)) &+ (j131 &* 576)) &+ i133)] = arena[(((4351248 &+ (((g130 &* 64) &+ j131) &* 36864)) &+ (f132 &* 576)) &+ i133)]
+            i133 &+= 1
           }
         }
       }
     }
-    for nb107 in 0..<576 {
-      for mb108 in 0..<48 {
-        var t109_c0_0 = SIMD16<Float>()
-        var t109_c0_1 = SIMD16<Float>()
-        var t109_c0_2 = SIMD16<Float>()
-        var t109_c0_3 = SIMD16<Float>()
-        var t109_c1_0 = SIMD16<Float>()
-        var t109_c1_1 = SIMD16<Float>()
-        var t109_c1_2 = SIMD16<Float>()
-        var t109_c1_3 = SIMD16<Float>()
-        var t109_c2_0 = SIMD16<Float>()
-        var t109_c2_1 = SIMD16<Float>()
-        var t109_c2_2 = SIMD16<Float>()
-        var t109_c2_3 = SIMD16<Float>()
-        var t109_c3_0 = SIMD16<Float>()
-        var t109_c3_1 = SIMD16<Float>()
-        var t109_c3_2 = SIMD16<Float>()
-        var t109_c3_3 = SIMD16<Float>()
-        var t109_c4_0 = SIMD16<Float>()
-        var t109_c4_1 = SIMD16<Float>()
-        var t109_c4_2 = SIMD16<Float>()
-        var t109_c4_3 = SIMD16<Float>()
-        var t109_c5_0 = SIMD16<Float>()
-        var t109_c5_1 = SIMD16<Float>()
-        var t109_c5_2 = SIMD16<Float>()
-        var t109_c5_3 = SIMD16<Float>()
-        for k110 in 0..<64 {
-          let t109_b0 = load16(arena, ((17327376 &+ (k110 &* 36864)) &+ (nb107 &* 64)))
-          let t109_b1 = load16(arena, (((17327376 &+ (k110 &* 36864)) &+ (nb107 &* 64)) &+ 16))
-          let t109_b2 = load16(arena, (((17327376 &+ (k110 &* 36864)) &+ (nb107 &* 64)) &+ 32))
-          let t109_b3 = load16(arena, (((17327376 &+ (k110 &* 36864)) &+ (nb107 &* 64)) &+ 48))
-          let t109_a0 = SIMD16<Float>(repeating: params[((320 &+ (mb108 &* 6)) &+ (k110 &* 288))])
-          t109_c0_0 = t109_c0_0.addingProduct(t109_a0, t109_b0)
-          t109_c0_1 = t109_c0_1.addingProduct(t109_a0, t109_b1)
-          t109_c0_2 = t109_c0_2.addingProduct(t109_a0, t109_b2)
-          t109_c0_3 = t109_c0_3.addingProduct(t109_a0, t109_b3)
-          let t109_a1 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 1)) &+ (k110 &* 288))])
-          t109_c1_0 = t109_c1_0.addingProduct(t109_a1, t109_b0)
-          t109_c1_1 = t109_c1_1.addingProduct(t109_a1, t109_b1)
-          t109_c1_2 = t109_c1_2.addingProduct(t109_a1, t109_b2)
-          t109_c1_3 = t109_c1_3.addingProduct(t109_a1, t109_b3)
-          let t109_a2 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 2)) &+ (k110 &* 288))])
-          t109_c2_0 = t109_c2_0.addingProduct(t109_a2, t109_b0)
-          t109_c2_1 = t109_c2_1.addingProduct(t109_a2, t109_b1)
-          t109_c2_2 = t109_c2_2.addingProduct(t109_a2, t109_b2)
-          t109_c2_3 = t109_c2_3.addingProduct(t109_a2, t109_b3)
-          let t109_a3 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 3)) &+ (k110 &* 288))])
-          t109_c3_0 = t109_c3_0.addingProduct(t109_a3, t109_b0)
-          t109_c3_1 = t109_c3_1.addingProduct(t109_a3, t109_b1)
-          t109_c3_2 = t109_c3_2.addingProduct(t109_a3, t109_b2)
-          t109_c3_3 = t109_c3_3.addingProduct(t109_a3, t109_b3)
-          let t109_a4 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 4)) &+ (k110 &* 288))])
-          t109_c4_0 = t109_c4_0.addingProduct(t109_a4, t109_b0)
-          t109_c4_1 = t109_c4_1.addingProduct(t109_a4, t109_b1)
-          t109_c4_2 = t109_c4_2.addingProduct(t109_a4, t109_b2)
-          t109_c4_3 = t109_c4_3.addingProduct(t109_a4, t109_b3)
-          let t109_a5 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 5)) &+ (k110 &* 288))])
-          t109_c5_0 = t109_c5_0.addingProduct(t109_a5, t109_b0)
-          t109_c5_1 = t109_c5_1.addingProduct(t109_a5, t109_b1)
-          t109_c5_2 = t109_c5_2.addingProduct(t109_a5, t109_b2)
-          t109_c5_3 = t109_c5_3.addingProduct(t109_a5, t109_b3)
+    for nb134 in 0..<576 {
+      for mb135 in 0..<48 {
+        var t136_c0_0 = SIMD16<Float>()
+        var t136_c0_1 = SIMD16<Float>()
+        var t136_c0_2 = SIMD16<Float>()
+        var t136_c0_3 = SIMD16<Float>()
+        var t136_c1_0 = SIMD16<Float>()
+        var t136_c1_1 = SIMD16<Float>()
+        var t136_c1_2 = SIMD16<Float>()
+        var t136_c1_3 = SIMD16<Float>()
+        var t136_c2_0 = SIMD16<Float>()
+        var t136_c2_1 = SIMD16<Float>()
+        var t136_c2_2 = SIMD16<Float>()
+        var t136_c2_3 = SIMD16<Float>()
+        var t136_c3_0 = SIMD16<Float>()
+        var t136_c3_1 = SIMD16<Float>()
+        var t136_c3_2 = SIMD16<Float>()
+        var t136_c3_3 = SIMD16<Float>()
+        var t136_c4_0 = SIMD16<Float>()
+        var t136_c4_1 = SIMD16<Float>()
+        var t136_c4_2 = SIMD16<Float>()
+        var t136_c4_3 = SIMD16<Float>()
+        var t136_c5_0 = SIMD16<Float>()
+        var t136_c5_1 = SIMD16<Float>()
+        var t136_c5_2 = SIMD16<Float>()
+        var t136_c5_3 = SIMD16<Float>()
+        for k137 in 0..<64 {
+          let t136_b0 = load16(arena, ((17327376 &+ (k137 &* 36864)) &+ (nb134 &* 64)))
+          let t136_b1 = load16(arena, (((17327376 &+ (k137 &* 36864)) &+ (nb134 &* 64)) &+ 16))
+          let t136_b2 = load16(arena, (((17327376 &+ (k137 &* 36864)) &+ (nb134 &* 64)) &+ 32))
+          let t136_b3 = load16(arena, (((17327376 &+ (k137 &* 36864)) &+ (nb134 &* 64)) &+ 48))
+          let t136_a0 = SIMD16<Float>(repeating: params[((320 &+ (mb135 &* 6)) &+ (k137 &* 288))])
+          t136_c0_0 = t136_c0_0.addingProduct(t136_a0, t136_b0)
+          t136_c0_1 = t136_c0_1.addingProduct(t136_a0, t136_b1)
+          t136_c0_2 = t136_c0_2.addingProduct(t136_a0, t136_b2)
+          t136_c0_3 = t136_c0_3.addingProduct(t136_a0, t136_b3)
+          let t136_a1 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 1)) &+ (k137 &* 288))])
+          t136_c1_0 = t136_c1_0.addingProduct(t136_a1, t136_b0)
+          t136_c1_1 = t136_c1_1.addingProduct(t136_a1, t136_b1)
+          t136_c1_2 = t136_c1_2.addingProduct(t136_a1, t136_b2)
+          t136_c1_3 = t136_c1_3.addingProduct(t136_a1, t136_b3)
+          let t136_a2 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 2)) &+ (k137 &* 288))])
+          t136_c2_0 = t136_c2_0.addingProduct(t136_a2, t136_b0)
+          t136_c2_1 = t136_c2_1.addingProduct(t136_a2, t136_b1)
+          t136_c2_2 = t136_c2_2.addingProduct(t136_a2, t136_b2)
+          t136_c2_3 = t136_c2_3.addingProduct(t136_a2, t136_b3)
+          let t136_a3 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 3)) &+ (k137 &* 288))])
+          t136_c3_0 = t136_c3_0.addingProduct(t136_a3, t136_b0)
+          t136_c3_1 = t136_c3_1.addingProduct(t136_a3, t136_b1)
+          t136_c3_2 = t136_c3_2.addingProduct(t136_a3, t136_b2)
+          t136_c3_3 = t136_c3_3.addingProduct(t136_a3, t136_b3)
+          let t136_a4 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 4)) &+ (k137 &* 288))])
+          t136_c4_0 = t136_c4_0.addingProduct(t136_a4, t136_b0)
+          t136_c4_1 = t136_c4_1.addingProduct(t136_a4, t136_b1)
+          t136_c4_2 = t136_c4_2.addingProduct(t136_a4, t136_b2)
+          t136_c4_3 = t136_c4_3.addingProduct(t136_a4, t136_b3)
+          let t136_a5 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 5)) &+ (k137 &* 288))])
+          t136_c5_0 = t136_c5_0.addingProduct(t136_a5, t136_b0)
+          t136_c5_1 = t136_c5_1.addingProduct(t136_a5, t136_b1)
+          t136_c5_2 = t136_c5_2.addingProduct(t136_a5, t136_b2)
+          t136_c5_3 = t136_c5_3.addingProduct(t136_a5, t136_b3)
         }
-        store16(arena, ((6710544 &+ ((mb108 &* 6) &* 36864)) &+ (nb107 &* 64)), t109_c0_0)
-        store16(arena, (((6710544 &+ ((mb108 &* 6) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c0_1)
-        store16(arena, (((6710544 &+ ((mb108 &* 6) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c0_2)
-        store16(arena, (((6710544 &+ ((mb108 &* 6) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c0_3)
-        store16(arena, ((6710544 &+ (((mb108 &* 6) &+ 1) &* 36864)) &+ (nb107 &* 64)), t109_c1_0)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 1) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c1_1)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 1) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c1_2)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 1) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c1_3)
-        store16(arena, ((6710544 &+ (((mb108 &* 6) &+ 2) &* 36864)) &+ (nb107 &* 64)), t109_c2_0)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 2) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c2_1)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 2) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c2_2)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 2) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c2_3)
-        store16(arena, ((6710544 &+ (((mb108 &* 6) &+ 3) &* 36864)) &+ (nb107 &* 64)), t109_c3_0)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 3) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c3_1)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 3) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c3_2)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 3) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c3_3)
-        store16(arena, ((6710544 &+ (((mb108 &* 6) &+ 4) &* 36864)) &+ (nb107 &* 64)), t109_c4_0)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 4) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c4_1)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 4) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c4_2)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 4) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c4_3)
-        store16(arena, ((6710544 &+ (((mb108 &* 6) &+ 5) &* 36864)) &+ (nb107 &* 64)), t109_c5_0)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 5) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c5_1)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 5) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c5_2)
-        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 5) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c5_3)
+        store16(arena, ((6710544 &+ ((mb135 &* 6) &* 36864)) &+ (nb134 &* 64)), t136_c0_0)
+        store16(arena, (((6710544 &+ ((mb135 &* 6) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c0_1)
+        store16(arena, (((6710544 &+ ((mb135 &* 6) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c0_2)
+        store16(arena, (((6710544 &+ ((mb135 &* 6) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c0_3)
+        store16(arena, ((6710544 &+ (((mb135 &* 6) &+ 1) &* 36864)) &+ (nb134 &* 64)), t136_c1_0)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 1) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c1_1)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 1) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c1_2)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 1) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c1_3)
+        store16(arena, ((6710544 &+ (((mb135 &* 6) &+ 2) &* 36864)) &+ (nb134 &* 64)), t136_c2_0)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 2) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c2_1)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 2) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c2_2)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 2) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c2_3)
+        store16(arena, ((6710544 &+ (((mb135 &* 6) &+ 3) &* 36864)) &+ (nb134 &* 64)), t136_c3_0)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 3) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c3_1)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 3) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c3_2)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 3) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c3_3)
+        store16(arena, ((6710544 &+ (((mb135 &* 6) &+ 4) &* 36864)) &+ (nb134 &* 64)), t136_c4_0)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 4) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c4_1)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 4) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c4_2)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 4) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c4_3)
+        store16(arena, ((6710544 &+ (((mb135 &* 6) &+ 5) &* 36864)) &+ (nb134 &* 64)), t136_c5_0)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 5) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c5_1)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 5) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c5_2)
+        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 5) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c5_3)
       }
     }
-    for j111 in 0..<64 {
-      for c112 in 0..<32 {
-        for ky113 in 0..<3 {
-          for oy114 in 0..<24 {
-            for ox115 in 0..<24 {
-              arena[((((1384448 &+ (((g103 &* 64) &+ j111) &* 21632)) &+ (c112 &* 676)) &+ ((oy114 &+ ky113) &* 26)) &+ ox115)] += arena[((((6710544 &+ ((((c112 &* 3) &+ ky113) &* 3) &* 36864)) &+ (j111 &* 576)) &+ (oy114 &* 24)) &+ ox115)]
+    for j138 in 0..<64 {
+      for c139 in 0..<32 {
+        for ky140 in 0..<3 {
+          for oy141 in 0..<24 {
+            for ox142 in 0..<24 {
+              arena[((((1384448 &+ (((g130 &* 64) &+ j138) &* 21632)) &+ (c139 &* 676)) &+ ((oy141 &+ ky140) &* 26)) &+ ox142)] += arena[(((6710544 &+ ((((c139 &* 3) &+ ky140) &* 3) &* 36864)) &+ (j138 &* 576)) &+ ((oy141 &* 24) &+ ox142))]
             }
           }
-          for oy116 in 0..<24 {
-            for ox117 in 0..<24 {
-              arena[((((1384448 &+ (((g103 &* 64) &+ j111) &* 21632)) &+ (c112 &* 676)) &+ ((oy116 &+ ky113) &* 26)) &+ (ox117 &+ 1))] += arena[((((6710544 &+ (((((c112 &* 3) &+ ky113) &* 3) &+ 1) &* 36864)) &+ (j111 &* 576)) &+ (oy116 &* 24)) &+ ox117)]
+          for oy143 in 0..<24 {
+            for ox144 in 0..<24 {
+              arena[((((1384448 &+ (((g130 &* 64) &+ j138) &* 21632)) &+ (c139 &* 676)) &+ ((oy143 &+ ky140) &* 26)) &+ (ox144 &+ 1))] += arena[(((6710544 &+ (((((c139 &* 3) &+ ky140) &* 3) &+ 1) &* 36864)) &+ (j138 &* 576)) &+ ((oy143 &* 24) &+ ox144))]
             }
           }
-          for oy118 in 0..<24 {
-            for ox119 in 0..<24 {
-              arena[((((1384448 &+ (((g103 &* 64) &+ j111) &* 21632)) &+ (c112 &* 676)) &+ ((oy118 &+ ky113) &* 26)) &+ (ox119 &+ 2))] += arena[((((6710544 &+ (((((c112 &* 3) &+ ky113) &* 3) &+ 2) &* 36864)) &+ (j111 &* 576)) &+ (oy118 &* 24)) &+ ox119)]
+          for oy145 in 0..<24 {
+            for ox146 in 0..<24 {
+              arena[((((1384448 &+ (((g130 &* 64) &+ j138) &* 21632)) &+ (c139 &* 676)) &+ ((oy145 &+ ky140) &* 26)) &+ (ox146 &+ 2))] += arena[(((6710544 &+ (((((c139 &* 3) &+ ky140) &* 3) &+ 2) &* 36864)) &+ (j138 &* 576)) &+ ((oy145 &* 24) &+ ox146))]
             }
           }
         }
@@ -864,264 +887,256 @@ public func mnistnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i120
-    var i120 = 0
-    while i120 &+ 16 <= 1384448 {
-      store16(arena, 3171600 &+ i120, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i120), where: load16(arena, 0 &+ i120) .> SIMD16<Float>(repeating: Float(0))))
-      i120 &+= 16
-    }
-    while i120 < 1384448 {
-      arena[(3171600 &+ i120)] = (arena[i120] > Float(0) ? arena[(1384448 &+ i120)] : Float(0))
-      i120 &+= 1
-    }
-  }
-  // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i121
-    var i121 = 0
-    while i121 &+ 16 <= 288 {
-      store16(arena, 1773824 &+ i121, SIMD16<Float>(repeating: Float(0)))
-      i121 &+= 16
-    }
-    while i121 < 288 {
-      arena[(1773824 &+ i121)] = Float(0)
-      i121 &+= 1
-    }
-  }
-  for g122 in 0..<1 {
-    for j123 in 0..<64 {
-      for c124 in 0..<1 {
-        for ky125 in 0..<3 {
-          for oy126 in 0..<26 {
-            do {  // SIMD16 over ox127
-              var ox127 = 0
-              while ox127 &+ 16 <= 26 {
-                store16(arena, ((((((c124 &* 3) &+ ky125) &* 3) &* 43264) &+ (j123 &* 676)) &+ (oy126 &* 26)) &+ ox127, load16(images, (((((g122 &* 64) &+ j123) &* 784) &+ (c124 &* 784)) &+ ((oy126 &+ ky125) &* 28)) &+ ox127))
-                ox127 &+= 16
-              }
-              while ox127 < 26 {
-                arena[(((((((c124 &* 3) &+ ky125) &* 3) &* 43264) &+ (j123 &* 676)) &+ (oy126 &* 26)) &+ ox127)] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c124 &* 784)) &+ ((oy126 &+ ky125) &* 28)) &+ ox127)]
-                ox127 &+= 1
-              }
-            }
-          }
-          for oy128 in 0..<26 {
-            for ox129 in 0..<26 {
-              arena[((((((((c124 &* 3) &+ ky125) &* 3) &+ 1) &* 43264) &+ (j123 &* 676)) &+ (oy128 &* 26)) &+ ox129)] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c124 &* 784)) &+ ((oy128 &+ ky125) &* 28)) &+ (ox129 &+ 1))]
-            }
-          }
-          for oy130 in 0..<26 {
-            for ox131 in 0..<26 {
-              arena[((((((((c124 &* 3) &+ ky125) &* 3) &+ 2) &* 43264) &+ (j123 &* 676)) &+ (oy130 &* 26)) &+ ox131)] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c124 &* 784)) &+ ((oy130 &+ ky125) &* 28)) &+ (ox131 &+ 2))]
-            }
-          }
-        }
-      }
-    }
-    for j132 in 0..<64 {
-      for i133 in 0..<676 {
-        for f134 in 0..<32 {
-          arena[((389376 &+ (((j132 &* 676) &+ i133) &* 32)) &+ f134)] = arena[(((3171600 &+ (((g122 &* 64) &+ j132) &* 21632)) &+ (f134 &* 676)) &+ i133)]
-        }
-      }
-    }
-    for kp135 in 0..<112 {
-      for nb136 in 0..<1 {
-        for mb137 in 0..<1 {
-          var t138_c0_0 = load16(arena, ((1773824 &+ ((mb137 &* 9) &* 32)) &+ (nb136 &* 32)))
-          var t138_c0_1 = load16(arena, (((1773824 &+ ((mb137 &* 9) &* 32)) &+ (nb136 &* 32)) &+ 16))
-          var t138_c1_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 1) &* 32)) &+ (nb136 &* 32)))
-          var t138_c1_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 1) &* 32)) &+ (nb136 &* 32)) &+ 16))
-          var t138_c2_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 2) &* 32)) &+ (nb136 &* 32)))
-          var t138_c2_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 2) &* 32)) &+ (nb136 &* 32)) &+ 16))
-          var t138_c3_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 3) &* 32)) &+ (nb136 &* 32)))
-          var t138_c3_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 3) &* 32)) &+ (nb136 &* 32)) &+ 16))
-          var t138_c4_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 4) &* 32)) &+ (nb136 &* 32)))
-          var t138_c4_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 4) &* 32)) &+ (nb136 &* 32)) &+ 16))
-          var t138_c5_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 5) &* 32)) &+ (nb136 &* 32)))
-          var t138_c5_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 5) &* 32)) &+ (nb136 &* 32)) &+ 16))
-          var t138_c6_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 6) &* 32)) &+ (nb136 &* 32)))
-          var t138_c6_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 6) &* 32)) &+ (nb136 &* 32)) &+ 16))
-          var t138_c7_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 7) &* 32)) &+ (nb136 &* 32)))
-          var t138_c7_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 7) &* 32)) &+ (nb136 &* 32)) &+ 16))
-          var t138_c8_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 8) &* 32)) &+ (nb136 &* 32)))
-          var t138_c8_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 8) &* 32)) &+ (nb136 &* 32)) &+ 16))
-          for k139 in 0..<383 {
-            let t138_b0 = load16(arena, ((389376 &+ ((k139 &+ (kp135 &* 383)) &* 32)) &+ (nb136 &* 32)))
-            let t138_b1 = load16(arena, (((389376 &+ ((k139 &+ (kp135 &* 383)) &* 32)) &+ (nb136 &* 32)) &+ 16))
-            let t138_a0 = SIMD16<Float>(repeating: arena[(((mb137 &* 9) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
-            t138_c0_0 = t138_c0_0.addingProduct(t138_a0, t138_b0)
-            t138_c0_1 = t138_c0_1.addingProduct(t138_a0, t138_b1)
-            let t138_a1 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 1) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
-            t138_c1_0 = t138_c1_0.addingProduct(t138_a1, t138_b0)
-            t138_c1_1 = t138_c1_1.addingProduct(t138_a1, t138_b1)
-            let t138_a2 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 2) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
-            t138_c2_0 = t138_c2_0.addingProduct(t138_a2, t138_b0)
-            t138_c2_1 = t138_c2_1.addingProduct(t138_a2, t138_b1)
-            let t138_a3 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 3) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
-            t138_c3_0 = t138_c3_0.addingProduct(t138_a3, t138_b0)
-            t138_c3_1 = t138_c3_1.addingProduct(t138_a3, t138_b1)
-            let t138_a4 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 4) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
-            t138_c4_0 = t138_c4_0.addingProduct(t138_a4, t138_b0)
-            t138_c4_1 = t138_c4_1.addingProduct(t138_a4, t138_b1)
-            let t138_a5 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 5) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
-            t138_c5_0 = t138_c5_0.addingProduct(t138_a5, t138_b0)
-            t138_c5_1 = t138_c5_1.addingProduct(t138_a5, t138_b1)
-            let t138_a6 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 6) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
-            t138_c6_0 = t138_c6_0.addingProduct(t138_a6, t138_b0)
-            t138_c6_1 = t138_c6_1.addingProduct(t138_a6, t138_b1)
-            let t138_a7 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 7) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
-            t138_c7_0 = t138_c7_0.addingProduct(t138_a7, t138_b0)
-            t138_c7_1 = t138_c7_1.addingProduct(t138_a7, t138_b1)
-            let t138_a8 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 8) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
-            t138_c8_0 = t138_c8_0.addingProduct(t138_a8, t138_b0)
-            t138_c8_1 = t138_c8_1.addingProduct(t138_a8, t138_b1)
-          }
-          store16(arena, ((1773824 &+ ((mb137 &* 9) &* 32)) &+ (nb136 &* 32)), t138_c0_0)
-          store16(arena, (((1773824 &+ ((mb137 &* 9) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c0_1)
-          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 1) &* 32)) &+ (nb136 &* 32)), t138_c1_0)
-          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 1) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c1_1)
-          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 2) &* 32)) &+ (nb136 &* 32)), t138_c2_0)
-          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 2) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c2_1)
-          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 3) &* 32)) &+ (nb136 &* 32)), t138_c3_0)
-          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 3) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c3_1)
-          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 4) &* 32)) &+ (nb136 &* 32)), t138_c4_0)
-          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 4) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c4_1)
-          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 5) &* 32)) &+ (nb136 &* 32)), t138_c5_0)
-          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 5) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c5_1)
-          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 6) &* 32)) &+ (nb136 &* 32)), t138_c6_0)
-          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 6) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c6_1)
-          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 7) &* 32)) &+ (nb136 &* 32)), t138_c7_0)
-          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 7) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c7_1)
-          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 8) &* 32)) &+ (nb136 &* 32)), t138_c8_0)
-          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 8) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c8_1)
-        }
-      }
-    }
-    for nb140 in 0..<1 {
-      for mb141 in 0..<1 {
-        var t142_c0_0 = load16(arena, ((1773824 &+ ((mb141 &* 9) &* 32)) &+ (nb140 &* 32)))
-        var t142_c0_1 = load16(arena, (((1773824 &+ ((mb141 &* 9) &* 32)) &+ (nb140 &* 32)) &+ 16))
-        var t142_c1_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 1) &* 32)) &+ (nb140 &* 32)))
-        var t142_c1_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 1) &* 32)) &+ (nb140 &* 32)) &+ 16))
-        var t142_c2_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 2) &* 32)) &+ (nb140 &* 32)))
-        var t142_c2_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 2) &* 32)) &+ (nb140 &* 32)) &+ 16))
-        var t142_c3_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 3) &* 32)) &+ (nb140 &* 32)))
-        var t142_c3_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 3) &* 32)) &+ (nb140 &* 32)) &+ 16))
-        var t142_c4_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 4) &* 32)) &+ (nb140 &* 32)))
-        var t142_c4_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 4) &* 32)) &+ (nb140 &* 32)) &+ 16))
-        var t142_c5_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 5) &* 32)) &+ (nb140 &* 32)))
-        var t142_c5_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 5) &* 32)) &+ (nb140 &* 32)) &+ 16))
-        var t142_c6_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 6) &* 32)) &+ (nb140 &* 32)))
-        var t142_c6_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 6) &* 32)) &+ (nb140 &* 32)) &+ 16))
-        var t142_c7_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 7) &* 32)) &+ (nb140 &* 32)))
-        var t142_c7_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 7) &* 32)) &+ (nb140 &* 32)) &+ 16))
-        var t142_c8_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 8) &* 32)) &+ (nb140 &* 32)))
-        var t142_c8_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 8) &* 32)) &+ (nb140 &* 32)) &+ 16))
-        for k143 in 0..<368 {
-          let t142_b0 = load16(arena, ((389376 &+ ((k143 &+ 42896) &* 32)) &+ (nb140 &* 32)))
-          let t142_b1 = load16(arena, (((389376 &+ ((k143 &+ 42896) &* 32)) &+ (nb140 &* 32)) &+ 16))
-          let t142_a0 = SIMD16<Float>(repeating: arena[(((mb141 &* 9) &* 43264) &+ (k143 &+ 42896))])
-          t142_c0_0 = t142_c0_0.addingProduct(t142_a0, t142_b0)
-          t142_c0_1 = t142_c0_1.addingProduct(t142_a0, t142_b1)
-          let t142_a1 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 1) &* 43264) &+ (k143 &+ 42896))])
-          t142_c1_0 = t142_c1_0.addingProduct(t142_a1, t142_b0)
-          t142_c1_1 = t142_c1_1.addingProduct(t142_a1, t142_b1)
-          let t142_a2 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 2) &* 43264) &+ (k143 &+ 42896))])
-          t142_c2_0 = t142_c2_0.addingProduct(t142_a2, t142_b0)
-          t142_c2_1 = t142_c2_1.addingProduct(t142_a2, t142_b1)
-          let t142_a3 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 3) &* 43264) &+ (k143 &+ 42896))])
-          t142_c3_0 = t142_c3_0.addingProduct(t142_a3, t142_b0)
-          t142_c3_1 = t142_c3_1.addingProduct(t142_a3, t142_b1)
-          let t142_a4 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 4) &* 43264) &+ (k143 &+ 42896))])
-          t142_c4_0 = t142_c4_0.addingProduct(t142_a4, t142_b0)
-          t142_c4_1 = t142_c4_1.addingProduct(t142_a4, t142_b1)
-          let t142_a5 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 5) &* 43264) &+ (k143 &+ 42896))])
-          t142_c5_0 = t142_c5_0.addingProduct(t142_a5, t142_b0)
-          t142_c5_1 = t142_c5_1.addingProduct(t142_a5, t142_b1)
-          let t142_a6 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 6) &* 43264) &+ (k143 &+ 42896))])
-          t142_c6_0 = t142_c6_0.addingProduct(t142_a6, t142_b0)
-          t142_c6_1 = t142_c6_1.addingProduct(t142_a6, t142_b1)
-          let t142_a7 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 7) &* 43264) &+ (k143 &+ 42896))])
-          t142_c7_0 = t142_c7_0.addingProduct(t142_a7, t142_b0)
-          t142_c7_1 = t142_c7_1.addingProduct(t142_a7, t142_b1)
-          let t142_a8 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 8) &* 43264) &+ (k143 &+ 42896))])
-          t142_c8_0 = t142_c8_0.addingProduct(t142_a8, t142_b0)
-          t142_c8_1 = t142_c8_1.addingProduct(t142_a8, t142_b1)
-        }
-        store16(arena, ((1773824 &+ ((mb141 &* 9) &* 32)) &+ (nb140 &* 32)), t142_c0_0)
-        store16(arena, (((1773824 &+ ((mb141 &* 9) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c0_1)
-        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 1) &* 32)) &+ (nb140 &* 32)), t142_c1_0)
-        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 1) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c1_1)
-        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 2) &* 32)) &+ (nb140 &* 32)), t142_c2_0)
-        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 2) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c2_1)
-        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 3) &* 32)) &+ (nb140 &* 32)), t142_c3_0)
-        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 3) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c3_1)
-        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 4) &* 32)) &+ (nb140 &* 32)), t142_c4_0)
-        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 4) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c4_1)
-        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 5) &* 32)) &+ (nb140 &* 32)), t142_c5_0)
-        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 5) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c5_1)
-        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 6) &* 32)) &+ (nb140 &* 32)), t142_c6_0)
-        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 6) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c6_1)
-        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 7) &* 32)) &+ (nb140 &* 32)), t142_c7_0)
-        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 7) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c7_1)
-        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 8) &* 32)) &+ (nb140 &* 32)), t142_c8_0)
-        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 8) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c8_1)
-      }
-    }
-  }
-  for f144 in 0..<32 {
-    for r145 in 0..<9 {
-      grads[((f144 &* 9) &+ r145)] = arena[((1773824 &+ (r145 &* 32)) &+ f144)]
-    }
-  }
-  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i146
-    var i146 = 0
-    while i146 &+ 16 <= 676 {
-      store16(arena, 0 &+ i146, SIMD16<Float>(repeating: Float(1)))
-      i146 &+= 16
-    }
-    while i146 < 676 {
-      arena[i146] = Float(1)
-      i146 &+= 1
-    }
-  }
   do {  // SIMD16 over i147
     var i147 = 0
-    while i147 &+ 16 <= 32 {
-      store16(grads, 288 &+ i147, SIMD16<Float>(repeating: Float(0)))
+    while i147 &+ 16 <= 1384448 {
+      store16(arena, 3171600 &+ i147, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i147), where: load16(arena, 0 &+ i147) .> SIMD16<Float>(repeating: Float(0))))
       i147 &+= 16
     }
-    while i147 < 32 {
-      grads[(288 &+ i147)] = Float(0)
+    while i147 < 1384448 {
+      arena[(3171600 &+ i147)] = (arena[i147] > Float(0) ? arena[(1384448 &+ i147)] : Float(0))
       i147 &+= 1
     }
   }
-  for img148 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 676, 1, arena + (3171600 &+ (img148 &* 21632)), 676, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
+  // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
+  do {  // SIMD16 over i148
+    var i148 = 0
+    while i148 &+ 16 <= 288 {
+      store16(arena, 1773824 &+ i148, SIMD16<Float>(repeating: Float(0)))
+      i148 &+= 16
+    }
+    while i148 < 288 {
+      arena[(1773824 &+ i148)] = Float(0)
+      i148 &+= 1
+    }
+  }
+  for g149 in 0..<1 {
+    for j150 in 0..<64 {
+      for c151 in 0..<1 {
+        for ky152 in 0..<3 {
+          for oy153 in 0..<26 {
+            for ox154 in 0..<26 {
+              arena[((((((c151 &* 3) &+ ky152) &* 3) &* 43264) &+ (j150 &* 676)) &+ ((oy153 &* 26) &+ ox154))] = images[((((((g149 &* 64) &+ j150) &* 784) &+ (c151 &* 784)) &+ ((oy153 &+ ky152) &* 28)) &+ ox154)]
+            }
+          }
+          for oy155 in 0..<26 {
+            for ox156 in 0..<26 {
+              arena[(((((((c151 &* 3) &+ ky152) &* 3) &+ 1) &* 43264) &+ (j150 &* 676)) &+ ((oy155 &* 26) &+ ox156))] = images[((((((g149 &* 64) &+ j150) &* 784) &+ (c151 &* 784)) &+ ((oy155 &+ ky152) &* 28)) &+ (ox156 &+ 1))]
+            }
+          }
+          for oy157 in 0..<26 {
+            for ox158 in 0..<26 {
+              arena[(((((((c151 &* 3) &+ ky152) &* 3) &+ 2) &* 43264) &+ (j150 &* 676)) &+ ((oy157 &* 26) &+ ox158))] = images[((((((g149 &* 64) &+ j150) &* 784) &+ (c151 &* 784)) &+ ((oy157 &+ ky152) &* 28)) &+ (ox158 &+ 2))]
+            }
+          }
+        }
+      }
+    }
+    for j159 in 0..<64 {
+      for i160 in 0..<676 {
+        for f161 in 0..<32 {
+          arena[((389376 &+ (((j159 &* 676) &+ i160) &* 32)) &+ f161)] = arena[(((3171600 &+ (((g149 &* 64) &+ j159) &* 21632)) &+ (f161 &* 676)) &+ i160)]
+        }
+      }
+    }
+    for kp162 in 0..<112 {
+      for nb163 in 0..<1 {
+        for mb164 in 0..<1 {
+          var t165_c0_0 = load16(arena, ((1773824 &+ ((mb164 &* 9) &* 32)) &+ (nb163 &* 32)))
+          var t165_c0_1 = load16(arena, (((1773824 &+ ((mb164 &* 9) &* 32)) &+ (nb163 &* 32)) &+ 16))
+          var t165_c1_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 1) &* 32)) &+ (nb163 &* 32)))
+          var t165_c1_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 1) &* 32)) &+ (nb163 &* 32)) &+ 16))
+          var t165_c2_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 2) &* 32)) &+ (nb163 &* 32)))
+          var t165_c2_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 2) &* 32)) &+ (nb163 &* 32)) &+ 16))
+          var t165_c3_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 3) &* 32)) &+ (nb163 &* 32)))
+          var t165_c3_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 3) &* 32)) &+ (nb163 &* 32)) &+ 16))
+          var t165_c4_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 4) &* 32)) &+ (nb163 &* 32)))
+          var t165_c4_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 4) &* 32)) &+ (nb163 &* 32)) &+ 16))
+          var t165_c5_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 5) &* 32)) &+ (nb163 &* 32)))
+          var t165_c5_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 5) &* 32)) &+ (nb163 &* 32)) &+ 16))
+          var t165_c6_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 6) &* 32)) &+ (nb163 &* 32)))
+          var t165_c6_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 6) &* 32)) &+ (nb163 &* 32)) &+ 16))
+          var t165_c7_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 7) &* 32)) &+ (nb163 &* 32)))
+          var t165_c7_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 7) &* 32)) &+ (nb163 &* 32)) &+ 16))
+          var t165_c8_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 8) &* 32)) &+ (nb163 &* 32)))
+          var t165_c8_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 8) &* 32)) &+ (nb163 &* 32)) &+ 16))
+          for k166 in 0..<383 {
+            let t165_b0 = load16(arena, ((389376 &+ ((k166 &+ (kp162 &* 383)) &* 32)) &+ (nb163 &* 32)))
+            let t165_b1 = load16(arena, (((389376 &+ ((k166 &+ (kp162 &* 383)) &* 32)) &+ (nb163 &* 32)) &+ 16))
+            let t165_a0 = SIMD16<Float>(repeating: arena[(((mb164 &* 9) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
+            t165_c0_0 = t165_c0_0.addingProduct(t165_a0, t165_b0)
+            t165_c0_1 = t165_c0_1.addingProduct(t165_a0, t165_b1)
+            let t165_a1 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 1) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
+            t165_c1_0 = t165_c1_0.addingProduct(t165_a1, t165_b0)
+            t165_c1_1 = t165_c1_1.addingProduct(t165_a1, t165_b1)
+            let t165_a2 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 2) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
+            t165_c2_0 = t165_c2_0.addingProduct(t165_a2, t165_b0)
+            t165_c2_1 = t165_c2_1.addingProduct(t165_a2, t165_b1)
+            let t165_a3 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 3) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
+            t165_c3_0 = t165_c3_0.addingProduct(t165_a3, t165_b0)
+            t165_c3_1 = t165_c3_1.addingProduct(t165_a3, t165_b1)
+            let t165_a4 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 4) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
+            t165_c4_0 = t165_c4_0.addingProduct(t165_a4, t165_b0)
+            t165_c4_1 = t165_c4_1.addingProduct(t165_a4, t165_b1)
+            let t165_a5 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 5) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
+            t165_c5_0 = t165_c5_0.addingProduct(t165_a5, t165_b0)
+            t165_c5_1 = t165_c5_1.addingProduct(t165_a5, t165_b1)
+            let t165_a6 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 6) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
+            t165_c6_0 = t165_c6_0.addingProduct(t165_a6, t165_b0)
+            t165_c6_1 = t165_c6_1.addingProduct(t165_a6, t165_b1)
+            let t165_a7 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 7) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
+            t165_c7_0 = t165_c7_0.addingProduct(t165_a7, t165_b0)
+            t165_c7_1 = t165_c7_1.addingProduct(t165_a7, t165_b1)
+            let t165_a8 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 8) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
+            t165_c8_0 = t165_c8_0.addingProduct(t165_a8, t165_b0)
+            t165_c8_1 = t165_c8_1.addingProduct(t165_a8, t165_b1)
+          }
+          store16(arena, ((1773824 &+ ((mb164 &* 9) &* 32)) &+ (nb163 &* 32)), t165_c0_0)
+          store16(arena, (((1773824 &+ ((mb164 &* 9) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c0_1)
+          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 1) &* 32)) &+ (nb163 &* 32)), t165_c1_0)
+          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 1) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c1_1)
+          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 2) &* 32)) &+ (nb163 &* 32)), t165_c2_0)
+          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 2) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c2_1)
+          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 3) &* 32)) &+ (nb163 &* 32)), t165_c3_0)
+          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 3) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c3_1)
+          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 4) &* 32)) &+ (nb163 &* 32)), t165_c4_0)
+          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 4) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c4_1)
+          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 5) &* 32)) &+ (nb163 &* 32)), t165_c5_0)
+          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 5) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c5_1)
+          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 6) &* 32)) &+ (nb163 &* 32)), t165_c6_0)
+          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 6) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c6_1)
+          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 7) &* 32)) &+ (nb163 &* 32)), t165_c7_0)
+          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 7) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c7_1)
+          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 8) &* 32)) &+ (nb163 &* 32)), t165_c8_0)
+          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 8) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c8_1)
+        }
+      }
+    }
+    for nb167 in 0..<1 {
+      for mb168 in 0..<1 {
+        var t169_c0_0 = load16(arena, ((1773824 &+ ((mb168 &* 9) &* 32)) &+ (nb167 &* 32)))
+        var t169_c0_1 = load16(arena, (((1773824 &+ ((mb168 &* 9) &* 32)) &+ (nb167 &* 32)) &+ 16))
+        var t169_c1_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 1) &* 32)) &+ (nb167 &* 32)))
+        var t169_c1_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 1) &* 32)) &+ (nb167 &* 32)) &+ 16))
+        var t169_c2_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 2) &* 32)) &+ (nb167 &* 32)))
+        var t169_c2_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 2) &* 32)) &+ (nb167 &* 32)) &+ 16))
+        var t169_c3_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 3) &* 32)) &+ (nb167 &* 32)))
+        var t169_c3_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 3) &* 32)) &+ (nb167 &* 32)) &+ 16))
+        var t169_c4_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 4) &* 32)) &+ (nb167 &* 32)))
+        var t169_c4_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 4) &* 32)) &+ (nb167 &* 32)) &+ 16))
+        var t169_c5_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 5) &* 32)) &+ (nb167 &* 32)))
+        var t169_c5_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 5) &* 32)) &+ (nb167 &* 32)) &+ 16))
+        var t169_c6_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 6) &* 32)) &+ (nb167 &* 32)))
+        var t169_c6_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 6) &* 32)) &+ (nb167 &* 32)) &+ 16))
+        var t169_c7_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 7) &* 32)) &+ (nb167 &* 32)))
+        var t169_c7_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 7) &* 32)) &+ (nb167 &* 32)) &+ 16))
+        var t169_c8_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 8) &* 32)) &+ (nb167 &* 32)))
+        var t169_c8_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 8) &* 32)) &+ (nb167 &* 32)) &+ 16))
+        for k170 in 0..<368 {
+          let t169_b0 = load16(arena, ((389376 &+ ((k170 &+ 42896) &* 32)) &+ (nb167 &* 32)))
+          let t169_b1 = load16(arena, (((389376 &+ ((k170 &+ 42896) &* 32)) &+ (nb167 &* 32)) &+ 16))
+          let t169_a0 = SIMD16<Float>(repeating: arena[(((mb168 &* 9) &* 43264) &+ (k170 &+ 42896))])
+          t169_c0_0 = t169_c0_0.addingProduct(t169_a0, t169_b0)
+          t169_c0_1 = t169_c0_1.addingProduct(t169_a0, t169_b1)
+          let t169_a1 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 1) &* 43264) &+ (k170 &+ 42896))])
+          t169_c1_0 = t169_c1_0.addingProduct(t169_a1, t169_b0)
+          t169_c1_1 = t169_c1_1.addingProduct(t169_a1, t169_b1)
+          let t169_a2 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 2) &* 43264) &+ (k170 &+ 42896))])
+          t169_c2_0 = t169_c2_0.addingProduct(t169_a2, t169_b0)
+          t169_c2_1 = t169_c2_1.addingProduct(t169_a2, t169_b1)
+          let t169_a3 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 3) &* 43264) &+ (k170 &+ 42896))])
+          t169_c3_0 = t169_c3_0.addingProduct(t169_a3, t169_b0)
+          t169_c3_1 = t169_c3_1.addingProduct(t169_a3, t169_b1)
+          let t169_a4 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 4) &* 43264) &+ (k170 &+ 42896))])
+          t169_c4_0 = t169_c4_0.addingProduct(t169_a4, t169_b0)
+          t169_c4_1 = t169_c4_1.addingProduct(t169_a4, t169_b1)
+          let t169_a5 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 5) &* 43264) &+ (k170 &+ 42896))])
+          t169_c5_0 = t169_c5_0.addingProduct(t169_a5, t169_b0)
+          t169_c5_1 = t169_c5_1.addingProduct(t169_a5, t169_b1)
+          let t169_a6 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 6) &* 43264) &+ (k170 &+ 42896))])
+          t169_c6_0 = t169_c6_0.addingProduct(t169_a6, t169_b0)
+          t169_c6_1 = t169_c6_1.addingProduct(t169_a6, t169_b1)
+          let t169_a7 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 7) &* 43264) &+ (k170 &+ 42896))])
+          t169_c7_0 = t169_c7_0.addingProduct(t169_a7, t169_b0)
+          t169_c7_1 = t169_c7_1.addingProduct(t169_a7, t169_b1)
+          let t169_a8 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 8) &* 43264) &+ (k170 &+ 42896))])
+          t169_c8_0 = t169_c8_0.addingProduct(t169_a8, t169_b0)
+          t169_c8_1 = t169_c8_1.addingProduct(t169_a8, t169_b1)
+        }
+        store16(arena, ((1773824 &+ ((mb168 &* 9) &* 32)) &+ (nb167 &* 32)), t169_c0_0)
+        store16(arena, (((1773824 &+ ((mb168 &* 9) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c0_1)
+        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 1) &* 32)) &+ (nb167 &* 32)), t169_c1_0)
+        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 1) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c1_1)
+        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 2) &* 32)) &+ (nb167 &* 32)), t169_c2_0)
+        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 2) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c2_1)
+        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 3) &* 32)) &+ (nb167 &* 32)), t169_c3_0)
+        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 3) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c3_1)
+        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 4) &* 32)) &+ (nb167 &* 32)), t169_c4_0)
+        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 4) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c4_1)
+        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 5) &* 32)) &+ (nb167 &* 32)), t169_c5_0)
+        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 5) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c5_1)
+        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 6) &* 32)) &+ (nb167 &* 32)), t169_c6_0)
+        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 6) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c6_1)
+        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 7) &* 32)) &+ (nb167 &* 32)), t169_c7_0)
+        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 7) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c7_1)
+        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 8) &* 32)) &+ (nb167 &* 32)), t169_c8_0)
+        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 8) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c8_1)
+      }
+    }
+  }
+  for f171 in 0..<32 {
+    for r172 in 0..<9 {
+      grads[((f171 &* 9) &+ r172)] = arena[((1773824 &+ (r172 &* 32)) &+ f171)]
+    }
+  }
+  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
+  do {  // SIMD16 over i173
+    var i173 = 0
+    while i173 &+ 16 <= 676 {
+      store16(arena, 0 &+ i173, SIMD16<Float>(repeating: Float(1)))
+      i173 &+= 16
+    }
+    while i173 < 676 {
+      arena[i173] = Float(1)
+      i173 &+= 1
+    }
+  }
+  do {  // SIMD16 over i174
+    var i174 = 0
+    while i174 &+ 16 <= 32 {
+      store16(grads, 288 &+ i174, SIMD16<Float>(repeating: Float(0)))
+      i174 &+= 16
+    }
+    while i174 < 32 {
+      grads[(288 &+ i174)] = Float(0)
+      i174 &+= 1
+    }
+  }
+  for img175 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 676, 1, arena + (3171600 &+ (img175 &* 21632)), 676, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 1199882 parameters
-  var step_size149: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt150: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i151
-    var i151 = 0
-    while i151 &+ 16 <= 1199882 {
-      let g_v = (load16(grads, 0 &+ i151) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i151)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i151)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i151)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i151, m_new_v)
-      store16(v, 0 &+ i151, v_new_v)
-      store16(params, 0 &+ i151, (load16(params, 0 &+ i151) - ((SIMD16<Float>(repeating: step_size149) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt150)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i151 &+= 16
+  var step_size176: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt177: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i178
+    var i178 = 0
+    while i178 &+ 16 <= 1199882 {
+      let g_v = (load16(grads, 0 &+ i178) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i178)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i178)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i178)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i178, m_new_v)
+      store16(v, 0 &+ i178, v_new_v)
+      store16(params, 0 &+ i178, (load16(params, 0 &+ i178) - ((SIMD16<Float>(repeating: step_size176) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt177)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i178 &+= 16
     }
-    while i151 < 1199882 {
-      var g: Float = (grads[i151] + (Float(0) * params[i151]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i151]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i151]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i151] = m_new
-      v[i151] = v_new
-      params[i151] = (params[i151] - ((step_size149 * m_new) / ((sqrtf(v_new) / bc2_sqrt150) + Float(bitPattern: 0x322bcc77))))
-      i151 &+= 1
+    while i178 < 1199882 {
+      var g: Float = (grads[i178] + (Float(0) * params[i178]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i178]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i178]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i178] = m_new
+      v[i178] = v_new
+      params[i178] = (params[i178] - ((step_size176 * m_new) / ((sqrtf(v_new) / bc2_sqrt177) + Float(bitPattern: 0x322bcc77))))
+      i178 &+= 1
     }
   }
 }
@@ -1142,26 +1157,18 @@ public func mnistnet_infer_b64(
       for c3 in 0..<1 {
         for ky4 in 0..<3 {
           for oy5 in 0..<26 {
-            do {  // SIMD16 over ox6
-              var ox6 = 0
-              while ox6 &+ 16 <= 26 {
-                store16(arena, (((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ (oy5 &* 26)) &+ ox6, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6))
-                ox6 &+= 16
-              }
-              while ox6 < 26 {
-                arena[((((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ (oy5 &* 26)) &+ ox6)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6)]
-                ox6 &+= 1
-              }
+            for ox6 in 0..<26 {
+              arena[(((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ ((oy5 &* 26) &+ ox6))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6)]
             }
           }
           for oy7 in 0..<26 {
             for ox8 in 0..<26 {
-              arena[((((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 43264)) &+ (j2 &* 676)) &+ (oy7 &* 26)) &+ ox8)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy7 &+ ky4) &* 28)) &+ (ox8 &+ 1))]
+              arena[(((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 43264)) &+ (j2 &* 676)) &+ ((oy7 &* 26) &+ ox8))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy7 &+ ky4) &* 28)) &+ (ox8 &+ 1))]
             }
           }
           for oy9 in 0..<26 {
             for ox10 in 0..<26 {
-              arena[((((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 43264)) &+ (j2 &* 676)) &+ (oy9 &* 26)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy9 &+ ky4) &* 28)) &+ (ox10 &+ 2))]
+              arena[(((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 43264)) &+ (j2 &* 676)) &+ ((oy9 &* 26) &+ ox10))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy9 &+ ky4) &* 28)) &+ (ox10 &+ 2))]
             }
           }
         }
@@ -1304,199 +1311,238 @@ public func mnistnet_infer_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g20 in 0..<1 {
-    for j21 in 0..<64 {
-      for c22 in 0..<32 {
-        for ky23 in 0..<3 {
-          for oy24 in 0..<24 {
-            do {  // SIMD16 over ox25
-              var ox25 = 0
-              while ox25 &+ 16 <= 24 {
-                store16(arena, (((2564096 &+ ((((c22 &* 3) &+ ky23) &* 3) &* 36864)) &+ (j21 &* 576)) &+ (oy24 &* 24)) &+ ox25, load16(arena, (((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy24 &+ ky23) &* 26)) &+ ox25))
-                ox25 &+= 16
-              }
-              while ox25 < 24 {
-                arena[((((2564096 &+ ((((c22 &* 3) &+ ky23) &* 3) &* 36864)) &+ (j21 &* 576)) &+ (oy24 &* 24)) &+ ox25)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy24 &+ ky23) &* 26)) &+ ox25)]
-                ox25 &+= 1
-              }
+  for i20 in 0..<144 {
+    arena[(15540224 &+ i20)] = Float((((i20 / 12) &* 48) &+ ((i20 % 12) &* 2)))
+  }
+  for g21 in 0..<1 {
+    for j22 in 0..<64 {
+      for c23 in 0..<32 {
+        for ky24 in 0..<3 {
+          for oy25 in 0..<12 {
+            for ox26 in 0..<12 {
+              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((oy25 &* 12) &+ ox26))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy25 &* 2) &+ ky24) &* 26)) &+ (ox26 &* 2))]
             }
           }
-          for oy26 in 0..<24 {
-            for ox27 in 0..<24 {
-              arena[((((2564096 &+ (((((c22 &* 3) &+ ky23) &* 3) &+ 1) &* 36864)) &+ (j21 &* 576)) &+ (oy26 &* 24)) &+ ox27)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy26 &+ ky23) &* 26)) &+ (ox27 &+ 1))]
+          for oy27 in 0..<12 {
+            for ox28 in 0..<12 {
+              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy27 &* 12)) &+ ox28))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy27 &* 2) &+ ky24) &* 26)) &+ ((ox28 &* 2) &+ 1))]
             }
           }
-          for oy28 in 0..<24 {
-            for ox29 in 0..<24 {
-              arena[((((2564096 &+ (((((c22 &* 3) &+ ky23) &* 3) &+ 2) &* 36864)) &+ (j21 &* 576)) &+ (oy28 &* 24)) &+ ox29)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy28 &+ ky23) &* 26)) &+ (ox29 &+ 2))]
+          for oy29 in 0..<12 {
+            for ox30 in 0..<12 {
+              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy29 &* 12)) &+ ox30))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy29 &* 2) &+ 1) &+ ky24) &* 26)) &+ (ox30 &* 2))]
+            }
+          }
+          for oy31 in 0..<12 {
+            for ox32 in 0..<12 {
+              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy31 &* 12)) &+ ox32))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy31 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox32 &* 2) &+ 1))]
+            }
+          }
+          for oy33 in 0..<12 {
+            for ox34 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((oy33 &* 12) &+ ox34))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy33 &* 2) &+ ky24) &* 26)) &+ ((ox34 &* 2) &+ 1))]
+            }
+          }
+          for oy35 in 0..<12 {
+            for ox36 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy35 &* 12)) &+ ox36))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy35 &* 2) &+ ky24) &* 26)) &+ ((ox36 &* 2) &+ 2))]
+            }
+          }
+          for oy37 in 0..<12 {
+            for ox38 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy37 &* 12)) &+ ox38))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy37 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox38 &* 2) &+ 1))]
+            }
+          }
+          for oy39 in 0..<12 {
+            for ox40 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy39 &* 12)) &+ ox40))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy39 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox40 &* 2) &+ 2))]
+            }
+          }
+          for oy41 in 0..<12 {
+            for ox42 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((oy41 &* 12) &+ ox42))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy41 &* 2) &+ ky24) &* 26)) &+ ((ox42 &* 2) &+ 2))]
+            }
+          }
+          for oy43 in 0..<12 {
+            for ox44 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy43 &* 12)) &+ ox44))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy43 &* 2) &+ ky24) &* 26)) &+ ((ox44 &* 2) &+ 3))]
+            }
+          }
+          for oy45 in 0..<12 {
+            for ox46 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy45 &* 12)) &+ ox46))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy45 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox46 &* 2) &+ 2))]
+            }
+          }
+          for oy47 in 0..<12 {
+            for ox48 in 0..<12 {
+              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy47 &* 12)) &+ ox48))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy47 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox48 &* 2) &+ 3))]
             }
           }
         }
       }
     }
-    for nb30 in 0..<576 {
-      for mb31 in 0..<10 {
-        var t32_c0_0 = SIMD16<Float>()
-        var t32_c0_1 = SIMD16<Float>()
-        var t32_c0_2 = SIMD16<Float>()
-        var t32_c0_3 = SIMD16<Float>()
-        var t32_c1_0 = SIMD16<Float>()
-        var t32_c1_1 = SIMD16<Float>()
-        var t32_c1_2 = SIMD16<Float>()
-        var t32_c1_3 = SIMD16<Float>()
-        var t32_c2_0 = SIMD16<Float>()
-        var t32_c2_1 = SIMD16<Float>()
-        var t32_c2_2 = SIMD16<Float>()
-        var t32_c2_3 = SIMD16<Float>()
-        var t32_c3_0 = SIMD16<Float>()
-        var t32_c3_1 = SIMD16<Float>()
-        var t32_c3_2 = SIMD16<Float>()
-        var t32_c3_3 = SIMD16<Float>()
-        var t32_c4_0 = SIMD16<Float>()
-        var t32_c4_1 = SIMD16<Float>()
-        var t32_c4_2 = SIMD16<Float>()
-        var t32_c4_3 = SIMD16<Float>()
-        var t32_c5_0 = SIMD16<Float>()
-        var t32_c5_1 = SIMD16<Float>()
-        var t32_c5_2 = SIMD16<Float>()
-        var t32_c5_3 = SIMD16<Float>()
-        for k33 in 0..<288 {
-          let t32_b0 = load16(arena, ((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)))
-          let t32_b1 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 16))
-          let t32_b2 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 32))
-          let t32_b3 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 48))
-          let t32_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb31 &* 6) &* 288)) &+ k33)])
-          t32_c0_0 = t32_c0_0.addingProduct(t32_a0, t32_b0)
-          t32_c0_1 = t32_c0_1.addingProduct(t32_a0, t32_b1)
-          t32_c0_2 = t32_c0_2.addingProduct(t32_a0, t32_b2)
-          t32_c0_3 = t32_c0_3.addingProduct(t32_a0, t32_b3)
-          let t32_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 1) &* 288)) &+ k33)])
-          t32_c1_0 = t32_c1_0.addingProduct(t32_a1, t32_b0)
-          t32_c1_1 = t32_c1_1.addingProduct(t32_a1, t32_b1)
-          t32_c1_2 = t32_c1_2.addingProduct(t32_a1, t32_b2)
-          t32_c1_3 = t32_c1_3.addingProduct(t32_a1, t32_b3)
-          let t32_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 2) &* 288)) &+ k33)])
-          t32_c2_0 = t32_c2_0.addingProduct(t32_a2, t32_b0)
-          t32_c2_1 = t32_c2_1.addingProduct(t32_a2, t32_b1)
-          t32_c2_2 = t32_c2_2.addingProduct(t32_a2, t32_b2)
-          t32_c2_3 = t32_c2_3.addingProduct(t32_a2, t32_b3)
-          let t32_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 3) &* 288)) &+ k33)])
-          t32_c3_0 = t32_c3_0.addingProduct(t32_a3, t32_b0)
-          t32_c3_1 = t32_c3_1.addingProduct(t32_a3, t32_b1)
-          t32_c3_2 = t32_c3_2.addingProduct(t32_a3, t32_b2)
-          t32_c3_3 = t32_c3_3.addingProduct(t32_a3, t32_b3)
-          let t32_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 4) &* 288)) &+ k33)])
-          t32_c4_0 = t32_c4_0.addingProduct(t32_a4, t32_b0)
-          t32_c4_1 = t32_c4_1.addingProduct(t32_a4, t32_b1)
-          t32_c4_2 = t32_c4_2.addingProduct(t32_a4, t32_b2)
-          t32_c4_3 = t32_c4_3.addingProduct(t32_a4, t32_b3)
-          let t32_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 5) &* 288)) &+ k33)])
-          t32_c5_0 = t32_c5_0.addingProduct(t32_a5, t32_b0)
-          t32_c5_1 = t32_c5_1.addingProduct(t32_a5, t32_b1)
-          t32_c5_2 = t32_c5_2.addingProduct(t32_a5, t32_b2)
-          t32_c5_3 = t32_c5_3.addingProduct(t32_a5, t32_b3)
+    for nb49 in 0..<576 {
+      for mb50 in 0..<10 {
+        var t51_c0_0 = SIMD16<Float>()
+        var t51_c0_1 = SIMD16<Float>()
+        var t51_c0_2 = SIMD16<Float>()
+        var t51_c0_3 = SIMD16<Float>()
+        var t51_c1_0 = SIMD16<Float>()
+        var t51_c1_1 = SIMD16<Float>()
+        var t51_c1_2 = SIMD16<Float>()
+        var t51_c1_3 = SIMD16<Float>()
+        var t51_c2_0 = SIMD16<Float>()
+        var t51_c2_1 = SIMD16<Float>()
+        var t51_c2_2 = SIMD16<Float>()
+        var t51_c2_3 = SIMD16<Float>()
+        var t51_c3_0 = SIMD16<Float>()
+        var t51_c3_1 = SIMD16<Float>()
+        var t51_c3_2 = SIMD16<Float>()
+        var t51_c3_3 = SIMD16<Float>()
+        var t51_c4_0 = SIMD16<Float>()
+        var t51_c4_1 = SIMD16<Float>()
+        var t51_c4_2 = SIMD16<Float>()
+        var t51_c4_3 = SIMD16<Float>()
+        var t51_c5_0 = SIMD16<Float>()
+        var t51_c5_1 = SIMD16<Float>()
+        var t51_c5_2 = SIMD16<Float>()
+        var t51_c5_3 = SIMD16<Float>()
+        for k52 in 0..<288 {
+          let t51_b0 = load16(arena, ((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)))
+          let t51_b1 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 16))
+          let t51_b2 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 32))
+          let t51_b3 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 48))
+          let t51_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb50 &* 6) &* 288)) &+ k52)])
+          t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
+          t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
+          t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
+          t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
+          let t51_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 1) &* 288)) &+ k52)])
+          t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
+          t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
+          t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
+          t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
+          let t51_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 2) &* 288)) &+ k52)])
+          t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
+          t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
+          t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
+          t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
+          let t51_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 3) &* 288)) &+ k52)])
+          t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
+          t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
+          t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
+          t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
+          let t51_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 4) &* 288)) &+ k52)])
+          t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
+          t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
+          t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
+          t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
+          let t51_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 5) &* 288)) &+ k52)])
+          t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
+          t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
+          t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
+          t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
         }
-        store16(arena, ((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)), t32_c0_0)
-        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c0_1)
-        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c0_2)
-        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c0_3)
-        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)), t32_c1_0)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c1_1)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c1_2)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c1_3)
-        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)), t32_c2_0)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c2_1)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c2_2)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c2_3)
-        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)), t32_c3_0)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c3_1)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c3_2)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c3_3)
-        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)), t32_c4_0)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c4_1)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c4_2)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c4_3)
-        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)), t32_c5_0)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c5_1)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c5_2)
-        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c5_3)
+        store16(arena, ((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)), t51_c0_0)
+        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c0_1)
+        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c0_2)
+        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c0_3)
+        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)), t51_c1_0)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c1_1)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c1_2)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c1_3)
+        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)), t51_c2_0)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c2_1)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c2_2)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c2_3)
+        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)), t51_c3_0)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c3_1)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c3_2)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c3_3)
+        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)), t51_c4_0)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c4_1)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c4_2)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c4_3)
+        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)), t51_c5_0)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c5_1)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c5_2)
+        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c5_3)
       }
-      var t34_c0_0 = SIMD16<Float>()
-      var t34_c0_1 = SIMD16<Float>()
-      var t34_c0_2 = SIMD16<Float>()
-      var t34_c0_3 = SIMD16<Float>()
-      var t34_c1_0 = SIMD16<Float>()
-      var t34_c1_1 = SIMD16<Float>()
-      var t34_c1_2 = SIMD16<Float>()
-      var t34_c1_3 = SIMD16<Float>()
-      var t34_c2_0 = SIMD16<Float>()
-      var t34_c2_1 = SIMD16<Float>()
-      var t34_c2_2 = SIMD16<Float>()
-      var t34_c2_3 = SIMD16<Float>()
-      var t34_c3_0 = SIMD16<Float>()
-      var t34_c3_1 = SIMD16<Float>()
-      var t34_c3_2 = SIMD16<Float>()
-      var t34_c3_3 = SIMD16<Float>()
-      for k35 in 0..<288 {
-        let t34_b0 = load16(arena, ((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)))
-        let t34_b1 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 16))
-        let t34_b2 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 32))
-        let t34_b3 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 48))
-        let t34_a0 = SIMD16<Float>(repeating: params[(17600 &+ k35)])
-        t34_c0_0 = t34_c0_0.addingProduct(t34_a0, t34_b0)
-        t34_c0_1 = t34_c0_1.addingProduct(t34_a0, t34_b1)
-        t34_c0_2 = t34_c0_2.addingProduct(t34_a0, t34_b2)
-        t34_c0_3 = t34_c0_3.addingProduct(t34_a0, t34_b3)
-        let t34_a1 = SIMD16<Float>(repeating: params[(17888 &+ k35)])
-        t34_c1_0 = t34_c1_0.addingProduct(t34_a1, t34_b0)
-        t34_c1_1 = t34_c1_1.addingProduct(t34_a1, t34_b1)
-        t34_c1_2 = t34_c1_2.addingProduct(t34_a1, t34_b2)
-        t34_c1_3 = t34_c1_3.addingProduct(t34_a1, t34_b3)
-        let t34_a2 = SIMD16<Float>(repeating: params[(18176 &+ k35)])
-        t34_c2_0 = t34_c2_0.addingProduct(t34_a2, t34_b0)
-        t34_c2_1 = t34_c2_1.addingProduct(t34_a2, t34_b1)
-        t34_c2_2 = t34_c2_2.addingProduct(t34_a2, t34_b2)
-        t34_c2_3 = t34_c2_3.addingProduct(t34_a2, t34_b3)
-        let t34_a3 = SIMD16<Float>(repeating: params[(18464 &+ k35)])
-        t34_c3_0 = t34_c3_0.addingProduct(t34_a3, t34_b0)
-        t34_c3_1 = t34_c3_1.addingProduct(t34_a3, t34_b1)
-        t34_c3_2 = t34_c3_2.addingProduct(t34_a3, t34_b2)
-        t34_c3_3 = t34_c3_3.addingProduct(t34_a3, t34_b3)
+      var t53_c0_0 = SIMD16<Float>()
+      var t53_c0_1 = SIMD16<Float>()
+      var t53_c0_2 = SIMD16<Float>()
+      var t53_c0_3 = SIMD16<Float>()
+      var t53_c1_0 = SIMD16<Float>()
+      var t53_c1_1 = SIMD16<Float>()
+      var t53_c1_2 = SIMD16<Float>()
+      var t53_c1_3 = SIMD16<Float>()
+      var t53_c2_0 = SIMD16<Float>()
+      var t53_c2_1 = SIMD16<Float>()
+      var t53_c2_2 = SIMD16<Float>()
+      var t53_c2_3 = SIMD16<Float>()
+      var t53_c3_0 = SIMD16<Float>()
+      var t53_c3_1 = SIMD16<Float>()
+      var t53_c3_2 = SIMD16<Float>()
+      var t53_c3_3 = SIMD16<Float>()
+      for k54 in 0..<288 {
+        let t53_b0 = load16(arena, ((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)))
+        let t53_b1 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 16))
+        let t53_b2 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 32))
+        let t53_b3 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 48))
+        let t53_a0 = SIMD16<Float>(repeating: params[(17600 &+ k54)])
+        t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
+        t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
+        t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
+        t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
+        let t53_a1 = SIMD16<Float>(repeating: params[(17888 &+ k54)])
+        t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
+        t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
+        t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
+        t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
+        let t53_a2 = SIMD16<Float>(repeating: params[(18176 &+ k54)])
+        t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
+        t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
+        t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
+        t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
+        let t53_a3 = SIMD16<Float>(repeating: params[(18464 &+ k54)])
+        t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
+        t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
+        t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
+        t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
       }
-      store16(arena, (15392768 &+ (nb30 &* 64)), t34_c0_0)
-      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 16), t34_c0_1)
-      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 32), t34_c0_2)
-      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 48), t34_c0_3)
-      store16(arena, (15429632 &+ (nb30 &* 64)), t34_c1_0)
-      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 16), t34_c1_1)
-      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 32), t34_c1_2)
-      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 48), t34_c1_3)
-      store16(arena, (15466496 &+ (nb30 &* 64)), t34_c2_0)
-      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 16), t34_c2_1)
-      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 32), t34_c2_2)
-      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 48), t34_c2_3)
-      store16(arena, (15503360 &+ (nb30 &* 64)), t34_c3_0)
-      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 16), t34_c3_1)
-      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 32), t34_c3_2)
-      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 48), t34_c3_3)
+      store16(arena, (15392768 &+ (nb49 &* 64)), t53_c0_0)
+      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 16), t53_c0_1)
+      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 32), t53_c0_2)
+      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 48), t53_c0_3)
+      store16(arena, (15429632 &+ (nb49 &* 64)), t53_c1_0)
+      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 16), t53_c1_1)
+      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 32), t53_c1_2)
+      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 48), t53_c1_3)
+      store16(arena, (15466496 &+ (nb49 &* 64)), t53_c2_0)
+      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 16), t53_c2_1)
+      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 32), t53_c2_2)
+      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 48), t53_c2_3)
+      store16(arena, (15503360 &+ (nb49 &* 64)), t53_c3_0)
+      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 16), t53_c3_1)
+      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 32), t53_c3_2)
+      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 48), t53_c3_3)
     }
-    for j36 in 0..<64 {
-      for f37 in 0..<64 {
-        for py38 in 0..<12 {
-          for px39 in 0..<12 {
-            var best40: Float = (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)])
-            var bi41: Float = Float(((py38 &* 48) &+ (px39 &* 2)))
-            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) > best40 ? Float(((py38 &* 48) &+ (px39 &* 2))) : bi41)
-            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) : best40)
-            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) > best40 ? Float((((py38 &* 48) &+ (px39 &* 2)) &+ 1)) : bi41)
-            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) : best40)
-            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) > best40 ? Float((((py38 &* 48) &+ (px39 &* 2)) &+ 24)) : bi41)
-            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) : best40)
-            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) > best40 ? Float(((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1)) : bi41)
-            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) : best40)
-            arena[(1384448 &+ ((((((g20 &* 64) &+ j36) &* 9216) &+ (f37 &* 144)) &+ (py38 &* 12)) &+ px39))] = (best40 > Float(0) ? best40 : Float(0))
-            arena[(1974272 &+ ((((((g20 &* 64) &+ j36) &* 9216) &+ (f37 &* 144)) &+ (py38 &* 12)) &+ px39))] = bi41
-          }
+    for j55 in 0..<64 {
+      for f56 in 0..<64 {
+        for q57 in 0..<144 {
+          var v58: Float = (arena[(((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ q57)] + params[(18752 &+ f56)])
+          var at59: Float = Float(0)
+          var v60: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 144) &+ q57)] + params[(18752 &+ f56)])
+          var at62: Float = (v60 > v58 ? Float(1) : at59)
+          var best61: Float = (v60 > v58 ? v60 : v58)
+          var v63: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 288) &+ q57)] + params[(18752 &+ f56)])
+          var at65: Float = (v63 > best61 ? Float(24) : at62)
+          var best64: Float = (v63 > best61 ? v63 : best61)
+          var v66: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 432) &+ q57)] + params[(18752 &+ f56)])
+          var at68: Float = (v66 > best64 ? Float(25) : at65)
+          var best67: Float = (v66 > best64 ? v66 : best64)
+          arena[(1384448 &+ (((((g21 &* 64) &+ j55) &* 9216) &+ (f56 &* 144)) &+ q57))] = (best67 > Float(0) ? best67 : Float(0))
+          arena[(1974272 &+ (((((g21 &* 64) &+ j55) &* 9216) &+ (f56 &* 144)) &+ q57))] = (arena[(15540224 &+ q57)] + at68)
         }
       }
     }
@@ -1505,43 +1551,43 @@ public func mnistnet_infer_b64(
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 1384448, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 0, 128)
-  for n42 in 0..<64 {
-    do {  // SIMD16 over u43
-      var u43 = 0
-      while u43 &+ 16 <= 128 {
-        store16(arena, (n42 &* 128) &+ u43, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n42 &* 128) &+ u43) + load16(params, 1198464 &+ u43)), where: (load16(arena, (n42 &* 128) &+ u43) + load16(params, 1198464 &+ u43)) .> SIMD16<Float>(repeating: Float(0))))
-        u43 &+= 16
+  for n69 in 0..<64 {
+    do {  // SIMD16 over u70
+      var u70 = 0
+      while u70 &+ 16 <= 128 {
+        store16(arena, (n69 &* 128) &+ u70, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n69 &* 128) &+ u70) + load16(params, 1198464 &+ u70)), where: (load16(arena, (n69 &* 128) &+ u70) + load16(params, 1198464 &+ u70)) .> SIMD16<Float>(repeating: Float(0))))
+        u70 &+= 16
       }
-      while u43 < 128 {
-        arena[((n42 &* 128) &+ u43)] = ((arena[((n42 &* 128) &+ u43)] + params[(1198464 &+ u43)]) > Float(0) ? (arena[((n42 &* 128) &+ u43)] + params[(1198464 &+ u43)]) : Float(0))
-        u43 &+= 1
+      while u70 < 128 {
+        arena[((n69 &* 128) &+ u70)] = ((arena[((n69 &* 128) &+ u70)] + params[(1198464 &+ u70)]) > Float(0) ? (arena[((n69 &* 128) &+ u70)] + params[(1198464 &+ u70)]) : Float(0))
+        u70 &+= 1
       }
     }
   }
   // drop2 = dropout(fc1)
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n44 in 0..<64 {
-    do {  // SIMD16 over u45
-      var u45 = 0
-      while u45 < 10 {
-        arena[((8192 &+ (n44 &* 10)) &+ u45)] = (arena[((8192 &+ (n44 &* 10)) &+ u45)] + params[(1199872 &+ u45)])
-        u45 &+= 1
+  for n71 in 0..<64 {
+    do {  // SIMD16 over u72
+      var u72 = 0
+      while u72 < 10 {
+        arena[((8192 &+ (n71 &* 10)) &+ u72)] = (arena[((8192 &+ (n71 &* 10)) &+ u72)] + params[(1199872 &+ u72)])
+        u72 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n46 in 0..<64 {
-    var m47: Float = arena[(8192 &+ (n46 &* 10))]
-    for k49 in 0..<10 {
-      m47 = { let x = m47, y = arena[((8192 &+ (n46 &* 10)) &+ k49)]; return y > x ? y : x }()
+  for n73 in 0..<64 {
+    var m74: Float = arena[(8192 &+ (n73 &* 10))]
+    for k76 in 0..<10 {
+      m74 = { let x = m74, y = arena[((8192 &+ (n73 &* 10)) &+ k76)]; return y > x ? y : x }()
     }
-    var s48: Float = Float(0)
-    for k50 in 0..<10 {
-      s48 = (s48 + expf((arena[((8192 &+ (n46 &* 10)) &+ k50)] - m47)))
+    var s75: Float = Float(0)
+    for k77 in 0..<10 {
+      s75 = (s75 + expf((arena[((8192 &+ (n73 &* 10)) &+ k77)] - m74)))
     }
-    for k51 in 0..<10 {
-      arena[((n46 &* 10) &+ k51)] = (expf((arena[((8192 &+ (n46 &* 10)) &+ k51)] - m47)) / s48)
+    for k78 in 0..<10 {
+      arena[((n73 &* 10) &+ k78)] = (expf((arena[((8192 &+ (n73 &* 10)) &+ k78)] - m74)) / s75)
     }
   }
 }

@@ -49,405 +49,523 @@ public func simplecnn_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for g1 in 0..<1 {
-    for j2 in 0..<64 {
-      for r3 in 0..<9 {
-        do {  // SIMD16 over i4
-          var i4 = 0
-          while i4 &+ 16 <= 784 {
-            store16(arena, ((802816 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
-            i4 &+= 16
+  for i1 in 0..<196 {
+    arena[(2860032 &+ i1)] = Float((((i1 / 14) &* 56) &+ ((i1 % 14) &* 2)))
+  }
+  for g2 in 0..<1 {
+    for j3 in 0..<64 {
+      for r4 in 0..<9 {
+        do {  // SIMD16 over i5
+          var i5 = 0
+          while i5 &+ 16 <= 784 {
+            store16(arena, ((802816 &+ (r4 &* 50176)) &+ (j3 &* 784)) &+ i5, SIMD16<Float>(repeating: Float(0)))
+            i5 &+= 16
           }
-          while i4 < 784 {
-            arena[(((802816 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
-            i4 &+= 1
+          while i5 < 784 {
+            arena[(((802816 &+ (r4 &* 50176)) &+ (j3 &* 784)) &+ i5)] = Float(0)
+            i5 &+= 1
           }
         }
       }
-      for c5 in 0..<1 {
-        for ky6 in 0..<3 {
-          for oy7 in 0..<28 {
-            if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
-              for ox8 in 0..<27 {
-                arena[((((802816 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+      for c6 in 0..<1 {
+        for ky7 in 0..<3 {
+          for oy8 in 0..<14 {
+            if (-1 < (((oy8 &* 2) &+ ky7) &+ -1) && (((oy8 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox9 in 0..<13 {
+                arena[(((802816 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((oy8 &* 14) &+ (ox9 &+ 1)))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy8 &* 2) &+ ky7) &+ -1) &* 28)) &+ (((ox9 &+ 1) &* 2) &+ -1))]
               }
             }
           }
-          for oy9 in 0..<28 {
-            if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
-              do {  // SIMD16 over ox10
-                var ox10 = 0
-                while ox10 &+ 16 <= 28 {
-                  store16(arena, (((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
-                  ox10 &+= 16
-                }
-                while ox10 < 28 {
-                  arena[((((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
-                  ox10 &+= 1
-                }
+          for oy10 in 0..<14 {
+            if (-1 < (((oy10 &* 2) &+ ky7) &+ -1) && (((oy10 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox11 in 0..<14 {
+                arena[(((802816 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy10 &* 14)) &+ ox11))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy10 &* 2) &+ ky7) &+ -1) &* 28)) &+ (ox11 &* 2))]
               }
             }
           }
-          for oy11 in 0..<28 {
-            if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
-              for ox12 in 0..<27 {
-                arena[((((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
+          for oy12 in 0..<14 {
+            if (-1 < ((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox13 in 0..<13 {
+                arena[(((802816 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy12 &* 14)) &+ (ox13 &+ 1)))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (((ox13 &+ 1) &* 2) &+ -1))]
+              }
+            }
+          }
+          for oy14 in 0..<14 {
+            if (-1 < ((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox15 in 0..<14 {
+                arena[(((802816 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy14 &* 14)) &+ ox15))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (ox15 &* 2))]
+              }
+            }
+          }
+          for oy16 in 0..<14 {
+            if (-1 < (((oy16 &* 2) &+ ky7) &+ -1) && (((oy16 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox17 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((oy16 &* 14) &+ ox17))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy16 &* 2) &+ ky7) &+ -1) &* 28)) &+ (ox17 &* 2))]
+              }
+            }
+          }
+          for oy18 in 0..<14 {
+            if (-1 < (((oy18 &* 2) &+ ky7) &+ -1) && (((oy18 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox19 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy18 &* 14)) &+ ox19))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy18 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox19 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy20 in 0..<14 {
+            if (-1 < ((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox21 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy20 &* 14)) &+ ox21))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (ox21 &* 2))]
+              }
+            }
+          }
+          for oy22 in 0..<14 {
+            if (-1 < ((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox23 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy22 &* 14)) &+ ox23))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox23 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy24 in 0..<14 {
+            if (-1 < (((oy24 &* 2) &+ ky7) &+ -1) && (((oy24 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox25 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((oy24 &* 14) &+ ox25))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy24 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox25 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy26 in 0..<14 {
+            if (-1 < (((oy26 &* 2) &+ ky7) &+ -1) && (((oy26 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox27 in 0..<13 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy26 &* 14)) &+ ox27))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy26 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox27 &* 2) &+ 2))]
+              }
+            }
+          }
+          for oy28 in 0..<14 {
+            if (-1 < ((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox29 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy28 &* 14)) &+ ox29))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox29 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy30 in 0..<14 {
+            if (-1 < ((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox31 in 0..<13 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy30 &* 14)) &+ ox31))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox31 &* 2) &+ 2))]
               }
             }
           }
         }
       }
     }
-    for nb13 in 0..<784 {
-      for mb14 in 0..<5 {
-        var t15_c0_0 = SIMD16<Float>()
-        var t15_c0_1 = SIMD16<Float>()
-        var t15_c0_2 = SIMD16<Float>()
-        var t15_c0_3 = SIMD16<Float>()
-        var t15_c1_0 = SIMD16<Float>()
-        var t15_c1_1 = SIMD16<Float>()
-        var t15_c1_2 = SIMD16<Float>()
-        var t15_c1_3 = SIMD16<Float>()
-        var t15_c2_0 = SIMD16<Float>()
-        var t15_c2_1 = SIMD16<Float>()
-        var t15_c2_2 = SIMD16<Float>()
-        var t15_c2_3 = SIMD16<Float>()
-        var t15_c3_0 = SIMD16<Float>()
-        var t15_c3_1 = SIMD16<Float>()
-        var t15_c3_2 = SIMD16<Float>()
-        var t15_c3_3 = SIMD16<Float>()
-        var t15_c4_0 = SIMD16<Float>()
-        var t15_c4_1 = SIMD16<Float>()
-        var t15_c4_2 = SIMD16<Float>()
-        var t15_c4_3 = SIMD16<Float>()
-        var t15_c5_0 = SIMD16<Float>()
-        var t15_c5_1 = SIMD16<Float>()
-        var t15_c5_2 = SIMD16<Float>()
-        var t15_c5_3 = SIMD16<Float>()
-        for k16 in 0..<9 {
-          let t15_b0 = load16(arena, ((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)))
-          let t15_b1 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 16))
-          let t15_b2 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 32))
-          let t15_b3 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 48))
-          let t15_a0 = SIMD16<Float>(repeating: params[(((mb14 &* 6) &* 9) &+ k16)])
-          t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
-          t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
-          t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
-          t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
-          let t15_a1 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 1) &* 9) &+ k16)])
-          t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
-          t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
-          t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
-          t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
-          let t15_a2 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 2) &* 9) &+ k16)])
-          t15_c2_0 = t15_c2_0.addingProduct(t15_a2, t15_b0)
-          t15_c2_1 = t15_c2_1.addingProduct(t15_a2, t15_b1)
-          t15_c2_2 = t15_c2_2.addingProduct(t15_a2, t15_b2)
-          t15_c2_3 = t15_c2_3.addingProduct(t15_a2, t15_b3)
-          let t15_a3 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 3) &* 9) &+ k16)])
-          t15_c3_0 = t15_c3_0.addingProduct(t15_a3, t15_b0)
-          t15_c3_1 = t15_c3_1.addingProduct(t15_a3, t15_b1)
-          t15_c3_2 = t15_c3_2.addingProduct(t15_a3, t15_b2)
-          t15_c3_3 = t15_c3_3.addingProduct(t15_a3, t15_b3)
-          let t15_a4 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 4) &* 9) &+ k16)])
-          t15_c4_0 = t15_c4_0.addingProduct(t15_a4, t15_b0)
-          t15_c4_1 = t15_c4_1.addingProduct(t15_a4, t15_b1)
-          t15_c4_2 = t15_c4_2.addingProduct(t15_a4, t15_b2)
-          t15_c4_3 = t15_c4_3.addingProduct(t15_a4, t15_b3)
-          let t15_a5 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 5) &* 9) &+ k16)])
-          t15_c5_0 = t15_c5_0.addingProduct(t15_a5, t15_b0)
-          t15_c5_1 = t15_c5_1.addingProduct(t15_a5, t15_b1)
-          t15_c5_2 = t15_c5_2.addingProduct(t15_a5, t15_b2)
-          t15_c5_3 = t15_c5_3.addingProduct(t15_a5, t15_b3)
+    for nb32 in 0..<784 {
+      for mb33 in 0..<5 {
+        var t34_c0_0 = SIMD16<Float>()
+        var t34_c0_1 = SIMD16<Float>()
+        var t34_c0_2 = SIMD16<Float>()
+        var t34_c0_3 = SIMD16<Float>()
+        var t34_c1_0 = SIMD16<Float>()
+        var t34_c1_1 = SIMD16<Float>()
+        var t34_c1_2 = SIMD16<Float>()
+        var t34_c1_3 = SIMD16<Float>()
+        var t34_c2_0 = SIMD16<Float>()
+        var t34_c2_1 = SIMD16<Float>()
+        var t34_c2_2 = SIMD16<Float>()
+        var t34_c2_3 = SIMD16<Float>()
+        var t34_c3_0 = SIMD16<Float>()
+        var t34_c3_1 = SIMD16<Float>()
+        var t34_c3_2 = SIMD16<Float>()
+        var t34_c3_3 = SIMD16<Float>()
+        var t34_c4_0 = SIMD16<Float>()
+        var t34_c4_1 = SIMD16<Float>()
+        var t34_c4_2 = SIMD16<Float>()
+        var t34_c4_3 = SIMD16<Float>()
+        var t34_c5_0 = SIMD16<Float>()
+        var t34_c5_1 = SIMD16<Float>()
+        var t34_c5_2 = SIMD16<Float>()
+        var t34_c5_3 = SIMD16<Float>()
+        for k35 in 0..<9 {
+          let t34_b0 = load16(arena, ((802816 &+ (k35 &* 50176)) &+ (nb32 &* 64)))
+          let t34_b1 = load16(arena, (((802816 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 16))
+          let t34_b2 = load16(arena, (((802816 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 32))
+          let t34_b3 = load16(arena, (((802816 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 48))
+          let t34_a0 = SIMD16<Float>(repeating: params[(((mb33 &* 6) &* 9) &+ k35)])
+          t34_c0_0 = t34_c0_0.addingProduct(t34_a0, t34_b0)
+          t34_c0_1 = t34_c0_1.addingProduct(t34_a0, t34_b1)
+          t34_c0_2 = t34_c0_2.addingProduct(t34_a0, t34_b2)
+          t34_c0_3 = t34_c0_3.addingProduct(t34_a0, t34_b3)
+          let t34_a1 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 1) &* 9) &+ k35)])
+          t34_c1_0 = t34_c1_0.addingProduct(t34_a1, t34_b0)
+          t34_c1_1 = t34_c1_1.addingProduct(t34_a1, t34_b1)
+          t34_c1_2 = t34_c1_2.addingProduct(t34_a1, t34_b2)
+          t34_c1_3 = t34_c1_3.addingProduct(t34_a1, t34_b3)
+          let t34_a2 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 2) &* 9) &+ k35)])
+          t34_c2_0 = t34_c2_0.addingProduct(t34_a2, t34_b0)
+          t34_c2_1 = t34_c2_1.addingProduct(t34_a2, t34_b1)
+          t34_c2_2 = t34_c2_2.addingProduct(t34_a2, t34_b2)
+          t34_c2_3 = t34_c2_3.addingProduct(t34_a2, t34_b3)
+          let t34_a3 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 3) &* 9) &+ k35)])
+          t34_c3_0 = t34_c3_0.addingProduct(t34_a3, t34_b0)
+          t34_c3_1 = t34_c3_1.addingProduct(t34_a3, t34_b1)
+          t34_c3_2 = t34_c3_2.addingProduct(t34_a3, t34_b2)
+          t34_c3_3 = t34_c3_3.addingProduct(t34_a3, t34_b3)
+          let t34_a4 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 4) &* 9) &+ k35)])
+          t34_c4_0 = t34_c4_0.addingProduct(t34_a4, t34_b0)
+          t34_c4_1 = t34_c4_1.addingProduct(t34_a4, t34_b1)
+          t34_c4_2 = t34_c4_2.addingProduct(t34_a4, t34_b2)
+          t34_c4_3 = t34_c4_3.addingProduct(t34_a4, t34_b3)
+          let t34_a5 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 5) &* 9) &+ k35)])
+          t34_c5_0 = t34_c5_0.addingProduct(t34_a5, t34_b0)
+          t34_c5_1 = t34_c5_1.addingProduct(t34_a5, t34_b1)
+          t34_c5_2 = t34_c5_2.addingProduct(t34_a5, t34_b2)
+          t34_c5_3 = t34_c5_3.addingProduct(t34_a5, t34_b3)
         }
-        store16(arena, ((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)), t15_c0_0)
-        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c0_1)
-        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c0_2)
-        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c0_3)
-        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)), t15_c1_0)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c1_1)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c1_2)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c1_3)
-        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)), t15_c2_0)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c2_1)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c2_2)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c2_3)
-        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)), t15_c3_0)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c3_1)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c3_2)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c3_3)
-        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)), t15_c4_0)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c4_1)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c4_2)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c4_3)
-        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)), t15_c5_0)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c5_1)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c5_2)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c5_3)
+        store16(arena, ((1254400 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)), t34_c0_0)
+        store16(arena, (((1254400 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c0_1)
+        store16(arena, (((1254400 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c0_2)
+        store16(arena, (((1254400 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c0_3)
+        store16(arena, ((1254400 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)), t34_c1_0)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c1_1)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c1_2)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c1_3)
+        store16(arena, ((1254400 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)), t34_c2_0)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c2_1)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c2_2)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c2_3)
+        store16(arena, ((1254400 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)), t34_c3_0)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c3_1)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c3_2)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c3_3)
+        store16(arena, ((1254400 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)), t34_c4_0)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c4_1)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c4_2)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c4_3)
+        store16(arena, ((1254400 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)), t34_c5_0)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c5_1)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c5_2)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c5_3)
       }
-      var t17_c0_0 = SIMD16<Float>()
-      var t17_c0_1 = SIMD16<Float>()
-      var t17_c0_2 = SIMD16<Float>()
-      var t17_c0_3 = SIMD16<Float>()
-      var t17_c1_0 = SIMD16<Float>()
-      var t17_c1_1 = SIMD16<Float>()
-      var t17_c1_2 = SIMD16<Float>()
-      var t17_c1_3 = SIMD16<Float>()
-      for k18 in 0..<9 {
-        let t17_b0 = load16(arena, ((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)))
-        let t17_b1 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 16))
-        let t17_b2 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 32))
-        let t17_b3 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 48))
-        let t17_a0 = SIMD16<Float>(repeating: params[(270 &+ k18)])
-        t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-        t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-        t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-        t17_c0_3 = t17_c0_3.addingProduct(t17_a0, t17_b3)
-        let t17_a1 = SIMD16<Float>(repeating: params[(279 &+ k18)])
-        t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-        t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-        t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-        t17_c1_3 = t17_c1_3.addingProduct(t17_a1, t17_b3)
+      var t36_c0_0 = SIMD16<Float>()
+      var t36_c0_1 = SIMD16<Float>()
+      var t36_c0_2 = SIMD16<Float>()
+      var t36_c0_3 = SIMD16<Float>()
+      var t36_c1_0 = SIMD16<Float>()
+      var t36_c1_1 = SIMD16<Float>()
+      var t36_c1_2 = SIMD16<Float>()
+      var t36_c1_3 = SIMD16<Float>()
+      for k37 in 0..<9 {
+        let t36_b0 = load16(arena, ((802816 &+ (k37 &* 50176)) &+ (nb32 &* 64)))
+        let t36_b1 = load16(arena, (((802816 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 16))
+        let t36_b2 = load16(arena, (((802816 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 32))
+        let t36_b3 = load16(arena, (((802816 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 48))
+        let t36_a0 = SIMD16<Float>(repeating: params[(270 &+ k37)])
+        t36_c0_0 = t36_c0_0.addingProduct(t36_a0, t36_b0)
+        t36_c0_1 = t36_c0_1.addingProduct(t36_a0, t36_b1)
+        t36_c0_2 = t36_c0_2.addingProduct(t36_a0, t36_b2)
+        t36_c0_3 = t36_c0_3.addingProduct(t36_a0, t36_b3)
+        let t36_a1 = SIMD16<Float>(repeating: params[(279 &+ k37)])
+        t36_c1_0 = t36_c1_0.addingProduct(t36_a1, t36_b0)
+        t36_c1_1 = t36_c1_1.addingProduct(t36_a1, t36_b1)
+        t36_c1_2 = t36_c1_2.addingProduct(t36_a1, t36_b2)
+        t36_c1_3 = t36_c1_3.addingProduct(t36_a1, t36_b3)
       }
-      store16(arena, (2759680 &+ (nb13 &* 64)), t17_c0_0)
-      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 16), t17_c0_1)
-      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 32), t17_c0_2)
-      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 48), t17_c0_3)
-      store16(arena, (2809856 &+ (nb13 &* 64)), t17_c1_0)
-      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 16), t17_c1_1)
-      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 32), t17_c1_2)
-      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 48), t17_c1_3)
+      store16(arena, (2759680 &+ (nb32 &* 64)), t36_c0_0)
+      store16(arena, ((2759680 &+ (nb32 &* 64)) &+ 16), t36_c0_1)
+      store16(arena, ((2759680 &+ (nb32 &* 64)) &+ 32), t36_c0_2)
+      store16(arena, ((2759680 &+ (nb32 &* 64)) &+ 48), t36_c0_3)
+      store16(arena, (2809856 &+ (nb32 &* 64)), t36_c1_0)
+      store16(arena, ((2809856 &+ (nb32 &* 64)) &+ 16), t36_c1_1)
+      store16(arena, ((2809856 &+ (nb32 &* 64)) &+ 32), t36_c1_2)
+      store16(arena, ((2809856 &+ (nb32 &* 64)) &+ 48), t36_c1_3)
     }
-    for j19 in 0..<64 {
-      for f20 in 0..<32 {
-        for py21 in 0..<14 {
-          for px22 in 0..<14 {
-            var best23: Float = (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)])
-            var bi24: Float = Float(((py21 &* 56) &+ (px22 &* 2)))
-            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) > best23 ? Float(((py21 &* 56) &+ (px22 &* 2))) : bi24)
-            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) : best23)
-            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 1)) : bi24)
-            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) : best23)
-            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 28)) : bi24)
-            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) : best23)
-            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) > best23 ? Float(((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1)) : bi24)
-            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) : best23)
-            arena[((((((g1 &* 64) &+ j19) &* 6272) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (best23 > Float(0) ? best23 : Float(0))
-            arena[(401408 &+ ((((((g1 &* 64) &+ j19) &* 6272) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22))] = bi24
-          }
+    for j38 in 0..<64 {
+      for f39 in 0..<32 {
+        for q40 in 0..<196 {
+          var v41: Float = (arena[(((1254400 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ q40)] + params[(288 &+ f39)])
+          var at42: Float = Float(0)
+          var v43: Float = (arena[((((1254400 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 196) &+ q40)] + params[(288 &+ f39)])
+          var at45: Float = (v43 > v41 ? Float(1) : at42)
+          var best44: Float = (v43 > v41 ? v43 : v41)
+          var v46: Float = (arena[((((1254400 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 392) &+ q40)] + params[(288 &+ f39)])
+          var at48: Float = (v46 > best44 ? Float(28) : at45)
+          var best47: Float = (v46 > best44 ? v46 : best44)
+          var v49: Float = (arena[((((1254400 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 588) &+ q40)] + params[(288 &+ f39)])
+          var at51: Float = (v49 > best47 ? Float(29) : at48)
+          var best50: Float = (v49 > best47 ? v49 : best47)
+          arena[(((((g2 &* 64) &+ j38) &* 6272) &+ (f39 &* 196)) &+ q40)] = (best50 > Float(0) ? best50 : Float(0))
+          arena[(401408 &+ (((((g2 &* 64) &+ j38) &* 6272) &+ (f39 &* 196)) &+ q40))] = (arena[(2860032 &+ q40)] + at51)
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g25 in 0..<1 {
-    for j26 in 0..<64 {
-      for r27 in 0..<288 {
-        do {  // SIMD16 over i28
-          var i28 = 0
-          while i28 &+ 16 <= 196 {
-            store16(arena, ((1204224 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28, SIMD16<Float>(repeating: Float(0)))
-            i28 &+= 16
+  for i52 in 0..<49 {
+    arena[(5619712 &+ i52)] = Float((((i52 / 7) &* 28) &+ ((i52 % 7) &* 2)))
+  }
+  for g53 in 0..<1 {
+    for j54 in 0..<64 {
+      for r55 in 0..<288 {
+        do {  // SIMD16 over i56
+          var i56 = 0
+          while i56 &+ 16 <= 196 {
+            store16(arena, ((1204224 &+ (r55 &* 12544)) &+ (j54 &* 196)) &+ i56, SIMD16<Float>(repeating: Float(0)))
+            i56 &+= 16
           }
-          while i28 < 196 {
-            arena[(((1204224 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28)] = Float(0)
-            i28 &+= 1
+          while i56 < 196 {
+            arena[(((1204224 &+ (r55 &* 12544)) &+ (j54 &* 196)) &+ i56)] = Float(0)
+            i56 &+= 1
           }
         }
       }
-      for c29 in 0..<32 {
-        for ky30 in 0..<3 {
-          for oy31 in 0..<14 {
-            if (-1 < ((oy31 &+ ky30) &+ -1) && ((oy31 &+ ky30) &+ -1) < 14) {
-              for ox32 in 0..<13 {
-                arena[((((1204224 &+ ((((c29 &* 3) &+ ky30) &* 3) &* 12544)) &+ (j26 &* 196)) &+ (oy31 &* 14)) &+ (ox32 &+ 1))] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy31 &+ ky30) &+ -1) &* 14)) &+ ((ox32 &+ 1) &+ -1))]
+      for c57 in 0..<32 {
+        for ky58 in 0..<3 {
+          for oy59 in 0..<7 {
+            if (-1 < (((oy59 &* 2) &+ ky58) &+ -1) && (((oy59 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox60 in 0..<6 {
+                arena[(((1204224 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((oy59 &* 7) &+ (ox60 &+ 1)))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy59 &* 2) &+ ky58) &+ -1) &* 14)) &+ (((ox60 &+ 1) &* 2) &+ -1))]
               }
             }
           }
-          for oy33 in 0..<14 {
-            if (-1 < ((oy33 &+ ky30) &+ -1) && ((oy33 &+ ky30) &+ -1) < 14) {
-              do {  // SIMD16 over ox34
-                var ox34 = 0
-                while ox34 < 14 {
-                  arena[((((1204224 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 1) &* 12544)) &+ (j26 &* 196)) &+ (oy33 &* 14)) &+ ox34)] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy33 &+ ky30) &+ -1) &* 14)) &+ ox34)]
-                  ox34 &+= 1
-                }
+          for oy61 in 0..<7 {
+            if (-1 < (((oy61 &* 2) &+ ky58) &+ -1) && (((oy61 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox62 in 0..<7 {
+                arena[(((1204224 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy61 &* 7)) &+ ox62))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy61 &* 2) &+ ky58) &+ -1) &* 14)) &+ (ox62 &* 2))]
               }
             }
           }
-          for oy35 in 0..<14 {
-            if (-1 < ((oy35 &+ ky30) &+ -1) && ((oy35 &+ ky30) &+ -1) < 14) {
-              for ox36 in 0..<13 {
-                arena[((((1204224 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 2) &* 12544)) &+ (j26 &* 196)) &+ (oy35 &* 14)) &+ ox36)] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy35 &+ ky30) &+ -1) &* 14)) &+ (ox36 &+ 1))]
+          for oy63 in 0..<7 {
+            if (-1 < ((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox64 in 0..<6 {
+                arena[(((1204224 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy63 &* 7)) &+ (ox64 &+ 1)))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (((ox64 &+ 1) &* 2) &+ -1))]
+              }
+            }
+          }
+          for oy65 in 0..<7 {
+            if (-1 < ((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox66 in 0..<7 {
+                arena[(((1204224 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy65 &* 7)) &+ ox66))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (ox66 &* 2))]
+              }
+            }
+          }
+          for oy67 in 0..<7 {
+            if (-1 < (((oy67 &* 2) &+ ky58) &+ -1) && (((oy67 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox68 in 0..<7 {
+                arena[(((1204224 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((oy67 &* 7) &+ ox68))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy67 &* 2) &+ ky58) &+ -1) &* 14)) &+ (ox68 &* 2))]
+              }
+            }
+          }
+          for oy69 in 0..<7 {
+            if (-1 < (((oy69 &* 2) &+ ky58) &+ -1) && (((oy69 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox70 in 0..<7 {
+                arena[(((1204224 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy69 &* 7)) &+ ox70))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy69 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox70 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy71 in 0..<7 {
+            if (-1 < ((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox72 in 0..<7 {
+                arena[(((1204224 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy71 &* 7)) &+ ox72))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (ox72 &* 2))]
+              }
+            }
+          }
+          for oy73 in 0..<7 {
+            if (-1 < ((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox74 in 0..<7 {
+                arena[(((1204224 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy73 &* 7)) &+ ox74))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox74 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy75 in 0..<7 {
+            if (-1 < (((oy75 &* 2) &+ ky58) &+ -1) && (((oy75 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox76 in 0..<7 {
+                arena[(((1204224 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((oy75 &* 7) &+ ox76))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy75 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox76 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy77 in 0..<7 {
+            if (-1 < (((oy77 &* 2) &+ ky58) &+ -1) && (((oy77 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox78 in 0..<6 {
+                arena[(((1204224 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy77 &* 7)) &+ ox78))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy77 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox78 &* 2) &+ 2))]
+              }
+            }
+          }
+          for oy79 in 0..<7 {
+            if (-1 < ((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox80 in 0..<7 {
+                arena[(((1204224 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy79 &* 7)) &+ ox80))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox80 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy81 in 0..<7 {
+            if (-1 < ((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox82 in 0..<6 {
+                arena[(((1204224 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy81 &* 7)) &+ ox82))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox82 &* 2) &+ 2))]
               }
             }
           }
         }
       }
     }
-    for nb37 in 0..<196 {
-      for mb38 in 0..<10 {
-        var t39_c0_0 = SIMD16<Float>()
-        var t39_c0_1 = SIMD16<Float>()
-        var t39_c0_2 = SIMD16<Float>()
-        var t39_c0_3 = SIMD16<Float>()
-        var t39_c1_0 = SIMD16<Float>()
-        var t39_c1_1 = SIMD16<Float>()
-        var t39_c1_2 = SIMD16<Float>()
-        var t39_c1_3 = SIMD16<Float>()
-        var t39_c2_0 = SIMD16<Float>()
-        var t39_c2_1 = SIMD16<Float>()
-        var t39_c2_2 = SIMD16<Float>()
-        var t39_c2_3 = SIMD16<Float>()
-        var t39_c3_0 = SIMD16<Float>()
-        var t39_c3_1 = SIMD16<Float>()
-        var t39_c3_2 = SIMD16<Float>()
-        var t39_c3_3 = SIMD16<Float>()
-        var t39_c4_0 = SIMD16<Float>()
-        var t39_c4_1 = SIMD16<Float>()
-        var t39_c4_2 = SIMD16<Float>()
-        var t39_c4_3 = SIMD16<Float>()
-        var t39_c5_0 = SIMD16<Float>()
-        var t39_c5_1 = SIMD16<Float>()
-        var t39_c5_2 = SIMD16<Float>()
-        var t39_c5_3 = SIMD16<Float>()
-        for k40 in 0..<288 {
-          let t39_b0 = load16(arena, ((1204224 &+ (k40 &* 12544)) &+ (nb37 &* 64)))
-          let t39_b1 = load16(arena, (((1204224 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 16))
-          let t39_b2 = load16(arena, (((1204224 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 32))
-          let t39_b3 = load16(arena, (((1204224 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 48))
-          let t39_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb38 &* 6) &* 288)) &+ k40)])
-          t39_c0_0 = t39_c0_0.addingProduct(t39_a0, t39_b0)
-          t39_c0_1 = t39_c0_1.addingProduct(t39_a0, t39_b1)
-          t39_c0_2 = t39_c0_2.addingProduct(t39_a0, t39_b2)
-          t39_c0_3 = t39_c0_3.addingProduct(t39_a0, t39_b3)
-          let t39_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 1) &* 288)) &+ k40)])
-          t39_c1_0 = t39_c1_0.addingProduct(t39_a1, t39_b0)
-          t39_c1_1 = t39_c1_1.addingProduct(t39_a1, t39_b1)
-          t39_c1_2 = t39_c1_2.addingProduct(t39_a1, t39_b2)
-          t39_c1_3 = t39_c1_3.addingProduct(t39_a1, t39_b3)
-          let t39_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 2) &* 288)) &+ k40)])
-          t39_c2_0 = t39_c2_0.addingProduct(t39_a2, t39_b0)
-          t39_c2_1 = t39_c2_1.addingProduct(t39_a2, t39_b1)
-          t39_c2_2 = t39_c2_2.addingProduct(t39_a2, t39_b2)
-          t39_c2_3 = t39_c2_3.addingProduct(t39_a2, t39_b3)
-          let t39_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 3) &* 288)) &+ k40)])
-          t39_c3_0 = t39_c3_0.addingProduct(t39_a3, t39_b0)
-          t39_c3_1 = t39_c3_1.addingProduct(t39_a3, t39_b1)
-          t39_c3_2 = t39_c3_2.addingProduct(t39_a3, t39_b2)
-          t39_c3_3 = t39_c3_3.addingProduct(t39_a3, t39_b3)
-          let t39_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 4) &* 288)) &+ k40)])
-          t39_c4_0 = t39_c4_0.addingProduct(t39_a4, t39_b0)
-          t39_c4_1 = t39_c4_1.addingProduct(t39_a4, t39_b1)
-          t39_c4_2 = t39_c4_2.addingProduct(t39_a4, t39_b2)
-          t39_c4_3 = t39_c4_3.addingProduct(t39_a4, t39_b3)
-          let t39_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 5) &* 288)) &+ k40)])
-          t39_c5_0 = t39_c5_0.addingProduct(t39_a5, t39_b0)
-          t39_c5_1 = t39_c5_1.addingProduct(t39_a5, t39_b1)
-          t39_c5_2 = t39_c5_2.addingProduct(t39_a5, t39_b2)
-          t39_c5_3 = t39_c5_3.addingProduct(t39_a5, t39_b3)
+    for nb83 in 0..<196 {
+      for mb84 in 0..<10 {
+        var t85_c0_0 = SIMD16<Float>()
+        var t85_c0_1 = SIMD16<Float>()
+        var t85_c0_2 = SIMD16<Float>()
+        var t85_c0_3 = SIMD16<Float>()
+        var t85_c1_0 = SIMD16<Float>()
+        var t85_c1_1 = SIMD16<Float>()
+        var t85_c1_2 = SIMD16<Float>()
+        var t85_c1_3 = SIMD16<Float>()
+        var t85_c2_0 = SIMD16<Float>()
+        var t85_c2_1 = SIMD16<Float>()
+        var t85_c2_2 = SIMD16<Float>()
+        var t85_c2_3 = SIMD16<Float>()
+        var t85_c3_0 = SIMD16<Float>()
+        var t85_c3_1 = SIMD16<Float>()
+        var t85_c3_2 = SIMD16<Float>()
+        var t85_c3_3 = SIMD16<Float>()
+        var t85_c4_0 = SIMD16<Float>()
+        var t85_c4_1 = SIMD16<Float>()
+        var t85_c4_2 = SIMD16<Float>()
+        var t85_c4_3 = SIMD16<Float>()
+        var t85_c5_0 = SIMD16<Float>()
+        var t85_c5_1 = SIMD16<Float>()
+        var t85_c5_2 = SIMD16<Float>()
+        var t85_c5_3 = SIMD16<Float>()
+        for k86 in 0..<288 {
+          let t85_b0 = load16(arena, ((1204224 &+ (k86 &* 12544)) &+ (nb83 &* 64)))
+          let t85_b1 = load16(arena, (((1204224 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 16))
+          let t85_b2 = load16(arena, (((1204224 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 32))
+          let t85_b3 = load16(arena, (((1204224 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 48))
+          let t85_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb84 &* 6) &* 288)) &+ k86)])
+          t85_c0_0 = t85_c0_0.addingProduct(t85_a0, t85_b0)
+          t85_c0_1 = t85_c0_1.addingProduct(t85_a0, t85_b1)
+          t85_c0_2 = t85_c0_2.addingProduct(t85_a0, t85_b2)
+          t85_c0_3 = t85_c0_3.addingProduct(t85_a0, t85_b3)
+          let t85_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb84 &* 6) &+ 1) &* 288)) &+ k86)])
+          t85_c1_0 = t85_c1_0.addingProduct(t85_a1, t85_b0)
+          t85_c1_1 = t85_c1_1.addingProduct(t85_a1, t85_b1)
+          t85_c1_2 = t85_c1_2.addingProduct(t85_a1, t85_b2)
+          t85_c1_3 = t85_c1_3.addingProduct(t85_a1, t85_b3)
+          let t85_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb84 &* 6) &+ 2) &* 288)) &+ k86)])
+          t85_c2_0 = t85_c2_0.addingProduct(t85_a2, t85_b0)
+          t85_c2_1 = t85_c2_1.addingProduct(t85_a2, t85_b1)
+          t85_c2_2 = t85_c2_2.addingProduct(t85_a2, t85_b2)
+          t85_c2_3 = t85_c2_3.addingProduct(t85_a2, t85_b3)
+          let t85_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb84 &* 6) &+ 3) &* 288)) &+ k86)])
+          t85_c3_0 = t85_c3_0.addingProduct(t85_a3, t85_b0)
+          t85_c3_1 = t85_c3_1.addingProduct(t85_a3, t85_b1)
+          t85_c3_2 = t85_c3_2.addingProduct(t85_a3, t85_b2)
+          t85_c3_3 = t85_c3_3.addingProduct(t85_a3, t85_b3)
+          let t85_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb84 &* 6) &+ 4) &* 288)) &+ k86)])
+          t85_c4_0 = t85_c4_0.addingProduct(t85_a4, t85_b0)
+          t85_c4_1 = t85_c4_1.addingProduct(t85_a4, t85_b1)
+          t85_c4_2 = t85_c4_2.addingProduct(t85_a4, t85_b2)
+          t85_c4_3 = t85_c4_3.addingProduct(t85_a4, t85_b3)
+          let t85_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb84 &* 6) &+ 5) &* 288)) &+ k86)])
+          t85_c5_0 = t85_c5_0.addingProduct(t85_a5, t85_b0)
+          t85_c5_1 = t85_c5_1.addingProduct(t85_a5, t85_b1)
+          t85_c5_2 = t85_c5_2.addingProduct(t85_a5, t85_b2)
+          t85_c5_3 = t85_c5_3.addingProduct(t85_a5, t85_b3)
         }
-        store16(arena, ((4816896 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)), t39_c0_0)
-        store16(arena, (((4816896 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c0_1)
-        store16(arena, (((4816896 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c0_2)
-        store16(arena, (((4816896 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c0_3)
-        store16(arena, ((4816896 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)), t39_c1_0)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c1_1)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c1_2)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c1_3)
-        store16(arena, ((4816896 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)), t39_c2_0)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c2_1)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c2_2)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c2_3)
-        store16(arena, ((4816896 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)), t39_c3_0)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c3_1)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c3_2)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c3_3)
-        store16(arena, ((4816896 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)), t39_c4_0)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c4_1)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c4_2)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c4_3)
-        store16(arena, ((4816896 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)), t39_c5_0)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c5_1)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c5_2)
-        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c5_3)
+        store16(arena, ((4816896 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)), t85_c0_0)
+        store16(arena, (((4816896 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c0_1)
+        store16(arena, (((4816896 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c0_2)
+        store16(arena, (((4816896 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c0_3)
+        store16(arena, ((4816896 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)), t85_c1_0)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c1_1)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c1_2)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c1_3)
+        store16(arena, ((4816896 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)), t85_c2_0)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c2_1)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c2_2)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c2_3)
+        store16(arena, ((4816896 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)), t85_c3_0)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c3_1)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c3_2)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c3_3)
+        store16(arena, ((4816896 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)), t85_c4_0)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c4_1)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c4_2)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c4_3)
+        store16(arena, ((4816896 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)), t85_c5_0)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c5_1)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c5_2)
+        store16(arena, (((4816896 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c5_3)
       }
-      var t41_c0_0 = SIMD16<Float>()
-      var t41_c0_1 = SIMD16<Float>()
-      var t41_c0_2 = SIMD16<Float>()
-      var t41_c0_3 = SIMD16<Float>()
-      var t41_c1_0 = SIMD16<Float>()
-      var t41_c1_1 = SIMD16<Float>()
-      var t41_c1_2 = SIMD16<Float>()
-      var t41_c1_3 = SIMD16<Float>()
-      var t41_c2_0 = SIMD16<Float>()
-      var t41_c2_1 = SIMD16<Float>()
-      var t41_c2_2 = SIMD16<Float>()
-      var t41_c2_3 = SIMD16<Float>()
-      var t41_c3_0 = SIMD16<Float>()
-      var t41_c3_1 = SIMD16<Float>()
-      var t41_c3_2 = SIMD16<Float>()
-      var t41_c3_3 = SIMD16<Float>()
-      for k42 in 0..<288 {
-        let t41_b0 = load16(arena, ((1204224 &+ (k42 &* 12544)) &+ (nb37 &* 64)))
-        let t41_b1 = load16(arena, (((1204224 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 16))
-        let t41_b2 = load16(arena, (((1204224 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 32))
-        let t41_b3 = load16(arena, (((1204224 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 48))
-        let t41_a0 = SIMD16<Float>(repeating: params[(17600 &+ k42)])
-        t41_c0_0 = t41_c0_0.addingProduct(t41_a0, t41_b0)
-        t41_c0_1 = t41_c0_1.addingProduct(t41_a0, t41_b1)
-        t41_c0_2 = t41_c0_2.addingProduct(t41_a0, t41_b2)
-        t41_c0_3 = t41_c0_3.addingProduct(t41_a0, t41_b3)
-        let t41_a1 = SIMD16<Float>(repeating: params[(17888 &+ k42)])
-        t41_c1_0 = t41_c1_0.addingProduct(t41_a1, t41_b0)
-        t41_c1_1 = t41_c1_1.addingProduct(t41_a1, t41_b1)
-        t41_c1_2 = t41_c1_2.addingProduct(t41_a1, t41_b2)
-        t41_c1_3 = t41_c1_3.addingProduct(t41_a1, t41_b3)
-        let t41_a2 = SIMD16<Float>(repeating: params[(18176 &+ k42)])
-        t41_c2_0 = t41_c2_0.addingProduct(t41_a2, t41_b0)
-        t41_c2_1 = t41_c2_1.addingProduct(t41_a2, t41_b1)
-        t41_c2_2 = t41_c2_2.addingProduct(t41_a2, t41_b2)
-        t41_c2_3 = t41_c2_3.addingProduct(t41_a2, t41_b3)
-        let t41_a3 = SIMD16<Float>(repeating: params[(18464 &+ k42)])
-        t41_c3_0 = t41_c3_0.addingProduct(t41_a3, t41_b0)
-        t41_c3_1 = t41_c3_1.addingProduct(t41_a3, t41_b1)
-        t41_c3_2 = t41_c3_2.addingProduct(t41_a3, t41_b2)
-        t41_c3_3 = t41_c3_3.addingProduct(t41_a3, t41_b3)
+      var t87_c0_0 = SIMD16<Float>()
+      var t87_c0_1 = SIMD16<Float>()
+      var t87_c0_2 = SIMD16<Float>()
+      var t87_c0_3 = SIMD16<Float>()
+      var t87_c1_0 = SIMD16<Float>()
+      var t87_c1_1 = SIMD16<Float>()
+      var t87_c1_2 = SIMD16<Float>()
+      var t87_c1_3 = SIMD16<Float>()
+      var t87_c2_0 = SIMD16<Float>()
+      var t87_c2_1 = SIMD16<Float>()
+      var t87_c2_2 = SIMD16<Float>()
+      var t87_c2_3 = SIMD16<Float>()
+      var t87_c3_0 = SIMD16<Float>()
+      var t87_c3_1 = SIMD16<Float>()
+      var t87_c3_2 = SIMD16<Float>()
+      var t87_c3_3 = SIMD16<Float>()
+      for k88 in 0..<288 {
+        let t87_b0 = load16(arena, ((1204224 &+ (k88 &* 12544)) &+ (nb83 &* 64)))
+        let t87_b1 = load16(arena, (((1204224 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 16))
+        let t87_b2 = load16(arena, (((1204224 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 32))
+        let t87_b3 = load16(arena, (((1204224 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 48))
+        let t87_a0 = SIMD16<Float>(repeating: params[(17600 &+ k88)])
+        t87_c0_0 = t87_c0_0.addingProduct(t87_a0, t87_b0)
+        t87_c0_1 = t87_c0_1.addingProduct(t87_a0, t87_b1)
+        t87_c0_2 = t87_c0_2.addingProduct(t87_a0, t87_b2)
+        t87_c0_3 = t87_c0_3.addingProduct(t87_a0, t87_b3)
+        let t87_a1 = SIMD16<Float>(repeating: params[(17888 &+ k88)])
+        t87_c1_0 = t87_c1_0.addingProduct(t87_a1, t87_b0)
+        t87_c1_1 = t87_c1_1.addingProduct(t87_a1, t87_b1)
+        t87_c1_2 = t87_c1_2.addingProduct(t87_a1, t87_b2)
+        t87_c1_3 = t87_c1_3.addingProduct(t87_a1, t87_b3)
+        let t87_a2 = SIMD16<Float>(repeating: params[(18176 &+ k88)])
+        t87_c2_0 = t87_c2_0.addingProduct(t87_a2, t87_b0)
+        t87_c2_1 = t87_c2_1.addingProduct(t87_a2, t87_b1)
+        t87_c2_2 = t87_c2_2.addingProduct(t87_a2, t87_b2)
+        t87_c2_3 = t87_c2_3.addingProduct(t87_a2, t87_b3)
+        let t87_a3 = SIMD16<Float>(repeating: params[(18464 &+ k88)])
+        t87_c3_0 = t87_c3_0.addingProduct(t87_a3, t87_b0)
+        t87_c3_1 = t87_c3_1.addingProduct(t87_a3, t87_b1)
+        t87_c3_2 = t87_c3_2.addingProduct(t87_a3, t87_b2)
+        t87_c3_3 = t87_c3_3.addingProduct(t87_a3, t87_b3)
       }
-      store16(arena, (5569536 &+ (nb37 &* 64)), t41_c0_0)
-      store16(arena, ((5569536 &+ (nb37 &* 64)) &+ 16), t41_c0_1)
-      store16(arena, ((5569536 &+ (nb37 &* 64)) &+ 32), t41_c0_2)
-      store16(arena, ((5569536 &+ (nb37 &* 64)) &+ 48), t41_c0_3)
-      store16(arena, (5582080 &+ (nb37 &* 64)), t41_c1_0)
-      store16(arena, ((5582080 &+ (nb37 &* 64)) &+ 16), t41_c1_1)
-      store16(arena, ((5582080 &+ (nb37 &* 64)) &+ 32), t41_c1_2)
-      store16(arena, ((5582080 &+ (nb37 &* 64)) &+ 48), t41_c1_3)
-      store16(arena, (5594624 &+ (nb37 &* 64)), t41_c2_0)
-      store16(arena, ((5594624 &+ (nb37 &* 64)) &+ 16), t41_c2_1)
-      store16(arena, ((5594624 &+ (nb37 &* 64)) &+ 32), t41_c2_2)
-      store16(arena, ((5594624 &+ (nb37 &* 64)) &+ 48), t41_c2_3)
-      store16(arena, (5607168 &+ (nb37 &* 64)), t41_c3_0)
-      store16(arena, ((5607168 &+ (nb37 &* 64)) &+ 16), t41_c3_1)
-      store16(arena, ((5607168 &+ (nb37 &* 64)) &+ 32), t41_c3_2)
-      store16(arena, ((5607168 &+ (nb37 &* 64)) &+ 48), t41_c3_3)
+      store16(arena, (5569536 &+ (nb83 &* 64)), t87_c0_0)
+      store16(arena, ((5569536 &+ (nb83 &* 64)) &+ 16), t87_c0_1)
+      store16(arena, ((5569536 &+ (nb83 &* 64)) &+ 32), t87_c0_2)
+      store16(arena, ((5569536 &+ (nb83 &* 64)) &+ 48), t87_c0_3)
+      store16(arena, (5582080 &+ (nb83 &* 64)), t87_c1_0)
+      store16(arena, ((5582080 &+ (nb83 &* 64)) &+ 16), t87_c1_1)
+      store16(arena, ((5582080 &+ (nb83 &* 64)) &+ 32), t87_c1_2)
+      store16(arena, ((5582080 &+ (nb83 &* 64)) &+ 48), t87_c1_3)
+      store16(arena, (5594624 &+ (nb83 &* 64)), t87_c2_0)
+      store16(arena, ((5594624 &+ (nb83 &* 64)) &+ 16), t87_c2_1)
+      store16(arena, ((5594624 &+ (nb83 &* 64)) &+ 32), t87_c2_2)
+      store16(arena, ((5594624 &+ (nb83 &* 64)) &+ 48), t87_c2_3)
+      store16(arena, (5607168 &+ (nb83 &* 64)), t87_c3_0)
+      store16(arena, ((5607168 &+ (nb83 &* 64)) &+ 16), t87_c3_1)
+      store16(arena, ((5607168 &+ (nb83 &* 64)) &+ 32), t87_c3_2)
+      store16(arena, ((5607168 &+ (nb83 &* 64)) &+ 48), t87_c3_3)
     }
-    for j43 in 0..<64 {
-      for f44 in 0..<64 {
-        for py45 in 0..<7 {
-          for px46 in 0..<7 {
-            var best47: Float = (arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)])
-            var bi48: Float = Float(((py45 &* 28) &+ (px46 &* 2)))
-            bi48 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) > best47 ? Float(((py45 &* 28) &+ (px46 &* 2))) : bi48)
-            best47 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) : best47)
-            bi48 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 1)) : bi48)
-            best47 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) : best47)
-            bi48 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 14)) : bi48)
-            best47 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) : best47)
-            bi48 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) > best47 ? Float(((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1)) : bi48)
-            best47 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) : best47)
-            arena[(802816 &+ ((((((g25 &* 64) &+ j43) &* 3136) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = (best47 > Float(0) ? best47 : Float(0))
-            arena[(1003520 &+ ((((((g25 &* 64) &+ j43) &* 3136) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = bi48
-          }
+    for j89 in 0..<64 {
+      for f90 in 0..<64 {
+        for q91 in 0..<49 {
+          var v92: Float = (arena[(((4816896 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ q91)] + params[(18752 &+ f90)])
+          var at93: Float = Float(0)
+          var v94: Float = (arena[((((4816896 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 49) &+ q91)] + params[(18752 &+ f90)])
+          var at96: Float = (v94 > v92 ? Float(1) : at93)
+          var best95: Float = (v94 > v92 ? v94 : v92)
+          var v97: Float = (arena[((((4816896 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 98) &+ q91)] + params[(18752 &+ f90)])
+          var at99: Float = (v97 > best95 ? Float(14) : at96)
+          var best98: Float = (v97 > best95 ? v97 : best95)
+          var v100: Float = (arena[((((4816896 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 147) &+ q91)] + params[(18752 &+ f90)])
+          var at102: Float = (v100 > best98 ? Float(15) : at99)
+          var best101: Float = (v100 > best98 ? v100 : best98)
+          arena[(802816 &+ (((((g53 &* 64) &+ j89) &* 3136) &+ (f90 &* 49)) &+ q91))] = (best101 > Float(0) ? best101 : Float(0))
+          arena[(1003520 &+ (((((g53 &* 64) &+ j89) &* 3136) &+ (f90 &* 49)) &+ q91))] = (arena[(5619712 &+ q91)] + at102)
         }
       }
     }
@@ -455,533 +573,529 @@ public func simplecnn_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 3136, 1, arena + 802816, 3136, params + 18816, 3136, Float(bitPattern: 0x0), arena + 1204224, 128)
-  for n49 in 0..<64 {
-    do {  // SIMD16 over u50
-      var u50 = 0
-      while u50 &+ 16 <= 128 {
-        store16(arena, (1204224 &+ (n49 &* 128)) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (1204224 &+ (n49 &* 128)) &+ u50) + load16(params, 420224 &+ u50)), where: (load16(arena, (1204224 &+ (n49 &* 128)) &+ u50) + load16(params, 420224 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
-        u50 &+= 16
+  for n103 in 0..<64 {
+    do {  // SIMD16 over u104
+      var u104 = 0
+      while u104 &+ 16 <= 128 {
+        store16(arena, (1204224 &+ (n103 &* 128)) &+ u104, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (1204224 &+ (n103 &* 128)) &+ u104) + load16(params, 420224 &+ u104)), where: (load16(arena, (1204224 &+ (n103 &* 128)) &+ u104) + load16(params, 420224 &+ u104)) .> SIMD16<Float>(repeating: Float(0))))
+        u104 &+= 16
       }
-      while u50 < 128 {
-        arena[((1204224 &+ (n49 &* 128)) &+ u50)] = ((arena[((1204224 &+ (n49 &* 128)) &+ u50)] + params[(420224 &+ u50)]) > Float(0) ? (arena[((1204224 &+ (n49 &* 128)) &+ u50)] + params[(420224 &+ u50)]) : Float(0))
-        u50 &+= 1
+      while u104 < 128 {
+        arena[((1204224 &+ (n103 &* 128)) &+ u104)] = ((arena[((1204224 &+ (n103 &* 128)) &+ u104)] + params[(420224 &+ u104)]) > Float(0) ? (arena[((1204224 &+ (n103 &* 128)) &+ u104)] + params[(420224 &+ u104)]) : Float(0))
+        u104 &+= 1
       }
     }
   }
   // drop = dropout(fc1)
-  for i51 in 0..<8192 {
-    arena[(1212416 &+ i51)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i51) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 &+ i51)] * Float(2)) : Float(0))
+  for i105 in 0..<8192 {
+    arena[(1212416 &+ i105)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i105) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 &+ i105)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
-  for n52 in 0..<64 {
-    do {  // SIMD16 over u53
-      var u53 = 0
-      while u53 < 10 {
-        arena[((1220608 &+ (n52 &* 10)) &+ u53)] = (arena[((1220608 &+ (n52 &* 10)) &+ u53)] + params[(421632 &+ u53)])
-        u53 &+= 1
+  for n106 in 0..<64 {
+    do {  // SIMD16 over u107
+      var u107 = 0
+      while u107 < 10 {
+        arena[((1220608 &+ (n106 &* 10)) &+ u107)] = (arena[((1220608 &+ (n106 &* 10)) &+ u107)] + params[(421632 &+ u107)])
+        u107 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total54: Float = Float(0)
-  for n55 in 0..<64 {
-    var m56: Float = arena[(1220608 &+ (n55 &* 10))]
-    for k58 in 0..<10 {
-      m56 = { let x = m56, y = arena[((1220608 &+ (n55 &* 10)) &+ k58)]; return y > x ? y : x }()
+  var total108: Float = Float(0)
+  for n109 in 0..<64 {
+    var m110: Float = arena[(1220608 &+ (n109 &* 10))]
+    for k112 in 0..<10 {
+      m110 = { let x = m110, y = arena[((1220608 &+ (n109 &* 10)) &+ k112)]; return y > x ? y : x }()
     }
-    var s57: Float = Float(0)
-    for k59 in 0..<10 {
-      s57 = (s57 + expf((arena[((1220608 &+ (n55 &* 10)) &+ k59)] - m56)))
+    var s111: Float = Float(0)
+    for k113 in 0..<10 {
+      s111 = (s111 + expf((arena[((1220608 &+ (n109 &* 10)) &+ k113)] - m110)))
     }
-    total54 = (total54 + ((m56 + logf(s57)) - arena[((1220608 &+ (n55 &* 10)) &+ Int(labels[n55]))]))
+    total108 = (total108 + ((m110 + logf(s111)) - arena[((1220608 &+ (n109 &* 10)) &+ Int(labels[n109]))]))
   }
-  arena[1221248] = (total54 / Float(64))
+  arena[1221248] = (total108 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n60 in 0..<64 {
-    var m61: Float = arena[(1220608 &+ (n60 &* 10))]
-    for k63 in 0..<10 {
-      m61 = { let x = m61, y = arena[((1220608 &+ (n60 &* 10)) &+ k63)]; return y > x ? y : x }()
+  for n114 in 0..<64 {
+    var m115: Float = arena[(1220608 &+ (n114 &* 10))]
+    for k117 in 0..<10 {
+      m115 = { let x = m115, y = arena[((1220608 &+ (n114 &* 10)) &+ k117)]; return y > x ? y : x }()
     }
-    var s62: Float = Float(0)
-    for k64 in 0..<10 {
-      s62 = (s62 + expf((arena[((1220608 &+ (n60 &* 10)) &+ k64)] - m61)))
+    var s116: Float = Float(0)
+    for k118 in 0..<10 {
+      s116 = (s116 + expf((arena[((1220608 &+ (n114 &* 10)) &+ k118)] - m115)))
     }
-    for k65 in 0..<10 {
-      arena[((1221264 &+ (n60 &* 10)) &+ k65)] = ((k65 == Int(labels[n60]) ? ((expf((arena[((1220608 &+ (n60 &* 10)) &+ k65)] - m61)) / s62) - Float(1)) : (expf((arena[((1220608 &+ (n60 &* 10)) &+ k65)] - m61)) / s62)) / Float(64))
+    for k119 in 0..<10 {
+      arena[((1221264 &+ (n114 &* 10)) &+ k119)] = ((k119 == Int(labels[n114]) ? ((expf((arena[((1220608 &+ (n114 &* 10)) &+ k119)] - m115)) / s116) - Float(1)) : (expf((arena[((1220608 &+ (n114 &* 10)) &+ k119)] - m115)) / s116)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 1221264, 10, arena + 1212416, 128, Float(bitPattern: 0x0), grads + 420352, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u66 in 0..<10 {
-    var acc67: Float = Float(0)
-    for n68 in 0..<64 {
-      acc67 = (acc67 + arena[((1221264 &+ (n68 &* 10)) &+ u66)])
+  for u120 in 0..<10 {
+    var acc121: Float = Float(0)
+    for n122 in 0..<64 {
+      acc121 = (acc121 + arena[((1221264 &+ (n122 &* 10)) &+ u120)])
     }
-    grads[(421632 &+ u66)] = acc67
+    grads[(421632 &+ u120)] = acc121
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 1221264, 10, params + 420352, 128, Float(bitPattern: 0x0), arena + 1221904, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  for i69 in 0..<8192 {
-    arena[(1230096 &+ i69)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i69) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 &+ i69)] * Float(2)) : Float(0))
+  for i123 in 0..<8192 {
+    arena[(1230096 &+ i123)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i123) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 &+ i123)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i70
-    var i70 = 0
-    while i70 &+ 16 <= 8192 {
-      store16(arena, 1212416 &+ i70, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i70), where: load16(arena, 1204224 &+ i70) .> SIMD16<Float>(repeating: Float(0))))
-      i70 &+= 16
+  do {  // SIMD16 over i124
+    var i124 = 0
+    while i124 &+ 16 <= 8192 {
+      store16(arena, 1212416 &+ i124, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i124), where: load16(arena, 1204224 &+ i124) .> SIMD16<Float>(repeating: Float(0))))
+      i124 &+= 16
     }
-    while i70 < 8192 {
-      arena[(1212416 &+ i70)] = (arena[(1204224 &+ i70)] > Float(0) ? arena[(1230096 &+ i70)] : Float(0))
-      i70 &+= 1
+    while i124 < 8192 {
+      arena[(1212416 &+ i124)] = (arena[(1204224 &+ i124)] > Float(0) ? arena[(1230096 &+ i124)] : Float(0))
+      i124 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 3136, 64, 1, arena + 1212416, 128, arena + 802816, 3136, Float(bitPattern: 0x0), grads + 18816, 3136)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u71 in 0..<128 {
-    var acc72: Float = Float(0)
-    for n73 in 0..<64 {
-      acc72 = (acc72 + arena[((1212416 &+ (n73 &* 128)) &+ u71)])
+  for u125 in 0..<128 {
+    var acc126: Float = Float(0)
+    for n127 in 0..<64 {
+      acc126 = (acc126 + arena[((1212416 &+ (n127 &* 128)) &+ u125)])
     }
-    grads[(420224 &+ u71)] = acc72
+    grads[(420224 &+ u125)] = acc126
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 3136, 128, 1, arena + 1212416, 128, params + 18816, 3136, Float(bitPattern: 0x0), arena + 1221264, 3136)
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i74
-    var i74 = 0
-    while i74 &+ 16 <= 802816 {
-      store16(arena, 1421968 &+ i74, SIMD16<Float>(repeating: Float(0)))
-      i74 &+= 16
+  do {  // SIMD16 over i128
+    var i128 = 0
+    while i128 &+ 16 <= 802816 {
+      store16(arena, 1421968 &+ i128, SIMD16<Float>(repeating: Float(0)))
+      i128 &+= 16
     }
-    while i74 < 802816 {
-      arena[(1421968 &+ i74)] = Float(0)
-      i74 &+= 1
+    while i128 < 802816 {
+      arena[(1421968 &+ i128)] = Float(0)
+      i128 &+= 1
     }
   }
-  for q75 in 0..<4096 {
-    for i76 in 0..<49 {
-      if arena[(802816 &+ ((q75 &* 49) &+ i76))] > Float(0) {
-        arena[((1421968 &+ (q75 &* 196)) &+ Int(arena[(1003520 &+ ((q75 &* 49) &+ i76))]))] += arena[(1221264 &+ ((q75 &* 49) &+ i76))]
+  for q129 in 0..<4096 {
+    for i130 in 0..<49 {
+      if arena[(802816 &+ ((q129 &* 49) &+ i130))] > Float(0) {
+        arena[((1421968 &+ (q129 &* 196)) &+ Int(arena[(1003520 &+ ((q129 &* 49) &+ i130))]))] += arena[(1221264 &+ ((q129 &* 49) &+ i130))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i77
-    var i77 = 0
-    while i77 &+ 16 <= 18432 {
-      store16(arena, 6640272 &+ i77, SIMD16<Float>(repeating: Float(0)))
-      i77 &+= 16
+  do {  // SIMD16 over i131
+    var i131 = 0
+    while i131 &+ 16 <= 18432 {
+      store16(arena, 6640272 &+ i131, SIMD16<Float>(repeating: Float(0)))
+      i131 &+= 16
     }
-    while i77 < 18432 {
-      arena[(6640272 &+ i77)] = Float(0)
-      i77 &+= 1
+    while i131 < 18432 {
+      arena[(6640272 &+ i131)] = Float(0)
+      i131 &+= 1
     }
   }
-  for g78 in 0..<1 {
-    for j79 in 0..<64 {
-      for r80 in 0..<288 {
-        do {  // SIMD16 over i81
-          var i81 = 0
-          while i81 &+ 16 <= 196 {
-            store16(arena, ((2224784 &+ (r80 &* 12544)) &+ (j79 &* 196)) &+ i81, SIMD16<Float>(repeating: Float(0)))
-            i81 &+= 16
+  for g132 in 0..<1 {
+    for j133 in 0..<64 {
+      for r134 in 0..<288 {
+        do {  // SIMD16 over i135
+          var i135 = 0
+          while i135 &+ 16 <= 196 {
+            store16(arena, ((2224784 &+ (r134 &* 12544)) &+ (j133 &* 196)) &+ i135, SIMD16<Float>(repeating: Float(0)))
+            i135 &+= 16
           }
-          while i81 < 196 {
-            arena[(((2224784 &+ (r80 &* 12544)) &+ (j79 &* 196)) &+ i81)] = Float(0)
-            i81 &+= 1
+          while i135 < 196 {
+            arena[(((2224784 &+ (r134 &* 12544)) &+ (j133 &* 196)) &+ i135)] = Float(0)
+            i135 &+= 1
           }
         }
       }
-      for c82 in 0..<32 {
-        for ky83 in 0..<3 {
-          for oy84 in 0..<14 {
-            if (-1 < ((oy84 &+ ky83) &+ -1) && ((oy84 &+ ky83) &+ -1) < 14) {
-              for ox85 in 0..<13 {
-                arena[((((2224784 &+ ((((c82 &* 3) &+ ky83) &* 3) &* 12544)) &+ (j79 &* 196)) &+ (oy84 &* 14)) &+ (ox85 &+ 1))] = arena[((((((g78 &* 64) &+ j79) &* 6272) &+ (c82 &* 196)) &+ (((oy84 &+ ky83) &+ -1) &* 14)) &+ ((ox85 &+ 1) &+ -1))]
+      for c136 in 0..<32 {
+        for ky137 in 0..<3 {
+          for oy138 in 0..<14 {
+            if (-1 < ((oy138 &+ ky137) &+ -1) && ((oy138 &+ ky137) &+ -1) < 14) {
+              for ox139 in 0..<13 {
+                arena[(((2224784 &+ ((((c136 &* 3) &+ ky137) &* 3) &* 12544)) &+ (j133 &* 196)) &+ ((oy138 &* 14) &+ (ox139 &+ 1)))] = arena[((((((g132 &* 64) &+ j133) &* 6272) &+ (c136 &* 196)) &+ (((oy138 &+ ky137) &+ -1) &* 14)) &+ ((ox139 &+ 1) &+ -1))]
               }
             }
           }
-          for oy86 in 0..<14 {
-            if (-1 < ((oy86 &+ ky83) &+ -1) && ((oy86 &+ ky83) &+ -1) < 14) {
-              do {  // SIMD16 over ox87
-                var ox87 = 0
-                while ox87 < 14 {
-                  arena[((((2224784 &+ (((((c82 &* 3) &+ ky83) &* 3) &+ 1) &* 12544)) &+ (j79 &* 196)) &+ (oy86 &* 14)) &+ ox87)] = arena[((((((g78 &* 64) &+ j79) &* 6272) &+ (c82 &* 196)) &+ (((oy86 &+ ky83) &+ -1) &* 14)) &+ ox87)]
-                  ox87 &+= 1
-                }
+          for oy140 in 0..<14 {
+            if (-1 < ((oy140 &+ ky137) &+ -1) && ((oy140 &+ ky137) &+ -1) < 14) {
+              for ox141 in 0..<14 {
+                arena[(((2224784 &+ (((((c136 &* 3) &+ ky137) &* 3) &+ 1) &* 12544)) &+ (j133 &* 196)) &+ ((oy140 &* 14) &+ ox141))] = arena[((((((g132 &* 64) &+ j133) &* 6272) &+ (c136 &* 196)) &+ (((oy140 &+ ky137) &+ -1) &* 14)) &+ ox141)]
               }
             }
           }
-          for oy88 in 0..<14 {
-            if (-1 < ((oy88 &+ ky83) &+ -1) && ((oy88 &+ ky83) &+ -1) < 14) {
-              for ox89 in 0..<13 {
-                arena[((((2224784 &+ (((((c82 &* 3) &+ ky83) &* 3) &+ 2) &* 12544)) &+ (j79 &* 196)) &+ (oy88 &* 14)) &+ ox89)] = arena[((((((g78 &* 64) &+ j79) &* 6272) &+ (c82 &* 196)) &+ (((oy88 &+ ky83) &+ -1) &* 14)) &+ (ox89 &+ 1))]
+          for oy142 in 0..<14 {
+            if (-1 < ((oy142 &+ ky137) &+ -1) && ((oy142 &+ ky137) &+ -1) < 14) {
+              for ox143 in 0..<13 {
+                arena[(((2224784 &+ (((((c136 &* 3) &+ ky137) &* 3) &+ 2) &* 12544)) &+ (j133 &* 196)) &+ ((oy142 &* 14) &+ ox143))] = arena[((((((g132 &* 64) &+ j133) &* 6272) &+ (c136 &* 196)) &+ (((oy142 &+ ky137) &+ -1) &* 14)) &+ (ox143 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j90 in 0..<64 {
-      for i91 in 0..<196 {
-        for f92 in 0..<64 {
-          arena[((5837456 &+ (((j90 &* 196) &+ i91) &* 64)) &+ f92)] = arena[(((1421968 &+ (((g78 &* 64) &+ j90) &* 12544)) &+ (f92 &* 196)) &+ i91)]
+    for j144 in 0..<64 {
+      for i145 in 0..<196 {
+        for f146 in 0..<64 {
+          arena[((5837456 &+ (((j144 &* 196) &+ i145) &* 64)) &+ f146)] = arena[(((1421968 &+ (((g132 &* 64) &+ j144) &* 12544)) &+ (f146 &* 196)) &+ i145)]
         }
       }
     }
-    for kp93 in 0..<32 {
-      for nb94 in 0..<1 {
-        for mb95 in 0..<48 {
-          var t96_c0_0 = load16(arena, ((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)))
-          var t96_c0_1 = load16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 16))
-          var t96_c0_2 = load16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 32))
-          var t96_c0_3 = load16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 48))
-          var t96_c1_0 = load16(arena, ((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)))
-          var t96_c1_1 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 16))
-          var t96_c1_2 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 32))
-          var t96_c1_3 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 48))
-          var t96_c2_0 = load16(arena, ((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)))
-          var t96_c2_1 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 16))
-          var t96_c2_2 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 32))
-          var t96_c2_3 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 48))
-          var t96_c3_0 = load16(arena, ((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)))
-          var t96_c3_1 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 16))
-          var t96_c3_2 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 32))
-          var t96_c3_3 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 48))
-          var t96_c4_0 = load16(arena, ((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)))
-          var t96_c4_1 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 16))
-          var t96_c4_2 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 32))
-          var t96_c4_3 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 48))
-          var t96_c5_0 = load16(arena, ((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)))
-          var t96_c5_1 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 16))
-          var t96_c5_2 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 32))
-          var t96_c5_3 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 48))
-          for k97 in 0..<381 {
-            let t96_b0 = load16(arena, ((5837456 &+ ((k97 &+ (kp93 &* 381)) &* 64)) &+ (nb94 &* 64)))
-            let t96_b1 = load16(arena, (((5837456 &+ ((k97 &+ (kp93 &* 381)) &* 64)) &+ (nb94 &* 64)) &+ 16))
-            let t96_b2 = load16(arena, (((5837456 &+ ((k97 &+ (kp93 &* 381)) &* 64)) &+ (nb94 &* 64)) &+ 32))
-            let t96_b3 = load16(arena, (((5837456 &+ ((k97 &+ (kp93 &* 381)) &* 64)) &+ (nb94 &* 64)) &+ 48))
-            let t96_a0 = SIMD16<Float>(repeating: arena[((2224784 &+ ((mb95 &* 6) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
-            t96_c0_0 = t96_c0_0.addingProduct(t96_a0, t96_b0)
-            t96_c0_1 = t96_c0_1.addingProduct(t96_a0, t96_b1)
-            t96_c0_2 = t96_c0_2.addingProduct(t96_a0, t96_b2)
-            t96_c0_3 = t96_c0_3.addingProduct(t96_a0, t96_b3)
-            let t96_a1 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb95 &* 6) &+ 1) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
-            t96_c1_0 = t96_c1_0.addingProduct(t96_a1, t96_b0)
-            t96_c1_1 = t96_c1_1.addingProduct(t96_a1, t96_b1)
-            t96_c1_2 = t96_c1_2.addingProduct(t96_a1, t96_b2)
-            t96_c1_3 = t96_c1_3.addingProduct(t96_a1, t96_b3)
-            let t96_a2 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb95 &* 6) &+ 2) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
-            t96_c2_0 = t96_c2_0.addingProduct(t96_a2, t96_b0)
-            t96_c2_1 = t96_c2_1.addingProduct(t96_a2, t96_b1)
-            t96_c2_2 = t96_c2_2.addingProduct(t96_a2, t96_b2)
-            t96_c2_3 = t96_c2_3.addingProduct(t96_a2, t96_b3)
-            let t96_a3 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb95 &* 6) &+ 3) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
-            t96_c3_0 = t96_c3_0.addingProduct(t96_a3, t96_b0)
-            t96_c3_1 = t96_c3_1.addingProduct(t96_a3, t96_b1)
-            t96_c3_2 = t96_c3_2.addingProduct(t96_a3, t96_b2)
-            t96_c3_3 = t96_c3_3.addingProduct(t96_a3, t96_b3)
-            let t96_a4 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb95 &* 6) &+ 4) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
-            t96_c4_0 = t96_c4_0.addingProduct(t96_a4, t96_b0)
-            t96_c4_1 = t96_c4_1.addingProduct(t96_a4, t96_b1)
-            t96_c4_2 = t96_c4_2.addingProduct(t96_a4, t96_b2)
-            t96_c4_3 = t96_c4_3.addingProduct(t96_a4, t96_b3)
-            let t96_a5 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb95 &* 6) &+ 5) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
-            t96_c5_0 = t96_c5_0.addingProduct(t96_a5, t96_b0)
-            t96_c5_1 = t96_c5_1.addingProduct(t96_a5, t96_b1)
-            t96_c5_2 = t96_c5_2.addingProduct(t96_a5, t96_b2)
-            t96_c5_3 = t96_c5_3.addingProduct(t96_a5, t96_b3)
+    for kp147 in 0..<32 {
+      for nb148 in 0..<1 {
+        for mb149 in 0..<48 {
+          var t150_c0_0 = load16(arena, ((6640272 &+ ((mb149 &* 6) &* 64)) &+ (nb148 &* 64)))
+          var t150_c0_1 = load16(arena, (((6640272 &+ ((mb149 &* 6) &* 64)) &+ (nb148 &* 64)) &+ 16))
+          var t150_c0_2 = load16(arena, (((6640272 &+ ((mb149 &* 6) &* 64)) &+ (nb148 &* 64)) &+ 32))
+          var t150_c0_3 = load16(arena, (((6640272 &+ ((mb149 &* 6) &* 64)) &+ (nb148 &* 64)) &+ 48))
+          var t150_c1_0 = load16(arena, ((6640272 &+ (((mb149 &* 6) &+ 1) &* 64)) &+ (nb148 &* 64)))
+          var t150_c1_1 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 1) &* 64)) &+ (nb148 &* 64)) &+ 16))
+          var t150_c1_2 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 1) &* 64)) &+ (nb148 &* 64)) &+ 32))
+          var t150_c1_3 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 1) &* 64)) &+ (nb148 &* 64)) &+ 48))
+          var t150_c2_0 = load16(arena, ((6640272 &+ (((mb149 &* 6) &+ 2) &* 64)) &+ (nb148 &* 64)))
+          var t150_c2_1 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 2) &* 64)) &+ (nb148 &* 64)) &+ 16))
+          var t150_c2_2 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 2) &* 64)) &+ (nb148 &* 64)) &+ 32))
+          var t150_c2_3 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 2) &* 64)) &+ (nb148 &* 64)) &+ 48))
+          var t150_c3_0 = load16(arena, ((6640272 &+ (((mb149 &* 6) &+ 3) &* 64)) &+ (nb148 &* 64)))
+          var t150_c3_1 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 3) &* 64)) &+ (nb148 &* 64)) &+ 16))
+          var t150_c3_2 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 3) &* 64)) &+ (nb148 &* 64)) &+ 32))
+          var t150_c3_3 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 3) &* 64)) &+ (nb148 &* 64)) &+ 48))
+          var t150_c4_0 = load16(arena, ((6640272 &+ (((mb149 &* 6) &+ 4) &* 64)) &+ (nb148 &* 64)))
+          var t150_c4_1 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 4) &* 64)) &+ (nb148 &* 64)) &+ 16))
+          var t150_c4_2 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 4) &* 64)) &+ (nb148 &* 64)) &+ 32))
+          var t150_c4_3 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 4) &* 64)) &+ (nb148 &* 64)) &+ 48))
+          var t150_c5_0 = load16(arena, ((6640272 &+ (((mb149 &* 6) &+ 5) &* 64)) &+ (nb148 &* 64)))
+          var t150_c5_1 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 5) &* 64)) &+ (nb148 &* 64)) &+ 16))
+          var t150_c5_2 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 5) &* 64)) &+ (nb148 &* 64)) &+ 32))
+          var t150_c5_3 = load16(arena, (((6640272 &+ (((mb149 &* 6) &+ 5) &* 64)) &+ (nb148 &* 64)) &+ 48))
+          for k151 in 0..<381 {
+            let t150_b0 = load16(arena, ((5837456 &+ ((k151 &+ (kp147 &* 381)) &* 64)) &+ (nb148 &* 64)))
+            let t150_b1 = load16(arena, (((5837456 &+ ((k151 &+ (kp147 &* 381)) &* 64)) &+ (nb148 &* 64)) &+ 16))
+            let t150_b2 = load16(arena, (((5837456 &+ ((k151 &+ (kp147 &* 381)) &* 64)) &+ (nb148 &* 64)) &+ 32))
+            let t150_b3 = load16(arena, (((5837456 &+ ((k151 &+ (kp147 &* 381)) &* 64)) &+ (nb148 &* 64)) &+ 48))
+            let t150_a0 = SIMD16<Float>(repeating: arena[((2224784 &+ ((mb149 &* 6) &* 12544)) &+ (k151 &+ (kp147 &* 381)))])
+            t150_c0_0 = t150_c0_0.addingProduct(t150_a0, t150_b0)
+            t150_c0_1 = t150_c0_1.addingProduct(t150_a0, t150_b1)
+            t150_c0_2 = t150_c0_2.addingProduct(t150_a0, t150_b2)
+            t150_c0_3 = t150_c0_3.addingProduct(t150_a0, t150_b3)
+            let t150_a1 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb149 &* 6) &+ 1) &* 12544)) &+ (k151 &+ (kp147 &* 381)))])
+            t150_c1_0 = t150_c1_0.addingProduct(t150_a1, t150_b0)
+            t150_c1_1 = t150_c1_1.addingProduct(t150_a1, t150_b1)
+            t150_c1_2 = t150_c1_2.addingProduct(t150_a1, t150_b2)
+            t150_c1_3 = t150_c1_3.addingProduct(t150_a1, t150_b3)
+            let t150_a2 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb149 &* 6) &+ 2) &* 12544)) &+ (k151 &+ (kp147 &* 381)))])
+            t150_c2_0 = t150_c2_0.addingProduct(t150_a2, t150_b0)
+            t150_c2_1 = t150_c2_1.addingProduct(t150_a2, t150_b1)
+            t150_c2_2 = t150_c2_2.addingProduct(t150_a2, t150_b2)
+            t150_c2_3 = t150_c2_3.addingProduct(t150_a2, t150_b3)
+            let t150_a3 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb149 &* 6) &+ 3) &* 12544)) &+ (k151 &+ (kp147 &* 381)))])
+            t150_c3_0 = t150_c3_0.addingProduct(t150_a3, t150_b0)
+            t150_c3_1 = t150_c3_1.addingProduct(t150_a3, t150_b1)
+            t150_c3_2 = t150_c3_2.addingProduct(t150_a3, t150_b2)
+            t150_c3_3 = t150_c3_3.addingProduct(t150_a3, t150_b3)
+            let t150_a4 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb149 &* 6) &+ 4) &* 12544)) &+ (k151 &+ (kp147 &* 381)))])
+            t150_c4_0 = t150_c4_0.addingProduct(t150_a4, t150_b0)
+            t150_c4_1 = t150_c4_1.addingProduct(t150_a4, t150_b1)
+            t150_c4_2 = t150_c4_2.addingProduct(t150_a4, t150_b2)
+            t150_c4_3 = t150_c4_3.addingProduct(t150_a4, t150_b3)
+            let t150_a5 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb149 &* 6) &+ 5) &* 12544)) &+ (k151 &+ (kp147 &* 381)))])
+            t150_c5_0 = t150_c5_0.addingProduct(t150_a5, t150_b0)
+            t150_c5_1 = t150_c5_1.addingProduct(t150_a5, t150_b1)
+            t150_c5_2 = t150_c5_2.addingProduct(t150_a5, t150_b2)
+            t150_c5_3 = t150_c5_3.addingProduct(t150_a5, t150_b3)
           }
-          store16(arena, ((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)), t96_c0_0)
-          store16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c0_1)
-          store16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c0_2)
-          store16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c0_3)
-          store16(arena, ((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)), t96_c1_0)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c1_1)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c1_2)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c1_3)
-          store16(arena, ((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)), t96_c2_0)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c2_1)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c2_2)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c2_3)
-          store16(arena, ((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)), t96_c3_0)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c3_1)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c3_2)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c3_3)
-          store16(arena, ((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)), t96_c4_0)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c4_1)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c4_2)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c4_3)
-          store16(arena, ((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)), t96_c5_0)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c5_1)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c5_2)
-          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c5_3)
+          store16(arena, ((6640272 &+ ((mb149 &* 6) &* 64)) &+ (nb148 &* 64)), t150_c0_0)
+          store16(arena, (((6640272 &+ ((mb149 &* 6) &* 64)) &+ (nb148 &* 64)) &+ 16), t150_c0_1)
+          store16(arena, (((6640272 &+ ((mb149 &* 6) &* 64)) &+ (nb148 &* 64)) &+ 32), t150_c0_2)
+          store16(arena, (((6640272 &+ ((mb149 &* 6) &* 64)) &+ (nb148 &* 64)) &+ 48), t150_c0_3)
+          store16(arena, ((6640272 &+ (((mb149 &* 6) &+ 1) &* 64)) &+ (nb148 &* 64)), t150_c1_0)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 1) &* 64)) &+ (nb148 &* 64)) &+ 16), t150_c1_1)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 1) &* 64)) &+ (nb148 &* 64)) &+ 32), t150_c1_2)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 1) &* 64)) &+ (nb148 &* 64)) &+ 48), t150_c1_3)
+          store16(arena, ((6640272 &+ (((mb149 &* 6) &+ 2) &* 64)) &+ (nb148 &* 64)), t150_c2_0)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 2) &* 64)) &+ (nb148 &* 64)) &+ 16), t150_c2_1)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 2) &* 64)) &+ (nb148 &* 64)) &+ 32), t150_c2_2)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 2) &* 64)) &+ (nb148 &* 64)) &+ 48), t150_c2_3)
+          store16(arena, ((6640272 &+ (((mb149 &* 6) &+ 3) &* 64)) &+ (nb148 &* 64)), t150_c3_0)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 3) &* 64)) &+ (nb148 &* 64)) &+ 16), t150_c3_1)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 3) &* 64)) &+ (nb148 &* 64)) &+ 32), t150_c3_2)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 3) &* 64)) &+ (nb148 &* 64)) &+ 48), t150_c3_3)
+          store16(arena, ((6640272 &+ (((mb149 &* 6) &+ 4) &* 64)) &+ (nb148 &* 64)), t150_c4_0)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 4) &* 64)) &+ (nb148 &* 64)) &+ 16), t150_c4_1)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 4) &* 64)) &+ (nb148 &* 64)) &+ 32), t150_c4_2)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 4) &* 64)) &+ (nb148 &* 64)) &+ 48), t150_c4_3)
+          store16(arena, ((6640272 &+ (((mb149 &* 6) &+ 5) &* 64)) &+ (nb148 &* 64)), t150_c5_0)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 5) &* 64)) &+ (nb148 &* 64)) &+ 16), t150_c5_1)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 5) &* 64)) &+ (nb148 &* 64)) &+ 32), t150_c5_2)
+          store16(arena, (((6640272 &+ (((mb149 &* 6) &+ 5) &* 64)) &+ (nb148 &* 64)) &+ 48), t150_c5_3)
         }
       }
     }
-    for nb98 in 0..<1 {
-      for mb99 in 0..<48 {
-        var t100_c0_0 = load16(arena, ((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)))
-        var t100_c0_1 = load16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 16))
-        var t100_c0_2 = load16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 32))
-        var t100_c0_3 = load16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 48))
-        var t100_c1_0 = load16(arena, ((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)))
-        var t100_c1_1 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 16))
-        var t100_c1_2 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 32))
-        var t100_c1_3 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 48))
-        var t100_c2_0 = load16(arena, ((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)))
-        var t100_c2_1 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 16))
-        var t100_c2_2 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 32))
-        var t100_c2_3 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 48))
-        var t100_c3_0 = load16(arena, ((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)))
-        var t100_c3_1 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 16))
-        var t100_c3_2 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 32))
-        var t100_c3_3 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 48))
-        var t100_c4_0 = load16(arena, ((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)))
-        var t100_c4_1 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 16))
-        var t100_c4_2 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 32))
-        var t100_c4_3 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 48))
-        var t100_c5_0 = load16(arena, ((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)))
-        var t100_c5_1 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 16))
-        var t100_c5_2 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 32))
-        var t100_c5_3 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 48))
-        for k101 in 0..<352 {
-          let t100_b0 = load16(arena, ((5837456 &+ ((k101 &+ 12192) &* 64)) &+ (nb98 &* 64)))
-          let t100_b1 = load16(arena, (((5837456 &+ ((k101 &+ 12192) &* 64)) &+ (nb98 &* 64)) &+ 16))
-          let t100_b2 = load16(arena, (((5837456 &+ ((k101 &+ 12192) &* 64)) &+ (nb98 &* 64)) &+ 32))
-          let t100_b3 = load16(arena, (((5837456 &+ ((k101 &+ 12192) &* 64)) &+ (nb98 &* 64)) &+ 48))
-          let t100_a0 = SIMD16<Float>(repeating: arena[((2224784 &+ ((mb99 &* 6) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c0_0 = t100_c0_0.addingProduct(t100_a0, t100_b0)
-          t100_c0_1 = t100_c0_1.addingProduct(t100_a0, t100_b1)
-          t100_c0_2 = t100_c0_2.addingProduct(t100_a0, t100_b2)
-          t100_c0_3 = t100_c0_3.addingProduct(t100_a0, t100_b3)
-          let t100_a1 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb99 &* 6) &+ 1) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c1_0 = t100_c1_0.addingProduct(t100_a1, t100_b0)
-          t100_c1_1 = t100_c1_1.addingProduct(t100_a1, t100_b1)
-          t100_c1_2 = t100_c1_2.addingProduct(t100_a1, t100_b2)
-          t100_c1_3 = t100_c1_3.addingProduct(t100_a1, t100_b3)
-          let t100_a2 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb99 &* 6) &+ 2) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c2_0 = t100_c2_0.addingProduct(t100_a2, t100_b0)
-          t100_c2_1 = t100_c2_1.addingProduct(t100_a2, t100_b1)
-          t100_c2_2 = t100_c2_2.addingProduct(t100_a2, t100_b2)
-          t100_c2_3 = t100_c2_3.addingProduct(t100_a2, t100_b3)
-          let t100_a3 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb99 &* 6) &+ 3) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c3_0 = t100_c3_0.addingProduct(t100_a3, t100_b0)
-          t100_c3_1 = t100_c3_1.addingProduct(t100_a3, t100_b1)
-          t100_c3_2 = t100_c3_2.addingProduct(t100_a3, t100_b2)
-          t100_c3_3 = t100_c3_3.addingProduct(t100_a3, t100_b3)
-          let t100_a4 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb99 &* 6) &+ 4) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c4_0 = t100_c4_0.addingProduct(t100_a4, t100_b0)
-          t100_c4_1 = t100_c4_1.addingProduct(t100_a4, t100_b1)
-          t100_c4_2 = t100_c4_2.addingProduct(t100_a4, t100_b2)
-          t100_c4_3 = t100_c4_3.addingProduct(t100_a4, t100_b3)
-          let t100_a5 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb99 &* 6) &+ 5) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c5_0 = t100_c5_0.addingProduct(t100_a5, t100_b0)
-          t100_c5_1 = t100_c5_1.addingProduct(t100_a5, t100_b1)
-          t100_c5_2 = t100_c5_2.addingProduct(t100_a5, t100_b2)
-          t100_c5_3 = t100_c5_3.addingProduct(t100_a5, t100_b3)
+    for nb152 in 0..<1 {
+      for mb153 in 0..<48 {
+        var t154_c0_0 = load16(arena, ((6640272 &+ ((mb153 &* 6) &* 64)) &+ (nb152 &* 64)))
+        var t154_c0_1 = load16(arena, (((6640272 &+ ((mb153 &* 6) &* 64)) &+ (nb152 &* 64)) &+ 16))
+        var t154_c0_2 = load16(arena, (((6640272 &+ ((mb153 &* 6) &* 64)) &+ (nb152 &* 64)) &+ 32))
+        var t154_c0_3 = load16(arena, (((6640272 &+ ((mb153 &* 6) &* 64)) &+ (nb152 &* 64)) &+ 48))
+        var t154_c1_0 = load16(arena, ((6640272 &+ (((mb153 &* 6) &+ 1) &* 64)) &+ (nb152 &* 64)))
+        var t154_c1_1 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 1) &* 64)) &+ (nb152 &* 64)) &+ 16))
+        var t154_c1_2 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 1) &* 64)) &+ (nb152 &* 64)) &+ 32))
+        var t154_c1_3 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 1) &* 64)) &+ (nb152 &* 64)) &+ 48))
+        var t154_c2_0 = load16(arena, ((6640272 &+ (((mb153 &* 6) &+ 2) &* 64)) &+ (nb152 &* 64)))
+        var t154_c2_1 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 2) &* 64)) &+ (nb152 &* 64)) &+ 16))
+        var t154_c2_2 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 2) &* 64)) &+ (nb152 &* 64)) &+ 32))
+        var t154_c2_3 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 2) &* 64)) &+ (nb152 &* 64)) &+ 48))
+        var t154_c3_0 = load16(arena, ((6640272 &+ (((mb153 &* 6) &+ 3) &* 64)) &+ (nb152 &* 64)))
+        var t154_c3_1 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 3) &* 64)) &+ (nb152 &* 64)) &+ 16))
+        var t154_c3_2 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 3) &* 64)) &+ (nb152 &* 64)) &+ 32))
+        var t154_c3_3 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 3) &* 64)) &+ (nb152 &* 64)) &+ 48))
+        var t154_c4_0 = load16(arena, ((6640272 &+ (((mb153 &* 6) &+ 4) &* 64)) &+ (nb152 &* 64)))
+        var t154_c4_1 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 4) &* 64)) &+ (nb152 &* 64)) &+ 16))
+        var t154_c4_2 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 4) &* 64)) &+ (nb152 &* 64)) &+ 32))
+        var t154_c4_3 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 4) &* 64)) &+ (nb152 &* 64)) &+ 48))
+        var t154_c5_0 = load16(arena, ((6640272 &+ (((mb153 &* 6) &+ 5) &* 64)) &+ (nb152 &* 64)))
+        var t154_c5_1 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 5) &* 64)) &+ (nb152 &* 64)) &+ 16))
+        var t154_c5_2 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 5) &* 64)) &+ (nb152 &* 64)) &+ 32))
+        var t154_c5_3 = load16(arena, (((6640272 &+ (((mb153 &* 6) &+ 5) &* 64)) &+ (nb152 &* 64)) &+ 48))
+        for k155 in 0..<352 {
+          let t154_b0 = load16(arena, ((5837456 &+ ((k155 &+ 12192) &* 64)) &+ (nb152 &* 64)))
+          let t154_b1 = load16(arena, (((5837456 &+ ((k155 &+ 12192) &* 64)) &+ (nb152 &* 64)) &+ 16))
+          let t154_b2 = load16(arena, (((5837456 &+ ((k155 &+ 12192) &* 64)) &+ (nb152 &* 64)) &+ 32))
+          let t154_b3 = load16(arena, (((5837456 &+ ((k155 &+ 12192) &* 64)) &+ (nb152 &* 64)) &+ 48))
+          let t154_a0 = SIMD16<Float>(repeating: arena[((2224784 &+ ((mb153 &* 6) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c0_0 = t154_c0_0.addingProduct(t154_a0, t154_b0)
+          t154_c0_1 = t154_c0_1.addingProduct(t154_a0, t154_b1)
+          t154_c0_2 = t154_c0_2.addingProduct(t154_a0, t154_b2)
+          t154_c0_3 = t154_c0_3.addingProduct(t154_a0, t154_b3)
+          let t154_a1 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb153 &* 6) &+ 1) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c1_0 = t154_c1_0.addingProduct(t154_a1, t154_b0)
+          t154_c1_1 = t154_c1_1.addingProduct(t154_a1, t154_b1)
+          t154_c1_2 = t154_c1_2.addingProduct(t154_a1, t154_b2)
+          t154_c1_3 = t154_c1_3.addingProduct(t154_a1, t154_b3)
+          let t154_a2 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb153 &* 6) &+ 2) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c2_0 = t154_c2_0.addingProduct(t154_a2, t154_b0)
+          t154_c2_1 = t154_c2_1.addingProduct(t154_a2, t154_b1)
+          t154_c2_2 = t154_c2_2.addingProduct(t154_a2, t154_b2)
+          t154_c2_3 = t154_c2_3.addingProduct(t154_a2, t154_b3)
+          let t154_a3 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb153 &* 6) &+ 3) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c3_0 = t154_c3_0.addingProduct(t154_a3, t154_b0)
+          t154_c3_1 = t154_c3_1.addingProduct(t154_a3, t154_b1)
+          t154_c3_2 = t154_c3_2.addingProduct(t154_a3, t154_b2)
+          t154_c3_3 = t154_c3_3.addingProduct(t154_a3, t154_b3)
+          let t154_a4 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb153 &* 6) &+ 4) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c4_0 = t154_c4_0.addingProduct(t154_a4, t154_b0)
+          t154_c4_1 = t154_c4_1.addingProduct(t154_a4, t154_b1)
+          t154_c4_2 = t154_c4_2.addingProduct(t154_a4, t154_b2)
+          t154_c4_3 = t154_c4_3.addingProduct(t154_a4, t154_b3)
+          let t154_a5 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb153 &* 6) &+ 5) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c5_0 = t154_c5_0.addingProduct(t154_a5, t154_b0)
+          t154_c5_1 = t154_c5_1.addingProduct(t154_a5, t154_b1)
+          t154_c5_2 = t154_c5_2.addingProduct(t154_a5, t154_b2)
+          t154_c5_3 = t154_c5_3.addingProduct(t154_a5, t154_b3)
         }
-        store16(arena, ((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)), t100_c0_0)
-        store16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c0_1)
-        store16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c0_2)
-        store16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c0_3)
-        store16(arena, ((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)), t100_c1_0)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c1_1)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c1_2)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c1_3)
-        store16(arena, ((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)), t100_c2_0)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c2_1)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c2_2)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c2_3)
-        store16(arena, ((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)), t100_c3_0)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c3_1)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c3_2)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c3_3)
-        store16(arena, ((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)), t100_c4_0)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c4_1)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c4_2)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c4_3)
-        store16(arena, ((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)), t100_c5_0)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c5_1)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c5_2)
-        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c5_3)
+        store16(arena, ((6640272 &+ ((mb153 &* 6) &* 64)) &+ (nb152 &* 64)), t154_c0_0)
+        store16(arena, (((6640272 &+ ((mb153 &* 6) &* 64)) &+ (nb152 &* 64)) &+ 16), t154_c0_1)
+        store16(arena, (((6640272 &+ ((mb153 &* 6) &* 64)) &+ (nb152 &* 64)) &+ 32), t154_c0_2)
+        store16(arena, (((6640272 &+ ((mb153 &* 6) &* 64)) &+ (nb152 &* 64)) &+ 48), t154_c0_3)
+        store16(arena, ((6640272 &+ (((mb153 &* 6) &+ 1) &* 64)) &+ (nb152 &* 64)), t154_c1_0)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 1) &* 64)) &+ (nb152 &* 64)) &+ 16), t154_c1_1)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 1) &* 64)) &+ (nb152 &* 64)) &+ 32), t154_c1_2)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 1) &* 64)) &+ (nb152 &* 64)) &+ 48), t154_c1_3)
+        store16(arena, ((6640272 &+ (((mb153 &* 6) &+ 2) &* 64)) &+ (nb152 &* 64)), t154_c2_0)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 2) &* 64)) &+ (nb152 &* 64)) &+ 16), t154_c2_1)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 2) &* 64)) &+ (nb152 &* 64)) &+ 32), t154_c2_2)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 2) &* 64)) &+ (nb152 &* 64)) &+ 48), t154_c2_3)
+        store16(arena, ((6640272 &+ (((mb153 &* 6) &+ 3) &* 64)) &+ (nb152 &* 64)), t154_c3_0)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 3) &* 64)) &+ (nb152 &* 64)) &+ 16), t154_c3_1)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 3) &* 64)) &+ (nb152 &* 64)) &+ 32), t154_c3_2)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 3) &* 64)) &+ (nb152 &* 64)) &+ 48), t154_c3_3)
+        store16(arena, ((6640272 &+ (((mb153 &* 6) &+ 4) &* 64)) &+ (nb152 &* 64)), t154_c4_0)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 4) &* 64)) &+ (nb152 &* 64)) &+ 16), t154_c4_1)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 4) &* 64)) &+ (nb152 &* 64)) &+ 32), t154_c4_2)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 4) &* 64)) &+ (nb152 &* 64)) &+ 48), t154_c4_3)
+        store16(arena, ((6640272 &+ (((mb153 &* 6) &+ 5) &* 64)) &+ (nb152 &* 64)), t154_c5_0)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 5) &* 64)) &+ (nb152 &* 64)) &+ 16), t154_c5_1)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 5) &* 64)) &+ (nb152 &* 64)) &+ 32), t154_c5_2)
+        store16(arena, (((6640272 &+ (((mb153 &* 6) &+ 5) &* 64)) &+ (nb152 &* 64)) &+ 48), t154_c5_3)
       }
     }
   }
-  for f102 in 0..<64 {
-    for r103 in 0..<288 {
-      grads[((320 &+ (f102 &* 288)) &+ r103)] = arena[((6640272 &+ (r103 &* 64)) &+ f102)]
+  for f156 in 0..<64 {
+    for r157 in 0..<288 {
+      grads[((320 &+ (f156 &* 288)) &+ r157)] = arena[((6640272 &+ (r157 &* 64)) &+ f156)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i104
-    var i104 = 0
-    while i104 &+ 16 <= 196 {
-      store16(arena, 802816 &+ i104, SIMD16<Float>(repeating: Float(1)))
-      i104 &+= 16
+  do {  // SIMD16 over i158
+    var i158 = 0
+    while i158 &+ 16 <= 196 {
+      store16(arena, 802816 &+ i158, SIMD16<Float>(repeating: Float(1)))
+      i158 &+= 16
     }
-    while i104 < 196 {
-      arena[(802816 &+ i104)] = Float(1)
-      i104 &+= 1
-    }
-  }
-  do {  // SIMD16 over i105
-    var i105 = 0
-    while i105 &+ 16 <= 64 {
-      store16(grads, 18752 &+ i105, SIMD16<Float>(repeating: Float(0)))
-      i105 &+= 16
-    }
-    while i105 < 64 {
-      grads[(18752 &+ i105)] = Float(0)
-      i105 &+= 1
+    while i158 < 196 {
+      arena[(802816 &+ i158)] = Float(1)
+      i158 &+= 1
     }
   }
-  for img106 in 0..<64 {
-    sgemm(101, 111, 111, 64, 1, 196, 1, arena + (1421968 &+ (img106 &* 12544)), 196, arena + 802816, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
+  do {  // SIMD16 over i159
+    var i159 = 0
+    while i159 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i159, SIMD16<Float>(repeating: Float(0)))
+      i159 &+= 16
+    }
+    while i159 < 64 {
+      grads[(18752 &+ i159)] = Float(0)
+      i159 &+= 1
+    }
+  }
+  for img160 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 196, 1, arena + (1421968 &+ (img160 &* 12544)), 196, arena + 802816, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i107
-    var i107 = 0
-    while i107 &+ 16 <= 401408 {
-      store16(arena, 802816 &+ i107, SIMD16<Float>(repeating: Float(0)))
-      i107 &+= 16
+  do {  // SIMD16 over i161
+    var i161 = 0
+    while i161 &+ 16 <= 401408 {
+      store16(arena, 802816 &+ i161, SIMD16<Float>(repeating: Float(0)))
+      i161 &+= 16
     }
-    while i107 < 401408 {
-      arena[(802816 &+ i107)] = Float(0)
-      i107 &+= 1
+    while i161 < 401408 {
+      arena[(802816 &+ i161)] = Float(0)
+      i161 &+= 1
     }
   }
-  for g108 in 0..<1 {
-    for j109 in 0..<64 {
-      for f110 in 0..<64 {
-        do {  // SIMD16 over i111
-          var i111 = 0
-          while i111 &+ 16 <= 196 {
-            store16(arena, ((5837456 &+ (f110 &* 12544)) &+ (j109 &* 196)) &+ i111, load16(arena, ((1421968 &+ (((g108 &* 64) &+ j109) &* 12544)) &+ (f110 &* 196)) &+ i111))
-            i111 &+= 16
+  for g162 in 0..<1 {
+    for j163 in 0..<64 {
+      for f164 in 0..<64 {
+        do {  // SIMD16 over i165
+          var i165 = 0
+          while i165 &+ 16 <= 196 {
+            store16(arena, ((5837456 &+ (f164 &* 12544)) &+ (j163 &* 196)) &+ i165, load16(arena, ((1421968 &+ (((g162 &* 64) &+ j163) &* 12544)) &+ (f164 &* 196)) &+ i165))
+            i165 &+= 16
           }
-          while i111 < 196 {
-            arena[(((5837456 &+ (f110 &* 12544)) &+ (j109 &* 196)) &+ i111)] = arena[(((1421968 &+ (((g108 &* 64) &+ j109) &* 12544)) &+ (f110 &* 196)) &+ i111)]
-            i111 &+= 1
+          while i165 < 196 {
+            arena[(((5837456 &+ (f164 &* 12544)) &+ (j163 &* 196)) &+ i165)] = arena[(((1421968 &+ (((g162 &* 64) &+ j163) &* 12544)) &+ (f164 &* 196)) &+ i165)]
+            i165 &+= 1
           }
         }
       }
     }
-    for nb112 in 0..<196 {
-      for mb113 in 0..<48 {
-        var t114_c0_0 = SIMD16<Float>()
-        var t114_c0_1 = SIMD16<Float>()
-        var t114_c0_2 = SIMD16<Float>()
-        var t114_c0_3 = SIMD16<Float>()
-        var t114_c1_0 = SIMD16<Float>()
-        var t114_c1_1 = SIMD16<Float>()
-        var t114_c1_2 = SIMD16<Float>()
-        var t114_c1_3 = SIMD16<Float>()
-        var t114_c2_0 = SIMD16<Float>()
-        var t114_c2_1 = SIMD16<Float>()
-        var t114_c2_2 = SIMD16<Float>()
-        var t114_c2_3 = SIMD16<Float>()
-        var t114_c3_0 = SIMD16<Float>()
-        var t114_c3_1 = SIMD16<Float>()
-        var t114_c3_2 = SIMD16<Float>()
-        var t114_c3_3 = SIMD16<Float>()
-        var t114_c4_0 = SIMD16<Float>()
-        var t114_c4_1 = SIMD16<Float>()
-        var t114_c4_2 = SIMD16<Float>()
-        var t114_c4_3 = SIMD16<Float>()
-        var t114_c5_0 = SIMD16<Float>()
-        var t114_c5_1 = SIMD16<Float>()
-        var t114_c5_2 = SIMD16<Float>()
-        var t114_c5_3 = SIMD16<Float>()
-        for k115 in 0..<64 {
-          let t114_b0 = load16(arena, ((5837456 &+ (k115 &* 12544)) &+ (nb112 &* 64)))
-          let t114_b1 = load16(arena, (((5837456 &+ (k115 &* 12544)) &+ (nb112 &* 64)) &+ 16))
-          let t114_b2 = load16(arena, (((5837456 &+ (k115 &* 12544)) &+ (nb112 &* 64)) &+ 32))
-          let t114_b3 = load16(arena, (((5837456 &+ (k115 &* 12544)) &+ (nb112 &* 64)) &+ 48))
-          let t114_a0 = SIMD16<Float>(repeating: params[((320 &+ (mb113 &* 6)) &+ (k115 &* 288))])
-          t114_c0_0 = t114_c0_0.addingProduct(t114_a0, t114_b0)
-          t114_c0_1 = t114_c0_1.addingProduct(t114_a0, t114_b1)
-          t114_c0_2 = t114_c0_2.addingProduct(t114_a0, t114_b2)
-          t114_c0_3 = t114_c0_3.addingProduct(t114_a0, t114_b3)
-          let t114_a1 = SIMD16<Float>(repeating: params[((320 &+ ((mb113 &* 6) &+ 1)) &+ (k115 &* 288))])
-          t114_c1_0 = t114_c1_0.addingProduct(t114_a1, t114_b0)
-          t114_c1_1 = t114_c1_1.addingProduct(t114_a1, t114_b1)
-          t114_c1_2 = t114_c1_2.addingProduct(t114_a1, t114_b2)
-          t114_c1_3 = t114_c1_3.addingProduct(t114_a1, t114_b3)
-          let t114_a2 = SIMD16<Float>(repeating: params[((320 &+ ((mb113 &* 6) &+ 2)) &+ (k115 &* 288))])
-          t114_c2_0 = t114_c2_0.addingProduct(t114_a2, t114_b0)
-          t114_c2_1 = t114_c2_1.addingProduct(t114_a2, t114_b1)
-          t114_c2_2 = t114_c2_2.addingProduct(t114_a2, t114_b2)
-          t114_c2_3 = t114_c2_3.addingProduct(t114_a2, t114_b3)
-          let t114_a3 = SIMD16<Float>(repeating: params[((320 &+ ((mb113 &* 6) &+ 3)) &+ (k115 &* 288))])
-          t114_c3_0 = t114_c3_0.addingProduct(t114_a3, t114_b0)
-          t114_c3_1 = t114_c3_1.addingProduct(t114_a3, t114_b1)
-          t114_c3_2 = t114_c3_2.addingProduct(t114_a3, t114_b2)
-          t114_c3_3 = t114_c3_3.addingProduct(t114_a3, t114_b3)
-          let t114_a4 = SIMD16<Float>(repeating: params[((320 &+ ((mb113 &* 6) &+ 4)) &+ (k115 &* 288))])
-          t114_c4_0 = t114_c4_0.addingProduct(t114_a4, t114_b0)
-          t114_c4_1 = t114_c4_1.addingProduct(t114_a4, t114_b1)
-          t114_c4_2 = t114_c4_2.addingProduct(t114_a4, t114_b2)
-          t114_c4_3 = t114_c4_3.addingProduct(t114_a4, t114_b3)
-          let t114_a5 = SIMD16<Float>(repeating: params[((320 &+ ((mb113 &* 6) &+ 5)) &+ (k115 &* 288))])
-          t114_c5_0 = t114_c5_0.addingProduct(t114_a5, t114_b0)
-          t114_c5_1 = t114_c5_1.addingProduct(t114_a5, t114_b1)
-          t114_c5_2 = t114_c5_2.addingProduct(t114_a5, t114_b2)
-          t114_c5_3 = t114_c5_3.addingProduct(t114_a5, t114_b3)
+    for nb166 in 0..<196 {
+      for mb167 in 0..<48 {
+        var t168_c0_0 = SIMD16<Float>()
+        var t168_c0_1 = SIMD16<Float>()
+        var t168_c0_2 = SIMD16<Float>()
+        var t168_c0_3 = SIMD16<Float>()
+        var t168_c1_0 = SIMD16<Float>()
+        var t168_c1_1 = SIMD16<Float>()
+        var t168_c1_2 = SIMD16<Float>()
+        var t168_c1_3 = SIMD16<Float>()
+        var t168_c2_0 = SIMD16<Float>()
+        var t168_c2_1 = SIMD16<Float>()
+        var t168_c2_2 = SIMD16<Float>()
+        var t168_c2_3 = SIMD16<Float>()
+        var t168_c3_0 = SIMD16<Float>()
+        var t168_c3_1 = SIMD16<Float>()
+        var t168_c3_2 = SIMD16<Float>()
+        var t168_c3_3 = SIMD16<Float>()
+        var t168_c4_0 = SIMD16<Float>()
+        var t168_c4_1 = SIMD16<Float>()
+        var t168_c4_2 = SIMD16<Float>()
+        var t168_c4_3 = SIMD16<Float>()
+        var t168_c5_0 = SIMD16<Float>()
+        var t168_c5_1 = SIMD16<Float>()
+        var t168_c5_2 = SIMD16<Float>()
+        var t168_c5_3 = SIMD16<Float>()
+        for k169 in 0..<64 {
+          let t168_b0 = load16(arena, ((5837456 &+ (k169 &* 12544)) &+ (nb166 &* 64)))
+          let t168_b1 = load16(arena, (((5837456 &+ (k169 &* 12544)) &+ (nb166 &* 64)) &+ 16))
+          let t168_b2 = load16(arena, (((5837456 &+ (k169 &* 12544)) &+ (nb166 &* 64)) &+ 32))
+          let t168_b3 = load16(arena, (((5837456 &+ (k169 &* 12544)) &+ (nb166 &* 64)) &+ 48))
+          let t168_a0 = SIMD16<Float>(repeating: params[((320 &+ (mb167 &* 6)) &+ (k169 &* 288))])
+          t168_c0_0 = t168_c0_0.addingProduct(t168_a0, t168_b0)
+          t168_c0_1 = t168_c0_1.addingProduct(t168_a0, t168_b1)
+          t168_c0_2 = t168_c0_2.addingProduct(t168_a0, t168_b2)
+          t168_c0_3 = t168_c0_3.addingProduct(t168_a0, t168_b3)
+          let t168_a1 = SIMD16<Float>(repeating: params[((320 &+ ((mb167 &* 6) &+ 1)) &+ (k169 &* 288))])
+          t168_c1_0 = t168_c1_0.addingProduct(t168_a1, t168_b0)
+          t168_c1_1 = t168_c1_1.addingProduct(t168_a1, t168_b1)
+          t168_c1_2 = t168_c1_2.addingProduct(t168_a1, t168_b2)
+          t168_c1_3 = t168_c1_3.addingProduct(t168_a1, t168_b3)
+          let t168_a2 = SIMD16<Float>(repeating: params[((320 &+ ((mb167 &* 6) &+ 2)) &+ (k169 &* 288))])
+          t168_c2_0 = t168_c2_0.addingProduct(t168_a2, t168_b0)
+          t168_c2_1 = t168_c2_1.addingProduct(t168_a2, t168_b1)
+          t168_c2_2 = t168_c2_2.addingProduct(t168_a2, t168_b2)
+          t168_c2_3 = t168_c2_3.addingProduct(t168_a2, t168_b3)
+          let t168_a3 = SIMD16<Float>(repeating: params[((320 &+ ((mb167 &* 6) &+ 3)) &+ (k169 &* 288))])
+          t168_c3_0 = t168_c3_0.addingProduct(t168_a3, t168_b0)
+          t168_c3_1 = t168_c3_1.addingProduct(t168_a3, t168_b1)
+          t168_c3_2 = t168_c3_2.addingProduct(t168_a3, t168_b2)
+          t168_c3_3 = t168_c3_3.addingProduct(t168_a3, t168_b3)
+          let t168_a4 = SIMD16<Float>(repeating: params[((320 &+ ((mb167 &* 6) &+ 4)) &+ (k169 &* 288))])
+          t168_c4_0 = t168_c4_0.addingProduct(t168_a4, t168_b0)
+          t168_c4_1 = t168_c4_1.addingProduct(t168_a4, t168_b1)
+          t168_c4_2 = t168_c4_2.addingProduct(t168_a4, t168_b2)
+          t168_c4_3 = t168_c4_3.addingProduct(t168_a4, t168_b3)
+          let t168_a5 = SIMD16<Float>(repeating: params[((320 &+ ((mb167 &* 6) &+ 5)) &+ (k169 &* 288))])
+          t168_c5_0 = t168_c5_0.addingProduct(t168_a5, t168_b0)
+          t168_c5_1 = t168_c5_1.addingProduct(t168_a5, t168_b1)
+          t168_c5_2 = t168_c5_2.addingProduct(t168_a5, t168_b2)
+          t168_c5_3 = t168_c5_3.addingProduct(t168_a5, t168_b3)
         }
-        store16(arena, ((2224784 &+ ((mb113 &* 6) &* 12544)) &+ (nb112 &* 64)), t114_c0_0)
-        store16(arena, (((2224784 &+ ((mb113 &* 6) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c0_1)
-        store16(arena, (((2224784 &+ ((mb113 &* 6) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c0_2)
-        store16(arena, (((2224784 &+ ((mb113 &* 6) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c0_3)
-        store16(arena, ((2224784 &+ (((mb113 &* 6) &+ 1) &* 12544)) &+ (nb112 &* 64)), t114_c1_0)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 1) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c1_1)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 1) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c1_2)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 1) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c1_3)
-        store16(arena, ((2224784 &+ (((mb113 &* 6) &+ 2) &* 12544)) &+ (nb112 &* 64)), t114_c2_0)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 2) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c2_1)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 2) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c2_2)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 2) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c2_3)
-        store16(arena, ((2224784 &+ (((mb113 &* 6) &+ 3) &* 12544)) &+ (nb112 &* 64)), t114_c3_0)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 3) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c3_1)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 3) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c3_2)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 3) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c3_3)
-        store16(arena, ((2224784 &+ (((mb113 &* 6) &+ 4) &* 12544)) &+ (nb112 &* 64)), t114_c4_0)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 4) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c4_1)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 4) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c4_2)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 4) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c4_3)
-        store16(arena, ((2224784 &+ (((mb113 &* 6) &+ 5) &* 12544)) &+ (nb112 &* 64)), t114_c5_0)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 5) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c5_1)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 5) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c5_2)
-        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 5) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c5_3)
+        store16(arena, ((2224784 &+ ((mb167 &* 6) &* 12544)) &+ (nb166 &* 64)), t168_c0_0)
+        store16(arena, (((2224784 &+ ((mb167 &* 6) &* 12544)) &+ (nb166 &* 64)) &+ 16), t168_c0_1)
+        store16(arena, (((2224784 &+ ((mb167 &* 6) &* 12544)) &+ (nb166 &* 64)) &+ 32), t168_c0_2)
+        store16(arena, (((2224784 &+ ((mb167 &* 6) &* 12544)) &+ (nb166 &* 64)) &+ 48), t168_c0_3)
+        store16(arena, ((2224784 &+ (((mb167 &* 6) &+ 1) &* 12544)) &+ (nb166 &* 64)), t168_c1_0)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 1) &* 12544)) &+ (nb166 &* 64)) &+ 16), t168_c1_1)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 1) &* 12544)) &+ (nb166 &* 64)) &+ 32), t168_c1_2)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 1) &* 12544)) &+ (nb166 &* 64)) &+ 48), t168_c1_3)
+        store16(arena, ((2224784 &+ (((mb167 &* 6) &+ 2) &* 12544)) &+ (nb166 &* 64)), t168_c2_0)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 2) &* 12544)) &+ (nb166 &* 64)) &+ 16), t168_c2_1)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 2) &* 12544)) &+ (nb166 &* 64)) &+ 32), t168_c2_2)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 2) &* 12544)) &+ (nb166 &* 64)) &+ 48), t168_c2_3)
+        store16(arena, ((2224784 &+ (((mb167 &* 6) &+ 3) &* 12544)) &+ (nb166 &* 64)), t168_c3_0)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 3) &* 12544)) &+ (nb166 &* 64)) &+ 16), t168_c3_1)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 3) &* 12544)) &+ (nb166 &* 64)) &+ 32), t168_c3_2)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 3) &* 12544)) &+ (nb166 &* 64)) &+ 48), t168_c3_3)
+        store16(arena, ((2224784 &+ (((mb167 &* 6) &+ 4) &* 12544)) &+ (nb166 &* 64)), t168_c4_0)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 4) &* 12544)) &+ (nb166 &* 64)) &+ 16), t168_c4_1)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 4) &* 12544)) &+ (nb166 &* 64)) &+ 32), t168_c4_2)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 4) &* 12544)) &+ (nb166 &* 64)) &+ 48), t168_c4_3)
+        store16(arena, ((2224784 &+ (((mb167 &* 6) &+ 5) &* 12544)) &+ (nb166 &* 64)), t168_c5_0)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 5) &* 12544)) &+ (nb166 &* 64)) &+ 16), t168_c5_1)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 5) &* 12544)) &+ (nb166 &* 64)) &+ 32), t168_c5_2)
+        store16(arena, (((2224784 &+ (((mb167 &* 6) &+ 5) &* 12544)) &+ (nb166 &* 64)) &+ 48), t168_c5_3)
       }
     }
-    for j116 in 0..<64 {
-      for c117 in 0..<32 {
-        for ky118 in 0..<3 {
-          for oy119 in 0..<14 {
-            if (-1 < ((oy119 &+ ky118) &+ -1) && ((oy119 &+ ky118) &+ -1) < 14) {
-              for ox120 in 0..<13 {
-                arena[((((802816 &+ (((g108 &* 64) &+ j116) &* 6272)) &+ (c117 &* 196)) &+ (((oy119 &+ ky118) &+ -1) &* 14)) &+ ((ox120 &+ 1) &+ -1))] += arena[((((2224784 &+ ((((c117 &* 3) &+ ky118) &* 3) &* 12544)) &+ (j116 &* 196)) &+ (oy119 &* 14)) &+ (ox120 &+ 1))]
+    for j170 in 0..<64 {
+      for c171 in 0..<32 {
+        for ky172 in 0..<3 {
+          for oy173 in 0..<14 {
+            if (-1 < ((oy173 &+ ky172) &+ -1) && ((oy173 &+ ky172) &+ -1) < 14) {
+              for ox174 in 0..<13 {
+                arena[((((802816 &+ (((g162 &* 64) &+ j170) &* 6272)) &+ (c171 &* 196)) &+ (((oy173 &+ ky172) &+ -1) &* 14)) &+ ((ox174 &+ 1) &+ -1))] += arena[(((2224784 &+ ((((c171 &* 3) &+ ky172) &* 3) &* 12544)) &+ (j170 &* 196)) &+ ((oy173 &* 14) &+ (ox174 &+ 1)))]
               }
             }
           }
-          for oy121 in 0..<14 {
-            if (-1 < ((oy121 &+ ky118) &+ -1) && ((oy121 &+ ky118) &+ -1) < 14) {
-              for ox122 in 0..<14 {
-                arena[((((802816 &+ (((g108 &* 64) &+ j116) &* 6272)) &+ (c117 &* 196)) &+ (((oy121 &+ ky118) &+ -1) &* 14)) &+ ox122)] += arena[((((2224784 &+ (((((c117 &* 3) &+ ky118) &* 3) &+ 1) &* 12544)) &+ (j116 &* 196)) &+ (oy121 &* 14)) &+ ox122)]
+          for oy175 in 0..<14 {
+            if (-1 < ((oy175 &+ ky172) &+ -1) && ((oy175 &+ ky172) &+ -1) < 14) {
+              for ox176 in 0..<14 {
+                arena[((((802816 &+ (((g162 &* 64) &+ j170) &* 6272)) &+ (c171 &* 196)) &+ (((oy175 &+ ky172) &+ -1) &* 14)) &+ ox176)] += arena[(((2224784 &+ (((((c171 &* 3) &+ ky172) &* 3) &+ 1) &* 12544)) &+ (j170 &* 196)) &+ ((oy175 &* 14) &+ ox176))]
               }
             }
           }
-          for oy123 in 0..<14 {
-            if (-1 < ((oy123 &+ ky118) &+ -1) && ((oy123 &+ ky118) &+ -1) < 14) {
-              for ox124 in 0..<13 {
-                arena[((((802816 &+ (((g108 &* 64) &+ j116) &* 6272)) &+ (c117 &* 196)) &+ (((oy123 &+ ky118) &+ -1) &* 14)) &+ (ox124 &+ 1))] += arena[((((2224784 &+ (((((c117 &* 3) &+ ky118) &* 3) &+ 2) &* 12544)) &+ (j116 &* 196)) &+ (oy123 &* 14)) &+ ox124)]
+          for oy177 in 0..<14 {
+            if (-1 < ((oy177 &+ ky172) &+ -1) && ((oy177 &+ ky172) &+ -1) < 14) {
+              for ox178 in 0..<13 {
+                arena[((((802816 &+ (((g162 &* 64) &+ j170) &* 6272)) &+ (c171 &* 196)) &+ (((oy177 &+ ky172) &+ -1) &* 14)) &+ (ox178 &+ 1))] += arena[(((2224784 &+ (((((c171 &* 3) &+ ky172) &* 3) &+ 2) &* 12544)) &+ (j170 &* 196)) &+ ((oy177 &* 14) &+ ox178))]
               }
             }
           }
@@ -990,290 +1104,282 @@ public func simplecnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i125
-    var i125 = 0
-    while i125 &+ 16 <= 1605632 {
-      store16(arena, 1221264 &+ i125, SIMD16<Float>(repeating: Float(0)))
-      i125 &+= 16
+  do {  // SIMD16 over i179
+    var i179 = 0
+    while i179 &+ 16 <= 1605632 {
+      store16(arena, 1221264 &+ i179, SIMD16<Float>(repeating: Float(0)))
+      i179 &+= 16
     }
-    while i125 < 1605632 {
-      arena[(1221264 &+ i125)] = Float(0)
-      i125 &+= 1
+    while i179 < 1605632 {
+      arena[(1221264 &+ i179)] = Float(0)
+      i179 &+= 1
     }
   }
-  for q126 in 0..<2048 {
-    for i127 in 0..<196 {
-      if arena[((q126 &* 196) &+ i127)] > Float(0) {
-        arena[((1221264 &+ (q126 &* 784)) &+ Int(arena[(401408 &+ ((q126 &* 196) &+ i127))]))] += arena[(802816 &+ ((q126 &* 196) &+ i127))]
+  for q180 in 0..<2048 {
+    for i181 in 0..<196 {
+      if arena[((q180 &* 196) &+ i181)] > Float(0) {
+        arena[((1221264 &+ (q180 &* 784)) &+ Int(arena[(401408 &+ ((q180 &* 196) &+ i181))]))] += arena[(802816 &+ ((q180 &* 196) &+ i181))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i128
-    var i128 = 0
-    while i128 &+ 16 <= 288 {
-      store16(arena, 4884112 &+ i128, SIMD16<Float>(repeating: Float(0)))
-      i128 &+= 16
+  do {  // SIMD16 over i182
+    var i182 = 0
+    while i182 &+ 16 <= 288 {
+      store16(arena, 4884112 &+ i182, SIMD16<Float>(repeating: Float(0)))
+      i182 &+= 16
     }
-    while i128 < 288 {
-      arena[(4884112 &+ i128)] = Float(0)
-      i128 &+= 1
+    while i182 < 288 {
+      arena[(4884112 &+ i182)] = Float(0)
+      i182 &+= 1
     }
   }
-  for g129 in 0..<1 {
-    for j130 in 0..<64 {
-      for r131 in 0..<9 {
-        do {  // SIMD16 over i132
-          var i132 = 0
-          while i132 &+ 16 <= 784 {
-            store16(arena, ((2826896 &+ (r131 &* 50176)) &+ (j130 &* 784)) &+ i132, SIMD16<Float>(repeating: Float(0)))
-            i132 &+= 16
+  for g183 in 0..<1 {
+    for j184 in 0..<64 {
+      for r185 in 0..<9 {
+        do {  // SIMD16 over i186
+          var i186 = 0
+          while i186 &+ 16 <= 784 {
+            store16(arena, ((2826896 &+ (r185 &* 50176)) &+ (j184 &* 784)) &+ i186, SIMD16<Float>(repeating: Float(0)))
+            i186 &+= 16
           }
-          while i132 < 784 {
-            arena[(((2826896 &+ (r131 &* 50176)) &+ (j130 &* 784)) &+ i132)] = Float(0)
-            i132 &+= 1
+          while i186 < 784 {
+            arena[(((2826896 &+ (r185 &* 50176)) &+ (j184 &* 784)) &+ i186)] = Float(0)
+            i186 &+= 1
           }
         }
       }
-      for c133 in 0..<1 {
-        for ky134 in 0..<3 {
-          for oy135 in 0..<28 {
-            if (-1 < ((oy135 &+ ky134) &+ -1) && ((oy135 &+ ky134) &+ -1) < 28) {
-              for ox136 in 0..<27 {
-                arena[((((2826896 &+ ((((c133 &* 3) &+ ky134) &* 3) &* 50176)) &+ (j130 &* 784)) &+ (oy135 &* 28)) &+ (ox136 &+ 1))] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy135 &+ ky134) &+ -1) &* 28)) &+ ((ox136 &+ 1) &+ -1))]
+      for c187 in 0..<1 {
+        for ky188 in 0..<3 {
+          for oy189 in 0..<28 {
+            if (-1 < ((oy189 &+ ky188) &+ -1) && ((oy189 &+ ky188) &+ -1) < 28) {
+              for ox190 in 0..<27 {
+                arena[(((2826896 &+ ((((c187 &* 3) &+ ky188) &* 3) &* 50176)) &+ (j184 &* 784)) &+ ((oy189 &* 28) &+ (ox190 &+ 1)))] = images[((((((g183 &* 64) &+ j184) &* 784) &+ (c187 &* 784)) &+ (((oy189 &+ ky188) &+ -1) &* 28)) &+ ((ox190 &+ 1) &+ -1))]
               }
             }
           }
-          for oy137 in 0..<28 {
-            if (-1 < ((oy137 &+ ky134) &+ -1) && ((oy137 &+ ky134) &+ -1) < 28) {
-              do {  // SIMD16 over ox138
-                var ox138 = 0
-                while ox138 &+ 16 <= 28 {
-                  store16(arena, (((2826896 &+ (((((c133 &* 3) &+ ky134) &* 3) &+ 1) &* 50176)) &+ (j130 &* 784)) &+ (oy137 &* 28)) &+ ox138, load16(images, (((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy137 &+ ky134) &+ -1) &* 28)) &+ ox138))
-                  ox138 &+= 16
-                }
-                while ox138 < 28 {
-                  arena[((((2826896 &+ (((((c133 &* 3) &+ ky134) &* 3) &+ 1) &* 50176)) &+ (j130 &* 784)) &+ (oy137 &* 28)) &+ ox138)] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy137 &+ ky134) &+ -1) &* 28)) &+ ox138)]
-                  ox138 &+= 1
-                }
+          for oy191 in 0..<28 {
+            if (-1 < ((oy191 &+ ky188) &+ -1) && ((oy191 &+ ky188) &+ -1) < 28) {
+              for ox192 in 0..<28 {
+                arena[(((2826896 &+ (((((c187 &* 3) &+ ky188) &* 3) &+ 1) &* 50176)) &+ (j184 &* 784)) &+ ((oy191 &* 28) &+ ox192))] = images[((((((g183 &* 64) &+ j184) &* 784) &+ (c187 &* 784)) &+ (((oy191 &+ ky188) &+ -1) &* 28)) &+ ox192)]
               }
             }
           }
-          for oy139 in 0..<28 {
-            if (-1 < ((oy139 &+ ky134) &+ -1) && ((oy139 &+ ky134) &+ -1) < 28) {
-              for ox140 in 0..<27 {
-                arena[((((2826896 &+ (((((c133 &* 3) &+ ky134) &* 3) &+ 2) &* 50176)) &+ (j130 &* 784)) &+ (oy139 &* 28)) &+ ox140)] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy139 &+ ky134) &+ -1) &* 28)) &+ (ox140 &+ 1))]
+          for oy193 in 0..<28 {
+            if (-1 < ((oy193 &+ ky188) &+ -1) && ((oy193 &+ ky188) &+ -1) < 28) {
+              for ox194 in 0..<27 {
+                arena[(((2826896 &+ (((((c187 &* 3) &+ ky188) &* 3) &+ 2) &* 50176)) &+ (j184 &* 784)) &+ ((oy193 &* 28) &+ ox194))] = images[((((((g183 &* 64) &+ j184) &* 784) &+ (c187 &* 784)) &+ (((oy193 &+ ky188) &+ -1) &* 28)) &+ (ox194 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j141 in 0..<64 {
-      for i142 in 0..<784 {
-        for f143 in 0..<32 {
-          arena[((3278480 &+ (((j141 &* 784) &+ i142) &* 32)) &+ f143)] = arena[(((1221264 &+ (((g129 &* 64) &+ j141) &* 25088)) &+ (f143 &* 784)) &+ i142)]
+    for j195 in 0..<64 {
+      for i196 in 0..<784 {
+        for f197 in 0..<32 {
+          arena[((3278480 &+ (((j195 &* 784) &+ i196) &* 32)) &+ f197)] = arena[(((1221264 &+ (((g183 &* 64) &+ j195) &* 25088)) &+ (f197 &* 784)) &+ i196)]
         }
       }
     }
-    for kp144 in 0..<130 {
-      for nb145 in 0..<1 {
-        for mb146 in 0..<1 {
-          var t147_c0_0 = load16(arena, ((4884112 &+ ((mb146 &* 9) &* 32)) &+ (nb145 &* 32)))
-          var t147_c0_1 = load16(arena, (((4884112 &+ ((mb146 &* 9) &* 32)) &+ (nb145 &* 32)) &+ 16))
-          var t147_c1_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 1) &* 32)) &+ (nb145 &* 32)))
-          var t147_c1_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 1) &* 32)) &+ (nb145 &* 32)) &+ 16))
-          var t147_c2_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 2) &* 32)) &+ (nb145 &* 32)))
-          var t147_c2_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 2) &* 32)) &+ (nb145 &* 32)) &+ 16))
-          var t147_c3_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 3) &* 32)) &+ (nb145 &* 32)))
-          var t147_c3_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 3) &* 32)) &+ (nb145 &* 32)) &+ 16))
-          var t147_c4_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 4) &* 32)) &+ (nb145 &* 32)))
-          var t147_c4_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 4) &* 32)) &+ (nb145 &* 32)) &+ 16))
-          var t147_c5_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 5) &* 32)) &+ (nb145 &* 32)))
-          var t147_c5_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 5) &* 32)) &+ (nb145 &* 32)) &+ 16))
-          var t147_c6_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 6) &* 32)) &+ (nb145 &* 32)))
-          var t147_c6_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 6) &* 32)) &+ (nb145 &* 32)) &+ 16))
-          var t147_c7_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 7) &* 32)) &+ (nb145 &* 32)))
-          var t147_c7_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 7) &* 32)) &+ (nb145 &* 32)) &+ 16))
-          var t147_c8_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 8) &* 32)) &+ (nb145 &* 32)))
-          var t147_c8_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 8) &* 32)) &+ (nb145 &* 32)) &+ 16))
-          for k148 in 0..<384 {
-            let t147_b0 = load16(arena, ((3278480 &+ ((k148 &+ (kp144 &* 384)) &* 32)) &+ (nb145 &* 32)))
-            let t147_b1 = load16(arena, (((3278480 &+ ((k148 &+ (kp144 &* 384)) &* 32)) &+ (nb145 &* 32)) &+ 16))
-            let t147_a0 = SIMD16<Float>(repeating: arena[((2826896 &+ ((mb146 &* 9) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
-            t147_c0_0 = t147_c0_0.addingProduct(t147_a0, t147_b0)
-            t147_c0_1 = t147_c0_1.addingProduct(t147_a0, t147_b1)
-            let t147_a1 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 1) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
-            t147_c1_0 = t147_c1_0.addingProduct(t147_a1, t147_b0)
-            t147_c1_1 = t147_c1_1.addingProduct(t147_a1, t147_b1)
-            let t147_a2 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 2) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
-            t147_c2_0 = t147_c2_0.addingProduct(t147_a2, t147_b0)
-            t147_c2_1 = t147_c2_1.addingProduct(t147_a2, t147_b1)
-            let t147_a3 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 3) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
-            t147_c3_0 = t147_c3_0.addingProduct(t147_a3, t147_b0)
-            t147_c3_1 = t147_c3_1.addingProduct(t147_a3, t147_b1)
-            let t147_a4 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 4) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
-            t147_c4_0 = t147_c4_0.addingProduct(t147_a4, t147_b0)
-            t147_c4_1 = t147_c4_1.addingProduct(t147_a4, t147_b1)
-            let t147_a5 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 5) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
-            t147_c5_0 = t147_c5_0.addingProduct(t147_a5, t147_b0)
-            t147_c5_1 = t147_c5_1.addingProduct(t147_a5, t147_b1)
-            let t147_a6 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 6) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
-            t147_c6_0 = t147_c6_0.addingProduct(t147_a6, t147_b0)
-            t147_c6_1 = t147_c6_1.addingProduct(t147_a6, t147_b1)
-            let t147_a7 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 7) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
-            t147_c7_0 = t147_c7_0.addingProduct(t147_a7, t147_b0)
-            t147_c7_1 = t147_c7_1.addingProduct(t147_a7, t147_b1)
-            let t147_a8 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 8) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
-            t147_c8_0 = t147_c8_0.addingProduct(t147_a8, t147_b0)
-            t147_c8_1 = t147_c8_1.addingProduct(t147_a8, t147_b1)
+    for kp198 in 0..<130 {
+      for nb199 in 0..<1 {
+        for mb200 in 0..<1 {
+          var t201_c0_0 = load16(arena, ((4884112 &+ ((mb200 &* 9) &* 32)) &+ (nb199 &* 32)))
+          var t201_c0_1 = load16(arena, (((4884112 &+ ((mb200 &* 9) &* 32)) &+ (nb199 &* 32)) &+ 16))
+          var t201_c1_0 = load16(arena, ((4884112 &+ (((mb200 &* 9) &+ 1) &* 32)) &+ (nb199 &* 32)))
+          var t201_c1_1 = load16(arena, (((4884112 &+ (((mb200 &* 9) &+ 1) &* 32)) &+ (nb199 &* 32)) &+ 16))
+          var t201_c2_0 = load16(arena, ((4884112 &+ (((mb200 &* 9) &+ 2) &* 32)) &+ (nb199 &* 32)))
+          var t201_c2_1 = load16(arena, (((4884112 &+ (((mb200 &* 9) &+ 2) &* 32)) &+ (nb199 &* 32)) &+ 16))
+          var t201_c3_0 = load16(arena, ((4884112 &+ (((mb200 &* 9) &+ 3) &* 32)) &+ (nb199 &* 32)))
+          var t201_c3_1 = load16(arena, (((4884112 &+ (((mb200 &* 9) &+ 3) &* 32)) &+ (nb199 &* 32)) &+ 16))
+          var t201_c4_0 = load16(arena, ((4884112 &+ (((mb200 &* 9) &+ 4) &* 32)) &+ (nb199 &* 32)))
+          var t201_c4_1 = load16(arena, (((4884112 &+ (((mb200 &* 9) &+ 4) &* 32)) &+ (nb199 &* 32)) &+ 16))
+          var t201_c5_0 = load16(arena, ((4884112 &+ (((mb200 &* 9) &+ 5) &* 32)) &+ (nb199 &* 32)))
+          var t201_c5_1 = load16(arena, (((4884112 &+ (((mb200 &* 9) &+ 5) &* 32)) &+ (nb199 &* 32)) &+ 16))
+          var t201_c6_0 = load16(arena, ((4884112 &+ (((mb200 &* 9) &+ 6) &* 32)) &+ (nb199 &* 32)))
+          var t201_c6_1 = load16(arena, (((4884112 &+ (((mb200 &* 9) &+ 6) &* 32)) &+ (nb199 &* 32)) &+ 16))
+          var t201_c7_0 = load16(arena, ((4884112 &+ (((mb200 &* 9) &+ 7) &* 32)) &+ (nb199 &* 32)))
+          var t201_c7_1 = load16(arena, (((4884112 &+ (((mb200 &* 9) &+ 7) &* 32)) &+ (nb199 &* 32)) &+ 16))
+          var t201_c8_0 = load16(arena, ((4884112 &+ (((mb200 &* 9) &+ 8) &* 32)) &+ (nb199 &* 32)))
+          var t201_c8_1 = load16(arena, (((4884112 &+ (((mb200 &* 9) &+ 8) &* 32)) &+ (nb199 &* 32)) &+ 16))
+          for k202 in 0..<384 {
+            let t201_b0 = load16(arena, ((3278480 &+ ((k202 &+ (kp198 &* 384)) &* 32)) &+ (nb199 &* 32)))
+            let t201_b1 = load16(arena, (((3278480 &+ ((k202 &+ (kp198 &* 384)) &* 32)) &+ (nb199 &* 32)) &+ 16))
+            let t201_a0 = SIMD16<Float>(repeating: arena[((2826896 &+ ((mb200 &* 9) &* 50176)) &+ (k202 &+ (kp198 &* 384)))])
+            t201_c0_0 = t201_c0_0.addingProduct(t201_a0, t201_b0)
+            t201_c0_1 = t201_c0_1.addingProduct(t201_a0, t201_b1)
+            let t201_a1 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb200 &* 9) &+ 1) &* 50176)) &+ (k202 &+ (kp198 &* 384)))])
+            t201_c1_0 = t201_c1_0.addingProduct(t201_a1, t201_b0)
+            t201_c1_1 = t201_c1_1.addingProduct(t201_a1, t201_b1)
+            let t201_a2 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb200 &* 9) &+ 2) &* 50176)) &+ (k202 &+ (kp198 &* 384)))])
+            t201_c2_0 = t201_c2_0.addingProduct(t201_a2, t201_b0)
+            t201_c2_1 = t201_c2_1.addingProduct(t201_a2, t201_b1)
+            let t201_a3 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb200 &* 9) &+ 3) &* 50176)) &+ (k202 &+ (kp198 &* 384)))])
+            t201_c3_0 = t201_c3_0.addingProduct(t201_a3, t201_b0)
+            t201_c3_1 = t201_c3_1.addingProduct(t201_a3, t201_b1)
+            let t201_a4 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb200 &* 9) &+ 4) &* 50176)) &+ (k202 &+ (kp198 &* 384)))])
+            t201_c4_0 = t201_c4_0.addingProduct(t201_a4, t201_b0)
+            t201_c4_1 = t201_c4_1.addingProduct(t201_a4, t201_b1)
+            let t201_a5 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb200 &* 9) &+ 5) &* 50176)) &+ (k202 &+ (kp198 &* 384)))])
+            t201_c5_0 = t201_c5_0.addingProduct(t201_a5, t201_b0)
+            t201_c5_1 = t201_c5_1.addingProduct(t201_a5, t201_b1)
+            let t201_a6 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb200 &* 9) &+ 6) &* 50176)) &+ (k202 &+ (kp198 &* 384)))])
+            t201_c6_0 = t201_c6_0.addingProduct(t201_a6, t201_b0)
+            t201_c6_1 = t201_c6_1.addingProduct(t201_a6, t201_b1)
+            let t201_a7 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb200 &* 9) &+ 7) &* 50176)) &+ (k202 &+ (kp198 &* 384)))])
+            t201_c7_0 = t201_c7_0.addingProduct(t201_a7, t201_b0)
+            t201_c7_1 = t201_c7_1.addingProduct(t201_a7, t201_b1)
+            let t201_a8 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb200 &* 9) &+ 8) &* 50176)) &+ (k202 &+ (kp198 &* 384)))])
+            t201_c8_0 = t201_c8_0.addingProduct(t201_a8, t201_b0)
+            t201_c8_1 = t201_c8_1.addingProduct(t201_a8, t201_b1)
           }
-          store16(arena, ((4884112 &+ ((mb146 &* 9) &* 32)) &+ (nb145 &* 32)), t147_c0_0)
-          store16(arena, (((4884112 &+ ((mb146 &* 9) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c0_1)
-          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 1) &* 32)) &+ (nb145 &* 32)), t147_c1_0)
-          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 1) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c1_1)
-          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 2) &* 32)) &+ (nb145 &* 32)), t147_c2_0)
-          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 2) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c2_1)
-          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 3) &* 32)) &+ (nb145 &* 32)), t147_c3_0)
-          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 3) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c3_1)
-          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 4) &* 32)) &+ (nb145 &* 32)), t147_c4_0)
-          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 4) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c4_1)
-          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 5) &* 32)) &+ (nb145 &* 32)), t147_c5_0)
-          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 5) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c5_1)
-          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 6) &* 32)) &+ (nb145 &* 32)), t147_c6_0)
-          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 6) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c6_1)
-          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 7) &* 32)) &+ (nb145 &* 32)), t147_c7_0)
-          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 7) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c7_1)
-          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 8) &* 32)) &+ (nb145 &* 32)), t147_c8_0)
-          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 8) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c8_1)
+          store16(arena, ((4884112 &+ ((mb200 &* 9) &* 32)) &+ (nb199 &* 32)), t201_c0_0)
+          store16(arena, (((4884112 &+ ((mb200 &* 9) &* 32)) &+ (nb199 &* 32)) &+ 16), t201_c0_1)
+          store16(arena, ((4884112 &+ (((mb200 &* 9) &+ 1) &* 32)) &+ (nb199 &* 32)), t201_c1_0)
+          store16(arena, (((4884112 &+ (((mb200 &* 9) &+ 1) &* 32)) &+ (nb199 &* 32)) &+ 16), t201_c1_1)
+          store16(arena, ((4884112 &+ (((mb200 &* 9) &+ 2) &* 32)) &+ (nb199 &* 32)), t201_c2_0)
+          store16(arena, (((4884112 &+ (((mb200 &* 9) &+ 2) &* 32)) &+ (nb199 &* 32)) &+ 16), t201_c2_1)
+          store16(arena, ((4884112 &+ (((mb200 &* 9) &+ 3) &* 32)) &+ (nb199 &* 32)), t201_c3_0)
+          store16(arena, (((4884112 &+ (((mb200 &* 9) &+ 3) &* 32)) &+ (nb199 &* 32)) &+ 16), t201_c3_1)
+          store16(arena, ((4884112 &+ (((mb200 &* 9) &+ 4) &* 32)) &+ (nb199 &* 32)), t201_c4_0)
+          store16(arena, (((4884112 &+ (((mb200 &* 9) &+ 4) &* 32)) &+ (nb199 &* 32)) &+ 16), t201_c4_1)
+          store16(arena, ((4884112 &+ (((mb200 &* 9) &+ 5) &* 32)) &+ (nb199 &* 32)), t201_c5_0)
+          store16(arena, (((4884112 &+ (((mb200 &* 9) &+ 5) &* 32)) &+ (nb199 &* 32)) &+ 16), t201_c5_1)
+          store16(arena, ((4884112 &+ (((mb200 &* 9) &+ 6) &* 32)) &+ (nb199 &* 32)), t201_c6_0)
+          store16(arena, (((4884112 &+ (((mb200 &* 9) &+ 6) &* 32)) &+ (nb199 &* 32)) &+ 16), t201_c6_1)
+          store16(arena, ((4884112 &+ (((mb200 &* 9) &+ 7) &* 32)) &+ (nb199 &* 32)), t201_c7_0)
+          store16(arena, (((4884112 &+ (((mb200 &* 9) &+ 7) &* 32)) &+ (nb199 &* 32)) &+ 16), t201_c7_1)
+          store16(arena, ((4884112 &+ (((mb200 &* 9) &+ 8) &* 32)) &+ (nb199 &* 32)), t201_c8_0)
+          store16(arena, (((4884112 &+ (((mb200 &* 9) &+ 8) &* 32)) &+ (nb199 &* 32)) &+ 16), t201_c8_1)
         }
       }
     }
-    for nb149 in 0..<1 {
-      for mb150 in 0..<1 {
-        var t151_c0_0 = load16(arena, ((4884112 &+ ((mb150 &* 9) &* 32)) &+ (nb149 &* 32)))
-        var t151_c0_1 = load16(arena, (((4884112 &+ ((mb150 &* 9) &* 32)) &+ (nb149 &* 32)) &+ 16))
-        var t151_c1_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 1) &* 32)) &+ (nb149 &* 32)))
-        var t151_c1_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 1) &* 32)) &+ (nb149 &* 32)) &+ 16))
-        var t151_c2_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 2) &* 32)) &+ (nb149 &* 32)))
-        var t151_c2_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 2) &* 32)) &+ (nb149 &* 32)) &+ 16))
-        var t151_c3_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 3) &* 32)) &+ (nb149 &* 32)))
-        var t151_c3_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 3) &* 32)) &+ (nb149 &* 32)) &+ 16))
-        var t151_c4_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 4) &* 32)) &+ (nb149 &* 32)))
-        var t151_c4_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 4) &* 32)) &+ (nb149 &* 32)) &+ 16))
-        var t151_c5_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 5) &* 32)) &+ (nb149 &* 32)))
-        var t151_c5_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 5) &* 32)) &+ (nb149 &* 32)) &+ 16))
-        var t151_c6_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 6) &* 32)) &+ (nb149 &* 32)))
-        var t151_c6_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 6) &* 32)) &+ (nb149 &* 32)) &+ 16))
-        var t151_c7_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 7) &* 32)) &+ (nb149 &* 32)))
-        var t151_c7_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 7) &* 32)) &+ (nb149 &* 32)) &+ 16))
-        var t151_c8_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 8) &* 32)) &+ (nb149 &* 32)))
-        var t151_c8_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 8) &* 32)) &+ (nb149 &* 32)) &+ 16))
-        for k152 in 0..<256 {
-          let t151_b0 = load16(arena, ((3278480 &+ ((k152 &+ 49920) &* 32)) &+ (nb149 &* 32)))
-          let t151_b1 = load16(arena, (((3278480 &+ ((k152 &+ 49920) &* 32)) &+ (nb149 &* 32)) &+ 16))
-          let t151_a0 = SIMD16<Float>(repeating: arena[((2826896 &+ ((mb150 &* 9) &* 50176)) &+ (k152 &+ 49920))])
-          t151_c0_0 = t151_c0_0.addingProduct(t151_a0, t151_b0)
-          t151_c0_1 = t151_c0_1.addingProduct(t151_a0, t151_b1)
-          let t151_a1 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 1) &* 50176)) &+ (k152 &+ 49920))])
-          t151_c1_0 = t151_c1_0.addingProduct(t151_a1, t151_b0)
-          t151_c1_1 = t151_c1_1.addingProduct(t151_a1, t151_b1)
-          let t151_a2 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 2) &* 50176)) &+ (k152 &+ 49920))])
-          t151_c2_0 = t151_c2_0.addingProduct(t151_a2, t151_b0)
-          t151_c2_1 = t151_c2_1.addingProduct(t151_a2, t151_b1)
-          let t151_a3 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 3) &* 50176)) &+ (k152 &+ 49920))])
-          t151_c3_0 = t151_c3_0.addingProduct(t151_a3, t151_b0)
-          t151_c3_1 = t151_c3_1.addingProduct(t151_a3, t151_b1)
-          let t151_a4 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 4) &* 50176)) &+ (k152 &+ 49920))])
-          t151_c4_0 = t151_c4_0.addingProduct(t151_a4, t151_b0)
-          t151_c4_1 = t151_c4_1.addingProduct(t151_a4, t151_b1)
-          let t151_a5 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 5) &* 50176)) &+ (k152 &+ 49920))])
-          t151_c5_0 = t151_c5_0.addingProduct(t151_a5, t151_b0)
-          t151_c5_1 = t151_c5_1.addingProduct(t151_a5, t151_b1)
-          let t151_a6 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 6) &* 50176)) &+ (k152 &+ 49920))])
-          t151_c6_0 = t151_c6_0.addingProduct(t151_a6, t151_b0)
-          t151_c6_1 = t151_c6_1.addingProduct(t151_a6, t151_b1)
-          let t151_a7 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 7) &* 50176)) &+ (k152 &+ 49920))])
-          t151_c7_0 = t151_c7_0.addingProduct(t151_a7, t151_b0)
-          t151_c7_1 = t151_c7_1.addingProduct(t151_a7, t151_b1)
-          let t151_a8 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 8) &* 50176)) &+ (k152 &+ 49920))])
-          t151_c8_0 = t151_c8_0.addingProduct(t151_a8, t151_b0)
-          t151_c8_1 = t151_c8_1.addingProduct(t151_a8, t151_b1)
+    for nb203 in 0..<1 {
+      for mb204 in 0..<1 {
+        var t205_c0_0 = load16(arena, ((4884112 &+ ((mb204 &* 9) &* 32)) &+ (nb203 &* 32)))
+        var t205_c0_1 = load16(arena, (((4884112 &+ ((mb204 &* 9) &* 32)) &+ (nb203 &* 32)) &+ 16))
+        var t205_c1_0 = load16(arena, ((4884112 &+ (((mb204 &* 9) &+ 1) &* 32)) &+ (nb203 &* 32)))
+        var t205_c1_1 = load16(arena, (((4884112 &+ (((mb204 &* 9) &+ 1) &* 32)) &+ (nb203 &* 32)) &+ 16))
+        var t205_c2_0 = load16(arena, ((4884112 &+ (((mb204 &* 9) &+ 2) &* 32)) &+ (nb203 &* 32)))
+        var t205_c2_1 = load16(arena, (((4884112 &+ (((mb204 &* 9) &+ 2) &* 32)) &+ (nb203 &* 32)) &+ 16))
+        var t205_c3_0 = load16(arena, ((4884112 &+ (((mb204 &* 9) &+ 3) &* 32)) &+ (nb203 &* 32)))
+        var t205_c3_1 = load16(arena, (((4884112 &+ (((mb204 &* 9) &+ 3) &* 32)) &+ (nb203 &* 32)) &+ 16))
+        var t205_c4_0 = load16(arena, ((4884112 &+ (((mb204 &* 9) &+ 4) &* 32)) &+ (nb203 &* 32)))
+        var t205_c4_1 = load16(arena, (((4884112 &+ (((mb204 &* 9) &+ 4) &* 32)) &+ (nb203 &* 32)) &+ 16))
+        var t205_c5_0 = load16(arena, ((4884112 &+ (((mb204 &* 9) &+ 5) &* 32)) &+ (nb203 &* 32)))
+        var t205_c5_1 = load16(arena, (((4884112 &+ (((mb204 &* 9) &+ 5) &* 32)) &+ (nb203 &* 32)) &+ 16))
+        var t205_c6_0 = load16(arena, ((4884112 &+ (((mb204 &* 9) &+ 6) &* 32)) &+ (nb203 &* 32)))
+        var t205_c6_1 = load16(arena, (((4884112 &+ (((mb204 &* 9) &+ 6) &* 32)) &+ (nb203 &* 32)) &+ 16))
+        var t205_c7_0 = load16(arena, ((4884112 &+ (((mb204 &* 9) &+ 7) &* 32)) &+ (nb203 &* 32)))
+        var t205_c7_1 = load16(arena, (((4884112 &+ (((mb204 &* 9) &+ 7) &* 32)) &+ (nb203 &* 32)) &+ 16))
+        var t205_c8_0 = load16(arena, ((4884112 &+ (((mb204 &* 9) &+ 8) &* 32)) &+ (nb203 &* 32)))
+        var t205_c8_1 = load16(arena, (((4884112 &+ (((mb204 &* 9) &+ 8) &* 32)) &+ (nb203 &* 32)) &+ 16))
+        for k206 in 0..<256 {
+          let t205_b0 = load16(arena, ((3278480 &+ ((k206 &+ 49920) &* 32)) &+ (nb203 &* 32)))
+          let t205_b1 = load16(arena, (((3278480 &+ ((k206 &+ 49920) &* 32)) &+ (nb203 &* 32)) &+ 16))
+          let t205_a0 = SIMD16<Float>(repeating: arena[((2826896 &+ ((mb204 &* 9) &* 50176)) &+ (k206 &+ 49920))])
+          t205_c0_0 = t205_c0_0.addingProduct(t205_a0, t205_b0)
+          t205_c0_1 = t205_c0_1.addingProduct(t205_a0, t205_b1)
+          let t205_a1 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb204 &* 9) &+ 1) &* 50176)) &+ (k206 &+ 49920))])
+          t205_c1_0 = t205_c1_0.addingProduct(t205_a1, t205_b0)
+          t205_c1_1 = t205_c1_1.addingProduct(t205_a1, t205_b1)
+          let t205_a2 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb204 &* 9) &+ 2) &* 50176)) &+ (k206 &+ 49920))])
+          t205_c2_0 = t205_c2_0.addingProduct(t205_a2, t205_b0)
+          t205_c2_1 = t205_c2_1.addingProduct(t205_a2, t205_b1)
+          let t205_a3 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb204 &* 9) &+ 3) &* 50176)) &+ (k206 &+ 49920))])
+          t205_c3_0 = t205_c3_0.addingProduct(t205_a3, t205_b0)
+          t205_c3_1 = t205_c3_1.addingProduct(t205_a3, t205_b1)
+          let t205_a4 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb204 &* 9) &+ 4) &* 50176)) &+ (k206 &+ 49920))])
+          t205_c4_0 = t205_c4_0.addingProduct(t205_a4, t205_b0)
+          t205_c4_1 = t205_c4_1.addingProduct(t205_a4, t205_b1)
+          let t205_a5 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb204 &* 9) &+ 5) &* 50176)) &+ (k206 &+ 49920))])
+          t205_c5_0 = t205_c5_0.addingProduct(t205_a5, t205_b0)
+          t205_c5_1 = t205_c5_1.addingProduct(t205_a5, t205_b1)
+          let t205_a6 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb204 &* 9) &+ 6) &* 50176)) &+ (k206 &+ 49920))])
+          t205_c6_0 = t205_c6_0.addingProduct(t205_a6, t205_b0)
+          t205_c6_1 = t205_c6_1.addingProduct(t205_a6, t205_b1)
+          let t205_a7 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb204 &* 9) &+ 7) &* 50176)) &+ (k206 &+ 49920))])
+          t205_c7_0 = t205_c7_0.addingProduct(t205_a7, t205_b0)
+          t205_c7_1 = t205_c7_1.addingProduct(t205_a7, t205_b1)
+          let t205_a8 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb204 &* 9) &+ 8) &* 50176)) &+ (k206 &+ 49920))])
+          t205_c8_0 = t205_c8_0.addingProduct(t205_a8, t205_b0)
+          t205_c8_1 = t205_c8_1.addingProduct(t205_a8, t205_b1)
         }
-        store16(arena, ((4884112 &+ ((mb150 &* 9) &* 32)) &+ (nb149 &* 32)), t151_c0_0)
-        store16(arena, (((4884112 &+ ((mb150 &* 9) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c0_1)
-        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 1) &* 32)) &+ (nb149 &* 32)), t151_c1_0)
-        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 1) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c1_1)
-        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 2) &* 32)) &+ (nb149 &* 32)), t151_c2_0)
-        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 2) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c2_1)
-        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 3) &* 32)) &+ (nb149 &* 32)), t151_c3_0)
-        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 3) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c3_1)
-        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 4) &* 32)) &+ (nb149 &* 32)), t151_c4_0)
-        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 4) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c4_1)
-        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 5) &* 32)) &+ (nb149 &* 32)), t151_c5_0)
-        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 5) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c5_1)
-        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 6) &* 32)) &+ (nb149 &* 32)), t151_c6_0)
-        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 6) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c6_1)
-        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 7) &* 32)) &+ (nb149 &* 32)), t151_c7_0)
-        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 7) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c7_1)
-        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 8) &* 32)) &+ (nb149 &* 32)), t151_c8_0)
-        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 8) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c8_1)
+        store16(arena, ((4884112 &+ ((mb204 &* 9) &* 32)) &+ (nb203 &* 32)), t205_c0_0)
+        store16(arena, (((4884112 &+ ((mb204 &* 9) &* 32)) &+ (nb203 &* 32)) &+ 16), t205_c0_1)
+        store16(arena, ((4884112 &+ (((mb204 &* 9) &+ 1) &* 32)) &+ (nb203 &* 32)), t205_c1_0)
+        store16(arena, (((4884112 &+ (((mb204 &* 9) &+ 1) &* 32)) &+ (nb203 &* 32)) &+ 16), t205_c1_1)
+        store16(arena, ((4884112 &+ (((mb204 &* 9) &+ 2) &* 32)) &+ (nb203 &* 32)), t205_c2_0)
+        store16(arena, (((4884112 &+ (((mb204 &* 9) &+ 2) &* 32)) &+ (nb203 &* 32)) &+ 16), t205_c2_1)
+        store16(arena, ((4884112 &+ (((mb204 &* 9) &+ 3) &* 32)) &+ (nb203 &* 32)), t205_c3_0)
+        store16(arena, (((4884112 &+ (((mb204 &* 9) &+ 3) &* 32)) &+ (nb203 &* 32)) &+ 16), t205_c3_1)
+        store16(arena, ((4884112 &+ (((mb204 &* 9) &+ 4) &* 32)) &+ (nb203 &* 32)), t205_c4_0)
+        store16(arena, (((4884112 &+ (((mb204 &* 9) &+ 4) &* 32)) &+ (nb203 &* 32)) &+ 16), t205_c4_1)
+        store16(arena, ((4884112 &+ (((mb204 &* 9) &+ 5) &* 32)) &+ (nb203 &* 32)), t205_c5_0)
+        store16(arena, (((4884112 &+ (((mb204 &* 9) &+ 5) &* 32)) &+ (nb203 &* 32)) &+ 16), t205_c5_1)
+        store16(arena, ((4884112 &+ (((mb204 &* 9) &+ 6) &* 32)) &+ (nb203 &* 32)), t205_c6_0)
+        store16(arena, (((4884112 &+ (((mb204 &* 9) &+ 6) &* 32)) &+ (nb203 &* 32)) &+ 16), t205_c6_1)
+        store16(arena, ((4884112 &+ (((mb204 &* 9) &+ 7) &* 32)) &+ (nb203 &* 32)), t205_c7_0)
+        store16(arena, (((4884112 &+ (((mb204 &* 9) &+ 7) &* 32)) &+ (nb203 &* 32)) &+ 16), t205_c7_1)
+        store16(arena, ((4884112 &+ (((mb204 &* 9) &+ 8) &* 32)) &+ (nb203 &* 32)), t205_c8_0)
+        store16(arena, (((4884112 &+ (((mb204 &* 9) &+ 8) &* 32)) &+ (nb203 &* 32)) &+ 16), t205_c8_1)
       }
     }
   }
-  for f153 in 0..<32 {
-    for r154 in 0..<9 {
-      grads[((f153 &* 9) &+ r154)] = arena[((4884112 &+ (r154 &* 32)) &+ f153)]
+  for f207 in 0..<32 {
+    for r208 in 0..<9 {
+      grads[((f207 &* 9) &+ r208)] = arena[((4884112 &+ (r208 &* 32)) &+ f207)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i155
-    var i155 = 0
-    while i155 &+ 16 <= 784 {
-      store16(arena, 0 &+ i155, SIMD16<Float>(repeating: Float(1)))
-      i155 &+= 16
+  do {  // SIMD16 over i209
+    var i209 = 0
+    while i209 &+ 16 <= 784 {
+      store16(arena, 0 &+ i209, SIMD16<Float>(repeating: Float(1)))
+      i209 &+= 16
     }
-    while i155 < 784 {
-      arena[i155] = Float(1)
-      i155 &+= 1
-    }
-  }
-  do {  // SIMD16 over i156
-    var i156 = 0
-    while i156 &+ 16 <= 32 {
-      store16(grads, 288 &+ i156, SIMD16<Float>(repeating: Float(0)))
-      i156 &+= 16
-    }
-    while i156 < 32 {
-      grads[(288 &+ i156)] = Float(0)
-      i156 &+= 1
+    while i209 < 784 {
+      arena[i209] = Float(1)
+      i209 &+= 1
     }
   }
-  for img157 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (1221264 &+ (img157 &* 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
+  do {  // SIMD16 over i210
+    var i210 = 0
+    while i210 &+ 16 <= 32 {
+      store16(grads, 288 &+ i210, SIMD16<Float>(repeating: Float(0)))
+      i210 &+= 16
+    }
+    while i210 < 32 {
+      grads[(288 &+ i210)] = Float(0)
+      i210 &+= 1
+    }
+  }
+  for img211 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (1221264 &+ (img211 &* 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 421642 parameters
-  var step_size158: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt159: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i160
-    var i160 = 0
-    while i160 &+ 16 <= 421642 {
-      let g_v = (load16(grads, 0 &+ i160) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i160)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i160)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i160)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i160, m_new_v)
-      store16(v, 0 &+ i160, v_new_v)
-      store16(params, 0 &+ i160, (load16(params, 0 &+ i160) - ((SIMD16<Float>(repeating: step_size158) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt159)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i160 &+= 16
+  var step_size212: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt213: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i214
+    var i214 = 0
+    while i214 &+ 16 <= 421642 {
+      let g_v = (load16(grads, 0 &+ i214) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i214)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i214)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i214)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i214, m_new_v)
+      store16(v, 0 &+ i214, v_new_v)
+      store16(params, 0 &+ i214, (load16(params, 0 &+ i214) - ((SIMD16<Float>(repeating: step_size212) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt213)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i214 &+= 16
     }
-    while i160 < 421642 {
-      var g: Float = (grads[i160] + (Float(0) * params[i160]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i160]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i160]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i160] = m_new
-      v[i160] = v_new
-      params[i160] = (params[i160] - ((step_size158 * m_new) / ((sqrtf(v_new) / bc2_sqrt159) + Float(bitPattern: 0x322bcc77))))
-      i160 &+= 1
+    while i214 < 421642 {
+      var g: Float = (grads[i214] + (Float(0) * params[i214]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i214]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i214]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i214] = m_new
+      v[i214] = v_new
+      params[i214] = (params[i214] - ((step_size212 * m_new) / ((sqrtf(v_new) / bc2_sqrt213) + Float(bitPattern: 0x322bcc77))))
+      i214 &+= 1
     }
   }
 }
@@ -1289,405 +1395,523 @@ public func simplecnn_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for g1 in 0..<1 {
-    for j2 in 0..<64 {
-      for r3 in 0..<9 {
-        do {  // SIMD16 over i4
-          var i4 = 0
-          while i4 &+ 16 <= 784 {
-            store16(arena, ((802816 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
-            i4 &+= 16
+  for i1 in 0..<196 {
+    arena[(2860032 &+ i1)] = Float((((i1 / 14) &* 56) &+ ((i1 % 14) &* 2)))
+  }
+  for g2 in 0..<1 {
+    for j3 in 0..<64 {
+      for r4 in 0..<9 {
+        do {  // SIMD16 over i5
+          var i5 = 0
+          while i5 &+ 16 <= 784 {
+            store16(arena, ((802816 &+ (r4 &* 50176)) &+ (j3 &* 784)) &+ i5, SIMD16<Float>(repeating: Float(0)))
+            i5 &+= 16
           }
-          while i4 < 784 {
-            arena[(((802816 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
-            i4 &+= 1
+          while i5 < 784 {
+            arena[(((802816 &+ (r4 &* 50176)) &+ (j3 &* 784)) &+ i5)] = Float(0)
+            i5 &+= 1
           }
         }
       }
-      for c5 in 0..<1 {
-        for ky6 in 0..<3 {
-          for oy7 in 0..<28 {
-            if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
-              for ox8 in 0..<27 {
-                arena[((((802816 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+      for c6 in 0..<1 {
+        for ky7 in 0..<3 {
+          for oy8 in 0..<14 {
+            if (-1 < (((oy8 &* 2) &+ ky7) &+ -1) && (((oy8 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox9 in 0..<13 {
+                arena[(((802816 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((oy8 &* 14) &+ (ox9 &+ 1)))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy8 &* 2) &+ ky7) &+ -1) &* 28)) &+ (((ox9 &+ 1) &* 2) &+ -1))]
               }
             }
           }
-          for oy9 in 0..<28 {
-            if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
-              do {  // SIMD16 over ox10
-                var ox10 = 0
-                while ox10 &+ 16 <= 28 {
-                  store16(arena, (((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
-                  ox10 &+= 16
-                }
-                while ox10 < 28 {
-                  arena[((((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
-                  ox10 &+= 1
-                }
+          for oy10 in 0..<14 {
+            if (-1 < (((oy10 &* 2) &+ ky7) &+ -1) && (((oy10 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox11 in 0..<14 {
+                arena[(((802816 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy10 &* 14)) &+ ox11))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy10 &* 2) &+ ky7) &+ -1) &* 28)) &+ (ox11 &* 2))]
               }
             }
           }
-          for oy11 in 0..<28 {
-            if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
-              for ox12 in 0..<27 {
-                arena[((((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
+          for oy12 in 0..<14 {
+            if (-1 < ((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox13 in 0..<13 {
+                arena[(((802816 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy12 &* 14)) &+ (ox13 &+ 1)))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (((ox13 &+ 1) &* 2) &+ -1))]
+              }
+            }
+          }
+          for oy14 in 0..<14 {
+            if (-1 < ((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox15 in 0..<14 {
+                arena[(((802816 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy14 &* 14)) &+ ox15))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (ox15 &* 2))]
+              }
+            }
+          }
+          for oy16 in 0..<14 {
+            if (-1 < (((oy16 &* 2) &+ ky7) &+ -1) && (((oy16 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox17 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((oy16 &* 14) &+ ox17))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy16 &* 2) &+ ky7) &+ -1) &* 28)) &+ (ox17 &* 2))]
+              }
+            }
+          }
+          for oy18 in 0..<14 {
+            if (-1 < (((oy18 &* 2) &+ ky7) &+ -1) && (((oy18 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox19 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy18 &* 14)) &+ ox19))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy18 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox19 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy20 in 0..<14 {
+            if (-1 < ((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox21 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy20 &* 14)) &+ ox21))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (ox21 &* 2))]
+              }
+            }
+          }
+          for oy22 in 0..<14 {
+            if (-1 < ((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox23 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy22 &* 14)) &+ ox23))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox23 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy24 in 0..<14 {
+            if (-1 < (((oy24 &* 2) &+ ky7) &+ -1) && (((oy24 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox25 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((oy24 &* 14) &+ ox25))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy24 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox25 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy26 in 0..<14 {
+            if (-1 < (((oy26 &* 2) &+ ky7) &+ -1) && (((oy26 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox27 in 0..<13 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy26 &* 14)) &+ ox27))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy26 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox27 &* 2) &+ 2))]
+              }
+            }
+          }
+          for oy28 in 0..<14 {
+            if (-1 < ((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox29 in 0..<14 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy28 &* 14)) &+ ox29))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox29 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy30 in 0..<14 {
+            if (-1 < ((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox31 in 0..<13 {
+                arena[(((802816 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy30 &* 14)) &+ ox31))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox31 &* 2) &+ 2))]
               }
             }
           }
         }
       }
     }
-    for nb13 in 0..<784 {
-      for mb14 in 0..<5 {
-        var t15_c0_0 = SIMD16<Float>()
-        var t15_c0_1 = SIMD16<Float>()
-        var t15_c0_2 = SIMD16<Float>()
-        var t15_c0_3 = SIMD16<Float>()
-        var t15_c1_0 = SIMD16<Float>()
-        var t15_c1_1 = SIMD16<Float>()
-        var t15_c1_2 = SIMD16<Float>()
-        var t15_c1_3 = SIMD16<Float>()
-        var t15_c2_0 = SIMD16<Float>()
-        var t15_c2_1 = SIMD16<Float>()
-        var t15_c2_2 = SIMD16<Float>()
-        var t15_c2_3 = SIMD16<Float>()
-        var t15_c3_0 = SIMD16<Float>()
-        var t15_c3_1 = SIMD16<Float>()
-        var t15_c3_2 = SIMD16<Float>()
-        var t15_c3_3 = SIMD16<Float>()
-        var t15_c4_0 = SIMD16<Float>()
-        var t15_c4_1 = SIMD16<Float>()
-        var t15_c4_2 = SIMD16<Float>()
-        var t15_c4_3 = SIMD16<Float>()
-        var t15_c5_0 = SIMD16<Float>()
-        var t15_c5_1 = SIMD16<Float>()
-        var t15_c5_2 = SIMD16<Float>()
-        var t15_c5_3 = SIMD16<Float>()
-        for k16 in 0..<9 {
-          let t15_b0 = load16(arena, ((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)))
-          let t15_b1 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 16))
-          let t15_b2 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 32))
-          let t15_b3 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 48))
-          let t15_a0 = SIMD16<Float>(repeating: params[(((mb14 &* 6) &* 9) &+ k16)])
-          t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
-          t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
-          t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
-          t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
-          let t15_a1 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 1) &* 9) &+ k16)])
-          t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
-          t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
-          t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
-          t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
-          let t15_a2 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 2) &* 9) &+ k16)])
-          t15_c2_0 = t15_c2_0.addingProduct(t15_a2, t15_b0)
-          t15_c2_1 = t15_c2_1.addingProduct(t15_a2, t15_b1)
-          t15_c2_2 = t15_c2_2.addingProduct(t15_a2, t15_b2)
-          t15_c2_3 = t15_c2_3.addingProduct(t15_a2, t15_b3)
-          let t15_a3 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 3) &* 9) &+ k16)])
-          t15_c3_0 = t15_c3_0.addingProduct(t15_a3, t15_b0)
-          t15_c3_1 = t15_c3_1.addingProduct(t15_a3, t15_b1)
-          t15_c3_2 = t15_c3_2.addingProduct(t15_a3, t15_b2)
-          t15_c3_3 = t15_c3_3.addingProduct(t15_a3, t15_b3)
-          let t15_a4 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 4) &* 9) &+ k16)])
-          t15_c4_0 = t15_c4_0.addingProduct(t15_a4, t15_b0)
-          t15_c4_1 = t15_c4_1.addingProduct(t15_a4, t15_b1)
-          t15_c4_2 = t15_c4_2.addingProduct(t15_a4, t15_b2)
-          t15_c4_3 = t15_c4_3.addingProduct(t15_a4, t15_b3)
-          let t15_a5 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 5) &* 9) &+ k16)])
-          t15_c5_0 = t15_c5_0.addingProduct(t15_a5, t15_b0)
-          t15_c5_1 = t15_c5_1.addingProduct(t15_a5, t15_b1)
-          t15_c5_2 = t15_c5_2.addingProduct(t15_a5, t15_b2)
-          t15_c5_3 = t15_c5_3.addingProduct(t15_a5, t15_b3)
+    for nb32 in 0..<784 {
+      for mb33 in 0..<5 {
+        var t34_c0_0 = SIMD16<Float>()
+        var t34_c0_1 = SIMD16<Float>()
+        var t34_c0_2 = SIMD16<Float>()
+        var t34_c0_3 = SIMD16<Float>()
+        var t34_c1_0 = SIMD16<Float>()
+        var t34_c1_1 = SIMD16<Float>()
+        var t34_c1_2 = SIMD16<Float>()
+        var t34_c1_3 = SIMD16<Float>()
+        var t34_c2_0 = SIMD16<Float>()
+        var t34_c2_1 = SIMD16<Float>()
+        var t34_c2_2 = SIMD16<Float>()
+        var t34_c2_3 = SIMD16<Float>()
+        var t34_c3_0 = SIMD16<Float>()
+        var t34_c3_1 = SIMD16<Float>()
+        var t34_c3_2 = SIMD16<Float>()
+        var t34_c3_3 = SIMD16<Float>()
+        var t34_c4_0 = SIMD16<Float>()
+        var t34_c4_1 = SIMD16<Float>()
+        var t34_c4_2 = SIMD16<Float>()
+        var t34_c4_3 = SIMD16<Float>()
+        var t34_c5_0 = SIMD16<Float>()
+        var t34_c5_1 = SIMD16<Float>()
+        var t34_c5_2 = SIMD16<Float>()
+        var t34_c5_3 = SIMD16<Float>()
+        for k35 in 0..<9 {
+          let t34_b0 = load16(arena, ((802816 &+ (k35 &* 50176)) &+ (nb32 &* 64)))
+          let t34_b1 = load16(arena, (((802816 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 16))
+          let t34_b2 = load16(arena, (((802816 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 32))
+          let t34_b3 = load16(arena, (((802816 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 48))
+          let t34_a0 = SIMD16<Float>(repeating: params[(((mb33 &* 6) &* 9) &+ k35)])
+          t34_c0_0 = t34_c0_0.addingProduct(t34_a0, t34_b0)
+          t34_c0_1 = t34_c0_1.addingProduct(t34_a0, t34_b1)
+          t34_c0_2 = t34_c0_2.addingProduct(t34_a0, t34_b2)
+          t34_c0_3 = t34_c0_3.addingProduct(t34_a0, t34_b3)
+          let t34_a1 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 1) &* 9) &+ k35)])
+          t34_c1_0 = t34_c1_0.addingProduct(t34_a1, t34_b0)
+          t34_c1_1 = t34_c1_1.addingProduct(t34_a1, t34_b1)
+          t34_c1_2 = t34_c1_2.addingProduct(t34_a1, t34_b2)
+          t34_c1_3 = t34_c1_3.addingProduct(t34_a1, t34_b3)
+          let t34_a2 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 2) &* 9) &+ k35)])
+          t34_c2_0 = t34_c2_0.addingProduct(t34_a2, t34_b0)
+          t34_c2_1 = t34_c2_1.addingProduct(t34_a2, t34_b1)
+          t34_c2_2 = t34_c2_2.addingProduct(t34_a2, t34_b2)
+          t34_c2_3 = t34_c2_3.addingProduct(t34_a2, t34_b3)
+          let t34_a3 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 3) &* 9) &+ k35)])
+          t34_c3_0 = t34_c3_0.addingProduct(t34_a3, t34_b0)
+          t34_c3_1 = t34_c3_1.addingProduct(t34_a3, t34_b1)
+          t34_c3_2 = t34_c3_2.addingProduct(t34_a3, t34_b2)
+          t34_c3_3 = t34_c3_3.addingProduct(t34_a3, t34_b3)
+          let t34_a4 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 4) &* 9) &+ k35)])
+          t34_c4_0 = t34_c4_0.addingProduct(t34_a4, t34_b0)
+          t34_c4_1 = t34_c4_1.addingProduct(t34_a4, t34_b1)
+          t34_c4_2 = t34_c4_2.addingProduct(t34_a4, t34_b2)
+          t34_c4_3 = t34_c4_3.addingProduct(t34_a4, t34_b3)
+          let t34_a5 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 5) &* 9) &+ k35)])
+          t34_c5_0 = t34_c5_0.addingProduct(t34_a5, t34_b0)
+          t34_c5_1 = t34_c5_1.addingProduct(t34_a5, t34_b1)
+          t34_c5_2 = t34_c5_2.addingProduct(t34_a5, t34_b2)
+          t34_c5_3 = t34_c5_3.addingProduct(t34_a5, t34_b3)
         }
-        store16(arena, ((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)), t15_c0_0)
-        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c0_1)
-        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c0_2)
-        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c0_3)
-        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)), t15_c1_0)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c1_1)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c1_2)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c1_3)
-        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)), t15_c2_0)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c2_1)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c2_2)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c2_3)
-        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)), t15_c3_0)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c3_1)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c3_2)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c3_3)
-        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)), t15_c4_0)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c4_1)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c4_2)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c4_3)
-        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)), t15_c5_0)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c5_1)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c5_2)
-        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c5_3)
+        store16(arena, ((1254400 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)), t34_c0_0)
+        store16(arena, (((1254400 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c0_1)
+        store16(arena, (((1254400 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c0_2)
+        store16(arena, (((1254400 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c0_3)
+        store16(arena, ((1254400 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)), t34_c1_0)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c1_1)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c1_2)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c1_3)
+        store16(arena, ((1254400 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)), t34_c2_0)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c2_1)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c2_2)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c2_3)
+        store16(arena, ((1254400 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)), t34_c3_0)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c3_1)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c3_2)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c3_3)
+        store16(arena, ((1254400 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)), t34_c4_0)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c4_1)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c4_2)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c4_3)
+        store16(arena, ((1254400 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)), t34_c5_0)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c5_1)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c5_2)
+        store16(arena, (((1254400 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c5_3)
       }
-      var t17_c0_0 = SIMD16<Float>()
-      var t17_c0_1 = SIMD16<Float>()
-      var t17_c0_2 = SIMD16<Float>()
-      var t17_c0_3 = SIMD16<Float>()
-      var t17_c1_0 = SIMD16<Float>()
-      var t17_c1_1 = SIMD16<Float>()
-      var t17_c1_2 = SIMD16<Float>()
-      var t17_c1_3 = SIMD16<Float>()
-      for k18 in 0..<9 {
-        let t17_b0 = load16(arena, ((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)))
-        let t17_b1 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 16))
-        let t17_b2 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 32))
-        let t17_b3 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 48))
-        let t17_a0 = SIMD16<Float>(repeating: params[(270 &+ k18)])
-        t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-        t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-        t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-        t17_c0_3 = t17_c0_3.addingProduct(t17_a0, t17_b3)
-        let t17_a1 = SIMD16<Float>(repeating: params[(279 &+ k18)])
-        t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-        t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-        t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-        t17_c1_3 = t17_c1_3.addingProduct(t17_a1, t17_b3)
+      var t36_c0_0 = SIMD16<Float>()
+      var t36_c0_1 = SIMD16<Float>()
+      var t36_c0_2 = SIMD16<Float>()
+      var t36_c0_3 = SIMD16<Float>()
+      var t36_c1_0 = SIMD16<Float>()
+      var t36_c1_1 = SIMD16<Float>()
+      var t36_c1_2 = SIMD16<Float>()
+      var t36_c1_3 = SIMD16<Float>()
+      for k37 in 0..<9 {
+        let t36_b0 = load16(arena, ((802816 &+ (k37 &* 50176)) &+ (nb32 &* 64)))
+        let t36_b1 = load16(arena, (((802816 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 16))
+        let t36_b2 = load16(arena, (((802816 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 32))
+        let t36_b3 = load16(arena, (((802816 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 48))
+        let t36_a0 = SIMD16<Float>(repeating: params[(270 &+ k37)])
+        t36_c0_0 = t36_c0_0.addingProduct(t36_a0, t36_b0)
+        t36_c0_1 = t36_c0_1.addingProduct(t36_a0, t36_b1)
+        t36_c0_2 = t36_c0_2.addingProduct(t36_a0, t36_b2)
+        t36_c0_3 = t36_c0_3.addingProduct(t36_a0, t36_b3)
+        let t36_a1 = SIMD16<Float>(repeating: params[(279 &+ k37)])
+        t36_c1_0 = t36_c1_0.addingProduct(t36_a1, t36_b0)
+        t36_c1_1 = t36_c1_1.addingProduct(t36_a1, t36_b1)
+        t36_c1_2 = t36_c1_2.addingProduct(t36_a1, t36_b2)
+        t36_c1_3 = t36_c1_3.addingProduct(t36_a1, t36_b3)
       }
-      store16(arena, (2759680 &+ (nb13 &* 64)), t17_c0_0)
-      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 16), t17_c0_1)
-      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 32), t17_c0_2)
-      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 48), t17_c0_3)
-      store16(arena, (2809856 &+ (nb13 &* 64)), t17_c1_0)
-      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 16), t17_c1_1)
-      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 32), t17_c1_2)
-      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 48), t17_c1_3)
+      store16(arena, (2759680 &+ (nb32 &* 64)), t36_c0_0)
+      store16(arena, ((2759680 &+ (nb32 &* 64)) &+ 16), t36_c0_1)
+      store16(arena, ((2759680 &+ (nb32 &* 64)) &+ 32), t36_c0_2)
+      store16(arena, ((2759680 &+ (nb32 &* 64)) &+ 48), t36_c0_3)
+      store16(arena, (2809856 &+ (nb32 &* 64)), t36_c1_0)
+      store16(arena, ((2809856 &+ (nb32 &* 64)) &+ 16), t36_c1_1)
+      store16(arena, ((2809856 &+ (nb32 &* 64)) &+ 32), t36_c1_2)
+      store16(arena, ((2809856 &+ (nb32 &* 64)) &+ 48), t36_c1_3)
     }
-    for j19 in 0..<64 {
-      for f20 in 0..<32 {
-        for py21 in 0..<14 {
-          for px22 in 0..<14 {
-            var best23: Float = (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)])
-            var bi24: Float = Float(((py21 &* 56) &+ (px22 &* 2)))
-            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) > best23 ? Float(((py21 &* 56) &+ (px22 &* 2))) : bi24)
-            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) : best23)
-            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 1)) : bi24)
-            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) : best23)
-            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 28)) : bi24)
-            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) : best23)
-            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) > best23 ? Float(((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1)) : bi24)
-            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) : best23)
-            arena[((((((g1 &* 64) &+ j19) &* 6272) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (best23 > Float(0) ? best23 : Float(0))
-            arena[(401408 &+ ((((((g1 &* 64) &+ j19) &* 6272) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22))] = bi24
-          }
+    for j38 in 0..<64 {
+      for f39 in 0..<32 {
+        for q40 in 0..<196 {
+          var v41: Float = (arena[(((1254400 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ q40)] + params[(288 &+ f39)])
+          var at42: Float = Float(0)
+          var v43: Float = (arena[((((1254400 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 196) &+ q40)] + params[(288 &+ f39)])
+          var at45: Float = (v43 > v41 ? Float(1) : at42)
+          var best44: Float = (v43 > v41 ? v43 : v41)
+          var v46: Float = (arena[((((1254400 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 392) &+ q40)] + params[(288 &+ f39)])
+          var at48: Float = (v46 > best44 ? Float(28) : at45)
+          var best47: Float = (v46 > best44 ? v46 : best44)
+          var v49: Float = (arena[((((1254400 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 588) &+ q40)] + params[(288 &+ f39)])
+          var at51: Float = (v49 > best47 ? Float(29) : at48)
+          var best50: Float = (v49 > best47 ? v49 : best47)
+          arena[(((((g2 &* 64) &+ j38) &* 6272) &+ (f39 &* 196)) &+ q40)] = (best50 > Float(0) ? best50 : Float(0))
+          arena[(401408 &+ (((((g2 &* 64) &+ j38) &* 6272) &+ (f39 &* 196)) &+ q40))] = (arena[(2860032 &+ q40)] + at51)
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g25 in 0..<1 {
-    for j26 in 0..<64 {
-      for r27 in 0..<288 {
-        do {  // SIMD16 over i28
-          var i28 = 0
-          while i28 &+ 16 <= 196 {
-            store16(arena, ((802816 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28, SIMD16<Float>(repeating: Float(0)))
-            i28 &+= 16
+  for i52 in 0..<49 {
+    arena[(5218304 &+ i52)] = Float((((i52 / 7) &* 28) &+ ((i52 % 7) &* 2)))
+  }
+  for g53 in 0..<1 {
+    for j54 in 0..<64 {
+      for r55 in 0..<288 {
+        do {  // SIMD16 over i56
+          var i56 = 0
+          while i56 &+ 16 <= 196 {
+            store16(arena, ((802816 &+ (r55 &* 12544)) &+ (j54 &* 196)) &+ i56, SIMD16<Float>(repeating: Float(0)))
+            i56 &+= 16
           }
-          while i28 < 196 {
-            arena[(((802816 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28)] = Float(0)
-            i28 &+= 1
+          while i56 < 196 {
+            arena[(((802816 &+ (r55 &* 12544)) &+ (j54 &* 196)) &+ i56)] = Float(0)
+            i56 &+= 1
           }
         }
       }
-      for c29 in 0..<32 {
-        for ky30 in 0..<3 {
-          for oy31 in 0..<14 {
-            if (-1 < ((oy31 &+ ky30) &+ -1) && ((oy31 &+ ky30) &+ -1) < 14) {
-              for ox32 in 0..<13 {
-                arena[((((802816 &+ ((((c29 &* 3) &+ ky30) &* 3) &* 12544)) &+ (j26 &* 196)) &+ (oy31 &* 14)) &+ (ox32 &+ 1))] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy31 &+ ky30) &+ -1) &* 14)) &+ ((ox32 &+ 1) &+ -1))]
+      for c57 in 0..<32 {
+        for ky58 in 0..<3 {
+          for oy59 in 0..<7 {
+            if (-1 < (((oy59 &* 2) &+ ky58) &+ -1) && (((oy59 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox60 in 0..<6 {
+                arena[(((802816 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((oy59 &* 7) &+ (ox60 &+ 1)))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy59 &* 2) &+ ky58) &+ -1) &* 14)) &+ (((ox60 &+ 1) &* 2) &+ -1))]
               }
             }
           }
-          for oy33 in 0..<14 {
-            if (-1 < ((oy33 &+ ky30) &+ -1) && ((oy33 &+ ky30) &+ -1) < 14) {
-              do {  // SIMD16 over ox34
-                var ox34 = 0
-                while ox34 < 14 {
-                  arena[((((802816 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 1) &* 12544)) &+ (j26 &* 196)) &+ (oy33 &* 14)) &+ ox34)] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy33 &+ ky30) &+ -1) &* 14)) &+ ox34)]
-                  ox34 &+= 1
-                }
+          for oy61 in 0..<7 {
+            if (-1 < (((oy61 &* 2) &+ ky58) &+ -1) && (((oy61 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox62 in 0..<7 {
+                arena[(((802816 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy61 &* 7)) &+ ox62))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy61 &* 2) &+ ky58) &+ -1) &* 14)) &+ (ox62 &* 2))]
               }
             }
           }
-          for oy35 in 0..<14 {
-            if (-1 < ((oy35 &+ ky30) &+ -1) && ((oy35 &+ ky30) &+ -1) < 14) {
-              for ox36 in 0..<13 {
-                arena[((((802816 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 2) &* 12544)) &+ (j26 &* 196)) &+ (oy35 &* 14)) &+ ox36)] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy35 &+ ky30) &+ -1) &* 14)) &+ (ox36 &+ 1))]
+          for oy63 in 0..<7 {
+            if (-1 < ((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox64 in 0..<6 {
+                arena[(((802816 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy63 &* 7)) &+ (ox64 &+ 1)))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (((ox64 &+ 1) &* 2) &+ -1))]
+              }
+            }
+          }
+          for oy65 in 0..<7 {
+            if (-1 < ((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox66 in 0..<7 {
+                arena[(((802816 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy65 &* 7)) &+ ox66))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (ox66 &* 2))]
+              }
+            }
+          }
+          for oy67 in 0..<7 {
+            if (-1 < (((oy67 &* 2) &+ ky58) &+ -1) && (((oy67 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox68 in 0..<7 {
+                arena[(((802816 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((oy67 &* 7) &+ ox68))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy67 &* 2) &+ ky58) &+ -1) &* 14)) &+ (ox68 &* 2))]
+              }
+            }
+          }
+          for oy69 in 0..<7 {
+            if (-1 < (((oy69 &* 2) &+ ky58) &+ -1) && (((oy69 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox70 in 0..<7 {
+                arena[(((802816 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy69 &* 7)) &+ ox70))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy69 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox70 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy71 in 0..<7 {
+            if (-1 < ((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox72 in 0..<7 {
+                arena[(((802816 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy71 &* 7)) &+ ox72))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (ox72 &* 2))]
+              }
+            }
+          }
+          for oy73 in 0..<7 {
+            if (-1 < ((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox74 in 0..<7 {
+                arena[(((802816 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy73 &* 7)) &+ ox74))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox74 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy75 in 0..<7 {
+            if (-1 < (((oy75 &* 2) &+ ky58) &+ -1) && (((oy75 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox76 in 0..<7 {
+                arena[(((802816 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((oy75 &* 7) &+ ox76))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy75 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox76 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy77 in 0..<7 {
+            if (-1 < (((oy77 &* 2) &+ ky58) &+ -1) && (((oy77 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox78 in 0..<6 {
+                arena[(((802816 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy77 &* 7)) &+ ox78))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ ((((oy77 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox78 &* 2) &+ 2))]
+              }
+            }
+          }
+          for oy79 in 0..<7 {
+            if (-1 < ((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox80 in 0..<7 {
+                arena[(((802816 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy79 &* 7)) &+ ox80))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox80 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy81 in 0..<7 {
+            if (-1 < ((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox82 in 0..<6 {
+                arena[(((802816 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy81 &* 7)) &+ ox82))] = arena[((((((g53 &* 64) &+ j54) &* 6272) &+ (c57 &* 196)) &+ (((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox82 &* 2) &+ 2))]
               }
             }
           }
         }
       }
     }
-    for nb37 in 0..<196 {
-      for mb38 in 0..<10 {
-        var t39_c0_0 = SIMD16<Float>()
-        var t39_c0_1 = SIMD16<Float>()
-        var t39_c0_2 = SIMD16<Float>()
-        var t39_c0_3 = SIMD16<Float>()
-        var t39_c1_0 = SIMD16<Float>()
-        var t39_c1_1 = SIMD16<Float>()
-        var t39_c1_2 = SIMD16<Float>()
-        var t39_c1_3 = SIMD16<Float>()
-        var t39_c2_0 = SIMD16<Float>()
-        var t39_c2_1 = SIMD16<Float>()
-        var t39_c2_2 = SIMD16<Float>()
-        var t39_c2_3 = SIMD16<Float>()
-        var t39_c3_0 = SIMD16<Float>()
-        var t39_c3_1 = SIMD16<Float>()
-        var t39_c3_2 = SIMD16<Float>()
-        var t39_c3_3 = SIMD16<Float>()
-        var t39_c4_0 = SIMD16<Float>()
-        var t39_c4_1 = SIMD16<Float>()
-        var t39_c4_2 = SIMD16<Float>()
-        var t39_c4_3 = SIMD16<Float>()
-        var t39_c5_0 = SIMD16<Float>()
-        var t39_c5_1 = SIMD16<Float>()
-        var t39_c5_2 = SIMD16<Float>()
-        var t39_c5_3 = SIMD16<Float>()
-        for k40 in 0..<288 {
-          let t39_b0 = load16(arena, ((802816 &+ (k40 &* 12544)) &+ (nb37 &* 64)))
-          let t39_b1 = load16(arena, (((802816 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 16))
-          let t39_b2 = load16(arena, (((802816 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 32))
-          let t39_b3 = load16(arena, (((802816 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 48))
-          let t39_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb38 &* 6) &* 288)) &+ k40)])
-          t39_c0_0 = t39_c0_0.addingProduct(t39_a0, t39_b0)
-          t39_c0_1 = t39_c0_1.addingProduct(t39_a0, t39_b1)
-          t39_c0_2 = t39_c0_2.addingProduct(t39_a0, t39_b2)
-          t39_c0_3 = t39_c0_3.addingProduct(t39_a0, t39_b3)
-          let t39_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 1) &* 288)) &+ k40)])
-          t39_c1_0 = t39_c1_0.addingProduct(t39_a1, t39_b0)
-          t39_c1_1 = t39_c1_1.addingProduct(t39_a1, t39_b1)
-          t39_c1_2 = t39_c1_2.addingProduct(t39_a1, t39_b2)
-          t39_c1_3 = t39_c1_3.addingProduct(t39_a1, t39_b3)
-          let t39_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 2) &* 288)) &+ k40)])
-          t39_c2_0 = t39_c2_0.addingProduct(t39_a2, t39_b0)
-          t39_c2_1 = t39_c2_1.addingProduct(t39_a2, t39_b1)
-          t39_c2_2 = t39_c2_2.addingProduct(t39_a2, t39_b2)
-          t39_c2_3 = t39_c2_3.addingProduct(t39_a2, t39_b3)
-          let t39_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 3) &* 288)) &+ k40)])
-          t39_c3_0 = t39_c3_0.addingProduct(t39_a3, t39_b0)
-          t39_c3_1 = t39_c3_1.addingProduct(t39_a3, t39_b1)
-          t39_c3_2 = t39_c3_2.addingProduct(t39_a3, t39_b2)
-          t39_c3_3 = t39_c3_3.addingProduct(t39_a3, t39_b3)
-          let t39_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 4) &* 288)) &+ k40)])
-          t39_c4_0 = t39_c4_0.addingProduct(t39_a4, t39_b0)
-          t39_c4_1 = t39_c4_1.addingProduct(t39_a4, t39_b1)
-          t39_c4_2 = t39_c4_2.addingProduct(t39_a4, t39_b2)
-          t39_c4_3 = t39_c4_3.addingProduct(t39_a4, t39_b3)
-          let t39_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 5) &* 288)) &+ k40)])
-          t39_c5_0 = t39_c5_0.addingProduct(t39_a5, t39_b0)
-          t39_c5_1 = t39_c5_1.addingProduct(t39_a5, t39_b1)
-          t39_c5_2 = t39_c5_2.addingProduct(t39_a5, t39_b2)
-          t39_c5_3 = t39_c5_3.addingProduct(t39_a5, t39_b3)
+    for nb83 in 0..<196 {
+      for mb84 in 0..<10 {
+        var t85_c0_0 = SIMD16<Float>()
+        var t85_c0_1 = SIMD16<Float>()
+        var t85_c0_2 = SIMD16<Float>()
+        var t85_c0_3 = SIMD16<Float>()
+        var t85_c1_0 = SIMD16<Float>()
+        var t85_c1_1 = SIMD16<Float>()
+        var t85_c1_2 = SIMD16<Float>()
+        var t85_c1_3 = SIMD16<Float>()
+        var t85_c2_0 = SIMD16<Float>()
+        var t85_c2_1 = SIMD16<Float>()
+        var t85_c2_2 = SIMD16<Float>()
+        var t85_c2_3 = SIMD16<Float>()
+        var t85_c3_0 = SIMD16<Float>()
+        var t85_c3_1 = SIMD16<Float>()
+        var t85_c3_2 = SIMD16<Float>()
+        var t85_c3_3 = SIMD16<Float>()
+        var t85_c4_0 = SIMD16<Float>()
+        var t85_c4_1 = SIMD16<Float>()
+        var t85_c4_2 = SIMD16<Float>()
+        var t85_c4_3 = SIMD16<Float>()
+        var t85_c5_0 = SIMD16<Float>()
+        var t85_c5_1 = SIMD16<Float>()
+        var t85_c5_2 = SIMD16<Float>()
+        var t85_c5_3 = SIMD16<Float>()
+        for k86 in 0..<288 {
+          let t85_b0 = load16(arena, ((802816 &+ (k86 &* 12544)) &+ (nb83 &* 64)))
+          let t85_b1 = load16(arena, (((802816 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 16))
+          let t85_b2 = load16(arena, (((802816 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 32))
+          let t85_b3 = load16(arena, (((802816 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 48))
+          let t85_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb84 &* 6) &* 288)) &+ k86)])
+          t85_c0_0 = t85_c0_0.addingProduct(t85_a0, t85_b0)
+          t85_c0_1 = t85_c0_1.addingProduct(t85_a0, t85_b1)
+          t85_c0_2 = t85_c0_2.addingProduct(t85_a0, t85_b2)
+          t85_c0_3 = t85_c0_3.addingProduct(t85_a0, t85_b3)
+          let t85_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb84 &* 6) &+ 1) &* 288)) &+ k86)])
+          t85_c1_0 = t85_c1_0.addingProduct(t85_a1, t85_b0)
+          t85_c1_1 = t85_c1_1.addingProduct(t85_a1, t85_b1)
+          t85_c1_2 = t85_c1_2.addingProduct(t85_a1, t85_b2)
+          t85_c1_3 = t85_c1_3.addingProduct(t85_a1, t85_b3)
+          let t85_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb84 &* 6) &+ 2) &* 288)) &+ k86)])
+          t85_c2_0 = t85_c2_0.addingProduct(t85_a2, t85_b0)
+          t85_c2_1 = t85_c2_1.addingProduct(t85_a2, t85_b1)
+          t85_c2_2 = t85_c2_2.addingProduct(t85_a2, t85_b2)
+          t85_c2_3 = t85_c2_3.addingProduct(t85_a2, t85_b3)
+          let t85_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb84 &* 6) &+ 3) &* 288)) &+ k86)])
+          t85_c3_0 = t85_c3_0.addingProduct(t85_a3, t85_b0)
+          t85_c3_1 = t85_c3_1.addingProduct(t85_a3, t85_b1)
+          t85_c3_2 = t85_c3_2.addingProduct(t85_a3, t85_b2)
+          t85_c3_3 = t85_c3_3.addingProduct(t85_a3, t85_b3)
+          let t85_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb84 &* 6) &+ 4) &* 288)) &+ k86)])
+          t85_c4_0 = t85_c4_0.addingProduct(t85_a4, t85_b0)
+          t85_c4_1 = t85_c4_1.addingProduct(t85_a4, t85_b1)
+          t85_c4_2 = t85_c4_2.addingProduct(t85_a4, t85_b2)
+          t85_c4_3 = t85_c4_3.addingProduct(t85_a4, t85_b3)
+          let t85_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb84 &* 6) &+ 5) &* 288)) &+ k86)])
+          t85_c5_0 = t85_c5_0.addingProduct(t85_a5, t85_b0)
+          t85_c5_1 = t85_c5_1.addingProduct(t85_a5, t85_b1)
+          t85_c5_2 = t85_c5_2.addingProduct(t85_a5, t85_b2)
+          t85_c5_3 = t85_c5_3.addingProduct(t85_a5, t85_b3)
         }
-        store16(arena, ((4415488 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)), t39_c0_0)
-        store16(arena, (((4415488 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c0_1)
-        store16(arena, (((4415488 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c0_2)
-        store16(arena, (((4415488 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c0_3)
-        store16(arena, ((4415488 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)), t39_c1_0)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c1_1)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c1_2)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c1_3)
-        store16(arena, ((4415488 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)), t39_c2_0)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c2_1)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c2_2)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c2_3)
-        store16(arena, ((4415488 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)), t39_c3_0)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c3_1)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c3_2)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c3_3)
-        store16(arena, ((4415488 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)), t39_c4_0)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c4_1)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c4_2)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c4_3)
-        store16(arena, ((4415488 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)), t39_c5_0)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c5_1)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c5_2)
-        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c5_3)
+        store16(arena, ((4415488 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)), t85_c0_0)
+        store16(arena, (((4415488 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c0_1)
+        store16(arena, (((4415488 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c0_2)
+        store16(arena, (((4415488 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c0_3)
+        store16(arena, ((4415488 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)), t85_c1_0)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c1_1)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c1_2)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c1_3)
+        store16(arena, ((4415488 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)), t85_c2_0)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c2_1)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c2_2)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c2_3)
+        store16(arena, ((4415488 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)), t85_c3_0)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c3_1)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c3_2)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c3_3)
+        store16(arena, ((4415488 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)), t85_c4_0)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c4_1)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c4_2)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c4_3)
+        store16(arena, ((4415488 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)), t85_c5_0)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c5_1)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c5_2)
+        store16(arena, (((4415488 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c5_3)
       }
-      var t41_c0_0 = SIMD16<Float>()
-      var t41_c0_1 = SIMD16<Float>()
-      var t41_c0_2 = SIMD16<Float>()
-      var t41_c0_3 = SIMD16<Float>()
-      var t41_c1_0 = SIMD16<Float>()
-      var t41_c1_1 = SIMD16<Float>()
-      var t41_c1_2 = SIMD16<Float>()
-      var t41_c1_3 = SIMD16<Float>()
-      var t41_c2_0 = SIMD16<Float>()
-      var t41_c2_1 = SIMD16<Float>()
-      var t41_c2_2 = SIMD16<Float>()
-      var t41_c2_3 = SIMD16<Float>()
-      var t41_c3_0 = SIMD16<Float>()
-      var t41_c3_1 = SIMD16<Float>()
-      var t41_c3_2 = SIMD16<Float>()
-      var t41_c3_3 = SIMD16<Float>()
-      for k42 in 0..<288 {
-        let t41_b0 = load16(arena, ((802816 &+ (k42 &* 12544)) &+ (nb37 &* 64)))
-        let t41_b1 = load16(arena, (((802816 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 16))
-        let t41_b2 = load16(arena, (((802816 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 32))
-        let t41_b3 = load16(arena, (((802816 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 48))
-        let t41_a0 = SIMD16<Float>(repeating: params[(17600 &+ k42)])
-        t41_c0_0 = t41_c0_0.addingProduct(t41_a0, t41_b0)
-        t41_c0_1 = t41_c0_1.addingProduct(t41_a0, t41_b1)
-        t41_c0_2 = t41_c0_2.addingProduct(t41_a0, t41_b2)
-        t41_c0_3 = t41_c0_3.addingProduct(t41_a0, t41_b3)
-        let t41_a1 = SIMD16<Float>(repeating: params[(17888 &+ k42)])
-        t41_c1_0 = t41_c1_0.addingProduct(t41_a1, t41_b0)
-        t41_c1_1 = t41_c1_1.addingProduct(t41_a1, t41_b1)
-        t41_c1_2 = t41_c1_2.addingProduct(t41_a1, t41_b2)
-        t41_c1_3 = t41_c1_3.addingProduct(t41_a1, t41_b3)
-        let t41_a2 = SIMD16<Float>(repeating: params[(18176 &+ k42)])
-        t41_c2_0 = t41_c2_0.addingProduct(t41_a2, t41_b0)
-        t41_c2_1 = t41_c2_1.addingProduct(t41_a2, t41_b1)
-        t41_c2_2 = t41_c2_2.addingProduct(t41_a2, t41_b2)
-        t41_c2_3 = t41_c2_3.addingProduct(t41_a2, t41_b3)
-        let t41_a3 = SIMD16<Float>(repeating: params[(18464 &+ k42)])
-        t41_c3_0 = t41_c3_0.addingProduct(t41_a3, t41_b0)
-        t41_c3_1 = t41_c3_1.addingProduct(t41_a3, t41_b1)
-        t41_c3_2 = t41_c3_2.addingProduct(t41_a3, t41_b2)
-        t41_c3_3 = t41_c3_3.addingProduct(t41_a3, t41_b3)
+      var t87_c0_0 = SIMD16<Float>()
+      var t87_c0_1 = SIMD16<Float>()
+      var t87_c0_2 = SIMD16<Float>()
+      var t87_c0_3 = SIMD16<Float>()
+      var t87_c1_0 = SIMD16<Float>()
+      var t87_c1_1 = SIMD16<Float>()
+      var t87_c1_2 = SIMD16<Float>()
+      var t87_c1_3 = SIMD16<Float>()
+      var t87_c2_0 = SIMD16<Float>()
+      var t87_c2_1 = SIMD16<Float>()
+      var t87_c2_2 = SIMD16<Float>()
+      var t87_c2_3 = SIMD16<Float>()
+      var t87_c3_0 = SIMD16<Float>()
+      var t87_c3_1 = SIMD16<Float>()
+      var t87_c3_2 = SIMD16<Float>()
+      var t87_c3_3 = SIMD16<Float>()
+      for k88 in 0..<288 {
+        let t87_b0 = load16(arena, ((802816 &+ (k88 &* 12544)) &+ (nb83 &* 64)))
+        let t87_b1 = load16(arena, (((802816 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 16))
+        let t87_b2 = load16(arena, (((802816 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 32))
+        let t87_b3 = load16(arena, (((802816 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 48))
+        let t87_a0 = SIMD16<Float>(repeating: params[(17600 &+ k88)])
+        t87_c0_0 = t87_c0_0.addingProduct(t87_a0, t87_b0)
+        t87_c0_1 = t87_c0_1.addingProduct(t87_a0, t87_b1)
+        t87_c0_2 = t87_c0_2.addingProduct(t87_a0, t87_b2)
+        t87_c0_3 = t87_c0_3.addingProduct(t87_a0, t87_b3)
+        let t87_a1 = SIMD16<Float>(repeating: params[(17888 &+ k88)])
+        t87_c1_0 = t87_c1_0.addingProduct(t87_a1, t87_b0)
+        t87_c1_1 = t87_c1_1.addingProduct(t87_a1, t87_b1)
+        t87_c1_2 = t87_c1_2.addingProduct(t87_a1, t87_b2)
+        t87_c1_3 = t87_c1_3.addingProduct(t87_a1, t87_b3)
+        let t87_a2 = SIMD16<Float>(repeating: params[(18176 &+ k88)])
+        t87_c2_0 = t87_c2_0.addingProduct(t87_a2, t87_b0)
+        t87_c2_1 = t87_c2_1.addingProduct(t87_a2, t87_b1)
+        t87_c2_2 = t87_c2_2.addingProduct(t87_a2, t87_b2)
+        t87_c2_3 = t87_c2_3.addingProduct(t87_a2, t87_b3)
+        let t87_a3 = SIMD16<Float>(repeating: params[(18464 &+ k88)])
+        t87_c3_0 = t87_c3_0.addingProduct(t87_a3, t87_b0)
+        t87_c3_1 = t87_c3_1.addingProduct(t87_a3, t87_b1)
+        t87_c3_2 = t87_c3_2.addingProduct(t87_a3, t87_b2)
+        t87_c3_3 = t87_c3_3.addingProduct(t87_a3, t87_b3)
       }
-      store16(arena, (5168128 &+ (nb37 &* 64)), t41_c0_0)
-      store16(arena, ((5168128 &+ (nb37 &* 64)) &+ 16), t41_c0_1)
-      store16(arena, ((5168128 &+ (nb37 &* 64)) &+ 32), t41_c0_2)
-      store16(arena, ((5168128 &+ (nb37 &* 64)) &+ 48), t41_c0_3)
-      store16(arena, (5180672 &+ (nb37 &* 64)), t41_c1_0)
-      store16(arena, ((5180672 &+ (nb37 &* 64)) &+ 16), t41_c1_1)
-      store16(arena, ((5180672 &+ (nb37 &* 64)) &+ 32), t41_c1_2)
-      store16(arena, ((5180672 &+ (nb37 &* 64)) &+ 48), t41_c1_3)
-      store16(arena, (5193216 &+ (nb37 &* 64)), t41_c2_0)
-      store16(arena, ((5193216 &+ (nb37 &* 64)) &+ 16), t41_c2_1)
-      store16(arena, ((5193216 &+ (nb37 &* 64)) &+ 32), t41_c2_2)
-      store16(arena, ((5193216 &+ (nb37 &* 64)) &+ 48), t41_c2_3)
-      store16(arena, (5205760 &+ (nb37 &* 64)), t41_c3_0)
-      store16(arena, ((5205760 &+ (nb37 &* 64)) &+ 16), t41_c3_1)
-      store16(arena, ((5205760 &+ (nb37 &* 64)) &+ 32), t41_c3_2)
-      store16(arena, ((5205760 &+ (nb37 &* 64)) &+ 48), t41_c3_3)
+      store16(arena, (5168128 &+ (nb83 &* 64)), t87_c0_0)
+      store16(arena, ((5168128 &+ (nb83 &* 64)) &+ 16), t87_c0_1)
+      store16(arena, ((5168128 &+ (nb83 &* 64)) &+ 32), t87_c0_2)
+      store16(arena, ((5168128 &+ (nb83 &* 64)) &+ 48), t87_c0_3)
+      store16(arena, (5180672 &+ (nb83 &* 64)), t87_c1_0)
+      store16(arena, ((5180672 &+ (nb83 &* 64)) &+ 16), t87_c1_1)
+      store16(arena, ((5180672 &+ (nb83 &* 64)) &+ 32), t87_c1_2)
+      store16(arena, ((5180672 &+ (nb83 &* 64)) &+ 48), t87_c1_3)
+      store16(arena, (5193216 &+ (nb83 &* 64)), t87_c2_0)
+      store16(arena, ((5193216 &+ (nb83 &* 64)) &+ 16), t87_c2_1)
+      store16(arena, ((5193216 &+ (nb83 &* 64)) &+ 32), t87_c2_2)
+      store16(arena, ((5193216 &+ (nb83 &* 64)) &+ 48), t87_c2_3)
+      store16(arena, (5205760 &+ (nb83 &* 64)), t87_c3_0)
+      store16(arena, ((5205760 &+ (nb83 &* 64)) &+ 16), t87_c3_1)
+      store16(arena, ((5205760 &+ (nb83 &* 64)) &+ 32), t87_c3_2)
+      store16(arena, ((5205760 &+ (nb83 &* 64)) &+ 48), t87_c3_3)
     }
-    for j43 in 0..<64 {
-      for f44 in 0..<64 {
-        for py45 in 0..<7 {
-          for px46 in 0..<7 {
-            var best47: Float = (arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)])
-            var bi48: Float = Float(((py45 &* 28) &+ (px46 &* 2)))
-            bi48 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) > best47 ? Float(((py45 &* 28) &+ (px46 &* 2))) : bi48)
-            best47 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) : best47)
-            bi48 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 1)) : bi48)
-            best47 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) : best47)
-            bi48 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 14)) : bi48)
-            best47 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) : best47)
-            bi48 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) > best47 ? Float(((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1)) : bi48)
-            best47 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) : best47)
-            arena[(401408 &+ ((((((g25 &* 64) &+ j43) &* 3136) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = (best47 > Float(0) ? best47 : Float(0))
-            arena[(602112 &+ ((((((g25 &* 64) &+ j43) &* 3136) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = bi48
-          }
+    for j89 in 0..<64 {
+      for f90 in 0..<64 {
+        for q91 in 0..<49 {
+          var v92: Float = (arena[(((4415488 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ q91)] + params[(18752 &+ f90)])
+          var at93: Float = Float(0)
+          var v94: Float = (arena[((((4415488 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 49) &+ q91)] + params[(18752 &+ f90)])
+          var at96: Float = (v94 > v92 ? Float(1) : at93)
+          var best95: Float = (v94 > v92 ? v94 : v92)
+          var v97: Float = (arena[((((4415488 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 98) &+ q91)] + params[(18752 &+ f90)])
+          var at99: Float = (v97 > best95 ? Float(14) : at96)
+          var best98: Float = (v97 > best95 ? v97 : best95)
+          var v100: Float = (arena[((((4415488 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 147) &+ q91)] + params[(18752 &+ f90)])
+          var at102: Float = (v100 > best98 ? Float(15) : at99)
+          var best101: Float = (v100 > best98 ? v100 : best98)
+          arena[(401408 &+ (((((g53 &* 64) &+ j89) &* 3136) &+ (f90 &* 49)) &+ q91))] = (best101 > Float(0) ? best101 : Float(0))
+          arena[(602112 &+ (((((g53 &* 64) &+ j89) &* 3136) &+ (f90 &* 49)) &+ q91))] = (arena[(5218304 &+ q91)] + at102)
         }
       }
     }
@@ -1695,28 +1919,28 @@ public func simplecnn_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 3136, 1, arena + 401408, 3136, params + 18816, 3136, Float(bitPattern: 0x0), arena + 0, 128)
-  for n49 in 0..<64 {
-    do {  // SIMD16 over u50
-      var u50 = 0
-      while u50 &+ 16 <= 128 {
-        store16(arena, (n49 &* 128) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n49 &* 128) &+ u50) + load16(params, 420224 &+ u50)), where: (load16(arena, (n49 &* 128) &+ u50) + load16(params, 420224 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
-        u50 &+= 16
+  for n103 in 0..<64 {
+    do {  // SIMD16 over u104
+      var u104 = 0
+      while u104 &+ 16 <= 128 {
+        store16(arena, (n103 &* 128) &+ u104, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n103 &* 128) &+ u104) + load16(params, 420224 &+ u104)), where: (load16(arena, (n103 &* 128) &+ u104) + load16(params, 420224 &+ u104)) .> SIMD16<Float>(repeating: Float(0))))
+        u104 &+= 16
       }
-      while u50 < 128 {
-        arena[((n49 &* 128) &+ u50)] = ((arena[((n49 &* 128) &+ u50)] + params[(420224 &+ u50)]) > Float(0) ? (arena[((n49 &* 128) &+ u50)] + params[(420224 &+ u50)]) : Float(0))
-        u50 &+= 1
+      while u104 < 128 {
+        arena[((n103 &* 128) &+ u104)] = ((arena[((n103 &* 128) &+ u104)] + params[(420224 &+ u104)]) > Float(0) ? (arena[((n103 &* 128) &+ u104)] + params[(420224 &+ u104)]) : Float(0))
+        u104 &+= 1
       }
     }
   }
   // drop = dropout(fc1)
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n51 in 0..<64 {
-    do {  // SIMD16 over u52
-      var u52 = 0
-      while u52 < 10 {
-        arena[((8192 &+ (n51 &* 10)) &+ u52)] = (arena[((8192 &+ (n51 &* 10)) &+ u52)] + params[(421632 &+ u52)])
-        u52 &+= 1
+  for n105 in 0..<64 {
+    do {  // SIMD16 over u106
+      var u106 = 0
+      while u106 < 10 {
+        arena[((8192 &+ (n105 &* 10)) &+ u106)] = (arena[((8192 &+ (n105 &* 10)) &+ u106)] + params[(421632 &+ u106)])
+        u106 &+= 1
       }
     }
   }

@@ -49,405 +49,523 @@ public func smallcnn_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for g1 in 0..<1 {
-    for j2 in 0..<64 {
-      for r3 in 0..<9 {
-        do {  // SIMD16 over i4
-          var i4 = 0
-          while i4 &+ 16 <= 784 {
-            store16(arena, ((401408 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
-            i4 &+= 16
+  for i1 in 0..<196 {
+    arena[(1655808 &+ i1)] = Float((((i1 / 14) &* 56) &+ ((i1 % 14) &* 2)))
+  }
+  for g2 in 0..<1 {
+    for j3 in 0..<64 {
+      for r4 in 0..<9 {
+        do {  // SIMD16 over i5
+          var i5 = 0
+          while i5 &+ 16 <= 784 {
+            store16(arena, ((401408 &+ (r4 &* 50176)) &+ (j3 &* 784)) &+ i5, SIMD16<Float>(repeating: Float(0)))
+            i5 &+= 16
           }
-          while i4 < 784 {
-            arena[(((401408 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
-            i4 &+= 1
+          while i5 < 784 {
+            arena[(((401408 &+ (r4 &* 50176)) &+ (j3 &* 784)) &+ i5)] = Float(0)
+            i5 &+= 1
           }
         }
       }
-      for c5 in 0..<1 {
-        for ky6 in 0..<3 {
-          for oy7 in 0..<28 {
-            if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
-              for ox8 in 0..<27 {
-                arena[((((401408 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+      for c6 in 0..<1 {
+        for ky7 in 0..<3 {
+          for oy8 in 0..<14 {
+            if (-1 < (((oy8 &* 2) &+ ky7) &+ -1) && (((oy8 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox9 in 0..<13 {
+                arena[(((401408 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((oy8 &* 14) &+ (ox9 &+ 1)))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy8 &* 2) &+ ky7) &+ -1) &* 28)) &+ (((ox9 &+ 1) &* 2) &+ -1))]
               }
             }
           }
-          for oy9 in 0..<28 {
-            if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
-              do {  // SIMD16 over ox10
-                var ox10 = 0
-                while ox10 &+ 16 <= 28 {
-                  store16(arena, (((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
-                  ox10 &+= 16
-                }
-                while ox10 < 28 {
-                  arena[((((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
-                  ox10 &+= 1
-                }
+          for oy10 in 0..<14 {
+            if (-1 < (((oy10 &* 2) &+ ky7) &+ -1) && (((oy10 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox11 in 0..<14 {
+                arena[(((401408 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy10 &* 14)) &+ ox11))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy10 &* 2) &+ ky7) &+ -1) &* 28)) &+ (ox11 &* 2))]
               }
             }
           }
-          for oy11 in 0..<28 {
-            if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
-              for ox12 in 0..<27 {
-                arena[((((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
+          for oy12 in 0..<14 {
+            if (-1 < ((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox13 in 0..<13 {
+                arena[(((401408 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy12 &* 14)) &+ (ox13 &+ 1)))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (((ox13 &+ 1) &* 2) &+ -1))]
+              }
+            }
+          }
+          for oy14 in 0..<14 {
+            if (-1 < ((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox15 in 0..<14 {
+                arena[(((401408 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy14 &* 14)) &+ ox15))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (ox15 &* 2))]
+              }
+            }
+          }
+          for oy16 in 0..<14 {
+            if (-1 < (((oy16 &* 2) &+ ky7) &+ -1) && (((oy16 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox17 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((oy16 &* 14) &+ ox17))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy16 &* 2) &+ ky7) &+ -1) &* 28)) &+ (ox17 &* 2))]
+              }
+            }
+          }
+          for oy18 in 0..<14 {
+            if (-1 < (((oy18 &* 2) &+ ky7) &+ -1) && (((oy18 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox19 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy18 &* 14)) &+ ox19))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy18 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox19 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy20 in 0..<14 {
+            if (-1 < ((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox21 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy20 &* 14)) &+ ox21))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (ox21 &* 2))]
+              }
+            }
+          }
+          for oy22 in 0..<14 {
+            if (-1 < ((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox23 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy22 &* 14)) &+ ox23))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox23 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy24 in 0..<14 {
+            if (-1 < (((oy24 &* 2) &+ ky7) &+ -1) && (((oy24 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox25 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((oy24 &* 14) &+ ox25))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy24 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox25 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy26 in 0..<14 {
+            if (-1 < (((oy26 &* 2) &+ ky7) &+ -1) && (((oy26 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox27 in 0..<13 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy26 &* 14)) &+ ox27))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy26 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox27 &* 2) &+ 2))]
+              }
+            }
+          }
+          for oy28 in 0..<14 {
+            if (-1 < ((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox29 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy28 &* 14)) &+ ox29))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox29 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy30 in 0..<14 {
+            if (-1 < ((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox31 in 0..<13 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy30 &* 14)) &+ ox31))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox31 &* 2) &+ 2))]
               }
             }
           }
         }
       }
     }
-    for nb13 in 0..<784 {
-      for mb14 in 0..<2 {
-        var t15_c0_0 = SIMD16<Float>()
-        var t15_c0_1 = SIMD16<Float>()
-        var t15_c0_2 = SIMD16<Float>()
-        var t15_c0_3 = SIMD16<Float>()
-        var t15_c1_0 = SIMD16<Float>()
-        var t15_c1_1 = SIMD16<Float>()
-        var t15_c1_2 = SIMD16<Float>()
-        var t15_c1_3 = SIMD16<Float>()
-        var t15_c2_0 = SIMD16<Float>()
-        var t15_c2_1 = SIMD16<Float>()
-        var t15_c2_2 = SIMD16<Float>()
-        var t15_c2_3 = SIMD16<Float>()
-        var t15_c3_0 = SIMD16<Float>()
-        var t15_c3_1 = SIMD16<Float>()
-        var t15_c3_2 = SIMD16<Float>()
-        var t15_c3_3 = SIMD16<Float>()
-        var t15_c4_0 = SIMD16<Float>()
-        var t15_c4_1 = SIMD16<Float>()
-        var t15_c4_2 = SIMD16<Float>()
-        var t15_c4_3 = SIMD16<Float>()
-        var t15_c5_0 = SIMD16<Float>()
-        var t15_c5_1 = SIMD16<Float>()
-        var t15_c5_2 = SIMD16<Float>()
-        var t15_c5_3 = SIMD16<Float>()
-        for k16 in 0..<9 {
-          let t15_b0 = load16(arena, ((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)))
-          let t15_b1 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 16))
-          let t15_b2 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 32))
-          let t15_b3 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 48))
-          let t15_a0 = SIMD16<Float>(repeating: params[(((mb14 &* 6) &* 9) &+ k16)])
-          t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
-          t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
-          t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
-          t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
-          let t15_a1 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 1) &* 9) &+ k16)])
-          t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
-          t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
-          t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
-          t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
-          let t15_a2 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 2) &* 9) &+ k16)])
-          t15_c2_0 = t15_c2_0.addingProduct(t15_a2, t15_b0)
-          t15_c2_1 = t15_c2_1.addingProduct(t15_a2, t15_b1)
-          t15_c2_2 = t15_c2_2.addingProduct(t15_a2, t15_b2)
-          t15_c2_3 = t15_c2_3.addingProduct(t15_a2, t15_b3)
-          let t15_a3 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 3) &* 9) &+ k16)])
-          t15_c3_0 = t15_c3_0.addingProduct(t15_a3, t15_b0)
-          t15_c3_1 = t15_c3_1.addingProduct(t15_a3, t15_b1)
-          t15_c3_2 = t15_c3_2.addingProduct(t15_a3, t15_b2)
-          t15_c3_3 = t15_c3_3.addingProduct(t15_a3, t15_b3)
-          let t15_a4 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 4) &* 9) &+ k16)])
-          t15_c4_0 = t15_c4_0.addingProduct(t15_a4, t15_b0)
-          t15_c4_1 = t15_c4_1.addingProduct(t15_a4, t15_b1)
-          t15_c4_2 = t15_c4_2.addingProduct(t15_a4, t15_b2)
-          t15_c4_3 = t15_c4_3.addingProduct(t15_a4, t15_b3)
-          let t15_a5 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 5) &* 9) &+ k16)])
-          t15_c5_0 = t15_c5_0.addingProduct(t15_a5, t15_b0)
-          t15_c5_1 = t15_c5_1.addingProduct(t15_a5, t15_b1)
-          t15_c5_2 = t15_c5_2.addingProduct(t15_a5, t15_b2)
-          t15_c5_3 = t15_c5_3.addingProduct(t15_a5, t15_b3)
+    for nb32 in 0..<784 {
+      for mb33 in 0..<2 {
+        var t34_c0_0 = SIMD16<Float>()
+        var t34_c0_1 = SIMD16<Float>()
+        var t34_c0_2 = SIMD16<Float>()
+        var t34_c0_3 = SIMD16<Float>()
+        var t34_c1_0 = SIMD16<Float>()
+        var t34_c1_1 = SIMD16<Float>()
+        var t34_c1_2 = SIMD16<Float>()
+        var t34_c1_3 = SIMD16<Float>()
+        var t34_c2_0 = SIMD16<Float>()
+        var t34_c2_1 = SIMD16<Float>()
+        var t34_c2_2 = SIMD16<Float>()
+        var t34_c2_3 = SIMD16<Float>()
+        var t34_c3_0 = SIMD16<Float>()
+        var t34_c3_1 = SIMD16<Float>()
+        var t34_c3_2 = SIMD16<Float>()
+        var t34_c3_3 = SIMD16<Float>()
+        var t34_c4_0 = SIMD16<Float>()
+        var t34_c4_1 = SIMD16<Float>()
+        var t34_c4_2 = SIMD16<Float>()
+        var t34_c4_3 = SIMD16<Float>()
+        var t34_c5_0 = SIMD16<Float>()
+        var t34_c5_1 = SIMD16<Float>()
+        var t34_c5_2 = SIMD16<Float>()
+        var t34_c5_3 = SIMD16<Float>()
+        for k35 in 0..<9 {
+          let t34_b0 = load16(arena, ((401408 &+ (k35 &* 50176)) &+ (nb32 &* 64)))
+          let t34_b1 = load16(arena, (((401408 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 16))
+          let t34_b2 = load16(arena, (((401408 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 32))
+          let t34_b3 = load16(arena, (((401408 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 48))
+          let t34_a0 = SIMD16<Float>(repeating: params[(((mb33 &* 6) &* 9) &+ k35)])
+          t34_c0_0 = t34_c0_0.addingProduct(t34_a0, t34_b0)
+          t34_c0_1 = t34_c0_1.addingProduct(t34_a0, t34_b1)
+          t34_c0_2 = t34_c0_2.addingProduct(t34_a0, t34_b2)
+          t34_c0_3 = t34_c0_3.addingProduct(t34_a0, t34_b3)
+          let t34_a1 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 1) &* 9) &+ k35)])
+          t34_c1_0 = t34_c1_0.addingProduct(t34_a1, t34_b0)
+          t34_c1_1 = t34_c1_1.addingProduct(t34_a1, t34_b1)
+          t34_c1_2 = t34_c1_2.addingProduct(t34_a1, t34_b2)
+          t34_c1_3 = t34_c1_3.addingProduct(t34_a1, t34_b3)
+          let t34_a2 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 2) &* 9) &+ k35)])
+          t34_c2_0 = t34_c2_0.addingProduct(t34_a2, t34_b0)
+          t34_c2_1 = t34_c2_1.addingProduct(t34_a2, t34_b1)
+          t34_c2_2 = t34_c2_2.addingProduct(t34_a2, t34_b2)
+          t34_c2_3 = t34_c2_3.addingProduct(t34_a2, t34_b3)
+          let t34_a3 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 3) &* 9) &+ k35)])
+          t34_c3_0 = t34_c3_0.addingProduct(t34_a3, t34_b0)
+          t34_c3_1 = t34_c3_1.addingProduct(t34_a3, t34_b1)
+          t34_c3_2 = t34_c3_2.addingProduct(t34_a3, t34_b2)
+          t34_c3_3 = t34_c3_3.addingProduct(t34_a3, t34_b3)
+          let t34_a4 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 4) &* 9) &+ k35)])
+          t34_c4_0 = t34_c4_0.addingProduct(t34_a4, t34_b0)
+          t34_c4_1 = t34_c4_1.addingProduct(t34_a4, t34_b1)
+          t34_c4_2 = t34_c4_2.addingProduct(t34_a4, t34_b2)
+          t34_c4_3 = t34_c4_3.addingProduct(t34_a4, t34_b3)
+          let t34_a5 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 5) &* 9) &+ k35)])
+          t34_c5_0 = t34_c5_0.addingProduct(t34_a5, t34_b0)
+          t34_c5_1 = t34_c5_1.addingProduct(t34_a5, t34_b1)
+          t34_c5_2 = t34_c5_2.addingProduct(t34_a5, t34_b2)
+          t34_c5_3 = t34_c5_3.addingProduct(t34_a5, t34_b3)
         }
-        store16(arena, ((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)), t15_c0_0)
-        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c0_1)
-        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c0_2)
-        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c0_3)
-        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)), t15_c1_0)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c1_1)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c1_2)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c1_3)
-        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)), t15_c2_0)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c2_1)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c2_2)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c2_3)
-        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)), t15_c3_0)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c3_1)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c3_2)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c3_3)
-        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)), t15_c4_0)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c4_1)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c4_2)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c4_3)
-        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)), t15_c5_0)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c5_1)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c5_2)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c5_3)
+        store16(arena, ((852992 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)), t34_c0_0)
+        store16(arena, (((852992 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c0_1)
+        store16(arena, (((852992 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c0_2)
+        store16(arena, (((852992 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c0_3)
+        store16(arena, ((852992 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)), t34_c1_0)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c1_1)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c1_2)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c1_3)
+        store16(arena, ((852992 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)), t34_c2_0)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c2_1)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c2_2)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c2_3)
+        store16(arena, ((852992 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)), t34_c3_0)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c3_1)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c3_2)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c3_3)
+        store16(arena, ((852992 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)), t34_c4_0)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c4_1)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c4_2)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c4_3)
+        store16(arena, ((852992 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)), t34_c5_0)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c5_1)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c5_2)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c5_3)
       }
-      var t17_c0_0 = SIMD16<Float>()
-      var t17_c0_1 = SIMD16<Float>()
-      var t17_c0_2 = SIMD16<Float>()
-      var t17_c0_3 = SIMD16<Float>()
-      var t17_c1_0 = SIMD16<Float>()
-      var t17_c1_1 = SIMD16<Float>()
-      var t17_c1_2 = SIMD16<Float>()
-      var t17_c1_3 = SIMD16<Float>()
-      var t17_c2_0 = SIMD16<Float>()
-      var t17_c2_1 = SIMD16<Float>()
-      var t17_c2_2 = SIMD16<Float>()
-      var t17_c2_3 = SIMD16<Float>()
-      var t17_c3_0 = SIMD16<Float>()
-      var t17_c3_1 = SIMD16<Float>()
-      var t17_c3_2 = SIMD16<Float>()
-      var t17_c3_3 = SIMD16<Float>()
-      for k18 in 0..<9 {
-        let t17_b0 = load16(arena, ((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)))
-        let t17_b1 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 16))
-        let t17_b2 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 32))
-        let t17_b3 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 48))
-        let t17_a0 = SIMD16<Float>(repeating: params[(108 &+ k18)])
-        t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-        t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-        t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-        t17_c0_3 = t17_c0_3.addingProduct(t17_a0, t17_b3)
-        let t17_a1 = SIMD16<Float>(repeating: params[(117 &+ k18)])
-        t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-        t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-        t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-        t17_c1_3 = t17_c1_3.addingProduct(t17_a1, t17_b3)
-        let t17_a2 = SIMD16<Float>(repeating: params[(126 &+ k18)])
-        t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-        t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-        t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
-        t17_c2_3 = t17_c2_3.addingProduct(t17_a2, t17_b3)
-        let t17_a3 = SIMD16<Float>(repeating: params[(135 &+ k18)])
-        t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-        t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-        t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
-        t17_c3_3 = t17_c3_3.addingProduct(t17_a3, t17_b3)
+      var t36_c0_0 = SIMD16<Float>()
+      var t36_c0_1 = SIMD16<Float>()
+      var t36_c0_2 = SIMD16<Float>()
+      var t36_c0_3 = SIMD16<Float>()
+      var t36_c1_0 = SIMD16<Float>()
+      var t36_c1_1 = SIMD16<Float>()
+      var t36_c1_2 = SIMD16<Float>()
+      var t36_c1_3 = SIMD16<Float>()
+      var t36_c2_0 = SIMD16<Float>()
+      var t36_c2_1 = SIMD16<Float>()
+      var t36_c2_2 = SIMD16<Float>()
+      var t36_c2_3 = SIMD16<Float>()
+      var t36_c3_0 = SIMD16<Float>()
+      var t36_c3_1 = SIMD16<Float>()
+      var t36_c3_2 = SIMD16<Float>()
+      var t36_c3_3 = SIMD16<Float>()
+      for k37 in 0..<9 {
+        let t36_b0 = load16(arena, ((401408 &+ (k37 &* 50176)) &+ (nb32 &* 64)))
+        let t36_b1 = load16(arena, (((401408 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 16))
+        let t36_b2 = load16(arena, (((401408 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 32))
+        let t36_b3 = load16(arena, (((401408 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 48))
+        let t36_a0 = SIMD16<Float>(repeating: params[(108 &+ k37)])
+        t36_c0_0 = t36_c0_0.addingProduct(t36_a0, t36_b0)
+        t36_c0_1 = t36_c0_1.addingProduct(t36_a0, t36_b1)
+        t36_c0_2 = t36_c0_2.addingProduct(t36_a0, t36_b2)
+        t36_c0_3 = t36_c0_3.addingProduct(t36_a0, t36_b3)
+        let t36_a1 = SIMD16<Float>(repeating: params[(117 &+ k37)])
+        t36_c1_0 = t36_c1_0.addingProduct(t36_a1, t36_b0)
+        t36_c1_1 = t36_c1_1.addingProduct(t36_a1, t36_b1)
+        t36_c1_2 = t36_c1_2.addingProduct(t36_a1, t36_b2)
+        t36_c1_3 = t36_c1_3.addingProduct(t36_a1, t36_b3)
+        let t36_a2 = SIMD16<Float>(repeating: params[(126 &+ k37)])
+        t36_c2_0 = t36_c2_0.addingProduct(t36_a2, t36_b0)
+        t36_c2_1 = t36_c2_1.addingProduct(t36_a2, t36_b1)
+        t36_c2_2 = t36_c2_2.addingProduct(t36_a2, t36_b2)
+        t36_c2_3 = t36_c2_3.addingProduct(t36_a2, t36_b3)
+        let t36_a3 = SIMD16<Float>(repeating: params[(135 &+ k37)])
+        t36_c3_0 = t36_c3_0.addingProduct(t36_a3, t36_b0)
+        t36_c3_1 = t36_c3_1.addingProduct(t36_a3, t36_b1)
+        t36_c3_2 = t36_c3_2.addingProduct(t36_a3, t36_b2)
+        t36_c3_3 = t36_c3_3.addingProduct(t36_a3, t36_b3)
       }
-      store16(arena, (1455104 &+ (nb13 &* 64)), t17_c0_0)
-      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 16), t17_c0_1)
-      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 32), t17_c0_2)
-      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 48), t17_c0_3)
-      store16(arena, (1505280 &+ (nb13 &* 64)), t17_c1_0)
-      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 16), t17_c1_1)
-      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 32), t17_c1_2)
-      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 48), t17_c1_3)
-      store16(arena, (1555456 &+ (nb13 &* 64)), t17_c2_0)
-      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 16), t17_c2_1)
-      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 32), t17_c2_2)
-      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 48), t17_c2_3)
-      store16(arena, (1605632 &+ (nb13 &* 64)), t17_c3_0)
-      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 16), t17_c3_1)
-      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 32), t17_c3_2)
-      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 48), t17_c3_3)
+      store16(arena, (1455104 &+ (nb32 &* 64)), t36_c0_0)
+      store16(arena, ((1455104 &+ (nb32 &* 64)) &+ 16), t36_c0_1)
+      store16(arena, ((1455104 &+ (nb32 &* 64)) &+ 32), t36_c0_2)
+      store16(arena, ((1455104 &+ (nb32 &* 64)) &+ 48), t36_c0_3)
+      store16(arena, (1505280 &+ (nb32 &* 64)), t36_c1_0)
+      store16(arena, ((1505280 &+ (nb32 &* 64)) &+ 16), t36_c1_1)
+      store16(arena, ((1505280 &+ (nb32 &* 64)) &+ 32), t36_c1_2)
+      store16(arena, ((1505280 &+ (nb32 &* 64)) &+ 48), t36_c1_3)
+      store16(arena, (1555456 &+ (nb32 &* 64)), t36_c2_0)
+      store16(arena, ((1555456 &+ (nb32 &* 64)) &+ 16), t36_c2_1)
+      store16(arena, ((1555456 &+ (nb32 &* 64)) &+ 32), t36_c2_2)
+      store16(arena, ((1555456 &+ (nb32 &* 64)) &+ 48), t36_c2_3)
+      store16(arena, (1605632 &+ (nb32 &* 64)), t36_c3_0)
+      store16(arena, ((1605632 &+ (nb32 &* 64)) &+ 16), t36_c3_1)
+      store16(arena, ((1605632 &+ (nb32 &* 64)) &+ 32), t36_c3_2)
+      store16(arena, ((1605632 &+ (nb32 &* 64)) &+ 48), t36_c3_3)
     }
-    for j19 in 0..<64 {
-      for f20 in 0..<16 {
-        for py21 in 0..<14 {
-          for px22 in 0..<14 {
-            var best23: Float = (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)])
-            var bi24: Float = Float(((py21 &* 56) &+ (px22 &* 2)))
-            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) > best23 ? Float(((py21 &* 56) &+ (px22 &* 2))) : bi24)
-            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) : best23)
-            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 1)) : bi24)
-            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) : best23)
-            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 28)) : bi24)
-            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) : best23)
-            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) > best23 ? Float(((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1)) : bi24)
-            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) : best23)
-            arena[((((((g1 &* 64) &+ j19) &* 3136) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (best23 > Float(0) ? best23 : Float(0))
-            arena[(200704 &+ ((((((g1 &* 64) &+ j19) &* 3136) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22))] = bi24
-          }
+    for j38 in 0..<64 {
+      for f39 in 0..<16 {
+        for q40 in 0..<196 {
+          var v41: Float = (arena[(((852992 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ q40)] + params[(144 &+ f39)])
+          var at42: Float = Float(0)
+          var v43: Float = (arena[((((852992 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 196) &+ q40)] + params[(144 &+ f39)])
+          var at45: Float = (v43 > v41 ? Float(1) : at42)
+          var best44: Float = (v43 > v41 ? v43 : v41)
+          var v46: Float = (arena[((((852992 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 392) &+ q40)] + params[(144 &+ f39)])
+          var at48: Float = (v46 > best44 ? Float(28) : at45)
+          var best47: Float = (v46 > best44 ? v46 : best44)
+          var v49: Float = (arena[((((852992 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 588) &+ q40)] + params[(144 &+ f39)])
+          var at51: Float = (v49 > best47 ? Float(29) : at48)
+          var best50: Float = (v49 > best47 ? v49 : best47)
+          arena[(((((g2 &* 64) &+ j38) &* 3136) &+ (f39 &* 196)) &+ q40)] = (best50 > Float(0) ? best50 : Float(0))
+          arena[(200704 &+ (((((g2 &* 64) &+ j38) &* 3136) &+ (f39 &* 196)) &+ q40))] = (arena[(1655808 &+ q40)] + at51)
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g25 in 0..<1 {
-    for j26 in 0..<64 {
-      for r27 in 0..<144 {
-        do {  // SIMD16 over i28
-          var i28 = 0
-          while i28 &+ 16 <= 196 {
-            store16(arena, ((602112 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28, SIMD16<Float>(repeating: Float(0)))
-            i28 &+= 16
+  for i52 in 0..<49 {
+    arena[(2809856 &+ i52)] = Float((((i52 / 7) &* 28) &+ ((i52 % 7) &* 2)))
+  }
+  for g53 in 0..<1 {
+    for j54 in 0..<64 {
+      for r55 in 0..<144 {
+        do {  // SIMD16 over i56
+          var i56 = 0
+          while i56 &+ 16 <= 196 {
+            store16(arena, ((602112 &+ (r55 &* 12544)) &+ (j54 &* 196)) &+ i56, SIMD16<Float>(repeating: Float(0)))
+            i56 &+= 16
           }
-          while i28 < 196 {
-            arena[(((602112 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28)] = Float(0)
-            i28 &+= 1
+          while i56 < 196 {
+            arena[(((602112 &+ (r55 &* 12544)) &+ (j54 &* 196)) &+ i56)] = Float(0)
+            i56 &+= 1
           }
         }
       }
-      for c29 in 0..<16 {
-        for ky30 in 0..<3 {
-          for oy31 in 0..<14 {
-            if (-1 < ((oy31 &+ ky30) &+ -1) && ((oy31 &+ ky30) &+ -1) < 14) {
-              for ox32 in 0..<13 {
-                arena[((((602112 &+ ((((c29 &* 3) &+ ky30) &* 3) &* 12544)) &+ (j26 &* 196)) &+ (oy31 &* 14)) &+ (ox32 &+ 1))] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy31 &+ ky30) &+ -1) &* 14)) &+ ((ox32 &+ 1) &+ -1))]
+      for c57 in 0..<16 {
+        for ky58 in 0..<3 {
+          for oy59 in 0..<7 {
+            if (-1 < (((oy59 &* 2) &+ ky58) &+ -1) && (((oy59 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox60 in 0..<6 {
+                arena[(((602112 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((oy59 &* 7) &+ (ox60 &+ 1)))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy59 &* 2) &+ ky58) &+ -1) &* 14)) &+ (((ox60 &+ 1) &* 2) &+ -1))]
               }
             }
           }
-          for oy33 in 0..<14 {
-            if (-1 < ((oy33 &+ ky30) &+ -1) && ((oy33 &+ ky30) &+ -1) < 14) {
-              do {  // SIMD16 over ox34
-                var ox34 = 0
-                while ox34 < 14 {
-                  arena[((((602112 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 1) &* 12544)) &+ (j26 &* 196)) &+ (oy33 &* 14)) &+ ox34)] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy33 &+ ky30) &+ -1) &* 14)) &+ ox34)]
-                  ox34 &+= 1
-                }
+          for oy61 in 0..<7 {
+            if (-1 < (((oy61 &* 2) &+ ky58) &+ -1) && (((oy61 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox62 in 0..<7 {
+                arena[(((602112 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy61 &* 7)) &+ ox62))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy61 &* 2) &+ ky58) &+ -1) &* 14)) &+ (ox62 &* 2))]
               }
             }
           }
-          for oy35 in 0..<14 {
-            if (-1 < ((oy35 &+ ky30) &+ -1) && ((oy35 &+ ky30) &+ -1) < 14) {
-              for ox36 in 0..<13 {
-                arena[((((602112 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 2) &* 12544)) &+ (j26 &* 196)) &+ (oy35 &* 14)) &+ ox36)] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy35 &+ ky30) &+ -1) &* 14)) &+ (ox36 &+ 1))]
+          for oy63 in 0..<7 {
+            if (-1 < ((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox64 in 0..<6 {
+                arena[(((602112 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy63 &* 7)) &+ (ox64 &+ 1)))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (((ox64 &+ 1) &* 2) &+ -1))]
+              }
+            }
+          }
+          for oy65 in 0..<7 {
+            if (-1 < ((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox66 in 0..<7 {
+                arena[(((602112 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy65 &* 7)) &+ ox66))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (ox66 &* 2))]
+              }
+            }
+          }
+          for oy67 in 0..<7 {
+            if (-1 < (((oy67 &* 2) &+ ky58) &+ -1) && (((oy67 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox68 in 0..<7 {
+                arena[(((602112 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((oy67 &* 7) &+ ox68))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy67 &* 2) &+ ky58) &+ -1) &* 14)) &+ (ox68 &* 2))]
+              }
+            }
+          }
+          for oy69 in 0..<7 {
+            if (-1 < (((oy69 &* 2) &+ ky58) &+ -1) && (((oy69 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox70 in 0..<7 {
+                arena[(((602112 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy69 &* 7)) &+ ox70))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy69 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox70 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy71 in 0..<7 {
+            if (-1 < ((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox72 in 0..<7 {
+                arena[(((602112 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy71 &* 7)) &+ ox72))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (ox72 &* 2))]
+              }
+            }
+          }
+          for oy73 in 0..<7 {
+            if (-1 < ((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox74 in 0..<7 {
+                arena[(((602112 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy73 &* 7)) &+ ox74))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox74 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy75 in 0..<7 {
+            if (-1 < (((oy75 &* 2) &+ ky58) &+ -1) && (((oy75 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox76 in 0..<7 {
+                arena[(((602112 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((oy75 &* 7) &+ ox76))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy75 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox76 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy77 in 0..<7 {
+            if (-1 < (((oy77 &* 2) &+ ky58) &+ -1) && (((oy77 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox78 in 0..<6 {
+                arena[(((602112 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy77 &* 7)) &+ ox78))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy77 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox78 &* 2) &+ 2))]
+              }
+            }
+          }
+          for oy79 in 0..<7 {
+            if (-1 < ((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox80 in 0..<7 {
+                arena[(((602112 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy79 &* 7)) &+ ox80))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox80 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy81 in 0..<7 {
+            if (-1 < ((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox82 in 0..<6 {
+                arena[(((602112 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy81 &* 7)) &+ ox82))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox82 &* 2) &+ 2))]
               }
             }
           }
         }
       }
     }
-    for nb37 in 0..<196 {
-      for mb38 in 0..<5 {
-        var t39_c0_0 = SIMD16<Float>()
-        var t39_c0_1 = SIMD16<Float>()
-        var t39_c0_2 = SIMD16<Float>()
-        var t39_c0_3 = SIMD16<Float>()
-        var t39_c1_0 = SIMD16<Float>()
-        var t39_c1_1 = SIMD16<Float>()
-        var t39_c1_2 = SIMD16<Float>()
-        var t39_c1_3 = SIMD16<Float>()
-        var t39_c2_0 = SIMD16<Float>()
-        var t39_c2_1 = SIMD16<Float>()
-        var t39_c2_2 = SIMD16<Float>()
-        var t39_c2_3 = SIMD16<Float>()
-        var t39_c3_0 = SIMD16<Float>()
-        var t39_c3_1 = SIMD16<Float>()
-        var t39_c3_2 = SIMD16<Float>()
-        var t39_c3_3 = SIMD16<Float>()
-        var t39_c4_0 = SIMD16<Float>()
-        var t39_c4_1 = SIMD16<Float>()
-        var t39_c4_2 = SIMD16<Float>()
-        var t39_c4_3 = SIMD16<Float>()
-        var t39_c5_0 = SIMD16<Float>()
-        var t39_c5_1 = SIMD16<Float>()
-        var t39_c5_2 = SIMD16<Float>()
-        var t39_c5_3 = SIMD16<Float>()
-        for k40 in 0..<144 {
-          let t39_b0 = load16(arena, ((602112 &+ (k40 &* 12544)) &+ (nb37 &* 64)))
-          let t39_b1 = load16(arena, (((602112 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 16))
-          let t39_b2 = load16(arena, (((602112 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 32))
-          let t39_b3 = load16(arena, (((602112 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 48))
-          let t39_a0 = SIMD16<Float>(repeating: params[((160 &+ ((mb38 &* 6) &* 144)) &+ k40)])
-          t39_c0_0 = t39_c0_0.addingProduct(t39_a0, t39_b0)
-          t39_c0_1 = t39_c0_1.addingProduct(t39_a0, t39_b1)
-          t39_c0_2 = t39_c0_2.addingProduct(t39_a0, t39_b2)
-          t39_c0_3 = t39_c0_3.addingProduct(t39_a0, t39_b3)
-          let t39_a1 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 1) &* 144)) &+ k40)])
-          t39_c1_0 = t39_c1_0.addingProduct(t39_a1, t39_b0)
-          t39_c1_1 = t39_c1_1.addingProduct(t39_a1, t39_b1)
-          t39_c1_2 = t39_c1_2.addingProduct(t39_a1, t39_b2)
-          t39_c1_3 = t39_c1_3.addingProduct(t39_a1, t39_b3)
-          let t39_a2 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 2) &* 144)) &+ k40)])
-          t39_c2_0 = t39_c2_0.addingProduct(t39_a2, t39_b0)
-          t39_c2_1 = t39_c2_1.addingProduct(t39_a2, t39_b1)
-          t39_c2_2 = t39_c2_2.addingProduct(t39_a2, t39_b2)
-          t39_c2_3 = t39_c2_3.addingProduct(t39_a2, t39_b3)
-          let t39_a3 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 3) &* 144)) &+ k40)])
-          t39_c3_0 = t39_c3_0.addingProduct(t39_a3, t39_b0)
-          t39_c3_1 = t39_c3_1.addingProduct(t39_a3, t39_b1)
-          t39_c3_2 = t39_c3_2.addingProduct(t39_a3, t39_b2)
-          t39_c3_3 = t39_c3_3.addingProduct(t39_a3, t39_b3)
-          let t39_a4 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 4) &* 144)) &+ k40)])
-          t39_c4_0 = t39_c4_0.addingProduct(t39_a4, t39_b0)
-          t39_c4_1 = t39_c4_1.addingProduct(t39_a4, t39_b1)
-          t39_c4_2 = t39_c4_2.addingProduct(t39_a4, t39_b2)
-          t39_c4_3 = t39_c4_3.addingProduct(t39_a4, t39_b3)
-          let t39_a5 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 5) &* 144)) &+ k40)])
-          t39_c5_0 = t39_c5_0.addingProduct(t39_a5, t39_b0)
-          t39_c5_1 = t39_c5_1.addingProduct(t39_a5, t39_b1)
-          t39_c5_2 = t39_c5_2.addingProduct(t39_a5, t39_b2)
-          t39_c5_3 = t39_c5_3.addingProduct(t39_a5, t39_b3)
+    for nb83 in 0..<196 {
+      for mb84 in 0..<5 {
+        var t85_c0_0 = SIMD16<Float>()
+        var t85_c0_1 = SIMD16<Float>()
+        var t85_c0_2 = SIMD16<Float>()
+        var t85_c0_3 = SIMD16<Float>()
+        var t85_c1_0 = SIMD16<Float>()
+        var t85_c1_1 = SIMD16<Float>()
+        var t85_c1_2 = SIMD16<Float>()
+        var t85_c1_3 = SIMD16<Float>()
+        var t85_c2_0 = SIMD16<Float>()
+        var t85_c2_1 = SIMD16<Float>()
+        var t85_c2_2 = SIMD16<Float>()
+        var t85_c2_3 = SIMD16<Float>()
+        var t85_c3_0 = SIMD16<Float>()
+        var t85_c3_1 = SIMD16<Float>()
+        var t85_c3_2 = SIMD16<Float>()
+        var t85_c3_3 = SIMD16<Float>()
+        var t85_c4_0 = SIMD16<Float>()
+        var t85_c4_1 = SIMD16<Float>()
+        var t85_c4_2 = SIMD16<Float>()
+        var t85_c4_3 = SIMD16<Float>()
+        var t85_c5_0 = SIMD16<Float>()
+        var t85_c5_1 = SIMD16<Float>()
+        var t85_c5_2 = SIMD16<Float>()
+        var t85_c5_3 = SIMD16<Float>()
+        for k86 in 0..<144 {
+          let t85_b0 = load16(arena, ((602112 &+ (k86 &* 12544)) &+ (nb83 &* 64)))
+          let t85_b1 = load16(arena, (((602112 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 16))
+          let t85_b2 = load16(arena, (((602112 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 32))
+          let t85_b3 = load16(arena, (((602112 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 48))
+          let t85_a0 = SIMD16<Float>(repeating: params[((160 &+ ((mb84 &* 6) &* 144)) &+ k86)])
+          t85_c0_0 = t85_c0_0.addingProduct(t85_a0, t85_b0)
+          t85_c0_1 = t85_c0_1.addingProduct(t85_a0, t85_b1)
+          t85_c0_2 = t85_c0_2.addingProduct(t85_a0, t85_b2)
+          t85_c0_3 = t85_c0_3.addingProduct(t85_a0, t85_b3)
+          let t85_a1 = SIMD16<Float>(repeating: params[((160 &+ (((mb84 &* 6) &+ 1) &* 144)) &+ k86)])
+          t85_c1_0 = t85_c1_0.addingProduct(t85_a1, t85_b0)
+          t85_c1_1 = t85_c1_1.addingProduct(t85_a1, t85_b1)
+          t85_c1_2 = t85_c1_2.addingProduct(t85_a1, t85_b2)
+          t85_c1_3 = t85_c1_3.addingProduct(t85_a1, t85_b3)
+          let t85_a2 = SIMD16<Float>(repeating: params[((160 &+ (((mb84 &* 6) &+ 2) &* 144)) &+ k86)])
+          t85_c2_0 = t85_c2_0.addingProduct(t85_a2, t85_b0)
+          t85_c2_1 = t85_c2_1.addingProduct(t85_a2, t85_b1)
+          t85_c2_2 = t85_c2_2.addingProduct(t85_a2, t85_b2)
+          t85_c2_3 = t85_c2_3.addingProduct(t85_a2, t85_b3)
+          let t85_a3 = SIMD16<Float>(repeating: params[((160 &+ (((mb84 &* 6) &+ 3) &* 144)) &+ k86)])
+          t85_c3_0 = t85_c3_0.addingProduct(t85_a3, t85_b0)
+          t85_c3_1 = t85_c3_1.addingProduct(t85_a3, t85_b1)
+          t85_c3_2 = t85_c3_2.addingProduct(t85_a3, t85_b2)
+          t85_c3_3 = t85_c3_3.addingProduct(t85_a3, t85_b3)
+          let t85_a4 = SIMD16<Float>(repeating: params[((160 &+ (((mb84 &* 6) &+ 4) &* 144)) &+ k86)])
+          t85_c4_0 = t85_c4_0.addingProduct(t85_a4, t85_b0)
+          t85_c4_1 = t85_c4_1.addingProduct(t85_a4, t85_b1)
+          t85_c4_2 = t85_c4_2.addingProduct(t85_a4, t85_b2)
+          t85_c4_3 = t85_c4_3.addingProduct(t85_a4, t85_b3)
+          let t85_a5 = SIMD16<Float>(repeating: params[((160 &+ (((mb84 &* 6) &+ 5) &* 144)) &+ k86)])
+          t85_c5_0 = t85_c5_0.addingProduct(t85_a5, t85_b0)
+          t85_c5_1 = t85_c5_1.addingProduct(t85_a5, t85_b1)
+          t85_c5_2 = t85_c5_2.addingProduct(t85_a5, t85_b2)
+          t85_c5_3 = t85_c5_3.addingProduct(t85_a5, t85_b3)
         }
-        store16(arena, ((2408448 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)), t39_c0_0)
-        store16(arena, (((2408448 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c0_1)
-        store16(arena, (((2408448 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c0_2)
-        store16(arena, (((2408448 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c0_3)
-        store16(arena, ((2408448 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)), t39_c1_0)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c1_1)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c1_2)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c1_3)
-        store16(arena, ((2408448 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)), t39_c2_0)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c2_1)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c2_2)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c2_3)
-        store16(arena, ((2408448 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)), t39_c3_0)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c3_1)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c3_2)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c3_3)
-        store16(arena, ((2408448 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)), t39_c4_0)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c4_1)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c4_2)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c4_3)
-        store16(arena, ((2408448 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)), t39_c5_0)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c5_1)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c5_2)
-        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c5_3)
+        store16(arena, ((2408448 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)), t85_c0_0)
+        store16(arena, (((2408448 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c0_1)
+        store16(arena, (((2408448 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c0_2)
+        store16(arena, (((2408448 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c0_3)
+        store16(arena, ((2408448 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)), t85_c1_0)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c1_1)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c1_2)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c1_3)
+        store16(arena, ((2408448 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)), t85_c2_0)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c2_1)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c2_2)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c2_3)
+        store16(arena, ((2408448 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)), t85_c3_0)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c3_1)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c3_2)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c3_3)
+        store16(arena, ((2408448 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)), t85_c4_0)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c4_1)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c4_2)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c4_3)
+        store16(arena, ((2408448 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)), t85_c5_0)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c5_1)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c5_2)
+        store16(arena, (((2408448 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c5_3)
       }
-      var t41_c0_0 = SIMD16<Float>()
-      var t41_c0_1 = SIMD16<Float>()
-      var t41_c0_2 = SIMD16<Float>()
-      var t41_c0_3 = SIMD16<Float>()
-      var t41_c1_0 = SIMD16<Float>()
-      var t41_c1_1 = SIMD16<Float>()
-      var t41_c1_2 = SIMD16<Float>()
-      var t41_c1_3 = SIMD16<Float>()
-      for k42 in 0..<144 {
-        let t41_b0 = load16(arena, ((602112 &+ (k42 &* 12544)) &+ (nb37 &* 64)))
-        let t41_b1 = load16(arena, (((602112 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 16))
-        let t41_b2 = load16(arena, (((602112 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 32))
-        let t41_b3 = load16(arena, (((602112 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 48))
-        let t41_a0 = SIMD16<Float>(repeating: params[(4480 &+ k42)])
-        t41_c0_0 = t41_c0_0.addingProduct(t41_a0, t41_b0)
-        t41_c0_1 = t41_c0_1.addingProduct(t41_a0, t41_b1)
-        t41_c0_2 = t41_c0_2.addingProduct(t41_a0, t41_b2)
-        t41_c0_3 = t41_c0_3.addingProduct(t41_a0, t41_b3)
-        let t41_a1 = SIMD16<Float>(repeating: params[(4624 &+ k42)])
-        t41_c1_0 = t41_c1_0.addingProduct(t41_a1, t41_b0)
-        t41_c1_1 = t41_c1_1.addingProduct(t41_a1, t41_b1)
-        t41_c1_2 = t41_c1_2.addingProduct(t41_a1, t41_b2)
-        t41_c1_3 = t41_c1_3.addingProduct(t41_a1, t41_b3)
+      var t87_c0_0 = SIMD16<Float>()
+      var t87_c0_1 = SIMD16<Float>()
+      var t87_c0_2 = SIMD16<Float>()
+      var t87_c0_3 = SIMD16<Float>()
+      var t87_c1_0 = SIMD16<Float>()
+      var t87_c1_1 = SIMD16<Float>()
+      var t87_c1_2 = SIMD16<Float>()
+      var t87_c1_3 = SIMD16<Float>()
+      for k88 in 0..<144 {
+        let t87_b0 = load16(arena, ((602112 &+ (k88 &* 12544)) &+ (nb83 &* 64)))
+        let t87_b1 = load16(arena, (((602112 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 16))
+        let t87_b2 = load16(arena, (((602112 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 32))
+        let t87_b3 = load16(arena, (((602112 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 48))
+        let t87_a0 = SIMD16<Float>(repeating: params[(4480 &+ k88)])
+        t87_c0_0 = t87_c0_0.addingProduct(t87_a0, t87_b0)
+        t87_c0_1 = t87_c0_1.addingProduct(t87_a0, t87_b1)
+        t87_c0_2 = t87_c0_2.addingProduct(t87_a0, t87_b2)
+        t87_c0_3 = t87_c0_3.addingProduct(t87_a0, t87_b3)
+        let t87_a1 = SIMD16<Float>(repeating: params[(4624 &+ k88)])
+        t87_c1_0 = t87_c1_0.addingProduct(t87_a1, t87_b0)
+        t87_c1_1 = t87_c1_1.addingProduct(t87_a1, t87_b1)
+        t87_c1_2 = t87_c1_2.addingProduct(t87_a1, t87_b2)
+        t87_c1_3 = t87_c1_3.addingProduct(t87_a1, t87_b3)
       }
-      store16(arena, (2784768 &+ (nb37 &* 64)), t41_c0_0)
-      store16(arena, ((2784768 &+ (nb37 &* 64)) &+ 16), t41_c0_1)
-      store16(arena, ((2784768 &+ (nb37 &* 64)) &+ 32), t41_c0_2)
-      store16(arena, ((2784768 &+ (nb37 &* 64)) &+ 48), t41_c0_3)
-      store16(arena, (2797312 &+ (nb37 &* 64)), t41_c1_0)
-      store16(arena, ((2797312 &+ (nb37 &* 64)) &+ 16), t41_c1_1)
-      store16(arena, ((2797312 &+ (nb37 &* 64)) &+ 32), t41_c1_2)
-      store16(arena, ((2797312 &+ (nb37 &* 64)) &+ 48), t41_c1_3)
+      store16(arena, (2784768 &+ (nb83 &* 64)), t87_c0_0)
+      store16(arena, ((2784768 &+ (nb83 &* 64)) &+ 16), t87_c0_1)
+      store16(arena, ((2784768 &+ (nb83 &* 64)) &+ 32), t87_c0_2)
+      store16(arena, ((2784768 &+ (nb83 &* 64)) &+ 48), t87_c0_3)
+      store16(arena, (2797312 &+ (nb83 &* 64)), t87_c1_0)
+      store16(arena, ((2797312 &+ (nb83 &* 64)) &+ 16), t87_c1_1)
+      store16(arena, ((2797312 &+ (nb83 &* 64)) &+ 32), t87_c1_2)
+      store16(arena, ((2797312 &+ (nb83 &* 64)) &+ 48), t87_c1_3)
     }
-    for j43 in 0..<64 {
-      for f44 in 0..<32 {
-        for py45 in 0..<7 {
-          for px46 in 0..<7 {
-            var best47: Float = (arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)])
-            var bi48: Float = Float(((py45 &* 28) &+ (px46 &* 2)))
-            bi48 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) > best47 ? Float(((py45 &* 28) &+ (px46 &* 2))) : bi48)
-            best47 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) : best47)
-            bi48 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 1)) : bi48)
-            best47 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) : best47)
-            bi48 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 14)) : bi48)
-            best47 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) : best47)
-            bi48 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) > best47 ? Float(((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1)) : bi48)
-            best47 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) : best47)
-            arena[(401408 &+ ((((((g25 &* 64) &+ j43) &* 1568) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = (best47 > Float(0) ? best47 : Float(0))
-            arena[(501760 &+ ((((((g25 &* 64) &+ j43) &* 1568) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = bi48
-          }
+    for j89 in 0..<64 {
+      for f90 in 0..<32 {
+        for q91 in 0..<49 {
+          var v92: Float = (arena[(((2408448 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ q91)] + params[(4768 &+ f90)])
+          var at93: Float = Float(0)
+          var v94: Float = (arena[((((2408448 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 49) &+ q91)] + params[(4768 &+ f90)])
+          var at96: Float = (v94 > v92 ? Float(1) : at93)
+          var best95: Float = (v94 > v92 ? v94 : v92)
+          var v97: Float = (arena[((((2408448 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 98) &+ q91)] + params[(4768 &+ f90)])
+          var at99: Float = (v97 > best95 ? Float(14) : at96)
+          var best98: Float = (v97 > best95 ? v97 : best95)
+          var v100: Float = (arena[((((2408448 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 147) &+ q91)] + params[(4768 &+ f90)])
+          var at102: Float = (v100 > best98 ? Float(15) : at99)
+          var best101: Float = (v100 > best98 ? v100 : best98)
+          arena[(401408 &+ (((((g53 &* 64) &+ j89) &* 1568) &+ (f90 &* 49)) &+ q91))] = (best101 > Float(0) ? best101 : Float(0))
+          arena[(501760 &+ (((((g53 &* 64) &+ j89) &* 1568) &+ (f90 &* 49)) &+ q91))] = (arena[(2809856 &+ q91)] + at102)
         }
       }
     }
@@ -455,625 +573,621 @@ public func smallcnn_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 1568, 1, arena + 401408, 1568, params + 4800, 1568, Float(bitPattern: 0x0), arena + 602112, 128)
-  for n49 in 0..<64 {
-    do {  // SIMD16 over u50
-      var u50 = 0
-      while u50 &+ 16 <= 128 {
-        store16(arena, (602112 &+ (n49 &* 128)) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (602112 &+ (n49 &* 128)) &+ u50) + load16(params, 205504 &+ u50)), where: (load16(arena, (602112 &+ (n49 &* 128)) &+ u50) + load16(params, 205504 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
-        u50 &+= 16
+  for n103 in 0..<64 {
+    do {  // SIMD16 over u104
+      var u104 = 0
+      while u104 &+ 16 <= 128 {
+        store16(arena, (602112 &+ (n103 &* 128)) &+ u104, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (602112 &+ (n103 &* 128)) &+ u104) + load16(params, 205504 &+ u104)), where: (load16(arena, (602112 &+ (n103 &* 128)) &+ u104) + load16(params, 205504 &+ u104)) .> SIMD16<Float>(repeating: Float(0))))
+        u104 &+= 16
       }
-      while u50 < 128 {
-        arena[((602112 &+ (n49 &* 128)) &+ u50)] = ((arena[((602112 &+ (n49 &* 128)) &+ u50)] + params[(205504 &+ u50)]) > Float(0) ? (arena[((602112 &+ (n49 &* 128)) &+ u50)] + params[(205504 &+ u50)]) : Float(0))
-        u50 &+= 1
+      while u104 < 128 {
+        arena[((602112 &+ (n103 &* 128)) &+ u104)] = ((arena[((602112 &+ (n103 &* 128)) &+ u104)] + params[(205504 &+ u104)]) > Float(0) ? (arena[((602112 &+ (n103 &* 128)) &+ u104)] + params[(205504 &+ u104)]) : Float(0))
+        u104 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 602112, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 610304, 10)
-  for n51 in 0..<64 {
-    do {  // SIMD16 over u52
-      var u52 = 0
-      while u52 < 10 {
-        arena[((610304 &+ (n51 &* 10)) &+ u52)] = (arena[((610304 &+ (n51 &* 10)) &+ u52)] + params[(206912 &+ u52)])
-        u52 &+= 1
+  for n105 in 0..<64 {
+    do {  // SIMD16 over u106
+      var u106 = 0
+      while u106 < 10 {
+        arena[((610304 &+ (n105 &* 10)) &+ u106)] = (arena[((610304 &+ (n105 &* 10)) &+ u106)] + params[(206912 &+ u106)])
+        u106 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total53: Float = Float(0)
-  for n54 in 0..<64 {
-    var m55: Float = arena[(610304 &+ (n54 &* 10))]
-    for k57 in 0..<10 {
-      m55 = { let x = m55, y = arena[((610304 &+ (n54 &* 10)) &+ k57)]; return y > x ? y : x }()
+  var total107: Float = Float(0)
+  for n108 in 0..<64 {
+    var m109: Float = arena[(610304 &+ (n108 &* 10))]
+    for k111 in 0..<10 {
+      m109 = { let x = m109, y = arena[((610304 &+ (n108 &* 10)) &+ k111)]; return y > x ? y : x }()
     }
-    var s56: Float = Float(0)
-    for k58 in 0..<10 {
-      s56 = (s56 + expf((arena[((610304 &+ (n54 &* 10)) &+ k58)] - m55)))
+    var s110: Float = Float(0)
+    for k112 in 0..<10 {
+      s110 = (s110 + expf((arena[((610304 &+ (n108 &* 10)) &+ k112)] - m109)))
     }
-    total53 = (total53 + ((m55 + logf(s56)) - arena[((610304 &+ (n54 &* 10)) &+ Int(labels[n54]))]))
+    total107 = (total107 + ((m109 + logf(s110)) - arena[((610304 &+ (n108 &* 10)) &+ Int(labels[n108]))]))
   }
-  arena[610944] = (total53 / Float(64))
+  arena[610944] = (total107 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n59 in 0..<64 {
-    var m60: Float = arena[(610304 &+ (n59 &* 10))]
-    for k62 in 0..<10 {
-      m60 = { let x = m60, y = arena[((610304 &+ (n59 &* 10)) &+ k62)]; return y > x ? y : x }()
+  for n113 in 0..<64 {
+    var m114: Float = arena[(610304 &+ (n113 &* 10))]
+    for k116 in 0..<10 {
+      m114 = { let x = m114, y = arena[((610304 &+ (n113 &* 10)) &+ k116)]; return y > x ? y : x }()
     }
-    var s61: Float = Float(0)
-    for k63 in 0..<10 {
-      s61 = (s61 + expf((arena[((610304 &+ (n59 &* 10)) &+ k63)] - m60)))
+    var s115: Float = Float(0)
+    for k117 in 0..<10 {
+      s115 = (s115 + expf((arena[((610304 &+ (n113 &* 10)) &+ k117)] - m114)))
     }
-    for k64 in 0..<10 {
-      arena[((610960 &+ (n59 &* 10)) &+ k64)] = ((k64 == Int(labels[n59]) ? ((expf((arena[((610304 &+ (n59 &* 10)) &+ k64)] - m60)) / s61) - Float(1)) : (expf((arena[((610304 &+ (n59 &* 10)) &+ k64)] - m60)) / s61)) / Float(64))
+    for k118 in 0..<10 {
+      arena[((610960 &+ (n113 &* 10)) &+ k118)] = ((k118 == Int(labels[n113]) ? ((expf((arena[((610304 &+ (n113 &* 10)) &+ k118)] - m114)) / s115) - Float(1)) : (expf((arena[((610304 &+ (n113 &* 10)) &+ k118)] - m114)) / s115)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 610960, 10, arena + 602112, 128, Float(bitPattern: 0x0), grads + 205632, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u65 in 0..<10 {
-    var acc66: Float = Float(0)
-    for n67 in 0..<64 {
-      acc66 = (acc66 + arena[((610960 &+ (n67 &* 10)) &+ u65)])
+  for u119 in 0..<10 {
+    var acc120: Float = Float(0)
+    for n121 in 0..<64 {
+      acc120 = (acc120 + arena[((610960 &+ (n121 &* 10)) &+ u119)])
     }
-    grads[(206912 &+ u65)] = acc66
+    grads[(206912 &+ u119)] = acc120
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 610960, 10, params + 205632, 128, Float(bitPattern: 0x0), arena + 611600, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i68
-    var i68 = 0
-    while i68 &+ 16 <= 8192 {
-      store16(arena, 619792 &+ i68, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i68), where: load16(arena, 602112 &+ i68) .> SIMD16<Float>(repeating: Float(0))))
-      i68 &+= 16
+  do {  // SIMD16 over i122
+    var i122 = 0
+    while i122 &+ 16 <= 8192 {
+      store16(arena, 619792 &+ i122, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i122), where: load16(arena, 602112 &+ i122) .> SIMD16<Float>(repeating: Float(0))))
+      i122 &+= 16
     }
-    while i68 < 8192 {
-      arena[(619792 &+ i68)] = (arena[(602112 &+ i68)] > Float(0) ? arena[(611600 &+ i68)] : Float(0))
-      i68 &+= 1
+    while i122 < 8192 {
+      arena[(619792 &+ i122)] = (arena[(602112 &+ i122)] > Float(0) ? arena[(611600 &+ i122)] : Float(0))
+      i122 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 1568, 64, 1, arena + 619792, 128, arena + 401408, 1568, Float(bitPattern: 0x0), grads + 4800, 1568)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u69 in 0..<128 {
-    var acc70: Float = Float(0)
-    for n71 in 0..<64 {
-      acc70 = (acc70 + arena[((619792 &+ (n71 &* 128)) &+ u69)])
+  for u123 in 0..<128 {
+    var acc124: Float = Float(0)
+    for n125 in 0..<64 {
+      acc124 = (acc124 + arena[((619792 &+ (n125 &* 128)) &+ u123)])
     }
-    grads[(205504 &+ u69)] = acc70
+    grads[(205504 &+ u123)] = acc124
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 1568, 128, 1, arena + 619792, 128, params + 4800, 1568, Float(bitPattern: 0x0), arena + 627984, 1568)
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i72
-    var i72 = 0
-    while i72 &+ 16 <= 401408 {
-      store16(arena, 728336 &+ i72, SIMD16<Float>(repeating: Float(0)))
-      i72 &+= 16
+  do {  // SIMD16 over i126
+    var i126 = 0
+    while i126 &+ 16 <= 401408 {
+      store16(arena, 728336 &+ i126, SIMD16<Float>(repeating: Float(0)))
+      i126 &+= 16
     }
-    while i72 < 401408 {
-      arena[(728336 &+ i72)] = Float(0)
-      i72 &+= 1
+    while i126 < 401408 {
+      arena[(728336 &+ i126)] = Float(0)
+      i126 &+= 1
     }
   }
-  for q73 in 0..<2048 {
-    for i74 in 0..<49 {
-      if arena[(401408 &+ ((q73 &* 49) &+ i74))] > Float(0) {
-        arena[((728336 &+ (q73 &* 196)) &+ Int(arena[(501760 &+ ((q73 &* 49) &+ i74))]))] += arena[(627984 &+ ((q73 &* 49) &+ i74))]
+  for q127 in 0..<2048 {
+    for i128 in 0..<49 {
+      if arena[(401408 &+ ((q127 &* 49) &+ i128))] > Float(0) {
+        arena[((728336 &+ (q127 &* 196)) &+ Int(arena[(501760 &+ ((q127 &* 49) &+ i128))]))] += arena[(627984 &+ ((q127 &* 49) &+ i128))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i75
-    var i75 = 0
-    while i75 &+ 16 <= 4608 {
-      store16(arena, 3337488 &+ i75, SIMD16<Float>(repeating: Float(0)))
-      i75 &+= 16
+  do {  // SIMD16 over i129
+    var i129 = 0
+    while i129 &+ 16 <= 4608 {
+      store16(arena, 3337488 &+ i129, SIMD16<Float>(repeating: Float(0)))
+      i129 &+= 16
     }
-    while i75 < 4608 {
-      arena[(3337488 &+ i75)] = Float(0)
-      i75 &+= 1
-    }
-  }
-  for g76 in 0..<1 {
-    for j77 in 0..<64 {
-      for r78 in 0..<144 {
-        do {  // SIMD16 over i79
-          var i79 = 0
-          while i79 &+ 16 <= 196 {
-            store16(arena, ((1129744 &+ (r78 &* 12544)) &+ (j77 &* 196)) &+ i79, SIMD16<Float>(repeating: Float(0)))
-            i79 &+= 16
-          }
-          while i79 < 196 {
-            arena[(((1129744 &+ (r78 &* 12544)) &+ (j77 &* 196)) &+ i79)] = Float(0)
-            i79 &+= 1
-          }
-        }
-      }
-      for c80 in 0..<16 {
-        for ky81 in 0..<3 {
-          for oy82 in 0..<14 {
-            if (-1 < ((oy82 &+ ky81) &+ -1) && ((oy82 &+ ky81) &+ -1) < 14) {
-              for ox83 in 0..<13 {
-                arena[((((1129744 &+ ((((c80 &* 3) &+ ky81) &* 3) &* 12544)) &+ (j77 &* 196)) &+ (oy82 &* 14)) &+ (ox83 &+ 1))] = arena[((((((g76 &* 64) &+ j77) &* 3136) &+ (c80 &* 196)) &+ (((oy82 &+ ky81) &+ -1) &* 14)) &+ ((ox83 &+ 1) &+ -1))]
-              }
-            }
-          }
-          for oy84 in 0..<14 {
-            if (-1 < ((oy84 &+ ky81) &+ -1) && ((oy84 &+ ky81) &+ -1) < 14) {
-              do {  // SIMD16 over ox85
-                var ox85 = 0
-                while ox85 < 14 {
-                  arena[((((1129744 &+ (((((c80 &* 3) &+ ky81) &* 3) &+ 1) &* 12544)) &+ (j77 &* 196)) &+ (oy84 &* 14)) &+ ox85)] = arena[((((((g76 &* 64) &+ j77) &* 3136) &+ (c80 &* 196)) &+ (((oy84 &+ ky81) &+ -1) &* 14)) &+ ox85)]
-                  ox85 &+= 1
-                }
-              }
-            }
-          }
-          for oy86 in 0..<14 {
-            if (-1 < ((oy86 &+ ky81) &+ -1) && ((oy86 &+ ky81) &+ -1) < 14) {
-              for ox87 in 0..<13 {
-                arena[((((1129744 &+ (((((c80 &* 3) &+ ky81) &* 3) &+ 2) &* 12544)) &+ (j77 &* 196)) &+ (oy86 &* 14)) &+ ox87)] = arena[((((((g76 &* 64) &+ j77) &* 3136) &+ (c80 &* 196)) &+ (((oy86 &+ ky81) &+ -1) &* 14)) &+ (ox87 &+ 1))]
-              }
-            }
-          }
-        }
-      }
-    }
-    for j88 in 0..<64 {
-      for i89 in 0..<196 {
-        for f90 in 0..<32 {
-          arena[((2936080 &+ (((j88 &* 196) &+ i89) &* 32)) &+ f90)] = arena[(((728336 &+ (((g76 &* 64) &+ j88) &* 6272)) &+ (f90 &* 196)) &+ i89)]
-        }
-      }
-    }
-    for kp91 in 0..<32 {
-      for nb92 in 0..<1 {
-        for mb93 in 0..<10 {
-          var t94_c0_0 = load16(arena, ((3337488 &+ ((mb93 &* 14) &* 32)) &+ (nb92 &* 32)))
-          var t94_c0_1 = load16(arena, (((3337488 &+ ((mb93 &* 14) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c1_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 1) &* 32)) &+ (nb92 &* 32)))
-          var t94_c1_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 1) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c2_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 2) &* 32)) &+ (nb92 &* 32)))
-          var t94_c2_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 2) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c3_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 3) &* 32)) &+ (nb92 &* 32)))
-          var t94_c3_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 3) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c4_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 4) &* 32)) &+ (nb92 &* 32)))
-          var t94_c4_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 4) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c5_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 5) &* 32)) &+ (nb92 &* 32)))
-          var t94_c5_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 5) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c6_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 6) &* 32)) &+ (nb92 &* 32)))
-          var t94_c6_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 6) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c7_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 7) &* 32)) &+ (nb92 &* 32)))
-          var t94_c7_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 7) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c8_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 8) &* 32)) &+ (nb92 &* 32)))
-          var t94_c8_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 8) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c9_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 9) &* 32)) &+ (nb92 &* 32)))
-          var t94_c9_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 9) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c10_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 10) &* 32)) &+ (nb92 &* 32)))
-          var t94_c10_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 10) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c11_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 11) &* 32)) &+ (nb92 &* 32)))
-          var t94_c11_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 11) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c12_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 12) &* 32)) &+ (nb92 &* 32)))
-          var t94_c12_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 12) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          var t94_c13_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 13) &* 32)) &+ (nb92 &* 32)))
-          var t94_c13_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 13) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          for k95 in 0..<381 {
-            let t94_b0 = load16(arena, ((2936080 &+ ((k95 &+ (kp91 &* 381)) &* 32)) &+ (nb92 &* 32)))
-            let t94_b1 = load16(arena, (((2936080 &+ ((k95 &+ (kp91 &* 381)) &* 32)) &+ (nb92 &* 32)) &+ 16))
-            let t94_a0 = SIMD16<Float>(repeating: arena[((1129744 &+ ((mb93 &* 14) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c0_0 = t94_c0_0.addingProduct(t94_a0, t94_b0)
-            t94_c0_1 = t94_c0_1.addingProduct(t94_a0, t94_b1)
-            let t94_a1 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 1) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c1_0 = t94_c1_0.addingProduct(t94_a1, t94_b0)
-            t94_c1_1 = t94_c1_1.addingProduct(t94_a1, t94_b1)
-            let t94_a2 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 2) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c2_0 = t94_c2_0.addingProduct(t94_a2, t94_b0)
-            t94_c2_1 = t94_c2_1.addingProduct(t94_a2, t94_b1)
-            let t94_a3 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 3) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c3_0 = t94_c3_0.addingProduct(t94_a3, t94_b0)
-            t94_c3_1 = t94_c3_1.addingProduct(t94_a3, t94_b1)
-            let t94_a4 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 4) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c4_0 = t94_c4_0.addingProduct(t94_a4, t94_b0)
-            t94_c4_1 = t94_c4_1.addingProduct(t94_a4, t94_b1)
-            let t94_a5 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 5) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c5_0 = t94_c5_0.addingProduct(t94_a5, t94_b0)
-            t94_c5_1 = t94_c5_1.addingProduct(t94_a5, t94_b1)
-            let t94_a6 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 6) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c6_0 = t94_c6_0.addingProduct(t94_a6, t94_b0)
-            t94_c6_1 = t94_c6_1.addingProduct(t94_a6, t94_b1)
-            let t94_a7 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 7) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c7_0 = t94_c7_0.addingProduct(t94_a7, t94_b0)
-            t94_c7_1 = t94_c7_1.addingProduct(t94_a7, t94_b1)
-            let t94_a8 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 8) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c8_0 = t94_c8_0.addingProduct(t94_a8, t94_b0)
-            t94_c8_1 = t94_c8_1.addingProduct(t94_a8, t94_b1)
-            let t94_a9 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 9) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c9_0 = t94_c9_0.addingProduct(t94_a9, t94_b0)
-            t94_c9_1 = t94_c9_1.addingProduct(t94_a9, t94_b1)
-            let t94_a10 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 10) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c10_0 = t94_c10_0.addingProduct(t94_a10, t94_b0)
-            t94_c10_1 = t94_c10_1.addingProduct(t94_a10, t94_b1)
-            let t94_a11 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 11) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c11_0 = t94_c11_0.addingProduct(t94_a11, t94_b0)
-            t94_c11_1 = t94_c11_1.addingProduct(t94_a11, t94_b1)
-            let t94_a12 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 12) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c12_0 = t94_c12_0.addingProduct(t94_a12, t94_b0)
-            t94_c12_1 = t94_c12_1.addingProduct(t94_a12, t94_b1)
-            let t94_a13 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 13) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
-            t94_c13_0 = t94_c13_0.addingProduct(t94_a13, t94_b0)
-            t94_c13_1 = t94_c13_1.addingProduct(t94_a13, t94_b1)
-          }
-          store16(arena, ((3337488 &+ ((mb93 &* 14) &* 32)) &+ (nb92 &* 32)), t94_c0_0)
-          store16(arena, (((3337488 &+ ((mb93 &* 14) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c0_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 1) &* 32)) &+ (nb92 &* 32)), t94_c1_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 1) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c1_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 2) &* 32)) &+ (nb92 &* 32)), t94_c2_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 2) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c2_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 3) &* 32)) &+ (nb92 &* 32)), t94_c3_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 3) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c3_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 4) &* 32)) &+ (nb92 &* 32)), t94_c4_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 4) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c4_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 5) &* 32)) &+ (nb92 &* 32)), t94_c5_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 5) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c5_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 6) &* 32)) &+ (nb92 &* 32)), t94_c6_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 6) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c6_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 7) &* 32)) &+ (nb92 &* 32)), t94_c7_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 7) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c7_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 8) &* 32)) &+ (nb92 &* 32)), t94_c8_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 8) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c8_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 9) &* 32)) &+ (nb92 &* 32)), t94_c9_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 9) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c9_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 10) &* 32)) &+ (nb92 &* 32)), t94_c10_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 10) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c10_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 11) &* 32)) &+ (nb92 &* 32)), t94_c11_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 11) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c11_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 12) &* 32)) &+ (nb92 &* 32)), t94_c12_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 12) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c12_1)
-          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 13) &* 32)) &+ (nb92 &* 32)), t94_c13_0)
-          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 13) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c13_1)
-        }
-        var t96_c0_0 = load16(arena, (3341968 &+ (nb92 &* 32)))
-        var t96_c0_1 = load16(arena, ((3341968 &+ (nb92 &* 32)) &+ 16))
-        var t96_c1_0 = load16(arena, (3342000 &+ (nb92 &* 32)))
-        var t96_c1_1 = load16(arena, ((3342000 &+ (nb92 &* 32)) &+ 16))
-        var t96_c2_0 = load16(arena, (3342032 &+ (nb92 &* 32)))
-        var t96_c2_1 = load16(arena, ((3342032 &+ (nb92 &* 32)) &+ 16))
-        var t96_c3_0 = load16(arena, (3342064 &+ (nb92 &* 32)))
-        var t96_c3_1 = load16(arena, ((3342064 &+ (nb92 &* 32)) &+ 16))
-        for k97 in 0..<381 {
-          let t96_b0 = load16(arena, ((2936080 &+ ((k97 &+ (kp91 &* 381)) &* 32)) &+ (nb92 &* 32)))
-          let t96_b1 = load16(arena, (((2936080 &+ ((k97 &+ (kp91 &* 381)) &* 32)) &+ (nb92 &* 32)) &+ 16))
-          let t96_a0 = SIMD16<Float>(repeating: arena[(2885904 &+ (k97 &+ (kp91 &* 381)))])
-          t96_c0_0 = t96_c0_0.addingProduct(t96_a0, t96_b0)
-          t96_c0_1 = t96_c0_1.addingProduct(t96_a0, t96_b1)
-          let t96_a1 = SIMD16<Float>(repeating: arena[(2898448 &+ (k97 &+ (kp91 &* 381)))])
-          t96_c1_0 = t96_c1_0.addingProduct(t96_a1, t96_b0)
-          t96_c1_1 = t96_c1_1.addingProduct(t96_a1, t96_b1)
-          let t96_a2 = SIMD16<Float>(repeating: arena[(2910992 &+ (k97 &+ (kp91 &* 381)))])
-          t96_c2_0 = t96_c2_0.addingProduct(t96_a2, t96_b0)
-          t96_c2_1 = t96_c2_1.addingProduct(t96_a2, t96_b1)
-          let t96_a3 = SIMD16<Float>(repeating: arena[(2923536 &+ (k97 &+ (kp91 &* 381)))])
-          t96_c3_0 = t96_c3_0.addingProduct(t96_a3, t96_b0)
-          t96_c3_1 = t96_c3_1.addingProduct(t96_a3, t96_b1)
-        }
-        store16(arena, (3341968 &+ (nb92 &* 32)), t96_c0_0)
-        store16(arena, ((3341968 &+ (nb92 &* 32)) &+ 16), t96_c0_1)
-        store16(arena, (3342000 &+ (nb92 &* 32)), t96_c1_0)
-        store16(arena, ((3342000 &+ (nb92 &* 32)) &+ 16), t96_c1_1)
-        store16(arena, (3342032 &+ (nb92 &* 32)), t96_c2_0)
-        store16(arena, ((3342032 &+ (nb92 &* 32)) &+ 16), t96_c2_1)
-        store16(arena, (3342064 &+ (nb92 &* 32)), t96_c3_0)
-        store16(arena, ((3342064 &+ (nb92 &* 32)) &+ 16), t96_c3_1)
-      }
-    }
-    for nb98 in 0..<1 {
-      for mb99 in 0..<10 {
-        var t100_c0_0 = load16(arena, ((3337488 &+ ((mb99 &* 14) &* 32)) &+ (nb98 &* 32)))
-        var t100_c0_1 = load16(arena, (((3337488 &+ ((mb99 &* 14) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c1_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 1) &* 32)) &+ (nb98 &* 32)))
-        var t100_c1_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 1) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c2_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 2) &* 32)) &+ (nb98 &* 32)))
-        var t100_c2_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 2) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c3_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 3) &* 32)) &+ (nb98 &* 32)))
-        var t100_c3_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 3) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c4_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 4) &* 32)) &+ (nb98 &* 32)))
-        var t100_c4_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 4) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c5_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 5) &* 32)) &+ (nb98 &* 32)))
-        var t100_c5_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 5) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c6_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 6) &* 32)) &+ (nb98 &* 32)))
-        var t100_c6_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 6) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c7_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 7) &* 32)) &+ (nb98 &* 32)))
-        var t100_c7_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 7) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c8_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 8) &* 32)) &+ (nb98 &* 32)))
-        var t100_c8_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 8) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c9_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 9) &* 32)) &+ (nb98 &* 32)))
-        var t100_c9_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 9) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c10_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 10) &* 32)) &+ (nb98 &* 32)))
-        var t100_c10_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 10) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c11_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 11) &* 32)) &+ (nb98 &* 32)))
-        var t100_c11_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 11) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c12_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 12) &* 32)) &+ (nb98 &* 32)))
-        var t100_c12_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 12) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        var t100_c13_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 13) &* 32)) &+ (nb98 &* 32)))
-        var t100_c13_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 13) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        for k101 in 0..<352 {
-          let t100_b0 = load16(arena, ((2936080 &+ ((k101 &+ 12192) &* 32)) &+ (nb98 &* 32)))
-          let t100_b1 = load16(arena, (((2936080 &+ ((k101 &+ 12192) &* 32)) &+ (nb98 &* 32)) &+ 16))
-          let t100_a0 = SIMD16<Float>(repeating: arena[((1129744 &+ ((mb99 &* 14) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c0_0 = t100_c0_0.addingProduct(t100_a0, t100_b0)
-          t100_c0_1 = t100_c0_1.addingProduct(t100_a0, t100_b1)
-          let t100_a1 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 1) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c1_0 = t100_c1_0.addingProduct(t100_a1, t100_b0)
-          t100_c1_1 = t100_c1_1.addingProduct(t100_a1, t100_b1)
-          let t100_a2 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 2) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c2_0 = t100_c2_0.addingProduct(t100_a2, t100_b0)
-          t100_c2_1 = t100_c2_1.addingProduct(t100_a2, t100_b1)
-          let t100_a3 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 3) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c3_0 = t100_c3_0.addingProduct(t100_a3, t100_b0)
-          t100_c3_1 = t100_c3_1.addingProduct(t100_a3, t100_b1)
-          let t100_a4 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 4) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c4_0 = t100_c4_0.addingProduct(t100_a4, t100_b0)
-          t100_c4_1 = t100_c4_1.addingProduct(t100_a4, t100_b1)
-          let t100_a5 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 5) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c5_0 = t100_c5_0.addingProduct(t100_a5, t100_b0)
-          t100_c5_1 = t100_c5_1.addingProduct(t100_a5, t100_b1)
-          let t100_a6 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 6) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c6_0 = t100_c6_0.addingProduct(t100_a6, t100_b0)
-          t100_c6_1 = t100_c6_1.addingProduct(t100_a6, t100_b1)
-          let t100_a7 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 7) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c7_0 = t100_c7_0.addingProduct(t100_a7, t100_b0)
-          t100_c7_1 = t100_c7_1.addingProduct(t100_a7, t100_b1)
-          let t100_a8 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 8) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c8_0 = t100_c8_0.addingProduct(t100_a8, t100_b0)
-          t100_c8_1 = t100_c8_1.addingProduct(t100_a8, t100_b1)
-          let t100_a9 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 9) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c9_0 = t100_c9_0.addingProduct(t100_a9, t100_b0)
-          t100_c9_1 = t100_c9_1.addingProduct(t100_a9, t100_b1)
-          let t100_a10 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 10) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c10_0 = t100_c10_0.addingProduct(t100_a10, t100_b0)
-          t100_c10_1 = t100_c10_1.addingProduct(t100_a10, t100_b1)
-          let t100_a11 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 11) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c11_0 = t100_c11_0.addingProduct(t100_a11, t100_b0)
-          t100_c11_1 = t100_c11_1.addingProduct(t100_a11, t100_b1)
-          let t100_a12 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 12) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c12_0 = t100_c12_0.addingProduct(t100_a12, t100_b0)
-          t100_c12_1 = t100_c12_1.addingProduct(t100_a12, t100_b1)
-          let t100_a13 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 13) &* 12544)) &+ (k101 &+ 12192))])
-          t100_c13_0 = t100_c13_0.addingProduct(t100_a13, t100_b0)
-          t100_c13_1 = t100_c13_1.addingProduct(t100_a13, t100_b1)
-        }
-        store16(arena, ((3337488 &+ ((mb99 &* 14) &* 32)) &+ (nb98 &* 32)), t100_c0_0)
-        store16(arena, (((3337488 &+ ((mb99 &* 14) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c0_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 1) &* 32)) &+ (nb98 &* 32)), t100_c1_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 1) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c1_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 2) &* 32)) &+ (nb98 &* 32)), t100_c2_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 2) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c2_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 3) &* 32)) &+ (nb98 &* 32)), t100_c3_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 3) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c3_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 4) &* 32)) &+ (nb98 &* 32)), t100_c4_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 4) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c4_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 5) &* 32)) &+ (nb98 &* 32)), t100_c5_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 5) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c5_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 6) &* 32)) &+ (nb98 &* 32)), t100_c6_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 6) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c6_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 7) &* 32)) &+ (nb98 &* 32)), t100_c7_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 7) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c7_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 8) &* 32)) &+ (nb98 &* 32)), t100_c8_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 8) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c8_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 9) &* 32)) &+ (nb98 &* 32)), t100_c9_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 9) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c9_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 10) &* 32)) &+ (nb98 &* 32)), t100_c10_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 10) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c10_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 11) &* 32)) &+ (nb98 &* 32)), t100_c11_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 11) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c11_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 12) &* 32)) &+ (nb98 &* 32)), t100_c12_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 12) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c12_1)
-        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 13) &* 32)) &+ (nb98 &* 32)), t100_c13_0)
-        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 13) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c13_1)
-      }
-      var t102_c0_0 = load16(arena, (3341968 &+ (nb98 &* 32)))
-      var t102_c0_1 = load16(arena, ((3341968 &+ (nb98 &* 32)) &+ 16))
-      var t102_c1_0 = load16(arena, (3342000 &+ (nb98 &* 32)))
-      var t102_c1_1 = load16(arena, ((3342000 &+ (nb98 &* 32)) &+ 16))
-      var t102_c2_0 = load16(arena, (3342032 &+ (nb98 &* 32)))
-      var t102_c2_1 = load16(arena, ((3342032 &+ (nb98 &* 32)) &+ 16))
-      var t102_c3_0 = load16(arena, (3342064 &+ (nb98 &* 32)))
-      var t102_c3_1 = load16(arena, ((3342064 &+ (nb98 &* 32)) &+ 16))
-      for k103 in 0..<352 {
-        let t102_b0 = load16(arena, ((2936080 &+ ((k103 &+ 12192) &* 32)) &+ (nb98 &* 32)))
-        let t102_b1 = load16(arena, (((2936080 &+ ((k103 &+ 12192) &* 32)) &+ (nb98 &* 32)) &+ 16))
-        let t102_a0 = SIMD16<Float>(repeating: arena[(2885904 &+ (k103 &+ 12192))])
-        t102_c0_0 = t102_c0_0.addingProduct(t102_a0, t102_b0)
-        t102_c0_1 = t102_c0_1.addingProduct(t102_a0, t102_b1)
-        let t102_a1 = SIMD16<Float>(repeating: arena[(2898448 &+ (k103 &+ 12192))])
-        t102_c1_0 = t102_c1_0.addingProduct(t102_a1, t102_b0)
-        t102_c1_1 = t102_c1_1.addingProduct(t102_a1, t102_b1)
-        let t102_a2 = SIMD16<Float>(repeating: arena[(2910992 &+ (k103 &+ 12192))])
-        t102_c2_0 = t102_c2_0.addingProduct(t102_a2, t102_b0)
-        t102_c2_1 = t102_c2_1.addingProduct(t102_a2, t102_b1)
-        let t102_a3 = SIMD16<Float>(repeating: arena[(2923536 &+ (k103 &+ 12192))])
-        t102_c3_0 = t102_c3_0.addingProduct(t102_a3, t102_b0)
-        t102_c3_1 = t102_c3_1.addingProduct(t102_a3, t102_b1)
-      }
-      store16(arena, (3341968 &+ (nb98 &* 32)), t102_c0_0)
-      store16(arena, ((3341968 &+ (nb98 &* 32)) &+ 16), t102_c0_1)
-      store16(arena, (3342000 &+ (nb98 &* 32)), t102_c1_0)
-      store16(arena, ((3342000 &+ (nb98 &* 32)) &+ 16), t102_c1_1)
-      store16(arena, (3342032 &+ (nb98 &* 32)), t102_c2_0)
-      store16(arena, ((3342032 &+ (nb98 &* 32)) &+ 16), t102_c2_1)
-      store16(arena, (3342064 &+ (nb98 &* 32)), t102_c3_0)
-      store16(arena, ((3342064 &+ (nb98 &* 32)) &+ 16), t102_c3_1)
+    while i129 < 4608 {
+      arena[(3337488 &+ i129)] = Float(0)
+      i129 &+= 1
     }
   }
-  for f104 in 0..<32 {
-    for r105 in 0..<144 {
-      grads[((160 &+ (f104 &* 144)) &+ r105)] = arena[((3337488 &+ (r105 &* 32)) &+ f104)]
+  for g130 in 0..<1 {
+    for j131 in 0..<64 {
+      for r132 in 0..<144 {
+        do {  // SIMD16 over i133
+          var i133 = 0
+          while i133 &+ 16 <= 196 {
+            store16(arena, ((1129744 &+ (r132 &* 12544)) &+ (j131 &* 196)) &+ i133, SIMD16<Float>(repeating: Float(0)))
+            i133 &+= 16
+          }
+          while i133 < 196 {
+            arena[(((1129744 &+ (r132 &* 12544)) &+ (j131 &* 196)) &+ i133)] = Float(0)
+            i133 &+= 1
+          }
+        }
+      }
+      for c134 in 0..<16 {
+        for ky135 in 0..<3 {
+          for oy136 in 0..<14 {
+            if (-1 < ((oy136 &+ ky135) &+ -1) && ((oy136 &+ ky135) &+ -1) < 14) {
+              for ox137 in 0..<13 {
+                arena[(((1129744 &+ ((((c134 &* 3) &+ ky135) &* 3) &* 12544)) &+ (j131 &* 196)) &+ ((oy136 &* 14) &+ (ox137 &+ 1)))] = arena[((((((g130 &* 64) &+ j131) &* 3136) &+ (c134 &* 196)) &+ (((oy136 &+ ky135) &+ -1) &* 14)) &+ ((ox137 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy138 in 0..<14 {
+            if (-1 < ((oy138 &+ ky135) &+ -1) && ((oy138 &+ ky135) &+ -1) < 14) {
+              for ox139 in 0..<14 {
+                arena[(((1129744 &+ (((((c134 &* 3) &+ ky135) &* 3) &+ 1) &* 12544)) &+ (j131 &* 196)) &+ ((oy138 &* 14) &+ ox139))] = arena[((((((g130 &* 64) &+ j131) &* 3136) &+ (c134 &* 196)) &+ (((oy138 &+ ky135) &+ -1) &* 14)) &+ ox139)]
+              }
+            }
+          }
+          for oy140 in 0..<14 {
+            if (-1 < ((oy140 &+ ky135) &+ -1) && ((oy140 &+ ky135) &+ -1) < 14) {
+              for ox141 in 0..<13 {
+                arena[(((1129744 &+ (((((c134 &* 3) &+ ky135) &* 3) &+ 2) &* 12544)) &+ (j131 &* 196)) &+ ((oy140 &* 14) &+ ox141))] = arena[((((((g130 &* 64) &+ j131) &* 3136) &+ (c134 &* 196)) &+ (((oy140 &+ ky135) &+ -1) &* 14)) &+ (ox141 &+ 1))]
+              }
+            }
+          }
+        }
+      }
+    }
+    for j142 in 0..<64 {
+      for i143 in 0..<196 {
+        for f144 in 0..<32 {
+          arena[((2936080 &+ (((j142 &* 196) &+ i143) &* 32)) &+ f144)] = arena[(((728336 &+ (((g130 &* 64) &+ j142) &* 6272)) &+ (f144 &* 196)) &+ i143)]
+        }
+      }
+    }
+    for kp145 in 0..<32 {
+      for nb146 in 0..<1 {
+        for mb147 in 0..<10 {
+          var t148_c0_0 = load16(arena, ((3337488 &+ ((mb147 &* 14) &* 32)) &+ (nb146 &* 32)))
+          var t148_c0_1 = load16(arena, (((3337488 &+ ((mb147 &* 14) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c1_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 1) &* 32)) &+ (nb146 &* 32)))
+          var t148_c1_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 1) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c2_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 2) &* 32)) &+ (nb146 &* 32)))
+          var t148_c2_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 2) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c3_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 3) &* 32)) &+ (nb146 &* 32)))
+          var t148_c3_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 3) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c4_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 4) &* 32)) &+ (nb146 &* 32)))
+          var t148_c4_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 4) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c5_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 5) &* 32)) &+ (nb146 &* 32)))
+          var t148_c5_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 5) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c6_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 6) &* 32)) &+ (nb146 &* 32)))
+          var t148_c6_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 6) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c7_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 7) &* 32)) &+ (nb146 &* 32)))
+          var t148_c7_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 7) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c8_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 8) &* 32)) &+ (nb146 &* 32)))
+          var t148_c8_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 8) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c9_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 9) &* 32)) &+ (nb146 &* 32)))
+          var t148_c9_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 9) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c10_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 10) &* 32)) &+ (nb146 &* 32)))
+          var t148_c10_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 10) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c11_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 11) &* 32)) &+ (nb146 &* 32)))
+          var t148_c11_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 11) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c12_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 12) &* 32)) &+ (nb146 &* 32)))
+          var t148_c12_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 12) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          var t148_c13_0 = load16(arena, ((3337488 &+ (((mb147 &* 14) &+ 13) &* 32)) &+ (nb146 &* 32)))
+          var t148_c13_1 = load16(arena, (((3337488 &+ (((mb147 &* 14) &+ 13) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          for k149 in 0..<381 {
+            let t148_b0 = load16(arena, ((2936080 &+ ((k149 &+ (kp145 &* 381)) &* 32)) &+ (nb146 &* 32)))
+            let t148_b1 = load16(arena, (((2936080 &+ ((k149 &+ (kp145 &* 381)) &* 32)) &+ (nb146 &* 32)) &+ 16))
+            let t148_a0 = SIMD16<Float>(repeating: arena[((1129744 &+ ((mb147 &* 14) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c0_0 = t148_c0_0.addingProduct(t148_a0, t148_b0)
+            t148_c0_1 = t148_c0_1.addingProduct(t148_a0, t148_b1)
+            let t148_a1 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 1) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c1_0 = t148_c1_0.addingProduct(t148_a1, t148_b0)
+            t148_c1_1 = t148_c1_1.addingProduct(t148_a1, t148_b1)
+            let t148_a2 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 2) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c2_0 = t148_c2_0.addingProduct(t148_a2, t148_b0)
+            t148_c2_1 = t148_c2_1.addingProduct(t148_a2, t148_b1)
+            let t148_a3 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 3) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c3_0 = t148_c3_0.addingProduct(t148_a3, t148_b0)
+            t148_c3_1 = t148_c3_1.addingProduct(t148_a3, t148_b1)
+            let t148_a4 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 4) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c4_0 = t148_c4_0.addingProduct(t148_a4, t148_b0)
+            t148_c4_1 = t148_c4_1.addingProduct(t148_a4, t148_b1)
+            let t148_a5 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 5) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c5_0 = t148_c5_0.addingProduct(t148_a5, t148_b0)
+            t148_c5_1 = t148_c5_1.addingProduct(t148_a5, t148_b1)
+            let t148_a6 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 6) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c6_0 = t148_c6_0.addingProduct(t148_a6, t148_b0)
+            t148_c6_1 = t148_c6_1.addingProduct(t148_a6, t148_b1)
+            let t148_a7 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 7) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c7_0 = t148_c7_0.addingProduct(t148_a7, t148_b0)
+            t148_c7_1 = t148_c7_1.addingProduct(t148_a7, t148_b1)
+            let t148_a8 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 8) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c8_0 = t148_c8_0.addingProduct(t148_a8, t148_b0)
+            t148_c8_1 = t148_c8_1.addingProduct(t148_a8, t148_b1)
+            let t148_a9 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 9) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c9_0 = t148_c9_0.addingProduct(t148_a9, t148_b0)
+            t148_c9_1 = t148_c9_1.addingProduct(t148_a9, t148_b1)
+            let t148_a10 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 10) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c10_0 = t148_c10_0.addingProduct(t148_a10, t148_b0)
+            t148_c10_1 = t148_c10_1.addingProduct(t148_a10, t148_b1)
+            let t148_a11 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 11) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c11_0 = t148_c11_0.addingProduct(t148_a11, t148_b0)
+            t148_c11_1 = t148_c11_1.addingProduct(t148_a11, t148_b1)
+            let t148_a12 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 12) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c12_0 = t148_c12_0.addingProduct(t148_a12, t148_b0)
+            t148_c12_1 = t148_c12_1.addingProduct(t148_a12, t148_b1)
+            let t148_a13 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb147 &* 14) &+ 13) &* 12544)) &+ (k149 &+ (kp145 &* 381)))])
+            t148_c13_0 = t148_c13_0.addingProduct(t148_a13, t148_b0)
+            t148_c13_1 = t148_c13_1.addingProduct(t148_a13, t148_b1)
+          }
+          store16(arena, ((3337488 &+ ((mb147 &* 14) &* 32)) &+ (nb146 &* 32)), t148_c0_0)
+          store16(arena, (((3337488 &+ ((mb147 &* 14) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c0_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 1) &* 32)) &+ (nb146 &* 32)), t148_c1_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 1) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c1_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 2) &* 32)) &+ (nb146 &* 32)), t148_c2_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 2) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c2_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 3) &* 32)) &+ (nb146 &* 32)), t148_c3_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 3) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c3_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 4) &* 32)) &+ (nb146 &* 32)), t148_c4_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 4) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c4_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 5) &* 32)) &+ (nb146 &* 32)), t148_c5_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 5) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c5_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 6) &* 32)) &+ (nb146 &* 32)), t148_c6_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 6) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c6_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 7) &* 32)) &+ (nb146 &* 32)), t148_c7_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 7) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c7_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 8) &* 32)) &+ (nb146 &* 32)), t148_c8_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 8) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c8_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 9) &* 32)) &+ (nb146 &* 32)), t148_c9_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 9) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c9_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 10) &* 32)) &+ (nb146 &* 32)), t148_c10_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 10) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c10_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 11) &* 32)) &+ (nb146 &* 32)), t148_c11_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 11) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c11_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 12) &* 32)) &+ (nb146 &* 32)), t148_c12_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 12) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c12_1)
+          store16(arena, ((3337488 &+ (((mb147 &* 14) &+ 13) &* 32)) &+ (nb146 &* 32)), t148_c13_0)
+          store16(arena, (((3337488 &+ (((mb147 &* 14) &+ 13) &* 32)) &+ (nb146 &* 32)) &+ 16), t148_c13_1)
+        }
+        var t150_c0_0 = load16(arena, (3341968 &+ (nb146 &* 32)))
+        var t150_c0_1 = load16(arena, ((3341968 &+ (nb146 &* 32)) &+ 16))
+        var t150_c1_0 = load16(arena, (3342000 &+ (nb146 &* 32)))
+        var t150_c1_1 = load16(arena, ((3342000 &+ (nb146 &* 32)) &+ 16))
+        var t150_c2_0 = load16(arena, (3342032 &+ (nb146 &* 32)))
+        var t150_c2_1 = load16(arena, ((3342032 &+ (nb146 &* 32)) &+ 16))
+        var t150_c3_0 = load16(arena, (3342064 &+ (nb146 &* 32)))
+        var t150_c3_1 = load16(arena, ((3342064 &+ (nb146 &* 32)) &+ 16))
+        for k151 in 0..<381 {
+          let t150_b0 = load16(arena, ((2936080 &+ ((k151 &+ (kp145 &* 381)) &* 32)) &+ (nb146 &* 32)))
+          let t150_b1 = load16(arena, (((2936080 &+ ((k151 &+ (kp145 &* 381)) &* 32)) &+ (nb146 &* 32)) &+ 16))
+          let t150_a0 = SIMD16<Float>(repeating: arena[(2885904 &+ (k151 &+ (kp145 &* 381)))])
+          t150_c0_0 = t150_c0_0.addingProduct(t150_a0, t150_b0)
+          t150_c0_1 = t150_c0_1.addingProduct(t150_a0, t150_b1)
+          let t150_a1 = SIMD16<Float>(repeating: arena[(2898448 &+ (k151 &+ (kp145 &* 381)))])
+          t150_c1_0 = t150_c1_0.addingProduct(t150_a1, t150_b0)
+          t150_c1_1 = t150_c1_1.addingProduct(t150_a1, t150_b1)
+          let t150_a2 = SIMD16<Float>(repeating: arena[(2910992 &+ (k151 &+ (kp145 &* 381)))])
+          t150_c2_0 = t150_c2_0.addingProduct(t150_a2, t150_b0)
+          t150_c2_1 = t150_c2_1.addingProduct(t150_a2, t150_b1)
+          let t150_a3 = SIMD16<Float>(repeating: arena[(2923536 &+ (k151 &+ (kp145 &* 381)))])
+          t150_c3_0 = t150_c3_0.addingProduct(t150_a3, t150_b0)
+          t150_c3_1 = t150_c3_1.addingProduct(t150_a3, t150_b1)
+        }
+        store16(arena, (3341968 &+ (nb146 &* 32)), t150_c0_0)
+        store16(arena, ((3341968 &+ (nb146 &* 32)) &+ 16), t150_c0_1)
+        store16(arena, (3342000 &+ (nb146 &* 32)), t150_c1_0)
+        store16(arena, ((3342000 &+ (nb146 &* 32)) &+ 16), t150_c1_1)
+        store16(arena, (3342032 &+ (nb146 &* 32)), t150_c2_0)
+        store16(arena, ((3342032 &+ (nb146 &* 32)) &+ 16), t150_c2_1)
+        store16(arena, (3342064 &+ (nb146 &* 32)), t150_c3_0)
+        store16(arena, ((3342064 &+ (nb146 &* 32)) &+ 16), t150_c3_1)
+      }
+    }
+    for nb152 in 0..<1 {
+      for mb153 in 0..<10 {
+        var t154_c0_0 = load16(arena, ((3337488 &+ ((mb153 &* 14) &* 32)) &+ (nb152 &* 32)))
+        var t154_c0_1 = load16(arena, (((3337488 &+ ((mb153 &* 14) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c1_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 1) &* 32)) &+ (nb152 &* 32)))
+        var t154_c1_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 1) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c2_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 2) &* 32)) &+ (nb152 &* 32)))
+        var t154_c2_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 2) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c3_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 3) &* 32)) &+ (nb152 &* 32)))
+        var t154_c3_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 3) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c4_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 4) &* 32)) &+ (nb152 &* 32)))
+        var t154_c4_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 4) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c5_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 5) &* 32)) &+ (nb152 &* 32)))
+        var t154_c5_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 5) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c6_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 6) &* 32)) &+ (nb152 &* 32)))
+        var t154_c6_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 6) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c7_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 7) &* 32)) &+ (nb152 &* 32)))
+        var t154_c7_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 7) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c8_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 8) &* 32)) &+ (nb152 &* 32)))
+        var t154_c8_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 8) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c9_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 9) &* 32)) &+ (nb152 &* 32)))
+        var t154_c9_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 9) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c10_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 10) &* 32)) &+ (nb152 &* 32)))
+        var t154_c10_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 10) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c11_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 11) &* 32)) &+ (nb152 &* 32)))
+        var t154_c11_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 11) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c12_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 12) &* 32)) &+ (nb152 &* 32)))
+        var t154_c12_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 12) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        var t154_c13_0 = load16(arena, ((3337488 &+ (((mb153 &* 14) &+ 13) &* 32)) &+ (nb152 &* 32)))
+        var t154_c13_1 = load16(arena, (((3337488 &+ (((mb153 &* 14) &+ 13) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        for k155 in 0..<352 {
+          let t154_b0 = load16(arena, ((2936080 &+ ((k155 &+ 12192) &* 32)) &+ (nb152 &* 32)))
+          let t154_b1 = load16(arena, (((2936080 &+ ((k155 &+ 12192) &* 32)) &+ (nb152 &* 32)) &+ 16))
+          let t154_a0 = SIMD16<Float>(repeating: arena[((1129744 &+ ((mb153 &* 14) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c0_0 = t154_c0_0.addingProduct(t154_a0, t154_b0)
+          t154_c0_1 = t154_c0_1.addingProduct(t154_a0, t154_b1)
+          let t154_a1 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 1) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c1_0 = t154_c1_0.addingProduct(t154_a1, t154_b0)
+          t154_c1_1 = t154_c1_1.addingProduct(t154_a1, t154_b1)
+          let t154_a2 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 2) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c2_0 = t154_c2_0.addingProduct(t154_a2, t154_b0)
+          t154_c2_1 = t154_c2_1.addingProduct(t154_a2, t154_b1)
+          let t154_a3 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 3) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c3_0 = t154_c3_0.addingProduct(t154_a3, t154_b0)
+          t154_c3_1 = t154_c3_1.addingProduct(t154_a3, t154_b1)
+          let t154_a4 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 4) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c4_0 = t154_c4_0.addingProduct(t154_a4, t154_b0)
+          t154_c4_1 = t154_c4_1.addingProduct(t154_a4, t154_b1)
+          let t154_a5 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 5) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c5_0 = t154_c5_0.addingProduct(t154_a5, t154_b0)
+          t154_c5_1 = t154_c5_1.addingProduct(t154_a5, t154_b1)
+          let t154_a6 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 6) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c6_0 = t154_c6_0.addingProduct(t154_a6, t154_b0)
+          t154_c6_1 = t154_c6_1.addingProduct(t154_a6, t154_b1)
+          let t154_a7 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 7) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c7_0 = t154_c7_0.addingProduct(t154_a7, t154_b0)
+          t154_c7_1 = t154_c7_1.addingProduct(t154_a7, t154_b1)
+          let t154_a8 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 8) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c8_0 = t154_c8_0.addingProduct(t154_a8, t154_b0)
+          t154_c8_1 = t154_c8_1.addingProduct(t154_a8, t154_b1)
+          let t154_a9 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 9) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c9_0 = t154_c9_0.addingProduct(t154_a9, t154_b0)
+          t154_c9_1 = t154_c9_1.addingProduct(t154_a9, t154_b1)
+          let t154_a10 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 10) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c10_0 = t154_c10_0.addingProduct(t154_a10, t154_b0)
+          t154_c10_1 = t154_c10_1.addingProduct(t154_a10, t154_b1)
+          let t154_a11 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 11) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c11_0 = t154_c11_0.addingProduct(t154_a11, t154_b0)
+          t154_c11_1 = t154_c11_1.addingProduct(t154_a11, t154_b1)
+          let t154_a12 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 12) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c12_0 = t154_c12_0.addingProduct(t154_a12, t154_b0)
+          t154_c12_1 = t154_c12_1.addingProduct(t154_a12, t154_b1)
+          let t154_a13 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb153 &* 14) &+ 13) &* 12544)) &+ (k155 &+ 12192))])
+          t154_c13_0 = t154_c13_0.addingProduct(t154_a13, t154_b0)
+          t154_c13_1 = t154_c13_1.addingProduct(t154_a13, t154_b1)
+        }
+        store16(arena, ((3337488 &+ ((mb153 &* 14) &* 32)) &+ (nb152 &* 32)), t154_c0_0)
+        store16(arena, (((3337488 &+ ((mb153 &* 14) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c0_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 1) &* 32)) &+ (nb152 &* 32)), t154_c1_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 1) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c1_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 2) &* 32)) &+ (nb152 &* 32)), t154_c2_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 2) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c2_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 3) &* 32)) &+ (nb152 &* 32)), t154_c3_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 3) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c3_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 4) &* 32)) &+ (nb152 &* 32)), t154_c4_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 4) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c4_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 5) &* 32)) &+ (nb152 &* 32)), t154_c5_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 5) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c5_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 6) &* 32)) &+ (nb152 &* 32)), t154_c6_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 6) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c6_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 7) &* 32)) &+ (nb152 &* 32)), t154_c7_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 7) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c7_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 8) &* 32)) &+ (nb152 &* 32)), t154_c8_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 8) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c8_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 9) &* 32)) &+ (nb152 &* 32)), t154_c9_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 9) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c9_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 10) &* 32)) &+ (nb152 &* 32)), t154_c10_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 10) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c10_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 11) &* 32)) &+ (nb152 &* 32)), t154_c11_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 11) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c11_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 12) &* 32)) &+ (nb152 &* 32)), t154_c12_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 12) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c12_1)
+        store16(arena, ((3337488 &+ (((mb153 &* 14) &+ 13) &* 32)) &+ (nb152 &* 32)), t154_c13_0)
+        store16(arena, (((3337488 &+ (((mb153 &* 14) &+ 13) &* 32)) &+ (nb152 &* 32)) &+ 16), t154_c13_1)
+      }
+      var t156_c0_0 = load16(arena, (3341968 &+ (nb152 &* 32)))
+      var t156_c0_1 = load16(arena, ((3341968 &+ (nb152 &* 32)) &+ 16))
+      var t156_c1_0 = load16(arena, (3342000 &+ (nb152 &* 32)))
+      var t156_c1_1 = load16(arena, ((3342000 &+ (nb152 &* 32)) &+ 16))
+      var t156_c2_0 = load16(arena, (3342032 &+ (nb152 &* 32)))
+      var t156_c2_1 = load16(arena, ((3342032 &+ (nb152 &* 32)) &+ 16))
+      var t156_c3_0 = load16(arena, (3342064 &+ (nb152 &* 32)))
+      var t156_c3_1 = load16(arena, ((3342064 &+ (nb152 &* 32)) &+ 16))
+      for k157 in 0..<352 {
+        let t156_b0 = load16(arena, ((2936080 &+ ((k157 &+ 12192) &* 32)) &+ (nb152 &* 32)))
+        let t156_b1 = load16(arena, (((2936080 &+ ((k157 &+ 12192) &* 32)) &+ (nb152 &* 32)) &+ 16))
+        let t156_a0 = SIMD16<Float>(repeating: arena[(2885904 &+ (k157 &+ 12192))])
+        t156_c0_0 = t156_c0_0.addingProduct(t156_a0, t156_b0)
+        t156_c0_1 = t156_c0_1.addingProduct(t156_a0, t156_b1)
+        let t156_a1 = SIMD16<Float>(repeating: arena[(2898448 &+ (k157 &+ 12192))])
+        t156_c1_0 = t156_c1_0.addingProduct(t156_a1, t156_b0)
+        t156_c1_1 = t156_c1_1.addingProduct(t156_a1, t156_b1)
+        let t156_a2 = SIMD16<Float>(repeating: arena[(2910992 &+ (k157 &+ 12192))])
+        t156_c2_0 = t156_c2_0.addingProduct(t156_a2, t156_b0)
+        t156_c2_1 = t156_c2_1.addingProduct(t156_a2, t156_b1)
+        let t156_a3 = SIMD16<Float>(repeating: arena[(2923536 &+ (k157 &+ 12192))])
+        t156_c3_0 = t156_c3_0.addingProduct(t156_a3, t156_b0)
+        t156_c3_1 = t156_c3_1.addingProduct(t156_a3, t156_b1)
+      }
+      store16(arena, (3341968 &+ (nb152 &* 32)), t156_c0_0)
+      store16(arena, ((3341968 &+ (nb152 &* 32)) &+ 16), t156_c0_1)
+      store16(arena, (3342000 &+ (nb152 &* 32)), t156_c1_0)
+      store16(arena, ((3342000 &+ (nb152 &* 32)) &+ 16), t156_c1_1)
+      store16(arena, (3342032 &+ (nb152 &* 32)), t156_c2_0)
+      store16(arena, ((3342032 &+ (nb152 &* 32)) &+ 16), t156_c2_1)
+      store16(arena, (3342064 &+ (nb152 &* 32)), t156_c3_0)
+      store16(arena, ((3342064 &+ (nb152 &* 32)) &+ 16), t156_c3_1)
+    }
+  }
+  for f158 in 0..<32 {
+    for r159 in 0..<144 {
+      grads[((160 &+ (f158 &* 144)) &+ r159)] = arena[((3337488 &+ (r159 &* 32)) &+ f158)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i106
-    var i106 = 0
-    while i106 &+ 16 <= 196 {
-      store16(arena, 401408 &+ i106, SIMD16<Float>(repeating: Float(1)))
-      i106 &+= 16
+  do {  // SIMD16 over i160
+    var i160 = 0
+    while i160 &+ 16 <= 196 {
+      store16(arena, 401408 &+ i160, SIMD16<Float>(repeating: Float(1)))
+      i160 &+= 16
     }
-    while i106 < 196 {
-      arena[(401408 &+ i106)] = Float(1)
-      i106 &+= 1
-    }
-  }
-  do {  // SIMD16 over i107
-    var i107 = 0
-    while i107 &+ 16 <= 32 {
-      store16(grads, 4768 &+ i107, SIMD16<Float>(repeating: Float(0)))
-      i107 &+= 16
-    }
-    while i107 < 32 {
-      grads[(4768 &+ i107)] = Float(0)
-      i107 &+= 1
+    while i160 < 196 {
+      arena[(401408 &+ i160)] = Float(1)
+      i160 &+= 1
     }
   }
-  for img108 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 196, 1, arena + (728336 &+ (img108 &* 6272)), 196, arena + 401408, 1, Float(bitPattern: 0x3f800000), grads + 4768, 1)
+  do {  // SIMD16 over i161
+    var i161 = 0
+    while i161 &+ 16 <= 32 {
+      store16(grads, 4768 &+ i161, SIMD16<Float>(repeating: Float(0)))
+      i161 &+= 16
+    }
+    while i161 < 32 {
+      grads[(4768 &+ i161)] = Float(0)
+      i161 &+= 1
+    }
+  }
+  for img162 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 196, 1, arena + (728336 &+ (img162 &* 6272)), 196, arena + 401408, 1, Float(bitPattern: 0x3f800000), grads + 4768, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i109
-    var i109 = 0
-    while i109 &+ 16 <= 200704 {
-      store16(arena, 401408 &+ i109, SIMD16<Float>(repeating: Float(0)))
-      i109 &+= 16
+  do {  // SIMD16 over i163
+    var i163 = 0
+    while i163 &+ 16 <= 200704 {
+      store16(arena, 401408 &+ i163, SIMD16<Float>(repeating: Float(0)))
+      i163 &+= 16
     }
-    while i109 < 200704 {
-      arena[(401408 &+ i109)] = Float(0)
-      i109 &+= 1
+    while i163 < 200704 {
+      arena[(401408 &+ i163)] = Float(0)
+      i163 &+= 1
     }
   }
-  for g110 in 0..<1 {
-    for j111 in 0..<64 {
-      for f112 in 0..<32 {
-        do {  // SIMD16 over i113
-          var i113 = 0
-          while i113 &+ 16 <= 196 {
-            store16(arena, ((2936080 &+ (f112 &* 12544)) &+ (j111 &* 196)) &+ i113, load16(arena, ((728336 &+ (((g110 &* 64) &+ j111) &* 6272)) &+ (f112 &* 196)) &+ i113))
-            i113 &+= 16
+  for g164 in 0..<1 {
+    for j165 in 0..<64 {
+      for f166 in 0..<32 {
+        do {  // SIMD16 over i167
+          var i167 = 0
+          while i167 &+ 16 <= 196 {
+            store16(arena, ((2936080 &+ (f166 &* 12544)) &+ (j165 &* 196)) &+ i167, load16(arena, ((728336 &+ (((g164 &* 64) &+ j165) &* 6272)) &+ (f166 &* 196)) &+ i167))
+            i167 &+= 16
           }
-          while i113 < 196 {
-            arena[(((2936080 &+ (f112 &* 12544)) &+ (j111 &* 196)) &+ i113)] = arena[(((728336 &+ (((g110 &* 64) &+ j111) &* 6272)) &+ (f112 &* 196)) &+ i113)]
-            i113 &+= 1
+          while i167 < 196 {
+            arena[(((2936080 &+ (f166 &* 12544)) &+ (j165 &* 196)) &+ i167)] = arena[(((728336 &+ (((g164 &* 64) &+ j165) &* 6272)) &+ (f166 &* 196)) &+ i167)]
+            i167 &+= 1
           }
         }
       }
     }
-    for nb114 in 0..<196 {
-      for mb115 in 0..<24 {
-        var t116_c0_0 = SIMD16<Float>()
-        var t116_c0_1 = SIMD16<Float>()
-        var t116_c0_2 = SIMD16<Float>()
-        var t116_c0_3 = SIMD16<Float>()
-        var t116_c1_0 = SIMD16<Float>()
-        var t116_c1_1 = SIMD16<Float>()
-        var t116_c1_2 = SIMD16<Float>()
-        var t116_c1_3 = SIMD16<Float>()
-        var t116_c2_0 = SIMD16<Float>()
-        var t116_c2_1 = SIMD16<Float>()
-        var t116_c2_2 = SIMD16<Float>()
-        var t116_c2_3 = SIMD16<Float>()
-        var t116_c3_0 = SIMD16<Float>()
-        var t116_c3_1 = SIMD16<Float>()
-        var t116_c3_2 = SIMD16<Float>()
-        var t116_c3_3 = SIMD16<Float>()
-        var t116_c4_0 = SIMD16<Float>()
-        var t116_c4_1 = SIMD16<Float>()
-        var t116_c4_2 = SIMD16<Float>()
-        var t116_c4_3 = SIMD16<Float>()
-        var t116_c5_0 = SIMD16<Float>()
-        var t116_c5_1 = SIMD16<Float>()
-        var t116_c5_2 = SIMD16<Float>()
-        var t116_c5_3 = SIMD16<Float>()
-        for k117 in 0..<32 {
-          let t116_b0 = load16(arena, ((2936080 &+ (k117 &* 12544)) &+ (nb114 &* 64)))
-          let t116_b1 = load16(arena, (((2936080 &+ (k117 &* 12544)) &+ (nb114 &* 64)) &+ 16))
-          let t116_b2 = load16(arena, (((2936080 &+ (k117 &* 12544)) &+ (nb114 &* 64)) &+ 32))
-          let t116_b3 = load16(arena, (((2936080 &+ (k117 &* 12544)) &+ (nb114 &* 64)) &+ 48))
-          let t116_a0 = SIMD16<Float>(repeating: params[((160 &+ (mb115 &* 6)) &+ (k117 &* 144))])
-          t116_c0_0 = t116_c0_0.addingProduct(t116_a0, t116_b0)
-          t116_c0_1 = t116_c0_1.addingProduct(t116_a0, t116_b1)
-          t116_c0_2 = t116_c0_2.addingProduct(t116_a0, t116_b2)
-          t116_c0_3 = t116_c0_3.addingProduct(t116_a0, t116_b3)
-          let t116_a1 = SIMD16<Float>(repeating: params[((160 &+ ((mb115 &* 6) &+ 1)) &+ (k117 &* 144))])
-          t116_c1_0 = t116_c1_0.addingProduct(t116_a1, t116_b0)
-          t116_c1_1 = t116_c1_1.addingProduct(t116_a1, t116_b1)
-          t116_c1_2 = t116_c1_2.addingProduct(t116_a1, t116_b2)
-          t116_c1_3 = t116_c1_3.addingProduct(t116_a1, t116_b3)
-          let t116_a2 = SIMD16<Float>(repeating: params[((160 &+ ((mb115 &* 6) &+ 2)) &+ (k117 &* 144))])
-          t116_c2_0 = t116_c2_0.addingProduct(t116_a2, t116_b0)
-          t116_c2_1 = t116_c2_1.addingProduct(t116_a2, t116_b1)
-          t116_c2_2 = t116_c2_2.addingProduct(t116_a2, t116_b2)
-          t116_c2_3 = t116_c2_3.addingProduct(t116_a2, t116_b3)
-          let t116_a3 = SIMD16<Float>(repeating: params[((160 &+ ((mb115 &* 6) &+ 3)) &+ (k117 &* 144))])
-          t116_c3_0 = t116_c3_0.addingProduct(t116_a3, t116_b0)
-          t116_c3_1 = t116_c3_1.addingProduct(t116_a3, t116_b1)
-          t116_c3_2 = t116_c3_2.addingProduct(t116_a3, t116_b2)
-          t116_c3_3 = t116_c3_3.addingProduct(t116_a3, t116_b3)
-          let t116_a4 = SIMD16<Float>(repeating: params[((160 &+ ((mb115 &* 6) &+ 4)) &+ (k117 &* 144))])
-          t116_c4_0 = t116_c4_0.addingProduct(t116_a4, t116_b0)
-          t116_c4_1 = t116_c4_1.addingProduct(t116_a4, t116_b1)
-          t116_c4_2 = t116_c4_2.addingProduct(t116_a4, t116_b2)
-          t116_c4_3 = t116_c4_3.addingProduct(t116_a4, t116_b3)
-          let t116_a5 = SIMD16<Float>(repeating: params[((160 &+ ((mb115 &* 6) &+ 5)) &+ (k117 &* 144))])
-          t116_c5_0 = t116_c5_0.addingProduct(t116_a5, t116_b0)
-          t116_c5_1 = t116_c5_1.addingProduct(t116_a5, t116_b1)
-          t116_c5_2 = t116_c5_2.addingProduct(t116_a5, t116_b2)
-          t116_c5_3 = t116_c5_3.addingProduct(t116_a5, t116_b3)
+    for nb168 in 0..<196 {
+      for mb169 in 0..<24 {
+        var t170_c0_0 = SIMD16<Float>()
+        var t170_c0_1 = SIMD16<Float>()
+        var t170_c0_2 = SIMD16<Float>()
+        var t170_c0_3 = SIMD16<Float>()
+        var t170_c1_0 = SIMD16<Float>()
+        var t170_c1_1 = SIMD16<Float>()
+        var t170_c1_2 = SIMD16<Float>()
+        var t170_c1_3 = SIMD16<Float>()
+        var t170_c2_0 = SIMD16<Float>()
+        var t170_c2_1 = SIMD16<Float>()
+        var t170_c2_2 = SIMD16<Float>()
+        var t170_c2_3 = SIMD16<Float>()
+        var t170_c3_0 = SIMD16<Float>()
+        var t170_c3_1 = SIMD16<Float>()
+        var t170_c3_2 = SIMD16<Float>()
+        var t170_c3_3 = SIMD16<Float>()
+        var t170_c4_0 = SIMD16<Float>()
+        var t170_c4_1 = SIMD16<Float>()
+        var t170_c4_2 = SIMD16<Float>()
+        var t170_c4_3 = SIMD16<Float>()
+        var t170_c5_0 = SIMD16<Float>()
+        var t170_c5_1 = SIMD16<Float>()
+        var t170_c5_2 = SIMD16<Float>()
+        var t170_c5_3 = SIMD16<Float>()
+        for k171 in 0..<32 {
+          let t170_b0 = load16(arena, ((2936080 &+ (k171 &* 12544)) &+ (nb168 &* 64)))
+          let t170_b1 = load16(arena, (((2936080 &+ (k171 &* 12544)) &+ (nb168 &* 64)) &+ 16))
+          let t170_b2 = load16(arena, (((2936080 &+ (k171 &* 12544)) &+ (nb168 &* 64)) &+ 32))
+          let t170_b3 = load16(arena, (((2936080 &+ (k171 &* 12544)) &+ (nb168 &* 64)) &+ 48))
+          let t170_a0 = SIMD16<Float>(repeating: params[((160 &+ (mb169 &* 6)) &+ (k171 &* 144))])
+          t170_c0_0 = t170_c0_0.addingProduct(t170_a0, t170_b0)
+          t170_c0_1 = t170_c0_1.addingProduct(t170_a0, t170_b1)
+          t170_c0_2 = t170_c0_2.addingProduct(t170_a0, t170_b2)
+          t170_c0_3 = t170_c0_3.addingProduct(t170_a0, t170_b3)
+          let t170_a1 = SIMD16<Float>(repeating: params[((160 &+ ((mb169 &* 6) &+ 1)) &+ (k171 &* 144))])
+          t170_c1_0 = t170_c1_0.addingProduct(t170_a1, t170_b0)
+          t170_c1_1 = t170_c1_1.addingProduct(t170_a1, t170_b1)
+          t170_c1_2 = t170_c1_2.addingProduct(t170_a1, t170_b2)
+          t170_c1_3 = t170_c1_3.addingProduct(t170_a1, t170_b3)
+          let t170_a2 = SIMD16<Float>(repeating: params[((160 &+ ((mb169 &* 6) &+ 2)) &+ (k171 &* 144))])
+          t170_c2_0 = t170_c2_0.addingProduct(t170_a2, t170_b0)
+          t170_c2_1 = t170_c2_1.addingProduct(t170_a2, t170_b1)
+          t170_c2_2 = t170_c2_2.addingProduct(t170_a2, t170_b2)
+          t170_c2_3 = t170_c2_3.addingProduct(t170_a2, t170_b3)
+          let t170_a3 = SIMD16<Float>(repeating: params[((160 &+ ((mb169 &* 6) &+ 3)) &+ (k171 &* 144))])
+          t170_c3_0 = t170_c3_0.addingProduct(t170_a3, t170_b0)
+          t170_c3_1 = t170_c3_1.addingProduct(t170_a3, t170_b1)
+          t170_c3_2 = t170_c3_2.addingProduct(t170_a3, t170_b2)
+          t170_c3_3 = t170_c3_3.addingProduct(t170_a3, t170_b3)
+          let t170_a4 = SIMD16<Float>(repeating: params[((160 &+ ((mb169 &* 6) &+ 4)) &+ (k171 &* 144))])
+          t170_c4_0 = t170_c4_0.addingProduct(t170_a4, t170_b0)
+          t170_c4_1 = t170_c4_1.addingProduct(t170_a4, t170_b1)
+          t170_c4_2 = t170_c4_2.addingProduct(t170_a4, t170_b2)
+          t170_c4_3 = t170_c4_3.addingProduct(t170_a4, t170_b3)
+          let t170_a5 = SIMD16<Float>(repeating: params[((160 &+ ((mb169 &* 6) &+ 5)) &+ (k171 &* 144))])
+          t170_c5_0 = t170_c5_0.addingProduct(t170_a5, t170_b0)
+          t170_c5_1 = t170_c5_1.addingProduct(t170_a5, t170_b1)
+          t170_c5_2 = t170_c5_2.addingProduct(t170_a5, t170_b2)
+          t170_c5_3 = t170_c5_3.addingProduct(t170_a5, t170_b3)
         }
-        store16(arena, ((1129744 &+ ((mb115 &* 6) &* 12544)) &+ (nb114 &* 64)), t116_c0_0)
-        store16(arena, (((1129744 &+ ((mb115 &* 6) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c0_1)
-        store16(arena, (((1129744 &+ ((mb115 &* 6) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c0_2)
-        store16(arena, (((1129744 &+ ((mb115 &* 6) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c0_3)
-        store16(arena, ((1129744 &+ (((mb115 &* 6) &+ 1) &* 12544)) &+ (nb114 &* 64)), t116_c1_0)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 1) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c1_1)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 1) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c1_2)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 1) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c1_3)
-        store16(arena, ((1129744 &+ (((mb115 &* 6) &+ 2) &* 12544)) &+ (nb114 &* 64)), t116_c2_0)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 2) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c2_1)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 2) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c2_2)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 2) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c2_3)
-        store16(arena, ((1129744 &+ (((mb115 &* 6) &+ 3) &* 12544)) &+ (nb114 &* 64)), t116_c3_0)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 3) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c3_1)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 3) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c3_2)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 3) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c3_3)
-        store16(arena, ((1129744 &+ (((mb115 &* 6) &+ 4) &* 12544)) &+ (nb114 &* 64)), t116_c4_0)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 4) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c4_1)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 4) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c4_2)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 4) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c4_3)
-        store16(arena, ((1129744 &+ (((mb115 &* 6) &+ 5) &* 12544)) &+ (nb114 &* 64)), t116_c5_0)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 5) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c5_1)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 5) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c5_2)
-        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 5) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c5_3)
+        store16(arena, ((1129744 &+ ((mb169 &* 6) &* 12544)) &+ (nb168 &* 64)), t170_c0_0)
+        store16(arena, (((1129744 &+ ((mb169 &* 6) &* 12544)) &+ (nb168 &* 64)) &+ 16), t170_c0_1)
+        store16(arena, (((1129744 &+ ((mb169 &* 6) &* 12544)) &+ (nb168 &* 64)) &+ 32), t170_c0_2)
+        store16(arena, (((1129744 &+ ((mb169 &* 6) &* 12544)) &+ (nb168 &* 64)) &+ 48), t170_c0_3)
+        store16(arena, ((1129744 &+ (((mb169 &* 6) &+ 1) &* 12544)) &+ (nb168 &* 64)), t170_c1_0)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 1) &* 12544)) &+ (nb168 &* 64)) &+ 16), t170_c1_1)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 1) &* 12544)) &+ (nb168 &* 64)) &+ 32), t170_c1_2)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 1) &* 12544)) &+ (nb168 &* 64)) &+ 48), t170_c1_3)
+        store16(arena, ((1129744 &+ (((mb169 &* 6) &+ 2) &* 12544)) &+ (nb168 &* 64)), t170_c2_0)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 2) &* 12544)) &+ (nb168 &* 64)) &+ 16), t170_c2_1)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 2) &* 12544)) &+ (nb168 &* 64)) &+ 32), t170_c2_2)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 2) &* 12544)) &+ (nb168 &* 64)) &+ 48), t170_c2_3)
+        store16(arena, ((1129744 &+ (((mb169 &* 6) &+ 3) &* 12544)) &+ (nb168 &* 64)), t170_c3_0)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 3) &* 12544)) &+ (nb168 &* 64)) &+ 16), t170_c3_1)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 3) &* 12544)) &+ (nb168 &* 64)) &+ 32), t170_c3_2)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 3) &* 12544)) &+ (nb168 &* 64)) &+ 48), t170_c3_3)
+        store16(arena, ((1129744 &+ (((mb169 &* 6) &+ 4) &* 12544)) &+ (nb168 &* 64)), t170_c4_0)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 4) &* 12544)) &+ (nb168 &* 64)) &+ 16), t170_c4_1)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 4) &* 12544)) &+ (nb168 &* 64)) &+ 32), t170_c4_2)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 4) &* 12544)) &+ (nb168 &* 64)) &+ 48), t170_c4_3)
+        store16(arena, ((1129744 &+ (((mb169 &* 6) &+ 5) &* 12544)) &+ (nb168 &* 64)), t170_c5_0)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 5) &* 12544)) &+ (nb168 &* 64)) &+ 16), t170_c5_1)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 5) &* 12544)) &+ (nb168 &* 64)) &+ 32), t170_c5_2)
+        store16(arena, (((1129744 &+ (((mb169 &* 6) &+ 5) &* 12544)) &+ (nb168 &* 64)) &+ 48), t170_c5_3)
       }
     }
-    for j118 in 0..<64 {
-      for c119 in 0..<16 {
-        for ky120 in 0..<3 {
-          for oy121 in 0..<14 {
-            if (-1 < ((oy121 &+ ky120) &+ -1) && ((oy121 &+ ky120) &+ -1) < 14) {
-              for ox122 in 0..<13 {
-                arena[((((401408 &+ (((g110 &* 64) &+ j118) &* 3136)) &+ (c119 &* 196)) &+ (((oy121 &+ ky120) &+ -1) &* 14)) &+ ((ox122 &+ 1) &+ -1))] += arena[((((1129744 &+ ((((c119 &* 3) &+ ky120) &* 3) &* 12544)) &+ (j118 &* 196)) &+ (oy121 &* 14)) &+ (ox122 &+ 1))]
+    for j172 in 0..<64 {
+      for c173 in 0..<16 {
+        for ky174 in 0..<3 {
+          for oy175 in 0..<14 {
+            if (-1 < ((oy175 &+ ky174) &+ -1) && ((oy175 &+ ky174) &+ -1) < 14) {
+              for ox176 in 0..<13 {
+                arena[((((401408 &+ (((g164 &* 64) &+ j172) &* 3136)) &+ (c173 &* 196)) &+ (((oy175 &+ ky174) &+ -1) &* 14)) &+ ((ox176 &+ 1) &+ -1))] += arena[(((1129744 &+ ((((c173 &* 3) &+ ky174) &* 3) &* 12544)) &+ (j172 &* 196)) &+ ((oy175 &* 14) &+ (ox176 &+ 1)))]
               }
             }
           }
-          for oy123 in 0..<14 {
-            if (-1 < ((oy123 &+ ky120) &+ -1) && ((oy123 &+ ky120) &+ -1) < 14) {
-              for ox124 in 0..<14 {
-                arena[((((401408 &+ (((g110 &* 64) &+ j118) &* 3136)) &+ (c119 &* 196)) &+ (((oy123 &+ ky120) &+ -1) &* 14)) &+ ox124)] += arena[((((1129744 &+ (((((c119 &* 3) &+ ky120) &* 3) &+ 1) &* 12544)) &+ (j118 &* 196)) &+ (oy123 &* 14)) &+ ox124)]
+          for oy177 in 0..<14 {
+            if (-1 < ((oy177 &+ ky174) &+ -1) && ((oy177 &+ ky174) &+ -1) < 14) {
+              for ox178 in 0..<14 {
+                arena[((((401408 &+ (((g164 &* 64) &+ j172) &* 3136)) &+ (c173 &* 196)) &+ (((oy177 &+ ky174) &+ -1) &* 14)) &+ ox178)] += arena[(((1129744 &+ (((((c173 &* 3) &+ ky174) &* 3) &+ 1) &* 12544)) &+ (j172 &* 196)) &+ ((oy177 &* 14) &+ ox178))]
               }
             }
           }
-          for oy125 in 0..<14 {
-            if (-1 < ((oy125 &+ ky120) &+ -1) && ((oy125 &+ ky120) &+ -1) < 14) {
-              for ox126 in 0..<13 {
-                arena[((((401408 &+ (((g110 &* 64) &+ j118) &* 3136)) &+ (c119 &* 196)) &+ (((oy125 &+ ky120) &+ -1) &* 14)) &+ (ox126 &+ 1))] += arena[((((1129744 &+ (((((c119 &* 3) &+ ky120) &* 3) &+ 2) &* 12544)) &+ (j118 &* 196)) &+ (oy125 &* 14)) &+ ox126)]
+          for oy179 in 0..<14 {
+            if (-1 < ((oy179 &+ ky174) &+ -1) && ((oy179 &+ ky174) &+ -1) < 14) {
+              for ox180 in 0..<13 {
+                arena[((((401408 &+ (((g164 &* 64) &+ j172) &* 3136)) &+ (c173 &* 196)) &+ (((oy179 &+ ky174) &+ -1) &* 14)) &+ (ox180 &+ 1))] += arena[(((1129744 &+ (((((c173 &* 3) &+ ky174) &* 3) &+ 2) &* 12544)) &+ (j172 &* 196)) &+ ((oy179 &* 14) &+ ox180))]
               }
             }
           }
@@ -1082,234 +1196,226 @@ public func smallcnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i127
-    var i127 = 0
-    while i127 &+ 16 <= 802816 {
-      store16(arena, 610960 &+ i127, SIMD16<Float>(repeating: Float(0)))
-      i127 &+= 16
+  do {  // SIMD16 over i181
+    var i181 = 0
+    while i181 &+ 16 <= 802816 {
+      store16(arena, 610960 &+ i181, SIMD16<Float>(repeating: Float(0)))
+      i181 &+= 16
     }
-    while i127 < 802816 {
-      arena[(610960 &+ i127)] = Float(0)
-      i127 &+= 1
+    while i181 < 802816 {
+      arena[(610960 &+ i181)] = Float(0)
+      i181 &+= 1
     }
   }
-  for q128 in 0..<1024 {
-    for i129 in 0..<196 {
-      if arena[((q128 &* 196) &+ i129)] > Float(0) {
-        arena[((610960 &+ (q128 &* 784)) &+ Int(arena[(200704 &+ ((q128 &* 196) &+ i129))]))] += arena[(401408 &+ ((q128 &* 196) &+ i129))]
+  for q182 in 0..<1024 {
+    for i183 in 0..<196 {
+      if arena[((q182 &* 196) &+ i183)] > Float(0) {
+        arena[((610960 &+ (q182 &* 784)) &+ Int(arena[(200704 &+ ((q182 &* 196) &+ i183))]))] += arena[(401408 &+ ((q182 &* 196) &+ i183))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i130
-    var i130 = 0
-    while i130 &+ 16 <= 144 {
-      store16(arena, 2668176 &+ i130, SIMD16<Float>(repeating: Float(0)))
-      i130 &+= 16
+  do {  // SIMD16 over i184
+    var i184 = 0
+    while i184 &+ 16 <= 144 {
+      store16(arena, 2668176 &+ i184, SIMD16<Float>(repeating: Float(0)))
+      i184 &+= 16
     }
-    while i130 < 144 {
-      arena[(2668176 &+ i130)] = Float(0)
-      i130 &+= 1
+    while i184 < 144 {
+      arena[(2668176 &+ i184)] = Float(0)
+      i184 &+= 1
     }
   }
-  for g131 in 0..<1 {
-    for j132 in 0..<64 {
-      for r133 in 0..<9 {
-        do {  // SIMD16 over i134
-          var i134 = 0
-          while i134 &+ 16 <= 784 {
-            store16(arena, ((1413776 &+ (r133 &* 50176)) &+ (j132 &* 784)) &+ i134, SIMD16<Float>(repeating: Float(0)))
-            i134 &+= 16
+  for g185 in 0..<1 {
+    for j186 in 0..<64 {
+      for r187 in 0..<9 {
+        do {  // SIMD16 over i188
+          var i188 = 0
+          while i188 &+ 16 <= 784 {
+            store16(arena, ((1413776 &+ (r187 &* 50176)) &+ (j186 &* 784)) &+ i188, SIMD16<Float>(repeating: Float(0)))
+            i188 &+= 16
           }
-          while i134 < 784 {
-            arena[(((1413776 &+ (r133 &* 50176)) &+ (j132 &* 784)) &+ i134)] = Float(0)
-            i134 &+= 1
+          while i188 < 784 {
+            arena[(((1413776 &+ (r187 &* 50176)) &+ (j186 &* 784)) &+ i188)] = Float(0)
+            i188 &+= 1
           }
         }
       }
-      for c135 in 0..<1 {
-        for ky136 in 0..<3 {
-          for oy137 in 0..<28 {
-            if (-1 < ((oy137 &+ ky136) &+ -1) && ((oy137 &+ ky136) &+ -1) < 28) {
-              for ox138 in 0..<27 {
-                arena[((((1413776 &+ ((((c135 &* 3) &+ ky136) &* 3) &* 50176)) &+ (j132 &* 784)) &+ (oy137 &* 28)) &+ (ox138 &+ 1))] = images[((((((g131 &* 64) &+ j132) &* 784) &+ (c135 &* 784)) &+ (((oy137 &+ ky136) &+ -1) &* 28)) &+ ((ox138 &+ 1) &+ -1))]
+      for c189 in 0..<1 {
+        for ky190 in 0..<3 {
+          for oy191 in 0..<28 {
+            if (-1 < ((oy191 &+ ky190) &+ -1) && ((oy191 &+ ky190) &+ -1) < 28) {
+              for ox192 in 0..<27 {
+                arena[(((1413776 &+ ((((c189 &* 3) &+ ky190) &* 3) &* 50176)) &+ (j186 &* 784)) &+ ((oy191 &* 28) &+ (ox192 &+ 1)))] = images[((((((g185 &* 64) &+ j186) &* 784) &+ (c189 &* 784)) &+ (((oy191 &+ ky190) &+ -1) &* 28)) &+ ((ox192 &+ 1) &+ -1))]
               }
             }
           }
-          for oy139 in 0..<28 {
-            if (-1 < ((oy139 &+ ky136) &+ -1) && ((oy139 &+ ky136) &+ -1) < 28) {
-              do {  // SIMD16 over ox140
-                var ox140 = 0
-                while ox140 &+ 16 <= 28 {
-                  store16(arena, (((1413776 &+ (((((c135 &* 3) &+ ky136) &* 3) &+ 1) &* 50176)) &+ (j132 &* 784)) &+ (oy139 &* 28)) &+ ox140, load16(images, (((((g131 &* 64) &+ j132) &* 784) &+ (c135 &* 784)) &+ (((oy139 &+ ky136) &+ -1) &* 28)) &+ ox140))
-                  ox140 &+= 16
-                }
-                while ox140 < 28 {
-                  arena[((((1413776 &+ (((((c135 &* 3) &+ ky136) &* 3) &+ 1) &* 50176)) &+ (j132 &* 784)) &+ (oy139 &* 28)) &+ ox140)] = images[((((((g131 &* 64) &+ j132) &* 784) &+ (c135 &* 784)) &+ (((oy139 &+ ky136) &+ -1) &* 28)) &+ ox140)]
-                  ox140 &+= 1
-                }
+          for oy193 in 0..<28 {
+            if (-1 < ((oy193 &+ ky190) &+ -1) && ((oy193 &+ ky190) &+ -1) < 28) {
+              for ox194 in 0..<28 {
+                arena[(((1413776 &+ (((((c189 &* 3) &+ ky190) &* 3) &+ 1) &* 50176)) &+ (j186 &* 784)) &+ ((oy193 &* 28) &+ ox194))] = images[((((((g185 &* 64) &+ j186) &* 784) &+ (c189 &* 784)) &+ (((oy193 &+ ky190) &+ -1) &* 28)) &+ ox194)]
               }
             }
           }
-          for oy141 in 0..<28 {
-            if (-1 < ((oy141 &+ ky136) &+ -1) && ((oy141 &+ ky136) &+ -1) < 28) {
-              for ox142 in 0..<27 {
-                arena[((((1413776 &+ (((((c135 &* 3) &+ ky136) &* 3) &+ 2) &* 50176)) &+ (j132 &* 784)) &+ (oy141 &* 28)) &+ ox142)] = images[((((((g131 &* 64) &+ j132) &* 784) &+ (c135 &* 784)) &+ (((oy141 &+ ky136) &+ -1) &* 28)) &+ (ox142 &+ 1))]
+          for oy195 in 0..<28 {
+            if (-1 < ((oy195 &+ ky190) &+ -1) && ((oy195 &+ ky190) &+ -1) < 28) {
+              for ox196 in 0..<27 {
+                arena[(((1413776 &+ (((((c189 &* 3) &+ ky190) &* 3) &+ 2) &* 50176)) &+ (j186 &* 784)) &+ ((oy195 &* 28) &+ ox196))] = images[((((((g185 &* 64) &+ j186) &* 784) &+ (c189 &* 784)) &+ (((oy195 &+ ky190) &+ -1) &* 28)) &+ (ox196 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j143 in 0..<64 {
-      for i144 in 0..<784 {
-        for f145 in 0..<16 {
-          arena[((1865360 &+ (((j143 &* 784) &+ i144) &* 16)) &+ f145)] = arena[(((610960 &+ (((g131 &* 64) &+ j143) &* 12544)) &+ (f145 &* 784)) &+ i144)]
+    for j197 in 0..<64 {
+      for i198 in 0..<784 {
+        for f199 in 0..<16 {
+          arena[((1865360 &+ (((j197 &* 784) &+ i198) &* 16)) &+ f199)] = arena[(((610960 &+ (((g185 &* 64) &+ j197) &* 12544)) &+ (f199 &* 784)) &+ i198)]
         }
       }
     }
-    for kp146 in 0..<130 {
-      for nb147 in 0..<1 {
-        for mb148 in 0..<1 {
-          var t149_c0_0 = load16(arena, ((2668176 &+ ((mb148 &* 9) &* 16)) &+ (nb147 &* 16)))
-          var t149_c1_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 1) &* 16)) &+ (nb147 &* 16)))
-          var t149_c2_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 2) &* 16)) &+ (nb147 &* 16)))
-          var t149_c3_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 3) &* 16)) &+ (nb147 &* 16)))
-          var t149_c4_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 4) &* 16)) &+ (nb147 &* 16)))
-          var t149_c5_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 5) &* 16)) &+ (nb147 &* 16)))
-          var t149_c6_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 6) &* 16)) &+ (nb147 &* 16)))
-          var t149_c7_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 7) &* 16)) &+ (nb147 &* 16)))
-          var t149_c8_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 8) &* 16)) &+ (nb147 &* 16)))
-          for k150 in 0..<384 {
-            let t149_b0 = load16(arena, ((1865360 &+ ((k150 &+ (kp146 &* 384)) &* 16)) &+ (nb147 &* 16)))
-            let t149_a0 = SIMD16<Float>(repeating: arena[((1413776 &+ ((mb148 &* 9) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
-            t149_c0_0 = t149_c0_0.addingProduct(t149_a0, t149_b0)
-            let t149_a1 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 1) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
-            t149_c1_0 = t149_c1_0.addingProduct(t149_a1, t149_b0)
-            let t149_a2 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 2) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
-            t149_c2_0 = t149_c2_0.addingProduct(t149_a2, t149_b0)
-            let t149_a3 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 3) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
-            t149_c3_0 = t149_c3_0.addingProduct(t149_a3, t149_b0)
-            let t149_a4 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 4) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
-            t149_c4_0 = t149_c4_0.addingProduct(t149_a4, t149_b0)
-            let t149_a5 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 5) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
-            t149_c5_0 = t149_c5_0.addingProduct(t149_a5, t149_b0)
-            let t149_a6 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 6) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
-            t149_c6_0 = t149_c6_0.addingProduct(t149_a6, t149_b0)
-            let t149_a7 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 7) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
-            t149_c7_0 = t149_c7_0.addingProduct(t149_a7, t149_b0)
-            let t149_a8 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 8) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
-            t149_c8_0 = t149_c8_0.addingProduct(t149_a8, t149_b0)
+    for kp200 in 0..<130 {
+      for nb201 in 0..<1 {
+        for mb202 in 0..<1 {
+          var t203_c0_0 = load16(arena, ((2668176 &+ ((mb202 &* 9) &* 16)) &+ (nb201 &* 16)))
+          var t203_c1_0 = load16(arena, ((2668176 &+ (((mb202 &* 9) &+ 1) &* 16)) &+ (nb201 &* 16)))
+          var t203_c2_0 = load16(arena, ((2668176 &+ (((mb202 &* 9) &+ 2) &* 16)) &+ (nb201 &* 16)))
+          var t203_c3_0 = load16(arena, ((2668176 &+ (((mb202 &* 9) &+ 3) &* 16)) &+ (nb201 &* 16)))
+          var t203_c4_0 = load16(arena, ((2668176 &+ (((mb202 &* 9) &+ 4) &* 16)) &+ (nb201 &* 16)))
+          var t203_c5_0 = load16(arena, ((2668176 &+ (((mb202 &* 9) &+ 5) &* 16)) &+ (nb201 &* 16)))
+          var t203_c6_0 = load16(arena, ((2668176 &+ (((mb202 &* 9) &+ 6) &* 16)) &+ (nb201 &* 16)))
+          var t203_c7_0 = load16(arena, ((2668176 &+ (((mb202 &* 9) &+ 7) &* 16)) &+ (nb201 &* 16)))
+          var t203_c8_0 = load16(arena, ((2668176 &+ (((mb202 &* 9) &+ 8) &* 16)) &+ (nb201 &* 16)))
+          for k204 in 0..<384 {
+            let t203_b0 = load16(arena, ((1865360 &+ ((k204 &+ (kp200 &* 384)) &* 16)) &+ (nb201 &* 16)))
+            let t203_a0 = SIMD16<Float>(repeating: arena[((1413776 &+ ((mb202 &* 9) &* 50176)) &+ (k204 &+ (kp200 &* 384)))])
+            t203_c0_0 = t203_c0_0.addingProduct(t203_a0, t203_b0)
+            let t203_a1 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb202 &* 9) &+ 1) &* 50176)) &+ (k204 &+ (kp200 &* 384)))])
+            t203_c1_0 = t203_c1_0.addingProduct(t203_a1, t203_b0)
+            let t203_a2 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb202 &* 9) &+ 2) &* 50176)) &+ (k204 &+ (kp200 &* 384)))])
+            t203_c2_0 = t203_c2_0.addingProduct(t203_a2, t203_b0)
+            let t203_a3 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb202 &* 9) &+ 3) &* 50176)) &+ (k204 &+ (kp200 &* 384)))])
+            t203_c3_0 = t203_c3_0.addingProduct(t203_a3, t203_b0)
+            let t203_a4 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb202 &* 9) &+ 4) &* 50176)) &+ (k204 &+ (kp200 &* 384)))])
+            t203_c4_0 = t203_c4_0.addingProduct(t203_a4, t203_b0)
+            let t203_a5 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb202 &* 9) &+ 5) &* 50176)) &+ (k204 &+ (kp200 &* 384)))])
+            t203_c5_0 = t203_c5_0.addingProduct(t203_a5, t203_b0)
+            let t203_a6 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb202 &* 9) &+ 6) &* 50176)) &+ (k204 &+ (kp200 &* 384)))])
+            t203_c6_0 = t203_c6_0.addingProduct(t203_a6, t203_b0)
+            let t203_a7 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb202 &* 9) &+ 7) &* 50176)) &+ (k204 &+ (kp200 &* 384)))])
+            t203_c7_0 = t203_c7_0.addingProduct(t203_a7, t203_b0)
+            let t203_a8 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb202 &* 9) &+ 8) &* 50176)) &+ (k204 &+ (kp200 &* 384)))])
+            t203_c8_0 = t203_c8_0.addingProduct(t203_a8, t203_b0)
           }
-          store16(arena, ((2668176 &+ ((mb148 &* 9) &* 16)) &+ (nb147 &* 16)), t149_c0_0)
-          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 1) &* 16)) &+ (nb147 &* 16)), t149_c1_0)
-          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 2) &* 16)) &+ (nb147 &* 16)), t149_c2_0)
-          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 3) &* 16)) &+ (nb147 &* 16)), t149_c3_0)
-          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 4) &* 16)) &+ (nb147 &* 16)), t149_c4_0)
-          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 5) &* 16)) &+ (nb147 &* 16)), t149_c5_0)
-          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 6) &* 16)) &+ (nb147 &* 16)), t149_c6_0)
-          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 7) &* 16)) &+ (nb147 &* 16)), t149_c7_0)
-          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 8) &* 16)) &+ (nb147 &* 16)), t149_c8_0)
+          store16(arena, ((2668176 &+ ((mb202 &* 9) &* 16)) &+ (nb201 &* 16)), t203_c0_0)
+          store16(arena, ((2668176 &+ (((mb202 &* 9) &+ 1) &* 16)) &+ (nb201 &* 16)), t203_c1_0)
+          store16(arena, ((2668176 &+ (((mb202 &* 9) &+ 2) &* 16)) &+ (nb201 &* 16)), t203_c2_0)
+          store16(arena, ((2668176 &+ (((mb202 &* 9) &+ 3) &* 16)) &+ (nb201 &* 16)), t203_c3_0)
+          store16(arena, ((2668176 &+ (((mb202 &* 9) &+ 4) &* 16)) &+ (nb201 &* 16)), t203_c4_0)
+          store16(arena, ((2668176 &+ (((mb202 &* 9) &+ 5) &* 16)) &+ (nb201 &* 16)), t203_c5_0)
+          store16(arena, ((2668176 &+ (((mb202 &* 9) &+ 6) &* 16)) &+ (nb201 &* 16)), t203_c6_0)
+          store16(arena, ((2668176 &+ (((mb202 &* 9) &+ 7) &* 16)) &+ (nb201 &* 16)), t203_c7_0)
+          store16(arena, ((2668176 &+ (((mb202 &* 9) &+ 8) &* 16)) &+ (nb201 &* 16)), t203_c8_0)
         }
       }
     }
-    for nb151 in 0..<1 {
-      for mb152 in 0..<1 {
-        var t153_c0_0 = load16(arena, ((2668176 &+ ((mb152 &* 9) &* 16)) &+ (nb151 &* 16)))
-        var t153_c1_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 1) &* 16)) &+ (nb151 &* 16)))
-        var t153_c2_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 2) &* 16)) &+ (nb151 &* 16)))
-        var t153_c3_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 3) &* 16)) &+ (nb151 &* 16)))
-        var t153_c4_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 4) &* 16)) &+ (nb151 &* 16)))
-        var t153_c5_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 5) &* 16)) &+ (nb151 &* 16)))
-        var t153_c6_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 6) &* 16)) &+ (nb151 &* 16)))
-        var t153_c7_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 7) &* 16)) &+ (nb151 &* 16)))
-        var t153_c8_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 8) &* 16)) &+ (nb151 &* 16)))
-        for k154 in 0..<256 {
-          let t153_b0 = load16(arena, ((1865360 &+ ((k154 &+ 49920) &* 16)) &+ (nb151 &* 16)))
-          let t153_a0 = SIMD16<Float>(repeating: arena[((1413776 &+ ((mb152 &* 9) &* 50176)) &+ (k154 &+ 49920))])
-          t153_c0_0 = t153_c0_0.addingProduct(t153_a0, t153_b0)
-          let t153_a1 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 1) &* 50176)) &+ (k154 &+ 49920))])
-          t153_c1_0 = t153_c1_0.addingProduct(t153_a1, t153_b0)
-          let t153_a2 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 2) &* 50176)) &+ (k154 &+ 49920))])
-          t153_c2_0 = t153_c2_0.addingProduct(t153_a2, t153_b0)
-          let t153_a3 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 3) &* 50176)) &+ (k154 &+ 49920))])
-          t153_c3_0 = t153_c3_0.addingProduct(t153_a3, t153_b0)
-          let t153_a4 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 4) &* 50176)) &+ (k154 &+ 49920))])
-          t153_c4_0 = t153_c4_0.addingProduct(t153_a4, t153_b0)
-          let t153_a5 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 5) &* 50176)) &+ (k154 &+ 49920))])
-          t153_c5_0 = t153_c5_0.addingProduct(t153_a5, t153_b0)
-          let t153_a6 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 6) &* 50176)) &+ (k154 &+ 49920))])
-          t153_c6_0 = t153_c6_0.addingProduct(t153_a6, t153_b0)
-          let t153_a7 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 7) &* 50176)) &+ (k154 &+ 49920))])
-          t153_c7_0 = t153_c7_0.addingProduct(t153_a7, t153_b0)
-          let t153_a8 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 8) &* 50176)) &+ (k154 &+ 49920))])
-          t153_c8_0 = t153_c8_0.addingProduct(t153_a8, t153_b0)
+    for nb205 in 0..<1 {
+      for mb206 in 0..<1 {
+        var t207_c0_0 = load16(arena, ((2668176 &+ ((mb206 &* 9) &* 16)) &+ (nb205 &* 16)))
+        var t207_c1_0 = load16(arena, ((2668176 &+ (((mb206 &* 9) &+ 1) &* 16)) &+ (nb205 &* 16)))
+        var t207_c2_0 = load16(arena, ((2668176 &+ (((mb206 &* 9) &+ 2) &* 16)) &+ (nb205 &* 16)))
+        var t207_c3_0 = load16(arena, ((2668176 &+ (((mb206 &* 9) &+ 3) &* 16)) &+ (nb205 &* 16)))
+        var t207_c4_0 = load16(arena, ((2668176 &+ (((mb206 &* 9) &+ 4) &* 16)) &+ (nb205 &* 16)))
+        var t207_c5_0 = load16(arena, ((2668176 &+ (((mb206 &* 9) &+ 5) &* 16)) &+ (nb205 &* 16)))
+        var t207_c6_0 = load16(arena, ((2668176 &+ (((mb206 &* 9) &+ 6) &* 16)) &+ (nb205 &* 16)))
+        var t207_c7_0 = load16(arena, ((2668176 &+ (((mb206 &* 9) &+ 7) &* 16)) &+ (nb205 &* 16)))
+        var t207_c8_0 = load16(arena, ((2668176 &+ (((mb206 &* 9) &+ 8) &* 16)) &+ (nb205 &* 16)))
+        for k208 in 0..<256 {
+          let t207_b0 = load16(arena, ((1865360 &+ ((k208 &+ 49920) &* 16)) &+ (nb205 &* 16)))
+          let t207_a0 = SIMD16<Float>(repeating: arena[((1413776 &+ ((mb206 &* 9) &* 50176)) &+ (k208 &+ 49920))])
+          t207_c0_0 = t207_c0_0.addingProduct(t207_a0, t207_b0)
+          let t207_a1 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb206 &* 9) &+ 1) &* 50176)) &+ (k208 &+ 49920))])
+          t207_c1_0 = t207_c1_0.addingProduct(t207_a1, t207_b0)
+          let t207_a2 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb206 &* 9) &+ 2) &* 50176)) &+ (k208 &+ 49920))])
+          t207_c2_0 = t207_c2_0.addingProduct(t207_a2, t207_b0)
+          let t207_a3 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb206 &* 9) &+ 3) &* 50176)) &+ (k208 &+ 49920))])
+          t207_c3_0 = t207_c3_0.addingProduct(t207_a3, t207_b0)
+          let t207_a4 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb206 &* 9) &+ 4) &* 50176)) &+ (k208 &+ 49920))])
+          t207_c4_0 = t207_c4_0.addingProduct(t207_a4, t207_b0)
+          let t207_a5 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb206 &* 9) &+ 5) &* 50176)) &+ (k208 &+ 49920))])
+          t207_c5_0 = t207_c5_0.addingProduct(t207_a5, t207_b0)
+          let t207_a6 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb206 &* 9) &+ 6) &* 50176)) &+ (k208 &+ 49920))])
+          t207_c6_0 = t207_c6_0.addingProduct(t207_a6, t207_b0)
+          let t207_a7 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb206 &* 9) &+ 7) &* 50176)) &+ (k208 &+ 49920))])
+          t207_c7_0 = t207_c7_0.addingProduct(t207_a7, t207_b0)
+          let t207_a8 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb206 &* 9) &+ 8) &* 50176)) &+ (k208 &+ 49920))])
+          t207_c8_0 = t207_c8_0.addingProduct(t207_a8, t207_b0)
         }
-        store16(arena, ((2668176 &+ ((mb152 &* 9) &* 16)) &+ (nb151 &* 16)), t153_c0_0)
-        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 1) &* 16)) &+ (nb151 &* 16)), t153_c1_0)
-        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 2) &* 16)) &+ (nb151 &* 16)), t153_c2_0)
-        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 3) &* 16)) &+ (nb151 &* 16)), t153_c3_0)
-        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 4) &* 16)) &+ (nb151 &* 16)), t153_c4_0)
-        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 5) &* 16)) &+ (nb151 &* 16)), t153_c5_0)
-        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 6) &* 16)) &+ (nb151 &* 16)), t153_c6_0)
-        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 7) &* 16)) &+ (nb151 &* 16)), t153_c7_0)
-        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 8) &* 16)) &+ (nb151 &* 16)), t153_c8_0)
+        store16(arena, ((2668176 &+ ((mb206 &* 9) &* 16)) &+ (nb205 &* 16)), t207_c0_0)
+        store16(arena, ((2668176 &+ (((mb206 &* 9) &+ 1) &* 16)) &+ (nb205 &* 16)), t207_c1_0)
+        store16(arena, ((2668176 &+ (((mb206 &* 9) &+ 2) &* 16)) &+ (nb205 &* 16)), t207_c2_0)
+        store16(arena, ((2668176 &+ (((mb206 &* 9) &+ 3) &* 16)) &+ (nb205 &* 16)), t207_c3_0)
+        store16(arena, ((2668176 &+ (((mb206 &* 9) &+ 4) &* 16)) &+ (nb205 &* 16)), t207_c4_0)
+        store16(arena, ((2668176 &+ (((mb206 &* 9) &+ 5) &* 16)) &+ (nb205 &* 16)), t207_c5_0)
+        store16(arena, ((2668176 &+ (((mb206 &* 9) &+ 6) &* 16)) &+ (nb205 &* 16)), t207_c6_0)
+        store16(arena, ((2668176 &+ (((mb206 &* 9) &+ 7) &* 16)) &+ (nb205 &* 16)), t207_c7_0)
+        store16(arena, ((2668176 &+ (((mb206 &* 9) &+ 8) &* 16)) &+ (nb205 &* 16)), t207_c8_0)
       }
     }
   }
-  for f155 in 0..<16 {
-    for r156 in 0..<9 {
-      grads[((f155 &* 9) &+ r156)] = arena[((2668176 &+ (r156 &* 16)) &+ f155)]
+  for f209 in 0..<16 {
+    for r210 in 0..<9 {
+      grads[((f209 &* 9) &+ r210)] = arena[((2668176 &+ (r210 &* 16)) &+ f209)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i157
-    var i157 = 0
-    while i157 &+ 16 <= 784 {
-      store16(arena, 0 &+ i157, SIMD16<Float>(repeating: Float(1)))
-      i157 &+= 16
+  do {  // SIMD16 over i211
+    var i211 = 0
+    while i211 &+ 16 <= 784 {
+      store16(arena, 0 &+ i211, SIMD16<Float>(repeating: Float(1)))
+      i211 &+= 16
     }
-    while i157 < 784 {
-      arena[i157] = Float(1)
-      i157 &+= 1
-    }
-  }
-  do {  // SIMD16 over i158
-    var i158 = 0
-    while i158 &+ 16 <= 16 {
-      store16(grads, 144 &+ i158, SIMD16<Float>(repeating: Float(0)))
-      i158 &+= 16
-    }
-    while i158 < 16 {
-      grads[(144 &+ i158)] = Float(0)
-      i158 &+= 1
+    while i211 < 784 {
+      arena[i211] = Float(1)
+      i211 &+= 1
     }
   }
-  for img159 in 0..<64 {
-    sgemm(101, 111, 111, 16, 1, 784, 1, arena + (610960 &+ (img159 &* 12544)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 144, 1)
+  do {  // SIMD16 over i212
+    var i212 = 0
+    while i212 &+ 16 <= 16 {
+      store16(grads, 144 &+ i212, SIMD16<Float>(repeating: Float(0)))
+      i212 &+= 16
+    }
+    while i212 < 16 {
+      grads[(144 &+ i212)] = Float(0)
+      i212 &+= 1
+    }
+  }
+  for img213 in 0..<64 {
+    sgemm(101, 111, 111, 16, 1, 784, 1, arena + (610960 &+ (img213 &* 12544)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 144, 1)
   }
   // adam = update of 206922 parameters
-  var step_size160: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt161: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i162
-    var i162 = 0
-    while i162 &+ 16 <= 206922 {
-      let g_v = (load16(grads, 0 &+ i162) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i162)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i162)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i162)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i162, m_new_v)
-      store16(v, 0 &+ i162, v_new_v)
-      store16(params, 0 &+ i162, (load16(params, 0 &+ i162) - ((SIMD16<Float>(repeating: step_size160) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt161)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i162 &+= 16
+  var step_size214: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt215: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i216
+    var i216 = 0
+    while i216 &+ 16 <= 206922 {
+      let g_v = (load16(grads, 0 &+ i216) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i216)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i216)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i216)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i216, m_new_v)
+      store16(v, 0 &+ i216, v_new_v)
+      store16(params, 0 &+ i216, (load16(params, 0 &+ i216) - ((SIMD16<Float>(repeating: step_size214) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt215)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i216 &+= 16
     }
-    while i162 < 206922 {
-      var g: Float = (grads[i162] + (Float(0) * params[i162]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i162]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i162]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i162] = m_new
-      v[i162] = v_new
-      params[i162] = (params[i162] - ((step_size160 * m_new) / ((sqrtf(v_new) / bc2_sqrt161) + Float(bitPattern: 0x322bcc77))))
-      i162 &+= 1
+    while i216 < 206922 {
+      var g: Float = (grads[i216] + (Float(0) * params[i216]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i216]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i216]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i216] = m_new
+      v[i216] = v_new
+      params[i216] = (params[i216] - ((step_size214 * m_new) / ((sqrtf(v_new) / bc2_sqrt215) + Float(bitPattern: 0x322bcc77))))
+      i216 &+= 1
     }
   }
 }
@@ -1325,405 +1431,523 @@ public func smallcnn_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for g1 in 0..<1 {
-    for j2 in 0..<64 {
-      for r3 in 0..<9 {
-        do {  // SIMD16 over i4
-          var i4 = 0
-          while i4 &+ 16 <= 784 {
-            store16(arena, ((401408 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
-            i4 &+= 16
+  for i1 in 0..<196 {
+    arena[(1655808 &+ i1)] = Float((((i1 / 14) &* 56) &+ ((i1 % 14) &* 2)))
+  }
+  for g2 in 0..<1 {
+    for j3 in 0..<64 {
+      for r4 in 0..<9 {
+        do {  // SIMD16 over i5
+          var i5 = 0
+          while i5 &+ 16 <= 784 {
+            store16(arena, ((401408 &+ (r4 &* 50176)) &+ (j3 &* 784)) &+ i5, SIMD16<Float>(repeating: Float(0)))
+            i5 &+= 16
           }
-          while i4 < 784 {
-            arena[(((401408 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
-            i4 &+= 1
+          while i5 < 784 {
+            arena[(((401408 &+ (r4 &* 50176)) &+ (j3 &* 784)) &+ i5)] = Float(0)
+            i5 &+= 1
           }
         }
       }
-      for c5 in 0..<1 {
-        for ky6 in 0..<3 {
-          for oy7 in 0..<28 {
-            if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
-              for ox8 in 0..<27 {
-                arena[((((401408 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+      for c6 in 0..<1 {
+        for ky7 in 0..<3 {
+          for oy8 in 0..<14 {
+            if (-1 < (((oy8 &* 2) &+ ky7) &+ -1) && (((oy8 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox9 in 0..<13 {
+                arena[(((401408 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((oy8 &* 14) &+ (ox9 &+ 1)))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy8 &* 2) &+ ky7) &+ -1) &* 28)) &+ (((ox9 &+ 1) &* 2) &+ -1))]
               }
             }
           }
-          for oy9 in 0..<28 {
-            if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
-              do {  // SIMD16 over ox10
-                var ox10 = 0
-                while ox10 &+ 16 <= 28 {
-                  store16(arena, (((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
-                  ox10 &+= 16
-                }
-                while ox10 < 28 {
-                  arena[((((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
-                  ox10 &+= 1
-                }
+          for oy10 in 0..<14 {
+            if (-1 < (((oy10 &* 2) &+ ky7) &+ -1) && (((oy10 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox11 in 0..<14 {
+                arena[(((401408 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy10 &* 14)) &+ ox11))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy10 &* 2) &+ ky7) &+ -1) &* 28)) &+ (ox11 &* 2))]
               }
             }
           }
-          for oy11 in 0..<28 {
-            if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
-              for ox12 in 0..<27 {
-                arena[((((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
+          for oy12 in 0..<14 {
+            if (-1 < ((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox13 in 0..<13 {
+                arena[(((401408 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy12 &* 14)) &+ (ox13 &+ 1)))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy12 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (((ox13 &+ 1) &* 2) &+ -1))]
+              }
+            }
+          }
+          for oy14 in 0..<14 {
+            if (-1 < ((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox15 in 0..<14 {
+                arena[(((401408 &+ ((((c6 &* 3) &+ ky7) &* 3) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy14 &* 14)) &+ ox15))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy14 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (ox15 &* 2))]
+              }
+            }
+          }
+          for oy16 in 0..<14 {
+            if (-1 < (((oy16 &* 2) &+ ky7) &+ -1) && (((oy16 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox17 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((oy16 &* 14) &+ ox17))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy16 &* 2) &+ ky7) &+ -1) &* 28)) &+ (ox17 &* 2))]
+              }
+            }
+          }
+          for oy18 in 0..<14 {
+            if (-1 < (((oy18 &* 2) &+ ky7) &+ -1) && (((oy18 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox19 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy18 &* 14)) &+ ox19))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy18 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox19 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy20 in 0..<14 {
+            if (-1 < ((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox21 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy20 &* 14)) &+ ox21))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy20 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ (ox21 &* 2))]
+              }
+            }
+          }
+          for oy22 in 0..<14 {
+            if (-1 < ((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox23 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 1) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy22 &* 14)) &+ ox23))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy22 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox23 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy24 in 0..<14 {
+            if (-1 < (((oy24 &* 2) &+ ky7) &+ -1) && (((oy24 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox25 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((oy24 &* 14) &+ ox25))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy24 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox25 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy26 in 0..<14 {
+            if (-1 < (((oy26 &* 2) &+ ky7) &+ -1) && (((oy26 &* 2) &+ ky7) &+ -1) < 28) {
+              for ox27 in 0..<13 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((196 &+ (oy26 &* 14)) &+ ox27))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ ((((oy26 &* 2) &+ ky7) &+ -1) &* 28)) &+ ((ox27 &* 2) &+ 2))]
+              }
+            }
+          }
+          for oy28 in 0..<14 {
+            if (-1 < ((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox29 in 0..<14 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((392 &+ (oy28 &* 14)) &+ ox29))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy28 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox29 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy30 in 0..<14 {
+            if (-1 < ((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) && ((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) < 28) {
+              for ox31 in 0..<13 {
+                arena[(((401408 &+ (((((c6 &* 3) &+ ky7) &* 3) &+ 2) &* 50176)) &+ (j3 &* 784)) &+ ((588 &+ (oy30 &* 14)) &+ ox31))] = images[((((((g2 &* 64) &+ j3) &* 784) &+ (c6 &* 784)) &+ (((((oy30 &* 2) &+ 1) &+ ky7) &+ -1) &* 28)) &+ ((ox31 &* 2) &+ 2))]
               }
             }
           }
         }
       }
     }
-    for nb13 in 0..<784 {
-      for mb14 in 0..<2 {
-        var t15_c0_0 = SIMD16<Float>()
-        var t15_c0_1 = SIMD16<Float>()
-        var t15_c0_2 = SIMD16<Float>()
-        var t15_c0_3 = SIMD16<Float>()
-        var t15_c1_0 = SIMD16<Float>()
-        var t15_c1_1 = SIMD16<Float>()
-        var t15_c1_2 = SIMD16<Float>()
-        var t15_c1_3 = SIMD16<Float>()
-        var t15_c2_0 = SIMD16<Float>()
-        var t15_c2_1 = SIMD16<Float>()
-        var t15_c2_2 = SIMD16<Float>()
-        var t15_c2_3 = SIMD16<Float>()
-        var t15_c3_0 = SIMD16<Float>()
-        var t15_c3_1 = SIMD16<Float>()
-        var t15_c3_2 = SIMD16<Float>()
-        var t15_c3_3 = SIMD16<Float>()
-        var t15_c4_0 = SIMD16<Float>()
-        var t15_c4_1 = SIMD16<Float>()
-        var t15_c4_2 = SIMD16<Float>()
-        var t15_c4_3 = SIMD16<Float>()
-        var t15_c5_0 = SIMD16<Float>()
-        var t15_c5_1 = SIMD16<Float>()
-        var t15_c5_2 = SIMD16<Float>()
-        var t15_c5_3 = SIMD16<Float>()
-        for k16 in 0..<9 {
-          let t15_b0 = load16(arena, ((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)))
-          let t15_b1 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 16))
-          let t15_b2 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 32))
-          let t15_b3 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 48))
-          let t15_a0 = SIMD16<Float>(repeating: params[(((mb14 &* 6) &* 9) &+ k16)])
-          t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
-          t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
-          t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
-          t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
-          let t15_a1 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 1) &* 9) &+ k16)])
-          t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
-          t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
-          t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
-          t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
-          let t15_a2 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 2) &* 9) &+ k16)])
-          t15_c2_0 = t15_c2_0.addingProduct(t15_a2, t15_b0)
-          t15_c2_1 = t15_c2_1.addingProduct(t15_a2, t15_b1)
-          t15_c2_2 = t15_c2_2.addingProduct(t15_a2, t15_b2)
-          t15_c2_3 = t15_c2_3.addingProduct(t15_a2, t15_b3)
-          let t15_a3 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 3) &* 9) &+ k16)])
-          t15_c3_0 = t15_c3_0.addingProduct(t15_a3, t15_b0)
-          t15_c3_1 = t15_c3_1.addingProduct(t15_a3, t15_b1)
-          t15_c3_2 = t15_c3_2.addingProduct(t15_a3, t15_b2)
-          t15_c3_3 = t15_c3_3.addingProduct(t15_a3, t15_b3)
-          let t15_a4 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 4) &* 9) &+ k16)])
-          t15_c4_0 = t15_c4_0.addingProduct(t15_a4, t15_b0)
-          t15_c4_1 = t15_c4_1.addingProduct(t15_a4, t15_b1)
-          t15_c4_2 = t15_c4_2.addingProduct(t15_a4, t15_b2)
-          t15_c4_3 = t15_c4_3.addingProduct(t15_a4, t15_b3)
-          let t15_a5 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 5) &* 9) &+ k16)])
-          t15_c5_0 = t15_c5_0.addingProduct(t15_a5, t15_b0)
-          t15_c5_1 = t15_c5_1.addingProduct(t15_a5, t15_b1)
-          t15_c5_2 = t15_c5_2.addingProduct(t15_a5, t15_b2)
-          t15_c5_3 = t15_c5_3.addingProduct(t15_a5, t15_b3)
+    for nb32 in 0..<784 {
+      for mb33 in 0..<2 {
+        var t34_c0_0 = SIMD16<Float>()
+        var t34_c0_1 = SIMD16<Float>()
+        var t34_c0_2 = SIMD16<Float>()
+        var t34_c0_3 = SIMD16<Float>()
+        var t34_c1_0 = SIMD16<Float>()
+        var t34_c1_1 = SIMD16<Float>()
+        var t34_c1_2 = SIMD16<Float>()
+        var t34_c1_3 = SIMD16<Float>()
+        var t34_c2_0 = SIMD16<Float>()
+        var t34_c2_1 = SIMD16<Float>()
+        var t34_c2_2 = SIMD16<Float>()
+        var t34_c2_3 = SIMD16<Float>()
+        var t34_c3_0 = SIMD16<Float>()
+        var t34_c3_1 = SIMD16<Float>()
+        var t34_c3_2 = SIMD16<Float>()
+        var t34_c3_3 = SIMD16<Float>()
+        var t34_c4_0 = SIMD16<Float>()
+        var t34_c4_1 = SIMD16<Float>()
+        var t34_c4_2 = SIMD16<Float>()
+        var t34_c4_3 = SIMD16<Float>()
+        var t34_c5_0 = SIMD16<Float>()
+        var t34_c5_1 = SIMD16<Float>()
+        var t34_c5_2 = SIMD16<Float>()
+        var t34_c5_3 = SIMD16<Float>()
+        for k35 in 0..<9 {
+          let t34_b0 = load16(arena, ((401408 &+ (k35 &* 50176)) &+ (nb32 &* 64)))
+          let t34_b1 = load16(arena, (((401408 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 16))
+          let t34_b2 = load16(arena, (((401408 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 32))
+          let t34_b3 = load16(arena, (((401408 &+ (k35 &* 50176)) &+ (nb32 &* 64)) &+ 48))
+          let t34_a0 = SIMD16<Float>(repeating: params[(((mb33 &* 6) &* 9) &+ k35)])
+          t34_c0_0 = t34_c0_0.addingProduct(t34_a0, t34_b0)
+          t34_c0_1 = t34_c0_1.addingProduct(t34_a0, t34_b1)
+          t34_c0_2 = t34_c0_2.addingProduct(t34_a0, t34_b2)
+          t34_c0_3 = t34_c0_3.addingProduct(t34_a0, t34_b3)
+          let t34_a1 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 1) &* 9) &+ k35)])
+          t34_c1_0 = t34_c1_0.addingProduct(t34_a1, t34_b0)
+          t34_c1_1 = t34_c1_1.addingProduct(t34_a1, t34_b1)
+          t34_c1_2 = t34_c1_2.addingProduct(t34_a1, t34_b2)
+          t34_c1_3 = t34_c1_3.addingProduct(t34_a1, t34_b3)
+          let t34_a2 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 2) &* 9) &+ k35)])
+          t34_c2_0 = t34_c2_0.addingProduct(t34_a2, t34_b0)
+          t34_c2_1 = t34_c2_1.addingProduct(t34_a2, t34_b1)
+          t34_c2_2 = t34_c2_2.addingProduct(t34_a2, t34_b2)
+          t34_c2_3 = t34_c2_3.addingProduct(t34_a2, t34_b3)
+          let t34_a3 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 3) &* 9) &+ k35)])
+          t34_c3_0 = t34_c3_0.addingProduct(t34_a3, t34_b0)
+          t34_c3_1 = t34_c3_1.addingProduct(t34_a3, t34_b1)
+          t34_c3_2 = t34_c3_2.addingProduct(t34_a3, t34_b2)
+          t34_c3_3 = t34_c3_3.addingProduct(t34_a3, t34_b3)
+          let t34_a4 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 4) &* 9) &+ k35)])
+          t34_c4_0 = t34_c4_0.addingProduct(t34_a4, t34_b0)
+          t34_c4_1 = t34_c4_1.addingProduct(t34_a4, t34_b1)
+          t34_c4_2 = t34_c4_2.addingProduct(t34_a4, t34_b2)
+          t34_c4_3 = t34_c4_3.addingProduct(t34_a4, t34_b3)
+          let t34_a5 = SIMD16<Float>(repeating: params[((((mb33 &* 6) &+ 5) &* 9) &+ k35)])
+          t34_c5_0 = t34_c5_0.addingProduct(t34_a5, t34_b0)
+          t34_c5_1 = t34_c5_1.addingProduct(t34_a5, t34_b1)
+          t34_c5_2 = t34_c5_2.addingProduct(t34_a5, t34_b2)
+          t34_c5_3 = t34_c5_3.addingProduct(t34_a5, t34_b3)
         }
-        store16(arena, ((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)), t15_c0_0)
-        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c0_1)
-        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c0_2)
-        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c0_3)
-        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)), t15_c1_0)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c1_1)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c1_2)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c1_3)
-        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)), t15_c2_0)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c2_1)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c2_2)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c2_3)
-        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)), t15_c3_0)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c3_1)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c3_2)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c3_3)
-        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)), t15_c4_0)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c4_1)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c4_2)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c4_3)
-        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)), t15_c5_0)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c5_1)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c5_2)
-        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c5_3)
+        store16(arena, ((852992 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)), t34_c0_0)
+        store16(arena, (((852992 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c0_1)
+        store16(arena, (((852992 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c0_2)
+        store16(arena, (((852992 &+ ((mb33 &* 6) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c0_3)
+        store16(arena, ((852992 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)), t34_c1_0)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c1_1)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c1_2)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 1) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c1_3)
+        store16(arena, ((852992 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)), t34_c2_0)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c2_1)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c2_2)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 2) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c2_3)
+        store16(arena, ((852992 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)), t34_c3_0)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c3_1)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c3_2)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 3) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c3_3)
+        store16(arena, ((852992 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)), t34_c4_0)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c4_1)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c4_2)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 4) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c4_3)
+        store16(arena, ((852992 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)), t34_c5_0)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 16), t34_c5_1)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 32), t34_c5_2)
+        store16(arena, (((852992 &+ (((mb33 &* 6) &+ 5) &* 50176)) &+ (nb32 &* 64)) &+ 48), t34_c5_3)
       }
-      var t17_c0_0 = SIMD16<Float>()
-      var t17_c0_1 = SIMD16<Float>()
-      var t17_c0_2 = SIMD16<Float>()
-      var t17_c0_3 = SIMD16<Float>()
-      var t17_c1_0 = SIMD16<Float>()
-      var t17_c1_1 = SIMD16<Float>()
-      var t17_c1_2 = SIMD16<Float>()
-      var t17_c1_3 = SIMD16<Float>()
-      var t17_c2_0 = SIMD16<Float>()
-      var t17_c2_1 = SIMD16<Float>()
-      var t17_c2_2 = SIMD16<Float>()
-      var t17_c2_3 = SIMD16<Float>()
-      var t17_c3_0 = SIMD16<Float>()
-      var t17_c3_1 = SIMD16<Float>()
-      var t17_c3_2 = SIMD16<Float>()
-      var t17_c3_3 = SIMD16<Float>()
-      for k18 in 0..<9 {
-        let t17_b0 = load16(arena, ((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)))
-        let t17_b1 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 16))
-        let t17_b2 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 32))
-        let t17_b3 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 48))
-        let t17_a0 = SIMD16<Float>(repeating: params[(108 &+ k18)])
-        t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
-        t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
-        t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
-        t17_c0_3 = t17_c0_3.addingProduct(t17_a0, t17_b3)
-        let t17_a1 = SIMD16<Float>(repeating: params[(117 &+ k18)])
-        t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
-        t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
-        t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
-        t17_c1_3 = t17_c1_3.addingProduct(t17_a1, t17_b3)
-        let t17_a2 = SIMD16<Float>(repeating: params[(126 &+ k18)])
-        t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
-        t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
-        t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
-        t17_c2_3 = t17_c2_3.addingProduct(t17_a2, t17_b3)
-        let t17_a3 = SIMD16<Float>(repeating: params[(135 &+ k18)])
-        t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
-        t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
-        t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
-        t17_c3_3 = t17_c3_3.addingProduct(t17_a3, t17_b3)
+      var t36_c0_0 = SIMD16<Float>()
+      var t36_c0_1 = SIMD16<Float>()
+      var t36_c0_2 = SIMD16<Float>()
+      var t36_c0_3 = SIMD16<Float>()
+      var t36_c1_0 = SIMD16<Float>()
+      var t36_c1_1 = SIMD16<Float>()
+      var t36_c1_2 = SIMD16<Float>()
+      var t36_c1_3 = SIMD16<Float>()
+      var t36_c2_0 = SIMD16<Float>()
+      var t36_c2_1 = SIMD16<Float>()
+      var t36_c2_2 = SIMD16<Float>()
+      var t36_c2_3 = SIMD16<Float>()
+      var t36_c3_0 = SIMD16<Float>()
+      var t36_c3_1 = SIMD16<Float>()
+      var t36_c3_2 = SIMD16<Float>()
+      var t36_c3_3 = SIMD16<Float>()
+      for k37 in 0..<9 {
+        let t36_b0 = load16(arena, ((401408 &+ (k37 &* 50176)) &+ (nb32 &* 64)))
+        let t36_b1 = load16(arena, (((401408 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 16))
+        let t36_b2 = load16(arena, (((401408 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 32))
+        let t36_b3 = load16(arena, (((401408 &+ (k37 &* 50176)) &+ (nb32 &* 64)) &+ 48))
+        let t36_a0 = SIMD16<Float>(repeating: params[(108 &+ k37)])
+        t36_c0_0 = t36_c0_0.addingProduct(t36_a0, t36_b0)
+        t36_c0_1 = t36_c0_1.addingProduct(t36_a0, t36_b1)
+        t36_c0_2 = t36_c0_2.addingProduct(t36_a0, t36_b2)
+        t36_c0_3 = t36_c0_3.addingProduct(t36_a0, t36_b3)
+        let t36_a1 = SIMD16<Float>(repeating: params[(117 &+ k37)])
+        t36_c1_0 = t36_c1_0.addingProduct(t36_a1, t36_b0)
+        t36_c1_1 = t36_c1_1.addingProduct(t36_a1, t36_b1)
+        t36_c1_2 = t36_c1_2.addingProduct(t36_a1, t36_b2)
+        t36_c1_3 = t36_c1_3.addingProduct(t36_a1, t36_b3)
+        let t36_a2 = SIMD16<Float>(repeating: params[(126 &+ k37)])
+        t36_c2_0 = t36_c2_0.addingProduct(t36_a2, t36_b0)
+        t36_c2_1 = t36_c2_1.addingProduct(t36_a2, t36_b1)
+        t36_c2_2 = t36_c2_2.addingProduct(t36_a2, t36_b2)
+        t36_c2_3 = t36_c2_3.addingProduct(t36_a2, t36_b3)
+        let t36_a3 = SIMD16<Float>(repeating: params[(135 &+ k37)])
+        t36_c3_0 = t36_c3_0.addingProduct(t36_a3, t36_b0)
+        t36_c3_1 = t36_c3_1.addingProduct(t36_a3, t36_b1)
+        t36_c3_2 = t36_c3_2.addingProduct(t36_a3, t36_b2)
+        t36_c3_3 = t36_c3_3.addingProduct(t36_a3, t36_b3)
       }
-      store16(arena, (1455104 &+ (nb13 &* 64)), t17_c0_0)
-      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 16), t17_c0_1)
-      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 32), t17_c0_2)
-      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 48), t17_c0_3)
-      store16(arena, (1505280 &+ (nb13 &* 64)), t17_c1_0)
-      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 16), t17_c1_1)
-      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 32), t17_c1_2)
-      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 48), t17_c1_3)
-      store16(arena, (1555456 &+ (nb13 &* 64)), t17_c2_0)
-      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 16), t17_c2_1)
-      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 32), t17_c2_2)
-      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 48), t17_c2_3)
-      store16(arena, (1605632 &+ (nb13 &* 64)), t17_c3_0)
-      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 16), t17_c3_1)
-      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 32), t17_c3_2)
-      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 48), t17_c3_3)
+      store16(arena, (1455104 &+ (nb32 &* 64)), t36_c0_0)
+      store16(arena, ((1455104 &+ (nb32 &* 64)) &+ 16), t36_c0_1)
+      store16(arena, ((1455104 &+ (nb32 &* 64)) &+ 32), t36_c0_2)
+      store16(arena, ((1455104 &+ (nb32 &* 64)) &+ 48), t36_c0_3)
+      store16(arena, (1505280 &+ (nb32 &* 64)), t36_c1_0)
+      store16(arena, ((1505280 &+ (nb32 &* 64)) &+ 16), t36_c1_1)
+      store16(arena, ((1505280 &+ (nb32 &* 64)) &+ 32), t36_c1_2)
+      store16(arena, ((1505280 &+ (nb32 &* 64)) &+ 48), t36_c1_3)
+      store16(arena, (1555456 &+ (nb32 &* 64)), t36_c2_0)
+      store16(arena, ((1555456 &+ (nb32 &* 64)) &+ 16), t36_c2_1)
+      store16(arena, ((1555456 &+ (nb32 &* 64)) &+ 32), t36_c2_2)
+      store16(arena, ((1555456 &+ (nb32 &* 64)) &+ 48), t36_c2_3)
+      store16(arena, (1605632 &+ (nb32 &* 64)), t36_c3_0)
+      store16(arena, ((1605632 &+ (nb32 &* 64)) &+ 16), t36_c3_1)
+      store16(arena, ((1605632 &+ (nb32 &* 64)) &+ 32), t36_c3_2)
+      store16(arena, ((1605632 &+ (nb32 &* 64)) &+ 48), t36_c3_3)
     }
-    for j19 in 0..<64 {
-      for f20 in 0..<16 {
-        for py21 in 0..<14 {
-          for px22 in 0..<14 {
-            var best23: Float = (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)])
-            var bi24: Float = Float(((py21 &* 56) &+ (px22 &* 2)))
-            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) > best23 ? Float(((py21 &* 56) &+ (px22 &* 2))) : bi24)
-            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) : best23)
-            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 1)) : bi24)
-            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) : best23)
-            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 28)) : bi24)
-            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) : best23)
-            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) > best23 ? Float(((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1)) : bi24)
-            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) : best23)
-            arena[((((((g1 &* 64) &+ j19) &* 3136) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (best23 > Float(0) ? best23 : Float(0))
-            arena[(200704 &+ ((((((g1 &* 64) &+ j19) &* 3136) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22))] = bi24
-          }
+    for j38 in 0..<64 {
+      for f39 in 0..<16 {
+        for q40 in 0..<196 {
+          var v41: Float = (arena[(((852992 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ q40)] + params[(144 &+ f39)])
+          var at42: Float = Float(0)
+          var v43: Float = (arena[((((852992 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 196) &+ q40)] + params[(144 &+ f39)])
+          var at45: Float = (v43 > v41 ? Float(1) : at42)
+          var best44: Float = (v43 > v41 ? v43 : v41)
+          var v46: Float = (arena[((((852992 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 392) &+ q40)] + params[(144 &+ f39)])
+          var at48: Float = (v46 > best44 ? Float(28) : at45)
+          var best47: Float = (v46 > best44 ? v46 : best44)
+          var v49: Float = (arena[((((852992 &+ (f39 &* 50176)) &+ (j38 &* 784)) &+ 588) &+ q40)] + params[(144 &+ f39)])
+          var at51: Float = (v49 > best47 ? Float(29) : at48)
+          var best50: Float = (v49 > best47 ? v49 : best47)
+          arena[(((((g2 &* 64) &+ j38) &* 3136) &+ (f39 &* 196)) &+ q40)] = (best50 > Float(0) ? best50 : Float(0))
+          arena[(200704 &+ (((((g2 &* 64) &+ j38) &* 3136) &+ (f39 &* 196)) &+ q40))] = (arena[(1655808 &+ q40)] + at51)
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g25 in 0..<1 {
-    for j26 in 0..<64 {
-      for r27 in 0..<144 {
-        do {  // SIMD16 over i28
-          var i28 = 0
-          while i28 &+ 16 <= 196 {
-            store16(arena, ((401408 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28, SIMD16<Float>(repeating: Float(0)))
-            i28 &+= 16
+  for i52 in 0..<49 {
+    arena[(2609152 &+ i52)] = Float((((i52 / 7) &* 28) &+ ((i52 % 7) &* 2)))
+  }
+  for g53 in 0..<1 {
+    for j54 in 0..<64 {
+      for r55 in 0..<144 {
+        do {  // SIMD16 over i56
+          var i56 = 0
+          while i56 &+ 16 <= 196 {
+            store16(arena, ((401408 &+ (r55 &* 12544)) &+ (j54 &* 196)) &+ i56, SIMD16<Float>(repeating: Float(0)))
+            i56 &+= 16
           }
-          while i28 < 196 {
-            arena[(((401408 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28)] = Float(0)
-            i28 &+= 1
+          while i56 < 196 {
+            arena[(((401408 &+ (r55 &* 12544)) &+ (j54 &* 196)) &+ i56)] = Float(0)
+            i56 &+= 1
           }
         }
       }
-      for c29 in 0..<16 {
-        for ky30 in 0..<3 {
-          for oy31 in 0..<14 {
-            if (-1 < ((oy31 &+ ky30) &+ -1) && ((oy31 &+ ky30) &+ -1) < 14) {
-              for ox32 in 0..<13 {
-                arena[((((401408 &+ ((((c29 &* 3) &+ ky30) &* 3) &* 12544)) &+ (j26 &* 196)) &+ (oy31 &* 14)) &+ (ox32 &+ 1))] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy31 &+ ky30) &+ -1) &* 14)) &+ ((ox32 &+ 1) &+ -1))]
+      for c57 in 0..<16 {
+        for ky58 in 0..<3 {
+          for oy59 in 0..<7 {
+            if (-1 < (((oy59 &* 2) &+ ky58) &+ -1) && (((oy59 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox60 in 0..<6 {
+                arena[(((401408 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((oy59 &* 7) &+ (ox60 &+ 1)))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy59 &* 2) &+ ky58) &+ -1) &* 14)) &+ (((ox60 &+ 1) &* 2) &+ -1))]
               }
             }
           }
-          for oy33 in 0..<14 {
-            if (-1 < ((oy33 &+ ky30) &+ -1) && ((oy33 &+ ky30) &+ -1) < 14) {
-              do {  // SIMD16 over ox34
-                var ox34 = 0
-                while ox34 < 14 {
-                  arena[((((401408 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 1) &* 12544)) &+ (j26 &* 196)) &+ (oy33 &* 14)) &+ ox34)] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy33 &+ ky30) &+ -1) &* 14)) &+ ox34)]
-                  ox34 &+= 1
-                }
+          for oy61 in 0..<7 {
+            if (-1 < (((oy61 &* 2) &+ ky58) &+ -1) && (((oy61 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox62 in 0..<7 {
+                arena[(((401408 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy61 &* 7)) &+ ox62))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy61 &* 2) &+ ky58) &+ -1) &* 14)) &+ (ox62 &* 2))]
               }
             }
           }
-          for oy35 in 0..<14 {
-            if (-1 < ((oy35 &+ ky30) &+ -1) && ((oy35 &+ ky30) &+ -1) < 14) {
-              for ox36 in 0..<13 {
-                arena[((((401408 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 2) &* 12544)) &+ (j26 &* 196)) &+ (oy35 &* 14)) &+ ox36)] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy35 &+ ky30) &+ -1) &* 14)) &+ (ox36 &+ 1))]
+          for oy63 in 0..<7 {
+            if (-1 < ((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox64 in 0..<6 {
+                arena[(((401408 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy63 &* 7)) &+ (ox64 &+ 1)))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy63 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (((ox64 &+ 1) &* 2) &+ -1))]
+              }
+            }
+          }
+          for oy65 in 0..<7 {
+            if (-1 < ((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox66 in 0..<7 {
+                arena[(((401408 &+ ((((c57 &* 3) &+ ky58) &* 3) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy65 &* 7)) &+ ox66))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy65 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (ox66 &* 2))]
+              }
+            }
+          }
+          for oy67 in 0..<7 {
+            if (-1 < (((oy67 &* 2) &+ ky58) &+ -1) && (((oy67 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox68 in 0..<7 {
+                arena[(((401408 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((oy67 &* 7) &+ ox68))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy67 &* 2) &+ ky58) &+ -1) &* 14)) &+ (ox68 &* 2))]
+              }
+            }
+          }
+          for oy69 in 0..<7 {
+            if (-1 < (((oy69 &* 2) &+ ky58) &+ -1) && (((oy69 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox70 in 0..<7 {
+                arena[(((401408 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy69 &* 7)) &+ ox70))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy69 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox70 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy71 in 0..<7 {
+            if (-1 < ((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox72 in 0..<7 {
+                arena[(((401408 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy71 &* 7)) &+ ox72))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy71 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ (ox72 &* 2))]
+              }
+            }
+          }
+          for oy73 in 0..<7 {
+            if (-1 < ((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox74 in 0..<7 {
+                arena[(((401408 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 1) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy73 &* 7)) &+ ox74))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy73 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox74 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy75 in 0..<7 {
+            if (-1 < (((oy75 &* 2) &+ ky58) &+ -1) && (((oy75 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox76 in 0..<7 {
+                arena[(((401408 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((oy75 &* 7) &+ ox76))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy75 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox76 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy77 in 0..<7 {
+            if (-1 < (((oy77 &* 2) &+ ky58) &+ -1) && (((oy77 &* 2) &+ ky58) &+ -1) < 14) {
+              for ox78 in 0..<6 {
+                arena[(((401408 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((49 &+ (oy77 &* 7)) &+ ox78))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ ((((oy77 &* 2) &+ ky58) &+ -1) &* 14)) &+ ((ox78 &* 2) &+ 2))]
+              }
+            }
+          }
+          for oy79 in 0..<7 {
+            if (-1 < ((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox80 in 0..<7 {
+                arena[(((401408 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((98 &+ (oy79 &* 7)) &+ ox80))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy79 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox80 &* 2) &+ 1))]
+              }
+            }
+          }
+          for oy81 in 0..<7 {
+            if (-1 < ((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) && ((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) < 14) {
+              for ox82 in 0..<6 {
+                arena[(((401408 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ 2) &* 12544)) &+ (j54 &* 196)) &+ ((147 &+ (oy81 &* 7)) &+ ox82))] = arena[((((((g53 &* 64) &+ j54) &* 3136) &+ (c57 &* 196)) &+ (((((oy81 &* 2) &+ 1) &+ ky58) &+ -1) &* 14)) &+ ((ox82 &* 2) &+ 2))]
               }
             }
           }
         }
       }
     }
-    for nb37 in 0..<196 {
-      for mb38 in 0..<5 {
-        var t39_c0_0 = SIMD16<Float>()
-        var t39_c0_1 = SIMD16<Float>()
-        var t39_c0_2 = SIMD16<Float>()
-        var t39_c0_3 = SIMD16<Float>()
-        var t39_c1_0 = SIMD16<Float>()
-        var t39_c1_1 = SIMD16<Float>()
-        var t39_c1_2 = SIMD16<Float>()
-        var t39_c1_3 = SIMD16<Float>()
-        var t39_c2_0 = SIMD16<Float>()
-        var t39_c2_1 = SIMD16<Float>()
-        var t39_c2_2 = SIMD16<Float>()
-        var t39_c2_3 = SIMD16<Float>()
-        var t39_c3_0 = SIMD16<Float>()
-        var t39_c3_1 = SIMD16<Float>()
-        var t39_c3_2 = SIMD16<Float>()
-        var t39_c3_3 = SIMD16<Float>()
-        var t39_c4_0 = SIMD16<Float>()
-        var t39_c4_1 = SIMD16<Float>()
-        var t39_c4_2 = SIMD16<Float>()
-        var t39_c4_3 = SIMD16<Float>()
-        var t39_c5_0 = SIMD16<Float>()
-        var t39_c5_1 = SIMD16<Float>()
-        var t39_c5_2 = SIMD16<Float>()
-        var t39_c5_3 = SIMD16<Float>()
-        for k40 in 0..<144 {
-          let t39_b0 = load16(arena, ((401408 &+ (k40 &* 12544)) &+ (nb37 &* 64)))
-          let t39_b1 = load16(arena, (((401408 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 16))
-          let t39_b2 = load16(arena, (((401408 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 32))
-          let t39_b3 = load16(arena, (((401408 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 48))
-          let t39_a0 = SIMD16<Float>(repeating: params[((160 &+ ((mb38 &* 6) &* 144)) &+ k40)])
-          t39_c0_0 = t39_c0_0.addingProduct(t39_a0, t39_b0)
-          t39_c0_1 = t39_c0_1.addingProduct(t39_a0, t39_b1)
-          t39_c0_2 = t39_c0_2.addingProduct(t39_a0, t39_b2)
-          t39_c0_3 = t39_c0_3.addingProduct(t39_a0, t39_b3)
-          let t39_a1 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 1) &* 144)) &+ k40)])
-          t39_c1_0 = t39_c1_0.addingProduct(t39_a1, t39_b0)
-          t39_c1_1 = t39_c1_1.addingProduct(t39_a1, t39_b1)
-          t39_c1_2 = t39_c1_2.addingProduct(t39_a1, t39_b2)
-          t39_c1_3 = t39_c1_3.addingProduct(t39_a1, t39_b3)
-          let t39_a2 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 2) &* 144)) &+ k40)])
-          t39_c2_0 = t39_c2_0.addingProduct(t39_a2, t39_b0)
-          t39_c2_1 = t39_c2_1.addingProduct(t39_a2, t39_b1)
-          t39_c2_2 = t39_c2_2.addingProduct(t39_a2, t39_b2)
-          t39_c2_3 = t39_c2_3.addingProduct(t39_a2, t39_b3)
-          let t39_a3 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 3) &* 144)) &+ k40)])
-          t39_c3_0 = t39_c3_0.addingProduct(t39_a3, t39_b0)
-          t39_c3_1 = t39_c3_1.addingProduct(t39_a3, t39_b1)
-          t39_c3_2 = t39_c3_2.addingProduct(t39_a3, t39_b2)
-          t39_c3_3 = t39_c3_3.addingProduct(t39_a3, t39_b3)
-          let t39_a4 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 4) &* 144)) &+ k40)])
-          t39_c4_0 = t39_c4_0.addingProduct(t39_a4, t39_b0)
-          t39_c4_1 = t39_c4_1.addingProduct(t39_a4, t39_b1)
-          t39_c4_2 = t39_c4_2.addingProduct(t39_a4, t39_b2)
-          t39_c4_3 = t39_c4_3.addingProduct(t39_a4, t39_b3)
-          let t39_a5 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 5) &* 144)) &+ k40)])
-          t39_c5_0 = t39_c5_0.addingProduct(t39_a5, t39_b0)
-          t39_c5_1 = t39_c5_1.addingProduct(t39_a5, t39_b1)
-          t39_c5_2 = t39_c5_2.addingProduct(t39_a5, t39_b2)
-          t39_c5_3 = t39_c5_3.addingProduct(t39_a5, t39_b3)
+    for nb83 in 0..<196 {
+      for mb84 in 0..<5 {
+        var t85_c0_0 = SIMD16<Float>()
+        var t85_c0_1 = SIMD16<Float>()
+        var t85_c0_2 = SIMD16<Float>()
+        var t85_c0_3 = SIMD16<Float>()
+        var t85_c1_0 = SIMD16<Float>()
+        var t85_c1_1 = SIMD16<Float>()
+        var t85_c1_2 = SIMD16<Float>()
+        var t85_c1_3 = SIMD16<Float>()
+        var t85_c2_0 = SIMD16<Float>()
+        var t85_c2_1 = SIMD16<Float>()
+        var t85_c2_2 = SIMD16<Float>()
+        var t85_c2_3 = SIMD16<Float>()
+        var t85_c3_0 = SIMD16<Float>()
+        var t85_c3_1 = SIMD16<Float>()
+        var t85_c3_2 = SIMD16<Float>()
+        var t85_c3_3 = SIMD16<Float>()
+        var t85_c4_0 = SIMD16<Float>()
+        var t85_c4_1 = SIMD16<Float>()
+        var t85_c4_2 = SIMD16<Float>()
+        var t85_c4_3 = SIMD16<Float>()
+        var t85_c5_0 = SIMD16<Float>()
+        var t85_c5_1 = SIMD16<Float>()
+        var t85_c5_2 = SIMD16<Float>()
+        var t85_c5_3 = SIMD16<Float>()
+        for k86 in 0..<144 {
+          let t85_b0 = load16(arena, ((401408 &+ (k86 &* 12544)) &+ (nb83 &* 64)))
+          let t85_b1 = load16(arena, (((401408 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 16))
+          let t85_b2 = load16(arena, (((401408 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 32))
+          let t85_b3 = load16(arena, (((401408 &+ (k86 &* 12544)) &+ (nb83 &* 64)) &+ 48))
+          let t85_a0 = SIMD16<Float>(repeating: params[((160 &+ ((mb84 &* 6) &* 144)) &+ k86)])
+          t85_c0_0 = t85_c0_0.addingProduct(t85_a0, t85_b0)
+          t85_c0_1 = t85_c0_1.addingProduct(t85_a0, t85_b1)
+          t85_c0_2 = t85_c0_2.addingProduct(t85_a0, t85_b2)
+          t85_c0_3 = t85_c0_3.addingProduct(t85_a0, t85_b3)
+          let t85_a1 = SIMD16<Float>(repeating: params[((160 &+ (((mb84 &* 6) &+ 1) &* 144)) &+ k86)])
+          t85_c1_0 = t85_c1_0.addingProduct(t85_a1, t85_b0)
+          t85_c1_1 = t85_c1_1.addingProduct(t85_a1, t85_b1)
+          t85_c1_2 = t85_c1_2.addingProduct(t85_a1, t85_b2)
+          t85_c1_3 = t85_c1_3.addingProduct(t85_a1, t85_b3)
+          let t85_a2 = SIMD16<Float>(repeating: params[((160 &+ (((mb84 &* 6) &+ 2) &* 144)) &+ k86)])
+          t85_c2_0 = t85_c2_0.addingProduct(t85_a2, t85_b0)
+          t85_c2_1 = t85_c2_1.addingProduct(t85_a2, t85_b1)
+          t85_c2_2 = t85_c2_2.addingProduct(t85_a2, t85_b2)
+          t85_c2_3 = t85_c2_3.addingProduct(t85_a2, t85_b3)
+          let t85_a3 = SIMD16<Float>(repeating: params[((160 &+ (((mb84 &* 6) &+ 3) &* 144)) &+ k86)])
+          t85_c3_0 = t85_c3_0.addingProduct(t85_a3, t85_b0)
+          t85_c3_1 = t85_c3_1.addingProduct(t85_a3, t85_b1)
+          t85_c3_2 = t85_c3_2.addingProduct(t85_a3, t85_b2)
+          t85_c3_3 = t85_c3_3.addingProduct(t85_a3, t85_b3)
+          let t85_a4 = SIMD16<Float>(repeating: params[((160 &+ (((mb84 &* 6) &+ 4) &* 144)) &+ k86)])
+          t85_c4_0 = t85_c4_0.addingProduct(t85_a4, t85_b0)
+          t85_c4_1 = t85_c4_1.addingProduct(t85_a4, t85_b1)
+          t85_c4_2 = t85_c4_2.addingProduct(t85_a4, t85_b2)
+          t85_c4_3 = t85_c4_3.addingProduct(t85_a4, t85_b3)
+          let t85_a5 = SIMD16<Float>(repeating: params[((160 &+ (((mb84 &* 6) &+ 5) &* 144)) &+ k86)])
+          t85_c5_0 = t85_c5_0.addingProduct(t85_a5, t85_b0)
+          t85_c5_1 = t85_c5_1.addingProduct(t85_a5, t85_b1)
+          t85_c5_2 = t85_c5_2.addingProduct(t85_a5, t85_b2)
+          t85_c5_3 = t85_c5_3.addingProduct(t85_a5, t85_b3)
         }
-        store16(arena, ((2207744 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)), t39_c0_0)
-        store16(arena, (((2207744 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c0_1)
-        store16(arena, (((2207744 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c0_2)
-        store16(arena, (((2207744 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c0_3)
-        store16(arena, ((2207744 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)), t39_c1_0)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c1_1)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c1_2)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c1_3)
-        store16(arena, ((2207744 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)), t39_c2_0)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c2_1)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c2_2)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c2_3)
-        store16(arena, ((2207744 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)), t39_c3_0)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c3_1)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c3_2)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c3_3)
-        store16(arena, ((2207744 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)), t39_c4_0)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c4_1)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c4_2)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c4_3)
-        store16(arena, ((2207744 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)), t39_c5_0)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c5_1)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c5_2)
-        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c5_3)
+        store16(arena, ((2207744 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)), t85_c0_0)
+        store16(arena, (((2207744 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c0_1)
+        store16(arena, (((2207744 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c0_2)
+        store16(arena, (((2207744 &+ ((mb84 &* 6) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c0_3)
+        store16(arena, ((2207744 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)), t85_c1_0)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c1_1)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c1_2)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 1) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c1_3)
+        store16(arena, ((2207744 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)), t85_c2_0)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c2_1)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c2_2)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 2) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c2_3)
+        store16(arena, ((2207744 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)), t85_c3_0)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c3_1)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c3_2)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 3) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c3_3)
+        store16(arena, ((2207744 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)), t85_c4_0)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c4_1)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c4_2)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 4) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c4_3)
+        store16(arena, ((2207744 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)), t85_c5_0)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 16), t85_c5_1)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 32), t85_c5_2)
+        store16(arena, (((2207744 &+ (((mb84 &* 6) &+ 5) &* 12544)) &+ (nb83 &* 64)) &+ 48), t85_c5_3)
       }
-      var t41_c0_0 = SIMD16<Float>()
-      var t41_c0_1 = SIMD16<Float>()
-      var t41_c0_2 = SIMD16<Float>()
-      var t41_c0_3 = SIMD16<Float>()
-      var t41_c1_0 = SIMD16<Float>()
-      var t41_c1_1 = SIMD16<Float>()
-      var t41_c1_2 = SIMD16<Float>()
-      var t41_c1_3 = SIMD16<Float>()
-      for k42 in 0..<144 {
-        let t41_b0 = load16(arena, ((401408 &+ (k42 &* 12544)) &+ (nb37 &* 64)))
-        let t41_b1 = load16(arena, (((401408 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 16))
-        let t41_b2 = load16(arena, (((401408 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 32))
-        let t41_b3 = load16(arena, (((401408 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 48))
-        let t41_a0 = SIMD16<Float>(repeating: params[(4480 &+ k42)])
-        t41_c0_0 = t41_c0_0.addingProduct(t41_a0, t41_b0)
-        t41_c0_1 = t41_c0_1.addingProduct(t41_a0, t41_b1)
-        t41_c0_2 = t41_c0_2.addingProduct(t41_a0, t41_b2)
-        t41_c0_3 = t41_c0_3.addingProduct(t41_a0, t41_b3)
-        let t41_a1 = SIMD16<Float>(repeating: params[(4624 &+ k42)])
-        t41_c1_0 = t41_c1_0.addingProduct(t41_a1, t41_b0)
-        t41_c1_1 = t41_c1_1.addingProduct(t41_a1, t41_b1)
-        t41_c1_2 = t41_c1_2.addingProduct(t41_a1, t41_b2)
-        t41_c1_3 = t41_c1_3.addingProduct(t41_a1, t41_b3)
+      var t87_c0_0 = SIMD16<Float>()
+      var t87_c0_1 = SIMD16<Float>()
+      var t87_c0_2 = SIMD16<Float>()
+      var t87_c0_3 = SIMD16<Float>()
+      var t87_c1_0 = SIMD16<Float>()
+      var t87_c1_1 = SIMD16<Float>()
+      var t87_c1_2 = SIMD16<Float>()
+      var t87_c1_3 = SIMD16<Float>()
+      for k88 in 0..<144 {
+        let t87_b0 = load16(arena, ((401408 &+ (k88 &* 12544)) &+ (nb83 &* 64)))
+        let t87_b1 = load16(arena, (((401408 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 16))
+        let t87_b2 = load16(arena, (((401408 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 32))
+        let t87_b3 = load16(arena, (((401408 &+ (k88 &* 12544)) &+ (nb83 &* 64)) &+ 48))
+        let t87_a0 = SIMD16<Float>(repeating: params[(4480 &+ k88)])
+        t87_c0_0 = t87_c0_0.addingProduct(t87_a0, t87_b0)
+        t87_c0_1 = t87_c0_1.addingProduct(t87_a0, t87_b1)
+        t87_c0_2 = t87_c0_2.addingProduct(t87_a0, t87_b2)
+        t87_c0_3 = t87_c0_3.addingProduct(t87_a0, t87_b3)
+        let t87_a1 = SIMD16<Float>(repeating: params[(4624 &+ k88)])
+        t87_c1_0 = t87_c1_0.addingProduct(t87_a1, t87_b0)
+        t87_c1_1 = t87_c1_1.addingProduct(t87_a1, t87_b1)
+        t87_c1_2 = t87_c1_2.addingProduct(t87_a1, t87_b2)
+        t87_c1_3 = t87_c1_3.addingProduct(t87_a1, t87_b3)
       }
-      store16(arena, (2584064 &+ (nb37 &* 64)), t41_c0_0)
-      store16(arena, ((2584064 &+ (nb37 &* 64)) &+ 16), t41_c0_1)
-      store16(arena, ((2584064 &+ (nb37 &* 64)) &+ 32), t41_c0_2)
-      store16(arena, ((2584064 &+ (nb37 &* 64)) &+ 48), t41_c0_3)
-      store16(arena, (2596608 &+ (nb37 &* 64)), t41_c1_0)
-      store16(arena, ((2596608 &+ (nb37 &* 64)) &+ 16), t41_c1_1)
-      store16(arena, ((2596608 &+ (nb37 &* 64)) &+ 32), t41_c1_2)
-      store16(arena, ((2596608 &+ (nb37 &* 64)) &+ 48), t41_c1_3)
+      store16(arena, (2584064 &+ (nb83 &* 64)), t87_c0_0)
+      store16(arena, ((2584064 &+ (nb83 &* 64)) &+ 16), t87_c0_1)
+      store16(arena, ((2584064 &+ (nb83 &* 64)) &+ 32), t87_c0_2)
+      store16(arena, ((2584064 &+ (nb83 &* 64)) &+ 48), t87_c0_3)
+      store16(arena, (2596608 &+ (nb83 &* 64)), t87_c1_0)
+      store16(arena, ((2596608 &+ (nb83 &* 64)) &+ 16), t87_c1_1)
+      store16(arena, ((2596608 &+ (nb83 &* 64)) &+ 32), t87_c1_2)
+      store16(arena, ((2596608 &+ (nb83 &* 64)) &+ 48), t87_c1_3)
     }
-    for j43 in 0..<64 {
-      for f44 in 0..<32 {
-        for py45 in 0..<7 {
-          for px46 in 0..<7 {
-            var best47: Float = (arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)])
-            var bi48: Float = Float(((py45 &* 28) &+ (px46 &* 2)))
-            bi48 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) > best47 ? Float(((py45 &* 28) &+ (px46 &* 2))) : bi48)
-            best47 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) : best47)
-            bi48 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 1)) : bi48)
-            best47 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) : best47)
-            bi48 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 14)) : bi48)
-            best47 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) : best47)
-            bi48 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) > best47 ? Float(((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1)) : bi48)
-            best47 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) : best47)
-            arena[(200704 &+ ((((((g25 &* 64) &+ j43) &* 1568) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = (best47 > Float(0) ? best47 : Float(0))
-            arena[(301056 &+ ((((((g25 &* 64) &+ j43) &* 1568) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = bi48
-          }
+    for j89 in 0..<64 {
+      for f90 in 0..<32 {
+        for q91 in 0..<49 {
+          var v92: Float = (arena[(((2207744 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ q91)] + params[(4768 &+ f90)])
+          var at93: Float = Float(0)
+          var v94: Float = (arena[((((2207744 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 49) &+ q91)] + params[(4768 &+ f90)])
+          var at96: Float = (v94 > v92 ? Float(1) : at93)
+          var best95: Float = (v94 > v92 ? v94 : v92)
+          var v97: Float = (arena[((((2207744 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 98) &+ q91)] + params[(4768 &+ f90)])
+          var at99: Float = (v97 > best95 ? Float(14) : at96)
+          var best98: Float = (v97 > best95 ? v97 : best95)
+          var v100: Float = (arena[((((2207744 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ 147) &+ q91)] + params[(4768 &+ f90)])
+          var at102: Float = (v100 > best98 ? Float(15) : at99)
+          var best101: Float = (v100 > best98 ? v100 : best98)
+          arena[(200704 &+ (((((g53 &* 64) &+ j89) &* 1568) &+ (f90 &* 49)) &+ q91))] = (best101 > Float(0) ? best101 : Float(0))
+          arena[(301056 &+ (((((g53 &* 64) &+ j89) &* 1568) &+ (f90 &* 49)) &+ q91))] = (arena[(2609152 &+ q91)] + at102)
         }
       }
     }
@@ -1731,27 +1955,27 @@ public func smallcnn_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 1568, 1, arena + 200704, 1568, params + 4800, 1568, Float(bitPattern: 0x0), arena + 0, 128)
-  for n49 in 0..<64 {
-    do {  // SIMD16 over u50
-      var u50 = 0
-      while u50 &+ 16 <= 128 {
-        store16(arena, (n49 &* 128) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n49 &* 128) &+ u50) + load16(params, 205504 &+ u50)), where: (load16(arena, (n49 &* 128) &+ u50) + load16(params, 205504 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
-        u50 &+= 16
+  for n103 in 0..<64 {
+    do {  // SIMD16 over u104
+      var u104 = 0
+      while u104 &+ 16 <= 128 {
+        store16(arena, (n103 &* 128) &+ u104, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n103 &* 128) &+ u104) + load16(params, 205504 &+ u104)), where: (load16(arena, (n103 &* 128) &+ u104) + load16(params, 205504 &+ u104)) .> SIMD16<Float>(repeating: Float(0))))
+        u104 &+= 16
       }
-      while u50 < 128 {
-        arena[((n49 &* 128) &+ u50)] = ((arena[((n49 &* 128) &+ u50)] + params[(205504 &+ u50)]) > Float(0) ? (arena[((n49 &* 128) &+ u50)] + params[(205504 &+ u50)]) : Float(0))
-        u50 &+= 1
+      while u104 < 128 {
+        arena[((n103 &* 128) &+ u104)] = ((arena[((n103 &* 128) &+ u104)] + params[(205504 &+ u104)]) > Float(0) ? (arena[((n103 &* 128) &+ u104)] + params[(205504 &+ u104)]) : Float(0))
+        u104 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n51 in 0..<64 {
-    do {  // SIMD16 over u52
-      var u52 = 0
-      while u52 < 10 {
-        arena[((8192 &+ (n51 &* 10)) &+ u52)] = (arena[((8192 &+ (n51 &* 10)) &+ u52)] + params[(206912 &+ u52)])
-        u52 &+= 1
+  for n105 in 0..<64 {
+    do {  // SIMD16 over u106
+      var u106 = 0
+      while u106 < 10 {
+        arena[((8192 &+ (n105 &* 10)) &+ u106)] = (arena[((8192 &+ (n105 &* 10)) &+ u106)] + params[(206912 &+ u106)])
+        u106 &+= 1
       }
     }
   }

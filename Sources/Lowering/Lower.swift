@@ -185,7 +185,7 @@ func scratchFloats(_ n: Node, _ shapes: ShapeTable) -> Int {
   switch n.op {
   case .conv2d(let a), .conv2dReLU(let a), .conv2dReLUMaxPool(let a, _):
     let g = geometry(a, n.args[0])
-    return (g.ckk + g.f) * g.cols
+    return (g.ckk + g.f) * g.cols + g.cols  // + the pooling epilogue's table of window positions
   case .conv2dGradWeight(let a):
     let g = geometry(a, n.args[1])
     return (g.ckk + g.f) * g.cols + g.ckk * g.f

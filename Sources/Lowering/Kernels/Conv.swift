@@ -24,49 +24,59 @@ extension Emitter {
     return ConvShape(n: xd[0], c: xd[1], h: xd[2], w: xd[3], f: a.filters, k: a.kernel, oh: oh, ow: ow, group: Self.group(xd[0]))
   }
 
-  /// Output positions whose input position `o * stride - padding + kernelOffset` lies in [0, size):
-  /// the range is static once the kernel offset is, so the copy loops carry no bounds checks.
-  static func validRange(_ a: Conv2DAttrs, kernelOffset k: Int, size: Int, outputs: Int) -> Range<Int> {
-    // o * s >= p - k  and  o * s <= size - 1 + p - k
-    let lo = max(0, (a.padding - k + a.stride - 1) / a.stride)
-    let hiValue = size - 1 + a.padding - k
-    let hi = hiValue < 0 ? 0 : min(outputs, hiValue / a.stride + 1)
+  /// Output positions `o` in 0..<outputs whose input position `o * step + shift` lies in [0, size): the range
+  /// is static once the kernel offset is, so the copy loops carry no bounds checks.
+  static func validRange(step: Int, shift: Int, size: Int, outputs: Int) -> Range<Int> {
+    let lo = max(0, (-shift + step - 1) / step)
+    let hiValue = size - 1 - shift
+    let hi = hiValue < 0 ? 0 : min(outputs, hiValue / step + 1)
     return lo..<max(lo, hi)
   }
 
   /// Visits every (ky, kx, oy, ox) whose input pixel exists: rows are checked once each, and kx is
   /// unrolled so each row's valid column range is a constant and the inner copy has no bounds checks.
-  /// `body(ci, ky, kx, oy, ox, iy, ix)` gives the statements for one element.
-  mutating func patchLoops(_ a: Conv2DAttrs, _ s: ConvShape, _ ci: IExpr,
-                           _ body: (IExpr, IExpr, Int, IExpr, IExpr, IExpr, IExpr) -> [Stmt]) -> [Stmt] {
-    [loop("ky", s.k) { e, ky in
+  ///
+  /// Columns are in window-major order for a `window` x `window` partition of the output plane: column
+  /// ((wy * window + wx) * PY + py) * PX + px holds output (py * window + wy, px * window + wx), so each
+  /// window position is a contiguous block and a pooling epilogue reads whole vectors. Window 1 is
+  /// plain row-major order. `body(ci, ky, kx, column, iy, ix)` gives the statements for one element.
+  mutating func patchLoops(_ a: Conv2DAttrs, _ s: ConvShape, _ ci: IExpr, window: Int = 1,
+                           _ body: (IExpr, IExpr, Int, IExpr, IExpr, IExpr) -> [Stmt]) -> [Stmt] {
+    let py = s.oh / window, px = s.ow / window
+    return [loop("ky", s.k) { e, ky in
       var out: [Stmt] = []
       for kx in 0..<s.k {
-        let xs = Self.validRange(a, kernelOffset: kx, size: s.w, outputs: s.ow)
-        guard !xs.isEmpty else { continue }
-        out.append(e.loop("oy", s.oh) { e, oy in
-          let iy = oy * a.stride + ky + (-a.padding)
-          let row = e.loop("ox", xs.count) { _, vx in
-            let ox = vx + xs.lowerBound
-            return body(ci, ky, kx, oy, ox, iy, ox * a.stride + (kx - a.padding))
+        for wy in 0..<window {
+          for wx in 0..<window {
+            let shift = wx * a.stride + kx - a.padding
+            let xs = Self.validRange(step: window * a.stride, shift: shift, size: s.w, outputs: px)
+            guard !xs.isEmpty else { continue }
+            out.append(e.loop("oy", py) { e, yy in
+              let iy = (yy * window + wy) * a.stride + ky + (-a.padding)
+              let row = e.loop("ox", xs.count) { _, vx in
+                let xx = vx + xs.lowerBound
+                return body(ci, ky, kx, .c((wy * window + wx) * py * px) + yy * px + xx, iy, xx * (window * a.stride) + shift)
+              }
+              return a.padding == 0 ? [row] : [.when(.and(.ilt(.c(-1), iy), .ilt(iy, .c(s.h))), [row])]
+            })
           }
-          return a.padding == 0 ? [row] : [.when(.and(.ilt(.c(-1), iy), .ilt(iy, .c(s.h))), [row])]
-        })
+        }
       }
       return out
     }]
   }
 
-  /// Copies the images of group `g` into the column matrix [C*k*k, G*OH*OW]; padded positions are zeroed first.
-  mutating func im2col(_ a: Conv2DAttrs, _ s: ConvShape, x: Placement, g: IExpr, col: Int) -> Stmt {
+  /// Copies the images of group `g` into the column matrix [C*k*k, G*OH*OW] (columns in `window` order);
+  /// padded positions are zeroed first.
+  mutating func im2col(_ a: Conv2DAttrs, _ s: ConvShape, x: Placement, g: IExpr, col: Int, window: Int = 1) -> Stmt {
     loop("j", s.group) { e, j in
       var out: [Stmt] = []
       if a.padding > 0 {
         out.append(e.loop("r", s.ckk) { e, r in [e.elementwise(s.plane) { i in .store(.arena, .c(col) + r * s.cols + j * s.plane + i, .c(0)) }] })
       }
       out.append(e.loop("c", s.c) { e, ci in
-        e.patchLoops(a, s, ci) { ci, ky, kx, oy, ox, iy, ix in
-          [.store(.arena, .c(col) + ((ci * s.k + ky) * s.k + .c(kx)) * s.cols + j * s.plane + oy * s.ow + ox,
+        e.patchLoops(a, s, ci, window: window) { ci, ky, kx, column, iy, ix in
+          [.store(.arena, .c(col) + ((ci * s.k + ky) * s.k + .c(kx)) * s.cols + j * s.plane + column,
                   .load(x.base, .c(x.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix))]
         }
       })
@@ -81,20 +91,60 @@ extension Emitter {
     }] }] }
   }
 
+  /// The window of a pooling epilogue that partitions the conv plane (size == stride, dividing it), else 1.
+  static func poolWindow(_ p: PoolAttrs?, _ s: ConvShape) -> Int {
+    guard let p, p.size == p.stride, p.size > 1, s.oh % p.size == 0, s.ow % p.size == 0 else { return 1 }
+    return p.size
+  }
+
   mutating func convForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?) {
     let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0]))
     let w = at("\(n.name).weight")
     let bias = a.bias ? at("\(n.name).bias") : nil
     let y = at(n.name)
     let scratch = plan.scratch[n.name]!
-    let col = scratch.offset, tmp = scratch.offset + s.ckk * s.cols
+    let col = scratch.offset, tmp = scratch.offset + s.ckk * s.cols, table = tmp + s.f * s.cols
+    let window = Self.poolWindow(pool, s)
+    let pooled = (s.oh / window) * (s.ow / window)
+    if window > 1 {
+      // Each pooled output's top-left position in the conv plane, as the argmax is saved.
+      let px = s.ow / window
+      body.append(elementwise(pooled) { q in .store(.arena, .c(table) + q, .ofInt(IExpr.div(q, px) * (window * s.ow) + IExpr.rem(q, px) * window)) })
+    }
     body.append(loop("g", s.n / s.group) { e, g in
-      var out: [Stmt] = [e.im2col(a, s, x: x, g: g, col: col)]
+      var out: [Stmt] = [e.im2col(a, s, x: x, g: g, col: col, window: window)]
       // tmp[F x cols] = W[F x ckk] * col[ckk x cols], vectorised along the columns.
       out += e.tiledGemm(TiledGemm(m: s.f, n: s.cols, k: s.ckk, a: (.params, .c(w.offset)), aRow: s.ckk, aCol: 1,
                                    b: (.arena, .c(col)), ldb: s.cols, c: (.arena, .c(tmp)), ldc: s.cols, accumulate: false))
       func biased(_ v: FExpr, _ fi: IExpr) -> FExpr { bias.map { v + .load(.params, .c($0.offset) + fi) } ?? v }
-      if let p = pool {
+      if window > 1 {
+        // Window-major columns: window position w of every pooled output is one contiguous block, so
+        // the max over the window (first maximum wins, as in the reference) is vector code.
+        let argmax = e.at("\(n.name).argmax")
+        out.append(e.loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("q", pooled) { e, q in
+          var inner: [Stmt] = []
+          var best = "", at = ""
+          for wpos in 0..<(window * window) {
+            let v = e.fresh("v")
+            inner.append(.local(v, biased(.load(.arena, .c(tmp) + fi * s.cols + j * s.plane + .c(wpos * pooled) + q), fi)))
+            let offset = FExpr.c(Float((wpos / window) * s.ow + wpos % window))
+            if wpos == 0 {
+              (best, at) = (v, e.fresh("at"))
+              inner.append(.local(at, offset))
+            } else {
+              let (b2, a2) = (e.fresh("best"), e.fresh("at"))
+              let better = Cond.fgt(.local(v), .local(best))
+              inner.append(.local(a2, .select(better, offset, .local(at))))
+              inner.append(.local(b2, .select(better, .local(v), .local(best))))
+              (best, at) = (b2, a2)
+            }
+          }
+          let o = IExpr.c(0) + (g * s.group + j) * (s.f * pooled) + fi * pooled + q
+          inner.append(.store(y.base, .c(y.offset) + o, .select(.fgt(.local(best), .c(0)), .local(best), .c(0))))
+          inner.append(.store(argmax.base, .c(argmax.offset) + o, .load(.arena, .c(table) + q) + .local(at)))
+          return inner
+        }] }] })
+      } else if let p = pool {
         // Pool the biased conv plane; relu(max) == max(relu) and the relu mask is "pooled > 0".
         let py = (s.oh - p.size) / p.stride + 1, px = (s.ow - p.size) / p.stride + 1
         let argmax = e.at("\(n.name).argmax")
@@ -158,9 +208,9 @@ extension Emitter {
       ] + e.tiledGemm(TiledGemm(m: s.ckk, n: s.cols, k: s.f, a: (w.base, .c(w.offset)), aRow: 1, aCol: s.ckk,
                                 b: (.arena, .c(dyT)), ldb: s.cols, c: (.arena, .c(dcol)), ldc: s.cols, accumulate: false)) + [
        e.loop("j", s.group) { e, j in [e.loop("c", s.c) { e, ci in
-         e.patchLoops(a, s, ci) { ci, ky, kx, oy, ox, iy, ix in
+         e.patchLoops(a, s, ci) { ci, ky, kx, column, iy, ix in
            [.accumulate(dx.base, .c(dx.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix,
-                        .load(.arena, .c(dcol) + ((ci * s.k + ky) * s.k + .c(kx)) * s.cols + j * s.plane + oy * s.ow + ox))]
+                        .load(.arena, .c(dcol) + ((ci * s.k + ky) * s.k + .c(kx)) * s.cols + j * s.plane + column))]
          }
        }] }]
     })
