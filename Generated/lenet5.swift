@@ -51,1101 +51,1150 @@ public func lenet5_train_b64(
   // conv1 = conv2d_relu(image)
   for g1 in 0..<1 {
     for j2 in 0..<64 {
-      for r3 in 0..<25 {
-        do {  // SIMD16 over i4
-          var i4 = 0
-          while i4 &+ 16 <= 784 {
-            store16(arena, ((301056 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
-            i4 &+= 16
-          }
-          while i4 < 784 {
-            arena[(((301056 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
-            i4 &+= 1
-          }
-        }
-      }
-      for c5 in 0..<1 {
-        for ky6 in 0..<5 {
-          for oy7 in 0..<28 {
-            if (-1 < ((oy7 &+ ky6) &+ -2) && ((oy7 &+ ky6) &+ -2) < 28) {
-              for ox8 in 0..<26 {
-                arena[(((301056 &+ ((((c5 &* 5) &+ ky6) &* 5) &* 50176)) &+ (j2 &* 784)) &+ ((oy7 &* 28) &+ (ox8 &+ 2)))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -2) &* 28)) &+ ((ox8 &+ 2) &+ -2))]
+      for c3 in 0..<1 {
+        for ky4 in 0..<5 {
+          for oy5 in 0..<28 {
+            if (-1 < ((oy5 &+ ky4) &+ -2) && ((oy5 &+ ky4) &+ -2) < 28) {
+              for ox6 in 0..<26 {
+                arena[(((301056 &+ ((((c3 &* 5) &+ ky4) &* 5) &* 50176)) &+ (j2 &* 784)) &+ ((oy5 &* 28) &+ (ox6 &+ 2)))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy5 &+ ky4) &+ -2) &* 28)) &+ ((ox6 &+ 2) &+ -2))]
+              }
+              for ox7 in 0..<2 {
+                arena[(((301056 &+ ((((c3 &* 5) &+ ky4) &* 5) &* 50176)) &+ (j2 &* 784)) &+ ((oy5 &* 28) &+ ox7))] = Float(0)
+              }
+            }
+            if ((oy5 &+ ky4) &+ -2) < 0 {
+              for ox8 in 0..<28 {
+                arena[(((301056 &+ ((((c3 &* 5) &+ ky4) &* 5) &* 50176)) &+ (j2 &* 784)) &+ ((oy5 &* 28) &+ ox8))] = Float(0)
+              }
+            }
+            if 27 < ((oy5 &+ ky4) &+ -2) {
+              for ox8 in 0..<28 {
+                arena[(((301056 &+ ((((c3 &* 5) &+ ky4) &* 5) &* 50176)) &+ (j2 &* 784)) &+ ((oy5 &* 28) &+ ox8))] = Float(0)
               }
             }
           }
           for oy9 in 0..<28 {
-            if (-1 < ((oy9 &+ ky6) &+ -2) && ((oy9 &+ ky6) &+ -2) < 28) {
+            if (-1 < ((oy9 &+ ky4) &+ -2) && ((oy9 &+ ky4) &+ -2) < 28) {
               for ox10 in 0..<27 {
-                arena[(((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ (ox10 &+ 1)))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -2) &* 28)) &+ ((ox10 &+ 1) &+ -1))]
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ (ox10 &+ 1)))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy9 &+ ky4) &+ -2) &* 28)) &+ ((ox10 &+ 1) &+ -1))]
+              }
+              for ox11 in 0..<1 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ ox11))] = Float(0)
               }
             }
-          }
-          for oy11 in 0..<28 {
-            if (-1 < ((oy11 &+ ky6) &+ -2) && ((oy11 &+ ky6) &+ -2) < 28) {
+            if ((oy9 &+ ky4) &+ -2) < 0 {
               for ox12 in 0..<28 {
-                arena[(((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ ((oy11 &* 28) &+ ox12))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -2) &* 28)) &+ ox12)]
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ ox12))] = Float(0)
+              }
+            }
+            if 27 < ((oy9 &+ ky4) &+ -2) {
+              for ox12 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ ox12))] = Float(0)
               }
             }
           }
           for oy13 in 0..<28 {
-            if (-1 < ((oy13 &+ ky6) &+ -2) && ((oy13 &+ ky6) &+ -2) < 28) {
-              for ox14 in 0..<27 {
-                arena[(((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy13 &* 28) &+ ox14))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy13 &+ ky6) &+ -2) &* 28)) &+ (ox14 &+ 1))]
+            if (-1 < ((oy13 &+ ky4) &+ -2) && ((oy13 &+ ky4) &+ -2) < 28) {
+              for ox14 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ ((oy13 &* 28) &+ ox14))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy13 &+ ky4) &+ -2) &* 28)) &+ ox14)]
+              }
+            }
+            if ((oy13 &+ ky4) &+ -2) < 0 {
+              for ox15 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ ((oy13 &* 28) &+ ox15))] = Float(0)
+              }
+            }
+            if 27 < ((oy13 &+ ky4) &+ -2) {
+              for ox15 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ ((oy13 &* 28) &+ ox15))] = Float(0)
               }
             }
           }
-          for oy15 in 0..<28 {
-            if (-1 < ((oy15 &+ ky6) &+ -2) && ((oy15 &+ ky6) &+ -2) < 28) {
-              for ox16 in 0..<26 {
-                arena[(((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ ((oy15 &* 28) &+ ox16))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy15 &+ ky6) &+ -2) &* 28)) &+ (ox16 &+ 2))]
+          for oy16 in 0..<28 {
+            if (-1 < ((oy16 &+ ky4) &+ -2) && ((oy16 &+ ky4) &+ -2) < 28) {
+              for ox17 in 0..<27 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy16 &* 28) &+ ox17))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy16 &+ ky4) &+ -2) &* 28)) &+ (ox17 &+ 1))]
+              }
+              for ox18 in 0..<1 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy16 &* 28) &+ (ox18 &+ 27)))] = Float(0)
+              }
+            }
+            if ((oy16 &+ ky4) &+ -2) < 0 {
+              for ox19 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy16 &* 28) &+ ox19))] = Float(0)
+              }
+            }
+            if 27 < ((oy16 &+ ky4) &+ -2) {
+              for ox19 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy16 &* 28) &+ ox19))] = Float(0)
+              }
+            }
+          }
+          for oy20 in 0..<28 {
+            if (-1 < ((oy20 &+ ky4) &+ -2) && ((oy20 &+ ky4) &+ -2) < 28) {
+              for ox21 in 0..<26 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ ((oy20 &* 28) &+ ox21))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy20 &+ ky4) &+ -2) &* 28)) &+ (ox21 &+ 2))]
+              }
+              for ox22 in 0..<2 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ ((oy20 &* 28) &+ (ox22 &+ 26)))] = Float(0)
+              }
+            }
+            if ((oy20 &+ ky4) &+ -2) < 0 {
+              for ox23 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ ((oy20 &* 28) &+ ox23))] = Float(0)
+              }
+            }
+            if 27 < ((oy20 &+ ky4) &+ -2) {
+              for ox23 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ ((oy20 &* 28) &+ ox23))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for nb17 in 0..<784 {
-      for mb18 in 0..<1 {
-        var t19_c0_0 = SIMD16<Float>()
-        var t19_c0_1 = SIMD16<Float>()
-        var t19_c0_2 = SIMD16<Float>()
-        var t19_c0_3 = SIMD16<Float>()
-        var t19_c1_0 = SIMD16<Float>()
-        var t19_c1_1 = SIMD16<Float>()
-        var t19_c1_2 = SIMD16<Float>()
-        var t19_c1_3 = SIMD16<Float>()
-        var t19_c2_0 = SIMD16<Float>()
-        var t19_c2_1 = SIMD16<Float>()
-        var t19_c2_2 = SIMD16<Float>()
-        var t19_c2_3 = SIMD16<Float>()
-        var t19_c3_0 = SIMD16<Float>()
-        var t19_c3_1 = SIMD16<Float>()
-        var t19_c3_2 = SIMD16<Float>()
-        var t19_c3_3 = SIMD16<Float>()
-        var t19_c4_0 = SIMD16<Float>()
-        var t19_c4_1 = SIMD16<Float>()
-        var t19_c4_2 = SIMD16<Float>()
-        var t19_c4_3 = SIMD16<Float>()
-        var t19_c5_0 = SIMD16<Float>()
-        var t19_c5_1 = SIMD16<Float>()
-        var t19_c5_2 = SIMD16<Float>()
-        var t19_c5_3 = SIMD16<Float>()
-        for k20 in 0..<25 {
-          let t19_b0 = load16(arena, ((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)))
-          let t19_b1 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 16))
-          let t19_b2 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 32))
-          let t19_b3 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 48))
-          let t19_a0 = SIMD16<Float>(repeating: params[(((mb18 &* 6) &* 25) &+ k20)])
-          t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
-          t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
-          t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
-          t19_c0_3 = t19_c0_3.addingProduct(t19_a0, t19_b3)
-          let t19_a1 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 1) &* 25) &+ k20)])
-          t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
-          t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
-          t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
-          t19_c1_3 = t19_c1_3.addingProduct(t19_a1, t19_b3)
-          let t19_a2 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 2) &* 25) &+ k20)])
-          t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
-          t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
-          t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
-          t19_c2_3 = t19_c2_3.addingProduct(t19_a2, t19_b3)
-          let t19_a3 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 3) &* 25) &+ k20)])
-          t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
-          t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
-          t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
-          t19_c3_3 = t19_c3_3.addingProduct(t19_a3, t19_b3)
-          let t19_a4 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 4) &* 25) &+ k20)])
-          t19_c4_0 = t19_c4_0.addingProduct(t19_a4, t19_b0)
-          t19_c4_1 = t19_c4_1.addingProduct(t19_a4, t19_b1)
-          t19_c4_2 = t19_c4_2.addingProduct(t19_a4, t19_b2)
-          t19_c4_3 = t19_c4_3.addingProduct(t19_a4, t19_b3)
-          let t19_a5 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 5) &* 25) &+ k20)])
-          t19_c5_0 = t19_c5_0.addingProduct(t19_a5, t19_b0)
-          t19_c5_1 = t19_c5_1.addingProduct(t19_a5, t19_b1)
-          t19_c5_2 = t19_c5_2.addingProduct(t19_a5, t19_b2)
-          t19_c5_3 = t19_c5_3.addingProduct(t19_a5, t19_b3)
+    for nb24 in 0..<784 {
+      for mb25 in 0..<1 {
+        var t26_c0_0 = SIMD16<Float>()
+        var t26_c0_1 = SIMD16<Float>()
+        var t26_c0_2 = SIMD16<Float>()
+        var t26_c0_3 = SIMD16<Float>()
+        var t26_c1_0 = SIMD16<Float>()
+        var t26_c1_1 = SIMD16<Float>()
+        var t26_c1_2 = SIMD16<Float>()
+        var t26_c1_3 = SIMD16<Float>()
+        var t26_c2_0 = SIMD16<Float>()
+        var t26_c2_1 = SIMD16<Float>()
+        var t26_c2_2 = SIMD16<Float>()
+        var t26_c2_3 = SIMD16<Float>()
+        var t26_c3_0 = SIMD16<Float>()
+        var t26_c3_1 = SIMD16<Float>()
+        var t26_c3_2 = SIMD16<Float>()
+        var t26_c3_3 = SIMD16<Float>()
+        var t26_c4_0 = SIMD16<Float>()
+        var t26_c4_1 = SIMD16<Float>()
+        var t26_c4_2 = SIMD16<Float>()
+        var t26_c4_3 = SIMD16<Float>()
+        var t26_c5_0 = SIMD16<Float>()
+        var t26_c5_1 = SIMD16<Float>()
+        var t26_c5_2 = SIMD16<Float>()
+        var t26_c5_3 = SIMD16<Float>()
+        for k27 in 0..<25 {
+          let t26_b0 = load16(arena, ((301056 &+ (k27 &* 50176)) &+ (nb24 &* 64)))
+          let t26_b1 = load16(arena, (((301056 &+ (k27 &* 50176)) &+ (nb24 &* 64)) &+ 16))
+          let t26_b2 = load16(arena, (((301056 &+ (k27 &* 50176)) &+ (nb24 &* 64)) &+ 32))
+          let t26_b3 = load16(arena, (((301056 &+ (k27 &* 50176)) &+ (nb24 &* 64)) &+ 48))
+          let t26_a0 = SIMD16<Float>(repeating: params[(((mb25 &* 6) &* 25) &+ k27)])
+          t26_c0_0 = t26_c0_0.addingProduct(t26_a0, t26_b0)
+          t26_c0_1 = t26_c0_1.addingProduct(t26_a0, t26_b1)
+          t26_c0_2 = t26_c0_2.addingProduct(t26_a0, t26_b2)
+          t26_c0_3 = t26_c0_3.addingProduct(t26_a0, t26_b3)
+          let t26_a1 = SIMD16<Float>(repeating: params[((((mb25 &* 6) &+ 1) &* 25) &+ k27)])
+          t26_c1_0 = t26_c1_0.addingProduct(t26_a1, t26_b0)
+          t26_c1_1 = t26_c1_1.addingProduct(t26_a1, t26_b1)
+          t26_c1_2 = t26_c1_2.addingProduct(t26_a1, t26_b2)
+          t26_c1_3 = t26_c1_3.addingProduct(t26_a1, t26_b3)
+          let t26_a2 = SIMD16<Float>(repeating: params[((((mb25 &* 6) &+ 2) &* 25) &+ k27)])
+          t26_c2_0 = t26_c2_0.addingProduct(t26_a2, t26_b0)
+          t26_c2_1 = t26_c2_1.addingProduct(t26_a2, t26_b1)
+          t26_c2_2 = t26_c2_2.addingProduct(t26_a2, t26_b2)
+          t26_c2_3 = t26_c2_3.addingProduct(t26_a2, t26_b3)
+          let t26_a3 = SIMD16<Float>(repeating: params[((((mb25 &* 6) &+ 3) &* 25) &+ k27)])
+          t26_c3_0 = t26_c3_0.addingProduct(t26_a3, t26_b0)
+          t26_c3_1 = t26_c3_1.addingProduct(t26_a3, t26_b1)
+          t26_c3_2 = t26_c3_2.addingProduct(t26_a3, t26_b2)
+          t26_c3_3 = t26_c3_3.addingProduct(t26_a3, t26_b3)
+          let t26_a4 = SIMD16<Float>(repeating: params[((((mb25 &* 6) &+ 4) &* 25) &+ k27)])
+          t26_c4_0 = t26_c4_0.addingProduct(t26_a4, t26_b0)
+          t26_c4_1 = t26_c4_1.addingProduct(t26_a4, t26_b1)
+          t26_c4_2 = t26_c4_2.addingProduct(t26_a4, t26_b2)
+          t26_c4_3 = t26_c4_3.addingProduct(t26_a4, t26_b3)
+          let t26_a5 = SIMD16<Float>(repeating: params[((((mb25 &* 6) &+ 5) &* 25) &+ k27)])
+          t26_c5_0 = t26_c5_0.addingProduct(t26_a5, t26_b0)
+          t26_c5_1 = t26_c5_1.addingProduct(t26_a5, t26_b1)
+          t26_c5_2 = t26_c5_2.addingProduct(t26_a5, t26_b2)
+          t26_c5_3 = t26_c5_3.addingProduct(t26_a5, t26_b3)
         }
-        store16(arena, ((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)), t19_c0_0)
-        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c0_1)
-        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c0_2)
-        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c0_3)
-        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)), t19_c1_0)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c1_1)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c1_2)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c1_3)
-        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)), t19_c2_0)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c2_1)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c2_2)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c2_3)
-        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)), t19_c3_0)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c3_1)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c3_2)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c3_3)
-        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)), t19_c4_0)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c4_1)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c4_2)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c4_3)
-        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)), t19_c5_0)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c5_1)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c5_2)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c5_3)
+        store16(arena, ((1555456 &+ ((mb25 &* 6) &* 50176)) &+ (nb24 &* 64)), t26_c0_0)
+        store16(arena, (((1555456 &+ ((mb25 &* 6) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c0_1)
+        store16(arena, (((1555456 &+ ((mb25 &* 6) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c0_2)
+        store16(arena, (((1555456 &+ ((mb25 &* 6) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c0_3)
+        store16(arena, ((1555456 &+ (((mb25 &* 6) &+ 1) &* 50176)) &+ (nb24 &* 64)), t26_c1_0)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 1) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c1_1)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 1) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c1_2)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 1) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c1_3)
+        store16(arena, ((1555456 &+ (((mb25 &* 6) &+ 2) &* 50176)) &+ (nb24 &* 64)), t26_c2_0)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 2) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c2_1)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 2) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c2_2)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 2) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c2_3)
+        store16(arena, ((1555456 &+ (((mb25 &* 6) &+ 3) &* 50176)) &+ (nb24 &* 64)), t26_c3_0)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 3) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c3_1)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 3) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c3_2)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 3) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c3_3)
+        store16(arena, ((1555456 &+ (((mb25 &* 6) &+ 4) &* 50176)) &+ (nb24 &* 64)), t26_c4_0)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 4) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c4_1)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 4) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c4_2)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 4) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c4_3)
+        store16(arena, ((1555456 &+ (((mb25 &* 6) &+ 5) &* 50176)) &+ (nb24 &* 64)), t26_c5_0)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 5) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c5_1)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 5) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c5_2)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 5) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c5_3)
       }
     }
-    for j21 in 0..<64 {
-      for f22 in 0..<6 {
-        do {  // SIMD16 over i23
-          var i23 = 0
-          while i23 &+ 16 <= 784 {
-            store16(arena, ((((g1 &* 64) &+ j21) &* 4704) &+ (f22 &* 784)) &+ i23, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23) + SIMD16<Float>(repeating: params[(150 &+ f22)])), where: (load16(arena, ((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23) + SIMD16<Float>(repeating: params[(150 &+ f22)])) .> SIMD16<Float>(repeating: Float(0))))
-            i23 &+= 16
+    for j28 in 0..<64 {
+      for f29 in 0..<6 {
+        do {  // SIMD16 over i30
+          var i30 = 0
+          while i30 &+ 16 <= 784 {
+            store16(arena, ((((g1 &* 64) &+ j28) &* 4704) &+ (f29 &* 784)) &+ i30, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1555456 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ i30) + SIMD16<Float>(repeating: params[(150 &+ f29)])), where: (load16(arena, ((1555456 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ i30) + SIMD16<Float>(repeating: params[(150 &+ f29)])) .> SIMD16<Float>(repeating: Float(0))))
+            i30 &+= 16
           }
-          while i23 < 784 {
-            arena[(((((g1 &* 64) &+ j21) &* 4704) &+ (f22 &* 784)) &+ i23)] = ((arena[(((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23)] + params[(150 &+ f22)]) > Float(0) ? (arena[(((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23)] + params[(150 &+ f22)]) : Float(0))
-            i23 &+= 1
+          while i30 < 784 {
+            arena[(((((g1 &* 64) &+ j28) &* 4704) &+ (f29 &* 784)) &+ i30)] = ((arena[(((1555456 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ i30)] + params[(150 &+ f29)]) > Float(0) ? (arena[(((1555456 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ i30)] + params[(150 &+ f29)]) : Float(0))
+            i30 &+= 1
           }
         }
       }
     }
   }
   // pool1 = avgpool(conv1)
-  for q24 in 0..<384 {
-    for py25 in 0..<14 {
-      for px26 in 0..<14 {
-        var acc27: Float = Float(0)
-        acc27 = (acc27 + arena[(((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2))])
-        acc27 = (acc27 + arena[((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 1)])
-        acc27 = (acc27 + arena[((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 28)])
-        acc27 = (acc27 + arena[(((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 28) &+ 1)])
-        arena[(((301056 &+ (q24 &* 196)) &+ (py25 &* 14)) &+ px26)] = (acc27 * Float(bitPattern: 0x3e800000))
+  for q31 in 0..<384 {
+    for py32 in 0..<14 {
+      for px33 in 0..<14 {
+        var acc34: Float = Float(0)
+        acc34 = (acc34 + arena[(((q31 &* 784) &+ (py32 &* 56)) &+ (px33 &* 2))])
+        acc34 = (acc34 + arena[((((q31 &* 784) &+ (py32 &* 56)) &+ (px33 &* 2)) &+ 1)])
+        acc34 = (acc34 + arena[((((q31 &* 784) &+ (py32 &* 56)) &+ (px33 &* 2)) &+ 28)])
+        acc34 = (acc34 + arena[(((((q31 &* 784) &+ (py32 &* 56)) &+ (px33 &* 2)) &+ 28) &+ 1)])
+        arena[(((301056 &+ (q31 &* 196)) &+ (py32 &* 14)) &+ px33)] = (acc34 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for g28 in 0..<1 {
-    for j29 in 0..<64 {
-      for c30 in 0..<6 {
-        for ky31 in 0..<5 {
-          for oy32 in 0..<10 {
-            for ox33 in 0..<10 {
-              arena[(((478720 &+ ((((c30 &* 5) &+ ky31) &* 5) &* 6400)) &+ (j29 &* 100)) &+ ((oy32 &* 10) &+ ox33))] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy32 &+ ky31) &* 14)) &+ ox33)]
+  for g35 in 0..<1 {
+    for j36 in 0..<64 {
+      for c37 in 0..<6 {
+        for ky38 in 0..<5 {
+          for oy39 in 0..<10 {
+            for ox40 in 0..<10 {
+              arena[(((478720 &+ ((((c37 &* 5) &+ ky38) &* 5) &* 6400)) &+ (j36 &* 100)) &+ ((oy39 &* 10) &+ ox40))] = arena[((((301056 &+ (((g35 &* 64) &+ j36) &* 1176)) &+ (c37 &* 196)) &+ ((oy39 &+ ky38) &* 14)) &+ ox40)]
             }
           }
-          for oy34 in 0..<10 {
-            for ox35 in 0..<10 {
-              arena[(((478720 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 1) &* 6400)) &+ (j29 &* 100)) &+ ((oy34 &* 10) &+ ox35))] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy34 &+ ky31) &* 14)) &+ (ox35 &+ 1))]
+          for oy41 in 0..<10 {
+            for ox42 in 0..<10 {
+              arena[(((478720 &+ (((((c37 &* 5) &+ ky38) &* 5) &+ 1) &* 6400)) &+ (j36 &* 100)) &+ ((oy41 &* 10) &+ ox42))] = arena[((((301056 &+ (((g35 &* 64) &+ j36) &* 1176)) &+ (c37 &* 196)) &+ ((oy41 &+ ky38) &* 14)) &+ (ox42 &+ 1))]
             }
           }
-          for oy36 in 0..<10 {
-            for ox37 in 0..<10 {
-              arena[(((478720 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 2) &* 6400)) &+ (j29 &* 100)) &+ ((oy36 &* 10) &+ ox37))] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy36 &+ ky31) &* 14)) &+ (ox37 &+ 2))]
+          for oy43 in 0..<10 {
+            for ox44 in 0..<10 {
+              arena[(((478720 &+ (((((c37 &* 5) &+ ky38) &* 5) &+ 2) &* 6400)) &+ (j36 &* 100)) &+ ((oy43 &* 10) &+ ox44))] = arena[((((301056 &+ (((g35 &* 64) &+ j36) &* 1176)) &+ (c37 &* 196)) &+ ((oy43 &+ ky38) &* 14)) &+ (ox44 &+ 2))]
             }
           }
-          for oy38 in 0..<10 {
-            for ox39 in 0..<10 {
-              arena[(((478720 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 3) &* 6400)) &+ (j29 &* 100)) &+ ((oy38 &* 10) &+ ox39))] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy38 &+ ky31) &* 14)) &+ (ox39 &+ 3))]
+          for oy45 in 0..<10 {
+            for ox46 in 0..<10 {
+              arena[(((478720 &+ (((((c37 &* 5) &+ ky38) &* 5) &+ 3) &* 6400)) &+ (j36 &* 100)) &+ ((oy45 &* 10) &+ ox46))] = arena[((((301056 &+ (((g35 &* 64) &+ j36) &* 1176)) &+ (c37 &* 196)) &+ ((oy45 &+ ky38) &* 14)) &+ (ox46 &+ 3))]
             }
           }
-          for oy40 in 0..<10 {
-            for ox41 in 0..<10 {
-              arena[(((478720 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 4) &* 6400)) &+ (j29 &* 100)) &+ ((oy40 &* 10) &+ ox41))] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy40 &+ ky31) &* 14)) &+ (ox41 &+ 4))]
+          for oy47 in 0..<10 {
+            for ox48 in 0..<10 {
+              arena[(((478720 &+ (((((c37 &* 5) &+ ky38) &* 5) &+ 4) &* 6400)) &+ (j36 &* 100)) &+ ((oy47 &* 10) &+ ox48))] = arena[((((301056 &+ (((g35 &* 64) &+ j36) &* 1176)) &+ (c37 &* 196)) &+ ((oy47 &+ ky38) &* 14)) &+ (ox48 &+ 4))]
             }
           }
         }
       }
     }
-    for nb42 in 0..<100 {
-      for mb43 in 0..<2 {
-        var t44_c0_0 = SIMD16<Float>()
-        var t44_c0_1 = SIMD16<Float>()
-        var t44_c0_2 = SIMD16<Float>()
-        var t44_c0_3 = SIMD16<Float>()
-        var t44_c1_0 = SIMD16<Float>()
-        var t44_c1_1 = SIMD16<Float>()
-        var t44_c1_2 = SIMD16<Float>()
-        var t44_c1_3 = SIMD16<Float>()
-        var t44_c2_0 = SIMD16<Float>()
-        var t44_c2_1 = SIMD16<Float>()
-        var t44_c2_2 = SIMD16<Float>()
-        var t44_c2_3 = SIMD16<Float>()
-        var t44_c3_0 = SIMD16<Float>()
-        var t44_c3_1 = SIMD16<Float>()
-        var t44_c3_2 = SIMD16<Float>()
-        var t44_c3_3 = SIMD16<Float>()
-        var t44_c4_0 = SIMD16<Float>()
-        var t44_c4_1 = SIMD16<Float>()
-        var t44_c4_2 = SIMD16<Float>()
-        var t44_c4_3 = SIMD16<Float>()
-        var t44_c5_0 = SIMD16<Float>()
-        var t44_c5_1 = SIMD16<Float>()
-        var t44_c5_2 = SIMD16<Float>()
-        var t44_c5_3 = SIMD16<Float>()
-        for k45 in 0..<150 {
-          let t44_b0 = load16(arena, ((478720 &+ (k45 &* 6400)) &+ (nb42 &* 64)))
-          let t44_b1 = load16(arena, (((478720 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 16))
-          let t44_b2 = load16(arena, (((478720 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 32))
-          let t44_b3 = load16(arena, (((478720 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 48))
-          let t44_a0 = SIMD16<Float>(repeating: params[((156 &+ ((mb43 &* 6) &* 150)) &+ k45)])
-          t44_c0_0 = t44_c0_0.addingProduct(t44_a0, t44_b0)
-          t44_c0_1 = t44_c0_1.addingProduct(t44_a0, t44_b1)
-          t44_c0_2 = t44_c0_2.addingProduct(t44_a0, t44_b2)
-          t44_c0_3 = t44_c0_3.addingProduct(t44_a0, t44_b3)
-          let t44_a1 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 1) &* 150)) &+ k45)])
-          t44_c1_0 = t44_c1_0.addingProduct(t44_a1, t44_b0)
-          t44_c1_1 = t44_c1_1.addingProduct(t44_a1, t44_b1)
-          t44_c1_2 = t44_c1_2.addingProduct(t44_a1, t44_b2)
-          t44_c1_3 = t44_c1_3.addingProduct(t44_a1, t44_b3)
-          let t44_a2 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 2) &* 150)) &+ k45)])
-          t44_c2_0 = t44_c2_0.addingProduct(t44_a2, t44_b0)
-          t44_c2_1 = t44_c2_1.addingProduct(t44_a2, t44_b1)
-          t44_c2_2 = t44_c2_2.addingProduct(t44_a2, t44_b2)
-          t44_c2_3 = t44_c2_3.addingProduct(t44_a2, t44_b3)
-          let t44_a3 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 3) &* 150)) &+ k45)])
-          t44_c3_0 = t44_c3_0.addingProduct(t44_a3, t44_b0)
-          t44_c3_1 = t44_c3_1.addingProduct(t44_a3, t44_b1)
-          t44_c3_2 = t44_c3_2.addingProduct(t44_a3, t44_b2)
-          t44_c3_3 = t44_c3_3.addingProduct(t44_a3, t44_b3)
-          let t44_a4 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 4) &* 150)) &+ k45)])
-          t44_c4_0 = t44_c4_0.addingProduct(t44_a4, t44_b0)
-          t44_c4_1 = t44_c4_1.addingProduct(t44_a4, t44_b1)
-          t44_c4_2 = t44_c4_2.addingProduct(t44_a4, t44_b2)
-          t44_c4_3 = t44_c4_3.addingProduct(t44_a4, t44_b3)
-          let t44_a5 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 5) &* 150)) &+ k45)])
-          t44_c5_0 = t44_c5_0.addingProduct(t44_a5, t44_b0)
-          t44_c5_1 = t44_c5_1.addingProduct(t44_a5, t44_b1)
-          t44_c5_2 = t44_c5_2.addingProduct(t44_a5, t44_b2)
-          t44_c5_3 = t44_c5_3.addingProduct(t44_a5, t44_b3)
+    for nb49 in 0..<100 {
+      for mb50 in 0..<2 {
+        var t51_c0_0 = SIMD16<Float>()
+        var t51_c0_1 = SIMD16<Float>()
+        var t51_c0_2 = SIMD16<Float>()
+        var t51_c0_3 = SIMD16<Float>()
+        var t51_c1_0 = SIMD16<Float>()
+        var t51_c1_1 = SIMD16<Float>()
+        var t51_c1_2 = SIMD16<Float>()
+        var t51_c1_3 = SIMD16<Float>()
+        var t51_c2_0 = SIMD16<Float>()
+        var t51_c2_1 = SIMD16<Float>()
+        var t51_c2_2 = SIMD16<Float>()
+        var t51_c2_3 = SIMD16<Float>()
+        var t51_c3_0 = SIMD16<Float>()
+        var t51_c3_1 = SIMD16<Float>()
+        var t51_c3_2 = SIMD16<Float>()
+        var t51_c3_3 = SIMD16<Float>()
+        var t51_c4_0 = SIMD16<Float>()
+        var t51_c4_1 = SIMD16<Float>()
+        var t51_c4_2 = SIMD16<Float>()
+        var t51_c4_3 = SIMD16<Float>()
+        var t51_c5_0 = SIMD16<Float>()
+        var t51_c5_1 = SIMD16<Float>()
+        var t51_c5_2 = SIMD16<Float>()
+        var t51_c5_3 = SIMD16<Float>()
+        for k52 in 0..<150 {
+          let t51_b0 = load16(arena, ((478720 &+ (k52 &* 6400)) &+ (nb49 &* 64)))
+          let t51_b1 = load16(arena, (((478720 &+ (k52 &* 6400)) &+ (nb49 &* 64)) &+ 16))
+          let t51_b2 = load16(arena, (((478720 &+ (k52 &* 6400)) &+ (nb49 &* 64)) &+ 32))
+          let t51_b3 = load16(arena, (((478720 &+ (k52 &* 6400)) &+ (nb49 &* 64)) &+ 48))
+          let t51_a0 = SIMD16<Float>(repeating: params[((156 &+ ((mb50 &* 6) &* 150)) &+ k52)])
+          t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
+          t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
+          t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
+          t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
+          let t51_a1 = SIMD16<Float>(repeating: params[((156 &+ (((mb50 &* 6) &+ 1) &* 150)) &+ k52)])
+          t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
+          t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
+          t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
+          t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
+          let t51_a2 = SIMD16<Float>(repeating: params[((156 &+ (((mb50 &* 6) &+ 2) &* 150)) &+ k52)])
+          t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
+          t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
+          t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
+          t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
+          let t51_a3 = SIMD16<Float>(repeating: params[((156 &+ (((mb50 &* 6) &+ 3) &* 150)) &+ k52)])
+          t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
+          t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
+          t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
+          t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
+          let t51_a4 = SIMD16<Float>(repeating: params[((156 &+ (((mb50 &* 6) &+ 4) &* 150)) &+ k52)])
+          t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
+          t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
+          t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
+          t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
+          let t51_a5 = SIMD16<Float>(repeating: params[((156 &+ (((mb50 &* 6) &+ 5) &* 150)) &+ k52)])
+          t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
+          t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
+          t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
+          t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
         }
-        store16(arena, ((1438720 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)), t44_c0_0)
-        store16(arena, (((1438720 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c0_1)
-        store16(arena, (((1438720 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c0_2)
-        store16(arena, (((1438720 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c0_3)
-        store16(arena, ((1438720 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)), t44_c1_0)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c1_1)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c1_2)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c1_3)
-        store16(arena, ((1438720 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)), t44_c2_0)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c2_1)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c2_2)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c2_3)
-        store16(arena, ((1438720 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)), t44_c3_0)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c3_1)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c3_2)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c3_3)
-        store16(arena, ((1438720 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)), t44_c4_0)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c4_1)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c4_2)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c4_3)
-        store16(arena, ((1438720 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)), t44_c5_0)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c5_1)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c5_2)
-        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c5_3)
+        store16(arena, ((1438720 &+ ((mb50 &* 6) &* 6400)) &+ (nb49 &* 64)), t51_c0_0)
+        store16(arena, (((1438720 &+ ((mb50 &* 6) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c0_1)
+        store16(arena, (((1438720 &+ ((mb50 &* 6) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c0_2)
+        store16(arena, (((1438720 &+ ((mb50 &* 6) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c0_3)
+        store16(arena, ((1438720 &+ (((mb50 &* 6) &+ 1) &* 6400)) &+ (nb49 &* 64)), t51_c1_0)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 1) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c1_1)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 1) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c1_2)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 1) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c1_3)
+        store16(arena, ((1438720 &+ (((mb50 &* 6) &+ 2) &* 6400)) &+ (nb49 &* 64)), t51_c2_0)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 2) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c2_1)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 2) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c2_2)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 2) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c2_3)
+        store16(arena, ((1438720 &+ (((mb50 &* 6) &+ 3) &* 6400)) &+ (nb49 &* 64)), t51_c3_0)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 3) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c3_1)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 3) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c3_2)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 3) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c3_3)
+        store16(arena, ((1438720 &+ (((mb50 &* 6) &+ 4) &* 6400)) &+ (nb49 &* 64)), t51_c4_0)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 4) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c4_1)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 4) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c4_2)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 4) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c4_3)
+        store16(arena, ((1438720 &+ (((mb50 &* 6) &+ 5) &* 6400)) &+ (nb49 &* 64)), t51_c5_0)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 5) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c5_1)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 5) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c5_2)
+        store16(arena, (((1438720 &+ (((mb50 &* 6) &+ 5) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c5_3)
       }
-      var t46_c0_0 = SIMD16<Float>()
-      var t46_c0_1 = SIMD16<Float>()
-      var t46_c0_2 = SIMD16<Float>()
-      var t46_c0_3 = SIMD16<Float>()
-      var t46_c1_0 = SIMD16<Float>()
-      var t46_c1_1 = SIMD16<Float>()
-      var t46_c1_2 = SIMD16<Float>()
-      var t46_c1_3 = SIMD16<Float>()
-      var t46_c2_0 = SIMD16<Float>()
-      var t46_c2_1 = SIMD16<Float>()
-      var t46_c2_2 = SIMD16<Float>()
-      var t46_c2_3 = SIMD16<Float>()
-      var t46_c3_0 = SIMD16<Float>()
-      var t46_c3_1 = SIMD16<Float>()
-      var t46_c3_2 = SIMD16<Float>()
-      var t46_c3_3 = SIMD16<Float>()
-      for k47 in 0..<150 {
-        let t46_b0 = load16(arena, ((478720 &+ (k47 &* 6400)) &+ (nb42 &* 64)))
-        let t46_b1 = load16(arena, (((478720 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 16))
-        let t46_b2 = load16(arena, (((478720 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 32))
-        let t46_b3 = load16(arena, (((478720 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 48))
-        let t46_a0 = SIMD16<Float>(repeating: params[(1956 &+ k47)])
-        t46_c0_0 = t46_c0_0.addingProduct(t46_a0, t46_b0)
-        t46_c0_1 = t46_c0_1.addingProduct(t46_a0, t46_b1)
-        t46_c0_2 = t46_c0_2.addingProduct(t46_a0, t46_b2)
-        t46_c0_3 = t46_c0_3.addingProduct(t46_a0, t46_b3)
-        let t46_a1 = SIMD16<Float>(repeating: params[(2106 &+ k47)])
-        t46_c1_0 = t46_c1_0.addingProduct(t46_a1, t46_b0)
-        t46_c1_1 = t46_c1_1.addingProduct(t46_a1, t46_b1)
-        t46_c1_2 = t46_c1_2.addingProduct(t46_a1, t46_b2)
-        t46_c1_3 = t46_c1_3.addingProduct(t46_a1, t46_b3)
-        let t46_a2 = SIMD16<Float>(repeating: params[(2256 &+ k47)])
-        t46_c2_0 = t46_c2_0.addingProduct(t46_a2, t46_b0)
-        t46_c2_1 = t46_c2_1.addingProduct(t46_a2, t46_b1)
-        t46_c2_2 = t46_c2_2.addingProduct(t46_a2, t46_b2)
-        t46_c2_3 = t46_c2_3.addingProduct(t46_a2, t46_b3)
-        let t46_a3 = SIMD16<Float>(repeating: params[(2406 &+ k47)])
-        t46_c3_0 = t46_c3_0.addingProduct(t46_a3, t46_b0)
-        t46_c3_1 = t46_c3_1.addingProduct(t46_a3, t46_b1)
-        t46_c3_2 = t46_c3_2.addingProduct(t46_a3, t46_b2)
-        t46_c3_3 = t46_c3_3.addingProduct(t46_a3, t46_b3)
+      var t53_c0_0 = SIMD16<Float>()
+      var t53_c0_1 = SIMD16<Float>()
+      var t53_c0_2 = SIMD16<Float>()
+      var t53_c0_3 = SIMD16<Float>()
+      var t53_c1_0 = SIMD16<Float>()
+      var t53_c1_1 = SIMD16<Float>()
+      var t53_c1_2 = SIMD16<Float>()
+      var t53_c1_3 = SIMD16<Float>()
+      var t53_c2_0 = SIMD16<Float>()
+      var t53_c2_1 = SIMD16<Float>()
+      var t53_c2_2 = SIMD16<Float>()
+      var t53_c2_3 = SIMD16<Float>()
+      var t53_c3_0 = SIMD16<Float>()
+      var t53_c3_1 = SIMD16<Float>()
+      var t53_c3_2 = SIMD16<Float>()
+      var t53_c3_3 = SIMD16<Float>()
+      for k54 in 0..<150 {
+        let t53_b0 = load16(arena, ((478720 &+ (k54 &* 6400)) &+ (nb49 &* 64)))
+        let t53_b1 = load16(arena, (((478720 &+ (k54 &* 6400)) &+ (nb49 &* 64)) &+ 16))
+        let t53_b2 = load16(arena, (((478720 &+ (k54 &* 6400)) &+ (nb49 &* 64)) &+ 32))
+        let t53_b3 = load16(arena, (((478720 &+ (k54 &* 6400)) &+ (nb49 &* 64)) &+ 48))
+        let t53_a0 = SIMD16<Float>(repeating: params[(1956 &+ k54)])
+        t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
+        t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
+        t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
+        t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
+        let t53_a1 = SIMD16<Float>(repeating: params[(2106 &+ k54)])
+        t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
+        t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
+        t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
+        t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
+        let t53_a2 = SIMD16<Float>(repeating: params[(2256 &+ k54)])
+        t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
+        t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
+        t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
+        t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
+        let t53_a3 = SIMD16<Float>(repeating: params[(2406 &+ k54)])
+        t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
+        t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
+        t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
+        t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
       }
-      store16(arena, (1515520 &+ (nb42 &* 64)), t46_c0_0)
-      store16(arena, ((1515520 &+ (nb42 &* 64)) &+ 16), t46_c0_1)
-      store16(arena, ((1515520 &+ (nb42 &* 64)) &+ 32), t46_c0_2)
-      store16(arena, ((1515520 &+ (nb42 &* 64)) &+ 48), t46_c0_3)
-      store16(arena, (1521920 &+ (nb42 &* 64)), t46_c1_0)
-      store16(arena, ((1521920 &+ (nb42 &* 64)) &+ 16), t46_c1_1)
-      store16(arena, ((1521920 &+ (nb42 &* 64)) &+ 32), t46_c1_2)
-      store16(arena, ((1521920 &+ (nb42 &* 64)) &+ 48), t46_c1_3)
-      store16(arena, (1528320 &+ (nb42 &* 64)), t46_c2_0)
-      store16(arena, ((1528320 &+ (nb42 &* 64)) &+ 16), t46_c2_1)
-      store16(arena, ((1528320 &+ (nb42 &* 64)) &+ 32), t46_c2_2)
-      store16(arena, ((1528320 &+ (nb42 &* 64)) &+ 48), t46_c2_3)
-      store16(arena, (1534720 &+ (nb42 &* 64)), t46_c3_0)
-      store16(arena, ((1534720 &+ (nb42 &* 64)) &+ 16), t46_c3_1)
-      store16(arena, ((1534720 &+ (nb42 &* 64)) &+ 32), t46_c3_2)
-      store16(arena, ((1534720 &+ (nb42 &* 64)) &+ 48), t46_c3_3)
+      store16(arena, (1515520 &+ (nb49 &* 64)), t53_c0_0)
+      store16(arena, ((1515520 &+ (nb49 &* 64)) &+ 16), t53_c0_1)
+      store16(arena, ((1515520 &+ (nb49 &* 64)) &+ 32), t53_c0_2)
+      store16(arena, ((1515520 &+ (nb49 &* 64)) &+ 48), t53_c0_3)
+      store16(arena, (1521920 &+ (nb49 &* 64)), t53_c1_0)
+      store16(arena, ((1521920 &+ (nb49 &* 64)) &+ 16), t53_c1_1)
+      store16(arena, ((1521920 &+ (nb49 &* 64)) &+ 32), t53_c1_2)
+      store16(arena, ((1521920 &+ (nb49 &* 64)) &+ 48), t53_c1_3)
+      store16(arena, (1528320 &+ (nb49 &* 64)), t53_c2_0)
+      store16(arena, ((1528320 &+ (nb49 &* 64)) &+ 16), t53_c2_1)
+      store16(arena, ((1528320 &+ (nb49 &* 64)) &+ 32), t53_c2_2)
+      store16(arena, ((1528320 &+ (nb49 &* 64)) &+ 48), t53_c2_3)
+      store16(arena, (1534720 &+ (nb49 &* 64)), t53_c3_0)
+      store16(arena, ((1534720 &+ (nb49 &* 64)) &+ 16), t53_c3_1)
+      store16(arena, ((1534720 &+ (nb49 &* 64)) &+ 32), t53_c3_2)
+      store16(arena, ((1534720 &+ (nb49 &* 64)) &+ 48), t53_c3_3)
     }
-    for j48 in 0..<64 {
-      for f49 in 0..<16 {
-        do {  // SIMD16 over i50
-          var i50 = 0
-          while i50 &+ 16 <= 100 {
-            store16(arena, ((376320 &+ (((g28 &* 64) &+ j48) &* 1600)) &+ (f49 &* 100)) &+ i50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1438720 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50) + SIMD16<Float>(repeating: params[(2556 &+ f49)])), where: (load16(arena, ((1438720 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50) + SIMD16<Float>(repeating: params[(2556 &+ f49)])) .> SIMD16<Float>(repeating: Float(0))))
-            i50 &+= 16
+    for j55 in 0..<64 {
+      for f56 in 0..<16 {
+        do {  // SIMD16 over i57
+          var i57 = 0
+          while i57 &+ 16 <= 100 {
+            store16(arena, ((376320 &+ (((g35 &* 64) &+ j55) &* 1600)) &+ (f56 &* 100)) &+ i57, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1438720 &+ (f56 &* 6400)) &+ (j55 &* 100)) &+ i57) + SIMD16<Float>(repeating: params[(2556 &+ f56)])), where: (load16(arena, ((1438720 &+ (f56 &* 6400)) &+ (j55 &* 100)) &+ i57) + SIMD16<Float>(repeating: params[(2556 &+ f56)])) .> SIMD16<Float>(repeating: Float(0))))
+            i57 &+= 16
           }
-          while i50 < 100 {
-            arena[(((376320 &+ (((g28 &* 64) &+ j48) &* 1600)) &+ (f49 &* 100)) &+ i50)] = ((arena[(((1438720 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50)] + params[(2556 &+ f49)]) > Float(0) ? (arena[(((1438720 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50)] + params[(2556 &+ f49)]) : Float(0))
-            i50 &+= 1
+          while i57 < 100 {
+            arena[(((376320 &+ (((g35 &* 64) &+ j55) &* 1600)) &+ (f56 &* 100)) &+ i57)] = ((arena[(((1438720 &+ (f56 &* 6400)) &+ (j55 &* 100)) &+ i57)] + params[(2556 &+ f56)]) > Float(0) ? (arena[(((1438720 &+ (f56 &* 6400)) &+ (j55 &* 100)) &+ i57)] + params[(2556 &+ f56)]) : Float(0))
+            i57 &+= 1
           }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q51 in 0..<1024 {
-    for py52 in 0..<5 {
-      for px53 in 0..<5 {
-        var acc54: Float = Float(0)
-        acc54 = (acc54 + arena[(376320 &+ (((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2)))])
-        acc54 = (acc54 + arena[((376320 &+ (((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2))) &+ 1)])
-        acc54 = (acc54 + arena[((376320 &+ (((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2))) &+ 10)])
-        acc54 = (acc54 + arena[(((376320 &+ (((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2))) &+ 10) &+ 1)])
-        arena[(((478720 &+ (q51 &* 25)) &+ (py52 &* 5)) &+ px53)] = (acc54 * Float(bitPattern: 0x3e800000))
+  for q58 in 0..<1024 {
+    for py59 in 0..<5 {
+      for px60 in 0..<5 {
+        var acc61: Float = Float(0)
+        acc61 = (acc61 + arena[(376320 &+ (((q58 &* 100) &+ (py59 &* 20)) &+ (px60 &* 2)))])
+        acc61 = (acc61 + arena[((376320 &+ (((q58 &* 100) &+ (py59 &* 20)) &+ (px60 &* 2))) &+ 1)])
+        acc61 = (acc61 + arena[((376320 &+ (((q58 &* 100) &+ (py59 &* 20)) &+ (px60 &* 2))) &+ 10)])
+        acc61 = (acc61 + arena[(((376320 &+ (((q58 &* 100) &+ (py59 &* 20)) &+ (px60 &* 2))) &+ 10) &+ 1)])
+        arena[(((478720 &+ (q58 &* 25)) &+ (py59 &* 5)) &+ px60)] = (acc61 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 120, 400, 1, arena + 478720, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 504320, 120)
-  for n55 in 0..<64 {
-    do {  // SIMD16 over u56
-      var u56 = 0
-      while u56 &+ 16 <= 120 {
-        store16(arena, (504320 &+ (n55 &* 120)) &+ u56, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (504320 &+ (n55 &* 120)) &+ u56) + load16(params, 50572 &+ u56)), where: (load16(arena, (504320 &+ (n55 &* 120)) &+ u56) + load16(params, 50572 &+ u56)) .> SIMD16<Float>(repeating: Float(0))))
-        u56 &+= 16
+  for n62 in 0..<64 {
+    do {  // SIMD16 over u63
+      var u63 = 0
+      while u63 &+ 16 <= 120 {
+        store16(arena, (504320 &+ (n62 &* 120)) &+ u63, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (504320 &+ (n62 &* 120)) &+ u63) + load16(params, 50572 &+ u63)), where: (load16(arena, (504320 &+ (n62 &* 120)) &+ u63) + load16(params, 50572 &+ u63)) .> SIMD16<Float>(repeating: Float(0))))
+        u63 &+= 16
       }
-      while u56 < 120 {
-        arena[((504320 &+ (n55 &* 120)) &+ u56)] = ((arena[((504320 &+ (n55 &* 120)) &+ u56)] + params[(50572 &+ u56)]) > Float(0) ? (arena[((504320 &+ (n55 &* 120)) &+ u56)] + params[(50572 &+ u56)]) : Float(0))
-        u56 &+= 1
+      while u63 < 120 {
+        arena[((504320 &+ (n62 &* 120)) &+ u63)] = ((arena[((504320 &+ (n62 &* 120)) &+ u63)] + params[(50572 &+ u63)]) > Float(0) ? (arena[((504320 &+ (n62 &* 120)) &+ u63)] + params[(50572 &+ u63)]) : Float(0))
+        u63 &+= 1
       }
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 504320, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 512000, 84)
-  for n57 in 0..<64 {
-    do {  // SIMD16 over u58
-      var u58 = 0
-      while u58 &+ 16 <= 84 {
-        store16(arena, (512000 &+ (n57 &* 84)) &+ u58, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 &+ (n57 &* 84)) &+ u58) + load16(params, 60772 &+ u58)), where: (load16(arena, (512000 &+ (n57 &* 84)) &+ u58) + load16(params, 60772 &+ u58)) .> SIMD16<Float>(repeating: Float(0))))
-        u58 &+= 16
+  for n64 in 0..<64 {
+    do {  // SIMD16 over u65
+      var u65 = 0
+      while u65 &+ 16 <= 84 {
+        store16(arena, (512000 &+ (n64 &* 84)) &+ u65, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 &+ (n64 &* 84)) &+ u65) + load16(params, 60772 &+ u65)), where: (load16(arena, (512000 &+ (n64 &* 84)) &+ u65) + load16(params, 60772 &+ u65)) .> SIMD16<Float>(repeating: Float(0))))
+        u65 &+= 16
       }
-      while u58 < 84 {
-        arena[((512000 &+ (n57 &* 84)) &+ u58)] = ((arena[((512000 &+ (n57 &* 84)) &+ u58)] + params[(60772 &+ u58)]) > Float(0) ? (arena[((512000 &+ (n57 &* 84)) &+ u58)] + params[(60772 &+ u58)]) : Float(0))
-        u58 &+= 1
+      while u65 < 84 {
+        arena[((512000 &+ (n64 &* 84)) &+ u65)] = ((arena[((512000 &+ (n64 &* 84)) &+ u65)] + params[(60772 &+ u65)]) > Float(0) ? (arena[((512000 &+ (n64 &* 84)) &+ u65)] + params[(60772 &+ u65)]) : Float(0))
+        u65 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 512000, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 517376, 10)
-  for n59 in 0..<64 {
-    do {  // SIMD16 over u60
-      var u60 = 0
-      while u60 < 10 {
-        arena[((517376 &+ (n59 &* 10)) &+ u60)] = (arena[((517376 &+ (n59 &* 10)) &+ u60)] + params[(61696 &+ u60)])
-        u60 &+= 1
+  for n66 in 0..<64 {
+    do {  // SIMD16 over u67
+      var u67 = 0
+      while u67 < 10 {
+        arena[((517376 &+ (n66 &* 10)) &+ u67)] = (arena[((517376 &+ (n66 &* 10)) &+ u67)] + params[(61696 &+ u67)])
+        u67 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc3, label)
-  var total61: Float = Float(0)
-  for n62 in 0..<64 {
-    var m63: Float = arena[(517376 &+ (n62 &* 10))]
-    for k65 in 0..<10 {
-      m63 = { let x = m63, y = arena[((517376 &+ (n62 &* 10)) &+ k65)]; return y > x ? y : x }()
-    }
-    var s64: Float = Float(0)
-    for k66 in 0..<10 {
-      s64 = (s64 + expf((arena[((517376 &+ (n62 &* 10)) &+ k66)] - m63)))
-    }
-    total61 = (total61 + ((m63 + logf(s64)) - arena[((517376 &+ (n62 &* 10)) &+ Int(labels[n62]))]))
-  }
-  arena[518016] = (total61 / Float(64))
-  // fc3_grad = cross_entropy_grad(fc3, label)
-  for n67 in 0..<64 {
-    var m68: Float = arena[(517376 &+ (n67 &* 10))]
-    for k70 in 0..<10 {
-      m68 = { let x = m68, y = arena[((517376 &+ (n67 &* 10)) &+ k70)]; return y > x ? y : x }()
-    }
-    var s69: Float = Float(0)
-    for k71 in 0..<10 {
-      s69 = (s69 + expf((arena[((517376 &+ (n67 &* 10)) &+ k71)] - m68)))
-    }
+  var total68: Float = Float(0)
+  for n69 in 0..<64 {
+    var m70: Float = arena[(517376 &+ (n69 &* 10))]
     for k72 in 0..<10 {
-      arena[((518032 &+ (n67 &* 10)) &+ k72)] = ((k72 == Int(labels[n67]) ? ((expf((arena[((517376 &+ (n67 &* 10)) &+ k72)] - m68)) / s69) - Float(1)) : (expf((arena[((517376 &+ (n67 &* 10)) &+ k72)] - m68)) / s69)) / Float(64))
+      m70 = { let x = m70, y = arena[((517376 &+ (n69 &* 10)) &+ k72)]; return y > x ? y : x }()
+    }
+    var s71: Float = Float(0)
+    for k73 in 0..<10 {
+      s71 = (s71 + expf((arena[((517376 &+ (n69 &* 10)) &+ k73)] - m70)))
+    }
+    total68 = (total68 + ((m70 + logf(s71)) - arena[((517376 &+ (n69 &* 10)) &+ Int(labels[n69]))]))
+  }
+  arena[518016] = (total68 / Float(64))
+  // fc3_grad = cross_entropy_grad(fc3, label)
+  for n74 in 0..<64 {
+    var m75: Float = arena[(517376 &+ (n74 &* 10))]
+    for k77 in 0..<10 {
+      m75 = { let x = m75, y = arena[((517376 &+ (n74 &* 10)) &+ k77)]; return y > x ? y : x }()
+    }
+    var s76: Float = Float(0)
+    for k78 in 0..<10 {
+      s76 = (s76 + expf((arena[((517376 &+ (n74 &* 10)) &+ k78)] - m75)))
+    }
+    for k79 in 0..<10 {
+      arena[((518032 &+ (n74 &* 10)) &+ k79)] = ((k79 == Int(labels[n74]) ? ((expf((arena[((517376 &+ (n74 &* 10)) &+ k79)] - m75)) / s76) - Float(1)) : (expf((arena[((517376 &+ (n74 &* 10)) &+ k79)] - m75)) / s76)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
   sgemm(101, 112, 111, 10, 84, 64, 1, arena + 518032, 10, arena + 512000, 84, Float(bitPattern: 0x0), grads + 60856, 84)
   // fc3_bias_grad = dense_grad_bias(fc3_grad)
-  for u73 in 0..<10 {
-    var acc74: Float = Float(0)
-    for n75 in 0..<64 {
-      acc74 = (acc74 + arena[((518032 &+ (n75 &* 10)) &+ u73)])
+  for u80 in 0..<10 {
+    var acc81: Float = Float(0)
+    for n82 in 0..<64 {
+      acc81 = (acc81 + arena[((518032 &+ (n82 &* 10)) &+ u80)])
     }
-    grads[(61696 &+ u73)] = acc74
+    grads[(61696 &+ u80)] = acc81
   }
   // relu4_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 84, 10, 1, arena + 518032, 10, params + 60856, 84, Float(bitPattern: 0x0), arena + 518672, 84)
   // fc2_grad = relu_grad(relu4_grad, fc2)
-  do {  // SIMD16 over i76
-    var i76 = 0
-    while i76 &+ 16 <= 5376 {
-      store16(arena, 524048 &+ i76, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i76), where: load16(arena, 512000 &+ i76) .> SIMD16<Float>(repeating: Float(0))))
-      i76 &+= 16
+  do {  // SIMD16 over i83
+    var i83 = 0
+    while i83 &+ 16 <= 5376 {
+      store16(arena, 524048 &+ i83, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i83), where: load16(arena, 512000 &+ i83) .> SIMD16<Float>(repeating: Float(0))))
+      i83 &+= 16
     }
-    while i76 < 5376 {
-      arena[(524048 &+ i76)] = (arena[(512000 &+ i76)] > Float(0) ? arena[(518672 &+ i76)] : Float(0))
-      i76 &+= 1
+    while i83 < 5376 {
+      arena[(524048 &+ i83)] = (arena[(512000 &+ i83)] > Float(0) ? arena[(518672 &+ i83)] : Float(0))
+      i83 &+= 1
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 84, 120, 64, 1, arena + 524048, 84, arena + 504320, 120, Float(bitPattern: 0x0), grads + 50692, 120)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u77 in 0..<84 {
-    var acc78: Float = Float(0)
-    for n79 in 0..<64 {
-      acc78 = (acc78 + arena[((524048 &+ (n79 &* 84)) &+ u77)])
+  for u84 in 0..<84 {
+    var acc85: Float = Float(0)
+    for n86 in 0..<64 {
+      acc85 = (acc85 + arena[((524048 &+ (n86 &* 84)) &+ u84)])
     }
-    grads[(60772 &+ u77)] = acc78
+    grads[(60772 &+ u84)] = acc85
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 120, 84, 1, arena + 524048, 84, params + 50692, 120, Float(bitPattern: 0x0), arena + 529424, 120)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i80
-    var i80 = 0
-    while i80 &+ 16 <= 7680 {
-      store16(arena, 518032 &+ i80, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i80), where: load16(arena, 504320 &+ i80) .> SIMD16<Float>(repeating: Float(0))))
-      i80 &+= 16
+  do {  // SIMD16 over i87
+    var i87 = 0
+    while i87 &+ 16 <= 7680 {
+      store16(arena, 518032 &+ i87, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i87), where: load16(arena, 504320 &+ i87) .> SIMD16<Float>(repeating: Float(0))))
+      i87 &+= 16
     }
-    while i80 < 7680 {
-      arena[(518032 &+ i80)] = (arena[(504320 &+ i80)] > Float(0) ? arena[(529424 &+ i80)] : Float(0))
-      i80 &+= 1
+    while i87 < 7680 {
+      arena[(518032 &+ i87)] = (arena[(504320 &+ i87)] > Float(0) ? arena[(529424 &+ i87)] : Float(0))
+      i87 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 120, 400, 64, 1, arena + 518032, 120, arena + 478720, 400, Float(bitPattern: 0x0), grads + 2572, 400)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u81 in 0..<120 {
-    var acc82: Float = Float(0)
-    for n83 in 0..<64 {
-      acc82 = (acc82 + arena[((518032 &+ (n83 &* 120)) &+ u81)])
+  for u88 in 0..<120 {
+    var acc89: Float = Float(0)
+    for n90 in 0..<64 {
+      acc89 = (acc89 + arena[((518032 &+ (n90 &* 120)) &+ u88)])
     }
-    grads[(50572 &+ u81)] = acc82
+    grads[(50572 &+ u88)] = acc89
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 400, 120, 1, arena + 518032, 120, params + 2572, 400, Float(bitPattern: 0x0), arena + 525712, 400)
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = avgpool_grad(pool2_grad, conv2)
-  do {  // SIMD16 over i84
-    var i84 = 0
-    while i84 &+ 16 <= 102400 {
-      store16(arena, 551312 &+ i84, SIMD16<Float>(repeating: Float(0)))
-      i84 &+= 16
+  do {  // SIMD16 over i91
+    var i91 = 0
+    while i91 &+ 16 <= 102400 {
+      store16(arena, 551312 &+ i91, SIMD16<Float>(repeating: Float(0)))
+      i91 &+= 16
     }
-    while i84 < 102400 {
-      arena[(551312 &+ i84)] = Float(0)
-      i84 &+= 1
+    while i91 < 102400 {
+      arena[(551312 &+ i91)] = Float(0)
+      i91 &+= 1
     }
   }
-  for q85 in 0..<1024 {
-    for py86 in 0..<5 {
-      for px87 in 0..<5 {
-        for ky88 in 0..<2 {
-          for kx89 in 0..<2 {
-            arena[(((551312 &+ (((q85 &* 100) &+ (py86 &* 20)) &+ (px87 &* 2))) &+ (ky88 &* 10)) &+ kx89)] += (arena[(((525712 &+ (q85 &* 25)) &+ (py86 &* 5)) &+ px87)] * Float(bitPattern: 0x3e800000))
+  for q92 in 0..<1024 {
+    for py93 in 0..<5 {
+      for px94 in 0..<5 {
+        for ky95 in 0..<2 {
+          for kx96 in 0..<2 {
+            arena[(((551312 &+ (((q92 &* 100) &+ (py93 &* 20)) &+ (px94 &* 2))) &+ (ky95 &* 10)) &+ kx96)] += (arena[(((525712 &+ (q92 &* 25)) &+ (py93 &* 5)) &+ px94)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv2_grad = relu_grad(relu2_grad, conv2)
-  do {  // SIMD16 over i90
-    var i90 = 0
-    while i90 &+ 16 <= 102400 {
-      store16(arena, 653712 &+ i90, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i90), where: load16(arena, 376320 &+ i90) .> SIMD16<Float>(repeating: Float(0))))
-      i90 &+= 16
+  do {  // SIMD16 over i97
+    var i97 = 0
+    while i97 &+ 16 <= 102400 {
+      store16(arena, 653712 &+ i97, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i97), where: load16(arena, 376320 &+ i97) .> SIMD16<Float>(repeating: Float(0))))
+      i97 &+= 16
     }
-    while i90 < 102400 {
-      arena[(653712 &+ i90)] = (arena[(376320 &+ i90)] > Float(0) ? arena[(551312 &+ i90)] : Float(0))
-      i90 &+= 1
+    while i97 < 102400 {
+      arena[(653712 &+ i97)] = (arena[(376320 &+ i97)] > Float(0) ? arena[(551312 &+ i97)] : Float(0))
+      i97 &+= 1
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  do {  // SIMD16 over i91
-    var i91 = 0
-    while i91 &+ 16 <= 2400 {
-      store16(arena, 1818512 &+ i91, SIMD16<Float>(repeating: Float(0)))
-      i91 &+= 16
+  do {  // SIMD16 over i98
+    var i98 = 0
+    while i98 &+ 16 <= 2400 {
+      store16(arena, 1818512 &+ i98, SIMD16<Float>(repeating: Float(0)))
+      i98 &+= 16
     }
-    while i91 < 2400 {
-      arena[(1818512 &+ i91)] = Float(0)
-      i91 &+= 1
-    }
-  }
-  for g92 in 0..<1 {
-    for j93 in 0..<64 {
-      for c94 in 0..<6 {
-        for ky95 in 0..<5 {
-          for oy96 in 0..<10 {
-            for ox97 in 0..<10 {
-              arena[(((756112 &+ ((((c94 &* 5) &+ ky95) &* 5) &* 6400)) &+ (j93 &* 100)) &+ ((oy96 &* 10) &+ ox97))] = arena[((((301056 &+ (((g92 &* 64) &+ j93) &* 1176)) &+ (c94 &* 196)) &+ ((oy96 &+ ky95) &* 14)) &+ ox97)]
-            }
-          }
-          for oy98 in 0..<10 {
-            for ox99 in 0..<10 {
-              arena[(((756112 &+ (((((c94 &* 5) &+ ky95) &* 5) &+ 1) &* 6400)) &+ (j93 &* 100)) &+ ((oy98 &* 10) &+ ox99))] = arena[((((301056 &+ (((g92 &* 64) &+ j93) &* 1176)) &+ (c94 &* 196)) &+ ((oy98 &+ ky95) &* 14)) &+ (ox99 &+ 1))]
-            }
-          }
-          for oy100 in 0..<10 {
-            for ox101 in 0..<10 {
-              arena[(((756112 &+ (((((c94 &* 5) &+ ky95) &* 5) &+ 2) &* 6400)) &+ (j93 &* 100)) &+ ((oy100 &* 10) &+ ox101))] = arena[((((301056 &+ (((g92 &* 64) &+ j93) &* 1176)) &+ (c94 &* 196)) &+ ((oy100 &+ ky95) &* 14)) &+ (ox101 &+ 2))]
-            }
-          }
-          for oy102 in 0..<10 {
-            for ox103 in 0..<10 {
-              arena[(((756112 &+ (((((c94 &* 5) &+ ky95) &* 5) &+ 3) &* 6400)) &+ (j93 &* 100)) &+ ((oy102 &* 10) &+ ox103))] = arena[((((301056 &+ (((g92 &* 64) &+ j93) &* 1176)) &+ (c94 &* 196)) &+ ((oy102 &+ ky95) &* 14)) &+ (ox103 &+ 3))]
-            }
-          }
-          for oy104 in 0..<10 {
-            for ox105 in 0..<10 {
-              arena[(((756112 &+ (((((c94 &* 5) &+ ky95) &* 5) &+ 4) &* 6400)) &+ (j93 &* 100)) &+ ((oy104 &* 10) &+ ox105))] = arena[((((301056 &+ (((g92 &* 64) &+ j93) &* 1176)) &+ (c94 &* 196)) &+ ((oy104 &+ ky95) &* 14)) &+ (ox105 &+ 4))]
-            }
-          }
-        }
-      }
-    }
-    for j106 in 0..<64 {
-      for i107 in 0..<100 {
-        for f108 in 0..<16 {
-          arena[((1716112 &+ (((j106 &* 100) &+ i107) &* 16)) &+ f108)] = arena[(((653712 &+ (((g92 &* 64) &+ j106) &* 1600)) &+ (f108 &* 100)) &+ i107)]
-        }
-      }
-    }
-    for kp109 in 0..<16 {
-      for nb110 in 0..<1 {
-        for mb111 in 0..<5 {
-          var t112_c0_0 = load16(arena, ((1818512 &+ ((mb111 &* 28) &* 16)) &+ (nb110 &* 16)))
-          var t112_c1_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 1) &* 16)) &+ (nb110 &* 16)))
-          var t112_c2_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 2) &* 16)) &+ (nb110 &* 16)))
-          var t112_c3_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 3) &* 16)) &+ (nb110 &* 16)))
-          var t112_c4_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 4) &* 16)) &+ (nb110 &* 16)))
-          var t112_c5_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 5) &* 16)) &+ (nb110 &* 16)))
-          var t112_c6_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 6) &* 16)) &+ (nb110 &* 16)))
-          var t112_c7_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 7) &* 16)) &+ (nb110 &* 16)))
-          var t112_c8_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 8) &* 16)) &+ (nb110 &* 16)))
-          var t112_c9_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 9) &* 16)) &+ (nb110 &* 16)))
-          var t112_c10_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 10) &* 16)) &+ (nb110 &* 16)))
-          var t112_c11_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 11) &* 16)) &+ (nb110 &* 16)))
-          var t112_c12_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 12) &* 16)) &+ (nb110 &* 16)))
-          var t112_c13_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 13) &* 16)) &+ (nb110 &* 16)))
-          var t112_c14_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 14) &* 16)) &+ (nb110 &* 16)))
-          var t112_c15_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 15) &* 16)) &+ (nb110 &* 16)))
-          var t112_c16_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 16) &* 16)) &+ (nb110 &* 16)))
-          var t112_c17_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 17) &* 16)) &+ (nb110 &* 16)))
-          var t112_c18_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 18) &* 16)) &+ (nb110 &* 16)))
-          var t112_c19_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 19) &* 16)) &+ (nb110 &* 16)))
-          var t112_c20_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 20) &* 16)) &+ (nb110 &* 16)))
-          var t112_c21_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 21) &* 16)) &+ (nb110 &* 16)))
-          var t112_c22_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 22) &* 16)) &+ (nb110 &* 16)))
-          var t112_c23_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 23) &* 16)) &+ (nb110 &* 16)))
-          var t112_c24_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 24) &* 16)) &+ (nb110 &* 16)))
-          var t112_c25_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 25) &* 16)) &+ (nb110 &* 16)))
-          var t112_c26_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 26) &* 16)) &+ (nb110 &* 16)))
-          var t112_c27_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 27) &* 16)) &+ (nb110 &* 16)))
-          for k113 in 0..<377 {
-            let t112_b0 = load16(arena, ((1716112 &+ ((k113 &+ (kp109 &* 377)) &* 16)) &+ (nb110 &* 16)))
-            let t112_a0 = SIMD16<Float>(repeating: arena[((756112 &+ ((mb111 &* 28) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c0_0 = t112_c0_0.addingProduct(t112_a0, t112_b0)
-            let t112_a1 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 1) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c1_0 = t112_c1_0.addingProduct(t112_a1, t112_b0)
-            let t112_a2 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 2) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c2_0 = t112_c2_0.addingProduct(t112_a2, t112_b0)
-            let t112_a3 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 3) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c3_0 = t112_c3_0.addingProduct(t112_a3, t112_b0)
-            let t112_a4 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 4) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c4_0 = t112_c4_0.addingProduct(t112_a4, t112_b0)
-            let t112_a5 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 5) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c5_0 = t112_c5_0.addingProduct(t112_a5, t112_b0)
-            let t112_a6 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 6) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c6_0 = t112_c6_0.addingProduct(t112_a6, t112_b0)
-            let t112_a7 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 7) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c7_0 = t112_c7_0.addingProduct(t112_a7, t112_b0)
-            let t112_a8 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 8) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c8_0 = t112_c8_0.addingProduct(t112_a8, t112_b0)
-            let t112_a9 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 9) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c9_0 = t112_c9_0.addingProduct(t112_a9, t112_b0)
-            let t112_a10 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 10) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c10_0 = t112_c10_0.addingProduct(t112_a10, t112_b0)
-            let t112_a11 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 11) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c11_0 = t112_c11_0.addingProduct(t112_a11, t112_b0)
-            let t112_a12 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 12) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c12_0 = t112_c12_0.addingProduct(t112_a12, t112_b0)
-            let t112_a13 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 13) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c13_0 = t112_c13_0.addingProduct(t112_a13, t112_b0)
-            let t112_a14 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 14) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c14_0 = t112_c14_0.addingProduct(t112_a14, t112_b0)
-            let t112_a15 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 15) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c15_0 = t112_c15_0.addingProduct(t112_a15, t112_b0)
-            let t112_a16 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 16) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c16_0 = t112_c16_0.addingProduct(t112_a16, t112_b0)
-            let t112_a17 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 17) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c17_0 = t112_c17_0.addingProduct(t112_a17, t112_b0)
-            let t112_a18 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 18) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c18_0 = t112_c18_0.addingProduct(t112_a18, t112_b0)
-            let t112_a19 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 19) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c19_0 = t112_c19_0.addingProduct(t112_a19, t112_b0)
-            let t112_a20 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 20) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c20_0 = t112_c20_0.addingProduct(t112_a20, t112_b0)
-            let t112_a21 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 21) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c21_0 = t112_c21_0.addingProduct(t112_a21, t112_b0)
-            let t112_a22 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 22) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c22_0 = t112_c22_0.addingProduct(t112_a22, t112_b0)
-            let t112_a23 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 23) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c23_0 = t112_c23_0.addingProduct(t112_a23, t112_b0)
-            let t112_a24 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 24) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c24_0 = t112_c24_0.addingProduct(t112_a24, t112_b0)
-            let t112_a25 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 25) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c25_0 = t112_c25_0.addingProduct(t112_a25, t112_b0)
-            let t112_a26 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 26) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c26_0 = t112_c26_0.addingProduct(t112_a26, t112_b0)
-            let t112_a27 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 27) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
-            t112_c27_0 = t112_c27_0.addingProduct(t112_a27, t112_b0)
-          }
-          store16(arena, ((1818512 &+ ((mb111 &* 28) &* 16)) &+ (nb110 &* 16)), t112_c0_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 1) &* 16)) &+ (nb110 &* 16)), t112_c1_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 2) &* 16)) &+ (nb110 &* 16)), t112_c2_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 3) &* 16)) &+ (nb110 &* 16)), t112_c3_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 4) &* 16)) &+ (nb110 &* 16)), t112_c4_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 5) &* 16)) &+ (nb110 &* 16)), t112_c5_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 6) &* 16)) &+ (nb110 &* 16)), t112_c6_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 7) &* 16)) &+ (nb110 &* 16)), t112_c7_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 8) &* 16)) &+ (nb110 &* 16)), t112_c8_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 9) &* 16)) &+ (nb110 &* 16)), t112_c9_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 10) &* 16)) &+ (nb110 &* 16)), t112_c10_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 11) &* 16)) &+ (nb110 &* 16)), t112_c11_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 12) &* 16)) &+ (nb110 &* 16)), t112_c12_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 13) &* 16)) &+ (nb110 &* 16)), t112_c13_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 14) &* 16)) &+ (nb110 &* 16)), t112_c14_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 15) &* 16)) &+ (nb110 &* 16)), t112_c15_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 16) &* 16)) &+ (nb110 &* 16)), t112_c16_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 17) &* 16)) &+ (nb110 &* 16)), t112_c17_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 18) &* 16)) &+ (nb110 &* 16)), t112_c18_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 19) &* 16)) &+ (nb110 &* 16)), t112_c19_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 20) &* 16)) &+ (nb110 &* 16)), t112_c20_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 21) &* 16)) &+ (nb110 &* 16)), t112_c21_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 22) &* 16)) &+ (nb110 &* 16)), t112_c22_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 23) &* 16)) &+ (nb110 &* 16)), t112_c23_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 24) &* 16)) &+ (nb110 &* 16)), t112_c24_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 25) &* 16)) &+ (nb110 &* 16)), t112_c25_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 26) &* 16)) &+ (nb110 &* 16)), t112_c26_0)
-          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 27) &* 16)) &+ (nb110 &* 16)), t112_c27_0)
-        }
-        var t114_c0_0 = load16(arena, (1820752 &+ (nb110 &* 16)))
-        var t114_c1_0 = load16(arena, (1820768 &+ (nb110 &* 16)))
-        var t114_c2_0 = load16(arena, (1820784 &+ (nb110 &* 16)))
-        var t114_c3_0 = load16(arena, (1820800 &+ (nb110 &* 16)))
-        var t114_c4_0 = load16(arena, (1820816 &+ (nb110 &* 16)))
-        var t114_c5_0 = load16(arena, (1820832 &+ (nb110 &* 16)))
-        var t114_c6_0 = load16(arena, (1820848 &+ (nb110 &* 16)))
-        var t114_c7_0 = load16(arena, (1820864 &+ (nb110 &* 16)))
-        var t114_c8_0 = load16(arena, (1820880 &+ (nb110 &* 16)))
-        var t114_c9_0 = load16(arena, (1820896 &+ (nb110 &* 16)))
-        for k115 in 0..<377 {
-          let t114_b0 = load16(arena, ((1716112 &+ ((k115 &+ (kp109 &* 377)) &* 16)) &+ (nb110 &* 16)))
-          let t114_a0 = SIMD16<Float>(repeating: arena[(1652112 &+ (k115 &+ (kp109 &* 377)))])
-          t114_c0_0 = t114_c0_0.addingProduct(t114_a0, t114_b0)
-          let t114_a1 = SIMD16<Float>(repeating: arena[(1658512 &+ (k115 &+ (kp109 &* 377)))])
-          t114_c1_0 = t114_c1_0.addingProduct(t114_a1, t114_b0)
-          let t114_a2 = SIMD16<Float>(repeating: arena[(1664912 &+ (k115 &+ (kp109 &* 377)))])
-          t114_c2_0 = t114_c2_0.addingProduct(t114_a2, t114_b0)
-          let t114_a3 = SIMD16<Float>(repeating: arena[(1671312 &+ (k115 &+ (kp109 &* 377)))])
-          t114_c3_0 = t114_c3_0.addingProduct(t114_a3, t114_b0)
-          let t114_a4 = SIMD16<Float>(repeating: arena[(1677712 &+ (k115 &+ (kp109 &* 377)))])
-          t114_c4_0 = t114_c4_0.addingProduct(t114_a4, t114_b0)
-          let t114_a5 = SIMD16<Float>(repeating: arena[(1684112 &+ (k115 &+ (kp109 &* 377)))])
-          t114_c5_0 = t114_c5_0.addingProduct(t114_a5, t114_b0)
-          let t114_a6 = SIMD16<Float>(repeating: arena[(1690512 &+ (k115 &+ (kp109 &* 377)))])
-          t114_c6_0 = t114_c6_0.addingProduct(t114_a6, t114_b0)
-          let t114_a7 = SIMD16<Float>(repeating: arena[(1696912 &+ (k115 &+ (kp109 &* 377)))])
-          t114_c7_0 = t114_c7_0.addingProduct(t114_a7, t114_b0)
-          let t114_a8 = SIMD16<Float>(repeating: arena[(1703312 &+ (k115 &+ (kp109 &* 377)))])
-          t114_c8_0 = t114_c8_0.addingProduct(t114_a8, t114_b0)
-          let t114_a9 = SIMD16<Float>(repeating: arena[(1709712 &+ (k115 &+ (kp109 &* 377)))])
-          t114_c9_0 = t114_c9_0.addingProduct(t114_a9, t114_b0)
-        }
-        store16(arena, (1820752 &+ (nb110 &* 16)), t114_c0_0)
-        store16(arena, (1820768 &+ (nb110 &* 16)), t114_c1_0)
-        store16(arena, (1820784 &+ (nb110 &* 16)), t114_c2_0)
-        store16(arena, (1820800 &+ (nb110 &* 16)), t114_c3_0)
-        store16(arena, (1820816 &+ (nb110 &* 16)), t114_c4_0)
-        store16(arena, (1820832 &+ (nb110 &* 16)), t114_c5_0)
-        store16(arena, (1820848 &+ (nb110 &* 16)), t114_c6_0)
-        store16(arena, (1820864 &+ (nb110 &* 16)), t114_c7_0)
-        store16(arena, (1820880 &+ (nb110 &* 16)), t114_c8_0)
-        store16(arena, (1820896 &+ (nb110 &* 16)), t114_c9_0)
-      }
-    }
-    for nb116 in 0..<1 {
-      for mb117 in 0..<5 {
-        var t118_c0_0 = load16(arena, ((1818512 &+ ((mb117 &* 28) &* 16)) &+ (nb116 &* 16)))
-        var t118_c1_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 1) &* 16)) &+ (nb116 &* 16)))
-        var t118_c2_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 2) &* 16)) &+ (nb116 &* 16)))
-        var t118_c3_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 3) &* 16)) &+ (nb116 &* 16)))
-        var t118_c4_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 4) &* 16)) &+ (nb116 &* 16)))
-        var t118_c5_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 5) &* 16)) &+ (nb116 &* 16)))
-        var t118_c6_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 6) &* 16)) &+ (nb116 &* 16)))
-        var t118_c7_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 7) &* 16)) &+ (nb116 &* 16)))
-        var t118_c8_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 8) &* 16)) &+ (nb116 &* 16)))
-        var t118_c9_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 9) &* 16)) &+ (nb116 &* 16)))
-        var t118_c10_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 10) &* 16)) &+ (nb116 &* 16)))
-        var t118_c11_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 11) &* 16)) &+ (nb116 &* 16)))
-        var t118_c12_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 12) &* 16)) &+ (nb116 &* 16)))
-        var t118_c13_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 13) &* 16)) &+ (nb116 &* 16)))
-        var t118_c14_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 14) &* 16)) &+ (nb116 &* 16)))
-        var t118_c15_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 15) &* 16)) &+ (nb116 &* 16)))
-        var t118_c16_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 16) &* 16)) &+ (nb116 &* 16)))
-        var t118_c17_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 17) &* 16)) &+ (nb116 &* 16)))
-        var t118_c18_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 18) &* 16)) &+ (nb116 &* 16)))
-        var t118_c19_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 19) &* 16)) &+ (nb116 &* 16)))
-        var t118_c20_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 20) &* 16)) &+ (nb116 &* 16)))
-        var t118_c21_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 21) &* 16)) &+ (nb116 &* 16)))
-        var t118_c22_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 22) &* 16)) &+ (nb116 &* 16)))
-        var t118_c23_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 23) &* 16)) &+ (nb116 &* 16)))
-        var t118_c24_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 24) &* 16)) &+ (nb116 &* 16)))
-        var t118_c25_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 25) &* 16)) &+ (nb116 &* 16)))
-        var t118_c26_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 26) &* 16)) &+ (nb116 &* 16)))
-        var t118_c27_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 27) &* 16)) &+ (nb116 &* 16)))
-        for k119 in 0..<368 {
-          let t118_b0 = load16(arena, ((1716112 &+ ((k119 &+ 6032) &* 16)) &+ (nb116 &* 16)))
-          let t118_a0 = SIMD16<Float>(repeating: arena[((756112 &+ ((mb117 &* 28) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c0_0 = t118_c0_0.addingProduct(t118_a0, t118_b0)
-          let t118_a1 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 1) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c1_0 = t118_c1_0.addingProduct(t118_a1, t118_b0)
-          let t118_a2 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 2) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c2_0 = t118_c2_0.addingProduct(t118_a2, t118_b0)
-          let t118_a3 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 3) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c3_0 = t118_c3_0.addingProduct(t118_a3, t118_b0)
-          let t118_a4 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 4) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c4_0 = t118_c4_0.addingProduct(t118_a4, t118_b0)
-          let t118_a5 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 5) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c5_0 = t118_c5_0.addingProduct(t118_a5, t118_b0)
-          let t118_a6 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 6) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c6_0 = t118_c6_0.addingProduct(t118_a6, t118_b0)
-          let t118_a7 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 7) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c7_0 = t118_c7_0.addingProduct(t118_a7, t118_b0)
-          let t118_a8 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 8) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c8_0 = t118_c8_0.addingProduct(t118_a8, t118_b0)
-          let t118_a9 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 9) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c9_0 = t118_c9_0.addingProduct(t118_a9, t118_b0)
-          let t118_a10 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 10) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c10_0 = t118_c10_0.addingProduct(t118_a10, t118_b0)
-          let t118_a11 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 11) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c11_0 = t118_c11_0.addingProduct(t118_a11, t118_b0)
-          let t118_a12 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 12) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c12_0 = t118_c12_0.addingProduct(t118_a12, t118_b0)
-          let t118_a13 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 13) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c13_0 = t118_c13_0.addingProduct(t118_a13, t118_b0)
-          let t118_a14 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 14) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c14_0 = t118_c14_0.addingProduct(t118_a14, t118_b0)
-          let t118_a15 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 15) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c15_0 = t118_c15_0.addingProduct(t118_a15, t118_b0)
-          let t118_a16 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 16) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c16_0 = t118_c16_0.addingProduct(t118_a16, t118_b0)
-          let t118_a17 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 17) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c17_0 = t118_c17_0.addingProduct(t118_a17, t118_b0)
-          let t118_a18 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 18) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c18_0 = t118_c18_0.addingProduct(t118_a18, t118_b0)
-          let t118_a19 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 19) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c19_0 = t118_c19_0.addingProduct(t118_a19, t118_b0)
-          let t118_a20 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 20) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c20_0 = t118_c20_0.addingProduct(t118_a20, t118_b0)
-          let t118_a21 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 21) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c21_0 = t118_c21_0.addingProduct(t118_a21, t118_b0)
-          let t118_a22 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 22) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c22_0 = t118_c22_0.addingProduct(t118_a22, t118_b0)
-          let t118_a23 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 23) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c23_0 = t118_c23_0.addingProduct(t118_a23, t118_b0)
-          let t118_a24 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 24) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c24_0 = t118_c24_0.addingProduct(t118_a24, t118_b0)
-          let t118_a25 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 25) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c25_0 = t118_c25_0.addingProduct(t118_a25, t118_b0)
-          let t118_a26 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 26) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c26_0 = t118_c26_0.addingProduct(t118_a26, t118_b0)
-          let t118_a27 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 27) &* 6400)) &+ (k119 &+ 6032))])
-          t118_c27_0 = t118_c27_0.addingProduct(t118_a27, t118_b0)
-        }
-        store16(arena, ((1818512 &+ ((mb117 &* 28) &* 16)) &+ (nb116 &* 16)), t118_c0_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 1) &* 16)) &+ (nb116 &* 16)), t118_c1_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 2) &* 16)) &+ (nb116 &* 16)), t118_c2_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 3) &* 16)) &+ (nb116 &* 16)), t118_c3_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 4) &* 16)) &+ (nb116 &* 16)), t118_c4_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 5) &* 16)) &+ (nb116 &* 16)), t118_c5_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 6) &* 16)) &+ (nb116 &* 16)), t118_c6_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 7) &* 16)) &+ (nb116 &* 16)), t118_c7_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 8) &* 16)) &+ (nb116 &* 16)), t118_c8_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 9) &* 16)) &+ (nb116 &* 16)), t118_c9_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 10) &* 16)) &+ (nb116 &* 16)), t118_c10_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 11) &* 16)) &+ (nb116 &* 16)), t118_c11_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 12) &* 16)) &+ (nb116 &* 16)), t118_c12_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 13) &* 16)) &+ (nb116 &* 16)), t118_c13_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 14) &* 16)) &+ (nb116 &* 16)), t118_c14_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 15) &* 16)) &+ (nb116 &* 16)), t118_c15_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 16) &* 16)) &+ (nb116 &* 16)), t118_c16_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 17) &* 16)) &+ (nb116 &* 16)), t118_c17_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 18) &* 16)) &+ (nb116 &* 16)), t118_c18_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 19) &* 16)) &+ (nb116 &* 16)), t118_c19_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 20) &* 16)) &+ (nb116 &* 16)), t118_c20_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 21) &* 16)) &+ (nb116 &* 16)), t118_c21_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 22) &* 16)) &+ (nb116 &* 16)), t118_c22_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 23) &* 16)) &+ (nb116 &* 16)), t118_c23_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 24) &* 16)) &+ (nb116 &* 16)), t118_c24_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 25) &* 16)) &+ (nb116 &* 16)), t118_c25_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 26) &* 16)) &+ (nb116 &* 16)), t118_c26_0)
-        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 27) &* 16)) &+ (nb116 &* 16)), t118_c27_0)
-      }
-      var t120_c0_0 = load16(arena, (1820752 &+ (nb116 &* 16)))
-      var t120_c1_0 = load16(arena, (1820768 &+ (nb116 &* 16)))
-      var t120_c2_0 = load16(arena, (1820784 &+ (nb116 &* 16)))
-      var t120_c3_0 = load16(arena, (1820800 &+ (nb116 &* 16)))
-      var t120_c4_0 = load16(arena, (1820816 &+ (nb116 &* 16)))
-      var t120_c5_0 = load16(arena, (1820832 &+ (nb116 &* 16)))
-      var t120_c6_0 = load16(arena, (1820848 &+ (nb116 &* 16)))
-      var t120_c7_0 = load16(arena, (1820864 &+ (nb116 &* 16)))
-      var t120_c8_0 = load16(arena, (1820880 &+ (nb116 &* 16)))
-      var t120_c9_0 = load16(arena, (1820896 &+ (nb116 &* 16)))
-      for k121 in 0..<368 {
-        let t120_b0 = load16(arena, ((1716112 &+ ((k121 &+ 6032) &* 16)) &+ (nb116 &* 16)))
-        let t120_a0 = SIMD16<Float>(repeating: arena[(1652112 &+ (k121 &+ 6032))])
-        t120_c0_0 = t120_c0_0.addingProduct(t120_a0, t120_b0)
-        let t120_a1 = SIMD16<Float>(repeating: arena[(1658512 &+ (k121 &+ 6032))])
-        t120_c1_0 = t120_c1_0.addingProduct(t120_a1, t120_b0)
-        let t120_a2 = SIMD16<Float>(repeating: arena[(1664912 &+ (k121 &+ 6032))])
-        t120_c2_0 = t120_c2_0.addingProduct(t120_a2, t120_b0)
-        let t120_a3 = SIMD16<Float>(repeating: arena[(1671312 &+ (k121 &+ 6032))])
-        t120_c3_0 = t120_c3_0.addingProduct(t120_a3, t120_b0)
-        let t120_a4 = SIMD16<Float>(repeating: arena[(1677712 &+ (k121 &+ 6032))])
-        t120_c4_0 = t120_c4_0.addingProduct(t120_a4, t120_b0)
-        let t120_a5 = SIMD16<Float>(repeating: arena[(1684112 &+ (k121 &+ 6032))])
-        t120_c5_0 = t120_c5_0.addingProduct(t120_a5, t120_b0)
-        let t120_a6 = SIMD16<Float>(repeating: arena[(1690512 &+ (k121 &+ 6032))])
-        t120_c6_0 = t120_c6_0.addingProduct(t120_a6, t120_b0)
-        let t120_a7 = SIMD16<Float>(repeating: arena[(1696912 &+ (k121 &+ 6032))])
-        t120_c7_0 = t120_c7_0.addingProduct(t120_a7, t120_b0)
-        let t120_a8 = SIMD16<Float>(repeating: arena[(1703312 &+ (k121 &+ 6032))])
-        t120_c8_0 = t120_c8_0.addingProduct(t120_a8, t120_b0)
-        let t120_a9 = SIMD16<Float>(repeating: arena[(1709712 &+ (k121 &+ 6032))])
-        t120_c9_0 = t120_c9_0.addingProduct(t120_a9, t120_b0)
-      }
-      store16(arena, (1820752 &+ (nb116 &* 16)), t120_c0_0)
-      store16(arena, (1820768 &+ (nb116 &* 16)), t120_c1_0)
-      store16(arena, (1820784 &+ (nb116 &* 16)), t120_c2_0)
-      store16(arena, (1820800 &+ (nb116 &* 16)), t120_c3_0)
-      store16(arena, (1820816 &+ (nb116 &* 16)), t120_c4_0)
-      store16(arena, (1820832 &+ (nb116 &* 16)), t120_c5_0)
-      store16(arena, (1820848 &+ (nb116 &* 16)), t120_c6_0)
-      store16(arena, (1820864 &+ (nb116 &* 16)), t120_c7_0)
-      store16(arena, (1820880 &+ (nb116 &* 16)), t120_c8_0)
-      store16(arena, (1820896 &+ (nb116 &* 16)), t120_c9_0)
+    while i98 < 2400 {
+      arena[(1818512 &+ i98)] = Float(0)
+      i98 &+= 1
     }
   }
-  for f122 in 0..<16 {
-    for r123 in 0..<150 {
-      grads[((156 &+ (f122 &* 150)) &+ r123)] = arena[((1818512 &+ (r123 &* 16)) &+ f122)]
+  for g99 in 0..<1 {
+    for j100 in 0..<64 {
+      for c101 in 0..<6 {
+        for ky102 in 0..<5 {
+          for oy103 in 0..<10 {
+            for ox104 in 0..<10 {
+              arena[(((756112 &+ ((((c101 &* 5) &+ ky102) &* 5) &* 6400)) &+ (j100 &* 100)) &+ ((oy103 &* 10) &+ ox104))] = arena[((((301056 &+ (((g99 &* 64) &+ j100) &* 1176)) &+ (c101 &* 196)) &+ ((oy103 &+ ky102) &* 14)) &+ ox104)]
+            }
+          }
+          for oy105 in 0..<10 {
+            for ox106 in 0..<10 {
+              arena[(((756112 &+ (((((c101 &* 5) &+ ky102) &* 5) &+ 1) &* 6400)) &+ (j100 &* 100)) &+ ((oy105 &* 10) &+ ox106))] = arena[((((301056 &+ (((g99 &* 64) &+ j100) &* 1176)) &+ (c101 &* 196)) &+ ((oy105 &+ ky102) &* 14)) &+ (ox106 &+ 1))]
+            }
+          }
+          for oy107 in 0..<10 {
+            for ox108 in 0..<10 {
+              arena[(((756112 &+ (((((c101 &* 5) &+ ky102) &* 5) &+ 2) &* 6400)) &+ (j100 &* 100)) &+ ((oy107 &* 10) &+ ox108))] = arena[((((301056 &+ (((g99 &* 64) &+ j100) &* 1176)) &+ (c101 &* 196)) &+ ((oy107 &+ ky102) &* 14)) &+ (ox108 &+ 2))]
+            }
+          }
+          for oy109 in 0..<10 {
+            for ox110 in 0..<10 {
+              arena[(((756112 &+ (((((c101 &* 5) &+ ky102) &* 5) &+ 3) &* 6400)) &+ (j100 &* 100)) &+ ((oy109 &* 10) &+ ox110))] = arena[((((301056 &+ (((g99 &* 64) &+ j100) &* 1176)) &+ (c101 &* 196)) &+ ((oy109 &+ ky102) &* 14)) &+ (ox110 &+ 3))]
+            }
+          }
+          for oy111 in 0..<10 {
+            for ox112 in 0..<10 {
+              arena[(((756112 &+ (((((c101 &* 5) &+ ky102) &* 5) &+ 4) &* 6400)) &+ (j100 &* 100)) &+ ((oy111 &* 10) &+ ox112))] = arena[((((301056 &+ (((g99 &* 64) &+ j100) &* 1176)) &+ (c101 &* 196)) &+ ((oy111 &+ ky102) &* 14)) &+ (ox112 &+ 4))]
+            }
+          }
+        }
+      }
+    }
+    for j113 in 0..<64 {
+      for i114 in 0..<100 {
+        for f115 in 0..<16 {
+          arena[((1716112 &+ (((j113 &* 100) &+ i114) &* 16)) &+ f115)] = arena[(((653712 &+ (((g99 &* 64) &+ j113) &* 1600)) &+ (f115 &* 100)) &+ i114)]
+        }
+      }
+    }
+    for kp116 in 0..<16 {
+      for nb117 in 0..<1 {
+        for mb118 in 0..<5 {
+          var t119_c0_0 = load16(arena, ((1818512 &+ ((mb118 &* 28) &* 16)) &+ (nb117 &* 16)))
+          var t119_c1_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 1) &* 16)) &+ (nb117 &* 16)))
+          var t119_c2_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 2) &* 16)) &+ (nb117 &* 16)))
+          var t119_c3_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 3) &* 16)) &+ (nb117 &* 16)))
+          var t119_c4_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 4) &* 16)) &+ (nb117 &* 16)))
+          var t119_c5_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 5) &* 16)) &+ (nb117 &* 16)))
+          var t119_c6_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 6) &* 16)) &+ (nb117 &* 16)))
+          var t119_c7_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 7) &* 16)) &+ (nb117 &* 16)))
+          var t119_c8_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 8) &* 16)) &+ (nb117 &* 16)))
+          var t119_c9_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 9) &* 16)) &+ (nb117 &* 16)))
+          var t119_c10_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 10) &* 16)) &+ (nb117 &* 16)))
+          var t119_c11_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 11) &* 16)) &+ (nb117 &* 16)))
+          var t119_c12_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 12) &* 16)) &+ (nb117 &* 16)))
+          var t119_c13_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 13) &* 16)) &+ (nb117 &* 16)))
+          var t119_c14_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 14) &* 16)) &+ (nb117 &* 16)))
+          var t119_c15_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 15) &* 16)) &+ (nb117 &* 16)))
+          var t119_c16_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 16) &* 16)) &+ (nb117 &* 16)))
+          var t119_c17_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 17) &* 16)) &+ (nb117 &* 16)))
+          var t119_c18_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 18) &* 16)) &+ (nb117 &* 16)))
+          var t119_c19_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 19) &* 16)) &+ (nb117 &* 16)))
+          var t119_c20_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 20) &* 16)) &+ (nb117 &* 16)))
+          var t119_c21_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 21) &* 16)) &+ (nb117 &* 16)))
+          var t119_c22_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 22) &* 16)) &+ (nb117 &* 16)))
+          var t119_c23_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 23) &* 16)) &+ (nb117 &* 16)))
+          var t119_c24_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 24) &* 16)) &+ (nb117 &* 16)))
+          var t119_c25_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 25) &* 16)) &+ (nb117 &* 16)))
+          var t119_c26_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 26) &* 16)) &+ (nb117 &* 16)))
+          var t119_c27_0 = load16(arena, ((1818512 &+ (((mb118 &* 28) &+ 27) &* 16)) &+ (nb117 &* 16)))
+          for k120 in 0..<377 {
+            let t119_b0 = load16(arena, ((1716112 &+ ((k120 &+ (kp116 &* 377)) &* 16)) &+ (nb117 &* 16)))
+            let t119_a0 = SIMD16<Float>(repeating: arena[((756112 &+ ((mb118 &* 28) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c0_0 = t119_c0_0.addingProduct(t119_a0, t119_b0)
+            let t119_a1 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 1) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c1_0 = t119_c1_0.addingProduct(t119_a1, t119_b0)
+            let t119_a2 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 2) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c2_0 = t119_c2_0.addingProduct(t119_a2, t119_b0)
+            let t119_a3 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 3) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c3_0 = t119_c3_0.addingProduct(t119_a3, t119_b0)
+            let t119_a4 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 4) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c4_0 = t119_c4_0.addingProduct(t119_a4, t119_b0)
+            let t119_a5 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 5) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c5_0 = t119_c5_0.addingProduct(t119_a5, t119_b0)
+            let t119_a6 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 6) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c6_0 = t119_c6_0.addingProduct(t119_a6, t119_b0)
+            let t119_a7 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 7) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c7_0 = t119_c7_0.addingProduct(t119_a7, t119_b0)
+            let t119_a8 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 8) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c8_0 = t119_c8_0.addingProduct(t119_a8, t119_b0)
+            let t119_a9 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 9) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c9_0 = t119_c9_0.addingProduct(t119_a9, t119_b0)
+            let t119_a10 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 10) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c10_0 = t119_c10_0.addingProduct(t119_a10, t119_b0)
+            let t119_a11 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 11) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c11_0 = t119_c11_0.addingProduct(t119_a11, t119_b0)
+            let t119_a12 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 12) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c12_0 = t119_c12_0.addingProduct(t119_a12, t119_b0)
+            let t119_a13 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 13) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c13_0 = t119_c13_0.addingProduct(t119_a13, t119_b0)
+            let t119_a14 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 14) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c14_0 = t119_c14_0.addingProduct(t119_a14, t119_b0)
+            let t119_a15 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 15) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c15_0 = t119_c15_0.addingProduct(t119_a15, t119_b0)
+            let t119_a16 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 16) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c16_0 = t119_c16_0.addingProduct(t119_a16, t119_b0)
+            let t119_a17 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 17) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c17_0 = t119_c17_0.addingProduct(t119_a17, t119_b0)
+            let t119_a18 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 18) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c18_0 = t119_c18_0.addingProduct(t119_a18, t119_b0)
+            let t119_a19 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 19) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c19_0 = t119_c19_0.addingProduct(t119_a19, t119_b0)
+            let t119_a20 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 20) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c20_0 = t119_c20_0.addingProduct(t119_a20, t119_b0)
+            let t119_a21 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 21) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c21_0 = t119_c21_0.addingProduct(t119_a21, t119_b0)
+            let t119_a22 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 22) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c22_0 = t119_c22_0.addingProduct(t119_a22, t119_b0)
+            let t119_a23 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 23) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c23_0 = t119_c23_0.addingProduct(t119_a23, t119_b0)
+            let t119_a24 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 24) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c24_0 = t119_c24_0.addingProduct(t119_a24, t119_b0)
+            let t119_a25 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 25) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c25_0 = t119_c25_0.addingProduct(t119_a25, t119_b0)
+            let t119_a26 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 26) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c26_0 = t119_c26_0.addingProduct(t119_a26, t119_b0)
+            let t119_a27 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb118 &* 28) &+ 27) &* 6400)) &+ (k120 &+ (kp116 &* 377)))])
+            t119_c27_0 = t119_c27_0.addingProduct(t119_a27, t119_b0)
+          }
+          store16(arena, ((1818512 &+ ((mb118 &* 28) &* 16)) &+ (nb117 &* 16)), t119_c0_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 1) &* 16)) &+ (nb117 &* 16)), t119_c1_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 2) &* 16)) &+ (nb117 &* 16)), t119_c2_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 3) &* 16)) &+ (nb117 &* 16)), t119_c3_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 4) &* 16)) &+ (nb117 &* 16)), t119_c4_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 5) &* 16)) &+ (nb117 &* 16)), t119_c5_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 6) &* 16)) &+ (nb117 &* 16)), t119_c6_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 7) &* 16)) &+ (nb117 &* 16)), t119_c7_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 8) &* 16)) &+ (nb117 &* 16)), t119_c8_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 9) &* 16)) &+ (nb117 &* 16)), t119_c9_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 10) &* 16)) &+ (nb117 &* 16)), t119_c10_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 11) &* 16)) &+ (nb117 &* 16)), t119_c11_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 12) &* 16)) &+ (nb117 &* 16)), t119_c12_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 13) &* 16)) &+ (nb117 &* 16)), t119_c13_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 14) &* 16)) &+ (nb117 &* 16)), t119_c14_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 15) &* 16)) &+ (nb117 &* 16)), t119_c15_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 16) &* 16)) &+ (nb117 &* 16)), t119_c16_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 17) &* 16)) &+ (nb117 &* 16)), t119_c17_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 18) &* 16)) &+ (nb117 &* 16)), t119_c18_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 19) &* 16)) &+ (nb117 &* 16)), t119_c19_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 20) &* 16)) &+ (nb117 &* 16)), t119_c20_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 21) &* 16)) &+ (nb117 &* 16)), t119_c21_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 22) &* 16)) &+ (nb117 &* 16)), t119_c22_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 23) &* 16)) &+ (nb117 &* 16)), t119_c23_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 24) &* 16)) &+ (nb117 &* 16)), t119_c24_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 25) &* 16)) &+ (nb117 &* 16)), t119_c25_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 26) &* 16)) &+ (nb117 &* 16)), t119_c26_0)
+          store16(arena, ((1818512 &+ (((mb118 &* 28) &+ 27) &* 16)) &+ (nb117 &* 16)), t119_c27_0)
+        }
+        var t121_c0_0 = load16(arena, (1820752 &+ (nb117 &* 16)))
+        var t121_c1_0 = load16(arena, (1820768 &+ (nb117 &* 16)))
+        var t121_c2_0 = load16(arena, (1820784 &+ (nb117 &* 16)))
+        var t121_c3_0 = load16(arena, (1820800 &+ (nb117 &* 16)))
+        var t121_c4_0 = load16(arena, (1820816 &+ (nb117 &* 16)))
+        var t121_c5_0 = load16(arena, (1820832 &+ (nb117 &* 16)))
+        var t121_c6_0 = load16(arena, (1820848 &+ (nb117 &* 16)))
+        var t121_c7_0 = load16(arena, (1820864 &+ (nb117 &* 16)))
+        var t121_c8_0 = load16(arena, (1820880 &+ (nb117 &* 16)))
+        var t121_c9_0 = load16(arena, (1820896 &+ (nb117 &* 16)))
+        for k122 in 0..<377 {
+          let t121_b0 = load16(arena, ((1716112 &+ ((k122 &+ (kp116 &* 377)) &* 16)) &+ (nb117 &* 16)))
+          let t121_a0 = SIMD16<Float>(repeating: arena[(1652112 &+ (k122 &+ (kp116 &* 377)))])
+          t121_c0_0 = t121_c0_0.addingProduct(t121_a0, t121_b0)
+          let t121_a1 = SIMD16<Float>(repeating: arena[(1658512 &+ (k122 &+ (kp116 &* 377)))])
+          t121_c1_0 = t121_c1_0.addingProduct(t121_a1, t121_b0)
+          let t121_a2 = SIMD16<Float>(repeating: arena[(1664912 &+ (k122 &+ (kp116 &* 377)))])
+          t121_c2_0 = t121_c2_0.addingProduct(t121_a2, t121_b0)
+          let t121_a3 = SIMD16<Float>(repeating: arena[(1671312 &+ (k122 &+ (kp116 &* 377)))])
+          t121_c3_0 = t121_c3_0.addingProduct(t121_a3, t121_b0)
+          let t121_a4 = SIMD16<Float>(repeating: arena[(1677712 &+ (k122 &+ (kp116 &* 377)))])
+          t121_c4_0 = t121_c4_0.addingProduct(t121_a4, t121_b0)
+          let t121_a5 = SIMD16<Float>(repeating: arena[(1684112 &+ (k122 &+ (kp116 &* 377)))])
+          t121_c5_0 = t121_c5_0.addingProduct(t121_a5, t121_b0)
+          let t121_a6 = SIMD16<Float>(repeating: arena[(1690512 &+ (k122 &+ (kp116 &* 377)))])
+          t121_c6_0 = t121_c6_0.addingProduct(t121_a6, t121_b0)
+          let t121_a7 = SIMD16<Float>(repeating: arena[(1696912 &+ (k122 &+ (kp116 &* 377)))])
+          t121_c7_0 = t121_c7_0.addingProduct(t121_a7, t121_b0)
+          let t121_a8 = SIMD16<Float>(repeating: arena[(1703312 &+ (k122 &+ (kp116 &* 377)))])
+          t121_c8_0 = t121_c8_0.addingProduct(t121_a8, t121_b0)
+          let t121_a9 = SIMD16<Float>(repeating: arena[(1709712 &+ (k122 &+ (kp116 &* 377)))])
+          t121_c9_0 = t121_c9_0.addingProduct(t121_a9, t121_b0)
+        }
+        store16(arena, (1820752 &+ (nb117 &* 16)), t121_c0_0)
+        store16(arena, (1820768 &+ (nb117 &* 16)), t121_c1_0)
+        store16(arena, (1820784 &+ (nb117 &* 16)), t121_c2_0)
+        store16(arena, (1820800 &+ (nb117 &* 16)), t121_c3_0)
+        store16(arena, (1820816 &+ (nb117 &* 16)), t121_c4_0)
+        store16(arena, (1820832 &+ (nb117 &* 16)), t121_c5_0)
+        store16(arena, (1820848 &+ (nb117 &* 16)), t121_c6_0)
+        store16(arena, (1820864 &+ (nb117 &* 16)), t121_c7_0)
+        store16(arena, (1820880 &+ (nb117 &* 16)), t121_c8_0)
+        store16(arena, (1820896 &+ (nb117 &* 16)), t121_c9_0)
+      }
+    }
+    for nb123 in 0..<1 {
+      for mb124 in 0..<5 {
+        var t125_c0_0 = load16(arena, ((1818512 &+ ((mb124 &* 28) &* 16)) &+ (nb123 &* 16)))
+        var t125_c1_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 1) &* 16)) &+ (nb123 &* 16)))
+        var t125_c2_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 2) &* 16)) &+ (nb123 &* 16)))
+        var t125_c3_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 3) &* 16)) &+ (nb123 &* 16)))
+        var t125_c4_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 4) &* 16)) &+ (nb123 &* 16)))
+        var t125_c5_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 5) &* 16)) &+ (nb123 &* 16)))
+        var t125_c6_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 6) &* 16)) &+ (nb123 &* 16)))
+        var t125_c7_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 7) &* 16)) &+ (nb123 &* 16)))
+        var t125_c8_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 8) &* 16)) &+ (nb123 &* 16)))
+        var t125_c9_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 9) &* 16)) &+ (nb123 &* 16)))
+        var t125_c10_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 10) &* 16)) &+ (nb123 &* 16)))
+        var t125_c11_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 11) &* 16)) &+ (nb123 &* 16)))
+        var t125_c12_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 12) &* 16)) &+ (nb123 &* 16)))
+        var t125_c13_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 13) &* 16)) &+ (nb123 &* 16)))
+        var t125_c14_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 14) &* 16)) &+ (nb123 &* 16)))
+        var t125_c15_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 15) &* 16)) &+ (nb123 &* 16)))
+        var t125_c16_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 16) &* 16)) &+ (nb123 &* 16)))
+        var t125_c17_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 17) &* 16)) &+ (nb123 &* 16)))
+        var t125_c18_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 18) &* 16)) &+ (nb123 &* 16)))
+        var t125_c19_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 19) &* 16)) &+ (nb123 &* 16)))
+        var t125_c20_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 20) &* 16)) &+ (nb123 &* 16)))
+        var t125_c21_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 21) &* 16)) &+ (nb123 &* 16)))
+        var t125_c22_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 22) &* 16)) &+ (nb123 &* 16)))
+        var t125_c23_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 23) &* 16)) &+ (nb123 &* 16)))
+        var t125_c24_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 24) &* 16)) &+ (nb123 &* 16)))
+        var t125_c25_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 25) &* 16)) &+ (nb123 &* 16)))
+        var t125_c26_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 26) &* 16)) &+ (nb123 &* 16)))
+        var t125_c27_0 = load16(arena, ((1818512 &+ (((mb124 &* 28) &+ 27) &* 16)) &+ (nb123 &* 16)))
+        for k126 in 0..<368 {
+          let t125_b0 = load16(arena, ((1716112 &+ ((k126 &+ 6032) &* 16)) &+ (nb123 &* 16)))
+          let t125_a0 = SIMD16<Float>(repeating: arena[((756112 &+ ((mb124 &* 28) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c0_0 = t125_c0_0.addingProduct(t125_a0, t125_b0)
+          let t125_a1 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 1) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c1_0 = t125_c1_0.addingProduct(t125_a1, t125_b0)
+          let t125_a2 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 2) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c2_0 = t125_c2_0.addingProduct(t125_a2, t125_b0)
+          let t125_a3 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 3) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c3_0 = t125_c3_0.addingProduct(t125_a3, t125_b0)
+          let t125_a4 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 4) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c4_0 = t125_c4_0.addingProduct(t125_a4, t125_b0)
+          let t125_a5 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 5) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c5_0 = t125_c5_0.addingProduct(t125_a5, t125_b0)
+          let t125_a6 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 6) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c6_0 = t125_c6_0.addingProduct(t125_a6, t125_b0)
+          let t125_a7 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 7) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c7_0 = t125_c7_0.addingProduct(t125_a7, t125_b0)
+          let t125_a8 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 8) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c8_0 = t125_c8_0.addingProduct(t125_a8, t125_b0)
+          let t125_a9 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 9) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c9_0 = t125_c9_0.addingProduct(t125_a9, t125_b0)
+          let t125_a10 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 10) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c10_0 = t125_c10_0.addingProduct(t125_a10, t125_b0)
+          let t125_a11 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 11) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c11_0 = t125_c11_0.addingProduct(t125_a11, t125_b0)
+          let t125_a12 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 12) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c12_0 = t125_c12_0.addingProduct(t125_a12, t125_b0)
+          let t125_a13 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 13) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c13_0 = t125_c13_0.addingProduct(t125_a13, t125_b0)
+          let t125_a14 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 14) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c14_0 = t125_c14_0.addingProduct(t125_a14, t125_b0)
+          let t125_a15 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 15) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c15_0 = t125_c15_0.addingProduct(t125_a15, t125_b0)
+          let t125_a16 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 16) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c16_0 = t125_c16_0.addingProduct(t125_a16, t125_b0)
+          let t125_a17 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 17) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c17_0 = t125_c17_0.addingProduct(t125_a17, t125_b0)
+          let t125_a18 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 18) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c18_0 = t125_c18_0.addingProduct(t125_a18, t125_b0)
+          let t125_a19 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 19) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c19_0 = t125_c19_0.addingProduct(t125_a19, t125_b0)
+          let t125_a20 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 20) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c20_0 = t125_c20_0.addingProduct(t125_a20, t125_b0)
+          let t125_a21 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 21) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c21_0 = t125_c21_0.addingProduct(t125_a21, t125_b0)
+          let t125_a22 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 22) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c22_0 = t125_c22_0.addingProduct(t125_a22, t125_b0)
+          let t125_a23 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 23) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c23_0 = t125_c23_0.addingProduct(t125_a23, t125_b0)
+          let t125_a24 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 24) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c24_0 = t125_c24_0.addingProduct(t125_a24, t125_b0)
+          let t125_a25 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 25) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c25_0 = t125_c25_0.addingProduct(t125_a25, t125_b0)
+          let t125_a26 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 26) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c26_0 = t125_c26_0.addingProduct(t125_a26, t125_b0)
+          let t125_a27 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb124 &* 28) &+ 27) &* 6400)) &+ (k126 &+ 6032))])
+          t125_c27_0 = t125_c27_0.addingProduct(t125_a27, t125_b0)
+        }
+        store16(arena, ((1818512 &+ ((mb124 &* 28) &* 16)) &+ (nb123 &* 16)), t125_c0_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 1) &* 16)) &+ (nb123 &* 16)), t125_c1_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 2) &* 16)) &+ (nb123 &* 16)), t125_c2_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 3) &* 16)) &+ (nb123 &* 16)), t125_c3_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 4) &* 16)) &+ (nb123 &* 16)), t125_c4_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 5) &* 16)) &+ (nb123 &* 16)), t125_c5_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 6) &* 16)) &+ (nb123 &* 16)), t125_c6_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 7) &* 16)) &+ (nb123 &* 16)), t125_c7_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 8) &* 16)) &+ (nb123 &* 16)), t125_c8_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 9) &* 16)) &+ (nb123 &* 16)), t125_c9_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 10) &* 16)) &+ (nb123 &* 16)), t125_c10_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 11) &* 16)) &+ (nb123 &* 16)), t125_c11_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 12) &* 16)) &+ (nb123 &* 16)), t125_c12_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 13) &* 16)) &+ (nb123 &* 16)), t125_c13_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 14) &* 16)) &+ (nb123 &* 16)), t125_c14_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 15) &* 16)) &+ (nb123 &* 16)), t125_c15_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 16) &* 16)) &+ (nb123 &* 16)), t125_c16_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 17) &* 16)) &+ (nb123 &* 16)), t125_c17_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 18) &* 16)) &+ (nb123 &* 16)), t125_c18_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 19) &* 16)) &+ (nb123 &* 16)), t125_c19_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 20) &* 16)) &+ (nb123 &* 16)), t125_c20_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 21) &* 16)) &+ (nb123 &* 16)), t125_c21_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 22) &* 16)) &+ (nb123 &* 16)), t125_c22_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 23) &* 16)) &+ (nb123 &* 16)), t125_c23_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 24) &* 16)) &+ (nb123 &* 16)), t125_c24_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 25) &* 16)) &+ (nb123 &* 16)), t125_c25_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 26) &* 16)) &+ (nb123 &* 16)), t125_c26_0)
+        store16(arena, ((1818512 &+ (((mb124 &* 28) &+ 27) &* 16)) &+ (nb123 &* 16)), t125_c27_0)
+      }
+      var t127_c0_0 = load16(arena, (1820752 &+ (nb123 &* 16)))
+      var t127_c1_0 = load16(arena, (1820768 &+ (nb123 &* 16)))
+      var t127_c2_0 = load16(arena, (1820784 &+ (nb123 &* 16)))
+      var t127_c3_0 = load16(arena, (1820800 &+ (nb123 &* 16)))
+      var t127_c4_0 = load16(arena, (1820816 &+ (nb123 &* 16)))
+      var t127_c5_0 = load16(arena, (1820832 &+ (nb123 &* 16)))
+      var t127_c6_0 = load16(arena, (1820848 &+ (nb123 &* 16)))
+      var t127_c7_0 = load16(arena, (1820864 &+ (nb123 &* 16)))
+      var t127_c8_0 = load16(arena, (1820880 &+ (nb123 &* 16)))
+      var t127_c9_0 = load16(arena, (1820896 &+ (nb123 &* 16)))
+      for k128 in 0..<368 {
+        let t127_b0 = load16(arena, ((1716112 &+ ((k128 &+ 6032) &* 16)) &+ (nb123 &* 16)))
+        let t127_a0 = SIMD16<Float>(repeating: arena[(1652112 &+ (k128 &+ 6032))])
+        t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
+        let t127_a1 = SIMD16<Float>(repeating: arena[(1658512 &+ (k128 &+ 6032))])
+        t127_c1_0 = t127_c1_0.addingProduct(t127_a1, t127_b0)
+        let t127_a2 = SIMD16<Float>(repeating: arena[(1664912 &+ (k128 &+ 6032))])
+        t127_c2_0 = t127_c2_0.addingProduct(t127_a2, t127_b0)
+        let t127_a3 = SIMD16<Float>(repeating: arena[(1671312 &+ (k128 &+ 6032))])
+        t127_c3_0 = t127_c3_0.addingProduct(t127_a3, t127_b0)
+        let t127_a4 = SIMD16<Float>(repeating: arena[(1677712 &+ (k128 &+ 6032))])
+        t127_c4_0 = t127_c4_0.addingProduct(t127_a4, t127_b0)
+        let t127_a5 = SIMD16<Float>(repeating: arena[(1684112 &+ (k128 &+ 6032))])
+        t127_c5_0 = t127_c5_0.addingProduct(t127_a5, t127_b0)
+        let t127_a6 = SIMD16<Float>(repeating: arena[(1690512 &+ (k128 &+ 6032))])
+        t127_c6_0 = t127_c6_0.addingProduct(t127_a6, t127_b0)
+        let t127_a7 = SIMD16<Float>(repeating: arena[(1696912 &+ (k128 &+ 6032))])
+        t127_c7_0 = t127_c7_0.addingProduct(t127_a7, t127_b0)
+        let t127_a8 = SIMD16<Float>(repeating: arena[(1703312 &+ (k128 &+ 6032))])
+        t127_c8_0 = t127_c8_0.addingProduct(t127_a8, t127_b0)
+        let t127_a9 = SIMD16<Float>(repeating: arena[(1709712 &+ (k128 &+ 6032))])
+        t127_c9_0 = t127_c9_0.addingProduct(t127_a9, t127_b0)
+      }
+      store16(arena, (1820752 &+ (nb123 &* 16)), t127_c0_0)
+      store16(arena, (1820768 &+ (nb123 &* 16)), t127_c1_0)
+      store16(arena, (1820784 &+ (nb123 &* 16)), t127_c2_0)
+      store16(arena, (1820800 &+ (nb123 &* 16)), t127_c3_0)
+      store16(arena, (1820816 &+ (nb123 &* 16)), t127_c4_0)
+      store16(arena, (1820832 &+ (nb123 &* 16)), t127_c5_0)
+      store16(arena, (1820848 &+ (nb123 &* 16)), t127_c6_0)
+      store16(arena, (1820864 &+ (nb123 &* 16)), t127_c7_0)
+      store16(arena, (1820880 &+ (nb123 &* 16)), t127_c8_0)
+      store16(arena, (1820896 &+ (nb123 &* 16)), t127_c9_0)
+    }
+  }
+  for f129 in 0..<16 {
+    for r130 in 0..<150 {
+      grads[((156 &+ (f129 &* 150)) &+ r130)] = arena[((1818512 &+ (r130 &* 16)) &+ f129)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i124
-    var i124 = 0
-    while i124 &+ 16 <= 100 {
-      store16(arena, 376320 &+ i124, SIMD16<Float>(repeating: Float(1)))
-      i124 &+= 16
+  do {  // SIMD16 over i131
+    var i131 = 0
+    while i131 &+ 16 <= 100 {
+      store16(arena, 376320 &+ i131, SIMD16<Float>(repeating: Float(1)))
+      i131 &+= 16
     }
-    while i124 < 100 {
-      arena[(376320 &+ i124)] = Float(1)
-      i124 &+= 1
-    }
-  }
-  do {  // SIMD16 over i125
-    var i125 = 0
-    while i125 &+ 16 <= 16 {
-      store16(grads, 2556 &+ i125, SIMD16<Float>(repeating: Float(0)))
-      i125 &+= 16
-    }
-    while i125 < 16 {
-      grads[(2556 &+ i125)] = Float(0)
-      i125 &+= 1
+    while i131 < 100 {
+      arena[(376320 &+ i131)] = Float(1)
+      i131 &+= 1
     }
   }
-  for img126 in 0..<64 {
-    sgemm(101, 111, 111, 16, 1, 100, 1, arena + (653712 &+ (img126 &* 1600)), 100, arena + 376320, 1, Float(bitPattern: 0x3f800000), grads + 2556, 1)
+  do {  // SIMD16 over i132
+    var i132 = 0
+    while i132 &+ 16 <= 16 {
+      store16(grads, 2556 &+ i132, SIMD16<Float>(repeating: Float(0)))
+      i132 &+= 16
+    }
+    while i132 < 16 {
+      grads[(2556 &+ i132)] = Float(0)
+      i132 &+= 1
+    }
+  }
+  for img133 in 0..<64 {
+    sgemm(101, 111, 111, 16, 1, 100, 1, arena + (653712 &+ (img133 &* 1600)), 100, arena + 376320, 1, Float(bitPattern: 0x3f800000), grads + 2556, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  do {  // SIMD16 over i127
-    var i127 = 0
-    while i127 &+ 16 <= 75264 {
-      store16(arena, 376320 &+ i127, SIMD16<Float>(repeating: Float(0)))
-      i127 &+= 16
+  do {  // SIMD16 over i134
+    var i134 = 0
+    while i134 &+ 16 <= 75264 {
+      store16(arena, 376320 &+ i134, SIMD16<Float>(repeating: Float(0)))
+      i134 &+= 16
     }
-    while i127 < 75264 {
-      arena[(376320 &+ i127)] = Float(0)
-      i127 &+= 1
+    while i134 < 75264 {
+      arena[(376320 &+ i134)] = Float(0)
+      i134 &+= 1
     }
   }
-  for g128 in 0..<1 {
-    for j129 in 0..<64 {
-      for f130 in 0..<16 {
-        do {  // SIMD16 over i131
-          var i131 = 0
-          while i131 &+ 16 <= 100 {
-            store16(arena, ((1716112 &+ (f130 &* 6400)) &+ (j129 &* 100)) &+ i131, load16(arena, ((653712 &+ (((g128 &* 64) &+ j129) &* 1600)) &+ (f130 &* 100)) &+ i131))
-            i131 &+= 16
-          }
-          while i131 < 100 {
-            arena[(((1716112 &+ (f130 &* 6400)) &+ (j129 &* 100)) &+ i131)] = arena[(((653712 &+ (((g128 &* 64) &+ j129) &* 1600)) &+ (f130 &* 100)) &+ i131)]
-            i131 &+= 1
-          }
-        }
-      }
-    }
-    for nb132 in 0..<100 {
-      for mb133 in 0..<25 {
-        var t134_c0_0 = SIMD16<Float>()
-        var t134_c0_1 = SIMD16<Float>()
-        var t134_c0_2 = SIMD16<Float>()
-        var t134_c0_3 = SIMD16<Float>()
-        var t134_c1_0 = SIMD16<Float>()
-        var t134_c1_1 = SIMD16<Float>()
-        var t134_c1_2 = SIMD16<Float>()
-        var t134_c1_3 = SIMD16<Float>()
-        var t134_c2_0 = SIMD16<Float>()
-        var t134_c2_1 = SIMD16<Float>()
-        var t134_c2_2 = SIMD16<Float>()
-        var t134_c2_3 = SIMD16<Float>()
-        var t134_c3_0 = SIMD16<Float>()
-        var t134_c3_1 = SIMD16<Float>()
-        var t134_c3_2 = SIMD16<Float>()
-        var t134_c3_3 = SIMD16<Float>()
-        var t134_c4_0 = SIMD16<Float>()
-        var t134_c4_1 = SIMD16<Float>()
-        var t134_c4_2 = SIMD16<Float>()
-        var t134_c4_3 = SIMD16<Float>()
-        var t134_c5_0 = SIMD16<Float>()
-        var t134_c5_1 = SIMD16<Float>()
-        var t134_c5_2 = SIMD16<Float>()
-        var t134_c5_3 = SIMD16<Float>()
-        for k135 in 0..<16 {
-          let t134_b0 = load16(arena, ((1716112 &+ (k135 &* 6400)) &+ (nb132 &* 64)))
-          let t134_b1 = load16(arena, (((1716112 &+ (k135 &* 6400)) &+ (nb132 &* 64)) &+ 16))
-          let t134_b2 = load16(arena, (((1716112 &+ (k135 &* 6400)) &+ (nb132 &* 64)) &+ 32))
-          let t134_b3 = load16(arena, (((1716112 &+ (k135 &* 6400)) &+ (nb132 &* 64)) &+ 48))
-          let t134_a0 = SIMD16<Float>(repeating: params[((156 &+ (mb133 &* 6)) &+ (k135 &* 150))])
-          t134_c0_0 = t134_c0_0.addingProduct(t134_a0, t134_b0)
-          t134_c0_1 = t134_c0_1.addingProduct(t134_a0, t134_b1)
-          t134_c0_2 = t134_c0_2.addingProduct(t134_a0, t134_b2)
-          t134_c0_3 = t134_c0_3.addingProduct(t134_a0, t134_b3)
-          let t134_a1 = SIMD16<Float>(repeating: params[((156 &+ ((mb133 &* 6) &+ 1)) &+ (k135 &* 150))])
-          t134_c1_0 = t134_c1_0.addingProduct(t134_a1, t134_b0)
-          t134_c1_1 = t134_c1_1.addingProduct(t134_a1, t134_b1)
-          t134_c1_2 = t134_c1_2.addingProduct(t134_a1, t134_b2)
-          t134_c1_3 = t134_c1_3.addingProduct(t134_a1, t134_b3)
-          let t134_a2 = SIMD16<Float>(repeating: params[((156 &+ ((mb133 &* 6) &+ 2)) &+ (k135 &* 150))])
-          t134_c2_0 = t134_c2_0.addingProduct(t134_a2, t134_b0)
-          t134_c2_1 = t134_c2_1.addingProduct(t134_a2, t134_b1)
-          t134_c2_2 = t134_c2_2.addingProduct(t134_a2, t134_b2)
-          t134_c2_3 = t134_c2_3.addingProduct(t134_a2, t134_b3)
-          let t134_a3 = SIMD16<Float>(repeating: params[((156 &+ ((mb133 &* 6) &+ 3)) &+ (k135 &* 150))])
-          t134_c3_0 = t134_c3_0.addingProduct(t134_a3, t134_b0)
-          t134_c3_1 = t134_c3_1.addingProduct(t134_a3, t134_b1)
-          t134_c3_2 = t134_c3_2.addingProduct(t134_a3, t134_b2)
-          t134_c3_3 = t134_c3_3.addingProduct(t134_a3, t134_b3)
-          let t134_a4 = SIMD16<Float>(repeating: params[((156 &+ ((mb133 &* 6) &+ 4)) &+ (k135 &* 150))])
-          t134_c4_0 = t134_c4_0.addingProduct(t134_a4, t134_b0)
-          t134_c4_1 = t134_c4_1.addingProduct(t134_a4, t134_b1)
-          t134_c4_2 = t134_c4_2.addingProduct(t134_a4, t134_b2)
-          t134_c4_3 = t134_c4_3.addingProduct(t134_a4, t134_b3)
-          let t134_a5 = SIMD16<Float>(repeating: params[((156 &+ ((mb133 &* 6) &+ 5)) &+ (k135 &* 150))])
-          t134_c5_0 = t134_c5_0.addingProduct(t134_a5, t134_b0)
-          t134_c5_1 = t134_c5_1.addingProduct(t134_a5, t134_b1)
-          t134_c5_2 = t134_c5_2.addingProduct(t134_a5, t134_b2)
-          t134_c5_3 = t134_c5_3.addingProduct(t134_a5, t134_b3)
-        }
-        store16(arena, ((756112 &+ ((mb133 &* 6) &* 6400)) &+ (nb132 &* 64)), t134_c0_0)
-        store16(arena, (((756112 &+ ((mb133 &* 6) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c0_1)
-        store16(arena, (((756112 &+ ((mb133 &* 6) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c0_2)
-        store16(arena, (((756112 &+ ((mb133 &* 6) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c0_3)
-        store16(arena, ((756112 &+ (((mb133 &* 6) &+ 1) &* 6400)) &+ (nb132 &* 64)), t134_c1_0)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 1) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c1_1)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 1) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c1_2)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 1) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c1_3)
-        store16(arena, ((756112 &+ (((mb133 &* 6) &+ 2) &* 6400)) &+ (nb132 &* 64)), t134_c2_0)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 2) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c2_1)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 2) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c2_2)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 2) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c2_3)
-        store16(arena, ((756112 &+ (((mb133 &* 6) &+ 3) &* 6400)) &+ (nb132 &* 64)), t134_c3_0)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 3) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c3_1)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 3) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c3_2)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 3) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c3_3)
-        store16(arena, ((756112 &+ (((mb133 &* 6) &+ 4) &* 6400)) &+ (nb132 &* 64)), t134_c4_0)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 4) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c4_1)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 4) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c4_2)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 4) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c4_3)
-        store16(arena, ((756112 &+ (((mb133 &* 6) &+ 5) &* 6400)) &+ (nb132 &* 64)), t134_c5_0)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 5) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c5_1)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 5) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c5_2)
-        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 5) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c5_3)
-      }
-    }
+  for g135 in 0..<1 {
     for j136 in 0..<64 {
-      for c137 in 0..<6 {
-        for ky138 in 0..<5 {
-          for oy139 in 0..<10 {
-            for ox140 in 0..<10 {
-              arena[((((376320 &+ (((g128 &* 64) &+ j136) &* 1176)) &+ (c137 &* 196)) &+ ((oy139 &+ ky138) &* 14)) &+ ox140)] += arena[(((756112 &+ ((((c137 &* 5) &+ ky138) &* 5) &* 6400)) &+ (j136 &* 100)) &+ ((oy139 &* 10) &+ ox140))]
+      for f137 in 0..<16 {
+        do {  // SIMD16 over i138
+          var i138 = 0
+          while i138 &+ 16 <= 100 {
+            store16(arena, ((1716112 &+ (f137 &* 6400)) &+ (j136 &* 100)) &+ i138, load16(arena, ((653712 &+ (((g135 &* 64) &+ j136) &* 1600)) &+ (f137 &* 100)) &+ i138))
+            i138 &+= 16
+          }
+          while i138 < 100 {
+            arena[(((1716112 &+ (f137 &* 6400)) &+ (j136 &* 100)) &+ i138)] = arena[(((653712 &+ (((g135 &* 64) &+ j136) &* 1600)) &+ (f137 &* 100)) &+ i138)]
+            i138 &+= 1
+          }
+        }
+      }
+    }
+    for nb139 in 0..<100 {
+      for mb140 in 0..<25 {
+        var t141_c0_0 = SIMD16<Float>()
+        var t141_c0_1 = SIMD16<Float>()
+        var t141_c0_2 = SIMD16<Float>()
+        var t141_c0_3 = SIMD16<Float>()
+        var t141_c1_0 = SIMD16<Float>()
+        var t141_c1_1 = SIMD16<Float>()
+        var t141_c1_2 = SIMD16<Float>()
+        var t141_c1_3 = SIMD16<Float>()
+        var t141_c2_0 = SIMD16<Float>()
+        var t141_c2_1 = SIMD16<Float>()
+        var t141_c2_2 = SIMD16<Float>()
+        var t141_c2_3 = SIMD16<Float>()
+        var t141_c3_0 = SIMD16<Float>()
+        var t141_c3_1 = SIMD16<Float>()
+        var t141_c3_2 = SIMD16<Float>()
+        var t141_c3_3 = SIMD16<Float>()
+        var t141_c4_0 = SIMD16<Float>()
+        var t141_c4_1 = SIMD16<Float>()
+        var t141_c4_2 = SIMD16<Float>()
+        var t141_c4_3 = SIMD16<Float>()
+        var t141_c5_0 = SIMD16<Float>()
+        var t141_c5_1 = SIMD16<Float>()
+        var t141_c5_2 = SIMD16<Float>()
+        var t141_c5_3 = SIMD16<Float>()
+        for k142 in 0..<16 {
+          let t141_b0 = load16(arena, ((1716112 &+ (k142 &* 6400)) &+ (nb139 &* 64)))
+          let t141_b1 = load16(arena, (((1716112 &+ (k142 &* 6400)) &+ (nb139 &* 64)) &+ 16))
+          let t141_b2 = load16(arena, (((1716112 &+ (k142 &* 6400)) &+ (nb139 &* 64)) &+ 32))
+          let t141_b3 = load16(arena, (((1716112 &+ (k142 &* 6400)) &+ (nb139 &* 64)) &+ 48))
+          let t141_a0 = SIMD16<Float>(repeating: params[((156 &+ (mb140 &* 6)) &+ (k142 &* 150))])
+          t141_c0_0 = t141_c0_0.addingProduct(t141_a0, t141_b0)
+          t141_c0_1 = t141_c0_1.addingProduct(t141_a0, t141_b1)
+          t141_c0_2 = t141_c0_2.addingProduct(t141_a0, t141_b2)
+          t141_c0_3 = t141_c0_3.addingProduct(t141_a0, t141_b3)
+          let t141_a1 = SIMD16<Float>(repeating: params[((156 &+ ((mb140 &* 6) &+ 1)) &+ (k142 &* 150))])
+          t141_c1_0 = t141_c1_0.addingProduct(t141_a1, t141_b0)
+          t141_c1_1 = t141_c1_1.addingProduct(t141_a1, t141_b1)
+          t141_c1_2 = t141_c1_2.addingProduct(t141_a1, t141_b2)
+          t141_c1_3 = t141_c1_3.addingProduct(t141_a1, t141_b3)
+          let t141_a2 = SIMD16<Float>(repeating: params[((156 &+ ((mb140 &* 6) &+ 2)) &+ (k142 &* 150))])
+          t141_c2_0 = t141_c2_0.addingProduct(t141_a2, t141_b0)
+          t141_c2_1 = t141_c2_1.addingProduct(t141_a2, t141_b1)
+          t141_c2_2 = t141_c2_2.addingProduct(t141_a2, t141_b2)
+          t141_c2_3 = t141_c2_3.addingProduct(t141_a2, t141_b3)
+          let t141_a3 = SIMD16<Float>(repeating: params[((156 &+ ((mb140 &* 6) &+ 3)) &+ (k142 &* 150))])
+          t141_c3_0 = t141_c3_0.addingProduct(t141_a3, t141_b0)
+          t141_c3_1 = t141_c3_1.addingProduct(t141_a3, t141_b1)
+          t141_c3_2 = t141_c3_2.addingProduct(t141_a3, t141_b2)
+          t141_c3_3 = t141_c3_3.addingProduct(t141_a3, t141_b3)
+          let t141_a4 = SIMD16<Float>(repeating: params[((156 &+ ((mb140 &* 6) &+ 4)) &+ (k142 &* 150))])
+          t141_c4_0 = t141_c4_0.addingProduct(t141_a4, t141_b0)
+          t141_c4_1 = t141_c4_1.addingProduct(t141_a4, t141_b1)
+          t141_c4_2 = t141_c4_2.addingProduct(t141_a4, t141_b2)
+          t141_c4_3 = t141_c4_3.addingProduct(t141_a4, t141_b3)
+          let t141_a5 = SIMD16<Float>(repeating: params[((156 &+ ((mb140 &* 6) &+ 5)) &+ (k142 &* 150))])
+          t141_c5_0 = t141_c5_0.addingProduct(t141_a5, t141_b0)
+          t141_c5_1 = t141_c5_1.addingProduct(t141_a5, t141_b1)
+          t141_c5_2 = t141_c5_2.addingProduct(t141_a5, t141_b2)
+          t141_c5_3 = t141_c5_3.addingProduct(t141_a5, t141_b3)
+        }
+        store16(arena, ((756112 &+ ((mb140 &* 6) &* 6400)) &+ (nb139 &* 64)), t141_c0_0)
+        store16(arena, (((756112 &+ ((mb140 &* 6) &* 6400)) &+ (nb139 &* 64)) &+ 16), t141_c0_1)
+        store16(arena, (((756112 &+ ((mb140 &* 6) &* 6400)) &+ (nb139 &* 64)) &+ 32), t141_c0_2)
+        store16(arena, (((756112 &+ ((mb140 &* 6) &* 6400)) &+ (nb139 &* 64)) &+ 48), t141_c0_3)
+        store16(arena, ((756112 &+ (((mb140 &* 6) &+ 1) &* 6400)) &+ (nb139 &* 64)), t141_c1_0)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 1) &* 6400)) &+ (nb139 &* 64)) &+ 16), t141_c1_1)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 1) &* 6400)) &+ (nb139 &* 64)) &+ 32), t141_c1_2)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 1) &* 6400)) &+ (nb139 &* 64)) &+ 48), t141_c1_3)
+        store16(arena, ((756112 &+ (((mb140 &* 6) &+ 2) &* 6400)) &+ (nb139 &* 64)), t141_c2_0)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 2) &* 6400)) &+ (nb139 &* 64)) &+ 16), t141_c2_1)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 2) &* 6400)) &+ (nb139 &* 64)) &+ 32), t141_c2_2)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 2) &* 6400)) &+ (nb139 &* 64)) &+ 48), t141_c2_3)
+        store16(arena, ((756112 &+ (((mb140 &* 6) &+ 3) &* 6400)) &+ (nb139 &* 64)), t141_c3_0)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 3) &* 6400)) &+ (nb139 &* 64)) &+ 16), t141_c3_1)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 3) &* 6400)) &+ (nb139 &* 64)) &+ 32), t141_c3_2)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 3) &* 6400)) &+ (nb139 &* 64)) &+ 48), t141_c3_3)
+        store16(arena, ((756112 &+ (((mb140 &* 6) &+ 4) &* 6400)) &+ (nb139 &* 64)), t141_c4_0)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 4) &* 6400)) &+ (nb139 &* 64)) &+ 16), t141_c4_1)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 4) &* 6400)) &+ (nb139 &* 64)) &+ 32), t141_c4_2)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 4) &* 6400)) &+ (nb139 &* 64)) &+ 48), t141_c4_3)
+        store16(arena, ((756112 &+ (((mb140 &* 6) &+ 5) &* 6400)) &+ (nb139 &* 64)), t141_c5_0)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 5) &* 6400)) &+ (nb139 &* 64)) &+ 16), t141_c5_1)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 5) &* 6400)) &+ (nb139 &* 64)) &+ 32), t141_c5_2)
+        store16(arena, (((756112 &+ (((mb140 &* 6) &+ 5) &* 6400)) &+ (nb139 &* 64)) &+ 48), t141_c5_3)
+      }
+    }
+    for j143 in 0..<64 {
+      for c144 in 0..<6 {
+        for ky145 in 0..<5 {
+          for oy146 in 0..<10 {
+            for ox147 in 0..<10 {
+              arena[((((376320 &+ (((g135 &* 64) &+ j143) &* 1176)) &+ (c144 &* 196)) &+ ((oy146 &+ ky145) &* 14)) &+ ox147)] += arena[(((756112 &+ ((((c144 &* 5) &+ ky145) &* 5) &* 6400)) &+ (j143 &* 100)) &+ ((oy146 &* 10) &+ ox147))]
             }
           }
-          for oy141 in 0..<10 {
-            for ox142 in 0..<10 {
-              arena[((((376320 &+ (((g128 &* 64) &+ j136) &* 1176)) &+ (c137 &* 196)) &+ ((oy141 &+ ky138) &* 14)) &+ (ox142 &+ 1))] += arena[(((756112 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 1) &* 6400)) &+ (j136 &* 100)) &+ ((oy141 &* 10) &+ ox142))]
+          for oy148 in 0..<10 {
+            for ox149 in 0..<10 {
+              arena[((((376320 &+ (((g135 &* 64) &+ j143) &* 1176)) &+ (c144 &* 196)) &+ ((oy148 &+ ky145) &* 14)) &+ (ox149 &+ 1))] += arena[(((756112 &+ (((((c144 &* 5) &+ ky145) &* 5) &+ 1) &* 6400)) &+ (j143 &* 100)) &+ ((oy148 &* 10) &+ ox149))]
             }
           }
-          for oy143 in 0..<10 {
-            for ox144 in 0..<10 {
-              arena[((((376320 &+ (((g128 &* 64) &+ j136) &* 1176)) &+ (c137 &* 196)) &+ ((oy143 &+ ky138) &* 14)) &+ (ox144 &+ 2))] += arena[(((756112 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 2) &* 6400)) &+ (j136 &* 100)) &+ ((oy143 &* 10) &+ ox144))]
+          for oy150 in 0..<10 {
+            for ox151 in 0..<10 {
+              arena[((((376320 &+ (((g135 &* 64) &+ j143) &* 1176)) &+ (c144 &* 196)) &+ ((oy150 &+ ky145) &* 14)) &+ (ox151 &+ 2))] += arena[(((756112 &+ (((((c144 &* 5) &+ ky145) &* 5) &+ 2) &* 6400)) &+ (j143 &* 100)) &+ ((oy150 &* 10) &+ ox151))]
             }
           }
-          for oy145 in 0..<10 {
-            for ox146 in 0..<10 {
-              arena[((((376320 &+ (((g128 &* 64) &+ j136) &* 1176)) &+ (c137 &* 196)) &+ ((oy145 &+ ky138) &* 14)) &+ (ox146 &+ 3))] += arena[(((756112 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 3) &* 6400)) &+ (j136 &* 100)) &+ ((oy145 &* 10) &+ ox146))]
+          for oy152 in 0..<10 {
+            for ox153 in 0..<10 {
+              arena[((((376320 &+ (((g135 &* 64) &+ j143) &* 1176)) &+ (c144 &* 196)) &+ ((oy152 &+ ky145) &* 14)) &+ (ox153 &+ 3))] += arena[(((756112 &+ (((((c144 &* 5) &+ ky145) &* 5) &+ 3) &* 6400)) &+ (j143 &* 100)) &+ ((oy152 &* 10) &+ ox153))]
             }
           }
-          for oy147 in 0..<10 {
-            for ox148 in 0..<10 {
-              arena[((((376320 &+ (((g128 &* 64) &+ j136) &* 1176)) &+ (c137 &* 196)) &+ ((oy147 &+ ky138) &* 14)) &+ (ox148 &+ 4))] += arena[(((756112 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 4) &* 6400)) &+ (j136 &* 100)) &+ ((oy147 &* 10) &+ ox148))]
+          for oy154 in 0..<10 {
+            for ox155 in 0..<10 {
+              arena[((((376320 &+ (((g135 &* 64) &+ j143) &* 1176)) &+ (c144 &* 196)) &+ ((oy154 &+ ky145) &* 14)) &+ (ox155 &+ 4))] += arena[(((756112 &+ (((((c144 &* 5) &+ ky145) &* 5) &+ 4) &* 6400)) &+ (j143 &* 100)) &+ ((oy154 &* 10) &+ ox155))]
             }
           }
         }
@@ -1153,376 +1202,425 @@ public func lenet5_train_b64(
     }
   }
   // relu1_grad = avgpool_grad(pool1_grad, conv1)
-  do {  // SIMD16 over i149
-    var i149 = 0
-    while i149 &+ 16 <= 301056 {
-      store16(arena, 518032 &+ i149, SIMD16<Float>(repeating: Float(0)))
-      i149 &+= 16
+  do {  // SIMD16 over i156
+    var i156 = 0
+    while i156 &+ 16 <= 301056 {
+      store16(arena, 518032 &+ i156, SIMD16<Float>(repeating: Float(0)))
+      i156 &+= 16
     }
-    while i149 < 301056 {
-      arena[(518032 &+ i149)] = Float(0)
-      i149 &+= 1
+    while i156 < 301056 {
+      arena[(518032 &+ i156)] = Float(0)
+      i156 &+= 1
     }
   }
-  for q150 in 0..<384 {
-    for py151 in 0..<14 {
-      for px152 in 0..<14 {
-        for ky153 in 0..<2 {
-          for kx154 in 0..<2 {
-            arena[(((518032 &+ (((q150 &* 784) &+ (py151 &* 56)) &+ (px152 &* 2))) &+ (ky153 &* 28)) &+ kx154)] += (arena[(((376320 &+ (q150 &* 196)) &+ (py151 &* 14)) &+ px152)] * Float(bitPattern: 0x3e800000))
+  for q157 in 0..<384 {
+    for py158 in 0..<14 {
+      for px159 in 0..<14 {
+        for ky160 in 0..<2 {
+          for kx161 in 0..<2 {
+            arena[(((518032 &+ (((q157 &* 784) &+ (py158 &* 56)) &+ (px159 &* 2))) &+ (ky160 &* 28)) &+ kx161)] += (arena[(((376320 &+ (q157 &* 196)) &+ (py158 &* 14)) &+ px159)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i155
-    var i155 = 0
-    while i155 &+ 16 <= 301056 {
-      store16(arena, 819088 &+ i155, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i155), where: load16(arena, 0 &+ i155) .> SIMD16<Float>(repeating: Float(0))))
-      i155 &+= 16
+  do {  // SIMD16 over i162
+    var i162 = 0
+    while i162 &+ 16 <= 301056 {
+      store16(arena, 819088 &+ i162, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i162), where: load16(arena, 0 &+ i162) .> SIMD16<Float>(repeating: Float(0))))
+      i162 &+= 16
     }
-    while i155 < 301056 {
-      arena[(819088 &+ i155)] = (arena[i155] > Float(0) ? arena[(518032 &+ i155)] : Float(0))
-      i155 &+= 1
+    while i162 < 301056 {
+      arena[(819088 &+ i162)] = (arena[i162] > Float(0) ? arena[(518032 &+ i162)] : Float(0))
+      i162 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i156
-    var i156 = 0
-    while i156 &+ 16 <= 150 {
-      store16(arena, 2675600 &+ i156, SIMD16<Float>(repeating: Float(0)))
-      i156 &+= 16
+  do {  // SIMD16 over i163
+    var i163 = 0
+    while i163 &+ 16 <= 150 {
+      store16(arena, 2675600 &+ i163, SIMD16<Float>(repeating: Float(0)))
+      i163 &+= 16
     }
-    while i156 < 150 {
-      arena[(2675600 &+ i156)] = Float(0)
-      i156 &+= 1
-    }
-  }
-  for g157 in 0..<1 {
-    for j158 in 0..<64 {
-      for r159 in 0..<25 {
-        do {  // SIMD16 over i160
-          var i160 = 0
-          while i160 &+ 16 <= 784 {
-            store16(arena, ((1120144 &+ (r159 &* 50176)) &+ (j158 &* 784)) &+ i160, SIMD16<Float>(repeating: Float(0)))
-            i160 &+= 16
-          }
-          while i160 < 784 {
-            arena[(((1120144 &+ (r159 &* 50176)) &+ (j158 &* 784)) &+ i160)] = Float(0)
-            i160 &+= 1
-          }
-        }
-      }
-      for c161 in 0..<1 {
-        for ky162 in 0..<5 {
-          for oy163 in 0..<28 {
-            if (-1 < ((oy163 &+ ky162) &+ -2) && ((oy163 &+ ky162) &+ -2) < 28) {
-              for ox164 in 0..<26 {
-                arena[(((1120144 &+ ((((c161 &* 5) &+ ky162) &* 5) &* 50176)) &+ (j158 &* 784)) &+ ((oy163 &* 28) &+ (ox164 &+ 2)))] = images[((((((g157 &* 64) &+ j158) &* 784) &+ (c161 &* 784)) &+ (((oy163 &+ ky162) &+ -2) &* 28)) &+ ((ox164 &+ 2) &+ -2))]
-              }
-            }
-          }
-          for oy165 in 0..<28 {
-            if (-1 < ((oy165 &+ ky162) &+ -2) && ((oy165 &+ ky162) &+ -2) < 28) {
-              for ox166 in 0..<27 {
-                arena[(((1120144 &+ (((((c161 &* 5) &+ ky162) &* 5) &+ 1) &* 50176)) &+ (j158 &* 784)) &+ ((oy165 &* 28) &+ (ox166 &+ 1)))] = images[((((((g157 &* 64) &+ j158) &* 784) &+ (c161 &* 784)) &+ (((oy165 &+ ky162) &+ -2) &* 28)) &+ ((ox166 &+ 1) &+ -1))]
-              }
-            }
-          }
-          for oy167 in 0..<28 {
-            if (-1 < ((oy167 &+ ky162) &+ -2) && ((oy167 &+ ky162) &+ -2) < 28) {
-              for ox168 in 0..<28 {
-                arena[(((1120144 &+ (((((c161 &* 5) &+ ky162) &* 5) &+ 2) &* 50176)) &+ (j158 &* 784)) &+ ((oy167 &* 28) &+ ox168))] = images[((((((g157 &* 64) &+ j158) &* 784) &+ (c161 &* 784)) &+ (((oy167 &+ ky162) &+ -2) &* 28)) &+ ox168)]
-              }
-            }
-          }
-          for oy169 in 0..<28 {
-            if (-1 < ((oy169 &+ ky162) &+ -2) && ((oy169 &+ ky162) &+ -2) < 28) {
-              for ox170 in 0..<27 {
-                arena[(((1120144 &+ (((((c161 &* 5) &+ ky162) &* 5) &+ 3) &* 50176)) &+ (j158 &* 784)) &+ ((oy169 &* 28) &+ ox170))] = images[((((((g157 &* 64) &+ j158) &* 784) &+ (c161 &* 784)) &+ (((oy169 &+ ky162) &+ -2) &* 28)) &+ (ox170 &+ 1))]
-              }
-            }
-          }
-          for oy171 in 0..<28 {
-            if (-1 < ((oy171 &+ ky162) &+ -2) && ((oy171 &+ ky162) &+ -2) < 28) {
-              for ox172 in 0..<26 {
-                arena[(((1120144 &+ (((((c161 &* 5) &+ ky162) &* 5) &+ 4) &* 50176)) &+ (j158 &* 784)) &+ ((oy171 &* 28) &+ ox172))] = images[((((((g157 &* 64) &+ j158) &* 784) &+ (c161 &* 784)) &+ (((oy171 &+ ky162) &+ -2) &* 28)) &+ (ox172 &+ 2))]
-              }
-            }
-          }
-        }
-      }
-    }
-    for j173 in 0..<64 {
-      for i174 in 0..<784 {
-        for f175 in 0..<6 {
-          arena[((2374544 &+ (((j173 &* 784) &+ i174) &* 6)) &+ f175)] = arena[(((819088 &+ (((g157 &* 64) &+ j173) &* 4704)) &+ (f175 &* 784)) &+ i174)]
-        }
-      }
-    }
-    for kp176 in 0..<130 {
-      for mb177 in 0..<1 {
-        var t178_c0_0 = loadPartial(arena, (2675600 &+ ((mb177 &* 25) &* 6)), 6)
-        var t178_c1_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 1) &* 6)), 6)
-        var t178_c2_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 2) &* 6)), 6)
-        var t178_c3_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 3) &* 6)), 6)
-        var t178_c4_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 4) &* 6)), 6)
-        var t178_c5_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 5) &* 6)), 6)
-        var t178_c6_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 6) &* 6)), 6)
-        var t178_c7_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 7) &* 6)), 6)
-        var t178_c8_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 8) &* 6)), 6)
-        var t178_c9_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 9) &* 6)), 6)
-        var t178_c10_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 10) &* 6)), 6)
-        var t178_c11_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 11) &* 6)), 6)
-        var t178_c12_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 12) &* 6)), 6)
-        var t178_c13_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 13) &* 6)), 6)
-        var t178_c14_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 14) &* 6)), 6)
-        var t178_c15_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 15) &* 6)), 6)
-        var t178_c16_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 16) &* 6)), 6)
-        var t178_c17_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 17) &* 6)), 6)
-        var t178_c18_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 18) &* 6)), 6)
-        var t178_c19_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 19) &* 6)), 6)
-        var t178_c20_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 20) &* 6)), 6)
-        var t178_c21_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 21) &* 6)), 6)
-        var t178_c22_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 22) &* 6)), 6)
-        var t178_c23_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 23) &* 6)), 6)
-        var t178_c24_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 24) &* 6)), 6)
-        for k179 in 0..<384 {
-          let t178_b0 = loadPartial(arena, (2374544 &+ ((k179 &+ (kp176 &* 384)) &* 6)), 6)
-          let t178_a0 = SIMD16<Float>(repeating: arena[((1120144 &+ ((mb177 &* 25) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c0_0 = t178_c0_0.addingProduct(t178_a0, t178_b0)
-          let t178_a1 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 1) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c1_0 = t178_c1_0.addingProduct(t178_a1, t178_b0)
-          let t178_a2 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 2) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c2_0 = t178_c2_0.addingProduct(t178_a2, t178_b0)
-          let t178_a3 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 3) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c3_0 = t178_c3_0.addingProduct(t178_a3, t178_b0)
-          let t178_a4 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 4) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c4_0 = t178_c4_0.addingProduct(t178_a4, t178_b0)
-          let t178_a5 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 5) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c5_0 = t178_c5_0.addingProduct(t178_a5, t178_b0)
-          let t178_a6 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 6) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c6_0 = t178_c6_0.addingProduct(t178_a6, t178_b0)
-          let t178_a7 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 7) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c7_0 = t178_c7_0.addingProduct(t178_a7, t178_b0)
-          let t178_a8 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 8) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c8_0 = t178_c8_0.addingProduct(t178_a8, t178_b0)
-          let t178_a9 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 9) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c9_0 = t178_c9_0.addingProduct(t178_a9, t178_b0)
-          let t178_a10 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 10) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c10_0 = t178_c10_0.addingProduct(t178_a10, t178_b0)
-          let t178_a11 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 11) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c11_0 = t178_c11_0.addingProduct(t178_a11, t178_b0)
-          let t178_a12 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 12) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c12_0 = t178_c12_0.addingProduct(t178_a12, t178_b0)
-          let t178_a13 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 13) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c13_0 = t178_c13_0.addingProduct(t178_a13, t178_b0)
-          let t178_a14 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 14) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c14_0 = t178_c14_0.addingProduct(t178_a14, t178_b0)
-          let t178_a15 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 15) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c15_0 = t178_c15_0.addingProduct(t178_a15, t178_b0)
-          let t178_a16 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 16) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c16_0 = t178_c16_0.addingProduct(t178_a16, t178_b0)
-          let t178_a17 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 17) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c17_0 = t178_c17_0.addingProduct(t178_a17, t178_b0)
-          let t178_a18 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 18) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c18_0 = t178_c18_0.addingProduct(t178_a18, t178_b0)
-          let t178_a19 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 19) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c19_0 = t178_c19_0.addingProduct(t178_a19, t178_b0)
-          let t178_a20 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 20) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c20_0 = t178_c20_0.addingProduct(t178_a20, t178_b0)
-          let t178_a21 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 21) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c21_0 = t178_c21_0.addingProduct(t178_a21, t178_b0)
-          let t178_a22 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 22) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c22_0 = t178_c22_0.addingProduct(t178_a22, t178_b0)
-          let t178_a23 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 23) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c23_0 = t178_c23_0.addingProduct(t178_a23, t178_b0)
-          let t178_a24 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 24) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
-          t178_c24_0 = t178_c24_0.addingProduct(t178_a24, t178_b0)
-        }
-        storePartial(arena, (2675600 &+ ((mb177 &* 25) &* 6)), t178_c0_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 1) &* 6)), t178_c1_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 2) &* 6)), t178_c2_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 3) &* 6)), t178_c3_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 4) &* 6)), t178_c4_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 5) &* 6)), t178_c5_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 6) &* 6)), t178_c6_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 7) &* 6)), t178_c7_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 8) &* 6)), t178_c8_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 9) &* 6)), t178_c9_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 10) &* 6)), t178_c10_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 11) &* 6)), t178_c11_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 12) &* 6)), t178_c12_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 13) &* 6)), t178_c13_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 14) &* 6)), t178_c14_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 15) &* 6)), t178_c15_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 16) &* 6)), t178_c16_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 17) &* 6)), t178_c17_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 18) &* 6)), t178_c18_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 19) &* 6)), t178_c19_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 20) &* 6)), t178_c20_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 21) &* 6)), t178_c21_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 22) &* 6)), t178_c22_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 23) &* 6)), t178_c23_0, 6)
-        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 24) &* 6)), t178_c24_0, 6)
-      }
-    }
-    for mb180 in 0..<1 {
-      var t181_c0_0 = loadPartial(arena, (2675600 &+ ((mb180 &* 25) &* 6)), 6)
-      var t181_c1_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 1) &* 6)), 6)
-      var t181_c2_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 2) &* 6)), 6)
-      var t181_c3_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 3) &* 6)), 6)
-      var t181_c4_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 4) &* 6)), 6)
-      var t181_c5_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 5) &* 6)), 6)
-      var t181_c6_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 6) &* 6)), 6)
-      var t181_c7_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 7) &* 6)), 6)
-      var t181_c8_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 8) &* 6)), 6)
-      var t181_c9_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 9) &* 6)), 6)
-      var t181_c10_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 10) &* 6)), 6)
-      var t181_c11_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 11) &* 6)), 6)
-      var t181_c12_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 12) &* 6)), 6)
-      var t181_c13_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 13) &* 6)), 6)
-      var t181_c14_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 14) &* 6)), 6)
-      var t181_c15_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 15) &* 6)), 6)
-      var t181_c16_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 16) &* 6)), 6)
-      var t181_c17_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 17) &* 6)), 6)
-      var t181_c18_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 18) &* 6)), 6)
-      var t181_c19_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 19) &* 6)), 6)
-      var t181_c20_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 20) &* 6)), 6)
-      var t181_c21_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 21) &* 6)), 6)
-      var t181_c22_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 22) &* 6)), 6)
-      var t181_c23_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 23) &* 6)), 6)
-      var t181_c24_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 24) &* 6)), 6)
-      for k182 in 0..<256 {
-        let t181_b0 = loadPartial(arena, (2374544 &+ ((k182 &+ 49920) &* 6)), 6)
-        let t181_a0 = SIMD16<Float>(repeating: arena[((1120144 &+ ((mb180 &* 25) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c0_0 = t181_c0_0.addingProduct(t181_a0, t181_b0)
-        let t181_a1 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 1) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c1_0 = t181_c1_0.addingProduct(t181_a1, t181_b0)
-        let t181_a2 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 2) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c2_0 = t181_c2_0.addingProduct(t181_a2, t181_b0)
-        let t181_a3 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 3) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c3_0 = t181_c3_0.addingProduct(t181_a3, t181_b0)
-        let t181_a4 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 4) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c4_0 = t181_c4_0.addingProduct(t181_a4, t181_b0)
-        let t181_a5 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 5) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c5_0 = t181_c5_0.addingProduct(t181_a5, t181_b0)
-        let t181_a6 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 6) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c6_0 = t181_c6_0.addingProduct(t181_a6, t181_b0)
-        let t181_a7 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 7) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c7_0 = t181_c7_0.addingProduct(t181_a7, t181_b0)
-        let t181_a8 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 8) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c8_0 = t181_c8_0.addingProduct(t181_a8, t181_b0)
-        let t181_a9 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 9) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c9_0 = t181_c9_0.addingProduct(t181_a9, t181_b0)
-        let t181_a10 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 10) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c10_0 = t181_c10_0.addingProduct(t181_a10, t181_b0)
-        let t181_a11 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 11) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c11_0 = t181_c11_0.addingProduct(t181_a11, t181_b0)
-        let t181_a12 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 12) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c12_0 = t181_c12_0.addingProduct(t181_a12, t181_b0)
-        let t181_a13 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 13) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c13_0 = t181_c13_0.addingProduct(t181_a13, t181_b0)
-        let t181_a14 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 14) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c14_0 = t181_c14_0.addingProduct(t181_a14, t181_b0)
-        let t181_a15 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 15) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c15_0 = t181_c15_0.addingProduct(t181_a15, t181_b0)
-        let t181_a16 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 16) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c16_0 = t181_c16_0.addingProduct(t181_a16, t181_b0)
-        let t181_a17 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 17) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c17_0 = t181_c17_0.addingProduct(t181_a17, t181_b0)
-        let t181_a18 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 18) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c18_0 = t181_c18_0.addingProduct(t181_a18, t181_b0)
-        let t181_a19 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 19) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c19_0 = t181_c19_0.addingProduct(t181_a19, t181_b0)
-        let t181_a20 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 20) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c20_0 = t181_c20_0.addingProduct(t181_a20, t181_b0)
-        let t181_a21 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 21) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c21_0 = t181_c21_0.addingProduct(t181_a21, t181_b0)
-        let t181_a22 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 22) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c22_0 = t181_c22_0.addingProduct(t181_a22, t181_b0)
-        let t181_a23 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 23) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c23_0 = t181_c23_0.addingProduct(t181_a23, t181_b0)
-        let t181_a24 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 24) &* 50176)) &+ (k182 &+ 49920))])
-        t181_c24_0 = t181_c24_0.addingProduct(t181_a24, t181_b0)
-      }
-      storePartial(arena, (2675600 &+ ((mb180 &* 25) &* 6)), t181_c0_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 1) &* 6)), t181_c1_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 2) &* 6)), t181_c2_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 3) &* 6)), t181_c3_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 4) &* 6)), t181_c4_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 5) &* 6)), t181_c5_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 6) &* 6)), t181_c6_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 7) &* 6)), t181_c7_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 8) &* 6)), t181_c8_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 9) &* 6)), t181_c9_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 10) &* 6)), t181_c10_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 11) &* 6)), t181_c11_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 12) &* 6)), t181_c12_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 13) &* 6)), t181_c13_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 14) &* 6)), t181_c14_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 15) &* 6)), t181_c15_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 16) &* 6)), t181_c16_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 17) &* 6)), t181_c17_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 18) &* 6)), t181_c18_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 19) &* 6)), t181_c19_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 20) &* 6)), t181_c20_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 21) &* 6)), t181_c21_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 22) &* 6)), t181_c22_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 23) &* 6)), t181_c23_0, 6)
-      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 24) &* 6)), t181_c24_0, 6)
+    while i163 < 150 {
+      arena[(2675600 &+ i163)] = Float(0)
+      i163 &+= 1
     }
   }
-  for f183 in 0..<6 {
-    for r184 in 0..<25 {
-      grads[((f183 &* 25) &+ r184)] = arena[((2675600 &+ (r184 &* 6)) &+ f183)]
+  for g164 in 0..<1 {
+    for j165 in 0..<64 {
+      for c166 in 0..<1 {
+        for ky167 in 0..<5 {
+          for oy168 in 0..<28 {
+            if (-1 < ((oy168 &+ ky167) &+ -2) && ((oy168 &+ ky167) &+ -2) < 28) {
+              for ox169 in 0..<26 {
+                arena[(((1120144 &+ ((((c166 &* 5) &+ ky167) &* 5) &* 50176)) &+ (j165 &* 784)) &+ ((oy168 &* 28) &+ (ox169 &+ 2)))] = images[((((((g164 &* 64) &+ j165) &* 784) &+ (c166 &* 784)) &+ (((oy168 &+ ky167) &+ -2) &* 28)) &+ ((ox169 &+ 2) &+ -2))]
+              }
+              for ox170 in 0..<2 {
+                arena[(((1120144 &+ ((((c166 &* 5) &+ ky167) &* 5) &* 50176)) &+ (j165 &* 784)) &+ ((oy168 &* 28) &+ ox170))] = Float(0)
+              }
+            }
+            if ((oy168 &+ ky167) &+ -2) < 0 {
+              for ox171 in 0..<28 {
+                arena[(((1120144 &+ ((((c166 &* 5) &+ ky167) &* 5) &* 50176)) &+ (j165 &* 784)) &+ ((oy168 &* 28) &+ ox171))] = Float(0)
+              }
+            }
+            if 27 < ((oy168 &+ ky167) &+ -2) {
+              for ox171 in 0..<28 {
+                arena[(((1120144 &+ ((((c166 &* 5) &+ ky167) &* 5) &* 50176)) &+ (j165 &* 784)) &+ ((oy168 &* 28) &+ ox171))] = Float(0)
+              }
+            }
+          }
+          for oy172 in 0..<28 {
+            if (-1 < ((oy172 &+ ky167) &+ -2) && ((oy172 &+ ky167) &+ -2) < 28) {
+              for ox173 in 0..<27 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 1) &* 50176)) &+ (j165 &* 784)) &+ ((oy172 &* 28) &+ (ox173 &+ 1)))] = images[((((((g164 &* 64) &+ j165) &* 784) &+ (c166 &* 784)) &+ (((oy172 &+ ky167) &+ -2) &* 28)) &+ ((ox173 &+ 1) &+ -1))]
+              }
+              for ox174 in 0..<1 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 1) &* 50176)) &+ (j165 &* 784)) &+ ((oy172 &* 28) &+ ox174))] = Float(0)
+              }
+            }
+            if ((oy172 &+ ky167) &+ -2) < 0 {
+              for ox175 in 0..<28 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 1) &* 50176)) &+ (j165 &* 784)) &+ ((oy172 &* 28) &+ ox175))] = Float(0)
+              }
+            }
+            if 27 < ((oy172 &+ ky167) &+ -2) {
+              for ox175 in 0..<28 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 1) &* 50176)) &+ (j165 &* 784)) &+ ((oy172 &* 28) &+ ox175))] = Float(0)
+              }
+            }
+          }
+          for oy176 in 0..<28 {
+            if (-1 < ((oy176 &+ ky167) &+ -2) && ((oy176 &+ ky167) &+ -2) < 28) {
+              for ox177 in 0..<28 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 2) &* 50176)) &+ (j165 &* 784)) &+ ((oy176 &* 28) &+ ox177))] = images[((((((g164 &* 64) &+ j165) &* 784) &+ (c166 &* 784)) &+ (((oy176 &+ ky167) &+ -2) &* 28)) &+ ox177)]
+              }
+            }
+            if ((oy176 &+ ky167) &+ -2) < 0 {
+              for ox178 in 0..<28 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 2) &* 50176)) &+ (j165 &* 784)) &+ ((oy176 &* 28) &+ ox178))] = Float(0)
+              }
+            }
+            if 27 < ((oy176 &+ ky167) &+ -2) {
+              for ox178 in 0..<28 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 2) &* 50176)) &+ (j165 &* 784)) &+ ((oy176 &* 28) &+ ox178))] = Float(0)
+              }
+            }
+          }
+          for oy179 in 0..<28 {
+            if (-1 < ((oy179 &+ ky167) &+ -2) && ((oy179 &+ ky167) &+ -2) < 28) {
+              for ox180 in 0..<27 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 3) &* 50176)) &+ (j165 &* 784)) &+ ((oy179 &* 28) &+ ox180))] = images[((((((g164 &* 64) &+ j165) &* 784) &+ (c166 &* 784)) &+ (((oy179 &+ ky167) &+ -2) &* 28)) &+ (ox180 &+ 1))]
+              }
+              for ox181 in 0..<1 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 3) &* 50176)) &+ (j165 &* 784)) &+ ((oy179 &* 28) &+ (ox181 &+ 27)))] = Float(0)
+              }
+            }
+            if ((oy179 &+ ky167) &+ -2) < 0 {
+              for ox182 in 0..<28 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 3) &* 50176)) &+ (j165 &* 784)) &+ ((oy179 &* 28) &+ ox182))] = Float(0)
+              }
+            }
+            if 27 < ((oy179 &+ ky167) &+ -2) {
+              for ox182 in 0..<28 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 3) &* 50176)) &+ (j165 &* 784)) &+ ((oy179 &* 28) &+ ox182))] = Float(0)
+              }
+            }
+          }
+          for oy183 in 0..<28 {
+            if (-1 < ((oy183 &+ ky167) &+ -2) && ((oy183 &+ ky167) &+ -2) < 28) {
+              for ox184 in 0..<26 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 4) &* 50176)) &+ (j165 &* 784)) &+ ((oy183 &* 28) &+ ox184))] = images[((((((g164 &* 64) &+ j165) &* 784) &+ (c166 &* 784)) &+ (((oy183 &+ ky167) &+ -2) &* 28)) &+ (ox184 &+ 2))]
+              }
+              for ox185 in 0..<2 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 4) &* 50176)) &+ (j165 &* 784)) &+ ((oy183 &* 28) &+ (ox185 &+ 26)))] = Float(0)
+              }
+            }
+            if ((oy183 &+ ky167) &+ -2) < 0 {
+              for ox186 in 0..<28 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 4) &* 50176)) &+ (j165 &* 784)) &+ ((oy183 &* 28) &+ ox186))] = Float(0)
+              }
+            }
+            if 27 < ((oy183 &+ ky167) &+ -2) {
+              for ox186 in 0..<28 {
+                arena[(((1120144 &+ (((((c166 &* 5) &+ ky167) &* 5) &+ 4) &* 50176)) &+ (j165 &* 784)) &+ ((oy183 &* 28) &+ ox186))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j187 in 0..<64 {
+      for i188 in 0..<784 {
+        for f189 in 0..<6 {
+          arena[((2374544 &+ (((j187 &* 784) &+ i188) &* 6)) &+ f189)] = arena[(((819088 &+ (((g164 &* 64) &+ j187) &* 4704)) &+ (f189 &* 784)) &+ i188)]
+        }
+      }
+    }
+    for kp190 in 0..<130 {
+      for mb191 in 0..<1 {
+        var t192_c0_0 = loadPartial(arena, (2675600 &+ ((mb191 &* 25) &* 6)), 6)
+        var t192_c1_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 1) &* 6)), 6)
+        var t192_c2_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 2) &* 6)), 6)
+        var t192_c3_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 3) &* 6)), 6)
+        var t192_c4_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 4) &* 6)), 6)
+        var t192_c5_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 5) &* 6)), 6)
+        var t192_c6_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 6) &* 6)), 6)
+        var t192_c7_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 7) &* 6)), 6)
+        var t192_c8_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 8) &* 6)), 6)
+        var t192_c9_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 9) &* 6)), 6)
+        var t192_c10_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 10) &* 6)), 6)
+        var t192_c11_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 11) &* 6)), 6)
+        var t192_c12_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 12) &* 6)), 6)
+        var t192_c13_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 13) &* 6)), 6)
+        var t192_c14_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 14) &* 6)), 6)
+        var t192_c15_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 15) &* 6)), 6)
+        var t192_c16_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 16) &* 6)), 6)
+        var t192_c17_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 17) &* 6)), 6)
+        var t192_c18_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 18) &* 6)), 6)
+        var t192_c19_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 19) &* 6)), 6)
+        var t192_c20_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 20) &* 6)), 6)
+        var t192_c21_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 21) &* 6)), 6)
+        var t192_c22_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 22) &* 6)), 6)
+        var t192_c23_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 23) &* 6)), 6)
+        var t192_c24_0 = loadPartial(arena, (2675600 &+ (((mb191 &* 25) &+ 24) &* 6)), 6)
+        for k193 in 0..<384 {
+          let t192_b0 = loadPartial(arena, (2374544 &+ ((k193 &+ (kp190 &* 384)) &* 6)), 6)
+          let t192_a0 = SIMD16<Float>(repeating: arena[((1120144 &+ ((mb191 &* 25) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c0_0 = t192_c0_0.addingProduct(t192_a0, t192_b0)
+          let t192_a1 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 1) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c1_0 = t192_c1_0.addingProduct(t192_a1, t192_b0)
+          let t192_a2 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 2) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c2_0 = t192_c2_0.addingProduct(t192_a2, t192_b0)
+          let t192_a3 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 3) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c3_0 = t192_c3_0.addingProduct(t192_a3, t192_b0)
+          let t192_a4 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 4) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c4_0 = t192_c4_0.addingProduct(t192_a4, t192_b0)
+          let t192_a5 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 5) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c5_0 = t192_c5_0.addingProduct(t192_a5, t192_b0)
+          let t192_a6 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 6) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c6_0 = t192_c6_0.addingProduct(t192_a6, t192_b0)
+          let t192_a7 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 7) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c7_0 = t192_c7_0.addingProduct(t192_a7, t192_b0)
+          let t192_a8 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 8) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c8_0 = t192_c8_0.addingProduct(t192_a8, t192_b0)
+          let t192_a9 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 9) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c9_0 = t192_c9_0.addingProduct(t192_a9, t192_b0)
+          let t192_a10 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 10) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c10_0 = t192_c10_0.addingProduct(t192_a10, t192_b0)
+          let t192_a11 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 11) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c11_0 = t192_c11_0.addingProduct(t192_a11, t192_b0)
+          let t192_a12 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 12) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c12_0 = t192_c12_0.addingProduct(t192_a12, t192_b0)
+          let t192_a13 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 13) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c13_0 = t192_c13_0.addingProduct(t192_a13, t192_b0)
+          let t192_a14 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 14) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c14_0 = t192_c14_0.addingProduct(t192_a14, t192_b0)
+          let t192_a15 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 15) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c15_0 = t192_c15_0.addingProduct(t192_a15, t192_b0)
+          let t192_a16 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 16) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c16_0 = t192_c16_0.addingProduct(t192_a16, t192_b0)
+          let t192_a17 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 17) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c17_0 = t192_c17_0.addingProduct(t192_a17, t192_b0)
+          let t192_a18 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 18) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c18_0 = t192_c18_0.addingProduct(t192_a18, t192_b0)
+          let t192_a19 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 19) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c19_0 = t192_c19_0.addingProduct(t192_a19, t192_b0)
+          let t192_a20 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 20) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c20_0 = t192_c20_0.addingProduct(t192_a20, t192_b0)
+          let t192_a21 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 21) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c21_0 = t192_c21_0.addingProduct(t192_a21, t192_b0)
+          let t192_a22 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 22) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c22_0 = t192_c22_0.addingProduct(t192_a22, t192_b0)
+          let t192_a23 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 23) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c23_0 = t192_c23_0.addingProduct(t192_a23, t192_b0)
+          let t192_a24 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb191 &* 25) &+ 24) &* 50176)) &+ (k193 &+ (kp190 &* 384)))])
+          t192_c24_0 = t192_c24_0.addingProduct(t192_a24, t192_b0)
+        }
+        storePartial(arena, (2675600 &+ ((mb191 &* 25) &* 6)), t192_c0_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 1) &* 6)), t192_c1_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 2) &* 6)), t192_c2_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 3) &* 6)), t192_c3_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 4) &* 6)), t192_c4_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 5) &* 6)), t192_c5_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 6) &* 6)), t192_c6_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 7) &* 6)), t192_c7_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 8) &* 6)), t192_c8_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 9) &* 6)), t192_c9_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 10) &* 6)), t192_c10_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 11) &* 6)), t192_c11_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 12) &* 6)), t192_c12_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 13) &* 6)), t192_c13_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 14) &* 6)), t192_c14_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 15) &* 6)), t192_c15_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 16) &* 6)), t192_c16_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 17) &* 6)), t192_c17_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 18) &* 6)), t192_c18_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 19) &* 6)), t192_c19_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 20) &* 6)), t192_c20_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 21) &* 6)), t192_c21_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 22) &* 6)), t192_c22_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 23) &* 6)), t192_c23_0, 6)
+        storePartial(arena, (2675600 &+ (((mb191 &* 25) &+ 24) &* 6)), t192_c24_0, 6)
+      }
+    }
+    for mb194 in 0..<1 {
+      var t195_c0_0 = loadPartial(arena, (2675600 &+ ((mb194 &* 25) &* 6)), 6)
+      var t195_c1_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 1) &* 6)), 6)
+      var t195_c2_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 2) &* 6)), 6)
+      var t195_c3_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 3) &* 6)), 6)
+      var t195_c4_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 4) &* 6)), 6)
+      var t195_c5_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 5) &* 6)), 6)
+      var t195_c6_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 6) &* 6)), 6)
+      var t195_c7_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 7) &* 6)), 6)
+      var t195_c8_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 8) &* 6)), 6)
+      var t195_c9_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 9) &* 6)), 6)
+      var t195_c10_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 10) &* 6)), 6)
+      var t195_c11_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 11) &* 6)), 6)
+      var t195_c12_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 12) &* 6)), 6)
+      var t195_c13_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 13) &* 6)), 6)
+      var t195_c14_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 14) &* 6)), 6)
+      var t195_c15_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 15) &* 6)), 6)
+      var t195_c16_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 16) &* 6)), 6)
+      var t195_c17_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 17) &* 6)), 6)
+      var t195_c18_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 18) &* 6)), 6)
+      var t195_c19_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 19) &* 6)), 6)
+      var t195_c20_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 20) &* 6)), 6)
+      var t195_c21_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 21) &* 6)), 6)
+      var t195_c22_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 22) &* 6)), 6)
+      var t195_c23_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 23) &* 6)), 6)
+      var t195_c24_0 = loadPartial(arena, (2675600 &+ (((mb194 &* 25) &+ 24) &* 6)), 6)
+      for k196 in 0..<256 {
+        let t195_b0 = loadPartial(arena, (2374544 &+ ((k196 &+ 49920) &* 6)), 6)
+        let t195_a0 = SIMD16<Float>(repeating: arena[((1120144 &+ ((mb194 &* 25) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c0_0 = t195_c0_0.addingProduct(t195_a0, t195_b0)
+        let t195_a1 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 1) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c1_0 = t195_c1_0.addingProduct(t195_a1, t195_b0)
+        let t195_a2 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 2) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c2_0 = t195_c2_0.addingProduct(t195_a2, t195_b0)
+        let t195_a3 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 3) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c3_0 = t195_c3_0.addingProduct(t195_a3, t195_b0)
+        let t195_a4 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 4) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c4_0 = t195_c4_0.addingProduct(t195_a4, t195_b0)
+        let t195_a5 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 5) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c5_0 = t195_c5_0.addingProduct(t195_a5, t195_b0)
+        let t195_a6 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 6) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c6_0 = t195_c6_0.addingProduct(t195_a6, t195_b0)
+        let t195_a7 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 7) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c7_0 = t195_c7_0.addingProduct(t195_a7, t195_b0)
+        let t195_a8 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 8) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c8_0 = t195_c8_0.addingProduct(t195_a8, t195_b0)
+        let t195_a9 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 9) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c9_0 = t195_c9_0.addingProduct(t195_a9, t195_b0)
+        let t195_a10 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 10) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c10_0 = t195_c10_0.addingProduct(t195_a10, t195_b0)
+        let t195_a11 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 11) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c11_0 = t195_c11_0.addingProduct(t195_a11, t195_b0)
+        let t195_a12 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 12) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c12_0 = t195_c12_0.addingProduct(t195_a12, t195_b0)
+        let t195_a13 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 13) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c13_0 = t195_c13_0.addingProduct(t195_a13, t195_b0)
+        let t195_a14 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 14) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c14_0 = t195_c14_0.addingProduct(t195_a14, t195_b0)
+        let t195_a15 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 15) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c15_0 = t195_c15_0.addingProduct(t195_a15, t195_b0)
+        let t195_a16 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 16) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c16_0 = t195_c16_0.addingProduct(t195_a16, t195_b0)
+        let t195_a17 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 17) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c17_0 = t195_c17_0.addingProduct(t195_a17, t195_b0)
+        let t195_a18 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 18) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c18_0 = t195_c18_0.addingProduct(t195_a18, t195_b0)
+        let t195_a19 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 19) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c19_0 = t195_c19_0.addingProduct(t195_a19, t195_b0)
+        let t195_a20 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 20) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c20_0 = t195_c20_0.addingProduct(t195_a20, t195_b0)
+        let t195_a21 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 21) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c21_0 = t195_c21_0.addingProduct(t195_a21, t195_b0)
+        let t195_a22 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 22) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c22_0 = t195_c22_0.addingProduct(t195_a22, t195_b0)
+        let t195_a23 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 23) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c23_0 = t195_c23_0.addingProduct(t195_a23, t195_b0)
+        let t195_a24 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb194 &* 25) &+ 24) &* 50176)) &+ (k196 &+ 49920))])
+        t195_c24_0 = t195_c24_0.addingProduct(t195_a24, t195_b0)
+      }
+      storePartial(arena, (2675600 &+ ((mb194 &* 25) &* 6)), t195_c0_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 1) &* 6)), t195_c1_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 2) &* 6)), t195_c2_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 3) &* 6)), t195_c3_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 4) &* 6)), t195_c4_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 5) &* 6)), t195_c5_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 6) &* 6)), t195_c6_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 7) &* 6)), t195_c7_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 8) &* 6)), t195_c8_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 9) &* 6)), t195_c9_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 10) &* 6)), t195_c10_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 11) &* 6)), t195_c11_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 12) &* 6)), t195_c12_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 13) &* 6)), t195_c13_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 14) &* 6)), t195_c14_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 15) &* 6)), t195_c15_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 16) &* 6)), t195_c16_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 17) &* 6)), t195_c17_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 18) &* 6)), t195_c18_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 19) &* 6)), t195_c19_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 20) &* 6)), t195_c20_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 21) &* 6)), t195_c21_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 22) &* 6)), t195_c22_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 23) &* 6)), t195_c23_0, 6)
+      storePartial(arena, (2675600 &+ (((mb194 &* 25) &+ 24) &* 6)), t195_c24_0, 6)
+    }
+  }
+  for f197 in 0..<6 {
+    for r198 in 0..<25 {
+      grads[((f197 &* 25) &+ r198)] = arena[((2675600 &+ (r198 &* 6)) &+ f197)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i185
-    var i185 = 0
-    while i185 &+ 16 <= 784 {
-      store16(arena, 0 &+ i185, SIMD16<Float>(repeating: Float(1)))
-      i185 &+= 16
+  do {  // SIMD16 over i199
+    var i199 = 0
+    while i199 &+ 16 <= 784 {
+      store16(arena, 0 &+ i199, SIMD16<Float>(repeating: Float(1)))
+      i199 &+= 16
     }
-    while i185 < 784 {
-      arena[i185] = Float(1)
-      i185 &+= 1
-    }
-  }
-  do {  // SIMD16 over i186
-    var i186 = 0
-    while i186 < 6 {
-      grads[(150 &+ i186)] = Float(0)
-      i186 &+= 1
+    while i199 < 784 {
+      arena[i199] = Float(1)
+      i199 &+= 1
     }
   }
-  for img187 in 0..<64 {
-    sgemm(101, 111, 111, 6, 1, 784, 1, arena + (819088 &+ (img187 &* 4704)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 150, 1)
+  do {  // SIMD16 over i200
+    var i200 = 0
+    while i200 < 6 {
+      grads[(150 &+ i200)] = Float(0)
+      i200 &+= 1
+    }
+  }
+  for img201 in 0..<64 {
+    sgemm(101, 111, 111, 6, 1, 784, 1, arena + (819088 &+ (img201 &* 4704)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 150, 1)
   }
   // adam = update of 61706 parameters
-  var step_size188: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt189: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i190
-    var i190 = 0
-    while i190 &+ 16 <= 61706 {
-      let g_v = (load16(grads, 0 &+ i190) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i190)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i190)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i190)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i190, m_new_v)
-      store16(v, 0 &+ i190, v_new_v)
-      store16(params, 0 &+ i190, (load16(params, 0 &+ i190) - ((SIMD16<Float>(repeating: step_size188) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt189)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i190 &+= 16
+  var step_size202: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt203: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i204
+    var i204 = 0
+    while i204 &+ 16 <= 61706 {
+      let g_v = (load16(grads, 0 &+ i204) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i204)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i204)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i204)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i204, m_new_v)
+      store16(v, 0 &+ i204, v_new_v)
+      store16(params, 0 &+ i204, (load16(params, 0 &+ i204) - ((SIMD16<Float>(repeating: step_size202) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt203)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i204 &+= 16
     }
-    while i190 < 61706 {
-      var g: Float = (grads[i190] + (Float(0) * params[i190]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i190]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i190]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i190] = m_new
-      v[i190] = v_new
-      params[i190] = (params[i190] - ((step_size188 * m_new) / ((sqrtf(v_new) / bc2_sqrt189) + Float(bitPattern: 0x322bcc77))))
-      i190 &+= 1
+    while i204 < 61706 {
+      var g: Float = (grads[i204] + (Float(0) * params[i204]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i204]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i204]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i204] = m_new
+      v[i204] = v_new
+      params[i204] = (params[i204] - ((step_size202 * m_new) / ((sqrtf(v_new) / bc2_sqrt203) + Float(bitPattern: 0x322bcc77))))
+      i204 &+= 1
     }
   }
 }
@@ -1540,423 +1638,472 @@ public func lenet5_infer_b64(
   // conv1 = conv2d_relu(image)
   for g1 in 0..<1 {
     for j2 in 0..<64 {
-      for r3 in 0..<25 {
-        do {  // SIMD16 over i4
-          var i4 = 0
-          while i4 &+ 16 <= 784 {
-            store16(arena, ((301056 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
-            i4 &+= 16
-          }
-          while i4 < 784 {
-            arena[(((301056 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
-            i4 &+= 1
-          }
-        }
-      }
-      for c5 in 0..<1 {
-        for ky6 in 0..<5 {
-          for oy7 in 0..<28 {
-            if (-1 < ((oy7 &+ ky6) &+ -2) && ((oy7 &+ ky6) &+ -2) < 28) {
-              for ox8 in 0..<26 {
-                arena[(((301056 &+ ((((c5 &* 5) &+ ky6) &* 5) &* 50176)) &+ (j2 &* 784)) &+ ((oy7 &* 28) &+ (ox8 &+ 2)))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -2) &* 28)) &+ ((ox8 &+ 2) &+ -2))]
+      for c3 in 0..<1 {
+        for ky4 in 0..<5 {
+          for oy5 in 0..<28 {
+            if (-1 < ((oy5 &+ ky4) &+ -2) && ((oy5 &+ ky4) &+ -2) < 28) {
+              for ox6 in 0..<26 {
+                arena[(((301056 &+ ((((c3 &* 5) &+ ky4) &* 5) &* 50176)) &+ (j2 &* 784)) &+ ((oy5 &* 28) &+ (ox6 &+ 2)))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy5 &+ ky4) &+ -2) &* 28)) &+ ((ox6 &+ 2) &+ -2))]
+              }
+              for ox7 in 0..<2 {
+                arena[(((301056 &+ ((((c3 &* 5) &+ ky4) &* 5) &* 50176)) &+ (j2 &* 784)) &+ ((oy5 &* 28) &+ ox7))] = Float(0)
+              }
+            }
+            if ((oy5 &+ ky4) &+ -2) < 0 {
+              for ox8 in 0..<28 {
+                arena[(((301056 &+ ((((c3 &* 5) &+ ky4) &* 5) &* 50176)) &+ (j2 &* 784)) &+ ((oy5 &* 28) &+ ox8))] = Float(0)
+              }
+            }
+            if 27 < ((oy5 &+ ky4) &+ -2) {
+              for ox8 in 0..<28 {
+                arena[(((301056 &+ ((((c3 &* 5) &+ ky4) &* 5) &* 50176)) &+ (j2 &* 784)) &+ ((oy5 &* 28) &+ ox8))] = Float(0)
               }
             }
           }
           for oy9 in 0..<28 {
-            if (-1 < ((oy9 &+ ky6) &+ -2) && ((oy9 &+ ky6) &+ -2) < 28) {
+            if (-1 < ((oy9 &+ ky4) &+ -2) && ((oy9 &+ ky4) &+ -2) < 28) {
               for ox10 in 0..<27 {
-                arena[(((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ (ox10 &+ 1)))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -2) &* 28)) &+ ((ox10 &+ 1) &+ -1))]
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ (ox10 &+ 1)))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy9 &+ ky4) &+ -2) &* 28)) &+ ((ox10 &+ 1) &+ -1))]
+              }
+              for ox11 in 0..<1 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ ox11))] = Float(0)
               }
             }
-          }
-          for oy11 in 0..<28 {
-            if (-1 < ((oy11 &+ ky6) &+ -2) && ((oy11 &+ ky6) &+ -2) < 28) {
+            if ((oy9 &+ ky4) &+ -2) < 0 {
               for ox12 in 0..<28 {
-                arena[(((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ ((oy11 &* 28) &+ ox12))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -2) &* 28)) &+ ox12)]
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ ox12))] = Float(0)
+              }
+            }
+            if 27 < ((oy9 &+ ky4) &+ -2) {
+              for ox12 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ ((oy9 &* 28) &+ ox12))] = Float(0)
               }
             }
           }
           for oy13 in 0..<28 {
-            if (-1 < ((oy13 &+ ky6) &+ -2) && ((oy13 &+ ky6) &+ -2) < 28) {
-              for ox14 in 0..<27 {
-                arena[(((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy13 &* 28) &+ ox14))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy13 &+ ky6) &+ -2) &* 28)) &+ (ox14 &+ 1))]
+            if (-1 < ((oy13 &+ ky4) &+ -2) && ((oy13 &+ ky4) &+ -2) < 28) {
+              for ox14 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ ((oy13 &* 28) &+ ox14))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy13 &+ ky4) &+ -2) &* 28)) &+ ox14)]
+              }
+            }
+            if ((oy13 &+ ky4) &+ -2) < 0 {
+              for ox15 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ ((oy13 &* 28) &+ ox15))] = Float(0)
+              }
+            }
+            if 27 < ((oy13 &+ ky4) &+ -2) {
+              for ox15 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ ((oy13 &* 28) &+ ox15))] = Float(0)
               }
             }
           }
-          for oy15 in 0..<28 {
-            if (-1 < ((oy15 &+ ky6) &+ -2) && ((oy15 &+ ky6) &+ -2) < 28) {
-              for ox16 in 0..<26 {
-                arena[(((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ ((oy15 &* 28) &+ ox16))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy15 &+ ky6) &+ -2) &* 28)) &+ (ox16 &+ 2))]
+          for oy16 in 0..<28 {
+            if (-1 < ((oy16 &+ ky4) &+ -2) && ((oy16 &+ ky4) &+ -2) < 28) {
+              for ox17 in 0..<27 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy16 &* 28) &+ ox17))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy16 &+ ky4) &+ -2) &* 28)) &+ (ox17 &+ 1))]
+              }
+              for ox18 in 0..<1 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy16 &* 28) &+ (ox18 &+ 27)))] = Float(0)
+              }
+            }
+            if ((oy16 &+ ky4) &+ -2) < 0 {
+              for ox19 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy16 &* 28) &+ ox19))] = Float(0)
+              }
+            }
+            if 27 < ((oy16 &+ ky4) &+ -2) {
+              for ox19 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ ((oy16 &* 28) &+ ox19))] = Float(0)
+              }
+            }
+          }
+          for oy20 in 0..<28 {
+            if (-1 < ((oy20 &+ ky4) &+ -2) && ((oy20 &+ ky4) &+ -2) < 28) {
+              for ox21 in 0..<26 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ ((oy20 &* 28) &+ ox21))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy20 &+ ky4) &+ -2) &* 28)) &+ (ox21 &+ 2))]
+              }
+              for ox22 in 0..<2 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ ((oy20 &* 28) &+ (ox22 &+ 26)))] = Float(0)
+              }
+            }
+            if ((oy20 &+ ky4) &+ -2) < 0 {
+              for ox23 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ ((oy20 &* 28) &+ ox23))] = Float(0)
+              }
+            }
+            if 27 < ((oy20 &+ ky4) &+ -2) {
+              for ox23 in 0..<28 {
+                arena[(((301056 &+ (((((c3 &* 5) &+ ky4) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ ((oy20 &* 28) &+ ox23))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for nb17 in 0..<784 {
-      for mb18 in 0..<1 {
-        var t19_c0_0 = SIMD16<Float>()
-        var t19_c0_1 = SIMD16<Float>()
-        var t19_c0_2 = SIMD16<Float>()
-        var t19_c0_3 = SIMD16<Float>()
-        var t19_c1_0 = SIMD16<Float>()
-        var t19_c1_1 = SIMD16<Float>()
-        var t19_c1_2 = SIMD16<Float>()
-        var t19_c1_3 = SIMD16<Float>()
-        var t19_c2_0 = SIMD16<Float>()
-        var t19_c2_1 = SIMD16<Float>()
-        var t19_c2_2 = SIMD16<Float>()
-        var t19_c2_3 = SIMD16<Float>()
-        var t19_c3_0 = SIMD16<Float>()
-        var t19_c3_1 = SIMD16<Float>()
-        var t19_c3_2 = SIMD16<Float>()
-        var t19_c3_3 = SIMD16<Float>()
-        var t19_c4_0 = SIMD16<Float>()
-        var t19_c4_1 = SIMD16<Float>()
-        var t19_c4_2 = SIMD16<Float>()
-        var t19_c4_3 = SIMD16<Float>()
-        var t19_c5_0 = SIMD16<Float>()
-        var t19_c5_1 = SIMD16<Float>()
-        var t19_c5_2 = SIMD16<Float>()
-        var t19_c5_3 = SIMD16<Float>()
-        for k20 in 0..<25 {
-          let t19_b0 = load16(arena, ((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)))
-          let t19_b1 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 16))
-          let t19_b2 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 32))
-          let t19_b3 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 48))
-          let t19_a0 = SIMD16<Float>(repeating: params[(((mb18 &* 6) &* 25) &+ k20)])
-          t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
-          t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
-          t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
-          t19_c0_3 = t19_c0_3.addingProduct(t19_a0, t19_b3)
-          let t19_a1 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 1) &* 25) &+ k20)])
-          t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
-          t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
-          t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
-          t19_c1_3 = t19_c1_3.addingProduct(t19_a1, t19_b3)
-          let t19_a2 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 2) &* 25) &+ k20)])
-          t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
-          t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
-          t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
-          t19_c2_3 = t19_c2_3.addingProduct(t19_a2, t19_b3)
-          let t19_a3 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 3) &* 25) &+ k20)])
-          t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
-          t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
-          t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
-          t19_c3_3 = t19_c3_3.addingProduct(t19_a3, t19_b3)
-          let t19_a4 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 4) &* 25) &+ k20)])
-          t19_c4_0 = t19_c4_0.addingProduct(t19_a4, t19_b0)
-          t19_c4_1 = t19_c4_1.addingProduct(t19_a4, t19_b1)
-          t19_c4_2 = t19_c4_2.addingProduct(t19_a4, t19_b2)
-          t19_c4_3 = t19_c4_3.addingProduct(t19_a4, t19_b3)
-          let t19_a5 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 5) &* 25) &+ k20)])
-          t19_c5_0 = t19_c5_0.addingProduct(t19_a5, t19_b0)
-          t19_c5_1 = t19_c5_1.addingProduct(t19_a5, t19_b1)
-          t19_c5_2 = t19_c5_2.addingProduct(t19_a5, t19_b2)
-          t19_c5_3 = t19_c5_3.addingProduct(t19_a5, t19_b3)
+    for nb24 in 0..<784 {
+      for mb25 in 0..<1 {
+        var t26_c0_0 = SIMD16<Float>()
+        var t26_c0_1 = SIMD16<Float>()
+        var t26_c0_2 = SIMD16<Float>()
+        var t26_c0_3 = SIMD16<Float>()
+        var t26_c1_0 = SIMD16<Float>()
+        var t26_c1_1 = SIMD16<Float>()
+        var t26_c1_2 = SIMD16<Float>()
+        var t26_c1_3 = SIMD16<Float>()
+        var t26_c2_0 = SIMD16<Float>()
+        var t26_c2_1 = SIMD16<Float>()
+        var t26_c2_2 = SIMD16<Float>()
+        var t26_c2_3 = SIMD16<Float>()
+        var t26_c3_0 = SIMD16<Float>()
+        var t26_c3_1 = SIMD16<Float>()
+        var t26_c3_2 = SIMD16<Float>()
+        var t26_c3_3 = SIMD16<Float>()
+        var t26_c4_0 = SIMD16<Float>()
+        var t26_c4_1 = SIMD16<Float>()
+        var t26_c4_2 = SIMD16<Float>()
+        var t26_c4_3 = SIMD16<Float>()
+        var t26_c5_0 = SIMD16<Float>()
+        var t26_c5_1 = SIMD16<Float>()
+        var t26_c5_2 = SIMD16<Float>()
+        var t26_c5_3 = SIMD16<Float>()
+        for k27 in 0..<25 {
+          let t26_b0 = load16(arena, ((301056 &+ (k27 &* 50176)) &+ (nb24 &* 64)))
+          let t26_b1 = load16(arena, (((301056 &+ (k27 &* 50176)) &+ (nb24 &* 64)) &+ 16))
+          let t26_b2 = load16(arena, (((301056 &+ (k27 &* 50176)) &+ (nb24 &* 64)) &+ 32))
+          let t26_b3 = load16(arena, (((301056 &+ (k27 &* 50176)) &+ (nb24 &* 64)) &+ 48))
+          let t26_a0 = SIMD16<Float>(repeating: params[(((mb25 &* 6) &* 25) &+ k27)])
+          t26_c0_0 = t26_c0_0.addingProduct(t26_a0, t26_b0)
+          t26_c0_1 = t26_c0_1.addingProduct(t26_a0, t26_b1)
+          t26_c0_2 = t26_c0_2.addingProduct(t26_a0, t26_b2)
+          t26_c0_3 = t26_c0_3.addingProduct(t26_a0, t26_b3)
+          let t26_a1 = SIMD16<Float>(repeating: params[((((mb25 &* 6) &+ 1) &* 25) &+ k27)])
+          t26_c1_0 = t26_c1_0.addingProduct(t26_a1, t26_b0)
+          t26_c1_1 = t26_c1_1.addingProduct(t26_a1, t26_b1)
+          t26_c1_2 = t26_c1_2.addingProduct(t26_a1, t26_b2)
+          t26_c1_3 = t26_c1_3.addingProduct(t26_a1, t26_b3)
+          let t26_a2 = SIMD16<Float>(repeating: params[((((mb25 &* 6) &+ 2) &* 25) &+ k27)])
+          t26_c2_0 = t26_c2_0.addingProduct(t26_a2, t26_b0)
+          t26_c2_1 = t26_c2_1.addingProduct(t26_a2, t26_b1)
+          t26_c2_2 = t26_c2_2.addingProduct(t26_a2, t26_b2)
+          t26_c2_3 = t26_c2_3.addingProduct(t26_a2, t26_b3)
+          let t26_a3 = SIMD16<Float>(repeating: params[((((mb25 &* 6) &+ 3) &* 25) &+ k27)])
+          t26_c3_0 = t26_c3_0.addingProduct(t26_a3, t26_b0)
+          t26_c3_1 = t26_c3_1.addingProduct(t26_a3, t26_b1)
+          t26_c3_2 = t26_c3_2.addingProduct(t26_a3, t26_b2)
+          t26_c3_3 = t26_c3_3.addingProduct(t26_a3, t26_b3)
+          let t26_a4 = SIMD16<Float>(repeating: params[((((mb25 &* 6) &+ 4) &* 25) &+ k27)])
+          t26_c4_0 = t26_c4_0.addingProduct(t26_a4, t26_b0)
+          t26_c4_1 = t26_c4_1.addingProduct(t26_a4, t26_b1)
+          t26_c4_2 = t26_c4_2.addingProduct(t26_a4, t26_b2)
+          t26_c4_3 = t26_c4_3.addingProduct(t26_a4, t26_b3)
+          let t26_a5 = SIMD16<Float>(repeating: params[((((mb25 &* 6) &+ 5) &* 25) &+ k27)])
+          t26_c5_0 = t26_c5_0.addingProduct(t26_a5, t26_b0)
+          t26_c5_1 = t26_c5_1.addingProduct(t26_a5, t26_b1)
+          t26_c5_2 = t26_c5_2.addingProduct(t26_a5, t26_b2)
+          t26_c5_3 = t26_c5_3.addingProduct(t26_a5, t26_b3)
         }
-        store16(arena, ((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)), t19_c0_0)
-        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c0_1)
-        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c0_2)
-        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c0_3)
-        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)), t19_c1_0)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c1_1)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c1_2)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c1_3)
-        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)), t19_c2_0)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c2_1)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c2_2)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c2_3)
-        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)), t19_c3_0)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c3_1)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c3_2)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c3_3)
-        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)), t19_c4_0)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c4_1)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c4_2)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c4_3)
-        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)), t19_c5_0)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c5_1)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c5_2)
-        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c5_3)
+        store16(arena, ((1555456 &+ ((mb25 &* 6) &* 50176)) &+ (nb24 &* 64)), t26_c0_0)
+        store16(arena, (((1555456 &+ ((mb25 &* 6) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c0_1)
+        store16(arena, (((1555456 &+ ((mb25 &* 6) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c0_2)
+        store16(arena, (((1555456 &+ ((mb25 &* 6) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c0_3)
+        store16(arena, ((1555456 &+ (((mb25 &* 6) &+ 1) &* 50176)) &+ (nb24 &* 64)), t26_c1_0)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 1) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c1_1)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 1) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c1_2)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 1) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c1_3)
+        store16(arena, ((1555456 &+ (((mb25 &* 6) &+ 2) &* 50176)) &+ (nb24 &* 64)), t26_c2_0)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 2) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c2_1)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 2) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c2_2)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 2) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c2_3)
+        store16(arena, ((1555456 &+ (((mb25 &* 6) &+ 3) &* 50176)) &+ (nb24 &* 64)), t26_c3_0)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 3) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c3_1)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 3) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c3_2)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 3) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c3_3)
+        store16(arena, ((1555456 &+ (((mb25 &* 6) &+ 4) &* 50176)) &+ (nb24 &* 64)), t26_c4_0)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 4) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c4_1)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 4) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c4_2)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 4) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c4_3)
+        store16(arena, ((1555456 &+ (((mb25 &* 6) &+ 5) &* 50176)) &+ (nb24 &* 64)), t26_c5_0)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 5) &* 50176)) &+ (nb24 &* 64)) &+ 16), t26_c5_1)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 5) &* 50176)) &+ (nb24 &* 64)) &+ 32), t26_c5_2)
+        store16(arena, (((1555456 &+ (((mb25 &* 6) &+ 5) &* 50176)) &+ (nb24 &* 64)) &+ 48), t26_c5_3)
       }
     }
-    for j21 in 0..<64 {
-      for f22 in 0..<6 {
-        do {  // SIMD16 over i23
-          var i23 = 0
-          while i23 &+ 16 <= 784 {
-            store16(arena, ((((g1 &* 64) &+ j21) &* 4704) &+ (f22 &* 784)) &+ i23, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23) + SIMD16<Float>(repeating: params[(150 &+ f22)])), where: (load16(arena, ((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23) + SIMD16<Float>(repeating: params[(150 &+ f22)])) .> SIMD16<Float>(repeating: Float(0))))
-            i23 &+= 16
+    for j28 in 0..<64 {
+      for f29 in 0..<6 {
+        do {  // SIMD16 over i30
+          var i30 = 0
+          while i30 &+ 16 <= 784 {
+            store16(arena, ((((g1 &* 64) &+ j28) &* 4704) &+ (f29 &* 784)) &+ i30, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1555456 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ i30) + SIMD16<Float>(repeating: params[(150 &+ f29)])), where: (load16(arena, ((1555456 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ i30) + SIMD16<Float>(repeating: params[(150 &+ f29)])) .> SIMD16<Float>(repeating: Float(0))))
+            i30 &+= 16
           }
-          while i23 < 784 {
-            arena[(((((g1 &* 64) &+ j21) &* 4704) &+ (f22 &* 784)) &+ i23)] = ((arena[(((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23)] + params[(150 &+ f22)]) > Float(0) ? (arena[(((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23)] + params[(150 &+ f22)]) : Float(0))
-            i23 &+= 1
+          while i30 < 784 {
+            arena[(((((g1 &* 64) &+ j28) &* 4704) &+ (f29 &* 784)) &+ i30)] = ((arena[(((1555456 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ i30)] + params[(150 &+ f29)]) > Float(0) ? (arena[(((1555456 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ i30)] + params[(150 &+ f29)]) : Float(0))
+            i30 &+= 1
           }
         }
       }
     }
   }
   // pool1 = avgpool(conv1)
-  for q24 in 0..<384 {
-    for py25 in 0..<14 {
-      for px26 in 0..<14 {
-        var acc27: Float = Float(0)
-        acc27 = (acc27 + arena[(((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2))])
-        acc27 = (acc27 + arena[((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 1)])
-        acc27 = (acc27 + arena[((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 28)])
-        acc27 = (acc27 + arena[(((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 28) &+ 1)])
-        arena[(((301056 &+ (q24 &* 196)) &+ (py25 &* 14)) &+ px26)] = (acc27 * Float(bitPattern: 0x3e800000))
+  for q31 in 0..<384 {
+    for py32 in 0..<14 {
+      for px33 in 0..<14 {
+        var acc34: Float = Float(0)
+        acc34 = (acc34 + arena[(((q31 &* 784) &+ (py32 &* 56)) &+ (px33 &* 2))])
+        acc34 = (acc34 + arena[((((q31 &* 784) &+ (py32 &* 56)) &+ (px33 &* 2)) &+ 1)])
+        acc34 = (acc34 + arena[((((q31 &* 784) &+ (py32 &* 56)) &+ (px33 &* 2)) &+ 28)])
+        acc34 = (acc34 + arena[(((((q31 &* 784) &+ (py32 &* 56)) &+ (px33 &* 2)) &+ 28) &+ 1)])
+        arena[(((301056 &+ (q31 &* 196)) &+ (py32 &* 14)) &+ px33)] = (acc34 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for g28 in 0..<1 {
-    for j29 in 0..<64 {
-      for c30 in 0..<6 {
-        for ky31 in 0..<5 {
-          for oy32 in 0..<10 {
-            for ox33 in 0..<10 {
-              arena[(((376320 &+ ((((c30 &* 5) &+ ky31) &* 5) &* 6400)) &+ (j29 &* 100)) &+ ((oy32 &* 10) &+ ox33))] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy32 &+ ky31) &* 14)) &+ ox33)]
+  for g35 in 0..<1 {
+    for j36 in 0..<64 {
+      for c37 in 0..<6 {
+        for ky38 in 0..<5 {
+          for oy39 in 0..<10 {
+            for ox40 in 0..<10 {
+              arena[(((376320 &+ ((((c37 &* 5) &+ ky38) &* 5) &* 6400)) &+ (j36 &* 100)) &+ ((oy39 &* 10) &+ ox40))] = arena[((((301056 &+ (((g35 &* 64) &+ j36) &* 1176)) &+ (c37 &* 196)) &+ ((oy39 &+ ky38) &* 14)) &+ ox40)]
             }
           }
-          for oy34 in 0..<10 {
-            for ox35 in 0..<10 {
-              arena[(((376320 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 1) &* 6400)) &+ (j29 &* 100)) &+ ((oy34 &* 10) &+ ox35))] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy34 &+ ky31) &* 14)) &+ (ox35 &+ 1))]
+          for oy41 in 0..<10 {
+            for ox42 in 0..<10 {
+              arena[(((376320 &+ (((((c37 &* 5) &+ ky38) &* 5) &+ 1) &* 6400)) &+ (j36 &* 100)) &+ ((oy41 &* 10) &+ ox42))] = arena[((((301056 &+ (((g35 &* 64) &+ j36) &* 1176)) &+ (c37 &* 196)) &+ ((oy41 &+ ky38) &* 14)) &+ (ox42 &+ 1))]
             }
           }
-          for oy36 in 0..<10 {
-            for ox37 in 0..<10 {
-              arena[(((376320 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 2) &* 6400)) &+ (j29 &* 100)) &+ ((oy36 &* 10) &+ ox37))] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy36 &+ ky31) &* 14)) &+ (ox37 &+ 2))]
+          for oy43 in 0..<10 {
+            for ox44 in 0..<10 {
+              arena[(((376320 &+ (((((c37 &* 5) &+ ky38) &* 5) &+ 2) &* 6400)) &+ (j36 &* 100)) &+ ((oy43 &* 10) &+ ox44))] = arena[((((301056 &+ (((g35 &* 64) &+ j36) &* 1176)) &+ (c37 &* 196)) &+ ((oy43 &+ ky38) &* 14)) &+ (ox44 &+ 2))]
             }
           }
-          for oy38 in 0..<10 {
-            for ox39 in 0..<10 {
-              arena[(((376320 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 3) &* 6400)) &+ (j29 &* 100)) &+ ((oy38 &* 10) &+ ox39))] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy38 &+ ky31) &* 14)) &+ (ox39 &+ 3))]
+          for oy45 in 0..<10 {
+            for ox46 in 0..<10 {
+              arena[(((376320 &+ (((((c37 &* 5) &+ ky38) &* 5) &+ 3) &* 6400)) &+ (j36 &* 100)) &+ ((oy45 &* 10) &+ ox46))] = arena[((((301056 &+ (((g35 &* 64) &+ j36) &* 1176)) &+ (c37 &* 196)) &+ ((oy45 &+ ky38) &* 14)) &+ (ox46 &+ 3))]
             }
           }
-          for oy40 in 0..<10 {
-            for ox41 in 0..<10 {
-              arena[(((376320 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 4) &* 6400)) &+ (j29 &* 100)) &+ ((oy40 &* 10) &+ ox41))] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy40 &+ ky31) &* 14)) &+ (ox41 &+ 4))]
+          for oy47 in 0..<10 {
+            for ox48 in 0..<10 {
+              arena[(((376320 &+ (((((c37 &* 5) &+ ky38) &* 5) &+ 4) &* 6400)) &+ (j36 &* 100)) &+ ((oy47 &* 10) &+ ox48))] = arena[((((301056 &+ (((g35 &* 64) &+ j36) &* 1176)) &+ (c37 &* 196)) &+ ((oy47 &+ ky38) &* 14)) &+ (ox48 &+ 4))]
             }
           }
         }
       }
     }
-    for nb42 in 0..<100 {
-      for mb43 in 0..<2 {
-        var t44_c0_0 = SIMD16<Float>()
-        var t44_c0_1 = SIMD16<Float>()
-        var t44_c0_2 = SIMD16<Float>()
-        var t44_c0_3 = SIMD16<Float>()
-        var t44_c1_0 = SIMD16<Float>()
-        var t44_c1_1 = SIMD16<Float>()
-        var t44_c1_2 = SIMD16<Float>()
-        var t44_c1_3 = SIMD16<Float>()
-        var t44_c2_0 = SIMD16<Float>()
-        var t44_c2_1 = SIMD16<Float>()
-        var t44_c2_2 = SIMD16<Float>()
-        var t44_c2_3 = SIMD16<Float>()
-        var t44_c3_0 = SIMD16<Float>()
-        var t44_c3_1 = SIMD16<Float>()
-        var t44_c3_2 = SIMD16<Float>()
-        var t44_c3_3 = SIMD16<Float>()
-        var t44_c4_0 = SIMD16<Float>()
-        var t44_c4_1 = SIMD16<Float>()
-        var t44_c4_2 = SIMD16<Float>()
-        var t44_c4_3 = SIMD16<Float>()
-        var t44_c5_0 = SIMD16<Float>()
-        var t44_c5_1 = SIMD16<Float>()
-        var t44_c5_2 = SIMD16<Float>()
-        var t44_c5_3 = SIMD16<Float>()
-        for k45 in 0..<150 {
-          let t44_b0 = load16(arena, ((376320 &+ (k45 &* 6400)) &+ (nb42 &* 64)))
-          let t44_b1 = load16(arena, (((376320 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 16))
-          let t44_b2 = load16(arena, (((376320 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 32))
-          let t44_b3 = load16(arena, (((376320 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 48))
-          let t44_a0 = SIMD16<Float>(repeating: params[((156 &+ ((mb43 &* 6) &* 150)) &+ k45)])
-          t44_c0_0 = t44_c0_0.addingProduct(t44_a0, t44_b0)
-          t44_c0_1 = t44_c0_1.addingProduct(t44_a0, t44_b1)
-          t44_c0_2 = t44_c0_2.addingProduct(t44_a0, t44_b2)
-          t44_c0_3 = t44_c0_3.addingProduct(t44_a0, t44_b3)
-          let t44_a1 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 1) &* 150)) &+ k45)])
-          t44_c1_0 = t44_c1_0.addingProduct(t44_a1, t44_b0)
-          t44_c1_1 = t44_c1_1.addingProduct(t44_a1, t44_b1)
-          t44_c1_2 = t44_c1_2.addingProduct(t44_a1, t44_b2)
-          t44_c1_3 = t44_c1_3.addingProduct(t44_a1, t44_b3)
-          let t44_a2 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 2) &* 150)) &+ k45)])
-          t44_c2_0 = t44_c2_0.addingProduct(t44_a2, t44_b0)
-          t44_c2_1 = t44_c2_1.addingProduct(t44_a2, t44_b1)
-          t44_c2_2 = t44_c2_2.addingProduct(t44_a2, t44_b2)
-          t44_c2_3 = t44_c2_3.addingProduct(t44_a2, t44_b3)
-          let t44_a3 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 3) &* 150)) &+ k45)])
-          t44_c3_0 = t44_c3_0.addingProduct(t44_a3, t44_b0)
-          t44_c3_1 = t44_c3_1.addingProduct(t44_a3, t44_b1)
-          t44_c3_2 = t44_c3_2.addingProduct(t44_a3, t44_b2)
-          t44_c3_3 = t44_c3_3.addingProduct(t44_a3, t44_b3)
-          let t44_a4 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 4) &* 150)) &+ k45)])
-          t44_c4_0 = t44_c4_0.addingProduct(t44_a4, t44_b0)
-          t44_c4_1 = t44_c4_1.addingProduct(t44_a4, t44_b1)
-          t44_c4_2 = t44_c4_2.addingProduct(t44_a4, t44_b2)
-          t44_c4_3 = t44_c4_3.addingProduct(t44_a4, t44_b3)
-          let t44_a5 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 5) &* 150)) &+ k45)])
-          t44_c5_0 = t44_c5_0.addingProduct(t44_a5, t44_b0)
-          t44_c5_1 = t44_c5_1.addingProduct(t44_a5, t44_b1)
-          t44_c5_2 = t44_c5_2.addingProduct(t44_a5, t44_b2)
-          t44_c5_3 = t44_c5_3.addingProduct(t44_a5, t44_b3)
+    for nb49 in 0..<100 {
+      for mb50 in 0..<2 {
+        var t51_c0_0 = SIMD16<Float>()
+        var t51_c0_1 = SIMD16<Float>()
+        var t51_c0_2 = SIMD16<Float>()
+        var t51_c0_3 = SIMD16<Float>()
+        var t51_c1_0 = SIMD16<Float>()
+        var t51_c1_1 = SIMD16<Float>()
+        var t51_c1_2 = SIMD16<Float>()
+        var t51_c1_3 = SIMD16<Float>()
+        var t51_c2_0 = SIMD16<Float>()
+        var t51_c2_1 = SIMD16<Float>()
+        var t51_c2_2 = SIMD16<Float>()
+        var t51_c2_3 = SIMD16<Float>()
+        var t51_c3_0 = SIMD16<Float>()
+        var t51_c3_1 = SIMD16<Float>()
+        var t51_c3_2 = SIMD16<Float>()
+        var t51_c3_3 = SIMD16<Float>()
+        var t51_c4_0 = SIMD16<Float>()
+        var t51_c4_1 = SIMD16<Float>()
+        var t51_c4_2 = SIMD16<Float>()
+        var t51_c4_3 = SIMD16<Float>()
+        var t51_c5_0 = SIMD16<Float>()
+        var t51_c5_1 = SIMD16<Float>()
+        var t51_c5_2 = SIMD16<Float>()
+        var t51_c5_3 = SIMD16<Float>()
+        for k52 in 0..<150 {
+          let t51_b0 = load16(arena, ((376320 &+ (k52 &* 6400)) &+ (nb49 &* 64)))
+          let t51_b1 = load16(arena, (((376320 &+ (k52 &* 6400)) &+ (nb49 &* 64)) &+ 16))
+          let t51_b2 = load16(arena, (((376320 &+ (k52 &* 6400)) &+ (nb49 &* 64)) &+ 32))
+          let t51_b3 = load16(arena, (((376320 &+ (k52 &* 6400)) &+ (nb49 &* 64)) &+ 48))
+          let t51_a0 = SIMD16<Float>(repeating: params[((156 &+ ((mb50 &* 6) &* 150)) &+ k52)])
+          t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
+          t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
+          t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
+          t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
+          let t51_a1 = SIMD16<Float>(repeating: params[((156 &+ (((mb50 &* 6) &+ 1) &* 150)) &+ k52)])
+          t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
+          t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
+          t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
+          t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
+          let t51_a2 = SIMD16<Float>(repeating: params[((156 &+ (((mb50 &* 6) &+ 2) &* 150)) &+ k52)])
+          t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
+          t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
+          t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
+          t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
+          let t51_a3 = SIMD16<Float>(repeating: params[((156 &+ (((mb50 &* 6) &+ 3) &* 150)) &+ k52)])
+          t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
+          t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
+          t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
+          t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
+          let t51_a4 = SIMD16<Float>(repeating: params[((156 &+ (((mb50 &* 6) &+ 4) &* 150)) &+ k52)])
+          t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
+          t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
+          t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
+          t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
+          let t51_a5 = SIMD16<Float>(repeating: params[((156 &+ (((mb50 &* 6) &+ 5) &* 150)) &+ k52)])
+          t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
+          t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
+          t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
+          t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
         }
-        store16(arena, ((1336320 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)), t44_c0_0)
-        store16(arena, (((1336320 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c0_1)
-        store16(arena, (((1336320 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c0_2)
-        store16(arena, (((1336320 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c0_3)
-        store16(arena, ((1336320 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)), t44_c1_0)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c1_1)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c1_2)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c1_3)
-        store16(arena, ((1336320 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)), t44_c2_0)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c2_1)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c2_2)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c2_3)
-        store16(arena, ((1336320 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)), t44_c3_0)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c3_1)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c3_2)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c3_3)
-        store16(arena, ((1336320 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)), t44_c4_0)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c4_1)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c4_2)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c4_3)
-        store16(arena, ((1336320 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)), t44_c5_0)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c5_1)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c5_2)
-        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c5_3)
+        store16(arena, ((1336320 &+ ((mb50 &* 6) &* 6400)) &+ (nb49 &* 64)), t51_c0_0)
+        store16(arena, (((1336320 &+ ((mb50 &* 6) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c0_1)
+        store16(arena, (((1336320 &+ ((mb50 &* 6) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c0_2)
+        store16(arena, (((1336320 &+ ((mb50 &* 6) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c0_3)
+        store16(arena, ((1336320 &+ (((mb50 &* 6) &+ 1) &* 6400)) &+ (nb49 &* 64)), t51_c1_0)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 1) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c1_1)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 1) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c1_2)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 1) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c1_3)
+        store16(arena, ((1336320 &+ (((mb50 &* 6) &+ 2) &* 6400)) &+ (nb49 &* 64)), t51_c2_0)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 2) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c2_1)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 2) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c2_2)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 2) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c2_3)
+        store16(arena, ((1336320 &+ (((mb50 &* 6) &+ 3) &* 6400)) &+ (nb49 &* 64)), t51_c3_0)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 3) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c3_1)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 3) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c3_2)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 3) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c3_3)
+        store16(arena, ((1336320 &+ (((mb50 &* 6) &+ 4) &* 6400)) &+ (nb49 &* 64)), t51_c4_0)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 4) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c4_1)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 4) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c4_2)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 4) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c4_3)
+        store16(arena, ((1336320 &+ (((mb50 &* 6) &+ 5) &* 6400)) &+ (nb49 &* 64)), t51_c5_0)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 5) &* 6400)) &+ (nb49 &* 64)) &+ 16), t51_c5_1)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 5) &* 6400)) &+ (nb49 &* 64)) &+ 32), t51_c5_2)
+        store16(arena, (((1336320 &+ (((mb50 &* 6) &+ 5) &* 6400)) &+ (nb49 &* 64)) &+ 48), t51_c5_3)
       }
-      var t46_c0_0 = SIMD16<Float>()
-      var t46_c0_1 = SIMD16<Float>()
-      var t46_c0_2 = SIMD16<Float>()
-      var t46_c0_3 = SIMD16<Float>()
-      var t46_c1_0 = SIMD16<Float>()
-      var t46_c1_1 = SIMD16<Float>()
-      var t46_c1_2 = SIMD16<Float>()
-      var t46_c1_3 = SIMD16<Float>()
-      var t46_c2_0 = SIMD16<Float>()
-      var t46_c2_1 = SIMD16<Float>()
-      var t46_c2_2 = SIMD16<Float>()
-      var t46_c2_3 = SIMD16<Float>()
-      var t46_c3_0 = SIMD16<Float>()
-      var t46_c3_1 = SIMD16<Float>()
-      var t46_c3_2 = SIMD16<Float>()
-      var t46_c3_3 = SIMD16<Float>()
-      for k47 in 0..<150 {
-        let t46_b0 = load16(arena, ((376320 &+ (k47 &* 6400)) &+ (nb42 &* 64)))
-        let t46_b1 = load16(arena, (((376320 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 16))
-        let t46_b2 = load16(arena, (((376320 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 32))
-        let t46_b3 = load16(arena, (((376320 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 48))
-        let t46_a0 = SIMD16<Float>(repeating: params[(1956 &+ k47)])
-        t46_c0_0 = t46_c0_0.addingProduct(t46_a0, t46_b0)
-        t46_c0_1 = t46_c0_1.addingProduct(t46_a0, t46_b1)
-        t46_c0_2 = t46_c0_2.addingProduct(t46_a0, t46_b2)
-        t46_c0_3 = t46_c0_3.addingProduct(t46_a0, t46_b3)
-        let t46_a1 = SIMD16<Float>(repeating: params[(2106 &+ k47)])
-        t46_c1_0 = t46_c1_0.addingProduct(t46_a1, t46_b0)
-        t46_c1_1 = t46_c1_1.addingProduct(t46_a1, t46_b1)
-        t46_c1_2 = t46_c1_2.addingProduct(t46_a1, t46_b2)
-        t46_c1_3 = t46_c1_3.addingProduct(t46_a1, t46_b3)
-        let t46_a2 = SIMD16<Float>(repeating: params[(2256 &+ k47)])
-        t46_c2_0 = t46_c2_0.addingProduct(t46_a2, t46_b0)
-        t46_c2_1 = t46_c2_1.addingProduct(t46_a2, t46_b1)
-        t46_c2_2 = t46_c2_2.addingProduct(t46_a2, t46_b2)
-        t46_c2_3 = t46_c2_3.addingProduct(t46_a2, t46_b3)
-        let t46_a3 = SIMD16<Float>(repeating: params[(2406 &+ k47)])
-        t46_c3_0 = t46_c3_0.addingProduct(t46_a3, t46_b0)
-        t46_c3_1 = t46_c3_1.addingProduct(t46_a3, t46_b1)
-        t46_c3_2 = t46_c3_2.addingProduct(t46_a3, t46_b2)
-        t46_c3_3 = t46_c3_3.addingProduct(t46_a3, t46_b3)
+      var t53_c0_0 = SIMD16<Float>()
+      var t53_c0_1 = SIMD16<Float>()
+      var t53_c0_2 = SIMD16<Float>()
+      var t53_c0_3 = SIMD16<Float>()
+      var t53_c1_0 = SIMD16<Float>()
+      var t53_c1_1 = SIMD16<Float>()
+      var t53_c1_2 = SIMD16<Float>()
+      var t53_c1_3 = SIMD16<Float>()
+      var t53_c2_0 = SIMD16<Float>()
+      var t53_c2_1 = SIMD16<Float>()
+      var t53_c2_2 = SIMD16<Float>()
+      var t53_c2_3 = SIMD16<Float>()
+      var t53_c3_0 = SIMD16<Float>()
+      var t53_c3_1 = SIMD16<Float>()
+      var t53_c3_2 = SIMD16<Float>()
+      var t53_c3_3 = SIMD16<Float>()
+      for k54 in 0..<150 {
+        let t53_b0 = load16(arena, ((376320 &+ (k54 &* 6400)) &+ (nb49 &* 64)))
+        let t53_b1 = load16(arena, (((376320 &+ (k54 &* 6400)) &+ (nb49 &* 64)) &+ 16))
+        let t53_b2 = load16(arena, (((376320 &+ (k54 &* 6400)) &+ (nb49 &* 64)) &+ 32))
+        let t53_b3 = load16(arena, (((376320 &+ (k54 &* 6400)) &+ (nb49 &* 64)) &+ 48))
+        let t53_a0 = SIMD16<Float>(repeating: params[(1956 &+ k54)])
+        t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
+        t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
+        t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
+        t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
+        let t53_a1 = SIMD16<Float>(repeating: params[(2106 &+ k54)])
+        t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
+        t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
+        t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
+        t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
+        let t53_a2 = SIMD16<Float>(repeating: params[(2256 &+ k54)])
+        t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
+        t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
+        t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
+        t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
+        let t53_a3 = SIMD16<Float>(repeating: params[(2406 &+ k54)])
+        t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
+        t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
+        t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
+        t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
       }
-      store16(arena, (1413120 &+ (nb42 &* 64)), t46_c0_0)
-      store16(arena, ((1413120 &+ (nb42 &* 64)) &+ 16), t46_c0_1)
-      store16(arena, ((1413120 &+ (nb42 &* 64)) &+ 32), t46_c0_2)
-      store16(arena, ((1413120 &+ (nb42 &* 64)) &+ 48), t46_c0_3)
-      store16(arena, (1419520 &+ (nb42 &* 64)), t46_c1_0)
-      store16(arena, ((1419520 &+ (nb42 &* 64)) &+ 16), t46_c1_1)
-      store16(arena, ((1419520 &+ (nb42 &* 64)) &+ 32), t46_c1_2)
-      store16(arena, ((1419520 &+ (nb42 &* 64)) &+ 48), t46_c1_3)
-      store16(arena, (1425920 &+ (nb42 &* 64)), t46_c2_0)
-      store16(arena, ((1425920 &+ (nb42 &* 64)) &+ 16), t46_c2_1)
-      store16(arena, ((1425920 &+ (nb42 &* 64)) &+ 32), t46_c2_2)
-      store16(arena, ((1425920 &+ (nb42 &* 64)) &+ 48), t46_c2_3)
-      store16(arena, (1432320 &+ (nb42 &* 64)), t46_c3_0)
-      store16(arena, ((1432320 &+ (nb42 &* 64)) &+ 16), t46_c3_1)
-      store16(arena, ((1432320 &+ (nb42 &* 64)) &+ 32), t46_c3_2)
-      store16(arena, ((1432320 &+ (nb42 &* 64)) &+ 48), t46_c3_3)
+      store16(arena, (1413120 &+ (nb49 &* 64)), t53_c0_0)
+      store16(arena, ((1413120 &+ (nb49 &* 64)) &+ 16), t53_c0_1)
+      store16(arena, ((1413120 &+ (nb49 &* 64)) &+ 32), t53_c0_2)
+      store16(arena, ((1413120 &+ (nb49 &* 64)) &+ 48), t53_c0_3)
+      store16(arena, (1419520 &+ (nb49 &* 64)), t53_c1_0)
+      store16(arena, ((1419520 &+ (nb49 &* 64)) &+ 16), t53_c1_1)
+      store16(arena, ((1419520 &+ (nb49 &* 64)) &+ 32), t53_c1_2)
+      store16(arena, ((1419520 &+ (nb49 &* 64)) &+ 48), t53_c1_3)
+      store16(arena, (1425920 &+ (nb49 &* 64)), t53_c2_0)
+      store16(arena, ((1425920 &+ (nb49 &* 64)) &+ 16), t53_c2_1)
+      store16(arena, ((1425920 &+ (nb49 &* 64)) &+ 32), t53_c2_2)
+      store16(arena, ((1425920 &+ (nb49 &* 64)) &+ 48), t53_c2_3)
+      store16(arena, (1432320 &+ (nb49 &* 64)), t53_c3_0)
+      store16(arena, ((1432320 &+ (nb49 &* 64)) &+ 16), t53_c3_1)
+      store16(arena, ((1432320 &+ (nb49 &* 64)) &+ 32), t53_c3_2)
+      store16(arena, ((1432320 &+ (nb49 &* 64)) &+ 48), t53_c3_3)
     }
-    for j48 in 0..<64 {
-      for f49 in 0..<16 {
-        do {  // SIMD16 over i50
-          var i50 = 0
-          while i50 &+ 16 <= 100 {
-            store16(arena, ((((g28 &* 64) &+ j48) &* 1600) &+ (f49 &* 100)) &+ i50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1336320 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50) + SIMD16<Float>(repeating: params[(2556 &+ f49)])), where: (load16(arena, ((1336320 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50) + SIMD16<Float>(repeating: params[(2556 &+ f49)])) .> SIMD16<Float>(repeating: Float(0))))
-            i50 &+= 16
+    for j55 in 0..<64 {
+      for f56 in 0..<16 {
+        do {  // SIMD16 over i57
+          var i57 = 0
+          while i57 &+ 16 <= 100 {
+            store16(arena, ((((g35 &* 64) &+ j55) &* 1600) &+ (f56 &* 100)) &+ i57, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1336320 &+ (f56 &* 6400)) &+ (j55 &* 100)) &+ i57) + SIMD16<Float>(repeating: params[(2556 &+ f56)])), where: (load16(arena, ((1336320 &+ (f56 &* 6400)) &+ (j55 &* 100)) &+ i57) + SIMD16<Float>(repeating: params[(2556 &+ f56)])) .> SIMD16<Float>(repeating: Float(0))))
+            i57 &+= 16
           }
-          while i50 < 100 {
-            arena[(((((g28 &* 64) &+ j48) &* 1600) &+ (f49 &* 100)) &+ i50)] = ((arena[(((1336320 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50)] + params[(2556 &+ f49)]) > Float(0) ? (arena[(((1336320 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50)] + params[(2556 &+ f49)]) : Float(0))
-            i50 &+= 1
+          while i57 < 100 {
+            arena[(((((g35 &* 64) &+ j55) &* 1600) &+ (f56 &* 100)) &+ i57)] = ((arena[(((1336320 &+ (f56 &* 6400)) &+ (j55 &* 100)) &+ i57)] + params[(2556 &+ f56)]) > Float(0) ? (arena[(((1336320 &+ (f56 &* 6400)) &+ (j55 &* 100)) &+ i57)] + params[(2556 &+ f56)]) : Float(0))
+            i57 &+= 1
           }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q51 in 0..<1024 {
-    for py52 in 0..<5 {
-      for px53 in 0..<5 {
-        var acc54: Float = Float(0)
-        acc54 = (acc54 + arena[(((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2))])
-        acc54 = (acc54 + arena[((((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2)) &+ 1)])
-        acc54 = (acc54 + arena[((((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2)) &+ 10)])
-        acc54 = (acc54 + arena[(((((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2)) &+ 10) &+ 1)])
-        arena[(((102400 &+ (q51 &* 25)) &+ (py52 &* 5)) &+ px53)] = (acc54 * Float(bitPattern: 0x3e800000))
+  for q58 in 0..<1024 {
+    for py59 in 0..<5 {
+      for px60 in 0..<5 {
+        var acc61: Float = Float(0)
+        acc61 = (acc61 + arena[(((q58 &* 100) &+ (py59 &* 20)) &+ (px60 &* 2))])
+        acc61 = (acc61 + arena[((((q58 &* 100) &+ (py59 &* 20)) &+ (px60 &* 2)) &+ 1)])
+        acc61 = (acc61 + arena[((((q58 &* 100) &+ (py59 &* 20)) &+ (px60 &* 2)) &+ 10)])
+        acc61 = (acc61 + arena[(((((q58 &* 100) &+ (py59 &* 20)) &+ (px60 &* 2)) &+ 10) &+ 1)])
+        arena[(((102400 &+ (q58 &* 25)) &+ (py59 &* 5)) &+ px60)] = (acc61 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 120, 400, 1, arena + 102400, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 0, 120)
-  for n55 in 0..<64 {
-    do {  // SIMD16 over u56
-      var u56 = 0
-      while u56 &+ 16 <= 120 {
-        store16(arena, (n55 &* 120) &+ u56, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n55 &* 120) &+ u56) + load16(params, 50572 &+ u56)), where: (load16(arena, (n55 &* 120) &+ u56) + load16(params, 50572 &+ u56)) .> SIMD16<Float>(repeating: Float(0))))
-        u56 &+= 16
+  for n62 in 0..<64 {
+    do {  // SIMD16 over u63
+      var u63 = 0
+      while u63 &+ 16 <= 120 {
+        store16(arena, (n62 &* 120) &+ u63, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n62 &* 120) &+ u63) + load16(params, 50572 &+ u63)), where: (load16(arena, (n62 &* 120) &+ u63) + load16(params, 50572 &+ u63)) .> SIMD16<Float>(repeating: Float(0))))
+        u63 &+= 16
       }
-      while u56 < 120 {
-        arena[((n55 &* 120) &+ u56)] = ((arena[((n55 &* 120) &+ u56)] + params[(50572 &+ u56)]) > Float(0) ? (arena[((n55 &* 120) &+ u56)] + params[(50572 &+ u56)]) : Float(0))
-        u56 &+= 1
+      while u63 < 120 {
+        arena[((n62 &* 120) &+ u63)] = ((arena[((n62 &* 120) &+ u63)] + params[(50572 &+ u63)]) > Float(0) ? (arena[((n62 &* 120) &+ u63)] + params[(50572 &+ u63)]) : Float(0))
+        u63 &+= 1
       }
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 0, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 7680, 84)
-  for n57 in 0..<64 {
-    do {  // SIMD16 over u58
-      var u58 = 0
-      while u58 &+ 16 <= 84 {
-        store16(arena, (7680 &+ (n57 &* 84)) &+ u58, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 &+ (n57 &* 84)) &+ u58) + load16(params, 60772 &+ u58)), where: (load16(arena, (7680 &+ (n57 &* 84)) &+ u58) + load16(params, 60772 &+ u58)) .> SIMD16<Float>(repeating: Float(0))))
-        u58 &+= 16
+  for n64 in 0..<64 {
+    do {  // SIMD16 over u65
+      var u65 = 0
+      while u65 &+ 16 <= 84 {
+        store16(arena, (7680 &+ (n64 &* 84)) &+ u65, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 &+ (n64 &* 84)) &+ u65) + load16(params, 60772 &+ u65)), where: (load16(arena, (7680 &+ (n64 &* 84)) &+ u65) + load16(params, 60772 &+ u65)) .> SIMD16<Float>(repeating: Float(0))))
+        u65 &+= 16
       }
-      while u58 < 84 {
-        arena[((7680 &+ (n57 &* 84)) &+ u58)] = ((arena[((7680 &+ (n57 &* 84)) &+ u58)] + params[(60772 &+ u58)]) > Float(0) ? (arena[((7680 &+ (n57 &* 84)) &+ u58)] + params[(60772 &+ u58)]) : Float(0))
-        u58 &+= 1
+      while u65 < 84 {
+        arena[((7680 &+ (n64 &* 84)) &+ u65)] = ((arena[((7680 &+ (n64 &* 84)) &+ u65)] + params[(60772 &+ u65)]) > Float(0) ? (arena[((7680 &+ (n64 &* 84)) &+ u65)] + params[(60772 &+ u65)]) : Float(0))
+        u65 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 7680, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 0, 10)
-  for n59 in 0..<64 {
-    do {  // SIMD16 over u60
-      var u60 = 0
-      while u60 < 10 {
-        arena[((n59 &* 10) &+ u60)] = (arena[((n59 &* 10) &+ u60)] + params[(61696 &+ u60)])
-        u60 &+= 1
+  for n66 in 0..<64 {
+    do {  // SIMD16 over u67
+      var u67 = 0
+      while u67 < 10 {
+        arena[((n66 &* 10) &+ u67)] = (arena[((n66 &* 10) &+ u67)] + params[(61696 &+ u67)])
+        u67 &+= 1
       }
     }
   }

@@ -41,6 +41,7 @@ extension Emitter {
   /// window position is a contiguous block and a pooling epilogue reads whole vectors. Window 1 is
   /// plain row-major order. `body(ci, ky, kx, column, iy, ix)` gives the statements for one element.
   mutating func patchLoops(_ a: Conv2DAttrs, _ s: ConvShape, _ ci: IExpr, window: Int = 1,
+                           outside: ((IExpr, IExpr, Int, IExpr) -> [Stmt])? = nil,
                            _ body: (IExpr, IExpr, Int, IExpr, IExpr, IExpr) -> [Stmt]) -> [Stmt] {
     let py = s.oh / window, px = s.ow / window
     return [loop("ky", s.k) { e, ky in
@@ -50,14 +51,26 @@ extension Emitter {
           for wx in 0..<window {
             let shift = wx * a.stride + kx - a.padding
             let xs = Self.validRange(step: window * a.stride, shift: shift, size: s.w, outputs: px)
-            guard !xs.isEmpty else { continue }
+            guard !xs.isEmpty || outside != nil else { continue }
             out.append(e.loop("oy", py) { e, yy in
               let iy = (yy * window + wy) * a.stride + ky + (-a.padding)
-              let row = e.loop("ox", xs.count) { _, vx in
-                let xx = vx + xs.lowerBound
-                return body(ci, ky, kx, .c((wy * window + wx) * py * px) + yy * px + xx, iy, xx * (window * a.stride) + shift)
+              func column(_ xx: IExpr) -> IExpr { .c((wy * window + wx) * py * px) + yy * px + xx }
+              var row: [Stmt] = []
+              if !xs.isEmpty {
+                row.append(e.loop("ox", xs.count) { _, vx in
+                  let xx = vx + xs.lowerBound
+                  return body(ci, ky, kx, column(xx), iy, xx * (window * a.stride) + shift)
+                })
               }
-              return a.padding == 0 ? [row] : [.when(.and(.ilt(.c(-1), iy), .ilt(iy, .c(s.h))), [row])]
+              guard a.padding > 0 else { return row }
+              let inside = Cond.and(.ilt(.c(-1), iy), .ilt(iy, .c(s.h)))
+              guard let outside else { return [.when(inside, row)] }
+              // Positions in the padding: the columns left and right of the valid range, and whole rows above and below.
+              if xs.lowerBound > 0 { row.append(e.loop("ox", xs.lowerBound) { _, xx in outside(ci, ky, kx, column(xx)) }) }
+              let right = max(xs.upperBound, xs.lowerBound)
+              if right < px { row.append(e.loop("ox", px - right) { _, vx in outside(ci, ky, kx, column(vx + right)) }) }
+              let blank = e.loop("ox", px) { _, xx in outside(ci, ky, kx, column(xx)) }
+              return [.when(inside, row), .when(.ilt(iy, .c(0)), [blank]), .when(.ilt(.c(s.h - 1), iy), [blank])]
             })
           }
         }
@@ -66,21 +79,20 @@ extension Emitter {
     }]
   }
 
-  /// Copies the images of group `g` into the column matrix [C*k*k, G*OH*OW] (columns in `window` order);
-  /// padded positions are zeroed first.
+  /// Copies the images of group `g` into the column matrix [C*k*k, G*OH*OW] (columns in `window` order),
+  /// with zeros where the kernel overlaps the padding.
   mutating func im2col(_ a: Conv2DAttrs, _ s: ConvShape, x: Placement, g: IExpr, col: Int, window: Int = 1) -> Stmt {
     loop("j", s.group) { e, j in
-      var out: [Stmt] = []
-      if a.padding > 0 {
-        out.append(e.loop("r", s.ckk) { e, r in [e.elementwise(s.plane) { i in .store(.arena, .c(col) + r * s.cols + j * s.plane + i, .c(0)) }] })
-      }
-      out.append(e.loop("c", s.c) { e, ci in
-        e.patchLoops(a, s, ci, window: window) { ci, ky, kx, column, iy, ix in
-          [.store(.arena, .c(col) + ((ci * s.k + ky) * s.k + .c(kx)) * s.cols + j * s.plane + column,
+      [e.loop("c", s.c) { e, ci in
+        func at(_ ci: IExpr, _ ky: IExpr, _ kx: Int, _ column: IExpr) -> IExpr {
+          .c(col) + ((ci * s.k + ky) * s.k + .c(kx)) * s.cols + j * s.plane + column
+        }
+        return e.patchLoops(a, s, ci, window: window, outside: { ci, ky, kx, column in [.store(.arena, at(ci, ky, kx, column), .c(0))] }) {
+          ci, ky, kx, column, iy, ix in
+          [.store(.arena, at(ci, ky, kx, column),
                   .load(x.base, .c(x.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix))]
         }
-      })
-      return out
+      }]
     }
   }
 
