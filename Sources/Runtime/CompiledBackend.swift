@@ -270,39 +270,55 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     }
   }
 
+  /// The most images one inference call runs at once. Larger requests run in chunks of this size, so the
+  /// arena stays a few MB at any batch and a chunk's activations stay in cache between layers.
+  public static var inferenceChunk: Int { 100 }
+
+  /// The inference program for `batch` images, compiled on first use.
+  func inferenceProgram(_ batch: Int) throws -> (Program, EntryPoint) {
+    if let p = inference[batch] { return p }
+    let start = Date()
+    let p = try lower(graph, batch: batch, mode: .infer)
+    try checkMemory(bytes: 4 * p.arenaFloats * shards, what: "inference at batch \(batch)")
+    let entry = try compiler.compile([p])[0]
+    compileSeconds += Date().timeIntervalSince(start)
+    inference[batch] = (p, entry)
+    if p.arenaFloats > arenas[0].count { arenas = arenas.map { _ in FloatBuffer(p.arenaFloats) } }
+    return (p, entry)
+  }
+
   public func infer(images: [Float], count: Int) throws -> [Float] {
-    // Inference shards too when the count splits evenly; each shard has its own arena.
-    let parts = count % arenas.count == 0 ? arenas.count : 1
-    let each = count / parts
-    if inference[each] == nil {
-      let start = Date()
-      let p = try lower(graph, batch: each, mode: .infer)
-      try checkMemory(bytes: 4 * p.arenaFloats * shards, what: "inference at batch \(each)")
-      let entry = try compiler.compile([p])[0]
-      compileSeconds += Date().timeIntervalSince(start)
-      inference[each] = (p, entry)
-      if p.arenaFloats > arenas[0].count { arenas = arenas.map { _ in FloatBuffer(p.arenaFloats) } }
-    }
-    let (p, entry) = inference[each]!
-    let px = p.imageFloats
+    // Chunks of up to `inferenceChunk` images (the last one shorter), dealt to the shards' arenas in a fixed
+    // order: each image's result depends only on `count`, never on the thread count.
+    let size = min(count, Self.inferenceChunk)
+    let chunks = (0..<((count + size - 1) / size)).map { ($0 * size, min(size, count - $0 * size)) }
+    for (_, n) in chunks { _ = try inferenceProgram(n) }
+    let px = train.imageFloats / train.batch, perImage = inference[size]!.0.output.count / size
+    var out = [Float](repeating: 0, count: count * perImage)
+    let workers = min(arenas.count, chunks.count)
     images.withUnsafeBufferPointer { img in
-      let run = { (s: Int) in entry(self.params.pointer, nil, nil, nil, self.arenas[s].pointer, img.baseAddress! + s * px, nil, 0, 0, 0) }
-      if parts > 1 {
-        forEachShard(parts, run)
-      } else if shards > 1 && threads > 1 {
-        // One unsplittable call (e.g. batch 1): let BLAS use the threads the shards would have.
-        openblas_set_num_threads(Int32(threads))
-        run(0)
-        openblas_set_num_threads(1)
-      } else {
-        run(0)
+      out.withUnsafeMutableBufferPointer { o in
+        let result = UncheckedSendable(value: o.baseAddress!)
+        let run = { (w: Int) in
+          for (first, n) in chunks[w...].enumerated().filter({ $0.offset % workers == 0 }).map(\.element) {
+            let (p, entry) = self.inference[n]!
+            let input = img.baseAddress! + first * px
+            entry(self.params.pointer, nil, nil, nil, self.arenas[w].pointer, input, nil, 0, 0, 0)
+            let base = p.output.base == .images ? UnsafeMutablePointer(mutating: input) : self.arenas[w].pointer
+            (result.value + first * perImage).update(from: base + p.output.offset, count: n * perImage)
+          }
+        }
+        if workers > 1 {
+          forEachShard(workers, run)
+        } else if shards > 1 && threads > 1 {
+          // One chunk (e.g. batch 1): let BLAS use the threads the shards would have.
+          openblas_set_num_threads(Int32(threads))
+          run(0)
+          openblas_set_num_threads(1)
+        } else {
+          run(0)
+        }
       }
-    }
-    var out: [Float] = []
-    out.reserveCapacity(p.output.count * parts)
-    for s in 0..<parts {
-      let base = p.output.base == .images ? UnsafeMutablePointer(mutating: images) + s * px : arenas[s].pointer
-      out += UnsafeBufferPointer(start: base.advanced(by: p.output.offset), count: p.output.count)
     }
     return out
   }

@@ -113,6 +113,22 @@ import Testing
     for (k, v) in interp.optimizerState() { expectClose(v, b.optimizerState()[k]!, rtol: 2e-3, atol: 1e-9, "\(name) \(k)") }
   }
 
+  /// A request larger than one chunk runs in chunks dealt to the shards' arenas (here 100, 100 and 7
+  /// images on 2 threads): each image gets the result it gets alone.
+  @Test func chunkedInferenceMatchesOneImageAtATime() throws {
+    let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 2)
+    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 2, optimizer: Optimizer(kind: .adam, learningRate: 0),
+                                compiler: try JITCompiler(), shards: 2, threads: 2)
+    try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+    let px = d.images.count / 2, count = 2 * CompiledBackend<JITCompiler>.inferenceChunk + 7
+    let images = (0..<(count * px)).map { Float(sin(Double($0) * 0.37)) }
+    let all = try b.infer(images: images, count: count)
+    #expect(all.count == count * 10)
+    var alone: [Float] = []
+    for i in 0..<count { alone += try b.infer(images: Array(images[(i * px)..<((i + 1) * px)]), count: 1) }
+    expectClose(all, alone, rtol: 1e-5, atol: 1e-6, "chunked inference")
+  }
+
   @Test func inferenceOnlyBackendInfersAndRefusesToTrain() throws {
     let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 3)
     let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 3, optimizer: Optimizer(kind: .adam, learningRate: 0),

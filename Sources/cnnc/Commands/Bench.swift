@@ -136,14 +136,15 @@ struct Bench: ParsableCommand {
     }
     let latency = chunks.sorted()[2]
 
+    // Peak memory of the workload itself (training and inference), read before the sgemm calibration below.
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
     // The machine's peak uses every thread, whatever BLAS is set to for the shards.
     let blasThreads = openblas_get_num_threads()
     openblas_set_num_threads(Int32(ProcessInfo.processInfo.activeProcessorCount))
     let peak = measureSgemmPeak()
     openblas_set_num_threads(blasThreads)
     let trainFlops = Double(3 * flopsForward)
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
     let json: [(String, String)] = [
       ("framework", "\"cnnc \(backend)\""), ("graph", "\"\(f.graph.name)\""), ("backend", "\"\(backend)\""), ("batch", "\(batch)"),
       ("train_images_per_s", fmt(trainRate)), ("train_timed", epochs != nil ? "\"epochs 2..\(epochs!)\"" : "\"steps 2..\(steps + 1)\""),

@@ -28,7 +28,8 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   let historyData = FileManager.default.contents(atPath: (dir as NSString).appendingPathComponent("history.json")) ?? Data("[]".utf8)
   let history = (try? JSONDecoder().decode([EpochReport].self, from: historyData)) ?? []
   let test = try IDXDataset.load(directory: data, split: "t10k")
-  let batch = 500
+  // Small batches keep the inference arena (and so peak memory) small; the test set takes a moment either way.
+  let batch = 100
   let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
   var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
   let weights = (dir as NSString).appendingPathComponent("weights.safetensors")

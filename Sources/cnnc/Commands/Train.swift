@@ -136,6 +136,10 @@ struct Train: ParsableCommand {
         try run(Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
       }
     }
+    // Written once the training back end and its buffers are gone, so the report adds nothing to peak memory.
+    if jit || backend != "interp", !quiet, !noReport {
+      try reportingErrors { say("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))") }
+    }
   }
 
   func run<B: Backend>(_ t: Trainer<B>, _ trainSet: IDXDataset, _ testSet: IDXDataset, _ outDir: String) throws {
@@ -185,9 +189,6 @@ struct Train: ParsableCommand {
         throw ExitCode(130)
       }
       say("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
-      if trainer.backend.name != "interp" && !quiet && !noReport {
-        say("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))")
-      }
   }
 }
 
