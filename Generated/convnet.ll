@@ -7,100 +7,149 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt202 = alloca float, align 4
-  %adam.step_size201 = alloca float, align 4
-  %conv1_weight_grad.t194_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t194_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t190_c0_0 = alloca <16 x float>, align 64
-  %relu1_grad.t156_a5 = alloca <16 x float>, align 64
-  %relu1_grad.t156_a4 = alloca <16 x float>, align 64
-  %relu1_grad.t156_a3 = alloca <16 x float>, align 64
-  %relu1_grad.t156_a2 = alloca <16 x float>, align 64
-  %relu1_grad.t156_a1 = alloca <16 x float>, align 64
-  %relu1_grad.t156_a0 = alloca <16 x float>, align 64
-  %relu1_grad.t156_b3 = alloca <16 x float>, align 64
-  %relu1_grad.t156_b2 = alloca <16 x float>, align 64
-  %relu1_grad.t156_b1 = alloca <16 x float>, align 64
-  %relu1_grad.t156_b0 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c5_3 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c5_2 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c5_1 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c5_0 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c4_3 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c4_2 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c4_1 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c4_0 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c3_3 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c3_2 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c3_1 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c3_0 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c2_3 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c2_2 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c2_1 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c2_0 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c1_3 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c1_2 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c1_1 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c1_0 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c0_3 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c0_2 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c0_1 = alloca <16 x float>, align 64
-  %relu1_grad.t156_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt261 = alloca float, align 4
+  %adam.step_size260 = alloca float, align 4
+  %conv1_weight_grad.t253_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t253_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t249_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.sum225 = alloca float, align 4
+  %relu1_grad.sum224 = alloca float, align 4
+  %relu1_grad.sum223 = alloca float, align 4
+  %relu1_grad.sum222 = alloca float, align 4
+  %relu1_grad.sum219 = alloca float, align 4
+  %relu1_grad.sum218 = alloca float, align 4
+  %relu1_grad.sum217 = alloca float, align 4
+  %relu1_grad.sum216 = alloca float, align 4
+  %relu1_grad.sum215 = alloca float, align 4
+  %relu1_grad.sum214 = alloca float, align 4
+  %relu1_grad.sum211 = alloca float, align 4
+  %relu1_grad.sum210 = alloca float, align 4
+  %relu1_grad.sum209 = alloca float, align 4
+  %relu1_grad.sum208 = alloca float, align 4
+  %relu1_grad.sum205 = alloca float, align 4
+  %relu1_grad.sum204 = alloca float, align 4
+  %relu1_grad.sum203 = alloca float, align 4
+  %relu1_grad.sum202 = alloca float, align 4
+  %relu1_grad.sum201 = alloca float, align 4
+  %relu1_grad.sum200 = alloca float, align 4
+  %relu1_grad.sum197 = alloca float, align 4
+  %relu1_grad.sum196 = alloca float, align 4
+  %relu1_grad.sum195 = alloca float, align 4
+  %relu1_grad.sum194 = alloca float, align 4
+  %relu1_grad.sum193 = alloca float, align 4
+  %relu1_grad.sum192 = alloca float, align 4
+  %relu1_grad.sum191 = alloca float, align 4
+  %relu1_grad.sum190 = alloca float, align 4
+  %relu1_grad.sum189 = alloca float, align 4
+  %relu1_grad.sum186 = alloca float, align 4
+  %relu1_grad.sum185 = alloca float, align 4
+  %relu1_grad.sum184 = alloca float, align 4
+  %relu1_grad.sum183 = alloca float, align 4
+  %relu1_grad.sum182 = alloca float, align 4
+  %relu1_grad.sum181 = alloca float, align 4
+  %relu1_grad.sum178 = alloca float, align 4
+  %relu1_grad.sum177 = alloca float, align 4
+  %relu1_grad.sum176 = alloca float, align 4
+  %relu1_grad.sum175 = alloca float, align 4
+  %relu1_grad.sum172 = alloca float, align 4
+  %relu1_grad.sum171 = alloca float, align 4
+  %relu1_grad.sum170 = alloca float, align 4
+  %relu1_grad.sum169 = alloca float, align 4
+  %relu1_grad.sum168 = alloca float, align 4
+  %relu1_grad.sum167 = alloca float, align 4
+  %relu1_grad.sum164 = alloca float, align 4
+  %relu1_grad.sum163 = alloca float, align 4
+  %relu1_grad.sum162 = alloca float, align 4
+  %relu1_grad.sum161 = alloca float, align 4
+  %relu1_grad.t155_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t155_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t155_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t155_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t155_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t155_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t155_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t155_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t155_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t155_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t155_c0_0 = alloca <16 x float>, align 64
   %conv2_weight_grad.t142_a5 = alloca <16 x float>, align 64
   %conv2_weight_grad.t142_a4 = alloca <16 x float>, align 64
   %conv2_weight_grad.t142_a3 = alloca <16 x float>, align 64
@@ -6395,2537 +6444,3380 @@ conv2_bias_grad.img148:                           ; preds = %conv2_bias_grad.img
   br i1 %3205, label %conv2_bias_grad.img148, label %conv2_bias_grad.img148.end
 
 conv2_bias_grad.img148.end:                       ; preds = %conv2_bias_grad.img148
-  br label %relu1_grad.i149
+  br label %relu1_grad.g149
 
-relu1_grad.i149:                                  ; preds = %relu1_grad.i149, %conv2_bias_grad.img148.end
-  %relu1_grad.i1491011 = phi i64 [ 0, %conv2_bias_grad.img148.end ], [ %i149.next, %relu1_grad.i149 ]
-  %3206 = add nsw i64 1605632, %relu1_grad.i1491011
-  %arena1012 = getelementptr inbounds float, ptr %arena, i64 %3206
-  store float 0.000000e+00, ptr %arena1012, align 4
-  %i149.next = add nsw i64 %relu1_grad.i1491011, 1
-  %3207 = icmp slt i64 %i149.next, 1605632
-  br i1 %3207, label %relu1_grad.i149, label %relu1_grad.i149.end
+relu1_grad.g149:                                  ; preds = %relu1_grad.j157.end, %conv2_bias_grad.img148.end
+  %relu1_grad.g1491011 = phi i64 [ 0, %conv2_bias_grad.img148.end ], [ %g149.next, %relu1_grad.j157.end ]
+  br label %relu1_grad.j150
 
-relu1_grad.i149.end:                              ; preds = %relu1_grad.i149
-  br label %relu1_grad.g150
+relu1_grad.g149.end:                              ; preds = %relu1_grad.j157.end
+  br label %conv1_grad.i226
 
-relu1_grad.g150:                                  ; preds = %relu1_grad.j158.end, %relu1_grad.i149.end
-  %relu1_grad.g1501013 = phi i64 [ 0, %relu1_grad.i149.end ], [ %g150.next, %relu1_grad.j158.end ]
-  br label %relu1_grad.j151
+relu1_grad.j150:                                  ; preds = %relu1_grad.f151.end, %relu1_grad.g149
+  %relu1_grad.j1501012 = phi i64 [ 0, %relu1_grad.g149 ], [ %j150.next, %relu1_grad.f151.end ]
+  br label %relu1_grad.f151
 
-relu1_grad.g150.end:                              ; preds = %relu1_grad.j158.end
-  br label %conv1_grad.i167
+relu1_grad.j150.end:                              ; preds = %relu1_grad.f151.end
+  br label %relu1_grad.nb153
 
-relu1_grad.j151:                                  ; preds = %relu1_grad.f152.end, %relu1_grad.g150
-  %relu1_grad.j1511014 = phi i64 [ 0, %relu1_grad.g150 ], [ %j151.next, %relu1_grad.f152.end ]
-  br label %relu1_grad.f152
+relu1_grad.f151:                                  ; preds = %relu1_grad.i152.end, %relu1_grad.j150
+  %relu1_grad.f1511013 = phi i64 [ 0, %relu1_grad.j150 ], [ %f151.next, %relu1_grad.i152.end ]
+  br label %relu1_grad.i152
 
-relu1_grad.j151.end:                              ; preds = %relu1_grad.f152.end
-  br label %relu1_grad.nb154
+relu1_grad.f151.end:                              ; preds = %relu1_grad.i152.end
+  %j150.next = add nsw i64 %relu1_grad.j1501012, 1
+  %3206 = icmp slt i64 %j150.next, 64
+  br i1 %3206, label %relu1_grad.j150, label %relu1_grad.j150.end
 
-relu1_grad.f152:                                  ; preds = %relu1_grad.i153.end, %relu1_grad.j151
-  %relu1_grad.f1521015 = phi i64 [ 0, %relu1_grad.j151 ], [ %f152.next, %relu1_grad.i153.end ]
-  br label %relu1_grad.i153
+relu1_grad.i152:                                  ; preds = %relu1_grad.i152, %relu1_grad.f151
+  %relu1_grad.i1521014 = phi i64 [ 0, %relu1_grad.f151 ], [ %i152.next, %relu1_grad.i152 ]
+  %3207 = mul nsw i64 %relu1_grad.g1491011, 64
+  %3208 = add nsw i64 %3207, %relu1_grad.j1501012
+  %3209 = mul nsw i64 %3208, 50176
+  %3210 = add nsw i64 4039952, %3209
+  %3211 = mul nsw i64 %relu1_grad.f1511013, 784
+  %3212 = add nsw i64 %3210, %3211
+  %3213 = add nsw i64 %3212, %relu1_grad.i1521014
+  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %3213
+  %3214 = load float, ptr %arena1015, align 4
+  %3215 = mul nsw i64 %relu1_grad.f1511013, 50176
+  %3216 = add nsw i64 21701904, %3215
+  %3217 = mul nsw i64 %relu1_grad.j1501012, 784
+  %3218 = add nsw i64 %3216, %3217
+  %3219 = add nsw i64 %3218, %relu1_grad.i1521014
+  %arena1016 = getelementptr inbounds float, ptr %arena, i64 %3219
+  store float %3214, ptr %arena1016, align 4
+  %i152.next = add nsw i64 %relu1_grad.i1521014, 1
+  %3220 = icmp slt i64 %i152.next, 784
+  br i1 %3220, label %relu1_grad.i152, label %relu1_grad.i152.end
 
-relu1_grad.f152.end:                              ; preds = %relu1_grad.i153.end
-  %j151.next = add nsw i64 %relu1_grad.j1511014, 1
-  %3208 = icmp slt i64 %j151.next, 64
-  br i1 %3208, label %relu1_grad.j151, label %relu1_grad.j151.end
+relu1_grad.i152.end:                              ; preds = %relu1_grad.i152
+  %f151.next = add nsw i64 %relu1_grad.f1511013, 1
+  %3221 = icmp slt i64 %f151.next, 64
+  br i1 %3221, label %relu1_grad.f151, label %relu1_grad.f151.end
 
-relu1_grad.i153:                                  ; preds = %relu1_grad.i153, %relu1_grad.f152
-  %relu1_grad.i1531016 = phi i64 [ 0, %relu1_grad.f152 ], [ %i153.next, %relu1_grad.i153 ]
-  %3209 = mul nsw i64 %relu1_grad.g1501013, 64
-  %3210 = add nsw i64 %3209, %relu1_grad.j1511014
-  %3211 = mul nsw i64 %3210, 50176
-  %3212 = add nsw i64 4039952, %3211
-  %3213 = mul nsw i64 %relu1_grad.f1521015, 784
-  %3214 = add nsw i64 %3212, %3213
-  %3215 = add nsw i64 %3214, %relu1_grad.i1531016
-  %arena1017 = getelementptr inbounds float, ptr %arena, i64 %3215
-  %3216 = load float, ptr %arena1017, align 4
-  %3217 = mul nsw i64 %relu1_grad.f1521015, 50176
-  %3218 = add nsw i64 21701904, %3217
-  %3219 = mul nsw i64 %relu1_grad.j1511014, 784
-  %3220 = add nsw i64 %3218, %3219
-  %3221 = add nsw i64 %3220, %relu1_grad.i1531016
-  %arena1018 = getelementptr inbounds float, ptr %arena, i64 %3221
-  store float %3216, ptr %arena1018, align 4
-  %i153.next = add nsw i64 %relu1_grad.i1531016, 1
-  %3222 = icmp slt i64 %i153.next, 784
-  br i1 %3222, label %relu1_grad.i153, label %relu1_grad.i153.end
+relu1_grad.nb153:                                 ; preds = %relu1_grad.mb154.end, %relu1_grad.j150.end
+  %relu1_grad.nb1531017 = phi i64 [ 0, %relu1_grad.j150.end ], [ %nb153.next, %relu1_grad.mb154.end ]
+  br label %relu1_grad.mb154
 
-relu1_grad.i153.end:                              ; preds = %relu1_grad.i153
-  %f152.next = add nsw i64 %relu1_grad.f1521015, 1
-  %3223 = icmp slt i64 %f152.next, 64
-  br i1 %3223, label %relu1_grad.f152, label %relu1_grad.f152.end
+relu1_grad.nb153.end:                             ; preds = %relu1_grad.mb154.end
+  br label %relu1_grad.j157
 
-relu1_grad.nb154:                                 ; preds = %relu1_grad.mb155.end, %relu1_grad.j151.end
-  %relu1_grad.nb1541019 = phi i64 [ 0, %relu1_grad.j151.end ], [ %nb154.next, %relu1_grad.mb155.end ]
-  br label %relu1_grad.mb155
+relu1_grad.mb154:                                 ; preds = %relu1_grad.k156.end, %relu1_grad.nb153
+  %relu1_grad.mb1541018 = phi i64 [ 0, %relu1_grad.nb153 ], [ %mb154.next, %relu1_grad.k156.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_3, align 64
+  br label %relu1_grad.k156
 
-relu1_grad.nb154.end:                             ; preds = %relu1_grad.mb155.end
-  br label %relu1_grad.j158
+relu1_grad.mb154.end:                             ; preds = %relu1_grad.k156.end
+  %nb153.next = add nsw i64 %relu1_grad.nb1531017, 1
+  %3222 = icmp slt i64 %nb153.next, 784
+  br i1 %3222, label %relu1_grad.nb153, label %relu1_grad.nb153.end
 
-relu1_grad.mb155:                                 ; preds = %relu1_grad.k157.end, %relu1_grad.nb154
-  %relu1_grad.mb1551020 = phi i64 [ 0, %relu1_grad.nb154 ], [ %mb155.next, %relu1_grad.k157.end ]
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t156_c5_3, align 64
-  br label %relu1_grad.k157
+relu1_grad.k156:                                  ; preds = %relu1_grad.k156, %relu1_grad.mb154
+  %relu1_grad.k1561019 = phi i64 [ 0, %relu1_grad.mb154 ], [ %k156.next, %relu1_grad.k156 ]
+  %3223 = mul nsw i64 %relu1_grad.k1561019, 50176
+  %3224 = add nsw i64 21701904, %3223
+  %3225 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3226 = add nsw i64 %3224, %3225
+  %arena1020 = getelementptr inbounds float, ptr %arena, i64 %3226
+  %3227 = load <16 x float>, ptr %arena1020, align 4
+  store <16 x float> %3227, ptr %relu1_grad.t155_b0, align 64
+  %3228 = mul nsw i64 %relu1_grad.k1561019, 50176
+  %3229 = add nsw i64 21701904, %3228
+  %3230 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3231 = add nsw i64 %3229, %3230
+  %3232 = add nsw i64 %3231, 16
+  %arena1021 = getelementptr inbounds float, ptr %arena, i64 %3232
+  %3233 = load <16 x float>, ptr %arena1021, align 4
+  store <16 x float> %3233, ptr %relu1_grad.t155_b1, align 64
+  %3234 = mul nsw i64 %relu1_grad.k1561019, 50176
+  %3235 = add nsw i64 21701904, %3234
+  %3236 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3237 = add nsw i64 %3235, %3236
+  %3238 = add nsw i64 %3237, 32
+  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %3238
+  %3239 = load <16 x float>, ptr %arena1022, align 4
+  store <16 x float> %3239, ptr %relu1_grad.t155_b2, align 64
+  %3240 = mul nsw i64 %relu1_grad.k1561019, 50176
+  %3241 = add nsw i64 21701904, %3240
+  %3242 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3243 = add nsw i64 %3241, %3242
+  %3244 = add nsw i64 %3243, 48
+  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %3244
+  %3245 = load <16 x float>, ptr %arena1023, align 4
+  store <16 x float> %3245, ptr %relu1_grad.t155_b3, align 64
+  %3246 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3247 = add nsw i64 320, %3246
+  %3248 = mul nsw i64 %relu1_grad.k1561019, 288
+  %3249 = add nsw i64 %3247, %3248
+  %params1024 = getelementptr inbounds float, ptr %params, i64 %3249
+  %3250 = load float, ptr %params1024, align 4
+  %3251 = insertelement <16 x float> undef, float %3250, i32 0
+  %3252 = shufflevector <16 x float> %3251, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3252, ptr %relu1_grad.t155_a0, align 64
+  %t155_a0 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
+  %t155_b0 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
+  %t155_c0_0 = load <16 x float>, ptr %relu1_grad.t155_c0_0, align 64
+  %3253 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a0, <16 x float> %t155_b0, <16 x float> %t155_c0_0)
+  store <16 x float> %3253, ptr %relu1_grad.t155_c0_0, align 64
+  %t155_a01025 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
+  %t155_b1 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
+  %t155_c0_1 = load <16 x float>, ptr %relu1_grad.t155_c0_1, align 64
+  %3254 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a01025, <16 x float> %t155_b1, <16 x float> %t155_c0_1)
+  store <16 x float> %3254, ptr %relu1_grad.t155_c0_1, align 64
+  %t155_a01026 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
+  %t155_b2 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
+  %t155_c0_2 = load <16 x float>, ptr %relu1_grad.t155_c0_2, align 64
+  %3255 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a01026, <16 x float> %t155_b2, <16 x float> %t155_c0_2)
+  store <16 x float> %3255, ptr %relu1_grad.t155_c0_2, align 64
+  %t155_a01027 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
+  %t155_b3 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
+  %t155_c0_3 = load <16 x float>, ptr %relu1_grad.t155_c0_3, align 64
+  %3256 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a01027, <16 x float> %t155_b3, <16 x float> %t155_c0_3)
+  store <16 x float> %3256, ptr %relu1_grad.t155_c0_3, align 64
+  %3257 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3258 = add nsw i64 %3257, 1
+  %3259 = add nsw i64 320, %3258
+  %3260 = mul nsw i64 %relu1_grad.k1561019, 288
+  %3261 = add nsw i64 %3259, %3260
+  %params1028 = getelementptr inbounds float, ptr %params, i64 %3261
+  %3262 = load float, ptr %params1028, align 4
+  %3263 = insertelement <16 x float> undef, float %3262, i32 0
+  %3264 = shufflevector <16 x float> %3263, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3264, ptr %relu1_grad.t155_a1, align 64
+  %t155_a1 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
+  %t155_b01029 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
+  %t155_c1_0 = load <16 x float>, ptr %relu1_grad.t155_c1_0, align 64
+  %3265 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a1, <16 x float> %t155_b01029, <16 x float> %t155_c1_0)
+  store <16 x float> %3265, ptr %relu1_grad.t155_c1_0, align 64
+  %t155_a11030 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
+  %t155_b11031 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
+  %t155_c1_1 = load <16 x float>, ptr %relu1_grad.t155_c1_1, align 64
+  %3266 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a11030, <16 x float> %t155_b11031, <16 x float> %t155_c1_1)
+  store <16 x float> %3266, ptr %relu1_grad.t155_c1_1, align 64
+  %t155_a11032 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
+  %t155_b21033 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
+  %t155_c1_2 = load <16 x float>, ptr %relu1_grad.t155_c1_2, align 64
+  %3267 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a11032, <16 x float> %t155_b21033, <16 x float> %t155_c1_2)
+  store <16 x float> %3267, ptr %relu1_grad.t155_c1_2, align 64
+  %t155_a11034 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
+  %t155_b31035 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
+  %t155_c1_3 = load <16 x float>, ptr %relu1_grad.t155_c1_3, align 64
+  %3268 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a11034, <16 x float> %t155_b31035, <16 x float> %t155_c1_3)
+  store <16 x float> %3268, ptr %relu1_grad.t155_c1_3, align 64
+  %3269 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3270 = add nsw i64 %3269, 2
+  %3271 = add nsw i64 320, %3270
+  %3272 = mul nsw i64 %relu1_grad.k1561019, 288
+  %3273 = add nsw i64 %3271, %3272
+  %params1036 = getelementptr inbounds float, ptr %params, i64 %3273
+  %3274 = load float, ptr %params1036, align 4
+  %3275 = insertelement <16 x float> undef, float %3274, i32 0
+  %3276 = shufflevector <16 x float> %3275, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3276, ptr %relu1_grad.t155_a2, align 64
+  %t155_a2 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
+  %t155_b01037 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
+  %t155_c2_0 = load <16 x float>, ptr %relu1_grad.t155_c2_0, align 64
+  %3277 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a2, <16 x float> %t155_b01037, <16 x float> %t155_c2_0)
+  store <16 x float> %3277, ptr %relu1_grad.t155_c2_0, align 64
+  %t155_a21038 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
+  %t155_b11039 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
+  %t155_c2_1 = load <16 x float>, ptr %relu1_grad.t155_c2_1, align 64
+  %3278 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a21038, <16 x float> %t155_b11039, <16 x float> %t155_c2_1)
+  store <16 x float> %3278, ptr %relu1_grad.t155_c2_1, align 64
+  %t155_a21040 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
+  %t155_b21041 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
+  %t155_c2_2 = load <16 x float>, ptr %relu1_grad.t155_c2_2, align 64
+  %3279 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a21040, <16 x float> %t155_b21041, <16 x float> %t155_c2_2)
+  store <16 x float> %3279, ptr %relu1_grad.t155_c2_2, align 64
+  %t155_a21042 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
+  %t155_b31043 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
+  %t155_c2_3 = load <16 x float>, ptr %relu1_grad.t155_c2_3, align 64
+  %3280 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a21042, <16 x float> %t155_b31043, <16 x float> %t155_c2_3)
+  store <16 x float> %3280, ptr %relu1_grad.t155_c2_3, align 64
+  %3281 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3282 = add nsw i64 %3281, 3
+  %3283 = add nsw i64 320, %3282
+  %3284 = mul nsw i64 %relu1_grad.k1561019, 288
+  %3285 = add nsw i64 %3283, %3284
+  %params1044 = getelementptr inbounds float, ptr %params, i64 %3285
+  %3286 = load float, ptr %params1044, align 4
+  %3287 = insertelement <16 x float> undef, float %3286, i32 0
+  %3288 = shufflevector <16 x float> %3287, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3288, ptr %relu1_grad.t155_a3, align 64
+  %t155_a3 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
+  %t155_b01045 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
+  %t155_c3_0 = load <16 x float>, ptr %relu1_grad.t155_c3_0, align 64
+  %3289 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a3, <16 x float> %t155_b01045, <16 x float> %t155_c3_0)
+  store <16 x float> %3289, ptr %relu1_grad.t155_c3_0, align 64
+  %t155_a31046 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
+  %t155_b11047 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
+  %t155_c3_1 = load <16 x float>, ptr %relu1_grad.t155_c3_1, align 64
+  %3290 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a31046, <16 x float> %t155_b11047, <16 x float> %t155_c3_1)
+  store <16 x float> %3290, ptr %relu1_grad.t155_c3_1, align 64
+  %t155_a31048 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
+  %t155_b21049 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
+  %t155_c3_2 = load <16 x float>, ptr %relu1_grad.t155_c3_2, align 64
+  %3291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a31048, <16 x float> %t155_b21049, <16 x float> %t155_c3_2)
+  store <16 x float> %3291, ptr %relu1_grad.t155_c3_2, align 64
+  %t155_a31050 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
+  %t155_b31051 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
+  %t155_c3_3 = load <16 x float>, ptr %relu1_grad.t155_c3_3, align 64
+  %3292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a31050, <16 x float> %t155_b31051, <16 x float> %t155_c3_3)
+  store <16 x float> %3292, ptr %relu1_grad.t155_c3_3, align 64
+  %3293 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3294 = add nsw i64 %3293, 4
+  %3295 = add nsw i64 320, %3294
+  %3296 = mul nsw i64 %relu1_grad.k1561019, 288
+  %3297 = add nsw i64 %3295, %3296
+  %params1052 = getelementptr inbounds float, ptr %params, i64 %3297
+  %3298 = load float, ptr %params1052, align 4
+  %3299 = insertelement <16 x float> undef, float %3298, i32 0
+  %3300 = shufflevector <16 x float> %3299, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3300, ptr %relu1_grad.t155_a4, align 64
+  %t155_a4 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
+  %t155_b01053 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
+  %t155_c4_0 = load <16 x float>, ptr %relu1_grad.t155_c4_0, align 64
+  %3301 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a4, <16 x float> %t155_b01053, <16 x float> %t155_c4_0)
+  store <16 x float> %3301, ptr %relu1_grad.t155_c4_0, align 64
+  %t155_a41054 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
+  %t155_b11055 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
+  %t155_c4_1 = load <16 x float>, ptr %relu1_grad.t155_c4_1, align 64
+  %3302 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a41054, <16 x float> %t155_b11055, <16 x float> %t155_c4_1)
+  store <16 x float> %3302, ptr %relu1_grad.t155_c4_1, align 64
+  %t155_a41056 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
+  %t155_b21057 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
+  %t155_c4_2 = load <16 x float>, ptr %relu1_grad.t155_c4_2, align 64
+  %3303 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a41056, <16 x float> %t155_b21057, <16 x float> %t155_c4_2)
+  store <16 x float> %3303, ptr %relu1_grad.t155_c4_2, align 64
+  %t155_a41058 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
+  %t155_b31059 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
+  %t155_c4_3 = load <16 x float>, ptr %relu1_grad.t155_c4_3, align 64
+  %3304 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a41058, <16 x float> %t155_b31059, <16 x float> %t155_c4_3)
+  store <16 x float> %3304, ptr %relu1_grad.t155_c4_3, align 64
+  %3305 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3306 = add nsw i64 %3305, 5
+  %3307 = add nsw i64 320, %3306
+  %3308 = mul nsw i64 %relu1_grad.k1561019, 288
+  %3309 = add nsw i64 %3307, %3308
+  %params1060 = getelementptr inbounds float, ptr %params, i64 %3309
+  %3310 = load float, ptr %params1060, align 4
+  %3311 = insertelement <16 x float> undef, float %3310, i32 0
+  %3312 = shufflevector <16 x float> %3311, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3312, ptr %relu1_grad.t155_a5, align 64
+  %t155_a5 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
+  %t155_b01061 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
+  %t155_c5_0 = load <16 x float>, ptr %relu1_grad.t155_c5_0, align 64
+  %3313 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a5, <16 x float> %t155_b01061, <16 x float> %t155_c5_0)
+  store <16 x float> %3313, ptr %relu1_grad.t155_c5_0, align 64
+  %t155_a51062 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
+  %t155_b11063 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
+  %t155_c5_1 = load <16 x float>, ptr %relu1_grad.t155_c5_1, align 64
+  %3314 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a51062, <16 x float> %t155_b11063, <16 x float> %t155_c5_1)
+  store <16 x float> %3314, ptr %relu1_grad.t155_c5_1, align 64
+  %t155_a51064 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
+  %t155_b21065 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
+  %t155_c5_2 = load <16 x float>, ptr %relu1_grad.t155_c5_2, align 64
+  %3315 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a51064, <16 x float> %t155_b21065, <16 x float> %t155_c5_2)
+  store <16 x float> %3315, ptr %relu1_grad.t155_c5_2, align 64
+  %t155_a51066 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
+  %t155_b31067 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
+  %t155_c5_3 = load <16 x float>, ptr %relu1_grad.t155_c5_3, align 64
+  %3316 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a51066, <16 x float> %t155_b31067, <16 x float> %t155_c5_3)
+  store <16 x float> %3316, ptr %relu1_grad.t155_c5_3, align 64
+  %k156.next = add nsw i64 %relu1_grad.k1561019, 1
+  %3317 = icmp slt i64 %k156.next, 64
+  br i1 %3317, label %relu1_grad.k156, label %relu1_grad.k156.end
 
-relu1_grad.mb155.end:                             ; preds = %relu1_grad.k157.end
-  %nb154.next = add nsw i64 %relu1_grad.nb1541019, 1
-  %3224 = icmp slt i64 %nb154.next, 784
-  br i1 %3224, label %relu1_grad.nb154, label %relu1_grad.nb154.end
+relu1_grad.k156.end:                              ; preds = %relu1_grad.k156
+  %t155_c0_01068 = load <16 x float>, ptr %relu1_grad.t155_c0_0, align 64
+  %3318 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3319 = mul nsw i64 %3318, 50176
+  %3320 = add nsw i64 7251216, %3319
+  %3321 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3322 = add nsw i64 %3320, %3321
+  %arena1069 = getelementptr inbounds float, ptr %arena, i64 %3322
+  store <16 x float> %t155_c0_01068, ptr %arena1069, align 4
+  %t155_c0_11070 = load <16 x float>, ptr %relu1_grad.t155_c0_1, align 64
+  %3323 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3324 = mul nsw i64 %3323, 50176
+  %3325 = add nsw i64 7251216, %3324
+  %3326 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3327 = add nsw i64 %3325, %3326
+  %3328 = add nsw i64 %3327, 16
+  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %3328
+  store <16 x float> %t155_c0_11070, ptr %arena1071, align 4
+  %t155_c0_21072 = load <16 x float>, ptr %relu1_grad.t155_c0_2, align 64
+  %3329 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3330 = mul nsw i64 %3329, 50176
+  %3331 = add nsw i64 7251216, %3330
+  %3332 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3333 = add nsw i64 %3331, %3332
+  %3334 = add nsw i64 %3333, 32
+  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %3334
+  store <16 x float> %t155_c0_21072, ptr %arena1073, align 4
+  %t155_c0_31074 = load <16 x float>, ptr %relu1_grad.t155_c0_3, align 64
+  %3335 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3336 = mul nsw i64 %3335, 50176
+  %3337 = add nsw i64 7251216, %3336
+  %3338 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3339 = add nsw i64 %3337, %3338
+  %3340 = add nsw i64 %3339, 48
+  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %3340
+  store <16 x float> %t155_c0_31074, ptr %arena1075, align 4
+  %t155_c1_01076 = load <16 x float>, ptr %relu1_grad.t155_c1_0, align 64
+  %3341 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3342 = add nsw i64 %3341, 1
+  %3343 = mul nsw i64 %3342, 50176
+  %3344 = add nsw i64 7251216, %3343
+  %3345 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3346 = add nsw i64 %3344, %3345
+  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %3346
+  store <16 x float> %t155_c1_01076, ptr %arena1077, align 4
+  %t155_c1_11078 = load <16 x float>, ptr %relu1_grad.t155_c1_1, align 64
+  %3347 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3348 = add nsw i64 %3347, 1
+  %3349 = mul nsw i64 %3348, 50176
+  %3350 = add nsw i64 7251216, %3349
+  %3351 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3352 = add nsw i64 %3350, %3351
+  %3353 = add nsw i64 %3352, 16
+  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %3353
+  store <16 x float> %t155_c1_11078, ptr %arena1079, align 4
+  %t155_c1_21080 = load <16 x float>, ptr %relu1_grad.t155_c1_2, align 64
+  %3354 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3355 = add nsw i64 %3354, 1
+  %3356 = mul nsw i64 %3355, 50176
+  %3357 = add nsw i64 7251216, %3356
+  %3358 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3359 = add nsw i64 %3357, %3358
+  %3360 = add nsw i64 %3359, 32
+  %arena1081 = getelementptr inbounds float, ptr %arena, i64 %3360
+  store <16 x float> %t155_c1_21080, ptr %arena1081, align 4
+  %t155_c1_31082 = load <16 x float>, ptr %relu1_grad.t155_c1_3, align 64
+  %3361 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3362 = add nsw i64 %3361, 1
+  %3363 = mul nsw i64 %3362, 50176
+  %3364 = add nsw i64 7251216, %3363
+  %3365 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3366 = add nsw i64 %3364, %3365
+  %3367 = add nsw i64 %3366, 48
+  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3367
+  store <16 x float> %t155_c1_31082, ptr %arena1083, align 4
+  %t155_c2_01084 = load <16 x float>, ptr %relu1_grad.t155_c2_0, align 64
+  %3368 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3369 = add nsw i64 %3368, 2
+  %3370 = mul nsw i64 %3369, 50176
+  %3371 = add nsw i64 7251216, %3370
+  %3372 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3373 = add nsw i64 %3371, %3372
+  %arena1085 = getelementptr inbounds float, ptr %arena, i64 %3373
+  store <16 x float> %t155_c2_01084, ptr %arena1085, align 4
+  %t155_c2_11086 = load <16 x float>, ptr %relu1_grad.t155_c2_1, align 64
+  %3374 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3375 = add nsw i64 %3374, 2
+  %3376 = mul nsw i64 %3375, 50176
+  %3377 = add nsw i64 7251216, %3376
+  %3378 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3379 = add nsw i64 %3377, %3378
+  %3380 = add nsw i64 %3379, 16
+  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %3380
+  store <16 x float> %t155_c2_11086, ptr %arena1087, align 4
+  %t155_c2_21088 = load <16 x float>, ptr %relu1_grad.t155_c2_2, align 64
+  %3381 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3382 = add nsw i64 %3381, 2
+  %3383 = mul nsw i64 %3382, 50176
+  %3384 = add nsw i64 7251216, %3383
+  %3385 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3386 = add nsw i64 %3384, %3385
+  %3387 = add nsw i64 %3386, 32
+  %arena1089 = getelementptr inbounds float, ptr %arena, i64 %3387
+  store <16 x float> %t155_c2_21088, ptr %arena1089, align 4
+  %t155_c2_31090 = load <16 x float>, ptr %relu1_grad.t155_c2_3, align 64
+  %3388 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3389 = add nsw i64 %3388, 2
+  %3390 = mul nsw i64 %3389, 50176
+  %3391 = add nsw i64 7251216, %3390
+  %3392 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3393 = add nsw i64 %3391, %3392
+  %3394 = add nsw i64 %3393, 48
+  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3394
+  store <16 x float> %t155_c2_31090, ptr %arena1091, align 4
+  %t155_c3_01092 = load <16 x float>, ptr %relu1_grad.t155_c3_0, align 64
+  %3395 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3396 = add nsw i64 %3395, 3
+  %3397 = mul nsw i64 %3396, 50176
+  %3398 = add nsw i64 7251216, %3397
+  %3399 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3400 = add nsw i64 %3398, %3399
+  %arena1093 = getelementptr inbounds float, ptr %arena, i64 %3400
+  store <16 x float> %t155_c3_01092, ptr %arena1093, align 4
+  %t155_c3_11094 = load <16 x float>, ptr %relu1_grad.t155_c3_1, align 64
+  %3401 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3402 = add nsw i64 %3401, 3
+  %3403 = mul nsw i64 %3402, 50176
+  %3404 = add nsw i64 7251216, %3403
+  %3405 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3406 = add nsw i64 %3404, %3405
+  %3407 = add nsw i64 %3406, 16
+  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3407
+  store <16 x float> %t155_c3_11094, ptr %arena1095, align 4
+  %t155_c3_21096 = load <16 x float>, ptr %relu1_grad.t155_c3_2, align 64
+  %3408 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3409 = add nsw i64 %3408, 3
+  %3410 = mul nsw i64 %3409, 50176
+  %3411 = add nsw i64 7251216, %3410
+  %3412 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3413 = add nsw i64 %3411, %3412
+  %3414 = add nsw i64 %3413, 32
+  %arena1097 = getelementptr inbounds float, ptr %arena, i64 %3414
+  store <16 x float> %t155_c3_21096, ptr %arena1097, align 4
+  %t155_c3_31098 = load <16 x float>, ptr %relu1_grad.t155_c3_3, align 64
+  %3415 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3416 = add nsw i64 %3415, 3
+  %3417 = mul nsw i64 %3416, 50176
+  %3418 = add nsw i64 7251216, %3417
+  %3419 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3420 = add nsw i64 %3418, %3419
+  %3421 = add nsw i64 %3420, 48
+  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3421
+  store <16 x float> %t155_c3_31098, ptr %arena1099, align 4
+  %t155_c4_01100 = load <16 x float>, ptr %relu1_grad.t155_c4_0, align 64
+  %3422 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3423 = add nsw i64 %3422, 4
+  %3424 = mul nsw i64 %3423, 50176
+  %3425 = add nsw i64 7251216, %3424
+  %3426 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3427 = add nsw i64 %3425, %3426
+  %arena1101 = getelementptr inbounds float, ptr %arena, i64 %3427
+  store <16 x float> %t155_c4_01100, ptr %arena1101, align 4
+  %t155_c4_11102 = load <16 x float>, ptr %relu1_grad.t155_c4_1, align 64
+  %3428 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3429 = add nsw i64 %3428, 4
+  %3430 = mul nsw i64 %3429, 50176
+  %3431 = add nsw i64 7251216, %3430
+  %3432 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3433 = add nsw i64 %3431, %3432
+  %3434 = add nsw i64 %3433, 16
+  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3434
+  store <16 x float> %t155_c4_11102, ptr %arena1103, align 4
+  %t155_c4_21104 = load <16 x float>, ptr %relu1_grad.t155_c4_2, align 64
+  %3435 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3436 = add nsw i64 %3435, 4
+  %3437 = mul nsw i64 %3436, 50176
+  %3438 = add nsw i64 7251216, %3437
+  %3439 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3440 = add nsw i64 %3438, %3439
+  %3441 = add nsw i64 %3440, 32
+  %arena1105 = getelementptr inbounds float, ptr %arena, i64 %3441
+  store <16 x float> %t155_c4_21104, ptr %arena1105, align 4
+  %t155_c4_31106 = load <16 x float>, ptr %relu1_grad.t155_c4_3, align 64
+  %3442 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3443 = add nsw i64 %3442, 4
+  %3444 = mul nsw i64 %3443, 50176
+  %3445 = add nsw i64 7251216, %3444
+  %3446 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3447 = add nsw i64 %3445, %3446
+  %3448 = add nsw i64 %3447, 48
+  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %3448
+  store <16 x float> %t155_c4_31106, ptr %arena1107, align 4
+  %t155_c5_01108 = load <16 x float>, ptr %relu1_grad.t155_c5_0, align 64
+  %3449 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3450 = add nsw i64 %3449, 5
+  %3451 = mul nsw i64 %3450, 50176
+  %3452 = add nsw i64 7251216, %3451
+  %3453 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3454 = add nsw i64 %3452, %3453
+  %arena1109 = getelementptr inbounds float, ptr %arena, i64 %3454
+  store <16 x float> %t155_c5_01108, ptr %arena1109, align 4
+  %t155_c5_11110 = load <16 x float>, ptr %relu1_grad.t155_c5_1, align 64
+  %3455 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3456 = add nsw i64 %3455, 5
+  %3457 = mul nsw i64 %3456, 50176
+  %3458 = add nsw i64 7251216, %3457
+  %3459 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3460 = add nsw i64 %3458, %3459
+  %3461 = add nsw i64 %3460, 16
+  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3461
+  store <16 x float> %t155_c5_11110, ptr %arena1111, align 4
+  %t155_c5_21112 = load <16 x float>, ptr %relu1_grad.t155_c5_2, align 64
+  %3462 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3463 = add nsw i64 %3462, 5
+  %3464 = mul nsw i64 %3463, 50176
+  %3465 = add nsw i64 7251216, %3464
+  %3466 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3467 = add nsw i64 %3465, %3466
+  %3468 = add nsw i64 %3467, 32
+  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %3468
+  store <16 x float> %t155_c5_21112, ptr %arena1113, align 4
+  %t155_c5_31114 = load <16 x float>, ptr %relu1_grad.t155_c5_3, align 64
+  %3469 = mul nsw i64 %relu1_grad.mb1541018, 6
+  %3470 = add nsw i64 %3469, 5
+  %3471 = mul nsw i64 %3470, 50176
+  %3472 = add nsw i64 7251216, %3471
+  %3473 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %3474 = add nsw i64 %3472, %3473
+  %3475 = add nsw i64 %3474, 48
+  %arena1115 = getelementptr inbounds float, ptr %arena, i64 %3475
+  store <16 x float> %t155_c5_31114, ptr %arena1115, align 4
+  %mb154.next = add nsw i64 %relu1_grad.mb1541018, 1
+  %3476 = icmp slt i64 %mb154.next, 48
+  br i1 %3476, label %relu1_grad.mb154, label %relu1_grad.mb154.end
 
-relu1_grad.k157:                                  ; preds = %relu1_grad.k157, %relu1_grad.mb155
-  %relu1_grad.k1571021 = phi i64 [ 0, %relu1_grad.mb155 ], [ %k157.next, %relu1_grad.k157 ]
-  %3225 = mul nsw i64 %relu1_grad.k1571021, 50176
-  %3226 = add nsw i64 21701904, %3225
-  %3227 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3228 = add nsw i64 %3226, %3227
-  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %3228
-  %3229 = load <16 x float>, ptr %arena1022, align 4
-  store <16 x float> %3229, ptr %relu1_grad.t156_b0, align 64
-  %3230 = mul nsw i64 %relu1_grad.k1571021, 50176
-  %3231 = add nsw i64 21701904, %3230
-  %3232 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3233 = add nsw i64 %3231, %3232
-  %3234 = add nsw i64 %3233, 16
-  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %3234
-  %3235 = load <16 x float>, ptr %arena1023, align 4
-  store <16 x float> %3235, ptr %relu1_grad.t156_b1, align 64
-  %3236 = mul nsw i64 %relu1_grad.k1571021, 50176
-  %3237 = add nsw i64 21701904, %3236
-  %3238 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3239 = add nsw i64 %3237, %3238
-  %3240 = add nsw i64 %3239, 32
-  %arena1024 = getelementptr inbounds float, ptr %arena, i64 %3240
-  %3241 = load <16 x float>, ptr %arena1024, align 4
-  store <16 x float> %3241, ptr %relu1_grad.t156_b2, align 64
-  %3242 = mul nsw i64 %relu1_grad.k1571021, 50176
-  %3243 = add nsw i64 21701904, %3242
-  %3244 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3245 = add nsw i64 %3243, %3244
-  %3246 = add nsw i64 %3245, 48
-  %arena1025 = getelementptr inbounds float, ptr %arena, i64 %3246
-  %3247 = load <16 x float>, ptr %arena1025, align 4
-  store <16 x float> %3247, ptr %relu1_grad.t156_b3, align 64
-  %3248 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3249 = add nsw i64 320, %3248
-  %3250 = mul nsw i64 %relu1_grad.k1571021, 288
-  %3251 = add nsw i64 %3249, %3250
-  %params1026 = getelementptr inbounds float, ptr %params, i64 %3251
-  %3252 = load float, ptr %params1026, align 4
-  %3253 = insertelement <16 x float> undef, float %3252, i32 0
-  %3254 = shufflevector <16 x float> %3253, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3254, ptr %relu1_grad.t156_a0, align 64
-  %t156_a0 = load <16 x float>, ptr %relu1_grad.t156_a0, align 64
-  %t156_b0 = load <16 x float>, ptr %relu1_grad.t156_b0, align 64
-  %t156_c0_0 = load <16 x float>, ptr %relu1_grad.t156_c0_0, align 64
-  %3255 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a0, <16 x float> %t156_b0, <16 x float> %t156_c0_0)
-  store <16 x float> %3255, ptr %relu1_grad.t156_c0_0, align 64
-  %t156_a01027 = load <16 x float>, ptr %relu1_grad.t156_a0, align 64
-  %t156_b1 = load <16 x float>, ptr %relu1_grad.t156_b1, align 64
-  %t156_c0_1 = load <16 x float>, ptr %relu1_grad.t156_c0_1, align 64
-  %3256 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a01027, <16 x float> %t156_b1, <16 x float> %t156_c0_1)
-  store <16 x float> %3256, ptr %relu1_grad.t156_c0_1, align 64
-  %t156_a01028 = load <16 x float>, ptr %relu1_grad.t156_a0, align 64
-  %t156_b2 = load <16 x float>, ptr %relu1_grad.t156_b2, align 64
-  %t156_c0_2 = load <16 x float>, ptr %relu1_grad.t156_c0_2, align 64
-  %3257 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a01028, <16 x float> %t156_b2, <16 x float> %t156_c0_2)
-  store <16 x float> %3257, ptr %relu1_grad.t156_c0_2, align 64
-  %t156_a01029 = load <16 x float>, ptr %relu1_grad.t156_a0, align 64
-  %t156_b3 = load <16 x float>, ptr %relu1_grad.t156_b3, align 64
-  %t156_c0_3 = load <16 x float>, ptr %relu1_grad.t156_c0_3, align 64
-  %3258 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a01029, <16 x float> %t156_b3, <16 x float> %t156_c0_3)
-  store <16 x float> %3258, ptr %relu1_grad.t156_c0_3, align 64
-  %3259 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3260 = add nsw i64 %3259, 1
-  %3261 = add nsw i64 320, %3260
-  %3262 = mul nsw i64 %relu1_grad.k1571021, 288
-  %3263 = add nsw i64 %3261, %3262
-  %params1030 = getelementptr inbounds float, ptr %params, i64 %3263
-  %3264 = load float, ptr %params1030, align 4
-  %3265 = insertelement <16 x float> undef, float %3264, i32 0
-  %3266 = shufflevector <16 x float> %3265, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3266, ptr %relu1_grad.t156_a1, align 64
-  %t156_a1 = load <16 x float>, ptr %relu1_grad.t156_a1, align 64
-  %t156_b01031 = load <16 x float>, ptr %relu1_grad.t156_b0, align 64
-  %t156_c1_0 = load <16 x float>, ptr %relu1_grad.t156_c1_0, align 64
-  %3267 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a1, <16 x float> %t156_b01031, <16 x float> %t156_c1_0)
-  store <16 x float> %3267, ptr %relu1_grad.t156_c1_0, align 64
-  %t156_a11032 = load <16 x float>, ptr %relu1_grad.t156_a1, align 64
-  %t156_b11033 = load <16 x float>, ptr %relu1_grad.t156_b1, align 64
-  %t156_c1_1 = load <16 x float>, ptr %relu1_grad.t156_c1_1, align 64
-  %3268 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a11032, <16 x float> %t156_b11033, <16 x float> %t156_c1_1)
-  store <16 x float> %3268, ptr %relu1_grad.t156_c1_1, align 64
-  %t156_a11034 = load <16 x float>, ptr %relu1_grad.t156_a1, align 64
-  %t156_b21035 = load <16 x float>, ptr %relu1_grad.t156_b2, align 64
-  %t156_c1_2 = load <16 x float>, ptr %relu1_grad.t156_c1_2, align 64
-  %3269 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a11034, <16 x float> %t156_b21035, <16 x float> %t156_c1_2)
-  store <16 x float> %3269, ptr %relu1_grad.t156_c1_2, align 64
-  %t156_a11036 = load <16 x float>, ptr %relu1_grad.t156_a1, align 64
-  %t156_b31037 = load <16 x float>, ptr %relu1_grad.t156_b3, align 64
-  %t156_c1_3 = load <16 x float>, ptr %relu1_grad.t156_c1_3, align 64
-  %3270 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a11036, <16 x float> %t156_b31037, <16 x float> %t156_c1_3)
-  store <16 x float> %3270, ptr %relu1_grad.t156_c1_3, align 64
-  %3271 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3272 = add nsw i64 %3271, 2
-  %3273 = add nsw i64 320, %3272
-  %3274 = mul nsw i64 %relu1_grad.k1571021, 288
-  %3275 = add nsw i64 %3273, %3274
-  %params1038 = getelementptr inbounds float, ptr %params, i64 %3275
-  %3276 = load float, ptr %params1038, align 4
-  %3277 = insertelement <16 x float> undef, float %3276, i32 0
-  %3278 = shufflevector <16 x float> %3277, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3278, ptr %relu1_grad.t156_a2, align 64
-  %t156_a2 = load <16 x float>, ptr %relu1_grad.t156_a2, align 64
-  %t156_b01039 = load <16 x float>, ptr %relu1_grad.t156_b0, align 64
-  %t156_c2_0 = load <16 x float>, ptr %relu1_grad.t156_c2_0, align 64
-  %3279 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a2, <16 x float> %t156_b01039, <16 x float> %t156_c2_0)
-  store <16 x float> %3279, ptr %relu1_grad.t156_c2_0, align 64
-  %t156_a21040 = load <16 x float>, ptr %relu1_grad.t156_a2, align 64
-  %t156_b11041 = load <16 x float>, ptr %relu1_grad.t156_b1, align 64
-  %t156_c2_1 = load <16 x float>, ptr %relu1_grad.t156_c2_1, align 64
-  %3280 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a21040, <16 x float> %t156_b11041, <16 x float> %t156_c2_1)
-  store <16 x float> %3280, ptr %relu1_grad.t156_c2_1, align 64
-  %t156_a21042 = load <16 x float>, ptr %relu1_grad.t156_a2, align 64
-  %t156_b21043 = load <16 x float>, ptr %relu1_grad.t156_b2, align 64
-  %t156_c2_2 = load <16 x float>, ptr %relu1_grad.t156_c2_2, align 64
-  %3281 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a21042, <16 x float> %t156_b21043, <16 x float> %t156_c2_2)
-  store <16 x float> %3281, ptr %relu1_grad.t156_c2_2, align 64
-  %t156_a21044 = load <16 x float>, ptr %relu1_grad.t156_a2, align 64
-  %t156_b31045 = load <16 x float>, ptr %relu1_grad.t156_b3, align 64
-  %t156_c2_3 = load <16 x float>, ptr %relu1_grad.t156_c2_3, align 64
-  %3282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a21044, <16 x float> %t156_b31045, <16 x float> %t156_c2_3)
-  store <16 x float> %3282, ptr %relu1_grad.t156_c2_3, align 64
-  %3283 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3284 = add nsw i64 %3283, 3
-  %3285 = add nsw i64 320, %3284
-  %3286 = mul nsw i64 %relu1_grad.k1571021, 288
-  %3287 = add nsw i64 %3285, %3286
-  %params1046 = getelementptr inbounds float, ptr %params, i64 %3287
-  %3288 = load float, ptr %params1046, align 4
-  %3289 = insertelement <16 x float> undef, float %3288, i32 0
-  %3290 = shufflevector <16 x float> %3289, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3290, ptr %relu1_grad.t156_a3, align 64
-  %t156_a3 = load <16 x float>, ptr %relu1_grad.t156_a3, align 64
-  %t156_b01047 = load <16 x float>, ptr %relu1_grad.t156_b0, align 64
-  %t156_c3_0 = load <16 x float>, ptr %relu1_grad.t156_c3_0, align 64
-  %3291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a3, <16 x float> %t156_b01047, <16 x float> %t156_c3_0)
-  store <16 x float> %3291, ptr %relu1_grad.t156_c3_0, align 64
-  %t156_a31048 = load <16 x float>, ptr %relu1_grad.t156_a3, align 64
-  %t156_b11049 = load <16 x float>, ptr %relu1_grad.t156_b1, align 64
-  %t156_c3_1 = load <16 x float>, ptr %relu1_grad.t156_c3_1, align 64
-  %3292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a31048, <16 x float> %t156_b11049, <16 x float> %t156_c3_1)
-  store <16 x float> %3292, ptr %relu1_grad.t156_c3_1, align 64
-  %t156_a31050 = load <16 x float>, ptr %relu1_grad.t156_a3, align 64
-  %t156_b21051 = load <16 x float>, ptr %relu1_grad.t156_b2, align 64
-  %t156_c3_2 = load <16 x float>, ptr %relu1_grad.t156_c3_2, align 64
-  %3293 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a31050, <16 x float> %t156_b21051, <16 x float> %t156_c3_2)
-  store <16 x float> %3293, ptr %relu1_grad.t156_c3_2, align 64
-  %t156_a31052 = load <16 x float>, ptr %relu1_grad.t156_a3, align 64
-  %t156_b31053 = load <16 x float>, ptr %relu1_grad.t156_b3, align 64
-  %t156_c3_3 = load <16 x float>, ptr %relu1_grad.t156_c3_3, align 64
-  %3294 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a31052, <16 x float> %t156_b31053, <16 x float> %t156_c3_3)
-  store <16 x float> %3294, ptr %relu1_grad.t156_c3_3, align 64
-  %3295 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3296 = add nsw i64 %3295, 4
-  %3297 = add nsw i64 320, %3296
-  %3298 = mul nsw i64 %relu1_grad.k1571021, 288
-  %3299 = add nsw i64 %3297, %3298
-  %params1054 = getelementptr inbounds float, ptr %params, i64 %3299
-  %3300 = load float, ptr %params1054, align 4
-  %3301 = insertelement <16 x float> undef, float %3300, i32 0
-  %3302 = shufflevector <16 x float> %3301, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3302, ptr %relu1_grad.t156_a4, align 64
-  %t156_a4 = load <16 x float>, ptr %relu1_grad.t156_a4, align 64
-  %t156_b01055 = load <16 x float>, ptr %relu1_grad.t156_b0, align 64
-  %t156_c4_0 = load <16 x float>, ptr %relu1_grad.t156_c4_0, align 64
-  %3303 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a4, <16 x float> %t156_b01055, <16 x float> %t156_c4_0)
-  store <16 x float> %3303, ptr %relu1_grad.t156_c4_0, align 64
-  %t156_a41056 = load <16 x float>, ptr %relu1_grad.t156_a4, align 64
-  %t156_b11057 = load <16 x float>, ptr %relu1_grad.t156_b1, align 64
-  %t156_c4_1 = load <16 x float>, ptr %relu1_grad.t156_c4_1, align 64
-  %3304 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a41056, <16 x float> %t156_b11057, <16 x float> %t156_c4_1)
-  store <16 x float> %3304, ptr %relu1_grad.t156_c4_1, align 64
-  %t156_a41058 = load <16 x float>, ptr %relu1_grad.t156_a4, align 64
-  %t156_b21059 = load <16 x float>, ptr %relu1_grad.t156_b2, align 64
-  %t156_c4_2 = load <16 x float>, ptr %relu1_grad.t156_c4_2, align 64
-  %3305 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a41058, <16 x float> %t156_b21059, <16 x float> %t156_c4_2)
-  store <16 x float> %3305, ptr %relu1_grad.t156_c4_2, align 64
-  %t156_a41060 = load <16 x float>, ptr %relu1_grad.t156_a4, align 64
-  %t156_b31061 = load <16 x float>, ptr %relu1_grad.t156_b3, align 64
-  %t156_c4_3 = load <16 x float>, ptr %relu1_grad.t156_c4_3, align 64
-  %3306 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a41060, <16 x float> %t156_b31061, <16 x float> %t156_c4_3)
-  store <16 x float> %3306, ptr %relu1_grad.t156_c4_3, align 64
-  %3307 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3308 = add nsw i64 %3307, 5
-  %3309 = add nsw i64 320, %3308
-  %3310 = mul nsw i64 %relu1_grad.k1571021, 288
-  %3311 = add nsw i64 %3309, %3310
-  %params1062 = getelementptr inbounds float, ptr %params, i64 %3311
-  %3312 = load float, ptr %params1062, align 4
-  %3313 = insertelement <16 x float> undef, float %3312, i32 0
-  %3314 = shufflevector <16 x float> %3313, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3314, ptr %relu1_grad.t156_a5, align 64
-  %t156_a5 = load <16 x float>, ptr %relu1_grad.t156_a5, align 64
-  %t156_b01063 = load <16 x float>, ptr %relu1_grad.t156_b0, align 64
-  %t156_c5_0 = load <16 x float>, ptr %relu1_grad.t156_c5_0, align 64
-  %3315 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a5, <16 x float> %t156_b01063, <16 x float> %t156_c5_0)
-  store <16 x float> %3315, ptr %relu1_grad.t156_c5_0, align 64
-  %t156_a51064 = load <16 x float>, ptr %relu1_grad.t156_a5, align 64
-  %t156_b11065 = load <16 x float>, ptr %relu1_grad.t156_b1, align 64
-  %t156_c5_1 = load <16 x float>, ptr %relu1_grad.t156_c5_1, align 64
-  %3316 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a51064, <16 x float> %t156_b11065, <16 x float> %t156_c5_1)
-  store <16 x float> %3316, ptr %relu1_grad.t156_c5_1, align 64
-  %t156_a51066 = load <16 x float>, ptr %relu1_grad.t156_a5, align 64
-  %t156_b21067 = load <16 x float>, ptr %relu1_grad.t156_b2, align 64
-  %t156_c5_2 = load <16 x float>, ptr %relu1_grad.t156_c5_2, align 64
-  %3317 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a51066, <16 x float> %t156_b21067, <16 x float> %t156_c5_2)
-  store <16 x float> %3317, ptr %relu1_grad.t156_c5_2, align 64
-  %t156_a51068 = load <16 x float>, ptr %relu1_grad.t156_a5, align 64
-  %t156_b31069 = load <16 x float>, ptr %relu1_grad.t156_b3, align 64
-  %t156_c5_3 = load <16 x float>, ptr %relu1_grad.t156_c5_3, align 64
-  %3318 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t156_a51068, <16 x float> %t156_b31069, <16 x float> %t156_c5_3)
-  store <16 x float> %3318, ptr %relu1_grad.t156_c5_3, align 64
-  %k157.next = add nsw i64 %relu1_grad.k1571021, 1
-  %3319 = icmp slt i64 %k157.next, 64
-  br i1 %3319, label %relu1_grad.k157, label %relu1_grad.k157.end
+relu1_grad.j157:                                  ; preds = %relu1_grad.c158.end, %relu1_grad.nb153.end
+  %relu1_grad.j1571116 = phi i64 [ 0, %relu1_grad.nb153.end ], [ %j157.next, %relu1_grad.c158.end ]
+  br label %relu1_grad.c158
 
-relu1_grad.k157.end:                              ; preds = %relu1_grad.k157
-  %t156_c0_01070 = load <16 x float>, ptr %relu1_grad.t156_c0_0, align 64
-  %3320 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3321 = mul nsw i64 %3320, 50176
-  %3322 = add nsw i64 7251216, %3321
-  %3323 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3324 = add nsw i64 %3322, %3323
-  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %3324
-  store <16 x float> %t156_c0_01070, ptr %arena1071, align 4
-  %t156_c0_11072 = load <16 x float>, ptr %relu1_grad.t156_c0_1, align 64
-  %3325 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3326 = mul nsw i64 %3325, 50176
-  %3327 = add nsw i64 7251216, %3326
-  %3328 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3329 = add nsw i64 %3327, %3328
-  %3330 = add nsw i64 %3329, 16
-  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %3330
-  store <16 x float> %t156_c0_11072, ptr %arena1073, align 4
-  %t156_c0_21074 = load <16 x float>, ptr %relu1_grad.t156_c0_2, align 64
-  %3331 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3332 = mul nsw i64 %3331, 50176
-  %3333 = add nsw i64 7251216, %3332
-  %3334 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3335 = add nsw i64 %3333, %3334
-  %3336 = add nsw i64 %3335, 32
-  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %3336
-  store <16 x float> %t156_c0_21074, ptr %arena1075, align 4
-  %t156_c0_31076 = load <16 x float>, ptr %relu1_grad.t156_c0_3, align 64
-  %3337 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3338 = mul nsw i64 %3337, 50176
-  %3339 = add nsw i64 7251216, %3338
-  %3340 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3341 = add nsw i64 %3339, %3340
-  %3342 = add nsw i64 %3341, 48
-  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %3342
-  store <16 x float> %t156_c0_31076, ptr %arena1077, align 4
-  %t156_c1_01078 = load <16 x float>, ptr %relu1_grad.t156_c1_0, align 64
-  %3343 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3344 = add nsw i64 %3343, 1
-  %3345 = mul nsw i64 %3344, 50176
-  %3346 = add nsw i64 7251216, %3345
-  %3347 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3348 = add nsw i64 %3346, %3347
-  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %3348
-  store <16 x float> %t156_c1_01078, ptr %arena1079, align 4
-  %t156_c1_11080 = load <16 x float>, ptr %relu1_grad.t156_c1_1, align 64
-  %3349 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3350 = add nsw i64 %3349, 1
-  %3351 = mul nsw i64 %3350, 50176
-  %3352 = add nsw i64 7251216, %3351
-  %3353 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3354 = add nsw i64 %3352, %3353
-  %3355 = add nsw i64 %3354, 16
-  %arena1081 = getelementptr inbounds float, ptr %arena, i64 %3355
-  store <16 x float> %t156_c1_11080, ptr %arena1081, align 4
-  %t156_c1_21082 = load <16 x float>, ptr %relu1_grad.t156_c1_2, align 64
-  %3356 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3357 = add nsw i64 %3356, 1
-  %3358 = mul nsw i64 %3357, 50176
-  %3359 = add nsw i64 7251216, %3358
-  %3360 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3361 = add nsw i64 %3359, %3360
-  %3362 = add nsw i64 %3361, 32
-  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3362
-  store <16 x float> %t156_c1_21082, ptr %arena1083, align 4
-  %t156_c1_31084 = load <16 x float>, ptr %relu1_grad.t156_c1_3, align 64
-  %3363 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3364 = add nsw i64 %3363, 1
-  %3365 = mul nsw i64 %3364, 50176
-  %3366 = add nsw i64 7251216, %3365
-  %3367 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3368 = add nsw i64 %3366, %3367
-  %3369 = add nsw i64 %3368, 48
-  %arena1085 = getelementptr inbounds float, ptr %arena, i64 %3369
-  store <16 x float> %t156_c1_31084, ptr %arena1085, align 4
-  %t156_c2_01086 = load <16 x float>, ptr %relu1_grad.t156_c2_0, align 64
-  %3370 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3371 = add nsw i64 %3370, 2
-  %3372 = mul nsw i64 %3371, 50176
-  %3373 = add nsw i64 7251216, %3372
-  %3374 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3375 = add nsw i64 %3373, %3374
-  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %3375
-  store <16 x float> %t156_c2_01086, ptr %arena1087, align 4
-  %t156_c2_11088 = load <16 x float>, ptr %relu1_grad.t156_c2_1, align 64
-  %3376 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3377 = add nsw i64 %3376, 2
-  %3378 = mul nsw i64 %3377, 50176
-  %3379 = add nsw i64 7251216, %3378
-  %3380 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3381 = add nsw i64 %3379, %3380
-  %3382 = add nsw i64 %3381, 16
-  %arena1089 = getelementptr inbounds float, ptr %arena, i64 %3382
-  store <16 x float> %t156_c2_11088, ptr %arena1089, align 4
-  %t156_c2_21090 = load <16 x float>, ptr %relu1_grad.t156_c2_2, align 64
-  %3383 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3384 = add nsw i64 %3383, 2
-  %3385 = mul nsw i64 %3384, 50176
-  %3386 = add nsw i64 7251216, %3385
-  %3387 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3388 = add nsw i64 %3386, %3387
-  %3389 = add nsw i64 %3388, 32
-  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3389
-  store <16 x float> %t156_c2_21090, ptr %arena1091, align 4
-  %t156_c2_31092 = load <16 x float>, ptr %relu1_grad.t156_c2_3, align 64
-  %3390 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3391 = add nsw i64 %3390, 2
-  %3392 = mul nsw i64 %3391, 50176
-  %3393 = add nsw i64 7251216, %3392
-  %3394 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3395 = add nsw i64 %3393, %3394
-  %3396 = add nsw i64 %3395, 48
-  %arena1093 = getelementptr inbounds float, ptr %arena, i64 %3396
-  store <16 x float> %t156_c2_31092, ptr %arena1093, align 4
-  %t156_c3_01094 = load <16 x float>, ptr %relu1_grad.t156_c3_0, align 64
-  %3397 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3398 = add nsw i64 %3397, 3
-  %3399 = mul nsw i64 %3398, 50176
-  %3400 = add nsw i64 7251216, %3399
-  %3401 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3402 = add nsw i64 %3400, %3401
-  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3402
-  store <16 x float> %t156_c3_01094, ptr %arena1095, align 4
-  %t156_c3_11096 = load <16 x float>, ptr %relu1_grad.t156_c3_1, align 64
-  %3403 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3404 = add nsw i64 %3403, 3
-  %3405 = mul nsw i64 %3404, 50176
-  %3406 = add nsw i64 7251216, %3405
-  %3407 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3408 = add nsw i64 %3406, %3407
-  %3409 = add nsw i64 %3408, 16
-  %arena1097 = getelementptr inbounds float, ptr %arena, i64 %3409
-  store <16 x float> %t156_c3_11096, ptr %arena1097, align 4
-  %t156_c3_21098 = load <16 x float>, ptr %relu1_grad.t156_c3_2, align 64
-  %3410 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3411 = add nsw i64 %3410, 3
-  %3412 = mul nsw i64 %3411, 50176
-  %3413 = add nsw i64 7251216, %3412
-  %3414 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3415 = add nsw i64 %3413, %3414
-  %3416 = add nsw i64 %3415, 32
-  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3416
-  store <16 x float> %t156_c3_21098, ptr %arena1099, align 4
-  %t156_c3_31100 = load <16 x float>, ptr %relu1_grad.t156_c3_3, align 64
-  %3417 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3418 = add nsw i64 %3417, 3
-  %3419 = mul nsw i64 %3418, 50176
-  %3420 = add nsw i64 7251216, %3419
-  %3421 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3422 = add nsw i64 %3420, %3421
-  %3423 = add nsw i64 %3422, 48
-  %arena1101 = getelementptr inbounds float, ptr %arena, i64 %3423
-  store <16 x float> %t156_c3_31100, ptr %arena1101, align 4
-  %t156_c4_01102 = load <16 x float>, ptr %relu1_grad.t156_c4_0, align 64
-  %3424 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3425 = add nsw i64 %3424, 4
-  %3426 = mul nsw i64 %3425, 50176
-  %3427 = add nsw i64 7251216, %3426
-  %3428 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3429 = add nsw i64 %3427, %3428
-  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3429
-  store <16 x float> %t156_c4_01102, ptr %arena1103, align 4
-  %t156_c4_11104 = load <16 x float>, ptr %relu1_grad.t156_c4_1, align 64
-  %3430 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3431 = add nsw i64 %3430, 4
-  %3432 = mul nsw i64 %3431, 50176
-  %3433 = add nsw i64 7251216, %3432
-  %3434 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3435 = add nsw i64 %3433, %3434
-  %3436 = add nsw i64 %3435, 16
-  %arena1105 = getelementptr inbounds float, ptr %arena, i64 %3436
-  store <16 x float> %t156_c4_11104, ptr %arena1105, align 4
-  %t156_c4_21106 = load <16 x float>, ptr %relu1_grad.t156_c4_2, align 64
-  %3437 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3438 = add nsw i64 %3437, 4
-  %3439 = mul nsw i64 %3438, 50176
-  %3440 = add nsw i64 7251216, %3439
-  %3441 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3442 = add nsw i64 %3440, %3441
-  %3443 = add nsw i64 %3442, 32
-  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %3443
-  store <16 x float> %t156_c4_21106, ptr %arena1107, align 4
-  %t156_c4_31108 = load <16 x float>, ptr %relu1_grad.t156_c4_3, align 64
-  %3444 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3445 = add nsw i64 %3444, 4
-  %3446 = mul nsw i64 %3445, 50176
-  %3447 = add nsw i64 7251216, %3446
-  %3448 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3449 = add nsw i64 %3447, %3448
-  %3450 = add nsw i64 %3449, 48
-  %arena1109 = getelementptr inbounds float, ptr %arena, i64 %3450
-  store <16 x float> %t156_c4_31108, ptr %arena1109, align 4
-  %t156_c5_01110 = load <16 x float>, ptr %relu1_grad.t156_c5_0, align 64
-  %3451 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3452 = add nsw i64 %3451, 5
-  %3453 = mul nsw i64 %3452, 50176
-  %3454 = add nsw i64 7251216, %3453
-  %3455 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3456 = add nsw i64 %3454, %3455
-  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3456
-  store <16 x float> %t156_c5_01110, ptr %arena1111, align 4
-  %t156_c5_11112 = load <16 x float>, ptr %relu1_grad.t156_c5_1, align 64
-  %3457 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3458 = add nsw i64 %3457, 5
-  %3459 = mul nsw i64 %3458, 50176
-  %3460 = add nsw i64 7251216, %3459
-  %3461 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3462 = add nsw i64 %3460, %3461
-  %3463 = add nsw i64 %3462, 16
-  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %3463
-  store <16 x float> %t156_c5_11112, ptr %arena1113, align 4
-  %t156_c5_21114 = load <16 x float>, ptr %relu1_grad.t156_c5_2, align 64
-  %3464 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3465 = add nsw i64 %3464, 5
-  %3466 = mul nsw i64 %3465, 50176
-  %3467 = add nsw i64 7251216, %3466
-  %3468 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3469 = add nsw i64 %3467, %3468
-  %3470 = add nsw i64 %3469, 32
-  %arena1115 = getelementptr inbounds float, ptr %arena, i64 %3470
-  store <16 x float> %t156_c5_21114, ptr %arena1115, align 4
-  %t156_c5_31116 = load <16 x float>, ptr %relu1_grad.t156_c5_3, align 64
-  %3471 = mul nsw i64 %relu1_grad.mb1551020, 6
-  %3472 = add nsw i64 %3471, 5
-  %3473 = mul nsw i64 %3472, 50176
-  %3474 = add nsw i64 7251216, %3473
-  %3475 = mul nsw i64 %relu1_grad.nb1541019, 64
-  %3476 = add nsw i64 %3474, %3475
-  %3477 = add nsw i64 %3476, 48
-  %arena1117 = getelementptr inbounds float, ptr %arena, i64 %3477
-  store <16 x float> %t156_c5_31116, ptr %arena1117, align 4
-  %mb155.next = add nsw i64 %relu1_grad.mb1551020, 1
-  %3478 = icmp slt i64 %mb155.next, 48
-  br i1 %3478, label %relu1_grad.mb155, label %relu1_grad.mb155.end
+relu1_grad.j157.end:                              ; preds = %relu1_grad.c158.end
+  %g149.next = add nsw i64 %relu1_grad.g1491011, 1
+  %3477 = icmp slt i64 %g149.next, 1
+  br i1 %3477, label %relu1_grad.g149, label %relu1_grad.g149.end
 
-relu1_grad.j158:                                  ; preds = %relu1_grad.c159.end, %relu1_grad.nb154.end
-  %relu1_grad.j1581118 = phi i64 [ 0, %relu1_grad.nb154.end ], [ %j158.next, %relu1_grad.c159.end ]
-  br label %relu1_grad.c159
+relu1_grad.c158:                                  ; preds = %relu1_grad.iy220.end, %relu1_grad.j157
+  %relu1_grad.c1581117 = phi i64 [ 0, %relu1_grad.j157 ], [ %c158.next, %relu1_grad.iy220.end ]
+  br label %relu1_grad.iy159
 
-relu1_grad.j158.end:                              ; preds = %relu1_grad.c159.end
-  %g150.next = add nsw i64 %relu1_grad.g1501013, 1
-  %3479 = icmp slt i64 %g150.next, 1
-  br i1 %3479, label %relu1_grad.g150, label %relu1_grad.g150.end
+relu1_grad.c158.end:                              ; preds = %relu1_grad.iy220.end
+  %j157.next = add nsw i64 %relu1_grad.j1571116, 1
+  %3478 = icmp slt i64 %j157.next, 64
+  br i1 %3478, label %relu1_grad.j157, label %relu1_grad.j157.end
 
-relu1_grad.c159:                                  ; preds = %relu1_grad.ky160.end, %relu1_grad.j158
-  %relu1_grad.c1591119 = phi i64 [ 0, %relu1_grad.j158 ], [ %c159.next, %relu1_grad.ky160.end ]
-  br label %relu1_grad.ky160
+relu1_grad.iy159:                                 ; preds = %relu1_grad.ix160.end, %relu1_grad.c158
+  %relu1_grad.iy1591118 = phi i64 [ 0, %relu1_grad.c158 ], [ %iy159.next, %relu1_grad.ix160.end ]
+  br label %relu1_grad.ix160
 
-relu1_grad.c159.end:                              ; preds = %relu1_grad.ky160.end
-  %j158.next = add nsw i64 %relu1_grad.j1581118, 1
-  %3480 = icmp slt i64 %j158.next, 64
-  br i1 %3480, label %relu1_grad.j158, label %relu1_grad.j158.end
+relu1_grad.iy159.end:                             ; preds = %relu1_grad.ix160.end
+  br label %relu1_grad.iy165
 
-relu1_grad.ky160:                                 ; preds = %relu1_grad.oy165.end, %relu1_grad.c159
-  %relu1_grad.ky1601120 = phi i64 [ 0, %relu1_grad.c159 ], [ %ky160.next, %relu1_grad.oy165.end ]
-  br label %relu1_grad.oy161
-
-relu1_grad.ky160.end:                             ; preds = %relu1_grad.oy165.end
-  %c159.next = add nsw i64 %relu1_grad.c1591119, 1
-  %3481 = icmp slt i64 %c159.next, 32
-  br i1 %3481, label %relu1_grad.c159, label %relu1_grad.c159.end
-
-relu1_grad.oy161:                                 ; preds = %relu1_grad.endif, %relu1_grad.ky160
-  %relu1_grad.oy1611121 = phi i64 [ 0, %relu1_grad.ky160 ], [ %oy161.next, %relu1_grad.endif ]
-  %3482 = add nsw i64 %relu1_grad.oy1611121, %relu1_grad.ky1601120
-  %3483 = add nsw i64 %3482, -1
-  %3484 = icmp slt i64 -1, %3483
-  %3485 = add nsw i64 %relu1_grad.oy1611121, %relu1_grad.ky1601120
-  %3486 = add nsw i64 %3485, -1
-  %3487 = icmp slt i64 %3486, 28
-  %3488 = and i1 %3484, %3487
-  br i1 %3488, label %relu1_grad.then, label %relu1_grad.endif
-
-relu1_grad.oy161.end:                             ; preds = %relu1_grad.endif
-  br label %relu1_grad.oy163
-
-relu1_grad.then:                                  ; preds = %relu1_grad.oy161
-  br label %relu1_grad.ox162
-
-relu1_grad.endif:                                 ; preds = %relu1_grad.ox162.end, %relu1_grad.oy161
-  %oy161.next = add nsw i64 %relu1_grad.oy1611121, 1
-  %3489 = icmp slt i64 %oy161.next, 28
-  br i1 %3489, label %relu1_grad.oy161, label %relu1_grad.oy161.end
-
-relu1_grad.ox162:                                 ; preds = %relu1_grad.ox162, %relu1_grad.then
-  %relu1_grad.ox1621122 = phi i64 [ 0, %relu1_grad.then ], [ %ox162.next, %relu1_grad.ox162 ]
-  %3490 = mul nsw i64 %relu1_grad.g1501013, 64
-  %3491 = add nsw i64 %3490, %relu1_grad.j1581118
-  %3492 = mul nsw i64 %3491, 25088
-  %3493 = add nsw i64 1605632, %3492
-  %3494 = mul nsw i64 %relu1_grad.c1591119, 784
+relu1_grad.ix160:                                 ; preds = %relu1_grad.ix160, %relu1_grad.iy159
+  %relu1_grad.ix1601119 = phi i64 [ 0, %relu1_grad.iy159 ], [ %ix160.next, %relu1_grad.ix160 ]
+  %3479 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3480 = mul nsw i64 %3479, 50176
+  %3481 = add nsw i64 7251216, %3480
+  %3482 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3483 = add nsw i64 %3481, %3482
+  %3484 = add nsw i64 %relu1_grad.iy1591118, 1
+  %3485 = mul nsw i64 %3484, 28
+  %3486 = add nsw i64 %3483, %3485
+  %3487 = add nsw i64 %3486, 1
+  %3488 = add nsw i64 %3487, %relu1_grad.ix1601119
+  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %3488
+  %3489 = load float, ptr %arena1120, align 4
+  store float %3489, ptr %relu1_grad.sum161, align 4
+  %sum161 = load float, ptr %relu1_grad.sum161, align 4
+  %3490 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3491 = add nsw i64 %3490, 1
+  %3492 = mul nsw i64 %3491, 50176
+  %3493 = add nsw i64 7251216, %3492
+  %3494 = mul nsw i64 %relu1_grad.j1571116, 784
   %3495 = add nsw i64 %3493, %3494
-  %3496 = add nsw i64 %relu1_grad.oy1611121, %relu1_grad.ky1601120
-  %3497 = add nsw i64 %3496, -1
-  %3498 = mul nsw i64 %3497, 28
-  %3499 = add nsw i64 %3495, %3498
-  %3500 = add nsw i64 %relu1_grad.ox1621122, 1
-  %3501 = add nsw i64 %3500, -1
-  %3502 = add nsw i64 %3499, %3501
-  %arena1123 = getelementptr inbounds float, ptr %arena, i64 %3502
-  %3503 = load float, ptr %arena1123, align 4
-  %3504 = mul nsw i64 %relu1_grad.c1591119, 3
-  %3505 = add nsw i64 %3504, %relu1_grad.ky1601120
-  %3506 = mul nsw i64 %3505, 3
-  %3507 = mul nsw i64 %3506, 50176
-  %3508 = add nsw i64 7251216, %3507
-  %3509 = mul nsw i64 %relu1_grad.j1581118, 784
-  %3510 = add nsw i64 %3508, %3509
-  %3511 = mul nsw i64 %relu1_grad.oy1611121, 28
-  %3512 = add nsw i64 %relu1_grad.ox1621122, 1
-  %3513 = add nsw i64 %3511, %3512
-  %3514 = add nsw i64 %3510, %3513
-  %arena1124 = getelementptr inbounds float, ptr %arena, i64 %3514
-  %3515 = load float, ptr %arena1124, align 4
-  %3516 = fadd float %3503, %3515
-  store float %3516, ptr %arena1123, align 4
-  %ox162.next = add nsw i64 %relu1_grad.ox1621122, 1
-  %3517 = icmp slt i64 %ox162.next, 27
-  br i1 %3517, label %relu1_grad.ox162, label %relu1_grad.ox162.end
+  %3496 = add nsw i64 %relu1_grad.iy1591118, 1
+  %3497 = mul nsw i64 %3496, 28
+  %3498 = add nsw i64 %3495, %3497
+  %3499 = add nsw i64 %3498, %relu1_grad.ix1601119
+  %arena1121 = getelementptr inbounds float, ptr %arena, i64 %3499
+  %3500 = load float, ptr %arena1121, align 4
+  %3501 = fadd float %sum161, %3500
+  store float %3501, ptr %relu1_grad.sum162, align 4
+  %sum162 = load float, ptr %relu1_grad.sum162, align 4
+  %3502 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3503 = add nsw i64 %3502, 3
+  %3504 = mul nsw i64 %3503, 50176
+  %3505 = add nsw i64 7251216, %3504
+  %3506 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3507 = add nsw i64 %3505, %3506
+  %3508 = mul nsw i64 %relu1_grad.iy1591118, 28
+  %3509 = add nsw i64 %3507, %3508
+  %3510 = add nsw i64 %3509, 1
+  %3511 = add nsw i64 %3510, %relu1_grad.ix1601119
+  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %3511
+  %3512 = load float, ptr %arena1122, align 4
+  %3513 = fadd float %sum162, %3512
+  store float %3513, ptr %relu1_grad.sum163, align 4
+  %sum163 = load float, ptr %relu1_grad.sum163, align 4
+  %3514 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3515 = add nsw i64 %3514, 4
+  %3516 = mul nsw i64 %3515, 50176
+  %3517 = add nsw i64 7251216, %3516
+  %3518 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3519 = add nsw i64 %3517, %3518
+  %3520 = mul nsw i64 %relu1_grad.iy1591118, 28
+  %3521 = add nsw i64 %3519, %3520
+  %3522 = add nsw i64 %3521, %relu1_grad.ix1601119
+  %arena1123 = getelementptr inbounds float, ptr %arena, i64 %3522
+  %3523 = load float, ptr %arena1123, align 4
+  %3524 = fadd float %sum163, %3523
+  store float %3524, ptr %relu1_grad.sum164, align 4
+  %sum164 = load float, ptr %relu1_grad.sum164, align 4
+  %3525 = mul nsw i64 %relu1_grad.g1491011, 64
+  %3526 = add nsw i64 %3525, %relu1_grad.j1571116
+  %3527 = mul nsw i64 %3526, 25088
+  %3528 = add nsw i64 1605632, %3527
+  %3529 = mul nsw i64 %relu1_grad.c1581117, 784
+  %3530 = add nsw i64 %3528, %3529
+  %3531 = mul nsw i64 %relu1_grad.iy1591118, 28
+  %3532 = add nsw i64 %3530, %3531
+  %3533 = add nsw i64 %3532, %relu1_grad.ix1601119
+  %arena1124 = getelementptr inbounds float, ptr %arena, i64 %3533
+  store float %sum164, ptr %arena1124, align 4
+  %ix160.next = add nsw i64 %relu1_grad.ix1601119, 1
+  %3534 = icmp slt i64 %ix160.next, 1
+  br i1 %3534, label %relu1_grad.ix160, label %relu1_grad.ix160.end
 
-relu1_grad.ox162.end:                             ; preds = %relu1_grad.ox162
-  br label %relu1_grad.endif
+relu1_grad.ix160.end:                             ; preds = %relu1_grad.ix160
+  %iy159.next = add nsw i64 %relu1_grad.iy1591118, 1
+  %3535 = icmp slt i64 %iy159.next, 1
+  br i1 %3535, label %relu1_grad.iy159, label %relu1_grad.iy159.end
 
-relu1_grad.oy163:                                 ; preds = %relu1_grad.endif1127, %relu1_grad.oy161.end
-  %relu1_grad.oy1631125 = phi i64 [ 0, %relu1_grad.oy161.end ], [ %oy163.next, %relu1_grad.endif1127 ]
-  %3518 = add nsw i64 %relu1_grad.oy1631125, %relu1_grad.ky1601120
-  %3519 = add nsw i64 %3518, -1
-  %3520 = icmp slt i64 -1, %3519
-  %3521 = add nsw i64 %relu1_grad.oy1631125, %relu1_grad.ky1601120
-  %3522 = add nsw i64 %3521, -1
-  %3523 = icmp slt i64 %3522, 28
-  %3524 = and i1 %3520, %3523
-  br i1 %3524, label %relu1_grad.then1126, label %relu1_grad.endif1127
+relu1_grad.iy165:                                 ; preds = %relu1_grad.ix166.end, %relu1_grad.iy159.end
+  %relu1_grad.iy1651125 = phi i64 [ 0, %relu1_grad.iy159.end ], [ %iy165.next, %relu1_grad.ix166.end ]
+  br label %relu1_grad.ix166
 
-relu1_grad.oy163.end:                             ; preds = %relu1_grad.endif1127
-  br label %relu1_grad.oy165
+relu1_grad.iy165.end:                             ; preds = %relu1_grad.ix166.end
+  br label %relu1_grad.iy173
 
-relu1_grad.then1126:                              ; preds = %relu1_grad.oy163
-  br label %relu1_grad.ox164
+relu1_grad.ix166:                                 ; preds = %relu1_grad.ix166, %relu1_grad.iy165
+  %relu1_grad.ix1661126 = phi i64 [ 0, %relu1_grad.iy165 ], [ %ix166.next, %relu1_grad.ix166 ]
+  %3536 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3537 = mul nsw i64 %3536, 50176
+  %3538 = add nsw i64 7251216, %3537
+  %3539 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3540 = add nsw i64 %3538, %3539
+  %3541 = add nsw i64 %relu1_grad.iy1651125, 1
+  %3542 = mul nsw i64 %3541, 28
+  %3543 = add nsw i64 %3540, %3542
+  %3544 = add nsw i64 %3543, 2
+  %3545 = add nsw i64 %3544, %relu1_grad.ix1661126
+  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %3545
+  %3546 = load float, ptr %arena1127, align 4
+  store float %3546, ptr %relu1_grad.sum167, align 4
+  %sum167 = load float, ptr %relu1_grad.sum167, align 4
+  %3547 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3548 = add nsw i64 %3547, 1
+  %3549 = mul nsw i64 %3548, 50176
+  %3550 = add nsw i64 7251216, %3549
+  %3551 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3552 = add nsw i64 %3550, %3551
+  %3553 = add nsw i64 %relu1_grad.iy1651125, 1
+  %3554 = mul nsw i64 %3553, 28
+  %3555 = add nsw i64 %3552, %3554
+  %3556 = add nsw i64 %3555, 1
+  %3557 = add nsw i64 %3556, %relu1_grad.ix1661126
+  %arena1128 = getelementptr inbounds float, ptr %arena, i64 %3557
+  %3558 = load float, ptr %arena1128, align 4
+  %3559 = fadd float %sum167, %3558
+  store float %3559, ptr %relu1_grad.sum168, align 4
+  %sum168 = load float, ptr %relu1_grad.sum168, align 4
+  %3560 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3561 = add nsw i64 %3560, 2
+  %3562 = mul nsw i64 %3561, 50176
+  %3563 = add nsw i64 7251216, %3562
+  %3564 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3565 = add nsw i64 %3563, %3564
+  %3566 = add nsw i64 %relu1_grad.iy1651125, 1
+  %3567 = mul nsw i64 %3566, 28
+  %3568 = add nsw i64 %3565, %3567
+  %3569 = add nsw i64 %3568, %relu1_grad.ix1661126
+  %arena1129 = getelementptr inbounds float, ptr %arena, i64 %3569
+  %3570 = load float, ptr %arena1129, align 4
+  %3571 = fadd float %sum168, %3570
+  store float %3571, ptr %relu1_grad.sum169, align 4
+  %sum169 = load float, ptr %relu1_grad.sum169, align 4
+  %3572 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3573 = add nsw i64 %3572, 3
+  %3574 = mul nsw i64 %3573, 50176
+  %3575 = add nsw i64 7251216, %3574
+  %3576 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3577 = add nsw i64 %3575, %3576
+  %3578 = mul nsw i64 %relu1_grad.iy1651125, 28
+  %3579 = add nsw i64 %3577, %3578
+  %3580 = add nsw i64 %3579, 2
+  %3581 = add nsw i64 %3580, %relu1_grad.ix1661126
+  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %3581
+  %3582 = load float, ptr %arena1130, align 4
+  %3583 = fadd float %sum169, %3582
+  store float %3583, ptr %relu1_grad.sum170, align 4
+  %sum170 = load float, ptr %relu1_grad.sum170, align 4
+  %3584 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3585 = add nsw i64 %3584, 4
+  %3586 = mul nsw i64 %3585, 50176
+  %3587 = add nsw i64 7251216, %3586
+  %3588 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3589 = add nsw i64 %3587, %3588
+  %3590 = mul nsw i64 %relu1_grad.iy1651125, 28
+  %3591 = add nsw i64 %3589, %3590
+  %3592 = add nsw i64 %3591, 1
+  %3593 = add nsw i64 %3592, %relu1_grad.ix1661126
+  %arena1131 = getelementptr inbounds float, ptr %arena, i64 %3593
+  %3594 = load float, ptr %arena1131, align 4
+  %3595 = fadd float %sum170, %3594
+  store float %3595, ptr %relu1_grad.sum171, align 4
+  %sum171 = load float, ptr %relu1_grad.sum171, align 4
+  %3596 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3597 = add nsw i64 %3596, 5
+  %3598 = mul nsw i64 %3597, 50176
+  %3599 = add nsw i64 7251216, %3598
+  %3600 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3601 = add nsw i64 %3599, %3600
+  %3602 = mul nsw i64 %relu1_grad.iy1651125, 28
+  %3603 = add nsw i64 %3601, %3602
+  %3604 = add nsw i64 %3603, %relu1_grad.ix1661126
+  %arena1132 = getelementptr inbounds float, ptr %arena, i64 %3604
+  %3605 = load float, ptr %arena1132, align 4
+  %3606 = fadd float %sum171, %3605
+  store float %3606, ptr %relu1_grad.sum172, align 4
+  %sum172 = load float, ptr %relu1_grad.sum172, align 4
+  %3607 = mul nsw i64 %relu1_grad.g1491011, 64
+  %3608 = add nsw i64 %3607, %relu1_grad.j1571116
+  %3609 = mul nsw i64 %3608, 25088
+  %3610 = add nsw i64 1605632, %3609
+  %3611 = mul nsw i64 %relu1_grad.c1581117, 784
+  %3612 = add nsw i64 %3610, %3611
+  %3613 = mul nsw i64 %relu1_grad.iy1651125, 28
+  %3614 = add nsw i64 %3612, %3613
+  %3615 = add nsw i64 %3614, 1
+  %3616 = add nsw i64 %3615, %relu1_grad.ix1661126
+  %arena1133 = getelementptr inbounds float, ptr %arena, i64 %3616
+  store float %sum172, ptr %arena1133, align 4
+  %ix166.next = add nsw i64 %relu1_grad.ix1661126, 1
+  %3617 = icmp slt i64 %ix166.next, 26
+  br i1 %3617, label %relu1_grad.ix166, label %relu1_grad.ix166.end
 
-relu1_grad.endif1127:                             ; preds = %relu1_grad.ox164.end, %relu1_grad.oy163
-  %oy163.next = add nsw i64 %relu1_grad.oy1631125, 1
-  %3525 = icmp slt i64 %oy163.next, 28
-  br i1 %3525, label %relu1_grad.oy163, label %relu1_grad.oy163.end
+relu1_grad.ix166.end:                             ; preds = %relu1_grad.ix166
+  %iy165.next = add nsw i64 %relu1_grad.iy1651125, 1
+  %3618 = icmp slt i64 %iy165.next, 1
+  br i1 %3618, label %relu1_grad.iy165, label %relu1_grad.iy165.end
 
-relu1_grad.ox164:                                 ; preds = %relu1_grad.ox164, %relu1_grad.then1126
-  %relu1_grad.ox1641128 = phi i64 [ 0, %relu1_grad.then1126 ], [ %ox164.next, %relu1_grad.ox164 ]
-  %3526 = mul nsw i64 %relu1_grad.g1501013, 64
-  %3527 = add nsw i64 %3526, %relu1_grad.j1581118
-  %3528 = mul nsw i64 %3527, 25088
-  %3529 = add nsw i64 1605632, %3528
-  %3530 = mul nsw i64 %relu1_grad.c1591119, 784
-  %3531 = add nsw i64 %3529, %3530
-  %3532 = add nsw i64 %relu1_grad.oy1631125, %relu1_grad.ky1601120
-  %3533 = add nsw i64 %3532, -1
-  %3534 = mul nsw i64 %3533, 28
-  %3535 = add nsw i64 %3531, %3534
-  %3536 = add nsw i64 %3535, %relu1_grad.ox1641128
-  %arena1129 = getelementptr inbounds float, ptr %arena, i64 %3536
-  %3537 = load float, ptr %arena1129, align 4
-  %3538 = mul nsw i64 %relu1_grad.c1591119, 3
-  %3539 = add nsw i64 %3538, %relu1_grad.ky1601120
-  %3540 = mul nsw i64 %3539, 3
-  %3541 = add nsw i64 %3540, 1
-  %3542 = mul nsw i64 %3541, 50176
-  %3543 = add nsw i64 7251216, %3542
-  %3544 = mul nsw i64 %relu1_grad.j1581118, 784
-  %3545 = add nsw i64 %3543, %3544
-  %3546 = mul nsw i64 %relu1_grad.oy1631125, 28
-  %3547 = add nsw i64 %3546, %relu1_grad.ox1641128
-  %3548 = add nsw i64 %3545, %3547
-  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %3548
-  %3549 = load float, ptr %arena1130, align 4
-  %3550 = fadd float %3537, %3549
-  store float %3550, ptr %arena1129, align 4
-  %ox164.next = add nsw i64 %relu1_grad.ox1641128, 1
-  %3551 = icmp slt i64 %ox164.next, 28
-  br i1 %3551, label %relu1_grad.ox164, label %relu1_grad.ox164.end
+relu1_grad.iy173:                                 ; preds = %relu1_grad.ix174.end, %relu1_grad.iy165.end
+  %relu1_grad.iy1731134 = phi i64 [ 0, %relu1_grad.iy165.end ], [ %iy173.next, %relu1_grad.ix174.end ]
+  br label %relu1_grad.ix174
 
-relu1_grad.ox164.end:                             ; preds = %relu1_grad.ox164
-  br label %relu1_grad.endif1127
+relu1_grad.iy173.end:                             ; preds = %relu1_grad.ix174.end
+  br label %relu1_grad.iy179
 
-relu1_grad.oy165:                                 ; preds = %relu1_grad.endif1133, %relu1_grad.oy163.end
-  %relu1_grad.oy1651131 = phi i64 [ 0, %relu1_grad.oy163.end ], [ %oy165.next, %relu1_grad.endif1133 ]
-  %3552 = add nsw i64 %relu1_grad.oy1651131, %relu1_grad.ky1601120
-  %3553 = add nsw i64 %3552, -1
-  %3554 = icmp slt i64 -1, %3553
-  %3555 = add nsw i64 %relu1_grad.oy1651131, %relu1_grad.ky1601120
-  %3556 = add nsw i64 %3555, -1
-  %3557 = icmp slt i64 %3556, 28
-  %3558 = and i1 %3554, %3557
-  br i1 %3558, label %relu1_grad.then1132, label %relu1_grad.endif1133
-
-relu1_grad.oy165.end:                             ; preds = %relu1_grad.endif1133
-  %ky160.next = add nsw i64 %relu1_grad.ky1601120, 1
-  %3559 = icmp slt i64 %ky160.next, 3
-  br i1 %3559, label %relu1_grad.ky160, label %relu1_grad.ky160.end
-
-relu1_grad.then1132:                              ; preds = %relu1_grad.oy165
-  br label %relu1_grad.ox166
-
-relu1_grad.endif1133:                             ; preds = %relu1_grad.ox166.end, %relu1_grad.oy165
-  %oy165.next = add nsw i64 %relu1_grad.oy1651131, 1
-  %3560 = icmp slt i64 %oy165.next, 28
-  br i1 %3560, label %relu1_grad.oy165, label %relu1_grad.oy165.end
-
-relu1_grad.ox166:                                 ; preds = %relu1_grad.ox166, %relu1_grad.then1132
-  %relu1_grad.ox1661134 = phi i64 [ 0, %relu1_grad.then1132 ], [ %ox166.next, %relu1_grad.ox166 ]
-  %3561 = mul nsw i64 %relu1_grad.g1501013, 64
-  %3562 = add nsw i64 %3561, %relu1_grad.j1581118
-  %3563 = mul nsw i64 %3562, 25088
-  %3564 = add nsw i64 1605632, %3563
-  %3565 = mul nsw i64 %relu1_grad.c1591119, 784
-  %3566 = add nsw i64 %3564, %3565
-  %3567 = add nsw i64 %relu1_grad.oy1651131, %relu1_grad.ky1601120
-  %3568 = add nsw i64 %3567, -1
-  %3569 = mul nsw i64 %3568, 28
-  %3570 = add nsw i64 %3566, %3569
-  %3571 = add nsw i64 %relu1_grad.ox1661134, 1
-  %3572 = add nsw i64 %3570, %3571
-  %arena1135 = getelementptr inbounds float, ptr %arena, i64 %3572
-  %3573 = load float, ptr %arena1135, align 4
-  %3574 = mul nsw i64 %relu1_grad.c1591119, 3
-  %3575 = add nsw i64 %3574, %relu1_grad.ky1601120
-  %3576 = mul nsw i64 %3575, 3
-  %3577 = add nsw i64 %3576, 2
-  %3578 = mul nsw i64 %3577, 50176
-  %3579 = add nsw i64 7251216, %3578
-  %3580 = mul nsw i64 %relu1_grad.j1581118, 784
-  %3581 = add nsw i64 %3579, %3580
-  %3582 = mul nsw i64 %relu1_grad.oy1651131, 28
-  %3583 = add nsw i64 %3582, %relu1_grad.ox1661134
-  %3584 = add nsw i64 %3581, %3583
-  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %3584
-  %3585 = load float, ptr %arena1136, align 4
-  %3586 = fadd float %3573, %3585
-  store float %3586, ptr %arena1135, align 4
-  %ox166.next = add nsw i64 %relu1_grad.ox1661134, 1
-  %3587 = icmp slt i64 %ox166.next, 27
-  br i1 %3587, label %relu1_grad.ox166, label %relu1_grad.ox166.end
-
-relu1_grad.ox166.end:                             ; preds = %relu1_grad.ox166
-  br label %relu1_grad.endif1133
-
-conv1_grad.i167:                                  ; preds = %conv1_grad.i167, %relu1_grad.g150.end
-  %conv1_grad.i1671137 = phi i64 [ 0, %relu1_grad.g150.end ], [ %i167.next, %conv1_grad.i167 ]
-  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i1671137
-  %3588 = load float, ptr %arena1138, align 4
-  %3589 = fcmp ogt float %3588, 0.000000e+00
-  %3590 = add nsw i64 1605632, %conv1_grad.i1671137
-  %arena1139 = getelementptr inbounds float, ptr %arena, i64 %3590
-  %3591 = load float, ptr %arena1139, align 4
-  %3592 = select i1 %3589, float %3591, float 0.000000e+00
-  %3593 = add nsw i64 3220112, %conv1_grad.i1671137
-  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %3593
-  store float %3592, ptr %arena1140, align 4
-  %i167.next = add nsw i64 %conv1_grad.i1671137, 1
-  %3594 = icmp slt i64 %i167.next, 1605632
-  br i1 %3594, label %conv1_grad.i167, label %conv1_grad.i167.end
-
-conv1_grad.i167.end:                              ; preds = %conv1_grad.i167
-  br label %conv1_weight_grad.i168
-
-conv1_weight_grad.i168:                           ; preds = %conv1_weight_grad.i168, %conv1_grad.i167.end
-  %conv1_weight_grad.i1681141 = phi i64 [ 0, %conv1_grad.i167.end ], [ %i168.next, %conv1_weight_grad.i168 ]
-  %3595 = add nsw i64 2057216, %conv1_weight_grad.i1681141
-  %arena1142 = getelementptr inbounds float, ptr %arena, i64 %3595
-  store float 0.000000e+00, ptr %arena1142, align 4
-  %i168.next = add nsw i64 %conv1_weight_grad.i1681141, 1
-  %3596 = icmp slt i64 %i168.next, 288
-  br i1 %3596, label %conv1_weight_grad.i168, label %conv1_weight_grad.i168.end
-
-conv1_weight_grad.i168.end:                       ; preds = %conv1_weight_grad.i168
-  br label %conv1_weight_grad.g169
-
-conv1_weight_grad.g169:                           ; preds = %conv1_weight_grad.nb192.end, %conv1_weight_grad.i168.end
-  %conv1_weight_grad.g1691143 = phi i64 [ 0, %conv1_weight_grad.i168.end ], [ %g169.next, %conv1_weight_grad.nb192.end ]
-  br label %conv1_weight_grad.j170
-
-conv1_weight_grad.g169.end:                       ; preds = %conv1_weight_grad.nb192.end
-  br label %conv1_weight_grad.f196
-
-conv1_weight_grad.j170:                           ; preds = %conv1_weight_grad.c171.end, %conv1_weight_grad.g169
-  %conv1_weight_grad.j1701144 = phi i64 [ 0, %conv1_weight_grad.g169 ], [ %j170.next, %conv1_weight_grad.c171.end ]
-  br label %conv1_weight_grad.c171
-
-conv1_weight_grad.j170.end:                       ; preds = %conv1_weight_grad.c171.end
-  br label %conv1_weight_grad.j184
-
-conv1_weight_grad.c171:                           ; preds = %conv1_weight_grad.ky172.end, %conv1_weight_grad.j170
-  %conv1_weight_grad.c1711145 = phi i64 [ 0, %conv1_weight_grad.j170 ], [ %c171.next, %conv1_weight_grad.ky172.end ]
-  br label %conv1_weight_grad.ky172
-
-conv1_weight_grad.c171.end:                       ; preds = %conv1_weight_grad.ky172.end
-  %j170.next = add nsw i64 %conv1_weight_grad.j1701144, 1
-  %3597 = icmp slt i64 %j170.next, 64
-  br i1 %3597, label %conv1_weight_grad.j170, label %conv1_weight_grad.j170.end
-
-conv1_weight_grad.ky172:                          ; preds = %conv1_weight_grad.oy180.end, %conv1_weight_grad.c171
-  %conv1_weight_grad.ky1721146 = phi i64 [ 0, %conv1_weight_grad.c171 ], [ %ky172.next, %conv1_weight_grad.oy180.end ]
-  br label %conv1_weight_grad.oy173
-
-conv1_weight_grad.ky172.end:                      ; preds = %conv1_weight_grad.oy180.end
-  %c171.next = add nsw i64 %conv1_weight_grad.c1711145, 1
-  %3598 = icmp slt i64 %c171.next, 1
-  br i1 %3598, label %conv1_weight_grad.c171, label %conv1_weight_grad.c171.end
-
-conv1_weight_grad.oy173:                          ; preds = %conv1_weight_grad.endif1158, %conv1_weight_grad.ky172
-  %conv1_weight_grad.oy1731147 = phi i64 [ 0, %conv1_weight_grad.ky172 ], [ %oy173.next, %conv1_weight_grad.endif1158 ]
-  %3599 = add nsw i64 %conv1_weight_grad.oy1731147, %conv1_weight_grad.ky1721146
-  %3600 = add nsw i64 %3599, -1
-  %3601 = icmp slt i64 -1, %3600
-  %3602 = add nsw i64 %conv1_weight_grad.oy1731147, %conv1_weight_grad.ky1721146
-  %3603 = add nsw i64 %3602, -1
-  %3604 = icmp slt i64 %3603, 28
-  %3605 = and i1 %3601, %3604
-  br i1 %3605, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
-
-conv1_weight_grad.oy173.end:                      ; preds = %conv1_weight_grad.endif1158
-  br label %conv1_weight_grad.oy177
-
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy173
-  br label %conv1_weight_grad.ox174
-
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox175.end, %conv1_weight_grad.oy173
-  %3606 = add nsw i64 %conv1_weight_grad.oy1731147, %conv1_weight_grad.ky1721146
-  %3607 = add nsw i64 %3606, -1
-  %3608 = icmp slt i64 %3607, 0
-  br i1 %3608, label %conv1_weight_grad.then1153, label %conv1_weight_grad.endif1154
-
-conv1_weight_grad.ox174:                          ; preds = %conv1_weight_grad.ox174, %conv1_weight_grad.then
-  %conv1_weight_grad.ox1741148 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox174.next, %conv1_weight_grad.ox174 ]
-  %3609 = mul nsw i64 %conv1_weight_grad.g1691143, 64
-  %3610 = add nsw i64 %3609, %conv1_weight_grad.j1701144
-  %3611 = mul nsw i64 %3610, 784
-  %3612 = mul nsw i64 %conv1_weight_grad.c1711145, 784
-  %3613 = add nsw i64 %3611, %3612
-  %3614 = add nsw i64 %conv1_weight_grad.oy1731147, %conv1_weight_grad.ky1721146
-  %3615 = add nsw i64 %3614, -1
-  %3616 = mul nsw i64 %3615, 28
-  %3617 = add nsw i64 %3613, %3616
-  %3618 = add nsw i64 %conv1_weight_grad.ox1741148, 1
-  %3619 = add nsw i64 %3618, -1
-  %3620 = add nsw i64 %3617, %3619
-  %images1149 = getelementptr inbounds float, ptr %images, i64 %3620
-  %3621 = load float, ptr %images1149, align 4
-  %3622 = mul nsw i64 %conv1_weight_grad.c1711145, 3
-  %3623 = add nsw i64 %3622, %conv1_weight_grad.ky1721146
-  %3624 = mul nsw i64 %3623, 3
-  %3625 = mul nsw i64 %3624, 50176
-  %3626 = mul nsw i64 %conv1_weight_grad.j1701144, 784
-  %3627 = add nsw i64 %3625, %3626
-  %3628 = mul nsw i64 %conv1_weight_grad.oy1731147, 28
-  %3629 = add nsw i64 %conv1_weight_grad.ox1741148, 1
-  %3630 = add nsw i64 %3628, %3629
-  %3631 = add nsw i64 %3627, %3630
-  %arena1150 = getelementptr inbounds float, ptr %arena, i64 %3631
-  store float %3621, ptr %arena1150, align 4
-  %ox174.next = add nsw i64 %conv1_weight_grad.ox1741148, 1
-  %3632 = icmp slt i64 %ox174.next, 27
-  br i1 %3632, label %conv1_weight_grad.ox174, label %conv1_weight_grad.ox174.end
-
-conv1_weight_grad.ox174.end:                      ; preds = %conv1_weight_grad.ox174
-  br label %conv1_weight_grad.ox175
-
-conv1_weight_grad.ox175:                          ; preds = %conv1_weight_grad.ox175, %conv1_weight_grad.ox174.end
-  %conv1_weight_grad.ox1751151 = phi i64 [ 0, %conv1_weight_grad.ox174.end ], [ %ox175.next, %conv1_weight_grad.ox175 ]
-  %3633 = mul nsw i64 %conv1_weight_grad.c1711145, 3
-  %3634 = add nsw i64 %3633, %conv1_weight_grad.ky1721146
-  %3635 = mul nsw i64 %3634, 3
-  %3636 = mul nsw i64 %3635, 50176
-  %3637 = mul nsw i64 %conv1_weight_grad.j1701144, 784
-  %3638 = add nsw i64 %3636, %3637
-  %3639 = mul nsw i64 %conv1_weight_grad.oy1731147, 28
-  %3640 = add nsw i64 %3639, %conv1_weight_grad.ox1751151
-  %3641 = add nsw i64 %3638, %3640
-  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %3641
-  store float 0.000000e+00, ptr %arena1152, align 4
-  %ox175.next = add nsw i64 %conv1_weight_grad.ox1751151, 1
-  %3642 = icmp slt i64 %ox175.next, 1
-  br i1 %3642, label %conv1_weight_grad.ox175, label %conv1_weight_grad.ox175.end
-
-conv1_weight_grad.ox175.end:                      ; preds = %conv1_weight_grad.ox175
-  br label %conv1_weight_grad.endif
-
-conv1_weight_grad.then1153:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox176
-
-conv1_weight_grad.endif1154:                      ; preds = %conv1_weight_grad.ox176.end, %conv1_weight_grad.endif
-  %3643 = add nsw i64 %conv1_weight_grad.oy1731147, %conv1_weight_grad.ky1721146
-  %3644 = add nsw i64 %3643, -1
-  %3645 = icmp slt i64 27, %3644
-  br i1 %3645, label %conv1_weight_grad.then1157, label %conv1_weight_grad.endif1158
-
-conv1_weight_grad.ox176:                          ; preds = %conv1_weight_grad.ox176, %conv1_weight_grad.then1153
-  %conv1_weight_grad.ox1761155 = phi i64 [ 0, %conv1_weight_grad.then1153 ], [ %ox176.next, %conv1_weight_grad.ox176 ]
-  %3646 = mul nsw i64 %conv1_weight_grad.c1711145, 3
-  %3647 = add nsw i64 %3646, %conv1_weight_grad.ky1721146
-  %3648 = mul nsw i64 %3647, 3
-  %3649 = mul nsw i64 %3648, 50176
-  %3650 = mul nsw i64 %conv1_weight_grad.j1701144, 784
+relu1_grad.ix174:                                 ; preds = %relu1_grad.ix174, %relu1_grad.iy173
+  %relu1_grad.ix1741135 = phi i64 [ 0, %relu1_grad.iy173 ], [ %ix174.next, %relu1_grad.ix174 ]
+  %3619 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3620 = add nsw i64 %3619, 1
+  %3621 = mul nsw i64 %3620, 50176
+  %3622 = add nsw i64 7251216, %3621
+  %3623 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3624 = add nsw i64 %3622, %3623
+  %3625 = add nsw i64 %relu1_grad.iy1731134, 1
+  %3626 = mul nsw i64 %3625, 28
+  %3627 = add nsw i64 %3624, %3626
+  %3628 = add nsw i64 %3627, 27
+  %3629 = add nsw i64 %3628, %relu1_grad.ix1741135
+  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %3629
+  %3630 = load float, ptr %arena1136, align 4
+  store float %3630, ptr %relu1_grad.sum175, align 4
+  %sum175 = load float, ptr %relu1_grad.sum175, align 4
+  %3631 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3632 = add nsw i64 %3631, 2
+  %3633 = mul nsw i64 %3632, 50176
+  %3634 = add nsw i64 7251216, %3633
+  %3635 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3636 = add nsw i64 %3634, %3635
+  %3637 = add nsw i64 %relu1_grad.iy1731134, 1
+  %3638 = mul nsw i64 %3637, 28
+  %3639 = add nsw i64 %3636, %3638
+  %3640 = add nsw i64 %3639, 26
+  %3641 = add nsw i64 %3640, %relu1_grad.ix1741135
+  %arena1137 = getelementptr inbounds float, ptr %arena, i64 %3641
+  %3642 = load float, ptr %arena1137, align 4
+  %3643 = fadd float %sum175, %3642
+  store float %3643, ptr %relu1_grad.sum176, align 4
+  %sum176 = load float, ptr %relu1_grad.sum176, align 4
+  %3644 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3645 = add nsw i64 %3644, 4
+  %3646 = mul nsw i64 %3645, 50176
+  %3647 = add nsw i64 7251216, %3646
+  %3648 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3649 = add nsw i64 %3647, %3648
+  %3650 = mul nsw i64 %relu1_grad.iy1731134, 28
   %3651 = add nsw i64 %3649, %3650
-  %3652 = mul nsw i64 %conv1_weight_grad.oy1731147, 28
-  %3653 = add nsw i64 %3652, %conv1_weight_grad.ox1761155
-  %3654 = add nsw i64 %3651, %3653
-  %arena1156 = getelementptr inbounds float, ptr %arena, i64 %3654
-  store float 0.000000e+00, ptr %arena1156, align 4
-  %ox176.next = add nsw i64 %conv1_weight_grad.ox1761155, 1
-  %3655 = icmp slt i64 %ox176.next, 28
-  br i1 %3655, label %conv1_weight_grad.ox176, label %conv1_weight_grad.ox176.end
+  %3652 = add nsw i64 %3651, 27
+  %3653 = add nsw i64 %3652, %relu1_grad.ix1741135
+  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %3653
+  %3654 = load float, ptr %arena1138, align 4
+  %3655 = fadd float %sum176, %3654
+  store float %3655, ptr %relu1_grad.sum177, align 4
+  %sum177 = load float, ptr %relu1_grad.sum177, align 4
+  %3656 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3657 = add nsw i64 %3656, 5
+  %3658 = mul nsw i64 %3657, 50176
+  %3659 = add nsw i64 7251216, %3658
+  %3660 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3661 = add nsw i64 %3659, %3660
+  %3662 = mul nsw i64 %relu1_grad.iy1731134, 28
+  %3663 = add nsw i64 %3661, %3662
+  %3664 = add nsw i64 %3663, 26
+  %3665 = add nsw i64 %3664, %relu1_grad.ix1741135
+  %arena1139 = getelementptr inbounds float, ptr %arena, i64 %3665
+  %3666 = load float, ptr %arena1139, align 4
+  %3667 = fadd float %sum177, %3666
+  store float %3667, ptr %relu1_grad.sum178, align 4
+  %sum178 = load float, ptr %relu1_grad.sum178, align 4
+  %3668 = mul nsw i64 %relu1_grad.g1491011, 64
+  %3669 = add nsw i64 %3668, %relu1_grad.j1571116
+  %3670 = mul nsw i64 %3669, 25088
+  %3671 = add nsw i64 1605632, %3670
+  %3672 = mul nsw i64 %relu1_grad.c1581117, 784
+  %3673 = add nsw i64 %3671, %3672
+  %3674 = mul nsw i64 %relu1_grad.iy1731134, 28
+  %3675 = add nsw i64 %3673, %3674
+  %3676 = add nsw i64 %3675, 27
+  %3677 = add nsw i64 %3676, %relu1_grad.ix1741135
+  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %3677
+  store float %sum178, ptr %arena1140, align 4
+  %ix174.next = add nsw i64 %relu1_grad.ix1741135, 1
+  %3678 = icmp slt i64 %ix174.next, 1
+  br i1 %3678, label %relu1_grad.ix174, label %relu1_grad.ix174.end
 
-conv1_weight_grad.ox176.end:                      ; preds = %conv1_weight_grad.ox176
-  br label %conv1_weight_grad.endif1154
+relu1_grad.ix174.end:                             ; preds = %relu1_grad.ix174
+  %iy173.next = add nsw i64 %relu1_grad.iy1731134, 1
+  %3679 = icmp slt i64 %iy173.next, 1
+  br i1 %3679, label %relu1_grad.iy173, label %relu1_grad.iy173.end
 
-conv1_weight_grad.then1157:                       ; preds = %conv1_weight_grad.endif1154
-  br label %conv1_weight_grad.ox1761159
+relu1_grad.iy179:                                 ; preds = %relu1_grad.ix180.end, %relu1_grad.iy173.end
+  %relu1_grad.iy1791141 = phi i64 [ 0, %relu1_grad.iy173.end ], [ %iy179.next, %relu1_grad.ix180.end ]
+  br label %relu1_grad.ix180
 
-conv1_weight_grad.endif1158:                      ; preds = %conv1_weight_grad.ox176.end1160, %conv1_weight_grad.endif1154
-  %oy173.next = add nsw i64 %conv1_weight_grad.oy1731147, 1
-  %3656 = icmp slt i64 %oy173.next, 28
-  br i1 %3656, label %conv1_weight_grad.oy173, label %conv1_weight_grad.oy173.end
+relu1_grad.iy179.end:                             ; preds = %relu1_grad.ix180.end
+  br label %relu1_grad.iy187
 
-conv1_weight_grad.ox1761159:                      ; preds = %conv1_weight_grad.ox1761159, %conv1_weight_grad.then1157
-  %conv1_weight_grad.ox1761161 = phi i64 [ 0, %conv1_weight_grad.then1157 ], [ %ox176.next1163, %conv1_weight_grad.ox1761159 ]
-  %3657 = mul nsw i64 %conv1_weight_grad.c1711145, 3
-  %3658 = add nsw i64 %3657, %conv1_weight_grad.ky1721146
-  %3659 = mul nsw i64 %3658, 3
-  %3660 = mul nsw i64 %3659, 50176
-  %3661 = mul nsw i64 %conv1_weight_grad.j1701144, 784
-  %3662 = add nsw i64 %3660, %3661
-  %3663 = mul nsw i64 %conv1_weight_grad.oy1731147, 28
-  %3664 = add nsw i64 %3663, %conv1_weight_grad.ox1761161
-  %3665 = add nsw i64 %3662, %3664
-  %arena1162 = getelementptr inbounds float, ptr %arena, i64 %3665
-  store float 0.000000e+00, ptr %arena1162, align 4
-  %ox176.next1163 = add nsw i64 %conv1_weight_grad.ox1761161, 1
-  %3666 = icmp slt i64 %ox176.next1163, 28
-  br i1 %3666, label %conv1_weight_grad.ox1761159, label %conv1_weight_grad.ox176.end1160
+relu1_grad.ix180:                                 ; preds = %relu1_grad.ix180, %relu1_grad.iy179
+  %relu1_grad.ix1801142 = phi i64 [ 0, %relu1_grad.iy179 ], [ %ix180.next, %relu1_grad.ix180 ]
+  %3680 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3681 = mul nsw i64 %3680, 50176
+  %3682 = add nsw i64 7251216, %3681
+  %3683 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3684 = add nsw i64 %3682, %3683
+  %3685 = add nsw i64 %relu1_grad.iy1791141, 1
+  %3686 = add nsw i64 %3685, 1
+  %3687 = mul nsw i64 %3686, 28
+  %3688 = add nsw i64 %3684, %3687
+  %3689 = add nsw i64 %3688, 1
+  %3690 = add nsw i64 %3689, %relu1_grad.ix1801142
+  %arena1143 = getelementptr inbounds float, ptr %arena, i64 %3690
+  %3691 = load float, ptr %arena1143, align 4
+  store float %3691, ptr %relu1_grad.sum181, align 4
+  %sum181 = load float, ptr %relu1_grad.sum181, align 4
+  %3692 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3693 = add nsw i64 %3692, 1
+  %3694 = mul nsw i64 %3693, 50176
+  %3695 = add nsw i64 7251216, %3694
+  %3696 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3697 = add nsw i64 %3695, %3696
+  %3698 = add nsw i64 %relu1_grad.iy1791141, 1
+  %3699 = add nsw i64 %3698, 1
+  %3700 = mul nsw i64 %3699, 28
+  %3701 = add nsw i64 %3697, %3700
+  %3702 = add nsw i64 %3701, %relu1_grad.ix1801142
+  %arena1144 = getelementptr inbounds float, ptr %arena, i64 %3702
+  %3703 = load float, ptr %arena1144, align 4
+  %3704 = fadd float %sum181, %3703
+  store float %3704, ptr %relu1_grad.sum182, align 4
+  %sum182 = load float, ptr %relu1_grad.sum182, align 4
+  %3705 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3706 = add nsw i64 %3705, 3
+  %3707 = mul nsw i64 %3706, 50176
+  %3708 = add nsw i64 7251216, %3707
+  %3709 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3710 = add nsw i64 %3708, %3709
+  %3711 = add nsw i64 %relu1_grad.iy1791141, 1
+  %3712 = mul nsw i64 %3711, 28
+  %3713 = add nsw i64 %3710, %3712
+  %3714 = add nsw i64 %3713, 1
+  %3715 = add nsw i64 %3714, %relu1_grad.ix1801142
+  %arena1145 = getelementptr inbounds float, ptr %arena, i64 %3715
+  %3716 = load float, ptr %arena1145, align 4
+  %3717 = fadd float %sum182, %3716
+  store float %3717, ptr %relu1_grad.sum183, align 4
+  %sum183 = load float, ptr %relu1_grad.sum183, align 4
+  %3718 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3719 = add nsw i64 %3718, 4
+  %3720 = mul nsw i64 %3719, 50176
+  %3721 = add nsw i64 7251216, %3720
+  %3722 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3723 = add nsw i64 %3721, %3722
+  %3724 = add nsw i64 %relu1_grad.iy1791141, 1
+  %3725 = mul nsw i64 %3724, 28
+  %3726 = add nsw i64 %3723, %3725
+  %3727 = add nsw i64 %3726, %relu1_grad.ix1801142
+  %arena1146 = getelementptr inbounds float, ptr %arena, i64 %3727
+  %3728 = load float, ptr %arena1146, align 4
+  %3729 = fadd float %sum183, %3728
+  store float %3729, ptr %relu1_grad.sum184, align 4
+  %sum184 = load float, ptr %relu1_grad.sum184, align 4
+  %3730 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3731 = add nsw i64 %3730, 6
+  %3732 = mul nsw i64 %3731, 50176
+  %3733 = add nsw i64 7251216, %3732
+  %3734 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3735 = add nsw i64 %3733, %3734
+  %3736 = add nsw i64 %relu1_grad.iy1791141, 1
+  %3737 = add nsw i64 %3736, -1
+  %3738 = mul nsw i64 %3737, 28
+  %3739 = add nsw i64 %3735, %3738
+  %3740 = add nsw i64 %3739, 1
+  %3741 = add nsw i64 %3740, %relu1_grad.ix1801142
+  %arena1147 = getelementptr inbounds float, ptr %arena, i64 %3741
+  %3742 = load float, ptr %arena1147, align 4
+  %3743 = fadd float %sum184, %3742
+  store float %3743, ptr %relu1_grad.sum185, align 4
+  %sum185 = load float, ptr %relu1_grad.sum185, align 4
+  %3744 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3745 = add nsw i64 %3744, 7
+  %3746 = mul nsw i64 %3745, 50176
+  %3747 = add nsw i64 7251216, %3746
+  %3748 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3749 = add nsw i64 %3747, %3748
+  %3750 = add nsw i64 %relu1_grad.iy1791141, 1
+  %3751 = add nsw i64 %3750, -1
+  %3752 = mul nsw i64 %3751, 28
+  %3753 = add nsw i64 %3749, %3752
+  %3754 = add nsw i64 %3753, %relu1_grad.ix1801142
+  %arena1148 = getelementptr inbounds float, ptr %arena, i64 %3754
+  %3755 = load float, ptr %arena1148, align 4
+  %3756 = fadd float %sum185, %3755
+  store float %3756, ptr %relu1_grad.sum186, align 4
+  %sum186 = load float, ptr %relu1_grad.sum186, align 4
+  %3757 = mul nsw i64 %relu1_grad.g1491011, 64
+  %3758 = add nsw i64 %3757, %relu1_grad.j1571116
+  %3759 = mul nsw i64 %3758, 25088
+  %3760 = add nsw i64 1605632, %3759
+  %3761 = mul nsw i64 %relu1_grad.c1581117, 784
+  %3762 = add nsw i64 %3760, %3761
+  %3763 = add nsw i64 %relu1_grad.iy1791141, 1
+  %3764 = mul nsw i64 %3763, 28
+  %3765 = add nsw i64 %3762, %3764
+  %3766 = add nsw i64 %3765, %relu1_grad.ix1801142
+  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %3766
+  store float %sum186, ptr %arena1149, align 4
+  %ix180.next = add nsw i64 %relu1_grad.ix1801142, 1
+  %3767 = icmp slt i64 %ix180.next, 1
+  br i1 %3767, label %relu1_grad.ix180, label %relu1_grad.ix180.end
 
-conv1_weight_grad.ox176.end1160:                  ; preds = %conv1_weight_grad.ox1761159
-  br label %conv1_weight_grad.endif1158
+relu1_grad.ix180.end:                             ; preds = %relu1_grad.ix180
+  %iy179.next = add nsw i64 %relu1_grad.iy1791141, 1
+  %3768 = icmp slt i64 %iy179.next, 26
+  br i1 %3768, label %relu1_grad.iy179, label %relu1_grad.iy179.end
 
-conv1_weight_grad.oy177:                          ; preds = %conv1_weight_grad.endif1175, %conv1_weight_grad.oy173.end
-  %conv1_weight_grad.oy1771164 = phi i64 [ 0, %conv1_weight_grad.oy173.end ], [ %oy177.next, %conv1_weight_grad.endif1175 ]
-  %3667 = add nsw i64 %conv1_weight_grad.oy1771164, %conv1_weight_grad.ky1721146
-  %3668 = add nsw i64 %3667, -1
-  %3669 = icmp slt i64 -1, %3668
-  %3670 = add nsw i64 %conv1_weight_grad.oy1771164, %conv1_weight_grad.ky1721146
-  %3671 = add nsw i64 %3670, -1
-  %3672 = icmp slt i64 %3671, 28
-  %3673 = and i1 %3669, %3672
-  br i1 %3673, label %conv1_weight_grad.then1165, label %conv1_weight_grad.endif1166
+relu1_grad.iy187:                                 ; preds = %relu1_grad.ix188.end, %relu1_grad.iy179.end
+  %relu1_grad.iy1871150 = phi i64 [ 0, %relu1_grad.iy179.end ], [ %iy187.next, %relu1_grad.ix188.end ]
+  br label %relu1_grad.ix188
 
-conv1_weight_grad.oy177.end:                      ; preds = %conv1_weight_grad.endif1175
-  br label %conv1_weight_grad.oy180
+relu1_grad.iy187.end:                             ; preds = %relu1_grad.ix188.end
+  br label %relu1_grad.iy198
 
-conv1_weight_grad.then1165:                       ; preds = %conv1_weight_grad.oy177
-  br label %conv1_weight_grad.ox178
-
-conv1_weight_grad.endif1166:                      ; preds = %conv1_weight_grad.ox178.end, %conv1_weight_grad.oy177
-  %3674 = add nsw i64 %conv1_weight_grad.oy1771164, %conv1_weight_grad.ky1721146
-  %3675 = add nsw i64 %3674, -1
-  %3676 = icmp slt i64 %3675, 0
-  br i1 %3676, label %conv1_weight_grad.then1170, label %conv1_weight_grad.endif1171
-
-conv1_weight_grad.ox178:                          ; preds = %conv1_weight_grad.ox178, %conv1_weight_grad.then1165
-  %conv1_weight_grad.ox1781167 = phi i64 [ 0, %conv1_weight_grad.then1165 ], [ %ox178.next, %conv1_weight_grad.ox178 ]
-  %3677 = mul nsw i64 %conv1_weight_grad.g1691143, 64
-  %3678 = add nsw i64 %3677, %conv1_weight_grad.j1701144
-  %3679 = mul nsw i64 %3678, 784
-  %3680 = mul nsw i64 %conv1_weight_grad.c1711145, 784
-  %3681 = add nsw i64 %3679, %3680
-  %3682 = add nsw i64 %conv1_weight_grad.oy1771164, %conv1_weight_grad.ky1721146
-  %3683 = add nsw i64 %3682, -1
-  %3684 = mul nsw i64 %3683, 28
-  %3685 = add nsw i64 %3681, %3684
-  %3686 = add nsw i64 %3685, %conv1_weight_grad.ox1781167
-  %images1168 = getelementptr inbounds float, ptr %images, i64 %3686
-  %3687 = load float, ptr %images1168, align 4
-  %3688 = mul nsw i64 %conv1_weight_grad.c1711145, 3
-  %3689 = add nsw i64 %3688, %conv1_weight_grad.ky1721146
-  %3690 = mul nsw i64 %3689, 3
-  %3691 = add nsw i64 %3690, 1
-  %3692 = mul nsw i64 %3691, 50176
-  %3693 = mul nsw i64 %conv1_weight_grad.j1701144, 784
-  %3694 = add nsw i64 %3692, %3693
-  %3695 = mul nsw i64 %conv1_weight_grad.oy1771164, 28
-  %3696 = add nsw i64 %3695, %conv1_weight_grad.ox1781167
-  %3697 = add nsw i64 %3694, %3696
-  %arena1169 = getelementptr inbounds float, ptr %arena, i64 %3697
-  store float %3687, ptr %arena1169, align 4
-  %ox178.next = add nsw i64 %conv1_weight_grad.ox1781167, 1
-  %3698 = icmp slt i64 %ox178.next, 28
-  br i1 %3698, label %conv1_weight_grad.ox178, label %conv1_weight_grad.ox178.end
-
-conv1_weight_grad.ox178.end:                      ; preds = %conv1_weight_grad.ox178
-  br label %conv1_weight_grad.endif1166
-
-conv1_weight_grad.then1170:                       ; preds = %conv1_weight_grad.endif1166
-  br label %conv1_weight_grad.ox179
-
-conv1_weight_grad.endif1171:                      ; preds = %conv1_weight_grad.ox179.end, %conv1_weight_grad.endif1166
-  %3699 = add nsw i64 %conv1_weight_grad.oy1771164, %conv1_weight_grad.ky1721146
-  %3700 = add nsw i64 %3699, -1
-  %3701 = icmp slt i64 27, %3700
-  br i1 %3701, label %conv1_weight_grad.then1174, label %conv1_weight_grad.endif1175
-
-conv1_weight_grad.ox179:                          ; preds = %conv1_weight_grad.ox179, %conv1_weight_grad.then1170
-  %conv1_weight_grad.ox1791172 = phi i64 [ 0, %conv1_weight_grad.then1170 ], [ %ox179.next, %conv1_weight_grad.ox179 ]
-  %3702 = mul nsw i64 %conv1_weight_grad.c1711145, 3
-  %3703 = add nsw i64 %3702, %conv1_weight_grad.ky1721146
-  %3704 = mul nsw i64 %3703, 3
-  %3705 = add nsw i64 %3704, 1
-  %3706 = mul nsw i64 %3705, 50176
-  %3707 = mul nsw i64 %conv1_weight_grad.j1701144, 784
-  %3708 = add nsw i64 %3706, %3707
-  %3709 = mul nsw i64 %conv1_weight_grad.oy1771164, 28
-  %3710 = add nsw i64 %3709, %conv1_weight_grad.ox1791172
-  %3711 = add nsw i64 %3708, %3710
-  %arena1173 = getelementptr inbounds float, ptr %arena, i64 %3711
-  store float 0.000000e+00, ptr %arena1173, align 4
-  %ox179.next = add nsw i64 %conv1_weight_grad.ox1791172, 1
-  %3712 = icmp slt i64 %ox179.next, 28
-  br i1 %3712, label %conv1_weight_grad.ox179, label %conv1_weight_grad.ox179.end
-
-conv1_weight_grad.ox179.end:                      ; preds = %conv1_weight_grad.ox179
-  br label %conv1_weight_grad.endif1171
-
-conv1_weight_grad.then1174:                       ; preds = %conv1_weight_grad.endif1171
-  br label %conv1_weight_grad.ox1791176
-
-conv1_weight_grad.endif1175:                      ; preds = %conv1_weight_grad.ox179.end1177, %conv1_weight_grad.endif1171
-  %oy177.next = add nsw i64 %conv1_weight_grad.oy1771164, 1
-  %3713 = icmp slt i64 %oy177.next, 28
-  br i1 %3713, label %conv1_weight_grad.oy177, label %conv1_weight_grad.oy177.end
-
-conv1_weight_grad.ox1791176:                      ; preds = %conv1_weight_grad.ox1791176, %conv1_weight_grad.then1174
-  %conv1_weight_grad.ox1791178 = phi i64 [ 0, %conv1_weight_grad.then1174 ], [ %ox179.next1180, %conv1_weight_grad.ox1791176 ]
-  %3714 = mul nsw i64 %conv1_weight_grad.c1711145, 3
-  %3715 = add nsw i64 %3714, %conv1_weight_grad.ky1721146
-  %3716 = mul nsw i64 %3715, 3
-  %3717 = add nsw i64 %3716, 1
-  %3718 = mul nsw i64 %3717, 50176
-  %3719 = mul nsw i64 %conv1_weight_grad.j1701144, 784
-  %3720 = add nsw i64 %3718, %3719
-  %3721 = mul nsw i64 %conv1_weight_grad.oy1771164, 28
-  %3722 = add nsw i64 %3721, %conv1_weight_grad.ox1791178
-  %3723 = add nsw i64 %3720, %3722
-  %arena1179 = getelementptr inbounds float, ptr %arena, i64 %3723
-  store float 0.000000e+00, ptr %arena1179, align 4
-  %ox179.next1180 = add nsw i64 %conv1_weight_grad.ox1791178, 1
-  %3724 = icmp slt i64 %ox179.next1180, 28
-  br i1 %3724, label %conv1_weight_grad.ox1791176, label %conv1_weight_grad.ox179.end1177
-
-conv1_weight_grad.ox179.end1177:                  ; preds = %conv1_weight_grad.ox1791176
-  br label %conv1_weight_grad.endif1175
-
-conv1_weight_grad.oy180:                          ; preds = %conv1_weight_grad.endif1194, %conv1_weight_grad.oy177.end
-  %conv1_weight_grad.oy1801181 = phi i64 [ 0, %conv1_weight_grad.oy177.end ], [ %oy180.next, %conv1_weight_grad.endif1194 ]
-  %3725 = add nsw i64 %conv1_weight_grad.oy1801181, %conv1_weight_grad.ky1721146
-  %3726 = add nsw i64 %3725, -1
-  %3727 = icmp slt i64 -1, %3726
-  %3728 = add nsw i64 %conv1_weight_grad.oy1801181, %conv1_weight_grad.ky1721146
-  %3729 = add nsw i64 %3728, -1
-  %3730 = icmp slt i64 %3729, 28
-  %3731 = and i1 %3727, %3730
-  br i1 %3731, label %conv1_weight_grad.then1182, label %conv1_weight_grad.endif1183
-
-conv1_weight_grad.oy180.end:                      ; preds = %conv1_weight_grad.endif1194
-  %ky172.next = add nsw i64 %conv1_weight_grad.ky1721146, 1
-  %3732 = icmp slt i64 %ky172.next, 3
-  br i1 %3732, label %conv1_weight_grad.ky172, label %conv1_weight_grad.ky172.end
-
-conv1_weight_grad.then1182:                       ; preds = %conv1_weight_grad.oy180
-  br label %conv1_weight_grad.ox181
-
-conv1_weight_grad.endif1183:                      ; preds = %conv1_weight_grad.ox182.end, %conv1_weight_grad.oy180
-  %3733 = add nsw i64 %conv1_weight_grad.oy1801181, %conv1_weight_grad.ky1721146
-  %3734 = add nsw i64 %3733, -1
-  %3735 = icmp slt i64 %3734, 0
-  br i1 %3735, label %conv1_weight_grad.then1189, label %conv1_weight_grad.endif1190
-
-conv1_weight_grad.ox181:                          ; preds = %conv1_weight_grad.ox181, %conv1_weight_grad.then1182
-  %conv1_weight_grad.ox1811184 = phi i64 [ 0, %conv1_weight_grad.then1182 ], [ %ox181.next, %conv1_weight_grad.ox181 ]
-  %3736 = mul nsw i64 %conv1_weight_grad.g1691143, 64
-  %3737 = add nsw i64 %3736, %conv1_weight_grad.j1701144
-  %3738 = mul nsw i64 %3737, 784
-  %3739 = mul nsw i64 %conv1_weight_grad.c1711145, 784
-  %3740 = add nsw i64 %3738, %3739
-  %3741 = add nsw i64 %conv1_weight_grad.oy1801181, %conv1_weight_grad.ky1721146
-  %3742 = add nsw i64 %3741, -1
-  %3743 = mul nsw i64 %3742, 28
-  %3744 = add nsw i64 %3740, %3743
-  %3745 = add nsw i64 %conv1_weight_grad.ox1811184, 1
-  %3746 = add nsw i64 %3744, %3745
-  %images1185 = getelementptr inbounds float, ptr %images, i64 %3746
-  %3747 = load float, ptr %images1185, align 4
-  %3748 = mul nsw i64 %conv1_weight_grad.c1711145, 3
-  %3749 = add nsw i64 %3748, %conv1_weight_grad.ky1721146
-  %3750 = mul nsw i64 %3749, 3
-  %3751 = add nsw i64 %3750, 2
-  %3752 = mul nsw i64 %3751, 50176
-  %3753 = mul nsw i64 %conv1_weight_grad.j1701144, 784
-  %3754 = add nsw i64 %3752, %3753
-  %3755 = mul nsw i64 %conv1_weight_grad.oy1801181, 28
-  %3756 = add nsw i64 %3755, %conv1_weight_grad.ox1811184
-  %3757 = add nsw i64 %3754, %3756
-  %arena1186 = getelementptr inbounds float, ptr %arena, i64 %3757
-  store float %3747, ptr %arena1186, align 4
-  %ox181.next = add nsw i64 %conv1_weight_grad.ox1811184, 1
-  %3758 = icmp slt i64 %ox181.next, 27
-  br i1 %3758, label %conv1_weight_grad.ox181, label %conv1_weight_grad.ox181.end
-
-conv1_weight_grad.ox181.end:                      ; preds = %conv1_weight_grad.ox181
-  br label %conv1_weight_grad.ox182
-
-conv1_weight_grad.ox182:                          ; preds = %conv1_weight_grad.ox182, %conv1_weight_grad.ox181.end
-  %conv1_weight_grad.ox1821187 = phi i64 [ 0, %conv1_weight_grad.ox181.end ], [ %ox182.next, %conv1_weight_grad.ox182 ]
-  %3759 = mul nsw i64 %conv1_weight_grad.c1711145, 3
-  %3760 = add nsw i64 %3759, %conv1_weight_grad.ky1721146
-  %3761 = mul nsw i64 %3760, 3
-  %3762 = add nsw i64 %3761, 2
-  %3763 = mul nsw i64 %3762, 50176
-  %3764 = mul nsw i64 %conv1_weight_grad.j1701144, 784
-  %3765 = add nsw i64 %3763, %3764
-  %3766 = mul nsw i64 %conv1_weight_grad.oy1801181, 28
-  %3767 = add nsw i64 %conv1_weight_grad.ox1821187, 27
-  %3768 = add nsw i64 %3766, %3767
-  %3769 = add nsw i64 %3765, %3768
-  %arena1188 = getelementptr inbounds float, ptr %arena, i64 %3769
-  store float 0.000000e+00, ptr %arena1188, align 4
-  %ox182.next = add nsw i64 %conv1_weight_grad.ox1821187, 1
-  %3770 = icmp slt i64 %ox182.next, 1
-  br i1 %3770, label %conv1_weight_grad.ox182, label %conv1_weight_grad.ox182.end
-
-conv1_weight_grad.ox182.end:                      ; preds = %conv1_weight_grad.ox182
-  br label %conv1_weight_grad.endif1183
-
-conv1_weight_grad.then1189:                       ; preds = %conv1_weight_grad.endif1183
-  br label %conv1_weight_grad.ox183
-
-conv1_weight_grad.endif1190:                      ; preds = %conv1_weight_grad.ox183.end, %conv1_weight_grad.endif1183
-  %3771 = add nsw i64 %conv1_weight_grad.oy1801181, %conv1_weight_grad.ky1721146
-  %3772 = add nsw i64 %3771, -1
-  %3773 = icmp slt i64 27, %3772
-  br i1 %3773, label %conv1_weight_grad.then1193, label %conv1_weight_grad.endif1194
-
-conv1_weight_grad.ox183:                          ; preds = %conv1_weight_grad.ox183, %conv1_weight_grad.then1189
-  %conv1_weight_grad.ox1831191 = phi i64 [ 0, %conv1_weight_grad.then1189 ], [ %ox183.next, %conv1_weight_grad.ox183 ]
-  %3774 = mul nsw i64 %conv1_weight_grad.c1711145, 3
-  %3775 = add nsw i64 %3774, %conv1_weight_grad.ky1721146
-  %3776 = mul nsw i64 %3775, 3
-  %3777 = add nsw i64 %3776, 2
-  %3778 = mul nsw i64 %3777, 50176
-  %3779 = mul nsw i64 %conv1_weight_grad.j1701144, 784
-  %3780 = add nsw i64 %3778, %3779
-  %3781 = mul nsw i64 %conv1_weight_grad.oy1801181, 28
-  %3782 = add nsw i64 %3781, %conv1_weight_grad.ox1831191
-  %3783 = add nsw i64 %3780, %3782
-  %arena1192 = getelementptr inbounds float, ptr %arena, i64 %3783
-  store float 0.000000e+00, ptr %arena1192, align 4
-  %ox183.next = add nsw i64 %conv1_weight_grad.ox1831191, 1
-  %3784 = icmp slt i64 %ox183.next, 28
-  br i1 %3784, label %conv1_weight_grad.ox183, label %conv1_weight_grad.ox183.end
-
-conv1_weight_grad.ox183.end:                      ; preds = %conv1_weight_grad.ox183
-  br label %conv1_weight_grad.endif1190
-
-conv1_weight_grad.then1193:                       ; preds = %conv1_weight_grad.endif1190
-  br label %conv1_weight_grad.ox1831195
-
-conv1_weight_grad.endif1194:                      ; preds = %conv1_weight_grad.ox183.end1196, %conv1_weight_grad.endif1190
-  %oy180.next = add nsw i64 %conv1_weight_grad.oy1801181, 1
-  %3785 = icmp slt i64 %oy180.next, 28
-  br i1 %3785, label %conv1_weight_grad.oy180, label %conv1_weight_grad.oy180.end
-
-conv1_weight_grad.ox1831195:                      ; preds = %conv1_weight_grad.ox1831195, %conv1_weight_grad.then1193
-  %conv1_weight_grad.ox1831197 = phi i64 [ 0, %conv1_weight_grad.then1193 ], [ %ox183.next1199, %conv1_weight_grad.ox1831195 ]
-  %3786 = mul nsw i64 %conv1_weight_grad.c1711145, 3
-  %3787 = add nsw i64 %3786, %conv1_weight_grad.ky1721146
-  %3788 = mul nsw i64 %3787, 3
-  %3789 = add nsw i64 %3788, 2
-  %3790 = mul nsw i64 %3789, 50176
-  %3791 = mul nsw i64 %conv1_weight_grad.j1701144, 784
-  %3792 = add nsw i64 %3790, %3791
-  %3793 = mul nsw i64 %conv1_weight_grad.oy1801181, 28
-  %3794 = add nsw i64 %3793, %conv1_weight_grad.ox1831197
-  %3795 = add nsw i64 %3792, %3794
-  %arena1198 = getelementptr inbounds float, ptr %arena, i64 %3795
-  store float 0.000000e+00, ptr %arena1198, align 4
-  %ox183.next1199 = add nsw i64 %conv1_weight_grad.ox1831197, 1
-  %3796 = icmp slt i64 %ox183.next1199, 28
-  br i1 %3796, label %conv1_weight_grad.ox1831195, label %conv1_weight_grad.ox183.end1196
-
-conv1_weight_grad.ox183.end1196:                  ; preds = %conv1_weight_grad.ox1831195
-  br label %conv1_weight_grad.endif1194
-
-conv1_weight_grad.j184:                           ; preds = %conv1_weight_grad.i185.end, %conv1_weight_grad.j170.end
-  %conv1_weight_grad.j1841200 = phi i64 [ 0, %conv1_weight_grad.j170.end ], [ %j184.next, %conv1_weight_grad.i185.end ]
-  br label %conv1_weight_grad.i185
-
-conv1_weight_grad.j184.end:                       ; preds = %conv1_weight_grad.i185.end
-  br label %conv1_weight_grad.kp187
-
-conv1_weight_grad.i185:                           ; preds = %conv1_weight_grad.f186.end, %conv1_weight_grad.j184
-  %conv1_weight_grad.i1851201 = phi i64 [ 0, %conv1_weight_grad.j184 ], [ %i185.next, %conv1_weight_grad.f186.end ]
-  br label %conv1_weight_grad.f186
-
-conv1_weight_grad.i185.end:                       ; preds = %conv1_weight_grad.f186.end
-  %j184.next = add nsw i64 %conv1_weight_grad.j1841200, 1
-  %3797 = icmp slt i64 %j184.next, 64
-  br i1 %3797, label %conv1_weight_grad.j184, label %conv1_weight_grad.j184.end
-
-conv1_weight_grad.f186:                           ; preds = %conv1_weight_grad.f186, %conv1_weight_grad.i185
-  %conv1_weight_grad.f1861202 = phi i64 [ 0, %conv1_weight_grad.i185 ], [ %f186.next, %conv1_weight_grad.f186 ]
-  %3798 = mul nsw i64 %conv1_weight_grad.g1691143, 64
-  %3799 = add nsw i64 %3798, %conv1_weight_grad.j1841200
-  %3800 = mul nsw i64 %3799, 25088
-  %3801 = add nsw i64 3220112, %3800
-  %3802 = mul nsw i64 %conv1_weight_grad.f1861202, 784
-  %3803 = add nsw i64 %3801, %3802
-  %3804 = add nsw i64 %3803, %conv1_weight_grad.i1851201
-  %arena1203 = getelementptr inbounds float, ptr %arena, i64 %3804
-  %3805 = load float, ptr %arena1203, align 4
-  %3806 = mul nsw i64 %conv1_weight_grad.j1841200, 784
-  %3807 = add nsw i64 %3806, %conv1_weight_grad.i1851201
-  %3808 = mul nsw i64 %3807, 32
-  %3809 = add nsw i64 451584, %3808
-  %3810 = add nsw i64 %3809, %conv1_weight_grad.f1861202
-  %arena1204 = getelementptr inbounds float, ptr %arena, i64 %3810
-  store float %3805, ptr %arena1204, align 4
-  %f186.next = add nsw i64 %conv1_weight_grad.f1861202, 1
-  %3811 = icmp slt i64 %f186.next, 32
-  br i1 %3811, label %conv1_weight_grad.f186, label %conv1_weight_grad.f186.end
-
-conv1_weight_grad.f186.end:                       ; preds = %conv1_weight_grad.f186
-  %i185.next = add nsw i64 %conv1_weight_grad.i1851201, 1
-  %3812 = icmp slt i64 %i185.next, 784
-  br i1 %3812, label %conv1_weight_grad.i185, label %conv1_weight_grad.i185.end
-
-conv1_weight_grad.kp187:                          ; preds = %conv1_weight_grad.nb188.end, %conv1_weight_grad.j184.end
-  %conv1_weight_grad.kp1871205 = phi i64 [ 0, %conv1_weight_grad.j184.end ], [ %kp187.next, %conv1_weight_grad.nb188.end ]
-  br label %conv1_weight_grad.nb188
-
-conv1_weight_grad.kp187.end:                      ; preds = %conv1_weight_grad.nb188.end
-  br label %conv1_weight_grad.nb192
-
-conv1_weight_grad.nb188:                          ; preds = %conv1_weight_grad.mb189.end, %conv1_weight_grad.kp187
-  %conv1_weight_grad.nb1881206 = phi i64 [ 0, %conv1_weight_grad.kp187 ], [ %nb188.next, %conv1_weight_grad.mb189.end ]
-  br label %conv1_weight_grad.mb189
-
-conv1_weight_grad.nb188.end:                      ; preds = %conv1_weight_grad.mb189.end
-  %kp187.next = add nsw i64 %conv1_weight_grad.kp1871205, 1
-  %3813 = icmp slt i64 %kp187.next, 130
-  br i1 %3813, label %conv1_weight_grad.kp187, label %conv1_weight_grad.kp187.end
-
-conv1_weight_grad.mb189:                          ; preds = %conv1_weight_grad.k191.end, %conv1_weight_grad.nb188
-  %conv1_weight_grad.mb1891207 = phi i64 [ 0, %conv1_weight_grad.nb188 ], [ %mb189.next, %conv1_weight_grad.k191.end ]
-  %3814 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3815 = mul nsw i64 %3814, 32
-  %3816 = add nsw i64 2057216, %3815
-  %3817 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3818 = add nsw i64 %3816, %3817
-  %arena1208 = getelementptr inbounds float, ptr %arena, i64 %3818
-  %3819 = load <16 x float>, ptr %arena1208, align 4
-  store <16 x float> %3819, ptr %conv1_weight_grad.t190_c0_0, align 64
-  %3820 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3821 = mul nsw i64 %3820, 32
-  %3822 = add nsw i64 2057216, %3821
-  %3823 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3824 = add nsw i64 %3822, %3823
-  %3825 = add nsw i64 %3824, 16
-  %arena1209 = getelementptr inbounds float, ptr %arena, i64 %3825
-  %3826 = load <16 x float>, ptr %arena1209, align 4
-  store <16 x float> %3826, ptr %conv1_weight_grad.t190_c0_1, align 64
-  %3827 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3828 = add nsw i64 %3827, 1
-  %3829 = mul nsw i64 %3828, 32
-  %3830 = add nsw i64 2057216, %3829
-  %3831 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3832 = add nsw i64 %3830, %3831
-  %arena1210 = getelementptr inbounds float, ptr %arena, i64 %3832
-  %3833 = load <16 x float>, ptr %arena1210, align 4
-  store <16 x float> %3833, ptr %conv1_weight_grad.t190_c1_0, align 64
-  %3834 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3835 = add nsw i64 %3834, 1
-  %3836 = mul nsw i64 %3835, 32
-  %3837 = add nsw i64 2057216, %3836
-  %3838 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
+relu1_grad.ix188:                                 ; preds = %relu1_grad.ix188, %relu1_grad.iy187
+  %relu1_grad.ix1881151 = phi i64 [ 0, %relu1_grad.iy187 ], [ %ix188.next, %relu1_grad.ix188 ]
+  %3769 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3770 = mul nsw i64 %3769, 50176
+  %3771 = add nsw i64 7251216, %3770
+  %3772 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3773 = add nsw i64 %3771, %3772
+  %3774 = add nsw i64 %relu1_grad.iy1871150, 1
+  %3775 = add nsw i64 %3774, 1
+  %3776 = mul nsw i64 %3775, 28
+  %3777 = add nsw i64 %3773, %3776
+  %3778 = add nsw i64 %3777, 2
+  %3779 = add nsw i64 %3778, %relu1_grad.ix1881151
+  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %3779
+  %3780 = load float, ptr %arena1152, align 4
+  store float %3780, ptr %relu1_grad.sum189, align 4
+  %sum189 = load float, ptr %relu1_grad.sum189, align 4
+  %3781 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3782 = add nsw i64 %3781, 1
+  %3783 = mul nsw i64 %3782, 50176
+  %3784 = add nsw i64 7251216, %3783
+  %3785 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3786 = add nsw i64 %3784, %3785
+  %3787 = add nsw i64 %relu1_grad.iy1871150, 1
+  %3788 = add nsw i64 %3787, 1
+  %3789 = mul nsw i64 %3788, 28
+  %3790 = add nsw i64 %3786, %3789
+  %3791 = add nsw i64 %3790, 1
+  %3792 = add nsw i64 %3791, %relu1_grad.ix1881151
+  %arena1153 = getelementptr inbounds float, ptr %arena, i64 %3792
+  %3793 = load float, ptr %arena1153, align 4
+  %3794 = fadd float %sum189, %3793
+  store float %3794, ptr %relu1_grad.sum190, align 4
+  %sum190 = load float, ptr %relu1_grad.sum190, align 4
+  %3795 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3796 = add nsw i64 %3795, 2
+  %3797 = mul nsw i64 %3796, 50176
+  %3798 = add nsw i64 7251216, %3797
+  %3799 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3800 = add nsw i64 %3798, %3799
+  %3801 = add nsw i64 %relu1_grad.iy1871150, 1
+  %3802 = add nsw i64 %3801, 1
+  %3803 = mul nsw i64 %3802, 28
+  %3804 = add nsw i64 %3800, %3803
+  %3805 = add nsw i64 %3804, %relu1_grad.ix1881151
+  %arena1154 = getelementptr inbounds float, ptr %arena, i64 %3805
+  %3806 = load float, ptr %arena1154, align 4
+  %3807 = fadd float %sum190, %3806
+  store float %3807, ptr %relu1_grad.sum191, align 4
+  %sum191 = load float, ptr %relu1_grad.sum191, align 4
+  %3808 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3809 = add nsw i64 %3808, 3
+  %3810 = mul nsw i64 %3809, 50176
+  %3811 = add nsw i64 7251216, %3810
+  %3812 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3813 = add nsw i64 %3811, %3812
+  %3814 = add nsw i64 %relu1_grad.iy1871150, 1
+  %3815 = mul nsw i64 %3814, 28
+  %3816 = add nsw i64 %3813, %3815
+  %3817 = add nsw i64 %3816, 2
+  %3818 = add nsw i64 %3817, %relu1_grad.ix1881151
+  %arena1155 = getelementptr inbounds float, ptr %arena, i64 %3818
+  %3819 = load float, ptr %arena1155, align 4
+  %3820 = fadd float %sum191, %3819
+  store float %3820, ptr %relu1_grad.sum192, align 4
+  %sum192 = load float, ptr %relu1_grad.sum192, align 4
+  %3821 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3822 = add nsw i64 %3821, 4
+  %3823 = mul nsw i64 %3822, 50176
+  %3824 = add nsw i64 7251216, %3823
+  %3825 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3826 = add nsw i64 %3824, %3825
+  %3827 = add nsw i64 %relu1_grad.iy1871150, 1
+  %3828 = mul nsw i64 %3827, 28
+  %3829 = add nsw i64 %3826, %3828
+  %3830 = add nsw i64 %3829, 1
+  %3831 = add nsw i64 %3830, %relu1_grad.ix1881151
+  %arena1156 = getelementptr inbounds float, ptr %arena, i64 %3831
+  %3832 = load float, ptr %arena1156, align 4
+  %3833 = fadd float %sum192, %3832
+  store float %3833, ptr %relu1_grad.sum193, align 4
+  %sum193 = load float, ptr %relu1_grad.sum193, align 4
+  %3834 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3835 = add nsw i64 %3834, 5
+  %3836 = mul nsw i64 %3835, 50176
+  %3837 = add nsw i64 7251216, %3836
+  %3838 = mul nsw i64 %relu1_grad.j1571116, 784
   %3839 = add nsw i64 %3837, %3838
-  %3840 = add nsw i64 %3839, 16
-  %arena1211 = getelementptr inbounds float, ptr %arena, i64 %3840
-  %3841 = load <16 x float>, ptr %arena1211, align 4
-  store <16 x float> %3841, ptr %conv1_weight_grad.t190_c1_1, align 64
-  %3842 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3843 = add nsw i64 %3842, 2
-  %3844 = mul nsw i64 %3843, 32
-  %3845 = add nsw i64 2057216, %3844
-  %3846 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3847 = add nsw i64 %3845, %3846
-  %arena1212 = getelementptr inbounds float, ptr %arena, i64 %3847
-  %3848 = load <16 x float>, ptr %arena1212, align 4
-  store <16 x float> %3848, ptr %conv1_weight_grad.t190_c2_0, align 64
-  %3849 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3850 = add nsw i64 %3849, 2
-  %3851 = mul nsw i64 %3850, 32
-  %3852 = add nsw i64 2057216, %3851
-  %3853 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3854 = add nsw i64 %3852, %3853
-  %3855 = add nsw i64 %3854, 16
-  %arena1213 = getelementptr inbounds float, ptr %arena, i64 %3855
-  %3856 = load <16 x float>, ptr %arena1213, align 4
-  store <16 x float> %3856, ptr %conv1_weight_grad.t190_c2_1, align 64
-  %3857 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3858 = add nsw i64 %3857, 3
-  %3859 = mul nsw i64 %3858, 32
-  %3860 = add nsw i64 2057216, %3859
-  %3861 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3862 = add nsw i64 %3860, %3861
-  %arena1214 = getelementptr inbounds float, ptr %arena, i64 %3862
-  %3863 = load <16 x float>, ptr %arena1214, align 4
-  store <16 x float> %3863, ptr %conv1_weight_grad.t190_c3_0, align 64
-  %3864 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3865 = add nsw i64 %3864, 3
-  %3866 = mul nsw i64 %3865, 32
-  %3867 = add nsw i64 2057216, %3866
-  %3868 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3869 = add nsw i64 %3867, %3868
-  %3870 = add nsw i64 %3869, 16
-  %arena1215 = getelementptr inbounds float, ptr %arena, i64 %3870
-  %3871 = load <16 x float>, ptr %arena1215, align 4
-  store <16 x float> %3871, ptr %conv1_weight_grad.t190_c3_1, align 64
-  %3872 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3873 = add nsw i64 %3872, 4
-  %3874 = mul nsw i64 %3873, 32
-  %3875 = add nsw i64 2057216, %3874
-  %3876 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3877 = add nsw i64 %3875, %3876
-  %arena1216 = getelementptr inbounds float, ptr %arena, i64 %3877
-  %3878 = load <16 x float>, ptr %arena1216, align 4
-  store <16 x float> %3878, ptr %conv1_weight_grad.t190_c4_0, align 64
-  %3879 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3880 = add nsw i64 %3879, 4
-  %3881 = mul nsw i64 %3880, 32
-  %3882 = add nsw i64 2057216, %3881
-  %3883 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3884 = add nsw i64 %3882, %3883
-  %3885 = add nsw i64 %3884, 16
-  %arena1217 = getelementptr inbounds float, ptr %arena, i64 %3885
-  %3886 = load <16 x float>, ptr %arena1217, align 4
-  store <16 x float> %3886, ptr %conv1_weight_grad.t190_c4_1, align 64
-  %3887 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3888 = add nsw i64 %3887, 5
-  %3889 = mul nsw i64 %3888, 32
-  %3890 = add nsw i64 2057216, %3889
-  %3891 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
+  %3840 = add nsw i64 %relu1_grad.iy1871150, 1
+  %3841 = mul nsw i64 %3840, 28
+  %3842 = add nsw i64 %3839, %3841
+  %3843 = add nsw i64 %3842, %relu1_grad.ix1881151
+  %arena1157 = getelementptr inbounds float, ptr %arena, i64 %3843
+  %3844 = load float, ptr %arena1157, align 4
+  %3845 = fadd float %sum193, %3844
+  store float %3845, ptr %relu1_grad.sum194, align 4
+  %sum194 = load float, ptr %relu1_grad.sum194, align 4
+  %3846 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3847 = add nsw i64 %3846, 6
+  %3848 = mul nsw i64 %3847, 50176
+  %3849 = add nsw i64 7251216, %3848
+  %3850 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3851 = add nsw i64 %3849, %3850
+  %3852 = add nsw i64 %relu1_grad.iy1871150, 1
+  %3853 = add nsw i64 %3852, -1
+  %3854 = mul nsw i64 %3853, 28
+  %3855 = add nsw i64 %3851, %3854
+  %3856 = add nsw i64 %3855, 2
+  %3857 = add nsw i64 %3856, %relu1_grad.ix1881151
+  %arena1158 = getelementptr inbounds float, ptr %arena, i64 %3857
+  %3858 = load float, ptr %arena1158, align 4
+  %3859 = fadd float %sum194, %3858
+  store float %3859, ptr %relu1_grad.sum195, align 4
+  %sum195 = load float, ptr %relu1_grad.sum195, align 4
+  %3860 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3861 = add nsw i64 %3860, 7
+  %3862 = mul nsw i64 %3861, 50176
+  %3863 = add nsw i64 7251216, %3862
+  %3864 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3865 = add nsw i64 %3863, %3864
+  %3866 = add nsw i64 %relu1_grad.iy1871150, 1
+  %3867 = add nsw i64 %3866, -1
+  %3868 = mul nsw i64 %3867, 28
+  %3869 = add nsw i64 %3865, %3868
+  %3870 = add nsw i64 %3869, 1
+  %3871 = add nsw i64 %3870, %relu1_grad.ix1881151
+  %arena1159 = getelementptr inbounds float, ptr %arena, i64 %3871
+  %3872 = load float, ptr %arena1159, align 4
+  %3873 = fadd float %sum195, %3872
+  store float %3873, ptr %relu1_grad.sum196, align 4
+  %sum196 = load float, ptr %relu1_grad.sum196, align 4
+  %3874 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3875 = add nsw i64 %3874, 8
+  %3876 = mul nsw i64 %3875, 50176
+  %3877 = add nsw i64 7251216, %3876
+  %3878 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3879 = add nsw i64 %3877, %3878
+  %3880 = add nsw i64 %relu1_grad.iy1871150, 1
+  %3881 = add nsw i64 %3880, -1
+  %3882 = mul nsw i64 %3881, 28
+  %3883 = add nsw i64 %3879, %3882
+  %3884 = add nsw i64 %3883, %relu1_grad.ix1881151
+  %arena1160 = getelementptr inbounds float, ptr %arena, i64 %3884
+  %3885 = load float, ptr %arena1160, align 4
+  %3886 = fadd float %sum196, %3885
+  store float %3886, ptr %relu1_grad.sum197, align 4
+  %sum197 = load float, ptr %relu1_grad.sum197, align 4
+  %3887 = mul nsw i64 %relu1_grad.g1491011, 64
+  %3888 = add nsw i64 %3887, %relu1_grad.j1571116
+  %3889 = mul nsw i64 %3888, 25088
+  %3890 = add nsw i64 1605632, %3889
+  %3891 = mul nsw i64 %relu1_grad.c1581117, 784
   %3892 = add nsw i64 %3890, %3891
-  %arena1218 = getelementptr inbounds float, ptr %arena, i64 %3892
-  %3893 = load <16 x float>, ptr %arena1218, align 4
-  store <16 x float> %3893, ptr %conv1_weight_grad.t190_c5_0, align 64
-  %3894 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3895 = add nsw i64 %3894, 5
-  %3896 = mul nsw i64 %3895, 32
-  %3897 = add nsw i64 2057216, %3896
-  %3898 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3899 = add nsw i64 %3897, %3898
-  %3900 = add nsw i64 %3899, 16
-  %arena1219 = getelementptr inbounds float, ptr %arena, i64 %3900
-  %3901 = load <16 x float>, ptr %arena1219, align 4
-  store <16 x float> %3901, ptr %conv1_weight_grad.t190_c5_1, align 64
-  %3902 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3903 = add nsw i64 %3902, 6
-  %3904 = mul nsw i64 %3903, 32
-  %3905 = add nsw i64 2057216, %3904
-  %3906 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3907 = add nsw i64 %3905, %3906
-  %arena1220 = getelementptr inbounds float, ptr %arena, i64 %3907
-  %3908 = load <16 x float>, ptr %arena1220, align 4
-  store <16 x float> %3908, ptr %conv1_weight_grad.t190_c6_0, align 64
-  %3909 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3910 = add nsw i64 %3909, 6
-  %3911 = mul nsw i64 %3910, 32
-  %3912 = add nsw i64 2057216, %3911
-  %3913 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3914 = add nsw i64 %3912, %3913
-  %3915 = add nsw i64 %3914, 16
-  %arena1221 = getelementptr inbounds float, ptr %arena, i64 %3915
-  %3916 = load <16 x float>, ptr %arena1221, align 4
-  store <16 x float> %3916, ptr %conv1_weight_grad.t190_c6_1, align 64
-  %3917 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3918 = add nsw i64 %3917, 7
-  %3919 = mul nsw i64 %3918, 32
-  %3920 = add nsw i64 2057216, %3919
-  %3921 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3922 = add nsw i64 %3920, %3921
-  %arena1222 = getelementptr inbounds float, ptr %arena, i64 %3922
-  %3923 = load <16 x float>, ptr %arena1222, align 4
-  store <16 x float> %3923, ptr %conv1_weight_grad.t190_c7_0, align 64
-  %3924 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3925 = add nsw i64 %3924, 7
-  %3926 = mul nsw i64 %3925, 32
-  %3927 = add nsw i64 2057216, %3926
-  %3928 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3929 = add nsw i64 %3927, %3928
-  %3930 = add nsw i64 %3929, 16
-  %arena1223 = getelementptr inbounds float, ptr %arena, i64 %3930
-  %3931 = load <16 x float>, ptr %arena1223, align 4
-  store <16 x float> %3931, ptr %conv1_weight_grad.t190_c7_1, align 64
-  %3932 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3933 = add nsw i64 %3932, 8
-  %3934 = mul nsw i64 %3933, 32
-  %3935 = add nsw i64 2057216, %3934
-  %3936 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3937 = add nsw i64 %3935, %3936
-  %arena1224 = getelementptr inbounds float, ptr %arena, i64 %3937
-  %3938 = load <16 x float>, ptr %arena1224, align 4
-  store <16 x float> %3938, ptr %conv1_weight_grad.t190_c8_0, align 64
-  %3939 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3940 = add nsw i64 %3939, 8
-  %3941 = mul nsw i64 %3940, 32
-  %3942 = add nsw i64 2057216, %3941
-  %3943 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3944 = add nsw i64 %3942, %3943
-  %3945 = add nsw i64 %3944, 16
-  %arena1225 = getelementptr inbounds float, ptr %arena, i64 %3945
-  %3946 = load <16 x float>, ptr %arena1225, align 4
-  store <16 x float> %3946, ptr %conv1_weight_grad.t190_c8_1, align 64
-  br label %conv1_weight_grad.k191
+  %3893 = add nsw i64 %relu1_grad.iy1871150, 1
+  %3894 = mul nsw i64 %3893, 28
+  %3895 = add nsw i64 %3892, %3894
+  %3896 = add nsw i64 %3895, 1
+  %3897 = add nsw i64 %3896, %relu1_grad.ix1881151
+  %arena1161 = getelementptr inbounds float, ptr %arena, i64 %3897
+  store float %sum197, ptr %arena1161, align 4
+  %ix188.next = add nsw i64 %relu1_grad.ix1881151, 1
+  %3898 = icmp slt i64 %ix188.next, 26
+  br i1 %3898, label %relu1_grad.ix188, label %relu1_grad.ix188.end
 
-conv1_weight_grad.mb189.end:                      ; preds = %conv1_weight_grad.k191.end
-  %nb188.next = add nsw i64 %conv1_weight_grad.nb1881206, 1
-  %3947 = icmp slt i64 %nb188.next, 1
-  br i1 %3947, label %conv1_weight_grad.nb188, label %conv1_weight_grad.nb188.end
+relu1_grad.ix188.end:                             ; preds = %relu1_grad.ix188
+  %iy187.next = add nsw i64 %relu1_grad.iy1871150, 1
+  %3899 = icmp slt i64 %iy187.next, 26
+  br i1 %3899, label %relu1_grad.iy187, label %relu1_grad.iy187.end
 
-conv1_weight_grad.k191:                           ; preds = %conv1_weight_grad.k191, %conv1_weight_grad.mb189
-  %conv1_weight_grad.k1911226 = phi i64 [ 0, %conv1_weight_grad.mb189 ], [ %k191.next, %conv1_weight_grad.k191 ]
-  %3948 = mul nsw i64 %conv1_weight_grad.kp1871205, 384
-  %3949 = add nsw i64 %conv1_weight_grad.k1911226, %3948
-  %3950 = mul nsw i64 %3949, 32
-  %3951 = add nsw i64 451584, %3950
-  %3952 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3953 = add nsw i64 %3951, %3952
-  %arena1227 = getelementptr inbounds float, ptr %arena, i64 %3953
-  %3954 = load <16 x float>, ptr %arena1227, align 4
-  store <16 x float> %3954, ptr %conv1_weight_grad.t190_b0, align 64
-  %3955 = mul nsw i64 %conv1_weight_grad.kp1871205, 384
-  %3956 = add nsw i64 %conv1_weight_grad.k1911226, %3955
-  %3957 = mul nsw i64 %3956, 32
-  %3958 = add nsw i64 451584, %3957
-  %3959 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %3960 = add nsw i64 %3958, %3959
-  %3961 = add nsw i64 %3960, 16
-  %arena1228 = getelementptr inbounds float, ptr %arena, i64 %3961
-  %3962 = load <16 x float>, ptr %arena1228, align 4
-  store <16 x float> %3962, ptr %conv1_weight_grad.t190_b1, align 64
-  %3963 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3964 = mul nsw i64 %3963, 50176
-  %3965 = mul nsw i64 %conv1_weight_grad.kp1871205, 384
-  %3966 = add nsw i64 %conv1_weight_grad.k1911226, %3965
-  %3967 = add nsw i64 %3964, %3966
-  %arena1229 = getelementptr inbounds float, ptr %arena, i64 %3967
-  %3968 = load float, ptr %arena1229, align 4
-  %3969 = insertelement <16 x float> undef, float %3968, i32 0
-  %3970 = shufflevector <16 x float> %3969, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3970, ptr %conv1_weight_grad.t190_a0, align 64
-  %t190_a0 = load <16 x float>, ptr %conv1_weight_grad.t190_a0, align 64
-  %t190_b0 = load <16 x float>, ptr %conv1_weight_grad.t190_b0, align 64
-  %t190_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t190_c0_0, align 64
-  %3971 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a0, <16 x float> %t190_b0, <16 x float> %t190_c0_0)
-  store <16 x float> %3971, ptr %conv1_weight_grad.t190_c0_0, align 64
-  %t190_a01230 = load <16 x float>, ptr %conv1_weight_grad.t190_a0, align 64
-  %t190_b1 = load <16 x float>, ptr %conv1_weight_grad.t190_b1, align 64
-  %t190_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t190_c0_1, align 64
-  %3972 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a01230, <16 x float> %t190_b1, <16 x float> %t190_c0_1)
-  store <16 x float> %3972, ptr %conv1_weight_grad.t190_c0_1, align 64
-  %3973 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3974 = add nsw i64 %3973, 1
-  %3975 = mul nsw i64 %3974, 50176
-  %3976 = mul nsw i64 %conv1_weight_grad.kp1871205, 384
-  %3977 = add nsw i64 %conv1_weight_grad.k1911226, %3976
-  %3978 = add nsw i64 %3975, %3977
-  %arena1231 = getelementptr inbounds float, ptr %arena, i64 %3978
-  %3979 = load float, ptr %arena1231, align 4
-  %3980 = insertelement <16 x float> undef, float %3979, i32 0
-  %3981 = shufflevector <16 x float> %3980, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3981, ptr %conv1_weight_grad.t190_a1, align 64
-  %t190_a1 = load <16 x float>, ptr %conv1_weight_grad.t190_a1, align 64
-  %t190_b01232 = load <16 x float>, ptr %conv1_weight_grad.t190_b0, align 64
-  %t190_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t190_c1_0, align 64
-  %3982 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a1, <16 x float> %t190_b01232, <16 x float> %t190_c1_0)
-  store <16 x float> %3982, ptr %conv1_weight_grad.t190_c1_0, align 64
-  %t190_a11233 = load <16 x float>, ptr %conv1_weight_grad.t190_a1, align 64
-  %t190_b11234 = load <16 x float>, ptr %conv1_weight_grad.t190_b1, align 64
-  %t190_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t190_c1_1, align 64
-  %3983 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a11233, <16 x float> %t190_b11234, <16 x float> %t190_c1_1)
-  store <16 x float> %3983, ptr %conv1_weight_grad.t190_c1_1, align 64
-  %3984 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3985 = add nsw i64 %3984, 2
-  %3986 = mul nsw i64 %3985, 50176
-  %3987 = mul nsw i64 %conv1_weight_grad.kp1871205, 384
-  %3988 = add nsw i64 %conv1_weight_grad.k1911226, %3987
+relu1_grad.iy198:                                 ; preds = %relu1_grad.ix199.end, %relu1_grad.iy187.end
+  %relu1_grad.iy1981162 = phi i64 [ 0, %relu1_grad.iy187.end ], [ %iy198.next, %relu1_grad.ix199.end ]
+  br label %relu1_grad.ix199
+
+relu1_grad.iy198.end:                             ; preds = %relu1_grad.ix199.end
+  br label %relu1_grad.iy206
+
+relu1_grad.ix199:                                 ; preds = %relu1_grad.ix199, %relu1_grad.iy198
+  %relu1_grad.ix1991163 = phi i64 [ 0, %relu1_grad.iy198 ], [ %ix199.next, %relu1_grad.ix199 ]
+  %3900 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3901 = add nsw i64 %3900, 1
+  %3902 = mul nsw i64 %3901, 50176
+  %3903 = add nsw i64 7251216, %3902
+  %3904 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3905 = add nsw i64 %3903, %3904
+  %3906 = add nsw i64 %relu1_grad.iy1981162, 1
+  %3907 = add nsw i64 %3906, 1
+  %3908 = mul nsw i64 %3907, 28
+  %3909 = add nsw i64 %3905, %3908
+  %3910 = add nsw i64 %3909, 27
+  %3911 = add nsw i64 %3910, %relu1_grad.ix1991163
+  %arena1164 = getelementptr inbounds float, ptr %arena, i64 %3911
+  %3912 = load float, ptr %arena1164, align 4
+  store float %3912, ptr %relu1_grad.sum200, align 4
+  %sum200 = load float, ptr %relu1_grad.sum200, align 4
+  %3913 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3914 = add nsw i64 %3913, 2
+  %3915 = mul nsw i64 %3914, 50176
+  %3916 = add nsw i64 7251216, %3915
+  %3917 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3918 = add nsw i64 %3916, %3917
+  %3919 = add nsw i64 %relu1_grad.iy1981162, 1
+  %3920 = add nsw i64 %3919, 1
+  %3921 = mul nsw i64 %3920, 28
+  %3922 = add nsw i64 %3918, %3921
+  %3923 = add nsw i64 %3922, 26
+  %3924 = add nsw i64 %3923, %relu1_grad.ix1991163
+  %arena1165 = getelementptr inbounds float, ptr %arena, i64 %3924
+  %3925 = load float, ptr %arena1165, align 4
+  %3926 = fadd float %sum200, %3925
+  store float %3926, ptr %relu1_grad.sum201, align 4
+  %sum201 = load float, ptr %relu1_grad.sum201, align 4
+  %3927 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3928 = add nsw i64 %3927, 4
+  %3929 = mul nsw i64 %3928, 50176
+  %3930 = add nsw i64 7251216, %3929
+  %3931 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3932 = add nsw i64 %3930, %3931
+  %3933 = add nsw i64 %relu1_grad.iy1981162, 1
+  %3934 = mul nsw i64 %3933, 28
+  %3935 = add nsw i64 %3932, %3934
+  %3936 = add nsw i64 %3935, 27
+  %3937 = add nsw i64 %3936, %relu1_grad.ix1991163
+  %arena1166 = getelementptr inbounds float, ptr %arena, i64 %3937
+  %3938 = load float, ptr %arena1166, align 4
+  %3939 = fadd float %sum201, %3938
+  store float %3939, ptr %relu1_grad.sum202, align 4
+  %sum202 = load float, ptr %relu1_grad.sum202, align 4
+  %3940 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3941 = add nsw i64 %3940, 5
+  %3942 = mul nsw i64 %3941, 50176
+  %3943 = add nsw i64 7251216, %3942
+  %3944 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3945 = add nsw i64 %3943, %3944
+  %3946 = add nsw i64 %relu1_grad.iy1981162, 1
+  %3947 = mul nsw i64 %3946, 28
+  %3948 = add nsw i64 %3945, %3947
+  %3949 = add nsw i64 %3948, 26
+  %3950 = add nsw i64 %3949, %relu1_grad.ix1991163
+  %arena1167 = getelementptr inbounds float, ptr %arena, i64 %3950
+  %3951 = load float, ptr %arena1167, align 4
+  %3952 = fadd float %sum202, %3951
+  store float %3952, ptr %relu1_grad.sum203, align 4
+  %sum203 = load float, ptr %relu1_grad.sum203, align 4
+  %3953 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3954 = add nsw i64 %3953, 7
+  %3955 = mul nsw i64 %3954, 50176
+  %3956 = add nsw i64 7251216, %3955
+  %3957 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3958 = add nsw i64 %3956, %3957
+  %3959 = add nsw i64 %relu1_grad.iy1981162, 1
+  %3960 = add nsw i64 %3959, -1
+  %3961 = mul nsw i64 %3960, 28
+  %3962 = add nsw i64 %3958, %3961
+  %3963 = add nsw i64 %3962, 27
+  %3964 = add nsw i64 %3963, %relu1_grad.ix1991163
+  %arena1168 = getelementptr inbounds float, ptr %arena, i64 %3964
+  %3965 = load float, ptr %arena1168, align 4
+  %3966 = fadd float %sum203, %3965
+  store float %3966, ptr %relu1_grad.sum204, align 4
+  %sum204 = load float, ptr %relu1_grad.sum204, align 4
+  %3967 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3968 = add nsw i64 %3967, 8
+  %3969 = mul nsw i64 %3968, 50176
+  %3970 = add nsw i64 7251216, %3969
+  %3971 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3972 = add nsw i64 %3970, %3971
+  %3973 = add nsw i64 %relu1_grad.iy1981162, 1
+  %3974 = add nsw i64 %3973, -1
+  %3975 = mul nsw i64 %3974, 28
+  %3976 = add nsw i64 %3972, %3975
+  %3977 = add nsw i64 %3976, 26
+  %3978 = add nsw i64 %3977, %relu1_grad.ix1991163
+  %arena1169 = getelementptr inbounds float, ptr %arena, i64 %3978
+  %3979 = load float, ptr %arena1169, align 4
+  %3980 = fadd float %sum204, %3979
+  store float %3980, ptr %relu1_grad.sum205, align 4
+  %sum205 = load float, ptr %relu1_grad.sum205, align 4
+  %3981 = mul nsw i64 %relu1_grad.g1491011, 64
+  %3982 = add nsw i64 %3981, %relu1_grad.j1571116
+  %3983 = mul nsw i64 %3982, 25088
+  %3984 = add nsw i64 1605632, %3983
+  %3985 = mul nsw i64 %relu1_grad.c1581117, 784
+  %3986 = add nsw i64 %3984, %3985
+  %3987 = add nsw i64 %relu1_grad.iy1981162, 1
+  %3988 = mul nsw i64 %3987, 28
   %3989 = add nsw i64 %3986, %3988
-  %arena1235 = getelementptr inbounds float, ptr %arena, i64 %3989
-  %3990 = load float, ptr %arena1235, align 4
-  %3991 = insertelement <16 x float> undef, float %3990, i32 0
-  %3992 = shufflevector <16 x float> %3991, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3992, ptr %conv1_weight_grad.t190_a2, align 64
-  %t190_a2 = load <16 x float>, ptr %conv1_weight_grad.t190_a2, align 64
-  %t190_b01236 = load <16 x float>, ptr %conv1_weight_grad.t190_b0, align 64
-  %t190_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t190_c2_0, align 64
-  %3993 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a2, <16 x float> %t190_b01236, <16 x float> %t190_c2_0)
-  store <16 x float> %3993, ptr %conv1_weight_grad.t190_c2_0, align 64
-  %t190_a21237 = load <16 x float>, ptr %conv1_weight_grad.t190_a2, align 64
-  %t190_b11238 = load <16 x float>, ptr %conv1_weight_grad.t190_b1, align 64
-  %t190_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t190_c2_1, align 64
-  %3994 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a21237, <16 x float> %t190_b11238, <16 x float> %t190_c2_1)
-  store <16 x float> %3994, ptr %conv1_weight_grad.t190_c2_1, align 64
-  %3995 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %3996 = add nsw i64 %3995, 3
-  %3997 = mul nsw i64 %3996, 50176
-  %3998 = mul nsw i64 %conv1_weight_grad.kp1871205, 384
-  %3999 = add nsw i64 %conv1_weight_grad.k1911226, %3998
-  %4000 = add nsw i64 %3997, %3999
-  %arena1239 = getelementptr inbounds float, ptr %arena, i64 %4000
-  %4001 = load float, ptr %arena1239, align 4
-  %4002 = insertelement <16 x float> undef, float %4001, i32 0
-  %4003 = shufflevector <16 x float> %4002, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4003, ptr %conv1_weight_grad.t190_a3, align 64
-  %t190_a3 = load <16 x float>, ptr %conv1_weight_grad.t190_a3, align 64
-  %t190_b01240 = load <16 x float>, ptr %conv1_weight_grad.t190_b0, align 64
-  %t190_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t190_c3_0, align 64
-  %4004 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a3, <16 x float> %t190_b01240, <16 x float> %t190_c3_0)
-  store <16 x float> %4004, ptr %conv1_weight_grad.t190_c3_0, align 64
-  %t190_a31241 = load <16 x float>, ptr %conv1_weight_grad.t190_a3, align 64
-  %t190_b11242 = load <16 x float>, ptr %conv1_weight_grad.t190_b1, align 64
-  %t190_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t190_c3_1, align 64
-  %4005 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a31241, <16 x float> %t190_b11242, <16 x float> %t190_c3_1)
-  store <16 x float> %4005, ptr %conv1_weight_grad.t190_c3_1, align 64
-  %4006 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
+  %3990 = add nsw i64 %3989, 27
+  %3991 = add nsw i64 %3990, %relu1_grad.ix1991163
+  %arena1170 = getelementptr inbounds float, ptr %arena, i64 %3991
+  store float %sum205, ptr %arena1170, align 4
+  %ix199.next = add nsw i64 %relu1_grad.ix1991163, 1
+  %3992 = icmp slt i64 %ix199.next, 1
+  br i1 %3992, label %relu1_grad.ix199, label %relu1_grad.ix199.end
+
+relu1_grad.ix199.end:                             ; preds = %relu1_grad.ix199
+  %iy198.next = add nsw i64 %relu1_grad.iy1981162, 1
+  %3993 = icmp slt i64 %iy198.next, 26
+  br i1 %3993, label %relu1_grad.iy198, label %relu1_grad.iy198.end
+
+relu1_grad.iy206:                                 ; preds = %relu1_grad.ix207.end, %relu1_grad.iy198.end
+  %relu1_grad.iy2061171 = phi i64 [ 0, %relu1_grad.iy198.end ], [ %iy206.next, %relu1_grad.ix207.end ]
+  br label %relu1_grad.ix207
+
+relu1_grad.iy206.end:                             ; preds = %relu1_grad.ix207.end
+  br label %relu1_grad.iy212
+
+relu1_grad.ix207:                                 ; preds = %relu1_grad.ix207, %relu1_grad.iy206
+  %relu1_grad.ix2071172 = phi i64 [ 0, %relu1_grad.iy206 ], [ %ix207.next, %relu1_grad.ix207 ]
+  %3994 = mul nsw i64 %relu1_grad.c1581117, 9
+  %3995 = add nsw i64 %3994, 3
+  %3996 = mul nsw i64 %3995, 50176
+  %3997 = add nsw i64 7251216, %3996
+  %3998 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3999 = add nsw i64 %3997, %3998
+  %4000 = add nsw i64 %relu1_grad.iy2061171, 27
+  %4001 = mul nsw i64 %4000, 28
+  %4002 = add nsw i64 %3999, %4001
+  %4003 = add nsw i64 %4002, 1
+  %4004 = add nsw i64 %4003, %relu1_grad.ix2071172
+  %arena1173 = getelementptr inbounds float, ptr %arena, i64 %4004
+  %4005 = load float, ptr %arena1173, align 4
+  store float %4005, ptr %relu1_grad.sum208, align 4
+  %sum208 = load float, ptr %relu1_grad.sum208, align 4
+  %4006 = mul nsw i64 %relu1_grad.c1581117, 9
   %4007 = add nsw i64 %4006, 4
   %4008 = mul nsw i64 %4007, 50176
-  %4009 = mul nsw i64 %conv1_weight_grad.kp1871205, 384
-  %4010 = add nsw i64 %conv1_weight_grad.k1911226, %4009
-  %4011 = add nsw i64 %4008, %4010
-  %arena1243 = getelementptr inbounds float, ptr %arena, i64 %4011
-  %4012 = load float, ptr %arena1243, align 4
-  %4013 = insertelement <16 x float> undef, float %4012, i32 0
-  %4014 = shufflevector <16 x float> %4013, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4014, ptr %conv1_weight_grad.t190_a4, align 64
-  %t190_a4 = load <16 x float>, ptr %conv1_weight_grad.t190_a4, align 64
-  %t190_b01244 = load <16 x float>, ptr %conv1_weight_grad.t190_b0, align 64
-  %t190_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t190_c4_0, align 64
-  %4015 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a4, <16 x float> %t190_b01244, <16 x float> %t190_c4_0)
-  store <16 x float> %4015, ptr %conv1_weight_grad.t190_c4_0, align 64
-  %t190_a41245 = load <16 x float>, ptr %conv1_weight_grad.t190_a4, align 64
-  %t190_b11246 = load <16 x float>, ptr %conv1_weight_grad.t190_b1, align 64
-  %t190_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t190_c4_1, align 64
-  %4016 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a41245, <16 x float> %t190_b11246, <16 x float> %t190_c4_1)
-  store <16 x float> %4016, ptr %conv1_weight_grad.t190_c4_1, align 64
-  %4017 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4018 = add nsw i64 %4017, 5
-  %4019 = mul nsw i64 %4018, 50176
-  %4020 = mul nsw i64 %conv1_weight_grad.kp1871205, 384
-  %4021 = add nsw i64 %conv1_weight_grad.k1911226, %4020
-  %4022 = add nsw i64 %4019, %4021
-  %arena1247 = getelementptr inbounds float, ptr %arena, i64 %4022
-  %4023 = load float, ptr %arena1247, align 4
-  %4024 = insertelement <16 x float> undef, float %4023, i32 0
-  %4025 = shufflevector <16 x float> %4024, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4025, ptr %conv1_weight_grad.t190_a5, align 64
-  %t190_a5 = load <16 x float>, ptr %conv1_weight_grad.t190_a5, align 64
-  %t190_b01248 = load <16 x float>, ptr %conv1_weight_grad.t190_b0, align 64
-  %t190_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t190_c5_0, align 64
-  %4026 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a5, <16 x float> %t190_b01248, <16 x float> %t190_c5_0)
-  store <16 x float> %4026, ptr %conv1_weight_grad.t190_c5_0, align 64
-  %t190_a51249 = load <16 x float>, ptr %conv1_weight_grad.t190_a5, align 64
-  %t190_b11250 = load <16 x float>, ptr %conv1_weight_grad.t190_b1, align 64
-  %t190_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t190_c5_1, align 64
-  %4027 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a51249, <16 x float> %t190_b11250, <16 x float> %t190_c5_1)
-  store <16 x float> %4027, ptr %conv1_weight_grad.t190_c5_1, align 64
-  %4028 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4029 = add nsw i64 %4028, 6
-  %4030 = mul nsw i64 %4029, 50176
-  %4031 = mul nsw i64 %conv1_weight_grad.kp1871205, 384
-  %4032 = add nsw i64 %conv1_weight_grad.k1911226, %4031
-  %4033 = add nsw i64 %4030, %4032
-  %arena1251 = getelementptr inbounds float, ptr %arena, i64 %4033
-  %4034 = load float, ptr %arena1251, align 4
-  %4035 = insertelement <16 x float> undef, float %4034, i32 0
-  %4036 = shufflevector <16 x float> %4035, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4036, ptr %conv1_weight_grad.t190_a6, align 64
-  %t190_a6 = load <16 x float>, ptr %conv1_weight_grad.t190_a6, align 64
-  %t190_b01252 = load <16 x float>, ptr %conv1_weight_grad.t190_b0, align 64
-  %t190_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t190_c6_0, align 64
-  %4037 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a6, <16 x float> %t190_b01252, <16 x float> %t190_c6_0)
-  store <16 x float> %4037, ptr %conv1_weight_grad.t190_c6_0, align 64
-  %t190_a61253 = load <16 x float>, ptr %conv1_weight_grad.t190_a6, align 64
-  %t190_b11254 = load <16 x float>, ptr %conv1_weight_grad.t190_b1, align 64
-  %t190_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t190_c6_1, align 64
-  %4038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a61253, <16 x float> %t190_b11254, <16 x float> %t190_c6_1)
-  store <16 x float> %4038, ptr %conv1_weight_grad.t190_c6_1, align 64
-  %4039 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4040 = add nsw i64 %4039, 7
-  %4041 = mul nsw i64 %4040, 50176
-  %4042 = mul nsw i64 %conv1_weight_grad.kp1871205, 384
-  %4043 = add nsw i64 %conv1_weight_grad.k1911226, %4042
-  %4044 = add nsw i64 %4041, %4043
-  %arena1255 = getelementptr inbounds float, ptr %arena, i64 %4044
-  %4045 = load float, ptr %arena1255, align 4
-  %4046 = insertelement <16 x float> undef, float %4045, i32 0
-  %4047 = shufflevector <16 x float> %4046, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4047, ptr %conv1_weight_grad.t190_a7, align 64
-  %t190_a7 = load <16 x float>, ptr %conv1_weight_grad.t190_a7, align 64
-  %t190_b01256 = load <16 x float>, ptr %conv1_weight_grad.t190_b0, align 64
-  %t190_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t190_c7_0, align 64
-  %4048 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a7, <16 x float> %t190_b01256, <16 x float> %t190_c7_0)
-  store <16 x float> %4048, ptr %conv1_weight_grad.t190_c7_0, align 64
-  %t190_a71257 = load <16 x float>, ptr %conv1_weight_grad.t190_a7, align 64
-  %t190_b11258 = load <16 x float>, ptr %conv1_weight_grad.t190_b1, align 64
-  %t190_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t190_c7_1, align 64
-  %4049 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a71257, <16 x float> %t190_b11258, <16 x float> %t190_c7_1)
-  store <16 x float> %4049, ptr %conv1_weight_grad.t190_c7_1, align 64
-  %4050 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4051 = add nsw i64 %4050, 8
-  %4052 = mul nsw i64 %4051, 50176
-  %4053 = mul nsw i64 %conv1_weight_grad.kp1871205, 384
-  %4054 = add nsw i64 %conv1_weight_grad.k1911226, %4053
-  %4055 = add nsw i64 %4052, %4054
-  %arena1259 = getelementptr inbounds float, ptr %arena, i64 %4055
-  %4056 = load float, ptr %arena1259, align 4
-  %4057 = insertelement <16 x float> undef, float %4056, i32 0
-  %4058 = shufflevector <16 x float> %4057, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4058, ptr %conv1_weight_grad.t190_a8, align 64
-  %t190_a8 = load <16 x float>, ptr %conv1_weight_grad.t190_a8, align 64
-  %t190_b01260 = load <16 x float>, ptr %conv1_weight_grad.t190_b0, align 64
-  %t190_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t190_c8_0, align 64
-  %4059 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a8, <16 x float> %t190_b01260, <16 x float> %t190_c8_0)
-  store <16 x float> %4059, ptr %conv1_weight_grad.t190_c8_0, align 64
-  %t190_a81261 = load <16 x float>, ptr %conv1_weight_grad.t190_a8, align 64
-  %t190_b11262 = load <16 x float>, ptr %conv1_weight_grad.t190_b1, align 64
-  %t190_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t190_c8_1, align 64
-  %4060 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t190_a81261, <16 x float> %t190_b11262, <16 x float> %t190_c8_1)
-  store <16 x float> %4060, ptr %conv1_weight_grad.t190_c8_1, align 64
-  %k191.next = add nsw i64 %conv1_weight_grad.k1911226, 1
-  %4061 = icmp slt i64 %k191.next, 384
-  br i1 %4061, label %conv1_weight_grad.k191, label %conv1_weight_grad.k191.end
+  %4009 = add nsw i64 7251216, %4008
+  %4010 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4011 = add nsw i64 %4009, %4010
+  %4012 = add nsw i64 %relu1_grad.iy2061171, 27
+  %4013 = mul nsw i64 %4012, 28
+  %4014 = add nsw i64 %4011, %4013
+  %4015 = add nsw i64 %4014, %relu1_grad.ix2071172
+  %arena1174 = getelementptr inbounds float, ptr %arena, i64 %4015
+  %4016 = load float, ptr %arena1174, align 4
+  %4017 = fadd float %sum208, %4016
+  store float %4017, ptr %relu1_grad.sum209, align 4
+  %sum209 = load float, ptr %relu1_grad.sum209, align 4
+  %4018 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4019 = add nsw i64 %4018, 6
+  %4020 = mul nsw i64 %4019, 50176
+  %4021 = add nsw i64 7251216, %4020
+  %4022 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4023 = add nsw i64 %4021, %4022
+  %4024 = add nsw i64 %relu1_grad.iy2061171, 27
+  %4025 = add nsw i64 %4024, -1
+  %4026 = mul nsw i64 %4025, 28
+  %4027 = add nsw i64 %4023, %4026
+  %4028 = add nsw i64 %4027, 1
+  %4029 = add nsw i64 %4028, %relu1_grad.ix2071172
+  %arena1175 = getelementptr inbounds float, ptr %arena, i64 %4029
+  %4030 = load float, ptr %arena1175, align 4
+  %4031 = fadd float %sum209, %4030
+  store float %4031, ptr %relu1_grad.sum210, align 4
+  %sum210 = load float, ptr %relu1_grad.sum210, align 4
+  %4032 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4033 = add nsw i64 %4032, 7
+  %4034 = mul nsw i64 %4033, 50176
+  %4035 = add nsw i64 7251216, %4034
+  %4036 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4037 = add nsw i64 %4035, %4036
+  %4038 = add nsw i64 %relu1_grad.iy2061171, 27
+  %4039 = add nsw i64 %4038, -1
+  %4040 = mul nsw i64 %4039, 28
+  %4041 = add nsw i64 %4037, %4040
+  %4042 = add nsw i64 %4041, %relu1_grad.ix2071172
+  %arena1176 = getelementptr inbounds float, ptr %arena, i64 %4042
+  %4043 = load float, ptr %arena1176, align 4
+  %4044 = fadd float %sum210, %4043
+  store float %4044, ptr %relu1_grad.sum211, align 4
+  %sum211 = load float, ptr %relu1_grad.sum211, align 4
+  %4045 = mul nsw i64 %relu1_grad.g1491011, 64
+  %4046 = add nsw i64 %4045, %relu1_grad.j1571116
+  %4047 = mul nsw i64 %4046, 25088
+  %4048 = add nsw i64 1605632, %4047
+  %4049 = mul nsw i64 %relu1_grad.c1581117, 784
+  %4050 = add nsw i64 %4048, %4049
+  %4051 = add nsw i64 %relu1_grad.iy2061171, 27
+  %4052 = mul nsw i64 %4051, 28
+  %4053 = add nsw i64 %4050, %4052
+  %4054 = add nsw i64 %4053, %relu1_grad.ix2071172
+  %arena1177 = getelementptr inbounds float, ptr %arena, i64 %4054
+  store float %sum211, ptr %arena1177, align 4
+  %ix207.next = add nsw i64 %relu1_grad.ix2071172, 1
+  %4055 = icmp slt i64 %ix207.next, 1
+  br i1 %4055, label %relu1_grad.ix207, label %relu1_grad.ix207.end
 
-conv1_weight_grad.k191.end:                       ; preds = %conv1_weight_grad.k191
-  %t190_c0_01263 = load <16 x float>, ptr %conv1_weight_grad.t190_c0_0, align 64
-  %4062 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4063 = mul nsw i64 %4062, 32
-  %4064 = add nsw i64 2057216, %4063
-  %4065 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4066 = add nsw i64 %4064, %4065
-  %arena1264 = getelementptr inbounds float, ptr %arena, i64 %4066
-  store <16 x float> %t190_c0_01263, ptr %arena1264, align 4
-  %t190_c0_11265 = load <16 x float>, ptr %conv1_weight_grad.t190_c0_1, align 64
-  %4067 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4068 = mul nsw i64 %4067, 32
-  %4069 = add nsw i64 2057216, %4068
-  %4070 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4071 = add nsw i64 %4069, %4070
-  %4072 = add nsw i64 %4071, 16
-  %arena1266 = getelementptr inbounds float, ptr %arena, i64 %4072
-  store <16 x float> %t190_c0_11265, ptr %arena1266, align 4
-  %t190_c1_01267 = load <16 x float>, ptr %conv1_weight_grad.t190_c1_0, align 64
-  %4073 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4074 = add nsw i64 %4073, 1
-  %4075 = mul nsw i64 %4074, 32
-  %4076 = add nsw i64 2057216, %4075
-  %4077 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4078 = add nsw i64 %4076, %4077
-  %arena1268 = getelementptr inbounds float, ptr %arena, i64 %4078
-  store <16 x float> %t190_c1_01267, ptr %arena1268, align 4
-  %t190_c1_11269 = load <16 x float>, ptr %conv1_weight_grad.t190_c1_1, align 64
-  %4079 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4080 = add nsw i64 %4079, 1
-  %4081 = mul nsw i64 %4080, 32
-  %4082 = add nsw i64 2057216, %4081
-  %4083 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4084 = add nsw i64 %4082, %4083
-  %4085 = add nsw i64 %4084, 16
-  %arena1270 = getelementptr inbounds float, ptr %arena, i64 %4085
-  store <16 x float> %t190_c1_11269, ptr %arena1270, align 4
-  %t190_c2_01271 = load <16 x float>, ptr %conv1_weight_grad.t190_c2_0, align 64
-  %4086 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4087 = add nsw i64 %4086, 2
-  %4088 = mul nsw i64 %4087, 32
-  %4089 = add nsw i64 2057216, %4088
-  %4090 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4091 = add nsw i64 %4089, %4090
-  %arena1272 = getelementptr inbounds float, ptr %arena, i64 %4091
-  store <16 x float> %t190_c2_01271, ptr %arena1272, align 4
-  %t190_c2_11273 = load <16 x float>, ptr %conv1_weight_grad.t190_c2_1, align 64
-  %4092 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4093 = add nsw i64 %4092, 2
-  %4094 = mul nsw i64 %4093, 32
-  %4095 = add nsw i64 2057216, %4094
-  %4096 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4097 = add nsw i64 %4095, %4096
-  %4098 = add nsw i64 %4097, 16
-  %arena1274 = getelementptr inbounds float, ptr %arena, i64 %4098
-  store <16 x float> %t190_c2_11273, ptr %arena1274, align 4
-  %t190_c3_01275 = load <16 x float>, ptr %conv1_weight_grad.t190_c3_0, align 64
-  %4099 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4100 = add nsw i64 %4099, 3
-  %4101 = mul nsw i64 %4100, 32
-  %4102 = add nsw i64 2057216, %4101
-  %4103 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4104 = add nsw i64 %4102, %4103
-  %arena1276 = getelementptr inbounds float, ptr %arena, i64 %4104
-  store <16 x float> %t190_c3_01275, ptr %arena1276, align 4
-  %t190_c3_11277 = load <16 x float>, ptr %conv1_weight_grad.t190_c3_1, align 64
-  %4105 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4106 = add nsw i64 %4105, 3
-  %4107 = mul nsw i64 %4106, 32
-  %4108 = add nsw i64 2057216, %4107
-  %4109 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4110 = add nsw i64 %4108, %4109
-  %4111 = add nsw i64 %4110, 16
-  %arena1278 = getelementptr inbounds float, ptr %arena, i64 %4111
-  store <16 x float> %t190_c3_11277, ptr %arena1278, align 4
-  %t190_c4_01279 = load <16 x float>, ptr %conv1_weight_grad.t190_c4_0, align 64
-  %4112 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4113 = add nsw i64 %4112, 4
-  %4114 = mul nsw i64 %4113, 32
-  %4115 = add nsw i64 2057216, %4114
-  %4116 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4117 = add nsw i64 %4115, %4116
-  %arena1280 = getelementptr inbounds float, ptr %arena, i64 %4117
-  store <16 x float> %t190_c4_01279, ptr %arena1280, align 4
-  %t190_c4_11281 = load <16 x float>, ptr %conv1_weight_grad.t190_c4_1, align 64
-  %4118 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4119 = add nsw i64 %4118, 4
-  %4120 = mul nsw i64 %4119, 32
-  %4121 = add nsw i64 2057216, %4120
-  %4122 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4123 = add nsw i64 %4121, %4122
-  %4124 = add nsw i64 %4123, 16
-  %arena1282 = getelementptr inbounds float, ptr %arena, i64 %4124
-  store <16 x float> %t190_c4_11281, ptr %arena1282, align 4
-  %t190_c5_01283 = load <16 x float>, ptr %conv1_weight_grad.t190_c5_0, align 64
-  %4125 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4126 = add nsw i64 %4125, 5
-  %4127 = mul nsw i64 %4126, 32
-  %4128 = add nsw i64 2057216, %4127
-  %4129 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4130 = add nsw i64 %4128, %4129
-  %arena1284 = getelementptr inbounds float, ptr %arena, i64 %4130
-  store <16 x float> %t190_c5_01283, ptr %arena1284, align 4
-  %t190_c5_11285 = load <16 x float>, ptr %conv1_weight_grad.t190_c5_1, align 64
-  %4131 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4132 = add nsw i64 %4131, 5
-  %4133 = mul nsw i64 %4132, 32
-  %4134 = add nsw i64 2057216, %4133
-  %4135 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4136 = add nsw i64 %4134, %4135
-  %4137 = add nsw i64 %4136, 16
-  %arena1286 = getelementptr inbounds float, ptr %arena, i64 %4137
-  store <16 x float> %t190_c5_11285, ptr %arena1286, align 4
-  %t190_c6_01287 = load <16 x float>, ptr %conv1_weight_grad.t190_c6_0, align 64
-  %4138 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4139 = add nsw i64 %4138, 6
-  %4140 = mul nsw i64 %4139, 32
-  %4141 = add nsw i64 2057216, %4140
-  %4142 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4143 = add nsw i64 %4141, %4142
-  %arena1288 = getelementptr inbounds float, ptr %arena, i64 %4143
-  store <16 x float> %t190_c6_01287, ptr %arena1288, align 4
-  %t190_c6_11289 = load <16 x float>, ptr %conv1_weight_grad.t190_c6_1, align 64
-  %4144 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4145 = add nsw i64 %4144, 6
-  %4146 = mul nsw i64 %4145, 32
-  %4147 = add nsw i64 2057216, %4146
-  %4148 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4149 = add nsw i64 %4147, %4148
-  %4150 = add nsw i64 %4149, 16
-  %arena1290 = getelementptr inbounds float, ptr %arena, i64 %4150
-  store <16 x float> %t190_c6_11289, ptr %arena1290, align 4
-  %t190_c7_01291 = load <16 x float>, ptr %conv1_weight_grad.t190_c7_0, align 64
-  %4151 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4152 = add nsw i64 %4151, 7
-  %4153 = mul nsw i64 %4152, 32
-  %4154 = add nsw i64 2057216, %4153
-  %4155 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4156 = add nsw i64 %4154, %4155
-  %arena1292 = getelementptr inbounds float, ptr %arena, i64 %4156
-  store <16 x float> %t190_c7_01291, ptr %arena1292, align 4
-  %t190_c7_11293 = load <16 x float>, ptr %conv1_weight_grad.t190_c7_1, align 64
-  %4157 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4158 = add nsw i64 %4157, 7
-  %4159 = mul nsw i64 %4158, 32
-  %4160 = add nsw i64 2057216, %4159
-  %4161 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4162 = add nsw i64 %4160, %4161
-  %4163 = add nsw i64 %4162, 16
-  %arena1294 = getelementptr inbounds float, ptr %arena, i64 %4163
-  store <16 x float> %t190_c7_11293, ptr %arena1294, align 4
-  %t190_c8_01295 = load <16 x float>, ptr %conv1_weight_grad.t190_c8_0, align 64
-  %4164 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4165 = add nsw i64 %4164, 8
-  %4166 = mul nsw i64 %4165, 32
-  %4167 = add nsw i64 2057216, %4166
-  %4168 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4169 = add nsw i64 %4167, %4168
-  %arena1296 = getelementptr inbounds float, ptr %arena, i64 %4169
-  store <16 x float> %t190_c8_01295, ptr %arena1296, align 4
-  %t190_c8_11297 = load <16 x float>, ptr %conv1_weight_grad.t190_c8_1, align 64
-  %4170 = mul nsw i64 %conv1_weight_grad.mb1891207, 9
-  %4171 = add nsw i64 %4170, 8
-  %4172 = mul nsw i64 %4171, 32
-  %4173 = add nsw i64 2057216, %4172
-  %4174 = mul nsw i64 %conv1_weight_grad.nb1881206, 32
-  %4175 = add nsw i64 %4173, %4174
-  %4176 = add nsw i64 %4175, 16
-  %arena1298 = getelementptr inbounds float, ptr %arena, i64 %4176
-  store <16 x float> %t190_c8_11297, ptr %arena1298, align 4
-  %mb189.next = add nsw i64 %conv1_weight_grad.mb1891207, 1
-  %4177 = icmp slt i64 %mb189.next, 1
-  br i1 %4177, label %conv1_weight_grad.mb189, label %conv1_weight_grad.mb189.end
+relu1_grad.ix207.end:                             ; preds = %relu1_grad.ix207
+  %iy206.next = add nsw i64 %relu1_grad.iy2061171, 1
+  %4056 = icmp slt i64 %iy206.next, 1
+  br i1 %4056, label %relu1_grad.iy206, label %relu1_grad.iy206.end
 
-conv1_weight_grad.nb192:                          ; preds = %conv1_weight_grad.mb193.end, %conv1_weight_grad.kp187.end
-  %conv1_weight_grad.nb1921299 = phi i64 [ 0, %conv1_weight_grad.kp187.end ], [ %nb192.next, %conv1_weight_grad.mb193.end ]
-  br label %conv1_weight_grad.mb193
+relu1_grad.iy212:                                 ; preds = %relu1_grad.ix213.end, %relu1_grad.iy206.end
+  %relu1_grad.iy2121178 = phi i64 [ 0, %relu1_grad.iy206.end ], [ %iy212.next, %relu1_grad.ix213.end ]
+  br label %relu1_grad.ix213
 
-conv1_weight_grad.nb192.end:                      ; preds = %conv1_weight_grad.mb193.end
-  %g169.next = add nsw i64 %conv1_weight_grad.g1691143, 1
-  %4178 = icmp slt i64 %g169.next, 1
-  br i1 %4178, label %conv1_weight_grad.g169, label %conv1_weight_grad.g169.end
+relu1_grad.iy212.end:                             ; preds = %relu1_grad.ix213.end
+  br label %relu1_grad.iy220
 
-conv1_weight_grad.mb193:                          ; preds = %conv1_weight_grad.k195.end, %conv1_weight_grad.nb192
-  %conv1_weight_grad.mb1931300 = phi i64 [ 0, %conv1_weight_grad.nb192 ], [ %mb193.next, %conv1_weight_grad.k195.end ]
-  %4179 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4180 = mul nsw i64 %4179, 32
-  %4181 = add nsw i64 2057216, %4180
-  %4182 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4183 = add nsw i64 %4181, %4182
-  %arena1301 = getelementptr inbounds float, ptr %arena, i64 %4183
-  %4184 = load <16 x float>, ptr %arena1301, align 4
-  store <16 x float> %4184, ptr %conv1_weight_grad.t194_c0_0, align 64
-  %4185 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4186 = mul nsw i64 %4185, 32
-  %4187 = add nsw i64 2057216, %4186
-  %4188 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4189 = add nsw i64 %4187, %4188
-  %4190 = add nsw i64 %4189, 16
-  %arena1302 = getelementptr inbounds float, ptr %arena, i64 %4190
-  %4191 = load <16 x float>, ptr %arena1302, align 4
-  store <16 x float> %4191, ptr %conv1_weight_grad.t194_c0_1, align 64
-  %4192 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4193 = add nsw i64 %4192, 1
-  %4194 = mul nsw i64 %4193, 32
-  %4195 = add nsw i64 2057216, %4194
-  %4196 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4197 = add nsw i64 %4195, %4196
-  %arena1303 = getelementptr inbounds float, ptr %arena, i64 %4197
-  %4198 = load <16 x float>, ptr %arena1303, align 4
-  store <16 x float> %4198, ptr %conv1_weight_grad.t194_c1_0, align 64
-  %4199 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4200 = add nsw i64 %4199, 1
-  %4201 = mul nsw i64 %4200, 32
-  %4202 = add nsw i64 2057216, %4201
-  %4203 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4204 = add nsw i64 %4202, %4203
-  %4205 = add nsw i64 %4204, 16
-  %arena1304 = getelementptr inbounds float, ptr %arena, i64 %4205
-  %4206 = load <16 x float>, ptr %arena1304, align 4
-  store <16 x float> %4206, ptr %conv1_weight_grad.t194_c1_1, align 64
-  %4207 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4208 = add nsw i64 %4207, 2
-  %4209 = mul nsw i64 %4208, 32
-  %4210 = add nsw i64 2057216, %4209
-  %4211 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4212 = add nsw i64 %4210, %4211
-  %arena1305 = getelementptr inbounds float, ptr %arena, i64 %4212
-  %4213 = load <16 x float>, ptr %arena1305, align 4
-  store <16 x float> %4213, ptr %conv1_weight_grad.t194_c2_0, align 64
-  %4214 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4215 = add nsw i64 %4214, 2
-  %4216 = mul nsw i64 %4215, 32
-  %4217 = add nsw i64 2057216, %4216
-  %4218 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4219 = add nsw i64 %4217, %4218
-  %4220 = add nsw i64 %4219, 16
-  %arena1306 = getelementptr inbounds float, ptr %arena, i64 %4220
-  %4221 = load <16 x float>, ptr %arena1306, align 4
-  store <16 x float> %4221, ptr %conv1_weight_grad.t194_c2_1, align 64
-  %4222 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4223 = add nsw i64 %4222, 3
-  %4224 = mul nsw i64 %4223, 32
-  %4225 = add nsw i64 2057216, %4224
-  %4226 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4227 = add nsw i64 %4225, %4226
-  %arena1307 = getelementptr inbounds float, ptr %arena, i64 %4227
-  %4228 = load <16 x float>, ptr %arena1307, align 4
-  store <16 x float> %4228, ptr %conv1_weight_grad.t194_c3_0, align 64
-  %4229 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4230 = add nsw i64 %4229, 3
-  %4231 = mul nsw i64 %4230, 32
-  %4232 = add nsw i64 2057216, %4231
-  %4233 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4234 = add nsw i64 %4232, %4233
-  %4235 = add nsw i64 %4234, 16
-  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4235
-  %4236 = load <16 x float>, ptr %arena1308, align 4
-  store <16 x float> %4236, ptr %conv1_weight_grad.t194_c3_1, align 64
-  %4237 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4238 = add nsw i64 %4237, 4
-  %4239 = mul nsw i64 %4238, 32
-  %4240 = add nsw i64 2057216, %4239
-  %4241 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4242 = add nsw i64 %4240, %4241
-  %arena1309 = getelementptr inbounds float, ptr %arena, i64 %4242
-  %4243 = load <16 x float>, ptr %arena1309, align 4
-  store <16 x float> %4243, ptr %conv1_weight_grad.t194_c4_0, align 64
-  %4244 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4245 = add nsw i64 %4244, 4
-  %4246 = mul nsw i64 %4245, 32
-  %4247 = add nsw i64 2057216, %4246
-  %4248 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4249 = add nsw i64 %4247, %4248
-  %4250 = add nsw i64 %4249, 16
-  %arena1310 = getelementptr inbounds float, ptr %arena, i64 %4250
-  %4251 = load <16 x float>, ptr %arena1310, align 4
-  store <16 x float> %4251, ptr %conv1_weight_grad.t194_c4_1, align 64
-  %4252 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4253 = add nsw i64 %4252, 5
-  %4254 = mul nsw i64 %4253, 32
-  %4255 = add nsw i64 2057216, %4254
-  %4256 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
+relu1_grad.ix213:                                 ; preds = %relu1_grad.ix213, %relu1_grad.iy212
+  %relu1_grad.ix2131179 = phi i64 [ 0, %relu1_grad.iy212 ], [ %ix213.next, %relu1_grad.ix213 ]
+  %4057 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4058 = add nsw i64 %4057, 3
+  %4059 = mul nsw i64 %4058, 50176
+  %4060 = add nsw i64 7251216, %4059
+  %4061 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4062 = add nsw i64 %4060, %4061
+  %4063 = add nsw i64 %relu1_grad.iy2121178, 27
+  %4064 = mul nsw i64 %4063, 28
+  %4065 = add nsw i64 %4062, %4064
+  %4066 = add nsw i64 %4065, 2
+  %4067 = add nsw i64 %4066, %relu1_grad.ix2131179
+  %arena1180 = getelementptr inbounds float, ptr %arena, i64 %4067
+  %4068 = load float, ptr %arena1180, align 4
+  store float %4068, ptr %relu1_grad.sum214, align 4
+  %sum214 = load float, ptr %relu1_grad.sum214, align 4
+  %4069 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4070 = add nsw i64 %4069, 4
+  %4071 = mul nsw i64 %4070, 50176
+  %4072 = add nsw i64 7251216, %4071
+  %4073 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4074 = add nsw i64 %4072, %4073
+  %4075 = add nsw i64 %relu1_grad.iy2121178, 27
+  %4076 = mul nsw i64 %4075, 28
+  %4077 = add nsw i64 %4074, %4076
+  %4078 = add nsw i64 %4077, 1
+  %4079 = add nsw i64 %4078, %relu1_grad.ix2131179
+  %arena1181 = getelementptr inbounds float, ptr %arena, i64 %4079
+  %4080 = load float, ptr %arena1181, align 4
+  %4081 = fadd float %sum214, %4080
+  store float %4081, ptr %relu1_grad.sum215, align 4
+  %sum215 = load float, ptr %relu1_grad.sum215, align 4
+  %4082 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4083 = add nsw i64 %4082, 5
+  %4084 = mul nsw i64 %4083, 50176
+  %4085 = add nsw i64 7251216, %4084
+  %4086 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4087 = add nsw i64 %4085, %4086
+  %4088 = add nsw i64 %relu1_grad.iy2121178, 27
+  %4089 = mul nsw i64 %4088, 28
+  %4090 = add nsw i64 %4087, %4089
+  %4091 = add nsw i64 %4090, %relu1_grad.ix2131179
+  %arena1182 = getelementptr inbounds float, ptr %arena, i64 %4091
+  %4092 = load float, ptr %arena1182, align 4
+  %4093 = fadd float %sum215, %4092
+  store float %4093, ptr %relu1_grad.sum216, align 4
+  %sum216 = load float, ptr %relu1_grad.sum216, align 4
+  %4094 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4095 = add nsw i64 %4094, 6
+  %4096 = mul nsw i64 %4095, 50176
+  %4097 = add nsw i64 7251216, %4096
+  %4098 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4099 = add nsw i64 %4097, %4098
+  %4100 = add nsw i64 %relu1_grad.iy2121178, 27
+  %4101 = add nsw i64 %4100, -1
+  %4102 = mul nsw i64 %4101, 28
+  %4103 = add nsw i64 %4099, %4102
+  %4104 = add nsw i64 %4103, 2
+  %4105 = add nsw i64 %4104, %relu1_grad.ix2131179
+  %arena1183 = getelementptr inbounds float, ptr %arena, i64 %4105
+  %4106 = load float, ptr %arena1183, align 4
+  %4107 = fadd float %sum216, %4106
+  store float %4107, ptr %relu1_grad.sum217, align 4
+  %sum217 = load float, ptr %relu1_grad.sum217, align 4
+  %4108 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4109 = add nsw i64 %4108, 7
+  %4110 = mul nsw i64 %4109, 50176
+  %4111 = add nsw i64 7251216, %4110
+  %4112 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4113 = add nsw i64 %4111, %4112
+  %4114 = add nsw i64 %relu1_grad.iy2121178, 27
+  %4115 = add nsw i64 %4114, -1
+  %4116 = mul nsw i64 %4115, 28
+  %4117 = add nsw i64 %4113, %4116
+  %4118 = add nsw i64 %4117, 1
+  %4119 = add nsw i64 %4118, %relu1_grad.ix2131179
+  %arena1184 = getelementptr inbounds float, ptr %arena, i64 %4119
+  %4120 = load float, ptr %arena1184, align 4
+  %4121 = fadd float %sum217, %4120
+  store float %4121, ptr %relu1_grad.sum218, align 4
+  %sum218 = load float, ptr %relu1_grad.sum218, align 4
+  %4122 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4123 = add nsw i64 %4122, 8
+  %4124 = mul nsw i64 %4123, 50176
+  %4125 = add nsw i64 7251216, %4124
+  %4126 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4127 = add nsw i64 %4125, %4126
+  %4128 = add nsw i64 %relu1_grad.iy2121178, 27
+  %4129 = add nsw i64 %4128, -1
+  %4130 = mul nsw i64 %4129, 28
+  %4131 = add nsw i64 %4127, %4130
+  %4132 = add nsw i64 %4131, %relu1_grad.ix2131179
+  %arena1185 = getelementptr inbounds float, ptr %arena, i64 %4132
+  %4133 = load float, ptr %arena1185, align 4
+  %4134 = fadd float %sum218, %4133
+  store float %4134, ptr %relu1_grad.sum219, align 4
+  %sum219 = load float, ptr %relu1_grad.sum219, align 4
+  %4135 = mul nsw i64 %relu1_grad.g1491011, 64
+  %4136 = add nsw i64 %4135, %relu1_grad.j1571116
+  %4137 = mul nsw i64 %4136, 25088
+  %4138 = add nsw i64 1605632, %4137
+  %4139 = mul nsw i64 %relu1_grad.c1581117, 784
+  %4140 = add nsw i64 %4138, %4139
+  %4141 = add nsw i64 %relu1_grad.iy2121178, 27
+  %4142 = mul nsw i64 %4141, 28
+  %4143 = add nsw i64 %4140, %4142
+  %4144 = add nsw i64 %4143, 1
+  %4145 = add nsw i64 %4144, %relu1_grad.ix2131179
+  %arena1186 = getelementptr inbounds float, ptr %arena, i64 %4145
+  store float %sum219, ptr %arena1186, align 4
+  %ix213.next = add nsw i64 %relu1_grad.ix2131179, 1
+  %4146 = icmp slt i64 %ix213.next, 26
+  br i1 %4146, label %relu1_grad.ix213, label %relu1_grad.ix213.end
+
+relu1_grad.ix213.end:                             ; preds = %relu1_grad.ix213
+  %iy212.next = add nsw i64 %relu1_grad.iy2121178, 1
+  %4147 = icmp slt i64 %iy212.next, 1
+  br i1 %4147, label %relu1_grad.iy212, label %relu1_grad.iy212.end
+
+relu1_grad.iy220:                                 ; preds = %relu1_grad.ix221.end, %relu1_grad.iy212.end
+  %relu1_grad.iy2201187 = phi i64 [ 0, %relu1_grad.iy212.end ], [ %iy220.next, %relu1_grad.ix221.end ]
+  br label %relu1_grad.ix221
+
+relu1_grad.iy220.end:                             ; preds = %relu1_grad.ix221.end
+  %c158.next = add nsw i64 %relu1_grad.c1581117, 1
+  %4148 = icmp slt i64 %c158.next, 32
+  br i1 %4148, label %relu1_grad.c158, label %relu1_grad.c158.end
+
+relu1_grad.ix221:                                 ; preds = %relu1_grad.ix221, %relu1_grad.iy220
+  %relu1_grad.ix2211188 = phi i64 [ 0, %relu1_grad.iy220 ], [ %ix221.next, %relu1_grad.ix221 ]
+  %4149 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4150 = add nsw i64 %4149, 4
+  %4151 = mul nsw i64 %4150, 50176
+  %4152 = add nsw i64 7251216, %4151
+  %4153 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4154 = add nsw i64 %4152, %4153
+  %4155 = add nsw i64 %relu1_grad.iy2201187, 27
+  %4156 = mul nsw i64 %4155, 28
+  %4157 = add nsw i64 %4154, %4156
+  %4158 = add nsw i64 %4157, 27
+  %4159 = add nsw i64 %4158, %relu1_grad.ix2211188
+  %arena1189 = getelementptr inbounds float, ptr %arena, i64 %4159
+  %4160 = load float, ptr %arena1189, align 4
+  store float %4160, ptr %relu1_grad.sum222, align 4
+  %sum222 = load float, ptr %relu1_grad.sum222, align 4
+  %4161 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4162 = add nsw i64 %4161, 5
+  %4163 = mul nsw i64 %4162, 50176
+  %4164 = add nsw i64 7251216, %4163
+  %4165 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4166 = add nsw i64 %4164, %4165
+  %4167 = add nsw i64 %relu1_grad.iy2201187, 27
+  %4168 = mul nsw i64 %4167, 28
+  %4169 = add nsw i64 %4166, %4168
+  %4170 = add nsw i64 %4169, 26
+  %4171 = add nsw i64 %4170, %relu1_grad.ix2211188
+  %arena1190 = getelementptr inbounds float, ptr %arena, i64 %4171
+  %4172 = load float, ptr %arena1190, align 4
+  %4173 = fadd float %sum222, %4172
+  store float %4173, ptr %relu1_grad.sum223, align 4
+  %sum223 = load float, ptr %relu1_grad.sum223, align 4
+  %4174 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4175 = add nsw i64 %4174, 7
+  %4176 = mul nsw i64 %4175, 50176
+  %4177 = add nsw i64 7251216, %4176
+  %4178 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4179 = add nsw i64 %4177, %4178
+  %4180 = add nsw i64 %relu1_grad.iy2201187, 27
+  %4181 = add nsw i64 %4180, -1
+  %4182 = mul nsw i64 %4181, 28
+  %4183 = add nsw i64 %4179, %4182
+  %4184 = add nsw i64 %4183, 27
+  %4185 = add nsw i64 %4184, %relu1_grad.ix2211188
+  %arena1191 = getelementptr inbounds float, ptr %arena, i64 %4185
+  %4186 = load float, ptr %arena1191, align 4
+  %4187 = fadd float %sum223, %4186
+  store float %4187, ptr %relu1_grad.sum224, align 4
+  %sum224 = load float, ptr %relu1_grad.sum224, align 4
+  %4188 = mul nsw i64 %relu1_grad.c1581117, 9
+  %4189 = add nsw i64 %4188, 8
+  %4190 = mul nsw i64 %4189, 50176
+  %4191 = add nsw i64 7251216, %4190
+  %4192 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4193 = add nsw i64 %4191, %4192
+  %4194 = add nsw i64 %relu1_grad.iy2201187, 27
+  %4195 = add nsw i64 %4194, -1
+  %4196 = mul nsw i64 %4195, 28
+  %4197 = add nsw i64 %4193, %4196
+  %4198 = add nsw i64 %4197, 26
+  %4199 = add nsw i64 %4198, %relu1_grad.ix2211188
+  %arena1192 = getelementptr inbounds float, ptr %arena, i64 %4199
+  %4200 = load float, ptr %arena1192, align 4
+  %4201 = fadd float %sum224, %4200
+  store float %4201, ptr %relu1_grad.sum225, align 4
+  %sum225 = load float, ptr %relu1_grad.sum225, align 4
+  %4202 = mul nsw i64 %relu1_grad.g1491011, 64
+  %4203 = add nsw i64 %4202, %relu1_grad.j1571116
+  %4204 = mul nsw i64 %4203, 25088
+  %4205 = add nsw i64 1605632, %4204
+  %4206 = mul nsw i64 %relu1_grad.c1581117, 784
+  %4207 = add nsw i64 %4205, %4206
+  %4208 = add nsw i64 %relu1_grad.iy2201187, 27
+  %4209 = mul nsw i64 %4208, 28
+  %4210 = add nsw i64 %4207, %4209
+  %4211 = add nsw i64 %4210, 27
+  %4212 = add nsw i64 %4211, %relu1_grad.ix2211188
+  %arena1193 = getelementptr inbounds float, ptr %arena, i64 %4212
+  store float %sum225, ptr %arena1193, align 4
+  %ix221.next = add nsw i64 %relu1_grad.ix2211188, 1
+  %4213 = icmp slt i64 %ix221.next, 1
+  br i1 %4213, label %relu1_grad.ix221, label %relu1_grad.ix221.end
+
+relu1_grad.ix221.end:                             ; preds = %relu1_grad.ix221
+  %iy220.next = add nsw i64 %relu1_grad.iy2201187, 1
+  %4214 = icmp slt i64 %iy220.next, 1
+  br i1 %4214, label %relu1_grad.iy220, label %relu1_grad.iy220.end
+
+conv1_grad.i226:                                  ; preds = %conv1_grad.i226, %relu1_grad.g149.end
+  %conv1_grad.i2261194 = phi i64 [ 0, %relu1_grad.g149.end ], [ %i226.next, %conv1_grad.i226 ]
+  %arena1195 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i2261194
+  %4215 = load float, ptr %arena1195, align 4
+  %4216 = fcmp ogt float %4215, 0.000000e+00
+  %4217 = add nsw i64 1605632, %conv1_grad.i2261194
+  %arena1196 = getelementptr inbounds float, ptr %arena, i64 %4217
+  %4218 = load float, ptr %arena1196, align 4
+  %4219 = select i1 %4216, float %4218, float 0.000000e+00
+  %4220 = add nsw i64 3220112, %conv1_grad.i2261194
+  %arena1197 = getelementptr inbounds float, ptr %arena, i64 %4220
+  store float %4219, ptr %arena1197, align 4
+  %i226.next = add nsw i64 %conv1_grad.i2261194, 1
+  %4221 = icmp slt i64 %i226.next, 1605632
+  br i1 %4221, label %conv1_grad.i226, label %conv1_grad.i226.end
+
+conv1_grad.i226.end:                              ; preds = %conv1_grad.i226
+  br label %conv1_weight_grad.i227
+
+conv1_weight_grad.i227:                           ; preds = %conv1_weight_grad.i227, %conv1_grad.i226.end
+  %conv1_weight_grad.i2271198 = phi i64 [ 0, %conv1_grad.i226.end ], [ %i227.next, %conv1_weight_grad.i227 ]
+  %4222 = add nsw i64 2057216, %conv1_weight_grad.i2271198
+  %arena1199 = getelementptr inbounds float, ptr %arena, i64 %4222
+  store float 0.000000e+00, ptr %arena1199, align 4
+  %i227.next = add nsw i64 %conv1_weight_grad.i2271198, 1
+  %4223 = icmp slt i64 %i227.next, 288
+  br i1 %4223, label %conv1_weight_grad.i227, label %conv1_weight_grad.i227.end
+
+conv1_weight_grad.i227.end:                       ; preds = %conv1_weight_grad.i227
+  br label %conv1_weight_grad.g228
+
+conv1_weight_grad.g228:                           ; preds = %conv1_weight_grad.nb251.end, %conv1_weight_grad.i227.end
+  %conv1_weight_grad.g2281200 = phi i64 [ 0, %conv1_weight_grad.i227.end ], [ %g228.next, %conv1_weight_grad.nb251.end ]
+  br label %conv1_weight_grad.j229
+
+conv1_weight_grad.g228.end:                       ; preds = %conv1_weight_grad.nb251.end
+  br label %conv1_weight_grad.f255
+
+conv1_weight_grad.j229:                           ; preds = %conv1_weight_grad.c230.end, %conv1_weight_grad.g228
+  %conv1_weight_grad.j2291201 = phi i64 [ 0, %conv1_weight_grad.g228 ], [ %j229.next, %conv1_weight_grad.c230.end ]
+  br label %conv1_weight_grad.c230
+
+conv1_weight_grad.j229.end:                       ; preds = %conv1_weight_grad.c230.end
+  br label %conv1_weight_grad.j243
+
+conv1_weight_grad.c230:                           ; preds = %conv1_weight_grad.ky231.end, %conv1_weight_grad.j229
+  %conv1_weight_grad.c2301202 = phi i64 [ 0, %conv1_weight_grad.j229 ], [ %c230.next, %conv1_weight_grad.ky231.end ]
+  br label %conv1_weight_grad.ky231
+
+conv1_weight_grad.c230.end:                       ; preds = %conv1_weight_grad.ky231.end
+  %j229.next = add nsw i64 %conv1_weight_grad.j2291201, 1
+  %4224 = icmp slt i64 %j229.next, 64
+  br i1 %4224, label %conv1_weight_grad.j229, label %conv1_weight_grad.j229.end
+
+conv1_weight_grad.ky231:                          ; preds = %conv1_weight_grad.oy239.end, %conv1_weight_grad.c230
+  %conv1_weight_grad.ky2311203 = phi i64 [ 0, %conv1_weight_grad.c230 ], [ %ky231.next, %conv1_weight_grad.oy239.end ]
+  br label %conv1_weight_grad.oy232
+
+conv1_weight_grad.ky231.end:                      ; preds = %conv1_weight_grad.oy239.end
+  %c230.next = add nsw i64 %conv1_weight_grad.c2301202, 1
+  %4225 = icmp slt i64 %c230.next, 1
+  br i1 %4225, label %conv1_weight_grad.c230, label %conv1_weight_grad.c230.end
+
+conv1_weight_grad.oy232:                          ; preds = %conv1_weight_grad.endif1215, %conv1_weight_grad.ky231
+  %conv1_weight_grad.oy2321204 = phi i64 [ 0, %conv1_weight_grad.ky231 ], [ %oy232.next, %conv1_weight_grad.endif1215 ]
+  %4226 = add nsw i64 %conv1_weight_grad.oy2321204, %conv1_weight_grad.ky2311203
+  %4227 = add nsw i64 %4226, -1
+  %4228 = icmp slt i64 -1, %4227
+  %4229 = add nsw i64 %conv1_weight_grad.oy2321204, %conv1_weight_grad.ky2311203
+  %4230 = add nsw i64 %4229, -1
+  %4231 = icmp slt i64 %4230, 28
+  %4232 = and i1 %4228, %4231
+  br i1 %4232, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+
+conv1_weight_grad.oy232.end:                      ; preds = %conv1_weight_grad.endif1215
+  br label %conv1_weight_grad.oy236
+
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy232
+  br label %conv1_weight_grad.ox233
+
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox234.end, %conv1_weight_grad.oy232
+  %4233 = add nsw i64 %conv1_weight_grad.oy2321204, %conv1_weight_grad.ky2311203
+  %4234 = add nsw i64 %4233, -1
+  %4235 = icmp slt i64 %4234, 0
+  br i1 %4235, label %conv1_weight_grad.then1210, label %conv1_weight_grad.endif1211
+
+conv1_weight_grad.ox233:                          ; preds = %conv1_weight_grad.ox233, %conv1_weight_grad.then
+  %conv1_weight_grad.ox2331205 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox233.next, %conv1_weight_grad.ox233 ]
+  %4236 = mul nsw i64 %conv1_weight_grad.g2281200, 64
+  %4237 = add nsw i64 %4236, %conv1_weight_grad.j2291201
+  %4238 = mul nsw i64 %4237, 784
+  %4239 = mul nsw i64 %conv1_weight_grad.c2301202, 784
+  %4240 = add nsw i64 %4238, %4239
+  %4241 = add nsw i64 %conv1_weight_grad.oy2321204, %conv1_weight_grad.ky2311203
+  %4242 = add nsw i64 %4241, -1
+  %4243 = mul nsw i64 %4242, 28
+  %4244 = add nsw i64 %4240, %4243
+  %4245 = add nsw i64 %conv1_weight_grad.ox2331205, 1
+  %4246 = add nsw i64 %4245, -1
+  %4247 = add nsw i64 %4244, %4246
+  %images1206 = getelementptr inbounds float, ptr %images, i64 %4247
+  %4248 = load float, ptr %images1206, align 4
+  %4249 = mul nsw i64 %conv1_weight_grad.c2301202, 3
+  %4250 = add nsw i64 %4249, %conv1_weight_grad.ky2311203
+  %4251 = mul nsw i64 %4250, 3
+  %4252 = mul nsw i64 %4251, 50176
+  %4253 = mul nsw i64 %conv1_weight_grad.j2291201, 784
+  %4254 = add nsw i64 %4252, %4253
+  %4255 = mul nsw i64 %conv1_weight_grad.oy2321204, 28
+  %4256 = add nsw i64 %conv1_weight_grad.ox2331205, 1
   %4257 = add nsw i64 %4255, %4256
-  %arena1311 = getelementptr inbounds float, ptr %arena, i64 %4257
-  %4258 = load <16 x float>, ptr %arena1311, align 4
-  store <16 x float> %4258, ptr %conv1_weight_grad.t194_c5_0, align 64
-  %4259 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4260 = add nsw i64 %4259, 5
-  %4261 = mul nsw i64 %4260, 32
-  %4262 = add nsw i64 2057216, %4261
-  %4263 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4264 = add nsw i64 %4262, %4263
-  %4265 = add nsw i64 %4264, 16
-  %arena1312 = getelementptr inbounds float, ptr %arena, i64 %4265
-  %4266 = load <16 x float>, ptr %arena1312, align 4
-  store <16 x float> %4266, ptr %conv1_weight_grad.t194_c5_1, align 64
-  %4267 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4268 = add nsw i64 %4267, 6
-  %4269 = mul nsw i64 %4268, 32
-  %4270 = add nsw i64 2057216, %4269
-  %4271 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4272 = add nsw i64 %4270, %4271
-  %arena1313 = getelementptr inbounds float, ptr %arena, i64 %4272
-  %4273 = load <16 x float>, ptr %arena1313, align 4
-  store <16 x float> %4273, ptr %conv1_weight_grad.t194_c6_0, align 64
-  %4274 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4275 = add nsw i64 %4274, 6
-  %4276 = mul nsw i64 %4275, 32
-  %4277 = add nsw i64 2057216, %4276
-  %4278 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4279 = add nsw i64 %4277, %4278
-  %4280 = add nsw i64 %4279, 16
-  %arena1314 = getelementptr inbounds float, ptr %arena, i64 %4280
-  %4281 = load <16 x float>, ptr %arena1314, align 4
-  store <16 x float> %4281, ptr %conv1_weight_grad.t194_c6_1, align 64
-  %4282 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4283 = add nsw i64 %4282, 7
-  %4284 = mul nsw i64 %4283, 32
-  %4285 = add nsw i64 2057216, %4284
-  %4286 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4287 = add nsw i64 %4285, %4286
-  %arena1315 = getelementptr inbounds float, ptr %arena, i64 %4287
-  %4288 = load <16 x float>, ptr %arena1315, align 4
-  store <16 x float> %4288, ptr %conv1_weight_grad.t194_c7_0, align 64
-  %4289 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4290 = add nsw i64 %4289, 7
-  %4291 = mul nsw i64 %4290, 32
-  %4292 = add nsw i64 2057216, %4291
-  %4293 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4294 = add nsw i64 %4292, %4293
-  %4295 = add nsw i64 %4294, 16
-  %arena1316 = getelementptr inbounds float, ptr %arena, i64 %4295
-  %4296 = load <16 x float>, ptr %arena1316, align 4
-  store <16 x float> %4296, ptr %conv1_weight_grad.t194_c7_1, align 64
-  %4297 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4298 = add nsw i64 %4297, 8
-  %4299 = mul nsw i64 %4298, 32
-  %4300 = add nsw i64 2057216, %4299
-  %4301 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4302 = add nsw i64 %4300, %4301
-  %arena1317 = getelementptr inbounds float, ptr %arena, i64 %4302
-  %4303 = load <16 x float>, ptr %arena1317, align 4
-  store <16 x float> %4303, ptr %conv1_weight_grad.t194_c8_0, align 64
-  %4304 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4305 = add nsw i64 %4304, 8
-  %4306 = mul nsw i64 %4305, 32
-  %4307 = add nsw i64 2057216, %4306
-  %4308 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4309 = add nsw i64 %4307, %4308
-  %4310 = add nsw i64 %4309, 16
-  %arena1318 = getelementptr inbounds float, ptr %arena, i64 %4310
-  %4311 = load <16 x float>, ptr %arena1318, align 4
-  store <16 x float> %4311, ptr %conv1_weight_grad.t194_c8_1, align 64
-  br label %conv1_weight_grad.k195
+  %4258 = add nsw i64 %4254, %4257
+  %arena1207 = getelementptr inbounds float, ptr %arena, i64 %4258
+  store float %4248, ptr %arena1207, align 4
+  %ox233.next = add nsw i64 %conv1_weight_grad.ox2331205, 1
+  %4259 = icmp slt i64 %ox233.next, 27
+  br i1 %4259, label %conv1_weight_grad.ox233, label %conv1_weight_grad.ox233.end
 
-conv1_weight_grad.mb193.end:                      ; preds = %conv1_weight_grad.k195.end
-  %nb192.next = add nsw i64 %conv1_weight_grad.nb1921299, 1
-  %4312 = icmp slt i64 %nb192.next, 1
-  br i1 %4312, label %conv1_weight_grad.nb192, label %conv1_weight_grad.nb192.end
+conv1_weight_grad.ox233.end:                      ; preds = %conv1_weight_grad.ox233
+  br label %conv1_weight_grad.ox234
 
-conv1_weight_grad.k195:                           ; preds = %conv1_weight_grad.k195, %conv1_weight_grad.mb193
-  %conv1_weight_grad.k1951319 = phi i64 [ 0, %conv1_weight_grad.mb193 ], [ %k195.next, %conv1_weight_grad.k195 ]
-  %4313 = add nsw i64 %conv1_weight_grad.k1951319, 49920
-  %4314 = mul nsw i64 %4313, 32
-  %4315 = add nsw i64 451584, %4314
-  %4316 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4317 = add nsw i64 %4315, %4316
-  %arena1320 = getelementptr inbounds float, ptr %arena, i64 %4317
-  %4318 = load <16 x float>, ptr %arena1320, align 4
-  store <16 x float> %4318, ptr %conv1_weight_grad.t194_b0, align 64
-  %4319 = add nsw i64 %conv1_weight_grad.k1951319, 49920
-  %4320 = mul nsw i64 %4319, 32
-  %4321 = add nsw i64 451584, %4320
-  %4322 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4323 = add nsw i64 %4321, %4322
-  %4324 = add nsw i64 %4323, 16
-  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %4324
-  %4325 = load <16 x float>, ptr %arena1321, align 4
-  store <16 x float> %4325, ptr %conv1_weight_grad.t194_b1, align 64
-  %4326 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4327 = mul nsw i64 %4326, 50176
-  %4328 = add nsw i64 %conv1_weight_grad.k1951319, 49920
-  %4329 = add nsw i64 %4327, %4328
-  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4329
-  %4330 = load float, ptr %arena1322, align 4
-  %4331 = insertelement <16 x float> undef, float %4330, i32 0
-  %4332 = shufflevector <16 x float> %4331, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4332, ptr %conv1_weight_grad.t194_a0, align 64
-  %t194_a0 = load <16 x float>, ptr %conv1_weight_grad.t194_a0, align 64
-  %t194_b0 = load <16 x float>, ptr %conv1_weight_grad.t194_b0, align 64
-  %t194_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t194_c0_0, align 64
-  %4333 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a0, <16 x float> %t194_b0, <16 x float> %t194_c0_0)
-  store <16 x float> %4333, ptr %conv1_weight_grad.t194_c0_0, align 64
-  %t194_a01323 = load <16 x float>, ptr %conv1_weight_grad.t194_a0, align 64
-  %t194_b1 = load <16 x float>, ptr %conv1_weight_grad.t194_b1, align 64
-  %t194_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t194_c0_1, align 64
-  %4334 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a01323, <16 x float> %t194_b1, <16 x float> %t194_c0_1)
-  store <16 x float> %4334, ptr %conv1_weight_grad.t194_c0_1, align 64
-  %4335 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4336 = add nsw i64 %4335, 1
-  %4337 = mul nsw i64 %4336, 50176
-  %4338 = add nsw i64 %conv1_weight_grad.k1951319, 49920
-  %4339 = add nsw i64 %4337, %4338
-  %arena1324 = getelementptr inbounds float, ptr %arena, i64 %4339
-  %4340 = load float, ptr %arena1324, align 4
-  %4341 = insertelement <16 x float> undef, float %4340, i32 0
-  %4342 = shufflevector <16 x float> %4341, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4342, ptr %conv1_weight_grad.t194_a1, align 64
-  %t194_a1 = load <16 x float>, ptr %conv1_weight_grad.t194_a1, align 64
-  %t194_b01325 = load <16 x float>, ptr %conv1_weight_grad.t194_b0, align 64
-  %t194_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t194_c1_0, align 64
-  %4343 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a1, <16 x float> %t194_b01325, <16 x float> %t194_c1_0)
-  store <16 x float> %4343, ptr %conv1_weight_grad.t194_c1_0, align 64
-  %t194_a11326 = load <16 x float>, ptr %conv1_weight_grad.t194_a1, align 64
-  %t194_b11327 = load <16 x float>, ptr %conv1_weight_grad.t194_b1, align 64
-  %t194_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t194_c1_1, align 64
-  %4344 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a11326, <16 x float> %t194_b11327, <16 x float> %t194_c1_1)
-  store <16 x float> %4344, ptr %conv1_weight_grad.t194_c1_1, align 64
-  %4345 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4346 = add nsw i64 %4345, 2
-  %4347 = mul nsw i64 %4346, 50176
-  %4348 = add nsw i64 %conv1_weight_grad.k1951319, 49920
-  %4349 = add nsw i64 %4347, %4348
-  %arena1328 = getelementptr inbounds float, ptr %arena, i64 %4349
-  %4350 = load float, ptr %arena1328, align 4
-  %4351 = insertelement <16 x float> undef, float %4350, i32 0
-  %4352 = shufflevector <16 x float> %4351, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4352, ptr %conv1_weight_grad.t194_a2, align 64
-  %t194_a2 = load <16 x float>, ptr %conv1_weight_grad.t194_a2, align 64
-  %t194_b01329 = load <16 x float>, ptr %conv1_weight_grad.t194_b0, align 64
-  %t194_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t194_c2_0, align 64
-  %4353 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a2, <16 x float> %t194_b01329, <16 x float> %t194_c2_0)
-  store <16 x float> %4353, ptr %conv1_weight_grad.t194_c2_0, align 64
-  %t194_a21330 = load <16 x float>, ptr %conv1_weight_grad.t194_a2, align 64
-  %t194_b11331 = load <16 x float>, ptr %conv1_weight_grad.t194_b1, align 64
-  %t194_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t194_c2_1, align 64
-  %4354 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a21330, <16 x float> %t194_b11331, <16 x float> %t194_c2_1)
-  store <16 x float> %4354, ptr %conv1_weight_grad.t194_c2_1, align 64
-  %4355 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4356 = add nsw i64 %4355, 3
-  %4357 = mul nsw i64 %4356, 50176
-  %4358 = add nsw i64 %conv1_weight_grad.k1951319, 49920
-  %4359 = add nsw i64 %4357, %4358
-  %arena1332 = getelementptr inbounds float, ptr %arena, i64 %4359
-  %4360 = load float, ptr %arena1332, align 4
-  %4361 = insertelement <16 x float> undef, float %4360, i32 0
-  %4362 = shufflevector <16 x float> %4361, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4362, ptr %conv1_weight_grad.t194_a3, align 64
-  %t194_a3 = load <16 x float>, ptr %conv1_weight_grad.t194_a3, align 64
-  %t194_b01333 = load <16 x float>, ptr %conv1_weight_grad.t194_b0, align 64
-  %t194_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t194_c3_0, align 64
-  %4363 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a3, <16 x float> %t194_b01333, <16 x float> %t194_c3_0)
-  store <16 x float> %4363, ptr %conv1_weight_grad.t194_c3_0, align 64
-  %t194_a31334 = load <16 x float>, ptr %conv1_weight_grad.t194_a3, align 64
-  %t194_b11335 = load <16 x float>, ptr %conv1_weight_grad.t194_b1, align 64
-  %t194_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t194_c3_1, align 64
-  %4364 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a31334, <16 x float> %t194_b11335, <16 x float> %t194_c3_1)
-  store <16 x float> %4364, ptr %conv1_weight_grad.t194_c3_1, align 64
-  %4365 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4366 = add nsw i64 %4365, 4
-  %4367 = mul nsw i64 %4366, 50176
-  %4368 = add nsw i64 %conv1_weight_grad.k1951319, 49920
-  %4369 = add nsw i64 %4367, %4368
-  %arena1336 = getelementptr inbounds float, ptr %arena, i64 %4369
-  %4370 = load float, ptr %arena1336, align 4
-  %4371 = insertelement <16 x float> undef, float %4370, i32 0
-  %4372 = shufflevector <16 x float> %4371, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4372, ptr %conv1_weight_grad.t194_a4, align 64
-  %t194_a4 = load <16 x float>, ptr %conv1_weight_grad.t194_a4, align 64
-  %t194_b01337 = load <16 x float>, ptr %conv1_weight_grad.t194_b0, align 64
-  %t194_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t194_c4_0, align 64
-  %4373 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a4, <16 x float> %t194_b01337, <16 x float> %t194_c4_0)
-  store <16 x float> %4373, ptr %conv1_weight_grad.t194_c4_0, align 64
-  %t194_a41338 = load <16 x float>, ptr %conv1_weight_grad.t194_a4, align 64
-  %t194_b11339 = load <16 x float>, ptr %conv1_weight_grad.t194_b1, align 64
-  %t194_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t194_c4_1, align 64
-  %4374 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a41338, <16 x float> %t194_b11339, <16 x float> %t194_c4_1)
-  store <16 x float> %4374, ptr %conv1_weight_grad.t194_c4_1, align 64
-  %4375 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4376 = add nsw i64 %4375, 5
-  %4377 = mul nsw i64 %4376, 50176
-  %4378 = add nsw i64 %conv1_weight_grad.k1951319, 49920
-  %4379 = add nsw i64 %4377, %4378
-  %arena1340 = getelementptr inbounds float, ptr %arena, i64 %4379
-  %4380 = load float, ptr %arena1340, align 4
-  %4381 = insertelement <16 x float> undef, float %4380, i32 0
-  %4382 = shufflevector <16 x float> %4381, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4382, ptr %conv1_weight_grad.t194_a5, align 64
-  %t194_a5 = load <16 x float>, ptr %conv1_weight_grad.t194_a5, align 64
-  %t194_b01341 = load <16 x float>, ptr %conv1_weight_grad.t194_b0, align 64
-  %t194_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t194_c5_0, align 64
-  %4383 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a5, <16 x float> %t194_b01341, <16 x float> %t194_c5_0)
-  store <16 x float> %4383, ptr %conv1_weight_grad.t194_c5_0, align 64
-  %t194_a51342 = load <16 x float>, ptr %conv1_weight_grad.t194_a5, align 64
-  %t194_b11343 = load <16 x float>, ptr %conv1_weight_grad.t194_b1, align 64
-  %t194_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t194_c5_1, align 64
-  %4384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a51342, <16 x float> %t194_b11343, <16 x float> %t194_c5_1)
-  store <16 x float> %4384, ptr %conv1_weight_grad.t194_c5_1, align 64
-  %4385 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4386 = add nsw i64 %4385, 6
-  %4387 = mul nsw i64 %4386, 50176
-  %4388 = add nsw i64 %conv1_weight_grad.k1951319, 49920
-  %4389 = add nsw i64 %4387, %4388
-  %arena1344 = getelementptr inbounds float, ptr %arena, i64 %4389
-  %4390 = load float, ptr %arena1344, align 4
-  %4391 = insertelement <16 x float> undef, float %4390, i32 0
-  %4392 = shufflevector <16 x float> %4391, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4392, ptr %conv1_weight_grad.t194_a6, align 64
-  %t194_a6 = load <16 x float>, ptr %conv1_weight_grad.t194_a6, align 64
-  %t194_b01345 = load <16 x float>, ptr %conv1_weight_grad.t194_b0, align 64
-  %t194_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t194_c6_0, align 64
-  %4393 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a6, <16 x float> %t194_b01345, <16 x float> %t194_c6_0)
-  store <16 x float> %4393, ptr %conv1_weight_grad.t194_c6_0, align 64
-  %t194_a61346 = load <16 x float>, ptr %conv1_weight_grad.t194_a6, align 64
-  %t194_b11347 = load <16 x float>, ptr %conv1_weight_grad.t194_b1, align 64
-  %t194_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t194_c6_1, align 64
-  %4394 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a61346, <16 x float> %t194_b11347, <16 x float> %t194_c6_1)
-  store <16 x float> %4394, ptr %conv1_weight_grad.t194_c6_1, align 64
-  %4395 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4396 = add nsw i64 %4395, 7
-  %4397 = mul nsw i64 %4396, 50176
-  %4398 = add nsw i64 %conv1_weight_grad.k1951319, 49920
-  %4399 = add nsw i64 %4397, %4398
-  %arena1348 = getelementptr inbounds float, ptr %arena, i64 %4399
-  %4400 = load float, ptr %arena1348, align 4
-  %4401 = insertelement <16 x float> undef, float %4400, i32 0
-  %4402 = shufflevector <16 x float> %4401, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4402, ptr %conv1_weight_grad.t194_a7, align 64
-  %t194_a7 = load <16 x float>, ptr %conv1_weight_grad.t194_a7, align 64
-  %t194_b01349 = load <16 x float>, ptr %conv1_weight_grad.t194_b0, align 64
-  %t194_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t194_c7_0, align 64
-  %4403 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a7, <16 x float> %t194_b01349, <16 x float> %t194_c7_0)
-  store <16 x float> %4403, ptr %conv1_weight_grad.t194_c7_0, align 64
-  %t194_a71350 = load <16 x float>, ptr %conv1_weight_grad.t194_a7, align 64
-  %t194_b11351 = load <16 x float>, ptr %conv1_weight_grad.t194_b1, align 64
-  %t194_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t194_c7_1, align 64
-  %4404 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a71350, <16 x float> %t194_b11351, <16 x float> %t194_c7_1)
-  store <16 x float> %4404, ptr %conv1_weight_grad.t194_c7_1, align 64
-  %4405 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4406 = add nsw i64 %4405, 8
-  %4407 = mul nsw i64 %4406, 50176
-  %4408 = add nsw i64 %conv1_weight_grad.k1951319, 49920
-  %4409 = add nsw i64 %4407, %4408
-  %arena1352 = getelementptr inbounds float, ptr %arena, i64 %4409
-  %4410 = load float, ptr %arena1352, align 4
-  %4411 = insertelement <16 x float> undef, float %4410, i32 0
-  %4412 = shufflevector <16 x float> %4411, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4412, ptr %conv1_weight_grad.t194_a8, align 64
-  %t194_a8 = load <16 x float>, ptr %conv1_weight_grad.t194_a8, align 64
-  %t194_b01353 = load <16 x float>, ptr %conv1_weight_grad.t194_b0, align 64
-  %t194_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t194_c8_0, align 64
-  %4413 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a8, <16 x float> %t194_b01353, <16 x float> %t194_c8_0)
-  store <16 x float> %4413, ptr %conv1_weight_grad.t194_c8_0, align 64
-  %t194_a81354 = load <16 x float>, ptr %conv1_weight_grad.t194_a8, align 64
-  %t194_b11355 = load <16 x float>, ptr %conv1_weight_grad.t194_b1, align 64
-  %t194_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t194_c8_1, align 64
-  %4414 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t194_a81354, <16 x float> %t194_b11355, <16 x float> %t194_c8_1)
-  store <16 x float> %4414, ptr %conv1_weight_grad.t194_c8_1, align 64
-  %k195.next = add nsw i64 %conv1_weight_grad.k1951319, 1
-  %4415 = icmp slt i64 %k195.next, 256
-  br i1 %4415, label %conv1_weight_grad.k195, label %conv1_weight_grad.k195.end
+conv1_weight_grad.ox234:                          ; preds = %conv1_weight_grad.ox234, %conv1_weight_grad.ox233.end
+  %conv1_weight_grad.ox2341208 = phi i64 [ 0, %conv1_weight_grad.ox233.end ], [ %ox234.next, %conv1_weight_grad.ox234 ]
+  %4260 = mul nsw i64 %conv1_weight_grad.c2301202, 3
+  %4261 = add nsw i64 %4260, %conv1_weight_grad.ky2311203
+  %4262 = mul nsw i64 %4261, 3
+  %4263 = mul nsw i64 %4262, 50176
+  %4264 = mul nsw i64 %conv1_weight_grad.j2291201, 784
+  %4265 = add nsw i64 %4263, %4264
+  %4266 = mul nsw i64 %conv1_weight_grad.oy2321204, 28
+  %4267 = add nsw i64 %4266, %conv1_weight_grad.ox2341208
+  %4268 = add nsw i64 %4265, %4267
+  %arena1209 = getelementptr inbounds float, ptr %arena, i64 %4268
+  store float 0.000000e+00, ptr %arena1209, align 4
+  %ox234.next = add nsw i64 %conv1_weight_grad.ox2341208, 1
+  %4269 = icmp slt i64 %ox234.next, 1
+  br i1 %4269, label %conv1_weight_grad.ox234, label %conv1_weight_grad.ox234.end
 
-conv1_weight_grad.k195.end:                       ; preds = %conv1_weight_grad.k195
-  %t194_c0_01356 = load <16 x float>, ptr %conv1_weight_grad.t194_c0_0, align 64
-  %4416 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4417 = mul nsw i64 %4416, 32
-  %4418 = add nsw i64 2057216, %4417
-  %4419 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4420 = add nsw i64 %4418, %4419
-  %arena1357 = getelementptr inbounds float, ptr %arena, i64 %4420
-  store <16 x float> %t194_c0_01356, ptr %arena1357, align 4
-  %t194_c0_11358 = load <16 x float>, ptr %conv1_weight_grad.t194_c0_1, align 64
-  %4421 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4422 = mul nsw i64 %4421, 32
-  %4423 = add nsw i64 2057216, %4422
-  %4424 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4425 = add nsw i64 %4423, %4424
-  %4426 = add nsw i64 %4425, 16
-  %arena1359 = getelementptr inbounds float, ptr %arena, i64 %4426
-  store <16 x float> %t194_c0_11358, ptr %arena1359, align 4
-  %t194_c1_01360 = load <16 x float>, ptr %conv1_weight_grad.t194_c1_0, align 64
-  %4427 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4428 = add nsw i64 %4427, 1
-  %4429 = mul nsw i64 %4428, 32
-  %4430 = add nsw i64 2057216, %4429
-  %4431 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4432 = add nsw i64 %4430, %4431
-  %arena1361 = getelementptr inbounds float, ptr %arena, i64 %4432
-  store <16 x float> %t194_c1_01360, ptr %arena1361, align 4
-  %t194_c1_11362 = load <16 x float>, ptr %conv1_weight_grad.t194_c1_1, align 64
-  %4433 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4434 = add nsw i64 %4433, 1
+conv1_weight_grad.ox234.end:                      ; preds = %conv1_weight_grad.ox234
+  br label %conv1_weight_grad.endif
+
+conv1_weight_grad.then1210:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox235
+
+conv1_weight_grad.endif1211:                      ; preds = %conv1_weight_grad.ox235.end, %conv1_weight_grad.endif
+  %4270 = add nsw i64 %conv1_weight_grad.oy2321204, %conv1_weight_grad.ky2311203
+  %4271 = add nsw i64 %4270, -1
+  %4272 = icmp slt i64 27, %4271
+  br i1 %4272, label %conv1_weight_grad.then1214, label %conv1_weight_grad.endif1215
+
+conv1_weight_grad.ox235:                          ; preds = %conv1_weight_grad.ox235, %conv1_weight_grad.then1210
+  %conv1_weight_grad.ox2351212 = phi i64 [ 0, %conv1_weight_grad.then1210 ], [ %ox235.next, %conv1_weight_grad.ox235 ]
+  %4273 = mul nsw i64 %conv1_weight_grad.c2301202, 3
+  %4274 = add nsw i64 %4273, %conv1_weight_grad.ky2311203
+  %4275 = mul nsw i64 %4274, 3
+  %4276 = mul nsw i64 %4275, 50176
+  %4277 = mul nsw i64 %conv1_weight_grad.j2291201, 784
+  %4278 = add nsw i64 %4276, %4277
+  %4279 = mul nsw i64 %conv1_weight_grad.oy2321204, 28
+  %4280 = add nsw i64 %4279, %conv1_weight_grad.ox2351212
+  %4281 = add nsw i64 %4278, %4280
+  %arena1213 = getelementptr inbounds float, ptr %arena, i64 %4281
+  store float 0.000000e+00, ptr %arena1213, align 4
+  %ox235.next = add nsw i64 %conv1_weight_grad.ox2351212, 1
+  %4282 = icmp slt i64 %ox235.next, 28
+  br i1 %4282, label %conv1_weight_grad.ox235, label %conv1_weight_grad.ox235.end
+
+conv1_weight_grad.ox235.end:                      ; preds = %conv1_weight_grad.ox235
+  br label %conv1_weight_grad.endif1211
+
+conv1_weight_grad.then1214:                       ; preds = %conv1_weight_grad.endif1211
+  br label %conv1_weight_grad.ox2351216
+
+conv1_weight_grad.endif1215:                      ; preds = %conv1_weight_grad.ox235.end1217, %conv1_weight_grad.endif1211
+  %oy232.next = add nsw i64 %conv1_weight_grad.oy2321204, 1
+  %4283 = icmp slt i64 %oy232.next, 28
+  br i1 %4283, label %conv1_weight_grad.oy232, label %conv1_weight_grad.oy232.end
+
+conv1_weight_grad.ox2351216:                      ; preds = %conv1_weight_grad.ox2351216, %conv1_weight_grad.then1214
+  %conv1_weight_grad.ox2351218 = phi i64 [ 0, %conv1_weight_grad.then1214 ], [ %ox235.next1220, %conv1_weight_grad.ox2351216 ]
+  %4284 = mul nsw i64 %conv1_weight_grad.c2301202, 3
+  %4285 = add nsw i64 %4284, %conv1_weight_grad.ky2311203
+  %4286 = mul nsw i64 %4285, 3
+  %4287 = mul nsw i64 %4286, 50176
+  %4288 = mul nsw i64 %conv1_weight_grad.j2291201, 784
+  %4289 = add nsw i64 %4287, %4288
+  %4290 = mul nsw i64 %conv1_weight_grad.oy2321204, 28
+  %4291 = add nsw i64 %4290, %conv1_weight_grad.ox2351218
+  %4292 = add nsw i64 %4289, %4291
+  %arena1219 = getelementptr inbounds float, ptr %arena, i64 %4292
+  store float 0.000000e+00, ptr %arena1219, align 4
+  %ox235.next1220 = add nsw i64 %conv1_weight_grad.ox2351218, 1
+  %4293 = icmp slt i64 %ox235.next1220, 28
+  br i1 %4293, label %conv1_weight_grad.ox2351216, label %conv1_weight_grad.ox235.end1217
+
+conv1_weight_grad.ox235.end1217:                  ; preds = %conv1_weight_grad.ox2351216
+  br label %conv1_weight_grad.endif1215
+
+conv1_weight_grad.oy236:                          ; preds = %conv1_weight_grad.endif1232, %conv1_weight_grad.oy232.end
+  %conv1_weight_grad.oy2361221 = phi i64 [ 0, %conv1_weight_grad.oy232.end ], [ %oy236.next, %conv1_weight_grad.endif1232 ]
+  %4294 = add nsw i64 %conv1_weight_grad.oy2361221, %conv1_weight_grad.ky2311203
+  %4295 = add nsw i64 %4294, -1
+  %4296 = icmp slt i64 -1, %4295
+  %4297 = add nsw i64 %conv1_weight_grad.oy2361221, %conv1_weight_grad.ky2311203
+  %4298 = add nsw i64 %4297, -1
+  %4299 = icmp slt i64 %4298, 28
+  %4300 = and i1 %4296, %4299
+  br i1 %4300, label %conv1_weight_grad.then1222, label %conv1_weight_grad.endif1223
+
+conv1_weight_grad.oy236.end:                      ; preds = %conv1_weight_grad.endif1232
+  br label %conv1_weight_grad.oy239
+
+conv1_weight_grad.then1222:                       ; preds = %conv1_weight_grad.oy236
+  br label %conv1_weight_grad.ox237
+
+conv1_weight_grad.endif1223:                      ; preds = %conv1_weight_grad.ox237.end, %conv1_weight_grad.oy236
+  %4301 = add nsw i64 %conv1_weight_grad.oy2361221, %conv1_weight_grad.ky2311203
+  %4302 = add nsw i64 %4301, -1
+  %4303 = icmp slt i64 %4302, 0
+  br i1 %4303, label %conv1_weight_grad.then1227, label %conv1_weight_grad.endif1228
+
+conv1_weight_grad.ox237:                          ; preds = %conv1_weight_grad.ox237, %conv1_weight_grad.then1222
+  %conv1_weight_grad.ox2371224 = phi i64 [ 0, %conv1_weight_grad.then1222 ], [ %ox237.next, %conv1_weight_grad.ox237 ]
+  %4304 = mul nsw i64 %conv1_weight_grad.g2281200, 64
+  %4305 = add nsw i64 %4304, %conv1_weight_grad.j2291201
+  %4306 = mul nsw i64 %4305, 784
+  %4307 = mul nsw i64 %conv1_weight_grad.c2301202, 784
+  %4308 = add nsw i64 %4306, %4307
+  %4309 = add nsw i64 %conv1_weight_grad.oy2361221, %conv1_weight_grad.ky2311203
+  %4310 = add nsw i64 %4309, -1
+  %4311 = mul nsw i64 %4310, 28
+  %4312 = add nsw i64 %4308, %4311
+  %4313 = add nsw i64 %4312, %conv1_weight_grad.ox2371224
+  %images1225 = getelementptr inbounds float, ptr %images, i64 %4313
+  %4314 = load float, ptr %images1225, align 4
+  %4315 = mul nsw i64 %conv1_weight_grad.c2301202, 3
+  %4316 = add nsw i64 %4315, %conv1_weight_grad.ky2311203
+  %4317 = mul nsw i64 %4316, 3
+  %4318 = add nsw i64 %4317, 1
+  %4319 = mul nsw i64 %4318, 50176
+  %4320 = mul nsw i64 %conv1_weight_grad.j2291201, 784
+  %4321 = add nsw i64 %4319, %4320
+  %4322 = mul nsw i64 %conv1_weight_grad.oy2361221, 28
+  %4323 = add nsw i64 %4322, %conv1_weight_grad.ox2371224
+  %4324 = add nsw i64 %4321, %4323
+  %arena1226 = getelementptr inbounds float, ptr %arena, i64 %4324
+  store float %4314, ptr %arena1226, align 4
+  %ox237.next = add nsw i64 %conv1_weight_grad.ox2371224, 1
+  %4325 = icmp slt i64 %ox237.next, 28
+  br i1 %4325, label %conv1_weight_grad.ox237, label %conv1_weight_grad.ox237.end
+
+conv1_weight_grad.ox237.end:                      ; preds = %conv1_weight_grad.ox237
+  br label %conv1_weight_grad.endif1223
+
+conv1_weight_grad.then1227:                       ; preds = %conv1_weight_grad.endif1223
+  br label %conv1_weight_grad.ox238
+
+conv1_weight_grad.endif1228:                      ; preds = %conv1_weight_grad.ox238.end, %conv1_weight_grad.endif1223
+  %4326 = add nsw i64 %conv1_weight_grad.oy2361221, %conv1_weight_grad.ky2311203
+  %4327 = add nsw i64 %4326, -1
+  %4328 = icmp slt i64 27, %4327
+  br i1 %4328, label %conv1_weight_grad.then1231, label %conv1_weight_grad.endif1232
+
+conv1_weight_grad.ox238:                          ; preds = %conv1_weight_grad.ox238, %conv1_weight_grad.then1227
+  %conv1_weight_grad.ox2381229 = phi i64 [ 0, %conv1_weight_grad.then1227 ], [ %ox238.next, %conv1_weight_grad.ox238 ]
+  %4329 = mul nsw i64 %conv1_weight_grad.c2301202, 3
+  %4330 = add nsw i64 %4329, %conv1_weight_grad.ky2311203
+  %4331 = mul nsw i64 %4330, 3
+  %4332 = add nsw i64 %4331, 1
+  %4333 = mul nsw i64 %4332, 50176
+  %4334 = mul nsw i64 %conv1_weight_grad.j2291201, 784
+  %4335 = add nsw i64 %4333, %4334
+  %4336 = mul nsw i64 %conv1_weight_grad.oy2361221, 28
+  %4337 = add nsw i64 %4336, %conv1_weight_grad.ox2381229
+  %4338 = add nsw i64 %4335, %4337
+  %arena1230 = getelementptr inbounds float, ptr %arena, i64 %4338
+  store float 0.000000e+00, ptr %arena1230, align 4
+  %ox238.next = add nsw i64 %conv1_weight_grad.ox2381229, 1
+  %4339 = icmp slt i64 %ox238.next, 28
+  br i1 %4339, label %conv1_weight_grad.ox238, label %conv1_weight_grad.ox238.end
+
+conv1_weight_grad.ox238.end:                      ; preds = %conv1_weight_grad.ox238
+  br label %conv1_weight_grad.endif1228
+
+conv1_weight_grad.then1231:                       ; preds = %conv1_weight_grad.endif1228
+  br label %conv1_weight_grad.ox2381233
+
+conv1_weight_grad.endif1232:                      ; preds = %conv1_weight_grad.ox238.end1234, %conv1_weight_grad.endif1228
+  %oy236.next = add nsw i64 %conv1_weight_grad.oy2361221, 1
+  %4340 = icmp slt i64 %oy236.next, 28
+  br i1 %4340, label %conv1_weight_grad.oy236, label %conv1_weight_grad.oy236.end
+
+conv1_weight_grad.ox2381233:                      ; preds = %conv1_weight_grad.ox2381233, %conv1_weight_grad.then1231
+  %conv1_weight_grad.ox2381235 = phi i64 [ 0, %conv1_weight_grad.then1231 ], [ %ox238.next1237, %conv1_weight_grad.ox2381233 ]
+  %4341 = mul nsw i64 %conv1_weight_grad.c2301202, 3
+  %4342 = add nsw i64 %4341, %conv1_weight_grad.ky2311203
+  %4343 = mul nsw i64 %4342, 3
+  %4344 = add nsw i64 %4343, 1
+  %4345 = mul nsw i64 %4344, 50176
+  %4346 = mul nsw i64 %conv1_weight_grad.j2291201, 784
+  %4347 = add nsw i64 %4345, %4346
+  %4348 = mul nsw i64 %conv1_weight_grad.oy2361221, 28
+  %4349 = add nsw i64 %4348, %conv1_weight_grad.ox2381235
+  %4350 = add nsw i64 %4347, %4349
+  %arena1236 = getelementptr inbounds float, ptr %arena, i64 %4350
+  store float 0.000000e+00, ptr %arena1236, align 4
+  %ox238.next1237 = add nsw i64 %conv1_weight_grad.ox2381235, 1
+  %4351 = icmp slt i64 %ox238.next1237, 28
+  br i1 %4351, label %conv1_weight_grad.ox2381233, label %conv1_weight_grad.ox238.end1234
+
+conv1_weight_grad.ox238.end1234:                  ; preds = %conv1_weight_grad.ox2381233
+  br label %conv1_weight_grad.endif1232
+
+conv1_weight_grad.oy239:                          ; preds = %conv1_weight_grad.endif1251, %conv1_weight_grad.oy236.end
+  %conv1_weight_grad.oy2391238 = phi i64 [ 0, %conv1_weight_grad.oy236.end ], [ %oy239.next, %conv1_weight_grad.endif1251 ]
+  %4352 = add nsw i64 %conv1_weight_grad.oy2391238, %conv1_weight_grad.ky2311203
+  %4353 = add nsw i64 %4352, -1
+  %4354 = icmp slt i64 -1, %4353
+  %4355 = add nsw i64 %conv1_weight_grad.oy2391238, %conv1_weight_grad.ky2311203
+  %4356 = add nsw i64 %4355, -1
+  %4357 = icmp slt i64 %4356, 28
+  %4358 = and i1 %4354, %4357
+  br i1 %4358, label %conv1_weight_grad.then1239, label %conv1_weight_grad.endif1240
+
+conv1_weight_grad.oy239.end:                      ; preds = %conv1_weight_grad.endif1251
+  %ky231.next = add nsw i64 %conv1_weight_grad.ky2311203, 1
+  %4359 = icmp slt i64 %ky231.next, 3
+  br i1 %4359, label %conv1_weight_grad.ky231, label %conv1_weight_grad.ky231.end
+
+conv1_weight_grad.then1239:                       ; preds = %conv1_weight_grad.oy239
+  br label %conv1_weight_grad.ox240
+
+conv1_weight_grad.endif1240:                      ; preds = %conv1_weight_grad.ox241.end, %conv1_weight_grad.oy239
+  %4360 = add nsw i64 %conv1_weight_grad.oy2391238, %conv1_weight_grad.ky2311203
+  %4361 = add nsw i64 %4360, -1
+  %4362 = icmp slt i64 %4361, 0
+  br i1 %4362, label %conv1_weight_grad.then1246, label %conv1_weight_grad.endif1247
+
+conv1_weight_grad.ox240:                          ; preds = %conv1_weight_grad.ox240, %conv1_weight_grad.then1239
+  %conv1_weight_grad.ox2401241 = phi i64 [ 0, %conv1_weight_grad.then1239 ], [ %ox240.next, %conv1_weight_grad.ox240 ]
+  %4363 = mul nsw i64 %conv1_weight_grad.g2281200, 64
+  %4364 = add nsw i64 %4363, %conv1_weight_grad.j2291201
+  %4365 = mul nsw i64 %4364, 784
+  %4366 = mul nsw i64 %conv1_weight_grad.c2301202, 784
+  %4367 = add nsw i64 %4365, %4366
+  %4368 = add nsw i64 %conv1_weight_grad.oy2391238, %conv1_weight_grad.ky2311203
+  %4369 = add nsw i64 %4368, -1
+  %4370 = mul nsw i64 %4369, 28
+  %4371 = add nsw i64 %4367, %4370
+  %4372 = add nsw i64 %conv1_weight_grad.ox2401241, 1
+  %4373 = add nsw i64 %4371, %4372
+  %images1242 = getelementptr inbounds float, ptr %images, i64 %4373
+  %4374 = load float, ptr %images1242, align 4
+  %4375 = mul nsw i64 %conv1_weight_grad.c2301202, 3
+  %4376 = add nsw i64 %4375, %conv1_weight_grad.ky2311203
+  %4377 = mul nsw i64 %4376, 3
+  %4378 = add nsw i64 %4377, 2
+  %4379 = mul nsw i64 %4378, 50176
+  %4380 = mul nsw i64 %conv1_weight_grad.j2291201, 784
+  %4381 = add nsw i64 %4379, %4380
+  %4382 = mul nsw i64 %conv1_weight_grad.oy2391238, 28
+  %4383 = add nsw i64 %4382, %conv1_weight_grad.ox2401241
+  %4384 = add nsw i64 %4381, %4383
+  %arena1243 = getelementptr inbounds float, ptr %arena, i64 %4384
+  store float %4374, ptr %arena1243, align 4
+  %ox240.next = add nsw i64 %conv1_weight_grad.ox2401241, 1
+  %4385 = icmp slt i64 %ox240.next, 27
+  br i1 %4385, label %conv1_weight_grad.ox240, label %conv1_weight_grad.ox240.end
+
+conv1_weight_grad.ox240.end:                      ; preds = %conv1_weight_grad.ox240
+  br label %conv1_weight_grad.ox241
+
+conv1_weight_grad.ox241:                          ; preds = %conv1_weight_grad.ox241, %conv1_weight_grad.ox240.end
+  %conv1_weight_grad.ox2411244 = phi i64 [ 0, %conv1_weight_grad.ox240.end ], [ %ox241.next, %conv1_weight_grad.ox241 ]
+  %4386 = mul nsw i64 %conv1_weight_grad.c2301202, 3
+  %4387 = add nsw i64 %4386, %conv1_weight_grad.ky2311203
+  %4388 = mul nsw i64 %4387, 3
+  %4389 = add nsw i64 %4388, 2
+  %4390 = mul nsw i64 %4389, 50176
+  %4391 = mul nsw i64 %conv1_weight_grad.j2291201, 784
+  %4392 = add nsw i64 %4390, %4391
+  %4393 = mul nsw i64 %conv1_weight_grad.oy2391238, 28
+  %4394 = add nsw i64 %conv1_weight_grad.ox2411244, 27
+  %4395 = add nsw i64 %4393, %4394
+  %4396 = add nsw i64 %4392, %4395
+  %arena1245 = getelementptr inbounds float, ptr %arena, i64 %4396
+  store float 0.000000e+00, ptr %arena1245, align 4
+  %ox241.next = add nsw i64 %conv1_weight_grad.ox2411244, 1
+  %4397 = icmp slt i64 %ox241.next, 1
+  br i1 %4397, label %conv1_weight_grad.ox241, label %conv1_weight_grad.ox241.end
+
+conv1_weight_grad.ox241.end:                      ; preds = %conv1_weight_grad.ox241
+  br label %conv1_weight_grad.endif1240
+
+conv1_weight_grad.then1246:                       ; preds = %conv1_weight_grad.endif1240
+  br label %conv1_weight_grad.ox242
+
+conv1_weight_grad.endif1247:                      ; preds = %conv1_weight_grad.ox242.end, %conv1_weight_grad.endif1240
+  %4398 = add nsw i64 %conv1_weight_grad.oy2391238, %conv1_weight_grad.ky2311203
+  %4399 = add nsw i64 %4398, -1
+  %4400 = icmp slt i64 27, %4399
+  br i1 %4400, label %conv1_weight_grad.then1250, label %conv1_weight_grad.endif1251
+
+conv1_weight_grad.ox242:                          ; preds = %conv1_weight_grad.ox242, %conv1_weight_grad.then1246
+  %conv1_weight_grad.ox2421248 = phi i64 [ 0, %conv1_weight_grad.then1246 ], [ %ox242.next, %conv1_weight_grad.ox242 ]
+  %4401 = mul nsw i64 %conv1_weight_grad.c2301202, 3
+  %4402 = add nsw i64 %4401, %conv1_weight_grad.ky2311203
+  %4403 = mul nsw i64 %4402, 3
+  %4404 = add nsw i64 %4403, 2
+  %4405 = mul nsw i64 %4404, 50176
+  %4406 = mul nsw i64 %conv1_weight_grad.j2291201, 784
+  %4407 = add nsw i64 %4405, %4406
+  %4408 = mul nsw i64 %conv1_weight_grad.oy2391238, 28
+  %4409 = add nsw i64 %4408, %conv1_weight_grad.ox2421248
+  %4410 = add nsw i64 %4407, %4409
+  %arena1249 = getelementptr inbounds float, ptr %arena, i64 %4410
+  store float 0.000000e+00, ptr %arena1249, align 4
+  %ox242.next = add nsw i64 %conv1_weight_grad.ox2421248, 1
+  %4411 = icmp slt i64 %ox242.next, 28
+  br i1 %4411, label %conv1_weight_grad.ox242, label %conv1_weight_grad.ox242.end
+
+conv1_weight_grad.ox242.end:                      ; preds = %conv1_weight_grad.ox242
+  br label %conv1_weight_grad.endif1247
+
+conv1_weight_grad.then1250:                       ; preds = %conv1_weight_grad.endif1247
+  br label %conv1_weight_grad.ox2421252
+
+conv1_weight_grad.endif1251:                      ; preds = %conv1_weight_grad.ox242.end1253, %conv1_weight_grad.endif1247
+  %oy239.next = add nsw i64 %conv1_weight_grad.oy2391238, 1
+  %4412 = icmp slt i64 %oy239.next, 28
+  br i1 %4412, label %conv1_weight_grad.oy239, label %conv1_weight_grad.oy239.end
+
+conv1_weight_grad.ox2421252:                      ; preds = %conv1_weight_grad.ox2421252, %conv1_weight_grad.then1250
+  %conv1_weight_grad.ox2421254 = phi i64 [ 0, %conv1_weight_grad.then1250 ], [ %ox242.next1256, %conv1_weight_grad.ox2421252 ]
+  %4413 = mul nsw i64 %conv1_weight_grad.c2301202, 3
+  %4414 = add nsw i64 %4413, %conv1_weight_grad.ky2311203
+  %4415 = mul nsw i64 %4414, 3
+  %4416 = add nsw i64 %4415, 2
+  %4417 = mul nsw i64 %4416, 50176
+  %4418 = mul nsw i64 %conv1_weight_grad.j2291201, 784
+  %4419 = add nsw i64 %4417, %4418
+  %4420 = mul nsw i64 %conv1_weight_grad.oy2391238, 28
+  %4421 = add nsw i64 %4420, %conv1_weight_grad.ox2421254
+  %4422 = add nsw i64 %4419, %4421
+  %arena1255 = getelementptr inbounds float, ptr %arena, i64 %4422
+  store float 0.000000e+00, ptr %arena1255, align 4
+  %ox242.next1256 = add nsw i64 %conv1_weight_grad.ox2421254, 1
+  %4423 = icmp slt i64 %ox242.next1256, 28
+  br i1 %4423, label %conv1_weight_grad.ox2421252, label %conv1_weight_grad.ox242.end1253
+
+conv1_weight_grad.ox242.end1253:                  ; preds = %conv1_weight_grad.ox2421252
+  br label %conv1_weight_grad.endif1251
+
+conv1_weight_grad.j243:                           ; preds = %conv1_weight_grad.i244.end, %conv1_weight_grad.j229.end
+  %conv1_weight_grad.j2431257 = phi i64 [ 0, %conv1_weight_grad.j229.end ], [ %j243.next, %conv1_weight_grad.i244.end ]
+  br label %conv1_weight_grad.i244
+
+conv1_weight_grad.j243.end:                       ; preds = %conv1_weight_grad.i244.end
+  br label %conv1_weight_grad.kp246
+
+conv1_weight_grad.i244:                           ; preds = %conv1_weight_grad.f245.end, %conv1_weight_grad.j243
+  %conv1_weight_grad.i2441258 = phi i64 [ 0, %conv1_weight_grad.j243 ], [ %i244.next, %conv1_weight_grad.f245.end ]
+  br label %conv1_weight_grad.f245
+
+conv1_weight_grad.i244.end:                       ; preds = %conv1_weight_grad.f245.end
+  %j243.next = add nsw i64 %conv1_weight_grad.j2431257, 1
+  %4424 = icmp slt i64 %j243.next, 64
+  br i1 %4424, label %conv1_weight_grad.j243, label %conv1_weight_grad.j243.end
+
+conv1_weight_grad.f245:                           ; preds = %conv1_weight_grad.f245, %conv1_weight_grad.i244
+  %conv1_weight_grad.f2451259 = phi i64 [ 0, %conv1_weight_grad.i244 ], [ %f245.next, %conv1_weight_grad.f245 ]
+  %4425 = mul nsw i64 %conv1_weight_grad.g2281200, 64
+  %4426 = add nsw i64 %4425, %conv1_weight_grad.j2431257
+  %4427 = mul nsw i64 %4426, 25088
+  %4428 = add nsw i64 3220112, %4427
+  %4429 = mul nsw i64 %conv1_weight_grad.f2451259, 784
+  %4430 = add nsw i64 %4428, %4429
+  %4431 = add nsw i64 %4430, %conv1_weight_grad.i2441258
+  %arena1260 = getelementptr inbounds float, ptr %arena, i64 %4431
+  %4432 = load float, ptr %arena1260, align 4
+  %4433 = mul nsw i64 %conv1_weight_grad.j2431257, 784
+  %4434 = add nsw i64 %4433, %conv1_weight_grad.i2441258
   %4435 = mul nsw i64 %4434, 32
-  %4436 = add nsw i64 2057216, %4435
-  %4437 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4438 = add nsw i64 %4436, %4437
-  %4439 = add nsw i64 %4438, 16
-  %arena1363 = getelementptr inbounds float, ptr %arena, i64 %4439
-  store <16 x float> %t194_c1_11362, ptr %arena1363, align 4
-  %t194_c2_01364 = load <16 x float>, ptr %conv1_weight_grad.t194_c2_0, align 64
-  %4440 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4441 = add nsw i64 %4440, 2
+  %4436 = add nsw i64 451584, %4435
+  %4437 = add nsw i64 %4436, %conv1_weight_grad.f2451259
+  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %4437
+  store float %4432, ptr %arena1261, align 4
+  %f245.next = add nsw i64 %conv1_weight_grad.f2451259, 1
+  %4438 = icmp slt i64 %f245.next, 32
+  br i1 %4438, label %conv1_weight_grad.f245, label %conv1_weight_grad.f245.end
+
+conv1_weight_grad.f245.end:                       ; preds = %conv1_weight_grad.f245
+  %i244.next = add nsw i64 %conv1_weight_grad.i2441258, 1
+  %4439 = icmp slt i64 %i244.next, 784
+  br i1 %4439, label %conv1_weight_grad.i244, label %conv1_weight_grad.i244.end
+
+conv1_weight_grad.kp246:                          ; preds = %conv1_weight_grad.nb247.end, %conv1_weight_grad.j243.end
+  %conv1_weight_grad.kp2461262 = phi i64 [ 0, %conv1_weight_grad.j243.end ], [ %kp246.next, %conv1_weight_grad.nb247.end ]
+  br label %conv1_weight_grad.nb247
+
+conv1_weight_grad.kp246.end:                      ; preds = %conv1_weight_grad.nb247.end
+  br label %conv1_weight_grad.nb251
+
+conv1_weight_grad.nb247:                          ; preds = %conv1_weight_grad.mb248.end, %conv1_weight_grad.kp246
+  %conv1_weight_grad.nb2471263 = phi i64 [ 0, %conv1_weight_grad.kp246 ], [ %nb247.next, %conv1_weight_grad.mb248.end ]
+  br label %conv1_weight_grad.mb248
+
+conv1_weight_grad.nb247.end:                      ; preds = %conv1_weight_grad.mb248.end
+  %kp246.next = add nsw i64 %conv1_weight_grad.kp2461262, 1
+  %4440 = icmp slt i64 %kp246.next, 130
+  br i1 %4440, label %conv1_weight_grad.kp246, label %conv1_weight_grad.kp246.end
+
+conv1_weight_grad.mb248:                          ; preds = %conv1_weight_grad.k250.end, %conv1_weight_grad.nb247
+  %conv1_weight_grad.mb2481264 = phi i64 [ 0, %conv1_weight_grad.nb247 ], [ %mb248.next, %conv1_weight_grad.k250.end ]
+  %4441 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
   %4442 = mul nsw i64 %4441, 32
   %4443 = add nsw i64 2057216, %4442
-  %4444 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
+  %4444 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
   %4445 = add nsw i64 %4443, %4444
-  %arena1365 = getelementptr inbounds float, ptr %arena, i64 %4445
-  store <16 x float> %t194_c2_01364, ptr %arena1365, align 4
-  %t194_c2_11366 = load <16 x float>, ptr %conv1_weight_grad.t194_c2_1, align 64
-  %4446 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4447 = add nsw i64 %4446, 2
+  %arena1265 = getelementptr inbounds float, ptr %arena, i64 %4445
+  %4446 = load <16 x float>, ptr %arena1265, align 4
+  store <16 x float> %4446, ptr %conv1_weight_grad.t249_c0_0, align 64
+  %4447 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
   %4448 = mul nsw i64 %4447, 32
   %4449 = add nsw i64 2057216, %4448
-  %4450 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
+  %4450 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
   %4451 = add nsw i64 %4449, %4450
   %4452 = add nsw i64 %4451, 16
-  %arena1367 = getelementptr inbounds float, ptr %arena, i64 %4452
-  store <16 x float> %t194_c2_11366, ptr %arena1367, align 4
-  %t194_c3_01368 = load <16 x float>, ptr %conv1_weight_grad.t194_c3_0, align 64
-  %4453 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4454 = add nsw i64 %4453, 3
-  %4455 = mul nsw i64 %4454, 32
-  %4456 = add nsw i64 2057216, %4455
-  %4457 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4458 = add nsw i64 %4456, %4457
-  %arena1369 = getelementptr inbounds float, ptr %arena, i64 %4458
-  store <16 x float> %t194_c3_01368, ptr %arena1369, align 4
-  %t194_c3_11370 = load <16 x float>, ptr %conv1_weight_grad.t194_c3_1, align 64
-  %4459 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4460 = add nsw i64 %4459, 3
-  %4461 = mul nsw i64 %4460, 32
-  %4462 = add nsw i64 2057216, %4461
-  %4463 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4464 = add nsw i64 %4462, %4463
-  %4465 = add nsw i64 %4464, 16
-  %arena1371 = getelementptr inbounds float, ptr %arena, i64 %4465
-  store <16 x float> %t194_c3_11370, ptr %arena1371, align 4
-  %t194_c4_01372 = load <16 x float>, ptr %conv1_weight_grad.t194_c4_0, align 64
-  %4466 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4467 = add nsw i64 %4466, 4
-  %4468 = mul nsw i64 %4467, 32
-  %4469 = add nsw i64 2057216, %4468
-  %4470 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4471 = add nsw i64 %4469, %4470
-  %arena1373 = getelementptr inbounds float, ptr %arena, i64 %4471
-  store <16 x float> %t194_c4_01372, ptr %arena1373, align 4
-  %t194_c4_11374 = load <16 x float>, ptr %conv1_weight_grad.t194_c4_1, align 64
-  %4472 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4473 = add nsw i64 %4472, 4
-  %4474 = mul nsw i64 %4473, 32
-  %4475 = add nsw i64 2057216, %4474
-  %4476 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4477 = add nsw i64 %4475, %4476
-  %4478 = add nsw i64 %4477, 16
-  %arena1375 = getelementptr inbounds float, ptr %arena, i64 %4478
-  store <16 x float> %t194_c4_11374, ptr %arena1375, align 4
-  %t194_c5_01376 = load <16 x float>, ptr %conv1_weight_grad.t194_c5_0, align 64
-  %4479 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4480 = add nsw i64 %4479, 5
-  %4481 = mul nsw i64 %4480, 32
-  %4482 = add nsw i64 2057216, %4481
-  %4483 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4484 = add nsw i64 %4482, %4483
-  %arena1377 = getelementptr inbounds float, ptr %arena, i64 %4484
-  store <16 x float> %t194_c5_01376, ptr %arena1377, align 4
-  %t194_c5_11378 = load <16 x float>, ptr %conv1_weight_grad.t194_c5_1, align 64
-  %4485 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4486 = add nsw i64 %4485, 5
-  %4487 = mul nsw i64 %4486, 32
-  %4488 = add nsw i64 2057216, %4487
-  %4489 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4490 = add nsw i64 %4488, %4489
-  %4491 = add nsw i64 %4490, 16
-  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %4491
-  store <16 x float> %t194_c5_11378, ptr %arena1379, align 4
-  %t194_c6_01380 = load <16 x float>, ptr %conv1_weight_grad.t194_c6_0, align 64
-  %4492 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4493 = add nsw i64 %4492, 6
-  %4494 = mul nsw i64 %4493, 32
-  %4495 = add nsw i64 2057216, %4494
-  %4496 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4497 = add nsw i64 %4495, %4496
-  %arena1381 = getelementptr inbounds float, ptr %arena, i64 %4497
-  store <16 x float> %t194_c6_01380, ptr %arena1381, align 4
-  %t194_c6_11382 = load <16 x float>, ptr %conv1_weight_grad.t194_c6_1, align 64
-  %4498 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4499 = add nsw i64 %4498, 6
-  %4500 = mul nsw i64 %4499, 32
-  %4501 = add nsw i64 2057216, %4500
-  %4502 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4503 = add nsw i64 %4501, %4502
-  %4504 = add nsw i64 %4503, 16
-  %arena1383 = getelementptr inbounds float, ptr %arena, i64 %4504
-  store <16 x float> %t194_c6_11382, ptr %arena1383, align 4
-  %t194_c7_01384 = load <16 x float>, ptr %conv1_weight_grad.t194_c7_0, align 64
-  %4505 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4506 = add nsw i64 %4505, 7
-  %4507 = mul nsw i64 %4506, 32
-  %4508 = add nsw i64 2057216, %4507
-  %4509 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4510 = add nsw i64 %4508, %4509
-  %arena1385 = getelementptr inbounds float, ptr %arena, i64 %4510
-  store <16 x float> %t194_c7_01384, ptr %arena1385, align 4
-  %t194_c7_11386 = load <16 x float>, ptr %conv1_weight_grad.t194_c7_1, align 64
-  %4511 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4512 = add nsw i64 %4511, 7
-  %4513 = mul nsw i64 %4512, 32
-  %4514 = add nsw i64 2057216, %4513
-  %4515 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4516 = add nsw i64 %4514, %4515
-  %4517 = add nsw i64 %4516, 16
-  %arena1387 = getelementptr inbounds float, ptr %arena, i64 %4517
-  store <16 x float> %t194_c7_11386, ptr %arena1387, align 4
-  %t194_c8_01388 = load <16 x float>, ptr %conv1_weight_grad.t194_c8_0, align 64
-  %4518 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4519 = add nsw i64 %4518, 8
-  %4520 = mul nsw i64 %4519, 32
-  %4521 = add nsw i64 2057216, %4520
-  %4522 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4523 = add nsw i64 %4521, %4522
-  %arena1389 = getelementptr inbounds float, ptr %arena, i64 %4523
-  store <16 x float> %t194_c8_01388, ptr %arena1389, align 4
-  %t194_c8_11390 = load <16 x float>, ptr %conv1_weight_grad.t194_c8_1, align 64
-  %4524 = mul nsw i64 %conv1_weight_grad.mb1931300, 9
-  %4525 = add nsw i64 %4524, 8
-  %4526 = mul nsw i64 %4525, 32
-  %4527 = add nsw i64 2057216, %4526
-  %4528 = mul nsw i64 %conv1_weight_grad.nb1921299, 32
-  %4529 = add nsw i64 %4527, %4528
-  %4530 = add nsw i64 %4529, 16
-  %arena1391 = getelementptr inbounds float, ptr %arena, i64 %4530
-  store <16 x float> %t194_c8_11390, ptr %arena1391, align 4
-  %mb193.next = add nsw i64 %conv1_weight_grad.mb1931300, 1
-  %4531 = icmp slt i64 %mb193.next, 1
-  br i1 %4531, label %conv1_weight_grad.mb193, label %conv1_weight_grad.mb193.end
+  %arena1266 = getelementptr inbounds float, ptr %arena, i64 %4452
+  %4453 = load <16 x float>, ptr %arena1266, align 4
+  store <16 x float> %4453, ptr %conv1_weight_grad.t249_c0_1, align 64
+  %4454 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4455 = add nsw i64 %4454, 1
+  %4456 = mul nsw i64 %4455, 32
+  %4457 = add nsw i64 2057216, %4456
+  %4458 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4459 = add nsw i64 %4457, %4458
+  %arena1267 = getelementptr inbounds float, ptr %arena, i64 %4459
+  %4460 = load <16 x float>, ptr %arena1267, align 4
+  store <16 x float> %4460, ptr %conv1_weight_grad.t249_c1_0, align 64
+  %4461 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4462 = add nsw i64 %4461, 1
+  %4463 = mul nsw i64 %4462, 32
+  %4464 = add nsw i64 2057216, %4463
+  %4465 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4466 = add nsw i64 %4464, %4465
+  %4467 = add nsw i64 %4466, 16
+  %arena1268 = getelementptr inbounds float, ptr %arena, i64 %4467
+  %4468 = load <16 x float>, ptr %arena1268, align 4
+  store <16 x float> %4468, ptr %conv1_weight_grad.t249_c1_1, align 64
+  %4469 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4470 = add nsw i64 %4469, 2
+  %4471 = mul nsw i64 %4470, 32
+  %4472 = add nsw i64 2057216, %4471
+  %4473 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4474 = add nsw i64 %4472, %4473
+  %arena1269 = getelementptr inbounds float, ptr %arena, i64 %4474
+  %4475 = load <16 x float>, ptr %arena1269, align 4
+  store <16 x float> %4475, ptr %conv1_weight_grad.t249_c2_0, align 64
+  %4476 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4477 = add nsw i64 %4476, 2
+  %4478 = mul nsw i64 %4477, 32
+  %4479 = add nsw i64 2057216, %4478
+  %4480 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4481 = add nsw i64 %4479, %4480
+  %4482 = add nsw i64 %4481, 16
+  %arena1270 = getelementptr inbounds float, ptr %arena, i64 %4482
+  %4483 = load <16 x float>, ptr %arena1270, align 4
+  store <16 x float> %4483, ptr %conv1_weight_grad.t249_c2_1, align 64
+  %4484 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4485 = add nsw i64 %4484, 3
+  %4486 = mul nsw i64 %4485, 32
+  %4487 = add nsw i64 2057216, %4486
+  %4488 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4489 = add nsw i64 %4487, %4488
+  %arena1271 = getelementptr inbounds float, ptr %arena, i64 %4489
+  %4490 = load <16 x float>, ptr %arena1271, align 4
+  store <16 x float> %4490, ptr %conv1_weight_grad.t249_c3_0, align 64
+  %4491 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4492 = add nsw i64 %4491, 3
+  %4493 = mul nsw i64 %4492, 32
+  %4494 = add nsw i64 2057216, %4493
+  %4495 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4496 = add nsw i64 %4494, %4495
+  %4497 = add nsw i64 %4496, 16
+  %arena1272 = getelementptr inbounds float, ptr %arena, i64 %4497
+  %4498 = load <16 x float>, ptr %arena1272, align 4
+  store <16 x float> %4498, ptr %conv1_weight_grad.t249_c3_1, align 64
+  %4499 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4500 = add nsw i64 %4499, 4
+  %4501 = mul nsw i64 %4500, 32
+  %4502 = add nsw i64 2057216, %4501
+  %4503 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4504 = add nsw i64 %4502, %4503
+  %arena1273 = getelementptr inbounds float, ptr %arena, i64 %4504
+  %4505 = load <16 x float>, ptr %arena1273, align 4
+  store <16 x float> %4505, ptr %conv1_weight_grad.t249_c4_0, align 64
+  %4506 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4507 = add nsw i64 %4506, 4
+  %4508 = mul nsw i64 %4507, 32
+  %4509 = add nsw i64 2057216, %4508
+  %4510 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4511 = add nsw i64 %4509, %4510
+  %4512 = add nsw i64 %4511, 16
+  %arena1274 = getelementptr inbounds float, ptr %arena, i64 %4512
+  %4513 = load <16 x float>, ptr %arena1274, align 4
+  store <16 x float> %4513, ptr %conv1_weight_grad.t249_c4_1, align 64
+  %4514 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4515 = add nsw i64 %4514, 5
+  %4516 = mul nsw i64 %4515, 32
+  %4517 = add nsw i64 2057216, %4516
+  %4518 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4519 = add nsw i64 %4517, %4518
+  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %4519
+  %4520 = load <16 x float>, ptr %arena1275, align 4
+  store <16 x float> %4520, ptr %conv1_weight_grad.t249_c5_0, align 64
+  %4521 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4522 = add nsw i64 %4521, 5
+  %4523 = mul nsw i64 %4522, 32
+  %4524 = add nsw i64 2057216, %4523
+  %4525 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4526 = add nsw i64 %4524, %4525
+  %4527 = add nsw i64 %4526, 16
+  %arena1276 = getelementptr inbounds float, ptr %arena, i64 %4527
+  %4528 = load <16 x float>, ptr %arena1276, align 4
+  store <16 x float> %4528, ptr %conv1_weight_grad.t249_c5_1, align 64
+  %4529 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4530 = add nsw i64 %4529, 6
+  %4531 = mul nsw i64 %4530, 32
+  %4532 = add nsw i64 2057216, %4531
+  %4533 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4534 = add nsw i64 %4532, %4533
+  %arena1277 = getelementptr inbounds float, ptr %arena, i64 %4534
+  %4535 = load <16 x float>, ptr %arena1277, align 4
+  store <16 x float> %4535, ptr %conv1_weight_grad.t249_c6_0, align 64
+  %4536 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4537 = add nsw i64 %4536, 6
+  %4538 = mul nsw i64 %4537, 32
+  %4539 = add nsw i64 2057216, %4538
+  %4540 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4541 = add nsw i64 %4539, %4540
+  %4542 = add nsw i64 %4541, 16
+  %arena1278 = getelementptr inbounds float, ptr %arena, i64 %4542
+  %4543 = load <16 x float>, ptr %arena1278, align 4
+  store <16 x float> %4543, ptr %conv1_weight_grad.t249_c6_1, align 64
+  %4544 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4545 = add nsw i64 %4544, 7
+  %4546 = mul nsw i64 %4545, 32
+  %4547 = add nsw i64 2057216, %4546
+  %4548 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4549 = add nsw i64 %4547, %4548
+  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %4549
+  %4550 = load <16 x float>, ptr %arena1279, align 4
+  store <16 x float> %4550, ptr %conv1_weight_grad.t249_c7_0, align 64
+  %4551 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4552 = add nsw i64 %4551, 7
+  %4553 = mul nsw i64 %4552, 32
+  %4554 = add nsw i64 2057216, %4553
+  %4555 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4556 = add nsw i64 %4554, %4555
+  %4557 = add nsw i64 %4556, 16
+  %arena1280 = getelementptr inbounds float, ptr %arena, i64 %4557
+  %4558 = load <16 x float>, ptr %arena1280, align 4
+  store <16 x float> %4558, ptr %conv1_weight_grad.t249_c7_1, align 64
+  %4559 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4560 = add nsw i64 %4559, 8
+  %4561 = mul nsw i64 %4560, 32
+  %4562 = add nsw i64 2057216, %4561
+  %4563 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4564 = add nsw i64 %4562, %4563
+  %arena1281 = getelementptr inbounds float, ptr %arena, i64 %4564
+  %4565 = load <16 x float>, ptr %arena1281, align 4
+  store <16 x float> %4565, ptr %conv1_weight_grad.t249_c8_0, align 64
+  %4566 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4567 = add nsw i64 %4566, 8
+  %4568 = mul nsw i64 %4567, 32
+  %4569 = add nsw i64 2057216, %4568
+  %4570 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4571 = add nsw i64 %4569, %4570
+  %4572 = add nsw i64 %4571, 16
+  %arena1282 = getelementptr inbounds float, ptr %arena, i64 %4572
+  %4573 = load <16 x float>, ptr %arena1282, align 4
+  store <16 x float> %4573, ptr %conv1_weight_grad.t249_c8_1, align 64
+  br label %conv1_weight_grad.k250
 
-conv1_weight_grad.f196:                           ; preds = %conv1_weight_grad.r197.end, %conv1_weight_grad.g169.end
-  %conv1_weight_grad.f1961392 = phi i64 [ 0, %conv1_weight_grad.g169.end ], [ %f196.next, %conv1_weight_grad.r197.end ]
-  br label %conv1_weight_grad.r197
+conv1_weight_grad.mb248.end:                      ; preds = %conv1_weight_grad.k250.end
+  %nb247.next = add nsw i64 %conv1_weight_grad.nb2471263, 1
+  %4574 = icmp slt i64 %nb247.next, 1
+  br i1 %4574, label %conv1_weight_grad.nb247, label %conv1_weight_grad.nb247.end
 
-conv1_weight_grad.f196.end:                       ; preds = %conv1_weight_grad.r197.end
-  br label %conv1_bias_grad.i198
+conv1_weight_grad.k250:                           ; preds = %conv1_weight_grad.k250, %conv1_weight_grad.mb248
+  %conv1_weight_grad.k2501283 = phi i64 [ 0, %conv1_weight_grad.mb248 ], [ %k250.next, %conv1_weight_grad.k250 ]
+  %4575 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
+  %4576 = add nsw i64 %conv1_weight_grad.k2501283, %4575
+  %4577 = mul nsw i64 %4576, 32
+  %4578 = add nsw i64 451584, %4577
+  %4579 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4580 = add nsw i64 %4578, %4579
+  %arena1284 = getelementptr inbounds float, ptr %arena, i64 %4580
+  %4581 = load <16 x float>, ptr %arena1284, align 4
+  store <16 x float> %4581, ptr %conv1_weight_grad.t249_b0, align 64
+  %4582 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
+  %4583 = add nsw i64 %conv1_weight_grad.k2501283, %4582
+  %4584 = mul nsw i64 %4583, 32
+  %4585 = add nsw i64 451584, %4584
+  %4586 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4587 = add nsw i64 %4585, %4586
+  %4588 = add nsw i64 %4587, 16
+  %arena1285 = getelementptr inbounds float, ptr %arena, i64 %4588
+  %4589 = load <16 x float>, ptr %arena1285, align 4
+  store <16 x float> %4589, ptr %conv1_weight_grad.t249_b1, align 64
+  %4590 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4591 = mul nsw i64 %4590, 50176
+  %4592 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
+  %4593 = add nsw i64 %conv1_weight_grad.k2501283, %4592
+  %4594 = add nsw i64 %4591, %4593
+  %arena1286 = getelementptr inbounds float, ptr %arena, i64 %4594
+  %4595 = load float, ptr %arena1286, align 4
+  %4596 = insertelement <16 x float> undef, float %4595, i32 0
+  %4597 = shufflevector <16 x float> %4596, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4597, ptr %conv1_weight_grad.t249_a0, align 64
+  %t249_a0 = load <16 x float>, ptr %conv1_weight_grad.t249_a0, align 64
+  %t249_b0 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
+  %t249_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c0_0, align 64
+  %4598 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a0, <16 x float> %t249_b0, <16 x float> %t249_c0_0)
+  store <16 x float> %4598, ptr %conv1_weight_grad.t249_c0_0, align 64
+  %t249_a01287 = load <16 x float>, ptr %conv1_weight_grad.t249_a0, align 64
+  %t249_b1 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
+  %t249_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c0_1, align 64
+  %4599 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a01287, <16 x float> %t249_b1, <16 x float> %t249_c0_1)
+  store <16 x float> %4599, ptr %conv1_weight_grad.t249_c0_1, align 64
+  %4600 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4601 = add nsw i64 %4600, 1
+  %4602 = mul nsw i64 %4601, 50176
+  %4603 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
+  %4604 = add nsw i64 %conv1_weight_grad.k2501283, %4603
+  %4605 = add nsw i64 %4602, %4604
+  %arena1288 = getelementptr inbounds float, ptr %arena, i64 %4605
+  %4606 = load float, ptr %arena1288, align 4
+  %4607 = insertelement <16 x float> undef, float %4606, i32 0
+  %4608 = shufflevector <16 x float> %4607, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4608, ptr %conv1_weight_grad.t249_a1, align 64
+  %t249_a1 = load <16 x float>, ptr %conv1_weight_grad.t249_a1, align 64
+  %t249_b01289 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
+  %t249_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c1_0, align 64
+  %4609 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a1, <16 x float> %t249_b01289, <16 x float> %t249_c1_0)
+  store <16 x float> %4609, ptr %conv1_weight_grad.t249_c1_0, align 64
+  %t249_a11290 = load <16 x float>, ptr %conv1_weight_grad.t249_a1, align 64
+  %t249_b11291 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
+  %t249_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c1_1, align 64
+  %4610 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a11290, <16 x float> %t249_b11291, <16 x float> %t249_c1_1)
+  store <16 x float> %4610, ptr %conv1_weight_grad.t249_c1_1, align 64
+  %4611 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4612 = add nsw i64 %4611, 2
+  %4613 = mul nsw i64 %4612, 50176
+  %4614 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
+  %4615 = add nsw i64 %conv1_weight_grad.k2501283, %4614
+  %4616 = add nsw i64 %4613, %4615
+  %arena1292 = getelementptr inbounds float, ptr %arena, i64 %4616
+  %4617 = load float, ptr %arena1292, align 4
+  %4618 = insertelement <16 x float> undef, float %4617, i32 0
+  %4619 = shufflevector <16 x float> %4618, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4619, ptr %conv1_weight_grad.t249_a2, align 64
+  %t249_a2 = load <16 x float>, ptr %conv1_weight_grad.t249_a2, align 64
+  %t249_b01293 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
+  %t249_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c2_0, align 64
+  %4620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a2, <16 x float> %t249_b01293, <16 x float> %t249_c2_0)
+  store <16 x float> %4620, ptr %conv1_weight_grad.t249_c2_0, align 64
+  %t249_a21294 = load <16 x float>, ptr %conv1_weight_grad.t249_a2, align 64
+  %t249_b11295 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
+  %t249_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c2_1, align 64
+  %4621 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a21294, <16 x float> %t249_b11295, <16 x float> %t249_c2_1)
+  store <16 x float> %4621, ptr %conv1_weight_grad.t249_c2_1, align 64
+  %4622 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4623 = add nsw i64 %4622, 3
+  %4624 = mul nsw i64 %4623, 50176
+  %4625 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
+  %4626 = add nsw i64 %conv1_weight_grad.k2501283, %4625
+  %4627 = add nsw i64 %4624, %4626
+  %arena1296 = getelementptr inbounds float, ptr %arena, i64 %4627
+  %4628 = load float, ptr %arena1296, align 4
+  %4629 = insertelement <16 x float> undef, float %4628, i32 0
+  %4630 = shufflevector <16 x float> %4629, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4630, ptr %conv1_weight_grad.t249_a3, align 64
+  %t249_a3 = load <16 x float>, ptr %conv1_weight_grad.t249_a3, align 64
+  %t249_b01297 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
+  %t249_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c3_0, align 64
+  %4631 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a3, <16 x float> %t249_b01297, <16 x float> %t249_c3_0)
+  store <16 x float> %4631, ptr %conv1_weight_grad.t249_c3_0, align 64
+  %t249_a31298 = load <16 x float>, ptr %conv1_weight_grad.t249_a3, align 64
+  %t249_b11299 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
+  %t249_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c3_1, align 64
+  %4632 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a31298, <16 x float> %t249_b11299, <16 x float> %t249_c3_1)
+  store <16 x float> %4632, ptr %conv1_weight_grad.t249_c3_1, align 64
+  %4633 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4634 = add nsw i64 %4633, 4
+  %4635 = mul nsw i64 %4634, 50176
+  %4636 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
+  %4637 = add nsw i64 %conv1_weight_grad.k2501283, %4636
+  %4638 = add nsw i64 %4635, %4637
+  %arena1300 = getelementptr inbounds float, ptr %arena, i64 %4638
+  %4639 = load float, ptr %arena1300, align 4
+  %4640 = insertelement <16 x float> undef, float %4639, i32 0
+  %4641 = shufflevector <16 x float> %4640, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4641, ptr %conv1_weight_grad.t249_a4, align 64
+  %t249_a4 = load <16 x float>, ptr %conv1_weight_grad.t249_a4, align 64
+  %t249_b01301 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
+  %t249_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c4_0, align 64
+  %4642 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a4, <16 x float> %t249_b01301, <16 x float> %t249_c4_0)
+  store <16 x float> %4642, ptr %conv1_weight_grad.t249_c4_0, align 64
+  %t249_a41302 = load <16 x float>, ptr %conv1_weight_grad.t249_a4, align 64
+  %t249_b11303 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
+  %t249_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c4_1, align 64
+  %4643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a41302, <16 x float> %t249_b11303, <16 x float> %t249_c4_1)
+  store <16 x float> %4643, ptr %conv1_weight_grad.t249_c4_1, align 64
+  %4644 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4645 = add nsw i64 %4644, 5
+  %4646 = mul nsw i64 %4645, 50176
+  %4647 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
+  %4648 = add nsw i64 %conv1_weight_grad.k2501283, %4647
+  %4649 = add nsw i64 %4646, %4648
+  %arena1304 = getelementptr inbounds float, ptr %arena, i64 %4649
+  %4650 = load float, ptr %arena1304, align 4
+  %4651 = insertelement <16 x float> undef, float %4650, i32 0
+  %4652 = shufflevector <16 x float> %4651, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4652, ptr %conv1_weight_grad.t249_a5, align 64
+  %t249_a5 = load <16 x float>, ptr %conv1_weight_grad.t249_a5, align 64
+  %t249_b01305 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
+  %t249_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c5_0, align 64
+  %4653 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a5, <16 x float> %t249_b01305, <16 x float> %t249_c5_0)
+  store <16 x float> %4653, ptr %conv1_weight_grad.t249_c5_0, align 64
+  %t249_a51306 = load <16 x float>, ptr %conv1_weight_grad.t249_a5, align 64
+  %t249_b11307 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
+  %t249_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c5_1, align 64
+  %4654 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a51306, <16 x float> %t249_b11307, <16 x float> %t249_c5_1)
+  store <16 x float> %4654, ptr %conv1_weight_grad.t249_c5_1, align 64
+  %4655 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4656 = add nsw i64 %4655, 6
+  %4657 = mul nsw i64 %4656, 50176
+  %4658 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
+  %4659 = add nsw i64 %conv1_weight_grad.k2501283, %4658
+  %4660 = add nsw i64 %4657, %4659
+  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4660
+  %4661 = load float, ptr %arena1308, align 4
+  %4662 = insertelement <16 x float> undef, float %4661, i32 0
+  %4663 = shufflevector <16 x float> %4662, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4663, ptr %conv1_weight_grad.t249_a6, align 64
+  %t249_a6 = load <16 x float>, ptr %conv1_weight_grad.t249_a6, align 64
+  %t249_b01309 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
+  %t249_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c6_0, align 64
+  %4664 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a6, <16 x float> %t249_b01309, <16 x float> %t249_c6_0)
+  store <16 x float> %4664, ptr %conv1_weight_grad.t249_c6_0, align 64
+  %t249_a61310 = load <16 x float>, ptr %conv1_weight_grad.t249_a6, align 64
+  %t249_b11311 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
+  %t249_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c6_1, align 64
+  %4665 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a61310, <16 x float> %t249_b11311, <16 x float> %t249_c6_1)
+  store <16 x float> %4665, ptr %conv1_weight_grad.t249_c6_1, align 64
+  %4666 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4667 = add nsw i64 %4666, 7
+  %4668 = mul nsw i64 %4667, 50176
+  %4669 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
+  %4670 = add nsw i64 %conv1_weight_grad.k2501283, %4669
+  %4671 = add nsw i64 %4668, %4670
+  %arena1312 = getelementptr inbounds float, ptr %arena, i64 %4671
+  %4672 = load float, ptr %arena1312, align 4
+  %4673 = insertelement <16 x float> undef, float %4672, i32 0
+  %4674 = shufflevector <16 x float> %4673, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4674, ptr %conv1_weight_grad.t249_a7, align 64
+  %t249_a7 = load <16 x float>, ptr %conv1_weight_grad.t249_a7, align 64
+  %t249_b01313 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
+  %t249_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c7_0, align 64
+  %4675 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a7, <16 x float> %t249_b01313, <16 x float> %t249_c7_0)
+  store <16 x float> %4675, ptr %conv1_weight_grad.t249_c7_0, align 64
+  %t249_a71314 = load <16 x float>, ptr %conv1_weight_grad.t249_a7, align 64
+  %t249_b11315 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
+  %t249_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c7_1, align 64
+  %4676 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a71314, <16 x float> %t249_b11315, <16 x float> %t249_c7_1)
+  store <16 x float> %4676, ptr %conv1_weight_grad.t249_c7_1, align 64
+  %4677 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4678 = add nsw i64 %4677, 8
+  %4679 = mul nsw i64 %4678, 50176
+  %4680 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
+  %4681 = add nsw i64 %conv1_weight_grad.k2501283, %4680
+  %4682 = add nsw i64 %4679, %4681
+  %arena1316 = getelementptr inbounds float, ptr %arena, i64 %4682
+  %4683 = load float, ptr %arena1316, align 4
+  %4684 = insertelement <16 x float> undef, float %4683, i32 0
+  %4685 = shufflevector <16 x float> %4684, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4685, ptr %conv1_weight_grad.t249_a8, align 64
+  %t249_a8 = load <16 x float>, ptr %conv1_weight_grad.t249_a8, align 64
+  %t249_b01317 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
+  %t249_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c8_0, align 64
+  %4686 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a8, <16 x float> %t249_b01317, <16 x float> %t249_c8_0)
+  store <16 x float> %4686, ptr %conv1_weight_grad.t249_c8_0, align 64
+  %t249_a81318 = load <16 x float>, ptr %conv1_weight_grad.t249_a8, align 64
+  %t249_b11319 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
+  %t249_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c8_1, align 64
+  %4687 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a81318, <16 x float> %t249_b11319, <16 x float> %t249_c8_1)
+  store <16 x float> %4687, ptr %conv1_weight_grad.t249_c8_1, align 64
+  %k250.next = add nsw i64 %conv1_weight_grad.k2501283, 1
+  %4688 = icmp slt i64 %k250.next, 384
+  br i1 %4688, label %conv1_weight_grad.k250, label %conv1_weight_grad.k250.end
 
-conv1_weight_grad.r197:                           ; preds = %conv1_weight_grad.r197, %conv1_weight_grad.f196
-  %conv1_weight_grad.r1971393 = phi i64 [ 0, %conv1_weight_grad.f196 ], [ %r197.next, %conv1_weight_grad.r197 ]
-  %4532 = mul nsw i64 %conv1_weight_grad.r1971393, 32
-  %4533 = add nsw i64 2057216, %4532
-  %4534 = add nsw i64 %4533, %conv1_weight_grad.f1961392
-  %arena1394 = getelementptr inbounds float, ptr %arena, i64 %4534
-  %4535 = load float, ptr %arena1394, align 4
-  %4536 = mul nsw i64 %conv1_weight_grad.f1961392, 9
-  %4537 = add nsw i64 %4536, %conv1_weight_grad.r1971393
-  %grads1395 = getelementptr inbounds float, ptr %grads, i64 %4537
-  store float %4535, ptr %grads1395, align 4
-  %r197.next = add nsw i64 %conv1_weight_grad.r1971393, 1
-  %4538 = icmp slt i64 %r197.next, 9
-  br i1 %4538, label %conv1_weight_grad.r197, label %conv1_weight_grad.r197.end
+conv1_weight_grad.k250.end:                       ; preds = %conv1_weight_grad.k250
+  %t249_c0_01320 = load <16 x float>, ptr %conv1_weight_grad.t249_c0_0, align 64
+  %4689 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4690 = mul nsw i64 %4689, 32
+  %4691 = add nsw i64 2057216, %4690
+  %4692 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4693 = add nsw i64 %4691, %4692
+  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %4693
+  store <16 x float> %t249_c0_01320, ptr %arena1321, align 4
+  %t249_c0_11322 = load <16 x float>, ptr %conv1_weight_grad.t249_c0_1, align 64
+  %4694 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4695 = mul nsw i64 %4694, 32
+  %4696 = add nsw i64 2057216, %4695
+  %4697 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4698 = add nsw i64 %4696, %4697
+  %4699 = add nsw i64 %4698, 16
+  %arena1323 = getelementptr inbounds float, ptr %arena, i64 %4699
+  store <16 x float> %t249_c0_11322, ptr %arena1323, align 4
+  %t249_c1_01324 = load <16 x float>, ptr %conv1_weight_grad.t249_c1_0, align 64
+  %4700 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4701 = add nsw i64 %4700, 1
+  %4702 = mul nsw i64 %4701, 32
+  %4703 = add nsw i64 2057216, %4702
+  %4704 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4705 = add nsw i64 %4703, %4704
+  %arena1325 = getelementptr inbounds float, ptr %arena, i64 %4705
+  store <16 x float> %t249_c1_01324, ptr %arena1325, align 4
+  %t249_c1_11326 = load <16 x float>, ptr %conv1_weight_grad.t249_c1_1, align 64
+  %4706 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4707 = add nsw i64 %4706, 1
+  %4708 = mul nsw i64 %4707, 32
+  %4709 = add nsw i64 2057216, %4708
+  %4710 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4711 = add nsw i64 %4709, %4710
+  %4712 = add nsw i64 %4711, 16
+  %arena1327 = getelementptr inbounds float, ptr %arena, i64 %4712
+  store <16 x float> %t249_c1_11326, ptr %arena1327, align 4
+  %t249_c2_01328 = load <16 x float>, ptr %conv1_weight_grad.t249_c2_0, align 64
+  %4713 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4714 = add nsw i64 %4713, 2
+  %4715 = mul nsw i64 %4714, 32
+  %4716 = add nsw i64 2057216, %4715
+  %4717 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4718 = add nsw i64 %4716, %4717
+  %arena1329 = getelementptr inbounds float, ptr %arena, i64 %4718
+  store <16 x float> %t249_c2_01328, ptr %arena1329, align 4
+  %t249_c2_11330 = load <16 x float>, ptr %conv1_weight_grad.t249_c2_1, align 64
+  %4719 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4720 = add nsw i64 %4719, 2
+  %4721 = mul nsw i64 %4720, 32
+  %4722 = add nsw i64 2057216, %4721
+  %4723 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4724 = add nsw i64 %4722, %4723
+  %4725 = add nsw i64 %4724, 16
+  %arena1331 = getelementptr inbounds float, ptr %arena, i64 %4725
+  store <16 x float> %t249_c2_11330, ptr %arena1331, align 4
+  %t249_c3_01332 = load <16 x float>, ptr %conv1_weight_grad.t249_c3_0, align 64
+  %4726 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4727 = add nsw i64 %4726, 3
+  %4728 = mul nsw i64 %4727, 32
+  %4729 = add nsw i64 2057216, %4728
+  %4730 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4731 = add nsw i64 %4729, %4730
+  %arena1333 = getelementptr inbounds float, ptr %arena, i64 %4731
+  store <16 x float> %t249_c3_01332, ptr %arena1333, align 4
+  %t249_c3_11334 = load <16 x float>, ptr %conv1_weight_grad.t249_c3_1, align 64
+  %4732 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4733 = add nsw i64 %4732, 3
+  %4734 = mul nsw i64 %4733, 32
+  %4735 = add nsw i64 2057216, %4734
+  %4736 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4737 = add nsw i64 %4735, %4736
+  %4738 = add nsw i64 %4737, 16
+  %arena1335 = getelementptr inbounds float, ptr %arena, i64 %4738
+  store <16 x float> %t249_c3_11334, ptr %arena1335, align 4
+  %t249_c4_01336 = load <16 x float>, ptr %conv1_weight_grad.t249_c4_0, align 64
+  %4739 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4740 = add nsw i64 %4739, 4
+  %4741 = mul nsw i64 %4740, 32
+  %4742 = add nsw i64 2057216, %4741
+  %4743 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4744 = add nsw i64 %4742, %4743
+  %arena1337 = getelementptr inbounds float, ptr %arena, i64 %4744
+  store <16 x float> %t249_c4_01336, ptr %arena1337, align 4
+  %t249_c4_11338 = load <16 x float>, ptr %conv1_weight_grad.t249_c4_1, align 64
+  %4745 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4746 = add nsw i64 %4745, 4
+  %4747 = mul nsw i64 %4746, 32
+  %4748 = add nsw i64 2057216, %4747
+  %4749 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4750 = add nsw i64 %4748, %4749
+  %4751 = add nsw i64 %4750, 16
+  %arena1339 = getelementptr inbounds float, ptr %arena, i64 %4751
+  store <16 x float> %t249_c4_11338, ptr %arena1339, align 4
+  %t249_c5_01340 = load <16 x float>, ptr %conv1_weight_grad.t249_c5_0, align 64
+  %4752 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4753 = add nsw i64 %4752, 5
+  %4754 = mul nsw i64 %4753, 32
+  %4755 = add nsw i64 2057216, %4754
+  %4756 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4757 = add nsw i64 %4755, %4756
+  %arena1341 = getelementptr inbounds float, ptr %arena, i64 %4757
+  store <16 x float> %t249_c5_01340, ptr %arena1341, align 4
+  %t249_c5_11342 = load <16 x float>, ptr %conv1_weight_grad.t249_c5_1, align 64
+  %4758 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4759 = add nsw i64 %4758, 5
+  %4760 = mul nsw i64 %4759, 32
+  %4761 = add nsw i64 2057216, %4760
+  %4762 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4763 = add nsw i64 %4761, %4762
+  %4764 = add nsw i64 %4763, 16
+  %arena1343 = getelementptr inbounds float, ptr %arena, i64 %4764
+  store <16 x float> %t249_c5_11342, ptr %arena1343, align 4
+  %t249_c6_01344 = load <16 x float>, ptr %conv1_weight_grad.t249_c6_0, align 64
+  %4765 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4766 = add nsw i64 %4765, 6
+  %4767 = mul nsw i64 %4766, 32
+  %4768 = add nsw i64 2057216, %4767
+  %4769 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4770 = add nsw i64 %4768, %4769
+  %arena1345 = getelementptr inbounds float, ptr %arena, i64 %4770
+  store <16 x float> %t249_c6_01344, ptr %arena1345, align 4
+  %t249_c6_11346 = load <16 x float>, ptr %conv1_weight_grad.t249_c6_1, align 64
+  %4771 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4772 = add nsw i64 %4771, 6
+  %4773 = mul nsw i64 %4772, 32
+  %4774 = add nsw i64 2057216, %4773
+  %4775 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4776 = add nsw i64 %4774, %4775
+  %4777 = add nsw i64 %4776, 16
+  %arena1347 = getelementptr inbounds float, ptr %arena, i64 %4777
+  store <16 x float> %t249_c6_11346, ptr %arena1347, align 4
+  %t249_c7_01348 = load <16 x float>, ptr %conv1_weight_grad.t249_c7_0, align 64
+  %4778 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4779 = add nsw i64 %4778, 7
+  %4780 = mul nsw i64 %4779, 32
+  %4781 = add nsw i64 2057216, %4780
+  %4782 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4783 = add nsw i64 %4781, %4782
+  %arena1349 = getelementptr inbounds float, ptr %arena, i64 %4783
+  store <16 x float> %t249_c7_01348, ptr %arena1349, align 4
+  %t249_c7_11350 = load <16 x float>, ptr %conv1_weight_grad.t249_c7_1, align 64
+  %4784 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4785 = add nsw i64 %4784, 7
+  %4786 = mul nsw i64 %4785, 32
+  %4787 = add nsw i64 2057216, %4786
+  %4788 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4789 = add nsw i64 %4787, %4788
+  %4790 = add nsw i64 %4789, 16
+  %arena1351 = getelementptr inbounds float, ptr %arena, i64 %4790
+  store <16 x float> %t249_c7_11350, ptr %arena1351, align 4
+  %t249_c8_01352 = load <16 x float>, ptr %conv1_weight_grad.t249_c8_0, align 64
+  %4791 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4792 = add nsw i64 %4791, 8
+  %4793 = mul nsw i64 %4792, 32
+  %4794 = add nsw i64 2057216, %4793
+  %4795 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4796 = add nsw i64 %4794, %4795
+  %arena1353 = getelementptr inbounds float, ptr %arena, i64 %4796
+  store <16 x float> %t249_c8_01352, ptr %arena1353, align 4
+  %t249_c8_11354 = load <16 x float>, ptr %conv1_weight_grad.t249_c8_1, align 64
+  %4797 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+  %4798 = add nsw i64 %4797, 8
+  %4799 = mul nsw i64 %4798, 32
+  %4800 = add nsw i64 2057216, %4799
+  %4801 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4802 = add nsw i64 %4800, %4801
+  %4803 = add nsw i64 %4802, 16
+  %arena1355 = getelementptr inbounds float, ptr %arena, i64 %4803
+  store <16 x float> %t249_c8_11354, ptr %arena1355, align 4
+  %mb248.next = add nsw i64 %conv1_weight_grad.mb2481264, 1
+  %4804 = icmp slt i64 %mb248.next, 1
+  br i1 %4804, label %conv1_weight_grad.mb248, label %conv1_weight_grad.mb248.end
 
-conv1_weight_grad.r197.end:                       ; preds = %conv1_weight_grad.r197
-  %f196.next = add nsw i64 %conv1_weight_grad.f1961392, 1
-  %4539 = icmp slt i64 %f196.next, 32
-  br i1 %4539, label %conv1_weight_grad.f196, label %conv1_weight_grad.f196.end
+conv1_weight_grad.nb251:                          ; preds = %conv1_weight_grad.mb252.end, %conv1_weight_grad.kp246.end
+  %conv1_weight_grad.nb2511356 = phi i64 [ 0, %conv1_weight_grad.kp246.end ], [ %nb251.next, %conv1_weight_grad.mb252.end ]
+  br label %conv1_weight_grad.mb252
 
-conv1_bias_grad.i198:                             ; preds = %conv1_bias_grad.i198, %conv1_weight_grad.f196.end
-  %conv1_bias_grad.i1981396 = phi i64 [ 0, %conv1_weight_grad.f196.end ], [ %i198.next, %conv1_bias_grad.i198 ]
-  %arena1397 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i1981396
-  store float 1.000000e+00, ptr %arena1397, align 4
-  %i198.next = add nsw i64 %conv1_bias_grad.i1981396, 1
-  %4540 = icmp slt i64 %i198.next, 784
-  br i1 %4540, label %conv1_bias_grad.i198, label %conv1_bias_grad.i198.end
+conv1_weight_grad.nb251.end:                      ; preds = %conv1_weight_grad.mb252.end
+  %g228.next = add nsw i64 %conv1_weight_grad.g2281200, 1
+  %4805 = icmp slt i64 %g228.next, 1
+  br i1 %4805, label %conv1_weight_grad.g228, label %conv1_weight_grad.g228.end
 
-conv1_bias_grad.i198.end:                         ; preds = %conv1_bias_grad.i198
-  br label %conv1_bias_grad.i199
+conv1_weight_grad.mb252:                          ; preds = %conv1_weight_grad.k254.end, %conv1_weight_grad.nb251
+  %conv1_weight_grad.mb2521357 = phi i64 [ 0, %conv1_weight_grad.nb251 ], [ %mb252.next, %conv1_weight_grad.k254.end ]
+  %4806 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4807 = mul nsw i64 %4806, 32
+  %4808 = add nsw i64 2057216, %4807
+  %4809 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4810 = add nsw i64 %4808, %4809
+  %arena1358 = getelementptr inbounds float, ptr %arena, i64 %4810
+  %4811 = load <16 x float>, ptr %arena1358, align 4
+  store <16 x float> %4811, ptr %conv1_weight_grad.t253_c0_0, align 64
+  %4812 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4813 = mul nsw i64 %4812, 32
+  %4814 = add nsw i64 2057216, %4813
+  %4815 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4816 = add nsw i64 %4814, %4815
+  %4817 = add nsw i64 %4816, 16
+  %arena1359 = getelementptr inbounds float, ptr %arena, i64 %4817
+  %4818 = load <16 x float>, ptr %arena1359, align 4
+  store <16 x float> %4818, ptr %conv1_weight_grad.t253_c0_1, align 64
+  %4819 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4820 = add nsw i64 %4819, 1
+  %4821 = mul nsw i64 %4820, 32
+  %4822 = add nsw i64 2057216, %4821
+  %4823 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4824 = add nsw i64 %4822, %4823
+  %arena1360 = getelementptr inbounds float, ptr %arena, i64 %4824
+  %4825 = load <16 x float>, ptr %arena1360, align 4
+  store <16 x float> %4825, ptr %conv1_weight_grad.t253_c1_0, align 64
+  %4826 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4827 = add nsw i64 %4826, 1
+  %4828 = mul nsw i64 %4827, 32
+  %4829 = add nsw i64 2057216, %4828
+  %4830 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4831 = add nsw i64 %4829, %4830
+  %4832 = add nsw i64 %4831, 16
+  %arena1361 = getelementptr inbounds float, ptr %arena, i64 %4832
+  %4833 = load <16 x float>, ptr %arena1361, align 4
+  store <16 x float> %4833, ptr %conv1_weight_grad.t253_c1_1, align 64
+  %4834 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4835 = add nsw i64 %4834, 2
+  %4836 = mul nsw i64 %4835, 32
+  %4837 = add nsw i64 2057216, %4836
+  %4838 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4839 = add nsw i64 %4837, %4838
+  %arena1362 = getelementptr inbounds float, ptr %arena, i64 %4839
+  %4840 = load <16 x float>, ptr %arena1362, align 4
+  store <16 x float> %4840, ptr %conv1_weight_grad.t253_c2_0, align 64
+  %4841 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4842 = add nsw i64 %4841, 2
+  %4843 = mul nsw i64 %4842, 32
+  %4844 = add nsw i64 2057216, %4843
+  %4845 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4846 = add nsw i64 %4844, %4845
+  %4847 = add nsw i64 %4846, 16
+  %arena1363 = getelementptr inbounds float, ptr %arena, i64 %4847
+  %4848 = load <16 x float>, ptr %arena1363, align 4
+  store <16 x float> %4848, ptr %conv1_weight_grad.t253_c2_1, align 64
+  %4849 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4850 = add nsw i64 %4849, 3
+  %4851 = mul nsw i64 %4850, 32
+  %4852 = add nsw i64 2057216, %4851
+  %4853 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4854 = add nsw i64 %4852, %4853
+  %arena1364 = getelementptr inbounds float, ptr %arena, i64 %4854
+  %4855 = load <16 x float>, ptr %arena1364, align 4
+  store <16 x float> %4855, ptr %conv1_weight_grad.t253_c3_0, align 64
+  %4856 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4857 = add nsw i64 %4856, 3
+  %4858 = mul nsw i64 %4857, 32
+  %4859 = add nsw i64 2057216, %4858
+  %4860 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4861 = add nsw i64 %4859, %4860
+  %4862 = add nsw i64 %4861, 16
+  %arena1365 = getelementptr inbounds float, ptr %arena, i64 %4862
+  %4863 = load <16 x float>, ptr %arena1365, align 4
+  store <16 x float> %4863, ptr %conv1_weight_grad.t253_c3_1, align 64
+  %4864 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4865 = add nsw i64 %4864, 4
+  %4866 = mul nsw i64 %4865, 32
+  %4867 = add nsw i64 2057216, %4866
+  %4868 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4869 = add nsw i64 %4867, %4868
+  %arena1366 = getelementptr inbounds float, ptr %arena, i64 %4869
+  %4870 = load <16 x float>, ptr %arena1366, align 4
+  store <16 x float> %4870, ptr %conv1_weight_grad.t253_c4_0, align 64
+  %4871 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4872 = add nsw i64 %4871, 4
+  %4873 = mul nsw i64 %4872, 32
+  %4874 = add nsw i64 2057216, %4873
+  %4875 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4876 = add nsw i64 %4874, %4875
+  %4877 = add nsw i64 %4876, 16
+  %arena1367 = getelementptr inbounds float, ptr %arena, i64 %4877
+  %4878 = load <16 x float>, ptr %arena1367, align 4
+  store <16 x float> %4878, ptr %conv1_weight_grad.t253_c4_1, align 64
+  %4879 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4880 = add nsw i64 %4879, 5
+  %4881 = mul nsw i64 %4880, 32
+  %4882 = add nsw i64 2057216, %4881
+  %4883 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4884 = add nsw i64 %4882, %4883
+  %arena1368 = getelementptr inbounds float, ptr %arena, i64 %4884
+  %4885 = load <16 x float>, ptr %arena1368, align 4
+  store <16 x float> %4885, ptr %conv1_weight_grad.t253_c5_0, align 64
+  %4886 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4887 = add nsw i64 %4886, 5
+  %4888 = mul nsw i64 %4887, 32
+  %4889 = add nsw i64 2057216, %4888
+  %4890 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4891 = add nsw i64 %4889, %4890
+  %4892 = add nsw i64 %4891, 16
+  %arena1369 = getelementptr inbounds float, ptr %arena, i64 %4892
+  %4893 = load <16 x float>, ptr %arena1369, align 4
+  store <16 x float> %4893, ptr %conv1_weight_grad.t253_c5_1, align 64
+  %4894 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4895 = add nsw i64 %4894, 6
+  %4896 = mul nsw i64 %4895, 32
+  %4897 = add nsw i64 2057216, %4896
+  %4898 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4899 = add nsw i64 %4897, %4898
+  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %4899
+  %4900 = load <16 x float>, ptr %arena1370, align 4
+  store <16 x float> %4900, ptr %conv1_weight_grad.t253_c6_0, align 64
+  %4901 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4902 = add nsw i64 %4901, 6
+  %4903 = mul nsw i64 %4902, 32
+  %4904 = add nsw i64 2057216, %4903
+  %4905 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4906 = add nsw i64 %4904, %4905
+  %4907 = add nsw i64 %4906, 16
+  %arena1371 = getelementptr inbounds float, ptr %arena, i64 %4907
+  %4908 = load <16 x float>, ptr %arena1371, align 4
+  store <16 x float> %4908, ptr %conv1_weight_grad.t253_c6_1, align 64
+  %4909 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4910 = add nsw i64 %4909, 7
+  %4911 = mul nsw i64 %4910, 32
+  %4912 = add nsw i64 2057216, %4911
+  %4913 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4914 = add nsw i64 %4912, %4913
+  %arena1372 = getelementptr inbounds float, ptr %arena, i64 %4914
+  %4915 = load <16 x float>, ptr %arena1372, align 4
+  store <16 x float> %4915, ptr %conv1_weight_grad.t253_c7_0, align 64
+  %4916 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4917 = add nsw i64 %4916, 7
+  %4918 = mul nsw i64 %4917, 32
+  %4919 = add nsw i64 2057216, %4918
+  %4920 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4921 = add nsw i64 %4919, %4920
+  %4922 = add nsw i64 %4921, 16
+  %arena1373 = getelementptr inbounds float, ptr %arena, i64 %4922
+  %4923 = load <16 x float>, ptr %arena1373, align 4
+  store <16 x float> %4923, ptr %conv1_weight_grad.t253_c7_1, align 64
+  %4924 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4925 = add nsw i64 %4924, 8
+  %4926 = mul nsw i64 %4925, 32
+  %4927 = add nsw i64 2057216, %4926
+  %4928 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4929 = add nsw i64 %4927, %4928
+  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %4929
+  %4930 = load <16 x float>, ptr %arena1374, align 4
+  store <16 x float> %4930, ptr %conv1_weight_grad.t253_c8_0, align 64
+  %4931 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4932 = add nsw i64 %4931, 8
+  %4933 = mul nsw i64 %4932, 32
+  %4934 = add nsw i64 2057216, %4933
+  %4935 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4936 = add nsw i64 %4934, %4935
+  %4937 = add nsw i64 %4936, 16
+  %arena1375 = getelementptr inbounds float, ptr %arena, i64 %4937
+  %4938 = load <16 x float>, ptr %arena1375, align 4
+  store <16 x float> %4938, ptr %conv1_weight_grad.t253_c8_1, align 64
+  br label %conv1_weight_grad.k254
 
-conv1_bias_grad.i199:                             ; preds = %conv1_bias_grad.i199, %conv1_bias_grad.i198.end
-  %conv1_bias_grad.i1991398 = phi i64 [ 0, %conv1_bias_grad.i198.end ], [ %i199.next, %conv1_bias_grad.i199 ]
-  %4541 = add nsw i64 288, %conv1_bias_grad.i1991398
-  %grads1399 = getelementptr inbounds float, ptr %grads, i64 %4541
-  store float 0.000000e+00, ptr %grads1399, align 4
-  %i199.next = add nsw i64 %conv1_bias_grad.i1991398, 1
-  %4542 = icmp slt i64 %i199.next, 32
-  br i1 %4542, label %conv1_bias_grad.i199, label %conv1_bias_grad.i199.end
+conv1_weight_grad.mb252.end:                      ; preds = %conv1_weight_grad.k254.end
+  %nb251.next = add nsw i64 %conv1_weight_grad.nb2511356, 1
+  %4939 = icmp slt i64 %nb251.next, 1
+  br i1 %4939, label %conv1_weight_grad.nb251, label %conv1_weight_grad.nb251.end
 
-conv1_bias_grad.i199.end:                         ; preds = %conv1_bias_grad.i199
-  br label %conv1_bias_grad.img200
+conv1_weight_grad.k254:                           ; preds = %conv1_weight_grad.k254, %conv1_weight_grad.mb252
+  %conv1_weight_grad.k2541376 = phi i64 [ 0, %conv1_weight_grad.mb252 ], [ %k254.next, %conv1_weight_grad.k254 ]
+  %4940 = add nsw i64 %conv1_weight_grad.k2541376, 49920
+  %4941 = mul nsw i64 %4940, 32
+  %4942 = add nsw i64 451584, %4941
+  %4943 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4944 = add nsw i64 %4942, %4943
+  %arena1377 = getelementptr inbounds float, ptr %arena, i64 %4944
+  %4945 = load <16 x float>, ptr %arena1377, align 4
+  store <16 x float> %4945, ptr %conv1_weight_grad.t253_b0, align 64
+  %4946 = add nsw i64 %conv1_weight_grad.k2541376, 49920
+  %4947 = mul nsw i64 %4946, 32
+  %4948 = add nsw i64 451584, %4947
+  %4949 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %4950 = add nsw i64 %4948, %4949
+  %4951 = add nsw i64 %4950, 16
+  %arena1378 = getelementptr inbounds float, ptr %arena, i64 %4951
+  %4952 = load <16 x float>, ptr %arena1378, align 4
+  store <16 x float> %4952, ptr %conv1_weight_grad.t253_b1, align 64
+  %4953 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4954 = mul nsw i64 %4953, 50176
+  %4955 = add nsw i64 %conv1_weight_grad.k2541376, 49920
+  %4956 = add nsw i64 %4954, %4955
+  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %4956
+  %4957 = load float, ptr %arena1379, align 4
+  %4958 = insertelement <16 x float> undef, float %4957, i32 0
+  %4959 = shufflevector <16 x float> %4958, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4959, ptr %conv1_weight_grad.t253_a0, align 64
+  %t253_a0 = load <16 x float>, ptr %conv1_weight_grad.t253_a0, align 64
+  %t253_b0 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
+  %t253_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c0_0, align 64
+  %4960 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a0, <16 x float> %t253_b0, <16 x float> %t253_c0_0)
+  store <16 x float> %4960, ptr %conv1_weight_grad.t253_c0_0, align 64
+  %t253_a01380 = load <16 x float>, ptr %conv1_weight_grad.t253_a0, align 64
+  %t253_b1 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
+  %t253_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c0_1, align 64
+  %4961 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a01380, <16 x float> %t253_b1, <16 x float> %t253_c0_1)
+  store <16 x float> %4961, ptr %conv1_weight_grad.t253_c0_1, align 64
+  %4962 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4963 = add nsw i64 %4962, 1
+  %4964 = mul nsw i64 %4963, 50176
+  %4965 = add nsw i64 %conv1_weight_grad.k2541376, 49920
+  %4966 = add nsw i64 %4964, %4965
+  %arena1381 = getelementptr inbounds float, ptr %arena, i64 %4966
+  %4967 = load float, ptr %arena1381, align 4
+  %4968 = insertelement <16 x float> undef, float %4967, i32 0
+  %4969 = shufflevector <16 x float> %4968, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4969, ptr %conv1_weight_grad.t253_a1, align 64
+  %t253_a1 = load <16 x float>, ptr %conv1_weight_grad.t253_a1, align 64
+  %t253_b01382 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
+  %t253_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c1_0, align 64
+  %4970 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a1, <16 x float> %t253_b01382, <16 x float> %t253_c1_0)
+  store <16 x float> %4970, ptr %conv1_weight_grad.t253_c1_0, align 64
+  %t253_a11383 = load <16 x float>, ptr %conv1_weight_grad.t253_a1, align 64
+  %t253_b11384 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
+  %t253_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c1_1, align 64
+  %4971 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a11383, <16 x float> %t253_b11384, <16 x float> %t253_c1_1)
+  store <16 x float> %4971, ptr %conv1_weight_grad.t253_c1_1, align 64
+  %4972 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4973 = add nsw i64 %4972, 2
+  %4974 = mul nsw i64 %4973, 50176
+  %4975 = add nsw i64 %conv1_weight_grad.k2541376, 49920
+  %4976 = add nsw i64 %4974, %4975
+  %arena1385 = getelementptr inbounds float, ptr %arena, i64 %4976
+  %4977 = load float, ptr %arena1385, align 4
+  %4978 = insertelement <16 x float> undef, float %4977, i32 0
+  %4979 = shufflevector <16 x float> %4978, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4979, ptr %conv1_weight_grad.t253_a2, align 64
+  %t253_a2 = load <16 x float>, ptr %conv1_weight_grad.t253_a2, align 64
+  %t253_b01386 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
+  %t253_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c2_0, align 64
+  %4980 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a2, <16 x float> %t253_b01386, <16 x float> %t253_c2_0)
+  store <16 x float> %4980, ptr %conv1_weight_grad.t253_c2_0, align 64
+  %t253_a21387 = load <16 x float>, ptr %conv1_weight_grad.t253_a2, align 64
+  %t253_b11388 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
+  %t253_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c2_1, align 64
+  %4981 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a21387, <16 x float> %t253_b11388, <16 x float> %t253_c2_1)
+  store <16 x float> %4981, ptr %conv1_weight_grad.t253_c2_1, align 64
+  %4982 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4983 = add nsw i64 %4982, 3
+  %4984 = mul nsw i64 %4983, 50176
+  %4985 = add nsw i64 %conv1_weight_grad.k2541376, 49920
+  %4986 = add nsw i64 %4984, %4985
+  %arena1389 = getelementptr inbounds float, ptr %arena, i64 %4986
+  %4987 = load float, ptr %arena1389, align 4
+  %4988 = insertelement <16 x float> undef, float %4987, i32 0
+  %4989 = shufflevector <16 x float> %4988, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4989, ptr %conv1_weight_grad.t253_a3, align 64
+  %t253_a3 = load <16 x float>, ptr %conv1_weight_grad.t253_a3, align 64
+  %t253_b01390 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
+  %t253_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c3_0, align 64
+  %4990 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a3, <16 x float> %t253_b01390, <16 x float> %t253_c3_0)
+  store <16 x float> %4990, ptr %conv1_weight_grad.t253_c3_0, align 64
+  %t253_a31391 = load <16 x float>, ptr %conv1_weight_grad.t253_a3, align 64
+  %t253_b11392 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
+  %t253_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c3_1, align 64
+  %4991 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a31391, <16 x float> %t253_b11392, <16 x float> %t253_c3_1)
+  store <16 x float> %4991, ptr %conv1_weight_grad.t253_c3_1, align 64
+  %4992 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %4993 = add nsw i64 %4992, 4
+  %4994 = mul nsw i64 %4993, 50176
+  %4995 = add nsw i64 %conv1_weight_grad.k2541376, 49920
+  %4996 = add nsw i64 %4994, %4995
+  %arena1393 = getelementptr inbounds float, ptr %arena, i64 %4996
+  %4997 = load float, ptr %arena1393, align 4
+  %4998 = insertelement <16 x float> undef, float %4997, i32 0
+  %4999 = shufflevector <16 x float> %4998, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4999, ptr %conv1_weight_grad.t253_a4, align 64
+  %t253_a4 = load <16 x float>, ptr %conv1_weight_grad.t253_a4, align 64
+  %t253_b01394 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
+  %t253_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c4_0, align 64
+  %5000 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a4, <16 x float> %t253_b01394, <16 x float> %t253_c4_0)
+  store <16 x float> %5000, ptr %conv1_weight_grad.t253_c4_0, align 64
+  %t253_a41395 = load <16 x float>, ptr %conv1_weight_grad.t253_a4, align 64
+  %t253_b11396 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
+  %t253_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c4_1, align 64
+  %5001 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a41395, <16 x float> %t253_b11396, <16 x float> %t253_c4_1)
+  store <16 x float> %5001, ptr %conv1_weight_grad.t253_c4_1, align 64
+  %5002 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5003 = add nsw i64 %5002, 5
+  %5004 = mul nsw i64 %5003, 50176
+  %5005 = add nsw i64 %conv1_weight_grad.k2541376, 49920
+  %5006 = add nsw i64 %5004, %5005
+  %arena1397 = getelementptr inbounds float, ptr %arena, i64 %5006
+  %5007 = load float, ptr %arena1397, align 4
+  %5008 = insertelement <16 x float> undef, float %5007, i32 0
+  %5009 = shufflevector <16 x float> %5008, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5009, ptr %conv1_weight_grad.t253_a5, align 64
+  %t253_a5 = load <16 x float>, ptr %conv1_weight_grad.t253_a5, align 64
+  %t253_b01398 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
+  %t253_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c5_0, align 64
+  %5010 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a5, <16 x float> %t253_b01398, <16 x float> %t253_c5_0)
+  store <16 x float> %5010, ptr %conv1_weight_grad.t253_c5_0, align 64
+  %t253_a51399 = load <16 x float>, ptr %conv1_weight_grad.t253_a5, align 64
+  %t253_b11400 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
+  %t253_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c5_1, align 64
+  %5011 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a51399, <16 x float> %t253_b11400, <16 x float> %t253_c5_1)
+  store <16 x float> %5011, ptr %conv1_weight_grad.t253_c5_1, align 64
+  %5012 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5013 = add nsw i64 %5012, 6
+  %5014 = mul nsw i64 %5013, 50176
+  %5015 = add nsw i64 %conv1_weight_grad.k2541376, 49920
+  %5016 = add nsw i64 %5014, %5015
+  %arena1401 = getelementptr inbounds float, ptr %arena, i64 %5016
+  %5017 = load float, ptr %arena1401, align 4
+  %5018 = insertelement <16 x float> undef, float %5017, i32 0
+  %5019 = shufflevector <16 x float> %5018, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5019, ptr %conv1_weight_grad.t253_a6, align 64
+  %t253_a6 = load <16 x float>, ptr %conv1_weight_grad.t253_a6, align 64
+  %t253_b01402 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
+  %t253_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c6_0, align 64
+  %5020 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a6, <16 x float> %t253_b01402, <16 x float> %t253_c6_0)
+  store <16 x float> %5020, ptr %conv1_weight_grad.t253_c6_0, align 64
+  %t253_a61403 = load <16 x float>, ptr %conv1_weight_grad.t253_a6, align 64
+  %t253_b11404 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
+  %t253_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c6_1, align 64
+  %5021 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a61403, <16 x float> %t253_b11404, <16 x float> %t253_c6_1)
+  store <16 x float> %5021, ptr %conv1_weight_grad.t253_c6_1, align 64
+  %5022 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5023 = add nsw i64 %5022, 7
+  %5024 = mul nsw i64 %5023, 50176
+  %5025 = add nsw i64 %conv1_weight_grad.k2541376, 49920
+  %5026 = add nsw i64 %5024, %5025
+  %arena1405 = getelementptr inbounds float, ptr %arena, i64 %5026
+  %5027 = load float, ptr %arena1405, align 4
+  %5028 = insertelement <16 x float> undef, float %5027, i32 0
+  %5029 = shufflevector <16 x float> %5028, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5029, ptr %conv1_weight_grad.t253_a7, align 64
+  %t253_a7 = load <16 x float>, ptr %conv1_weight_grad.t253_a7, align 64
+  %t253_b01406 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
+  %t253_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c7_0, align 64
+  %5030 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a7, <16 x float> %t253_b01406, <16 x float> %t253_c7_0)
+  store <16 x float> %5030, ptr %conv1_weight_grad.t253_c7_0, align 64
+  %t253_a71407 = load <16 x float>, ptr %conv1_weight_grad.t253_a7, align 64
+  %t253_b11408 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
+  %t253_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c7_1, align 64
+  %5031 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a71407, <16 x float> %t253_b11408, <16 x float> %t253_c7_1)
+  store <16 x float> %5031, ptr %conv1_weight_grad.t253_c7_1, align 64
+  %5032 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5033 = add nsw i64 %5032, 8
+  %5034 = mul nsw i64 %5033, 50176
+  %5035 = add nsw i64 %conv1_weight_grad.k2541376, 49920
+  %5036 = add nsw i64 %5034, %5035
+  %arena1409 = getelementptr inbounds float, ptr %arena, i64 %5036
+  %5037 = load float, ptr %arena1409, align 4
+  %5038 = insertelement <16 x float> undef, float %5037, i32 0
+  %5039 = shufflevector <16 x float> %5038, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5039, ptr %conv1_weight_grad.t253_a8, align 64
+  %t253_a8 = load <16 x float>, ptr %conv1_weight_grad.t253_a8, align 64
+  %t253_b01410 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
+  %t253_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c8_0, align 64
+  %5040 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a8, <16 x float> %t253_b01410, <16 x float> %t253_c8_0)
+  store <16 x float> %5040, ptr %conv1_weight_grad.t253_c8_0, align 64
+  %t253_a81411 = load <16 x float>, ptr %conv1_weight_grad.t253_a8, align 64
+  %t253_b11412 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
+  %t253_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c8_1, align 64
+  %5041 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a81411, <16 x float> %t253_b11412, <16 x float> %t253_c8_1)
+  store <16 x float> %5041, ptr %conv1_weight_grad.t253_c8_1, align 64
+  %k254.next = add nsw i64 %conv1_weight_grad.k2541376, 1
+  %5042 = icmp slt i64 %k254.next, 256
+  br i1 %5042, label %conv1_weight_grad.k254, label %conv1_weight_grad.k254.end
 
-conv1_bias_grad.img200:                           ; preds = %conv1_bias_grad.img200, %conv1_bias_grad.i199.end
-  %conv1_bias_grad.img2001400 = phi i64 [ 0, %conv1_bias_grad.i199.end ], [ %img200.next, %conv1_bias_grad.img200 ]
-  %4543 = mul nsw i64 %conv1_bias_grad.img2001400, 25088
-  %4544 = add nsw i64 3220112, %4543
-  %arena1401 = getelementptr inbounds float, ptr %arena, i64 %4544
-  %arena1402 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads1403 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena1401, i32 784, ptr %arena1402, i32 1, float 1.000000e+00, ptr %grads1403, i32 1)
-  %img200.next = add nsw i64 %conv1_bias_grad.img2001400, 1
-  %4545 = icmp slt i64 %img200.next, 64
-  br i1 %4545, label %conv1_bias_grad.img200, label %conv1_bias_grad.img200.end
+conv1_weight_grad.k254.end:                       ; preds = %conv1_weight_grad.k254
+  %t253_c0_01413 = load <16 x float>, ptr %conv1_weight_grad.t253_c0_0, align 64
+  %5043 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5044 = mul nsw i64 %5043, 32
+  %5045 = add nsw i64 2057216, %5044
+  %5046 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5047 = add nsw i64 %5045, %5046
+  %arena1414 = getelementptr inbounds float, ptr %arena, i64 %5047
+  store <16 x float> %t253_c0_01413, ptr %arena1414, align 4
+  %t253_c0_11415 = load <16 x float>, ptr %conv1_weight_grad.t253_c0_1, align 64
+  %5048 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5049 = mul nsw i64 %5048, 32
+  %5050 = add nsw i64 2057216, %5049
+  %5051 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5052 = add nsw i64 %5050, %5051
+  %5053 = add nsw i64 %5052, 16
+  %arena1416 = getelementptr inbounds float, ptr %arena, i64 %5053
+  store <16 x float> %t253_c0_11415, ptr %arena1416, align 4
+  %t253_c1_01417 = load <16 x float>, ptr %conv1_weight_grad.t253_c1_0, align 64
+  %5054 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5055 = add nsw i64 %5054, 1
+  %5056 = mul nsw i64 %5055, 32
+  %5057 = add nsw i64 2057216, %5056
+  %5058 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5059 = add nsw i64 %5057, %5058
+  %arena1418 = getelementptr inbounds float, ptr %arena, i64 %5059
+  store <16 x float> %t253_c1_01417, ptr %arena1418, align 4
+  %t253_c1_11419 = load <16 x float>, ptr %conv1_weight_grad.t253_c1_1, align 64
+  %5060 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5061 = add nsw i64 %5060, 1
+  %5062 = mul nsw i64 %5061, 32
+  %5063 = add nsw i64 2057216, %5062
+  %5064 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5065 = add nsw i64 %5063, %5064
+  %5066 = add nsw i64 %5065, 16
+  %arena1420 = getelementptr inbounds float, ptr %arena, i64 %5066
+  store <16 x float> %t253_c1_11419, ptr %arena1420, align 4
+  %t253_c2_01421 = load <16 x float>, ptr %conv1_weight_grad.t253_c2_0, align 64
+  %5067 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5068 = add nsw i64 %5067, 2
+  %5069 = mul nsw i64 %5068, 32
+  %5070 = add nsw i64 2057216, %5069
+  %5071 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5072 = add nsw i64 %5070, %5071
+  %arena1422 = getelementptr inbounds float, ptr %arena, i64 %5072
+  store <16 x float> %t253_c2_01421, ptr %arena1422, align 4
+  %t253_c2_11423 = load <16 x float>, ptr %conv1_weight_grad.t253_c2_1, align 64
+  %5073 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5074 = add nsw i64 %5073, 2
+  %5075 = mul nsw i64 %5074, 32
+  %5076 = add nsw i64 2057216, %5075
+  %5077 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5078 = add nsw i64 %5076, %5077
+  %5079 = add nsw i64 %5078, 16
+  %arena1424 = getelementptr inbounds float, ptr %arena, i64 %5079
+  store <16 x float> %t253_c2_11423, ptr %arena1424, align 4
+  %t253_c3_01425 = load <16 x float>, ptr %conv1_weight_grad.t253_c3_0, align 64
+  %5080 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5081 = add nsw i64 %5080, 3
+  %5082 = mul nsw i64 %5081, 32
+  %5083 = add nsw i64 2057216, %5082
+  %5084 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5085 = add nsw i64 %5083, %5084
+  %arena1426 = getelementptr inbounds float, ptr %arena, i64 %5085
+  store <16 x float> %t253_c3_01425, ptr %arena1426, align 4
+  %t253_c3_11427 = load <16 x float>, ptr %conv1_weight_grad.t253_c3_1, align 64
+  %5086 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5087 = add nsw i64 %5086, 3
+  %5088 = mul nsw i64 %5087, 32
+  %5089 = add nsw i64 2057216, %5088
+  %5090 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5091 = add nsw i64 %5089, %5090
+  %5092 = add nsw i64 %5091, 16
+  %arena1428 = getelementptr inbounds float, ptr %arena, i64 %5092
+  store <16 x float> %t253_c3_11427, ptr %arena1428, align 4
+  %t253_c4_01429 = load <16 x float>, ptr %conv1_weight_grad.t253_c4_0, align 64
+  %5093 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5094 = add nsw i64 %5093, 4
+  %5095 = mul nsw i64 %5094, 32
+  %5096 = add nsw i64 2057216, %5095
+  %5097 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5098 = add nsw i64 %5096, %5097
+  %arena1430 = getelementptr inbounds float, ptr %arena, i64 %5098
+  store <16 x float> %t253_c4_01429, ptr %arena1430, align 4
+  %t253_c4_11431 = load <16 x float>, ptr %conv1_weight_grad.t253_c4_1, align 64
+  %5099 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5100 = add nsw i64 %5099, 4
+  %5101 = mul nsw i64 %5100, 32
+  %5102 = add nsw i64 2057216, %5101
+  %5103 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5104 = add nsw i64 %5102, %5103
+  %5105 = add nsw i64 %5104, 16
+  %arena1432 = getelementptr inbounds float, ptr %arena, i64 %5105
+  store <16 x float> %t253_c4_11431, ptr %arena1432, align 4
+  %t253_c5_01433 = load <16 x float>, ptr %conv1_weight_grad.t253_c5_0, align 64
+  %5106 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5107 = add nsw i64 %5106, 5
+  %5108 = mul nsw i64 %5107, 32
+  %5109 = add nsw i64 2057216, %5108
+  %5110 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5111 = add nsw i64 %5109, %5110
+  %arena1434 = getelementptr inbounds float, ptr %arena, i64 %5111
+  store <16 x float> %t253_c5_01433, ptr %arena1434, align 4
+  %t253_c5_11435 = load <16 x float>, ptr %conv1_weight_grad.t253_c5_1, align 64
+  %5112 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5113 = add nsw i64 %5112, 5
+  %5114 = mul nsw i64 %5113, 32
+  %5115 = add nsw i64 2057216, %5114
+  %5116 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5117 = add nsw i64 %5115, %5116
+  %5118 = add nsw i64 %5117, 16
+  %arena1436 = getelementptr inbounds float, ptr %arena, i64 %5118
+  store <16 x float> %t253_c5_11435, ptr %arena1436, align 4
+  %t253_c6_01437 = load <16 x float>, ptr %conv1_weight_grad.t253_c6_0, align 64
+  %5119 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5120 = add nsw i64 %5119, 6
+  %5121 = mul nsw i64 %5120, 32
+  %5122 = add nsw i64 2057216, %5121
+  %5123 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5124 = add nsw i64 %5122, %5123
+  %arena1438 = getelementptr inbounds float, ptr %arena, i64 %5124
+  store <16 x float> %t253_c6_01437, ptr %arena1438, align 4
+  %t253_c6_11439 = load <16 x float>, ptr %conv1_weight_grad.t253_c6_1, align 64
+  %5125 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5126 = add nsw i64 %5125, 6
+  %5127 = mul nsw i64 %5126, 32
+  %5128 = add nsw i64 2057216, %5127
+  %5129 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5130 = add nsw i64 %5128, %5129
+  %5131 = add nsw i64 %5130, 16
+  %arena1440 = getelementptr inbounds float, ptr %arena, i64 %5131
+  store <16 x float> %t253_c6_11439, ptr %arena1440, align 4
+  %t253_c7_01441 = load <16 x float>, ptr %conv1_weight_grad.t253_c7_0, align 64
+  %5132 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5133 = add nsw i64 %5132, 7
+  %5134 = mul nsw i64 %5133, 32
+  %5135 = add nsw i64 2057216, %5134
+  %5136 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5137 = add nsw i64 %5135, %5136
+  %arena1442 = getelementptr inbounds float, ptr %arena, i64 %5137
+  store <16 x float> %t253_c7_01441, ptr %arena1442, align 4
+  %t253_c7_11443 = load <16 x float>, ptr %conv1_weight_grad.t253_c7_1, align 64
+  %5138 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5139 = add nsw i64 %5138, 7
+  %5140 = mul nsw i64 %5139, 32
+  %5141 = add nsw i64 2057216, %5140
+  %5142 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5143 = add nsw i64 %5141, %5142
+  %5144 = add nsw i64 %5143, 16
+  %arena1444 = getelementptr inbounds float, ptr %arena, i64 %5144
+  store <16 x float> %t253_c7_11443, ptr %arena1444, align 4
+  %t253_c8_01445 = load <16 x float>, ptr %conv1_weight_grad.t253_c8_0, align 64
+  %5145 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5146 = add nsw i64 %5145, 8
+  %5147 = mul nsw i64 %5146, 32
+  %5148 = add nsw i64 2057216, %5147
+  %5149 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5150 = add nsw i64 %5148, %5149
+  %arena1446 = getelementptr inbounds float, ptr %arena, i64 %5150
+  store <16 x float> %t253_c8_01445, ptr %arena1446, align 4
+  %t253_c8_11447 = load <16 x float>, ptr %conv1_weight_grad.t253_c8_1, align 64
+  %5151 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5152 = add nsw i64 %5151, 8
+  %5153 = mul nsw i64 %5152, 32
+  %5154 = add nsw i64 2057216, %5153
+  %5155 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5156 = add nsw i64 %5154, %5155
+  %5157 = add nsw i64 %5156, 16
+  %arena1448 = getelementptr inbounds float, ptr %arena, i64 %5157
+  store <16 x float> %t253_c8_11447, ptr %arena1448, align 4
+  %mb252.next = add nsw i64 %conv1_weight_grad.mb2521357, 1
+  %5158 = icmp slt i64 %mb252.next, 1
+  br i1 %5158, label %conv1_weight_grad.mb252, label %conv1_weight_grad.mb252.end
 
-conv1_bias_grad.img200.end:                       ; preds = %conv1_bias_grad.img200
-  %4546 = sitofp i64 %step to float
-  %4547 = fmul float %4546, 0xBFBAF8E8A0000000
-  %4548 = call float @llvm.exp.f32(float %4547)
-  %4549 = fsub float 1.000000e+00, %4548
-  %4550 = fdiv float %lr, %4549
-  store float %4550, ptr %adam.step_size201, align 4
-  %4551 = sitofp i64 %step to float
-  %4552 = fmul float %4551, 0xBF50645940000000
-  %4553 = call float @llvm.exp.f32(float %4552)
-  %4554 = fsub float 1.000000e+00, %4553
-  %4555 = call float @llvm.sqrt.f32(float %4554)
-  store float %4555, ptr %adam.bc2_sqrt202, align 4
-  br label %adam.i203
+conv1_weight_grad.f255:                           ; preds = %conv1_weight_grad.r256.end, %conv1_weight_grad.g228.end
+  %conv1_weight_grad.f2551449 = phi i64 [ 0, %conv1_weight_grad.g228.end ], [ %f255.next, %conv1_weight_grad.r256.end ]
+  br label %conv1_weight_grad.r256
 
-adam.i203:                                        ; preds = %adam.i203, %conv1_bias_grad.img200.end
-  %adam.i2031404 = phi i64 [ 0, %conv1_bias_grad.img200.end ], [ %i203.next, %adam.i203 ]
-  %grads1405 = getelementptr inbounds float, ptr %grads, i64 %adam.i2031404
-  %4556 = load float, ptr %grads1405, align 4
-  %params1406 = getelementptr inbounds float, ptr %params, i64 %adam.i2031404
-  %4557 = load float, ptr %params1406, align 4
-  %4558 = fmul float 0.000000e+00, %4557
-  %4559 = fadd float %4556, %4558
-  store float %4559, ptr %adam.g, align 4
-  %m1407 = getelementptr inbounds float, ptr %m, i64 %adam.i2031404
-  %4560 = load float, ptr %m1407, align 4
-  %4561 = fmul float 0x3FECCCCCC0000000, %4560
+conv1_weight_grad.f255.end:                       ; preds = %conv1_weight_grad.r256.end
+  br label %conv1_bias_grad.i257
+
+conv1_weight_grad.r256:                           ; preds = %conv1_weight_grad.r256, %conv1_weight_grad.f255
+  %conv1_weight_grad.r2561450 = phi i64 [ 0, %conv1_weight_grad.f255 ], [ %r256.next, %conv1_weight_grad.r256 ]
+  %5159 = mul nsw i64 %conv1_weight_grad.r2561450, 32
+  %5160 = add nsw i64 2057216, %5159
+  %5161 = add nsw i64 %5160, %conv1_weight_grad.f2551449
+  %arena1451 = getelementptr inbounds float, ptr %arena, i64 %5161
+  %5162 = load float, ptr %arena1451, align 4
+  %5163 = mul nsw i64 %conv1_weight_grad.f2551449, 9
+  %5164 = add nsw i64 %5163, %conv1_weight_grad.r2561450
+  %grads1452 = getelementptr inbounds float, ptr %grads, i64 %5164
+  store float %5162, ptr %grads1452, align 4
+  %r256.next = add nsw i64 %conv1_weight_grad.r2561450, 1
+  %5165 = icmp slt i64 %r256.next, 9
+  br i1 %5165, label %conv1_weight_grad.r256, label %conv1_weight_grad.r256.end
+
+conv1_weight_grad.r256.end:                       ; preds = %conv1_weight_grad.r256
+  %f255.next = add nsw i64 %conv1_weight_grad.f2551449, 1
+  %5166 = icmp slt i64 %f255.next, 32
+  br i1 %5166, label %conv1_weight_grad.f255, label %conv1_weight_grad.f255.end
+
+conv1_bias_grad.i257:                             ; preds = %conv1_bias_grad.i257, %conv1_weight_grad.f255.end
+  %conv1_bias_grad.i2571453 = phi i64 [ 0, %conv1_weight_grad.f255.end ], [ %i257.next, %conv1_bias_grad.i257 ]
+  %arena1454 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i2571453
+  store float 1.000000e+00, ptr %arena1454, align 4
+  %i257.next = add nsw i64 %conv1_bias_grad.i2571453, 1
+  %5167 = icmp slt i64 %i257.next, 784
+  br i1 %5167, label %conv1_bias_grad.i257, label %conv1_bias_grad.i257.end
+
+conv1_bias_grad.i257.end:                         ; preds = %conv1_bias_grad.i257
+  br label %conv1_bias_grad.i258
+
+conv1_bias_grad.i258:                             ; preds = %conv1_bias_grad.i258, %conv1_bias_grad.i257.end
+  %conv1_bias_grad.i2581455 = phi i64 [ 0, %conv1_bias_grad.i257.end ], [ %i258.next, %conv1_bias_grad.i258 ]
+  %5168 = add nsw i64 288, %conv1_bias_grad.i2581455
+  %grads1456 = getelementptr inbounds float, ptr %grads, i64 %5168
+  store float 0.000000e+00, ptr %grads1456, align 4
+  %i258.next = add nsw i64 %conv1_bias_grad.i2581455, 1
+  %5169 = icmp slt i64 %i258.next, 32
+  br i1 %5169, label %conv1_bias_grad.i258, label %conv1_bias_grad.i258.end
+
+conv1_bias_grad.i258.end:                         ; preds = %conv1_bias_grad.i258
+  br label %conv1_bias_grad.img259
+
+conv1_bias_grad.img259:                           ; preds = %conv1_bias_grad.img259, %conv1_bias_grad.i258.end
+  %conv1_bias_grad.img2591457 = phi i64 [ 0, %conv1_bias_grad.i258.end ], [ %img259.next, %conv1_bias_grad.img259 ]
+  %5170 = mul nsw i64 %conv1_bias_grad.img2591457, 25088
+  %5171 = add nsw i64 3220112, %5170
+  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %5171
+  %arena1459 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1460 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena1458, i32 784, ptr %arena1459, i32 1, float 1.000000e+00, ptr %grads1460, i32 1)
+  %img259.next = add nsw i64 %conv1_bias_grad.img2591457, 1
+  %5172 = icmp slt i64 %img259.next, 64
+  br i1 %5172, label %conv1_bias_grad.img259, label %conv1_bias_grad.img259.end
+
+conv1_bias_grad.img259.end:                       ; preds = %conv1_bias_grad.img259
+  %5173 = sitofp i64 %step to float
+  %5174 = fmul float %5173, 0xBFBAF8E8A0000000
+  %5175 = call float @llvm.exp.f32(float %5174)
+  %5176 = fsub float 1.000000e+00, %5175
+  %5177 = fdiv float %lr, %5176
+  store float %5177, ptr %adam.step_size260, align 4
+  %5178 = sitofp i64 %step to float
+  %5179 = fmul float %5178, 0xBF50645940000000
+  %5180 = call float @llvm.exp.f32(float %5179)
+  %5181 = fsub float 1.000000e+00, %5180
+  %5182 = call float @llvm.sqrt.f32(float %5181)
+  store float %5182, ptr %adam.bc2_sqrt261, align 4
+  br label %adam.i262
+
+adam.i262:                                        ; preds = %adam.i262, %conv1_bias_grad.img259.end
+  %adam.i2621461 = phi i64 [ 0, %conv1_bias_grad.img259.end ], [ %i262.next, %adam.i262 ]
+  %grads1462 = getelementptr inbounds float, ptr %grads, i64 %adam.i2621461
+  %5183 = load float, ptr %grads1462, align 4
+  %params1463 = getelementptr inbounds float, ptr %params, i64 %adam.i2621461
+  %5184 = load float, ptr %params1463, align 4
+  %5185 = fmul float 0.000000e+00, %5184
+  %5186 = fadd float %5183, %5185
+  store float %5186, ptr %adam.g, align 4
+  %m1464 = getelementptr inbounds float, ptr %m, i64 %adam.i2621461
+  %5187 = load float, ptr %m1464, align 4
+  %5188 = fmul float 0x3FECCCCCC0000000, %5187
   %g = load float, ptr %adam.g, align 4
-  %4562 = fmul float 0x3FB9999A00000000, %g
-  %4563 = fadd float %4561, %4562
-  store float %4563, ptr %adam.m_new, align 4
-  %v1408 = getelementptr inbounds float, ptr %v, i64 %adam.i2031404
-  %4564 = load float, ptr %v1408, align 4
-  %4565 = fmul float 0x3FEFF7CEE0000000, %4564
-  %g1409 = load float, ptr %adam.g, align 4
-  %4566 = fmul float 0x3F50624000000000, %g1409
-  %g1410 = load float, ptr %adam.g, align 4
-  %4567 = fmul float %4566, %g1410
-  %4568 = fadd float %4565, %4567
-  store float %4568, ptr %adam.v_new, align 4
+  %5189 = fmul float 0x3FB9999A00000000, %g
+  %5190 = fadd float %5188, %5189
+  store float %5190, ptr %adam.m_new, align 4
+  %v1465 = getelementptr inbounds float, ptr %v, i64 %adam.i2621461
+  %5191 = load float, ptr %v1465, align 4
+  %5192 = fmul float 0x3FEFF7CEE0000000, %5191
+  %g1466 = load float, ptr %adam.g, align 4
+  %5193 = fmul float 0x3F50624000000000, %g1466
+  %g1467 = load float, ptr %adam.g, align 4
+  %5194 = fmul float %5193, %g1467
+  %5195 = fadd float %5192, %5194
+  store float %5195, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1411 = getelementptr inbounds float, ptr %m, i64 %adam.i2031404
-  store float %m_new, ptr %m1411, align 4
+  %m1468 = getelementptr inbounds float, ptr %m, i64 %adam.i2621461
+  store float %m_new, ptr %m1468, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1412 = getelementptr inbounds float, ptr %v, i64 %adam.i2031404
-  store float %v_new, ptr %v1412, align 4
-  %params1413 = getelementptr inbounds float, ptr %params, i64 %adam.i2031404
-  %4569 = load float, ptr %params1413, align 4
-  %step_size201 = load float, ptr %adam.step_size201, align 4
-  %m_new1414 = load float, ptr %adam.m_new, align 4
-  %4570 = fmul float %step_size201, %m_new1414
-  %v_new1415 = load float, ptr %adam.v_new, align 4
-  %4571 = call float @llvm.sqrt.f32(float %v_new1415)
-  %bc2_sqrt202 = load float, ptr %adam.bc2_sqrt202, align 4
-  %4572 = fdiv float %4571, %bc2_sqrt202
-  %4573 = fadd float %4572, 0x3E45798EE0000000
-  %4574 = fdiv float %4570, %4573
-  %4575 = fsub float %4569, %4574
-  %params1416 = getelementptr inbounds float, ptr %params, i64 %adam.i2031404
-  store float %4575, ptr %params1416, align 4
-  %i203.next = add nsw i64 %adam.i2031404, 1
-  %4576 = icmp slt i64 %i203.next, 1625866
-  br i1 %4576, label %adam.i203, label %adam.i203.end
+  %v1469 = getelementptr inbounds float, ptr %v, i64 %adam.i2621461
+  store float %v_new, ptr %v1469, align 4
+  %params1470 = getelementptr inbounds float, ptr %params, i64 %adam.i2621461
+  %5196 = load float, ptr %params1470, align 4
+  %step_size260 = load float, ptr %adam.step_size260, align 4
+  %m_new1471 = load float, ptr %adam.m_new, align 4
+  %5197 = fmul float %step_size260, %m_new1471
+  %v_new1472 = load float, ptr %adam.v_new, align 4
+  %5198 = call float @llvm.sqrt.f32(float %v_new1472)
+  %bc2_sqrt261 = load float, ptr %adam.bc2_sqrt261, align 4
+  %5199 = fdiv float %5198, %bc2_sqrt261
+  %5200 = fadd float %5199, 0x3E45798EE0000000
+  %5201 = fdiv float %5197, %5200
+  %5202 = fsub float %5196, %5201
+  %params1473 = getelementptr inbounds float, ptr %params, i64 %adam.i2621461
+  store float %5202, ptr %params1473, align 4
+  %i262.next = add nsw i64 %adam.i2621461, 1
+  %5203 = icmp slt i64 %i262.next, 1625866
+  br i1 %5203, label %adam.i262, label %adam.i262.end
 
-adam.i203.end:                                    ; preds = %adam.i203
+adam.i262.end:                                    ; preds = %adam.i262
   ret void
 }
 

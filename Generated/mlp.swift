@@ -6,6 +6,13 @@
   import Darwin
 #endif
 
+// Wrapping Int arithmetic for index expressions. One overload each (unlike &+ and &*), so the type
+// checker resolves long index expressions in linear time instead of searching every integer type.
+infix operator +% : AdditionPrecedence
+infix operator *% : MultiplicationPrecedence
+@inline(__always) func +% (a: Int, b: Int) -> Int { a &+ b }
+@inline(__always) func *% (a: Int, b: Int) -> Int { a &* b }
+
 typealias SgemmFunction = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
   UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32) -> Void
 /// OpenBLAS's cblas_sgemm, resolved once from the process that loads this library.
@@ -55,18 +62,18 @@ public func mlp_train_b64(
     do {  // SIMD16 over u2
       var u2 = 0
       while u2 &+ 16 <= 256 {
-        store16(arena, (n1 &* 256) &+ u2, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n1 &* 256) &+ u2) + load16(params, 200704 &+ u2)), where: (load16(arena, (n1 &* 256) &+ u2) + load16(params, 200704 &+ u2)) .> SIMD16<Float>(repeating: Float(0))))
+        store16(arena, (n1 *% 256) &+ u2, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n1 *% 256) &+ u2) + load16(params, 200704 &+ u2)), where: (load16(arena, (n1 *% 256) &+ u2) + load16(params, 200704 &+ u2)) .> SIMD16<Float>(repeating: Float(0))))
         u2 &+= 16
       }
       while u2 < 256 {
-        arena[((n1 &* 256) &+ u2)] = ((arena[((n1 &* 256) &+ u2)] + params[(200704 &+ u2)]) > Float(0) ? (arena[((n1 &* 256) &+ u2)] + params[(200704 &+ u2)]) : Float(0))
+        arena[((n1 *% 256) +% u2)] = ((arena[((n1 *% 256) +% u2)] + params[(200704 +% u2)]) > Float(0) ? (arena[((n1 *% 256) +% u2)] + params[(200704 +% u2)]) : Float(0))
         u2 &+= 1
       }
     }
   }
   // drop = dropout(fc1)
   for i3 in 0..<16384 {
-    arena[(16384 &+ i3)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i3) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 3355443 ? (arena[i3] * Float(bitPattern: 0x3fa00000)) : Float(0))
+    arena[(16384 +% i3)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i3) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 3355443 ? (arena[i3] * Float(bitPattern: 0x3fa00000)) : Float(0))
   }
   // fc2 = dense_relu(drop)
   sgemm(101, 111, 112, 64, 128, 256, 1, arena + 16384, 256, params + 200960, 256, Float(bitPattern: 0x0), arena + 32768, 128)
@@ -74,11 +81,11 @@ public func mlp_train_b64(
     do {  // SIMD16 over u5
       var u5 = 0
       while u5 &+ 16 <= 128 {
-        store16(arena, (32768 &+ (n4 &* 128)) &+ u5, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (32768 &+ (n4 &* 128)) &+ u5) + load16(params, 233728 &+ u5)), where: (load16(arena, (32768 &+ (n4 &* 128)) &+ u5) + load16(params, 233728 &+ u5)) .> SIMD16<Float>(repeating: Float(0))))
+        store16(arena, (32768 +% (n4 *% 128)) &+ u5, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (32768 +% (n4 *% 128)) &+ u5) + load16(params, 233728 &+ u5)), where: (load16(arena, (32768 +% (n4 *% 128)) &+ u5) + load16(params, 233728 &+ u5)) .> SIMD16<Float>(repeating: Float(0))))
         u5 &+= 16
       }
       while u5 < 128 {
-        arena[((32768 &+ (n4 &* 128)) &+ u5)] = ((arena[((32768 &+ (n4 &* 128)) &+ u5)] + params[(233728 &+ u5)]) > Float(0) ? (arena[((32768 &+ (n4 &* 128)) &+ u5)] + params[(233728 &+ u5)]) : Float(0))
+        arena[((32768 +% (n4 *% 128)) +% u5)] = ((arena[((32768 +% (n4 *% 128)) +% u5)] + params[(233728 +% u5)]) > Float(0) ? (arena[((32768 +% (n4 *% 128)) +% u5)] + params[(233728 +% u5)]) : Float(0))
         u5 &+= 1
       }
     }
@@ -89,7 +96,7 @@ public func mlp_train_b64(
     do {  // SIMD16 over u7
       var u7 = 0
       while u7 < 10 {
-        arena[((40960 &+ (n6 &* 10)) &+ u7)] = (arena[((40960 &+ (n6 &* 10)) &+ u7)] + params[(235136 &+ u7)])
+        arena[((40960 +% (n6 *% 10)) +% u7)] = (arena[((40960 +% (n6 *% 10)) +% u7)] + params[(235136 +% u7)])
         u7 &+= 1
       }
     }
@@ -97,29 +104,29 @@ public func mlp_train_b64(
   // loss = cross_entropy(fc3, label)
   var total8: Float = Float(0)
   for n9 in 0..<64 {
-    var m10: Float = arena[(40960 &+ (n9 &* 10))]
+    var m10: Float = arena[(40960 +% (n9 *% 10))]
     for k12 in 0..<10 {
-      m10 = { let x = m10, y = arena[((40960 &+ (n9 &* 10)) &+ k12)]; return y > x ? y : x }()
+      m10 = { let x = m10, y = arena[((40960 +% (n9 *% 10)) +% k12)]; return y > x ? y : x }()
     }
     var s11: Float = Float(0)
     for k13 in 0..<10 {
-      s11 = (s11 + expf((arena[((40960 &+ (n9 &* 10)) &+ k13)] - m10)))
+      s11 = (s11 + expf((arena[((40960 +% (n9 *% 10)) +% k13)] - m10)))
     }
-    total8 = (total8 + ((m10 + logf(s11)) - arena[((40960 &+ (n9 &* 10)) &+ Int(labels[n9]))]))
+    total8 = (total8 + ((m10 + logf(s11)) - arena[((40960 +% (n9 *% 10)) +% Int(labels[n9]))]))
   }
   arena[41600] = (total8 / Float(64))
   // fc3_grad = cross_entropy_grad(fc3, label)
   for n14 in 0..<64 {
-    var m15: Float = arena[(40960 &+ (n14 &* 10))]
+    var m15: Float = arena[(40960 +% (n14 *% 10))]
     for k17 in 0..<10 {
-      m15 = { let x = m15, y = arena[((40960 &+ (n14 &* 10)) &+ k17)]; return y > x ? y : x }()
+      m15 = { let x = m15, y = arena[((40960 +% (n14 *% 10)) +% k17)]; return y > x ? y : x }()
     }
     var s16: Float = Float(0)
     for k18 in 0..<10 {
-      s16 = (s16 + expf((arena[((40960 &+ (n14 &* 10)) &+ k18)] - m15)))
+      s16 = (s16 + expf((arena[((40960 +% (n14 *% 10)) +% k18)] - m15)))
     }
     for k19 in 0..<10 {
-      arena[((41616 &+ (n14 &* 10)) &+ k19)] = ((k19 == Int(labels[n14]) ? ((expf((arena[((40960 &+ (n14 &* 10)) &+ k19)] - m15)) / s16) - Float(1)) : (expf((arena[((40960 &+ (n14 &* 10)) &+ k19)] - m15)) / s16)) / Float(64))
+      arena[((41616 +% (n14 *% 10)) +% k19)] = ((k19 == Int(labels[n14]) ? ((expf((arena[((40960 +% (n14 *% 10)) +% k19)] - m15)) / s16) - Float(1)) : (expf((arena[((40960 +% (n14 *% 10)) +% k19)] - m15)) / s16)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
@@ -128,9 +135,9 @@ public func mlp_train_b64(
   for u20 in 0..<10 {
     var acc21: Float = Float(0)
     for n22 in 0..<64 {
-      acc21 = (acc21 + arena[((41616 &+ (n22 &* 10)) &+ u20)])
+      acc21 = (acc21 + arena[((41616 +% (n22 *% 10)) +% u20)])
     }
-    grads[(235136 &+ u20)] = acc21
+    grads[(235136 +% u20)] = acc21
   }
   // relu2_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 41616, 10, params + 233856, 128, Float(bitPattern: 0x0), arena + 42256, 128)
@@ -142,7 +149,7 @@ public func mlp_train_b64(
       i23 &+= 16
     }
     while i23 < 8192 {
-      arena[(50448 &+ i23)] = (arena[(32768 &+ i23)] > Float(0) ? arena[(42256 &+ i23)] : Float(0))
+      arena[(50448 +% i23)] = (arena[(32768 +% i23)] > Float(0) ? arena[(42256 +% i23)] : Float(0))
       i23 &+= 1
     }
   }
@@ -152,15 +159,15 @@ public func mlp_train_b64(
   for u24 in 0..<128 {
     var acc25: Float = Float(0)
     for n26 in 0..<64 {
-      acc25 = (acc25 + arena[((50448 &+ (n26 &* 128)) &+ u24)])
+      acc25 = (acc25 + arena[((50448 +% (n26 *% 128)) +% u24)])
     }
-    grads[(233728 &+ u24)] = acc25
+    grads[(233728 +% u24)] = acc25
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 256, 128, 1, arena + 50448, 128, params + 200960, 256, Float(bitPattern: 0x0), arena + 58640, 256)
   // relu1_grad = dropout_grad(drop_grad, drop)
   for i27 in 0..<16384 {
-    arena[(41616 &+ i27)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i27) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 3355443 ? (arena[(58640 &+ i27)] * Float(bitPattern: 0x3fa00000)) : Float(0))
+    arena[(41616 +% i27)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i27) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 3355443 ? (arena[(58640 +% i27)] * Float(bitPattern: 0x3fa00000)) : Float(0))
   }
   // fc1_grad = relu_grad(relu1_grad, fc1)
   do {  // SIMD16 over i28
@@ -170,7 +177,7 @@ public func mlp_train_b64(
       i28 &+= 16
     }
     while i28 < 16384 {
-      arena[(16384 &+ i28)] = (arena[i28] > Float(0) ? arena[(41616 &+ i28)] : Float(0))
+      arena[(16384 +% i28)] = (arena[i28] > Float(0) ? arena[(41616 +% i28)] : Float(0))
       i28 &+= 1
     }
   }
@@ -180,9 +187,9 @@ public func mlp_train_b64(
   for u29 in 0..<256 {
     var acc30: Float = Float(0)
     for n31 in 0..<64 {
-      acc30 = (acc30 + arena[((16384 &+ (n31 &* 256)) &+ u29)])
+      acc30 = (acc30 + arena[((16384 +% (n31 *% 256)) +% u29)])
     }
-    grads[(200704 &+ u29)] = acc30
+    grads[(200704 +% u29)] = acc30
   }
   // adam = update of 235146 parameters
   var step_size32: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
@@ -227,11 +234,11 @@ public func mlp_infer_b64(
     do {  // SIMD16 over u2
       var u2 = 0
       while u2 &+ 16 <= 256 {
-        store16(arena, (n1 &* 256) &+ u2, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n1 &* 256) &+ u2) + load16(params, 200704 &+ u2)), where: (load16(arena, (n1 &* 256) &+ u2) + load16(params, 200704 &+ u2)) .> SIMD16<Float>(repeating: Float(0))))
+        store16(arena, (n1 *% 256) &+ u2, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n1 *% 256) &+ u2) + load16(params, 200704 &+ u2)), where: (load16(arena, (n1 *% 256) &+ u2) + load16(params, 200704 &+ u2)) .> SIMD16<Float>(repeating: Float(0))))
         u2 &+= 16
       }
       while u2 < 256 {
-        arena[((n1 &* 256) &+ u2)] = ((arena[((n1 &* 256) &+ u2)] + params[(200704 &+ u2)]) > Float(0) ? (arena[((n1 &* 256) &+ u2)] + params[(200704 &+ u2)]) : Float(0))
+        arena[((n1 *% 256) +% u2)] = ((arena[((n1 *% 256) +% u2)] + params[(200704 +% u2)]) > Float(0) ? (arena[((n1 *% 256) +% u2)] + params[(200704 +% u2)]) : Float(0))
         u2 &+= 1
       }
     }
@@ -243,11 +250,11 @@ public func mlp_infer_b64(
     do {  // SIMD16 over u4
       var u4 = 0
       while u4 &+ 16 <= 128 {
-        store16(arena, (16384 &+ (n3 &* 128)) &+ u4, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (16384 &+ (n3 &* 128)) &+ u4) + load16(params, 233728 &+ u4)), where: (load16(arena, (16384 &+ (n3 &* 128)) &+ u4) + load16(params, 233728 &+ u4)) .> SIMD16<Float>(repeating: Float(0))))
+        store16(arena, (16384 +% (n3 *% 128)) &+ u4, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (16384 +% (n3 *% 128)) &+ u4) + load16(params, 233728 &+ u4)), where: (load16(arena, (16384 +% (n3 *% 128)) &+ u4) + load16(params, 233728 &+ u4)) .> SIMD16<Float>(repeating: Float(0))))
         u4 &+= 16
       }
       while u4 < 128 {
-        arena[((16384 &+ (n3 &* 128)) &+ u4)] = ((arena[((16384 &+ (n3 &* 128)) &+ u4)] + params[(233728 &+ u4)]) > Float(0) ? (arena[((16384 &+ (n3 &* 128)) &+ u4)] + params[(233728 &+ u4)]) : Float(0))
+        arena[((16384 +% (n3 *% 128)) +% u4)] = ((arena[((16384 +% (n3 *% 128)) +% u4)] + params[(233728 +% u4)]) > Float(0) ? (arena[((16384 +% (n3 *% 128)) +% u4)] + params[(233728 +% u4)]) : Float(0))
         u4 &+= 1
       }
     }
@@ -258,7 +265,7 @@ public func mlp_infer_b64(
     do {  // SIMD16 over u6
       var u6 = 0
       while u6 < 10 {
-        arena[((n5 &* 10) &+ u6)] = (arena[((n5 &* 10) &+ u6)] + params[(235136 &+ u6)])
+        arena[((n5 *% 10) +% u6)] = (arena[((n5 *% 10) +% u6)] + params[(235136 +% u6)])
         u6 &+= 1
       }
     }

@@ -7,100 +7,181 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt177 = alloca float, align 4
-  %adam.step_size176 = alloca float, align 4
-  %conv1_weight_grad.t169_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t169_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t165_c0_0 = alloca <16 x float>, align 64
-  %relu1_grad.t136_a5 = alloca <16 x float>, align 64
-  %relu1_grad.t136_a4 = alloca <16 x float>, align 64
-  %relu1_grad.t136_a3 = alloca <16 x float>, align 64
-  %relu1_grad.t136_a2 = alloca <16 x float>, align 64
-  %relu1_grad.t136_a1 = alloca <16 x float>, align 64
-  %relu1_grad.t136_a0 = alloca <16 x float>, align 64
-  %relu1_grad.t136_b3 = alloca <16 x float>, align 64
-  %relu1_grad.t136_b2 = alloca <16 x float>, align 64
-  %relu1_grad.t136_b1 = alloca <16 x float>, align 64
-  %relu1_grad.t136_b0 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c5_3 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c5_2 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c5_1 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c5_0 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c4_3 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c4_2 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c4_1 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c4_0 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c3_3 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c3_2 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c3_1 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c3_0 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c2_3 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c2_2 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c2_1 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c2_0 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c1_3 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c1_2 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c1_1 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c1_0 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c0_3 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c0_2 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c0_1 = alloca <16 x float>, align 64
-  %relu1_grad.t136_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt300 = alloca float, align 4
+  %adam.step_size299 = alloca float, align 4
+  %conv1_weight_grad.t292_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t292_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t288_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.sum269 = alloca float, align 4
+  %relu1_grad.sum266 = alloca float, align 4
+  %relu1_grad.sum265 = alloca float, align 4
+  %relu1_grad.sum262 = alloca float, align 4
+  %relu1_grad.sum261 = alloca float, align 4
+  %relu1_grad.sum260 = alloca float, align 4
+  %relu1_grad.sum257 = alloca float, align 4
+  %relu1_grad.sum256 = alloca float, align 4
+  %relu1_grad.sum253 = alloca float, align 4
+  %relu1_grad.sum250 = alloca float, align 4
+  %relu1_grad.sum249 = alloca float, align 4
+  %relu1_grad.sum246 = alloca float, align 4
+  %relu1_grad.sum245 = alloca float, align 4
+  %relu1_grad.sum244 = alloca float, align 4
+  %relu1_grad.sum243 = alloca float, align 4
+  %relu1_grad.sum240 = alloca float, align 4
+  %relu1_grad.sum239 = alloca float, align 4
+  %relu1_grad.sum238 = alloca float, align 4
+  %relu1_grad.sum237 = alloca float, align 4
+  %relu1_grad.sum236 = alloca float, align 4
+  %relu1_grad.sum235 = alloca float, align 4
+  %relu1_grad.sum232 = alloca float, align 4
+  %relu1_grad.sum231 = alloca float, align 4
+  %relu1_grad.sum230 = alloca float, align 4
+  %relu1_grad.sum229 = alloca float, align 4
+  %relu1_grad.sum226 = alloca float, align 4
+  %relu1_grad.sum225 = alloca float, align 4
+  %relu1_grad.sum222 = alloca float, align 4
+  %relu1_grad.sum221 = alloca float, align 4
+  %relu1_grad.sum220 = alloca float, align 4
+  %relu1_grad.sum217 = alloca float, align 4
+  %relu1_grad.sum216 = alloca float, align 4
+  %relu1_grad.sum215 = alloca float, align 4
+  %relu1_grad.sum214 = alloca float, align 4
+  %relu1_grad.sum213 = alloca float, align 4
+  %relu1_grad.sum212 = alloca float, align 4
+  %relu1_grad.sum209 = alloca float, align 4
+  %relu1_grad.sum208 = alloca float, align 4
+  %relu1_grad.sum207 = alloca float, align 4
+  %relu1_grad.sum206 = alloca float, align 4
+  %relu1_grad.sum205 = alloca float, align 4
+  %relu1_grad.sum204 = alloca float, align 4
+  %relu1_grad.sum203 = alloca float, align 4
+  %relu1_grad.sum202 = alloca float, align 4
+  %relu1_grad.sum201 = alloca float, align 4
+  %relu1_grad.sum198 = alloca float, align 4
+  %relu1_grad.sum197 = alloca float, align 4
+  %relu1_grad.sum196 = alloca float, align 4
+  %relu1_grad.sum195 = alloca float, align 4
+  %relu1_grad.sum194 = alloca float, align 4
+  %relu1_grad.sum193 = alloca float, align 4
+  %relu1_grad.sum190 = alloca float, align 4
+  %relu1_grad.sum189 = alloca float, align 4
+  %relu1_grad.sum188 = alloca float, align 4
+  %relu1_grad.sum185 = alloca float, align 4
+  %relu1_grad.sum184 = alloca float, align 4
+  %relu1_grad.sum181 = alloca float, align 4
+  %relu1_grad.sum180 = alloca float, align 4
+  %relu1_grad.sum179 = alloca float, align 4
+  %relu1_grad.sum178 = alloca float, align 4
+  %relu1_grad.sum175 = alloca float, align 4
+  %relu1_grad.sum174 = alloca float, align 4
+  %relu1_grad.sum173 = alloca float, align 4
+  %relu1_grad.sum172 = alloca float, align 4
+  %relu1_grad.sum171 = alloca float, align 4
+  %relu1_grad.sum170 = alloca float, align 4
+  %relu1_grad.sum167 = alloca float, align 4
+  %relu1_grad.sum166 = alloca float, align 4
+  %relu1_grad.sum165 = alloca float, align 4
+  %relu1_grad.sum164 = alloca float, align 4
+  %relu1_grad.sum161 = alloca float, align 4
+  %relu1_grad.sum160 = alloca float, align 4
+  %relu1_grad.sum157 = alloca float, align 4
+  %relu1_grad.sum154 = alloca float, align 4
+  %relu1_grad.sum153 = alloca float, align 4
+  %relu1_grad.sum150 = alloca float, align 4
+  %relu1_grad.sum149 = alloca float, align 4
+  %relu1_grad.sum148 = alloca float, align 4
+  %relu1_grad.sum145 = alloca float, align 4
+  %relu1_grad.sum144 = alloca float, align 4
+  %relu1_grad.sum141 = alloca float, align 4
+  %relu1_grad.t135_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t135_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t135_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t135_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t135_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t135_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t135_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t135_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t135_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t135_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t135_c0_0 = alloca <16 x float>, align 64
   %conv2_weight_grad.t122_a5 = alloca <16 x float>, align 64
   %conv2_weight_grad.t122_a4 = alloca <16 x float>, align 64
   %conv2_weight_grad.t122_a3 = alloca <16 x float>, align 64
@@ -4290,2229 +4371,4117 @@ conv2_bias_grad.img128:                           ; preds = %conv2_bias_grad.img
   br i1 %2061, label %conv2_bias_grad.img128, label %conv2_bias_grad.img128.end
 
 conv2_bias_grad.img128.end:                       ; preds = %conv2_bias_grad.img128
-  br label %relu1_grad.i129
-
-relu1_grad.i129:                                  ; preds = %relu1_grad.i129, %conv2_bias_grad.img128.end
-  %relu1_grad.i129670 = phi i64 [ 0, %conv2_bias_grad.img128.end ], [ %i129.next, %relu1_grad.i129 ]
-  %2062 = add nsw i64 1384448, %relu1_grad.i129670
-  %arena671 = getelementptr inbounds float, ptr %arena, i64 %2062
-  store float 0.000000e+00, ptr %arena671, align 4
-  %i129.next = add nsw i64 %relu1_grad.i129670, 1
-  %2063 = icmp slt i64 %i129.next, 1384448
-  br i1 %2063, label %relu1_grad.i129, label %relu1_grad.i129.end
-
-relu1_grad.i129.end:                              ; preds = %relu1_grad.i129
-  br label %relu1_grad.g130
-
-relu1_grad.g130:                                  ; preds = %relu1_grad.j138.end, %relu1_grad.i129.end
-  %relu1_grad.g130672 = phi i64 [ 0, %relu1_grad.i129.end ], [ %g130.next, %relu1_grad.j138.end ]
-  br label %relu1_grad.j131
-
-relu1_grad.g130.end:                              ; preds = %relu1_grad.j138.end
-  br label %conv1_grad.i147
-
-relu1_grad.j131:                                  ; preds = %relu1_grad.f132.end, %relu1_grad.g130
-  %relu1_grad.j131673 = phi i64 [ 0, %relu1_grad.g130 ], [ %j131.next, %relu1_grad.f132.end ]
-  br label %relu1_grad.f132
-
-relu1_grad.j131.end:                              ; preds = %relu1_grad.f132.end
-  br label %relu1_grad.nb134
-
-relu1_grad.f132:                                  ; preds = %relu1_grad.i133.end, %relu1_grad.j131
-  %relu1_grad.f132674 = phi i64 [ 0, %relu1_grad.j131 ], [ %f132.next, %relu1_grad.i133.end ]
-  br label %relu1_grad.i133
-
-relu1_grad.f132.end:                              ; preds = %relu1_grad.i133.end
-  %j131.next = add nsw i64 %relu1_grad.j131673, 1
-  %2064 = icmp slt i64 %j131.next, 64
-  br i1 %2064, label %relu1_grad.j131, label %relu1_grad.j131.end
-
-relu1_grad.i133:                                  ; preds = %relu1_grad.i133, %relu1_grad.f132
-  %relu1_grad.i133675 = phi i64 [ 0, %relu1_grad.f132 ], [ %i133.next, %relu1_grad.i133 ]
-  %2065 = mul nsw i64 %relu1_grad.g130672, 64
-  %2066 = add nsw i64 %2065, %relu1_grad.j131673
-  %2067 = mul nsw i64 %2066, 36864
-  %2068 = add nsw i64 4351248, %2067
-  %2069 = mul nsw i64 %relu1_grad.f132674, 576
-  %2070 = add nsw i64 %2068, %2069
-  %2071 = add nsw i64 %2070, %relu1_grad.i133675
-  %arena676 = getelementptr inbounds float, ptr %arena, i64 %2071
-  %2072 = load float, ptr %arena676, align 4
-  %2073 = mul nsw i64 %relu1_grad.f132674, 36864
-  %2074 = add nsw i64 17327376, %2073
-  %2075 = mul nsw i64 %relu1_grad.j131673, 576
-  %2076 = add nsw i64 %2074, %2075
-  %2077 = add nsw i64 %2076, %relu1_grad.i133675
-  %arena677 = getelementptr inbounds float, ptr %arena, i64 %2077
-  store float %2072, ptr %arena677, align 4
-  %i133.next = add nsw i64 %relu1_grad.i133675, 1
-  %2078 = icmp slt i64 %i133.next, 576
-  br i1 %2078, label %relu1_grad.i133, label %relu1_grad.i133.end
-
-relu1_grad.i133.end:                              ; preds = %relu1_grad.i133
-  %f132.next = add nsw i64 %relu1_grad.f132674, 1
-  %2079 = icmp slt i64 %f132.next, 64
-  br i1 %2079, label %relu1_grad.f132, label %relu1_grad.f132.end
-
-relu1_grad.nb134:                                 ; preds = %relu1_grad.mb135.end, %relu1_grad.j131.end
-  %relu1_grad.nb134678 = phi i64 [ 0, %relu1_grad.j131.end ], [ %nb134.next, %relu1_grad.mb135.end ]
-  br label %relu1_grad.mb135
-
-relu1_grad.nb134.end:                             ; preds = %relu1_grad.mb135.end
-  br label %relu1_grad.j138
-
-relu1_grad.mb135:                                 ; preds = %relu1_grad.k137.end, %relu1_grad.nb134
-  %relu1_grad.mb135679 = phi i64 [ 0, %relu1_grad.nb134 ], [ %mb135.next, %relu1_grad.k137.end ]
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t136_c5_3, align 64
-  br label %relu1_grad.k137
-
-relu1_grad.mb135.end:                             ; preds = %relu1_grad.k137.end
-  %nb134.next = add nsw i64 %relu1_grad.nb134678, 1
-  %2080 = icmp slt i64 %nb134.next, 576
-  br i1 %2080, label %relu1_grad.nb134, label %relu1_grad.nb134.end
-
-relu1_grad.k137:                                  ; preds = %relu1_grad.k137, %relu1_grad.mb135
-  %relu1_grad.k137680 = phi i64 [ 0, %relu1_grad.mb135 ], [ %k137.next, %relu1_grad.k137 ]
-  %2081 = mul nsw i64 %relu1_grad.k137680, 36864
-  %2082 = add nsw i64 17327376, %2081
-  %2083 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2084 = add nsw i64 %2082, %2083
-  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2084
-  %2085 = load <16 x float>, ptr %arena681, align 4
-  store <16 x float> %2085, ptr %relu1_grad.t136_b0, align 64
-  %2086 = mul nsw i64 %relu1_grad.k137680, 36864
-  %2087 = add nsw i64 17327376, %2086
-  %2088 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2089 = add nsw i64 %2087, %2088
-  %2090 = add nsw i64 %2089, 16
-  %arena682 = getelementptr inbounds float, ptr %arena, i64 %2090
-  %2091 = load <16 x float>, ptr %arena682, align 4
-  store <16 x float> %2091, ptr %relu1_grad.t136_b1, align 64
-  %2092 = mul nsw i64 %relu1_grad.k137680, 36864
-  %2093 = add nsw i64 17327376, %2092
-  %2094 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2095 = add nsw i64 %2093, %2094
-  %2096 = add nsw i64 %2095, 32
-  %arena683 = getelementptr inbounds float, ptr %arena, i64 %2096
-  %2097 = load <16 x float>, ptr %arena683, align 4
-  store <16 x float> %2097, ptr %relu1_grad.t136_b2, align 64
-  %2098 = mul nsw i64 %relu1_grad.k137680, 36864
-  %2099 = add nsw i64 17327376, %2098
-  %2100 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2101 = add nsw i64 %2099, %2100
-  %2102 = add nsw i64 %2101, 48
-  %arena684 = getelementptr inbounds float, ptr %arena, i64 %2102
-  %2103 = load <16 x float>, ptr %arena684, align 4
-  store <16 x float> %2103, ptr %relu1_grad.t136_b3, align 64
-  %2104 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2105 = add nsw i64 320, %2104
-  %2106 = mul nsw i64 %relu1_grad.k137680, 288
-  %2107 = add nsw i64 %2105, %2106
-  %params685 = getelementptr inbounds float, ptr %params, i64 %2107
-  %2108 = load float, ptr %params685, align 4
-  %2109 = insertelement <16 x float> undef, float %2108, i32 0
-  %2110 = shufflevector <16 x float> %2109, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2110, ptr %relu1_grad.t136_a0, align 64
-  %t136_a0 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
-  %t136_b0 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
-  %t136_c0_0 = load <16 x float>, ptr %relu1_grad.t136_c0_0, align 64
-  %2111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0, <16 x float> %t136_b0, <16 x float> %t136_c0_0)
-  store <16 x float> %2111, ptr %relu1_grad.t136_c0_0, align 64
-  %t136_a0686 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
-  %t136_b1 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
-  %t136_c0_1 = load <16 x float>, ptr %relu1_grad.t136_c0_1, align 64
-  %2112 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0686, <16 x float> %t136_b1, <16 x float> %t136_c0_1)
-  store <16 x float> %2112, ptr %relu1_grad.t136_c0_1, align 64
-  %t136_a0687 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
-  %t136_b2 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
-  %t136_c0_2 = load <16 x float>, ptr %relu1_grad.t136_c0_2, align 64
-  %2113 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0687, <16 x float> %t136_b2, <16 x float> %t136_c0_2)
-  store <16 x float> %2113, ptr %relu1_grad.t136_c0_2, align 64
-  %t136_a0688 = load <16 x float>, ptr %relu1_grad.t136_a0, align 64
-  %t136_b3 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
-  %t136_c0_3 = load <16 x float>, ptr %relu1_grad.t136_c0_3, align 64
-  %2114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a0688, <16 x float> %t136_b3, <16 x float> %t136_c0_3)
-  store <16 x float> %2114, ptr %relu1_grad.t136_c0_3, align 64
-  %2115 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2116 = add nsw i64 %2115, 1
-  %2117 = add nsw i64 320, %2116
-  %2118 = mul nsw i64 %relu1_grad.k137680, 288
-  %2119 = add nsw i64 %2117, %2118
-  %params689 = getelementptr inbounds float, ptr %params, i64 %2119
-  %2120 = load float, ptr %params689, align 4
-  %2121 = insertelement <16 x float> undef, float %2120, i32 0
-  %2122 = shufflevector <16 x float> %2121, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2122, ptr %relu1_grad.t136_a1, align 64
-  %t136_a1 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
-  %t136_b0690 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
-  %t136_c1_0 = load <16 x float>, ptr %relu1_grad.t136_c1_0, align 64
-  %2123 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1, <16 x float> %t136_b0690, <16 x float> %t136_c1_0)
-  store <16 x float> %2123, ptr %relu1_grad.t136_c1_0, align 64
-  %t136_a1691 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
-  %t136_b1692 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
-  %t136_c1_1 = load <16 x float>, ptr %relu1_grad.t136_c1_1, align 64
-  %2124 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1691, <16 x float> %t136_b1692, <16 x float> %t136_c1_1)
-  store <16 x float> %2124, ptr %relu1_grad.t136_c1_1, align 64
-  %t136_a1693 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
-  %t136_b2694 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
-  %t136_c1_2 = load <16 x float>, ptr %relu1_grad.t136_c1_2, align 64
-  %2125 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1693, <16 x float> %t136_b2694, <16 x float> %t136_c1_2)
-  store <16 x float> %2125, ptr %relu1_grad.t136_c1_2, align 64
-  %t136_a1695 = load <16 x float>, ptr %relu1_grad.t136_a1, align 64
-  %t136_b3696 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
-  %t136_c1_3 = load <16 x float>, ptr %relu1_grad.t136_c1_3, align 64
-  %2126 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a1695, <16 x float> %t136_b3696, <16 x float> %t136_c1_3)
-  store <16 x float> %2126, ptr %relu1_grad.t136_c1_3, align 64
-  %2127 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2128 = add nsw i64 %2127, 2
-  %2129 = add nsw i64 320, %2128
-  %2130 = mul nsw i64 %relu1_grad.k137680, 288
-  %2131 = add nsw i64 %2129, %2130
-  %params697 = getelementptr inbounds float, ptr %params, i64 %2131
-  %2132 = load float, ptr %params697, align 4
-  %2133 = insertelement <16 x float> undef, float %2132, i32 0
-  %2134 = shufflevector <16 x float> %2133, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2134, ptr %relu1_grad.t136_a2, align 64
-  %t136_a2 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
-  %t136_b0698 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
-  %t136_c2_0 = load <16 x float>, ptr %relu1_grad.t136_c2_0, align 64
-  %2135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2, <16 x float> %t136_b0698, <16 x float> %t136_c2_0)
-  store <16 x float> %2135, ptr %relu1_grad.t136_c2_0, align 64
-  %t136_a2699 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
-  %t136_b1700 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
-  %t136_c2_1 = load <16 x float>, ptr %relu1_grad.t136_c2_1, align 64
-  %2136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2699, <16 x float> %t136_b1700, <16 x float> %t136_c2_1)
-  store <16 x float> %2136, ptr %relu1_grad.t136_c2_1, align 64
-  %t136_a2701 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
-  %t136_b2702 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
-  %t136_c2_2 = load <16 x float>, ptr %relu1_grad.t136_c2_2, align 64
-  %2137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2701, <16 x float> %t136_b2702, <16 x float> %t136_c2_2)
-  store <16 x float> %2137, ptr %relu1_grad.t136_c2_2, align 64
-  %t136_a2703 = load <16 x float>, ptr %relu1_grad.t136_a2, align 64
-  %t136_b3704 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
-  %t136_c2_3 = load <16 x float>, ptr %relu1_grad.t136_c2_3, align 64
-  %2138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a2703, <16 x float> %t136_b3704, <16 x float> %t136_c2_3)
-  store <16 x float> %2138, ptr %relu1_grad.t136_c2_3, align 64
-  %2139 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2140 = add nsw i64 %2139, 3
-  %2141 = add nsw i64 320, %2140
-  %2142 = mul nsw i64 %relu1_grad.k137680, 288
-  %2143 = add nsw i64 %2141, %2142
-  %params705 = getelementptr inbounds float, ptr %params, i64 %2143
-  %2144 = load float, ptr %params705, align 4
-  %2145 = insertelement <16 x float> undef, float %2144, i32 0
-  %2146 = shufflevector <16 x float> %2145, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2146, ptr %relu1_grad.t136_a3, align 64
-  %t136_a3 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
-  %t136_b0706 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
-  %t136_c3_0 = load <16 x float>, ptr %relu1_grad.t136_c3_0, align 64
-  %2147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3, <16 x float> %t136_b0706, <16 x float> %t136_c3_0)
-  store <16 x float> %2147, ptr %relu1_grad.t136_c3_0, align 64
-  %t136_a3707 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
-  %t136_b1708 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
-  %t136_c3_1 = load <16 x float>, ptr %relu1_grad.t136_c3_1, align 64
-  %2148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3707, <16 x float> %t136_b1708, <16 x float> %t136_c3_1)
-  store <16 x float> %2148, ptr %relu1_grad.t136_c3_1, align 64
-  %t136_a3709 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
-  %t136_b2710 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
-  %t136_c3_2 = load <16 x float>, ptr %relu1_grad.t136_c3_2, align 64
-  %2149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3709, <16 x float> %t136_b2710, <16 x float> %t136_c3_2)
-  store <16 x float> %2149, ptr %relu1_grad.t136_c3_2, align 64
-  %t136_a3711 = load <16 x float>, ptr %relu1_grad.t136_a3, align 64
-  %t136_b3712 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
-  %t136_c3_3 = load <16 x float>, ptr %relu1_grad.t136_c3_3, align 64
-  %2150 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a3711, <16 x float> %t136_b3712, <16 x float> %t136_c3_3)
-  store <16 x float> %2150, ptr %relu1_grad.t136_c3_3, align 64
-  %2151 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2152 = add nsw i64 %2151, 4
-  %2153 = add nsw i64 320, %2152
-  %2154 = mul nsw i64 %relu1_grad.k137680, 288
-  %2155 = add nsw i64 %2153, %2154
-  %params713 = getelementptr inbounds float, ptr %params, i64 %2155
-  %2156 = load float, ptr %params713, align 4
-  %2157 = insertelement <16 x float> undef, float %2156, i32 0
-  %2158 = shufflevector <16 x float> %2157, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2158, ptr %relu1_grad.t136_a4, align 64
-  %t136_a4 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
-  %t136_b0714 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
-  %t136_c4_0 = load <16 x float>, ptr %relu1_grad.t136_c4_0, align 64
-  %2159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4, <16 x float> %t136_b0714, <16 x float> %t136_c4_0)
-  store <16 x float> %2159, ptr %relu1_grad.t136_c4_0, align 64
-  %t136_a4715 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
-  %t136_b1716 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
-  %t136_c4_1 = load <16 x float>, ptr %relu1_grad.t136_c4_1, align 64
-  %2160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4715, <16 x float> %t136_b1716, <16 x float> %t136_c4_1)
-  store <16 x float> %2160, ptr %relu1_grad.t136_c4_1, align 64
-  %t136_a4717 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
-  %t136_b2718 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
-  %t136_c4_2 = load <16 x float>, ptr %relu1_grad.t136_c4_2, align 64
-  %2161 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4717, <16 x float> %t136_b2718, <16 x float> %t136_c4_2)
-  store <16 x float> %2161, ptr %relu1_grad.t136_c4_2, align 64
-  %t136_a4719 = load <16 x float>, ptr %relu1_grad.t136_a4, align 64
-  %t136_b3720 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
-  %t136_c4_3 = load <16 x float>, ptr %relu1_grad.t136_c4_3, align 64
-  %2162 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a4719, <16 x float> %t136_b3720, <16 x float> %t136_c4_3)
-  store <16 x float> %2162, ptr %relu1_grad.t136_c4_3, align 64
-  %2163 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2164 = add nsw i64 %2163, 5
-  %2165 = add nsw i64 320, %2164
-  %2166 = mul nsw i64 %relu1_grad.k137680, 288
-  %2167 = add nsw i64 %2165, %2166
-  %params721 = getelementptr inbounds float, ptr %params, i64 %2167
-  %2168 = load float, ptr %params721, align 4
-  %2169 = insertelement <16 x float> undef, float %2168, i32 0
-  %2170 = shufflevector <16 x float> %2169, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2170, ptr %relu1_grad.t136_a5, align 64
-  %t136_a5 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
-  %t136_b0722 = load <16 x float>, ptr %relu1_grad.t136_b0, align 64
-  %t136_c5_0 = load <16 x float>, ptr %relu1_grad.t136_c5_0, align 64
-  %2171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5, <16 x float> %t136_b0722, <16 x float> %t136_c5_0)
-  store <16 x float> %2171, ptr %relu1_grad.t136_c5_0, align 64
-  %t136_a5723 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
-  %t136_b1724 = load <16 x float>, ptr %relu1_grad.t136_b1, align 64
-  %t136_c5_1 = load <16 x float>, ptr %relu1_grad.t136_c5_1, align 64
-  %2172 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5723, <16 x float> %t136_b1724, <16 x float> %t136_c5_1)
-  store <16 x float> %2172, ptr %relu1_grad.t136_c5_1, align 64
-  %t136_a5725 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
-  %t136_b2726 = load <16 x float>, ptr %relu1_grad.t136_b2, align 64
-  %t136_c5_2 = load <16 x float>, ptr %relu1_grad.t136_c5_2, align 64
-  %2173 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5725, <16 x float> %t136_b2726, <16 x float> %t136_c5_2)
-  store <16 x float> %2173, ptr %relu1_grad.t136_c5_2, align 64
-  %t136_a5727 = load <16 x float>, ptr %relu1_grad.t136_a5, align 64
-  %t136_b3728 = load <16 x float>, ptr %relu1_grad.t136_b3, align 64
-  %t136_c5_3 = load <16 x float>, ptr %relu1_grad.t136_c5_3, align 64
-  %2174 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t136_a5727, <16 x float> %t136_b3728, <16 x float> %t136_c5_3)
-  store <16 x float> %2174, ptr %relu1_grad.t136_c5_3, align 64
-  %k137.next = add nsw i64 %relu1_grad.k137680, 1
-  %2175 = icmp slt i64 %k137.next, 64
-  br i1 %2175, label %relu1_grad.k137, label %relu1_grad.k137.end
-
-relu1_grad.k137.end:                              ; preds = %relu1_grad.k137
-  %t136_c0_0729 = load <16 x float>, ptr %relu1_grad.t136_c0_0, align 64
-  %2176 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2177 = mul nsw i64 %2176, 36864
-  %2178 = add nsw i64 6710544, %2177
-  %2179 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2180 = add nsw i64 %2178, %2179
-  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2180
-  store <16 x float> %t136_c0_0729, ptr %arena730, align 4
-  %t136_c0_1731 = load <16 x float>, ptr %relu1_grad.t136_c0_1, align 64
-  %2181 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2182 = mul nsw i64 %2181, 36864
-  %2183 = add nsw i64 6710544, %2182
-  %2184 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2185 = add nsw i64 %2183, %2184
-  %2186 = add nsw i64 %2185, 16
-  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2186
-  store <16 x float> %t136_c0_1731, ptr %arena732, align 4
-  %t136_c0_2733 = load <16 x float>, ptr %relu1_grad.t136_c0_2, align 64
-  %2187 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2188 = mul nsw i64 %2187, 36864
-  %2189 = add nsw i64 6710544, %2188
-  %2190 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2191 = add nsw i64 %2189, %2190
-  %2192 = add nsw i64 %2191, 32
-  %arena734 = getelementptr inbounds float, ptr %arena, i64 %2192
-  store <16 x float> %t136_c0_2733, ptr %arena734, align 4
-  %t136_c0_3735 = load <16 x float>, ptr %relu1_grad.t136_c0_3, align 64
-  %2193 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2194 = mul nsw i64 %2193, 36864
-  %2195 = add nsw i64 6710544, %2194
-  %2196 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2197 = add nsw i64 %2195, %2196
-  %2198 = add nsw i64 %2197, 48
-  %arena736 = getelementptr inbounds float, ptr %arena, i64 %2198
-  store <16 x float> %t136_c0_3735, ptr %arena736, align 4
-  %t136_c1_0737 = load <16 x float>, ptr %relu1_grad.t136_c1_0, align 64
-  %2199 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2200 = add nsw i64 %2199, 1
-  %2201 = mul nsw i64 %2200, 36864
-  %2202 = add nsw i64 6710544, %2201
-  %2203 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2204 = add nsw i64 %2202, %2203
-  %arena738 = getelementptr inbounds float, ptr %arena, i64 %2204
-  store <16 x float> %t136_c1_0737, ptr %arena738, align 4
-  %t136_c1_1739 = load <16 x float>, ptr %relu1_grad.t136_c1_1, align 64
-  %2205 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2206 = add nsw i64 %2205, 1
-  %2207 = mul nsw i64 %2206, 36864
-  %2208 = add nsw i64 6710544, %2207
-  %2209 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2210 = add nsw i64 %2208, %2209
-  %2211 = add nsw i64 %2210, 16
-  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2211
-  store <16 x float> %t136_c1_1739, ptr %arena740, align 4
-  %t136_c1_2741 = load <16 x float>, ptr %relu1_grad.t136_c1_2, align 64
-  %2212 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2213 = add nsw i64 %2212, 1
-  %2214 = mul nsw i64 %2213, 36864
-  %2215 = add nsw i64 6710544, %2214
-  %2216 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2217 = add nsw i64 %2215, %2216
-  %2218 = add nsw i64 %2217, 32
-  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2218
-  store <16 x float> %t136_c1_2741, ptr %arena742, align 4
-  %t136_c1_3743 = load <16 x float>, ptr %relu1_grad.t136_c1_3, align 64
-  %2219 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2220 = add nsw i64 %2219, 1
-  %2221 = mul nsw i64 %2220, 36864
-  %2222 = add nsw i64 6710544, %2221
-  %2223 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2224 = add nsw i64 %2222, %2223
-  %2225 = add nsw i64 %2224, 48
-  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2225
-  store <16 x float> %t136_c1_3743, ptr %arena744, align 4
-  %t136_c2_0745 = load <16 x float>, ptr %relu1_grad.t136_c2_0, align 64
-  %2226 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2227 = add nsw i64 %2226, 2
-  %2228 = mul nsw i64 %2227, 36864
-  %2229 = add nsw i64 6710544, %2228
-  %2230 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2231 = add nsw i64 %2229, %2230
-  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2231
-  store <16 x float> %t136_c2_0745, ptr %arena746, align 4
-  %t136_c2_1747 = load <16 x float>, ptr %relu1_grad.t136_c2_1, align 64
-  %2232 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2233 = add nsw i64 %2232, 2
-  %2234 = mul nsw i64 %2233, 36864
-  %2235 = add nsw i64 6710544, %2234
-  %2236 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2237 = add nsw i64 %2235, %2236
-  %2238 = add nsw i64 %2237, 16
-  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2238
-  store <16 x float> %t136_c2_1747, ptr %arena748, align 4
-  %t136_c2_2749 = load <16 x float>, ptr %relu1_grad.t136_c2_2, align 64
-  %2239 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2240 = add nsw i64 %2239, 2
-  %2241 = mul nsw i64 %2240, 36864
-  %2242 = add nsw i64 6710544, %2241
-  %2243 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2244 = add nsw i64 %2242, %2243
-  %2245 = add nsw i64 %2244, 32
-  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2245
-  store <16 x float> %t136_c2_2749, ptr %arena750, align 4
-  %t136_c2_3751 = load <16 x float>, ptr %relu1_grad.t136_c2_3, align 64
-  %2246 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2247 = add nsw i64 %2246, 2
-  %2248 = mul nsw i64 %2247, 36864
-  %2249 = add nsw i64 6710544, %2248
-  %2250 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2251 = add nsw i64 %2249, %2250
-  %2252 = add nsw i64 %2251, 48
-  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2252
-  store <16 x float> %t136_c2_3751, ptr %arena752, align 4
-  %t136_c3_0753 = load <16 x float>, ptr %relu1_grad.t136_c3_0, align 64
-  %2253 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2254 = add nsw i64 %2253, 3
-  %2255 = mul nsw i64 %2254, 36864
-  %2256 = add nsw i64 6710544, %2255
-  %2257 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2258 = add nsw i64 %2256, %2257
-  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2258
-  store <16 x float> %t136_c3_0753, ptr %arena754, align 4
-  %t136_c3_1755 = load <16 x float>, ptr %relu1_grad.t136_c3_1, align 64
-  %2259 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2260 = add nsw i64 %2259, 3
-  %2261 = mul nsw i64 %2260, 36864
-  %2262 = add nsw i64 6710544, %2261
-  %2263 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2264 = add nsw i64 %2262, %2263
-  %2265 = add nsw i64 %2264, 16
-  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2265
-  store <16 x float> %t136_c3_1755, ptr %arena756, align 4
-  %t136_c3_2757 = load <16 x float>, ptr %relu1_grad.t136_c3_2, align 64
-  %2266 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2267 = add nsw i64 %2266, 3
-  %2268 = mul nsw i64 %2267, 36864
-  %2269 = add nsw i64 6710544, %2268
-  %2270 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2271 = add nsw i64 %2269, %2270
-  %2272 = add nsw i64 %2271, 32
-  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2272
-  store <16 x float> %t136_c3_2757, ptr %arena758, align 4
-  %t136_c3_3759 = load <16 x float>, ptr %relu1_grad.t136_c3_3, align 64
-  %2273 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2274 = add nsw i64 %2273, 3
-  %2275 = mul nsw i64 %2274, 36864
-  %2276 = add nsw i64 6710544, %2275
-  %2277 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2278 = add nsw i64 %2276, %2277
-  %2279 = add nsw i64 %2278, 48
-  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2279
-  store <16 x float> %t136_c3_3759, ptr %arena760, align 4
-  %t136_c4_0761 = load <16 x float>, ptr %relu1_grad.t136_c4_0, align 64
-  %2280 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2281 = add nsw i64 %2280, 4
-  %2282 = mul nsw i64 %2281, 36864
-  %2283 = add nsw i64 6710544, %2282
-  %2284 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2285 = add nsw i64 %2283, %2284
-  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2285
-  store <16 x float> %t136_c4_0761, ptr %arena762, align 4
-  %t136_c4_1763 = load <16 x float>, ptr %relu1_grad.t136_c4_1, align 64
-  %2286 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2287 = add nsw i64 %2286, 4
-  %2288 = mul nsw i64 %2287, 36864
-  %2289 = add nsw i64 6710544, %2288
-  %2290 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2291 = add nsw i64 %2289, %2290
-  %2292 = add nsw i64 %2291, 16
-  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2292
-  store <16 x float> %t136_c4_1763, ptr %arena764, align 4
-  %t136_c4_2765 = load <16 x float>, ptr %relu1_grad.t136_c4_2, align 64
-  %2293 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2294 = add nsw i64 %2293, 4
-  %2295 = mul nsw i64 %2294, 36864
-  %2296 = add nsw i64 6710544, %2295
-  %2297 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2298 = add nsw i64 %2296, %2297
-  %2299 = add nsw i64 %2298, 32
-  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2299
-  store <16 x float> %t136_c4_2765, ptr %arena766, align 4
-  %t136_c4_3767 = load <16 x float>, ptr %relu1_grad.t136_c4_3, align 64
-  %2300 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2301 = add nsw i64 %2300, 4
-  %2302 = mul nsw i64 %2301, 36864
-  %2303 = add nsw i64 6710544, %2302
-  %2304 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2305 = add nsw i64 %2303, %2304
-  %2306 = add nsw i64 %2305, 48
-  %arena768 = getelementptr inbounds float, ptr %arena, i64 %2306
-  store <16 x float> %t136_c4_3767, ptr %arena768, align 4
-  %t136_c5_0769 = load <16 x float>, ptr %relu1_grad.t136_c5_0, align 64
-  %2307 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2308 = add nsw i64 %2307, 5
-  %2309 = mul nsw i64 %2308, 36864
-  %2310 = add nsw i64 6710544, %2309
-  %2311 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2312 = add nsw i64 %2310, %2311
-  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2312
-  store <16 x float> %t136_c5_0769, ptr %arena770, align 4
-  %t136_c5_1771 = load <16 x float>, ptr %relu1_grad.t136_c5_1, align 64
-  %2313 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2314 = add nsw i64 %2313, 5
-  %2315 = mul nsw i64 %2314, 36864
-  %2316 = add nsw i64 6710544, %2315
-  %2317 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2318 = add nsw i64 %2316, %2317
-  %2319 = add nsw i64 %2318, 16
-  %arena772 = getelementptr inbounds float, ptr %arena, i64 %2319
-  store <16 x float> %t136_c5_1771, ptr %arena772, align 4
-  %t136_c5_2773 = load <16 x float>, ptr %relu1_grad.t136_c5_2, align 64
-  %2320 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2321 = add nsw i64 %2320, 5
-  %2322 = mul nsw i64 %2321, 36864
-  %2323 = add nsw i64 6710544, %2322
-  %2324 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2325 = add nsw i64 %2323, %2324
-  %2326 = add nsw i64 %2325, 32
-  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2326
-  store <16 x float> %t136_c5_2773, ptr %arena774, align 4
-  %t136_c5_3775 = load <16 x float>, ptr %relu1_grad.t136_c5_3, align 64
-  %2327 = mul nsw i64 %relu1_grad.mb135679, 6
-  %2328 = add nsw i64 %2327, 5
-  %2329 = mul nsw i64 %2328, 36864
-  %2330 = add nsw i64 6710544, %2329
-  %2331 = mul nsw i64 %relu1_grad.nb134678, 64
-  %2332 = add nsw i64 %2330, %2331
-  %2333 = add nsw i64 %2332, 48
-  %arena776 = getelementptr inbounds float, ptr %arena, i64 %2333
-  store <16 x float> %t136_c5_3775, ptr %arena776, align 4
-  %mb135.next = add nsw i64 %relu1_grad.mb135679, 1
-  %2334 = icmp slt i64 %mb135.next, 48
-  br i1 %2334, label %relu1_grad.mb135, label %relu1_grad.mb135.end
-
-relu1_grad.j138:                                  ; preds = %relu1_grad.c139.end, %relu1_grad.nb134.end
-  %relu1_grad.j138777 = phi i64 [ 0, %relu1_grad.nb134.end ], [ %j138.next, %relu1_grad.c139.end ]
-  br label %relu1_grad.c139
-
-relu1_grad.j138.end:                              ; preds = %relu1_grad.c139.end
-  %g130.next = add nsw i64 %relu1_grad.g130672, 1
-  %2335 = icmp slt i64 %g130.next, 1
-  br i1 %2335, label %relu1_grad.g130, label %relu1_grad.g130.end
-
-relu1_grad.c139:                                  ; preds = %relu1_grad.ky140.end, %relu1_grad.j138
-  %relu1_grad.c139778 = phi i64 [ 0, %relu1_grad.j138 ], [ %c139.next, %relu1_grad.ky140.end ]
-  br label %relu1_grad.ky140
-
-relu1_grad.c139.end:                              ; preds = %relu1_grad.ky140.end
-  %j138.next = add nsw i64 %relu1_grad.j138777, 1
-  %2336 = icmp slt i64 %j138.next, 64
-  br i1 %2336, label %relu1_grad.j138, label %relu1_grad.j138.end
-
-relu1_grad.ky140:                                 ; preds = %relu1_grad.oy145.end, %relu1_grad.c139
-  %relu1_grad.ky140779 = phi i64 [ 0, %relu1_grad.c139 ], [ %ky140.next, %relu1_grad.oy145.end ]
-  br label %relu1_grad.oy141
-
-relu1_grad.ky140.end:                             ; preds = %relu1_grad.oy145.end
-  %c139.next = add nsw i64 %relu1_grad.c139778, 1
-  %2337 = icmp slt i64 %c139.next, 32
-  br i1 %2337, label %relu1_grad.c139, label %relu1_grad.c139.end
-
-relu1_grad.oy141:                                 ; preds = %relu1_grad.ox142.end, %relu1_grad.ky140
-  %relu1_grad.oy141780 = phi i64 [ 0, %relu1_grad.ky140 ], [ %oy141.next, %relu1_grad.ox142.end ]
-  br label %relu1_grad.ox142
-
-relu1_grad.oy141.end:                             ; preds = %relu1_grad.ox142.end
-  br label %relu1_grad.oy143
-
-relu1_grad.ox142:                                 ; preds = %relu1_grad.ox142, %relu1_grad.oy141
-  %relu1_grad.ox142781 = phi i64 [ 0, %relu1_grad.oy141 ], [ %ox142.next, %relu1_grad.ox142 ]
-  %2338 = mul nsw i64 %relu1_grad.g130672, 64
-  %2339 = add nsw i64 %2338, %relu1_grad.j138777
-  %2340 = mul nsw i64 %2339, 21632
-  %2341 = add nsw i64 1384448, %2340
-  %2342 = mul nsw i64 %relu1_grad.c139778, 676
-  %2343 = add nsw i64 %2341, %2342
-  %2344 = add nsw i64 %relu1_grad.oy141780, %relu1_grad.ky140779
-  %2345 = mul nsw i64 %2344, 26
-  %2346 = add nsw i64 %2343, %2345
-  %2347 = add nsw i64 %2346, %relu1_grad.ox142781
-  %arena782 = getelementptr inbounds float, ptr %arena, i64 %2347
-  %2348 = load float, ptr %arena782, align 4
-  %2349 = mul nsw i64 %relu1_grad.c139778, 3
-  %2350 = add nsw i64 %2349, %relu1_grad.ky140779
-  %2351 = mul nsw i64 %2350, 3
-  %2352 = mul nsw i64 %2351, 36864
-  %2353 = add nsw i64 6710544, %2352
-  %2354 = mul nsw i64 %relu1_grad.j138777, 576
-  %2355 = add nsw i64 %2353, %2354
-  %2356 = mul nsw i64 %relu1_grad.oy141780, 24
-  %2357 = add nsw i64 %2356, %relu1_grad.ox142781
-  %2358 = add nsw i64 %2355, %2357
-  %arena783 = getelementptr inbounds float, ptr %arena, i64 %2358
-  %2359 = load float, ptr %arena783, align 4
-  %2360 = fadd float %2348, %2359
-  store float %2360, ptr %arena782, align 4
-  %ox142.next = add nsw i64 %relu1_grad.ox142781, 1
-  %2361 = icmp slt i64 %ox142.next, 24
-  br i1 %2361, label %relu1_grad.ox142, label %relu1_grad.ox142.end
-
-relu1_grad.ox142.end:                             ; preds = %relu1_grad.ox142
-  %oy141.next = add nsw i64 %relu1_grad.oy141780, 1
-  %2362 = icmp slt i64 %oy141.next, 24
-  br i1 %2362, label %relu1_grad.oy141, label %relu1_grad.oy141.end
-
-relu1_grad.oy143:                                 ; preds = %relu1_grad.ox144.end, %relu1_grad.oy141.end
-  %relu1_grad.oy143784 = phi i64 [ 0, %relu1_grad.oy141.end ], [ %oy143.next, %relu1_grad.ox144.end ]
-  br label %relu1_grad.ox144
-
-relu1_grad.oy143.end:                             ; preds = %relu1_grad.ox144.end
-  br label %relu1_grad.oy145
-
-relu1_grad.ox144:                                 ; preds = %relu1_grad.ox144, %relu1_grad.oy143
-  %relu1_grad.ox144785 = phi i64 [ 0, %relu1_grad.oy143 ], [ %ox144.next, %relu1_grad.ox144 ]
-  %2363 = mul nsw i64 %relu1_grad.g130672, 64
-  %2364 = add nsw i64 %2363, %relu1_grad.j138777
-  %2365 = mul nsw i64 %2364, 21632
-  %2366 = add nsw i64 1384448, %2365
-  %2367 = mul nsw i64 %relu1_grad.c139778, 676
-  %2368 = add nsw i64 %2366, %2367
-  %2369 = add nsw i64 %relu1_grad.oy143784, %relu1_grad.ky140779
-  %2370 = mul nsw i64 %2369, 26
-  %2371 = add nsw i64 %2368, %2370
-  %2372 = add nsw i64 %relu1_grad.ox144785, 1
-  %2373 = add nsw i64 %2371, %2372
-  %arena786 = getelementptr inbounds float, ptr %arena, i64 %2373
-  %2374 = load float, ptr %arena786, align 4
-  %2375 = mul nsw i64 %relu1_grad.c139778, 3
-  %2376 = add nsw i64 %2375, %relu1_grad.ky140779
-  %2377 = mul nsw i64 %2376, 3
-  %2378 = add nsw i64 %2377, 1
-  %2379 = mul nsw i64 %2378, 36864
-  %2380 = add nsw i64 6710544, %2379
-  %2381 = mul nsw i64 %relu1_grad.j138777, 576
-  %2382 = add nsw i64 %2380, %2381
-  %2383 = mul nsw i64 %relu1_grad.oy143784, 24
-  %2384 = add nsw i64 %2383, %relu1_grad.ox144785
-  %2385 = add nsw i64 %2382, %2384
-  %arena787 = getelementptr inbounds float, ptr %arena, i64 %2385
-  %2386 = load float, ptr %arena787, align 4
-  %2387 = fadd float %2374, %2386
-  store float %2387, ptr %arena786, align 4
-  %ox144.next = add nsw i64 %relu1_grad.ox144785, 1
-  %2388 = icmp slt i64 %ox144.next, 24
-  br i1 %2388, label %relu1_grad.ox144, label %relu1_grad.ox144.end
-
-relu1_grad.ox144.end:                             ; preds = %relu1_grad.ox144
-  %oy143.next = add nsw i64 %relu1_grad.oy143784, 1
-  %2389 = icmp slt i64 %oy143.next, 24
-  br i1 %2389, label %relu1_grad.oy143, label %relu1_grad.oy143.end
-
-relu1_grad.oy145:                                 ; preds = %relu1_grad.ox146.end, %relu1_grad.oy143.end
-  %relu1_grad.oy145788 = phi i64 [ 0, %relu1_grad.oy143.end ], [ %oy145.next, %relu1_grad.ox146.end ]
-  br label %relu1_grad.ox146
-
-relu1_grad.oy145.end:                             ; preds = %relu1_grad.ox146.end
-  %ky140.next = add nsw i64 %relu1_grad.ky140779, 1
-  %2390 = icmp slt i64 %ky140.next, 3
-  br i1 %2390, label %relu1_grad.ky140, label %relu1_grad.ky140.end
-
-relu1_grad.ox146:                                 ; preds = %relu1_grad.ox146, %relu1_grad.oy145
-  %relu1_grad.ox146789 = phi i64 [ 0, %relu1_grad.oy145 ], [ %ox146.next, %relu1_grad.ox146 ]
-  %2391 = mul nsw i64 %relu1_grad.g130672, 64
-  %2392 = add nsw i64 %2391, %relu1_grad.j138777
-  %2393 = mul nsw i64 %2392, 21632
-  %2394 = add nsw i64 1384448, %2393
-  %2395 = mul nsw i64 %relu1_grad.c139778, 676
-  %2396 = add nsw i64 %2394, %2395
-  %2397 = add nsw i64 %relu1_grad.oy145788, %relu1_grad.ky140779
-  %2398 = mul nsw i64 %2397, 26
-  %2399 = add nsw i64 %2396, %2398
-  %2400 = add nsw i64 %relu1_grad.ox146789, 2
-  %2401 = add nsw i64 %2399, %2400
-  %arena790 = getelementptr inbounds float, ptr %arena, i64 %2401
-  %2402 = load float, ptr %arena790, align 4
-  %2403 = mul nsw i64 %relu1_grad.c139778, 3
-  %2404 = add nsw i64 %2403, %relu1_grad.ky140779
-  %2405 = mul nsw i64 %2404, 3
-  %2406 = add nsw i64 %2405, 2
-  %2407 = mul nsw i64 %2406, 36864
-  %2408 = add nsw i64 6710544, %2407
-  %2409 = mul nsw i64 %relu1_grad.j138777, 576
-  %2410 = add nsw i64 %2408, %2409
-  %2411 = mul nsw i64 %relu1_grad.oy145788, 24
-  %2412 = add nsw i64 %2411, %relu1_grad.ox146789
-  %2413 = add nsw i64 %2410, %2412
-  %arena791 = getelementptr inbounds float, ptr %arena, i64 %2413
-  %2414 = load float, ptr %arena791, align 4
-  %2415 = fadd float %2402, %2414
-  store float %2415, ptr %arena790, align 4
-  %ox146.next = add nsw i64 %relu1_grad.ox146789, 1
-  %2416 = icmp slt i64 %ox146.next, 24
-  br i1 %2416, label %relu1_grad.ox146, label %relu1_grad.ox146.end
-
-relu1_grad.ox146.end:                             ; preds = %relu1_grad.ox146
-  %oy145.next = add nsw i64 %relu1_grad.oy145788, 1
-  %2417 = icmp slt i64 %oy145.next, 24
-  br i1 %2417, label %relu1_grad.oy145, label %relu1_grad.oy145.end
-
-conv1_grad.i147:                                  ; preds = %conv1_grad.i147, %relu1_grad.g130.end
-  %conv1_grad.i147792 = phi i64 [ 0, %relu1_grad.g130.end ], [ %i147.next, %conv1_grad.i147 ]
-  %arena793 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i147792
-  %2418 = load float, ptr %arena793, align 4
-  %2419 = fcmp ogt float %2418, 0.000000e+00
-  %2420 = add nsw i64 1384448, %conv1_grad.i147792
-  %arena794 = getelementptr inbounds float, ptr %arena, i64 %2420
-  %2421 = load float, ptr %arena794, align 4
-  %2422 = select i1 %2419, float %2421, float 0.000000e+00
-  %2423 = add nsw i64 3171600, %conv1_grad.i147792
-  %arena795 = getelementptr inbounds float, ptr %arena, i64 %2423
-  store float %2422, ptr %arena795, align 4
-  %i147.next = add nsw i64 %conv1_grad.i147792, 1
-  %2424 = icmp slt i64 %i147.next, 1384448
-  br i1 %2424, label %conv1_grad.i147, label %conv1_grad.i147.end
-
-conv1_grad.i147.end:                              ; preds = %conv1_grad.i147
-  br label %conv1_weight_grad.i148
-
-conv1_weight_grad.i148:                           ; preds = %conv1_weight_grad.i148, %conv1_grad.i147.end
-  %conv1_weight_grad.i148796 = phi i64 [ 0, %conv1_grad.i147.end ], [ %i148.next, %conv1_weight_grad.i148 ]
-  %2425 = add nsw i64 1773824, %conv1_weight_grad.i148796
-  %arena797 = getelementptr inbounds float, ptr %arena, i64 %2425
-  store float 0.000000e+00, ptr %arena797, align 4
-  %i148.next = add nsw i64 %conv1_weight_grad.i148796, 1
-  %2426 = icmp slt i64 %i148.next, 288
-  br i1 %2426, label %conv1_weight_grad.i148, label %conv1_weight_grad.i148.end
-
-conv1_weight_grad.i148.end:                       ; preds = %conv1_weight_grad.i148
-  br label %conv1_weight_grad.g149
-
-conv1_weight_grad.g149:                           ; preds = %conv1_weight_grad.nb167.end, %conv1_weight_grad.i148.end
-  %conv1_weight_grad.g149798 = phi i64 [ 0, %conv1_weight_grad.i148.end ], [ %g149.next, %conv1_weight_grad.nb167.end ]
-  br label %conv1_weight_grad.j150
-
-conv1_weight_grad.g149.end:                       ; preds = %conv1_weight_grad.nb167.end
-  br label %conv1_weight_grad.f171
-
-conv1_weight_grad.j150:                           ; preds = %conv1_weight_grad.c151.end, %conv1_weight_grad.g149
-  %conv1_weight_grad.j150799 = phi i64 [ 0, %conv1_weight_grad.g149 ], [ %j150.next, %conv1_weight_grad.c151.end ]
-  br label %conv1_weight_grad.c151
-
-conv1_weight_grad.j150.end:                       ; preds = %conv1_weight_grad.c151.end
-  br label %conv1_weight_grad.j159
-
-conv1_weight_grad.c151:                           ; preds = %conv1_weight_grad.ky152.end, %conv1_weight_grad.j150
-  %conv1_weight_grad.c151800 = phi i64 [ 0, %conv1_weight_grad.j150 ], [ %c151.next, %conv1_weight_grad.ky152.end ]
-  br label %conv1_weight_grad.ky152
-
-conv1_weight_grad.c151.end:                       ; preds = %conv1_weight_grad.ky152.end
-  %j150.next = add nsw i64 %conv1_weight_grad.j150799, 1
-  %2427 = icmp slt i64 %j150.next, 64
-  br i1 %2427, label %conv1_weight_grad.j150, label %conv1_weight_grad.j150.end
-
-conv1_weight_grad.ky152:                          ; preds = %conv1_weight_grad.oy157.end, %conv1_weight_grad.c151
-  %conv1_weight_grad.ky152801 = phi i64 [ 0, %conv1_weight_grad.c151 ], [ %ky152.next, %conv1_weight_grad.oy157.end ]
-  br label %conv1_weight_grad.oy153
-
-conv1_weight_grad.ky152.end:                      ; preds = %conv1_weight_grad.oy157.end
-  %c151.next = add nsw i64 %conv1_weight_grad.c151800, 1
-  %2428 = icmp slt i64 %c151.next, 1
-  br i1 %2428, label %conv1_weight_grad.c151, label %conv1_weight_grad.c151.end
-
-conv1_weight_grad.oy153:                          ; preds = %conv1_weight_grad.ox154.end, %conv1_weight_grad.ky152
-  %conv1_weight_grad.oy153802 = phi i64 [ 0, %conv1_weight_grad.ky152 ], [ %oy153.next, %conv1_weight_grad.ox154.end ]
-  br label %conv1_weight_grad.ox154
-
-conv1_weight_grad.oy153.end:                      ; preds = %conv1_weight_grad.ox154.end
-  br label %conv1_weight_grad.oy155
-
-conv1_weight_grad.ox154:                          ; preds = %conv1_weight_grad.ox154, %conv1_weight_grad.oy153
-  %conv1_weight_grad.ox154803 = phi i64 [ 0, %conv1_weight_grad.oy153 ], [ %ox154.next, %conv1_weight_grad.ox154 ]
-  %2429 = mul nsw i64 %conv1_weight_grad.g149798, 64
-  %2430 = add nsw i64 %2429, %conv1_weight_grad.j150799
-  %2431 = mul nsw i64 %2430, 784
-  %2432 = mul nsw i64 %conv1_weight_grad.c151800, 784
-  %2433 = add nsw i64 %2431, %2432
-  %2434 = add nsw i64 %conv1_weight_grad.oy153802, %conv1_weight_grad.ky152801
-  %2435 = mul nsw i64 %2434, 28
-  %2436 = add nsw i64 %2433, %2435
-  %2437 = add nsw i64 %2436, %conv1_weight_grad.ox154803
-  %images804 = getelementptr inbounds float, ptr %images, i64 %2437
-  %2438 = load float, ptr %images804, align 4
-  %2439 = mul nsw i64 %conv1_weight_grad.c151800, 3
-  %2440 = add nsw i64 %2439, %conv1_weight_grad.ky152801
-  %2441 = mul nsw i64 %2440, 3
-  %2442 = mul nsw i64 %2441, 43264
-  %2443 = mul nsw i64 %conv1_weight_grad.j150799, 676
-  %2444 = add nsw i64 %2442, %2443
-  %2445 = mul nsw i64 %conv1_weight_grad.oy153802, 26
-  %2446 = add nsw i64 %2445, %conv1_weight_grad.ox154803
-  %2447 = add nsw i64 %2444, %2446
-  %arena805 = getelementptr inbounds float, ptr %arena, i64 %2447
-  store float %2438, ptr %arena805, align 4
-  %ox154.next = add nsw i64 %conv1_weight_grad.ox154803, 1
-  %2448 = icmp slt i64 %ox154.next, 26
-  br i1 %2448, label %conv1_weight_grad.ox154, label %conv1_weight_grad.ox154.end
-
-conv1_weight_grad.ox154.end:                      ; preds = %conv1_weight_grad.ox154
-  %oy153.next = add nsw i64 %conv1_weight_grad.oy153802, 1
-  %2449 = icmp slt i64 %oy153.next, 26
-  br i1 %2449, label %conv1_weight_grad.oy153, label %conv1_weight_grad.oy153.end
-
-conv1_weight_grad.oy155:                          ; preds = %conv1_weight_grad.ox156.end, %conv1_weight_grad.oy153.end
-  %conv1_weight_grad.oy155806 = phi i64 [ 0, %conv1_weight_grad.oy153.end ], [ %oy155.next, %conv1_weight_grad.ox156.end ]
-  br label %conv1_weight_grad.ox156
-
-conv1_weight_grad.oy155.end:                      ; preds = %conv1_weight_grad.ox156.end
-  br label %conv1_weight_grad.oy157
-
-conv1_weight_grad.ox156:                          ; preds = %conv1_weight_grad.ox156, %conv1_weight_grad.oy155
-  %conv1_weight_grad.ox156807 = phi i64 [ 0, %conv1_weight_grad.oy155 ], [ %ox156.next, %conv1_weight_grad.ox156 ]
-  %2450 = mul nsw i64 %conv1_weight_grad.g149798, 64
-  %2451 = add nsw i64 %2450, %conv1_weight_grad.j150799
-  %2452 = mul nsw i64 %2451, 784
-  %2453 = mul nsw i64 %conv1_weight_grad.c151800, 784
-  %2454 = add nsw i64 %2452, %2453
-  %2455 = add nsw i64 %conv1_weight_grad.oy155806, %conv1_weight_grad.ky152801
-  %2456 = mul nsw i64 %2455, 28
-  %2457 = add nsw i64 %2454, %2456
-  %2458 = add nsw i64 %conv1_weight_grad.ox156807, 1
-  %2459 = add nsw i64 %2457, %2458
-  %images808 = getelementptr inbounds float, ptr %images, i64 %2459
-  %2460 = load float, ptr %images808, align 4
-  %2461 = mul nsw i64 %conv1_weight_grad.c151800, 3
-  %2462 = add nsw i64 %2461, %conv1_weight_grad.ky152801
-  %2463 = mul nsw i64 %2462, 3
-  %2464 = add nsw i64 %2463, 1
-  %2465 = mul nsw i64 %2464, 43264
-  %2466 = mul nsw i64 %conv1_weight_grad.j150799, 676
-  %2467 = add nsw i64 %2465, %2466
-  %2468 = mul nsw i64 %conv1_weight_grad.oy155806, 26
-  %2469 = add nsw i64 %2468, %conv1_weight_grad.ox156807
-  %2470 = add nsw i64 %2467, %2469
-  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2470
-  store float %2460, ptr %arena809, align 4
-  %ox156.next = add nsw i64 %conv1_weight_grad.ox156807, 1
-  %2471 = icmp slt i64 %ox156.next, 26
-  br i1 %2471, label %conv1_weight_grad.ox156, label %conv1_weight_grad.ox156.end
-
-conv1_weight_grad.ox156.end:                      ; preds = %conv1_weight_grad.ox156
-  %oy155.next = add nsw i64 %conv1_weight_grad.oy155806, 1
-  %2472 = icmp slt i64 %oy155.next, 26
-  br i1 %2472, label %conv1_weight_grad.oy155, label %conv1_weight_grad.oy155.end
-
-conv1_weight_grad.oy157:                          ; preds = %conv1_weight_grad.ox158.end, %conv1_weight_grad.oy155.end
-  %conv1_weight_grad.oy157810 = phi i64 [ 0, %conv1_weight_grad.oy155.end ], [ %oy157.next, %conv1_weight_grad.ox158.end ]
-  br label %conv1_weight_grad.ox158
-
-conv1_weight_grad.oy157.end:                      ; preds = %conv1_weight_grad.ox158.end
-  %ky152.next = add nsw i64 %conv1_weight_grad.ky152801, 1
-  %2473 = icmp slt i64 %ky152.next, 3
-  br i1 %2473, label %conv1_weight_grad.ky152, label %conv1_weight_grad.ky152.end
-
-conv1_weight_grad.ox158:                          ; preds = %conv1_weight_grad.ox158, %conv1_weight_grad.oy157
-  %conv1_weight_grad.ox158811 = phi i64 [ 0, %conv1_weight_grad.oy157 ], [ %ox158.next, %conv1_weight_grad.ox158 ]
-  %2474 = mul nsw i64 %conv1_weight_grad.g149798, 64
-  %2475 = add nsw i64 %2474, %conv1_weight_grad.j150799
-  %2476 = mul nsw i64 %2475, 784
-  %2477 = mul nsw i64 %conv1_weight_grad.c151800, 784
-  %2478 = add nsw i64 %2476, %2477
-  %2479 = add nsw i64 %conv1_weight_grad.oy157810, %conv1_weight_grad.ky152801
-  %2480 = mul nsw i64 %2479, 28
-  %2481 = add nsw i64 %2478, %2480
-  %2482 = add nsw i64 %conv1_weight_grad.ox158811, 2
-  %2483 = add nsw i64 %2481, %2482
-  %images812 = getelementptr inbounds float, ptr %images, i64 %2483
-  %2484 = load float, ptr %images812, align 4
-  %2485 = mul nsw i64 %conv1_weight_grad.c151800, 3
-  %2486 = add nsw i64 %2485, %conv1_weight_grad.ky152801
-  %2487 = mul nsw i64 %2486, 3
-  %2488 = add nsw i64 %2487, 2
-  %2489 = mul nsw i64 %2488, 43264
-  %2490 = mul nsw i64 %conv1_weight_grad.j150799, 676
-  %2491 = add nsw i64 %2489, %2490
-  %2492 = mul nsw i64 %conv1_weight_grad.oy157810, 26
-  %2493 = add nsw i64 %2492, %conv1_weight_grad.ox158811
-  %2494 = add nsw i64 %2491, %2493
-  %arena813 = getelementptr inbounds float, ptr %arena, i64 %2494
-  store float %2484, ptr %arena813, align 4
-  %ox158.next = add nsw i64 %conv1_weight_grad.ox158811, 1
-  %2495 = icmp slt i64 %ox158.next, 26
-  br i1 %2495, label %conv1_weight_grad.ox158, label %conv1_weight_grad.ox158.end
-
-conv1_weight_grad.ox158.end:                      ; preds = %conv1_weight_grad.ox158
-  %oy157.next = add nsw i64 %conv1_weight_grad.oy157810, 1
-  %2496 = icmp slt i64 %oy157.next, 26
-  br i1 %2496, label %conv1_weight_grad.oy157, label %conv1_weight_grad.oy157.end
-
-conv1_weight_grad.j159:                           ; preds = %conv1_weight_grad.i160.end, %conv1_weight_grad.j150.end
-  %conv1_weight_grad.j159814 = phi i64 [ 0, %conv1_weight_grad.j150.end ], [ %j159.next, %conv1_weight_grad.i160.end ]
-  br label %conv1_weight_grad.i160
-
-conv1_weight_grad.j159.end:                       ; preds = %conv1_weight_grad.i160.end
-  br label %conv1_weight_grad.kp162
-
-conv1_weight_grad.i160:                           ; preds = %conv1_weight_grad.f161.end, %conv1_weight_grad.j159
-  %conv1_weight_grad.i160815 = phi i64 [ 0, %conv1_weight_grad.j159 ], [ %i160.next, %conv1_weight_grad.f161.end ]
-  br label %conv1_weight_grad.f161
-
-conv1_weight_grad.i160.end:                       ; preds = %conv1_weight_grad.f161.end
-  %j159.next = add nsw i64 %conv1_weight_grad.j159814, 1
-  %2497 = icmp slt i64 %j159.next, 64
-  br i1 %2497, label %conv1_weight_grad.j159, label %conv1_weight_grad.j159.end
-
-conv1_weight_grad.f161:                           ; preds = %conv1_weight_grad.f161, %conv1_weight_grad.i160
-  %conv1_weight_grad.f161816 = phi i64 [ 0, %conv1_weight_grad.i160 ], [ %f161.next, %conv1_weight_grad.f161 ]
-  %2498 = mul nsw i64 %conv1_weight_grad.g149798, 64
-  %2499 = add nsw i64 %2498, %conv1_weight_grad.j159814
-  %2500 = mul nsw i64 %2499, 21632
-  %2501 = add nsw i64 3171600, %2500
-  %2502 = mul nsw i64 %conv1_weight_grad.f161816, 676
-  %2503 = add nsw i64 %2501, %2502
-  %2504 = add nsw i64 %2503, %conv1_weight_grad.i160815
-  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2504
-  %2505 = load float, ptr %arena817, align 4
-  %2506 = mul nsw i64 %conv1_weight_grad.j159814, 676
-  %2507 = add nsw i64 %2506, %conv1_weight_grad.i160815
-  %2508 = mul nsw i64 %2507, 32
-  %2509 = add nsw i64 389376, %2508
-  %2510 = add nsw i64 %2509, %conv1_weight_grad.f161816
-  %arena818 = getelementptr inbounds float, ptr %arena, i64 %2510
-  store float %2505, ptr %arena818, align 4
-  %f161.next = add nsw i64 %conv1_weight_grad.f161816, 1
-  %2511 = icmp slt i64 %f161.next, 32
-  br i1 %2511, label %conv1_weight_grad.f161, label %conv1_weight_grad.f161.end
-
-conv1_weight_grad.f161.end:                       ; preds = %conv1_weight_grad.f161
-  %i160.next = add nsw i64 %conv1_weight_grad.i160815, 1
-  %2512 = icmp slt i64 %i160.next, 676
-  br i1 %2512, label %conv1_weight_grad.i160, label %conv1_weight_grad.i160.end
-
-conv1_weight_grad.kp162:                          ; preds = %conv1_weight_grad.nb163.end, %conv1_weight_grad.j159.end
-  %conv1_weight_grad.kp162819 = phi i64 [ 0, %conv1_weight_grad.j159.end ], [ %kp162.next, %conv1_weight_grad.nb163.end ]
-  br label %conv1_weight_grad.nb163
-
-conv1_weight_grad.kp162.end:                      ; preds = %conv1_weight_grad.nb163.end
-  br label %conv1_weight_grad.nb167
-
-conv1_weight_grad.nb163:                          ; preds = %conv1_weight_grad.mb164.end, %conv1_weight_grad.kp162
-  %conv1_weight_grad.nb163820 = phi i64 [ 0, %conv1_weight_grad.kp162 ], [ %nb163.next, %conv1_weight_grad.mb164.end ]
-  br label %conv1_weight_grad.mb164
-
-conv1_weight_grad.nb163.end:                      ; preds = %conv1_weight_grad.mb164.end
-  %kp162.next = add nsw i64 %conv1_weight_grad.kp162819, 1
-  %2513 = icmp slt i64 %kp162.next, 112
-  br i1 %2513, label %conv1_weight_grad.kp162, label %conv1_weight_grad.kp162.end
-
-conv1_weight_grad.mb164:                          ; preds = %conv1_weight_grad.k166.end, %conv1_weight_grad.nb163
-  %conv1_weight_grad.mb164821 = phi i64 [ 0, %conv1_weight_grad.nb163 ], [ %mb164.next, %conv1_weight_grad.k166.end ]
-  %2514 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2515 = mul nsw i64 %2514, 32
-  %2516 = add nsw i64 1773824, %2515
-  %2517 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2518 = add nsw i64 %2516, %2517
-  %arena822 = getelementptr inbounds float, ptr %arena, i64 %2518
-  %2519 = load <16 x float>, ptr %arena822, align 4
-  store <16 x float> %2519, ptr %conv1_weight_grad.t165_c0_0, align 64
-  %2520 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2521 = mul nsw i64 %2520, 32
-  %2522 = add nsw i64 1773824, %2521
-  %2523 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2524 = add nsw i64 %2522, %2523
-  %2525 = add nsw i64 %2524, 16
-  %arena823 = getelementptr inbounds float, ptr %arena, i64 %2525
-  %2526 = load <16 x float>, ptr %arena823, align 4
-  store <16 x float> %2526, ptr %conv1_weight_grad.t165_c0_1, align 64
-  %2527 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2528 = add nsw i64 %2527, 1
-  %2529 = mul nsw i64 %2528, 32
-  %2530 = add nsw i64 1773824, %2529
-  %2531 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2532 = add nsw i64 %2530, %2531
-  %arena824 = getelementptr inbounds float, ptr %arena, i64 %2532
-  %2533 = load <16 x float>, ptr %arena824, align 4
-  store <16 x float> %2533, ptr %conv1_weight_grad.t165_c1_0, align 64
-  %2534 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2535 = add nsw i64 %2534, 1
-  %2536 = mul nsw i64 %2535, 32
-  %2537 = add nsw i64 1773824, %2536
-  %2538 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2539 = add nsw i64 %2537, %2538
-  %2540 = add nsw i64 %2539, 16
-  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2540
-  %2541 = load <16 x float>, ptr %arena825, align 4
-  store <16 x float> %2541, ptr %conv1_weight_grad.t165_c1_1, align 64
-  %2542 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2543 = add nsw i64 %2542, 2
-  %2544 = mul nsw i64 %2543, 32
-  %2545 = add nsw i64 1773824, %2544
-  %2546 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2547 = add nsw i64 %2545, %2546
-  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2547
-  %2548 = load <16 x float>, ptr %arena826, align 4
-  store <16 x float> %2548, ptr %conv1_weight_grad.t165_c2_0, align 64
-  %2549 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2550 = add nsw i64 %2549, 2
-  %2551 = mul nsw i64 %2550, 32
-  %2552 = add nsw i64 1773824, %2551
-  %2553 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  br label %relu1_grad.g129
+
+relu1_grad.g129:                                  ; preds = %relu1_grad.j137.end, %conv2_bias_grad.img128.end
+  %relu1_grad.g129670 = phi i64 [ 0, %conv2_bias_grad.img128.end ], [ %g129.next, %relu1_grad.j137.end ]
+  br label %relu1_grad.j130
+
+relu1_grad.g129.end:                              ; preds = %relu1_grad.j137.end
+  br label %conv1_grad.i270
+
+relu1_grad.j130:                                  ; preds = %relu1_grad.f131.end, %relu1_grad.g129
+  %relu1_grad.j130671 = phi i64 [ 0, %relu1_grad.g129 ], [ %j130.next, %relu1_grad.f131.end ]
+  br label %relu1_grad.f131
+
+relu1_grad.j130.end:                              ; preds = %relu1_grad.f131.end
+  br label %relu1_grad.nb133
+
+relu1_grad.f131:                                  ; preds = %relu1_grad.i132.end, %relu1_grad.j130
+  %relu1_grad.f131672 = phi i64 [ 0, %relu1_grad.j130 ], [ %f131.next, %relu1_grad.i132.end ]
+  br label %relu1_grad.i132
+
+relu1_grad.f131.end:                              ; preds = %relu1_grad.i132.end
+  %j130.next = add nsw i64 %relu1_grad.j130671, 1
+  %2062 = icmp slt i64 %j130.next, 64
+  br i1 %2062, label %relu1_grad.j130, label %relu1_grad.j130.end
+
+relu1_grad.i132:                                  ; preds = %relu1_grad.i132, %relu1_grad.f131
+  %relu1_grad.i132673 = phi i64 [ 0, %relu1_grad.f131 ], [ %i132.next, %relu1_grad.i132 ]
+  %2063 = mul nsw i64 %relu1_grad.g129670, 64
+  %2064 = add nsw i64 %2063, %relu1_grad.j130671
+  %2065 = mul nsw i64 %2064, 36864
+  %2066 = add nsw i64 4351248, %2065
+  %2067 = mul nsw i64 %relu1_grad.f131672, 576
+  %2068 = add nsw i64 %2066, %2067
+  %2069 = add nsw i64 %2068, %relu1_grad.i132673
+  %arena674 = getelementptr inbounds float, ptr %arena, i64 %2069
+  %2070 = load float, ptr %arena674, align 4
+  %2071 = mul nsw i64 %relu1_grad.f131672, 36864
+  %2072 = add nsw i64 17327376, %2071
+  %2073 = mul nsw i64 %relu1_grad.j130671, 576
+  %2074 = add nsw i64 %2072, %2073
+  %2075 = add nsw i64 %2074, %relu1_grad.i132673
+  %arena675 = getelementptr inbounds float, ptr %arena, i64 %2075
+  store float %2070, ptr %arena675, align 4
+  %i132.next = add nsw i64 %relu1_grad.i132673, 1
+  %2076 = icmp slt i64 %i132.next, 576
+  br i1 %2076, label %relu1_grad.i132, label %relu1_grad.i132.end
+
+relu1_grad.i132.end:                              ; preds = %relu1_grad.i132
+  %f131.next = add nsw i64 %relu1_grad.f131672, 1
+  %2077 = icmp slt i64 %f131.next, 64
+  br i1 %2077, label %relu1_grad.f131, label %relu1_grad.f131.end
+
+relu1_grad.nb133:                                 ; preds = %relu1_grad.mb134.end, %relu1_grad.j130.end
+  %relu1_grad.nb133676 = phi i64 [ 0, %relu1_grad.j130.end ], [ %nb133.next, %relu1_grad.mb134.end ]
+  br label %relu1_grad.mb134
+
+relu1_grad.nb133.end:                             ; preds = %relu1_grad.mb134.end
+  br label %relu1_grad.j137
+
+relu1_grad.mb134:                                 ; preds = %relu1_grad.k136.end, %relu1_grad.nb133
+  %relu1_grad.mb134677 = phi i64 [ 0, %relu1_grad.nb133 ], [ %mb134.next, %relu1_grad.k136.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c5_3, align 64
+  br label %relu1_grad.k136
+
+relu1_grad.mb134.end:                             ; preds = %relu1_grad.k136.end
+  %nb133.next = add nsw i64 %relu1_grad.nb133676, 1
+  %2078 = icmp slt i64 %nb133.next, 576
+  br i1 %2078, label %relu1_grad.nb133, label %relu1_grad.nb133.end
+
+relu1_grad.k136:                                  ; preds = %relu1_grad.k136, %relu1_grad.mb134
+  %relu1_grad.k136678 = phi i64 [ 0, %relu1_grad.mb134 ], [ %k136.next, %relu1_grad.k136 ]
+  %2079 = mul nsw i64 %relu1_grad.k136678, 36864
+  %2080 = add nsw i64 17327376, %2079
+  %2081 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2082 = add nsw i64 %2080, %2081
+  %arena679 = getelementptr inbounds float, ptr %arena, i64 %2082
+  %2083 = load <16 x float>, ptr %arena679, align 4
+  store <16 x float> %2083, ptr %relu1_grad.t135_b0, align 64
+  %2084 = mul nsw i64 %relu1_grad.k136678, 36864
+  %2085 = add nsw i64 17327376, %2084
+  %2086 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2087 = add nsw i64 %2085, %2086
+  %2088 = add nsw i64 %2087, 16
+  %arena680 = getelementptr inbounds float, ptr %arena, i64 %2088
+  %2089 = load <16 x float>, ptr %arena680, align 4
+  store <16 x float> %2089, ptr %relu1_grad.t135_b1, align 64
+  %2090 = mul nsw i64 %relu1_grad.k136678, 36864
+  %2091 = add nsw i64 17327376, %2090
+  %2092 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2093 = add nsw i64 %2091, %2092
+  %2094 = add nsw i64 %2093, 32
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2094
+  %2095 = load <16 x float>, ptr %arena681, align 4
+  store <16 x float> %2095, ptr %relu1_grad.t135_b2, align 64
+  %2096 = mul nsw i64 %relu1_grad.k136678, 36864
+  %2097 = add nsw i64 17327376, %2096
+  %2098 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2099 = add nsw i64 %2097, %2098
+  %2100 = add nsw i64 %2099, 48
+  %arena682 = getelementptr inbounds float, ptr %arena, i64 %2100
+  %2101 = load <16 x float>, ptr %arena682, align 4
+  store <16 x float> %2101, ptr %relu1_grad.t135_b3, align 64
+  %2102 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2103 = add nsw i64 320, %2102
+  %2104 = mul nsw i64 %relu1_grad.k136678, 288
+  %2105 = add nsw i64 %2103, %2104
+  %params683 = getelementptr inbounds float, ptr %params, i64 %2105
+  %2106 = load float, ptr %params683, align 4
+  %2107 = insertelement <16 x float> undef, float %2106, i32 0
+  %2108 = shufflevector <16 x float> %2107, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2108, ptr %relu1_grad.t135_a0, align 64
+  %t135_a0 = load <16 x float>, ptr %relu1_grad.t135_a0, align 64
+  %t135_b0 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
+  %t135_c0_0 = load <16 x float>, ptr %relu1_grad.t135_c0_0, align 64
+  %2109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0, <16 x float> %t135_b0, <16 x float> %t135_c0_0)
+  store <16 x float> %2109, ptr %relu1_grad.t135_c0_0, align 64
+  %t135_a0684 = load <16 x float>, ptr %relu1_grad.t135_a0, align 64
+  %t135_b1 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
+  %t135_c0_1 = load <16 x float>, ptr %relu1_grad.t135_c0_1, align 64
+  %2110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0684, <16 x float> %t135_b1, <16 x float> %t135_c0_1)
+  store <16 x float> %2110, ptr %relu1_grad.t135_c0_1, align 64
+  %t135_a0685 = load <16 x float>, ptr %relu1_grad.t135_a0, align 64
+  %t135_b2 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
+  %t135_c0_2 = load <16 x float>, ptr %relu1_grad.t135_c0_2, align 64
+  %2111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0685, <16 x float> %t135_b2, <16 x float> %t135_c0_2)
+  store <16 x float> %2111, ptr %relu1_grad.t135_c0_2, align 64
+  %t135_a0686 = load <16 x float>, ptr %relu1_grad.t135_a0, align 64
+  %t135_b3 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
+  %t135_c0_3 = load <16 x float>, ptr %relu1_grad.t135_c0_3, align 64
+  %2112 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0686, <16 x float> %t135_b3, <16 x float> %t135_c0_3)
+  store <16 x float> %2112, ptr %relu1_grad.t135_c0_3, align 64
+  %2113 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2114 = add nsw i64 %2113, 1
+  %2115 = add nsw i64 320, %2114
+  %2116 = mul nsw i64 %relu1_grad.k136678, 288
+  %2117 = add nsw i64 %2115, %2116
+  %params687 = getelementptr inbounds float, ptr %params, i64 %2117
+  %2118 = load float, ptr %params687, align 4
+  %2119 = insertelement <16 x float> undef, float %2118, i32 0
+  %2120 = shufflevector <16 x float> %2119, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2120, ptr %relu1_grad.t135_a1, align 64
+  %t135_a1 = load <16 x float>, ptr %relu1_grad.t135_a1, align 64
+  %t135_b0688 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
+  %t135_c1_0 = load <16 x float>, ptr %relu1_grad.t135_c1_0, align 64
+  %2121 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1, <16 x float> %t135_b0688, <16 x float> %t135_c1_0)
+  store <16 x float> %2121, ptr %relu1_grad.t135_c1_0, align 64
+  %t135_a1689 = load <16 x float>, ptr %relu1_grad.t135_a1, align 64
+  %t135_b1690 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
+  %t135_c1_1 = load <16 x float>, ptr %relu1_grad.t135_c1_1, align 64
+  %2122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1689, <16 x float> %t135_b1690, <16 x float> %t135_c1_1)
+  store <16 x float> %2122, ptr %relu1_grad.t135_c1_1, align 64
+  %t135_a1691 = load <16 x float>, ptr %relu1_grad.t135_a1, align 64
+  %t135_b2692 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
+  %t135_c1_2 = load <16 x float>, ptr %relu1_grad.t135_c1_2, align 64
+  %2123 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1691, <16 x float> %t135_b2692, <16 x float> %t135_c1_2)
+  store <16 x float> %2123, ptr %relu1_grad.t135_c1_2, align 64
+  %t135_a1693 = load <16 x float>, ptr %relu1_grad.t135_a1, align 64
+  %t135_b3694 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
+  %t135_c1_3 = load <16 x float>, ptr %relu1_grad.t135_c1_3, align 64
+  %2124 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1693, <16 x float> %t135_b3694, <16 x float> %t135_c1_3)
+  store <16 x float> %2124, ptr %relu1_grad.t135_c1_3, align 64
+  %2125 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2126 = add nsw i64 %2125, 2
+  %2127 = add nsw i64 320, %2126
+  %2128 = mul nsw i64 %relu1_grad.k136678, 288
+  %2129 = add nsw i64 %2127, %2128
+  %params695 = getelementptr inbounds float, ptr %params, i64 %2129
+  %2130 = load float, ptr %params695, align 4
+  %2131 = insertelement <16 x float> undef, float %2130, i32 0
+  %2132 = shufflevector <16 x float> %2131, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2132, ptr %relu1_grad.t135_a2, align 64
+  %t135_a2 = load <16 x float>, ptr %relu1_grad.t135_a2, align 64
+  %t135_b0696 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
+  %t135_c2_0 = load <16 x float>, ptr %relu1_grad.t135_c2_0, align 64
+  %2133 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2, <16 x float> %t135_b0696, <16 x float> %t135_c2_0)
+  store <16 x float> %2133, ptr %relu1_grad.t135_c2_0, align 64
+  %t135_a2697 = load <16 x float>, ptr %relu1_grad.t135_a2, align 64
+  %t135_b1698 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
+  %t135_c2_1 = load <16 x float>, ptr %relu1_grad.t135_c2_1, align 64
+  %2134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2697, <16 x float> %t135_b1698, <16 x float> %t135_c2_1)
+  store <16 x float> %2134, ptr %relu1_grad.t135_c2_1, align 64
+  %t135_a2699 = load <16 x float>, ptr %relu1_grad.t135_a2, align 64
+  %t135_b2700 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
+  %t135_c2_2 = load <16 x float>, ptr %relu1_grad.t135_c2_2, align 64
+  %2135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2699, <16 x float> %t135_b2700, <16 x float> %t135_c2_2)
+  store <16 x float> %2135, ptr %relu1_grad.t135_c2_2, align 64
+  %t135_a2701 = load <16 x float>, ptr %relu1_grad.t135_a2, align 64
+  %t135_b3702 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
+  %t135_c2_3 = load <16 x float>, ptr %relu1_grad.t135_c2_3, align 64
+  %2136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2701, <16 x float> %t135_b3702, <16 x float> %t135_c2_3)
+  store <16 x float> %2136, ptr %relu1_grad.t135_c2_3, align 64
+  %2137 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2138 = add nsw i64 %2137, 3
+  %2139 = add nsw i64 320, %2138
+  %2140 = mul nsw i64 %relu1_grad.k136678, 288
+  %2141 = add nsw i64 %2139, %2140
+  %params703 = getelementptr inbounds float, ptr %params, i64 %2141
+  %2142 = load float, ptr %params703, align 4
+  %2143 = insertelement <16 x float> undef, float %2142, i32 0
+  %2144 = shufflevector <16 x float> %2143, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2144, ptr %relu1_grad.t135_a3, align 64
+  %t135_a3 = load <16 x float>, ptr %relu1_grad.t135_a3, align 64
+  %t135_b0704 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
+  %t135_c3_0 = load <16 x float>, ptr %relu1_grad.t135_c3_0, align 64
+  %2145 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3, <16 x float> %t135_b0704, <16 x float> %t135_c3_0)
+  store <16 x float> %2145, ptr %relu1_grad.t135_c3_0, align 64
+  %t135_a3705 = load <16 x float>, ptr %relu1_grad.t135_a3, align 64
+  %t135_b1706 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
+  %t135_c3_1 = load <16 x float>, ptr %relu1_grad.t135_c3_1, align 64
+  %2146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3705, <16 x float> %t135_b1706, <16 x float> %t135_c3_1)
+  store <16 x float> %2146, ptr %relu1_grad.t135_c3_1, align 64
+  %t135_a3707 = load <16 x float>, ptr %relu1_grad.t135_a3, align 64
+  %t135_b2708 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
+  %t135_c3_2 = load <16 x float>, ptr %relu1_grad.t135_c3_2, align 64
+  %2147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3707, <16 x float> %t135_b2708, <16 x float> %t135_c3_2)
+  store <16 x float> %2147, ptr %relu1_grad.t135_c3_2, align 64
+  %t135_a3709 = load <16 x float>, ptr %relu1_grad.t135_a3, align 64
+  %t135_b3710 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
+  %t135_c3_3 = load <16 x float>, ptr %relu1_grad.t135_c3_3, align 64
+  %2148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3709, <16 x float> %t135_b3710, <16 x float> %t135_c3_3)
+  store <16 x float> %2148, ptr %relu1_grad.t135_c3_3, align 64
+  %2149 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2150 = add nsw i64 %2149, 4
+  %2151 = add nsw i64 320, %2150
+  %2152 = mul nsw i64 %relu1_grad.k136678, 288
+  %2153 = add nsw i64 %2151, %2152
+  %params711 = getelementptr inbounds float, ptr %params, i64 %2153
+  %2154 = load float, ptr %params711, align 4
+  %2155 = insertelement <16 x float> undef, float %2154, i32 0
+  %2156 = shufflevector <16 x float> %2155, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2156, ptr %relu1_grad.t135_a4, align 64
+  %t135_a4 = load <16 x float>, ptr %relu1_grad.t135_a4, align 64
+  %t135_b0712 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
+  %t135_c4_0 = load <16 x float>, ptr %relu1_grad.t135_c4_0, align 64
+  %2157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4, <16 x float> %t135_b0712, <16 x float> %t135_c4_0)
+  store <16 x float> %2157, ptr %relu1_grad.t135_c4_0, align 64
+  %t135_a4713 = load <16 x float>, ptr %relu1_grad.t135_a4, align 64
+  %t135_b1714 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
+  %t135_c4_1 = load <16 x float>, ptr %relu1_grad.t135_c4_1, align 64
+  %2158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4713, <16 x float> %t135_b1714, <16 x float> %t135_c4_1)
+  store <16 x float> %2158, ptr %relu1_grad.t135_c4_1, align 64
+  %t135_a4715 = load <16 x float>, ptr %relu1_grad.t135_a4, align 64
+  %t135_b2716 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
+  %t135_c4_2 = load <16 x float>, ptr %relu1_grad.t135_c4_2, align 64
+  %2159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4715, <16 x float> %t135_b2716, <16 x float> %t135_c4_2)
+  store <16 x float> %2159, ptr %relu1_grad.t135_c4_2, align 64
+  %t135_a4717 = load <16 x float>, ptr %relu1_grad.t135_a4, align 64
+  %t135_b3718 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
+  %t135_c4_3 = load <16 x float>, ptr %relu1_grad.t135_c4_3, align 64
+  %2160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4717, <16 x float> %t135_b3718, <16 x float> %t135_c4_3)
+  store <16 x float> %2160, ptr %relu1_grad.t135_c4_3, align 64
+  %2161 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2162 = add nsw i64 %2161, 5
+  %2163 = add nsw i64 320, %2162
+  %2164 = mul nsw i64 %relu1_grad.k136678, 288
+  %2165 = add nsw i64 %2163, %2164
+  %params719 = getelementptr inbounds float, ptr %params, i64 %2165
+  %2166 = load float, ptr %params719, align 4
+  %2167 = insertelement <16 x float> undef, float %2166, i32 0
+  %2168 = shufflevector <16 x float> %2167, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2168, ptr %relu1_grad.t135_a5, align 64
+  %t135_a5 = load <16 x float>, ptr %relu1_grad.t135_a5, align 64
+  %t135_b0720 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
+  %t135_c5_0 = load <16 x float>, ptr %relu1_grad.t135_c5_0, align 64
+  %2169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5, <16 x float> %t135_b0720, <16 x float> %t135_c5_0)
+  store <16 x float> %2169, ptr %relu1_grad.t135_c5_0, align 64
+  %t135_a5721 = load <16 x float>, ptr %relu1_grad.t135_a5, align 64
+  %t135_b1722 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
+  %t135_c5_1 = load <16 x float>, ptr %relu1_grad.t135_c5_1, align 64
+  %2170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5721, <16 x float> %t135_b1722, <16 x float> %t135_c5_1)
+  store <16 x float> %2170, ptr %relu1_grad.t135_c5_1, align 64
+  %t135_a5723 = load <16 x float>, ptr %relu1_grad.t135_a5, align 64
+  %t135_b2724 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
+  %t135_c5_2 = load <16 x float>, ptr %relu1_grad.t135_c5_2, align 64
+  %2171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5723, <16 x float> %t135_b2724, <16 x float> %t135_c5_2)
+  store <16 x float> %2171, ptr %relu1_grad.t135_c5_2, align 64
+  %t135_a5725 = load <16 x float>, ptr %relu1_grad.t135_a5, align 64
+  %t135_b3726 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
+  %t135_c5_3 = load <16 x float>, ptr %relu1_grad.t135_c5_3, align 64
+  %2172 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5725, <16 x float> %t135_b3726, <16 x float> %t135_c5_3)
+  store <16 x float> %2172, ptr %relu1_grad.t135_c5_3, align 64
+  %k136.next = add nsw i64 %relu1_grad.k136678, 1
+  %2173 = icmp slt i64 %k136.next, 64
+  br i1 %2173, label %relu1_grad.k136, label %relu1_grad.k136.end
+
+relu1_grad.k136.end:                              ; preds = %relu1_grad.k136
+  %t135_c0_0727 = load <16 x float>, ptr %relu1_grad.t135_c0_0, align 64
+  %2174 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2175 = mul nsw i64 %2174, 36864
+  %2176 = add nsw i64 6710544, %2175
+  %2177 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2178 = add nsw i64 %2176, %2177
+  %arena728 = getelementptr inbounds float, ptr %arena, i64 %2178
+  store <16 x float> %t135_c0_0727, ptr %arena728, align 4
+  %t135_c0_1729 = load <16 x float>, ptr %relu1_grad.t135_c0_1, align 64
+  %2179 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2180 = mul nsw i64 %2179, 36864
+  %2181 = add nsw i64 6710544, %2180
+  %2182 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2183 = add nsw i64 %2181, %2182
+  %2184 = add nsw i64 %2183, 16
+  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2184
+  store <16 x float> %t135_c0_1729, ptr %arena730, align 4
+  %t135_c0_2731 = load <16 x float>, ptr %relu1_grad.t135_c0_2, align 64
+  %2185 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2186 = mul nsw i64 %2185, 36864
+  %2187 = add nsw i64 6710544, %2186
+  %2188 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2189 = add nsw i64 %2187, %2188
+  %2190 = add nsw i64 %2189, 32
+  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2190
+  store <16 x float> %t135_c0_2731, ptr %arena732, align 4
+  %t135_c0_3733 = load <16 x float>, ptr %relu1_grad.t135_c0_3, align 64
+  %2191 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2192 = mul nsw i64 %2191, 36864
+  %2193 = add nsw i64 6710544, %2192
+  %2194 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2195 = add nsw i64 %2193, %2194
+  %2196 = add nsw i64 %2195, 48
+  %arena734 = getelementptr inbounds float, ptr %arena, i64 %2196
+  store <16 x float> %t135_c0_3733, ptr %arena734, align 4
+  %t135_c1_0735 = load <16 x float>, ptr %relu1_grad.t135_c1_0, align 64
+  %2197 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2198 = add nsw i64 %2197, 1
+  %2199 = mul nsw i64 %2198, 36864
+  %2200 = add nsw i64 6710544, %2199
+  %2201 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2202 = add nsw i64 %2200, %2201
+  %arena736 = getelementptr inbounds float, ptr %arena, i64 %2202
+  store <16 x float> %t135_c1_0735, ptr %arena736, align 4
+  %t135_c1_1737 = load <16 x float>, ptr %relu1_grad.t135_c1_1, align 64
+  %2203 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2204 = add nsw i64 %2203, 1
+  %2205 = mul nsw i64 %2204, 36864
+  %2206 = add nsw i64 6710544, %2205
+  %2207 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2208 = add nsw i64 %2206, %2207
+  %2209 = add nsw i64 %2208, 16
+  %arena738 = getelementptr inbounds float, ptr %arena, i64 %2209
+  store <16 x float> %t135_c1_1737, ptr %arena738, align 4
+  %t135_c1_2739 = load <16 x float>, ptr %relu1_grad.t135_c1_2, align 64
+  %2210 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2211 = add nsw i64 %2210, 1
+  %2212 = mul nsw i64 %2211, 36864
+  %2213 = add nsw i64 6710544, %2212
+  %2214 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2215 = add nsw i64 %2213, %2214
+  %2216 = add nsw i64 %2215, 32
+  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2216
+  store <16 x float> %t135_c1_2739, ptr %arena740, align 4
+  %t135_c1_3741 = load <16 x float>, ptr %relu1_grad.t135_c1_3, align 64
+  %2217 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2218 = add nsw i64 %2217, 1
+  %2219 = mul nsw i64 %2218, 36864
+  %2220 = add nsw i64 6710544, %2219
+  %2221 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2222 = add nsw i64 %2220, %2221
+  %2223 = add nsw i64 %2222, 48
+  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2223
+  store <16 x float> %t135_c1_3741, ptr %arena742, align 4
+  %t135_c2_0743 = load <16 x float>, ptr %relu1_grad.t135_c2_0, align 64
+  %2224 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2225 = add nsw i64 %2224, 2
+  %2226 = mul nsw i64 %2225, 36864
+  %2227 = add nsw i64 6710544, %2226
+  %2228 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2229 = add nsw i64 %2227, %2228
+  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2229
+  store <16 x float> %t135_c2_0743, ptr %arena744, align 4
+  %t135_c2_1745 = load <16 x float>, ptr %relu1_grad.t135_c2_1, align 64
+  %2230 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2231 = add nsw i64 %2230, 2
+  %2232 = mul nsw i64 %2231, 36864
+  %2233 = add nsw i64 6710544, %2232
+  %2234 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2235 = add nsw i64 %2233, %2234
+  %2236 = add nsw i64 %2235, 16
+  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2236
+  store <16 x float> %t135_c2_1745, ptr %arena746, align 4
+  %t135_c2_2747 = load <16 x float>, ptr %relu1_grad.t135_c2_2, align 64
+  %2237 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2238 = add nsw i64 %2237, 2
+  %2239 = mul nsw i64 %2238, 36864
+  %2240 = add nsw i64 6710544, %2239
+  %2241 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2242 = add nsw i64 %2240, %2241
+  %2243 = add nsw i64 %2242, 32
+  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2243
+  store <16 x float> %t135_c2_2747, ptr %arena748, align 4
+  %t135_c2_3749 = load <16 x float>, ptr %relu1_grad.t135_c2_3, align 64
+  %2244 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2245 = add nsw i64 %2244, 2
+  %2246 = mul nsw i64 %2245, 36864
+  %2247 = add nsw i64 6710544, %2246
+  %2248 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2249 = add nsw i64 %2247, %2248
+  %2250 = add nsw i64 %2249, 48
+  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2250
+  store <16 x float> %t135_c2_3749, ptr %arena750, align 4
+  %t135_c3_0751 = load <16 x float>, ptr %relu1_grad.t135_c3_0, align 64
+  %2251 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2252 = add nsw i64 %2251, 3
+  %2253 = mul nsw i64 %2252, 36864
+  %2254 = add nsw i64 6710544, %2253
+  %2255 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2256 = add nsw i64 %2254, %2255
+  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2256
+  store <16 x float> %t135_c3_0751, ptr %arena752, align 4
+  %t135_c3_1753 = load <16 x float>, ptr %relu1_grad.t135_c3_1, align 64
+  %2257 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2258 = add nsw i64 %2257, 3
+  %2259 = mul nsw i64 %2258, 36864
+  %2260 = add nsw i64 6710544, %2259
+  %2261 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2262 = add nsw i64 %2260, %2261
+  %2263 = add nsw i64 %2262, 16
+  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2263
+  store <16 x float> %t135_c3_1753, ptr %arena754, align 4
+  %t135_c3_2755 = load <16 x float>, ptr %relu1_grad.t135_c3_2, align 64
+  %2264 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2265 = add nsw i64 %2264, 3
+  %2266 = mul nsw i64 %2265, 36864
+  %2267 = add nsw i64 6710544, %2266
+  %2268 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2269 = add nsw i64 %2267, %2268
+  %2270 = add nsw i64 %2269, 32
+  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2270
+  store <16 x float> %t135_c3_2755, ptr %arena756, align 4
+  %t135_c3_3757 = load <16 x float>, ptr %relu1_grad.t135_c3_3, align 64
+  %2271 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2272 = add nsw i64 %2271, 3
+  %2273 = mul nsw i64 %2272, 36864
+  %2274 = add nsw i64 6710544, %2273
+  %2275 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2276 = add nsw i64 %2274, %2275
+  %2277 = add nsw i64 %2276, 48
+  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2277
+  store <16 x float> %t135_c3_3757, ptr %arena758, align 4
+  %t135_c4_0759 = load <16 x float>, ptr %relu1_grad.t135_c4_0, align 64
+  %2278 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2279 = add nsw i64 %2278, 4
+  %2280 = mul nsw i64 %2279, 36864
+  %2281 = add nsw i64 6710544, %2280
+  %2282 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2283 = add nsw i64 %2281, %2282
+  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2283
+  store <16 x float> %t135_c4_0759, ptr %arena760, align 4
+  %t135_c4_1761 = load <16 x float>, ptr %relu1_grad.t135_c4_1, align 64
+  %2284 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2285 = add nsw i64 %2284, 4
+  %2286 = mul nsw i64 %2285, 36864
+  %2287 = add nsw i64 6710544, %2286
+  %2288 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2289 = add nsw i64 %2287, %2288
+  %2290 = add nsw i64 %2289, 16
+  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2290
+  store <16 x float> %t135_c4_1761, ptr %arena762, align 4
+  %t135_c4_2763 = load <16 x float>, ptr %relu1_grad.t135_c4_2, align 64
+  %2291 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2292 = add nsw i64 %2291, 4
+  %2293 = mul nsw i64 %2292, 36864
+  %2294 = add nsw i64 6710544, %2293
+  %2295 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2296 = add nsw i64 %2294, %2295
+  %2297 = add nsw i64 %2296, 32
+  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2297
+  store <16 x float> %t135_c4_2763, ptr %arena764, align 4
+  %t135_c4_3765 = load <16 x float>, ptr %relu1_grad.t135_c4_3, align 64
+  %2298 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2299 = add nsw i64 %2298, 4
+  %2300 = mul nsw i64 %2299, 36864
+  %2301 = add nsw i64 6710544, %2300
+  %2302 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2303 = add nsw i64 %2301, %2302
+  %2304 = add nsw i64 %2303, 48
+  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2304
+  store <16 x float> %t135_c4_3765, ptr %arena766, align 4
+  %t135_c5_0767 = load <16 x float>, ptr %relu1_grad.t135_c5_0, align 64
+  %2305 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2306 = add nsw i64 %2305, 5
+  %2307 = mul nsw i64 %2306, 36864
+  %2308 = add nsw i64 6710544, %2307
+  %2309 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2310 = add nsw i64 %2308, %2309
+  %arena768 = getelementptr inbounds float, ptr %arena, i64 %2310
+  store <16 x float> %t135_c5_0767, ptr %arena768, align 4
+  %t135_c5_1769 = load <16 x float>, ptr %relu1_grad.t135_c5_1, align 64
+  %2311 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2312 = add nsw i64 %2311, 5
+  %2313 = mul nsw i64 %2312, 36864
+  %2314 = add nsw i64 6710544, %2313
+  %2315 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2316 = add nsw i64 %2314, %2315
+  %2317 = add nsw i64 %2316, 16
+  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2317
+  store <16 x float> %t135_c5_1769, ptr %arena770, align 4
+  %t135_c5_2771 = load <16 x float>, ptr %relu1_grad.t135_c5_2, align 64
+  %2318 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2319 = add nsw i64 %2318, 5
+  %2320 = mul nsw i64 %2319, 36864
+  %2321 = add nsw i64 6710544, %2320
+  %2322 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2323 = add nsw i64 %2321, %2322
+  %2324 = add nsw i64 %2323, 32
+  %arena772 = getelementptr inbounds float, ptr %arena, i64 %2324
+  store <16 x float> %t135_c5_2771, ptr %arena772, align 4
+  %t135_c5_3773 = load <16 x float>, ptr %relu1_grad.t135_c5_3, align 64
+  %2325 = mul nsw i64 %relu1_grad.mb134677, 6
+  %2326 = add nsw i64 %2325, 5
+  %2327 = mul nsw i64 %2326, 36864
+  %2328 = add nsw i64 6710544, %2327
+  %2329 = mul nsw i64 %relu1_grad.nb133676, 64
+  %2330 = add nsw i64 %2328, %2329
+  %2331 = add nsw i64 %2330, 48
+  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2331
+  store <16 x float> %t135_c5_3773, ptr %arena774, align 4
+  %mb134.next = add nsw i64 %relu1_grad.mb134677, 1
+  %2332 = icmp slt i64 %mb134.next, 48
+  br i1 %2332, label %relu1_grad.mb134, label %relu1_grad.mb134.end
+
+relu1_grad.j137:                                  ; preds = %relu1_grad.c138.end, %relu1_grad.nb133.end
+  %relu1_grad.j137775 = phi i64 [ 0, %relu1_grad.nb133.end ], [ %j137.next, %relu1_grad.c138.end ]
+  br label %relu1_grad.c138
+
+relu1_grad.j137.end:                              ; preds = %relu1_grad.c138.end
+  %g129.next = add nsw i64 %relu1_grad.g129670, 1
+  %2333 = icmp slt i64 %g129.next, 1
+  br i1 %2333, label %relu1_grad.g129, label %relu1_grad.g129.end
+
+relu1_grad.c138:                                  ; preds = %relu1_grad.iy267.end, %relu1_grad.j137
+  %relu1_grad.c138776 = phi i64 [ 0, %relu1_grad.j137 ], [ %c138.next, %relu1_grad.iy267.end ]
+  br label %relu1_grad.iy139
+
+relu1_grad.c138.end:                              ; preds = %relu1_grad.iy267.end
+  %j137.next = add nsw i64 %relu1_grad.j137775, 1
+  %2334 = icmp slt i64 %j137.next, 64
+  br i1 %2334, label %relu1_grad.j137, label %relu1_grad.j137.end
+
+relu1_grad.iy139:                                 ; preds = %relu1_grad.ix140.end, %relu1_grad.c138
+  %relu1_grad.iy139777 = phi i64 [ 0, %relu1_grad.c138 ], [ %iy139.next, %relu1_grad.ix140.end ]
+  br label %relu1_grad.ix140
+
+relu1_grad.iy139.end:                             ; preds = %relu1_grad.ix140.end
+  br label %relu1_grad.iy142
+
+relu1_grad.ix140:                                 ; preds = %relu1_grad.ix140, %relu1_grad.iy139
+  %relu1_grad.ix140778 = phi i64 [ 0, %relu1_grad.iy139 ], [ %ix140.next, %relu1_grad.ix140 ]
+  %2335 = mul nsw i64 %relu1_grad.c138776, 9
+  %2336 = mul nsw i64 %2335, 36864
+  %2337 = add nsw i64 6710544, %2336
+  %2338 = mul nsw i64 %relu1_grad.j137775, 576
+  %2339 = add nsw i64 %2337, %2338
+  %2340 = mul nsw i64 %relu1_grad.iy139777, 24
+  %2341 = add nsw i64 %2339, %2340
+  %2342 = add nsw i64 %2341, %relu1_grad.ix140778
+  %arena779 = getelementptr inbounds float, ptr %arena, i64 %2342
+  %2343 = load float, ptr %arena779, align 4
+  store float %2343, ptr %relu1_grad.sum141, align 4
+  %sum141 = load float, ptr %relu1_grad.sum141, align 4
+  %2344 = mul nsw i64 %relu1_grad.g129670, 64
+  %2345 = add nsw i64 %2344, %relu1_grad.j137775
+  %2346 = mul nsw i64 %2345, 21632
+  %2347 = add nsw i64 1384448, %2346
+  %2348 = mul nsw i64 %relu1_grad.c138776, 676
+  %2349 = add nsw i64 %2347, %2348
+  %2350 = mul nsw i64 %relu1_grad.iy139777, 26
+  %2351 = add nsw i64 %2349, %2350
+  %2352 = add nsw i64 %2351, %relu1_grad.ix140778
+  %arena780 = getelementptr inbounds float, ptr %arena, i64 %2352
+  store float %sum141, ptr %arena780, align 4
+  %ix140.next = add nsw i64 %relu1_grad.ix140778, 1
+  %2353 = icmp slt i64 %ix140.next, 1
+  br i1 %2353, label %relu1_grad.ix140, label %relu1_grad.ix140.end
+
+relu1_grad.ix140.end:                             ; preds = %relu1_grad.ix140
+  %iy139.next = add nsw i64 %relu1_grad.iy139777, 1
+  %2354 = icmp slt i64 %iy139.next, 1
+  br i1 %2354, label %relu1_grad.iy139, label %relu1_grad.iy139.end
+
+relu1_grad.iy142:                                 ; preds = %relu1_grad.ix143.end, %relu1_grad.iy139.end
+  %relu1_grad.iy142781 = phi i64 [ 0, %relu1_grad.iy139.end ], [ %iy142.next, %relu1_grad.ix143.end ]
+  br label %relu1_grad.ix143
+
+relu1_grad.iy142.end:                             ; preds = %relu1_grad.ix143.end
+  br label %relu1_grad.iy146
+
+relu1_grad.ix143:                                 ; preds = %relu1_grad.ix143, %relu1_grad.iy142
+  %relu1_grad.ix143782 = phi i64 [ 0, %relu1_grad.iy142 ], [ %ix143.next, %relu1_grad.ix143 ]
+  %2355 = mul nsw i64 %relu1_grad.c138776, 9
+  %2356 = mul nsw i64 %2355, 36864
+  %2357 = add nsw i64 6710544, %2356
+  %2358 = mul nsw i64 %relu1_grad.j137775, 576
+  %2359 = add nsw i64 %2357, %2358
+  %2360 = mul nsw i64 %relu1_grad.iy142781, 24
+  %2361 = add nsw i64 %2359, %2360
+  %2362 = add nsw i64 %2361, 1
+  %2363 = add nsw i64 %2362, %relu1_grad.ix143782
+  %arena783 = getelementptr inbounds float, ptr %arena, i64 %2363
+  %2364 = load float, ptr %arena783, align 4
+  store float %2364, ptr %relu1_grad.sum144, align 4
+  %sum144 = load float, ptr %relu1_grad.sum144, align 4
+  %2365 = mul nsw i64 %relu1_grad.c138776, 9
+  %2366 = add nsw i64 %2365, 1
+  %2367 = mul nsw i64 %2366, 36864
+  %2368 = add nsw i64 6710544, %2367
+  %2369 = mul nsw i64 %relu1_grad.j137775, 576
+  %2370 = add nsw i64 %2368, %2369
+  %2371 = mul nsw i64 %relu1_grad.iy142781, 24
+  %2372 = add nsw i64 %2370, %2371
+  %2373 = add nsw i64 %2372, %relu1_grad.ix143782
+  %arena784 = getelementptr inbounds float, ptr %arena, i64 %2373
+  %2374 = load float, ptr %arena784, align 4
+  %2375 = fadd float %sum144, %2374
+  store float %2375, ptr %relu1_grad.sum145, align 4
+  %sum145 = load float, ptr %relu1_grad.sum145, align 4
+  %2376 = mul nsw i64 %relu1_grad.g129670, 64
+  %2377 = add nsw i64 %2376, %relu1_grad.j137775
+  %2378 = mul nsw i64 %2377, 21632
+  %2379 = add nsw i64 1384448, %2378
+  %2380 = mul nsw i64 %relu1_grad.c138776, 676
+  %2381 = add nsw i64 %2379, %2380
+  %2382 = mul nsw i64 %relu1_grad.iy142781, 26
+  %2383 = add nsw i64 %2381, %2382
+  %2384 = add nsw i64 %2383, 1
+  %2385 = add nsw i64 %2384, %relu1_grad.ix143782
+  %arena785 = getelementptr inbounds float, ptr %arena, i64 %2385
+  store float %sum145, ptr %arena785, align 4
+  %ix143.next = add nsw i64 %relu1_grad.ix143782, 1
+  %2386 = icmp slt i64 %ix143.next, 1
+  br i1 %2386, label %relu1_grad.ix143, label %relu1_grad.ix143.end
+
+relu1_grad.ix143.end:                             ; preds = %relu1_grad.ix143
+  %iy142.next = add nsw i64 %relu1_grad.iy142781, 1
+  %2387 = icmp slt i64 %iy142.next, 1
+  br i1 %2387, label %relu1_grad.iy142, label %relu1_grad.iy142.end
+
+relu1_grad.iy146:                                 ; preds = %relu1_grad.ix147.end, %relu1_grad.iy142.end
+  %relu1_grad.iy146786 = phi i64 [ 0, %relu1_grad.iy142.end ], [ %iy146.next, %relu1_grad.ix147.end ]
+  br label %relu1_grad.ix147
+
+relu1_grad.iy146.end:                             ; preds = %relu1_grad.ix147.end
+  br label %relu1_grad.iy151
+
+relu1_grad.ix147:                                 ; preds = %relu1_grad.ix147, %relu1_grad.iy146
+  %relu1_grad.ix147787 = phi i64 [ 0, %relu1_grad.iy146 ], [ %ix147.next, %relu1_grad.ix147 ]
+  %2388 = mul nsw i64 %relu1_grad.c138776, 9
+  %2389 = mul nsw i64 %2388, 36864
+  %2390 = add nsw i64 6710544, %2389
+  %2391 = mul nsw i64 %relu1_grad.j137775, 576
+  %2392 = add nsw i64 %2390, %2391
+  %2393 = mul nsw i64 %relu1_grad.iy146786, 24
+  %2394 = add nsw i64 %2392, %2393
+  %2395 = add nsw i64 %2394, 2
+  %2396 = add nsw i64 %2395, %relu1_grad.ix147787
+  %arena788 = getelementptr inbounds float, ptr %arena, i64 %2396
+  %2397 = load float, ptr %arena788, align 4
+  store float %2397, ptr %relu1_grad.sum148, align 4
+  %sum148 = load float, ptr %relu1_grad.sum148, align 4
+  %2398 = mul nsw i64 %relu1_grad.c138776, 9
+  %2399 = add nsw i64 %2398, 1
+  %2400 = mul nsw i64 %2399, 36864
+  %2401 = add nsw i64 6710544, %2400
+  %2402 = mul nsw i64 %relu1_grad.j137775, 576
+  %2403 = add nsw i64 %2401, %2402
+  %2404 = mul nsw i64 %relu1_grad.iy146786, 24
+  %2405 = add nsw i64 %2403, %2404
+  %2406 = add nsw i64 %2405, 1
+  %2407 = add nsw i64 %2406, %relu1_grad.ix147787
+  %arena789 = getelementptr inbounds float, ptr %arena, i64 %2407
+  %2408 = load float, ptr %arena789, align 4
+  %2409 = fadd float %sum148, %2408
+  store float %2409, ptr %relu1_grad.sum149, align 4
+  %sum149 = load float, ptr %relu1_grad.sum149, align 4
+  %2410 = mul nsw i64 %relu1_grad.c138776, 9
+  %2411 = add nsw i64 %2410, 2
+  %2412 = mul nsw i64 %2411, 36864
+  %2413 = add nsw i64 6710544, %2412
+  %2414 = mul nsw i64 %relu1_grad.j137775, 576
+  %2415 = add nsw i64 %2413, %2414
+  %2416 = mul nsw i64 %relu1_grad.iy146786, 24
+  %2417 = add nsw i64 %2415, %2416
+  %2418 = add nsw i64 %2417, %relu1_grad.ix147787
+  %arena790 = getelementptr inbounds float, ptr %arena, i64 %2418
+  %2419 = load float, ptr %arena790, align 4
+  %2420 = fadd float %sum149, %2419
+  store float %2420, ptr %relu1_grad.sum150, align 4
+  %sum150 = load float, ptr %relu1_grad.sum150, align 4
+  %2421 = mul nsw i64 %relu1_grad.g129670, 64
+  %2422 = add nsw i64 %2421, %relu1_grad.j137775
+  %2423 = mul nsw i64 %2422, 21632
+  %2424 = add nsw i64 1384448, %2423
+  %2425 = mul nsw i64 %relu1_grad.c138776, 676
+  %2426 = add nsw i64 %2424, %2425
+  %2427 = mul nsw i64 %relu1_grad.iy146786, 26
+  %2428 = add nsw i64 %2426, %2427
+  %2429 = add nsw i64 %2428, 2
+  %2430 = add nsw i64 %2429, %relu1_grad.ix147787
+  %arena791 = getelementptr inbounds float, ptr %arena, i64 %2430
+  store float %sum150, ptr %arena791, align 4
+  %ix147.next = add nsw i64 %relu1_grad.ix147787, 1
+  %2431 = icmp slt i64 %ix147.next, 22
+  br i1 %2431, label %relu1_grad.ix147, label %relu1_grad.ix147.end
+
+relu1_grad.ix147.end:                             ; preds = %relu1_grad.ix147
+  %iy146.next = add nsw i64 %relu1_grad.iy146786, 1
+  %2432 = icmp slt i64 %iy146.next, 1
+  br i1 %2432, label %relu1_grad.iy146, label %relu1_grad.iy146.end
+
+relu1_grad.iy151:                                 ; preds = %relu1_grad.ix152.end, %relu1_grad.iy146.end
+  %relu1_grad.iy151792 = phi i64 [ 0, %relu1_grad.iy146.end ], [ %iy151.next, %relu1_grad.ix152.end ]
+  br label %relu1_grad.ix152
+
+relu1_grad.iy151.end:                             ; preds = %relu1_grad.ix152.end
+  br label %relu1_grad.iy155
+
+relu1_grad.ix152:                                 ; preds = %relu1_grad.ix152, %relu1_grad.iy151
+  %relu1_grad.ix152793 = phi i64 [ 0, %relu1_grad.iy151 ], [ %ix152.next, %relu1_grad.ix152 ]
+  %2433 = mul nsw i64 %relu1_grad.c138776, 9
+  %2434 = add nsw i64 %2433, 1
+  %2435 = mul nsw i64 %2434, 36864
+  %2436 = add nsw i64 6710544, %2435
+  %2437 = mul nsw i64 %relu1_grad.j137775, 576
+  %2438 = add nsw i64 %2436, %2437
+  %2439 = mul nsw i64 %relu1_grad.iy151792, 24
+  %2440 = add nsw i64 %2438, %2439
+  %2441 = add nsw i64 %2440, 23
+  %2442 = add nsw i64 %2441, %relu1_grad.ix152793
+  %arena794 = getelementptr inbounds float, ptr %arena, i64 %2442
+  %2443 = load float, ptr %arena794, align 4
+  store float %2443, ptr %relu1_grad.sum153, align 4
+  %sum153 = load float, ptr %relu1_grad.sum153, align 4
+  %2444 = mul nsw i64 %relu1_grad.c138776, 9
+  %2445 = add nsw i64 %2444, 2
+  %2446 = mul nsw i64 %2445, 36864
+  %2447 = add nsw i64 6710544, %2446
+  %2448 = mul nsw i64 %relu1_grad.j137775, 576
+  %2449 = add nsw i64 %2447, %2448
+  %2450 = mul nsw i64 %relu1_grad.iy151792, 24
+  %2451 = add nsw i64 %2449, %2450
+  %2452 = add nsw i64 %2451, 22
+  %2453 = add nsw i64 %2452, %relu1_grad.ix152793
+  %arena795 = getelementptr inbounds float, ptr %arena, i64 %2453
+  %2454 = load float, ptr %arena795, align 4
+  %2455 = fadd float %sum153, %2454
+  store float %2455, ptr %relu1_grad.sum154, align 4
+  %sum154 = load float, ptr %relu1_grad.sum154, align 4
+  %2456 = mul nsw i64 %relu1_grad.g129670, 64
+  %2457 = add nsw i64 %2456, %relu1_grad.j137775
+  %2458 = mul nsw i64 %2457, 21632
+  %2459 = add nsw i64 1384448, %2458
+  %2460 = mul nsw i64 %relu1_grad.c138776, 676
+  %2461 = add nsw i64 %2459, %2460
+  %2462 = mul nsw i64 %relu1_grad.iy151792, 26
+  %2463 = add nsw i64 %2461, %2462
+  %2464 = add nsw i64 %2463, 24
+  %2465 = add nsw i64 %2464, %relu1_grad.ix152793
+  %arena796 = getelementptr inbounds float, ptr %arena, i64 %2465
+  store float %sum154, ptr %arena796, align 4
+  %ix152.next = add nsw i64 %relu1_grad.ix152793, 1
+  %2466 = icmp slt i64 %ix152.next, 1
+  br i1 %2466, label %relu1_grad.ix152, label %relu1_grad.ix152.end
+
+relu1_grad.ix152.end:                             ; preds = %relu1_grad.ix152
+  %iy151.next = add nsw i64 %relu1_grad.iy151792, 1
+  %2467 = icmp slt i64 %iy151.next, 1
+  br i1 %2467, label %relu1_grad.iy151, label %relu1_grad.iy151.end
+
+relu1_grad.iy155:                                 ; preds = %relu1_grad.ix156.end, %relu1_grad.iy151.end
+  %relu1_grad.iy155797 = phi i64 [ 0, %relu1_grad.iy151.end ], [ %iy155.next, %relu1_grad.ix156.end ]
+  br label %relu1_grad.ix156
+
+relu1_grad.iy155.end:                             ; preds = %relu1_grad.ix156.end
+  br label %relu1_grad.iy158
+
+relu1_grad.ix156:                                 ; preds = %relu1_grad.ix156, %relu1_grad.iy155
+  %relu1_grad.ix156798 = phi i64 [ 0, %relu1_grad.iy155 ], [ %ix156.next, %relu1_grad.ix156 ]
+  %2468 = mul nsw i64 %relu1_grad.c138776, 9
+  %2469 = add nsw i64 %2468, 2
+  %2470 = mul nsw i64 %2469, 36864
+  %2471 = add nsw i64 6710544, %2470
+  %2472 = mul nsw i64 %relu1_grad.j137775, 576
+  %2473 = add nsw i64 %2471, %2472
+  %2474 = mul nsw i64 %relu1_grad.iy155797, 24
+  %2475 = add nsw i64 %2473, %2474
+  %2476 = add nsw i64 %2475, 23
+  %2477 = add nsw i64 %2476, %relu1_grad.ix156798
+  %arena799 = getelementptr inbounds float, ptr %arena, i64 %2477
+  %2478 = load float, ptr %arena799, align 4
+  store float %2478, ptr %relu1_grad.sum157, align 4
+  %sum157 = load float, ptr %relu1_grad.sum157, align 4
+  %2479 = mul nsw i64 %relu1_grad.g129670, 64
+  %2480 = add nsw i64 %2479, %relu1_grad.j137775
+  %2481 = mul nsw i64 %2480, 21632
+  %2482 = add nsw i64 1384448, %2481
+  %2483 = mul nsw i64 %relu1_grad.c138776, 676
+  %2484 = add nsw i64 %2482, %2483
+  %2485 = mul nsw i64 %relu1_grad.iy155797, 26
+  %2486 = add nsw i64 %2484, %2485
+  %2487 = add nsw i64 %2486, 25
+  %2488 = add nsw i64 %2487, %relu1_grad.ix156798
+  %arena800 = getelementptr inbounds float, ptr %arena, i64 %2488
+  store float %sum157, ptr %arena800, align 4
+  %ix156.next = add nsw i64 %relu1_grad.ix156798, 1
+  %2489 = icmp slt i64 %ix156.next, 1
+  br i1 %2489, label %relu1_grad.ix156, label %relu1_grad.ix156.end
+
+relu1_grad.ix156.end:                             ; preds = %relu1_grad.ix156
+  %iy155.next = add nsw i64 %relu1_grad.iy155797, 1
+  %2490 = icmp slt i64 %iy155.next, 1
+  br i1 %2490, label %relu1_grad.iy155, label %relu1_grad.iy155.end
+
+relu1_grad.iy158:                                 ; preds = %relu1_grad.ix159.end, %relu1_grad.iy155.end
+  %relu1_grad.iy158801 = phi i64 [ 0, %relu1_grad.iy155.end ], [ %iy158.next, %relu1_grad.ix159.end ]
+  br label %relu1_grad.ix159
+
+relu1_grad.iy158.end:                             ; preds = %relu1_grad.ix159.end
+  br label %relu1_grad.iy162
+
+relu1_grad.ix159:                                 ; preds = %relu1_grad.ix159, %relu1_grad.iy158
+  %relu1_grad.ix159802 = phi i64 [ 0, %relu1_grad.iy158 ], [ %ix159.next, %relu1_grad.ix159 ]
+  %2491 = mul nsw i64 %relu1_grad.c138776, 9
+  %2492 = mul nsw i64 %2491, 36864
+  %2493 = add nsw i64 6710544, %2492
+  %2494 = mul nsw i64 %relu1_grad.j137775, 576
+  %2495 = add nsw i64 %2493, %2494
+  %2496 = add nsw i64 %relu1_grad.iy158801, 1
+  %2497 = mul nsw i64 %2496, 24
+  %2498 = add nsw i64 %2495, %2497
+  %2499 = add nsw i64 %2498, %relu1_grad.ix159802
+  %arena803 = getelementptr inbounds float, ptr %arena, i64 %2499
+  %2500 = load float, ptr %arena803, align 4
+  store float %2500, ptr %relu1_grad.sum160, align 4
+  %sum160 = load float, ptr %relu1_grad.sum160, align 4
+  %2501 = mul nsw i64 %relu1_grad.c138776, 9
+  %2502 = add nsw i64 %2501, 3
+  %2503 = mul nsw i64 %2502, 36864
+  %2504 = add nsw i64 6710544, %2503
+  %2505 = mul nsw i64 %relu1_grad.j137775, 576
+  %2506 = add nsw i64 %2504, %2505
+  %2507 = add nsw i64 %relu1_grad.iy158801, 1
+  %2508 = add nsw i64 %2507, -1
+  %2509 = mul nsw i64 %2508, 24
+  %2510 = add nsw i64 %2506, %2509
+  %2511 = add nsw i64 %2510, %relu1_grad.ix159802
+  %arena804 = getelementptr inbounds float, ptr %arena, i64 %2511
+  %2512 = load float, ptr %arena804, align 4
+  %2513 = fadd float %sum160, %2512
+  store float %2513, ptr %relu1_grad.sum161, align 4
+  %sum161 = load float, ptr %relu1_grad.sum161, align 4
+  %2514 = mul nsw i64 %relu1_grad.g129670, 64
+  %2515 = add nsw i64 %2514, %relu1_grad.j137775
+  %2516 = mul nsw i64 %2515, 21632
+  %2517 = add nsw i64 1384448, %2516
+  %2518 = mul nsw i64 %relu1_grad.c138776, 676
+  %2519 = add nsw i64 %2517, %2518
+  %2520 = add nsw i64 %relu1_grad.iy158801, 1
+  %2521 = mul nsw i64 %2520, 26
+  %2522 = add nsw i64 %2519, %2521
+  %2523 = add nsw i64 %2522, %relu1_grad.ix159802
+  %arena805 = getelementptr inbounds float, ptr %arena, i64 %2523
+  store float %sum161, ptr %arena805, align 4
+  %ix159.next = add nsw i64 %relu1_grad.ix159802, 1
+  %2524 = icmp slt i64 %ix159.next, 1
+  br i1 %2524, label %relu1_grad.ix159, label %relu1_grad.ix159.end
+
+relu1_grad.ix159.end:                             ; preds = %relu1_grad.ix159
+  %iy158.next = add nsw i64 %relu1_grad.iy158801, 1
+  %2525 = icmp slt i64 %iy158.next, 1
+  br i1 %2525, label %relu1_grad.iy158, label %relu1_grad.iy158.end
+
+relu1_grad.iy162:                                 ; preds = %relu1_grad.ix163.end, %relu1_grad.iy158.end
+  %relu1_grad.iy162806 = phi i64 [ 0, %relu1_grad.iy158.end ], [ %iy162.next, %relu1_grad.ix163.end ]
+  br label %relu1_grad.ix163
+
+relu1_grad.iy162.end:                             ; preds = %relu1_grad.ix163.end
+  br label %relu1_grad.iy168
+
+relu1_grad.ix163:                                 ; preds = %relu1_grad.ix163, %relu1_grad.iy162
+  %relu1_grad.ix163807 = phi i64 [ 0, %relu1_grad.iy162 ], [ %ix163.next, %relu1_grad.ix163 ]
+  %2526 = mul nsw i64 %relu1_grad.c138776, 9
+  %2527 = mul nsw i64 %2526, 36864
+  %2528 = add nsw i64 6710544, %2527
+  %2529 = mul nsw i64 %relu1_grad.j137775, 576
+  %2530 = add nsw i64 %2528, %2529
+  %2531 = add nsw i64 %relu1_grad.iy162806, 1
+  %2532 = mul nsw i64 %2531, 24
+  %2533 = add nsw i64 %2530, %2532
+  %2534 = add nsw i64 %2533, 1
+  %2535 = add nsw i64 %2534, %relu1_grad.ix163807
+  %arena808 = getelementptr inbounds float, ptr %arena, i64 %2535
+  %2536 = load float, ptr %arena808, align 4
+  store float %2536, ptr %relu1_grad.sum164, align 4
+  %sum164 = load float, ptr %relu1_grad.sum164, align 4
+  %2537 = mul nsw i64 %relu1_grad.c138776, 9
+  %2538 = add nsw i64 %2537, 1
+  %2539 = mul nsw i64 %2538, 36864
+  %2540 = add nsw i64 6710544, %2539
+  %2541 = mul nsw i64 %relu1_grad.j137775, 576
+  %2542 = add nsw i64 %2540, %2541
+  %2543 = add nsw i64 %relu1_grad.iy162806, 1
+  %2544 = mul nsw i64 %2543, 24
+  %2545 = add nsw i64 %2542, %2544
+  %2546 = add nsw i64 %2545, %relu1_grad.ix163807
+  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2546
+  %2547 = load float, ptr %arena809, align 4
+  %2548 = fadd float %sum164, %2547
+  store float %2548, ptr %relu1_grad.sum165, align 4
+  %sum165 = load float, ptr %relu1_grad.sum165, align 4
+  %2549 = mul nsw i64 %relu1_grad.c138776, 9
+  %2550 = add nsw i64 %2549, 3
+  %2551 = mul nsw i64 %2550, 36864
+  %2552 = add nsw i64 6710544, %2551
+  %2553 = mul nsw i64 %relu1_grad.j137775, 576
   %2554 = add nsw i64 %2552, %2553
-  %2555 = add nsw i64 %2554, 16
-  %arena827 = getelementptr inbounds float, ptr %arena, i64 %2555
-  %2556 = load <16 x float>, ptr %arena827, align 4
-  store <16 x float> %2556, ptr %conv1_weight_grad.t165_c2_1, align 64
-  %2557 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2558 = add nsw i64 %2557, 3
-  %2559 = mul nsw i64 %2558, 32
-  %2560 = add nsw i64 1773824, %2559
-  %2561 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2562 = add nsw i64 %2560, %2561
-  %arena828 = getelementptr inbounds float, ptr %arena, i64 %2562
-  %2563 = load <16 x float>, ptr %arena828, align 4
-  store <16 x float> %2563, ptr %conv1_weight_grad.t165_c3_0, align 64
-  %2564 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2565 = add nsw i64 %2564, 3
-  %2566 = mul nsw i64 %2565, 32
-  %2567 = add nsw i64 1773824, %2566
-  %2568 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2569 = add nsw i64 %2567, %2568
-  %2570 = add nsw i64 %2569, 16
-  %arena829 = getelementptr inbounds float, ptr %arena, i64 %2570
-  %2571 = load <16 x float>, ptr %arena829, align 4
-  store <16 x float> %2571, ptr %conv1_weight_grad.t165_c3_1, align 64
-  %2572 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2573 = add nsw i64 %2572, 4
-  %2574 = mul nsw i64 %2573, 32
-  %2575 = add nsw i64 1773824, %2574
-  %2576 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2577 = add nsw i64 %2575, %2576
-  %arena830 = getelementptr inbounds float, ptr %arena, i64 %2577
-  %2578 = load <16 x float>, ptr %arena830, align 4
-  store <16 x float> %2578, ptr %conv1_weight_grad.t165_c4_0, align 64
-  %2579 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2580 = add nsw i64 %2579, 4
-  %2581 = mul nsw i64 %2580, 32
-  %2582 = add nsw i64 1773824, %2581
-  %2583 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2584 = add nsw i64 %2582, %2583
-  %2585 = add nsw i64 %2584, 16
-  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2585
-  %2586 = load <16 x float>, ptr %arena831, align 4
-  store <16 x float> %2586, ptr %conv1_weight_grad.t165_c4_1, align 64
-  %2587 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2588 = add nsw i64 %2587, 5
-  %2589 = mul nsw i64 %2588, 32
-  %2590 = add nsw i64 1773824, %2589
-  %2591 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2592 = add nsw i64 %2590, %2591
-  %arena832 = getelementptr inbounds float, ptr %arena, i64 %2592
-  %2593 = load <16 x float>, ptr %arena832, align 4
-  store <16 x float> %2593, ptr %conv1_weight_grad.t165_c5_0, align 64
-  %2594 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2595 = add nsw i64 %2594, 5
-  %2596 = mul nsw i64 %2595, 32
-  %2597 = add nsw i64 1773824, %2596
-  %2598 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2599 = add nsw i64 %2597, %2598
-  %2600 = add nsw i64 %2599, 16
-  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2600
-  %2601 = load <16 x float>, ptr %arena833, align 4
-  store <16 x float> %2601, ptr %conv1_weight_grad.t165_c5_1, align 64
-  %2602 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2603 = add nsw i64 %2602, 6
-  %2604 = mul nsw i64 %2603, 32
-  %2605 = add nsw i64 1773824, %2604
-  %2606 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2607 = add nsw i64 %2605, %2606
-  %arena834 = getelementptr inbounds float, ptr %arena, i64 %2607
-  %2608 = load <16 x float>, ptr %arena834, align 4
-  store <16 x float> %2608, ptr %conv1_weight_grad.t165_c6_0, align 64
-  %2609 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2610 = add nsw i64 %2609, 6
-  %2611 = mul nsw i64 %2610, 32
-  %2612 = add nsw i64 1773824, %2611
-  %2613 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2614 = add nsw i64 %2612, %2613
-  %2615 = add nsw i64 %2614, 16
-  %arena835 = getelementptr inbounds float, ptr %arena, i64 %2615
-  %2616 = load <16 x float>, ptr %arena835, align 4
-  store <16 x float> %2616, ptr %conv1_weight_grad.t165_c6_1, align 64
-  %2617 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2618 = add nsw i64 %2617, 7
-  %2619 = mul nsw i64 %2618, 32
-  %2620 = add nsw i64 1773824, %2619
-  %2621 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2622 = add nsw i64 %2620, %2621
-  %arena836 = getelementptr inbounds float, ptr %arena, i64 %2622
-  %2623 = load <16 x float>, ptr %arena836, align 4
-  store <16 x float> %2623, ptr %conv1_weight_grad.t165_c7_0, align 64
-  %2624 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2625 = add nsw i64 %2624, 7
-  %2626 = mul nsw i64 %2625, 32
-  %2627 = add nsw i64 1773824, %2626
-  %2628 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2629 = add nsw i64 %2627, %2628
-  %2630 = add nsw i64 %2629, 16
-  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2630
-  %2631 = load <16 x float>, ptr %arena837, align 4
-  store <16 x float> %2631, ptr %conv1_weight_grad.t165_c7_1, align 64
-  %2632 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2633 = add nsw i64 %2632, 8
-  %2634 = mul nsw i64 %2633, 32
-  %2635 = add nsw i64 1773824, %2634
-  %2636 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2637 = add nsw i64 %2635, %2636
-  %arena838 = getelementptr inbounds float, ptr %arena, i64 %2637
-  %2638 = load <16 x float>, ptr %arena838, align 4
-  store <16 x float> %2638, ptr %conv1_weight_grad.t165_c8_0, align 64
-  %2639 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2640 = add nsw i64 %2639, 8
-  %2641 = mul nsw i64 %2640, 32
-  %2642 = add nsw i64 1773824, %2641
-  %2643 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+  %2555 = add nsw i64 %relu1_grad.iy162806, 1
+  %2556 = add nsw i64 %2555, -1
+  %2557 = mul nsw i64 %2556, 24
+  %2558 = add nsw i64 %2554, %2557
+  %2559 = add nsw i64 %2558, 1
+  %2560 = add nsw i64 %2559, %relu1_grad.ix163807
+  %arena810 = getelementptr inbounds float, ptr %arena, i64 %2560
+  %2561 = load float, ptr %arena810, align 4
+  %2562 = fadd float %sum165, %2561
+  store float %2562, ptr %relu1_grad.sum166, align 4
+  %sum166 = load float, ptr %relu1_grad.sum166, align 4
+  %2563 = mul nsw i64 %relu1_grad.c138776, 9
+  %2564 = add nsw i64 %2563, 4
+  %2565 = mul nsw i64 %2564, 36864
+  %2566 = add nsw i64 6710544, %2565
+  %2567 = mul nsw i64 %relu1_grad.j137775, 576
+  %2568 = add nsw i64 %2566, %2567
+  %2569 = add nsw i64 %relu1_grad.iy162806, 1
+  %2570 = add nsw i64 %2569, -1
+  %2571 = mul nsw i64 %2570, 24
+  %2572 = add nsw i64 %2568, %2571
+  %2573 = add nsw i64 %2572, %relu1_grad.ix163807
+  %arena811 = getelementptr inbounds float, ptr %arena, i64 %2573
+  %2574 = load float, ptr %arena811, align 4
+  %2575 = fadd float %sum166, %2574
+  store float %2575, ptr %relu1_grad.sum167, align 4
+  %sum167 = load float, ptr %relu1_grad.sum167, align 4
+  %2576 = mul nsw i64 %relu1_grad.g129670, 64
+  %2577 = add nsw i64 %2576, %relu1_grad.j137775
+  %2578 = mul nsw i64 %2577, 21632
+  %2579 = add nsw i64 1384448, %2578
+  %2580 = mul nsw i64 %relu1_grad.c138776, 676
+  %2581 = add nsw i64 %2579, %2580
+  %2582 = add nsw i64 %relu1_grad.iy162806, 1
+  %2583 = mul nsw i64 %2582, 26
+  %2584 = add nsw i64 %2581, %2583
+  %2585 = add nsw i64 %2584, 1
+  %2586 = add nsw i64 %2585, %relu1_grad.ix163807
+  %arena812 = getelementptr inbounds float, ptr %arena, i64 %2586
+  store float %sum167, ptr %arena812, align 4
+  %ix163.next = add nsw i64 %relu1_grad.ix163807, 1
+  %2587 = icmp slt i64 %ix163.next, 1
+  br i1 %2587, label %relu1_grad.ix163, label %relu1_grad.ix163.end
+
+relu1_grad.ix163.end:                             ; preds = %relu1_grad.ix163
+  %iy162.next = add nsw i64 %relu1_grad.iy162806, 1
+  %2588 = icmp slt i64 %iy162.next, 1
+  br i1 %2588, label %relu1_grad.iy162, label %relu1_grad.iy162.end
+
+relu1_grad.iy168:                                 ; preds = %relu1_grad.ix169.end, %relu1_grad.iy162.end
+  %relu1_grad.iy168813 = phi i64 [ 0, %relu1_grad.iy162.end ], [ %iy168.next, %relu1_grad.ix169.end ]
+  br label %relu1_grad.ix169
+
+relu1_grad.iy168.end:                             ; preds = %relu1_grad.ix169.end
+  br label %relu1_grad.iy176
+
+relu1_grad.ix169:                                 ; preds = %relu1_grad.ix169, %relu1_grad.iy168
+  %relu1_grad.ix169814 = phi i64 [ 0, %relu1_grad.iy168 ], [ %ix169.next, %relu1_grad.ix169 ]
+  %2589 = mul nsw i64 %relu1_grad.c138776, 9
+  %2590 = mul nsw i64 %2589, 36864
+  %2591 = add nsw i64 6710544, %2590
+  %2592 = mul nsw i64 %relu1_grad.j137775, 576
+  %2593 = add nsw i64 %2591, %2592
+  %2594 = add nsw i64 %relu1_grad.iy168813, 1
+  %2595 = mul nsw i64 %2594, 24
+  %2596 = add nsw i64 %2593, %2595
+  %2597 = add nsw i64 %2596, 2
+  %2598 = add nsw i64 %2597, %relu1_grad.ix169814
+  %arena815 = getelementptr inbounds float, ptr %arena, i64 %2598
+  %2599 = load float, ptr %arena815, align 4
+  store float %2599, ptr %relu1_grad.sum170, align 4
+  %sum170 = load float, ptr %relu1_grad.sum170, align 4
+  %2600 = mul nsw i64 %relu1_grad.c138776, 9
+  %2601 = add nsw i64 %2600, 1
+  %2602 = mul nsw i64 %2601, 36864
+  %2603 = add nsw i64 6710544, %2602
+  %2604 = mul nsw i64 %relu1_grad.j137775, 576
+  %2605 = add nsw i64 %2603, %2604
+  %2606 = add nsw i64 %relu1_grad.iy168813, 1
+  %2607 = mul nsw i64 %2606, 24
+  %2608 = add nsw i64 %2605, %2607
+  %2609 = add nsw i64 %2608, 1
+  %2610 = add nsw i64 %2609, %relu1_grad.ix169814
+  %arena816 = getelementptr inbounds float, ptr %arena, i64 %2610
+  %2611 = load float, ptr %arena816, align 4
+  %2612 = fadd float %sum170, %2611
+  store float %2612, ptr %relu1_grad.sum171, align 4
+  %sum171 = load float, ptr %relu1_grad.sum171, align 4
+  %2613 = mul nsw i64 %relu1_grad.c138776, 9
+  %2614 = add nsw i64 %2613, 2
+  %2615 = mul nsw i64 %2614, 36864
+  %2616 = add nsw i64 6710544, %2615
+  %2617 = mul nsw i64 %relu1_grad.j137775, 576
+  %2618 = add nsw i64 %2616, %2617
+  %2619 = add nsw i64 %relu1_grad.iy168813, 1
+  %2620 = mul nsw i64 %2619, 24
+  %2621 = add nsw i64 %2618, %2620
+  %2622 = add nsw i64 %2621, %relu1_grad.ix169814
+  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2622
+  %2623 = load float, ptr %arena817, align 4
+  %2624 = fadd float %sum171, %2623
+  store float %2624, ptr %relu1_grad.sum172, align 4
+  %sum172 = load float, ptr %relu1_grad.sum172, align 4
+  %2625 = mul nsw i64 %relu1_grad.c138776, 9
+  %2626 = add nsw i64 %2625, 3
+  %2627 = mul nsw i64 %2626, 36864
+  %2628 = add nsw i64 6710544, %2627
+  %2629 = mul nsw i64 %relu1_grad.j137775, 576
+  %2630 = add nsw i64 %2628, %2629
+  %2631 = add nsw i64 %relu1_grad.iy168813, 1
+  %2632 = add nsw i64 %2631, -1
+  %2633 = mul nsw i64 %2632, 24
+  %2634 = add nsw i64 %2630, %2633
+  %2635 = add nsw i64 %2634, 2
+  %2636 = add nsw i64 %2635, %relu1_grad.ix169814
+  %arena818 = getelementptr inbounds float, ptr %arena, i64 %2636
+  %2637 = load float, ptr %arena818, align 4
+  %2638 = fadd float %sum172, %2637
+  store float %2638, ptr %relu1_grad.sum173, align 4
+  %sum173 = load float, ptr %relu1_grad.sum173, align 4
+  %2639 = mul nsw i64 %relu1_grad.c138776, 9
+  %2640 = add nsw i64 %2639, 4
+  %2641 = mul nsw i64 %2640, 36864
+  %2642 = add nsw i64 6710544, %2641
+  %2643 = mul nsw i64 %relu1_grad.j137775, 576
   %2644 = add nsw i64 %2642, %2643
-  %2645 = add nsw i64 %2644, 16
-  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2645
-  %2646 = load <16 x float>, ptr %arena839, align 4
-  store <16 x float> %2646, ptr %conv1_weight_grad.t165_c8_1, align 64
-  br label %conv1_weight_grad.k166
+  %2645 = add nsw i64 %relu1_grad.iy168813, 1
+  %2646 = add nsw i64 %2645, -1
+  %2647 = mul nsw i64 %2646, 24
+  %2648 = add nsw i64 %2644, %2647
+  %2649 = add nsw i64 %2648, 1
+  %2650 = add nsw i64 %2649, %relu1_grad.ix169814
+  %arena819 = getelementptr inbounds float, ptr %arena, i64 %2650
+  %2651 = load float, ptr %arena819, align 4
+  %2652 = fadd float %sum173, %2651
+  store float %2652, ptr %relu1_grad.sum174, align 4
+  %sum174 = load float, ptr %relu1_grad.sum174, align 4
+  %2653 = mul nsw i64 %relu1_grad.c138776, 9
+  %2654 = add nsw i64 %2653, 5
+  %2655 = mul nsw i64 %2654, 36864
+  %2656 = add nsw i64 6710544, %2655
+  %2657 = mul nsw i64 %relu1_grad.j137775, 576
+  %2658 = add nsw i64 %2656, %2657
+  %2659 = add nsw i64 %relu1_grad.iy168813, 1
+  %2660 = add nsw i64 %2659, -1
+  %2661 = mul nsw i64 %2660, 24
+  %2662 = add nsw i64 %2658, %2661
+  %2663 = add nsw i64 %2662, %relu1_grad.ix169814
+  %arena820 = getelementptr inbounds float, ptr %arena, i64 %2663
+  %2664 = load float, ptr %arena820, align 4
+  %2665 = fadd float %sum174, %2664
+  store float %2665, ptr %relu1_grad.sum175, align 4
+  %sum175 = load float, ptr %relu1_grad.sum175, align 4
+  %2666 = mul nsw i64 %relu1_grad.g129670, 64
+  %2667 = add nsw i64 %2666, %relu1_grad.j137775
+  %2668 = mul nsw i64 %2667, 21632
+  %2669 = add nsw i64 1384448, %2668
+  %2670 = mul nsw i64 %relu1_grad.c138776, 676
+  %2671 = add nsw i64 %2669, %2670
+  %2672 = add nsw i64 %relu1_grad.iy168813, 1
+  %2673 = mul nsw i64 %2672, 26
+  %2674 = add nsw i64 %2671, %2673
+  %2675 = add nsw i64 %2674, 2
+  %2676 = add nsw i64 %2675, %relu1_grad.ix169814
+  %arena821 = getelementptr inbounds float, ptr %arena, i64 %2676
+  store float %sum175, ptr %arena821, align 4
+  %ix169.next = add nsw i64 %relu1_grad.ix169814, 1
+  %2677 = icmp slt i64 %ix169.next, 22
+  br i1 %2677, label %relu1_grad.ix169, label %relu1_grad.ix169.end
 
-conv1_weight_grad.mb164.end:                      ; preds = %conv1_weight_grad.k166.end
-  %nb163.next = add nsw i64 %conv1_weight_grad.nb163820, 1
-  %2647 = icmp slt i64 %nb163.next, 1
-  br i1 %2647, label %conv1_weight_grad.nb163, label %conv1_weight_grad.nb163.end
+relu1_grad.ix169.end:                             ; preds = %relu1_grad.ix169
+  %iy168.next = add nsw i64 %relu1_grad.iy168813, 1
+  %2678 = icmp slt i64 %iy168.next, 1
+  br i1 %2678, label %relu1_grad.iy168, label %relu1_grad.iy168.end
 
-conv1_weight_grad.k166:                           ; preds = %conv1_weight_grad.k166, %conv1_weight_grad.mb164
-  %conv1_weight_grad.k166840 = phi i64 [ 0, %conv1_weight_grad.mb164 ], [ %k166.next, %conv1_weight_grad.k166 ]
-  %2648 = mul nsw i64 %conv1_weight_grad.kp162819, 383
-  %2649 = add nsw i64 %conv1_weight_grad.k166840, %2648
-  %2650 = mul nsw i64 %2649, 32
-  %2651 = add nsw i64 389376, %2650
-  %2652 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2653 = add nsw i64 %2651, %2652
-  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2653
-  %2654 = load <16 x float>, ptr %arena841, align 4
-  store <16 x float> %2654, ptr %conv1_weight_grad.t165_b0, align 64
-  %2655 = mul nsw i64 %conv1_weight_grad.kp162819, 383
-  %2656 = add nsw i64 %conv1_weight_grad.k166840, %2655
-  %2657 = mul nsw i64 %2656, 32
-  %2658 = add nsw i64 389376, %2657
-  %2659 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2660 = add nsw i64 %2658, %2659
-  %2661 = add nsw i64 %2660, 16
-  %arena842 = getelementptr inbounds float, ptr %arena, i64 %2661
-  %2662 = load <16 x float>, ptr %arena842, align 4
-  store <16 x float> %2662, ptr %conv1_weight_grad.t165_b1, align 64
-  %2663 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2664 = mul nsw i64 %2663, 43264
-  %2665 = mul nsw i64 %conv1_weight_grad.kp162819, 383
-  %2666 = add nsw i64 %conv1_weight_grad.k166840, %2665
-  %2667 = add nsw i64 %2664, %2666
-  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2667
-  %2668 = load float, ptr %arena843, align 4
-  %2669 = insertelement <16 x float> undef, float %2668, i32 0
-  %2670 = shufflevector <16 x float> %2669, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2670, ptr %conv1_weight_grad.t165_a0, align 64
-  %t165_a0 = load <16 x float>, ptr %conv1_weight_grad.t165_a0, align 64
-  %t165_b0 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
-  %t165_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c0_0, align 64
-  %2671 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a0, <16 x float> %t165_b0, <16 x float> %t165_c0_0)
-  store <16 x float> %2671, ptr %conv1_weight_grad.t165_c0_0, align 64
-  %t165_a0844 = load <16 x float>, ptr %conv1_weight_grad.t165_a0, align 64
-  %t165_b1 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
-  %t165_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c0_1, align 64
-  %2672 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a0844, <16 x float> %t165_b1, <16 x float> %t165_c0_1)
-  store <16 x float> %2672, ptr %conv1_weight_grad.t165_c0_1, align 64
-  %2673 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2674 = add nsw i64 %2673, 1
-  %2675 = mul nsw i64 %2674, 43264
-  %2676 = mul nsw i64 %conv1_weight_grad.kp162819, 383
-  %2677 = add nsw i64 %conv1_weight_grad.k166840, %2676
-  %2678 = add nsw i64 %2675, %2677
-  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2678
-  %2679 = load float, ptr %arena845, align 4
-  %2680 = insertelement <16 x float> undef, float %2679, i32 0
-  %2681 = shufflevector <16 x float> %2680, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2681, ptr %conv1_weight_grad.t165_a1, align 64
-  %t165_a1 = load <16 x float>, ptr %conv1_weight_grad.t165_a1, align 64
-  %t165_b0846 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
-  %t165_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c1_0, align 64
-  %2682 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a1, <16 x float> %t165_b0846, <16 x float> %t165_c1_0)
-  store <16 x float> %2682, ptr %conv1_weight_grad.t165_c1_0, align 64
-  %t165_a1847 = load <16 x float>, ptr %conv1_weight_grad.t165_a1, align 64
-  %t165_b1848 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
-  %t165_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c1_1, align 64
-  %2683 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a1847, <16 x float> %t165_b1848, <16 x float> %t165_c1_1)
-  store <16 x float> %2683, ptr %conv1_weight_grad.t165_c1_1, align 64
-  %2684 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2685 = add nsw i64 %2684, 2
-  %2686 = mul nsw i64 %2685, 43264
-  %2687 = mul nsw i64 %conv1_weight_grad.kp162819, 383
-  %2688 = add nsw i64 %conv1_weight_grad.k166840, %2687
-  %2689 = add nsw i64 %2686, %2688
-  %arena849 = getelementptr inbounds float, ptr %arena, i64 %2689
-  %2690 = load float, ptr %arena849, align 4
-  %2691 = insertelement <16 x float> undef, float %2690, i32 0
-  %2692 = shufflevector <16 x float> %2691, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2692, ptr %conv1_weight_grad.t165_a2, align 64
-  %t165_a2 = load <16 x float>, ptr %conv1_weight_grad.t165_a2, align 64
-  %t165_b0850 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
-  %t165_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c2_0, align 64
-  %2693 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a2, <16 x float> %t165_b0850, <16 x float> %t165_c2_0)
-  store <16 x float> %2693, ptr %conv1_weight_grad.t165_c2_0, align 64
-  %t165_a2851 = load <16 x float>, ptr %conv1_weight_grad.t165_a2, align 64
-  %t165_b1852 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
-  %t165_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c2_1, align 64
-  %2694 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a2851, <16 x float> %t165_b1852, <16 x float> %t165_c2_1)
-  store <16 x float> %2694, ptr %conv1_weight_grad.t165_c2_1, align 64
-  %2695 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2696 = add nsw i64 %2695, 3
-  %2697 = mul nsw i64 %2696, 43264
-  %2698 = mul nsw i64 %conv1_weight_grad.kp162819, 383
-  %2699 = add nsw i64 %conv1_weight_grad.k166840, %2698
-  %2700 = add nsw i64 %2697, %2699
-  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2700
-  %2701 = load float, ptr %arena853, align 4
-  %2702 = insertelement <16 x float> undef, float %2701, i32 0
-  %2703 = shufflevector <16 x float> %2702, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2703, ptr %conv1_weight_grad.t165_a3, align 64
-  %t165_a3 = load <16 x float>, ptr %conv1_weight_grad.t165_a3, align 64
-  %t165_b0854 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
-  %t165_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c3_0, align 64
-  %2704 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a3, <16 x float> %t165_b0854, <16 x float> %t165_c3_0)
-  store <16 x float> %2704, ptr %conv1_weight_grad.t165_c3_0, align 64
-  %t165_a3855 = load <16 x float>, ptr %conv1_weight_grad.t165_a3, align 64
-  %t165_b1856 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
-  %t165_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c3_1, align 64
-  %2705 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a3855, <16 x float> %t165_b1856, <16 x float> %t165_c3_1)
-  store <16 x float> %2705, ptr %conv1_weight_grad.t165_c3_1, align 64
-  %2706 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2707 = add nsw i64 %2706, 4
-  %2708 = mul nsw i64 %2707, 43264
-  %2709 = mul nsw i64 %conv1_weight_grad.kp162819, 383
-  %2710 = add nsw i64 %conv1_weight_grad.k166840, %2709
-  %2711 = add nsw i64 %2708, %2710
-  %arena857 = getelementptr inbounds float, ptr %arena, i64 %2711
-  %2712 = load float, ptr %arena857, align 4
-  %2713 = insertelement <16 x float> undef, float %2712, i32 0
-  %2714 = shufflevector <16 x float> %2713, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2714, ptr %conv1_weight_grad.t165_a4, align 64
-  %t165_a4 = load <16 x float>, ptr %conv1_weight_grad.t165_a4, align 64
-  %t165_b0858 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
-  %t165_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c4_0, align 64
-  %2715 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a4, <16 x float> %t165_b0858, <16 x float> %t165_c4_0)
-  store <16 x float> %2715, ptr %conv1_weight_grad.t165_c4_0, align 64
-  %t165_a4859 = load <16 x float>, ptr %conv1_weight_grad.t165_a4, align 64
-  %t165_b1860 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
-  %t165_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c4_1, align 64
-  %2716 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a4859, <16 x float> %t165_b1860, <16 x float> %t165_c4_1)
-  store <16 x float> %2716, ptr %conv1_weight_grad.t165_c4_1, align 64
-  %2717 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2718 = add nsw i64 %2717, 5
-  %2719 = mul nsw i64 %2718, 43264
-  %2720 = mul nsw i64 %conv1_weight_grad.kp162819, 383
-  %2721 = add nsw i64 %conv1_weight_grad.k166840, %2720
-  %2722 = add nsw i64 %2719, %2721
-  %arena861 = getelementptr inbounds float, ptr %arena, i64 %2722
-  %2723 = load float, ptr %arena861, align 4
-  %2724 = insertelement <16 x float> undef, float %2723, i32 0
-  %2725 = shufflevector <16 x float> %2724, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2725, ptr %conv1_weight_grad.t165_a5, align 64
-  %t165_a5 = load <16 x float>, ptr %conv1_weight_grad.t165_a5, align 64
-  %t165_b0862 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
-  %t165_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c5_0, align 64
-  %2726 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a5, <16 x float> %t165_b0862, <16 x float> %t165_c5_0)
-  store <16 x float> %2726, ptr %conv1_weight_grad.t165_c5_0, align 64
-  %t165_a5863 = load <16 x float>, ptr %conv1_weight_grad.t165_a5, align 64
-  %t165_b1864 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
-  %t165_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c5_1, align 64
-  %2727 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a5863, <16 x float> %t165_b1864, <16 x float> %t165_c5_1)
-  store <16 x float> %2727, ptr %conv1_weight_grad.t165_c5_1, align 64
-  %2728 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2729 = add nsw i64 %2728, 6
-  %2730 = mul nsw i64 %2729, 43264
-  %2731 = mul nsw i64 %conv1_weight_grad.kp162819, 383
-  %2732 = add nsw i64 %conv1_weight_grad.k166840, %2731
-  %2733 = add nsw i64 %2730, %2732
-  %arena865 = getelementptr inbounds float, ptr %arena, i64 %2733
-  %2734 = load float, ptr %arena865, align 4
-  %2735 = insertelement <16 x float> undef, float %2734, i32 0
-  %2736 = shufflevector <16 x float> %2735, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2736, ptr %conv1_weight_grad.t165_a6, align 64
-  %t165_a6 = load <16 x float>, ptr %conv1_weight_grad.t165_a6, align 64
-  %t165_b0866 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
-  %t165_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c6_0, align 64
-  %2737 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a6, <16 x float> %t165_b0866, <16 x float> %t165_c6_0)
-  store <16 x float> %2737, ptr %conv1_weight_grad.t165_c6_0, align 64
-  %t165_a6867 = load <16 x float>, ptr %conv1_weight_grad.t165_a6, align 64
-  %t165_b1868 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
-  %t165_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c6_1, align 64
-  %2738 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a6867, <16 x float> %t165_b1868, <16 x float> %t165_c6_1)
-  store <16 x float> %2738, ptr %conv1_weight_grad.t165_c6_1, align 64
-  %2739 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2740 = add nsw i64 %2739, 7
-  %2741 = mul nsw i64 %2740, 43264
-  %2742 = mul nsw i64 %conv1_weight_grad.kp162819, 383
-  %2743 = add nsw i64 %conv1_weight_grad.k166840, %2742
-  %2744 = add nsw i64 %2741, %2743
-  %arena869 = getelementptr inbounds float, ptr %arena, i64 %2744
-  %2745 = load float, ptr %arena869, align 4
-  %2746 = insertelement <16 x float> undef, float %2745, i32 0
-  %2747 = shufflevector <16 x float> %2746, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2747, ptr %conv1_weight_grad.t165_a7, align 64
-  %t165_a7 = load <16 x float>, ptr %conv1_weight_grad.t165_a7, align 64
-  %t165_b0870 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
-  %t165_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c7_0, align 64
-  %2748 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a7, <16 x float> %t165_b0870, <16 x float> %t165_c7_0)
-  store <16 x float> %2748, ptr %conv1_weight_grad.t165_c7_0, align 64
-  %t165_a7871 = load <16 x float>, ptr %conv1_weight_grad.t165_a7, align 64
-  %t165_b1872 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
-  %t165_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c7_1, align 64
-  %2749 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a7871, <16 x float> %t165_b1872, <16 x float> %t165_c7_1)
-  store <16 x float> %2749, ptr %conv1_weight_grad.t165_c7_1, align 64
-  %2750 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2751 = add nsw i64 %2750, 8
-  %2752 = mul nsw i64 %2751, 43264
-  %2753 = mul nsw i64 %conv1_weight_grad.kp162819, 383
-  %2754 = add nsw i64 %conv1_weight_grad.k166840, %2753
-  %2755 = add nsw i64 %2752, %2754
-  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2755
-  %2756 = load float, ptr %arena873, align 4
-  %2757 = insertelement <16 x float> undef, float %2756, i32 0
-  %2758 = shufflevector <16 x float> %2757, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2758, ptr %conv1_weight_grad.t165_a8, align 64
-  %t165_a8 = load <16 x float>, ptr %conv1_weight_grad.t165_a8, align 64
-  %t165_b0874 = load <16 x float>, ptr %conv1_weight_grad.t165_b0, align 64
-  %t165_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t165_c8_0, align 64
-  %2759 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a8, <16 x float> %t165_b0874, <16 x float> %t165_c8_0)
-  store <16 x float> %2759, ptr %conv1_weight_grad.t165_c8_0, align 64
-  %t165_a8875 = load <16 x float>, ptr %conv1_weight_grad.t165_a8, align 64
-  %t165_b1876 = load <16 x float>, ptr %conv1_weight_grad.t165_b1, align 64
-  %t165_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t165_c8_1, align 64
-  %2760 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a8875, <16 x float> %t165_b1876, <16 x float> %t165_c8_1)
-  store <16 x float> %2760, ptr %conv1_weight_grad.t165_c8_1, align 64
-  %k166.next = add nsw i64 %conv1_weight_grad.k166840, 1
-  %2761 = icmp slt i64 %k166.next, 383
-  br i1 %2761, label %conv1_weight_grad.k166, label %conv1_weight_grad.k166.end
+relu1_grad.iy176:                                 ; preds = %relu1_grad.ix177.end, %relu1_grad.iy168.end
+  %relu1_grad.iy176822 = phi i64 [ 0, %relu1_grad.iy168.end ], [ %iy176.next, %relu1_grad.ix177.end ]
+  br label %relu1_grad.ix177
 
-conv1_weight_grad.k166.end:                       ; preds = %conv1_weight_grad.k166
-  %t165_c0_0877 = load <16 x float>, ptr %conv1_weight_grad.t165_c0_0, align 64
-  %2762 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2763 = mul nsw i64 %2762, 32
-  %2764 = add nsw i64 1773824, %2763
-  %2765 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2766 = add nsw i64 %2764, %2765
-  %arena878 = getelementptr inbounds float, ptr %arena, i64 %2766
-  store <16 x float> %t165_c0_0877, ptr %arena878, align 4
-  %t165_c0_1879 = load <16 x float>, ptr %conv1_weight_grad.t165_c0_1, align 64
-  %2767 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2768 = mul nsw i64 %2767, 32
-  %2769 = add nsw i64 1773824, %2768
-  %2770 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2771 = add nsw i64 %2769, %2770
-  %2772 = add nsw i64 %2771, 16
-  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2772
-  store <16 x float> %t165_c0_1879, ptr %arena880, align 4
-  %t165_c1_0881 = load <16 x float>, ptr %conv1_weight_grad.t165_c1_0, align 64
-  %2773 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2774 = add nsw i64 %2773, 1
-  %2775 = mul nsw i64 %2774, 32
-  %2776 = add nsw i64 1773824, %2775
-  %2777 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2778 = add nsw i64 %2776, %2777
-  %arena882 = getelementptr inbounds float, ptr %arena, i64 %2778
-  store <16 x float> %t165_c1_0881, ptr %arena882, align 4
-  %t165_c1_1883 = load <16 x float>, ptr %conv1_weight_grad.t165_c1_1, align 64
-  %2779 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2780 = add nsw i64 %2779, 1
-  %2781 = mul nsw i64 %2780, 32
-  %2782 = add nsw i64 1773824, %2781
-  %2783 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2784 = add nsw i64 %2782, %2783
-  %2785 = add nsw i64 %2784, 16
-  %arena884 = getelementptr inbounds float, ptr %arena, i64 %2785
-  store <16 x float> %t165_c1_1883, ptr %arena884, align 4
-  %t165_c2_0885 = load <16 x float>, ptr %conv1_weight_grad.t165_c2_0, align 64
-  %2786 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2787 = add nsw i64 %2786, 2
-  %2788 = mul nsw i64 %2787, 32
-  %2789 = add nsw i64 1773824, %2788
-  %2790 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2791 = add nsw i64 %2789, %2790
-  %arena886 = getelementptr inbounds float, ptr %arena, i64 %2791
-  store <16 x float> %t165_c2_0885, ptr %arena886, align 4
-  %t165_c2_1887 = load <16 x float>, ptr %conv1_weight_grad.t165_c2_1, align 64
-  %2792 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2793 = add nsw i64 %2792, 2
-  %2794 = mul nsw i64 %2793, 32
-  %2795 = add nsw i64 1773824, %2794
-  %2796 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2797 = add nsw i64 %2795, %2796
-  %2798 = add nsw i64 %2797, 16
-  %arena888 = getelementptr inbounds float, ptr %arena, i64 %2798
-  store <16 x float> %t165_c2_1887, ptr %arena888, align 4
-  %t165_c3_0889 = load <16 x float>, ptr %conv1_weight_grad.t165_c3_0, align 64
-  %2799 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2800 = add nsw i64 %2799, 3
-  %2801 = mul nsw i64 %2800, 32
-  %2802 = add nsw i64 1773824, %2801
-  %2803 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2804 = add nsw i64 %2802, %2803
-  %arena890 = getelementptr inbounds float, ptr %arena, i64 %2804
-  store <16 x float> %t165_c3_0889, ptr %arena890, align 4
-  %t165_c3_1891 = load <16 x float>, ptr %conv1_weight_grad.t165_c3_1, align 64
-  %2805 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2806 = add nsw i64 %2805, 3
-  %2807 = mul nsw i64 %2806, 32
-  %2808 = add nsw i64 1773824, %2807
-  %2809 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2810 = add nsw i64 %2808, %2809
-  %2811 = add nsw i64 %2810, 16
-  %arena892 = getelementptr inbounds float, ptr %arena, i64 %2811
-  store <16 x float> %t165_c3_1891, ptr %arena892, align 4
-  %t165_c4_0893 = load <16 x float>, ptr %conv1_weight_grad.t165_c4_0, align 64
-  %2812 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2813 = add nsw i64 %2812, 4
-  %2814 = mul nsw i64 %2813, 32
-  %2815 = add nsw i64 1773824, %2814
-  %2816 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2817 = add nsw i64 %2815, %2816
-  %arena894 = getelementptr inbounds float, ptr %arena, i64 %2817
-  store <16 x float> %t165_c4_0893, ptr %arena894, align 4
-  %t165_c4_1895 = load <16 x float>, ptr %conv1_weight_grad.t165_c4_1, align 64
-  %2818 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2819 = add nsw i64 %2818, 4
-  %2820 = mul nsw i64 %2819, 32
-  %2821 = add nsw i64 1773824, %2820
-  %2822 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2823 = add nsw i64 %2821, %2822
-  %2824 = add nsw i64 %2823, 16
-  %arena896 = getelementptr inbounds float, ptr %arena, i64 %2824
-  store <16 x float> %t165_c4_1895, ptr %arena896, align 4
-  %t165_c5_0897 = load <16 x float>, ptr %conv1_weight_grad.t165_c5_0, align 64
-  %2825 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2826 = add nsw i64 %2825, 5
-  %2827 = mul nsw i64 %2826, 32
-  %2828 = add nsw i64 1773824, %2827
-  %2829 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2830 = add nsw i64 %2828, %2829
-  %arena898 = getelementptr inbounds float, ptr %arena, i64 %2830
-  store <16 x float> %t165_c5_0897, ptr %arena898, align 4
-  %t165_c5_1899 = load <16 x float>, ptr %conv1_weight_grad.t165_c5_1, align 64
-  %2831 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2832 = add nsw i64 %2831, 5
-  %2833 = mul nsw i64 %2832, 32
-  %2834 = add nsw i64 1773824, %2833
-  %2835 = mul nsw i64 %conv1_weight_grad.nb163820, 32
+relu1_grad.iy176.end:                             ; preds = %relu1_grad.ix177.end
+  br label %relu1_grad.iy182
+
+relu1_grad.ix177:                                 ; preds = %relu1_grad.ix177, %relu1_grad.iy176
+  %relu1_grad.ix177823 = phi i64 [ 0, %relu1_grad.iy176 ], [ %ix177.next, %relu1_grad.ix177 ]
+  %2679 = mul nsw i64 %relu1_grad.c138776, 9
+  %2680 = add nsw i64 %2679, 1
+  %2681 = mul nsw i64 %2680, 36864
+  %2682 = add nsw i64 6710544, %2681
+  %2683 = mul nsw i64 %relu1_grad.j137775, 576
+  %2684 = add nsw i64 %2682, %2683
+  %2685 = add nsw i64 %relu1_grad.iy176822, 1
+  %2686 = mul nsw i64 %2685, 24
+  %2687 = add nsw i64 %2684, %2686
+  %2688 = add nsw i64 %2687, 23
+  %2689 = add nsw i64 %2688, %relu1_grad.ix177823
+  %arena824 = getelementptr inbounds float, ptr %arena, i64 %2689
+  %2690 = load float, ptr %arena824, align 4
+  store float %2690, ptr %relu1_grad.sum178, align 4
+  %sum178 = load float, ptr %relu1_grad.sum178, align 4
+  %2691 = mul nsw i64 %relu1_grad.c138776, 9
+  %2692 = add nsw i64 %2691, 2
+  %2693 = mul nsw i64 %2692, 36864
+  %2694 = add nsw i64 6710544, %2693
+  %2695 = mul nsw i64 %relu1_grad.j137775, 576
+  %2696 = add nsw i64 %2694, %2695
+  %2697 = add nsw i64 %relu1_grad.iy176822, 1
+  %2698 = mul nsw i64 %2697, 24
+  %2699 = add nsw i64 %2696, %2698
+  %2700 = add nsw i64 %2699, 22
+  %2701 = add nsw i64 %2700, %relu1_grad.ix177823
+  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2701
+  %2702 = load float, ptr %arena825, align 4
+  %2703 = fadd float %sum178, %2702
+  store float %2703, ptr %relu1_grad.sum179, align 4
+  %sum179 = load float, ptr %relu1_grad.sum179, align 4
+  %2704 = mul nsw i64 %relu1_grad.c138776, 9
+  %2705 = add nsw i64 %2704, 4
+  %2706 = mul nsw i64 %2705, 36864
+  %2707 = add nsw i64 6710544, %2706
+  %2708 = mul nsw i64 %relu1_grad.j137775, 576
+  %2709 = add nsw i64 %2707, %2708
+  %2710 = add nsw i64 %relu1_grad.iy176822, 1
+  %2711 = add nsw i64 %2710, -1
+  %2712 = mul nsw i64 %2711, 24
+  %2713 = add nsw i64 %2709, %2712
+  %2714 = add nsw i64 %2713, 23
+  %2715 = add nsw i64 %2714, %relu1_grad.ix177823
+  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2715
+  %2716 = load float, ptr %arena826, align 4
+  %2717 = fadd float %sum179, %2716
+  store float %2717, ptr %relu1_grad.sum180, align 4
+  %sum180 = load float, ptr %relu1_grad.sum180, align 4
+  %2718 = mul nsw i64 %relu1_grad.c138776, 9
+  %2719 = add nsw i64 %2718, 5
+  %2720 = mul nsw i64 %2719, 36864
+  %2721 = add nsw i64 6710544, %2720
+  %2722 = mul nsw i64 %relu1_grad.j137775, 576
+  %2723 = add nsw i64 %2721, %2722
+  %2724 = add nsw i64 %relu1_grad.iy176822, 1
+  %2725 = add nsw i64 %2724, -1
+  %2726 = mul nsw i64 %2725, 24
+  %2727 = add nsw i64 %2723, %2726
+  %2728 = add nsw i64 %2727, 22
+  %2729 = add nsw i64 %2728, %relu1_grad.ix177823
+  %arena827 = getelementptr inbounds float, ptr %arena, i64 %2729
+  %2730 = load float, ptr %arena827, align 4
+  %2731 = fadd float %sum180, %2730
+  store float %2731, ptr %relu1_grad.sum181, align 4
+  %sum181 = load float, ptr %relu1_grad.sum181, align 4
+  %2732 = mul nsw i64 %relu1_grad.g129670, 64
+  %2733 = add nsw i64 %2732, %relu1_grad.j137775
+  %2734 = mul nsw i64 %2733, 21632
+  %2735 = add nsw i64 1384448, %2734
+  %2736 = mul nsw i64 %relu1_grad.c138776, 676
+  %2737 = add nsw i64 %2735, %2736
+  %2738 = add nsw i64 %relu1_grad.iy176822, 1
+  %2739 = mul nsw i64 %2738, 26
+  %2740 = add nsw i64 %2737, %2739
+  %2741 = add nsw i64 %2740, 24
+  %2742 = add nsw i64 %2741, %relu1_grad.ix177823
+  %arena828 = getelementptr inbounds float, ptr %arena, i64 %2742
+  store float %sum181, ptr %arena828, align 4
+  %ix177.next = add nsw i64 %relu1_grad.ix177823, 1
+  %2743 = icmp slt i64 %ix177.next, 1
+  br i1 %2743, label %relu1_grad.ix177, label %relu1_grad.ix177.end
+
+relu1_grad.ix177.end:                             ; preds = %relu1_grad.ix177
+  %iy176.next = add nsw i64 %relu1_grad.iy176822, 1
+  %2744 = icmp slt i64 %iy176.next, 1
+  br i1 %2744, label %relu1_grad.iy176, label %relu1_grad.iy176.end
+
+relu1_grad.iy182:                                 ; preds = %relu1_grad.ix183.end, %relu1_grad.iy176.end
+  %relu1_grad.iy182829 = phi i64 [ 0, %relu1_grad.iy176.end ], [ %iy182.next, %relu1_grad.ix183.end ]
+  br label %relu1_grad.ix183
+
+relu1_grad.iy182.end:                             ; preds = %relu1_grad.ix183.end
+  br label %relu1_grad.iy186
+
+relu1_grad.ix183:                                 ; preds = %relu1_grad.ix183, %relu1_grad.iy182
+  %relu1_grad.ix183830 = phi i64 [ 0, %relu1_grad.iy182 ], [ %ix183.next, %relu1_grad.ix183 ]
+  %2745 = mul nsw i64 %relu1_grad.c138776, 9
+  %2746 = add nsw i64 %2745, 2
+  %2747 = mul nsw i64 %2746, 36864
+  %2748 = add nsw i64 6710544, %2747
+  %2749 = mul nsw i64 %relu1_grad.j137775, 576
+  %2750 = add nsw i64 %2748, %2749
+  %2751 = add nsw i64 %relu1_grad.iy182829, 1
+  %2752 = mul nsw i64 %2751, 24
+  %2753 = add nsw i64 %2750, %2752
+  %2754 = add nsw i64 %2753, 23
+  %2755 = add nsw i64 %2754, %relu1_grad.ix183830
+  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2755
+  %2756 = load float, ptr %arena831, align 4
+  store float %2756, ptr %relu1_grad.sum184, align 4
+  %sum184 = load float, ptr %relu1_grad.sum184, align 4
+  %2757 = mul nsw i64 %relu1_grad.c138776, 9
+  %2758 = add nsw i64 %2757, 5
+  %2759 = mul nsw i64 %2758, 36864
+  %2760 = add nsw i64 6710544, %2759
+  %2761 = mul nsw i64 %relu1_grad.j137775, 576
+  %2762 = add nsw i64 %2760, %2761
+  %2763 = add nsw i64 %relu1_grad.iy182829, 1
+  %2764 = add nsw i64 %2763, -1
+  %2765 = mul nsw i64 %2764, 24
+  %2766 = add nsw i64 %2762, %2765
+  %2767 = add nsw i64 %2766, 23
+  %2768 = add nsw i64 %2767, %relu1_grad.ix183830
+  %arena832 = getelementptr inbounds float, ptr %arena, i64 %2768
+  %2769 = load float, ptr %arena832, align 4
+  %2770 = fadd float %sum184, %2769
+  store float %2770, ptr %relu1_grad.sum185, align 4
+  %sum185 = load float, ptr %relu1_grad.sum185, align 4
+  %2771 = mul nsw i64 %relu1_grad.g129670, 64
+  %2772 = add nsw i64 %2771, %relu1_grad.j137775
+  %2773 = mul nsw i64 %2772, 21632
+  %2774 = add nsw i64 1384448, %2773
+  %2775 = mul nsw i64 %relu1_grad.c138776, 676
+  %2776 = add nsw i64 %2774, %2775
+  %2777 = add nsw i64 %relu1_grad.iy182829, 1
+  %2778 = mul nsw i64 %2777, 26
+  %2779 = add nsw i64 %2776, %2778
+  %2780 = add nsw i64 %2779, 25
+  %2781 = add nsw i64 %2780, %relu1_grad.ix183830
+  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2781
+  store float %sum185, ptr %arena833, align 4
+  %ix183.next = add nsw i64 %relu1_grad.ix183830, 1
+  %2782 = icmp slt i64 %ix183.next, 1
+  br i1 %2782, label %relu1_grad.ix183, label %relu1_grad.ix183.end
+
+relu1_grad.ix183.end:                             ; preds = %relu1_grad.ix183
+  %iy182.next = add nsw i64 %relu1_grad.iy182829, 1
+  %2783 = icmp slt i64 %iy182.next, 1
+  br i1 %2783, label %relu1_grad.iy182, label %relu1_grad.iy182.end
+
+relu1_grad.iy186:                                 ; preds = %relu1_grad.ix187.end, %relu1_grad.iy182.end
+  %relu1_grad.iy186834 = phi i64 [ 0, %relu1_grad.iy182.end ], [ %iy186.next, %relu1_grad.ix187.end ]
+  br label %relu1_grad.ix187
+
+relu1_grad.iy186.end:                             ; preds = %relu1_grad.ix187.end
+  br label %relu1_grad.iy191
+
+relu1_grad.ix187:                                 ; preds = %relu1_grad.ix187, %relu1_grad.iy186
+  %relu1_grad.ix187835 = phi i64 [ 0, %relu1_grad.iy186 ], [ %ix187.next, %relu1_grad.ix187 ]
+  %2784 = mul nsw i64 %relu1_grad.c138776, 9
+  %2785 = mul nsw i64 %2784, 36864
+  %2786 = add nsw i64 6710544, %2785
+  %2787 = mul nsw i64 %relu1_grad.j137775, 576
+  %2788 = add nsw i64 %2786, %2787
+  %2789 = add nsw i64 %relu1_grad.iy186834, 2
+  %2790 = mul nsw i64 %2789, 24
+  %2791 = add nsw i64 %2788, %2790
+  %2792 = add nsw i64 %2791, %relu1_grad.ix187835
+  %arena836 = getelementptr inbounds float, ptr %arena, i64 %2792
+  %2793 = load float, ptr %arena836, align 4
+  store float %2793, ptr %relu1_grad.sum188, align 4
+  %sum188 = load float, ptr %relu1_grad.sum188, align 4
+  %2794 = mul nsw i64 %relu1_grad.c138776, 9
+  %2795 = add nsw i64 %2794, 3
+  %2796 = mul nsw i64 %2795, 36864
+  %2797 = add nsw i64 6710544, %2796
+  %2798 = mul nsw i64 %relu1_grad.j137775, 576
+  %2799 = add nsw i64 %2797, %2798
+  %2800 = add nsw i64 %relu1_grad.iy186834, 2
+  %2801 = add nsw i64 %2800, -1
+  %2802 = mul nsw i64 %2801, 24
+  %2803 = add nsw i64 %2799, %2802
+  %2804 = add nsw i64 %2803, %relu1_grad.ix187835
+  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2804
+  %2805 = load float, ptr %arena837, align 4
+  %2806 = fadd float %sum188, %2805
+  store float %2806, ptr %relu1_grad.sum189, align 4
+  %sum189 = load float, ptr %relu1_grad.sum189, align 4
+  %2807 = mul nsw i64 %relu1_grad.c138776, 9
+  %2808 = add nsw i64 %2807, 6
+  %2809 = mul nsw i64 %2808, 36864
+  %2810 = add nsw i64 6710544, %2809
+  %2811 = mul nsw i64 %relu1_grad.j137775, 576
+  %2812 = add nsw i64 %2810, %2811
+  %2813 = add nsw i64 %relu1_grad.iy186834, 2
+  %2814 = add nsw i64 %2813, -2
+  %2815 = mul nsw i64 %2814, 24
+  %2816 = add nsw i64 %2812, %2815
+  %2817 = add nsw i64 %2816, %relu1_grad.ix187835
+  %arena838 = getelementptr inbounds float, ptr %arena, i64 %2817
+  %2818 = load float, ptr %arena838, align 4
+  %2819 = fadd float %sum189, %2818
+  store float %2819, ptr %relu1_grad.sum190, align 4
+  %sum190 = load float, ptr %relu1_grad.sum190, align 4
+  %2820 = mul nsw i64 %relu1_grad.g129670, 64
+  %2821 = add nsw i64 %2820, %relu1_grad.j137775
+  %2822 = mul nsw i64 %2821, 21632
+  %2823 = add nsw i64 1384448, %2822
+  %2824 = mul nsw i64 %relu1_grad.c138776, 676
+  %2825 = add nsw i64 %2823, %2824
+  %2826 = add nsw i64 %relu1_grad.iy186834, 2
+  %2827 = mul nsw i64 %2826, 26
+  %2828 = add nsw i64 %2825, %2827
+  %2829 = add nsw i64 %2828, %relu1_grad.ix187835
+  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2829
+  store float %sum190, ptr %arena839, align 4
+  %ix187.next = add nsw i64 %relu1_grad.ix187835, 1
+  %2830 = icmp slt i64 %ix187.next, 1
+  br i1 %2830, label %relu1_grad.ix187, label %relu1_grad.ix187.end
+
+relu1_grad.ix187.end:                             ; preds = %relu1_grad.ix187
+  %iy186.next = add nsw i64 %relu1_grad.iy186834, 1
+  %2831 = icmp slt i64 %iy186.next, 22
+  br i1 %2831, label %relu1_grad.iy186, label %relu1_grad.iy186.end
+
+relu1_grad.iy191:                                 ; preds = %relu1_grad.ix192.end, %relu1_grad.iy186.end
+  %relu1_grad.iy191840 = phi i64 [ 0, %relu1_grad.iy186.end ], [ %iy191.next, %relu1_grad.ix192.end ]
+  br label %relu1_grad.ix192
+
+relu1_grad.iy191.end:                             ; preds = %relu1_grad.ix192.end
+  br label %relu1_grad.iy199
+
+relu1_grad.ix192:                                 ; preds = %relu1_grad.ix192, %relu1_grad.iy191
+  %relu1_grad.ix192841 = phi i64 [ 0, %relu1_grad.iy191 ], [ %ix192.next, %relu1_grad.ix192 ]
+  %2832 = mul nsw i64 %relu1_grad.c138776, 9
+  %2833 = mul nsw i64 %2832, 36864
+  %2834 = add nsw i64 6710544, %2833
+  %2835 = mul nsw i64 %relu1_grad.j137775, 576
   %2836 = add nsw i64 %2834, %2835
-  %2837 = add nsw i64 %2836, 16
-  %arena900 = getelementptr inbounds float, ptr %arena, i64 %2837
-  store <16 x float> %t165_c5_1899, ptr %arena900, align 4
-  %t165_c6_0901 = load <16 x float>, ptr %conv1_weight_grad.t165_c6_0, align 64
-  %2838 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2839 = add nsw i64 %2838, 6
-  %2840 = mul nsw i64 %2839, 32
-  %2841 = add nsw i64 1773824, %2840
-  %2842 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2843 = add nsw i64 %2841, %2842
-  %arena902 = getelementptr inbounds float, ptr %arena, i64 %2843
-  store <16 x float> %t165_c6_0901, ptr %arena902, align 4
-  %t165_c6_1903 = load <16 x float>, ptr %conv1_weight_grad.t165_c6_1, align 64
-  %2844 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2845 = add nsw i64 %2844, 6
-  %2846 = mul nsw i64 %2845, 32
-  %2847 = add nsw i64 1773824, %2846
-  %2848 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2849 = add nsw i64 %2847, %2848
-  %2850 = add nsw i64 %2849, 16
-  %arena904 = getelementptr inbounds float, ptr %arena, i64 %2850
-  store <16 x float> %t165_c6_1903, ptr %arena904, align 4
-  %t165_c7_0905 = load <16 x float>, ptr %conv1_weight_grad.t165_c7_0, align 64
-  %2851 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2852 = add nsw i64 %2851, 7
-  %2853 = mul nsw i64 %2852, 32
-  %2854 = add nsw i64 1773824, %2853
-  %2855 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2856 = add nsw i64 %2854, %2855
-  %arena906 = getelementptr inbounds float, ptr %arena, i64 %2856
-  store <16 x float> %t165_c7_0905, ptr %arena906, align 4
-  %t165_c7_1907 = load <16 x float>, ptr %conv1_weight_grad.t165_c7_1, align 64
-  %2857 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2858 = add nsw i64 %2857, 7
-  %2859 = mul nsw i64 %2858, 32
-  %2860 = add nsw i64 1773824, %2859
-  %2861 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2862 = add nsw i64 %2860, %2861
-  %2863 = add nsw i64 %2862, 16
-  %arena908 = getelementptr inbounds float, ptr %arena, i64 %2863
-  store <16 x float> %t165_c7_1907, ptr %arena908, align 4
-  %t165_c8_0909 = load <16 x float>, ptr %conv1_weight_grad.t165_c8_0, align 64
-  %2864 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2865 = add nsw i64 %2864, 8
-  %2866 = mul nsw i64 %2865, 32
-  %2867 = add nsw i64 1773824, %2866
-  %2868 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2869 = add nsw i64 %2867, %2868
-  %arena910 = getelementptr inbounds float, ptr %arena, i64 %2869
-  store <16 x float> %t165_c8_0909, ptr %arena910, align 4
-  %t165_c8_1911 = load <16 x float>, ptr %conv1_weight_grad.t165_c8_1, align 64
-  %2870 = mul nsw i64 %conv1_weight_grad.mb164821, 9
-  %2871 = add nsw i64 %2870, 8
-  %2872 = mul nsw i64 %2871, 32
-  %2873 = add nsw i64 1773824, %2872
-  %2874 = mul nsw i64 %conv1_weight_grad.nb163820, 32
-  %2875 = add nsw i64 %2873, %2874
-  %2876 = add nsw i64 %2875, 16
-  %arena912 = getelementptr inbounds float, ptr %arena, i64 %2876
-  store <16 x float> %t165_c8_1911, ptr %arena912, align 4
-  %mb164.next = add nsw i64 %conv1_weight_grad.mb164821, 1
-  %2877 = icmp slt i64 %mb164.next, 1
-  br i1 %2877, label %conv1_weight_grad.mb164, label %conv1_weight_grad.mb164.end
+  %2837 = add nsw i64 %relu1_grad.iy191840, 2
+  %2838 = mul nsw i64 %2837, 24
+  %2839 = add nsw i64 %2836, %2838
+  %2840 = add nsw i64 %2839, 1
+  %2841 = add nsw i64 %2840, %relu1_grad.ix192841
+  %arena842 = getelementptr inbounds float, ptr %arena, i64 %2841
+  %2842 = load float, ptr %arena842, align 4
+  store float %2842, ptr %relu1_grad.sum193, align 4
+  %sum193 = load float, ptr %relu1_grad.sum193, align 4
+  %2843 = mul nsw i64 %relu1_grad.c138776, 9
+  %2844 = add nsw i64 %2843, 1
+  %2845 = mul nsw i64 %2844, 36864
+  %2846 = add nsw i64 6710544, %2845
+  %2847 = mul nsw i64 %relu1_grad.j137775, 576
+  %2848 = add nsw i64 %2846, %2847
+  %2849 = add nsw i64 %relu1_grad.iy191840, 2
+  %2850 = mul nsw i64 %2849, 24
+  %2851 = add nsw i64 %2848, %2850
+  %2852 = add nsw i64 %2851, %relu1_grad.ix192841
+  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2852
+  %2853 = load float, ptr %arena843, align 4
+  %2854 = fadd float %sum193, %2853
+  store float %2854, ptr %relu1_grad.sum194, align 4
+  %sum194 = load float, ptr %relu1_grad.sum194, align 4
+  %2855 = mul nsw i64 %relu1_grad.c138776, 9
+  %2856 = add nsw i64 %2855, 3
+  %2857 = mul nsw i64 %2856, 36864
+  %2858 = add nsw i64 6710544, %2857
+  %2859 = mul nsw i64 %relu1_grad.j137775, 576
+  %2860 = add nsw i64 %2858, %2859
+  %2861 = add nsw i64 %relu1_grad.iy191840, 2
+  %2862 = add nsw i64 %2861, -1
+  %2863 = mul nsw i64 %2862, 24
+  %2864 = add nsw i64 %2860, %2863
+  %2865 = add nsw i64 %2864, 1
+  %2866 = add nsw i64 %2865, %relu1_grad.ix192841
+  %arena844 = getelementptr inbounds float, ptr %arena, i64 %2866
+  %2867 = load float, ptr %arena844, align 4
+  %2868 = fadd float %sum194, %2867
+  store float %2868, ptr %relu1_grad.sum195, align 4
+  %sum195 = load float, ptr %relu1_grad.sum195, align 4
+  %2869 = mul nsw i64 %relu1_grad.c138776, 9
+  %2870 = add nsw i64 %2869, 4
+  %2871 = mul nsw i64 %2870, 36864
+  %2872 = add nsw i64 6710544, %2871
+  %2873 = mul nsw i64 %relu1_grad.j137775, 576
+  %2874 = add nsw i64 %2872, %2873
+  %2875 = add nsw i64 %relu1_grad.iy191840, 2
+  %2876 = add nsw i64 %2875, -1
+  %2877 = mul nsw i64 %2876, 24
+  %2878 = add nsw i64 %2874, %2877
+  %2879 = add nsw i64 %2878, %relu1_grad.ix192841
+  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2879
+  %2880 = load float, ptr %arena845, align 4
+  %2881 = fadd float %sum195, %2880
+  store float %2881, ptr %relu1_grad.sum196, align 4
+  %sum196 = load float, ptr %relu1_grad.sum196, align 4
+  %2882 = mul nsw i64 %relu1_grad.c138776, 9
+  %2883 = add nsw i64 %2882, 6
+  %2884 = mul nsw i64 %2883, 36864
+  %2885 = add nsw i64 6710544, %2884
+  %2886 = mul nsw i64 %relu1_grad.j137775, 576
+  %2887 = add nsw i64 %2885, %2886
+  %2888 = add nsw i64 %relu1_grad.iy191840, 2
+  %2889 = add nsw i64 %2888, -2
+  %2890 = mul nsw i64 %2889, 24
+  %2891 = add nsw i64 %2887, %2890
+  %2892 = add nsw i64 %2891, 1
+  %2893 = add nsw i64 %2892, %relu1_grad.ix192841
+  %arena846 = getelementptr inbounds float, ptr %arena, i64 %2893
+  %2894 = load float, ptr %arena846, align 4
+  %2895 = fadd float %sum196, %2894
+  store float %2895, ptr %relu1_grad.sum197, align 4
+  %sum197 = load float, ptr %relu1_grad.sum197, align 4
+  %2896 = mul nsw i64 %relu1_grad.c138776, 9
+  %2897 = add nsw i64 %2896, 7
+  %2898 = mul nsw i64 %2897, 36864
+  %2899 = add nsw i64 6710544, %2898
+  %2900 = mul nsw i64 %relu1_grad.j137775, 576
+  %2901 = add nsw i64 %2899, %2900
+  %2902 = add nsw i64 %relu1_grad.iy191840, 2
+  %2903 = add nsw i64 %2902, -2
+  %2904 = mul nsw i64 %2903, 24
+  %2905 = add nsw i64 %2901, %2904
+  %2906 = add nsw i64 %2905, %relu1_grad.ix192841
+  %arena847 = getelementptr inbounds float, ptr %arena, i64 %2906
+  %2907 = load float, ptr %arena847, align 4
+  %2908 = fadd float %sum197, %2907
+  store float %2908, ptr %relu1_grad.sum198, align 4
+  %sum198 = load float, ptr %relu1_grad.sum198, align 4
+  %2909 = mul nsw i64 %relu1_grad.g129670, 64
+  %2910 = add nsw i64 %2909, %relu1_grad.j137775
+  %2911 = mul nsw i64 %2910, 21632
+  %2912 = add nsw i64 1384448, %2911
+  %2913 = mul nsw i64 %relu1_grad.c138776, 676
+  %2914 = add nsw i64 %2912, %2913
+  %2915 = add nsw i64 %relu1_grad.iy191840, 2
+  %2916 = mul nsw i64 %2915, 26
+  %2917 = add nsw i64 %2914, %2916
+  %2918 = add nsw i64 %2917, 1
+  %2919 = add nsw i64 %2918, %relu1_grad.ix192841
+  %arena848 = getelementptr inbounds float, ptr %arena, i64 %2919
+  store float %sum198, ptr %arena848, align 4
+  %ix192.next = add nsw i64 %relu1_grad.ix192841, 1
+  %2920 = icmp slt i64 %ix192.next, 1
+  br i1 %2920, label %relu1_grad.ix192, label %relu1_grad.ix192.end
 
-conv1_weight_grad.nb167:                          ; preds = %conv1_weight_grad.mb168.end, %conv1_weight_grad.kp162.end
-  %conv1_weight_grad.nb167913 = phi i64 [ 0, %conv1_weight_grad.kp162.end ], [ %nb167.next, %conv1_weight_grad.mb168.end ]
-  br label %conv1_weight_grad.mb168
+relu1_grad.ix192.end:                             ; preds = %relu1_grad.ix192
+  %iy191.next = add nsw i64 %relu1_grad.iy191840, 1
+  %2921 = icmp slt i64 %iy191.next, 22
+  br i1 %2921, label %relu1_grad.iy191, label %relu1_grad.iy191.end
 
-conv1_weight_grad.nb167.end:                      ; preds = %conv1_weight_grad.mb168.end
-  %g149.next = add nsw i64 %conv1_weight_grad.g149798, 1
-  %2878 = icmp slt i64 %g149.next, 1
-  br i1 %2878, label %conv1_weight_grad.g149, label %conv1_weight_grad.g149.end
+relu1_grad.iy199:                                 ; preds = %relu1_grad.ix200.end, %relu1_grad.iy191.end
+  %relu1_grad.iy199849 = phi i64 [ 0, %relu1_grad.iy191.end ], [ %iy199.next, %relu1_grad.ix200.end ]
+  br label %relu1_grad.ix200
 
-conv1_weight_grad.mb168:                          ; preds = %conv1_weight_grad.k170.end, %conv1_weight_grad.nb167
-  %conv1_weight_grad.mb168914 = phi i64 [ 0, %conv1_weight_grad.nb167 ], [ %mb168.next, %conv1_weight_grad.k170.end ]
-  %2879 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2880 = mul nsw i64 %2879, 32
-  %2881 = add nsw i64 1773824, %2880
-  %2882 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2883 = add nsw i64 %2881, %2882
-  %arena915 = getelementptr inbounds float, ptr %arena, i64 %2883
-  %2884 = load <16 x float>, ptr %arena915, align 4
-  store <16 x float> %2884, ptr %conv1_weight_grad.t169_c0_0, align 64
-  %2885 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2886 = mul nsw i64 %2885, 32
-  %2887 = add nsw i64 1773824, %2886
-  %2888 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2889 = add nsw i64 %2887, %2888
-  %2890 = add nsw i64 %2889, 16
-  %arena916 = getelementptr inbounds float, ptr %arena, i64 %2890
-  %2891 = load <16 x float>, ptr %arena916, align 4
-  store <16 x float> %2891, ptr %conv1_weight_grad.t169_c0_1, align 64
-  %2892 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2893 = add nsw i64 %2892, 1
-  %2894 = mul nsw i64 %2893, 32
-  %2895 = add nsw i64 1773824, %2894
-  %2896 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2897 = add nsw i64 %2895, %2896
-  %arena917 = getelementptr inbounds float, ptr %arena, i64 %2897
-  %2898 = load <16 x float>, ptr %arena917, align 4
-  store <16 x float> %2898, ptr %conv1_weight_grad.t169_c1_0, align 64
-  %2899 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2900 = add nsw i64 %2899, 1
-  %2901 = mul nsw i64 %2900, 32
-  %2902 = add nsw i64 1773824, %2901
-  %2903 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2904 = add nsw i64 %2902, %2903
-  %2905 = add nsw i64 %2904, 16
-  %arena918 = getelementptr inbounds float, ptr %arena, i64 %2905
-  %2906 = load <16 x float>, ptr %arena918, align 4
-  store <16 x float> %2906, ptr %conv1_weight_grad.t169_c1_1, align 64
-  %2907 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2908 = add nsw i64 %2907, 2
-  %2909 = mul nsw i64 %2908, 32
-  %2910 = add nsw i64 1773824, %2909
-  %2911 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2912 = add nsw i64 %2910, %2911
-  %arena919 = getelementptr inbounds float, ptr %arena, i64 %2912
-  %2913 = load <16 x float>, ptr %arena919, align 4
-  store <16 x float> %2913, ptr %conv1_weight_grad.t169_c2_0, align 64
-  %2914 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2915 = add nsw i64 %2914, 2
-  %2916 = mul nsw i64 %2915, 32
-  %2917 = add nsw i64 1773824, %2916
-  %2918 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2919 = add nsw i64 %2917, %2918
-  %2920 = add nsw i64 %2919, 16
-  %arena920 = getelementptr inbounds float, ptr %arena, i64 %2920
-  %2921 = load <16 x float>, ptr %arena920, align 4
-  store <16 x float> %2921, ptr %conv1_weight_grad.t169_c2_1, align 64
-  %2922 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2923 = add nsw i64 %2922, 3
-  %2924 = mul nsw i64 %2923, 32
-  %2925 = add nsw i64 1773824, %2924
-  %2926 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2927 = add nsw i64 %2925, %2926
-  %arena921 = getelementptr inbounds float, ptr %arena, i64 %2927
-  %2928 = load <16 x float>, ptr %arena921, align 4
-  store <16 x float> %2928, ptr %conv1_weight_grad.t169_c3_0, align 64
-  %2929 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2930 = add nsw i64 %2929, 3
-  %2931 = mul nsw i64 %2930, 32
-  %2932 = add nsw i64 1773824, %2931
-  %2933 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2934 = add nsw i64 %2932, %2933
-  %2935 = add nsw i64 %2934, 16
-  %arena922 = getelementptr inbounds float, ptr %arena, i64 %2935
-  %2936 = load <16 x float>, ptr %arena922, align 4
-  store <16 x float> %2936, ptr %conv1_weight_grad.t169_c3_1, align 64
-  %2937 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2938 = add nsw i64 %2937, 4
-  %2939 = mul nsw i64 %2938, 32
-  %2940 = add nsw i64 1773824, %2939
-  %2941 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2942 = add nsw i64 %2940, %2941
-  %arena923 = getelementptr inbounds float, ptr %arena, i64 %2942
-  %2943 = load <16 x float>, ptr %arena923, align 4
-  store <16 x float> %2943, ptr %conv1_weight_grad.t169_c4_0, align 64
-  %2944 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2945 = add nsw i64 %2944, 4
-  %2946 = mul nsw i64 %2945, 32
-  %2947 = add nsw i64 1773824, %2946
-  %2948 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2949 = add nsw i64 %2947, %2948
-  %2950 = add nsw i64 %2949, 16
-  %arena924 = getelementptr inbounds float, ptr %arena, i64 %2950
-  %2951 = load <16 x float>, ptr %arena924, align 4
-  store <16 x float> %2951, ptr %conv1_weight_grad.t169_c4_1, align 64
-  %2952 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2953 = add nsw i64 %2952, 5
-  %2954 = mul nsw i64 %2953, 32
-  %2955 = add nsw i64 1773824, %2954
-  %2956 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2957 = add nsw i64 %2955, %2956
-  %arena925 = getelementptr inbounds float, ptr %arena, i64 %2957
-  %2958 = load <16 x float>, ptr %arena925, align 4
-  store <16 x float> %2958, ptr %conv1_weight_grad.t169_c5_0, align 64
-  %2959 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2960 = add nsw i64 %2959, 5
-  %2961 = mul nsw i64 %2960, 32
-  %2962 = add nsw i64 1773824, %2961
-  %2963 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2964 = add nsw i64 %2962, %2963
-  %2965 = add nsw i64 %2964, 16
-  %arena926 = getelementptr inbounds float, ptr %arena, i64 %2965
-  %2966 = load <16 x float>, ptr %arena926, align 4
-  store <16 x float> %2966, ptr %conv1_weight_grad.t169_c5_1, align 64
-  %2967 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2968 = add nsw i64 %2967, 6
-  %2969 = mul nsw i64 %2968, 32
-  %2970 = add nsw i64 1773824, %2969
-  %2971 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2972 = add nsw i64 %2970, %2971
-  %arena927 = getelementptr inbounds float, ptr %arena, i64 %2972
-  %2973 = load <16 x float>, ptr %arena927, align 4
-  store <16 x float> %2973, ptr %conv1_weight_grad.t169_c6_0, align 64
-  %2974 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2975 = add nsw i64 %2974, 6
-  %2976 = mul nsw i64 %2975, 32
-  %2977 = add nsw i64 1773824, %2976
-  %2978 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2979 = add nsw i64 %2977, %2978
-  %2980 = add nsw i64 %2979, 16
-  %arena928 = getelementptr inbounds float, ptr %arena, i64 %2980
-  %2981 = load <16 x float>, ptr %arena928, align 4
-  store <16 x float> %2981, ptr %conv1_weight_grad.t169_c6_1, align 64
-  %2982 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2983 = add nsw i64 %2982, 7
-  %2984 = mul nsw i64 %2983, 32
-  %2985 = add nsw i64 1773824, %2984
-  %2986 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2987 = add nsw i64 %2985, %2986
-  %arena929 = getelementptr inbounds float, ptr %arena, i64 %2987
-  %2988 = load <16 x float>, ptr %arena929, align 4
-  store <16 x float> %2988, ptr %conv1_weight_grad.t169_c7_0, align 64
-  %2989 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2990 = add nsw i64 %2989, 7
-  %2991 = mul nsw i64 %2990, 32
-  %2992 = add nsw i64 1773824, %2991
-  %2993 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %2994 = add nsw i64 %2992, %2993
-  %2995 = add nsw i64 %2994, 16
-  %arena930 = getelementptr inbounds float, ptr %arena, i64 %2995
-  %2996 = load <16 x float>, ptr %arena930, align 4
-  store <16 x float> %2996, ptr %conv1_weight_grad.t169_c7_1, align 64
-  %2997 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %2998 = add nsw i64 %2997, 8
-  %2999 = mul nsw i64 %2998, 32
-  %3000 = add nsw i64 1773824, %2999
-  %3001 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3002 = add nsw i64 %3000, %3001
-  %arena931 = getelementptr inbounds float, ptr %arena, i64 %3002
-  %3003 = load <16 x float>, ptr %arena931, align 4
-  store <16 x float> %3003, ptr %conv1_weight_grad.t169_c8_0, align 64
-  %3004 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3005 = add nsw i64 %3004, 8
-  %3006 = mul nsw i64 %3005, 32
-  %3007 = add nsw i64 1773824, %3006
-  %3008 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3009 = add nsw i64 %3007, %3008
-  %3010 = add nsw i64 %3009, 16
-  %arena932 = getelementptr inbounds float, ptr %arena, i64 %3010
-  %3011 = load <16 x float>, ptr %arena932, align 4
-  store <16 x float> %3011, ptr %conv1_weight_grad.t169_c8_1, align 64
-  br label %conv1_weight_grad.k170
+relu1_grad.iy199.end:                             ; preds = %relu1_grad.ix200.end
+  br label %relu1_grad.iy210
 
-conv1_weight_grad.mb168.end:                      ; preds = %conv1_weight_grad.k170.end
-  %nb167.next = add nsw i64 %conv1_weight_grad.nb167913, 1
-  %3012 = icmp slt i64 %nb167.next, 1
-  br i1 %3012, label %conv1_weight_grad.nb167, label %conv1_weight_grad.nb167.end
+relu1_grad.ix200:                                 ; preds = %relu1_grad.ix200, %relu1_grad.iy199
+  %relu1_grad.ix200850 = phi i64 [ 0, %relu1_grad.iy199 ], [ %ix200.next, %relu1_grad.ix200 ]
+  %2922 = mul nsw i64 %relu1_grad.c138776, 9
+  %2923 = mul nsw i64 %2922, 36864
+  %2924 = add nsw i64 6710544, %2923
+  %2925 = mul nsw i64 %relu1_grad.j137775, 576
+  %2926 = add nsw i64 %2924, %2925
+  %2927 = add nsw i64 %relu1_grad.iy199849, 2
+  %2928 = mul nsw i64 %2927, 24
+  %2929 = add nsw i64 %2926, %2928
+  %2930 = add nsw i64 %2929, 2
+  %2931 = add nsw i64 %2930, %relu1_grad.ix200850
+  %arena851 = getelementptr inbounds float, ptr %arena, i64 %2931
+  %2932 = load float, ptr %arena851, align 4
+  store float %2932, ptr %relu1_grad.sum201, align 4
+  %sum201 = load float, ptr %relu1_grad.sum201, align 4
+  %2933 = mul nsw i64 %relu1_grad.c138776, 9
+  %2934 = add nsw i64 %2933, 1
+  %2935 = mul nsw i64 %2934, 36864
+  %2936 = add nsw i64 6710544, %2935
+  %2937 = mul nsw i64 %relu1_grad.j137775, 576
+  %2938 = add nsw i64 %2936, %2937
+  %2939 = add nsw i64 %relu1_grad.iy199849, 2
+  %2940 = mul nsw i64 %2939, 24
+  %2941 = add nsw i64 %2938, %2940
+  %2942 = add nsw i64 %2941, 1
+  %2943 = add nsw i64 %2942, %relu1_grad.ix200850
+  %arena852 = getelementptr inbounds float, ptr %arena, i64 %2943
+  %2944 = load float, ptr %arena852, align 4
+  %2945 = fadd float %sum201, %2944
+  store float %2945, ptr %relu1_grad.sum202, align 4
+  %sum202 = load float, ptr %relu1_grad.sum202, align 4
+  %2946 = mul nsw i64 %relu1_grad.c138776, 9
+  %2947 = add nsw i64 %2946, 2
+  %2948 = mul nsw i64 %2947, 36864
+  %2949 = add nsw i64 6710544, %2948
+  %2950 = mul nsw i64 %relu1_grad.j137775, 576
+  %2951 = add nsw i64 %2949, %2950
+  %2952 = add nsw i64 %relu1_grad.iy199849, 2
+  %2953 = mul nsw i64 %2952, 24
+  %2954 = add nsw i64 %2951, %2953
+  %2955 = add nsw i64 %2954, %relu1_grad.ix200850
+  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2955
+  %2956 = load float, ptr %arena853, align 4
+  %2957 = fadd float %sum202, %2956
+  store float %2957, ptr %relu1_grad.sum203, align 4
+  %sum203 = load float, ptr %relu1_grad.sum203, align 4
+  %2958 = mul nsw i64 %relu1_grad.c138776, 9
+  %2959 = add nsw i64 %2958, 3
+  %2960 = mul nsw i64 %2959, 36864
+  %2961 = add nsw i64 6710544, %2960
+  %2962 = mul nsw i64 %relu1_grad.j137775, 576
+  %2963 = add nsw i64 %2961, %2962
+  %2964 = add nsw i64 %relu1_grad.iy199849, 2
+  %2965 = add nsw i64 %2964, -1
+  %2966 = mul nsw i64 %2965, 24
+  %2967 = add nsw i64 %2963, %2966
+  %2968 = add nsw i64 %2967, 2
+  %2969 = add nsw i64 %2968, %relu1_grad.ix200850
+  %arena854 = getelementptr inbounds float, ptr %arena, i64 %2969
+  %2970 = load float, ptr %arena854, align 4
+  %2971 = fadd float %sum203, %2970
+  store float %2971, ptr %relu1_grad.sum204, align 4
+  %sum204 = load float, ptr %relu1_grad.sum204, align 4
+  %2972 = mul nsw i64 %relu1_grad.c138776, 9
+  %2973 = add nsw i64 %2972, 4
+  %2974 = mul nsw i64 %2973, 36864
+  %2975 = add nsw i64 6710544, %2974
+  %2976 = mul nsw i64 %relu1_grad.j137775, 576
+  %2977 = add nsw i64 %2975, %2976
+  %2978 = add nsw i64 %relu1_grad.iy199849, 2
+  %2979 = add nsw i64 %2978, -1
+  %2980 = mul nsw i64 %2979, 24
+  %2981 = add nsw i64 %2977, %2980
+  %2982 = add nsw i64 %2981, 1
+  %2983 = add nsw i64 %2982, %relu1_grad.ix200850
+  %arena855 = getelementptr inbounds float, ptr %arena, i64 %2983
+  %2984 = load float, ptr %arena855, align 4
+  %2985 = fadd float %sum204, %2984
+  store float %2985, ptr %relu1_grad.sum205, align 4
+  %sum205 = load float, ptr %relu1_grad.sum205, align 4
+  %2986 = mul nsw i64 %relu1_grad.c138776, 9
+  %2987 = add nsw i64 %2986, 5
+  %2988 = mul nsw i64 %2987, 36864
+  %2989 = add nsw i64 6710544, %2988
+  %2990 = mul nsw i64 %relu1_grad.j137775, 576
+  %2991 = add nsw i64 %2989, %2990
+  %2992 = add nsw i64 %relu1_grad.iy199849, 2
+  %2993 = add nsw i64 %2992, -1
+  %2994 = mul nsw i64 %2993, 24
+  %2995 = add nsw i64 %2991, %2994
+  %2996 = add nsw i64 %2995, %relu1_grad.ix200850
+  %arena856 = getelementptr inbounds float, ptr %arena, i64 %2996
+  %2997 = load float, ptr %arena856, align 4
+  %2998 = fadd float %sum205, %2997
+  store float %2998, ptr %relu1_grad.sum206, align 4
+  %sum206 = load float, ptr %relu1_grad.sum206, align 4
+  %2999 = mul nsw i64 %relu1_grad.c138776, 9
+  %3000 = add nsw i64 %2999, 6
+  %3001 = mul nsw i64 %3000, 36864
+  %3002 = add nsw i64 6710544, %3001
+  %3003 = mul nsw i64 %relu1_grad.j137775, 576
+  %3004 = add nsw i64 %3002, %3003
+  %3005 = add nsw i64 %relu1_grad.iy199849, 2
+  %3006 = add nsw i64 %3005, -2
+  %3007 = mul nsw i64 %3006, 24
+  %3008 = add nsw i64 %3004, %3007
+  %3009 = add nsw i64 %3008, 2
+  %3010 = add nsw i64 %3009, %relu1_grad.ix200850
+  %arena857 = getelementptr inbounds float, ptr %arena, i64 %3010
+  %3011 = load float, ptr %arena857, align 4
+  %3012 = fadd float %sum206, %3011
+  store float %3012, ptr %relu1_grad.sum207, align 4
+  %sum207 = load float, ptr %relu1_grad.sum207, align 4
+  %3013 = mul nsw i64 %relu1_grad.c138776, 9
+  %3014 = add nsw i64 %3013, 7
+  %3015 = mul nsw i64 %3014, 36864
+  %3016 = add nsw i64 6710544, %3015
+  %3017 = mul nsw i64 %relu1_grad.j137775, 576
+  %3018 = add nsw i64 %3016, %3017
+  %3019 = add nsw i64 %relu1_grad.iy199849, 2
+  %3020 = add nsw i64 %3019, -2
+  %3021 = mul nsw i64 %3020, 24
+  %3022 = add nsw i64 %3018, %3021
+  %3023 = add nsw i64 %3022, 1
+  %3024 = add nsw i64 %3023, %relu1_grad.ix200850
+  %arena858 = getelementptr inbounds float, ptr %arena, i64 %3024
+  %3025 = load float, ptr %arena858, align 4
+  %3026 = fadd float %sum207, %3025
+  store float %3026, ptr %relu1_grad.sum208, align 4
+  %sum208 = load float, ptr %relu1_grad.sum208, align 4
+  %3027 = mul nsw i64 %relu1_grad.c138776, 9
+  %3028 = add nsw i64 %3027, 8
+  %3029 = mul nsw i64 %3028, 36864
+  %3030 = add nsw i64 6710544, %3029
+  %3031 = mul nsw i64 %relu1_grad.j137775, 576
+  %3032 = add nsw i64 %3030, %3031
+  %3033 = add nsw i64 %relu1_grad.iy199849, 2
+  %3034 = add nsw i64 %3033, -2
+  %3035 = mul nsw i64 %3034, 24
+  %3036 = add nsw i64 %3032, %3035
+  %3037 = add nsw i64 %3036, %relu1_grad.ix200850
+  %arena859 = getelementptr inbounds float, ptr %arena, i64 %3037
+  %3038 = load float, ptr %arena859, align 4
+  %3039 = fadd float %sum208, %3038
+  store float %3039, ptr %relu1_grad.sum209, align 4
+  %sum209 = load float, ptr %relu1_grad.sum209, align 4
+  %3040 = mul nsw i64 %relu1_grad.g129670, 64
+  %3041 = add nsw i64 %3040, %relu1_grad.j137775
+  %3042 = mul nsw i64 %3041, 21632
+  %3043 = add nsw i64 1384448, %3042
+  %3044 = mul nsw i64 %relu1_grad.c138776, 676
+  %3045 = add nsw i64 %3043, %3044
+  %3046 = add nsw i64 %relu1_grad.iy199849, 2
+  %3047 = mul nsw i64 %3046, 26
+  %3048 = add nsw i64 %3045, %3047
+  %3049 = add nsw i64 %3048, 2
+  %3050 = add nsw i64 %3049, %relu1_grad.ix200850
+  %arena860 = getelementptr inbounds float, ptr %arena, i64 %3050
+  store float %sum209, ptr %arena860, align 4
+  %ix200.next = add nsw i64 %relu1_grad.ix200850, 1
+  %3051 = icmp slt i64 %ix200.next, 22
+  br i1 %3051, label %relu1_grad.ix200, label %relu1_grad.ix200.end
 
-conv1_weight_grad.k170:                           ; preds = %conv1_weight_grad.k170, %conv1_weight_grad.mb168
-  %conv1_weight_grad.k170933 = phi i64 [ 0, %conv1_weight_grad.mb168 ], [ %k170.next, %conv1_weight_grad.k170 ]
-  %3013 = add nsw i64 %conv1_weight_grad.k170933, 42896
-  %3014 = mul nsw i64 %3013, 32
-  %3015 = add nsw i64 389376, %3014
-  %3016 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3017 = add nsw i64 %3015, %3016
-  %arena934 = getelementptr inbounds float, ptr %arena, i64 %3017
-  %3018 = load <16 x float>, ptr %arena934, align 4
-  store <16 x float> %3018, ptr %conv1_weight_grad.t169_b0, align 64
-  %3019 = add nsw i64 %conv1_weight_grad.k170933, 42896
-  %3020 = mul nsw i64 %3019, 32
-  %3021 = add nsw i64 389376, %3020
-  %3022 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3023 = add nsw i64 %3021, %3022
-  %3024 = add nsw i64 %3023, 16
-  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3024
-  %3025 = load <16 x float>, ptr %arena935, align 4
-  store <16 x float> %3025, ptr %conv1_weight_grad.t169_b1, align 64
-  %3026 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3027 = mul nsw i64 %3026, 43264
-  %3028 = add nsw i64 %conv1_weight_grad.k170933, 42896
-  %3029 = add nsw i64 %3027, %3028
-  %arena936 = getelementptr inbounds float, ptr %arena, i64 %3029
-  %3030 = load float, ptr %arena936, align 4
-  %3031 = insertelement <16 x float> undef, float %3030, i32 0
-  %3032 = shufflevector <16 x float> %3031, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3032, ptr %conv1_weight_grad.t169_a0, align 64
-  %t169_a0 = load <16 x float>, ptr %conv1_weight_grad.t169_a0, align 64
-  %t169_b0 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
-  %t169_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c0_0, align 64
-  %3033 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a0, <16 x float> %t169_b0, <16 x float> %t169_c0_0)
-  store <16 x float> %3033, ptr %conv1_weight_grad.t169_c0_0, align 64
-  %t169_a0937 = load <16 x float>, ptr %conv1_weight_grad.t169_a0, align 64
-  %t169_b1 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
-  %t169_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c0_1, align 64
-  %3034 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a0937, <16 x float> %t169_b1, <16 x float> %t169_c0_1)
-  store <16 x float> %3034, ptr %conv1_weight_grad.t169_c0_1, align 64
-  %3035 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3036 = add nsw i64 %3035, 1
-  %3037 = mul nsw i64 %3036, 43264
-  %3038 = add nsw i64 %conv1_weight_grad.k170933, 42896
-  %3039 = add nsw i64 %3037, %3038
-  %arena938 = getelementptr inbounds float, ptr %arena, i64 %3039
-  %3040 = load float, ptr %arena938, align 4
-  %3041 = insertelement <16 x float> undef, float %3040, i32 0
-  %3042 = shufflevector <16 x float> %3041, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3042, ptr %conv1_weight_grad.t169_a1, align 64
-  %t169_a1 = load <16 x float>, ptr %conv1_weight_grad.t169_a1, align 64
-  %t169_b0939 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
-  %t169_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c1_0, align 64
-  %3043 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a1, <16 x float> %t169_b0939, <16 x float> %t169_c1_0)
-  store <16 x float> %3043, ptr %conv1_weight_grad.t169_c1_0, align 64
-  %t169_a1940 = load <16 x float>, ptr %conv1_weight_grad.t169_a1, align 64
-  %t169_b1941 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
-  %t169_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c1_1, align 64
-  %3044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a1940, <16 x float> %t169_b1941, <16 x float> %t169_c1_1)
-  store <16 x float> %3044, ptr %conv1_weight_grad.t169_c1_1, align 64
-  %3045 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3046 = add nsw i64 %3045, 2
-  %3047 = mul nsw i64 %3046, 43264
-  %3048 = add nsw i64 %conv1_weight_grad.k170933, 42896
-  %3049 = add nsw i64 %3047, %3048
-  %arena942 = getelementptr inbounds float, ptr %arena, i64 %3049
-  %3050 = load float, ptr %arena942, align 4
-  %3051 = insertelement <16 x float> undef, float %3050, i32 0
-  %3052 = shufflevector <16 x float> %3051, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3052, ptr %conv1_weight_grad.t169_a2, align 64
-  %t169_a2 = load <16 x float>, ptr %conv1_weight_grad.t169_a2, align 64
-  %t169_b0943 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
-  %t169_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c2_0, align 64
-  %3053 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a2, <16 x float> %t169_b0943, <16 x float> %t169_c2_0)
-  store <16 x float> %3053, ptr %conv1_weight_grad.t169_c2_0, align 64
-  %t169_a2944 = load <16 x float>, ptr %conv1_weight_grad.t169_a2, align 64
-  %t169_b1945 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
-  %t169_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c2_1, align 64
-  %3054 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a2944, <16 x float> %t169_b1945, <16 x float> %t169_c2_1)
-  store <16 x float> %3054, ptr %conv1_weight_grad.t169_c2_1, align 64
-  %3055 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3056 = add nsw i64 %3055, 3
-  %3057 = mul nsw i64 %3056, 43264
-  %3058 = add nsw i64 %conv1_weight_grad.k170933, 42896
-  %3059 = add nsw i64 %3057, %3058
-  %arena946 = getelementptr inbounds float, ptr %arena, i64 %3059
-  %3060 = load float, ptr %arena946, align 4
-  %3061 = insertelement <16 x float> undef, float %3060, i32 0
-  %3062 = shufflevector <16 x float> %3061, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3062, ptr %conv1_weight_grad.t169_a3, align 64
-  %t169_a3 = load <16 x float>, ptr %conv1_weight_grad.t169_a3, align 64
-  %t169_b0947 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
-  %t169_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c3_0, align 64
-  %3063 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a3, <16 x float> %t169_b0947, <16 x float> %t169_c3_0)
-  store <16 x float> %3063, ptr %conv1_weight_grad.t169_c3_0, align 64
-  %t169_a3948 = load <16 x float>, ptr %conv1_weight_grad.t169_a3, align 64
-  %t169_b1949 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
-  %t169_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c3_1, align 64
-  %3064 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a3948, <16 x float> %t169_b1949, <16 x float> %t169_c3_1)
-  store <16 x float> %3064, ptr %conv1_weight_grad.t169_c3_1, align 64
-  %3065 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3066 = add nsw i64 %3065, 4
-  %3067 = mul nsw i64 %3066, 43264
-  %3068 = add nsw i64 %conv1_weight_grad.k170933, 42896
-  %3069 = add nsw i64 %3067, %3068
-  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3069
-  %3070 = load float, ptr %arena950, align 4
-  %3071 = insertelement <16 x float> undef, float %3070, i32 0
-  %3072 = shufflevector <16 x float> %3071, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3072, ptr %conv1_weight_grad.t169_a4, align 64
-  %t169_a4 = load <16 x float>, ptr %conv1_weight_grad.t169_a4, align 64
-  %t169_b0951 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
-  %t169_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c4_0, align 64
-  %3073 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a4, <16 x float> %t169_b0951, <16 x float> %t169_c4_0)
-  store <16 x float> %3073, ptr %conv1_weight_grad.t169_c4_0, align 64
-  %t169_a4952 = load <16 x float>, ptr %conv1_weight_grad.t169_a4, align 64
-  %t169_b1953 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
-  %t169_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c4_1, align 64
-  %3074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a4952, <16 x float> %t169_b1953, <16 x float> %t169_c4_1)
-  store <16 x float> %3074, ptr %conv1_weight_grad.t169_c4_1, align 64
-  %3075 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3076 = add nsw i64 %3075, 5
-  %3077 = mul nsw i64 %3076, 43264
-  %3078 = add nsw i64 %conv1_weight_grad.k170933, 42896
-  %3079 = add nsw i64 %3077, %3078
-  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3079
-  %3080 = load float, ptr %arena954, align 4
-  %3081 = insertelement <16 x float> undef, float %3080, i32 0
-  %3082 = shufflevector <16 x float> %3081, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3082, ptr %conv1_weight_grad.t169_a5, align 64
-  %t169_a5 = load <16 x float>, ptr %conv1_weight_grad.t169_a5, align 64
-  %t169_b0955 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
-  %t169_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c5_0, align 64
-  %3083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a5, <16 x float> %t169_b0955, <16 x float> %t169_c5_0)
-  store <16 x float> %3083, ptr %conv1_weight_grad.t169_c5_0, align 64
-  %t169_a5956 = load <16 x float>, ptr %conv1_weight_grad.t169_a5, align 64
-  %t169_b1957 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
-  %t169_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c5_1, align 64
-  %3084 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a5956, <16 x float> %t169_b1957, <16 x float> %t169_c5_1)
-  store <16 x float> %3084, ptr %conv1_weight_grad.t169_c5_1, align 64
-  %3085 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3086 = add nsw i64 %3085, 6
-  %3087 = mul nsw i64 %3086, 43264
-  %3088 = add nsw i64 %conv1_weight_grad.k170933, 42896
-  %3089 = add nsw i64 %3087, %3088
-  %arena958 = getelementptr inbounds float, ptr %arena, i64 %3089
-  %3090 = load float, ptr %arena958, align 4
-  %3091 = insertelement <16 x float> undef, float %3090, i32 0
-  %3092 = shufflevector <16 x float> %3091, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3092, ptr %conv1_weight_grad.t169_a6, align 64
-  %t169_a6 = load <16 x float>, ptr %conv1_weight_grad.t169_a6, align 64
-  %t169_b0959 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
-  %t169_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c6_0, align 64
-  %3093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a6, <16 x float> %t169_b0959, <16 x float> %t169_c6_0)
-  store <16 x float> %3093, ptr %conv1_weight_grad.t169_c6_0, align 64
-  %t169_a6960 = load <16 x float>, ptr %conv1_weight_grad.t169_a6, align 64
-  %t169_b1961 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
-  %t169_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c6_1, align 64
-  %3094 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a6960, <16 x float> %t169_b1961, <16 x float> %t169_c6_1)
-  store <16 x float> %3094, ptr %conv1_weight_grad.t169_c6_1, align 64
-  %3095 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3096 = add nsw i64 %3095, 7
-  %3097 = mul nsw i64 %3096, 43264
-  %3098 = add nsw i64 %conv1_weight_grad.k170933, 42896
-  %3099 = add nsw i64 %3097, %3098
-  %arena962 = getelementptr inbounds float, ptr %arena, i64 %3099
-  %3100 = load float, ptr %arena962, align 4
-  %3101 = insertelement <16 x float> undef, float %3100, i32 0
-  %3102 = shufflevector <16 x float> %3101, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3102, ptr %conv1_weight_grad.t169_a7, align 64
-  %t169_a7 = load <16 x float>, ptr %conv1_weight_grad.t169_a7, align 64
-  %t169_b0963 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
-  %t169_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c7_0, align 64
-  %3103 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a7, <16 x float> %t169_b0963, <16 x float> %t169_c7_0)
-  store <16 x float> %3103, ptr %conv1_weight_grad.t169_c7_0, align 64
-  %t169_a7964 = load <16 x float>, ptr %conv1_weight_grad.t169_a7, align 64
-  %t169_b1965 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
-  %t169_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c7_1, align 64
-  %3104 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a7964, <16 x float> %t169_b1965, <16 x float> %t169_c7_1)
-  store <16 x float> %3104, ptr %conv1_weight_grad.t169_c7_1, align 64
-  %3105 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3106 = add nsw i64 %3105, 8
-  %3107 = mul nsw i64 %3106, 43264
-  %3108 = add nsw i64 %conv1_weight_grad.k170933, 42896
-  %3109 = add nsw i64 %3107, %3108
-  %arena966 = getelementptr inbounds float, ptr %arena, i64 %3109
-  %3110 = load float, ptr %arena966, align 4
-  %3111 = insertelement <16 x float> undef, float %3110, i32 0
-  %3112 = shufflevector <16 x float> %3111, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3112, ptr %conv1_weight_grad.t169_a8, align 64
-  %t169_a8 = load <16 x float>, ptr %conv1_weight_grad.t169_a8, align 64
-  %t169_b0967 = load <16 x float>, ptr %conv1_weight_grad.t169_b0, align 64
-  %t169_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t169_c8_0, align 64
-  %3113 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a8, <16 x float> %t169_b0967, <16 x float> %t169_c8_0)
-  store <16 x float> %3113, ptr %conv1_weight_grad.t169_c8_0, align 64
-  %t169_a8968 = load <16 x float>, ptr %conv1_weight_grad.t169_a8, align 64
-  %t169_b1969 = load <16 x float>, ptr %conv1_weight_grad.t169_b1, align 64
-  %t169_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t169_c8_1, align 64
-  %3114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a8968, <16 x float> %t169_b1969, <16 x float> %t169_c8_1)
-  store <16 x float> %3114, ptr %conv1_weight_grad.t169_c8_1, align 64
-  %k170.next = add nsw i64 %conv1_weight_grad.k170933, 1
-  %3115 = icmp slt i64 %k170.next, 368
-  br i1 %3115, label %conv1_weight_grad.k170, label %conv1_weight_grad.k170.end
+relu1_grad.ix200.end:                             ; preds = %relu1_grad.ix200
+  %iy199.next = add nsw i64 %relu1_grad.iy199849, 1
+  %3052 = icmp slt i64 %iy199.next, 22
+  br i1 %3052, label %relu1_grad.iy199, label %relu1_grad.iy199.end
 
-conv1_weight_grad.k170.end:                       ; preds = %conv1_weight_grad.k170
-  %t169_c0_0970 = load <16 x float>, ptr %conv1_weight_grad.t169_c0_0, align 64
-  %3116 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3117 = mul nsw i64 %3116, 32
-  %3118 = add nsw i64 1773824, %3117
-  %3119 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3120 = add nsw i64 %3118, %3119
-  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3120
-  store <16 x float> %t169_c0_0970, ptr %arena971, align 4
-  %t169_c0_1972 = load <16 x float>, ptr %conv1_weight_grad.t169_c0_1, align 64
-  %3121 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3122 = mul nsw i64 %3121, 32
-  %3123 = add nsw i64 1773824, %3122
-  %3124 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+relu1_grad.iy210:                                 ; preds = %relu1_grad.ix211.end, %relu1_grad.iy199.end
+  %relu1_grad.iy210861 = phi i64 [ 0, %relu1_grad.iy199.end ], [ %iy210.next, %relu1_grad.ix211.end ]
+  br label %relu1_grad.ix211
+
+relu1_grad.iy210.end:                             ; preds = %relu1_grad.ix211.end
+  br label %relu1_grad.iy218
+
+relu1_grad.ix211:                                 ; preds = %relu1_grad.ix211, %relu1_grad.iy210
+  %relu1_grad.ix211862 = phi i64 [ 0, %relu1_grad.iy210 ], [ %ix211.next, %relu1_grad.ix211 ]
+  %3053 = mul nsw i64 %relu1_grad.c138776, 9
+  %3054 = add nsw i64 %3053, 1
+  %3055 = mul nsw i64 %3054, 36864
+  %3056 = add nsw i64 6710544, %3055
+  %3057 = mul nsw i64 %relu1_grad.j137775, 576
+  %3058 = add nsw i64 %3056, %3057
+  %3059 = add nsw i64 %relu1_grad.iy210861, 2
+  %3060 = mul nsw i64 %3059, 24
+  %3061 = add nsw i64 %3058, %3060
+  %3062 = add nsw i64 %3061, 23
+  %3063 = add nsw i64 %3062, %relu1_grad.ix211862
+  %arena863 = getelementptr inbounds float, ptr %arena, i64 %3063
+  %3064 = load float, ptr %arena863, align 4
+  store float %3064, ptr %relu1_grad.sum212, align 4
+  %sum212 = load float, ptr %relu1_grad.sum212, align 4
+  %3065 = mul nsw i64 %relu1_grad.c138776, 9
+  %3066 = add nsw i64 %3065, 2
+  %3067 = mul nsw i64 %3066, 36864
+  %3068 = add nsw i64 6710544, %3067
+  %3069 = mul nsw i64 %relu1_grad.j137775, 576
+  %3070 = add nsw i64 %3068, %3069
+  %3071 = add nsw i64 %relu1_grad.iy210861, 2
+  %3072 = mul nsw i64 %3071, 24
+  %3073 = add nsw i64 %3070, %3072
+  %3074 = add nsw i64 %3073, 22
+  %3075 = add nsw i64 %3074, %relu1_grad.ix211862
+  %arena864 = getelementptr inbounds float, ptr %arena, i64 %3075
+  %3076 = load float, ptr %arena864, align 4
+  %3077 = fadd float %sum212, %3076
+  store float %3077, ptr %relu1_grad.sum213, align 4
+  %sum213 = load float, ptr %relu1_grad.sum213, align 4
+  %3078 = mul nsw i64 %relu1_grad.c138776, 9
+  %3079 = add nsw i64 %3078, 4
+  %3080 = mul nsw i64 %3079, 36864
+  %3081 = add nsw i64 6710544, %3080
+  %3082 = mul nsw i64 %relu1_grad.j137775, 576
+  %3083 = add nsw i64 %3081, %3082
+  %3084 = add nsw i64 %relu1_grad.iy210861, 2
+  %3085 = add nsw i64 %3084, -1
+  %3086 = mul nsw i64 %3085, 24
+  %3087 = add nsw i64 %3083, %3086
+  %3088 = add nsw i64 %3087, 23
+  %3089 = add nsw i64 %3088, %relu1_grad.ix211862
+  %arena865 = getelementptr inbounds float, ptr %arena, i64 %3089
+  %3090 = load float, ptr %arena865, align 4
+  %3091 = fadd float %sum213, %3090
+  store float %3091, ptr %relu1_grad.sum214, align 4
+  %sum214 = load float, ptr %relu1_grad.sum214, align 4
+  %3092 = mul nsw i64 %relu1_grad.c138776, 9
+  %3093 = add nsw i64 %3092, 5
+  %3094 = mul nsw i64 %3093, 36864
+  %3095 = add nsw i64 6710544, %3094
+  %3096 = mul nsw i64 %relu1_grad.j137775, 576
+  %3097 = add nsw i64 %3095, %3096
+  %3098 = add nsw i64 %relu1_grad.iy210861, 2
+  %3099 = add nsw i64 %3098, -1
+  %3100 = mul nsw i64 %3099, 24
+  %3101 = add nsw i64 %3097, %3100
+  %3102 = add nsw i64 %3101, 22
+  %3103 = add nsw i64 %3102, %relu1_grad.ix211862
+  %arena866 = getelementptr inbounds float, ptr %arena, i64 %3103
+  %3104 = load float, ptr %arena866, align 4
+  %3105 = fadd float %sum214, %3104
+  store float %3105, ptr %relu1_grad.sum215, align 4
+  %sum215 = load float, ptr %relu1_grad.sum215, align 4
+  %3106 = mul nsw i64 %relu1_grad.c138776, 9
+  %3107 = add nsw i64 %3106, 7
+  %3108 = mul nsw i64 %3107, 36864
+  %3109 = add nsw i64 6710544, %3108
+  %3110 = mul nsw i64 %relu1_grad.j137775, 576
+  %3111 = add nsw i64 %3109, %3110
+  %3112 = add nsw i64 %relu1_grad.iy210861, 2
+  %3113 = add nsw i64 %3112, -2
+  %3114 = mul nsw i64 %3113, 24
+  %3115 = add nsw i64 %3111, %3114
+  %3116 = add nsw i64 %3115, 23
+  %3117 = add nsw i64 %3116, %relu1_grad.ix211862
+  %arena867 = getelementptr inbounds float, ptr %arena, i64 %3117
+  %3118 = load float, ptr %arena867, align 4
+  %3119 = fadd float %sum215, %3118
+  store float %3119, ptr %relu1_grad.sum216, align 4
+  %sum216 = load float, ptr %relu1_grad.sum216, align 4
+  %3120 = mul nsw i64 %relu1_grad.c138776, 9
+  %3121 = add nsw i64 %3120, 8
+  %3122 = mul nsw i64 %3121, 36864
+  %3123 = add nsw i64 6710544, %3122
+  %3124 = mul nsw i64 %relu1_grad.j137775, 576
   %3125 = add nsw i64 %3123, %3124
-  %3126 = add nsw i64 %3125, 16
-  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3126
-  store <16 x float> %t169_c0_1972, ptr %arena973, align 4
-  %t169_c1_0974 = load <16 x float>, ptr %conv1_weight_grad.t169_c1_0, align 64
-  %3127 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3128 = add nsw i64 %3127, 1
-  %3129 = mul nsw i64 %3128, 32
-  %3130 = add nsw i64 1773824, %3129
-  %3131 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3132 = add nsw i64 %3130, %3131
-  %arena975 = getelementptr inbounds float, ptr %arena, i64 %3132
-  store <16 x float> %t169_c1_0974, ptr %arena975, align 4
-  %t169_c1_1976 = load <16 x float>, ptr %conv1_weight_grad.t169_c1_1, align 64
-  %3133 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3134 = add nsw i64 %3133, 1
-  %3135 = mul nsw i64 %3134, 32
-  %3136 = add nsw i64 1773824, %3135
-  %3137 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3138 = add nsw i64 %3136, %3137
-  %3139 = add nsw i64 %3138, 16
-  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3139
-  store <16 x float> %t169_c1_1976, ptr %arena977, align 4
-  %t169_c2_0978 = load <16 x float>, ptr %conv1_weight_grad.t169_c2_0, align 64
-  %3140 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3141 = add nsw i64 %3140, 2
-  %3142 = mul nsw i64 %3141, 32
-  %3143 = add nsw i64 1773824, %3142
-  %3144 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3145 = add nsw i64 %3143, %3144
-  %arena979 = getelementptr inbounds float, ptr %arena, i64 %3145
-  store <16 x float> %t169_c2_0978, ptr %arena979, align 4
-  %t169_c2_1980 = load <16 x float>, ptr %conv1_weight_grad.t169_c2_1, align 64
-  %3146 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3147 = add nsw i64 %3146, 2
-  %3148 = mul nsw i64 %3147, 32
-  %3149 = add nsw i64 1773824, %3148
-  %3150 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3151 = add nsw i64 %3149, %3150
-  %3152 = add nsw i64 %3151, 16
-  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3152
-  store <16 x float> %t169_c2_1980, ptr %arena981, align 4
-  %t169_c3_0982 = load <16 x float>, ptr %conv1_weight_grad.t169_c3_0, align 64
-  %3153 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3154 = add nsw i64 %3153, 3
-  %3155 = mul nsw i64 %3154, 32
-  %3156 = add nsw i64 1773824, %3155
-  %3157 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3158 = add nsw i64 %3156, %3157
-  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3158
-  store <16 x float> %t169_c3_0982, ptr %arena983, align 4
-  %t169_c3_1984 = load <16 x float>, ptr %conv1_weight_grad.t169_c3_1, align 64
-  %3159 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3160 = add nsw i64 %3159, 3
-  %3161 = mul nsw i64 %3160, 32
-  %3162 = add nsw i64 1773824, %3161
-  %3163 = mul nsw i64 %conv1_weight_grad.nb167913, 32
+  %3126 = add nsw i64 %relu1_grad.iy210861, 2
+  %3127 = add nsw i64 %3126, -2
+  %3128 = mul nsw i64 %3127, 24
+  %3129 = add nsw i64 %3125, %3128
+  %3130 = add nsw i64 %3129, 22
+  %3131 = add nsw i64 %3130, %relu1_grad.ix211862
+  %arena868 = getelementptr inbounds float, ptr %arena, i64 %3131
+  %3132 = load float, ptr %arena868, align 4
+  %3133 = fadd float %sum216, %3132
+  store float %3133, ptr %relu1_grad.sum217, align 4
+  %sum217 = load float, ptr %relu1_grad.sum217, align 4
+  %3134 = mul nsw i64 %relu1_grad.g129670, 64
+  %3135 = add nsw i64 %3134, %relu1_grad.j137775
+  %3136 = mul nsw i64 %3135, 21632
+  %3137 = add nsw i64 1384448, %3136
+  %3138 = mul nsw i64 %relu1_grad.c138776, 676
+  %3139 = add nsw i64 %3137, %3138
+  %3140 = add nsw i64 %relu1_grad.iy210861, 2
+  %3141 = mul nsw i64 %3140, 26
+  %3142 = add nsw i64 %3139, %3141
+  %3143 = add nsw i64 %3142, 24
+  %3144 = add nsw i64 %3143, %relu1_grad.ix211862
+  %arena869 = getelementptr inbounds float, ptr %arena, i64 %3144
+  store float %sum217, ptr %arena869, align 4
+  %ix211.next = add nsw i64 %relu1_grad.ix211862, 1
+  %3145 = icmp slt i64 %ix211.next, 1
+  br i1 %3145, label %relu1_grad.ix211, label %relu1_grad.ix211.end
+
+relu1_grad.ix211.end:                             ; preds = %relu1_grad.ix211
+  %iy210.next = add nsw i64 %relu1_grad.iy210861, 1
+  %3146 = icmp slt i64 %iy210.next, 22
+  br i1 %3146, label %relu1_grad.iy210, label %relu1_grad.iy210.end
+
+relu1_grad.iy218:                                 ; preds = %relu1_grad.ix219.end, %relu1_grad.iy210.end
+  %relu1_grad.iy218870 = phi i64 [ 0, %relu1_grad.iy210.end ], [ %iy218.next, %relu1_grad.ix219.end ]
+  br label %relu1_grad.ix219
+
+relu1_grad.iy218.end:                             ; preds = %relu1_grad.ix219.end
+  br label %relu1_grad.iy223
+
+relu1_grad.ix219:                                 ; preds = %relu1_grad.ix219, %relu1_grad.iy218
+  %relu1_grad.ix219871 = phi i64 [ 0, %relu1_grad.iy218 ], [ %ix219.next, %relu1_grad.ix219 ]
+  %3147 = mul nsw i64 %relu1_grad.c138776, 9
+  %3148 = add nsw i64 %3147, 2
+  %3149 = mul nsw i64 %3148, 36864
+  %3150 = add nsw i64 6710544, %3149
+  %3151 = mul nsw i64 %relu1_grad.j137775, 576
+  %3152 = add nsw i64 %3150, %3151
+  %3153 = add nsw i64 %relu1_grad.iy218870, 2
+  %3154 = mul nsw i64 %3153, 24
+  %3155 = add nsw i64 %3152, %3154
+  %3156 = add nsw i64 %3155, 23
+  %3157 = add nsw i64 %3156, %relu1_grad.ix219871
+  %arena872 = getelementptr inbounds float, ptr %arena, i64 %3157
+  %3158 = load float, ptr %arena872, align 4
+  store float %3158, ptr %relu1_grad.sum220, align 4
+  %sum220 = load float, ptr %relu1_grad.sum220, align 4
+  %3159 = mul nsw i64 %relu1_grad.c138776, 9
+  %3160 = add nsw i64 %3159, 5
+  %3161 = mul nsw i64 %3160, 36864
+  %3162 = add nsw i64 6710544, %3161
+  %3163 = mul nsw i64 %relu1_grad.j137775, 576
   %3164 = add nsw i64 %3162, %3163
-  %3165 = add nsw i64 %3164, 16
-  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3165
-  store <16 x float> %t169_c3_1984, ptr %arena985, align 4
-  %t169_c4_0986 = load <16 x float>, ptr %conv1_weight_grad.t169_c4_0, align 64
-  %3166 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3167 = add nsw i64 %3166, 4
-  %3168 = mul nsw i64 %3167, 32
-  %3169 = add nsw i64 1773824, %3168
-  %3170 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3171 = add nsw i64 %3169, %3170
-  %arena987 = getelementptr inbounds float, ptr %arena, i64 %3171
-  store <16 x float> %t169_c4_0986, ptr %arena987, align 4
-  %t169_c4_1988 = load <16 x float>, ptr %conv1_weight_grad.t169_c4_1, align 64
-  %3172 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3173 = add nsw i64 %3172, 4
-  %3174 = mul nsw i64 %3173, 32
-  %3175 = add nsw i64 1773824, %3174
-  %3176 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3177 = add nsw i64 %3175, %3176
-  %3178 = add nsw i64 %3177, 16
-  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3178
-  store <16 x float> %t169_c4_1988, ptr %arena989, align 4
-  %t169_c5_0990 = load <16 x float>, ptr %conv1_weight_grad.t169_c5_0, align 64
-  %3179 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3180 = add nsw i64 %3179, 5
-  %3181 = mul nsw i64 %3180, 32
-  %3182 = add nsw i64 1773824, %3181
-  %3183 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3184 = add nsw i64 %3182, %3183
-  %arena991 = getelementptr inbounds float, ptr %arena, i64 %3184
-  store <16 x float> %t169_c5_0990, ptr %arena991, align 4
-  %t169_c5_1992 = load <16 x float>, ptr %conv1_weight_grad.t169_c5_1, align 64
-  %3185 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3186 = add nsw i64 %3185, 5
-  %3187 = mul nsw i64 %3186, 32
-  %3188 = add nsw i64 1773824, %3187
-  %3189 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3190 = add nsw i64 %3188, %3189
-  %3191 = add nsw i64 %3190, 16
-  %arena993 = getelementptr inbounds float, ptr %arena, i64 %3191
-  store <16 x float> %t169_c5_1992, ptr %arena993, align 4
-  %t169_c6_0994 = load <16 x float>, ptr %conv1_weight_grad.t169_c6_0, align 64
-  %3192 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3193 = add nsw i64 %3192, 6
-  %3194 = mul nsw i64 %3193, 32
-  %3195 = add nsw i64 1773824, %3194
-  %3196 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3197 = add nsw i64 %3195, %3196
-  %arena995 = getelementptr inbounds float, ptr %arena, i64 %3197
-  store <16 x float> %t169_c6_0994, ptr %arena995, align 4
-  %t169_c6_1996 = load <16 x float>, ptr %conv1_weight_grad.t169_c6_1, align 64
-  %3198 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3199 = add nsw i64 %3198, 6
-  %3200 = mul nsw i64 %3199, 32
-  %3201 = add nsw i64 1773824, %3200
-  %3202 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3203 = add nsw i64 %3201, %3202
-  %3204 = add nsw i64 %3203, 16
-  %arena997 = getelementptr inbounds float, ptr %arena, i64 %3204
-  store <16 x float> %t169_c6_1996, ptr %arena997, align 4
-  %t169_c7_0998 = load <16 x float>, ptr %conv1_weight_grad.t169_c7_0, align 64
-  %3205 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3206 = add nsw i64 %3205, 7
-  %3207 = mul nsw i64 %3206, 32
-  %3208 = add nsw i64 1773824, %3207
-  %3209 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3210 = add nsw i64 %3208, %3209
-  %arena999 = getelementptr inbounds float, ptr %arena, i64 %3210
-  store <16 x float> %t169_c7_0998, ptr %arena999, align 4
-  %t169_c7_11000 = load <16 x float>, ptr %conv1_weight_grad.t169_c7_1, align 64
-  %3211 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3212 = add nsw i64 %3211, 7
-  %3213 = mul nsw i64 %3212, 32
-  %3214 = add nsw i64 1773824, %3213
-  %3215 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3216 = add nsw i64 %3214, %3215
-  %3217 = add nsw i64 %3216, 16
-  %arena1001 = getelementptr inbounds float, ptr %arena, i64 %3217
-  store <16 x float> %t169_c7_11000, ptr %arena1001, align 4
-  %t169_c8_01002 = load <16 x float>, ptr %conv1_weight_grad.t169_c8_0, align 64
-  %3218 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3219 = add nsw i64 %3218, 8
-  %3220 = mul nsw i64 %3219, 32
-  %3221 = add nsw i64 1773824, %3220
-  %3222 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3223 = add nsw i64 %3221, %3222
-  %arena1003 = getelementptr inbounds float, ptr %arena, i64 %3223
-  store <16 x float> %t169_c8_01002, ptr %arena1003, align 4
-  %t169_c8_11004 = load <16 x float>, ptr %conv1_weight_grad.t169_c8_1, align 64
-  %3224 = mul nsw i64 %conv1_weight_grad.mb168914, 9
-  %3225 = add nsw i64 %3224, 8
-  %3226 = mul nsw i64 %3225, 32
-  %3227 = add nsw i64 1773824, %3226
-  %3228 = mul nsw i64 %conv1_weight_grad.nb167913, 32
-  %3229 = add nsw i64 %3227, %3228
-  %3230 = add nsw i64 %3229, 16
-  %arena1005 = getelementptr inbounds float, ptr %arena, i64 %3230
-  store <16 x float> %t169_c8_11004, ptr %arena1005, align 4
-  %mb168.next = add nsw i64 %conv1_weight_grad.mb168914, 1
-  %3231 = icmp slt i64 %mb168.next, 1
-  br i1 %3231, label %conv1_weight_grad.mb168, label %conv1_weight_grad.mb168.end
+  %3165 = add nsw i64 %relu1_grad.iy218870, 2
+  %3166 = add nsw i64 %3165, -1
+  %3167 = mul nsw i64 %3166, 24
+  %3168 = add nsw i64 %3164, %3167
+  %3169 = add nsw i64 %3168, 23
+  %3170 = add nsw i64 %3169, %relu1_grad.ix219871
+  %arena873 = getelementptr inbounds float, ptr %arena, i64 %3170
+  %3171 = load float, ptr %arena873, align 4
+  %3172 = fadd float %sum220, %3171
+  store float %3172, ptr %relu1_grad.sum221, align 4
+  %sum221 = load float, ptr %relu1_grad.sum221, align 4
+  %3173 = mul nsw i64 %relu1_grad.c138776, 9
+  %3174 = add nsw i64 %3173, 8
+  %3175 = mul nsw i64 %3174, 36864
+  %3176 = add nsw i64 6710544, %3175
+  %3177 = mul nsw i64 %relu1_grad.j137775, 576
+  %3178 = add nsw i64 %3176, %3177
+  %3179 = add nsw i64 %relu1_grad.iy218870, 2
+  %3180 = add nsw i64 %3179, -2
+  %3181 = mul nsw i64 %3180, 24
+  %3182 = add nsw i64 %3178, %3181
+  %3183 = add nsw i64 %3182, 23
+  %3184 = add nsw i64 %3183, %relu1_grad.ix219871
+  %arena874 = getelementptr inbounds float, ptr %arena, i64 %3184
+  %3185 = load float, ptr %arena874, align 4
+  %3186 = fadd float %sum221, %3185
+  store float %3186, ptr %relu1_grad.sum222, align 4
+  %sum222 = load float, ptr %relu1_grad.sum222, align 4
+  %3187 = mul nsw i64 %relu1_grad.g129670, 64
+  %3188 = add nsw i64 %3187, %relu1_grad.j137775
+  %3189 = mul nsw i64 %3188, 21632
+  %3190 = add nsw i64 1384448, %3189
+  %3191 = mul nsw i64 %relu1_grad.c138776, 676
+  %3192 = add nsw i64 %3190, %3191
+  %3193 = add nsw i64 %relu1_grad.iy218870, 2
+  %3194 = mul nsw i64 %3193, 26
+  %3195 = add nsw i64 %3192, %3194
+  %3196 = add nsw i64 %3195, 25
+  %3197 = add nsw i64 %3196, %relu1_grad.ix219871
+  %arena875 = getelementptr inbounds float, ptr %arena, i64 %3197
+  store float %sum222, ptr %arena875, align 4
+  %ix219.next = add nsw i64 %relu1_grad.ix219871, 1
+  %3198 = icmp slt i64 %ix219.next, 1
+  br i1 %3198, label %relu1_grad.ix219, label %relu1_grad.ix219.end
 
-conv1_weight_grad.f171:                           ; preds = %conv1_weight_grad.r172.end, %conv1_weight_grad.g149.end
-  %conv1_weight_grad.f1711006 = phi i64 [ 0, %conv1_weight_grad.g149.end ], [ %f171.next, %conv1_weight_grad.r172.end ]
-  br label %conv1_weight_grad.r172
+relu1_grad.ix219.end:                             ; preds = %relu1_grad.ix219
+  %iy218.next = add nsw i64 %relu1_grad.iy218870, 1
+  %3199 = icmp slt i64 %iy218.next, 22
+  br i1 %3199, label %relu1_grad.iy218, label %relu1_grad.iy218.end
 
-conv1_weight_grad.f171.end:                       ; preds = %conv1_weight_grad.r172.end
-  br label %conv1_bias_grad.i173
+relu1_grad.iy223:                                 ; preds = %relu1_grad.ix224.end, %relu1_grad.iy218.end
+  %relu1_grad.iy223876 = phi i64 [ 0, %relu1_grad.iy218.end ], [ %iy223.next, %relu1_grad.ix224.end ]
+  br label %relu1_grad.ix224
 
-conv1_weight_grad.r172:                           ; preds = %conv1_weight_grad.r172, %conv1_weight_grad.f171
-  %conv1_weight_grad.r1721007 = phi i64 [ 0, %conv1_weight_grad.f171 ], [ %r172.next, %conv1_weight_grad.r172 ]
-  %3232 = mul nsw i64 %conv1_weight_grad.r1721007, 32
-  %3233 = add nsw i64 1773824, %3232
-  %3234 = add nsw i64 %3233, %conv1_weight_grad.f1711006
-  %arena1008 = getelementptr inbounds float, ptr %arena, i64 %3234
-  %3235 = load float, ptr %arena1008, align 4
-  %3236 = mul nsw i64 %conv1_weight_grad.f1711006, 9
-  %3237 = add nsw i64 %3236, %conv1_weight_grad.r1721007
-  %grads1009 = getelementptr inbounds float, ptr %grads, i64 %3237
-  store float %3235, ptr %grads1009, align 4
-  %r172.next = add nsw i64 %conv1_weight_grad.r1721007, 1
-  %3238 = icmp slt i64 %r172.next, 9
-  br i1 %3238, label %conv1_weight_grad.r172, label %conv1_weight_grad.r172.end
+relu1_grad.iy223.end:                             ; preds = %relu1_grad.ix224.end
+  br label %relu1_grad.iy227
 
-conv1_weight_grad.r172.end:                       ; preds = %conv1_weight_grad.r172
-  %f171.next = add nsw i64 %conv1_weight_grad.f1711006, 1
-  %3239 = icmp slt i64 %f171.next, 32
-  br i1 %3239, label %conv1_weight_grad.f171, label %conv1_weight_grad.f171.end
+relu1_grad.ix224:                                 ; preds = %relu1_grad.ix224, %relu1_grad.iy223
+  %relu1_grad.ix224877 = phi i64 [ 0, %relu1_grad.iy223 ], [ %ix224.next, %relu1_grad.ix224 ]
+  %3200 = mul nsw i64 %relu1_grad.c138776, 9
+  %3201 = add nsw i64 %3200, 3
+  %3202 = mul nsw i64 %3201, 36864
+  %3203 = add nsw i64 6710544, %3202
+  %3204 = mul nsw i64 %relu1_grad.j137775, 576
+  %3205 = add nsw i64 %3203, %3204
+  %3206 = add nsw i64 %relu1_grad.iy223876, 24
+  %3207 = add nsw i64 %3206, -1
+  %3208 = mul nsw i64 %3207, 24
+  %3209 = add nsw i64 %3205, %3208
+  %3210 = add nsw i64 %3209, %relu1_grad.ix224877
+  %arena878 = getelementptr inbounds float, ptr %arena, i64 %3210
+  %3211 = load float, ptr %arena878, align 4
+  store float %3211, ptr %relu1_grad.sum225, align 4
+  %sum225 = load float, ptr %relu1_grad.sum225, align 4
+  %3212 = mul nsw i64 %relu1_grad.c138776, 9
+  %3213 = add nsw i64 %3212, 6
+  %3214 = mul nsw i64 %3213, 36864
+  %3215 = add nsw i64 6710544, %3214
+  %3216 = mul nsw i64 %relu1_grad.j137775, 576
+  %3217 = add nsw i64 %3215, %3216
+  %3218 = add nsw i64 %relu1_grad.iy223876, 24
+  %3219 = add nsw i64 %3218, -2
+  %3220 = mul nsw i64 %3219, 24
+  %3221 = add nsw i64 %3217, %3220
+  %3222 = add nsw i64 %3221, %relu1_grad.ix224877
+  %arena879 = getelementptr inbounds float, ptr %arena, i64 %3222
+  %3223 = load float, ptr %arena879, align 4
+  %3224 = fadd float %sum225, %3223
+  store float %3224, ptr %relu1_grad.sum226, align 4
+  %sum226 = load float, ptr %relu1_grad.sum226, align 4
+  %3225 = mul nsw i64 %relu1_grad.g129670, 64
+  %3226 = add nsw i64 %3225, %relu1_grad.j137775
+  %3227 = mul nsw i64 %3226, 21632
+  %3228 = add nsw i64 1384448, %3227
+  %3229 = mul nsw i64 %relu1_grad.c138776, 676
+  %3230 = add nsw i64 %3228, %3229
+  %3231 = add nsw i64 %relu1_grad.iy223876, 24
+  %3232 = mul nsw i64 %3231, 26
+  %3233 = add nsw i64 %3230, %3232
+  %3234 = add nsw i64 %3233, %relu1_grad.ix224877
+  %arena880 = getelementptr inbounds float, ptr %arena, i64 %3234
+  store float %sum226, ptr %arena880, align 4
+  %ix224.next = add nsw i64 %relu1_grad.ix224877, 1
+  %3235 = icmp slt i64 %ix224.next, 1
+  br i1 %3235, label %relu1_grad.ix224, label %relu1_grad.ix224.end
 
-conv1_bias_grad.i173:                             ; preds = %conv1_bias_grad.i173, %conv1_weight_grad.f171.end
-  %conv1_bias_grad.i1731010 = phi i64 [ 0, %conv1_weight_grad.f171.end ], [ %i173.next, %conv1_bias_grad.i173 ]
-  %arena1011 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i1731010
-  store float 1.000000e+00, ptr %arena1011, align 4
-  %i173.next = add nsw i64 %conv1_bias_grad.i1731010, 1
-  %3240 = icmp slt i64 %i173.next, 676
-  br i1 %3240, label %conv1_bias_grad.i173, label %conv1_bias_grad.i173.end
+relu1_grad.ix224.end:                             ; preds = %relu1_grad.ix224
+  %iy223.next = add nsw i64 %relu1_grad.iy223876, 1
+  %3236 = icmp slt i64 %iy223.next, 1
+  br i1 %3236, label %relu1_grad.iy223, label %relu1_grad.iy223.end
 
-conv1_bias_grad.i173.end:                         ; preds = %conv1_bias_grad.i173
-  br label %conv1_bias_grad.i174
+relu1_grad.iy227:                                 ; preds = %relu1_grad.ix228.end, %relu1_grad.iy223.end
+  %relu1_grad.iy227881 = phi i64 [ 0, %relu1_grad.iy223.end ], [ %iy227.next, %relu1_grad.ix228.end ]
+  br label %relu1_grad.ix228
 
-conv1_bias_grad.i174:                             ; preds = %conv1_bias_grad.i174, %conv1_bias_grad.i173.end
-  %conv1_bias_grad.i1741012 = phi i64 [ 0, %conv1_bias_grad.i173.end ], [ %i174.next, %conv1_bias_grad.i174 ]
-  %3241 = add nsw i64 288, %conv1_bias_grad.i1741012
-  %grads1013 = getelementptr inbounds float, ptr %grads, i64 %3241
-  store float 0.000000e+00, ptr %grads1013, align 4
-  %i174.next = add nsw i64 %conv1_bias_grad.i1741012, 1
-  %3242 = icmp slt i64 %i174.next, 32
-  br i1 %3242, label %conv1_bias_grad.i174, label %conv1_bias_grad.i174.end
+relu1_grad.iy227.end:                             ; preds = %relu1_grad.ix228.end
+  br label %relu1_grad.iy233
 
-conv1_bias_grad.i174.end:                         ; preds = %conv1_bias_grad.i174
-  br label %conv1_bias_grad.img175
+relu1_grad.ix228:                                 ; preds = %relu1_grad.ix228, %relu1_grad.iy227
+  %relu1_grad.ix228882 = phi i64 [ 0, %relu1_grad.iy227 ], [ %ix228.next, %relu1_grad.ix228 ]
+  %3237 = mul nsw i64 %relu1_grad.c138776, 9
+  %3238 = add nsw i64 %3237, 3
+  %3239 = mul nsw i64 %3238, 36864
+  %3240 = add nsw i64 6710544, %3239
+  %3241 = mul nsw i64 %relu1_grad.j137775, 576
+  %3242 = add nsw i64 %3240, %3241
+  %3243 = add nsw i64 %relu1_grad.iy227881, 24
+  %3244 = add nsw i64 %3243, -1
+  %3245 = mul nsw i64 %3244, 24
+  %3246 = add nsw i64 %3242, %3245
+  %3247 = add nsw i64 %3246, 1
+  %3248 = add nsw i64 %3247, %relu1_grad.ix228882
+  %arena883 = getelementptr inbounds float, ptr %arena, i64 %3248
+  %3249 = load float, ptr %arena883, align 4
+  store float %3249, ptr %relu1_grad.sum229, align 4
+  %sum229 = load float, ptr %relu1_grad.sum229, align 4
+  %3250 = mul nsw i64 %relu1_grad.c138776, 9
+  %3251 = add nsw i64 %3250, 4
+  %3252 = mul nsw i64 %3251, 36864
+  %3253 = add nsw i64 6710544, %3252
+  %3254 = mul nsw i64 %relu1_grad.j137775, 576
+  %3255 = add nsw i64 %3253, %3254
+  %3256 = add nsw i64 %relu1_grad.iy227881, 24
+  %3257 = add nsw i64 %3256, -1
+  %3258 = mul nsw i64 %3257, 24
+  %3259 = add nsw i64 %3255, %3258
+  %3260 = add nsw i64 %3259, %relu1_grad.ix228882
+  %arena884 = getelementptr inbounds float, ptr %arena, i64 %3260
+  %3261 = load float, ptr %arena884, align 4
+  %3262 = fadd float %sum229, %3261
+  store float %3262, ptr %relu1_grad.sum230, align 4
+  %sum230 = load float, ptr %relu1_grad.sum230, align 4
+  %3263 = mul nsw i64 %relu1_grad.c138776, 9
+  %3264 = add nsw i64 %3263, 6
+  %3265 = mul nsw i64 %3264, 36864
+  %3266 = add nsw i64 6710544, %3265
+  %3267 = mul nsw i64 %relu1_grad.j137775, 576
+  %3268 = add nsw i64 %3266, %3267
+  %3269 = add nsw i64 %relu1_grad.iy227881, 24
+  %3270 = add nsw i64 %3269, -2
+  %3271 = mul nsw i64 %3270, 24
+  %3272 = add nsw i64 %3268, %3271
+  %3273 = add nsw i64 %3272, 1
+  %3274 = add nsw i64 %3273, %relu1_grad.ix228882
+  %arena885 = getelementptr inbounds float, ptr %arena, i64 %3274
+  %3275 = load float, ptr %arena885, align 4
+  %3276 = fadd float %sum230, %3275
+  store float %3276, ptr %relu1_grad.sum231, align 4
+  %sum231 = load float, ptr %relu1_grad.sum231, align 4
+  %3277 = mul nsw i64 %relu1_grad.c138776, 9
+  %3278 = add nsw i64 %3277, 7
+  %3279 = mul nsw i64 %3278, 36864
+  %3280 = add nsw i64 6710544, %3279
+  %3281 = mul nsw i64 %relu1_grad.j137775, 576
+  %3282 = add nsw i64 %3280, %3281
+  %3283 = add nsw i64 %relu1_grad.iy227881, 24
+  %3284 = add nsw i64 %3283, -2
+  %3285 = mul nsw i64 %3284, 24
+  %3286 = add nsw i64 %3282, %3285
+  %3287 = add nsw i64 %3286, %relu1_grad.ix228882
+  %arena886 = getelementptr inbounds float, ptr %arena, i64 %3287
+  %3288 = load float, ptr %arena886, align 4
+  %3289 = fadd float %sum231, %3288
+  store float %3289, ptr %relu1_grad.sum232, align 4
+  %sum232 = load float, ptr %relu1_grad.sum232, align 4
+  %3290 = mul nsw i64 %relu1_grad.g129670, 64
+  %3291 = add nsw i64 %3290, %relu1_grad.j137775
+  %3292 = mul nsw i64 %3291, 21632
+  %3293 = add nsw i64 1384448, %3292
+  %3294 = mul nsw i64 %relu1_grad.c138776, 676
+  %3295 = add nsw i64 %3293, %3294
+  %3296 = add nsw i64 %relu1_grad.iy227881, 24
+  %3297 = mul nsw i64 %3296, 26
+  %3298 = add nsw i64 %3295, %3297
+  %3299 = add nsw i64 %3298, 1
+  %3300 = add nsw i64 %3299, %relu1_grad.ix228882
+  %arena887 = getelementptr inbounds float, ptr %arena, i64 %3300
+  store float %sum232, ptr %arena887, align 4
+  %ix228.next = add nsw i64 %relu1_grad.ix228882, 1
+  %3301 = icmp slt i64 %ix228.next, 1
+  br i1 %3301, label %relu1_grad.ix228, label %relu1_grad.ix228.end
 
-conv1_bias_grad.img175:                           ; preds = %conv1_bias_grad.img175, %conv1_bias_grad.i174.end
-  %conv1_bias_grad.img1751014 = phi i64 [ 0, %conv1_bias_grad.i174.end ], [ %img175.next, %conv1_bias_grad.img175 ]
-  %3243 = mul nsw i64 %conv1_bias_grad.img1751014, 21632
-  %3244 = add nsw i64 3171600, %3243
-  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %3244
-  %arena1016 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads1017 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 676, float 1.000000e+00, ptr %arena1015, i32 676, ptr %arena1016, i32 1, float 1.000000e+00, ptr %grads1017, i32 1)
-  %img175.next = add nsw i64 %conv1_bias_grad.img1751014, 1
-  %3245 = icmp slt i64 %img175.next, 64
-  br i1 %3245, label %conv1_bias_grad.img175, label %conv1_bias_grad.img175.end
+relu1_grad.ix228.end:                             ; preds = %relu1_grad.ix228
+  %iy227.next = add nsw i64 %relu1_grad.iy227881, 1
+  %3302 = icmp slt i64 %iy227.next, 1
+  br i1 %3302, label %relu1_grad.iy227, label %relu1_grad.iy227.end
 
-conv1_bias_grad.img175.end:                       ; preds = %conv1_bias_grad.img175
-  %3246 = sitofp i64 %step to float
-  %3247 = fmul float %3246, 0xBFBAF8E8A0000000
-  %3248 = call float @llvm.exp.f32(float %3247)
-  %3249 = fsub float 1.000000e+00, %3248
-  %3250 = fdiv float %lr, %3249
-  store float %3250, ptr %adam.step_size176, align 4
-  %3251 = sitofp i64 %step to float
-  %3252 = fmul float %3251, 0xBF50645940000000
-  %3253 = call float @llvm.exp.f32(float %3252)
-  %3254 = fsub float 1.000000e+00, %3253
-  %3255 = call float @llvm.sqrt.f32(float %3254)
-  store float %3255, ptr %adam.bc2_sqrt177, align 4
-  br label %adam.i178
+relu1_grad.iy233:                                 ; preds = %relu1_grad.ix234.end, %relu1_grad.iy227.end
+  %relu1_grad.iy233888 = phi i64 [ 0, %relu1_grad.iy227.end ], [ %iy233.next, %relu1_grad.ix234.end ]
+  br label %relu1_grad.ix234
 
-adam.i178:                                        ; preds = %adam.i178, %conv1_bias_grad.img175.end
-  %adam.i1781018 = phi i64 [ 0, %conv1_bias_grad.img175.end ], [ %i178.next, %adam.i178 ]
-  %grads1019 = getelementptr inbounds float, ptr %grads, i64 %adam.i1781018
-  %3256 = load float, ptr %grads1019, align 4
-  %params1020 = getelementptr inbounds float, ptr %params, i64 %adam.i1781018
-  %3257 = load float, ptr %params1020, align 4
-  %3258 = fmul float 0.000000e+00, %3257
-  %3259 = fadd float %3256, %3258
-  store float %3259, ptr %adam.g, align 4
-  %m1021 = getelementptr inbounds float, ptr %m, i64 %adam.i1781018
-  %3260 = load float, ptr %m1021, align 4
-  %3261 = fmul float 0x3FECCCCCC0000000, %3260
+relu1_grad.iy233.end:                             ; preds = %relu1_grad.ix234.end
+  br label %relu1_grad.iy241
+
+relu1_grad.ix234:                                 ; preds = %relu1_grad.ix234, %relu1_grad.iy233
+  %relu1_grad.ix234889 = phi i64 [ 0, %relu1_grad.iy233 ], [ %ix234.next, %relu1_grad.ix234 ]
+  %3303 = mul nsw i64 %relu1_grad.c138776, 9
+  %3304 = add nsw i64 %3303, 3
+  %3305 = mul nsw i64 %3304, 36864
+  %3306 = add nsw i64 6710544, %3305
+  %3307 = mul nsw i64 %relu1_grad.j137775, 576
+  %3308 = add nsw i64 %3306, %3307
+  %3309 = add nsw i64 %relu1_grad.iy233888, 24
+  %3310 = add nsw i64 %3309, -1
+  %3311 = mul nsw i64 %3310, 24
+  %3312 = add nsw i64 %3308, %3311
+  %3313 = add nsw i64 %3312, 2
+  %3314 = add nsw i64 %3313, %relu1_grad.ix234889
+  %arena890 = getelementptr inbounds float, ptr %arena, i64 %3314
+  %3315 = load float, ptr %arena890, align 4
+  store float %3315, ptr %relu1_grad.sum235, align 4
+  %sum235 = load float, ptr %relu1_grad.sum235, align 4
+  %3316 = mul nsw i64 %relu1_grad.c138776, 9
+  %3317 = add nsw i64 %3316, 4
+  %3318 = mul nsw i64 %3317, 36864
+  %3319 = add nsw i64 6710544, %3318
+  %3320 = mul nsw i64 %relu1_grad.j137775, 576
+  %3321 = add nsw i64 %3319, %3320
+  %3322 = add nsw i64 %relu1_grad.iy233888, 24
+  %3323 = add nsw i64 %3322, -1
+  %3324 = mul nsw i64 %3323, 24
+  %3325 = add nsw i64 %3321, %3324
+  %3326 = add nsw i64 %3325, 1
+  %3327 = add nsw i64 %3326, %relu1_grad.ix234889
+  %arena891 = getelementptr inbounds float, ptr %arena, i64 %3327
+  %3328 = load float, ptr %arena891, align 4
+  %3329 = fadd float %sum235, %3328
+  store float %3329, ptr %relu1_grad.sum236, align 4
+  %sum236 = load float, ptr %relu1_grad.sum236, align 4
+  %3330 = mul nsw i64 %relu1_grad.c138776, 9
+  %3331 = add nsw i64 %3330, 5
+  %3332 = mul nsw i64 %3331, 36864
+  %3333 = add nsw i64 6710544, %3332
+  %3334 = mul nsw i64 %relu1_grad.j137775, 576
+  %3335 = add nsw i64 %3333, %3334
+  %3336 = add nsw i64 %relu1_grad.iy233888, 24
+  %3337 = add nsw i64 %3336, -1
+  %3338 = mul nsw i64 %3337, 24
+  %3339 = add nsw i64 %3335, %3338
+  %3340 = add nsw i64 %3339, %relu1_grad.ix234889
+  %arena892 = getelementptr inbounds float, ptr %arena, i64 %3340
+  %3341 = load float, ptr %arena892, align 4
+  %3342 = fadd float %sum236, %3341
+  store float %3342, ptr %relu1_grad.sum237, align 4
+  %sum237 = load float, ptr %relu1_grad.sum237, align 4
+  %3343 = mul nsw i64 %relu1_grad.c138776, 9
+  %3344 = add nsw i64 %3343, 6
+  %3345 = mul nsw i64 %3344, 36864
+  %3346 = add nsw i64 6710544, %3345
+  %3347 = mul nsw i64 %relu1_grad.j137775, 576
+  %3348 = add nsw i64 %3346, %3347
+  %3349 = add nsw i64 %relu1_grad.iy233888, 24
+  %3350 = add nsw i64 %3349, -2
+  %3351 = mul nsw i64 %3350, 24
+  %3352 = add nsw i64 %3348, %3351
+  %3353 = add nsw i64 %3352, 2
+  %3354 = add nsw i64 %3353, %relu1_grad.ix234889
+  %arena893 = getelementptr inbounds float, ptr %arena, i64 %3354
+  %3355 = load float, ptr %arena893, align 4
+  %3356 = fadd float %sum237, %3355
+  store float %3356, ptr %relu1_grad.sum238, align 4
+  %sum238 = load float, ptr %relu1_grad.sum238, align 4
+  %3357 = mul nsw i64 %relu1_grad.c138776, 9
+  %3358 = add nsw i64 %3357, 7
+  %3359 = mul nsw i64 %3358, 36864
+  %3360 = add nsw i64 6710544, %3359
+  %3361 = mul nsw i64 %relu1_grad.j137775, 576
+  %3362 = add nsw i64 %3360, %3361
+  %3363 = add nsw i64 %relu1_grad.iy233888, 24
+  %3364 = add nsw i64 %3363, -2
+  %3365 = mul nsw i64 %3364, 24
+  %3366 = add nsw i64 %3362, %3365
+  %3367 = add nsw i64 %3366, 1
+  %3368 = add nsw i64 %3367, %relu1_grad.ix234889
+  %arena894 = getelementptr inbounds float, ptr %arena, i64 %3368
+  %3369 = load float, ptr %arena894, align 4
+  %3370 = fadd float %sum238, %3369
+  store float %3370, ptr %relu1_grad.sum239, align 4
+  %sum239 = load float, ptr %relu1_grad.sum239, align 4
+  %3371 = mul nsw i64 %relu1_grad.c138776, 9
+  %3372 = add nsw i64 %3371, 8
+  %3373 = mul nsw i64 %3372, 36864
+  %3374 = add nsw i64 6710544, %3373
+  %3375 = mul nsw i64 %relu1_grad.j137775, 576
+  %3376 = add nsw i64 %3374, %3375
+  %3377 = add nsw i64 %relu1_grad.iy233888, 24
+  %3378 = add nsw i64 %3377, -2
+  %3379 = mul nsw i64 %3378, 24
+  %3380 = add nsw i64 %3376, %3379
+  %3381 = add nsw i64 %3380, %relu1_grad.ix234889
+  %arena895 = getelementptr inbounds float, ptr %arena, i64 %3381
+  %3382 = load float, ptr %arena895, align 4
+  %3383 = fadd float %sum239, %3382
+  store float %3383, ptr %relu1_grad.sum240, align 4
+  %sum240 = load float, ptr %relu1_grad.sum240, align 4
+  %3384 = mul nsw i64 %relu1_grad.g129670, 64
+  %3385 = add nsw i64 %3384, %relu1_grad.j137775
+  %3386 = mul nsw i64 %3385, 21632
+  %3387 = add nsw i64 1384448, %3386
+  %3388 = mul nsw i64 %relu1_grad.c138776, 676
+  %3389 = add nsw i64 %3387, %3388
+  %3390 = add nsw i64 %relu1_grad.iy233888, 24
+  %3391 = mul nsw i64 %3390, 26
+  %3392 = add nsw i64 %3389, %3391
+  %3393 = add nsw i64 %3392, 2
+  %3394 = add nsw i64 %3393, %relu1_grad.ix234889
+  %arena896 = getelementptr inbounds float, ptr %arena, i64 %3394
+  store float %sum240, ptr %arena896, align 4
+  %ix234.next = add nsw i64 %relu1_grad.ix234889, 1
+  %3395 = icmp slt i64 %ix234.next, 22
+  br i1 %3395, label %relu1_grad.ix234, label %relu1_grad.ix234.end
+
+relu1_grad.ix234.end:                             ; preds = %relu1_grad.ix234
+  %iy233.next = add nsw i64 %relu1_grad.iy233888, 1
+  %3396 = icmp slt i64 %iy233.next, 1
+  br i1 %3396, label %relu1_grad.iy233, label %relu1_grad.iy233.end
+
+relu1_grad.iy241:                                 ; preds = %relu1_grad.ix242.end, %relu1_grad.iy233.end
+  %relu1_grad.iy241897 = phi i64 [ 0, %relu1_grad.iy233.end ], [ %iy241.next, %relu1_grad.ix242.end ]
+  br label %relu1_grad.ix242
+
+relu1_grad.iy241.end:                             ; preds = %relu1_grad.ix242.end
+  br label %relu1_grad.iy247
+
+relu1_grad.ix242:                                 ; preds = %relu1_grad.ix242, %relu1_grad.iy241
+  %relu1_grad.ix242898 = phi i64 [ 0, %relu1_grad.iy241 ], [ %ix242.next, %relu1_grad.ix242 ]
+  %3397 = mul nsw i64 %relu1_grad.c138776, 9
+  %3398 = add nsw i64 %3397, 4
+  %3399 = mul nsw i64 %3398, 36864
+  %3400 = add nsw i64 6710544, %3399
+  %3401 = mul nsw i64 %relu1_grad.j137775, 576
+  %3402 = add nsw i64 %3400, %3401
+  %3403 = add nsw i64 %relu1_grad.iy241897, 24
+  %3404 = add nsw i64 %3403, -1
+  %3405 = mul nsw i64 %3404, 24
+  %3406 = add nsw i64 %3402, %3405
+  %3407 = add nsw i64 %3406, 23
+  %3408 = add nsw i64 %3407, %relu1_grad.ix242898
+  %arena899 = getelementptr inbounds float, ptr %arena, i64 %3408
+  %3409 = load float, ptr %arena899, align 4
+  store float %3409, ptr %relu1_grad.sum243, align 4
+  %sum243 = load float, ptr %relu1_grad.sum243, align 4
+  %3410 = mul nsw i64 %relu1_grad.c138776, 9
+  %3411 = add nsw i64 %3410, 5
+  %3412 = mul nsw i64 %3411, 36864
+  %3413 = add nsw i64 6710544, %3412
+  %3414 = mul nsw i64 %relu1_grad.j137775, 576
+  %3415 = add nsw i64 %3413, %3414
+  %3416 = add nsw i64 %relu1_grad.iy241897, 24
+  %3417 = add nsw i64 %3416, -1
+  %3418 = mul nsw i64 %3417, 24
+  %3419 = add nsw i64 %3415, %3418
+  %3420 = add nsw i64 %3419, 22
+  %3421 = add nsw i64 %3420, %relu1_grad.ix242898
+  %arena900 = getelementptr inbounds float, ptr %arena, i64 %3421
+  %3422 = load float, ptr %arena900, align 4
+  %3423 = fadd float %sum243, %3422
+  store float %3423, ptr %relu1_grad.sum244, align 4
+  %sum244 = load float, ptr %relu1_grad.sum244, align 4
+  %3424 = mul nsw i64 %relu1_grad.c138776, 9
+  %3425 = add nsw i64 %3424, 7
+  %3426 = mul nsw i64 %3425, 36864
+  %3427 = add nsw i64 6710544, %3426
+  %3428 = mul nsw i64 %relu1_grad.j137775, 576
+  %3429 = add nsw i64 %3427, %3428
+  %3430 = add nsw i64 %relu1_grad.iy241897, 24
+  %3431 = add nsw i64 %3430, -2
+  %3432 = mul nsw i64 %3431, 24
+  %3433 = add nsw i64 %3429, %3432
+  %3434 = add nsw i64 %3433, 23
+  %3435 = add nsw i64 %3434, %relu1_grad.ix242898
+  %arena901 = getelementptr inbounds float, ptr %arena, i64 %3435
+  %3436 = load float, ptr %arena901, align 4
+  %3437 = fadd float %sum244, %3436
+  store float %3437, ptr %relu1_grad.sum245, align 4
+  %sum245 = load float, ptr %relu1_grad.sum245, align 4
+  %3438 = mul nsw i64 %relu1_grad.c138776, 9
+  %3439 = add nsw i64 %3438, 8
+  %3440 = mul nsw i64 %3439, 36864
+  %3441 = add nsw i64 6710544, %3440
+  %3442 = mul nsw i64 %relu1_grad.j137775, 576
+  %3443 = add nsw i64 %3441, %3442
+  %3444 = add nsw i64 %relu1_grad.iy241897, 24
+  %3445 = add nsw i64 %3444, -2
+  %3446 = mul nsw i64 %3445, 24
+  %3447 = add nsw i64 %3443, %3446
+  %3448 = add nsw i64 %3447, 22
+  %3449 = add nsw i64 %3448, %relu1_grad.ix242898
+  %arena902 = getelementptr inbounds float, ptr %arena, i64 %3449
+  %3450 = load float, ptr %arena902, align 4
+  %3451 = fadd float %sum245, %3450
+  store float %3451, ptr %relu1_grad.sum246, align 4
+  %sum246 = load float, ptr %relu1_grad.sum246, align 4
+  %3452 = mul nsw i64 %relu1_grad.g129670, 64
+  %3453 = add nsw i64 %3452, %relu1_grad.j137775
+  %3454 = mul nsw i64 %3453, 21632
+  %3455 = add nsw i64 1384448, %3454
+  %3456 = mul nsw i64 %relu1_grad.c138776, 676
+  %3457 = add nsw i64 %3455, %3456
+  %3458 = add nsw i64 %relu1_grad.iy241897, 24
+  %3459 = mul nsw i64 %3458, 26
+  %3460 = add nsw i64 %3457, %3459
+  %3461 = add nsw i64 %3460, 24
+  %3462 = add nsw i64 %3461, %relu1_grad.ix242898
+  %arena903 = getelementptr inbounds float, ptr %arena, i64 %3462
+  store float %sum246, ptr %arena903, align 4
+  %ix242.next = add nsw i64 %relu1_grad.ix242898, 1
+  %3463 = icmp slt i64 %ix242.next, 1
+  br i1 %3463, label %relu1_grad.ix242, label %relu1_grad.ix242.end
+
+relu1_grad.ix242.end:                             ; preds = %relu1_grad.ix242
+  %iy241.next = add nsw i64 %relu1_grad.iy241897, 1
+  %3464 = icmp slt i64 %iy241.next, 1
+  br i1 %3464, label %relu1_grad.iy241, label %relu1_grad.iy241.end
+
+relu1_grad.iy247:                                 ; preds = %relu1_grad.ix248.end, %relu1_grad.iy241.end
+  %relu1_grad.iy247904 = phi i64 [ 0, %relu1_grad.iy241.end ], [ %iy247.next, %relu1_grad.ix248.end ]
+  br label %relu1_grad.ix248
+
+relu1_grad.iy247.end:                             ; preds = %relu1_grad.ix248.end
+  br label %relu1_grad.iy251
+
+relu1_grad.ix248:                                 ; preds = %relu1_grad.ix248, %relu1_grad.iy247
+  %relu1_grad.ix248905 = phi i64 [ 0, %relu1_grad.iy247 ], [ %ix248.next, %relu1_grad.ix248 ]
+  %3465 = mul nsw i64 %relu1_grad.c138776, 9
+  %3466 = add nsw i64 %3465, 5
+  %3467 = mul nsw i64 %3466, 36864
+  %3468 = add nsw i64 6710544, %3467
+  %3469 = mul nsw i64 %relu1_grad.j137775, 576
+  %3470 = add nsw i64 %3468, %3469
+  %3471 = add nsw i64 %relu1_grad.iy247904, 24
+  %3472 = add nsw i64 %3471, -1
+  %3473 = mul nsw i64 %3472, 24
+  %3474 = add nsw i64 %3470, %3473
+  %3475 = add nsw i64 %3474, 23
+  %3476 = add nsw i64 %3475, %relu1_grad.ix248905
+  %arena906 = getelementptr inbounds float, ptr %arena, i64 %3476
+  %3477 = load float, ptr %arena906, align 4
+  store float %3477, ptr %relu1_grad.sum249, align 4
+  %sum249 = load float, ptr %relu1_grad.sum249, align 4
+  %3478 = mul nsw i64 %relu1_grad.c138776, 9
+  %3479 = add nsw i64 %3478, 8
+  %3480 = mul nsw i64 %3479, 36864
+  %3481 = add nsw i64 6710544, %3480
+  %3482 = mul nsw i64 %relu1_grad.j137775, 576
+  %3483 = add nsw i64 %3481, %3482
+  %3484 = add nsw i64 %relu1_grad.iy247904, 24
+  %3485 = add nsw i64 %3484, -2
+  %3486 = mul nsw i64 %3485, 24
+  %3487 = add nsw i64 %3483, %3486
+  %3488 = add nsw i64 %3487, 23
+  %3489 = add nsw i64 %3488, %relu1_grad.ix248905
+  %arena907 = getelementptr inbounds float, ptr %arena, i64 %3489
+  %3490 = load float, ptr %arena907, align 4
+  %3491 = fadd float %sum249, %3490
+  store float %3491, ptr %relu1_grad.sum250, align 4
+  %sum250 = load float, ptr %relu1_grad.sum250, align 4
+  %3492 = mul nsw i64 %relu1_grad.g129670, 64
+  %3493 = add nsw i64 %3492, %relu1_grad.j137775
+  %3494 = mul nsw i64 %3493, 21632
+  %3495 = add nsw i64 1384448, %3494
+  %3496 = mul nsw i64 %relu1_grad.c138776, 676
+  %3497 = add nsw i64 %3495, %3496
+  %3498 = add nsw i64 %relu1_grad.iy247904, 24
+  %3499 = mul nsw i64 %3498, 26
+  %3500 = add nsw i64 %3497, %3499
+  %3501 = add nsw i64 %3500, 25
+  %3502 = add nsw i64 %3501, %relu1_grad.ix248905
+  %arena908 = getelementptr inbounds float, ptr %arena, i64 %3502
+  store float %sum250, ptr %arena908, align 4
+  %ix248.next = add nsw i64 %relu1_grad.ix248905, 1
+  %3503 = icmp slt i64 %ix248.next, 1
+  br i1 %3503, label %relu1_grad.ix248, label %relu1_grad.ix248.end
+
+relu1_grad.ix248.end:                             ; preds = %relu1_grad.ix248
+  %iy247.next = add nsw i64 %relu1_grad.iy247904, 1
+  %3504 = icmp slt i64 %iy247.next, 1
+  br i1 %3504, label %relu1_grad.iy247, label %relu1_grad.iy247.end
+
+relu1_grad.iy251:                                 ; preds = %relu1_grad.ix252.end, %relu1_grad.iy247.end
+  %relu1_grad.iy251909 = phi i64 [ 0, %relu1_grad.iy247.end ], [ %iy251.next, %relu1_grad.ix252.end ]
+  br label %relu1_grad.ix252
+
+relu1_grad.iy251.end:                             ; preds = %relu1_grad.ix252.end
+  br label %relu1_grad.iy254
+
+relu1_grad.ix252:                                 ; preds = %relu1_grad.ix252, %relu1_grad.iy251
+  %relu1_grad.ix252910 = phi i64 [ 0, %relu1_grad.iy251 ], [ %ix252.next, %relu1_grad.ix252 ]
+  %3505 = mul nsw i64 %relu1_grad.c138776, 9
+  %3506 = add nsw i64 %3505, 6
+  %3507 = mul nsw i64 %3506, 36864
+  %3508 = add nsw i64 6710544, %3507
+  %3509 = mul nsw i64 %relu1_grad.j137775, 576
+  %3510 = add nsw i64 %3508, %3509
+  %3511 = add nsw i64 %relu1_grad.iy251909, 25
+  %3512 = add nsw i64 %3511, -2
+  %3513 = mul nsw i64 %3512, 24
+  %3514 = add nsw i64 %3510, %3513
+  %3515 = add nsw i64 %3514, %relu1_grad.ix252910
+  %arena911 = getelementptr inbounds float, ptr %arena, i64 %3515
+  %3516 = load float, ptr %arena911, align 4
+  store float %3516, ptr %relu1_grad.sum253, align 4
+  %sum253 = load float, ptr %relu1_grad.sum253, align 4
+  %3517 = mul nsw i64 %relu1_grad.g129670, 64
+  %3518 = add nsw i64 %3517, %relu1_grad.j137775
+  %3519 = mul nsw i64 %3518, 21632
+  %3520 = add nsw i64 1384448, %3519
+  %3521 = mul nsw i64 %relu1_grad.c138776, 676
+  %3522 = add nsw i64 %3520, %3521
+  %3523 = add nsw i64 %relu1_grad.iy251909, 25
+  %3524 = mul nsw i64 %3523, 26
+  %3525 = add nsw i64 %3522, %3524
+  %3526 = add nsw i64 %3525, %relu1_grad.ix252910
+  %arena912 = getelementptr inbounds float, ptr %arena, i64 %3526
+  store float %sum253, ptr %arena912, align 4
+  %ix252.next = add nsw i64 %relu1_grad.ix252910, 1
+  %3527 = icmp slt i64 %ix252.next, 1
+  br i1 %3527, label %relu1_grad.ix252, label %relu1_grad.ix252.end
+
+relu1_grad.ix252.end:                             ; preds = %relu1_grad.ix252
+  %iy251.next = add nsw i64 %relu1_grad.iy251909, 1
+  %3528 = icmp slt i64 %iy251.next, 1
+  br i1 %3528, label %relu1_grad.iy251, label %relu1_grad.iy251.end
+
+relu1_grad.iy254:                                 ; preds = %relu1_grad.ix255.end, %relu1_grad.iy251.end
+  %relu1_grad.iy254913 = phi i64 [ 0, %relu1_grad.iy251.end ], [ %iy254.next, %relu1_grad.ix255.end ]
+  br label %relu1_grad.ix255
+
+relu1_grad.iy254.end:                             ; preds = %relu1_grad.ix255.end
+  br label %relu1_grad.iy258
+
+relu1_grad.ix255:                                 ; preds = %relu1_grad.ix255, %relu1_grad.iy254
+  %relu1_grad.ix255914 = phi i64 [ 0, %relu1_grad.iy254 ], [ %ix255.next, %relu1_grad.ix255 ]
+  %3529 = mul nsw i64 %relu1_grad.c138776, 9
+  %3530 = add nsw i64 %3529, 6
+  %3531 = mul nsw i64 %3530, 36864
+  %3532 = add nsw i64 6710544, %3531
+  %3533 = mul nsw i64 %relu1_grad.j137775, 576
+  %3534 = add nsw i64 %3532, %3533
+  %3535 = add nsw i64 %relu1_grad.iy254913, 25
+  %3536 = add nsw i64 %3535, -2
+  %3537 = mul nsw i64 %3536, 24
+  %3538 = add nsw i64 %3534, %3537
+  %3539 = add nsw i64 %3538, 1
+  %3540 = add nsw i64 %3539, %relu1_grad.ix255914
+  %arena915 = getelementptr inbounds float, ptr %arena, i64 %3540
+  %3541 = load float, ptr %arena915, align 4
+  store float %3541, ptr %relu1_grad.sum256, align 4
+  %sum256 = load float, ptr %relu1_grad.sum256, align 4
+  %3542 = mul nsw i64 %relu1_grad.c138776, 9
+  %3543 = add nsw i64 %3542, 7
+  %3544 = mul nsw i64 %3543, 36864
+  %3545 = add nsw i64 6710544, %3544
+  %3546 = mul nsw i64 %relu1_grad.j137775, 576
+  %3547 = add nsw i64 %3545, %3546
+  %3548 = add nsw i64 %relu1_grad.iy254913, 25
+  %3549 = add nsw i64 %3548, -2
+  %3550 = mul nsw i64 %3549, 24
+  %3551 = add nsw i64 %3547, %3550
+  %3552 = add nsw i64 %3551, %relu1_grad.ix255914
+  %arena916 = getelementptr inbounds float, ptr %arena, i64 %3552
+  %3553 = load float, ptr %arena916, align 4
+  %3554 = fadd float %sum256, %3553
+  store float %3554, ptr %relu1_grad.sum257, align 4
+  %sum257 = load float, ptr %relu1_grad.sum257, align 4
+  %3555 = mul nsw i64 %relu1_grad.g129670, 64
+  %3556 = add nsw i64 %3555, %relu1_grad.j137775
+  %3557 = mul nsw i64 %3556, 21632
+  %3558 = add nsw i64 1384448, %3557
+  %3559 = mul nsw i64 %relu1_grad.c138776, 676
+  %3560 = add nsw i64 %3558, %3559
+  %3561 = add nsw i64 %relu1_grad.iy254913, 25
+  %3562 = mul nsw i64 %3561, 26
+  %3563 = add nsw i64 %3560, %3562
+  %3564 = add nsw i64 %3563, 1
+  %3565 = add nsw i64 %3564, %relu1_grad.ix255914
+  %arena917 = getelementptr inbounds float, ptr %arena, i64 %3565
+  store float %sum257, ptr %arena917, align 4
+  %ix255.next = add nsw i64 %relu1_grad.ix255914, 1
+  %3566 = icmp slt i64 %ix255.next, 1
+  br i1 %3566, label %relu1_grad.ix255, label %relu1_grad.ix255.end
+
+relu1_grad.ix255.end:                             ; preds = %relu1_grad.ix255
+  %iy254.next = add nsw i64 %relu1_grad.iy254913, 1
+  %3567 = icmp slt i64 %iy254.next, 1
+  br i1 %3567, label %relu1_grad.iy254, label %relu1_grad.iy254.end
+
+relu1_grad.iy258:                                 ; preds = %relu1_grad.ix259.end, %relu1_grad.iy254.end
+  %relu1_grad.iy258918 = phi i64 [ 0, %relu1_grad.iy254.end ], [ %iy258.next, %relu1_grad.ix259.end ]
+  br label %relu1_grad.ix259
+
+relu1_grad.iy258.end:                             ; preds = %relu1_grad.ix259.end
+  br label %relu1_grad.iy263
+
+relu1_grad.ix259:                                 ; preds = %relu1_grad.ix259, %relu1_grad.iy258
+  %relu1_grad.ix259919 = phi i64 [ 0, %relu1_grad.iy258 ], [ %ix259.next, %relu1_grad.ix259 ]
+  %3568 = mul nsw i64 %relu1_grad.c138776, 9
+  %3569 = add nsw i64 %3568, 6
+  %3570 = mul nsw i64 %3569, 36864
+  %3571 = add nsw i64 6710544, %3570
+  %3572 = mul nsw i64 %relu1_grad.j137775, 576
+  %3573 = add nsw i64 %3571, %3572
+  %3574 = add nsw i64 %relu1_grad.iy258918, 25
+  %3575 = add nsw i64 %3574, -2
+  %3576 = mul nsw i64 %3575, 24
+  %3577 = add nsw i64 %3573, %3576
+  %3578 = add nsw i64 %3577, 2
+  %3579 = add nsw i64 %3578, %relu1_grad.ix259919
+  %arena920 = getelementptr inbounds float, ptr %arena, i64 %3579
+  %3580 = load float, ptr %arena920, align 4
+  store float %3580, ptr %relu1_grad.sum260, align 4
+  %sum260 = load float, ptr %relu1_grad.sum260, align 4
+  %3581 = mul nsw i64 %relu1_grad.c138776, 9
+  %3582 = add nsw i64 %3581, 7
+  %3583 = mul nsw i64 %3582, 36864
+  %3584 = add nsw i64 6710544, %3583
+  %3585 = mul nsw i64 %relu1_grad.j137775, 576
+  %3586 = add nsw i64 %3584, %3585
+  %3587 = add nsw i64 %relu1_grad.iy258918, 25
+  %3588 = add nsw i64 %3587, -2
+  %3589 = mul nsw i64 %3588, 24
+  %3590 = add nsw i64 %3586, %3589
+  %3591 = add nsw i64 %3590, 1
+  %3592 = add nsw i64 %3591, %relu1_grad.ix259919
+  %arena921 = getelementptr inbounds float, ptr %arena, i64 %3592
+  %3593 = load float, ptr %arena921, align 4
+  %3594 = fadd float %sum260, %3593
+  store float %3594, ptr %relu1_grad.sum261, align 4
+  %sum261 = load float, ptr %relu1_grad.sum261, align 4
+  %3595 = mul nsw i64 %relu1_grad.c138776, 9
+  %3596 = add nsw i64 %3595, 8
+  %3597 = mul nsw i64 %3596, 36864
+  %3598 = add nsw i64 6710544, %3597
+  %3599 = mul nsw i64 %relu1_grad.j137775, 576
+  %3600 = add nsw i64 %3598, %3599
+  %3601 = add nsw i64 %relu1_grad.iy258918, 25
+  %3602 = add nsw i64 %3601, -2
+  %3603 = mul nsw i64 %3602, 24
+  %3604 = add nsw i64 %3600, %3603
+  %3605 = add nsw i64 %3604, %relu1_grad.ix259919
+  %arena922 = getelementptr inbounds float, ptr %arena, i64 %3605
+  %3606 = load float, ptr %arena922, align 4
+  %3607 = fadd float %sum261, %3606
+  store float %3607, ptr %relu1_grad.sum262, align 4
+  %sum262 = load float, ptr %relu1_grad.sum262, align 4
+  %3608 = mul nsw i64 %relu1_grad.g129670, 64
+  %3609 = add nsw i64 %3608, %relu1_grad.j137775
+  %3610 = mul nsw i64 %3609, 21632
+  %3611 = add nsw i64 1384448, %3610
+  %3612 = mul nsw i64 %relu1_grad.c138776, 676
+  %3613 = add nsw i64 %3611, %3612
+  %3614 = add nsw i64 %relu1_grad.iy258918, 25
+  %3615 = mul nsw i64 %3614, 26
+  %3616 = add nsw i64 %3613, %3615
+  %3617 = add nsw i64 %3616, 2
+  %3618 = add nsw i64 %3617, %relu1_grad.ix259919
+  %arena923 = getelementptr inbounds float, ptr %arena, i64 %3618
+  store float %sum262, ptr %arena923, align 4
+  %ix259.next = add nsw i64 %relu1_grad.ix259919, 1
+  %3619 = icmp slt i64 %ix259.next, 22
+  br i1 %3619, label %relu1_grad.ix259, label %relu1_grad.ix259.end
+
+relu1_grad.ix259.end:                             ; preds = %relu1_grad.ix259
+  %iy258.next = add nsw i64 %relu1_grad.iy258918, 1
+  %3620 = icmp slt i64 %iy258.next, 1
+  br i1 %3620, label %relu1_grad.iy258, label %relu1_grad.iy258.end
+
+relu1_grad.iy263:                                 ; preds = %relu1_grad.ix264.end, %relu1_grad.iy258.end
+  %relu1_grad.iy263924 = phi i64 [ 0, %relu1_grad.iy258.end ], [ %iy263.next, %relu1_grad.ix264.end ]
+  br label %relu1_grad.ix264
+
+relu1_grad.iy263.end:                             ; preds = %relu1_grad.ix264.end
+  br label %relu1_grad.iy267
+
+relu1_grad.ix264:                                 ; preds = %relu1_grad.ix264, %relu1_grad.iy263
+  %relu1_grad.ix264925 = phi i64 [ 0, %relu1_grad.iy263 ], [ %ix264.next, %relu1_grad.ix264 ]
+  %3621 = mul nsw i64 %relu1_grad.c138776, 9
+  %3622 = add nsw i64 %3621, 7
+  %3623 = mul nsw i64 %3622, 36864
+  %3624 = add nsw i64 6710544, %3623
+  %3625 = mul nsw i64 %relu1_grad.j137775, 576
+  %3626 = add nsw i64 %3624, %3625
+  %3627 = add nsw i64 %relu1_grad.iy263924, 25
+  %3628 = add nsw i64 %3627, -2
+  %3629 = mul nsw i64 %3628, 24
+  %3630 = add nsw i64 %3626, %3629
+  %3631 = add nsw i64 %3630, 23
+  %3632 = add nsw i64 %3631, %relu1_grad.ix264925
+  %arena926 = getelementptr inbounds float, ptr %arena, i64 %3632
+  %3633 = load float, ptr %arena926, align 4
+  store float %3633, ptr %relu1_grad.sum265, align 4
+  %sum265 = load float, ptr %relu1_grad.sum265, align 4
+  %3634 = mul nsw i64 %relu1_grad.c138776, 9
+  %3635 = add nsw i64 %3634, 8
+  %3636 = mul nsw i64 %3635, 36864
+  %3637 = add nsw i64 6710544, %3636
+  %3638 = mul nsw i64 %relu1_grad.j137775, 576
+  %3639 = add nsw i64 %3637, %3638
+  %3640 = add nsw i64 %relu1_grad.iy263924, 25
+  %3641 = add nsw i64 %3640, -2
+  %3642 = mul nsw i64 %3641, 24
+  %3643 = add nsw i64 %3639, %3642
+  %3644 = add nsw i64 %3643, 22
+  %3645 = add nsw i64 %3644, %relu1_grad.ix264925
+  %arena927 = getelementptr inbounds float, ptr %arena, i64 %3645
+  %3646 = load float, ptr %arena927, align 4
+  %3647 = fadd float %sum265, %3646
+  store float %3647, ptr %relu1_grad.sum266, align 4
+  %sum266 = load float, ptr %relu1_grad.sum266, align 4
+  %3648 = mul nsw i64 %relu1_grad.g129670, 64
+  %3649 = add nsw i64 %3648, %relu1_grad.j137775
+  %3650 = mul nsw i64 %3649, 21632
+  %3651 = add nsw i64 1384448, %3650
+  %3652 = mul nsw i64 %relu1_grad.c138776, 676
+  %3653 = add nsw i64 %3651, %3652
+  %3654 = add nsw i64 %relu1_grad.iy263924, 25
+  %3655 = mul nsw i64 %3654, 26
+  %3656 = add nsw i64 %3653, %3655
+  %3657 = add nsw i64 %3656, 24
+  %3658 = add nsw i64 %3657, %relu1_grad.ix264925
+  %arena928 = getelementptr inbounds float, ptr %arena, i64 %3658
+  store float %sum266, ptr %arena928, align 4
+  %ix264.next = add nsw i64 %relu1_grad.ix264925, 1
+  %3659 = icmp slt i64 %ix264.next, 1
+  br i1 %3659, label %relu1_grad.ix264, label %relu1_grad.ix264.end
+
+relu1_grad.ix264.end:                             ; preds = %relu1_grad.ix264
+  %iy263.next = add nsw i64 %relu1_grad.iy263924, 1
+  %3660 = icmp slt i64 %iy263.next, 1
+  br i1 %3660, label %relu1_grad.iy263, label %relu1_grad.iy263.end
+
+relu1_grad.iy267:                                 ; preds = %relu1_grad.ix268.end, %relu1_grad.iy263.end
+  %relu1_grad.iy267929 = phi i64 [ 0, %relu1_grad.iy263.end ], [ %iy267.next, %relu1_grad.ix268.end ]
+  br label %relu1_grad.ix268
+
+relu1_grad.iy267.end:                             ; preds = %relu1_grad.ix268.end
+  %c138.next = add nsw i64 %relu1_grad.c138776, 1
+  %3661 = icmp slt i64 %c138.next, 32
+  br i1 %3661, label %relu1_grad.c138, label %relu1_grad.c138.end
+
+relu1_grad.ix268:                                 ; preds = %relu1_grad.ix268, %relu1_grad.iy267
+  %relu1_grad.ix268930 = phi i64 [ 0, %relu1_grad.iy267 ], [ %ix268.next, %relu1_grad.ix268 ]
+  %3662 = mul nsw i64 %relu1_grad.c138776, 9
+  %3663 = add nsw i64 %3662, 8
+  %3664 = mul nsw i64 %3663, 36864
+  %3665 = add nsw i64 6710544, %3664
+  %3666 = mul nsw i64 %relu1_grad.j137775, 576
+  %3667 = add nsw i64 %3665, %3666
+  %3668 = add nsw i64 %relu1_grad.iy267929, 25
+  %3669 = add nsw i64 %3668, -2
+  %3670 = mul nsw i64 %3669, 24
+  %3671 = add nsw i64 %3667, %3670
+  %3672 = add nsw i64 %3671, 23
+  %3673 = add nsw i64 %3672, %relu1_grad.ix268930
+  %arena931 = getelementptr inbounds float, ptr %arena, i64 %3673
+  %3674 = load float, ptr %arena931, align 4
+  store float %3674, ptr %relu1_grad.sum269, align 4
+  %sum269 = load float, ptr %relu1_grad.sum269, align 4
+  %3675 = mul nsw i64 %relu1_grad.g129670, 64
+  %3676 = add nsw i64 %3675, %relu1_grad.j137775
+  %3677 = mul nsw i64 %3676, 21632
+  %3678 = add nsw i64 1384448, %3677
+  %3679 = mul nsw i64 %relu1_grad.c138776, 676
+  %3680 = add nsw i64 %3678, %3679
+  %3681 = add nsw i64 %relu1_grad.iy267929, 25
+  %3682 = mul nsw i64 %3681, 26
+  %3683 = add nsw i64 %3680, %3682
+  %3684 = add nsw i64 %3683, 25
+  %3685 = add nsw i64 %3684, %relu1_grad.ix268930
+  %arena932 = getelementptr inbounds float, ptr %arena, i64 %3685
+  store float %sum269, ptr %arena932, align 4
+  %ix268.next = add nsw i64 %relu1_grad.ix268930, 1
+  %3686 = icmp slt i64 %ix268.next, 1
+  br i1 %3686, label %relu1_grad.ix268, label %relu1_grad.ix268.end
+
+relu1_grad.ix268.end:                             ; preds = %relu1_grad.ix268
+  %iy267.next = add nsw i64 %relu1_grad.iy267929, 1
+  %3687 = icmp slt i64 %iy267.next, 1
+  br i1 %3687, label %relu1_grad.iy267, label %relu1_grad.iy267.end
+
+conv1_grad.i270:                                  ; preds = %conv1_grad.i270, %relu1_grad.g129.end
+  %conv1_grad.i270933 = phi i64 [ 0, %relu1_grad.g129.end ], [ %i270.next, %conv1_grad.i270 ]
+  %arena934 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i270933
+  %3688 = load float, ptr %arena934, align 4
+  %3689 = fcmp ogt float %3688, 0.000000e+00
+  %3690 = add nsw i64 1384448, %conv1_grad.i270933
+  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3690
+  %3691 = load float, ptr %arena935, align 4
+  %3692 = select i1 %3689, float %3691, float 0.000000e+00
+  %3693 = add nsw i64 3171600, %conv1_grad.i270933
+  %arena936 = getelementptr inbounds float, ptr %arena, i64 %3693
+  store float %3692, ptr %arena936, align 4
+  %i270.next = add nsw i64 %conv1_grad.i270933, 1
+  %3694 = icmp slt i64 %i270.next, 1384448
+  br i1 %3694, label %conv1_grad.i270, label %conv1_grad.i270.end
+
+conv1_grad.i270.end:                              ; preds = %conv1_grad.i270
+  br label %conv1_weight_grad.i271
+
+conv1_weight_grad.i271:                           ; preds = %conv1_weight_grad.i271, %conv1_grad.i270.end
+  %conv1_weight_grad.i271937 = phi i64 [ 0, %conv1_grad.i270.end ], [ %i271.next, %conv1_weight_grad.i271 ]
+  %3695 = add nsw i64 1773824, %conv1_weight_grad.i271937
+  %arena938 = getelementptr inbounds float, ptr %arena, i64 %3695
+  store float 0.000000e+00, ptr %arena938, align 4
+  %i271.next = add nsw i64 %conv1_weight_grad.i271937, 1
+  %3696 = icmp slt i64 %i271.next, 288
+  br i1 %3696, label %conv1_weight_grad.i271, label %conv1_weight_grad.i271.end
+
+conv1_weight_grad.i271.end:                       ; preds = %conv1_weight_grad.i271
+  br label %conv1_weight_grad.g272
+
+conv1_weight_grad.g272:                           ; preds = %conv1_weight_grad.nb290.end, %conv1_weight_grad.i271.end
+  %conv1_weight_grad.g272939 = phi i64 [ 0, %conv1_weight_grad.i271.end ], [ %g272.next, %conv1_weight_grad.nb290.end ]
+  br label %conv1_weight_grad.j273
+
+conv1_weight_grad.g272.end:                       ; preds = %conv1_weight_grad.nb290.end
+  br label %conv1_weight_grad.f294
+
+conv1_weight_grad.j273:                           ; preds = %conv1_weight_grad.c274.end, %conv1_weight_grad.g272
+  %conv1_weight_grad.j273940 = phi i64 [ 0, %conv1_weight_grad.g272 ], [ %j273.next, %conv1_weight_grad.c274.end ]
+  br label %conv1_weight_grad.c274
+
+conv1_weight_grad.j273.end:                       ; preds = %conv1_weight_grad.c274.end
+  br label %conv1_weight_grad.j282
+
+conv1_weight_grad.c274:                           ; preds = %conv1_weight_grad.ky275.end, %conv1_weight_grad.j273
+  %conv1_weight_grad.c274941 = phi i64 [ 0, %conv1_weight_grad.j273 ], [ %c274.next, %conv1_weight_grad.ky275.end ]
+  br label %conv1_weight_grad.ky275
+
+conv1_weight_grad.c274.end:                       ; preds = %conv1_weight_grad.ky275.end
+  %j273.next = add nsw i64 %conv1_weight_grad.j273940, 1
+  %3697 = icmp slt i64 %j273.next, 64
+  br i1 %3697, label %conv1_weight_grad.j273, label %conv1_weight_grad.j273.end
+
+conv1_weight_grad.ky275:                          ; preds = %conv1_weight_grad.oy280.end, %conv1_weight_grad.c274
+  %conv1_weight_grad.ky275942 = phi i64 [ 0, %conv1_weight_grad.c274 ], [ %ky275.next, %conv1_weight_grad.oy280.end ]
+  br label %conv1_weight_grad.oy276
+
+conv1_weight_grad.ky275.end:                      ; preds = %conv1_weight_grad.oy280.end
+  %c274.next = add nsw i64 %conv1_weight_grad.c274941, 1
+  %3698 = icmp slt i64 %c274.next, 1
+  br i1 %3698, label %conv1_weight_grad.c274, label %conv1_weight_grad.c274.end
+
+conv1_weight_grad.oy276:                          ; preds = %conv1_weight_grad.ox277.end, %conv1_weight_grad.ky275
+  %conv1_weight_grad.oy276943 = phi i64 [ 0, %conv1_weight_grad.ky275 ], [ %oy276.next, %conv1_weight_grad.ox277.end ]
+  br label %conv1_weight_grad.ox277
+
+conv1_weight_grad.oy276.end:                      ; preds = %conv1_weight_grad.ox277.end
+  br label %conv1_weight_grad.oy278
+
+conv1_weight_grad.ox277:                          ; preds = %conv1_weight_grad.ox277, %conv1_weight_grad.oy276
+  %conv1_weight_grad.ox277944 = phi i64 [ 0, %conv1_weight_grad.oy276 ], [ %ox277.next, %conv1_weight_grad.ox277 ]
+  %3699 = mul nsw i64 %conv1_weight_grad.g272939, 64
+  %3700 = add nsw i64 %3699, %conv1_weight_grad.j273940
+  %3701 = mul nsw i64 %3700, 784
+  %3702 = mul nsw i64 %conv1_weight_grad.c274941, 784
+  %3703 = add nsw i64 %3701, %3702
+  %3704 = add nsw i64 %conv1_weight_grad.oy276943, %conv1_weight_grad.ky275942
+  %3705 = mul nsw i64 %3704, 28
+  %3706 = add nsw i64 %3703, %3705
+  %3707 = add nsw i64 %3706, %conv1_weight_grad.ox277944
+  %images945 = getelementptr inbounds float, ptr %images, i64 %3707
+  %3708 = load float, ptr %images945, align 4
+  %3709 = mul nsw i64 %conv1_weight_grad.c274941, 3
+  %3710 = add nsw i64 %3709, %conv1_weight_grad.ky275942
+  %3711 = mul nsw i64 %3710, 3
+  %3712 = mul nsw i64 %3711, 43264
+  %3713 = mul nsw i64 %conv1_weight_grad.j273940, 676
+  %3714 = add nsw i64 %3712, %3713
+  %3715 = mul nsw i64 %conv1_weight_grad.oy276943, 26
+  %3716 = add nsw i64 %3715, %conv1_weight_grad.ox277944
+  %3717 = add nsw i64 %3714, %3716
+  %arena946 = getelementptr inbounds float, ptr %arena, i64 %3717
+  store float %3708, ptr %arena946, align 4
+  %ox277.next = add nsw i64 %conv1_weight_grad.ox277944, 1
+  %3718 = icmp slt i64 %ox277.next, 26
+  br i1 %3718, label %conv1_weight_grad.ox277, label %conv1_weight_grad.ox277.end
+
+conv1_weight_grad.ox277.end:                      ; preds = %conv1_weight_grad.ox277
+  %oy276.next = add nsw i64 %conv1_weight_grad.oy276943, 1
+  %3719 = icmp slt i64 %oy276.next, 26
+  br i1 %3719, label %conv1_weight_grad.oy276, label %conv1_weight_grad.oy276.end
+
+conv1_weight_grad.oy278:                          ; preds = %conv1_weight_grad.ox279.end, %conv1_weight_grad.oy276.end
+  %conv1_weight_grad.oy278947 = phi i64 [ 0, %conv1_weight_grad.oy276.end ], [ %oy278.next, %conv1_weight_grad.ox279.end ]
+  br label %conv1_weight_grad.ox279
+
+conv1_weight_grad.oy278.end:                      ; preds = %conv1_weight_grad.ox279.end
+  br label %conv1_weight_grad.oy280
+
+conv1_weight_grad.ox279:                          ; preds = %conv1_weight_grad.ox279, %conv1_weight_grad.oy278
+  %conv1_weight_grad.ox279948 = phi i64 [ 0, %conv1_weight_grad.oy278 ], [ %ox279.next, %conv1_weight_grad.ox279 ]
+  %3720 = mul nsw i64 %conv1_weight_grad.g272939, 64
+  %3721 = add nsw i64 %3720, %conv1_weight_grad.j273940
+  %3722 = mul nsw i64 %3721, 784
+  %3723 = mul nsw i64 %conv1_weight_grad.c274941, 784
+  %3724 = add nsw i64 %3722, %3723
+  %3725 = add nsw i64 %conv1_weight_grad.oy278947, %conv1_weight_grad.ky275942
+  %3726 = mul nsw i64 %3725, 28
+  %3727 = add nsw i64 %3724, %3726
+  %3728 = add nsw i64 %conv1_weight_grad.ox279948, 1
+  %3729 = add nsw i64 %3727, %3728
+  %images949 = getelementptr inbounds float, ptr %images, i64 %3729
+  %3730 = load float, ptr %images949, align 4
+  %3731 = mul nsw i64 %conv1_weight_grad.c274941, 3
+  %3732 = add nsw i64 %3731, %conv1_weight_grad.ky275942
+  %3733 = mul nsw i64 %3732, 3
+  %3734 = add nsw i64 %3733, 1
+  %3735 = mul nsw i64 %3734, 43264
+  %3736 = mul nsw i64 %conv1_weight_grad.j273940, 676
+  %3737 = add nsw i64 %3735, %3736
+  %3738 = mul nsw i64 %conv1_weight_grad.oy278947, 26
+  %3739 = add nsw i64 %3738, %conv1_weight_grad.ox279948
+  %3740 = add nsw i64 %3737, %3739
+  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3740
+  store float %3730, ptr %arena950, align 4
+  %ox279.next = add nsw i64 %conv1_weight_grad.ox279948, 1
+  %3741 = icmp slt i64 %ox279.next, 26
+  br i1 %3741, label %conv1_weight_grad.ox279, label %conv1_weight_grad.ox279.end
+
+conv1_weight_grad.ox279.end:                      ; preds = %conv1_weight_grad.ox279
+  %oy278.next = add nsw i64 %conv1_weight_grad.oy278947, 1
+  %3742 = icmp slt i64 %oy278.next, 26
+  br i1 %3742, label %conv1_weight_grad.oy278, label %conv1_weight_grad.oy278.end
+
+conv1_weight_grad.oy280:                          ; preds = %conv1_weight_grad.ox281.end, %conv1_weight_grad.oy278.end
+  %conv1_weight_grad.oy280951 = phi i64 [ 0, %conv1_weight_grad.oy278.end ], [ %oy280.next, %conv1_weight_grad.ox281.end ]
+  br label %conv1_weight_grad.ox281
+
+conv1_weight_grad.oy280.end:                      ; preds = %conv1_weight_grad.ox281.end
+  %ky275.next = add nsw i64 %conv1_weight_grad.ky275942, 1
+  %3743 = icmp slt i64 %ky275.next, 3
+  br i1 %3743, label %conv1_weight_grad.ky275, label %conv1_weight_grad.ky275.end
+
+conv1_weight_grad.ox281:                          ; preds = %conv1_weight_grad.ox281, %conv1_weight_grad.oy280
+  %conv1_weight_grad.ox281952 = phi i64 [ 0, %conv1_weight_grad.oy280 ], [ %ox281.next, %conv1_weight_grad.ox281 ]
+  %3744 = mul nsw i64 %conv1_weight_grad.g272939, 64
+  %3745 = add nsw i64 %3744, %conv1_weight_grad.j273940
+  %3746 = mul nsw i64 %3745, 784
+  %3747 = mul nsw i64 %conv1_weight_grad.c274941, 784
+  %3748 = add nsw i64 %3746, %3747
+  %3749 = add nsw i64 %conv1_weight_grad.oy280951, %conv1_weight_grad.ky275942
+  %3750 = mul nsw i64 %3749, 28
+  %3751 = add nsw i64 %3748, %3750
+  %3752 = add nsw i64 %conv1_weight_grad.ox281952, 2
+  %3753 = add nsw i64 %3751, %3752
+  %images953 = getelementptr inbounds float, ptr %images, i64 %3753
+  %3754 = load float, ptr %images953, align 4
+  %3755 = mul nsw i64 %conv1_weight_grad.c274941, 3
+  %3756 = add nsw i64 %3755, %conv1_weight_grad.ky275942
+  %3757 = mul nsw i64 %3756, 3
+  %3758 = add nsw i64 %3757, 2
+  %3759 = mul nsw i64 %3758, 43264
+  %3760 = mul nsw i64 %conv1_weight_grad.j273940, 676
+  %3761 = add nsw i64 %3759, %3760
+  %3762 = mul nsw i64 %conv1_weight_grad.oy280951, 26
+  %3763 = add nsw i64 %3762, %conv1_weight_grad.ox281952
+  %3764 = add nsw i64 %3761, %3763
+  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3764
+  store float %3754, ptr %arena954, align 4
+  %ox281.next = add nsw i64 %conv1_weight_grad.ox281952, 1
+  %3765 = icmp slt i64 %ox281.next, 26
+  br i1 %3765, label %conv1_weight_grad.ox281, label %conv1_weight_grad.ox281.end
+
+conv1_weight_grad.ox281.end:                      ; preds = %conv1_weight_grad.ox281
+  %oy280.next = add nsw i64 %conv1_weight_grad.oy280951, 1
+  %3766 = icmp slt i64 %oy280.next, 26
+  br i1 %3766, label %conv1_weight_grad.oy280, label %conv1_weight_grad.oy280.end
+
+conv1_weight_grad.j282:                           ; preds = %conv1_weight_grad.i283.end, %conv1_weight_grad.j273.end
+  %conv1_weight_grad.j282955 = phi i64 [ 0, %conv1_weight_grad.j273.end ], [ %j282.next, %conv1_weight_grad.i283.end ]
+  br label %conv1_weight_grad.i283
+
+conv1_weight_grad.j282.end:                       ; preds = %conv1_weight_grad.i283.end
+  br label %conv1_weight_grad.kp285
+
+conv1_weight_grad.i283:                           ; preds = %conv1_weight_grad.f284.end, %conv1_weight_grad.j282
+  %conv1_weight_grad.i283956 = phi i64 [ 0, %conv1_weight_grad.j282 ], [ %i283.next, %conv1_weight_grad.f284.end ]
+  br label %conv1_weight_grad.f284
+
+conv1_weight_grad.i283.end:                       ; preds = %conv1_weight_grad.f284.end
+  %j282.next = add nsw i64 %conv1_weight_grad.j282955, 1
+  %3767 = icmp slt i64 %j282.next, 64
+  br i1 %3767, label %conv1_weight_grad.j282, label %conv1_weight_grad.j282.end
+
+conv1_weight_grad.f284:                           ; preds = %conv1_weight_grad.f284, %conv1_weight_grad.i283
+  %conv1_weight_grad.f284957 = phi i64 [ 0, %conv1_weight_grad.i283 ], [ %f284.next, %conv1_weight_grad.f284 ]
+  %3768 = mul nsw i64 %conv1_weight_grad.g272939, 64
+  %3769 = add nsw i64 %3768, %conv1_weight_grad.j282955
+  %3770 = mul nsw i64 %3769, 21632
+  %3771 = add nsw i64 3171600, %3770
+  %3772 = mul nsw i64 %conv1_weight_grad.f284957, 676
+  %3773 = add nsw i64 %3771, %3772
+  %3774 = add nsw i64 %3773, %conv1_weight_grad.i283956
+  %arena958 = getelementptr inbounds float, ptr %arena, i64 %3774
+  %3775 = load float, ptr %arena958, align 4
+  %3776 = mul nsw i64 %conv1_weight_grad.j282955, 676
+  %3777 = add nsw i64 %3776, %conv1_weight_grad.i283956
+  %3778 = mul nsw i64 %3777, 32
+  %3779 = add nsw i64 389376, %3778
+  %3780 = add nsw i64 %3779, %conv1_weight_grad.f284957
+  %arena959 = getelementptr inbounds float, ptr %arena, i64 %3780
+  store float %3775, ptr %arena959, align 4
+  %f284.next = add nsw i64 %conv1_weight_grad.f284957, 1
+  %3781 = icmp slt i64 %f284.next, 32
+  br i1 %3781, label %conv1_weight_grad.f284, label %conv1_weight_grad.f284.end
+
+conv1_weight_grad.f284.end:                       ; preds = %conv1_weight_grad.f284
+  %i283.next = add nsw i64 %conv1_weight_grad.i283956, 1
+  %3782 = icmp slt i64 %i283.next, 676
+  br i1 %3782, label %conv1_weight_grad.i283, label %conv1_weight_grad.i283.end
+
+conv1_weight_grad.kp285:                          ; preds = %conv1_weight_grad.nb286.end, %conv1_weight_grad.j282.end
+  %conv1_weight_grad.kp285960 = phi i64 [ 0, %conv1_weight_grad.j282.end ], [ %kp285.next, %conv1_weight_grad.nb286.end ]
+  br label %conv1_weight_grad.nb286
+
+conv1_weight_grad.kp285.end:                      ; preds = %conv1_weight_grad.nb286.end
+  br label %conv1_weight_grad.nb290
+
+conv1_weight_grad.nb286:                          ; preds = %conv1_weight_grad.mb287.end, %conv1_weight_grad.kp285
+  %conv1_weight_grad.nb286961 = phi i64 [ 0, %conv1_weight_grad.kp285 ], [ %nb286.next, %conv1_weight_grad.mb287.end ]
+  br label %conv1_weight_grad.mb287
+
+conv1_weight_grad.nb286.end:                      ; preds = %conv1_weight_grad.mb287.end
+  %kp285.next = add nsw i64 %conv1_weight_grad.kp285960, 1
+  %3783 = icmp slt i64 %kp285.next, 112
+  br i1 %3783, label %conv1_weight_grad.kp285, label %conv1_weight_grad.kp285.end
+
+conv1_weight_grad.mb287:                          ; preds = %conv1_weight_grad.k289.end, %conv1_weight_grad.nb286
+  %conv1_weight_grad.mb287962 = phi i64 [ 0, %conv1_weight_grad.nb286 ], [ %mb287.next, %conv1_weight_grad.k289.end ]
+  %3784 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3785 = mul nsw i64 %3784, 32
+  %3786 = add nsw i64 1773824, %3785
+  %3787 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3788 = add nsw i64 %3786, %3787
+  %arena963 = getelementptr inbounds float, ptr %arena, i64 %3788
+  %3789 = load <16 x float>, ptr %arena963, align 4
+  store <16 x float> %3789, ptr %conv1_weight_grad.t288_c0_0, align 64
+  %3790 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3791 = mul nsw i64 %3790, 32
+  %3792 = add nsw i64 1773824, %3791
+  %3793 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3794 = add nsw i64 %3792, %3793
+  %3795 = add nsw i64 %3794, 16
+  %arena964 = getelementptr inbounds float, ptr %arena, i64 %3795
+  %3796 = load <16 x float>, ptr %arena964, align 4
+  store <16 x float> %3796, ptr %conv1_weight_grad.t288_c0_1, align 64
+  %3797 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3798 = add nsw i64 %3797, 1
+  %3799 = mul nsw i64 %3798, 32
+  %3800 = add nsw i64 1773824, %3799
+  %3801 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3802 = add nsw i64 %3800, %3801
+  %arena965 = getelementptr inbounds float, ptr %arena, i64 %3802
+  %3803 = load <16 x float>, ptr %arena965, align 4
+  store <16 x float> %3803, ptr %conv1_weight_grad.t288_c1_0, align 64
+  %3804 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3805 = add nsw i64 %3804, 1
+  %3806 = mul nsw i64 %3805, 32
+  %3807 = add nsw i64 1773824, %3806
+  %3808 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3809 = add nsw i64 %3807, %3808
+  %3810 = add nsw i64 %3809, 16
+  %arena966 = getelementptr inbounds float, ptr %arena, i64 %3810
+  %3811 = load <16 x float>, ptr %arena966, align 4
+  store <16 x float> %3811, ptr %conv1_weight_grad.t288_c1_1, align 64
+  %3812 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3813 = add nsw i64 %3812, 2
+  %3814 = mul nsw i64 %3813, 32
+  %3815 = add nsw i64 1773824, %3814
+  %3816 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3817 = add nsw i64 %3815, %3816
+  %arena967 = getelementptr inbounds float, ptr %arena, i64 %3817
+  %3818 = load <16 x float>, ptr %arena967, align 4
+  store <16 x float> %3818, ptr %conv1_weight_grad.t288_c2_0, align 64
+  %3819 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3820 = add nsw i64 %3819, 2
+  %3821 = mul nsw i64 %3820, 32
+  %3822 = add nsw i64 1773824, %3821
+  %3823 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3824 = add nsw i64 %3822, %3823
+  %3825 = add nsw i64 %3824, 16
+  %arena968 = getelementptr inbounds float, ptr %arena, i64 %3825
+  %3826 = load <16 x float>, ptr %arena968, align 4
+  store <16 x float> %3826, ptr %conv1_weight_grad.t288_c2_1, align 64
+  %3827 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3828 = add nsw i64 %3827, 3
+  %3829 = mul nsw i64 %3828, 32
+  %3830 = add nsw i64 1773824, %3829
+  %3831 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3832 = add nsw i64 %3830, %3831
+  %arena969 = getelementptr inbounds float, ptr %arena, i64 %3832
+  %3833 = load <16 x float>, ptr %arena969, align 4
+  store <16 x float> %3833, ptr %conv1_weight_grad.t288_c3_0, align 64
+  %3834 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3835 = add nsw i64 %3834, 3
+  %3836 = mul nsw i64 %3835, 32
+  %3837 = add nsw i64 1773824, %3836
+  %3838 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3839 = add nsw i64 %3837, %3838
+  %3840 = add nsw i64 %3839, 16
+  %arena970 = getelementptr inbounds float, ptr %arena, i64 %3840
+  %3841 = load <16 x float>, ptr %arena970, align 4
+  store <16 x float> %3841, ptr %conv1_weight_grad.t288_c3_1, align 64
+  %3842 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3843 = add nsw i64 %3842, 4
+  %3844 = mul nsw i64 %3843, 32
+  %3845 = add nsw i64 1773824, %3844
+  %3846 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3847 = add nsw i64 %3845, %3846
+  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3847
+  %3848 = load <16 x float>, ptr %arena971, align 4
+  store <16 x float> %3848, ptr %conv1_weight_grad.t288_c4_0, align 64
+  %3849 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3850 = add nsw i64 %3849, 4
+  %3851 = mul nsw i64 %3850, 32
+  %3852 = add nsw i64 1773824, %3851
+  %3853 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3854 = add nsw i64 %3852, %3853
+  %3855 = add nsw i64 %3854, 16
+  %arena972 = getelementptr inbounds float, ptr %arena, i64 %3855
+  %3856 = load <16 x float>, ptr %arena972, align 4
+  store <16 x float> %3856, ptr %conv1_weight_grad.t288_c4_1, align 64
+  %3857 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3858 = add nsw i64 %3857, 5
+  %3859 = mul nsw i64 %3858, 32
+  %3860 = add nsw i64 1773824, %3859
+  %3861 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3862 = add nsw i64 %3860, %3861
+  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3862
+  %3863 = load <16 x float>, ptr %arena973, align 4
+  store <16 x float> %3863, ptr %conv1_weight_grad.t288_c5_0, align 64
+  %3864 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3865 = add nsw i64 %3864, 5
+  %3866 = mul nsw i64 %3865, 32
+  %3867 = add nsw i64 1773824, %3866
+  %3868 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3869 = add nsw i64 %3867, %3868
+  %3870 = add nsw i64 %3869, 16
+  %arena974 = getelementptr inbounds float, ptr %arena, i64 %3870
+  %3871 = load <16 x float>, ptr %arena974, align 4
+  store <16 x float> %3871, ptr %conv1_weight_grad.t288_c5_1, align 64
+  %3872 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3873 = add nsw i64 %3872, 6
+  %3874 = mul nsw i64 %3873, 32
+  %3875 = add nsw i64 1773824, %3874
+  %3876 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3877 = add nsw i64 %3875, %3876
+  %arena975 = getelementptr inbounds float, ptr %arena, i64 %3877
+  %3878 = load <16 x float>, ptr %arena975, align 4
+  store <16 x float> %3878, ptr %conv1_weight_grad.t288_c6_0, align 64
+  %3879 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3880 = add nsw i64 %3879, 6
+  %3881 = mul nsw i64 %3880, 32
+  %3882 = add nsw i64 1773824, %3881
+  %3883 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3884 = add nsw i64 %3882, %3883
+  %3885 = add nsw i64 %3884, 16
+  %arena976 = getelementptr inbounds float, ptr %arena, i64 %3885
+  %3886 = load <16 x float>, ptr %arena976, align 4
+  store <16 x float> %3886, ptr %conv1_weight_grad.t288_c6_1, align 64
+  %3887 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3888 = add nsw i64 %3887, 7
+  %3889 = mul nsw i64 %3888, 32
+  %3890 = add nsw i64 1773824, %3889
+  %3891 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3892 = add nsw i64 %3890, %3891
+  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3892
+  %3893 = load <16 x float>, ptr %arena977, align 4
+  store <16 x float> %3893, ptr %conv1_weight_grad.t288_c7_0, align 64
+  %3894 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3895 = add nsw i64 %3894, 7
+  %3896 = mul nsw i64 %3895, 32
+  %3897 = add nsw i64 1773824, %3896
+  %3898 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3899 = add nsw i64 %3897, %3898
+  %3900 = add nsw i64 %3899, 16
+  %arena978 = getelementptr inbounds float, ptr %arena, i64 %3900
+  %3901 = load <16 x float>, ptr %arena978, align 4
+  store <16 x float> %3901, ptr %conv1_weight_grad.t288_c7_1, align 64
+  %3902 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3903 = add nsw i64 %3902, 8
+  %3904 = mul nsw i64 %3903, 32
+  %3905 = add nsw i64 1773824, %3904
+  %3906 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3907 = add nsw i64 %3905, %3906
+  %arena979 = getelementptr inbounds float, ptr %arena, i64 %3907
+  %3908 = load <16 x float>, ptr %arena979, align 4
+  store <16 x float> %3908, ptr %conv1_weight_grad.t288_c8_0, align 64
+  %3909 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3910 = add nsw i64 %3909, 8
+  %3911 = mul nsw i64 %3910, 32
+  %3912 = add nsw i64 1773824, %3911
+  %3913 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3914 = add nsw i64 %3912, %3913
+  %3915 = add nsw i64 %3914, 16
+  %arena980 = getelementptr inbounds float, ptr %arena, i64 %3915
+  %3916 = load <16 x float>, ptr %arena980, align 4
+  store <16 x float> %3916, ptr %conv1_weight_grad.t288_c8_1, align 64
+  br label %conv1_weight_grad.k289
+
+conv1_weight_grad.mb287.end:                      ; preds = %conv1_weight_grad.k289.end
+  %nb286.next = add nsw i64 %conv1_weight_grad.nb286961, 1
+  %3917 = icmp slt i64 %nb286.next, 1
+  br i1 %3917, label %conv1_weight_grad.nb286, label %conv1_weight_grad.nb286.end
+
+conv1_weight_grad.k289:                           ; preds = %conv1_weight_grad.k289, %conv1_weight_grad.mb287
+  %conv1_weight_grad.k289981 = phi i64 [ 0, %conv1_weight_grad.mb287 ], [ %k289.next, %conv1_weight_grad.k289 ]
+  %3918 = mul nsw i64 %conv1_weight_grad.kp285960, 383
+  %3919 = add nsw i64 %conv1_weight_grad.k289981, %3918
+  %3920 = mul nsw i64 %3919, 32
+  %3921 = add nsw i64 389376, %3920
+  %3922 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3923 = add nsw i64 %3921, %3922
+  %arena982 = getelementptr inbounds float, ptr %arena, i64 %3923
+  %3924 = load <16 x float>, ptr %arena982, align 4
+  store <16 x float> %3924, ptr %conv1_weight_grad.t288_b0, align 64
+  %3925 = mul nsw i64 %conv1_weight_grad.kp285960, 383
+  %3926 = add nsw i64 %conv1_weight_grad.k289981, %3925
+  %3927 = mul nsw i64 %3926, 32
+  %3928 = add nsw i64 389376, %3927
+  %3929 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %3930 = add nsw i64 %3928, %3929
+  %3931 = add nsw i64 %3930, 16
+  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3931
+  %3932 = load <16 x float>, ptr %arena983, align 4
+  store <16 x float> %3932, ptr %conv1_weight_grad.t288_b1, align 64
+  %3933 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3934 = mul nsw i64 %3933, 43264
+  %3935 = mul nsw i64 %conv1_weight_grad.kp285960, 383
+  %3936 = add nsw i64 %conv1_weight_grad.k289981, %3935
+  %3937 = add nsw i64 %3934, %3936
+  %arena984 = getelementptr inbounds float, ptr %arena, i64 %3937
+  %3938 = load float, ptr %arena984, align 4
+  %3939 = insertelement <16 x float> undef, float %3938, i32 0
+  %3940 = shufflevector <16 x float> %3939, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3940, ptr %conv1_weight_grad.t288_a0, align 64
+  %t288_a0 = load <16 x float>, ptr %conv1_weight_grad.t288_a0, align 64
+  %t288_b0 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
+  %t288_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c0_0, align 64
+  %3941 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a0, <16 x float> %t288_b0, <16 x float> %t288_c0_0)
+  store <16 x float> %3941, ptr %conv1_weight_grad.t288_c0_0, align 64
+  %t288_a0985 = load <16 x float>, ptr %conv1_weight_grad.t288_a0, align 64
+  %t288_b1 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
+  %t288_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c0_1, align 64
+  %3942 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a0985, <16 x float> %t288_b1, <16 x float> %t288_c0_1)
+  store <16 x float> %3942, ptr %conv1_weight_grad.t288_c0_1, align 64
+  %3943 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3944 = add nsw i64 %3943, 1
+  %3945 = mul nsw i64 %3944, 43264
+  %3946 = mul nsw i64 %conv1_weight_grad.kp285960, 383
+  %3947 = add nsw i64 %conv1_weight_grad.k289981, %3946
+  %3948 = add nsw i64 %3945, %3947
+  %arena986 = getelementptr inbounds float, ptr %arena, i64 %3948
+  %3949 = load float, ptr %arena986, align 4
+  %3950 = insertelement <16 x float> undef, float %3949, i32 0
+  %3951 = shufflevector <16 x float> %3950, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3951, ptr %conv1_weight_grad.t288_a1, align 64
+  %t288_a1 = load <16 x float>, ptr %conv1_weight_grad.t288_a1, align 64
+  %t288_b0987 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
+  %t288_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c1_0, align 64
+  %3952 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a1, <16 x float> %t288_b0987, <16 x float> %t288_c1_0)
+  store <16 x float> %3952, ptr %conv1_weight_grad.t288_c1_0, align 64
+  %t288_a1988 = load <16 x float>, ptr %conv1_weight_grad.t288_a1, align 64
+  %t288_b1989 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
+  %t288_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c1_1, align 64
+  %3953 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a1988, <16 x float> %t288_b1989, <16 x float> %t288_c1_1)
+  store <16 x float> %3953, ptr %conv1_weight_grad.t288_c1_1, align 64
+  %3954 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3955 = add nsw i64 %3954, 2
+  %3956 = mul nsw i64 %3955, 43264
+  %3957 = mul nsw i64 %conv1_weight_grad.kp285960, 383
+  %3958 = add nsw i64 %conv1_weight_grad.k289981, %3957
+  %3959 = add nsw i64 %3956, %3958
+  %arena990 = getelementptr inbounds float, ptr %arena, i64 %3959
+  %3960 = load float, ptr %arena990, align 4
+  %3961 = insertelement <16 x float> undef, float %3960, i32 0
+  %3962 = shufflevector <16 x float> %3961, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3962, ptr %conv1_weight_grad.t288_a2, align 64
+  %t288_a2 = load <16 x float>, ptr %conv1_weight_grad.t288_a2, align 64
+  %t288_b0991 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
+  %t288_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c2_0, align 64
+  %3963 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a2, <16 x float> %t288_b0991, <16 x float> %t288_c2_0)
+  store <16 x float> %3963, ptr %conv1_weight_grad.t288_c2_0, align 64
+  %t288_a2992 = load <16 x float>, ptr %conv1_weight_grad.t288_a2, align 64
+  %t288_b1993 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
+  %t288_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c2_1, align 64
+  %3964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a2992, <16 x float> %t288_b1993, <16 x float> %t288_c2_1)
+  store <16 x float> %3964, ptr %conv1_weight_grad.t288_c2_1, align 64
+  %3965 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3966 = add nsw i64 %3965, 3
+  %3967 = mul nsw i64 %3966, 43264
+  %3968 = mul nsw i64 %conv1_weight_grad.kp285960, 383
+  %3969 = add nsw i64 %conv1_weight_grad.k289981, %3968
+  %3970 = add nsw i64 %3967, %3969
+  %arena994 = getelementptr inbounds float, ptr %arena, i64 %3970
+  %3971 = load float, ptr %arena994, align 4
+  %3972 = insertelement <16 x float> undef, float %3971, i32 0
+  %3973 = shufflevector <16 x float> %3972, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3973, ptr %conv1_weight_grad.t288_a3, align 64
+  %t288_a3 = load <16 x float>, ptr %conv1_weight_grad.t288_a3, align 64
+  %t288_b0995 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
+  %t288_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c3_0, align 64
+  %3974 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a3, <16 x float> %t288_b0995, <16 x float> %t288_c3_0)
+  store <16 x float> %3974, ptr %conv1_weight_grad.t288_c3_0, align 64
+  %t288_a3996 = load <16 x float>, ptr %conv1_weight_grad.t288_a3, align 64
+  %t288_b1997 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
+  %t288_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c3_1, align 64
+  %3975 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a3996, <16 x float> %t288_b1997, <16 x float> %t288_c3_1)
+  store <16 x float> %3975, ptr %conv1_weight_grad.t288_c3_1, align 64
+  %3976 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3977 = add nsw i64 %3976, 4
+  %3978 = mul nsw i64 %3977, 43264
+  %3979 = mul nsw i64 %conv1_weight_grad.kp285960, 383
+  %3980 = add nsw i64 %conv1_weight_grad.k289981, %3979
+  %3981 = add nsw i64 %3978, %3980
+  %arena998 = getelementptr inbounds float, ptr %arena, i64 %3981
+  %3982 = load float, ptr %arena998, align 4
+  %3983 = insertelement <16 x float> undef, float %3982, i32 0
+  %3984 = shufflevector <16 x float> %3983, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3984, ptr %conv1_weight_grad.t288_a4, align 64
+  %t288_a4 = load <16 x float>, ptr %conv1_weight_grad.t288_a4, align 64
+  %t288_b0999 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
+  %t288_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c4_0, align 64
+  %3985 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a4, <16 x float> %t288_b0999, <16 x float> %t288_c4_0)
+  store <16 x float> %3985, ptr %conv1_weight_grad.t288_c4_0, align 64
+  %t288_a41000 = load <16 x float>, ptr %conv1_weight_grad.t288_a4, align 64
+  %t288_b11001 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
+  %t288_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c4_1, align 64
+  %3986 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a41000, <16 x float> %t288_b11001, <16 x float> %t288_c4_1)
+  store <16 x float> %3986, ptr %conv1_weight_grad.t288_c4_1, align 64
+  %3987 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3988 = add nsw i64 %3987, 5
+  %3989 = mul nsw i64 %3988, 43264
+  %3990 = mul nsw i64 %conv1_weight_grad.kp285960, 383
+  %3991 = add nsw i64 %conv1_weight_grad.k289981, %3990
+  %3992 = add nsw i64 %3989, %3991
+  %arena1002 = getelementptr inbounds float, ptr %arena, i64 %3992
+  %3993 = load float, ptr %arena1002, align 4
+  %3994 = insertelement <16 x float> undef, float %3993, i32 0
+  %3995 = shufflevector <16 x float> %3994, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3995, ptr %conv1_weight_grad.t288_a5, align 64
+  %t288_a5 = load <16 x float>, ptr %conv1_weight_grad.t288_a5, align 64
+  %t288_b01003 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
+  %t288_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c5_0, align 64
+  %3996 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a5, <16 x float> %t288_b01003, <16 x float> %t288_c5_0)
+  store <16 x float> %3996, ptr %conv1_weight_grad.t288_c5_0, align 64
+  %t288_a51004 = load <16 x float>, ptr %conv1_weight_grad.t288_a5, align 64
+  %t288_b11005 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
+  %t288_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c5_1, align 64
+  %3997 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a51004, <16 x float> %t288_b11005, <16 x float> %t288_c5_1)
+  store <16 x float> %3997, ptr %conv1_weight_grad.t288_c5_1, align 64
+  %3998 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %3999 = add nsw i64 %3998, 6
+  %4000 = mul nsw i64 %3999, 43264
+  %4001 = mul nsw i64 %conv1_weight_grad.kp285960, 383
+  %4002 = add nsw i64 %conv1_weight_grad.k289981, %4001
+  %4003 = add nsw i64 %4000, %4002
+  %arena1006 = getelementptr inbounds float, ptr %arena, i64 %4003
+  %4004 = load float, ptr %arena1006, align 4
+  %4005 = insertelement <16 x float> undef, float %4004, i32 0
+  %4006 = shufflevector <16 x float> %4005, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4006, ptr %conv1_weight_grad.t288_a6, align 64
+  %t288_a6 = load <16 x float>, ptr %conv1_weight_grad.t288_a6, align 64
+  %t288_b01007 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
+  %t288_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c6_0, align 64
+  %4007 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a6, <16 x float> %t288_b01007, <16 x float> %t288_c6_0)
+  store <16 x float> %4007, ptr %conv1_weight_grad.t288_c6_0, align 64
+  %t288_a61008 = load <16 x float>, ptr %conv1_weight_grad.t288_a6, align 64
+  %t288_b11009 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
+  %t288_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c6_1, align 64
+  %4008 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a61008, <16 x float> %t288_b11009, <16 x float> %t288_c6_1)
+  store <16 x float> %4008, ptr %conv1_weight_grad.t288_c6_1, align 64
+  %4009 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4010 = add nsw i64 %4009, 7
+  %4011 = mul nsw i64 %4010, 43264
+  %4012 = mul nsw i64 %conv1_weight_grad.kp285960, 383
+  %4013 = add nsw i64 %conv1_weight_grad.k289981, %4012
+  %4014 = add nsw i64 %4011, %4013
+  %arena1010 = getelementptr inbounds float, ptr %arena, i64 %4014
+  %4015 = load float, ptr %arena1010, align 4
+  %4016 = insertelement <16 x float> undef, float %4015, i32 0
+  %4017 = shufflevector <16 x float> %4016, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4017, ptr %conv1_weight_grad.t288_a7, align 64
+  %t288_a7 = load <16 x float>, ptr %conv1_weight_grad.t288_a7, align 64
+  %t288_b01011 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
+  %t288_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c7_0, align 64
+  %4018 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a7, <16 x float> %t288_b01011, <16 x float> %t288_c7_0)
+  store <16 x float> %4018, ptr %conv1_weight_grad.t288_c7_0, align 64
+  %t288_a71012 = load <16 x float>, ptr %conv1_weight_grad.t288_a7, align 64
+  %t288_b11013 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
+  %t288_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c7_1, align 64
+  %4019 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a71012, <16 x float> %t288_b11013, <16 x float> %t288_c7_1)
+  store <16 x float> %4019, ptr %conv1_weight_grad.t288_c7_1, align 64
+  %4020 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4021 = add nsw i64 %4020, 8
+  %4022 = mul nsw i64 %4021, 43264
+  %4023 = mul nsw i64 %conv1_weight_grad.kp285960, 383
+  %4024 = add nsw i64 %conv1_weight_grad.k289981, %4023
+  %4025 = add nsw i64 %4022, %4024
+  %arena1014 = getelementptr inbounds float, ptr %arena, i64 %4025
+  %4026 = load float, ptr %arena1014, align 4
+  %4027 = insertelement <16 x float> undef, float %4026, i32 0
+  %4028 = shufflevector <16 x float> %4027, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4028, ptr %conv1_weight_grad.t288_a8, align 64
+  %t288_a8 = load <16 x float>, ptr %conv1_weight_grad.t288_a8, align 64
+  %t288_b01015 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
+  %t288_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c8_0, align 64
+  %4029 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a8, <16 x float> %t288_b01015, <16 x float> %t288_c8_0)
+  store <16 x float> %4029, ptr %conv1_weight_grad.t288_c8_0, align 64
+  %t288_a81016 = load <16 x float>, ptr %conv1_weight_grad.t288_a8, align 64
+  %t288_b11017 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
+  %t288_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c8_1, align 64
+  %4030 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a81016, <16 x float> %t288_b11017, <16 x float> %t288_c8_1)
+  store <16 x float> %4030, ptr %conv1_weight_grad.t288_c8_1, align 64
+  %k289.next = add nsw i64 %conv1_weight_grad.k289981, 1
+  %4031 = icmp slt i64 %k289.next, 383
+  br i1 %4031, label %conv1_weight_grad.k289, label %conv1_weight_grad.k289.end
+
+conv1_weight_grad.k289.end:                       ; preds = %conv1_weight_grad.k289
+  %t288_c0_01018 = load <16 x float>, ptr %conv1_weight_grad.t288_c0_0, align 64
+  %4032 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4033 = mul nsw i64 %4032, 32
+  %4034 = add nsw i64 1773824, %4033
+  %4035 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4036 = add nsw i64 %4034, %4035
+  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %4036
+  store <16 x float> %t288_c0_01018, ptr %arena1019, align 4
+  %t288_c0_11020 = load <16 x float>, ptr %conv1_weight_grad.t288_c0_1, align 64
+  %4037 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4038 = mul nsw i64 %4037, 32
+  %4039 = add nsw i64 1773824, %4038
+  %4040 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4041 = add nsw i64 %4039, %4040
+  %4042 = add nsw i64 %4041, 16
+  %arena1021 = getelementptr inbounds float, ptr %arena, i64 %4042
+  store <16 x float> %t288_c0_11020, ptr %arena1021, align 4
+  %t288_c1_01022 = load <16 x float>, ptr %conv1_weight_grad.t288_c1_0, align 64
+  %4043 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4044 = add nsw i64 %4043, 1
+  %4045 = mul nsw i64 %4044, 32
+  %4046 = add nsw i64 1773824, %4045
+  %4047 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4048 = add nsw i64 %4046, %4047
+  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %4048
+  store <16 x float> %t288_c1_01022, ptr %arena1023, align 4
+  %t288_c1_11024 = load <16 x float>, ptr %conv1_weight_grad.t288_c1_1, align 64
+  %4049 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4050 = add nsw i64 %4049, 1
+  %4051 = mul nsw i64 %4050, 32
+  %4052 = add nsw i64 1773824, %4051
+  %4053 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4054 = add nsw i64 %4052, %4053
+  %4055 = add nsw i64 %4054, 16
+  %arena1025 = getelementptr inbounds float, ptr %arena, i64 %4055
+  store <16 x float> %t288_c1_11024, ptr %arena1025, align 4
+  %t288_c2_01026 = load <16 x float>, ptr %conv1_weight_grad.t288_c2_0, align 64
+  %4056 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4057 = add nsw i64 %4056, 2
+  %4058 = mul nsw i64 %4057, 32
+  %4059 = add nsw i64 1773824, %4058
+  %4060 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4061 = add nsw i64 %4059, %4060
+  %arena1027 = getelementptr inbounds float, ptr %arena, i64 %4061
+  store <16 x float> %t288_c2_01026, ptr %arena1027, align 4
+  %t288_c2_11028 = load <16 x float>, ptr %conv1_weight_grad.t288_c2_1, align 64
+  %4062 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4063 = add nsw i64 %4062, 2
+  %4064 = mul nsw i64 %4063, 32
+  %4065 = add nsw i64 1773824, %4064
+  %4066 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4067 = add nsw i64 %4065, %4066
+  %4068 = add nsw i64 %4067, 16
+  %arena1029 = getelementptr inbounds float, ptr %arena, i64 %4068
+  store <16 x float> %t288_c2_11028, ptr %arena1029, align 4
+  %t288_c3_01030 = load <16 x float>, ptr %conv1_weight_grad.t288_c3_0, align 64
+  %4069 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4070 = add nsw i64 %4069, 3
+  %4071 = mul nsw i64 %4070, 32
+  %4072 = add nsw i64 1773824, %4071
+  %4073 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4074 = add nsw i64 %4072, %4073
+  %arena1031 = getelementptr inbounds float, ptr %arena, i64 %4074
+  store <16 x float> %t288_c3_01030, ptr %arena1031, align 4
+  %t288_c3_11032 = load <16 x float>, ptr %conv1_weight_grad.t288_c3_1, align 64
+  %4075 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4076 = add nsw i64 %4075, 3
+  %4077 = mul nsw i64 %4076, 32
+  %4078 = add nsw i64 1773824, %4077
+  %4079 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4080 = add nsw i64 %4078, %4079
+  %4081 = add nsw i64 %4080, 16
+  %arena1033 = getelementptr inbounds float, ptr %arena, i64 %4081
+  store <16 x float> %t288_c3_11032, ptr %arena1033, align 4
+  %t288_c4_01034 = load <16 x float>, ptr %conv1_weight_grad.t288_c4_0, align 64
+  %4082 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4083 = add nsw i64 %4082, 4
+  %4084 = mul nsw i64 %4083, 32
+  %4085 = add nsw i64 1773824, %4084
+  %4086 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4087 = add nsw i64 %4085, %4086
+  %arena1035 = getelementptr inbounds float, ptr %arena, i64 %4087
+  store <16 x float> %t288_c4_01034, ptr %arena1035, align 4
+  %t288_c4_11036 = load <16 x float>, ptr %conv1_weight_grad.t288_c4_1, align 64
+  %4088 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4089 = add nsw i64 %4088, 4
+  %4090 = mul nsw i64 %4089, 32
+  %4091 = add nsw i64 1773824, %4090
+  %4092 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4093 = add nsw i64 %4091, %4092
+  %4094 = add nsw i64 %4093, 16
+  %arena1037 = getelementptr inbounds float, ptr %arena, i64 %4094
+  store <16 x float> %t288_c4_11036, ptr %arena1037, align 4
+  %t288_c5_01038 = load <16 x float>, ptr %conv1_weight_grad.t288_c5_0, align 64
+  %4095 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4096 = add nsw i64 %4095, 5
+  %4097 = mul nsw i64 %4096, 32
+  %4098 = add nsw i64 1773824, %4097
+  %4099 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4100 = add nsw i64 %4098, %4099
+  %arena1039 = getelementptr inbounds float, ptr %arena, i64 %4100
+  store <16 x float> %t288_c5_01038, ptr %arena1039, align 4
+  %t288_c5_11040 = load <16 x float>, ptr %conv1_weight_grad.t288_c5_1, align 64
+  %4101 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4102 = add nsw i64 %4101, 5
+  %4103 = mul nsw i64 %4102, 32
+  %4104 = add nsw i64 1773824, %4103
+  %4105 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4106 = add nsw i64 %4104, %4105
+  %4107 = add nsw i64 %4106, 16
+  %arena1041 = getelementptr inbounds float, ptr %arena, i64 %4107
+  store <16 x float> %t288_c5_11040, ptr %arena1041, align 4
+  %t288_c6_01042 = load <16 x float>, ptr %conv1_weight_grad.t288_c6_0, align 64
+  %4108 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4109 = add nsw i64 %4108, 6
+  %4110 = mul nsw i64 %4109, 32
+  %4111 = add nsw i64 1773824, %4110
+  %4112 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4113 = add nsw i64 %4111, %4112
+  %arena1043 = getelementptr inbounds float, ptr %arena, i64 %4113
+  store <16 x float> %t288_c6_01042, ptr %arena1043, align 4
+  %t288_c6_11044 = load <16 x float>, ptr %conv1_weight_grad.t288_c6_1, align 64
+  %4114 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4115 = add nsw i64 %4114, 6
+  %4116 = mul nsw i64 %4115, 32
+  %4117 = add nsw i64 1773824, %4116
+  %4118 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4119 = add nsw i64 %4117, %4118
+  %4120 = add nsw i64 %4119, 16
+  %arena1045 = getelementptr inbounds float, ptr %arena, i64 %4120
+  store <16 x float> %t288_c6_11044, ptr %arena1045, align 4
+  %t288_c7_01046 = load <16 x float>, ptr %conv1_weight_grad.t288_c7_0, align 64
+  %4121 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4122 = add nsw i64 %4121, 7
+  %4123 = mul nsw i64 %4122, 32
+  %4124 = add nsw i64 1773824, %4123
+  %4125 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4126 = add nsw i64 %4124, %4125
+  %arena1047 = getelementptr inbounds float, ptr %arena, i64 %4126
+  store <16 x float> %t288_c7_01046, ptr %arena1047, align 4
+  %t288_c7_11048 = load <16 x float>, ptr %conv1_weight_grad.t288_c7_1, align 64
+  %4127 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4128 = add nsw i64 %4127, 7
+  %4129 = mul nsw i64 %4128, 32
+  %4130 = add nsw i64 1773824, %4129
+  %4131 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4132 = add nsw i64 %4130, %4131
+  %4133 = add nsw i64 %4132, 16
+  %arena1049 = getelementptr inbounds float, ptr %arena, i64 %4133
+  store <16 x float> %t288_c7_11048, ptr %arena1049, align 4
+  %t288_c8_01050 = load <16 x float>, ptr %conv1_weight_grad.t288_c8_0, align 64
+  %4134 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4135 = add nsw i64 %4134, 8
+  %4136 = mul nsw i64 %4135, 32
+  %4137 = add nsw i64 1773824, %4136
+  %4138 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4139 = add nsw i64 %4137, %4138
+  %arena1051 = getelementptr inbounds float, ptr %arena, i64 %4139
+  store <16 x float> %t288_c8_01050, ptr %arena1051, align 4
+  %t288_c8_11052 = load <16 x float>, ptr %conv1_weight_grad.t288_c8_1, align 64
+  %4140 = mul nsw i64 %conv1_weight_grad.mb287962, 9
+  %4141 = add nsw i64 %4140, 8
+  %4142 = mul nsw i64 %4141, 32
+  %4143 = add nsw i64 1773824, %4142
+  %4144 = mul nsw i64 %conv1_weight_grad.nb286961, 32
+  %4145 = add nsw i64 %4143, %4144
+  %4146 = add nsw i64 %4145, 16
+  %arena1053 = getelementptr inbounds float, ptr %arena, i64 %4146
+  store <16 x float> %t288_c8_11052, ptr %arena1053, align 4
+  %mb287.next = add nsw i64 %conv1_weight_grad.mb287962, 1
+  %4147 = icmp slt i64 %mb287.next, 1
+  br i1 %4147, label %conv1_weight_grad.mb287, label %conv1_weight_grad.mb287.end
+
+conv1_weight_grad.nb290:                          ; preds = %conv1_weight_grad.mb291.end, %conv1_weight_grad.kp285.end
+  %conv1_weight_grad.nb2901054 = phi i64 [ 0, %conv1_weight_grad.kp285.end ], [ %nb290.next, %conv1_weight_grad.mb291.end ]
+  br label %conv1_weight_grad.mb291
+
+conv1_weight_grad.nb290.end:                      ; preds = %conv1_weight_grad.mb291.end
+  %g272.next = add nsw i64 %conv1_weight_grad.g272939, 1
+  %4148 = icmp slt i64 %g272.next, 1
+  br i1 %4148, label %conv1_weight_grad.g272, label %conv1_weight_grad.g272.end
+
+conv1_weight_grad.mb291:                          ; preds = %conv1_weight_grad.k293.end, %conv1_weight_grad.nb290
+  %conv1_weight_grad.mb2911055 = phi i64 [ 0, %conv1_weight_grad.nb290 ], [ %mb291.next, %conv1_weight_grad.k293.end ]
+  %4149 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4150 = mul nsw i64 %4149, 32
+  %4151 = add nsw i64 1773824, %4150
+  %4152 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4153 = add nsw i64 %4151, %4152
+  %arena1056 = getelementptr inbounds float, ptr %arena, i64 %4153
+  %4154 = load <16 x float>, ptr %arena1056, align 4
+  store <16 x float> %4154, ptr %conv1_weight_grad.t292_c0_0, align 64
+  %4155 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4156 = mul nsw i64 %4155, 32
+  %4157 = add nsw i64 1773824, %4156
+  %4158 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4159 = add nsw i64 %4157, %4158
+  %4160 = add nsw i64 %4159, 16
+  %arena1057 = getelementptr inbounds float, ptr %arena, i64 %4160
+  %4161 = load <16 x float>, ptr %arena1057, align 4
+  store <16 x float> %4161, ptr %conv1_weight_grad.t292_c0_1, align 64
+  %4162 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4163 = add nsw i64 %4162, 1
+  %4164 = mul nsw i64 %4163, 32
+  %4165 = add nsw i64 1773824, %4164
+  %4166 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4167 = add nsw i64 %4165, %4166
+  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %4167
+  %4168 = load <16 x float>, ptr %arena1058, align 4
+  store <16 x float> %4168, ptr %conv1_weight_grad.t292_c1_0, align 64
+  %4169 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4170 = add nsw i64 %4169, 1
+  %4171 = mul nsw i64 %4170, 32
+  %4172 = add nsw i64 1773824, %4171
+  %4173 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4174 = add nsw i64 %4172, %4173
+  %4175 = add nsw i64 %4174, 16
+  %arena1059 = getelementptr inbounds float, ptr %arena, i64 %4175
+  %4176 = load <16 x float>, ptr %arena1059, align 4
+  store <16 x float> %4176, ptr %conv1_weight_grad.t292_c1_1, align 64
+  %4177 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4178 = add nsw i64 %4177, 2
+  %4179 = mul nsw i64 %4178, 32
+  %4180 = add nsw i64 1773824, %4179
+  %4181 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4182 = add nsw i64 %4180, %4181
+  %arena1060 = getelementptr inbounds float, ptr %arena, i64 %4182
+  %4183 = load <16 x float>, ptr %arena1060, align 4
+  store <16 x float> %4183, ptr %conv1_weight_grad.t292_c2_0, align 64
+  %4184 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4185 = add nsw i64 %4184, 2
+  %4186 = mul nsw i64 %4185, 32
+  %4187 = add nsw i64 1773824, %4186
+  %4188 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4189 = add nsw i64 %4187, %4188
+  %4190 = add nsw i64 %4189, 16
+  %arena1061 = getelementptr inbounds float, ptr %arena, i64 %4190
+  %4191 = load <16 x float>, ptr %arena1061, align 4
+  store <16 x float> %4191, ptr %conv1_weight_grad.t292_c2_1, align 64
+  %4192 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4193 = add nsw i64 %4192, 3
+  %4194 = mul nsw i64 %4193, 32
+  %4195 = add nsw i64 1773824, %4194
+  %4196 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4197 = add nsw i64 %4195, %4196
+  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %4197
+  %4198 = load <16 x float>, ptr %arena1062, align 4
+  store <16 x float> %4198, ptr %conv1_weight_grad.t292_c3_0, align 64
+  %4199 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4200 = add nsw i64 %4199, 3
+  %4201 = mul nsw i64 %4200, 32
+  %4202 = add nsw i64 1773824, %4201
+  %4203 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4204 = add nsw i64 %4202, %4203
+  %4205 = add nsw i64 %4204, 16
+  %arena1063 = getelementptr inbounds float, ptr %arena, i64 %4205
+  %4206 = load <16 x float>, ptr %arena1063, align 4
+  store <16 x float> %4206, ptr %conv1_weight_grad.t292_c3_1, align 64
+  %4207 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4208 = add nsw i64 %4207, 4
+  %4209 = mul nsw i64 %4208, 32
+  %4210 = add nsw i64 1773824, %4209
+  %4211 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4212 = add nsw i64 %4210, %4211
+  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %4212
+  %4213 = load <16 x float>, ptr %arena1064, align 4
+  store <16 x float> %4213, ptr %conv1_weight_grad.t292_c4_0, align 64
+  %4214 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4215 = add nsw i64 %4214, 4
+  %4216 = mul nsw i64 %4215, 32
+  %4217 = add nsw i64 1773824, %4216
+  %4218 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4219 = add nsw i64 %4217, %4218
+  %4220 = add nsw i64 %4219, 16
+  %arena1065 = getelementptr inbounds float, ptr %arena, i64 %4220
+  %4221 = load <16 x float>, ptr %arena1065, align 4
+  store <16 x float> %4221, ptr %conv1_weight_grad.t292_c4_1, align 64
+  %4222 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4223 = add nsw i64 %4222, 5
+  %4224 = mul nsw i64 %4223, 32
+  %4225 = add nsw i64 1773824, %4224
+  %4226 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4227 = add nsw i64 %4225, %4226
+  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %4227
+  %4228 = load <16 x float>, ptr %arena1066, align 4
+  store <16 x float> %4228, ptr %conv1_weight_grad.t292_c5_0, align 64
+  %4229 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4230 = add nsw i64 %4229, 5
+  %4231 = mul nsw i64 %4230, 32
+  %4232 = add nsw i64 1773824, %4231
+  %4233 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4234 = add nsw i64 %4232, %4233
+  %4235 = add nsw i64 %4234, 16
+  %arena1067 = getelementptr inbounds float, ptr %arena, i64 %4235
+  %4236 = load <16 x float>, ptr %arena1067, align 4
+  store <16 x float> %4236, ptr %conv1_weight_grad.t292_c5_1, align 64
+  %4237 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4238 = add nsw i64 %4237, 6
+  %4239 = mul nsw i64 %4238, 32
+  %4240 = add nsw i64 1773824, %4239
+  %4241 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4242 = add nsw i64 %4240, %4241
+  %arena1068 = getelementptr inbounds float, ptr %arena, i64 %4242
+  %4243 = load <16 x float>, ptr %arena1068, align 4
+  store <16 x float> %4243, ptr %conv1_weight_grad.t292_c6_0, align 64
+  %4244 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4245 = add nsw i64 %4244, 6
+  %4246 = mul nsw i64 %4245, 32
+  %4247 = add nsw i64 1773824, %4246
+  %4248 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4249 = add nsw i64 %4247, %4248
+  %4250 = add nsw i64 %4249, 16
+  %arena1069 = getelementptr inbounds float, ptr %arena, i64 %4250
+  %4251 = load <16 x float>, ptr %arena1069, align 4
+  store <16 x float> %4251, ptr %conv1_weight_grad.t292_c6_1, align 64
+  %4252 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4253 = add nsw i64 %4252, 7
+  %4254 = mul nsw i64 %4253, 32
+  %4255 = add nsw i64 1773824, %4254
+  %4256 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4257 = add nsw i64 %4255, %4256
+  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %4257
+  %4258 = load <16 x float>, ptr %arena1070, align 4
+  store <16 x float> %4258, ptr %conv1_weight_grad.t292_c7_0, align 64
+  %4259 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4260 = add nsw i64 %4259, 7
+  %4261 = mul nsw i64 %4260, 32
+  %4262 = add nsw i64 1773824, %4261
+  %4263 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4264 = add nsw i64 %4262, %4263
+  %4265 = add nsw i64 %4264, 16
+  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %4265
+  %4266 = load <16 x float>, ptr %arena1071, align 4
+  store <16 x float> %4266, ptr %conv1_weight_grad.t292_c7_1, align 64
+  %4267 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4268 = add nsw i64 %4267, 8
+  %4269 = mul nsw i64 %4268, 32
+  %4270 = add nsw i64 1773824, %4269
+  %4271 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4272 = add nsw i64 %4270, %4271
+  %arena1072 = getelementptr inbounds float, ptr %arena, i64 %4272
+  %4273 = load <16 x float>, ptr %arena1072, align 4
+  store <16 x float> %4273, ptr %conv1_weight_grad.t292_c8_0, align 64
+  %4274 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4275 = add nsw i64 %4274, 8
+  %4276 = mul nsw i64 %4275, 32
+  %4277 = add nsw i64 1773824, %4276
+  %4278 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4279 = add nsw i64 %4277, %4278
+  %4280 = add nsw i64 %4279, 16
+  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %4280
+  %4281 = load <16 x float>, ptr %arena1073, align 4
+  store <16 x float> %4281, ptr %conv1_weight_grad.t292_c8_1, align 64
+  br label %conv1_weight_grad.k293
+
+conv1_weight_grad.mb291.end:                      ; preds = %conv1_weight_grad.k293.end
+  %nb290.next = add nsw i64 %conv1_weight_grad.nb2901054, 1
+  %4282 = icmp slt i64 %nb290.next, 1
+  br i1 %4282, label %conv1_weight_grad.nb290, label %conv1_weight_grad.nb290.end
+
+conv1_weight_grad.k293:                           ; preds = %conv1_weight_grad.k293, %conv1_weight_grad.mb291
+  %conv1_weight_grad.k2931074 = phi i64 [ 0, %conv1_weight_grad.mb291 ], [ %k293.next, %conv1_weight_grad.k293 ]
+  %4283 = add nsw i64 %conv1_weight_grad.k2931074, 42896
+  %4284 = mul nsw i64 %4283, 32
+  %4285 = add nsw i64 389376, %4284
+  %4286 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4287 = add nsw i64 %4285, %4286
+  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %4287
+  %4288 = load <16 x float>, ptr %arena1075, align 4
+  store <16 x float> %4288, ptr %conv1_weight_grad.t292_b0, align 64
+  %4289 = add nsw i64 %conv1_weight_grad.k2931074, 42896
+  %4290 = mul nsw i64 %4289, 32
+  %4291 = add nsw i64 389376, %4290
+  %4292 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4293 = add nsw i64 %4291, %4292
+  %4294 = add nsw i64 %4293, 16
+  %arena1076 = getelementptr inbounds float, ptr %arena, i64 %4294
+  %4295 = load <16 x float>, ptr %arena1076, align 4
+  store <16 x float> %4295, ptr %conv1_weight_grad.t292_b1, align 64
+  %4296 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4297 = mul nsw i64 %4296, 43264
+  %4298 = add nsw i64 %conv1_weight_grad.k2931074, 42896
+  %4299 = add nsw i64 %4297, %4298
+  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %4299
+  %4300 = load float, ptr %arena1077, align 4
+  %4301 = insertelement <16 x float> undef, float %4300, i32 0
+  %4302 = shufflevector <16 x float> %4301, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4302, ptr %conv1_weight_grad.t292_a0, align 64
+  %t292_a0 = load <16 x float>, ptr %conv1_weight_grad.t292_a0, align 64
+  %t292_b0 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
+  %t292_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c0_0, align 64
+  %4303 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a0, <16 x float> %t292_b0, <16 x float> %t292_c0_0)
+  store <16 x float> %4303, ptr %conv1_weight_grad.t292_c0_0, align 64
+  %t292_a01078 = load <16 x float>, ptr %conv1_weight_grad.t292_a0, align 64
+  %t292_b1 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
+  %t292_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c0_1, align 64
+  %4304 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a01078, <16 x float> %t292_b1, <16 x float> %t292_c0_1)
+  store <16 x float> %4304, ptr %conv1_weight_grad.t292_c0_1, align 64
+  %4305 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4306 = add nsw i64 %4305, 1
+  %4307 = mul nsw i64 %4306, 43264
+  %4308 = add nsw i64 %conv1_weight_grad.k2931074, 42896
+  %4309 = add nsw i64 %4307, %4308
+  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %4309
+  %4310 = load float, ptr %arena1079, align 4
+  %4311 = insertelement <16 x float> undef, float %4310, i32 0
+  %4312 = shufflevector <16 x float> %4311, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4312, ptr %conv1_weight_grad.t292_a1, align 64
+  %t292_a1 = load <16 x float>, ptr %conv1_weight_grad.t292_a1, align 64
+  %t292_b01080 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
+  %t292_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c1_0, align 64
+  %4313 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a1, <16 x float> %t292_b01080, <16 x float> %t292_c1_0)
+  store <16 x float> %4313, ptr %conv1_weight_grad.t292_c1_0, align 64
+  %t292_a11081 = load <16 x float>, ptr %conv1_weight_grad.t292_a1, align 64
+  %t292_b11082 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
+  %t292_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c1_1, align 64
+  %4314 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a11081, <16 x float> %t292_b11082, <16 x float> %t292_c1_1)
+  store <16 x float> %4314, ptr %conv1_weight_grad.t292_c1_1, align 64
+  %4315 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4316 = add nsw i64 %4315, 2
+  %4317 = mul nsw i64 %4316, 43264
+  %4318 = add nsw i64 %conv1_weight_grad.k2931074, 42896
+  %4319 = add nsw i64 %4317, %4318
+  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %4319
+  %4320 = load float, ptr %arena1083, align 4
+  %4321 = insertelement <16 x float> undef, float %4320, i32 0
+  %4322 = shufflevector <16 x float> %4321, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4322, ptr %conv1_weight_grad.t292_a2, align 64
+  %t292_a2 = load <16 x float>, ptr %conv1_weight_grad.t292_a2, align 64
+  %t292_b01084 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
+  %t292_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c2_0, align 64
+  %4323 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a2, <16 x float> %t292_b01084, <16 x float> %t292_c2_0)
+  store <16 x float> %4323, ptr %conv1_weight_grad.t292_c2_0, align 64
+  %t292_a21085 = load <16 x float>, ptr %conv1_weight_grad.t292_a2, align 64
+  %t292_b11086 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
+  %t292_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c2_1, align 64
+  %4324 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a21085, <16 x float> %t292_b11086, <16 x float> %t292_c2_1)
+  store <16 x float> %4324, ptr %conv1_weight_grad.t292_c2_1, align 64
+  %4325 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4326 = add nsw i64 %4325, 3
+  %4327 = mul nsw i64 %4326, 43264
+  %4328 = add nsw i64 %conv1_weight_grad.k2931074, 42896
+  %4329 = add nsw i64 %4327, %4328
+  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %4329
+  %4330 = load float, ptr %arena1087, align 4
+  %4331 = insertelement <16 x float> undef, float %4330, i32 0
+  %4332 = shufflevector <16 x float> %4331, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4332, ptr %conv1_weight_grad.t292_a3, align 64
+  %t292_a3 = load <16 x float>, ptr %conv1_weight_grad.t292_a3, align 64
+  %t292_b01088 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
+  %t292_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c3_0, align 64
+  %4333 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a3, <16 x float> %t292_b01088, <16 x float> %t292_c3_0)
+  store <16 x float> %4333, ptr %conv1_weight_grad.t292_c3_0, align 64
+  %t292_a31089 = load <16 x float>, ptr %conv1_weight_grad.t292_a3, align 64
+  %t292_b11090 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
+  %t292_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c3_1, align 64
+  %4334 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a31089, <16 x float> %t292_b11090, <16 x float> %t292_c3_1)
+  store <16 x float> %4334, ptr %conv1_weight_grad.t292_c3_1, align 64
+  %4335 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4336 = add nsw i64 %4335, 4
+  %4337 = mul nsw i64 %4336, 43264
+  %4338 = add nsw i64 %conv1_weight_grad.k2931074, 42896
+  %4339 = add nsw i64 %4337, %4338
+  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %4339
+  %4340 = load float, ptr %arena1091, align 4
+  %4341 = insertelement <16 x float> undef, float %4340, i32 0
+  %4342 = shufflevector <16 x float> %4341, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4342, ptr %conv1_weight_grad.t292_a4, align 64
+  %t292_a4 = load <16 x float>, ptr %conv1_weight_grad.t292_a4, align 64
+  %t292_b01092 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
+  %t292_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c4_0, align 64
+  %4343 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a4, <16 x float> %t292_b01092, <16 x float> %t292_c4_0)
+  store <16 x float> %4343, ptr %conv1_weight_grad.t292_c4_0, align 64
+  %t292_a41093 = load <16 x float>, ptr %conv1_weight_grad.t292_a4, align 64
+  %t292_b11094 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
+  %t292_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c4_1, align 64
+  %4344 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a41093, <16 x float> %t292_b11094, <16 x float> %t292_c4_1)
+  store <16 x float> %4344, ptr %conv1_weight_grad.t292_c4_1, align 64
+  %4345 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4346 = add nsw i64 %4345, 5
+  %4347 = mul nsw i64 %4346, 43264
+  %4348 = add nsw i64 %conv1_weight_grad.k2931074, 42896
+  %4349 = add nsw i64 %4347, %4348
+  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %4349
+  %4350 = load float, ptr %arena1095, align 4
+  %4351 = insertelement <16 x float> undef, float %4350, i32 0
+  %4352 = shufflevector <16 x float> %4351, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4352, ptr %conv1_weight_grad.t292_a5, align 64
+  %t292_a5 = load <16 x float>, ptr %conv1_weight_grad.t292_a5, align 64
+  %t292_b01096 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
+  %t292_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c5_0, align 64
+  %4353 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a5, <16 x float> %t292_b01096, <16 x float> %t292_c5_0)
+  store <16 x float> %4353, ptr %conv1_weight_grad.t292_c5_0, align 64
+  %t292_a51097 = load <16 x float>, ptr %conv1_weight_grad.t292_a5, align 64
+  %t292_b11098 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
+  %t292_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c5_1, align 64
+  %4354 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a51097, <16 x float> %t292_b11098, <16 x float> %t292_c5_1)
+  store <16 x float> %4354, ptr %conv1_weight_grad.t292_c5_1, align 64
+  %4355 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4356 = add nsw i64 %4355, 6
+  %4357 = mul nsw i64 %4356, 43264
+  %4358 = add nsw i64 %conv1_weight_grad.k2931074, 42896
+  %4359 = add nsw i64 %4357, %4358
+  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %4359
+  %4360 = load float, ptr %arena1099, align 4
+  %4361 = insertelement <16 x float> undef, float %4360, i32 0
+  %4362 = shufflevector <16 x float> %4361, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4362, ptr %conv1_weight_grad.t292_a6, align 64
+  %t292_a6 = load <16 x float>, ptr %conv1_weight_grad.t292_a6, align 64
+  %t292_b01100 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
+  %t292_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c6_0, align 64
+  %4363 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a6, <16 x float> %t292_b01100, <16 x float> %t292_c6_0)
+  store <16 x float> %4363, ptr %conv1_weight_grad.t292_c6_0, align 64
+  %t292_a61101 = load <16 x float>, ptr %conv1_weight_grad.t292_a6, align 64
+  %t292_b11102 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
+  %t292_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c6_1, align 64
+  %4364 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a61101, <16 x float> %t292_b11102, <16 x float> %t292_c6_1)
+  store <16 x float> %4364, ptr %conv1_weight_grad.t292_c6_1, align 64
+  %4365 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4366 = add nsw i64 %4365, 7
+  %4367 = mul nsw i64 %4366, 43264
+  %4368 = add nsw i64 %conv1_weight_grad.k2931074, 42896
+  %4369 = add nsw i64 %4367, %4368
+  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %4369
+  %4370 = load float, ptr %arena1103, align 4
+  %4371 = insertelement <16 x float> undef, float %4370, i32 0
+  %4372 = shufflevector <16 x float> %4371, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4372, ptr %conv1_weight_grad.t292_a7, align 64
+  %t292_a7 = load <16 x float>, ptr %conv1_weight_grad.t292_a7, align 64
+  %t292_b01104 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
+  %t292_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c7_0, align 64
+  %4373 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a7, <16 x float> %t292_b01104, <16 x float> %t292_c7_0)
+  store <16 x float> %4373, ptr %conv1_weight_grad.t292_c7_0, align 64
+  %t292_a71105 = load <16 x float>, ptr %conv1_weight_grad.t292_a7, align 64
+  %t292_b11106 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
+  %t292_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c7_1, align 64
+  %4374 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a71105, <16 x float> %t292_b11106, <16 x float> %t292_c7_1)
+  store <16 x float> %4374, ptr %conv1_weight_grad.t292_c7_1, align 64
+  %4375 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4376 = add nsw i64 %4375, 8
+  %4377 = mul nsw i64 %4376, 43264
+  %4378 = add nsw i64 %conv1_weight_grad.k2931074, 42896
+  %4379 = add nsw i64 %4377, %4378
+  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %4379
+  %4380 = load float, ptr %arena1107, align 4
+  %4381 = insertelement <16 x float> undef, float %4380, i32 0
+  %4382 = shufflevector <16 x float> %4381, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4382, ptr %conv1_weight_grad.t292_a8, align 64
+  %t292_a8 = load <16 x float>, ptr %conv1_weight_grad.t292_a8, align 64
+  %t292_b01108 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
+  %t292_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c8_0, align 64
+  %4383 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a8, <16 x float> %t292_b01108, <16 x float> %t292_c8_0)
+  store <16 x float> %4383, ptr %conv1_weight_grad.t292_c8_0, align 64
+  %t292_a81109 = load <16 x float>, ptr %conv1_weight_grad.t292_a8, align 64
+  %t292_b11110 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
+  %t292_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c8_1, align 64
+  %4384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a81109, <16 x float> %t292_b11110, <16 x float> %t292_c8_1)
+  store <16 x float> %4384, ptr %conv1_weight_grad.t292_c8_1, align 64
+  %k293.next = add nsw i64 %conv1_weight_grad.k2931074, 1
+  %4385 = icmp slt i64 %k293.next, 368
+  br i1 %4385, label %conv1_weight_grad.k293, label %conv1_weight_grad.k293.end
+
+conv1_weight_grad.k293.end:                       ; preds = %conv1_weight_grad.k293
+  %t292_c0_01111 = load <16 x float>, ptr %conv1_weight_grad.t292_c0_0, align 64
+  %4386 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4387 = mul nsw i64 %4386, 32
+  %4388 = add nsw i64 1773824, %4387
+  %4389 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4390 = add nsw i64 %4388, %4389
+  %arena1112 = getelementptr inbounds float, ptr %arena, i64 %4390
+  store <16 x float> %t292_c0_01111, ptr %arena1112, align 4
+  %t292_c0_11113 = load <16 x float>, ptr %conv1_weight_grad.t292_c0_1, align 64
+  %4391 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4392 = mul nsw i64 %4391, 32
+  %4393 = add nsw i64 1773824, %4392
+  %4394 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4395 = add nsw i64 %4393, %4394
+  %4396 = add nsw i64 %4395, 16
+  %arena1114 = getelementptr inbounds float, ptr %arena, i64 %4396
+  store <16 x float> %t292_c0_11113, ptr %arena1114, align 4
+  %t292_c1_01115 = load <16 x float>, ptr %conv1_weight_grad.t292_c1_0, align 64
+  %4397 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4398 = add nsw i64 %4397, 1
+  %4399 = mul nsw i64 %4398, 32
+  %4400 = add nsw i64 1773824, %4399
+  %4401 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4402 = add nsw i64 %4400, %4401
+  %arena1116 = getelementptr inbounds float, ptr %arena, i64 %4402
+  store <16 x float> %t292_c1_01115, ptr %arena1116, align 4
+  %t292_c1_11117 = load <16 x float>, ptr %conv1_weight_grad.t292_c1_1, align 64
+  %4403 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4404 = add nsw i64 %4403, 1
+  %4405 = mul nsw i64 %4404, 32
+  %4406 = add nsw i64 1773824, %4405
+  %4407 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4408 = add nsw i64 %4406, %4407
+  %4409 = add nsw i64 %4408, 16
+  %arena1118 = getelementptr inbounds float, ptr %arena, i64 %4409
+  store <16 x float> %t292_c1_11117, ptr %arena1118, align 4
+  %t292_c2_01119 = load <16 x float>, ptr %conv1_weight_grad.t292_c2_0, align 64
+  %4410 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4411 = add nsw i64 %4410, 2
+  %4412 = mul nsw i64 %4411, 32
+  %4413 = add nsw i64 1773824, %4412
+  %4414 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4415 = add nsw i64 %4413, %4414
+  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %4415
+  store <16 x float> %t292_c2_01119, ptr %arena1120, align 4
+  %t292_c2_11121 = load <16 x float>, ptr %conv1_weight_grad.t292_c2_1, align 64
+  %4416 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4417 = add nsw i64 %4416, 2
+  %4418 = mul nsw i64 %4417, 32
+  %4419 = add nsw i64 1773824, %4418
+  %4420 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4421 = add nsw i64 %4419, %4420
+  %4422 = add nsw i64 %4421, 16
+  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %4422
+  store <16 x float> %t292_c2_11121, ptr %arena1122, align 4
+  %t292_c3_01123 = load <16 x float>, ptr %conv1_weight_grad.t292_c3_0, align 64
+  %4423 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4424 = add nsw i64 %4423, 3
+  %4425 = mul nsw i64 %4424, 32
+  %4426 = add nsw i64 1773824, %4425
+  %4427 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4428 = add nsw i64 %4426, %4427
+  %arena1124 = getelementptr inbounds float, ptr %arena, i64 %4428
+  store <16 x float> %t292_c3_01123, ptr %arena1124, align 4
+  %t292_c3_11125 = load <16 x float>, ptr %conv1_weight_grad.t292_c3_1, align 64
+  %4429 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4430 = add nsw i64 %4429, 3
+  %4431 = mul nsw i64 %4430, 32
+  %4432 = add nsw i64 1773824, %4431
+  %4433 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4434 = add nsw i64 %4432, %4433
+  %4435 = add nsw i64 %4434, 16
+  %arena1126 = getelementptr inbounds float, ptr %arena, i64 %4435
+  store <16 x float> %t292_c3_11125, ptr %arena1126, align 4
+  %t292_c4_01127 = load <16 x float>, ptr %conv1_weight_grad.t292_c4_0, align 64
+  %4436 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4437 = add nsw i64 %4436, 4
+  %4438 = mul nsw i64 %4437, 32
+  %4439 = add nsw i64 1773824, %4438
+  %4440 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4441 = add nsw i64 %4439, %4440
+  %arena1128 = getelementptr inbounds float, ptr %arena, i64 %4441
+  store <16 x float> %t292_c4_01127, ptr %arena1128, align 4
+  %t292_c4_11129 = load <16 x float>, ptr %conv1_weight_grad.t292_c4_1, align 64
+  %4442 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4443 = add nsw i64 %4442, 4
+  %4444 = mul nsw i64 %4443, 32
+  %4445 = add nsw i64 1773824, %4444
+  %4446 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4447 = add nsw i64 %4445, %4446
+  %4448 = add nsw i64 %4447, 16
+  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %4448
+  store <16 x float> %t292_c4_11129, ptr %arena1130, align 4
+  %t292_c5_01131 = load <16 x float>, ptr %conv1_weight_grad.t292_c5_0, align 64
+  %4449 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4450 = add nsw i64 %4449, 5
+  %4451 = mul nsw i64 %4450, 32
+  %4452 = add nsw i64 1773824, %4451
+  %4453 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4454 = add nsw i64 %4452, %4453
+  %arena1132 = getelementptr inbounds float, ptr %arena, i64 %4454
+  store <16 x float> %t292_c5_01131, ptr %arena1132, align 4
+  %t292_c5_11133 = load <16 x float>, ptr %conv1_weight_grad.t292_c5_1, align 64
+  %4455 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4456 = add nsw i64 %4455, 5
+  %4457 = mul nsw i64 %4456, 32
+  %4458 = add nsw i64 1773824, %4457
+  %4459 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4460 = add nsw i64 %4458, %4459
+  %4461 = add nsw i64 %4460, 16
+  %arena1134 = getelementptr inbounds float, ptr %arena, i64 %4461
+  store <16 x float> %t292_c5_11133, ptr %arena1134, align 4
+  %t292_c6_01135 = load <16 x float>, ptr %conv1_weight_grad.t292_c6_0, align 64
+  %4462 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4463 = add nsw i64 %4462, 6
+  %4464 = mul nsw i64 %4463, 32
+  %4465 = add nsw i64 1773824, %4464
+  %4466 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4467 = add nsw i64 %4465, %4466
+  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %4467
+  store <16 x float> %t292_c6_01135, ptr %arena1136, align 4
+  %t292_c6_11137 = load <16 x float>, ptr %conv1_weight_grad.t292_c6_1, align 64
+  %4468 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4469 = add nsw i64 %4468, 6
+  %4470 = mul nsw i64 %4469, 32
+  %4471 = add nsw i64 1773824, %4470
+  %4472 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4473 = add nsw i64 %4471, %4472
+  %4474 = add nsw i64 %4473, 16
+  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %4474
+  store <16 x float> %t292_c6_11137, ptr %arena1138, align 4
+  %t292_c7_01139 = load <16 x float>, ptr %conv1_weight_grad.t292_c7_0, align 64
+  %4475 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4476 = add nsw i64 %4475, 7
+  %4477 = mul nsw i64 %4476, 32
+  %4478 = add nsw i64 1773824, %4477
+  %4479 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4480 = add nsw i64 %4478, %4479
+  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %4480
+  store <16 x float> %t292_c7_01139, ptr %arena1140, align 4
+  %t292_c7_11141 = load <16 x float>, ptr %conv1_weight_grad.t292_c7_1, align 64
+  %4481 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4482 = add nsw i64 %4481, 7
+  %4483 = mul nsw i64 %4482, 32
+  %4484 = add nsw i64 1773824, %4483
+  %4485 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4486 = add nsw i64 %4484, %4485
+  %4487 = add nsw i64 %4486, 16
+  %arena1142 = getelementptr inbounds float, ptr %arena, i64 %4487
+  store <16 x float> %t292_c7_11141, ptr %arena1142, align 4
+  %t292_c8_01143 = load <16 x float>, ptr %conv1_weight_grad.t292_c8_0, align 64
+  %4488 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4489 = add nsw i64 %4488, 8
+  %4490 = mul nsw i64 %4489, 32
+  %4491 = add nsw i64 1773824, %4490
+  %4492 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4493 = add nsw i64 %4491, %4492
+  %arena1144 = getelementptr inbounds float, ptr %arena, i64 %4493
+  store <16 x float> %t292_c8_01143, ptr %arena1144, align 4
+  %t292_c8_11145 = load <16 x float>, ptr %conv1_weight_grad.t292_c8_1, align 64
+  %4494 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
+  %4495 = add nsw i64 %4494, 8
+  %4496 = mul nsw i64 %4495, 32
+  %4497 = add nsw i64 1773824, %4496
+  %4498 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
+  %4499 = add nsw i64 %4497, %4498
+  %4500 = add nsw i64 %4499, 16
+  %arena1146 = getelementptr inbounds float, ptr %arena, i64 %4500
+  store <16 x float> %t292_c8_11145, ptr %arena1146, align 4
+  %mb291.next = add nsw i64 %conv1_weight_grad.mb2911055, 1
+  %4501 = icmp slt i64 %mb291.next, 1
+  br i1 %4501, label %conv1_weight_grad.mb291, label %conv1_weight_grad.mb291.end
+
+conv1_weight_grad.f294:                           ; preds = %conv1_weight_grad.r295.end, %conv1_weight_grad.g272.end
+  %conv1_weight_grad.f2941147 = phi i64 [ 0, %conv1_weight_grad.g272.end ], [ %f294.next, %conv1_weight_grad.r295.end ]
+  br label %conv1_weight_grad.r295
+
+conv1_weight_grad.f294.end:                       ; preds = %conv1_weight_grad.r295.end
+  br label %conv1_bias_grad.i296
+
+conv1_weight_grad.r295:                           ; preds = %conv1_weight_grad.r295, %conv1_weight_grad.f294
+  %conv1_weight_grad.r2951148 = phi i64 [ 0, %conv1_weight_grad.f294 ], [ %r295.next, %conv1_weight_grad.r295 ]
+  %4502 = mul nsw i64 %conv1_weight_grad.r2951148, 32
+  %4503 = add nsw i64 1773824, %4502
+  %4504 = add nsw i64 %4503, %conv1_weight_grad.f2941147
+  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %4504
+  %4505 = load float, ptr %arena1149, align 4
+  %4506 = mul nsw i64 %conv1_weight_grad.f2941147, 9
+  %4507 = add nsw i64 %4506, %conv1_weight_grad.r2951148
+  %grads1150 = getelementptr inbounds float, ptr %grads, i64 %4507
+  store float %4505, ptr %grads1150, align 4
+  %r295.next = add nsw i64 %conv1_weight_grad.r2951148, 1
+  %4508 = icmp slt i64 %r295.next, 9
+  br i1 %4508, label %conv1_weight_grad.r295, label %conv1_weight_grad.r295.end
+
+conv1_weight_grad.r295.end:                       ; preds = %conv1_weight_grad.r295
+  %f294.next = add nsw i64 %conv1_weight_grad.f2941147, 1
+  %4509 = icmp slt i64 %f294.next, 32
+  br i1 %4509, label %conv1_weight_grad.f294, label %conv1_weight_grad.f294.end
+
+conv1_bias_grad.i296:                             ; preds = %conv1_bias_grad.i296, %conv1_weight_grad.f294.end
+  %conv1_bias_grad.i2961151 = phi i64 [ 0, %conv1_weight_grad.f294.end ], [ %i296.next, %conv1_bias_grad.i296 ]
+  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i2961151
+  store float 1.000000e+00, ptr %arena1152, align 4
+  %i296.next = add nsw i64 %conv1_bias_grad.i2961151, 1
+  %4510 = icmp slt i64 %i296.next, 676
+  br i1 %4510, label %conv1_bias_grad.i296, label %conv1_bias_grad.i296.end
+
+conv1_bias_grad.i296.end:                         ; preds = %conv1_bias_grad.i296
+  br label %conv1_bias_grad.i297
+
+conv1_bias_grad.i297:                             ; preds = %conv1_bias_grad.i297, %conv1_bias_grad.i296.end
+  %conv1_bias_grad.i2971153 = phi i64 [ 0, %conv1_bias_grad.i296.end ], [ %i297.next, %conv1_bias_grad.i297 ]
+  %4511 = add nsw i64 288, %conv1_bias_grad.i2971153
+  %grads1154 = getelementptr inbounds float, ptr %grads, i64 %4511
+  store float 0.000000e+00, ptr %grads1154, align 4
+  %i297.next = add nsw i64 %conv1_bias_grad.i2971153, 1
+  %4512 = icmp slt i64 %i297.next, 32
+  br i1 %4512, label %conv1_bias_grad.i297, label %conv1_bias_grad.i297.end
+
+conv1_bias_grad.i297.end:                         ; preds = %conv1_bias_grad.i297
+  br label %conv1_bias_grad.img298
+
+conv1_bias_grad.img298:                           ; preds = %conv1_bias_grad.img298, %conv1_bias_grad.i297.end
+  %conv1_bias_grad.img2981155 = phi i64 [ 0, %conv1_bias_grad.i297.end ], [ %img298.next, %conv1_bias_grad.img298 ]
+  %4513 = mul nsw i64 %conv1_bias_grad.img2981155, 21632
+  %4514 = add nsw i64 3171600, %4513
+  %arena1156 = getelementptr inbounds float, ptr %arena, i64 %4514
+  %arena1157 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1158 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 676, float 1.000000e+00, ptr %arena1156, i32 676, ptr %arena1157, i32 1, float 1.000000e+00, ptr %grads1158, i32 1)
+  %img298.next = add nsw i64 %conv1_bias_grad.img2981155, 1
+  %4515 = icmp slt i64 %img298.next, 64
+  br i1 %4515, label %conv1_bias_grad.img298, label %conv1_bias_grad.img298.end
+
+conv1_bias_grad.img298.end:                       ; preds = %conv1_bias_grad.img298
+  %4516 = sitofp i64 %step to float
+  %4517 = fmul float %4516, 0xBFBAF8E8A0000000
+  %4518 = call float @llvm.exp.f32(float %4517)
+  %4519 = fsub float 1.000000e+00, %4518
+  %4520 = fdiv float %lr, %4519
+  store float %4520, ptr %adam.step_size299, align 4
+  %4521 = sitofp i64 %step to float
+  %4522 = fmul float %4521, 0xBF50645940000000
+  %4523 = call float @llvm.exp.f32(float %4522)
+  %4524 = fsub float 1.000000e+00, %4523
+  %4525 = call float @llvm.sqrt.f32(float %4524)
+  store float %4525, ptr %adam.bc2_sqrt300, align 4
+  br label %adam.i301
+
+adam.i301:                                        ; preds = %adam.i301, %conv1_bias_grad.img298.end
+  %adam.i3011159 = phi i64 [ 0, %conv1_bias_grad.img298.end ], [ %i301.next, %adam.i301 ]
+  %grads1160 = getelementptr inbounds float, ptr %grads, i64 %adam.i3011159
+  %4526 = load float, ptr %grads1160, align 4
+  %params1161 = getelementptr inbounds float, ptr %params, i64 %adam.i3011159
+  %4527 = load float, ptr %params1161, align 4
+  %4528 = fmul float 0.000000e+00, %4527
+  %4529 = fadd float %4526, %4528
+  store float %4529, ptr %adam.g, align 4
+  %m1162 = getelementptr inbounds float, ptr %m, i64 %adam.i3011159
+  %4530 = load float, ptr %m1162, align 4
+  %4531 = fmul float 0x3FECCCCCC0000000, %4530
   %g = load float, ptr %adam.g, align 4
-  %3262 = fmul float 0x3FB9999A00000000, %g
-  %3263 = fadd float %3261, %3262
-  store float %3263, ptr %adam.m_new, align 4
-  %v1022 = getelementptr inbounds float, ptr %v, i64 %adam.i1781018
-  %3264 = load float, ptr %v1022, align 4
-  %3265 = fmul float 0x3FEFF7CEE0000000, %3264
-  %g1023 = load float, ptr %adam.g, align 4
-  %3266 = fmul float 0x3F50624000000000, %g1023
-  %g1024 = load float, ptr %adam.g, align 4
-  %3267 = fmul float %3266, %g1024
-  %3268 = fadd float %3265, %3267
-  store float %3268, ptr %adam.v_new, align 4
+  %4532 = fmul float 0x3FB9999A00000000, %g
+  %4533 = fadd float %4531, %4532
+  store float %4533, ptr %adam.m_new, align 4
+  %v1163 = getelementptr inbounds float, ptr %v, i64 %adam.i3011159
+  %4534 = load float, ptr %v1163, align 4
+  %4535 = fmul float 0x3FEFF7CEE0000000, %4534
+  %g1164 = load float, ptr %adam.g, align 4
+  %4536 = fmul float 0x3F50624000000000, %g1164
+  %g1165 = load float, ptr %adam.g, align 4
+  %4537 = fmul float %4536, %g1165
+  %4538 = fadd float %4535, %4537
+  store float %4538, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1025 = getelementptr inbounds float, ptr %m, i64 %adam.i1781018
-  store float %m_new, ptr %m1025, align 4
+  %m1166 = getelementptr inbounds float, ptr %m, i64 %adam.i3011159
+  store float %m_new, ptr %m1166, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1026 = getelementptr inbounds float, ptr %v, i64 %adam.i1781018
-  store float %v_new, ptr %v1026, align 4
-  %params1027 = getelementptr inbounds float, ptr %params, i64 %adam.i1781018
-  %3269 = load float, ptr %params1027, align 4
-  %step_size176 = load float, ptr %adam.step_size176, align 4
-  %m_new1028 = load float, ptr %adam.m_new, align 4
-  %3270 = fmul float %step_size176, %m_new1028
-  %v_new1029 = load float, ptr %adam.v_new, align 4
-  %3271 = call float @llvm.sqrt.f32(float %v_new1029)
-  %bc2_sqrt177 = load float, ptr %adam.bc2_sqrt177, align 4
-  %3272 = fdiv float %3271, %bc2_sqrt177
-  %3273 = fadd float %3272, 0x3E45798EE0000000
-  %3274 = fdiv float %3270, %3273
-  %3275 = fsub float %3269, %3274
-  %params1030 = getelementptr inbounds float, ptr %params, i64 %adam.i1781018
-  store float %3275, ptr %params1030, align 4
-  %i178.next = add nsw i64 %adam.i1781018, 1
-  %3276 = icmp slt i64 %i178.next, 1199882
-  br i1 %3276, label %adam.i178, label %adam.i178.end
+  %v1167 = getelementptr inbounds float, ptr %v, i64 %adam.i3011159
+  store float %v_new, ptr %v1167, align 4
+  %params1168 = getelementptr inbounds float, ptr %params, i64 %adam.i3011159
+  %4539 = load float, ptr %params1168, align 4
+  %step_size299 = load float, ptr %adam.step_size299, align 4
+  %m_new1169 = load float, ptr %adam.m_new, align 4
+  %4540 = fmul float %step_size299, %m_new1169
+  %v_new1170 = load float, ptr %adam.v_new, align 4
+  %4541 = call float @llvm.sqrt.f32(float %v_new1170)
+  %bc2_sqrt300 = load float, ptr %adam.bc2_sqrt300, align 4
+  %4542 = fdiv float %4541, %bc2_sqrt300
+  %4543 = fadd float %4542, 0x3E45798EE0000000
+  %4544 = fdiv float %4540, %4543
+  %4545 = fsub float %4539, %4544
+  %params1171 = getelementptr inbounds float, ptr %params, i64 %adam.i3011159
+  store float %4545, ptr %params1171, align 4
+  %i301.next = add nsw i64 %adam.i3011159, 1
+  %4546 = icmp slt i64 %i301.next, 1199882
+  br i1 %4546, label %adam.i301, label %adam.i301.end
 
-adam.i178.end:                                    ; preds = %adam.i178
+adam.i301.end:                                    ; preds = %adam.i301
   ret void
 }
 

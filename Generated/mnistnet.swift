@@ -6,6 +6,13 @@
   import Darwin
 #endif
 
+// Wrapping Int arithmetic for index expressions. One overload each (unlike &+ and &*), so the type
+// checker resolves long index expressions in linear time instead of searching every integer type.
+infix operator +% : AdditionPrecedence
+infix operator *% : MultiplicationPrecedence
+@inline(__always) func +% (a: Int, b: Int) -> Int { a &+ b }
+@inline(__always) func *% (a: Int, b: Int) -> Int { a &* b }
+
 typealias SgemmFunction = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
   UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32) -> Void
 /// OpenBLAS's cblas_sgemm, resolved once from the process that loads this library.
@@ -55,17 +62,17 @@ public func mnistnet_train_b64(
         for ky4 in 0..<3 {
           for oy5 in 0..<26 {
             for ox6 in 0..<26 {
-              arena[(((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ ((oy5 &* 26) &+ ox6))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6)]
+              arena[(((1384448 +% ((((c3 *% 3) +% ky4) *% 3) *% 43264)) +% (j2 *% 676)) +% ((oy5 *% 26) +% ox6))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% ((oy5 +% ky4) *% 28)) +% ox6)]
             }
           }
           for oy7 in 0..<26 {
             for ox8 in 0..<26 {
-              arena[(((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 43264)) &+ (j2 &* 676)) &+ ((oy7 &* 26) &+ ox8))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy7 &+ ky4) &* 28)) &+ (ox8 &+ 1))]
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 43264)) +% (j2 *% 676)) +% ((oy7 *% 26) +% ox8))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% ((oy7 +% ky4) *% 28)) +% (ox8 +% 1))]
             }
           }
           for oy9 in 0..<26 {
             for ox10 in 0..<26 {
-              arena[(((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 43264)) &+ (j2 &* 676)) &+ ((oy9 &* 26) &+ ox10))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy9 &+ ky4) &* 28)) &+ (ox10 &+ 2))]
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 43264)) +% (j2 *% 676)) +% ((oy9 *% 26) +% ox10))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% ((oy9 +% ky4) *% 28)) +% (ox10 +% 2))]
             }
           }
         }
@@ -98,65 +105,65 @@ public func mnistnet_train_b64(
         var t13_c5_2 = SIMD16<Float>()
         var t13_c5_3 = SIMD16<Float>()
         for k14 in 0..<9 {
-          let t13_b0 = load16(arena, ((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)))
-          let t13_b1 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 16))
-          let t13_b2 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 32))
-          let t13_b3 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 48))
-          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 &* 6) &* 9) &+ k14)])
+          let t13_b0 = load16(arena, ((1384448 +% (k14 *% 43264)) +% (nb11 *% 64)))
+          let t13_b1 = load16(arena, (((1384448 +% (k14 *% 43264)) +% (nb11 *% 64)) +% 16))
+          let t13_b2 = load16(arena, (((1384448 +% (k14 *% 43264)) +% (nb11 *% 64)) +% 32))
+          let t13_b3 = load16(arena, (((1384448 +% (k14 *% 43264)) +% (nb11 *% 64)) +% 48))
+          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 6) *% 9) +% k14)])
           t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
           t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
           t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
           t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
-          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 1) &* 9) &+ k14)])
+          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 1) *% 9) +% k14)])
           t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
           t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
           t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
           t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
-          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 2) &* 9) &+ k14)])
+          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 2) *% 9) +% k14)])
           t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
           t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
           t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
           t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
-          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 3) &* 9) &+ k14)])
+          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 3) *% 9) +% k14)])
           t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
           t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
           t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
-          let t13_a4 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 4) &* 9) &+ k14)])
+          let t13_a4 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 4) *% 9) +% k14)])
           t13_c4_0 = t13_c4_0.addingProduct(t13_a4, t13_b0)
           t13_c4_1 = t13_c4_1.addingProduct(t13_a4, t13_b1)
           t13_c4_2 = t13_c4_2.addingProduct(t13_a4, t13_b2)
           t13_c4_3 = t13_c4_3.addingProduct(t13_a4, t13_b3)
-          let t13_a5 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 5) &* 9) &+ k14)])
+          let t13_a5 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 5) *% 9) +% k14)])
           t13_c5_0 = t13_c5_0.addingProduct(t13_a5, t13_b0)
           t13_c5_1 = t13_c5_1.addingProduct(t13_a5, t13_b1)
           t13_c5_2 = t13_c5_2.addingProduct(t13_a5, t13_b2)
           t13_c5_3 = t13_c5_3.addingProduct(t13_a5, t13_b3)
         }
-        store16(arena, ((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)), t13_c0_0)
-        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c0_1)
-        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c0_2)
-        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c0_3)
-        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)), t13_c1_0)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c1_1)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c1_2)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c1_3)
-        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)), t13_c2_0)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c2_1)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c2_2)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c2_3)
-        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)), t13_c3_0)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c3_1)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c3_2)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c3_3)
-        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)), t13_c4_0)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c4_1)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c4_2)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c4_3)
-        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)), t13_c5_0)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c5_1)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c5_2)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c5_3)
+        store16(arena, ((1773824 +% ((mb12 *% 6) *% 43264)) +% (nb11 *% 64)), t13_c0_0)
+        store16(arena, (((1773824 +% ((mb12 *% 6) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c0_1)
+        store16(arena, (((1773824 +% ((mb12 *% 6) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c0_2)
+        store16(arena, (((1773824 +% ((mb12 *% 6) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c0_3)
+        store16(arena, ((1773824 +% (((mb12 *% 6) +% 1) *% 43264)) +% (nb11 *% 64)), t13_c1_0)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 1) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c1_1)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 1) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c1_2)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 1) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c1_3)
+        store16(arena, ((1773824 +% (((mb12 *% 6) +% 2) *% 43264)) +% (nb11 *% 64)), t13_c2_0)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 2) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c2_1)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 2) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c2_2)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 2) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c2_3)
+        store16(arena, ((1773824 +% (((mb12 *% 6) +% 3) *% 43264)) +% (nb11 *% 64)), t13_c3_0)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 3) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c3_1)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 3) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c3_2)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 3) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c3_3)
+        store16(arena, ((1773824 +% (((mb12 *% 6) +% 4) *% 43264)) +% (nb11 *% 64)), t13_c4_0)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 4) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c4_1)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 4) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c4_2)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 4) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c4_3)
+        store16(arena, ((1773824 +% (((mb12 *% 6) +% 5) *% 43264)) +% (nb11 *% 64)), t13_c5_0)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 5) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c5_1)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 5) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c5_2)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 5) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c5_3)
       }
       var t15_c0_0 = SIMD16<Float>()
       var t15_c0_1 = SIMD16<Float>()
@@ -167,40 +174,40 @@ public func mnistnet_train_b64(
       var t15_c1_2 = SIMD16<Float>()
       var t15_c1_3 = SIMD16<Float>()
       for k16 in 0..<9 {
-        let t15_b0 = load16(arena, ((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)))
-        let t15_b1 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 16))
-        let t15_b2 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 32))
-        let t15_b3 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 48))
-        let t15_a0 = SIMD16<Float>(repeating: params[(270 &+ k16)])
+        let t15_b0 = load16(arena, ((1384448 +% (k16 *% 43264)) +% (nb11 *% 64)))
+        let t15_b1 = load16(arena, (((1384448 +% (k16 *% 43264)) +% (nb11 *% 64)) +% 16))
+        let t15_b2 = load16(arena, (((1384448 +% (k16 *% 43264)) +% (nb11 *% 64)) +% 32))
+        let t15_b3 = load16(arena, (((1384448 +% (k16 *% 43264)) +% (nb11 *% 64)) +% 48))
+        let t15_a0 = SIMD16<Float>(repeating: params[(270 +% k16)])
         t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
         t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
         t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
         t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
-        let t15_a1 = SIMD16<Float>(repeating: params[(279 &+ k16)])
+        let t15_a1 = SIMD16<Float>(repeating: params[(279 +% k16)])
         t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
         t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
         t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
         t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
       }
-      store16(arena, (3071744 &+ (nb11 &* 64)), t15_c0_0)
-      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 16), t15_c0_1)
-      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 32), t15_c0_2)
-      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 48), t15_c0_3)
-      store16(arena, (3115008 &+ (nb11 &* 64)), t15_c1_0)
-      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 16), t15_c1_1)
-      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 32), t15_c1_2)
-      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 48), t15_c1_3)
+      store16(arena, (3071744 +% (nb11 *% 64)), t15_c0_0)
+      store16(arena, ((3071744 +% (nb11 *% 64)) +% 16), t15_c0_1)
+      store16(arena, ((3071744 +% (nb11 *% 64)) +% 32), t15_c0_2)
+      store16(arena, ((3071744 +% (nb11 *% 64)) +% 48), t15_c0_3)
+      store16(arena, (3115008 +% (nb11 *% 64)), t15_c1_0)
+      store16(arena, ((3115008 +% (nb11 *% 64)) +% 16), t15_c1_1)
+      store16(arena, ((3115008 +% (nb11 *% 64)) +% 32), t15_c1_2)
+      store16(arena, ((3115008 +% (nb11 *% 64)) +% 48), t15_c1_3)
     }
     for j17 in 0..<64 {
       for f18 in 0..<32 {
         do {  // SIMD16 over i19
           var i19 = 0
           while i19 &+ 16 <= 676 {
-            store16(arena, ((((g1 &* 64) &+ j17) &* 21632) &+ (f18 &* 676)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 &+ f18)])), where: (load16(arena, ((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 &+ f18)])) .> SIMD16<Float>(repeating: Float(0))))
+            store16(arena, ((((g1 *% 64) +% j17) *% 21632) +% (f18 *% 676)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1773824 +% (f18 *% 43264)) +% (j17 *% 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 +% f18)])), where: (load16(arena, ((1773824 +% (f18 *% 43264)) +% (j17 *% 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 +% f18)])) .> SIMD16<Float>(repeating: Float(0))))
             i19 &+= 16
           }
           while i19 < 676 {
-            arena[(((((g1 &* 64) &+ j17) &* 21632) &+ (f18 &* 676)) &+ i19)] = ((arena[(((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19)] + params[(288 &+ f18)]) > Float(0) ? (arena[(((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19)] + params[(288 &+ f18)]) : Float(0))
+            arena[(((((g1 *% 64) +% j17) *% 21632) +% (f18 *% 676)) +% i19)] = ((arena[(((1773824 +% (f18 *% 43264)) +% (j17 *% 676)) +% i19)] + params[(288 +% f18)]) > Float(0) ? (arena[(((1773824 +% (f18 *% 43264)) +% (j17 *% 676)) +% i19)] + params[(288 +% f18)]) : Float(0))
             i19 &+= 1
           }
         }
@@ -209,7 +216,7 @@ public func mnistnet_train_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   for i20 in 0..<144 {
-    arena[(15540224 &+ i20)] = Float((((i20 / 12) &* 48) &+ ((i20 % 12) &* 2)))
+    arena[(15540224 +% i20)] = Float((((i20 / 12) *% 48) +% ((i20 % 12) *% 2)))
   }
   for g21 in 0..<1 {
     for j22 in 0..<64 {
@@ -217,62 +224,62 @@ public func mnistnet_train_b64(
         for ky24 in 0..<3 {
           for oy25 in 0..<12 {
             for ox26 in 0..<12 {
-              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((oy25 &* 12) &+ ox26))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy25 &* 2) &+ ky24) &* 26)) &+ (ox26 &* 2))]
+              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 36864)) +% (j22 *% 576)) +% ((oy25 *% 12) +% ox26))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy25 *% 2) +% ky24) *% 26)) +% (ox26 *% 2))]
             }
           }
           for oy27 in 0..<12 {
             for ox28 in 0..<12 {
-              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy27 &* 12)) &+ ox28))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy27 &* 2) &+ ky24) &* 26)) &+ ((ox28 &* 2) &+ 1))]
+              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 36864)) +% (j22 *% 576)) +% ((144 +% (oy27 *% 12)) +% ox28))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy27 *% 2) +% ky24) *% 26)) +% ((ox28 *% 2) +% 1))]
             }
           }
           for oy29 in 0..<12 {
             for ox30 in 0..<12 {
-              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy29 &* 12)) &+ ox30))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy29 &* 2) &+ 1) &+ ky24) &* 26)) &+ (ox30 &* 2))]
+              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 36864)) +% (j22 *% 576)) +% ((288 +% (oy29 *% 12)) +% ox30))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy29 *% 2) +% 1) +% ky24) *% 26)) +% (ox30 *% 2))]
             }
           }
           for oy31 in 0..<12 {
             for ox32 in 0..<12 {
-              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy31 &* 12)) &+ ox32))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy31 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox32 &* 2) &+ 1))]
+              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 36864)) +% (j22 *% 576)) +% ((432 +% (oy31 *% 12)) +% ox32))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy31 *% 2) +% 1) +% ky24) *% 26)) +% ((ox32 *% 2) +% 1))]
             }
           }
           for oy33 in 0..<12 {
             for ox34 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((oy33 &* 12) &+ ox34))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy33 &* 2) &+ ky24) &* 26)) &+ ((ox34 &* 2) &+ 1))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 36864)) +% (j22 *% 576)) +% ((oy33 *% 12) +% ox34))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy33 *% 2) +% ky24) *% 26)) +% ((ox34 *% 2) +% 1))]
             }
           }
           for oy35 in 0..<12 {
             for ox36 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy35 &* 12)) &+ ox36))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy35 &* 2) &+ ky24) &* 26)) &+ ((ox36 &* 2) &+ 2))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 36864)) +% (j22 *% 576)) +% ((144 +% (oy35 *% 12)) +% ox36))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy35 *% 2) +% ky24) *% 26)) +% ((ox36 *% 2) +% 2))]
             }
           }
           for oy37 in 0..<12 {
             for ox38 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy37 &* 12)) &+ ox38))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy37 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox38 &* 2) &+ 1))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 36864)) +% (j22 *% 576)) +% ((288 +% (oy37 *% 12)) +% ox38))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy37 *% 2) +% 1) +% ky24) *% 26)) +% ((ox38 *% 2) +% 1))]
             }
           }
           for oy39 in 0..<12 {
             for ox40 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy39 &* 12)) &+ ox40))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy39 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox40 &* 2) &+ 2))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 36864)) +% (j22 *% 576)) +% ((432 +% (oy39 *% 12)) +% ox40))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy39 *% 2) +% 1) +% ky24) *% 26)) +% ((ox40 *% 2) +% 2))]
             }
           }
           for oy41 in 0..<12 {
             for ox42 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((oy41 &* 12) &+ ox42))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy41 &* 2) &+ ky24) &* 26)) &+ ((ox42 &* 2) &+ 2))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 36864)) +% (j22 *% 576)) +% ((oy41 *% 12) +% ox42))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy41 *% 2) +% ky24) *% 26)) +% ((ox42 *% 2) +% 2))]
             }
           }
           for oy43 in 0..<12 {
             for ox44 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy43 &* 12)) &+ ox44))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy43 &* 2) &+ ky24) &* 26)) &+ ((ox44 &* 2) &+ 3))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 36864)) +% (j22 *% 576)) +% ((144 +% (oy43 *% 12)) +% ox44))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy43 *% 2) +% ky24) *% 26)) +% ((ox44 *% 2) +% 3))]
             }
           }
           for oy45 in 0..<12 {
             for ox46 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy45 &* 12)) &+ ox46))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy45 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox46 &* 2) &+ 2))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 36864)) +% (j22 *% 576)) +% ((288 +% (oy45 *% 12)) +% ox46))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy45 *% 2) +% 1) +% ky24) *% 26)) +% ((ox46 *% 2) +% 2))]
             }
           }
           for oy47 in 0..<12 {
             for ox48 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy47 &* 12)) &+ ox48))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy47 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox48 &* 2) &+ 3))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 36864)) +% (j22 *% 576)) +% ((432 +% (oy47 *% 12)) +% ox48))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy47 *% 2) +% 1) +% ky24) *% 26)) +% ((ox48 *% 2) +% 3))]
             }
           }
         }
@@ -305,65 +312,65 @@ public func mnistnet_train_b64(
         var t51_c5_2 = SIMD16<Float>()
         var t51_c5_3 = SIMD16<Float>()
         for k52 in 0..<288 {
-          let t51_b0 = load16(arena, ((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)))
-          let t51_b1 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 16))
-          let t51_b2 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 32))
-          let t51_b3 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 48))
-          let t51_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb50 &* 6) &* 288)) &+ k52)])
+          let t51_b0 = load16(arena, ((2564096 +% (k52 *% 36864)) +% (nb49 *% 64)))
+          let t51_b1 = load16(arena, (((2564096 +% (k52 *% 36864)) +% (nb49 *% 64)) +% 16))
+          let t51_b2 = load16(arena, (((2564096 +% (k52 *% 36864)) +% (nb49 *% 64)) +% 32))
+          let t51_b3 = load16(arena, (((2564096 +% (k52 *% 36864)) +% (nb49 *% 64)) +% 48))
+          let t51_a0 = SIMD16<Float>(repeating: params[((320 +% ((mb50 *% 6) *% 288)) +% k52)])
           t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
           t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
           t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
           t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
-          let t51_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 1) &* 288)) &+ k52)])
+          let t51_a1 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 1) *% 288)) +% k52)])
           t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
           t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
           t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
           t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
-          let t51_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 2) &* 288)) &+ k52)])
+          let t51_a2 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 2) *% 288)) +% k52)])
           t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
           t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
           t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
           t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
-          let t51_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 3) &* 288)) &+ k52)])
+          let t51_a3 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 3) *% 288)) +% k52)])
           t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
           t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
           t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
           t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
-          let t51_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 4) &* 288)) &+ k52)])
+          let t51_a4 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 4) *% 288)) +% k52)])
           t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
           t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
           t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
           t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
-          let t51_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 5) &* 288)) &+ k52)])
+          let t51_a5 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 5) *% 288)) +% k52)])
           t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
           t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
           t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
           t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
         }
-        store16(arena, ((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)), t51_c0_0)
-        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c0_1)
-        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c0_2)
-        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c0_3)
-        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)), t51_c1_0)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c1_1)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c1_2)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c1_3)
-        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)), t51_c2_0)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c2_1)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c2_2)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c2_3)
-        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)), t51_c3_0)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c3_1)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c3_2)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c3_3)
-        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)), t51_c4_0)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c4_1)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c4_2)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c4_3)
-        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)), t51_c5_0)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c5_1)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c5_2)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c5_3)
+        store16(arena, ((13180928 +% ((mb50 *% 6) *% 36864)) +% (nb49 *% 64)), t51_c0_0)
+        store16(arena, (((13180928 +% ((mb50 *% 6) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c0_1)
+        store16(arena, (((13180928 +% ((mb50 *% 6) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c0_2)
+        store16(arena, (((13180928 +% ((mb50 *% 6) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c0_3)
+        store16(arena, ((13180928 +% (((mb50 *% 6) +% 1) *% 36864)) +% (nb49 *% 64)), t51_c1_0)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 1) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c1_1)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 1) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c1_2)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 1) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c1_3)
+        store16(arena, ((13180928 +% (((mb50 *% 6) +% 2) *% 36864)) +% (nb49 *% 64)), t51_c2_0)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 2) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c2_1)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 2) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c2_2)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 2) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c2_3)
+        store16(arena, ((13180928 +% (((mb50 *% 6) +% 3) *% 36864)) +% (nb49 *% 64)), t51_c3_0)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 3) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c3_1)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 3) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c3_2)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 3) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c3_3)
+        store16(arena, ((13180928 +% (((mb50 *% 6) +% 4) *% 36864)) +% (nb49 *% 64)), t51_c4_0)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 4) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c4_1)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 4) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c4_2)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 4) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c4_3)
+        store16(arena, ((13180928 +% (((mb50 *% 6) +% 5) *% 36864)) +% (nb49 *% 64)), t51_c5_0)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 5) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c5_1)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 5) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c5_2)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 5) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c5_3)
       }
       var t53_c0_0 = SIMD16<Float>()
       var t53_c0_1 = SIMD16<Float>()
@@ -382,71 +389,71 @@ public func mnistnet_train_b64(
       var t53_c3_2 = SIMD16<Float>()
       var t53_c3_3 = SIMD16<Float>()
       for k54 in 0..<288 {
-        let t53_b0 = load16(arena, ((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)))
-        let t53_b1 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 16))
-        let t53_b2 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 32))
-        let t53_b3 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 48))
-        let t53_a0 = SIMD16<Float>(repeating: params[(17600 &+ k54)])
+        let t53_b0 = load16(arena, ((2564096 +% (k54 *% 36864)) +% (nb49 *% 64)))
+        let t53_b1 = load16(arena, (((2564096 +% (k54 *% 36864)) +% (nb49 *% 64)) +% 16))
+        let t53_b2 = load16(arena, (((2564096 +% (k54 *% 36864)) +% (nb49 *% 64)) +% 32))
+        let t53_b3 = load16(arena, (((2564096 +% (k54 *% 36864)) +% (nb49 *% 64)) +% 48))
+        let t53_a0 = SIMD16<Float>(repeating: params[(17600 +% k54)])
         t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
         t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
         t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
         t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
-        let t53_a1 = SIMD16<Float>(repeating: params[(17888 &+ k54)])
+        let t53_a1 = SIMD16<Float>(repeating: params[(17888 +% k54)])
         t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
         t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
         t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
         t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
-        let t53_a2 = SIMD16<Float>(repeating: params[(18176 &+ k54)])
+        let t53_a2 = SIMD16<Float>(repeating: params[(18176 +% k54)])
         t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
         t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
         t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
         t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
-        let t53_a3 = SIMD16<Float>(repeating: params[(18464 &+ k54)])
+        let t53_a3 = SIMD16<Float>(repeating: params[(18464 +% k54)])
         t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
         t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
         t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
         t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
       }
-      store16(arena, (15392768 &+ (nb49 &* 64)), t53_c0_0)
-      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 16), t53_c0_1)
-      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 32), t53_c0_2)
-      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 48), t53_c0_3)
-      store16(arena, (15429632 &+ (nb49 &* 64)), t53_c1_0)
-      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 16), t53_c1_1)
-      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 32), t53_c1_2)
-      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 48), t53_c1_3)
-      store16(arena, (15466496 &+ (nb49 &* 64)), t53_c2_0)
-      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 16), t53_c2_1)
-      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 32), t53_c2_2)
-      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 48), t53_c2_3)
-      store16(arena, (15503360 &+ (nb49 &* 64)), t53_c3_0)
-      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 16), t53_c3_1)
-      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 32), t53_c3_2)
-      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 48), t53_c3_3)
+      store16(arena, (15392768 +% (nb49 *% 64)), t53_c0_0)
+      store16(arena, ((15392768 +% (nb49 *% 64)) +% 16), t53_c0_1)
+      store16(arena, ((15392768 +% (nb49 *% 64)) +% 32), t53_c0_2)
+      store16(arena, ((15392768 +% (nb49 *% 64)) +% 48), t53_c0_3)
+      store16(arena, (15429632 +% (nb49 *% 64)), t53_c1_0)
+      store16(arena, ((15429632 +% (nb49 *% 64)) +% 16), t53_c1_1)
+      store16(arena, ((15429632 +% (nb49 *% 64)) +% 32), t53_c1_2)
+      store16(arena, ((15429632 +% (nb49 *% 64)) +% 48), t53_c1_3)
+      store16(arena, (15466496 +% (nb49 *% 64)), t53_c2_0)
+      store16(arena, ((15466496 +% (nb49 *% 64)) +% 16), t53_c2_1)
+      store16(arena, ((15466496 +% (nb49 *% 64)) +% 32), t53_c2_2)
+      store16(arena, ((15466496 +% (nb49 *% 64)) +% 48), t53_c2_3)
+      store16(arena, (15503360 +% (nb49 *% 64)), t53_c3_0)
+      store16(arena, ((15503360 +% (nb49 *% 64)) +% 16), t53_c3_1)
+      store16(arena, ((15503360 +% (nb49 *% 64)) +% 32), t53_c3_2)
+      store16(arena, ((15503360 +% (nb49 *% 64)) +% 48), t53_c3_3)
     }
     for j55 in 0..<64 {
       for f56 in 0..<64 {
         for q57 in 0..<144 {
-          var v58: Float = (arena[(((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ q57)] + params[(18752 &+ f56)])
+          var v58: Float = (arena[(((13180928 +% (f56 *% 36864)) +% (j55 *% 576)) +% q57)] + params[(18752 +% f56)])
           var at59: Float = Float(0)
-          var v60: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 144) &+ q57)] + params[(18752 &+ f56)])
+          var v60: Float = (arena[((((13180928 +% (f56 *% 36864)) +% (j55 *% 576)) +% 144) +% q57)] + params[(18752 +% f56)])
           var at62: Float = (v60 > v58 ? Float(1) : at59)
           var best61: Float = (v60 > v58 ? v60 : v58)
-          var v63: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 288) &+ q57)] + params[(18752 &+ f56)])
+          var v63: Float = (arena[((((13180928 +% (f56 *% 36864)) +% (j55 *% 576)) +% 288) +% q57)] + params[(18752 +% f56)])
           var at65: Float = (v63 > best61 ? Float(24) : at62)
           var best64: Float = (v63 > best61 ? v63 : best61)
-          var v66: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 432) &+ q57)] + params[(18752 &+ f56)])
+          var v66: Float = (arena[((((13180928 +% (f56 *% 36864)) +% (j55 *% 576)) +% 432) +% q57)] + params[(18752 +% f56)])
           var at68: Float = (v66 > best64 ? Float(25) : at65)
           var best67: Float = (v66 > best64 ? v66 : best64)
-          arena[(1384448 &+ (((((g21 &* 64) &+ j55) &* 9216) &+ (f56 &* 144)) &+ q57))] = (best67 > Float(0) ? best67 : Float(0))
-          arena[(1974272 &+ (((((g21 &* 64) &+ j55) &* 9216) &+ (f56 &* 144)) &+ q57))] = (arena[(15540224 &+ q57)] + at68)
+          arena[(1384448 +% (((((g21 *% 64) +% j55) *% 9216) +% (f56 *% 144)) +% q57))] = (best67 > Float(0) ? best67 : Float(0))
+          arena[(1974272 +% (((((g21 *% 64) +% j55) *% 9216) +% (f56 *% 144)) +% q57))] = (arena[(15540224 +% q57)] + at68)
         }
       }
     }
   }
   // drop1 = dropout(conv2)
   for i69 in 0..<589824 {
-    arena[(2564096 &+ i69)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i69) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 &+ i69)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+    arena[(2564096 +% i69)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i69) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 +% i69)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
@@ -455,18 +462,18 @@ public func mnistnet_train_b64(
     do {  // SIMD16 over u71
       var u71 = 0
       while u71 &+ 16 <= 128 {
-        store16(arena, (3153920 &+ (n70 &* 128)) &+ u71, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 &+ (n70 &* 128)) &+ u71) + load16(params, 1198464 &+ u71)), where: (load16(arena, (3153920 &+ (n70 &* 128)) &+ u71) + load16(params, 1198464 &+ u71)) .> SIMD16<Float>(repeating: Float(0))))
+        store16(arena, (3153920 +% (n70 *% 128)) &+ u71, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 +% (n70 *% 128)) &+ u71) + load16(params, 1198464 &+ u71)), where: (load16(arena, (3153920 +% (n70 *% 128)) &+ u71) + load16(params, 1198464 &+ u71)) .> SIMD16<Float>(repeating: Float(0))))
         u71 &+= 16
       }
       while u71 < 128 {
-        arena[((3153920 &+ (n70 &* 128)) &+ u71)] = ((arena[((3153920 &+ (n70 &* 128)) &+ u71)] + params[(1198464 &+ u71)]) > Float(0) ? (arena[((3153920 &+ (n70 &* 128)) &+ u71)] + params[(1198464 &+ u71)]) : Float(0))
+        arena[((3153920 +% (n70 *% 128)) +% u71)] = ((arena[((3153920 +% (n70 *% 128)) +% u71)] + params[(1198464 +% u71)]) > Float(0) ? (arena[((3153920 +% (n70 *% 128)) +% u71)] + params[(1198464 +% u71)]) : Float(0))
         u71 &+= 1
       }
     }
   }
   // drop2 = dropout(fc1)
   for i72 in 0..<8192 {
-    arena[(3162112 &+ i72)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i72) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 &+ i72)] * Float(2)) : Float(0))
+    arena[(3162112 +% i72)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i72) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 +% i72)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
@@ -474,51 +481,51 @@ public func mnistnet_train_b64(
     do {  // SIMD16 over u74
       var u74 = 0
       while u74 < 10 {
-        arena[((3170304 &+ (n73 &* 10)) &+ u74)] = (arena[((3170304 &+ (n73 &* 10)) &+ u74)] + params[(1199872 &+ u74)])
+        arena[((3170304 +% (n73 *% 10)) +% u74)] = (arena[((3170304 +% (n73 *% 10)) +% u74)] + params[(1199872 +% u74)])
         u74 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
   for n75 in 0..<64 {
-    var m76: Float = arena[(3170304 &+ (n75 &* 10))]
+    var m76: Float = arena[(3170304 +% (n75 *% 10))]
     for k78 in 0..<10 {
-      m76 = { let x = m76, y = arena[((3170304 &+ (n75 &* 10)) &+ k78)]; return y > x ? y : x }()
+      m76 = { let x = m76, y = arena[((3170304 +% (n75 *% 10)) +% k78)]; return y > x ? y : x }()
     }
     var s77: Float = Float(0)
     for k79 in 0..<10 {
-      s77 = (s77 + expf((arena[((3170304 &+ (n75 &* 10)) &+ k79)] - m76)))
+      s77 = (s77 + expf((arena[((3170304 +% (n75 *% 10)) +% k79)] - m76)))
     }
     for k80 in 0..<10 {
-      arena[((3170944 &+ (n75 &* 10)) &+ k80)] = (expf((arena[((3170304 &+ (n75 &* 10)) &+ k80)] - m76)) / s77)
+      arena[((3170944 +% (n75 *% 10)) +% k80)] = (expf((arena[((3170304 +% (n75 *% 10)) +% k80)] - m76)) / s77)
     }
   }
   // loss = cross_entropy(fc2, label)
   var total81: Float = Float(0)
   for n82 in 0..<64 {
-    var m83: Float = arena[(3170304 &+ (n82 &* 10))]
+    var m83: Float = arena[(3170304 +% (n82 *% 10))]
     for k85 in 0..<10 {
-      m83 = { let x = m83, y = arena[((3170304 &+ (n82 &* 10)) &+ k85)]; return y > x ? y : x }()
+      m83 = { let x = m83, y = arena[((3170304 +% (n82 *% 10)) +% k85)]; return y > x ? y : x }()
     }
     var s84: Float = Float(0)
     for k86 in 0..<10 {
-      s84 = (s84 + expf((arena[((3170304 &+ (n82 &* 10)) &+ k86)] - m83)))
+      s84 = (s84 + expf((arena[((3170304 +% (n82 *% 10)) +% k86)] - m83)))
     }
-    total81 = (total81 + ((m83 + logf(s84)) - arena[((3170304 &+ (n82 &* 10)) &+ Int(labels[n82]))]))
+    total81 = (total81 + ((m83 + logf(s84)) - arena[((3170304 +% (n82 *% 10)) +% Int(labels[n82]))]))
   }
   arena[3171584] = (total81 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
   for n87 in 0..<64 {
-    var m88: Float = arena[(3170304 &+ (n87 &* 10))]
+    var m88: Float = arena[(3170304 +% (n87 *% 10))]
     for k90 in 0..<10 {
-      m88 = { let x = m88, y = arena[((3170304 &+ (n87 &* 10)) &+ k90)]; return y > x ? y : x }()
+      m88 = { let x = m88, y = arena[((3170304 +% (n87 *% 10)) +% k90)]; return y > x ? y : x }()
     }
     var s89: Float = Float(0)
     for k91 in 0..<10 {
-      s89 = (s89 + expf((arena[((3170304 &+ (n87 &* 10)) &+ k91)] - m88)))
+      s89 = (s89 + expf((arena[((3170304 +% (n87 *% 10)) +% k91)] - m88)))
     }
     for k92 in 0..<10 {
-      arena[((3171600 &+ (n87 &* 10)) &+ k92)] = ((k92 == Int(labels[n87]) ? ((expf((arena[((3170304 &+ (n87 &* 10)) &+ k92)] - m88)) / s89) - Float(1)) : (expf((arena[((3170304 &+ (n87 &* 10)) &+ k92)] - m88)) / s89)) / Float(64))
+      arena[((3171600 +% (n87 *% 10)) +% k92)] = ((k92 == Int(labels[n87]) ? ((expf((arena[((3170304 +% (n87 *% 10)) +% k92)] - m88)) / s89) - Float(1)) : (expf((arena[((3170304 +% (n87 *% 10)) +% k92)] - m88)) / s89)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
@@ -527,15 +534,15 @@ public func mnistnet_train_b64(
   for u93 in 0..<10 {
     var acc94: Float = Float(0)
     for n95 in 0..<64 {
-      acc94 = (acc94 + arena[((3171600 &+ (n95 &* 10)) &+ u93)])
+      acc94 = (acc94 + arena[((3171600 +% (n95 *% 10)) +% u93)])
     }
-    grads[(1199872 &+ u93)] = acc94
+    grads[(1199872 +% u93)] = acc94
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
   for i96 in 0..<8192 {
-    arena[(3180432 &+ i96)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i96) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 &+ i96)] * Float(2)) : Float(0))
+    arena[(3180432 +% i96)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i96) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 +% i96)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
   do {  // SIMD16 over i97
@@ -545,7 +552,7 @@ public func mnistnet_train_b64(
       i97 &+= 16
     }
     while i97 < 8192 {
-      arena[(3162112 &+ i97)] = (arena[(3153920 &+ i97)] > Float(0) ? arena[(3180432 &+ i97)] : Float(0))
+      arena[(3162112 +% i97)] = (arena[(3153920 +% i97)] > Float(0) ? arena[(3180432 +% i97)] : Float(0))
       i97 &+= 1
     }
   }
@@ -555,16 +562,16 @@ public func mnistnet_train_b64(
   for u98 in 0..<128 {
     var acc99: Float = Float(0)
     for n100 in 0..<64 {
-      acc99 = (acc99 + arena[((3162112 &+ (n100 &* 128)) &+ u98)])
+      acc99 = (acc99 + arena[((3162112 +% (n100 *% 128)) +% u98)])
     }
-    grads[(1198464 &+ u98)] = acc99
+    grads[(1198464 +% u98)] = acc99
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 9216, 128, 1, arena + 3162112, 128, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3171600, 9216)
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
   for i101 in 0..<589824 {
-    arena[(3761424 &+ i101)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i101) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 &+ i101)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+    arena[(3761424 +% i101)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i101) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 +% i101)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
   do {  // SIMD16 over i102
@@ -574,14 +581,14 @@ public func mnistnet_train_b64(
       i102 &+= 16
     }
     while i102 < 2359296 {
-      arena[(4351248 &+ i102)] = Float(0)
+      arena[(4351248 +% i102)] = Float(0)
       i102 &+= 1
     }
   }
   for q103 in 0..<4096 {
     for i104 in 0..<144 {
-      if arena[(1384448 &+ ((q103 &* 144) &+ i104))] > Float(0) {
-        arena[((4351248 &+ (q103 &* 576)) &+ Int(arena[(1974272 &+ ((q103 &* 144) &+ i104))]))] += arena[(3761424 &+ ((q103 &* 144) &+ i104))]
+      if arena[(1384448 +% ((q103 *% 144) +% i104))] > Float(0) {
+        arena[((4351248 +% (q103 *% 576)) +% Int(arena[(1974272 +% ((q103 *% 144) +% i104))]))] += arena[(3761424 +% ((q103 *% 144) +% i104))]
       }
     }
   }
@@ -593,7 +600,7 @@ public func mnistnet_train_b64(
       i105 &+= 16
     }
     while i105 < 18432 {
-      arena[(19686672 &+ i105)] = Float(0)
+      arena[(19686672 +% i105)] = Float(0)
       i105 &+= 1
     }
   }
@@ -603,17 +610,17 @@ public func mnistnet_train_b64(
         for ky109 in 0..<3 {
           for oy110 in 0..<24 {
             for ox111 in 0..<24 {
-              arena[(((6710544 &+ ((((c108 &* 3) &+ ky109) &* 3) &* 36864)) &+ (j107 &* 576)) &+ ((oy110 &* 24) &+ ox111))] = arena[((((((g106 &* 64) &+ j107) &* 21632) &+ (c108 &* 676)) &+ ((oy110 &+ ky109) &* 26)) &+ ox111)]
+              arena[(((6710544 +% ((((c108 *% 3) +% ky109) *% 3) *% 36864)) +% (j107 *% 576)) +% ((oy110 *% 24) +% ox111))] = arena[((((((g106 *% 64) +% j107) *% 21632) +% (c108 *% 676)) +% ((oy110 +% ky109) *% 26)) +% ox111)]
             }
           }
           for oy112 in 0..<24 {
             for ox113 in 0..<24 {
-              arena[(((6710544 &+ (((((c108 &* 3) &+ ky109) &* 3) &+ 1) &* 36864)) &+ (j107 &* 576)) &+ ((oy112 &* 24) &+ ox113))] = arena[((((((g106 &* 64) &+ j107) &* 21632) &+ (c108 &* 676)) &+ ((oy112 &+ ky109) &* 26)) &+ (ox113 &+ 1))]
+              arena[(((6710544 +% (((((c108 *% 3) +% ky109) *% 3) +% 1) *% 36864)) +% (j107 *% 576)) +% ((oy112 *% 24) +% ox113))] = arena[((((((g106 *% 64) +% j107) *% 21632) +% (c108 *% 676)) +% ((oy112 +% ky109) *% 26)) +% (ox113 +% 1))]
             }
           }
           for oy114 in 0..<24 {
             for ox115 in 0..<24 {
-              arena[(((6710544 &+ (((((c108 &* 3) &+ ky109) &* 3) &+ 2) &* 36864)) &+ (j107 &* 576)) &+ ((oy114 &* 24) &+ ox115))] = arena[((((((g106 &* 64) &+ j107) &* 21632) &+ (c108 &* 676)) &+ ((oy114 &+ ky109) &* 26)) &+ (ox115 &+ 2))]
+              arena[(((6710544 +% (((((c108 *% 3) +% ky109) *% 3) +% 2) *% 36864)) +% (j107 *% 576)) +% ((oy114 *% 24) +% ox115))] = arena[((((((g106 *% 64) +% j107) *% 21632) +% (c108 *% 676)) +% ((oy114 +% ky109) *% 26)) +% (ox115 +% 2))]
             }
           }
         }
@@ -622,104 +629,104 @@ public func mnistnet_train_b64(
     for j116 in 0..<64 {
       for i117 in 0..<576 {
         for f118 in 0..<64 {
-          arena[((17327376 &+ (((j116 &* 576) &+ i117) &* 64)) &+ f118)] = arena[(((4351248 &+ (((g106 &* 64) &+ j116) &* 36864)) &+ (f118 &* 576)) &+ i117)]
+          arena[((17327376 +% (((j116 *% 576) +% i117) *% 64)) +% f118)] = arena[(((4351248 +% (((g106 *% 64) +% j116) *% 36864)) +% (f118 *% 576)) +% i117)]
         }
       }
     }
     for kp119 in 0..<96 {
       for nb120 in 0..<1 {
         for mb121 in 0..<48 {
-          var t122_c0_0 = load16(arena, ((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)))
-          var t122_c0_1 = load16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 16))
-          var t122_c0_2 = load16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 32))
-          var t122_c0_3 = load16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 48))
-          var t122_c1_0 = load16(arena, ((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)))
-          var t122_c1_1 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 16))
-          var t122_c1_2 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 32))
-          var t122_c1_3 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 48))
-          var t122_c2_0 = load16(arena, ((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)))
-          var t122_c2_1 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 16))
-          var t122_c2_2 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 32))
-          var t122_c2_3 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 48))
-          var t122_c3_0 = load16(arena, ((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)))
-          var t122_c3_1 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 16))
-          var t122_c3_2 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 32))
-          var t122_c3_3 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 48))
-          var t122_c4_0 = load16(arena, ((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)))
-          var t122_c4_1 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 16))
-          var t122_c4_2 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 32))
-          var t122_c4_3 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 48))
-          var t122_c5_0 = load16(arena, ((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)))
-          var t122_c5_1 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 16))
-          var t122_c5_2 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 32))
-          var t122_c5_3 = load16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 48))
+          var t122_c0_0 = load16(arena, ((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)))
+          var t122_c0_1 = load16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 16))
+          var t122_c0_2 = load16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 32))
+          var t122_c0_3 = load16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 48))
+          var t122_c1_0 = load16(arena, ((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)))
+          var t122_c1_1 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 16))
+          var t122_c1_2 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 32))
+          var t122_c1_3 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 48))
+          var t122_c2_0 = load16(arena, ((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)))
+          var t122_c2_1 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 16))
+          var t122_c2_2 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 32))
+          var t122_c2_3 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 48))
+          var t122_c3_0 = load16(arena, ((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)))
+          var t122_c3_1 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 16))
+          var t122_c3_2 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 32))
+          var t122_c3_3 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 48))
+          var t122_c4_0 = load16(arena, ((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)))
+          var t122_c4_1 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 16))
+          var t122_c4_2 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 32))
+          var t122_c4_3 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 48))
+          var t122_c5_0 = load16(arena, ((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)))
+          var t122_c5_1 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 16))
+          var t122_c5_2 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 32))
+          var t122_c5_3 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 48))
           for k123 in 0..<384 {
-            let t122_b0 = load16(arena, ((17327376 &+ ((k123 &+ (kp119 &* 384)) &* 64)) &+ (nb120 &* 64)))
-            let t122_b1 = load16(arena, (((17327376 &+ ((k123 &+ (kp119 &* 384)) &* 64)) &+ (nb120 &* 64)) &+ 16))
-            let t122_b2 = load16(arena, (((17327376 &+ ((k123 &+ (kp119 &* 384)) &* 64)) &+ (nb120 &* 64)) &+ 32))
-            let t122_b3 = load16(arena, (((17327376 &+ ((k123 &+ (kp119 &* 384)) &* 64)) &+ (nb120 &* 64)) &+ 48))
-            let t122_a0 = SIMD16<Float>(repeating: arena[((6710544 &+ ((mb121 &* 6) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            let t122_b0 = load16(arena, ((17327376 +% ((k123 +% (kp119 *% 384)) *% 64)) +% (nb120 *% 64)))
+            let t122_b1 = load16(arena, (((17327376 +% ((k123 +% (kp119 *% 384)) *% 64)) +% (nb120 *% 64)) +% 16))
+            let t122_b2 = load16(arena, (((17327376 +% ((k123 +% (kp119 *% 384)) *% 64)) +% (nb120 *% 64)) +% 32))
+            let t122_b3 = load16(arena, (((17327376 +% ((k123 +% (kp119 *% 384)) *% 64)) +% (nb120 *% 64)) +% 48))
+            let t122_a0 = SIMD16<Float>(repeating: arena[((6710544 +% ((mb121 *% 6) *% 36864)) +% (k123 +% (kp119 *% 384)))])
             t122_c0_0 = t122_c0_0.addingProduct(t122_a0, t122_b0)
             t122_c0_1 = t122_c0_1.addingProduct(t122_a0, t122_b1)
             t122_c0_2 = t122_c0_2.addingProduct(t122_a0, t122_b2)
             t122_c0_3 = t122_c0_3.addingProduct(t122_a0, t122_b3)
-            let t122_a1 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb121 &* 6) &+ 1) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            let t122_a1 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb121 *% 6) +% 1) *% 36864)) +% (k123 +% (kp119 *% 384)))])
             t122_c1_0 = t122_c1_0.addingProduct(t122_a1, t122_b0)
             t122_c1_1 = t122_c1_1.addingProduct(t122_a1, t122_b1)
             t122_c1_2 = t122_c1_2.addingProduct(t122_a1, t122_b2)
             t122_c1_3 = t122_c1_3.addingProduct(t122_a1, t122_b3)
-            let t122_a2 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb121 &* 6) &+ 2) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            let t122_a2 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb121 *% 6) +% 2) *% 36864)) +% (k123 +% (kp119 *% 384)))])
             t122_c2_0 = t122_c2_0.addingProduct(t122_a2, t122_b0)
             t122_c2_1 = t122_c2_1.addingProduct(t122_a2, t122_b1)
             t122_c2_2 = t122_c2_2.addingProduct(t122_a2, t122_b2)
             t122_c2_3 = t122_c2_3.addingProduct(t122_a2, t122_b3)
-            let t122_a3 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb121 &* 6) &+ 3) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            let t122_a3 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb121 *% 6) +% 3) *% 36864)) +% (k123 +% (kp119 *% 384)))])
             t122_c3_0 = t122_c3_0.addingProduct(t122_a3, t122_b0)
             t122_c3_1 = t122_c3_1.addingProduct(t122_a3, t122_b1)
             t122_c3_2 = t122_c3_2.addingProduct(t122_a3, t122_b2)
             t122_c3_3 = t122_c3_3.addingProduct(t122_a3, t122_b3)
-            let t122_a4 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb121 &* 6) &+ 4) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            let t122_a4 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb121 *% 6) +% 4) *% 36864)) +% (k123 +% (kp119 *% 384)))])
             t122_c4_0 = t122_c4_0.addingProduct(t122_a4, t122_b0)
             t122_c4_1 = t122_c4_1.addingProduct(t122_a4, t122_b1)
             t122_c4_2 = t122_c4_2.addingProduct(t122_a4, t122_b2)
             t122_c4_3 = t122_c4_3.addingProduct(t122_a4, t122_b3)
-            let t122_a5 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb121 &* 6) &+ 5) &* 36864)) &+ (k123 &+ (kp119 &* 384)))])
+            let t122_a5 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb121 *% 6) +% 5) *% 36864)) +% (k123 +% (kp119 *% 384)))])
             t122_c5_0 = t122_c5_0.addingProduct(t122_a5, t122_b0)
             t122_c5_1 = t122_c5_1.addingProduct(t122_a5, t122_b1)
             t122_c5_2 = t122_c5_2.addingProduct(t122_a5, t122_b2)
             t122_c5_3 = t122_c5_3.addingProduct(t122_a5, t122_b3)
           }
-          store16(arena, ((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)), t122_c0_0)
-          store16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c0_1)
-          store16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c0_2)
-          store16(arena, (((19686672 &+ ((mb121 &* 6) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c0_3)
-          store16(arena, ((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)), t122_c1_0)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c1_1)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c1_2)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 1) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c1_3)
-          store16(arena, ((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)), t122_c2_0)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c2_1)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c2_2)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 2) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c2_3)
-          store16(arena, ((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)), t122_c3_0)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c3_1)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c3_2)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 3) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c3_3)
-          store16(arena, ((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)), t122_c4_0)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c4_1)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c4_2)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 4) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c4_3)
-          store16(arena, ((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)), t122_c5_0)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 16), t122_c5_1)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 32), t122_c5_2)
-          store16(arena, (((19686672 &+ (((mb121 &* 6) &+ 5) &* 64)) &+ (nb120 &* 64)) &+ 48), t122_c5_3)
+          store16(arena, ((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)), t122_c0_0)
+          store16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 16), t122_c0_1)
+          store16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 32), t122_c0_2)
+          store16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 48), t122_c0_3)
+          store16(arena, ((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)), t122_c1_0)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 16), t122_c1_1)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 32), t122_c1_2)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 48), t122_c1_3)
+          store16(arena, ((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)), t122_c2_0)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 16), t122_c2_1)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 32), t122_c2_2)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 48), t122_c2_3)
+          store16(arena, ((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)), t122_c3_0)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 16), t122_c3_1)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 32), t122_c3_2)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 48), t122_c3_3)
+          store16(arena, ((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)), t122_c4_0)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 16), t122_c4_1)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 32), t122_c4_2)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 48), t122_c4_3)
+          store16(arena, ((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)), t122_c5_0)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 16), t122_c5_1)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 32), t122_c5_2)
+          store16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 48), t122_c5_3)
         }
       }
     }
   }
   for f124 in 0..<64 {
     for r125 in 0..<288 {
-      grads[((320 &+ (f124 &* 288)) &+ r125)] = arena[((19686672 &+ (r125 &* 64)) &+ f124)]
+      grads[((320 +% (f124 *% 288)) +% r125)] = arena[((19686672 +% (r125 *% 64)) +% f124)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
@@ -730,7 +737,7 @@ public func mnistnet_train_b64(
       i126 &+= 16
     }
     while i126 < 576 {
-      arena[(1384448 &+ i126)] = Float(1)
+      arena[(1384448 +% i126)] = Float(1)
       i126 &+= 1
     }
   }
@@ -741,145 +748,470 @@ public func mnistnet_train_b64(
       i127 &+= 16
     }
     while i127 < 64 {
-      grads[(18752 &+ i127)] = Float(0)
+      grads[(18752 +% i127)] = Float(0)
       i127 &+= 1
     }
   }
   for img128 in 0..<64 {
-    sgemm(101, 111, 111, 64, 1, 576, 1, arena + (4351248 &+ (img128 &* 36864)), 576, arena + 1384448, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
+    sgemm(101, 111, 111, 64, 1, 576, 1, arena + (4351248 +% (img128 *% 36864)), 576, arena + 1384448, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i129
-    var i129 = 0
-    while i129 &+ 16 <= 1384448 {
-      store16(arena, 1384448 &+ i129, SIMD16<Float>(repeating: Float(0)))
-      i129 &+= 16
-    }
-    while i129 < 1384448 {
-      arena[(1384448 &+ i129)] = Float(0)
-      i129 &+= 1
-    }
-  }
-  for g130 in 0..<1 {
-    for j131 in 0..<64 {
-      for f132 in 0..<64 {
-        do {  // SIMD16 over i133
-          var i133 = 0
-          while i133 &+ 16 <= 576 {
-            store16(arena, ((17327376 &+ (f132 &* 36864)) &+ (j131 &* 576)) &+ i133, load16(arena, ((4351248 &+ (((g130 &* 64) &+ j131) &* 36864)) &+ (f132 &* 576)) &+ i133))
-            i133 &+= 16
+  for g129 in 0..<1 {
+    for j130 in 0..<64 {
+      for f131 in 0..<64 {
+        do {  // SIMD16 over i132
+          var i132 = 0
+          while i132 &+ 16 <= 576 {
+            store16(arena, ((17327376 +% (f131 *% 36864)) +% (j130 *% 576)) &+ i132, load16(arena, ((4351248 +% (((g129 *% 64) +% j130) *% 36864)) +% (f131 *% 576)) &+ i132))
+            i132 &+= 16
           }
-          while i133 < 576 {
-            arena[(((17327376 &+ (f132 &* 36864)) &+ (j131 &* 576)) &+ i133)] = arena[(((4351248 &+ (((g130 &* 64) &+ j131) &* 36864)) &+ (f132 &* 576)) &+ i133)]
-            i133 &+= 1
+          while i132 < 576 {
+            arena[(((17327376 +% (f131 *% 36864)) +% (j130 *% 576)) +% i132)] = arena[(((4351248 +% (((g129 *% 64) +% j130) *% 36864)) +% (f131 *% 576)) +% i132)]
+            i132 &+= 1
           }
         }
       }
     }
-    for nb134 in 0..<576 {
-      for mb135 in 0..<48 {
-        var t136_c0_0 = SIMD16<Float>()
-        var t136_c0_1 = SIMD16<Float>()
-        var t136_c0_2 = SIMD16<Float>()
-        var t136_c0_3 = SIMD16<Float>()
-        var t136_c1_0 = SIMD16<Float>()
-        var t136_c1_1 = SIMD16<Float>()
-        var t136_c1_2 = SIMD16<Float>()
-        var t136_c1_3 = SIMD16<Float>()
-        var t136_c2_0 = SIMD16<Float>()
-        var t136_c2_1 = SIMD16<Float>()
-        var t136_c2_2 = SIMD16<Float>()
-        var t136_c2_3 = SIMD16<Float>()
-        var t136_c3_0 = SIMD16<Float>()
-        var t136_c3_1 = SIMD16<Float>()
-        var t136_c3_2 = SIMD16<Float>()
-        var t136_c3_3 = SIMD16<Float>()
-        var t136_c4_0 = SIMD16<Float>()
-        var t136_c4_1 = SIMD16<Float>()
-        var t136_c4_2 = SIMD16<Float>()
-        var t136_c4_3 = SIMD16<Float>()
-        var t136_c5_0 = SIMD16<Float>()
-        var t136_c5_1 = SIMD16<Float>()
-        var t136_c5_2 = SIMD16<Float>()
-        var t136_c5_3 = SIMD16<Float>()
-        for k137 in 0..<64 {
-          let t136_b0 = load16(arena, ((17327376 &+ (k137 &* 36864)) &+ (nb134 &* 64)))
-          let t136_b1 = load16(arena, (((17327376 &+ (k137 &* 36864)) &+ (nb134 &* 64)) &+ 16))
-          let t136_b2 = load16(arena, (((17327376 &+ (k137 &* 36864)) &+ (nb134 &* 64)) &+ 32))
-          let t136_b3 = load16(arena, (((17327376 &+ (k137 &* 36864)) &+ (nb134 &* 64)) &+ 48))
-          let t136_a0 = SIMD16<Float>(repeating: params[((320 &+ (mb135 &* 6)) &+ (k137 &* 288))])
-          t136_c0_0 = t136_c0_0.addingProduct(t136_a0, t136_b0)
-          t136_c0_1 = t136_c0_1.addingProduct(t136_a0, t136_b1)
-          t136_c0_2 = t136_c0_2.addingProduct(t136_a0, t136_b2)
-          t136_c0_3 = t136_c0_3.addingProduct(t136_a0, t136_b3)
-          let t136_a1 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 1)) &+ (k137 &* 288))])
-          t136_c1_0 = t136_c1_0.addingProduct(t136_a1, t136_b0)
-          t136_c1_1 = t136_c1_1.addingProduct(t136_a1, t136_b1)
-          t136_c1_2 = t136_c1_2.addingProduct(t136_a1, t136_b2)
-          t136_c1_3 = t136_c1_3.addingProduct(t136_a1, t136_b3)
-          let t136_a2 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 2)) &+ (k137 &* 288))])
-          t136_c2_0 = t136_c2_0.addingProduct(t136_a2, t136_b0)
-          t136_c2_1 = t136_c2_1.addingProduct(t136_a2, t136_b1)
-          t136_c2_2 = t136_c2_2.addingProduct(t136_a2, t136_b2)
-          t136_c2_3 = t136_c2_3.addingProduct(t136_a2, t136_b3)
-          let t136_a3 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 3)) &+ (k137 &* 288))])
-          t136_c3_0 = t136_c3_0.addingProduct(t136_a3, t136_b0)
-          t136_c3_1 = t136_c3_1.addingProduct(t136_a3, t136_b1)
-          t136_c3_2 = t136_c3_2.addingProduct(t136_a3, t136_b2)
-          t136_c3_3 = t136_c3_3.addingProduct(t136_a3, t136_b3)
-          let t136_a4 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 4)) &+ (k137 &* 288))])
-          t136_c4_0 = t136_c4_0.addingProduct(t136_a4, t136_b0)
-          t136_c4_1 = t136_c4_1.addingProduct(t136_a4, t136_b1)
-          t136_c4_2 = t136_c4_2.addingProduct(t136_a4, t136_b2)
-          t136_c4_3 = t136_c4_3.addingProduct(t136_a4, t136_b3)
-          let t136_a5 = SIMD16<Float>(repeating: params[((320 &+ ((mb135 &* 6) &+ 5)) &+ (k137 &* 288))])
-          t136_c5_0 = t136_c5_0.addingProduct(t136_a5, t136_b0)
-          t136_c5_1 = t136_c5_1.addingProduct(t136_a5, t136_b1)
-          t136_c5_2 = t136_c5_2.addingProduct(t136_a5, t136_b2)
-          t136_c5_3 = t136_c5_3.addingProduct(t136_a5, t136_b3)
+    for nb133 in 0..<576 {
+      for mb134 in 0..<48 {
+        var t135_c0_0 = SIMD16<Float>()
+        var t135_c0_1 = SIMD16<Float>()
+        var t135_c0_2 = SIMD16<Float>()
+        var t135_c0_3 = SIMD16<Float>()
+        var t135_c1_0 = SIMD16<Float>()
+        var t135_c1_1 = SIMD16<Float>()
+        var t135_c1_2 = SIMD16<Float>()
+        var t135_c1_3 = SIMD16<Float>()
+        var t135_c2_0 = SIMD16<Float>()
+        var t135_c2_1 = SIMD16<Float>()
+        var t135_c2_2 = SIMD16<Float>()
+        var t135_c2_3 = SIMD16<Float>()
+        var t135_c3_0 = SIMD16<Float>()
+        var t135_c3_1 = SIMD16<Float>()
+        var t135_c3_2 = SIMD16<Float>()
+        var t135_c3_3 = SIMD16<Float>()
+        var t135_c4_0 = SIMD16<Float>()
+        var t135_c4_1 = SIMD16<Float>()
+        var t135_c4_2 = SIMD16<Float>()
+        var t135_c4_3 = SIMD16<Float>()
+        var t135_c5_0 = SIMD16<Float>()
+        var t135_c5_1 = SIMD16<Float>()
+        var t135_c5_2 = SIMD16<Float>()
+        var t135_c5_3 = SIMD16<Float>()
+        for k136 in 0..<64 {
+          let t135_b0 = load16(arena, ((17327376 +% (k136 *% 36864)) +% (nb133 *% 64)))
+          let t135_b1 = load16(arena, (((17327376 +% (k136 *% 36864)) +% (nb133 *% 64)) +% 16))
+          let t135_b2 = load16(arena, (((17327376 +% (k136 *% 36864)) +% (nb133 *% 64)) +% 32))
+          let t135_b3 = load16(arena, (((17327376 +% (k136 *% 36864)) +% (nb133 *% 64)) +% 48))
+          let t135_a0 = SIMD16<Float>(repeating: params[((320 +% (mb134 *% 6)) +% (k136 *% 288))])
+          t135_c0_0 = t135_c0_0.addingProduct(t135_a0, t135_b0)
+          t135_c0_1 = t135_c0_1.addingProduct(t135_a0, t135_b1)
+          t135_c0_2 = t135_c0_2.addingProduct(t135_a0, t135_b2)
+          t135_c0_3 = t135_c0_3.addingProduct(t135_a0, t135_b3)
+          let t135_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb134 *% 6) +% 1)) +% (k136 *% 288))])
+          t135_c1_0 = t135_c1_0.addingProduct(t135_a1, t135_b0)
+          t135_c1_1 = t135_c1_1.addingProduct(t135_a1, t135_b1)
+          t135_c1_2 = t135_c1_2.addingProduct(t135_a1, t135_b2)
+          t135_c1_3 = t135_c1_3.addingProduct(t135_a1, t135_b3)
+          let t135_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb134 *% 6) +% 2)) +% (k136 *% 288))])
+          t135_c2_0 = t135_c2_0.addingProduct(t135_a2, t135_b0)
+          t135_c2_1 = t135_c2_1.addingProduct(t135_a2, t135_b1)
+          t135_c2_2 = t135_c2_2.addingProduct(t135_a2, t135_b2)
+          t135_c2_3 = t135_c2_3.addingProduct(t135_a2, t135_b3)
+          let t135_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb134 *% 6) +% 3)) +% (k136 *% 288))])
+          t135_c3_0 = t135_c3_0.addingProduct(t135_a3, t135_b0)
+          t135_c3_1 = t135_c3_1.addingProduct(t135_a3, t135_b1)
+          t135_c3_2 = t135_c3_2.addingProduct(t135_a3, t135_b2)
+          t135_c3_3 = t135_c3_3.addingProduct(t135_a3, t135_b3)
+          let t135_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb134 *% 6) +% 4)) +% (k136 *% 288))])
+          t135_c4_0 = t135_c4_0.addingProduct(t135_a4, t135_b0)
+          t135_c4_1 = t135_c4_1.addingProduct(t135_a4, t135_b1)
+          t135_c4_2 = t135_c4_2.addingProduct(t135_a4, t135_b2)
+          t135_c4_3 = t135_c4_3.addingProduct(t135_a4, t135_b3)
+          let t135_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb134 *% 6) +% 5)) +% (k136 *% 288))])
+          t135_c5_0 = t135_c5_0.addingProduct(t135_a5, t135_b0)
+          t135_c5_1 = t135_c5_1.addingProduct(t135_a5, t135_b1)
+          t135_c5_2 = t135_c5_2.addingProduct(t135_a5, t135_b2)
+          t135_c5_3 = t135_c5_3.addingProduct(t135_a5, t135_b3)
         }
-        store16(arena, ((6710544 &+ ((mb135 &* 6) &* 36864)) &+ (nb134 &* 64)), t136_c0_0)
-        store16(arena, (((6710544 &+ ((mb135 &* 6) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c0_1)
-        store16(arena, (((6710544 &+ ((mb135 &* 6) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c0_2)
-        store16(arena, (((6710544 &+ ((mb135 &* 6) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c0_3)
-        store16(arena, ((6710544 &+ (((mb135 &* 6) &+ 1) &* 36864)) &+ (nb134 &* 64)), t136_c1_0)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 1) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c1_1)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 1) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c1_2)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 1) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c1_3)
-        store16(arena, ((6710544 &+ (((mb135 &* 6) &+ 2) &* 36864)) &+ (nb134 &* 64)), t136_c2_0)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 2) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c2_1)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 2) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c2_2)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 2) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c2_3)
-        store16(arena, ((6710544 &+ (((mb135 &* 6) &+ 3) &* 36864)) &+ (nb134 &* 64)), t136_c3_0)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 3) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c3_1)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 3) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c3_2)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 3) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c3_3)
-        store16(arena, ((6710544 &+ (((mb135 &* 6) &+ 4) &* 36864)) &+ (nb134 &* 64)), t136_c4_0)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 4) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c4_1)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 4) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c4_2)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 4) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c4_3)
-        store16(arena, ((6710544 &+ (((mb135 &* 6) &+ 5) &* 36864)) &+ (nb134 &* 64)), t136_c5_0)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 5) &* 36864)) &+ (nb134 &* 64)) &+ 16), t136_c5_1)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 5) &* 36864)) &+ (nb134 &* 64)) &+ 32), t136_c5_2)
-        store16(arena, (((6710544 &+ (((mb135 &* 6) &+ 5) &* 36864)) &+ (nb134 &* 64)) &+ 48), t136_c5_3)
+        store16(arena, ((6710544 +% ((mb134 *% 6) *% 36864)) +% (nb133 *% 64)), t135_c0_0)
+        store16(arena, (((6710544 +% ((mb134 *% 6) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c0_1)
+        store16(arena, (((6710544 +% ((mb134 *% 6) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c0_2)
+        store16(arena, (((6710544 +% ((mb134 *% 6) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c0_3)
+        store16(arena, ((6710544 +% (((mb134 *% 6) +% 1) *% 36864)) +% (nb133 *% 64)), t135_c1_0)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 1) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c1_1)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 1) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c1_2)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 1) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c1_3)
+        store16(arena, ((6710544 +% (((mb134 *% 6) +% 2) *% 36864)) +% (nb133 *% 64)), t135_c2_0)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 2) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c2_1)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 2) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c2_2)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 2) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c2_3)
+        store16(arena, ((6710544 +% (((mb134 *% 6) +% 3) *% 36864)) +% (nb133 *% 64)), t135_c3_0)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 3) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c3_1)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 3) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c3_2)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 3) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c3_3)
+        store16(arena, ((6710544 +% (((mb134 *% 6) +% 4) *% 36864)) +% (nb133 *% 64)), t135_c4_0)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 4) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c4_1)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 4) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c4_2)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 4) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c4_3)
+        store16(arena, ((6710544 +% (((mb134 *% 6) +% 5) *% 36864)) +% (nb133 *% 64)), t135_c5_0)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 5) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c5_1)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 5) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c5_2)
+        store16(arena, (((6710544 +% (((mb134 *% 6) +% 5) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c5_3)
       }
     }
-    for j138 in 0..<64 {
-      for c139 in 0..<32 {
-        for ky140 in 0..<3 {
-          for oy141 in 0..<24 {
-            for ox142 in 0..<24 {
-              arena[((((1384448 &+ (((g130 &* 64) &+ j138) &* 21632)) &+ (c139 &* 676)) &+ ((oy141 &+ ky140) &* 26)) &+ ox142)] += arena[(((6710544 &+ ((((c139 &* 3) &+ ky140) &* 3) &* 36864)) &+ (j138 &* 576)) &+ ((oy141 &* 24) &+ ox142))]
+    for j137 in 0..<64 {
+      for c138 in 0..<32 {
+        for iy139 in 0..<1 {
+          do {  // SIMD16 over ix140
+            var ix140 = 0
+            while ix140 < 1 {
+              var sum141: Float = arena[((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% (iy139 *% 24)) +% ix140)]
+              arena[((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy139 *% 26)) +% ix140)] = sum141
+              ix140 &+= 1
             }
           }
-          for oy143 in 0..<24 {
-            for ox144 in 0..<24 {
-              arena[((((1384448 &+ (((g130 &* 64) &+ j138) &* 21632)) &+ (c139 &* 676)) &+ ((oy143 &+ ky140) &* 26)) &+ (ox144 &+ 1))] += arena[(((6710544 &+ (((((c139 &* 3) &+ ky140) &* 3) &+ 1) &* 36864)) &+ (j138 &* 576)) &+ ((oy143 &* 24) &+ ox144))]
+        }
+        for iy142 in 0..<1 {
+          do {  // SIMD16 over ix143
+            var ix143 = 0
+            while ix143 < 1 {
+              var sum144: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% (iy142 *% 24)) +% 1) +% ix143)]
+              var sum145: Float = (sum144 + arena[((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% (iy142 *% 24)) +% ix143)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy142 *% 26)) +% 1) +% ix143)] = sum145
+              ix143 &+= 1
             }
           }
-          for oy145 in 0..<24 {
-            for ox146 in 0..<24 {
-              arena[((((1384448 &+ (((g130 &* 64) &+ j138) &* 21632)) &+ (c139 &* 676)) &+ ((oy145 &+ ky140) &* 26)) &+ (ox146 &+ 2))] += arena[(((6710544 &+ (((((c139 &* 3) &+ ky140) &* 3) &+ 2) &* 36864)) &+ (j138 &* 576)) &+ ((oy145 &* 24) &+ ox146))]
+        }
+        for iy146 in 0..<1 {
+          do {  // SIMD16 over ix147
+            var ix147 = 0
+            while ix147 &+ 16 <= 22 {
+              let sum148_v = load16(arena, ((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) +% 2) &+ ix147)
+              let sum149_v = (sum148_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) +% 1) &+ ix147))
+              let sum150_v = (sum149_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) &+ ix147))
+              store16(arena, ((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy146 *% 26)) +% 2) &+ ix147, sum150_v)
+              ix147 &+= 16
+            }
+            while ix147 < 22 {
+              var sum148: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) +% 2) +% ix147)]
+              var sum149: Float = (sum148 + arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) +% 1) +% ix147)])
+              var sum150: Float = (sum149 + arena[((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) +% ix147)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy146 *% 26)) +% 2) +% ix147)] = sum150
+              ix147 &+= 1
+            }
+          }
+        }
+        for iy151 in 0..<1 {
+          do {  // SIMD16 over ix152
+            var ix152 = 0
+            while ix152 < 1 {
+              var sum153: Float = arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% (iy151 *% 24)) +% 23) +% ix152)]
+              var sum154: Float = (sum153 + arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% (iy151 *% 24)) +% 22) +% ix152)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy151 *% 26)) +% 24) +% ix152)] = sum154
+              ix152 &+= 1
+            }
+          }
+        }
+        for iy155 in 0..<1 {
+          do {  // SIMD16 over ix156
+            var ix156 = 0
+            while ix156 < 1 {
+              var sum157: Float = arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% (iy155 *% 24)) +% 23) +% ix156)]
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy155 *% 26)) +% 25) +% ix156)] = sum157
+              ix156 &+= 1
+            }
+          }
+        }
+        for iy158 in 0..<1 {
+          do {  // SIMD16 over ix159
+            var ix159 = 0
+            while ix159 < 1 {
+              var sum160: Float = arena[((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy158 +% 1) *% 24)) +% ix159)]
+              var sum161: Float = (sum160 + arena[((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy158 +% 1) +% -1) *% 24)) +% ix159)])
+              arena[((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy158 +% 1) *% 26)) +% ix159)] = sum161
+              ix159 &+= 1
+            }
+          }
+        }
+        for iy162 in 0..<1 {
+          do {  // SIMD16 over ix163
+            var ix163 = 0
+            while ix163 < 1 {
+              var sum164: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy162 +% 1) *% 24)) +% 1) +% ix163)]
+              var sum165: Float = (sum164 + arena[((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy162 +% 1) *% 24)) +% ix163)])
+              var sum166: Float = (sum165 + arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy162 +% 1) +% -1) *% 24)) +% 1) +% ix163)])
+              var sum167: Float = (sum166 + arena[((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy162 +% 1) +% -1) *% 24)) +% ix163)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy162 +% 1) *% 26)) +% 1) +% ix163)] = sum167
+              ix163 &+= 1
+            }
+          }
+        }
+        for iy168 in 0..<1 {
+          do {  // SIMD16 over ix169
+            var ix169 = 0
+            while ix169 &+ 16 <= 22 {
+              let sum170_v = load16(arena, ((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) +% 2) &+ ix169)
+              let sum171_v = (sum170_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) +% 1) &+ ix169))
+              let sum172_v = (sum171_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) &+ ix169))
+              let sum173_v = (sum172_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) +% 2) &+ ix169))
+              let sum174_v = (sum173_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) +% 1) &+ ix169))
+              let sum175_v = (sum174_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) &+ ix169))
+              store16(arena, ((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy168 +% 1) *% 26)) +% 2) &+ ix169, sum175_v)
+              ix169 &+= 16
+            }
+            while ix169 < 22 {
+              var sum170: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) +% 2) +% ix169)]
+              var sum171: Float = (sum170 + arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) +% 1) +% ix169)])
+              var sum172: Float = (sum171 + arena[((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) +% ix169)])
+              var sum173: Float = (sum172 + arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) +% 2) +% ix169)])
+              var sum174: Float = (sum173 + arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) +% 1) +% ix169)])
+              var sum175: Float = (sum174 + arena[((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) +% ix169)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy168 +% 1) *% 26)) +% 2) +% ix169)] = sum175
+              ix169 &+= 1
+            }
+          }
+        }
+        for iy176 in 0..<1 {
+          do {  // SIMD16 over ix177
+            var ix177 = 0
+            while ix177 < 1 {
+              var sum178: Float = arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy176 +% 1) *% 24)) +% 23) +% ix177)]
+              var sum179: Float = (sum178 + arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy176 +% 1) *% 24)) +% 22) +% ix177)])
+              var sum180: Float = (sum179 + arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy176 +% 1) +% -1) *% 24)) +% 23) +% ix177)])
+              var sum181: Float = (sum180 + arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy176 +% 1) +% -1) *% 24)) +% 22) +% ix177)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy176 +% 1) *% 26)) +% 24) +% ix177)] = sum181
+              ix177 &+= 1
+            }
+          }
+        }
+        for iy182 in 0..<1 {
+          do {  // SIMD16 over ix183
+            var ix183 = 0
+            while ix183 < 1 {
+              var sum184: Float = arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy182 +% 1) *% 24)) +% 23) +% ix183)]
+              var sum185: Float = (sum184 + arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy182 +% 1) +% -1) *% 24)) +% 23) +% ix183)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy182 +% 1) *% 26)) +% 25) +% ix183)] = sum185
+              ix183 &+= 1
+            }
+          }
+        }
+        for iy186 in 0..<22 {
+          do {  // SIMD16 over ix187
+            var ix187 = 0
+            while ix187 < 1 {
+              var sum188: Float = arena[((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy186 +% 2) *% 24)) +% ix187)]
+              var sum189: Float = (sum188 + arena[((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy186 +% 2) +% -1) *% 24)) +% ix187)])
+              var sum190: Float = (sum189 + arena[((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy186 +% 2) +% -2) *% 24)) +% ix187)])
+              arena[((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy186 +% 2) *% 26)) +% ix187)] = sum190
+              ix187 &+= 1
+            }
+          }
+        }
+        for iy191 in 0..<22 {
+          do {  // SIMD16 over ix192
+            var ix192 = 0
+            while ix192 < 1 {
+              var sum193: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy191 +% 2) *% 24)) +% 1) +% ix192)]
+              var sum194: Float = (sum193 + arena[((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy191 +% 2) *% 24)) +% ix192)])
+              var sum195: Float = (sum194 + arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy191 +% 2) +% -1) *% 24)) +% 1) +% ix192)])
+              var sum196: Float = (sum195 + arena[((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy191 +% 2) +% -1) *% 24)) +% ix192)])
+              var sum197: Float = (sum196 + arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy191 +% 2) +% -2) *% 24)) +% 1) +% ix192)])
+              var sum198: Float = (sum197 + arena[((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy191 +% 2) +% -2) *% 24)) +% ix192)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy191 +% 2) *% 26)) +% 1) +% ix192)] = sum198
+              ix192 &+= 1
+            }
+          }
+        }
+        for iy199 in 0..<22 {
+          do {  // SIMD16 over ix200
+            var ix200 = 0
+            while ix200 &+ 16 <= 22 {
+              let sum201_v = load16(arena, ((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) +% 2) &+ ix200)
+              let sum202_v = (sum201_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) +% 1) &+ ix200))
+              let sum203_v = (sum202_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) &+ ix200))
+              let sum204_v = (sum203_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) +% 2) &+ ix200))
+              let sum205_v = (sum204_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) +% 1) &+ ix200))
+              let sum206_v = (sum205_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) &+ ix200))
+              let sum207_v = (sum206_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) +% 2) &+ ix200))
+              let sum208_v = (sum207_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) +% 1) &+ ix200))
+              let sum209_v = (sum208_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) &+ ix200))
+              store16(arena, ((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy199 +% 2) *% 26)) +% 2) &+ ix200, sum209_v)
+              ix200 &+= 16
+            }
+            while ix200 < 22 {
+              var sum201: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) +% 2) +% ix200)]
+              var sum202: Float = (sum201 + arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) +% 1) +% ix200)])
+              var sum203: Float = (sum202 + arena[((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) +% ix200)])
+              var sum204: Float = (sum203 + arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) +% 2) +% ix200)])
+              var sum205: Float = (sum204 + arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) +% 1) +% ix200)])
+              var sum206: Float = (sum205 + arena[((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) +% ix200)])
+              var sum207: Float = (sum206 + arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) +% 2) +% ix200)])
+              var sum208: Float = (sum207 + arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) +% 1) +% ix200)])
+              var sum209: Float = (sum208 + arena[((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) +% ix200)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy199 +% 2) *% 26)) +% 2) +% ix200)] = sum209
+              ix200 &+= 1
+            }
+          }
+        }
+        for iy210 in 0..<22 {
+          do {  // SIMD16 over ix211
+            var ix211 = 0
+            while ix211 < 1 {
+              var sum212: Float = arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy210 +% 2) *% 24)) +% 23) +% ix211)]
+              var sum213: Float = (sum212 + arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy210 +% 2) *% 24)) +% 22) +% ix211)])
+              var sum214: Float = (sum213 + arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy210 +% 2) +% -1) *% 24)) +% 23) +% ix211)])
+              var sum215: Float = (sum214 + arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy210 +% 2) +% -1) *% 24)) +% 22) +% ix211)])
+              var sum216: Float = (sum215 + arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy210 +% 2) +% -2) *% 24)) +% 23) +% ix211)])
+              var sum217: Float = (sum216 + arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy210 +% 2) +% -2) *% 24)) +% 22) +% ix211)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy210 +% 2) *% 26)) +% 24) +% ix211)] = sum217
+              ix211 &+= 1
+            }
+          }
+        }
+        for iy218 in 0..<22 {
+          do {  // SIMD16 over ix219
+            var ix219 = 0
+            while ix219 < 1 {
+              var sum220: Float = arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy218 +% 2) *% 24)) +% 23) +% ix219)]
+              var sum221: Float = (sum220 + arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy218 +% 2) +% -1) *% 24)) +% 23) +% ix219)])
+              var sum222: Float = (sum221 + arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy218 +% 2) +% -2) *% 24)) +% 23) +% ix219)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy218 +% 2) *% 26)) +% 25) +% ix219)] = sum222
+              ix219 &+= 1
+            }
+          }
+        }
+        for iy223 in 0..<1 {
+          do {  // SIMD16 over ix224
+            var ix224 = 0
+            while ix224 < 1 {
+              var sum225: Float = arena[((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy223 +% 24) +% -1) *% 24)) +% ix224)]
+              var sum226: Float = (sum225 + arena[((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy223 +% 24) +% -2) *% 24)) +% ix224)])
+              arena[((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy223 +% 24) *% 26)) +% ix224)] = sum226
+              ix224 &+= 1
+            }
+          }
+        }
+        for iy227 in 0..<1 {
+          do {  // SIMD16 over ix228
+            var ix228 = 0
+            while ix228 < 1 {
+              var sum229: Float = arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy227 +% 24) +% -1) *% 24)) +% 1) +% ix228)]
+              var sum230: Float = (sum229 + arena[((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy227 +% 24) +% -1) *% 24)) +% ix228)])
+              var sum231: Float = (sum230 + arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy227 +% 24) +% -2) *% 24)) +% 1) +% ix228)])
+              var sum232: Float = (sum231 + arena[((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy227 +% 24) +% -2) *% 24)) +% ix228)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy227 +% 24) *% 26)) +% 1) +% ix228)] = sum232
+              ix228 &+= 1
+            }
+          }
+        }
+        for iy233 in 0..<1 {
+          do {  // SIMD16 over ix234
+            var ix234 = 0
+            while ix234 &+ 16 <= 22 {
+              let sum235_v = load16(arena, ((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) +% 2) &+ ix234)
+              let sum236_v = (sum235_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) +% 1) &+ ix234))
+              let sum237_v = (sum236_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) &+ ix234))
+              let sum238_v = (sum237_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) +% 2) &+ ix234))
+              let sum239_v = (sum238_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) +% 1) &+ ix234))
+              let sum240_v = (sum239_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) &+ ix234))
+              store16(arena, ((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy233 +% 24) *% 26)) +% 2) &+ ix234, sum240_v)
+              ix234 &+= 16
+            }
+            while ix234 < 22 {
+              var sum235: Float = arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) +% 2) +% ix234)]
+              var sum236: Float = (sum235 + arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) +% 1) +% ix234)])
+              var sum237: Float = (sum236 + arena[((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) +% ix234)])
+              var sum238: Float = (sum237 + arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) +% 2) +% ix234)])
+              var sum239: Float = (sum238 + arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) +% 1) +% ix234)])
+              var sum240: Float = (sum239 + arena[((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) +% ix234)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy233 +% 24) *% 26)) +% 2) +% ix234)] = sum240
+              ix234 &+= 1
+            }
+          }
+        }
+        for iy241 in 0..<1 {
+          do {  // SIMD16 over ix242
+            var ix242 = 0
+            while ix242 < 1 {
+              var sum243: Float = arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy241 +% 24) +% -1) *% 24)) +% 23) +% ix242)]
+              var sum244: Float = (sum243 + arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy241 +% 24) +% -1) *% 24)) +% 22) +% ix242)])
+              var sum245: Float = (sum244 + arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy241 +% 24) +% -2) *% 24)) +% 23) +% ix242)])
+              var sum246: Float = (sum245 + arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy241 +% 24) +% -2) *% 24)) +% 22) +% ix242)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy241 +% 24) *% 26)) +% 24) +% ix242)] = sum246
+              ix242 &+= 1
+            }
+          }
+        }
+        for iy247 in 0..<1 {
+          do {  // SIMD16 over ix248
+            var ix248 = 0
+            while ix248 < 1 {
+              var sum249: Float = arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy247 +% 24) +% -1) *% 24)) +% 23) +% ix248)]
+              var sum250: Float = (sum249 + arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy247 +% 24) +% -2) *% 24)) +% 23) +% ix248)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy247 +% 24) *% 26)) +% 25) +% ix248)] = sum250
+              ix248 &+= 1
+            }
+          }
+        }
+        for iy251 in 0..<1 {
+          do {  // SIMD16 over ix252
+            var ix252 = 0
+            while ix252 < 1 {
+              var sum253: Float = arena[((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy251 +% 25) +% -2) *% 24)) +% ix252)]
+              arena[((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy251 +% 25) *% 26)) +% ix252)] = sum253
+              ix252 &+= 1
+            }
+          }
+        }
+        for iy254 in 0..<1 {
+          do {  // SIMD16 over ix255
+            var ix255 = 0
+            while ix255 < 1 {
+              var sum256: Float = arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy254 +% 25) +% -2) *% 24)) +% 1) +% ix255)]
+              var sum257: Float = (sum256 + arena[((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy254 +% 25) +% -2) *% 24)) +% ix255)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy254 +% 25) *% 26)) +% 1) +% ix255)] = sum257
+              ix255 &+= 1
+            }
+          }
+        }
+        for iy258 in 0..<1 {
+          do {  // SIMD16 over ix259
+            var ix259 = 0
+            while ix259 &+ 16 <= 22 {
+              let sum260_v = load16(arena, ((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) +% 2) &+ ix259)
+              let sum261_v = (sum260_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) +% 1) &+ ix259))
+              let sum262_v = (sum261_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) &+ ix259))
+              store16(arena, ((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy258 +% 25) *% 26)) +% 2) &+ ix259, sum262_v)
+              ix259 &+= 16
+            }
+            while ix259 < 22 {
+              var sum260: Float = arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) +% 2) +% ix259)]
+              var sum261: Float = (sum260 + arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) +% 1) +% ix259)])
+              var sum262: Float = (sum261 + arena[((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) +% ix259)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy258 +% 25) *% 26)) +% 2) +% ix259)] = sum262
+              ix259 &+= 1
+            }
+          }
+        }
+        for iy263 in 0..<1 {
+          do {  // SIMD16 over ix264
+            var ix264 = 0
+            while ix264 < 1 {
+              var sum265: Float = arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy263 +% 25) +% -2) *% 24)) +% 23) +% ix264)]
+              var sum266: Float = (sum265 + arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy263 +% 25) +% -2) *% 24)) +% 22) +% ix264)])
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy263 +% 25) *% 26)) +% 24) +% ix264)] = sum266
+              ix264 &+= 1
+            }
+          }
+        }
+        for iy267 in 0..<1 {
+          do {  // SIMD16 over ix268
+            var ix268 = 0
+            while ix268 < 1 {
+              var sum269: Float = arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy267 +% 25) +% -2) *% 24)) +% 23) +% ix268)]
+              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy267 +% 25) *% 26)) +% 25) +% ix268)] = sum269
+              ix268 &+= 1
             }
           }
         }
@@ -887,256 +1219,256 @@ public func mnistnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i147
-    var i147 = 0
-    while i147 &+ 16 <= 1384448 {
-      store16(arena, 3171600 &+ i147, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i147), where: load16(arena, 0 &+ i147) .> SIMD16<Float>(repeating: Float(0))))
-      i147 &+= 16
+  do {  // SIMD16 over i270
+    var i270 = 0
+    while i270 &+ 16 <= 1384448 {
+      store16(arena, 3171600 &+ i270, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i270), where: load16(arena, 0 &+ i270) .> SIMD16<Float>(repeating: Float(0))))
+      i270 &+= 16
     }
-    while i147 < 1384448 {
-      arena[(3171600 &+ i147)] = (arena[i147] > Float(0) ? arena[(1384448 &+ i147)] : Float(0))
-      i147 &+= 1
+    while i270 < 1384448 {
+      arena[(3171600 +% i270)] = (arena[i270] > Float(0) ? arena[(1384448 +% i270)] : Float(0))
+      i270 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i148
-    var i148 = 0
-    while i148 &+ 16 <= 288 {
-      store16(arena, 1773824 &+ i148, SIMD16<Float>(repeating: Float(0)))
-      i148 &+= 16
+  do {  // SIMD16 over i271
+    var i271 = 0
+    while i271 &+ 16 <= 288 {
+      store16(arena, 1773824 &+ i271, SIMD16<Float>(repeating: Float(0)))
+      i271 &+= 16
     }
-    while i148 < 288 {
-      arena[(1773824 &+ i148)] = Float(0)
-      i148 &+= 1
-    }
-  }
-  for g149 in 0..<1 {
-    for j150 in 0..<64 {
-      for c151 in 0..<1 {
-        for ky152 in 0..<3 {
-          for oy153 in 0..<26 {
-            for ox154 in 0..<26 {
-              arena[((((((c151 &* 3) &+ ky152) &* 3) &* 43264) &+ (j150 &* 676)) &+ ((oy153 &* 26) &+ ox154))] = images[((((((g149 &* 64) &+ j150) &* 784) &+ (c151 &* 784)) &+ ((oy153 &+ ky152) &* 28)) &+ ox154)]
-            }
-          }
-          for oy155 in 0..<26 {
-            for ox156 in 0..<26 {
-              arena[(((((((c151 &* 3) &+ ky152) &* 3) &+ 1) &* 43264) &+ (j150 &* 676)) &+ ((oy155 &* 26) &+ ox156))] = images[((((((g149 &* 64) &+ j150) &* 784) &+ (c151 &* 784)) &+ ((oy155 &+ ky152) &* 28)) &+ (ox156 &+ 1))]
-            }
-          }
-          for oy157 in 0..<26 {
-            for ox158 in 0..<26 {
-              arena[(((((((c151 &* 3) &+ ky152) &* 3) &+ 2) &* 43264) &+ (j150 &* 676)) &+ ((oy157 &* 26) &+ ox158))] = images[((((((g149 &* 64) &+ j150) &* 784) &+ (c151 &* 784)) &+ ((oy157 &+ ky152) &* 28)) &+ (ox158 &+ 2))]
-            }
-          }
-        }
-      }
-    }
-    for j159 in 0..<64 {
-      for i160 in 0..<676 {
-        for f161 in 0..<32 {
-          arena[((389376 &+ (((j159 &* 676) &+ i160) &* 32)) &+ f161)] = arena[(((3171600 &+ (((g149 &* 64) &+ j159) &* 21632)) &+ (f161 &* 676)) &+ i160)]
-        }
-      }
-    }
-    for kp162 in 0..<112 {
-      for nb163 in 0..<1 {
-        for mb164 in 0..<1 {
-          var t165_c0_0 = load16(arena, ((1773824 &+ ((mb164 &* 9) &* 32)) &+ (nb163 &* 32)))
-          var t165_c0_1 = load16(arena, (((1773824 &+ ((mb164 &* 9) &* 32)) &+ (nb163 &* 32)) &+ 16))
-          var t165_c1_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 1) &* 32)) &+ (nb163 &* 32)))
-          var t165_c1_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 1) &* 32)) &+ (nb163 &* 32)) &+ 16))
-          var t165_c2_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 2) &* 32)) &+ (nb163 &* 32)))
-          var t165_c2_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 2) &* 32)) &+ (nb163 &* 32)) &+ 16))
-          var t165_c3_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 3) &* 32)) &+ (nb163 &* 32)))
-          var t165_c3_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 3) &* 32)) &+ (nb163 &* 32)) &+ 16))
-          var t165_c4_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 4) &* 32)) &+ (nb163 &* 32)))
-          var t165_c4_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 4) &* 32)) &+ (nb163 &* 32)) &+ 16))
-          var t165_c5_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 5) &* 32)) &+ (nb163 &* 32)))
-          var t165_c5_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 5) &* 32)) &+ (nb163 &* 32)) &+ 16))
-          var t165_c6_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 6) &* 32)) &+ (nb163 &* 32)))
-          var t165_c6_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 6) &* 32)) &+ (nb163 &* 32)) &+ 16))
-          var t165_c7_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 7) &* 32)) &+ (nb163 &* 32)))
-          var t165_c7_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 7) &* 32)) &+ (nb163 &* 32)) &+ 16))
-          var t165_c8_0 = load16(arena, ((1773824 &+ (((mb164 &* 9) &+ 8) &* 32)) &+ (nb163 &* 32)))
-          var t165_c8_1 = load16(arena, (((1773824 &+ (((mb164 &* 9) &+ 8) &* 32)) &+ (nb163 &* 32)) &+ 16))
-          for k166 in 0..<383 {
-            let t165_b0 = load16(arena, ((389376 &+ ((k166 &+ (kp162 &* 383)) &* 32)) &+ (nb163 &* 32)))
-            let t165_b1 = load16(arena, (((389376 &+ ((k166 &+ (kp162 &* 383)) &* 32)) &+ (nb163 &* 32)) &+ 16))
-            let t165_a0 = SIMD16<Float>(repeating: arena[(((mb164 &* 9) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
-            t165_c0_0 = t165_c0_0.addingProduct(t165_a0, t165_b0)
-            t165_c0_1 = t165_c0_1.addingProduct(t165_a0, t165_b1)
-            let t165_a1 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 1) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
-            t165_c1_0 = t165_c1_0.addingProduct(t165_a1, t165_b0)
-            t165_c1_1 = t165_c1_1.addingProduct(t165_a1, t165_b1)
-            let t165_a2 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 2) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
-            t165_c2_0 = t165_c2_0.addingProduct(t165_a2, t165_b0)
-            t165_c2_1 = t165_c2_1.addingProduct(t165_a2, t165_b1)
-            let t165_a3 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 3) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
-            t165_c3_0 = t165_c3_0.addingProduct(t165_a3, t165_b0)
-            t165_c3_1 = t165_c3_1.addingProduct(t165_a3, t165_b1)
-            let t165_a4 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 4) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
-            t165_c4_0 = t165_c4_0.addingProduct(t165_a4, t165_b0)
-            t165_c4_1 = t165_c4_1.addingProduct(t165_a4, t165_b1)
-            let t165_a5 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 5) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
-            t165_c5_0 = t165_c5_0.addingProduct(t165_a5, t165_b0)
-            t165_c5_1 = t165_c5_1.addingProduct(t165_a5, t165_b1)
-            let t165_a6 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 6) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
-            t165_c6_0 = t165_c6_0.addingProduct(t165_a6, t165_b0)
-            t165_c6_1 = t165_c6_1.addingProduct(t165_a6, t165_b1)
-            let t165_a7 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 7) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
-            t165_c7_0 = t165_c7_0.addingProduct(t165_a7, t165_b0)
-            t165_c7_1 = t165_c7_1.addingProduct(t165_a7, t165_b1)
-            let t165_a8 = SIMD16<Float>(repeating: arena[((((mb164 &* 9) &+ 8) &* 43264) &+ (k166 &+ (kp162 &* 383)))])
-            t165_c8_0 = t165_c8_0.addingProduct(t165_a8, t165_b0)
-            t165_c8_1 = t165_c8_1.addingProduct(t165_a8, t165_b1)
-          }
-          store16(arena, ((1773824 &+ ((mb164 &* 9) &* 32)) &+ (nb163 &* 32)), t165_c0_0)
-          store16(arena, (((1773824 &+ ((mb164 &* 9) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c0_1)
-          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 1) &* 32)) &+ (nb163 &* 32)), t165_c1_0)
-          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 1) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c1_1)
-          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 2) &* 32)) &+ (nb163 &* 32)), t165_c2_0)
-          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 2) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c2_1)
-          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 3) &* 32)) &+ (nb163 &* 32)), t165_c3_0)
-          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 3) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c3_1)
-          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 4) &* 32)) &+ (nb163 &* 32)), t165_c4_0)
-          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 4) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c4_1)
-          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 5) &* 32)) &+ (nb163 &* 32)), t165_c5_0)
-          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 5) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c5_1)
-          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 6) &* 32)) &+ (nb163 &* 32)), t165_c6_0)
-          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 6) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c6_1)
-          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 7) &* 32)) &+ (nb163 &* 32)), t165_c7_0)
-          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 7) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c7_1)
-          store16(arena, ((1773824 &+ (((mb164 &* 9) &+ 8) &* 32)) &+ (nb163 &* 32)), t165_c8_0)
-          store16(arena, (((1773824 &+ (((mb164 &* 9) &+ 8) &* 32)) &+ (nb163 &* 32)) &+ 16), t165_c8_1)
-        }
-      }
-    }
-    for nb167 in 0..<1 {
-      for mb168 in 0..<1 {
-        var t169_c0_0 = load16(arena, ((1773824 &+ ((mb168 &* 9) &* 32)) &+ (nb167 &* 32)))
-        var t169_c0_1 = load16(arena, (((1773824 &+ ((mb168 &* 9) &* 32)) &+ (nb167 &* 32)) &+ 16))
-        var t169_c1_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 1) &* 32)) &+ (nb167 &* 32)))
-        var t169_c1_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 1) &* 32)) &+ (nb167 &* 32)) &+ 16))
-        var t169_c2_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 2) &* 32)) &+ (nb167 &* 32)))
-        var t169_c2_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 2) &* 32)) &+ (nb167 &* 32)) &+ 16))
-        var t169_c3_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 3) &* 32)) &+ (nb167 &* 32)))
-        var t169_c3_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 3) &* 32)) &+ (nb167 &* 32)) &+ 16))
-        var t169_c4_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 4) &* 32)) &+ (nb167 &* 32)))
-        var t169_c4_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 4) &* 32)) &+ (nb167 &* 32)) &+ 16))
-        var t169_c5_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 5) &* 32)) &+ (nb167 &* 32)))
-        var t169_c5_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 5) &* 32)) &+ (nb167 &* 32)) &+ 16))
-        var t169_c6_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 6) &* 32)) &+ (nb167 &* 32)))
-        var t169_c6_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 6) &* 32)) &+ (nb167 &* 32)) &+ 16))
-        var t169_c7_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 7) &* 32)) &+ (nb167 &* 32)))
-        var t169_c7_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 7) &* 32)) &+ (nb167 &* 32)) &+ 16))
-        var t169_c8_0 = load16(arena, ((1773824 &+ (((mb168 &* 9) &+ 8) &* 32)) &+ (nb167 &* 32)))
-        var t169_c8_1 = load16(arena, (((1773824 &+ (((mb168 &* 9) &+ 8) &* 32)) &+ (nb167 &* 32)) &+ 16))
-        for k170 in 0..<368 {
-          let t169_b0 = load16(arena, ((389376 &+ ((k170 &+ 42896) &* 32)) &+ (nb167 &* 32)))
-          let t169_b1 = load16(arena, (((389376 &+ ((k170 &+ 42896) &* 32)) &+ (nb167 &* 32)) &+ 16))
-          let t169_a0 = SIMD16<Float>(repeating: arena[(((mb168 &* 9) &* 43264) &+ (k170 &+ 42896))])
-          t169_c0_0 = t169_c0_0.addingProduct(t169_a0, t169_b0)
-          t169_c0_1 = t169_c0_1.addingProduct(t169_a0, t169_b1)
-          let t169_a1 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 1) &* 43264) &+ (k170 &+ 42896))])
-          t169_c1_0 = t169_c1_0.addingProduct(t169_a1, t169_b0)
-          t169_c1_1 = t169_c1_1.addingProduct(t169_a1, t169_b1)
-          let t169_a2 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 2) &* 43264) &+ (k170 &+ 42896))])
-          t169_c2_0 = t169_c2_0.addingProduct(t169_a2, t169_b0)
-          t169_c2_1 = t169_c2_1.addingProduct(t169_a2, t169_b1)
-          let t169_a3 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 3) &* 43264) &+ (k170 &+ 42896))])
-          t169_c3_0 = t169_c3_0.addingProduct(t169_a3, t169_b0)
-          t169_c3_1 = t169_c3_1.addingProduct(t169_a3, t169_b1)
-          let t169_a4 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 4) &* 43264) &+ (k170 &+ 42896))])
-          t169_c4_0 = t169_c4_0.addingProduct(t169_a4, t169_b0)
-          t169_c4_1 = t169_c4_1.addingProduct(t169_a4, t169_b1)
-          let t169_a5 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 5) &* 43264) &+ (k170 &+ 42896))])
-          t169_c5_0 = t169_c5_0.addingProduct(t169_a5, t169_b0)
-          t169_c5_1 = t169_c5_1.addingProduct(t169_a5, t169_b1)
-          let t169_a6 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 6) &* 43264) &+ (k170 &+ 42896))])
-          t169_c6_0 = t169_c6_0.addingProduct(t169_a6, t169_b0)
-          t169_c6_1 = t169_c6_1.addingProduct(t169_a6, t169_b1)
-          let t169_a7 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 7) &* 43264) &+ (k170 &+ 42896))])
-          t169_c7_0 = t169_c7_0.addingProduct(t169_a7, t169_b0)
-          t169_c7_1 = t169_c7_1.addingProduct(t169_a7, t169_b1)
-          let t169_a8 = SIMD16<Float>(repeating: arena[((((mb168 &* 9) &+ 8) &* 43264) &+ (k170 &+ 42896))])
-          t169_c8_0 = t169_c8_0.addingProduct(t169_a8, t169_b0)
-          t169_c8_1 = t169_c8_1.addingProduct(t169_a8, t169_b1)
-        }
-        store16(arena, ((1773824 &+ ((mb168 &* 9) &* 32)) &+ (nb167 &* 32)), t169_c0_0)
-        store16(arena, (((1773824 &+ ((mb168 &* 9) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c0_1)
-        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 1) &* 32)) &+ (nb167 &* 32)), t169_c1_0)
-        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 1) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c1_1)
-        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 2) &* 32)) &+ (nb167 &* 32)), t169_c2_0)
-        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 2) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c2_1)
-        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 3) &* 32)) &+ (nb167 &* 32)), t169_c3_0)
-        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 3) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c3_1)
-        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 4) &* 32)) &+ (nb167 &* 32)), t169_c4_0)
-        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 4) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c4_1)
-        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 5) &* 32)) &+ (nb167 &* 32)), t169_c5_0)
-        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 5) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c5_1)
-        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 6) &* 32)) &+ (nb167 &* 32)), t169_c6_0)
-        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 6) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c6_1)
-        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 7) &* 32)) &+ (nb167 &* 32)), t169_c7_0)
-        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 7) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c7_1)
-        store16(arena, ((1773824 &+ (((mb168 &* 9) &+ 8) &* 32)) &+ (nb167 &* 32)), t169_c8_0)
-        store16(arena, (((1773824 &+ (((mb168 &* 9) &+ 8) &* 32)) &+ (nb167 &* 32)) &+ 16), t169_c8_1)
-      }
+    while i271 < 288 {
+      arena[(1773824 +% i271)] = Float(0)
+      i271 &+= 1
     }
   }
-  for f171 in 0..<32 {
-    for r172 in 0..<9 {
-      grads[((f171 &* 9) &+ r172)] = arena[((1773824 &+ (r172 &* 32)) &+ f171)]
+  for g272 in 0..<1 {
+    for j273 in 0..<64 {
+      for c274 in 0..<1 {
+        for ky275 in 0..<3 {
+          for oy276 in 0..<26 {
+            for ox277 in 0..<26 {
+              arena[((((((c274 *% 3) +% ky275) *% 3) *% 43264) +% (j273 *% 676)) +% ((oy276 *% 26) +% ox277))] = images[((((((g272 *% 64) +% j273) *% 784) +% (c274 *% 784)) +% ((oy276 +% ky275) *% 28)) +% ox277)]
+            }
+          }
+          for oy278 in 0..<26 {
+            for ox279 in 0..<26 {
+              arena[(((((((c274 *% 3) +% ky275) *% 3) +% 1) *% 43264) +% (j273 *% 676)) +% ((oy278 *% 26) +% ox279))] = images[((((((g272 *% 64) +% j273) *% 784) +% (c274 *% 784)) +% ((oy278 +% ky275) *% 28)) +% (ox279 +% 1))]
+            }
+          }
+          for oy280 in 0..<26 {
+            for ox281 in 0..<26 {
+              arena[(((((((c274 *% 3) +% ky275) *% 3) +% 2) *% 43264) +% (j273 *% 676)) +% ((oy280 *% 26) +% ox281))] = images[((((((g272 *% 64) +% j273) *% 784) +% (c274 *% 784)) +% ((oy280 +% ky275) *% 28)) +% (ox281 +% 2))]
+            }
+          }
+        }
+      }
+    }
+    for j282 in 0..<64 {
+      for i283 in 0..<676 {
+        for f284 in 0..<32 {
+          arena[((389376 +% (((j282 *% 676) +% i283) *% 32)) +% f284)] = arena[(((3171600 +% (((g272 *% 64) +% j282) *% 21632)) +% (f284 *% 676)) +% i283)]
+        }
+      }
+    }
+    for kp285 in 0..<112 {
+      for nb286 in 0..<1 {
+        for mb287 in 0..<1 {
+          var t288_c0_0 = load16(arena, ((1773824 +% ((mb287 *% 9) *% 32)) +% (nb286 *% 32)))
+          var t288_c0_1 = load16(arena, (((1773824 +% ((mb287 *% 9) *% 32)) +% (nb286 *% 32)) +% 16))
+          var t288_c1_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 1) *% 32)) +% (nb286 *% 32)))
+          var t288_c1_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 1) *% 32)) +% (nb286 *% 32)) +% 16))
+          var t288_c2_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 2) *% 32)) +% (nb286 *% 32)))
+          var t288_c2_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 2) *% 32)) +% (nb286 *% 32)) +% 16))
+          var t288_c3_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 3) *% 32)) +% (nb286 *% 32)))
+          var t288_c3_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 3) *% 32)) +% (nb286 *% 32)) +% 16))
+          var t288_c4_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 4) *% 32)) +% (nb286 *% 32)))
+          var t288_c4_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 4) *% 32)) +% (nb286 *% 32)) +% 16))
+          var t288_c5_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 5) *% 32)) +% (nb286 *% 32)))
+          var t288_c5_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 5) *% 32)) +% (nb286 *% 32)) +% 16))
+          var t288_c6_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 6) *% 32)) +% (nb286 *% 32)))
+          var t288_c6_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 6) *% 32)) +% (nb286 *% 32)) +% 16))
+          var t288_c7_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 7) *% 32)) +% (nb286 *% 32)))
+          var t288_c7_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 7) *% 32)) +% (nb286 *% 32)) +% 16))
+          var t288_c8_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 8) *% 32)) +% (nb286 *% 32)))
+          var t288_c8_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 8) *% 32)) +% (nb286 *% 32)) +% 16))
+          for k289 in 0..<383 {
+            let t288_b0 = load16(arena, ((389376 +% ((k289 +% (kp285 *% 383)) *% 32)) +% (nb286 *% 32)))
+            let t288_b1 = load16(arena, (((389376 +% ((k289 +% (kp285 *% 383)) *% 32)) +% (nb286 *% 32)) +% 16))
+            let t288_a0 = SIMD16<Float>(repeating: arena[(((mb287 *% 9) *% 43264) +% (k289 +% (kp285 *% 383)))])
+            t288_c0_0 = t288_c0_0.addingProduct(t288_a0, t288_b0)
+            t288_c0_1 = t288_c0_1.addingProduct(t288_a0, t288_b1)
+            let t288_a1 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 1) *% 43264) +% (k289 +% (kp285 *% 383)))])
+            t288_c1_0 = t288_c1_0.addingProduct(t288_a1, t288_b0)
+            t288_c1_1 = t288_c1_1.addingProduct(t288_a1, t288_b1)
+            let t288_a2 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 2) *% 43264) +% (k289 +% (kp285 *% 383)))])
+            t288_c2_0 = t288_c2_0.addingProduct(t288_a2, t288_b0)
+            t288_c2_1 = t288_c2_1.addingProduct(t288_a2, t288_b1)
+            let t288_a3 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 3) *% 43264) +% (k289 +% (kp285 *% 383)))])
+            t288_c3_0 = t288_c3_0.addingProduct(t288_a3, t288_b0)
+            t288_c3_1 = t288_c3_1.addingProduct(t288_a3, t288_b1)
+            let t288_a4 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 4) *% 43264) +% (k289 +% (kp285 *% 383)))])
+            t288_c4_0 = t288_c4_0.addingProduct(t288_a4, t288_b0)
+            t288_c4_1 = t288_c4_1.addingProduct(t288_a4, t288_b1)
+            let t288_a5 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 5) *% 43264) +% (k289 +% (kp285 *% 383)))])
+            t288_c5_0 = t288_c5_0.addingProduct(t288_a5, t288_b0)
+            t288_c5_1 = t288_c5_1.addingProduct(t288_a5, t288_b1)
+            let t288_a6 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 6) *% 43264) +% (k289 +% (kp285 *% 383)))])
+            t288_c6_0 = t288_c6_0.addingProduct(t288_a6, t288_b0)
+            t288_c6_1 = t288_c6_1.addingProduct(t288_a6, t288_b1)
+            let t288_a7 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 7) *% 43264) +% (k289 +% (kp285 *% 383)))])
+            t288_c7_0 = t288_c7_0.addingProduct(t288_a7, t288_b0)
+            t288_c7_1 = t288_c7_1.addingProduct(t288_a7, t288_b1)
+            let t288_a8 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 8) *% 43264) +% (k289 +% (kp285 *% 383)))])
+            t288_c8_0 = t288_c8_0.addingProduct(t288_a8, t288_b0)
+            t288_c8_1 = t288_c8_1.addingProduct(t288_a8, t288_b1)
+          }
+          store16(arena, ((1773824 +% ((mb287 *% 9) *% 32)) +% (nb286 *% 32)), t288_c0_0)
+          store16(arena, (((1773824 +% ((mb287 *% 9) *% 32)) +% (nb286 *% 32)) +% 16), t288_c0_1)
+          store16(arena, ((1773824 +% (((mb287 *% 9) +% 1) *% 32)) +% (nb286 *% 32)), t288_c1_0)
+          store16(arena, (((1773824 +% (((mb287 *% 9) +% 1) *% 32)) +% (nb286 *% 32)) +% 16), t288_c1_1)
+          store16(arena, ((1773824 +% (((mb287 *% 9) +% 2) *% 32)) +% (nb286 *% 32)), t288_c2_0)
+          store16(arena, (((1773824 +% (((mb287 *% 9) +% 2) *% 32)) +% (nb286 *% 32)) +% 16), t288_c2_1)
+          store16(arena, ((1773824 +% (((mb287 *% 9) +% 3) *% 32)) +% (nb286 *% 32)), t288_c3_0)
+          store16(arena, (((1773824 +% (((mb287 *% 9) +% 3) *% 32)) +% (nb286 *% 32)) +% 16), t288_c3_1)
+          store16(arena, ((1773824 +% (((mb287 *% 9) +% 4) *% 32)) +% (nb286 *% 32)), t288_c4_0)
+          store16(arena, (((1773824 +% (((mb287 *% 9) +% 4) *% 32)) +% (nb286 *% 32)) +% 16), t288_c4_1)
+          store16(arena, ((1773824 +% (((mb287 *% 9) +% 5) *% 32)) +% (nb286 *% 32)), t288_c5_0)
+          store16(arena, (((1773824 +% (((mb287 *% 9) +% 5) *% 32)) +% (nb286 *% 32)) +% 16), t288_c5_1)
+          store16(arena, ((1773824 +% (((mb287 *% 9) +% 6) *% 32)) +% (nb286 *% 32)), t288_c6_0)
+          store16(arena, (((1773824 +% (((mb287 *% 9) +% 6) *% 32)) +% (nb286 *% 32)) +% 16), t288_c6_1)
+          store16(arena, ((1773824 +% (((mb287 *% 9) +% 7) *% 32)) +% (nb286 *% 32)), t288_c7_0)
+          store16(arena, (((1773824 +% (((mb287 *% 9) +% 7) *% 32)) +% (nb286 *% 32)) +% 16), t288_c7_1)
+          store16(arena, ((1773824 +% (((mb287 *% 9) +% 8) *% 32)) +% (nb286 *% 32)), t288_c8_0)
+          store16(arena, (((1773824 +% (((mb287 *% 9) +% 8) *% 32)) +% (nb286 *% 32)) +% 16), t288_c8_1)
+        }
+      }
+    }
+    for nb290 in 0..<1 {
+      for mb291 in 0..<1 {
+        var t292_c0_0 = load16(arena, ((1773824 +% ((mb291 *% 9) *% 32)) +% (nb290 *% 32)))
+        var t292_c0_1 = load16(arena, (((1773824 +% ((mb291 *% 9) *% 32)) +% (nb290 *% 32)) +% 16))
+        var t292_c1_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 1) *% 32)) +% (nb290 *% 32)))
+        var t292_c1_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 1) *% 32)) +% (nb290 *% 32)) +% 16))
+        var t292_c2_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 2) *% 32)) +% (nb290 *% 32)))
+        var t292_c2_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 2) *% 32)) +% (nb290 *% 32)) +% 16))
+        var t292_c3_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 3) *% 32)) +% (nb290 *% 32)))
+        var t292_c3_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 3) *% 32)) +% (nb290 *% 32)) +% 16))
+        var t292_c4_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 4) *% 32)) +% (nb290 *% 32)))
+        var t292_c4_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 4) *% 32)) +% (nb290 *% 32)) +% 16))
+        var t292_c5_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 5) *% 32)) +% (nb290 *% 32)))
+        var t292_c5_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 5) *% 32)) +% (nb290 *% 32)) +% 16))
+        var t292_c6_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 6) *% 32)) +% (nb290 *% 32)))
+        var t292_c6_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 6) *% 32)) +% (nb290 *% 32)) +% 16))
+        var t292_c7_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 7) *% 32)) +% (nb290 *% 32)))
+        var t292_c7_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 7) *% 32)) +% (nb290 *% 32)) +% 16))
+        var t292_c8_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 8) *% 32)) +% (nb290 *% 32)))
+        var t292_c8_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 8) *% 32)) +% (nb290 *% 32)) +% 16))
+        for k293 in 0..<368 {
+          let t292_b0 = load16(arena, ((389376 +% ((k293 +% 42896) *% 32)) +% (nb290 *% 32)))
+          let t292_b1 = load16(arena, (((389376 +% ((k293 +% 42896) *% 32)) +% (nb290 *% 32)) +% 16))
+          let t292_a0 = SIMD16<Float>(repeating: arena[(((mb291 *% 9) *% 43264) +% (k293 +% 42896))])
+          t292_c0_0 = t292_c0_0.addingProduct(t292_a0, t292_b0)
+          t292_c0_1 = t292_c0_1.addingProduct(t292_a0, t292_b1)
+          let t292_a1 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 1) *% 43264) +% (k293 +% 42896))])
+          t292_c1_0 = t292_c1_0.addingProduct(t292_a1, t292_b0)
+          t292_c1_1 = t292_c1_1.addingProduct(t292_a1, t292_b1)
+          let t292_a2 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 2) *% 43264) +% (k293 +% 42896))])
+          t292_c2_0 = t292_c2_0.addingProduct(t292_a2, t292_b0)
+          t292_c2_1 = t292_c2_1.addingProduct(t292_a2, t292_b1)
+          let t292_a3 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 3) *% 43264) +% (k293 +% 42896))])
+          t292_c3_0 = t292_c3_0.addingProduct(t292_a3, t292_b0)
+          t292_c3_1 = t292_c3_1.addingProduct(t292_a3, t292_b1)
+          let t292_a4 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 4) *% 43264) +% (k293 +% 42896))])
+          t292_c4_0 = t292_c4_0.addingProduct(t292_a4, t292_b0)
+          t292_c4_1 = t292_c4_1.addingProduct(t292_a4, t292_b1)
+          let t292_a5 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 5) *% 43264) +% (k293 +% 42896))])
+          t292_c5_0 = t292_c5_0.addingProduct(t292_a5, t292_b0)
+          t292_c5_1 = t292_c5_1.addingProduct(t292_a5, t292_b1)
+          let t292_a6 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 6) *% 43264) +% (k293 +% 42896))])
+          t292_c6_0 = t292_c6_0.addingProduct(t292_a6, t292_b0)
+          t292_c6_1 = t292_c6_1.addingProduct(t292_a6, t292_b1)
+          let t292_a7 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 7) *% 43264) +% (k293 +% 42896))])
+          t292_c7_0 = t292_c7_0.addingProduct(t292_a7, t292_b0)
+          t292_c7_1 = t292_c7_1.addingProduct(t292_a7, t292_b1)
+          let t292_a8 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 8) *% 43264) +% (k293 +% 42896))])
+          t292_c8_0 = t292_c8_0.addingProduct(t292_a8, t292_b0)
+          t292_c8_1 = t292_c8_1.addingProduct(t292_a8, t292_b1)
+        }
+        store16(arena, ((1773824 +% ((mb291 *% 9) *% 32)) +% (nb290 *% 32)), t292_c0_0)
+        store16(arena, (((1773824 +% ((mb291 *% 9) *% 32)) +% (nb290 *% 32)) +% 16), t292_c0_1)
+        store16(arena, ((1773824 +% (((mb291 *% 9) +% 1) *% 32)) +% (nb290 *% 32)), t292_c1_0)
+        store16(arena, (((1773824 +% (((mb291 *% 9) +% 1) *% 32)) +% (nb290 *% 32)) +% 16), t292_c1_1)
+        store16(arena, ((1773824 +% (((mb291 *% 9) +% 2) *% 32)) +% (nb290 *% 32)), t292_c2_0)
+        store16(arena, (((1773824 +% (((mb291 *% 9) +% 2) *% 32)) +% (nb290 *% 32)) +% 16), t292_c2_1)
+        store16(arena, ((1773824 +% (((mb291 *% 9) +% 3) *% 32)) +% (nb290 *% 32)), t292_c3_0)
+        store16(arena, (((1773824 +% (((mb291 *% 9) +% 3) *% 32)) +% (nb290 *% 32)) +% 16), t292_c3_1)
+        store16(arena, ((1773824 +% (((mb291 *% 9) +% 4) *% 32)) +% (nb290 *% 32)), t292_c4_0)
+        store16(arena, (((1773824 +% (((mb291 *% 9) +% 4) *% 32)) +% (nb290 *% 32)) +% 16), t292_c4_1)
+        store16(arena, ((1773824 +% (((mb291 *% 9) +% 5) *% 32)) +% (nb290 *% 32)), t292_c5_0)
+        store16(arena, (((1773824 +% (((mb291 *% 9) +% 5) *% 32)) +% (nb290 *% 32)) +% 16), t292_c5_1)
+        store16(arena, ((1773824 +% (((mb291 *% 9) +% 6) *% 32)) +% (nb290 *% 32)), t292_c6_0)
+        store16(arena, (((1773824 +% (((mb291 *% 9) +% 6) *% 32)) +% (nb290 *% 32)) +% 16), t292_c6_1)
+        store16(arena, ((1773824 +% (((mb291 *% 9) +% 7) *% 32)) +% (nb290 *% 32)), t292_c7_0)
+        store16(arena, (((1773824 +% (((mb291 *% 9) +% 7) *% 32)) +% (nb290 *% 32)) +% 16), t292_c7_1)
+        store16(arena, ((1773824 +% (((mb291 *% 9) +% 8) *% 32)) +% (nb290 *% 32)), t292_c8_0)
+        store16(arena, (((1773824 +% (((mb291 *% 9) +% 8) *% 32)) +% (nb290 *% 32)) +% 16), t292_c8_1)
+      }
+    }
+  }
+  for f294 in 0..<32 {
+    for r295 in 0..<9 {
+      grads[((f294 *% 9) +% r295)] = arena[((1773824 +% (r295 *% 32)) +% f294)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i173
-    var i173 = 0
-    while i173 &+ 16 <= 676 {
-      store16(arena, 0 &+ i173, SIMD16<Float>(repeating: Float(1)))
-      i173 &+= 16
+  do {  // SIMD16 over i296
+    var i296 = 0
+    while i296 &+ 16 <= 676 {
+      store16(arena, 0 &+ i296, SIMD16<Float>(repeating: Float(1)))
+      i296 &+= 16
     }
-    while i173 < 676 {
-      arena[i173] = Float(1)
-      i173 &+= 1
-    }
-  }
-  do {  // SIMD16 over i174
-    var i174 = 0
-    while i174 &+ 16 <= 32 {
-      store16(grads, 288 &+ i174, SIMD16<Float>(repeating: Float(0)))
-      i174 &+= 16
-    }
-    while i174 < 32 {
-      grads[(288 &+ i174)] = Float(0)
-      i174 &+= 1
+    while i296 < 676 {
+      arena[i296] = Float(1)
+      i296 &+= 1
     }
   }
-  for img175 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 676, 1, arena + (3171600 &+ (img175 &* 21632)), 676, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
+  do {  // SIMD16 over i297
+    var i297 = 0
+    while i297 &+ 16 <= 32 {
+      store16(grads, 288 &+ i297, SIMD16<Float>(repeating: Float(0)))
+      i297 &+= 16
+    }
+    while i297 < 32 {
+      grads[(288 +% i297)] = Float(0)
+      i297 &+= 1
+    }
+  }
+  for img298 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 676, 1, arena + (3171600 +% (img298 *% 21632)), 676, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 1199882 parameters
-  var step_size176: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt177: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i178
-    var i178 = 0
-    while i178 &+ 16 <= 1199882 {
-      let g_v = (load16(grads, 0 &+ i178) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i178)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i178)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i178)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i178, m_new_v)
-      store16(v, 0 &+ i178, v_new_v)
-      store16(params, 0 &+ i178, (load16(params, 0 &+ i178) - ((SIMD16<Float>(repeating: step_size176) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt177)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i178 &+= 16
+  var step_size299: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt300: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i301
+    var i301 = 0
+    while i301 &+ 16 <= 1199882 {
+      let g_v = (load16(grads, 0 &+ i301) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i301)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i301)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i301)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i301, m_new_v)
+      store16(v, 0 &+ i301, v_new_v)
+      store16(params, 0 &+ i301, (load16(params, 0 &+ i301) - ((SIMD16<Float>(repeating: step_size299) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt300)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i301 &+= 16
     }
-    while i178 < 1199882 {
-      var g: Float = (grads[i178] + (Float(0) * params[i178]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i178]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i178]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i178] = m_new
-      v[i178] = v_new
-      params[i178] = (params[i178] - ((step_size176 * m_new) / ((sqrtf(v_new) / bc2_sqrt177) + Float(bitPattern: 0x322bcc77))))
-      i178 &+= 1
+    while i301 < 1199882 {
+      var g: Float = (grads[i301] + (Float(0) * params[i301]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i301]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i301]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i301] = m_new
+      v[i301] = v_new
+      params[i301] = (params[i301] - ((step_size299 * m_new) / ((sqrtf(v_new) / bc2_sqrt300) + Float(bitPattern: 0x322bcc77))))
+      i301 &+= 1
     }
   }
 }
@@ -1158,17 +1490,17 @@ public func mnistnet_infer_b64(
         for ky4 in 0..<3 {
           for oy5 in 0..<26 {
             for ox6 in 0..<26 {
-              arena[(((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ ((oy5 &* 26) &+ ox6))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6)]
+              arena[(((1384448 +% ((((c3 *% 3) +% ky4) *% 3) *% 43264)) +% (j2 *% 676)) +% ((oy5 *% 26) +% ox6))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% ((oy5 +% ky4) *% 28)) +% ox6)]
             }
           }
           for oy7 in 0..<26 {
             for ox8 in 0..<26 {
-              arena[(((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 43264)) &+ (j2 &* 676)) &+ ((oy7 &* 26) &+ ox8))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy7 &+ ky4) &* 28)) &+ (ox8 &+ 1))]
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 43264)) +% (j2 *% 676)) +% ((oy7 *% 26) +% ox8))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% ((oy7 +% ky4) *% 28)) +% (ox8 +% 1))]
             }
           }
           for oy9 in 0..<26 {
             for ox10 in 0..<26 {
-              arena[(((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 43264)) &+ (j2 &* 676)) &+ ((oy9 &* 26) &+ ox10))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy9 &+ ky4) &* 28)) &+ (ox10 &+ 2))]
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 43264)) +% (j2 *% 676)) +% ((oy9 *% 26) +% ox10))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% ((oy9 +% ky4) *% 28)) +% (ox10 +% 2))]
             }
           }
         }
@@ -1201,65 +1533,65 @@ public func mnistnet_infer_b64(
         var t13_c5_2 = SIMD16<Float>()
         var t13_c5_3 = SIMD16<Float>()
         for k14 in 0..<9 {
-          let t13_b0 = load16(arena, ((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)))
-          let t13_b1 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 16))
-          let t13_b2 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 32))
-          let t13_b3 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 48))
-          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 &* 6) &* 9) &+ k14)])
+          let t13_b0 = load16(arena, ((1384448 +% (k14 *% 43264)) +% (nb11 *% 64)))
+          let t13_b1 = load16(arena, (((1384448 +% (k14 *% 43264)) +% (nb11 *% 64)) +% 16))
+          let t13_b2 = load16(arena, (((1384448 +% (k14 *% 43264)) +% (nb11 *% 64)) +% 32))
+          let t13_b3 = load16(arena, (((1384448 +% (k14 *% 43264)) +% (nb11 *% 64)) +% 48))
+          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 6) *% 9) +% k14)])
           t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
           t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
           t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
           t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
-          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 1) &* 9) &+ k14)])
+          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 1) *% 9) +% k14)])
           t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
           t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
           t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
           t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
-          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 2) &* 9) &+ k14)])
+          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 2) *% 9) +% k14)])
           t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
           t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
           t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
           t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
-          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 3) &* 9) &+ k14)])
+          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 3) *% 9) +% k14)])
           t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
           t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
           t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
-          let t13_a4 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 4) &* 9) &+ k14)])
+          let t13_a4 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 4) *% 9) +% k14)])
           t13_c4_0 = t13_c4_0.addingProduct(t13_a4, t13_b0)
           t13_c4_1 = t13_c4_1.addingProduct(t13_a4, t13_b1)
           t13_c4_2 = t13_c4_2.addingProduct(t13_a4, t13_b2)
           t13_c4_3 = t13_c4_3.addingProduct(t13_a4, t13_b3)
-          let t13_a5 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 5) &* 9) &+ k14)])
+          let t13_a5 = SIMD16<Float>(repeating: params[((((mb12 *% 6) +% 5) *% 9) +% k14)])
           t13_c5_0 = t13_c5_0.addingProduct(t13_a5, t13_b0)
           t13_c5_1 = t13_c5_1.addingProduct(t13_a5, t13_b1)
           t13_c5_2 = t13_c5_2.addingProduct(t13_a5, t13_b2)
           t13_c5_3 = t13_c5_3.addingProduct(t13_a5, t13_b3)
         }
-        store16(arena, ((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)), t13_c0_0)
-        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c0_1)
-        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c0_2)
-        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c0_3)
-        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)), t13_c1_0)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c1_1)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c1_2)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c1_3)
-        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)), t13_c2_0)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c2_1)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c2_2)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c2_3)
-        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)), t13_c3_0)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c3_1)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c3_2)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c3_3)
-        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)), t13_c4_0)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c4_1)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c4_2)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c4_3)
-        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)), t13_c5_0)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c5_1)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c5_2)
-        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c5_3)
+        store16(arena, ((1773824 +% ((mb12 *% 6) *% 43264)) +% (nb11 *% 64)), t13_c0_0)
+        store16(arena, (((1773824 +% ((mb12 *% 6) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c0_1)
+        store16(arena, (((1773824 +% ((mb12 *% 6) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c0_2)
+        store16(arena, (((1773824 +% ((mb12 *% 6) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c0_3)
+        store16(arena, ((1773824 +% (((mb12 *% 6) +% 1) *% 43264)) +% (nb11 *% 64)), t13_c1_0)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 1) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c1_1)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 1) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c1_2)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 1) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c1_3)
+        store16(arena, ((1773824 +% (((mb12 *% 6) +% 2) *% 43264)) +% (nb11 *% 64)), t13_c2_0)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 2) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c2_1)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 2) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c2_2)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 2) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c2_3)
+        store16(arena, ((1773824 +% (((mb12 *% 6) +% 3) *% 43264)) +% (nb11 *% 64)), t13_c3_0)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 3) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c3_1)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 3) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c3_2)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 3) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c3_3)
+        store16(arena, ((1773824 +% (((mb12 *% 6) +% 4) *% 43264)) +% (nb11 *% 64)), t13_c4_0)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 4) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c4_1)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 4) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c4_2)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 4) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c4_3)
+        store16(arena, ((1773824 +% (((mb12 *% 6) +% 5) *% 43264)) +% (nb11 *% 64)), t13_c5_0)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 5) *% 43264)) +% (nb11 *% 64)) +% 16), t13_c5_1)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 5) *% 43264)) +% (nb11 *% 64)) +% 32), t13_c5_2)
+        store16(arena, (((1773824 +% (((mb12 *% 6) +% 5) *% 43264)) +% (nb11 *% 64)) +% 48), t13_c5_3)
       }
       var t15_c0_0 = SIMD16<Float>()
       var t15_c0_1 = SIMD16<Float>()
@@ -1270,40 +1602,40 @@ public func mnistnet_infer_b64(
       var t15_c1_2 = SIMD16<Float>()
       var t15_c1_3 = SIMD16<Float>()
       for k16 in 0..<9 {
-        let t15_b0 = load16(arena, ((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)))
-        let t15_b1 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 16))
-        let t15_b2 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 32))
-        let t15_b3 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 48))
-        let t15_a0 = SIMD16<Float>(repeating: params[(270 &+ k16)])
+        let t15_b0 = load16(arena, ((1384448 +% (k16 *% 43264)) +% (nb11 *% 64)))
+        let t15_b1 = load16(arena, (((1384448 +% (k16 *% 43264)) +% (nb11 *% 64)) +% 16))
+        let t15_b2 = load16(arena, (((1384448 +% (k16 *% 43264)) +% (nb11 *% 64)) +% 32))
+        let t15_b3 = load16(arena, (((1384448 +% (k16 *% 43264)) +% (nb11 *% 64)) +% 48))
+        let t15_a0 = SIMD16<Float>(repeating: params[(270 +% k16)])
         t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
         t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
         t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
         t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
-        let t15_a1 = SIMD16<Float>(repeating: params[(279 &+ k16)])
+        let t15_a1 = SIMD16<Float>(repeating: params[(279 +% k16)])
         t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
         t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
         t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
         t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
       }
-      store16(arena, (3071744 &+ (nb11 &* 64)), t15_c0_0)
-      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 16), t15_c0_1)
-      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 32), t15_c0_2)
-      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 48), t15_c0_3)
-      store16(arena, (3115008 &+ (nb11 &* 64)), t15_c1_0)
-      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 16), t15_c1_1)
-      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 32), t15_c1_2)
-      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 48), t15_c1_3)
+      store16(arena, (3071744 +% (nb11 *% 64)), t15_c0_0)
+      store16(arena, ((3071744 +% (nb11 *% 64)) +% 16), t15_c0_1)
+      store16(arena, ((3071744 +% (nb11 *% 64)) +% 32), t15_c0_2)
+      store16(arena, ((3071744 +% (nb11 *% 64)) +% 48), t15_c0_3)
+      store16(arena, (3115008 +% (nb11 *% 64)), t15_c1_0)
+      store16(arena, ((3115008 +% (nb11 *% 64)) +% 16), t15_c1_1)
+      store16(arena, ((3115008 +% (nb11 *% 64)) +% 32), t15_c1_2)
+      store16(arena, ((3115008 +% (nb11 *% 64)) +% 48), t15_c1_3)
     }
     for j17 in 0..<64 {
       for f18 in 0..<32 {
         do {  // SIMD16 over i19
           var i19 = 0
           while i19 &+ 16 <= 676 {
-            store16(arena, ((((g1 &* 64) &+ j17) &* 21632) &+ (f18 &* 676)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 &+ f18)])), where: (load16(arena, ((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 &+ f18)])) .> SIMD16<Float>(repeating: Float(0))))
+            store16(arena, ((((g1 *% 64) +% j17) *% 21632) +% (f18 *% 676)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1773824 +% (f18 *% 43264)) +% (j17 *% 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 +% f18)])), where: (load16(arena, ((1773824 +% (f18 *% 43264)) +% (j17 *% 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 +% f18)])) .> SIMD16<Float>(repeating: Float(0))))
             i19 &+= 16
           }
           while i19 < 676 {
-            arena[(((((g1 &* 64) &+ j17) &* 21632) &+ (f18 &* 676)) &+ i19)] = ((arena[(((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19)] + params[(288 &+ f18)]) > Float(0) ? (arena[(((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19)] + params[(288 &+ f18)]) : Float(0))
+            arena[(((((g1 *% 64) +% j17) *% 21632) +% (f18 *% 676)) +% i19)] = ((arena[(((1773824 +% (f18 *% 43264)) +% (j17 *% 676)) +% i19)] + params[(288 +% f18)]) > Float(0) ? (arena[(((1773824 +% (f18 *% 43264)) +% (j17 *% 676)) +% i19)] + params[(288 +% f18)]) : Float(0))
             i19 &+= 1
           }
         }
@@ -1312,7 +1644,7 @@ public func mnistnet_infer_b64(
   }
   // conv2 = conv2d_relu_maxpool(conv1)
   for i20 in 0..<144 {
-    arena[(15540224 &+ i20)] = Float((((i20 / 12) &* 48) &+ ((i20 % 12) &* 2)))
+    arena[(15540224 +% i20)] = Float((((i20 / 12) *% 48) +% ((i20 % 12) *% 2)))
   }
   for g21 in 0..<1 {
     for j22 in 0..<64 {
@@ -1320,62 +1652,62 @@ public func mnistnet_infer_b64(
         for ky24 in 0..<3 {
           for oy25 in 0..<12 {
             for ox26 in 0..<12 {
-              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((oy25 &* 12) &+ ox26))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy25 &* 2) &+ ky24) &* 26)) &+ (ox26 &* 2))]
+              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 36864)) +% (j22 *% 576)) +% ((oy25 *% 12) +% ox26))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy25 *% 2) +% ky24) *% 26)) +% (ox26 *% 2))]
             }
           }
           for oy27 in 0..<12 {
             for ox28 in 0..<12 {
-              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy27 &* 12)) &+ ox28))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy27 &* 2) &+ ky24) &* 26)) &+ ((ox28 &* 2) &+ 1))]
+              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 36864)) +% (j22 *% 576)) +% ((144 +% (oy27 *% 12)) +% ox28))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy27 *% 2) +% ky24) *% 26)) +% ((ox28 *% 2) +% 1))]
             }
           }
           for oy29 in 0..<12 {
             for ox30 in 0..<12 {
-              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy29 &* 12)) &+ ox30))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy29 &* 2) &+ 1) &+ ky24) &* 26)) &+ (ox30 &* 2))]
+              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 36864)) +% (j22 *% 576)) +% ((288 +% (oy29 *% 12)) +% ox30))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy29 *% 2) +% 1) +% ky24) *% 26)) +% (ox30 *% 2))]
             }
           }
           for oy31 in 0..<12 {
             for ox32 in 0..<12 {
-              arena[(((2564096 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy31 &* 12)) &+ ox32))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy31 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox32 &* 2) &+ 1))]
+              arena[(((2564096 +% ((((c23 *% 3) +% ky24) *% 3) *% 36864)) +% (j22 *% 576)) +% ((432 +% (oy31 *% 12)) +% ox32))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy31 *% 2) +% 1) +% ky24) *% 26)) +% ((ox32 *% 2) +% 1))]
             }
           }
           for oy33 in 0..<12 {
             for ox34 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((oy33 &* 12) &+ ox34))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy33 &* 2) &+ ky24) &* 26)) &+ ((ox34 &* 2) &+ 1))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 36864)) +% (j22 *% 576)) +% ((oy33 *% 12) +% ox34))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy33 *% 2) +% ky24) *% 26)) +% ((ox34 *% 2) +% 1))]
             }
           }
           for oy35 in 0..<12 {
             for ox36 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy35 &* 12)) &+ ox36))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy35 &* 2) &+ ky24) &* 26)) &+ ((ox36 &* 2) &+ 2))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 36864)) +% (j22 *% 576)) +% ((144 +% (oy35 *% 12)) +% ox36))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy35 *% 2) +% ky24) *% 26)) +% ((ox36 *% 2) +% 2))]
             }
           }
           for oy37 in 0..<12 {
             for ox38 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy37 &* 12)) &+ ox38))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy37 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox38 &* 2) &+ 1))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 36864)) +% (j22 *% 576)) +% ((288 +% (oy37 *% 12)) +% ox38))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy37 *% 2) +% 1) +% ky24) *% 26)) +% ((ox38 *% 2) +% 1))]
             }
           }
           for oy39 in 0..<12 {
             for ox40 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy39 &* 12)) &+ ox40))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy39 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox40 &* 2) &+ 2))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 1) *% 36864)) +% (j22 *% 576)) +% ((432 +% (oy39 *% 12)) +% ox40))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy39 *% 2) +% 1) +% ky24) *% 26)) +% ((ox40 *% 2) +% 2))]
             }
           }
           for oy41 in 0..<12 {
             for ox42 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((oy41 &* 12) &+ ox42))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy41 &* 2) &+ ky24) &* 26)) &+ ((ox42 &* 2) &+ 2))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 36864)) +% (j22 *% 576)) +% ((oy41 *% 12) +% ox42))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy41 *% 2) +% ky24) *% 26)) +% ((ox42 *% 2) +% 2))]
             }
           }
           for oy43 in 0..<12 {
             for ox44 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((144 &+ (oy43 &* 12)) &+ ox44))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ (((oy43 &* 2) &+ ky24) &* 26)) &+ ((ox44 &* 2) &+ 3))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 36864)) +% (j22 *% 576)) +% ((144 +% (oy43 *% 12)) +% ox44))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% (((oy43 *% 2) +% ky24) *% 26)) +% ((ox44 *% 2) +% 3))]
             }
           }
           for oy45 in 0..<12 {
             for ox46 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((288 &+ (oy45 &* 12)) &+ ox46))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy45 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox46 &* 2) &+ 2))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 36864)) +% (j22 *% 576)) +% ((288 +% (oy45 *% 12)) +% ox46))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy45 *% 2) +% 1) +% ky24) *% 26)) +% ((ox46 *% 2) +% 2))]
             }
           }
           for oy47 in 0..<12 {
             for ox48 in 0..<12 {
-              arena[(((2564096 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 36864)) &+ (j22 &* 576)) &+ ((432 &+ (oy47 &* 12)) &+ ox48))] = arena[((((((g21 &* 64) &+ j22) &* 21632) &+ (c23 &* 676)) &+ ((((oy47 &* 2) &+ 1) &+ ky24) &* 26)) &+ ((ox48 &* 2) &+ 3))]
+              arena[(((2564096 +% (((((c23 *% 3) +% ky24) *% 3) +% 2) *% 36864)) +% (j22 *% 576)) +% ((432 +% (oy47 *% 12)) +% ox48))] = arena[((((((g21 *% 64) +% j22) *% 21632) +% (c23 *% 676)) +% ((((oy47 *% 2) +% 1) +% ky24) *% 26)) +% ((ox48 *% 2) +% 3))]
             }
           }
         }
@@ -1408,65 +1740,65 @@ public func mnistnet_infer_b64(
         var t51_c5_2 = SIMD16<Float>()
         var t51_c5_3 = SIMD16<Float>()
         for k52 in 0..<288 {
-          let t51_b0 = load16(arena, ((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)))
-          let t51_b1 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 16))
-          let t51_b2 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 32))
-          let t51_b3 = load16(arena, (((2564096 &+ (k52 &* 36864)) &+ (nb49 &* 64)) &+ 48))
-          let t51_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb50 &* 6) &* 288)) &+ k52)])
+          let t51_b0 = load16(arena, ((2564096 +% (k52 *% 36864)) +% (nb49 *% 64)))
+          let t51_b1 = load16(arena, (((2564096 +% (k52 *% 36864)) +% (nb49 *% 64)) +% 16))
+          let t51_b2 = load16(arena, (((2564096 +% (k52 *% 36864)) +% (nb49 *% 64)) +% 32))
+          let t51_b3 = load16(arena, (((2564096 +% (k52 *% 36864)) +% (nb49 *% 64)) +% 48))
+          let t51_a0 = SIMD16<Float>(repeating: params[((320 +% ((mb50 *% 6) *% 288)) +% k52)])
           t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
           t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
           t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
           t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
-          let t51_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 1) &* 288)) &+ k52)])
+          let t51_a1 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 1) *% 288)) +% k52)])
           t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
           t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
           t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
           t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
-          let t51_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 2) &* 288)) &+ k52)])
+          let t51_a2 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 2) *% 288)) +% k52)])
           t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
           t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
           t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
           t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
-          let t51_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 3) &* 288)) &+ k52)])
+          let t51_a3 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 3) *% 288)) +% k52)])
           t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
           t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
           t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
           t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
-          let t51_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 4) &* 288)) &+ k52)])
+          let t51_a4 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 4) *% 288)) +% k52)])
           t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
           t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
           t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
           t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
-          let t51_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb50 &* 6) &+ 5) &* 288)) &+ k52)])
+          let t51_a5 = SIMD16<Float>(repeating: params[((320 +% (((mb50 *% 6) +% 5) *% 288)) +% k52)])
           t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
           t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
           t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
           t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
         }
-        store16(arena, ((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)), t51_c0_0)
-        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c0_1)
-        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c0_2)
-        store16(arena, (((13180928 &+ ((mb50 &* 6) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c0_3)
-        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)), t51_c1_0)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c1_1)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c1_2)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 1) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c1_3)
-        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)), t51_c2_0)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c2_1)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c2_2)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 2) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c2_3)
-        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)), t51_c3_0)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c3_1)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c3_2)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 3) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c3_3)
-        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)), t51_c4_0)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c4_1)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c4_2)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 4) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c4_3)
-        store16(arena, ((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)), t51_c5_0)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 16), t51_c5_1)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 32), t51_c5_2)
-        store16(arena, (((13180928 &+ (((mb50 &* 6) &+ 5) &* 36864)) &+ (nb49 &* 64)) &+ 48), t51_c5_3)
+        store16(arena, ((13180928 +% ((mb50 *% 6) *% 36864)) +% (nb49 *% 64)), t51_c0_0)
+        store16(arena, (((13180928 +% ((mb50 *% 6) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c0_1)
+        store16(arena, (((13180928 +% ((mb50 *% 6) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c0_2)
+        store16(arena, (((13180928 +% ((mb50 *% 6) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c0_3)
+        store16(arena, ((13180928 +% (((mb50 *% 6) +% 1) *% 36864)) +% (nb49 *% 64)), t51_c1_0)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 1) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c1_1)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 1) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c1_2)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 1) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c1_3)
+        store16(arena, ((13180928 +% (((mb50 *% 6) +% 2) *% 36864)) +% (nb49 *% 64)), t51_c2_0)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 2) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c2_1)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 2) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c2_2)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 2) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c2_3)
+        store16(arena, ((13180928 +% (((mb50 *% 6) +% 3) *% 36864)) +% (nb49 *% 64)), t51_c3_0)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 3) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c3_1)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 3) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c3_2)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 3) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c3_3)
+        store16(arena, ((13180928 +% (((mb50 *% 6) +% 4) *% 36864)) +% (nb49 *% 64)), t51_c4_0)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 4) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c4_1)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 4) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c4_2)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 4) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c4_3)
+        store16(arena, ((13180928 +% (((mb50 *% 6) +% 5) *% 36864)) +% (nb49 *% 64)), t51_c5_0)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 5) *% 36864)) +% (nb49 *% 64)) +% 16), t51_c5_1)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 5) *% 36864)) +% (nb49 *% 64)) +% 32), t51_c5_2)
+        store16(arena, (((13180928 +% (((mb50 *% 6) +% 5) *% 36864)) +% (nb49 *% 64)) +% 48), t51_c5_3)
       }
       var t53_c0_0 = SIMD16<Float>()
       var t53_c0_1 = SIMD16<Float>()
@@ -1485,64 +1817,64 @@ public func mnistnet_infer_b64(
       var t53_c3_2 = SIMD16<Float>()
       var t53_c3_3 = SIMD16<Float>()
       for k54 in 0..<288 {
-        let t53_b0 = load16(arena, ((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)))
-        let t53_b1 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 16))
-        let t53_b2 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 32))
-        let t53_b3 = load16(arena, (((2564096 &+ (k54 &* 36864)) &+ (nb49 &* 64)) &+ 48))
-        let t53_a0 = SIMD16<Float>(repeating: params[(17600 &+ k54)])
+        let t53_b0 = load16(arena, ((2564096 +% (k54 *% 36864)) +% (nb49 *% 64)))
+        let t53_b1 = load16(arena, (((2564096 +% (k54 *% 36864)) +% (nb49 *% 64)) +% 16))
+        let t53_b2 = load16(arena, (((2564096 +% (k54 *% 36864)) +% (nb49 *% 64)) +% 32))
+        let t53_b3 = load16(arena, (((2564096 +% (k54 *% 36864)) +% (nb49 *% 64)) +% 48))
+        let t53_a0 = SIMD16<Float>(repeating: params[(17600 +% k54)])
         t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
         t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
         t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
         t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
-        let t53_a1 = SIMD16<Float>(repeating: params[(17888 &+ k54)])
+        let t53_a1 = SIMD16<Float>(repeating: params[(17888 +% k54)])
         t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
         t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
         t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
         t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
-        let t53_a2 = SIMD16<Float>(repeating: params[(18176 &+ k54)])
+        let t53_a2 = SIMD16<Float>(repeating: params[(18176 +% k54)])
         t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
         t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
         t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
         t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
-        let t53_a3 = SIMD16<Float>(repeating: params[(18464 &+ k54)])
+        let t53_a3 = SIMD16<Float>(repeating: params[(18464 +% k54)])
         t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
         t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
         t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
         t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
       }
-      store16(arena, (15392768 &+ (nb49 &* 64)), t53_c0_0)
-      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 16), t53_c0_1)
-      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 32), t53_c0_2)
-      store16(arena, ((15392768 &+ (nb49 &* 64)) &+ 48), t53_c0_3)
-      store16(arena, (15429632 &+ (nb49 &* 64)), t53_c1_0)
-      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 16), t53_c1_1)
-      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 32), t53_c1_2)
-      store16(arena, ((15429632 &+ (nb49 &* 64)) &+ 48), t53_c1_3)
-      store16(arena, (15466496 &+ (nb49 &* 64)), t53_c2_0)
-      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 16), t53_c2_1)
-      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 32), t53_c2_2)
-      store16(arena, ((15466496 &+ (nb49 &* 64)) &+ 48), t53_c2_3)
-      store16(arena, (15503360 &+ (nb49 &* 64)), t53_c3_0)
-      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 16), t53_c3_1)
-      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 32), t53_c3_2)
-      store16(arena, ((15503360 &+ (nb49 &* 64)) &+ 48), t53_c3_3)
+      store16(arena, (15392768 +% (nb49 *% 64)), t53_c0_0)
+      store16(arena, ((15392768 +% (nb49 *% 64)) +% 16), t53_c0_1)
+      store16(arena, ((15392768 +% (nb49 *% 64)) +% 32), t53_c0_2)
+      store16(arena, ((15392768 +% (nb49 *% 64)) +% 48), t53_c0_3)
+      store16(arena, (15429632 +% (nb49 *% 64)), t53_c1_0)
+      store16(arena, ((15429632 +% (nb49 *% 64)) +% 16), t53_c1_1)
+      store16(arena, ((15429632 +% (nb49 *% 64)) +% 32), t53_c1_2)
+      store16(arena, ((15429632 +% (nb49 *% 64)) +% 48), t53_c1_3)
+      store16(arena, (15466496 +% (nb49 *% 64)), t53_c2_0)
+      store16(arena, ((15466496 +% (nb49 *% 64)) +% 16), t53_c2_1)
+      store16(arena, ((15466496 +% (nb49 *% 64)) +% 32), t53_c2_2)
+      store16(arena, ((15466496 +% (nb49 *% 64)) +% 48), t53_c2_3)
+      store16(arena, (15503360 +% (nb49 *% 64)), t53_c3_0)
+      store16(arena, ((15503360 +% (nb49 *% 64)) +% 16), t53_c3_1)
+      store16(arena, ((15503360 +% (nb49 *% 64)) +% 32), t53_c3_2)
+      store16(arena, ((15503360 +% (nb49 *% 64)) +% 48), t53_c3_3)
     }
     for j55 in 0..<64 {
       for f56 in 0..<64 {
         for q57 in 0..<144 {
-          var v58: Float = (arena[(((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ q57)] + params[(18752 &+ f56)])
+          var v58: Float = (arena[(((13180928 +% (f56 *% 36864)) +% (j55 *% 576)) +% q57)] + params[(18752 +% f56)])
           var at59: Float = Float(0)
-          var v60: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 144) &+ q57)] + params[(18752 &+ f56)])
+          var v60: Float = (arena[((((13180928 +% (f56 *% 36864)) +% (j55 *% 576)) +% 144) +% q57)] + params[(18752 +% f56)])
           var at62: Float = (v60 > v58 ? Float(1) : at59)
           var best61: Float = (v60 > v58 ? v60 : v58)
-          var v63: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 288) &+ q57)] + params[(18752 &+ f56)])
+          var v63: Float = (arena[((((13180928 +% (f56 *% 36864)) +% (j55 *% 576)) +% 288) +% q57)] + params[(18752 +% f56)])
           var at65: Float = (v63 > best61 ? Float(24) : at62)
           var best64: Float = (v63 > best61 ? v63 : best61)
-          var v66: Float = (arena[((((13180928 &+ (f56 &* 36864)) &+ (j55 &* 576)) &+ 432) &+ q57)] + params[(18752 &+ f56)])
+          var v66: Float = (arena[((((13180928 +% (f56 *% 36864)) +% (j55 *% 576)) +% 432) +% q57)] + params[(18752 +% f56)])
           var at68: Float = (v66 > best64 ? Float(25) : at65)
           var best67: Float = (v66 > best64 ? v66 : best64)
-          arena[(1384448 &+ (((((g21 &* 64) &+ j55) &* 9216) &+ (f56 &* 144)) &+ q57))] = (best67 > Float(0) ? best67 : Float(0))
-          arena[(1974272 &+ (((((g21 &* 64) &+ j55) &* 9216) &+ (f56 &* 144)) &+ q57))] = (arena[(15540224 &+ q57)] + at68)
+          arena[(1384448 +% (((((g21 *% 64) +% j55) *% 9216) +% (f56 *% 144)) +% q57))] = (best67 > Float(0) ? best67 : Float(0))
+          arena[(1974272 +% (((((g21 *% 64) +% j55) *% 9216) +% (f56 *% 144)) +% q57))] = (arena[(15540224 +% q57)] + at68)
         }
       }
     }
@@ -1555,11 +1887,11 @@ public func mnistnet_infer_b64(
     do {  // SIMD16 over u70
       var u70 = 0
       while u70 &+ 16 <= 128 {
-        store16(arena, (n69 &* 128) &+ u70, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n69 &* 128) &+ u70) + load16(params, 1198464 &+ u70)), where: (load16(arena, (n69 &* 128) &+ u70) + load16(params, 1198464 &+ u70)) .> SIMD16<Float>(repeating: Float(0))))
+        store16(arena, (n69 *% 128) &+ u70, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n69 *% 128) &+ u70) + load16(params, 1198464 &+ u70)), where: (load16(arena, (n69 *% 128) &+ u70) + load16(params, 1198464 &+ u70)) .> SIMD16<Float>(repeating: Float(0))))
         u70 &+= 16
       }
       while u70 < 128 {
-        arena[((n69 &* 128) &+ u70)] = ((arena[((n69 &* 128) &+ u70)] + params[(1198464 &+ u70)]) > Float(0) ? (arena[((n69 &* 128) &+ u70)] + params[(1198464 &+ u70)]) : Float(0))
+        arena[((n69 *% 128) +% u70)] = ((arena[((n69 *% 128) +% u70)] + params[(1198464 +% u70)]) > Float(0) ? (arena[((n69 *% 128) +% u70)] + params[(1198464 +% u70)]) : Float(0))
         u70 &+= 1
       }
     }
@@ -1571,23 +1903,23 @@ public func mnistnet_infer_b64(
     do {  // SIMD16 over u72
       var u72 = 0
       while u72 < 10 {
-        arena[((8192 &+ (n71 &* 10)) &+ u72)] = (arena[((8192 &+ (n71 &* 10)) &+ u72)] + params[(1199872 &+ u72)])
+        arena[((8192 +% (n71 *% 10)) +% u72)] = (arena[((8192 +% (n71 *% 10)) +% u72)] + params[(1199872 +% u72)])
         u72 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
   for n73 in 0..<64 {
-    var m74: Float = arena[(8192 &+ (n73 &* 10))]
+    var m74: Float = arena[(8192 +% (n73 *% 10))]
     for k76 in 0..<10 {
-      m74 = { let x = m74, y = arena[((8192 &+ (n73 &* 10)) &+ k76)]; return y > x ? y : x }()
+      m74 = { let x = m74, y = arena[((8192 +% (n73 *% 10)) +% k76)]; return y > x ? y : x }()
     }
     var s75: Float = Float(0)
     for k77 in 0..<10 {
-      s75 = (s75 + expf((arena[((8192 &+ (n73 &* 10)) &+ k77)] - m74)))
+      s75 = (s75 + expf((arena[((8192 +% (n73 *% 10)) +% k77)] - m74)))
     }
     for k78 in 0..<10 {
-      arena[((n73 &* 10) &+ k78)] = (expf((arena[((8192 &+ (n73 &* 10)) &+ k78)] - m74)) / s75)
+      arena[((n73 *% 10) +% k78)] = (expf((arena[((8192 +% (n73 *% 10)) +% k78)] - m74)) / s75)
     }
   }
 }

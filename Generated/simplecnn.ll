@@ -7,100 +7,149 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt247 = alloca float, align 4
-  %adam.step_size246 = alloca float, align 4
-  %conv1_weight_grad.t239_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t239_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t235_c0_0 = alloca <16 x float>, align 64
-  %pool1_grad.t199_a5 = alloca <16 x float>, align 64
-  %pool1_grad.t199_a4 = alloca <16 x float>, align 64
-  %pool1_grad.t199_a3 = alloca <16 x float>, align 64
-  %pool1_grad.t199_a2 = alloca <16 x float>, align 64
-  %pool1_grad.t199_a1 = alloca <16 x float>, align 64
-  %pool1_grad.t199_a0 = alloca <16 x float>, align 64
-  %pool1_grad.t199_b3 = alloca <16 x float>, align 64
-  %pool1_grad.t199_b2 = alloca <16 x float>, align 64
-  %pool1_grad.t199_b1 = alloca <16 x float>, align 64
-  %pool1_grad.t199_b0 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c5_3 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c5_2 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c5_1 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c5_0 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c4_3 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c4_2 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c4_1 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c4_0 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c3_3 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c3_2 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c3_1 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c3_0 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c2_3 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c2_2 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c2_1 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c2_0 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c1_3 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c1_2 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c1_1 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c1_0 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c0_3 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c0_2 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c0_1 = alloca <16 x float>, align 64
-  %pool1_grad.t199_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt306 = alloca float, align 4
+  %adam.step_size305 = alloca float, align 4
+  %conv1_weight_grad.t298_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t298_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t294_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.sum268 = alloca float, align 4
+  %pool1_grad.sum267 = alloca float, align 4
+  %pool1_grad.sum266 = alloca float, align 4
+  %pool1_grad.sum265 = alloca float, align 4
+  %pool1_grad.sum262 = alloca float, align 4
+  %pool1_grad.sum261 = alloca float, align 4
+  %pool1_grad.sum260 = alloca float, align 4
+  %pool1_grad.sum259 = alloca float, align 4
+  %pool1_grad.sum258 = alloca float, align 4
+  %pool1_grad.sum257 = alloca float, align 4
+  %pool1_grad.sum254 = alloca float, align 4
+  %pool1_grad.sum253 = alloca float, align 4
+  %pool1_grad.sum252 = alloca float, align 4
+  %pool1_grad.sum251 = alloca float, align 4
+  %pool1_grad.sum248 = alloca float, align 4
+  %pool1_grad.sum247 = alloca float, align 4
+  %pool1_grad.sum246 = alloca float, align 4
+  %pool1_grad.sum245 = alloca float, align 4
+  %pool1_grad.sum244 = alloca float, align 4
+  %pool1_grad.sum243 = alloca float, align 4
+  %pool1_grad.sum240 = alloca float, align 4
+  %pool1_grad.sum239 = alloca float, align 4
+  %pool1_grad.sum238 = alloca float, align 4
+  %pool1_grad.sum237 = alloca float, align 4
+  %pool1_grad.sum236 = alloca float, align 4
+  %pool1_grad.sum235 = alloca float, align 4
+  %pool1_grad.sum234 = alloca float, align 4
+  %pool1_grad.sum233 = alloca float, align 4
+  %pool1_grad.sum232 = alloca float, align 4
+  %pool1_grad.sum229 = alloca float, align 4
+  %pool1_grad.sum228 = alloca float, align 4
+  %pool1_grad.sum227 = alloca float, align 4
+  %pool1_grad.sum226 = alloca float, align 4
+  %pool1_grad.sum225 = alloca float, align 4
+  %pool1_grad.sum224 = alloca float, align 4
+  %pool1_grad.sum221 = alloca float, align 4
+  %pool1_grad.sum220 = alloca float, align 4
+  %pool1_grad.sum219 = alloca float, align 4
+  %pool1_grad.sum218 = alloca float, align 4
+  %pool1_grad.sum215 = alloca float, align 4
+  %pool1_grad.sum214 = alloca float, align 4
+  %pool1_grad.sum213 = alloca float, align 4
+  %pool1_grad.sum212 = alloca float, align 4
+  %pool1_grad.sum211 = alloca float, align 4
+  %pool1_grad.sum210 = alloca float, align 4
+  %pool1_grad.sum207 = alloca float, align 4
+  %pool1_grad.sum206 = alloca float, align 4
+  %pool1_grad.sum205 = alloca float, align 4
+  %pool1_grad.sum204 = alloca float, align 4
+  %pool1_grad.t198_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t198_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t198_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t198_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t198_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t198_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t198_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t198_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t198_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t198_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t198_c0_0 = alloca <16 x float>, align 64
   %conv2_weight_grad.t185_a5 = alloca <16 x float>, align 64
   %conv2_weight_grad.t185_a4 = alloca <16 x float>, align 64
   %conv2_weight_grad.t185_a3 = alloca <16 x float>, align 64
@@ -7840,2606 +7889,3449 @@ conv2_bias_grad.img191:                           ; preds = %conv2_bias_grad.img
   br i1 %4030, label %conv2_bias_grad.img191, label %conv2_bias_grad.img191.end
 
 conv2_bias_grad.img191.end:                       ; preds = %conv2_bias_grad.img191
-  br label %pool1_grad.i192
+  br label %pool1_grad.g192
 
-pool1_grad.i192:                                  ; preds = %pool1_grad.i192, %conv2_bias_grad.img191.end
-  %pool1_grad.i1921195 = phi i64 [ 0, %conv2_bias_grad.img191.end ], [ %i192.next, %pool1_grad.i192 ]
-  %4031 = add nsw i64 802816, %pool1_grad.i1921195
-  %arena1196 = getelementptr inbounds float, ptr %arena, i64 %4031
-  store float 0.000000e+00, ptr %arena1196, align 4
-  %i192.next = add nsw i64 %pool1_grad.i1921195, 1
-  %4032 = icmp slt i64 %i192.next, 401408
-  br i1 %4032, label %pool1_grad.i192, label %pool1_grad.i192.end
+pool1_grad.g192:                                  ; preds = %pool1_grad.j200.end, %conv2_bias_grad.img191.end
+  %pool1_grad.g1921195 = phi i64 [ 0, %conv2_bias_grad.img191.end ], [ %g192.next, %pool1_grad.j200.end ]
+  br label %pool1_grad.j193
 
-pool1_grad.i192.end:                              ; preds = %pool1_grad.i192
-  br label %pool1_grad.g193
+pool1_grad.g192.end:                              ; preds = %pool1_grad.j200.end
+  br label %conv1_grad.i269
 
-pool1_grad.g193:                                  ; preds = %pool1_grad.j201.end, %pool1_grad.i192.end
-  %pool1_grad.g1931197 = phi i64 [ 0, %pool1_grad.i192.end ], [ %g193.next, %pool1_grad.j201.end ]
-  br label %pool1_grad.j194
+pool1_grad.j193:                                  ; preds = %pool1_grad.f194.end, %pool1_grad.g192
+  %pool1_grad.j1931196 = phi i64 [ 0, %pool1_grad.g192 ], [ %j193.next, %pool1_grad.f194.end ]
+  br label %pool1_grad.f194
 
-pool1_grad.g193.end:                              ; preds = %pool1_grad.j201.end
-  br label %conv1_grad.i210
+pool1_grad.j193.end:                              ; preds = %pool1_grad.f194.end
+  br label %pool1_grad.nb196
 
-pool1_grad.j194:                                  ; preds = %pool1_grad.f195.end, %pool1_grad.g193
-  %pool1_grad.j1941198 = phi i64 [ 0, %pool1_grad.g193 ], [ %j194.next, %pool1_grad.f195.end ]
-  br label %pool1_grad.f195
+pool1_grad.f194:                                  ; preds = %pool1_grad.i195.end, %pool1_grad.j193
+  %pool1_grad.f1941197 = phi i64 [ 0, %pool1_grad.j193 ], [ %f194.next, %pool1_grad.i195.end ]
+  br label %pool1_grad.i195
 
-pool1_grad.j194.end:                              ; preds = %pool1_grad.f195.end
-  br label %pool1_grad.nb197
+pool1_grad.f194.end:                              ; preds = %pool1_grad.i195.end
+  %j193.next = add nsw i64 %pool1_grad.j1931196, 1
+  %4031 = icmp slt i64 %j193.next, 64
+  br i1 %4031, label %pool1_grad.j193, label %pool1_grad.j193.end
 
-pool1_grad.f195:                                  ; preds = %pool1_grad.i196.end, %pool1_grad.j194
-  %pool1_grad.f1951199 = phi i64 [ 0, %pool1_grad.j194 ], [ %f195.next, %pool1_grad.i196.end ]
-  br label %pool1_grad.i196
+pool1_grad.i195:                                  ; preds = %pool1_grad.i195, %pool1_grad.f194
+  %pool1_grad.i1951198 = phi i64 [ 0, %pool1_grad.f194 ], [ %i195.next, %pool1_grad.i195 ]
+  %4032 = mul nsw i64 %pool1_grad.g1921195, 64
+  %4033 = add nsw i64 %4032, %pool1_grad.j1931196
+  %4034 = mul nsw i64 %4033, 12544
+  %4035 = add nsw i64 1421968, %4034
+  %4036 = mul nsw i64 %pool1_grad.f1941197, 196
+  %4037 = add nsw i64 %4035, %4036
+  %4038 = add nsw i64 %4037, %pool1_grad.i1951198
+  %arena1199 = getelementptr inbounds float, ptr %arena, i64 %4038
+  %4039 = load float, ptr %arena1199, align 4
+  %4040 = mul nsw i64 %pool1_grad.f1941197, 12544
+  %4041 = add nsw i64 5837456, %4040
+  %4042 = mul nsw i64 %pool1_grad.j1931196, 196
+  %4043 = add nsw i64 %4041, %4042
+  %4044 = add nsw i64 %4043, %pool1_grad.i1951198
+  %arena1200 = getelementptr inbounds float, ptr %arena, i64 %4044
+  store float %4039, ptr %arena1200, align 4
+  %i195.next = add nsw i64 %pool1_grad.i1951198, 1
+  %4045 = icmp slt i64 %i195.next, 196
+  br i1 %4045, label %pool1_grad.i195, label %pool1_grad.i195.end
 
-pool1_grad.f195.end:                              ; preds = %pool1_grad.i196.end
-  %j194.next = add nsw i64 %pool1_grad.j1941198, 1
-  %4033 = icmp slt i64 %j194.next, 64
-  br i1 %4033, label %pool1_grad.j194, label %pool1_grad.j194.end
+pool1_grad.i195.end:                              ; preds = %pool1_grad.i195
+  %f194.next = add nsw i64 %pool1_grad.f1941197, 1
+  %4046 = icmp slt i64 %f194.next, 64
+  br i1 %4046, label %pool1_grad.f194, label %pool1_grad.f194.end
 
-pool1_grad.i196:                                  ; preds = %pool1_grad.i196, %pool1_grad.f195
-  %pool1_grad.i1961200 = phi i64 [ 0, %pool1_grad.f195 ], [ %i196.next, %pool1_grad.i196 ]
-  %4034 = mul nsw i64 %pool1_grad.g1931197, 64
-  %4035 = add nsw i64 %4034, %pool1_grad.j1941198
-  %4036 = mul nsw i64 %4035, 12544
-  %4037 = add nsw i64 1421968, %4036
-  %4038 = mul nsw i64 %pool1_grad.f1951199, 196
-  %4039 = add nsw i64 %4037, %4038
-  %4040 = add nsw i64 %4039, %pool1_grad.i1961200
-  %arena1201 = getelementptr inbounds float, ptr %arena, i64 %4040
-  %4041 = load float, ptr %arena1201, align 4
-  %4042 = mul nsw i64 %pool1_grad.f1951199, 12544
-  %4043 = add nsw i64 5837456, %4042
-  %4044 = mul nsw i64 %pool1_grad.j1941198, 196
-  %4045 = add nsw i64 %4043, %4044
-  %4046 = add nsw i64 %4045, %pool1_grad.i1961200
-  %arena1202 = getelementptr inbounds float, ptr %arena, i64 %4046
-  store float %4041, ptr %arena1202, align 4
-  %i196.next = add nsw i64 %pool1_grad.i1961200, 1
-  %4047 = icmp slt i64 %i196.next, 196
-  br i1 %4047, label %pool1_grad.i196, label %pool1_grad.i196.end
+pool1_grad.nb196:                                 ; preds = %pool1_grad.mb197.end, %pool1_grad.j193.end
+  %pool1_grad.nb1961201 = phi i64 [ 0, %pool1_grad.j193.end ], [ %nb196.next, %pool1_grad.mb197.end ]
+  br label %pool1_grad.mb197
 
-pool1_grad.i196.end:                              ; preds = %pool1_grad.i196
-  %f195.next = add nsw i64 %pool1_grad.f1951199, 1
-  %4048 = icmp slt i64 %f195.next, 64
-  br i1 %4048, label %pool1_grad.f195, label %pool1_grad.f195.end
+pool1_grad.nb196.end:                             ; preds = %pool1_grad.mb197.end
+  br label %pool1_grad.j200
 
-pool1_grad.nb197:                                 ; preds = %pool1_grad.mb198.end, %pool1_grad.j194.end
-  %pool1_grad.nb1971203 = phi i64 [ 0, %pool1_grad.j194.end ], [ %nb197.next, %pool1_grad.mb198.end ]
-  br label %pool1_grad.mb198
+pool1_grad.mb197:                                 ; preds = %pool1_grad.k199.end, %pool1_grad.nb196
+  %pool1_grad.mb1971202 = phi i64 [ 0, %pool1_grad.nb196 ], [ %mb197.next, %pool1_grad.k199.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c5_3, align 64
+  br label %pool1_grad.k199
 
-pool1_grad.nb197.end:                             ; preds = %pool1_grad.mb198.end
-  br label %pool1_grad.j201
+pool1_grad.mb197.end:                             ; preds = %pool1_grad.k199.end
+  %nb196.next = add nsw i64 %pool1_grad.nb1961201, 1
+  %4047 = icmp slt i64 %nb196.next, 196
+  br i1 %4047, label %pool1_grad.nb196, label %pool1_grad.nb196.end
 
-pool1_grad.mb198:                                 ; preds = %pool1_grad.k200.end, %pool1_grad.nb197
-  %pool1_grad.mb1981204 = phi i64 [ 0, %pool1_grad.nb197 ], [ %mb198.next, %pool1_grad.k200.end ]
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t199_c5_3, align 64
-  br label %pool1_grad.k200
+pool1_grad.k199:                                  ; preds = %pool1_grad.k199, %pool1_grad.mb197
+  %pool1_grad.k1991203 = phi i64 [ 0, %pool1_grad.mb197 ], [ %k199.next, %pool1_grad.k199 ]
+  %4048 = mul nsw i64 %pool1_grad.k1991203, 12544
+  %4049 = add nsw i64 5837456, %4048
+  %4050 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4051 = add nsw i64 %4049, %4050
+  %arena1204 = getelementptr inbounds float, ptr %arena, i64 %4051
+  %4052 = load <16 x float>, ptr %arena1204, align 4
+  store <16 x float> %4052, ptr %pool1_grad.t198_b0, align 64
+  %4053 = mul nsw i64 %pool1_grad.k1991203, 12544
+  %4054 = add nsw i64 5837456, %4053
+  %4055 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4056 = add nsw i64 %4054, %4055
+  %4057 = add nsw i64 %4056, 16
+  %arena1205 = getelementptr inbounds float, ptr %arena, i64 %4057
+  %4058 = load <16 x float>, ptr %arena1205, align 4
+  store <16 x float> %4058, ptr %pool1_grad.t198_b1, align 64
+  %4059 = mul nsw i64 %pool1_grad.k1991203, 12544
+  %4060 = add nsw i64 5837456, %4059
+  %4061 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4062 = add nsw i64 %4060, %4061
+  %4063 = add nsw i64 %4062, 32
+  %arena1206 = getelementptr inbounds float, ptr %arena, i64 %4063
+  %4064 = load <16 x float>, ptr %arena1206, align 4
+  store <16 x float> %4064, ptr %pool1_grad.t198_b2, align 64
+  %4065 = mul nsw i64 %pool1_grad.k1991203, 12544
+  %4066 = add nsw i64 5837456, %4065
+  %4067 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4068 = add nsw i64 %4066, %4067
+  %4069 = add nsw i64 %4068, 48
+  %arena1207 = getelementptr inbounds float, ptr %arena, i64 %4069
+  %4070 = load <16 x float>, ptr %arena1207, align 4
+  store <16 x float> %4070, ptr %pool1_grad.t198_b3, align 64
+  %4071 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4072 = add nsw i64 320, %4071
+  %4073 = mul nsw i64 %pool1_grad.k1991203, 288
+  %4074 = add nsw i64 %4072, %4073
+  %params1208 = getelementptr inbounds float, ptr %params, i64 %4074
+  %4075 = load float, ptr %params1208, align 4
+  %4076 = insertelement <16 x float> undef, float %4075, i32 0
+  %4077 = shufflevector <16 x float> %4076, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4077, ptr %pool1_grad.t198_a0, align 64
+  %t198_a0 = load <16 x float>, ptr %pool1_grad.t198_a0, align 64
+  %t198_b0 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
+  %t198_c0_0 = load <16 x float>, ptr %pool1_grad.t198_c0_0, align 64
+  %4078 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a0, <16 x float> %t198_b0, <16 x float> %t198_c0_0)
+  store <16 x float> %4078, ptr %pool1_grad.t198_c0_0, align 64
+  %t198_a01209 = load <16 x float>, ptr %pool1_grad.t198_a0, align 64
+  %t198_b1 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
+  %t198_c0_1 = load <16 x float>, ptr %pool1_grad.t198_c0_1, align 64
+  %4079 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a01209, <16 x float> %t198_b1, <16 x float> %t198_c0_1)
+  store <16 x float> %4079, ptr %pool1_grad.t198_c0_1, align 64
+  %t198_a01210 = load <16 x float>, ptr %pool1_grad.t198_a0, align 64
+  %t198_b2 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
+  %t198_c0_2 = load <16 x float>, ptr %pool1_grad.t198_c0_2, align 64
+  %4080 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a01210, <16 x float> %t198_b2, <16 x float> %t198_c0_2)
+  store <16 x float> %4080, ptr %pool1_grad.t198_c0_2, align 64
+  %t198_a01211 = load <16 x float>, ptr %pool1_grad.t198_a0, align 64
+  %t198_b3 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
+  %t198_c0_3 = load <16 x float>, ptr %pool1_grad.t198_c0_3, align 64
+  %4081 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a01211, <16 x float> %t198_b3, <16 x float> %t198_c0_3)
+  store <16 x float> %4081, ptr %pool1_grad.t198_c0_3, align 64
+  %4082 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4083 = add nsw i64 %4082, 1
+  %4084 = add nsw i64 320, %4083
+  %4085 = mul nsw i64 %pool1_grad.k1991203, 288
+  %4086 = add nsw i64 %4084, %4085
+  %params1212 = getelementptr inbounds float, ptr %params, i64 %4086
+  %4087 = load float, ptr %params1212, align 4
+  %4088 = insertelement <16 x float> undef, float %4087, i32 0
+  %4089 = shufflevector <16 x float> %4088, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4089, ptr %pool1_grad.t198_a1, align 64
+  %t198_a1 = load <16 x float>, ptr %pool1_grad.t198_a1, align 64
+  %t198_b01213 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
+  %t198_c1_0 = load <16 x float>, ptr %pool1_grad.t198_c1_0, align 64
+  %4090 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a1, <16 x float> %t198_b01213, <16 x float> %t198_c1_0)
+  store <16 x float> %4090, ptr %pool1_grad.t198_c1_0, align 64
+  %t198_a11214 = load <16 x float>, ptr %pool1_grad.t198_a1, align 64
+  %t198_b11215 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
+  %t198_c1_1 = load <16 x float>, ptr %pool1_grad.t198_c1_1, align 64
+  %4091 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a11214, <16 x float> %t198_b11215, <16 x float> %t198_c1_1)
+  store <16 x float> %4091, ptr %pool1_grad.t198_c1_1, align 64
+  %t198_a11216 = load <16 x float>, ptr %pool1_grad.t198_a1, align 64
+  %t198_b21217 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
+  %t198_c1_2 = load <16 x float>, ptr %pool1_grad.t198_c1_2, align 64
+  %4092 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a11216, <16 x float> %t198_b21217, <16 x float> %t198_c1_2)
+  store <16 x float> %4092, ptr %pool1_grad.t198_c1_2, align 64
+  %t198_a11218 = load <16 x float>, ptr %pool1_grad.t198_a1, align 64
+  %t198_b31219 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
+  %t198_c1_3 = load <16 x float>, ptr %pool1_grad.t198_c1_3, align 64
+  %4093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a11218, <16 x float> %t198_b31219, <16 x float> %t198_c1_3)
+  store <16 x float> %4093, ptr %pool1_grad.t198_c1_3, align 64
+  %4094 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4095 = add nsw i64 %4094, 2
+  %4096 = add nsw i64 320, %4095
+  %4097 = mul nsw i64 %pool1_grad.k1991203, 288
+  %4098 = add nsw i64 %4096, %4097
+  %params1220 = getelementptr inbounds float, ptr %params, i64 %4098
+  %4099 = load float, ptr %params1220, align 4
+  %4100 = insertelement <16 x float> undef, float %4099, i32 0
+  %4101 = shufflevector <16 x float> %4100, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4101, ptr %pool1_grad.t198_a2, align 64
+  %t198_a2 = load <16 x float>, ptr %pool1_grad.t198_a2, align 64
+  %t198_b01221 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
+  %t198_c2_0 = load <16 x float>, ptr %pool1_grad.t198_c2_0, align 64
+  %4102 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a2, <16 x float> %t198_b01221, <16 x float> %t198_c2_0)
+  store <16 x float> %4102, ptr %pool1_grad.t198_c2_0, align 64
+  %t198_a21222 = load <16 x float>, ptr %pool1_grad.t198_a2, align 64
+  %t198_b11223 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
+  %t198_c2_1 = load <16 x float>, ptr %pool1_grad.t198_c2_1, align 64
+  %4103 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a21222, <16 x float> %t198_b11223, <16 x float> %t198_c2_1)
+  store <16 x float> %4103, ptr %pool1_grad.t198_c2_1, align 64
+  %t198_a21224 = load <16 x float>, ptr %pool1_grad.t198_a2, align 64
+  %t198_b21225 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
+  %t198_c2_2 = load <16 x float>, ptr %pool1_grad.t198_c2_2, align 64
+  %4104 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a21224, <16 x float> %t198_b21225, <16 x float> %t198_c2_2)
+  store <16 x float> %4104, ptr %pool1_grad.t198_c2_2, align 64
+  %t198_a21226 = load <16 x float>, ptr %pool1_grad.t198_a2, align 64
+  %t198_b31227 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
+  %t198_c2_3 = load <16 x float>, ptr %pool1_grad.t198_c2_3, align 64
+  %4105 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a21226, <16 x float> %t198_b31227, <16 x float> %t198_c2_3)
+  store <16 x float> %4105, ptr %pool1_grad.t198_c2_3, align 64
+  %4106 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4107 = add nsw i64 %4106, 3
+  %4108 = add nsw i64 320, %4107
+  %4109 = mul nsw i64 %pool1_grad.k1991203, 288
+  %4110 = add nsw i64 %4108, %4109
+  %params1228 = getelementptr inbounds float, ptr %params, i64 %4110
+  %4111 = load float, ptr %params1228, align 4
+  %4112 = insertelement <16 x float> undef, float %4111, i32 0
+  %4113 = shufflevector <16 x float> %4112, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4113, ptr %pool1_grad.t198_a3, align 64
+  %t198_a3 = load <16 x float>, ptr %pool1_grad.t198_a3, align 64
+  %t198_b01229 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
+  %t198_c3_0 = load <16 x float>, ptr %pool1_grad.t198_c3_0, align 64
+  %4114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a3, <16 x float> %t198_b01229, <16 x float> %t198_c3_0)
+  store <16 x float> %4114, ptr %pool1_grad.t198_c3_0, align 64
+  %t198_a31230 = load <16 x float>, ptr %pool1_grad.t198_a3, align 64
+  %t198_b11231 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
+  %t198_c3_1 = load <16 x float>, ptr %pool1_grad.t198_c3_1, align 64
+  %4115 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a31230, <16 x float> %t198_b11231, <16 x float> %t198_c3_1)
+  store <16 x float> %4115, ptr %pool1_grad.t198_c3_1, align 64
+  %t198_a31232 = load <16 x float>, ptr %pool1_grad.t198_a3, align 64
+  %t198_b21233 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
+  %t198_c3_2 = load <16 x float>, ptr %pool1_grad.t198_c3_2, align 64
+  %4116 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a31232, <16 x float> %t198_b21233, <16 x float> %t198_c3_2)
+  store <16 x float> %4116, ptr %pool1_grad.t198_c3_2, align 64
+  %t198_a31234 = load <16 x float>, ptr %pool1_grad.t198_a3, align 64
+  %t198_b31235 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
+  %t198_c3_3 = load <16 x float>, ptr %pool1_grad.t198_c3_3, align 64
+  %4117 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a31234, <16 x float> %t198_b31235, <16 x float> %t198_c3_3)
+  store <16 x float> %4117, ptr %pool1_grad.t198_c3_3, align 64
+  %4118 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4119 = add nsw i64 %4118, 4
+  %4120 = add nsw i64 320, %4119
+  %4121 = mul nsw i64 %pool1_grad.k1991203, 288
+  %4122 = add nsw i64 %4120, %4121
+  %params1236 = getelementptr inbounds float, ptr %params, i64 %4122
+  %4123 = load float, ptr %params1236, align 4
+  %4124 = insertelement <16 x float> undef, float %4123, i32 0
+  %4125 = shufflevector <16 x float> %4124, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4125, ptr %pool1_grad.t198_a4, align 64
+  %t198_a4 = load <16 x float>, ptr %pool1_grad.t198_a4, align 64
+  %t198_b01237 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
+  %t198_c4_0 = load <16 x float>, ptr %pool1_grad.t198_c4_0, align 64
+  %4126 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a4, <16 x float> %t198_b01237, <16 x float> %t198_c4_0)
+  store <16 x float> %4126, ptr %pool1_grad.t198_c4_0, align 64
+  %t198_a41238 = load <16 x float>, ptr %pool1_grad.t198_a4, align 64
+  %t198_b11239 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
+  %t198_c4_1 = load <16 x float>, ptr %pool1_grad.t198_c4_1, align 64
+  %4127 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a41238, <16 x float> %t198_b11239, <16 x float> %t198_c4_1)
+  store <16 x float> %4127, ptr %pool1_grad.t198_c4_1, align 64
+  %t198_a41240 = load <16 x float>, ptr %pool1_grad.t198_a4, align 64
+  %t198_b21241 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
+  %t198_c4_2 = load <16 x float>, ptr %pool1_grad.t198_c4_2, align 64
+  %4128 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a41240, <16 x float> %t198_b21241, <16 x float> %t198_c4_2)
+  store <16 x float> %4128, ptr %pool1_grad.t198_c4_2, align 64
+  %t198_a41242 = load <16 x float>, ptr %pool1_grad.t198_a4, align 64
+  %t198_b31243 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
+  %t198_c4_3 = load <16 x float>, ptr %pool1_grad.t198_c4_3, align 64
+  %4129 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a41242, <16 x float> %t198_b31243, <16 x float> %t198_c4_3)
+  store <16 x float> %4129, ptr %pool1_grad.t198_c4_3, align 64
+  %4130 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4131 = add nsw i64 %4130, 5
+  %4132 = add nsw i64 320, %4131
+  %4133 = mul nsw i64 %pool1_grad.k1991203, 288
+  %4134 = add nsw i64 %4132, %4133
+  %params1244 = getelementptr inbounds float, ptr %params, i64 %4134
+  %4135 = load float, ptr %params1244, align 4
+  %4136 = insertelement <16 x float> undef, float %4135, i32 0
+  %4137 = shufflevector <16 x float> %4136, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4137, ptr %pool1_grad.t198_a5, align 64
+  %t198_a5 = load <16 x float>, ptr %pool1_grad.t198_a5, align 64
+  %t198_b01245 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
+  %t198_c5_0 = load <16 x float>, ptr %pool1_grad.t198_c5_0, align 64
+  %4138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a5, <16 x float> %t198_b01245, <16 x float> %t198_c5_0)
+  store <16 x float> %4138, ptr %pool1_grad.t198_c5_0, align 64
+  %t198_a51246 = load <16 x float>, ptr %pool1_grad.t198_a5, align 64
+  %t198_b11247 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
+  %t198_c5_1 = load <16 x float>, ptr %pool1_grad.t198_c5_1, align 64
+  %4139 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a51246, <16 x float> %t198_b11247, <16 x float> %t198_c5_1)
+  store <16 x float> %4139, ptr %pool1_grad.t198_c5_1, align 64
+  %t198_a51248 = load <16 x float>, ptr %pool1_grad.t198_a5, align 64
+  %t198_b21249 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
+  %t198_c5_2 = load <16 x float>, ptr %pool1_grad.t198_c5_2, align 64
+  %4140 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a51248, <16 x float> %t198_b21249, <16 x float> %t198_c5_2)
+  store <16 x float> %4140, ptr %pool1_grad.t198_c5_2, align 64
+  %t198_a51250 = load <16 x float>, ptr %pool1_grad.t198_a5, align 64
+  %t198_b31251 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
+  %t198_c5_3 = load <16 x float>, ptr %pool1_grad.t198_c5_3, align 64
+  %4141 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a51250, <16 x float> %t198_b31251, <16 x float> %t198_c5_3)
+  store <16 x float> %4141, ptr %pool1_grad.t198_c5_3, align 64
+  %k199.next = add nsw i64 %pool1_grad.k1991203, 1
+  %4142 = icmp slt i64 %k199.next, 64
+  br i1 %4142, label %pool1_grad.k199, label %pool1_grad.k199.end
 
-pool1_grad.mb198.end:                             ; preds = %pool1_grad.k200.end
-  %nb197.next = add nsw i64 %pool1_grad.nb1971203, 1
-  %4049 = icmp slt i64 %nb197.next, 196
-  br i1 %4049, label %pool1_grad.nb197, label %pool1_grad.nb197.end
+pool1_grad.k199.end:                              ; preds = %pool1_grad.k199
+  %t198_c0_01252 = load <16 x float>, ptr %pool1_grad.t198_c0_0, align 64
+  %4143 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4144 = mul nsw i64 %4143, 12544
+  %4145 = add nsw i64 2224784, %4144
+  %4146 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4147 = add nsw i64 %4145, %4146
+  %arena1253 = getelementptr inbounds float, ptr %arena, i64 %4147
+  store <16 x float> %t198_c0_01252, ptr %arena1253, align 4
+  %t198_c0_11254 = load <16 x float>, ptr %pool1_grad.t198_c0_1, align 64
+  %4148 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4149 = mul nsw i64 %4148, 12544
+  %4150 = add nsw i64 2224784, %4149
+  %4151 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4152 = add nsw i64 %4150, %4151
+  %4153 = add nsw i64 %4152, 16
+  %arena1255 = getelementptr inbounds float, ptr %arena, i64 %4153
+  store <16 x float> %t198_c0_11254, ptr %arena1255, align 4
+  %t198_c0_21256 = load <16 x float>, ptr %pool1_grad.t198_c0_2, align 64
+  %4154 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4155 = mul nsw i64 %4154, 12544
+  %4156 = add nsw i64 2224784, %4155
+  %4157 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4158 = add nsw i64 %4156, %4157
+  %4159 = add nsw i64 %4158, 32
+  %arena1257 = getelementptr inbounds float, ptr %arena, i64 %4159
+  store <16 x float> %t198_c0_21256, ptr %arena1257, align 4
+  %t198_c0_31258 = load <16 x float>, ptr %pool1_grad.t198_c0_3, align 64
+  %4160 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4161 = mul nsw i64 %4160, 12544
+  %4162 = add nsw i64 2224784, %4161
+  %4163 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4164 = add nsw i64 %4162, %4163
+  %4165 = add nsw i64 %4164, 48
+  %arena1259 = getelementptr inbounds float, ptr %arena, i64 %4165
+  store <16 x float> %t198_c0_31258, ptr %arena1259, align 4
+  %t198_c1_01260 = load <16 x float>, ptr %pool1_grad.t198_c1_0, align 64
+  %4166 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4167 = add nsw i64 %4166, 1
+  %4168 = mul nsw i64 %4167, 12544
+  %4169 = add nsw i64 2224784, %4168
+  %4170 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4171 = add nsw i64 %4169, %4170
+  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %4171
+  store <16 x float> %t198_c1_01260, ptr %arena1261, align 4
+  %t198_c1_11262 = load <16 x float>, ptr %pool1_grad.t198_c1_1, align 64
+  %4172 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4173 = add nsw i64 %4172, 1
+  %4174 = mul nsw i64 %4173, 12544
+  %4175 = add nsw i64 2224784, %4174
+  %4176 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4177 = add nsw i64 %4175, %4176
+  %4178 = add nsw i64 %4177, 16
+  %arena1263 = getelementptr inbounds float, ptr %arena, i64 %4178
+  store <16 x float> %t198_c1_11262, ptr %arena1263, align 4
+  %t198_c1_21264 = load <16 x float>, ptr %pool1_grad.t198_c1_2, align 64
+  %4179 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4180 = add nsw i64 %4179, 1
+  %4181 = mul nsw i64 %4180, 12544
+  %4182 = add nsw i64 2224784, %4181
+  %4183 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4184 = add nsw i64 %4182, %4183
+  %4185 = add nsw i64 %4184, 32
+  %arena1265 = getelementptr inbounds float, ptr %arena, i64 %4185
+  store <16 x float> %t198_c1_21264, ptr %arena1265, align 4
+  %t198_c1_31266 = load <16 x float>, ptr %pool1_grad.t198_c1_3, align 64
+  %4186 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4187 = add nsw i64 %4186, 1
+  %4188 = mul nsw i64 %4187, 12544
+  %4189 = add nsw i64 2224784, %4188
+  %4190 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4191 = add nsw i64 %4189, %4190
+  %4192 = add nsw i64 %4191, 48
+  %arena1267 = getelementptr inbounds float, ptr %arena, i64 %4192
+  store <16 x float> %t198_c1_31266, ptr %arena1267, align 4
+  %t198_c2_01268 = load <16 x float>, ptr %pool1_grad.t198_c2_0, align 64
+  %4193 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4194 = add nsw i64 %4193, 2
+  %4195 = mul nsw i64 %4194, 12544
+  %4196 = add nsw i64 2224784, %4195
+  %4197 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4198 = add nsw i64 %4196, %4197
+  %arena1269 = getelementptr inbounds float, ptr %arena, i64 %4198
+  store <16 x float> %t198_c2_01268, ptr %arena1269, align 4
+  %t198_c2_11270 = load <16 x float>, ptr %pool1_grad.t198_c2_1, align 64
+  %4199 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4200 = add nsw i64 %4199, 2
+  %4201 = mul nsw i64 %4200, 12544
+  %4202 = add nsw i64 2224784, %4201
+  %4203 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4204 = add nsw i64 %4202, %4203
+  %4205 = add nsw i64 %4204, 16
+  %arena1271 = getelementptr inbounds float, ptr %arena, i64 %4205
+  store <16 x float> %t198_c2_11270, ptr %arena1271, align 4
+  %t198_c2_21272 = load <16 x float>, ptr %pool1_grad.t198_c2_2, align 64
+  %4206 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4207 = add nsw i64 %4206, 2
+  %4208 = mul nsw i64 %4207, 12544
+  %4209 = add nsw i64 2224784, %4208
+  %4210 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4211 = add nsw i64 %4209, %4210
+  %4212 = add nsw i64 %4211, 32
+  %arena1273 = getelementptr inbounds float, ptr %arena, i64 %4212
+  store <16 x float> %t198_c2_21272, ptr %arena1273, align 4
+  %t198_c2_31274 = load <16 x float>, ptr %pool1_grad.t198_c2_3, align 64
+  %4213 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4214 = add nsw i64 %4213, 2
+  %4215 = mul nsw i64 %4214, 12544
+  %4216 = add nsw i64 2224784, %4215
+  %4217 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4218 = add nsw i64 %4216, %4217
+  %4219 = add nsw i64 %4218, 48
+  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %4219
+  store <16 x float> %t198_c2_31274, ptr %arena1275, align 4
+  %t198_c3_01276 = load <16 x float>, ptr %pool1_grad.t198_c3_0, align 64
+  %4220 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4221 = add nsw i64 %4220, 3
+  %4222 = mul nsw i64 %4221, 12544
+  %4223 = add nsw i64 2224784, %4222
+  %4224 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4225 = add nsw i64 %4223, %4224
+  %arena1277 = getelementptr inbounds float, ptr %arena, i64 %4225
+  store <16 x float> %t198_c3_01276, ptr %arena1277, align 4
+  %t198_c3_11278 = load <16 x float>, ptr %pool1_grad.t198_c3_1, align 64
+  %4226 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4227 = add nsw i64 %4226, 3
+  %4228 = mul nsw i64 %4227, 12544
+  %4229 = add nsw i64 2224784, %4228
+  %4230 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4231 = add nsw i64 %4229, %4230
+  %4232 = add nsw i64 %4231, 16
+  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %4232
+  store <16 x float> %t198_c3_11278, ptr %arena1279, align 4
+  %t198_c3_21280 = load <16 x float>, ptr %pool1_grad.t198_c3_2, align 64
+  %4233 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4234 = add nsw i64 %4233, 3
+  %4235 = mul nsw i64 %4234, 12544
+  %4236 = add nsw i64 2224784, %4235
+  %4237 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4238 = add nsw i64 %4236, %4237
+  %4239 = add nsw i64 %4238, 32
+  %arena1281 = getelementptr inbounds float, ptr %arena, i64 %4239
+  store <16 x float> %t198_c3_21280, ptr %arena1281, align 4
+  %t198_c3_31282 = load <16 x float>, ptr %pool1_grad.t198_c3_3, align 64
+  %4240 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4241 = add nsw i64 %4240, 3
+  %4242 = mul nsw i64 %4241, 12544
+  %4243 = add nsw i64 2224784, %4242
+  %4244 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4245 = add nsw i64 %4243, %4244
+  %4246 = add nsw i64 %4245, 48
+  %arena1283 = getelementptr inbounds float, ptr %arena, i64 %4246
+  store <16 x float> %t198_c3_31282, ptr %arena1283, align 4
+  %t198_c4_01284 = load <16 x float>, ptr %pool1_grad.t198_c4_0, align 64
+  %4247 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4248 = add nsw i64 %4247, 4
+  %4249 = mul nsw i64 %4248, 12544
+  %4250 = add nsw i64 2224784, %4249
+  %4251 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4252 = add nsw i64 %4250, %4251
+  %arena1285 = getelementptr inbounds float, ptr %arena, i64 %4252
+  store <16 x float> %t198_c4_01284, ptr %arena1285, align 4
+  %t198_c4_11286 = load <16 x float>, ptr %pool1_grad.t198_c4_1, align 64
+  %4253 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4254 = add nsw i64 %4253, 4
+  %4255 = mul nsw i64 %4254, 12544
+  %4256 = add nsw i64 2224784, %4255
+  %4257 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4258 = add nsw i64 %4256, %4257
+  %4259 = add nsw i64 %4258, 16
+  %arena1287 = getelementptr inbounds float, ptr %arena, i64 %4259
+  store <16 x float> %t198_c4_11286, ptr %arena1287, align 4
+  %t198_c4_21288 = load <16 x float>, ptr %pool1_grad.t198_c4_2, align 64
+  %4260 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4261 = add nsw i64 %4260, 4
+  %4262 = mul nsw i64 %4261, 12544
+  %4263 = add nsw i64 2224784, %4262
+  %4264 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4265 = add nsw i64 %4263, %4264
+  %4266 = add nsw i64 %4265, 32
+  %arena1289 = getelementptr inbounds float, ptr %arena, i64 %4266
+  store <16 x float> %t198_c4_21288, ptr %arena1289, align 4
+  %t198_c4_31290 = load <16 x float>, ptr %pool1_grad.t198_c4_3, align 64
+  %4267 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4268 = add nsw i64 %4267, 4
+  %4269 = mul nsw i64 %4268, 12544
+  %4270 = add nsw i64 2224784, %4269
+  %4271 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4272 = add nsw i64 %4270, %4271
+  %4273 = add nsw i64 %4272, 48
+  %arena1291 = getelementptr inbounds float, ptr %arena, i64 %4273
+  store <16 x float> %t198_c4_31290, ptr %arena1291, align 4
+  %t198_c5_01292 = load <16 x float>, ptr %pool1_grad.t198_c5_0, align 64
+  %4274 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4275 = add nsw i64 %4274, 5
+  %4276 = mul nsw i64 %4275, 12544
+  %4277 = add nsw i64 2224784, %4276
+  %4278 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4279 = add nsw i64 %4277, %4278
+  %arena1293 = getelementptr inbounds float, ptr %arena, i64 %4279
+  store <16 x float> %t198_c5_01292, ptr %arena1293, align 4
+  %t198_c5_11294 = load <16 x float>, ptr %pool1_grad.t198_c5_1, align 64
+  %4280 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4281 = add nsw i64 %4280, 5
+  %4282 = mul nsw i64 %4281, 12544
+  %4283 = add nsw i64 2224784, %4282
+  %4284 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4285 = add nsw i64 %4283, %4284
+  %4286 = add nsw i64 %4285, 16
+  %arena1295 = getelementptr inbounds float, ptr %arena, i64 %4286
+  store <16 x float> %t198_c5_11294, ptr %arena1295, align 4
+  %t198_c5_21296 = load <16 x float>, ptr %pool1_grad.t198_c5_2, align 64
+  %4287 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4288 = add nsw i64 %4287, 5
+  %4289 = mul nsw i64 %4288, 12544
+  %4290 = add nsw i64 2224784, %4289
+  %4291 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4292 = add nsw i64 %4290, %4291
+  %4293 = add nsw i64 %4292, 32
+  %arena1297 = getelementptr inbounds float, ptr %arena, i64 %4293
+  store <16 x float> %t198_c5_21296, ptr %arena1297, align 4
+  %t198_c5_31298 = load <16 x float>, ptr %pool1_grad.t198_c5_3, align 64
+  %4294 = mul nsw i64 %pool1_grad.mb1971202, 6
+  %4295 = add nsw i64 %4294, 5
+  %4296 = mul nsw i64 %4295, 12544
+  %4297 = add nsw i64 2224784, %4296
+  %4298 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %4299 = add nsw i64 %4297, %4298
+  %4300 = add nsw i64 %4299, 48
+  %arena1299 = getelementptr inbounds float, ptr %arena, i64 %4300
+  store <16 x float> %t198_c5_31298, ptr %arena1299, align 4
+  %mb197.next = add nsw i64 %pool1_grad.mb1971202, 1
+  %4301 = icmp slt i64 %mb197.next, 48
+  br i1 %4301, label %pool1_grad.mb197, label %pool1_grad.mb197.end
 
-pool1_grad.k200:                                  ; preds = %pool1_grad.k200, %pool1_grad.mb198
-  %pool1_grad.k2001205 = phi i64 [ 0, %pool1_grad.mb198 ], [ %k200.next, %pool1_grad.k200 ]
-  %4050 = mul nsw i64 %pool1_grad.k2001205, 12544
-  %4051 = add nsw i64 5837456, %4050
-  %4052 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4053 = add nsw i64 %4051, %4052
-  %arena1206 = getelementptr inbounds float, ptr %arena, i64 %4053
-  %4054 = load <16 x float>, ptr %arena1206, align 4
-  store <16 x float> %4054, ptr %pool1_grad.t199_b0, align 64
-  %4055 = mul nsw i64 %pool1_grad.k2001205, 12544
-  %4056 = add nsw i64 5837456, %4055
-  %4057 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4058 = add nsw i64 %4056, %4057
-  %4059 = add nsw i64 %4058, 16
-  %arena1207 = getelementptr inbounds float, ptr %arena, i64 %4059
-  %4060 = load <16 x float>, ptr %arena1207, align 4
-  store <16 x float> %4060, ptr %pool1_grad.t199_b1, align 64
-  %4061 = mul nsw i64 %pool1_grad.k2001205, 12544
-  %4062 = add nsw i64 5837456, %4061
-  %4063 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4064 = add nsw i64 %4062, %4063
-  %4065 = add nsw i64 %4064, 32
-  %arena1208 = getelementptr inbounds float, ptr %arena, i64 %4065
-  %4066 = load <16 x float>, ptr %arena1208, align 4
-  store <16 x float> %4066, ptr %pool1_grad.t199_b2, align 64
-  %4067 = mul nsw i64 %pool1_grad.k2001205, 12544
-  %4068 = add nsw i64 5837456, %4067
-  %4069 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4070 = add nsw i64 %4068, %4069
-  %4071 = add nsw i64 %4070, 48
-  %arena1209 = getelementptr inbounds float, ptr %arena, i64 %4071
-  %4072 = load <16 x float>, ptr %arena1209, align 4
-  store <16 x float> %4072, ptr %pool1_grad.t199_b3, align 64
-  %4073 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4074 = add nsw i64 320, %4073
-  %4075 = mul nsw i64 %pool1_grad.k2001205, 288
-  %4076 = add nsw i64 %4074, %4075
-  %params1210 = getelementptr inbounds float, ptr %params, i64 %4076
-  %4077 = load float, ptr %params1210, align 4
-  %4078 = insertelement <16 x float> undef, float %4077, i32 0
-  %4079 = shufflevector <16 x float> %4078, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4079, ptr %pool1_grad.t199_a0, align 64
-  %t199_a0 = load <16 x float>, ptr %pool1_grad.t199_a0, align 64
-  %t199_b0 = load <16 x float>, ptr %pool1_grad.t199_b0, align 64
-  %t199_c0_0 = load <16 x float>, ptr %pool1_grad.t199_c0_0, align 64
-  %4080 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a0, <16 x float> %t199_b0, <16 x float> %t199_c0_0)
-  store <16 x float> %4080, ptr %pool1_grad.t199_c0_0, align 64
-  %t199_a01211 = load <16 x float>, ptr %pool1_grad.t199_a0, align 64
-  %t199_b1 = load <16 x float>, ptr %pool1_grad.t199_b1, align 64
-  %t199_c0_1 = load <16 x float>, ptr %pool1_grad.t199_c0_1, align 64
-  %4081 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a01211, <16 x float> %t199_b1, <16 x float> %t199_c0_1)
-  store <16 x float> %4081, ptr %pool1_grad.t199_c0_1, align 64
-  %t199_a01212 = load <16 x float>, ptr %pool1_grad.t199_a0, align 64
-  %t199_b2 = load <16 x float>, ptr %pool1_grad.t199_b2, align 64
-  %t199_c0_2 = load <16 x float>, ptr %pool1_grad.t199_c0_2, align 64
-  %4082 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a01212, <16 x float> %t199_b2, <16 x float> %t199_c0_2)
-  store <16 x float> %4082, ptr %pool1_grad.t199_c0_2, align 64
-  %t199_a01213 = load <16 x float>, ptr %pool1_grad.t199_a0, align 64
-  %t199_b3 = load <16 x float>, ptr %pool1_grad.t199_b3, align 64
-  %t199_c0_3 = load <16 x float>, ptr %pool1_grad.t199_c0_3, align 64
-  %4083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a01213, <16 x float> %t199_b3, <16 x float> %t199_c0_3)
-  store <16 x float> %4083, ptr %pool1_grad.t199_c0_3, align 64
-  %4084 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4085 = add nsw i64 %4084, 1
-  %4086 = add nsw i64 320, %4085
-  %4087 = mul nsw i64 %pool1_grad.k2001205, 288
-  %4088 = add nsw i64 %4086, %4087
-  %params1214 = getelementptr inbounds float, ptr %params, i64 %4088
-  %4089 = load float, ptr %params1214, align 4
-  %4090 = insertelement <16 x float> undef, float %4089, i32 0
-  %4091 = shufflevector <16 x float> %4090, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4091, ptr %pool1_grad.t199_a1, align 64
-  %t199_a1 = load <16 x float>, ptr %pool1_grad.t199_a1, align 64
-  %t199_b01215 = load <16 x float>, ptr %pool1_grad.t199_b0, align 64
-  %t199_c1_0 = load <16 x float>, ptr %pool1_grad.t199_c1_0, align 64
-  %4092 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a1, <16 x float> %t199_b01215, <16 x float> %t199_c1_0)
-  store <16 x float> %4092, ptr %pool1_grad.t199_c1_0, align 64
-  %t199_a11216 = load <16 x float>, ptr %pool1_grad.t199_a1, align 64
-  %t199_b11217 = load <16 x float>, ptr %pool1_grad.t199_b1, align 64
-  %t199_c1_1 = load <16 x float>, ptr %pool1_grad.t199_c1_1, align 64
-  %4093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a11216, <16 x float> %t199_b11217, <16 x float> %t199_c1_1)
-  store <16 x float> %4093, ptr %pool1_grad.t199_c1_1, align 64
-  %t199_a11218 = load <16 x float>, ptr %pool1_grad.t199_a1, align 64
-  %t199_b21219 = load <16 x float>, ptr %pool1_grad.t199_b2, align 64
-  %t199_c1_2 = load <16 x float>, ptr %pool1_grad.t199_c1_2, align 64
-  %4094 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a11218, <16 x float> %t199_b21219, <16 x float> %t199_c1_2)
-  store <16 x float> %4094, ptr %pool1_grad.t199_c1_2, align 64
-  %t199_a11220 = load <16 x float>, ptr %pool1_grad.t199_a1, align 64
-  %t199_b31221 = load <16 x float>, ptr %pool1_grad.t199_b3, align 64
-  %t199_c1_3 = load <16 x float>, ptr %pool1_grad.t199_c1_3, align 64
-  %4095 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a11220, <16 x float> %t199_b31221, <16 x float> %t199_c1_3)
-  store <16 x float> %4095, ptr %pool1_grad.t199_c1_3, align 64
-  %4096 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4097 = add nsw i64 %4096, 2
-  %4098 = add nsw i64 320, %4097
-  %4099 = mul nsw i64 %pool1_grad.k2001205, 288
-  %4100 = add nsw i64 %4098, %4099
-  %params1222 = getelementptr inbounds float, ptr %params, i64 %4100
-  %4101 = load float, ptr %params1222, align 4
-  %4102 = insertelement <16 x float> undef, float %4101, i32 0
-  %4103 = shufflevector <16 x float> %4102, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4103, ptr %pool1_grad.t199_a2, align 64
-  %t199_a2 = load <16 x float>, ptr %pool1_grad.t199_a2, align 64
-  %t199_b01223 = load <16 x float>, ptr %pool1_grad.t199_b0, align 64
-  %t199_c2_0 = load <16 x float>, ptr %pool1_grad.t199_c2_0, align 64
-  %4104 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a2, <16 x float> %t199_b01223, <16 x float> %t199_c2_0)
-  store <16 x float> %4104, ptr %pool1_grad.t199_c2_0, align 64
-  %t199_a21224 = load <16 x float>, ptr %pool1_grad.t199_a2, align 64
-  %t199_b11225 = load <16 x float>, ptr %pool1_grad.t199_b1, align 64
-  %t199_c2_1 = load <16 x float>, ptr %pool1_grad.t199_c2_1, align 64
-  %4105 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a21224, <16 x float> %t199_b11225, <16 x float> %t199_c2_1)
-  store <16 x float> %4105, ptr %pool1_grad.t199_c2_1, align 64
-  %t199_a21226 = load <16 x float>, ptr %pool1_grad.t199_a2, align 64
-  %t199_b21227 = load <16 x float>, ptr %pool1_grad.t199_b2, align 64
-  %t199_c2_2 = load <16 x float>, ptr %pool1_grad.t199_c2_2, align 64
-  %4106 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a21226, <16 x float> %t199_b21227, <16 x float> %t199_c2_2)
-  store <16 x float> %4106, ptr %pool1_grad.t199_c2_2, align 64
-  %t199_a21228 = load <16 x float>, ptr %pool1_grad.t199_a2, align 64
-  %t199_b31229 = load <16 x float>, ptr %pool1_grad.t199_b3, align 64
-  %t199_c2_3 = load <16 x float>, ptr %pool1_grad.t199_c2_3, align 64
-  %4107 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a21228, <16 x float> %t199_b31229, <16 x float> %t199_c2_3)
-  store <16 x float> %4107, ptr %pool1_grad.t199_c2_3, align 64
-  %4108 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4109 = add nsw i64 %4108, 3
-  %4110 = add nsw i64 320, %4109
-  %4111 = mul nsw i64 %pool1_grad.k2001205, 288
-  %4112 = add nsw i64 %4110, %4111
-  %params1230 = getelementptr inbounds float, ptr %params, i64 %4112
-  %4113 = load float, ptr %params1230, align 4
-  %4114 = insertelement <16 x float> undef, float %4113, i32 0
-  %4115 = shufflevector <16 x float> %4114, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4115, ptr %pool1_grad.t199_a3, align 64
-  %t199_a3 = load <16 x float>, ptr %pool1_grad.t199_a3, align 64
-  %t199_b01231 = load <16 x float>, ptr %pool1_grad.t199_b0, align 64
-  %t199_c3_0 = load <16 x float>, ptr %pool1_grad.t199_c3_0, align 64
-  %4116 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a3, <16 x float> %t199_b01231, <16 x float> %t199_c3_0)
-  store <16 x float> %4116, ptr %pool1_grad.t199_c3_0, align 64
-  %t199_a31232 = load <16 x float>, ptr %pool1_grad.t199_a3, align 64
-  %t199_b11233 = load <16 x float>, ptr %pool1_grad.t199_b1, align 64
-  %t199_c3_1 = load <16 x float>, ptr %pool1_grad.t199_c3_1, align 64
-  %4117 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a31232, <16 x float> %t199_b11233, <16 x float> %t199_c3_1)
-  store <16 x float> %4117, ptr %pool1_grad.t199_c3_1, align 64
-  %t199_a31234 = load <16 x float>, ptr %pool1_grad.t199_a3, align 64
-  %t199_b21235 = load <16 x float>, ptr %pool1_grad.t199_b2, align 64
-  %t199_c3_2 = load <16 x float>, ptr %pool1_grad.t199_c3_2, align 64
-  %4118 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a31234, <16 x float> %t199_b21235, <16 x float> %t199_c3_2)
-  store <16 x float> %4118, ptr %pool1_grad.t199_c3_2, align 64
-  %t199_a31236 = load <16 x float>, ptr %pool1_grad.t199_a3, align 64
-  %t199_b31237 = load <16 x float>, ptr %pool1_grad.t199_b3, align 64
-  %t199_c3_3 = load <16 x float>, ptr %pool1_grad.t199_c3_3, align 64
-  %4119 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a31236, <16 x float> %t199_b31237, <16 x float> %t199_c3_3)
-  store <16 x float> %4119, ptr %pool1_grad.t199_c3_3, align 64
-  %4120 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4121 = add nsw i64 %4120, 4
-  %4122 = add nsw i64 320, %4121
-  %4123 = mul nsw i64 %pool1_grad.k2001205, 288
-  %4124 = add nsw i64 %4122, %4123
-  %params1238 = getelementptr inbounds float, ptr %params, i64 %4124
-  %4125 = load float, ptr %params1238, align 4
-  %4126 = insertelement <16 x float> undef, float %4125, i32 0
-  %4127 = shufflevector <16 x float> %4126, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4127, ptr %pool1_grad.t199_a4, align 64
-  %t199_a4 = load <16 x float>, ptr %pool1_grad.t199_a4, align 64
-  %t199_b01239 = load <16 x float>, ptr %pool1_grad.t199_b0, align 64
-  %t199_c4_0 = load <16 x float>, ptr %pool1_grad.t199_c4_0, align 64
-  %4128 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a4, <16 x float> %t199_b01239, <16 x float> %t199_c4_0)
-  store <16 x float> %4128, ptr %pool1_grad.t199_c4_0, align 64
-  %t199_a41240 = load <16 x float>, ptr %pool1_grad.t199_a4, align 64
-  %t199_b11241 = load <16 x float>, ptr %pool1_grad.t199_b1, align 64
-  %t199_c4_1 = load <16 x float>, ptr %pool1_grad.t199_c4_1, align 64
-  %4129 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a41240, <16 x float> %t199_b11241, <16 x float> %t199_c4_1)
-  store <16 x float> %4129, ptr %pool1_grad.t199_c4_1, align 64
-  %t199_a41242 = load <16 x float>, ptr %pool1_grad.t199_a4, align 64
-  %t199_b21243 = load <16 x float>, ptr %pool1_grad.t199_b2, align 64
-  %t199_c4_2 = load <16 x float>, ptr %pool1_grad.t199_c4_2, align 64
-  %4130 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a41242, <16 x float> %t199_b21243, <16 x float> %t199_c4_2)
-  store <16 x float> %4130, ptr %pool1_grad.t199_c4_2, align 64
-  %t199_a41244 = load <16 x float>, ptr %pool1_grad.t199_a4, align 64
-  %t199_b31245 = load <16 x float>, ptr %pool1_grad.t199_b3, align 64
-  %t199_c4_3 = load <16 x float>, ptr %pool1_grad.t199_c4_3, align 64
-  %4131 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a41244, <16 x float> %t199_b31245, <16 x float> %t199_c4_3)
-  store <16 x float> %4131, ptr %pool1_grad.t199_c4_3, align 64
-  %4132 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4133 = add nsw i64 %4132, 5
-  %4134 = add nsw i64 320, %4133
-  %4135 = mul nsw i64 %pool1_grad.k2001205, 288
-  %4136 = add nsw i64 %4134, %4135
-  %params1246 = getelementptr inbounds float, ptr %params, i64 %4136
-  %4137 = load float, ptr %params1246, align 4
-  %4138 = insertelement <16 x float> undef, float %4137, i32 0
-  %4139 = shufflevector <16 x float> %4138, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4139, ptr %pool1_grad.t199_a5, align 64
-  %t199_a5 = load <16 x float>, ptr %pool1_grad.t199_a5, align 64
-  %t199_b01247 = load <16 x float>, ptr %pool1_grad.t199_b0, align 64
-  %t199_c5_0 = load <16 x float>, ptr %pool1_grad.t199_c5_0, align 64
-  %4140 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a5, <16 x float> %t199_b01247, <16 x float> %t199_c5_0)
-  store <16 x float> %4140, ptr %pool1_grad.t199_c5_0, align 64
-  %t199_a51248 = load <16 x float>, ptr %pool1_grad.t199_a5, align 64
-  %t199_b11249 = load <16 x float>, ptr %pool1_grad.t199_b1, align 64
-  %t199_c5_1 = load <16 x float>, ptr %pool1_grad.t199_c5_1, align 64
-  %4141 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a51248, <16 x float> %t199_b11249, <16 x float> %t199_c5_1)
-  store <16 x float> %4141, ptr %pool1_grad.t199_c5_1, align 64
-  %t199_a51250 = load <16 x float>, ptr %pool1_grad.t199_a5, align 64
-  %t199_b21251 = load <16 x float>, ptr %pool1_grad.t199_b2, align 64
-  %t199_c5_2 = load <16 x float>, ptr %pool1_grad.t199_c5_2, align 64
-  %4142 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a51250, <16 x float> %t199_b21251, <16 x float> %t199_c5_2)
-  store <16 x float> %4142, ptr %pool1_grad.t199_c5_2, align 64
-  %t199_a51252 = load <16 x float>, ptr %pool1_grad.t199_a5, align 64
-  %t199_b31253 = load <16 x float>, ptr %pool1_grad.t199_b3, align 64
-  %t199_c5_3 = load <16 x float>, ptr %pool1_grad.t199_c5_3, align 64
-  %4143 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t199_a51252, <16 x float> %t199_b31253, <16 x float> %t199_c5_3)
-  store <16 x float> %4143, ptr %pool1_grad.t199_c5_3, align 64
-  %k200.next = add nsw i64 %pool1_grad.k2001205, 1
-  %4144 = icmp slt i64 %k200.next, 64
-  br i1 %4144, label %pool1_grad.k200, label %pool1_grad.k200.end
+pool1_grad.j200:                                  ; preds = %pool1_grad.c201.end, %pool1_grad.nb196.end
+  %pool1_grad.j2001300 = phi i64 [ 0, %pool1_grad.nb196.end ], [ %j200.next, %pool1_grad.c201.end ]
+  br label %pool1_grad.c201
 
-pool1_grad.k200.end:                              ; preds = %pool1_grad.k200
-  %t199_c0_01254 = load <16 x float>, ptr %pool1_grad.t199_c0_0, align 64
-  %4145 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4146 = mul nsw i64 %4145, 12544
-  %4147 = add nsw i64 2224784, %4146
-  %4148 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4149 = add nsw i64 %4147, %4148
-  %arena1255 = getelementptr inbounds float, ptr %arena, i64 %4149
-  store <16 x float> %t199_c0_01254, ptr %arena1255, align 4
-  %t199_c0_11256 = load <16 x float>, ptr %pool1_grad.t199_c0_1, align 64
-  %4150 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4151 = mul nsw i64 %4150, 12544
-  %4152 = add nsw i64 2224784, %4151
-  %4153 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4154 = add nsw i64 %4152, %4153
-  %4155 = add nsw i64 %4154, 16
-  %arena1257 = getelementptr inbounds float, ptr %arena, i64 %4155
-  store <16 x float> %t199_c0_11256, ptr %arena1257, align 4
-  %t199_c0_21258 = load <16 x float>, ptr %pool1_grad.t199_c0_2, align 64
-  %4156 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4157 = mul nsw i64 %4156, 12544
-  %4158 = add nsw i64 2224784, %4157
-  %4159 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4160 = add nsw i64 %4158, %4159
-  %4161 = add nsw i64 %4160, 32
-  %arena1259 = getelementptr inbounds float, ptr %arena, i64 %4161
-  store <16 x float> %t199_c0_21258, ptr %arena1259, align 4
-  %t199_c0_31260 = load <16 x float>, ptr %pool1_grad.t199_c0_3, align 64
-  %4162 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4163 = mul nsw i64 %4162, 12544
-  %4164 = add nsw i64 2224784, %4163
-  %4165 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4166 = add nsw i64 %4164, %4165
-  %4167 = add nsw i64 %4166, 48
-  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %4167
-  store <16 x float> %t199_c0_31260, ptr %arena1261, align 4
-  %t199_c1_01262 = load <16 x float>, ptr %pool1_grad.t199_c1_0, align 64
-  %4168 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4169 = add nsw i64 %4168, 1
-  %4170 = mul nsw i64 %4169, 12544
-  %4171 = add nsw i64 2224784, %4170
-  %4172 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4173 = add nsw i64 %4171, %4172
-  %arena1263 = getelementptr inbounds float, ptr %arena, i64 %4173
-  store <16 x float> %t199_c1_01262, ptr %arena1263, align 4
-  %t199_c1_11264 = load <16 x float>, ptr %pool1_grad.t199_c1_1, align 64
-  %4174 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4175 = add nsw i64 %4174, 1
-  %4176 = mul nsw i64 %4175, 12544
-  %4177 = add nsw i64 2224784, %4176
-  %4178 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4179 = add nsw i64 %4177, %4178
-  %4180 = add nsw i64 %4179, 16
-  %arena1265 = getelementptr inbounds float, ptr %arena, i64 %4180
-  store <16 x float> %t199_c1_11264, ptr %arena1265, align 4
-  %t199_c1_21266 = load <16 x float>, ptr %pool1_grad.t199_c1_2, align 64
-  %4181 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4182 = add nsw i64 %4181, 1
-  %4183 = mul nsw i64 %4182, 12544
-  %4184 = add nsw i64 2224784, %4183
-  %4185 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4186 = add nsw i64 %4184, %4185
-  %4187 = add nsw i64 %4186, 32
-  %arena1267 = getelementptr inbounds float, ptr %arena, i64 %4187
-  store <16 x float> %t199_c1_21266, ptr %arena1267, align 4
-  %t199_c1_31268 = load <16 x float>, ptr %pool1_grad.t199_c1_3, align 64
-  %4188 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4189 = add nsw i64 %4188, 1
-  %4190 = mul nsw i64 %4189, 12544
-  %4191 = add nsw i64 2224784, %4190
-  %4192 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4193 = add nsw i64 %4191, %4192
-  %4194 = add nsw i64 %4193, 48
-  %arena1269 = getelementptr inbounds float, ptr %arena, i64 %4194
-  store <16 x float> %t199_c1_31268, ptr %arena1269, align 4
-  %t199_c2_01270 = load <16 x float>, ptr %pool1_grad.t199_c2_0, align 64
-  %4195 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4196 = add nsw i64 %4195, 2
-  %4197 = mul nsw i64 %4196, 12544
-  %4198 = add nsw i64 2224784, %4197
-  %4199 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4200 = add nsw i64 %4198, %4199
-  %arena1271 = getelementptr inbounds float, ptr %arena, i64 %4200
-  store <16 x float> %t199_c2_01270, ptr %arena1271, align 4
-  %t199_c2_11272 = load <16 x float>, ptr %pool1_grad.t199_c2_1, align 64
-  %4201 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4202 = add nsw i64 %4201, 2
-  %4203 = mul nsw i64 %4202, 12544
-  %4204 = add nsw i64 2224784, %4203
-  %4205 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4206 = add nsw i64 %4204, %4205
-  %4207 = add nsw i64 %4206, 16
-  %arena1273 = getelementptr inbounds float, ptr %arena, i64 %4207
-  store <16 x float> %t199_c2_11272, ptr %arena1273, align 4
-  %t199_c2_21274 = load <16 x float>, ptr %pool1_grad.t199_c2_2, align 64
-  %4208 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4209 = add nsw i64 %4208, 2
-  %4210 = mul nsw i64 %4209, 12544
-  %4211 = add nsw i64 2224784, %4210
-  %4212 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4213 = add nsw i64 %4211, %4212
-  %4214 = add nsw i64 %4213, 32
-  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %4214
-  store <16 x float> %t199_c2_21274, ptr %arena1275, align 4
-  %t199_c2_31276 = load <16 x float>, ptr %pool1_grad.t199_c2_3, align 64
-  %4215 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4216 = add nsw i64 %4215, 2
-  %4217 = mul nsw i64 %4216, 12544
-  %4218 = add nsw i64 2224784, %4217
-  %4219 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4220 = add nsw i64 %4218, %4219
-  %4221 = add nsw i64 %4220, 48
-  %arena1277 = getelementptr inbounds float, ptr %arena, i64 %4221
-  store <16 x float> %t199_c2_31276, ptr %arena1277, align 4
-  %t199_c3_01278 = load <16 x float>, ptr %pool1_grad.t199_c3_0, align 64
-  %4222 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4223 = add nsw i64 %4222, 3
-  %4224 = mul nsw i64 %4223, 12544
-  %4225 = add nsw i64 2224784, %4224
-  %4226 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4227 = add nsw i64 %4225, %4226
-  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %4227
-  store <16 x float> %t199_c3_01278, ptr %arena1279, align 4
-  %t199_c3_11280 = load <16 x float>, ptr %pool1_grad.t199_c3_1, align 64
-  %4228 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4229 = add nsw i64 %4228, 3
-  %4230 = mul nsw i64 %4229, 12544
-  %4231 = add nsw i64 2224784, %4230
-  %4232 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4233 = add nsw i64 %4231, %4232
-  %4234 = add nsw i64 %4233, 16
-  %arena1281 = getelementptr inbounds float, ptr %arena, i64 %4234
-  store <16 x float> %t199_c3_11280, ptr %arena1281, align 4
-  %t199_c3_21282 = load <16 x float>, ptr %pool1_grad.t199_c3_2, align 64
-  %4235 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4236 = add nsw i64 %4235, 3
-  %4237 = mul nsw i64 %4236, 12544
-  %4238 = add nsw i64 2224784, %4237
-  %4239 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4240 = add nsw i64 %4238, %4239
-  %4241 = add nsw i64 %4240, 32
-  %arena1283 = getelementptr inbounds float, ptr %arena, i64 %4241
-  store <16 x float> %t199_c3_21282, ptr %arena1283, align 4
-  %t199_c3_31284 = load <16 x float>, ptr %pool1_grad.t199_c3_3, align 64
-  %4242 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4243 = add nsw i64 %4242, 3
-  %4244 = mul nsw i64 %4243, 12544
-  %4245 = add nsw i64 2224784, %4244
-  %4246 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4247 = add nsw i64 %4245, %4246
-  %4248 = add nsw i64 %4247, 48
-  %arena1285 = getelementptr inbounds float, ptr %arena, i64 %4248
-  store <16 x float> %t199_c3_31284, ptr %arena1285, align 4
-  %t199_c4_01286 = load <16 x float>, ptr %pool1_grad.t199_c4_0, align 64
-  %4249 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4250 = add nsw i64 %4249, 4
-  %4251 = mul nsw i64 %4250, 12544
-  %4252 = add nsw i64 2224784, %4251
-  %4253 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4254 = add nsw i64 %4252, %4253
-  %arena1287 = getelementptr inbounds float, ptr %arena, i64 %4254
-  store <16 x float> %t199_c4_01286, ptr %arena1287, align 4
-  %t199_c4_11288 = load <16 x float>, ptr %pool1_grad.t199_c4_1, align 64
-  %4255 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4256 = add nsw i64 %4255, 4
-  %4257 = mul nsw i64 %4256, 12544
-  %4258 = add nsw i64 2224784, %4257
-  %4259 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4260 = add nsw i64 %4258, %4259
-  %4261 = add nsw i64 %4260, 16
-  %arena1289 = getelementptr inbounds float, ptr %arena, i64 %4261
-  store <16 x float> %t199_c4_11288, ptr %arena1289, align 4
-  %t199_c4_21290 = load <16 x float>, ptr %pool1_grad.t199_c4_2, align 64
-  %4262 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4263 = add nsw i64 %4262, 4
-  %4264 = mul nsw i64 %4263, 12544
-  %4265 = add nsw i64 2224784, %4264
-  %4266 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4267 = add nsw i64 %4265, %4266
-  %4268 = add nsw i64 %4267, 32
-  %arena1291 = getelementptr inbounds float, ptr %arena, i64 %4268
-  store <16 x float> %t199_c4_21290, ptr %arena1291, align 4
-  %t199_c4_31292 = load <16 x float>, ptr %pool1_grad.t199_c4_3, align 64
-  %4269 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4270 = add nsw i64 %4269, 4
-  %4271 = mul nsw i64 %4270, 12544
-  %4272 = add nsw i64 2224784, %4271
-  %4273 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4274 = add nsw i64 %4272, %4273
-  %4275 = add nsw i64 %4274, 48
-  %arena1293 = getelementptr inbounds float, ptr %arena, i64 %4275
-  store <16 x float> %t199_c4_31292, ptr %arena1293, align 4
-  %t199_c5_01294 = load <16 x float>, ptr %pool1_grad.t199_c5_0, align 64
-  %4276 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4277 = add nsw i64 %4276, 5
-  %4278 = mul nsw i64 %4277, 12544
-  %4279 = add nsw i64 2224784, %4278
-  %4280 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4281 = add nsw i64 %4279, %4280
-  %arena1295 = getelementptr inbounds float, ptr %arena, i64 %4281
-  store <16 x float> %t199_c5_01294, ptr %arena1295, align 4
-  %t199_c5_11296 = load <16 x float>, ptr %pool1_grad.t199_c5_1, align 64
-  %4282 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4283 = add nsw i64 %4282, 5
-  %4284 = mul nsw i64 %4283, 12544
-  %4285 = add nsw i64 2224784, %4284
-  %4286 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4287 = add nsw i64 %4285, %4286
-  %4288 = add nsw i64 %4287, 16
-  %arena1297 = getelementptr inbounds float, ptr %arena, i64 %4288
-  store <16 x float> %t199_c5_11296, ptr %arena1297, align 4
-  %t199_c5_21298 = load <16 x float>, ptr %pool1_grad.t199_c5_2, align 64
-  %4289 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4290 = add nsw i64 %4289, 5
-  %4291 = mul nsw i64 %4290, 12544
-  %4292 = add nsw i64 2224784, %4291
-  %4293 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4294 = add nsw i64 %4292, %4293
-  %4295 = add nsw i64 %4294, 32
-  %arena1299 = getelementptr inbounds float, ptr %arena, i64 %4295
-  store <16 x float> %t199_c5_21298, ptr %arena1299, align 4
-  %t199_c5_31300 = load <16 x float>, ptr %pool1_grad.t199_c5_3, align 64
-  %4296 = mul nsw i64 %pool1_grad.mb1981204, 6
-  %4297 = add nsw i64 %4296, 5
-  %4298 = mul nsw i64 %4297, 12544
-  %4299 = add nsw i64 2224784, %4298
-  %4300 = mul nsw i64 %pool1_grad.nb1971203, 64
-  %4301 = add nsw i64 %4299, %4300
-  %4302 = add nsw i64 %4301, 48
-  %arena1301 = getelementptr inbounds float, ptr %arena, i64 %4302
-  store <16 x float> %t199_c5_31300, ptr %arena1301, align 4
-  %mb198.next = add nsw i64 %pool1_grad.mb1981204, 1
-  %4303 = icmp slt i64 %mb198.next, 48
-  br i1 %4303, label %pool1_grad.mb198, label %pool1_grad.mb198.end
+pool1_grad.j200.end:                              ; preds = %pool1_grad.c201.end
+  %g192.next = add nsw i64 %pool1_grad.g1921195, 1
+  %4302 = icmp slt i64 %g192.next, 1
+  br i1 %4302, label %pool1_grad.g192, label %pool1_grad.g192.end
 
-pool1_grad.j201:                                  ; preds = %pool1_grad.c202.end, %pool1_grad.nb197.end
-  %pool1_grad.j2011302 = phi i64 [ 0, %pool1_grad.nb197.end ], [ %j201.next, %pool1_grad.c202.end ]
-  br label %pool1_grad.c202
+pool1_grad.c201:                                  ; preds = %pool1_grad.iy263.end, %pool1_grad.j200
+  %pool1_grad.c2011301 = phi i64 [ 0, %pool1_grad.j200 ], [ %c201.next, %pool1_grad.iy263.end ]
+  br label %pool1_grad.iy202
 
-pool1_grad.j201.end:                              ; preds = %pool1_grad.c202.end
-  %g193.next = add nsw i64 %pool1_grad.g1931197, 1
-  %4304 = icmp slt i64 %g193.next, 1
-  br i1 %4304, label %pool1_grad.g193, label %pool1_grad.g193.end
+pool1_grad.c201.end:                              ; preds = %pool1_grad.iy263.end
+  %j200.next = add nsw i64 %pool1_grad.j2001300, 1
+  %4303 = icmp slt i64 %j200.next, 64
+  br i1 %4303, label %pool1_grad.j200, label %pool1_grad.j200.end
 
-pool1_grad.c202:                                  ; preds = %pool1_grad.ky203.end, %pool1_grad.j201
-  %pool1_grad.c2021303 = phi i64 [ 0, %pool1_grad.j201 ], [ %c202.next, %pool1_grad.ky203.end ]
-  br label %pool1_grad.ky203
+pool1_grad.iy202:                                 ; preds = %pool1_grad.ix203.end, %pool1_grad.c201
+  %pool1_grad.iy2021302 = phi i64 [ 0, %pool1_grad.c201 ], [ %iy202.next, %pool1_grad.ix203.end ]
+  br label %pool1_grad.ix203
 
-pool1_grad.c202.end:                              ; preds = %pool1_grad.ky203.end
-  %j201.next = add nsw i64 %pool1_grad.j2011302, 1
-  %4305 = icmp slt i64 %j201.next, 64
-  br i1 %4305, label %pool1_grad.j201, label %pool1_grad.j201.end
+pool1_grad.iy202.end:                             ; preds = %pool1_grad.ix203.end
+  br label %pool1_grad.iy208
 
-pool1_grad.ky203:                                 ; preds = %pool1_grad.oy208.end, %pool1_grad.c202
-  %pool1_grad.ky2031304 = phi i64 [ 0, %pool1_grad.c202 ], [ %ky203.next, %pool1_grad.oy208.end ]
-  br label %pool1_grad.oy204
-
-pool1_grad.ky203.end:                             ; preds = %pool1_grad.oy208.end
-  %c202.next = add nsw i64 %pool1_grad.c2021303, 1
-  %4306 = icmp slt i64 %c202.next, 32
-  br i1 %4306, label %pool1_grad.c202, label %pool1_grad.c202.end
-
-pool1_grad.oy204:                                 ; preds = %pool1_grad.endif, %pool1_grad.ky203
-  %pool1_grad.oy2041305 = phi i64 [ 0, %pool1_grad.ky203 ], [ %oy204.next, %pool1_grad.endif ]
-  %4307 = add nsw i64 %pool1_grad.oy2041305, %pool1_grad.ky2031304
-  %4308 = add nsw i64 %4307, -1
-  %4309 = icmp slt i64 -1, %4308
-  %4310 = add nsw i64 %pool1_grad.oy2041305, %pool1_grad.ky2031304
-  %4311 = add nsw i64 %4310, -1
-  %4312 = icmp slt i64 %4311, 14
-  %4313 = and i1 %4309, %4312
-  br i1 %4313, label %pool1_grad.then, label %pool1_grad.endif
-
-pool1_grad.oy204.end:                             ; preds = %pool1_grad.endif
-  br label %pool1_grad.oy206
-
-pool1_grad.then:                                  ; preds = %pool1_grad.oy204
-  br label %pool1_grad.ox205
-
-pool1_grad.endif:                                 ; preds = %pool1_grad.ox205.end, %pool1_grad.oy204
-  %oy204.next = add nsw i64 %pool1_grad.oy2041305, 1
-  %4314 = icmp slt i64 %oy204.next, 14
-  br i1 %4314, label %pool1_grad.oy204, label %pool1_grad.oy204.end
-
-pool1_grad.ox205:                                 ; preds = %pool1_grad.ox205, %pool1_grad.then
-  %pool1_grad.ox2051306 = phi i64 [ 0, %pool1_grad.then ], [ %ox205.next, %pool1_grad.ox205 ]
-  %4315 = mul nsw i64 %pool1_grad.g1931197, 64
-  %4316 = add nsw i64 %4315, %pool1_grad.j2011302
-  %4317 = mul nsw i64 %4316, 6272
-  %4318 = add nsw i64 802816, %4317
-  %4319 = mul nsw i64 %pool1_grad.c2021303, 196
+pool1_grad.ix203:                                 ; preds = %pool1_grad.ix203, %pool1_grad.iy202
+  %pool1_grad.ix2031303 = phi i64 [ 0, %pool1_grad.iy202 ], [ %ix203.next, %pool1_grad.ix203 ]
+  %4304 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4305 = mul nsw i64 %4304, 12544
+  %4306 = add nsw i64 2224784, %4305
+  %4307 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4308 = add nsw i64 %4306, %4307
+  %4309 = add nsw i64 %pool1_grad.iy2021302, 1
+  %4310 = mul nsw i64 %4309, 14
+  %4311 = add nsw i64 %4308, %4310
+  %4312 = add nsw i64 %4311, 1
+  %4313 = add nsw i64 %4312, %pool1_grad.ix2031303
+  %arena1304 = getelementptr inbounds float, ptr %arena, i64 %4313
+  %4314 = load float, ptr %arena1304, align 4
+  store float %4314, ptr %pool1_grad.sum204, align 4
+  %sum204 = load float, ptr %pool1_grad.sum204, align 4
+  %4315 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4316 = add nsw i64 %4315, 1
+  %4317 = mul nsw i64 %4316, 12544
+  %4318 = add nsw i64 2224784, %4317
+  %4319 = mul nsw i64 %pool1_grad.j2001300, 196
   %4320 = add nsw i64 %4318, %4319
-  %4321 = add nsw i64 %pool1_grad.oy2041305, %pool1_grad.ky2031304
-  %4322 = add nsw i64 %4321, -1
-  %4323 = mul nsw i64 %4322, 14
-  %4324 = add nsw i64 %4320, %4323
-  %4325 = add nsw i64 %pool1_grad.ox2051306, 1
-  %4326 = add nsw i64 %4325, -1
-  %4327 = add nsw i64 %4324, %4326
-  %arena1307 = getelementptr inbounds float, ptr %arena, i64 %4327
-  %4328 = load float, ptr %arena1307, align 4
-  %4329 = mul nsw i64 %pool1_grad.c2021303, 3
-  %4330 = add nsw i64 %4329, %pool1_grad.ky2031304
-  %4331 = mul nsw i64 %4330, 3
-  %4332 = mul nsw i64 %4331, 12544
-  %4333 = add nsw i64 2224784, %4332
-  %4334 = mul nsw i64 %pool1_grad.j2011302, 196
-  %4335 = add nsw i64 %4333, %4334
-  %4336 = mul nsw i64 %pool1_grad.oy2041305, 14
-  %4337 = add nsw i64 %pool1_grad.ox2051306, 1
-  %4338 = add nsw i64 %4336, %4337
-  %4339 = add nsw i64 %4335, %4338
-  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4339
-  %4340 = load float, ptr %arena1308, align 4
-  %4341 = fadd float %4328, %4340
-  store float %4341, ptr %arena1307, align 4
-  %ox205.next = add nsw i64 %pool1_grad.ox2051306, 1
-  %4342 = icmp slt i64 %ox205.next, 13
-  br i1 %4342, label %pool1_grad.ox205, label %pool1_grad.ox205.end
+  %4321 = add nsw i64 %pool1_grad.iy2021302, 1
+  %4322 = mul nsw i64 %4321, 14
+  %4323 = add nsw i64 %4320, %4322
+  %4324 = add nsw i64 %4323, %pool1_grad.ix2031303
+  %arena1305 = getelementptr inbounds float, ptr %arena, i64 %4324
+  %4325 = load float, ptr %arena1305, align 4
+  %4326 = fadd float %sum204, %4325
+  store float %4326, ptr %pool1_grad.sum205, align 4
+  %sum205 = load float, ptr %pool1_grad.sum205, align 4
+  %4327 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4328 = add nsw i64 %4327, 3
+  %4329 = mul nsw i64 %4328, 12544
+  %4330 = add nsw i64 2224784, %4329
+  %4331 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4332 = add nsw i64 %4330, %4331
+  %4333 = mul nsw i64 %pool1_grad.iy2021302, 14
+  %4334 = add nsw i64 %4332, %4333
+  %4335 = add nsw i64 %4334, 1
+  %4336 = add nsw i64 %4335, %pool1_grad.ix2031303
+  %arena1306 = getelementptr inbounds float, ptr %arena, i64 %4336
+  %4337 = load float, ptr %arena1306, align 4
+  %4338 = fadd float %sum205, %4337
+  store float %4338, ptr %pool1_grad.sum206, align 4
+  %sum206 = load float, ptr %pool1_grad.sum206, align 4
+  %4339 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4340 = add nsw i64 %4339, 4
+  %4341 = mul nsw i64 %4340, 12544
+  %4342 = add nsw i64 2224784, %4341
+  %4343 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4344 = add nsw i64 %4342, %4343
+  %4345 = mul nsw i64 %pool1_grad.iy2021302, 14
+  %4346 = add nsw i64 %4344, %4345
+  %4347 = add nsw i64 %4346, %pool1_grad.ix2031303
+  %arena1307 = getelementptr inbounds float, ptr %arena, i64 %4347
+  %4348 = load float, ptr %arena1307, align 4
+  %4349 = fadd float %sum206, %4348
+  store float %4349, ptr %pool1_grad.sum207, align 4
+  %sum207 = load float, ptr %pool1_grad.sum207, align 4
+  %4350 = mul nsw i64 %pool1_grad.g1921195, 64
+  %4351 = add nsw i64 %4350, %pool1_grad.j2001300
+  %4352 = mul nsw i64 %4351, 6272
+  %4353 = add nsw i64 802816, %4352
+  %4354 = mul nsw i64 %pool1_grad.c2011301, 196
+  %4355 = add nsw i64 %4353, %4354
+  %4356 = mul nsw i64 %pool1_grad.iy2021302, 14
+  %4357 = add nsw i64 %4355, %4356
+  %4358 = add nsw i64 %4357, %pool1_grad.ix2031303
+  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4358
+  store float %sum207, ptr %arena1308, align 4
+  %ix203.next = add nsw i64 %pool1_grad.ix2031303, 1
+  %4359 = icmp slt i64 %ix203.next, 1
+  br i1 %4359, label %pool1_grad.ix203, label %pool1_grad.ix203.end
 
-pool1_grad.ox205.end:                             ; preds = %pool1_grad.ox205
-  br label %pool1_grad.endif
+pool1_grad.ix203.end:                             ; preds = %pool1_grad.ix203
+  %iy202.next = add nsw i64 %pool1_grad.iy2021302, 1
+  %4360 = icmp slt i64 %iy202.next, 1
+  br i1 %4360, label %pool1_grad.iy202, label %pool1_grad.iy202.end
 
-pool1_grad.oy206:                                 ; preds = %pool1_grad.endif1311, %pool1_grad.oy204.end
-  %pool1_grad.oy2061309 = phi i64 [ 0, %pool1_grad.oy204.end ], [ %oy206.next, %pool1_grad.endif1311 ]
-  %4343 = add nsw i64 %pool1_grad.oy2061309, %pool1_grad.ky2031304
-  %4344 = add nsw i64 %4343, -1
-  %4345 = icmp slt i64 -1, %4344
-  %4346 = add nsw i64 %pool1_grad.oy2061309, %pool1_grad.ky2031304
-  %4347 = add nsw i64 %4346, -1
-  %4348 = icmp slt i64 %4347, 14
-  %4349 = and i1 %4345, %4348
-  br i1 %4349, label %pool1_grad.then1310, label %pool1_grad.endif1311
+pool1_grad.iy208:                                 ; preds = %pool1_grad.ix209.end, %pool1_grad.iy202.end
+  %pool1_grad.iy2081309 = phi i64 [ 0, %pool1_grad.iy202.end ], [ %iy208.next, %pool1_grad.ix209.end ]
+  br label %pool1_grad.ix209
 
-pool1_grad.oy206.end:                             ; preds = %pool1_grad.endif1311
-  br label %pool1_grad.oy208
+pool1_grad.iy208.end:                             ; preds = %pool1_grad.ix209.end
+  br label %pool1_grad.iy216
 
-pool1_grad.then1310:                              ; preds = %pool1_grad.oy206
-  br label %pool1_grad.ox207
+pool1_grad.ix209:                                 ; preds = %pool1_grad.ix209, %pool1_grad.iy208
+  %pool1_grad.ix2091310 = phi i64 [ 0, %pool1_grad.iy208 ], [ %ix209.next, %pool1_grad.ix209 ]
+  %4361 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4362 = mul nsw i64 %4361, 12544
+  %4363 = add nsw i64 2224784, %4362
+  %4364 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4365 = add nsw i64 %4363, %4364
+  %4366 = add nsw i64 %pool1_grad.iy2081309, 1
+  %4367 = mul nsw i64 %4366, 14
+  %4368 = add nsw i64 %4365, %4367
+  %4369 = add nsw i64 %4368, 2
+  %4370 = add nsw i64 %4369, %pool1_grad.ix2091310
+  %arena1311 = getelementptr inbounds float, ptr %arena, i64 %4370
+  %4371 = load float, ptr %arena1311, align 4
+  store float %4371, ptr %pool1_grad.sum210, align 4
+  %sum210 = load float, ptr %pool1_grad.sum210, align 4
+  %4372 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4373 = add nsw i64 %4372, 1
+  %4374 = mul nsw i64 %4373, 12544
+  %4375 = add nsw i64 2224784, %4374
+  %4376 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4377 = add nsw i64 %4375, %4376
+  %4378 = add nsw i64 %pool1_grad.iy2081309, 1
+  %4379 = mul nsw i64 %4378, 14
+  %4380 = add nsw i64 %4377, %4379
+  %4381 = add nsw i64 %4380, 1
+  %4382 = add nsw i64 %4381, %pool1_grad.ix2091310
+  %arena1312 = getelementptr inbounds float, ptr %arena, i64 %4382
+  %4383 = load float, ptr %arena1312, align 4
+  %4384 = fadd float %sum210, %4383
+  store float %4384, ptr %pool1_grad.sum211, align 4
+  %sum211 = load float, ptr %pool1_grad.sum211, align 4
+  %4385 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4386 = add nsw i64 %4385, 2
+  %4387 = mul nsw i64 %4386, 12544
+  %4388 = add nsw i64 2224784, %4387
+  %4389 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4390 = add nsw i64 %4388, %4389
+  %4391 = add nsw i64 %pool1_grad.iy2081309, 1
+  %4392 = mul nsw i64 %4391, 14
+  %4393 = add nsw i64 %4390, %4392
+  %4394 = add nsw i64 %4393, %pool1_grad.ix2091310
+  %arena1313 = getelementptr inbounds float, ptr %arena, i64 %4394
+  %4395 = load float, ptr %arena1313, align 4
+  %4396 = fadd float %sum211, %4395
+  store float %4396, ptr %pool1_grad.sum212, align 4
+  %sum212 = load float, ptr %pool1_grad.sum212, align 4
+  %4397 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4398 = add nsw i64 %4397, 3
+  %4399 = mul nsw i64 %4398, 12544
+  %4400 = add nsw i64 2224784, %4399
+  %4401 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4402 = add nsw i64 %4400, %4401
+  %4403 = mul nsw i64 %pool1_grad.iy2081309, 14
+  %4404 = add nsw i64 %4402, %4403
+  %4405 = add nsw i64 %4404, 2
+  %4406 = add nsw i64 %4405, %pool1_grad.ix2091310
+  %arena1314 = getelementptr inbounds float, ptr %arena, i64 %4406
+  %4407 = load float, ptr %arena1314, align 4
+  %4408 = fadd float %sum212, %4407
+  store float %4408, ptr %pool1_grad.sum213, align 4
+  %sum213 = load float, ptr %pool1_grad.sum213, align 4
+  %4409 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4410 = add nsw i64 %4409, 4
+  %4411 = mul nsw i64 %4410, 12544
+  %4412 = add nsw i64 2224784, %4411
+  %4413 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4414 = add nsw i64 %4412, %4413
+  %4415 = mul nsw i64 %pool1_grad.iy2081309, 14
+  %4416 = add nsw i64 %4414, %4415
+  %4417 = add nsw i64 %4416, 1
+  %4418 = add nsw i64 %4417, %pool1_grad.ix2091310
+  %arena1315 = getelementptr inbounds float, ptr %arena, i64 %4418
+  %4419 = load float, ptr %arena1315, align 4
+  %4420 = fadd float %sum213, %4419
+  store float %4420, ptr %pool1_grad.sum214, align 4
+  %sum214 = load float, ptr %pool1_grad.sum214, align 4
+  %4421 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4422 = add nsw i64 %4421, 5
+  %4423 = mul nsw i64 %4422, 12544
+  %4424 = add nsw i64 2224784, %4423
+  %4425 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4426 = add nsw i64 %4424, %4425
+  %4427 = mul nsw i64 %pool1_grad.iy2081309, 14
+  %4428 = add nsw i64 %4426, %4427
+  %4429 = add nsw i64 %4428, %pool1_grad.ix2091310
+  %arena1316 = getelementptr inbounds float, ptr %arena, i64 %4429
+  %4430 = load float, ptr %arena1316, align 4
+  %4431 = fadd float %sum214, %4430
+  store float %4431, ptr %pool1_grad.sum215, align 4
+  %sum215 = load float, ptr %pool1_grad.sum215, align 4
+  %4432 = mul nsw i64 %pool1_grad.g1921195, 64
+  %4433 = add nsw i64 %4432, %pool1_grad.j2001300
+  %4434 = mul nsw i64 %4433, 6272
+  %4435 = add nsw i64 802816, %4434
+  %4436 = mul nsw i64 %pool1_grad.c2011301, 196
+  %4437 = add nsw i64 %4435, %4436
+  %4438 = mul nsw i64 %pool1_grad.iy2081309, 14
+  %4439 = add nsw i64 %4437, %4438
+  %4440 = add nsw i64 %4439, 1
+  %4441 = add nsw i64 %4440, %pool1_grad.ix2091310
+  %arena1317 = getelementptr inbounds float, ptr %arena, i64 %4441
+  store float %sum215, ptr %arena1317, align 4
+  %ix209.next = add nsw i64 %pool1_grad.ix2091310, 1
+  %4442 = icmp slt i64 %ix209.next, 12
+  br i1 %4442, label %pool1_grad.ix209, label %pool1_grad.ix209.end
 
-pool1_grad.endif1311:                             ; preds = %pool1_grad.ox207.end, %pool1_grad.oy206
-  %oy206.next = add nsw i64 %pool1_grad.oy2061309, 1
-  %4350 = icmp slt i64 %oy206.next, 14
-  br i1 %4350, label %pool1_grad.oy206, label %pool1_grad.oy206.end
+pool1_grad.ix209.end:                             ; preds = %pool1_grad.ix209
+  %iy208.next = add nsw i64 %pool1_grad.iy2081309, 1
+  %4443 = icmp slt i64 %iy208.next, 1
+  br i1 %4443, label %pool1_grad.iy208, label %pool1_grad.iy208.end
 
-pool1_grad.ox207:                                 ; preds = %pool1_grad.ox207, %pool1_grad.then1310
-  %pool1_grad.ox2071312 = phi i64 [ 0, %pool1_grad.then1310 ], [ %ox207.next, %pool1_grad.ox207 ]
-  %4351 = mul nsw i64 %pool1_grad.g1931197, 64
-  %4352 = add nsw i64 %4351, %pool1_grad.j2011302
-  %4353 = mul nsw i64 %4352, 6272
-  %4354 = add nsw i64 802816, %4353
-  %4355 = mul nsw i64 %pool1_grad.c2021303, 196
-  %4356 = add nsw i64 %4354, %4355
-  %4357 = add nsw i64 %pool1_grad.oy2061309, %pool1_grad.ky2031304
-  %4358 = add nsw i64 %4357, -1
-  %4359 = mul nsw i64 %4358, 14
-  %4360 = add nsw i64 %4356, %4359
-  %4361 = add nsw i64 %4360, %pool1_grad.ox2071312
-  %arena1313 = getelementptr inbounds float, ptr %arena, i64 %4361
-  %4362 = load float, ptr %arena1313, align 4
-  %4363 = mul nsw i64 %pool1_grad.c2021303, 3
-  %4364 = add nsw i64 %4363, %pool1_grad.ky2031304
-  %4365 = mul nsw i64 %4364, 3
-  %4366 = add nsw i64 %4365, 1
-  %4367 = mul nsw i64 %4366, 12544
-  %4368 = add nsw i64 2224784, %4367
-  %4369 = mul nsw i64 %pool1_grad.j2011302, 196
-  %4370 = add nsw i64 %4368, %4369
-  %4371 = mul nsw i64 %pool1_grad.oy2061309, 14
-  %4372 = add nsw i64 %4371, %pool1_grad.ox2071312
-  %4373 = add nsw i64 %4370, %4372
-  %arena1314 = getelementptr inbounds float, ptr %arena, i64 %4373
-  %4374 = load float, ptr %arena1314, align 4
-  %4375 = fadd float %4362, %4374
-  store float %4375, ptr %arena1313, align 4
-  %ox207.next = add nsw i64 %pool1_grad.ox2071312, 1
-  %4376 = icmp slt i64 %ox207.next, 14
-  br i1 %4376, label %pool1_grad.ox207, label %pool1_grad.ox207.end
+pool1_grad.iy216:                                 ; preds = %pool1_grad.ix217.end, %pool1_grad.iy208.end
+  %pool1_grad.iy2161318 = phi i64 [ 0, %pool1_grad.iy208.end ], [ %iy216.next, %pool1_grad.ix217.end ]
+  br label %pool1_grad.ix217
 
-pool1_grad.ox207.end:                             ; preds = %pool1_grad.ox207
-  br label %pool1_grad.endif1311
+pool1_grad.iy216.end:                             ; preds = %pool1_grad.ix217.end
+  br label %pool1_grad.iy222
 
-pool1_grad.oy208:                                 ; preds = %pool1_grad.endif1317, %pool1_grad.oy206.end
-  %pool1_grad.oy2081315 = phi i64 [ 0, %pool1_grad.oy206.end ], [ %oy208.next, %pool1_grad.endif1317 ]
-  %4377 = add nsw i64 %pool1_grad.oy2081315, %pool1_grad.ky2031304
-  %4378 = add nsw i64 %4377, -1
-  %4379 = icmp slt i64 -1, %4378
-  %4380 = add nsw i64 %pool1_grad.oy2081315, %pool1_grad.ky2031304
-  %4381 = add nsw i64 %4380, -1
-  %4382 = icmp slt i64 %4381, 14
-  %4383 = and i1 %4379, %4382
-  br i1 %4383, label %pool1_grad.then1316, label %pool1_grad.endif1317
+pool1_grad.ix217:                                 ; preds = %pool1_grad.ix217, %pool1_grad.iy216
+  %pool1_grad.ix2171319 = phi i64 [ 0, %pool1_grad.iy216 ], [ %ix217.next, %pool1_grad.ix217 ]
+  %4444 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4445 = add nsw i64 %4444, 1
+  %4446 = mul nsw i64 %4445, 12544
+  %4447 = add nsw i64 2224784, %4446
+  %4448 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4449 = add nsw i64 %4447, %4448
+  %4450 = add nsw i64 %pool1_grad.iy2161318, 1
+  %4451 = mul nsw i64 %4450, 14
+  %4452 = add nsw i64 %4449, %4451
+  %4453 = add nsw i64 %4452, 13
+  %4454 = add nsw i64 %4453, %pool1_grad.ix2171319
+  %arena1320 = getelementptr inbounds float, ptr %arena, i64 %4454
+  %4455 = load float, ptr %arena1320, align 4
+  store float %4455, ptr %pool1_grad.sum218, align 4
+  %sum218 = load float, ptr %pool1_grad.sum218, align 4
+  %4456 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4457 = add nsw i64 %4456, 2
+  %4458 = mul nsw i64 %4457, 12544
+  %4459 = add nsw i64 2224784, %4458
+  %4460 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4461 = add nsw i64 %4459, %4460
+  %4462 = add nsw i64 %pool1_grad.iy2161318, 1
+  %4463 = mul nsw i64 %4462, 14
+  %4464 = add nsw i64 %4461, %4463
+  %4465 = add nsw i64 %4464, 12
+  %4466 = add nsw i64 %4465, %pool1_grad.ix2171319
+  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %4466
+  %4467 = load float, ptr %arena1321, align 4
+  %4468 = fadd float %sum218, %4467
+  store float %4468, ptr %pool1_grad.sum219, align 4
+  %sum219 = load float, ptr %pool1_grad.sum219, align 4
+  %4469 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4470 = add nsw i64 %4469, 4
+  %4471 = mul nsw i64 %4470, 12544
+  %4472 = add nsw i64 2224784, %4471
+  %4473 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4474 = add nsw i64 %4472, %4473
+  %4475 = mul nsw i64 %pool1_grad.iy2161318, 14
+  %4476 = add nsw i64 %4474, %4475
+  %4477 = add nsw i64 %4476, 13
+  %4478 = add nsw i64 %4477, %pool1_grad.ix2171319
+  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4478
+  %4479 = load float, ptr %arena1322, align 4
+  %4480 = fadd float %sum219, %4479
+  store float %4480, ptr %pool1_grad.sum220, align 4
+  %sum220 = load float, ptr %pool1_grad.sum220, align 4
+  %4481 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4482 = add nsw i64 %4481, 5
+  %4483 = mul nsw i64 %4482, 12544
+  %4484 = add nsw i64 2224784, %4483
+  %4485 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4486 = add nsw i64 %4484, %4485
+  %4487 = mul nsw i64 %pool1_grad.iy2161318, 14
+  %4488 = add nsw i64 %4486, %4487
+  %4489 = add nsw i64 %4488, 12
+  %4490 = add nsw i64 %4489, %pool1_grad.ix2171319
+  %arena1323 = getelementptr inbounds float, ptr %arena, i64 %4490
+  %4491 = load float, ptr %arena1323, align 4
+  %4492 = fadd float %sum220, %4491
+  store float %4492, ptr %pool1_grad.sum221, align 4
+  %sum221 = load float, ptr %pool1_grad.sum221, align 4
+  %4493 = mul nsw i64 %pool1_grad.g1921195, 64
+  %4494 = add nsw i64 %4493, %pool1_grad.j2001300
+  %4495 = mul nsw i64 %4494, 6272
+  %4496 = add nsw i64 802816, %4495
+  %4497 = mul nsw i64 %pool1_grad.c2011301, 196
+  %4498 = add nsw i64 %4496, %4497
+  %4499 = mul nsw i64 %pool1_grad.iy2161318, 14
+  %4500 = add nsw i64 %4498, %4499
+  %4501 = add nsw i64 %4500, 13
+  %4502 = add nsw i64 %4501, %pool1_grad.ix2171319
+  %arena1324 = getelementptr inbounds float, ptr %arena, i64 %4502
+  store float %sum221, ptr %arena1324, align 4
+  %ix217.next = add nsw i64 %pool1_grad.ix2171319, 1
+  %4503 = icmp slt i64 %ix217.next, 1
+  br i1 %4503, label %pool1_grad.ix217, label %pool1_grad.ix217.end
 
-pool1_grad.oy208.end:                             ; preds = %pool1_grad.endif1317
-  %ky203.next = add nsw i64 %pool1_grad.ky2031304, 1
-  %4384 = icmp slt i64 %ky203.next, 3
-  br i1 %4384, label %pool1_grad.ky203, label %pool1_grad.ky203.end
+pool1_grad.ix217.end:                             ; preds = %pool1_grad.ix217
+  %iy216.next = add nsw i64 %pool1_grad.iy2161318, 1
+  %4504 = icmp slt i64 %iy216.next, 1
+  br i1 %4504, label %pool1_grad.iy216, label %pool1_grad.iy216.end
 
-pool1_grad.then1316:                              ; preds = %pool1_grad.oy208
-  br label %pool1_grad.ox209
+pool1_grad.iy222:                                 ; preds = %pool1_grad.ix223.end, %pool1_grad.iy216.end
+  %pool1_grad.iy2221325 = phi i64 [ 0, %pool1_grad.iy216.end ], [ %iy222.next, %pool1_grad.ix223.end ]
+  br label %pool1_grad.ix223
 
-pool1_grad.endif1317:                             ; preds = %pool1_grad.ox209.end, %pool1_grad.oy208
-  %oy208.next = add nsw i64 %pool1_grad.oy2081315, 1
-  %4385 = icmp slt i64 %oy208.next, 14
-  br i1 %4385, label %pool1_grad.oy208, label %pool1_grad.oy208.end
+pool1_grad.iy222.end:                             ; preds = %pool1_grad.ix223.end
+  br label %pool1_grad.iy230
 
-pool1_grad.ox209:                                 ; preds = %pool1_grad.ox209, %pool1_grad.then1316
-  %pool1_grad.ox2091318 = phi i64 [ 0, %pool1_grad.then1316 ], [ %ox209.next, %pool1_grad.ox209 ]
-  %4386 = mul nsw i64 %pool1_grad.g1931197, 64
-  %4387 = add nsw i64 %4386, %pool1_grad.j2011302
-  %4388 = mul nsw i64 %4387, 6272
-  %4389 = add nsw i64 802816, %4388
-  %4390 = mul nsw i64 %pool1_grad.c2021303, 196
-  %4391 = add nsw i64 %4389, %4390
-  %4392 = add nsw i64 %pool1_grad.oy2081315, %pool1_grad.ky2031304
-  %4393 = add nsw i64 %4392, -1
-  %4394 = mul nsw i64 %4393, 14
-  %4395 = add nsw i64 %4391, %4394
-  %4396 = add nsw i64 %pool1_grad.ox2091318, 1
-  %4397 = add nsw i64 %4395, %4396
-  %arena1319 = getelementptr inbounds float, ptr %arena, i64 %4397
-  %4398 = load float, ptr %arena1319, align 4
-  %4399 = mul nsw i64 %pool1_grad.c2021303, 3
-  %4400 = add nsw i64 %4399, %pool1_grad.ky2031304
-  %4401 = mul nsw i64 %4400, 3
-  %4402 = add nsw i64 %4401, 2
-  %4403 = mul nsw i64 %4402, 12544
-  %4404 = add nsw i64 2224784, %4403
-  %4405 = mul nsw i64 %pool1_grad.j2011302, 196
-  %4406 = add nsw i64 %4404, %4405
-  %4407 = mul nsw i64 %pool1_grad.oy2081315, 14
-  %4408 = add nsw i64 %4407, %pool1_grad.ox2091318
-  %4409 = add nsw i64 %4406, %4408
-  %arena1320 = getelementptr inbounds float, ptr %arena, i64 %4409
-  %4410 = load float, ptr %arena1320, align 4
-  %4411 = fadd float %4398, %4410
-  store float %4411, ptr %arena1319, align 4
-  %ox209.next = add nsw i64 %pool1_grad.ox2091318, 1
-  %4412 = icmp slt i64 %ox209.next, 13
-  br i1 %4412, label %pool1_grad.ox209, label %pool1_grad.ox209.end
+pool1_grad.ix223:                                 ; preds = %pool1_grad.ix223, %pool1_grad.iy222
+  %pool1_grad.ix2231326 = phi i64 [ 0, %pool1_grad.iy222 ], [ %ix223.next, %pool1_grad.ix223 ]
+  %4505 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4506 = mul nsw i64 %4505, 12544
+  %4507 = add nsw i64 2224784, %4506
+  %4508 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4509 = add nsw i64 %4507, %4508
+  %4510 = add nsw i64 %pool1_grad.iy2221325, 1
+  %4511 = add nsw i64 %4510, 1
+  %4512 = mul nsw i64 %4511, 14
+  %4513 = add nsw i64 %4509, %4512
+  %4514 = add nsw i64 %4513, 1
+  %4515 = add nsw i64 %4514, %pool1_grad.ix2231326
+  %arena1327 = getelementptr inbounds float, ptr %arena, i64 %4515
+  %4516 = load float, ptr %arena1327, align 4
+  store float %4516, ptr %pool1_grad.sum224, align 4
+  %sum224 = load float, ptr %pool1_grad.sum224, align 4
+  %4517 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4518 = add nsw i64 %4517, 1
+  %4519 = mul nsw i64 %4518, 12544
+  %4520 = add nsw i64 2224784, %4519
+  %4521 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4522 = add nsw i64 %4520, %4521
+  %4523 = add nsw i64 %pool1_grad.iy2221325, 1
+  %4524 = add nsw i64 %4523, 1
+  %4525 = mul nsw i64 %4524, 14
+  %4526 = add nsw i64 %4522, %4525
+  %4527 = add nsw i64 %4526, %pool1_grad.ix2231326
+  %arena1328 = getelementptr inbounds float, ptr %arena, i64 %4527
+  %4528 = load float, ptr %arena1328, align 4
+  %4529 = fadd float %sum224, %4528
+  store float %4529, ptr %pool1_grad.sum225, align 4
+  %sum225 = load float, ptr %pool1_grad.sum225, align 4
+  %4530 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4531 = add nsw i64 %4530, 3
+  %4532 = mul nsw i64 %4531, 12544
+  %4533 = add nsw i64 2224784, %4532
+  %4534 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4535 = add nsw i64 %4533, %4534
+  %4536 = add nsw i64 %pool1_grad.iy2221325, 1
+  %4537 = mul nsw i64 %4536, 14
+  %4538 = add nsw i64 %4535, %4537
+  %4539 = add nsw i64 %4538, 1
+  %4540 = add nsw i64 %4539, %pool1_grad.ix2231326
+  %arena1329 = getelementptr inbounds float, ptr %arena, i64 %4540
+  %4541 = load float, ptr %arena1329, align 4
+  %4542 = fadd float %sum225, %4541
+  store float %4542, ptr %pool1_grad.sum226, align 4
+  %sum226 = load float, ptr %pool1_grad.sum226, align 4
+  %4543 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4544 = add nsw i64 %4543, 4
+  %4545 = mul nsw i64 %4544, 12544
+  %4546 = add nsw i64 2224784, %4545
+  %4547 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4548 = add nsw i64 %4546, %4547
+  %4549 = add nsw i64 %pool1_grad.iy2221325, 1
+  %4550 = mul nsw i64 %4549, 14
+  %4551 = add nsw i64 %4548, %4550
+  %4552 = add nsw i64 %4551, %pool1_grad.ix2231326
+  %arena1330 = getelementptr inbounds float, ptr %arena, i64 %4552
+  %4553 = load float, ptr %arena1330, align 4
+  %4554 = fadd float %sum226, %4553
+  store float %4554, ptr %pool1_grad.sum227, align 4
+  %sum227 = load float, ptr %pool1_grad.sum227, align 4
+  %4555 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4556 = add nsw i64 %4555, 6
+  %4557 = mul nsw i64 %4556, 12544
+  %4558 = add nsw i64 2224784, %4557
+  %4559 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4560 = add nsw i64 %4558, %4559
+  %4561 = add nsw i64 %pool1_grad.iy2221325, 1
+  %4562 = add nsw i64 %4561, -1
+  %4563 = mul nsw i64 %4562, 14
+  %4564 = add nsw i64 %4560, %4563
+  %4565 = add nsw i64 %4564, 1
+  %4566 = add nsw i64 %4565, %pool1_grad.ix2231326
+  %arena1331 = getelementptr inbounds float, ptr %arena, i64 %4566
+  %4567 = load float, ptr %arena1331, align 4
+  %4568 = fadd float %sum227, %4567
+  store float %4568, ptr %pool1_grad.sum228, align 4
+  %sum228 = load float, ptr %pool1_grad.sum228, align 4
+  %4569 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4570 = add nsw i64 %4569, 7
+  %4571 = mul nsw i64 %4570, 12544
+  %4572 = add nsw i64 2224784, %4571
+  %4573 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4574 = add nsw i64 %4572, %4573
+  %4575 = add nsw i64 %pool1_grad.iy2221325, 1
+  %4576 = add nsw i64 %4575, -1
+  %4577 = mul nsw i64 %4576, 14
+  %4578 = add nsw i64 %4574, %4577
+  %4579 = add nsw i64 %4578, %pool1_grad.ix2231326
+  %arena1332 = getelementptr inbounds float, ptr %arena, i64 %4579
+  %4580 = load float, ptr %arena1332, align 4
+  %4581 = fadd float %sum228, %4580
+  store float %4581, ptr %pool1_grad.sum229, align 4
+  %sum229 = load float, ptr %pool1_grad.sum229, align 4
+  %4582 = mul nsw i64 %pool1_grad.g1921195, 64
+  %4583 = add nsw i64 %4582, %pool1_grad.j2001300
+  %4584 = mul nsw i64 %4583, 6272
+  %4585 = add nsw i64 802816, %4584
+  %4586 = mul nsw i64 %pool1_grad.c2011301, 196
+  %4587 = add nsw i64 %4585, %4586
+  %4588 = add nsw i64 %pool1_grad.iy2221325, 1
+  %4589 = mul nsw i64 %4588, 14
+  %4590 = add nsw i64 %4587, %4589
+  %4591 = add nsw i64 %4590, %pool1_grad.ix2231326
+  %arena1333 = getelementptr inbounds float, ptr %arena, i64 %4591
+  store float %sum229, ptr %arena1333, align 4
+  %ix223.next = add nsw i64 %pool1_grad.ix2231326, 1
+  %4592 = icmp slt i64 %ix223.next, 1
+  br i1 %4592, label %pool1_grad.ix223, label %pool1_grad.ix223.end
 
-pool1_grad.ox209.end:                             ; preds = %pool1_grad.ox209
-  br label %pool1_grad.endif1317
+pool1_grad.ix223.end:                             ; preds = %pool1_grad.ix223
+  %iy222.next = add nsw i64 %pool1_grad.iy2221325, 1
+  %4593 = icmp slt i64 %iy222.next, 12
+  br i1 %4593, label %pool1_grad.iy222, label %pool1_grad.iy222.end
 
-conv1_grad.i210:                                  ; preds = %conv1_grad.i210, %pool1_grad.g193.end
-  %conv1_grad.i2101321 = phi i64 [ 0, %pool1_grad.g193.end ], [ %i210.next, %conv1_grad.i210 ]
-  %4413 = add nsw i64 1221264, %conv1_grad.i2101321
-  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4413
-  store float 0.000000e+00, ptr %arena1322, align 4
-  %i210.next = add nsw i64 %conv1_grad.i2101321, 1
-  %4414 = icmp slt i64 %i210.next, 1605632
-  br i1 %4414, label %conv1_grad.i210, label %conv1_grad.i210.end
+pool1_grad.iy230:                                 ; preds = %pool1_grad.ix231.end, %pool1_grad.iy222.end
+  %pool1_grad.iy2301334 = phi i64 [ 0, %pool1_grad.iy222.end ], [ %iy230.next, %pool1_grad.ix231.end ]
+  br label %pool1_grad.ix231
 
-conv1_grad.i210.end:                              ; preds = %conv1_grad.i210
-  br label %conv1_grad.q211
+pool1_grad.iy230.end:                             ; preds = %pool1_grad.ix231.end
+  br label %pool1_grad.iy241
 
-conv1_grad.q211:                                  ; preds = %conv1_grad.i212.end, %conv1_grad.i210.end
-  %conv1_grad.q2111323 = phi i64 [ 0, %conv1_grad.i210.end ], [ %q211.next, %conv1_grad.i212.end ]
-  br label %conv1_grad.i212
+pool1_grad.ix231:                                 ; preds = %pool1_grad.ix231, %pool1_grad.iy230
+  %pool1_grad.ix2311335 = phi i64 [ 0, %pool1_grad.iy230 ], [ %ix231.next, %pool1_grad.ix231 ]
+  %4594 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4595 = mul nsw i64 %4594, 12544
+  %4596 = add nsw i64 2224784, %4595
+  %4597 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4598 = add nsw i64 %4596, %4597
+  %4599 = add nsw i64 %pool1_grad.iy2301334, 1
+  %4600 = add nsw i64 %4599, 1
+  %4601 = mul nsw i64 %4600, 14
+  %4602 = add nsw i64 %4598, %4601
+  %4603 = add nsw i64 %4602, 2
+  %4604 = add nsw i64 %4603, %pool1_grad.ix2311335
+  %arena1336 = getelementptr inbounds float, ptr %arena, i64 %4604
+  %4605 = load float, ptr %arena1336, align 4
+  store float %4605, ptr %pool1_grad.sum232, align 4
+  %sum232 = load float, ptr %pool1_grad.sum232, align 4
+  %4606 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4607 = add nsw i64 %4606, 1
+  %4608 = mul nsw i64 %4607, 12544
+  %4609 = add nsw i64 2224784, %4608
+  %4610 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4611 = add nsw i64 %4609, %4610
+  %4612 = add nsw i64 %pool1_grad.iy2301334, 1
+  %4613 = add nsw i64 %4612, 1
+  %4614 = mul nsw i64 %4613, 14
+  %4615 = add nsw i64 %4611, %4614
+  %4616 = add nsw i64 %4615, 1
+  %4617 = add nsw i64 %4616, %pool1_grad.ix2311335
+  %arena1337 = getelementptr inbounds float, ptr %arena, i64 %4617
+  %4618 = load float, ptr %arena1337, align 4
+  %4619 = fadd float %sum232, %4618
+  store float %4619, ptr %pool1_grad.sum233, align 4
+  %sum233 = load float, ptr %pool1_grad.sum233, align 4
+  %4620 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4621 = add nsw i64 %4620, 2
+  %4622 = mul nsw i64 %4621, 12544
+  %4623 = add nsw i64 2224784, %4622
+  %4624 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4625 = add nsw i64 %4623, %4624
+  %4626 = add nsw i64 %pool1_grad.iy2301334, 1
+  %4627 = add nsw i64 %4626, 1
+  %4628 = mul nsw i64 %4627, 14
+  %4629 = add nsw i64 %4625, %4628
+  %4630 = add nsw i64 %4629, %pool1_grad.ix2311335
+  %arena1338 = getelementptr inbounds float, ptr %arena, i64 %4630
+  %4631 = load float, ptr %arena1338, align 4
+  %4632 = fadd float %sum233, %4631
+  store float %4632, ptr %pool1_grad.sum234, align 4
+  %sum234 = load float, ptr %pool1_grad.sum234, align 4
+  %4633 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4634 = add nsw i64 %4633, 3
+  %4635 = mul nsw i64 %4634, 12544
+  %4636 = add nsw i64 2224784, %4635
+  %4637 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4638 = add nsw i64 %4636, %4637
+  %4639 = add nsw i64 %pool1_grad.iy2301334, 1
+  %4640 = mul nsw i64 %4639, 14
+  %4641 = add nsw i64 %4638, %4640
+  %4642 = add nsw i64 %4641, 2
+  %4643 = add nsw i64 %4642, %pool1_grad.ix2311335
+  %arena1339 = getelementptr inbounds float, ptr %arena, i64 %4643
+  %4644 = load float, ptr %arena1339, align 4
+  %4645 = fadd float %sum234, %4644
+  store float %4645, ptr %pool1_grad.sum235, align 4
+  %sum235 = load float, ptr %pool1_grad.sum235, align 4
+  %4646 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4647 = add nsw i64 %4646, 4
+  %4648 = mul nsw i64 %4647, 12544
+  %4649 = add nsw i64 2224784, %4648
+  %4650 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4651 = add nsw i64 %4649, %4650
+  %4652 = add nsw i64 %pool1_grad.iy2301334, 1
+  %4653 = mul nsw i64 %4652, 14
+  %4654 = add nsw i64 %4651, %4653
+  %4655 = add nsw i64 %4654, 1
+  %4656 = add nsw i64 %4655, %pool1_grad.ix2311335
+  %arena1340 = getelementptr inbounds float, ptr %arena, i64 %4656
+  %4657 = load float, ptr %arena1340, align 4
+  %4658 = fadd float %sum235, %4657
+  store float %4658, ptr %pool1_grad.sum236, align 4
+  %sum236 = load float, ptr %pool1_grad.sum236, align 4
+  %4659 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4660 = add nsw i64 %4659, 5
+  %4661 = mul nsw i64 %4660, 12544
+  %4662 = add nsw i64 2224784, %4661
+  %4663 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4664 = add nsw i64 %4662, %4663
+  %4665 = add nsw i64 %pool1_grad.iy2301334, 1
+  %4666 = mul nsw i64 %4665, 14
+  %4667 = add nsw i64 %4664, %4666
+  %4668 = add nsw i64 %4667, %pool1_grad.ix2311335
+  %arena1341 = getelementptr inbounds float, ptr %arena, i64 %4668
+  %4669 = load float, ptr %arena1341, align 4
+  %4670 = fadd float %sum236, %4669
+  store float %4670, ptr %pool1_grad.sum237, align 4
+  %sum237 = load float, ptr %pool1_grad.sum237, align 4
+  %4671 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4672 = add nsw i64 %4671, 6
+  %4673 = mul nsw i64 %4672, 12544
+  %4674 = add nsw i64 2224784, %4673
+  %4675 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4676 = add nsw i64 %4674, %4675
+  %4677 = add nsw i64 %pool1_grad.iy2301334, 1
+  %4678 = add nsw i64 %4677, -1
+  %4679 = mul nsw i64 %4678, 14
+  %4680 = add nsw i64 %4676, %4679
+  %4681 = add nsw i64 %4680, 2
+  %4682 = add nsw i64 %4681, %pool1_grad.ix2311335
+  %arena1342 = getelementptr inbounds float, ptr %arena, i64 %4682
+  %4683 = load float, ptr %arena1342, align 4
+  %4684 = fadd float %sum237, %4683
+  store float %4684, ptr %pool1_grad.sum238, align 4
+  %sum238 = load float, ptr %pool1_grad.sum238, align 4
+  %4685 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4686 = add nsw i64 %4685, 7
+  %4687 = mul nsw i64 %4686, 12544
+  %4688 = add nsw i64 2224784, %4687
+  %4689 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4690 = add nsw i64 %4688, %4689
+  %4691 = add nsw i64 %pool1_grad.iy2301334, 1
+  %4692 = add nsw i64 %4691, -1
+  %4693 = mul nsw i64 %4692, 14
+  %4694 = add nsw i64 %4690, %4693
+  %4695 = add nsw i64 %4694, 1
+  %4696 = add nsw i64 %4695, %pool1_grad.ix2311335
+  %arena1343 = getelementptr inbounds float, ptr %arena, i64 %4696
+  %4697 = load float, ptr %arena1343, align 4
+  %4698 = fadd float %sum238, %4697
+  store float %4698, ptr %pool1_grad.sum239, align 4
+  %sum239 = load float, ptr %pool1_grad.sum239, align 4
+  %4699 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4700 = add nsw i64 %4699, 8
+  %4701 = mul nsw i64 %4700, 12544
+  %4702 = add nsw i64 2224784, %4701
+  %4703 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4704 = add nsw i64 %4702, %4703
+  %4705 = add nsw i64 %pool1_grad.iy2301334, 1
+  %4706 = add nsw i64 %4705, -1
+  %4707 = mul nsw i64 %4706, 14
+  %4708 = add nsw i64 %4704, %4707
+  %4709 = add nsw i64 %4708, %pool1_grad.ix2311335
+  %arena1344 = getelementptr inbounds float, ptr %arena, i64 %4709
+  %4710 = load float, ptr %arena1344, align 4
+  %4711 = fadd float %sum239, %4710
+  store float %4711, ptr %pool1_grad.sum240, align 4
+  %sum240 = load float, ptr %pool1_grad.sum240, align 4
+  %4712 = mul nsw i64 %pool1_grad.g1921195, 64
+  %4713 = add nsw i64 %4712, %pool1_grad.j2001300
+  %4714 = mul nsw i64 %4713, 6272
+  %4715 = add nsw i64 802816, %4714
+  %4716 = mul nsw i64 %pool1_grad.c2011301, 196
+  %4717 = add nsw i64 %4715, %4716
+  %4718 = add nsw i64 %pool1_grad.iy2301334, 1
+  %4719 = mul nsw i64 %4718, 14
+  %4720 = add nsw i64 %4717, %4719
+  %4721 = add nsw i64 %4720, 1
+  %4722 = add nsw i64 %4721, %pool1_grad.ix2311335
+  %arena1345 = getelementptr inbounds float, ptr %arena, i64 %4722
+  store float %sum240, ptr %arena1345, align 4
+  %ix231.next = add nsw i64 %pool1_grad.ix2311335, 1
+  %4723 = icmp slt i64 %ix231.next, 12
+  br i1 %4723, label %pool1_grad.ix231, label %pool1_grad.ix231.end
 
-conv1_grad.q211.end:                              ; preds = %conv1_grad.i212.end
-  br label %conv1_weight_grad.i213
+pool1_grad.ix231.end:                             ; preds = %pool1_grad.ix231
+  %iy230.next = add nsw i64 %pool1_grad.iy2301334, 1
+  %4724 = icmp slt i64 %iy230.next, 12
+  br i1 %4724, label %pool1_grad.iy230, label %pool1_grad.iy230.end
 
-conv1_grad.i212:                                  ; preds = %conv1_grad.endif, %conv1_grad.q211
-  %conv1_grad.i2121324 = phi i64 [ 0, %conv1_grad.q211 ], [ %i212.next, %conv1_grad.endif ]
-  %4415 = mul nsw i64 %conv1_grad.q2111323, 196
-  %4416 = add nsw i64 %4415, %conv1_grad.i2121324
-  %arena1325 = getelementptr inbounds float, ptr %arena, i64 %4416
-  %4417 = load float, ptr %arena1325, align 4
-  %4418 = fcmp ogt float %4417, 0.000000e+00
-  br i1 %4418, label %conv1_grad.then, label %conv1_grad.endif
+pool1_grad.iy241:                                 ; preds = %pool1_grad.ix242.end, %pool1_grad.iy230.end
+  %pool1_grad.iy2411346 = phi i64 [ 0, %pool1_grad.iy230.end ], [ %iy241.next, %pool1_grad.ix242.end ]
+  br label %pool1_grad.ix242
 
-conv1_grad.i212.end:                              ; preds = %conv1_grad.endif
-  %q211.next = add nsw i64 %conv1_grad.q2111323, 1
-  %4419 = icmp slt i64 %q211.next, 2048
-  br i1 %4419, label %conv1_grad.q211, label %conv1_grad.q211.end
+pool1_grad.iy241.end:                             ; preds = %pool1_grad.ix242.end
+  br label %pool1_grad.iy249
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i212
-  %4420 = mul nsw i64 %conv1_grad.q2111323, 784
-  %4421 = add nsw i64 1221264, %4420
-  %4422 = mul nsw i64 %conv1_grad.q2111323, 196
-  %4423 = add nsw i64 %4422, %conv1_grad.i2121324
-  %4424 = add nsw i64 401408, %4423
-  %arena1326 = getelementptr inbounds float, ptr %arena, i64 %4424
-  %4425 = load float, ptr %arena1326, align 4
-  %4426 = fptosi float %4425 to i64
-  %4427 = add nsw i64 %4421, %4426
-  %arena1327 = getelementptr inbounds float, ptr %arena, i64 %4427
-  %4428 = load float, ptr %arena1327, align 4
-  %4429 = mul nsw i64 %conv1_grad.q2111323, 196
-  %4430 = add nsw i64 %4429, %conv1_grad.i2121324
-  %4431 = add nsw i64 802816, %4430
-  %arena1328 = getelementptr inbounds float, ptr %arena, i64 %4431
-  %4432 = load float, ptr %arena1328, align 4
-  %4433 = fadd float %4428, %4432
-  store float %4433, ptr %arena1327, align 4
+pool1_grad.ix242:                                 ; preds = %pool1_grad.ix242, %pool1_grad.iy241
+  %pool1_grad.ix2421347 = phi i64 [ 0, %pool1_grad.iy241 ], [ %ix242.next, %pool1_grad.ix242 ]
+  %4725 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4726 = add nsw i64 %4725, 1
+  %4727 = mul nsw i64 %4726, 12544
+  %4728 = add nsw i64 2224784, %4727
+  %4729 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4730 = add nsw i64 %4728, %4729
+  %4731 = add nsw i64 %pool1_grad.iy2411346, 1
+  %4732 = add nsw i64 %4731, 1
+  %4733 = mul nsw i64 %4732, 14
+  %4734 = add nsw i64 %4730, %4733
+  %4735 = add nsw i64 %4734, 13
+  %4736 = add nsw i64 %4735, %pool1_grad.ix2421347
+  %arena1348 = getelementptr inbounds float, ptr %arena, i64 %4736
+  %4737 = load float, ptr %arena1348, align 4
+  store float %4737, ptr %pool1_grad.sum243, align 4
+  %sum243 = load float, ptr %pool1_grad.sum243, align 4
+  %4738 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4739 = add nsw i64 %4738, 2
+  %4740 = mul nsw i64 %4739, 12544
+  %4741 = add nsw i64 2224784, %4740
+  %4742 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4743 = add nsw i64 %4741, %4742
+  %4744 = add nsw i64 %pool1_grad.iy2411346, 1
+  %4745 = add nsw i64 %4744, 1
+  %4746 = mul nsw i64 %4745, 14
+  %4747 = add nsw i64 %4743, %4746
+  %4748 = add nsw i64 %4747, 12
+  %4749 = add nsw i64 %4748, %pool1_grad.ix2421347
+  %arena1349 = getelementptr inbounds float, ptr %arena, i64 %4749
+  %4750 = load float, ptr %arena1349, align 4
+  %4751 = fadd float %sum243, %4750
+  store float %4751, ptr %pool1_grad.sum244, align 4
+  %sum244 = load float, ptr %pool1_grad.sum244, align 4
+  %4752 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4753 = add nsw i64 %4752, 4
+  %4754 = mul nsw i64 %4753, 12544
+  %4755 = add nsw i64 2224784, %4754
+  %4756 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4757 = add nsw i64 %4755, %4756
+  %4758 = add nsw i64 %pool1_grad.iy2411346, 1
+  %4759 = mul nsw i64 %4758, 14
+  %4760 = add nsw i64 %4757, %4759
+  %4761 = add nsw i64 %4760, 13
+  %4762 = add nsw i64 %4761, %pool1_grad.ix2421347
+  %arena1350 = getelementptr inbounds float, ptr %arena, i64 %4762
+  %4763 = load float, ptr %arena1350, align 4
+  %4764 = fadd float %sum244, %4763
+  store float %4764, ptr %pool1_grad.sum245, align 4
+  %sum245 = load float, ptr %pool1_grad.sum245, align 4
+  %4765 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4766 = add nsw i64 %4765, 5
+  %4767 = mul nsw i64 %4766, 12544
+  %4768 = add nsw i64 2224784, %4767
+  %4769 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4770 = add nsw i64 %4768, %4769
+  %4771 = add nsw i64 %pool1_grad.iy2411346, 1
+  %4772 = mul nsw i64 %4771, 14
+  %4773 = add nsw i64 %4770, %4772
+  %4774 = add nsw i64 %4773, 12
+  %4775 = add nsw i64 %4774, %pool1_grad.ix2421347
+  %arena1351 = getelementptr inbounds float, ptr %arena, i64 %4775
+  %4776 = load float, ptr %arena1351, align 4
+  %4777 = fadd float %sum245, %4776
+  store float %4777, ptr %pool1_grad.sum246, align 4
+  %sum246 = load float, ptr %pool1_grad.sum246, align 4
+  %4778 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4779 = add nsw i64 %4778, 7
+  %4780 = mul nsw i64 %4779, 12544
+  %4781 = add nsw i64 2224784, %4780
+  %4782 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4783 = add nsw i64 %4781, %4782
+  %4784 = add nsw i64 %pool1_grad.iy2411346, 1
+  %4785 = add nsw i64 %4784, -1
+  %4786 = mul nsw i64 %4785, 14
+  %4787 = add nsw i64 %4783, %4786
+  %4788 = add nsw i64 %4787, 13
+  %4789 = add nsw i64 %4788, %pool1_grad.ix2421347
+  %arena1352 = getelementptr inbounds float, ptr %arena, i64 %4789
+  %4790 = load float, ptr %arena1352, align 4
+  %4791 = fadd float %sum246, %4790
+  store float %4791, ptr %pool1_grad.sum247, align 4
+  %sum247 = load float, ptr %pool1_grad.sum247, align 4
+  %4792 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4793 = add nsw i64 %4792, 8
+  %4794 = mul nsw i64 %4793, 12544
+  %4795 = add nsw i64 2224784, %4794
+  %4796 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4797 = add nsw i64 %4795, %4796
+  %4798 = add nsw i64 %pool1_grad.iy2411346, 1
+  %4799 = add nsw i64 %4798, -1
+  %4800 = mul nsw i64 %4799, 14
+  %4801 = add nsw i64 %4797, %4800
+  %4802 = add nsw i64 %4801, 12
+  %4803 = add nsw i64 %4802, %pool1_grad.ix2421347
+  %arena1353 = getelementptr inbounds float, ptr %arena, i64 %4803
+  %4804 = load float, ptr %arena1353, align 4
+  %4805 = fadd float %sum247, %4804
+  store float %4805, ptr %pool1_grad.sum248, align 4
+  %sum248 = load float, ptr %pool1_grad.sum248, align 4
+  %4806 = mul nsw i64 %pool1_grad.g1921195, 64
+  %4807 = add nsw i64 %4806, %pool1_grad.j2001300
+  %4808 = mul nsw i64 %4807, 6272
+  %4809 = add nsw i64 802816, %4808
+  %4810 = mul nsw i64 %pool1_grad.c2011301, 196
+  %4811 = add nsw i64 %4809, %4810
+  %4812 = add nsw i64 %pool1_grad.iy2411346, 1
+  %4813 = mul nsw i64 %4812, 14
+  %4814 = add nsw i64 %4811, %4813
+  %4815 = add nsw i64 %4814, 13
+  %4816 = add nsw i64 %4815, %pool1_grad.ix2421347
+  %arena1354 = getelementptr inbounds float, ptr %arena, i64 %4816
+  store float %sum248, ptr %arena1354, align 4
+  %ix242.next = add nsw i64 %pool1_grad.ix2421347, 1
+  %4817 = icmp slt i64 %ix242.next, 1
+  br i1 %4817, label %pool1_grad.ix242, label %pool1_grad.ix242.end
+
+pool1_grad.ix242.end:                             ; preds = %pool1_grad.ix242
+  %iy241.next = add nsw i64 %pool1_grad.iy2411346, 1
+  %4818 = icmp slt i64 %iy241.next, 12
+  br i1 %4818, label %pool1_grad.iy241, label %pool1_grad.iy241.end
+
+pool1_grad.iy249:                                 ; preds = %pool1_grad.ix250.end, %pool1_grad.iy241.end
+  %pool1_grad.iy2491355 = phi i64 [ 0, %pool1_grad.iy241.end ], [ %iy249.next, %pool1_grad.ix250.end ]
+  br label %pool1_grad.ix250
+
+pool1_grad.iy249.end:                             ; preds = %pool1_grad.ix250.end
+  br label %pool1_grad.iy255
+
+pool1_grad.ix250:                                 ; preds = %pool1_grad.ix250, %pool1_grad.iy249
+  %pool1_grad.ix2501356 = phi i64 [ 0, %pool1_grad.iy249 ], [ %ix250.next, %pool1_grad.ix250 ]
+  %4819 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4820 = add nsw i64 %4819, 3
+  %4821 = mul nsw i64 %4820, 12544
+  %4822 = add nsw i64 2224784, %4821
+  %4823 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4824 = add nsw i64 %4822, %4823
+  %4825 = add nsw i64 %pool1_grad.iy2491355, 13
+  %4826 = mul nsw i64 %4825, 14
+  %4827 = add nsw i64 %4824, %4826
+  %4828 = add nsw i64 %4827, 1
+  %4829 = add nsw i64 %4828, %pool1_grad.ix2501356
+  %arena1357 = getelementptr inbounds float, ptr %arena, i64 %4829
+  %4830 = load float, ptr %arena1357, align 4
+  store float %4830, ptr %pool1_grad.sum251, align 4
+  %sum251 = load float, ptr %pool1_grad.sum251, align 4
+  %4831 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4832 = add nsw i64 %4831, 4
+  %4833 = mul nsw i64 %4832, 12544
+  %4834 = add nsw i64 2224784, %4833
+  %4835 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4836 = add nsw i64 %4834, %4835
+  %4837 = add nsw i64 %pool1_grad.iy2491355, 13
+  %4838 = mul nsw i64 %4837, 14
+  %4839 = add nsw i64 %4836, %4838
+  %4840 = add nsw i64 %4839, %pool1_grad.ix2501356
+  %arena1358 = getelementptr inbounds float, ptr %arena, i64 %4840
+  %4841 = load float, ptr %arena1358, align 4
+  %4842 = fadd float %sum251, %4841
+  store float %4842, ptr %pool1_grad.sum252, align 4
+  %sum252 = load float, ptr %pool1_grad.sum252, align 4
+  %4843 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4844 = add nsw i64 %4843, 6
+  %4845 = mul nsw i64 %4844, 12544
+  %4846 = add nsw i64 2224784, %4845
+  %4847 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4848 = add nsw i64 %4846, %4847
+  %4849 = add nsw i64 %pool1_grad.iy2491355, 13
+  %4850 = add nsw i64 %4849, -1
+  %4851 = mul nsw i64 %4850, 14
+  %4852 = add nsw i64 %4848, %4851
+  %4853 = add nsw i64 %4852, 1
+  %4854 = add nsw i64 %4853, %pool1_grad.ix2501356
+  %arena1359 = getelementptr inbounds float, ptr %arena, i64 %4854
+  %4855 = load float, ptr %arena1359, align 4
+  %4856 = fadd float %sum252, %4855
+  store float %4856, ptr %pool1_grad.sum253, align 4
+  %sum253 = load float, ptr %pool1_grad.sum253, align 4
+  %4857 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4858 = add nsw i64 %4857, 7
+  %4859 = mul nsw i64 %4858, 12544
+  %4860 = add nsw i64 2224784, %4859
+  %4861 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4862 = add nsw i64 %4860, %4861
+  %4863 = add nsw i64 %pool1_grad.iy2491355, 13
+  %4864 = add nsw i64 %4863, -1
+  %4865 = mul nsw i64 %4864, 14
+  %4866 = add nsw i64 %4862, %4865
+  %4867 = add nsw i64 %4866, %pool1_grad.ix2501356
+  %arena1360 = getelementptr inbounds float, ptr %arena, i64 %4867
+  %4868 = load float, ptr %arena1360, align 4
+  %4869 = fadd float %sum253, %4868
+  store float %4869, ptr %pool1_grad.sum254, align 4
+  %sum254 = load float, ptr %pool1_grad.sum254, align 4
+  %4870 = mul nsw i64 %pool1_grad.g1921195, 64
+  %4871 = add nsw i64 %4870, %pool1_grad.j2001300
+  %4872 = mul nsw i64 %4871, 6272
+  %4873 = add nsw i64 802816, %4872
+  %4874 = mul nsw i64 %pool1_grad.c2011301, 196
+  %4875 = add nsw i64 %4873, %4874
+  %4876 = add nsw i64 %pool1_grad.iy2491355, 13
+  %4877 = mul nsw i64 %4876, 14
+  %4878 = add nsw i64 %4875, %4877
+  %4879 = add nsw i64 %4878, %pool1_grad.ix2501356
+  %arena1361 = getelementptr inbounds float, ptr %arena, i64 %4879
+  store float %sum254, ptr %arena1361, align 4
+  %ix250.next = add nsw i64 %pool1_grad.ix2501356, 1
+  %4880 = icmp slt i64 %ix250.next, 1
+  br i1 %4880, label %pool1_grad.ix250, label %pool1_grad.ix250.end
+
+pool1_grad.ix250.end:                             ; preds = %pool1_grad.ix250
+  %iy249.next = add nsw i64 %pool1_grad.iy2491355, 1
+  %4881 = icmp slt i64 %iy249.next, 1
+  br i1 %4881, label %pool1_grad.iy249, label %pool1_grad.iy249.end
+
+pool1_grad.iy255:                                 ; preds = %pool1_grad.ix256.end, %pool1_grad.iy249.end
+  %pool1_grad.iy2551362 = phi i64 [ 0, %pool1_grad.iy249.end ], [ %iy255.next, %pool1_grad.ix256.end ]
+  br label %pool1_grad.ix256
+
+pool1_grad.iy255.end:                             ; preds = %pool1_grad.ix256.end
+  br label %pool1_grad.iy263
+
+pool1_grad.ix256:                                 ; preds = %pool1_grad.ix256, %pool1_grad.iy255
+  %pool1_grad.ix2561363 = phi i64 [ 0, %pool1_grad.iy255 ], [ %ix256.next, %pool1_grad.ix256 ]
+  %4882 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4883 = add nsw i64 %4882, 3
+  %4884 = mul nsw i64 %4883, 12544
+  %4885 = add nsw i64 2224784, %4884
+  %4886 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4887 = add nsw i64 %4885, %4886
+  %4888 = add nsw i64 %pool1_grad.iy2551362, 13
+  %4889 = mul nsw i64 %4888, 14
+  %4890 = add nsw i64 %4887, %4889
+  %4891 = add nsw i64 %4890, 2
+  %4892 = add nsw i64 %4891, %pool1_grad.ix2561363
+  %arena1364 = getelementptr inbounds float, ptr %arena, i64 %4892
+  %4893 = load float, ptr %arena1364, align 4
+  store float %4893, ptr %pool1_grad.sum257, align 4
+  %sum257 = load float, ptr %pool1_grad.sum257, align 4
+  %4894 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4895 = add nsw i64 %4894, 4
+  %4896 = mul nsw i64 %4895, 12544
+  %4897 = add nsw i64 2224784, %4896
+  %4898 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4899 = add nsw i64 %4897, %4898
+  %4900 = add nsw i64 %pool1_grad.iy2551362, 13
+  %4901 = mul nsw i64 %4900, 14
+  %4902 = add nsw i64 %4899, %4901
+  %4903 = add nsw i64 %4902, 1
+  %4904 = add nsw i64 %4903, %pool1_grad.ix2561363
+  %arena1365 = getelementptr inbounds float, ptr %arena, i64 %4904
+  %4905 = load float, ptr %arena1365, align 4
+  %4906 = fadd float %sum257, %4905
+  store float %4906, ptr %pool1_grad.sum258, align 4
+  %sum258 = load float, ptr %pool1_grad.sum258, align 4
+  %4907 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4908 = add nsw i64 %4907, 5
+  %4909 = mul nsw i64 %4908, 12544
+  %4910 = add nsw i64 2224784, %4909
+  %4911 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4912 = add nsw i64 %4910, %4911
+  %4913 = add nsw i64 %pool1_grad.iy2551362, 13
+  %4914 = mul nsw i64 %4913, 14
+  %4915 = add nsw i64 %4912, %4914
+  %4916 = add nsw i64 %4915, %pool1_grad.ix2561363
+  %arena1366 = getelementptr inbounds float, ptr %arena, i64 %4916
+  %4917 = load float, ptr %arena1366, align 4
+  %4918 = fadd float %sum258, %4917
+  store float %4918, ptr %pool1_grad.sum259, align 4
+  %sum259 = load float, ptr %pool1_grad.sum259, align 4
+  %4919 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4920 = add nsw i64 %4919, 6
+  %4921 = mul nsw i64 %4920, 12544
+  %4922 = add nsw i64 2224784, %4921
+  %4923 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4924 = add nsw i64 %4922, %4923
+  %4925 = add nsw i64 %pool1_grad.iy2551362, 13
+  %4926 = add nsw i64 %4925, -1
+  %4927 = mul nsw i64 %4926, 14
+  %4928 = add nsw i64 %4924, %4927
+  %4929 = add nsw i64 %4928, 2
+  %4930 = add nsw i64 %4929, %pool1_grad.ix2561363
+  %arena1367 = getelementptr inbounds float, ptr %arena, i64 %4930
+  %4931 = load float, ptr %arena1367, align 4
+  %4932 = fadd float %sum259, %4931
+  store float %4932, ptr %pool1_grad.sum260, align 4
+  %sum260 = load float, ptr %pool1_grad.sum260, align 4
+  %4933 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4934 = add nsw i64 %4933, 7
+  %4935 = mul nsw i64 %4934, 12544
+  %4936 = add nsw i64 2224784, %4935
+  %4937 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4938 = add nsw i64 %4936, %4937
+  %4939 = add nsw i64 %pool1_grad.iy2551362, 13
+  %4940 = add nsw i64 %4939, -1
+  %4941 = mul nsw i64 %4940, 14
+  %4942 = add nsw i64 %4938, %4941
+  %4943 = add nsw i64 %4942, 1
+  %4944 = add nsw i64 %4943, %pool1_grad.ix2561363
+  %arena1368 = getelementptr inbounds float, ptr %arena, i64 %4944
+  %4945 = load float, ptr %arena1368, align 4
+  %4946 = fadd float %sum260, %4945
+  store float %4946, ptr %pool1_grad.sum261, align 4
+  %sum261 = load float, ptr %pool1_grad.sum261, align 4
+  %4947 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4948 = add nsw i64 %4947, 8
+  %4949 = mul nsw i64 %4948, 12544
+  %4950 = add nsw i64 2224784, %4949
+  %4951 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4952 = add nsw i64 %4950, %4951
+  %4953 = add nsw i64 %pool1_grad.iy2551362, 13
+  %4954 = add nsw i64 %4953, -1
+  %4955 = mul nsw i64 %4954, 14
+  %4956 = add nsw i64 %4952, %4955
+  %4957 = add nsw i64 %4956, %pool1_grad.ix2561363
+  %arena1369 = getelementptr inbounds float, ptr %arena, i64 %4957
+  %4958 = load float, ptr %arena1369, align 4
+  %4959 = fadd float %sum261, %4958
+  store float %4959, ptr %pool1_grad.sum262, align 4
+  %sum262 = load float, ptr %pool1_grad.sum262, align 4
+  %4960 = mul nsw i64 %pool1_grad.g1921195, 64
+  %4961 = add nsw i64 %4960, %pool1_grad.j2001300
+  %4962 = mul nsw i64 %4961, 6272
+  %4963 = add nsw i64 802816, %4962
+  %4964 = mul nsw i64 %pool1_grad.c2011301, 196
+  %4965 = add nsw i64 %4963, %4964
+  %4966 = add nsw i64 %pool1_grad.iy2551362, 13
+  %4967 = mul nsw i64 %4966, 14
+  %4968 = add nsw i64 %4965, %4967
+  %4969 = add nsw i64 %4968, 1
+  %4970 = add nsw i64 %4969, %pool1_grad.ix2561363
+  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %4970
+  store float %sum262, ptr %arena1370, align 4
+  %ix256.next = add nsw i64 %pool1_grad.ix2561363, 1
+  %4971 = icmp slt i64 %ix256.next, 12
+  br i1 %4971, label %pool1_grad.ix256, label %pool1_grad.ix256.end
+
+pool1_grad.ix256.end:                             ; preds = %pool1_grad.ix256
+  %iy255.next = add nsw i64 %pool1_grad.iy2551362, 1
+  %4972 = icmp slt i64 %iy255.next, 1
+  br i1 %4972, label %pool1_grad.iy255, label %pool1_grad.iy255.end
+
+pool1_grad.iy263:                                 ; preds = %pool1_grad.ix264.end, %pool1_grad.iy255.end
+  %pool1_grad.iy2631371 = phi i64 [ 0, %pool1_grad.iy255.end ], [ %iy263.next, %pool1_grad.ix264.end ]
+  br label %pool1_grad.ix264
+
+pool1_grad.iy263.end:                             ; preds = %pool1_grad.ix264.end
+  %c201.next = add nsw i64 %pool1_grad.c2011301, 1
+  %4973 = icmp slt i64 %c201.next, 32
+  br i1 %4973, label %pool1_grad.c201, label %pool1_grad.c201.end
+
+pool1_grad.ix264:                                 ; preds = %pool1_grad.ix264, %pool1_grad.iy263
+  %pool1_grad.ix2641372 = phi i64 [ 0, %pool1_grad.iy263 ], [ %ix264.next, %pool1_grad.ix264 ]
+  %4974 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4975 = add nsw i64 %4974, 4
+  %4976 = mul nsw i64 %4975, 12544
+  %4977 = add nsw i64 2224784, %4976
+  %4978 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4979 = add nsw i64 %4977, %4978
+  %4980 = add nsw i64 %pool1_grad.iy2631371, 13
+  %4981 = mul nsw i64 %4980, 14
+  %4982 = add nsw i64 %4979, %4981
+  %4983 = add nsw i64 %4982, 13
+  %4984 = add nsw i64 %4983, %pool1_grad.ix2641372
+  %arena1373 = getelementptr inbounds float, ptr %arena, i64 %4984
+  %4985 = load float, ptr %arena1373, align 4
+  store float %4985, ptr %pool1_grad.sum265, align 4
+  %sum265 = load float, ptr %pool1_grad.sum265, align 4
+  %4986 = mul nsw i64 %pool1_grad.c2011301, 9
+  %4987 = add nsw i64 %4986, 5
+  %4988 = mul nsw i64 %4987, 12544
+  %4989 = add nsw i64 2224784, %4988
+  %4990 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4991 = add nsw i64 %4989, %4990
+  %4992 = add nsw i64 %pool1_grad.iy2631371, 13
+  %4993 = mul nsw i64 %4992, 14
+  %4994 = add nsw i64 %4991, %4993
+  %4995 = add nsw i64 %4994, 12
+  %4996 = add nsw i64 %4995, %pool1_grad.ix2641372
+  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %4996
+  %4997 = load float, ptr %arena1374, align 4
+  %4998 = fadd float %sum265, %4997
+  store float %4998, ptr %pool1_grad.sum266, align 4
+  %sum266 = load float, ptr %pool1_grad.sum266, align 4
+  %4999 = mul nsw i64 %pool1_grad.c2011301, 9
+  %5000 = add nsw i64 %4999, 7
+  %5001 = mul nsw i64 %5000, 12544
+  %5002 = add nsw i64 2224784, %5001
+  %5003 = mul nsw i64 %pool1_grad.j2001300, 196
+  %5004 = add nsw i64 %5002, %5003
+  %5005 = add nsw i64 %pool1_grad.iy2631371, 13
+  %5006 = add nsw i64 %5005, -1
+  %5007 = mul nsw i64 %5006, 14
+  %5008 = add nsw i64 %5004, %5007
+  %5009 = add nsw i64 %5008, 13
+  %5010 = add nsw i64 %5009, %pool1_grad.ix2641372
+  %arena1375 = getelementptr inbounds float, ptr %arena, i64 %5010
+  %5011 = load float, ptr %arena1375, align 4
+  %5012 = fadd float %sum266, %5011
+  store float %5012, ptr %pool1_grad.sum267, align 4
+  %sum267 = load float, ptr %pool1_grad.sum267, align 4
+  %5013 = mul nsw i64 %pool1_grad.c2011301, 9
+  %5014 = add nsw i64 %5013, 8
+  %5015 = mul nsw i64 %5014, 12544
+  %5016 = add nsw i64 2224784, %5015
+  %5017 = mul nsw i64 %pool1_grad.j2001300, 196
+  %5018 = add nsw i64 %5016, %5017
+  %5019 = add nsw i64 %pool1_grad.iy2631371, 13
+  %5020 = add nsw i64 %5019, -1
+  %5021 = mul nsw i64 %5020, 14
+  %5022 = add nsw i64 %5018, %5021
+  %5023 = add nsw i64 %5022, 12
+  %5024 = add nsw i64 %5023, %pool1_grad.ix2641372
+  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %5024
+  %5025 = load float, ptr %arena1376, align 4
+  %5026 = fadd float %sum267, %5025
+  store float %5026, ptr %pool1_grad.sum268, align 4
+  %sum268 = load float, ptr %pool1_grad.sum268, align 4
+  %5027 = mul nsw i64 %pool1_grad.g1921195, 64
+  %5028 = add nsw i64 %5027, %pool1_grad.j2001300
+  %5029 = mul nsw i64 %5028, 6272
+  %5030 = add nsw i64 802816, %5029
+  %5031 = mul nsw i64 %pool1_grad.c2011301, 196
+  %5032 = add nsw i64 %5030, %5031
+  %5033 = add nsw i64 %pool1_grad.iy2631371, 13
+  %5034 = mul nsw i64 %5033, 14
+  %5035 = add nsw i64 %5032, %5034
+  %5036 = add nsw i64 %5035, 13
+  %5037 = add nsw i64 %5036, %pool1_grad.ix2641372
+  %arena1377 = getelementptr inbounds float, ptr %arena, i64 %5037
+  store float %sum268, ptr %arena1377, align 4
+  %ix264.next = add nsw i64 %pool1_grad.ix2641372, 1
+  %5038 = icmp slt i64 %ix264.next, 1
+  br i1 %5038, label %pool1_grad.ix264, label %pool1_grad.ix264.end
+
+pool1_grad.ix264.end:                             ; preds = %pool1_grad.ix264
+  %iy263.next = add nsw i64 %pool1_grad.iy2631371, 1
+  %5039 = icmp slt i64 %iy263.next, 1
+  br i1 %5039, label %pool1_grad.iy263, label %pool1_grad.iy263.end
+
+conv1_grad.i269:                                  ; preds = %conv1_grad.i269, %pool1_grad.g192.end
+  %conv1_grad.i2691378 = phi i64 [ 0, %pool1_grad.g192.end ], [ %i269.next, %conv1_grad.i269 ]
+  %5040 = add nsw i64 1221264, %conv1_grad.i2691378
+  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %5040
+  store float 0.000000e+00, ptr %arena1379, align 4
+  %i269.next = add nsw i64 %conv1_grad.i2691378, 1
+  %5041 = icmp slt i64 %i269.next, 1605632
+  br i1 %5041, label %conv1_grad.i269, label %conv1_grad.i269.end
+
+conv1_grad.i269.end:                              ; preds = %conv1_grad.i269
+  br label %conv1_grad.q270
+
+conv1_grad.q270:                                  ; preds = %conv1_grad.i271.end, %conv1_grad.i269.end
+  %conv1_grad.q2701380 = phi i64 [ 0, %conv1_grad.i269.end ], [ %q270.next, %conv1_grad.i271.end ]
+  br label %conv1_grad.i271
+
+conv1_grad.q270.end:                              ; preds = %conv1_grad.i271.end
+  br label %conv1_weight_grad.i272
+
+conv1_grad.i271:                                  ; preds = %conv1_grad.endif, %conv1_grad.q270
+  %conv1_grad.i2711381 = phi i64 [ 0, %conv1_grad.q270 ], [ %i271.next, %conv1_grad.endif ]
+  %5042 = mul nsw i64 %conv1_grad.q2701380, 196
+  %5043 = add nsw i64 %5042, %conv1_grad.i2711381
+  %arena1382 = getelementptr inbounds float, ptr %arena, i64 %5043
+  %5044 = load float, ptr %arena1382, align 4
+  %5045 = fcmp ogt float %5044, 0.000000e+00
+  br i1 %5045, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i271.end:                              ; preds = %conv1_grad.endif
+  %q270.next = add nsw i64 %conv1_grad.q2701380, 1
+  %5046 = icmp slt i64 %q270.next, 2048
+  br i1 %5046, label %conv1_grad.q270, label %conv1_grad.q270.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i271
+  %5047 = mul nsw i64 %conv1_grad.q2701380, 784
+  %5048 = add nsw i64 1221264, %5047
+  %5049 = mul nsw i64 %conv1_grad.q2701380, 196
+  %5050 = add nsw i64 %5049, %conv1_grad.i2711381
+  %5051 = add nsw i64 401408, %5050
+  %arena1383 = getelementptr inbounds float, ptr %arena, i64 %5051
+  %5052 = load float, ptr %arena1383, align 4
+  %5053 = fptosi float %5052 to i64
+  %5054 = add nsw i64 %5048, %5053
+  %arena1384 = getelementptr inbounds float, ptr %arena, i64 %5054
+  %5055 = load float, ptr %arena1384, align 4
+  %5056 = mul nsw i64 %conv1_grad.q2701380, 196
+  %5057 = add nsw i64 %5056, %conv1_grad.i2711381
+  %5058 = add nsw i64 802816, %5057
+  %arena1385 = getelementptr inbounds float, ptr %arena, i64 %5058
+  %5059 = load float, ptr %arena1385, align 4
+  %5060 = fadd float %5055, %5059
+  store float %5060, ptr %arena1384, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i212
-  %i212.next = add nsw i64 %conv1_grad.i2121324, 1
-  %4434 = icmp slt i64 %i212.next, 196
-  br i1 %4434, label %conv1_grad.i212, label %conv1_grad.i212.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i271
+  %i271.next = add nsw i64 %conv1_grad.i2711381, 1
+  %5061 = icmp slt i64 %i271.next, 196
+  br i1 %5061, label %conv1_grad.i271, label %conv1_grad.i271.end
 
-conv1_weight_grad.i213:                           ; preds = %conv1_weight_grad.i213, %conv1_grad.q211.end
-  %conv1_weight_grad.i2131329 = phi i64 [ 0, %conv1_grad.q211.end ], [ %i213.next, %conv1_weight_grad.i213 ]
-  %4435 = add nsw i64 4884112, %conv1_weight_grad.i2131329
-  %arena1330 = getelementptr inbounds float, ptr %arena, i64 %4435
-  store float 0.000000e+00, ptr %arena1330, align 4
-  %i213.next = add nsw i64 %conv1_weight_grad.i2131329, 1
-  %4436 = icmp slt i64 %i213.next, 288
-  br i1 %4436, label %conv1_weight_grad.i213, label %conv1_weight_grad.i213.end
+conv1_weight_grad.i272:                           ; preds = %conv1_weight_grad.i272, %conv1_grad.q270.end
+  %conv1_weight_grad.i2721386 = phi i64 [ 0, %conv1_grad.q270.end ], [ %i272.next, %conv1_weight_grad.i272 ]
+  %5062 = add nsw i64 4884112, %conv1_weight_grad.i2721386
+  %arena1387 = getelementptr inbounds float, ptr %arena, i64 %5062
+  store float 0.000000e+00, ptr %arena1387, align 4
+  %i272.next = add nsw i64 %conv1_weight_grad.i2721386, 1
+  %5063 = icmp slt i64 %i272.next, 288
+  br i1 %5063, label %conv1_weight_grad.i272, label %conv1_weight_grad.i272.end
 
-conv1_weight_grad.i213.end:                       ; preds = %conv1_weight_grad.i213
-  br label %conv1_weight_grad.g214
+conv1_weight_grad.i272.end:                       ; preds = %conv1_weight_grad.i272
+  br label %conv1_weight_grad.g273
 
-conv1_weight_grad.g214:                           ; preds = %conv1_weight_grad.nb237.end, %conv1_weight_grad.i213.end
-  %conv1_weight_grad.g2141331 = phi i64 [ 0, %conv1_weight_grad.i213.end ], [ %g214.next, %conv1_weight_grad.nb237.end ]
-  br label %conv1_weight_grad.j215
+conv1_weight_grad.g273:                           ; preds = %conv1_weight_grad.nb296.end, %conv1_weight_grad.i272.end
+  %conv1_weight_grad.g2731388 = phi i64 [ 0, %conv1_weight_grad.i272.end ], [ %g273.next, %conv1_weight_grad.nb296.end ]
+  br label %conv1_weight_grad.j274
 
-conv1_weight_grad.g214.end:                       ; preds = %conv1_weight_grad.nb237.end
-  br label %conv1_weight_grad.f241
+conv1_weight_grad.g273.end:                       ; preds = %conv1_weight_grad.nb296.end
+  br label %conv1_weight_grad.f300
 
-conv1_weight_grad.j215:                           ; preds = %conv1_weight_grad.c216.end, %conv1_weight_grad.g214
-  %conv1_weight_grad.j2151332 = phi i64 [ 0, %conv1_weight_grad.g214 ], [ %j215.next, %conv1_weight_grad.c216.end ]
-  br label %conv1_weight_grad.c216
+conv1_weight_grad.j274:                           ; preds = %conv1_weight_grad.c275.end, %conv1_weight_grad.g273
+  %conv1_weight_grad.j2741389 = phi i64 [ 0, %conv1_weight_grad.g273 ], [ %j274.next, %conv1_weight_grad.c275.end ]
+  br label %conv1_weight_grad.c275
 
-conv1_weight_grad.j215.end:                       ; preds = %conv1_weight_grad.c216.end
-  br label %conv1_weight_grad.j229
+conv1_weight_grad.j274.end:                       ; preds = %conv1_weight_grad.c275.end
+  br label %conv1_weight_grad.j288
 
-conv1_weight_grad.c216:                           ; preds = %conv1_weight_grad.ky217.end, %conv1_weight_grad.j215
-  %conv1_weight_grad.c2161333 = phi i64 [ 0, %conv1_weight_grad.j215 ], [ %c216.next, %conv1_weight_grad.ky217.end ]
-  br label %conv1_weight_grad.ky217
+conv1_weight_grad.c275:                           ; preds = %conv1_weight_grad.ky276.end, %conv1_weight_grad.j274
+  %conv1_weight_grad.c2751390 = phi i64 [ 0, %conv1_weight_grad.j274 ], [ %c275.next, %conv1_weight_grad.ky276.end ]
+  br label %conv1_weight_grad.ky276
 
-conv1_weight_grad.c216.end:                       ; preds = %conv1_weight_grad.ky217.end
-  %j215.next = add nsw i64 %conv1_weight_grad.j2151332, 1
-  %4437 = icmp slt i64 %j215.next, 64
-  br i1 %4437, label %conv1_weight_grad.j215, label %conv1_weight_grad.j215.end
+conv1_weight_grad.c275.end:                       ; preds = %conv1_weight_grad.ky276.end
+  %j274.next = add nsw i64 %conv1_weight_grad.j2741389, 1
+  %5064 = icmp slt i64 %j274.next, 64
+  br i1 %5064, label %conv1_weight_grad.j274, label %conv1_weight_grad.j274.end
 
-conv1_weight_grad.ky217:                          ; preds = %conv1_weight_grad.oy225.end, %conv1_weight_grad.c216
-  %conv1_weight_grad.ky2171334 = phi i64 [ 0, %conv1_weight_grad.c216 ], [ %ky217.next, %conv1_weight_grad.oy225.end ]
-  br label %conv1_weight_grad.oy218
+conv1_weight_grad.ky276:                          ; preds = %conv1_weight_grad.oy284.end, %conv1_weight_grad.c275
+  %conv1_weight_grad.ky2761391 = phi i64 [ 0, %conv1_weight_grad.c275 ], [ %ky276.next, %conv1_weight_grad.oy284.end ]
+  br label %conv1_weight_grad.oy277
 
-conv1_weight_grad.ky217.end:                      ; preds = %conv1_weight_grad.oy225.end
-  %c216.next = add nsw i64 %conv1_weight_grad.c2161333, 1
-  %4438 = icmp slt i64 %c216.next, 1
-  br i1 %4438, label %conv1_weight_grad.c216, label %conv1_weight_grad.c216.end
+conv1_weight_grad.ky276.end:                      ; preds = %conv1_weight_grad.oy284.end
+  %c275.next = add nsw i64 %conv1_weight_grad.c2751390, 1
+  %5065 = icmp slt i64 %c275.next, 1
+  br i1 %5065, label %conv1_weight_grad.c275, label %conv1_weight_grad.c275.end
 
-conv1_weight_grad.oy218:                          ; preds = %conv1_weight_grad.endif1346, %conv1_weight_grad.ky217
-  %conv1_weight_grad.oy2181335 = phi i64 [ 0, %conv1_weight_grad.ky217 ], [ %oy218.next, %conv1_weight_grad.endif1346 ]
-  %4439 = add nsw i64 %conv1_weight_grad.oy2181335, %conv1_weight_grad.ky2171334
-  %4440 = add nsw i64 %4439, -1
-  %4441 = icmp slt i64 -1, %4440
-  %4442 = add nsw i64 %conv1_weight_grad.oy2181335, %conv1_weight_grad.ky2171334
-  %4443 = add nsw i64 %4442, -1
-  %4444 = icmp slt i64 %4443, 28
-  %4445 = and i1 %4441, %4444
-  br i1 %4445, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy277:                          ; preds = %conv1_weight_grad.endif1403, %conv1_weight_grad.ky276
+  %conv1_weight_grad.oy2771392 = phi i64 [ 0, %conv1_weight_grad.ky276 ], [ %oy277.next, %conv1_weight_grad.endif1403 ]
+  %5066 = add nsw i64 %conv1_weight_grad.oy2771392, %conv1_weight_grad.ky2761391
+  %5067 = add nsw i64 %5066, -1
+  %5068 = icmp slt i64 -1, %5067
+  %5069 = add nsw i64 %conv1_weight_grad.oy2771392, %conv1_weight_grad.ky2761391
+  %5070 = add nsw i64 %5069, -1
+  %5071 = icmp slt i64 %5070, 28
+  %5072 = and i1 %5068, %5071
+  br i1 %5072, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy218.end:                      ; preds = %conv1_weight_grad.endif1346
-  br label %conv1_weight_grad.oy222
+conv1_weight_grad.oy277.end:                      ; preds = %conv1_weight_grad.endif1403
+  br label %conv1_weight_grad.oy281
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy218
-  br label %conv1_weight_grad.ox219
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy277
+  br label %conv1_weight_grad.ox278
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox220.end, %conv1_weight_grad.oy218
-  %4446 = add nsw i64 %conv1_weight_grad.oy2181335, %conv1_weight_grad.ky2171334
-  %4447 = add nsw i64 %4446, -1
-  %4448 = icmp slt i64 %4447, 0
-  br i1 %4448, label %conv1_weight_grad.then1341, label %conv1_weight_grad.endif1342
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox279.end, %conv1_weight_grad.oy277
+  %5073 = add nsw i64 %conv1_weight_grad.oy2771392, %conv1_weight_grad.ky2761391
+  %5074 = add nsw i64 %5073, -1
+  %5075 = icmp slt i64 %5074, 0
+  br i1 %5075, label %conv1_weight_grad.then1398, label %conv1_weight_grad.endif1399
 
-conv1_weight_grad.ox219:                          ; preds = %conv1_weight_grad.ox219, %conv1_weight_grad.then
-  %conv1_weight_grad.ox2191336 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox219.next, %conv1_weight_grad.ox219 ]
-  %4449 = mul nsw i64 %conv1_weight_grad.g2141331, 64
-  %4450 = add nsw i64 %4449, %conv1_weight_grad.j2151332
-  %4451 = mul nsw i64 %4450, 784
-  %4452 = mul nsw i64 %conv1_weight_grad.c2161333, 784
-  %4453 = add nsw i64 %4451, %4452
-  %4454 = add nsw i64 %conv1_weight_grad.oy2181335, %conv1_weight_grad.ky2171334
-  %4455 = add nsw i64 %4454, -1
-  %4456 = mul nsw i64 %4455, 28
-  %4457 = add nsw i64 %4453, %4456
-  %4458 = add nsw i64 %conv1_weight_grad.ox2191336, 1
-  %4459 = add nsw i64 %4458, -1
-  %4460 = add nsw i64 %4457, %4459
-  %images1337 = getelementptr inbounds float, ptr %images, i64 %4460
-  %4461 = load float, ptr %images1337, align 4
-  %4462 = mul nsw i64 %conv1_weight_grad.c2161333, 3
-  %4463 = add nsw i64 %4462, %conv1_weight_grad.ky2171334
-  %4464 = mul nsw i64 %4463, 3
-  %4465 = mul nsw i64 %4464, 50176
-  %4466 = add nsw i64 2826896, %4465
-  %4467 = mul nsw i64 %conv1_weight_grad.j2151332, 784
-  %4468 = add nsw i64 %4466, %4467
-  %4469 = mul nsw i64 %conv1_weight_grad.oy2181335, 28
-  %4470 = add nsw i64 %conv1_weight_grad.ox2191336, 1
-  %4471 = add nsw i64 %4469, %4470
-  %4472 = add nsw i64 %4468, %4471
-  %arena1338 = getelementptr inbounds float, ptr %arena, i64 %4472
-  store float %4461, ptr %arena1338, align 4
-  %ox219.next = add nsw i64 %conv1_weight_grad.ox2191336, 1
-  %4473 = icmp slt i64 %ox219.next, 27
-  br i1 %4473, label %conv1_weight_grad.ox219, label %conv1_weight_grad.ox219.end
+conv1_weight_grad.ox278:                          ; preds = %conv1_weight_grad.ox278, %conv1_weight_grad.then
+  %conv1_weight_grad.ox2781393 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox278.next, %conv1_weight_grad.ox278 ]
+  %5076 = mul nsw i64 %conv1_weight_grad.g2731388, 64
+  %5077 = add nsw i64 %5076, %conv1_weight_grad.j2741389
+  %5078 = mul nsw i64 %5077, 784
+  %5079 = mul nsw i64 %conv1_weight_grad.c2751390, 784
+  %5080 = add nsw i64 %5078, %5079
+  %5081 = add nsw i64 %conv1_weight_grad.oy2771392, %conv1_weight_grad.ky2761391
+  %5082 = add nsw i64 %5081, -1
+  %5083 = mul nsw i64 %5082, 28
+  %5084 = add nsw i64 %5080, %5083
+  %5085 = add nsw i64 %conv1_weight_grad.ox2781393, 1
+  %5086 = add nsw i64 %5085, -1
+  %5087 = add nsw i64 %5084, %5086
+  %images1394 = getelementptr inbounds float, ptr %images, i64 %5087
+  %5088 = load float, ptr %images1394, align 4
+  %5089 = mul nsw i64 %conv1_weight_grad.c2751390, 3
+  %5090 = add nsw i64 %5089, %conv1_weight_grad.ky2761391
+  %5091 = mul nsw i64 %5090, 3
+  %5092 = mul nsw i64 %5091, 50176
+  %5093 = add nsw i64 2826896, %5092
+  %5094 = mul nsw i64 %conv1_weight_grad.j2741389, 784
+  %5095 = add nsw i64 %5093, %5094
+  %5096 = mul nsw i64 %conv1_weight_grad.oy2771392, 28
+  %5097 = add nsw i64 %conv1_weight_grad.ox2781393, 1
+  %5098 = add nsw i64 %5096, %5097
+  %5099 = add nsw i64 %5095, %5098
+  %arena1395 = getelementptr inbounds float, ptr %arena, i64 %5099
+  store float %5088, ptr %arena1395, align 4
+  %ox278.next = add nsw i64 %conv1_weight_grad.ox2781393, 1
+  %5100 = icmp slt i64 %ox278.next, 27
+  br i1 %5100, label %conv1_weight_grad.ox278, label %conv1_weight_grad.ox278.end
 
-conv1_weight_grad.ox219.end:                      ; preds = %conv1_weight_grad.ox219
-  br label %conv1_weight_grad.ox220
+conv1_weight_grad.ox278.end:                      ; preds = %conv1_weight_grad.ox278
+  br label %conv1_weight_grad.ox279
 
-conv1_weight_grad.ox220:                          ; preds = %conv1_weight_grad.ox220, %conv1_weight_grad.ox219.end
-  %conv1_weight_grad.ox2201339 = phi i64 [ 0, %conv1_weight_grad.ox219.end ], [ %ox220.next, %conv1_weight_grad.ox220 ]
-  %4474 = mul nsw i64 %conv1_weight_grad.c2161333, 3
-  %4475 = add nsw i64 %4474, %conv1_weight_grad.ky2171334
-  %4476 = mul nsw i64 %4475, 3
-  %4477 = mul nsw i64 %4476, 50176
-  %4478 = add nsw i64 2826896, %4477
-  %4479 = mul nsw i64 %conv1_weight_grad.j2151332, 784
-  %4480 = add nsw i64 %4478, %4479
-  %4481 = mul nsw i64 %conv1_weight_grad.oy2181335, 28
-  %4482 = add nsw i64 %4481, %conv1_weight_grad.ox2201339
-  %4483 = add nsw i64 %4480, %4482
-  %arena1340 = getelementptr inbounds float, ptr %arena, i64 %4483
-  store float 0.000000e+00, ptr %arena1340, align 4
-  %ox220.next = add nsw i64 %conv1_weight_grad.ox2201339, 1
-  %4484 = icmp slt i64 %ox220.next, 1
-  br i1 %4484, label %conv1_weight_grad.ox220, label %conv1_weight_grad.ox220.end
+conv1_weight_grad.ox279:                          ; preds = %conv1_weight_grad.ox279, %conv1_weight_grad.ox278.end
+  %conv1_weight_grad.ox2791396 = phi i64 [ 0, %conv1_weight_grad.ox278.end ], [ %ox279.next, %conv1_weight_grad.ox279 ]
+  %5101 = mul nsw i64 %conv1_weight_grad.c2751390, 3
+  %5102 = add nsw i64 %5101, %conv1_weight_grad.ky2761391
+  %5103 = mul nsw i64 %5102, 3
+  %5104 = mul nsw i64 %5103, 50176
+  %5105 = add nsw i64 2826896, %5104
+  %5106 = mul nsw i64 %conv1_weight_grad.j2741389, 784
+  %5107 = add nsw i64 %5105, %5106
+  %5108 = mul nsw i64 %conv1_weight_grad.oy2771392, 28
+  %5109 = add nsw i64 %5108, %conv1_weight_grad.ox2791396
+  %5110 = add nsw i64 %5107, %5109
+  %arena1397 = getelementptr inbounds float, ptr %arena, i64 %5110
+  store float 0.000000e+00, ptr %arena1397, align 4
+  %ox279.next = add nsw i64 %conv1_weight_grad.ox2791396, 1
+  %5111 = icmp slt i64 %ox279.next, 1
+  br i1 %5111, label %conv1_weight_grad.ox279, label %conv1_weight_grad.ox279.end
 
-conv1_weight_grad.ox220.end:                      ; preds = %conv1_weight_grad.ox220
+conv1_weight_grad.ox279.end:                      ; preds = %conv1_weight_grad.ox279
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.then1341:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox221
+conv1_weight_grad.then1398:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox280
 
-conv1_weight_grad.endif1342:                      ; preds = %conv1_weight_grad.ox221.end, %conv1_weight_grad.endif
-  %4485 = add nsw i64 %conv1_weight_grad.oy2181335, %conv1_weight_grad.ky2171334
-  %4486 = add nsw i64 %4485, -1
-  %4487 = icmp slt i64 27, %4486
-  br i1 %4487, label %conv1_weight_grad.then1345, label %conv1_weight_grad.endif1346
+conv1_weight_grad.endif1399:                      ; preds = %conv1_weight_grad.ox280.end, %conv1_weight_grad.endif
+  %5112 = add nsw i64 %conv1_weight_grad.oy2771392, %conv1_weight_grad.ky2761391
+  %5113 = add nsw i64 %5112, -1
+  %5114 = icmp slt i64 27, %5113
+  br i1 %5114, label %conv1_weight_grad.then1402, label %conv1_weight_grad.endif1403
 
-conv1_weight_grad.ox221:                          ; preds = %conv1_weight_grad.ox221, %conv1_weight_grad.then1341
-  %conv1_weight_grad.ox2211343 = phi i64 [ 0, %conv1_weight_grad.then1341 ], [ %ox221.next, %conv1_weight_grad.ox221 ]
-  %4488 = mul nsw i64 %conv1_weight_grad.c2161333, 3
-  %4489 = add nsw i64 %4488, %conv1_weight_grad.ky2171334
-  %4490 = mul nsw i64 %4489, 3
-  %4491 = mul nsw i64 %4490, 50176
-  %4492 = add nsw i64 2826896, %4491
-  %4493 = mul nsw i64 %conv1_weight_grad.j2151332, 784
-  %4494 = add nsw i64 %4492, %4493
-  %4495 = mul nsw i64 %conv1_weight_grad.oy2181335, 28
-  %4496 = add nsw i64 %4495, %conv1_weight_grad.ox2211343
-  %4497 = add nsw i64 %4494, %4496
-  %arena1344 = getelementptr inbounds float, ptr %arena, i64 %4497
-  store float 0.000000e+00, ptr %arena1344, align 4
-  %ox221.next = add nsw i64 %conv1_weight_grad.ox2211343, 1
-  %4498 = icmp slt i64 %ox221.next, 28
-  br i1 %4498, label %conv1_weight_grad.ox221, label %conv1_weight_grad.ox221.end
+conv1_weight_grad.ox280:                          ; preds = %conv1_weight_grad.ox280, %conv1_weight_grad.then1398
+  %conv1_weight_grad.ox2801400 = phi i64 [ 0, %conv1_weight_grad.then1398 ], [ %ox280.next, %conv1_weight_grad.ox280 ]
+  %5115 = mul nsw i64 %conv1_weight_grad.c2751390, 3
+  %5116 = add nsw i64 %5115, %conv1_weight_grad.ky2761391
+  %5117 = mul nsw i64 %5116, 3
+  %5118 = mul nsw i64 %5117, 50176
+  %5119 = add nsw i64 2826896, %5118
+  %5120 = mul nsw i64 %conv1_weight_grad.j2741389, 784
+  %5121 = add nsw i64 %5119, %5120
+  %5122 = mul nsw i64 %conv1_weight_grad.oy2771392, 28
+  %5123 = add nsw i64 %5122, %conv1_weight_grad.ox2801400
+  %5124 = add nsw i64 %5121, %5123
+  %arena1401 = getelementptr inbounds float, ptr %arena, i64 %5124
+  store float 0.000000e+00, ptr %arena1401, align 4
+  %ox280.next = add nsw i64 %conv1_weight_grad.ox2801400, 1
+  %5125 = icmp slt i64 %ox280.next, 28
+  br i1 %5125, label %conv1_weight_grad.ox280, label %conv1_weight_grad.ox280.end
 
-conv1_weight_grad.ox221.end:                      ; preds = %conv1_weight_grad.ox221
-  br label %conv1_weight_grad.endif1342
+conv1_weight_grad.ox280.end:                      ; preds = %conv1_weight_grad.ox280
+  br label %conv1_weight_grad.endif1399
 
-conv1_weight_grad.then1345:                       ; preds = %conv1_weight_grad.endif1342
-  br label %conv1_weight_grad.ox2211347
+conv1_weight_grad.then1402:                       ; preds = %conv1_weight_grad.endif1399
+  br label %conv1_weight_grad.ox2801404
 
-conv1_weight_grad.endif1346:                      ; preds = %conv1_weight_grad.ox221.end1348, %conv1_weight_grad.endif1342
-  %oy218.next = add nsw i64 %conv1_weight_grad.oy2181335, 1
-  %4499 = icmp slt i64 %oy218.next, 28
-  br i1 %4499, label %conv1_weight_grad.oy218, label %conv1_weight_grad.oy218.end
+conv1_weight_grad.endif1403:                      ; preds = %conv1_weight_grad.ox280.end1405, %conv1_weight_grad.endif1399
+  %oy277.next = add nsw i64 %conv1_weight_grad.oy2771392, 1
+  %5126 = icmp slt i64 %oy277.next, 28
+  br i1 %5126, label %conv1_weight_grad.oy277, label %conv1_weight_grad.oy277.end
 
-conv1_weight_grad.ox2211347:                      ; preds = %conv1_weight_grad.ox2211347, %conv1_weight_grad.then1345
-  %conv1_weight_grad.ox2211349 = phi i64 [ 0, %conv1_weight_grad.then1345 ], [ %ox221.next1351, %conv1_weight_grad.ox2211347 ]
-  %4500 = mul nsw i64 %conv1_weight_grad.c2161333, 3
-  %4501 = add nsw i64 %4500, %conv1_weight_grad.ky2171334
-  %4502 = mul nsw i64 %4501, 3
-  %4503 = mul nsw i64 %4502, 50176
-  %4504 = add nsw i64 2826896, %4503
-  %4505 = mul nsw i64 %conv1_weight_grad.j2151332, 784
-  %4506 = add nsw i64 %4504, %4505
-  %4507 = mul nsw i64 %conv1_weight_grad.oy2181335, 28
-  %4508 = add nsw i64 %4507, %conv1_weight_grad.ox2211349
-  %4509 = add nsw i64 %4506, %4508
-  %arena1350 = getelementptr inbounds float, ptr %arena, i64 %4509
-  store float 0.000000e+00, ptr %arena1350, align 4
-  %ox221.next1351 = add nsw i64 %conv1_weight_grad.ox2211349, 1
-  %4510 = icmp slt i64 %ox221.next1351, 28
-  br i1 %4510, label %conv1_weight_grad.ox2211347, label %conv1_weight_grad.ox221.end1348
+conv1_weight_grad.ox2801404:                      ; preds = %conv1_weight_grad.ox2801404, %conv1_weight_grad.then1402
+  %conv1_weight_grad.ox2801406 = phi i64 [ 0, %conv1_weight_grad.then1402 ], [ %ox280.next1408, %conv1_weight_grad.ox2801404 ]
+  %5127 = mul nsw i64 %conv1_weight_grad.c2751390, 3
+  %5128 = add nsw i64 %5127, %conv1_weight_grad.ky2761391
+  %5129 = mul nsw i64 %5128, 3
+  %5130 = mul nsw i64 %5129, 50176
+  %5131 = add nsw i64 2826896, %5130
+  %5132 = mul nsw i64 %conv1_weight_grad.j2741389, 784
+  %5133 = add nsw i64 %5131, %5132
+  %5134 = mul nsw i64 %conv1_weight_grad.oy2771392, 28
+  %5135 = add nsw i64 %5134, %conv1_weight_grad.ox2801406
+  %5136 = add nsw i64 %5133, %5135
+  %arena1407 = getelementptr inbounds float, ptr %arena, i64 %5136
+  store float 0.000000e+00, ptr %arena1407, align 4
+  %ox280.next1408 = add nsw i64 %conv1_weight_grad.ox2801406, 1
+  %5137 = icmp slt i64 %ox280.next1408, 28
+  br i1 %5137, label %conv1_weight_grad.ox2801404, label %conv1_weight_grad.ox280.end1405
 
-conv1_weight_grad.ox221.end1348:                  ; preds = %conv1_weight_grad.ox2211347
-  br label %conv1_weight_grad.endif1346
+conv1_weight_grad.ox280.end1405:                  ; preds = %conv1_weight_grad.ox2801404
+  br label %conv1_weight_grad.endif1403
 
-conv1_weight_grad.oy222:                          ; preds = %conv1_weight_grad.endif1363, %conv1_weight_grad.oy218.end
-  %conv1_weight_grad.oy2221352 = phi i64 [ 0, %conv1_weight_grad.oy218.end ], [ %oy222.next, %conv1_weight_grad.endif1363 ]
-  %4511 = add nsw i64 %conv1_weight_grad.oy2221352, %conv1_weight_grad.ky2171334
-  %4512 = add nsw i64 %4511, -1
-  %4513 = icmp slt i64 -1, %4512
-  %4514 = add nsw i64 %conv1_weight_grad.oy2221352, %conv1_weight_grad.ky2171334
-  %4515 = add nsw i64 %4514, -1
-  %4516 = icmp slt i64 %4515, 28
-  %4517 = and i1 %4513, %4516
-  br i1 %4517, label %conv1_weight_grad.then1353, label %conv1_weight_grad.endif1354
+conv1_weight_grad.oy281:                          ; preds = %conv1_weight_grad.endif1420, %conv1_weight_grad.oy277.end
+  %conv1_weight_grad.oy2811409 = phi i64 [ 0, %conv1_weight_grad.oy277.end ], [ %oy281.next, %conv1_weight_grad.endif1420 ]
+  %5138 = add nsw i64 %conv1_weight_grad.oy2811409, %conv1_weight_grad.ky2761391
+  %5139 = add nsw i64 %5138, -1
+  %5140 = icmp slt i64 -1, %5139
+  %5141 = add nsw i64 %conv1_weight_grad.oy2811409, %conv1_weight_grad.ky2761391
+  %5142 = add nsw i64 %5141, -1
+  %5143 = icmp slt i64 %5142, 28
+  %5144 = and i1 %5140, %5143
+  br i1 %5144, label %conv1_weight_grad.then1410, label %conv1_weight_grad.endif1411
 
-conv1_weight_grad.oy222.end:                      ; preds = %conv1_weight_grad.endif1363
-  br label %conv1_weight_grad.oy225
+conv1_weight_grad.oy281.end:                      ; preds = %conv1_weight_grad.endif1420
+  br label %conv1_weight_grad.oy284
 
-conv1_weight_grad.then1353:                       ; preds = %conv1_weight_grad.oy222
-  br label %conv1_weight_grad.ox223
+conv1_weight_grad.then1410:                       ; preds = %conv1_weight_grad.oy281
+  br label %conv1_weight_grad.ox282
 
-conv1_weight_grad.endif1354:                      ; preds = %conv1_weight_grad.ox223.end, %conv1_weight_grad.oy222
-  %4518 = add nsw i64 %conv1_weight_grad.oy2221352, %conv1_weight_grad.ky2171334
-  %4519 = add nsw i64 %4518, -1
-  %4520 = icmp slt i64 %4519, 0
-  br i1 %4520, label %conv1_weight_grad.then1358, label %conv1_weight_grad.endif1359
+conv1_weight_grad.endif1411:                      ; preds = %conv1_weight_grad.ox282.end, %conv1_weight_grad.oy281
+  %5145 = add nsw i64 %conv1_weight_grad.oy2811409, %conv1_weight_grad.ky2761391
+  %5146 = add nsw i64 %5145, -1
+  %5147 = icmp slt i64 %5146, 0
+  br i1 %5147, label %conv1_weight_grad.then1415, label %conv1_weight_grad.endif1416
 
-conv1_weight_grad.ox223:                          ; preds = %conv1_weight_grad.ox223, %conv1_weight_grad.then1353
-  %conv1_weight_grad.ox2231355 = phi i64 [ 0, %conv1_weight_grad.then1353 ], [ %ox223.next, %conv1_weight_grad.ox223 ]
-  %4521 = mul nsw i64 %conv1_weight_grad.g2141331, 64
-  %4522 = add nsw i64 %4521, %conv1_weight_grad.j2151332
-  %4523 = mul nsw i64 %4522, 784
-  %4524 = mul nsw i64 %conv1_weight_grad.c2161333, 784
-  %4525 = add nsw i64 %4523, %4524
-  %4526 = add nsw i64 %conv1_weight_grad.oy2221352, %conv1_weight_grad.ky2171334
-  %4527 = add nsw i64 %4526, -1
-  %4528 = mul nsw i64 %4527, 28
-  %4529 = add nsw i64 %4525, %4528
-  %4530 = add nsw i64 %4529, %conv1_weight_grad.ox2231355
-  %images1356 = getelementptr inbounds float, ptr %images, i64 %4530
-  %4531 = load float, ptr %images1356, align 4
-  %4532 = mul nsw i64 %conv1_weight_grad.c2161333, 3
-  %4533 = add nsw i64 %4532, %conv1_weight_grad.ky2171334
-  %4534 = mul nsw i64 %4533, 3
-  %4535 = add nsw i64 %4534, 1
-  %4536 = mul nsw i64 %4535, 50176
-  %4537 = add nsw i64 2826896, %4536
-  %4538 = mul nsw i64 %conv1_weight_grad.j2151332, 784
-  %4539 = add nsw i64 %4537, %4538
-  %4540 = mul nsw i64 %conv1_weight_grad.oy2221352, 28
-  %4541 = add nsw i64 %4540, %conv1_weight_grad.ox2231355
-  %4542 = add nsw i64 %4539, %4541
-  %arena1357 = getelementptr inbounds float, ptr %arena, i64 %4542
-  store float %4531, ptr %arena1357, align 4
-  %ox223.next = add nsw i64 %conv1_weight_grad.ox2231355, 1
-  %4543 = icmp slt i64 %ox223.next, 28
-  br i1 %4543, label %conv1_weight_grad.ox223, label %conv1_weight_grad.ox223.end
+conv1_weight_grad.ox282:                          ; preds = %conv1_weight_grad.ox282, %conv1_weight_grad.then1410
+  %conv1_weight_grad.ox2821412 = phi i64 [ 0, %conv1_weight_grad.then1410 ], [ %ox282.next, %conv1_weight_grad.ox282 ]
+  %5148 = mul nsw i64 %conv1_weight_grad.g2731388, 64
+  %5149 = add nsw i64 %5148, %conv1_weight_grad.j2741389
+  %5150 = mul nsw i64 %5149, 784
+  %5151 = mul nsw i64 %conv1_weight_grad.c2751390, 784
+  %5152 = add nsw i64 %5150, %5151
+  %5153 = add nsw i64 %conv1_weight_grad.oy2811409, %conv1_weight_grad.ky2761391
+  %5154 = add nsw i64 %5153, -1
+  %5155 = mul nsw i64 %5154, 28
+  %5156 = add nsw i64 %5152, %5155
+  %5157 = add nsw i64 %5156, %conv1_weight_grad.ox2821412
+  %images1413 = getelementptr inbounds float, ptr %images, i64 %5157
+  %5158 = load float, ptr %images1413, align 4
+  %5159 = mul nsw i64 %conv1_weight_grad.c2751390, 3
+  %5160 = add nsw i64 %5159, %conv1_weight_grad.ky2761391
+  %5161 = mul nsw i64 %5160, 3
+  %5162 = add nsw i64 %5161, 1
+  %5163 = mul nsw i64 %5162, 50176
+  %5164 = add nsw i64 2826896, %5163
+  %5165 = mul nsw i64 %conv1_weight_grad.j2741389, 784
+  %5166 = add nsw i64 %5164, %5165
+  %5167 = mul nsw i64 %conv1_weight_grad.oy2811409, 28
+  %5168 = add nsw i64 %5167, %conv1_weight_grad.ox2821412
+  %5169 = add nsw i64 %5166, %5168
+  %arena1414 = getelementptr inbounds float, ptr %arena, i64 %5169
+  store float %5158, ptr %arena1414, align 4
+  %ox282.next = add nsw i64 %conv1_weight_grad.ox2821412, 1
+  %5170 = icmp slt i64 %ox282.next, 28
+  br i1 %5170, label %conv1_weight_grad.ox282, label %conv1_weight_grad.ox282.end
 
-conv1_weight_grad.ox223.end:                      ; preds = %conv1_weight_grad.ox223
-  br label %conv1_weight_grad.endif1354
+conv1_weight_grad.ox282.end:                      ; preds = %conv1_weight_grad.ox282
+  br label %conv1_weight_grad.endif1411
 
-conv1_weight_grad.then1358:                       ; preds = %conv1_weight_grad.endif1354
-  br label %conv1_weight_grad.ox224
+conv1_weight_grad.then1415:                       ; preds = %conv1_weight_grad.endif1411
+  br label %conv1_weight_grad.ox283
 
-conv1_weight_grad.endif1359:                      ; preds = %conv1_weight_grad.ox224.end, %conv1_weight_grad.endif1354
-  %4544 = add nsw i64 %conv1_weight_grad.oy2221352, %conv1_weight_grad.ky2171334
-  %4545 = add nsw i64 %4544, -1
-  %4546 = icmp slt i64 27, %4545
-  br i1 %4546, label %conv1_weight_grad.then1362, label %conv1_weight_grad.endif1363
+conv1_weight_grad.endif1416:                      ; preds = %conv1_weight_grad.ox283.end, %conv1_weight_grad.endif1411
+  %5171 = add nsw i64 %conv1_weight_grad.oy2811409, %conv1_weight_grad.ky2761391
+  %5172 = add nsw i64 %5171, -1
+  %5173 = icmp slt i64 27, %5172
+  br i1 %5173, label %conv1_weight_grad.then1419, label %conv1_weight_grad.endif1420
 
-conv1_weight_grad.ox224:                          ; preds = %conv1_weight_grad.ox224, %conv1_weight_grad.then1358
-  %conv1_weight_grad.ox2241360 = phi i64 [ 0, %conv1_weight_grad.then1358 ], [ %ox224.next, %conv1_weight_grad.ox224 ]
-  %4547 = mul nsw i64 %conv1_weight_grad.c2161333, 3
-  %4548 = add nsw i64 %4547, %conv1_weight_grad.ky2171334
-  %4549 = mul nsw i64 %4548, 3
-  %4550 = add nsw i64 %4549, 1
-  %4551 = mul nsw i64 %4550, 50176
-  %4552 = add nsw i64 2826896, %4551
-  %4553 = mul nsw i64 %conv1_weight_grad.j2151332, 784
-  %4554 = add nsw i64 %4552, %4553
-  %4555 = mul nsw i64 %conv1_weight_grad.oy2221352, 28
-  %4556 = add nsw i64 %4555, %conv1_weight_grad.ox2241360
-  %4557 = add nsw i64 %4554, %4556
-  %arena1361 = getelementptr inbounds float, ptr %arena, i64 %4557
-  store float 0.000000e+00, ptr %arena1361, align 4
-  %ox224.next = add nsw i64 %conv1_weight_grad.ox2241360, 1
-  %4558 = icmp slt i64 %ox224.next, 28
-  br i1 %4558, label %conv1_weight_grad.ox224, label %conv1_weight_grad.ox224.end
+conv1_weight_grad.ox283:                          ; preds = %conv1_weight_grad.ox283, %conv1_weight_grad.then1415
+  %conv1_weight_grad.ox2831417 = phi i64 [ 0, %conv1_weight_grad.then1415 ], [ %ox283.next, %conv1_weight_grad.ox283 ]
+  %5174 = mul nsw i64 %conv1_weight_grad.c2751390, 3
+  %5175 = add nsw i64 %5174, %conv1_weight_grad.ky2761391
+  %5176 = mul nsw i64 %5175, 3
+  %5177 = add nsw i64 %5176, 1
+  %5178 = mul nsw i64 %5177, 50176
+  %5179 = add nsw i64 2826896, %5178
+  %5180 = mul nsw i64 %conv1_weight_grad.j2741389, 784
+  %5181 = add nsw i64 %5179, %5180
+  %5182 = mul nsw i64 %conv1_weight_grad.oy2811409, 28
+  %5183 = add nsw i64 %5182, %conv1_weight_grad.ox2831417
+  %5184 = add nsw i64 %5181, %5183
+  %arena1418 = getelementptr inbounds float, ptr %arena, i64 %5184
+  store float 0.000000e+00, ptr %arena1418, align 4
+  %ox283.next = add nsw i64 %conv1_weight_grad.ox2831417, 1
+  %5185 = icmp slt i64 %ox283.next, 28
+  br i1 %5185, label %conv1_weight_grad.ox283, label %conv1_weight_grad.ox283.end
 
-conv1_weight_grad.ox224.end:                      ; preds = %conv1_weight_grad.ox224
-  br label %conv1_weight_grad.endif1359
+conv1_weight_grad.ox283.end:                      ; preds = %conv1_weight_grad.ox283
+  br label %conv1_weight_grad.endif1416
 
-conv1_weight_grad.then1362:                       ; preds = %conv1_weight_grad.endif1359
-  br label %conv1_weight_grad.ox2241364
+conv1_weight_grad.then1419:                       ; preds = %conv1_weight_grad.endif1416
+  br label %conv1_weight_grad.ox2831421
 
-conv1_weight_grad.endif1363:                      ; preds = %conv1_weight_grad.ox224.end1365, %conv1_weight_grad.endif1359
-  %oy222.next = add nsw i64 %conv1_weight_grad.oy2221352, 1
-  %4559 = icmp slt i64 %oy222.next, 28
-  br i1 %4559, label %conv1_weight_grad.oy222, label %conv1_weight_grad.oy222.end
+conv1_weight_grad.endif1420:                      ; preds = %conv1_weight_grad.ox283.end1422, %conv1_weight_grad.endif1416
+  %oy281.next = add nsw i64 %conv1_weight_grad.oy2811409, 1
+  %5186 = icmp slt i64 %oy281.next, 28
+  br i1 %5186, label %conv1_weight_grad.oy281, label %conv1_weight_grad.oy281.end
 
-conv1_weight_grad.ox2241364:                      ; preds = %conv1_weight_grad.ox2241364, %conv1_weight_grad.then1362
-  %conv1_weight_grad.ox2241366 = phi i64 [ 0, %conv1_weight_grad.then1362 ], [ %ox224.next1368, %conv1_weight_grad.ox2241364 ]
-  %4560 = mul nsw i64 %conv1_weight_grad.c2161333, 3
-  %4561 = add nsw i64 %4560, %conv1_weight_grad.ky2171334
-  %4562 = mul nsw i64 %4561, 3
-  %4563 = add nsw i64 %4562, 1
-  %4564 = mul nsw i64 %4563, 50176
-  %4565 = add nsw i64 2826896, %4564
-  %4566 = mul nsw i64 %conv1_weight_grad.j2151332, 784
-  %4567 = add nsw i64 %4565, %4566
-  %4568 = mul nsw i64 %conv1_weight_grad.oy2221352, 28
-  %4569 = add nsw i64 %4568, %conv1_weight_grad.ox2241366
-  %4570 = add nsw i64 %4567, %4569
-  %arena1367 = getelementptr inbounds float, ptr %arena, i64 %4570
-  store float 0.000000e+00, ptr %arena1367, align 4
-  %ox224.next1368 = add nsw i64 %conv1_weight_grad.ox2241366, 1
-  %4571 = icmp slt i64 %ox224.next1368, 28
-  br i1 %4571, label %conv1_weight_grad.ox2241364, label %conv1_weight_grad.ox224.end1365
+conv1_weight_grad.ox2831421:                      ; preds = %conv1_weight_grad.ox2831421, %conv1_weight_grad.then1419
+  %conv1_weight_grad.ox2831423 = phi i64 [ 0, %conv1_weight_grad.then1419 ], [ %ox283.next1425, %conv1_weight_grad.ox2831421 ]
+  %5187 = mul nsw i64 %conv1_weight_grad.c2751390, 3
+  %5188 = add nsw i64 %5187, %conv1_weight_grad.ky2761391
+  %5189 = mul nsw i64 %5188, 3
+  %5190 = add nsw i64 %5189, 1
+  %5191 = mul nsw i64 %5190, 50176
+  %5192 = add nsw i64 2826896, %5191
+  %5193 = mul nsw i64 %conv1_weight_grad.j2741389, 784
+  %5194 = add nsw i64 %5192, %5193
+  %5195 = mul nsw i64 %conv1_weight_grad.oy2811409, 28
+  %5196 = add nsw i64 %5195, %conv1_weight_grad.ox2831423
+  %5197 = add nsw i64 %5194, %5196
+  %arena1424 = getelementptr inbounds float, ptr %arena, i64 %5197
+  store float 0.000000e+00, ptr %arena1424, align 4
+  %ox283.next1425 = add nsw i64 %conv1_weight_grad.ox2831423, 1
+  %5198 = icmp slt i64 %ox283.next1425, 28
+  br i1 %5198, label %conv1_weight_grad.ox2831421, label %conv1_weight_grad.ox283.end1422
 
-conv1_weight_grad.ox224.end1365:                  ; preds = %conv1_weight_grad.ox2241364
-  br label %conv1_weight_grad.endif1363
+conv1_weight_grad.ox283.end1422:                  ; preds = %conv1_weight_grad.ox2831421
+  br label %conv1_weight_grad.endif1420
 
-conv1_weight_grad.oy225:                          ; preds = %conv1_weight_grad.endif1382, %conv1_weight_grad.oy222.end
-  %conv1_weight_grad.oy2251369 = phi i64 [ 0, %conv1_weight_grad.oy222.end ], [ %oy225.next, %conv1_weight_grad.endif1382 ]
-  %4572 = add nsw i64 %conv1_weight_grad.oy2251369, %conv1_weight_grad.ky2171334
-  %4573 = add nsw i64 %4572, -1
-  %4574 = icmp slt i64 -1, %4573
-  %4575 = add nsw i64 %conv1_weight_grad.oy2251369, %conv1_weight_grad.ky2171334
-  %4576 = add nsw i64 %4575, -1
-  %4577 = icmp slt i64 %4576, 28
-  %4578 = and i1 %4574, %4577
-  br i1 %4578, label %conv1_weight_grad.then1370, label %conv1_weight_grad.endif1371
+conv1_weight_grad.oy284:                          ; preds = %conv1_weight_grad.endif1439, %conv1_weight_grad.oy281.end
+  %conv1_weight_grad.oy2841426 = phi i64 [ 0, %conv1_weight_grad.oy281.end ], [ %oy284.next, %conv1_weight_grad.endif1439 ]
+  %5199 = add nsw i64 %conv1_weight_grad.oy2841426, %conv1_weight_grad.ky2761391
+  %5200 = add nsw i64 %5199, -1
+  %5201 = icmp slt i64 -1, %5200
+  %5202 = add nsw i64 %conv1_weight_grad.oy2841426, %conv1_weight_grad.ky2761391
+  %5203 = add nsw i64 %5202, -1
+  %5204 = icmp slt i64 %5203, 28
+  %5205 = and i1 %5201, %5204
+  br i1 %5205, label %conv1_weight_grad.then1427, label %conv1_weight_grad.endif1428
 
-conv1_weight_grad.oy225.end:                      ; preds = %conv1_weight_grad.endif1382
-  %ky217.next = add nsw i64 %conv1_weight_grad.ky2171334, 1
-  %4579 = icmp slt i64 %ky217.next, 3
-  br i1 %4579, label %conv1_weight_grad.ky217, label %conv1_weight_grad.ky217.end
+conv1_weight_grad.oy284.end:                      ; preds = %conv1_weight_grad.endif1439
+  %ky276.next = add nsw i64 %conv1_weight_grad.ky2761391, 1
+  %5206 = icmp slt i64 %ky276.next, 3
+  br i1 %5206, label %conv1_weight_grad.ky276, label %conv1_weight_grad.ky276.end
 
-conv1_weight_grad.then1370:                       ; preds = %conv1_weight_grad.oy225
-  br label %conv1_weight_grad.ox226
+conv1_weight_grad.then1427:                       ; preds = %conv1_weight_grad.oy284
+  br label %conv1_weight_grad.ox285
 
-conv1_weight_grad.endif1371:                      ; preds = %conv1_weight_grad.ox227.end, %conv1_weight_grad.oy225
-  %4580 = add nsw i64 %conv1_weight_grad.oy2251369, %conv1_weight_grad.ky2171334
-  %4581 = add nsw i64 %4580, -1
-  %4582 = icmp slt i64 %4581, 0
-  br i1 %4582, label %conv1_weight_grad.then1377, label %conv1_weight_grad.endif1378
+conv1_weight_grad.endif1428:                      ; preds = %conv1_weight_grad.ox286.end, %conv1_weight_grad.oy284
+  %5207 = add nsw i64 %conv1_weight_grad.oy2841426, %conv1_weight_grad.ky2761391
+  %5208 = add nsw i64 %5207, -1
+  %5209 = icmp slt i64 %5208, 0
+  br i1 %5209, label %conv1_weight_grad.then1434, label %conv1_weight_grad.endif1435
 
-conv1_weight_grad.ox226:                          ; preds = %conv1_weight_grad.ox226, %conv1_weight_grad.then1370
-  %conv1_weight_grad.ox2261372 = phi i64 [ 0, %conv1_weight_grad.then1370 ], [ %ox226.next, %conv1_weight_grad.ox226 ]
-  %4583 = mul nsw i64 %conv1_weight_grad.g2141331, 64
-  %4584 = add nsw i64 %4583, %conv1_weight_grad.j2151332
-  %4585 = mul nsw i64 %4584, 784
-  %4586 = mul nsw i64 %conv1_weight_grad.c2161333, 784
-  %4587 = add nsw i64 %4585, %4586
-  %4588 = add nsw i64 %conv1_weight_grad.oy2251369, %conv1_weight_grad.ky2171334
-  %4589 = add nsw i64 %4588, -1
-  %4590 = mul nsw i64 %4589, 28
-  %4591 = add nsw i64 %4587, %4590
-  %4592 = add nsw i64 %conv1_weight_grad.ox2261372, 1
-  %4593 = add nsw i64 %4591, %4592
-  %images1373 = getelementptr inbounds float, ptr %images, i64 %4593
-  %4594 = load float, ptr %images1373, align 4
-  %4595 = mul nsw i64 %conv1_weight_grad.c2161333, 3
-  %4596 = add nsw i64 %4595, %conv1_weight_grad.ky2171334
-  %4597 = mul nsw i64 %4596, 3
-  %4598 = add nsw i64 %4597, 2
-  %4599 = mul nsw i64 %4598, 50176
-  %4600 = add nsw i64 2826896, %4599
-  %4601 = mul nsw i64 %conv1_weight_grad.j2151332, 784
-  %4602 = add nsw i64 %4600, %4601
-  %4603 = mul nsw i64 %conv1_weight_grad.oy2251369, 28
-  %4604 = add nsw i64 %4603, %conv1_weight_grad.ox2261372
-  %4605 = add nsw i64 %4602, %4604
-  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %4605
-  store float %4594, ptr %arena1374, align 4
-  %ox226.next = add nsw i64 %conv1_weight_grad.ox2261372, 1
-  %4606 = icmp slt i64 %ox226.next, 27
-  br i1 %4606, label %conv1_weight_grad.ox226, label %conv1_weight_grad.ox226.end
+conv1_weight_grad.ox285:                          ; preds = %conv1_weight_grad.ox285, %conv1_weight_grad.then1427
+  %conv1_weight_grad.ox2851429 = phi i64 [ 0, %conv1_weight_grad.then1427 ], [ %ox285.next, %conv1_weight_grad.ox285 ]
+  %5210 = mul nsw i64 %conv1_weight_grad.g2731388, 64
+  %5211 = add nsw i64 %5210, %conv1_weight_grad.j2741389
+  %5212 = mul nsw i64 %5211, 784
+  %5213 = mul nsw i64 %conv1_weight_grad.c2751390, 784
+  %5214 = add nsw i64 %5212, %5213
+  %5215 = add nsw i64 %conv1_weight_grad.oy2841426, %conv1_weight_grad.ky2761391
+  %5216 = add nsw i64 %5215, -1
+  %5217 = mul nsw i64 %5216, 28
+  %5218 = add nsw i64 %5214, %5217
+  %5219 = add nsw i64 %conv1_weight_grad.ox2851429, 1
+  %5220 = add nsw i64 %5218, %5219
+  %images1430 = getelementptr inbounds float, ptr %images, i64 %5220
+  %5221 = load float, ptr %images1430, align 4
+  %5222 = mul nsw i64 %conv1_weight_grad.c2751390, 3
+  %5223 = add nsw i64 %5222, %conv1_weight_grad.ky2761391
+  %5224 = mul nsw i64 %5223, 3
+  %5225 = add nsw i64 %5224, 2
+  %5226 = mul nsw i64 %5225, 50176
+  %5227 = add nsw i64 2826896, %5226
+  %5228 = mul nsw i64 %conv1_weight_grad.j2741389, 784
+  %5229 = add nsw i64 %5227, %5228
+  %5230 = mul nsw i64 %conv1_weight_grad.oy2841426, 28
+  %5231 = add nsw i64 %5230, %conv1_weight_grad.ox2851429
+  %5232 = add nsw i64 %5229, %5231
+  %arena1431 = getelementptr inbounds float, ptr %arena, i64 %5232
+  store float %5221, ptr %arena1431, align 4
+  %ox285.next = add nsw i64 %conv1_weight_grad.ox2851429, 1
+  %5233 = icmp slt i64 %ox285.next, 27
+  br i1 %5233, label %conv1_weight_grad.ox285, label %conv1_weight_grad.ox285.end
 
-conv1_weight_grad.ox226.end:                      ; preds = %conv1_weight_grad.ox226
-  br label %conv1_weight_grad.ox227
+conv1_weight_grad.ox285.end:                      ; preds = %conv1_weight_grad.ox285
+  br label %conv1_weight_grad.ox286
 
-conv1_weight_grad.ox227:                          ; preds = %conv1_weight_grad.ox227, %conv1_weight_grad.ox226.end
-  %conv1_weight_grad.ox2271375 = phi i64 [ 0, %conv1_weight_grad.ox226.end ], [ %ox227.next, %conv1_weight_grad.ox227 ]
-  %4607 = mul nsw i64 %conv1_weight_grad.c2161333, 3
-  %4608 = add nsw i64 %4607, %conv1_weight_grad.ky2171334
-  %4609 = mul nsw i64 %4608, 3
-  %4610 = add nsw i64 %4609, 2
-  %4611 = mul nsw i64 %4610, 50176
-  %4612 = add nsw i64 2826896, %4611
-  %4613 = mul nsw i64 %conv1_weight_grad.j2151332, 784
-  %4614 = add nsw i64 %4612, %4613
-  %4615 = mul nsw i64 %conv1_weight_grad.oy2251369, 28
-  %4616 = add nsw i64 %conv1_weight_grad.ox2271375, 27
-  %4617 = add nsw i64 %4615, %4616
-  %4618 = add nsw i64 %4614, %4617
-  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %4618
-  store float 0.000000e+00, ptr %arena1376, align 4
-  %ox227.next = add nsw i64 %conv1_weight_grad.ox2271375, 1
-  %4619 = icmp slt i64 %ox227.next, 1
-  br i1 %4619, label %conv1_weight_grad.ox227, label %conv1_weight_grad.ox227.end
+conv1_weight_grad.ox286:                          ; preds = %conv1_weight_grad.ox286, %conv1_weight_grad.ox285.end
+  %conv1_weight_grad.ox2861432 = phi i64 [ 0, %conv1_weight_grad.ox285.end ], [ %ox286.next, %conv1_weight_grad.ox286 ]
+  %5234 = mul nsw i64 %conv1_weight_grad.c2751390, 3
+  %5235 = add nsw i64 %5234, %conv1_weight_grad.ky2761391
+  %5236 = mul nsw i64 %5235, 3
+  %5237 = add nsw i64 %5236, 2
+  %5238 = mul nsw i64 %5237, 50176
+  %5239 = add nsw i64 2826896, %5238
+  %5240 = mul nsw i64 %conv1_weight_grad.j2741389, 784
+  %5241 = add nsw i64 %5239, %5240
+  %5242 = mul nsw i64 %conv1_weight_grad.oy2841426, 28
+  %5243 = add nsw i64 %conv1_weight_grad.ox2861432, 27
+  %5244 = add nsw i64 %5242, %5243
+  %5245 = add nsw i64 %5241, %5244
+  %arena1433 = getelementptr inbounds float, ptr %arena, i64 %5245
+  store float 0.000000e+00, ptr %arena1433, align 4
+  %ox286.next = add nsw i64 %conv1_weight_grad.ox2861432, 1
+  %5246 = icmp slt i64 %ox286.next, 1
+  br i1 %5246, label %conv1_weight_grad.ox286, label %conv1_weight_grad.ox286.end
 
-conv1_weight_grad.ox227.end:                      ; preds = %conv1_weight_grad.ox227
-  br label %conv1_weight_grad.endif1371
+conv1_weight_grad.ox286.end:                      ; preds = %conv1_weight_grad.ox286
+  br label %conv1_weight_grad.endif1428
 
-conv1_weight_grad.then1377:                       ; preds = %conv1_weight_grad.endif1371
-  br label %conv1_weight_grad.ox228
+conv1_weight_grad.then1434:                       ; preds = %conv1_weight_grad.endif1428
+  br label %conv1_weight_grad.ox287
 
-conv1_weight_grad.endif1378:                      ; preds = %conv1_weight_grad.ox228.end, %conv1_weight_grad.endif1371
-  %4620 = add nsw i64 %conv1_weight_grad.oy2251369, %conv1_weight_grad.ky2171334
-  %4621 = add nsw i64 %4620, -1
-  %4622 = icmp slt i64 27, %4621
-  br i1 %4622, label %conv1_weight_grad.then1381, label %conv1_weight_grad.endif1382
+conv1_weight_grad.endif1435:                      ; preds = %conv1_weight_grad.ox287.end, %conv1_weight_grad.endif1428
+  %5247 = add nsw i64 %conv1_weight_grad.oy2841426, %conv1_weight_grad.ky2761391
+  %5248 = add nsw i64 %5247, -1
+  %5249 = icmp slt i64 27, %5248
+  br i1 %5249, label %conv1_weight_grad.then1438, label %conv1_weight_grad.endif1439
 
-conv1_weight_grad.ox228:                          ; preds = %conv1_weight_grad.ox228, %conv1_weight_grad.then1377
-  %conv1_weight_grad.ox2281379 = phi i64 [ 0, %conv1_weight_grad.then1377 ], [ %ox228.next, %conv1_weight_grad.ox228 ]
-  %4623 = mul nsw i64 %conv1_weight_grad.c2161333, 3
-  %4624 = add nsw i64 %4623, %conv1_weight_grad.ky2171334
-  %4625 = mul nsw i64 %4624, 3
-  %4626 = add nsw i64 %4625, 2
-  %4627 = mul nsw i64 %4626, 50176
-  %4628 = add nsw i64 2826896, %4627
-  %4629 = mul nsw i64 %conv1_weight_grad.j2151332, 784
-  %4630 = add nsw i64 %4628, %4629
-  %4631 = mul nsw i64 %conv1_weight_grad.oy2251369, 28
-  %4632 = add nsw i64 %4631, %conv1_weight_grad.ox2281379
-  %4633 = add nsw i64 %4630, %4632
-  %arena1380 = getelementptr inbounds float, ptr %arena, i64 %4633
-  store float 0.000000e+00, ptr %arena1380, align 4
-  %ox228.next = add nsw i64 %conv1_weight_grad.ox2281379, 1
-  %4634 = icmp slt i64 %ox228.next, 28
-  br i1 %4634, label %conv1_weight_grad.ox228, label %conv1_weight_grad.ox228.end
+conv1_weight_grad.ox287:                          ; preds = %conv1_weight_grad.ox287, %conv1_weight_grad.then1434
+  %conv1_weight_grad.ox2871436 = phi i64 [ 0, %conv1_weight_grad.then1434 ], [ %ox287.next, %conv1_weight_grad.ox287 ]
+  %5250 = mul nsw i64 %conv1_weight_grad.c2751390, 3
+  %5251 = add nsw i64 %5250, %conv1_weight_grad.ky2761391
+  %5252 = mul nsw i64 %5251, 3
+  %5253 = add nsw i64 %5252, 2
+  %5254 = mul nsw i64 %5253, 50176
+  %5255 = add nsw i64 2826896, %5254
+  %5256 = mul nsw i64 %conv1_weight_grad.j2741389, 784
+  %5257 = add nsw i64 %5255, %5256
+  %5258 = mul nsw i64 %conv1_weight_grad.oy2841426, 28
+  %5259 = add nsw i64 %5258, %conv1_weight_grad.ox2871436
+  %5260 = add nsw i64 %5257, %5259
+  %arena1437 = getelementptr inbounds float, ptr %arena, i64 %5260
+  store float 0.000000e+00, ptr %arena1437, align 4
+  %ox287.next = add nsw i64 %conv1_weight_grad.ox2871436, 1
+  %5261 = icmp slt i64 %ox287.next, 28
+  br i1 %5261, label %conv1_weight_grad.ox287, label %conv1_weight_grad.ox287.end
 
-conv1_weight_grad.ox228.end:                      ; preds = %conv1_weight_grad.ox228
-  br label %conv1_weight_grad.endif1378
+conv1_weight_grad.ox287.end:                      ; preds = %conv1_weight_grad.ox287
+  br label %conv1_weight_grad.endif1435
 
-conv1_weight_grad.then1381:                       ; preds = %conv1_weight_grad.endif1378
-  br label %conv1_weight_grad.ox2281383
+conv1_weight_grad.then1438:                       ; preds = %conv1_weight_grad.endif1435
+  br label %conv1_weight_grad.ox2871440
 
-conv1_weight_grad.endif1382:                      ; preds = %conv1_weight_grad.ox228.end1384, %conv1_weight_grad.endif1378
-  %oy225.next = add nsw i64 %conv1_weight_grad.oy2251369, 1
-  %4635 = icmp slt i64 %oy225.next, 28
-  br i1 %4635, label %conv1_weight_grad.oy225, label %conv1_weight_grad.oy225.end
+conv1_weight_grad.endif1439:                      ; preds = %conv1_weight_grad.ox287.end1441, %conv1_weight_grad.endif1435
+  %oy284.next = add nsw i64 %conv1_weight_grad.oy2841426, 1
+  %5262 = icmp slt i64 %oy284.next, 28
+  br i1 %5262, label %conv1_weight_grad.oy284, label %conv1_weight_grad.oy284.end
 
-conv1_weight_grad.ox2281383:                      ; preds = %conv1_weight_grad.ox2281383, %conv1_weight_grad.then1381
-  %conv1_weight_grad.ox2281385 = phi i64 [ 0, %conv1_weight_grad.then1381 ], [ %ox228.next1387, %conv1_weight_grad.ox2281383 ]
-  %4636 = mul nsw i64 %conv1_weight_grad.c2161333, 3
-  %4637 = add nsw i64 %4636, %conv1_weight_grad.ky2171334
-  %4638 = mul nsw i64 %4637, 3
-  %4639 = add nsw i64 %4638, 2
-  %4640 = mul nsw i64 %4639, 50176
-  %4641 = add nsw i64 2826896, %4640
-  %4642 = mul nsw i64 %conv1_weight_grad.j2151332, 784
-  %4643 = add nsw i64 %4641, %4642
-  %4644 = mul nsw i64 %conv1_weight_grad.oy2251369, 28
-  %4645 = add nsw i64 %4644, %conv1_weight_grad.ox2281385
-  %4646 = add nsw i64 %4643, %4645
-  %arena1386 = getelementptr inbounds float, ptr %arena, i64 %4646
-  store float 0.000000e+00, ptr %arena1386, align 4
-  %ox228.next1387 = add nsw i64 %conv1_weight_grad.ox2281385, 1
-  %4647 = icmp slt i64 %ox228.next1387, 28
-  br i1 %4647, label %conv1_weight_grad.ox2281383, label %conv1_weight_grad.ox228.end1384
+conv1_weight_grad.ox2871440:                      ; preds = %conv1_weight_grad.ox2871440, %conv1_weight_grad.then1438
+  %conv1_weight_grad.ox2871442 = phi i64 [ 0, %conv1_weight_grad.then1438 ], [ %ox287.next1444, %conv1_weight_grad.ox2871440 ]
+  %5263 = mul nsw i64 %conv1_weight_grad.c2751390, 3
+  %5264 = add nsw i64 %5263, %conv1_weight_grad.ky2761391
+  %5265 = mul nsw i64 %5264, 3
+  %5266 = add nsw i64 %5265, 2
+  %5267 = mul nsw i64 %5266, 50176
+  %5268 = add nsw i64 2826896, %5267
+  %5269 = mul nsw i64 %conv1_weight_grad.j2741389, 784
+  %5270 = add nsw i64 %5268, %5269
+  %5271 = mul nsw i64 %conv1_weight_grad.oy2841426, 28
+  %5272 = add nsw i64 %5271, %conv1_weight_grad.ox2871442
+  %5273 = add nsw i64 %5270, %5272
+  %arena1443 = getelementptr inbounds float, ptr %arena, i64 %5273
+  store float 0.000000e+00, ptr %arena1443, align 4
+  %ox287.next1444 = add nsw i64 %conv1_weight_grad.ox2871442, 1
+  %5274 = icmp slt i64 %ox287.next1444, 28
+  br i1 %5274, label %conv1_weight_grad.ox2871440, label %conv1_weight_grad.ox287.end1441
 
-conv1_weight_grad.ox228.end1384:                  ; preds = %conv1_weight_grad.ox2281383
-  br label %conv1_weight_grad.endif1382
+conv1_weight_grad.ox287.end1441:                  ; preds = %conv1_weight_grad.ox2871440
+  br label %conv1_weight_grad.endif1439
 
-conv1_weight_grad.j229:                           ; preds = %conv1_weight_grad.i230.end, %conv1_weight_grad.j215.end
-  %conv1_weight_grad.j2291388 = phi i64 [ 0, %conv1_weight_grad.j215.end ], [ %j229.next, %conv1_weight_grad.i230.end ]
-  br label %conv1_weight_grad.i230
+conv1_weight_grad.j288:                           ; preds = %conv1_weight_grad.i289.end, %conv1_weight_grad.j274.end
+  %conv1_weight_grad.j2881445 = phi i64 [ 0, %conv1_weight_grad.j274.end ], [ %j288.next, %conv1_weight_grad.i289.end ]
+  br label %conv1_weight_grad.i289
 
-conv1_weight_grad.j229.end:                       ; preds = %conv1_weight_grad.i230.end
-  br label %conv1_weight_grad.kp232
+conv1_weight_grad.j288.end:                       ; preds = %conv1_weight_grad.i289.end
+  br label %conv1_weight_grad.kp291
 
-conv1_weight_grad.i230:                           ; preds = %conv1_weight_grad.f231.end, %conv1_weight_grad.j229
-  %conv1_weight_grad.i2301389 = phi i64 [ 0, %conv1_weight_grad.j229 ], [ %i230.next, %conv1_weight_grad.f231.end ]
-  br label %conv1_weight_grad.f231
+conv1_weight_grad.i289:                           ; preds = %conv1_weight_grad.f290.end, %conv1_weight_grad.j288
+  %conv1_weight_grad.i2891446 = phi i64 [ 0, %conv1_weight_grad.j288 ], [ %i289.next, %conv1_weight_grad.f290.end ]
+  br label %conv1_weight_grad.f290
 
-conv1_weight_grad.i230.end:                       ; preds = %conv1_weight_grad.f231.end
-  %j229.next = add nsw i64 %conv1_weight_grad.j2291388, 1
-  %4648 = icmp slt i64 %j229.next, 64
-  br i1 %4648, label %conv1_weight_grad.j229, label %conv1_weight_grad.j229.end
+conv1_weight_grad.i289.end:                       ; preds = %conv1_weight_grad.f290.end
+  %j288.next = add nsw i64 %conv1_weight_grad.j2881445, 1
+  %5275 = icmp slt i64 %j288.next, 64
+  br i1 %5275, label %conv1_weight_grad.j288, label %conv1_weight_grad.j288.end
 
-conv1_weight_grad.f231:                           ; preds = %conv1_weight_grad.f231, %conv1_weight_grad.i230
-  %conv1_weight_grad.f2311390 = phi i64 [ 0, %conv1_weight_grad.i230 ], [ %f231.next, %conv1_weight_grad.f231 ]
-  %4649 = mul nsw i64 %conv1_weight_grad.g2141331, 64
-  %4650 = add nsw i64 %4649, %conv1_weight_grad.j2291388
-  %4651 = mul nsw i64 %4650, 25088
-  %4652 = add nsw i64 1221264, %4651
-  %4653 = mul nsw i64 %conv1_weight_grad.f2311390, 784
-  %4654 = add nsw i64 %4652, %4653
-  %4655 = add nsw i64 %4654, %conv1_weight_grad.i2301389
-  %arena1391 = getelementptr inbounds float, ptr %arena, i64 %4655
-  %4656 = load float, ptr %arena1391, align 4
-  %4657 = mul nsw i64 %conv1_weight_grad.j2291388, 784
-  %4658 = add nsw i64 %4657, %conv1_weight_grad.i2301389
-  %4659 = mul nsw i64 %4658, 32
-  %4660 = add nsw i64 3278480, %4659
-  %4661 = add nsw i64 %4660, %conv1_weight_grad.f2311390
-  %arena1392 = getelementptr inbounds float, ptr %arena, i64 %4661
-  store float %4656, ptr %arena1392, align 4
-  %f231.next = add nsw i64 %conv1_weight_grad.f2311390, 1
-  %4662 = icmp slt i64 %f231.next, 32
-  br i1 %4662, label %conv1_weight_grad.f231, label %conv1_weight_grad.f231.end
-
-conv1_weight_grad.f231.end:                       ; preds = %conv1_weight_grad.f231
-  %i230.next = add nsw i64 %conv1_weight_grad.i2301389, 1
-  %4663 = icmp slt i64 %i230.next, 784
-  br i1 %4663, label %conv1_weight_grad.i230, label %conv1_weight_grad.i230.end
-
-conv1_weight_grad.kp232:                          ; preds = %conv1_weight_grad.nb233.end, %conv1_weight_grad.j229.end
-  %conv1_weight_grad.kp2321393 = phi i64 [ 0, %conv1_weight_grad.j229.end ], [ %kp232.next, %conv1_weight_grad.nb233.end ]
-  br label %conv1_weight_grad.nb233
-
-conv1_weight_grad.kp232.end:                      ; preds = %conv1_weight_grad.nb233.end
-  br label %conv1_weight_grad.nb237
-
-conv1_weight_grad.nb233:                          ; preds = %conv1_weight_grad.mb234.end, %conv1_weight_grad.kp232
-  %conv1_weight_grad.nb2331394 = phi i64 [ 0, %conv1_weight_grad.kp232 ], [ %nb233.next, %conv1_weight_grad.mb234.end ]
-  br label %conv1_weight_grad.mb234
-
-conv1_weight_grad.nb233.end:                      ; preds = %conv1_weight_grad.mb234.end
-  %kp232.next = add nsw i64 %conv1_weight_grad.kp2321393, 1
-  %4664 = icmp slt i64 %kp232.next, 130
-  br i1 %4664, label %conv1_weight_grad.kp232, label %conv1_weight_grad.kp232.end
-
-conv1_weight_grad.mb234:                          ; preds = %conv1_weight_grad.k236.end, %conv1_weight_grad.nb233
-  %conv1_weight_grad.mb2341395 = phi i64 [ 0, %conv1_weight_grad.nb233 ], [ %mb234.next, %conv1_weight_grad.k236.end ]
-  %4665 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4666 = mul nsw i64 %4665, 32
-  %4667 = add nsw i64 4884112, %4666
-  %4668 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4669 = add nsw i64 %4667, %4668
-  %arena1396 = getelementptr inbounds float, ptr %arena, i64 %4669
-  %4670 = load <16 x float>, ptr %arena1396, align 4
-  store <16 x float> %4670, ptr %conv1_weight_grad.t235_c0_0, align 64
-  %4671 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4672 = mul nsw i64 %4671, 32
-  %4673 = add nsw i64 4884112, %4672
-  %4674 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4675 = add nsw i64 %4673, %4674
-  %4676 = add nsw i64 %4675, 16
-  %arena1397 = getelementptr inbounds float, ptr %arena, i64 %4676
-  %4677 = load <16 x float>, ptr %arena1397, align 4
-  store <16 x float> %4677, ptr %conv1_weight_grad.t235_c0_1, align 64
-  %4678 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4679 = add nsw i64 %4678, 1
-  %4680 = mul nsw i64 %4679, 32
-  %4681 = add nsw i64 4884112, %4680
-  %4682 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4683 = add nsw i64 %4681, %4682
-  %arena1398 = getelementptr inbounds float, ptr %arena, i64 %4683
-  %4684 = load <16 x float>, ptr %arena1398, align 4
-  store <16 x float> %4684, ptr %conv1_weight_grad.t235_c1_0, align 64
-  %4685 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4686 = add nsw i64 %4685, 1
-  %4687 = mul nsw i64 %4686, 32
-  %4688 = add nsw i64 4884112, %4687
-  %4689 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4690 = add nsw i64 %4688, %4689
-  %4691 = add nsw i64 %4690, 16
-  %arena1399 = getelementptr inbounds float, ptr %arena, i64 %4691
-  %4692 = load <16 x float>, ptr %arena1399, align 4
-  store <16 x float> %4692, ptr %conv1_weight_grad.t235_c1_1, align 64
-  %4693 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4694 = add nsw i64 %4693, 2
-  %4695 = mul nsw i64 %4694, 32
-  %4696 = add nsw i64 4884112, %4695
-  %4697 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4698 = add nsw i64 %4696, %4697
-  %arena1400 = getelementptr inbounds float, ptr %arena, i64 %4698
-  %4699 = load <16 x float>, ptr %arena1400, align 4
-  store <16 x float> %4699, ptr %conv1_weight_grad.t235_c2_0, align 64
-  %4700 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4701 = add nsw i64 %4700, 2
-  %4702 = mul nsw i64 %4701, 32
-  %4703 = add nsw i64 4884112, %4702
-  %4704 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4705 = add nsw i64 %4703, %4704
-  %4706 = add nsw i64 %4705, 16
-  %arena1401 = getelementptr inbounds float, ptr %arena, i64 %4706
-  %4707 = load <16 x float>, ptr %arena1401, align 4
-  store <16 x float> %4707, ptr %conv1_weight_grad.t235_c2_1, align 64
-  %4708 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4709 = add nsw i64 %4708, 3
-  %4710 = mul nsw i64 %4709, 32
-  %4711 = add nsw i64 4884112, %4710
-  %4712 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4713 = add nsw i64 %4711, %4712
-  %arena1402 = getelementptr inbounds float, ptr %arena, i64 %4713
-  %4714 = load <16 x float>, ptr %arena1402, align 4
-  store <16 x float> %4714, ptr %conv1_weight_grad.t235_c3_0, align 64
-  %4715 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4716 = add nsw i64 %4715, 3
-  %4717 = mul nsw i64 %4716, 32
-  %4718 = add nsw i64 4884112, %4717
-  %4719 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4720 = add nsw i64 %4718, %4719
-  %4721 = add nsw i64 %4720, 16
-  %arena1403 = getelementptr inbounds float, ptr %arena, i64 %4721
-  %4722 = load <16 x float>, ptr %arena1403, align 4
-  store <16 x float> %4722, ptr %conv1_weight_grad.t235_c3_1, align 64
-  %4723 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4724 = add nsw i64 %4723, 4
-  %4725 = mul nsw i64 %4724, 32
-  %4726 = add nsw i64 4884112, %4725
-  %4727 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4728 = add nsw i64 %4726, %4727
-  %arena1404 = getelementptr inbounds float, ptr %arena, i64 %4728
-  %4729 = load <16 x float>, ptr %arena1404, align 4
-  store <16 x float> %4729, ptr %conv1_weight_grad.t235_c4_0, align 64
-  %4730 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4731 = add nsw i64 %4730, 4
-  %4732 = mul nsw i64 %4731, 32
-  %4733 = add nsw i64 4884112, %4732
-  %4734 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4735 = add nsw i64 %4733, %4734
-  %4736 = add nsw i64 %4735, 16
-  %arena1405 = getelementptr inbounds float, ptr %arena, i64 %4736
-  %4737 = load <16 x float>, ptr %arena1405, align 4
-  store <16 x float> %4737, ptr %conv1_weight_grad.t235_c4_1, align 64
-  %4738 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4739 = add nsw i64 %4738, 5
-  %4740 = mul nsw i64 %4739, 32
-  %4741 = add nsw i64 4884112, %4740
-  %4742 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4743 = add nsw i64 %4741, %4742
-  %arena1406 = getelementptr inbounds float, ptr %arena, i64 %4743
-  %4744 = load <16 x float>, ptr %arena1406, align 4
-  store <16 x float> %4744, ptr %conv1_weight_grad.t235_c5_0, align 64
-  %4745 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4746 = add nsw i64 %4745, 5
-  %4747 = mul nsw i64 %4746, 32
-  %4748 = add nsw i64 4884112, %4747
-  %4749 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4750 = add nsw i64 %4748, %4749
-  %4751 = add nsw i64 %4750, 16
-  %arena1407 = getelementptr inbounds float, ptr %arena, i64 %4751
-  %4752 = load <16 x float>, ptr %arena1407, align 4
-  store <16 x float> %4752, ptr %conv1_weight_grad.t235_c5_1, align 64
-  %4753 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4754 = add nsw i64 %4753, 6
-  %4755 = mul nsw i64 %4754, 32
-  %4756 = add nsw i64 4884112, %4755
-  %4757 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4758 = add nsw i64 %4756, %4757
-  %arena1408 = getelementptr inbounds float, ptr %arena, i64 %4758
-  %4759 = load <16 x float>, ptr %arena1408, align 4
-  store <16 x float> %4759, ptr %conv1_weight_grad.t235_c6_0, align 64
-  %4760 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4761 = add nsw i64 %4760, 6
-  %4762 = mul nsw i64 %4761, 32
-  %4763 = add nsw i64 4884112, %4762
-  %4764 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4765 = add nsw i64 %4763, %4764
-  %4766 = add nsw i64 %4765, 16
-  %arena1409 = getelementptr inbounds float, ptr %arena, i64 %4766
-  %4767 = load <16 x float>, ptr %arena1409, align 4
-  store <16 x float> %4767, ptr %conv1_weight_grad.t235_c6_1, align 64
-  %4768 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4769 = add nsw i64 %4768, 7
-  %4770 = mul nsw i64 %4769, 32
-  %4771 = add nsw i64 4884112, %4770
-  %4772 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4773 = add nsw i64 %4771, %4772
-  %arena1410 = getelementptr inbounds float, ptr %arena, i64 %4773
-  %4774 = load <16 x float>, ptr %arena1410, align 4
-  store <16 x float> %4774, ptr %conv1_weight_grad.t235_c7_0, align 64
-  %4775 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4776 = add nsw i64 %4775, 7
-  %4777 = mul nsw i64 %4776, 32
-  %4778 = add nsw i64 4884112, %4777
-  %4779 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4780 = add nsw i64 %4778, %4779
-  %4781 = add nsw i64 %4780, 16
-  %arena1411 = getelementptr inbounds float, ptr %arena, i64 %4781
-  %4782 = load <16 x float>, ptr %arena1411, align 4
-  store <16 x float> %4782, ptr %conv1_weight_grad.t235_c7_1, align 64
-  %4783 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4784 = add nsw i64 %4783, 8
-  %4785 = mul nsw i64 %4784, 32
-  %4786 = add nsw i64 4884112, %4785
-  %4787 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4788 = add nsw i64 %4786, %4787
-  %arena1412 = getelementptr inbounds float, ptr %arena, i64 %4788
-  %4789 = load <16 x float>, ptr %arena1412, align 4
-  store <16 x float> %4789, ptr %conv1_weight_grad.t235_c8_0, align 64
-  %4790 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4791 = add nsw i64 %4790, 8
-  %4792 = mul nsw i64 %4791, 32
-  %4793 = add nsw i64 4884112, %4792
-  %4794 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4795 = add nsw i64 %4793, %4794
-  %4796 = add nsw i64 %4795, 16
-  %arena1413 = getelementptr inbounds float, ptr %arena, i64 %4796
-  %4797 = load <16 x float>, ptr %arena1413, align 4
-  store <16 x float> %4797, ptr %conv1_weight_grad.t235_c8_1, align 64
-  br label %conv1_weight_grad.k236
-
-conv1_weight_grad.mb234.end:                      ; preds = %conv1_weight_grad.k236.end
-  %nb233.next = add nsw i64 %conv1_weight_grad.nb2331394, 1
-  %4798 = icmp slt i64 %nb233.next, 1
-  br i1 %4798, label %conv1_weight_grad.nb233, label %conv1_weight_grad.nb233.end
-
-conv1_weight_grad.k236:                           ; preds = %conv1_weight_grad.k236, %conv1_weight_grad.mb234
-  %conv1_weight_grad.k2361414 = phi i64 [ 0, %conv1_weight_grad.mb234 ], [ %k236.next, %conv1_weight_grad.k236 ]
-  %4799 = mul nsw i64 %conv1_weight_grad.kp2321393, 384
-  %4800 = add nsw i64 %conv1_weight_grad.k2361414, %4799
-  %4801 = mul nsw i64 %4800, 32
-  %4802 = add nsw i64 3278480, %4801
-  %4803 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4804 = add nsw i64 %4802, %4803
-  %arena1415 = getelementptr inbounds float, ptr %arena, i64 %4804
-  %4805 = load <16 x float>, ptr %arena1415, align 4
-  store <16 x float> %4805, ptr %conv1_weight_grad.t235_b0, align 64
-  %4806 = mul nsw i64 %conv1_weight_grad.kp2321393, 384
-  %4807 = add nsw i64 %conv1_weight_grad.k2361414, %4806
-  %4808 = mul nsw i64 %4807, 32
-  %4809 = add nsw i64 3278480, %4808
-  %4810 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4811 = add nsw i64 %4809, %4810
-  %4812 = add nsw i64 %4811, 16
-  %arena1416 = getelementptr inbounds float, ptr %arena, i64 %4812
-  %4813 = load <16 x float>, ptr %arena1416, align 4
-  store <16 x float> %4813, ptr %conv1_weight_grad.t235_b1, align 64
-  %4814 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4815 = mul nsw i64 %4814, 50176
-  %4816 = add nsw i64 2826896, %4815
-  %4817 = mul nsw i64 %conv1_weight_grad.kp2321393, 384
-  %4818 = add nsw i64 %conv1_weight_grad.k2361414, %4817
-  %4819 = add nsw i64 %4816, %4818
-  %arena1417 = getelementptr inbounds float, ptr %arena, i64 %4819
-  %4820 = load float, ptr %arena1417, align 4
-  %4821 = insertelement <16 x float> undef, float %4820, i32 0
-  %4822 = shufflevector <16 x float> %4821, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4822, ptr %conv1_weight_grad.t235_a0, align 64
-  %t235_a0 = load <16 x float>, ptr %conv1_weight_grad.t235_a0, align 64
-  %t235_b0 = load <16 x float>, ptr %conv1_weight_grad.t235_b0, align 64
-  %t235_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t235_c0_0, align 64
-  %4823 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a0, <16 x float> %t235_b0, <16 x float> %t235_c0_0)
-  store <16 x float> %4823, ptr %conv1_weight_grad.t235_c0_0, align 64
-  %t235_a01418 = load <16 x float>, ptr %conv1_weight_grad.t235_a0, align 64
-  %t235_b1 = load <16 x float>, ptr %conv1_weight_grad.t235_b1, align 64
-  %t235_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t235_c0_1, align 64
-  %4824 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a01418, <16 x float> %t235_b1, <16 x float> %t235_c0_1)
-  store <16 x float> %4824, ptr %conv1_weight_grad.t235_c0_1, align 64
-  %4825 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4826 = add nsw i64 %4825, 1
-  %4827 = mul nsw i64 %4826, 50176
-  %4828 = add nsw i64 2826896, %4827
-  %4829 = mul nsw i64 %conv1_weight_grad.kp2321393, 384
-  %4830 = add nsw i64 %conv1_weight_grad.k2361414, %4829
-  %4831 = add nsw i64 %4828, %4830
-  %arena1419 = getelementptr inbounds float, ptr %arena, i64 %4831
-  %4832 = load float, ptr %arena1419, align 4
-  %4833 = insertelement <16 x float> undef, float %4832, i32 0
-  %4834 = shufflevector <16 x float> %4833, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4834, ptr %conv1_weight_grad.t235_a1, align 64
-  %t235_a1 = load <16 x float>, ptr %conv1_weight_grad.t235_a1, align 64
-  %t235_b01420 = load <16 x float>, ptr %conv1_weight_grad.t235_b0, align 64
-  %t235_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t235_c1_0, align 64
-  %4835 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a1, <16 x float> %t235_b01420, <16 x float> %t235_c1_0)
-  store <16 x float> %4835, ptr %conv1_weight_grad.t235_c1_0, align 64
-  %t235_a11421 = load <16 x float>, ptr %conv1_weight_grad.t235_a1, align 64
-  %t235_b11422 = load <16 x float>, ptr %conv1_weight_grad.t235_b1, align 64
-  %t235_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t235_c1_1, align 64
-  %4836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a11421, <16 x float> %t235_b11422, <16 x float> %t235_c1_1)
-  store <16 x float> %4836, ptr %conv1_weight_grad.t235_c1_1, align 64
-  %4837 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4838 = add nsw i64 %4837, 2
-  %4839 = mul nsw i64 %4838, 50176
-  %4840 = add nsw i64 2826896, %4839
-  %4841 = mul nsw i64 %conv1_weight_grad.kp2321393, 384
-  %4842 = add nsw i64 %conv1_weight_grad.k2361414, %4841
-  %4843 = add nsw i64 %4840, %4842
-  %arena1423 = getelementptr inbounds float, ptr %arena, i64 %4843
-  %4844 = load float, ptr %arena1423, align 4
-  %4845 = insertelement <16 x float> undef, float %4844, i32 0
-  %4846 = shufflevector <16 x float> %4845, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4846, ptr %conv1_weight_grad.t235_a2, align 64
-  %t235_a2 = load <16 x float>, ptr %conv1_weight_grad.t235_a2, align 64
-  %t235_b01424 = load <16 x float>, ptr %conv1_weight_grad.t235_b0, align 64
-  %t235_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t235_c2_0, align 64
-  %4847 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a2, <16 x float> %t235_b01424, <16 x float> %t235_c2_0)
-  store <16 x float> %4847, ptr %conv1_weight_grad.t235_c2_0, align 64
-  %t235_a21425 = load <16 x float>, ptr %conv1_weight_grad.t235_a2, align 64
-  %t235_b11426 = load <16 x float>, ptr %conv1_weight_grad.t235_b1, align 64
-  %t235_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t235_c2_1, align 64
-  %4848 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a21425, <16 x float> %t235_b11426, <16 x float> %t235_c2_1)
-  store <16 x float> %4848, ptr %conv1_weight_grad.t235_c2_1, align 64
-  %4849 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4850 = add nsw i64 %4849, 3
-  %4851 = mul nsw i64 %4850, 50176
-  %4852 = add nsw i64 2826896, %4851
-  %4853 = mul nsw i64 %conv1_weight_grad.kp2321393, 384
-  %4854 = add nsw i64 %conv1_weight_grad.k2361414, %4853
-  %4855 = add nsw i64 %4852, %4854
-  %arena1427 = getelementptr inbounds float, ptr %arena, i64 %4855
-  %4856 = load float, ptr %arena1427, align 4
-  %4857 = insertelement <16 x float> undef, float %4856, i32 0
-  %4858 = shufflevector <16 x float> %4857, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4858, ptr %conv1_weight_grad.t235_a3, align 64
-  %t235_a3 = load <16 x float>, ptr %conv1_weight_grad.t235_a3, align 64
-  %t235_b01428 = load <16 x float>, ptr %conv1_weight_grad.t235_b0, align 64
-  %t235_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t235_c3_0, align 64
-  %4859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a3, <16 x float> %t235_b01428, <16 x float> %t235_c3_0)
-  store <16 x float> %4859, ptr %conv1_weight_grad.t235_c3_0, align 64
-  %t235_a31429 = load <16 x float>, ptr %conv1_weight_grad.t235_a3, align 64
-  %t235_b11430 = load <16 x float>, ptr %conv1_weight_grad.t235_b1, align 64
-  %t235_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t235_c3_1, align 64
-  %4860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a31429, <16 x float> %t235_b11430, <16 x float> %t235_c3_1)
-  store <16 x float> %4860, ptr %conv1_weight_grad.t235_c3_1, align 64
-  %4861 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4862 = add nsw i64 %4861, 4
-  %4863 = mul nsw i64 %4862, 50176
-  %4864 = add nsw i64 2826896, %4863
-  %4865 = mul nsw i64 %conv1_weight_grad.kp2321393, 384
-  %4866 = add nsw i64 %conv1_weight_grad.k2361414, %4865
-  %4867 = add nsw i64 %4864, %4866
-  %arena1431 = getelementptr inbounds float, ptr %arena, i64 %4867
-  %4868 = load float, ptr %arena1431, align 4
-  %4869 = insertelement <16 x float> undef, float %4868, i32 0
-  %4870 = shufflevector <16 x float> %4869, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4870, ptr %conv1_weight_grad.t235_a4, align 64
-  %t235_a4 = load <16 x float>, ptr %conv1_weight_grad.t235_a4, align 64
-  %t235_b01432 = load <16 x float>, ptr %conv1_weight_grad.t235_b0, align 64
-  %t235_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t235_c4_0, align 64
-  %4871 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a4, <16 x float> %t235_b01432, <16 x float> %t235_c4_0)
-  store <16 x float> %4871, ptr %conv1_weight_grad.t235_c4_0, align 64
-  %t235_a41433 = load <16 x float>, ptr %conv1_weight_grad.t235_a4, align 64
-  %t235_b11434 = load <16 x float>, ptr %conv1_weight_grad.t235_b1, align 64
-  %t235_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t235_c4_1, align 64
-  %4872 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a41433, <16 x float> %t235_b11434, <16 x float> %t235_c4_1)
-  store <16 x float> %4872, ptr %conv1_weight_grad.t235_c4_1, align 64
-  %4873 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4874 = add nsw i64 %4873, 5
-  %4875 = mul nsw i64 %4874, 50176
-  %4876 = add nsw i64 2826896, %4875
-  %4877 = mul nsw i64 %conv1_weight_grad.kp2321393, 384
-  %4878 = add nsw i64 %conv1_weight_grad.k2361414, %4877
-  %4879 = add nsw i64 %4876, %4878
-  %arena1435 = getelementptr inbounds float, ptr %arena, i64 %4879
-  %4880 = load float, ptr %arena1435, align 4
-  %4881 = insertelement <16 x float> undef, float %4880, i32 0
-  %4882 = shufflevector <16 x float> %4881, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4882, ptr %conv1_weight_grad.t235_a5, align 64
-  %t235_a5 = load <16 x float>, ptr %conv1_weight_grad.t235_a5, align 64
-  %t235_b01436 = load <16 x float>, ptr %conv1_weight_grad.t235_b0, align 64
-  %t235_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t235_c5_0, align 64
-  %4883 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a5, <16 x float> %t235_b01436, <16 x float> %t235_c5_0)
-  store <16 x float> %4883, ptr %conv1_weight_grad.t235_c5_0, align 64
-  %t235_a51437 = load <16 x float>, ptr %conv1_weight_grad.t235_a5, align 64
-  %t235_b11438 = load <16 x float>, ptr %conv1_weight_grad.t235_b1, align 64
-  %t235_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t235_c5_1, align 64
-  %4884 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a51437, <16 x float> %t235_b11438, <16 x float> %t235_c5_1)
-  store <16 x float> %4884, ptr %conv1_weight_grad.t235_c5_1, align 64
-  %4885 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4886 = add nsw i64 %4885, 6
-  %4887 = mul nsw i64 %4886, 50176
-  %4888 = add nsw i64 2826896, %4887
-  %4889 = mul nsw i64 %conv1_weight_grad.kp2321393, 384
-  %4890 = add nsw i64 %conv1_weight_grad.k2361414, %4889
-  %4891 = add nsw i64 %4888, %4890
-  %arena1439 = getelementptr inbounds float, ptr %arena, i64 %4891
-  %4892 = load float, ptr %arena1439, align 4
-  %4893 = insertelement <16 x float> undef, float %4892, i32 0
-  %4894 = shufflevector <16 x float> %4893, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4894, ptr %conv1_weight_grad.t235_a6, align 64
-  %t235_a6 = load <16 x float>, ptr %conv1_weight_grad.t235_a6, align 64
-  %t235_b01440 = load <16 x float>, ptr %conv1_weight_grad.t235_b0, align 64
-  %t235_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t235_c6_0, align 64
-  %4895 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a6, <16 x float> %t235_b01440, <16 x float> %t235_c6_0)
-  store <16 x float> %4895, ptr %conv1_weight_grad.t235_c6_0, align 64
-  %t235_a61441 = load <16 x float>, ptr %conv1_weight_grad.t235_a6, align 64
-  %t235_b11442 = load <16 x float>, ptr %conv1_weight_grad.t235_b1, align 64
-  %t235_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t235_c6_1, align 64
-  %4896 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a61441, <16 x float> %t235_b11442, <16 x float> %t235_c6_1)
-  store <16 x float> %4896, ptr %conv1_weight_grad.t235_c6_1, align 64
-  %4897 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4898 = add nsw i64 %4897, 7
-  %4899 = mul nsw i64 %4898, 50176
-  %4900 = add nsw i64 2826896, %4899
-  %4901 = mul nsw i64 %conv1_weight_grad.kp2321393, 384
-  %4902 = add nsw i64 %conv1_weight_grad.k2361414, %4901
-  %4903 = add nsw i64 %4900, %4902
-  %arena1443 = getelementptr inbounds float, ptr %arena, i64 %4903
-  %4904 = load float, ptr %arena1443, align 4
-  %4905 = insertelement <16 x float> undef, float %4904, i32 0
-  %4906 = shufflevector <16 x float> %4905, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4906, ptr %conv1_weight_grad.t235_a7, align 64
-  %t235_a7 = load <16 x float>, ptr %conv1_weight_grad.t235_a7, align 64
-  %t235_b01444 = load <16 x float>, ptr %conv1_weight_grad.t235_b0, align 64
-  %t235_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t235_c7_0, align 64
-  %4907 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a7, <16 x float> %t235_b01444, <16 x float> %t235_c7_0)
-  store <16 x float> %4907, ptr %conv1_weight_grad.t235_c7_0, align 64
-  %t235_a71445 = load <16 x float>, ptr %conv1_weight_grad.t235_a7, align 64
-  %t235_b11446 = load <16 x float>, ptr %conv1_weight_grad.t235_b1, align 64
-  %t235_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t235_c7_1, align 64
-  %4908 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a71445, <16 x float> %t235_b11446, <16 x float> %t235_c7_1)
-  store <16 x float> %4908, ptr %conv1_weight_grad.t235_c7_1, align 64
-  %4909 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4910 = add nsw i64 %4909, 8
-  %4911 = mul nsw i64 %4910, 50176
-  %4912 = add nsw i64 2826896, %4911
-  %4913 = mul nsw i64 %conv1_weight_grad.kp2321393, 384
-  %4914 = add nsw i64 %conv1_weight_grad.k2361414, %4913
-  %4915 = add nsw i64 %4912, %4914
-  %arena1447 = getelementptr inbounds float, ptr %arena, i64 %4915
-  %4916 = load float, ptr %arena1447, align 4
-  %4917 = insertelement <16 x float> undef, float %4916, i32 0
-  %4918 = shufflevector <16 x float> %4917, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4918, ptr %conv1_weight_grad.t235_a8, align 64
-  %t235_a8 = load <16 x float>, ptr %conv1_weight_grad.t235_a8, align 64
-  %t235_b01448 = load <16 x float>, ptr %conv1_weight_grad.t235_b0, align 64
-  %t235_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t235_c8_0, align 64
-  %4919 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a8, <16 x float> %t235_b01448, <16 x float> %t235_c8_0)
-  store <16 x float> %4919, ptr %conv1_weight_grad.t235_c8_0, align 64
-  %t235_a81449 = load <16 x float>, ptr %conv1_weight_grad.t235_a8, align 64
-  %t235_b11450 = load <16 x float>, ptr %conv1_weight_grad.t235_b1, align 64
-  %t235_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t235_c8_1, align 64
-  %4920 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t235_a81449, <16 x float> %t235_b11450, <16 x float> %t235_c8_1)
-  store <16 x float> %4920, ptr %conv1_weight_grad.t235_c8_1, align 64
-  %k236.next = add nsw i64 %conv1_weight_grad.k2361414, 1
-  %4921 = icmp slt i64 %k236.next, 384
-  br i1 %4921, label %conv1_weight_grad.k236, label %conv1_weight_grad.k236.end
-
-conv1_weight_grad.k236.end:                       ; preds = %conv1_weight_grad.k236
-  %t235_c0_01451 = load <16 x float>, ptr %conv1_weight_grad.t235_c0_0, align 64
-  %4922 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4923 = mul nsw i64 %4922, 32
-  %4924 = add nsw i64 4884112, %4923
-  %4925 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4926 = add nsw i64 %4924, %4925
-  %arena1452 = getelementptr inbounds float, ptr %arena, i64 %4926
-  store <16 x float> %t235_c0_01451, ptr %arena1452, align 4
-  %t235_c0_11453 = load <16 x float>, ptr %conv1_weight_grad.t235_c0_1, align 64
-  %4927 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4928 = mul nsw i64 %4927, 32
-  %4929 = add nsw i64 4884112, %4928
-  %4930 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4931 = add nsw i64 %4929, %4930
-  %4932 = add nsw i64 %4931, 16
-  %arena1454 = getelementptr inbounds float, ptr %arena, i64 %4932
-  store <16 x float> %t235_c0_11453, ptr %arena1454, align 4
-  %t235_c1_01455 = load <16 x float>, ptr %conv1_weight_grad.t235_c1_0, align 64
-  %4933 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4934 = add nsw i64 %4933, 1
-  %4935 = mul nsw i64 %4934, 32
-  %4936 = add nsw i64 4884112, %4935
-  %4937 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4938 = add nsw i64 %4936, %4937
-  %arena1456 = getelementptr inbounds float, ptr %arena, i64 %4938
-  store <16 x float> %t235_c1_01455, ptr %arena1456, align 4
-  %t235_c1_11457 = load <16 x float>, ptr %conv1_weight_grad.t235_c1_1, align 64
-  %4939 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4940 = add nsw i64 %4939, 1
-  %4941 = mul nsw i64 %4940, 32
-  %4942 = add nsw i64 4884112, %4941
-  %4943 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4944 = add nsw i64 %4942, %4943
-  %4945 = add nsw i64 %4944, 16
-  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %4945
-  store <16 x float> %t235_c1_11457, ptr %arena1458, align 4
-  %t235_c2_01459 = load <16 x float>, ptr %conv1_weight_grad.t235_c2_0, align 64
-  %4946 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4947 = add nsw i64 %4946, 2
-  %4948 = mul nsw i64 %4947, 32
-  %4949 = add nsw i64 4884112, %4948
-  %4950 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4951 = add nsw i64 %4949, %4950
-  %arena1460 = getelementptr inbounds float, ptr %arena, i64 %4951
-  store <16 x float> %t235_c2_01459, ptr %arena1460, align 4
-  %t235_c2_11461 = load <16 x float>, ptr %conv1_weight_grad.t235_c2_1, align 64
-  %4952 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4953 = add nsw i64 %4952, 2
-  %4954 = mul nsw i64 %4953, 32
-  %4955 = add nsw i64 4884112, %4954
-  %4956 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4957 = add nsw i64 %4955, %4956
-  %4958 = add nsw i64 %4957, 16
-  %arena1462 = getelementptr inbounds float, ptr %arena, i64 %4958
-  store <16 x float> %t235_c2_11461, ptr %arena1462, align 4
-  %t235_c3_01463 = load <16 x float>, ptr %conv1_weight_grad.t235_c3_0, align 64
-  %4959 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4960 = add nsw i64 %4959, 3
-  %4961 = mul nsw i64 %4960, 32
-  %4962 = add nsw i64 4884112, %4961
-  %4963 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4964 = add nsw i64 %4962, %4963
-  %arena1464 = getelementptr inbounds float, ptr %arena, i64 %4964
-  store <16 x float> %t235_c3_01463, ptr %arena1464, align 4
-  %t235_c3_11465 = load <16 x float>, ptr %conv1_weight_grad.t235_c3_1, align 64
-  %4965 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4966 = add nsw i64 %4965, 3
-  %4967 = mul nsw i64 %4966, 32
-  %4968 = add nsw i64 4884112, %4967
-  %4969 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4970 = add nsw i64 %4968, %4969
-  %4971 = add nsw i64 %4970, 16
-  %arena1466 = getelementptr inbounds float, ptr %arena, i64 %4971
-  store <16 x float> %t235_c3_11465, ptr %arena1466, align 4
-  %t235_c4_01467 = load <16 x float>, ptr %conv1_weight_grad.t235_c4_0, align 64
-  %4972 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4973 = add nsw i64 %4972, 4
-  %4974 = mul nsw i64 %4973, 32
-  %4975 = add nsw i64 4884112, %4974
-  %4976 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4977 = add nsw i64 %4975, %4976
-  %arena1468 = getelementptr inbounds float, ptr %arena, i64 %4977
-  store <16 x float> %t235_c4_01467, ptr %arena1468, align 4
-  %t235_c4_11469 = load <16 x float>, ptr %conv1_weight_grad.t235_c4_1, align 64
-  %4978 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4979 = add nsw i64 %4978, 4
-  %4980 = mul nsw i64 %4979, 32
-  %4981 = add nsw i64 4884112, %4980
-  %4982 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4983 = add nsw i64 %4981, %4982
-  %4984 = add nsw i64 %4983, 16
-  %arena1470 = getelementptr inbounds float, ptr %arena, i64 %4984
-  store <16 x float> %t235_c4_11469, ptr %arena1470, align 4
-  %t235_c5_01471 = load <16 x float>, ptr %conv1_weight_grad.t235_c5_0, align 64
-  %4985 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4986 = add nsw i64 %4985, 5
-  %4987 = mul nsw i64 %4986, 32
-  %4988 = add nsw i64 4884112, %4987
-  %4989 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4990 = add nsw i64 %4988, %4989
-  %arena1472 = getelementptr inbounds float, ptr %arena, i64 %4990
-  store <16 x float> %t235_c5_01471, ptr %arena1472, align 4
-  %t235_c5_11473 = load <16 x float>, ptr %conv1_weight_grad.t235_c5_1, align 64
-  %4991 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4992 = add nsw i64 %4991, 5
-  %4993 = mul nsw i64 %4992, 32
-  %4994 = add nsw i64 4884112, %4993
-  %4995 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %4996 = add nsw i64 %4994, %4995
-  %4997 = add nsw i64 %4996, 16
-  %arena1474 = getelementptr inbounds float, ptr %arena, i64 %4997
-  store <16 x float> %t235_c5_11473, ptr %arena1474, align 4
-  %t235_c6_01475 = load <16 x float>, ptr %conv1_weight_grad.t235_c6_0, align 64
-  %4998 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %4999 = add nsw i64 %4998, 6
-  %5000 = mul nsw i64 %4999, 32
-  %5001 = add nsw i64 4884112, %5000
-  %5002 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %5003 = add nsw i64 %5001, %5002
-  %arena1476 = getelementptr inbounds float, ptr %arena, i64 %5003
-  store <16 x float> %t235_c6_01475, ptr %arena1476, align 4
-  %t235_c6_11477 = load <16 x float>, ptr %conv1_weight_grad.t235_c6_1, align 64
-  %5004 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %5005 = add nsw i64 %5004, 6
-  %5006 = mul nsw i64 %5005, 32
-  %5007 = add nsw i64 4884112, %5006
-  %5008 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %5009 = add nsw i64 %5007, %5008
-  %5010 = add nsw i64 %5009, 16
-  %arena1478 = getelementptr inbounds float, ptr %arena, i64 %5010
-  store <16 x float> %t235_c6_11477, ptr %arena1478, align 4
-  %t235_c7_01479 = load <16 x float>, ptr %conv1_weight_grad.t235_c7_0, align 64
-  %5011 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %5012 = add nsw i64 %5011, 7
-  %5013 = mul nsw i64 %5012, 32
-  %5014 = add nsw i64 4884112, %5013
-  %5015 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %5016 = add nsw i64 %5014, %5015
-  %arena1480 = getelementptr inbounds float, ptr %arena, i64 %5016
-  store <16 x float> %t235_c7_01479, ptr %arena1480, align 4
-  %t235_c7_11481 = load <16 x float>, ptr %conv1_weight_grad.t235_c7_1, align 64
-  %5017 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %5018 = add nsw i64 %5017, 7
-  %5019 = mul nsw i64 %5018, 32
-  %5020 = add nsw i64 4884112, %5019
-  %5021 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %5022 = add nsw i64 %5020, %5021
-  %5023 = add nsw i64 %5022, 16
-  %arena1482 = getelementptr inbounds float, ptr %arena, i64 %5023
-  store <16 x float> %t235_c7_11481, ptr %arena1482, align 4
-  %t235_c8_01483 = load <16 x float>, ptr %conv1_weight_grad.t235_c8_0, align 64
-  %5024 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %5025 = add nsw i64 %5024, 8
-  %5026 = mul nsw i64 %5025, 32
-  %5027 = add nsw i64 4884112, %5026
-  %5028 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %5029 = add nsw i64 %5027, %5028
-  %arena1484 = getelementptr inbounds float, ptr %arena, i64 %5029
-  store <16 x float> %t235_c8_01483, ptr %arena1484, align 4
-  %t235_c8_11485 = load <16 x float>, ptr %conv1_weight_grad.t235_c8_1, align 64
-  %5030 = mul nsw i64 %conv1_weight_grad.mb2341395, 9
-  %5031 = add nsw i64 %5030, 8
-  %5032 = mul nsw i64 %5031, 32
-  %5033 = add nsw i64 4884112, %5032
-  %5034 = mul nsw i64 %conv1_weight_grad.nb2331394, 32
-  %5035 = add nsw i64 %5033, %5034
-  %5036 = add nsw i64 %5035, 16
-  %arena1486 = getelementptr inbounds float, ptr %arena, i64 %5036
-  store <16 x float> %t235_c8_11485, ptr %arena1486, align 4
-  %mb234.next = add nsw i64 %conv1_weight_grad.mb2341395, 1
-  %5037 = icmp slt i64 %mb234.next, 1
-  br i1 %5037, label %conv1_weight_grad.mb234, label %conv1_weight_grad.mb234.end
-
-conv1_weight_grad.nb237:                          ; preds = %conv1_weight_grad.mb238.end, %conv1_weight_grad.kp232.end
-  %conv1_weight_grad.nb2371487 = phi i64 [ 0, %conv1_weight_grad.kp232.end ], [ %nb237.next, %conv1_weight_grad.mb238.end ]
-  br label %conv1_weight_grad.mb238
-
-conv1_weight_grad.nb237.end:                      ; preds = %conv1_weight_grad.mb238.end
-  %g214.next = add nsw i64 %conv1_weight_grad.g2141331, 1
-  %5038 = icmp slt i64 %g214.next, 1
-  br i1 %5038, label %conv1_weight_grad.g214, label %conv1_weight_grad.g214.end
-
-conv1_weight_grad.mb238:                          ; preds = %conv1_weight_grad.k240.end, %conv1_weight_grad.nb237
-  %conv1_weight_grad.mb2381488 = phi i64 [ 0, %conv1_weight_grad.nb237 ], [ %mb238.next, %conv1_weight_grad.k240.end ]
-  %5039 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5040 = mul nsw i64 %5039, 32
-  %5041 = add nsw i64 4884112, %5040
-  %5042 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5043 = add nsw i64 %5041, %5042
-  %arena1489 = getelementptr inbounds float, ptr %arena, i64 %5043
-  %5044 = load <16 x float>, ptr %arena1489, align 4
-  store <16 x float> %5044, ptr %conv1_weight_grad.t239_c0_0, align 64
-  %5045 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5046 = mul nsw i64 %5045, 32
-  %5047 = add nsw i64 4884112, %5046
-  %5048 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5049 = add nsw i64 %5047, %5048
-  %5050 = add nsw i64 %5049, 16
-  %arena1490 = getelementptr inbounds float, ptr %arena, i64 %5050
-  %5051 = load <16 x float>, ptr %arena1490, align 4
-  store <16 x float> %5051, ptr %conv1_weight_grad.t239_c0_1, align 64
-  %5052 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5053 = add nsw i64 %5052, 1
-  %5054 = mul nsw i64 %5053, 32
-  %5055 = add nsw i64 4884112, %5054
-  %5056 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5057 = add nsw i64 %5055, %5056
-  %arena1491 = getelementptr inbounds float, ptr %arena, i64 %5057
-  %5058 = load <16 x float>, ptr %arena1491, align 4
-  store <16 x float> %5058, ptr %conv1_weight_grad.t239_c1_0, align 64
-  %5059 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5060 = add nsw i64 %5059, 1
-  %5061 = mul nsw i64 %5060, 32
-  %5062 = add nsw i64 4884112, %5061
-  %5063 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5064 = add nsw i64 %5062, %5063
-  %5065 = add nsw i64 %5064, 16
-  %arena1492 = getelementptr inbounds float, ptr %arena, i64 %5065
-  %5066 = load <16 x float>, ptr %arena1492, align 4
-  store <16 x float> %5066, ptr %conv1_weight_grad.t239_c1_1, align 64
-  %5067 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5068 = add nsw i64 %5067, 2
-  %5069 = mul nsw i64 %5068, 32
-  %5070 = add nsw i64 4884112, %5069
-  %5071 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5072 = add nsw i64 %5070, %5071
-  %arena1493 = getelementptr inbounds float, ptr %arena, i64 %5072
-  %5073 = load <16 x float>, ptr %arena1493, align 4
-  store <16 x float> %5073, ptr %conv1_weight_grad.t239_c2_0, align 64
-  %5074 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5075 = add nsw i64 %5074, 2
-  %5076 = mul nsw i64 %5075, 32
-  %5077 = add nsw i64 4884112, %5076
-  %5078 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5079 = add nsw i64 %5077, %5078
-  %5080 = add nsw i64 %5079, 16
-  %arena1494 = getelementptr inbounds float, ptr %arena, i64 %5080
-  %5081 = load <16 x float>, ptr %arena1494, align 4
-  store <16 x float> %5081, ptr %conv1_weight_grad.t239_c2_1, align 64
-  %5082 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5083 = add nsw i64 %5082, 3
-  %5084 = mul nsw i64 %5083, 32
-  %5085 = add nsw i64 4884112, %5084
-  %5086 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5087 = add nsw i64 %5085, %5086
-  %arena1495 = getelementptr inbounds float, ptr %arena, i64 %5087
-  %5088 = load <16 x float>, ptr %arena1495, align 4
-  store <16 x float> %5088, ptr %conv1_weight_grad.t239_c3_0, align 64
-  %5089 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5090 = add nsw i64 %5089, 3
-  %5091 = mul nsw i64 %5090, 32
-  %5092 = add nsw i64 4884112, %5091
-  %5093 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5094 = add nsw i64 %5092, %5093
-  %5095 = add nsw i64 %5094, 16
-  %arena1496 = getelementptr inbounds float, ptr %arena, i64 %5095
-  %5096 = load <16 x float>, ptr %arena1496, align 4
-  store <16 x float> %5096, ptr %conv1_weight_grad.t239_c3_1, align 64
-  %5097 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5098 = add nsw i64 %5097, 4
-  %5099 = mul nsw i64 %5098, 32
-  %5100 = add nsw i64 4884112, %5099
-  %5101 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5102 = add nsw i64 %5100, %5101
-  %arena1497 = getelementptr inbounds float, ptr %arena, i64 %5102
-  %5103 = load <16 x float>, ptr %arena1497, align 4
-  store <16 x float> %5103, ptr %conv1_weight_grad.t239_c4_0, align 64
-  %5104 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5105 = add nsw i64 %5104, 4
-  %5106 = mul nsw i64 %5105, 32
-  %5107 = add nsw i64 4884112, %5106
-  %5108 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5109 = add nsw i64 %5107, %5108
-  %5110 = add nsw i64 %5109, 16
-  %arena1498 = getelementptr inbounds float, ptr %arena, i64 %5110
-  %5111 = load <16 x float>, ptr %arena1498, align 4
-  store <16 x float> %5111, ptr %conv1_weight_grad.t239_c4_1, align 64
-  %5112 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5113 = add nsw i64 %5112, 5
-  %5114 = mul nsw i64 %5113, 32
-  %5115 = add nsw i64 4884112, %5114
-  %5116 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5117 = add nsw i64 %5115, %5116
-  %arena1499 = getelementptr inbounds float, ptr %arena, i64 %5117
-  %5118 = load <16 x float>, ptr %arena1499, align 4
-  store <16 x float> %5118, ptr %conv1_weight_grad.t239_c5_0, align 64
-  %5119 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5120 = add nsw i64 %5119, 5
-  %5121 = mul nsw i64 %5120, 32
-  %5122 = add nsw i64 4884112, %5121
-  %5123 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5124 = add nsw i64 %5122, %5123
-  %5125 = add nsw i64 %5124, 16
-  %arena1500 = getelementptr inbounds float, ptr %arena, i64 %5125
-  %5126 = load <16 x float>, ptr %arena1500, align 4
-  store <16 x float> %5126, ptr %conv1_weight_grad.t239_c5_1, align 64
-  %5127 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5128 = add nsw i64 %5127, 6
-  %5129 = mul nsw i64 %5128, 32
-  %5130 = add nsw i64 4884112, %5129
-  %5131 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5132 = add nsw i64 %5130, %5131
-  %arena1501 = getelementptr inbounds float, ptr %arena, i64 %5132
-  %5133 = load <16 x float>, ptr %arena1501, align 4
-  store <16 x float> %5133, ptr %conv1_weight_grad.t239_c6_0, align 64
-  %5134 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5135 = add nsw i64 %5134, 6
-  %5136 = mul nsw i64 %5135, 32
-  %5137 = add nsw i64 4884112, %5136
-  %5138 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5139 = add nsw i64 %5137, %5138
-  %5140 = add nsw i64 %5139, 16
-  %arena1502 = getelementptr inbounds float, ptr %arena, i64 %5140
-  %5141 = load <16 x float>, ptr %arena1502, align 4
-  store <16 x float> %5141, ptr %conv1_weight_grad.t239_c6_1, align 64
-  %5142 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5143 = add nsw i64 %5142, 7
-  %5144 = mul nsw i64 %5143, 32
-  %5145 = add nsw i64 4884112, %5144
-  %5146 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5147 = add nsw i64 %5145, %5146
-  %arena1503 = getelementptr inbounds float, ptr %arena, i64 %5147
-  %5148 = load <16 x float>, ptr %arena1503, align 4
-  store <16 x float> %5148, ptr %conv1_weight_grad.t239_c7_0, align 64
-  %5149 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5150 = add nsw i64 %5149, 7
-  %5151 = mul nsw i64 %5150, 32
-  %5152 = add nsw i64 4884112, %5151
-  %5153 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5154 = add nsw i64 %5152, %5153
-  %5155 = add nsw i64 %5154, 16
-  %arena1504 = getelementptr inbounds float, ptr %arena, i64 %5155
-  %5156 = load <16 x float>, ptr %arena1504, align 4
-  store <16 x float> %5156, ptr %conv1_weight_grad.t239_c7_1, align 64
-  %5157 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5158 = add nsw i64 %5157, 8
-  %5159 = mul nsw i64 %5158, 32
-  %5160 = add nsw i64 4884112, %5159
-  %5161 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5162 = add nsw i64 %5160, %5161
-  %arena1505 = getelementptr inbounds float, ptr %arena, i64 %5162
-  %5163 = load <16 x float>, ptr %arena1505, align 4
-  store <16 x float> %5163, ptr %conv1_weight_grad.t239_c8_0, align 64
-  %5164 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5165 = add nsw i64 %5164, 8
-  %5166 = mul nsw i64 %5165, 32
-  %5167 = add nsw i64 4884112, %5166
-  %5168 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5169 = add nsw i64 %5167, %5168
-  %5170 = add nsw i64 %5169, 16
-  %arena1506 = getelementptr inbounds float, ptr %arena, i64 %5170
-  %5171 = load <16 x float>, ptr %arena1506, align 4
-  store <16 x float> %5171, ptr %conv1_weight_grad.t239_c8_1, align 64
-  br label %conv1_weight_grad.k240
-
-conv1_weight_grad.mb238.end:                      ; preds = %conv1_weight_grad.k240.end
-  %nb237.next = add nsw i64 %conv1_weight_grad.nb2371487, 1
-  %5172 = icmp slt i64 %nb237.next, 1
-  br i1 %5172, label %conv1_weight_grad.nb237, label %conv1_weight_grad.nb237.end
-
-conv1_weight_grad.k240:                           ; preds = %conv1_weight_grad.k240, %conv1_weight_grad.mb238
-  %conv1_weight_grad.k2401507 = phi i64 [ 0, %conv1_weight_grad.mb238 ], [ %k240.next, %conv1_weight_grad.k240 ]
-  %5173 = add nsw i64 %conv1_weight_grad.k2401507, 49920
-  %5174 = mul nsw i64 %5173, 32
-  %5175 = add nsw i64 3278480, %5174
-  %5176 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5177 = add nsw i64 %5175, %5176
-  %arena1508 = getelementptr inbounds float, ptr %arena, i64 %5177
-  %5178 = load <16 x float>, ptr %arena1508, align 4
-  store <16 x float> %5178, ptr %conv1_weight_grad.t239_b0, align 64
-  %5179 = add nsw i64 %conv1_weight_grad.k2401507, 49920
-  %5180 = mul nsw i64 %5179, 32
-  %5181 = add nsw i64 3278480, %5180
-  %5182 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5183 = add nsw i64 %5181, %5182
-  %5184 = add nsw i64 %5183, 16
-  %arena1509 = getelementptr inbounds float, ptr %arena, i64 %5184
-  %5185 = load <16 x float>, ptr %arena1509, align 4
-  store <16 x float> %5185, ptr %conv1_weight_grad.t239_b1, align 64
-  %5186 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5187 = mul nsw i64 %5186, 50176
-  %5188 = add nsw i64 2826896, %5187
-  %5189 = add nsw i64 %conv1_weight_grad.k2401507, 49920
-  %5190 = add nsw i64 %5188, %5189
-  %arena1510 = getelementptr inbounds float, ptr %arena, i64 %5190
-  %5191 = load float, ptr %arena1510, align 4
-  %5192 = insertelement <16 x float> undef, float %5191, i32 0
-  %5193 = shufflevector <16 x float> %5192, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5193, ptr %conv1_weight_grad.t239_a0, align 64
-  %t239_a0 = load <16 x float>, ptr %conv1_weight_grad.t239_a0, align 64
-  %t239_b0 = load <16 x float>, ptr %conv1_weight_grad.t239_b0, align 64
-  %t239_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t239_c0_0, align 64
-  %5194 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a0, <16 x float> %t239_b0, <16 x float> %t239_c0_0)
-  store <16 x float> %5194, ptr %conv1_weight_grad.t239_c0_0, align 64
-  %t239_a01511 = load <16 x float>, ptr %conv1_weight_grad.t239_a0, align 64
-  %t239_b1 = load <16 x float>, ptr %conv1_weight_grad.t239_b1, align 64
-  %t239_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t239_c0_1, align 64
-  %5195 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a01511, <16 x float> %t239_b1, <16 x float> %t239_c0_1)
-  store <16 x float> %5195, ptr %conv1_weight_grad.t239_c0_1, align 64
-  %5196 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5197 = add nsw i64 %5196, 1
-  %5198 = mul nsw i64 %5197, 50176
-  %5199 = add nsw i64 2826896, %5198
-  %5200 = add nsw i64 %conv1_weight_grad.k2401507, 49920
-  %5201 = add nsw i64 %5199, %5200
-  %arena1512 = getelementptr inbounds float, ptr %arena, i64 %5201
-  %5202 = load float, ptr %arena1512, align 4
-  %5203 = insertelement <16 x float> undef, float %5202, i32 0
-  %5204 = shufflevector <16 x float> %5203, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5204, ptr %conv1_weight_grad.t239_a1, align 64
-  %t239_a1 = load <16 x float>, ptr %conv1_weight_grad.t239_a1, align 64
-  %t239_b01513 = load <16 x float>, ptr %conv1_weight_grad.t239_b0, align 64
-  %t239_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t239_c1_0, align 64
-  %5205 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a1, <16 x float> %t239_b01513, <16 x float> %t239_c1_0)
-  store <16 x float> %5205, ptr %conv1_weight_grad.t239_c1_0, align 64
-  %t239_a11514 = load <16 x float>, ptr %conv1_weight_grad.t239_a1, align 64
-  %t239_b11515 = load <16 x float>, ptr %conv1_weight_grad.t239_b1, align 64
-  %t239_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t239_c1_1, align 64
-  %5206 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a11514, <16 x float> %t239_b11515, <16 x float> %t239_c1_1)
-  store <16 x float> %5206, ptr %conv1_weight_grad.t239_c1_1, align 64
-  %5207 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5208 = add nsw i64 %5207, 2
-  %5209 = mul nsw i64 %5208, 50176
-  %5210 = add nsw i64 2826896, %5209
-  %5211 = add nsw i64 %conv1_weight_grad.k2401507, 49920
-  %5212 = add nsw i64 %5210, %5211
-  %arena1516 = getelementptr inbounds float, ptr %arena, i64 %5212
-  %5213 = load float, ptr %arena1516, align 4
-  %5214 = insertelement <16 x float> undef, float %5213, i32 0
-  %5215 = shufflevector <16 x float> %5214, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5215, ptr %conv1_weight_grad.t239_a2, align 64
-  %t239_a2 = load <16 x float>, ptr %conv1_weight_grad.t239_a2, align 64
-  %t239_b01517 = load <16 x float>, ptr %conv1_weight_grad.t239_b0, align 64
-  %t239_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t239_c2_0, align 64
-  %5216 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a2, <16 x float> %t239_b01517, <16 x float> %t239_c2_0)
-  store <16 x float> %5216, ptr %conv1_weight_grad.t239_c2_0, align 64
-  %t239_a21518 = load <16 x float>, ptr %conv1_weight_grad.t239_a2, align 64
-  %t239_b11519 = load <16 x float>, ptr %conv1_weight_grad.t239_b1, align 64
-  %t239_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t239_c2_1, align 64
-  %5217 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a21518, <16 x float> %t239_b11519, <16 x float> %t239_c2_1)
-  store <16 x float> %5217, ptr %conv1_weight_grad.t239_c2_1, align 64
-  %5218 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5219 = add nsw i64 %5218, 3
-  %5220 = mul nsw i64 %5219, 50176
-  %5221 = add nsw i64 2826896, %5220
-  %5222 = add nsw i64 %conv1_weight_grad.k2401507, 49920
-  %5223 = add nsw i64 %5221, %5222
-  %arena1520 = getelementptr inbounds float, ptr %arena, i64 %5223
-  %5224 = load float, ptr %arena1520, align 4
-  %5225 = insertelement <16 x float> undef, float %5224, i32 0
-  %5226 = shufflevector <16 x float> %5225, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5226, ptr %conv1_weight_grad.t239_a3, align 64
-  %t239_a3 = load <16 x float>, ptr %conv1_weight_grad.t239_a3, align 64
-  %t239_b01521 = load <16 x float>, ptr %conv1_weight_grad.t239_b0, align 64
-  %t239_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t239_c3_0, align 64
-  %5227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a3, <16 x float> %t239_b01521, <16 x float> %t239_c3_0)
-  store <16 x float> %5227, ptr %conv1_weight_grad.t239_c3_0, align 64
-  %t239_a31522 = load <16 x float>, ptr %conv1_weight_grad.t239_a3, align 64
-  %t239_b11523 = load <16 x float>, ptr %conv1_weight_grad.t239_b1, align 64
-  %t239_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t239_c3_1, align 64
-  %5228 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a31522, <16 x float> %t239_b11523, <16 x float> %t239_c3_1)
-  store <16 x float> %5228, ptr %conv1_weight_grad.t239_c3_1, align 64
-  %5229 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5230 = add nsw i64 %5229, 4
-  %5231 = mul nsw i64 %5230, 50176
-  %5232 = add nsw i64 2826896, %5231
-  %5233 = add nsw i64 %conv1_weight_grad.k2401507, 49920
-  %5234 = add nsw i64 %5232, %5233
-  %arena1524 = getelementptr inbounds float, ptr %arena, i64 %5234
-  %5235 = load float, ptr %arena1524, align 4
-  %5236 = insertelement <16 x float> undef, float %5235, i32 0
-  %5237 = shufflevector <16 x float> %5236, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5237, ptr %conv1_weight_grad.t239_a4, align 64
-  %t239_a4 = load <16 x float>, ptr %conv1_weight_grad.t239_a4, align 64
-  %t239_b01525 = load <16 x float>, ptr %conv1_weight_grad.t239_b0, align 64
-  %t239_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t239_c4_0, align 64
-  %5238 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a4, <16 x float> %t239_b01525, <16 x float> %t239_c4_0)
-  store <16 x float> %5238, ptr %conv1_weight_grad.t239_c4_0, align 64
-  %t239_a41526 = load <16 x float>, ptr %conv1_weight_grad.t239_a4, align 64
-  %t239_b11527 = load <16 x float>, ptr %conv1_weight_grad.t239_b1, align 64
-  %t239_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t239_c4_1, align 64
-  %5239 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a41526, <16 x float> %t239_b11527, <16 x float> %t239_c4_1)
-  store <16 x float> %5239, ptr %conv1_weight_grad.t239_c4_1, align 64
-  %5240 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5241 = add nsw i64 %5240, 5
-  %5242 = mul nsw i64 %5241, 50176
-  %5243 = add nsw i64 2826896, %5242
-  %5244 = add nsw i64 %conv1_weight_grad.k2401507, 49920
-  %5245 = add nsw i64 %5243, %5244
-  %arena1528 = getelementptr inbounds float, ptr %arena, i64 %5245
-  %5246 = load float, ptr %arena1528, align 4
-  %5247 = insertelement <16 x float> undef, float %5246, i32 0
-  %5248 = shufflevector <16 x float> %5247, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5248, ptr %conv1_weight_grad.t239_a5, align 64
-  %t239_a5 = load <16 x float>, ptr %conv1_weight_grad.t239_a5, align 64
-  %t239_b01529 = load <16 x float>, ptr %conv1_weight_grad.t239_b0, align 64
-  %t239_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t239_c5_0, align 64
-  %5249 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a5, <16 x float> %t239_b01529, <16 x float> %t239_c5_0)
-  store <16 x float> %5249, ptr %conv1_weight_grad.t239_c5_0, align 64
-  %t239_a51530 = load <16 x float>, ptr %conv1_weight_grad.t239_a5, align 64
-  %t239_b11531 = load <16 x float>, ptr %conv1_weight_grad.t239_b1, align 64
-  %t239_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t239_c5_1, align 64
-  %5250 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a51530, <16 x float> %t239_b11531, <16 x float> %t239_c5_1)
-  store <16 x float> %5250, ptr %conv1_weight_grad.t239_c5_1, align 64
-  %5251 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5252 = add nsw i64 %5251, 6
-  %5253 = mul nsw i64 %5252, 50176
-  %5254 = add nsw i64 2826896, %5253
-  %5255 = add nsw i64 %conv1_weight_grad.k2401507, 49920
-  %5256 = add nsw i64 %5254, %5255
-  %arena1532 = getelementptr inbounds float, ptr %arena, i64 %5256
-  %5257 = load float, ptr %arena1532, align 4
-  %5258 = insertelement <16 x float> undef, float %5257, i32 0
-  %5259 = shufflevector <16 x float> %5258, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5259, ptr %conv1_weight_grad.t239_a6, align 64
-  %t239_a6 = load <16 x float>, ptr %conv1_weight_grad.t239_a6, align 64
-  %t239_b01533 = load <16 x float>, ptr %conv1_weight_grad.t239_b0, align 64
-  %t239_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t239_c6_0, align 64
-  %5260 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a6, <16 x float> %t239_b01533, <16 x float> %t239_c6_0)
-  store <16 x float> %5260, ptr %conv1_weight_grad.t239_c6_0, align 64
-  %t239_a61534 = load <16 x float>, ptr %conv1_weight_grad.t239_a6, align 64
-  %t239_b11535 = load <16 x float>, ptr %conv1_weight_grad.t239_b1, align 64
-  %t239_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t239_c6_1, align 64
-  %5261 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a61534, <16 x float> %t239_b11535, <16 x float> %t239_c6_1)
-  store <16 x float> %5261, ptr %conv1_weight_grad.t239_c6_1, align 64
-  %5262 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5263 = add nsw i64 %5262, 7
-  %5264 = mul nsw i64 %5263, 50176
-  %5265 = add nsw i64 2826896, %5264
-  %5266 = add nsw i64 %conv1_weight_grad.k2401507, 49920
-  %5267 = add nsw i64 %5265, %5266
-  %arena1536 = getelementptr inbounds float, ptr %arena, i64 %5267
-  %5268 = load float, ptr %arena1536, align 4
-  %5269 = insertelement <16 x float> undef, float %5268, i32 0
-  %5270 = shufflevector <16 x float> %5269, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5270, ptr %conv1_weight_grad.t239_a7, align 64
-  %t239_a7 = load <16 x float>, ptr %conv1_weight_grad.t239_a7, align 64
-  %t239_b01537 = load <16 x float>, ptr %conv1_weight_grad.t239_b0, align 64
-  %t239_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t239_c7_0, align 64
-  %5271 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a7, <16 x float> %t239_b01537, <16 x float> %t239_c7_0)
-  store <16 x float> %5271, ptr %conv1_weight_grad.t239_c7_0, align 64
-  %t239_a71538 = load <16 x float>, ptr %conv1_weight_grad.t239_a7, align 64
-  %t239_b11539 = load <16 x float>, ptr %conv1_weight_grad.t239_b1, align 64
-  %t239_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t239_c7_1, align 64
-  %5272 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a71538, <16 x float> %t239_b11539, <16 x float> %t239_c7_1)
-  store <16 x float> %5272, ptr %conv1_weight_grad.t239_c7_1, align 64
-  %5273 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5274 = add nsw i64 %5273, 8
-  %5275 = mul nsw i64 %5274, 50176
-  %5276 = add nsw i64 2826896, %5275
-  %5277 = add nsw i64 %conv1_weight_grad.k2401507, 49920
-  %5278 = add nsw i64 %5276, %5277
-  %arena1540 = getelementptr inbounds float, ptr %arena, i64 %5278
-  %5279 = load float, ptr %arena1540, align 4
-  %5280 = insertelement <16 x float> undef, float %5279, i32 0
-  %5281 = shufflevector <16 x float> %5280, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5281, ptr %conv1_weight_grad.t239_a8, align 64
-  %t239_a8 = load <16 x float>, ptr %conv1_weight_grad.t239_a8, align 64
-  %t239_b01541 = load <16 x float>, ptr %conv1_weight_grad.t239_b0, align 64
-  %t239_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t239_c8_0, align 64
-  %5282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a8, <16 x float> %t239_b01541, <16 x float> %t239_c8_0)
-  store <16 x float> %5282, ptr %conv1_weight_grad.t239_c8_0, align 64
-  %t239_a81542 = load <16 x float>, ptr %conv1_weight_grad.t239_a8, align 64
-  %t239_b11543 = load <16 x float>, ptr %conv1_weight_grad.t239_b1, align 64
-  %t239_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t239_c8_1, align 64
-  %5283 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a81542, <16 x float> %t239_b11543, <16 x float> %t239_c8_1)
-  store <16 x float> %5283, ptr %conv1_weight_grad.t239_c8_1, align 64
-  %k240.next = add nsw i64 %conv1_weight_grad.k2401507, 1
-  %5284 = icmp slt i64 %k240.next, 256
-  br i1 %5284, label %conv1_weight_grad.k240, label %conv1_weight_grad.k240.end
-
-conv1_weight_grad.k240.end:                       ; preds = %conv1_weight_grad.k240
-  %t239_c0_01544 = load <16 x float>, ptr %conv1_weight_grad.t239_c0_0, align 64
-  %5285 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
+conv1_weight_grad.f290:                           ; preds = %conv1_weight_grad.f290, %conv1_weight_grad.i289
+  %conv1_weight_grad.f2901447 = phi i64 [ 0, %conv1_weight_grad.i289 ], [ %f290.next, %conv1_weight_grad.f290 ]
+  %5276 = mul nsw i64 %conv1_weight_grad.g2731388, 64
+  %5277 = add nsw i64 %5276, %conv1_weight_grad.j2881445
+  %5278 = mul nsw i64 %5277, 25088
+  %5279 = add nsw i64 1221264, %5278
+  %5280 = mul nsw i64 %conv1_weight_grad.f2901447, 784
+  %5281 = add nsw i64 %5279, %5280
+  %5282 = add nsw i64 %5281, %conv1_weight_grad.i2891446
+  %arena1448 = getelementptr inbounds float, ptr %arena, i64 %5282
+  %5283 = load float, ptr %arena1448, align 4
+  %5284 = mul nsw i64 %conv1_weight_grad.j2881445, 784
+  %5285 = add nsw i64 %5284, %conv1_weight_grad.i2891446
   %5286 = mul nsw i64 %5285, 32
-  %5287 = add nsw i64 4884112, %5286
-  %5288 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5289 = add nsw i64 %5287, %5288
-  %arena1545 = getelementptr inbounds float, ptr %arena, i64 %5289
-  store <16 x float> %t239_c0_01544, ptr %arena1545, align 4
-  %t239_c0_11546 = load <16 x float>, ptr %conv1_weight_grad.t239_c0_1, align 64
-  %5290 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5291 = mul nsw i64 %5290, 32
-  %5292 = add nsw i64 4884112, %5291
-  %5293 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5294 = add nsw i64 %5292, %5293
-  %5295 = add nsw i64 %5294, 16
-  %arena1547 = getelementptr inbounds float, ptr %arena, i64 %5295
-  store <16 x float> %t239_c0_11546, ptr %arena1547, align 4
-  %t239_c1_01548 = load <16 x float>, ptr %conv1_weight_grad.t239_c1_0, align 64
-  %5296 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5297 = add nsw i64 %5296, 1
-  %5298 = mul nsw i64 %5297, 32
-  %5299 = add nsw i64 4884112, %5298
-  %5300 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5301 = add nsw i64 %5299, %5300
-  %arena1549 = getelementptr inbounds float, ptr %arena, i64 %5301
-  store <16 x float> %t239_c1_01548, ptr %arena1549, align 4
-  %t239_c1_11550 = load <16 x float>, ptr %conv1_weight_grad.t239_c1_1, align 64
-  %5302 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5303 = add nsw i64 %5302, 1
-  %5304 = mul nsw i64 %5303, 32
-  %5305 = add nsw i64 4884112, %5304
-  %5306 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5307 = add nsw i64 %5305, %5306
-  %5308 = add nsw i64 %5307, 16
-  %arena1551 = getelementptr inbounds float, ptr %arena, i64 %5308
-  store <16 x float> %t239_c1_11550, ptr %arena1551, align 4
-  %t239_c2_01552 = load <16 x float>, ptr %conv1_weight_grad.t239_c2_0, align 64
-  %5309 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5310 = add nsw i64 %5309, 2
-  %5311 = mul nsw i64 %5310, 32
-  %5312 = add nsw i64 4884112, %5311
-  %5313 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5314 = add nsw i64 %5312, %5313
-  %arena1553 = getelementptr inbounds float, ptr %arena, i64 %5314
-  store <16 x float> %t239_c2_01552, ptr %arena1553, align 4
-  %t239_c2_11554 = load <16 x float>, ptr %conv1_weight_grad.t239_c2_1, align 64
-  %5315 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5316 = add nsw i64 %5315, 2
-  %5317 = mul nsw i64 %5316, 32
-  %5318 = add nsw i64 4884112, %5317
-  %5319 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5320 = add nsw i64 %5318, %5319
-  %5321 = add nsw i64 %5320, 16
-  %arena1555 = getelementptr inbounds float, ptr %arena, i64 %5321
-  store <16 x float> %t239_c2_11554, ptr %arena1555, align 4
-  %t239_c3_01556 = load <16 x float>, ptr %conv1_weight_grad.t239_c3_0, align 64
-  %5322 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5323 = add nsw i64 %5322, 3
-  %5324 = mul nsw i64 %5323, 32
-  %5325 = add nsw i64 4884112, %5324
-  %5326 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5327 = add nsw i64 %5325, %5326
-  %arena1557 = getelementptr inbounds float, ptr %arena, i64 %5327
-  store <16 x float> %t239_c3_01556, ptr %arena1557, align 4
-  %t239_c3_11558 = load <16 x float>, ptr %conv1_weight_grad.t239_c3_1, align 64
-  %5328 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5329 = add nsw i64 %5328, 3
-  %5330 = mul nsw i64 %5329, 32
-  %5331 = add nsw i64 4884112, %5330
-  %5332 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5333 = add nsw i64 %5331, %5332
-  %5334 = add nsw i64 %5333, 16
-  %arena1559 = getelementptr inbounds float, ptr %arena, i64 %5334
-  store <16 x float> %t239_c3_11558, ptr %arena1559, align 4
-  %t239_c4_01560 = load <16 x float>, ptr %conv1_weight_grad.t239_c4_0, align 64
-  %5335 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5336 = add nsw i64 %5335, 4
+  %5287 = add nsw i64 3278480, %5286
+  %5288 = add nsw i64 %5287, %conv1_weight_grad.f2901447
+  %arena1449 = getelementptr inbounds float, ptr %arena, i64 %5288
+  store float %5283, ptr %arena1449, align 4
+  %f290.next = add nsw i64 %conv1_weight_grad.f2901447, 1
+  %5289 = icmp slt i64 %f290.next, 32
+  br i1 %5289, label %conv1_weight_grad.f290, label %conv1_weight_grad.f290.end
+
+conv1_weight_grad.f290.end:                       ; preds = %conv1_weight_grad.f290
+  %i289.next = add nsw i64 %conv1_weight_grad.i2891446, 1
+  %5290 = icmp slt i64 %i289.next, 784
+  br i1 %5290, label %conv1_weight_grad.i289, label %conv1_weight_grad.i289.end
+
+conv1_weight_grad.kp291:                          ; preds = %conv1_weight_grad.nb292.end, %conv1_weight_grad.j288.end
+  %conv1_weight_grad.kp2911450 = phi i64 [ 0, %conv1_weight_grad.j288.end ], [ %kp291.next, %conv1_weight_grad.nb292.end ]
+  br label %conv1_weight_grad.nb292
+
+conv1_weight_grad.kp291.end:                      ; preds = %conv1_weight_grad.nb292.end
+  br label %conv1_weight_grad.nb296
+
+conv1_weight_grad.nb292:                          ; preds = %conv1_weight_grad.mb293.end, %conv1_weight_grad.kp291
+  %conv1_weight_grad.nb2921451 = phi i64 [ 0, %conv1_weight_grad.kp291 ], [ %nb292.next, %conv1_weight_grad.mb293.end ]
+  br label %conv1_weight_grad.mb293
+
+conv1_weight_grad.nb292.end:                      ; preds = %conv1_weight_grad.mb293.end
+  %kp291.next = add nsw i64 %conv1_weight_grad.kp2911450, 1
+  %5291 = icmp slt i64 %kp291.next, 130
+  br i1 %5291, label %conv1_weight_grad.kp291, label %conv1_weight_grad.kp291.end
+
+conv1_weight_grad.mb293:                          ; preds = %conv1_weight_grad.k295.end, %conv1_weight_grad.nb292
+  %conv1_weight_grad.mb2931452 = phi i64 [ 0, %conv1_weight_grad.nb292 ], [ %mb293.next, %conv1_weight_grad.k295.end ]
+  %5292 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5293 = mul nsw i64 %5292, 32
+  %5294 = add nsw i64 4884112, %5293
+  %5295 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5296 = add nsw i64 %5294, %5295
+  %arena1453 = getelementptr inbounds float, ptr %arena, i64 %5296
+  %5297 = load <16 x float>, ptr %arena1453, align 4
+  store <16 x float> %5297, ptr %conv1_weight_grad.t294_c0_0, align 64
+  %5298 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5299 = mul nsw i64 %5298, 32
+  %5300 = add nsw i64 4884112, %5299
+  %5301 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5302 = add nsw i64 %5300, %5301
+  %5303 = add nsw i64 %5302, 16
+  %arena1454 = getelementptr inbounds float, ptr %arena, i64 %5303
+  %5304 = load <16 x float>, ptr %arena1454, align 4
+  store <16 x float> %5304, ptr %conv1_weight_grad.t294_c0_1, align 64
+  %5305 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5306 = add nsw i64 %5305, 1
+  %5307 = mul nsw i64 %5306, 32
+  %5308 = add nsw i64 4884112, %5307
+  %5309 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5310 = add nsw i64 %5308, %5309
+  %arena1455 = getelementptr inbounds float, ptr %arena, i64 %5310
+  %5311 = load <16 x float>, ptr %arena1455, align 4
+  store <16 x float> %5311, ptr %conv1_weight_grad.t294_c1_0, align 64
+  %5312 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5313 = add nsw i64 %5312, 1
+  %5314 = mul nsw i64 %5313, 32
+  %5315 = add nsw i64 4884112, %5314
+  %5316 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5317 = add nsw i64 %5315, %5316
+  %5318 = add nsw i64 %5317, 16
+  %arena1456 = getelementptr inbounds float, ptr %arena, i64 %5318
+  %5319 = load <16 x float>, ptr %arena1456, align 4
+  store <16 x float> %5319, ptr %conv1_weight_grad.t294_c1_1, align 64
+  %5320 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5321 = add nsw i64 %5320, 2
+  %5322 = mul nsw i64 %5321, 32
+  %5323 = add nsw i64 4884112, %5322
+  %5324 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5325 = add nsw i64 %5323, %5324
+  %arena1457 = getelementptr inbounds float, ptr %arena, i64 %5325
+  %5326 = load <16 x float>, ptr %arena1457, align 4
+  store <16 x float> %5326, ptr %conv1_weight_grad.t294_c2_0, align 64
+  %5327 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5328 = add nsw i64 %5327, 2
+  %5329 = mul nsw i64 %5328, 32
+  %5330 = add nsw i64 4884112, %5329
+  %5331 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5332 = add nsw i64 %5330, %5331
+  %5333 = add nsw i64 %5332, 16
+  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %5333
+  %5334 = load <16 x float>, ptr %arena1458, align 4
+  store <16 x float> %5334, ptr %conv1_weight_grad.t294_c2_1, align 64
+  %5335 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5336 = add nsw i64 %5335, 3
   %5337 = mul nsw i64 %5336, 32
   %5338 = add nsw i64 4884112, %5337
-  %5339 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
+  %5339 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
   %5340 = add nsw i64 %5338, %5339
-  %arena1561 = getelementptr inbounds float, ptr %arena, i64 %5340
-  store <16 x float> %t239_c4_01560, ptr %arena1561, align 4
-  %t239_c4_11562 = load <16 x float>, ptr %conv1_weight_grad.t239_c4_1, align 64
-  %5341 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5342 = add nsw i64 %5341, 4
-  %5343 = mul nsw i64 %5342, 32
-  %5344 = add nsw i64 4884112, %5343
-  %5345 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5346 = add nsw i64 %5344, %5345
-  %5347 = add nsw i64 %5346, 16
-  %arena1563 = getelementptr inbounds float, ptr %arena, i64 %5347
-  store <16 x float> %t239_c4_11562, ptr %arena1563, align 4
-  %t239_c5_01564 = load <16 x float>, ptr %conv1_weight_grad.t239_c5_0, align 64
-  %5348 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5349 = add nsw i64 %5348, 5
-  %5350 = mul nsw i64 %5349, 32
-  %5351 = add nsw i64 4884112, %5350
-  %5352 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5353 = add nsw i64 %5351, %5352
-  %arena1565 = getelementptr inbounds float, ptr %arena, i64 %5353
-  store <16 x float> %t239_c5_01564, ptr %arena1565, align 4
-  %t239_c5_11566 = load <16 x float>, ptr %conv1_weight_grad.t239_c5_1, align 64
-  %5354 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5355 = add nsw i64 %5354, 5
-  %5356 = mul nsw i64 %5355, 32
-  %5357 = add nsw i64 4884112, %5356
-  %5358 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5359 = add nsw i64 %5357, %5358
-  %5360 = add nsw i64 %5359, 16
-  %arena1567 = getelementptr inbounds float, ptr %arena, i64 %5360
-  store <16 x float> %t239_c5_11566, ptr %arena1567, align 4
-  %t239_c6_01568 = load <16 x float>, ptr %conv1_weight_grad.t239_c6_0, align 64
-  %5361 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5362 = add nsw i64 %5361, 6
-  %5363 = mul nsw i64 %5362, 32
-  %5364 = add nsw i64 4884112, %5363
-  %5365 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5366 = add nsw i64 %5364, %5365
-  %arena1569 = getelementptr inbounds float, ptr %arena, i64 %5366
-  store <16 x float> %t239_c6_01568, ptr %arena1569, align 4
-  %t239_c6_11570 = load <16 x float>, ptr %conv1_weight_grad.t239_c6_1, align 64
-  %5367 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5368 = add nsw i64 %5367, 6
-  %5369 = mul nsw i64 %5368, 32
-  %5370 = add nsw i64 4884112, %5369
-  %5371 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5372 = add nsw i64 %5370, %5371
-  %5373 = add nsw i64 %5372, 16
-  %arena1571 = getelementptr inbounds float, ptr %arena, i64 %5373
-  store <16 x float> %t239_c6_11570, ptr %arena1571, align 4
-  %t239_c7_01572 = load <16 x float>, ptr %conv1_weight_grad.t239_c7_0, align 64
-  %5374 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5375 = add nsw i64 %5374, 7
-  %5376 = mul nsw i64 %5375, 32
-  %5377 = add nsw i64 4884112, %5376
-  %5378 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5379 = add nsw i64 %5377, %5378
-  %arena1573 = getelementptr inbounds float, ptr %arena, i64 %5379
-  store <16 x float> %t239_c7_01572, ptr %arena1573, align 4
-  %t239_c7_11574 = load <16 x float>, ptr %conv1_weight_grad.t239_c7_1, align 64
-  %5380 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5381 = add nsw i64 %5380, 7
+  %arena1459 = getelementptr inbounds float, ptr %arena, i64 %5340
+  %5341 = load <16 x float>, ptr %arena1459, align 4
+  store <16 x float> %5341, ptr %conv1_weight_grad.t294_c3_0, align 64
+  %5342 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5343 = add nsw i64 %5342, 3
+  %5344 = mul nsw i64 %5343, 32
+  %5345 = add nsw i64 4884112, %5344
+  %5346 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5347 = add nsw i64 %5345, %5346
+  %5348 = add nsw i64 %5347, 16
+  %arena1460 = getelementptr inbounds float, ptr %arena, i64 %5348
+  %5349 = load <16 x float>, ptr %arena1460, align 4
+  store <16 x float> %5349, ptr %conv1_weight_grad.t294_c3_1, align 64
+  %5350 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5351 = add nsw i64 %5350, 4
+  %5352 = mul nsw i64 %5351, 32
+  %5353 = add nsw i64 4884112, %5352
+  %5354 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5355 = add nsw i64 %5353, %5354
+  %arena1461 = getelementptr inbounds float, ptr %arena, i64 %5355
+  %5356 = load <16 x float>, ptr %arena1461, align 4
+  store <16 x float> %5356, ptr %conv1_weight_grad.t294_c4_0, align 64
+  %5357 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5358 = add nsw i64 %5357, 4
+  %5359 = mul nsw i64 %5358, 32
+  %5360 = add nsw i64 4884112, %5359
+  %5361 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5362 = add nsw i64 %5360, %5361
+  %5363 = add nsw i64 %5362, 16
+  %arena1462 = getelementptr inbounds float, ptr %arena, i64 %5363
+  %5364 = load <16 x float>, ptr %arena1462, align 4
+  store <16 x float> %5364, ptr %conv1_weight_grad.t294_c4_1, align 64
+  %5365 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5366 = add nsw i64 %5365, 5
+  %5367 = mul nsw i64 %5366, 32
+  %5368 = add nsw i64 4884112, %5367
+  %5369 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5370 = add nsw i64 %5368, %5369
+  %arena1463 = getelementptr inbounds float, ptr %arena, i64 %5370
+  %5371 = load <16 x float>, ptr %arena1463, align 4
+  store <16 x float> %5371, ptr %conv1_weight_grad.t294_c5_0, align 64
+  %5372 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5373 = add nsw i64 %5372, 5
+  %5374 = mul nsw i64 %5373, 32
+  %5375 = add nsw i64 4884112, %5374
+  %5376 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5377 = add nsw i64 %5375, %5376
+  %5378 = add nsw i64 %5377, 16
+  %arena1464 = getelementptr inbounds float, ptr %arena, i64 %5378
+  %5379 = load <16 x float>, ptr %arena1464, align 4
+  store <16 x float> %5379, ptr %conv1_weight_grad.t294_c5_1, align 64
+  %5380 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5381 = add nsw i64 %5380, 6
   %5382 = mul nsw i64 %5381, 32
   %5383 = add nsw i64 4884112, %5382
-  %5384 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
+  %5384 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
   %5385 = add nsw i64 %5383, %5384
-  %5386 = add nsw i64 %5385, 16
-  %arena1575 = getelementptr inbounds float, ptr %arena, i64 %5386
-  store <16 x float> %t239_c7_11574, ptr %arena1575, align 4
-  %t239_c8_01576 = load <16 x float>, ptr %conv1_weight_grad.t239_c8_0, align 64
-  %5387 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5388 = add nsw i64 %5387, 8
+  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %5385
+  %5386 = load <16 x float>, ptr %arena1465, align 4
+  store <16 x float> %5386, ptr %conv1_weight_grad.t294_c6_0, align 64
+  %5387 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5388 = add nsw i64 %5387, 6
   %5389 = mul nsw i64 %5388, 32
   %5390 = add nsw i64 4884112, %5389
-  %5391 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
+  %5391 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
   %5392 = add nsw i64 %5390, %5391
-  %arena1577 = getelementptr inbounds float, ptr %arena, i64 %5392
-  store <16 x float> %t239_c8_01576, ptr %arena1577, align 4
-  %t239_c8_11578 = load <16 x float>, ptr %conv1_weight_grad.t239_c8_1, align 64
-  %5393 = mul nsw i64 %conv1_weight_grad.mb2381488, 9
-  %5394 = add nsw i64 %5393, 8
-  %5395 = mul nsw i64 %5394, 32
-  %5396 = add nsw i64 4884112, %5395
-  %5397 = mul nsw i64 %conv1_weight_grad.nb2371487, 32
-  %5398 = add nsw i64 %5396, %5397
-  %5399 = add nsw i64 %5398, 16
-  %arena1579 = getelementptr inbounds float, ptr %arena, i64 %5399
-  store <16 x float> %t239_c8_11578, ptr %arena1579, align 4
-  %mb238.next = add nsw i64 %conv1_weight_grad.mb2381488, 1
-  %5400 = icmp slt i64 %mb238.next, 1
-  br i1 %5400, label %conv1_weight_grad.mb238, label %conv1_weight_grad.mb238.end
+  %5393 = add nsw i64 %5392, 16
+  %arena1466 = getelementptr inbounds float, ptr %arena, i64 %5393
+  %5394 = load <16 x float>, ptr %arena1466, align 4
+  store <16 x float> %5394, ptr %conv1_weight_grad.t294_c6_1, align 64
+  %5395 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5396 = add nsw i64 %5395, 7
+  %5397 = mul nsw i64 %5396, 32
+  %5398 = add nsw i64 4884112, %5397
+  %5399 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5400 = add nsw i64 %5398, %5399
+  %arena1467 = getelementptr inbounds float, ptr %arena, i64 %5400
+  %5401 = load <16 x float>, ptr %arena1467, align 4
+  store <16 x float> %5401, ptr %conv1_weight_grad.t294_c7_0, align 64
+  %5402 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5403 = add nsw i64 %5402, 7
+  %5404 = mul nsw i64 %5403, 32
+  %5405 = add nsw i64 4884112, %5404
+  %5406 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5407 = add nsw i64 %5405, %5406
+  %5408 = add nsw i64 %5407, 16
+  %arena1468 = getelementptr inbounds float, ptr %arena, i64 %5408
+  %5409 = load <16 x float>, ptr %arena1468, align 4
+  store <16 x float> %5409, ptr %conv1_weight_grad.t294_c7_1, align 64
+  %5410 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5411 = add nsw i64 %5410, 8
+  %5412 = mul nsw i64 %5411, 32
+  %5413 = add nsw i64 4884112, %5412
+  %5414 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5415 = add nsw i64 %5413, %5414
+  %arena1469 = getelementptr inbounds float, ptr %arena, i64 %5415
+  %5416 = load <16 x float>, ptr %arena1469, align 4
+  store <16 x float> %5416, ptr %conv1_weight_grad.t294_c8_0, align 64
+  %5417 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5418 = add nsw i64 %5417, 8
+  %5419 = mul nsw i64 %5418, 32
+  %5420 = add nsw i64 4884112, %5419
+  %5421 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5422 = add nsw i64 %5420, %5421
+  %5423 = add nsw i64 %5422, 16
+  %arena1470 = getelementptr inbounds float, ptr %arena, i64 %5423
+  %5424 = load <16 x float>, ptr %arena1470, align 4
+  store <16 x float> %5424, ptr %conv1_weight_grad.t294_c8_1, align 64
+  br label %conv1_weight_grad.k295
 
-conv1_weight_grad.f241:                           ; preds = %conv1_weight_grad.r242.end, %conv1_weight_grad.g214.end
-  %conv1_weight_grad.f2411580 = phi i64 [ 0, %conv1_weight_grad.g214.end ], [ %f241.next, %conv1_weight_grad.r242.end ]
-  br label %conv1_weight_grad.r242
+conv1_weight_grad.mb293.end:                      ; preds = %conv1_weight_grad.k295.end
+  %nb292.next = add nsw i64 %conv1_weight_grad.nb2921451, 1
+  %5425 = icmp slt i64 %nb292.next, 1
+  br i1 %5425, label %conv1_weight_grad.nb292, label %conv1_weight_grad.nb292.end
 
-conv1_weight_grad.f241.end:                       ; preds = %conv1_weight_grad.r242.end
-  br label %conv1_bias_grad.i243
+conv1_weight_grad.k295:                           ; preds = %conv1_weight_grad.k295, %conv1_weight_grad.mb293
+  %conv1_weight_grad.k2951471 = phi i64 [ 0, %conv1_weight_grad.mb293 ], [ %k295.next, %conv1_weight_grad.k295 ]
+  %5426 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
+  %5427 = add nsw i64 %conv1_weight_grad.k2951471, %5426
+  %5428 = mul nsw i64 %5427, 32
+  %5429 = add nsw i64 3278480, %5428
+  %5430 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5431 = add nsw i64 %5429, %5430
+  %arena1472 = getelementptr inbounds float, ptr %arena, i64 %5431
+  %5432 = load <16 x float>, ptr %arena1472, align 4
+  store <16 x float> %5432, ptr %conv1_weight_grad.t294_b0, align 64
+  %5433 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
+  %5434 = add nsw i64 %conv1_weight_grad.k2951471, %5433
+  %5435 = mul nsw i64 %5434, 32
+  %5436 = add nsw i64 3278480, %5435
+  %5437 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5438 = add nsw i64 %5436, %5437
+  %5439 = add nsw i64 %5438, 16
+  %arena1473 = getelementptr inbounds float, ptr %arena, i64 %5439
+  %5440 = load <16 x float>, ptr %arena1473, align 4
+  store <16 x float> %5440, ptr %conv1_weight_grad.t294_b1, align 64
+  %5441 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5442 = mul nsw i64 %5441, 50176
+  %5443 = add nsw i64 2826896, %5442
+  %5444 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
+  %5445 = add nsw i64 %conv1_weight_grad.k2951471, %5444
+  %5446 = add nsw i64 %5443, %5445
+  %arena1474 = getelementptr inbounds float, ptr %arena, i64 %5446
+  %5447 = load float, ptr %arena1474, align 4
+  %5448 = insertelement <16 x float> undef, float %5447, i32 0
+  %5449 = shufflevector <16 x float> %5448, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5449, ptr %conv1_weight_grad.t294_a0, align 64
+  %t294_a0 = load <16 x float>, ptr %conv1_weight_grad.t294_a0, align 64
+  %t294_b0 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
+  %t294_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c0_0, align 64
+  %5450 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a0, <16 x float> %t294_b0, <16 x float> %t294_c0_0)
+  store <16 x float> %5450, ptr %conv1_weight_grad.t294_c0_0, align 64
+  %t294_a01475 = load <16 x float>, ptr %conv1_weight_grad.t294_a0, align 64
+  %t294_b1 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
+  %t294_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c0_1, align 64
+  %5451 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a01475, <16 x float> %t294_b1, <16 x float> %t294_c0_1)
+  store <16 x float> %5451, ptr %conv1_weight_grad.t294_c0_1, align 64
+  %5452 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5453 = add nsw i64 %5452, 1
+  %5454 = mul nsw i64 %5453, 50176
+  %5455 = add nsw i64 2826896, %5454
+  %5456 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
+  %5457 = add nsw i64 %conv1_weight_grad.k2951471, %5456
+  %5458 = add nsw i64 %5455, %5457
+  %arena1476 = getelementptr inbounds float, ptr %arena, i64 %5458
+  %5459 = load float, ptr %arena1476, align 4
+  %5460 = insertelement <16 x float> undef, float %5459, i32 0
+  %5461 = shufflevector <16 x float> %5460, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5461, ptr %conv1_weight_grad.t294_a1, align 64
+  %t294_a1 = load <16 x float>, ptr %conv1_weight_grad.t294_a1, align 64
+  %t294_b01477 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
+  %t294_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c1_0, align 64
+  %5462 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a1, <16 x float> %t294_b01477, <16 x float> %t294_c1_0)
+  store <16 x float> %5462, ptr %conv1_weight_grad.t294_c1_0, align 64
+  %t294_a11478 = load <16 x float>, ptr %conv1_weight_grad.t294_a1, align 64
+  %t294_b11479 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
+  %t294_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c1_1, align 64
+  %5463 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a11478, <16 x float> %t294_b11479, <16 x float> %t294_c1_1)
+  store <16 x float> %5463, ptr %conv1_weight_grad.t294_c1_1, align 64
+  %5464 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5465 = add nsw i64 %5464, 2
+  %5466 = mul nsw i64 %5465, 50176
+  %5467 = add nsw i64 2826896, %5466
+  %5468 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
+  %5469 = add nsw i64 %conv1_weight_grad.k2951471, %5468
+  %5470 = add nsw i64 %5467, %5469
+  %arena1480 = getelementptr inbounds float, ptr %arena, i64 %5470
+  %5471 = load float, ptr %arena1480, align 4
+  %5472 = insertelement <16 x float> undef, float %5471, i32 0
+  %5473 = shufflevector <16 x float> %5472, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5473, ptr %conv1_weight_grad.t294_a2, align 64
+  %t294_a2 = load <16 x float>, ptr %conv1_weight_grad.t294_a2, align 64
+  %t294_b01481 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
+  %t294_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c2_0, align 64
+  %5474 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a2, <16 x float> %t294_b01481, <16 x float> %t294_c2_0)
+  store <16 x float> %5474, ptr %conv1_weight_grad.t294_c2_0, align 64
+  %t294_a21482 = load <16 x float>, ptr %conv1_weight_grad.t294_a2, align 64
+  %t294_b11483 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
+  %t294_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c2_1, align 64
+  %5475 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a21482, <16 x float> %t294_b11483, <16 x float> %t294_c2_1)
+  store <16 x float> %5475, ptr %conv1_weight_grad.t294_c2_1, align 64
+  %5476 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5477 = add nsw i64 %5476, 3
+  %5478 = mul nsw i64 %5477, 50176
+  %5479 = add nsw i64 2826896, %5478
+  %5480 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
+  %5481 = add nsw i64 %conv1_weight_grad.k2951471, %5480
+  %5482 = add nsw i64 %5479, %5481
+  %arena1484 = getelementptr inbounds float, ptr %arena, i64 %5482
+  %5483 = load float, ptr %arena1484, align 4
+  %5484 = insertelement <16 x float> undef, float %5483, i32 0
+  %5485 = shufflevector <16 x float> %5484, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5485, ptr %conv1_weight_grad.t294_a3, align 64
+  %t294_a3 = load <16 x float>, ptr %conv1_weight_grad.t294_a3, align 64
+  %t294_b01485 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
+  %t294_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c3_0, align 64
+  %5486 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a3, <16 x float> %t294_b01485, <16 x float> %t294_c3_0)
+  store <16 x float> %5486, ptr %conv1_weight_grad.t294_c3_0, align 64
+  %t294_a31486 = load <16 x float>, ptr %conv1_weight_grad.t294_a3, align 64
+  %t294_b11487 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
+  %t294_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c3_1, align 64
+  %5487 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a31486, <16 x float> %t294_b11487, <16 x float> %t294_c3_1)
+  store <16 x float> %5487, ptr %conv1_weight_grad.t294_c3_1, align 64
+  %5488 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5489 = add nsw i64 %5488, 4
+  %5490 = mul nsw i64 %5489, 50176
+  %5491 = add nsw i64 2826896, %5490
+  %5492 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
+  %5493 = add nsw i64 %conv1_weight_grad.k2951471, %5492
+  %5494 = add nsw i64 %5491, %5493
+  %arena1488 = getelementptr inbounds float, ptr %arena, i64 %5494
+  %5495 = load float, ptr %arena1488, align 4
+  %5496 = insertelement <16 x float> undef, float %5495, i32 0
+  %5497 = shufflevector <16 x float> %5496, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5497, ptr %conv1_weight_grad.t294_a4, align 64
+  %t294_a4 = load <16 x float>, ptr %conv1_weight_grad.t294_a4, align 64
+  %t294_b01489 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
+  %t294_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c4_0, align 64
+  %5498 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a4, <16 x float> %t294_b01489, <16 x float> %t294_c4_0)
+  store <16 x float> %5498, ptr %conv1_weight_grad.t294_c4_0, align 64
+  %t294_a41490 = load <16 x float>, ptr %conv1_weight_grad.t294_a4, align 64
+  %t294_b11491 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
+  %t294_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c4_1, align 64
+  %5499 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a41490, <16 x float> %t294_b11491, <16 x float> %t294_c4_1)
+  store <16 x float> %5499, ptr %conv1_weight_grad.t294_c4_1, align 64
+  %5500 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5501 = add nsw i64 %5500, 5
+  %5502 = mul nsw i64 %5501, 50176
+  %5503 = add nsw i64 2826896, %5502
+  %5504 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
+  %5505 = add nsw i64 %conv1_weight_grad.k2951471, %5504
+  %5506 = add nsw i64 %5503, %5505
+  %arena1492 = getelementptr inbounds float, ptr %arena, i64 %5506
+  %5507 = load float, ptr %arena1492, align 4
+  %5508 = insertelement <16 x float> undef, float %5507, i32 0
+  %5509 = shufflevector <16 x float> %5508, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5509, ptr %conv1_weight_grad.t294_a5, align 64
+  %t294_a5 = load <16 x float>, ptr %conv1_weight_grad.t294_a5, align 64
+  %t294_b01493 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
+  %t294_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c5_0, align 64
+  %5510 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a5, <16 x float> %t294_b01493, <16 x float> %t294_c5_0)
+  store <16 x float> %5510, ptr %conv1_weight_grad.t294_c5_0, align 64
+  %t294_a51494 = load <16 x float>, ptr %conv1_weight_grad.t294_a5, align 64
+  %t294_b11495 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
+  %t294_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c5_1, align 64
+  %5511 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a51494, <16 x float> %t294_b11495, <16 x float> %t294_c5_1)
+  store <16 x float> %5511, ptr %conv1_weight_grad.t294_c5_1, align 64
+  %5512 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5513 = add nsw i64 %5512, 6
+  %5514 = mul nsw i64 %5513, 50176
+  %5515 = add nsw i64 2826896, %5514
+  %5516 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
+  %5517 = add nsw i64 %conv1_weight_grad.k2951471, %5516
+  %5518 = add nsw i64 %5515, %5517
+  %arena1496 = getelementptr inbounds float, ptr %arena, i64 %5518
+  %5519 = load float, ptr %arena1496, align 4
+  %5520 = insertelement <16 x float> undef, float %5519, i32 0
+  %5521 = shufflevector <16 x float> %5520, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5521, ptr %conv1_weight_grad.t294_a6, align 64
+  %t294_a6 = load <16 x float>, ptr %conv1_weight_grad.t294_a6, align 64
+  %t294_b01497 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
+  %t294_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c6_0, align 64
+  %5522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a6, <16 x float> %t294_b01497, <16 x float> %t294_c6_0)
+  store <16 x float> %5522, ptr %conv1_weight_grad.t294_c6_0, align 64
+  %t294_a61498 = load <16 x float>, ptr %conv1_weight_grad.t294_a6, align 64
+  %t294_b11499 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
+  %t294_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c6_1, align 64
+  %5523 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a61498, <16 x float> %t294_b11499, <16 x float> %t294_c6_1)
+  store <16 x float> %5523, ptr %conv1_weight_grad.t294_c6_1, align 64
+  %5524 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5525 = add nsw i64 %5524, 7
+  %5526 = mul nsw i64 %5525, 50176
+  %5527 = add nsw i64 2826896, %5526
+  %5528 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
+  %5529 = add nsw i64 %conv1_weight_grad.k2951471, %5528
+  %5530 = add nsw i64 %5527, %5529
+  %arena1500 = getelementptr inbounds float, ptr %arena, i64 %5530
+  %5531 = load float, ptr %arena1500, align 4
+  %5532 = insertelement <16 x float> undef, float %5531, i32 0
+  %5533 = shufflevector <16 x float> %5532, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5533, ptr %conv1_weight_grad.t294_a7, align 64
+  %t294_a7 = load <16 x float>, ptr %conv1_weight_grad.t294_a7, align 64
+  %t294_b01501 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
+  %t294_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c7_0, align 64
+  %5534 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a7, <16 x float> %t294_b01501, <16 x float> %t294_c7_0)
+  store <16 x float> %5534, ptr %conv1_weight_grad.t294_c7_0, align 64
+  %t294_a71502 = load <16 x float>, ptr %conv1_weight_grad.t294_a7, align 64
+  %t294_b11503 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
+  %t294_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c7_1, align 64
+  %5535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a71502, <16 x float> %t294_b11503, <16 x float> %t294_c7_1)
+  store <16 x float> %5535, ptr %conv1_weight_grad.t294_c7_1, align 64
+  %5536 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5537 = add nsw i64 %5536, 8
+  %5538 = mul nsw i64 %5537, 50176
+  %5539 = add nsw i64 2826896, %5538
+  %5540 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
+  %5541 = add nsw i64 %conv1_weight_grad.k2951471, %5540
+  %5542 = add nsw i64 %5539, %5541
+  %arena1504 = getelementptr inbounds float, ptr %arena, i64 %5542
+  %5543 = load float, ptr %arena1504, align 4
+  %5544 = insertelement <16 x float> undef, float %5543, i32 0
+  %5545 = shufflevector <16 x float> %5544, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5545, ptr %conv1_weight_grad.t294_a8, align 64
+  %t294_a8 = load <16 x float>, ptr %conv1_weight_grad.t294_a8, align 64
+  %t294_b01505 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
+  %t294_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c8_0, align 64
+  %5546 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a8, <16 x float> %t294_b01505, <16 x float> %t294_c8_0)
+  store <16 x float> %5546, ptr %conv1_weight_grad.t294_c8_0, align 64
+  %t294_a81506 = load <16 x float>, ptr %conv1_weight_grad.t294_a8, align 64
+  %t294_b11507 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
+  %t294_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c8_1, align 64
+  %5547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a81506, <16 x float> %t294_b11507, <16 x float> %t294_c8_1)
+  store <16 x float> %5547, ptr %conv1_weight_grad.t294_c8_1, align 64
+  %k295.next = add nsw i64 %conv1_weight_grad.k2951471, 1
+  %5548 = icmp slt i64 %k295.next, 384
+  br i1 %5548, label %conv1_weight_grad.k295, label %conv1_weight_grad.k295.end
 
-conv1_weight_grad.r242:                           ; preds = %conv1_weight_grad.r242, %conv1_weight_grad.f241
-  %conv1_weight_grad.r2421581 = phi i64 [ 0, %conv1_weight_grad.f241 ], [ %r242.next, %conv1_weight_grad.r242 ]
-  %5401 = mul nsw i64 %conv1_weight_grad.r2421581, 32
-  %5402 = add nsw i64 4884112, %5401
-  %5403 = add nsw i64 %5402, %conv1_weight_grad.f2411580
-  %arena1582 = getelementptr inbounds float, ptr %arena, i64 %5403
-  %5404 = load float, ptr %arena1582, align 4
-  %5405 = mul nsw i64 %conv1_weight_grad.f2411580, 9
-  %5406 = add nsw i64 %5405, %conv1_weight_grad.r2421581
-  %grads1583 = getelementptr inbounds float, ptr %grads, i64 %5406
-  store float %5404, ptr %grads1583, align 4
-  %r242.next = add nsw i64 %conv1_weight_grad.r2421581, 1
-  %5407 = icmp slt i64 %r242.next, 9
-  br i1 %5407, label %conv1_weight_grad.r242, label %conv1_weight_grad.r242.end
+conv1_weight_grad.k295.end:                       ; preds = %conv1_weight_grad.k295
+  %t294_c0_01508 = load <16 x float>, ptr %conv1_weight_grad.t294_c0_0, align 64
+  %5549 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5550 = mul nsw i64 %5549, 32
+  %5551 = add nsw i64 4884112, %5550
+  %5552 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5553 = add nsw i64 %5551, %5552
+  %arena1509 = getelementptr inbounds float, ptr %arena, i64 %5553
+  store <16 x float> %t294_c0_01508, ptr %arena1509, align 4
+  %t294_c0_11510 = load <16 x float>, ptr %conv1_weight_grad.t294_c0_1, align 64
+  %5554 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5555 = mul nsw i64 %5554, 32
+  %5556 = add nsw i64 4884112, %5555
+  %5557 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5558 = add nsw i64 %5556, %5557
+  %5559 = add nsw i64 %5558, 16
+  %arena1511 = getelementptr inbounds float, ptr %arena, i64 %5559
+  store <16 x float> %t294_c0_11510, ptr %arena1511, align 4
+  %t294_c1_01512 = load <16 x float>, ptr %conv1_weight_grad.t294_c1_0, align 64
+  %5560 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5561 = add nsw i64 %5560, 1
+  %5562 = mul nsw i64 %5561, 32
+  %5563 = add nsw i64 4884112, %5562
+  %5564 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5565 = add nsw i64 %5563, %5564
+  %arena1513 = getelementptr inbounds float, ptr %arena, i64 %5565
+  store <16 x float> %t294_c1_01512, ptr %arena1513, align 4
+  %t294_c1_11514 = load <16 x float>, ptr %conv1_weight_grad.t294_c1_1, align 64
+  %5566 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5567 = add nsw i64 %5566, 1
+  %5568 = mul nsw i64 %5567, 32
+  %5569 = add nsw i64 4884112, %5568
+  %5570 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5571 = add nsw i64 %5569, %5570
+  %5572 = add nsw i64 %5571, 16
+  %arena1515 = getelementptr inbounds float, ptr %arena, i64 %5572
+  store <16 x float> %t294_c1_11514, ptr %arena1515, align 4
+  %t294_c2_01516 = load <16 x float>, ptr %conv1_weight_grad.t294_c2_0, align 64
+  %5573 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5574 = add nsw i64 %5573, 2
+  %5575 = mul nsw i64 %5574, 32
+  %5576 = add nsw i64 4884112, %5575
+  %5577 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5578 = add nsw i64 %5576, %5577
+  %arena1517 = getelementptr inbounds float, ptr %arena, i64 %5578
+  store <16 x float> %t294_c2_01516, ptr %arena1517, align 4
+  %t294_c2_11518 = load <16 x float>, ptr %conv1_weight_grad.t294_c2_1, align 64
+  %5579 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5580 = add nsw i64 %5579, 2
+  %5581 = mul nsw i64 %5580, 32
+  %5582 = add nsw i64 4884112, %5581
+  %5583 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5584 = add nsw i64 %5582, %5583
+  %5585 = add nsw i64 %5584, 16
+  %arena1519 = getelementptr inbounds float, ptr %arena, i64 %5585
+  store <16 x float> %t294_c2_11518, ptr %arena1519, align 4
+  %t294_c3_01520 = load <16 x float>, ptr %conv1_weight_grad.t294_c3_0, align 64
+  %5586 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5587 = add nsw i64 %5586, 3
+  %5588 = mul nsw i64 %5587, 32
+  %5589 = add nsw i64 4884112, %5588
+  %5590 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5591 = add nsw i64 %5589, %5590
+  %arena1521 = getelementptr inbounds float, ptr %arena, i64 %5591
+  store <16 x float> %t294_c3_01520, ptr %arena1521, align 4
+  %t294_c3_11522 = load <16 x float>, ptr %conv1_weight_grad.t294_c3_1, align 64
+  %5592 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5593 = add nsw i64 %5592, 3
+  %5594 = mul nsw i64 %5593, 32
+  %5595 = add nsw i64 4884112, %5594
+  %5596 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5597 = add nsw i64 %5595, %5596
+  %5598 = add nsw i64 %5597, 16
+  %arena1523 = getelementptr inbounds float, ptr %arena, i64 %5598
+  store <16 x float> %t294_c3_11522, ptr %arena1523, align 4
+  %t294_c4_01524 = load <16 x float>, ptr %conv1_weight_grad.t294_c4_0, align 64
+  %5599 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5600 = add nsw i64 %5599, 4
+  %5601 = mul nsw i64 %5600, 32
+  %5602 = add nsw i64 4884112, %5601
+  %5603 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5604 = add nsw i64 %5602, %5603
+  %arena1525 = getelementptr inbounds float, ptr %arena, i64 %5604
+  store <16 x float> %t294_c4_01524, ptr %arena1525, align 4
+  %t294_c4_11526 = load <16 x float>, ptr %conv1_weight_grad.t294_c4_1, align 64
+  %5605 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5606 = add nsw i64 %5605, 4
+  %5607 = mul nsw i64 %5606, 32
+  %5608 = add nsw i64 4884112, %5607
+  %5609 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5610 = add nsw i64 %5608, %5609
+  %5611 = add nsw i64 %5610, 16
+  %arena1527 = getelementptr inbounds float, ptr %arena, i64 %5611
+  store <16 x float> %t294_c4_11526, ptr %arena1527, align 4
+  %t294_c5_01528 = load <16 x float>, ptr %conv1_weight_grad.t294_c5_0, align 64
+  %5612 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5613 = add nsw i64 %5612, 5
+  %5614 = mul nsw i64 %5613, 32
+  %5615 = add nsw i64 4884112, %5614
+  %5616 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5617 = add nsw i64 %5615, %5616
+  %arena1529 = getelementptr inbounds float, ptr %arena, i64 %5617
+  store <16 x float> %t294_c5_01528, ptr %arena1529, align 4
+  %t294_c5_11530 = load <16 x float>, ptr %conv1_weight_grad.t294_c5_1, align 64
+  %5618 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5619 = add nsw i64 %5618, 5
+  %5620 = mul nsw i64 %5619, 32
+  %5621 = add nsw i64 4884112, %5620
+  %5622 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5623 = add nsw i64 %5621, %5622
+  %5624 = add nsw i64 %5623, 16
+  %arena1531 = getelementptr inbounds float, ptr %arena, i64 %5624
+  store <16 x float> %t294_c5_11530, ptr %arena1531, align 4
+  %t294_c6_01532 = load <16 x float>, ptr %conv1_weight_grad.t294_c6_0, align 64
+  %5625 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5626 = add nsw i64 %5625, 6
+  %5627 = mul nsw i64 %5626, 32
+  %5628 = add nsw i64 4884112, %5627
+  %5629 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5630 = add nsw i64 %5628, %5629
+  %arena1533 = getelementptr inbounds float, ptr %arena, i64 %5630
+  store <16 x float> %t294_c6_01532, ptr %arena1533, align 4
+  %t294_c6_11534 = load <16 x float>, ptr %conv1_weight_grad.t294_c6_1, align 64
+  %5631 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5632 = add nsw i64 %5631, 6
+  %5633 = mul nsw i64 %5632, 32
+  %5634 = add nsw i64 4884112, %5633
+  %5635 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5636 = add nsw i64 %5634, %5635
+  %5637 = add nsw i64 %5636, 16
+  %arena1535 = getelementptr inbounds float, ptr %arena, i64 %5637
+  store <16 x float> %t294_c6_11534, ptr %arena1535, align 4
+  %t294_c7_01536 = load <16 x float>, ptr %conv1_weight_grad.t294_c7_0, align 64
+  %5638 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5639 = add nsw i64 %5638, 7
+  %5640 = mul nsw i64 %5639, 32
+  %5641 = add nsw i64 4884112, %5640
+  %5642 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5643 = add nsw i64 %5641, %5642
+  %arena1537 = getelementptr inbounds float, ptr %arena, i64 %5643
+  store <16 x float> %t294_c7_01536, ptr %arena1537, align 4
+  %t294_c7_11538 = load <16 x float>, ptr %conv1_weight_grad.t294_c7_1, align 64
+  %5644 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5645 = add nsw i64 %5644, 7
+  %5646 = mul nsw i64 %5645, 32
+  %5647 = add nsw i64 4884112, %5646
+  %5648 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5649 = add nsw i64 %5647, %5648
+  %5650 = add nsw i64 %5649, 16
+  %arena1539 = getelementptr inbounds float, ptr %arena, i64 %5650
+  store <16 x float> %t294_c7_11538, ptr %arena1539, align 4
+  %t294_c8_01540 = load <16 x float>, ptr %conv1_weight_grad.t294_c8_0, align 64
+  %5651 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5652 = add nsw i64 %5651, 8
+  %5653 = mul nsw i64 %5652, 32
+  %5654 = add nsw i64 4884112, %5653
+  %5655 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5656 = add nsw i64 %5654, %5655
+  %arena1541 = getelementptr inbounds float, ptr %arena, i64 %5656
+  store <16 x float> %t294_c8_01540, ptr %arena1541, align 4
+  %t294_c8_11542 = load <16 x float>, ptr %conv1_weight_grad.t294_c8_1, align 64
+  %5657 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+  %5658 = add nsw i64 %5657, 8
+  %5659 = mul nsw i64 %5658, 32
+  %5660 = add nsw i64 4884112, %5659
+  %5661 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5662 = add nsw i64 %5660, %5661
+  %5663 = add nsw i64 %5662, 16
+  %arena1543 = getelementptr inbounds float, ptr %arena, i64 %5663
+  store <16 x float> %t294_c8_11542, ptr %arena1543, align 4
+  %mb293.next = add nsw i64 %conv1_weight_grad.mb2931452, 1
+  %5664 = icmp slt i64 %mb293.next, 1
+  br i1 %5664, label %conv1_weight_grad.mb293, label %conv1_weight_grad.mb293.end
 
-conv1_weight_grad.r242.end:                       ; preds = %conv1_weight_grad.r242
-  %f241.next = add nsw i64 %conv1_weight_grad.f2411580, 1
-  %5408 = icmp slt i64 %f241.next, 32
-  br i1 %5408, label %conv1_weight_grad.f241, label %conv1_weight_grad.f241.end
+conv1_weight_grad.nb296:                          ; preds = %conv1_weight_grad.mb297.end, %conv1_weight_grad.kp291.end
+  %conv1_weight_grad.nb2961544 = phi i64 [ 0, %conv1_weight_grad.kp291.end ], [ %nb296.next, %conv1_weight_grad.mb297.end ]
+  br label %conv1_weight_grad.mb297
 
-conv1_bias_grad.i243:                             ; preds = %conv1_bias_grad.i243, %conv1_weight_grad.f241.end
-  %conv1_bias_grad.i2431584 = phi i64 [ 0, %conv1_weight_grad.f241.end ], [ %i243.next, %conv1_bias_grad.i243 ]
-  %arena1585 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i2431584
-  store float 1.000000e+00, ptr %arena1585, align 4
-  %i243.next = add nsw i64 %conv1_bias_grad.i2431584, 1
-  %5409 = icmp slt i64 %i243.next, 784
-  br i1 %5409, label %conv1_bias_grad.i243, label %conv1_bias_grad.i243.end
+conv1_weight_grad.nb296.end:                      ; preds = %conv1_weight_grad.mb297.end
+  %g273.next = add nsw i64 %conv1_weight_grad.g2731388, 1
+  %5665 = icmp slt i64 %g273.next, 1
+  br i1 %5665, label %conv1_weight_grad.g273, label %conv1_weight_grad.g273.end
 
-conv1_bias_grad.i243.end:                         ; preds = %conv1_bias_grad.i243
-  br label %conv1_bias_grad.i244
+conv1_weight_grad.mb297:                          ; preds = %conv1_weight_grad.k299.end, %conv1_weight_grad.nb296
+  %conv1_weight_grad.mb2971545 = phi i64 [ 0, %conv1_weight_grad.nb296 ], [ %mb297.next, %conv1_weight_grad.k299.end ]
+  %5666 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5667 = mul nsw i64 %5666, 32
+  %5668 = add nsw i64 4884112, %5667
+  %5669 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5670 = add nsw i64 %5668, %5669
+  %arena1546 = getelementptr inbounds float, ptr %arena, i64 %5670
+  %5671 = load <16 x float>, ptr %arena1546, align 4
+  store <16 x float> %5671, ptr %conv1_weight_grad.t298_c0_0, align 64
+  %5672 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5673 = mul nsw i64 %5672, 32
+  %5674 = add nsw i64 4884112, %5673
+  %5675 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5676 = add nsw i64 %5674, %5675
+  %5677 = add nsw i64 %5676, 16
+  %arena1547 = getelementptr inbounds float, ptr %arena, i64 %5677
+  %5678 = load <16 x float>, ptr %arena1547, align 4
+  store <16 x float> %5678, ptr %conv1_weight_grad.t298_c0_1, align 64
+  %5679 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5680 = add nsw i64 %5679, 1
+  %5681 = mul nsw i64 %5680, 32
+  %5682 = add nsw i64 4884112, %5681
+  %5683 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5684 = add nsw i64 %5682, %5683
+  %arena1548 = getelementptr inbounds float, ptr %arena, i64 %5684
+  %5685 = load <16 x float>, ptr %arena1548, align 4
+  store <16 x float> %5685, ptr %conv1_weight_grad.t298_c1_0, align 64
+  %5686 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5687 = add nsw i64 %5686, 1
+  %5688 = mul nsw i64 %5687, 32
+  %5689 = add nsw i64 4884112, %5688
+  %5690 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5691 = add nsw i64 %5689, %5690
+  %5692 = add nsw i64 %5691, 16
+  %arena1549 = getelementptr inbounds float, ptr %arena, i64 %5692
+  %5693 = load <16 x float>, ptr %arena1549, align 4
+  store <16 x float> %5693, ptr %conv1_weight_grad.t298_c1_1, align 64
+  %5694 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5695 = add nsw i64 %5694, 2
+  %5696 = mul nsw i64 %5695, 32
+  %5697 = add nsw i64 4884112, %5696
+  %5698 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5699 = add nsw i64 %5697, %5698
+  %arena1550 = getelementptr inbounds float, ptr %arena, i64 %5699
+  %5700 = load <16 x float>, ptr %arena1550, align 4
+  store <16 x float> %5700, ptr %conv1_weight_grad.t298_c2_0, align 64
+  %5701 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5702 = add nsw i64 %5701, 2
+  %5703 = mul nsw i64 %5702, 32
+  %5704 = add nsw i64 4884112, %5703
+  %5705 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5706 = add nsw i64 %5704, %5705
+  %5707 = add nsw i64 %5706, 16
+  %arena1551 = getelementptr inbounds float, ptr %arena, i64 %5707
+  %5708 = load <16 x float>, ptr %arena1551, align 4
+  store <16 x float> %5708, ptr %conv1_weight_grad.t298_c2_1, align 64
+  %5709 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5710 = add nsw i64 %5709, 3
+  %5711 = mul nsw i64 %5710, 32
+  %5712 = add nsw i64 4884112, %5711
+  %5713 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5714 = add nsw i64 %5712, %5713
+  %arena1552 = getelementptr inbounds float, ptr %arena, i64 %5714
+  %5715 = load <16 x float>, ptr %arena1552, align 4
+  store <16 x float> %5715, ptr %conv1_weight_grad.t298_c3_0, align 64
+  %5716 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5717 = add nsw i64 %5716, 3
+  %5718 = mul nsw i64 %5717, 32
+  %5719 = add nsw i64 4884112, %5718
+  %5720 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5721 = add nsw i64 %5719, %5720
+  %5722 = add nsw i64 %5721, 16
+  %arena1553 = getelementptr inbounds float, ptr %arena, i64 %5722
+  %5723 = load <16 x float>, ptr %arena1553, align 4
+  store <16 x float> %5723, ptr %conv1_weight_grad.t298_c3_1, align 64
+  %5724 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5725 = add nsw i64 %5724, 4
+  %5726 = mul nsw i64 %5725, 32
+  %5727 = add nsw i64 4884112, %5726
+  %5728 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5729 = add nsw i64 %5727, %5728
+  %arena1554 = getelementptr inbounds float, ptr %arena, i64 %5729
+  %5730 = load <16 x float>, ptr %arena1554, align 4
+  store <16 x float> %5730, ptr %conv1_weight_grad.t298_c4_0, align 64
+  %5731 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5732 = add nsw i64 %5731, 4
+  %5733 = mul nsw i64 %5732, 32
+  %5734 = add nsw i64 4884112, %5733
+  %5735 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5736 = add nsw i64 %5734, %5735
+  %5737 = add nsw i64 %5736, 16
+  %arena1555 = getelementptr inbounds float, ptr %arena, i64 %5737
+  %5738 = load <16 x float>, ptr %arena1555, align 4
+  store <16 x float> %5738, ptr %conv1_weight_grad.t298_c4_1, align 64
+  %5739 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5740 = add nsw i64 %5739, 5
+  %5741 = mul nsw i64 %5740, 32
+  %5742 = add nsw i64 4884112, %5741
+  %5743 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5744 = add nsw i64 %5742, %5743
+  %arena1556 = getelementptr inbounds float, ptr %arena, i64 %5744
+  %5745 = load <16 x float>, ptr %arena1556, align 4
+  store <16 x float> %5745, ptr %conv1_weight_grad.t298_c5_0, align 64
+  %5746 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5747 = add nsw i64 %5746, 5
+  %5748 = mul nsw i64 %5747, 32
+  %5749 = add nsw i64 4884112, %5748
+  %5750 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5751 = add nsw i64 %5749, %5750
+  %5752 = add nsw i64 %5751, 16
+  %arena1557 = getelementptr inbounds float, ptr %arena, i64 %5752
+  %5753 = load <16 x float>, ptr %arena1557, align 4
+  store <16 x float> %5753, ptr %conv1_weight_grad.t298_c5_1, align 64
+  %5754 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5755 = add nsw i64 %5754, 6
+  %5756 = mul nsw i64 %5755, 32
+  %5757 = add nsw i64 4884112, %5756
+  %5758 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5759 = add nsw i64 %5757, %5758
+  %arena1558 = getelementptr inbounds float, ptr %arena, i64 %5759
+  %5760 = load <16 x float>, ptr %arena1558, align 4
+  store <16 x float> %5760, ptr %conv1_weight_grad.t298_c6_0, align 64
+  %5761 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5762 = add nsw i64 %5761, 6
+  %5763 = mul nsw i64 %5762, 32
+  %5764 = add nsw i64 4884112, %5763
+  %5765 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5766 = add nsw i64 %5764, %5765
+  %5767 = add nsw i64 %5766, 16
+  %arena1559 = getelementptr inbounds float, ptr %arena, i64 %5767
+  %5768 = load <16 x float>, ptr %arena1559, align 4
+  store <16 x float> %5768, ptr %conv1_weight_grad.t298_c6_1, align 64
+  %5769 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5770 = add nsw i64 %5769, 7
+  %5771 = mul nsw i64 %5770, 32
+  %5772 = add nsw i64 4884112, %5771
+  %5773 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5774 = add nsw i64 %5772, %5773
+  %arena1560 = getelementptr inbounds float, ptr %arena, i64 %5774
+  %5775 = load <16 x float>, ptr %arena1560, align 4
+  store <16 x float> %5775, ptr %conv1_weight_grad.t298_c7_0, align 64
+  %5776 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5777 = add nsw i64 %5776, 7
+  %5778 = mul nsw i64 %5777, 32
+  %5779 = add nsw i64 4884112, %5778
+  %5780 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5781 = add nsw i64 %5779, %5780
+  %5782 = add nsw i64 %5781, 16
+  %arena1561 = getelementptr inbounds float, ptr %arena, i64 %5782
+  %5783 = load <16 x float>, ptr %arena1561, align 4
+  store <16 x float> %5783, ptr %conv1_weight_grad.t298_c7_1, align 64
+  %5784 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5785 = add nsw i64 %5784, 8
+  %5786 = mul nsw i64 %5785, 32
+  %5787 = add nsw i64 4884112, %5786
+  %5788 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5789 = add nsw i64 %5787, %5788
+  %arena1562 = getelementptr inbounds float, ptr %arena, i64 %5789
+  %5790 = load <16 x float>, ptr %arena1562, align 4
+  store <16 x float> %5790, ptr %conv1_weight_grad.t298_c8_0, align 64
+  %5791 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5792 = add nsw i64 %5791, 8
+  %5793 = mul nsw i64 %5792, 32
+  %5794 = add nsw i64 4884112, %5793
+  %5795 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5796 = add nsw i64 %5794, %5795
+  %5797 = add nsw i64 %5796, 16
+  %arena1563 = getelementptr inbounds float, ptr %arena, i64 %5797
+  %5798 = load <16 x float>, ptr %arena1563, align 4
+  store <16 x float> %5798, ptr %conv1_weight_grad.t298_c8_1, align 64
+  br label %conv1_weight_grad.k299
 
-conv1_bias_grad.i244:                             ; preds = %conv1_bias_grad.i244, %conv1_bias_grad.i243.end
-  %conv1_bias_grad.i2441586 = phi i64 [ 0, %conv1_bias_grad.i243.end ], [ %i244.next, %conv1_bias_grad.i244 ]
-  %5410 = add nsw i64 288, %conv1_bias_grad.i2441586
-  %grads1587 = getelementptr inbounds float, ptr %grads, i64 %5410
-  store float 0.000000e+00, ptr %grads1587, align 4
-  %i244.next = add nsw i64 %conv1_bias_grad.i2441586, 1
-  %5411 = icmp slt i64 %i244.next, 32
-  br i1 %5411, label %conv1_bias_grad.i244, label %conv1_bias_grad.i244.end
+conv1_weight_grad.mb297.end:                      ; preds = %conv1_weight_grad.k299.end
+  %nb296.next = add nsw i64 %conv1_weight_grad.nb2961544, 1
+  %5799 = icmp slt i64 %nb296.next, 1
+  br i1 %5799, label %conv1_weight_grad.nb296, label %conv1_weight_grad.nb296.end
 
-conv1_bias_grad.i244.end:                         ; preds = %conv1_bias_grad.i244
-  br label %conv1_bias_grad.img245
+conv1_weight_grad.k299:                           ; preds = %conv1_weight_grad.k299, %conv1_weight_grad.mb297
+  %conv1_weight_grad.k2991564 = phi i64 [ 0, %conv1_weight_grad.mb297 ], [ %k299.next, %conv1_weight_grad.k299 ]
+  %5800 = add nsw i64 %conv1_weight_grad.k2991564, 49920
+  %5801 = mul nsw i64 %5800, 32
+  %5802 = add nsw i64 3278480, %5801
+  %5803 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5804 = add nsw i64 %5802, %5803
+  %arena1565 = getelementptr inbounds float, ptr %arena, i64 %5804
+  %5805 = load <16 x float>, ptr %arena1565, align 4
+  store <16 x float> %5805, ptr %conv1_weight_grad.t298_b0, align 64
+  %5806 = add nsw i64 %conv1_weight_grad.k2991564, 49920
+  %5807 = mul nsw i64 %5806, 32
+  %5808 = add nsw i64 3278480, %5807
+  %5809 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5810 = add nsw i64 %5808, %5809
+  %5811 = add nsw i64 %5810, 16
+  %arena1566 = getelementptr inbounds float, ptr %arena, i64 %5811
+  %5812 = load <16 x float>, ptr %arena1566, align 4
+  store <16 x float> %5812, ptr %conv1_weight_grad.t298_b1, align 64
+  %5813 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5814 = mul nsw i64 %5813, 50176
+  %5815 = add nsw i64 2826896, %5814
+  %5816 = add nsw i64 %conv1_weight_grad.k2991564, 49920
+  %5817 = add nsw i64 %5815, %5816
+  %arena1567 = getelementptr inbounds float, ptr %arena, i64 %5817
+  %5818 = load float, ptr %arena1567, align 4
+  %5819 = insertelement <16 x float> undef, float %5818, i32 0
+  %5820 = shufflevector <16 x float> %5819, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5820, ptr %conv1_weight_grad.t298_a0, align 64
+  %t298_a0 = load <16 x float>, ptr %conv1_weight_grad.t298_a0, align 64
+  %t298_b0 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
+  %t298_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c0_0, align 64
+  %5821 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a0, <16 x float> %t298_b0, <16 x float> %t298_c0_0)
+  store <16 x float> %5821, ptr %conv1_weight_grad.t298_c0_0, align 64
+  %t298_a01568 = load <16 x float>, ptr %conv1_weight_grad.t298_a0, align 64
+  %t298_b1 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
+  %t298_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c0_1, align 64
+  %5822 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a01568, <16 x float> %t298_b1, <16 x float> %t298_c0_1)
+  store <16 x float> %5822, ptr %conv1_weight_grad.t298_c0_1, align 64
+  %5823 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5824 = add nsw i64 %5823, 1
+  %5825 = mul nsw i64 %5824, 50176
+  %5826 = add nsw i64 2826896, %5825
+  %5827 = add nsw i64 %conv1_weight_grad.k2991564, 49920
+  %5828 = add nsw i64 %5826, %5827
+  %arena1569 = getelementptr inbounds float, ptr %arena, i64 %5828
+  %5829 = load float, ptr %arena1569, align 4
+  %5830 = insertelement <16 x float> undef, float %5829, i32 0
+  %5831 = shufflevector <16 x float> %5830, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5831, ptr %conv1_weight_grad.t298_a1, align 64
+  %t298_a1 = load <16 x float>, ptr %conv1_weight_grad.t298_a1, align 64
+  %t298_b01570 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
+  %t298_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c1_0, align 64
+  %5832 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a1, <16 x float> %t298_b01570, <16 x float> %t298_c1_0)
+  store <16 x float> %5832, ptr %conv1_weight_grad.t298_c1_0, align 64
+  %t298_a11571 = load <16 x float>, ptr %conv1_weight_grad.t298_a1, align 64
+  %t298_b11572 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
+  %t298_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c1_1, align 64
+  %5833 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a11571, <16 x float> %t298_b11572, <16 x float> %t298_c1_1)
+  store <16 x float> %5833, ptr %conv1_weight_grad.t298_c1_1, align 64
+  %5834 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5835 = add nsw i64 %5834, 2
+  %5836 = mul nsw i64 %5835, 50176
+  %5837 = add nsw i64 2826896, %5836
+  %5838 = add nsw i64 %conv1_weight_grad.k2991564, 49920
+  %5839 = add nsw i64 %5837, %5838
+  %arena1573 = getelementptr inbounds float, ptr %arena, i64 %5839
+  %5840 = load float, ptr %arena1573, align 4
+  %5841 = insertelement <16 x float> undef, float %5840, i32 0
+  %5842 = shufflevector <16 x float> %5841, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5842, ptr %conv1_weight_grad.t298_a2, align 64
+  %t298_a2 = load <16 x float>, ptr %conv1_weight_grad.t298_a2, align 64
+  %t298_b01574 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
+  %t298_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c2_0, align 64
+  %5843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a2, <16 x float> %t298_b01574, <16 x float> %t298_c2_0)
+  store <16 x float> %5843, ptr %conv1_weight_grad.t298_c2_0, align 64
+  %t298_a21575 = load <16 x float>, ptr %conv1_weight_grad.t298_a2, align 64
+  %t298_b11576 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
+  %t298_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c2_1, align 64
+  %5844 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a21575, <16 x float> %t298_b11576, <16 x float> %t298_c2_1)
+  store <16 x float> %5844, ptr %conv1_weight_grad.t298_c2_1, align 64
+  %5845 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5846 = add nsw i64 %5845, 3
+  %5847 = mul nsw i64 %5846, 50176
+  %5848 = add nsw i64 2826896, %5847
+  %5849 = add nsw i64 %conv1_weight_grad.k2991564, 49920
+  %5850 = add nsw i64 %5848, %5849
+  %arena1577 = getelementptr inbounds float, ptr %arena, i64 %5850
+  %5851 = load float, ptr %arena1577, align 4
+  %5852 = insertelement <16 x float> undef, float %5851, i32 0
+  %5853 = shufflevector <16 x float> %5852, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5853, ptr %conv1_weight_grad.t298_a3, align 64
+  %t298_a3 = load <16 x float>, ptr %conv1_weight_grad.t298_a3, align 64
+  %t298_b01578 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
+  %t298_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c3_0, align 64
+  %5854 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a3, <16 x float> %t298_b01578, <16 x float> %t298_c3_0)
+  store <16 x float> %5854, ptr %conv1_weight_grad.t298_c3_0, align 64
+  %t298_a31579 = load <16 x float>, ptr %conv1_weight_grad.t298_a3, align 64
+  %t298_b11580 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
+  %t298_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c3_1, align 64
+  %5855 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a31579, <16 x float> %t298_b11580, <16 x float> %t298_c3_1)
+  store <16 x float> %5855, ptr %conv1_weight_grad.t298_c3_1, align 64
+  %5856 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5857 = add nsw i64 %5856, 4
+  %5858 = mul nsw i64 %5857, 50176
+  %5859 = add nsw i64 2826896, %5858
+  %5860 = add nsw i64 %conv1_weight_grad.k2991564, 49920
+  %5861 = add nsw i64 %5859, %5860
+  %arena1581 = getelementptr inbounds float, ptr %arena, i64 %5861
+  %5862 = load float, ptr %arena1581, align 4
+  %5863 = insertelement <16 x float> undef, float %5862, i32 0
+  %5864 = shufflevector <16 x float> %5863, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5864, ptr %conv1_weight_grad.t298_a4, align 64
+  %t298_a4 = load <16 x float>, ptr %conv1_weight_grad.t298_a4, align 64
+  %t298_b01582 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
+  %t298_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c4_0, align 64
+  %5865 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a4, <16 x float> %t298_b01582, <16 x float> %t298_c4_0)
+  store <16 x float> %5865, ptr %conv1_weight_grad.t298_c4_0, align 64
+  %t298_a41583 = load <16 x float>, ptr %conv1_weight_grad.t298_a4, align 64
+  %t298_b11584 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
+  %t298_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c4_1, align 64
+  %5866 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a41583, <16 x float> %t298_b11584, <16 x float> %t298_c4_1)
+  store <16 x float> %5866, ptr %conv1_weight_grad.t298_c4_1, align 64
+  %5867 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5868 = add nsw i64 %5867, 5
+  %5869 = mul nsw i64 %5868, 50176
+  %5870 = add nsw i64 2826896, %5869
+  %5871 = add nsw i64 %conv1_weight_grad.k2991564, 49920
+  %5872 = add nsw i64 %5870, %5871
+  %arena1585 = getelementptr inbounds float, ptr %arena, i64 %5872
+  %5873 = load float, ptr %arena1585, align 4
+  %5874 = insertelement <16 x float> undef, float %5873, i32 0
+  %5875 = shufflevector <16 x float> %5874, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5875, ptr %conv1_weight_grad.t298_a5, align 64
+  %t298_a5 = load <16 x float>, ptr %conv1_weight_grad.t298_a5, align 64
+  %t298_b01586 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
+  %t298_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c5_0, align 64
+  %5876 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a5, <16 x float> %t298_b01586, <16 x float> %t298_c5_0)
+  store <16 x float> %5876, ptr %conv1_weight_grad.t298_c5_0, align 64
+  %t298_a51587 = load <16 x float>, ptr %conv1_weight_grad.t298_a5, align 64
+  %t298_b11588 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
+  %t298_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c5_1, align 64
+  %5877 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a51587, <16 x float> %t298_b11588, <16 x float> %t298_c5_1)
+  store <16 x float> %5877, ptr %conv1_weight_grad.t298_c5_1, align 64
+  %5878 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5879 = add nsw i64 %5878, 6
+  %5880 = mul nsw i64 %5879, 50176
+  %5881 = add nsw i64 2826896, %5880
+  %5882 = add nsw i64 %conv1_weight_grad.k2991564, 49920
+  %5883 = add nsw i64 %5881, %5882
+  %arena1589 = getelementptr inbounds float, ptr %arena, i64 %5883
+  %5884 = load float, ptr %arena1589, align 4
+  %5885 = insertelement <16 x float> undef, float %5884, i32 0
+  %5886 = shufflevector <16 x float> %5885, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5886, ptr %conv1_weight_grad.t298_a6, align 64
+  %t298_a6 = load <16 x float>, ptr %conv1_weight_grad.t298_a6, align 64
+  %t298_b01590 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
+  %t298_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c6_0, align 64
+  %5887 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a6, <16 x float> %t298_b01590, <16 x float> %t298_c6_0)
+  store <16 x float> %5887, ptr %conv1_weight_grad.t298_c6_0, align 64
+  %t298_a61591 = load <16 x float>, ptr %conv1_weight_grad.t298_a6, align 64
+  %t298_b11592 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
+  %t298_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c6_1, align 64
+  %5888 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a61591, <16 x float> %t298_b11592, <16 x float> %t298_c6_1)
+  store <16 x float> %5888, ptr %conv1_weight_grad.t298_c6_1, align 64
+  %5889 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5890 = add nsw i64 %5889, 7
+  %5891 = mul nsw i64 %5890, 50176
+  %5892 = add nsw i64 2826896, %5891
+  %5893 = add nsw i64 %conv1_weight_grad.k2991564, 49920
+  %5894 = add nsw i64 %5892, %5893
+  %arena1593 = getelementptr inbounds float, ptr %arena, i64 %5894
+  %5895 = load float, ptr %arena1593, align 4
+  %5896 = insertelement <16 x float> undef, float %5895, i32 0
+  %5897 = shufflevector <16 x float> %5896, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5897, ptr %conv1_weight_grad.t298_a7, align 64
+  %t298_a7 = load <16 x float>, ptr %conv1_weight_grad.t298_a7, align 64
+  %t298_b01594 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
+  %t298_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c7_0, align 64
+  %5898 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a7, <16 x float> %t298_b01594, <16 x float> %t298_c7_0)
+  store <16 x float> %5898, ptr %conv1_weight_grad.t298_c7_0, align 64
+  %t298_a71595 = load <16 x float>, ptr %conv1_weight_grad.t298_a7, align 64
+  %t298_b11596 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
+  %t298_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c7_1, align 64
+  %5899 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a71595, <16 x float> %t298_b11596, <16 x float> %t298_c7_1)
+  store <16 x float> %5899, ptr %conv1_weight_grad.t298_c7_1, align 64
+  %5900 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5901 = add nsw i64 %5900, 8
+  %5902 = mul nsw i64 %5901, 50176
+  %5903 = add nsw i64 2826896, %5902
+  %5904 = add nsw i64 %conv1_weight_grad.k2991564, 49920
+  %5905 = add nsw i64 %5903, %5904
+  %arena1597 = getelementptr inbounds float, ptr %arena, i64 %5905
+  %5906 = load float, ptr %arena1597, align 4
+  %5907 = insertelement <16 x float> undef, float %5906, i32 0
+  %5908 = shufflevector <16 x float> %5907, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5908, ptr %conv1_weight_grad.t298_a8, align 64
+  %t298_a8 = load <16 x float>, ptr %conv1_weight_grad.t298_a8, align 64
+  %t298_b01598 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
+  %t298_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c8_0, align 64
+  %5909 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a8, <16 x float> %t298_b01598, <16 x float> %t298_c8_0)
+  store <16 x float> %5909, ptr %conv1_weight_grad.t298_c8_0, align 64
+  %t298_a81599 = load <16 x float>, ptr %conv1_weight_grad.t298_a8, align 64
+  %t298_b11600 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
+  %t298_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c8_1, align 64
+  %5910 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a81599, <16 x float> %t298_b11600, <16 x float> %t298_c8_1)
+  store <16 x float> %5910, ptr %conv1_weight_grad.t298_c8_1, align 64
+  %k299.next = add nsw i64 %conv1_weight_grad.k2991564, 1
+  %5911 = icmp slt i64 %k299.next, 256
+  br i1 %5911, label %conv1_weight_grad.k299, label %conv1_weight_grad.k299.end
 
-conv1_bias_grad.img245:                           ; preds = %conv1_bias_grad.img245, %conv1_bias_grad.i244.end
-  %conv1_bias_grad.img2451588 = phi i64 [ 0, %conv1_bias_grad.i244.end ], [ %img245.next, %conv1_bias_grad.img245 ]
-  %5412 = mul nsw i64 %conv1_bias_grad.img2451588, 25088
-  %5413 = add nsw i64 1221264, %5412
-  %arena1589 = getelementptr inbounds float, ptr %arena, i64 %5413
-  %arena1590 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads1591 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena1589, i32 784, ptr %arena1590, i32 1, float 1.000000e+00, ptr %grads1591, i32 1)
-  %img245.next = add nsw i64 %conv1_bias_grad.img2451588, 1
-  %5414 = icmp slt i64 %img245.next, 64
-  br i1 %5414, label %conv1_bias_grad.img245, label %conv1_bias_grad.img245.end
+conv1_weight_grad.k299.end:                       ; preds = %conv1_weight_grad.k299
+  %t298_c0_01601 = load <16 x float>, ptr %conv1_weight_grad.t298_c0_0, align 64
+  %5912 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5913 = mul nsw i64 %5912, 32
+  %5914 = add nsw i64 4884112, %5913
+  %5915 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5916 = add nsw i64 %5914, %5915
+  %arena1602 = getelementptr inbounds float, ptr %arena, i64 %5916
+  store <16 x float> %t298_c0_01601, ptr %arena1602, align 4
+  %t298_c0_11603 = load <16 x float>, ptr %conv1_weight_grad.t298_c0_1, align 64
+  %5917 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5918 = mul nsw i64 %5917, 32
+  %5919 = add nsw i64 4884112, %5918
+  %5920 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5921 = add nsw i64 %5919, %5920
+  %5922 = add nsw i64 %5921, 16
+  %arena1604 = getelementptr inbounds float, ptr %arena, i64 %5922
+  store <16 x float> %t298_c0_11603, ptr %arena1604, align 4
+  %t298_c1_01605 = load <16 x float>, ptr %conv1_weight_grad.t298_c1_0, align 64
+  %5923 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5924 = add nsw i64 %5923, 1
+  %5925 = mul nsw i64 %5924, 32
+  %5926 = add nsw i64 4884112, %5925
+  %5927 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5928 = add nsw i64 %5926, %5927
+  %arena1606 = getelementptr inbounds float, ptr %arena, i64 %5928
+  store <16 x float> %t298_c1_01605, ptr %arena1606, align 4
+  %t298_c1_11607 = load <16 x float>, ptr %conv1_weight_grad.t298_c1_1, align 64
+  %5929 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5930 = add nsw i64 %5929, 1
+  %5931 = mul nsw i64 %5930, 32
+  %5932 = add nsw i64 4884112, %5931
+  %5933 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5934 = add nsw i64 %5932, %5933
+  %5935 = add nsw i64 %5934, 16
+  %arena1608 = getelementptr inbounds float, ptr %arena, i64 %5935
+  store <16 x float> %t298_c1_11607, ptr %arena1608, align 4
+  %t298_c2_01609 = load <16 x float>, ptr %conv1_weight_grad.t298_c2_0, align 64
+  %5936 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5937 = add nsw i64 %5936, 2
+  %5938 = mul nsw i64 %5937, 32
+  %5939 = add nsw i64 4884112, %5938
+  %5940 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5941 = add nsw i64 %5939, %5940
+  %arena1610 = getelementptr inbounds float, ptr %arena, i64 %5941
+  store <16 x float> %t298_c2_01609, ptr %arena1610, align 4
+  %t298_c2_11611 = load <16 x float>, ptr %conv1_weight_grad.t298_c2_1, align 64
+  %5942 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5943 = add nsw i64 %5942, 2
+  %5944 = mul nsw i64 %5943, 32
+  %5945 = add nsw i64 4884112, %5944
+  %5946 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5947 = add nsw i64 %5945, %5946
+  %5948 = add nsw i64 %5947, 16
+  %arena1612 = getelementptr inbounds float, ptr %arena, i64 %5948
+  store <16 x float> %t298_c2_11611, ptr %arena1612, align 4
+  %t298_c3_01613 = load <16 x float>, ptr %conv1_weight_grad.t298_c3_0, align 64
+  %5949 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5950 = add nsw i64 %5949, 3
+  %5951 = mul nsw i64 %5950, 32
+  %5952 = add nsw i64 4884112, %5951
+  %5953 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5954 = add nsw i64 %5952, %5953
+  %arena1614 = getelementptr inbounds float, ptr %arena, i64 %5954
+  store <16 x float> %t298_c3_01613, ptr %arena1614, align 4
+  %t298_c3_11615 = load <16 x float>, ptr %conv1_weight_grad.t298_c3_1, align 64
+  %5955 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5956 = add nsw i64 %5955, 3
+  %5957 = mul nsw i64 %5956, 32
+  %5958 = add nsw i64 4884112, %5957
+  %5959 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5960 = add nsw i64 %5958, %5959
+  %5961 = add nsw i64 %5960, 16
+  %arena1616 = getelementptr inbounds float, ptr %arena, i64 %5961
+  store <16 x float> %t298_c3_11615, ptr %arena1616, align 4
+  %t298_c4_01617 = load <16 x float>, ptr %conv1_weight_grad.t298_c4_0, align 64
+  %5962 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5963 = add nsw i64 %5962, 4
+  %5964 = mul nsw i64 %5963, 32
+  %5965 = add nsw i64 4884112, %5964
+  %5966 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5967 = add nsw i64 %5965, %5966
+  %arena1618 = getelementptr inbounds float, ptr %arena, i64 %5967
+  store <16 x float> %t298_c4_01617, ptr %arena1618, align 4
+  %t298_c4_11619 = load <16 x float>, ptr %conv1_weight_grad.t298_c4_1, align 64
+  %5968 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5969 = add nsw i64 %5968, 4
+  %5970 = mul nsw i64 %5969, 32
+  %5971 = add nsw i64 4884112, %5970
+  %5972 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5973 = add nsw i64 %5971, %5972
+  %5974 = add nsw i64 %5973, 16
+  %arena1620 = getelementptr inbounds float, ptr %arena, i64 %5974
+  store <16 x float> %t298_c4_11619, ptr %arena1620, align 4
+  %t298_c5_01621 = load <16 x float>, ptr %conv1_weight_grad.t298_c5_0, align 64
+  %5975 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5976 = add nsw i64 %5975, 5
+  %5977 = mul nsw i64 %5976, 32
+  %5978 = add nsw i64 4884112, %5977
+  %5979 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5980 = add nsw i64 %5978, %5979
+  %arena1622 = getelementptr inbounds float, ptr %arena, i64 %5980
+  store <16 x float> %t298_c5_01621, ptr %arena1622, align 4
+  %t298_c5_11623 = load <16 x float>, ptr %conv1_weight_grad.t298_c5_1, align 64
+  %5981 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5982 = add nsw i64 %5981, 5
+  %5983 = mul nsw i64 %5982, 32
+  %5984 = add nsw i64 4884112, %5983
+  %5985 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5986 = add nsw i64 %5984, %5985
+  %5987 = add nsw i64 %5986, 16
+  %arena1624 = getelementptr inbounds float, ptr %arena, i64 %5987
+  store <16 x float> %t298_c5_11623, ptr %arena1624, align 4
+  %t298_c6_01625 = load <16 x float>, ptr %conv1_weight_grad.t298_c6_0, align 64
+  %5988 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5989 = add nsw i64 %5988, 6
+  %5990 = mul nsw i64 %5989, 32
+  %5991 = add nsw i64 4884112, %5990
+  %5992 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5993 = add nsw i64 %5991, %5992
+  %arena1626 = getelementptr inbounds float, ptr %arena, i64 %5993
+  store <16 x float> %t298_c6_01625, ptr %arena1626, align 4
+  %t298_c6_11627 = load <16 x float>, ptr %conv1_weight_grad.t298_c6_1, align 64
+  %5994 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %5995 = add nsw i64 %5994, 6
+  %5996 = mul nsw i64 %5995, 32
+  %5997 = add nsw i64 4884112, %5996
+  %5998 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5999 = add nsw i64 %5997, %5998
+  %6000 = add nsw i64 %5999, 16
+  %arena1628 = getelementptr inbounds float, ptr %arena, i64 %6000
+  store <16 x float> %t298_c6_11627, ptr %arena1628, align 4
+  %t298_c7_01629 = load <16 x float>, ptr %conv1_weight_grad.t298_c7_0, align 64
+  %6001 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %6002 = add nsw i64 %6001, 7
+  %6003 = mul nsw i64 %6002, 32
+  %6004 = add nsw i64 4884112, %6003
+  %6005 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %6006 = add nsw i64 %6004, %6005
+  %arena1630 = getelementptr inbounds float, ptr %arena, i64 %6006
+  store <16 x float> %t298_c7_01629, ptr %arena1630, align 4
+  %t298_c7_11631 = load <16 x float>, ptr %conv1_weight_grad.t298_c7_1, align 64
+  %6007 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %6008 = add nsw i64 %6007, 7
+  %6009 = mul nsw i64 %6008, 32
+  %6010 = add nsw i64 4884112, %6009
+  %6011 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %6012 = add nsw i64 %6010, %6011
+  %6013 = add nsw i64 %6012, 16
+  %arena1632 = getelementptr inbounds float, ptr %arena, i64 %6013
+  store <16 x float> %t298_c7_11631, ptr %arena1632, align 4
+  %t298_c8_01633 = load <16 x float>, ptr %conv1_weight_grad.t298_c8_0, align 64
+  %6014 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %6015 = add nsw i64 %6014, 8
+  %6016 = mul nsw i64 %6015, 32
+  %6017 = add nsw i64 4884112, %6016
+  %6018 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %6019 = add nsw i64 %6017, %6018
+  %arena1634 = getelementptr inbounds float, ptr %arena, i64 %6019
+  store <16 x float> %t298_c8_01633, ptr %arena1634, align 4
+  %t298_c8_11635 = load <16 x float>, ptr %conv1_weight_grad.t298_c8_1, align 64
+  %6020 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
+  %6021 = add nsw i64 %6020, 8
+  %6022 = mul nsw i64 %6021, 32
+  %6023 = add nsw i64 4884112, %6022
+  %6024 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %6025 = add nsw i64 %6023, %6024
+  %6026 = add nsw i64 %6025, 16
+  %arena1636 = getelementptr inbounds float, ptr %arena, i64 %6026
+  store <16 x float> %t298_c8_11635, ptr %arena1636, align 4
+  %mb297.next = add nsw i64 %conv1_weight_grad.mb2971545, 1
+  %6027 = icmp slt i64 %mb297.next, 1
+  br i1 %6027, label %conv1_weight_grad.mb297, label %conv1_weight_grad.mb297.end
 
-conv1_bias_grad.img245.end:                       ; preds = %conv1_bias_grad.img245
-  %5415 = sitofp i64 %step to float
-  %5416 = fmul float %5415, 0xBFBAF8E8A0000000
-  %5417 = call float @llvm.exp.f32(float %5416)
-  %5418 = fsub float 1.000000e+00, %5417
-  %5419 = fdiv float %lr, %5418
-  store float %5419, ptr %adam.step_size246, align 4
-  %5420 = sitofp i64 %step to float
-  %5421 = fmul float %5420, 0xBF50645940000000
-  %5422 = call float @llvm.exp.f32(float %5421)
-  %5423 = fsub float 1.000000e+00, %5422
-  %5424 = call float @llvm.sqrt.f32(float %5423)
-  store float %5424, ptr %adam.bc2_sqrt247, align 4
-  br label %adam.i248
+conv1_weight_grad.f300:                           ; preds = %conv1_weight_grad.r301.end, %conv1_weight_grad.g273.end
+  %conv1_weight_grad.f3001637 = phi i64 [ 0, %conv1_weight_grad.g273.end ], [ %f300.next, %conv1_weight_grad.r301.end ]
+  br label %conv1_weight_grad.r301
 
-adam.i248:                                        ; preds = %adam.i248, %conv1_bias_grad.img245.end
-  %adam.i2481592 = phi i64 [ 0, %conv1_bias_grad.img245.end ], [ %i248.next, %adam.i248 ]
-  %grads1593 = getelementptr inbounds float, ptr %grads, i64 %adam.i2481592
-  %5425 = load float, ptr %grads1593, align 4
-  %params1594 = getelementptr inbounds float, ptr %params, i64 %adam.i2481592
-  %5426 = load float, ptr %params1594, align 4
-  %5427 = fmul float 0.000000e+00, %5426
-  %5428 = fadd float %5425, %5427
-  store float %5428, ptr %adam.g, align 4
-  %m1595 = getelementptr inbounds float, ptr %m, i64 %adam.i2481592
-  %5429 = load float, ptr %m1595, align 4
-  %5430 = fmul float 0x3FECCCCCC0000000, %5429
+conv1_weight_grad.f300.end:                       ; preds = %conv1_weight_grad.r301.end
+  br label %conv1_bias_grad.i302
+
+conv1_weight_grad.r301:                           ; preds = %conv1_weight_grad.r301, %conv1_weight_grad.f300
+  %conv1_weight_grad.r3011638 = phi i64 [ 0, %conv1_weight_grad.f300 ], [ %r301.next, %conv1_weight_grad.r301 ]
+  %6028 = mul nsw i64 %conv1_weight_grad.r3011638, 32
+  %6029 = add nsw i64 4884112, %6028
+  %6030 = add nsw i64 %6029, %conv1_weight_grad.f3001637
+  %arena1639 = getelementptr inbounds float, ptr %arena, i64 %6030
+  %6031 = load float, ptr %arena1639, align 4
+  %6032 = mul nsw i64 %conv1_weight_grad.f3001637, 9
+  %6033 = add nsw i64 %6032, %conv1_weight_grad.r3011638
+  %grads1640 = getelementptr inbounds float, ptr %grads, i64 %6033
+  store float %6031, ptr %grads1640, align 4
+  %r301.next = add nsw i64 %conv1_weight_grad.r3011638, 1
+  %6034 = icmp slt i64 %r301.next, 9
+  br i1 %6034, label %conv1_weight_grad.r301, label %conv1_weight_grad.r301.end
+
+conv1_weight_grad.r301.end:                       ; preds = %conv1_weight_grad.r301
+  %f300.next = add nsw i64 %conv1_weight_grad.f3001637, 1
+  %6035 = icmp slt i64 %f300.next, 32
+  br i1 %6035, label %conv1_weight_grad.f300, label %conv1_weight_grad.f300.end
+
+conv1_bias_grad.i302:                             ; preds = %conv1_bias_grad.i302, %conv1_weight_grad.f300.end
+  %conv1_bias_grad.i3021641 = phi i64 [ 0, %conv1_weight_grad.f300.end ], [ %i302.next, %conv1_bias_grad.i302 ]
+  %arena1642 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i3021641
+  store float 1.000000e+00, ptr %arena1642, align 4
+  %i302.next = add nsw i64 %conv1_bias_grad.i3021641, 1
+  %6036 = icmp slt i64 %i302.next, 784
+  br i1 %6036, label %conv1_bias_grad.i302, label %conv1_bias_grad.i302.end
+
+conv1_bias_grad.i302.end:                         ; preds = %conv1_bias_grad.i302
+  br label %conv1_bias_grad.i303
+
+conv1_bias_grad.i303:                             ; preds = %conv1_bias_grad.i303, %conv1_bias_grad.i302.end
+  %conv1_bias_grad.i3031643 = phi i64 [ 0, %conv1_bias_grad.i302.end ], [ %i303.next, %conv1_bias_grad.i303 ]
+  %6037 = add nsw i64 288, %conv1_bias_grad.i3031643
+  %grads1644 = getelementptr inbounds float, ptr %grads, i64 %6037
+  store float 0.000000e+00, ptr %grads1644, align 4
+  %i303.next = add nsw i64 %conv1_bias_grad.i3031643, 1
+  %6038 = icmp slt i64 %i303.next, 32
+  br i1 %6038, label %conv1_bias_grad.i303, label %conv1_bias_grad.i303.end
+
+conv1_bias_grad.i303.end:                         ; preds = %conv1_bias_grad.i303
+  br label %conv1_bias_grad.img304
+
+conv1_bias_grad.img304:                           ; preds = %conv1_bias_grad.img304, %conv1_bias_grad.i303.end
+  %conv1_bias_grad.img3041645 = phi i64 [ 0, %conv1_bias_grad.i303.end ], [ %img304.next, %conv1_bias_grad.img304 ]
+  %6039 = mul nsw i64 %conv1_bias_grad.img3041645, 25088
+  %6040 = add nsw i64 1221264, %6039
+  %arena1646 = getelementptr inbounds float, ptr %arena, i64 %6040
+  %arena1647 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1648 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena1646, i32 784, ptr %arena1647, i32 1, float 1.000000e+00, ptr %grads1648, i32 1)
+  %img304.next = add nsw i64 %conv1_bias_grad.img3041645, 1
+  %6041 = icmp slt i64 %img304.next, 64
+  br i1 %6041, label %conv1_bias_grad.img304, label %conv1_bias_grad.img304.end
+
+conv1_bias_grad.img304.end:                       ; preds = %conv1_bias_grad.img304
+  %6042 = sitofp i64 %step to float
+  %6043 = fmul float %6042, 0xBFBAF8E8A0000000
+  %6044 = call float @llvm.exp.f32(float %6043)
+  %6045 = fsub float 1.000000e+00, %6044
+  %6046 = fdiv float %lr, %6045
+  store float %6046, ptr %adam.step_size305, align 4
+  %6047 = sitofp i64 %step to float
+  %6048 = fmul float %6047, 0xBF50645940000000
+  %6049 = call float @llvm.exp.f32(float %6048)
+  %6050 = fsub float 1.000000e+00, %6049
+  %6051 = call float @llvm.sqrt.f32(float %6050)
+  store float %6051, ptr %adam.bc2_sqrt306, align 4
+  br label %adam.i307
+
+adam.i307:                                        ; preds = %adam.i307, %conv1_bias_grad.img304.end
+  %adam.i3071649 = phi i64 [ 0, %conv1_bias_grad.img304.end ], [ %i307.next, %adam.i307 ]
+  %grads1650 = getelementptr inbounds float, ptr %grads, i64 %adam.i3071649
+  %6052 = load float, ptr %grads1650, align 4
+  %params1651 = getelementptr inbounds float, ptr %params, i64 %adam.i3071649
+  %6053 = load float, ptr %params1651, align 4
+  %6054 = fmul float 0.000000e+00, %6053
+  %6055 = fadd float %6052, %6054
+  store float %6055, ptr %adam.g, align 4
+  %m1652 = getelementptr inbounds float, ptr %m, i64 %adam.i3071649
+  %6056 = load float, ptr %m1652, align 4
+  %6057 = fmul float 0x3FECCCCCC0000000, %6056
   %g = load float, ptr %adam.g, align 4
-  %5431 = fmul float 0x3FB9999A00000000, %g
-  %5432 = fadd float %5430, %5431
-  store float %5432, ptr %adam.m_new, align 4
-  %v1596 = getelementptr inbounds float, ptr %v, i64 %adam.i2481592
-  %5433 = load float, ptr %v1596, align 4
-  %5434 = fmul float 0x3FEFF7CEE0000000, %5433
-  %g1597 = load float, ptr %adam.g, align 4
-  %5435 = fmul float 0x3F50624000000000, %g1597
-  %g1598 = load float, ptr %adam.g, align 4
-  %5436 = fmul float %5435, %g1598
-  %5437 = fadd float %5434, %5436
-  store float %5437, ptr %adam.v_new, align 4
+  %6058 = fmul float 0x3FB9999A00000000, %g
+  %6059 = fadd float %6057, %6058
+  store float %6059, ptr %adam.m_new, align 4
+  %v1653 = getelementptr inbounds float, ptr %v, i64 %adam.i3071649
+  %6060 = load float, ptr %v1653, align 4
+  %6061 = fmul float 0x3FEFF7CEE0000000, %6060
+  %g1654 = load float, ptr %adam.g, align 4
+  %6062 = fmul float 0x3F50624000000000, %g1654
+  %g1655 = load float, ptr %adam.g, align 4
+  %6063 = fmul float %6062, %g1655
+  %6064 = fadd float %6061, %6063
+  store float %6064, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1599 = getelementptr inbounds float, ptr %m, i64 %adam.i2481592
-  store float %m_new, ptr %m1599, align 4
+  %m1656 = getelementptr inbounds float, ptr %m, i64 %adam.i3071649
+  store float %m_new, ptr %m1656, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1600 = getelementptr inbounds float, ptr %v, i64 %adam.i2481592
-  store float %v_new, ptr %v1600, align 4
-  %params1601 = getelementptr inbounds float, ptr %params, i64 %adam.i2481592
-  %5438 = load float, ptr %params1601, align 4
-  %step_size246 = load float, ptr %adam.step_size246, align 4
-  %m_new1602 = load float, ptr %adam.m_new, align 4
-  %5439 = fmul float %step_size246, %m_new1602
-  %v_new1603 = load float, ptr %adam.v_new, align 4
-  %5440 = call float @llvm.sqrt.f32(float %v_new1603)
-  %bc2_sqrt247 = load float, ptr %adam.bc2_sqrt247, align 4
-  %5441 = fdiv float %5440, %bc2_sqrt247
-  %5442 = fadd float %5441, 0x3E45798EE0000000
-  %5443 = fdiv float %5439, %5442
-  %5444 = fsub float %5438, %5443
-  %params1604 = getelementptr inbounds float, ptr %params, i64 %adam.i2481592
-  store float %5444, ptr %params1604, align 4
-  %i248.next = add nsw i64 %adam.i2481592, 1
-  %5445 = icmp slt i64 %i248.next, 421642
-  br i1 %5445, label %adam.i248, label %adam.i248.end
+  %v1657 = getelementptr inbounds float, ptr %v, i64 %adam.i3071649
+  store float %v_new, ptr %v1657, align 4
+  %params1658 = getelementptr inbounds float, ptr %params, i64 %adam.i3071649
+  %6065 = load float, ptr %params1658, align 4
+  %step_size305 = load float, ptr %adam.step_size305, align 4
+  %m_new1659 = load float, ptr %adam.m_new, align 4
+  %6066 = fmul float %step_size305, %m_new1659
+  %v_new1660 = load float, ptr %adam.v_new, align 4
+  %6067 = call float @llvm.sqrt.f32(float %v_new1660)
+  %bc2_sqrt306 = load float, ptr %adam.bc2_sqrt306, align 4
+  %6068 = fdiv float %6067, %bc2_sqrt306
+  %6069 = fadd float %6068, 0x3E45798EE0000000
+  %6070 = fdiv float %6066, %6069
+  %6071 = fsub float %6065, %6070
+  %params1661 = getelementptr inbounds float, ptr %params, i64 %adam.i3071649
+  store float %6071, ptr %params1661, align 4
+  %i307.next = add nsw i64 %adam.i3071649, 1
+  %6072 = icmp slt i64 %i307.next, 421642
+  br i1 %6072, label %adam.i307, label %adam.i307.end
 
-adam.i248.end:                                    ; preds = %adam.i248
+adam.i307.end:                                    ; preds = %adam.i307
   ret void
 }
 

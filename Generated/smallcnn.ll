@@ -7,80 +7,129 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt249 = alloca float, align 4
-  %adam.step_size248 = alloca float, align 4
-  %conv1_weight_grad.t241_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t241_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t237_c0_0 = alloca <16 x float>, align 64
-  %pool1_grad.t201_a5 = alloca <16 x float>, align 64
-  %pool1_grad.t201_a4 = alloca <16 x float>, align 64
-  %pool1_grad.t201_a3 = alloca <16 x float>, align 64
-  %pool1_grad.t201_a2 = alloca <16 x float>, align 64
-  %pool1_grad.t201_a1 = alloca <16 x float>, align 64
-  %pool1_grad.t201_a0 = alloca <16 x float>, align 64
-  %pool1_grad.t201_b3 = alloca <16 x float>, align 64
-  %pool1_grad.t201_b2 = alloca <16 x float>, align 64
-  %pool1_grad.t201_b1 = alloca <16 x float>, align 64
-  %pool1_grad.t201_b0 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c5_3 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c5_2 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c5_1 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c5_0 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c4_3 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c4_2 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c4_1 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c4_0 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c3_3 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c3_2 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c3_1 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c3_0 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c2_3 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c2_2 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c2_1 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c2_0 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c1_3 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c1_2 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c1_1 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c1_0 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c0_3 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c0_2 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c0_1 = alloca <16 x float>, align 64
-  %pool1_grad.t201_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt308 = alloca float, align 4
+  %adam.step_size307 = alloca float, align 4
+  %conv1_weight_grad.t300_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t300_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t296_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.sum270 = alloca float, align 4
+  %pool1_grad.sum269 = alloca float, align 4
+  %pool1_grad.sum268 = alloca float, align 4
+  %pool1_grad.sum267 = alloca float, align 4
+  %pool1_grad.sum264 = alloca float, align 4
+  %pool1_grad.sum263 = alloca float, align 4
+  %pool1_grad.sum262 = alloca float, align 4
+  %pool1_grad.sum261 = alloca float, align 4
+  %pool1_grad.sum260 = alloca float, align 4
+  %pool1_grad.sum259 = alloca float, align 4
+  %pool1_grad.sum256 = alloca float, align 4
+  %pool1_grad.sum255 = alloca float, align 4
+  %pool1_grad.sum254 = alloca float, align 4
+  %pool1_grad.sum253 = alloca float, align 4
+  %pool1_grad.sum250 = alloca float, align 4
+  %pool1_grad.sum249 = alloca float, align 4
+  %pool1_grad.sum248 = alloca float, align 4
+  %pool1_grad.sum247 = alloca float, align 4
+  %pool1_grad.sum246 = alloca float, align 4
+  %pool1_grad.sum245 = alloca float, align 4
+  %pool1_grad.sum242 = alloca float, align 4
+  %pool1_grad.sum241 = alloca float, align 4
+  %pool1_grad.sum240 = alloca float, align 4
+  %pool1_grad.sum239 = alloca float, align 4
+  %pool1_grad.sum238 = alloca float, align 4
+  %pool1_grad.sum237 = alloca float, align 4
+  %pool1_grad.sum236 = alloca float, align 4
+  %pool1_grad.sum235 = alloca float, align 4
+  %pool1_grad.sum234 = alloca float, align 4
+  %pool1_grad.sum231 = alloca float, align 4
+  %pool1_grad.sum230 = alloca float, align 4
+  %pool1_grad.sum229 = alloca float, align 4
+  %pool1_grad.sum228 = alloca float, align 4
+  %pool1_grad.sum227 = alloca float, align 4
+  %pool1_grad.sum226 = alloca float, align 4
+  %pool1_grad.sum223 = alloca float, align 4
+  %pool1_grad.sum222 = alloca float, align 4
+  %pool1_grad.sum221 = alloca float, align 4
+  %pool1_grad.sum220 = alloca float, align 4
+  %pool1_grad.sum217 = alloca float, align 4
+  %pool1_grad.sum216 = alloca float, align 4
+  %pool1_grad.sum215 = alloca float, align 4
+  %pool1_grad.sum214 = alloca float, align 4
+  %pool1_grad.sum213 = alloca float, align 4
+  %pool1_grad.sum212 = alloca float, align 4
+  %pool1_grad.sum209 = alloca float, align 4
+  %pool1_grad.sum208 = alloca float, align 4
+  %pool1_grad.sum207 = alloca float, align 4
+  %pool1_grad.sum206 = alloca float, align 4
+  %pool1_grad.t200_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t200_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t200_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t200_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t200_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t200_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t200_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t200_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t200_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t200_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t200_c0_0 = alloca <16 x float>, align 64
   %conv2_weight_grad.t187_a3 = alloca <16 x float>, align 64
   %conv2_weight_grad.t187_a2 = alloca <16 x float>, align 64
   %conv2_weight_grad.t187_a1 = alloca <16 x float>, align 64
@@ -8466,2141 +8515,2984 @@ conv2_bias_grad.img193:                           ; preds = %conv2_bias_grad.img
   br i1 %4372, label %conv2_bias_grad.img193, label %conv2_bias_grad.img193.end
 
 conv2_bias_grad.img193.end:                       ; preds = %conv2_bias_grad.img193
-  br label %pool1_grad.i194
+  br label %pool1_grad.g194
 
-pool1_grad.i194:                                  ; preds = %pool1_grad.i194, %conv2_bias_grad.img193.end
-  %pool1_grad.i1941310 = phi i64 [ 0, %conv2_bias_grad.img193.end ], [ %i194.next, %pool1_grad.i194 ]
-  %4373 = add nsw i64 401408, %pool1_grad.i1941310
-  %arena1311 = getelementptr inbounds float, ptr %arena, i64 %4373
-  store float 0.000000e+00, ptr %arena1311, align 4
-  %i194.next = add nsw i64 %pool1_grad.i1941310, 1
-  %4374 = icmp slt i64 %i194.next, 200704
-  br i1 %4374, label %pool1_grad.i194, label %pool1_grad.i194.end
+pool1_grad.g194:                                  ; preds = %pool1_grad.j202.end, %conv2_bias_grad.img193.end
+  %pool1_grad.g1941310 = phi i64 [ 0, %conv2_bias_grad.img193.end ], [ %g194.next, %pool1_grad.j202.end ]
+  br label %pool1_grad.j195
 
-pool1_grad.i194.end:                              ; preds = %pool1_grad.i194
-  br label %pool1_grad.g195
+pool1_grad.g194.end:                              ; preds = %pool1_grad.j202.end
+  br label %conv1_grad.i271
 
-pool1_grad.g195:                                  ; preds = %pool1_grad.j203.end, %pool1_grad.i194.end
-  %pool1_grad.g1951312 = phi i64 [ 0, %pool1_grad.i194.end ], [ %g195.next, %pool1_grad.j203.end ]
-  br label %pool1_grad.j196
+pool1_grad.j195:                                  ; preds = %pool1_grad.f196.end, %pool1_grad.g194
+  %pool1_grad.j1951311 = phi i64 [ 0, %pool1_grad.g194 ], [ %j195.next, %pool1_grad.f196.end ]
+  br label %pool1_grad.f196
 
-pool1_grad.g195.end:                              ; preds = %pool1_grad.j203.end
-  br label %conv1_grad.i212
+pool1_grad.j195.end:                              ; preds = %pool1_grad.f196.end
+  br label %pool1_grad.nb198
 
-pool1_grad.j196:                                  ; preds = %pool1_grad.f197.end, %pool1_grad.g195
-  %pool1_grad.j1961313 = phi i64 [ 0, %pool1_grad.g195 ], [ %j196.next, %pool1_grad.f197.end ]
-  br label %pool1_grad.f197
+pool1_grad.f196:                                  ; preds = %pool1_grad.i197.end, %pool1_grad.j195
+  %pool1_grad.f1961312 = phi i64 [ 0, %pool1_grad.j195 ], [ %f196.next, %pool1_grad.i197.end ]
+  br label %pool1_grad.i197
 
-pool1_grad.j196.end:                              ; preds = %pool1_grad.f197.end
-  br label %pool1_grad.nb199
+pool1_grad.f196.end:                              ; preds = %pool1_grad.i197.end
+  %j195.next = add nsw i64 %pool1_grad.j1951311, 1
+  %4373 = icmp slt i64 %j195.next, 64
+  br i1 %4373, label %pool1_grad.j195, label %pool1_grad.j195.end
 
-pool1_grad.f197:                                  ; preds = %pool1_grad.i198.end, %pool1_grad.j196
-  %pool1_grad.f1971314 = phi i64 [ 0, %pool1_grad.j196 ], [ %f197.next, %pool1_grad.i198.end ]
-  br label %pool1_grad.i198
+pool1_grad.i197:                                  ; preds = %pool1_grad.i197, %pool1_grad.f196
+  %pool1_grad.i1971313 = phi i64 [ 0, %pool1_grad.f196 ], [ %i197.next, %pool1_grad.i197 ]
+  %4374 = mul nsw i64 %pool1_grad.g1941310, 64
+  %4375 = add nsw i64 %4374, %pool1_grad.j1951311
+  %4376 = mul nsw i64 %4375, 6272
+  %4377 = add nsw i64 728336, %4376
+  %4378 = mul nsw i64 %pool1_grad.f1961312, 196
+  %4379 = add nsw i64 %4377, %4378
+  %4380 = add nsw i64 %4379, %pool1_grad.i1971313
+  %arena1314 = getelementptr inbounds float, ptr %arena, i64 %4380
+  %4381 = load float, ptr %arena1314, align 4
+  %4382 = mul nsw i64 %pool1_grad.f1961312, 12544
+  %4383 = add nsw i64 2936080, %4382
+  %4384 = mul nsw i64 %pool1_grad.j1951311, 196
+  %4385 = add nsw i64 %4383, %4384
+  %4386 = add nsw i64 %4385, %pool1_grad.i1971313
+  %arena1315 = getelementptr inbounds float, ptr %arena, i64 %4386
+  store float %4381, ptr %arena1315, align 4
+  %i197.next = add nsw i64 %pool1_grad.i1971313, 1
+  %4387 = icmp slt i64 %i197.next, 196
+  br i1 %4387, label %pool1_grad.i197, label %pool1_grad.i197.end
 
-pool1_grad.f197.end:                              ; preds = %pool1_grad.i198.end
-  %j196.next = add nsw i64 %pool1_grad.j1961313, 1
-  %4375 = icmp slt i64 %j196.next, 64
-  br i1 %4375, label %pool1_grad.j196, label %pool1_grad.j196.end
+pool1_grad.i197.end:                              ; preds = %pool1_grad.i197
+  %f196.next = add nsw i64 %pool1_grad.f1961312, 1
+  %4388 = icmp slt i64 %f196.next, 32
+  br i1 %4388, label %pool1_grad.f196, label %pool1_grad.f196.end
 
-pool1_grad.i198:                                  ; preds = %pool1_grad.i198, %pool1_grad.f197
-  %pool1_grad.i1981315 = phi i64 [ 0, %pool1_grad.f197 ], [ %i198.next, %pool1_grad.i198 ]
-  %4376 = mul nsw i64 %pool1_grad.g1951312, 64
-  %4377 = add nsw i64 %4376, %pool1_grad.j1961313
-  %4378 = mul nsw i64 %4377, 6272
-  %4379 = add nsw i64 728336, %4378
-  %4380 = mul nsw i64 %pool1_grad.f1971314, 196
-  %4381 = add nsw i64 %4379, %4380
-  %4382 = add nsw i64 %4381, %pool1_grad.i1981315
-  %arena1316 = getelementptr inbounds float, ptr %arena, i64 %4382
-  %4383 = load float, ptr %arena1316, align 4
-  %4384 = mul nsw i64 %pool1_grad.f1971314, 12544
-  %4385 = add nsw i64 2936080, %4384
-  %4386 = mul nsw i64 %pool1_grad.j1961313, 196
-  %4387 = add nsw i64 %4385, %4386
-  %4388 = add nsw i64 %4387, %pool1_grad.i1981315
-  %arena1317 = getelementptr inbounds float, ptr %arena, i64 %4388
-  store float %4383, ptr %arena1317, align 4
-  %i198.next = add nsw i64 %pool1_grad.i1981315, 1
-  %4389 = icmp slt i64 %i198.next, 196
-  br i1 %4389, label %pool1_grad.i198, label %pool1_grad.i198.end
+pool1_grad.nb198:                                 ; preds = %pool1_grad.mb199.end, %pool1_grad.j195.end
+  %pool1_grad.nb1981316 = phi i64 [ 0, %pool1_grad.j195.end ], [ %nb198.next, %pool1_grad.mb199.end ]
+  br label %pool1_grad.mb199
 
-pool1_grad.i198.end:                              ; preds = %pool1_grad.i198
-  %f197.next = add nsw i64 %pool1_grad.f1971314, 1
-  %4390 = icmp slt i64 %f197.next, 32
-  br i1 %4390, label %pool1_grad.f197, label %pool1_grad.f197.end
+pool1_grad.nb198.end:                             ; preds = %pool1_grad.mb199.end
+  br label %pool1_grad.j202
 
-pool1_grad.nb199:                                 ; preds = %pool1_grad.mb200.end, %pool1_grad.j196.end
-  %pool1_grad.nb1991318 = phi i64 [ 0, %pool1_grad.j196.end ], [ %nb199.next, %pool1_grad.mb200.end ]
-  br label %pool1_grad.mb200
+pool1_grad.mb199:                                 ; preds = %pool1_grad.k201.end, %pool1_grad.nb198
+  %pool1_grad.mb1991317 = phi i64 [ 0, %pool1_grad.nb198 ], [ %mb199.next, %pool1_grad.k201.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c5_3, align 64
+  br label %pool1_grad.k201
 
-pool1_grad.nb199.end:                             ; preds = %pool1_grad.mb200.end
-  br label %pool1_grad.j203
+pool1_grad.mb199.end:                             ; preds = %pool1_grad.k201.end
+  %nb198.next = add nsw i64 %pool1_grad.nb1981316, 1
+  %4389 = icmp slt i64 %nb198.next, 196
+  br i1 %4389, label %pool1_grad.nb198, label %pool1_grad.nb198.end
 
-pool1_grad.mb200:                                 ; preds = %pool1_grad.k202.end, %pool1_grad.nb199
-  %pool1_grad.mb2001319 = phi i64 [ 0, %pool1_grad.nb199 ], [ %mb200.next, %pool1_grad.k202.end ]
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t201_c5_3, align 64
-  br label %pool1_grad.k202
+pool1_grad.k201:                                  ; preds = %pool1_grad.k201, %pool1_grad.mb199
+  %pool1_grad.k2011318 = phi i64 [ 0, %pool1_grad.mb199 ], [ %k201.next, %pool1_grad.k201 ]
+  %4390 = mul nsw i64 %pool1_grad.k2011318, 12544
+  %4391 = add nsw i64 2936080, %4390
+  %4392 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4393 = add nsw i64 %4391, %4392
+  %arena1319 = getelementptr inbounds float, ptr %arena, i64 %4393
+  %4394 = load <16 x float>, ptr %arena1319, align 4
+  store <16 x float> %4394, ptr %pool1_grad.t200_b0, align 64
+  %4395 = mul nsw i64 %pool1_grad.k2011318, 12544
+  %4396 = add nsw i64 2936080, %4395
+  %4397 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4398 = add nsw i64 %4396, %4397
+  %4399 = add nsw i64 %4398, 16
+  %arena1320 = getelementptr inbounds float, ptr %arena, i64 %4399
+  %4400 = load <16 x float>, ptr %arena1320, align 4
+  store <16 x float> %4400, ptr %pool1_grad.t200_b1, align 64
+  %4401 = mul nsw i64 %pool1_grad.k2011318, 12544
+  %4402 = add nsw i64 2936080, %4401
+  %4403 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4404 = add nsw i64 %4402, %4403
+  %4405 = add nsw i64 %4404, 32
+  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %4405
+  %4406 = load <16 x float>, ptr %arena1321, align 4
+  store <16 x float> %4406, ptr %pool1_grad.t200_b2, align 64
+  %4407 = mul nsw i64 %pool1_grad.k2011318, 12544
+  %4408 = add nsw i64 2936080, %4407
+  %4409 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4410 = add nsw i64 %4408, %4409
+  %4411 = add nsw i64 %4410, 48
+  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4411
+  %4412 = load <16 x float>, ptr %arena1322, align 4
+  store <16 x float> %4412, ptr %pool1_grad.t200_b3, align 64
+  %4413 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4414 = add nsw i64 160, %4413
+  %4415 = mul nsw i64 %pool1_grad.k2011318, 144
+  %4416 = add nsw i64 %4414, %4415
+  %params1323 = getelementptr inbounds float, ptr %params, i64 %4416
+  %4417 = load float, ptr %params1323, align 4
+  %4418 = insertelement <16 x float> undef, float %4417, i32 0
+  %4419 = shufflevector <16 x float> %4418, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4419, ptr %pool1_grad.t200_a0, align 64
+  %t200_a0 = load <16 x float>, ptr %pool1_grad.t200_a0, align 64
+  %t200_b0 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
+  %t200_c0_0 = load <16 x float>, ptr %pool1_grad.t200_c0_0, align 64
+  %4420 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a0, <16 x float> %t200_b0, <16 x float> %t200_c0_0)
+  store <16 x float> %4420, ptr %pool1_grad.t200_c0_0, align 64
+  %t200_a01324 = load <16 x float>, ptr %pool1_grad.t200_a0, align 64
+  %t200_b1 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
+  %t200_c0_1 = load <16 x float>, ptr %pool1_grad.t200_c0_1, align 64
+  %4421 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a01324, <16 x float> %t200_b1, <16 x float> %t200_c0_1)
+  store <16 x float> %4421, ptr %pool1_grad.t200_c0_1, align 64
+  %t200_a01325 = load <16 x float>, ptr %pool1_grad.t200_a0, align 64
+  %t200_b2 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
+  %t200_c0_2 = load <16 x float>, ptr %pool1_grad.t200_c0_2, align 64
+  %4422 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a01325, <16 x float> %t200_b2, <16 x float> %t200_c0_2)
+  store <16 x float> %4422, ptr %pool1_grad.t200_c0_2, align 64
+  %t200_a01326 = load <16 x float>, ptr %pool1_grad.t200_a0, align 64
+  %t200_b3 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
+  %t200_c0_3 = load <16 x float>, ptr %pool1_grad.t200_c0_3, align 64
+  %4423 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a01326, <16 x float> %t200_b3, <16 x float> %t200_c0_3)
+  store <16 x float> %4423, ptr %pool1_grad.t200_c0_3, align 64
+  %4424 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4425 = add nsw i64 %4424, 1
+  %4426 = add nsw i64 160, %4425
+  %4427 = mul nsw i64 %pool1_grad.k2011318, 144
+  %4428 = add nsw i64 %4426, %4427
+  %params1327 = getelementptr inbounds float, ptr %params, i64 %4428
+  %4429 = load float, ptr %params1327, align 4
+  %4430 = insertelement <16 x float> undef, float %4429, i32 0
+  %4431 = shufflevector <16 x float> %4430, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4431, ptr %pool1_grad.t200_a1, align 64
+  %t200_a1 = load <16 x float>, ptr %pool1_grad.t200_a1, align 64
+  %t200_b01328 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
+  %t200_c1_0 = load <16 x float>, ptr %pool1_grad.t200_c1_0, align 64
+  %4432 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a1, <16 x float> %t200_b01328, <16 x float> %t200_c1_0)
+  store <16 x float> %4432, ptr %pool1_grad.t200_c1_0, align 64
+  %t200_a11329 = load <16 x float>, ptr %pool1_grad.t200_a1, align 64
+  %t200_b11330 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
+  %t200_c1_1 = load <16 x float>, ptr %pool1_grad.t200_c1_1, align 64
+  %4433 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a11329, <16 x float> %t200_b11330, <16 x float> %t200_c1_1)
+  store <16 x float> %4433, ptr %pool1_grad.t200_c1_1, align 64
+  %t200_a11331 = load <16 x float>, ptr %pool1_grad.t200_a1, align 64
+  %t200_b21332 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
+  %t200_c1_2 = load <16 x float>, ptr %pool1_grad.t200_c1_2, align 64
+  %4434 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a11331, <16 x float> %t200_b21332, <16 x float> %t200_c1_2)
+  store <16 x float> %4434, ptr %pool1_grad.t200_c1_2, align 64
+  %t200_a11333 = load <16 x float>, ptr %pool1_grad.t200_a1, align 64
+  %t200_b31334 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
+  %t200_c1_3 = load <16 x float>, ptr %pool1_grad.t200_c1_3, align 64
+  %4435 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a11333, <16 x float> %t200_b31334, <16 x float> %t200_c1_3)
+  store <16 x float> %4435, ptr %pool1_grad.t200_c1_3, align 64
+  %4436 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4437 = add nsw i64 %4436, 2
+  %4438 = add nsw i64 160, %4437
+  %4439 = mul nsw i64 %pool1_grad.k2011318, 144
+  %4440 = add nsw i64 %4438, %4439
+  %params1335 = getelementptr inbounds float, ptr %params, i64 %4440
+  %4441 = load float, ptr %params1335, align 4
+  %4442 = insertelement <16 x float> undef, float %4441, i32 0
+  %4443 = shufflevector <16 x float> %4442, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4443, ptr %pool1_grad.t200_a2, align 64
+  %t200_a2 = load <16 x float>, ptr %pool1_grad.t200_a2, align 64
+  %t200_b01336 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
+  %t200_c2_0 = load <16 x float>, ptr %pool1_grad.t200_c2_0, align 64
+  %4444 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a2, <16 x float> %t200_b01336, <16 x float> %t200_c2_0)
+  store <16 x float> %4444, ptr %pool1_grad.t200_c2_0, align 64
+  %t200_a21337 = load <16 x float>, ptr %pool1_grad.t200_a2, align 64
+  %t200_b11338 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
+  %t200_c2_1 = load <16 x float>, ptr %pool1_grad.t200_c2_1, align 64
+  %4445 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a21337, <16 x float> %t200_b11338, <16 x float> %t200_c2_1)
+  store <16 x float> %4445, ptr %pool1_grad.t200_c2_1, align 64
+  %t200_a21339 = load <16 x float>, ptr %pool1_grad.t200_a2, align 64
+  %t200_b21340 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
+  %t200_c2_2 = load <16 x float>, ptr %pool1_grad.t200_c2_2, align 64
+  %4446 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a21339, <16 x float> %t200_b21340, <16 x float> %t200_c2_2)
+  store <16 x float> %4446, ptr %pool1_grad.t200_c2_2, align 64
+  %t200_a21341 = load <16 x float>, ptr %pool1_grad.t200_a2, align 64
+  %t200_b31342 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
+  %t200_c2_3 = load <16 x float>, ptr %pool1_grad.t200_c2_3, align 64
+  %4447 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a21341, <16 x float> %t200_b31342, <16 x float> %t200_c2_3)
+  store <16 x float> %4447, ptr %pool1_grad.t200_c2_3, align 64
+  %4448 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4449 = add nsw i64 %4448, 3
+  %4450 = add nsw i64 160, %4449
+  %4451 = mul nsw i64 %pool1_grad.k2011318, 144
+  %4452 = add nsw i64 %4450, %4451
+  %params1343 = getelementptr inbounds float, ptr %params, i64 %4452
+  %4453 = load float, ptr %params1343, align 4
+  %4454 = insertelement <16 x float> undef, float %4453, i32 0
+  %4455 = shufflevector <16 x float> %4454, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4455, ptr %pool1_grad.t200_a3, align 64
+  %t200_a3 = load <16 x float>, ptr %pool1_grad.t200_a3, align 64
+  %t200_b01344 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
+  %t200_c3_0 = load <16 x float>, ptr %pool1_grad.t200_c3_0, align 64
+  %4456 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a3, <16 x float> %t200_b01344, <16 x float> %t200_c3_0)
+  store <16 x float> %4456, ptr %pool1_grad.t200_c3_0, align 64
+  %t200_a31345 = load <16 x float>, ptr %pool1_grad.t200_a3, align 64
+  %t200_b11346 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
+  %t200_c3_1 = load <16 x float>, ptr %pool1_grad.t200_c3_1, align 64
+  %4457 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a31345, <16 x float> %t200_b11346, <16 x float> %t200_c3_1)
+  store <16 x float> %4457, ptr %pool1_grad.t200_c3_1, align 64
+  %t200_a31347 = load <16 x float>, ptr %pool1_grad.t200_a3, align 64
+  %t200_b21348 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
+  %t200_c3_2 = load <16 x float>, ptr %pool1_grad.t200_c3_2, align 64
+  %4458 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a31347, <16 x float> %t200_b21348, <16 x float> %t200_c3_2)
+  store <16 x float> %4458, ptr %pool1_grad.t200_c3_2, align 64
+  %t200_a31349 = load <16 x float>, ptr %pool1_grad.t200_a3, align 64
+  %t200_b31350 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
+  %t200_c3_3 = load <16 x float>, ptr %pool1_grad.t200_c3_3, align 64
+  %4459 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a31349, <16 x float> %t200_b31350, <16 x float> %t200_c3_3)
+  store <16 x float> %4459, ptr %pool1_grad.t200_c3_3, align 64
+  %4460 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4461 = add nsw i64 %4460, 4
+  %4462 = add nsw i64 160, %4461
+  %4463 = mul nsw i64 %pool1_grad.k2011318, 144
+  %4464 = add nsw i64 %4462, %4463
+  %params1351 = getelementptr inbounds float, ptr %params, i64 %4464
+  %4465 = load float, ptr %params1351, align 4
+  %4466 = insertelement <16 x float> undef, float %4465, i32 0
+  %4467 = shufflevector <16 x float> %4466, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4467, ptr %pool1_grad.t200_a4, align 64
+  %t200_a4 = load <16 x float>, ptr %pool1_grad.t200_a4, align 64
+  %t200_b01352 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
+  %t200_c4_0 = load <16 x float>, ptr %pool1_grad.t200_c4_0, align 64
+  %4468 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a4, <16 x float> %t200_b01352, <16 x float> %t200_c4_0)
+  store <16 x float> %4468, ptr %pool1_grad.t200_c4_0, align 64
+  %t200_a41353 = load <16 x float>, ptr %pool1_grad.t200_a4, align 64
+  %t200_b11354 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
+  %t200_c4_1 = load <16 x float>, ptr %pool1_grad.t200_c4_1, align 64
+  %4469 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a41353, <16 x float> %t200_b11354, <16 x float> %t200_c4_1)
+  store <16 x float> %4469, ptr %pool1_grad.t200_c4_1, align 64
+  %t200_a41355 = load <16 x float>, ptr %pool1_grad.t200_a4, align 64
+  %t200_b21356 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
+  %t200_c4_2 = load <16 x float>, ptr %pool1_grad.t200_c4_2, align 64
+  %4470 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a41355, <16 x float> %t200_b21356, <16 x float> %t200_c4_2)
+  store <16 x float> %4470, ptr %pool1_grad.t200_c4_2, align 64
+  %t200_a41357 = load <16 x float>, ptr %pool1_grad.t200_a4, align 64
+  %t200_b31358 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
+  %t200_c4_3 = load <16 x float>, ptr %pool1_grad.t200_c4_3, align 64
+  %4471 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a41357, <16 x float> %t200_b31358, <16 x float> %t200_c4_3)
+  store <16 x float> %4471, ptr %pool1_grad.t200_c4_3, align 64
+  %4472 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4473 = add nsw i64 %4472, 5
+  %4474 = add nsw i64 160, %4473
+  %4475 = mul nsw i64 %pool1_grad.k2011318, 144
+  %4476 = add nsw i64 %4474, %4475
+  %params1359 = getelementptr inbounds float, ptr %params, i64 %4476
+  %4477 = load float, ptr %params1359, align 4
+  %4478 = insertelement <16 x float> undef, float %4477, i32 0
+  %4479 = shufflevector <16 x float> %4478, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4479, ptr %pool1_grad.t200_a5, align 64
+  %t200_a5 = load <16 x float>, ptr %pool1_grad.t200_a5, align 64
+  %t200_b01360 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
+  %t200_c5_0 = load <16 x float>, ptr %pool1_grad.t200_c5_0, align 64
+  %4480 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a5, <16 x float> %t200_b01360, <16 x float> %t200_c5_0)
+  store <16 x float> %4480, ptr %pool1_grad.t200_c5_0, align 64
+  %t200_a51361 = load <16 x float>, ptr %pool1_grad.t200_a5, align 64
+  %t200_b11362 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
+  %t200_c5_1 = load <16 x float>, ptr %pool1_grad.t200_c5_1, align 64
+  %4481 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a51361, <16 x float> %t200_b11362, <16 x float> %t200_c5_1)
+  store <16 x float> %4481, ptr %pool1_grad.t200_c5_1, align 64
+  %t200_a51363 = load <16 x float>, ptr %pool1_grad.t200_a5, align 64
+  %t200_b21364 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
+  %t200_c5_2 = load <16 x float>, ptr %pool1_grad.t200_c5_2, align 64
+  %4482 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a51363, <16 x float> %t200_b21364, <16 x float> %t200_c5_2)
+  store <16 x float> %4482, ptr %pool1_grad.t200_c5_2, align 64
+  %t200_a51365 = load <16 x float>, ptr %pool1_grad.t200_a5, align 64
+  %t200_b31366 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
+  %t200_c5_3 = load <16 x float>, ptr %pool1_grad.t200_c5_3, align 64
+  %4483 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a51365, <16 x float> %t200_b31366, <16 x float> %t200_c5_3)
+  store <16 x float> %4483, ptr %pool1_grad.t200_c5_3, align 64
+  %k201.next = add nsw i64 %pool1_grad.k2011318, 1
+  %4484 = icmp slt i64 %k201.next, 32
+  br i1 %4484, label %pool1_grad.k201, label %pool1_grad.k201.end
 
-pool1_grad.mb200.end:                             ; preds = %pool1_grad.k202.end
-  %nb199.next = add nsw i64 %pool1_grad.nb1991318, 1
-  %4391 = icmp slt i64 %nb199.next, 196
-  br i1 %4391, label %pool1_grad.nb199, label %pool1_grad.nb199.end
+pool1_grad.k201.end:                              ; preds = %pool1_grad.k201
+  %t200_c0_01367 = load <16 x float>, ptr %pool1_grad.t200_c0_0, align 64
+  %4485 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4486 = mul nsw i64 %4485, 12544
+  %4487 = add nsw i64 1129744, %4486
+  %4488 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4489 = add nsw i64 %4487, %4488
+  %arena1368 = getelementptr inbounds float, ptr %arena, i64 %4489
+  store <16 x float> %t200_c0_01367, ptr %arena1368, align 4
+  %t200_c0_11369 = load <16 x float>, ptr %pool1_grad.t200_c0_1, align 64
+  %4490 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4491 = mul nsw i64 %4490, 12544
+  %4492 = add nsw i64 1129744, %4491
+  %4493 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4494 = add nsw i64 %4492, %4493
+  %4495 = add nsw i64 %4494, 16
+  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %4495
+  store <16 x float> %t200_c0_11369, ptr %arena1370, align 4
+  %t200_c0_21371 = load <16 x float>, ptr %pool1_grad.t200_c0_2, align 64
+  %4496 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4497 = mul nsw i64 %4496, 12544
+  %4498 = add nsw i64 1129744, %4497
+  %4499 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4500 = add nsw i64 %4498, %4499
+  %4501 = add nsw i64 %4500, 32
+  %arena1372 = getelementptr inbounds float, ptr %arena, i64 %4501
+  store <16 x float> %t200_c0_21371, ptr %arena1372, align 4
+  %t200_c0_31373 = load <16 x float>, ptr %pool1_grad.t200_c0_3, align 64
+  %4502 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4503 = mul nsw i64 %4502, 12544
+  %4504 = add nsw i64 1129744, %4503
+  %4505 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4506 = add nsw i64 %4504, %4505
+  %4507 = add nsw i64 %4506, 48
+  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %4507
+  store <16 x float> %t200_c0_31373, ptr %arena1374, align 4
+  %t200_c1_01375 = load <16 x float>, ptr %pool1_grad.t200_c1_0, align 64
+  %4508 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4509 = add nsw i64 %4508, 1
+  %4510 = mul nsw i64 %4509, 12544
+  %4511 = add nsw i64 1129744, %4510
+  %4512 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4513 = add nsw i64 %4511, %4512
+  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %4513
+  store <16 x float> %t200_c1_01375, ptr %arena1376, align 4
+  %t200_c1_11377 = load <16 x float>, ptr %pool1_grad.t200_c1_1, align 64
+  %4514 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4515 = add nsw i64 %4514, 1
+  %4516 = mul nsw i64 %4515, 12544
+  %4517 = add nsw i64 1129744, %4516
+  %4518 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4519 = add nsw i64 %4517, %4518
+  %4520 = add nsw i64 %4519, 16
+  %arena1378 = getelementptr inbounds float, ptr %arena, i64 %4520
+  store <16 x float> %t200_c1_11377, ptr %arena1378, align 4
+  %t200_c1_21379 = load <16 x float>, ptr %pool1_grad.t200_c1_2, align 64
+  %4521 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4522 = add nsw i64 %4521, 1
+  %4523 = mul nsw i64 %4522, 12544
+  %4524 = add nsw i64 1129744, %4523
+  %4525 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4526 = add nsw i64 %4524, %4525
+  %4527 = add nsw i64 %4526, 32
+  %arena1380 = getelementptr inbounds float, ptr %arena, i64 %4527
+  store <16 x float> %t200_c1_21379, ptr %arena1380, align 4
+  %t200_c1_31381 = load <16 x float>, ptr %pool1_grad.t200_c1_3, align 64
+  %4528 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4529 = add nsw i64 %4528, 1
+  %4530 = mul nsw i64 %4529, 12544
+  %4531 = add nsw i64 1129744, %4530
+  %4532 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4533 = add nsw i64 %4531, %4532
+  %4534 = add nsw i64 %4533, 48
+  %arena1382 = getelementptr inbounds float, ptr %arena, i64 %4534
+  store <16 x float> %t200_c1_31381, ptr %arena1382, align 4
+  %t200_c2_01383 = load <16 x float>, ptr %pool1_grad.t200_c2_0, align 64
+  %4535 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4536 = add nsw i64 %4535, 2
+  %4537 = mul nsw i64 %4536, 12544
+  %4538 = add nsw i64 1129744, %4537
+  %4539 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4540 = add nsw i64 %4538, %4539
+  %arena1384 = getelementptr inbounds float, ptr %arena, i64 %4540
+  store <16 x float> %t200_c2_01383, ptr %arena1384, align 4
+  %t200_c2_11385 = load <16 x float>, ptr %pool1_grad.t200_c2_1, align 64
+  %4541 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4542 = add nsw i64 %4541, 2
+  %4543 = mul nsw i64 %4542, 12544
+  %4544 = add nsw i64 1129744, %4543
+  %4545 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4546 = add nsw i64 %4544, %4545
+  %4547 = add nsw i64 %4546, 16
+  %arena1386 = getelementptr inbounds float, ptr %arena, i64 %4547
+  store <16 x float> %t200_c2_11385, ptr %arena1386, align 4
+  %t200_c2_21387 = load <16 x float>, ptr %pool1_grad.t200_c2_2, align 64
+  %4548 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4549 = add nsw i64 %4548, 2
+  %4550 = mul nsw i64 %4549, 12544
+  %4551 = add nsw i64 1129744, %4550
+  %4552 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4553 = add nsw i64 %4551, %4552
+  %4554 = add nsw i64 %4553, 32
+  %arena1388 = getelementptr inbounds float, ptr %arena, i64 %4554
+  store <16 x float> %t200_c2_21387, ptr %arena1388, align 4
+  %t200_c2_31389 = load <16 x float>, ptr %pool1_grad.t200_c2_3, align 64
+  %4555 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4556 = add nsw i64 %4555, 2
+  %4557 = mul nsw i64 %4556, 12544
+  %4558 = add nsw i64 1129744, %4557
+  %4559 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4560 = add nsw i64 %4558, %4559
+  %4561 = add nsw i64 %4560, 48
+  %arena1390 = getelementptr inbounds float, ptr %arena, i64 %4561
+  store <16 x float> %t200_c2_31389, ptr %arena1390, align 4
+  %t200_c3_01391 = load <16 x float>, ptr %pool1_grad.t200_c3_0, align 64
+  %4562 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4563 = add nsw i64 %4562, 3
+  %4564 = mul nsw i64 %4563, 12544
+  %4565 = add nsw i64 1129744, %4564
+  %4566 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4567 = add nsw i64 %4565, %4566
+  %arena1392 = getelementptr inbounds float, ptr %arena, i64 %4567
+  store <16 x float> %t200_c3_01391, ptr %arena1392, align 4
+  %t200_c3_11393 = load <16 x float>, ptr %pool1_grad.t200_c3_1, align 64
+  %4568 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4569 = add nsw i64 %4568, 3
+  %4570 = mul nsw i64 %4569, 12544
+  %4571 = add nsw i64 1129744, %4570
+  %4572 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4573 = add nsw i64 %4571, %4572
+  %4574 = add nsw i64 %4573, 16
+  %arena1394 = getelementptr inbounds float, ptr %arena, i64 %4574
+  store <16 x float> %t200_c3_11393, ptr %arena1394, align 4
+  %t200_c3_21395 = load <16 x float>, ptr %pool1_grad.t200_c3_2, align 64
+  %4575 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4576 = add nsw i64 %4575, 3
+  %4577 = mul nsw i64 %4576, 12544
+  %4578 = add nsw i64 1129744, %4577
+  %4579 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4580 = add nsw i64 %4578, %4579
+  %4581 = add nsw i64 %4580, 32
+  %arena1396 = getelementptr inbounds float, ptr %arena, i64 %4581
+  store <16 x float> %t200_c3_21395, ptr %arena1396, align 4
+  %t200_c3_31397 = load <16 x float>, ptr %pool1_grad.t200_c3_3, align 64
+  %4582 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4583 = add nsw i64 %4582, 3
+  %4584 = mul nsw i64 %4583, 12544
+  %4585 = add nsw i64 1129744, %4584
+  %4586 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4587 = add nsw i64 %4585, %4586
+  %4588 = add nsw i64 %4587, 48
+  %arena1398 = getelementptr inbounds float, ptr %arena, i64 %4588
+  store <16 x float> %t200_c3_31397, ptr %arena1398, align 4
+  %t200_c4_01399 = load <16 x float>, ptr %pool1_grad.t200_c4_0, align 64
+  %4589 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4590 = add nsw i64 %4589, 4
+  %4591 = mul nsw i64 %4590, 12544
+  %4592 = add nsw i64 1129744, %4591
+  %4593 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4594 = add nsw i64 %4592, %4593
+  %arena1400 = getelementptr inbounds float, ptr %arena, i64 %4594
+  store <16 x float> %t200_c4_01399, ptr %arena1400, align 4
+  %t200_c4_11401 = load <16 x float>, ptr %pool1_grad.t200_c4_1, align 64
+  %4595 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4596 = add nsw i64 %4595, 4
+  %4597 = mul nsw i64 %4596, 12544
+  %4598 = add nsw i64 1129744, %4597
+  %4599 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4600 = add nsw i64 %4598, %4599
+  %4601 = add nsw i64 %4600, 16
+  %arena1402 = getelementptr inbounds float, ptr %arena, i64 %4601
+  store <16 x float> %t200_c4_11401, ptr %arena1402, align 4
+  %t200_c4_21403 = load <16 x float>, ptr %pool1_grad.t200_c4_2, align 64
+  %4602 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4603 = add nsw i64 %4602, 4
+  %4604 = mul nsw i64 %4603, 12544
+  %4605 = add nsw i64 1129744, %4604
+  %4606 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4607 = add nsw i64 %4605, %4606
+  %4608 = add nsw i64 %4607, 32
+  %arena1404 = getelementptr inbounds float, ptr %arena, i64 %4608
+  store <16 x float> %t200_c4_21403, ptr %arena1404, align 4
+  %t200_c4_31405 = load <16 x float>, ptr %pool1_grad.t200_c4_3, align 64
+  %4609 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4610 = add nsw i64 %4609, 4
+  %4611 = mul nsw i64 %4610, 12544
+  %4612 = add nsw i64 1129744, %4611
+  %4613 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4614 = add nsw i64 %4612, %4613
+  %4615 = add nsw i64 %4614, 48
+  %arena1406 = getelementptr inbounds float, ptr %arena, i64 %4615
+  store <16 x float> %t200_c4_31405, ptr %arena1406, align 4
+  %t200_c5_01407 = load <16 x float>, ptr %pool1_grad.t200_c5_0, align 64
+  %4616 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4617 = add nsw i64 %4616, 5
+  %4618 = mul nsw i64 %4617, 12544
+  %4619 = add nsw i64 1129744, %4618
+  %4620 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4621 = add nsw i64 %4619, %4620
+  %arena1408 = getelementptr inbounds float, ptr %arena, i64 %4621
+  store <16 x float> %t200_c5_01407, ptr %arena1408, align 4
+  %t200_c5_11409 = load <16 x float>, ptr %pool1_grad.t200_c5_1, align 64
+  %4622 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4623 = add nsw i64 %4622, 5
+  %4624 = mul nsw i64 %4623, 12544
+  %4625 = add nsw i64 1129744, %4624
+  %4626 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4627 = add nsw i64 %4625, %4626
+  %4628 = add nsw i64 %4627, 16
+  %arena1410 = getelementptr inbounds float, ptr %arena, i64 %4628
+  store <16 x float> %t200_c5_11409, ptr %arena1410, align 4
+  %t200_c5_21411 = load <16 x float>, ptr %pool1_grad.t200_c5_2, align 64
+  %4629 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4630 = add nsw i64 %4629, 5
+  %4631 = mul nsw i64 %4630, 12544
+  %4632 = add nsw i64 1129744, %4631
+  %4633 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4634 = add nsw i64 %4632, %4633
+  %4635 = add nsw i64 %4634, 32
+  %arena1412 = getelementptr inbounds float, ptr %arena, i64 %4635
+  store <16 x float> %t200_c5_21411, ptr %arena1412, align 4
+  %t200_c5_31413 = load <16 x float>, ptr %pool1_grad.t200_c5_3, align 64
+  %4636 = mul nsw i64 %pool1_grad.mb1991317, 6
+  %4637 = add nsw i64 %4636, 5
+  %4638 = mul nsw i64 %4637, 12544
+  %4639 = add nsw i64 1129744, %4638
+  %4640 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4641 = add nsw i64 %4639, %4640
+  %4642 = add nsw i64 %4641, 48
+  %arena1414 = getelementptr inbounds float, ptr %arena, i64 %4642
+  store <16 x float> %t200_c5_31413, ptr %arena1414, align 4
+  %mb199.next = add nsw i64 %pool1_grad.mb1991317, 1
+  %4643 = icmp slt i64 %mb199.next, 24
+  br i1 %4643, label %pool1_grad.mb199, label %pool1_grad.mb199.end
 
-pool1_grad.k202:                                  ; preds = %pool1_grad.k202, %pool1_grad.mb200
-  %pool1_grad.k2021320 = phi i64 [ 0, %pool1_grad.mb200 ], [ %k202.next, %pool1_grad.k202 ]
-  %4392 = mul nsw i64 %pool1_grad.k2021320, 12544
-  %4393 = add nsw i64 2936080, %4392
-  %4394 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4395 = add nsw i64 %4393, %4394
-  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %4395
-  %4396 = load <16 x float>, ptr %arena1321, align 4
-  store <16 x float> %4396, ptr %pool1_grad.t201_b0, align 64
-  %4397 = mul nsw i64 %pool1_grad.k2021320, 12544
-  %4398 = add nsw i64 2936080, %4397
-  %4399 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4400 = add nsw i64 %4398, %4399
-  %4401 = add nsw i64 %4400, 16
-  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4401
-  %4402 = load <16 x float>, ptr %arena1322, align 4
-  store <16 x float> %4402, ptr %pool1_grad.t201_b1, align 64
-  %4403 = mul nsw i64 %pool1_grad.k2021320, 12544
-  %4404 = add nsw i64 2936080, %4403
-  %4405 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4406 = add nsw i64 %4404, %4405
-  %4407 = add nsw i64 %4406, 32
-  %arena1323 = getelementptr inbounds float, ptr %arena, i64 %4407
-  %4408 = load <16 x float>, ptr %arena1323, align 4
-  store <16 x float> %4408, ptr %pool1_grad.t201_b2, align 64
-  %4409 = mul nsw i64 %pool1_grad.k2021320, 12544
-  %4410 = add nsw i64 2936080, %4409
-  %4411 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4412 = add nsw i64 %4410, %4411
-  %4413 = add nsw i64 %4412, 48
-  %arena1324 = getelementptr inbounds float, ptr %arena, i64 %4413
-  %4414 = load <16 x float>, ptr %arena1324, align 4
-  store <16 x float> %4414, ptr %pool1_grad.t201_b3, align 64
-  %4415 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4416 = add nsw i64 160, %4415
-  %4417 = mul nsw i64 %pool1_grad.k2021320, 144
-  %4418 = add nsw i64 %4416, %4417
-  %params1325 = getelementptr inbounds float, ptr %params, i64 %4418
-  %4419 = load float, ptr %params1325, align 4
-  %4420 = insertelement <16 x float> undef, float %4419, i32 0
-  %4421 = shufflevector <16 x float> %4420, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4421, ptr %pool1_grad.t201_a0, align 64
-  %t201_a0 = load <16 x float>, ptr %pool1_grad.t201_a0, align 64
-  %t201_b0 = load <16 x float>, ptr %pool1_grad.t201_b0, align 64
-  %t201_c0_0 = load <16 x float>, ptr %pool1_grad.t201_c0_0, align 64
-  %4422 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a0, <16 x float> %t201_b0, <16 x float> %t201_c0_0)
-  store <16 x float> %4422, ptr %pool1_grad.t201_c0_0, align 64
-  %t201_a01326 = load <16 x float>, ptr %pool1_grad.t201_a0, align 64
-  %t201_b1 = load <16 x float>, ptr %pool1_grad.t201_b1, align 64
-  %t201_c0_1 = load <16 x float>, ptr %pool1_grad.t201_c0_1, align 64
-  %4423 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a01326, <16 x float> %t201_b1, <16 x float> %t201_c0_1)
-  store <16 x float> %4423, ptr %pool1_grad.t201_c0_1, align 64
-  %t201_a01327 = load <16 x float>, ptr %pool1_grad.t201_a0, align 64
-  %t201_b2 = load <16 x float>, ptr %pool1_grad.t201_b2, align 64
-  %t201_c0_2 = load <16 x float>, ptr %pool1_grad.t201_c0_2, align 64
-  %4424 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a01327, <16 x float> %t201_b2, <16 x float> %t201_c0_2)
-  store <16 x float> %4424, ptr %pool1_grad.t201_c0_2, align 64
-  %t201_a01328 = load <16 x float>, ptr %pool1_grad.t201_a0, align 64
-  %t201_b3 = load <16 x float>, ptr %pool1_grad.t201_b3, align 64
-  %t201_c0_3 = load <16 x float>, ptr %pool1_grad.t201_c0_3, align 64
-  %4425 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a01328, <16 x float> %t201_b3, <16 x float> %t201_c0_3)
-  store <16 x float> %4425, ptr %pool1_grad.t201_c0_3, align 64
-  %4426 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4427 = add nsw i64 %4426, 1
-  %4428 = add nsw i64 160, %4427
-  %4429 = mul nsw i64 %pool1_grad.k2021320, 144
-  %4430 = add nsw i64 %4428, %4429
-  %params1329 = getelementptr inbounds float, ptr %params, i64 %4430
-  %4431 = load float, ptr %params1329, align 4
-  %4432 = insertelement <16 x float> undef, float %4431, i32 0
-  %4433 = shufflevector <16 x float> %4432, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4433, ptr %pool1_grad.t201_a1, align 64
-  %t201_a1 = load <16 x float>, ptr %pool1_grad.t201_a1, align 64
-  %t201_b01330 = load <16 x float>, ptr %pool1_grad.t201_b0, align 64
-  %t201_c1_0 = load <16 x float>, ptr %pool1_grad.t201_c1_0, align 64
-  %4434 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a1, <16 x float> %t201_b01330, <16 x float> %t201_c1_0)
-  store <16 x float> %4434, ptr %pool1_grad.t201_c1_0, align 64
-  %t201_a11331 = load <16 x float>, ptr %pool1_grad.t201_a1, align 64
-  %t201_b11332 = load <16 x float>, ptr %pool1_grad.t201_b1, align 64
-  %t201_c1_1 = load <16 x float>, ptr %pool1_grad.t201_c1_1, align 64
-  %4435 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a11331, <16 x float> %t201_b11332, <16 x float> %t201_c1_1)
-  store <16 x float> %4435, ptr %pool1_grad.t201_c1_1, align 64
-  %t201_a11333 = load <16 x float>, ptr %pool1_grad.t201_a1, align 64
-  %t201_b21334 = load <16 x float>, ptr %pool1_grad.t201_b2, align 64
-  %t201_c1_2 = load <16 x float>, ptr %pool1_grad.t201_c1_2, align 64
-  %4436 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a11333, <16 x float> %t201_b21334, <16 x float> %t201_c1_2)
-  store <16 x float> %4436, ptr %pool1_grad.t201_c1_2, align 64
-  %t201_a11335 = load <16 x float>, ptr %pool1_grad.t201_a1, align 64
-  %t201_b31336 = load <16 x float>, ptr %pool1_grad.t201_b3, align 64
-  %t201_c1_3 = load <16 x float>, ptr %pool1_grad.t201_c1_3, align 64
-  %4437 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a11335, <16 x float> %t201_b31336, <16 x float> %t201_c1_3)
-  store <16 x float> %4437, ptr %pool1_grad.t201_c1_3, align 64
-  %4438 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4439 = add nsw i64 %4438, 2
-  %4440 = add nsw i64 160, %4439
-  %4441 = mul nsw i64 %pool1_grad.k2021320, 144
-  %4442 = add nsw i64 %4440, %4441
-  %params1337 = getelementptr inbounds float, ptr %params, i64 %4442
-  %4443 = load float, ptr %params1337, align 4
-  %4444 = insertelement <16 x float> undef, float %4443, i32 0
-  %4445 = shufflevector <16 x float> %4444, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4445, ptr %pool1_grad.t201_a2, align 64
-  %t201_a2 = load <16 x float>, ptr %pool1_grad.t201_a2, align 64
-  %t201_b01338 = load <16 x float>, ptr %pool1_grad.t201_b0, align 64
-  %t201_c2_0 = load <16 x float>, ptr %pool1_grad.t201_c2_0, align 64
-  %4446 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a2, <16 x float> %t201_b01338, <16 x float> %t201_c2_0)
-  store <16 x float> %4446, ptr %pool1_grad.t201_c2_0, align 64
-  %t201_a21339 = load <16 x float>, ptr %pool1_grad.t201_a2, align 64
-  %t201_b11340 = load <16 x float>, ptr %pool1_grad.t201_b1, align 64
-  %t201_c2_1 = load <16 x float>, ptr %pool1_grad.t201_c2_1, align 64
-  %4447 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a21339, <16 x float> %t201_b11340, <16 x float> %t201_c2_1)
-  store <16 x float> %4447, ptr %pool1_grad.t201_c2_1, align 64
-  %t201_a21341 = load <16 x float>, ptr %pool1_grad.t201_a2, align 64
-  %t201_b21342 = load <16 x float>, ptr %pool1_grad.t201_b2, align 64
-  %t201_c2_2 = load <16 x float>, ptr %pool1_grad.t201_c2_2, align 64
-  %4448 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a21341, <16 x float> %t201_b21342, <16 x float> %t201_c2_2)
-  store <16 x float> %4448, ptr %pool1_grad.t201_c2_2, align 64
-  %t201_a21343 = load <16 x float>, ptr %pool1_grad.t201_a2, align 64
-  %t201_b31344 = load <16 x float>, ptr %pool1_grad.t201_b3, align 64
-  %t201_c2_3 = load <16 x float>, ptr %pool1_grad.t201_c2_3, align 64
-  %4449 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a21343, <16 x float> %t201_b31344, <16 x float> %t201_c2_3)
-  store <16 x float> %4449, ptr %pool1_grad.t201_c2_3, align 64
-  %4450 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4451 = add nsw i64 %4450, 3
-  %4452 = add nsw i64 160, %4451
-  %4453 = mul nsw i64 %pool1_grad.k2021320, 144
-  %4454 = add nsw i64 %4452, %4453
-  %params1345 = getelementptr inbounds float, ptr %params, i64 %4454
-  %4455 = load float, ptr %params1345, align 4
-  %4456 = insertelement <16 x float> undef, float %4455, i32 0
-  %4457 = shufflevector <16 x float> %4456, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4457, ptr %pool1_grad.t201_a3, align 64
-  %t201_a3 = load <16 x float>, ptr %pool1_grad.t201_a3, align 64
-  %t201_b01346 = load <16 x float>, ptr %pool1_grad.t201_b0, align 64
-  %t201_c3_0 = load <16 x float>, ptr %pool1_grad.t201_c3_0, align 64
-  %4458 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a3, <16 x float> %t201_b01346, <16 x float> %t201_c3_0)
-  store <16 x float> %4458, ptr %pool1_grad.t201_c3_0, align 64
-  %t201_a31347 = load <16 x float>, ptr %pool1_grad.t201_a3, align 64
-  %t201_b11348 = load <16 x float>, ptr %pool1_grad.t201_b1, align 64
-  %t201_c3_1 = load <16 x float>, ptr %pool1_grad.t201_c3_1, align 64
-  %4459 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a31347, <16 x float> %t201_b11348, <16 x float> %t201_c3_1)
-  store <16 x float> %4459, ptr %pool1_grad.t201_c3_1, align 64
-  %t201_a31349 = load <16 x float>, ptr %pool1_grad.t201_a3, align 64
-  %t201_b21350 = load <16 x float>, ptr %pool1_grad.t201_b2, align 64
-  %t201_c3_2 = load <16 x float>, ptr %pool1_grad.t201_c3_2, align 64
-  %4460 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a31349, <16 x float> %t201_b21350, <16 x float> %t201_c3_2)
-  store <16 x float> %4460, ptr %pool1_grad.t201_c3_2, align 64
-  %t201_a31351 = load <16 x float>, ptr %pool1_grad.t201_a3, align 64
-  %t201_b31352 = load <16 x float>, ptr %pool1_grad.t201_b3, align 64
-  %t201_c3_3 = load <16 x float>, ptr %pool1_grad.t201_c3_3, align 64
-  %4461 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a31351, <16 x float> %t201_b31352, <16 x float> %t201_c3_3)
-  store <16 x float> %4461, ptr %pool1_grad.t201_c3_3, align 64
-  %4462 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4463 = add nsw i64 %4462, 4
-  %4464 = add nsw i64 160, %4463
-  %4465 = mul nsw i64 %pool1_grad.k2021320, 144
-  %4466 = add nsw i64 %4464, %4465
-  %params1353 = getelementptr inbounds float, ptr %params, i64 %4466
-  %4467 = load float, ptr %params1353, align 4
-  %4468 = insertelement <16 x float> undef, float %4467, i32 0
-  %4469 = shufflevector <16 x float> %4468, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4469, ptr %pool1_grad.t201_a4, align 64
-  %t201_a4 = load <16 x float>, ptr %pool1_grad.t201_a4, align 64
-  %t201_b01354 = load <16 x float>, ptr %pool1_grad.t201_b0, align 64
-  %t201_c4_0 = load <16 x float>, ptr %pool1_grad.t201_c4_0, align 64
-  %4470 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a4, <16 x float> %t201_b01354, <16 x float> %t201_c4_0)
-  store <16 x float> %4470, ptr %pool1_grad.t201_c4_0, align 64
-  %t201_a41355 = load <16 x float>, ptr %pool1_grad.t201_a4, align 64
-  %t201_b11356 = load <16 x float>, ptr %pool1_grad.t201_b1, align 64
-  %t201_c4_1 = load <16 x float>, ptr %pool1_grad.t201_c4_1, align 64
-  %4471 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a41355, <16 x float> %t201_b11356, <16 x float> %t201_c4_1)
-  store <16 x float> %4471, ptr %pool1_grad.t201_c4_1, align 64
-  %t201_a41357 = load <16 x float>, ptr %pool1_grad.t201_a4, align 64
-  %t201_b21358 = load <16 x float>, ptr %pool1_grad.t201_b2, align 64
-  %t201_c4_2 = load <16 x float>, ptr %pool1_grad.t201_c4_2, align 64
-  %4472 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a41357, <16 x float> %t201_b21358, <16 x float> %t201_c4_2)
-  store <16 x float> %4472, ptr %pool1_grad.t201_c4_2, align 64
-  %t201_a41359 = load <16 x float>, ptr %pool1_grad.t201_a4, align 64
-  %t201_b31360 = load <16 x float>, ptr %pool1_grad.t201_b3, align 64
-  %t201_c4_3 = load <16 x float>, ptr %pool1_grad.t201_c4_3, align 64
-  %4473 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a41359, <16 x float> %t201_b31360, <16 x float> %t201_c4_3)
-  store <16 x float> %4473, ptr %pool1_grad.t201_c4_3, align 64
-  %4474 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4475 = add nsw i64 %4474, 5
-  %4476 = add nsw i64 160, %4475
-  %4477 = mul nsw i64 %pool1_grad.k2021320, 144
-  %4478 = add nsw i64 %4476, %4477
-  %params1361 = getelementptr inbounds float, ptr %params, i64 %4478
-  %4479 = load float, ptr %params1361, align 4
-  %4480 = insertelement <16 x float> undef, float %4479, i32 0
-  %4481 = shufflevector <16 x float> %4480, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4481, ptr %pool1_grad.t201_a5, align 64
-  %t201_a5 = load <16 x float>, ptr %pool1_grad.t201_a5, align 64
-  %t201_b01362 = load <16 x float>, ptr %pool1_grad.t201_b0, align 64
-  %t201_c5_0 = load <16 x float>, ptr %pool1_grad.t201_c5_0, align 64
-  %4482 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a5, <16 x float> %t201_b01362, <16 x float> %t201_c5_0)
-  store <16 x float> %4482, ptr %pool1_grad.t201_c5_0, align 64
-  %t201_a51363 = load <16 x float>, ptr %pool1_grad.t201_a5, align 64
-  %t201_b11364 = load <16 x float>, ptr %pool1_grad.t201_b1, align 64
-  %t201_c5_1 = load <16 x float>, ptr %pool1_grad.t201_c5_1, align 64
-  %4483 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a51363, <16 x float> %t201_b11364, <16 x float> %t201_c5_1)
-  store <16 x float> %4483, ptr %pool1_grad.t201_c5_1, align 64
-  %t201_a51365 = load <16 x float>, ptr %pool1_grad.t201_a5, align 64
-  %t201_b21366 = load <16 x float>, ptr %pool1_grad.t201_b2, align 64
-  %t201_c5_2 = load <16 x float>, ptr %pool1_grad.t201_c5_2, align 64
-  %4484 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a51365, <16 x float> %t201_b21366, <16 x float> %t201_c5_2)
-  store <16 x float> %4484, ptr %pool1_grad.t201_c5_2, align 64
-  %t201_a51367 = load <16 x float>, ptr %pool1_grad.t201_a5, align 64
-  %t201_b31368 = load <16 x float>, ptr %pool1_grad.t201_b3, align 64
-  %t201_c5_3 = load <16 x float>, ptr %pool1_grad.t201_c5_3, align 64
-  %4485 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t201_a51367, <16 x float> %t201_b31368, <16 x float> %t201_c5_3)
-  store <16 x float> %4485, ptr %pool1_grad.t201_c5_3, align 64
-  %k202.next = add nsw i64 %pool1_grad.k2021320, 1
-  %4486 = icmp slt i64 %k202.next, 32
-  br i1 %4486, label %pool1_grad.k202, label %pool1_grad.k202.end
+pool1_grad.j202:                                  ; preds = %pool1_grad.c203.end, %pool1_grad.nb198.end
+  %pool1_grad.j2021415 = phi i64 [ 0, %pool1_grad.nb198.end ], [ %j202.next, %pool1_grad.c203.end ]
+  br label %pool1_grad.c203
 
-pool1_grad.k202.end:                              ; preds = %pool1_grad.k202
-  %t201_c0_01369 = load <16 x float>, ptr %pool1_grad.t201_c0_0, align 64
-  %4487 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4488 = mul nsw i64 %4487, 12544
-  %4489 = add nsw i64 1129744, %4488
-  %4490 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4491 = add nsw i64 %4489, %4490
-  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %4491
-  store <16 x float> %t201_c0_01369, ptr %arena1370, align 4
-  %t201_c0_11371 = load <16 x float>, ptr %pool1_grad.t201_c0_1, align 64
-  %4492 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4493 = mul nsw i64 %4492, 12544
-  %4494 = add nsw i64 1129744, %4493
-  %4495 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4496 = add nsw i64 %4494, %4495
-  %4497 = add nsw i64 %4496, 16
-  %arena1372 = getelementptr inbounds float, ptr %arena, i64 %4497
-  store <16 x float> %t201_c0_11371, ptr %arena1372, align 4
-  %t201_c0_21373 = load <16 x float>, ptr %pool1_grad.t201_c0_2, align 64
-  %4498 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4499 = mul nsw i64 %4498, 12544
-  %4500 = add nsw i64 1129744, %4499
-  %4501 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4502 = add nsw i64 %4500, %4501
-  %4503 = add nsw i64 %4502, 32
-  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %4503
-  store <16 x float> %t201_c0_21373, ptr %arena1374, align 4
-  %t201_c0_31375 = load <16 x float>, ptr %pool1_grad.t201_c0_3, align 64
-  %4504 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4505 = mul nsw i64 %4504, 12544
-  %4506 = add nsw i64 1129744, %4505
-  %4507 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4508 = add nsw i64 %4506, %4507
-  %4509 = add nsw i64 %4508, 48
-  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %4509
-  store <16 x float> %t201_c0_31375, ptr %arena1376, align 4
-  %t201_c1_01377 = load <16 x float>, ptr %pool1_grad.t201_c1_0, align 64
-  %4510 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4511 = add nsw i64 %4510, 1
-  %4512 = mul nsw i64 %4511, 12544
-  %4513 = add nsw i64 1129744, %4512
-  %4514 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4515 = add nsw i64 %4513, %4514
-  %arena1378 = getelementptr inbounds float, ptr %arena, i64 %4515
-  store <16 x float> %t201_c1_01377, ptr %arena1378, align 4
-  %t201_c1_11379 = load <16 x float>, ptr %pool1_grad.t201_c1_1, align 64
-  %4516 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4517 = add nsw i64 %4516, 1
-  %4518 = mul nsw i64 %4517, 12544
-  %4519 = add nsw i64 1129744, %4518
-  %4520 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4521 = add nsw i64 %4519, %4520
-  %4522 = add nsw i64 %4521, 16
-  %arena1380 = getelementptr inbounds float, ptr %arena, i64 %4522
-  store <16 x float> %t201_c1_11379, ptr %arena1380, align 4
-  %t201_c1_21381 = load <16 x float>, ptr %pool1_grad.t201_c1_2, align 64
-  %4523 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4524 = add nsw i64 %4523, 1
-  %4525 = mul nsw i64 %4524, 12544
-  %4526 = add nsw i64 1129744, %4525
-  %4527 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4528 = add nsw i64 %4526, %4527
-  %4529 = add nsw i64 %4528, 32
-  %arena1382 = getelementptr inbounds float, ptr %arena, i64 %4529
-  store <16 x float> %t201_c1_21381, ptr %arena1382, align 4
-  %t201_c1_31383 = load <16 x float>, ptr %pool1_grad.t201_c1_3, align 64
-  %4530 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4531 = add nsw i64 %4530, 1
-  %4532 = mul nsw i64 %4531, 12544
-  %4533 = add nsw i64 1129744, %4532
-  %4534 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4535 = add nsw i64 %4533, %4534
-  %4536 = add nsw i64 %4535, 48
-  %arena1384 = getelementptr inbounds float, ptr %arena, i64 %4536
-  store <16 x float> %t201_c1_31383, ptr %arena1384, align 4
-  %t201_c2_01385 = load <16 x float>, ptr %pool1_grad.t201_c2_0, align 64
-  %4537 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4538 = add nsw i64 %4537, 2
-  %4539 = mul nsw i64 %4538, 12544
-  %4540 = add nsw i64 1129744, %4539
-  %4541 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4542 = add nsw i64 %4540, %4541
-  %arena1386 = getelementptr inbounds float, ptr %arena, i64 %4542
-  store <16 x float> %t201_c2_01385, ptr %arena1386, align 4
-  %t201_c2_11387 = load <16 x float>, ptr %pool1_grad.t201_c2_1, align 64
-  %4543 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4544 = add nsw i64 %4543, 2
-  %4545 = mul nsw i64 %4544, 12544
-  %4546 = add nsw i64 1129744, %4545
-  %4547 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4548 = add nsw i64 %4546, %4547
-  %4549 = add nsw i64 %4548, 16
-  %arena1388 = getelementptr inbounds float, ptr %arena, i64 %4549
-  store <16 x float> %t201_c2_11387, ptr %arena1388, align 4
-  %t201_c2_21389 = load <16 x float>, ptr %pool1_grad.t201_c2_2, align 64
-  %4550 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4551 = add nsw i64 %4550, 2
-  %4552 = mul nsw i64 %4551, 12544
-  %4553 = add nsw i64 1129744, %4552
-  %4554 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4555 = add nsw i64 %4553, %4554
-  %4556 = add nsw i64 %4555, 32
-  %arena1390 = getelementptr inbounds float, ptr %arena, i64 %4556
-  store <16 x float> %t201_c2_21389, ptr %arena1390, align 4
-  %t201_c2_31391 = load <16 x float>, ptr %pool1_grad.t201_c2_3, align 64
-  %4557 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4558 = add nsw i64 %4557, 2
-  %4559 = mul nsw i64 %4558, 12544
-  %4560 = add nsw i64 1129744, %4559
-  %4561 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4562 = add nsw i64 %4560, %4561
-  %4563 = add nsw i64 %4562, 48
-  %arena1392 = getelementptr inbounds float, ptr %arena, i64 %4563
-  store <16 x float> %t201_c2_31391, ptr %arena1392, align 4
-  %t201_c3_01393 = load <16 x float>, ptr %pool1_grad.t201_c3_0, align 64
-  %4564 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4565 = add nsw i64 %4564, 3
-  %4566 = mul nsw i64 %4565, 12544
-  %4567 = add nsw i64 1129744, %4566
-  %4568 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4569 = add nsw i64 %4567, %4568
-  %arena1394 = getelementptr inbounds float, ptr %arena, i64 %4569
-  store <16 x float> %t201_c3_01393, ptr %arena1394, align 4
-  %t201_c3_11395 = load <16 x float>, ptr %pool1_grad.t201_c3_1, align 64
-  %4570 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4571 = add nsw i64 %4570, 3
-  %4572 = mul nsw i64 %4571, 12544
-  %4573 = add nsw i64 1129744, %4572
-  %4574 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4575 = add nsw i64 %4573, %4574
-  %4576 = add nsw i64 %4575, 16
-  %arena1396 = getelementptr inbounds float, ptr %arena, i64 %4576
-  store <16 x float> %t201_c3_11395, ptr %arena1396, align 4
-  %t201_c3_21397 = load <16 x float>, ptr %pool1_grad.t201_c3_2, align 64
-  %4577 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4578 = add nsw i64 %4577, 3
-  %4579 = mul nsw i64 %4578, 12544
-  %4580 = add nsw i64 1129744, %4579
-  %4581 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4582 = add nsw i64 %4580, %4581
-  %4583 = add nsw i64 %4582, 32
-  %arena1398 = getelementptr inbounds float, ptr %arena, i64 %4583
-  store <16 x float> %t201_c3_21397, ptr %arena1398, align 4
-  %t201_c3_31399 = load <16 x float>, ptr %pool1_grad.t201_c3_3, align 64
-  %4584 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4585 = add nsw i64 %4584, 3
-  %4586 = mul nsw i64 %4585, 12544
-  %4587 = add nsw i64 1129744, %4586
-  %4588 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4589 = add nsw i64 %4587, %4588
-  %4590 = add nsw i64 %4589, 48
-  %arena1400 = getelementptr inbounds float, ptr %arena, i64 %4590
-  store <16 x float> %t201_c3_31399, ptr %arena1400, align 4
-  %t201_c4_01401 = load <16 x float>, ptr %pool1_grad.t201_c4_0, align 64
-  %4591 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4592 = add nsw i64 %4591, 4
-  %4593 = mul nsw i64 %4592, 12544
-  %4594 = add nsw i64 1129744, %4593
-  %4595 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4596 = add nsw i64 %4594, %4595
-  %arena1402 = getelementptr inbounds float, ptr %arena, i64 %4596
-  store <16 x float> %t201_c4_01401, ptr %arena1402, align 4
-  %t201_c4_11403 = load <16 x float>, ptr %pool1_grad.t201_c4_1, align 64
-  %4597 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4598 = add nsw i64 %4597, 4
-  %4599 = mul nsw i64 %4598, 12544
-  %4600 = add nsw i64 1129744, %4599
-  %4601 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4602 = add nsw i64 %4600, %4601
-  %4603 = add nsw i64 %4602, 16
-  %arena1404 = getelementptr inbounds float, ptr %arena, i64 %4603
-  store <16 x float> %t201_c4_11403, ptr %arena1404, align 4
-  %t201_c4_21405 = load <16 x float>, ptr %pool1_grad.t201_c4_2, align 64
-  %4604 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4605 = add nsw i64 %4604, 4
-  %4606 = mul nsw i64 %4605, 12544
-  %4607 = add nsw i64 1129744, %4606
-  %4608 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4609 = add nsw i64 %4607, %4608
-  %4610 = add nsw i64 %4609, 32
-  %arena1406 = getelementptr inbounds float, ptr %arena, i64 %4610
-  store <16 x float> %t201_c4_21405, ptr %arena1406, align 4
-  %t201_c4_31407 = load <16 x float>, ptr %pool1_grad.t201_c4_3, align 64
-  %4611 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4612 = add nsw i64 %4611, 4
-  %4613 = mul nsw i64 %4612, 12544
-  %4614 = add nsw i64 1129744, %4613
-  %4615 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4616 = add nsw i64 %4614, %4615
-  %4617 = add nsw i64 %4616, 48
-  %arena1408 = getelementptr inbounds float, ptr %arena, i64 %4617
-  store <16 x float> %t201_c4_31407, ptr %arena1408, align 4
-  %t201_c5_01409 = load <16 x float>, ptr %pool1_grad.t201_c5_0, align 64
-  %4618 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4619 = add nsw i64 %4618, 5
-  %4620 = mul nsw i64 %4619, 12544
-  %4621 = add nsw i64 1129744, %4620
-  %4622 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4623 = add nsw i64 %4621, %4622
-  %arena1410 = getelementptr inbounds float, ptr %arena, i64 %4623
-  store <16 x float> %t201_c5_01409, ptr %arena1410, align 4
-  %t201_c5_11411 = load <16 x float>, ptr %pool1_grad.t201_c5_1, align 64
-  %4624 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4625 = add nsw i64 %4624, 5
-  %4626 = mul nsw i64 %4625, 12544
-  %4627 = add nsw i64 1129744, %4626
-  %4628 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4629 = add nsw i64 %4627, %4628
-  %4630 = add nsw i64 %4629, 16
-  %arena1412 = getelementptr inbounds float, ptr %arena, i64 %4630
-  store <16 x float> %t201_c5_11411, ptr %arena1412, align 4
-  %t201_c5_21413 = load <16 x float>, ptr %pool1_grad.t201_c5_2, align 64
-  %4631 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4632 = add nsw i64 %4631, 5
-  %4633 = mul nsw i64 %4632, 12544
-  %4634 = add nsw i64 1129744, %4633
-  %4635 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4636 = add nsw i64 %4634, %4635
-  %4637 = add nsw i64 %4636, 32
-  %arena1414 = getelementptr inbounds float, ptr %arena, i64 %4637
-  store <16 x float> %t201_c5_21413, ptr %arena1414, align 4
-  %t201_c5_31415 = load <16 x float>, ptr %pool1_grad.t201_c5_3, align 64
-  %4638 = mul nsw i64 %pool1_grad.mb2001319, 6
-  %4639 = add nsw i64 %4638, 5
-  %4640 = mul nsw i64 %4639, 12544
-  %4641 = add nsw i64 1129744, %4640
-  %4642 = mul nsw i64 %pool1_grad.nb1991318, 64
-  %4643 = add nsw i64 %4641, %4642
-  %4644 = add nsw i64 %4643, 48
-  %arena1416 = getelementptr inbounds float, ptr %arena, i64 %4644
-  store <16 x float> %t201_c5_31415, ptr %arena1416, align 4
-  %mb200.next = add nsw i64 %pool1_grad.mb2001319, 1
-  %4645 = icmp slt i64 %mb200.next, 24
-  br i1 %4645, label %pool1_grad.mb200, label %pool1_grad.mb200.end
+pool1_grad.j202.end:                              ; preds = %pool1_grad.c203.end
+  %g194.next = add nsw i64 %pool1_grad.g1941310, 1
+  %4644 = icmp slt i64 %g194.next, 1
+  br i1 %4644, label %pool1_grad.g194, label %pool1_grad.g194.end
 
-pool1_grad.j203:                                  ; preds = %pool1_grad.c204.end, %pool1_grad.nb199.end
-  %pool1_grad.j2031417 = phi i64 [ 0, %pool1_grad.nb199.end ], [ %j203.next, %pool1_grad.c204.end ]
-  br label %pool1_grad.c204
+pool1_grad.c203:                                  ; preds = %pool1_grad.iy265.end, %pool1_grad.j202
+  %pool1_grad.c2031416 = phi i64 [ 0, %pool1_grad.j202 ], [ %c203.next, %pool1_grad.iy265.end ]
+  br label %pool1_grad.iy204
 
-pool1_grad.j203.end:                              ; preds = %pool1_grad.c204.end
-  %g195.next = add nsw i64 %pool1_grad.g1951312, 1
-  %4646 = icmp slt i64 %g195.next, 1
-  br i1 %4646, label %pool1_grad.g195, label %pool1_grad.g195.end
+pool1_grad.c203.end:                              ; preds = %pool1_grad.iy265.end
+  %j202.next = add nsw i64 %pool1_grad.j2021415, 1
+  %4645 = icmp slt i64 %j202.next, 64
+  br i1 %4645, label %pool1_grad.j202, label %pool1_grad.j202.end
 
-pool1_grad.c204:                                  ; preds = %pool1_grad.ky205.end, %pool1_grad.j203
-  %pool1_grad.c2041418 = phi i64 [ 0, %pool1_grad.j203 ], [ %c204.next, %pool1_grad.ky205.end ]
-  br label %pool1_grad.ky205
+pool1_grad.iy204:                                 ; preds = %pool1_grad.ix205.end, %pool1_grad.c203
+  %pool1_grad.iy2041417 = phi i64 [ 0, %pool1_grad.c203 ], [ %iy204.next, %pool1_grad.ix205.end ]
+  br label %pool1_grad.ix205
 
-pool1_grad.c204.end:                              ; preds = %pool1_grad.ky205.end
-  %j203.next = add nsw i64 %pool1_grad.j2031417, 1
-  %4647 = icmp slt i64 %j203.next, 64
-  br i1 %4647, label %pool1_grad.j203, label %pool1_grad.j203.end
+pool1_grad.iy204.end:                             ; preds = %pool1_grad.ix205.end
+  br label %pool1_grad.iy210
 
-pool1_grad.ky205:                                 ; preds = %pool1_grad.oy210.end, %pool1_grad.c204
-  %pool1_grad.ky2051419 = phi i64 [ 0, %pool1_grad.c204 ], [ %ky205.next, %pool1_grad.oy210.end ]
-  br label %pool1_grad.oy206
-
-pool1_grad.ky205.end:                             ; preds = %pool1_grad.oy210.end
-  %c204.next = add nsw i64 %pool1_grad.c2041418, 1
-  %4648 = icmp slt i64 %c204.next, 16
-  br i1 %4648, label %pool1_grad.c204, label %pool1_grad.c204.end
-
-pool1_grad.oy206:                                 ; preds = %pool1_grad.endif, %pool1_grad.ky205
-  %pool1_grad.oy2061420 = phi i64 [ 0, %pool1_grad.ky205 ], [ %oy206.next, %pool1_grad.endif ]
-  %4649 = add nsw i64 %pool1_grad.oy2061420, %pool1_grad.ky2051419
-  %4650 = add nsw i64 %4649, -1
-  %4651 = icmp slt i64 -1, %4650
-  %4652 = add nsw i64 %pool1_grad.oy2061420, %pool1_grad.ky2051419
-  %4653 = add nsw i64 %4652, -1
-  %4654 = icmp slt i64 %4653, 14
-  %4655 = and i1 %4651, %4654
-  br i1 %4655, label %pool1_grad.then, label %pool1_grad.endif
-
-pool1_grad.oy206.end:                             ; preds = %pool1_grad.endif
-  br label %pool1_grad.oy208
-
-pool1_grad.then:                                  ; preds = %pool1_grad.oy206
-  br label %pool1_grad.ox207
-
-pool1_grad.endif:                                 ; preds = %pool1_grad.ox207.end, %pool1_grad.oy206
-  %oy206.next = add nsw i64 %pool1_grad.oy2061420, 1
-  %4656 = icmp slt i64 %oy206.next, 14
-  br i1 %4656, label %pool1_grad.oy206, label %pool1_grad.oy206.end
-
-pool1_grad.ox207:                                 ; preds = %pool1_grad.ox207, %pool1_grad.then
-  %pool1_grad.ox2071421 = phi i64 [ 0, %pool1_grad.then ], [ %ox207.next, %pool1_grad.ox207 ]
-  %4657 = mul nsw i64 %pool1_grad.g1951312, 64
-  %4658 = add nsw i64 %4657, %pool1_grad.j2031417
-  %4659 = mul nsw i64 %4658, 3136
-  %4660 = add nsw i64 401408, %4659
-  %4661 = mul nsw i64 %pool1_grad.c2041418, 196
+pool1_grad.ix205:                                 ; preds = %pool1_grad.ix205, %pool1_grad.iy204
+  %pool1_grad.ix2051418 = phi i64 [ 0, %pool1_grad.iy204 ], [ %ix205.next, %pool1_grad.ix205 ]
+  %4646 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4647 = mul nsw i64 %4646, 12544
+  %4648 = add nsw i64 1129744, %4647
+  %4649 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4650 = add nsw i64 %4648, %4649
+  %4651 = add nsw i64 %pool1_grad.iy2041417, 1
+  %4652 = mul nsw i64 %4651, 14
+  %4653 = add nsw i64 %4650, %4652
+  %4654 = add nsw i64 %4653, 1
+  %4655 = add nsw i64 %4654, %pool1_grad.ix2051418
+  %arena1419 = getelementptr inbounds float, ptr %arena, i64 %4655
+  %4656 = load float, ptr %arena1419, align 4
+  store float %4656, ptr %pool1_grad.sum206, align 4
+  %sum206 = load float, ptr %pool1_grad.sum206, align 4
+  %4657 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4658 = add nsw i64 %4657, 1
+  %4659 = mul nsw i64 %4658, 12544
+  %4660 = add nsw i64 1129744, %4659
+  %4661 = mul nsw i64 %pool1_grad.j2021415, 196
   %4662 = add nsw i64 %4660, %4661
-  %4663 = add nsw i64 %pool1_grad.oy2061420, %pool1_grad.ky2051419
-  %4664 = add nsw i64 %4663, -1
-  %4665 = mul nsw i64 %4664, 14
-  %4666 = add nsw i64 %4662, %4665
-  %4667 = add nsw i64 %pool1_grad.ox2071421, 1
-  %4668 = add nsw i64 %4667, -1
-  %4669 = add nsw i64 %4666, %4668
-  %arena1422 = getelementptr inbounds float, ptr %arena, i64 %4669
-  %4670 = load float, ptr %arena1422, align 4
-  %4671 = mul nsw i64 %pool1_grad.c2041418, 3
-  %4672 = add nsw i64 %4671, %pool1_grad.ky2051419
-  %4673 = mul nsw i64 %4672, 3
-  %4674 = mul nsw i64 %4673, 12544
-  %4675 = add nsw i64 1129744, %4674
-  %4676 = mul nsw i64 %pool1_grad.j2031417, 196
-  %4677 = add nsw i64 %4675, %4676
-  %4678 = mul nsw i64 %pool1_grad.oy2061420, 14
-  %4679 = add nsw i64 %pool1_grad.ox2071421, 1
-  %4680 = add nsw i64 %4678, %4679
-  %4681 = add nsw i64 %4677, %4680
-  %arena1423 = getelementptr inbounds float, ptr %arena, i64 %4681
-  %4682 = load float, ptr %arena1423, align 4
-  %4683 = fadd float %4670, %4682
-  store float %4683, ptr %arena1422, align 4
-  %ox207.next = add nsw i64 %pool1_grad.ox2071421, 1
-  %4684 = icmp slt i64 %ox207.next, 13
-  br i1 %4684, label %pool1_grad.ox207, label %pool1_grad.ox207.end
+  %4663 = add nsw i64 %pool1_grad.iy2041417, 1
+  %4664 = mul nsw i64 %4663, 14
+  %4665 = add nsw i64 %4662, %4664
+  %4666 = add nsw i64 %4665, %pool1_grad.ix2051418
+  %arena1420 = getelementptr inbounds float, ptr %arena, i64 %4666
+  %4667 = load float, ptr %arena1420, align 4
+  %4668 = fadd float %sum206, %4667
+  store float %4668, ptr %pool1_grad.sum207, align 4
+  %sum207 = load float, ptr %pool1_grad.sum207, align 4
+  %4669 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4670 = add nsw i64 %4669, 3
+  %4671 = mul nsw i64 %4670, 12544
+  %4672 = add nsw i64 1129744, %4671
+  %4673 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4674 = add nsw i64 %4672, %4673
+  %4675 = mul nsw i64 %pool1_grad.iy2041417, 14
+  %4676 = add nsw i64 %4674, %4675
+  %4677 = add nsw i64 %4676, 1
+  %4678 = add nsw i64 %4677, %pool1_grad.ix2051418
+  %arena1421 = getelementptr inbounds float, ptr %arena, i64 %4678
+  %4679 = load float, ptr %arena1421, align 4
+  %4680 = fadd float %sum207, %4679
+  store float %4680, ptr %pool1_grad.sum208, align 4
+  %sum208 = load float, ptr %pool1_grad.sum208, align 4
+  %4681 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4682 = add nsw i64 %4681, 4
+  %4683 = mul nsw i64 %4682, 12544
+  %4684 = add nsw i64 1129744, %4683
+  %4685 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4686 = add nsw i64 %4684, %4685
+  %4687 = mul nsw i64 %pool1_grad.iy2041417, 14
+  %4688 = add nsw i64 %4686, %4687
+  %4689 = add nsw i64 %4688, %pool1_grad.ix2051418
+  %arena1422 = getelementptr inbounds float, ptr %arena, i64 %4689
+  %4690 = load float, ptr %arena1422, align 4
+  %4691 = fadd float %sum208, %4690
+  store float %4691, ptr %pool1_grad.sum209, align 4
+  %sum209 = load float, ptr %pool1_grad.sum209, align 4
+  %4692 = mul nsw i64 %pool1_grad.g1941310, 64
+  %4693 = add nsw i64 %4692, %pool1_grad.j2021415
+  %4694 = mul nsw i64 %4693, 3136
+  %4695 = add nsw i64 401408, %4694
+  %4696 = mul nsw i64 %pool1_grad.c2031416, 196
+  %4697 = add nsw i64 %4695, %4696
+  %4698 = mul nsw i64 %pool1_grad.iy2041417, 14
+  %4699 = add nsw i64 %4697, %4698
+  %4700 = add nsw i64 %4699, %pool1_grad.ix2051418
+  %arena1423 = getelementptr inbounds float, ptr %arena, i64 %4700
+  store float %sum209, ptr %arena1423, align 4
+  %ix205.next = add nsw i64 %pool1_grad.ix2051418, 1
+  %4701 = icmp slt i64 %ix205.next, 1
+  br i1 %4701, label %pool1_grad.ix205, label %pool1_grad.ix205.end
 
-pool1_grad.ox207.end:                             ; preds = %pool1_grad.ox207
-  br label %pool1_grad.endif
+pool1_grad.ix205.end:                             ; preds = %pool1_grad.ix205
+  %iy204.next = add nsw i64 %pool1_grad.iy2041417, 1
+  %4702 = icmp slt i64 %iy204.next, 1
+  br i1 %4702, label %pool1_grad.iy204, label %pool1_grad.iy204.end
 
-pool1_grad.oy208:                                 ; preds = %pool1_grad.endif1426, %pool1_grad.oy206.end
-  %pool1_grad.oy2081424 = phi i64 [ 0, %pool1_grad.oy206.end ], [ %oy208.next, %pool1_grad.endif1426 ]
-  %4685 = add nsw i64 %pool1_grad.oy2081424, %pool1_grad.ky2051419
-  %4686 = add nsw i64 %4685, -1
-  %4687 = icmp slt i64 -1, %4686
-  %4688 = add nsw i64 %pool1_grad.oy2081424, %pool1_grad.ky2051419
-  %4689 = add nsw i64 %4688, -1
-  %4690 = icmp slt i64 %4689, 14
-  %4691 = and i1 %4687, %4690
-  br i1 %4691, label %pool1_grad.then1425, label %pool1_grad.endif1426
+pool1_grad.iy210:                                 ; preds = %pool1_grad.ix211.end, %pool1_grad.iy204.end
+  %pool1_grad.iy2101424 = phi i64 [ 0, %pool1_grad.iy204.end ], [ %iy210.next, %pool1_grad.ix211.end ]
+  br label %pool1_grad.ix211
 
-pool1_grad.oy208.end:                             ; preds = %pool1_grad.endif1426
-  br label %pool1_grad.oy210
+pool1_grad.iy210.end:                             ; preds = %pool1_grad.ix211.end
+  br label %pool1_grad.iy218
 
-pool1_grad.then1425:                              ; preds = %pool1_grad.oy208
-  br label %pool1_grad.ox209
+pool1_grad.ix211:                                 ; preds = %pool1_grad.ix211, %pool1_grad.iy210
+  %pool1_grad.ix2111425 = phi i64 [ 0, %pool1_grad.iy210 ], [ %ix211.next, %pool1_grad.ix211 ]
+  %4703 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4704 = mul nsw i64 %4703, 12544
+  %4705 = add nsw i64 1129744, %4704
+  %4706 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4707 = add nsw i64 %4705, %4706
+  %4708 = add nsw i64 %pool1_grad.iy2101424, 1
+  %4709 = mul nsw i64 %4708, 14
+  %4710 = add nsw i64 %4707, %4709
+  %4711 = add nsw i64 %4710, 2
+  %4712 = add nsw i64 %4711, %pool1_grad.ix2111425
+  %arena1426 = getelementptr inbounds float, ptr %arena, i64 %4712
+  %4713 = load float, ptr %arena1426, align 4
+  store float %4713, ptr %pool1_grad.sum212, align 4
+  %sum212 = load float, ptr %pool1_grad.sum212, align 4
+  %4714 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4715 = add nsw i64 %4714, 1
+  %4716 = mul nsw i64 %4715, 12544
+  %4717 = add nsw i64 1129744, %4716
+  %4718 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4719 = add nsw i64 %4717, %4718
+  %4720 = add nsw i64 %pool1_grad.iy2101424, 1
+  %4721 = mul nsw i64 %4720, 14
+  %4722 = add nsw i64 %4719, %4721
+  %4723 = add nsw i64 %4722, 1
+  %4724 = add nsw i64 %4723, %pool1_grad.ix2111425
+  %arena1427 = getelementptr inbounds float, ptr %arena, i64 %4724
+  %4725 = load float, ptr %arena1427, align 4
+  %4726 = fadd float %sum212, %4725
+  store float %4726, ptr %pool1_grad.sum213, align 4
+  %sum213 = load float, ptr %pool1_grad.sum213, align 4
+  %4727 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4728 = add nsw i64 %4727, 2
+  %4729 = mul nsw i64 %4728, 12544
+  %4730 = add nsw i64 1129744, %4729
+  %4731 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4732 = add nsw i64 %4730, %4731
+  %4733 = add nsw i64 %pool1_grad.iy2101424, 1
+  %4734 = mul nsw i64 %4733, 14
+  %4735 = add nsw i64 %4732, %4734
+  %4736 = add nsw i64 %4735, %pool1_grad.ix2111425
+  %arena1428 = getelementptr inbounds float, ptr %arena, i64 %4736
+  %4737 = load float, ptr %arena1428, align 4
+  %4738 = fadd float %sum213, %4737
+  store float %4738, ptr %pool1_grad.sum214, align 4
+  %sum214 = load float, ptr %pool1_grad.sum214, align 4
+  %4739 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4740 = add nsw i64 %4739, 3
+  %4741 = mul nsw i64 %4740, 12544
+  %4742 = add nsw i64 1129744, %4741
+  %4743 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4744 = add nsw i64 %4742, %4743
+  %4745 = mul nsw i64 %pool1_grad.iy2101424, 14
+  %4746 = add nsw i64 %4744, %4745
+  %4747 = add nsw i64 %4746, 2
+  %4748 = add nsw i64 %4747, %pool1_grad.ix2111425
+  %arena1429 = getelementptr inbounds float, ptr %arena, i64 %4748
+  %4749 = load float, ptr %arena1429, align 4
+  %4750 = fadd float %sum214, %4749
+  store float %4750, ptr %pool1_grad.sum215, align 4
+  %sum215 = load float, ptr %pool1_grad.sum215, align 4
+  %4751 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4752 = add nsw i64 %4751, 4
+  %4753 = mul nsw i64 %4752, 12544
+  %4754 = add nsw i64 1129744, %4753
+  %4755 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4756 = add nsw i64 %4754, %4755
+  %4757 = mul nsw i64 %pool1_grad.iy2101424, 14
+  %4758 = add nsw i64 %4756, %4757
+  %4759 = add nsw i64 %4758, 1
+  %4760 = add nsw i64 %4759, %pool1_grad.ix2111425
+  %arena1430 = getelementptr inbounds float, ptr %arena, i64 %4760
+  %4761 = load float, ptr %arena1430, align 4
+  %4762 = fadd float %sum215, %4761
+  store float %4762, ptr %pool1_grad.sum216, align 4
+  %sum216 = load float, ptr %pool1_grad.sum216, align 4
+  %4763 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4764 = add nsw i64 %4763, 5
+  %4765 = mul nsw i64 %4764, 12544
+  %4766 = add nsw i64 1129744, %4765
+  %4767 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4768 = add nsw i64 %4766, %4767
+  %4769 = mul nsw i64 %pool1_grad.iy2101424, 14
+  %4770 = add nsw i64 %4768, %4769
+  %4771 = add nsw i64 %4770, %pool1_grad.ix2111425
+  %arena1431 = getelementptr inbounds float, ptr %arena, i64 %4771
+  %4772 = load float, ptr %arena1431, align 4
+  %4773 = fadd float %sum216, %4772
+  store float %4773, ptr %pool1_grad.sum217, align 4
+  %sum217 = load float, ptr %pool1_grad.sum217, align 4
+  %4774 = mul nsw i64 %pool1_grad.g1941310, 64
+  %4775 = add nsw i64 %4774, %pool1_grad.j2021415
+  %4776 = mul nsw i64 %4775, 3136
+  %4777 = add nsw i64 401408, %4776
+  %4778 = mul nsw i64 %pool1_grad.c2031416, 196
+  %4779 = add nsw i64 %4777, %4778
+  %4780 = mul nsw i64 %pool1_grad.iy2101424, 14
+  %4781 = add nsw i64 %4779, %4780
+  %4782 = add nsw i64 %4781, 1
+  %4783 = add nsw i64 %4782, %pool1_grad.ix2111425
+  %arena1432 = getelementptr inbounds float, ptr %arena, i64 %4783
+  store float %sum217, ptr %arena1432, align 4
+  %ix211.next = add nsw i64 %pool1_grad.ix2111425, 1
+  %4784 = icmp slt i64 %ix211.next, 12
+  br i1 %4784, label %pool1_grad.ix211, label %pool1_grad.ix211.end
 
-pool1_grad.endif1426:                             ; preds = %pool1_grad.ox209.end, %pool1_grad.oy208
-  %oy208.next = add nsw i64 %pool1_grad.oy2081424, 1
-  %4692 = icmp slt i64 %oy208.next, 14
-  br i1 %4692, label %pool1_grad.oy208, label %pool1_grad.oy208.end
+pool1_grad.ix211.end:                             ; preds = %pool1_grad.ix211
+  %iy210.next = add nsw i64 %pool1_grad.iy2101424, 1
+  %4785 = icmp slt i64 %iy210.next, 1
+  br i1 %4785, label %pool1_grad.iy210, label %pool1_grad.iy210.end
 
-pool1_grad.ox209:                                 ; preds = %pool1_grad.ox209, %pool1_grad.then1425
-  %pool1_grad.ox2091427 = phi i64 [ 0, %pool1_grad.then1425 ], [ %ox209.next, %pool1_grad.ox209 ]
-  %4693 = mul nsw i64 %pool1_grad.g1951312, 64
-  %4694 = add nsw i64 %4693, %pool1_grad.j2031417
-  %4695 = mul nsw i64 %4694, 3136
-  %4696 = add nsw i64 401408, %4695
-  %4697 = mul nsw i64 %pool1_grad.c2041418, 196
-  %4698 = add nsw i64 %4696, %4697
-  %4699 = add nsw i64 %pool1_grad.oy2081424, %pool1_grad.ky2051419
-  %4700 = add nsw i64 %4699, -1
-  %4701 = mul nsw i64 %4700, 14
-  %4702 = add nsw i64 %4698, %4701
-  %4703 = add nsw i64 %4702, %pool1_grad.ox2091427
-  %arena1428 = getelementptr inbounds float, ptr %arena, i64 %4703
-  %4704 = load float, ptr %arena1428, align 4
-  %4705 = mul nsw i64 %pool1_grad.c2041418, 3
-  %4706 = add nsw i64 %4705, %pool1_grad.ky2051419
-  %4707 = mul nsw i64 %4706, 3
-  %4708 = add nsw i64 %4707, 1
-  %4709 = mul nsw i64 %4708, 12544
-  %4710 = add nsw i64 1129744, %4709
-  %4711 = mul nsw i64 %pool1_grad.j2031417, 196
-  %4712 = add nsw i64 %4710, %4711
-  %4713 = mul nsw i64 %pool1_grad.oy2081424, 14
-  %4714 = add nsw i64 %4713, %pool1_grad.ox2091427
-  %4715 = add nsw i64 %4712, %4714
-  %arena1429 = getelementptr inbounds float, ptr %arena, i64 %4715
-  %4716 = load float, ptr %arena1429, align 4
-  %4717 = fadd float %4704, %4716
-  store float %4717, ptr %arena1428, align 4
-  %ox209.next = add nsw i64 %pool1_grad.ox2091427, 1
-  %4718 = icmp slt i64 %ox209.next, 14
-  br i1 %4718, label %pool1_grad.ox209, label %pool1_grad.ox209.end
+pool1_grad.iy218:                                 ; preds = %pool1_grad.ix219.end, %pool1_grad.iy210.end
+  %pool1_grad.iy2181433 = phi i64 [ 0, %pool1_grad.iy210.end ], [ %iy218.next, %pool1_grad.ix219.end ]
+  br label %pool1_grad.ix219
 
-pool1_grad.ox209.end:                             ; preds = %pool1_grad.ox209
-  br label %pool1_grad.endif1426
+pool1_grad.iy218.end:                             ; preds = %pool1_grad.ix219.end
+  br label %pool1_grad.iy224
 
-pool1_grad.oy210:                                 ; preds = %pool1_grad.endif1432, %pool1_grad.oy208.end
-  %pool1_grad.oy2101430 = phi i64 [ 0, %pool1_grad.oy208.end ], [ %oy210.next, %pool1_grad.endif1432 ]
-  %4719 = add nsw i64 %pool1_grad.oy2101430, %pool1_grad.ky2051419
-  %4720 = add nsw i64 %4719, -1
-  %4721 = icmp slt i64 -1, %4720
-  %4722 = add nsw i64 %pool1_grad.oy2101430, %pool1_grad.ky2051419
-  %4723 = add nsw i64 %4722, -1
-  %4724 = icmp slt i64 %4723, 14
-  %4725 = and i1 %4721, %4724
-  br i1 %4725, label %pool1_grad.then1431, label %pool1_grad.endif1432
+pool1_grad.ix219:                                 ; preds = %pool1_grad.ix219, %pool1_grad.iy218
+  %pool1_grad.ix2191434 = phi i64 [ 0, %pool1_grad.iy218 ], [ %ix219.next, %pool1_grad.ix219 ]
+  %4786 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4787 = add nsw i64 %4786, 1
+  %4788 = mul nsw i64 %4787, 12544
+  %4789 = add nsw i64 1129744, %4788
+  %4790 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4791 = add nsw i64 %4789, %4790
+  %4792 = add nsw i64 %pool1_grad.iy2181433, 1
+  %4793 = mul nsw i64 %4792, 14
+  %4794 = add nsw i64 %4791, %4793
+  %4795 = add nsw i64 %4794, 13
+  %4796 = add nsw i64 %4795, %pool1_grad.ix2191434
+  %arena1435 = getelementptr inbounds float, ptr %arena, i64 %4796
+  %4797 = load float, ptr %arena1435, align 4
+  store float %4797, ptr %pool1_grad.sum220, align 4
+  %sum220 = load float, ptr %pool1_grad.sum220, align 4
+  %4798 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4799 = add nsw i64 %4798, 2
+  %4800 = mul nsw i64 %4799, 12544
+  %4801 = add nsw i64 1129744, %4800
+  %4802 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4803 = add nsw i64 %4801, %4802
+  %4804 = add nsw i64 %pool1_grad.iy2181433, 1
+  %4805 = mul nsw i64 %4804, 14
+  %4806 = add nsw i64 %4803, %4805
+  %4807 = add nsw i64 %4806, 12
+  %4808 = add nsw i64 %4807, %pool1_grad.ix2191434
+  %arena1436 = getelementptr inbounds float, ptr %arena, i64 %4808
+  %4809 = load float, ptr %arena1436, align 4
+  %4810 = fadd float %sum220, %4809
+  store float %4810, ptr %pool1_grad.sum221, align 4
+  %sum221 = load float, ptr %pool1_grad.sum221, align 4
+  %4811 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4812 = add nsw i64 %4811, 4
+  %4813 = mul nsw i64 %4812, 12544
+  %4814 = add nsw i64 1129744, %4813
+  %4815 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4816 = add nsw i64 %4814, %4815
+  %4817 = mul nsw i64 %pool1_grad.iy2181433, 14
+  %4818 = add nsw i64 %4816, %4817
+  %4819 = add nsw i64 %4818, 13
+  %4820 = add nsw i64 %4819, %pool1_grad.ix2191434
+  %arena1437 = getelementptr inbounds float, ptr %arena, i64 %4820
+  %4821 = load float, ptr %arena1437, align 4
+  %4822 = fadd float %sum221, %4821
+  store float %4822, ptr %pool1_grad.sum222, align 4
+  %sum222 = load float, ptr %pool1_grad.sum222, align 4
+  %4823 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4824 = add nsw i64 %4823, 5
+  %4825 = mul nsw i64 %4824, 12544
+  %4826 = add nsw i64 1129744, %4825
+  %4827 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4828 = add nsw i64 %4826, %4827
+  %4829 = mul nsw i64 %pool1_grad.iy2181433, 14
+  %4830 = add nsw i64 %4828, %4829
+  %4831 = add nsw i64 %4830, 12
+  %4832 = add nsw i64 %4831, %pool1_grad.ix2191434
+  %arena1438 = getelementptr inbounds float, ptr %arena, i64 %4832
+  %4833 = load float, ptr %arena1438, align 4
+  %4834 = fadd float %sum222, %4833
+  store float %4834, ptr %pool1_grad.sum223, align 4
+  %sum223 = load float, ptr %pool1_grad.sum223, align 4
+  %4835 = mul nsw i64 %pool1_grad.g1941310, 64
+  %4836 = add nsw i64 %4835, %pool1_grad.j2021415
+  %4837 = mul nsw i64 %4836, 3136
+  %4838 = add nsw i64 401408, %4837
+  %4839 = mul nsw i64 %pool1_grad.c2031416, 196
+  %4840 = add nsw i64 %4838, %4839
+  %4841 = mul nsw i64 %pool1_grad.iy2181433, 14
+  %4842 = add nsw i64 %4840, %4841
+  %4843 = add nsw i64 %4842, 13
+  %4844 = add nsw i64 %4843, %pool1_grad.ix2191434
+  %arena1439 = getelementptr inbounds float, ptr %arena, i64 %4844
+  store float %sum223, ptr %arena1439, align 4
+  %ix219.next = add nsw i64 %pool1_grad.ix2191434, 1
+  %4845 = icmp slt i64 %ix219.next, 1
+  br i1 %4845, label %pool1_grad.ix219, label %pool1_grad.ix219.end
 
-pool1_grad.oy210.end:                             ; preds = %pool1_grad.endif1432
-  %ky205.next = add nsw i64 %pool1_grad.ky2051419, 1
-  %4726 = icmp slt i64 %ky205.next, 3
-  br i1 %4726, label %pool1_grad.ky205, label %pool1_grad.ky205.end
+pool1_grad.ix219.end:                             ; preds = %pool1_grad.ix219
+  %iy218.next = add nsw i64 %pool1_grad.iy2181433, 1
+  %4846 = icmp slt i64 %iy218.next, 1
+  br i1 %4846, label %pool1_grad.iy218, label %pool1_grad.iy218.end
 
-pool1_grad.then1431:                              ; preds = %pool1_grad.oy210
-  br label %pool1_grad.ox211
+pool1_grad.iy224:                                 ; preds = %pool1_grad.ix225.end, %pool1_grad.iy218.end
+  %pool1_grad.iy2241440 = phi i64 [ 0, %pool1_grad.iy218.end ], [ %iy224.next, %pool1_grad.ix225.end ]
+  br label %pool1_grad.ix225
 
-pool1_grad.endif1432:                             ; preds = %pool1_grad.ox211.end, %pool1_grad.oy210
-  %oy210.next = add nsw i64 %pool1_grad.oy2101430, 1
-  %4727 = icmp slt i64 %oy210.next, 14
-  br i1 %4727, label %pool1_grad.oy210, label %pool1_grad.oy210.end
+pool1_grad.iy224.end:                             ; preds = %pool1_grad.ix225.end
+  br label %pool1_grad.iy232
 
-pool1_grad.ox211:                                 ; preds = %pool1_grad.ox211, %pool1_grad.then1431
-  %pool1_grad.ox2111433 = phi i64 [ 0, %pool1_grad.then1431 ], [ %ox211.next, %pool1_grad.ox211 ]
-  %4728 = mul nsw i64 %pool1_grad.g1951312, 64
-  %4729 = add nsw i64 %4728, %pool1_grad.j2031417
-  %4730 = mul nsw i64 %4729, 3136
-  %4731 = add nsw i64 401408, %4730
-  %4732 = mul nsw i64 %pool1_grad.c2041418, 196
-  %4733 = add nsw i64 %4731, %4732
-  %4734 = add nsw i64 %pool1_grad.oy2101430, %pool1_grad.ky2051419
-  %4735 = add nsw i64 %4734, -1
-  %4736 = mul nsw i64 %4735, 14
-  %4737 = add nsw i64 %4733, %4736
-  %4738 = add nsw i64 %pool1_grad.ox2111433, 1
-  %4739 = add nsw i64 %4737, %4738
-  %arena1434 = getelementptr inbounds float, ptr %arena, i64 %4739
-  %4740 = load float, ptr %arena1434, align 4
-  %4741 = mul nsw i64 %pool1_grad.c2041418, 3
-  %4742 = add nsw i64 %4741, %pool1_grad.ky2051419
-  %4743 = mul nsw i64 %4742, 3
-  %4744 = add nsw i64 %4743, 2
-  %4745 = mul nsw i64 %4744, 12544
-  %4746 = add nsw i64 1129744, %4745
-  %4747 = mul nsw i64 %pool1_grad.j2031417, 196
-  %4748 = add nsw i64 %4746, %4747
-  %4749 = mul nsw i64 %pool1_grad.oy2101430, 14
-  %4750 = add nsw i64 %4749, %pool1_grad.ox2111433
-  %4751 = add nsw i64 %4748, %4750
-  %arena1435 = getelementptr inbounds float, ptr %arena, i64 %4751
-  %4752 = load float, ptr %arena1435, align 4
-  %4753 = fadd float %4740, %4752
-  store float %4753, ptr %arena1434, align 4
-  %ox211.next = add nsw i64 %pool1_grad.ox2111433, 1
-  %4754 = icmp slt i64 %ox211.next, 13
-  br i1 %4754, label %pool1_grad.ox211, label %pool1_grad.ox211.end
+pool1_grad.ix225:                                 ; preds = %pool1_grad.ix225, %pool1_grad.iy224
+  %pool1_grad.ix2251441 = phi i64 [ 0, %pool1_grad.iy224 ], [ %ix225.next, %pool1_grad.ix225 ]
+  %4847 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4848 = mul nsw i64 %4847, 12544
+  %4849 = add nsw i64 1129744, %4848
+  %4850 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4851 = add nsw i64 %4849, %4850
+  %4852 = add nsw i64 %pool1_grad.iy2241440, 1
+  %4853 = add nsw i64 %4852, 1
+  %4854 = mul nsw i64 %4853, 14
+  %4855 = add nsw i64 %4851, %4854
+  %4856 = add nsw i64 %4855, 1
+  %4857 = add nsw i64 %4856, %pool1_grad.ix2251441
+  %arena1442 = getelementptr inbounds float, ptr %arena, i64 %4857
+  %4858 = load float, ptr %arena1442, align 4
+  store float %4858, ptr %pool1_grad.sum226, align 4
+  %sum226 = load float, ptr %pool1_grad.sum226, align 4
+  %4859 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4860 = add nsw i64 %4859, 1
+  %4861 = mul nsw i64 %4860, 12544
+  %4862 = add nsw i64 1129744, %4861
+  %4863 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4864 = add nsw i64 %4862, %4863
+  %4865 = add nsw i64 %pool1_grad.iy2241440, 1
+  %4866 = add nsw i64 %4865, 1
+  %4867 = mul nsw i64 %4866, 14
+  %4868 = add nsw i64 %4864, %4867
+  %4869 = add nsw i64 %4868, %pool1_grad.ix2251441
+  %arena1443 = getelementptr inbounds float, ptr %arena, i64 %4869
+  %4870 = load float, ptr %arena1443, align 4
+  %4871 = fadd float %sum226, %4870
+  store float %4871, ptr %pool1_grad.sum227, align 4
+  %sum227 = load float, ptr %pool1_grad.sum227, align 4
+  %4872 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4873 = add nsw i64 %4872, 3
+  %4874 = mul nsw i64 %4873, 12544
+  %4875 = add nsw i64 1129744, %4874
+  %4876 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4877 = add nsw i64 %4875, %4876
+  %4878 = add nsw i64 %pool1_grad.iy2241440, 1
+  %4879 = mul nsw i64 %4878, 14
+  %4880 = add nsw i64 %4877, %4879
+  %4881 = add nsw i64 %4880, 1
+  %4882 = add nsw i64 %4881, %pool1_grad.ix2251441
+  %arena1444 = getelementptr inbounds float, ptr %arena, i64 %4882
+  %4883 = load float, ptr %arena1444, align 4
+  %4884 = fadd float %sum227, %4883
+  store float %4884, ptr %pool1_grad.sum228, align 4
+  %sum228 = load float, ptr %pool1_grad.sum228, align 4
+  %4885 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4886 = add nsw i64 %4885, 4
+  %4887 = mul nsw i64 %4886, 12544
+  %4888 = add nsw i64 1129744, %4887
+  %4889 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4890 = add nsw i64 %4888, %4889
+  %4891 = add nsw i64 %pool1_grad.iy2241440, 1
+  %4892 = mul nsw i64 %4891, 14
+  %4893 = add nsw i64 %4890, %4892
+  %4894 = add nsw i64 %4893, %pool1_grad.ix2251441
+  %arena1445 = getelementptr inbounds float, ptr %arena, i64 %4894
+  %4895 = load float, ptr %arena1445, align 4
+  %4896 = fadd float %sum228, %4895
+  store float %4896, ptr %pool1_grad.sum229, align 4
+  %sum229 = load float, ptr %pool1_grad.sum229, align 4
+  %4897 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4898 = add nsw i64 %4897, 6
+  %4899 = mul nsw i64 %4898, 12544
+  %4900 = add nsw i64 1129744, %4899
+  %4901 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4902 = add nsw i64 %4900, %4901
+  %4903 = add nsw i64 %pool1_grad.iy2241440, 1
+  %4904 = add nsw i64 %4903, -1
+  %4905 = mul nsw i64 %4904, 14
+  %4906 = add nsw i64 %4902, %4905
+  %4907 = add nsw i64 %4906, 1
+  %4908 = add nsw i64 %4907, %pool1_grad.ix2251441
+  %arena1446 = getelementptr inbounds float, ptr %arena, i64 %4908
+  %4909 = load float, ptr %arena1446, align 4
+  %4910 = fadd float %sum229, %4909
+  store float %4910, ptr %pool1_grad.sum230, align 4
+  %sum230 = load float, ptr %pool1_grad.sum230, align 4
+  %4911 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4912 = add nsw i64 %4911, 7
+  %4913 = mul nsw i64 %4912, 12544
+  %4914 = add nsw i64 1129744, %4913
+  %4915 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4916 = add nsw i64 %4914, %4915
+  %4917 = add nsw i64 %pool1_grad.iy2241440, 1
+  %4918 = add nsw i64 %4917, -1
+  %4919 = mul nsw i64 %4918, 14
+  %4920 = add nsw i64 %4916, %4919
+  %4921 = add nsw i64 %4920, %pool1_grad.ix2251441
+  %arena1447 = getelementptr inbounds float, ptr %arena, i64 %4921
+  %4922 = load float, ptr %arena1447, align 4
+  %4923 = fadd float %sum230, %4922
+  store float %4923, ptr %pool1_grad.sum231, align 4
+  %sum231 = load float, ptr %pool1_grad.sum231, align 4
+  %4924 = mul nsw i64 %pool1_grad.g1941310, 64
+  %4925 = add nsw i64 %4924, %pool1_grad.j2021415
+  %4926 = mul nsw i64 %4925, 3136
+  %4927 = add nsw i64 401408, %4926
+  %4928 = mul nsw i64 %pool1_grad.c2031416, 196
+  %4929 = add nsw i64 %4927, %4928
+  %4930 = add nsw i64 %pool1_grad.iy2241440, 1
+  %4931 = mul nsw i64 %4930, 14
+  %4932 = add nsw i64 %4929, %4931
+  %4933 = add nsw i64 %4932, %pool1_grad.ix2251441
+  %arena1448 = getelementptr inbounds float, ptr %arena, i64 %4933
+  store float %sum231, ptr %arena1448, align 4
+  %ix225.next = add nsw i64 %pool1_grad.ix2251441, 1
+  %4934 = icmp slt i64 %ix225.next, 1
+  br i1 %4934, label %pool1_grad.ix225, label %pool1_grad.ix225.end
 
-pool1_grad.ox211.end:                             ; preds = %pool1_grad.ox211
-  br label %pool1_grad.endif1432
+pool1_grad.ix225.end:                             ; preds = %pool1_grad.ix225
+  %iy224.next = add nsw i64 %pool1_grad.iy2241440, 1
+  %4935 = icmp slt i64 %iy224.next, 12
+  br i1 %4935, label %pool1_grad.iy224, label %pool1_grad.iy224.end
 
-conv1_grad.i212:                                  ; preds = %conv1_grad.i212, %pool1_grad.g195.end
-  %conv1_grad.i2121436 = phi i64 [ 0, %pool1_grad.g195.end ], [ %i212.next, %conv1_grad.i212 ]
-  %4755 = add nsw i64 610960, %conv1_grad.i2121436
-  %arena1437 = getelementptr inbounds float, ptr %arena, i64 %4755
-  store float 0.000000e+00, ptr %arena1437, align 4
-  %i212.next = add nsw i64 %conv1_grad.i2121436, 1
-  %4756 = icmp slt i64 %i212.next, 802816
-  br i1 %4756, label %conv1_grad.i212, label %conv1_grad.i212.end
+pool1_grad.iy232:                                 ; preds = %pool1_grad.ix233.end, %pool1_grad.iy224.end
+  %pool1_grad.iy2321449 = phi i64 [ 0, %pool1_grad.iy224.end ], [ %iy232.next, %pool1_grad.ix233.end ]
+  br label %pool1_grad.ix233
 
-conv1_grad.i212.end:                              ; preds = %conv1_grad.i212
-  br label %conv1_grad.q213
+pool1_grad.iy232.end:                             ; preds = %pool1_grad.ix233.end
+  br label %pool1_grad.iy243
 
-conv1_grad.q213:                                  ; preds = %conv1_grad.i214.end, %conv1_grad.i212.end
-  %conv1_grad.q2131438 = phi i64 [ 0, %conv1_grad.i212.end ], [ %q213.next, %conv1_grad.i214.end ]
-  br label %conv1_grad.i214
+pool1_grad.ix233:                                 ; preds = %pool1_grad.ix233, %pool1_grad.iy232
+  %pool1_grad.ix2331450 = phi i64 [ 0, %pool1_grad.iy232 ], [ %ix233.next, %pool1_grad.ix233 ]
+  %4936 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4937 = mul nsw i64 %4936, 12544
+  %4938 = add nsw i64 1129744, %4937
+  %4939 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4940 = add nsw i64 %4938, %4939
+  %4941 = add nsw i64 %pool1_grad.iy2321449, 1
+  %4942 = add nsw i64 %4941, 1
+  %4943 = mul nsw i64 %4942, 14
+  %4944 = add nsw i64 %4940, %4943
+  %4945 = add nsw i64 %4944, 2
+  %4946 = add nsw i64 %4945, %pool1_grad.ix2331450
+  %arena1451 = getelementptr inbounds float, ptr %arena, i64 %4946
+  %4947 = load float, ptr %arena1451, align 4
+  store float %4947, ptr %pool1_grad.sum234, align 4
+  %sum234 = load float, ptr %pool1_grad.sum234, align 4
+  %4948 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4949 = add nsw i64 %4948, 1
+  %4950 = mul nsw i64 %4949, 12544
+  %4951 = add nsw i64 1129744, %4950
+  %4952 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4953 = add nsw i64 %4951, %4952
+  %4954 = add nsw i64 %pool1_grad.iy2321449, 1
+  %4955 = add nsw i64 %4954, 1
+  %4956 = mul nsw i64 %4955, 14
+  %4957 = add nsw i64 %4953, %4956
+  %4958 = add nsw i64 %4957, 1
+  %4959 = add nsw i64 %4958, %pool1_grad.ix2331450
+  %arena1452 = getelementptr inbounds float, ptr %arena, i64 %4959
+  %4960 = load float, ptr %arena1452, align 4
+  %4961 = fadd float %sum234, %4960
+  store float %4961, ptr %pool1_grad.sum235, align 4
+  %sum235 = load float, ptr %pool1_grad.sum235, align 4
+  %4962 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4963 = add nsw i64 %4962, 2
+  %4964 = mul nsw i64 %4963, 12544
+  %4965 = add nsw i64 1129744, %4964
+  %4966 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4967 = add nsw i64 %4965, %4966
+  %4968 = add nsw i64 %pool1_grad.iy2321449, 1
+  %4969 = add nsw i64 %4968, 1
+  %4970 = mul nsw i64 %4969, 14
+  %4971 = add nsw i64 %4967, %4970
+  %4972 = add nsw i64 %4971, %pool1_grad.ix2331450
+  %arena1453 = getelementptr inbounds float, ptr %arena, i64 %4972
+  %4973 = load float, ptr %arena1453, align 4
+  %4974 = fadd float %sum235, %4973
+  store float %4974, ptr %pool1_grad.sum236, align 4
+  %sum236 = load float, ptr %pool1_grad.sum236, align 4
+  %4975 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4976 = add nsw i64 %4975, 3
+  %4977 = mul nsw i64 %4976, 12544
+  %4978 = add nsw i64 1129744, %4977
+  %4979 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4980 = add nsw i64 %4978, %4979
+  %4981 = add nsw i64 %pool1_grad.iy2321449, 1
+  %4982 = mul nsw i64 %4981, 14
+  %4983 = add nsw i64 %4980, %4982
+  %4984 = add nsw i64 %4983, 2
+  %4985 = add nsw i64 %4984, %pool1_grad.ix2331450
+  %arena1454 = getelementptr inbounds float, ptr %arena, i64 %4985
+  %4986 = load float, ptr %arena1454, align 4
+  %4987 = fadd float %sum236, %4986
+  store float %4987, ptr %pool1_grad.sum237, align 4
+  %sum237 = load float, ptr %pool1_grad.sum237, align 4
+  %4988 = mul nsw i64 %pool1_grad.c2031416, 9
+  %4989 = add nsw i64 %4988, 4
+  %4990 = mul nsw i64 %4989, 12544
+  %4991 = add nsw i64 1129744, %4990
+  %4992 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4993 = add nsw i64 %4991, %4992
+  %4994 = add nsw i64 %pool1_grad.iy2321449, 1
+  %4995 = mul nsw i64 %4994, 14
+  %4996 = add nsw i64 %4993, %4995
+  %4997 = add nsw i64 %4996, 1
+  %4998 = add nsw i64 %4997, %pool1_grad.ix2331450
+  %arena1455 = getelementptr inbounds float, ptr %arena, i64 %4998
+  %4999 = load float, ptr %arena1455, align 4
+  %5000 = fadd float %sum237, %4999
+  store float %5000, ptr %pool1_grad.sum238, align 4
+  %sum238 = load float, ptr %pool1_grad.sum238, align 4
+  %5001 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5002 = add nsw i64 %5001, 5
+  %5003 = mul nsw i64 %5002, 12544
+  %5004 = add nsw i64 1129744, %5003
+  %5005 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5006 = add nsw i64 %5004, %5005
+  %5007 = add nsw i64 %pool1_grad.iy2321449, 1
+  %5008 = mul nsw i64 %5007, 14
+  %5009 = add nsw i64 %5006, %5008
+  %5010 = add nsw i64 %5009, %pool1_grad.ix2331450
+  %arena1456 = getelementptr inbounds float, ptr %arena, i64 %5010
+  %5011 = load float, ptr %arena1456, align 4
+  %5012 = fadd float %sum238, %5011
+  store float %5012, ptr %pool1_grad.sum239, align 4
+  %sum239 = load float, ptr %pool1_grad.sum239, align 4
+  %5013 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5014 = add nsw i64 %5013, 6
+  %5015 = mul nsw i64 %5014, 12544
+  %5016 = add nsw i64 1129744, %5015
+  %5017 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5018 = add nsw i64 %5016, %5017
+  %5019 = add nsw i64 %pool1_grad.iy2321449, 1
+  %5020 = add nsw i64 %5019, -1
+  %5021 = mul nsw i64 %5020, 14
+  %5022 = add nsw i64 %5018, %5021
+  %5023 = add nsw i64 %5022, 2
+  %5024 = add nsw i64 %5023, %pool1_grad.ix2331450
+  %arena1457 = getelementptr inbounds float, ptr %arena, i64 %5024
+  %5025 = load float, ptr %arena1457, align 4
+  %5026 = fadd float %sum239, %5025
+  store float %5026, ptr %pool1_grad.sum240, align 4
+  %sum240 = load float, ptr %pool1_grad.sum240, align 4
+  %5027 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5028 = add nsw i64 %5027, 7
+  %5029 = mul nsw i64 %5028, 12544
+  %5030 = add nsw i64 1129744, %5029
+  %5031 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5032 = add nsw i64 %5030, %5031
+  %5033 = add nsw i64 %pool1_grad.iy2321449, 1
+  %5034 = add nsw i64 %5033, -1
+  %5035 = mul nsw i64 %5034, 14
+  %5036 = add nsw i64 %5032, %5035
+  %5037 = add nsw i64 %5036, 1
+  %5038 = add nsw i64 %5037, %pool1_grad.ix2331450
+  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %5038
+  %5039 = load float, ptr %arena1458, align 4
+  %5040 = fadd float %sum240, %5039
+  store float %5040, ptr %pool1_grad.sum241, align 4
+  %sum241 = load float, ptr %pool1_grad.sum241, align 4
+  %5041 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5042 = add nsw i64 %5041, 8
+  %5043 = mul nsw i64 %5042, 12544
+  %5044 = add nsw i64 1129744, %5043
+  %5045 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5046 = add nsw i64 %5044, %5045
+  %5047 = add nsw i64 %pool1_grad.iy2321449, 1
+  %5048 = add nsw i64 %5047, -1
+  %5049 = mul nsw i64 %5048, 14
+  %5050 = add nsw i64 %5046, %5049
+  %5051 = add nsw i64 %5050, %pool1_grad.ix2331450
+  %arena1459 = getelementptr inbounds float, ptr %arena, i64 %5051
+  %5052 = load float, ptr %arena1459, align 4
+  %5053 = fadd float %sum241, %5052
+  store float %5053, ptr %pool1_grad.sum242, align 4
+  %sum242 = load float, ptr %pool1_grad.sum242, align 4
+  %5054 = mul nsw i64 %pool1_grad.g1941310, 64
+  %5055 = add nsw i64 %5054, %pool1_grad.j2021415
+  %5056 = mul nsw i64 %5055, 3136
+  %5057 = add nsw i64 401408, %5056
+  %5058 = mul nsw i64 %pool1_grad.c2031416, 196
+  %5059 = add nsw i64 %5057, %5058
+  %5060 = add nsw i64 %pool1_grad.iy2321449, 1
+  %5061 = mul nsw i64 %5060, 14
+  %5062 = add nsw i64 %5059, %5061
+  %5063 = add nsw i64 %5062, 1
+  %5064 = add nsw i64 %5063, %pool1_grad.ix2331450
+  %arena1460 = getelementptr inbounds float, ptr %arena, i64 %5064
+  store float %sum242, ptr %arena1460, align 4
+  %ix233.next = add nsw i64 %pool1_grad.ix2331450, 1
+  %5065 = icmp slt i64 %ix233.next, 12
+  br i1 %5065, label %pool1_grad.ix233, label %pool1_grad.ix233.end
 
-conv1_grad.q213.end:                              ; preds = %conv1_grad.i214.end
-  br label %conv1_weight_grad.i215
+pool1_grad.ix233.end:                             ; preds = %pool1_grad.ix233
+  %iy232.next = add nsw i64 %pool1_grad.iy2321449, 1
+  %5066 = icmp slt i64 %iy232.next, 12
+  br i1 %5066, label %pool1_grad.iy232, label %pool1_grad.iy232.end
 
-conv1_grad.i214:                                  ; preds = %conv1_grad.endif, %conv1_grad.q213
-  %conv1_grad.i2141439 = phi i64 [ 0, %conv1_grad.q213 ], [ %i214.next, %conv1_grad.endif ]
-  %4757 = mul nsw i64 %conv1_grad.q2131438, 196
-  %4758 = add nsw i64 %4757, %conv1_grad.i2141439
-  %arena1440 = getelementptr inbounds float, ptr %arena, i64 %4758
-  %4759 = load float, ptr %arena1440, align 4
-  %4760 = fcmp ogt float %4759, 0.000000e+00
-  br i1 %4760, label %conv1_grad.then, label %conv1_grad.endif
+pool1_grad.iy243:                                 ; preds = %pool1_grad.ix244.end, %pool1_grad.iy232.end
+  %pool1_grad.iy2431461 = phi i64 [ 0, %pool1_grad.iy232.end ], [ %iy243.next, %pool1_grad.ix244.end ]
+  br label %pool1_grad.ix244
 
-conv1_grad.i214.end:                              ; preds = %conv1_grad.endif
-  %q213.next = add nsw i64 %conv1_grad.q2131438, 1
-  %4761 = icmp slt i64 %q213.next, 1024
-  br i1 %4761, label %conv1_grad.q213, label %conv1_grad.q213.end
+pool1_grad.iy243.end:                             ; preds = %pool1_grad.ix244.end
+  br label %pool1_grad.iy251
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i214
-  %4762 = mul nsw i64 %conv1_grad.q2131438, 784
-  %4763 = add nsw i64 610960, %4762
-  %4764 = mul nsw i64 %conv1_grad.q2131438, 196
-  %4765 = add nsw i64 %4764, %conv1_grad.i2141439
-  %4766 = add nsw i64 200704, %4765
-  %arena1441 = getelementptr inbounds float, ptr %arena, i64 %4766
-  %4767 = load float, ptr %arena1441, align 4
-  %4768 = fptosi float %4767 to i64
-  %4769 = add nsw i64 %4763, %4768
-  %arena1442 = getelementptr inbounds float, ptr %arena, i64 %4769
-  %4770 = load float, ptr %arena1442, align 4
-  %4771 = mul nsw i64 %conv1_grad.q2131438, 196
-  %4772 = add nsw i64 %4771, %conv1_grad.i2141439
-  %4773 = add nsw i64 401408, %4772
-  %arena1443 = getelementptr inbounds float, ptr %arena, i64 %4773
-  %4774 = load float, ptr %arena1443, align 4
-  %4775 = fadd float %4770, %4774
-  store float %4775, ptr %arena1442, align 4
+pool1_grad.ix244:                                 ; preds = %pool1_grad.ix244, %pool1_grad.iy243
+  %pool1_grad.ix2441462 = phi i64 [ 0, %pool1_grad.iy243 ], [ %ix244.next, %pool1_grad.ix244 ]
+  %5067 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5068 = add nsw i64 %5067, 1
+  %5069 = mul nsw i64 %5068, 12544
+  %5070 = add nsw i64 1129744, %5069
+  %5071 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5072 = add nsw i64 %5070, %5071
+  %5073 = add nsw i64 %pool1_grad.iy2431461, 1
+  %5074 = add nsw i64 %5073, 1
+  %5075 = mul nsw i64 %5074, 14
+  %5076 = add nsw i64 %5072, %5075
+  %5077 = add nsw i64 %5076, 13
+  %5078 = add nsw i64 %5077, %pool1_grad.ix2441462
+  %arena1463 = getelementptr inbounds float, ptr %arena, i64 %5078
+  %5079 = load float, ptr %arena1463, align 4
+  store float %5079, ptr %pool1_grad.sum245, align 4
+  %sum245 = load float, ptr %pool1_grad.sum245, align 4
+  %5080 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5081 = add nsw i64 %5080, 2
+  %5082 = mul nsw i64 %5081, 12544
+  %5083 = add nsw i64 1129744, %5082
+  %5084 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5085 = add nsw i64 %5083, %5084
+  %5086 = add nsw i64 %pool1_grad.iy2431461, 1
+  %5087 = add nsw i64 %5086, 1
+  %5088 = mul nsw i64 %5087, 14
+  %5089 = add nsw i64 %5085, %5088
+  %5090 = add nsw i64 %5089, 12
+  %5091 = add nsw i64 %5090, %pool1_grad.ix2441462
+  %arena1464 = getelementptr inbounds float, ptr %arena, i64 %5091
+  %5092 = load float, ptr %arena1464, align 4
+  %5093 = fadd float %sum245, %5092
+  store float %5093, ptr %pool1_grad.sum246, align 4
+  %sum246 = load float, ptr %pool1_grad.sum246, align 4
+  %5094 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5095 = add nsw i64 %5094, 4
+  %5096 = mul nsw i64 %5095, 12544
+  %5097 = add nsw i64 1129744, %5096
+  %5098 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5099 = add nsw i64 %5097, %5098
+  %5100 = add nsw i64 %pool1_grad.iy2431461, 1
+  %5101 = mul nsw i64 %5100, 14
+  %5102 = add nsw i64 %5099, %5101
+  %5103 = add nsw i64 %5102, 13
+  %5104 = add nsw i64 %5103, %pool1_grad.ix2441462
+  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %5104
+  %5105 = load float, ptr %arena1465, align 4
+  %5106 = fadd float %sum246, %5105
+  store float %5106, ptr %pool1_grad.sum247, align 4
+  %sum247 = load float, ptr %pool1_grad.sum247, align 4
+  %5107 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5108 = add nsw i64 %5107, 5
+  %5109 = mul nsw i64 %5108, 12544
+  %5110 = add nsw i64 1129744, %5109
+  %5111 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5112 = add nsw i64 %5110, %5111
+  %5113 = add nsw i64 %pool1_grad.iy2431461, 1
+  %5114 = mul nsw i64 %5113, 14
+  %5115 = add nsw i64 %5112, %5114
+  %5116 = add nsw i64 %5115, 12
+  %5117 = add nsw i64 %5116, %pool1_grad.ix2441462
+  %arena1466 = getelementptr inbounds float, ptr %arena, i64 %5117
+  %5118 = load float, ptr %arena1466, align 4
+  %5119 = fadd float %sum247, %5118
+  store float %5119, ptr %pool1_grad.sum248, align 4
+  %sum248 = load float, ptr %pool1_grad.sum248, align 4
+  %5120 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5121 = add nsw i64 %5120, 7
+  %5122 = mul nsw i64 %5121, 12544
+  %5123 = add nsw i64 1129744, %5122
+  %5124 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5125 = add nsw i64 %5123, %5124
+  %5126 = add nsw i64 %pool1_grad.iy2431461, 1
+  %5127 = add nsw i64 %5126, -1
+  %5128 = mul nsw i64 %5127, 14
+  %5129 = add nsw i64 %5125, %5128
+  %5130 = add nsw i64 %5129, 13
+  %5131 = add nsw i64 %5130, %pool1_grad.ix2441462
+  %arena1467 = getelementptr inbounds float, ptr %arena, i64 %5131
+  %5132 = load float, ptr %arena1467, align 4
+  %5133 = fadd float %sum248, %5132
+  store float %5133, ptr %pool1_grad.sum249, align 4
+  %sum249 = load float, ptr %pool1_grad.sum249, align 4
+  %5134 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5135 = add nsw i64 %5134, 8
+  %5136 = mul nsw i64 %5135, 12544
+  %5137 = add nsw i64 1129744, %5136
+  %5138 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5139 = add nsw i64 %5137, %5138
+  %5140 = add nsw i64 %pool1_grad.iy2431461, 1
+  %5141 = add nsw i64 %5140, -1
+  %5142 = mul nsw i64 %5141, 14
+  %5143 = add nsw i64 %5139, %5142
+  %5144 = add nsw i64 %5143, 12
+  %5145 = add nsw i64 %5144, %pool1_grad.ix2441462
+  %arena1468 = getelementptr inbounds float, ptr %arena, i64 %5145
+  %5146 = load float, ptr %arena1468, align 4
+  %5147 = fadd float %sum249, %5146
+  store float %5147, ptr %pool1_grad.sum250, align 4
+  %sum250 = load float, ptr %pool1_grad.sum250, align 4
+  %5148 = mul nsw i64 %pool1_grad.g1941310, 64
+  %5149 = add nsw i64 %5148, %pool1_grad.j2021415
+  %5150 = mul nsw i64 %5149, 3136
+  %5151 = add nsw i64 401408, %5150
+  %5152 = mul nsw i64 %pool1_grad.c2031416, 196
+  %5153 = add nsw i64 %5151, %5152
+  %5154 = add nsw i64 %pool1_grad.iy2431461, 1
+  %5155 = mul nsw i64 %5154, 14
+  %5156 = add nsw i64 %5153, %5155
+  %5157 = add nsw i64 %5156, 13
+  %5158 = add nsw i64 %5157, %pool1_grad.ix2441462
+  %arena1469 = getelementptr inbounds float, ptr %arena, i64 %5158
+  store float %sum250, ptr %arena1469, align 4
+  %ix244.next = add nsw i64 %pool1_grad.ix2441462, 1
+  %5159 = icmp slt i64 %ix244.next, 1
+  br i1 %5159, label %pool1_grad.ix244, label %pool1_grad.ix244.end
+
+pool1_grad.ix244.end:                             ; preds = %pool1_grad.ix244
+  %iy243.next = add nsw i64 %pool1_grad.iy2431461, 1
+  %5160 = icmp slt i64 %iy243.next, 12
+  br i1 %5160, label %pool1_grad.iy243, label %pool1_grad.iy243.end
+
+pool1_grad.iy251:                                 ; preds = %pool1_grad.ix252.end, %pool1_grad.iy243.end
+  %pool1_grad.iy2511470 = phi i64 [ 0, %pool1_grad.iy243.end ], [ %iy251.next, %pool1_grad.ix252.end ]
+  br label %pool1_grad.ix252
+
+pool1_grad.iy251.end:                             ; preds = %pool1_grad.ix252.end
+  br label %pool1_grad.iy257
+
+pool1_grad.ix252:                                 ; preds = %pool1_grad.ix252, %pool1_grad.iy251
+  %pool1_grad.ix2521471 = phi i64 [ 0, %pool1_grad.iy251 ], [ %ix252.next, %pool1_grad.ix252 ]
+  %5161 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5162 = add nsw i64 %5161, 3
+  %5163 = mul nsw i64 %5162, 12544
+  %5164 = add nsw i64 1129744, %5163
+  %5165 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5166 = add nsw i64 %5164, %5165
+  %5167 = add nsw i64 %pool1_grad.iy2511470, 13
+  %5168 = mul nsw i64 %5167, 14
+  %5169 = add nsw i64 %5166, %5168
+  %5170 = add nsw i64 %5169, 1
+  %5171 = add nsw i64 %5170, %pool1_grad.ix2521471
+  %arena1472 = getelementptr inbounds float, ptr %arena, i64 %5171
+  %5172 = load float, ptr %arena1472, align 4
+  store float %5172, ptr %pool1_grad.sum253, align 4
+  %sum253 = load float, ptr %pool1_grad.sum253, align 4
+  %5173 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5174 = add nsw i64 %5173, 4
+  %5175 = mul nsw i64 %5174, 12544
+  %5176 = add nsw i64 1129744, %5175
+  %5177 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5178 = add nsw i64 %5176, %5177
+  %5179 = add nsw i64 %pool1_grad.iy2511470, 13
+  %5180 = mul nsw i64 %5179, 14
+  %5181 = add nsw i64 %5178, %5180
+  %5182 = add nsw i64 %5181, %pool1_grad.ix2521471
+  %arena1473 = getelementptr inbounds float, ptr %arena, i64 %5182
+  %5183 = load float, ptr %arena1473, align 4
+  %5184 = fadd float %sum253, %5183
+  store float %5184, ptr %pool1_grad.sum254, align 4
+  %sum254 = load float, ptr %pool1_grad.sum254, align 4
+  %5185 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5186 = add nsw i64 %5185, 6
+  %5187 = mul nsw i64 %5186, 12544
+  %5188 = add nsw i64 1129744, %5187
+  %5189 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5190 = add nsw i64 %5188, %5189
+  %5191 = add nsw i64 %pool1_grad.iy2511470, 13
+  %5192 = add nsw i64 %5191, -1
+  %5193 = mul nsw i64 %5192, 14
+  %5194 = add nsw i64 %5190, %5193
+  %5195 = add nsw i64 %5194, 1
+  %5196 = add nsw i64 %5195, %pool1_grad.ix2521471
+  %arena1474 = getelementptr inbounds float, ptr %arena, i64 %5196
+  %5197 = load float, ptr %arena1474, align 4
+  %5198 = fadd float %sum254, %5197
+  store float %5198, ptr %pool1_grad.sum255, align 4
+  %sum255 = load float, ptr %pool1_grad.sum255, align 4
+  %5199 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5200 = add nsw i64 %5199, 7
+  %5201 = mul nsw i64 %5200, 12544
+  %5202 = add nsw i64 1129744, %5201
+  %5203 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5204 = add nsw i64 %5202, %5203
+  %5205 = add nsw i64 %pool1_grad.iy2511470, 13
+  %5206 = add nsw i64 %5205, -1
+  %5207 = mul nsw i64 %5206, 14
+  %5208 = add nsw i64 %5204, %5207
+  %5209 = add nsw i64 %5208, %pool1_grad.ix2521471
+  %arena1475 = getelementptr inbounds float, ptr %arena, i64 %5209
+  %5210 = load float, ptr %arena1475, align 4
+  %5211 = fadd float %sum255, %5210
+  store float %5211, ptr %pool1_grad.sum256, align 4
+  %sum256 = load float, ptr %pool1_grad.sum256, align 4
+  %5212 = mul nsw i64 %pool1_grad.g1941310, 64
+  %5213 = add nsw i64 %5212, %pool1_grad.j2021415
+  %5214 = mul nsw i64 %5213, 3136
+  %5215 = add nsw i64 401408, %5214
+  %5216 = mul nsw i64 %pool1_grad.c2031416, 196
+  %5217 = add nsw i64 %5215, %5216
+  %5218 = add nsw i64 %pool1_grad.iy2511470, 13
+  %5219 = mul nsw i64 %5218, 14
+  %5220 = add nsw i64 %5217, %5219
+  %5221 = add nsw i64 %5220, %pool1_grad.ix2521471
+  %arena1476 = getelementptr inbounds float, ptr %arena, i64 %5221
+  store float %sum256, ptr %arena1476, align 4
+  %ix252.next = add nsw i64 %pool1_grad.ix2521471, 1
+  %5222 = icmp slt i64 %ix252.next, 1
+  br i1 %5222, label %pool1_grad.ix252, label %pool1_grad.ix252.end
+
+pool1_grad.ix252.end:                             ; preds = %pool1_grad.ix252
+  %iy251.next = add nsw i64 %pool1_grad.iy2511470, 1
+  %5223 = icmp slt i64 %iy251.next, 1
+  br i1 %5223, label %pool1_grad.iy251, label %pool1_grad.iy251.end
+
+pool1_grad.iy257:                                 ; preds = %pool1_grad.ix258.end, %pool1_grad.iy251.end
+  %pool1_grad.iy2571477 = phi i64 [ 0, %pool1_grad.iy251.end ], [ %iy257.next, %pool1_grad.ix258.end ]
+  br label %pool1_grad.ix258
+
+pool1_grad.iy257.end:                             ; preds = %pool1_grad.ix258.end
+  br label %pool1_grad.iy265
+
+pool1_grad.ix258:                                 ; preds = %pool1_grad.ix258, %pool1_grad.iy257
+  %pool1_grad.ix2581478 = phi i64 [ 0, %pool1_grad.iy257 ], [ %ix258.next, %pool1_grad.ix258 ]
+  %5224 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5225 = add nsw i64 %5224, 3
+  %5226 = mul nsw i64 %5225, 12544
+  %5227 = add nsw i64 1129744, %5226
+  %5228 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5229 = add nsw i64 %5227, %5228
+  %5230 = add nsw i64 %pool1_grad.iy2571477, 13
+  %5231 = mul nsw i64 %5230, 14
+  %5232 = add nsw i64 %5229, %5231
+  %5233 = add nsw i64 %5232, 2
+  %5234 = add nsw i64 %5233, %pool1_grad.ix2581478
+  %arena1479 = getelementptr inbounds float, ptr %arena, i64 %5234
+  %5235 = load float, ptr %arena1479, align 4
+  store float %5235, ptr %pool1_grad.sum259, align 4
+  %sum259 = load float, ptr %pool1_grad.sum259, align 4
+  %5236 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5237 = add nsw i64 %5236, 4
+  %5238 = mul nsw i64 %5237, 12544
+  %5239 = add nsw i64 1129744, %5238
+  %5240 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5241 = add nsw i64 %5239, %5240
+  %5242 = add nsw i64 %pool1_grad.iy2571477, 13
+  %5243 = mul nsw i64 %5242, 14
+  %5244 = add nsw i64 %5241, %5243
+  %5245 = add nsw i64 %5244, 1
+  %5246 = add nsw i64 %5245, %pool1_grad.ix2581478
+  %arena1480 = getelementptr inbounds float, ptr %arena, i64 %5246
+  %5247 = load float, ptr %arena1480, align 4
+  %5248 = fadd float %sum259, %5247
+  store float %5248, ptr %pool1_grad.sum260, align 4
+  %sum260 = load float, ptr %pool1_grad.sum260, align 4
+  %5249 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5250 = add nsw i64 %5249, 5
+  %5251 = mul nsw i64 %5250, 12544
+  %5252 = add nsw i64 1129744, %5251
+  %5253 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5254 = add nsw i64 %5252, %5253
+  %5255 = add nsw i64 %pool1_grad.iy2571477, 13
+  %5256 = mul nsw i64 %5255, 14
+  %5257 = add nsw i64 %5254, %5256
+  %5258 = add nsw i64 %5257, %pool1_grad.ix2581478
+  %arena1481 = getelementptr inbounds float, ptr %arena, i64 %5258
+  %5259 = load float, ptr %arena1481, align 4
+  %5260 = fadd float %sum260, %5259
+  store float %5260, ptr %pool1_grad.sum261, align 4
+  %sum261 = load float, ptr %pool1_grad.sum261, align 4
+  %5261 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5262 = add nsw i64 %5261, 6
+  %5263 = mul nsw i64 %5262, 12544
+  %5264 = add nsw i64 1129744, %5263
+  %5265 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5266 = add nsw i64 %5264, %5265
+  %5267 = add nsw i64 %pool1_grad.iy2571477, 13
+  %5268 = add nsw i64 %5267, -1
+  %5269 = mul nsw i64 %5268, 14
+  %5270 = add nsw i64 %5266, %5269
+  %5271 = add nsw i64 %5270, 2
+  %5272 = add nsw i64 %5271, %pool1_grad.ix2581478
+  %arena1482 = getelementptr inbounds float, ptr %arena, i64 %5272
+  %5273 = load float, ptr %arena1482, align 4
+  %5274 = fadd float %sum261, %5273
+  store float %5274, ptr %pool1_grad.sum262, align 4
+  %sum262 = load float, ptr %pool1_grad.sum262, align 4
+  %5275 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5276 = add nsw i64 %5275, 7
+  %5277 = mul nsw i64 %5276, 12544
+  %5278 = add nsw i64 1129744, %5277
+  %5279 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5280 = add nsw i64 %5278, %5279
+  %5281 = add nsw i64 %pool1_grad.iy2571477, 13
+  %5282 = add nsw i64 %5281, -1
+  %5283 = mul nsw i64 %5282, 14
+  %5284 = add nsw i64 %5280, %5283
+  %5285 = add nsw i64 %5284, 1
+  %5286 = add nsw i64 %5285, %pool1_grad.ix2581478
+  %arena1483 = getelementptr inbounds float, ptr %arena, i64 %5286
+  %5287 = load float, ptr %arena1483, align 4
+  %5288 = fadd float %sum262, %5287
+  store float %5288, ptr %pool1_grad.sum263, align 4
+  %sum263 = load float, ptr %pool1_grad.sum263, align 4
+  %5289 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5290 = add nsw i64 %5289, 8
+  %5291 = mul nsw i64 %5290, 12544
+  %5292 = add nsw i64 1129744, %5291
+  %5293 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5294 = add nsw i64 %5292, %5293
+  %5295 = add nsw i64 %pool1_grad.iy2571477, 13
+  %5296 = add nsw i64 %5295, -1
+  %5297 = mul nsw i64 %5296, 14
+  %5298 = add nsw i64 %5294, %5297
+  %5299 = add nsw i64 %5298, %pool1_grad.ix2581478
+  %arena1484 = getelementptr inbounds float, ptr %arena, i64 %5299
+  %5300 = load float, ptr %arena1484, align 4
+  %5301 = fadd float %sum263, %5300
+  store float %5301, ptr %pool1_grad.sum264, align 4
+  %sum264 = load float, ptr %pool1_grad.sum264, align 4
+  %5302 = mul nsw i64 %pool1_grad.g1941310, 64
+  %5303 = add nsw i64 %5302, %pool1_grad.j2021415
+  %5304 = mul nsw i64 %5303, 3136
+  %5305 = add nsw i64 401408, %5304
+  %5306 = mul nsw i64 %pool1_grad.c2031416, 196
+  %5307 = add nsw i64 %5305, %5306
+  %5308 = add nsw i64 %pool1_grad.iy2571477, 13
+  %5309 = mul nsw i64 %5308, 14
+  %5310 = add nsw i64 %5307, %5309
+  %5311 = add nsw i64 %5310, 1
+  %5312 = add nsw i64 %5311, %pool1_grad.ix2581478
+  %arena1485 = getelementptr inbounds float, ptr %arena, i64 %5312
+  store float %sum264, ptr %arena1485, align 4
+  %ix258.next = add nsw i64 %pool1_grad.ix2581478, 1
+  %5313 = icmp slt i64 %ix258.next, 12
+  br i1 %5313, label %pool1_grad.ix258, label %pool1_grad.ix258.end
+
+pool1_grad.ix258.end:                             ; preds = %pool1_grad.ix258
+  %iy257.next = add nsw i64 %pool1_grad.iy2571477, 1
+  %5314 = icmp slt i64 %iy257.next, 1
+  br i1 %5314, label %pool1_grad.iy257, label %pool1_grad.iy257.end
+
+pool1_grad.iy265:                                 ; preds = %pool1_grad.ix266.end, %pool1_grad.iy257.end
+  %pool1_grad.iy2651486 = phi i64 [ 0, %pool1_grad.iy257.end ], [ %iy265.next, %pool1_grad.ix266.end ]
+  br label %pool1_grad.ix266
+
+pool1_grad.iy265.end:                             ; preds = %pool1_grad.ix266.end
+  %c203.next = add nsw i64 %pool1_grad.c2031416, 1
+  %5315 = icmp slt i64 %c203.next, 16
+  br i1 %5315, label %pool1_grad.c203, label %pool1_grad.c203.end
+
+pool1_grad.ix266:                                 ; preds = %pool1_grad.ix266, %pool1_grad.iy265
+  %pool1_grad.ix2661487 = phi i64 [ 0, %pool1_grad.iy265 ], [ %ix266.next, %pool1_grad.ix266 ]
+  %5316 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5317 = add nsw i64 %5316, 4
+  %5318 = mul nsw i64 %5317, 12544
+  %5319 = add nsw i64 1129744, %5318
+  %5320 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5321 = add nsw i64 %5319, %5320
+  %5322 = add nsw i64 %pool1_grad.iy2651486, 13
+  %5323 = mul nsw i64 %5322, 14
+  %5324 = add nsw i64 %5321, %5323
+  %5325 = add nsw i64 %5324, 13
+  %5326 = add nsw i64 %5325, %pool1_grad.ix2661487
+  %arena1488 = getelementptr inbounds float, ptr %arena, i64 %5326
+  %5327 = load float, ptr %arena1488, align 4
+  store float %5327, ptr %pool1_grad.sum267, align 4
+  %sum267 = load float, ptr %pool1_grad.sum267, align 4
+  %5328 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5329 = add nsw i64 %5328, 5
+  %5330 = mul nsw i64 %5329, 12544
+  %5331 = add nsw i64 1129744, %5330
+  %5332 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5333 = add nsw i64 %5331, %5332
+  %5334 = add nsw i64 %pool1_grad.iy2651486, 13
+  %5335 = mul nsw i64 %5334, 14
+  %5336 = add nsw i64 %5333, %5335
+  %5337 = add nsw i64 %5336, 12
+  %5338 = add nsw i64 %5337, %pool1_grad.ix2661487
+  %arena1489 = getelementptr inbounds float, ptr %arena, i64 %5338
+  %5339 = load float, ptr %arena1489, align 4
+  %5340 = fadd float %sum267, %5339
+  store float %5340, ptr %pool1_grad.sum268, align 4
+  %sum268 = load float, ptr %pool1_grad.sum268, align 4
+  %5341 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5342 = add nsw i64 %5341, 7
+  %5343 = mul nsw i64 %5342, 12544
+  %5344 = add nsw i64 1129744, %5343
+  %5345 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5346 = add nsw i64 %5344, %5345
+  %5347 = add nsw i64 %pool1_grad.iy2651486, 13
+  %5348 = add nsw i64 %5347, -1
+  %5349 = mul nsw i64 %5348, 14
+  %5350 = add nsw i64 %5346, %5349
+  %5351 = add nsw i64 %5350, 13
+  %5352 = add nsw i64 %5351, %pool1_grad.ix2661487
+  %arena1490 = getelementptr inbounds float, ptr %arena, i64 %5352
+  %5353 = load float, ptr %arena1490, align 4
+  %5354 = fadd float %sum268, %5353
+  store float %5354, ptr %pool1_grad.sum269, align 4
+  %sum269 = load float, ptr %pool1_grad.sum269, align 4
+  %5355 = mul nsw i64 %pool1_grad.c2031416, 9
+  %5356 = add nsw i64 %5355, 8
+  %5357 = mul nsw i64 %5356, 12544
+  %5358 = add nsw i64 1129744, %5357
+  %5359 = mul nsw i64 %pool1_grad.j2021415, 196
+  %5360 = add nsw i64 %5358, %5359
+  %5361 = add nsw i64 %pool1_grad.iy2651486, 13
+  %5362 = add nsw i64 %5361, -1
+  %5363 = mul nsw i64 %5362, 14
+  %5364 = add nsw i64 %5360, %5363
+  %5365 = add nsw i64 %5364, 12
+  %5366 = add nsw i64 %5365, %pool1_grad.ix2661487
+  %arena1491 = getelementptr inbounds float, ptr %arena, i64 %5366
+  %5367 = load float, ptr %arena1491, align 4
+  %5368 = fadd float %sum269, %5367
+  store float %5368, ptr %pool1_grad.sum270, align 4
+  %sum270 = load float, ptr %pool1_grad.sum270, align 4
+  %5369 = mul nsw i64 %pool1_grad.g1941310, 64
+  %5370 = add nsw i64 %5369, %pool1_grad.j2021415
+  %5371 = mul nsw i64 %5370, 3136
+  %5372 = add nsw i64 401408, %5371
+  %5373 = mul nsw i64 %pool1_grad.c2031416, 196
+  %5374 = add nsw i64 %5372, %5373
+  %5375 = add nsw i64 %pool1_grad.iy2651486, 13
+  %5376 = mul nsw i64 %5375, 14
+  %5377 = add nsw i64 %5374, %5376
+  %5378 = add nsw i64 %5377, 13
+  %5379 = add nsw i64 %5378, %pool1_grad.ix2661487
+  %arena1492 = getelementptr inbounds float, ptr %arena, i64 %5379
+  store float %sum270, ptr %arena1492, align 4
+  %ix266.next = add nsw i64 %pool1_grad.ix2661487, 1
+  %5380 = icmp slt i64 %ix266.next, 1
+  br i1 %5380, label %pool1_grad.ix266, label %pool1_grad.ix266.end
+
+pool1_grad.ix266.end:                             ; preds = %pool1_grad.ix266
+  %iy265.next = add nsw i64 %pool1_grad.iy2651486, 1
+  %5381 = icmp slt i64 %iy265.next, 1
+  br i1 %5381, label %pool1_grad.iy265, label %pool1_grad.iy265.end
+
+conv1_grad.i271:                                  ; preds = %conv1_grad.i271, %pool1_grad.g194.end
+  %conv1_grad.i2711493 = phi i64 [ 0, %pool1_grad.g194.end ], [ %i271.next, %conv1_grad.i271 ]
+  %5382 = add nsw i64 610960, %conv1_grad.i2711493
+  %arena1494 = getelementptr inbounds float, ptr %arena, i64 %5382
+  store float 0.000000e+00, ptr %arena1494, align 4
+  %i271.next = add nsw i64 %conv1_grad.i2711493, 1
+  %5383 = icmp slt i64 %i271.next, 802816
+  br i1 %5383, label %conv1_grad.i271, label %conv1_grad.i271.end
+
+conv1_grad.i271.end:                              ; preds = %conv1_grad.i271
+  br label %conv1_grad.q272
+
+conv1_grad.q272:                                  ; preds = %conv1_grad.i273.end, %conv1_grad.i271.end
+  %conv1_grad.q2721495 = phi i64 [ 0, %conv1_grad.i271.end ], [ %q272.next, %conv1_grad.i273.end ]
+  br label %conv1_grad.i273
+
+conv1_grad.q272.end:                              ; preds = %conv1_grad.i273.end
+  br label %conv1_weight_grad.i274
+
+conv1_grad.i273:                                  ; preds = %conv1_grad.endif, %conv1_grad.q272
+  %conv1_grad.i2731496 = phi i64 [ 0, %conv1_grad.q272 ], [ %i273.next, %conv1_grad.endif ]
+  %5384 = mul nsw i64 %conv1_grad.q2721495, 196
+  %5385 = add nsw i64 %5384, %conv1_grad.i2731496
+  %arena1497 = getelementptr inbounds float, ptr %arena, i64 %5385
+  %5386 = load float, ptr %arena1497, align 4
+  %5387 = fcmp ogt float %5386, 0.000000e+00
+  br i1 %5387, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i273.end:                              ; preds = %conv1_grad.endif
+  %q272.next = add nsw i64 %conv1_grad.q2721495, 1
+  %5388 = icmp slt i64 %q272.next, 1024
+  br i1 %5388, label %conv1_grad.q272, label %conv1_grad.q272.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i273
+  %5389 = mul nsw i64 %conv1_grad.q2721495, 784
+  %5390 = add nsw i64 610960, %5389
+  %5391 = mul nsw i64 %conv1_grad.q2721495, 196
+  %5392 = add nsw i64 %5391, %conv1_grad.i2731496
+  %5393 = add nsw i64 200704, %5392
+  %arena1498 = getelementptr inbounds float, ptr %arena, i64 %5393
+  %5394 = load float, ptr %arena1498, align 4
+  %5395 = fptosi float %5394 to i64
+  %5396 = add nsw i64 %5390, %5395
+  %arena1499 = getelementptr inbounds float, ptr %arena, i64 %5396
+  %5397 = load float, ptr %arena1499, align 4
+  %5398 = mul nsw i64 %conv1_grad.q2721495, 196
+  %5399 = add nsw i64 %5398, %conv1_grad.i2731496
+  %5400 = add nsw i64 401408, %5399
+  %arena1500 = getelementptr inbounds float, ptr %arena, i64 %5400
+  %5401 = load float, ptr %arena1500, align 4
+  %5402 = fadd float %5397, %5401
+  store float %5402, ptr %arena1499, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i214
-  %i214.next = add nsw i64 %conv1_grad.i2141439, 1
-  %4776 = icmp slt i64 %i214.next, 196
-  br i1 %4776, label %conv1_grad.i214, label %conv1_grad.i214.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i273
+  %i273.next = add nsw i64 %conv1_grad.i2731496, 1
+  %5403 = icmp slt i64 %i273.next, 196
+  br i1 %5403, label %conv1_grad.i273, label %conv1_grad.i273.end
 
-conv1_weight_grad.i215:                           ; preds = %conv1_weight_grad.i215, %conv1_grad.q213.end
-  %conv1_weight_grad.i2151444 = phi i64 [ 0, %conv1_grad.q213.end ], [ %i215.next, %conv1_weight_grad.i215 ]
-  %4777 = add nsw i64 2668176, %conv1_weight_grad.i2151444
-  %arena1445 = getelementptr inbounds float, ptr %arena, i64 %4777
-  store float 0.000000e+00, ptr %arena1445, align 4
-  %i215.next = add nsw i64 %conv1_weight_grad.i2151444, 1
-  %4778 = icmp slt i64 %i215.next, 144
-  br i1 %4778, label %conv1_weight_grad.i215, label %conv1_weight_grad.i215.end
+conv1_weight_grad.i274:                           ; preds = %conv1_weight_grad.i274, %conv1_grad.q272.end
+  %conv1_weight_grad.i2741501 = phi i64 [ 0, %conv1_grad.q272.end ], [ %i274.next, %conv1_weight_grad.i274 ]
+  %5404 = add nsw i64 2668176, %conv1_weight_grad.i2741501
+  %arena1502 = getelementptr inbounds float, ptr %arena, i64 %5404
+  store float 0.000000e+00, ptr %arena1502, align 4
+  %i274.next = add nsw i64 %conv1_weight_grad.i2741501, 1
+  %5405 = icmp slt i64 %i274.next, 144
+  br i1 %5405, label %conv1_weight_grad.i274, label %conv1_weight_grad.i274.end
 
-conv1_weight_grad.i215.end:                       ; preds = %conv1_weight_grad.i215
-  br label %conv1_weight_grad.g216
+conv1_weight_grad.i274.end:                       ; preds = %conv1_weight_grad.i274
+  br label %conv1_weight_grad.g275
 
-conv1_weight_grad.g216:                           ; preds = %conv1_weight_grad.nb239.end, %conv1_weight_grad.i215.end
-  %conv1_weight_grad.g2161446 = phi i64 [ 0, %conv1_weight_grad.i215.end ], [ %g216.next, %conv1_weight_grad.nb239.end ]
-  br label %conv1_weight_grad.j217
+conv1_weight_grad.g275:                           ; preds = %conv1_weight_grad.nb298.end, %conv1_weight_grad.i274.end
+  %conv1_weight_grad.g2751503 = phi i64 [ 0, %conv1_weight_grad.i274.end ], [ %g275.next, %conv1_weight_grad.nb298.end ]
+  br label %conv1_weight_grad.j276
 
-conv1_weight_grad.g216.end:                       ; preds = %conv1_weight_grad.nb239.end
-  br label %conv1_weight_grad.f243
+conv1_weight_grad.g275.end:                       ; preds = %conv1_weight_grad.nb298.end
+  br label %conv1_weight_grad.f302
 
-conv1_weight_grad.j217:                           ; preds = %conv1_weight_grad.c218.end, %conv1_weight_grad.g216
-  %conv1_weight_grad.j2171447 = phi i64 [ 0, %conv1_weight_grad.g216 ], [ %j217.next, %conv1_weight_grad.c218.end ]
-  br label %conv1_weight_grad.c218
+conv1_weight_grad.j276:                           ; preds = %conv1_weight_grad.c277.end, %conv1_weight_grad.g275
+  %conv1_weight_grad.j2761504 = phi i64 [ 0, %conv1_weight_grad.g275 ], [ %j276.next, %conv1_weight_grad.c277.end ]
+  br label %conv1_weight_grad.c277
 
-conv1_weight_grad.j217.end:                       ; preds = %conv1_weight_grad.c218.end
-  br label %conv1_weight_grad.j231
+conv1_weight_grad.j276.end:                       ; preds = %conv1_weight_grad.c277.end
+  br label %conv1_weight_grad.j290
 
-conv1_weight_grad.c218:                           ; preds = %conv1_weight_grad.ky219.end, %conv1_weight_grad.j217
-  %conv1_weight_grad.c2181448 = phi i64 [ 0, %conv1_weight_grad.j217 ], [ %c218.next, %conv1_weight_grad.ky219.end ]
-  br label %conv1_weight_grad.ky219
+conv1_weight_grad.c277:                           ; preds = %conv1_weight_grad.ky278.end, %conv1_weight_grad.j276
+  %conv1_weight_grad.c2771505 = phi i64 [ 0, %conv1_weight_grad.j276 ], [ %c277.next, %conv1_weight_grad.ky278.end ]
+  br label %conv1_weight_grad.ky278
 
-conv1_weight_grad.c218.end:                       ; preds = %conv1_weight_grad.ky219.end
-  %j217.next = add nsw i64 %conv1_weight_grad.j2171447, 1
-  %4779 = icmp slt i64 %j217.next, 64
-  br i1 %4779, label %conv1_weight_grad.j217, label %conv1_weight_grad.j217.end
+conv1_weight_grad.c277.end:                       ; preds = %conv1_weight_grad.ky278.end
+  %j276.next = add nsw i64 %conv1_weight_grad.j2761504, 1
+  %5406 = icmp slt i64 %j276.next, 64
+  br i1 %5406, label %conv1_weight_grad.j276, label %conv1_weight_grad.j276.end
 
-conv1_weight_grad.ky219:                          ; preds = %conv1_weight_grad.oy227.end, %conv1_weight_grad.c218
-  %conv1_weight_grad.ky2191449 = phi i64 [ 0, %conv1_weight_grad.c218 ], [ %ky219.next, %conv1_weight_grad.oy227.end ]
-  br label %conv1_weight_grad.oy220
+conv1_weight_grad.ky278:                          ; preds = %conv1_weight_grad.oy286.end, %conv1_weight_grad.c277
+  %conv1_weight_grad.ky2781506 = phi i64 [ 0, %conv1_weight_grad.c277 ], [ %ky278.next, %conv1_weight_grad.oy286.end ]
+  br label %conv1_weight_grad.oy279
 
-conv1_weight_grad.ky219.end:                      ; preds = %conv1_weight_grad.oy227.end
-  %c218.next = add nsw i64 %conv1_weight_grad.c2181448, 1
-  %4780 = icmp slt i64 %c218.next, 1
-  br i1 %4780, label %conv1_weight_grad.c218, label %conv1_weight_grad.c218.end
+conv1_weight_grad.ky278.end:                      ; preds = %conv1_weight_grad.oy286.end
+  %c277.next = add nsw i64 %conv1_weight_grad.c2771505, 1
+  %5407 = icmp slt i64 %c277.next, 1
+  br i1 %5407, label %conv1_weight_grad.c277, label %conv1_weight_grad.c277.end
 
-conv1_weight_grad.oy220:                          ; preds = %conv1_weight_grad.endif1461, %conv1_weight_grad.ky219
-  %conv1_weight_grad.oy2201450 = phi i64 [ 0, %conv1_weight_grad.ky219 ], [ %oy220.next, %conv1_weight_grad.endif1461 ]
-  %4781 = add nsw i64 %conv1_weight_grad.oy2201450, %conv1_weight_grad.ky2191449
-  %4782 = add nsw i64 %4781, -1
-  %4783 = icmp slt i64 -1, %4782
-  %4784 = add nsw i64 %conv1_weight_grad.oy2201450, %conv1_weight_grad.ky2191449
-  %4785 = add nsw i64 %4784, -1
-  %4786 = icmp slt i64 %4785, 28
-  %4787 = and i1 %4783, %4786
-  br i1 %4787, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy279:                          ; preds = %conv1_weight_grad.endif1518, %conv1_weight_grad.ky278
+  %conv1_weight_grad.oy2791507 = phi i64 [ 0, %conv1_weight_grad.ky278 ], [ %oy279.next, %conv1_weight_grad.endif1518 ]
+  %5408 = add nsw i64 %conv1_weight_grad.oy2791507, %conv1_weight_grad.ky2781506
+  %5409 = add nsw i64 %5408, -1
+  %5410 = icmp slt i64 -1, %5409
+  %5411 = add nsw i64 %conv1_weight_grad.oy2791507, %conv1_weight_grad.ky2781506
+  %5412 = add nsw i64 %5411, -1
+  %5413 = icmp slt i64 %5412, 28
+  %5414 = and i1 %5410, %5413
+  br i1 %5414, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy220.end:                      ; preds = %conv1_weight_grad.endif1461
-  br label %conv1_weight_grad.oy224
+conv1_weight_grad.oy279.end:                      ; preds = %conv1_weight_grad.endif1518
+  br label %conv1_weight_grad.oy283
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy220
-  br label %conv1_weight_grad.ox221
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy279
+  br label %conv1_weight_grad.ox280
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox222.end, %conv1_weight_grad.oy220
-  %4788 = add nsw i64 %conv1_weight_grad.oy2201450, %conv1_weight_grad.ky2191449
-  %4789 = add nsw i64 %4788, -1
-  %4790 = icmp slt i64 %4789, 0
-  br i1 %4790, label %conv1_weight_grad.then1456, label %conv1_weight_grad.endif1457
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox281.end, %conv1_weight_grad.oy279
+  %5415 = add nsw i64 %conv1_weight_grad.oy2791507, %conv1_weight_grad.ky2781506
+  %5416 = add nsw i64 %5415, -1
+  %5417 = icmp slt i64 %5416, 0
+  br i1 %5417, label %conv1_weight_grad.then1513, label %conv1_weight_grad.endif1514
 
-conv1_weight_grad.ox221:                          ; preds = %conv1_weight_grad.ox221, %conv1_weight_grad.then
-  %conv1_weight_grad.ox2211451 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox221.next, %conv1_weight_grad.ox221 ]
-  %4791 = mul nsw i64 %conv1_weight_grad.g2161446, 64
-  %4792 = add nsw i64 %4791, %conv1_weight_grad.j2171447
-  %4793 = mul nsw i64 %4792, 784
-  %4794 = mul nsw i64 %conv1_weight_grad.c2181448, 784
-  %4795 = add nsw i64 %4793, %4794
-  %4796 = add nsw i64 %conv1_weight_grad.oy2201450, %conv1_weight_grad.ky2191449
-  %4797 = add nsw i64 %4796, -1
-  %4798 = mul nsw i64 %4797, 28
-  %4799 = add nsw i64 %4795, %4798
-  %4800 = add nsw i64 %conv1_weight_grad.ox2211451, 1
-  %4801 = add nsw i64 %4800, -1
-  %4802 = add nsw i64 %4799, %4801
-  %images1452 = getelementptr inbounds float, ptr %images, i64 %4802
-  %4803 = load float, ptr %images1452, align 4
-  %4804 = mul nsw i64 %conv1_weight_grad.c2181448, 3
-  %4805 = add nsw i64 %4804, %conv1_weight_grad.ky2191449
-  %4806 = mul nsw i64 %4805, 3
-  %4807 = mul nsw i64 %4806, 50176
-  %4808 = add nsw i64 1413776, %4807
-  %4809 = mul nsw i64 %conv1_weight_grad.j2171447, 784
-  %4810 = add nsw i64 %4808, %4809
-  %4811 = mul nsw i64 %conv1_weight_grad.oy2201450, 28
-  %4812 = add nsw i64 %conv1_weight_grad.ox2211451, 1
-  %4813 = add nsw i64 %4811, %4812
-  %4814 = add nsw i64 %4810, %4813
-  %arena1453 = getelementptr inbounds float, ptr %arena, i64 %4814
-  store float %4803, ptr %arena1453, align 4
-  %ox221.next = add nsw i64 %conv1_weight_grad.ox2211451, 1
-  %4815 = icmp slt i64 %ox221.next, 27
-  br i1 %4815, label %conv1_weight_grad.ox221, label %conv1_weight_grad.ox221.end
+conv1_weight_grad.ox280:                          ; preds = %conv1_weight_grad.ox280, %conv1_weight_grad.then
+  %conv1_weight_grad.ox2801508 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox280.next, %conv1_weight_grad.ox280 ]
+  %5418 = mul nsw i64 %conv1_weight_grad.g2751503, 64
+  %5419 = add nsw i64 %5418, %conv1_weight_grad.j2761504
+  %5420 = mul nsw i64 %5419, 784
+  %5421 = mul nsw i64 %conv1_weight_grad.c2771505, 784
+  %5422 = add nsw i64 %5420, %5421
+  %5423 = add nsw i64 %conv1_weight_grad.oy2791507, %conv1_weight_grad.ky2781506
+  %5424 = add nsw i64 %5423, -1
+  %5425 = mul nsw i64 %5424, 28
+  %5426 = add nsw i64 %5422, %5425
+  %5427 = add nsw i64 %conv1_weight_grad.ox2801508, 1
+  %5428 = add nsw i64 %5427, -1
+  %5429 = add nsw i64 %5426, %5428
+  %images1509 = getelementptr inbounds float, ptr %images, i64 %5429
+  %5430 = load float, ptr %images1509, align 4
+  %5431 = mul nsw i64 %conv1_weight_grad.c2771505, 3
+  %5432 = add nsw i64 %5431, %conv1_weight_grad.ky2781506
+  %5433 = mul nsw i64 %5432, 3
+  %5434 = mul nsw i64 %5433, 50176
+  %5435 = add nsw i64 1413776, %5434
+  %5436 = mul nsw i64 %conv1_weight_grad.j2761504, 784
+  %5437 = add nsw i64 %5435, %5436
+  %5438 = mul nsw i64 %conv1_weight_grad.oy2791507, 28
+  %5439 = add nsw i64 %conv1_weight_grad.ox2801508, 1
+  %5440 = add nsw i64 %5438, %5439
+  %5441 = add nsw i64 %5437, %5440
+  %arena1510 = getelementptr inbounds float, ptr %arena, i64 %5441
+  store float %5430, ptr %arena1510, align 4
+  %ox280.next = add nsw i64 %conv1_weight_grad.ox2801508, 1
+  %5442 = icmp slt i64 %ox280.next, 27
+  br i1 %5442, label %conv1_weight_grad.ox280, label %conv1_weight_grad.ox280.end
 
-conv1_weight_grad.ox221.end:                      ; preds = %conv1_weight_grad.ox221
-  br label %conv1_weight_grad.ox222
+conv1_weight_grad.ox280.end:                      ; preds = %conv1_weight_grad.ox280
+  br label %conv1_weight_grad.ox281
 
-conv1_weight_grad.ox222:                          ; preds = %conv1_weight_grad.ox222, %conv1_weight_grad.ox221.end
-  %conv1_weight_grad.ox2221454 = phi i64 [ 0, %conv1_weight_grad.ox221.end ], [ %ox222.next, %conv1_weight_grad.ox222 ]
-  %4816 = mul nsw i64 %conv1_weight_grad.c2181448, 3
-  %4817 = add nsw i64 %4816, %conv1_weight_grad.ky2191449
-  %4818 = mul nsw i64 %4817, 3
-  %4819 = mul nsw i64 %4818, 50176
-  %4820 = add nsw i64 1413776, %4819
-  %4821 = mul nsw i64 %conv1_weight_grad.j2171447, 784
-  %4822 = add nsw i64 %4820, %4821
-  %4823 = mul nsw i64 %conv1_weight_grad.oy2201450, 28
-  %4824 = add nsw i64 %4823, %conv1_weight_grad.ox2221454
-  %4825 = add nsw i64 %4822, %4824
-  %arena1455 = getelementptr inbounds float, ptr %arena, i64 %4825
-  store float 0.000000e+00, ptr %arena1455, align 4
-  %ox222.next = add nsw i64 %conv1_weight_grad.ox2221454, 1
-  %4826 = icmp slt i64 %ox222.next, 1
-  br i1 %4826, label %conv1_weight_grad.ox222, label %conv1_weight_grad.ox222.end
+conv1_weight_grad.ox281:                          ; preds = %conv1_weight_grad.ox281, %conv1_weight_grad.ox280.end
+  %conv1_weight_grad.ox2811511 = phi i64 [ 0, %conv1_weight_grad.ox280.end ], [ %ox281.next, %conv1_weight_grad.ox281 ]
+  %5443 = mul nsw i64 %conv1_weight_grad.c2771505, 3
+  %5444 = add nsw i64 %5443, %conv1_weight_grad.ky2781506
+  %5445 = mul nsw i64 %5444, 3
+  %5446 = mul nsw i64 %5445, 50176
+  %5447 = add nsw i64 1413776, %5446
+  %5448 = mul nsw i64 %conv1_weight_grad.j2761504, 784
+  %5449 = add nsw i64 %5447, %5448
+  %5450 = mul nsw i64 %conv1_weight_grad.oy2791507, 28
+  %5451 = add nsw i64 %5450, %conv1_weight_grad.ox2811511
+  %5452 = add nsw i64 %5449, %5451
+  %arena1512 = getelementptr inbounds float, ptr %arena, i64 %5452
+  store float 0.000000e+00, ptr %arena1512, align 4
+  %ox281.next = add nsw i64 %conv1_weight_grad.ox2811511, 1
+  %5453 = icmp slt i64 %ox281.next, 1
+  br i1 %5453, label %conv1_weight_grad.ox281, label %conv1_weight_grad.ox281.end
 
-conv1_weight_grad.ox222.end:                      ; preds = %conv1_weight_grad.ox222
+conv1_weight_grad.ox281.end:                      ; preds = %conv1_weight_grad.ox281
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.then1456:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox223
-
-conv1_weight_grad.endif1457:                      ; preds = %conv1_weight_grad.ox223.end, %conv1_weight_grad.endif
-  %4827 = add nsw i64 %conv1_weight_grad.oy2201450, %conv1_weight_grad.ky2191449
-  %4828 = add nsw i64 %4827, -1
-  %4829 = icmp slt i64 27, %4828
-  br i1 %4829, label %conv1_weight_grad.then1460, label %conv1_weight_grad.endif1461
-
-conv1_weight_grad.ox223:                          ; preds = %conv1_weight_grad.ox223, %conv1_weight_grad.then1456
-  %conv1_weight_grad.ox2231458 = phi i64 [ 0, %conv1_weight_grad.then1456 ], [ %ox223.next, %conv1_weight_grad.ox223 ]
-  %4830 = mul nsw i64 %conv1_weight_grad.c2181448, 3
-  %4831 = add nsw i64 %4830, %conv1_weight_grad.ky2191449
-  %4832 = mul nsw i64 %4831, 3
-  %4833 = mul nsw i64 %4832, 50176
-  %4834 = add nsw i64 1413776, %4833
-  %4835 = mul nsw i64 %conv1_weight_grad.j2171447, 784
-  %4836 = add nsw i64 %4834, %4835
-  %4837 = mul nsw i64 %conv1_weight_grad.oy2201450, 28
-  %4838 = add nsw i64 %4837, %conv1_weight_grad.ox2231458
-  %4839 = add nsw i64 %4836, %4838
-  %arena1459 = getelementptr inbounds float, ptr %arena, i64 %4839
-  store float 0.000000e+00, ptr %arena1459, align 4
-  %ox223.next = add nsw i64 %conv1_weight_grad.ox2231458, 1
-  %4840 = icmp slt i64 %ox223.next, 28
-  br i1 %4840, label %conv1_weight_grad.ox223, label %conv1_weight_grad.ox223.end
-
-conv1_weight_grad.ox223.end:                      ; preds = %conv1_weight_grad.ox223
-  br label %conv1_weight_grad.endif1457
-
-conv1_weight_grad.then1460:                       ; preds = %conv1_weight_grad.endif1457
-  br label %conv1_weight_grad.ox2231462
-
-conv1_weight_grad.endif1461:                      ; preds = %conv1_weight_grad.ox223.end1463, %conv1_weight_grad.endif1457
-  %oy220.next = add nsw i64 %conv1_weight_grad.oy2201450, 1
-  %4841 = icmp slt i64 %oy220.next, 28
-  br i1 %4841, label %conv1_weight_grad.oy220, label %conv1_weight_grad.oy220.end
-
-conv1_weight_grad.ox2231462:                      ; preds = %conv1_weight_grad.ox2231462, %conv1_weight_grad.then1460
-  %conv1_weight_grad.ox2231464 = phi i64 [ 0, %conv1_weight_grad.then1460 ], [ %ox223.next1466, %conv1_weight_grad.ox2231462 ]
-  %4842 = mul nsw i64 %conv1_weight_grad.c2181448, 3
-  %4843 = add nsw i64 %4842, %conv1_weight_grad.ky2191449
-  %4844 = mul nsw i64 %4843, 3
-  %4845 = mul nsw i64 %4844, 50176
-  %4846 = add nsw i64 1413776, %4845
-  %4847 = mul nsw i64 %conv1_weight_grad.j2171447, 784
-  %4848 = add nsw i64 %4846, %4847
-  %4849 = mul nsw i64 %conv1_weight_grad.oy2201450, 28
-  %4850 = add nsw i64 %4849, %conv1_weight_grad.ox2231464
-  %4851 = add nsw i64 %4848, %4850
-  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %4851
-  store float 0.000000e+00, ptr %arena1465, align 4
-  %ox223.next1466 = add nsw i64 %conv1_weight_grad.ox2231464, 1
-  %4852 = icmp slt i64 %ox223.next1466, 28
-  br i1 %4852, label %conv1_weight_grad.ox2231462, label %conv1_weight_grad.ox223.end1463
-
-conv1_weight_grad.ox223.end1463:                  ; preds = %conv1_weight_grad.ox2231462
-  br label %conv1_weight_grad.endif1461
-
-conv1_weight_grad.oy224:                          ; preds = %conv1_weight_grad.endif1478, %conv1_weight_grad.oy220.end
-  %conv1_weight_grad.oy2241467 = phi i64 [ 0, %conv1_weight_grad.oy220.end ], [ %oy224.next, %conv1_weight_grad.endif1478 ]
-  %4853 = add nsw i64 %conv1_weight_grad.oy2241467, %conv1_weight_grad.ky2191449
-  %4854 = add nsw i64 %4853, -1
-  %4855 = icmp slt i64 -1, %4854
-  %4856 = add nsw i64 %conv1_weight_grad.oy2241467, %conv1_weight_grad.ky2191449
-  %4857 = add nsw i64 %4856, -1
-  %4858 = icmp slt i64 %4857, 28
-  %4859 = and i1 %4855, %4858
-  br i1 %4859, label %conv1_weight_grad.then1468, label %conv1_weight_grad.endif1469
-
-conv1_weight_grad.oy224.end:                      ; preds = %conv1_weight_grad.endif1478
-  br label %conv1_weight_grad.oy227
-
-conv1_weight_grad.then1468:                       ; preds = %conv1_weight_grad.oy224
-  br label %conv1_weight_grad.ox225
-
-conv1_weight_grad.endif1469:                      ; preds = %conv1_weight_grad.ox225.end, %conv1_weight_grad.oy224
-  %4860 = add nsw i64 %conv1_weight_grad.oy2241467, %conv1_weight_grad.ky2191449
-  %4861 = add nsw i64 %4860, -1
-  %4862 = icmp slt i64 %4861, 0
-  br i1 %4862, label %conv1_weight_grad.then1473, label %conv1_weight_grad.endif1474
-
-conv1_weight_grad.ox225:                          ; preds = %conv1_weight_grad.ox225, %conv1_weight_grad.then1468
-  %conv1_weight_grad.ox2251470 = phi i64 [ 0, %conv1_weight_grad.then1468 ], [ %ox225.next, %conv1_weight_grad.ox225 ]
-  %4863 = mul nsw i64 %conv1_weight_grad.g2161446, 64
-  %4864 = add nsw i64 %4863, %conv1_weight_grad.j2171447
-  %4865 = mul nsw i64 %4864, 784
-  %4866 = mul nsw i64 %conv1_weight_grad.c2181448, 784
-  %4867 = add nsw i64 %4865, %4866
-  %4868 = add nsw i64 %conv1_weight_grad.oy2241467, %conv1_weight_grad.ky2191449
-  %4869 = add nsw i64 %4868, -1
-  %4870 = mul nsw i64 %4869, 28
-  %4871 = add nsw i64 %4867, %4870
-  %4872 = add nsw i64 %4871, %conv1_weight_grad.ox2251470
-  %images1471 = getelementptr inbounds float, ptr %images, i64 %4872
-  %4873 = load float, ptr %images1471, align 4
-  %4874 = mul nsw i64 %conv1_weight_grad.c2181448, 3
-  %4875 = add nsw i64 %4874, %conv1_weight_grad.ky2191449
-  %4876 = mul nsw i64 %4875, 3
-  %4877 = add nsw i64 %4876, 1
-  %4878 = mul nsw i64 %4877, 50176
-  %4879 = add nsw i64 1413776, %4878
-  %4880 = mul nsw i64 %conv1_weight_grad.j2171447, 784
-  %4881 = add nsw i64 %4879, %4880
-  %4882 = mul nsw i64 %conv1_weight_grad.oy2241467, 28
-  %4883 = add nsw i64 %4882, %conv1_weight_grad.ox2251470
-  %4884 = add nsw i64 %4881, %4883
-  %arena1472 = getelementptr inbounds float, ptr %arena, i64 %4884
-  store float %4873, ptr %arena1472, align 4
-  %ox225.next = add nsw i64 %conv1_weight_grad.ox2251470, 1
-  %4885 = icmp slt i64 %ox225.next, 28
-  br i1 %4885, label %conv1_weight_grad.ox225, label %conv1_weight_grad.ox225.end
-
-conv1_weight_grad.ox225.end:                      ; preds = %conv1_weight_grad.ox225
-  br label %conv1_weight_grad.endif1469
-
-conv1_weight_grad.then1473:                       ; preds = %conv1_weight_grad.endif1469
-  br label %conv1_weight_grad.ox226
-
-conv1_weight_grad.endif1474:                      ; preds = %conv1_weight_grad.ox226.end, %conv1_weight_grad.endif1469
-  %4886 = add nsw i64 %conv1_weight_grad.oy2241467, %conv1_weight_grad.ky2191449
-  %4887 = add nsw i64 %4886, -1
-  %4888 = icmp slt i64 27, %4887
-  br i1 %4888, label %conv1_weight_grad.then1477, label %conv1_weight_grad.endif1478
-
-conv1_weight_grad.ox226:                          ; preds = %conv1_weight_grad.ox226, %conv1_weight_grad.then1473
-  %conv1_weight_grad.ox2261475 = phi i64 [ 0, %conv1_weight_grad.then1473 ], [ %ox226.next, %conv1_weight_grad.ox226 ]
-  %4889 = mul nsw i64 %conv1_weight_grad.c2181448, 3
-  %4890 = add nsw i64 %4889, %conv1_weight_grad.ky2191449
-  %4891 = mul nsw i64 %4890, 3
-  %4892 = add nsw i64 %4891, 1
-  %4893 = mul nsw i64 %4892, 50176
-  %4894 = add nsw i64 1413776, %4893
-  %4895 = mul nsw i64 %conv1_weight_grad.j2171447, 784
-  %4896 = add nsw i64 %4894, %4895
-  %4897 = mul nsw i64 %conv1_weight_grad.oy2241467, 28
-  %4898 = add nsw i64 %4897, %conv1_weight_grad.ox2261475
-  %4899 = add nsw i64 %4896, %4898
-  %arena1476 = getelementptr inbounds float, ptr %arena, i64 %4899
-  store float 0.000000e+00, ptr %arena1476, align 4
-  %ox226.next = add nsw i64 %conv1_weight_grad.ox2261475, 1
-  %4900 = icmp slt i64 %ox226.next, 28
-  br i1 %4900, label %conv1_weight_grad.ox226, label %conv1_weight_grad.ox226.end
-
-conv1_weight_grad.ox226.end:                      ; preds = %conv1_weight_grad.ox226
-  br label %conv1_weight_grad.endif1474
-
-conv1_weight_grad.then1477:                       ; preds = %conv1_weight_grad.endif1474
-  br label %conv1_weight_grad.ox2261479
-
-conv1_weight_grad.endif1478:                      ; preds = %conv1_weight_grad.ox226.end1480, %conv1_weight_grad.endif1474
-  %oy224.next = add nsw i64 %conv1_weight_grad.oy2241467, 1
-  %4901 = icmp slt i64 %oy224.next, 28
-  br i1 %4901, label %conv1_weight_grad.oy224, label %conv1_weight_grad.oy224.end
-
-conv1_weight_grad.ox2261479:                      ; preds = %conv1_weight_grad.ox2261479, %conv1_weight_grad.then1477
-  %conv1_weight_grad.ox2261481 = phi i64 [ 0, %conv1_weight_grad.then1477 ], [ %ox226.next1483, %conv1_weight_grad.ox2261479 ]
-  %4902 = mul nsw i64 %conv1_weight_grad.c2181448, 3
-  %4903 = add nsw i64 %4902, %conv1_weight_grad.ky2191449
-  %4904 = mul nsw i64 %4903, 3
-  %4905 = add nsw i64 %4904, 1
-  %4906 = mul nsw i64 %4905, 50176
-  %4907 = add nsw i64 1413776, %4906
-  %4908 = mul nsw i64 %conv1_weight_grad.j2171447, 784
-  %4909 = add nsw i64 %4907, %4908
-  %4910 = mul nsw i64 %conv1_weight_grad.oy2241467, 28
-  %4911 = add nsw i64 %4910, %conv1_weight_grad.ox2261481
-  %4912 = add nsw i64 %4909, %4911
-  %arena1482 = getelementptr inbounds float, ptr %arena, i64 %4912
-  store float 0.000000e+00, ptr %arena1482, align 4
-  %ox226.next1483 = add nsw i64 %conv1_weight_grad.ox2261481, 1
-  %4913 = icmp slt i64 %ox226.next1483, 28
-  br i1 %4913, label %conv1_weight_grad.ox2261479, label %conv1_weight_grad.ox226.end1480
-
-conv1_weight_grad.ox226.end1480:                  ; preds = %conv1_weight_grad.ox2261479
-  br label %conv1_weight_grad.endif1478
-
-conv1_weight_grad.oy227:                          ; preds = %conv1_weight_grad.endif1497, %conv1_weight_grad.oy224.end
-  %conv1_weight_grad.oy2271484 = phi i64 [ 0, %conv1_weight_grad.oy224.end ], [ %oy227.next, %conv1_weight_grad.endif1497 ]
-  %4914 = add nsw i64 %conv1_weight_grad.oy2271484, %conv1_weight_grad.ky2191449
-  %4915 = add nsw i64 %4914, -1
-  %4916 = icmp slt i64 -1, %4915
-  %4917 = add nsw i64 %conv1_weight_grad.oy2271484, %conv1_weight_grad.ky2191449
-  %4918 = add nsw i64 %4917, -1
-  %4919 = icmp slt i64 %4918, 28
-  %4920 = and i1 %4916, %4919
-  br i1 %4920, label %conv1_weight_grad.then1485, label %conv1_weight_grad.endif1486
-
-conv1_weight_grad.oy227.end:                      ; preds = %conv1_weight_grad.endif1497
-  %ky219.next = add nsw i64 %conv1_weight_grad.ky2191449, 1
-  %4921 = icmp slt i64 %ky219.next, 3
-  br i1 %4921, label %conv1_weight_grad.ky219, label %conv1_weight_grad.ky219.end
-
-conv1_weight_grad.then1485:                       ; preds = %conv1_weight_grad.oy227
-  br label %conv1_weight_grad.ox228
-
-conv1_weight_grad.endif1486:                      ; preds = %conv1_weight_grad.ox229.end, %conv1_weight_grad.oy227
-  %4922 = add nsw i64 %conv1_weight_grad.oy2271484, %conv1_weight_grad.ky2191449
-  %4923 = add nsw i64 %4922, -1
-  %4924 = icmp slt i64 %4923, 0
-  br i1 %4924, label %conv1_weight_grad.then1492, label %conv1_weight_grad.endif1493
-
-conv1_weight_grad.ox228:                          ; preds = %conv1_weight_grad.ox228, %conv1_weight_grad.then1485
-  %conv1_weight_grad.ox2281487 = phi i64 [ 0, %conv1_weight_grad.then1485 ], [ %ox228.next, %conv1_weight_grad.ox228 ]
-  %4925 = mul nsw i64 %conv1_weight_grad.g2161446, 64
-  %4926 = add nsw i64 %4925, %conv1_weight_grad.j2171447
-  %4927 = mul nsw i64 %4926, 784
-  %4928 = mul nsw i64 %conv1_weight_grad.c2181448, 784
-  %4929 = add nsw i64 %4927, %4928
-  %4930 = add nsw i64 %conv1_weight_grad.oy2271484, %conv1_weight_grad.ky2191449
-  %4931 = add nsw i64 %4930, -1
-  %4932 = mul nsw i64 %4931, 28
-  %4933 = add nsw i64 %4929, %4932
-  %4934 = add nsw i64 %conv1_weight_grad.ox2281487, 1
-  %4935 = add nsw i64 %4933, %4934
-  %images1488 = getelementptr inbounds float, ptr %images, i64 %4935
-  %4936 = load float, ptr %images1488, align 4
-  %4937 = mul nsw i64 %conv1_weight_grad.c2181448, 3
-  %4938 = add nsw i64 %4937, %conv1_weight_grad.ky2191449
-  %4939 = mul nsw i64 %4938, 3
-  %4940 = add nsw i64 %4939, 2
-  %4941 = mul nsw i64 %4940, 50176
-  %4942 = add nsw i64 1413776, %4941
-  %4943 = mul nsw i64 %conv1_weight_grad.j2171447, 784
-  %4944 = add nsw i64 %4942, %4943
-  %4945 = mul nsw i64 %conv1_weight_grad.oy2271484, 28
-  %4946 = add nsw i64 %4945, %conv1_weight_grad.ox2281487
-  %4947 = add nsw i64 %4944, %4946
-  %arena1489 = getelementptr inbounds float, ptr %arena, i64 %4947
-  store float %4936, ptr %arena1489, align 4
-  %ox228.next = add nsw i64 %conv1_weight_grad.ox2281487, 1
-  %4948 = icmp slt i64 %ox228.next, 27
-  br i1 %4948, label %conv1_weight_grad.ox228, label %conv1_weight_grad.ox228.end
-
-conv1_weight_grad.ox228.end:                      ; preds = %conv1_weight_grad.ox228
-  br label %conv1_weight_grad.ox229
-
-conv1_weight_grad.ox229:                          ; preds = %conv1_weight_grad.ox229, %conv1_weight_grad.ox228.end
-  %conv1_weight_grad.ox2291490 = phi i64 [ 0, %conv1_weight_grad.ox228.end ], [ %ox229.next, %conv1_weight_grad.ox229 ]
-  %4949 = mul nsw i64 %conv1_weight_grad.c2181448, 3
-  %4950 = add nsw i64 %4949, %conv1_weight_grad.ky2191449
-  %4951 = mul nsw i64 %4950, 3
-  %4952 = add nsw i64 %4951, 2
-  %4953 = mul nsw i64 %4952, 50176
-  %4954 = add nsw i64 1413776, %4953
-  %4955 = mul nsw i64 %conv1_weight_grad.j2171447, 784
-  %4956 = add nsw i64 %4954, %4955
-  %4957 = mul nsw i64 %conv1_weight_grad.oy2271484, 28
-  %4958 = add nsw i64 %conv1_weight_grad.ox2291490, 27
-  %4959 = add nsw i64 %4957, %4958
-  %4960 = add nsw i64 %4956, %4959
-  %arena1491 = getelementptr inbounds float, ptr %arena, i64 %4960
-  store float 0.000000e+00, ptr %arena1491, align 4
-  %ox229.next = add nsw i64 %conv1_weight_grad.ox2291490, 1
-  %4961 = icmp slt i64 %ox229.next, 1
-  br i1 %4961, label %conv1_weight_grad.ox229, label %conv1_weight_grad.ox229.end
-
-conv1_weight_grad.ox229.end:                      ; preds = %conv1_weight_grad.ox229
-  br label %conv1_weight_grad.endif1486
-
-conv1_weight_grad.then1492:                       ; preds = %conv1_weight_grad.endif1486
-  br label %conv1_weight_grad.ox230
-
-conv1_weight_grad.endif1493:                      ; preds = %conv1_weight_grad.ox230.end, %conv1_weight_grad.endif1486
-  %4962 = add nsw i64 %conv1_weight_grad.oy2271484, %conv1_weight_grad.ky2191449
-  %4963 = add nsw i64 %4962, -1
-  %4964 = icmp slt i64 27, %4963
-  br i1 %4964, label %conv1_weight_grad.then1496, label %conv1_weight_grad.endif1497
-
-conv1_weight_grad.ox230:                          ; preds = %conv1_weight_grad.ox230, %conv1_weight_grad.then1492
-  %conv1_weight_grad.ox2301494 = phi i64 [ 0, %conv1_weight_grad.then1492 ], [ %ox230.next, %conv1_weight_grad.ox230 ]
-  %4965 = mul nsw i64 %conv1_weight_grad.c2181448, 3
-  %4966 = add nsw i64 %4965, %conv1_weight_grad.ky2191449
-  %4967 = mul nsw i64 %4966, 3
-  %4968 = add nsw i64 %4967, 2
-  %4969 = mul nsw i64 %4968, 50176
-  %4970 = add nsw i64 1413776, %4969
-  %4971 = mul nsw i64 %conv1_weight_grad.j2171447, 784
-  %4972 = add nsw i64 %4970, %4971
-  %4973 = mul nsw i64 %conv1_weight_grad.oy2271484, 28
-  %4974 = add nsw i64 %4973, %conv1_weight_grad.ox2301494
-  %4975 = add nsw i64 %4972, %4974
-  %arena1495 = getelementptr inbounds float, ptr %arena, i64 %4975
-  store float 0.000000e+00, ptr %arena1495, align 4
-  %ox230.next = add nsw i64 %conv1_weight_grad.ox2301494, 1
-  %4976 = icmp slt i64 %ox230.next, 28
-  br i1 %4976, label %conv1_weight_grad.ox230, label %conv1_weight_grad.ox230.end
-
-conv1_weight_grad.ox230.end:                      ; preds = %conv1_weight_grad.ox230
-  br label %conv1_weight_grad.endif1493
-
-conv1_weight_grad.then1496:                       ; preds = %conv1_weight_grad.endif1493
-  br label %conv1_weight_grad.ox2301498
-
-conv1_weight_grad.endif1497:                      ; preds = %conv1_weight_grad.ox230.end1499, %conv1_weight_grad.endif1493
-  %oy227.next = add nsw i64 %conv1_weight_grad.oy2271484, 1
-  %4977 = icmp slt i64 %oy227.next, 28
-  br i1 %4977, label %conv1_weight_grad.oy227, label %conv1_weight_grad.oy227.end
-
-conv1_weight_grad.ox2301498:                      ; preds = %conv1_weight_grad.ox2301498, %conv1_weight_grad.then1496
-  %conv1_weight_grad.ox2301500 = phi i64 [ 0, %conv1_weight_grad.then1496 ], [ %ox230.next1502, %conv1_weight_grad.ox2301498 ]
-  %4978 = mul nsw i64 %conv1_weight_grad.c2181448, 3
-  %4979 = add nsw i64 %4978, %conv1_weight_grad.ky2191449
-  %4980 = mul nsw i64 %4979, 3
-  %4981 = add nsw i64 %4980, 2
-  %4982 = mul nsw i64 %4981, 50176
-  %4983 = add nsw i64 1413776, %4982
-  %4984 = mul nsw i64 %conv1_weight_grad.j2171447, 784
-  %4985 = add nsw i64 %4983, %4984
-  %4986 = mul nsw i64 %conv1_weight_grad.oy2271484, 28
-  %4987 = add nsw i64 %4986, %conv1_weight_grad.ox2301500
-  %4988 = add nsw i64 %4985, %4987
-  %arena1501 = getelementptr inbounds float, ptr %arena, i64 %4988
-  store float 0.000000e+00, ptr %arena1501, align 4
-  %ox230.next1502 = add nsw i64 %conv1_weight_grad.ox2301500, 1
-  %4989 = icmp slt i64 %ox230.next1502, 28
-  br i1 %4989, label %conv1_weight_grad.ox2301498, label %conv1_weight_grad.ox230.end1499
-
-conv1_weight_grad.ox230.end1499:                  ; preds = %conv1_weight_grad.ox2301498
-  br label %conv1_weight_grad.endif1497
-
-conv1_weight_grad.j231:                           ; preds = %conv1_weight_grad.i232.end, %conv1_weight_grad.j217.end
-  %conv1_weight_grad.j2311503 = phi i64 [ 0, %conv1_weight_grad.j217.end ], [ %j231.next, %conv1_weight_grad.i232.end ]
-  br label %conv1_weight_grad.i232
-
-conv1_weight_grad.j231.end:                       ; preds = %conv1_weight_grad.i232.end
-  br label %conv1_weight_grad.kp234
-
-conv1_weight_grad.i232:                           ; preds = %conv1_weight_grad.f233.end, %conv1_weight_grad.j231
-  %conv1_weight_grad.i2321504 = phi i64 [ 0, %conv1_weight_grad.j231 ], [ %i232.next, %conv1_weight_grad.f233.end ]
-  br label %conv1_weight_grad.f233
-
-conv1_weight_grad.i232.end:                       ; preds = %conv1_weight_grad.f233.end
-  %j231.next = add nsw i64 %conv1_weight_grad.j2311503, 1
-  %4990 = icmp slt i64 %j231.next, 64
-  br i1 %4990, label %conv1_weight_grad.j231, label %conv1_weight_grad.j231.end
-
-conv1_weight_grad.f233:                           ; preds = %conv1_weight_grad.f233, %conv1_weight_grad.i232
-  %conv1_weight_grad.f2331505 = phi i64 [ 0, %conv1_weight_grad.i232 ], [ %f233.next, %conv1_weight_grad.f233 ]
-  %4991 = mul nsw i64 %conv1_weight_grad.g2161446, 64
-  %4992 = add nsw i64 %4991, %conv1_weight_grad.j2311503
-  %4993 = mul nsw i64 %4992, 12544
-  %4994 = add nsw i64 610960, %4993
-  %4995 = mul nsw i64 %conv1_weight_grad.f2331505, 784
-  %4996 = add nsw i64 %4994, %4995
-  %4997 = add nsw i64 %4996, %conv1_weight_grad.i2321504
-  %arena1506 = getelementptr inbounds float, ptr %arena, i64 %4997
-  %4998 = load float, ptr %arena1506, align 4
-  %4999 = mul nsw i64 %conv1_weight_grad.j2311503, 784
-  %5000 = add nsw i64 %4999, %conv1_weight_grad.i2321504
-  %5001 = mul nsw i64 %5000, 16
-  %5002 = add nsw i64 1865360, %5001
-  %5003 = add nsw i64 %5002, %conv1_weight_grad.f2331505
-  %arena1507 = getelementptr inbounds float, ptr %arena, i64 %5003
-  store float %4998, ptr %arena1507, align 4
-  %f233.next = add nsw i64 %conv1_weight_grad.f2331505, 1
-  %5004 = icmp slt i64 %f233.next, 16
-  br i1 %5004, label %conv1_weight_grad.f233, label %conv1_weight_grad.f233.end
-
-conv1_weight_grad.f233.end:                       ; preds = %conv1_weight_grad.f233
-  %i232.next = add nsw i64 %conv1_weight_grad.i2321504, 1
-  %5005 = icmp slt i64 %i232.next, 784
-  br i1 %5005, label %conv1_weight_grad.i232, label %conv1_weight_grad.i232.end
-
-conv1_weight_grad.kp234:                          ; preds = %conv1_weight_grad.nb235.end, %conv1_weight_grad.j231.end
-  %conv1_weight_grad.kp2341508 = phi i64 [ 0, %conv1_weight_grad.j231.end ], [ %kp234.next, %conv1_weight_grad.nb235.end ]
-  br label %conv1_weight_grad.nb235
-
-conv1_weight_grad.kp234.end:                      ; preds = %conv1_weight_grad.nb235.end
-  br label %conv1_weight_grad.nb239
-
-conv1_weight_grad.nb235:                          ; preds = %conv1_weight_grad.mb236.end, %conv1_weight_grad.kp234
-  %conv1_weight_grad.nb2351509 = phi i64 [ 0, %conv1_weight_grad.kp234 ], [ %nb235.next, %conv1_weight_grad.mb236.end ]
-  br label %conv1_weight_grad.mb236
-
-conv1_weight_grad.nb235.end:                      ; preds = %conv1_weight_grad.mb236.end
-  %kp234.next = add nsw i64 %conv1_weight_grad.kp2341508, 1
-  %5006 = icmp slt i64 %kp234.next, 130
-  br i1 %5006, label %conv1_weight_grad.kp234, label %conv1_weight_grad.kp234.end
-
-conv1_weight_grad.mb236:                          ; preds = %conv1_weight_grad.k238.end, %conv1_weight_grad.nb235
-  %conv1_weight_grad.mb2361510 = phi i64 [ 0, %conv1_weight_grad.nb235 ], [ %mb236.next, %conv1_weight_grad.k238.end ]
-  %5007 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5008 = mul nsw i64 %5007, 16
-  %5009 = add nsw i64 2668176, %5008
-  %5010 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5011 = add nsw i64 %5009, %5010
-  %arena1511 = getelementptr inbounds float, ptr %arena, i64 %5011
-  %5012 = load <16 x float>, ptr %arena1511, align 4
-  store <16 x float> %5012, ptr %conv1_weight_grad.t237_c0_0, align 64
-  %5013 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5014 = add nsw i64 %5013, 1
-  %5015 = mul nsw i64 %5014, 16
-  %5016 = add nsw i64 2668176, %5015
-  %5017 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5018 = add nsw i64 %5016, %5017
-  %arena1512 = getelementptr inbounds float, ptr %arena, i64 %5018
-  %5019 = load <16 x float>, ptr %arena1512, align 4
-  store <16 x float> %5019, ptr %conv1_weight_grad.t237_c1_0, align 64
-  %5020 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5021 = add nsw i64 %5020, 2
-  %5022 = mul nsw i64 %5021, 16
-  %5023 = add nsw i64 2668176, %5022
-  %5024 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5025 = add nsw i64 %5023, %5024
-  %arena1513 = getelementptr inbounds float, ptr %arena, i64 %5025
-  %5026 = load <16 x float>, ptr %arena1513, align 4
-  store <16 x float> %5026, ptr %conv1_weight_grad.t237_c2_0, align 64
-  %5027 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5028 = add nsw i64 %5027, 3
-  %5029 = mul nsw i64 %5028, 16
-  %5030 = add nsw i64 2668176, %5029
-  %5031 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5032 = add nsw i64 %5030, %5031
-  %arena1514 = getelementptr inbounds float, ptr %arena, i64 %5032
-  %5033 = load <16 x float>, ptr %arena1514, align 4
-  store <16 x float> %5033, ptr %conv1_weight_grad.t237_c3_0, align 64
-  %5034 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5035 = add nsw i64 %5034, 4
-  %5036 = mul nsw i64 %5035, 16
-  %5037 = add nsw i64 2668176, %5036
-  %5038 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5039 = add nsw i64 %5037, %5038
-  %arena1515 = getelementptr inbounds float, ptr %arena, i64 %5039
-  %5040 = load <16 x float>, ptr %arena1515, align 4
-  store <16 x float> %5040, ptr %conv1_weight_grad.t237_c4_0, align 64
-  %5041 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5042 = add nsw i64 %5041, 5
-  %5043 = mul nsw i64 %5042, 16
-  %5044 = add nsw i64 2668176, %5043
-  %5045 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5046 = add nsw i64 %5044, %5045
-  %arena1516 = getelementptr inbounds float, ptr %arena, i64 %5046
-  %5047 = load <16 x float>, ptr %arena1516, align 4
-  store <16 x float> %5047, ptr %conv1_weight_grad.t237_c5_0, align 64
-  %5048 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5049 = add nsw i64 %5048, 6
-  %5050 = mul nsw i64 %5049, 16
-  %5051 = add nsw i64 2668176, %5050
-  %5052 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5053 = add nsw i64 %5051, %5052
-  %arena1517 = getelementptr inbounds float, ptr %arena, i64 %5053
-  %5054 = load <16 x float>, ptr %arena1517, align 4
-  store <16 x float> %5054, ptr %conv1_weight_grad.t237_c6_0, align 64
-  %5055 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5056 = add nsw i64 %5055, 7
-  %5057 = mul nsw i64 %5056, 16
-  %5058 = add nsw i64 2668176, %5057
-  %5059 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5060 = add nsw i64 %5058, %5059
-  %arena1518 = getelementptr inbounds float, ptr %arena, i64 %5060
-  %5061 = load <16 x float>, ptr %arena1518, align 4
-  store <16 x float> %5061, ptr %conv1_weight_grad.t237_c7_0, align 64
-  %5062 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5063 = add nsw i64 %5062, 8
-  %5064 = mul nsw i64 %5063, 16
-  %5065 = add nsw i64 2668176, %5064
-  %5066 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5067 = add nsw i64 %5065, %5066
-  %arena1519 = getelementptr inbounds float, ptr %arena, i64 %5067
-  %5068 = load <16 x float>, ptr %arena1519, align 4
-  store <16 x float> %5068, ptr %conv1_weight_grad.t237_c8_0, align 64
-  br label %conv1_weight_grad.k238
-
-conv1_weight_grad.mb236.end:                      ; preds = %conv1_weight_grad.k238.end
-  %nb235.next = add nsw i64 %conv1_weight_grad.nb2351509, 1
-  %5069 = icmp slt i64 %nb235.next, 1
-  br i1 %5069, label %conv1_weight_grad.nb235, label %conv1_weight_grad.nb235.end
-
-conv1_weight_grad.k238:                           ; preds = %conv1_weight_grad.k238, %conv1_weight_grad.mb236
-  %conv1_weight_grad.k2381520 = phi i64 [ 0, %conv1_weight_grad.mb236 ], [ %k238.next, %conv1_weight_grad.k238 ]
-  %5070 = mul nsw i64 %conv1_weight_grad.kp2341508, 384
-  %5071 = add nsw i64 %conv1_weight_grad.k2381520, %5070
-  %5072 = mul nsw i64 %5071, 16
-  %5073 = add nsw i64 1865360, %5072
-  %5074 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5075 = add nsw i64 %5073, %5074
-  %arena1521 = getelementptr inbounds float, ptr %arena, i64 %5075
-  %5076 = load <16 x float>, ptr %arena1521, align 4
-  store <16 x float> %5076, ptr %conv1_weight_grad.t237_b0, align 64
-  %5077 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5078 = mul nsw i64 %5077, 50176
-  %5079 = add nsw i64 1413776, %5078
-  %5080 = mul nsw i64 %conv1_weight_grad.kp2341508, 384
-  %5081 = add nsw i64 %conv1_weight_grad.k2381520, %5080
-  %5082 = add nsw i64 %5079, %5081
-  %arena1522 = getelementptr inbounds float, ptr %arena, i64 %5082
-  %5083 = load float, ptr %arena1522, align 4
-  %5084 = insertelement <16 x float> undef, float %5083, i32 0
-  %5085 = shufflevector <16 x float> %5084, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5085, ptr %conv1_weight_grad.t237_a0, align 64
-  %t237_a0 = load <16 x float>, ptr %conv1_weight_grad.t237_a0, align 64
-  %t237_b0 = load <16 x float>, ptr %conv1_weight_grad.t237_b0, align 64
-  %t237_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t237_c0_0, align 64
-  %5086 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t237_a0, <16 x float> %t237_b0, <16 x float> %t237_c0_0)
-  store <16 x float> %5086, ptr %conv1_weight_grad.t237_c0_0, align 64
-  %5087 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5088 = add nsw i64 %5087, 1
-  %5089 = mul nsw i64 %5088, 50176
-  %5090 = add nsw i64 1413776, %5089
-  %5091 = mul nsw i64 %conv1_weight_grad.kp2341508, 384
-  %5092 = add nsw i64 %conv1_weight_grad.k2381520, %5091
-  %5093 = add nsw i64 %5090, %5092
-  %arena1523 = getelementptr inbounds float, ptr %arena, i64 %5093
-  %5094 = load float, ptr %arena1523, align 4
-  %5095 = insertelement <16 x float> undef, float %5094, i32 0
-  %5096 = shufflevector <16 x float> %5095, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5096, ptr %conv1_weight_grad.t237_a1, align 64
-  %t237_a1 = load <16 x float>, ptr %conv1_weight_grad.t237_a1, align 64
-  %t237_b01524 = load <16 x float>, ptr %conv1_weight_grad.t237_b0, align 64
-  %t237_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t237_c1_0, align 64
-  %5097 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t237_a1, <16 x float> %t237_b01524, <16 x float> %t237_c1_0)
-  store <16 x float> %5097, ptr %conv1_weight_grad.t237_c1_0, align 64
-  %5098 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5099 = add nsw i64 %5098, 2
-  %5100 = mul nsw i64 %5099, 50176
-  %5101 = add nsw i64 1413776, %5100
-  %5102 = mul nsw i64 %conv1_weight_grad.kp2341508, 384
-  %5103 = add nsw i64 %conv1_weight_grad.k2381520, %5102
-  %5104 = add nsw i64 %5101, %5103
-  %arena1525 = getelementptr inbounds float, ptr %arena, i64 %5104
-  %5105 = load float, ptr %arena1525, align 4
-  %5106 = insertelement <16 x float> undef, float %5105, i32 0
-  %5107 = shufflevector <16 x float> %5106, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5107, ptr %conv1_weight_grad.t237_a2, align 64
-  %t237_a2 = load <16 x float>, ptr %conv1_weight_grad.t237_a2, align 64
-  %t237_b01526 = load <16 x float>, ptr %conv1_weight_grad.t237_b0, align 64
-  %t237_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t237_c2_0, align 64
-  %5108 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t237_a2, <16 x float> %t237_b01526, <16 x float> %t237_c2_0)
-  store <16 x float> %5108, ptr %conv1_weight_grad.t237_c2_0, align 64
-  %5109 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5110 = add nsw i64 %5109, 3
-  %5111 = mul nsw i64 %5110, 50176
-  %5112 = add nsw i64 1413776, %5111
-  %5113 = mul nsw i64 %conv1_weight_grad.kp2341508, 384
-  %5114 = add nsw i64 %conv1_weight_grad.k2381520, %5113
-  %5115 = add nsw i64 %5112, %5114
-  %arena1527 = getelementptr inbounds float, ptr %arena, i64 %5115
-  %5116 = load float, ptr %arena1527, align 4
-  %5117 = insertelement <16 x float> undef, float %5116, i32 0
-  %5118 = shufflevector <16 x float> %5117, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5118, ptr %conv1_weight_grad.t237_a3, align 64
-  %t237_a3 = load <16 x float>, ptr %conv1_weight_grad.t237_a3, align 64
-  %t237_b01528 = load <16 x float>, ptr %conv1_weight_grad.t237_b0, align 64
-  %t237_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t237_c3_0, align 64
-  %5119 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t237_a3, <16 x float> %t237_b01528, <16 x float> %t237_c3_0)
-  store <16 x float> %5119, ptr %conv1_weight_grad.t237_c3_0, align 64
-  %5120 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5121 = add nsw i64 %5120, 4
-  %5122 = mul nsw i64 %5121, 50176
-  %5123 = add nsw i64 1413776, %5122
-  %5124 = mul nsw i64 %conv1_weight_grad.kp2341508, 384
-  %5125 = add nsw i64 %conv1_weight_grad.k2381520, %5124
-  %5126 = add nsw i64 %5123, %5125
-  %arena1529 = getelementptr inbounds float, ptr %arena, i64 %5126
-  %5127 = load float, ptr %arena1529, align 4
-  %5128 = insertelement <16 x float> undef, float %5127, i32 0
-  %5129 = shufflevector <16 x float> %5128, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5129, ptr %conv1_weight_grad.t237_a4, align 64
-  %t237_a4 = load <16 x float>, ptr %conv1_weight_grad.t237_a4, align 64
-  %t237_b01530 = load <16 x float>, ptr %conv1_weight_grad.t237_b0, align 64
-  %t237_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t237_c4_0, align 64
-  %5130 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t237_a4, <16 x float> %t237_b01530, <16 x float> %t237_c4_0)
-  store <16 x float> %5130, ptr %conv1_weight_grad.t237_c4_0, align 64
-  %5131 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5132 = add nsw i64 %5131, 5
-  %5133 = mul nsw i64 %5132, 50176
-  %5134 = add nsw i64 1413776, %5133
-  %5135 = mul nsw i64 %conv1_weight_grad.kp2341508, 384
-  %5136 = add nsw i64 %conv1_weight_grad.k2381520, %5135
-  %5137 = add nsw i64 %5134, %5136
-  %arena1531 = getelementptr inbounds float, ptr %arena, i64 %5137
-  %5138 = load float, ptr %arena1531, align 4
-  %5139 = insertelement <16 x float> undef, float %5138, i32 0
-  %5140 = shufflevector <16 x float> %5139, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5140, ptr %conv1_weight_grad.t237_a5, align 64
-  %t237_a5 = load <16 x float>, ptr %conv1_weight_grad.t237_a5, align 64
-  %t237_b01532 = load <16 x float>, ptr %conv1_weight_grad.t237_b0, align 64
-  %t237_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t237_c5_0, align 64
-  %5141 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t237_a5, <16 x float> %t237_b01532, <16 x float> %t237_c5_0)
-  store <16 x float> %5141, ptr %conv1_weight_grad.t237_c5_0, align 64
-  %5142 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5143 = add nsw i64 %5142, 6
-  %5144 = mul nsw i64 %5143, 50176
-  %5145 = add nsw i64 1413776, %5144
-  %5146 = mul nsw i64 %conv1_weight_grad.kp2341508, 384
-  %5147 = add nsw i64 %conv1_weight_grad.k2381520, %5146
-  %5148 = add nsw i64 %5145, %5147
-  %arena1533 = getelementptr inbounds float, ptr %arena, i64 %5148
-  %5149 = load float, ptr %arena1533, align 4
-  %5150 = insertelement <16 x float> undef, float %5149, i32 0
-  %5151 = shufflevector <16 x float> %5150, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5151, ptr %conv1_weight_grad.t237_a6, align 64
-  %t237_a6 = load <16 x float>, ptr %conv1_weight_grad.t237_a6, align 64
-  %t237_b01534 = load <16 x float>, ptr %conv1_weight_grad.t237_b0, align 64
-  %t237_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t237_c6_0, align 64
-  %5152 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t237_a6, <16 x float> %t237_b01534, <16 x float> %t237_c6_0)
-  store <16 x float> %5152, ptr %conv1_weight_grad.t237_c6_0, align 64
-  %5153 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5154 = add nsw i64 %5153, 7
-  %5155 = mul nsw i64 %5154, 50176
-  %5156 = add nsw i64 1413776, %5155
-  %5157 = mul nsw i64 %conv1_weight_grad.kp2341508, 384
-  %5158 = add nsw i64 %conv1_weight_grad.k2381520, %5157
-  %5159 = add nsw i64 %5156, %5158
-  %arena1535 = getelementptr inbounds float, ptr %arena, i64 %5159
-  %5160 = load float, ptr %arena1535, align 4
-  %5161 = insertelement <16 x float> undef, float %5160, i32 0
-  %5162 = shufflevector <16 x float> %5161, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5162, ptr %conv1_weight_grad.t237_a7, align 64
-  %t237_a7 = load <16 x float>, ptr %conv1_weight_grad.t237_a7, align 64
-  %t237_b01536 = load <16 x float>, ptr %conv1_weight_grad.t237_b0, align 64
-  %t237_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t237_c7_0, align 64
-  %5163 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t237_a7, <16 x float> %t237_b01536, <16 x float> %t237_c7_0)
-  store <16 x float> %5163, ptr %conv1_weight_grad.t237_c7_0, align 64
-  %5164 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5165 = add nsw i64 %5164, 8
-  %5166 = mul nsw i64 %5165, 50176
-  %5167 = add nsw i64 1413776, %5166
-  %5168 = mul nsw i64 %conv1_weight_grad.kp2341508, 384
-  %5169 = add nsw i64 %conv1_weight_grad.k2381520, %5168
-  %5170 = add nsw i64 %5167, %5169
-  %arena1537 = getelementptr inbounds float, ptr %arena, i64 %5170
-  %5171 = load float, ptr %arena1537, align 4
-  %5172 = insertelement <16 x float> undef, float %5171, i32 0
-  %5173 = shufflevector <16 x float> %5172, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5173, ptr %conv1_weight_grad.t237_a8, align 64
-  %t237_a8 = load <16 x float>, ptr %conv1_weight_grad.t237_a8, align 64
-  %t237_b01538 = load <16 x float>, ptr %conv1_weight_grad.t237_b0, align 64
-  %t237_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t237_c8_0, align 64
-  %5174 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t237_a8, <16 x float> %t237_b01538, <16 x float> %t237_c8_0)
-  store <16 x float> %5174, ptr %conv1_weight_grad.t237_c8_0, align 64
-  %k238.next = add nsw i64 %conv1_weight_grad.k2381520, 1
-  %5175 = icmp slt i64 %k238.next, 384
-  br i1 %5175, label %conv1_weight_grad.k238, label %conv1_weight_grad.k238.end
-
-conv1_weight_grad.k238.end:                       ; preds = %conv1_weight_grad.k238
-  %t237_c0_01539 = load <16 x float>, ptr %conv1_weight_grad.t237_c0_0, align 64
-  %5176 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5177 = mul nsw i64 %5176, 16
-  %5178 = add nsw i64 2668176, %5177
-  %5179 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5180 = add nsw i64 %5178, %5179
-  %arena1540 = getelementptr inbounds float, ptr %arena, i64 %5180
-  store <16 x float> %t237_c0_01539, ptr %arena1540, align 4
-  %t237_c1_01541 = load <16 x float>, ptr %conv1_weight_grad.t237_c1_0, align 64
-  %5181 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5182 = add nsw i64 %5181, 1
-  %5183 = mul nsw i64 %5182, 16
-  %5184 = add nsw i64 2668176, %5183
-  %5185 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5186 = add nsw i64 %5184, %5185
-  %arena1542 = getelementptr inbounds float, ptr %arena, i64 %5186
-  store <16 x float> %t237_c1_01541, ptr %arena1542, align 4
-  %t237_c2_01543 = load <16 x float>, ptr %conv1_weight_grad.t237_c2_0, align 64
-  %5187 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5188 = add nsw i64 %5187, 2
-  %5189 = mul nsw i64 %5188, 16
-  %5190 = add nsw i64 2668176, %5189
-  %5191 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5192 = add nsw i64 %5190, %5191
-  %arena1544 = getelementptr inbounds float, ptr %arena, i64 %5192
-  store <16 x float> %t237_c2_01543, ptr %arena1544, align 4
-  %t237_c3_01545 = load <16 x float>, ptr %conv1_weight_grad.t237_c3_0, align 64
-  %5193 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5194 = add nsw i64 %5193, 3
-  %5195 = mul nsw i64 %5194, 16
-  %5196 = add nsw i64 2668176, %5195
-  %5197 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5198 = add nsw i64 %5196, %5197
-  %arena1546 = getelementptr inbounds float, ptr %arena, i64 %5198
-  store <16 x float> %t237_c3_01545, ptr %arena1546, align 4
-  %t237_c4_01547 = load <16 x float>, ptr %conv1_weight_grad.t237_c4_0, align 64
-  %5199 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5200 = add nsw i64 %5199, 4
-  %5201 = mul nsw i64 %5200, 16
-  %5202 = add nsw i64 2668176, %5201
-  %5203 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5204 = add nsw i64 %5202, %5203
-  %arena1548 = getelementptr inbounds float, ptr %arena, i64 %5204
-  store <16 x float> %t237_c4_01547, ptr %arena1548, align 4
-  %t237_c5_01549 = load <16 x float>, ptr %conv1_weight_grad.t237_c5_0, align 64
-  %5205 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5206 = add nsw i64 %5205, 5
-  %5207 = mul nsw i64 %5206, 16
-  %5208 = add nsw i64 2668176, %5207
-  %5209 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5210 = add nsw i64 %5208, %5209
-  %arena1550 = getelementptr inbounds float, ptr %arena, i64 %5210
-  store <16 x float> %t237_c5_01549, ptr %arena1550, align 4
-  %t237_c6_01551 = load <16 x float>, ptr %conv1_weight_grad.t237_c6_0, align 64
-  %5211 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5212 = add nsw i64 %5211, 6
-  %5213 = mul nsw i64 %5212, 16
-  %5214 = add nsw i64 2668176, %5213
-  %5215 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5216 = add nsw i64 %5214, %5215
-  %arena1552 = getelementptr inbounds float, ptr %arena, i64 %5216
-  store <16 x float> %t237_c6_01551, ptr %arena1552, align 4
-  %t237_c7_01553 = load <16 x float>, ptr %conv1_weight_grad.t237_c7_0, align 64
-  %5217 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5218 = add nsw i64 %5217, 7
-  %5219 = mul nsw i64 %5218, 16
-  %5220 = add nsw i64 2668176, %5219
-  %5221 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5222 = add nsw i64 %5220, %5221
-  %arena1554 = getelementptr inbounds float, ptr %arena, i64 %5222
-  store <16 x float> %t237_c7_01553, ptr %arena1554, align 4
-  %t237_c8_01555 = load <16 x float>, ptr %conv1_weight_grad.t237_c8_0, align 64
-  %5223 = mul nsw i64 %conv1_weight_grad.mb2361510, 9
-  %5224 = add nsw i64 %5223, 8
-  %5225 = mul nsw i64 %5224, 16
-  %5226 = add nsw i64 2668176, %5225
-  %5227 = mul nsw i64 %conv1_weight_grad.nb2351509, 16
-  %5228 = add nsw i64 %5226, %5227
-  %arena1556 = getelementptr inbounds float, ptr %arena, i64 %5228
-  store <16 x float> %t237_c8_01555, ptr %arena1556, align 4
-  %mb236.next = add nsw i64 %conv1_weight_grad.mb2361510, 1
-  %5229 = icmp slt i64 %mb236.next, 1
-  br i1 %5229, label %conv1_weight_grad.mb236, label %conv1_weight_grad.mb236.end
-
-conv1_weight_grad.nb239:                          ; preds = %conv1_weight_grad.mb240.end, %conv1_weight_grad.kp234.end
-  %conv1_weight_grad.nb2391557 = phi i64 [ 0, %conv1_weight_grad.kp234.end ], [ %nb239.next, %conv1_weight_grad.mb240.end ]
-  br label %conv1_weight_grad.mb240
-
-conv1_weight_grad.nb239.end:                      ; preds = %conv1_weight_grad.mb240.end
-  %g216.next = add nsw i64 %conv1_weight_grad.g2161446, 1
-  %5230 = icmp slt i64 %g216.next, 1
-  br i1 %5230, label %conv1_weight_grad.g216, label %conv1_weight_grad.g216.end
-
-conv1_weight_grad.mb240:                          ; preds = %conv1_weight_grad.k242.end, %conv1_weight_grad.nb239
-  %conv1_weight_grad.mb2401558 = phi i64 [ 0, %conv1_weight_grad.nb239 ], [ %mb240.next, %conv1_weight_grad.k242.end ]
-  %5231 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5232 = mul nsw i64 %5231, 16
-  %5233 = add nsw i64 2668176, %5232
-  %5234 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5235 = add nsw i64 %5233, %5234
-  %arena1559 = getelementptr inbounds float, ptr %arena, i64 %5235
-  %5236 = load <16 x float>, ptr %arena1559, align 4
-  store <16 x float> %5236, ptr %conv1_weight_grad.t241_c0_0, align 64
-  %5237 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5238 = add nsw i64 %5237, 1
-  %5239 = mul nsw i64 %5238, 16
-  %5240 = add nsw i64 2668176, %5239
-  %5241 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5242 = add nsw i64 %5240, %5241
-  %arena1560 = getelementptr inbounds float, ptr %arena, i64 %5242
-  %5243 = load <16 x float>, ptr %arena1560, align 4
-  store <16 x float> %5243, ptr %conv1_weight_grad.t241_c1_0, align 64
-  %5244 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5245 = add nsw i64 %5244, 2
-  %5246 = mul nsw i64 %5245, 16
-  %5247 = add nsw i64 2668176, %5246
-  %5248 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5249 = add nsw i64 %5247, %5248
-  %arena1561 = getelementptr inbounds float, ptr %arena, i64 %5249
-  %5250 = load <16 x float>, ptr %arena1561, align 4
-  store <16 x float> %5250, ptr %conv1_weight_grad.t241_c2_0, align 64
-  %5251 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5252 = add nsw i64 %5251, 3
-  %5253 = mul nsw i64 %5252, 16
-  %5254 = add nsw i64 2668176, %5253
-  %5255 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5256 = add nsw i64 %5254, %5255
-  %arena1562 = getelementptr inbounds float, ptr %arena, i64 %5256
-  %5257 = load <16 x float>, ptr %arena1562, align 4
-  store <16 x float> %5257, ptr %conv1_weight_grad.t241_c3_0, align 64
-  %5258 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5259 = add nsw i64 %5258, 4
-  %5260 = mul nsw i64 %5259, 16
-  %5261 = add nsw i64 2668176, %5260
-  %5262 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5263 = add nsw i64 %5261, %5262
-  %arena1563 = getelementptr inbounds float, ptr %arena, i64 %5263
-  %5264 = load <16 x float>, ptr %arena1563, align 4
-  store <16 x float> %5264, ptr %conv1_weight_grad.t241_c4_0, align 64
-  %5265 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5266 = add nsw i64 %5265, 5
-  %5267 = mul nsw i64 %5266, 16
-  %5268 = add nsw i64 2668176, %5267
-  %5269 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5270 = add nsw i64 %5268, %5269
-  %arena1564 = getelementptr inbounds float, ptr %arena, i64 %5270
-  %5271 = load <16 x float>, ptr %arena1564, align 4
-  store <16 x float> %5271, ptr %conv1_weight_grad.t241_c5_0, align 64
-  %5272 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5273 = add nsw i64 %5272, 6
-  %5274 = mul nsw i64 %5273, 16
-  %5275 = add nsw i64 2668176, %5274
-  %5276 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5277 = add nsw i64 %5275, %5276
-  %arena1565 = getelementptr inbounds float, ptr %arena, i64 %5277
-  %5278 = load <16 x float>, ptr %arena1565, align 4
-  store <16 x float> %5278, ptr %conv1_weight_grad.t241_c6_0, align 64
-  %5279 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5280 = add nsw i64 %5279, 7
-  %5281 = mul nsw i64 %5280, 16
-  %5282 = add nsw i64 2668176, %5281
-  %5283 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5284 = add nsw i64 %5282, %5283
-  %arena1566 = getelementptr inbounds float, ptr %arena, i64 %5284
-  %5285 = load <16 x float>, ptr %arena1566, align 4
-  store <16 x float> %5285, ptr %conv1_weight_grad.t241_c7_0, align 64
-  %5286 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5287 = add nsw i64 %5286, 8
-  %5288 = mul nsw i64 %5287, 16
-  %5289 = add nsw i64 2668176, %5288
-  %5290 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5291 = add nsw i64 %5289, %5290
-  %arena1567 = getelementptr inbounds float, ptr %arena, i64 %5291
-  %5292 = load <16 x float>, ptr %arena1567, align 4
-  store <16 x float> %5292, ptr %conv1_weight_grad.t241_c8_0, align 64
-  br label %conv1_weight_grad.k242
-
-conv1_weight_grad.mb240.end:                      ; preds = %conv1_weight_grad.k242.end
-  %nb239.next = add nsw i64 %conv1_weight_grad.nb2391557, 1
-  %5293 = icmp slt i64 %nb239.next, 1
-  br i1 %5293, label %conv1_weight_grad.nb239, label %conv1_weight_grad.nb239.end
-
-conv1_weight_grad.k242:                           ; preds = %conv1_weight_grad.k242, %conv1_weight_grad.mb240
-  %conv1_weight_grad.k2421568 = phi i64 [ 0, %conv1_weight_grad.mb240 ], [ %k242.next, %conv1_weight_grad.k242 ]
-  %5294 = add nsw i64 %conv1_weight_grad.k2421568, 49920
-  %5295 = mul nsw i64 %5294, 16
-  %5296 = add nsw i64 1865360, %5295
-  %5297 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5298 = add nsw i64 %5296, %5297
-  %arena1569 = getelementptr inbounds float, ptr %arena, i64 %5298
-  %5299 = load <16 x float>, ptr %arena1569, align 4
-  store <16 x float> %5299, ptr %conv1_weight_grad.t241_b0, align 64
-  %5300 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5301 = mul nsw i64 %5300, 50176
-  %5302 = add nsw i64 1413776, %5301
-  %5303 = add nsw i64 %conv1_weight_grad.k2421568, 49920
-  %5304 = add nsw i64 %5302, %5303
-  %arena1570 = getelementptr inbounds float, ptr %arena, i64 %5304
-  %5305 = load float, ptr %arena1570, align 4
-  %5306 = insertelement <16 x float> undef, float %5305, i32 0
-  %5307 = shufflevector <16 x float> %5306, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5307, ptr %conv1_weight_grad.t241_a0, align 64
-  %t241_a0 = load <16 x float>, ptr %conv1_weight_grad.t241_a0, align 64
-  %t241_b0 = load <16 x float>, ptr %conv1_weight_grad.t241_b0, align 64
-  %t241_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t241_c0_0, align 64
-  %5308 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t241_a0, <16 x float> %t241_b0, <16 x float> %t241_c0_0)
-  store <16 x float> %5308, ptr %conv1_weight_grad.t241_c0_0, align 64
-  %5309 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5310 = add nsw i64 %5309, 1
-  %5311 = mul nsw i64 %5310, 50176
-  %5312 = add nsw i64 1413776, %5311
-  %5313 = add nsw i64 %conv1_weight_grad.k2421568, 49920
-  %5314 = add nsw i64 %5312, %5313
-  %arena1571 = getelementptr inbounds float, ptr %arena, i64 %5314
-  %5315 = load float, ptr %arena1571, align 4
-  %5316 = insertelement <16 x float> undef, float %5315, i32 0
-  %5317 = shufflevector <16 x float> %5316, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5317, ptr %conv1_weight_grad.t241_a1, align 64
-  %t241_a1 = load <16 x float>, ptr %conv1_weight_grad.t241_a1, align 64
-  %t241_b01572 = load <16 x float>, ptr %conv1_weight_grad.t241_b0, align 64
-  %t241_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t241_c1_0, align 64
-  %5318 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t241_a1, <16 x float> %t241_b01572, <16 x float> %t241_c1_0)
-  store <16 x float> %5318, ptr %conv1_weight_grad.t241_c1_0, align 64
-  %5319 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5320 = add nsw i64 %5319, 2
-  %5321 = mul nsw i64 %5320, 50176
-  %5322 = add nsw i64 1413776, %5321
-  %5323 = add nsw i64 %conv1_weight_grad.k2421568, 49920
-  %5324 = add nsw i64 %5322, %5323
-  %arena1573 = getelementptr inbounds float, ptr %arena, i64 %5324
-  %5325 = load float, ptr %arena1573, align 4
-  %5326 = insertelement <16 x float> undef, float %5325, i32 0
-  %5327 = shufflevector <16 x float> %5326, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5327, ptr %conv1_weight_grad.t241_a2, align 64
-  %t241_a2 = load <16 x float>, ptr %conv1_weight_grad.t241_a2, align 64
-  %t241_b01574 = load <16 x float>, ptr %conv1_weight_grad.t241_b0, align 64
-  %t241_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t241_c2_0, align 64
-  %5328 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t241_a2, <16 x float> %t241_b01574, <16 x float> %t241_c2_0)
-  store <16 x float> %5328, ptr %conv1_weight_grad.t241_c2_0, align 64
-  %5329 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5330 = add nsw i64 %5329, 3
-  %5331 = mul nsw i64 %5330, 50176
-  %5332 = add nsw i64 1413776, %5331
-  %5333 = add nsw i64 %conv1_weight_grad.k2421568, 49920
-  %5334 = add nsw i64 %5332, %5333
-  %arena1575 = getelementptr inbounds float, ptr %arena, i64 %5334
-  %5335 = load float, ptr %arena1575, align 4
-  %5336 = insertelement <16 x float> undef, float %5335, i32 0
-  %5337 = shufflevector <16 x float> %5336, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5337, ptr %conv1_weight_grad.t241_a3, align 64
-  %t241_a3 = load <16 x float>, ptr %conv1_weight_grad.t241_a3, align 64
-  %t241_b01576 = load <16 x float>, ptr %conv1_weight_grad.t241_b0, align 64
-  %t241_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t241_c3_0, align 64
-  %5338 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t241_a3, <16 x float> %t241_b01576, <16 x float> %t241_c3_0)
-  store <16 x float> %5338, ptr %conv1_weight_grad.t241_c3_0, align 64
-  %5339 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5340 = add nsw i64 %5339, 4
-  %5341 = mul nsw i64 %5340, 50176
-  %5342 = add nsw i64 1413776, %5341
-  %5343 = add nsw i64 %conv1_weight_grad.k2421568, 49920
-  %5344 = add nsw i64 %5342, %5343
-  %arena1577 = getelementptr inbounds float, ptr %arena, i64 %5344
-  %5345 = load float, ptr %arena1577, align 4
-  %5346 = insertelement <16 x float> undef, float %5345, i32 0
-  %5347 = shufflevector <16 x float> %5346, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5347, ptr %conv1_weight_grad.t241_a4, align 64
-  %t241_a4 = load <16 x float>, ptr %conv1_weight_grad.t241_a4, align 64
-  %t241_b01578 = load <16 x float>, ptr %conv1_weight_grad.t241_b0, align 64
-  %t241_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t241_c4_0, align 64
-  %5348 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t241_a4, <16 x float> %t241_b01578, <16 x float> %t241_c4_0)
-  store <16 x float> %5348, ptr %conv1_weight_grad.t241_c4_0, align 64
-  %5349 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5350 = add nsw i64 %5349, 5
-  %5351 = mul nsw i64 %5350, 50176
-  %5352 = add nsw i64 1413776, %5351
-  %5353 = add nsw i64 %conv1_weight_grad.k2421568, 49920
-  %5354 = add nsw i64 %5352, %5353
-  %arena1579 = getelementptr inbounds float, ptr %arena, i64 %5354
-  %5355 = load float, ptr %arena1579, align 4
-  %5356 = insertelement <16 x float> undef, float %5355, i32 0
-  %5357 = shufflevector <16 x float> %5356, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5357, ptr %conv1_weight_grad.t241_a5, align 64
-  %t241_a5 = load <16 x float>, ptr %conv1_weight_grad.t241_a5, align 64
-  %t241_b01580 = load <16 x float>, ptr %conv1_weight_grad.t241_b0, align 64
-  %t241_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t241_c5_0, align 64
-  %5358 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t241_a5, <16 x float> %t241_b01580, <16 x float> %t241_c5_0)
-  store <16 x float> %5358, ptr %conv1_weight_grad.t241_c5_0, align 64
-  %5359 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5360 = add nsw i64 %5359, 6
-  %5361 = mul nsw i64 %5360, 50176
-  %5362 = add nsw i64 1413776, %5361
-  %5363 = add nsw i64 %conv1_weight_grad.k2421568, 49920
-  %5364 = add nsw i64 %5362, %5363
-  %arena1581 = getelementptr inbounds float, ptr %arena, i64 %5364
-  %5365 = load float, ptr %arena1581, align 4
-  %5366 = insertelement <16 x float> undef, float %5365, i32 0
-  %5367 = shufflevector <16 x float> %5366, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5367, ptr %conv1_weight_grad.t241_a6, align 64
-  %t241_a6 = load <16 x float>, ptr %conv1_weight_grad.t241_a6, align 64
-  %t241_b01582 = load <16 x float>, ptr %conv1_weight_grad.t241_b0, align 64
-  %t241_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t241_c6_0, align 64
-  %5368 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t241_a6, <16 x float> %t241_b01582, <16 x float> %t241_c6_0)
-  store <16 x float> %5368, ptr %conv1_weight_grad.t241_c6_0, align 64
-  %5369 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5370 = add nsw i64 %5369, 7
-  %5371 = mul nsw i64 %5370, 50176
-  %5372 = add nsw i64 1413776, %5371
-  %5373 = add nsw i64 %conv1_weight_grad.k2421568, 49920
-  %5374 = add nsw i64 %5372, %5373
-  %arena1583 = getelementptr inbounds float, ptr %arena, i64 %5374
-  %5375 = load float, ptr %arena1583, align 4
-  %5376 = insertelement <16 x float> undef, float %5375, i32 0
-  %5377 = shufflevector <16 x float> %5376, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5377, ptr %conv1_weight_grad.t241_a7, align 64
-  %t241_a7 = load <16 x float>, ptr %conv1_weight_grad.t241_a7, align 64
-  %t241_b01584 = load <16 x float>, ptr %conv1_weight_grad.t241_b0, align 64
-  %t241_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t241_c7_0, align 64
-  %5378 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t241_a7, <16 x float> %t241_b01584, <16 x float> %t241_c7_0)
-  store <16 x float> %5378, ptr %conv1_weight_grad.t241_c7_0, align 64
-  %5379 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5380 = add nsw i64 %5379, 8
-  %5381 = mul nsw i64 %5380, 50176
-  %5382 = add nsw i64 1413776, %5381
-  %5383 = add nsw i64 %conv1_weight_grad.k2421568, 49920
-  %5384 = add nsw i64 %5382, %5383
-  %arena1585 = getelementptr inbounds float, ptr %arena, i64 %5384
-  %5385 = load float, ptr %arena1585, align 4
-  %5386 = insertelement <16 x float> undef, float %5385, i32 0
-  %5387 = shufflevector <16 x float> %5386, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5387, ptr %conv1_weight_grad.t241_a8, align 64
-  %t241_a8 = load <16 x float>, ptr %conv1_weight_grad.t241_a8, align 64
-  %t241_b01586 = load <16 x float>, ptr %conv1_weight_grad.t241_b0, align 64
-  %t241_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t241_c8_0, align 64
-  %5388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t241_a8, <16 x float> %t241_b01586, <16 x float> %t241_c8_0)
-  store <16 x float> %5388, ptr %conv1_weight_grad.t241_c8_0, align 64
-  %k242.next = add nsw i64 %conv1_weight_grad.k2421568, 1
-  %5389 = icmp slt i64 %k242.next, 256
-  br i1 %5389, label %conv1_weight_grad.k242, label %conv1_weight_grad.k242.end
-
-conv1_weight_grad.k242.end:                       ; preds = %conv1_weight_grad.k242
-  %t241_c0_01587 = load <16 x float>, ptr %conv1_weight_grad.t241_c0_0, align 64
-  %5390 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5391 = mul nsw i64 %5390, 16
-  %5392 = add nsw i64 2668176, %5391
-  %5393 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5394 = add nsw i64 %5392, %5393
-  %arena1588 = getelementptr inbounds float, ptr %arena, i64 %5394
-  store <16 x float> %t241_c0_01587, ptr %arena1588, align 4
-  %t241_c1_01589 = load <16 x float>, ptr %conv1_weight_grad.t241_c1_0, align 64
-  %5395 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5396 = add nsw i64 %5395, 1
-  %5397 = mul nsw i64 %5396, 16
-  %5398 = add nsw i64 2668176, %5397
-  %5399 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5400 = add nsw i64 %5398, %5399
-  %arena1590 = getelementptr inbounds float, ptr %arena, i64 %5400
-  store <16 x float> %t241_c1_01589, ptr %arena1590, align 4
-  %t241_c2_01591 = load <16 x float>, ptr %conv1_weight_grad.t241_c2_0, align 64
-  %5401 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5402 = add nsw i64 %5401, 2
-  %5403 = mul nsw i64 %5402, 16
-  %5404 = add nsw i64 2668176, %5403
-  %5405 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5406 = add nsw i64 %5404, %5405
-  %arena1592 = getelementptr inbounds float, ptr %arena, i64 %5406
-  store <16 x float> %t241_c2_01591, ptr %arena1592, align 4
-  %t241_c3_01593 = load <16 x float>, ptr %conv1_weight_grad.t241_c3_0, align 64
-  %5407 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5408 = add nsw i64 %5407, 3
-  %5409 = mul nsw i64 %5408, 16
-  %5410 = add nsw i64 2668176, %5409
-  %5411 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5412 = add nsw i64 %5410, %5411
-  %arena1594 = getelementptr inbounds float, ptr %arena, i64 %5412
-  store <16 x float> %t241_c3_01593, ptr %arena1594, align 4
-  %t241_c4_01595 = load <16 x float>, ptr %conv1_weight_grad.t241_c4_0, align 64
-  %5413 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5414 = add nsw i64 %5413, 4
-  %5415 = mul nsw i64 %5414, 16
-  %5416 = add nsw i64 2668176, %5415
-  %5417 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5418 = add nsw i64 %5416, %5417
-  %arena1596 = getelementptr inbounds float, ptr %arena, i64 %5418
-  store <16 x float> %t241_c4_01595, ptr %arena1596, align 4
-  %t241_c5_01597 = load <16 x float>, ptr %conv1_weight_grad.t241_c5_0, align 64
-  %5419 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5420 = add nsw i64 %5419, 5
-  %5421 = mul nsw i64 %5420, 16
-  %5422 = add nsw i64 2668176, %5421
-  %5423 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5424 = add nsw i64 %5422, %5423
-  %arena1598 = getelementptr inbounds float, ptr %arena, i64 %5424
-  store <16 x float> %t241_c5_01597, ptr %arena1598, align 4
-  %t241_c6_01599 = load <16 x float>, ptr %conv1_weight_grad.t241_c6_0, align 64
-  %5425 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5426 = add nsw i64 %5425, 6
-  %5427 = mul nsw i64 %5426, 16
-  %5428 = add nsw i64 2668176, %5427
-  %5429 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5430 = add nsw i64 %5428, %5429
-  %arena1600 = getelementptr inbounds float, ptr %arena, i64 %5430
-  store <16 x float> %t241_c6_01599, ptr %arena1600, align 4
-  %t241_c7_01601 = load <16 x float>, ptr %conv1_weight_grad.t241_c7_0, align 64
-  %5431 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5432 = add nsw i64 %5431, 7
-  %5433 = mul nsw i64 %5432, 16
-  %5434 = add nsw i64 2668176, %5433
-  %5435 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5436 = add nsw i64 %5434, %5435
-  %arena1602 = getelementptr inbounds float, ptr %arena, i64 %5436
-  store <16 x float> %t241_c7_01601, ptr %arena1602, align 4
-  %t241_c8_01603 = load <16 x float>, ptr %conv1_weight_grad.t241_c8_0, align 64
-  %5437 = mul nsw i64 %conv1_weight_grad.mb2401558, 9
-  %5438 = add nsw i64 %5437, 8
-  %5439 = mul nsw i64 %5438, 16
-  %5440 = add nsw i64 2668176, %5439
-  %5441 = mul nsw i64 %conv1_weight_grad.nb2391557, 16
-  %5442 = add nsw i64 %5440, %5441
-  %arena1604 = getelementptr inbounds float, ptr %arena, i64 %5442
-  store <16 x float> %t241_c8_01603, ptr %arena1604, align 4
-  %mb240.next = add nsw i64 %conv1_weight_grad.mb2401558, 1
-  %5443 = icmp slt i64 %mb240.next, 1
-  br i1 %5443, label %conv1_weight_grad.mb240, label %conv1_weight_grad.mb240.end
-
-conv1_weight_grad.f243:                           ; preds = %conv1_weight_grad.r244.end, %conv1_weight_grad.g216.end
-  %conv1_weight_grad.f2431605 = phi i64 [ 0, %conv1_weight_grad.g216.end ], [ %f243.next, %conv1_weight_grad.r244.end ]
-  br label %conv1_weight_grad.r244
-
-conv1_weight_grad.f243.end:                       ; preds = %conv1_weight_grad.r244.end
-  br label %conv1_bias_grad.i245
-
-conv1_weight_grad.r244:                           ; preds = %conv1_weight_grad.r244, %conv1_weight_grad.f243
-  %conv1_weight_grad.r2441606 = phi i64 [ 0, %conv1_weight_grad.f243 ], [ %r244.next, %conv1_weight_grad.r244 ]
-  %5444 = mul nsw i64 %conv1_weight_grad.r2441606, 16
-  %5445 = add nsw i64 2668176, %5444
-  %5446 = add nsw i64 %5445, %conv1_weight_grad.f2431605
-  %arena1607 = getelementptr inbounds float, ptr %arena, i64 %5446
-  %5447 = load float, ptr %arena1607, align 4
-  %5448 = mul nsw i64 %conv1_weight_grad.f2431605, 9
-  %5449 = add nsw i64 %5448, %conv1_weight_grad.r2441606
-  %grads1608 = getelementptr inbounds float, ptr %grads, i64 %5449
-  store float %5447, ptr %grads1608, align 4
-  %r244.next = add nsw i64 %conv1_weight_grad.r2441606, 1
-  %5450 = icmp slt i64 %r244.next, 9
-  br i1 %5450, label %conv1_weight_grad.r244, label %conv1_weight_grad.r244.end
-
-conv1_weight_grad.r244.end:                       ; preds = %conv1_weight_grad.r244
-  %f243.next = add nsw i64 %conv1_weight_grad.f2431605, 1
-  %5451 = icmp slt i64 %f243.next, 16
-  br i1 %5451, label %conv1_weight_grad.f243, label %conv1_weight_grad.f243.end
-
-conv1_bias_grad.i245:                             ; preds = %conv1_bias_grad.i245, %conv1_weight_grad.f243.end
-  %conv1_bias_grad.i2451609 = phi i64 [ 0, %conv1_weight_grad.f243.end ], [ %i245.next, %conv1_bias_grad.i245 ]
-  %arena1610 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i2451609
-  store float 1.000000e+00, ptr %arena1610, align 4
-  %i245.next = add nsw i64 %conv1_bias_grad.i2451609, 1
-  %5452 = icmp slt i64 %i245.next, 784
-  br i1 %5452, label %conv1_bias_grad.i245, label %conv1_bias_grad.i245.end
-
-conv1_bias_grad.i245.end:                         ; preds = %conv1_bias_grad.i245
-  br label %conv1_bias_grad.i246
-
-conv1_bias_grad.i246:                             ; preds = %conv1_bias_grad.i246, %conv1_bias_grad.i245.end
-  %conv1_bias_grad.i2461611 = phi i64 [ 0, %conv1_bias_grad.i245.end ], [ %i246.next, %conv1_bias_grad.i246 ]
-  %5453 = add nsw i64 144, %conv1_bias_grad.i2461611
-  %grads1612 = getelementptr inbounds float, ptr %grads, i64 %5453
-  store float 0.000000e+00, ptr %grads1612, align 4
-  %i246.next = add nsw i64 %conv1_bias_grad.i2461611, 1
-  %5454 = icmp slt i64 %i246.next, 16
-  br i1 %5454, label %conv1_bias_grad.i246, label %conv1_bias_grad.i246.end
-
-conv1_bias_grad.i246.end:                         ; preds = %conv1_bias_grad.i246
-  br label %conv1_bias_grad.img247
-
-conv1_bias_grad.img247:                           ; preds = %conv1_bias_grad.img247, %conv1_bias_grad.i246.end
-  %conv1_bias_grad.img2471613 = phi i64 [ 0, %conv1_bias_grad.i246.end ], [ %img247.next, %conv1_bias_grad.img247 ]
-  %5455 = mul nsw i64 %conv1_bias_grad.img2471613, 12544
-  %5456 = add nsw i64 610960, %5455
-  %arena1614 = getelementptr inbounds float, ptr %arena, i64 %5456
-  %arena1615 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads1616 = getelementptr inbounds float, ptr %grads, i64 144
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 1, i32 784, float 1.000000e+00, ptr %arena1614, i32 784, ptr %arena1615, i32 1, float 1.000000e+00, ptr %grads1616, i32 1)
-  %img247.next = add nsw i64 %conv1_bias_grad.img2471613, 1
-  %5457 = icmp slt i64 %img247.next, 64
-  br i1 %5457, label %conv1_bias_grad.img247, label %conv1_bias_grad.img247.end
-
-conv1_bias_grad.img247.end:                       ; preds = %conv1_bias_grad.img247
-  %5458 = sitofp i64 %step to float
-  %5459 = fmul float %5458, 0xBFBAF8E8A0000000
-  %5460 = call float @llvm.exp.f32(float %5459)
-  %5461 = fsub float 1.000000e+00, %5460
-  %5462 = fdiv float %lr, %5461
-  store float %5462, ptr %adam.step_size248, align 4
-  %5463 = sitofp i64 %step to float
-  %5464 = fmul float %5463, 0xBF50645940000000
-  %5465 = call float @llvm.exp.f32(float %5464)
-  %5466 = fsub float 1.000000e+00, %5465
-  %5467 = call float @llvm.sqrt.f32(float %5466)
-  store float %5467, ptr %adam.bc2_sqrt249, align 4
-  br label %adam.i250
-
-adam.i250:                                        ; preds = %adam.i250, %conv1_bias_grad.img247.end
-  %adam.i2501617 = phi i64 [ 0, %conv1_bias_grad.img247.end ], [ %i250.next, %adam.i250 ]
-  %grads1618 = getelementptr inbounds float, ptr %grads, i64 %adam.i2501617
-  %5468 = load float, ptr %grads1618, align 4
-  %params1619 = getelementptr inbounds float, ptr %params, i64 %adam.i2501617
-  %5469 = load float, ptr %params1619, align 4
-  %5470 = fmul float 0.000000e+00, %5469
-  %5471 = fadd float %5468, %5470
-  store float %5471, ptr %adam.g, align 4
-  %m1620 = getelementptr inbounds float, ptr %m, i64 %adam.i2501617
-  %5472 = load float, ptr %m1620, align 4
-  %5473 = fmul float 0x3FECCCCCC0000000, %5472
+conv1_weight_grad.then1513:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox282
+
+conv1_weight_grad.endif1514:                      ; preds = %conv1_weight_grad.ox282.end, %conv1_weight_grad.endif
+  %5454 = add nsw i64 %conv1_weight_grad.oy2791507, %conv1_weight_grad.ky2781506
+  %5455 = add nsw i64 %5454, -1
+  %5456 = icmp slt i64 27, %5455
+  br i1 %5456, label %conv1_weight_grad.then1517, label %conv1_weight_grad.endif1518
+
+conv1_weight_grad.ox282:                          ; preds = %conv1_weight_grad.ox282, %conv1_weight_grad.then1513
+  %conv1_weight_grad.ox2821515 = phi i64 [ 0, %conv1_weight_grad.then1513 ], [ %ox282.next, %conv1_weight_grad.ox282 ]
+  %5457 = mul nsw i64 %conv1_weight_grad.c2771505, 3
+  %5458 = add nsw i64 %5457, %conv1_weight_grad.ky2781506
+  %5459 = mul nsw i64 %5458, 3
+  %5460 = mul nsw i64 %5459, 50176
+  %5461 = add nsw i64 1413776, %5460
+  %5462 = mul nsw i64 %conv1_weight_grad.j2761504, 784
+  %5463 = add nsw i64 %5461, %5462
+  %5464 = mul nsw i64 %conv1_weight_grad.oy2791507, 28
+  %5465 = add nsw i64 %5464, %conv1_weight_grad.ox2821515
+  %5466 = add nsw i64 %5463, %5465
+  %arena1516 = getelementptr inbounds float, ptr %arena, i64 %5466
+  store float 0.000000e+00, ptr %arena1516, align 4
+  %ox282.next = add nsw i64 %conv1_weight_grad.ox2821515, 1
+  %5467 = icmp slt i64 %ox282.next, 28
+  br i1 %5467, label %conv1_weight_grad.ox282, label %conv1_weight_grad.ox282.end
+
+conv1_weight_grad.ox282.end:                      ; preds = %conv1_weight_grad.ox282
+  br label %conv1_weight_grad.endif1514
+
+conv1_weight_grad.then1517:                       ; preds = %conv1_weight_grad.endif1514
+  br label %conv1_weight_grad.ox2821519
+
+conv1_weight_grad.endif1518:                      ; preds = %conv1_weight_grad.ox282.end1520, %conv1_weight_grad.endif1514
+  %oy279.next = add nsw i64 %conv1_weight_grad.oy2791507, 1
+  %5468 = icmp slt i64 %oy279.next, 28
+  br i1 %5468, label %conv1_weight_grad.oy279, label %conv1_weight_grad.oy279.end
+
+conv1_weight_grad.ox2821519:                      ; preds = %conv1_weight_grad.ox2821519, %conv1_weight_grad.then1517
+  %conv1_weight_grad.ox2821521 = phi i64 [ 0, %conv1_weight_grad.then1517 ], [ %ox282.next1523, %conv1_weight_grad.ox2821519 ]
+  %5469 = mul nsw i64 %conv1_weight_grad.c2771505, 3
+  %5470 = add nsw i64 %5469, %conv1_weight_grad.ky2781506
+  %5471 = mul nsw i64 %5470, 3
+  %5472 = mul nsw i64 %5471, 50176
+  %5473 = add nsw i64 1413776, %5472
+  %5474 = mul nsw i64 %conv1_weight_grad.j2761504, 784
+  %5475 = add nsw i64 %5473, %5474
+  %5476 = mul nsw i64 %conv1_weight_grad.oy2791507, 28
+  %5477 = add nsw i64 %5476, %conv1_weight_grad.ox2821521
+  %5478 = add nsw i64 %5475, %5477
+  %arena1522 = getelementptr inbounds float, ptr %arena, i64 %5478
+  store float 0.000000e+00, ptr %arena1522, align 4
+  %ox282.next1523 = add nsw i64 %conv1_weight_grad.ox2821521, 1
+  %5479 = icmp slt i64 %ox282.next1523, 28
+  br i1 %5479, label %conv1_weight_grad.ox2821519, label %conv1_weight_grad.ox282.end1520
+
+conv1_weight_grad.ox282.end1520:                  ; preds = %conv1_weight_grad.ox2821519
+  br label %conv1_weight_grad.endif1518
+
+conv1_weight_grad.oy283:                          ; preds = %conv1_weight_grad.endif1535, %conv1_weight_grad.oy279.end
+  %conv1_weight_grad.oy2831524 = phi i64 [ 0, %conv1_weight_grad.oy279.end ], [ %oy283.next, %conv1_weight_grad.endif1535 ]
+  %5480 = add nsw i64 %conv1_weight_grad.oy2831524, %conv1_weight_grad.ky2781506
+  %5481 = add nsw i64 %5480, -1
+  %5482 = icmp slt i64 -1, %5481
+  %5483 = add nsw i64 %conv1_weight_grad.oy2831524, %conv1_weight_grad.ky2781506
+  %5484 = add nsw i64 %5483, -1
+  %5485 = icmp slt i64 %5484, 28
+  %5486 = and i1 %5482, %5485
+  br i1 %5486, label %conv1_weight_grad.then1525, label %conv1_weight_grad.endif1526
+
+conv1_weight_grad.oy283.end:                      ; preds = %conv1_weight_grad.endif1535
+  br label %conv1_weight_grad.oy286
+
+conv1_weight_grad.then1525:                       ; preds = %conv1_weight_grad.oy283
+  br label %conv1_weight_grad.ox284
+
+conv1_weight_grad.endif1526:                      ; preds = %conv1_weight_grad.ox284.end, %conv1_weight_grad.oy283
+  %5487 = add nsw i64 %conv1_weight_grad.oy2831524, %conv1_weight_grad.ky2781506
+  %5488 = add nsw i64 %5487, -1
+  %5489 = icmp slt i64 %5488, 0
+  br i1 %5489, label %conv1_weight_grad.then1530, label %conv1_weight_grad.endif1531
+
+conv1_weight_grad.ox284:                          ; preds = %conv1_weight_grad.ox284, %conv1_weight_grad.then1525
+  %conv1_weight_grad.ox2841527 = phi i64 [ 0, %conv1_weight_grad.then1525 ], [ %ox284.next, %conv1_weight_grad.ox284 ]
+  %5490 = mul nsw i64 %conv1_weight_grad.g2751503, 64
+  %5491 = add nsw i64 %5490, %conv1_weight_grad.j2761504
+  %5492 = mul nsw i64 %5491, 784
+  %5493 = mul nsw i64 %conv1_weight_grad.c2771505, 784
+  %5494 = add nsw i64 %5492, %5493
+  %5495 = add nsw i64 %conv1_weight_grad.oy2831524, %conv1_weight_grad.ky2781506
+  %5496 = add nsw i64 %5495, -1
+  %5497 = mul nsw i64 %5496, 28
+  %5498 = add nsw i64 %5494, %5497
+  %5499 = add nsw i64 %5498, %conv1_weight_grad.ox2841527
+  %images1528 = getelementptr inbounds float, ptr %images, i64 %5499
+  %5500 = load float, ptr %images1528, align 4
+  %5501 = mul nsw i64 %conv1_weight_grad.c2771505, 3
+  %5502 = add nsw i64 %5501, %conv1_weight_grad.ky2781506
+  %5503 = mul nsw i64 %5502, 3
+  %5504 = add nsw i64 %5503, 1
+  %5505 = mul nsw i64 %5504, 50176
+  %5506 = add nsw i64 1413776, %5505
+  %5507 = mul nsw i64 %conv1_weight_grad.j2761504, 784
+  %5508 = add nsw i64 %5506, %5507
+  %5509 = mul nsw i64 %conv1_weight_grad.oy2831524, 28
+  %5510 = add nsw i64 %5509, %conv1_weight_grad.ox2841527
+  %5511 = add nsw i64 %5508, %5510
+  %arena1529 = getelementptr inbounds float, ptr %arena, i64 %5511
+  store float %5500, ptr %arena1529, align 4
+  %ox284.next = add nsw i64 %conv1_weight_grad.ox2841527, 1
+  %5512 = icmp slt i64 %ox284.next, 28
+  br i1 %5512, label %conv1_weight_grad.ox284, label %conv1_weight_grad.ox284.end
+
+conv1_weight_grad.ox284.end:                      ; preds = %conv1_weight_grad.ox284
+  br label %conv1_weight_grad.endif1526
+
+conv1_weight_grad.then1530:                       ; preds = %conv1_weight_grad.endif1526
+  br label %conv1_weight_grad.ox285
+
+conv1_weight_grad.endif1531:                      ; preds = %conv1_weight_grad.ox285.end, %conv1_weight_grad.endif1526
+  %5513 = add nsw i64 %conv1_weight_grad.oy2831524, %conv1_weight_grad.ky2781506
+  %5514 = add nsw i64 %5513, -1
+  %5515 = icmp slt i64 27, %5514
+  br i1 %5515, label %conv1_weight_grad.then1534, label %conv1_weight_grad.endif1535
+
+conv1_weight_grad.ox285:                          ; preds = %conv1_weight_grad.ox285, %conv1_weight_grad.then1530
+  %conv1_weight_grad.ox2851532 = phi i64 [ 0, %conv1_weight_grad.then1530 ], [ %ox285.next, %conv1_weight_grad.ox285 ]
+  %5516 = mul nsw i64 %conv1_weight_grad.c2771505, 3
+  %5517 = add nsw i64 %5516, %conv1_weight_grad.ky2781506
+  %5518 = mul nsw i64 %5517, 3
+  %5519 = add nsw i64 %5518, 1
+  %5520 = mul nsw i64 %5519, 50176
+  %5521 = add nsw i64 1413776, %5520
+  %5522 = mul nsw i64 %conv1_weight_grad.j2761504, 784
+  %5523 = add nsw i64 %5521, %5522
+  %5524 = mul nsw i64 %conv1_weight_grad.oy2831524, 28
+  %5525 = add nsw i64 %5524, %conv1_weight_grad.ox2851532
+  %5526 = add nsw i64 %5523, %5525
+  %arena1533 = getelementptr inbounds float, ptr %arena, i64 %5526
+  store float 0.000000e+00, ptr %arena1533, align 4
+  %ox285.next = add nsw i64 %conv1_weight_grad.ox2851532, 1
+  %5527 = icmp slt i64 %ox285.next, 28
+  br i1 %5527, label %conv1_weight_grad.ox285, label %conv1_weight_grad.ox285.end
+
+conv1_weight_grad.ox285.end:                      ; preds = %conv1_weight_grad.ox285
+  br label %conv1_weight_grad.endif1531
+
+conv1_weight_grad.then1534:                       ; preds = %conv1_weight_grad.endif1531
+  br label %conv1_weight_grad.ox2851536
+
+conv1_weight_grad.endif1535:                      ; preds = %conv1_weight_grad.ox285.end1537, %conv1_weight_grad.endif1531
+  %oy283.next = add nsw i64 %conv1_weight_grad.oy2831524, 1
+  %5528 = icmp slt i64 %oy283.next, 28
+  br i1 %5528, label %conv1_weight_grad.oy283, label %conv1_weight_grad.oy283.end
+
+conv1_weight_grad.ox2851536:                      ; preds = %conv1_weight_grad.ox2851536, %conv1_weight_grad.then1534
+  %conv1_weight_grad.ox2851538 = phi i64 [ 0, %conv1_weight_grad.then1534 ], [ %ox285.next1540, %conv1_weight_grad.ox2851536 ]
+  %5529 = mul nsw i64 %conv1_weight_grad.c2771505, 3
+  %5530 = add nsw i64 %5529, %conv1_weight_grad.ky2781506
+  %5531 = mul nsw i64 %5530, 3
+  %5532 = add nsw i64 %5531, 1
+  %5533 = mul nsw i64 %5532, 50176
+  %5534 = add nsw i64 1413776, %5533
+  %5535 = mul nsw i64 %conv1_weight_grad.j2761504, 784
+  %5536 = add nsw i64 %5534, %5535
+  %5537 = mul nsw i64 %conv1_weight_grad.oy2831524, 28
+  %5538 = add nsw i64 %5537, %conv1_weight_grad.ox2851538
+  %5539 = add nsw i64 %5536, %5538
+  %arena1539 = getelementptr inbounds float, ptr %arena, i64 %5539
+  store float 0.000000e+00, ptr %arena1539, align 4
+  %ox285.next1540 = add nsw i64 %conv1_weight_grad.ox2851538, 1
+  %5540 = icmp slt i64 %ox285.next1540, 28
+  br i1 %5540, label %conv1_weight_grad.ox2851536, label %conv1_weight_grad.ox285.end1537
+
+conv1_weight_grad.ox285.end1537:                  ; preds = %conv1_weight_grad.ox2851536
+  br label %conv1_weight_grad.endif1535
+
+conv1_weight_grad.oy286:                          ; preds = %conv1_weight_grad.endif1554, %conv1_weight_grad.oy283.end
+  %conv1_weight_grad.oy2861541 = phi i64 [ 0, %conv1_weight_grad.oy283.end ], [ %oy286.next, %conv1_weight_grad.endif1554 ]
+  %5541 = add nsw i64 %conv1_weight_grad.oy2861541, %conv1_weight_grad.ky2781506
+  %5542 = add nsw i64 %5541, -1
+  %5543 = icmp slt i64 -1, %5542
+  %5544 = add nsw i64 %conv1_weight_grad.oy2861541, %conv1_weight_grad.ky2781506
+  %5545 = add nsw i64 %5544, -1
+  %5546 = icmp slt i64 %5545, 28
+  %5547 = and i1 %5543, %5546
+  br i1 %5547, label %conv1_weight_grad.then1542, label %conv1_weight_grad.endif1543
+
+conv1_weight_grad.oy286.end:                      ; preds = %conv1_weight_grad.endif1554
+  %ky278.next = add nsw i64 %conv1_weight_grad.ky2781506, 1
+  %5548 = icmp slt i64 %ky278.next, 3
+  br i1 %5548, label %conv1_weight_grad.ky278, label %conv1_weight_grad.ky278.end
+
+conv1_weight_grad.then1542:                       ; preds = %conv1_weight_grad.oy286
+  br label %conv1_weight_grad.ox287
+
+conv1_weight_grad.endif1543:                      ; preds = %conv1_weight_grad.ox288.end, %conv1_weight_grad.oy286
+  %5549 = add nsw i64 %conv1_weight_grad.oy2861541, %conv1_weight_grad.ky2781506
+  %5550 = add nsw i64 %5549, -1
+  %5551 = icmp slt i64 %5550, 0
+  br i1 %5551, label %conv1_weight_grad.then1549, label %conv1_weight_grad.endif1550
+
+conv1_weight_grad.ox287:                          ; preds = %conv1_weight_grad.ox287, %conv1_weight_grad.then1542
+  %conv1_weight_grad.ox2871544 = phi i64 [ 0, %conv1_weight_grad.then1542 ], [ %ox287.next, %conv1_weight_grad.ox287 ]
+  %5552 = mul nsw i64 %conv1_weight_grad.g2751503, 64
+  %5553 = add nsw i64 %5552, %conv1_weight_grad.j2761504
+  %5554 = mul nsw i64 %5553, 784
+  %5555 = mul nsw i64 %conv1_weight_grad.c2771505, 784
+  %5556 = add nsw i64 %5554, %5555
+  %5557 = add nsw i64 %conv1_weight_grad.oy2861541, %conv1_weight_grad.ky2781506
+  %5558 = add nsw i64 %5557, -1
+  %5559 = mul nsw i64 %5558, 28
+  %5560 = add nsw i64 %5556, %5559
+  %5561 = add nsw i64 %conv1_weight_grad.ox2871544, 1
+  %5562 = add nsw i64 %5560, %5561
+  %images1545 = getelementptr inbounds float, ptr %images, i64 %5562
+  %5563 = load float, ptr %images1545, align 4
+  %5564 = mul nsw i64 %conv1_weight_grad.c2771505, 3
+  %5565 = add nsw i64 %5564, %conv1_weight_grad.ky2781506
+  %5566 = mul nsw i64 %5565, 3
+  %5567 = add nsw i64 %5566, 2
+  %5568 = mul nsw i64 %5567, 50176
+  %5569 = add nsw i64 1413776, %5568
+  %5570 = mul nsw i64 %conv1_weight_grad.j2761504, 784
+  %5571 = add nsw i64 %5569, %5570
+  %5572 = mul nsw i64 %conv1_weight_grad.oy2861541, 28
+  %5573 = add nsw i64 %5572, %conv1_weight_grad.ox2871544
+  %5574 = add nsw i64 %5571, %5573
+  %arena1546 = getelementptr inbounds float, ptr %arena, i64 %5574
+  store float %5563, ptr %arena1546, align 4
+  %ox287.next = add nsw i64 %conv1_weight_grad.ox2871544, 1
+  %5575 = icmp slt i64 %ox287.next, 27
+  br i1 %5575, label %conv1_weight_grad.ox287, label %conv1_weight_grad.ox287.end
+
+conv1_weight_grad.ox287.end:                      ; preds = %conv1_weight_grad.ox287
+  br label %conv1_weight_grad.ox288
+
+conv1_weight_grad.ox288:                          ; preds = %conv1_weight_grad.ox288, %conv1_weight_grad.ox287.end
+  %conv1_weight_grad.ox2881547 = phi i64 [ 0, %conv1_weight_grad.ox287.end ], [ %ox288.next, %conv1_weight_grad.ox288 ]
+  %5576 = mul nsw i64 %conv1_weight_grad.c2771505, 3
+  %5577 = add nsw i64 %5576, %conv1_weight_grad.ky2781506
+  %5578 = mul nsw i64 %5577, 3
+  %5579 = add nsw i64 %5578, 2
+  %5580 = mul nsw i64 %5579, 50176
+  %5581 = add nsw i64 1413776, %5580
+  %5582 = mul nsw i64 %conv1_weight_grad.j2761504, 784
+  %5583 = add nsw i64 %5581, %5582
+  %5584 = mul nsw i64 %conv1_weight_grad.oy2861541, 28
+  %5585 = add nsw i64 %conv1_weight_grad.ox2881547, 27
+  %5586 = add nsw i64 %5584, %5585
+  %5587 = add nsw i64 %5583, %5586
+  %arena1548 = getelementptr inbounds float, ptr %arena, i64 %5587
+  store float 0.000000e+00, ptr %arena1548, align 4
+  %ox288.next = add nsw i64 %conv1_weight_grad.ox2881547, 1
+  %5588 = icmp slt i64 %ox288.next, 1
+  br i1 %5588, label %conv1_weight_grad.ox288, label %conv1_weight_grad.ox288.end
+
+conv1_weight_grad.ox288.end:                      ; preds = %conv1_weight_grad.ox288
+  br label %conv1_weight_grad.endif1543
+
+conv1_weight_grad.then1549:                       ; preds = %conv1_weight_grad.endif1543
+  br label %conv1_weight_grad.ox289
+
+conv1_weight_grad.endif1550:                      ; preds = %conv1_weight_grad.ox289.end, %conv1_weight_grad.endif1543
+  %5589 = add nsw i64 %conv1_weight_grad.oy2861541, %conv1_weight_grad.ky2781506
+  %5590 = add nsw i64 %5589, -1
+  %5591 = icmp slt i64 27, %5590
+  br i1 %5591, label %conv1_weight_grad.then1553, label %conv1_weight_grad.endif1554
+
+conv1_weight_grad.ox289:                          ; preds = %conv1_weight_grad.ox289, %conv1_weight_grad.then1549
+  %conv1_weight_grad.ox2891551 = phi i64 [ 0, %conv1_weight_grad.then1549 ], [ %ox289.next, %conv1_weight_grad.ox289 ]
+  %5592 = mul nsw i64 %conv1_weight_grad.c2771505, 3
+  %5593 = add nsw i64 %5592, %conv1_weight_grad.ky2781506
+  %5594 = mul nsw i64 %5593, 3
+  %5595 = add nsw i64 %5594, 2
+  %5596 = mul nsw i64 %5595, 50176
+  %5597 = add nsw i64 1413776, %5596
+  %5598 = mul nsw i64 %conv1_weight_grad.j2761504, 784
+  %5599 = add nsw i64 %5597, %5598
+  %5600 = mul nsw i64 %conv1_weight_grad.oy2861541, 28
+  %5601 = add nsw i64 %5600, %conv1_weight_grad.ox2891551
+  %5602 = add nsw i64 %5599, %5601
+  %arena1552 = getelementptr inbounds float, ptr %arena, i64 %5602
+  store float 0.000000e+00, ptr %arena1552, align 4
+  %ox289.next = add nsw i64 %conv1_weight_grad.ox2891551, 1
+  %5603 = icmp slt i64 %ox289.next, 28
+  br i1 %5603, label %conv1_weight_grad.ox289, label %conv1_weight_grad.ox289.end
+
+conv1_weight_grad.ox289.end:                      ; preds = %conv1_weight_grad.ox289
+  br label %conv1_weight_grad.endif1550
+
+conv1_weight_grad.then1553:                       ; preds = %conv1_weight_grad.endif1550
+  br label %conv1_weight_grad.ox2891555
+
+conv1_weight_grad.endif1554:                      ; preds = %conv1_weight_grad.ox289.end1556, %conv1_weight_grad.endif1550
+  %oy286.next = add nsw i64 %conv1_weight_grad.oy2861541, 1
+  %5604 = icmp slt i64 %oy286.next, 28
+  br i1 %5604, label %conv1_weight_grad.oy286, label %conv1_weight_grad.oy286.end
+
+conv1_weight_grad.ox2891555:                      ; preds = %conv1_weight_grad.ox2891555, %conv1_weight_grad.then1553
+  %conv1_weight_grad.ox2891557 = phi i64 [ 0, %conv1_weight_grad.then1553 ], [ %ox289.next1559, %conv1_weight_grad.ox2891555 ]
+  %5605 = mul nsw i64 %conv1_weight_grad.c2771505, 3
+  %5606 = add nsw i64 %5605, %conv1_weight_grad.ky2781506
+  %5607 = mul nsw i64 %5606, 3
+  %5608 = add nsw i64 %5607, 2
+  %5609 = mul nsw i64 %5608, 50176
+  %5610 = add nsw i64 1413776, %5609
+  %5611 = mul nsw i64 %conv1_weight_grad.j2761504, 784
+  %5612 = add nsw i64 %5610, %5611
+  %5613 = mul nsw i64 %conv1_weight_grad.oy2861541, 28
+  %5614 = add nsw i64 %5613, %conv1_weight_grad.ox2891557
+  %5615 = add nsw i64 %5612, %5614
+  %arena1558 = getelementptr inbounds float, ptr %arena, i64 %5615
+  store float 0.000000e+00, ptr %arena1558, align 4
+  %ox289.next1559 = add nsw i64 %conv1_weight_grad.ox2891557, 1
+  %5616 = icmp slt i64 %ox289.next1559, 28
+  br i1 %5616, label %conv1_weight_grad.ox2891555, label %conv1_weight_grad.ox289.end1556
+
+conv1_weight_grad.ox289.end1556:                  ; preds = %conv1_weight_grad.ox2891555
+  br label %conv1_weight_grad.endif1554
+
+conv1_weight_grad.j290:                           ; preds = %conv1_weight_grad.i291.end, %conv1_weight_grad.j276.end
+  %conv1_weight_grad.j2901560 = phi i64 [ 0, %conv1_weight_grad.j276.end ], [ %j290.next, %conv1_weight_grad.i291.end ]
+  br label %conv1_weight_grad.i291
+
+conv1_weight_grad.j290.end:                       ; preds = %conv1_weight_grad.i291.end
+  br label %conv1_weight_grad.kp293
+
+conv1_weight_grad.i291:                           ; preds = %conv1_weight_grad.f292.end, %conv1_weight_grad.j290
+  %conv1_weight_grad.i2911561 = phi i64 [ 0, %conv1_weight_grad.j290 ], [ %i291.next, %conv1_weight_grad.f292.end ]
+  br label %conv1_weight_grad.f292
+
+conv1_weight_grad.i291.end:                       ; preds = %conv1_weight_grad.f292.end
+  %j290.next = add nsw i64 %conv1_weight_grad.j2901560, 1
+  %5617 = icmp slt i64 %j290.next, 64
+  br i1 %5617, label %conv1_weight_grad.j290, label %conv1_weight_grad.j290.end
+
+conv1_weight_grad.f292:                           ; preds = %conv1_weight_grad.f292, %conv1_weight_grad.i291
+  %conv1_weight_grad.f2921562 = phi i64 [ 0, %conv1_weight_grad.i291 ], [ %f292.next, %conv1_weight_grad.f292 ]
+  %5618 = mul nsw i64 %conv1_weight_grad.g2751503, 64
+  %5619 = add nsw i64 %5618, %conv1_weight_grad.j2901560
+  %5620 = mul nsw i64 %5619, 12544
+  %5621 = add nsw i64 610960, %5620
+  %5622 = mul nsw i64 %conv1_weight_grad.f2921562, 784
+  %5623 = add nsw i64 %5621, %5622
+  %5624 = add nsw i64 %5623, %conv1_weight_grad.i2911561
+  %arena1563 = getelementptr inbounds float, ptr %arena, i64 %5624
+  %5625 = load float, ptr %arena1563, align 4
+  %5626 = mul nsw i64 %conv1_weight_grad.j2901560, 784
+  %5627 = add nsw i64 %5626, %conv1_weight_grad.i2911561
+  %5628 = mul nsw i64 %5627, 16
+  %5629 = add nsw i64 1865360, %5628
+  %5630 = add nsw i64 %5629, %conv1_weight_grad.f2921562
+  %arena1564 = getelementptr inbounds float, ptr %arena, i64 %5630
+  store float %5625, ptr %arena1564, align 4
+  %f292.next = add nsw i64 %conv1_weight_grad.f2921562, 1
+  %5631 = icmp slt i64 %f292.next, 16
+  br i1 %5631, label %conv1_weight_grad.f292, label %conv1_weight_grad.f292.end
+
+conv1_weight_grad.f292.end:                       ; preds = %conv1_weight_grad.f292
+  %i291.next = add nsw i64 %conv1_weight_grad.i2911561, 1
+  %5632 = icmp slt i64 %i291.next, 784
+  br i1 %5632, label %conv1_weight_grad.i291, label %conv1_weight_grad.i291.end
+
+conv1_weight_grad.kp293:                          ; preds = %conv1_weight_grad.nb294.end, %conv1_weight_grad.j290.end
+  %conv1_weight_grad.kp2931565 = phi i64 [ 0, %conv1_weight_grad.j290.end ], [ %kp293.next, %conv1_weight_grad.nb294.end ]
+  br label %conv1_weight_grad.nb294
+
+conv1_weight_grad.kp293.end:                      ; preds = %conv1_weight_grad.nb294.end
+  br label %conv1_weight_grad.nb298
+
+conv1_weight_grad.nb294:                          ; preds = %conv1_weight_grad.mb295.end, %conv1_weight_grad.kp293
+  %conv1_weight_grad.nb2941566 = phi i64 [ 0, %conv1_weight_grad.kp293 ], [ %nb294.next, %conv1_weight_grad.mb295.end ]
+  br label %conv1_weight_grad.mb295
+
+conv1_weight_grad.nb294.end:                      ; preds = %conv1_weight_grad.mb295.end
+  %kp293.next = add nsw i64 %conv1_weight_grad.kp2931565, 1
+  %5633 = icmp slt i64 %kp293.next, 130
+  br i1 %5633, label %conv1_weight_grad.kp293, label %conv1_weight_grad.kp293.end
+
+conv1_weight_grad.mb295:                          ; preds = %conv1_weight_grad.k297.end, %conv1_weight_grad.nb294
+  %conv1_weight_grad.mb2951567 = phi i64 [ 0, %conv1_weight_grad.nb294 ], [ %mb295.next, %conv1_weight_grad.k297.end ]
+  %5634 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5635 = mul nsw i64 %5634, 16
+  %5636 = add nsw i64 2668176, %5635
+  %5637 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5638 = add nsw i64 %5636, %5637
+  %arena1568 = getelementptr inbounds float, ptr %arena, i64 %5638
+  %5639 = load <16 x float>, ptr %arena1568, align 4
+  store <16 x float> %5639, ptr %conv1_weight_grad.t296_c0_0, align 64
+  %5640 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5641 = add nsw i64 %5640, 1
+  %5642 = mul nsw i64 %5641, 16
+  %5643 = add nsw i64 2668176, %5642
+  %5644 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5645 = add nsw i64 %5643, %5644
+  %arena1569 = getelementptr inbounds float, ptr %arena, i64 %5645
+  %5646 = load <16 x float>, ptr %arena1569, align 4
+  store <16 x float> %5646, ptr %conv1_weight_grad.t296_c1_0, align 64
+  %5647 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5648 = add nsw i64 %5647, 2
+  %5649 = mul nsw i64 %5648, 16
+  %5650 = add nsw i64 2668176, %5649
+  %5651 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5652 = add nsw i64 %5650, %5651
+  %arena1570 = getelementptr inbounds float, ptr %arena, i64 %5652
+  %5653 = load <16 x float>, ptr %arena1570, align 4
+  store <16 x float> %5653, ptr %conv1_weight_grad.t296_c2_0, align 64
+  %5654 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5655 = add nsw i64 %5654, 3
+  %5656 = mul nsw i64 %5655, 16
+  %5657 = add nsw i64 2668176, %5656
+  %5658 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5659 = add nsw i64 %5657, %5658
+  %arena1571 = getelementptr inbounds float, ptr %arena, i64 %5659
+  %5660 = load <16 x float>, ptr %arena1571, align 4
+  store <16 x float> %5660, ptr %conv1_weight_grad.t296_c3_0, align 64
+  %5661 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5662 = add nsw i64 %5661, 4
+  %5663 = mul nsw i64 %5662, 16
+  %5664 = add nsw i64 2668176, %5663
+  %5665 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5666 = add nsw i64 %5664, %5665
+  %arena1572 = getelementptr inbounds float, ptr %arena, i64 %5666
+  %5667 = load <16 x float>, ptr %arena1572, align 4
+  store <16 x float> %5667, ptr %conv1_weight_grad.t296_c4_0, align 64
+  %5668 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5669 = add nsw i64 %5668, 5
+  %5670 = mul nsw i64 %5669, 16
+  %5671 = add nsw i64 2668176, %5670
+  %5672 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5673 = add nsw i64 %5671, %5672
+  %arena1573 = getelementptr inbounds float, ptr %arena, i64 %5673
+  %5674 = load <16 x float>, ptr %arena1573, align 4
+  store <16 x float> %5674, ptr %conv1_weight_grad.t296_c5_0, align 64
+  %5675 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5676 = add nsw i64 %5675, 6
+  %5677 = mul nsw i64 %5676, 16
+  %5678 = add nsw i64 2668176, %5677
+  %5679 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5680 = add nsw i64 %5678, %5679
+  %arena1574 = getelementptr inbounds float, ptr %arena, i64 %5680
+  %5681 = load <16 x float>, ptr %arena1574, align 4
+  store <16 x float> %5681, ptr %conv1_weight_grad.t296_c6_0, align 64
+  %5682 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5683 = add nsw i64 %5682, 7
+  %5684 = mul nsw i64 %5683, 16
+  %5685 = add nsw i64 2668176, %5684
+  %5686 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5687 = add nsw i64 %5685, %5686
+  %arena1575 = getelementptr inbounds float, ptr %arena, i64 %5687
+  %5688 = load <16 x float>, ptr %arena1575, align 4
+  store <16 x float> %5688, ptr %conv1_weight_grad.t296_c7_0, align 64
+  %5689 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5690 = add nsw i64 %5689, 8
+  %5691 = mul nsw i64 %5690, 16
+  %5692 = add nsw i64 2668176, %5691
+  %5693 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5694 = add nsw i64 %5692, %5693
+  %arena1576 = getelementptr inbounds float, ptr %arena, i64 %5694
+  %5695 = load <16 x float>, ptr %arena1576, align 4
+  store <16 x float> %5695, ptr %conv1_weight_grad.t296_c8_0, align 64
+  br label %conv1_weight_grad.k297
+
+conv1_weight_grad.mb295.end:                      ; preds = %conv1_weight_grad.k297.end
+  %nb294.next = add nsw i64 %conv1_weight_grad.nb2941566, 1
+  %5696 = icmp slt i64 %nb294.next, 1
+  br i1 %5696, label %conv1_weight_grad.nb294, label %conv1_weight_grad.nb294.end
+
+conv1_weight_grad.k297:                           ; preds = %conv1_weight_grad.k297, %conv1_weight_grad.mb295
+  %conv1_weight_grad.k2971577 = phi i64 [ 0, %conv1_weight_grad.mb295 ], [ %k297.next, %conv1_weight_grad.k297 ]
+  %5697 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
+  %5698 = add nsw i64 %conv1_weight_grad.k2971577, %5697
+  %5699 = mul nsw i64 %5698, 16
+  %5700 = add nsw i64 1865360, %5699
+  %5701 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5702 = add nsw i64 %5700, %5701
+  %arena1578 = getelementptr inbounds float, ptr %arena, i64 %5702
+  %5703 = load <16 x float>, ptr %arena1578, align 4
+  store <16 x float> %5703, ptr %conv1_weight_grad.t296_b0, align 64
+  %5704 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5705 = mul nsw i64 %5704, 50176
+  %5706 = add nsw i64 1413776, %5705
+  %5707 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
+  %5708 = add nsw i64 %conv1_weight_grad.k2971577, %5707
+  %5709 = add nsw i64 %5706, %5708
+  %arena1579 = getelementptr inbounds float, ptr %arena, i64 %5709
+  %5710 = load float, ptr %arena1579, align 4
+  %5711 = insertelement <16 x float> undef, float %5710, i32 0
+  %5712 = shufflevector <16 x float> %5711, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5712, ptr %conv1_weight_grad.t296_a0, align 64
+  %t296_a0 = load <16 x float>, ptr %conv1_weight_grad.t296_a0, align 64
+  %t296_b0 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
+  %t296_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c0_0, align 64
+  %5713 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a0, <16 x float> %t296_b0, <16 x float> %t296_c0_0)
+  store <16 x float> %5713, ptr %conv1_weight_grad.t296_c0_0, align 64
+  %5714 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5715 = add nsw i64 %5714, 1
+  %5716 = mul nsw i64 %5715, 50176
+  %5717 = add nsw i64 1413776, %5716
+  %5718 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
+  %5719 = add nsw i64 %conv1_weight_grad.k2971577, %5718
+  %5720 = add nsw i64 %5717, %5719
+  %arena1580 = getelementptr inbounds float, ptr %arena, i64 %5720
+  %5721 = load float, ptr %arena1580, align 4
+  %5722 = insertelement <16 x float> undef, float %5721, i32 0
+  %5723 = shufflevector <16 x float> %5722, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5723, ptr %conv1_weight_grad.t296_a1, align 64
+  %t296_a1 = load <16 x float>, ptr %conv1_weight_grad.t296_a1, align 64
+  %t296_b01581 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
+  %t296_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c1_0, align 64
+  %5724 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a1, <16 x float> %t296_b01581, <16 x float> %t296_c1_0)
+  store <16 x float> %5724, ptr %conv1_weight_grad.t296_c1_0, align 64
+  %5725 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5726 = add nsw i64 %5725, 2
+  %5727 = mul nsw i64 %5726, 50176
+  %5728 = add nsw i64 1413776, %5727
+  %5729 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
+  %5730 = add nsw i64 %conv1_weight_grad.k2971577, %5729
+  %5731 = add nsw i64 %5728, %5730
+  %arena1582 = getelementptr inbounds float, ptr %arena, i64 %5731
+  %5732 = load float, ptr %arena1582, align 4
+  %5733 = insertelement <16 x float> undef, float %5732, i32 0
+  %5734 = shufflevector <16 x float> %5733, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5734, ptr %conv1_weight_grad.t296_a2, align 64
+  %t296_a2 = load <16 x float>, ptr %conv1_weight_grad.t296_a2, align 64
+  %t296_b01583 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
+  %t296_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c2_0, align 64
+  %5735 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a2, <16 x float> %t296_b01583, <16 x float> %t296_c2_0)
+  store <16 x float> %5735, ptr %conv1_weight_grad.t296_c2_0, align 64
+  %5736 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5737 = add nsw i64 %5736, 3
+  %5738 = mul nsw i64 %5737, 50176
+  %5739 = add nsw i64 1413776, %5738
+  %5740 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
+  %5741 = add nsw i64 %conv1_weight_grad.k2971577, %5740
+  %5742 = add nsw i64 %5739, %5741
+  %arena1584 = getelementptr inbounds float, ptr %arena, i64 %5742
+  %5743 = load float, ptr %arena1584, align 4
+  %5744 = insertelement <16 x float> undef, float %5743, i32 0
+  %5745 = shufflevector <16 x float> %5744, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5745, ptr %conv1_weight_grad.t296_a3, align 64
+  %t296_a3 = load <16 x float>, ptr %conv1_weight_grad.t296_a3, align 64
+  %t296_b01585 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
+  %t296_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c3_0, align 64
+  %5746 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a3, <16 x float> %t296_b01585, <16 x float> %t296_c3_0)
+  store <16 x float> %5746, ptr %conv1_weight_grad.t296_c3_0, align 64
+  %5747 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5748 = add nsw i64 %5747, 4
+  %5749 = mul nsw i64 %5748, 50176
+  %5750 = add nsw i64 1413776, %5749
+  %5751 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
+  %5752 = add nsw i64 %conv1_weight_grad.k2971577, %5751
+  %5753 = add nsw i64 %5750, %5752
+  %arena1586 = getelementptr inbounds float, ptr %arena, i64 %5753
+  %5754 = load float, ptr %arena1586, align 4
+  %5755 = insertelement <16 x float> undef, float %5754, i32 0
+  %5756 = shufflevector <16 x float> %5755, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5756, ptr %conv1_weight_grad.t296_a4, align 64
+  %t296_a4 = load <16 x float>, ptr %conv1_weight_grad.t296_a4, align 64
+  %t296_b01587 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
+  %t296_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c4_0, align 64
+  %5757 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a4, <16 x float> %t296_b01587, <16 x float> %t296_c4_0)
+  store <16 x float> %5757, ptr %conv1_weight_grad.t296_c4_0, align 64
+  %5758 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5759 = add nsw i64 %5758, 5
+  %5760 = mul nsw i64 %5759, 50176
+  %5761 = add nsw i64 1413776, %5760
+  %5762 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
+  %5763 = add nsw i64 %conv1_weight_grad.k2971577, %5762
+  %5764 = add nsw i64 %5761, %5763
+  %arena1588 = getelementptr inbounds float, ptr %arena, i64 %5764
+  %5765 = load float, ptr %arena1588, align 4
+  %5766 = insertelement <16 x float> undef, float %5765, i32 0
+  %5767 = shufflevector <16 x float> %5766, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5767, ptr %conv1_weight_grad.t296_a5, align 64
+  %t296_a5 = load <16 x float>, ptr %conv1_weight_grad.t296_a5, align 64
+  %t296_b01589 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
+  %t296_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c5_0, align 64
+  %5768 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a5, <16 x float> %t296_b01589, <16 x float> %t296_c5_0)
+  store <16 x float> %5768, ptr %conv1_weight_grad.t296_c5_0, align 64
+  %5769 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5770 = add nsw i64 %5769, 6
+  %5771 = mul nsw i64 %5770, 50176
+  %5772 = add nsw i64 1413776, %5771
+  %5773 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
+  %5774 = add nsw i64 %conv1_weight_grad.k2971577, %5773
+  %5775 = add nsw i64 %5772, %5774
+  %arena1590 = getelementptr inbounds float, ptr %arena, i64 %5775
+  %5776 = load float, ptr %arena1590, align 4
+  %5777 = insertelement <16 x float> undef, float %5776, i32 0
+  %5778 = shufflevector <16 x float> %5777, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5778, ptr %conv1_weight_grad.t296_a6, align 64
+  %t296_a6 = load <16 x float>, ptr %conv1_weight_grad.t296_a6, align 64
+  %t296_b01591 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
+  %t296_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c6_0, align 64
+  %5779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a6, <16 x float> %t296_b01591, <16 x float> %t296_c6_0)
+  store <16 x float> %5779, ptr %conv1_weight_grad.t296_c6_0, align 64
+  %5780 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5781 = add nsw i64 %5780, 7
+  %5782 = mul nsw i64 %5781, 50176
+  %5783 = add nsw i64 1413776, %5782
+  %5784 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
+  %5785 = add nsw i64 %conv1_weight_grad.k2971577, %5784
+  %5786 = add nsw i64 %5783, %5785
+  %arena1592 = getelementptr inbounds float, ptr %arena, i64 %5786
+  %5787 = load float, ptr %arena1592, align 4
+  %5788 = insertelement <16 x float> undef, float %5787, i32 0
+  %5789 = shufflevector <16 x float> %5788, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5789, ptr %conv1_weight_grad.t296_a7, align 64
+  %t296_a7 = load <16 x float>, ptr %conv1_weight_grad.t296_a7, align 64
+  %t296_b01593 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
+  %t296_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c7_0, align 64
+  %5790 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a7, <16 x float> %t296_b01593, <16 x float> %t296_c7_0)
+  store <16 x float> %5790, ptr %conv1_weight_grad.t296_c7_0, align 64
+  %5791 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5792 = add nsw i64 %5791, 8
+  %5793 = mul nsw i64 %5792, 50176
+  %5794 = add nsw i64 1413776, %5793
+  %5795 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
+  %5796 = add nsw i64 %conv1_weight_grad.k2971577, %5795
+  %5797 = add nsw i64 %5794, %5796
+  %arena1594 = getelementptr inbounds float, ptr %arena, i64 %5797
+  %5798 = load float, ptr %arena1594, align 4
+  %5799 = insertelement <16 x float> undef, float %5798, i32 0
+  %5800 = shufflevector <16 x float> %5799, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5800, ptr %conv1_weight_grad.t296_a8, align 64
+  %t296_a8 = load <16 x float>, ptr %conv1_weight_grad.t296_a8, align 64
+  %t296_b01595 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
+  %t296_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c8_0, align 64
+  %5801 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a8, <16 x float> %t296_b01595, <16 x float> %t296_c8_0)
+  store <16 x float> %5801, ptr %conv1_weight_grad.t296_c8_0, align 64
+  %k297.next = add nsw i64 %conv1_weight_grad.k2971577, 1
+  %5802 = icmp slt i64 %k297.next, 384
+  br i1 %5802, label %conv1_weight_grad.k297, label %conv1_weight_grad.k297.end
+
+conv1_weight_grad.k297.end:                       ; preds = %conv1_weight_grad.k297
+  %t296_c0_01596 = load <16 x float>, ptr %conv1_weight_grad.t296_c0_0, align 64
+  %5803 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5804 = mul nsw i64 %5803, 16
+  %5805 = add nsw i64 2668176, %5804
+  %5806 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5807 = add nsw i64 %5805, %5806
+  %arena1597 = getelementptr inbounds float, ptr %arena, i64 %5807
+  store <16 x float> %t296_c0_01596, ptr %arena1597, align 4
+  %t296_c1_01598 = load <16 x float>, ptr %conv1_weight_grad.t296_c1_0, align 64
+  %5808 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5809 = add nsw i64 %5808, 1
+  %5810 = mul nsw i64 %5809, 16
+  %5811 = add nsw i64 2668176, %5810
+  %5812 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5813 = add nsw i64 %5811, %5812
+  %arena1599 = getelementptr inbounds float, ptr %arena, i64 %5813
+  store <16 x float> %t296_c1_01598, ptr %arena1599, align 4
+  %t296_c2_01600 = load <16 x float>, ptr %conv1_weight_grad.t296_c2_0, align 64
+  %5814 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5815 = add nsw i64 %5814, 2
+  %5816 = mul nsw i64 %5815, 16
+  %5817 = add nsw i64 2668176, %5816
+  %5818 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5819 = add nsw i64 %5817, %5818
+  %arena1601 = getelementptr inbounds float, ptr %arena, i64 %5819
+  store <16 x float> %t296_c2_01600, ptr %arena1601, align 4
+  %t296_c3_01602 = load <16 x float>, ptr %conv1_weight_grad.t296_c3_0, align 64
+  %5820 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5821 = add nsw i64 %5820, 3
+  %5822 = mul nsw i64 %5821, 16
+  %5823 = add nsw i64 2668176, %5822
+  %5824 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5825 = add nsw i64 %5823, %5824
+  %arena1603 = getelementptr inbounds float, ptr %arena, i64 %5825
+  store <16 x float> %t296_c3_01602, ptr %arena1603, align 4
+  %t296_c4_01604 = load <16 x float>, ptr %conv1_weight_grad.t296_c4_0, align 64
+  %5826 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5827 = add nsw i64 %5826, 4
+  %5828 = mul nsw i64 %5827, 16
+  %5829 = add nsw i64 2668176, %5828
+  %5830 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5831 = add nsw i64 %5829, %5830
+  %arena1605 = getelementptr inbounds float, ptr %arena, i64 %5831
+  store <16 x float> %t296_c4_01604, ptr %arena1605, align 4
+  %t296_c5_01606 = load <16 x float>, ptr %conv1_weight_grad.t296_c5_0, align 64
+  %5832 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5833 = add nsw i64 %5832, 5
+  %5834 = mul nsw i64 %5833, 16
+  %5835 = add nsw i64 2668176, %5834
+  %5836 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5837 = add nsw i64 %5835, %5836
+  %arena1607 = getelementptr inbounds float, ptr %arena, i64 %5837
+  store <16 x float> %t296_c5_01606, ptr %arena1607, align 4
+  %t296_c6_01608 = load <16 x float>, ptr %conv1_weight_grad.t296_c6_0, align 64
+  %5838 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5839 = add nsw i64 %5838, 6
+  %5840 = mul nsw i64 %5839, 16
+  %5841 = add nsw i64 2668176, %5840
+  %5842 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5843 = add nsw i64 %5841, %5842
+  %arena1609 = getelementptr inbounds float, ptr %arena, i64 %5843
+  store <16 x float> %t296_c6_01608, ptr %arena1609, align 4
+  %t296_c7_01610 = load <16 x float>, ptr %conv1_weight_grad.t296_c7_0, align 64
+  %5844 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5845 = add nsw i64 %5844, 7
+  %5846 = mul nsw i64 %5845, 16
+  %5847 = add nsw i64 2668176, %5846
+  %5848 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5849 = add nsw i64 %5847, %5848
+  %arena1611 = getelementptr inbounds float, ptr %arena, i64 %5849
+  store <16 x float> %t296_c7_01610, ptr %arena1611, align 4
+  %t296_c8_01612 = load <16 x float>, ptr %conv1_weight_grad.t296_c8_0, align 64
+  %5850 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
+  %5851 = add nsw i64 %5850, 8
+  %5852 = mul nsw i64 %5851, 16
+  %5853 = add nsw i64 2668176, %5852
+  %5854 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
+  %5855 = add nsw i64 %5853, %5854
+  %arena1613 = getelementptr inbounds float, ptr %arena, i64 %5855
+  store <16 x float> %t296_c8_01612, ptr %arena1613, align 4
+  %mb295.next = add nsw i64 %conv1_weight_grad.mb2951567, 1
+  %5856 = icmp slt i64 %mb295.next, 1
+  br i1 %5856, label %conv1_weight_grad.mb295, label %conv1_weight_grad.mb295.end
+
+conv1_weight_grad.nb298:                          ; preds = %conv1_weight_grad.mb299.end, %conv1_weight_grad.kp293.end
+  %conv1_weight_grad.nb2981614 = phi i64 [ 0, %conv1_weight_grad.kp293.end ], [ %nb298.next, %conv1_weight_grad.mb299.end ]
+  br label %conv1_weight_grad.mb299
+
+conv1_weight_grad.nb298.end:                      ; preds = %conv1_weight_grad.mb299.end
+  %g275.next = add nsw i64 %conv1_weight_grad.g2751503, 1
+  %5857 = icmp slt i64 %g275.next, 1
+  br i1 %5857, label %conv1_weight_grad.g275, label %conv1_weight_grad.g275.end
+
+conv1_weight_grad.mb299:                          ; preds = %conv1_weight_grad.k301.end, %conv1_weight_grad.nb298
+  %conv1_weight_grad.mb2991615 = phi i64 [ 0, %conv1_weight_grad.nb298 ], [ %mb299.next, %conv1_weight_grad.k301.end ]
+  %5858 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5859 = mul nsw i64 %5858, 16
+  %5860 = add nsw i64 2668176, %5859
+  %5861 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %5862 = add nsw i64 %5860, %5861
+  %arena1616 = getelementptr inbounds float, ptr %arena, i64 %5862
+  %5863 = load <16 x float>, ptr %arena1616, align 4
+  store <16 x float> %5863, ptr %conv1_weight_grad.t300_c0_0, align 64
+  %5864 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5865 = add nsw i64 %5864, 1
+  %5866 = mul nsw i64 %5865, 16
+  %5867 = add nsw i64 2668176, %5866
+  %5868 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %5869 = add nsw i64 %5867, %5868
+  %arena1617 = getelementptr inbounds float, ptr %arena, i64 %5869
+  %5870 = load <16 x float>, ptr %arena1617, align 4
+  store <16 x float> %5870, ptr %conv1_weight_grad.t300_c1_0, align 64
+  %5871 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5872 = add nsw i64 %5871, 2
+  %5873 = mul nsw i64 %5872, 16
+  %5874 = add nsw i64 2668176, %5873
+  %5875 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %5876 = add nsw i64 %5874, %5875
+  %arena1618 = getelementptr inbounds float, ptr %arena, i64 %5876
+  %5877 = load <16 x float>, ptr %arena1618, align 4
+  store <16 x float> %5877, ptr %conv1_weight_grad.t300_c2_0, align 64
+  %5878 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5879 = add nsw i64 %5878, 3
+  %5880 = mul nsw i64 %5879, 16
+  %5881 = add nsw i64 2668176, %5880
+  %5882 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %5883 = add nsw i64 %5881, %5882
+  %arena1619 = getelementptr inbounds float, ptr %arena, i64 %5883
+  %5884 = load <16 x float>, ptr %arena1619, align 4
+  store <16 x float> %5884, ptr %conv1_weight_grad.t300_c3_0, align 64
+  %5885 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5886 = add nsw i64 %5885, 4
+  %5887 = mul nsw i64 %5886, 16
+  %5888 = add nsw i64 2668176, %5887
+  %5889 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %5890 = add nsw i64 %5888, %5889
+  %arena1620 = getelementptr inbounds float, ptr %arena, i64 %5890
+  %5891 = load <16 x float>, ptr %arena1620, align 4
+  store <16 x float> %5891, ptr %conv1_weight_grad.t300_c4_0, align 64
+  %5892 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5893 = add nsw i64 %5892, 5
+  %5894 = mul nsw i64 %5893, 16
+  %5895 = add nsw i64 2668176, %5894
+  %5896 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %5897 = add nsw i64 %5895, %5896
+  %arena1621 = getelementptr inbounds float, ptr %arena, i64 %5897
+  %5898 = load <16 x float>, ptr %arena1621, align 4
+  store <16 x float> %5898, ptr %conv1_weight_grad.t300_c5_0, align 64
+  %5899 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5900 = add nsw i64 %5899, 6
+  %5901 = mul nsw i64 %5900, 16
+  %5902 = add nsw i64 2668176, %5901
+  %5903 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %5904 = add nsw i64 %5902, %5903
+  %arena1622 = getelementptr inbounds float, ptr %arena, i64 %5904
+  %5905 = load <16 x float>, ptr %arena1622, align 4
+  store <16 x float> %5905, ptr %conv1_weight_grad.t300_c6_0, align 64
+  %5906 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5907 = add nsw i64 %5906, 7
+  %5908 = mul nsw i64 %5907, 16
+  %5909 = add nsw i64 2668176, %5908
+  %5910 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %5911 = add nsw i64 %5909, %5910
+  %arena1623 = getelementptr inbounds float, ptr %arena, i64 %5911
+  %5912 = load <16 x float>, ptr %arena1623, align 4
+  store <16 x float> %5912, ptr %conv1_weight_grad.t300_c7_0, align 64
+  %5913 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5914 = add nsw i64 %5913, 8
+  %5915 = mul nsw i64 %5914, 16
+  %5916 = add nsw i64 2668176, %5915
+  %5917 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %5918 = add nsw i64 %5916, %5917
+  %arena1624 = getelementptr inbounds float, ptr %arena, i64 %5918
+  %5919 = load <16 x float>, ptr %arena1624, align 4
+  store <16 x float> %5919, ptr %conv1_weight_grad.t300_c8_0, align 64
+  br label %conv1_weight_grad.k301
+
+conv1_weight_grad.mb299.end:                      ; preds = %conv1_weight_grad.k301.end
+  %nb298.next = add nsw i64 %conv1_weight_grad.nb2981614, 1
+  %5920 = icmp slt i64 %nb298.next, 1
+  br i1 %5920, label %conv1_weight_grad.nb298, label %conv1_weight_grad.nb298.end
+
+conv1_weight_grad.k301:                           ; preds = %conv1_weight_grad.k301, %conv1_weight_grad.mb299
+  %conv1_weight_grad.k3011625 = phi i64 [ 0, %conv1_weight_grad.mb299 ], [ %k301.next, %conv1_weight_grad.k301 ]
+  %5921 = add nsw i64 %conv1_weight_grad.k3011625, 49920
+  %5922 = mul nsw i64 %5921, 16
+  %5923 = add nsw i64 1865360, %5922
+  %5924 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %5925 = add nsw i64 %5923, %5924
+  %arena1626 = getelementptr inbounds float, ptr %arena, i64 %5925
+  %5926 = load <16 x float>, ptr %arena1626, align 4
+  store <16 x float> %5926, ptr %conv1_weight_grad.t300_b0, align 64
+  %5927 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5928 = mul nsw i64 %5927, 50176
+  %5929 = add nsw i64 1413776, %5928
+  %5930 = add nsw i64 %conv1_weight_grad.k3011625, 49920
+  %5931 = add nsw i64 %5929, %5930
+  %arena1627 = getelementptr inbounds float, ptr %arena, i64 %5931
+  %5932 = load float, ptr %arena1627, align 4
+  %5933 = insertelement <16 x float> undef, float %5932, i32 0
+  %5934 = shufflevector <16 x float> %5933, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5934, ptr %conv1_weight_grad.t300_a0, align 64
+  %t300_a0 = load <16 x float>, ptr %conv1_weight_grad.t300_a0, align 64
+  %t300_b0 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
+  %t300_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c0_0, align 64
+  %5935 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a0, <16 x float> %t300_b0, <16 x float> %t300_c0_0)
+  store <16 x float> %5935, ptr %conv1_weight_grad.t300_c0_0, align 64
+  %5936 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5937 = add nsw i64 %5936, 1
+  %5938 = mul nsw i64 %5937, 50176
+  %5939 = add nsw i64 1413776, %5938
+  %5940 = add nsw i64 %conv1_weight_grad.k3011625, 49920
+  %5941 = add nsw i64 %5939, %5940
+  %arena1628 = getelementptr inbounds float, ptr %arena, i64 %5941
+  %5942 = load float, ptr %arena1628, align 4
+  %5943 = insertelement <16 x float> undef, float %5942, i32 0
+  %5944 = shufflevector <16 x float> %5943, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5944, ptr %conv1_weight_grad.t300_a1, align 64
+  %t300_a1 = load <16 x float>, ptr %conv1_weight_grad.t300_a1, align 64
+  %t300_b01629 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
+  %t300_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c1_0, align 64
+  %5945 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a1, <16 x float> %t300_b01629, <16 x float> %t300_c1_0)
+  store <16 x float> %5945, ptr %conv1_weight_grad.t300_c1_0, align 64
+  %5946 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5947 = add nsw i64 %5946, 2
+  %5948 = mul nsw i64 %5947, 50176
+  %5949 = add nsw i64 1413776, %5948
+  %5950 = add nsw i64 %conv1_weight_grad.k3011625, 49920
+  %5951 = add nsw i64 %5949, %5950
+  %arena1630 = getelementptr inbounds float, ptr %arena, i64 %5951
+  %5952 = load float, ptr %arena1630, align 4
+  %5953 = insertelement <16 x float> undef, float %5952, i32 0
+  %5954 = shufflevector <16 x float> %5953, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5954, ptr %conv1_weight_grad.t300_a2, align 64
+  %t300_a2 = load <16 x float>, ptr %conv1_weight_grad.t300_a2, align 64
+  %t300_b01631 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
+  %t300_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c2_0, align 64
+  %5955 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a2, <16 x float> %t300_b01631, <16 x float> %t300_c2_0)
+  store <16 x float> %5955, ptr %conv1_weight_grad.t300_c2_0, align 64
+  %5956 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5957 = add nsw i64 %5956, 3
+  %5958 = mul nsw i64 %5957, 50176
+  %5959 = add nsw i64 1413776, %5958
+  %5960 = add nsw i64 %conv1_weight_grad.k3011625, 49920
+  %5961 = add nsw i64 %5959, %5960
+  %arena1632 = getelementptr inbounds float, ptr %arena, i64 %5961
+  %5962 = load float, ptr %arena1632, align 4
+  %5963 = insertelement <16 x float> undef, float %5962, i32 0
+  %5964 = shufflevector <16 x float> %5963, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5964, ptr %conv1_weight_grad.t300_a3, align 64
+  %t300_a3 = load <16 x float>, ptr %conv1_weight_grad.t300_a3, align 64
+  %t300_b01633 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
+  %t300_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c3_0, align 64
+  %5965 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a3, <16 x float> %t300_b01633, <16 x float> %t300_c3_0)
+  store <16 x float> %5965, ptr %conv1_weight_grad.t300_c3_0, align 64
+  %5966 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5967 = add nsw i64 %5966, 4
+  %5968 = mul nsw i64 %5967, 50176
+  %5969 = add nsw i64 1413776, %5968
+  %5970 = add nsw i64 %conv1_weight_grad.k3011625, 49920
+  %5971 = add nsw i64 %5969, %5970
+  %arena1634 = getelementptr inbounds float, ptr %arena, i64 %5971
+  %5972 = load float, ptr %arena1634, align 4
+  %5973 = insertelement <16 x float> undef, float %5972, i32 0
+  %5974 = shufflevector <16 x float> %5973, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5974, ptr %conv1_weight_grad.t300_a4, align 64
+  %t300_a4 = load <16 x float>, ptr %conv1_weight_grad.t300_a4, align 64
+  %t300_b01635 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
+  %t300_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c4_0, align 64
+  %5975 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a4, <16 x float> %t300_b01635, <16 x float> %t300_c4_0)
+  store <16 x float> %5975, ptr %conv1_weight_grad.t300_c4_0, align 64
+  %5976 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5977 = add nsw i64 %5976, 5
+  %5978 = mul nsw i64 %5977, 50176
+  %5979 = add nsw i64 1413776, %5978
+  %5980 = add nsw i64 %conv1_weight_grad.k3011625, 49920
+  %5981 = add nsw i64 %5979, %5980
+  %arena1636 = getelementptr inbounds float, ptr %arena, i64 %5981
+  %5982 = load float, ptr %arena1636, align 4
+  %5983 = insertelement <16 x float> undef, float %5982, i32 0
+  %5984 = shufflevector <16 x float> %5983, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5984, ptr %conv1_weight_grad.t300_a5, align 64
+  %t300_a5 = load <16 x float>, ptr %conv1_weight_grad.t300_a5, align 64
+  %t300_b01637 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
+  %t300_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c5_0, align 64
+  %5985 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a5, <16 x float> %t300_b01637, <16 x float> %t300_c5_0)
+  store <16 x float> %5985, ptr %conv1_weight_grad.t300_c5_0, align 64
+  %5986 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5987 = add nsw i64 %5986, 6
+  %5988 = mul nsw i64 %5987, 50176
+  %5989 = add nsw i64 1413776, %5988
+  %5990 = add nsw i64 %conv1_weight_grad.k3011625, 49920
+  %5991 = add nsw i64 %5989, %5990
+  %arena1638 = getelementptr inbounds float, ptr %arena, i64 %5991
+  %5992 = load float, ptr %arena1638, align 4
+  %5993 = insertelement <16 x float> undef, float %5992, i32 0
+  %5994 = shufflevector <16 x float> %5993, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5994, ptr %conv1_weight_grad.t300_a6, align 64
+  %t300_a6 = load <16 x float>, ptr %conv1_weight_grad.t300_a6, align 64
+  %t300_b01639 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
+  %t300_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c6_0, align 64
+  %5995 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a6, <16 x float> %t300_b01639, <16 x float> %t300_c6_0)
+  store <16 x float> %5995, ptr %conv1_weight_grad.t300_c6_0, align 64
+  %5996 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %5997 = add nsw i64 %5996, 7
+  %5998 = mul nsw i64 %5997, 50176
+  %5999 = add nsw i64 1413776, %5998
+  %6000 = add nsw i64 %conv1_weight_grad.k3011625, 49920
+  %6001 = add nsw i64 %5999, %6000
+  %arena1640 = getelementptr inbounds float, ptr %arena, i64 %6001
+  %6002 = load float, ptr %arena1640, align 4
+  %6003 = insertelement <16 x float> undef, float %6002, i32 0
+  %6004 = shufflevector <16 x float> %6003, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6004, ptr %conv1_weight_grad.t300_a7, align 64
+  %t300_a7 = load <16 x float>, ptr %conv1_weight_grad.t300_a7, align 64
+  %t300_b01641 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
+  %t300_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c7_0, align 64
+  %6005 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a7, <16 x float> %t300_b01641, <16 x float> %t300_c7_0)
+  store <16 x float> %6005, ptr %conv1_weight_grad.t300_c7_0, align 64
+  %6006 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %6007 = add nsw i64 %6006, 8
+  %6008 = mul nsw i64 %6007, 50176
+  %6009 = add nsw i64 1413776, %6008
+  %6010 = add nsw i64 %conv1_weight_grad.k3011625, 49920
+  %6011 = add nsw i64 %6009, %6010
+  %arena1642 = getelementptr inbounds float, ptr %arena, i64 %6011
+  %6012 = load float, ptr %arena1642, align 4
+  %6013 = insertelement <16 x float> undef, float %6012, i32 0
+  %6014 = shufflevector <16 x float> %6013, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6014, ptr %conv1_weight_grad.t300_a8, align 64
+  %t300_a8 = load <16 x float>, ptr %conv1_weight_grad.t300_a8, align 64
+  %t300_b01643 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
+  %t300_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c8_0, align 64
+  %6015 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a8, <16 x float> %t300_b01643, <16 x float> %t300_c8_0)
+  store <16 x float> %6015, ptr %conv1_weight_grad.t300_c8_0, align 64
+  %k301.next = add nsw i64 %conv1_weight_grad.k3011625, 1
+  %6016 = icmp slt i64 %k301.next, 256
+  br i1 %6016, label %conv1_weight_grad.k301, label %conv1_weight_grad.k301.end
+
+conv1_weight_grad.k301.end:                       ; preds = %conv1_weight_grad.k301
+  %t300_c0_01644 = load <16 x float>, ptr %conv1_weight_grad.t300_c0_0, align 64
+  %6017 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %6018 = mul nsw i64 %6017, 16
+  %6019 = add nsw i64 2668176, %6018
+  %6020 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %6021 = add nsw i64 %6019, %6020
+  %arena1645 = getelementptr inbounds float, ptr %arena, i64 %6021
+  store <16 x float> %t300_c0_01644, ptr %arena1645, align 4
+  %t300_c1_01646 = load <16 x float>, ptr %conv1_weight_grad.t300_c1_0, align 64
+  %6022 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %6023 = add nsw i64 %6022, 1
+  %6024 = mul nsw i64 %6023, 16
+  %6025 = add nsw i64 2668176, %6024
+  %6026 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %6027 = add nsw i64 %6025, %6026
+  %arena1647 = getelementptr inbounds float, ptr %arena, i64 %6027
+  store <16 x float> %t300_c1_01646, ptr %arena1647, align 4
+  %t300_c2_01648 = load <16 x float>, ptr %conv1_weight_grad.t300_c2_0, align 64
+  %6028 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %6029 = add nsw i64 %6028, 2
+  %6030 = mul nsw i64 %6029, 16
+  %6031 = add nsw i64 2668176, %6030
+  %6032 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %6033 = add nsw i64 %6031, %6032
+  %arena1649 = getelementptr inbounds float, ptr %arena, i64 %6033
+  store <16 x float> %t300_c2_01648, ptr %arena1649, align 4
+  %t300_c3_01650 = load <16 x float>, ptr %conv1_weight_grad.t300_c3_0, align 64
+  %6034 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %6035 = add nsw i64 %6034, 3
+  %6036 = mul nsw i64 %6035, 16
+  %6037 = add nsw i64 2668176, %6036
+  %6038 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %6039 = add nsw i64 %6037, %6038
+  %arena1651 = getelementptr inbounds float, ptr %arena, i64 %6039
+  store <16 x float> %t300_c3_01650, ptr %arena1651, align 4
+  %t300_c4_01652 = load <16 x float>, ptr %conv1_weight_grad.t300_c4_0, align 64
+  %6040 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %6041 = add nsw i64 %6040, 4
+  %6042 = mul nsw i64 %6041, 16
+  %6043 = add nsw i64 2668176, %6042
+  %6044 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %6045 = add nsw i64 %6043, %6044
+  %arena1653 = getelementptr inbounds float, ptr %arena, i64 %6045
+  store <16 x float> %t300_c4_01652, ptr %arena1653, align 4
+  %t300_c5_01654 = load <16 x float>, ptr %conv1_weight_grad.t300_c5_0, align 64
+  %6046 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %6047 = add nsw i64 %6046, 5
+  %6048 = mul nsw i64 %6047, 16
+  %6049 = add nsw i64 2668176, %6048
+  %6050 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %6051 = add nsw i64 %6049, %6050
+  %arena1655 = getelementptr inbounds float, ptr %arena, i64 %6051
+  store <16 x float> %t300_c5_01654, ptr %arena1655, align 4
+  %t300_c6_01656 = load <16 x float>, ptr %conv1_weight_grad.t300_c6_0, align 64
+  %6052 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %6053 = add nsw i64 %6052, 6
+  %6054 = mul nsw i64 %6053, 16
+  %6055 = add nsw i64 2668176, %6054
+  %6056 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %6057 = add nsw i64 %6055, %6056
+  %arena1657 = getelementptr inbounds float, ptr %arena, i64 %6057
+  store <16 x float> %t300_c6_01656, ptr %arena1657, align 4
+  %t300_c7_01658 = load <16 x float>, ptr %conv1_weight_grad.t300_c7_0, align 64
+  %6058 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %6059 = add nsw i64 %6058, 7
+  %6060 = mul nsw i64 %6059, 16
+  %6061 = add nsw i64 2668176, %6060
+  %6062 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %6063 = add nsw i64 %6061, %6062
+  %arena1659 = getelementptr inbounds float, ptr %arena, i64 %6063
+  store <16 x float> %t300_c7_01658, ptr %arena1659, align 4
+  %t300_c8_01660 = load <16 x float>, ptr %conv1_weight_grad.t300_c8_0, align 64
+  %6064 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
+  %6065 = add nsw i64 %6064, 8
+  %6066 = mul nsw i64 %6065, 16
+  %6067 = add nsw i64 2668176, %6066
+  %6068 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
+  %6069 = add nsw i64 %6067, %6068
+  %arena1661 = getelementptr inbounds float, ptr %arena, i64 %6069
+  store <16 x float> %t300_c8_01660, ptr %arena1661, align 4
+  %mb299.next = add nsw i64 %conv1_weight_grad.mb2991615, 1
+  %6070 = icmp slt i64 %mb299.next, 1
+  br i1 %6070, label %conv1_weight_grad.mb299, label %conv1_weight_grad.mb299.end
+
+conv1_weight_grad.f302:                           ; preds = %conv1_weight_grad.r303.end, %conv1_weight_grad.g275.end
+  %conv1_weight_grad.f3021662 = phi i64 [ 0, %conv1_weight_grad.g275.end ], [ %f302.next, %conv1_weight_grad.r303.end ]
+  br label %conv1_weight_grad.r303
+
+conv1_weight_grad.f302.end:                       ; preds = %conv1_weight_grad.r303.end
+  br label %conv1_bias_grad.i304
+
+conv1_weight_grad.r303:                           ; preds = %conv1_weight_grad.r303, %conv1_weight_grad.f302
+  %conv1_weight_grad.r3031663 = phi i64 [ 0, %conv1_weight_grad.f302 ], [ %r303.next, %conv1_weight_grad.r303 ]
+  %6071 = mul nsw i64 %conv1_weight_grad.r3031663, 16
+  %6072 = add nsw i64 2668176, %6071
+  %6073 = add nsw i64 %6072, %conv1_weight_grad.f3021662
+  %arena1664 = getelementptr inbounds float, ptr %arena, i64 %6073
+  %6074 = load float, ptr %arena1664, align 4
+  %6075 = mul nsw i64 %conv1_weight_grad.f3021662, 9
+  %6076 = add nsw i64 %6075, %conv1_weight_grad.r3031663
+  %grads1665 = getelementptr inbounds float, ptr %grads, i64 %6076
+  store float %6074, ptr %grads1665, align 4
+  %r303.next = add nsw i64 %conv1_weight_grad.r3031663, 1
+  %6077 = icmp slt i64 %r303.next, 9
+  br i1 %6077, label %conv1_weight_grad.r303, label %conv1_weight_grad.r303.end
+
+conv1_weight_grad.r303.end:                       ; preds = %conv1_weight_grad.r303
+  %f302.next = add nsw i64 %conv1_weight_grad.f3021662, 1
+  %6078 = icmp slt i64 %f302.next, 16
+  br i1 %6078, label %conv1_weight_grad.f302, label %conv1_weight_grad.f302.end
+
+conv1_bias_grad.i304:                             ; preds = %conv1_bias_grad.i304, %conv1_weight_grad.f302.end
+  %conv1_bias_grad.i3041666 = phi i64 [ 0, %conv1_weight_grad.f302.end ], [ %i304.next, %conv1_bias_grad.i304 ]
+  %arena1667 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i3041666
+  store float 1.000000e+00, ptr %arena1667, align 4
+  %i304.next = add nsw i64 %conv1_bias_grad.i3041666, 1
+  %6079 = icmp slt i64 %i304.next, 784
+  br i1 %6079, label %conv1_bias_grad.i304, label %conv1_bias_grad.i304.end
+
+conv1_bias_grad.i304.end:                         ; preds = %conv1_bias_grad.i304
+  br label %conv1_bias_grad.i305
+
+conv1_bias_grad.i305:                             ; preds = %conv1_bias_grad.i305, %conv1_bias_grad.i304.end
+  %conv1_bias_grad.i3051668 = phi i64 [ 0, %conv1_bias_grad.i304.end ], [ %i305.next, %conv1_bias_grad.i305 ]
+  %6080 = add nsw i64 144, %conv1_bias_grad.i3051668
+  %grads1669 = getelementptr inbounds float, ptr %grads, i64 %6080
+  store float 0.000000e+00, ptr %grads1669, align 4
+  %i305.next = add nsw i64 %conv1_bias_grad.i3051668, 1
+  %6081 = icmp slt i64 %i305.next, 16
+  br i1 %6081, label %conv1_bias_grad.i305, label %conv1_bias_grad.i305.end
+
+conv1_bias_grad.i305.end:                         ; preds = %conv1_bias_grad.i305
+  br label %conv1_bias_grad.img306
+
+conv1_bias_grad.img306:                           ; preds = %conv1_bias_grad.img306, %conv1_bias_grad.i305.end
+  %conv1_bias_grad.img3061670 = phi i64 [ 0, %conv1_bias_grad.i305.end ], [ %img306.next, %conv1_bias_grad.img306 ]
+  %6082 = mul nsw i64 %conv1_bias_grad.img3061670, 12544
+  %6083 = add nsw i64 610960, %6082
+  %arena1671 = getelementptr inbounds float, ptr %arena, i64 %6083
+  %arena1672 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1673 = getelementptr inbounds float, ptr %grads, i64 144
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 1, i32 784, float 1.000000e+00, ptr %arena1671, i32 784, ptr %arena1672, i32 1, float 1.000000e+00, ptr %grads1673, i32 1)
+  %img306.next = add nsw i64 %conv1_bias_grad.img3061670, 1
+  %6084 = icmp slt i64 %img306.next, 64
+  br i1 %6084, label %conv1_bias_grad.img306, label %conv1_bias_grad.img306.end
+
+conv1_bias_grad.img306.end:                       ; preds = %conv1_bias_grad.img306
+  %6085 = sitofp i64 %step to float
+  %6086 = fmul float %6085, 0xBFBAF8E8A0000000
+  %6087 = call float @llvm.exp.f32(float %6086)
+  %6088 = fsub float 1.000000e+00, %6087
+  %6089 = fdiv float %lr, %6088
+  store float %6089, ptr %adam.step_size307, align 4
+  %6090 = sitofp i64 %step to float
+  %6091 = fmul float %6090, 0xBF50645940000000
+  %6092 = call float @llvm.exp.f32(float %6091)
+  %6093 = fsub float 1.000000e+00, %6092
+  %6094 = call float @llvm.sqrt.f32(float %6093)
+  store float %6094, ptr %adam.bc2_sqrt308, align 4
+  br label %adam.i309
+
+adam.i309:                                        ; preds = %adam.i309, %conv1_bias_grad.img306.end
+  %adam.i3091674 = phi i64 [ 0, %conv1_bias_grad.img306.end ], [ %i309.next, %adam.i309 ]
+  %grads1675 = getelementptr inbounds float, ptr %grads, i64 %adam.i3091674
+  %6095 = load float, ptr %grads1675, align 4
+  %params1676 = getelementptr inbounds float, ptr %params, i64 %adam.i3091674
+  %6096 = load float, ptr %params1676, align 4
+  %6097 = fmul float 0.000000e+00, %6096
+  %6098 = fadd float %6095, %6097
+  store float %6098, ptr %adam.g, align 4
+  %m1677 = getelementptr inbounds float, ptr %m, i64 %adam.i3091674
+  %6099 = load float, ptr %m1677, align 4
+  %6100 = fmul float 0x3FECCCCCC0000000, %6099
   %g = load float, ptr %adam.g, align 4
-  %5474 = fmul float 0x3FB9999A00000000, %g
-  %5475 = fadd float %5473, %5474
-  store float %5475, ptr %adam.m_new, align 4
-  %v1621 = getelementptr inbounds float, ptr %v, i64 %adam.i2501617
-  %5476 = load float, ptr %v1621, align 4
-  %5477 = fmul float 0x3FEFF7CEE0000000, %5476
-  %g1622 = load float, ptr %adam.g, align 4
-  %5478 = fmul float 0x3F50624000000000, %g1622
-  %g1623 = load float, ptr %adam.g, align 4
-  %5479 = fmul float %5478, %g1623
-  %5480 = fadd float %5477, %5479
-  store float %5480, ptr %adam.v_new, align 4
+  %6101 = fmul float 0x3FB9999A00000000, %g
+  %6102 = fadd float %6100, %6101
+  store float %6102, ptr %adam.m_new, align 4
+  %v1678 = getelementptr inbounds float, ptr %v, i64 %adam.i3091674
+  %6103 = load float, ptr %v1678, align 4
+  %6104 = fmul float 0x3FEFF7CEE0000000, %6103
+  %g1679 = load float, ptr %adam.g, align 4
+  %6105 = fmul float 0x3F50624000000000, %g1679
+  %g1680 = load float, ptr %adam.g, align 4
+  %6106 = fmul float %6105, %g1680
+  %6107 = fadd float %6104, %6106
+  store float %6107, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1624 = getelementptr inbounds float, ptr %m, i64 %adam.i2501617
-  store float %m_new, ptr %m1624, align 4
+  %m1681 = getelementptr inbounds float, ptr %m, i64 %adam.i3091674
+  store float %m_new, ptr %m1681, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1625 = getelementptr inbounds float, ptr %v, i64 %adam.i2501617
-  store float %v_new, ptr %v1625, align 4
-  %params1626 = getelementptr inbounds float, ptr %params, i64 %adam.i2501617
-  %5481 = load float, ptr %params1626, align 4
-  %step_size248 = load float, ptr %adam.step_size248, align 4
-  %m_new1627 = load float, ptr %adam.m_new, align 4
-  %5482 = fmul float %step_size248, %m_new1627
-  %v_new1628 = load float, ptr %adam.v_new, align 4
-  %5483 = call float @llvm.sqrt.f32(float %v_new1628)
-  %bc2_sqrt249 = load float, ptr %adam.bc2_sqrt249, align 4
-  %5484 = fdiv float %5483, %bc2_sqrt249
-  %5485 = fadd float %5484, 0x3E45798EE0000000
-  %5486 = fdiv float %5482, %5485
-  %5487 = fsub float %5481, %5486
-  %params1629 = getelementptr inbounds float, ptr %params, i64 %adam.i2501617
-  store float %5487, ptr %params1629, align 4
-  %i250.next = add nsw i64 %adam.i2501617, 1
-  %5488 = icmp slt i64 %i250.next, 206922
-  br i1 %5488, label %adam.i250, label %adam.i250.end
+  %v1682 = getelementptr inbounds float, ptr %v, i64 %adam.i3091674
+  store float %v_new, ptr %v1682, align 4
+  %params1683 = getelementptr inbounds float, ptr %params, i64 %adam.i3091674
+  %6108 = load float, ptr %params1683, align 4
+  %step_size307 = load float, ptr %adam.step_size307, align 4
+  %m_new1684 = load float, ptr %adam.m_new, align 4
+  %6109 = fmul float %step_size307, %m_new1684
+  %v_new1685 = load float, ptr %adam.v_new, align 4
+  %6110 = call float @llvm.sqrt.f32(float %v_new1685)
+  %bc2_sqrt308 = load float, ptr %adam.bc2_sqrt308, align 4
+  %6111 = fdiv float %6110, %bc2_sqrt308
+  %6112 = fadd float %6111, 0x3E45798EE0000000
+  %6113 = fdiv float %6109, %6112
+  %6114 = fsub float %6108, %6113
+  %params1686 = getelementptr inbounds float, ptr %params, i64 %adam.i3091674
+  store float %6114, ptr %params1686, align 4
+  %i309.next = add nsw i64 %adam.i3091674, 1
+  %6115 = icmp slt i64 %i309.next, 206922
+  br i1 %6115, label %adam.i309, label %adam.i309.end
 
-adam.i250.end:                                    ; preds = %adam.i250
+adam.i309.end:                                    ; preds = %adam.i309
   ret void
 }
 

@@ -6,6 +6,13 @@
   import Darwin
 #endif
 
+// Wrapping Int arithmetic for index expressions. One overload each (unlike &+ and &*), so the type
+// checker resolves long index expressions in linear time instead of searching every integer type.
+infix operator +% : AdditionPrecedence
+infix operator *% : MultiplicationPrecedence
+@inline(__always) func +% (a: Int, b: Int) -> Int { a &+ b }
+@inline(__always) func *% (a: Int, b: Int) -> Int { a &* b }
+
 typealias SgemmFunction = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
   UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32) -> Void
 /// OpenBLAS's cblas_sgemm, resolved once from the process that loads this library.
@@ -55,17 +62,17 @@ public func tiny_train_b64(
         for ky4 in 0..<3 {
           for oy5 in 0..<13 {
             for ox6 in 0..<13 {
-              arena[(((18432 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 10816)) &+ (j2 &* 169)) &+ ((oy5 &* 13) &+ ox6))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy5 &* 2) &+ ky4) &* 28)) &+ (ox6 &* 2))]
+              arena[(((18432 +% ((((c3 *% 3) +% ky4) *% 3) *% 10816)) +% (j2 *% 169)) +% ((oy5 *% 13) +% ox6))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 *% 2) +% ky4) *% 28)) +% (ox6 *% 2))]
             }
           }
           for oy7 in 0..<13 {
             for ox8 in 0..<13 {
-              arena[(((18432 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 10816)) &+ (j2 &* 169)) &+ ((oy7 &* 13) &+ ox8))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy7 &* 2) &+ ky4) &* 28)) &+ ((ox8 &* 2) &+ 1))]
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 10816)) +% (j2 *% 169)) +% ((oy7 *% 13) +% ox8))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy7 *% 2) +% ky4) *% 28)) +% ((ox8 *% 2) +% 1))]
             }
           }
           for oy9 in 0..<13 {
             for ox10 in 0..<13 {
-              arena[(((18432 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 10816)) &+ (j2 &* 169)) &+ ((oy9 &* 13) &+ ox10))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy9 &* 2) &+ ky4) &* 28)) &+ ((ox10 &* 2) &+ 2))]
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 10816)) +% (j2 *% 169)) +% ((oy9 *% 13) +% ox10))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 *% 2) +% ky4) *% 28)) +% ((ox10 *% 2) +% 2))]
             }
           }
         }
@@ -90,65 +97,65 @@ public func tiny_train_b64(
         var t13_c3_2 = SIMD16<Float>()
         var t13_c3_3 = SIMD16<Float>()
         for k14 in 0..<9 {
-          let t13_b0 = load16(arena, ((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)))
-          let t13_b1 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 16))
-          let t13_b2 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 32))
-          let t13_b3 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 48))
-          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 &* 4) &* 9) &+ k14)])
+          let t13_b0 = load16(arena, ((18432 +% (k14 *% 10816)) +% (nb11 *% 64)))
+          let t13_b1 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 16))
+          let t13_b2 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 32))
+          let t13_b3 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 48))
+          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
           t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
           t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
           t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
           t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
-          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 1) &* 9) &+ k14)])
+          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 1) *% 9) +% k14)])
           t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
           t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
           t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
           t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
-          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 2) &* 9) &+ k14)])
+          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 2) *% 9) +% k14)])
           t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
           t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
           t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
           t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
-          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 3) &* 9) &+ k14)])
+          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 3) *% 9) +% k14)])
           t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
           t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
           t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
         }
-        store16(arena, ((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)), t13_c0_0)
-        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c0_1)
-        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c0_2)
-        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c0_3)
-        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)), t13_c1_0)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c1_1)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c1_2)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c1_3)
-        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)), t13_c2_0)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c2_1)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c2_2)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c2_3)
-        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)), t13_c3_0)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c3_1)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c3_2)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c3_3)
+        store16(arena, ((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)), t13_c0_0)
+        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c0_1)
+        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c0_2)
+        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c0_3)
+        store16(arena, ((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)), t13_c1_0)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c1_1)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c1_2)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c1_3)
+        store16(arena, ((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)), t13_c2_0)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c2_1)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c2_2)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c2_3)
+        store16(arena, ((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)), t13_c3_0)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c3_1)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c3_2)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c3_3)
       }
     }
     for j15 in 0..<64 {
       for f16 in 0..<4 {
         for py17 in 0..<6 {
           for px18 in 0..<6 {
-            var best19: Float = (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)])
-            var bi20: Float = Float(((py17 &* 26) &+ (px18 &* 2)))
-            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) > best19 ? Float(((py17 &* 26) &+ (px18 &* 2))) : bi20)
-            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) : best19)
-            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) > best19 ? Float((((py17 &* 26) &+ (px18 &* 2)) &+ 1)) : bi20)
-            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) : best19)
-            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) > best19 ? Float((((py17 &* 26) &+ (px18 &* 2)) &+ 13)) : bi20)
-            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) : best19)
-            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) > best19 ? Float(((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1)) : bi20)
-            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) : best19)
-            arena[((((((g1 &* 64) &+ j15) &* 144) &+ (f16 &* 36)) &+ (py17 &* 6)) &+ px18)] = (best19 > Float(0) ? best19 : Float(0))
-            arena[(9216 &+ ((((((g1 &* 64) &+ j15) &* 144) &+ (f16 &* 36)) &+ (py17 &* 6)) &+ px18))] = bi20
+            var best19: Float = (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)])
+            var bi20: Float = Float(((py17 *% 26) +% (px18 *% 2)))
+            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) > best19 ? Float(((py17 *% 26) +% (px18 *% 2))) : bi20)
+            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) : best19)
+            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) > best19 ? Float((((py17 *% 26) +% (px18 *% 2)) +% 1)) : bi20)
+            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) : best19)
+            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) > best19 ? Float((((py17 *% 26) +% (px18 *% 2)) +% 13)) : bi20)
+            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) : best19)
+            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) > best19 ? Float(((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1)) : bi20)
+            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) : best19)
+            arena[((((((g1 *% 64) +% j15) *% 144) +% (f16 *% 36)) +% (py17 *% 6)) +% px18)] = (best19 > Float(0) ? best19 : Float(0))
+            arena[(9216 +% ((((((g1 *% 64) +% j15) *% 144) +% (f16 *% 36)) +% (py17 *% 6)) +% px18))] = bi20
           }
         }
       }
@@ -161,7 +168,7 @@ public func tiny_train_b64(
     do {  // SIMD16 over u22
       var u22 = 0
       while u22 < 10 {
-        arena[((18432 &+ (n21 &* 10)) &+ u22)] = (arena[((18432 &+ (n21 &* 10)) &+ u22)] + params[(1480 &+ u22)])
+        arena[((18432 +% (n21 *% 10)) +% u22)] = (arena[((18432 +% (n21 *% 10)) +% u22)] + params[(1480 +% u22)])
         u22 &+= 1
       }
     }
@@ -169,29 +176,29 @@ public func tiny_train_b64(
   // loss = cross_entropy(fc1, label)
   var total23: Float = Float(0)
   for n24 in 0..<64 {
-    var m25: Float = arena[(18432 &+ (n24 &* 10))]
+    var m25: Float = arena[(18432 +% (n24 *% 10))]
     for k27 in 0..<10 {
-      m25 = { let x = m25, y = arena[((18432 &+ (n24 &* 10)) &+ k27)]; return y > x ? y : x }()
+      m25 = { let x = m25, y = arena[((18432 +% (n24 *% 10)) +% k27)]; return y > x ? y : x }()
     }
     var s26: Float = Float(0)
     for k28 in 0..<10 {
-      s26 = (s26 + expf((arena[((18432 &+ (n24 &* 10)) &+ k28)] - m25)))
+      s26 = (s26 + expf((arena[((18432 +% (n24 *% 10)) +% k28)] - m25)))
     }
-    total23 = (total23 + ((m25 + logf(s26)) - arena[((18432 &+ (n24 &* 10)) &+ Int(labels[n24]))]))
+    total23 = (total23 + ((m25 + logf(s26)) - arena[((18432 +% (n24 *% 10)) +% Int(labels[n24]))]))
   }
   arena[19072] = (total23 / Float(64))
   // fc1_grad = cross_entropy_grad(fc1, label)
   for n29 in 0..<64 {
-    var m30: Float = arena[(18432 &+ (n29 &* 10))]
+    var m30: Float = arena[(18432 +% (n29 *% 10))]
     for k32 in 0..<10 {
-      m30 = { let x = m30, y = arena[((18432 &+ (n29 &* 10)) &+ k32)]; return y > x ? y : x }()
+      m30 = { let x = m30, y = arena[((18432 +% (n29 *% 10)) +% k32)]; return y > x ? y : x }()
     }
     var s31: Float = Float(0)
     for k33 in 0..<10 {
-      s31 = (s31 + expf((arena[((18432 &+ (n29 &* 10)) &+ k33)] - m30)))
+      s31 = (s31 + expf((arena[((18432 +% (n29 *% 10)) +% k33)] - m30)))
     }
     for k34 in 0..<10 {
-      arena[((19088 &+ (n29 &* 10)) &+ k34)] = ((k34 == Int(labels[n29]) ? ((expf((arena[((18432 &+ (n29 &* 10)) &+ k34)] - m30)) / s31) - Float(1)) : (expf((arena[((18432 &+ (n29 &* 10)) &+ k34)] - m30)) / s31)) / Float(64))
+      arena[((19088 +% (n29 *% 10)) +% k34)] = ((k34 == Int(labels[n29]) ? ((expf((arena[((18432 +% (n29 *% 10)) +% k34)] - m30)) / s31) - Float(1)) : (expf((arena[((18432 +% (n29 *% 10)) +% k34)] - m30)) / s31)) / Float(64))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
@@ -200,9 +207,9 @@ public func tiny_train_b64(
   for u35 in 0..<10 {
     var acc36: Float = Float(0)
     for n37 in 0..<64 {
-      acc36 = (acc36 + arena[((19088 &+ (n37 &* 10)) &+ u35)])
+      acc36 = (acc36 + arena[((19088 +% (n37 *% 10)) +% u35)])
     }
-    grads[(1480 &+ u35)] = acc36
+    grads[(1480 +% u35)] = acc36
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 144, 10, 1, arena + 19088, 10, params + 40, 144, Float(bitPattern: 0x0), arena + 19728, 144)
@@ -215,14 +222,14 @@ public func tiny_train_b64(
       i38 &+= 16
     }
     while i38 < 43264 {
-      arena[(28944 &+ i38)] = Float(0)
+      arena[(28944 +% i38)] = Float(0)
       i38 &+= 1
     }
   }
   for q39 in 0..<256 {
     for i40 in 0..<36 {
-      if arena[((q39 &* 36) &+ i40)] > Float(0) {
-        arena[((28944 &+ (q39 &* 169)) &+ Int(arena[(9216 &+ ((q39 &* 36) &+ i40))]))] += arena[(19728 &+ ((q39 &* 36) &+ i40))]
+      if arena[((q39 *% 36) +% i40)] > Float(0) {
+        arena[((28944 +% (q39 *% 169)) +% Int(arena[(9216 +% ((q39 *% 36) +% i40))]))] += arena[(19728 +% ((q39 *% 36) +% i40))]
       }
     }
   }
@@ -234,7 +241,7 @@ public func tiny_train_b64(
       i41 &+= 16
     }
     while i41 < 36 {
-      arena[(212816 &+ i41)] = Float(0)
+      arena[(212816 +% i41)] = Float(0)
       i41 &+= 1
     }
   }
@@ -244,17 +251,17 @@ public func tiny_train_b64(
         for ky45 in 0..<3 {
           for oy46 in 0..<13 {
             for ox47 in 0..<13 {
-              arena[(((72208 &+ ((((c44 &* 3) &+ ky45) &* 3) &* 10816)) &+ (j43 &* 169)) &+ ((oy46 &* 13) &+ ox47))] = images[((((((g42 &* 64) &+ j43) &* 784) &+ (c44 &* 784)) &+ (((oy46 &* 2) &+ ky45) &* 28)) &+ (ox47 &* 2))]
+              arena[(((72208 +% ((((c44 *% 3) +% ky45) *% 3) *% 10816)) +% (j43 *% 169)) +% ((oy46 *% 13) +% ox47))] = images[((((((g42 *% 64) +% j43) *% 784) +% (c44 *% 784)) +% (((oy46 *% 2) +% ky45) *% 28)) +% (ox47 *% 2))]
             }
           }
           for oy48 in 0..<13 {
             for ox49 in 0..<13 {
-              arena[(((72208 &+ (((((c44 &* 3) &+ ky45) &* 3) &+ 1) &* 10816)) &+ (j43 &* 169)) &+ ((oy48 &* 13) &+ ox49))] = images[((((((g42 &* 64) &+ j43) &* 784) &+ (c44 &* 784)) &+ (((oy48 &* 2) &+ ky45) &* 28)) &+ ((ox49 &* 2) &+ 1))]
+              arena[(((72208 +% (((((c44 *% 3) +% ky45) *% 3) +% 1) *% 10816)) +% (j43 *% 169)) +% ((oy48 *% 13) +% ox49))] = images[((((((g42 *% 64) +% j43) *% 784) +% (c44 *% 784)) +% (((oy48 *% 2) +% ky45) *% 28)) +% ((ox49 *% 2) +% 1))]
             }
           }
           for oy50 in 0..<13 {
             for ox51 in 0..<13 {
-              arena[(((72208 &+ (((((c44 &* 3) &+ ky45) &* 3) &+ 2) &* 10816)) &+ (j43 &* 169)) &+ ((oy50 &* 13) &+ ox51))] = images[((((((g42 &* 64) &+ j43) &* 784) &+ (c44 &* 784)) &+ (((oy50 &* 2) &+ ky45) &* 28)) &+ ((ox51 &* 2) &+ 2))]
+              arena[(((72208 +% (((((c44 *% 3) +% ky45) *% 3) +% 2) *% 10816)) +% (j43 *% 169)) +% ((oy50 *% 13) +% ox51))] = images[((((((g42 *% 64) +% j43) *% 784) +% (c44 *% 784)) +% (((oy50 *% 2) +% ky45) *% 28)) +% ((ox51 *% 2) +% 2))]
             }
           }
         }
@@ -263,98 +270,98 @@ public func tiny_train_b64(
     for j52 in 0..<64 {
       for i53 in 0..<169 {
         for f54 in 0..<4 {
-          arena[((169552 &+ (((j52 &* 169) &+ i53) &* 4)) &+ f54)] = arena[(((28944 &+ (((g42 &* 64) &+ j52) &* 676)) &+ (f54 &* 169)) &+ i53)]
+          arena[((169552 +% (((j52 *% 169) +% i53) *% 4)) +% f54)] = arena[(((28944 +% (((g42 *% 64) +% j52) *% 676)) +% (f54 *% 169)) +% i53)]
         }
       }
     }
     for kp55 in 0..<28 {
       for mb56 in 0..<1 {
-        var t57_c0_0 = loadPartial(arena, (212816 &+ ((mb56 &* 9) &* 4)), 4)
-        var t57_c1_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 1) &* 4)), 4)
-        var t57_c2_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 2) &* 4)), 4)
-        var t57_c3_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 3) &* 4)), 4)
-        var t57_c4_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 4) &* 4)), 4)
-        var t57_c5_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 5) &* 4)), 4)
-        var t57_c6_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 6) &* 4)), 4)
-        var t57_c7_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 7) &* 4)), 4)
-        var t57_c8_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 8) &* 4)), 4)
+        var t57_c0_0 = loadPartial(arena, (212816 +% ((mb56 *% 9) *% 4)), 4)
+        var t57_c1_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 1) *% 4)), 4)
+        var t57_c2_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 2) *% 4)), 4)
+        var t57_c3_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 3) *% 4)), 4)
+        var t57_c4_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 4) *% 4)), 4)
+        var t57_c5_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 5) *% 4)), 4)
+        var t57_c6_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 6) *% 4)), 4)
+        var t57_c7_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 7) *% 4)), 4)
+        var t57_c8_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 8) *% 4)), 4)
         for k58 in 0..<373 {
-          let t57_b0 = loadPartial(arena, (169552 &+ ((k58 &+ (kp55 &* 373)) &* 4)), 4)
-          let t57_a0 = SIMD16<Float>(repeating: arena[((72208 &+ ((mb56 &* 9) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          let t57_b0 = loadPartial(arena, (169552 +% ((k58 +% (kp55 *% 373)) *% 4)), 4)
+          let t57_a0 = SIMD16<Float>(repeating: arena[((72208 +% ((mb56 *% 9) *% 10816)) +% (k58 +% (kp55 *% 373)))])
           t57_c0_0 = t57_c0_0.addingProduct(t57_a0, t57_b0)
-          let t57_a1 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 1) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          let t57_a1 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 1) *% 10816)) +% (k58 +% (kp55 *% 373)))])
           t57_c1_0 = t57_c1_0.addingProduct(t57_a1, t57_b0)
-          let t57_a2 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 2) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          let t57_a2 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 2) *% 10816)) +% (k58 +% (kp55 *% 373)))])
           t57_c2_0 = t57_c2_0.addingProduct(t57_a2, t57_b0)
-          let t57_a3 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 3) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          let t57_a3 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 3) *% 10816)) +% (k58 +% (kp55 *% 373)))])
           t57_c3_0 = t57_c3_0.addingProduct(t57_a3, t57_b0)
-          let t57_a4 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 4) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          let t57_a4 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 4) *% 10816)) +% (k58 +% (kp55 *% 373)))])
           t57_c4_0 = t57_c4_0.addingProduct(t57_a4, t57_b0)
-          let t57_a5 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 5) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          let t57_a5 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 5) *% 10816)) +% (k58 +% (kp55 *% 373)))])
           t57_c5_0 = t57_c5_0.addingProduct(t57_a5, t57_b0)
-          let t57_a6 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 6) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          let t57_a6 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 6) *% 10816)) +% (k58 +% (kp55 *% 373)))])
           t57_c6_0 = t57_c6_0.addingProduct(t57_a6, t57_b0)
-          let t57_a7 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 7) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          let t57_a7 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 7) *% 10816)) +% (k58 +% (kp55 *% 373)))])
           t57_c7_0 = t57_c7_0.addingProduct(t57_a7, t57_b0)
-          let t57_a8 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 8) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          let t57_a8 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 8) *% 10816)) +% (k58 +% (kp55 *% 373)))])
           t57_c8_0 = t57_c8_0.addingProduct(t57_a8, t57_b0)
         }
-        storePartial(arena, (212816 &+ ((mb56 &* 9) &* 4)), t57_c0_0, 4)
-        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 1) &* 4)), t57_c1_0, 4)
-        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 2) &* 4)), t57_c2_0, 4)
-        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 3) &* 4)), t57_c3_0, 4)
-        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 4) &* 4)), t57_c4_0, 4)
-        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 5) &* 4)), t57_c5_0, 4)
-        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 6) &* 4)), t57_c6_0, 4)
-        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 7) &* 4)), t57_c7_0, 4)
-        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 8) &* 4)), t57_c8_0, 4)
+        storePartial(arena, (212816 +% ((mb56 *% 9) *% 4)), t57_c0_0, 4)
+        storePartial(arena, (212816 +% (((mb56 *% 9) +% 1) *% 4)), t57_c1_0, 4)
+        storePartial(arena, (212816 +% (((mb56 *% 9) +% 2) *% 4)), t57_c2_0, 4)
+        storePartial(arena, (212816 +% (((mb56 *% 9) +% 3) *% 4)), t57_c3_0, 4)
+        storePartial(arena, (212816 +% (((mb56 *% 9) +% 4) *% 4)), t57_c4_0, 4)
+        storePartial(arena, (212816 +% (((mb56 *% 9) +% 5) *% 4)), t57_c5_0, 4)
+        storePartial(arena, (212816 +% (((mb56 *% 9) +% 6) *% 4)), t57_c6_0, 4)
+        storePartial(arena, (212816 +% (((mb56 *% 9) +% 7) *% 4)), t57_c7_0, 4)
+        storePartial(arena, (212816 +% (((mb56 *% 9) +% 8) *% 4)), t57_c8_0, 4)
       }
     }
     for mb59 in 0..<1 {
-      var t60_c0_0 = loadPartial(arena, (212816 &+ ((mb59 &* 9) &* 4)), 4)
-      var t60_c1_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 1) &* 4)), 4)
-      var t60_c2_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 2) &* 4)), 4)
-      var t60_c3_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 3) &* 4)), 4)
-      var t60_c4_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 4) &* 4)), 4)
-      var t60_c5_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 5) &* 4)), 4)
-      var t60_c6_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 6) &* 4)), 4)
-      var t60_c7_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 7) &* 4)), 4)
-      var t60_c8_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 8) &* 4)), 4)
+      var t60_c0_0 = loadPartial(arena, (212816 +% ((mb59 *% 9) *% 4)), 4)
+      var t60_c1_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 1) *% 4)), 4)
+      var t60_c2_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 2) *% 4)), 4)
+      var t60_c3_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 3) *% 4)), 4)
+      var t60_c4_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 4) *% 4)), 4)
+      var t60_c5_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 5) *% 4)), 4)
+      var t60_c6_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 6) *% 4)), 4)
+      var t60_c7_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 7) *% 4)), 4)
+      var t60_c8_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 8) *% 4)), 4)
       for k61 in 0..<372 {
-        let t60_b0 = loadPartial(arena, (169552 &+ ((k61 &+ 10444) &* 4)), 4)
-        let t60_a0 = SIMD16<Float>(repeating: arena[((72208 &+ ((mb59 &* 9) &* 10816)) &+ (k61 &+ 10444))])
+        let t60_b0 = loadPartial(arena, (169552 +% ((k61 +% 10444) *% 4)), 4)
+        let t60_a0 = SIMD16<Float>(repeating: arena[((72208 +% ((mb59 *% 9) *% 10816)) +% (k61 +% 10444))])
         t60_c0_0 = t60_c0_0.addingProduct(t60_a0, t60_b0)
-        let t60_a1 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 1) &* 10816)) &+ (k61 &+ 10444))])
+        let t60_a1 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 1) *% 10816)) +% (k61 +% 10444))])
         t60_c1_0 = t60_c1_0.addingProduct(t60_a1, t60_b0)
-        let t60_a2 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 2) &* 10816)) &+ (k61 &+ 10444))])
+        let t60_a2 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 2) *% 10816)) +% (k61 +% 10444))])
         t60_c2_0 = t60_c2_0.addingProduct(t60_a2, t60_b0)
-        let t60_a3 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 3) &* 10816)) &+ (k61 &+ 10444))])
+        let t60_a3 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 3) *% 10816)) +% (k61 +% 10444))])
         t60_c3_0 = t60_c3_0.addingProduct(t60_a3, t60_b0)
-        let t60_a4 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 4) &* 10816)) &+ (k61 &+ 10444))])
+        let t60_a4 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 4) *% 10816)) +% (k61 +% 10444))])
         t60_c4_0 = t60_c4_0.addingProduct(t60_a4, t60_b0)
-        let t60_a5 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 5) &* 10816)) &+ (k61 &+ 10444))])
+        let t60_a5 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 5) *% 10816)) +% (k61 +% 10444))])
         t60_c5_0 = t60_c5_0.addingProduct(t60_a5, t60_b0)
-        let t60_a6 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 6) &* 10816)) &+ (k61 &+ 10444))])
+        let t60_a6 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 6) *% 10816)) +% (k61 +% 10444))])
         t60_c6_0 = t60_c6_0.addingProduct(t60_a6, t60_b0)
-        let t60_a7 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 7) &* 10816)) &+ (k61 &+ 10444))])
+        let t60_a7 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 7) *% 10816)) +% (k61 +% 10444))])
         t60_c7_0 = t60_c7_0.addingProduct(t60_a7, t60_b0)
-        let t60_a8 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 8) &* 10816)) &+ (k61 &+ 10444))])
+        let t60_a8 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 8) *% 10816)) +% (k61 +% 10444))])
         t60_c8_0 = t60_c8_0.addingProduct(t60_a8, t60_b0)
       }
-      storePartial(arena, (212816 &+ ((mb59 &* 9) &* 4)), t60_c0_0, 4)
-      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 1) &* 4)), t60_c1_0, 4)
-      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 2) &* 4)), t60_c2_0, 4)
-      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 3) &* 4)), t60_c3_0, 4)
-      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 4) &* 4)), t60_c4_0, 4)
-      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 5) &* 4)), t60_c5_0, 4)
-      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 6) &* 4)), t60_c6_0, 4)
-      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 7) &* 4)), t60_c7_0, 4)
-      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 8) &* 4)), t60_c8_0, 4)
+      storePartial(arena, (212816 +% ((mb59 *% 9) *% 4)), t60_c0_0, 4)
+      storePartial(arena, (212816 +% (((mb59 *% 9) +% 1) *% 4)), t60_c1_0, 4)
+      storePartial(arena, (212816 +% (((mb59 *% 9) +% 2) *% 4)), t60_c2_0, 4)
+      storePartial(arena, (212816 +% (((mb59 *% 9) +% 3) *% 4)), t60_c3_0, 4)
+      storePartial(arena, (212816 +% (((mb59 *% 9) +% 4) *% 4)), t60_c4_0, 4)
+      storePartial(arena, (212816 +% (((mb59 *% 9) +% 5) *% 4)), t60_c5_0, 4)
+      storePartial(arena, (212816 +% (((mb59 *% 9) +% 6) *% 4)), t60_c6_0, 4)
+      storePartial(arena, (212816 +% (((mb59 *% 9) +% 7) *% 4)), t60_c7_0, 4)
+      storePartial(arena, (212816 +% (((mb59 *% 9) +% 8) *% 4)), t60_c8_0, 4)
     }
   }
   for f62 in 0..<4 {
     for r63 in 0..<9 {
-      grads[((f62 &* 9) &+ r63)] = arena[((212816 &+ (r63 &* 4)) &+ f62)]
+      grads[((f62 *% 9) +% r63)] = arena[((212816 +% (r63 *% 4)) +% f62)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
@@ -372,12 +379,12 @@ public func tiny_train_b64(
   do {  // SIMD16 over i65
     var i65 = 0
     while i65 < 4 {
-      grads[(36 &+ i65)] = Float(0)
+      grads[(36 +% i65)] = Float(0)
       i65 &+= 1
     }
   }
   for img66 in 0..<64 {
-    sgemm(101, 111, 111, 4, 1, 169, 1, arena + (28944 &+ (img66 &* 676)), 169, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 36, 1)
+    sgemm(101, 111, 111, 4, 1, 169, 1, arena + (28944 +% (img66 *% 676)), 169, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 36, 1)
   }
   // adam = update of 1490 parameters
   var step_size67: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
@@ -422,17 +429,17 @@ public func tiny_infer_b64(
         for ky4 in 0..<3 {
           for oy5 in 0..<13 {
             for ox6 in 0..<13 {
-              arena[(((18432 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 10816)) &+ (j2 &* 169)) &+ ((oy5 &* 13) &+ ox6))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy5 &* 2) &+ ky4) &* 28)) &+ (ox6 &* 2))]
+              arena[(((18432 +% ((((c3 *% 3) +% ky4) *% 3) *% 10816)) +% (j2 *% 169)) +% ((oy5 *% 13) +% ox6))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 *% 2) +% ky4) *% 28)) +% (ox6 *% 2))]
             }
           }
           for oy7 in 0..<13 {
             for ox8 in 0..<13 {
-              arena[(((18432 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 10816)) &+ (j2 &* 169)) &+ ((oy7 &* 13) &+ ox8))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy7 &* 2) &+ ky4) &* 28)) &+ ((ox8 &* 2) &+ 1))]
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 10816)) +% (j2 *% 169)) +% ((oy7 *% 13) +% ox8))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy7 *% 2) +% ky4) *% 28)) +% ((ox8 *% 2) +% 1))]
             }
           }
           for oy9 in 0..<13 {
             for ox10 in 0..<13 {
-              arena[(((18432 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 10816)) &+ (j2 &* 169)) &+ ((oy9 &* 13) &+ ox10))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy9 &* 2) &+ ky4) &* 28)) &+ ((ox10 &* 2) &+ 2))]
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 10816)) +% (j2 *% 169)) +% ((oy9 *% 13) +% ox10))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 *% 2) +% ky4) *% 28)) +% ((ox10 *% 2) +% 2))]
             }
           }
         }
@@ -457,65 +464,65 @@ public func tiny_infer_b64(
         var t13_c3_2 = SIMD16<Float>()
         var t13_c3_3 = SIMD16<Float>()
         for k14 in 0..<9 {
-          let t13_b0 = load16(arena, ((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)))
-          let t13_b1 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 16))
-          let t13_b2 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 32))
-          let t13_b3 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 48))
-          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 &* 4) &* 9) &+ k14)])
+          let t13_b0 = load16(arena, ((18432 +% (k14 *% 10816)) +% (nb11 *% 64)))
+          let t13_b1 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 16))
+          let t13_b2 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 32))
+          let t13_b3 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 48))
+          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
           t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
           t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
           t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
           t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
-          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 1) &* 9) &+ k14)])
+          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 1) *% 9) +% k14)])
           t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
           t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
           t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
           t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
-          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 2) &* 9) &+ k14)])
+          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 2) *% 9) +% k14)])
           t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
           t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
           t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
           t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
-          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 3) &* 9) &+ k14)])
+          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 *% 4) +% 3) *% 9) +% k14)])
           t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
           t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
           t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
         }
-        store16(arena, ((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)), t13_c0_0)
-        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c0_1)
-        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c0_2)
-        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c0_3)
-        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)), t13_c1_0)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c1_1)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c1_2)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c1_3)
-        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)), t13_c2_0)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c2_1)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c2_2)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c2_3)
-        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)), t13_c3_0)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c3_1)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c3_2)
-        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c3_3)
+        store16(arena, ((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)), t13_c0_0)
+        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c0_1)
+        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c0_2)
+        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c0_3)
+        store16(arena, ((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)), t13_c1_0)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c1_1)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c1_2)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c1_3)
+        store16(arena, ((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)), t13_c2_0)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c2_1)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c2_2)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c2_3)
+        store16(arena, ((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)), t13_c3_0)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c3_1)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c3_2)
+        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c3_3)
       }
     }
     for j15 in 0..<64 {
       for f16 in 0..<4 {
         for py17 in 0..<6 {
           for px18 in 0..<6 {
-            var best19: Float = (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)])
-            var bi20: Float = Float(((py17 &* 26) &+ (px18 &* 2)))
-            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) > best19 ? Float(((py17 &* 26) &+ (px18 &* 2))) : bi20)
-            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) : best19)
-            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) > best19 ? Float((((py17 &* 26) &+ (px18 &* 2)) &+ 1)) : bi20)
-            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) : best19)
-            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) > best19 ? Float((((py17 &* 26) &+ (px18 &* 2)) &+ 13)) : bi20)
-            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) : best19)
-            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) > best19 ? Float(((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1)) : bi20)
-            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) : best19)
-            arena[((((((g1 &* 64) &+ j15) &* 144) &+ (f16 &* 36)) &+ (py17 &* 6)) &+ px18)] = (best19 > Float(0) ? best19 : Float(0))
-            arena[(9216 &+ ((((((g1 &* 64) &+ j15) &* 144) &+ (f16 &* 36)) &+ (py17 &* 6)) &+ px18))] = bi20
+            var best19: Float = (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)])
+            var bi20: Float = Float(((py17 *% 26) +% (px18 *% 2)))
+            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) > best19 ? Float(((py17 *% 26) +% (px18 *% 2))) : bi20)
+            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) : best19)
+            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) > best19 ? Float((((py17 *% 26) +% (px18 *% 2)) +% 1)) : bi20)
+            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) : best19)
+            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) > best19 ? Float((((py17 *% 26) +% (px18 *% 2)) +% 13)) : bi20)
+            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) : best19)
+            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) > best19 ? Float(((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1)) : bi20)
+            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) : best19)
+            arena[((((((g1 *% 64) +% j15) *% 144) +% (f16 *% 36)) +% (py17 *% 6)) +% px18)] = (best19 > Float(0) ? best19 : Float(0))
+            arena[(9216 +% ((((((g1 *% 64) +% j15) *% 144) +% (f16 *% 36)) +% (py17 *% 6)) +% px18))] = bi20
           }
         }
       }
@@ -528,7 +535,7 @@ public func tiny_infer_b64(
     do {  // SIMD16 over u22
       var u22 = 0
       while u22 < 10 {
-        arena[((9216 &+ (n21 &* 10)) &+ u22)] = (arena[((9216 &+ (n21 &* 10)) &+ u22)] + params[(1480 &+ u22)])
+        arena[((9216 +% (n21 *% 10)) +% u22)] = (arena[((9216 +% (n21 *% 10)) +% u22)] + params[(1480 +% u22)])
         u22 &+= 1
       }
     }

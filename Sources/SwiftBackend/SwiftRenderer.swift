@@ -13,6 +13,13 @@ public enum SwiftRenderer {
         import Darwin
       #endif
 
+      // Wrapping Int arithmetic for index expressions. One overload each (unlike &+ and &*), so the type
+      // checker resolves long index expressions in linear time instead of searching every integer type.
+      infix operator +% : AdditionPrecedence
+      infix operator *% : MultiplicationPrecedence
+      @inline(__always) func +% (a: Int, b: Int) -> Int { a &+ b }
+      @inline(__always) func *% (a: Int, b: Int) -> Int { a &* b }
+
       typealias SgemmFunction = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int32, Float, UnsafePointer<Float>?, Int32,
         UnsafePointer<Float>?, Int32, Float, UnsafeMutablePointer<Float>?, Int32) -> Void
       /// OpenBLAS's cblas_sgemm, resolved once from the process that loads this library.
@@ -135,8 +142,8 @@ struct Writer {
     switch e {
     case .c(let v): "\(v)"
     case .v(let n): n
-    case .add(let a, let b): "(\(ix(a)) &+ \(ix(b)))"
-    case .mul(let a, let b): "(\(ix(a)) &* \(ix(b)))"
+    case .add(let a, let b): "(\(ix(a)) +% \(ix(b)))"
+    case .mul(let a, let b): "(\(ix(a)) *% \(ix(b)))"
     case .div(let a, let d): "(\(ix(a)) / \(d))"
     case .rem(let a, let d): "(\(ix(a)) % \(d))"
     case .label(let i): "Int(labels[\(ix(i))])"

@@ -214,18 +214,58 @@ extension Emitter {
     let dx = at(n.name)
     let scratch = plan.scratch[n.name]!
     let dcol = scratch.offset, dyT = scratch.offset + s.ckk * s.cols
-    body.append(zero(dx))
+    if a.stride != 1 { body.append(zero(dx)) }
     body.append(loop("g", s.n / s.group) { e, g in
       [e.toGEMMLayout(dy, s, g: g, dst: dyT),
       ] + e.tiledGemm(TiledGemm(m: s.ckk, n: s.cols, k: s.f, a: (w.base, .c(w.offset)), aRow: 1, aCol: s.ckk,
                                 b: (.arena, .c(dyT)), ldb: s.cols, c: (.arena, .c(dcol)), ldc: s.cols, accumulate: false)) + [
        e.loop("j", s.group) { e, j in [e.loop("c", s.c) { e, ci in
+         a.stride == 1 ? e.col2imGather(a, s, dx, dcol: dcol, g: g, j: j, ci: ci) :
          e.patchLoops(a, s, ci) { ci, ky, kx, column, iy, ix in
            [.accumulate(dx.base, .c(dx.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix,
                         .load(.arena, .c(dcol) + ((ci * s.k + ky) * s.k + .c(kx)) * s.cols + j * s.plane + column))]
          }
        }] }]
     })
+  }
+
+  /// col2im for stride 1 as a gather: each input pixel's gradient is the sum of the column entries that read
+  /// it, stored once (no zeroing, no read-modify-write). The plane splits into row and column ranges over
+  /// which the set of contributing kernel offsets is constant, so each range is a loop with a static sum
+  /// and unit-stride loads. Terms are added in (ky, kx) order, the order of the scatter form.
+  mutating func col2imGather(_ a: Conv2DAttrs, _ s: ConvShape, _ dx: Placement, dcol: Int, g: IExpr, j: IExpr, ci: IExpr) -> [Stmt] {
+    /// Maximal runs of positions whose valid kernel offsets (o = i + padding - k in 0..<outputs) are equal.
+    func runs(_ size: Int, _ outputs: Int) -> [(start: Int, count: Int, offsets: [Int])] {
+      var out: [(start: Int, count: Int, offsets: [Int])] = []
+      for i in 0..<size {
+        let offsets = (0..<s.k).filter { i + a.padding - $0 >= 0 && i + a.padding - $0 < outputs }
+        if let last = out.last, last.offsets == offsets { out[out.count - 1].count += 1 } else { out.append((i, 1, offsets)) }
+      }
+      return out
+    }
+    var out: [Stmt] = []
+    for r in runs(s.h, s.oh) {
+      for c in runs(s.w, s.ow) {
+        out.append(loop("iy", r.count) { e, vy in
+          let iy = vy + r.start
+          return [e.loop("ix", c.count) { e, vx in
+            // A chain of locals rather than one long expression: short statements for both renderers.
+            var inner: [Stmt] = [], sum: FExpr?
+            for ky in r.offsets {
+              for kx in c.offsets {
+                let t = FExpr.load(.arena, .c(dcol) + (ci * (s.k * s.k) + .c(ky * s.k + kx)) * s.cols + j * s.plane
+                  + (iy + (a.padding - ky)) * s.ow + .c(c.start + a.padding - kx) + vx)
+                let partial = e.fresh("sum")
+                inner.append(.local(partial, sum.map { $0 + t } ?? t))
+                sum = .local(partial)
+              }
+            }
+            return inner + [.store(dx.base, .c(dx.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + .c(c.start) + vx, sum ?? .c(0))]
+          }]
+        })
+      }
+    }
+    return out
   }
 
   /// db[f] = sum over images and pixels of dy: one matrix-vector product per image against a vector of
