@@ -7,219 +7,441 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt261 = alloca float, align 4
-  %adam.step_size260 = alloca float, align 4
-  %conv1_weight_grad.t253_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t253_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t249_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt285 = alloca float, align 4
+  %adam.step_size284 = alloca float, align 4
+  %conv1_weight_grad.t277_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t277_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t273_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.sum249 = alloca float, align 4
+  %relu1_grad.sum248 = alloca float, align 4
+  %relu1_grad.sum247 = alloca float, align 4
+  %relu1_grad.sum246 = alloca float, align 4
+  %relu1_grad.sum243 = alloca float, align 4
+  %relu1_grad.sum242 = alloca float, align 4
+  %relu1_grad.sum241 = alloca float, align 4
+  %relu1_grad.sum240 = alloca float, align 4
+  %relu1_grad.sum239 = alloca float, align 4
+  %relu1_grad.sum238 = alloca float, align 4
+  %relu1_grad.sum235 = alloca float, align 4
+  %relu1_grad.sum234 = alloca float, align 4
+  %relu1_grad.sum233 = alloca float, align 4
+  %relu1_grad.sum232 = alloca float, align 4
+  %relu1_grad.sum229 = alloca float, align 4
+  %relu1_grad.sum228 = alloca float, align 4
+  %relu1_grad.sum227 = alloca float, align 4
+  %relu1_grad.sum226 = alloca float, align 4
   %relu1_grad.sum225 = alloca float, align 4
   %relu1_grad.sum224 = alloca float, align 4
-  %relu1_grad.sum223 = alloca float, align 4
-  %relu1_grad.sum222 = alloca float, align 4
+  %relu1_grad.sum221 = alloca float, align 4
+  %relu1_grad.sum220 = alloca float, align 4
   %relu1_grad.sum219 = alloca float, align 4
   %relu1_grad.sum218 = alloca float, align 4
   %relu1_grad.sum217 = alloca float, align 4
   %relu1_grad.sum216 = alloca float, align 4
   %relu1_grad.sum215 = alloca float, align 4
   %relu1_grad.sum214 = alloca float, align 4
-  %relu1_grad.sum211 = alloca float, align 4
+  %relu1_grad.sum213 = alloca float, align 4
   %relu1_grad.sum210 = alloca float, align 4
   %relu1_grad.sum209 = alloca float, align 4
   %relu1_grad.sum208 = alloca float, align 4
+  %relu1_grad.sum207 = alloca float, align 4
+  %relu1_grad.sum206 = alloca float, align 4
   %relu1_grad.sum205 = alloca float, align 4
-  %relu1_grad.sum204 = alloca float, align 4
-  %relu1_grad.sum203 = alloca float, align 4
   %relu1_grad.sum202 = alloca float, align 4
   %relu1_grad.sum201 = alloca float, align 4
   %relu1_grad.sum200 = alloca float, align 4
-  %relu1_grad.sum197 = alloca float, align 4
+  %relu1_grad.sum199 = alloca float, align 4
   %relu1_grad.sum196 = alloca float, align 4
   %relu1_grad.sum195 = alloca float, align 4
   %relu1_grad.sum194 = alloca float, align 4
   %relu1_grad.sum193 = alloca float, align 4
   %relu1_grad.sum192 = alloca float, align 4
   %relu1_grad.sum191 = alloca float, align 4
-  %relu1_grad.sum190 = alloca float, align 4
-  %relu1_grad.sum189 = alloca float, align 4
+  %relu1_grad.sum188 = alloca float, align 4
+  %relu1_grad.sum187 = alloca float, align 4
   %relu1_grad.sum186 = alloca float, align 4
   %relu1_grad.sum185 = alloca float, align 4
-  %relu1_grad.sum184 = alloca float, align 4
-  %relu1_grad.sum183 = alloca float, align 4
-  %relu1_grad.sum182 = alloca float, align 4
-  %relu1_grad.sum181 = alloca float, align 4
-  %relu1_grad.sum178 = alloca float, align 4
-  %relu1_grad.sum177 = alloca float, align 4
-  %relu1_grad.sum176 = alloca float, align 4
-  %relu1_grad.sum175 = alloca float, align 4
-  %relu1_grad.sum172 = alloca float, align 4
-  %relu1_grad.sum171 = alloca float, align 4
-  %relu1_grad.sum170 = alloca float, align 4
-  %relu1_grad.sum169 = alloca float, align 4
-  %relu1_grad.sum168 = alloca float, align 4
-  %relu1_grad.sum167 = alloca float, align 4
-  %relu1_grad.sum164 = alloca float, align 4
-  %relu1_grad.sum163 = alloca float, align 4
-  %relu1_grad.sum162 = alloca float, align 4
-  %relu1_grad.sum161 = alloca float, align 4
-  %relu1_grad.t155_a5 = alloca <16 x float>, align 64
-  %relu1_grad.t155_a4 = alloca <16 x float>, align 64
-  %relu1_grad.t155_a3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_a2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_a1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_a0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_b3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_b2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_b1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_b0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c5_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c5_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c5_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c5_0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c4_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c4_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c4_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c4_0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c3_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c3_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c3_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c3_0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c2_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c2_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c2_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c2_0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c1_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c1_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c1_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c1_0 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c0_3 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c0_2 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c0_1 = alloca <16 x float>, align 64
-  %relu1_grad.t155_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t142_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t138_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc111 = alloca float, align 4
-  %fc2_bias_grad.acc107 = alloca float, align 4
+  %relu1_grad.t179_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t179_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t179_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t179_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t179_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t179_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t179_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t179_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t179_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t179_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t179_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t166_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t162_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t135_a3 = alloca <16 x float>, align 64
+  %flat_grad.t135_a2 = alloca <16 x float>, align 64
+  %flat_grad.t135_a1 = alloca <16 x float>, align 64
+  %flat_grad.t135_a0 = alloca <16 x float>, align 64
+  %flat_grad.t135_b3 = alloca <16 x float>, align 64
+  %flat_grad.t135_b2 = alloca <16 x float>, align 64
+  %flat_grad.t135_b1 = alloca <16 x float>, align 64
+  %flat_grad.t135_b0 = alloca <16 x float>, align 64
+  %flat_grad.t135_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t135_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t135_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t135_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t135_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t135_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t135_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t135_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t135_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t135_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t135_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t135_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t135_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t135_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t135_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t135_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t133_a5 = alloca <16 x float>, align 64
+  %flat_grad.t133_a4 = alloca <16 x float>, align 64
+  %flat_grad.t133_a3 = alloca <16 x float>, align 64
+  %flat_grad.t133_a2 = alloca <16 x float>, align 64
+  %flat_grad.t133_a1 = alloca <16 x float>, align 64
+  %flat_grad.t133_a0 = alloca <16 x float>, align 64
+  %flat_grad.t133_b3 = alloca <16 x float>, align 64
+  %flat_grad.t133_b2 = alloca <16 x float>, align 64
+  %flat_grad.t133_b1 = alloca <16 x float>, align 64
+  %flat_grad.t133_b0 = alloca <16 x float>, align 64
+  %flat_grad.t133_c5_3 = alloca <16 x float>, align 64
+  %flat_grad.t133_c5_2 = alloca <16 x float>, align 64
+  %flat_grad.t133_c5_1 = alloca <16 x float>, align 64
+  %flat_grad.t133_c5_0 = alloca <16 x float>, align 64
+  %flat_grad.t133_c4_3 = alloca <16 x float>, align 64
+  %flat_grad.t133_c4_2 = alloca <16 x float>, align 64
+  %flat_grad.t133_c4_1 = alloca <16 x float>, align 64
+  %flat_grad.t133_c4_0 = alloca <16 x float>, align 64
+  %flat_grad.t133_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t133_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t133_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t133_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t133_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t133_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t133_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t133_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t133_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t133_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t133_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t133_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t133_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t133_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t133_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t133_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc129 = alloca float, align 4
+  %fc1_weight_grad.t126_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t126_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_a5 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_a4 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c5_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c5_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c5_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c5_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c4_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c4_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c4_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c4_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t124_c0_0 = alloca <16 x float>, align 64
+  %relu3_grad.t119_a3 = alloca <16 x float>, align 64
+  %relu3_grad.t119_a2 = alloca <16 x float>, align 64
+  %relu3_grad.t119_a1 = alloca <16 x float>, align 64
+  %relu3_grad.t119_a0 = alloca <16 x float>, align 64
+  %relu3_grad.t119_b3 = alloca <16 x float>, align 64
+  %relu3_grad.t119_b2 = alloca <16 x float>, align 64
+  %relu3_grad.t119_b1 = alloca <16 x float>, align 64
+  %relu3_grad.t119_b0 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c3_3 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c3_2 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c3_1 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c3_0 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c2_3 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c2_2 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c2_1 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c2_0 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c1_3 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c1_2 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c1_1 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c1_0 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c0_3 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c0_2 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c0_1 = alloca <16 x float>, align 64
+  %relu3_grad.t119_c0_0 = alloca <16 x float>, align 64
+  %relu3_grad.t117_a5 = alloca <16 x float>, align 64
+  %relu3_grad.t117_a4 = alloca <16 x float>, align 64
+  %relu3_grad.t117_a3 = alloca <16 x float>, align 64
+  %relu3_grad.t117_a2 = alloca <16 x float>, align 64
+  %relu3_grad.t117_a1 = alloca <16 x float>, align 64
+  %relu3_grad.t117_a0 = alloca <16 x float>, align 64
+  %relu3_grad.t117_b3 = alloca <16 x float>, align 64
+  %relu3_grad.t117_b2 = alloca <16 x float>, align 64
+  %relu3_grad.t117_b1 = alloca <16 x float>, align 64
+  %relu3_grad.t117_b0 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c5_3 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c5_2 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c5_1 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c5_0 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c4_3 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c4_2 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c4_1 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c4_0 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c3_3 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c3_2 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c3_1 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c3_0 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c2_3 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c2_2 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c2_1 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c2_0 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c1_3 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c1_2 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c1_1 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c1_0 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c0_3 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c0_2 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c0_1 = alloca <16 x float>, align 64
+  %relu3_grad.t117_c0_0 = alloca <16 x float>, align 64
+  %fc2_bias_grad.acc113 = alloca float, align 4
+  %fc2_weight_grad.t110_a3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_a2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_a1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_a0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_b3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_b2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_b1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_b0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c3_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c3_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c3_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c3_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c2_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c2_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c2_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c2_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c1_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c1_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c1_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c1_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c0_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c0_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c0_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t110_c0_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_a5 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_a4 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_a3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_a2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_a1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_a0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_b3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_b2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_b1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_b0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c5_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c5_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c5_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c5_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c4_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c4_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c4_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c4_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c3_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c3_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c3_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c3_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c2_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c2_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c2_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c2_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c1_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c1_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c1_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c1_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c0_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c0_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c0_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t108_c0_0 = alloca <16 x float>, align 64
   %fc2_grad.s102 = alloca float, align 4
   %fc2_grad.m101 = alloca float, align 4
   %loss.s97 = alloca float, align 4
@@ -4214,11 +4436,7 @@ fc2_grad.n100:                                    ; preds = %fc2_grad.k105.end, 
   br label %fc2_grad.k103
 
 fc2_grad.n100.end:                                ; preds = %fc2_grad.k105.end
-  %arena654 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %arena655 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %grads656 = getelementptr inbounds float, ptr %grads, i64 1624576
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena654, i32 10, ptr %arena655, i32 128, float 0.000000e+00, ptr %grads656, i32 128)
-  br label %fc2_bias_grad.u106
+  br label %fc2_weight_grad.nb106
 
 fc2_grad.k103:                                    ; preds = %fc2_grad.k103, %fc2_grad.n100
   %fc2_grad.k103639 = phi i64 [ 0, %fc2_grad.n100 ], [ %k103.next, %fc2_grad.k103 ]
@@ -4302,5522 +4520,8382 @@ fc2_grad.k105.end:                                ; preds = %fc2_grad.k105
   %2007 = icmp slt i64 %n100.next, 64
   br i1 %2007, label %fc2_grad.n100, label %fc2_grad.n100.end
 
-fc2_bias_grad.u106:                               ; preds = %fc2_bias_grad.n108.end, %fc2_grad.n100.end
-  %fc2_bias_grad.u106657 = phi i64 [ 0, %fc2_grad.n100.end ], [ %u106.next, %fc2_bias_grad.n108.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc107, align 4
-  br label %fc2_bias_grad.n108
-
-fc2_bias_grad.u106.end:                           ; preds = %fc2_bias_grad.n108.end
-  %arena662 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %params663 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena664 = getelementptr inbounds float, ptr %arena, i64 3220752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena662, i32 10, ptr %params663, i32 128, float 0.000000e+00, ptr %arena664, i32 128)
-  br label %fc1_grad.i109
-
-fc2_bias_grad.n108:                               ; preds = %fc2_bias_grad.n108, %fc2_bias_grad.u106
-  %fc2_bias_grad.n108658 = phi i64 [ 0, %fc2_bias_grad.u106 ], [ %n108.next, %fc2_bias_grad.n108 ]
-  %acc107 = load float, ptr %fc2_bias_grad.acc107, align 4
-  %2008 = mul nsw i64 %fc2_bias_grad.n108658, 10
-  %2009 = add nsw i64 3220112, %2008
-  %2010 = add nsw i64 %2009, %fc2_bias_grad.u106657
-  %arena659 = getelementptr inbounds float, ptr %arena, i64 %2010
-  %2011 = load float, ptr %arena659, align 4
-  %2012 = fadd float %acc107, %2011
-  store float %2012, ptr %fc2_bias_grad.acc107, align 4
-  %n108.next = add nsw i64 %fc2_bias_grad.n108658, 1
-  %2013 = icmp slt i64 %n108.next, 64
-  br i1 %2013, label %fc2_bias_grad.n108, label %fc2_bias_grad.n108.end
-
-fc2_bias_grad.n108.end:                           ; preds = %fc2_bias_grad.n108
-  %acc107660 = load float, ptr %fc2_bias_grad.acc107, align 4
-  %2014 = add nsw i64 1625856, %fc2_bias_grad.u106657
-  %grads661 = getelementptr inbounds float, ptr %grads, i64 %2014
-  store float %acc107660, ptr %grads661, align 4
-  %u106.next = add nsw i64 %fc2_bias_grad.u106657, 1
-  %2015 = icmp slt i64 %u106.next, 10
-  br i1 %2015, label %fc2_bias_grad.u106, label %fc2_bias_grad.u106.end
-
-fc1_grad.i109:                                    ; preds = %fc1_grad.i109, %fc2_bias_grad.u106.end
-  %fc1_grad.i109665 = phi i64 [ 0, %fc2_bias_grad.u106.end ], [ %i109.next, %fc1_grad.i109 ]
-  %2016 = add nsw i64 3211264, %fc1_grad.i109665
-  %arena666 = getelementptr inbounds float, ptr %arena, i64 %2016
-  %2017 = load float, ptr %arena666, align 4
-  %2018 = fcmp ogt float %2017, 0.000000e+00
-  %2019 = add nsw i64 3220752, %fc1_grad.i109665
-  %arena667 = getelementptr inbounds float, ptr %arena, i64 %2019
-  %2020 = load float, ptr %arena667, align 4
-  %2021 = select i1 %2018, float %2020, float 0.000000e+00
-  %2022 = add nsw i64 3228944, %fc1_grad.i109665
-  %arena668 = getelementptr inbounds float, ptr %arena, i64 %2022
-  store float %2021, ptr %arena668, align 4
-  %i109.next = add nsw i64 %fc1_grad.i109665, 1
-  %2023 = icmp slt i64 %i109.next, 8192
-  br i1 %2023, label %fc1_grad.i109, label %fc1_grad.i109.end
-
-fc1_grad.i109.end:                                ; preds = %fc1_grad.i109
-  %arena669 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %arena670 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %grads671 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 12544, i32 64, float 1.000000e+00, ptr %arena669, i32 128, ptr %arena670, i32 12544, float 0.000000e+00, ptr %grads671, i32 12544)
-  br label %fc1_bias_grad.u110
-
-fc1_bias_grad.u110:                               ; preds = %fc1_bias_grad.n112.end, %fc1_grad.i109.end
-  %fc1_bias_grad.u110672 = phi i64 [ 0, %fc1_grad.i109.end ], [ %u110.next, %fc1_bias_grad.n112.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc111, align 4
-  br label %fc1_bias_grad.n112
-
-fc1_bias_grad.u110.end:                           ; preds = %fc1_bias_grad.n112.end
-  %arena677 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %params678 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena679 = getelementptr inbounds float, ptr %arena, i64 3237136
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 128, float 1.000000e+00, ptr %arena677, i32 128, ptr %params678, i32 12544, float 0.000000e+00, ptr %arena679, i32 12544)
-  br label %conv2_grad.i113
-
-fc1_bias_grad.n112:                               ; preds = %fc1_bias_grad.n112, %fc1_bias_grad.u110
-  %fc1_bias_grad.n112673 = phi i64 [ 0, %fc1_bias_grad.u110 ], [ %n112.next, %fc1_bias_grad.n112 ]
-  %acc111 = load float, ptr %fc1_bias_grad.acc111, align 4
-  %2024 = mul nsw i64 %fc1_bias_grad.n112673, 128
-  %2025 = add nsw i64 3228944, %2024
-  %2026 = add nsw i64 %2025, %fc1_bias_grad.u110672
-  %arena674 = getelementptr inbounds float, ptr %arena, i64 %2026
-  %2027 = load float, ptr %arena674, align 4
-  %2028 = fadd float %acc111, %2027
-  store float %2028, ptr %fc1_bias_grad.acc111, align 4
-  %n112.next = add nsw i64 %fc1_bias_grad.n112673, 1
-  %2029 = icmp slt i64 %n112.next, 64
-  br i1 %2029, label %fc1_bias_grad.n112, label %fc1_bias_grad.n112.end
-
-fc1_bias_grad.n112.end:                           ; preds = %fc1_bias_grad.n112
-  %acc111675 = load float, ptr %fc1_bias_grad.acc111, align 4
-  %2030 = add nsw i64 1624448, %fc1_bias_grad.u110672
-  %grads676 = getelementptr inbounds float, ptr %grads, i64 %2030
-  store float %acc111675, ptr %grads676, align 4
-  %u110.next = add nsw i64 %fc1_bias_grad.u110672, 1
-  %2031 = icmp slt i64 %u110.next, 128
-  br i1 %2031, label %fc1_bias_grad.u110, label %fc1_bias_grad.u110.end
-
-conv2_grad.i113:                                  ; preds = %conv2_grad.i113, %fc1_bias_grad.u110.end
-  %conv2_grad.i113680 = phi i64 [ 0, %fc1_bias_grad.u110.end ], [ %i113.next, %conv2_grad.i113 ]
-  %2032 = add nsw i64 4039952, %conv2_grad.i113680
-  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2032
-  store float 0.000000e+00, ptr %arena681, align 4
-  %i113.next = add nsw i64 %conv2_grad.i113680, 1
-  %2033 = icmp slt i64 %i113.next, 3211264
-  br i1 %2033, label %conv2_grad.i113, label %conv2_grad.i113.end
-
-conv2_grad.i113.end:                              ; preds = %conv2_grad.i113
-  br label %conv2_grad.q114
-
-conv2_grad.q114:                                  ; preds = %conv2_grad.i115.end, %conv2_grad.i113.end
-  %conv2_grad.q114682 = phi i64 [ 0, %conv2_grad.i113.end ], [ %q114.next, %conv2_grad.i115.end ]
-  br label %conv2_grad.i115
-
-conv2_grad.q114.end:                              ; preds = %conv2_grad.i115.end
-  br label %conv2_weight_grad.i116
-
-conv2_grad.i115:                                  ; preds = %conv2_grad.endif, %conv2_grad.q114
-  %conv2_grad.i115683 = phi i64 [ 0, %conv2_grad.q114 ], [ %i115.next, %conv2_grad.endif ]
-  %2034 = mul nsw i64 %conv2_grad.q114682, 196
-  %2035 = add nsw i64 %2034, %conv2_grad.i115683
-  %2036 = add nsw i64 1605632, %2035
-  %arena684 = getelementptr inbounds float, ptr %arena, i64 %2036
-  %2037 = load float, ptr %arena684, align 4
-  %2038 = fcmp ogt float %2037, 0.000000e+00
-  br i1 %2038, label %conv2_grad.then, label %conv2_grad.endif
-
-conv2_grad.i115.end:                              ; preds = %conv2_grad.endif
-  %q114.next = add nsw i64 %conv2_grad.q114682, 1
-  %2039 = icmp slt i64 %q114.next, 4096
-  br i1 %2039, label %conv2_grad.q114, label %conv2_grad.q114.end
-
-conv2_grad.then:                                  ; preds = %conv2_grad.i115
-  %2040 = mul nsw i64 %conv2_grad.q114682, 784
-  %2041 = add nsw i64 4039952, %2040
-  %2042 = mul nsw i64 %conv2_grad.q114682, 196
-  %2043 = add nsw i64 %2042, %conv2_grad.i115683
-  %2044 = add nsw i64 2408448, %2043
-  %arena685 = getelementptr inbounds float, ptr %arena, i64 %2044
-  %2045 = load float, ptr %arena685, align 4
-  %2046 = fptosi float %2045 to i64
-  %2047 = add nsw i64 %2041, %2046
-  %arena686 = getelementptr inbounds float, ptr %arena, i64 %2047
-  %2048 = load float, ptr %arena686, align 4
-  %2049 = mul nsw i64 %conv2_grad.q114682, 196
-  %2050 = add nsw i64 %2049, %conv2_grad.i115683
-  %2051 = add nsw i64 3237136, %2050
-  %arena687 = getelementptr inbounds float, ptr %arena, i64 %2051
-  %2052 = load float, ptr %arena687, align 4
-  %2053 = fadd float %2048, %2052
-  store float %2053, ptr %arena686, align 4
-  br label %conv2_grad.endif
-
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i115
-  %i115.next = add nsw i64 %conv2_grad.i115683, 1
-  %2054 = icmp slt i64 %i115.next, 196
-  br i1 %2054, label %conv2_grad.i115, label %conv2_grad.i115.end
-
-conv2_weight_grad.i116:                           ; preds = %conv2_weight_grad.i116, %conv2_grad.q114.end
-  %conv2_weight_grad.i116688 = phi i64 [ 0, %conv2_grad.q114.end ], [ %i116.next, %conv2_weight_grad.i116 ]
-  %2055 = add nsw i64 24913168, %conv2_weight_grad.i116688
-  %arena689 = getelementptr inbounds float, ptr %arena, i64 %2055
-  store float 0.000000e+00, ptr %arena689, align 4
-  %i116.next = add nsw i64 %conv2_weight_grad.i116688, 1
-  %2056 = icmp slt i64 %i116.next, 18432
-  br i1 %2056, label %conv2_weight_grad.i116, label %conv2_weight_grad.i116.end
-
-conv2_weight_grad.i116.end:                       ; preds = %conv2_weight_grad.i116
-  br label %conv2_weight_grad.g117
-
-conv2_weight_grad.g117:                           ; preds = %conv2_weight_grad.nb140.end, %conv2_weight_grad.i116.end
-  %conv2_weight_grad.g117690 = phi i64 [ 0, %conv2_weight_grad.i116.end ], [ %g117.next, %conv2_weight_grad.nb140.end ]
-  br label %conv2_weight_grad.j118
-
-conv2_weight_grad.g117.end:                       ; preds = %conv2_weight_grad.nb140.end
-  br label %conv2_weight_grad.f144
-
-conv2_weight_grad.j118:                           ; preds = %conv2_weight_grad.c119.end, %conv2_weight_grad.g117
-  %conv2_weight_grad.j118691 = phi i64 [ 0, %conv2_weight_grad.g117 ], [ %j118.next, %conv2_weight_grad.c119.end ]
-  br label %conv2_weight_grad.c119
-
-conv2_weight_grad.j118.end:                       ; preds = %conv2_weight_grad.c119.end
-  br label %conv2_weight_grad.j132
-
-conv2_weight_grad.c119:                           ; preds = %conv2_weight_grad.ky120.end, %conv2_weight_grad.j118
-  %conv2_weight_grad.c119692 = phi i64 [ 0, %conv2_weight_grad.j118 ], [ %c119.next, %conv2_weight_grad.ky120.end ]
-  br label %conv2_weight_grad.ky120
-
-conv2_weight_grad.c119.end:                       ; preds = %conv2_weight_grad.ky120.end
-  %j118.next = add nsw i64 %conv2_weight_grad.j118691, 1
-  %2057 = icmp slt i64 %j118.next, 64
-  br i1 %2057, label %conv2_weight_grad.j118, label %conv2_weight_grad.j118.end
-
-conv2_weight_grad.ky120:                          ; preds = %conv2_weight_grad.oy128.end, %conv2_weight_grad.c119
-  %conv2_weight_grad.ky120693 = phi i64 [ 0, %conv2_weight_grad.c119 ], [ %ky120.next, %conv2_weight_grad.oy128.end ]
-  br label %conv2_weight_grad.oy121
-
-conv2_weight_grad.ky120.end:                      ; preds = %conv2_weight_grad.oy128.end
-  %c119.next = add nsw i64 %conv2_weight_grad.c119692, 1
-  %2058 = icmp slt i64 %c119.next, 32
-  br i1 %2058, label %conv2_weight_grad.c119, label %conv2_weight_grad.c119.end
-
-conv2_weight_grad.oy121:                          ; preds = %conv2_weight_grad.endif705, %conv2_weight_grad.ky120
-  %conv2_weight_grad.oy121694 = phi i64 [ 0, %conv2_weight_grad.ky120 ], [ %oy121.next, %conv2_weight_grad.endif705 ]
-  %2059 = add nsw i64 %conv2_weight_grad.oy121694, %conv2_weight_grad.ky120693
-  %2060 = add nsw i64 %2059, -1
-  %2061 = icmp slt i64 -1, %2060
-  %2062 = add nsw i64 %conv2_weight_grad.oy121694, %conv2_weight_grad.ky120693
-  %2063 = add nsw i64 %2062, -1
-  %2064 = icmp slt i64 %2063, 28
-  %2065 = and i1 %2061, %2064
-  br i1 %2065, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
-
-conv2_weight_grad.oy121.end:                      ; preds = %conv2_weight_grad.endif705
-  br label %conv2_weight_grad.oy125
-
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy121
-  br label %conv2_weight_grad.ox122
-
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox123.end, %conv2_weight_grad.oy121
-  %2066 = add nsw i64 %conv2_weight_grad.oy121694, %conv2_weight_grad.ky120693
-  %2067 = add nsw i64 %2066, -1
-  %2068 = icmp slt i64 %2067, 0
-  br i1 %2068, label %conv2_weight_grad.then700, label %conv2_weight_grad.endif701
-
-conv2_weight_grad.ox122:                          ; preds = %conv2_weight_grad.ox122, %conv2_weight_grad.then
-  %conv2_weight_grad.ox122695 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox122.next, %conv2_weight_grad.ox122 ]
-  %2069 = mul nsw i64 %conv2_weight_grad.g117690, 64
-  %2070 = add nsw i64 %2069, %conv2_weight_grad.j118691
-  %2071 = mul nsw i64 %2070, 25088
-  %2072 = mul nsw i64 %conv2_weight_grad.c119692, 784
-  %2073 = add nsw i64 %2071, %2072
-  %2074 = add nsw i64 %conv2_weight_grad.oy121694, %conv2_weight_grad.ky120693
-  %2075 = add nsw i64 %2074, -1
-  %2076 = mul nsw i64 %2075, 28
-  %2077 = add nsw i64 %2073, %2076
-  %2078 = add nsw i64 %conv2_weight_grad.ox122695, 1
-  %2079 = add nsw i64 %2078, -1
-  %2080 = add nsw i64 %2077, %2079
-  %arena696 = getelementptr inbounds float, ptr %arena, i64 %2080
-  %2081 = load float, ptr %arena696, align 4
-  %2082 = mul nsw i64 %conv2_weight_grad.c119692, 3
-  %2083 = add nsw i64 %2082, %conv2_weight_grad.ky120693
-  %2084 = mul nsw i64 %2083, 3
-  %2085 = mul nsw i64 %2084, 50176
-  %2086 = add nsw i64 7251216, %2085
-  %2087 = mul nsw i64 %conv2_weight_grad.j118691, 784
-  %2088 = add nsw i64 %2086, %2087
-  %2089 = mul nsw i64 %conv2_weight_grad.oy121694, 28
-  %2090 = add nsw i64 %conv2_weight_grad.ox122695, 1
-  %2091 = add nsw i64 %2089, %2090
-  %2092 = add nsw i64 %2088, %2091
-  %arena697 = getelementptr inbounds float, ptr %arena, i64 %2092
-  store float %2081, ptr %arena697, align 4
-  %ox122.next = add nsw i64 %conv2_weight_grad.ox122695, 1
-  %2093 = icmp slt i64 %ox122.next, 27
-  br i1 %2093, label %conv2_weight_grad.ox122, label %conv2_weight_grad.ox122.end
-
-conv2_weight_grad.ox122.end:                      ; preds = %conv2_weight_grad.ox122
-  br label %conv2_weight_grad.ox123
-
-conv2_weight_grad.ox123:                          ; preds = %conv2_weight_grad.ox123, %conv2_weight_grad.ox122.end
-  %conv2_weight_grad.ox123698 = phi i64 [ 0, %conv2_weight_grad.ox122.end ], [ %ox123.next, %conv2_weight_grad.ox123 ]
-  %2094 = mul nsw i64 %conv2_weight_grad.c119692, 3
-  %2095 = add nsw i64 %2094, %conv2_weight_grad.ky120693
-  %2096 = mul nsw i64 %2095, 3
-  %2097 = mul nsw i64 %2096, 50176
-  %2098 = add nsw i64 7251216, %2097
-  %2099 = mul nsw i64 %conv2_weight_grad.j118691, 784
-  %2100 = add nsw i64 %2098, %2099
-  %2101 = mul nsw i64 %conv2_weight_grad.oy121694, 28
-  %2102 = add nsw i64 %2101, %conv2_weight_grad.ox123698
-  %2103 = add nsw i64 %2100, %2102
-  %arena699 = getelementptr inbounds float, ptr %arena, i64 %2103
-  store float 0.000000e+00, ptr %arena699, align 4
-  %ox123.next = add nsw i64 %conv2_weight_grad.ox123698, 1
-  %2104 = icmp slt i64 %ox123.next, 1
-  br i1 %2104, label %conv2_weight_grad.ox123, label %conv2_weight_grad.ox123.end
-
-conv2_weight_grad.ox123.end:                      ; preds = %conv2_weight_grad.ox123
-  br label %conv2_weight_grad.endif
-
-conv2_weight_grad.then700:                        ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.ox124
-
-conv2_weight_grad.endif701:                       ; preds = %conv2_weight_grad.ox124.end, %conv2_weight_grad.endif
-  %2105 = add nsw i64 %conv2_weight_grad.oy121694, %conv2_weight_grad.ky120693
-  %2106 = add nsw i64 %2105, -1
-  %2107 = icmp slt i64 27, %2106
-  br i1 %2107, label %conv2_weight_grad.then704, label %conv2_weight_grad.endif705
-
-conv2_weight_grad.ox124:                          ; preds = %conv2_weight_grad.ox124, %conv2_weight_grad.then700
-  %conv2_weight_grad.ox124702 = phi i64 [ 0, %conv2_weight_grad.then700 ], [ %ox124.next, %conv2_weight_grad.ox124 ]
-  %2108 = mul nsw i64 %conv2_weight_grad.c119692, 3
-  %2109 = add nsw i64 %2108, %conv2_weight_grad.ky120693
-  %2110 = mul nsw i64 %2109, 3
-  %2111 = mul nsw i64 %2110, 50176
-  %2112 = add nsw i64 7251216, %2111
-  %2113 = mul nsw i64 %conv2_weight_grad.j118691, 784
-  %2114 = add nsw i64 %2112, %2113
-  %2115 = mul nsw i64 %conv2_weight_grad.oy121694, 28
-  %2116 = add nsw i64 %2115, %conv2_weight_grad.ox124702
-  %2117 = add nsw i64 %2114, %2116
-  %arena703 = getelementptr inbounds float, ptr %arena, i64 %2117
-  store float 0.000000e+00, ptr %arena703, align 4
-  %ox124.next = add nsw i64 %conv2_weight_grad.ox124702, 1
-  %2118 = icmp slt i64 %ox124.next, 28
-  br i1 %2118, label %conv2_weight_grad.ox124, label %conv2_weight_grad.ox124.end
-
-conv2_weight_grad.ox124.end:                      ; preds = %conv2_weight_grad.ox124
-  br label %conv2_weight_grad.endif701
-
-conv2_weight_grad.then704:                        ; preds = %conv2_weight_grad.endif701
-  br label %conv2_weight_grad.ox124706
-
-conv2_weight_grad.endif705:                       ; preds = %conv2_weight_grad.ox124.end707, %conv2_weight_grad.endif701
-  %oy121.next = add nsw i64 %conv2_weight_grad.oy121694, 1
-  %2119 = icmp slt i64 %oy121.next, 28
-  br i1 %2119, label %conv2_weight_grad.oy121, label %conv2_weight_grad.oy121.end
-
-conv2_weight_grad.ox124706:                       ; preds = %conv2_weight_grad.ox124706, %conv2_weight_grad.then704
-  %conv2_weight_grad.ox124708 = phi i64 [ 0, %conv2_weight_grad.then704 ], [ %ox124.next710, %conv2_weight_grad.ox124706 ]
-  %2120 = mul nsw i64 %conv2_weight_grad.c119692, 3
-  %2121 = add nsw i64 %2120, %conv2_weight_grad.ky120693
-  %2122 = mul nsw i64 %2121, 3
-  %2123 = mul nsw i64 %2122, 50176
-  %2124 = add nsw i64 7251216, %2123
-  %2125 = mul nsw i64 %conv2_weight_grad.j118691, 784
-  %2126 = add nsw i64 %2124, %2125
-  %2127 = mul nsw i64 %conv2_weight_grad.oy121694, 28
-  %2128 = add nsw i64 %2127, %conv2_weight_grad.ox124708
-  %2129 = add nsw i64 %2126, %2128
-  %arena709 = getelementptr inbounds float, ptr %arena, i64 %2129
-  store float 0.000000e+00, ptr %arena709, align 4
-  %ox124.next710 = add nsw i64 %conv2_weight_grad.ox124708, 1
-  %2130 = icmp slt i64 %ox124.next710, 28
-  br i1 %2130, label %conv2_weight_grad.ox124706, label %conv2_weight_grad.ox124.end707
-
-conv2_weight_grad.ox124.end707:                   ; preds = %conv2_weight_grad.ox124706
-  br label %conv2_weight_grad.endif705
-
-conv2_weight_grad.oy125:                          ; preds = %conv2_weight_grad.endif722, %conv2_weight_grad.oy121.end
-  %conv2_weight_grad.oy125711 = phi i64 [ 0, %conv2_weight_grad.oy121.end ], [ %oy125.next, %conv2_weight_grad.endif722 ]
-  %2131 = add nsw i64 %conv2_weight_grad.oy125711, %conv2_weight_grad.ky120693
-  %2132 = add nsw i64 %2131, -1
-  %2133 = icmp slt i64 -1, %2132
-  %2134 = add nsw i64 %conv2_weight_grad.oy125711, %conv2_weight_grad.ky120693
-  %2135 = add nsw i64 %2134, -1
-  %2136 = icmp slt i64 %2135, 28
-  %2137 = and i1 %2133, %2136
-  br i1 %2137, label %conv2_weight_grad.then712, label %conv2_weight_grad.endif713
-
-conv2_weight_grad.oy125.end:                      ; preds = %conv2_weight_grad.endif722
-  br label %conv2_weight_grad.oy128
-
-conv2_weight_grad.then712:                        ; preds = %conv2_weight_grad.oy125
-  br label %conv2_weight_grad.ox126
-
-conv2_weight_grad.endif713:                       ; preds = %conv2_weight_grad.ox126.end, %conv2_weight_grad.oy125
-  %2138 = add nsw i64 %conv2_weight_grad.oy125711, %conv2_weight_grad.ky120693
-  %2139 = add nsw i64 %2138, -1
-  %2140 = icmp slt i64 %2139, 0
-  br i1 %2140, label %conv2_weight_grad.then717, label %conv2_weight_grad.endif718
-
-conv2_weight_grad.ox126:                          ; preds = %conv2_weight_grad.ox126, %conv2_weight_grad.then712
-  %conv2_weight_grad.ox126714 = phi i64 [ 0, %conv2_weight_grad.then712 ], [ %ox126.next, %conv2_weight_grad.ox126 ]
-  %2141 = mul nsw i64 %conv2_weight_grad.g117690, 64
-  %2142 = add nsw i64 %2141, %conv2_weight_grad.j118691
-  %2143 = mul nsw i64 %2142, 25088
-  %2144 = mul nsw i64 %conv2_weight_grad.c119692, 784
-  %2145 = add nsw i64 %2143, %2144
-  %2146 = add nsw i64 %conv2_weight_grad.oy125711, %conv2_weight_grad.ky120693
-  %2147 = add nsw i64 %2146, -1
-  %2148 = mul nsw i64 %2147, 28
-  %2149 = add nsw i64 %2145, %2148
-  %2150 = add nsw i64 %2149, %conv2_weight_grad.ox126714
-  %arena715 = getelementptr inbounds float, ptr %arena, i64 %2150
-  %2151 = load float, ptr %arena715, align 4
-  %2152 = mul nsw i64 %conv2_weight_grad.c119692, 3
-  %2153 = add nsw i64 %2152, %conv2_weight_grad.ky120693
-  %2154 = mul nsw i64 %2153, 3
-  %2155 = add nsw i64 %2154, 1
-  %2156 = mul nsw i64 %2155, 50176
-  %2157 = add nsw i64 7251216, %2156
-  %2158 = mul nsw i64 %conv2_weight_grad.j118691, 784
-  %2159 = add nsw i64 %2157, %2158
-  %2160 = mul nsw i64 %conv2_weight_grad.oy125711, 28
-  %2161 = add nsw i64 %2160, %conv2_weight_grad.ox126714
-  %2162 = add nsw i64 %2159, %2161
-  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2162
-  store float %2151, ptr %arena716, align 4
-  %ox126.next = add nsw i64 %conv2_weight_grad.ox126714, 1
-  %2163 = icmp slt i64 %ox126.next, 28
-  br i1 %2163, label %conv2_weight_grad.ox126, label %conv2_weight_grad.ox126.end
-
-conv2_weight_grad.ox126.end:                      ; preds = %conv2_weight_grad.ox126
-  br label %conv2_weight_grad.endif713
-
-conv2_weight_grad.then717:                        ; preds = %conv2_weight_grad.endif713
-  br label %conv2_weight_grad.ox127
-
-conv2_weight_grad.endif718:                       ; preds = %conv2_weight_grad.ox127.end, %conv2_weight_grad.endif713
-  %2164 = add nsw i64 %conv2_weight_grad.oy125711, %conv2_weight_grad.ky120693
-  %2165 = add nsw i64 %2164, -1
-  %2166 = icmp slt i64 27, %2165
-  br i1 %2166, label %conv2_weight_grad.then721, label %conv2_weight_grad.endif722
-
-conv2_weight_grad.ox127:                          ; preds = %conv2_weight_grad.ox127, %conv2_weight_grad.then717
-  %conv2_weight_grad.ox127719 = phi i64 [ 0, %conv2_weight_grad.then717 ], [ %ox127.next, %conv2_weight_grad.ox127 ]
-  %2167 = mul nsw i64 %conv2_weight_grad.c119692, 3
-  %2168 = add nsw i64 %2167, %conv2_weight_grad.ky120693
-  %2169 = mul nsw i64 %2168, 3
-  %2170 = add nsw i64 %2169, 1
-  %2171 = mul nsw i64 %2170, 50176
-  %2172 = add nsw i64 7251216, %2171
-  %2173 = mul nsw i64 %conv2_weight_grad.j118691, 784
-  %2174 = add nsw i64 %2172, %2173
-  %2175 = mul nsw i64 %conv2_weight_grad.oy125711, 28
-  %2176 = add nsw i64 %2175, %conv2_weight_grad.ox127719
-  %2177 = add nsw i64 %2174, %2176
-  %arena720 = getelementptr inbounds float, ptr %arena, i64 %2177
-  store float 0.000000e+00, ptr %arena720, align 4
-  %ox127.next = add nsw i64 %conv2_weight_grad.ox127719, 1
-  %2178 = icmp slt i64 %ox127.next, 28
-  br i1 %2178, label %conv2_weight_grad.ox127, label %conv2_weight_grad.ox127.end
-
-conv2_weight_grad.ox127.end:                      ; preds = %conv2_weight_grad.ox127
-  br label %conv2_weight_grad.endif718
-
-conv2_weight_grad.then721:                        ; preds = %conv2_weight_grad.endif718
-  br label %conv2_weight_grad.ox127723
-
-conv2_weight_grad.endif722:                       ; preds = %conv2_weight_grad.ox127.end724, %conv2_weight_grad.endif718
-  %oy125.next = add nsw i64 %conv2_weight_grad.oy125711, 1
-  %2179 = icmp slt i64 %oy125.next, 28
-  br i1 %2179, label %conv2_weight_grad.oy125, label %conv2_weight_grad.oy125.end
-
-conv2_weight_grad.ox127723:                       ; preds = %conv2_weight_grad.ox127723, %conv2_weight_grad.then721
-  %conv2_weight_grad.ox127725 = phi i64 [ 0, %conv2_weight_grad.then721 ], [ %ox127.next727, %conv2_weight_grad.ox127723 ]
-  %2180 = mul nsw i64 %conv2_weight_grad.c119692, 3
-  %2181 = add nsw i64 %2180, %conv2_weight_grad.ky120693
-  %2182 = mul nsw i64 %2181, 3
-  %2183 = add nsw i64 %2182, 1
-  %2184 = mul nsw i64 %2183, 50176
-  %2185 = add nsw i64 7251216, %2184
-  %2186 = mul nsw i64 %conv2_weight_grad.j118691, 784
-  %2187 = add nsw i64 %2185, %2186
-  %2188 = mul nsw i64 %conv2_weight_grad.oy125711, 28
-  %2189 = add nsw i64 %2188, %conv2_weight_grad.ox127725
-  %2190 = add nsw i64 %2187, %2189
-  %arena726 = getelementptr inbounds float, ptr %arena, i64 %2190
-  store float 0.000000e+00, ptr %arena726, align 4
-  %ox127.next727 = add nsw i64 %conv2_weight_grad.ox127725, 1
-  %2191 = icmp slt i64 %ox127.next727, 28
-  br i1 %2191, label %conv2_weight_grad.ox127723, label %conv2_weight_grad.ox127.end724
-
-conv2_weight_grad.ox127.end724:                   ; preds = %conv2_weight_grad.ox127723
-  br label %conv2_weight_grad.endif722
-
-conv2_weight_grad.oy128:                          ; preds = %conv2_weight_grad.endif741, %conv2_weight_grad.oy125.end
-  %conv2_weight_grad.oy128728 = phi i64 [ 0, %conv2_weight_grad.oy125.end ], [ %oy128.next, %conv2_weight_grad.endif741 ]
-  %2192 = add nsw i64 %conv2_weight_grad.oy128728, %conv2_weight_grad.ky120693
-  %2193 = add nsw i64 %2192, -1
-  %2194 = icmp slt i64 -1, %2193
-  %2195 = add nsw i64 %conv2_weight_grad.oy128728, %conv2_weight_grad.ky120693
-  %2196 = add nsw i64 %2195, -1
-  %2197 = icmp slt i64 %2196, 28
-  %2198 = and i1 %2194, %2197
-  br i1 %2198, label %conv2_weight_grad.then729, label %conv2_weight_grad.endif730
-
-conv2_weight_grad.oy128.end:                      ; preds = %conv2_weight_grad.endif741
-  %ky120.next = add nsw i64 %conv2_weight_grad.ky120693, 1
-  %2199 = icmp slt i64 %ky120.next, 3
-  br i1 %2199, label %conv2_weight_grad.ky120, label %conv2_weight_grad.ky120.end
-
-conv2_weight_grad.then729:                        ; preds = %conv2_weight_grad.oy128
-  br label %conv2_weight_grad.ox129
-
-conv2_weight_grad.endif730:                       ; preds = %conv2_weight_grad.ox130.end, %conv2_weight_grad.oy128
-  %2200 = add nsw i64 %conv2_weight_grad.oy128728, %conv2_weight_grad.ky120693
-  %2201 = add nsw i64 %2200, -1
-  %2202 = icmp slt i64 %2201, 0
-  br i1 %2202, label %conv2_weight_grad.then736, label %conv2_weight_grad.endif737
-
-conv2_weight_grad.ox129:                          ; preds = %conv2_weight_grad.ox129, %conv2_weight_grad.then729
-  %conv2_weight_grad.ox129731 = phi i64 [ 0, %conv2_weight_grad.then729 ], [ %ox129.next, %conv2_weight_grad.ox129 ]
-  %2203 = mul nsw i64 %conv2_weight_grad.g117690, 64
-  %2204 = add nsw i64 %2203, %conv2_weight_grad.j118691
-  %2205 = mul nsw i64 %2204, 25088
-  %2206 = mul nsw i64 %conv2_weight_grad.c119692, 784
-  %2207 = add nsw i64 %2205, %2206
-  %2208 = add nsw i64 %conv2_weight_grad.oy128728, %conv2_weight_grad.ky120693
-  %2209 = add nsw i64 %2208, -1
-  %2210 = mul nsw i64 %2209, 28
-  %2211 = add nsw i64 %2207, %2210
-  %2212 = add nsw i64 %conv2_weight_grad.ox129731, 1
-  %2213 = add nsw i64 %2211, %2212
-  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2213
-  %2214 = load float, ptr %arena732, align 4
-  %2215 = mul nsw i64 %conv2_weight_grad.c119692, 3
-  %2216 = add nsw i64 %2215, %conv2_weight_grad.ky120693
-  %2217 = mul nsw i64 %2216, 3
-  %2218 = add nsw i64 %2217, 2
-  %2219 = mul nsw i64 %2218, 50176
-  %2220 = add nsw i64 7251216, %2219
-  %2221 = mul nsw i64 %conv2_weight_grad.j118691, 784
-  %2222 = add nsw i64 %2220, %2221
-  %2223 = mul nsw i64 %conv2_weight_grad.oy128728, 28
-  %2224 = add nsw i64 %2223, %conv2_weight_grad.ox129731
-  %2225 = add nsw i64 %2222, %2224
-  %arena733 = getelementptr inbounds float, ptr %arena, i64 %2225
-  store float %2214, ptr %arena733, align 4
-  %ox129.next = add nsw i64 %conv2_weight_grad.ox129731, 1
-  %2226 = icmp slt i64 %ox129.next, 27
-  br i1 %2226, label %conv2_weight_grad.ox129, label %conv2_weight_grad.ox129.end
-
-conv2_weight_grad.ox129.end:                      ; preds = %conv2_weight_grad.ox129
-  br label %conv2_weight_grad.ox130
-
-conv2_weight_grad.ox130:                          ; preds = %conv2_weight_grad.ox130, %conv2_weight_grad.ox129.end
-  %conv2_weight_grad.ox130734 = phi i64 [ 0, %conv2_weight_grad.ox129.end ], [ %ox130.next, %conv2_weight_grad.ox130 ]
-  %2227 = mul nsw i64 %conv2_weight_grad.c119692, 3
-  %2228 = add nsw i64 %2227, %conv2_weight_grad.ky120693
-  %2229 = mul nsw i64 %2228, 3
-  %2230 = add nsw i64 %2229, 2
-  %2231 = mul nsw i64 %2230, 50176
-  %2232 = add nsw i64 7251216, %2231
-  %2233 = mul nsw i64 %conv2_weight_grad.j118691, 784
-  %2234 = add nsw i64 %2232, %2233
-  %2235 = mul nsw i64 %conv2_weight_grad.oy128728, 28
-  %2236 = add nsw i64 %conv2_weight_grad.ox130734, 27
-  %2237 = add nsw i64 %2235, %2236
-  %2238 = add nsw i64 %2234, %2237
-  %arena735 = getelementptr inbounds float, ptr %arena, i64 %2238
-  store float 0.000000e+00, ptr %arena735, align 4
-  %ox130.next = add nsw i64 %conv2_weight_grad.ox130734, 1
-  %2239 = icmp slt i64 %ox130.next, 1
-  br i1 %2239, label %conv2_weight_grad.ox130, label %conv2_weight_grad.ox130.end
-
-conv2_weight_grad.ox130.end:                      ; preds = %conv2_weight_grad.ox130
-  br label %conv2_weight_grad.endif730
-
-conv2_weight_grad.then736:                        ; preds = %conv2_weight_grad.endif730
-  br label %conv2_weight_grad.ox131
-
-conv2_weight_grad.endif737:                       ; preds = %conv2_weight_grad.ox131.end, %conv2_weight_grad.endif730
-  %2240 = add nsw i64 %conv2_weight_grad.oy128728, %conv2_weight_grad.ky120693
-  %2241 = add nsw i64 %2240, -1
-  %2242 = icmp slt i64 27, %2241
-  br i1 %2242, label %conv2_weight_grad.then740, label %conv2_weight_grad.endif741
-
-conv2_weight_grad.ox131:                          ; preds = %conv2_weight_grad.ox131, %conv2_weight_grad.then736
-  %conv2_weight_grad.ox131738 = phi i64 [ 0, %conv2_weight_grad.then736 ], [ %ox131.next, %conv2_weight_grad.ox131 ]
-  %2243 = mul nsw i64 %conv2_weight_grad.c119692, 3
-  %2244 = add nsw i64 %2243, %conv2_weight_grad.ky120693
-  %2245 = mul nsw i64 %2244, 3
-  %2246 = add nsw i64 %2245, 2
-  %2247 = mul nsw i64 %2246, 50176
-  %2248 = add nsw i64 7251216, %2247
-  %2249 = mul nsw i64 %conv2_weight_grad.j118691, 784
-  %2250 = add nsw i64 %2248, %2249
-  %2251 = mul nsw i64 %conv2_weight_grad.oy128728, 28
-  %2252 = add nsw i64 %2251, %conv2_weight_grad.ox131738
-  %2253 = add nsw i64 %2250, %2252
-  %arena739 = getelementptr inbounds float, ptr %arena, i64 %2253
-  store float 0.000000e+00, ptr %arena739, align 4
-  %ox131.next = add nsw i64 %conv2_weight_grad.ox131738, 1
-  %2254 = icmp slt i64 %ox131.next, 28
-  br i1 %2254, label %conv2_weight_grad.ox131, label %conv2_weight_grad.ox131.end
-
-conv2_weight_grad.ox131.end:                      ; preds = %conv2_weight_grad.ox131
-  br label %conv2_weight_grad.endif737
-
-conv2_weight_grad.then740:                        ; preds = %conv2_weight_grad.endif737
-  br label %conv2_weight_grad.ox131742
-
-conv2_weight_grad.endif741:                       ; preds = %conv2_weight_grad.ox131.end743, %conv2_weight_grad.endif737
-  %oy128.next = add nsw i64 %conv2_weight_grad.oy128728, 1
-  %2255 = icmp slt i64 %oy128.next, 28
-  br i1 %2255, label %conv2_weight_grad.oy128, label %conv2_weight_grad.oy128.end
-
-conv2_weight_grad.ox131742:                       ; preds = %conv2_weight_grad.ox131742, %conv2_weight_grad.then740
-  %conv2_weight_grad.ox131744 = phi i64 [ 0, %conv2_weight_grad.then740 ], [ %ox131.next746, %conv2_weight_grad.ox131742 ]
-  %2256 = mul nsw i64 %conv2_weight_grad.c119692, 3
-  %2257 = add nsw i64 %2256, %conv2_weight_grad.ky120693
-  %2258 = mul nsw i64 %2257, 3
-  %2259 = add nsw i64 %2258, 2
-  %2260 = mul nsw i64 %2259, 50176
-  %2261 = add nsw i64 7251216, %2260
-  %2262 = mul nsw i64 %conv2_weight_grad.j118691, 784
-  %2263 = add nsw i64 %2261, %2262
-  %2264 = mul nsw i64 %conv2_weight_grad.oy128728, 28
-  %2265 = add nsw i64 %2264, %conv2_weight_grad.ox131744
-  %2266 = add nsw i64 %2263, %2265
-  %arena745 = getelementptr inbounds float, ptr %arena, i64 %2266
-  store float 0.000000e+00, ptr %arena745, align 4
-  %ox131.next746 = add nsw i64 %conv2_weight_grad.ox131744, 1
-  %2267 = icmp slt i64 %ox131.next746, 28
-  br i1 %2267, label %conv2_weight_grad.ox131742, label %conv2_weight_grad.ox131.end743
-
-conv2_weight_grad.ox131.end743:                   ; preds = %conv2_weight_grad.ox131742
-  br label %conv2_weight_grad.endif741
-
-conv2_weight_grad.j132:                           ; preds = %conv2_weight_grad.i133.end, %conv2_weight_grad.j118.end
-  %conv2_weight_grad.j132747 = phi i64 [ 0, %conv2_weight_grad.j118.end ], [ %j132.next, %conv2_weight_grad.i133.end ]
-  br label %conv2_weight_grad.i133
-
-conv2_weight_grad.j132.end:                       ; preds = %conv2_weight_grad.i133.end
-  br label %conv2_weight_grad.kp135
-
-conv2_weight_grad.i133:                           ; preds = %conv2_weight_grad.f134.end, %conv2_weight_grad.j132
-  %conv2_weight_grad.i133748 = phi i64 [ 0, %conv2_weight_grad.j132 ], [ %i133.next, %conv2_weight_grad.f134.end ]
-  br label %conv2_weight_grad.f134
-
-conv2_weight_grad.i133.end:                       ; preds = %conv2_weight_grad.f134.end
-  %j132.next = add nsw i64 %conv2_weight_grad.j132747, 1
-  %2268 = icmp slt i64 %j132.next, 64
-  br i1 %2268, label %conv2_weight_grad.j132, label %conv2_weight_grad.j132.end
-
-conv2_weight_grad.f134:                           ; preds = %conv2_weight_grad.f134, %conv2_weight_grad.i133
-  %conv2_weight_grad.f134749 = phi i64 [ 0, %conv2_weight_grad.i133 ], [ %f134.next, %conv2_weight_grad.f134 ]
-  %2269 = mul nsw i64 %conv2_weight_grad.g117690, 64
-  %2270 = add nsw i64 %2269, %conv2_weight_grad.j132747
-  %2271 = mul nsw i64 %2270, 50176
-  %2272 = add nsw i64 4039952, %2271
-  %2273 = mul nsw i64 %conv2_weight_grad.f134749, 784
-  %2274 = add nsw i64 %2272, %2273
-  %2275 = add nsw i64 %2274, %conv2_weight_grad.i133748
-  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2275
-  %2276 = load float, ptr %arena750, align 4
-  %2277 = mul nsw i64 %conv2_weight_grad.j132747, 784
-  %2278 = add nsw i64 %2277, %conv2_weight_grad.i133748
-  %2279 = mul nsw i64 %2278, 64
-  %2280 = add nsw i64 21701904, %2279
-  %2281 = add nsw i64 %2280, %conv2_weight_grad.f134749
-  %arena751 = getelementptr inbounds float, ptr %arena, i64 %2281
-  store float %2276, ptr %arena751, align 4
-  %f134.next = add nsw i64 %conv2_weight_grad.f134749, 1
-  %2282 = icmp slt i64 %f134.next, 64
-  br i1 %2282, label %conv2_weight_grad.f134, label %conv2_weight_grad.f134.end
-
-conv2_weight_grad.f134.end:                       ; preds = %conv2_weight_grad.f134
-  %i133.next = add nsw i64 %conv2_weight_grad.i133748, 1
-  %2283 = icmp slt i64 %i133.next, 784
-  br i1 %2283, label %conv2_weight_grad.i133, label %conv2_weight_grad.i133.end
-
-conv2_weight_grad.kp135:                          ; preds = %conv2_weight_grad.nb136.end, %conv2_weight_grad.j132.end
-  %conv2_weight_grad.kp135752 = phi i64 [ 0, %conv2_weight_grad.j132.end ], [ %kp135.next, %conv2_weight_grad.nb136.end ]
-  br label %conv2_weight_grad.nb136
-
-conv2_weight_grad.kp135.end:                      ; preds = %conv2_weight_grad.nb136.end
-  br label %conv2_weight_grad.nb140
-
-conv2_weight_grad.nb136:                          ; preds = %conv2_weight_grad.mb137.end, %conv2_weight_grad.kp135
-  %conv2_weight_grad.nb136753 = phi i64 [ 0, %conv2_weight_grad.kp135 ], [ %nb136.next, %conv2_weight_grad.mb137.end ]
-  br label %conv2_weight_grad.mb137
-
-conv2_weight_grad.nb136.end:                      ; preds = %conv2_weight_grad.mb137.end
-  %kp135.next = add nsw i64 %conv2_weight_grad.kp135752, 1
-  %2284 = icmp slt i64 %kp135.next, 130
-  br i1 %2284, label %conv2_weight_grad.kp135, label %conv2_weight_grad.kp135.end
-
-conv2_weight_grad.mb137:                          ; preds = %conv2_weight_grad.k139.end, %conv2_weight_grad.nb136
-  %conv2_weight_grad.mb137754 = phi i64 [ 0, %conv2_weight_grad.nb136 ], [ %mb137.next, %conv2_weight_grad.k139.end ]
-  %2285 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2286 = mul nsw i64 %2285, 64
-  %2287 = add nsw i64 24913168, %2286
-  %2288 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2289 = add nsw i64 %2287, %2288
-  %arena755 = getelementptr inbounds float, ptr %arena, i64 %2289
-  %2290 = load <16 x float>, ptr %arena755, align 4
-  store <16 x float> %2290, ptr %conv2_weight_grad.t138_c0_0, align 64
-  %2291 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2292 = mul nsw i64 %2291, 64
-  %2293 = add nsw i64 24913168, %2292
-  %2294 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2295 = add nsw i64 %2293, %2294
-  %2296 = add nsw i64 %2295, 16
-  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2296
-  %2297 = load <16 x float>, ptr %arena756, align 4
-  store <16 x float> %2297, ptr %conv2_weight_grad.t138_c0_1, align 64
-  %2298 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2299 = mul nsw i64 %2298, 64
-  %2300 = add nsw i64 24913168, %2299
-  %2301 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2302 = add nsw i64 %2300, %2301
-  %2303 = add nsw i64 %2302, 32
-  %arena757 = getelementptr inbounds float, ptr %arena, i64 %2303
-  %2304 = load <16 x float>, ptr %arena757, align 4
-  store <16 x float> %2304, ptr %conv2_weight_grad.t138_c0_2, align 64
-  %2305 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2306 = mul nsw i64 %2305, 64
-  %2307 = add nsw i64 24913168, %2306
-  %2308 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2309 = add nsw i64 %2307, %2308
-  %2310 = add nsw i64 %2309, 48
-  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2310
-  %2311 = load <16 x float>, ptr %arena758, align 4
-  store <16 x float> %2311, ptr %conv2_weight_grad.t138_c0_3, align 64
-  %2312 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2313 = add nsw i64 %2312, 1
-  %2314 = mul nsw i64 %2313, 64
-  %2315 = add nsw i64 24913168, %2314
-  %2316 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2317 = add nsw i64 %2315, %2316
-  %arena759 = getelementptr inbounds float, ptr %arena, i64 %2317
-  %2318 = load <16 x float>, ptr %arena759, align 4
-  store <16 x float> %2318, ptr %conv2_weight_grad.t138_c1_0, align 64
-  %2319 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2320 = add nsw i64 %2319, 1
-  %2321 = mul nsw i64 %2320, 64
-  %2322 = add nsw i64 24913168, %2321
-  %2323 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2324 = add nsw i64 %2322, %2323
-  %2325 = add nsw i64 %2324, 16
-  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2325
-  %2326 = load <16 x float>, ptr %arena760, align 4
-  store <16 x float> %2326, ptr %conv2_weight_grad.t138_c1_1, align 64
-  %2327 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2328 = add nsw i64 %2327, 1
-  %2329 = mul nsw i64 %2328, 64
-  %2330 = add nsw i64 24913168, %2329
-  %2331 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2332 = add nsw i64 %2330, %2331
-  %2333 = add nsw i64 %2332, 32
-  %arena761 = getelementptr inbounds float, ptr %arena, i64 %2333
-  %2334 = load <16 x float>, ptr %arena761, align 4
-  store <16 x float> %2334, ptr %conv2_weight_grad.t138_c1_2, align 64
-  %2335 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2336 = add nsw i64 %2335, 1
-  %2337 = mul nsw i64 %2336, 64
-  %2338 = add nsw i64 24913168, %2337
-  %2339 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2340 = add nsw i64 %2338, %2339
-  %2341 = add nsw i64 %2340, 48
-  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2341
-  %2342 = load <16 x float>, ptr %arena762, align 4
-  store <16 x float> %2342, ptr %conv2_weight_grad.t138_c1_3, align 64
-  %2343 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2344 = add nsw i64 %2343, 2
-  %2345 = mul nsw i64 %2344, 64
-  %2346 = add nsw i64 24913168, %2345
-  %2347 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2348 = add nsw i64 %2346, %2347
-  %arena763 = getelementptr inbounds float, ptr %arena, i64 %2348
-  %2349 = load <16 x float>, ptr %arena763, align 4
-  store <16 x float> %2349, ptr %conv2_weight_grad.t138_c2_0, align 64
-  %2350 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2351 = add nsw i64 %2350, 2
-  %2352 = mul nsw i64 %2351, 64
-  %2353 = add nsw i64 24913168, %2352
-  %2354 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2355 = add nsw i64 %2353, %2354
-  %2356 = add nsw i64 %2355, 16
-  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2356
-  %2357 = load <16 x float>, ptr %arena764, align 4
-  store <16 x float> %2357, ptr %conv2_weight_grad.t138_c2_1, align 64
-  %2358 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2359 = add nsw i64 %2358, 2
-  %2360 = mul nsw i64 %2359, 64
-  %2361 = add nsw i64 24913168, %2360
-  %2362 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2363 = add nsw i64 %2361, %2362
-  %2364 = add nsw i64 %2363, 32
-  %arena765 = getelementptr inbounds float, ptr %arena, i64 %2364
-  %2365 = load <16 x float>, ptr %arena765, align 4
-  store <16 x float> %2365, ptr %conv2_weight_grad.t138_c2_2, align 64
-  %2366 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2367 = add nsw i64 %2366, 2
-  %2368 = mul nsw i64 %2367, 64
-  %2369 = add nsw i64 24913168, %2368
-  %2370 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2371 = add nsw i64 %2369, %2370
-  %2372 = add nsw i64 %2371, 48
-  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2372
-  %2373 = load <16 x float>, ptr %arena766, align 4
-  store <16 x float> %2373, ptr %conv2_weight_grad.t138_c2_3, align 64
-  %2374 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2375 = add nsw i64 %2374, 3
-  %2376 = mul nsw i64 %2375, 64
-  %2377 = add nsw i64 24913168, %2376
-  %2378 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2379 = add nsw i64 %2377, %2378
-  %arena767 = getelementptr inbounds float, ptr %arena, i64 %2379
-  %2380 = load <16 x float>, ptr %arena767, align 4
-  store <16 x float> %2380, ptr %conv2_weight_grad.t138_c3_0, align 64
-  %2381 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2382 = add nsw i64 %2381, 3
-  %2383 = mul nsw i64 %2382, 64
-  %2384 = add nsw i64 24913168, %2383
-  %2385 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2386 = add nsw i64 %2384, %2385
-  %2387 = add nsw i64 %2386, 16
-  %arena768 = getelementptr inbounds float, ptr %arena, i64 %2387
-  %2388 = load <16 x float>, ptr %arena768, align 4
-  store <16 x float> %2388, ptr %conv2_weight_grad.t138_c3_1, align 64
-  %2389 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2390 = add nsw i64 %2389, 3
-  %2391 = mul nsw i64 %2390, 64
-  %2392 = add nsw i64 24913168, %2391
-  %2393 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2394 = add nsw i64 %2392, %2393
-  %2395 = add nsw i64 %2394, 32
-  %arena769 = getelementptr inbounds float, ptr %arena, i64 %2395
-  %2396 = load <16 x float>, ptr %arena769, align 4
-  store <16 x float> %2396, ptr %conv2_weight_grad.t138_c3_2, align 64
-  %2397 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2398 = add nsw i64 %2397, 3
-  %2399 = mul nsw i64 %2398, 64
-  %2400 = add nsw i64 24913168, %2399
-  %2401 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2402 = add nsw i64 %2400, %2401
-  %2403 = add nsw i64 %2402, 48
-  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2403
-  %2404 = load <16 x float>, ptr %arena770, align 4
-  store <16 x float> %2404, ptr %conv2_weight_grad.t138_c3_3, align 64
-  %2405 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2406 = add nsw i64 %2405, 4
-  %2407 = mul nsw i64 %2406, 64
-  %2408 = add nsw i64 24913168, %2407
-  %2409 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2410 = add nsw i64 %2408, %2409
-  %arena771 = getelementptr inbounds float, ptr %arena, i64 %2410
-  %2411 = load <16 x float>, ptr %arena771, align 4
-  store <16 x float> %2411, ptr %conv2_weight_grad.t138_c4_0, align 64
-  %2412 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2413 = add nsw i64 %2412, 4
-  %2414 = mul nsw i64 %2413, 64
-  %2415 = add nsw i64 24913168, %2414
-  %2416 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2417 = add nsw i64 %2415, %2416
-  %2418 = add nsw i64 %2417, 16
-  %arena772 = getelementptr inbounds float, ptr %arena, i64 %2418
-  %2419 = load <16 x float>, ptr %arena772, align 4
-  store <16 x float> %2419, ptr %conv2_weight_grad.t138_c4_1, align 64
-  %2420 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2421 = add nsw i64 %2420, 4
-  %2422 = mul nsw i64 %2421, 64
-  %2423 = add nsw i64 24913168, %2422
-  %2424 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2425 = add nsw i64 %2423, %2424
-  %2426 = add nsw i64 %2425, 32
-  %arena773 = getelementptr inbounds float, ptr %arena, i64 %2426
-  %2427 = load <16 x float>, ptr %arena773, align 4
-  store <16 x float> %2427, ptr %conv2_weight_grad.t138_c4_2, align 64
-  %2428 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2429 = add nsw i64 %2428, 4
-  %2430 = mul nsw i64 %2429, 64
-  %2431 = add nsw i64 24913168, %2430
-  %2432 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2433 = add nsw i64 %2431, %2432
-  %2434 = add nsw i64 %2433, 48
-  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2434
-  %2435 = load <16 x float>, ptr %arena774, align 4
-  store <16 x float> %2435, ptr %conv2_weight_grad.t138_c4_3, align 64
-  %2436 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2437 = add nsw i64 %2436, 5
-  %2438 = mul nsw i64 %2437, 64
-  %2439 = add nsw i64 24913168, %2438
-  %2440 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2441 = add nsw i64 %2439, %2440
-  %arena775 = getelementptr inbounds float, ptr %arena, i64 %2441
-  %2442 = load <16 x float>, ptr %arena775, align 4
-  store <16 x float> %2442, ptr %conv2_weight_grad.t138_c5_0, align 64
-  %2443 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2444 = add nsw i64 %2443, 5
-  %2445 = mul nsw i64 %2444, 64
-  %2446 = add nsw i64 24913168, %2445
-  %2447 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2448 = add nsw i64 %2446, %2447
-  %2449 = add nsw i64 %2448, 16
-  %arena776 = getelementptr inbounds float, ptr %arena, i64 %2449
-  %2450 = load <16 x float>, ptr %arena776, align 4
-  store <16 x float> %2450, ptr %conv2_weight_grad.t138_c5_1, align 64
-  %2451 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2452 = add nsw i64 %2451, 5
-  %2453 = mul nsw i64 %2452, 64
-  %2454 = add nsw i64 24913168, %2453
-  %2455 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2456 = add nsw i64 %2454, %2455
-  %2457 = add nsw i64 %2456, 32
-  %arena777 = getelementptr inbounds float, ptr %arena, i64 %2457
-  %2458 = load <16 x float>, ptr %arena777, align 4
-  store <16 x float> %2458, ptr %conv2_weight_grad.t138_c5_2, align 64
-  %2459 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2460 = add nsw i64 %2459, 5
-  %2461 = mul nsw i64 %2460, 64
-  %2462 = add nsw i64 24913168, %2461
-  %2463 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2464 = add nsw i64 %2462, %2463
-  %2465 = add nsw i64 %2464, 48
-  %arena778 = getelementptr inbounds float, ptr %arena, i64 %2465
-  %2466 = load <16 x float>, ptr %arena778, align 4
-  store <16 x float> %2466, ptr %conv2_weight_grad.t138_c5_3, align 64
-  br label %conv2_weight_grad.k139
-
-conv2_weight_grad.mb137.end:                      ; preds = %conv2_weight_grad.k139.end
-  %nb136.next = add nsw i64 %conv2_weight_grad.nb136753, 1
-  %2467 = icmp slt i64 %nb136.next, 1
-  br i1 %2467, label %conv2_weight_grad.nb136, label %conv2_weight_grad.nb136.end
-
-conv2_weight_grad.k139:                           ; preds = %conv2_weight_grad.k139, %conv2_weight_grad.mb137
-  %conv2_weight_grad.k139779 = phi i64 [ 0, %conv2_weight_grad.mb137 ], [ %k139.next, %conv2_weight_grad.k139 ]
-  %2468 = mul nsw i64 %conv2_weight_grad.kp135752, 384
-  %2469 = add nsw i64 %conv2_weight_grad.k139779, %2468
-  %2470 = mul nsw i64 %2469, 64
-  %2471 = add nsw i64 21701904, %2470
-  %2472 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2473 = add nsw i64 %2471, %2472
-  %arena780 = getelementptr inbounds float, ptr %arena, i64 %2473
-  %2474 = load <16 x float>, ptr %arena780, align 4
-  store <16 x float> %2474, ptr %conv2_weight_grad.t138_b0, align 64
-  %2475 = mul nsw i64 %conv2_weight_grad.kp135752, 384
-  %2476 = add nsw i64 %conv2_weight_grad.k139779, %2475
-  %2477 = mul nsw i64 %2476, 64
-  %2478 = add nsw i64 21701904, %2477
-  %2479 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2480 = add nsw i64 %2478, %2479
-  %2481 = add nsw i64 %2480, 16
-  %arena781 = getelementptr inbounds float, ptr %arena, i64 %2481
-  %2482 = load <16 x float>, ptr %arena781, align 4
-  store <16 x float> %2482, ptr %conv2_weight_grad.t138_b1, align 64
-  %2483 = mul nsw i64 %conv2_weight_grad.kp135752, 384
-  %2484 = add nsw i64 %conv2_weight_grad.k139779, %2483
-  %2485 = mul nsw i64 %2484, 64
-  %2486 = add nsw i64 21701904, %2485
-  %2487 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2488 = add nsw i64 %2486, %2487
-  %2489 = add nsw i64 %2488, 32
-  %arena782 = getelementptr inbounds float, ptr %arena, i64 %2489
-  %2490 = load <16 x float>, ptr %arena782, align 4
-  store <16 x float> %2490, ptr %conv2_weight_grad.t138_b2, align 64
-  %2491 = mul nsw i64 %conv2_weight_grad.kp135752, 384
-  %2492 = add nsw i64 %conv2_weight_grad.k139779, %2491
-  %2493 = mul nsw i64 %2492, 64
-  %2494 = add nsw i64 21701904, %2493
-  %2495 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2496 = add nsw i64 %2494, %2495
-  %2497 = add nsw i64 %2496, 48
-  %arena783 = getelementptr inbounds float, ptr %arena, i64 %2497
-  %2498 = load <16 x float>, ptr %arena783, align 4
-  store <16 x float> %2498, ptr %conv2_weight_grad.t138_b3, align 64
-  %2499 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2500 = mul nsw i64 %2499, 50176
-  %2501 = add nsw i64 7251216, %2500
-  %2502 = mul nsw i64 %conv2_weight_grad.kp135752, 384
-  %2503 = add nsw i64 %conv2_weight_grad.k139779, %2502
-  %2504 = add nsw i64 %2501, %2503
-  %arena784 = getelementptr inbounds float, ptr %arena, i64 %2504
-  %2505 = load float, ptr %arena784, align 4
-  %2506 = insertelement <16 x float> undef, float %2505, i32 0
-  %2507 = shufflevector <16 x float> %2506, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2507, ptr %conv2_weight_grad.t138_a0, align 64
-  %t138_a0 = load <16 x float>, ptr %conv2_weight_grad.t138_a0, align 64
-  %t138_b0 = load <16 x float>, ptr %conv2_weight_grad.t138_b0, align 64
-  %t138_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t138_c0_0, align 64
-  %2508 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a0, <16 x float> %t138_b0, <16 x float> %t138_c0_0)
-  store <16 x float> %2508, ptr %conv2_weight_grad.t138_c0_0, align 64
-  %t138_a0785 = load <16 x float>, ptr %conv2_weight_grad.t138_a0, align 64
-  %t138_b1 = load <16 x float>, ptr %conv2_weight_grad.t138_b1, align 64
-  %t138_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t138_c0_1, align 64
-  %2509 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a0785, <16 x float> %t138_b1, <16 x float> %t138_c0_1)
-  store <16 x float> %2509, ptr %conv2_weight_grad.t138_c0_1, align 64
-  %t138_a0786 = load <16 x float>, ptr %conv2_weight_grad.t138_a0, align 64
-  %t138_b2 = load <16 x float>, ptr %conv2_weight_grad.t138_b2, align 64
-  %t138_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t138_c0_2, align 64
-  %2510 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a0786, <16 x float> %t138_b2, <16 x float> %t138_c0_2)
-  store <16 x float> %2510, ptr %conv2_weight_grad.t138_c0_2, align 64
-  %t138_a0787 = load <16 x float>, ptr %conv2_weight_grad.t138_a0, align 64
-  %t138_b3 = load <16 x float>, ptr %conv2_weight_grad.t138_b3, align 64
-  %t138_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t138_c0_3, align 64
-  %2511 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a0787, <16 x float> %t138_b3, <16 x float> %t138_c0_3)
-  store <16 x float> %2511, ptr %conv2_weight_grad.t138_c0_3, align 64
-  %2512 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2513 = add nsw i64 %2512, 1
-  %2514 = mul nsw i64 %2513, 50176
-  %2515 = add nsw i64 7251216, %2514
-  %2516 = mul nsw i64 %conv2_weight_grad.kp135752, 384
-  %2517 = add nsw i64 %conv2_weight_grad.k139779, %2516
-  %2518 = add nsw i64 %2515, %2517
-  %arena788 = getelementptr inbounds float, ptr %arena, i64 %2518
-  %2519 = load float, ptr %arena788, align 4
-  %2520 = insertelement <16 x float> undef, float %2519, i32 0
-  %2521 = shufflevector <16 x float> %2520, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2521, ptr %conv2_weight_grad.t138_a1, align 64
-  %t138_a1 = load <16 x float>, ptr %conv2_weight_grad.t138_a1, align 64
-  %t138_b0789 = load <16 x float>, ptr %conv2_weight_grad.t138_b0, align 64
-  %t138_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t138_c1_0, align 64
-  %2522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a1, <16 x float> %t138_b0789, <16 x float> %t138_c1_0)
-  store <16 x float> %2522, ptr %conv2_weight_grad.t138_c1_0, align 64
-  %t138_a1790 = load <16 x float>, ptr %conv2_weight_grad.t138_a1, align 64
-  %t138_b1791 = load <16 x float>, ptr %conv2_weight_grad.t138_b1, align 64
-  %t138_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t138_c1_1, align 64
-  %2523 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a1790, <16 x float> %t138_b1791, <16 x float> %t138_c1_1)
-  store <16 x float> %2523, ptr %conv2_weight_grad.t138_c1_1, align 64
-  %t138_a1792 = load <16 x float>, ptr %conv2_weight_grad.t138_a1, align 64
-  %t138_b2793 = load <16 x float>, ptr %conv2_weight_grad.t138_b2, align 64
-  %t138_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t138_c1_2, align 64
-  %2524 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a1792, <16 x float> %t138_b2793, <16 x float> %t138_c1_2)
-  store <16 x float> %2524, ptr %conv2_weight_grad.t138_c1_2, align 64
-  %t138_a1794 = load <16 x float>, ptr %conv2_weight_grad.t138_a1, align 64
-  %t138_b3795 = load <16 x float>, ptr %conv2_weight_grad.t138_b3, align 64
-  %t138_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t138_c1_3, align 64
-  %2525 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a1794, <16 x float> %t138_b3795, <16 x float> %t138_c1_3)
-  store <16 x float> %2525, ptr %conv2_weight_grad.t138_c1_3, align 64
-  %2526 = mul nsw i64 %conv2_weight_grad.mb137754, 6
+fc2_weight_grad.nb106:                            ; preds = %fc2_weight_grad.k111.end, %fc2_grad.n100.end
+  %fc2_weight_grad.nb106654 = phi i64 [ 0, %fc2_grad.n100.end ], [ %nb106.next, %fc2_weight_grad.k111.end ]
+  br label %fc2_weight_grad.mb107
+
+fc2_weight_grad.nb106.end:                        ; preds = %fc2_weight_grad.k111.end
+  br label %fc2_bias_grad.u112
+
+fc2_weight_grad.mb107:                            ; preds = %fc2_weight_grad.k109.end, %fc2_weight_grad.nb106
+  %fc2_weight_grad.mb107655 = phi i64 [ 0, %fc2_weight_grad.nb106 ], [ %mb107.next, %fc2_weight_grad.k109.end ]
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t108_c5_3, align 64
+  br label %fc2_weight_grad.k109
+
+fc2_weight_grad.mb107.end:                        ; preds = %fc2_weight_grad.k109.end
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t110_c3_3, align 64
+  br label %fc2_weight_grad.k111
+
+fc2_weight_grad.k109:                             ; preds = %fc2_weight_grad.k109, %fc2_weight_grad.mb107
+  %fc2_weight_grad.k109656 = phi i64 [ 0, %fc2_weight_grad.mb107 ], [ %k109.next, %fc2_weight_grad.k109 ]
+  %2008 = mul nsw i64 %fc2_weight_grad.k109656, 128
+  %2009 = add nsw i64 3211264, %2008
+  %2010 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2011 = add nsw i64 %2009, %2010
+  %arena657 = getelementptr inbounds float, ptr %arena, i64 %2011
+  %2012 = load <16 x float>, ptr %arena657, align 4
+  store <16 x float> %2012, ptr %fc2_weight_grad.t108_b0, align 64
+  %2013 = mul nsw i64 %fc2_weight_grad.k109656, 128
+  %2014 = add nsw i64 3211264, %2013
+  %2015 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2016 = add nsw i64 %2014, %2015
+  %2017 = add nsw i64 %2016, 16
+  %arena658 = getelementptr inbounds float, ptr %arena, i64 %2017
+  %2018 = load <16 x float>, ptr %arena658, align 4
+  store <16 x float> %2018, ptr %fc2_weight_grad.t108_b1, align 64
+  %2019 = mul nsw i64 %fc2_weight_grad.k109656, 128
+  %2020 = add nsw i64 3211264, %2019
+  %2021 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2022 = add nsw i64 %2020, %2021
+  %2023 = add nsw i64 %2022, 32
+  %arena659 = getelementptr inbounds float, ptr %arena, i64 %2023
+  %2024 = load <16 x float>, ptr %arena659, align 4
+  store <16 x float> %2024, ptr %fc2_weight_grad.t108_b2, align 64
+  %2025 = mul nsw i64 %fc2_weight_grad.k109656, 128
+  %2026 = add nsw i64 3211264, %2025
+  %2027 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2028 = add nsw i64 %2026, %2027
+  %2029 = add nsw i64 %2028, 48
+  %arena660 = getelementptr inbounds float, ptr %arena, i64 %2029
+  %2030 = load <16 x float>, ptr %arena660, align 4
+  store <16 x float> %2030, ptr %fc2_weight_grad.t108_b3, align 64
+  %2031 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2032 = add nsw i64 3220112, %2031
+  %2033 = mul nsw i64 %fc2_weight_grad.k109656, 10
+  %2034 = add nsw i64 %2032, %2033
+  %arena661 = getelementptr inbounds float, ptr %arena, i64 %2034
+  %2035 = load float, ptr %arena661, align 4
+  %2036 = insertelement <16 x float> undef, float %2035, i32 0
+  %2037 = shufflevector <16 x float> %2036, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2037, ptr %fc2_weight_grad.t108_a0, align 64
+  %t108_a0 = load <16 x float>, ptr %fc2_weight_grad.t108_a0, align 64
+  %t108_b0 = load <16 x float>, ptr %fc2_weight_grad.t108_b0, align 64
+  %t108_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t108_c0_0, align 64
+  %2038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a0, <16 x float> %t108_b0, <16 x float> %t108_c0_0)
+  store <16 x float> %2038, ptr %fc2_weight_grad.t108_c0_0, align 64
+  %t108_a0662 = load <16 x float>, ptr %fc2_weight_grad.t108_a0, align 64
+  %t108_b1 = load <16 x float>, ptr %fc2_weight_grad.t108_b1, align 64
+  %t108_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t108_c0_1, align 64
+  %2039 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a0662, <16 x float> %t108_b1, <16 x float> %t108_c0_1)
+  store <16 x float> %2039, ptr %fc2_weight_grad.t108_c0_1, align 64
+  %t108_a0663 = load <16 x float>, ptr %fc2_weight_grad.t108_a0, align 64
+  %t108_b2 = load <16 x float>, ptr %fc2_weight_grad.t108_b2, align 64
+  %t108_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t108_c0_2, align 64
+  %2040 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a0663, <16 x float> %t108_b2, <16 x float> %t108_c0_2)
+  store <16 x float> %2040, ptr %fc2_weight_grad.t108_c0_2, align 64
+  %t108_a0664 = load <16 x float>, ptr %fc2_weight_grad.t108_a0, align 64
+  %t108_b3 = load <16 x float>, ptr %fc2_weight_grad.t108_b3, align 64
+  %t108_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t108_c0_3, align 64
+  %2041 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a0664, <16 x float> %t108_b3, <16 x float> %t108_c0_3)
+  store <16 x float> %2041, ptr %fc2_weight_grad.t108_c0_3, align 64
+  %2042 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2043 = add nsw i64 %2042, 1
+  %2044 = add nsw i64 3220112, %2043
+  %2045 = mul nsw i64 %fc2_weight_grad.k109656, 10
+  %2046 = add nsw i64 %2044, %2045
+  %arena665 = getelementptr inbounds float, ptr %arena, i64 %2046
+  %2047 = load float, ptr %arena665, align 4
+  %2048 = insertelement <16 x float> undef, float %2047, i32 0
+  %2049 = shufflevector <16 x float> %2048, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2049, ptr %fc2_weight_grad.t108_a1, align 64
+  %t108_a1 = load <16 x float>, ptr %fc2_weight_grad.t108_a1, align 64
+  %t108_b0666 = load <16 x float>, ptr %fc2_weight_grad.t108_b0, align 64
+  %t108_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t108_c1_0, align 64
+  %2050 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a1, <16 x float> %t108_b0666, <16 x float> %t108_c1_0)
+  store <16 x float> %2050, ptr %fc2_weight_grad.t108_c1_0, align 64
+  %t108_a1667 = load <16 x float>, ptr %fc2_weight_grad.t108_a1, align 64
+  %t108_b1668 = load <16 x float>, ptr %fc2_weight_grad.t108_b1, align 64
+  %t108_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t108_c1_1, align 64
+  %2051 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a1667, <16 x float> %t108_b1668, <16 x float> %t108_c1_1)
+  store <16 x float> %2051, ptr %fc2_weight_grad.t108_c1_1, align 64
+  %t108_a1669 = load <16 x float>, ptr %fc2_weight_grad.t108_a1, align 64
+  %t108_b2670 = load <16 x float>, ptr %fc2_weight_grad.t108_b2, align 64
+  %t108_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t108_c1_2, align 64
+  %2052 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a1669, <16 x float> %t108_b2670, <16 x float> %t108_c1_2)
+  store <16 x float> %2052, ptr %fc2_weight_grad.t108_c1_2, align 64
+  %t108_a1671 = load <16 x float>, ptr %fc2_weight_grad.t108_a1, align 64
+  %t108_b3672 = load <16 x float>, ptr %fc2_weight_grad.t108_b3, align 64
+  %t108_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t108_c1_3, align 64
+  %2053 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a1671, <16 x float> %t108_b3672, <16 x float> %t108_c1_3)
+  store <16 x float> %2053, ptr %fc2_weight_grad.t108_c1_3, align 64
+  %2054 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2055 = add nsw i64 %2054, 2
+  %2056 = add nsw i64 3220112, %2055
+  %2057 = mul nsw i64 %fc2_weight_grad.k109656, 10
+  %2058 = add nsw i64 %2056, %2057
+  %arena673 = getelementptr inbounds float, ptr %arena, i64 %2058
+  %2059 = load float, ptr %arena673, align 4
+  %2060 = insertelement <16 x float> undef, float %2059, i32 0
+  %2061 = shufflevector <16 x float> %2060, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2061, ptr %fc2_weight_grad.t108_a2, align 64
+  %t108_a2 = load <16 x float>, ptr %fc2_weight_grad.t108_a2, align 64
+  %t108_b0674 = load <16 x float>, ptr %fc2_weight_grad.t108_b0, align 64
+  %t108_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t108_c2_0, align 64
+  %2062 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a2, <16 x float> %t108_b0674, <16 x float> %t108_c2_0)
+  store <16 x float> %2062, ptr %fc2_weight_grad.t108_c2_0, align 64
+  %t108_a2675 = load <16 x float>, ptr %fc2_weight_grad.t108_a2, align 64
+  %t108_b1676 = load <16 x float>, ptr %fc2_weight_grad.t108_b1, align 64
+  %t108_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t108_c2_1, align 64
+  %2063 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a2675, <16 x float> %t108_b1676, <16 x float> %t108_c2_1)
+  store <16 x float> %2063, ptr %fc2_weight_grad.t108_c2_1, align 64
+  %t108_a2677 = load <16 x float>, ptr %fc2_weight_grad.t108_a2, align 64
+  %t108_b2678 = load <16 x float>, ptr %fc2_weight_grad.t108_b2, align 64
+  %t108_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t108_c2_2, align 64
+  %2064 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a2677, <16 x float> %t108_b2678, <16 x float> %t108_c2_2)
+  store <16 x float> %2064, ptr %fc2_weight_grad.t108_c2_2, align 64
+  %t108_a2679 = load <16 x float>, ptr %fc2_weight_grad.t108_a2, align 64
+  %t108_b3680 = load <16 x float>, ptr %fc2_weight_grad.t108_b3, align 64
+  %t108_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t108_c2_3, align 64
+  %2065 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a2679, <16 x float> %t108_b3680, <16 x float> %t108_c2_3)
+  store <16 x float> %2065, ptr %fc2_weight_grad.t108_c2_3, align 64
+  %2066 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2067 = add nsw i64 %2066, 3
+  %2068 = add nsw i64 3220112, %2067
+  %2069 = mul nsw i64 %fc2_weight_grad.k109656, 10
+  %2070 = add nsw i64 %2068, %2069
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2070
+  %2071 = load float, ptr %arena681, align 4
+  %2072 = insertelement <16 x float> undef, float %2071, i32 0
+  %2073 = shufflevector <16 x float> %2072, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2073, ptr %fc2_weight_grad.t108_a3, align 64
+  %t108_a3 = load <16 x float>, ptr %fc2_weight_grad.t108_a3, align 64
+  %t108_b0682 = load <16 x float>, ptr %fc2_weight_grad.t108_b0, align 64
+  %t108_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t108_c3_0, align 64
+  %2074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a3, <16 x float> %t108_b0682, <16 x float> %t108_c3_0)
+  store <16 x float> %2074, ptr %fc2_weight_grad.t108_c3_0, align 64
+  %t108_a3683 = load <16 x float>, ptr %fc2_weight_grad.t108_a3, align 64
+  %t108_b1684 = load <16 x float>, ptr %fc2_weight_grad.t108_b1, align 64
+  %t108_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t108_c3_1, align 64
+  %2075 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a3683, <16 x float> %t108_b1684, <16 x float> %t108_c3_1)
+  store <16 x float> %2075, ptr %fc2_weight_grad.t108_c3_1, align 64
+  %t108_a3685 = load <16 x float>, ptr %fc2_weight_grad.t108_a3, align 64
+  %t108_b2686 = load <16 x float>, ptr %fc2_weight_grad.t108_b2, align 64
+  %t108_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t108_c3_2, align 64
+  %2076 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a3685, <16 x float> %t108_b2686, <16 x float> %t108_c3_2)
+  store <16 x float> %2076, ptr %fc2_weight_grad.t108_c3_2, align 64
+  %t108_a3687 = load <16 x float>, ptr %fc2_weight_grad.t108_a3, align 64
+  %t108_b3688 = load <16 x float>, ptr %fc2_weight_grad.t108_b3, align 64
+  %t108_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t108_c3_3, align 64
+  %2077 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a3687, <16 x float> %t108_b3688, <16 x float> %t108_c3_3)
+  store <16 x float> %2077, ptr %fc2_weight_grad.t108_c3_3, align 64
+  %2078 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2079 = add nsw i64 %2078, 4
+  %2080 = add nsw i64 3220112, %2079
+  %2081 = mul nsw i64 %fc2_weight_grad.k109656, 10
+  %2082 = add nsw i64 %2080, %2081
+  %arena689 = getelementptr inbounds float, ptr %arena, i64 %2082
+  %2083 = load float, ptr %arena689, align 4
+  %2084 = insertelement <16 x float> undef, float %2083, i32 0
+  %2085 = shufflevector <16 x float> %2084, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2085, ptr %fc2_weight_grad.t108_a4, align 64
+  %t108_a4 = load <16 x float>, ptr %fc2_weight_grad.t108_a4, align 64
+  %t108_b0690 = load <16 x float>, ptr %fc2_weight_grad.t108_b0, align 64
+  %t108_c4_0 = load <16 x float>, ptr %fc2_weight_grad.t108_c4_0, align 64
+  %2086 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a4, <16 x float> %t108_b0690, <16 x float> %t108_c4_0)
+  store <16 x float> %2086, ptr %fc2_weight_grad.t108_c4_0, align 64
+  %t108_a4691 = load <16 x float>, ptr %fc2_weight_grad.t108_a4, align 64
+  %t108_b1692 = load <16 x float>, ptr %fc2_weight_grad.t108_b1, align 64
+  %t108_c4_1 = load <16 x float>, ptr %fc2_weight_grad.t108_c4_1, align 64
+  %2087 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a4691, <16 x float> %t108_b1692, <16 x float> %t108_c4_1)
+  store <16 x float> %2087, ptr %fc2_weight_grad.t108_c4_1, align 64
+  %t108_a4693 = load <16 x float>, ptr %fc2_weight_grad.t108_a4, align 64
+  %t108_b2694 = load <16 x float>, ptr %fc2_weight_grad.t108_b2, align 64
+  %t108_c4_2 = load <16 x float>, ptr %fc2_weight_grad.t108_c4_2, align 64
+  %2088 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a4693, <16 x float> %t108_b2694, <16 x float> %t108_c4_2)
+  store <16 x float> %2088, ptr %fc2_weight_grad.t108_c4_2, align 64
+  %t108_a4695 = load <16 x float>, ptr %fc2_weight_grad.t108_a4, align 64
+  %t108_b3696 = load <16 x float>, ptr %fc2_weight_grad.t108_b3, align 64
+  %t108_c4_3 = load <16 x float>, ptr %fc2_weight_grad.t108_c4_3, align 64
+  %2089 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a4695, <16 x float> %t108_b3696, <16 x float> %t108_c4_3)
+  store <16 x float> %2089, ptr %fc2_weight_grad.t108_c4_3, align 64
+  %2090 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2091 = add nsw i64 %2090, 5
+  %2092 = add nsw i64 3220112, %2091
+  %2093 = mul nsw i64 %fc2_weight_grad.k109656, 10
+  %2094 = add nsw i64 %2092, %2093
+  %arena697 = getelementptr inbounds float, ptr %arena, i64 %2094
+  %2095 = load float, ptr %arena697, align 4
+  %2096 = insertelement <16 x float> undef, float %2095, i32 0
+  %2097 = shufflevector <16 x float> %2096, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2097, ptr %fc2_weight_grad.t108_a5, align 64
+  %t108_a5 = load <16 x float>, ptr %fc2_weight_grad.t108_a5, align 64
+  %t108_b0698 = load <16 x float>, ptr %fc2_weight_grad.t108_b0, align 64
+  %t108_c5_0 = load <16 x float>, ptr %fc2_weight_grad.t108_c5_0, align 64
+  %2098 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a5, <16 x float> %t108_b0698, <16 x float> %t108_c5_0)
+  store <16 x float> %2098, ptr %fc2_weight_grad.t108_c5_0, align 64
+  %t108_a5699 = load <16 x float>, ptr %fc2_weight_grad.t108_a5, align 64
+  %t108_b1700 = load <16 x float>, ptr %fc2_weight_grad.t108_b1, align 64
+  %t108_c5_1 = load <16 x float>, ptr %fc2_weight_grad.t108_c5_1, align 64
+  %2099 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a5699, <16 x float> %t108_b1700, <16 x float> %t108_c5_1)
+  store <16 x float> %2099, ptr %fc2_weight_grad.t108_c5_1, align 64
+  %t108_a5701 = load <16 x float>, ptr %fc2_weight_grad.t108_a5, align 64
+  %t108_b2702 = load <16 x float>, ptr %fc2_weight_grad.t108_b2, align 64
+  %t108_c5_2 = load <16 x float>, ptr %fc2_weight_grad.t108_c5_2, align 64
+  %2100 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a5701, <16 x float> %t108_b2702, <16 x float> %t108_c5_2)
+  store <16 x float> %2100, ptr %fc2_weight_grad.t108_c5_2, align 64
+  %t108_a5703 = load <16 x float>, ptr %fc2_weight_grad.t108_a5, align 64
+  %t108_b3704 = load <16 x float>, ptr %fc2_weight_grad.t108_b3, align 64
+  %t108_c5_3 = load <16 x float>, ptr %fc2_weight_grad.t108_c5_3, align 64
+  %2101 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t108_a5703, <16 x float> %t108_b3704, <16 x float> %t108_c5_3)
+  store <16 x float> %2101, ptr %fc2_weight_grad.t108_c5_3, align 64
+  %k109.next = add nsw i64 %fc2_weight_grad.k109656, 1
+  %2102 = icmp slt i64 %k109.next, 64
+  br i1 %2102, label %fc2_weight_grad.k109, label %fc2_weight_grad.k109.end
+
+fc2_weight_grad.k109.end:                         ; preds = %fc2_weight_grad.k109
+  %t108_c0_0705 = load <16 x float>, ptr %fc2_weight_grad.t108_c0_0, align 64
+  %2103 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2104 = mul nsw i64 %2103, 128
+  %2105 = add nsw i64 1624576, %2104
+  %2106 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2107 = add nsw i64 %2105, %2106
+  %grads706 = getelementptr inbounds float, ptr %grads, i64 %2107
+  store <16 x float> %t108_c0_0705, ptr %grads706, align 4
+  %t108_c0_1707 = load <16 x float>, ptr %fc2_weight_grad.t108_c0_1, align 64
+  %2108 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2109 = mul nsw i64 %2108, 128
+  %2110 = add nsw i64 1624576, %2109
+  %2111 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2112 = add nsw i64 %2110, %2111
+  %2113 = add nsw i64 %2112, 16
+  %grads708 = getelementptr inbounds float, ptr %grads, i64 %2113
+  store <16 x float> %t108_c0_1707, ptr %grads708, align 4
+  %t108_c0_2709 = load <16 x float>, ptr %fc2_weight_grad.t108_c0_2, align 64
+  %2114 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2115 = mul nsw i64 %2114, 128
+  %2116 = add nsw i64 1624576, %2115
+  %2117 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2118 = add nsw i64 %2116, %2117
+  %2119 = add nsw i64 %2118, 32
+  %grads710 = getelementptr inbounds float, ptr %grads, i64 %2119
+  store <16 x float> %t108_c0_2709, ptr %grads710, align 4
+  %t108_c0_3711 = load <16 x float>, ptr %fc2_weight_grad.t108_c0_3, align 64
+  %2120 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2121 = mul nsw i64 %2120, 128
+  %2122 = add nsw i64 1624576, %2121
+  %2123 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2124 = add nsw i64 %2122, %2123
+  %2125 = add nsw i64 %2124, 48
+  %grads712 = getelementptr inbounds float, ptr %grads, i64 %2125
+  store <16 x float> %t108_c0_3711, ptr %grads712, align 4
+  %t108_c1_0713 = load <16 x float>, ptr %fc2_weight_grad.t108_c1_0, align 64
+  %2126 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2127 = add nsw i64 %2126, 1
+  %2128 = mul nsw i64 %2127, 128
+  %2129 = add nsw i64 1624576, %2128
+  %2130 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2131 = add nsw i64 %2129, %2130
+  %grads714 = getelementptr inbounds float, ptr %grads, i64 %2131
+  store <16 x float> %t108_c1_0713, ptr %grads714, align 4
+  %t108_c1_1715 = load <16 x float>, ptr %fc2_weight_grad.t108_c1_1, align 64
+  %2132 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2133 = add nsw i64 %2132, 1
+  %2134 = mul nsw i64 %2133, 128
+  %2135 = add nsw i64 1624576, %2134
+  %2136 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2137 = add nsw i64 %2135, %2136
+  %2138 = add nsw i64 %2137, 16
+  %grads716 = getelementptr inbounds float, ptr %grads, i64 %2138
+  store <16 x float> %t108_c1_1715, ptr %grads716, align 4
+  %t108_c1_2717 = load <16 x float>, ptr %fc2_weight_grad.t108_c1_2, align 64
+  %2139 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2140 = add nsw i64 %2139, 1
+  %2141 = mul nsw i64 %2140, 128
+  %2142 = add nsw i64 1624576, %2141
+  %2143 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2144 = add nsw i64 %2142, %2143
+  %2145 = add nsw i64 %2144, 32
+  %grads718 = getelementptr inbounds float, ptr %grads, i64 %2145
+  store <16 x float> %t108_c1_2717, ptr %grads718, align 4
+  %t108_c1_3719 = load <16 x float>, ptr %fc2_weight_grad.t108_c1_3, align 64
+  %2146 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2147 = add nsw i64 %2146, 1
+  %2148 = mul nsw i64 %2147, 128
+  %2149 = add nsw i64 1624576, %2148
+  %2150 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2151 = add nsw i64 %2149, %2150
+  %2152 = add nsw i64 %2151, 48
+  %grads720 = getelementptr inbounds float, ptr %grads, i64 %2152
+  store <16 x float> %t108_c1_3719, ptr %grads720, align 4
+  %t108_c2_0721 = load <16 x float>, ptr %fc2_weight_grad.t108_c2_0, align 64
+  %2153 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2154 = add nsw i64 %2153, 2
+  %2155 = mul nsw i64 %2154, 128
+  %2156 = add nsw i64 1624576, %2155
+  %2157 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2158 = add nsw i64 %2156, %2157
+  %grads722 = getelementptr inbounds float, ptr %grads, i64 %2158
+  store <16 x float> %t108_c2_0721, ptr %grads722, align 4
+  %t108_c2_1723 = load <16 x float>, ptr %fc2_weight_grad.t108_c2_1, align 64
+  %2159 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2160 = add nsw i64 %2159, 2
+  %2161 = mul nsw i64 %2160, 128
+  %2162 = add nsw i64 1624576, %2161
+  %2163 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2164 = add nsw i64 %2162, %2163
+  %2165 = add nsw i64 %2164, 16
+  %grads724 = getelementptr inbounds float, ptr %grads, i64 %2165
+  store <16 x float> %t108_c2_1723, ptr %grads724, align 4
+  %t108_c2_2725 = load <16 x float>, ptr %fc2_weight_grad.t108_c2_2, align 64
+  %2166 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2167 = add nsw i64 %2166, 2
+  %2168 = mul nsw i64 %2167, 128
+  %2169 = add nsw i64 1624576, %2168
+  %2170 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2171 = add nsw i64 %2169, %2170
+  %2172 = add nsw i64 %2171, 32
+  %grads726 = getelementptr inbounds float, ptr %grads, i64 %2172
+  store <16 x float> %t108_c2_2725, ptr %grads726, align 4
+  %t108_c2_3727 = load <16 x float>, ptr %fc2_weight_grad.t108_c2_3, align 64
+  %2173 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2174 = add nsw i64 %2173, 2
+  %2175 = mul nsw i64 %2174, 128
+  %2176 = add nsw i64 1624576, %2175
+  %2177 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2178 = add nsw i64 %2176, %2177
+  %2179 = add nsw i64 %2178, 48
+  %grads728 = getelementptr inbounds float, ptr %grads, i64 %2179
+  store <16 x float> %t108_c2_3727, ptr %grads728, align 4
+  %t108_c3_0729 = load <16 x float>, ptr %fc2_weight_grad.t108_c3_0, align 64
+  %2180 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2181 = add nsw i64 %2180, 3
+  %2182 = mul nsw i64 %2181, 128
+  %2183 = add nsw i64 1624576, %2182
+  %2184 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2185 = add nsw i64 %2183, %2184
+  %grads730 = getelementptr inbounds float, ptr %grads, i64 %2185
+  store <16 x float> %t108_c3_0729, ptr %grads730, align 4
+  %t108_c3_1731 = load <16 x float>, ptr %fc2_weight_grad.t108_c3_1, align 64
+  %2186 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2187 = add nsw i64 %2186, 3
+  %2188 = mul nsw i64 %2187, 128
+  %2189 = add nsw i64 1624576, %2188
+  %2190 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2191 = add nsw i64 %2189, %2190
+  %2192 = add nsw i64 %2191, 16
+  %grads732 = getelementptr inbounds float, ptr %grads, i64 %2192
+  store <16 x float> %t108_c3_1731, ptr %grads732, align 4
+  %t108_c3_2733 = load <16 x float>, ptr %fc2_weight_grad.t108_c3_2, align 64
+  %2193 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2194 = add nsw i64 %2193, 3
+  %2195 = mul nsw i64 %2194, 128
+  %2196 = add nsw i64 1624576, %2195
+  %2197 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2198 = add nsw i64 %2196, %2197
+  %2199 = add nsw i64 %2198, 32
+  %grads734 = getelementptr inbounds float, ptr %grads, i64 %2199
+  store <16 x float> %t108_c3_2733, ptr %grads734, align 4
+  %t108_c3_3735 = load <16 x float>, ptr %fc2_weight_grad.t108_c3_3, align 64
+  %2200 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2201 = add nsw i64 %2200, 3
+  %2202 = mul nsw i64 %2201, 128
+  %2203 = add nsw i64 1624576, %2202
+  %2204 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2205 = add nsw i64 %2203, %2204
+  %2206 = add nsw i64 %2205, 48
+  %grads736 = getelementptr inbounds float, ptr %grads, i64 %2206
+  store <16 x float> %t108_c3_3735, ptr %grads736, align 4
+  %t108_c4_0737 = load <16 x float>, ptr %fc2_weight_grad.t108_c4_0, align 64
+  %2207 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2208 = add nsw i64 %2207, 4
+  %2209 = mul nsw i64 %2208, 128
+  %2210 = add nsw i64 1624576, %2209
+  %2211 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2212 = add nsw i64 %2210, %2211
+  %grads738 = getelementptr inbounds float, ptr %grads, i64 %2212
+  store <16 x float> %t108_c4_0737, ptr %grads738, align 4
+  %t108_c4_1739 = load <16 x float>, ptr %fc2_weight_grad.t108_c4_1, align 64
+  %2213 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2214 = add nsw i64 %2213, 4
+  %2215 = mul nsw i64 %2214, 128
+  %2216 = add nsw i64 1624576, %2215
+  %2217 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2218 = add nsw i64 %2216, %2217
+  %2219 = add nsw i64 %2218, 16
+  %grads740 = getelementptr inbounds float, ptr %grads, i64 %2219
+  store <16 x float> %t108_c4_1739, ptr %grads740, align 4
+  %t108_c4_2741 = load <16 x float>, ptr %fc2_weight_grad.t108_c4_2, align 64
+  %2220 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2221 = add nsw i64 %2220, 4
+  %2222 = mul nsw i64 %2221, 128
+  %2223 = add nsw i64 1624576, %2222
+  %2224 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2225 = add nsw i64 %2223, %2224
+  %2226 = add nsw i64 %2225, 32
+  %grads742 = getelementptr inbounds float, ptr %grads, i64 %2226
+  store <16 x float> %t108_c4_2741, ptr %grads742, align 4
+  %t108_c4_3743 = load <16 x float>, ptr %fc2_weight_grad.t108_c4_3, align 64
+  %2227 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2228 = add nsw i64 %2227, 4
+  %2229 = mul nsw i64 %2228, 128
+  %2230 = add nsw i64 1624576, %2229
+  %2231 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2232 = add nsw i64 %2230, %2231
+  %2233 = add nsw i64 %2232, 48
+  %grads744 = getelementptr inbounds float, ptr %grads, i64 %2233
+  store <16 x float> %t108_c4_3743, ptr %grads744, align 4
+  %t108_c5_0745 = load <16 x float>, ptr %fc2_weight_grad.t108_c5_0, align 64
+  %2234 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2235 = add nsw i64 %2234, 5
+  %2236 = mul nsw i64 %2235, 128
+  %2237 = add nsw i64 1624576, %2236
+  %2238 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2239 = add nsw i64 %2237, %2238
+  %grads746 = getelementptr inbounds float, ptr %grads, i64 %2239
+  store <16 x float> %t108_c5_0745, ptr %grads746, align 4
+  %t108_c5_1747 = load <16 x float>, ptr %fc2_weight_grad.t108_c5_1, align 64
+  %2240 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2241 = add nsw i64 %2240, 5
+  %2242 = mul nsw i64 %2241, 128
+  %2243 = add nsw i64 1624576, %2242
+  %2244 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2245 = add nsw i64 %2243, %2244
+  %2246 = add nsw i64 %2245, 16
+  %grads748 = getelementptr inbounds float, ptr %grads, i64 %2246
+  store <16 x float> %t108_c5_1747, ptr %grads748, align 4
+  %t108_c5_2749 = load <16 x float>, ptr %fc2_weight_grad.t108_c5_2, align 64
+  %2247 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2248 = add nsw i64 %2247, 5
+  %2249 = mul nsw i64 %2248, 128
+  %2250 = add nsw i64 1624576, %2249
+  %2251 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2252 = add nsw i64 %2250, %2251
+  %2253 = add nsw i64 %2252, 32
+  %grads750 = getelementptr inbounds float, ptr %grads, i64 %2253
+  store <16 x float> %t108_c5_2749, ptr %grads750, align 4
+  %t108_c5_3751 = load <16 x float>, ptr %fc2_weight_grad.t108_c5_3, align 64
+  %2254 = mul nsw i64 %fc2_weight_grad.mb107655, 6
+  %2255 = add nsw i64 %2254, 5
+  %2256 = mul nsw i64 %2255, 128
+  %2257 = add nsw i64 1624576, %2256
+  %2258 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2259 = add nsw i64 %2257, %2258
+  %2260 = add nsw i64 %2259, 48
+  %grads752 = getelementptr inbounds float, ptr %grads, i64 %2260
+  store <16 x float> %t108_c5_3751, ptr %grads752, align 4
+  %mb107.next = add nsw i64 %fc2_weight_grad.mb107655, 1
+  %2261 = icmp slt i64 %mb107.next, 1
+  br i1 %2261, label %fc2_weight_grad.mb107, label %fc2_weight_grad.mb107.end
+
+fc2_weight_grad.k111:                             ; preds = %fc2_weight_grad.k111, %fc2_weight_grad.mb107.end
+  %fc2_weight_grad.k111753 = phi i64 [ 0, %fc2_weight_grad.mb107.end ], [ %k111.next, %fc2_weight_grad.k111 ]
+  %2262 = mul nsw i64 %fc2_weight_grad.k111753, 128
+  %2263 = add nsw i64 3211264, %2262
+  %2264 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2265 = add nsw i64 %2263, %2264
+  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2265
+  %2266 = load <16 x float>, ptr %arena754, align 4
+  store <16 x float> %2266, ptr %fc2_weight_grad.t110_b0, align 64
+  %2267 = mul nsw i64 %fc2_weight_grad.k111753, 128
+  %2268 = add nsw i64 3211264, %2267
+  %2269 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2270 = add nsw i64 %2268, %2269
+  %2271 = add nsw i64 %2270, 16
+  %arena755 = getelementptr inbounds float, ptr %arena, i64 %2271
+  %2272 = load <16 x float>, ptr %arena755, align 4
+  store <16 x float> %2272, ptr %fc2_weight_grad.t110_b1, align 64
+  %2273 = mul nsw i64 %fc2_weight_grad.k111753, 128
+  %2274 = add nsw i64 3211264, %2273
+  %2275 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2276 = add nsw i64 %2274, %2275
+  %2277 = add nsw i64 %2276, 32
+  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2277
+  %2278 = load <16 x float>, ptr %arena756, align 4
+  store <16 x float> %2278, ptr %fc2_weight_grad.t110_b2, align 64
+  %2279 = mul nsw i64 %fc2_weight_grad.k111753, 128
+  %2280 = add nsw i64 3211264, %2279
+  %2281 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2282 = add nsw i64 %2280, %2281
+  %2283 = add nsw i64 %2282, 48
+  %arena757 = getelementptr inbounds float, ptr %arena, i64 %2283
+  %2284 = load <16 x float>, ptr %arena757, align 4
+  store <16 x float> %2284, ptr %fc2_weight_grad.t110_b3, align 64
+  %2285 = mul nsw i64 %fc2_weight_grad.k111753, 10
+  %2286 = add nsw i64 3220118, %2285
+  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2286
+  %2287 = load float, ptr %arena758, align 4
+  %2288 = insertelement <16 x float> undef, float %2287, i32 0
+  %2289 = shufflevector <16 x float> %2288, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2289, ptr %fc2_weight_grad.t110_a0, align 64
+  %t110_a0 = load <16 x float>, ptr %fc2_weight_grad.t110_a0, align 64
+  %t110_b0 = load <16 x float>, ptr %fc2_weight_grad.t110_b0, align 64
+  %t110_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t110_c0_0, align 64
+  %2290 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a0, <16 x float> %t110_b0, <16 x float> %t110_c0_0)
+  store <16 x float> %2290, ptr %fc2_weight_grad.t110_c0_0, align 64
+  %t110_a0759 = load <16 x float>, ptr %fc2_weight_grad.t110_a0, align 64
+  %t110_b1 = load <16 x float>, ptr %fc2_weight_grad.t110_b1, align 64
+  %t110_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t110_c0_1, align 64
+  %2291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a0759, <16 x float> %t110_b1, <16 x float> %t110_c0_1)
+  store <16 x float> %2291, ptr %fc2_weight_grad.t110_c0_1, align 64
+  %t110_a0760 = load <16 x float>, ptr %fc2_weight_grad.t110_a0, align 64
+  %t110_b2 = load <16 x float>, ptr %fc2_weight_grad.t110_b2, align 64
+  %t110_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t110_c0_2, align 64
+  %2292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a0760, <16 x float> %t110_b2, <16 x float> %t110_c0_2)
+  store <16 x float> %2292, ptr %fc2_weight_grad.t110_c0_2, align 64
+  %t110_a0761 = load <16 x float>, ptr %fc2_weight_grad.t110_a0, align 64
+  %t110_b3 = load <16 x float>, ptr %fc2_weight_grad.t110_b3, align 64
+  %t110_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t110_c0_3, align 64
+  %2293 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a0761, <16 x float> %t110_b3, <16 x float> %t110_c0_3)
+  store <16 x float> %2293, ptr %fc2_weight_grad.t110_c0_3, align 64
+  %2294 = mul nsw i64 %fc2_weight_grad.k111753, 10
+  %2295 = add nsw i64 3220119, %2294
+  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2295
+  %2296 = load float, ptr %arena762, align 4
+  %2297 = insertelement <16 x float> undef, float %2296, i32 0
+  %2298 = shufflevector <16 x float> %2297, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2298, ptr %fc2_weight_grad.t110_a1, align 64
+  %t110_a1 = load <16 x float>, ptr %fc2_weight_grad.t110_a1, align 64
+  %t110_b0763 = load <16 x float>, ptr %fc2_weight_grad.t110_b0, align 64
+  %t110_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t110_c1_0, align 64
+  %2299 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a1, <16 x float> %t110_b0763, <16 x float> %t110_c1_0)
+  store <16 x float> %2299, ptr %fc2_weight_grad.t110_c1_0, align 64
+  %t110_a1764 = load <16 x float>, ptr %fc2_weight_grad.t110_a1, align 64
+  %t110_b1765 = load <16 x float>, ptr %fc2_weight_grad.t110_b1, align 64
+  %t110_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t110_c1_1, align 64
+  %2300 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a1764, <16 x float> %t110_b1765, <16 x float> %t110_c1_1)
+  store <16 x float> %2300, ptr %fc2_weight_grad.t110_c1_1, align 64
+  %t110_a1766 = load <16 x float>, ptr %fc2_weight_grad.t110_a1, align 64
+  %t110_b2767 = load <16 x float>, ptr %fc2_weight_grad.t110_b2, align 64
+  %t110_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t110_c1_2, align 64
+  %2301 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a1766, <16 x float> %t110_b2767, <16 x float> %t110_c1_2)
+  store <16 x float> %2301, ptr %fc2_weight_grad.t110_c1_2, align 64
+  %t110_a1768 = load <16 x float>, ptr %fc2_weight_grad.t110_a1, align 64
+  %t110_b3769 = load <16 x float>, ptr %fc2_weight_grad.t110_b3, align 64
+  %t110_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t110_c1_3, align 64
+  %2302 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a1768, <16 x float> %t110_b3769, <16 x float> %t110_c1_3)
+  store <16 x float> %2302, ptr %fc2_weight_grad.t110_c1_3, align 64
+  %2303 = mul nsw i64 %fc2_weight_grad.k111753, 10
+  %2304 = add nsw i64 3220120, %2303
+  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2304
+  %2305 = load float, ptr %arena770, align 4
+  %2306 = insertelement <16 x float> undef, float %2305, i32 0
+  %2307 = shufflevector <16 x float> %2306, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2307, ptr %fc2_weight_grad.t110_a2, align 64
+  %t110_a2 = load <16 x float>, ptr %fc2_weight_grad.t110_a2, align 64
+  %t110_b0771 = load <16 x float>, ptr %fc2_weight_grad.t110_b0, align 64
+  %t110_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t110_c2_0, align 64
+  %2308 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a2, <16 x float> %t110_b0771, <16 x float> %t110_c2_0)
+  store <16 x float> %2308, ptr %fc2_weight_grad.t110_c2_0, align 64
+  %t110_a2772 = load <16 x float>, ptr %fc2_weight_grad.t110_a2, align 64
+  %t110_b1773 = load <16 x float>, ptr %fc2_weight_grad.t110_b1, align 64
+  %t110_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t110_c2_1, align 64
+  %2309 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a2772, <16 x float> %t110_b1773, <16 x float> %t110_c2_1)
+  store <16 x float> %2309, ptr %fc2_weight_grad.t110_c2_1, align 64
+  %t110_a2774 = load <16 x float>, ptr %fc2_weight_grad.t110_a2, align 64
+  %t110_b2775 = load <16 x float>, ptr %fc2_weight_grad.t110_b2, align 64
+  %t110_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t110_c2_2, align 64
+  %2310 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a2774, <16 x float> %t110_b2775, <16 x float> %t110_c2_2)
+  store <16 x float> %2310, ptr %fc2_weight_grad.t110_c2_2, align 64
+  %t110_a2776 = load <16 x float>, ptr %fc2_weight_grad.t110_a2, align 64
+  %t110_b3777 = load <16 x float>, ptr %fc2_weight_grad.t110_b3, align 64
+  %t110_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t110_c2_3, align 64
+  %2311 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a2776, <16 x float> %t110_b3777, <16 x float> %t110_c2_3)
+  store <16 x float> %2311, ptr %fc2_weight_grad.t110_c2_3, align 64
+  %2312 = mul nsw i64 %fc2_weight_grad.k111753, 10
+  %2313 = add nsw i64 3220121, %2312
+  %arena778 = getelementptr inbounds float, ptr %arena, i64 %2313
+  %2314 = load float, ptr %arena778, align 4
+  %2315 = insertelement <16 x float> undef, float %2314, i32 0
+  %2316 = shufflevector <16 x float> %2315, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2316, ptr %fc2_weight_grad.t110_a3, align 64
+  %t110_a3 = load <16 x float>, ptr %fc2_weight_grad.t110_a3, align 64
+  %t110_b0779 = load <16 x float>, ptr %fc2_weight_grad.t110_b0, align 64
+  %t110_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t110_c3_0, align 64
+  %2317 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a3, <16 x float> %t110_b0779, <16 x float> %t110_c3_0)
+  store <16 x float> %2317, ptr %fc2_weight_grad.t110_c3_0, align 64
+  %t110_a3780 = load <16 x float>, ptr %fc2_weight_grad.t110_a3, align 64
+  %t110_b1781 = load <16 x float>, ptr %fc2_weight_grad.t110_b1, align 64
+  %t110_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t110_c3_1, align 64
+  %2318 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a3780, <16 x float> %t110_b1781, <16 x float> %t110_c3_1)
+  store <16 x float> %2318, ptr %fc2_weight_grad.t110_c3_1, align 64
+  %t110_a3782 = load <16 x float>, ptr %fc2_weight_grad.t110_a3, align 64
+  %t110_b2783 = load <16 x float>, ptr %fc2_weight_grad.t110_b2, align 64
+  %t110_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t110_c3_2, align 64
+  %2319 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a3782, <16 x float> %t110_b2783, <16 x float> %t110_c3_2)
+  store <16 x float> %2319, ptr %fc2_weight_grad.t110_c3_2, align 64
+  %t110_a3784 = load <16 x float>, ptr %fc2_weight_grad.t110_a3, align 64
+  %t110_b3785 = load <16 x float>, ptr %fc2_weight_grad.t110_b3, align 64
+  %t110_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t110_c3_3, align 64
+  %2320 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t110_a3784, <16 x float> %t110_b3785, <16 x float> %t110_c3_3)
+  store <16 x float> %2320, ptr %fc2_weight_grad.t110_c3_3, align 64
+  %k111.next = add nsw i64 %fc2_weight_grad.k111753, 1
+  %2321 = icmp slt i64 %k111.next, 64
+  br i1 %2321, label %fc2_weight_grad.k111, label %fc2_weight_grad.k111.end
+
+fc2_weight_grad.k111.end:                         ; preds = %fc2_weight_grad.k111
+  %t110_c0_0786 = load <16 x float>, ptr %fc2_weight_grad.t110_c0_0, align 64
+  %2322 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2323 = add nsw i64 1625344, %2322
+  %grads787 = getelementptr inbounds float, ptr %grads, i64 %2323
+  store <16 x float> %t110_c0_0786, ptr %grads787, align 4
+  %t110_c0_1788 = load <16 x float>, ptr %fc2_weight_grad.t110_c0_1, align 64
+  %2324 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2325 = add nsw i64 1625344, %2324
+  %2326 = add nsw i64 %2325, 16
+  %grads789 = getelementptr inbounds float, ptr %grads, i64 %2326
+  store <16 x float> %t110_c0_1788, ptr %grads789, align 4
+  %t110_c0_2790 = load <16 x float>, ptr %fc2_weight_grad.t110_c0_2, align 64
+  %2327 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2328 = add nsw i64 1625344, %2327
+  %2329 = add nsw i64 %2328, 32
+  %grads791 = getelementptr inbounds float, ptr %grads, i64 %2329
+  store <16 x float> %t110_c0_2790, ptr %grads791, align 4
+  %t110_c0_3792 = load <16 x float>, ptr %fc2_weight_grad.t110_c0_3, align 64
+  %2330 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2331 = add nsw i64 1625344, %2330
+  %2332 = add nsw i64 %2331, 48
+  %grads793 = getelementptr inbounds float, ptr %grads, i64 %2332
+  store <16 x float> %t110_c0_3792, ptr %grads793, align 4
+  %t110_c1_0794 = load <16 x float>, ptr %fc2_weight_grad.t110_c1_0, align 64
+  %2333 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2334 = add nsw i64 1625472, %2333
+  %grads795 = getelementptr inbounds float, ptr %grads, i64 %2334
+  store <16 x float> %t110_c1_0794, ptr %grads795, align 4
+  %t110_c1_1796 = load <16 x float>, ptr %fc2_weight_grad.t110_c1_1, align 64
+  %2335 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2336 = add nsw i64 1625472, %2335
+  %2337 = add nsw i64 %2336, 16
+  %grads797 = getelementptr inbounds float, ptr %grads, i64 %2337
+  store <16 x float> %t110_c1_1796, ptr %grads797, align 4
+  %t110_c1_2798 = load <16 x float>, ptr %fc2_weight_grad.t110_c1_2, align 64
+  %2338 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2339 = add nsw i64 1625472, %2338
+  %2340 = add nsw i64 %2339, 32
+  %grads799 = getelementptr inbounds float, ptr %grads, i64 %2340
+  store <16 x float> %t110_c1_2798, ptr %grads799, align 4
+  %t110_c1_3800 = load <16 x float>, ptr %fc2_weight_grad.t110_c1_3, align 64
+  %2341 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2342 = add nsw i64 1625472, %2341
+  %2343 = add nsw i64 %2342, 48
+  %grads801 = getelementptr inbounds float, ptr %grads, i64 %2343
+  store <16 x float> %t110_c1_3800, ptr %grads801, align 4
+  %t110_c2_0802 = load <16 x float>, ptr %fc2_weight_grad.t110_c2_0, align 64
+  %2344 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2345 = add nsw i64 1625600, %2344
+  %grads803 = getelementptr inbounds float, ptr %grads, i64 %2345
+  store <16 x float> %t110_c2_0802, ptr %grads803, align 4
+  %t110_c2_1804 = load <16 x float>, ptr %fc2_weight_grad.t110_c2_1, align 64
+  %2346 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2347 = add nsw i64 1625600, %2346
+  %2348 = add nsw i64 %2347, 16
+  %grads805 = getelementptr inbounds float, ptr %grads, i64 %2348
+  store <16 x float> %t110_c2_1804, ptr %grads805, align 4
+  %t110_c2_2806 = load <16 x float>, ptr %fc2_weight_grad.t110_c2_2, align 64
+  %2349 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2350 = add nsw i64 1625600, %2349
+  %2351 = add nsw i64 %2350, 32
+  %grads807 = getelementptr inbounds float, ptr %grads, i64 %2351
+  store <16 x float> %t110_c2_2806, ptr %grads807, align 4
+  %t110_c2_3808 = load <16 x float>, ptr %fc2_weight_grad.t110_c2_3, align 64
+  %2352 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2353 = add nsw i64 1625600, %2352
+  %2354 = add nsw i64 %2353, 48
+  %grads809 = getelementptr inbounds float, ptr %grads, i64 %2354
+  store <16 x float> %t110_c2_3808, ptr %grads809, align 4
+  %t110_c3_0810 = load <16 x float>, ptr %fc2_weight_grad.t110_c3_0, align 64
+  %2355 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2356 = add nsw i64 1625728, %2355
+  %grads811 = getelementptr inbounds float, ptr %grads, i64 %2356
+  store <16 x float> %t110_c3_0810, ptr %grads811, align 4
+  %t110_c3_1812 = load <16 x float>, ptr %fc2_weight_grad.t110_c3_1, align 64
+  %2357 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2358 = add nsw i64 1625728, %2357
+  %2359 = add nsw i64 %2358, 16
+  %grads813 = getelementptr inbounds float, ptr %grads, i64 %2359
+  store <16 x float> %t110_c3_1812, ptr %grads813, align 4
+  %t110_c3_2814 = load <16 x float>, ptr %fc2_weight_grad.t110_c3_2, align 64
+  %2360 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2361 = add nsw i64 1625728, %2360
+  %2362 = add nsw i64 %2361, 32
+  %grads815 = getelementptr inbounds float, ptr %grads, i64 %2362
+  store <16 x float> %t110_c3_2814, ptr %grads815, align 4
+  %t110_c3_3816 = load <16 x float>, ptr %fc2_weight_grad.t110_c3_3, align 64
+  %2363 = mul nsw i64 %fc2_weight_grad.nb106654, 64
+  %2364 = add nsw i64 1625728, %2363
+  %2365 = add nsw i64 %2364, 48
+  %grads817 = getelementptr inbounds float, ptr %grads, i64 %2365
+  store <16 x float> %t110_c3_3816, ptr %grads817, align 4
+  %nb106.next = add nsw i64 %fc2_weight_grad.nb106654, 1
+  %2366 = icmp slt i64 %nb106.next, 2
+  br i1 %2366, label %fc2_weight_grad.nb106, label %fc2_weight_grad.nb106.end
+
+fc2_bias_grad.u112:                               ; preds = %fc2_bias_grad.n114.end, %fc2_weight_grad.nb106.end
+  %fc2_bias_grad.u112818 = phi i64 [ 0, %fc2_weight_grad.nb106.end ], [ %u112.next, %fc2_bias_grad.n114.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc113, align 4
+  br label %fc2_bias_grad.n114
+
+fc2_bias_grad.u112.end:                           ; preds = %fc2_bias_grad.n114.end
+  br label %relu3_grad.nb115
+
+fc2_bias_grad.n114:                               ; preds = %fc2_bias_grad.n114, %fc2_bias_grad.u112
+  %fc2_bias_grad.n114819 = phi i64 [ 0, %fc2_bias_grad.u112 ], [ %n114.next, %fc2_bias_grad.n114 ]
+  %acc113 = load float, ptr %fc2_bias_grad.acc113, align 4
+  %2367 = mul nsw i64 %fc2_bias_grad.n114819, 10
+  %2368 = add nsw i64 3220112, %2367
+  %2369 = add nsw i64 %2368, %fc2_bias_grad.u112818
+  %arena820 = getelementptr inbounds float, ptr %arena, i64 %2369
+  %2370 = load float, ptr %arena820, align 4
+  %2371 = fadd float %acc113, %2370
+  store float %2371, ptr %fc2_bias_grad.acc113, align 4
+  %n114.next = add nsw i64 %fc2_bias_grad.n114819, 1
+  %2372 = icmp slt i64 %n114.next, 64
+  br i1 %2372, label %fc2_bias_grad.n114, label %fc2_bias_grad.n114.end
+
+fc2_bias_grad.n114.end:                           ; preds = %fc2_bias_grad.n114
+  %acc113821 = load float, ptr %fc2_bias_grad.acc113, align 4
+  %2373 = add nsw i64 1625856, %fc2_bias_grad.u112818
+  %grads822 = getelementptr inbounds float, ptr %grads, i64 %2373
+  store float %acc113821, ptr %grads822, align 4
+  %u112.next = add nsw i64 %fc2_bias_grad.u112818, 1
+  %2374 = icmp slt i64 %u112.next, 10
+  br i1 %2374, label %fc2_bias_grad.u112, label %fc2_bias_grad.u112.end
+
+relu3_grad.nb115:                                 ; preds = %relu3_grad.k120.end, %fc2_bias_grad.u112.end
+  %relu3_grad.nb115823 = phi i64 [ 0, %fc2_bias_grad.u112.end ], [ %nb115.next, %relu3_grad.k120.end ]
+  br label %relu3_grad.mb116
+
+relu3_grad.nb115.end:                             ; preds = %relu3_grad.k120.end
+  br label %fc1_grad.i121
+
+relu3_grad.mb116:                                 ; preds = %relu3_grad.k118.end, %relu3_grad.nb115
+  %relu3_grad.mb116824 = phi i64 [ 0, %relu3_grad.nb115 ], [ %mb116.next, %relu3_grad.k118.end ]
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t117_c5_3, align 64
+  br label %relu3_grad.k118
+
+relu3_grad.mb116.end:                             ; preds = %relu3_grad.k118.end
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t119_c3_3, align 64
+  br label %relu3_grad.k120
+
+relu3_grad.k118:                                  ; preds = %relu3_grad.k118, %relu3_grad.mb116
+  %relu3_grad.k118825 = phi i64 [ 0, %relu3_grad.mb116 ], [ %k118.next, %relu3_grad.k118 ]
+  %2375 = mul nsw i64 %relu3_grad.k118825, 128
+  %2376 = add nsw i64 1624576, %2375
+  %2377 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2378 = add nsw i64 %2376, %2377
+  %params826 = getelementptr inbounds float, ptr %params, i64 %2378
+  %2379 = load <16 x float>, ptr %params826, align 4
+  store <16 x float> %2379, ptr %relu3_grad.t117_b0, align 64
+  %2380 = mul nsw i64 %relu3_grad.k118825, 128
+  %2381 = add nsw i64 1624576, %2380
+  %2382 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2383 = add nsw i64 %2381, %2382
+  %2384 = add nsw i64 %2383, 16
+  %params827 = getelementptr inbounds float, ptr %params, i64 %2384
+  %2385 = load <16 x float>, ptr %params827, align 4
+  store <16 x float> %2385, ptr %relu3_grad.t117_b1, align 64
+  %2386 = mul nsw i64 %relu3_grad.k118825, 128
+  %2387 = add nsw i64 1624576, %2386
+  %2388 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2389 = add nsw i64 %2387, %2388
+  %2390 = add nsw i64 %2389, 32
+  %params828 = getelementptr inbounds float, ptr %params, i64 %2390
+  %2391 = load <16 x float>, ptr %params828, align 4
+  store <16 x float> %2391, ptr %relu3_grad.t117_b2, align 64
+  %2392 = mul nsw i64 %relu3_grad.k118825, 128
+  %2393 = add nsw i64 1624576, %2392
+  %2394 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2395 = add nsw i64 %2393, %2394
+  %2396 = add nsw i64 %2395, 48
+  %params829 = getelementptr inbounds float, ptr %params, i64 %2396
+  %2397 = load <16 x float>, ptr %params829, align 4
+  store <16 x float> %2397, ptr %relu3_grad.t117_b3, align 64
+  %2398 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2399 = mul nsw i64 %2398, 10
+  %2400 = add nsw i64 3220112, %2399
+  %2401 = add nsw i64 %2400, %relu3_grad.k118825
+  %arena830 = getelementptr inbounds float, ptr %arena, i64 %2401
+  %2402 = load float, ptr %arena830, align 4
+  %2403 = insertelement <16 x float> undef, float %2402, i32 0
+  %2404 = shufflevector <16 x float> %2403, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2404, ptr %relu3_grad.t117_a0, align 64
+  %t117_a0 = load <16 x float>, ptr %relu3_grad.t117_a0, align 64
+  %t117_b0 = load <16 x float>, ptr %relu3_grad.t117_b0, align 64
+  %t117_c0_0 = load <16 x float>, ptr %relu3_grad.t117_c0_0, align 64
+  %2405 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a0, <16 x float> %t117_b0, <16 x float> %t117_c0_0)
+  store <16 x float> %2405, ptr %relu3_grad.t117_c0_0, align 64
+  %t117_a0831 = load <16 x float>, ptr %relu3_grad.t117_a0, align 64
+  %t117_b1 = load <16 x float>, ptr %relu3_grad.t117_b1, align 64
+  %t117_c0_1 = load <16 x float>, ptr %relu3_grad.t117_c0_1, align 64
+  %2406 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a0831, <16 x float> %t117_b1, <16 x float> %t117_c0_1)
+  store <16 x float> %2406, ptr %relu3_grad.t117_c0_1, align 64
+  %t117_a0832 = load <16 x float>, ptr %relu3_grad.t117_a0, align 64
+  %t117_b2 = load <16 x float>, ptr %relu3_grad.t117_b2, align 64
+  %t117_c0_2 = load <16 x float>, ptr %relu3_grad.t117_c0_2, align 64
+  %2407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a0832, <16 x float> %t117_b2, <16 x float> %t117_c0_2)
+  store <16 x float> %2407, ptr %relu3_grad.t117_c0_2, align 64
+  %t117_a0833 = load <16 x float>, ptr %relu3_grad.t117_a0, align 64
+  %t117_b3 = load <16 x float>, ptr %relu3_grad.t117_b3, align 64
+  %t117_c0_3 = load <16 x float>, ptr %relu3_grad.t117_c0_3, align 64
+  %2408 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a0833, <16 x float> %t117_b3, <16 x float> %t117_c0_3)
+  store <16 x float> %2408, ptr %relu3_grad.t117_c0_3, align 64
+  %2409 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2410 = add nsw i64 %2409, 1
+  %2411 = mul nsw i64 %2410, 10
+  %2412 = add nsw i64 3220112, %2411
+  %2413 = add nsw i64 %2412, %relu3_grad.k118825
+  %arena834 = getelementptr inbounds float, ptr %arena, i64 %2413
+  %2414 = load float, ptr %arena834, align 4
+  %2415 = insertelement <16 x float> undef, float %2414, i32 0
+  %2416 = shufflevector <16 x float> %2415, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2416, ptr %relu3_grad.t117_a1, align 64
+  %t117_a1 = load <16 x float>, ptr %relu3_grad.t117_a1, align 64
+  %t117_b0835 = load <16 x float>, ptr %relu3_grad.t117_b0, align 64
+  %t117_c1_0 = load <16 x float>, ptr %relu3_grad.t117_c1_0, align 64
+  %2417 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a1, <16 x float> %t117_b0835, <16 x float> %t117_c1_0)
+  store <16 x float> %2417, ptr %relu3_grad.t117_c1_0, align 64
+  %t117_a1836 = load <16 x float>, ptr %relu3_grad.t117_a1, align 64
+  %t117_b1837 = load <16 x float>, ptr %relu3_grad.t117_b1, align 64
+  %t117_c1_1 = load <16 x float>, ptr %relu3_grad.t117_c1_1, align 64
+  %2418 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a1836, <16 x float> %t117_b1837, <16 x float> %t117_c1_1)
+  store <16 x float> %2418, ptr %relu3_grad.t117_c1_1, align 64
+  %t117_a1838 = load <16 x float>, ptr %relu3_grad.t117_a1, align 64
+  %t117_b2839 = load <16 x float>, ptr %relu3_grad.t117_b2, align 64
+  %t117_c1_2 = load <16 x float>, ptr %relu3_grad.t117_c1_2, align 64
+  %2419 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a1838, <16 x float> %t117_b2839, <16 x float> %t117_c1_2)
+  store <16 x float> %2419, ptr %relu3_grad.t117_c1_2, align 64
+  %t117_a1840 = load <16 x float>, ptr %relu3_grad.t117_a1, align 64
+  %t117_b3841 = load <16 x float>, ptr %relu3_grad.t117_b3, align 64
+  %t117_c1_3 = load <16 x float>, ptr %relu3_grad.t117_c1_3, align 64
+  %2420 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a1840, <16 x float> %t117_b3841, <16 x float> %t117_c1_3)
+  store <16 x float> %2420, ptr %relu3_grad.t117_c1_3, align 64
+  %2421 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2422 = add nsw i64 %2421, 2
+  %2423 = mul nsw i64 %2422, 10
+  %2424 = add nsw i64 3220112, %2423
+  %2425 = add nsw i64 %2424, %relu3_grad.k118825
+  %arena842 = getelementptr inbounds float, ptr %arena, i64 %2425
+  %2426 = load float, ptr %arena842, align 4
+  %2427 = insertelement <16 x float> undef, float %2426, i32 0
+  %2428 = shufflevector <16 x float> %2427, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2428, ptr %relu3_grad.t117_a2, align 64
+  %t117_a2 = load <16 x float>, ptr %relu3_grad.t117_a2, align 64
+  %t117_b0843 = load <16 x float>, ptr %relu3_grad.t117_b0, align 64
+  %t117_c2_0 = load <16 x float>, ptr %relu3_grad.t117_c2_0, align 64
+  %2429 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a2, <16 x float> %t117_b0843, <16 x float> %t117_c2_0)
+  store <16 x float> %2429, ptr %relu3_grad.t117_c2_0, align 64
+  %t117_a2844 = load <16 x float>, ptr %relu3_grad.t117_a2, align 64
+  %t117_b1845 = load <16 x float>, ptr %relu3_grad.t117_b1, align 64
+  %t117_c2_1 = load <16 x float>, ptr %relu3_grad.t117_c2_1, align 64
+  %2430 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a2844, <16 x float> %t117_b1845, <16 x float> %t117_c2_1)
+  store <16 x float> %2430, ptr %relu3_grad.t117_c2_1, align 64
+  %t117_a2846 = load <16 x float>, ptr %relu3_grad.t117_a2, align 64
+  %t117_b2847 = load <16 x float>, ptr %relu3_grad.t117_b2, align 64
+  %t117_c2_2 = load <16 x float>, ptr %relu3_grad.t117_c2_2, align 64
+  %2431 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a2846, <16 x float> %t117_b2847, <16 x float> %t117_c2_2)
+  store <16 x float> %2431, ptr %relu3_grad.t117_c2_2, align 64
+  %t117_a2848 = load <16 x float>, ptr %relu3_grad.t117_a2, align 64
+  %t117_b3849 = load <16 x float>, ptr %relu3_grad.t117_b3, align 64
+  %t117_c2_3 = load <16 x float>, ptr %relu3_grad.t117_c2_3, align 64
+  %2432 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a2848, <16 x float> %t117_b3849, <16 x float> %t117_c2_3)
+  store <16 x float> %2432, ptr %relu3_grad.t117_c2_3, align 64
+  %2433 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2434 = add nsw i64 %2433, 3
+  %2435 = mul nsw i64 %2434, 10
+  %2436 = add nsw i64 3220112, %2435
+  %2437 = add nsw i64 %2436, %relu3_grad.k118825
+  %arena850 = getelementptr inbounds float, ptr %arena, i64 %2437
+  %2438 = load float, ptr %arena850, align 4
+  %2439 = insertelement <16 x float> undef, float %2438, i32 0
+  %2440 = shufflevector <16 x float> %2439, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2440, ptr %relu3_grad.t117_a3, align 64
+  %t117_a3 = load <16 x float>, ptr %relu3_grad.t117_a3, align 64
+  %t117_b0851 = load <16 x float>, ptr %relu3_grad.t117_b0, align 64
+  %t117_c3_0 = load <16 x float>, ptr %relu3_grad.t117_c3_0, align 64
+  %2441 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a3, <16 x float> %t117_b0851, <16 x float> %t117_c3_0)
+  store <16 x float> %2441, ptr %relu3_grad.t117_c3_0, align 64
+  %t117_a3852 = load <16 x float>, ptr %relu3_grad.t117_a3, align 64
+  %t117_b1853 = load <16 x float>, ptr %relu3_grad.t117_b1, align 64
+  %t117_c3_1 = load <16 x float>, ptr %relu3_grad.t117_c3_1, align 64
+  %2442 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a3852, <16 x float> %t117_b1853, <16 x float> %t117_c3_1)
+  store <16 x float> %2442, ptr %relu3_grad.t117_c3_1, align 64
+  %t117_a3854 = load <16 x float>, ptr %relu3_grad.t117_a3, align 64
+  %t117_b2855 = load <16 x float>, ptr %relu3_grad.t117_b2, align 64
+  %t117_c3_2 = load <16 x float>, ptr %relu3_grad.t117_c3_2, align 64
+  %2443 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a3854, <16 x float> %t117_b2855, <16 x float> %t117_c3_2)
+  store <16 x float> %2443, ptr %relu3_grad.t117_c3_2, align 64
+  %t117_a3856 = load <16 x float>, ptr %relu3_grad.t117_a3, align 64
+  %t117_b3857 = load <16 x float>, ptr %relu3_grad.t117_b3, align 64
+  %t117_c3_3 = load <16 x float>, ptr %relu3_grad.t117_c3_3, align 64
+  %2444 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a3856, <16 x float> %t117_b3857, <16 x float> %t117_c3_3)
+  store <16 x float> %2444, ptr %relu3_grad.t117_c3_3, align 64
+  %2445 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2446 = add nsw i64 %2445, 4
+  %2447 = mul nsw i64 %2446, 10
+  %2448 = add nsw i64 3220112, %2447
+  %2449 = add nsw i64 %2448, %relu3_grad.k118825
+  %arena858 = getelementptr inbounds float, ptr %arena, i64 %2449
+  %2450 = load float, ptr %arena858, align 4
+  %2451 = insertelement <16 x float> undef, float %2450, i32 0
+  %2452 = shufflevector <16 x float> %2451, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2452, ptr %relu3_grad.t117_a4, align 64
+  %t117_a4 = load <16 x float>, ptr %relu3_grad.t117_a4, align 64
+  %t117_b0859 = load <16 x float>, ptr %relu3_grad.t117_b0, align 64
+  %t117_c4_0 = load <16 x float>, ptr %relu3_grad.t117_c4_0, align 64
+  %2453 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a4, <16 x float> %t117_b0859, <16 x float> %t117_c4_0)
+  store <16 x float> %2453, ptr %relu3_grad.t117_c4_0, align 64
+  %t117_a4860 = load <16 x float>, ptr %relu3_grad.t117_a4, align 64
+  %t117_b1861 = load <16 x float>, ptr %relu3_grad.t117_b1, align 64
+  %t117_c4_1 = load <16 x float>, ptr %relu3_grad.t117_c4_1, align 64
+  %2454 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a4860, <16 x float> %t117_b1861, <16 x float> %t117_c4_1)
+  store <16 x float> %2454, ptr %relu3_grad.t117_c4_1, align 64
+  %t117_a4862 = load <16 x float>, ptr %relu3_grad.t117_a4, align 64
+  %t117_b2863 = load <16 x float>, ptr %relu3_grad.t117_b2, align 64
+  %t117_c4_2 = load <16 x float>, ptr %relu3_grad.t117_c4_2, align 64
+  %2455 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a4862, <16 x float> %t117_b2863, <16 x float> %t117_c4_2)
+  store <16 x float> %2455, ptr %relu3_grad.t117_c4_2, align 64
+  %t117_a4864 = load <16 x float>, ptr %relu3_grad.t117_a4, align 64
+  %t117_b3865 = load <16 x float>, ptr %relu3_grad.t117_b3, align 64
+  %t117_c4_3 = load <16 x float>, ptr %relu3_grad.t117_c4_3, align 64
+  %2456 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a4864, <16 x float> %t117_b3865, <16 x float> %t117_c4_3)
+  store <16 x float> %2456, ptr %relu3_grad.t117_c4_3, align 64
+  %2457 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2458 = add nsw i64 %2457, 5
+  %2459 = mul nsw i64 %2458, 10
+  %2460 = add nsw i64 3220112, %2459
+  %2461 = add nsw i64 %2460, %relu3_grad.k118825
+  %arena866 = getelementptr inbounds float, ptr %arena, i64 %2461
+  %2462 = load float, ptr %arena866, align 4
+  %2463 = insertelement <16 x float> undef, float %2462, i32 0
+  %2464 = shufflevector <16 x float> %2463, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2464, ptr %relu3_grad.t117_a5, align 64
+  %t117_a5 = load <16 x float>, ptr %relu3_grad.t117_a5, align 64
+  %t117_b0867 = load <16 x float>, ptr %relu3_grad.t117_b0, align 64
+  %t117_c5_0 = load <16 x float>, ptr %relu3_grad.t117_c5_0, align 64
+  %2465 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a5, <16 x float> %t117_b0867, <16 x float> %t117_c5_0)
+  store <16 x float> %2465, ptr %relu3_grad.t117_c5_0, align 64
+  %t117_a5868 = load <16 x float>, ptr %relu3_grad.t117_a5, align 64
+  %t117_b1869 = load <16 x float>, ptr %relu3_grad.t117_b1, align 64
+  %t117_c5_1 = load <16 x float>, ptr %relu3_grad.t117_c5_1, align 64
+  %2466 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a5868, <16 x float> %t117_b1869, <16 x float> %t117_c5_1)
+  store <16 x float> %2466, ptr %relu3_grad.t117_c5_1, align 64
+  %t117_a5870 = load <16 x float>, ptr %relu3_grad.t117_a5, align 64
+  %t117_b2871 = load <16 x float>, ptr %relu3_grad.t117_b2, align 64
+  %t117_c5_2 = load <16 x float>, ptr %relu3_grad.t117_c5_2, align 64
+  %2467 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a5870, <16 x float> %t117_b2871, <16 x float> %t117_c5_2)
+  store <16 x float> %2467, ptr %relu3_grad.t117_c5_2, align 64
+  %t117_a5872 = load <16 x float>, ptr %relu3_grad.t117_a5, align 64
+  %t117_b3873 = load <16 x float>, ptr %relu3_grad.t117_b3, align 64
+  %t117_c5_3 = load <16 x float>, ptr %relu3_grad.t117_c5_3, align 64
+  %2468 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t117_a5872, <16 x float> %t117_b3873, <16 x float> %t117_c5_3)
+  store <16 x float> %2468, ptr %relu3_grad.t117_c5_3, align 64
+  %k118.next = add nsw i64 %relu3_grad.k118825, 1
+  %2469 = icmp slt i64 %k118.next, 10
+  br i1 %2469, label %relu3_grad.k118, label %relu3_grad.k118.end
+
+relu3_grad.k118.end:                              ; preds = %relu3_grad.k118
+  %t117_c0_0874 = load <16 x float>, ptr %relu3_grad.t117_c0_0, align 64
+  %2470 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2471 = mul nsw i64 %2470, 128
+  %2472 = add nsw i64 3220752, %2471
+  %2473 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2474 = add nsw i64 %2472, %2473
+  %arena875 = getelementptr inbounds float, ptr %arena, i64 %2474
+  store <16 x float> %t117_c0_0874, ptr %arena875, align 4
+  %t117_c0_1876 = load <16 x float>, ptr %relu3_grad.t117_c0_1, align 64
+  %2475 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2476 = mul nsw i64 %2475, 128
+  %2477 = add nsw i64 3220752, %2476
+  %2478 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2479 = add nsw i64 %2477, %2478
+  %2480 = add nsw i64 %2479, 16
+  %arena877 = getelementptr inbounds float, ptr %arena, i64 %2480
+  store <16 x float> %t117_c0_1876, ptr %arena877, align 4
+  %t117_c0_2878 = load <16 x float>, ptr %relu3_grad.t117_c0_2, align 64
+  %2481 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2482 = mul nsw i64 %2481, 128
+  %2483 = add nsw i64 3220752, %2482
+  %2484 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2485 = add nsw i64 %2483, %2484
+  %2486 = add nsw i64 %2485, 32
+  %arena879 = getelementptr inbounds float, ptr %arena, i64 %2486
+  store <16 x float> %t117_c0_2878, ptr %arena879, align 4
+  %t117_c0_3880 = load <16 x float>, ptr %relu3_grad.t117_c0_3, align 64
+  %2487 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2488 = mul nsw i64 %2487, 128
+  %2489 = add nsw i64 3220752, %2488
+  %2490 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2491 = add nsw i64 %2489, %2490
+  %2492 = add nsw i64 %2491, 48
+  %arena881 = getelementptr inbounds float, ptr %arena, i64 %2492
+  store <16 x float> %t117_c0_3880, ptr %arena881, align 4
+  %t117_c1_0882 = load <16 x float>, ptr %relu3_grad.t117_c1_0, align 64
+  %2493 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2494 = add nsw i64 %2493, 1
+  %2495 = mul nsw i64 %2494, 128
+  %2496 = add nsw i64 3220752, %2495
+  %2497 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2498 = add nsw i64 %2496, %2497
+  %arena883 = getelementptr inbounds float, ptr %arena, i64 %2498
+  store <16 x float> %t117_c1_0882, ptr %arena883, align 4
+  %t117_c1_1884 = load <16 x float>, ptr %relu3_grad.t117_c1_1, align 64
+  %2499 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2500 = add nsw i64 %2499, 1
+  %2501 = mul nsw i64 %2500, 128
+  %2502 = add nsw i64 3220752, %2501
+  %2503 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2504 = add nsw i64 %2502, %2503
+  %2505 = add nsw i64 %2504, 16
+  %arena885 = getelementptr inbounds float, ptr %arena, i64 %2505
+  store <16 x float> %t117_c1_1884, ptr %arena885, align 4
+  %t117_c1_2886 = load <16 x float>, ptr %relu3_grad.t117_c1_2, align 64
+  %2506 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2507 = add nsw i64 %2506, 1
+  %2508 = mul nsw i64 %2507, 128
+  %2509 = add nsw i64 3220752, %2508
+  %2510 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2511 = add nsw i64 %2509, %2510
+  %2512 = add nsw i64 %2511, 32
+  %arena887 = getelementptr inbounds float, ptr %arena, i64 %2512
+  store <16 x float> %t117_c1_2886, ptr %arena887, align 4
+  %t117_c1_3888 = load <16 x float>, ptr %relu3_grad.t117_c1_3, align 64
+  %2513 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2514 = add nsw i64 %2513, 1
+  %2515 = mul nsw i64 %2514, 128
+  %2516 = add nsw i64 3220752, %2515
+  %2517 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2518 = add nsw i64 %2516, %2517
+  %2519 = add nsw i64 %2518, 48
+  %arena889 = getelementptr inbounds float, ptr %arena, i64 %2519
+  store <16 x float> %t117_c1_3888, ptr %arena889, align 4
+  %t117_c2_0890 = load <16 x float>, ptr %relu3_grad.t117_c2_0, align 64
+  %2520 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2521 = add nsw i64 %2520, 2
+  %2522 = mul nsw i64 %2521, 128
+  %2523 = add nsw i64 3220752, %2522
+  %2524 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2525 = add nsw i64 %2523, %2524
+  %arena891 = getelementptr inbounds float, ptr %arena, i64 %2525
+  store <16 x float> %t117_c2_0890, ptr %arena891, align 4
+  %t117_c2_1892 = load <16 x float>, ptr %relu3_grad.t117_c2_1, align 64
+  %2526 = mul nsw i64 %relu3_grad.mb116824, 6
   %2527 = add nsw i64 %2526, 2
-  %2528 = mul nsw i64 %2527, 50176
-  %2529 = add nsw i64 7251216, %2528
-  %2530 = mul nsw i64 %conv2_weight_grad.kp135752, 384
-  %2531 = add nsw i64 %conv2_weight_grad.k139779, %2530
-  %2532 = add nsw i64 %2529, %2531
-  %arena796 = getelementptr inbounds float, ptr %arena, i64 %2532
-  %2533 = load float, ptr %arena796, align 4
-  %2534 = insertelement <16 x float> undef, float %2533, i32 0
-  %2535 = shufflevector <16 x float> %2534, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2535, ptr %conv2_weight_grad.t138_a2, align 64
-  %t138_a2 = load <16 x float>, ptr %conv2_weight_grad.t138_a2, align 64
-  %t138_b0797 = load <16 x float>, ptr %conv2_weight_grad.t138_b0, align 64
-  %t138_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t138_c2_0, align 64
-  %2536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a2, <16 x float> %t138_b0797, <16 x float> %t138_c2_0)
-  store <16 x float> %2536, ptr %conv2_weight_grad.t138_c2_0, align 64
-  %t138_a2798 = load <16 x float>, ptr %conv2_weight_grad.t138_a2, align 64
-  %t138_b1799 = load <16 x float>, ptr %conv2_weight_grad.t138_b1, align 64
-  %t138_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t138_c2_1, align 64
-  %2537 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a2798, <16 x float> %t138_b1799, <16 x float> %t138_c2_1)
-  store <16 x float> %2537, ptr %conv2_weight_grad.t138_c2_1, align 64
-  %t138_a2800 = load <16 x float>, ptr %conv2_weight_grad.t138_a2, align 64
-  %t138_b2801 = load <16 x float>, ptr %conv2_weight_grad.t138_b2, align 64
-  %t138_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t138_c2_2, align 64
-  %2538 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a2800, <16 x float> %t138_b2801, <16 x float> %t138_c2_2)
-  store <16 x float> %2538, ptr %conv2_weight_grad.t138_c2_2, align 64
-  %t138_a2802 = load <16 x float>, ptr %conv2_weight_grad.t138_a2, align 64
-  %t138_b3803 = load <16 x float>, ptr %conv2_weight_grad.t138_b3, align 64
-  %t138_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t138_c2_3, align 64
-  %2539 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a2802, <16 x float> %t138_b3803, <16 x float> %t138_c2_3)
-  store <16 x float> %2539, ptr %conv2_weight_grad.t138_c2_3, align 64
-  %2540 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2541 = add nsw i64 %2540, 3
-  %2542 = mul nsw i64 %2541, 50176
-  %2543 = add nsw i64 7251216, %2542
-  %2544 = mul nsw i64 %conv2_weight_grad.kp135752, 384
-  %2545 = add nsw i64 %conv2_weight_grad.k139779, %2544
-  %2546 = add nsw i64 %2543, %2545
-  %arena804 = getelementptr inbounds float, ptr %arena, i64 %2546
-  %2547 = load float, ptr %arena804, align 4
-  %2548 = insertelement <16 x float> undef, float %2547, i32 0
-  %2549 = shufflevector <16 x float> %2548, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2549, ptr %conv2_weight_grad.t138_a3, align 64
-  %t138_a3 = load <16 x float>, ptr %conv2_weight_grad.t138_a3, align 64
-  %t138_b0805 = load <16 x float>, ptr %conv2_weight_grad.t138_b0, align 64
-  %t138_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t138_c3_0, align 64
-  %2550 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a3, <16 x float> %t138_b0805, <16 x float> %t138_c3_0)
-  store <16 x float> %2550, ptr %conv2_weight_grad.t138_c3_0, align 64
-  %t138_a3806 = load <16 x float>, ptr %conv2_weight_grad.t138_a3, align 64
-  %t138_b1807 = load <16 x float>, ptr %conv2_weight_grad.t138_b1, align 64
-  %t138_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t138_c3_1, align 64
-  %2551 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a3806, <16 x float> %t138_b1807, <16 x float> %t138_c3_1)
-  store <16 x float> %2551, ptr %conv2_weight_grad.t138_c3_1, align 64
-  %t138_a3808 = load <16 x float>, ptr %conv2_weight_grad.t138_a3, align 64
-  %t138_b2809 = load <16 x float>, ptr %conv2_weight_grad.t138_b2, align 64
-  %t138_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t138_c3_2, align 64
-  %2552 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a3808, <16 x float> %t138_b2809, <16 x float> %t138_c3_2)
-  store <16 x float> %2552, ptr %conv2_weight_grad.t138_c3_2, align 64
-  %t138_a3810 = load <16 x float>, ptr %conv2_weight_grad.t138_a3, align 64
-  %t138_b3811 = load <16 x float>, ptr %conv2_weight_grad.t138_b3, align 64
-  %t138_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t138_c3_3, align 64
-  %2553 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a3810, <16 x float> %t138_b3811, <16 x float> %t138_c3_3)
-  store <16 x float> %2553, ptr %conv2_weight_grad.t138_c3_3, align 64
-  %2554 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2555 = add nsw i64 %2554, 4
-  %2556 = mul nsw i64 %2555, 50176
-  %2557 = add nsw i64 7251216, %2556
-  %2558 = mul nsw i64 %conv2_weight_grad.kp135752, 384
-  %2559 = add nsw i64 %conv2_weight_grad.k139779, %2558
-  %2560 = add nsw i64 %2557, %2559
-  %arena812 = getelementptr inbounds float, ptr %arena, i64 %2560
-  %2561 = load float, ptr %arena812, align 4
-  %2562 = insertelement <16 x float> undef, float %2561, i32 0
-  %2563 = shufflevector <16 x float> %2562, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2563, ptr %conv2_weight_grad.t138_a4, align 64
-  %t138_a4 = load <16 x float>, ptr %conv2_weight_grad.t138_a4, align 64
-  %t138_b0813 = load <16 x float>, ptr %conv2_weight_grad.t138_b0, align 64
-  %t138_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t138_c4_0, align 64
-  %2564 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a4, <16 x float> %t138_b0813, <16 x float> %t138_c4_0)
-  store <16 x float> %2564, ptr %conv2_weight_grad.t138_c4_0, align 64
-  %t138_a4814 = load <16 x float>, ptr %conv2_weight_grad.t138_a4, align 64
-  %t138_b1815 = load <16 x float>, ptr %conv2_weight_grad.t138_b1, align 64
-  %t138_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t138_c4_1, align 64
-  %2565 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a4814, <16 x float> %t138_b1815, <16 x float> %t138_c4_1)
-  store <16 x float> %2565, ptr %conv2_weight_grad.t138_c4_1, align 64
-  %t138_a4816 = load <16 x float>, ptr %conv2_weight_grad.t138_a4, align 64
-  %t138_b2817 = load <16 x float>, ptr %conv2_weight_grad.t138_b2, align 64
-  %t138_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t138_c4_2, align 64
-  %2566 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a4816, <16 x float> %t138_b2817, <16 x float> %t138_c4_2)
-  store <16 x float> %2566, ptr %conv2_weight_grad.t138_c4_2, align 64
-  %t138_a4818 = load <16 x float>, ptr %conv2_weight_grad.t138_a4, align 64
-  %t138_b3819 = load <16 x float>, ptr %conv2_weight_grad.t138_b3, align 64
-  %t138_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t138_c4_3, align 64
-  %2567 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a4818, <16 x float> %t138_b3819, <16 x float> %t138_c4_3)
-  store <16 x float> %2567, ptr %conv2_weight_grad.t138_c4_3, align 64
-  %2568 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2569 = add nsw i64 %2568, 5
-  %2570 = mul nsw i64 %2569, 50176
-  %2571 = add nsw i64 7251216, %2570
-  %2572 = mul nsw i64 %conv2_weight_grad.kp135752, 384
-  %2573 = add nsw i64 %conv2_weight_grad.k139779, %2572
-  %2574 = add nsw i64 %2571, %2573
-  %arena820 = getelementptr inbounds float, ptr %arena, i64 %2574
-  %2575 = load float, ptr %arena820, align 4
-  %2576 = insertelement <16 x float> undef, float %2575, i32 0
-  %2577 = shufflevector <16 x float> %2576, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2577, ptr %conv2_weight_grad.t138_a5, align 64
-  %t138_a5 = load <16 x float>, ptr %conv2_weight_grad.t138_a5, align 64
-  %t138_b0821 = load <16 x float>, ptr %conv2_weight_grad.t138_b0, align 64
-  %t138_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t138_c5_0, align 64
-  %2578 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a5, <16 x float> %t138_b0821, <16 x float> %t138_c5_0)
-  store <16 x float> %2578, ptr %conv2_weight_grad.t138_c5_0, align 64
-  %t138_a5822 = load <16 x float>, ptr %conv2_weight_grad.t138_a5, align 64
-  %t138_b1823 = load <16 x float>, ptr %conv2_weight_grad.t138_b1, align 64
-  %t138_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t138_c5_1, align 64
-  %2579 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a5822, <16 x float> %t138_b1823, <16 x float> %t138_c5_1)
-  store <16 x float> %2579, ptr %conv2_weight_grad.t138_c5_1, align 64
-  %t138_a5824 = load <16 x float>, ptr %conv2_weight_grad.t138_a5, align 64
-  %t138_b2825 = load <16 x float>, ptr %conv2_weight_grad.t138_b2, align 64
-  %t138_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t138_c5_2, align 64
-  %2580 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a5824, <16 x float> %t138_b2825, <16 x float> %t138_c5_2)
-  store <16 x float> %2580, ptr %conv2_weight_grad.t138_c5_2, align 64
-  %t138_a5826 = load <16 x float>, ptr %conv2_weight_grad.t138_a5, align 64
-  %t138_b3827 = load <16 x float>, ptr %conv2_weight_grad.t138_b3, align 64
-  %t138_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t138_c5_3, align 64
-  %2581 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a5826, <16 x float> %t138_b3827, <16 x float> %t138_c5_3)
-  store <16 x float> %2581, ptr %conv2_weight_grad.t138_c5_3, align 64
-  %k139.next = add nsw i64 %conv2_weight_grad.k139779, 1
-  %2582 = icmp slt i64 %k139.next, 384
-  br i1 %2582, label %conv2_weight_grad.k139, label %conv2_weight_grad.k139.end
-
-conv2_weight_grad.k139.end:                       ; preds = %conv2_weight_grad.k139
-  %t138_c0_0828 = load <16 x float>, ptr %conv2_weight_grad.t138_c0_0, align 64
-  %2583 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2584 = mul nsw i64 %2583, 64
-  %2585 = add nsw i64 24913168, %2584
-  %2586 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2587 = add nsw i64 %2585, %2586
-  %arena829 = getelementptr inbounds float, ptr %arena, i64 %2587
-  store <16 x float> %t138_c0_0828, ptr %arena829, align 4
-  %t138_c0_1830 = load <16 x float>, ptr %conv2_weight_grad.t138_c0_1, align 64
-  %2588 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2589 = mul nsw i64 %2588, 64
-  %2590 = add nsw i64 24913168, %2589
-  %2591 = mul nsw i64 %conv2_weight_grad.nb136753, 64
+  %2528 = mul nsw i64 %2527, 128
+  %2529 = add nsw i64 3220752, %2528
+  %2530 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2531 = add nsw i64 %2529, %2530
+  %2532 = add nsw i64 %2531, 16
+  %arena893 = getelementptr inbounds float, ptr %arena, i64 %2532
+  store <16 x float> %t117_c2_1892, ptr %arena893, align 4
+  %t117_c2_2894 = load <16 x float>, ptr %relu3_grad.t117_c2_2, align 64
+  %2533 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2534 = add nsw i64 %2533, 2
+  %2535 = mul nsw i64 %2534, 128
+  %2536 = add nsw i64 3220752, %2535
+  %2537 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2538 = add nsw i64 %2536, %2537
+  %2539 = add nsw i64 %2538, 32
+  %arena895 = getelementptr inbounds float, ptr %arena, i64 %2539
+  store <16 x float> %t117_c2_2894, ptr %arena895, align 4
+  %t117_c2_3896 = load <16 x float>, ptr %relu3_grad.t117_c2_3, align 64
+  %2540 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2541 = add nsw i64 %2540, 2
+  %2542 = mul nsw i64 %2541, 128
+  %2543 = add nsw i64 3220752, %2542
+  %2544 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2545 = add nsw i64 %2543, %2544
+  %2546 = add nsw i64 %2545, 48
+  %arena897 = getelementptr inbounds float, ptr %arena, i64 %2546
+  store <16 x float> %t117_c2_3896, ptr %arena897, align 4
+  %t117_c3_0898 = load <16 x float>, ptr %relu3_grad.t117_c3_0, align 64
+  %2547 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2548 = add nsw i64 %2547, 3
+  %2549 = mul nsw i64 %2548, 128
+  %2550 = add nsw i64 3220752, %2549
+  %2551 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2552 = add nsw i64 %2550, %2551
+  %arena899 = getelementptr inbounds float, ptr %arena, i64 %2552
+  store <16 x float> %t117_c3_0898, ptr %arena899, align 4
+  %t117_c3_1900 = load <16 x float>, ptr %relu3_grad.t117_c3_1, align 64
+  %2553 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2554 = add nsw i64 %2553, 3
+  %2555 = mul nsw i64 %2554, 128
+  %2556 = add nsw i64 3220752, %2555
+  %2557 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2558 = add nsw i64 %2556, %2557
+  %2559 = add nsw i64 %2558, 16
+  %arena901 = getelementptr inbounds float, ptr %arena, i64 %2559
+  store <16 x float> %t117_c3_1900, ptr %arena901, align 4
+  %t117_c3_2902 = load <16 x float>, ptr %relu3_grad.t117_c3_2, align 64
+  %2560 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2561 = add nsw i64 %2560, 3
+  %2562 = mul nsw i64 %2561, 128
+  %2563 = add nsw i64 3220752, %2562
+  %2564 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2565 = add nsw i64 %2563, %2564
+  %2566 = add nsw i64 %2565, 32
+  %arena903 = getelementptr inbounds float, ptr %arena, i64 %2566
+  store <16 x float> %t117_c3_2902, ptr %arena903, align 4
+  %t117_c3_3904 = load <16 x float>, ptr %relu3_grad.t117_c3_3, align 64
+  %2567 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2568 = add nsw i64 %2567, 3
+  %2569 = mul nsw i64 %2568, 128
+  %2570 = add nsw i64 3220752, %2569
+  %2571 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2572 = add nsw i64 %2570, %2571
+  %2573 = add nsw i64 %2572, 48
+  %arena905 = getelementptr inbounds float, ptr %arena, i64 %2573
+  store <16 x float> %t117_c3_3904, ptr %arena905, align 4
+  %t117_c4_0906 = load <16 x float>, ptr %relu3_grad.t117_c4_0, align 64
+  %2574 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2575 = add nsw i64 %2574, 4
+  %2576 = mul nsw i64 %2575, 128
+  %2577 = add nsw i64 3220752, %2576
+  %2578 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2579 = add nsw i64 %2577, %2578
+  %arena907 = getelementptr inbounds float, ptr %arena, i64 %2579
+  store <16 x float> %t117_c4_0906, ptr %arena907, align 4
+  %t117_c4_1908 = load <16 x float>, ptr %relu3_grad.t117_c4_1, align 64
+  %2580 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2581 = add nsw i64 %2580, 4
+  %2582 = mul nsw i64 %2581, 128
+  %2583 = add nsw i64 3220752, %2582
+  %2584 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2585 = add nsw i64 %2583, %2584
+  %2586 = add nsw i64 %2585, 16
+  %arena909 = getelementptr inbounds float, ptr %arena, i64 %2586
+  store <16 x float> %t117_c4_1908, ptr %arena909, align 4
+  %t117_c4_2910 = load <16 x float>, ptr %relu3_grad.t117_c4_2, align 64
+  %2587 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2588 = add nsw i64 %2587, 4
+  %2589 = mul nsw i64 %2588, 128
+  %2590 = add nsw i64 3220752, %2589
+  %2591 = mul nsw i64 %relu3_grad.nb115823, 64
   %2592 = add nsw i64 %2590, %2591
-  %2593 = add nsw i64 %2592, 16
-  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2593
-  store <16 x float> %t138_c0_1830, ptr %arena831, align 4
-  %t138_c0_2832 = load <16 x float>, ptr %conv2_weight_grad.t138_c0_2, align 64
-  %2594 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2595 = mul nsw i64 %2594, 64
-  %2596 = add nsw i64 24913168, %2595
-  %2597 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2598 = add nsw i64 %2596, %2597
-  %2599 = add nsw i64 %2598, 32
-  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2599
-  store <16 x float> %t138_c0_2832, ptr %arena833, align 4
-  %t138_c0_3834 = load <16 x float>, ptr %conv2_weight_grad.t138_c0_3, align 64
-  %2600 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2601 = mul nsw i64 %2600, 64
-  %2602 = add nsw i64 24913168, %2601
-  %2603 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2604 = add nsw i64 %2602, %2603
-  %2605 = add nsw i64 %2604, 48
-  %arena835 = getelementptr inbounds float, ptr %arena, i64 %2605
-  store <16 x float> %t138_c0_3834, ptr %arena835, align 4
-  %t138_c1_0836 = load <16 x float>, ptr %conv2_weight_grad.t138_c1_0, align 64
-  %2606 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2607 = add nsw i64 %2606, 1
-  %2608 = mul nsw i64 %2607, 64
-  %2609 = add nsw i64 24913168, %2608
-  %2610 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2611 = add nsw i64 %2609, %2610
-  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2611
-  store <16 x float> %t138_c1_0836, ptr %arena837, align 4
-  %t138_c1_1838 = load <16 x float>, ptr %conv2_weight_grad.t138_c1_1, align 64
-  %2612 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2613 = add nsw i64 %2612, 1
-  %2614 = mul nsw i64 %2613, 64
-  %2615 = add nsw i64 24913168, %2614
-  %2616 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2617 = add nsw i64 %2615, %2616
-  %2618 = add nsw i64 %2617, 16
-  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2618
-  store <16 x float> %t138_c1_1838, ptr %arena839, align 4
-  %t138_c1_2840 = load <16 x float>, ptr %conv2_weight_grad.t138_c1_2, align 64
-  %2619 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2620 = add nsw i64 %2619, 1
-  %2621 = mul nsw i64 %2620, 64
-  %2622 = add nsw i64 24913168, %2621
-  %2623 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2624 = add nsw i64 %2622, %2623
-  %2625 = add nsw i64 %2624, 32
-  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2625
-  store <16 x float> %t138_c1_2840, ptr %arena841, align 4
-  %t138_c1_3842 = load <16 x float>, ptr %conv2_weight_grad.t138_c1_3, align 64
-  %2626 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2627 = add nsw i64 %2626, 1
-  %2628 = mul nsw i64 %2627, 64
-  %2629 = add nsw i64 24913168, %2628
-  %2630 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2631 = add nsw i64 %2629, %2630
-  %2632 = add nsw i64 %2631, 48
-  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2632
-  store <16 x float> %t138_c1_3842, ptr %arena843, align 4
-  %t138_c2_0844 = load <16 x float>, ptr %conv2_weight_grad.t138_c2_0, align 64
-  %2633 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2634 = add nsw i64 %2633, 2
-  %2635 = mul nsw i64 %2634, 64
-  %2636 = add nsw i64 24913168, %2635
-  %2637 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2638 = add nsw i64 %2636, %2637
-  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2638
-  store <16 x float> %t138_c2_0844, ptr %arena845, align 4
-  %t138_c2_1846 = load <16 x float>, ptr %conv2_weight_grad.t138_c2_1, align 64
-  %2639 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2640 = add nsw i64 %2639, 2
-  %2641 = mul nsw i64 %2640, 64
-  %2642 = add nsw i64 24913168, %2641
-  %2643 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2644 = add nsw i64 %2642, %2643
-  %2645 = add nsw i64 %2644, 16
-  %arena847 = getelementptr inbounds float, ptr %arena, i64 %2645
-  store <16 x float> %t138_c2_1846, ptr %arena847, align 4
-  %t138_c2_2848 = load <16 x float>, ptr %conv2_weight_grad.t138_c2_2, align 64
-  %2646 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2647 = add nsw i64 %2646, 2
-  %2648 = mul nsw i64 %2647, 64
-  %2649 = add nsw i64 24913168, %2648
-  %2650 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2651 = add nsw i64 %2649, %2650
-  %2652 = add nsw i64 %2651, 32
-  %arena849 = getelementptr inbounds float, ptr %arena, i64 %2652
-  store <16 x float> %t138_c2_2848, ptr %arena849, align 4
-  %t138_c2_3850 = load <16 x float>, ptr %conv2_weight_grad.t138_c2_3, align 64
-  %2653 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2654 = add nsw i64 %2653, 2
-  %2655 = mul nsw i64 %2654, 64
-  %2656 = add nsw i64 24913168, %2655
-  %2657 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2658 = add nsw i64 %2656, %2657
-  %2659 = add nsw i64 %2658, 48
-  %arena851 = getelementptr inbounds float, ptr %arena, i64 %2659
-  store <16 x float> %t138_c2_3850, ptr %arena851, align 4
-  %t138_c3_0852 = load <16 x float>, ptr %conv2_weight_grad.t138_c3_0, align 64
-  %2660 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2661 = add nsw i64 %2660, 3
-  %2662 = mul nsw i64 %2661, 64
-  %2663 = add nsw i64 24913168, %2662
-  %2664 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2665 = add nsw i64 %2663, %2664
-  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2665
-  store <16 x float> %t138_c3_0852, ptr %arena853, align 4
-  %t138_c3_1854 = load <16 x float>, ptr %conv2_weight_grad.t138_c3_1, align 64
-  %2666 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2667 = add nsw i64 %2666, 3
-  %2668 = mul nsw i64 %2667, 64
-  %2669 = add nsw i64 24913168, %2668
-  %2670 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2671 = add nsw i64 %2669, %2670
-  %2672 = add nsw i64 %2671, 16
-  %arena855 = getelementptr inbounds float, ptr %arena, i64 %2672
-  store <16 x float> %t138_c3_1854, ptr %arena855, align 4
-  %t138_c3_2856 = load <16 x float>, ptr %conv2_weight_grad.t138_c3_2, align 64
-  %2673 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2674 = add nsw i64 %2673, 3
-  %2675 = mul nsw i64 %2674, 64
-  %2676 = add nsw i64 24913168, %2675
-  %2677 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2678 = add nsw i64 %2676, %2677
-  %2679 = add nsw i64 %2678, 32
-  %arena857 = getelementptr inbounds float, ptr %arena, i64 %2679
-  store <16 x float> %t138_c3_2856, ptr %arena857, align 4
-  %t138_c3_3858 = load <16 x float>, ptr %conv2_weight_grad.t138_c3_3, align 64
-  %2680 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2681 = add nsw i64 %2680, 3
-  %2682 = mul nsw i64 %2681, 64
-  %2683 = add nsw i64 24913168, %2682
-  %2684 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2685 = add nsw i64 %2683, %2684
-  %2686 = add nsw i64 %2685, 48
-  %arena859 = getelementptr inbounds float, ptr %arena, i64 %2686
-  store <16 x float> %t138_c3_3858, ptr %arena859, align 4
-  %t138_c4_0860 = load <16 x float>, ptr %conv2_weight_grad.t138_c4_0, align 64
-  %2687 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2688 = add nsw i64 %2687, 4
-  %2689 = mul nsw i64 %2688, 64
-  %2690 = add nsw i64 24913168, %2689
-  %2691 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2692 = add nsw i64 %2690, %2691
-  %arena861 = getelementptr inbounds float, ptr %arena, i64 %2692
-  store <16 x float> %t138_c4_0860, ptr %arena861, align 4
-  %t138_c4_1862 = load <16 x float>, ptr %conv2_weight_grad.t138_c4_1, align 64
-  %2693 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2694 = add nsw i64 %2693, 4
-  %2695 = mul nsw i64 %2694, 64
-  %2696 = add nsw i64 24913168, %2695
-  %2697 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2698 = add nsw i64 %2696, %2697
-  %2699 = add nsw i64 %2698, 16
-  %arena863 = getelementptr inbounds float, ptr %arena, i64 %2699
-  store <16 x float> %t138_c4_1862, ptr %arena863, align 4
-  %t138_c4_2864 = load <16 x float>, ptr %conv2_weight_grad.t138_c4_2, align 64
-  %2700 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2701 = add nsw i64 %2700, 4
-  %2702 = mul nsw i64 %2701, 64
-  %2703 = add nsw i64 24913168, %2702
-  %2704 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2705 = add nsw i64 %2703, %2704
-  %2706 = add nsw i64 %2705, 32
-  %arena865 = getelementptr inbounds float, ptr %arena, i64 %2706
-  store <16 x float> %t138_c4_2864, ptr %arena865, align 4
-  %t138_c4_3866 = load <16 x float>, ptr %conv2_weight_grad.t138_c4_3, align 64
-  %2707 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2708 = add nsw i64 %2707, 4
-  %2709 = mul nsw i64 %2708, 64
-  %2710 = add nsw i64 24913168, %2709
-  %2711 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2712 = add nsw i64 %2710, %2711
-  %2713 = add nsw i64 %2712, 48
-  %arena867 = getelementptr inbounds float, ptr %arena, i64 %2713
-  store <16 x float> %t138_c4_3866, ptr %arena867, align 4
-  %t138_c5_0868 = load <16 x float>, ptr %conv2_weight_grad.t138_c5_0, align 64
-  %2714 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2715 = add nsw i64 %2714, 5
-  %2716 = mul nsw i64 %2715, 64
-  %2717 = add nsw i64 24913168, %2716
-  %2718 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2719 = add nsw i64 %2717, %2718
-  %arena869 = getelementptr inbounds float, ptr %arena, i64 %2719
-  store <16 x float> %t138_c5_0868, ptr %arena869, align 4
-  %t138_c5_1870 = load <16 x float>, ptr %conv2_weight_grad.t138_c5_1, align 64
-  %2720 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2721 = add nsw i64 %2720, 5
-  %2722 = mul nsw i64 %2721, 64
-  %2723 = add nsw i64 24913168, %2722
-  %2724 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2725 = add nsw i64 %2723, %2724
-  %2726 = add nsw i64 %2725, 16
-  %arena871 = getelementptr inbounds float, ptr %arena, i64 %2726
-  store <16 x float> %t138_c5_1870, ptr %arena871, align 4
-  %t138_c5_2872 = load <16 x float>, ptr %conv2_weight_grad.t138_c5_2, align 64
-  %2727 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2728 = add nsw i64 %2727, 5
-  %2729 = mul nsw i64 %2728, 64
-  %2730 = add nsw i64 24913168, %2729
-  %2731 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2732 = add nsw i64 %2730, %2731
-  %2733 = add nsw i64 %2732, 32
-  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2733
-  store <16 x float> %t138_c5_2872, ptr %arena873, align 4
-  %t138_c5_3874 = load <16 x float>, ptr %conv2_weight_grad.t138_c5_3, align 64
-  %2734 = mul nsw i64 %conv2_weight_grad.mb137754, 6
-  %2735 = add nsw i64 %2734, 5
-  %2736 = mul nsw i64 %2735, 64
-  %2737 = add nsw i64 24913168, %2736
-  %2738 = mul nsw i64 %conv2_weight_grad.nb136753, 64
-  %2739 = add nsw i64 %2737, %2738
-  %2740 = add nsw i64 %2739, 48
-  %arena875 = getelementptr inbounds float, ptr %arena, i64 %2740
-  store <16 x float> %t138_c5_3874, ptr %arena875, align 4
-  %mb137.next = add nsw i64 %conv2_weight_grad.mb137754, 1
-  %2741 = icmp slt i64 %mb137.next, 48
-  br i1 %2741, label %conv2_weight_grad.mb137, label %conv2_weight_grad.mb137.end
+  %2593 = add nsw i64 %2592, 32
+  %arena911 = getelementptr inbounds float, ptr %arena, i64 %2593
+  store <16 x float> %t117_c4_2910, ptr %arena911, align 4
+  %t117_c4_3912 = load <16 x float>, ptr %relu3_grad.t117_c4_3, align 64
+  %2594 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2595 = add nsw i64 %2594, 4
+  %2596 = mul nsw i64 %2595, 128
+  %2597 = add nsw i64 3220752, %2596
+  %2598 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2599 = add nsw i64 %2597, %2598
+  %2600 = add nsw i64 %2599, 48
+  %arena913 = getelementptr inbounds float, ptr %arena, i64 %2600
+  store <16 x float> %t117_c4_3912, ptr %arena913, align 4
+  %t117_c5_0914 = load <16 x float>, ptr %relu3_grad.t117_c5_0, align 64
+  %2601 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2602 = add nsw i64 %2601, 5
+  %2603 = mul nsw i64 %2602, 128
+  %2604 = add nsw i64 3220752, %2603
+  %2605 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2606 = add nsw i64 %2604, %2605
+  %arena915 = getelementptr inbounds float, ptr %arena, i64 %2606
+  store <16 x float> %t117_c5_0914, ptr %arena915, align 4
+  %t117_c5_1916 = load <16 x float>, ptr %relu3_grad.t117_c5_1, align 64
+  %2607 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2608 = add nsw i64 %2607, 5
+  %2609 = mul nsw i64 %2608, 128
+  %2610 = add nsw i64 3220752, %2609
+  %2611 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2612 = add nsw i64 %2610, %2611
+  %2613 = add nsw i64 %2612, 16
+  %arena917 = getelementptr inbounds float, ptr %arena, i64 %2613
+  store <16 x float> %t117_c5_1916, ptr %arena917, align 4
+  %t117_c5_2918 = load <16 x float>, ptr %relu3_grad.t117_c5_2, align 64
+  %2614 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2615 = add nsw i64 %2614, 5
+  %2616 = mul nsw i64 %2615, 128
+  %2617 = add nsw i64 3220752, %2616
+  %2618 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2619 = add nsw i64 %2617, %2618
+  %2620 = add nsw i64 %2619, 32
+  %arena919 = getelementptr inbounds float, ptr %arena, i64 %2620
+  store <16 x float> %t117_c5_2918, ptr %arena919, align 4
+  %t117_c5_3920 = load <16 x float>, ptr %relu3_grad.t117_c5_3, align 64
+  %2621 = mul nsw i64 %relu3_grad.mb116824, 6
+  %2622 = add nsw i64 %2621, 5
+  %2623 = mul nsw i64 %2622, 128
+  %2624 = add nsw i64 3220752, %2623
+  %2625 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2626 = add nsw i64 %2624, %2625
+  %2627 = add nsw i64 %2626, 48
+  %arena921 = getelementptr inbounds float, ptr %arena, i64 %2627
+  store <16 x float> %t117_c5_3920, ptr %arena921, align 4
+  %mb116.next = add nsw i64 %relu3_grad.mb116824, 1
+  %2628 = icmp slt i64 %mb116.next, 10
+  br i1 %2628, label %relu3_grad.mb116, label %relu3_grad.mb116.end
 
-conv2_weight_grad.nb140:                          ; preds = %conv2_weight_grad.mb141.end, %conv2_weight_grad.kp135.end
-  %conv2_weight_grad.nb140876 = phi i64 [ 0, %conv2_weight_grad.kp135.end ], [ %nb140.next, %conv2_weight_grad.mb141.end ]
-  br label %conv2_weight_grad.mb141
+relu3_grad.k120:                                  ; preds = %relu3_grad.k120, %relu3_grad.mb116.end
+  %relu3_grad.k120922 = phi i64 [ 0, %relu3_grad.mb116.end ], [ %k120.next, %relu3_grad.k120 ]
+  %2629 = mul nsw i64 %relu3_grad.k120922, 128
+  %2630 = add nsw i64 1624576, %2629
+  %2631 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2632 = add nsw i64 %2630, %2631
+  %params923 = getelementptr inbounds float, ptr %params, i64 %2632
+  %2633 = load <16 x float>, ptr %params923, align 4
+  store <16 x float> %2633, ptr %relu3_grad.t119_b0, align 64
+  %2634 = mul nsw i64 %relu3_grad.k120922, 128
+  %2635 = add nsw i64 1624576, %2634
+  %2636 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2637 = add nsw i64 %2635, %2636
+  %2638 = add nsw i64 %2637, 16
+  %params924 = getelementptr inbounds float, ptr %params, i64 %2638
+  %2639 = load <16 x float>, ptr %params924, align 4
+  store <16 x float> %2639, ptr %relu3_grad.t119_b1, align 64
+  %2640 = mul nsw i64 %relu3_grad.k120922, 128
+  %2641 = add nsw i64 1624576, %2640
+  %2642 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2643 = add nsw i64 %2641, %2642
+  %2644 = add nsw i64 %2643, 32
+  %params925 = getelementptr inbounds float, ptr %params, i64 %2644
+  %2645 = load <16 x float>, ptr %params925, align 4
+  store <16 x float> %2645, ptr %relu3_grad.t119_b2, align 64
+  %2646 = mul nsw i64 %relu3_grad.k120922, 128
+  %2647 = add nsw i64 1624576, %2646
+  %2648 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2649 = add nsw i64 %2647, %2648
+  %2650 = add nsw i64 %2649, 48
+  %params926 = getelementptr inbounds float, ptr %params, i64 %2650
+  %2651 = load <16 x float>, ptr %params926, align 4
+  store <16 x float> %2651, ptr %relu3_grad.t119_b3, align 64
+  %2652 = add nsw i64 3220712, %relu3_grad.k120922
+  %arena927 = getelementptr inbounds float, ptr %arena, i64 %2652
+  %2653 = load float, ptr %arena927, align 4
+  %2654 = insertelement <16 x float> undef, float %2653, i32 0
+  %2655 = shufflevector <16 x float> %2654, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2655, ptr %relu3_grad.t119_a0, align 64
+  %t119_a0 = load <16 x float>, ptr %relu3_grad.t119_a0, align 64
+  %t119_b0 = load <16 x float>, ptr %relu3_grad.t119_b0, align 64
+  %t119_c0_0 = load <16 x float>, ptr %relu3_grad.t119_c0_0, align 64
+  %2656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a0, <16 x float> %t119_b0, <16 x float> %t119_c0_0)
+  store <16 x float> %2656, ptr %relu3_grad.t119_c0_0, align 64
+  %t119_a0928 = load <16 x float>, ptr %relu3_grad.t119_a0, align 64
+  %t119_b1 = load <16 x float>, ptr %relu3_grad.t119_b1, align 64
+  %t119_c0_1 = load <16 x float>, ptr %relu3_grad.t119_c0_1, align 64
+  %2657 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a0928, <16 x float> %t119_b1, <16 x float> %t119_c0_1)
+  store <16 x float> %2657, ptr %relu3_grad.t119_c0_1, align 64
+  %t119_a0929 = load <16 x float>, ptr %relu3_grad.t119_a0, align 64
+  %t119_b2 = load <16 x float>, ptr %relu3_grad.t119_b2, align 64
+  %t119_c0_2 = load <16 x float>, ptr %relu3_grad.t119_c0_2, align 64
+  %2658 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a0929, <16 x float> %t119_b2, <16 x float> %t119_c0_2)
+  store <16 x float> %2658, ptr %relu3_grad.t119_c0_2, align 64
+  %t119_a0930 = load <16 x float>, ptr %relu3_grad.t119_a0, align 64
+  %t119_b3 = load <16 x float>, ptr %relu3_grad.t119_b3, align 64
+  %t119_c0_3 = load <16 x float>, ptr %relu3_grad.t119_c0_3, align 64
+  %2659 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a0930, <16 x float> %t119_b3, <16 x float> %t119_c0_3)
+  store <16 x float> %2659, ptr %relu3_grad.t119_c0_3, align 64
+  %2660 = add nsw i64 3220722, %relu3_grad.k120922
+  %arena931 = getelementptr inbounds float, ptr %arena, i64 %2660
+  %2661 = load float, ptr %arena931, align 4
+  %2662 = insertelement <16 x float> undef, float %2661, i32 0
+  %2663 = shufflevector <16 x float> %2662, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2663, ptr %relu3_grad.t119_a1, align 64
+  %t119_a1 = load <16 x float>, ptr %relu3_grad.t119_a1, align 64
+  %t119_b0932 = load <16 x float>, ptr %relu3_grad.t119_b0, align 64
+  %t119_c1_0 = load <16 x float>, ptr %relu3_grad.t119_c1_0, align 64
+  %2664 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a1, <16 x float> %t119_b0932, <16 x float> %t119_c1_0)
+  store <16 x float> %2664, ptr %relu3_grad.t119_c1_0, align 64
+  %t119_a1933 = load <16 x float>, ptr %relu3_grad.t119_a1, align 64
+  %t119_b1934 = load <16 x float>, ptr %relu3_grad.t119_b1, align 64
+  %t119_c1_1 = load <16 x float>, ptr %relu3_grad.t119_c1_1, align 64
+  %2665 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a1933, <16 x float> %t119_b1934, <16 x float> %t119_c1_1)
+  store <16 x float> %2665, ptr %relu3_grad.t119_c1_1, align 64
+  %t119_a1935 = load <16 x float>, ptr %relu3_grad.t119_a1, align 64
+  %t119_b2936 = load <16 x float>, ptr %relu3_grad.t119_b2, align 64
+  %t119_c1_2 = load <16 x float>, ptr %relu3_grad.t119_c1_2, align 64
+  %2666 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a1935, <16 x float> %t119_b2936, <16 x float> %t119_c1_2)
+  store <16 x float> %2666, ptr %relu3_grad.t119_c1_2, align 64
+  %t119_a1937 = load <16 x float>, ptr %relu3_grad.t119_a1, align 64
+  %t119_b3938 = load <16 x float>, ptr %relu3_grad.t119_b3, align 64
+  %t119_c1_3 = load <16 x float>, ptr %relu3_grad.t119_c1_3, align 64
+  %2667 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a1937, <16 x float> %t119_b3938, <16 x float> %t119_c1_3)
+  store <16 x float> %2667, ptr %relu3_grad.t119_c1_3, align 64
+  %2668 = add nsw i64 3220732, %relu3_grad.k120922
+  %arena939 = getelementptr inbounds float, ptr %arena, i64 %2668
+  %2669 = load float, ptr %arena939, align 4
+  %2670 = insertelement <16 x float> undef, float %2669, i32 0
+  %2671 = shufflevector <16 x float> %2670, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2671, ptr %relu3_grad.t119_a2, align 64
+  %t119_a2 = load <16 x float>, ptr %relu3_grad.t119_a2, align 64
+  %t119_b0940 = load <16 x float>, ptr %relu3_grad.t119_b0, align 64
+  %t119_c2_0 = load <16 x float>, ptr %relu3_grad.t119_c2_0, align 64
+  %2672 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a2, <16 x float> %t119_b0940, <16 x float> %t119_c2_0)
+  store <16 x float> %2672, ptr %relu3_grad.t119_c2_0, align 64
+  %t119_a2941 = load <16 x float>, ptr %relu3_grad.t119_a2, align 64
+  %t119_b1942 = load <16 x float>, ptr %relu3_grad.t119_b1, align 64
+  %t119_c2_1 = load <16 x float>, ptr %relu3_grad.t119_c2_1, align 64
+  %2673 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a2941, <16 x float> %t119_b1942, <16 x float> %t119_c2_1)
+  store <16 x float> %2673, ptr %relu3_grad.t119_c2_1, align 64
+  %t119_a2943 = load <16 x float>, ptr %relu3_grad.t119_a2, align 64
+  %t119_b2944 = load <16 x float>, ptr %relu3_grad.t119_b2, align 64
+  %t119_c2_2 = load <16 x float>, ptr %relu3_grad.t119_c2_2, align 64
+  %2674 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a2943, <16 x float> %t119_b2944, <16 x float> %t119_c2_2)
+  store <16 x float> %2674, ptr %relu3_grad.t119_c2_2, align 64
+  %t119_a2945 = load <16 x float>, ptr %relu3_grad.t119_a2, align 64
+  %t119_b3946 = load <16 x float>, ptr %relu3_grad.t119_b3, align 64
+  %t119_c2_3 = load <16 x float>, ptr %relu3_grad.t119_c2_3, align 64
+  %2675 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a2945, <16 x float> %t119_b3946, <16 x float> %t119_c2_3)
+  store <16 x float> %2675, ptr %relu3_grad.t119_c2_3, align 64
+  %2676 = add nsw i64 3220742, %relu3_grad.k120922
+  %arena947 = getelementptr inbounds float, ptr %arena, i64 %2676
+  %2677 = load float, ptr %arena947, align 4
+  %2678 = insertelement <16 x float> undef, float %2677, i32 0
+  %2679 = shufflevector <16 x float> %2678, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2679, ptr %relu3_grad.t119_a3, align 64
+  %t119_a3 = load <16 x float>, ptr %relu3_grad.t119_a3, align 64
+  %t119_b0948 = load <16 x float>, ptr %relu3_grad.t119_b0, align 64
+  %t119_c3_0 = load <16 x float>, ptr %relu3_grad.t119_c3_0, align 64
+  %2680 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a3, <16 x float> %t119_b0948, <16 x float> %t119_c3_0)
+  store <16 x float> %2680, ptr %relu3_grad.t119_c3_0, align 64
+  %t119_a3949 = load <16 x float>, ptr %relu3_grad.t119_a3, align 64
+  %t119_b1950 = load <16 x float>, ptr %relu3_grad.t119_b1, align 64
+  %t119_c3_1 = load <16 x float>, ptr %relu3_grad.t119_c3_1, align 64
+  %2681 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a3949, <16 x float> %t119_b1950, <16 x float> %t119_c3_1)
+  store <16 x float> %2681, ptr %relu3_grad.t119_c3_1, align 64
+  %t119_a3951 = load <16 x float>, ptr %relu3_grad.t119_a3, align 64
+  %t119_b2952 = load <16 x float>, ptr %relu3_grad.t119_b2, align 64
+  %t119_c3_2 = load <16 x float>, ptr %relu3_grad.t119_c3_2, align 64
+  %2682 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a3951, <16 x float> %t119_b2952, <16 x float> %t119_c3_2)
+  store <16 x float> %2682, ptr %relu3_grad.t119_c3_2, align 64
+  %t119_a3953 = load <16 x float>, ptr %relu3_grad.t119_a3, align 64
+  %t119_b3954 = load <16 x float>, ptr %relu3_grad.t119_b3, align 64
+  %t119_c3_3 = load <16 x float>, ptr %relu3_grad.t119_c3_3, align 64
+  %2683 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t119_a3953, <16 x float> %t119_b3954, <16 x float> %t119_c3_3)
+  store <16 x float> %2683, ptr %relu3_grad.t119_c3_3, align 64
+  %k120.next = add nsw i64 %relu3_grad.k120922, 1
+  %2684 = icmp slt i64 %k120.next, 10
+  br i1 %2684, label %relu3_grad.k120, label %relu3_grad.k120.end
 
-conv2_weight_grad.nb140.end:                      ; preds = %conv2_weight_grad.mb141.end
-  %g117.next = add nsw i64 %conv2_weight_grad.g117690, 1
-  %2742 = icmp slt i64 %g117.next, 1
-  br i1 %2742, label %conv2_weight_grad.g117, label %conv2_weight_grad.g117.end
+relu3_grad.k120.end:                              ; preds = %relu3_grad.k120
+  %t119_c0_0955 = load <16 x float>, ptr %relu3_grad.t119_c0_0, align 64
+  %2685 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2686 = add nsw i64 3228432, %2685
+  %arena956 = getelementptr inbounds float, ptr %arena, i64 %2686
+  store <16 x float> %t119_c0_0955, ptr %arena956, align 4
+  %t119_c0_1957 = load <16 x float>, ptr %relu3_grad.t119_c0_1, align 64
+  %2687 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2688 = add nsw i64 3228432, %2687
+  %2689 = add nsw i64 %2688, 16
+  %arena958 = getelementptr inbounds float, ptr %arena, i64 %2689
+  store <16 x float> %t119_c0_1957, ptr %arena958, align 4
+  %t119_c0_2959 = load <16 x float>, ptr %relu3_grad.t119_c0_2, align 64
+  %2690 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2691 = add nsw i64 3228432, %2690
+  %2692 = add nsw i64 %2691, 32
+  %arena960 = getelementptr inbounds float, ptr %arena, i64 %2692
+  store <16 x float> %t119_c0_2959, ptr %arena960, align 4
+  %t119_c0_3961 = load <16 x float>, ptr %relu3_grad.t119_c0_3, align 64
+  %2693 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2694 = add nsw i64 3228432, %2693
+  %2695 = add nsw i64 %2694, 48
+  %arena962 = getelementptr inbounds float, ptr %arena, i64 %2695
+  store <16 x float> %t119_c0_3961, ptr %arena962, align 4
+  %t119_c1_0963 = load <16 x float>, ptr %relu3_grad.t119_c1_0, align 64
+  %2696 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2697 = add nsw i64 3228560, %2696
+  %arena964 = getelementptr inbounds float, ptr %arena, i64 %2697
+  store <16 x float> %t119_c1_0963, ptr %arena964, align 4
+  %t119_c1_1965 = load <16 x float>, ptr %relu3_grad.t119_c1_1, align 64
+  %2698 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2699 = add nsw i64 3228560, %2698
+  %2700 = add nsw i64 %2699, 16
+  %arena966 = getelementptr inbounds float, ptr %arena, i64 %2700
+  store <16 x float> %t119_c1_1965, ptr %arena966, align 4
+  %t119_c1_2967 = load <16 x float>, ptr %relu3_grad.t119_c1_2, align 64
+  %2701 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2702 = add nsw i64 3228560, %2701
+  %2703 = add nsw i64 %2702, 32
+  %arena968 = getelementptr inbounds float, ptr %arena, i64 %2703
+  store <16 x float> %t119_c1_2967, ptr %arena968, align 4
+  %t119_c1_3969 = load <16 x float>, ptr %relu3_grad.t119_c1_3, align 64
+  %2704 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2705 = add nsw i64 3228560, %2704
+  %2706 = add nsw i64 %2705, 48
+  %arena970 = getelementptr inbounds float, ptr %arena, i64 %2706
+  store <16 x float> %t119_c1_3969, ptr %arena970, align 4
+  %t119_c2_0971 = load <16 x float>, ptr %relu3_grad.t119_c2_0, align 64
+  %2707 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2708 = add nsw i64 3228688, %2707
+  %arena972 = getelementptr inbounds float, ptr %arena, i64 %2708
+  store <16 x float> %t119_c2_0971, ptr %arena972, align 4
+  %t119_c2_1973 = load <16 x float>, ptr %relu3_grad.t119_c2_1, align 64
+  %2709 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2710 = add nsw i64 3228688, %2709
+  %2711 = add nsw i64 %2710, 16
+  %arena974 = getelementptr inbounds float, ptr %arena, i64 %2711
+  store <16 x float> %t119_c2_1973, ptr %arena974, align 4
+  %t119_c2_2975 = load <16 x float>, ptr %relu3_grad.t119_c2_2, align 64
+  %2712 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2713 = add nsw i64 3228688, %2712
+  %2714 = add nsw i64 %2713, 32
+  %arena976 = getelementptr inbounds float, ptr %arena, i64 %2714
+  store <16 x float> %t119_c2_2975, ptr %arena976, align 4
+  %t119_c2_3977 = load <16 x float>, ptr %relu3_grad.t119_c2_3, align 64
+  %2715 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2716 = add nsw i64 3228688, %2715
+  %2717 = add nsw i64 %2716, 48
+  %arena978 = getelementptr inbounds float, ptr %arena, i64 %2717
+  store <16 x float> %t119_c2_3977, ptr %arena978, align 4
+  %t119_c3_0979 = load <16 x float>, ptr %relu3_grad.t119_c3_0, align 64
+  %2718 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2719 = add nsw i64 3228816, %2718
+  %arena980 = getelementptr inbounds float, ptr %arena, i64 %2719
+  store <16 x float> %t119_c3_0979, ptr %arena980, align 4
+  %t119_c3_1981 = load <16 x float>, ptr %relu3_grad.t119_c3_1, align 64
+  %2720 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2721 = add nsw i64 3228816, %2720
+  %2722 = add nsw i64 %2721, 16
+  %arena982 = getelementptr inbounds float, ptr %arena, i64 %2722
+  store <16 x float> %t119_c3_1981, ptr %arena982, align 4
+  %t119_c3_2983 = load <16 x float>, ptr %relu3_grad.t119_c3_2, align 64
+  %2723 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2724 = add nsw i64 3228816, %2723
+  %2725 = add nsw i64 %2724, 32
+  %arena984 = getelementptr inbounds float, ptr %arena, i64 %2725
+  store <16 x float> %t119_c3_2983, ptr %arena984, align 4
+  %t119_c3_3985 = load <16 x float>, ptr %relu3_grad.t119_c3_3, align 64
+  %2726 = mul nsw i64 %relu3_grad.nb115823, 64
+  %2727 = add nsw i64 3228816, %2726
+  %2728 = add nsw i64 %2727, 48
+  %arena986 = getelementptr inbounds float, ptr %arena, i64 %2728
+  store <16 x float> %t119_c3_3985, ptr %arena986, align 4
+  %nb115.next = add nsw i64 %relu3_grad.nb115823, 1
+  %2729 = icmp slt i64 %nb115.next, 2
+  br i1 %2729, label %relu3_grad.nb115, label %relu3_grad.nb115.end
 
-conv2_weight_grad.mb141:                          ; preds = %conv2_weight_grad.k143.end, %conv2_weight_grad.nb140
-  %conv2_weight_grad.mb141877 = phi i64 [ 0, %conv2_weight_grad.nb140 ], [ %mb141.next, %conv2_weight_grad.k143.end ]
-  %2743 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2744 = mul nsw i64 %2743, 64
-  %2745 = add nsw i64 24913168, %2744
-  %2746 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2747 = add nsw i64 %2745, %2746
-  %arena878 = getelementptr inbounds float, ptr %arena, i64 %2747
-  %2748 = load <16 x float>, ptr %arena878, align 4
-  store <16 x float> %2748, ptr %conv2_weight_grad.t142_c0_0, align 64
-  %2749 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2750 = mul nsw i64 %2749, 64
-  %2751 = add nsw i64 24913168, %2750
-  %2752 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2753 = add nsw i64 %2751, %2752
-  %2754 = add nsw i64 %2753, 16
-  %arena879 = getelementptr inbounds float, ptr %arena, i64 %2754
-  %2755 = load <16 x float>, ptr %arena879, align 4
-  store <16 x float> %2755, ptr %conv2_weight_grad.t142_c0_1, align 64
-  %2756 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2757 = mul nsw i64 %2756, 64
-  %2758 = add nsw i64 24913168, %2757
-  %2759 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2760 = add nsw i64 %2758, %2759
-  %2761 = add nsw i64 %2760, 32
-  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2761
-  %2762 = load <16 x float>, ptr %arena880, align 4
-  store <16 x float> %2762, ptr %conv2_weight_grad.t142_c0_2, align 64
-  %2763 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2764 = mul nsw i64 %2763, 64
-  %2765 = add nsw i64 24913168, %2764
-  %2766 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2767 = add nsw i64 %2765, %2766
-  %2768 = add nsw i64 %2767, 48
-  %arena881 = getelementptr inbounds float, ptr %arena, i64 %2768
-  %2769 = load <16 x float>, ptr %arena881, align 4
-  store <16 x float> %2769, ptr %conv2_weight_grad.t142_c0_3, align 64
-  %2770 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2771 = add nsw i64 %2770, 1
-  %2772 = mul nsw i64 %2771, 64
-  %2773 = add nsw i64 24913168, %2772
-  %2774 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2775 = add nsw i64 %2773, %2774
-  %arena882 = getelementptr inbounds float, ptr %arena, i64 %2775
-  %2776 = load <16 x float>, ptr %arena882, align 4
-  store <16 x float> %2776, ptr %conv2_weight_grad.t142_c1_0, align 64
-  %2777 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2778 = add nsw i64 %2777, 1
-  %2779 = mul nsw i64 %2778, 64
-  %2780 = add nsw i64 24913168, %2779
-  %2781 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2782 = add nsw i64 %2780, %2781
-  %2783 = add nsw i64 %2782, 16
-  %arena883 = getelementptr inbounds float, ptr %arena, i64 %2783
-  %2784 = load <16 x float>, ptr %arena883, align 4
-  store <16 x float> %2784, ptr %conv2_weight_grad.t142_c1_1, align 64
-  %2785 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2786 = add nsw i64 %2785, 1
-  %2787 = mul nsw i64 %2786, 64
-  %2788 = add nsw i64 24913168, %2787
-  %2789 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2790 = add nsw i64 %2788, %2789
-  %2791 = add nsw i64 %2790, 32
-  %arena884 = getelementptr inbounds float, ptr %arena, i64 %2791
-  %2792 = load <16 x float>, ptr %arena884, align 4
-  store <16 x float> %2792, ptr %conv2_weight_grad.t142_c1_2, align 64
-  %2793 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2794 = add nsw i64 %2793, 1
-  %2795 = mul nsw i64 %2794, 64
-  %2796 = add nsw i64 24913168, %2795
-  %2797 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2798 = add nsw i64 %2796, %2797
-  %2799 = add nsw i64 %2798, 48
-  %arena885 = getelementptr inbounds float, ptr %arena, i64 %2799
-  %2800 = load <16 x float>, ptr %arena885, align 4
-  store <16 x float> %2800, ptr %conv2_weight_grad.t142_c1_3, align 64
-  %2801 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2802 = add nsw i64 %2801, 2
-  %2803 = mul nsw i64 %2802, 64
-  %2804 = add nsw i64 24913168, %2803
-  %2805 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2806 = add nsw i64 %2804, %2805
-  %arena886 = getelementptr inbounds float, ptr %arena, i64 %2806
-  %2807 = load <16 x float>, ptr %arena886, align 4
-  store <16 x float> %2807, ptr %conv2_weight_grad.t142_c2_0, align 64
-  %2808 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2809 = add nsw i64 %2808, 2
-  %2810 = mul nsw i64 %2809, 64
-  %2811 = add nsw i64 24913168, %2810
-  %2812 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2813 = add nsw i64 %2811, %2812
-  %2814 = add nsw i64 %2813, 16
-  %arena887 = getelementptr inbounds float, ptr %arena, i64 %2814
-  %2815 = load <16 x float>, ptr %arena887, align 4
-  store <16 x float> %2815, ptr %conv2_weight_grad.t142_c2_1, align 64
-  %2816 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2817 = add nsw i64 %2816, 2
-  %2818 = mul nsw i64 %2817, 64
-  %2819 = add nsw i64 24913168, %2818
-  %2820 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2821 = add nsw i64 %2819, %2820
-  %2822 = add nsw i64 %2821, 32
-  %arena888 = getelementptr inbounds float, ptr %arena, i64 %2822
-  %2823 = load <16 x float>, ptr %arena888, align 4
-  store <16 x float> %2823, ptr %conv2_weight_grad.t142_c2_2, align 64
-  %2824 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2825 = add nsw i64 %2824, 2
-  %2826 = mul nsw i64 %2825, 64
-  %2827 = add nsw i64 24913168, %2826
-  %2828 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2829 = add nsw i64 %2827, %2828
-  %2830 = add nsw i64 %2829, 48
-  %arena889 = getelementptr inbounds float, ptr %arena, i64 %2830
-  %2831 = load <16 x float>, ptr %arena889, align 4
-  store <16 x float> %2831, ptr %conv2_weight_grad.t142_c2_3, align 64
-  %2832 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2833 = add nsw i64 %2832, 3
-  %2834 = mul nsw i64 %2833, 64
-  %2835 = add nsw i64 24913168, %2834
-  %2836 = mul nsw i64 %conv2_weight_grad.nb140876, 64
+fc1_grad.i121:                                    ; preds = %fc1_grad.i121, %relu3_grad.nb115.end
+  %fc1_grad.i121987 = phi i64 [ 0, %relu3_grad.nb115.end ], [ %i121.next, %fc1_grad.i121 ]
+  %2730 = add nsw i64 3211264, %fc1_grad.i121987
+  %arena988 = getelementptr inbounds float, ptr %arena, i64 %2730
+  %2731 = load float, ptr %arena988, align 4
+  %2732 = fcmp ogt float %2731, 0.000000e+00
+  %2733 = add nsw i64 3220752, %fc1_grad.i121987
+  %arena989 = getelementptr inbounds float, ptr %arena, i64 %2733
+  %2734 = load float, ptr %arena989, align 4
+  %2735 = select i1 %2732, float %2734, float 0.000000e+00
+  %2736 = add nsw i64 3228944, %fc1_grad.i121987
+  %arena990 = getelementptr inbounds float, ptr %arena, i64 %2736
+  store float %2735, ptr %arena990, align 4
+  %i121.next = add nsw i64 %fc1_grad.i121987, 1
+  %2737 = icmp slt i64 %i121.next, 8192
+  br i1 %2737, label %fc1_grad.i121, label %fc1_grad.i121.end
+
+fc1_grad.i121.end:                                ; preds = %fc1_grad.i121
+  br label %fc1_weight_grad.nb122
+
+fc1_weight_grad.nb122:                            ; preds = %fc1_weight_grad.k127.end, %fc1_grad.i121.end
+  %fc1_weight_grad.nb122991 = phi i64 [ 0, %fc1_grad.i121.end ], [ %nb122.next, %fc1_weight_grad.k127.end ]
+  br label %fc1_weight_grad.mb123
+
+fc1_weight_grad.nb122.end:                        ; preds = %fc1_weight_grad.k127.end
+  br label %fc1_bias_grad.u128
+
+fc1_weight_grad.mb123:                            ; preds = %fc1_weight_grad.k125.end, %fc1_weight_grad.nb122
+  %fc1_weight_grad.mb123992 = phi i64 [ 0, %fc1_weight_grad.nb122 ], [ %mb123.next, %fc1_weight_grad.k125.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t124_c5_3, align 64
+  br label %fc1_weight_grad.k125
+
+fc1_weight_grad.mb123.end:                        ; preds = %fc1_weight_grad.k125.end
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t126_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t126_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t126_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t126_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t126_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t126_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t126_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t126_c1_3, align 64
+  br label %fc1_weight_grad.k127
+
+fc1_weight_grad.k125:                             ; preds = %fc1_weight_grad.k125, %fc1_weight_grad.mb123
+  %fc1_weight_grad.k125993 = phi i64 [ 0, %fc1_weight_grad.mb123 ], [ %k125.next, %fc1_weight_grad.k125 ]
+  %2738 = mul nsw i64 %fc1_weight_grad.k125993, 12544
+  %2739 = add nsw i64 1605632, %2738
+  %2740 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2741 = add nsw i64 %2739, %2740
+  %arena994 = getelementptr inbounds float, ptr %arena, i64 %2741
+  %2742 = load <16 x float>, ptr %arena994, align 4
+  store <16 x float> %2742, ptr %fc1_weight_grad.t124_b0, align 64
+  %2743 = mul nsw i64 %fc1_weight_grad.k125993, 12544
+  %2744 = add nsw i64 1605632, %2743
+  %2745 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2746 = add nsw i64 %2744, %2745
+  %2747 = add nsw i64 %2746, 16
+  %arena995 = getelementptr inbounds float, ptr %arena, i64 %2747
+  %2748 = load <16 x float>, ptr %arena995, align 4
+  store <16 x float> %2748, ptr %fc1_weight_grad.t124_b1, align 64
+  %2749 = mul nsw i64 %fc1_weight_grad.k125993, 12544
+  %2750 = add nsw i64 1605632, %2749
+  %2751 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2752 = add nsw i64 %2750, %2751
+  %2753 = add nsw i64 %2752, 32
+  %arena996 = getelementptr inbounds float, ptr %arena, i64 %2753
+  %2754 = load <16 x float>, ptr %arena996, align 4
+  store <16 x float> %2754, ptr %fc1_weight_grad.t124_b2, align 64
+  %2755 = mul nsw i64 %fc1_weight_grad.k125993, 12544
+  %2756 = add nsw i64 1605632, %2755
+  %2757 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2758 = add nsw i64 %2756, %2757
+  %2759 = add nsw i64 %2758, 48
+  %arena997 = getelementptr inbounds float, ptr %arena, i64 %2759
+  %2760 = load <16 x float>, ptr %arena997, align 4
+  store <16 x float> %2760, ptr %fc1_weight_grad.t124_b3, align 64
+  %2761 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2762 = add nsw i64 3228944, %2761
+  %2763 = mul nsw i64 %fc1_weight_grad.k125993, 128
+  %2764 = add nsw i64 %2762, %2763
+  %arena998 = getelementptr inbounds float, ptr %arena, i64 %2764
+  %2765 = load float, ptr %arena998, align 4
+  %2766 = insertelement <16 x float> undef, float %2765, i32 0
+  %2767 = shufflevector <16 x float> %2766, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2767, ptr %fc1_weight_grad.t124_a0, align 64
+  %t124_a0 = load <16 x float>, ptr %fc1_weight_grad.t124_a0, align 64
+  %t124_b0 = load <16 x float>, ptr %fc1_weight_grad.t124_b0, align 64
+  %t124_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t124_c0_0, align 64
+  %2768 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a0, <16 x float> %t124_b0, <16 x float> %t124_c0_0)
+  store <16 x float> %2768, ptr %fc1_weight_grad.t124_c0_0, align 64
+  %t124_a0999 = load <16 x float>, ptr %fc1_weight_grad.t124_a0, align 64
+  %t124_b1 = load <16 x float>, ptr %fc1_weight_grad.t124_b1, align 64
+  %t124_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t124_c0_1, align 64
+  %2769 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a0999, <16 x float> %t124_b1, <16 x float> %t124_c0_1)
+  store <16 x float> %2769, ptr %fc1_weight_grad.t124_c0_1, align 64
+  %t124_a01000 = load <16 x float>, ptr %fc1_weight_grad.t124_a0, align 64
+  %t124_b2 = load <16 x float>, ptr %fc1_weight_grad.t124_b2, align 64
+  %t124_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t124_c0_2, align 64
+  %2770 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a01000, <16 x float> %t124_b2, <16 x float> %t124_c0_2)
+  store <16 x float> %2770, ptr %fc1_weight_grad.t124_c0_2, align 64
+  %t124_a01001 = load <16 x float>, ptr %fc1_weight_grad.t124_a0, align 64
+  %t124_b3 = load <16 x float>, ptr %fc1_weight_grad.t124_b3, align 64
+  %t124_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t124_c0_3, align 64
+  %2771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a01001, <16 x float> %t124_b3, <16 x float> %t124_c0_3)
+  store <16 x float> %2771, ptr %fc1_weight_grad.t124_c0_3, align 64
+  %2772 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2773 = add nsw i64 %2772, 1
+  %2774 = add nsw i64 3228944, %2773
+  %2775 = mul nsw i64 %fc1_weight_grad.k125993, 128
+  %2776 = add nsw i64 %2774, %2775
+  %arena1002 = getelementptr inbounds float, ptr %arena, i64 %2776
+  %2777 = load float, ptr %arena1002, align 4
+  %2778 = insertelement <16 x float> undef, float %2777, i32 0
+  %2779 = shufflevector <16 x float> %2778, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2779, ptr %fc1_weight_grad.t124_a1, align 64
+  %t124_a1 = load <16 x float>, ptr %fc1_weight_grad.t124_a1, align 64
+  %t124_b01003 = load <16 x float>, ptr %fc1_weight_grad.t124_b0, align 64
+  %t124_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t124_c1_0, align 64
+  %2780 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a1, <16 x float> %t124_b01003, <16 x float> %t124_c1_0)
+  store <16 x float> %2780, ptr %fc1_weight_grad.t124_c1_0, align 64
+  %t124_a11004 = load <16 x float>, ptr %fc1_weight_grad.t124_a1, align 64
+  %t124_b11005 = load <16 x float>, ptr %fc1_weight_grad.t124_b1, align 64
+  %t124_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t124_c1_1, align 64
+  %2781 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a11004, <16 x float> %t124_b11005, <16 x float> %t124_c1_1)
+  store <16 x float> %2781, ptr %fc1_weight_grad.t124_c1_1, align 64
+  %t124_a11006 = load <16 x float>, ptr %fc1_weight_grad.t124_a1, align 64
+  %t124_b21007 = load <16 x float>, ptr %fc1_weight_grad.t124_b2, align 64
+  %t124_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t124_c1_2, align 64
+  %2782 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a11006, <16 x float> %t124_b21007, <16 x float> %t124_c1_2)
+  store <16 x float> %2782, ptr %fc1_weight_grad.t124_c1_2, align 64
+  %t124_a11008 = load <16 x float>, ptr %fc1_weight_grad.t124_a1, align 64
+  %t124_b31009 = load <16 x float>, ptr %fc1_weight_grad.t124_b3, align 64
+  %t124_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t124_c1_3, align 64
+  %2783 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a11008, <16 x float> %t124_b31009, <16 x float> %t124_c1_3)
+  store <16 x float> %2783, ptr %fc1_weight_grad.t124_c1_3, align 64
+  %2784 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2785 = add nsw i64 %2784, 2
+  %2786 = add nsw i64 3228944, %2785
+  %2787 = mul nsw i64 %fc1_weight_grad.k125993, 128
+  %2788 = add nsw i64 %2786, %2787
+  %arena1010 = getelementptr inbounds float, ptr %arena, i64 %2788
+  %2789 = load float, ptr %arena1010, align 4
+  %2790 = insertelement <16 x float> undef, float %2789, i32 0
+  %2791 = shufflevector <16 x float> %2790, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2791, ptr %fc1_weight_grad.t124_a2, align 64
+  %t124_a2 = load <16 x float>, ptr %fc1_weight_grad.t124_a2, align 64
+  %t124_b01011 = load <16 x float>, ptr %fc1_weight_grad.t124_b0, align 64
+  %t124_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t124_c2_0, align 64
+  %2792 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a2, <16 x float> %t124_b01011, <16 x float> %t124_c2_0)
+  store <16 x float> %2792, ptr %fc1_weight_grad.t124_c2_0, align 64
+  %t124_a21012 = load <16 x float>, ptr %fc1_weight_grad.t124_a2, align 64
+  %t124_b11013 = load <16 x float>, ptr %fc1_weight_grad.t124_b1, align 64
+  %t124_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t124_c2_1, align 64
+  %2793 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a21012, <16 x float> %t124_b11013, <16 x float> %t124_c2_1)
+  store <16 x float> %2793, ptr %fc1_weight_grad.t124_c2_1, align 64
+  %t124_a21014 = load <16 x float>, ptr %fc1_weight_grad.t124_a2, align 64
+  %t124_b21015 = load <16 x float>, ptr %fc1_weight_grad.t124_b2, align 64
+  %t124_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t124_c2_2, align 64
+  %2794 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a21014, <16 x float> %t124_b21015, <16 x float> %t124_c2_2)
+  store <16 x float> %2794, ptr %fc1_weight_grad.t124_c2_2, align 64
+  %t124_a21016 = load <16 x float>, ptr %fc1_weight_grad.t124_a2, align 64
+  %t124_b31017 = load <16 x float>, ptr %fc1_weight_grad.t124_b3, align 64
+  %t124_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t124_c2_3, align 64
+  %2795 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a21016, <16 x float> %t124_b31017, <16 x float> %t124_c2_3)
+  store <16 x float> %2795, ptr %fc1_weight_grad.t124_c2_3, align 64
+  %2796 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2797 = add nsw i64 %2796, 3
+  %2798 = add nsw i64 3228944, %2797
+  %2799 = mul nsw i64 %fc1_weight_grad.k125993, 128
+  %2800 = add nsw i64 %2798, %2799
+  %arena1018 = getelementptr inbounds float, ptr %arena, i64 %2800
+  %2801 = load float, ptr %arena1018, align 4
+  %2802 = insertelement <16 x float> undef, float %2801, i32 0
+  %2803 = shufflevector <16 x float> %2802, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2803, ptr %fc1_weight_grad.t124_a3, align 64
+  %t124_a3 = load <16 x float>, ptr %fc1_weight_grad.t124_a3, align 64
+  %t124_b01019 = load <16 x float>, ptr %fc1_weight_grad.t124_b0, align 64
+  %t124_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t124_c3_0, align 64
+  %2804 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a3, <16 x float> %t124_b01019, <16 x float> %t124_c3_0)
+  store <16 x float> %2804, ptr %fc1_weight_grad.t124_c3_0, align 64
+  %t124_a31020 = load <16 x float>, ptr %fc1_weight_grad.t124_a3, align 64
+  %t124_b11021 = load <16 x float>, ptr %fc1_weight_grad.t124_b1, align 64
+  %t124_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t124_c3_1, align 64
+  %2805 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a31020, <16 x float> %t124_b11021, <16 x float> %t124_c3_1)
+  store <16 x float> %2805, ptr %fc1_weight_grad.t124_c3_1, align 64
+  %t124_a31022 = load <16 x float>, ptr %fc1_weight_grad.t124_a3, align 64
+  %t124_b21023 = load <16 x float>, ptr %fc1_weight_grad.t124_b2, align 64
+  %t124_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t124_c3_2, align 64
+  %2806 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a31022, <16 x float> %t124_b21023, <16 x float> %t124_c3_2)
+  store <16 x float> %2806, ptr %fc1_weight_grad.t124_c3_2, align 64
+  %t124_a31024 = load <16 x float>, ptr %fc1_weight_grad.t124_a3, align 64
+  %t124_b31025 = load <16 x float>, ptr %fc1_weight_grad.t124_b3, align 64
+  %t124_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t124_c3_3, align 64
+  %2807 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a31024, <16 x float> %t124_b31025, <16 x float> %t124_c3_3)
+  store <16 x float> %2807, ptr %fc1_weight_grad.t124_c3_3, align 64
+  %2808 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2809 = add nsw i64 %2808, 4
+  %2810 = add nsw i64 3228944, %2809
+  %2811 = mul nsw i64 %fc1_weight_grad.k125993, 128
+  %2812 = add nsw i64 %2810, %2811
+  %arena1026 = getelementptr inbounds float, ptr %arena, i64 %2812
+  %2813 = load float, ptr %arena1026, align 4
+  %2814 = insertelement <16 x float> undef, float %2813, i32 0
+  %2815 = shufflevector <16 x float> %2814, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2815, ptr %fc1_weight_grad.t124_a4, align 64
+  %t124_a4 = load <16 x float>, ptr %fc1_weight_grad.t124_a4, align 64
+  %t124_b01027 = load <16 x float>, ptr %fc1_weight_grad.t124_b0, align 64
+  %t124_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t124_c4_0, align 64
+  %2816 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a4, <16 x float> %t124_b01027, <16 x float> %t124_c4_0)
+  store <16 x float> %2816, ptr %fc1_weight_grad.t124_c4_0, align 64
+  %t124_a41028 = load <16 x float>, ptr %fc1_weight_grad.t124_a4, align 64
+  %t124_b11029 = load <16 x float>, ptr %fc1_weight_grad.t124_b1, align 64
+  %t124_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t124_c4_1, align 64
+  %2817 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a41028, <16 x float> %t124_b11029, <16 x float> %t124_c4_1)
+  store <16 x float> %2817, ptr %fc1_weight_grad.t124_c4_1, align 64
+  %t124_a41030 = load <16 x float>, ptr %fc1_weight_grad.t124_a4, align 64
+  %t124_b21031 = load <16 x float>, ptr %fc1_weight_grad.t124_b2, align 64
+  %t124_c4_2 = load <16 x float>, ptr %fc1_weight_grad.t124_c4_2, align 64
+  %2818 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a41030, <16 x float> %t124_b21031, <16 x float> %t124_c4_2)
+  store <16 x float> %2818, ptr %fc1_weight_grad.t124_c4_2, align 64
+  %t124_a41032 = load <16 x float>, ptr %fc1_weight_grad.t124_a4, align 64
+  %t124_b31033 = load <16 x float>, ptr %fc1_weight_grad.t124_b3, align 64
+  %t124_c4_3 = load <16 x float>, ptr %fc1_weight_grad.t124_c4_3, align 64
+  %2819 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a41032, <16 x float> %t124_b31033, <16 x float> %t124_c4_3)
+  store <16 x float> %2819, ptr %fc1_weight_grad.t124_c4_3, align 64
+  %2820 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2821 = add nsw i64 %2820, 5
+  %2822 = add nsw i64 3228944, %2821
+  %2823 = mul nsw i64 %fc1_weight_grad.k125993, 128
+  %2824 = add nsw i64 %2822, %2823
+  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %2824
+  %2825 = load float, ptr %arena1034, align 4
+  %2826 = insertelement <16 x float> undef, float %2825, i32 0
+  %2827 = shufflevector <16 x float> %2826, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2827, ptr %fc1_weight_grad.t124_a5, align 64
+  %t124_a5 = load <16 x float>, ptr %fc1_weight_grad.t124_a5, align 64
+  %t124_b01035 = load <16 x float>, ptr %fc1_weight_grad.t124_b0, align 64
+  %t124_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t124_c5_0, align 64
+  %2828 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a5, <16 x float> %t124_b01035, <16 x float> %t124_c5_0)
+  store <16 x float> %2828, ptr %fc1_weight_grad.t124_c5_0, align 64
+  %t124_a51036 = load <16 x float>, ptr %fc1_weight_grad.t124_a5, align 64
+  %t124_b11037 = load <16 x float>, ptr %fc1_weight_grad.t124_b1, align 64
+  %t124_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t124_c5_1, align 64
+  %2829 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a51036, <16 x float> %t124_b11037, <16 x float> %t124_c5_1)
+  store <16 x float> %2829, ptr %fc1_weight_grad.t124_c5_1, align 64
+  %t124_a51038 = load <16 x float>, ptr %fc1_weight_grad.t124_a5, align 64
+  %t124_b21039 = load <16 x float>, ptr %fc1_weight_grad.t124_b2, align 64
+  %t124_c5_2 = load <16 x float>, ptr %fc1_weight_grad.t124_c5_2, align 64
+  %2830 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a51038, <16 x float> %t124_b21039, <16 x float> %t124_c5_2)
+  store <16 x float> %2830, ptr %fc1_weight_grad.t124_c5_2, align 64
+  %t124_a51040 = load <16 x float>, ptr %fc1_weight_grad.t124_a5, align 64
+  %t124_b31041 = load <16 x float>, ptr %fc1_weight_grad.t124_b3, align 64
+  %t124_c5_3 = load <16 x float>, ptr %fc1_weight_grad.t124_c5_3, align 64
+  %2831 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t124_a51040, <16 x float> %t124_b31041, <16 x float> %t124_c5_3)
+  store <16 x float> %2831, ptr %fc1_weight_grad.t124_c5_3, align 64
+  %k125.next = add nsw i64 %fc1_weight_grad.k125993, 1
+  %2832 = icmp slt i64 %k125.next, 64
+  br i1 %2832, label %fc1_weight_grad.k125, label %fc1_weight_grad.k125.end
+
+fc1_weight_grad.k125.end:                         ; preds = %fc1_weight_grad.k125
+  %t124_c0_01042 = load <16 x float>, ptr %fc1_weight_grad.t124_c0_0, align 64
+  %2833 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2834 = mul nsw i64 %2833, 12544
+  %2835 = add nsw i64 18816, %2834
+  %2836 = mul nsw i64 %fc1_weight_grad.nb122991, 64
   %2837 = add nsw i64 %2835, %2836
-  %arena890 = getelementptr inbounds float, ptr %arena, i64 %2837
-  %2838 = load <16 x float>, ptr %arena890, align 4
-  store <16 x float> %2838, ptr %conv2_weight_grad.t142_c3_0, align 64
-  %2839 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2840 = add nsw i64 %2839, 3
-  %2841 = mul nsw i64 %2840, 64
-  %2842 = add nsw i64 24913168, %2841
-  %2843 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2844 = add nsw i64 %2842, %2843
-  %2845 = add nsw i64 %2844, 16
-  %arena891 = getelementptr inbounds float, ptr %arena, i64 %2845
-  %2846 = load <16 x float>, ptr %arena891, align 4
-  store <16 x float> %2846, ptr %conv2_weight_grad.t142_c3_1, align 64
-  %2847 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2848 = add nsw i64 %2847, 3
-  %2849 = mul nsw i64 %2848, 64
-  %2850 = add nsw i64 24913168, %2849
-  %2851 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2852 = add nsw i64 %2850, %2851
-  %2853 = add nsw i64 %2852, 32
-  %arena892 = getelementptr inbounds float, ptr %arena, i64 %2853
-  %2854 = load <16 x float>, ptr %arena892, align 4
-  store <16 x float> %2854, ptr %conv2_weight_grad.t142_c3_2, align 64
-  %2855 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2856 = add nsw i64 %2855, 3
-  %2857 = mul nsw i64 %2856, 64
-  %2858 = add nsw i64 24913168, %2857
-  %2859 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2860 = add nsw i64 %2858, %2859
-  %2861 = add nsw i64 %2860, 48
-  %arena893 = getelementptr inbounds float, ptr %arena, i64 %2861
-  %2862 = load <16 x float>, ptr %arena893, align 4
-  store <16 x float> %2862, ptr %conv2_weight_grad.t142_c3_3, align 64
-  %2863 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2864 = add nsw i64 %2863, 4
-  %2865 = mul nsw i64 %2864, 64
-  %2866 = add nsw i64 24913168, %2865
-  %2867 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2868 = add nsw i64 %2866, %2867
-  %arena894 = getelementptr inbounds float, ptr %arena, i64 %2868
-  %2869 = load <16 x float>, ptr %arena894, align 4
-  store <16 x float> %2869, ptr %conv2_weight_grad.t142_c4_0, align 64
-  %2870 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2871 = add nsw i64 %2870, 4
-  %2872 = mul nsw i64 %2871, 64
-  %2873 = add nsw i64 24913168, %2872
-  %2874 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2875 = add nsw i64 %2873, %2874
-  %2876 = add nsw i64 %2875, 16
-  %arena895 = getelementptr inbounds float, ptr %arena, i64 %2876
-  %2877 = load <16 x float>, ptr %arena895, align 4
-  store <16 x float> %2877, ptr %conv2_weight_grad.t142_c4_1, align 64
-  %2878 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2879 = add nsw i64 %2878, 4
-  %2880 = mul nsw i64 %2879, 64
-  %2881 = add nsw i64 24913168, %2880
-  %2882 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2883 = add nsw i64 %2881, %2882
-  %2884 = add nsw i64 %2883, 32
-  %arena896 = getelementptr inbounds float, ptr %arena, i64 %2884
-  %2885 = load <16 x float>, ptr %arena896, align 4
-  store <16 x float> %2885, ptr %conv2_weight_grad.t142_c4_2, align 64
-  %2886 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2887 = add nsw i64 %2886, 4
-  %2888 = mul nsw i64 %2887, 64
-  %2889 = add nsw i64 24913168, %2888
-  %2890 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2891 = add nsw i64 %2889, %2890
-  %2892 = add nsw i64 %2891, 48
-  %arena897 = getelementptr inbounds float, ptr %arena, i64 %2892
-  %2893 = load <16 x float>, ptr %arena897, align 4
-  store <16 x float> %2893, ptr %conv2_weight_grad.t142_c4_3, align 64
-  %2894 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2895 = add nsw i64 %2894, 5
-  %2896 = mul nsw i64 %2895, 64
-  %2897 = add nsw i64 24913168, %2896
-  %2898 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2899 = add nsw i64 %2897, %2898
-  %arena898 = getelementptr inbounds float, ptr %arena, i64 %2899
-  %2900 = load <16 x float>, ptr %arena898, align 4
-  store <16 x float> %2900, ptr %conv2_weight_grad.t142_c5_0, align 64
-  %2901 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2902 = add nsw i64 %2901, 5
-  %2903 = mul nsw i64 %2902, 64
-  %2904 = add nsw i64 24913168, %2903
-  %2905 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2906 = add nsw i64 %2904, %2905
-  %2907 = add nsw i64 %2906, 16
-  %arena899 = getelementptr inbounds float, ptr %arena, i64 %2907
-  %2908 = load <16 x float>, ptr %arena899, align 4
-  store <16 x float> %2908, ptr %conv2_weight_grad.t142_c5_1, align 64
-  %2909 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2910 = add nsw i64 %2909, 5
-  %2911 = mul nsw i64 %2910, 64
-  %2912 = add nsw i64 24913168, %2911
-  %2913 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2914 = add nsw i64 %2912, %2913
-  %2915 = add nsw i64 %2914, 32
-  %arena900 = getelementptr inbounds float, ptr %arena, i64 %2915
-  %2916 = load <16 x float>, ptr %arena900, align 4
-  store <16 x float> %2916, ptr %conv2_weight_grad.t142_c5_2, align 64
-  %2917 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2918 = add nsw i64 %2917, 5
-  %2919 = mul nsw i64 %2918, 64
-  %2920 = add nsw i64 24913168, %2919
-  %2921 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2922 = add nsw i64 %2920, %2921
-  %2923 = add nsw i64 %2922, 48
-  %arena901 = getelementptr inbounds float, ptr %arena, i64 %2923
-  %2924 = load <16 x float>, ptr %arena901, align 4
-  store <16 x float> %2924, ptr %conv2_weight_grad.t142_c5_3, align 64
-  br label %conv2_weight_grad.k143
+  %grads1043 = getelementptr inbounds float, ptr %grads, i64 %2837
+  store <16 x float> %t124_c0_01042, ptr %grads1043, align 4
+  %t124_c0_11044 = load <16 x float>, ptr %fc1_weight_grad.t124_c0_1, align 64
+  %2838 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2839 = mul nsw i64 %2838, 12544
+  %2840 = add nsw i64 18816, %2839
+  %2841 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2842 = add nsw i64 %2840, %2841
+  %2843 = add nsw i64 %2842, 16
+  %grads1045 = getelementptr inbounds float, ptr %grads, i64 %2843
+  store <16 x float> %t124_c0_11044, ptr %grads1045, align 4
+  %t124_c0_21046 = load <16 x float>, ptr %fc1_weight_grad.t124_c0_2, align 64
+  %2844 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2845 = mul nsw i64 %2844, 12544
+  %2846 = add nsw i64 18816, %2845
+  %2847 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2848 = add nsw i64 %2846, %2847
+  %2849 = add nsw i64 %2848, 32
+  %grads1047 = getelementptr inbounds float, ptr %grads, i64 %2849
+  store <16 x float> %t124_c0_21046, ptr %grads1047, align 4
+  %t124_c0_31048 = load <16 x float>, ptr %fc1_weight_grad.t124_c0_3, align 64
+  %2850 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2851 = mul nsw i64 %2850, 12544
+  %2852 = add nsw i64 18816, %2851
+  %2853 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2854 = add nsw i64 %2852, %2853
+  %2855 = add nsw i64 %2854, 48
+  %grads1049 = getelementptr inbounds float, ptr %grads, i64 %2855
+  store <16 x float> %t124_c0_31048, ptr %grads1049, align 4
+  %t124_c1_01050 = load <16 x float>, ptr %fc1_weight_grad.t124_c1_0, align 64
+  %2856 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2857 = add nsw i64 %2856, 1
+  %2858 = mul nsw i64 %2857, 12544
+  %2859 = add nsw i64 18816, %2858
+  %2860 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2861 = add nsw i64 %2859, %2860
+  %grads1051 = getelementptr inbounds float, ptr %grads, i64 %2861
+  store <16 x float> %t124_c1_01050, ptr %grads1051, align 4
+  %t124_c1_11052 = load <16 x float>, ptr %fc1_weight_grad.t124_c1_1, align 64
+  %2862 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2863 = add nsw i64 %2862, 1
+  %2864 = mul nsw i64 %2863, 12544
+  %2865 = add nsw i64 18816, %2864
+  %2866 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2867 = add nsw i64 %2865, %2866
+  %2868 = add nsw i64 %2867, 16
+  %grads1053 = getelementptr inbounds float, ptr %grads, i64 %2868
+  store <16 x float> %t124_c1_11052, ptr %grads1053, align 4
+  %t124_c1_21054 = load <16 x float>, ptr %fc1_weight_grad.t124_c1_2, align 64
+  %2869 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2870 = add nsw i64 %2869, 1
+  %2871 = mul nsw i64 %2870, 12544
+  %2872 = add nsw i64 18816, %2871
+  %2873 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2874 = add nsw i64 %2872, %2873
+  %2875 = add nsw i64 %2874, 32
+  %grads1055 = getelementptr inbounds float, ptr %grads, i64 %2875
+  store <16 x float> %t124_c1_21054, ptr %grads1055, align 4
+  %t124_c1_31056 = load <16 x float>, ptr %fc1_weight_grad.t124_c1_3, align 64
+  %2876 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2877 = add nsw i64 %2876, 1
+  %2878 = mul nsw i64 %2877, 12544
+  %2879 = add nsw i64 18816, %2878
+  %2880 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2881 = add nsw i64 %2879, %2880
+  %2882 = add nsw i64 %2881, 48
+  %grads1057 = getelementptr inbounds float, ptr %grads, i64 %2882
+  store <16 x float> %t124_c1_31056, ptr %grads1057, align 4
+  %t124_c2_01058 = load <16 x float>, ptr %fc1_weight_grad.t124_c2_0, align 64
+  %2883 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2884 = add nsw i64 %2883, 2
+  %2885 = mul nsw i64 %2884, 12544
+  %2886 = add nsw i64 18816, %2885
+  %2887 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2888 = add nsw i64 %2886, %2887
+  %grads1059 = getelementptr inbounds float, ptr %grads, i64 %2888
+  store <16 x float> %t124_c2_01058, ptr %grads1059, align 4
+  %t124_c2_11060 = load <16 x float>, ptr %fc1_weight_grad.t124_c2_1, align 64
+  %2889 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2890 = add nsw i64 %2889, 2
+  %2891 = mul nsw i64 %2890, 12544
+  %2892 = add nsw i64 18816, %2891
+  %2893 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2894 = add nsw i64 %2892, %2893
+  %2895 = add nsw i64 %2894, 16
+  %grads1061 = getelementptr inbounds float, ptr %grads, i64 %2895
+  store <16 x float> %t124_c2_11060, ptr %grads1061, align 4
+  %t124_c2_21062 = load <16 x float>, ptr %fc1_weight_grad.t124_c2_2, align 64
+  %2896 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2897 = add nsw i64 %2896, 2
+  %2898 = mul nsw i64 %2897, 12544
+  %2899 = add nsw i64 18816, %2898
+  %2900 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2901 = add nsw i64 %2899, %2900
+  %2902 = add nsw i64 %2901, 32
+  %grads1063 = getelementptr inbounds float, ptr %grads, i64 %2902
+  store <16 x float> %t124_c2_21062, ptr %grads1063, align 4
+  %t124_c2_31064 = load <16 x float>, ptr %fc1_weight_grad.t124_c2_3, align 64
+  %2903 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2904 = add nsw i64 %2903, 2
+  %2905 = mul nsw i64 %2904, 12544
+  %2906 = add nsw i64 18816, %2905
+  %2907 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2908 = add nsw i64 %2906, %2907
+  %2909 = add nsw i64 %2908, 48
+  %grads1065 = getelementptr inbounds float, ptr %grads, i64 %2909
+  store <16 x float> %t124_c2_31064, ptr %grads1065, align 4
+  %t124_c3_01066 = load <16 x float>, ptr %fc1_weight_grad.t124_c3_0, align 64
+  %2910 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2911 = add nsw i64 %2910, 3
+  %2912 = mul nsw i64 %2911, 12544
+  %2913 = add nsw i64 18816, %2912
+  %2914 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2915 = add nsw i64 %2913, %2914
+  %grads1067 = getelementptr inbounds float, ptr %grads, i64 %2915
+  store <16 x float> %t124_c3_01066, ptr %grads1067, align 4
+  %t124_c3_11068 = load <16 x float>, ptr %fc1_weight_grad.t124_c3_1, align 64
+  %2916 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2917 = add nsw i64 %2916, 3
+  %2918 = mul nsw i64 %2917, 12544
+  %2919 = add nsw i64 18816, %2918
+  %2920 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2921 = add nsw i64 %2919, %2920
+  %2922 = add nsw i64 %2921, 16
+  %grads1069 = getelementptr inbounds float, ptr %grads, i64 %2922
+  store <16 x float> %t124_c3_11068, ptr %grads1069, align 4
+  %t124_c3_21070 = load <16 x float>, ptr %fc1_weight_grad.t124_c3_2, align 64
+  %2923 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2924 = add nsw i64 %2923, 3
+  %2925 = mul nsw i64 %2924, 12544
+  %2926 = add nsw i64 18816, %2925
+  %2927 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2928 = add nsw i64 %2926, %2927
+  %2929 = add nsw i64 %2928, 32
+  %grads1071 = getelementptr inbounds float, ptr %grads, i64 %2929
+  store <16 x float> %t124_c3_21070, ptr %grads1071, align 4
+  %t124_c3_31072 = load <16 x float>, ptr %fc1_weight_grad.t124_c3_3, align 64
+  %2930 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2931 = add nsw i64 %2930, 3
+  %2932 = mul nsw i64 %2931, 12544
+  %2933 = add nsw i64 18816, %2932
+  %2934 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2935 = add nsw i64 %2933, %2934
+  %2936 = add nsw i64 %2935, 48
+  %grads1073 = getelementptr inbounds float, ptr %grads, i64 %2936
+  store <16 x float> %t124_c3_31072, ptr %grads1073, align 4
+  %t124_c4_01074 = load <16 x float>, ptr %fc1_weight_grad.t124_c4_0, align 64
+  %2937 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2938 = add nsw i64 %2937, 4
+  %2939 = mul nsw i64 %2938, 12544
+  %2940 = add nsw i64 18816, %2939
+  %2941 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2942 = add nsw i64 %2940, %2941
+  %grads1075 = getelementptr inbounds float, ptr %grads, i64 %2942
+  store <16 x float> %t124_c4_01074, ptr %grads1075, align 4
+  %t124_c4_11076 = load <16 x float>, ptr %fc1_weight_grad.t124_c4_1, align 64
+  %2943 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2944 = add nsw i64 %2943, 4
+  %2945 = mul nsw i64 %2944, 12544
+  %2946 = add nsw i64 18816, %2945
+  %2947 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2948 = add nsw i64 %2946, %2947
+  %2949 = add nsw i64 %2948, 16
+  %grads1077 = getelementptr inbounds float, ptr %grads, i64 %2949
+  store <16 x float> %t124_c4_11076, ptr %grads1077, align 4
+  %t124_c4_21078 = load <16 x float>, ptr %fc1_weight_grad.t124_c4_2, align 64
+  %2950 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2951 = add nsw i64 %2950, 4
+  %2952 = mul nsw i64 %2951, 12544
+  %2953 = add nsw i64 18816, %2952
+  %2954 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2955 = add nsw i64 %2953, %2954
+  %2956 = add nsw i64 %2955, 32
+  %grads1079 = getelementptr inbounds float, ptr %grads, i64 %2956
+  store <16 x float> %t124_c4_21078, ptr %grads1079, align 4
+  %t124_c4_31080 = load <16 x float>, ptr %fc1_weight_grad.t124_c4_3, align 64
+  %2957 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2958 = add nsw i64 %2957, 4
+  %2959 = mul nsw i64 %2958, 12544
+  %2960 = add nsw i64 18816, %2959
+  %2961 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2962 = add nsw i64 %2960, %2961
+  %2963 = add nsw i64 %2962, 48
+  %grads1081 = getelementptr inbounds float, ptr %grads, i64 %2963
+  store <16 x float> %t124_c4_31080, ptr %grads1081, align 4
+  %t124_c5_01082 = load <16 x float>, ptr %fc1_weight_grad.t124_c5_0, align 64
+  %2964 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2965 = add nsw i64 %2964, 5
+  %2966 = mul nsw i64 %2965, 12544
+  %2967 = add nsw i64 18816, %2966
+  %2968 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2969 = add nsw i64 %2967, %2968
+  %grads1083 = getelementptr inbounds float, ptr %grads, i64 %2969
+  store <16 x float> %t124_c5_01082, ptr %grads1083, align 4
+  %t124_c5_11084 = load <16 x float>, ptr %fc1_weight_grad.t124_c5_1, align 64
+  %2970 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2971 = add nsw i64 %2970, 5
+  %2972 = mul nsw i64 %2971, 12544
+  %2973 = add nsw i64 18816, %2972
+  %2974 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2975 = add nsw i64 %2973, %2974
+  %2976 = add nsw i64 %2975, 16
+  %grads1085 = getelementptr inbounds float, ptr %grads, i64 %2976
+  store <16 x float> %t124_c5_11084, ptr %grads1085, align 4
+  %t124_c5_21086 = load <16 x float>, ptr %fc1_weight_grad.t124_c5_2, align 64
+  %2977 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2978 = add nsw i64 %2977, 5
+  %2979 = mul nsw i64 %2978, 12544
+  %2980 = add nsw i64 18816, %2979
+  %2981 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2982 = add nsw i64 %2980, %2981
+  %2983 = add nsw i64 %2982, 32
+  %grads1087 = getelementptr inbounds float, ptr %grads, i64 %2983
+  store <16 x float> %t124_c5_21086, ptr %grads1087, align 4
+  %t124_c5_31088 = load <16 x float>, ptr %fc1_weight_grad.t124_c5_3, align 64
+  %2984 = mul nsw i64 %fc1_weight_grad.mb123992, 6
+  %2985 = add nsw i64 %2984, 5
+  %2986 = mul nsw i64 %2985, 12544
+  %2987 = add nsw i64 18816, %2986
+  %2988 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2989 = add nsw i64 %2987, %2988
+  %2990 = add nsw i64 %2989, 48
+  %grads1089 = getelementptr inbounds float, ptr %grads, i64 %2990
+  store <16 x float> %t124_c5_31088, ptr %grads1089, align 4
+  %mb123.next = add nsw i64 %fc1_weight_grad.mb123992, 1
+  %2991 = icmp slt i64 %mb123.next, 21
+  br i1 %2991, label %fc1_weight_grad.mb123, label %fc1_weight_grad.mb123.end
 
-conv2_weight_grad.mb141.end:                      ; preds = %conv2_weight_grad.k143.end
-  %nb140.next = add nsw i64 %conv2_weight_grad.nb140876, 1
-  %2925 = icmp slt i64 %nb140.next, 1
-  br i1 %2925, label %conv2_weight_grad.nb140, label %conv2_weight_grad.nb140.end
+fc1_weight_grad.k127:                             ; preds = %fc1_weight_grad.k127, %fc1_weight_grad.mb123.end
+  %fc1_weight_grad.k1271090 = phi i64 [ 0, %fc1_weight_grad.mb123.end ], [ %k127.next, %fc1_weight_grad.k127 ]
+  %2992 = mul nsw i64 %fc1_weight_grad.k1271090, 12544
+  %2993 = add nsw i64 1605632, %2992
+  %2994 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %2995 = add nsw i64 %2993, %2994
+  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %2995
+  %2996 = load <16 x float>, ptr %arena1091, align 4
+  store <16 x float> %2996, ptr %fc1_weight_grad.t126_b0, align 64
+  %2997 = mul nsw i64 %fc1_weight_grad.k1271090, 12544
+  %2998 = add nsw i64 1605632, %2997
+  %2999 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %3000 = add nsw i64 %2998, %2999
+  %3001 = add nsw i64 %3000, 16
+  %arena1092 = getelementptr inbounds float, ptr %arena, i64 %3001
+  %3002 = load <16 x float>, ptr %arena1092, align 4
+  store <16 x float> %3002, ptr %fc1_weight_grad.t126_b1, align 64
+  %3003 = mul nsw i64 %fc1_weight_grad.k1271090, 12544
+  %3004 = add nsw i64 1605632, %3003
+  %3005 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %3006 = add nsw i64 %3004, %3005
+  %3007 = add nsw i64 %3006, 32
+  %arena1093 = getelementptr inbounds float, ptr %arena, i64 %3007
+  %3008 = load <16 x float>, ptr %arena1093, align 4
+  store <16 x float> %3008, ptr %fc1_weight_grad.t126_b2, align 64
+  %3009 = mul nsw i64 %fc1_weight_grad.k1271090, 12544
+  %3010 = add nsw i64 1605632, %3009
+  %3011 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %3012 = add nsw i64 %3010, %3011
+  %3013 = add nsw i64 %3012, 48
+  %arena1094 = getelementptr inbounds float, ptr %arena, i64 %3013
+  %3014 = load <16 x float>, ptr %arena1094, align 4
+  store <16 x float> %3014, ptr %fc1_weight_grad.t126_b3, align 64
+  %3015 = mul nsw i64 %fc1_weight_grad.k1271090, 128
+  %3016 = add nsw i64 3229070, %3015
+  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3016
+  %3017 = load float, ptr %arena1095, align 4
+  %3018 = insertelement <16 x float> undef, float %3017, i32 0
+  %3019 = shufflevector <16 x float> %3018, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3019, ptr %fc1_weight_grad.t126_a0, align 64
+  %t126_a0 = load <16 x float>, ptr %fc1_weight_grad.t126_a0, align 64
+  %t126_b0 = load <16 x float>, ptr %fc1_weight_grad.t126_b0, align 64
+  %t126_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t126_c0_0, align 64
+  %3020 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a0, <16 x float> %t126_b0, <16 x float> %t126_c0_0)
+  store <16 x float> %3020, ptr %fc1_weight_grad.t126_c0_0, align 64
+  %t126_a01096 = load <16 x float>, ptr %fc1_weight_grad.t126_a0, align 64
+  %t126_b1 = load <16 x float>, ptr %fc1_weight_grad.t126_b1, align 64
+  %t126_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t126_c0_1, align 64
+  %3021 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a01096, <16 x float> %t126_b1, <16 x float> %t126_c0_1)
+  store <16 x float> %3021, ptr %fc1_weight_grad.t126_c0_1, align 64
+  %t126_a01097 = load <16 x float>, ptr %fc1_weight_grad.t126_a0, align 64
+  %t126_b2 = load <16 x float>, ptr %fc1_weight_grad.t126_b2, align 64
+  %t126_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t126_c0_2, align 64
+  %3022 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a01097, <16 x float> %t126_b2, <16 x float> %t126_c0_2)
+  store <16 x float> %3022, ptr %fc1_weight_grad.t126_c0_2, align 64
+  %t126_a01098 = load <16 x float>, ptr %fc1_weight_grad.t126_a0, align 64
+  %t126_b3 = load <16 x float>, ptr %fc1_weight_grad.t126_b3, align 64
+  %t126_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t126_c0_3, align 64
+  %3023 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a01098, <16 x float> %t126_b3, <16 x float> %t126_c0_3)
+  store <16 x float> %3023, ptr %fc1_weight_grad.t126_c0_3, align 64
+  %3024 = mul nsw i64 %fc1_weight_grad.k1271090, 128
+  %3025 = add nsw i64 3229071, %3024
+  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3025
+  %3026 = load float, ptr %arena1099, align 4
+  %3027 = insertelement <16 x float> undef, float %3026, i32 0
+  %3028 = shufflevector <16 x float> %3027, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3028, ptr %fc1_weight_grad.t126_a1, align 64
+  %t126_a1 = load <16 x float>, ptr %fc1_weight_grad.t126_a1, align 64
+  %t126_b01100 = load <16 x float>, ptr %fc1_weight_grad.t126_b0, align 64
+  %t126_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t126_c1_0, align 64
+  %3029 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a1, <16 x float> %t126_b01100, <16 x float> %t126_c1_0)
+  store <16 x float> %3029, ptr %fc1_weight_grad.t126_c1_0, align 64
+  %t126_a11101 = load <16 x float>, ptr %fc1_weight_grad.t126_a1, align 64
+  %t126_b11102 = load <16 x float>, ptr %fc1_weight_grad.t126_b1, align 64
+  %t126_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t126_c1_1, align 64
+  %3030 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a11101, <16 x float> %t126_b11102, <16 x float> %t126_c1_1)
+  store <16 x float> %3030, ptr %fc1_weight_grad.t126_c1_1, align 64
+  %t126_a11103 = load <16 x float>, ptr %fc1_weight_grad.t126_a1, align 64
+  %t126_b21104 = load <16 x float>, ptr %fc1_weight_grad.t126_b2, align 64
+  %t126_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t126_c1_2, align 64
+  %3031 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a11103, <16 x float> %t126_b21104, <16 x float> %t126_c1_2)
+  store <16 x float> %3031, ptr %fc1_weight_grad.t126_c1_2, align 64
+  %t126_a11105 = load <16 x float>, ptr %fc1_weight_grad.t126_a1, align 64
+  %t126_b31106 = load <16 x float>, ptr %fc1_weight_grad.t126_b3, align 64
+  %t126_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t126_c1_3, align 64
+  %3032 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t126_a11105, <16 x float> %t126_b31106, <16 x float> %t126_c1_3)
+  store <16 x float> %3032, ptr %fc1_weight_grad.t126_c1_3, align 64
+  %k127.next = add nsw i64 %fc1_weight_grad.k1271090, 1
+  %3033 = icmp slt i64 %k127.next, 64
+  br i1 %3033, label %fc1_weight_grad.k127, label %fc1_weight_grad.k127.end
 
-conv2_weight_grad.k143:                           ; preds = %conv2_weight_grad.k143, %conv2_weight_grad.mb141
-  %conv2_weight_grad.k143902 = phi i64 [ 0, %conv2_weight_grad.mb141 ], [ %k143.next, %conv2_weight_grad.k143 ]
-  %2926 = add nsw i64 %conv2_weight_grad.k143902, 49920
-  %2927 = mul nsw i64 %2926, 64
-  %2928 = add nsw i64 21701904, %2927
-  %2929 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2930 = add nsw i64 %2928, %2929
-  %arena903 = getelementptr inbounds float, ptr %arena, i64 %2930
-  %2931 = load <16 x float>, ptr %arena903, align 4
-  store <16 x float> %2931, ptr %conv2_weight_grad.t142_b0, align 64
-  %2932 = add nsw i64 %conv2_weight_grad.k143902, 49920
-  %2933 = mul nsw i64 %2932, 64
-  %2934 = add nsw i64 21701904, %2933
-  %2935 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2936 = add nsw i64 %2934, %2935
-  %2937 = add nsw i64 %2936, 16
-  %arena904 = getelementptr inbounds float, ptr %arena, i64 %2937
-  %2938 = load <16 x float>, ptr %arena904, align 4
-  store <16 x float> %2938, ptr %conv2_weight_grad.t142_b1, align 64
-  %2939 = add nsw i64 %conv2_weight_grad.k143902, 49920
-  %2940 = mul nsw i64 %2939, 64
-  %2941 = add nsw i64 21701904, %2940
-  %2942 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2943 = add nsw i64 %2941, %2942
-  %2944 = add nsw i64 %2943, 32
-  %arena905 = getelementptr inbounds float, ptr %arena, i64 %2944
-  %2945 = load <16 x float>, ptr %arena905, align 4
-  store <16 x float> %2945, ptr %conv2_weight_grad.t142_b2, align 64
-  %2946 = add nsw i64 %conv2_weight_grad.k143902, 49920
-  %2947 = mul nsw i64 %2946, 64
-  %2948 = add nsw i64 21701904, %2947
-  %2949 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %2950 = add nsw i64 %2948, %2949
-  %2951 = add nsw i64 %2950, 48
-  %arena906 = getelementptr inbounds float, ptr %arena, i64 %2951
-  %2952 = load <16 x float>, ptr %arena906, align 4
-  store <16 x float> %2952, ptr %conv2_weight_grad.t142_b3, align 64
-  %2953 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2954 = mul nsw i64 %2953, 50176
-  %2955 = add nsw i64 7251216, %2954
-  %2956 = add nsw i64 %conv2_weight_grad.k143902, 49920
-  %2957 = add nsw i64 %2955, %2956
-  %arena907 = getelementptr inbounds float, ptr %arena, i64 %2957
-  %2958 = load float, ptr %arena907, align 4
-  %2959 = insertelement <16 x float> undef, float %2958, i32 0
-  %2960 = shufflevector <16 x float> %2959, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2960, ptr %conv2_weight_grad.t142_a0, align 64
-  %t142_a0 = load <16 x float>, ptr %conv2_weight_grad.t142_a0, align 64
-  %t142_b0 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_0, align 64
-  %2961 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0, <16 x float> %t142_b0, <16 x float> %t142_c0_0)
-  store <16 x float> %2961, ptr %conv2_weight_grad.t142_c0_0, align 64
-  %t142_a0908 = load <16 x float>, ptr %conv2_weight_grad.t142_a0, align 64
-  %t142_b1 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_1, align 64
-  %2962 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0908, <16 x float> %t142_b1, <16 x float> %t142_c0_1)
-  store <16 x float> %2962, ptr %conv2_weight_grad.t142_c0_1, align 64
-  %t142_a0909 = load <16 x float>, ptr %conv2_weight_grad.t142_a0, align 64
-  %t142_b2 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_2, align 64
-  %2963 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0909, <16 x float> %t142_b2, <16 x float> %t142_c0_2)
-  store <16 x float> %2963, ptr %conv2_weight_grad.t142_c0_2, align 64
-  %t142_a0910 = load <16 x float>, ptr %conv2_weight_grad.t142_a0, align 64
-  %t142_b3 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_3, align 64
-  %2964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0910, <16 x float> %t142_b3, <16 x float> %t142_c0_3)
-  store <16 x float> %2964, ptr %conv2_weight_grad.t142_c0_3, align 64
-  %2965 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2966 = add nsw i64 %2965, 1
-  %2967 = mul nsw i64 %2966, 50176
-  %2968 = add nsw i64 7251216, %2967
-  %2969 = add nsw i64 %conv2_weight_grad.k143902, 49920
-  %2970 = add nsw i64 %2968, %2969
-  %arena911 = getelementptr inbounds float, ptr %arena, i64 %2970
-  %2971 = load float, ptr %arena911, align 4
-  %2972 = insertelement <16 x float> undef, float %2971, i32 0
-  %2973 = shufflevector <16 x float> %2972, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2973, ptr %conv2_weight_grad.t142_a1, align 64
-  %t142_a1 = load <16 x float>, ptr %conv2_weight_grad.t142_a1, align 64
-  %t142_b0912 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_0, align 64
-  %2974 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1, <16 x float> %t142_b0912, <16 x float> %t142_c1_0)
-  store <16 x float> %2974, ptr %conv2_weight_grad.t142_c1_0, align 64
-  %t142_a1913 = load <16 x float>, ptr %conv2_weight_grad.t142_a1, align 64
-  %t142_b1914 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_1, align 64
-  %2975 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1913, <16 x float> %t142_b1914, <16 x float> %t142_c1_1)
-  store <16 x float> %2975, ptr %conv2_weight_grad.t142_c1_1, align 64
-  %t142_a1915 = load <16 x float>, ptr %conv2_weight_grad.t142_a1, align 64
-  %t142_b2916 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_2, align 64
-  %2976 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1915, <16 x float> %t142_b2916, <16 x float> %t142_c1_2)
-  store <16 x float> %2976, ptr %conv2_weight_grad.t142_c1_2, align 64
-  %t142_a1917 = load <16 x float>, ptr %conv2_weight_grad.t142_a1, align 64
-  %t142_b3918 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_3, align 64
-  %2977 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1917, <16 x float> %t142_b3918, <16 x float> %t142_c1_3)
-  store <16 x float> %2977, ptr %conv2_weight_grad.t142_c1_3, align 64
-  %2978 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2979 = add nsw i64 %2978, 2
-  %2980 = mul nsw i64 %2979, 50176
-  %2981 = add nsw i64 7251216, %2980
-  %2982 = add nsw i64 %conv2_weight_grad.k143902, 49920
-  %2983 = add nsw i64 %2981, %2982
-  %arena919 = getelementptr inbounds float, ptr %arena, i64 %2983
-  %2984 = load float, ptr %arena919, align 4
-  %2985 = insertelement <16 x float> undef, float %2984, i32 0
-  %2986 = shufflevector <16 x float> %2985, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2986, ptr %conv2_weight_grad.t142_a2, align 64
-  %t142_a2 = load <16 x float>, ptr %conv2_weight_grad.t142_a2, align 64
-  %t142_b0920 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_0, align 64
-  %2987 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2, <16 x float> %t142_b0920, <16 x float> %t142_c2_0)
-  store <16 x float> %2987, ptr %conv2_weight_grad.t142_c2_0, align 64
-  %t142_a2921 = load <16 x float>, ptr %conv2_weight_grad.t142_a2, align 64
-  %t142_b1922 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_1, align 64
-  %2988 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2921, <16 x float> %t142_b1922, <16 x float> %t142_c2_1)
-  store <16 x float> %2988, ptr %conv2_weight_grad.t142_c2_1, align 64
-  %t142_a2923 = load <16 x float>, ptr %conv2_weight_grad.t142_a2, align 64
-  %t142_b2924 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_2, align 64
-  %2989 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2923, <16 x float> %t142_b2924, <16 x float> %t142_c2_2)
-  store <16 x float> %2989, ptr %conv2_weight_grad.t142_c2_2, align 64
-  %t142_a2925 = load <16 x float>, ptr %conv2_weight_grad.t142_a2, align 64
-  %t142_b3926 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_3, align 64
-  %2990 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2925, <16 x float> %t142_b3926, <16 x float> %t142_c2_3)
-  store <16 x float> %2990, ptr %conv2_weight_grad.t142_c2_3, align 64
-  %2991 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %2992 = add nsw i64 %2991, 3
-  %2993 = mul nsw i64 %2992, 50176
-  %2994 = add nsw i64 7251216, %2993
-  %2995 = add nsw i64 %conv2_weight_grad.k143902, 49920
-  %2996 = add nsw i64 %2994, %2995
-  %arena927 = getelementptr inbounds float, ptr %arena, i64 %2996
-  %2997 = load float, ptr %arena927, align 4
-  %2998 = insertelement <16 x float> undef, float %2997, i32 0
-  %2999 = shufflevector <16 x float> %2998, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2999, ptr %conv2_weight_grad.t142_a3, align 64
-  %t142_a3 = load <16 x float>, ptr %conv2_weight_grad.t142_a3, align 64
-  %t142_b0928 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_0, align 64
-  %3000 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3, <16 x float> %t142_b0928, <16 x float> %t142_c3_0)
-  store <16 x float> %3000, ptr %conv2_weight_grad.t142_c3_0, align 64
-  %t142_a3929 = load <16 x float>, ptr %conv2_weight_grad.t142_a3, align 64
-  %t142_b1930 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_1, align 64
-  %3001 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3929, <16 x float> %t142_b1930, <16 x float> %t142_c3_1)
-  store <16 x float> %3001, ptr %conv2_weight_grad.t142_c3_1, align 64
-  %t142_a3931 = load <16 x float>, ptr %conv2_weight_grad.t142_a3, align 64
-  %t142_b2932 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_2, align 64
-  %3002 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3931, <16 x float> %t142_b2932, <16 x float> %t142_c3_2)
-  store <16 x float> %3002, ptr %conv2_weight_grad.t142_c3_2, align 64
-  %t142_a3933 = load <16 x float>, ptr %conv2_weight_grad.t142_a3, align 64
-  %t142_b3934 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_3, align 64
-  %3003 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3933, <16 x float> %t142_b3934, <16 x float> %t142_c3_3)
-  store <16 x float> %3003, ptr %conv2_weight_grad.t142_c3_3, align 64
-  %3004 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3005 = add nsw i64 %3004, 4
-  %3006 = mul nsw i64 %3005, 50176
-  %3007 = add nsw i64 7251216, %3006
-  %3008 = add nsw i64 %conv2_weight_grad.k143902, 49920
-  %3009 = add nsw i64 %3007, %3008
-  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3009
-  %3010 = load float, ptr %arena935, align 4
-  %3011 = insertelement <16 x float> undef, float %3010, i32 0
-  %3012 = shufflevector <16 x float> %3011, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3012, ptr %conv2_weight_grad.t142_a4, align 64
-  %t142_a4 = load <16 x float>, ptr %conv2_weight_grad.t142_a4, align 64
-  %t142_b0936 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_0, align 64
-  %3013 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4, <16 x float> %t142_b0936, <16 x float> %t142_c4_0)
-  store <16 x float> %3013, ptr %conv2_weight_grad.t142_c4_0, align 64
-  %t142_a4937 = load <16 x float>, ptr %conv2_weight_grad.t142_a4, align 64
-  %t142_b1938 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_1, align 64
-  %3014 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4937, <16 x float> %t142_b1938, <16 x float> %t142_c4_1)
-  store <16 x float> %3014, ptr %conv2_weight_grad.t142_c4_1, align 64
-  %t142_a4939 = load <16 x float>, ptr %conv2_weight_grad.t142_a4, align 64
-  %t142_b2940 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_2, align 64
-  %3015 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4939, <16 x float> %t142_b2940, <16 x float> %t142_c4_2)
-  store <16 x float> %3015, ptr %conv2_weight_grad.t142_c4_2, align 64
-  %t142_a4941 = load <16 x float>, ptr %conv2_weight_grad.t142_a4, align 64
-  %t142_b3942 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_3, align 64
-  %3016 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4941, <16 x float> %t142_b3942, <16 x float> %t142_c4_3)
-  store <16 x float> %3016, ptr %conv2_weight_grad.t142_c4_3, align 64
-  %3017 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3018 = add nsw i64 %3017, 5
-  %3019 = mul nsw i64 %3018, 50176
-  %3020 = add nsw i64 7251216, %3019
-  %3021 = add nsw i64 %conv2_weight_grad.k143902, 49920
-  %3022 = add nsw i64 %3020, %3021
-  %arena943 = getelementptr inbounds float, ptr %arena, i64 %3022
-  %3023 = load float, ptr %arena943, align 4
-  %3024 = insertelement <16 x float> undef, float %3023, i32 0
-  %3025 = shufflevector <16 x float> %3024, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3025, ptr %conv2_weight_grad.t142_a5, align 64
-  %t142_a5 = load <16 x float>, ptr %conv2_weight_grad.t142_a5, align 64
-  %t142_b0944 = load <16 x float>, ptr %conv2_weight_grad.t142_b0, align 64
-  %t142_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_0, align 64
-  %3026 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5, <16 x float> %t142_b0944, <16 x float> %t142_c5_0)
-  store <16 x float> %3026, ptr %conv2_weight_grad.t142_c5_0, align 64
-  %t142_a5945 = load <16 x float>, ptr %conv2_weight_grad.t142_a5, align 64
-  %t142_b1946 = load <16 x float>, ptr %conv2_weight_grad.t142_b1, align 64
-  %t142_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_1, align 64
-  %3027 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5945, <16 x float> %t142_b1946, <16 x float> %t142_c5_1)
-  store <16 x float> %3027, ptr %conv2_weight_grad.t142_c5_1, align 64
-  %t142_a5947 = load <16 x float>, ptr %conv2_weight_grad.t142_a5, align 64
-  %t142_b2948 = load <16 x float>, ptr %conv2_weight_grad.t142_b2, align 64
-  %t142_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_2, align 64
-  %3028 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5947, <16 x float> %t142_b2948, <16 x float> %t142_c5_2)
-  store <16 x float> %3028, ptr %conv2_weight_grad.t142_c5_2, align 64
-  %t142_a5949 = load <16 x float>, ptr %conv2_weight_grad.t142_a5, align 64
-  %t142_b3950 = load <16 x float>, ptr %conv2_weight_grad.t142_b3, align 64
-  %t142_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_3, align 64
-  %3029 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5949, <16 x float> %t142_b3950, <16 x float> %t142_c5_3)
-  store <16 x float> %3029, ptr %conv2_weight_grad.t142_c5_3, align 64
-  %k143.next = add nsw i64 %conv2_weight_grad.k143902, 1
-  %3030 = icmp slt i64 %k143.next, 256
-  br i1 %3030, label %conv2_weight_grad.k143, label %conv2_weight_grad.k143.end
+fc1_weight_grad.k127.end:                         ; preds = %fc1_weight_grad.k127
+  %t126_c0_01107 = load <16 x float>, ptr %fc1_weight_grad.t126_c0_0, align 64
+  %3034 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %3035 = add nsw i64 1599360, %3034
+  %grads1108 = getelementptr inbounds float, ptr %grads, i64 %3035
+  store <16 x float> %t126_c0_01107, ptr %grads1108, align 4
+  %t126_c0_11109 = load <16 x float>, ptr %fc1_weight_grad.t126_c0_1, align 64
+  %3036 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %3037 = add nsw i64 1599360, %3036
+  %3038 = add nsw i64 %3037, 16
+  %grads1110 = getelementptr inbounds float, ptr %grads, i64 %3038
+  store <16 x float> %t126_c0_11109, ptr %grads1110, align 4
+  %t126_c0_21111 = load <16 x float>, ptr %fc1_weight_grad.t126_c0_2, align 64
+  %3039 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %3040 = add nsw i64 1599360, %3039
+  %3041 = add nsw i64 %3040, 32
+  %grads1112 = getelementptr inbounds float, ptr %grads, i64 %3041
+  store <16 x float> %t126_c0_21111, ptr %grads1112, align 4
+  %t126_c0_31113 = load <16 x float>, ptr %fc1_weight_grad.t126_c0_3, align 64
+  %3042 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %3043 = add nsw i64 1599360, %3042
+  %3044 = add nsw i64 %3043, 48
+  %grads1114 = getelementptr inbounds float, ptr %grads, i64 %3044
+  store <16 x float> %t126_c0_31113, ptr %grads1114, align 4
+  %t126_c1_01115 = load <16 x float>, ptr %fc1_weight_grad.t126_c1_0, align 64
+  %3045 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %3046 = add nsw i64 1611904, %3045
+  %grads1116 = getelementptr inbounds float, ptr %grads, i64 %3046
+  store <16 x float> %t126_c1_01115, ptr %grads1116, align 4
+  %t126_c1_11117 = load <16 x float>, ptr %fc1_weight_grad.t126_c1_1, align 64
+  %3047 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %3048 = add nsw i64 1611904, %3047
+  %3049 = add nsw i64 %3048, 16
+  %grads1118 = getelementptr inbounds float, ptr %grads, i64 %3049
+  store <16 x float> %t126_c1_11117, ptr %grads1118, align 4
+  %t126_c1_21119 = load <16 x float>, ptr %fc1_weight_grad.t126_c1_2, align 64
+  %3050 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %3051 = add nsw i64 1611904, %3050
+  %3052 = add nsw i64 %3051, 32
+  %grads1120 = getelementptr inbounds float, ptr %grads, i64 %3052
+  store <16 x float> %t126_c1_21119, ptr %grads1120, align 4
+  %t126_c1_31121 = load <16 x float>, ptr %fc1_weight_grad.t126_c1_3, align 64
+  %3053 = mul nsw i64 %fc1_weight_grad.nb122991, 64
+  %3054 = add nsw i64 1611904, %3053
+  %3055 = add nsw i64 %3054, 48
+  %grads1122 = getelementptr inbounds float, ptr %grads, i64 %3055
+  store <16 x float> %t126_c1_31121, ptr %grads1122, align 4
+  %nb122.next = add nsw i64 %fc1_weight_grad.nb122991, 1
+  %3056 = icmp slt i64 %nb122.next, 196
+  br i1 %3056, label %fc1_weight_grad.nb122, label %fc1_weight_grad.nb122.end
 
-conv2_weight_grad.k143.end:                       ; preds = %conv2_weight_grad.k143
-  %t142_c0_0951 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_0, align 64
-  %3031 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3032 = mul nsw i64 %3031, 64
-  %3033 = add nsw i64 24913168, %3032
-  %3034 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3035 = add nsw i64 %3033, %3034
-  %arena952 = getelementptr inbounds float, ptr %arena, i64 %3035
-  store <16 x float> %t142_c0_0951, ptr %arena952, align 4
-  %t142_c0_1953 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_1, align 64
-  %3036 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3037 = mul nsw i64 %3036, 64
-  %3038 = add nsw i64 24913168, %3037
-  %3039 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3040 = add nsw i64 %3038, %3039
-  %3041 = add nsw i64 %3040, 16
-  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3041
-  store <16 x float> %t142_c0_1953, ptr %arena954, align 4
-  %t142_c0_2955 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_2, align 64
-  %3042 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3043 = mul nsw i64 %3042, 64
-  %3044 = add nsw i64 24913168, %3043
-  %3045 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3046 = add nsw i64 %3044, %3045
-  %3047 = add nsw i64 %3046, 32
-  %arena956 = getelementptr inbounds float, ptr %arena, i64 %3047
-  store <16 x float> %t142_c0_2955, ptr %arena956, align 4
-  %t142_c0_3957 = load <16 x float>, ptr %conv2_weight_grad.t142_c0_3, align 64
-  %3048 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3049 = mul nsw i64 %3048, 64
-  %3050 = add nsw i64 24913168, %3049
-  %3051 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3052 = add nsw i64 %3050, %3051
-  %3053 = add nsw i64 %3052, 48
-  %arena958 = getelementptr inbounds float, ptr %arena, i64 %3053
-  store <16 x float> %t142_c0_3957, ptr %arena958, align 4
-  %t142_c1_0959 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_0, align 64
-  %3054 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3055 = add nsw i64 %3054, 1
-  %3056 = mul nsw i64 %3055, 64
-  %3057 = add nsw i64 24913168, %3056
-  %3058 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3059 = add nsw i64 %3057, %3058
-  %arena960 = getelementptr inbounds float, ptr %arena, i64 %3059
-  store <16 x float> %t142_c1_0959, ptr %arena960, align 4
-  %t142_c1_1961 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_1, align 64
-  %3060 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3061 = add nsw i64 %3060, 1
-  %3062 = mul nsw i64 %3061, 64
-  %3063 = add nsw i64 24913168, %3062
-  %3064 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3065 = add nsw i64 %3063, %3064
-  %3066 = add nsw i64 %3065, 16
-  %arena962 = getelementptr inbounds float, ptr %arena, i64 %3066
-  store <16 x float> %t142_c1_1961, ptr %arena962, align 4
-  %t142_c1_2963 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_2, align 64
-  %3067 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3068 = add nsw i64 %3067, 1
-  %3069 = mul nsw i64 %3068, 64
-  %3070 = add nsw i64 24913168, %3069
-  %3071 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3072 = add nsw i64 %3070, %3071
-  %3073 = add nsw i64 %3072, 32
-  %arena964 = getelementptr inbounds float, ptr %arena, i64 %3073
-  store <16 x float> %t142_c1_2963, ptr %arena964, align 4
-  %t142_c1_3965 = load <16 x float>, ptr %conv2_weight_grad.t142_c1_3, align 64
-  %3074 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3075 = add nsw i64 %3074, 1
-  %3076 = mul nsw i64 %3075, 64
-  %3077 = add nsw i64 24913168, %3076
-  %3078 = mul nsw i64 %conv2_weight_grad.nb140876, 64
+fc1_bias_grad.u128:                               ; preds = %fc1_bias_grad.n130.end, %fc1_weight_grad.nb122.end
+  %fc1_bias_grad.u1281123 = phi i64 [ 0, %fc1_weight_grad.nb122.end ], [ %u128.next, %fc1_bias_grad.n130.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc129, align 4
+  br label %fc1_bias_grad.n130
+
+fc1_bias_grad.u128.end:                           ; preds = %fc1_bias_grad.n130.end
+  br label %flat_grad.nb131
+
+fc1_bias_grad.n130:                               ; preds = %fc1_bias_grad.n130, %fc1_bias_grad.u128
+  %fc1_bias_grad.n1301124 = phi i64 [ 0, %fc1_bias_grad.u128 ], [ %n130.next, %fc1_bias_grad.n130 ]
+  %acc129 = load float, ptr %fc1_bias_grad.acc129, align 4
+  %3057 = mul nsw i64 %fc1_bias_grad.n1301124, 128
+  %3058 = add nsw i64 3228944, %3057
+  %3059 = add nsw i64 %3058, %fc1_bias_grad.u1281123
+  %arena1125 = getelementptr inbounds float, ptr %arena, i64 %3059
+  %3060 = load float, ptr %arena1125, align 4
+  %3061 = fadd float %acc129, %3060
+  store float %3061, ptr %fc1_bias_grad.acc129, align 4
+  %n130.next = add nsw i64 %fc1_bias_grad.n1301124, 1
+  %3062 = icmp slt i64 %n130.next, 64
+  br i1 %3062, label %fc1_bias_grad.n130, label %fc1_bias_grad.n130.end
+
+fc1_bias_grad.n130.end:                           ; preds = %fc1_bias_grad.n130
+  %acc1291126 = load float, ptr %fc1_bias_grad.acc129, align 4
+  %3063 = add nsw i64 1624448, %fc1_bias_grad.u1281123
+  %grads1127 = getelementptr inbounds float, ptr %grads, i64 %3063
+  store float %acc1291126, ptr %grads1127, align 4
+  %u128.next = add nsw i64 %fc1_bias_grad.u1281123, 1
+  %3064 = icmp slt i64 %u128.next, 128
+  br i1 %3064, label %fc1_bias_grad.u128, label %fc1_bias_grad.u128.end
+
+flat_grad.nb131:                                  ; preds = %flat_grad.k136.end, %fc1_bias_grad.u128.end
+  %flat_grad.nb1311128 = phi i64 [ 0, %fc1_bias_grad.u128.end ], [ %nb131.next, %flat_grad.k136.end ]
+  br label %flat_grad.mb132
+
+flat_grad.nb131.end:                              ; preds = %flat_grad.k136.end
+  br label %conv2_grad.i137
+
+flat_grad.mb132:                                  ; preds = %flat_grad.k134.end, %flat_grad.nb131
+  %flat_grad.mb1321129 = phi i64 [ 0, %flat_grad.nb131 ], [ %mb132.next, %flat_grad.k134.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t133_c5_3, align 64
+  br label %flat_grad.k134
+
+flat_grad.mb132.end:                              ; preds = %flat_grad.k134.end
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t135_c3_3, align 64
+  br label %flat_grad.k136
+
+flat_grad.k134:                                   ; preds = %flat_grad.k134, %flat_grad.mb132
+  %flat_grad.k1341130 = phi i64 [ 0, %flat_grad.mb132 ], [ %k134.next, %flat_grad.k134 ]
+  %3065 = mul nsw i64 %flat_grad.k1341130, 12544
+  %3066 = add nsw i64 18816, %3065
+  %3067 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3068 = add nsw i64 %3066, %3067
+  %params1131 = getelementptr inbounds float, ptr %params, i64 %3068
+  %3069 = load <16 x float>, ptr %params1131, align 4
+  store <16 x float> %3069, ptr %flat_grad.t133_b0, align 64
+  %3070 = mul nsw i64 %flat_grad.k1341130, 12544
+  %3071 = add nsw i64 18816, %3070
+  %3072 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3073 = add nsw i64 %3071, %3072
+  %3074 = add nsw i64 %3073, 16
+  %params1132 = getelementptr inbounds float, ptr %params, i64 %3074
+  %3075 = load <16 x float>, ptr %params1132, align 4
+  store <16 x float> %3075, ptr %flat_grad.t133_b1, align 64
+  %3076 = mul nsw i64 %flat_grad.k1341130, 12544
+  %3077 = add nsw i64 18816, %3076
+  %3078 = mul nsw i64 %flat_grad.nb1311128, 64
   %3079 = add nsw i64 %3077, %3078
-  %3080 = add nsw i64 %3079, 48
-  %arena966 = getelementptr inbounds float, ptr %arena, i64 %3080
-  store <16 x float> %t142_c1_3965, ptr %arena966, align 4
-  %t142_c2_0967 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_0, align 64
-  %3081 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3082 = add nsw i64 %3081, 2
-  %3083 = mul nsw i64 %3082, 64
-  %3084 = add nsw i64 24913168, %3083
-  %3085 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3086 = add nsw i64 %3084, %3085
-  %arena968 = getelementptr inbounds float, ptr %arena, i64 %3086
-  store <16 x float> %t142_c2_0967, ptr %arena968, align 4
-  %t142_c2_1969 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_1, align 64
-  %3087 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3088 = add nsw i64 %3087, 2
-  %3089 = mul nsw i64 %3088, 64
-  %3090 = add nsw i64 24913168, %3089
-  %3091 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3092 = add nsw i64 %3090, %3091
-  %3093 = add nsw i64 %3092, 16
-  %arena970 = getelementptr inbounds float, ptr %arena, i64 %3093
-  store <16 x float> %t142_c2_1969, ptr %arena970, align 4
-  %t142_c2_2971 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_2, align 64
-  %3094 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3095 = add nsw i64 %3094, 2
-  %3096 = mul nsw i64 %3095, 64
-  %3097 = add nsw i64 24913168, %3096
-  %3098 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3099 = add nsw i64 %3097, %3098
-  %3100 = add nsw i64 %3099, 32
-  %arena972 = getelementptr inbounds float, ptr %arena, i64 %3100
-  store <16 x float> %t142_c2_2971, ptr %arena972, align 4
-  %t142_c2_3973 = load <16 x float>, ptr %conv2_weight_grad.t142_c2_3, align 64
-  %3101 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3102 = add nsw i64 %3101, 2
-  %3103 = mul nsw i64 %3102, 64
-  %3104 = add nsw i64 24913168, %3103
-  %3105 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3106 = add nsw i64 %3104, %3105
-  %3107 = add nsw i64 %3106, 48
-  %arena974 = getelementptr inbounds float, ptr %arena, i64 %3107
-  store <16 x float> %t142_c2_3973, ptr %arena974, align 4
-  %t142_c3_0975 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_0, align 64
-  %3108 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3109 = add nsw i64 %3108, 3
-  %3110 = mul nsw i64 %3109, 64
-  %3111 = add nsw i64 24913168, %3110
-  %3112 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3113 = add nsw i64 %3111, %3112
-  %arena976 = getelementptr inbounds float, ptr %arena, i64 %3113
-  store <16 x float> %t142_c3_0975, ptr %arena976, align 4
-  %t142_c3_1977 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_1, align 64
-  %3114 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3115 = add nsw i64 %3114, 3
-  %3116 = mul nsw i64 %3115, 64
-  %3117 = add nsw i64 24913168, %3116
-  %3118 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3119 = add nsw i64 %3117, %3118
-  %3120 = add nsw i64 %3119, 16
-  %arena978 = getelementptr inbounds float, ptr %arena, i64 %3120
-  store <16 x float> %t142_c3_1977, ptr %arena978, align 4
-  %t142_c3_2979 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_2, align 64
-  %3121 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3122 = add nsw i64 %3121, 3
-  %3123 = mul nsw i64 %3122, 64
-  %3124 = add nsw i64 24913168, %3123
-  %3125 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3126 = add nsw i64 %3124, %3125
-  %3127 = add nsw i64 %3126, 32
-  %arena980 = getelementptr inbounds float, ptr %arena, i64 %3127
-  store <16 x float> %t142_c3_2979, ptr %arena980, align 4
-  %t142_c3_3981 = load <16 x float>, ptr %conv2_weight_grad.t142_c3_3, align 64
-  %3128 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3129 = add nsw i64 %3128, 3
-  %3130 = mul nsw i64 %3129, 64
-  %3131 = add nsw i64 24913168, %3130
-  %3132 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3133 = add nsw i64 %3131, %3132
-  %3134 = add nsw i64 %3133, 48
-  %arena982 = getelementptr inbounds float, ptr %arena, i64 %3134
-  store <16 x float> %t142_c3_3981, ptr %arena982, align 4
-  %t142_c4_0983 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_0, align 64
-  %3135 = mul nsw i64 %conv2_weight_grad.mb141877, 6
+  %3080 = add nsw i64 %3079, 32
+  %params1133 = getelementptr inbounds float, ptr %params, i64 %3080
+  %3081 = load <16 x float>, ptr %params1133, align 4
+  store <16 x float> %3081, ptr %flat_grad.t133_b2, align 64
+  %3082 = mul nsw i64 %flat_grad.k1341130, 12544
+  %3083 = add nsw i64 18816, %3082
+  %3084 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3085 = add nsw i64 %3083, %3084
+  %3086 = add nsw i64 %3085, 48
+  %params1134 = getelementptr inbounds float, ptr %params, i64 %3086
+  %3087 = load <16 x float>, ptr %params1134, align 4
+  store <16 x float> %3087, ptr %flat_grad.t133_b3, align 64
+  %3088 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3089 = mul nsw i64 %3088, 128
+  %3090 = add nsw i64 3228944, %3089
+  %3091 = add nsw i64 %3090, %flat_grad.k1341130
+  %arena1135 = getelementptr inbounds float, ptr %arena, i64 %3091
+  %3092 = load float, ptr %arena1135, align 4
+  %3093 = insertelement <16 x float> undef, float %3092, i32 0
+  %3094 = shufflevector <16 x float> %3093, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3094, ptr %flat_grad.t133_a0, align 64
+  %t133_a0 = load <16 x float>, ptr %flat_grad.t133_a0, align 64
+  %t133_b0 = load <16 x float>, ptr %flat_grad.t133_b0, align 64
+  %t133_c0_0 = load <16 x float>, ptr %flat_grad.t133_c0_0, align 64
+  %3095 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a0, <16 x float> %t133_b0, <16 x float> %t133_c0_0)
+  store <16 x float> %3095, ptr %flat_grad.t133_c0_0, align 64
+  %t133_a01136 = load <16 x float>, ptr %flat_grad.t133_a0, align 64
+  %t133_b1 = load <16 x float>, ptr %flat_grad.t133_b1, align 64
+  %t133_c0_1 = load <16 x float>, ptr %flat_grad.t133_c0_1, align 64
+  %3096 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a01136, <16 x float> %t133_b1, <16 x float> %t133_c0_1)
+  store <16 x float> %3096, ptr %flat_grad.t133_c0_1, align 64
+  %t133_a01137 = load <16 x float>, ptr %flat_grad.t133_a0, align 64
+  %t133_b2 = load <16 x float>, ptr %flat_grad.t133_b2, align 64
+  %t133_c0_2 = load <16 x float>, ptr %flat_grad.t133_c0_2, align 64
+  %3097 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a01137, <16 x float> %t133_b2, <16 x float> %t133_c0_2)
+  store <16 x float> %3097, ptr %flat_grad.t133_c0_2, align 64
+  %t133_a01138 = load <16 x float>, ptr %flat_grad.t133_a0, align 64
+  %t133_b3 = load <16 x float>, ptr %flat_grad.t133_b3, align 64
+  %t133_c0_3 = load <16 x float>, ptr %flat_grad.t133_c0_3, align 64
+  %3098 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a01138, <16 x float> %t133_b3, <16 x float> %t133_c0_3)
+  store <16 x float> %3098, ptr %flat_grad.t133_c0_3, align 64
+  %3099 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3100 = add nsw i64 %3099, 1
+  %3101 = mul nsw i64 %3100, 128
+  %3102 = add nsw i64 3228944, %3101
+  %3103 = add nsw i64 %3102, %flat_grad.k1341130
+  %arena1139 = getelementptr inbounds float, ptr %arena, i64 %3103
+  %3104 = load float, ptr %arena1139, align 4
+  %3105 = insertelement <16 x float> undef, float %3104, i32 0
+  %3106 = shufflevector <16 x float> %3105, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3106, ptr %flat_grad.t133_a1, align 64
+  %t133_a1 = load <16 x float>, ptr %flat_grad.t133_a1, align 64
+  %t133_b01140 = load <16 x float>, ptr %flat_grad.t133_b0, align 64
+  %t133_c1_0 = load <16 x float>, ptr %flat_grad.t133_c1_0, align 64
+  %3107 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a1, <16 x float> %t133_b01140, <16 x float> %t133_c1_0)
+  store <16 x float> %3107, ptr %flat_grad.t133_c1_0, align 64
+  %t133_a11141 = load <16 x float>, ptr %flat_grad.t133_a1, align 64
+  %t133_b11142 = load <16 x float>, ptr %flat_grad.t133_b1, align 64
+  %t133_c1_1 = load <16 x float>, ptr %flat_grad.t133_c1_1, align 64
+  %3108 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a11141, <16 x float> %t133_b11142, <16 x float> %t133_c1_1)
+  store <16 x float> %3108, ptr %flat_grad.t133_c1_1, align 64
+  %t133_a11143 = load <16 x float>, ptr %flat_grad.t133_a1, align 64
+  %t133_b21144 = load <16 x float>, ptr %flat_grad.t133_b2, align 64
+  %t133_c1_2 = load <16 x float>, ptr %flat_grad.t133_c1_2, align 64
+  %3109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a11143, <16 x float> %t133_b21144, <16 x float> %t133_c1_2)
+  store <16 x float> %3109, ptr %flat_grad.t133_c1_2, align 64
+  %t133_a11145 = load <16 x float>, ptr %flat_grad.t133_a1, align 64
+  %t133_b31146 = load <16 x float>, ptr %flat_grad.t133_b3, align 64
+  %t133_c1_3 = load <16 x float>, ptr %flat_grad.t133_c1_3, align 64
+  %3110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a11145, <16 x float> %t133_b31146, <16 x float> %t133_c1_3)
+  store <16 x float> %3110, ptr %flat_grad.t133_c1_3, align 64
+  %3111 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3112 = add nsw i64 %3111, 2
+  %3113 = mul nsw i64 %3112, 128
+  %3114 = add nsw i64 3228944, %3113
+  %3115 = add nsw i64 %3114, %flat_grad.k1341130
+  %arena1147 = getelementptr inbounds float, ptr %arena, i64 %3115
+  %3116 = load float, ptr %arena1147, align 4
+  %3117 = insertelement <16 x float> undef, float %3116, i32 0
+  %3118 = shufflevector <16 x float> %3117, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3118, ptr %flat_grad.t133_a2, align 64
+  %t133_a2 = load <16 x float>, ptr %flat_grad.t133_a2, align 64
+  %t133_b01148 = load <16 x float>, ptr %flat_grad.t133_b0, align 64
+  %t133_c2_0 = load <16 x float>, ptr %flat_grad.t133_c2_0, align 64
+  %3119 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a2, <16 x float> %t133_b01148, <16 x float> %t133_c2_0)
+  store <16 x float> %3119, ptr %flat_grad.t133_c2_0, align 64
+  %t133_a21149 = load <16 x float>, ptr %flat_grad.t133_a2, align 64
+  %t133_b11150 = load <16 x float>, ptr %flat_grad.t133_b1, align 64
+  %t133_c2_1 = load <16 x float>, ptr %flat_grad.t133_c2_1, align 64
+  %3120 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a21149, <16 x float> %t133_b11150, <16 x float> %t133_c2_1)
+  store <16 x float> %3120, ptr %flat_grad.t133_c2_1, align 64
+  %t133_a21151 = load <16 x float>, ptr %flat_grad.t133_a2, align 64
+  %t133_b21152 = load <16 x float>, ptr %flat_grad.t133_b2, align 64
+  %t133_c2_2 = load <16 x float>, ptr %flat_grad.t133_c2_2, align 64
+  %3121 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a21151, <16 x float> %t133_b21152, <16 x float> %t133_c2_2)
+  store <16 x float> %3121, ptr %flat_grad.t133_c2_2, align 64
+  %t133_a21153 = load <16 x float>, ptr %flat_grad.t133_a2, align 64
+  %t133_b31154 = load <16 x float>, ptr %flat_grad.t133_b3, align 64
+  %t133_c2_3 = load <16 x float>, ptr %flat_grad.t133_c2_3, align 64
+  %3122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a21153, <16 x float> %t133_b31154, <16 x float> %t133_c2_3)
+  store <16 x float> %3122, ptr %flat_grad.t133_c2_3, align 64
+  %3123 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3124 = add nsw i64 %3123, 3
+  %3125 = mul nsw i64 %3124, 128
+  %3126 = add nsw i64 3228944, %3125
+  %3127 = add nsw i64 %3126, %flat_grad.k1341130
+  %arena1155 = getelementptr inbounds float, ptr %arena, i64 %3127
+  %3128 = load float, ptr %arena1155, align 4
+  %3129 = insertelement <16 x float> undef, float %3128, i32 0
+  %3130 = shufflevector <16 x float> %3129, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3130, ptr %flat_grad.t133_a3, align 64
+  %t133_a3 = load <16 x float>, ptr %flat_grad.t133_a3, align 64
+  %t133_b01156 = load <16 x float>, ptr %flat_grad.t133_b0, align 64
+  %t133_c3_0 = load <16 x float>, ptr %flat_grad.t133_c3_0, align 64
+  %3131 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a3, <16 x float> %t133_b01156, <16 x float> %t133_c3_0)
+  store <16 x float> %3131, ptr %flat_grad.t133_c3_0, align 64
+  %t133_a31157 = load <16 x float>, ptr %flat_grad.t133_a3, align 64
+  %t133_b11158 = load <16 x float>, ptr %flat_grad.t133_b1, align 64
+  %t133_c3_1 = load <16 x float>, ptr %flat_grad.t133_c3_1, align 64
+  %3132 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a31157, <16 x float> %t133_b11158, <16 x float> %t133_c3_1)
+  store <16 x float> %3132, ptr %flat_grad.t133_c3_1, align 64
+  %t133_a31159 = load <16 x float>, ptr %flat_grad.t133_a3, align 64
+  %t133_b21160 = load <16 x float>, ptr %flat_grad.t133_b2, align 64
+  %t133_c3_2 = load <16 x float>, ptr %flat_grad.t133_c3_2, align 64
+  %3133 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a31159, <16 x float> %t133_b21160, <16 x float> %t133_c3_2)
+  store <16 x float> %3133, ptr %flat_grad.t133_c3_2, align 64
+  %t133_a31161 = load <16 x float>, ptr %flat_grad.t133_a3, align 64
+  %t133_b31162 = load <16 x float>, ptr %flat_grad.t133_b3, align 64
+  %t133_c3_3 = load <16 x float>, ptr %flat_grad.t133_c3_3, align 64
+  %3134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a31161, <16 x float> %t133_b31162, <16 x float> %t133_c3_3)
+  store <16 x float> %3134, ptr %flat_grad.t133_c3_3, align 64
+  %3135 = mul nsw i64 %flat_grad.mb1321129, 6
   %3136 = add nsw i64 %3135, 4
-  %3137 = mul nsw i64 %3136, 64
-  %3138 = add nsw i64 24913168, %3137
-  %3139 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3140 = add nsw i64 %3138, %3139
-  %arena984 = getelementptr inbounds float, ptr %arena, i64 %3140
-  store <16 x float> %t142_c4_0983, ptr %arena984, align 4
-  %t142_c4_1985 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_1, align 64
-  %3141 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3142 = add nsw i64 %3141, 4
-  %3143 = mul nsw i64 %3142, 64
-  %3144 = add nsw i64 24913168, %3143
-  %3145 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3146 = add nsw i64 %3144, %3145
-  %3147 = add nsw i64 %3146, 16
-  %arena986 = getelementptr inbounds float, ptr %arena, i64 %3147
-  store <16 x float> %t142_c4_1985, ptr %arena986, align 4
-  %t142_c4_2987 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_2, align 64
-  %3148 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3149 = add nsw i64 %3148, 4
-  %3150 = mul nsw i64 %3149, 64
-  %3151 = add nsw i64 24913168, %3150
-  %3152 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3153 = add nsw i64 %3151, %3152
-  %3154 = add nsw i64 %3153, 32
-  %arena988 = getelementptr inbounds float, ptr %arena, i64 %3154
-  store <16 x float> %t142_c4_2987, ptr %arena988, align 4
-  %t142_c4_3989 = load <16 x float>, ptr %conv2_weight_grad.t142_c4_3, align 64
-  %3155 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3156 = add nsw i64 %3155, 4
-  %3157 = mul nsw i64 %3156, 64
-  %3158 = add nsw i64 24913168, %3157
-  %3159 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3160 = add nsw i64 %3158, %3159
-  %3161 = add nsw i64 %3160, 48
-  %arena990 = getelementptr inbounds float, ptr %arena, i64 %3161
-  store <16 x float> %t142_c4_3989, ptr %arena990, align 4
-  %t142_c5_0991 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_0, align 64
-  %3162 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3163 = add nsw i64 %3162, 5
-  %3164 = mul nsw i64 %3163, 64
-  %3165 = add nsw i64 24913168, %3164
-  %3166 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3167 = add nsw i64 %3165, %3166
-  %arena992 = getelementptr inbounds float, ptr %arena, i64 %3167
-  store <16 x float> %t142_c5_0991, ptr %arena992, align 4
-  %t142_c5_1993 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_1, align 64
-  %3168 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3169 = add nsw i64 %3168, 5
-  %3170 = mul nsw i64 %3169, 64
-  %3171 = add nsw i64 24913168, %3170
-  %3172 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3173 = add nsw i64 %3171, %3172
-  %3174 = add nsw i64 %3173, 16
-  %arena994 = getelementptr inbounds float, ptr %arena, i64 %3174
-  store <16 x float> %t142_c5_1993, ptr %arena994, align 4
-  %t142_c5_2995 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_2, align 64
-  %3175 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3176 = add nsw i64 %3175, 5
-  %3177 = mul nsw i64 %3176, 64
-  %3178 = add nsw i64 24913168, %3177
-  %3179 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3180 = add nsw i64 %3178, %3179
-  %3181 = add nsw i64 %3180, 32
-  %arena996 = getelementptr inbounds float, ptr %arena, i64 %3181
-  store <16 x float> %t142_c5_2995, ptr %arena996, align 4
-  %t142_c5_3997 = load <16 x float>, ptr %conv2_weight_grad.t142_c5_3, align 64
-  %3182 = mul nsw i64 %conv2_weight_grad.mb141877, 6
-  %3183 = add nsw i64 %3182, 5
-  %3184 = mul nsw i64 %3183, 64
-  %3185 = add nsw i64 24913168, %3184
-  %3186 = mul nsw i64 %conv2_weight_grad.nb140876, 64
-  %3187 = add nsw i64 %3185, %3186
-  %3188 = add nsw i64 %3187, 48
-  %arena998 = getelementptr inbounds float, ptr %arena, i64 %3188
-  store <16 x float> %t142_c5_3997, ptr %arena998, align 4
-  %mb141.next = add nsw i64 %conv2_weight_grad.mb141877, 1
-  %3189 = icmp slt i64 %mb141.next, 48
-  br i1 %3189, label %conv2_weight_grad.mb141, label %conv2_weight_grad.mb141.end
+  %3137 = mul nsw i64 %3136, 128
+  %3138 = add nsw i64 3228944, %3137
+  %3139 = add nsw i64 %3138, %flat_grad.k1341130
+  %arena1163 = getelementptr inbounds float, ptr %arena, i64 %3139
+  %3140 = load float, ptr %arena1163, align 4
+  %3141 = insertelement <16 x float> undef, float %3140, i32 0
+  %3142 = shufflevector <16 x float> %3141, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3142, ptr %flat_grad.t133_a4, align 64
+  %t133_a4 = load <16 x float>, ptr %flat_grad.t133_a4, align 64
+  %t133_b01164 = load <16 x float>, ptr %flat_grad.t133_b0, align 64
+  %t133_c4_0 = load <16 x float>, ptr %flat_grad.t133_c4_0, align 64
+  %3143 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a4, <16 x float> %t133_b01164, <16 x float> %t133_c4_0)
+  store <16 x float> %3143, ptr %flat_grad.t133_c4_0, align 64
+  %t133_a41165 = load <16 x float>, ptr %flat_grad.t133_a4, align 64
+  %t133_b11166 = load <16 x float>, ptr %flat_grad.t133_b1, align 64
+  %t133_c4_1 = load <16 x float>, ptr %flat_grad.t133_c4_1, align 64
+  %3144 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a41165, <16 x float> %t133_b11166, <16 x float> %t133_c4_1)
+  store <16 x float> %3144, ptr %flat_grad.t133_c4_1, align 64
+  %t133_a41167 = load <16 x float>, ptr %flat_grad.t133_a4, align 64
+  %t133_b21168 = load <16 x float>, ptr %flat_grad.t133_b2, align 64
+  %t133_c4_2 = load <16 x float>, ptr %flat_grad.t133_c4_2, align 64
+  %3145 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a41167, <16 x float> %t133_b21168, <16 x float> %t133_c4_2)
+  store <16 x float> %3145, ptr %flat_grad.t133_c4_2, align 64
+  %t133_a41169 = load <16 x float>, ptr %flat_grad.t133_a4, align 64
+  %t133_b31170 = load <16 x float>, ptr %flat_grad.t133_b3, align 64
+  %t133_c4_3 = load <16 x float>, ptr %flat_grad.t133_c4_3, align 64
+  %3146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a41169, <16 x float> %t133_b31170, <16 x float> %t133_c4_3)
+  store <16 x float> %3146, ptr %flat_grad.t133_c4_3, align 64
+  %3147 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3148 = add nsw i64 %3147, 5
+  %3149 = mul nsw i64 %3148, 128
+  %3150 = add nsw i64 3228944, %3149
+  %3151 = add nsw i64 %3150, %flat_grad.k1341130
+  %arena1171 = getelementptr inbounds float, ptr %arena, i64 %3151
+  %3152 = load float, ptr %arena1171, align 4
+  %3153 = insertelement <16 x float> undef, float %3152, i32 0
+  %3154 = shufflevector <16 x float> %3153, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3154, ptr %flat_grad.t133_a5, align 64
+  %t133_a5 = load <16 x float>, ptr %flat_grad.t133_a5, align 64
+  %t133_b01172 = load <16 x float>, ptr %flat_grad.t133_b0, align 64
+  %t133_c5_0 = load <16 x float>, ptr %flat_grad.t133_c5_0, align 64
+  %3155 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a5, <16 x float> %t133_b01172, <16 x float> %t133_c5_0)
+  store <16 x float> %3155, ptr %flat_grad.t133_c5_0, align 64
+  %t133_a51173 = load <16 x float>, ptr %flat_grad.t133_a5, align 64
+  %t133_b11174 = load <16 x float>, ptr %flat_grad.t133_b1, align 64
+  %t133_c5_1 = load <16 x float>, ptr %flat_grad.t133_c5_1, align 64
+  %3156 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a51173, <16 x float> %t133_b11174, <16 x float> %t133_c5_1)
+  store <16 x float> %3156, ptr %flat_grad.t133_c5_1, align 64
+  %t133_a51175 = load <16 x float>, ptr %flat_grad.t133_a5, align 64
+  %t133_b21176 = load <16 x float>, ptr %flat_grad.t133_b2, align 64
+  %t133_c5_2 = load <16 x float>, ptr %flat_grad.t133_c5_2, align 64
+  %3157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a51175, <16 x float> %t133_b21176, <16 x float> %t133_c5_2)
+  store <16 x float> %3157, ptr %flat_grad.t133_c5_2, align 64
+  %t133_a51177 = load <16 x float>, ptr %flat_grad.t133_a5, align 64
+  %t133_b31178 = load <16 x float>, ptr %flat_grad.t133_b3, align 64
+  %t133_c5_3 = load <16 x float>, ptr %flat_grad.t133_c5_3, align 64
+  %3158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t133_a51177, <16 x float> %t133_b31178, <16 x float> %t133_c5_3)
+  store <16 x float> %3158, ptr %flat_grad.t133_c5_3, align 64
+  %k134.next = add nsw i64 %flat_grad.k1341130, 1
+  %3159 = icmp slt i64 %k134.next, 128
+  br i1 %3159, label %flat_grad.k134, label %flat_grad.k134.end
 
-conv2_weight_grad.f144:                           ; preds = %conv2_weight_grad.r145.end, %conv2_weight_grad.g117.end
-  %conv2_weight_grad.f144999 = phi i64 [ 0, %conv2_weight_grad.g117.end ], [ %f144.next, %conv2_weight_grad.r145.end ]
-  br label %conv2_weight_grad.r145
-
-conv2_weight_grad.f144.end:                       ; preds = %conv2_weight_grad.r145.end
-  br label %conv2_bias_grad.i146
-
-conv2_weight_grad.r145:                           ; preds = %conv2_weight_grad.r145, %conv2_weight_grad.f144
-  %conv2_weight_grad.r1451000 = phi i64 [ 0, %conv2_weight_grad.f144 ], [ %r145.next, %conv2_weight_grad.r145 ]
-  %3190 = mul nsw i64 %conv2_weight_grad.r1451000, 64
-  %3191 = add nsw i64 24913168, %3190
-  %3192 = add nsw i64 %3191, %conv2_weight_grad.f144999
-  %arena1001 = getelementptr inbounds float, ptr %arena, i64 %3192
-  %3193 = load float, ptr %arena1001, align 4
-  %3194 = mul nsw i64 %conv2_weight_grad.f144999, 288
-  %3195 = add nsw i64 320, %3194
-  %3196 = add nsw i64 %3195, %conv2_weight_grad.r1451000
-  %grads1002 = getelementptr inbounds float, ptr %grads, i64 %3196
-  store float %3193, ptr %grads1002, align 4
-  %r145.next = add nsw i64 %conv2_weight_grad.r1451000, 1
-  %3197 = icmp slt i64 %r145.next, 288
-  br i1 %3197, label %conv2_weight_grad.r145, label %conv2_weight_grad.r145.end
-
-conv2_weight_grad.r145.end:                       ; preds = %conv2_weight_grad.r145
-  %f144.next = add nsw i64 %conv2_weight_grad.f144999, 1
-  %3198 = icmp slt i64 %f144.next, 64
-  br i1 %3198, label %conv2_weight_grad.f144, label %conv2_weight_grad.f144.end
-
-conv2_bias_grad.i146:                             ; preds = %conv2_bias_grad.i146, %conv2_weight_grad.f144.end
-  %conv2_bias_grad.i1461003 = phi i64 [ 0, %conv2_weight_grad.f144.end ], [ %i146.next, %conv2_bias_grad.i146 ]
-  %3199 = add nsw i64 1605632, %conv2_bias_grad.i1461003
-  %arena1004 = getelementptr inbounds float, ptr %arena, i64 %3199
-  store float 1.000000e+00, ptr %arena1004, align 4
-  %i146.next = add nsw i64 %conv2_bias_grad.i1461003, 1
-  %3200 = icmp slt i64 %i146.next, 784
-  br i1 %3200, label %conv2_bias_grad.i146, label %conv2_bias_grad.i146.end
-
-conv2_bias_grad.i146.end:                         ; preds = %conv2_bias_grad.i146
-  br label %conv2_bias_grad.i147
-
-conv2_bias_grad.i147:                             ; preds = %conv2_bias_grad.i147, %conv2_bias_grad.i146.end
-  %conv2_bias_grad.i1471005 = phi i64 [ 0, %conv2_bias_grad.i146.end ], [ %i147.next, %conv2_bias_grad.i147 ]
-  %3201 = add nsw i64 18752, %conv2_bias_grad.i1471005
-  %grads1006 = getelementptr inbounds float, ptr %grads, i64 %3201
-  store float 0.000000e+00, ptr %grads1006, align 4
-  %i147.next = add nsw i64 %conv2_bias_grad.i1471005, 1
-  %3202 = icmp slt i64 %i147.next, 64
-  br i1 %3202, label %conv2_bias_grad.i147, label %conv2_bias_grad.i147.end
-
-conv2_bias_grad.i147.end:                         ; preds = %conv2_bias_grad.i147
-  br label %conv2_bias_grad.img148
-
-conv2_bias_grad.img148:                           ; preds = %conv2_bias_grad.img148, %conv2_bias_grad.i147.end
-  %conv2_bias_grad.img1481007 = phi i64 [ 0, %conv2_bias_grad.i147.end ], [ %img148.next, %conv2_bias_grad.img148 ]
-  %3203 = mul nsw i64 %conv2_bias_grad.img1481007, 50176
-  %3204 = add nsw i64 4039952, %3203
-  %arena1008 = getelementptr inbounds float, ptr %arena, i64 %3204
-  %arena1009 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %grads1010 = getelementptr inbounds float, ptr %grads, i64 18752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 784, float 1.000000e+00, ptr %arena1008, i32 784, ptr %arena1009, i32 1, float 1.000000e+00, ptr %grads1010, i32 1)
-  %img148.next = add nsw i64 %conv2_bias_grad.img1481007, 1
-  %3205 = icmp slt i64 %img148.next, 64
-  br i1 %3205, label %conv2_bias_grad.img148, label %conv2_bias_grad.img148.end
-
-conv2_bias_grad.img148.end:                       ; preds = %conv2_bias_grad.img148
-  br label %relu1_grad.g149
-
-relu1_grad.g149:                                  ; preds = %relu1_grad.j157.end, %conv2_bias_grad.img148.end
-  %relu1_grad.g1491011 = phi i64 [ 0, %conv2_bias_grad.img148.end ], [ %g149.next, %relu1_grad.j157.end ]
-  br label %relu1_grad.j150
-
-relu1_grad.g149.end:                              ; preds = %relu1_grad.j157.end
-  br label %conv1_grad.i226
-
-relu1_grad.j150:                                  ; preds = %relu1_grad.f151.end, %relu1_grad.g149
-  %relu1_grad.j1501012 = phi i64 [ 0, %relu1_grad.g149 ], [ %j150.next, %relu1_grad.f151.end ]
-  br label %relu1_grad.f151
-
-relu1_grad.j150.end:                              ; preds = %relu1_grad.f151.end
-  br label %relu1_grad.nb153
-
-relu1_grad.f151:                                  ; preds = %relu1_grad.i152.end, %relu1_grad.j150
-  %relu1_grad.f1511013 = phi i64 [ 0, %relu1_grad.j150 ], [ %f151.next, %relu1_grad.i152.end ]
-  br label %relu1_grad.i152
-
-relu1_grad.f151.end:                              ; preds = %relu1_grad.i152.end
-  %j150.next = add nsw i64 %relu1_grad.j1501012, 1
-  %3206 = icmp slt i64 %j150.next, 64
-  br i1 %3206, label %relu1_grad.j150, label %relu1_grad.j150.end
-
-relu1_grad.i152:                                  ; preds = %relu1_grad.i152, %relu1_grad.f151
-  %relu1_grad.i1521014 = phi i64 [ 0, %relu1_grad.f151 ], [ %i152.next, %relu1_grad.i152 ]
-  %3207 = mul nsw i64 %relu1_grad.g1491011, 64
-  %3208 = add nsw i64 %3207, %relu1_grad.j1501012
-  %3209 = mul nsw i64 %3208, 50176
-  %3210 = add nsw i64 4039952, %3209
-  %3211 = mul nsw i64 %relu1_grad.f1511013, 784
-  %3212 = add nsw i64 %3210, %3211
-  %3213 = add nsw i64 %3212, %relu1_grad.i1521014
-  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %3213
-  %3214 = load float, ptr %arena1015, align 4
-  %3215 = mul nsw i64 %relu1_grad.f1511013, 50176
-  %3216 = add nsw i64 21701904, %3215
-  %3217 = mul nsw i64 %relu1_grad.j1501012, 784
-  %3218 = add nsw i64 %3216, %3217
-  %3219 = add nsw i64 %3218, %relu1_grad.i1521014
-  %arena1016 = getelementptr inbounds float, ptr %arena, i64 %3219
-  store float %3214, ptr %arena1016, align 4
-  %i152.next = add nsw i64 %relu1_grad.i1521014, 1
-  %3220 = icmp slt i64 %i152.next, 784
-  br i1 %3220, label %relu1_grad.i152, label %relu1_grad.i152.end
-
-relu1_grad.i152.end:                              ; preds = %relu1_grad.i152
-  %f151.next = add nsw i64 %relu1_grad.f1511013, 1
-  %3221 = icmp slt i64 %f151.next, 64
-  br i1 %3221, label %relu1_grad.f151, label %relu1_grad.f151.end
-
-relu1_grad.nb153:                                 ; preds = %relu1_grad.mb154.end, %relu1_grad.j150.end
-  %relu1_grad.nb1531017 = phi i64 [ 0, %relu1_grad.j150.end ], [ %nb153.next, %relu1_grad.mb154.end ]
-  br label %relu1_grad.mb154
-
-relu1_grad.nb153.end:                             ; preds = %relu1_grad.mb154.end
-  br label %relu1_grad.j157
-
-relu1_grad.mb154:                                 ; preds = %relu1_grad.k156.end, %relu1_grad.nb153
-  %relu1_grad.mb1541018 = phi i64 [ 0, %relu1_grad.nb153 ], [ %mb154.next, %relu1_grad.k156.end ]
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t155_c5_3, align 64
-  br label %relu1_grad.k156
-
-relu1_grad.mb154.end:                             ; preds = %relu1_grad.k156.end
-  %nb153.next = add nsw i64 %relu1_grad.nb1531017, 1
-  %3222 = icmp slt i64 %nb153.next, 784
-  br i1 %3222, label %relu1_grad.nb153, label %relu1_grad.nb153.end
-
-relu1_grad.k156:                                  ; preds = %relu1_grad.k156, %relu1_grad.mb154
-  %relu1_grad.k1561019 = phi i64 [ 0, %relu1_grad.mb154 ], [ %k156.next, %relu1_grad.k156 ]
-  %3223 = mul nsw i64 %relu1_grad.k1561019, 50176
-  %3224 = add nsw i64 21701904, %3223
-  %3225 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3226 = add nsw i64 %3224, %3225
-  %arena1020 = getelementptr inbounds float, ptr %arena, i64 %3226
-  %3227 = load <16 x float>, ptr %arena1020, align 4
-  store <16 x float> %3227, ptr %relu1_grad.t155_b0, align 64
-  %3228 = mul nsw i64 %relu1_grad.k1561019, 50176
-  %3229 = add nsw i64 21701904, %3228
-  %3230 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3231 = add nsw i64 %3229, %3230
-  %3232 = add nsw i64 %3231, 16
-  %arena1021 = getelementptr inbounds float, ptr %arena, i64 %3232
-  %3233 = load <16 x float>, ptr %arena1021, align 4
-  store <16 x float> %3233, ptr %relu1_grad.t155_b1, align 64
-  %3234 = mul nsw i64 %relu1_grad.k1561019, 50176
-  %3235 = add nsw i64 21701904, %3234
-  %3236 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3237 = add nsw i64 %3235, %3236
-  %3238 = add nsw i64 %3237, 32
-  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %3238
-  %3239 = load <16 x float>, ptr %arena1022, align 4
-  store <16 x float> %3239, ptr %relu1_grad.t155_b2, align 64
-  %3240 = mul nsw i64 %relu1_grad.k1561019, 50176
-  %3241 = add nsw i64 21701904, %3240
-  %3242 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3243 = add nsw i64 %3241, %3242
-  %3244 = add nsw i64 %3243, 48
-  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %3244
-  %3245 = load <16 x float>, ptr %arena1023, align 4
-  store <16 x float> %3245, ptr %relu1_grad.t155_b3, align 64
-  %3246 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3247 = add nsw i64 320, %3246
-  %3248 = mul nsw i64 %relu1_grad.k1561019, 288
-  %3249 = add nsw i64 %3247, %3248
-  %params1024 = getelementptr inbounds float, ptr %params, i64 %3249
-  %3250 = load float, ptr %params1024, align 4
-  %3251 = insertelement <16 x float> undef, float %3250, i32 0
-  %3252 = shufflevector <16 x float> %3251, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3252, ptr %relu1_grad.t155_a0, align 64
-  %t155_a0 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
-  %t155_b0 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c0_0 = load <16 x float>, ptr %relu1_grad.t155_c0_0, align 64
-  %3253 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a0, <16 x float> %t155_b0, <16 x float> %t155_c0_0)
-  store <16 x float> %3253, ptr %relu1_grad.t155_c0_0, align 64
-  %t155_a01025 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
-  %t155_b1 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c0_1 = load <16 x float>, ptr %relu1_grad.t155_c0_1, align 64
-  %3254 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a01025, <16 x float> %t155_b1, <16 x float> %t155_c0_1)
-  store <16 x float> %3254, ptr %relu1_grad.t155_c0_1, align 64
-  %t155_a01026 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
-  %t155_b2 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c0_2 = load <16 x float>, ptr %relu1_grad.t155_c0_2, align 64
-  %3255 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a01026, <16 x float> %t155_b2, <16 x float> %t155_c0_2)
-  store <16 x float> %3255, ptr %relu1_grad.t155_c0_2, align 64
-  %t155_a01027 = load <16 x float>, ptr %relu1_grad.t155_a0, align 64
-  %t155_b3 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c0_3 = load <16 x float>, ptr %relu1_grad.t155_c0_3, align 64
-  %3256 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a01027, <16 x float> %t155_b3, <16 x float> %t155_c0_3)
-  store <16 x float> %3256, ptr %relu1_grad.t155_c0_3, align 64
-  %3257 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3258 = add nsw i64 %3257, 1
-  %3259 = add nsw i64 320, %3258
-  %3260 = mul nsw i64 %relu1_grad.k1561019, 288
-  %3261 = add nsw i64 %3259, %3260
-  %params1028 = getelementptr inbounds float, ptr %params, i64 %3261
-  %3262 = load float, ptr %params1028, align 4
-  %3263 = insertelement <16 x float> undef, float %3262, i32 0
-  %3264 = shufflevector <16 x float> %3263, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3264, ptr %relu1_grad.t155_a1, align 64
-  %t155_a1 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
-  %t155_b01029 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c1_0 = load <16 x float>, ptr %relu1_grad.t155_c1_0, align 64
-  %3265 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a1, <16 x float> %t155_b01029, <16 x float> %t155_c1_0)
-  store <16 x float> %3265, ptr %relu1_grad.t155_c1_0, align 64
-  %t155_a11030 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
-  %t155_b11031 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c1_1 = load <16 x float>, ptr %relu1_grad.t155_c1_1, align 64
-  %3266 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a11030, <16 x float> %t155_b11031, <16 x float> %t155_c1_1)
-  store <16 x float> %3266, ptr %relu1_grad.t155_c1_1, align 64
-  %t155_a11032 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
-  %t155_b21033 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c1_2 = load <16 x float>, ptr %relu1_grad.t155_c1_2, align 64
-  %3267 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a11032, <16 x float> %t155_b21033, <16 x float> %t155_c1_2)
-  store <16 x float> %3267, ptr %relu1_grad.t155_c1_2, align 64
-  %t155_a11034 = load <16 x float>, ptr %relu1_grad.t155_a1, align 64
-  %t155_b31035 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c1_3 = load <16 x float>, ptr %relu1_grad.t155_c1_3, align 64
-  %3268 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a11034, <16 x float> %t155_b31035, <16 x float> %t155_c1_3)
-  store <16 x float> %3268, ptr %relu1_grad.t155_c1_3, align 64
-  %3269 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3270 = add nsw i64 %3269, 2
-  %3271 = add nsw i64 320, %3270
-  %3272 = mul nsw i64 %relu1_grad.k1561019, 288
-  %3273 = add nsw i64 %3271, %3272
-  %params1036 = getelementptr inbounds float, ptr %params, i64 %3273
-  %3274 = load float, ptr %params1036, align 4
-  %3275 = insertelement <16 x float> undef, float %3274, i32 0
-  %3276 = shufflevector <16 x float> %3275, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3276, ptr %relu1_grad.t155_a2, align 64
-  %t155_a2 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
-  %t155_b01037 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c2_0 = load <16 x float>, ptr %relu1_grad.t155_c2_0, align 64
-  %3277 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a2, <16 x float> %t155_b01037, <16 x float> %t155_c2_0)
-  store <16 x float> %3277, ptr %relu1_grad.t155_c2_0, align 64
-  %t155_a21038 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
-  %t155_b11039 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c2_1 = load <16 x float>, ptr %relu1_grad.t155_c2_1, align 64
-  %3278 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a21038, <16 x float> %t155_b11039, <16 x float> %t155_c2_1)
-  store <16 x float> %3278, ptr %relu1_grad.t155_c2_1, align 64
-  %t155_a21040 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
-  %t155_b21041 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c2_2 = load <16 x float>, ptr %relu1_grad.t155_c2_2, align 64
-  %3279 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a21040, <16 x float> %t155_b21041, <16 x float> %t155_c2_2)
-  store <16 x float> %3279, ptr %relu1_grad.t155_c2_2, align 64
-  %t155_a21042 = load <16 x float>, ptr %relu1_grad.t155_a2, align 64
-  %t155_b31043 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c2_3 = load <16 x float>, ptr %relu1_grad.t155_c2_3, align 64
-  %3280 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a21042, <16 x float> %t155_b31043, <16 x float> %t155_c2_3)
-  store <16 x float> %3280, ptr %relu1_grad.t155_c2_3, align 64
-  %3281 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3282 = add nsw i64 %3281, 3
-  %3283 = add nsw i64 320, %3282
-  %3284 = mul nsw i64 %relu1_grad.k1561019, 288
-  %3285 = add nsw i64 %3283, %3284
-  %params1044 = getelementptr inbounds float, ptr %params, i64 %3285
-  %3286 = load float, ptr %params1044, align 4
-  %3287 = insertelement <16 x float> undef, float %3286, i32 0
-  %3288 = shufflevector <16 x float> %3287, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3288, ptr %relu1_grad.t155_a3, align 64
-  %t155_a3 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
-  %t155_b01045 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c3_0 = load <16 x float>, ptr %relu1_grad.t155_c3_0, align 64
-  %3289 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a3, <16 x float> %t155_b01045, <16 x float> %t155_c3_0)
-  store <16 x float> %3289, ptr %relu1_grad.t155_c3_0, align 64
-  %t155_a31046 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
-  %t155_b11047 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c3_1 = load <16 x float>, ptr %relu1_grad.t155_c3_1, align 64
-  %3290 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a31046, <16 x float> %t155_b11047, <16 x float> %t155_c3_1)
-  store <16 x float> %3290, ptr %relu1_grad.t155_c3_1, align 64
-  %t155_a31048 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
-  %t155_b21049 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c3_2 = load <16 x float>, ptr %relu1_grad.t155_c3_2, align 64
-  %3291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a31048, <16 x float> %t155_b21049, <16 x float> %t155_c3_2)
-  store <16 x float> %3291, ptr %relu1_grad.t155_c3_2, align 64
-  %t155_a31050 = load <16 x float>, ptr %relu1_grad.t155_a3, align 64
-  %t155_b31051 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c3_3 = load <16 x float>, ptr %relu1_grad.t155_c3_3, align 64
-  %3292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a31050, <16 x float> %t155_b31051, <16 x float> %t155_c3_3)
-  store <16 x float> %3292, ptr %relu1_grad.t155_c3_3, align 64
-  %3293 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3294 = add nsw i64 %3293, 4
-  %3295 = add nsw i64 320, %3294
-  %3296 = mul nsw i64 %relu1_grad.k1561019, 288
-  %3297 = add nsw i64 %3295, %3296
-  %params1052 = getelementptr inbounds float, ptr %params, i64 %3297
-  %3298 = load float, ptr %params1052, align 4
-  %3299 = insertelement <16 x float> undef, float %3298, i32 0
-  %3300 = shufflevector <16 x float> %3299, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3300, ptr %relu1_grad.t155_a4, align 64
-  %t155_a4 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
-  %t155_b01053 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c4_0 = load <16 x float>, ptr %relu1_grad.t155_c4_0, align 64
-  %3301 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a4, <16 x float> %t155_b01053, <16 x float> %t155_c4_0)
-  store <16 x float> %3301, ptr %relu1_grad.t155_c4_0, align 64
-  %t155_a41054 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
-  %t155_b11055 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c4_1 = load <16 x float>, ptr %relu1_grad.t155_c4_1, align 64
-  %3302 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a41054, <16 x float> %t155_b11055, <16 x float> %t155_c4_1)
-  store <16 x float> %3302, ptr %relu1_grad.t155_c4_1, align 64
-  %t155_a41056 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
-  %t155_b21057 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c4_2 = load <16 x float>, ptr %relu1_grad.t155_c4_2, align 64
-  %3303 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a41056, <16 x float> %t155_b21057, <16 x float> %t155_c4_2)
-  store <16 x float> %3303, ptr %relu1_grad.t155_c4_2, align 64
-  %t155_a41058 = load <16 x float>, ptr %relu1_grad.t155_a4, align 64
-  %t155_b31059 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c4_3 = load <16 x float>, ptr %relu1_grad.t155_c4_3, align 64
-  %3304 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a41058, <16 x float> %t155_b31059, <16 x float> %t155_c4_3)
-  store <16 x float> %3304, ptr %relu1_grad.t155_c4_3, align 64
-  %3305 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3306 = add nsw i64 %3305, 5
-  %3307 = add nsw i64 320, %3306
-  %3308 = mul nsw i64 %relu1_grad.k1561019, 288
+flat_grad.k134.end:                               ; preds = %flat_grad.k134
+  %t133_c0_01179 = load <16 x float>, ptr %flat_grad.t133_c0_0, align 64
+  %3160 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3161 = mul nsw i64 %3160, 12544
+  %3162 = add nsw i64 3237136, %3161
+  %3163 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3164 = add nsw i64 %3162, %3163
+  %arena1180 = getelementptr inbounds float, ptr %arena, i64 %3164
+  store <16 x float> %t133_c0_01179, ptr %arena1180, align 4
+  %t133_c0_11181 = load <16 x float>, ptr %flat_grad.t133_c0_1, align 64
+  %3165 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3166 = mul nsw i64 %3165, 12544
+  %3167 = add nsw i64 3237136, %3166
+  %3168 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3169 = add nsw i64 %3167, %3168
+  %3170 = add nsw i64 %3169, 16
+  %arena1182 = getelementptr inbounds float, ptr %arena, i64 %3170
+  store <16 x float> %t133_c0_11181, ptr %arena1182, align 4
+  %t133_c0_21183 = load <16 x float>, ptr %flat_grad.t133_c0_2, align 64
+  %3171 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3172 = mul nsw i64 %3171, 12544
+  %3173 = add nsw i64 3237136, %3172
+  %3174 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3175 = add nsw i64 %3173, %3174
+  %3176 = add nsw i64 %3175, 32
+  %arena1184 = getelementptr inbounds float, ptr %arena, i64 %3176
+  store <16 x float> %t133_c0_21183, ptr %arena1184, align 4
+  %t133_c0_31185 = load <16 x float>, ptr %flat_grad.t133_c0_3, align 64
+  %3177 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3178 = mul nsw i64 %3177, 12544
+  %3179 = add nsw i64 3237136, %3178
+  %3180 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3181 = add nsw i64 %3179, %3180
+  %3182 = add nsw i64 %3181, 48
+  %arena1186 = getelementptr inbounds float, ptr %arena, i64 %3182
+  store <16 x float> %t133_c0_31185, ptr %arena1186, align 4
+  %t133_c1_01187 = load <16 x float>, ptr %flat_grad.t133_c1_0, align 64
+  %3183 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3184 = add nsw i64 %3183, 1
+  %3185 = mul nsw i64 %3184, 12544
+  %3186 = add nsw i64 3237136, %3185
+  %3187 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3188 = add nsw i64 %3186, %3187
+  %arena1188 = getelementptr inbounds float, ptr %arena, i64 %3188
+  store <16 x float> %t133_c1_01187, ptr %arena1188, align 4
+  %t133_c1_11189 = load <16 x float>, ptr %flat_grad.t133_c1_1, align 64
+  %3189 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3190 = add nsw i64 %3189, 1
+  %3191 = mul nsw i64 %3190, 12544
+  %3192 = add nsw i64 3237136, %3191
+  %3193 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3194 = add nsw i64 %3192, %3193
+  %3195 = add nsw i64 %3194, 16
+  %arena1190 = getelementptr inbounds float, ptr %arena, i64 %3195
+  store <16 x float> %t133_c1_11189, ptr %arena1190, align 4
+  %t133_c1_21191 = load <16 x float>, ptr %flat_grad.t133_c1_2, align 64
+  %3196 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3197 = add nsw i64 %3196, 1
+  %3198 = mul nsw i64 %3197, 12544
+  %3199 = add nsw i64 3237136, %3198
+  %3200 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3201 = add nsw i64 %3199, %3200
+  %3202 = add nsw i64 %3201, 32
+  %arena1192 = getelementptr inbounds float, ptr %arena, i64 %3202
+  store <16 x float> %t133_c1_21191, ptr %arena1192, align 4
+  %t133_c1_31193 = load <16 x float>, ptr %flat_grad.t133_c1_3, align 64
+  %3203 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3204 = add nsw i64 %3203, 1
+  %3205 = mul nsw i64 %3204, 12544
+  %3206 = add nsw i64 3237136, %3205
+  %3207 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3208 = add nsw i64 %3206, %3207
+  %3209 = add nsw i64 %3208, 48
+  %arena1194 = getelementptr inbounds float, ptr %arena, i64 %3209
+  store <16 x float> %t133_c1_31193, ptr %arena1194, align 4
+  %t133_c2_01195 = load <16 x float>, ptr %flat_grad.t133_c2_0, align 64
+  %3210 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3211 = add nsw i64 %3210, 2
+  %3212 = mul nsw i64 %3211, 12544
+  %3213 = add nsw i64 3237136, %3212
+  %3214 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3215 = add nsw i64 %3213, %3214
+  %arena1196 = getelementptr inbounds float, ptr %arena, i64 %3215
+  store <16 x float> %t133_c2_01195, ptr %arena1196, align 4
+  %t133_c2_11197 = load <16 x float>, ptr %flat_grad.t133_c2_1, align 64
+  %3216 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3217 = add nsw i64 %3216, 2
+  %3218 = mul nsw i64 %3217, 12544
+  %3219 = add nsw i64 3237136, %3218
+  %3220 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3221 = add nsw i64 %3219, %3220
+  %3222 = add nsw i64 %3221, 16
+  %arena1198 = getelementptr inbounds float, ptr %arena, i64 %3222
+  store <16 x float> %t133_c2_11197, ptr %arena1198, align 4
+  %t133_c2_21199 = load <16 x float>, ptr %flat_grad.t133_c2_2, align 64
+  %3223 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3224 = add nsw i64 %3223, 2
+  %3225 = mul nsw i64 %3224, 12544
+  %3226 = add nsw i64 3237136, %3225
+  %3227 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3228 = add nsw i64 %3226, %3227
+  %3229 = add nsw i64 %3228, 32
+  %arena1200 = getelementptr inbounds float, ptr %arena, i64 %3229
+  store <16 x float> %t133_c2_21199, ptr %arena1200, align 4
+  %t133_c2_31201 = load <16 x float>, ptr %flat_grad.t133_c2_3, align 64
+  %3230 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3231 = add nsw i64 %3230, 2
+  %3232 = mul nsw i64 %3231, 12544
+  %3233 = add nsw i64 3237136, %3232
+  %3234 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3235 = add nsw i64 %3233, %3234
+  %3236 = add nsw i64 %3235, 48
+  %arena1202 = getelementptr inbounds float, ptr %arena, i64 %3236
+  store <16 x float> %t133_c2_31201, ptr %arena1202, align 4
+  %t133_c3_01203 = load <16 x float>, ptr %flat_grad.t133_c3_0, align 64
+  %3237 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3238 = add nsw i64 %3237, 3
+  %3239 = mul nsw i64 %3238, 12544
+  %3240 = add nsw i64 3237136, %3239
+  %3241 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3242 = add nsw i64 %3240, %3241
+  %arena1204 = getelementptr inbounds float, ptr %arena, i64 %3242
+  store <16 x float> %t133_c3_01203, ptr %arena1204, align 4
+  %t133_c3_11205 = load <16 x float>, ptr %flat_grad.t133_c3_1, align 64
+  %3243 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3244 = add nsw i64 %3243, 3
+  %3245 = mul nsw i64 %3244, 12544
+  %3246 = add nsw i64 3237136, %3245
+  %3247 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3248 = add nsw i64 %3246, %3247
+  %3249 = add nsw i64 %3248, 16
+  %arena1206 = getelementptr inbounds float, ptr %arena, i64 %3249
+  store <16 x float> %t133_c3_11205, ptr %arena1206, align 4
+  %t133_c3_21207 = load <16 x float>, ptr %flat_grad.t133_c3_2, align 64
+  %3250 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3251 = add nsw i64 %3250, 3
+  %3252 = mul nsw i64 %3251, 12544
+  %3253 = add nsw i64 3237136, %3252
+  %3254 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3255 = add nsw i64 %3253, %3254
+  %3256 = add nsw i64 %3255, 32
+  %arena1208 = getelementptr inbounds float, ptr %arena, i64 %3256
+  store <16 x float> %t133_c3_21207, ptr %arena1208, align 4
+  %t133_c3_31209 = load <16 x float>, ptr %flat_grad.t133_c3_3, align 64
+  %3257 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3258 = add nsw i64 %3257, 3
+  %3259 = mul nsw i64 %3258, 12544
+  %3260 = add nsw i64 3237136, %3259
+  %3261 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3262 = add nsw i64 %3260, %3261
+  %3263 = add nsw i64 %3262, 48
+  %arena1210 = getelementptr inbounds float, ptr %arena, i64 %3263
+  store <16 x float> %t133_c3_31209, ptr %arena1210, align 4
+  %t133_c4_01211 = load <16 x float>, ptr %flat_grad.t133_c4_0, align 64
+  %3264 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3265 = add nsw i64 %3264, 4
+  %3266 = mul nsw i64 %3265, 12544
+  %3267 = add nsw i64 3237136, %3266
+  %3268 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3269 = add nsw i64 %3267, %3268
+  %arena1212 = getelementptr inbounds float, ptr %arena, i64 %3269
+  store <16 x float> %t133_c4_01211, ptr %arena1212, align 4
+  %t133_c4_11213 = load <16 x float>, ptr %flat_grad.t133_c4_1, align 64
+  %3270 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3271 = add nsw i64 %3270, 4
+  %3272 = mul nsw i64 %3271, 12544
+  %3273 = add nsw i64 3237136, %3272
+  %3274 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3275 = add nsw i64 %3273, %3274
+  %3276 = add nsw i64 %3275, 16
+  %arena1214 = getelementptr inbounds float, ptr %arena, i64 %3276
+  store <16 x float> %t133_c4_11213, ptr %arena1214, align 4
+  %t133_c4_21215 = load <16 x float>, ptr %flat_grad.t133_c4_2, align 64
+  %3277 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3278 = add nsw i64 %3277, 4
+  %3279 = mul nsw i64 %3278, 12544
+  %3280 = add nsw i64 3237136, %3279
+  %3281 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3282 = add nsw i64 %3280, %3281
+  %3283 = add nsw i64 %3282, 32
+  %arena1216 = getelementptr inbounds float, ptr %arena, i64 %3283
+  store <16 x float> %t133_c4_21215, ptr %arena1216, align 4
+  %t133_c4_31217 = load <16 x float>, ptr %flat_grad.t133_c4_3, align 64
+  %3284 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3285 = add nsw i64 %3284, 4
+  %3286 = mul nsw i64 %3285, 12544
+  %3287 = add nsw i64 3237136, %3286
+  %3288 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3289 = add nsw i64 %3287, %3288
+  %3290 = add nsw i64 %3289, 48
+  %arena1218 = getelementptr inbounds float, ptr %arena, i64 %3290
+  store <16 x float> %t133_c4_31217, ptr %arena1218, align 4
+  %t133_c5_01219 = load <16 x float>, ptr %flat_grad.t133_c5_0, align 64
+  %3291 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3292 = add nsw i64 %3291, 5
+  %3293 = mul nsw i64 %3292, 12544
+  %3294 = add nsw i64 3237136, %3293
+  %3295 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3296 = add nsw i64 %3294, %3295
+  %arena1220 = getelementptr inbounds float, ptr %arena, i64 %3296
+  store <16 x float> %t133_c5_01219, ptr %arena1220, align 4
+  %t133_c5_11221 = load <16 x float>, ptr %flat_grad.t133_c5_1, align 64
+  %3297 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3298 = add nsw i64 %3297, 5
+  %3299 = mul nsw i64 %3298, 12544
+  %3300 = add nsw i64 3237136, %3299
+  %3301 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3302 = add nsw i64 %3300, %3301
+  %3303 = add nsw i64 %3302, 16
+  %arena1222 = getelementptr inbounds float, ptr %arena, i64 %3303
+  store <16 x float> %t133_c5_11221, ptr %arena1222, align 4
+  %t133_c5_21223 = load <16 x float>, ptr %flat_grad.t133_c5_2, align 64
+  %3304 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3305 = add nsw i64 %3304, 5
+  %3306 = mul nsw i64 %3305, 12544
+  %3307 = add nsw i64 3237136, %3306
+  %3308 = mul nsw i64 %flat_grad.nb1311128, 64
   %3309 = add nsw i64 %3307, %3308
-  %params1060 = getelementptr inbounds float, ptr %params, i64 %3309
-  %3310 = load float, ptr %params1060, align 4
-  %3311 = insertelement <16 x float> undef, float %3310, i32 0
-  %3312 = shufflevector <16 x float> %3311, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3312, ptr %relu1_grad.t155_a5, align 64
-  %t155_a5 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
-  %t155_b01061 = load <16 x float>, ptr %relu1_grad.t155_b0, align 64
-  %t155_c5_0 = load <16 x float>, ptr %relu1_grad.t155_c5_0, align 64
-  %3313 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a5, <16 x float> %t155_b01061, <16 x float> %t155_c5_0)
-  store <16 x float> %3313, ptr %relu1_grad.t155_c5_0, align 64
-  %t155_a51062 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
-  %t155_b11063 = load <16 x float>, ptr %relu1_grad.t155_b1, align 64
-  %t155_c5_1 = load <16 x float>, ptr %relu1_grad.t155_c5_1, align 64
-  %3314 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a51062, <16 x float> %t155_b11063, <16 x float> %t155_c5_1)
-  store <16 x float> %3314, ptr %relu1_grad.t155_c5_1, align 64
-  %t155_a51064 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
-  %t155_b21065 = load <16 x float>, ptr %relu1_grad.t155_b2, align 64
-  %t155_c5_2 = load <16 x float>, ptr %relu1_grad.t155_c5_2, align 64
-  %3315 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a51064, <16 x float> %t155_b21065, <16 x float> %t155_c5_2)
-  store <16 x float> %3315, ptr %relu1_grad.t155_c5_2, align 64
-  %t155_a51066 = load <16 x float>, ptr %relu1_grad.t155_a5, align 64
-  %t155_b31067 = load <16 x float>, ptr %relu1_grad.t155_b3, align 64
-  %t155_c5_3 = load <16 x float>, ptr %relu1_grad.t155_c5_3, align 64
-  %3316 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t155_a51066, <16 x float> %t155_b31067, <16 x float> %t155_c5_3)
-  store <16 x float> %3316, ptr %relu1_grad.t155_c5_3, align 64
-  %k156.next = add nsw i64 %relu1_grad.k1561019, 1
-  %3317 = icmp slt i64 %k156.next, 64
-  br i1 %3317, label %relu1_grad.k156, label %relu1_grad.k156.end
+  %3310 = add nsw i64 %3309, 32
+  %arena1224 = getelementptr inbounds float, ptr %arena, i64 %3310
+  store <16 x float> %t133_c5_21223, ptr %arena1224, align 4
+  %t133_c5_31225 = load <16 x float>, ptr %flat_grad.t133_c5_3, align 64
+  %3311 = mul nsw i64 %flat_grad.mb1321129, 6
+  %3312 = add nsw i64 %3311, 5
+  %3313 = mul nsw i64 %3312, 12544
+  %3314 = add nsw i64 3237136, %3313
+  %3315 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3316 = add nsw i64 %3314, %3315
+  %3317 = add nsw i64 %3316, 48
+  %arena1226 = getelementptr inbounds float, ptr %arena, i64 %3317
+  store <16 x float> %t133_c5_31225, ptr %arena1226, align 4
+  %mb132.next = add nsw i64 %flat_grad.mb1321129, 1
+  %3318 = icmp slt i64 %mb132.next, 10
+  br i1 %3318, label %flat_grad.mb132, label %flat_grad.mb132.end
 
-relu1_grad.k156.end:                              ; preds = %relu1_grad.k156
-  %t155_c0_01068 = load <16 x float>, ptr %relu1_grad.t155_c0_0, align 64
-  %3318 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3319 = mul nsw i64 %3318, 50176
-  %3320 = add nsw i64 7251216, %3319
-  %3321 = mul nsw i64 %relu1_grad.nb1531017, 64
+flat_grad.k136:                                   ; preds = %flat_grad.k136, %flat_grad.mb132.end
+  %flat_grad.k1361227 = phi i64 [ 0, %flat_grad.mb132.end ], [ %k136.next, %flat_grad.k136 ]
+  %3319 = mul nsw i64 %flat_grad.k1361227, 12544
+  %3320 = add nsw i64 18816, %3319
+  %3321 = mul nsw i64 %flat_grad.nb1311128, 64
   %3322 = add nsw i64 %3320, %3321
-  %arena1069 = getelementptr inbounds float, ptr %arena, i64 %3322
-  store <16 x float> %t155_c0_01068, ptr %arena1069, align 4
-  %t155_c0_11070 = load <16 x float>, ptr %relu1_grad.t155_c0_1, align 64
-  %3323 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3324 = mul nsw i64 %3323, 50176
-  %3325 = add nsw i64 7251216, %3324
-  %3326 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %params1228 = getelementptr inbounds float, ptr %params, i64 %3322
+  %3323 = load <16 x float>, ptr %params1228, align 4
+  store <16 x float> %3323, ptr %flat_grad.t135_b0, align 64
+  %3324 = mul nsw i64 %flat_grad.k1361227, 12544
+  %3325 = add nsw i64 18816, %3324
+  %3326 = mul nsw i64 %flat_grad.nb1311128, 64
   %3327 = add nsw i64 %3325, %3326
   %3328 = add nsw i64 %3327, 16
-  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %3328
-  store <16 x float> %t155_c0_11070, ptr %arena1071, align 4
-  %t155_c0_21072 = load <16 x float>, ptr %relu1_grad.t155_c0_2, align 64
-  %3329 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3330 = mul nsw i64 %3329, 50176
-  %3331 = add nsw i64 7251216, %3330
-  %3332 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %params1229 = getelementptr inbounds float, ptr %params, i64 %3328
+  %3329 = load <16 x float>, ptr %params1229, align 4
+  store <16 x float> %3329, ptr %flat_grad.t135_b1, align 64
+  %3330 = mul nsw i64 %flat_grad.k1361227, 12544
+  %3331 = add nsw i64 18816, %3330
+  %3332 = mul nsw i64 %flat_grad.nb1311128, 64
   %3333 = add nsw i64 %3331, %3332
   %3334 = add nsw i64 %3333, 32
-  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %3334
-  store <16 x float> %t155_c0_21072, ptr %arena1073, align 4
-  %t155_c0_31074 = load <16 x float>, ptr %relu1_grad.t155_c0_3, align 64
-  %3335 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3336 = mul nsw i64 %3335, 50176
-  %3337 = add nsw i64 7251216, %3336
-  %3338 = mul nsw i64 %relu1_grad.nb1531017, 64
+  %params1230 = getelementptr inbounds float, ptr %params, i64 %3334
+  %3335 = load <16 x float>, ptr %params1230, align 4
+  store <16 x float> %3335, ptr %flat_grad.t135_b2, align 64
+  %3336 = mul nsw i64 %flat_grad.k1361227, 12544
+  %3337 = add nsw i64 18816, %3336
+  %3338 = mul nsw i64 %flat_grad.nb1311128, 64
   %3339 = add nsw i64 %3337, %3338
   %3340 = add nsw i64 %3339, 48
-  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %3340
-  store <16 x float> %t155_c0_31074, ptr %arena1075, align 4
-  %t155_c1_01076 = load <16 x float>, ptr %relu1_grad.t155_c1_0, align 64
-  %3341 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3342 = add nsw i64 %3341, 1
-  %3343 = mul nsw i64 %3342, 50176
-  %3344 = add nsw i64 7251216, %3343
-  %3345 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3346 = add nsw i64 %3344, %3345
-  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %3346
-  store <16 x float> %t155_c1_01076, ptr %arena1077, align 4
-  %t155_c1_11078 = load <16 x float>, ptr %relu1_grad.t155_c1_1, align 64
-  %3347 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3348 = add nsw i64 %3347, 1
-  %3349 = mul nsw i64 %3348, 50176
-  %3350 = add nsw i64 7251216, %3349
-  %3351 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3352 = add nsw i64 %3350, %3351
-  %3353 = add nsw i64 %3352, 16
-  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %3353
-  store <16 x float> %t155_c1_11078, ptr %arena1079, align 4
-  %t155_c1_21080 = load <16 x float>, ptr %relu1_grad.t155_c1_2, align 64
-  %3354 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3355 = add nsw i64 %3354, 1
-  %3356 = mul nsw i64 %3355, 50176
-  %3357 = add nsw i64 7251216, %3356
-  %3358 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3359 = add nsw i64 %3357, %3358
-  %3360 = add nsw i64 %3359, 32
-  %arena1081 = getelementptr inbounds float, ptr %arena, i64 %3360
-  store <16 x float> %t155_c1_21080, ptr %arena1081, align 4
-  %t155_c1_31082 = load <16 x float>, ptr %relu1_grad.t155_c1_3, align 64
-  %3361 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3362 = add nsw i64 %3361, 1
-  %3363 = mul nsw i64 %3362, 50176
-  %3364 = add nsw i64 7251216, %3363
-  %3365 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3366 = add nsw i64 %3364, %3365
-  %3367 = add nsw i64 %3366, 48
-  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3367
-  store <16 x float> %t155_c1_31082, ptr %arena1083, align 4
-  %t155_c2_01084 = load <16 x float>, ptr %relu1_grad.t155_c2_0, align 64
-  %3368 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3369 = add nsw i64 %3368, 2
-  %3370 = mul nsw i64 %3369, 50176
-  %3371 = add nsw i64 7251216, %3370
-  %3372 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3373 = add nsw i64 %3371, %3372
-  %arena1085 = getelementptr inbounds float, ptr %arena, i64 %3373
-  store <16 x float> %t155_c2_01084, ptr %arena1085, align 4
-  %t155_c2_11086 = load <16 x float>, ptr %relu1_grad.t155_c2_1, align 64
-  %3374 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3375 = add nsw i64 %3374, 2
-  %3376 = mul nsw i64 %3375, 50176
-  %3377 = add nsw i64 7251216, %3376
-  %3378 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3379 = add nsw i64 %3377, %3378
-  %3380 = add nsw i64 %3379, 16
-  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %3380
-  store <16 x float> %t155_c2_11086, ptr %arena1087, align 4
-  %t155_c2_21088 = load <16 x float>, ptr %relu1_grad.t155_c2_2, align 64
-  %3381 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3382 = add nsw i64 %3381, 2
-  %3383 = mul nsw i64 %3382, 50176
-  %3384 = add nsw i64 7251216, %3383
-  %3385 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3386 = add nsw i64 %3384, %3385
-  %3387 = add nsw i64 %3386, 32
-  %arena1089 = getelementptr inbounds float, ptr %arena, i64 %3387
-  store <16 x float> %t155_c2_21088, ptr %arena1089, align 4
-  %t155_c2_31090 = load <16 x float>, ptr %relu1_grad.t155_c2_3, align 64
-  %3388 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3389 = add nsw i64 %3388, 2
-  %3390 = mul nsw i64 %3389, 50176
-  %3391 = add nsw i64 7251216, %3390
-  %3392 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3393 = add nsw i64 %3391, %3392
-  %3394 = add nsw i64 %3393, 48
-  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3394
-  store <16 x float> %t155_c2_31090, ptr %arena1091, align 4
-  %t155_c3_01092 = load <16 x float>, ptr %relu1_grad.t155_c3_0, align 64
-  %3395 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3396 = add nsw i64 %3395, 3
-  %3397 = mul nsw i64 %3396, 50176
-  %3398 = add nsw i64 7251216, %3397
-  %3399 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3400 = add nsw i64 %3398, %3399
-  %arena1093 = getelementptr inbounds float, ptr %arena, i64 %3400
-  store <16 x float> %t155_c3_01092, ptr %arena1093, align 4
-  %t155_c3_11094 = load <16 x float>, ptr %relu1_grad.t155_c3_1, align 64
-  %3401 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3402 = add nsw i64 %3401, 3
-  %3403 = mul nsw i64 %3402, 50176
-  %3404 = add nsw i64 7251216, %3403
-  %3405 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3406 = add nsw i64 %3404, %3405
-  %3407 = add nsw i64 %3406, 16
-  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3407
-  store <16 x float> %t155_c3_11094, ptr %arena1095, align 4
-  %t155_c3_21096 = load <16 x float>, ptr %relu1_grad.t155_c3_2, align 64
-  %3408 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3409 = add nsw i64 %3408, 3
-  %3410 = mul nsw i64 %3409, 50176
-  %3411 = add nsw i64 7251216, %3410
-  %3412 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3413 = add nsw i64 %3411, %3412
-  %3414 = add nsw i64 %3413, 32
-  %arena1097 = getelementptr inbounds float, ptr %arena, i64 %3414
-  store <16 x float> %t155_c3_21096, ptr %arena1097, align 4
-  %t155_c3_31098 = load <16 x float>, ptr %relu1_grad.t155_c3_3, align 64
-  %3415 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3416 = add nsw i64 %3415, 3
-  %3417 = mul nsw i64 %3416, 50176
-  %3418 = add nsw i64 7251216, %3417
-  %3419 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3420 = add nsw i64 %3418, %3419
-  %3421 = add nsw i64 %3420, 48
-  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3421
-  store <16 x float> %t155_c3_31098, ptr %arena1099, align 4
-  %t155_c4_01100 = load <16 x float>, ptr %relu1_grad.t155_c4_0, align 64
-  %3422 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3423 = add nsw i64 %3422, 4
-  %3424 = mul nsw i64 %3423, 50176
-  %3425 = add nsw i64 7251216, %3424
-  %3426 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3427 = add nsw i64 %3425, %3426
-  %arena1101 = getelementptr inbounds float, ptr %arena, i64 %3427
-  store <16 x float> %t155_c4_01100, ptr %arena1101, align 4
-  %t155_c4_11102 = load <16 x float>, ptr %relu1_grad.t155_c4_1, align 64
-  %3428 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3429 = add nsw i64 %3428, 4
-  %3430 = mul nsw i64 %3429, 50176
-  %3431 = add nsw i64 7251216, %3430
-  %3432 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3433 = add nsw i64 %3431, %3432
-  %3434 = add nsw i64 %3433, 16
-  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3434
-  store <16 x float> %t155_c4_11102, ptr %arena1103, align 4
-  %t155_c4_21104 = load <16 x float>, ptr %relu1_grad.t155_c4_2, align 64
-  %3435 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3436 = add nsw i64 %3435, 4
-  %3437 = mul nsw i64 %3436, 50176
-  %3438 = add nsw i64 7251216, %3437
-  %3439 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3440 = add nsw i64 %3438, %3439
-  %3441 = add nsw i64 %3440, 32
-  %arena1105 = getelementptr inbounds float, ptr %arena, i64 %3441
-  store <16 x float> %t155_c4_21104, ptr %arena1105, align 4
-  %t155_c4_31106 = load <16 x float>, ptr %relu1_grad.t155_c4_3, align 64
-  %3442 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3443 = add nsw i64 %3442, 4
-  %3444 = mul nsw i64 %3443, 50176
-  %3445 = add nsw i64 7251216, %3444
-  %3446 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3447 = add nsw i64 %3445, %3446
-  %3448 = add nsw i64 %3447, 48
-  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %3448
-  store <16 x float> %t155_c4_31106, ptr %arena1107, align 4
-  %t155_c5_01108 = load <16 x float>, ptr %relu1_grad.t155_c5_0, align 64
-  %3449 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3450 = add nsw i64 %3449, 5
-  %3451 = mul nsw i64 %3450, 50176
-  %3452 = add nsw i64 7251216, %3451
-  %3453 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3454 = add nsw i64 %3452, %3453
-  %arena1109 = getelementptr inbounds float, ptr %arena, i64 %3454
-  store <16 x float> %t155_c5_01108, ptr %arena1109, align 4
-  %t155_c5_11110 = load <16 x float>, ptr %relu1_grad.t155_c5_1, align 64
-  %3455 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3456 = add nsw i64 %3455, 5
-  %3457 = mul nsw i64 %3456, 50176
-  %3458 = add nsw i64 7251216, %3457
-  %3459 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3460 = add nsw i64 %3458, %3459
-  %3461 = add nsw i64 %3460, 16
-  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3461
-  store <16 x float> %t155_c5_11110, ptr %arena1111, align 4
-  %t155_c5_21112 = load <16 x float>, ptr %relu1_grad.t155_c5_2, align 64
-  %3462 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3463 = add nsw i64 %3462, 5
-  %3464 = mul nsw i64 %3463, 50176
-  %3465 = add nsw i64 7251216, %3464
-  %3466 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3467 = add nsw i64 %3465, %3466
-  %3468 = add nsw i64 %3467, 32
-  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %3468
-  store <16 x float> %t155_c5_21112, ptr %arena1113, align 4
-  %t155_c5_31114 = load <16 x float>, ptr %relu1_grad.t155_c5_3, align 64
-  %3469 = mul nsw i64 %relu1_grad.mb1541018, 6
-  %3470 = add nsw i64 %3469, 5
-  %3471 = mul nsw i64 %3470, 50176
-  %3472 = add nsw i64 7251216, %3471
-  %3473 = mul nsw i64 %relu1_grad.nb1531017, 64
-  %3474 = add nsw i64 %3472, %3473
-  %3475 = add nsw i64 %3474, 48
-  %arena1115 = getelementptr inbounds float, ptr %arena, i64 %3475
-  store <16 x float> %t155_c5_31114, ptr %arena1115, align 4
-  %mb154.next = add nsw i64 %relu1_grad.mb1541018, 1
-  %3476 = icmp slt i64 %mb154.next, 48
-  br i1 %3476, label %relu1_grad.mb154, label %relu1_grad.mb154.end
+  %params1231 = getelementptr inbounds float, ptr %params, i64 %3340
+  %3341 = load <16 x float>, ptr %params1231, align 4
+  store <16 x float> %3341, ptr %flat_grad.t135_b3, align 64
+  %3342 = add nsw i64 3236624, %flat_grad.k1361227
+  %arena1232 = getelementptr inbounds float, ptr %arena, i64 %3342
+  %3343 = load float, ptr %arena1232, align 4
+  %3344 = insertelement <16 x float> undef, float %3343, i32 0
+  %3345 = shufflevector <16 x float> %3344, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3345, ptr %flat_grad.t135_a0, align 64
+  %t135_a0 = load <16 x float>, ptr %flat_grad.t135_a0, align 64
+  %t135_b0 = load <16 x float>, ptr %flat_grad.t135_b0, align 64
+  %t135_c0_0 = load <16 x float>, ptr %flat_grad.t135_c0_0, align 64
+  %3346 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0, <16 x float> %t135_b0, <16 x float> %t135_c0_0)
+  store <16 x float> %3346, ptr %flat_grad.t135_c0_0, align 64
+  %t135_a01233 = load <16 x float>, ptr %flat_grad.t135_a0, align 64
+  %t135_b1 = load <16 x float>, ptr %flat_grad.t135_b1, align 64
+  %t135_c0_1 = load <16 x float>, ptr %flat_grad.t135_c0_1, align 64
+  %3347 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a01233, <16 x float> %t135_b1, <16 x float> %t135_c0_1)
+  store <16 x float> %3347, ptr %flat_grad.t135_c0_1, align 64
+  %t135_a01234 = load <16 x float>, ptr %flat_grad.t135_a0, align 64
+  %t135_b2 = load <16 x float>, ptr %flat_grad.t135_b2, align 64
+  %t135_c0_2 = load <16 x float>, ptr %flat_grad.t135_c0_2, align 64
+  %3348 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a01234, <16 x float> %t135_b2, <16 x float> %t135_c0_2)
+  store <16 x float> %3348, ptr %flat_grad.t135_c0_2, align 64
+  %t135_a01235 = load <16 x float>, ptr %flat_grad.t135_a0, align 64
+  %t135_b3 = load <16 x float>, ptr %flat_grad.t135_b3, align 64
+  %t135_c0_3 = load <16 x float>, ptr %flat_grad.t135_c0_3, align 64
+  %3349 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a01235, <16 x float> %t135_b3, <16 x float> %t135_c0_3)
+  store <16 x float> %3349, ptr %flat_grad.t135_c0_3, align 64
+  %3350 = add nsw i64 3236752, %flat_grad.k1361227
+  %arena1236 = getelementptr inbounds float, ptr %arena, i64 %3350
+  %3351 = load float, ptr %arena1236, align 4
+  %3352 = insertelement <16 x float> undef, float %3351, i32 0
+  %3353 = shufflevector <16 x float> %3352, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3353, ptr %flat_grad.t135_a1, align 64
+  %t135_a1 = load <16 x float>, ptr %flat_grad.t135_a1, align 64
+  %t135_b01237 = load <16 x float>, ptr %flat_grad.t135_b0, align 64
+  %t135_c1_0 = load <16 x float>, ptr %flat_grad.t135_c1_0, align 64
+  %3354 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1, <16 x float> %t135_b01237, <16 x float> %t135_c1_0)
+  store <16 x float> %3354, ptr %flat_grad.t135_c1_0, align 64
+  %t135_a11238 = load <16 x float>, ptr %flat_grad.t135_a1, align 64
+  %t135_b11239 = load <16 x float>, ptr %flat_grad.t135_b1, align 64
+  %t135_c1_1 = load <16 x float>, ptr %flat_grad.t135_c1_1, align 64
+  %3355 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a11238, <16 x float> %t135_b11239, <16 x float> %t135_c1_1)
+  store <16 x float> %3355, ptr %flat_grad.t135_c1_1, align 64
+  %t135_a11240 = load <16 x float>, ptr %flat_grad.t135_a1, align 64
+  %t135_b21241 = load <16 x float>, ptr %flat_grad.t135_b2, align 64
+  %t135_c1_2 = load <16 x float>, ptr %flat_grad.t135_c1_2, align 64
+  %3356 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a11240, <16 x float> %t135_b21241, <16 x float> %t135_c1_2)
+  store <16 x float> %3356, ptr %flat_grad.t135_c1_2, align 64
+  %t135_a11242 = load <16 x float>, ptr %flat_grad.t135_a1, align 64
+  %t135_b31243 = load <16 x float>, ptr %flat_grad.t135_b3, align 64
+  %t135_c1_3 = load <16 x float>, ptr %flat_grad.t135_c1_3, align 64
+  %3357 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a11242, <16 x float> %t135_b31243, <16 x float> %t135_c1_3)
+  store <16 x float> %3357, ptr %flat_grad.t135_c1_3, align 64
+  %3358 = add nsw i64 3236880, %flat_grad.k1361227
+  %arena1244 = getelementptr inbounds float, ptr %arena, i64 %3358
+  %3359 = load float, ptr %arena1244, align 4
+  %3360 = insertelement <16 x float> undef, float %3359, i32 0
+  %3361 = shufflevector <16 x float> %3360, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3361, ptr %flat_grad.t135_a2, align 64
+  %t135_a2 = load <16 x float>, ptr %flat_grad.t135_a2, align 64
+  %t135_b01245 = load <16 x float>, ptr %flat_grad.t135_b0, align 64
+  %t135_c2_0 = load <16 x float>, ptr %flat_grad.t135_c2_0, align 64
+  %3362 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2, <16 x float> %t135_b01245, <16 x float> %t135_c2_0)
+  store <16 x float> %3362, ptr %flat_grad.t135_c2_0, align 64
+  %t135_a21246 = load <16 x float>, ptr %flat_grad.t135_a2, align 64
+  %t135_b11247 = load <16 x float>, ptr %flat_grad.t135_b1, align 64
+  %t135_c2_1 = load <16 x float>, ptr %flat_grad.t135_c2_1, align 64
+  %3363 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a21246, <16 x float> %t135_b11247, <16 x float> %t135_c2_1)
+  store <16 x float> %3363, ptr %flat_grad.t135_c2_1, align 64
+  %t135_a21248 = load <16 x float>, ptr %flat_grad.t135_a2, align 64
+  %t135_b21249 = load <16 x float>, ptr %flat_grad.t135_b2, align 64
+  %t135_c2_2 = load <16 x float>, ptr %flat_grad.t135_c2_2, align 64
+  %3364 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a21248, <16 x float> %t135_b21249, <16 x float> %t135_c2_2)
+  store <16 x float> %3364, ptr %flat_grad.t135_c2_2, align 64
+  %t135_a21250 = load <16 x float>, ptr %flat_grad.t135_a2, align 64
+  %t135_b31251 = load <16 x float>, ptr %flat_grad.t135_b3, align 64
+  %t135_c2_3 = load <16 x float>, ptr %flat_grad.t135_c2_3, align 64
+  %3365 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a21250, <16 x float> %t135_b31251, <16 x float> %t135_c2_3)
+  store <16 x float> %3365, ptr %flat_grad.t135_c2_3, align 64
+  %3366 = add nsw i64 3237008, %flat_grad.k1361227
+  %arena1252 = getelementptr inbounds float, ptr %arena, i64 %3366
+  %3367 = load float, ptr %arena1252, align 4
+  %3368 = insertelement <16 x float> undef, float %3367, i32 0
+  %3369 = shufflevector <16 x float> %3368, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3369, ptr %flat_grad.t135_a3, align 64
+  %t135_a3 = load <16 x float>, ptr %flat_grad.t135_a3, align 64
+  %t135_b01253 = load <16 x float>, ptr %flat_grad.t135_b0, align 64
+  %t135_c3_0 = load <16 x float>, ptr %flat_grad.t135_c3_0, align 64
+  %3370 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3, <16 x float> %t135_b01253, <16 x float> %t135_c3_0)
+  store <16 x float> %3370, ptr %flat_grad.t135_c3_0, align 64
+  %t135_a31254 = load <16 x float>, ptr %flat_grad.t135_a3, align 64
+  %t135_b11255 = load <16 x float>, ptr %flat_grad.t135_b1, align 64
+  %t135_c3_1 = load <16 x float>, ptr %flat_grad.t135_c3_1, align 64
+  %3371 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a31254, <16 x float> %t135_b11255, <16 x float> %t135_c3_1)
+  store <16 x float> %3371, ptr %flat_grad.t135_c3_1, align 64
+  %t135_a31256 = load <16 x float>, ptr %flat_grad.t135_a3, align 64
+  %t135_b21257 = load <16 x float>, ptr %flat_grad.t135_b2, align 64
+  %t135_c3_2 = load <16 x float>, ptr %flat_grad.t135_c3_2, align 64
+  %3372 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a31256, <16 x float> %t135_b21257, <16 x float> %t135_c3_2)
+  store <16 x float> %3372, ptr %flat_grad.t135_c3_2, align 64
+  %t135_a31258 = load <16 x float>, ptr %flat_grad.t135_a3, align 64
+  %t135_b31259 = load <16 x float>, ptr %flat_grad.t135_b3, align 64
+  %t135_c3_3 = load <16 x float>, ptr %flat_grad.t135_c3_3, align 64
+  %3373 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a31258, <16 x float> %t135_b31259, <16 x float> %t135_c3_3)
+  store <16 x float> %3373, ptr %flat_grad.t135_c3_3, align 64
+  %k136.next = add nsw i64 %flat_grad.k1361227, 1
+  %3374 = icmp slt i64 %k136.next, 128
+  br i1 %3374, label %flat_grad.k136, label %flat_grad.k136.end
 
-relu1_grad.j157:                                  ; preds = %relu1_grad.c158.end, %relu1_grad.nb153.end
-  %relu1_grad.j1571116 = phi i64 [ 0, %relu1_grad.nb153.end ], [ %j157.next, %relu1_grad.c158.end ]
-  br label %relu1_grad.c158
+flat_grad.k136.end:                               ; preds = %flat_grad.k136
+  %t135_c0_01260 = load <16 x float>, ptr %flat_grad.t135_c0_0, align 64
+  %3375 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3376 = add nsw i64 3989776, %3375
+  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %3376
+  store <16 x float> %t135_c0_01260, ptr %arena1261, align 4
+  %t135_c0_11262 = load <16 x float>, ptr %flat_grad.t135_c0_1, align 64
+  %3377 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3378 = add nsw i64 3989776, %3377
+  %3379 = add nsw i64 %3378, 16
+  %arena1263 = getelementptr inbounds float, ptr %arena, i64 %3379
+  store <16 x float> %t135_c0_11262, ptr %arena1263, align 4
+  %t135_c0_21264 = load <16 x float>, ptr %flat_grad.t135_c0_2, align 64
+  %3380 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3381 = add nsw i64 3989776, %3380
+  %3382 = add nsw i64 %3381, 32
+  %arena1265 = getelementptr inbounds float, ptr %arena, i64 %3382
+  store <16 x float> %t135_c0_21264, ptr %arena1265, align 4
+  %t135_c0_31266 = load <16 x float>, ptr %flat_grad.t135_c0_3, align 64
+  %3383 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3384 = add nsw i64 3989776, %3383
+  %3385 = add nsw i64 %3384, 48
+  %arena1267 = getelementptr inbounds float, ptr %arena, i64 %3385
+  store <16 x float> %t135_c0_31266, ptr %arena1267, align 4
+  %t135_c1_01268 = load <16 x float>, ptr %flat_grad.t135_c1_0, align 64
+  %3386 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3387 = add nsw i64 4002320, %3386
+  %arena1269 = getelementptr inbounds float, ptr %arena, i64 %3387
+  store <16 x float> %t135_c1_01268, ptr %arena1269, align 4
+  %t135_c1_11270 = load <16 x float>, ptr %flat_grad.t135_c1_1, align 64
+  %3388 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3389 = add nsw i64 4002320, %3388
+  %3390 = add nsw i64 %3389, 16
+  %arena1271 = getelementptr inbounds float, ptr %arena, i64 %3390
+  store <16 x float> %t135_c1_11270, ptr %arena1271, align 4
+  %t135_c1_21272 = load <16 x float>, ptr %flat_grad.t135_c1_2, align 64
+  %3391 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3392 = add nsw i64 4002320, %3391
+  %3393 = add nsw i64 %3392, 32
+  %arena1273 = getelementptr inbounds float, ptr %arena, i64 %3393
+  store <16 x float> %t135_c1_21272, ptr %arena1273, align 4
+  %t135_c1_31274 = load <16 x float>, ptr %flat_grad.t135_c1_3, align 64
+  %3394 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3395 = add nsw i64 4002320, %3394
+  %3396 = add nsw i64 %3395, 48
+  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %3396
+  store <16 x float> %t135_c1_31274, ptr %arena1275, align 4
+  %t135_c2_01276 = load <16 x float>, ptr %flat_grad.t135_c2_0, align 64
+  %3397 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3398 = add nsw i64 4014864, %3397
+  %arena1277 = getelementptr inbounds float, ptr %arena, i64 %3398
+  store <16 x float> %t135_c2_01276, ptr %arena1277, align 4
+  %t135_c2_11278 = load <16 x float>, ptr %flat_grad.t135_c2_1, align 64
+  %3399 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3400 = add nsw i64 4014864, %3399
+  %3401 = add nsw i64 %3400, 16
+  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %3401
+  store <16 x float> %t135_c2_11278, ptr %arena1279, align 4
+  %t135_c2_21280 = load <16 x float>, ptr %flat_grad.t135_c2_2, align 64
+  %3402 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3403 = add nsw i64 4014864, %3402
+  %3404 = add nsw i64 %3403, 32
+  %arena1281 = getelementptr inbounds float, ptr %arena, i64 %3404
+  store <16 x float> %t135_c2_21280, ptr %arena1281, align 4
+  %t135_c2_31282 = load <16 x float>, ptr %flat_grad.t135_c2_3, align 64
+  %3405 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3406 = add nsw i64 4014864, %3405
+  %3407 = add nsw i64 %3406, 48
+  %arena1283 = getelementptr inbounds float, ptr %arena, i64 %3407
+  store <16 x float> %t135_c2_31282, ptr %arena1283, align 4
+  %t135_c3_01284 = load <16 x float>, ptr %flat_grad.t135_c3_0, align 64
+  %3408 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3409 = add nsw i64 4027408, %3408
+  %arena1285 = getelementptr inbounds float, ptr %arena, i64 %3409
+  store <16 x float> %t135_c3_01284, ptr %arena1285, align 4
+  %t135_c3_11286 = load <16 x float>, ptr %flat_grad.t135_c3_1, align 64
+  %3410 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3411 = add nsw i64 4027408, %3410
+  %3412 = add nsw i64 %3411, 16
+  %arena1287 = getelementptr inbounds float, ptr %arena, i64 %3412
+  store <16 x float> %t135_c3_11286, ptr %arena1287, align 4
+  %t135_c3_21288 = load <16 x float>, ptr %flat_grad.t135_c3_2, align 64
+  %3413 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3414 = add nsw i64 4027408, %3413
+  %3415 = add nsw i64 %3414, 32
+  %arena1289 = getelementptr inbounds float, ptr %arena, i64 %3415
+  store <16 x float> %t135_c3_21288, ptr %arena1289, align 4
+  %t135_c3_31290 = load <16 x float>, ptr %flat_grad.t135_c3_3, align 64
+  %3416 = mul nsw i64 %flat_grad.nb1311128, 64
+  %3417 = add nsw i64 4027408, %3416
+  %3418 = add nsw i64 %3417, 48
+  %arena1291 = getelementptr inbounds float, ptr %arena, i64 %3418
+  store <16 x float> %t135_c3_31290, ptr %arena1291, align 4
+  %nb131.next = add nsw i64 %flat_grad.nb1311128, 1
+  %3419 = icmp slt i64 %nb131.next, 196
+  br i1 %3419, label %flat_grad.nb131, label %flat_grad.nb131.end
 
-relu1_grad.j157.end:                              ; preds = %relu1_grad.c158.end
-  %g149.next = add nsw i64 %relu1_grad.g1491011, 1
-  %3477 = icmp slt i64 %g149.next, 1
-  br i1 %3477, label %relu1_grad.g149, label %relu1_grad.g149.end
+conv2_grad.i137:                                  ; preds = %conv2_grad.i137, %flat_grad.nb131.end
+  %conv2_grad.i1371292 = phi i64 [ 0, %flat_grad.nb131.end ], [ %i137.next, %conv2_grad.i137 ]
+  %3420 = add nsw i64 4039952, %conv2_grad.i1371292
+  %arena1293 = getelementptr inbounds float, ptr %arena, i64 %3420
+  store float 0.000000e+00, ptr %arena1293, align 4
+  %i137.next = add nsw i64 %conv2_grad.i1371292, 1
+  %3421 = icmp slt i64 %i137.next, 3211264
+  br i1 %3421, label %conv2_grad.i137, label %conv2_grad.i137.end
 
-relu1_grad.c158:                                  ; preds = %relu1_grad.iy220.end, %relu1_grad.j157
-  %relu1_grad.c1581117 = phi i64 [ 0, %relu1_grad.j157 ], [ %c158.next, %relu1_grad.iy220.end ]
-  br label %relu1_grad.iy159
+conv2_grad.i137.end:                              ; preds = %conv2_grad.i137
+  br label %conv2_grad.q138
 
-relu1_grad.c158.end:                              ; preds = %relu1_grad.iy220.end
-  %j157.next = add nsw i64 %relu1_grad.j1571116, 1
-  %3478 = icmp slt i64 %j157.next, 64
-  br i1 %3478, label %relu1_grad.j157, label %relu1_grad.j157.end
+conv2_grad.q138:                                  ; preds = %conv2_grad.i139.end, %conv2_grad.i137.end
+  %conv2_grad.q1381294 = phi i64 [ 0, %conv2_grad.i137.end ], [ %q138.next, %conv2_grad.i139.end ]
+  br label %conv2_grad.i139
 
-relu1_grad.iy159:                                 ; preds = %relu1_grad.ix160.end, %relu1_grad.c158
-  %relu1_grad.iy1591118 = phi i64 [ 0, %relu1_grad.c158 ], [ %iy159.next, %relu1_grad.ix160.end ]
-  br label %relu1_grad.ix160
+conv2_grad.q138.end:                              ; preds = %conv2_grad.i139.end
+  br label %conv2_weight_grad.i140
 
-relu1_grad.iy159.end:                             ; preds = %relu1_grad.ix160.end
-  br label %relu1_grad.iy165
+conv2_grad.i139:                                  ; preds = %conv2_grad.endif, %conv2_grad.q138
+  %conv2_grad.i1391295 = phi i64 [ 0, %conv2_grad.q138 ], [ %i139.next, %conv2_grad.endif ]
+  %3422 = mul nsw i64 %conv2_grad.q1381294, 196
+  %3423 = add nsw i64 %3422, %conv2_grad.i1391295
+  %3424 = add nsw i64 1605632, %3423
+  %arena1296 = getelementptr inbounds float, ptr %arena, i64 %3424
+  %3425 = load float, ptr %arena1296, align 4
+  %3426 = fcmp ogt float %3425, 0.000000e+00
+  br i1 %3426, label %conv2_grad.then, label %conv2_grad.endif
 
-relu1_grad.ix160:                                 ; preds = %relu1_grad.ix160, %relu1_grad.iy159
-  %relu1_grad.ix1601119 = phi i64 [ 0, %relu1_grad.iy159 ], [ %ix160.next, %relu1_grad.ix160 ]
-  %3479 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3480 = mul nsw i64 %3479, 50176
-  %3481 = add nsw i64 7251216, %3480
-  %3482 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3483 = add nsw i64 %3481, %3482
-  %3484 = add nsw i64 %relu1_grad.iy1591118, 1
-  %3485 = mul nsw i64 %3484, 28
-  %3486 = add nsw i64 %3483, %3485
-  %3487 = add nsw i64 %3486, 1
-  %3488 = add nsw i64 %3487, %relu1_grad.ix1601119
-  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %3488
-  %3489 = load float, ptr %arena1120, align 4
-  store float %3489, ptr %relu1_grad.sum161, align 4
-  %sum161 = load float, ptr %relu1_grad.sum161, align 4
-  %3490 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3491 = add nsw i64 %3490, 1
-  %3492 = mul nsw i64 %3491, 50176
-  %3493 = add nsw i64 7251216, %3492
-  %3494 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3495 = add nsw i64 %3493, %3494
-  %3496 = add nsw i64 %relu1_grad.iy1591118, 1
-  %3497 = mul nsw i64 %3496, 28
-  %3498 = add nsw i64 %3495, %3497
-  %3499 = add nsw i64 %3498, %relu1_grad.ix1601119
-  %arena1121 = getelementptr inbounds float, ptr %arena, i64 %3499
-  %3500 = load float, ptr %arena1121, align 4
-  %3501 = fadd float %sum161, %3500
-  store float %3501, ptr %relu1_grad.sum162, align 4
-  %sum162 = load float, ptr %relu1_grad.sum162, align 4
-  %3502 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3503 = add nsw i64 %3502, 3
-  %3504 = mul nsw i64 %3503, 50176
-  %3505 = add nsw i64 7251216, %3504
-  %3506 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3507 = add nsw i64 %3505, %3506
-  %3508 = mul nsw i64 %relu1_grad.iy1591118, 28
-  %3509 = add nsw i64 %3507, %3508
-  %3510 = add nsw i64 %3509, 1
-  %3511 = add nsw i64 %3510, %relu1_grad.ix1601119
-  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %3511
-  %3512 = load float, ptr %arena1122, align 4
-  %3513 = fadd float %sum162, %3512
-  store float %3513, ptr %relu1_grad.sum163, align 4
-  %sum163 = load float, ptr %relu1_grad.sum163, align 4
-  %3514 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3515 = add nsw i64 %3514, 4
-  %3516 = mul nsw i64 %3515, 50176
-  %3517 = add nsw i64 7251216, %3516
-  %3518 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3519 = add nsw i64 %3517, %3518
-  %3520 = mul nsw i64 %relu1_grad.iy1591118, 28
-  %3521 = add nsw i64 %3519, %3520
-  %3522 = add nsw i64 %3521, %relu1_grad.ix1601119
-  %arena1123 = getelementptr inbounds float, ptr %arena, i64 %3522
-  %3523 = load float, ptr %arena1123, align 4
-  %3524 = fadd float %sum163, %3523
-  store float %3524, ptr %relu1_grad.sum164, align 4
-  %sum164 = load float, ptr %relu1_grad.sum164, align 4
-  %3525 = mul nsw i64 %relu1_grad.g1491011, 64
-  %3526 = add nsw i64 %3525, %relu1_grad.j1571116
-  %3527 = mul nsw i64 %3526, 25088
-  %3528 = add nsw i64 1605632, %3527
-  %3529 = mul nsw i64 %relu1_grad.c1581117, 784
-  %3530 = add nsw i64 %3528, %3529
-  %3531 = mul nsw i64 %relu1_grad.iy1591118, 28
-  %3532 = add nsw i64 %3530, %3531
-  %3533 = add nsw i64 %3532, %relu1_grad.ix1601119
-  %arena1124 = getelementptr inbounds float, ptr %arena, i64 %3533
-  store float %sum164, ptr %arena1124, align 4
-  %ix160.next = add nsw i64 %relu1_grad.ix1601119, 1
-  %3534 = icmp slt i64 %ix160.next, 1
-  br i1 %3534, label %relu1_grad.ix160, label %relu1_grad.ix160.end
+conv2_grad.i139.end:                              ; preds = %conv2_grad.endif
+  %q138.next = add nsw i64 %conv2_grad.q1381294, 1
+  %3427 = icmp slt i64 %q138.next, 4096
+  br i1 %3427, label %conv2_grad.q138, label %conv2_grad.q138.end
 
-relu1_grad.ix160.end:                             ; preds = %relu1_grad.ix160
-  %iy159.next = add nsw i64 %relu1_grad.iy1591118, 1
-  %3535 = icmp slt i64 %iy159.next, 1
-  br i1 %3535, label %relu1_grad.iy159, label %relu1_grad.iy159.end
+conv2_grad.then:                                  ; preds = %conv2_grad.i139
+  %3428 = mul nsw i64 %conv2_grad.q1381294, 784
+  %3429 = add nsw i64 4039952, %3428
+  %3430 = mul nsw i64 %conv2_grad.q1381294, 196
+  %3431 = add nsw i64 %3430, %conv2_grad.i1391295
+  %3432 = add nsw i64 2408448, %3431
+  %arena1297 = getelementptr inbounds float, ptr %arena, i64 %3432
+  %3433 = load float, ptr %arena1297, align 4
+  %3434 = fptosi float %3433 to i64
+  %3435 = add nsw i64 %3429, %3434
+  %arena1298 = getelementptr inbounds float, ptr %arena, i64 %3435
+  %3436 = load float, ptr %arena1298, align 4
+  %3437 = mul nsw i64 %conv2_grad.q1381294, 196
+  %3438 = add nsw i64 %3437, %conv2_grad.i1391295
+  %3439 = add nsw i64 3237136, %3438
+  %arena1299 = getelementptr inbounds float, ptr %arena, i64 %3439
+  %3440 = load float, ptr %arena1299, align 4
+  %3441 = fadd float %3436, %3440
+  store float %3441, ptr %arena1298, align 4
+  br label %conv2_grad.endif
 
-relu1_grad.iy165:                                 ; preds = %relu1_grad.ix166.end, %relu1_grad.iy159.end
-  %relu1_grad.iy1651125 = phi i64 [ 0, %relu1_grad.iy159.end ], [ %iy165.next, %relu1_grad.ix166.end ]
-  br label %relu1_grad.ix166
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i139
+  %i139.next = add nsw i64 %conv2_grad.i1391295, 1
+  %3442 = icmp slt i64 %i139.next, 196
+  br i1 %3442, label %conv2_grad.i139, label %conv2_grad.i139.end
 
-relu1_grad.iy165.end:                             ; preds = %relu1_grad.ix166.end
-  br label %relu1_grad.iy173
+conv2_weight_grad.i140:                           ; preds = %conv2_weight_grad.i140, %conv2_grad.q138.end
+  %conv2_weight_grad.i1401300 = phi i64 [ 0, %conv2_grad.q138.end ], [ %i140.next, %conv2_weight_grad.i140 ]
+  %3443 = add nsw i64 24913168, %conv2_weight_grad.i1401300
+  %arena1301 = getelementptr inbounds float, ptr %arena, i64 %3443
+  store float 0.000000e+00, ptr %arena1301, align 4
+  %i140.next = add nsw i64 %conv2_weight_grad.i1401300, 1
+  %3444 = icmp slt i64 %i140.next, 18432
+  br i1 %3444, label %conv2_weight_grad.i140, label %conv2_weight_grad.i140.end
 
-relu1_grad.ix166:                                 ; preds = %relu1_grad.ix166, %relu1_grad.iy165
-  %relu1_grad.ix1661126 = phi i64 [ 0, %relu1_grad.iy165 ], [ %ix166.next, %relu1_grad.ix166 ]
-  %3536 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3537 = mul nsw i64 %3536, 50176
-  %3538 = add nsw i64 7251216, %3537
-  %3539 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3540 = add nsw i64 %3538, %3539
-  %3541 = add nsw i64 %relu1_grad.iy1651125, 1
-  %3542 = mul nsw i64 %3541, 28
-  %3543 = add nsw i64 %3540, %3542
-  %3544 = add nsw i64 %3543, 2
-  %3545 = add nsw i64 %3544, %relu1_grad.ix1661126
-  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %3545
-  %3546 = load float, ptr %arena1127, align 4
-  store float %3546, ptr %relu1_grad.sum167, align 4
-  %sum167 = load float, ptr %relu1_grad.sum167, align 4
-  %3547 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3548 = add nsw i64 %3547, 1
-  %3549 = mul nsw i64 %3548, 50176
-  %3550 = add nsw i64 7251216, %3549
-  %3551 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3552 = add nsw i64 %3550, %3551
-  %3553 = add nsw i64 %relu1_grad.iy1651125, 1
-  %3554 = mul nsw i64 %3553, 28
-  %3555 = add nsw i64 %3552, %3554
-  %3556 = add nsw i64 %3555, 1
-  %3557 = add nsw i64 %3556, %relu1_grad.ix1661126
-  %arena1128 = getelementptr inbounds float, ptr %arena, i64 %3557
-  %3558 = load float, ptr %arena1128, align 4
-  %3559 = fadd float %sum167, %3558
-  store float %3559, ptr %relu1_grad.sum168, align 4
-  %sum168 = load float, ptr %relu1_grad.sum168, align 4
-  %3560 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3561 = add nsw i64 %3560, 2
-  %3562 = mul nsw i64 %3561, 50176
-  %3563 = add nsw i64 7251216, %3562
-  %3564 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3565 = add nsw i64 %3563, %3564
-  %3566 = add nsw i64 %relu1_grad.iy1651125, 1
-  %3567 = mul nsw i64 %3566, 28
-  %3568 = add nsw i64 %3565, %3567
-  %3569 = add nsw i64 %3568, %relu1_grad.ix1661126
-  %arena1129 = getelementptr inbounds float, ptr %arena, i64 %3569
-  %3570 = load float, ptr %arena1129, align 4
-  %3571 = fadd float %sum168, %3570
-  store float %3571, ptr %relu1_grad.sum169, align 4
-  %sum169 = load float, ptr %relu1_grad.sum169, align 4
-  %3572 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3573 = add nsw i64 %3572, 3
-  %3574 = mul nsw i64 %3573, 50176
-  %3575 = add nsw i64 7251216, %3574
-  %3576 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3577 = add nsw i64 %3575, %3576
-  %3578 = mul nsw i64 %relu1_grad.iy1651125, 28
-  %3579 = add nsw i64 %3577, %3578
-  %3580 = add nsw i64 %3579, 2
-  %3581 = add nsw i64 %3580, %relu1_grad.ix1661126
-  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %3581
-  %3582 = load float, ptr %arena1130, align 4
-  %3583 = fadd float %sum169, %3582
-  store float %3583, ptr %relu1_grad.sum170, align 4
-  %sum170 = load float, ptr %relu1_grad.sum170, align 4
-  %3584 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3585 = add nsw i64 %3584, 4
-  %3586 = mul nsw i64 %3585, 50176
-  %3587 = add nsw i64 7251216, %3586
-  %3588 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3589 = add nsw i64 %3587, %3588
-  %3590 = mul nsw i64 %relu1_grad.iy1651125, 28
-  %3591 = add nsw i64 %3589, %3590
-  %3592 = add nsw i64 %3591, 1
-  %3593 = add nsw i64 %3592, %relu1_grad.ix1661126
-  %arena1131 = getelementptr inbounds float, ptr %arena, i64 %3593
-  %3594 = load float, ptr %arena1131, align 4
-  %3595 = fadd float %sum170, %3594
-  store float %3595, ptr %relu1_grad.sum171, align 4
-  %sum171 = load float, ptr %relu1_grad.sum171, align 4
-  %3596 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3597 = add nsw i64 %3596, 5
-  %3598 = mul nsw i64 %3597, 50176
-  %3599 = add nsw i64 7251216, %3598
-  %3600 = mul nsw i64 %relu1_grad.j1571116, 784
+conv2_weight_grad.i140.end:                       ; preds = %conv2_weight_grad.i140
+  br label %conv2_weight_grad.g141
+
+conv2_weight_grad.g141:                           ; preds = %conv2_weight_grad.nb164.end, %conv2_weight_grad.i140.end
+  %conv2_weight_grad.g1411302 = phi i64 [ 0, %conv2_weight_grad.i140.end ], [ %g141.next, %conv2_weight_grad.nb164.end ]
+  br label %conv2_weight_grad.j142
+
+conv2_weight_grad.g141.end:                       ; preds = %conv2_weight_grad.nb164.end
+  br label %conv2_weight_grad.f168
+
+conv2_weight_grad.j142:                           ; preds = %conv2_weight_grad.c143.end, %conv2_weight_grad.g141
+  %conv2_weight_grad.j1421303 = phi i64 [ 0, %conv2_weight_grad.g141 ], [ %j142.next, %conv2_weight_grad.c143.end ]
+  br label %conv2_weight_grad.c143
+
+conv2_weight_grad.j142.end:                       ; preds = %conv2_weight_grad.c143.end
+  br label %conv2_weight_grad.j156
+
+conv2_weight_grad.c143:                           ; preds = %conv2_weight_grad.ky144.end, %conv2_weight_grad.j142
+  %conv2_weight_grad.c1431304 = phi i64 [ 0, %conv2_weight_grad.j142 ], [ %c143.next, %conv2_weight_grad.ky144.end ]
+  br label %conv2_weight_grad.ky144
+
+conv2_weight_grad.c143.end:                       ; preds = %conv2_weight_grad.ky144.end
+  %j142.next = add nsw i64 %conv2_weight_grad.j1421303, 1
+  %3445 = icmp slt i64 %j142.next, 64
+  br i1 %3445, label %conv2_weight_grad.j142, label %conv2_weight_grad.j142.end
+
+conv2_weight_grad.ky144:                          ; preds = %conv2_weight_grad.oy152.end, %conv2_weight_grad.c143
+  %conv2_weight_grad.ky1441305 = phi i64 [ 0, %conv2_weight_grad.c143 ], [ %ky144.next, %conv2_weight_grad.oy152.end ]
+  br label %conv2_weight_grad.oy145
+
+conv2_weight_grad.ky144.end:                      ; preds = %conv2_weight_grad.oy152.end
+  %c143.next = add nsw i64 %conv2_weight_grad.c1431304, 1
+  %3446 = icmp slt i64 %c143.next, 32
+  br i1 %3446, label %conv2_weight_grad.c143, label %conv2_weight_grad.c143.end
+
+conv2_weight_grad.oy145:                          ; preds = %conv2_weight_grad.endif1317, %conv2_weight_grad.ky144
+  %conv2_weight_grad.oy1451306 = phi i64 [ 0, %conv2_weight_grad.ky144 ], [ %oy145.next, %conv2_weight_grad.endif1317 ]
+  %3447 = add nsw i64 %conv2_weight_grad.oy1451306, %conv2_weight_grad.ky1441305
+  %3448 = add nsw i64 %3447, -1
+  %3449 = icmp slt i64 -1, %3448
+  %3450 = add nsw i64 %conv2_weight_grad.oy1451306, %conv2_weight_grad.ky1441305
+  %3451 = add nsw i64 %3450, -1
+  %3452 = icmp slt i64 %3451, 28
+  %3453 = and i1 %3449, %3452
+  br i1 %3453, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+
+conv2_weight_grad.oy145.end:                      ; preds = %conv2_weight_grad.endif1317
+  br label %conv2_weight_grad.oy149
+
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy145
+  br label %conv2_weight_grad.ox146
+
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox147.end, %conv2_weight_grad.oy145
+  %3454 = add nsw i64 %conv2_weight_grad.oy1451306, %conv2_weight_grad.ky1441305
+  %3455 = add nsw i64 %3454, -1
+  %3456 = icmp slt i64 %3455, 0
+  br i1 %3456, label %conv2_weight_grad.then1312, label %conv2_weight_grad.endif1313
+
+conv2_weight_grad.ox146:                          ; preds = %conv2_weight_grad.ox146, %conv2_weight_grad.then
+  %conv2_weight_grad.ox1461307 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox146.next, %conv2_weight_grad.ox146 ]
+  %3457 = mul nsw i64 %conv2_weight_grad.g1411302, 64
+  %3458 = add nsw i64 %3457, %conv2_weight_grad.j1421303
+  %3459 = mul nsw i64 %3458, 25088
+  %3460 = mul nsw i64 %conv2_weight_grad.c1431304, 784
+  %3461 = add nsw i64 %3459, %3460
+  %3462 = add nsw i64 %conv2_weight_grad.oy1451306, %conv2_weight_grad.ky1441305
+  %3463 = add nsw i64 %3462, -1
+  %3464 = mul nsw i64 %3463, 28
+  %3465 = add nsw i64 %3461, %3464
+  %3466 = add nsw i64 %conv2_weight_grad.ox1461307, 1
+  %3467 = add nsw i64 %3466, -1
+  %3468 = add nsw i64 %3465, %3467
+  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %3468
+  %3469 = load float, ptr %arena1308, align 4
+  %3470 = mul nsw i64 %conv2_weight_grad.c1431304, 3
+  %3471 = add nsw i64 %3470, %conv2_weight_grad.ky1441305
+  %3472 = mul nsw i64 %3471, 3
+  %3473 = mul nsw i64 %3472, 50176
+  %3474 = add nsw i64 7251216, %3473
+  %3475 = mul nsw i64 %conv2_weight_grad.j1421303, 784
+  %3476 = add nsw i64 %3474, %3475
+  %3477 = mul nsw i64 %conv2_weight_grad.oy1451306, 28
+  %3478 = add nsw i64 %conv2_weight_grad.ox1461307, 1
+  %3479 = add nsw i64 %3477, %3478
+  %3480 = add nsw i64 %3476, %3479
+  %arena1309 = getelementptr inbounds float, ptr %arena, i64 %3480
+  store float %3469, ptr %arena1309, align 4
+  %ox146.next = add nsw i64 %conv2_weight_grad.ox1461307, 1
+  %3481 = icmp slt i64 %ox146.next, 27
+  br i1 %3481, label %conv2_weight_grad.ox146, label %conv2_weight_grad.ox146.end
+
+conv2_weight_grad.ox146.end:                      ; preds = %conv2_weight_grad.ox146
+  br label %conv2_weight_grad.ox147
+
+conv2_weight_grad.ox147:                          ; preds = %conv2_weight_grad.ox147, %conv2_weight_grad.ox146.end
+  %conv2_weight_grad.ox1471310 = phi i64 [ 0, %conv2_weight_grad.ox146.end ], [ %ox147.next, %conv2_weight_grad.ox147 ]
+  %3482 = mul nsw i64 %conv2_weight_grad.c1431304, 3
+  %3483 = add nsw i64 %3482, %conv2_weight_grad.ky1441305
+  %3484 = mul nsw i64 %3483, 3
+  %3485 = mul nsw i64 %3484, 50176
+  %3486 = add nsw i64 7251216, %3485
+  %3487 = mul nsw i64 %conv2_weight_grad.j1421303, 784
+  %3488 = add nsw i64 %3486, %3487
+  %3489 = mul nsw i64 %conv2_weight_grad.oy1451306, 28
+  %3490 = add nsw i64 %3489, %conv2_weight_grad.ox1471310
+  %3491 = add nsw i64 %3488, %3490
+  %arena1311 = getelementptr inbounds float, ptr %arena, i64 %3491
+  store float 0.000000e+00, ptr %arena1311, align 4
+  %ox147.next = add nsw i64 %conv2_weight_grad.ox1471310, 1
+  %3492 = icmp slt i64 %ox147.next, 1
+  br i1 %3492, label %conv2_weight_grad.ox147, label %conv2_weight_grad.ox147.end
+
+conv2_weight_grad.ox147.end:                      ; preds = %conv2_weight_grad.ox147
+  br label %conv2_weight_grad.endif
+
+conv2_weight_grad.then1312:                       ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.ox148
+
+conv2_weight_grad.endif1313:                      ; preds = %conv2_weight_grad.ox148.end, %conv2_weight_grad.endif
+  %3493 = add nsw i64 %conv2_weight_grad.oy1451306, %conv2_weight_grad.ky1441305
+  %3494 = add nsw i64 %3493, -1
+  %3495 = icmp slt i64 27, %3494
+  br i1 %3495, label %conv2_weight_grad.then1316, label %conv2_weight_grad.endif1317
+
+conv2_weight_grad.ox148:                          ; preds = %conv2_weight_grad.ox148, %conv2_weight_grad.then1312
+  %conv2_weight_grad.ox1481314 = phi i64 [ 0, %conv2_weight_grad.then1312 ], [ %ox148.next, %conv2_weight_grad.ox148 ]
+  %3496 = mul nsw i64 %conv2_weight_grad.c1431304, 3
+  %3497 = add nsw i64 %3496, %conv2_weight_grad.ky1441305
+  %3498 = mul nsw i64 %3497, 3
+  %3499 = mul nsw i64 %3498, 50176
+  %3500 = add nsw i64 7251216, %3499
+  %3501 = mul nsw i64 %conv2_weight_grad.j1421303, 784
+  %3502 = add nsw i64 %3500, %3501
+  %3503 = mul nsw i64 %conv2_weight_grad.oy1451306, 28
+  %3504 = add nsw i64 %3503, %conv2_weight_grad.ox1481314
+  %3505 = add nsw i64 %3502, %3504
+  %arena1315 = getelementptr inbounds float, ptr %arena, i64 %3505
+  store float 0.000000e+00, ptr %arena1315, align 4
+  %ox148.next = add nsw i64 %conv2_weight_grad.ox1481314, 1
+  %3506 = icmp slt i64 %ox148.next, 28
+  br i1 %3506, label %conv2_weight_grad.ox148, label %conv2_weight_grad.ox148.end
+
+conv2_weight_grad.ox148.end:                      ; preds = %conv2_weight_grad.ox148
+  br label %conv2_weight_grad.endif1313
+
+conv2_weight_grad.then1316:                       ; preds = %conv2_weight_grad.endif1313
+  br label %conv2_weight_grad.ox1481318
+
+conv2_weight_grad.endif1317:                      ; preds = %conv2_weight_grad.ox148.end1319, %conv2_weight_grad.endif1313
+  %oy145.next = add nsw i64 %conv2_weight_grad.oy1451306, 1
+  %3507 = icmp slt i64 %oy145.next, 28
+  br i1 %3507, label %conv2_weight_grad.oy145, label %conv2_weight_grad.oy145.end
+
+conv2_weight_grad.ox1481318:                      ; preds = %conv2_weight_grad.ox1481318, %conv2_weight_grad.then1316
+  %conv2_weight_grad.ox1481320 = phi i64 [ 0, %conv2_weight_grad.then1316 ], [ %ox148.next1322, %conv2_weight_grad.ox1481318 ]
+  %3508 = mul nsw i64 %conv2_weight_grad.c1431304, 3
+  %3509 = add nsw i64 %3508, %conv2_weight_grad.ky1441305
+  %3510 = mul nsw i64 %3509, 3
+  %3511 = mul nsw i64 %3510, 50176
+  %3512 = add nsw i64 7251216, %3511
+  %3513 = mul nsw i64 %conv2_weight_grad.j1421303, 784
+  %3514 = add nsw i64 %3512, %3513
+  %3515 = mul nsw i64 %conv2_weight_grad.oy1451306, 28
+  %3516 = add nsw i64 %3515, %conv2_weight_grad.ox1481320
+  %3517 = add nsw i64 %3514, %3516
+  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %3517
+  store float 0.000000e+00, ptr %arena1321, align 4
+  %ox148.next1322 = add nsw i64 %conv2_weight_grad.ox1481320, 1
+  %3518 = icmp slt i64 %ox148.next1322, 28
+  br i1 %3518, label %conv2_weight_grad.ox1481318, label %conv2_weight_grad.ox148.end1319
+
+conv2_weight_grad.ox148.end1319:                  ; preds = %conv2_weight_grad.ox1481318
+  br label %conv2_weight_grad.endif1317
+
+conv2_weight_grad.oy149:                          ; preds = %conv2_weight_grad.endif1334, %conv2_weight_grad.oy145.end
+  %conv2_weight_grad.oy1491323 = phi i64 [ 0, %conv2_weight_grad.oy145.end ], [ %oy149.next, %conv2_weight_grad.endif1334 ]
+  %3519 = add nsw i64 %conv2_weight_grad.oy1491323, %conv2_weight_grad.ky1441305
+  %3520 = add nsw i64 %3519, -1
+  %3521 = icmp slt i64 -1, %3520
+  %3522 = add nsw i64 %conv2_weight_grad.oy1491323, %conv2_weight_grad.ky1441305
+  %3523 = add nsw i64 %3522, -1
+  %3524 = icmp slt i64 %3523, 28
+  %3525 = and i1 %3521, %3524
+  br i1 %3525, label %conv2_weight_grad.then1324, label %conv2_weight_grad.endif1325
+
+conv2_weight_grad.oy149.end:                      ; preds = %conv2_weight_grad.endif1334
+  br label %conv2_weight_grad.oy152
+
+conv2_weight_grad.then1324:                       ; preds = %conv2_weight_grad.oy149
+  br label %conv2_weight_grad.ox150
+
+conv2_weight_grad.endif1325:                      ; preds = %conv2_weight_grad.ox150.end, %conv2_weight_grad.oy149
+  %3526 = add nsw i64 %conv2_weight_grad.oy1491323, %conv2_weight_grad.ky1441305
+  %3527 = add nsw i64 %3526, -1
+  %3528 = icmp slt i64 %3527, 0
+  br i1 %3528, label %conv2_weight_grad.then1329, label %conv2_weight_grad.endif1330
+
+conv2_weight_grad.ox150:                          ; preds = %conv2_weight_grad.ox150, %conv2_weight_grad.then1324
+  %conv2_weight_grad.ox1501326 = phi i64 [ 0, %conv2_weight_grad.then1324 ], [ %ox150.next, %conv2_weight_grad.ox150 ]
+  %3529 = mul nsw i64 %conv2_weight_grad.g1411302, 64
+  %3530 = add nsw i64 %3529, %conv2_weight_grad.j1421303
+  %3531 = mul nsw i64 %3530, 25088
+  %3532 = mul nsw i64 %conv2_weight_grad.c1431304, 784
+  %3533 = add nsw i64 %3531, %3532
+  %3534 = add nsw i64 %conv2_weight_grad.oy1491323, %conv2_weight_grad.ky1441305
+  %3535 = add nsw i64 %3534, -1
+  %3536 = mul nsw i64 %3535, 28
+  %3537 = add nsw i64 %3533, %3536
+  %3538 = add nsw i64 %3537, %conv2_weight_grad.ox1501326
+  %arena1327 = getelementptr inbounds float, ptr %arena, i64 %3538
+  %3539 = load float, ptr %arena1327, align 4
+  %3540 = mul nsw i64 %conv2_weight_grad.c1431304, 3
+  %3541 = add nsw i64 %3540, %conv2_weight_grad.ky1441305
+  %3542 = mul nsw i64 %3541, 3
+  %3543 = add nsw i64 %3542, 1
+  %3544 = mul nsw i64 %3543, 50176
+  %3545 = add nsw i64 7251216, %3544
+  %3546 = mul nsw i64 %conv2_weight_grad.j1421303, 784
+  %3547 = add nsw i64 %3545, %3546
+  %3548 = mul nsw i64 %conv2_weight_grad.oy1491323, 28
+  %3549 = add nsw i64 %3548, %conv2_weight_grad.ox1501326
+  %3550 = add nsw i64 %3547, %3549
+  %arena1328 = getelementptr inbounds float, ptr %arena, i64 %3550
+  store float %3539, ptr %arena1328, align 4
+  %ox150.next = add nsw i64 %conv2_weight_grad.ox1501326, 1
+  %3551 = icmp slt i64 %ox150.next, 28
+  br i1 %3551, label %conv2_weight_grad.ox150, label %conv2_weight_grad.ox150.end
+
+conv2_weight_grad.ox150.end:                      ; preds = %conv2_weight_grad.ox150
+  br label %conv2_weight_grad.endif1325
+
+conv2_weight_grad.then1329:                       ; preds = %conv2_weight_grad.endif1325
+  br label %conv2_weight_grad.ox151
+
+conv2_weight_grad.endif1330:                      ; preds = %conv2_weight_grad.ox151.end, %conv2_weight_grad.endif1325
+  %3552 = add nsw i64 %conv2_weight_grad.oy1491323, %conv2_weight_grad.ky1441305
+  %3553 = add nsw i64 %3552, -1
+  %3554 = icmp slt i64 27, %3553
+  br i1 %3554, label %conv2_weight_grad.then1333, label %conv2_weight_grad.endif1334
+
+conv2_weight_grad.ox151:                          ; preds = %conv2_weight_grad.ox151, %conv2_weight_grad.then1329
+  %conv2_weight_grad.ox1511331 = phi i64 [ 0, %conv2_weight_grad.then1329 ], [ %ox151.next, %conv2_weight_grad.ox151 ]
+  %3555 = mul nsw i64 %conv2_weight_grad.c1431304, 3
+  %3556 = add nsw i64 %3555, %conv2_weight_grad.ky1441305
+  %3557 = mul nsw i64 %3556, 3
+  %3558 = add nsw i64 %3557, 1
+  %3559 = mul nsw i64 %3558, 50176
+  %3560 = add nsw i64 7251216, %3559
+  %3561 = mul nsw i64 %conv2_weight_grad.j1421303, 784
+  %3562 = add nsw i64 %3560, %3561
+  %3563 = mul nsw i64 %conv2_weight_grad.oy1491323, 28
+  %3564 = add nsw i64 %3563, %conv2_weight_grad.ox1511331
+  %3565 = add nsw i64 %3562, %3564
+  %arena1332 = getelementptr inbounds float, ptr %arena, i64 %3565
+  store float 0.000000e+00, ptr %arena1332, align 4
+  %ox151.next = add nsw i64 %conv2_weight_grad.ox1511331, 1
+  %3566 = icmp slt i64 %ox151.next, 28
+  br i1 %3566, label %conv2_weight_grad.ox151, label %conv2_weight_grad.ox151.end
+
+conv2_weight_grad.ox151.end:                      ; preds = %conv2_weight_grad.ox151
+  br label %conv2_weight_grad.endif1330
+
+conv2_weight_grad.then1333:                       ; preds = %conv2_weight_grad.endif1330
+  br label %conv2_weight_grad.ox1511335
+
+conv2_weight_grad.endif1334:                      ; preds = %conv2_weight_grad.ox151.end1336, %conv2_weight_grad.endif1330
+  %oy149.next = add nsw i64 %conv2_weight_grad.oy1491323, 1
+  %3567 = icmp slt i64 %oy149.next, 28
+  br i1 %3567, label %conv2_weight_grad.oy149, label %conv2_weight_grad.oy149.end
+
+conv2_weight_grad.ox1511335:                      ; preds = %conv2_weight_grad.ox1511335, %conv2_weight_grad.then1333
+  %conv2_weight_grad.ox1511337 = phi i64 [ 0, %conv2_weight_grad.then1333 ], [ %ox151.next1339, %conv2_weight_grad.ox1511335 ]
+  %3568 = mul nsw i64 %conv2_weight_grad.c1431304, 3
+  %3569 = add nsw i64 %3568, %conv2_weight_grad.ky1441305
+  %3570 = mul nsw i64 %3569, 3
+  %3571 = add nsw i64 %3570, 1
+  %3572 = mul nsw i64 %3571, 50176
+  %3573 = add nsw i64 7251216, %3572
+  %3574 = mul nsw i64 %conv2_weight_grad.j1421303, 784
+  %3575 = add nsw i64 %3573, %3574
+  %3576 = mul nsw i64 %conv2_weight_grad.oy1491323, 28
+  %3577 = add nsw i64 %3576, %conv2_weight_grad.ox1511337
+  %3578 = add nsw i64 %3575, %3577
+  %arena1338 = getelementptr inbounds float, ptr %arena, i64 %3578
+  store float 0.000000e+00, ptr %arena1338, align 4
+  %ox151.next1339 = add nsw i64 %conv2_weight_grad.ox1511337, 1
+  %3579 = icmp slt i64 %ox151.next1339, 28
+  br i1 %3579, label %conv2_weight_grad.ox1511335, label %conv2_weight_grad.ox151.end1336
+
+conv2_weight_grad.ox151.end1336:                  ; preds = %conv2_weight_grad.ox1511335
+  br label %conv2_weight_grad.endif1334
+
+conv2_weight_grad.oy152:                          ; preds = %conv2_weight_grad.endif1353, %conv2_weight_grad.oy149.end
+  %conv2_weight_grad.oy1521340 = phi i64 [ 0, %conv2_weight_grad.oy149.end ], [ %oy152.next, %conv2_weight_grad.endif1353 ]
+  %3580 = add nsw i64 %conv2_weight_grad.oy1521340, %conv2_weight_grad.ky1441305
+  %3581 = add nsw i64 %3580, -1
+  %3582 = icmp slt i64 -1, %3581
+  %3583 = add nsw i64 %conv2_weight_grad.oy1521340, %conv2_weight_grad.ky1441305
+  %3584 = add nsw i64 %3583, -1
+  %3585 = icmp slt i64 %3584, 28
+  %3586 = and i1 %3582, %3585
+  br i1 %3586, label %conv2_weight_grad.then1341, label %conv2_weight_grad.endif1342
+
+conv2_weight_grad.oy152.end:                      ; preds = %conv2_weight_grad.endif1353
+  %ky144.next = add nsw i64 %conv2_weight_grad.ky1441305, 1
+  %3587 = icmp slt i64 %ky144.next, 3
+  br i1 %3587, label %conv2_weight_grad.ky144, label %conv2_weight_grad.ky144.end
+
+conv2_weight_grad.then1341:                       ; preds = %conv2_weight_grad.oy152
+  br label %conv2_weight_grad.ox153
+
+conv2_weight_grad.endif1342:                      ; preds = %conv2_weight_grad.ox154.end, %conv2_weight_grad.oy152
+  %3588 = add nsw i64 %conv2_weight_grad.oy1521340, %conv2_weight_grad.ky1441305
+  %3589 = add nsw i64 %3588, -1
+  %3590 = icmp slt i64 %3589, 0
+  br i1 %3590, label %conv2_weight_grad.then1348, label %conv2_weight_grad.endif1349
+
+conv2_weight_grad.ox153:                          ; preds = %conv2_weight_grad.ox153, %conv2_weight_grad.then1341
+  %conv2_weight_grad.ox1531343 = phi i64 [ 0, %conv2_weight_grad.then1341 ], [ %ox153.next, %conv2_weight_grad.ox153 ]
+  %3591 = mul nsw i64 %conv2_weight_grad.g1411302, 64
+  %3592 = add nsw i64 %3591, %conv2_weight_grad.j1421303
+  %3593 = mul nsw i64 %3592, 25088
+  %3594 = mul nsw i64 %conv2_weight_grad.c1431304, 784
+  %3595 = add nsw i64 %3593, %3594
+  %3596 = add nsw i64 %conv2_weight_grad.oy1521340, %conv2_weight_grad.ky1441305
+  %3597 = add nsw i64 %3596, -1
+  %3598 = mul nsw i64 %3597, 28
+  %3599 = add nsw i64 %3595, %3598
+  %3600 = add nsw i64 %conv2_weight_grad.ox1531343, 1
   %3601 = add nsw i64 %3599, %3600
-  %3602 = mul nsw i64 %relu1_grad.iy1651125, 28
-  %3603 = add nsw i64 %3601, %3602
-  %3604 = add nsw i64 %3603, %relu1_grad.ix1661126
-  %arena1132 = getelementptr inbounds float, ptr %arena, i64 %3604
-  %3605 = load float, ptr %arena1132, align 4
-  %3606 = fadd float %sum171, %3605
-  store float %3606, ptr %relu1_grad.sum172, align 4
-  %sum172 = load float, ptr %relu1_grad.sum172, align 4
-  %3607 = mul nsw i64 %relu1_grad.g1491011, 64
-  %3608 = add nsw i64 %3607, %relu1_grad.j1571116
-  %3609 = mul nsw i64 %3608, 25088
-  %3610 = add nsw i64 1605632, %3609
-  %3611 = mul nsw i64 %relu1_grad.c1581117, 784
-  %3612 = add nsw i64 %3610, %3611
-  %3613 = mul nsw i64 %relu1_grad.iy1651125, 28
-  %3614 = add nsw i64 %3612, %3613
-  %3615 = add nsw i64 %3614, 1
-  %3616 = add nsw i64 %3615, %relu1_grad.ix1661126
-  %arena1133 = getelementptr inbounds float, ptr %arena, i64 %3616
-  store float %sum172, ptr %arena1133, align 4
-  %ix166.next = add nsw i64 %relu1_grad.ix1661126, 1
-  %3617 = icmp slt i64 %ix166.next, 26
-  br i1 %3617, label %relu1_grad.ix166, label %relu1_grad.ix166.end
+  %arena1344 = getelementptr inbounds float, ptr %arena, i64 %3601
+  %3602 = load float, ptr %arena1344, align 4
+  %3603 = mul nsw i64 %conv2_weight_grad.c1431304, 3
+  %3604 = add nsw i64 %3603, %conv2_weight_grad.ky1441305
+  %3605 = mul nsw i64 %3604, 3
+  %3606 = add nsw i64 %3605, 2
+  %3607 = mul nsw i64 %3606, 50176
+  %3608 = add nsw i64 7251216, %3607
+  %3609 = mul nsw i64 %conv2_weight_grad.j1421303, 784
+  %3610 = add nsw i64 %3608, %3609
+  %3611 = mul nsw i64 %conv2_weight_grad.oy1521340, 28
+  %3612 = add nsw i64 %3611, %conv2_weight_grad.ox1531343
+  %3613 = add nsw i64 %3610, %3612
+  %arena1345 = getelementptr inbounds float, ptr %arena, i64 %3613
+  store float %3602, ptr %arena1345, align 4
+  %ox153.next = add nsw i64 %conv2_weight_grad.ox1531343, 1
+  %3614 = icmp slt i64 %ox153.next, 27
+  br i1 %3614, label %conv2_weight_grad.ox153, label %conv2_weight_grad.ox153.end
 
-relu1_grad.ix166.end:                             ; preds = %relu1_grad.ix166
-  %iy165.next = add nsw i64 %relu1_grad.iy1651125, 1
-  %3618 = icmp slt i64 %iy165.next, 1
-  br i1 %3618, label %relu1_grad.iy165, label %relu1_grad.iy165.end
+conv2_weight_grad.ox153.end:                      ; preds = %conv2_weight_grad.ox153
+  br label %conv2_weight_grad.ox154
 
-relu1_grad.iy173:                                 ; preds = %relu1_grad.ix174.end, %relu1_grad.iy165.end
-  %relu1_grad.iy1731134 = phi i64 [ 0, %relu1_grad.iy165.end ], [ %iy173.next, %relu1_grad.ix174.end ]
-  br label %relu1_grad.ix174
+conv2_weight_grad.ox154:                          ; preds = %conv2_weight_grad.ox154, %conv2_weight_grad.ox153.end
+  %conv2_weight_grad.ox1541346 = phi i64 [ 0, %conv2_weight_grad.ox153.end ], [ %ox154.next, %conv2_weight_grad.ox154 ]
+  %3615 = mul nsw i64 %conv2_weight_grad.c1431304, 3
+  %3616 = add nsw i64 %3615, %conv2_weight_grad.ky1441305
+  %3617 = mul nsw i64 %3616, 3
+  %3618 = add nsw i64 %3617, 2
+  %3619 = mul nsw i64 %3618, 50176
+  %3620 = add nsw i64 7251216, %3619
+  %3621 = mul nsw i64 %conv2_weight_grad.j1421303, 784
+  %3622 = add nsw i64 %3620, %3621
+  %3623 = mul nsw i64 %conv2_weight_grad.oy1521340, 28
+  %3624 = add nsw i64 %conv2_weight_grad.ox1541346, 27
+  %3625 = add nsw i64 %3623, %3624
+  %3626 = add nsw i64 %3622, %3625
+  %arena1347 = getelementptr inbounds float, ptr %arena, i64 %3626
+  store float 0.000000e+00, ptr %arena1347, align 4
+  %ox154.next = add nsw i64 %conv2_weight_grad.ox1541346, 1
+  %3627 = icmp slt i64 %ox154.next, 1
+  br i1 %3627, label %conv2_weight_grad.ox154, label %conv2_weight_grad.ox154.end
 
-relu1_grad.iy173.end:                             ; preds = %relu1_grad.ix174.end
-  br label %relu1_grad.iy179
+conv2_weight_grad.ox154.end:                      ; preds = %conv2_weight_grad.ox154
+  br label %conv2_weight_grad.endif1342
 
-relu1_grad.ix174:                                 ; preds = %relu1_grad.ix174, %relu1_grad.iy173
-  %relu1_grad.ix1741135 = phi i64 [ 0, %relu1_grad.iy173 ], [ %ix174.next, %relu1_grad.ix174 ]
-  %3619 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3620 = add nsw i64 %3619, 1
-  %3621 = mul nsw i64 %3620, 50176
-  %3622 = add nsw i64 7251216, %3621
-  %3623 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3624 = add nsw i64 %3622, %3623
-  %3625 = add nsw i64 %relu1_grad.iy1731134, 1
-  %3626 = mul nsw i64 %3625, 28
-  %3627 = add nsw i64 %3624, %3626
-  %3628 = add nsw i64 %3627, 27
-  %3629 = add nsw i64 %3628, %relu1_grad.ix1741135
-  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %3629
-  %3630 = load float, ptr %arena1136, align 4
-  store float %3630, ptr %relu1_grad.sum175, align 4
-  %sum175 = load float, ptr %relu1_grad.sum175, align 4
-  %3631 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3632 = add nsw i64 %3631, 2
-  %3633 = mul nsw i64 %3632, 50176
-  %3634 = add nsw i64 7251216, %3633
-  %3635 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3636 = add nsw i64 %3634, %3635
-  %3637 = add nsw i64 %relu1_grad.iy1731134, 1
-  %3638 = mul nsw i64 %3637, 28
-  %3639 = add nsw i64 %3636, %3638
-  %3640 = add nsw i64 %3639, 26
-  %3641 = add nsw i64 %3640, %relu1_grad.ix1741135
-  %arena1137 = getelementptr inbounds float, ptr %arena, i64 %3641
-  %3642 = load float, ptr %arena1137, align 4
-  %3643 = fadd float %sum175, %3642
-  store float %3643, ptr %relu1_grad.sum176, align 4
-  %sum176 = load float, ptr %relu1_grad.sum176, align 4
-  %3644 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3645 = add nsw i64 %3644, 4
-  %3646 = mul nsw i64 %3645, 50176
-  %3647 = add nsw i64 7251216, %3646
-  %3648 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3649 = add nsw i64 %3647, %3648
-  %3650 = mul nsw i64 %relu1_grad.iy1731134, 28
+conv2_weight_grad.then1348:                       ; preds = %conv2_weight_grad.endif1342
+  br label %conv2_weight_grad.ox155
+
+conv2_weight_grad.endif1349:                      ; preds = %conv2_weight_grad.ox155.end, %conv2_weight_grad.endif1342
+  %3628 = add nsw i64 %conv2_weight_grad.oy1521340, %conv2_weight_grad.ky1441305
+  %3629 = add nsw i64 %3628, -1
+  %3630 = icmp slt i64 27, %3629
+  br i1 %3630, label %conv2_weight_grad.then1352, label %conv2_weight_grad.endif1353
+
+conv2_weight_grad.ox155:                          ; preds = %conv2_weight_grad.ox155, %conv2_weight_grad.then1348
+  %conv2_weight_grad.ox1551350 = phi i64 [ 0, %conv2_weight_grad.then1348 ], [ %ox155.next, %conv2_weight_grad.ox155 ]
+  %3631 = mul nsw i64 %conv2_weight_grad.c1431304, 3
+  %3632 = add nsw i64 %3631, %conv2_weight_grad.ky1441305
+  %3633 = mul nsw i64 %3632, 3
+  %3634 = add nsw i64 %3633, 2
+  %3635 = mul nsw i64 %3634, 50176
+  %3636 = add nsw i64 7251216, %3635
+  %3637 = mul nsw i64 %conv2_weight_grad.j1421303, 784
+  %3638 = add nsw i64 %3636, %3637
+  %3639 = mul nsw i64 %conv2_weight_grad.oy1521340, 28
+  %3640 = add nsw i64 %3639, %conv2_weight_grad.ox1551350
+  %3641 = add nsw i64 %3638, %3640
+  %arena1351 = getelementptr inbounds float, ptr %arena, i64 %3641
+  store float 0.000000e+00, ptr %arena1351, align 4
+  %ox155.next = add nsw i64 %conv2_weight_grad.ox1551350, 1
+  %3642 = icmp slt i64 %ox155.next, 28
+  br i1 %3642, label %conv2_weight_grad.ox155, label %conv2_weight_grad.ox155.end
+
+conv2_weight_grad.ox155.end:                      ; preds = %conv2_weight_grad.ox155
+  br label %conv2_weight_grad.endif1349
+
+conv2_weight_grad.then1352:                       ; preds = %conv2_weight_grad.endif1349
+  br label %conv2_weight_grad.ox1551354
+
+conv2_weight_grad.endif1353:                      ; preds = %conv2_weight_grad.ox155.end1355, %conv2_weight_grad.endif1349
+  %oy152.next = add nsw i64 %conv2_weight_grad.oy1521340, 1
+  %3643 = icmp slt i64 %oy152.next, 28
+  br i1 %3643, label %conv2_weight_grad.oy152, label %conv2_weight_grad.oy152.end
+
+conv2_weight_grad.ox1551354:                      ; preds = %conv2_weight_grad.ox1551354, %conv2_weight_grad.then1352
+  %conv2_weight_grad.ox1551356 = phi i64 [ 0, %conv2_weight_grad.then1352 ], [ %ox155.next1358, %conv2_weight_grad.ox1551354 ]
+  %3644 = mul nsw i64 %conv2_weight_grad.c1431304, 3
+  %3645 = add nsw i64 %3644, %conv2_weight_grad.ky1441305
+  %3646 = mul nsw i64 %3645, 3
+  %3647 = add nsw i64 %3646, 2
+  %3648 = mul nsw i64 %3647, 50176
+  %3649 = add nsw i64 7251216, %3648
+  %3650 = mul nsw i64 %conv2_weight_grad.j1421303, 784
   %3651 = add nsw i64 %3649, %3650
-  %3652 = add nsw i64 %3651, 27
-  %3653 = add nsw i64 %3652, %relu1_grad.ix1741135
-  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %3653
-  %3654 = load float, ptr %arena1138, align 4
-  %3655 = fadd float %sum176, %3654
-  store float %3655, ptr %relu1_grad.sum177, align 4
-  %sum177 = load float, ptr %relu1_grad.sum177, align 4
-  %3656 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3657 = add nsw i64 %3656, 5
-  %3658 = mul nsw i64 %3657, 50176
-  %3659 = add nsw i64 7251216, %3658
-  %3660 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3661 = add nsw i64 %3659, %3660
-  %3662 = mul nsw i64 %relu1_grad.iy1731134, 28
-  %3663 = add nsw i64 %3661, %3662
-  %3664 = add nsw i64 %3663, 26
-  %3665 = add nsw i64 %3664, %relu1_grad.ix1741135
-  %arena1139 = getelementptr inbounds float, ptr %arena, i64 %3665
-  %3666 = load float, ptr %arena1139, align 4
-  %3667 = fadd float %sum177, %3666
-  store float %3667, ptr %relu1_grad.sum178, align 4
-  %sum178 = load float, ptr %relu1_grad.sum178, align 4
-  %3668 = mul nsw i64 %relu1_grad.g1491011, 64
-  %3669 = add nsw i64 %3668, %relu1_grad.j1571116
-  %3670 = mul nsw i64 %3669, 25088
-  %3671 = add nsw i64 1605632, %3670
-  %3672 = mul nsw i64 %relu1_grad.c1581117, 784
-  %3673 = add nsw i64 %3671, %3672
-  %3674 = mul nsw i64 %relu1_grad.iy1731134, 28
-  %3675 = add nsw i64 %3673, %3674
-  %3676 = add nsw i64 %3675, 27
-  %3677 = add nsw i64 %3676, %relu1_grad.ix1741135
-  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %3677
-  store float %sum178, ptr %arena1140, align 4
-  %ix174.next = add nsw i64 %relu1_grad.ix1741135, 1
-  %3678 = icmp slt i64 %ix174.next, 1
-  br i1 %3678, label %relu1_grad.ix174, label %relu1_grad.ix174.end
+  %3652 = mul nsw i64 %conv2_weight_grad.oy1521340, 28
+  %3653 = add nsw i64 %3652, %conv2_weight_grad.ox1551356
+  %3654 = add nsw i64 %3651, %3653
+  %arena1357 = getelementptr inbounds float, ptr %arena, i64 %3654
+  store float 0.000000e+00, ptr %arena1357, align 4
+  %ox155.next1358 = add nsw i64 %conv2_weight_grad.ox1551356, 1
+  %3655 = icmp slt i64 %ox155.next1358, 28
+  br i1 %3655, label %conv2_weight_grad.ox1551354, label %conv2_weight_grad.ox155.end1355
 
-relu1_grad.ix174.end:                             ; preds = %relu1_grad.ix174
-  %iy173.next = add nsw i64 %relu1_grad.iy1731134, 1
-  %3679 = icmp slt i64 %iy173.next, 1
-  br i1 %3679, label %relu1_grad.iy173, label %relu1_grad.iy173.end
+conv2_weight_grad.ox155.end1355:                  ; preds = %conv2_weight_grad.ox1551354
+  br label %conv2_weight_grad.endif1353
 
-relu1_grad.iy179:                                 ; preds = %relu1_grad.ix180.end, %relu1_grad.iy173.end
-  %relu1_grad.iy1791141 = phi i64 [ 0, %relu1_grad.iy173.end ], [ %iy179.next, %relu1_grad.ix180.end ]
-  br label %relu1_grad.ix180
+conv2_weight_grad.j156:                           ; preds = %conv2_weight_grad.i157.end, %conv2_weight_grad.j142.end
+  %conv2_weight_grad.j1561359 = phi i64 [ 0, %conv2_weight_grad.j142.end ], [ %j156.next, %conv2_weight_grad.i157.end ]
+  br label %conv2_weight_grad.i157
 
-relu1_grad.iy179.end:                             ; preds = %relu1_grad.ix180.end
-  br label %relu1_grad.iy187
+conv2_weight_grad.j156.end:                       ; preds = %conv2_weight_grad.i157.end
+  br label %conv2_weight_grad.kp159
 
-relu1_grad.ix180:                                 ; preds = %relu1_grad.ix180, %relu1_grad.iy179
-  %relu1_grad.ix1801142 = phi i64 [ 0, %relu1_grad.iy179 ], [ %ix180.next, %relu1_grad.ix180 ]
-  %3680 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3681 = mul nsw i64 %3680, 50176
-  %3682 = add nsw i64 7251216, %3681
-  %3683 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3684 = add nsw i64 %3682, %3683
-  %3685 = add nsw i64 %relu1_grad.iy1791141, 1
-  %3686 = add nsw i64 %3685, 1
-  %3687 = mul nsw i64 %3686, 28
-  %3688 = add nsw i64 %3684, %3687
-  %3689 = add nsw i64 %3688, 1
-  %3690 = add nsw i64 %3689, %relu1_grad.ix1801142
-  %arena1143 = getelementptr inbounds float, ptr %arena, i64 %3690
-  %3691 = load float, ptr %arena1143, align 4
-  store float %3691, ptr %relu1_grad.sum181, align 4
-  %sum181 = load float, ptr %relu1_grad.sum181, align 4
-  %3692 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3693 = add nsw i64 %3692, 1
-  %3694 = mul nsw i64 %3693, 50176
-  %3695 = add nsw i64 7251216, %3694
-  %3696 = mul nsw i64 %relu1_grad.j1571116, 784
+conv2_weight_grad.i157:                           ; preds = %conv2_weight_grad.f158.end, %conv2_weight_grad.j156
+  %conv2_weight_grad.i1571360 = phi i64 [ 0, %conv2_weight_grad.j156 ], [ %i157.next, %conv2_weight_grad.f158.end ]
+  br label %conv2_weight_grad.f158
+
+conv2_weight_grad.i157.end:                       ; preds = %conv2_weight_grad.f158.end
+  %j156.next = add nsw i64 %conv2_weight_grad.j1561359, 1
+  %3656 = icmp slt i64 %j156.next, 64
+  br i1 %3656, label %conv2_weight_grad.j156, label %conv2_weight_grad.j156.end
+
+conv2_weight_grad.f158:                           ; preds = %conv2_weight_grad.f158, %conv2_weight_grad.i157
+  %conv2_weight_grad.f1581361 = phi i64 [ 0, %conv2_weight_grad.i157 ], [ %f158.next, %conv2_weight_grad.f158 ]
+  %3657 = mul nsw i64 %conv2_weight_grad.g1411302, 64
+  %3658 = add nsw i64 %3657, %conv2_weight_grad.j1561359
+  %3659 = mul nsw i64 %3658, 50176
+  %3660 = add nsw i64 4039952, %3659
+  %3661 = mul nsw i64 %conv2_weight_grad.f1581361, 784
+  %3662 = add nsw i64 %3660, %3661
+  %3663 = add nsw i64 %3662, %conv2_weight_grad.i1571360
+  %arena1362 = getelementptr inbounds float, ptr %arena, i64 %3663
+  %3664 = load float, ptr %arena1362, align 4
+  %3665 = mul nsw i64 %conv2_weight_grad.j1561359, 784
+  %3666 = add nsw i64 %3665, %conv2_weight_grad.i1571360
+  %3667 = mul nsw i64 %3666, 64
+  %3668 = add nsw i64 21701904, %3667
+  %3669 = add nsw i64 %3668, %conv2_weight_grad.f1581361
+  %arena1363 = getelementptr inbounds float, ptr %arena, i64 %3669
+  store float %3664, ptr %arena1363, align 4
+  %f158.next = add nsw i64 %conv2_weight_grad.f1581361, 1
+  %3670 = icmp slt i64 %f158.next, 64
+  br i1 %3670, label %conv2_weight_grad.f158, label %conv2_weight_grad.f158.end
+
+conv2_weight_grad.f158.end:                       ; preds = %conv2_weight_grad.f158
+  %i157.next = add nsw i64 %conv2_weight_grad.i1571360, 1
+  %3671 = icmp slt i64 %i157.next, 784
+  br i1 %3671, label %conv2_weight_grad.i157, label %conv2_weight_grad.i157.end
+
+conv2_weight_grad.kp159:                          ; preds = %conv2_weight_grad.nb160.end, %conv2_weight_grad.j156.end
+  %conv2_weight_grad.kp1591364 = phi i64 [ 0, %conv2_weight_grad.j156.end ], [ %kp159.next, %conv2_weight_grad.nb160.end ]
+  br label %conv2_weight_grad.nb160
+
+conv2_weight_grad.kp159.end:                      ; preds = %conv2_weight_grad.nb160.end
+  br label %conv2_weight_grad.nb164
+
+conv2_weight_grad.nb160:                          ; preds = %conv2_weight_grad.mb161.end, %conv2_weight_grad.kp159
+  %conv2_weight_grad.nb1601365 = phi i64 [ 0, %conv2_weight_grad.kp159 ], [ %nb160.next, %conv2_weight_grad.mb161.end ]
+  br label %conv2_weight_grad.mb161
+
+conv2_weight_grad.nb160.end:                      ; preds = %conv2_weight_grad.mb161.end
+  %kp159.next = add nsw i64 %conv2_weight_grad.kp1591364, 1
+  %3672 = icmp slt i64 %kp159.next, 130
+  br i1 %3672, label %conv2_weight_grad.kp159, label %conv2_weight_grad.kp159.end
+
+conv2_weight_grad.mb161:                          ; preds = %conv2_weight_grad.k163.end, %conv2_weight_grad.nb160
+  %conv2_weight_grad.mb1611366 = phi i64 [ 0, %conv2_weight_grad.nb160 ], [ %mb161.next, %conv2_weight_grad.k163.end ]
+  %3673 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3674 = mul nsw i64 %3673, 64
+  %3675 = add nsw i64 24913168, %3674
+  %3676 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3677 = add nsw i64 %3675, %3676
+  %arena1367 = getelementptr inbounds float, ptr %arena, i64 %3677
+  %3678 = load <16 x float>, ptr %arena1367, align 4
+  store <16 x float> %3678, ptr %conv2_weight_grad.t162_c0_0, align 64
+  %3679 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3680 = mul nsw i64 %3679, 64
+  %3681 = add nsw i64 24913168, %3680
+  %3682 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3683 = add nsw i64 %3681, %3682
+  %3684 = add nsw i64 %3683, 16
+  %arena1368 = getelementptr inbounds float, ptr %arena, i64 %3684
+  %3685 = load <16 x float>, ptr %arena1368, align 4
+  store <16 x float> %3685, ptr %conv2_weight_grad.t162_c0_1, align 64
+  %3686 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3687 = mul nsw i64 %3686, 64
+  %3688 = add nsw i64 24913168, %3687
+  %3689 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3690 = add nsw i64 %3688, %3689
+  %3691 = add nsw i64 %3690, 32
+  %arena1369 = getelementptr inbounds float, ptr %arena, i64 %3691
+  %3692 = load <16 x float>, ptr %arena1369, align 4
+  store <16 x float> %3692, ptr %conv2_weight_grad.t162_c0_2, align 64
+  %3693 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3694 = mul nsw i64 %3693, 64
+  %3695 = add nsw i64 24913168, %3694
+  %3696 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
   %3697 = add nsw i64 %3695, %3696
-  %3698 = add nsw i64 %relu1_grad.iy1791141, 1
-  %3699 = add nsw i64 %3698, 1
-  %3700 = mul nsw i64 %3699, 28
-  %3701 = add nsw i64 %3697, %3700
-  %3702 = add nsw i64 %3701, %relu1_grad.ix1801142
-  %arena1144 = getelementptr inbounds float, ptr %arena, i64 %3702
-  %3703 = load float, ptr %arena1144, align 4
-  %3704 = fadd float %sum181, %3703
-  store float %3704, ptr %relu1_grad.sum182, align 4
-  %sum182 = load float, ptr %relu1_grad.sum182, align 4
-  %3705 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3706 = add nsw i64 %3705, 3
-  %3707 = mul nsw i64 %3706, 50176
-  %3708 = add nsw i64 7251216, %3707
-  %3709 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3710 = add nsw i64 %3708, %3709
-  %3711 = add nsw i64 %relu1_grad.iy1791141, 1
-  %3712 = mul nsw i64 %3711, 28
-  %3713 = add nsw i64 %3710, %3712
-  %3714 = add nsw i64 %3713, 1
-  %3715 = add nsw i64 %3714, %relu1_grad.ix1801142
-  %arena1145 = getelementptr inbounds float, ptr %arena, i64 %3715
-  %3716 = load float, ptr %arena1145, align 4
-  %3717 = fadd float %sum182, %3716
-  store float %3717, ptr %relu1_grad.sum183, align 4
-  %sum183 = load float, ptr %relu1_grad.sum183, align 4
-  %3718 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3719 = add nsw i64 %3718, 4
-  %3720 = mul nsw i64 %3719, 50176
-  %3721 = add nsw i64 7251216, %3720
-  %3722 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3723 = add nsw i64 %3721, %3722
-  %3724 = add nsw i64 %relu1_grad.iy1791141, 1
-  %3725 = mul nsw i64 %3724, 28
-  %3726 = add nsw i64 %3723, %3725
-  %3727 = add nsw i64 %3726, %relu1_grad.ix1801142
-  %arena1146 = getelementptr inbounds float, ptr %arena, i64 %3727
-  %3728 = load float, ptr %arena1146, align 4
-  %3729 = fadd float %sum183, %3728
-  store float %3729, ptr %relu1_grad.sum184, align 4
-  %sum184 = load float, ptr %relu1_grad.sum184, align 4
-  %3730 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3731 = add nsw i64 %3730, 6
-  %3732 = mul nsw i64 %3731, 50176
-  %3733 = add nsw i64 7251216, %3732
-  %3734 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3735 = add nsw i64 %3733, %3734
-  %3736 = add nsw i64 %relu1_grad.iy1791141, 1
-  %3737 = add nsw i64 %3736, -1
-  %3738 = mul nsw i64 %3737, 28
-  %3739 = add nsw i64 %3735, %3738
-  %3740 = add nsw i64 %3739, 1
-  %3741 = add nsw i64 %3740, %relu1_grad.ix1801142
-  %arena1147 = getelementptr inbounds float, ptr %arena, i64 %3741
-  %3742 = load float, ptr %arena1147, align 4
-  %3743 = fadd float %sum184, %3742
-  store float %3743, ptr %relu1_grad.sum185, align 4
-  %sum185 = load float, ptr %relu1_grad.sum185, align 4
-  %3744 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3745 = add nsw i64 %3744, 7
-  %3746 = mul nsw i64 %3745, 50176
-  %3747 = add nsw i64 7251216, %3746
-  %3748 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3749 = add nsw i64 %3747, %3748
-  %3750 = add nsw i64 %relu1_grad.iy1791141, 1
-  %3751 = add nsw i64 %3750, -1
-  %3752 = mul nsw i64 %3751, 28
-  %3753 = add nsw i64 %3749, %3752
-  %3754 = add nsw i64 %3753, %relu1_grad.ix1801142
-  %arena1148 = getelementptr inbounds float, ptr %arena, i64 %3754
-  %3755 = load float, ptr %arena1148, align 4
-  %3756 = fadd float %sum185, %3755
-  store float %3756, ptr %relu1_grad.sum186, align 4
-  %sum186 = load float, ptr %relu1_grad.sum186, align 4
-  %3757 = mul nsw i64 %relu1_grad.g1491011, 64
-  %3758 = add nsw i64 %3757, %relu1_grad.j1571116
-  %3759 = mul nsw i64 %3758, 25088
-  %3760 = add nsw i64 1605632, %3759
-  %3761 = mul nsw i64 %relu1_grad.c1581117, 784
-  %3762 = add nsw i64 %3760, %3761
-  %3763 = add nsw i64 %relu1_grad.iy1791141, 1
-  %3764 = mul nsw i64 %3763, 28
-  %3765 = add nsw i64 %3762, %3764
-  %3766 = add nsw i64 %3765, %relu1_grad.ix1801142
-  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %3766
-  store float %sum186, ptr %arena1149, align 4
-  %ix180.next = add nsw i64 %relu1_grad.ix1801142, 1
-  %3767 = icmp slt i64 %ix180.next, 1
-  br i1 %3767, label %relu1_grad.ix180, label %relu1_grad.ix180.end
-
-relu1_grad.ix180.end:                             ; preds = %relu1_grad.ix180
-  %iy179.next = add nsw i64 %relu1_grad.iy1791141, 1
-  %3768 = icmp slt i64 %iy179.next, 26
-  br i1 %3768, label %relu1_grad.iy179, label %relu1_grad.iy179.end
-
-relu1_grad.iy187:                                 ; preds = %relu1_grad.ix188.end, %relu1_grad.iy179.end
-  %relu1_grad.iy1871150 = phi i64 [ 0, %relu1_grad.iy179.end ], [ %iy187.next, %relu1_grad.ix188.end ]
-  br label %relu1_grad.ix188
-
-relu1_grad.iy187.end:                             ; preds = %relu1_grad.ix188.end
-  br label %relu1_grad.iy198
-
-relu1_grad.ix188:                                 ; preds = %relu1_grad.ix188, %relu1_grad.iy187
-  %relu1_grad.ix1881151 = phi i64 [ 0, %relu1_grad.iy187 ], [ %ix188.next, %relu1_grad.ix188 ]
-  %3769 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3770 = mul nsw i64 %3769, 50176
-  %3771 = add nsw i64 7251216, %3770
-  %3772 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3773 = add nsw i64 %3771, %3772
-  %3774 = add nsw i64 %relu1_grad.iy1871150, 1
-  %3775 = add nsw i64 %3774, 1
-  %3776 = mul nsw i64 %3775, 28
-  %3777 = add nsw i64 %3773, %3776
-  %3778 = add nsw i64 %3777, 2
-  %3779 = add nsw i64 %3778, %relu1_grad.ix1881151
-  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %3779
-  %3780 = load float, ptr %arena1152, align 4
-  store float %3780, ptr %relu1_grad.sum189, align 4
-  %sum189 = load float, ptr %relu1_grad.sum189, align 4
-  %3781 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3782 = add nsw i64 %3781, 1
-  %3783 = mul nsw i64 %3782, 50176
-  %3784 = add nsw i64 7251216, %3783
-  %3785 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3786 = add nsw i64 %3784, %3785
-  %3787 = add nsw i64 %relu1_grad.iy1871150, 1
-  %3788 = add nsw i64 %3787, 1
-  %3789 = mul nsw i64 %3788, 28
-  %3790 = add nsw i64 %3786, %3789
-  %3791 = add nsw i64 %3790, 1
-  %3792 = add nsw i64 %3791, %relu1_grad.ix1881151
-  %arena1153 = getelementptr inbounds float, ptr %arena, i64 %3792
-  %3793 = load float, ptr %arena1153, align 4
-  %3794 = fadd float %sum189, %3793
-  store float %3794, ptr %relu1_grad.sum190, align 4
-  %sum190 = load float, ptr %relu1_grad.sum190, align 4
-  %3795 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3796 = add nsw i64 %3795, 2
-  %3797 = mul nsw i64 %3796, 50176
-  %3798 = add nsw i64 7251216, %3797
-  %3799 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3800 = add nsw i64 %3798, %3799
-  %3801 = add nsw i64 %relu1_grad.iy1871150, 1
-  %3802 = add nsw i64 %3801, 1
-  %3803 = mul nsw i64 %3802, 28
-  %3804 = add nsw i64 %3800, %3803
-  %3805 = add nsw i64 %3804, %relu1_grad.ix1881151
-  %arena1154 = getelementptr inbounds float, ptr %arena, i64 %3805
-  %3806 = load float, ptr %arena1154, align 4
-  %3807 = fadd float %sum190, %3806
-  store float %3807, ptr %relu1_grad.sum191, align 4
-  %sum191 = load float, ptr %relu1_grad.sum191, align 4
-  %3808 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3809 = add nsw i64 %3808, 3
-  %3810 = mul nsw i64 %3809, 50176
-  %3811 = add nsw i64 7251216, %3810
-  %3812 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3698 = add nsw i64 %3697, 48
+  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %3698
+  %3699 = load <16 x float>, ptr %arena1370, align 4
+  store <16 x float> %3699, ptr %conv2_weight_grad.t162_c0_3, align 64
+  %3700 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3701 = add nsw i64 %3700, 1
+  %3702 = mul nsw i64 %3701, 64
+  %3703 = add nsw i64 24913168, %3702
+  %3704 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3705 = add nsw i64 %3703, %3704
+  %arena1371 = getelementptr inbounds float, ptr %arena, i64 %3705
+  %3706 = load <16 x float>, ptr %arena1371, align 4
+  store <16 x float> %3706, ptr %conv2_weight_grad.t162_c1_0, align 64
+  %3707 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3708 = add nsw i64 %3707, 1
+  %3709 = mul nsw i64 %3708, 64
+  %3710 = add nsw i64 24913168, %3709
+  %3711 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3712 = add nsw i64 %3710, %3711
+  %3713 = add nsw i64 %3712, 16
+  %arena1372 = getelementptr inbounds float, ptr %arena, i64 %3713
+  %3714 = load <16 x float>, ptr %arena1372, align 4
+  store <16 x float> %3714, ptr %conv2_weight_grad.t162_c1_1, align 64
+  %3715 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3716 = add nsw i64 %3715, 1
+  %3717 = mul nsw i64 %3716, 64
+  %3718 = add nsw i64 24913168, %3717
+  %3719 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3720 = add nsw i64 %3718, %3719
+  %3721 = add nsw i64 %3720, 32
+  %arena1373 = getelementptr inbounds float, ptr %arena, i64 %3721
+  %3722 = load <16 x float>, ptr %arena1373, align 4
+  store <16 x float> %3722, ptr %conv2_weight_grad.t162_c1_2, align 64
+  %3723 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3724 = add nsw i64 %3723, 1
+  %3725 = mul nsw i64 %3724, 64
+  %3726 = add nsw i64 24913168, %3725
+  %3727 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3728 = add nsw i64 %3726, %3727
+  %3729 = add nsw i64 %3728, 48
+  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %3729
+  %3730 = load <16 x float>, ptr %arena1374, align 4
+  store <16 x float> %3730, ptr %conv2_weight_grad.t162_c1_3, align 64
+  %3731 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3732 = add nsw i64 %3731, 2
+  %3733 = mul nsw i64 %3732, 64
+  %3734 = add nsw i64 24913168, %3733
+  %3735 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3736 = add nsw i64 %3734, %3735
+  %arena1375 = getelementptr inbounds float, ptr %arena, i64 %3736
+  %3737 = load <16 x float>, ptr %arena1375, align 4
+  store <16 x float> %3737, ptr %conv2_weight_grad.t162_c2_0, align 64
+  %3738 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3739 = add nsw i64 %3738, 2
+  %3740 = mul nsw i64 %3739, 64
+  %3741 = add nsw i64 24913168, %3740
+  %3742 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3743 = add nsw i64 %3741, %3742
+  %3744 = add nsw i64 %3743, 16
+  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %3744
+  %3745 = load <16 x float>, ptr %arena1376, align 4
+  store <16 x float> %3745, ptr %conv2_weight_grad.t162_c2_1, align 64
+  %3746 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3747 = add nsw i64 %3746, 2
+  %3748 = mul nsw i64 %3747, 64
+  %3749 = add nsw i64 24913168, %3748
+  %3750 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3751 = add nsw i64 %3749, %3750
+  %3752 = add nsw i64 %3751, 32
+  %arena1377 = getelementptr inbounds float, ptr %arena, i64 %3752
+  %3753 = load <16 x float>, ptr %arena1377, align 4
+  store <16 x float> %3753, ptr %conv2_weight_grad.t162_c2_2, align 64
+  %3754 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3755 = add nsw i64 %3754, 2
+  %3756 = mul nsw i64 %3755, 64
+  %3757 = add nsw i64 24913168, %3756
+  %3758 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3759 = add nsw i64 %3757, %3758
+  %3760 = add nsw i64 %3759, 48
+  %arena1378 = getelementptr inbounds float, ptr %arena, i64 %3760
+  %3761 = load <16 x float>, ptr %arena1378, align 4
+  store <16 x float> %3761, ptr %conv2_weight_grad.t162_c2_3, align 64
+  %3762 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3763 = add nsw i64 %3762, 3
+  %3764 = mul nsw i64 %3763, 64
+  %3765 = add nsw i64 24913168, %3764
+  %3766 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3767 = add nsw i64 %3765, %3766
+  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %3767
+  %3768 = load <16 x float>, ptr %arena1379, align 4
+  store <16 x float> %3768, ptr %conv2_weight_grad.t162_c3_0, align 64
+  %3769 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3770 = add nsw i64 %3769, 3
+  %3771 = mul nsw i64 %3770, 64
+  %3772 = add nsw i64 24913168, %3771
+  %3773 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3774 = add nsw i64 %3772, %3773
+  %3775 = add nsw i64 %3774, 16
+  %arena1380 = getelementptr inbounds float, ptr %arena, i64 %3775
+  %3776 = load <16 x float>, ptr %arena1380, align 4
+  store <16 x float> %3776, ptr %conv2_weight_grad.t162_c3_1, align 64
+  %3777 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3778 = add nsw i64 %3777, 3
+  %3779 = mul nsw i64 %3778, 64
+  %3780 = add nsw i64 24913168, %3779
+  %3781 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3782 = add nsw i64 %3780, %3781
+  %3783 = add nsw i64 %3782, 32
+  %arena1381 = getelementptr inbounds float, ptr %arena, i64 %3783
+  %3784 = load <16 x float>, ptr %arena1381, align 4
+  store <16 x float> %3784, ptr %conv2_weight_grad.t162_c3_2, align 64
+  %3785 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3786 = add nsw i64 %3785, 3
+  %3787 = mul nsw i64 %3786, 64
+  %3788 = add nsw i64 24913168, %3787
+  %3789 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3790 = add nsw i64 %3788, %3789
+  %3791 = add nsw i64 %3790, 48
+  %arena1382 = getelementptr inbounds float, ptr %arena, i64 %3791
+  %3792 = load <16 x float>, ptr %arena1382, align 4
+  store <16 x float> %3792, ptr %conv2_weight_grad.t162_c3_3, align 64
+  %3793 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3794 = add nsw i64 %3793, 4
+  %3795 = mul nsw i64 %3794, 64
+  %3796 = add nsw i64 24913168, %3795
+  %3797 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3798 = add nsw i64 %3796, %3797
+  %arena1383 = getelementptr inbounds float, ptr %arena, i64 %3798
+  %3799 = load <16 x float>, ptr %arena1383, align 4
+  store <16 x float> %3799, ptr %conv2_weight_grad.t162_c4_0, align 64
+  %3800 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3801 = add nsw i64 %3800, 4
+  %3802 = mul nsw i64 %3801, 64
+  %3803 = add nsw i64 24913168, %3802
+  %3804 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3805 = add nsw i64 %3803, %3804
+  %3806 = add nsw i64 %3805, 16
+  %arena1384 = getelementptr inbounds float, ptr %arena, i64 %3806
+  %3807 = load <16 x float>, ptr %arena1384, align 4
+  store <16 x float> %3807, ptr %conv2_weight_grad.t162_c4_1, align 64
+  %3808 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3809 = add nsw i64 %3808, 4
+  %3810 = mul nsw i64 %3809, 64
+  %3811 = add nsw i64 24913168, %3810
+  %3812 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
   %3813 = add nsw i64 %3811, %3812
-  %3814 = add nsw i64 %relu1_grad.iy1871150, 1
-  %3815 = mul nsw i64 %3814, 28
-  %3816 = add nsw i64 %3813, %3815
-  %3817 = add nsw i64 %3816, 2
-  %3818 = add nsw i64 %3817, %relu1_grad.ix1881151
-  %arena1155 = getelementptr inbounds float, ptr %arena, i64 %3818
-  %3819 = load float, ptr %arena1155, align 4
-  %3820 = fadd float %sum191, %3819
-  store float %3820, ptr %relu1_grad.sum192, align 4
-  %sum192 = load float, ptr %relu1_grad.sum192, align 4
-  %3821 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3822 = add nsw i64 %3821, 4
-  %3823 = mul nsw i64 %3822, 50176
-  %3824 = add nsw i64 7251216, %3823
-  %3825 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3826 = add nsw i64 %3824, %3825
-  %3827 = add nsw i64 %relu1_grad.iy1871150, 1
-  %3828 = mul nsw i64 %3827, 28
-  %3829 = add nsw i64 %3826, %3828
-  %3830 = add nsw i64 %3829, 1
-  %3831 = add nsw i64 %3830, %relu1_grad.ix1881151
-  %arena1156 = getelementptr inbounds float, ptr %arena, i64 %3831
-  %3832 = load float, ptr %arena1156, align 4
-  %3833 = fadd float %sum192, %3832
-  store float %3833, ptr %relu1_grad.sum193, align 4
-  %sum193 = load float, ptr %relu1_grad.sum193, align 4
-  %3834 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3835 = add nsw i64 %3834, 5
-  %3836 = mul nsw i64 %3835, 50176
-  %3837 = add nsw i64 7251216, %3836
-  %3838 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3839 = add nsw i64 %3837, %3838
-  %3840 = add nsw i64 %relu1_grad.iy1871150, 1
-  %3841 = mul nsw i64 %3840, 28
-  %3842 = add nsw i64 %3839, %3841
-  %3843 = add nsw i64 %3842, %relu1_grad.ix1881151
-  %arena1157 = getelementptr inbounds float, ptr %arena, i64 %3843
-  %3844 = load float, ptr %arena1157, align 4
-  %3845 = fadd float %sum193, %3844
-  store float %3845, ptr %relu1_grad.sum194, align 4
-  %sum194 = load float, ptr %relu1_grad.sum194, align 4
-  %3846 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3847 = add nsw i64 %3846, 6
-  %3848 = mul nsw i64 %3847, 50176
-  %3849 = add nsw i64 7251216, %3848
-  %3850 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3851 = add nsw i64 %3849, %3850
-  %3852 = add nsw i64 %relu1_grad.iy1871150, 1
-  %3853 = add nsw i64 %3852, -1
-  %3854 = mul nsw i64 %3853, 28
-  %3855 = add nsw i64 %3851, %3854
-  %3856 = add nsw i64 %3855, 2
-  %3857 = add nsw i64 %3856, %relu1_grad.ix1881151
-  %arena1158 = getelementptr inbounds float, ptr %arena, i64 %3857
-  %3858 = load float, ptr %arena1158, align 4
-  %3859 = fadd float %sum194, %3858
-  store float %3859, ptr %relu1_grad.sum195, align 4
-  %sum195 = load float, ptr %relu1_grad.sum195, align 4
-  %3860 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3861 = add nsw i64 %3860, 7
-  %3862 = mul nsw i64 %3861, 50176
-  %3863 = add nsw i64 7251216, %3862
-  %3864 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3865 = add nsw i64 %3863, %3864
-  %3866 = add nsw i64 %relu1_grad.iy1871150, 1
-  %3867 = add nsw i64 %3866, -1
-  %3868 = mul nsw i64 %3867, 28
-  %3869 = add nsw i64 %3865, %3868
-  %3870 = add nsw i64 %3869, 1
-  %3871 = add nsw i64 %3870, %relu1_grad.ix1881151
-  %arena1159 = getelementptr inbounds float, ptr %arena, i64 %3871
-  %3872 = load float, ptr %arena1159, align 4
-  %3873 = fadd float %sum195, %3872
-  store float %3873, ptr %relu1_grad.sum196, align 4
-  %sum196 = load float, ptr %relu1_grad.sum196, align 4
-  %3874 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3875 = add nsw i64 %3874, 8
-  %3876 = mul nsw i64 %3875, 50176
-  %3877 = add nsw i64 7251216, %3876
-  %3878 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3879 = add nsw i64 %3877, %3878
-  %3880 = add nsw i64 %relu1_grad.iy1871150, 1
-  %3881 = add nsw i64 %3880, -1
-  %3882 = mul nsw i64 %3881, 28
-  %3883 = add nsw i64 %3879, %3882
-  %3884 = add nsw i64 %3883, %relu1_grad.ix1881151
-  %arena1160 = getelementptr inbounds float, ptr %arena, i64 %3884
-  %3885 = load float, ptr %arena1160, align 4
-  %3886 = fadd float %sum196, %3885
-  store float %3886, ptr %relu1_grad.sum197, align 4
-  %sum197 = load float, ptr %relu1_grad.sum197, align 4
-  %3887 = mul nsw i64 %relu1_grad.g1491011, 64
-  %3888 = add nsw i64 %3887, %relu1_grad.j1571116
-  %3889 = mul nsw i64 %3888, 25088
-  %3890 = add nsw i64 1605632, %3889
-  %3891 = mul nsw i64 %relu1_grad.c1581117, 784
-  %3892 = add nsw i64 %3890, %3891
-  %3893 = add nsw i64 %relu1_grad.iy1871150, 1
-  %3894 = mul nsw i64 %3893, 28
-  %3895 = add nsw i64 %3892, %3894
-  %3896 = add nsw i64 %3895, 1
-  %3897 = add nsw i64 %3896, %relu1_grad.ix1881151
-  %arena1161 = getelementptr inbounds float, ptr %arena, i64 %3897
-  store float %sum197, ptr %arena1161, align 4
-  %ix188.next = add nsw i64 %relu1_grad.ix1881151, 1
-  %3898 = icmp slt i64 %ix188.next, 26
-  br i1 %3898, label %relu1_grad.ix188, label %relu1_grad.ix188.end
+  %3814 = add nsw i64 %3813, 32
+  %arena1385 = getelementptr inbounds float, ptr %arena, i64 %3814
+  %3815 = load <16 x float>, ptr %arena1385, align 4
+  store <16 x float> %3815, ptr %conv2_weight_grad.t162_c4_2, align 64
+  %3816 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3817 = add nsw i64 %3816, 4
+  %3818 = mul nsw i64 %3817, 64
+  %3819 = add nsw i64 24913168, %3818
+  %3820 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3821 = add nsw i64 %3819, %3820
+  %3822 = add nsw i64 %3821, 48
+  %arena1386 = getelementptr inbounds float, ptr %arena, i64 %3822
+  %3823 = load <16 x float>, ptr %arena1386, align 4
+  store <16 x float> %3823, ptr %conv2_weight_grad.t162_c4_3, align 64
+  %3824 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3825 = add nsw i64 %3824, 5
+  %3826 = mul nsw i64 %3825, 64
+  %3827 = add nsw i64 24913168, %3826
+  %3828 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3829 = add nsw i64 %3827, %3828
+  %arena1387 = getelementptr inbounds float, ptr %arena, i64 %3829
+  %3830 = load <16 x float>, ptr %arena1387, align 4
+  store <16 x float> %3830, ptr %conv2_weight_grad.t162_c5_0, align 64
+  %3831 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3832 = add nsw i64 %3831, 5
+  %3833 = mul nsw i64 %3832, 64
+  %3834 = add nsw i64 24913168, %3833
+  %3835 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3836 = add nsw i64 %3834, %3835
+  %3837 = add nsw i64 %3836, 16
+  %arena1388 = getelementptr inbounds float, ptr %arena, i64 %3837
+  %3838 = load <16 x float>, ptr %arena1388, align 4
+  store <16 x float> %3838, ptr %conv2_weight_grad.t162_c5_1, align 64
+  %3839 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3840 = add nsw i64 %3839, 5
+  %3841 = mul nsw i64 %3840, 64
+  %3842 = add nsw i64 24913168, %3841
+  %3843 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3844 = add nsw i64 %3842, %3843
+  %3845 = add nsw i64 %3844, 32
+  %arena1389 = getelementptr inbounds float, ptr %arena, i64 %3845
+  %3846 = load <16 x float>, ptr %arena1389, align 4
+  store <16 x float> %3846, ptr %conv2_weight_grad.t162_c5_2, align 64
+  %3847 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3848 = add nsw i64 %3847, 5
+  %3849 = mul nsw i64 %3848, 64
+  %3850 = add nsw i64 24913168, %3849
+  %3851 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3852 = add nsw i64 %3850, %3851
+  %3853 = add nsw i64 %3852, 48
+  %arena1390 = getelementptr inbounds float, ptr %arena, i64 %3853
+  %3854 = load <16 x float>, ptr %arena1390, align 4
+  store <16 x float> %3854, ptr %conv2_weight_grad.t162_c5_3, align 64
+  br label %conv2_weight_grad.k163
 
-relu1_grad.ix188.end:                             ; preds = %relu1_grad.ix188
-  %iy187.next = add nsw i64 %relu1_grad.iy1871150, 1
-  %3899 = icmp slt i64 %iy187.next, 26
-  br i1 %3899, label %relu1_grad.iy187, label %relu1_grad.iy187.end
+conv2_weight_grad.mb161.end:                      ; preds = %conv2_weight_grad.k163.end
+  %nb160.next = add nsw i64 %conv2_weight_grad.nb1601365, 1
+  %3855 = icmp slt i64 %nb160.next, 1
+  br i1 %3855, label %conv2_weight_grad.nb160, label %conv2_weight_grad.nb160.end
 
-relu1_grad.iy198:                                 ; preds = %relu1_grad.ix199.end, %relu1_grad.iy187.end
-  %relu1_grad.iy1981162 = phi i64 [ 0, %relu1_grad.iy187.end ], [ %iy198.next, %relu1_grad.ix199.end ]
-  br label %relu1_grad.ix199
-
-relu1_grad.iy198.end:                             ; preds = %relu1_grad.ix199.end
-  br label %relu1_grad.iy206
-
-relu1_grad.ix199:                                 ; preds = %relu1_grad.ix199, %relu1_grad.iy198
-  %relu1_grad.ix1991163 = phi i64 [ 0, %relu1_grad.iy198 ], [ %ix199.next, %relu1_grad.ix199 ]
-  %3900 = mul nsw i64 %relu1_grad.c1581117, 9
+conv2_weight_grad.k163:                           ; preds = %conv2_weight_grad.k163, %conv2_weight_grad.mb161
+  %conv2_weight_grad.k1631391 = phi i64 [ 0, %conv2_weight_grad.mb161 ], [ %k163.next, %conv2_weight_grad.k163 ]
+  %3856 = mul nsw i64 %conv2_weight_grad.kp1591364, 384
+  %3857 = add nsw i64 %conv2_weight_grad.k1631391, %3856
+  %3858 = mul nsw i64 %3857, 64
+  %3859 = add nsw i64 21701904, %3858
+  %3860 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3861 = add nsw i64 %3859, %3860
+  %arena1392 = getelementptr inbounds float, ptr %arena, i64 %3861
+  %3862 = load <16 x float>, ptr %arena1392, align 4
+  store <16 x float> %3862, ptr %conv2_weight_grad.t162_b0, align 64
+  %3863 = mul nsw i64 %conv2_weight_grad.kp1591364, 384
+  %3864 = add nsw i64 %conv2_weight_grad.k1631391, %3863
+  %3865 = mul nsw i64 %3864, 64
+  %3866 = add nsw i64 21701904, %3865
+  %3867 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3868 = add nsw i64 %3866, %3867
+  %3869 = add nsw i64 %3868, 16
+  %arena1393 = getelementptr inbounds float, ptr %arena, i64 %3869
+  %3870 = load <16 x float>, ptr %arena1393, align 4
+  store <16 x float> %3870, ptr %conv2_weight_grad.t162_b1, align 64
+  %3871 = mul nsw i64 %conv2_weight_grad.kp1591364, 384
+  %3872 = add nsw i64 %conv2_weight_grad.k1631391, %3871
+  %3873 = mul nsw i64 %3872, 64
+  %3874 = add nsw i64 21701904, %3873
+  %3875 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3876 = add nsw i64 %3874, %3875
+  %3877 = add nsw i64 %3876, 32
+  %arena1394 = getelementptr inbounds float, ptr %arena, i64 %3877
+  %3878 = load <16 x float>, ptr %arena1394, align 4
+  store <16 x float> %3878, ptr %conv2_weight_grad.t162_b2, align 64
+  %3879 = mul nsw i64 %conv2_weight_grad.kp1591364, 384
+  %3880 = add nsw i64 %conv2_weight_grad.k1631391, %3879
+  %3881 = mul nsw i64 %3880, 64
+  %3882 = add nsw i64 21701904, %3881
+  %3883 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3884 = add nsw i64 %3882, %3883
+  %3885 = add nsw i64 %3884, 48
+  %arena1395 = getelementptr inbounds float, ptr %arena, i64 %3885
+  %3886 = load <16 x float>, ptr %arena1395, align 4
+  store <16 x float> %3886, ptr %conv2_weight_grad.t162_b3, align 64
+  %3887 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3888 = mul nsw i64 %3887, 50176
+  %3889 = add nsw i64 7251216, %3888
+  %3890 = mul nsw i64 %conv2_weight_grad.kp1591364, 384
+  %3891 = add nsw i64 %conv2_weight_grad.k1631391, %3890
+  %3892 = add nsw i64 %3889, %3891
+  %arena1396 = getelementptr inbounds float, ptr %arena, i64 %3892
+  %3893 = load float, ptr %arena1396, align 4
+  %3894 = insertelement <16 x float> undef, float %3893, i32 0
+  %3895 = shufflevector <16 x float> %3894, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3895, ptr %conv2_weight_grad.t162_a0, align 64
+  %t162_a0 = load <16 x float>, ptr %conv2_weight_grad.t162_a0, align 64
+  %t162_b0 = load <16 x float>, ptr %conv2_weight_grad.t162_b0, align 64
+  %t162_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t162_c0_0, align 64
+  %3896 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a0, <16 x float> %t162_b0, <16 x float> %t162_c0_0)
+  store <16 x float> %3896, ptr %conv2_weight_grad.t162_c0_0, align 64
+  %t162_a01397 = load <16 x float>, ptr %conv2_weight_grad.t162_a0, align 64
+  %t162_b1 = load <16 x float>, ptr %conv2_weight_grad.t162_b1, align 64
+  %t162_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t162_c0_1, align 64
+  %3897 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a01397, <16 x float> %t162_b1, <16 x float> %t162_c0_1)
+  store <16 x float> %3897, ptr %conv2_weight_grad.t162_c0_1, align 64
+  %t162_a01398 = load <16 x float>, ptr %conv2_weight_grad.t162_a0, align 64
+  %t162_b2 = load <16 x float>, ptr %conv2_weight_grad.t162_b2, align 64
+  %t162_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t162_c0_2, align 64
+  %3898 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a01398, <16 x float> %t162_b2, <16 x float> %t162_c0_2)
+  store <16 x float> %3898, ptr %conv2_weight_grad.t162_c0_2, align 64
+  %t162_a01399 = load <16 x float>, ptr %conv2_weight_grad.t162_a0, align 64
+  %t162_b3 = load <16 x float>, ptr %conv2_weight_grad.t162_b3, align 64
+  %t162_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t162_c0_3, align 64
+  %3899 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a01399, <16 x float> %t162_b3, <16 x float> %t162_c0_3)
+  store <16 x float> %3899, ptr %conv2_weight_grad.t162_c0_3, align 64
+  %3900 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
   %3901 = add nsw i64 %3900, 1
   %3902 = mul nsw i64 %3901, 50176
   %3903 = add nsw i64 7251216, %3902
-  %3904 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3905 = add nsw i64 %3903, %3904
-  %3906 = add nsw i64 %relu1_grad.iy1981162, 1
-  %3907 = add nsw i64 %3906, 1
-  %3908 = mul nsw i64 %3907, 28
-  %3909 = add nsw i64 %3905, %3908
-  %3910 = add nsw i64 %3909, 27
-  %3911 = add nsw i64 %3910, %relu1_grad.ix1991163
-  %arena1164 = getelementptr inbounds float, ptr %arena, i64 %3911
-  %3912 = load float, ptr %arena1164, align 4
-  store float %3912, ptr %relu1_grad.sum200, align 4
-  %sum200 = load float, ptr %relu1_grad.sum200, align 4
-  %3913 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3914 = add nsw i64 %3913, 2
-  %3915 = mul nsw i64 %3914, 50176
-  %3916 = add nsw i64 7251216, %3915
-  %3917 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3918 = add nsw i64 %3916, %3917
-  %3919 = add nsw i64 %relu1_grad.iy1981162, 1
-  %3920 = add nsw i64 %3919, 1
-  %3921 = mul nsw i64 %3920, 28
-  %3922 = add nsw i64 %3918, %3921
-  %3923 = add nsw i64 %3922, 26
-  %3924 = add nsw i64 %3923, %relu1_grad.ix1991163
-  %arena1165 = getelementptr inbounds float, ptr %arena, i64 %3924
-  %3925 = load float, ptr %arena1165, align 4
-  %3926 = fadd float %sum200, %3925
-  store float %3926, ptr %relu1_grad.sum201, align 4
-  %sum201 = load float, ptr %relu1_grad.sum201, align 4
-  %3927 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3928 = add nsw i64 %3927, 4
-  %3929 = mul nsw i64 %3928, 50176
-  %3930 = add nsw i64 7251216, %3929
-  %3931 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3932 = add nsw i64 %3930, %3931
-  %3933 = add nsw i64 %relu1_grad.iy1981162, 1
-  %3934 = mul nsw i64 %3933, 28
-  %3935 = add nsw i64 %3932, %3934
-  %3936 = add nsw i64 %3935, 27
-  %3937 = add nsw i64 %3936, %relu1_grad.ix1991163
-  %arena1166 = getelementptr inbounds float, ptr %arena, i64 %3937
-  %3938 = load float, ptr %arena1166, align 4
-  %3939 = fadd float %sum201, %3938
-  store float %3939, ptr %relu1_grad.sum202, align 4
-  %sum202 = load float, ptr %relu1_grad.sum202, align 4
-  %3940 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3941 = add nsw i64 %3940, 5
-  %3942 = mul nsw i64 %3941, 50176
-  %3943 = add nsw i64 7251216, %3942
-  %3944 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3945 = add nsw i64 %3943, %3944
-  %3946 = add nsw i64 %relu1_grad.iy1981162, 1
-  %3947 = mul nsw i64 %3946, 28
+  %3904 = mul nsw i64 %conv2_weight_grad.kp1591364, 384
+  %3905 = add nsw i64 %conv2_weight_grad.k1631391, %3904
+  %3906 = add nsw i64 %3903, %3905
+  %arena1400 = getelementptr inbounds float, ptr %arena, i64 %3906
+  %3907 = load float, ptr %arena1400, align 4
+  %3908 = insertelement <16 x float> undef, float %3907, i32 0
+  %3909 = shufflevector <16 x float> %3908, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3909, ptr %conv2_weight_grad.t162_a1, align 64
+  %t162_a1 = load <16 x float>, ptr %conv2_weight_grad.t162_a1, align 64
+  %t162_b01401 = load <16 x float>, ptr %conv2_weight_grad.t162_b0, align 64
+  %t162_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t162_c1_0, align 64
+  %3910 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a1, <16 x float> %t162_b01401, <16 x float> %t162_c1_0)
+  store <16 x float> %3910, ptr %conv2_weight_grad.t162_c1_0, align 64
+  %t162_a11402 = load <16 x float>, ptr %conv2_weight_grad.t162_a1, align 64
+  %t162_b11403 = load <16 x float>, ptr %conv2_weight_grad.t162_b1, align 64
+  %t162_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t162_c1_1, align 64
+  %3911 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a11402, <16 x float> %t162_b11403, <16 x float> %t162_c1_1)
+  store <16 x float> %3911, ptr %conv2_weight_grad.t162_c1_1, align 64
+  %t162_a11404 = load <16 x float>, ptr %conv2_weight_grad.t162_a1, align 64
+  %t162_b21405 = load <16 x float>, ptr %conv2_weight_grad.t162_b2, align 64
+  %t162_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t162_c1_2, align 64
+  %3912 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a11404, <16 x float> %t162_b21405, <16 x float> %t162_c1_2)
+  store <16 x float> %3912, ptr %conv2_weight_grad.t162_c1_2, align 64
+  %t162_a11406 = load <16 x float>, ptr %conv2_weight_grad.t162_a1, align 64
+  %t162_b31407 = load <16 x float>, ptr %conv2_weight_grad.t162_b3, align 64
+  %t162_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t162_c1_3, align 64
+  %3913 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a11406, <16 x float> %t162_b31407, <16 x float> %t162_c1_3)
+  store <16 x float> %3913, ptr %conv2_weight_grad.t162_c1_3, align 64
+  %3914 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3915 = add nsw i64 %3914, 2
+  %3916 = mul nsw i64 %3915, 50176
+  %3917 = add nsw i64 7251216, %3916
+  %3918 = mul nsw i64 %conv2_weight_grad.kp1591364, 384
+  %3919 = add nsw i64 %conv2_weight_grad.k1631391, %3918
+  %3920 = add nsw i64 %3917, %3919
+  %arena1408 = getelementptr inbounds float, ptr %arena, i64 %3920
+  %3921 = load float, ptr %arena1408, align 4
+  %3922 = insertelement <16 x float> undef, float %3921, i32 0
+  %3923 = shufflevector <16 x float> %3922, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3923, ptr %conv2_weight_grad.t162_a2, align 64
+  %t162_a2 = load <16 x float>, ptr %conv2_weight_grad.t162_a2, align 64
+  %t162_b01409 = load <16 x float>, ptr %conv2_weight_grad.t162_b0, align 64
+  %t162_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t162_c2_0, align 64
+  %3924 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a2, <16 x float> %t162_b01409, <16 x float> %t162_c2_0)
+  store <16 x float> %3924, ptr %conv2_weight_grad.t162_c2_0, align 64
+  %t162_a21410 = load <16 x float>, ptr %conv2_weight_grad.t162_a2, align 64
+  %t162_b11411 = load <16 x float>, ptr %conv2_weight_grad.t162_b1, align 64
+  %t162_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t162_c2_1, align 64
+  %3925 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a21410, <16 x float> %t162_b11411, <16 x float> %t162_c2_1)
+  store <16 x float> %3925, ptr %conv2_weight_grad.t162_c2_1, align 64
+  %t162_a21412 = load <16 x float>, ptr %conv2_weight_grad.t162_a2, align 64
+  %t162_b21413 = load <16 x float>, ptr %conv2_weight_grad.t162_b2, align 64
+  %t162_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t162_c2_2, align 64
+  %3926 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a21412, <16 x float> %t162_b21413, <16 x float> %t162_c2_2)
+  store <16 x float> %3926, ptr %conv2_weight_grad.t162_c2_2, align 64
+  %t162_a21414 = load <16 x float>, ptr %conv2_weight_grad.t162_a2, align 64
+  %t162_b31415 = load <16 x float>, ptr %conv2_weight_grad.t162_b3, align 64
+  %t162_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t162_c2_3, align 64
+  %3927 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a21414, <16 x float> %t162_b31415, <16 x float> %t162_c2_3)
+  store <16 x float> %3927, ptr %conv2_weight_grad.t162_c2_3, align 64
+  %3928 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3929 = add nsw i64 %3928, 3
+  %3930 = mul nsw i64 %3929, 50176
+  %3931 = add nsw i64 7251216, %3930
+  %3932 = mul nsw i64 %conv2_weight_grad.kp1591364, 384
+  %3933 = add nsw i64 %conv2_weight_grad.k1631391, %3932
+  %3934 = add nsw i64 %3931, %3933
+  %arena1416 = getelementptr inbounds float, ptr %arena, i64 %3934
+  %3935 = load float, ptr %arena1416, align 4
+  %3936 = insertelement <16 x float> undef, float %3935, i32 0
+  %3937 = shufflevector <16 x float> %3936, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3937, ptr %conv2_weight_grad.t162_a3, align 64
+  %t162_a3 = load <16 x float>, ptr %conv2_weight_grad.t162_a3, align 64
+  %t162_b01417 = load <16 x float>, ptr %conv2_weight_grad.t162_b0, align 64
+  %t162_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t162_c3_0, align 64
+  %3938 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a3, <16 x float> %t162_b01417, <16 x float> %t162_c3_0)
+  store <16 x float> %3938, ptr %conv2_weight_grad.t162_c3_0, align 64
+  %t162_a31418 = load <16 x float>, ptr %conv2_weight_grad.t162_a3, align 64
+  %t162_b11419 = load <16 x float>, ptr %conv2_weight_grad.t162_b1, align 64
+  %t162_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t162_c3_1, align 64
+  %3939 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a31418, <16 x float> %t162_b11419, <16 x float> %t162_c3_1)
+  store <16 x float> %3939, ptr %conv2_weight_grad.t162_c3_1, align 64
+  %t162_a31420 = load <16 x float>, ptr %conv2_weight_grad.t162_a3, align 64
+  %t162_b21421 = load <16 x float>, ptr %conv2_weight_grad.t162_b2, align 64
+  %t162_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t162_c3_2, align 64
+  %3940 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a31420, <16 x float> %t162_b21421, <16 x float> %t162_c3_2)
+  store <16 x float> %3940, ptr %conv2_weight_grad.t162_c3_2, align 64
+  %t162_a31422 = load <16 x float>, ptr %conv2_weight_grad.t162_a3, align 64
+  %t162_b31423 = load <16 x float>, ptr %conv2_weight_grad.t162_b3, align 64
+  %t162_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t162_c3_3, align 64
+  %3941 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a31422, <16 x float> %t162_b31423, <16 x float> %t162_c3_3)
+  store <16 x float> %3941, ptr %conv2_weight_grad.t162_c3_3, align 64
+  %3942 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3943 = add nsw i64 %3942, 4
+  %3944 = mul nsw i64 %3943, 50176
+  %3945 = add nsw i64 7251216, %3944
+  %3946 = mul nsw i64 %conv2_weight_grad.kp1591364, 384
+  %3947 = add nsw i64 %conv2_weight_grad.k1631391, %3946
   %3948 = add nsw i64 %3945, %3947
-  %3949 = add nsw i64 %3948, 26
-  %3950 = add nsw i64 %3949, %relu1_grad.ix1991163
-  %arena1167 = getelementptr inbounds float, ptr %arena, i64 %3950
-  %3951 = load float, ptr %arena1167, align 4
-  %3952 = fadd float %sum202, %3951
-  store float %3952, ptr %relu1_grad.sum203, align 4
-  %sum203 = load float, ptr %relu1_grad.sum203, align 4
-  %3953 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3954 = add nsw i64 %3953, 7
-  %3955 = mul nsw i64 %3954, 50176
-  %3956 = add nsw i64 7251216, %3955
-  %3957 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3958 = add nsw i64 %3956, %3957
-  %3959 = add nsw i64 %relu1_grad.iy1981162, 1
-  %3960 = add nsw i64 %3959, -1
-  %3961 = mul nsw i64 %3960, 28
-  %3962 = add nsw i64 %3958, %3961
-  %3963 = add nsw i64 %3962, 27
-  %3964 = add nsw i64 %3963, %relu1_grad.ix1991163
-  %arena1168 = getelementptr inbounds float, ptr %arena, i64 %3964
-  %3965 = load float, ptr %arena1168, align 4
-  %3966 = fadd float %sum203, %3965
-  store float %3966, ptr %relu1_grad.sum204, align 4
-  %sum204 = load float, ptr %relu1_grad.sum204, align 4
-  %3967 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3968 = add nsw i64 %3967, 8
-  %3969 = mul nsw i64 %3968, 50176
-  %3970 = add nsw i64 7251216, %3969
-  %3971 = mul nsw i64 %relu1_grad.j1571116, 784
-  %3972 = add nsw i64 %3970, %3971
-  %3973 = add nsw i64 %relu1_grad.iy1981162, 1
-  %3974 = add nsw i64 %3973, -1
-  %3975 = mul nsw i64 %3974, 28
-  %3976 = add nsw i64 %3972, %3975
-  %3977 = add nsw i64 %3976, 26
-  %3978 = add nsw i64 %3977, %relu1_grad.ix1991163
-  %arena1169 = getelementptr inbounds float, ptr %arena, i64 %3978
-  %3979 = load float, ptr %arena1169, align 4
-  %3980 = fadd float %sum204, %3979
-  store float %3980, ptr %relu1_grad.sum205, align 4
-  %sum205 = load float, ptr %relu1_grad.sum205, align 4
-  %3981 = mul nsw i64 %relu1_grad.g1491011, 64
-  %3982 = add nsw i64 %3981, %relu1_grad.j1571116
-  %3983 = mul nsw i64 %3982, 25088
-  %3984 = add nsw i64 1605632, %3983
-  %3985 = mul nsw i64 %relu1_grad.c1581117, 784
+  %arena1424 = getelementptr inbounds float, ptr %arena, i64 %3948
+  %3949 = load float, ptr %arena1424, align 4
+  %3950 = insertelement <16 x float> undef, float %3949, i32 0
+  %3951 = shufflevector <16 x float> %3950, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3951, ptr %conv2_weight_grad.t162_a4, align 64
+  %t162_a4 = load <16 x float>, ptr %conv2_weight_grad.t162_a4, align 64
+  %t162_b01425 = load <16 x float>, ptr %conv2_weight_grad.t162_b0, align 64
+  %t162_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t162_c4_0, align 64
+  %3952 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a4, <16 x float> %t162_b01425, <16 x float> %t162_c4_0)
+  store <16 x float> %3952, ptr %conv2_weight_grad.t162_c4_0, align 64
+  %t162_a41426 = load <16 x float>, ptr %conv2_weight_grad.t162_a4, align 64
+  %t162_b11427 = load <16 x float>, ptr %conv2_weight_grad.t162_b1, align 64
+  %t162_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t162_c4_1, align 64
+  %3953 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a41426, <16 x float> %t162_b11427, <16 x float> %t162_c4_1)
+  store <16 x float> %3953, ptr %conv2_weight_grad.t162_c4_1, align 64
+  %t162_a41428 = load <16 x float>, ptr %conv2_weight_grad.t162_a4, align 64
+  %t162_b21429 = load <16 x float>, ptr %conv2_weight_grad.t162_b2, align 64
+  %t162_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t162_c4_2, align 64
+  %3954 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a41428, <16 x float> %t162_b21429, <16 x float> %t162_c4_2)
+  store <16 x float> %3954, ptr %conv2_weight_grad.t162_c4_2, align 64
+  %t162_a41430 = load <16 x float>, ptr %conv2_weight_grad.t162_a4, align 64
+  %t162_b31431 = load <16 x float>, ptr %conv2_weight_grad.t162_b3, align 64
+  %t162_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t162_c4_3, align 64
+  %3955 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a41430, <16 x float> %t162_b31431, <16 x float> %t162_c4_3)
+  store <16 x float> %3955, ptr %conv2_weight_grad.t162_c4_3, align 64
+  %3956 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3957 = add nsw i64 %3956, 5
+  %3958 = mul nsw i64 %3957, 50176
+  %3959 = add nsw i64 7251216, %3958
+  %3960 = mul nsw i64 %conv2_weight_grad.kp1591364, 384
+  %3961 = add nsw i64 %conv2_weight_grad.k1631391, %3960
+  %3962 = add nsw i64 %3959, %3961
+  %arena1432 = getelementptr inbounds float, ptr %arena, i64 %3962
+  %3963 = load float, ptr %arena1432, align 4
+  %3964 = insertelement <16 x float> undef, float %3963, i32 0
+  %3965 = shufflevector <16 x float> %3964, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3965, ptr %conv2_weight_grad.t162_a5, align 64
+  %t162_a5 = load <16 x float>, ptr %conv2_weight_grad.t162_a5, align 64
+  %t162_b01433 = load <16 x float>, ptr %conv2_weight_grad.t162_b0, align 64
+  %t162_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t162_c5_0, align 64
+  %3966 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a5, <16 x float> %t162_b01433, <16 x float> %t162_c5_0)
+  store <16 x float> %3966, ptr %conv2_weight_grad.t162_c5_0, align 64
+  %t162_a51434 = load <16 x float>, ptr %conv2_weight_grad.t162_a5, align 64
+  %t162_b11435 = load <16 x float>, ptr %conv2_weight_grad.t162_b1, align 64
+  %t162_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t162_c5_1, align 64
+  %3967 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a51434, <16 x float> %t162_b11435, <16 x float> %t162_c5_1)
+  store <16 x float> %3967, ptr %conv2_weight_grad.t162_c5_1, align 64
+  %t162_a51436 = load <16 x float>, ptr %conv2_weight_grad.t162_a5, align 64
+  %t162_b21437 = load <16 x float>, ptr %conv2_weight_grad.t162_b2, align 64
+  %t162_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t162_c5_2, align 64
+  %3968 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a51436, <16 x float> %t162_b21437, <16 x float> %t162_c5_2)
+  store <16 x float> %3968, ptr %conv2_weight_grad.t162_c5_2, align 64
+  %t162_a51438 = load <16 x float>, ptr %conv2_weight_grad.t162_a5, align 64
+  %t162_b31439 = load <16 x float>, ptr %conv2_weight_grad.t162_b3, align 64
+  %t162_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t162_c5_3, align 64
+  %3969 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t162_a51438, <16 x float> %t162_b31439, <16 x float> %t162_c5_3)
+  store <16 x float> %3969, ptr %conv2_weight_grad.t162_c5_3, align 64
+  %k163.next = add nsw i64 %conv2_weight_grad.k1631391, 1
+  %3970 = icmp slt i64 %k163.next, 384
+  br i1 %3970, label %conv2_weight_grad.k163, label %conv2_weight_grad.k163.end
+
+conv2_weight_grad.k163.end:                       ; preds = %conv2_weight_grad.k163
+  %t162_c0_01440 = load <16 x float>, ptr %conv2_weight_grad.t162_c0_0, align 64
+  %3971 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3972 = mul nsw i64 %3971, 64
+  %3973 = add nsw i64 24913168, %3972
+  %3974 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3975 = add nsw i64 %3973, %3974
+  %arena1441 = getelementptr inbounds float, ptr %arena, i64 %3975
+  store <16 x float> %t162_c0_01440, ptr %arena1441, align 4
+  %t162_c0_11442 = load <16 x float>, ptr %conv2_weight_grad.t162_c0_1, align 64
+  %3976 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3977 = mul nsw i64 %3976, 64
+  %3978 = add nsw i64 24913168, %3977
+  %3979 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3980 = add nsw i64 %3978, %3979
+  %3981 = add nsw i64 %3980, 16
+  %arena1443 = getelementptr inbounds float, ptr %arena, i64 %3981
+  store <16 x float> %t162_c0_11442, ptr %arena1443, align 4
+  %t162_c0_21444 = load <16 x float>, ptr %conv2_weight_grad.t162_c0_2, align 64
+  %3982 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3983 = mul nsw i64 %3982, 64
+  %3984 = add nsw i64 24913168, %3983
+  %3985 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
   %3986 = add nsw i64 %3984, %3985
-  %3987 = add nsw i64 %relu1_grad.iy1981162, 1
-  %3988 = mul nsw i64 %3987, 28
-  %3989 = add nsw i64 %3986, %3988
-  %3990 = add nsw i64 %3989, 27
-  %3991 = add nsw i64 %3990, %relu1_grad.ix1991163
-  %arena1170 = getelementptr inbounds float, ptr %arena, i64 %3991
-  store float %sum205, ptr %arena1170, align 4
-  %ix199.next = add nsw i64 %relu1_grad.ix1991163, 1
-  %3992 = icmp slt i64 %ix199.next, 1
-  br i1 %3992, label %relu1_grad.ix199, label %relu1_grad.ix199.end
-
-relu1_grad.ix199.end:                             ; preds = %relu1_grad.ix199
-  %iy198.next = add nsw i64 %relu1_grad.iy1981162, 1
-  %3993 = icmp slt i64 %iy198.next, 26
-  br i1 %3993, label %relu1_grad.iy198, label %relu1_grad.iy198.end
-
-relu1_grad.iy206:                                 ; preds = %relu1_grad.ix207.end, %relu1_grad.iy198.end
-  %relu1_grad.iy2061171 = phi i64 [ 0, %relu1_grad.iy198.end ], [ %iy206.next, %relu1_grad.ix207.end ]
-  br label %relu1_grad.ix207
-
-relu1_grad.iy206.end:                             ; preds = %relu1_grad.ix207.end
-  br label %relu1_grad.iy212
-
-relu1_grad.ix207:                                 ; preds = %relu1_grad.ix207, %relu1_grad.iy206
-  %relu1_grad.ix2071172 = phi i64 [ 0, %relu1_grad.iy206 ], [ %ix207.next, %relu1_grad.ix207 ]
-  %3994 = mul nsw i64 %relu1_grad.c1581117, 9
-  %3995 = add nsw i64 %3994, 3
-  %3996 = mul nsw i64 %3995, 50176
-  %3997 = add nsw i64 7251216, %3996
-  %3998 = mul nsw i64 %relu1_grad.j1571116, 784
+  %3987 = add nsw i64 %3986, 32
+  %arena1445 = getelementptr inbounds float, ptr %arena, i64 %3987
+  store <16 x float> %t162_c0_21444, ptr %arena1445, align 4
+  %t162_c0_31446 = load <16 x float>, ptr %conv2_weight_grad.t162_c0_3, align 64
+  %3988 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3989 = mul nsw i64 %3988, 64
+  %3990 = add nsw i64 24913168, %3989
+  %3991 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %3992 = add nsw i64 %3990, %3991
+  %3993 = add nsw i64 %3992, 48
+  %arena1447 = getelementptr inbounds float, ptr %arena, i64 %3993
+  store <16 x float> %t162_c0_31446, ptr %arena1447, align 4
+  %t162_c1_01448 = load <16 x float>, ptr %conv2_weight_grad.t162_c1_0, align 64
+  %3994 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %3995 = add nsw i64 %3994, 1
+  %3996 = mul nsw i64 %3995, 64
+  %3997 = add nsw i64 24913168, %3996
+  %3998 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
   %3999 = add nsw i64 %3997, %3998
-  %4000 = add nsw i64 %relu1_grad.iy2061171, 27
-  %4001 = mul nsw i64 %4000, 28
-  %4002 = add nsw i64 %3999, %4001
-  %4003 = add nsw i64 %4002, 1
-  %4004 = add nsw i64 %4003, %relu1_grad.ix2071172
-  %arena1173 = getelementptr inbounds float, ptr %arena, i64 %4004
-  %4005 = load float, ptr %arena1173, align 4
-  store float %4005, ptr %relu1_grad.sum208, align 4
-  %sum208 = load float, ptr %relu1_grad.sum208, align 4
-  %4006 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4007 = add nsw i64 %4006, 4
-  %4008 = mul nsw i64 %4007, 50176
-  %4009 = add nsw i64 7251216, %4008
-  %4010 = mul nsw i64 %relu1_grad.j1571116, 784
-  %4011 = add nsw i64 %4009, %4010
-  %4012 = add nsw i64 %relu1_grad.iy2061171, 27
-  %4013 = mul nsw i64 %4012, 28
-  %4014 = add nsw i64 %4011, %4013
-  %4015 = add nsw i64 %4014, %relu1_grad.ix2071172
-  %arena1174 = getelementptr inbounds float, ptr %arena, i64 %4015
-  %4016 = load float, ptr %arena1174, align 4
-  %4017 = fadd float %sum208, %4016
-  store float %4017, ptr %relu1_grad.sum209, align 4
-  %sum209 = load float, ptr %relu1_grad.sum209, align 4
-  %4018 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4019 = add nsw i64 %4018, 6
-  %4020 = mul nsw i64 %4019, 50176
-  %4021 = add nsw i64 7251216, %4020
-  %4022 = mul nsw i64 %relu1_grad.j1571116, 784
-  %4023 = add nsw i64 %4021, %4022
-  %4024 = add nsw i64 %relu1_grad.iy2061171, 27
-  %4025 = add nsw i64 %4024, -1
-  %4026 = mul nsw i64 %4025, 28
-  %4027 = add nsw i64 %4023, %4026
-  %4028 = add nsw i64 %4027, 1
-  %4029 = add nsw i64 %4028, %relu1_grad.ix2071172
-  %arena1175 = getelementptr inbounds float, ptr %arena, i64 %4029
-  %4030 = load float, ptr %arena1175, align 4
-  %4031 = fadd float %sum209, %4030
-  store float %4031, ptr %relu1_grad.sum210, align 4
-  %sum210 = load float, ptr %relu1_grad.sum210, align 4
-  %4032 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4033 = add nsw i64 %4032, 7
-  %4034 = mul nsw i64 %4033, 50176
-  %4035 = add nsw i64 7251216, %4034
-  %4036 = mul nsw i64 %relu1_grad.j1571116, 784
-  %4037 = add nsw i64 %4035, %4036
-  %4038 = add nsw i64 %relu1_grad.iy2061171, 27
-  %4039 = add nsw i64 %4038, -1
-  %4040 = mul nsw i64 %4039, 28
-  %4041 = add nsw i64 %4037, %4040
-  %4042 = add nsw i64 %4041, %relu1_grad.ix2071172
-  %arena1176 = getelementptr inbounds float, ptr %arena, i64 %4042
-  %4043 = load float, ptr %arena1176, align 4
-  %4044 = fadd float %sum210, %4043
-  store float %4044, ptr %relu1_grad.sum211, align 4
-  %sum211 = load float, ptr %relu1_grad.sum211, align 4
-  %4045 = mul nsw i64 %relu1_grad.g1491011, 64
-  %4046 = add nsw i64 %4045, %relu1_grad.j1571116
-  %4047 = mul nsw i64 %4046, 25088
-  %4048 = add nsw i64 1605632, %4047
-  %4049 = mul nsw i64 %relu1_grad.c1581117, 784
-  %4050 = add nsw i64 %4048, %4049
-  %4051 = add nsw i64 %relu1_grad.iy2061171, 27
-  %4052 = mul nsw i64 %4051, 28
-  %4053 = add nsw i64 %4050, %4052
-  %4054 = add nsw i64 %4053, %relu1_grad.ix2071172
-  %arena1177 = getelementptr inbounds float, ptr %arena, i64 %4054
-  store float %sum211, ptr %arena1177, align 4
-  %ix207.next = add nsw i64 %relu1_grad.ix2071172, 1
-  %4055 = icmp slt i64 %ix207.next, 1
-  br i1 %4055, label %relu1_grad.ix207, label %relu1_grad.ix207.end
-
-relu1_grad.ix207.end:                             ; preds = %relu1_grad.ix207
-  %iy206.next = add nsw i64 %relu1_grad.iy2061171, 1
-  %4056 = icmp slt i64 %iy206.next, 1
-  br i1 %4056, label %relu1_grad.iy206, label %relu1_grad.iy206.end
-
-relu1_grad.iy212:                                 ; preds = %relu1_grad.ix213.end, %relu1_grad.iy206.end
-  %relu1_grad.iy2121178 = phi i64 [ 0, %relu1_grad.iy206.end ], [ %iy212.next, %relu1_grad.ix213.end ]
-  br label %relu1_grad.ix213
-
-relu1_grad.iy212.end:                             ; preds = %relu1_grad.ix213.end
-  br label %relu1_grad.iy220
-
-relu1_grad.ix213:                                 ; preds = %relu1_grad.ix213, %relu1_grad.iy212
-  %relu1_grad.ix2131179 = phi i64 [ 0, %relu1_grad.iy212 ], [ %ix213.next, %relu1_grad.ix213 ]
-  %4057 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4058 = add nsw i64 %4057, 3
-  %4059 = mul nsw i64 %4058, 50176
-  %4060 = add nsw i64 7251216, %4059
-  %4061 = mul nsw i64 %relu1_grad.j1571116, 784
-  %4062 = add nsw i64 %4060, %4061
-  %4063 = add nsw i64 %relu1_grad.iy2121178, 27
-  %4064 = mul nsw i64 %4063, 28
-  %4065 = add nsw i64 %4062, %4064
-  %4066 = add nsw i64 %4065, 2
-  %4067 = add nsw i64 %4066, %relu1_grad.ix2131179
-  %arena1180 = getelementptr inbounds float, ptr %arena, i64 %4067
-  %4068 = load float, ptr %arena1180, align 4
-  store float %4068, ptr %relu1_grad.sum214, align 4
-  %sum214 = load float, ptr %relu1_grad.sum214, align 4
-  %4069 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4070 = add nsw i64 %4069, 4
-  %4071 = mul nsw i64 %4070, 50176
-  %4072 = add nsw i64 7251216, %4071
-  %4073 = mul nsw i64 %relu1_grad.j1571116, 784
-  %4074 = add nsw i64 %4072, %4073
-  %4075 = add nsw i64 %relu1_grad.iy2121178, 27
-  %4076 = mul nsw i64 %4075, 28
-  %4077 = add nsw i64 %4074, %4076
-  %4078 = add nsw i64 %4077, 1
-  %4079 = add nsw i64 %4078, %relu1_grad.ix2131179
-  %arena1181 = getelementptr inbounds float, ptr %arena, i64 %4079
-  %4080 = load float, ptr %arena1181, align 4
-  %4081 = fadd float %sum214, %4080
-  store float %4081, ptr %relu1_grad.sum215, align 4
-  %sum215 = load float, ptr %relu1_grad.sum215, align 4
-  %4082 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4083 = add nsw i64 %4082, 5
-  %4084 = mul nsw i64 %4083, 50176
-  %4085 = add nsw i64 7251216, %4084
-  %4086 = mul nsw i64 %relu1_grad.j1571116, 784
-  %4087 = add nsw i64 %4085, %4086
-  %4088 = add nsw i64 %relu1_grad.iy2121178, 27
-  %4089 = mul nsw i64 %4088, 28
-  %4090 = add nsw i64 %4087, %4089
-  %4091 = add nsw i64 %4090, %relu1_grad.ix2131179
-  %arena1182 = getelementptr inbounds float, ptr %arena, i64 %4091
-  %4092 = load float, ptr %arena1182, align 4
-  %4093 = fadd float %sum215, %4092
-  store float %4093, ptr %relu1_grad.sum216, align 4
-  %sum216 = load float, ptr %relu1_grad.sum216, align 4
-  %4094 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4095 = add nsw i64 %4094, 6
-  %4096 = mul nsw i64 %4095, 50176
-  %4097 = add nsw i64 7251216, %4096
-  %4098 = mul nsw i64 %relu1_grad.j1571116, 784
-  %4099 = add nsw i64 %4097, %4098
-  %4100 = add nsw i64 %relu1_grad.iy2121178, 27
-  %4101 = add nsw i64 %4100, -1
-  %4102 = mul nsw i64 %4101, 28
-  %4103 = add nsw i64 %4099, %4102
-  %4104 = add nsw i64 %4103, 2
-  %4105 = add nsw i64 %4104, %relu1_grad.ix2131179
-  %arena1183 = getelementptr inbounds float, ptr %arena, i64 %4105
-  %4106 = load float, ptr %arena1183, align 4
-  %4107 = fadd float %sum216, %4106
-  store float %4107, ptr %relu1_grad.sum217, align 4
-  %sum217 = load float, ptr %relu1_grad.sum217, align 4
-  %4108 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4109 = add nsw i64 %4108, 7
-  %4110 = mul nsw i64 %4109, 50176
-  %4111 = add nsw i64 7251216, %4110
-  %4112 = mul nsw i64 %relu1_grad.j1571116, 784
+  %arena1449 = getelementptr inbounds float, ptr %arena, i64 %3999
+  store <16 x float> %t162_c1_01448, ptr %arena1449, align 4
+  %t162_c1_11450 = load <16 x float>, ptr %conv2_weight_grad.t162_c1_1, align 64
+  %4000 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4001 = add nsw i64 %4000, 1
+  %4002 = mul nsw i64 %4001, 64
+  %4003 = add nsw i64 24913168, %4002
+  %4004 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4005 = add nsw i64 %4003, %4004
+  %4006 = add nsw i64 %4005, 16
+  %arena1451 = getelementptr inbounds float, ptr %arena, i64 %4006
+  store <16 x float> %t162_c1_11450, ptr %arena1451, align 4
+  %t162_c1_21452 = load <16 x float>, ptr %conv2_weight_grad.t162_c1_2, align 64
+  %4007 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4008 = add nsw i64 %4007, 1
+  %4009 = mul nsw i64 %4008, 64
+  %4010 = add nsw i64 24913168, %4009
+  %4011 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4012 = add nsw i64 %4010, %4011
+  %4013 = add nsw i64 %4012, 32
+  %arena1453 = getelementptr inbounds float, ptr %arena, i64 %4013
+  store <16 x float> %t162_c1_21452, ptr %arena1453, align 4
+  %t162_c1_31454 = load <16 x float>, ptr %conv2_weight_grad.t162_c1_3, align 64
+  %4014 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4015 = add nsw i64 %4014, 1
+  %4016 = mul nsw i64 %4015, 64
+  %4017 = add nsw i64 24913168, %4016
+  %4018 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4019 = add nsw i64 %4017, %4018
+  %4020 = add nsw i64 %4019, 48
+  %arena1455 = getelementptr inbounds float, ptr %arena, i64 %4020
+  store <16 x float> %t162_c1_31454, ptr %arena1455, align 4
+  %t162_c2_01456 = load <16 x float>, ptr %conv2_weight_grad.t162_c2_0, align 64
+  %4021 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4022 = add nsw i64 %4021, 2
+  %4023 = mul nsw i64 %4022, 64
+  %4024 = add nsw i64 24913168, %4023
+  %4025 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4026 = add nsw i64 %4024, %4025
+  %arena1457 = getelementptr inbounds float, ptr %arena, i64 %4026
+  store <16 x float> %t162_c2_01456, ptr %arena1457, align 4
+  %t162_c2_11458 = load <16 x float>, ptr %conv2_weight_grad.t162_c2_1, align 64
+  %4027 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4028 = add nsw i64 %4027, 2
+  %4029 = mul nsw i64 %4028, 64
+  %4030 = add nsw i64 24913168, %4029
+  %4031 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4032 = add nsw i64 %4030, %4031
+  %4033 = add nsw i64 %4032, 16
+  %arena1459 = getelementptr inbounds float, ptr %arena, i64 %4033
+  store <16 x float> %t162_c2_11458, ptr %arena1459, align 4
+  %t162_c2_21460 = load <16 x float>, ptr %conv2_weight_grad.t162_c2_2, align 64
+  %4034 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4035 = add nsw i64 %4034, 2
+  %4036 = mul nsw i64 %4035, 64
+  %4037 = add nsw i64 24913168, %4036
+  %4038 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4039 = add nsw i64 %4037, %4038
+  %4040 = add nsw i64 %4039, 32
+  %arena1461 = getelementptr inbounds float, ptr %arena, i64 %4040
+  store <16 x float> %t162_c2_21460, ptr %arena1461, align 4
+  %t162_c2_31462 = load <16 x float>, ptr %conv2_weight_grad.t162_c2_3, align 64
+  %4041 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4042 = add nsw i64 %4041, 2
+  %4043 = mul nsw i64 %4042, 64
+  %4044 = add nsw i64 24913168, %4043
+  %4045 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4046 = add nsw i64 %4044, %4045
+  %4047 = add nsw i64 %4046, 48
+  %arena1463 = getelementptr inbounds float, ptr %arena, i64 %4047
+  store <16 x float> %t162_c2_31462, ptr %arena1463, align 4
+  %t162_c3_01464 = load <16 x float>, ptr %conv2_weight_grad.t162_c3_0, align 64
+  %4048 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4049 = add nsw i64 %4048, 3
+  %4050 = mul nsw i64 %4049, 64
+  %4051 = add nsw i64 24913168, %4050
+  %4052 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4053 = add nsw i64 %4051, %4052
+  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %4053
+  store <16 x float> %t162_c3_01464, ptr %arena1465, align 4
+  %t162_c3_11466 = load <16 x float>, ptr %conv2_weight_grad.t162_c3_1, align 64
+  %4054 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4055 = add nsw i64 %4054, 3
+  %4056 = mul nsw i64 %4055, 64
+  %4057 = add nsw i64 24913168, %4056
+  %4058 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4059 = add nsw i64 %4057, %4058
+  %4060 = add nsw i64 %4059, 16
+  %arena1467 = getelementptr inbounds float, ptr %arena, i64 %4060
+  store <16 x float> %t162_c3_11466, ptr %arena1467, align 4
+  %t162_c3_21468 = load <16 x float>, ptr %conv2_weight_grad.t162_c3_2, align 64
+  %4061 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4062 = add nsw i64 %4061, 3
+  %4063 = mul nsw i64 %4062, 64
+  %4064 = add nsw i64 24913168, %4063
+  %4065 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4066 = add nsw i64 %4064, %4065
+  %4067 = add nsw i64 %4066, 32
+  %arena1469 = getelementptr inbounds float, ptr %arena, i64 %4067
+  store <16 x float> %t162_c3_21468, ptr %arena1469, align 4
+  %t162_c3_31470 = load <16 x float>, ptr %conv2_weight_grad.t162_c3_3, align 64
+  %4068 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4069 = add nsw i64 %4068, 3
+  %4070 = mul nsw i64 %4069, 64
+  %4071 = add nsw i64 24913168, %4070
+  %4072 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4073 = add nsw i64 %4071, %4072
+  %4074 = add nsw i64 %4073, 48
+  %arena1471 = getelementptr inbounds float, ptr %arena, i64 %4074
+  store <16 x float> %t162_c3_31470, ptr %arena1471, align 4
+  %t162_c4_01472 = load <16 x float>, ptr %conv2_weight_grad.t162_c4_0, align 64
+  %4075 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4076 = add nsw i64 %4075, 4
+  %4077 = mul nsw i64 %4076, 64
+  %4078 = add nsw i64 24913168, %4077
+  %4079 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4080 = add nsw i64 %4078, %4079
+  %arena1473 = getelementptr inbounds float, ptr %arena, i64 %4080
+  store <16 x float> %t162_c4_01472, ptr %arena1473, align 4
+  %t162_c4_11474 = load <16 x float>, ptr %conv2_weight_grad.t162_c4_1, align 64
+  %4081 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4082 = add nsw i64 %4081, 4
+  %4083 = mul nsw i64 %4082, 64
+  %4084 = add nsw i64 24913168, %4083
+  %4085 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4086 = add nsw i64 %4084, %4085
+  %4087 = add nsw i64 %4086, 16
+  %arena1475 = getelementptr inbounds float, ptr %arena, i64 %4087
+  store <16 x float> %t162_c4_11474, ptr %arena1475, align 4
+  %t162_c4_21476 = load <16 x float>, ptr %conv2_weight_grad.t162_c4_2, align 64
+  %4088 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4089 = add nsw i64 %4088, 4
+  %4090 = mul nsw i64 %4089, 64
+  %4091 = add nsw i64 24913168, %4090
+  %4092 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4093 = add nsw i64 %4091, %4092
+  %4094 = add nsw i64 %4093, 32
+  %arena1477 = getelementptr inbounds float, ptr %arena, i64 %4094
+  store <16 x float> %t162_c4_21476, ptr %arena1477, align 4
+  %t162_c4_31478 = load <16 x float>, ptr %conv2_weight_grad.t162_c4_3, align 64
+  %4095 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4096 = add nsw i64 %4095, 4
+  %4097 = mul nsw i64 %4096, 64
+  %4098 = add nsw i64 24913168, %4097
+  %4099 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4100 = add nsw i64 %4098, %4099
+  %4101 = add nsw i64 %4100, 48
+  %arena1479 = getelementptr inbounds float, ptr %arena, i64 %4101
+  store <16 x float> %t162_c4_31478, ptr %arena1479, align 4
+  %t162_c5_01480 = load <16 x float>, ptr %conv2_weight_grad.t162_c5_0, align 64
+  %4102 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4103 = add nsw i64 %4102, 5
+  %4104 = mul nsw i64 %4103, 64
+  %4105 = add nsw i64 24913168, %4104
+  %4106 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4107 = add nsw i64 %4105, %4106
+  %arena1481 = getelementptr inbounds float, ptr %arena, i64 %4107
+  store <16 x float> %t162_c5_01480, ptr %arena1481, align 4
+  %t162_c5_11482 = load <16 x float>, ptr %conv2_weight_grad.t162_c5_1, align 64
+  %4108 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4109 = add nsw i64 %4108, 5
+  %4110 = mul nsw i64 %4109, 64
+  %4111 = add nsw i64 24913168, %4110
+  %4112 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
   %4113 = add nsw i64 %4111, %4112
-  %4114 = add nsw i64 %relu1_grad.iy2121178, 27
-  %4115 = add nsw i64 %4114, -1
-  %4116 = mul nsw i64 %4115, 28
-  %4117 = add nsw i64 %4113, %4116
-  %4118 = add nsw i64 %4117, 1
-  %4119 = add nsw i64 %4118, %relu1_grad.ix2131179
-  %arena1184 = getelementptr inbounds float, ptr %arena, i64 %4119
-  %4120 = load float, ptr %arena1184, align 4
-  %4121 = fadd float %sum217, %4120
-  store float %4121, ptr %relu1_grad.sum218, align 4
-  %sum218 = load float, ptr %relu1_grad.sum218, align 4
-  %4122 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4123 = add nsw i64 %4122, 8
-  %4124 = mul nsw i64 %4123, 50176
-  %4125 = add nsw i64 7251216, %4124
-  %4126 = mul nsw i64 %relu1_grad.j1571116, 784
+  %4114 = add nsw i64 %4113, 16
+  %arena1483 = getelementptr inbounds float, ptr %arena, i64 %4114
+  store <16 x float> %t162_c5_11482, ptr %arena1483, align 4
+  %t162_c5_21484 = load <16 x float>, ptr %conv2_weight_grad.t162_c5_2, align 64
+  %4115 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4116 = add nsw i64 %4115, 5
+  %4117 = mul nsw i64 %4116, 64
+  %4118 = add nsw i64 24913168, %4117
+  %4119 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
+  %4120 = add nsw i64 %4118, %4119
+  %4121 = add nsw i64 %4120, 32
+  %arena1485 = getelementptr inbounds float, ptr %arena, i64 %4121
+  store <16 x float> %t162_c5_21484, ptr %arena1485, align 4
+  %t162_c5_31486 = load <16 x float>, ptr %conv2_weight_grad.t162_c5_3, align 64
+  %4122 = mul nsw i64 %conv2_weight_grad.mb1611366, 6
+  %4123 = add nsw i64 %4122, 5
+  %4124 = mul nsw i64 %4123, 64
+  %4125 = add nsw i64 24913168, %4124
+  %4126 = mul nsw i64 %conv2_weight_grad.nb1601365, 64
   %4127 = add nsw i64 %4125, %4126
-  %4128 = add nsw i64 %relu1_grad.iy2121178, 27
-  %4129 = add nsw i64 %4128, -1
-  %4130 = mul nsw i64 %4129, 28
-  %4131 = add nsw i64 %4127, %4130
-  %4132 = add nsw i64 %4131, %relu1_grad.ix2131179
-  %arena1185 = getelementptr inbounds float, ptr %arena, i64 %4132
-  %4133 = load float, ptr %arena1185, align 4
-  %4134 = fadd float %sum218, %4133
-  store float %4134, ptr %relu1_grad.sum219, align 4
-  %sum219 = load float, ptr %relu1_grad.sum219, align 4
-  %4135 = mul nsw i64 %relu1_grad.g1491011, 64
-  %4136 = add nsw i64 %4135, %relu1_grad.j1571116
-  %4137 = mul nsw i64 %4136, 25088
-  %4138 = add nsw i64 1605632, %4137
-  %4139 = mul nsw i64 %relu1_grad.c1581117, 784
-  %4140 = add nsw i64 %4138, %4139
-  %4141 = add nsw i64 %relu1_grad.iy2121178, 27
-  %4142 = mul nsw i64 %4141, 28
-  %4143 = add nsw i64 %4140, %4142
-  %4144 = add nsw i64 %4143, 1
-  %4145 = add nsw i64 %4144, %relu1_grad.ix2131179
-  %arena1186 = getelementptr inbounds float, ptr %arena, i64 %4145
-  store float %sum219, ptr %arena1186, align 4
-  %ix213.next = add nsw i64 %relu1_grad.ix2131179, 1
-  %4146 = icmp slt i64 %ix213.next, 26
-  br i1 %4146, label %relu1_grad.ix213, label %relu1_grad.ix213.end
+  %4128 = add nsw i64 %4127, 48
+  %arena1487 = getelementptr inbounds float, ptr %arena, i64 %4128
+  store <16 x float> %t162_c5_31486, ptr %arena1487, align 4
+  %mb161.next = add nsw i64 %conv2_weight_grad.mb1611366, 1
+  %4129 = icmp slt i64 %mb161.next, 48
+  br i1 %4129, label %conv2_weight_grad.mb161, label %conv2_weight_grad.mb161.end
 
-relu1_grad.ix213.end:                             ; preds = %relu1_grad.ix213
-  %iy212.next = add nsw i64 %relu1_grad.iy2121178, 1
-  %4147 = icmp slt i64 %iy212.next, 1
-  br i1 %4147, label %relu1_grad.iy212, label %relu1_grad.iy212.end
+conv2_weight_grad.nb164:                          ; preds = %conv2_weight_grad.mb165.end, %conv2_weight_grad.kp159.end
+  %conv2_weight_grad.nb1641488 = phi i64 [ 0, %conv2_weight_grad.kp159.end ], [ %nb164.next, %conv2_weight_grad.mb165.end ]
+  br label %conv2_weight_grad.mb165
 
-relu1_grad.iy220:                                 ; preds = %relu1_grad.ix221.end, %relu1_grad.iy212.end
-  %relu1_grad.iy2201187 = phi i64 [ 0, %relu1_grad.iy212.end ], [ %iy220.next, %relu1_grad.ix221.end ]
-  br label %relu1_grad.ix221
+conv2_weight_grad.nb164.end:                      ; preds = %conv2_weight_grad.mb165.end
+  %g141.next = add nsw i64 %conv2_weight_grad.g1411302, 1
+  %4130 = icmp slt i64 %g141.next, 1
+  br i1 %4130, label %conv2_weight_grad.g141, label %conv2_weight_grad.g141.end
 
-relu1_grad.iy220.end:                             ; preds = %relu1_grad.ix221.end
-  %c158.next = add nsw i64 %relu1_grad.c1581117, 1
-  %4148 = icmp slt i64 %c158.next, 32
-  br i1 %4148, label %relu1_grad.c158, label %relu1_grad.c158.end
-
-relu1_grad.ix221:                                 ; preds = %relu1_grad.ix221, %relu1_grad.iy220
-  %relu1_grad.ix2211188 = phi i64 [ 0, %relu1_grad.iy220 ], [ %ix221.next, %relu1_grad.ix221 ]
-  %4149 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4150 = add nsw i64 %4149, 4
-  %4151 = mul nsw i64 %4150, 50176
-  %4152 = add nsw i64 7251216, %4151
-  %4153 = mul nsw i64 %relu1_grad.j1571116, 784
-  %4154 = add nsw i64 %4152, %4153
-  %4155 = add nsw i64 %relu1_grad.iy2201187, 27
-  %4156 = mul nsw i64 %4155, 28
-  %4157 = add nsw i64 %4154, %4156
-  %4158 = add nsw i64 %4157, 27
-  %4159 = add nsw i64 %4158, %relu1_grad.ix2211188
-  %arena1189 = getelementptr inbounds float, ptr %arena, i64 %4159
-  %4160 = load float, ptr %arena1189, align 4
-  store float %4160, ptr %relu1_grad.sum222, align 4
-  %sum222 = load float, ptr %relu1_grad.sum222, align 4
-  %4161 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4162 = add nsw i64 %4161, 5
-  %4163 = mul nsw i64 %4162, 50176
-  %4164 = add nsw i64 7251216, %4163
-  %4165 = mul nsw i64 %relu1_grad.j1571116, 784
-  %4166 = add nsw i64 %4164, %4165
-  %4167 = add nsw i64 %relu1_grad.iy2201187, 27
-  %4168 = mul nsw i64 %4167, 28
-  %4169 = add nsw i64 %4166, %4168
-  %4170 = add nsw i64 %4169, 26
-  %4171 = add nsw i64 %4170, %relu1_grad.ix2211188
-  %arena1190 = getelementptr inbounds float, ptr %arena, i64 %4171
-  %4172 = load float, ptr %arena1190, align 4
-  %4173 = fadd float %sum222, %4172
-  store float %4173, ptr %relu1_grad.sum223, align 4
-  %sum223 = load float, ptr %relu1_grad.sum223, align 4
-  %4174 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4175 = add nsw i64 %4174, 7
-  %4176 = mul nsw i64 %4175, 50176
-  %4177 = add nsw i64 7251216, %4176
-  %4178 = mul nsw i64 %relu1_grad.j1571116, 784
-  %4179 = add nsw i64 %4177, %4178
-  %4180 = add nsw i64 %relu1_grad.iy2201187, 27
-  %4181 = add nsw i64 %4180, -1
-  %4182 = mul nsw i64 %4181, 28
-  %4183 = add nsw i64 %4179, %4182
-  %4184 = add nsw i64 %4183, 27
-  %4185 = add nsw i64 %4184, %relu1_grad.ix2211188
-  %arena1191 = getelementptr inbounds float, ptr %arena, i64 %4185
-  %4186 = load float, ptr %arena1191, align 4
-  %4187 = fadd float %sum223, %4186
-  store float %4187, ptr %relu1_grad.sum224, align 4
-  %sum224 = load float, ptr %relu1_grad.sum224, align 4
-  %4188 = mul nsw i64 %relu1_grad.c1581117, 9
-  %4189 = add nsw i64 %4188, 8
-  %4190 = mul nsw i64 %4189, 50176
-  %4191 = add nsw i64 7251216, %4190
-  %4192 = mul nsw i64 %relu1_grad.j1571116, 784
-  %4193 = add nsw i64 %4191, %4192
-  %4194 = add nsw i64 %relu1_grad.iy2201187, 27
-  %4195 = add nsw i64 %4194, -1
-  %4196 = mul nsw i64 %4195, 28
-  %4197 = add nsw i64 %4193, %4196
-  %4198 = add nsw i64 %4197, 26
-  %4199 = add nsw i64 %4198, %relu1_grad.ix2211188
-  %arena1192 = getelementptr inbounds float, ptr %arena, i64 %4199
-  %4200 = load float, ptr %arena1192, align 4
-  %4201 = fadd float %sum224, %4200
-  store float %4201, ptr %relu1_grad.sum225, align 4
-  %sum225 = load float, ptr %relu1_grad.sum225, align 4
-  %4202 = mul nsw i64 %relu1_grad.g1491011, 64
-  %4203 = add nsw i64 %4202, %relu1_grad.j1571116
-  %4204 = mul nsw i64 %4203, 25088
-  %4205 = add nsw i64 1605632, %4204
-  %4206 = mul nsw i64 %relu1_grad.c1581117, 784
-  %4207 = add nsw i64 %4205, %4206
-  %4208 = add nsw i64 %relu1_grad.iy2201187, 27
-  %4209 = mul nsw i64 %4208, 28
-  %4210 = add nsw i64 %4207, %4209
-  %4211 = add nsw i64 %4210, 27
-  %4212 = add nsw i64 %4211, %relu1_grad.ix2211188
-  %arena1193 = getelementptr inbounds float, ptr %arena, i64 %4212
-  store float %sum225, ptr %arena1193, align 4
-  %ix221.next = add nsw i64 %relu1_grad.ix2211188, 1
-  %4213 = icmp slt i64 %ix221.next, 1
-  br i1 %4213, label %relu1_grad.ix221, label %relu1_grad.ix221.end
-
-relu1_grad.ix221.end:                             ; preds = %relu1_grad.ix221
-  %iy220.next = add nsw i64 %relu1_grad.iy2201187, 1
-  %4214 = icmp slt i64 %iy220.next, 1
-  br i1 %4214, label %relu1_grad.iy220, label %relu1_grad.iy220.end
-
-conv1_grad.i226:                                  ; preds = %conv1_grad.i226, %relu1_grad.g149.end
-  %conv1_grad.i2261194 = phi i64 [ 0, %relu1_grad.g149.end ], [ %i226.next, %conv1_grad.i226 ]
-  %arena1195 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i2261194
-  %4215 = load float, ptr %arena1195, align 4
-  %4216 = fcmp ogt float %4215, 0.000000e+00
-  %4217 = add nsw i64 1605632, %conv1_grad.i2261194
-  %arena1196 = getelementptr inbounds float, ptr %arena, i64 %4217
-  %4218 = load float, ptr %arena1196, align 4
-  %4219 = select i1 %4216, float %4218, float 0.000000e+00
-  %4220 = add nsw i64 3220112, %conv1_grad.i2261194
-  %arena1197 = getelementptr inbounds float, ptr %arena, i64 %4220
-  store float %4219, ptr %arena1197, align 4
-  %i226.next = add nsw i64 %conv1_grad.i2261194, 1
-  %4221 = icmp slt i64 %i226.next, 1605632
-  br i1 %4221, label %conv1_grad.i226, label %conv1_grad.i226.end
-
-conv1_grad.i226.end:                              ; preds = %conv1_grad.i226
-  br label %conv1_weight_grad.i227
-
-conv1_weight_grad.i227:                           ; preds = %conv1_weight_grad.i227, %conv1_grad.i226.end
-  %conv1_weight_grad.i2271198 = phi i64 [ 0, %conv1_grad.i226.end ], [ %i227.next, %conv1_weight_grad.i227 ]
-  %4222 = add nsw i64 2057216, %conv1_weight_grad.i2271198
-  %arena1199 = getelementptr inbounds float, ptr %arena, i64 %4222
-  store float 0.000000e+00, ptr %arena1199, align 4
-  %i227.next = add nsw i64 %conv1_weight_grad.i2271198, 1
-  %4223 = icmp slt i64 %i227.next, 288
-  br i1 %4223, label %conv1_weight_grad.i227, label %conv1_weight_grad.i227.end
-
-conv1_weight_grad.i227.end:                       ; preds = %conv1_weight_grad.i227
-  br label %conv1_weight_grad.g228
-
-conv1_weight_grad.g228:                           ; preds = %conv1_weight_grad.nb251.end, %conv1_weight_grad.i227.end
-  %conv1_weight_grad.g2281200 = phi i64 [ 0, %conv1_weight_grad.i227.end ], [ %g228.next, %conv1_weight_grad.nb251.end ]
-  br label %conv1_weight_grad.j229
-
-conv1_weight_grad.g228.end:                       ; preds = %conv1_weight_grad.nb251.end
-  br label %conv1_weight_grad.f255
-
-conv1_weight_grad.j229:                           ; preds = %conv1_weight_grad.c230.end, %conv1_weight_grad.g228
-  %conv1_weight_grad.j2291201 = phi i64 [ 0, %conv1_weight_grad.g228 ], [ %j229.next, %conv1_weight_grad.c230.end ]
-  br label %conv1_weight_grad.c230
-
-conv1_weight_grad.j229.end:                       ; preds = %conv1_weight_grad.c230.end
-  br label %conv1_weight_grad.j243
-
-conv1_weight_grad.c230:                           ; preds = %conv1_weight_grad.ky231.end, %conv1_weight_grad.j229
-  %conv1_weight_grad.c2301202 = phi i64 [ 0, %conv1_weight_grad.j229 ], [ %c230.next, %conv1_weight_grad.ky231.end ]
-  br label %conv1_weight_grad.ky231
-
-conv1_weight_grad.c230.end:                       ; preds = %conv1_weight_grad.ky231.end
-  %j229.next = add nsw i64 %conv1_weight_grad.j2291201, 1
-  %4224 = icmp slt i64 %j229.next, 64
-  br i1 %4224, label %conv1_weight_grad.j229, label %conv1_weight_grad.j229.end
-
-conv1_weight_grad.ky231:                          ; preds = %conv1_weight_grad.oy239.end, %conv1_weight_grad.c230
-  %conv1_weight_grad.ky2311203 = phi i64 [ 0, %conv1_weight_grad.c230 ], [ %ky231.next, %conv1_weight_grad.oy239.end ]
-  br label %conv1_weight_grad.oy232
-
-conv1_weight_grad.ky231.end:                      ; preds = %conv1_weight_grad.oy239.end
-  %c230.next = add nsw i64 %conv1_weight_grad.c2301202, 1
-  %4225 = icmp slt i64 %c230.next, 1
-  br i1 %4225, label %conv1_weight_grad.c230, label %conv1_weight_grad.c230.end
-
-conv1_weight_grad.oy232:                          ; preds = %conv1_weight_grad.endif1215, %conv1_weight_grad.ky231
-  %conv1_weight_grad.oy2321204 = phi i64 [ 0, %conv1_weight_grad.ky231 ], [ %oy232.next, %conv1_weight_grad.endif1215 ]
-  %4226 = add nsw i64 %conv1_weight_grad.oy2321204, %conv1_weight_grad.ky2311203
-  %4227 = add nsw i64 %4226, -1
-  %4228 = icmp slt i64 -1, %4227
-  %4229 = add nsw i64 %conv1_weight_grad.oy2321204, %conv1_weight_grad.ky2311203
-  %4230 = add nsw i64 %4229, -1
-  %4231 = icmp slt i64 %4230, 28
-  %4232 = and i1 %4228, %4231
-  br i1 %4232, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
-
-conv1_weight_grad.oy232.end:                      ; preds = %conv1_weight_grad.endif1215
-  br label %conv1_weight_grad.oy236
-
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy232
-  br label %conv1_weight_grad.ox233
-
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox234.end, %conv1_weight_grad.oy232
-  %4233 = add nsw i64 %conv1_weight_grad.oy2321204, %conv1_weight_grad.ky2311203
-  %4234 = add nsw i64 %4233, -1
-  %4235 = icmp slt i64 %4234, 0
-  br i1 %4235, label %conv1_weight_grad.then1210, label %conv1_weight_grad.endif1211
-
-conv1_weight_grad.ox233:                          ; preds = %conv1_weight_grad.ox233, %conv1_weight_grad.then
-  %conv1_weight_grad.ox2331205 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox233.next, %conv1_weight_grad.ox233 ]
-  %4236 = mul nsw i64 %conv1_weight_grad.g2281200, 64
-  %4237 = add nsw i64 %4236, %conv1_weight_grad.j2291201
-  %4238 = mul nsw i64 %4237, 784
-  %4239 = mul nsw i64 %conv1_weight_grad.c2301202, 784
+conv2_weight_grad.mb165:                          ; preds = %conv2_weight_grad.k167.end, %conv2_weight_grad.nb164
+  %conv2_weight_grad.mb1651489 = phi i64 [ 0, %conv2_weight_grad.nb164 ], [ %mb165.next, %conv2_weight_grad.k167.end ]
+  %4131 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4132 = mul nsw i64 %4131, 64
+  %4133 = add nsw i64 24913168, %4132
+  %4134 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4135 = add nsw i64 %4133, %4134
+  %arena1490 = getelementptr inbounds float, ptr %arena, i64 %4135
+  %4136 = load <16 x float>, ptr %arena1490, align 4
+  store <16 x float> %4136, ptr %conv2_weight_grad.t166_c0_0, align 64
+  %4137 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4138 = mul nsw i64 %4137, 64
+  %4139 = add nsw i64 24913168, %4138
+  %4140 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4141 = add nsw i64 %4139, %4140
+  %4142 = add nsw i64 %4141, 16
+  %arena1491 = getelementptr inbounds float, ptr %arena, i64 %4142
+  %4143 = load <16 x float>, ptr %arena1491, align 4
+  store <16 x float> %4143, ptr %conv2_weight_grad.t166_c0_1, align 64
+  %4144 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4145 = mul nsw i64 %4144, 64
+  %4146 = add nsw i64 24913168, %4145
+  %4147 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4148 = add nsw i64 %4146, %4147
+  %4149 = add nsw i64 %4148, 32
+  %arena1492 = getelementptr inbounds float, ptr %arena, i64 %4149
+  %4150 = load <16 x float>, ptr %arena1492, align 4
+  store <16 x float> %4150, ptr %conv2_weight_grad.t166_c0_2, align 64
+  %4151 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4152 = mul nsw i64 %4151, 64
+  %4153 = add nsw i64 24913168, %4152
+  %4154 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4155 = add nsw i64 %4153, %4154
+  %4156 = add nsw i64 %4155, 48
+  %arena1493 = getelementptr inbounds float, ptr %arena, i64 %4156
+  %4157 = load <16 x float>, ptr %arena1493, align 4
+  store <16 x float> %4157, ptr %conv2_weight_grad.t166_c0_3, align 64
+  %4158 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4159 = add nsw i64 %4158, 1
+  %4160 = mul nsw i64 %4159, 64
+  %4161 = add nsw i64 24913168, %4160
+  %4162 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4163 = add nsw i64 %4161, %4162
+  %arena1494 = getelementptr inbounds float, ptr %arena, i64 %4163
+  %4164 = load <16 x float>, ptr %arena1494, align 4
+  store <16 x float> %4164, ptr %conv2_weight_grad.t166_c1_0, align 64
+  %4165 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4166 = add nsw i64 %4165, 1
+  %4167 = mul nsw i64 %4166, 64
+  %4168 = add nsw i64 24913168, %4167
+  %4169 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4170 = add nsw i64 %4168, %4169
+  %4171 = add nsw i64 %4170, 16
+  %arena1495 = getelementptr inbounds float, ptr %arena, i64 %4171
+  %4172 = load <16 x float>, ptr %arena1495, align 4
+  store <16 x float> %4172, ptr %conv2_weight_grad.t166_c1_1, align 64
+  %4173 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4174 = add nsw i64 %4173, 1
+  %4175 = mul nsw i64 %4174, 64
+  %4176 = add nsw i64 24913168, %4175
+  %4177 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4178 = add nsw i64 %4176, %4177
+  %4179 = add nsw i64 %4178, 32
+  %arena1496 = getelementptr inbounds float, ptr %arena, i64 %4179
+  %4180 = load <16 x float>, ptr %arena1496, align 4
+  store <16 x float> %4180, ptr %conv2_weight_grad.t166_c1_2, align 64
+  %4181 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4182 = add nsw i64 %4181, 1
+  %4183 = mul nsw i64 %4182, 64
+  %4184 = add nsw i64 24913168, %4183
+  %4185 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4186 = add nsw i64 %4184, %4185
+  %4187 = add nsw i64 %4186, 48
+  %arena1497 = getelementptr inbounds float, ptr %arena, i64 %4187
+  %4188 = load <16 x float>, ptr %arena1497, align 4
+  store <16 x float> %4188, ptr %conv2_weight_grad.t166_c1_3, align 64
+  %4189 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4190 = add nsw i64 %4189, 2
+  %4191 = mul nsw i64 %4190, 64
+  %4192 = add nsw i64 24913168, %4191
+  %4193 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4194 = add nsw i64 %4192, %4193
+  %arena1498 = getelementptr inbounds float, ptr %arena, i64 %4194
+  %4195 = load <16 x float>, ptr %arena1498, align 4
+  store <16 x float> %4195, ptr %conv2_weight_grad.t166_c2_0, align 64
+  %4196 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4197 = add nsw i64 %4196, 2
+  %4198 = mul nsw i64 %4197, 64
+  %4199 = add nsw i64 24913168, %4198
+  %4200 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4201 = add nsw i64 %4199, %4200
+  %4202 = add nsw i64 %4201, 16
+  %arena1499 = getelementptr inbounds float, ptr %arena, i64 %4202
+  %4203 = load <16 x float>, ptr %arena1499, align 4
+  store <16 x float> %4203, ptr %conv2_weight_grad.t166_c2_1, align 64
+  %4204 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4205 = add nsw i64 %4204, 2
+  %4206 = mul nsw i64 %4205, 64
+  %4207 = add nsw i64 24913168, %4206
+  %4208 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4209 = add nsw i64 %4207, %4208
+  %4210 = add nsw i64 %4209, 32
+  %arena1500 = getelementptr inbounds float, ptr %arena, i64 %4210
+  %4211 = load <16 x float>, ptr %arena1500, align 4
+  store <16 x float> %4211, ptr %conv2_weight_grad.t166_c2_2, align 64
+  %4212 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4213 = add nsw i64 %4212, 2
+  %4214 = mul nsw i64 %4213, 64
+  %4215 = add nsw i64 24913168, %4214
+  %4216 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4217 = add nsw i64 %4215, %4216
+  %4218 = add nsw i64 %4217, 48
+  %arena1501 = getelementptr inbounds float, ptr %arena, i64 %4218
+  %4219 = load <16 x float>, ptr %arena1501, align 4
+  store <16 x float> %4219, ptr %conv2_weight_grad.t166_c2_3, align 64
+  %4220 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4221 = add nsw i64 %4220, 3
+  %4222 = mul nsw i64 %4221, 64
+  %4223 = add nsw i64 24913168, %4222
+  %4224 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4225 = add nsw i64 %4223, %4224
+  %arena1502 = getelementptr inbounds float, ptr %arena, i64 %4225
+  %4226 = load <16 x float>, ptr %arena1502, align 4
+  store <16 x float> %4226, ptr %conv2_weight_grad.t166_c3_0, align 64
+  %4227 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4228 = add nsw i64 %4227, 3
+  %4229 = mul nsw i64 %4228, 64
+  %4230 = add nsw i64 24913168, %4229
+  %4231 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4232 = add nsw i64 %4230, %4231
+  %4233 = add nsw i64 %4232, 16
+  %arena1503 = getelementptr inbounds float, ptr %arena, i64 %4233
+  %4234 = load <16 x float>, ptr %arena1503, align 4
+  store <16 x float> %4234, ptr %conv2_weight_grad.t166_c3_1, align 64
+  %4235 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4236 = add nsw i64 %4235, 3
+  %4237 = mul nsw i64 %4236, 64
+  %4238 = add nsw i64 24913168, %4237
+  %4239 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
   %4240 = add nsw i64 %4238, %4239
-  %4241 = add nsw i64 %conv1_weight_grad.oy2321204, %conv1_weight_grad.ky2311203
-  %4242 = add nsw i64 %4241, -1
-  %4243 = mul nsw i64 %4242, 28
-  %4244 = add nsw i64 %4240, %4243
-  %4245 = add nsw i64 %conv1_weight_grad.ox2331205, 1
-  %4246 = add nsw i64 %4245, -1
-  %4247 = add nsw i64 %4244, %4246
-  %images1206 = getelementptr inbounds float, ptr %images, i64 %4247
-  %4248 = load float, ptr %images1206, align 4
-  %4249 = mul nsw i64 %conv1_weight_grad.c2301202, 3
-  %4250 = add nsw i64 %4249, %conv1_weight_grad.ky2311203
-  %4251 = mul nsw i64 %4250, 3
-  %4252 = mul nsw i64 %4251, 50176
-  %4253 = mul nsw i64 %conv1_weight_grad.j2291201, 784
-  %4254 = add nsw i64 %4252, %4253
-  %4255 = mul nsw i64 %conv1_weight_grad.oy2321204, 28
-  %4256 = add nsw i64 %conv1_weight_grad.ox2331205, 1
-  %4257 = add nsw i64 %4255, %4256
-  %4258 = add nsw i64 %4254, %4257
-  %arena1207 = getelementptr inbounds float, ptr %arena, i64 %4258
-  store float %4248, ptr %arena1207, align 4
-  %ox233.next = add nsw i64 %conv1_weight_grad.ox2331205, 1
-  %4259 = icmp slt i64 %ox233.next, 27
-  br i1 %4259, label %conv1_weight_grad.ox233, label %conv1_weight_grad.ox233.end
+  %4241 = add nsw i64 %4240, 32
+  %arena1504 = getelementptr inbounds float, ptr %arena, i64 %4241
+  %4242 = load <16 x float>, ptr %arena1504, align 4
+  store <16 x float> %4242, ptr %conv2_weight_grad.t166_c3_2, align 64
+  %4243 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4244 = add nsw i64 %4243, 3
+  %4245 = mul nsw i64 %4244, 64
+  %4246 = add nsw i64 24913168, %4245
+  %4247 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4248 = add nsw i64 %4246, %4247
+  %4249 = add nsw i64 %4248, 48
+  %arena1505 = getelementptr inbounds float, ptr %arena, i64 %4249
+  %4250 = load <16 x float>, ptr %arena1505, align 4
+  store <16 x float> %4250, ptr %conv2_weight_grad.t166_c3_3, align 64
+  %4251 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4252 = add nsw i64 %4251, 4
+  %4253 = mul nsw i64 %4252, 64
+  %4254 = add nsw i64 24913168, %4253
+  %4255 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4256 = add nsw i64 %4254, %4255
+  %arena1506 = getelementptr inbounds float, ptr %arena, i64 %4256
+  %4257 = load <16 x float>, ptr %arena1506, align 4
+  store <16 x float> %4257, ptr %conv2_weight_grad.t166_c4_0, align 64
+  %4258 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4259 = add nsw i64 %4258, 4
+  %4260 = mul nsw i64 %4259, 64
+  %4261 = add nsw i64 24913168, %4260
+  %4262 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4263 = add nsw i64 %4261, %4262
+  %4264 = add nsw i64 %4263, 16
+  %arena1507 = getelementptr inbounds float, ptr %arena, i64 %4264
+  %4265 = load <16 x float>, ptr %arena1507, align 4
+  store <16 x float> %4265, ptr %conv2_weight_grad.t166_c4_1, align 64
+  %4266 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4267 = add nsw i64 %4266, 4
+  %4268 = mul nsw i64 %4267, 64
+  %4269 = add nsw i64 24913168, %4268
+  %4270 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4271 = add nsw i64 %4269, %4270
+  %4272 = add nsw i64 %4271, 32
+  %arena1508 = getelementptr inbounds float, ptr %arena, i64 %4272
+  %4273 = load <16 x float>, ptr %arena1508, align 4
+  store <16 x float> %4273, ptr %conv2_weight_grad.t166_c4_2, align 64
+  %4274 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4275 = add nsw i64 %4274, 4
+  %4276 = mul nsw i64 %4275, 64
+  %4277 = add nsw i64 24913168, %4276
+  %4278 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4279 = add nsw i64 %4277, %4278
+  %4280 = add nsw i64 %4279, 48
+  %arena1509 = getelementptr inbounds float, ptr %arena, i64 %4280
+  %4281 = load <16 x float>, ptr %arena1509, align 4
+  store <16 x float> %4281, ptr %conv2_weight_grad.t166_c4_3, align 64
+  %4282 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4283 = add nsw i64 %4282, 5
+  %4284 = mul nsw i64 %4283, 64
+  %4285 = add nsw i64 24913168, %4284
+  %4286 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4287 = add nsw i64 %4285, %4286
+  %arena1510 = getelementptr inbounds float, ptr %arena, i64 %4287
+  %4288 = load <16 x float>, ptr %arena1510, align 4
+  store <16 x float> %4288, ptr %conv2_weight_grad.t166_c5_0, align 64
+  %4289 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4290 = add nsw i64 %4289, 5
+  %4291 = mul nsw i64 %4290, 64
+  %4292 = add nsw i64 24913168, %4291
+  %4293 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4294 = add nsw i64 %4292, %4293
+  %4295 = add nsw i64 %4294, 16
+  %arena1511 = getelementptr inbounds float, ptr %arena, i64 %4295
+  %4296 = load <16 x float>, ptr %arena1511, align 4
+  store <16 x float> %4296, ptr %conv2_weight_grad.t166_c5_1, align 64
+  %4297 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4298 = add nsw i64 %4297, 5
+  %4299 = mul nsw i64 %4298, 64
+  %4300 = add nsw i64 24913168, %4299
+  %4301 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4302 = add nsw i64 %4300, %4301
+  %4303 = add nsw i64 %4302, 32
+  %arena1512 = getelementptr inbounds float, ptr %arena, i64 %4303
+  %4304 = load <16 x float>, ptr %arena1512, align 4
+  store <16 x float> %4304, ptr %conv2_weight_grad.t166_c5_2, align 64
+  %4305 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4306 = add nsw i64 %4305, 5
+  %4307 = mul nsw i64 %4306, 64
+  %4308 = add nsw i64 24913168, %4307
+  %4309 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4310 = add nsw i64 %4308, %4309
+  %4311 = add nsw i64 %4310, 48
+  %arena1513 = getelementptr inbounds float, ptr %arena, i64 %4311
+  %4312 = load <16 x float>, ptr %arena1513, align 4
+  store <16 x float> %4312, ptr %conv2_weight_grad.t166_c5_3, align 64
+  br label %conv2_weight_grad.k167
 
-conv1_weight_grad.ox233.end:                      ; preds = %conv1_weight_grad.ox233
-  br label %conv1_weight_grad.ox234
+conv2_weight_grad.mb165.end:                      ; preds = %conv2_weight_grad.k167.end
+  %nb164.next = add nsw i64 %conv2_weight_grad.nb1641488, 1
+  %4313 = icmp slt i64 %nb164.next, 1
+  br i1 %4313, label %conv2_weight_grad.nb164, label %conv2_weight_grad.nb164.end
 
-conv1_weight_grad.ox234:                          ; preds = %conv1_weight_grad.ox234, %conv1_weight_grad.ox233.end
-  %conv1_weight_grad.ox2341208 = phi i64 [ 0, %conv1_weight_grad.ox233.end ], [ %ox234.next, %conv1_weight_grad.ox234 ]
-  %4260 = mul nsw i64 %conv1_weight_grad.c2301202, 3
-  %4261 = add nsw i64 %4260, %conv1_weight_grad.ky2311203
-  %4262 = mul nsw i64 %4261, 3
-  %4263 = mul nsw i64 %4262, 50176
-  %4264 = mul nsw i64 %conv1_weight_grad.j2291201, 784
-  %4265 = add nsw i64 %4263, %4264
-  %4266 = mul nsw i64 %conv1_weight_grad.oy2321204, 28
-  %4267 = add nsw i64 %4266, %conv1_weight_grad.ox2341208
-  %4268 = add nsw i64 %4265, %4267
-  %arena1209 = getelementptr inbounds float, ptr %arena, i64 %4268
-  store float 0.000000e+00, ptr %arena1209, align 4
-  %ox234.next = add nsw i64 %conv1_weight_grad.ox2341208, 1
-  %4269 = icmp slt i64 %ox234.next, 1
-  br i1 %4269, label %conv1_weight_grad.ox234, label %conv1_weight_grad.ox234.end
+conv2_weight_grad.k167:                           ; preds = %conv2_weight_grad.k167, %conv2_weight_grad.mb165
+  %conv2_weight_grad.k1671514 = phi i64 [ 0, %conv2_weight_grad.mb165 ], [ %k167.next, %conv2_weight_grad.k167 ]
+  %4314 = add nsw i64 %conv2_weight_grad.k1671514, 49920
+  %4315 = mul nsw i64 %4314, 64
+  %4316 = add nsw i64 21701904, %4315
+  %4317 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4318 = add nsw i64 %4316, %4317
+  %arena1515 = getelementptr inbounds float, ptr %arena, i64 %4318
+  %4319 = load <16 x float>, ptr %arena1515, align 4
+  store <16 x float> %4319, ptr %conv2_weight_grad.t166_b0, align 64
+  %4320 = add nsw i64 %conv2_weight_grad.k1671514, 49920
+  %4321 = mul nsw i64 %4320, 64
+  %4322 = add nsw i64 21701904, %4321
+  %4323 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4324 = add nsw i64 %4322, %4323
+  %4325 = add nsw i64 %4324, 16
+  %arena1516 = getelementptr inbounds float, ptr %arena, i64 %4325
+  %4326 = load <16 x float>, ptr %arena1516, align 4
+  store <16 x float> %4326, ptr %conv2_weight_grad.t166_b1, align 64
+  %4327 = add nsw i64 %conv2_weight_grad.k1671514, 49920
+  %4328 = mul nsw i64 %4327, 64
+  %4329 = add nsw i64 21701904, %4328
+  %4330 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4331 = add nsw i64 %4329, %4330
+  %4332 = add nsw i64 %4331, 32
+  %arena1517 = getelementptr inbounds float, ptr %arena, i64 %4332
+  %4333 = load <16 x float>, ptr %arena1517, align 4
+  store <16 x float> %4333, ptr %conv2_weight_grad.t166_b2, align 64
+  %4334 = add nsw i64 %conv2_weight_grad.k1671514, 49920
+  %4335 = mul nsw i64 %4334, 64
+  %4336 = add nsw i64 21701904, %4335
+  %4337 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4338 = add nsw i64 %4336, %4337
+  %4339 = add nsw i64 %4338, 48
+  %arena1518 = getelementptr inbounds float, ptr %arena, i64 %4339
+  %4340 = load <16 x float>, ptr %arena1518, align 4
+  store <16 x float> %4340, ptr %conv2_weight_grad.t166_b3, align 64
+  %4341 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4342 = mul nsw i64 %4341, 50176
+  %4343 = add nsw i64 7251216, %4342
+  %4344 = add nsw i64 %conv2_weight_grad.k1671514, 49920
+  %4345 = add nsw i64 %4343, %4344
+  %arena1519 = getelementptr inbounds float, ptr %arena, i64 %4345
+  %4346 = load float, ptr %arena1519, align 4
+  %4347 = insertelement <16 x float> undef, float %4346, i32 0
+  %4348 = shufflevector <16 x float> %4347, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4348, ptr %conv2_weight_grad.t166_a0, align 64
+  %t166_a0 = load <16 x float>, ptr %conv2_weight_grad.t166_a0, align 64
+  %t166_b0 = load <16 x float>, ptr %conv2_weight_grad.t166_b0, align 64
+  %t166_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t166_c0_0, align 64
+  %4349 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a0, <16 x float> %t166_b0, <16 x float> %t166_c0_0)
+  store <16 x float> %4349, ptr %conv2_weight_grad.t166_c0_0, align 64
+  %t166_a01520 = load <16 x float>, ptr %conv2_weight_grad.t166_a0, align 64
+  %t166_b1 = load <16 x float>, ptr %conv2_weight_grad.t166_b1, align 64
+  %t166_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t166_c0_1, align 64
+  %4350 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a01520, <16 x float> %t166_b1, <16 x float> %t166_c0_1)
+  store <16 x float> %4350, ptr %conv2_weight_grad.t166_c0_1, align 64
+  %t166_a01521 = load <16 x float>, ptr %conv2_weight_grad.t166_a0, align 64
+  %t166_b2 = load <16 x float>, ptr %conv2_weight_grad.t166_b2, align 64
+  %t166_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t166_c0_2, align 64
+  %4351 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a01521, <16 x float> %t166_b2, <16 x float> %t166_c0_2)
+  store <16 x float> %4351, ptr %conv2_weight_grad.t166_c0_2, align 64
+  %t166_a01522 = load <16 x float>, ptr %conv2_weight_grad.t166_a0, align 64
+  %t166_b3 = load <16 x float>, ptr %conv2_weight_grad.t166_b3, align 64
+  %t166_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t166_c0_3, align 64
+  %4352 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a01522, <16 x float> %t166_b3, <16 x float> %t166_c0_3)
+  store <16 x float> %4352, ptr %conv2_weight_grad.t166_c0_3, align 64
+  %4353 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4354 = add nsw i64 %4353, 1
+  %4355 = mul nsw i64 %4354, 50176
+  %4356 = add nsw i64 7251216, %4355
+  %4357 = add nsw i64 %conv2_weight_grad.k1671514, 49920
+  %4358 = add nsw i64 %4356, %4357
+  %arena1523 = getelementptr inbounds float, ptr %arena, i64 %4358
+  %4359 = load float, ptr %arena1523, align 4
+  %4360 = insertelement <16 x float> undef, float %4359, i32 0
+  %4361 = shufflevector <16 x float> %4360, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4361, ptr %conv2_weight_grad.t166_a1, align 64
+  %t166_a1 = load <16 x float>, ptr %conv2_weight_grad.t166_a1, align 64
+  %t166_b01524 = load <16 x float>, ptr %conv2_weight_grad.t166_b0, align 64
+  %t166_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t166_c1_0, align 64
+  %4362 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a1, <16 x float> %t166_b01524, <16 x float> %t166_c1_0)
+  store <16 x float> %4362, ptr %conv2_weight_grad.t166_c1_0, align 64
+  %t166_a11525 = load <16 x float>, ptr %conv2_weight_grad.t166_a1, align 64
+  %t166_b11526 = load <16 x float>, ptr %conv2_weight_grad.t166_b1, align 64
+  %t166_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t166_c1_1, align 64
+  %4363 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a11525, <16 x float> %t166_b11526, <16 x float> %t166_c1_1)
+  store <16 x float> %4363, ptr %conv2_weight_grad.t166_c1_1, align 64
+  %t166_a11527 = load <16 x float>, ptr %conv2_weight_grad.t166_a1, align 64
+  %t166_b21528 = load <16 x float>, ptr %conv2_weight_grad.t166_b2, align 64
+  %t166_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t166_c1_2, align 64
+  %4364 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a11527, <16 x float> %t166_b21528, <16 x float> %t166_c1_2)
+  store <16 x float> %4364, ptr %conv2_weight_grad.t166_c1_2, align 64
+  %t166_a11529 = load <16 x float>, ptr %conv2_weight_grad.t166_a1, align 64
+  %t166_b31530 = load <16 x float>, ptr %conv2_weight_grad.t166_b3, align 64
+  %t166_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t166_c1_3, align 64
+  %4365 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a11529, <16 x float> %t166_b31530, <16 x float> %t166_c1_3)
+  store <16 x float> %4365, ptr %conv2_weight_grad.t166_c1_3, align 64
+  %4366 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4367 = add nsw i64 %4366, 2
+  %4368 = mul nsw i64 %4367, 50176
+  %4369 = add nsw i64 7251216, %4368
+  %4370 = add nsw i64 %conv2_weight_grad.k1671514, 49920
+  %4371 = add nsw i64 %4369, %4370
+  %arena1531 = getelementptr inbounds float, ptr %arena, i64 %4371
+  %4372 = load float, ptr %arena1531, align 4
+  %4373 = insertelement <16 x float> undef, float %4372, i32 0
+  %4374 = shufflevector <16 x float> %4373, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4374, ptr %conv2_weight_grad.t166_a2, align 64
+  %t166_a2 = load <16 x float>, ptr %conv2_weight_grad.t166_a2, align 64
+  %t166_b01532 = load <16 x float>, ptr %conv2_weight_grad.t166_b0, align 64
+  %t166_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t166_c2_0, align 64
+  %4375 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a2, <16 x float> %t166_b01532, <16 x float> %t166_c2_0)
+  store <16 x float> %4375, ptr %conv2_weight_grad.t166_c2_0, align 64
+  %t166_a21533 = load <16 x float>, ptr %conv2_weight_grad.t166_a2, align 64
+  %t166_b11534 = load <16 x float>, ptr %conv2_weight_grad.t166_b1, align 64
+  %t166_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t166_c2_1, align 64
+  %4376 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a21533, <16 x float> %t166_b11534, <16 x float> %t166_c2_1)
+  store <16 x float> %4376, ptr %conv2_weight_grad.t166_c2_1, align 64
+  %t166_a21535 = load <16 x float>, ptr %conv2_weight_grad.t166_a2, align 64
+  %t166_b21536 = load <16 x float>, ptr %conv2_weight_grad.t166_b2, align 64
+  %t166_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t166_c2_2, align 64
+  %4377 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a21535, <16 x float> %t166_b21536, <16 x float> %t166_c2_2)
+  store <16 x float> %4377, ptr %conv2_weight_grad.t166_c2_2, align 64
+  %t166_a21537 = load <16 x float>, ptr %conv2_weight_grad.t166_a2, align 64
+  %t166_b31538 = load <16 x float>, ptr %conv2_weight_grad.t166_b3, align 64
+  %t166_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t166_c2_3, align 64
+  %4378 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a21537, <16 x float> %t166_b31538, <16 x float> %t166_c2_3)
+  store <16 x float> %4378, ptr %conv2_weight_grad.t166_c2_3, align 64
+  %4379 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4380 = add nsw i64 %4379, 3
+  %4381 = mul nsw i64 %4380, 50176
+  %4382 = add nsw i64 7251216, %4381
+  %4383 = add nsw i64 %conv2_weight_grad.k1671514, 49920
+  %4384 = add nsw i64 %4382, %4383
+  %arena1539 = getelementptr inbounds float, ptr %arena, i64 %4384
+  %4385 = load float, ptr %arena1539, align 4
+  %4386 = insertelement <16 x float> undef, float %4385, i32 0
+  %4387 = shufflevector <16 x float> %4386, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4387, ptr %conv2_weight_grad.t166_a3, align 64
+  %t166_a3 = load <16 x float>, ptr %conv2_weight_grad.t166_a3, align 64
+  %t166_b01540 = load <16 x float>, ptr %conv2_weight_grad.t166_b0, align 64
+  %t166_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t166_c3_0, align 64
+  %4388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a3, <16 x float> %t166_b01540, <16 x float> %t166_c3_0)
+  store <16 x float> %4388, ptr %conv2_weight_grad.t166_c3_0, align 64
+  %t166_a31541 = load <16 x float>, ptr %conv2_weight_grad.t166_a3, align 64
+  %t166_b11542 = load <16 x float>, ptr %conv2_weight_grad.t166_b1, align 64
+  %t166_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t166_c3_1, align 64
+  %4389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a31541, <16 x float> %t166_b11542, <16 x float> %t166_c3_1)
+  store <16 x float> %4389, ptr %conv2_weight_grad.t166_c3_1, align 64
+  %t166_a31543 = load <16 x float>, ptr %conv2_weight_grad.t166_a3, align 64
+  %t166_b21544 = load <16 x float>, ptr %conv2_weight_grad.t166_b2, align 64
+  %t166_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t166_c3_2, align 64
+  %4390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a31543, <16 x float> %t166_b21544, <16 x float> %t166_c3_2)
+  store <16 x float> %4390, ptr %conv2_weight_grad.t166_c3_2, align 64
+  %t166_a31545 = load <16 x float>, ptr %conv2_weight_grad.t166_a3, align 64
+  %t166_b31546 = load <16 x float>, ptr %conv2_weight_grad.t166_b3, align 64
+  %t166_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t166_c3_3, align 64
+  %4391 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a31545, <16 x float> %t166_b31546, <16 x float> %t166_c3_3)
+  store <16 x float> %4391, ptr %conv2_weight_grad.t166_c3_3, align 64
+  %4392 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4393 = add nsw i64 %4392, 4
+  %4394 = mul nsw i64 %4393, 50176
+  %4395 = add nsw i64 7251216, %4394
+  %4396 = add nsw i64 %conv2_weight_grad.k1671514, 49920
+  %4397 = add nsw i64 %4395, %4396
+  %arena1547 = getelementptr inbounds float, ptr %arena, i64 %4397
+  %4398 = load float, ptr %arena1547, align 4
+  %4399 = insertelement <16 x float> undef, float %4398, i32 0
+  %4400 = shufflevector <16 x float> %4399, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4400, ptr %conv2_weight_grad.t166_a4, align 64
+  %t166_a4 = load <16 x float>, ptr %conv2_weight_grad.t166_a4, align 64
+  %t166_b01548 = load <16 x float>, ptr %conv2_weight_grad.t166_b0, align 64
+  %t166_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t166_c4_0, align 64
+  %4401 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a4, <16 x float> %t166_b01548, <16 x float> %t166_c4_0)
+  store <16 x float> %4401, ptr %conv2_weight_grad.t166_c4_0, align 64
+  %t166_a41549 = load <16 x float>, ptr %conv2_weight_grad.t166_a4, align 64
+  %t166_b11550 = load <16 x float>, ptr %conv2_weight_grad.t166_b1, align 64
+  %t166_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t166_c4_1, align 64
+  %4402 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a41549, <16 x float> %t166_b11550, <16 x float> %t166_c4_1)
+  store <16 x float> %4402, ptr %conv2_weight_grad.t166_c4_1, align 64
+  %t166_a41551 = load <16 x float>, ptr %conv2_weight_grad.t166_a4, align 64
+  %t166_b21552 = load <16 x float>, ptr %conv2_weight_grad.t166_b2, align 64
+  %t166_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t166_c4_2, align 64
+  %4403 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a41551, <16 x float> %t166_b21552, <16 x float> %t166_c4_2)
+  store <16 x float> %4403, ptr %conv2_weight_grad.t166_c4_2, align 64
+  %t166_a41553 = load <16 x float>, ptr %conv2_weight_grad.t166_a4, align 64
+  %t166_b31554 = load <16 x float>, ptr %conv2_weight_grad.t166_b3, align 64
+  %t166_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t166_c4_3, align 64
+  %4404 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a41553, <16 x float> %t166_b31554, <16 x float> %t166_c4_3)
+  store <16 x float> %4404, ptr %conv2_weight_grad.t166_c4_3, align 64
+  %4405 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4406 = add nsw i64 %4405, 5
+  %4407 = mul nsw i64 %4406, 50176
+  %4408 = add nsw i64 7251216, %4407
+  %4409 = add nsw i64 %conv2_weight_grad.k1671514, 49920
+  %4410 = add nsw i64 %4408, %4409
+  %arena1555 = getelementptr inbounds float, ptr %arena, i64 %4410
+  %4411 = load float, ptr %arena1555, align 4
+  %4412 = insertelement <16 x float> undef, float %4411, i32 0
+  %4413 = shufflevector <16 x float> %4412, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4413, ptr %conv2_weight_grad.t166_a5, align 64
+  %t166_a5 = load <16 x float>, ptr %conv2_weight_grad.t166_a5, align 64
+  %t166_b01556 = load <16 x float>, ptr %conv2_weight_grad.t166_b0, align 64
+  %t166_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t166_c5_0, align 64
+  %4414 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a5, <16 x float> %t166_b01556, <16 x float> %t166_c5_0)
+  store <16 x float> %4414, ptr %conv2_weight_grad.t166_c5_0, align 64
+  %t166_a51557 = load <16 x float>, ptr %conv2_weight_grad.t166_a5, align 64
+  %t166_b11558 = load <16 x float>, ptr %conv2_weight_grad.t166_b1, align 64
+  %t166_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t166_c5_1, align 64
+  %4415 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a51557, <16 x float> %t166_b11558, <16 x float> %t166_c5_1)
+  store <16 x float> %4415, ptr %conv2_weight_grad.t166_c5_1, align 64
+  %t166_a51559 = load <16 x float>, ptr %conv2_weight_grad.t166_a5, align 64
+  %t166_b21560 = load <16 x float>, ptr %conv2_weight_grad.t166_b2, align 64
+  %t166_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t166_c5_2, align 64
+  %4416 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a51559, <16 x float> %t166_b21560, <16 x float> %t166_c5_2)
+  store <16 x float> %4416, ptr %conv2_weight_grad.t166_c5_2, align 64
+  %t166_a51561 = load <16 x float>, ptr %conv2_weight_grad.t166_a5, align 64
+  %t166_b31562 = load <16 x float>, ptr %conv2_weight_grad.t166_b3, align 64
+  %t166_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t166_c5_3, align 64
+  %4417 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t166_a51561, <16 x float> %t166_b31562, <16 x float> %t166_c5_3)
+  store <16 x float> %4417, ptr %conv2_weight_grad.t166_c5_3, align 64
+  %k167.next = add nsw i64 %conv2_weight_grad.k1671514, 1
+  %4418 = icmp slt i64 %k167.next, 256
+  br i1 %4418, label %conv2_weight_grad.k167, label %conv2_weight_grad.k167.end
 
-conv1_weight_grad.ox234.end:                      ; preds = %conv1_weight_grad.ox234
-  br label %conv1_weight_grad.endif
-
-conv1_weight_grad.then1210:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox235
-
-conv1_weight_grad.endif1211:                      ; preds = %conv1_weight_grad.ox235.end, %conv1_weight_grad.endif
-  %4270 = add nsw i64 %conv1_weight_grad.oy2321204, %conv1_weight_grad.ky2311203
-  %4271 = add nsw i64 %4270, -1
-  %4272 = icmp slt i64 27, %4271
-  br i1 %4272, label %conv1_weight_grad.then1214, label %conv1_weight_grad.endif1215
-
-conv1_weight_grad.ox235:                          ; preds = %conv1_weight_grad.ox235, %conv1_weight_grad.then1210
-  %conv1_weight_grad.ox2351212 = phi i64 [ 0, %conv1_weight_grad.then1210 ], [ %ox235.next, %conv1_weight_grad.ox235 ]
-  %4273 = mul nsw i64 %conv1_weight_grad.c2301202, 3
-  %4274 = add nsw i64 %4273, %conv1_weight_grad.ky2311203
-  %4275 = mul nsw i64 %4274, 3
-  %4276 = mul nsw i64 %4275, 50176
-  %4277 = mul nsw i64 %conv1_weight_grad.j2291201, 784
-  %4278 = add nsw i64 %4276, %4277
-  %4279 = mul nsw i64 %conv1_weight_grad.oy2321204, 28
-  %4280 = add nsw i64 %4279, %conv1_weight_grad.ox2351212
-  %4281 = add nsw i64 %4278, %4280
-  %arena1213 = getelementptr inbounds float, ptr %arena, i64 %4281
-  store float 0.000000e+00, ptr %arena1213, align 4
-  %ox235.next = add nsw i64 %conv1_weight_grad.ox2351212, 1
-  %4282 = icmp slt i64 %ox235.next, 28
-  br i1 %4282, label %conv1_weight_grad.ox235, label %conv1_weight_grad.ox235.end
-
-conv1_weight_grad.ox235.end:                      ; preds = %conv1_weight_grad.ox235
-  br label %conv1_weight_grad.endif1211
-
-conv1_weight_grad.then1214:                       ; preds = %conv1_weight_grad.endif1211
-  br label %conv1_weight_grad.ox2351216
-
-conv1_weight_grad.endif1215:                      ; preds = %conv1_weight_grad.ox235.end1217, %conv1_weight_grad.endif1211
-  %oy232.next = add nsw i64 %conv1_weight_grad.oy2321204, 1
-  %4283 = icmp slt i64 %oy232.next, 28
-  br i1 %4283, label %conv1_weight_grad.oy232, label %conv1_weight_grad.oy232.end
-
-conv1_weight_grad.ox2351216:                      ; preds = %conv1_weight_grad.ox2351216, %conv1_weight_grad.then1214
-  %conv1_weight_grad.ox2351218 = phi i64 [ 0, %conv1_weight_grad.then1214 ], [ %ox235.next1220, %conv1_weight_grad.ox2351216 ]
-  %4284 = mul nsw i64 %conv1_weight_grad.c2301202, 3
-  %4285 = add nsw i64 %4284, %conv1_weight_grad.ky2311203
-  %4286 = mul nsw i64 %4285, 3
-  %4287 = mul nsw i64 %4286, 50176
-  %4288 = mul nsw i64 %conv1_weight_grad.j2291201, 784
-  %4289 = add nsw i64 %4287, %4288
-  %4290 = mul nsw i64 %conv1_weight_grad.oy2321204, 28
-  %4291 = add nsw i64 %4290, %conv1_weight_grad.ox2351218
-  %4292 = add nsw i64 %4289, %4291
-  %arena1219 = getelementptr inbounds float, ptr %arena, i64 %4292
-  store float 0.000000e+00, ptr %arena1219, align 4
-  %ox235.next1220 = add nsw i64 %conv1_weight_grad.ox2351218, 1
-  %4293 = icmp slt i64 %ox235.next1220, 28
-  br i1 %4293, label %conv1_weight_grad.ox2351216, label %conv1_weight_grad.ox235.end1217
-
-conv1_weight_grad.ox235.end1217:                  ; preds = %conv1_weight_grad.ox2351216
-  br label %conv1_weight_grad.endif1215
-
-conv1_weight_grad.oy236:                          ; preds = %conv1_weight_grad.endif1232, %conv1_weight_grad.oy232.end
-  %conv1_weight_grad.oy2361221 = phi i64 [ 0, %conv1_weight_grad.oy232.end ], [ %oy236.next, %conv1_weight_grad.endif1232 ]
-  %4294 = add nsw i64 %conv1_weight_grad.oy2361221, %conv1_weight_grad.ky2311203
-  %4295 = add nsw i64 %4294, -1
-  %4296 = icmp slt i64 -1, %4295
-  %4297 = add nsw i64 %conv1_weight_grad.oy2361221, %conv1_weight_grad.ky2311203
-  %4298 = add nsw i64 %4297, -1
-  %4299 = icmp slt i64 %4298, 28
-  %4300 = and i1 %4296, %4299
-  br i1 %4300, label %conv1_weight_grad.then1222, label %conv1_weight_grad.endif1223
-
-conv1_weight_grad.oy236.end:                      ; preds = %conv1_weight_grad.endif1232
-  br label %conv1_weight_grad.oy239
-
-conv1_weight_grad.then1222:                       ; preds = %conv1_weight_grad.oy236
-  br label %conv1_weight_grad.ox237
-
-conv1_weight_grad.endif1223:                      ; preds = %conv1_weight_grad.ox237.end, %conv1_weight_grad.oy236
-  %4301 = add nsw i64 %conv1_weight_grad.oy2361221, %conv1_weight_grad.ky2311203
-  %4302 = add nsw i64 %4301, -1
-  %4303 = icmp slt i64 %4302, 0
-  br i1 %4303, label %conv1_weight_grad.then1227, label %conv1_weight_grad.endif1228
-
-conv1_weight_grad.ox237:                          ; preds = %conv1_weight_grad.ox237, %conv1_weight_grad.then1222
-  %conv1_weight_grad.ox2371224 = phi i64 [ 0, %conv1_weight_grad.then1222 ], [ %ox237.next, %conv1_weight_grad.ox237 ]
-  %4304 = mul nsw i64 %conv1_weight_grad.g2281200, 64
-  %4305 = add nsw i64 %4304, %conv1_weight_grad.j2291201
-  %4306 = mul nsw i64 %4305, 784
-  %4307 = mul nsw i64 %conv1_weight_grad.c2301202, 784
-  %4308 = add nsw i64 %4306, %4307
-  %4309 = add nsw i64 %conv1_weight_grad.oy2361221, %conv1_weight_grad.ky2311203
-  %4310 = add nsw i64 %4309, -1
-  %4311 = mul nsw i64 %4310, 28
-  %4312 = add nsw i64 %4308, %4311
-  %4313 = add nsw i64 %4312, %conv1_weight_grad.ox2371224
-  %images1225 = getelementptr inbounds float, ptr %images, i64 %4313
-  %4314 = load float, ptr %images1225, align 4
-  %4315 = mul nsw i64 %conv1_weight_grad.c2301202, 3
-  %4316 = add nsw i64 %4315, %conv1_weight_grad.ky2311203
-  %4317 = mul nsw i64 %4316, 3
-  %4318 = add nsw i64 %4317, 1
-  %4319 = mul nsw i64 %4318, 50176
-  %4320 = mul nsw i64 %conv1_weight_grad.j2291201, 784
-  %4321 = add nsw i64 %4319, %4320
-  %4322 = mul nsw i64 %conv1_weight_grad.oy2361221, 28
-  %4323 = add nsw i64 %4322, %conv1_weight_grad.ox2371224
-  %4324 = add nsw i64 %4321, %4323
-  %arena1226 = getelementptr inbounds float, ptr %arena, i64 %4324
-  store float %4314, ptr %arena1226, align 4
-  %ox237.next = add nsw i64 %conv1_weight_grad.ox2371224, 1
-  %4325 = icmp slt i64 %ox237.next, 28
-  br i1 %4325, label %conv1_weight_grad.ox237, label %conv1_weight_grad.ox237.end
-
-conv1_weight_grad.ox237.end:                      ; preds = %conv1_weight_grad.ox237
-  br label %conv1_weight_grad.endif1223
-
-conv1_weight_grad.then1227:                       ; preds = %conv1_weight_grad.endif1223
-  br label %conv1_weight_grad.ox238
-
-conv1_weight_grad.endif1228:                      ; preds = %conv1_weight_grad.ox238.end, %conv1_weight_grad.endif1223
-  %4326 = add nsw i64 %conv1_weight_grad.oy2361221, %conv1_weight_grad.ky2311203
-  %4327 = add nsw i64 %4326, -1
-  %4328 = icmp slt i64 27, %4327
-  br i1 %4328, label %conv1_weight_grad.then1231, label %conv1_weight_grad.endif1232
-
-conv1_weight_grad.ox238:                          ; preds = %conv1_weight_grad.ox238, %conv1_weight_grad.then1227
-  %conv1_weight_grad.ox2381229 = phi i64 [ 0, %conv1_weight_grad.then1227 ], [ %ox238.next, %conv1_weight_grad.ox238 ]
-  %4329 = mul nsw i64 %conv1_weight_grad.c2301202, 3
-  %4330 = add nsw i64 %4329, %conv1_weight_grad.ky2311203
-  %4331 = mul nsw i64 %4330, 3
-  %4332 = add nsw i64 %4331, 1
-  %4333 = mul nsw i64 %4332, 50176
-  %4334 = mul nsw i64 %conv1_weight_grad.j2291201, 784
-  %4335 = add nsw i64 %4333, %4334
-  %4336 = mul nsw i64 %conv1_weight_grad.oy2361221, 28
-  %4337 = add nsw i64 %4336, %conv1_weight_grad.ox2381229
-  %4338 = add nsw i64 %4335, %4337
-  %arena1230 = getelementptr inbounds float, ptr %arena, i64 %4338
-  store float 0.000000e+00, ptr %arena1230, align 4
-  %ox238.next = add nsw i64 %conv1_weight_grad.ox2381229, 1
-  %4339 = icmp slt i64 %ox238.next, 28
-  br i1 %4339, label %conv1_weight_grad.ox238, label %conv1_weight_grad.ox238.end
-
-conv1_weight_grad.ox238.end:                      ; preds = %conv1_weight_grad.ox238
-  br label %conv1_weight_grad.endif1228
-
-conv1_weight_grad.then1231:                       ; preds = %conv1_weight_grad.endif1228
-  br label %conv1_weight_grad.ox2381233
-
-conv1_weight_grad.endif1232:                      ; preds = %conv1_weight_grad.ox238.end1234, %conv1_weight_grad.endif1228
-  %oy236.next = add nsw i64 %conv1_weight_grad.oy2361221, 1
-  %4340 = icmp slt i64 %oy236.next, 28
-  br i1 %4340, label %conv1_weight_grad.oy236, label %conv1_weight_grad.oy236.end
-
-conv1_weight_grad.ox2381233:                      ; preds = %conv1_weight_grad.ox2381233, %conv1_weight_grad.then1231
-  %conv1_weight_grad.ox2381235 = phi i64 [ 0, %conv1_weight_grad.then1231 ], [ %ox238.next1237, %conv1_weight_grad.ox2381233 ]
-  %4341 = mul nsw i64 %conv1_weight_grad.c2301202, 3
-  %4342 = add nsw i64 %4341, %conv1_weight_grad.ky2311203
-  %4343 = mul nsw i64 %4342, 3
-  %4344 = add nsw i64 %4343, 1
-  %4345 = mul nsw i64 %4344, 50176
-  %4346 = mul nsw i64 %conv1_weight_grad.j2291201, 784
-  %4347 = add nsw i64 %4345, %4346
-  %4348 = mul nsw i64 %conv1_weight_grad.oy2361221, 28
-  %4349 = add nsw i64 %4348, %conv1_weight_grad.ox2381235
-  %4350 = add nsw i64 %4347, %4349
-  %arena1236 = getelementptr inbounds float, ptr %arena, i64 %4350
-  store float 0.000000e+00, ptr %arena1236, align 4
-  %ox238.next1237 = add nsw i64 %conv1_weight_grad.ox2381235, 1
-  %4351 = icmp slt i64 %ox238.next1237, 28
-  br i1 %4351, label %conv1_weight_grad.ox2381233, label %conv1_weight_grad.ox238.end1234
-
-conv1_weight_grad.ox238.end1234:                  ; preds = %conv1_weight_grad.ox2381233
-  br label %conv1_weight_grad.endif1232
-
-conv1_weight_grad.oy239:                          ; preds = %conv1_weight_grad.endif1251, %conv1_weight_grad.oy236.end
-  %conv1_weight_grad.oy2391238 = phi i64 [ 0, %conv1_weight_grad.oy236.end ], [ %oy239.next, %conv1_weight_grad.endif1251 ]
-  %4352 = add nsw i64 %conv1_weight_grad.oy2391238, %conv1_weight_grad.ky2311203
-  %4353 = add nsw i64 %4352, -1
-  %4354 = icmp slt i64 -1, %4353
-  %4355 = add nsw i64 %conv1_weight_grad.oy2391238, %conv1_weight_grad.ky2311203
-  %4356 = add nsw i64 %4355, -1
-  %4357 = icmp slt i64 %4356, 28
-  %4358 = and i1 %4354, %4357
-  br i1 %4358, label %conv1_weight_grad.then1239, label %conv1_weight_grad.endif1240
-
-conv1_weight_grad.oy239.end:                      ; preds = %conv1_weight_grad.endif1251
-  %ky231.next = add nsw i64 %conv1_weight_grad.ky2311203, 1
-  %4359 = icmp slt i64 %ky231.next, 3
-  br i1 %4359, label %conv1_weight_grad.ky231, label %conv1_weight_grad.ky231.end
-
-conv1_weight_grad.then1239:                       ; preds = %conv1_weight_grad.oy239
-  br label %conv1_weight_grad.ox240
-
-conv1_weight_grad.endif1240:                      ; preds = %conv1_weight_grad.ox241.end, %conv1_weight_grad.oy239
-  %4360 = add nsw i64 %conv1_weight_grad.oy2391238, %conv1_weight_grad.ky2311203
-  %4361 = add nsw i64 %4360, -1
-  %4362 = icmp slt i64 %4361, 0
-  br i1 %4362, label %conv1_weight_grad.then1246, label %conv1_weight_grad.endif1247
-
-conv1_weight_grad.ox240:                          ; preds = %conv1_weight_grad.ox240, %conv1_weight_grad.then1239
-  %conv1_weight_grad.ox2401241 = phi i64 [ 0, %conv1_weight_grad.then1239 ], [ %ox240.next, %conv1_weight_grad.ox240 ]
-  %4363 = mul nsw i64 %conv1_weight_grad.g2281200, 64
-  %4364 = add nsw i64 %4363, %conv1_weight_grad.j2291201
-  %4365 = mul nsw i64 %4364, 784
-  %4366 = mul nsw i64 %conv1_weight_grad.c2301202, 784
-  %4367 = add nsw i64 %4365, %4366
-  %4368 = add nsw i64 %conv1_weight_grad.oy2391238, %conv1_weight_grad.ky2311203
-  %4369 = add nsw i64 %4368, -1
-  %4370 = mul nsw i64 %4369, 28
-  %4371 = add nsw i64 %4367, %4370
-  %4372 = add nsw i64 %conv1_weight_grad.ox2401241, 1
-  %4373 = add nsw i64 %4371, %4372
-  %images1242 = getelementptr inbounds float, ptr %images, i64 %4373
-  %4374 = load float, ptr %images1242, align 4
-  %4375 = mul nsw i64 %conv1_weight_grad.c2301202, 3
-  %4376 = add nsw i64 %4375, %conv1_weight_grad.ky2311203
-  %4377 = mul nsw i64 %4376, 3
-  %4378 = add nsw i64 %4377, 2
-  %4379 = mul nsw i64 %4378, 50176
-  %4380 = mul nsw i64 %conv1_weight_grad.j2291201, 784
-  %4381 = add nsw i64 %4379, %4380
-  %4382 = mul nsw i64 %conv1_weight_grad.oy2391238, 28
-  %4383 = add nsw i64 %4382, %conv1_weight_grad.ox2401241
-  %4384 = add nsw i64 %4381, %4383
-  %arena1243 = getelementptr inbounds float, ptr %arena, i64 %4384
-  store float %4374, ptr %arena1243, align 4
-  %ox240.next = add nsw i64 %conv1_weight_grad.ox2401241, 1
-  %4385 = icmp slt i64 %ox240.next, 27
-  br i1 %4385, label %conv1_weight_grad.ox240, label %conv1_weight_grad.ox240.end
-
-conv1_weight_grad.ox240.end:                      ; preds = %conv1_weight_grad.ox240
-  br label %conv1_weight_grad.ox241
-
-conv1_weight_grad.ox241:                          ; preds = %conv1_weight_grad.ox241, %conv1_weight_grad.ox240.end
-  %conv1_weight_grad.ox2411244 = phi i64 [ 0, %conv1_weight_grad.ox240.end ], [ %ox241.next, %conv1_weight_grad.ox241 ]
-  %4386 = mul nsw i64 %conv1_weight_grad.c2301202, 3
-  %4387 = add nsw i64 %4386, %conv1_weight_grad.ky2311203
-  %4388 = mul nsw i64 %4387, 3
-  %4389 = add nsw i64 %4388, 2
-  %4390 = mul nsw i64 %4389, 50176
-  %4391 = mul nsw i64 %conv1_weight_grad.j2291201, 784
-  %4392 = add nsw i64 %4390, %4391
-  %4393 = mul nsw i64 %conv1_weight_grad.oy2391238, 28
-  %4394 = add nsw i64 %conv1_weight_grad.ox2411244, 27
-  %4395 = add nsw i64 %4393, %4394
-  %4396 = add nsw i64 %4392, %4395
-  %arena1245 = getelementptr inbounds float, ptr %arena, i64 %4396
-  store float 0.000000e+00, ptr %arena1245, align 4
-  %ox241.next = add nsw i64 %conv1_weight_grad.ox2411244, 1
-  %4397 = icmp slt i64 %ox241.next, 1
-  br i1 %4397, label %conv1_weight_grad.ox241, label %conv1_weight_grad.ox241.end
-
-conv1_weight_grad.ox241.end:                      ; preds = %conv1_weight_grad.ox241
-  br label %conv1_weight_grad.endif1240
-
-conv1_weight_grad.then1246:                       ; preds = %conv1_weight_grad.endif1240
-  br label %conv1_weight_grad.ox242
-
-conv1_weight_grad.endif1247:                      ; preds = %conv1_weight_grad.ox242.end, %conv1_weight_grad.endif1240
-  %4398 = add nsw i64 %conv1_weight_grad.oy2391238, %conv1_weight_grad.ky2311203
-  %4399 = add nsw i64 %4398, -1
-  %4400 = icmp slt i64 27, %4399
-  br i1 %4400, label %conv1_weight_grad.then1250, label %conv1_weight_grad.endif1251
-
-conv1_weight_grad.ox242:                          ; preds = %conv1_weight_grad.ox242, %conv1_weight_grad.then1246
-  %conv1_weight_grad.ox2421248 = phi i64 [ 0, %conv1_weight_grad.then1246 ], [ %ox242.next, %conv1_weight_grad.ox242 ]
-  %4401 = mul nsw i64 %conv1_weight_grad.c2301202, 3
-  %4402 = add nsw i64 %4401, %conv1_weight_grad.ky2311203
-  %4403 = mul nsw i64 %4402, 3
-  %4404 = add nsw i64 %4403, 2
-  %4405 = mul nsw i64 %4404, 50176
-  %4406 = mul nsw i64 %conv1_weight_grad.j2291201, 784
-  %4407 = add nsw i64 %4405, %4406
-  %4408 = mul nsw i64 %conv1_weight_grad.oy2391238, 28
-  %4409 = add nsw i64 %4408, %conv1_weight_grad.ox2421248
-  %4410 = add nsw i64 %4407, %4409
-  %arena1249 = getelementptr inbounds float, ptr %arena, i64 %4410
-  store float 0.000000e+00, ptr %arena1249, align 4
-  %ox242.next = add nsw i64 %conv1_weight_grad.ox2421248, 1
-  %4411 = icmp slt i64 %ox242.next, 28
-  br i1 %4411, label %conv1_weight_grad.ox242, label %conv1_weight_grad.ox242.end
-
-conv1_weight_grad.ox242.end:                      ; preds = %conv1_weight_grad.ox242
-  br label %conv1_weight_grad.endif1247
-
-conv1_weight_grad.then1250:                       ; preds = %conv1_weight_grad.endif1247
-  br label %conv1_weight_grad.ox2421252
-
-conv1_weight_grad.endif1251:                      ; preds = %conv1_weight_grad.ox242.end1253, %conv1_weight_grad.endif1247
-  %oy239.next = add nsw i64 %conv1_weight_grad.oy2391238, 1
-  %4412 = icmp slt i64 %oy239.next, 28
-  br i1 %4412, label %conv1_weight_grad.oy239, label %conv1_weight_grad.oy239.end
-
-conv1_weight_grad.ox2421252:                      ; preds = %conv1_weight_grad.ox2421252, %conv1_weight_grad.then1250
-  %conv1_weight_grad.ox2421254 = phi i64 [ 0, %conv1_weight_grad.then1250 ], [ %ox242.next1256, %conv1_weight_grad.ox2421252 ]
-  %4413 = mul nsw i64 %conv1_weight_grad.c2301202, 3
-  %4414 = add nsw i64 %4413, %conv1_weight_grad.ky2311203
-  %4415 = mul nsw i64 %4414, 3
-  %4416 = add nsw i64 %4415, 2
-  %4417 = mul nsw i64 %4416, 50176
-  %4418 = mul nsw i64 %conv1_weight_grad.j2291201, 784
-  %4419 = add nsw i64 %4417, %4418
-  %4420 = mul nsw i64 %conv1_weight_grad.oy2391238, 28
-  %4421 = add nsw i64 %4420, %conv1_weight_grad.ox2421254
-  %4422 = add nsw i64 %4419, %4421
-  %arena1255 = getelementptr inbounds float, ptr %arena, i64 %4422
-  store float 0.000000e+00, ptr %arena1255, align 4
-  %ox242.next1256 = add nsw i64 %conv1_weight_grad.ox2421254, 1
-  %4423 = icmp slt i64 %ox242.next1256, 28
-  br i1 %4423, label %conv1_weight_grad.ox2421252, label %conv1_weight_grad.ox242.end1253
-
-conv1_weight_grad.ox242.end1253:                  ; preds = %conv1_weight_grad.ox2421252
-  br label %conv1_weight_grad.endif1251
-
-conv1_weight_grad.j243:                           ; preds = %conv1_weight_grad.i244.end, %conv1_weight_grad.j229.end
-  %conv1_weight_grad.j2431257 = phi i64 [ 0, %conv1_weight_grad.j229.end ], [ %j243.next, %conv1_weight_grad.i244.end ]
-  br label %conv1_weight_grad.i244
-
-conv1_weight_grad.j243.end:                       ; preds = %conv1_weight_grad.i244.end
-  br label %conv1_weight_grad.kp246
-
-conv1_weight_grad.i244:                           ; preds = %conv1_weight_grad.f245.end, %conv1_weight_grad.j243
-  %conv1_weight_grad.i2441258 = phi i64 [ 0, %conv1_weight_grad.j243 ], [ %i244.next, %conv1_weight_grad.f245.end ]
-  br label %conv1_weight_grad.f245
-
-conv1_weight_grad.i244.end:                       ; preds = %conv1_weight_grad.f245.end
-  %j243.next = add nsw i64 %conv1_weight_grad.j2431257, 1
-  %4424 = icmp slt i64 %j243.next, 64
-  br i1 %4424, label %conv1_weight_grad.j243, label %conv1_weight_grad.j243.end
-
-conv1_weight_grad.f245:                           ; preds = %conv1_weight_grad.f245, %conv1_weight_grad.i244
-  %conv1_weight_grad.f2451259 = phi i64 [ 0, %conv1_weight_grad.i244 ], [ %f245.next, %conv1_weight_grad.f245 ]
-  %4425 = mul nsw i64 %conv1_weight_grad.g2281200, 64
-  %4426 = add nsw i64 %4425, %conv1_weight_grad.j2431257
-  %4427 = mul nsw i64 %4426, 25088
-  %4428 = add nsw i64 3220112, %4427
-  %4429 = mul nsw i64 %conv1_weight_grad.f2451259, 784
-  %4430 = add nsw i64 %4428, %4429
-  %4431 = add nsw i64 %4430, %conv1_weight_grad.i2441258
-  %arena1260 = getelementptr inbounds float, ptr %arena, i64 %4431
-  %4432 = load float, ptr %arena1260, align 4
-  %4433 = mul nsw i64 %conv1_weight_grad.j2431257, 784
-  %4434 = add nsw i64 %4433, %conv1_weight_grad.i2441258
-  %4435 = mul nsw i64 %4434, 32
-  %4436 = add nsw i64 451584, %4435
-  %4437 = add nsw i64 %4436, %conv1_weight_grad.f2451259
-  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %4437
-  store float %4432, ptr %arena1261, align 4
-  %f245.next = add nsw i64 %conv1_weight_grad.f2451259, 1
-  %4438 = icmp slt i64 %f245.next, 32
-  br i1 %4438, label %conv1_weight_grad.f245, label %conv1_weight_grad.f245.end
-
-conv1_weight_grad.f245.end:                       ; preds = %conv1_weight_grad.f245
-  %i244.next = add nsw i64 %conv1_weight_grad.i2441258, 1
-  %4439 = icmp slt i64 %i244.next, 784
-  br i1 %4439, label %conv1_weight_grad.i244, label %conv1_weight_grad.i244.end
-
-conv1_weight_grad.kp246:                          ; preds = %conv1_weight_grad.nb247.end, %conv1_weight_grad.j243.end
-  %conv1_weight_grad.kp2461262 = phi i64 [ 0, %conv1_weight_grad.j243.end ], [ %kp246.next, %conv1_weight_grad.nb247.end ]
-  br label %conv1_weight_grad.nb247
-
-conv1_weight_grad.kp246.end:                      ; preds = %conv1_weight_grad.nb247.end
-  br label %conv1_weight_grad.nb251
-
-conv1_weight_grad.nb247:                          ; preds = %conv1_weight_grad.mb248.end, %conv1_weight_grad.kp246
-  %conv1_weight_grad.nb2471263 = phi i64 [ 0, %conv1_weight_grad.kp246 ], [ %nb247.next, %conv1_weight_grad.mb248.end ]
-  br label %conv1_weight_grad.mb248
-
-conv1_weight_grad.nb247.end:                      ; preds = %conv1_weight_grad.mb248.end
-  %kp246.next = add nsw i64 %conv1_weight_grad.kp2461262, 1
-  %4440 = icmp slt i64 %kp246.next, 130
-  br i1 %4440, label %conv1_weight_grad.kp246, label %conv1_weight_grad.kp246.end
-
-conv1_weight_grad.mb248:                          ; preds = %conv1_weight_grad.k250.end, %conv1_weight_grad.nb247
-  %conv1_weight_grad.mb2481264 = phi i64 [ 0, %conv1_weight_grad.nb247 ], [ %mb248.next, %conv1_weight_grad.k250.end ]
-  %4441 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4442 = mul nsw i64 %4441, 32
-  %4443 = add nsw i64 2057216, %4442
-  %4444 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4445 = add nsw i64 %4443, %4444
-  %arena1265 = getelementptr inbounds float, ptr %arena, i64 %4445
-  %4446 = load <16 x float>, ptr %arena1265, align 4
-  store <16 x float> %4446, ptr %conv1_weight_grad.t249_c0_0, align 64
-  %4447 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4448 = mul nsw i64 %4447, 32
-  %4449 = add nsw i64 2057216, %4448
-  %4450 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4451 = add nsw i64 %4449, %4450
-  %4452 = add nsw i64 %4451, 16
-  %arena1266 = getelementptr inbounds float, ptr %arena, i64 %4452
-  %4453 = load <16 x float>, ptr %arena1266, align 4
-  store <16 x float> %4453, ptr %conv1_weight_grad.t249_c0_1, align 64
-  %4454 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4455 = add nsw i64 %4454, 1
-  %4456 = mul nsw i64 %4455, 32
-  %4457 = add nsw i64 2057216, %4456
-  %4458 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4459 = add nsw i64 %4457, %4458
-  %arena1267 = getelementptr inbounds float, ptr %arena, i64 %4459
-  %4460 = load <16 x float>, ptr %arena1267, align 4
-  store <16 x float> %4460, ptr %conv1_weight_grad.t249_c1_0, align 64
-  %4461 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4462 = add nsw i64 %4461, 1
-  %4463 = mul nsw i64 %4462, 32
-  %4464 = add nsw i64 2057216, %4463
-  %4465 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4466 = add nsw i64 %4464, %4465
-  %4467 = add nsw i64 %4466, 16
-  %arena1268 = getelementptr inbounds float, ptr %arena, i64 %4467
-  %4468 = load <16 x float>, ptr %arena1268, align 4
-  store <16 x float> %4468, ptr %conv1_weight_grad.t249_c1_1, align 64
-  %4469 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
+conv2_weight_grad.k167.end:                       ; preds = %conv2_weight_grad.k167
+  %t166_c0_01563 = load <16 x float>, ptr %conv2_weight_grad.t166_c0_0, align 64
+  %4419 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4420 = mul nsw i64 %4419, 64
+  %4421 = add nsw i64 24913168, %4420
+  %4422 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4423 = add nsw i64 %4421, %4422
+  %arena1564 = getelementptr inbounds float, ptr %arena, i64 %4423
+  store <16 x float> %t166_c0_01563, ptr %arena1564, align 4
+  %t166_c0_11565 = load <16 x float>, ptr %conv2_weight_grad.t166_c0_1, align 64
+  %4424 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4425 = mul nsw i64 %4424, 64
+  %4426 = add nsw i64 24913168, %4425
+  %4427 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4428 = add nsw i64 %4426, %4427
+  %4429 = add nsw i64 %4428, 16
+  %arena1566 = getelementptr inbounds float, ptr %arena, i64 %4429
+  store <16 x float> %t166_c0_11565, ptr %arena1566, align 4
+  %t166_c0_21567 = load <16 x float>, ptr %conv2_weight_grad.t166_c0_2, align 64
+  %4430 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4431 = mul nsw i64 %4430, 64
+  %4432 = add nsw i64 24913168, %4431
+  %4433 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4434 = add nsw i64 %4432, %4433
+  %4435 = add nsw i64 %4434, 32
+  %arena1568 = getelementptr inbounds float, ptr %arena, i64 %4435
+  store <16 x float> %t166_c0_21567, ptr %arena1568, align 4
+  %t166_c0_31569 = load <16 x float>, ptr %conv2_weight_grad.t166_c0_3, align 64
+  %4436 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4437 = mul nsw i64 %4436, 64
+  %4438 = add nsw i64 24913168, %4437
+  %4439 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4440 = add nsw i64 %4438, %4439
+  %4441 = add nsw i64 %4440, 48
+  %arena1570 = getelementptr inbounds float, ptr %arena, i64 %4441
+  store <16 x float> %t166_c0_31569, ptr %arena1570, align 4
+  %t166_c1_01571 = load <16 x float>, ptr %conv2_weight_grad.t166_c1_0, align 64
+  %4442 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4443 = add nsw i64 %4442, 1
+  %4444 = mul nsw i64 %4443, 64
+  %4445 = add nsw i64 24913168, %4444
+  %4446 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4447 = add nsw i64 %4445, %4446
+  %arena1572 = getelementptr inbounds float, ptr %arena, i64 %4447
+  store <16 x float> %t166_c1_01571, ptr %arena1572, align 4
+  %t166_c1_11573 = load <16 x float>, ptr %conv2_weight_grad.t166_c1_1, align 64
+  %4448 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4449 = add nsw i64 %4448, 1
+  %4450 = mul nsw i64 %4449, 64
+  %4451 = add nsw i64 24913168, %4450
+  %4452 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4453 = add nsw i64 %4451, %4452
+  %4454 = add nsw i64 %4453, 16
+  %arena1574 = getelementptr inbounds float, ptr %arena, i64 %4454
+  store <16 x float> %t166_c1_11573, ptr %arena1574, align 4
+  %t166_c1_21575 = load <16 x float>, ptr %conv2_weight_grad.t166_c1_2, align 64
+  %4455 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4456 = add nsw i64 %4455, 1
+  %4457 = mul nsw i64 %4456, 64
+  %4458 = add nsw i64 24913168, %4457
+  %4459 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4460 = add nsw i64 %4458, %4459
+  %4461 = add nsw i64 %4460, 32
+  %arena1576 = getelementptr inbounds float, ptr %arena, i64 %4461
+  store <16 x float> %t166_c1_21575, ptr %arena1576, align 4
+  %t166_c1_31577 = load <16 x float>, ptr %conv2_weight_grad.t166_c1_3, align 64
+  %4462 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4463 = add nsw i64 %4462, 1
+  %4464 = mul nsw i64 %4463, 64
+  %4465 = add nsw i64 24913168, %4464
+  %4466 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4467 = add nsw i64 %4465, %4466
+  %4468 = add nsw i64 %4467, 48
+  %arena1578 = getelementptr inbounds float, ptr %arena, i64 %4468
+  store <16 x float> %t166_c1_31577, ptr %arena1578, align 4
+  %t166_c2_01579 = load <16 x float>, ptr %conv2_weight_grad.t166_c2_0, align 64
+  %4469 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
   %4470 = add nsw i64 %4469, 2
-  %4471 = mul nsw i64 %4470, 32
-  %4472 = add nsw i64 2057216, %4471
-  %4473 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4471 = mul nsw i64 %4470, 64
+  %4472 = add nsw i64 24913168, %4471
+  %4473 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
   %4474 = add nsw i64 %4472, %4473
-  %arena1269 = getelementptr inbounds float, ptr %arena, i64 %4474
-  %4475 = load <16 x float>, ptr %arena1269, align 4
-  store <16 x float> %4475, ptr %conv1_weight_grad.t249_c2_0, align 64
-  %4476 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4477 = add nsw i64 %4476, 2
-  %4478 = mul nsw i64 %4477, 32
-  %4479 = add nsw i64 2057216, %4478
-  %4480 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4481 = add nsw i64 %4479, %4480
-  %4482 = add nsw i64 %4481, 16
-  %arena1270 = getelementptr inbounds float, ptr %arena, i64 %4482
-  %4483 = load <16 x float>, ptr %arena1270, align 4
-  store <16 x float> %4483, ptr %conv1_weight_grad.t249_c2_1, align 64
-  %4484 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4485 = add nsw i64 %4484, 3
-  %4486 = mul nsw i64 %4485, 32
-  %4487 = add nsw i64 2057216, %4486
-  %4488 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4489 = add nsw i64 %4487, %4488
-  %arena1271 = getelementptr inbounds float, ptr %arena, i64 %4489
-  %4490 = load <16 x float>, ptr %arena1271, align 4
-  store <16 x float> %4490, ptr %conv1_weight_grad.t249_c3_0, align 64
-  %4491 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4492 = add nsw i64 %4491, 3
-  %4493 = mul nsw i64 %4492, 32
-  %4494 = add nsw i64 2057216, %4493
-  %4495 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4496 = add nsw i64 %4494, %4495
-  %4497 = add nsw i64 %4496, 16
-  %arena1272 = getelementptr inbounds float, ptr %arena, i64 %4497
-  %4498 = load <16 x float>, ptr %arena1272, align 4
-  store <16 x float> %4498, ptr %conv1_weight_grad.t249_c3_1, align 64
-  %4499 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4500 = add nsw i64 %4499, 4
-  %4501 = mul nsw i64 %4500, 32
-  %4502 = add nsw i64 2057216, %4501
-  %4503 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4504 = add nsw i64 %4502, %4503
-  %arena1273 = getelementptr inbounds float, ptr %arena, i64 %4504
-  %4505 = load <16 x float>, ptr %arena1273, align 4
-  store <16 x float> %4505, ptr %conv1_weight_grad.t249_c4_0, align 64
-  %4506 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4507 = add nsw i64 %4506, 4
-  %4508 = mul nsw i64 %4507, 32
-  %4509 = add nsw i64 2057216, %4508
-  %4510 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4511 = add nsw i64 %4509, %4510
-  %4512 = add nsw i64 %4511, 16
-  %arena1274 = getelementptr inbounds float, ptr %arena, i64 %4512
-  %4513 = load <16 x float>, ptr %arena1274, align 4
-  store <16 x float> %4513, ptr %conv1_weight_grad.t249_c4_1, align 64
-  %4514 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4515 = add nsw i64 %4514, 5
-  %4516 = mul nsw i64 %4515, 32
-  %4517 = add nsw i64 2057216, %4516
-  %4518 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4519 = add nsw i64 %4517, %4518
-  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %4519
-  %4520 = load <16 x float>, ptr %arena1275, align 4
-  store <16 x float> %4520, ptr %conv1_weight_grad.t249_c5_0, align 64
-  %4521 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4522 = add nsw i64 %4521, 5
-  %4523 = mul nsw i64 %4522, 32
-  %4524 = add nsw i64 2057216, %4523
-  %4525 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4526 = add nsw i64 %4524, %4525
-  %4527 = add nsw i64 %4526, 16
-  %arena1276 = getelementptr inbounds float, ptr %arena, i64 %4527
-  %4528 = load <16 x float>, ptr %arena1276, align 4
-  store <16 x float> %4528, ptr %conv1_weight_grad.t249_c5_1, align 64
-  %4529 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4530 = add nsw i64 %4529, 6
-  %4531 = mul nsw i64 %4530, 32
-  %4532 = add nsw i64 2057216, %4531
-  %4533 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %arena1580 = getelementptr inbounds float, ptr %arena, i64 %4474
+  store <16 x float> %t166_c2_01579, ptr %arena1580, align 4
+  %t166_c2_11581 = load <16 x float>, ptr %conv2_weight_grad.t166_c2_1, align 64
+  %4475 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4476 = add nsw i64 %4475, 2
+  %4477 = mul nsw i64 %4476, 64
+  %4478 = add nsw i64 24913168, %4477
+  %4479 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4480 = add nsw i64 %4478, %4479
+  %4481 = add nsw i64 %4480, 16
+  %arena1582 = getelementptr inbounds float, ptr %arena, i64 %4481
+  store <16 x float> %t166_c2_11581, ptr %arena1582, align 4
+  %t166_c2_21583 = load <16 x float>, ptr %conv2_weight_grad.t166_c2_2, align 64
+  %4482 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4483 = add nsw i64 %4482, 2
+  %4484 = mul nsw i64 %4483, 64
+  %4485 = add nsw i64 24913168, %4484
+  %4486 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4487 = add nsw i64 %4485, %4486
+  %4488 = add nsw i64 %4487, 32
+  %arena1584 = getelementptr inbounds float, ptr %arena, i64 %4488
+  store <16 x float> %t166_c2_21583, ptr %arena1584, align 4
+  %t166_c2_31585 = load <16 x float>, ptr %conv2_weight_grad.t166_c2_3, align 64
+  %4489 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4490 = add nsw i64 %4489, 2
+  %4491 = mul nsw i64 %4490, 64
+  %4492 = add nsw i64 24913168, %4491
+  %4493 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4494 = add nsw i64 %4492, %4493
+  %4495 = add nsw i64 %4494, 48
+  %arena1586 = getelementptr inbounds float, ptr %arena, i64 %4495
+  store <16 x float> %t166_c2_31585, ptr %arena1586, align 4
+  %t166_c3_01587 = load <16 x float>, ptr %conv2_weight_grad.t166_c3_0, align 64
+  %4496 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4497 = add nsw i64 %4496, 3
+  %4498 = mul nsw i64 %4497, 64
+  %4499 = add nsw i64 24913168, %4498
+  %4500 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4501 = add nsw i64 %4499, %4500
+  %arena1588 = getelementptr inbounds float, ptr %arena, i64 %4501
+  store <16 x float> %t166_c3_01587, ptr %arena1588, align 4
+  %t166_c3_11589 = load <16 x float>, ptr %conv2_weight_grad.t166_c3_1, align 64
+  %4502 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4503 = add nsw i64 %4502, 3
+  %4504 = mul nsw i64 %4503, 64
+  %4505 = add nsw i64 24913168, %4504
+  %4506 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4507 = add nsw i64 %4505, %4506
+  %4508 = add nsw i64 %4507, 16
+  %arena1590 = getelementptr inbounds float, ptr %arena, i64 %4508
+  store <16 x float> %t166_c3_11589, ptr %arena1590, align 4
+  %t166_c3_21591 = load <16 x float>, ptr %conv2_weight_grad.t166_c3_2, align 64
+  %4509 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4510 = add nsw i64 %4509, 3
+  %4511 = mul nsw i64 %4510, 64
+  %4512 = add nsw i64 24913168, %4511
+  %4513 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4514 = add nsw i64 %4512, %4513
+  %4515 = add nsw i64 %4514, 32
+  %arena1592 = getelementptr inbounds float, ptr %arena, i64 %4515
+  store <16 x float> %t166_c3_21591, ptr %arena1592, align 4
+  %t166_c3_31593 = load <16 x float>, ptr %conv2_weight_grad.t166_c3_3, align 64
+  %4516 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4517 = add nsw i64 %4516, 3
+  %4518 = mul nsw i64 %4517, 64
+  %4519 = add nsw i64 24913168, %4518
+  %4520 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4521 = add nsw i64 %4519, %4520
+  %4522 = add nsw i64 %4521, 48
+  %arena1594 = getelementptr inbounds float, ptr %arena, i64 %4522
+  store <16 x float> %t166_c3_31593, ptr %arena1594, align 4
+  %t166_c4_01595 = load <16 x float>, ptr %conv2_weight_grad.t166_c4_0, align 64
+  %4523 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4524 = add nsw i64 %4523, 4
+  %4525 = mul nsw i64 %4524, 64
+  %4526 = add nsw i64 24913168, %4525
+  %4527 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4528 = add nsw i64 %4526, %4527
+  %arena1596 = getelementptr inbounds float, ptr %arena, i64 %4528
+  store <16 x float> %t166_c4_01595, ptr %arena1596, align 4
+  %t166_c4_11597 = load <16 x float>, ptr %conv2_weight_grad.t166_c4_1, align 64
+  %4529 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4530 = add nsw i64 %4529, 4
+  %4531 = mul nsw i64 %4530, 64
+  %4532 = add nsw i64 24913168, %4531
+  %4533 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
   %4534 = add nsw i64 %4532, %4533
-  %arena1277 = getelementptr inbounds float, ptr %arena, i64 %4534
-  %4535 = load <16 x float>, ptr %arena1277, align 4
-  store <16 x float> %4535, ptr %conv1_weight_grad.t249_c6_0, align 64
-  %4536 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4537 = add nsw i64 %4536, 6
-  %4538 = mul nsw i64 %4537, 32
-  %4539 = add nsw i64 2057216, %4538
-  %4540 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
+  %4535 = add nsw i64 %4534, 16
+  %arena1598 = getelementptr inbounds float, ptr %arena, i64 %4535
+  store <16 x float> %t166_c4_11597, ptr %arena1598, align 4
+  %t166_c4_21599 = load <16 x float>, ptr %conv2_weight_grad.t166_c4_2, align 64
+  %4536 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4537 = add nsw i64 %4536, 4
+  %4538 = mul nsw i64 %4537, 64
+  %4539 = add nsw i64 24913168, %4538
+  %4540 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
   %4541 = add nsw i64 %4539, %4540
-  %4542 = add nsw i64 %4541, 16
-  %arena1278 = getelementptr inbounds float, ptr %arena, i64 %4542
-  %4543 = load <16 x float>, ptr %arena1278, align 4
-  store <16 x float> %4543, ptr %conv1_weight_grad.t249_c6_1, align 64
-  %4544 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4545 = add nsw i64 %4544, 7
-  %4546 = mul nsw i64 %4545, 32
-  %4547 = add nsw i64 2057216, %4546
-  %4548 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4549 = add nsw i64 %4547, %4548
-  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %4549
-  %4550 = load <16 x float>, ptr %arena1279, align 4
-  store <16 x float> %4550, ptr %conv1_weight_grad.t249_c7_0, align 64
-  %4551 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4552 = add nsw i64 %4551, 7
-  %4553 = mul nsw i64 %4552, 32
-  %4554 = add nsw i64 2057216, %4553
-  %4555 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4556 = add nsw i64 %4554, %4555
-  %4557 = add nsw i64 %4556, 16
-  %arena1280 = getelementptr inbounds float, ptr %arena, i64 %4557
-  %4558 = load <16 x float>, ptr %arena1280, align 4
-  store <16 x float> %4558, ptr %conv1_weight_grad.t249_c7_1, align 64
-  %4559 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4560 = add nsw i64 %4559, 8
-  %4561 = mul nsw i64 %4560, 32
-  %4562 = add nsw i64 2057216, %4561
-  %4563 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4564 = add nsw i64 %4562, %4563
-  %arena1281 = getelementptr inbounds float, ptr %arena, i64 %4564
-  %4565 = load <16 x float>, ptr %arena1281, align 4
-  store <16 x float> %4565, ptr %conv1_weight_grad.t249_c8_0, align 64
-  %4566 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4567 = add nsw i64 %4566, 8
-  %4568 = mul nsw i64 %4567, 32
-  %4569 = add nsw i64 2057216, %4568
-  %4570 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4571 = add nsw i64 %4569, %4570
-  %4572 = add nsw i64 %4571, 16
-  %arena1282 = getelementptr inbounds float, ptr %arena, i64 %4572
-  %4573 = load <16 x float>, ptr %arena1282, align 4
-  store <16 x float> %4573, ptr %conv1_weight_grad.t249_c8_1, align 64
-  br label %conv1_weight_grad.k250
+  %4542 = add nsw i64 %4541, 32
+  %arena1600 = getelementptr inbounds float, ptr %arena, i64 %4542
+  store <16 x float> %t166_c4_21599, ptr %arena1600, align 4
+  %t166_c4_31601 = load <16 x float>, ptr %conv2_weight_grad.t166_c4_3, align 64
+  %4543 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4544 = add nsw i64 %4543, 4
+  %4545 = mul nsw i64 %4544, 64
+  %4546 = add nsw i64 24913168, %4545
+  %4547 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4548 = add nsw i64 %4546, %4547
+  %4549 = add nsw i64 %4548, 48
+  %arena1602 = getelementptr inbounds float, ptr %arena, i64 %4549
+  store <16 x float> %t166_c4_31601, ptr %arena1602, align 4
+  %t166_c5_01603 = load <16 x float>, ptr %conv2_weight_grad.t166_c5_0, align 64
+  %4550 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4551 = add nsw i64 %4550, 5
+  %4552 = mul nsw i64 %4551, 64
+  %4553 = add nsw i64 24913168, %4552
+  %4554 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4555 = add nsw i64 %4553, %4554
+  %arena1604 = getelementptr inbounds float, ptr %arena, i64 %4555
+  store <16 x float> %t166_c5_01603, ptr %arena1604, align 4
+  %t166_c5_11605 = load <16 x float>, ptr %conv2_weight_grad.t166_c5_1, align 64
+  %4556 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4557 = add nsw i64 %4556, 5
+  %4558 = mul nsw i64 %4557, 64
+  %4559 = add nsw i64 24913168, %4558
+  %4560 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4561 = add nsw i64 %4559, %4560
+  %4562 = add nsw i64 %4561, 16
+  %arena1606 = getelementptr inbounds float, ptr %arena, i64 %4562
+  store <16 x float> %t166_c5_11605, ptr %arena1606, align 4
+  %t166_c5_21607 = load <16 x float>, ptr %conv2_weight_grad.t166_c5_2, align 64
+  %4563 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4564 = add nsw i64 %4563, 5
+  %4565 = mul nsw i64 %4564, 64
+  %4566 = add nsw i64 24913168, %4565
+  %4567 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4568 = add nsw i64 %4566, %4567
+  %4569 = add nsw i64 %4568, 32
+  %arena1608 = getelementptr inbounds float, ptr %arena, i64 %4569
+  store <16 x float> %t166_c5_21607, ptr %arena1608, align 4
+  %t166_c5_31609 = load <16 x float>, ptr %conv2_weight_grad.t166_c5_3, align 64
+  %4570 = mul nsw i64 %conv2_weight_grad.mb1651489, 6
+  %4571 = add nsw i64 %4570, 5
+  %4572 = mul nsw i64 %4571, 64
+  %4573 = add nsw i64 24913168, %4572
+  %4574 = mul nsw i64 %conv2_weight_grad.nb1641488, 64
+  %4575 = add nsw i64 %4573, %4574
+  %4576 = add nsw i64 %4575, 48
+  %arena1610 = getelementptr inbounds float, ptr %arena, i64 %4576
+  store <16 x float> %t166_c5_31609, ptr %arena1610, align 4
+  %mb165.next = add nsw i64 %conv2_weight_grad.mb1651489, 1
+  %4577 = icmp slt i64 %mb165.next, 48
+  br i1 %4577, label %conv2_weight_grad.mb165, label %conv2_weight_grad.mb165.end
 
-conv1_weight_grad.mb248.end:                      ; preds = %conv1_weight_grad.k250.end
-  %nb247.next = add nsw i64 %conv1_weight_grad.nb2471263, 1
-  %4574 = icmp slt i64 %nb247.next, 1
-  br i1 %4574, label %conv1_weight_grad.nb247, label %conv1_weight_grad.nb247.end
+conv2_weight_grad.f168:                           ; preds = %conv2_weight_grad.r169.end, %conv2_weight_grad.g141.end
+  %conv2_weight_grad.f1681611 = phi i64 [ 0, %conv2_weight_grad.g141.end ], [ %f168.next, %conv2_weight_grad.r169.end ]
+  br label %conv2_weight_grad.r169
 
-conv1_weight_grad.k250:                           ; preds = %conv1_weight_grad.k250, %conv1_weight_grad.mb248
-  %conv1_weight_grad.k2501283 = phi i64 [ 0, %conv1_weight_grad.mb248 ], [ %k250.next, %conv1_weight_grad.k250 ]
-  %4575 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
-  %4576 = add nsw i64 %conv1_weight_grad.k2501283, %4575
-  %4577 = mul nsw i64 %4576, 32
-  %4578 = add nsw i64 451584, %4577
-  %4579 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4580 = add nsw i64 %4578, %4579
-  %arena1284 = getelementptr inbounds float, ptr %arena, i64 %4580
-  %4581 = load <16 x float>, ptr %arena1284, align 4
-  store <16 x float> %4581, ptr %conv1_weight_grad.t249_b0, align 64
-  %4582 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
-  %4583 = add nsw i64 %conv1_weight_grad.k2501283, %4582
-  %4584 = mul nsw i64 %4583, 32
-  %4585 = add nsw i64 451584, %4584
-  %4586 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4587 = add nsw i64 %4585, %4586
-  %4588 = add nsw i64 %4587, 16
-  %arena1285 = getelementptr inbounds float, ptr %arena, i64 %4588
-  %4589 = load <16 x float>, ptr %arena1285, align 4
-  store <16 x float> %4589, ptr %conv1_weight_grad.t249_b1, align 64
-  %4590 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4591 = mul nsw i64 %4590, 50176
-  %4592 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
-  %4593 = add nsw i64 %conv1_weight_grad.k2501283, %4592
-  %4594 = add nsw i64 %4591, %4593
-  %arena1286 = getelementptr inbounds float, ptr %arena, i64 %4594
-  %4595 = load float, ptr %arena1286, align 4
-  %4596 = insertelement <16 x float> undef, float %4595, i32 0
-  %4597 = shufflevector <16 x float> %4596, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4597, ptr %conv1_weight_grad.t249_a0, align 64
-  %t249_a0 = load <16 x float>, ptr %conv1_weight_grad.t249_a0, align 64
-  %t249_b0 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
-  %t249_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c0_0, align 64
-  %4598 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a0, <16 x float> %t249_b0, <16 x float> %t249_c0_0)
-  store <16 x float> %4598, ptr %conv1_weight_grad.t249_c0_0, align 64
-  %t249_a01287 = load <16 x float>, ptr %conv1_weight_grad.t249_a0, align 64
-  %t249_b1 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
-  %t249_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c0_1, align 64
-  %4599 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a01287, <16 x float> %t249_b1, <16 x float> %t249_c0_1)
-  store <16 x float> %4599, ptr %conv1_weight_grad.t249_c0_1, align 64
-  %4600 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4601 = add nsw i64 %4600, 1
-  %4602 = mul nsw i64 %4601, 50176
-  %4603 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
-  %4604 = add nsw i64 %conv1_weight_grad.k2501283, %4603
-  %4605 = add nsw i64 %4602, %4604
-  %arena1288 = getelementptr inbounds float, ptr %arena, i64 %4605
-  %4606 = load float, ptr %arena1288, align 4
-  %4607 = insertelement <16 x float> undef, float %4606, i32 0
-  %4608 = shufflevector <16 x float> %4607, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4608, ptr %conv1_weight_grad.t249_a1, align 64
-  %t249_a1 = load <16 x float>, ptr %conv1_weight_grad.t249_a1, align 64
-  %t249_b01289 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
-  %t249_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c1_0, align 64
-  %4609 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a1, <16 x float> %t249_b01289, <16 x float> %t249_c1_0)
-  store <16 x float> %4609, ptr %conv1_weight_grad.t249_c1_0, align 64
-  %t249_a11290 = load <16 x float>, ptr %conv1_weight_grad.t249_a1, align 64
-  %t249_b11291 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
-  %t249_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c1_1, align 64
-  %4610 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a11290, <16 x float> %t249_b11291, <16 x float> %t249_c1_1)
-  store <16 x float> %4610, ptr %conv1_weight_grad.t249_c1_1, align 64
-  %4611 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4612 = add nsw i64 %4611, 2
-  %4613 = mul nsw i64 %4612, 50176
-  %4614 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
-  %4615 = add nsw i64 %conv1_weight_grad.k2501283, %4614
-  %4616 = add nsw i64 %4613, %4615
-  %arena1292 = getelementptr inbounds float, ptr %arena, i64 %4616
-  %4617 = load float, ptr %arena1292, align 4
-  %4618 = insertelement <16 x float> undef, float %4617, i32 0
-  %4619 = shufflevector <16 x float> %4618, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4619, ptr %conv1_weight_grad.t249_a2, align 64
-  %t249_a2 = load <16 x float>, ptr %conv1_weight_grad.t249_a2, align 64
-  %t249_b01293 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
-  %t249_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c2_0, align 64
-  %4620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a2, <16 x float> %t249_b01293, <16 x float> %t249_c2_0)
-  store <16 x float> %4620, ptr %conv1_weight_grad.t249_c2_0, align 64
-  %t249_a21294 = load <16 x float>, ptr %conv1_weight_grad.t249_a2, align 64
-  %t249_b11295 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
-  %t249_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c2_1, align 64
-  %4621 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a21294, <16 x float> %t249_b11295, <16 x float> %t249_c2_1)
-  store <16 x float> %4621, ptr %conv1_weight_grad.t249_c2_1, align 64
-  %4622 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4623 = add nsw i64 %4622, 3
-  %4624 = mul nsw i64 %4623, 50176
-  %4625 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
-  %4626 = add nsw i64 %conv1_weight_grad.k2501283, %4625
-  %4627 = add nsw i64 %4624, %4626
-  %arena1296 = getelementptr inbounds float, ptr %arena, i64 %4627
-  %4628 = load float, ptr %arena1296, align 4
-  %4629 = insertelement <16 x float> undef, float %4628, i32 0
-  %4630 = shufflevector <16 x float> %4629, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4630, ptr %conv1_weight_grad.t249_a3, align 64
-  %t249_a3 = load <16 x float>, ptr %conv1_weight_grad.t249_a3, align 64
-  %t249_b01297 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
-  %t249_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c3_0, align 64
-  %4631 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a3, <16 x float> %t249_b01297, <16 x float> %t249_c3_0)
-  store <16 x float> %4631, ptr %conv1_weight_grad.t249_c3_0, align 64
-  %t249_a31298 = load <16 x float>, ptr %conv1_weight_grad.t249_a3, align 64
-  %t249_b11299 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
-  %t249_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c3_1, align 64
-  %4632 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a31298, <16 x float> %t249_b11299, <16 x float> %t249_c3_1)
-  store <16 x float> %4632, ptr %conv1_weight_grad.t249_c3_1, align 64
-  %4633 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4634 = add nsw i64 %4633, 4
-  %4635 = mul nsw i64 %4634, 50176
-  %4636 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
-  %4637 = add nsw i64 %conv1_weight_grad.k2501283, %4636
-  %4638 = add nsw i64 %4635, %4637
-  %arena1300 = getelementptr inbounds float, ptr %arena, i64 %4638
-  %4639 = load float, ptr %arena1300, align 4
-  %4640 = insertelement <16 x float> undef, float %4639, i32 0
-  %4641 = shufflevector <16 x float> %4640, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4641, ptr %conv1_weight_grad.t249_a4, align 64
-  %t249_a4 = load <16 x float>, ptr %conv1_weight_grad.t249_a4, align 64
-  %t249_b01301 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
-  %t249_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c4_0, align 64
-  %4642 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a4, <16 x float> %t249_b01301, <16 x float> %t249_c4_0)
-  store <16 x float> %4642, ptr %conv1_weight_grad.t249_c4_0, align 64
-  %t249_a41302 = load <16 x float>, ptr %conv1_weight_grad.t249_a4, align 64
-  %t249_b11303 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
-  %t249_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c4_1, align 64
-  %4643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a41302, <16 x float> %t249_b11303, <16 x float> %t249_c4_1)
-  store <16 x float> %4643, ptr %conv1_weight_grad.t249_c4_1, align 64
-  %4644 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4645 = add nsw i64 %4644, 5
-  %4646 = mul nsw i64 %4645, 50176
-  %4647 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
-  %4648 = add nsw i64 %conv1_weight_grad.k2501283, %4647
-  %4649 = add nsw i64 %4646, %4648
-  %arena1304 = getelementptr inbounds float, ptr %arena, i64 %4649
-  %4650 = load float, ptr %arena1304, align 4
+conv2_weight_grad.f168.end:                       ; preds = %conv2_weight_grad.r169.end
+  br label %conv2_bias_grad.i170
+
+conv2_weight_grad.r169:                           ; preds = %conv2_weight_grad.r169, %conv2_weight_grad.f168
+  %conv2_weight_grad.r1691612 = phi i64 [ 0, %conv2_weight_grad.f168 ], [ %r169.next, %conv2_weight_grad.r169 ]
+  %4578 = mul nsw i64 %conv2_weight_grad.r1691612, 64
+  %4579 = add nsw i64 24913168, %4578
+  %4580 = add nsw i64 %4579, %conv2_weight_grad.f1681611
+  %arena1613 = getelementptr inbounds float, ptr %arena, i64 %4580
+  %4581 = load float, ptr %arena1613, align 4
+  %4582 = mul nsw i64 %conv2_weight_grad.f1681611, 288
+  %4583 = add nsw i64 320, %4582
+  %4584 = add nsw i64 %4583, %conv2_weight_grad.r1691612
+  %grads1614 = getelementptr inbounds float, ptr %grads, i64 %4584
+  store float %4581, ptr %grads1614, align 4
+  %r169.next = add nsw i64 %conv2_weight_grad.r1691612, 1
+  %4585 = icmp slt i64 %r169.next, 288
+  br i1 %4585, label %conv2_weight_grad.r169, label %conv2_weight_grad.r169.end
+
+conv2_weight_grad.r169.end:                       ; preds = %conv2_weight_grad.r169
+  %f168.next = add nsw i64 %conv2_weight_grad.f1681611, 1
+  %4586 = icmp slt i64 %f168.next, 64
+  br i1 %4586, label %conv2_weight_grad.f168, label %conv2_weight_grad.f168.end
+
+conv2_bias_grad.i170:                             ; preds = %conv2_bias_grad.i170, %conv2_weight_grad.f168.end
+  %conv2_bias_grad.i1701615 = phi i64 [ 0, %conv2_weight_grad.f168.end ], [ %i170.next, %conv2_bias_grad.i170 ]
+  %4587 = add nsw i64 1605632, %conv2_bias_grad.i1701615
+  %arena1616 = getelementptr inbounds float, ptr %arena, i64 %4587
+  store float 1.000000e+00, ptr %arena1616, align 4
+  %i170.next = add nsw i64 %conv2_bias_grad.i1701615, 1
+  %4588 = icmp slt i64 %i170.next, 784
+  br i1 %4588, label %conv2_bias_grad.i170, label %conv2_bias_grad.i170.end
+
+conv2_bias_grad.i170.end:                         ; preds = %conv2_bias_grad.i170
+  br label %conv2_bias_grad.i171
+
+conv2_bias_grad.i171:                             ; preds = %conv2_bias_grad.i171, %conv2_bias_grad.i170.end
+  %conv2_bias_grad.i1711617 = phi i64 [ 0, %conv2_bias_grad.i170.end ], [ %i171.next, %conv2_bias_grad.i171 ]
+  %4589 = add nsw i64 18752, %conv2_bias_grad.i1711617
+  %grads1618 = getelementptr inbounds float, ptr %grads, i64 %4589
+  store float 0.000000e+00, ptr %grads1618, align 4
+  %i171.next = add nsw i64 %conv2_bias_grad.i1711617, 1
+  %4590 = icmp slt i64 %i171.next, 64
+  br i1 %4590, label %conv2_bias_grad.i171, label %conv2_bias_grad.i171.end
+
+conv2_bias_grad.i171.end:                         ; preds = %conv2_bias_grad.i171
+  br label %conv2_bias_grad.img172
+
+conv2_bias_grad.img172:                           ; preds = %conv2_bias_grad.img172, %conv2_bias_grad.i171.end
+  %conv2_bias_grad.img1721619 = phi i64 [ 0, %conv2_bias_grad.i171.end ], [ %img172.next, %conv2_bias_grad.img172 ]
+  %4591 = mul nsw i64 %conv2_bias_grad.img1721619, 50176
+  %4592 = add nsw i64 4039952, %4591
+  %arena1620 = getelementptr inbounds float, ptr %arena, i64 %4592
+  %arena1621 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %grads1622 = getelementptr inbounds float, ptr %grads, i64 18752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 784, float 1.000000e+00, ptr %arena1620, i32 784, ptr %arena1621, i32 1, float 1.000000e+00, ptr %grads1622, i32 1)
+  %img172.next = add nsw i64 %conv2_bias_grad.img1721619, 1
+  %4593 = icmp slt i64 %img172.next, 64
+  br i1 %4593, label %conv2_bias_grad.img172, label %conv2_bias_grad.img172.end
+
+conv2_bias_grad.img172.end:                       ; preds = %conv2_bias_grad.img172
+  br label %relu1_grad.g173
+
+relu1_grad.g173:                                  ; preds = %relu1_grad.j181.end, %conv2_bias_grad.img172.end
+  %relu1_grad.g1731623 = phi i64 [ 0, %conv2_bias_grad.img172.end ], [ %g173.next, %relu1_grad.j181.end ]
+  br label %relu1_grad.j174
+
+relu1_grad.g173.end:                              ; preds = %relu1_grad.j181.end
+  br label %conv1_grad.i250
+
+relu1_grad.j174:                                  ; preds = %relu1_grad.f175.end, %relu1_grad.g173
+  %relu1_grad.j1741624 = phi i64 [ 0, %relu1_grad.g173 ], [ %j174.next, %relu1_grad.f175.end ]
+  br label %relu1_grad.f175
+
+relu1_grad.j174.end:                              ; preds = %relu1_grad.f175.end
+  br label %relu1_grad.nb177
+
+relu1_grad.f175:                                  ; preds = %relu1_grad.i176.end, %relu1_grad.j174
+  %relu1_grad.f1751625 = phi i64 [ 0, %relu1_grad.j174 ], [ %f175.next, %relu1_grad.i176.end ]
+  br label %relu1_grad.i176
+
+relu1_grad.f175.end:                              ; preds = %relu1_grad.i176.end
+  %j174.next = add nsw i64 %relu1_grad.j1741624, 1
+  %4594 = icmp slt i64 %j174.next, 64
+  br i1 %4594, label %relu1_grad.j174, label %relu1_grad.j174.end
+
+relu1_grad.i176:                                  ; preds = %relu1_grad.i176, %relu1_grad.f175
+  %relu1_grad.i1761626 = phi i64 [ 0, %relu1_grad.f175 ], [ %i176.next, %relu1_grad.i176 ]
+  %4595 = mul nsw i64 %relu1_grad.g1731623, 64
+  %4596 = add nsw i64 %4595, %relu1_grad.j1741624
+  %4597 = mul nsw i64 %4596, 50176
+  %4598 = add nsw i64 4039952, %4597
+  %4599 = mul nsw i64 %relu1_grad.f1751625, 784
+  %4600 = add nsw i64 %4598, %4599
+  %4601 = add nsw i64 %4600, %relu1_grad.i1761626
+  %arena1627 = getelementptr inbounds float, ptr %arena, i64 %4601
+  %4602 = load float, ptr %arena1627, align 4
+  %4603 = mul nsw i64 %relu1_grad.f1751625, 50176
+  %4604 = add nsw i64 21701904, %4603
+  %4605 = mul nsw i64 %relu1_grad.j1741624, 784
+  %4606 = add nsw i64 %4604, %4605
+  %4607 = add nsw i64 %4606, %relu1_grad.i1761626
+  %arena1628 = getelementptr inbounds float, ptr %arena, i64 %4607
+  store float %4602, ptr %arena1628, align 4
+  %i176.next = add nsw i64 %relu1_grad.i1761626, 1
+  %4608 = icmp slt i64 %i176.next, 784
+  br i1 %4608, label %relu1_grad.i176, label %relu1_grad.i176.end
+
+relu1_grad.i176.end:                              ; preds = %relu1_grad.i176
+  %f175.next = add nsw i64 %relu1_grad.f1751625, 1
+  %4609 = icmp slt i64 %f175.next, 64
+  br i1 %4609, label %relu1_grad.f175, label %relu1_grad.f175.end
+
+relu1_grad.nb177:                                 ; preds = %relu1_grad.mb178.end, %relu1_grad.j174.end
+  %relu1_grad.nb1771629 = phi i64 [ 0, %relu1_grad.j174.end ], [ %nb177.next, %relu1_grad.mb178.end ]
+  br label %relu1_grad.mb178
+
+relu1_grad.nb177.end:                             ; preds = %relu1_grad.mb178.end
+  br label %relu1_grad.j181
+
+relu1_grad.mb178:                                 ; preds = %relu1_grad.k180.end, %relu1_grad.nb177
+  %relu1_grad.mb1781630 = phi i64 [ 0, %relu1_grad.nb177 ], [ %mb178.next, %relu1_grad.k180.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t179_c5_3, align 64
+  br label %relu1_grad.k180
+
+relu1_grad.mb178.end:                             ; preds = %relu1_grad.k180.end
+  %nb177.next = add nsw i64 %relu1_grad.nb1771629, 1
+  %4610 = icmp slt i64 %nb177.next, 784
+  br i1 %4610, label %relu1_grad.nb177, label %relu1_grad.nb177.end
+
+relu1_grad.k180:                                  ; preds = %relu1_grad.k180, %relu1_grad.mb178
+  %relu1_grad.k1801631 = phi i64 [ 0, %relu1_grad.mb178 ], [ %k180.next, %relu1_grad.k180 ]
+  %4611 = mul nsw i64 %relu1_grad.k1801631, 50176
+  %4612 = add nsw i64 21701904, %4611
+  %4613 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4614 = add nsw i64 %4612, %4613
+  %arena1632 = getelementptr inbounds float, ptr %arena, i64 %4614
+  %4615 = load <16 x float>, ptr %arena1632, align 4
+  store <16 x float> %4615, ptr %relu1_grad.t179_b0, align 64
+  %4616 = mul nsw i64 %relu1_grad.k1801631, 50176
+  %4617 = add nsw i64 21701904, %4616
+  %4618 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4619 = add nsw i64 %4617, %4618
+  %4620 = add nsw i64 %4619, 16
+  %arena1633 = getelementptr inbounds float, ptr %arena, i64 %4620
+  %4621 = load <16 x float>, ptr %arena1633, align 4
+  store <16 x float> %4621, ptr %relu1_grad.t179_b1, align 64
+  %4622 = mul nsw i64 %relu1_grad.k1801631, 50176
+  %4623 = add nsw i64 21701904, %4622
+  %4624 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4625 = add nsw i64 %4623, %4624
+  %4626 = add nsw i64 %4625, 32
+  %arena1634 = getelementptr inbounds float, ptr %arena, i64 %4626
+  %4627 = load <16 x float>, ptr %arena1634, align 4
+  store <16 x float> %4627, ptr %relu1_grad.t179_b2, align 64
+  %4628 = mul nsw i64 %relu1_grad.k1801631, 50176
+  %4629 = add nsw i64 21701904, %4628
+  %4630 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4631 = add nsw i64 %4629, %4630
+  %4632 = add nsw i64 %4631, 48
+  %arena1635 = getelementptr inbounds float, ptr %arena, i64 %4632
+  %4633 = load <16 x float>, ptr %arena1635, align 4
+  store <16 x float> %4633, ptr %relu1_grad.t179_b3, align 64
+  %4634 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4635 = add nsw i64 320, %4634
+  %4636 = mul nsw i64 %relu1_grad.k1801631, 288
+  %4637 = add nsw i64 %4635, %4636
+  %params1636 = getelementptr inbounds float, ptr %params, i64 %4637
+  %4638 = load float, ptr %params1636, align 4
+  %4639 = insertelement <16 x float> undef, float %4638, i32 0
+  %4640 = shufflevector <16 x float> %4639, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4640, ptr %relu1_grad.t179_a0, align 64
+  %t179_a0 = load <16 x float>, ptr %relu1_grad.t179_a0, align 64
+  %t179_b0 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
+  %t179_c0_0 = load <16 x float>, ptr %relu1_grad.t179_c0_0, align 64
+  %4641 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a0, <16 x float> %t179_b0, <16 x float> %t179_c0_0)
+  store <16 x float> %4641, ptr %relu1_grad.t179_c0_0, align 64
+  %t179_a01637 = load <16 x float>, ptr %relu1_grad.t179_a0, align 64
+  %t179_b1 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
+  %t179_c0_1 = load <16 x float>, ptr %relu1_grad.t179_c0_1, align 64
+  %4642 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a01637, <16 x float> %t179_b1, <16 x float> %t179_c0_1)
+  store <16 x float> %4642, ptr %relu1_grad.t179_c0_1, align 64
+  %t179_a01638 = load <16 x float>, ptr %relu1_grad.t179_a0, align 64
+  %t179_b2 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
+  %t179_c0_2 = load <16 x float>, ptr %relu1_grad.t179_c0_2, align 64
+  %4643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a01638, <16 x float> %t179_b2, <16 x float> %t179_c0_2)
+  store <16 x float> %4643, ptr %relu1_grad.t179_c0_2, align 64
+  %t179_a01639 = load <16 x float>, ptr %relu1_grad.t179_a0, align 64
+  %t179_b3 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
+  %t179_c0_3 = load <16 x float>, ptr %relu1_grad.t179_c0_3, align 64
+  %4644 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a01639, <16 x float> %t179_b3, <16 x float> %t179_c0_3)
+  store <16 x float> %4644, ptr %relu1_grad.t179_c0_3, align 64
+  %4645 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4646 = add nsw i64 %4645, 1
+  %4647 = add nsw i64 320, %4646
+  %4648 = mul nsw i64 %relu1_grad.k1801631, 288
+  %4649 = add nsw i64 %4647, %4648
+  %params1640 = getelementptr inbounds float, ptr %params, i64 %4649
+  %4650 = load float, ptr %params1640, align 4
   %4651 = insertelement <16 x float> undef, float %4650, i32 0
   %4652 = shufflevector <16 x float> %4651, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4652, ptr %conv1_weight_grad.t249_a5, align 64
-  %t249_a5 = load <16 x float>, ptr %conv1_weight_grad.t249_a5, align 64
-  %t249_b01305 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
-  %t249_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c5_0, align 64
-  %4653 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a5, <16 x float> %t249_b01305, <16 x float> %t249_c5_0)
-  store <16 x float> %4653, ptr %conv1_weight_grad.t249_c5_0, align 64
-  %t249_a51306 = load <16 x float>, ptr %conv1_weight_grad.t249_a5, align 64
-  %t249_b11307 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
-  %t249_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c5_1, align 64
-  %4654 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a51306, <16 x float> %t249_b11307, <16 x float> %t249_c5_1)
-  store <16 x float> %4654, ptr %conv1_weight_grad.t249_c5_1, align 64
-  %4655 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4656 = add nsw i64 %4655, 6
-  %4657 = mul nsw i64 %4656, 50176
-  %4658 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
-  %4659 = add nsw i64 %conv1_weight_grad.k2501283, %4658
-  %4660 = add nsw i64 %4657, %4659
-  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4660
-  %4661 = load float, ptr %arena1308, align 4
-  %4662 = insertelement <16 x float> undef, float %4661, i32 0
-  %4663 = shufflevector <16 x float> %4662, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4663, ptr %conv1_weight_grad.t249_a6, align 64
-  %t249_a6 = load <16 x float>, ptr %conv1_weight_grad.t249_a6, align 64
-  %t249_b01309 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
-  %t249_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c6_0, align 64
-  %4664 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a6, <16 x float> %t249_b01309, <16 x float> %t249_c6_0)
-  store <16 x float> %4664, ptr %conv1_weight_grad.t249_c6_0, align 64
-  %t249_a61310 = load <16 x float>, ptr %conv1_weight_grad.t249_a6, align 64
-  %t249_b11311 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
-  %t249_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c6_1, align 64
-  %4665 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a61310, <16 x float> %t249_b11311, <16 x float> %t249_c6_1)
-  store <16 x float> %4665, ptr %conv1_weight_grad.t249_c6_1, align 64
-  %4666 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4667 = add nsw i64 %4666, 7
-  %4668 = mul nsw i64 %4667, 50176
-  %4669 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
-  %4670 = add nsw i64 %conv1_weight_grad.k2501283, %4669
-  %4671 = add nsw i64 %4668, %4670
-  %arena1312 = getelementptr inbounds float, ptr %arena, i64 %4671
-  %4672 = load float, ptr %arena1312, align 4
-  %4673 = insertelement <16 x float> undef, float %4672, i32 0
-  %4674 = shufflevector <16 x float> %4673, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4674, ptr %conv1_weight_grad.t249_a7, align 64
-  %t249_a7 = load <16 x float>, ptr %conv1_weight_grad.t249_a7, align 64
-  %t249_b01313 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
-  %t249_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c7_0, align 64
-  %4675 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a7, <16 x float> %t249_b01313, <16 x float> %t249_c7_0)
-  store <16 x float> %4675, ptr %conv1_weight_grad.t249_c7_0, align 64
-  %t249_a71314 = load <16 x float>, ptr %conv1_weight_grad.t249_a7, align 64
-  %t249_b11315 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
-  %t249_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c7_1, align 64
-  %4676 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a71314, <16 x float> %t249_b11315, <16 x float> %t249_c7_1)
-  store <16 x float> %4676, ptr %conv1_weight_grad.t249_c7_1, align 64
-  %4677 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4678 = add nsw i64 %4677, 8
-  %4679 = mul nsw i64 %4678, 50176
-  %4680 = mul nsw i64 %conv1_weight_grad.kp2461262, 384
-  %4681 = add nsw i64 %conv1_weight_grad.k2501283, %4680
-  %4682 = add nsw i64 %4679, %4681
-  %arena1316 = getelementptr inbounds float, ptr %arena, i64 %4682
-  %4683 = load float, ptr %arena1316, align 4
-  %4684 = insertelement <16 x float> undef, float %4683, i32 0
-  %4685 = shufflevector <16 x float> %4684, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4685, ptr %conv1_weight_grad.t249_a8, align 64
-  %t249_a8 = load <16 x float>, ptr %conv1_weight_grad.t249_a8, align 64
-  %t249_b01317 = load <16 x float>, ptr %conv1_weight_grad.t249_b0, align 64
-  %t249_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t249_c8_0, align 64
-  %4686 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a8, <16 x float> %t249_b01317, <16 x float> %t249_c8_0)
-  store <16 x float> %4686, ptr %conv1_weight_grad.t249_c8_0, align 64
-  %t249_a81318 = load <16 x float>, ptr %conv1_weight_grad.t249_a8, align 64
-  %t249_b11319 = load <16 x float>, ptr %conv1_weight_grad.t249_b1, align 64
-  %t249_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t249_c8_1, align 64
-  %4687 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t249_a81318, <16 x float> %t249_b11319, <16 x float> %t249_c8_1)
-  store <16 x float> %4687, ptr %conv1_weight_grad.t249_c8_1, align 64
-  %k250.next = add nsw i64 %conv1_weight_grad.k2501283, 1
-  %4688 = icmp slt i64 %k250.next, 384
-  br i1 %4688, label %conv1_weight_grad.k250, label %conv1_weight_grad.k250.end
+  store <16 x float> %4652, ptr %relu1_grad.t179_a1, align 64
+  %t179_a1 = load <16 x float>, ptr %relu1_grad.t179_a1, align 64
+  %t179_b01641 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
+  %t179_c1_0 = load <16 x float>, ptr %relu1_grad.t179_c1_0, align 64
+  %4653 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a1, <16 x float> %t179_b01641, <16 x float> %t179_c1_0)
+  store <16 x float> %4653, ptr %relu1_grad.t179_c1_0, align 64
+  %t179_a11642 = load <16 x float>, ptr %relu1_grad.t179_a1, align 64
+  %t179_b11643 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
+  %t179_c1_1 = load <16 x float>, ptr %relu1_grad.t179_c1_1, align 64
+  %4654 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a11642, <16 x float> %t179_b11643, <16 x float> %t179_c1_1)
+  store <16 x float> %4654, ptr %relu1_grad.t179_c1_1, align 64
+  %t179_a11644 = load <16 x float>, ptr %relu1_grad.t179_a1, align 64
+  %t179_b21645 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
+  %t179_c1_2 = load <16 x float>, ptr %relu1_grad.t179_c1_2, align 64
+  %4655 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a11644, <16 x float> %t179_b21645, <16 x float> %t179_c1_2)
+  store <16 x float> %4655, ptr %relu1_grad.t179_c1_2, align 64
+  %t179_a11646 = load <16 x float>, ptr %relu1_grad.t179_a1, align 64
+  %t179_b31647 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
+  %t179_c1_3 = load <16 x float>, ptr %relu1_grad.t179_c1_3, align 64
+  %4656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a11646, <16 x float> %t179_b31647, <16 x float> %t179_c1_3)
+  store <16 x float> %4656, ptr %relu1_grad.t179_c1_3, align 64
+  %4657 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4658 = add nsw i64 %4657, 2
+  %4659 = add nsw i64 320, %4658
+  %4660 = mul nsw i64 %relu1_grad.k1801631, 288
+  %4661 = add nsw i64 %4659, %4660
+  %params1648 = getelementptr inbounds float, ptr %params, i64 %4661
+  %4662 = load float, ptr %params1648, align 4
+  %4663 = insertelement <16 x float> undef, float %4662, i32 0
+  %4664 = shufflevector <16 x float> %4663, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4664, ptr %relu1_grad.t179_a2, align 64
+  %t179_a2 = load <16 x float>, ptr %relu1_grad.t179_a2, align 64
+  %t179_b01649 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
+  %t179_c2_0 = load <16 x float>, ptr %relu1_grad.t179_c2_0, align 64
+  %4665 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a2, <16 x float> %t179_b01649, <16 x float> %t179_c2_0)
+  store <16 x float> %4665, ptr %relu1_grad.t179_c2_0, align 64
+  %t179_a21650 = load <16 x float>, ptr %relu1_grad.t179_a2, align 64
+  %t179_b11651 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
+  %t179_c2_1 = load <16 x float>, ptr %relu1_grad.t179_c2_1, align 64
+  %4666 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a21650, <16 x float> %t179_b11651, <16 x float> %t179_c2_1)
+  store <16 x float> %4666, ptr %relu1_grad.t179_c2_1, align 64
+  %t179_a21652 = load <16 x float>, ptr %relu1_grad.t179_a2, align 64
+  %t179_b21653 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
+  %t179_c2_2 = load <16 x float>, ptr %relu1_grad.t179_c2_2, align 64
+  %4667 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a21652, <16 x float> %t179_b21653, <16 x float> %t179_c2_2)
+  store <16 x float> %4667, ptr %relu1_grad.t179_c2_2, align 64
+  %t179_a21654 = load <16 x float>, ptr %relu1_grad.t179_a2, align 64
+  %t179_b31655 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
+  %t179_c2_3 = load <16 x float>, ptr %relu1_grad.t179_c2_3, align 64
+  %4668 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a21654, <16 x float> %t179_b31655, <16 x float> %t179_c2_3)
+  store <16 x float> %4668, ptr %relu1_grad.t179_c2_3, align 64
+  %4669 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4670 = add nsw i64 %4669, 3
+  %4671 = add nsw i64 320, %4670
+  %4672 = mul nsw i64 %relu1_grad.k1801631, 288
+  %4673 = add nsw i64 %4671, %4672
+  %params1656 = getelementptr inbounds float, ptr %params, i64 %4673
+  %4674 = load float, ptr %params1656, align 4
+  %4675 = insertelement <16 x float> undef, float %4674, i32 0
+  %4676 = shufflevector <16 x float> %4675, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4676, ptr %relu1_grad.t179_a3, align 64
+  %t179_a3 = load <16 x float>, ptr %relu1_grad.t179_a3, align 64
+  %t179_b01657 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
+  %t179_c3_0 = load <16 x float>, ptr %relu1_grad.t179_c3_0, align 64
+  %4677 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a3, <16 x float> %t179_b01657, <16 x float> %t179_c3_0)
+  store <16 x float> %4677, ptr %relu1_grad.t179_c3_0, align 64
+  %t179_a31658 = load <16 x float>, ptr %relu1_grad.t179_a3, align 64
+  %t179_b11659 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
+  %t179_c3_1 = load <16 x float>, ptr %relu1_grad.t179_c3_1, align 64
+  %4678 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a31658, <16 x float> %t179_b11659, <16 x float> %t179_c3_1)
+  store <16 x float> %4678, ptr %relu1_grad.t179_c3_1, align 64
+  %t179_a31660 = load <16 x float>, ptr %relu1_grad.t179_a3, align 64
+  %t179_b21661 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
+  %t179_c3_2 = load <16 x float>, ptr %relu1_grad.t179_c3_2, align 64
+  %4679 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a31660, <16 x float> %t179_b21661, <16 x float> %t179_c3_2)
+  store <16 x float> %4679, ptr %relu1_grad.t179_c3_2, align 64
+  %t179_a31662 = load <16 x float>, ptr %relu1_grad.t179_a3, align 64
+  %t179_b31663 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
+  %t179_c3_3 = load <16 x float>, ptr %relu1_grad.t179_c3_3, align 64
+  %4680 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a31662, <16 x float> %t179_b31663, <16 x float> %t179_c3_3)
+  store <16 x float> %4680, ptr %relu1_grad.t179_c3_3, align 64
+  %4681 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4682 = add nsw i64 %4681, 4
+  %4683 = add nsw i64 320, %4682
+  %4684 = mul nsw i64 %relu1_grad.k1801631, 288
+  %4685 = add nsw i64 %4683, %4684
+  %params1664 = getelementptr inbounds float, ptr %params, i64 %4685
+  %4686 = load float, ptr %params1664, align 4
+  %4687 = insertelement <16 x float> undef, float %4686, i32 0
+  %4688 = shufflevector <16 x float> %4687, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4688, ptr %relu1_grad.t179_a4, align 64
+  %t179_a4 = load <16 x float>, ptr %relu1_grad.t179_a4, align 64
+  %t179_b01665 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
+  %t179_c4_0 = load <16 x float>, ptr %relu1_grad.t179_c4_0, align 64
+  %4689 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a4, <16 x float> %t179_b01665, <16 x float> %t179_c4_0)
+  store <16 x float> %4689, ptr %relu1_grad.t179_c4_0, align 64
+  %t179_a41666 = load <16 x float>, ptr %relu1_grad.t179_a4, align 64
+  %t179_b11667 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
+  %t179_c4_1 = load <16 x float>, ptr %relu1_grad.t179_c4_1, align 64
+  %4690 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a41666, <16 x float> %t179_b11667, <16 x float> %t179_c4_1)
+  store <16 x float> %4690, ptr %relu1_grad.t179_c4_1, align 64
+  %t179_a41668 = load <16 x float>, ptr %relu1_grad.t179_a4, align 64
+  %t179_b21669 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
+  %t179_c4_2 = load <16 x float>, ptr %relu1_grad.t179_c4_2, align 64
+  %4691 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a41668, <16 x float> %t179_b21669, <16 x float> %t179_c4_2)
+  store <16 x float> %4691, ptr %relu1_grad.t179_c4_2, align 64
+  %t179_a41670 = load <16 x float>, ptr %relu1_grad.t179_a4, align 64
+  %t179_b31671 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
+  %t179_c4_3 = load <16 x float>, ptr %relu1_grad.t179_c4_3, align 64
+  %4692 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a41670, <16 x float> %t179_b31671, <16 x float> %t179_c4_3)
+  store <16 x float> %4692, ptr %relu1_grad.t179_c4_3, align 64
+  %4693 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4694 = add nsw i64 %4693, 5
+  %4695 = add nsw i64 320, %4694
+  %4696 = mul nsw i64 %relu1_grad.k1801631, 288
+  %4697 = add nsw i64 %4695, %4696
+  %params1672 = getelementptr inbounds float, ptr %params, i64 %4697
+  %4698 = load float, ptr %params1672, align 4
+  %4699 = insertelement <16 x float> undef, float %4698, i32 0
+  %4700 = shufflevector <16 x float> %4699, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4700, ptr %relu1_grad.t179_a5, align 64
+  %t179_a5 = load <16 x float>, ptr %relu1_grad.t179_a5, align 64
+  %t179_b01673 = load <16 x float>, ptr %relu1_grad.t179_b0, align 64
+  %t179_c5_0 = load <16 x float>, ptr %relu1_grad.t179_c5_0, align 64
+  %4701 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a5, <16 x float> %t179_b01673, <16 x float> %t179_c5_0)
+  store <16 x float> %4701, ptr %relu1_grad.t179_c5_0, align 64
+  %t179_a51674 = load <16 x float>, ptr %relu1_grad.t179_a5, align 64
+  %t179_b11675 = load <16 x float>, ptr %relu1_grad.t179_b1, align 64
+  %t179_c5_1 = load <16 x float>, ptr %relu1_grad.t179_c5_1, align 64
+  %4702 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a51674, <16 x float> %t179_b11675, <16 x float> %t179_c5_1)
+  store <16 x float> %4702, ptr %relu1_grad.t179_c5_1, align 64
+  %t179_a51676 = load <16 x float>, ptr %relu1_grad.t179_a5, align 64
+  %t179_b21677 = load <16 x float>, ptr %relu1_grad.t179_b2, align 64
+  %t179_c5_2 = load <16 x float>, ptr %relu1_grad.t179_c5_2, align 64
+  %4703 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a51676, <16 x float> %t179_b21677, <16 x float> %t179_c5_2)
+  store <16 x float> %4703, ptr %relu1_grad.t179_c5_2, align 64
+  %t179_a51678 = load <16 x float>, ptr %relu1_grad.t179_a5, align 64
+  %t179_b31679 = load <16 x float>, ptr %relu1_grad.t179_b3, align 64
+  %t179_c5_3 = load <16 x float>, ptr %relu1_grad.t179_c5_3, align 64
+  %4704 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a51678, <16 x float> %t179_b31679, <16 x float> %t179_c5_3)
+  store <16 x float> %4704, ptr %relu1_grad.t179_c5_3, align 64
+  %k180.next = add nsw i64 %relu1_grad.k1801631, 1
+  %4705 = icmp slt i64 %k180.next, 64
+  br i1 %4705, label %relu1_grad.k180, label %relu1_grad.k180.end
 
-conv1_weight_grad.k250.end:                       ; preds = %conv1_weight_grad.k250
-  %t249_c0_01320 = load <16 x float>, ptr %conv1_weight_grad.t249_c0_0, align 64
-  %4689 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4690 = mul nsw i64 %4689, 32
-  %4691 = add nsw i64 2057216, %4690
-  %4692 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4693 = add nsw i64 %4691, %4692
-  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %4693
-  store <16 x float> %t249_c0_01320, ptr %arena1321, align 4
-  %t249_c0_11322 = load <16 x float>, ptr %conv1_weight_grad.t249_c0_1, align 64
-  %4694 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4695 = mul nsw i64 %4694, 32
-  %4696 = add nsw i64 2057216, %4695
-  %4697 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4698 = add nsw i64 %4696, %4697
-  %4699 = add nsw i64 %4698, 16
-  %arena1323 = getelementptr inbounds float, ptr %arena, i64 %4699
-  store <16 x float> %t249_c0_11322, ptr %arena1323, align 4
-  %t249_c1_01324 = load <16 x float>, ptr %conv1_weight_grad.t249_c1_0, align 64
-  %4700 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4701 = add nsw i64 %4700, 1
-  %4702 = mul nsw i64 %4701, 32
-  %4703 = add nsw i64 2057216, %4702
-  %4704 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4705 = add nsw i64 %4703, %4704
-  %arena1325 = getelementptr inbounds float, ptr %arena, i64 %4705
-  store <16 x float> %t249_c1_01324, ptr %arena1325, align 4
-  %t249_c1_11326 = load <16 x float>, ptr %conv1_weight_grad.t249_c1_1, align 64
-  %4706 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4707 = add nsw i64 %4706, 1
-  %4708 = mul nsw i64 %4707, 32
-  %4709 = add nsw i64 2057216, %4708
-  %4710 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4711 = add nsw i64 %4709, %4710
-  %4712 = add nsw i64 %4711, 16
-  %arena1327 = getelementptr inbounds float, ptr %arena, i64 %4712
-  store <16 x float> %t249_c1_11326, ptr %arena1327, align 4
-  %t249_c2_01328 = load <16 x float>, ptr %conv1_weight_grad.t249_c2_0, align 64
-  %4713 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4714 = add nsw i64 %4713, 2
-  %4715 = mul nsw i64 %4714, 32
-  %4716 = add nsw i64 2057216, %4715
-  %4717 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4718 = add nsw i64 %4716, %4717
-  %arena1329 = getelementptr inbounds float, ptr %arena, i64 %4718
-  store <16 x float> %t249_c2_01328, ptr %arena1329, align 4
-  %t249_c2_11330 = load <16 x float>, ptr %conv1_weight_grad.t249_c2_1, align 64
-  %4719 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4720 = add nsw i64 %4719, 2
-  %4721 = mul nsw i64 %4720, 32
-  %4722 = add nsw i64 2057216, %4721
-  %4723 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4724 = add nsw i64 %4722, %4723
-  %4725 = add nsw i64 %4724, 16
-  %arena1331 = getelementptr inbounds float, ptr %arena, i64 %4725
-  store <16 x float> %t249_c2_11330, ptr %arena1331, align 4
-  %t249_c3_01332 = load <16 x float>, ptr %conv1_weight_grad.t249_c3_0, align 64
-  %4726 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4727 = add nsw i64 %4726, 3
-  %4728 = mul nsw i64 %4727, 32
-  %4729 = add nsw i64 2057216, %4728
-  %4730 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4731 = add nsw i64 %4729, %4730
-  %arena1333 = getelementptr inbounds float, ptr %arena, i64 %4731
-  store <16 x float> %t249_c3_01332, ptr %arena1333, align 4
-  %t249_c3_11334 = load <16 x float>, ptr %conv1_weight_grad.t249_c3_1, align 64
-  %4732 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4733 = add nsw i64 %4732, 3
-  %4734 = mul nsw i64 %4733, 32
-  %4735 = add nsw i64 2057216, %4734
-  %4736 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4737 = add nsw i64 %4735, %4736
-  %4738 = add nsw i64 %4737, 16
-  %arena1335 = getelementptr inbounds float, ptr %arena, i64 %4738
-  store <16 x float> %t249_c3_11334, ptr %arena1335, align 4
-  %t249_c4_01336 = load <16 x float>, ptr %conv1_weight_grad.t249_c4_0, align 64
-  %4739 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4740 = add nsw i64 %4739, 4
-  %4741 = mul nsw i64 %4740, 32
-  %4742 = add nsw i64 2057216, %4741
-  %4743 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4744 = add nsw i64 %4742, %4743
-  %arena1337 = getelementptr inbounds float, ptr %arena, i64 %4744
-  store <16 x float> %t249_c4_01336, ptr %arena1337, align 4
-  %t249_c4_11338 = load <16 x float>, ptr %conv1_weight_grad.t249_c4_1, align 64
-  %4745 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4746 = add nsw i64 %4745, 4
-  %4747 = mul nsw i64 %4746, 32
-  %4748 = add nsw i64 2057216, %4747
-  %4749 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4750 = add nsw i64 %4748, %4749
-  %4751 = add nsw i64 %4750, 16
-  %arena1339 = getelementptr inbounds float, ptr %arena, i64 %4751
-  store <16 x float> %t249_c4_11338, ptr %arena1339, align 4
-  %t249_c5_01340 = load <16 x float>, ptr %conv1_weight_grad.t249_c5_0, align 64
-  %4752 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4753 = add nsw i64 %4752, 5
-  %4754 = mul nsw i64 %4753, 32
-  %4755 = add nsw i64 2057216, %4754
-  %4756 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4757 = add nsw i64 %4755, %4756
-  %arena1341 = getelementptr inbounds float, ptr %arena, i64 %4757
-  store <16 x float> %t249_c5_01340, ptr %arena1341, align 4
-  %t249_c5_11342 = load <16 x float>, ptr %conv1_weight_grad.t249_c5_1, align 64
-  %4758 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4759 = add nsw i64 %4758, 5
-  %4760 = mul nsw i64 %4759, 32
-  %4761 = add nsw i64 2057216, %4760
-  %4762 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4763 = add nsw i64 %4761, %4762
-  %4764 = add nsw i64 %4763, 16
-  %arena1343 = getelementptr inbounds float, ptr %arena, i64 %4764
-  store <16 x float> %t249_c5_11342, ptr %arena1343, align 4
-  %t249_c6_01344 = load <16 x float>, ptr %conv1_weight_grad.t249_c6_0, align 64
-  %4765 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4766 = add nsw i64 %4765, 6
-  %4767 = mul nsw i64 %4766, 32
-  %4768 = add nsw i64 2057216, %4767
-  %4769 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4770 = add nsw i64 %4768, %4769
-  %arena1345 = getelementptr inbounds float, ptr %arena, i64 %4770
-  store <16 x float> %t249_c6_01344, ptr %arena1345, align 4
-  %t249_c6_11346 = load <16 x float>, ptr %conv1_weight_grad.t249_c6_1, align 64
-  %4771 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4772 = add nsw i64 %4771, 6
-  %4773 = mul nsw i64 %4772, 32
-  %4774 = add nsw i64 2057216, %4773
-  %4775 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4776 = add nsw i64 %4774, %4775
-  %4777 = add nsw i64 %4776, 16
-  %arena1347 = getelementptr inbounds float, ptr %arena, i64 %4777
-  store <16 x float> %t249_c6_11346, ptr %arena1347, align 4
-  %t249_c7_01348 = load <16 x float>, ptr %conv1_weight_grad.t249_c7_0, align 64
-  %4778 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4779 = add nsw i64 %4778, 7
-  %4780 = mul nsw i64 %4779, 32
-  %4781 = add nsw i64 2057216, %4780
-  %4782 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4783 = add nsw i64 %4781, %4782
-  %arena1349 = getelementptr inbounds float, ptr %arena, i64 %4783
-  store <16 x float> %t249_c7_01348, ptr %arena1349, align 4
-  %t249_c7_11350 = load <16 x float>, ptr %conv1_weight_grad.t249_c7_1, align 64
-  %4784 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4785 = add nsw i64 %4784, 7
-  %4786 = mul nsw i64 %4785, 32
-  %4787 = add nsw i64 2057216, %4786
-  %4788 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4789 = add nsw i64 %4787, %4788
-  %4790 = add nsw i64 %4789, 16
-  %arena1351 = getelementptr inbounds float, ptr %arena, i64 %4790
-  store <16 x float> %t249_c7_11350, ptr %arena1351, align 4
-  %t249_c8_01352 = load <16 x float>, ptr %conv1_weight_grad.t249_c8_0, align 64
-  %4791 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4792 = add nsw i64 %4791, 8
-  %4793 = mul nsw i64 %4792, 32
-  %4794 = add nsw i64 2057216, %4793
-  %4795 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4796 = add nsw i64 %4794, %4795
-  %arena1353 = getelementptr inbounds float, ptr %arena, i64 %4796
-  store <16 x float> %t249_c8_01352, ptr %arena1353, align 4
-  %t249_c8_11354 = load <16 x float>, ptr %conv1_weight_grad.t249_c8_1, align 64
-  %4797 = mul nsw i64 %conv1_weight_grad.mb2481264, 9
-  %4798 = add nsw i64 %4797, 8
-  %4799 = mul nsw i64 %4798, 32
-  %4800 = add nsw i64 2057216, %4799
-  %4801 = mul nsw i64 %conv1_weight_grad.nb2471263, 32
-  %4802 = add nsw i64 %4800, %4801
-  %4803 = add nsw i64 %4802, 16
-  %arena1355 = getelementptr inbounds float, ptr %arena, i64 %4803
-  store <16 x float> %t249_c8_11354, ptr %arena1355, align 4
-  %mb248.next = add nsw i64 %conv1_weight_grad.mb2481264, 1
-  %4804 = icmp slt i64 %mb248.next, 1
-  br i1 %4804, label %conv1_weight_grad.mb248, label %conv1_weight_grad.mb248.end
+relu1_grad.k180.end:                              ; preds = %relu1_grad.k180
+  %t179_c0_01680 = load <16 x float>, ptr %relu1_grad.t179_c0_0, align 64
+  %4706 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4707 = mul nsw i64 %4706, 50176
+  %4708 = add nsw i64 7251216, %4707
+  %4709 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4710 = add nsw i64 %4708, %4709
+  %arena1681 = getelementptr inbounds float, ptr %arena, i64 %4710
+  store <16 x float> %t179_c0_01680, ptr %arena1681, align 4
+  %t179_c0_11682 = load <16 x float>, ptr %relu1_grad.t179_c0_1, align 64
+  %4711 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4712 = mul nsw i64 %4711, 50176
+  %4713 = add nsw i64 7251216, %4712
+  %4714 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4715 = add nsw i64 %4713, %4714
+  %4716 = add nsw i64 %4715, 16
+  %arena1683 = getelementptr inbounds float, ptr %arena, i64 %4716
+  store <16 x float> %t179_c0_11682, ptr %arena1683, align 4
+  %t179_c0_21684 = load <16 x float>, ptr %relu1_grad.t179_c0_2, align 64
+  %4717 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4718 = mul nsw i64 %4717, 50176
+  %4719 = add nsw i64 7251216, %4718
+  %4720 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4721 = add nsw i64 %4719, %4720
+  %4722 = add nsw i64 %4721, 32
+  %arena1685 = getelementptr inbounds float, ptr %arena, i64 %4722
+  store <16 x float> %t179_c0_21684, ptr %arena1685, align 4
+  %t179_c0_31686 = load <16 x float>, ptr %relu1_grad.t179_c0_3, align 64
+  %4723 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4724 = mul nsw i64 %4723, 50176
+  %4725 = add nsw i64 7251216, %4724
+  %4726 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4727 = add nsw i64 %4725, %4726
+  %4728 = add nsw i64 %4727, 48
+  %arena1687 = getelementptr inbounds float, ptr %arena, i64 %4728
+  store <16 x float> %t179_c0_31686, ptr %arena1687, align 4
+  %t179_c1_01688 = load <16 x float>, ptr %relu1_grad.t179_c1_0, align 64
+  %4729 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4730 = add nsw i64 %4729, 1
+  %4731 = mul nsw i64 %4730, 50176
+  %4732 = add nsw i64 7251216, %4731
+  %4733 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4734 = add nsw i64 %4732, %4733
+  %arena1689 = getelementptr inbounds float, ptr %arena, i64 %4734
+  store <16 x float> %t179_c1_01688, ptr %arena1689, align 4
+  %t179_c1_11690 = load <16 x float>, ptr %relu1_grad.t179_c1_1, align 64
+  %4735 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4736 = add nsw i64 %4735, 1
+  %4737 = mul nsw i64 %4736, 50176
+  %4738 = add nsw i64 7251216, %4737
+  %4739 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4740 = add nsw i64 %4738, %4739
+  %4741 = add nsw i64 %4740, 16
+  %arena1691 = getelementptr inbounds float, ptr %arena, i64 %4741
+  store <16 x float> %t179_c1_11690, ptr %arena1691, align 4
+  %t179_c1_21692 = load <16 x float>, ptr %relu1_grad.t179_c1_2, align 64
+  %4742 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4743 = add nsw i64 %4742, 1
+  %4744 = mul nsw i64 %4743, 50176
+  %4745 = add nsw i64 7251216, %4744
+  %4746 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4747 = add nsw i64 %4745, %4746
+  %4748 = add nsw i64 %4747, 32
+  %arena1693 = getelementptr inbounds float, ptr %arena, i64 %4748
+  store <16 x float> %t179_c1_21692, ptr %arena1693, align 4
+  %t179_c1_31694 = load <16 x float>, ptr %relu1_grad.t179_c1_3, align 64
+  %4749 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4750 = add nsw i64 %4749, 1
+  %4751 = mul nsw i64 %4750, 50176
+  %4752 = add nsw i64 7251216, %4751
+  %4753 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4754 = add nsw i64 %4752, %4753
+  %4755 = add nsw i64 %4754, 48
+  %arena1695 = getelementptr inbounds float, ptr %arena, i64 %4755
+  store <16 x float> %t179_c1_31694, ptr %arena1695, align 4
+  %t179_c2_01696 = load <16 x float>, ptr %relu1_grad.t179_c2_0, align 64
+  %4756 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4757 = add nsw i64 %4756, 2
+  %4758 = mul nsw i64 %4757, 50176
+  %4759 = add nsw i64 7251216, %4758
+  %4760 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4761 = add nsw i64 %4759, %4760
+  %arena1697 = getelementptr inbounds float, ptr %arena, i64 %4761
+  store <16 x float> %t179_c2_01696, ptr %arena1697, align 4
+  %t179_c2_11698 = load <16 x float>, ptr %relu1_grad.t179_c2_1, align 64
+  %4762 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4763 = add nsw i64 %4762, 2
+  %4764 = mul nsw i64 %4763, 50176
+  %4765 = add nsw i64 7251216, %4764
+  %4766 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4767 = add nsw i64 %4765, %4766
+  %4768 = add nsw i64 %4767, 16
+  %arena1699 = getelementptr inbounds float, ptr %arena, i64 %4768
+  store <16 x float> %t179_c2_11698, ptr %arena1699, align 4
+  %t179_c2_21700 = load <16 x float>, ptr %relu1_grad.t179_c2_2, align 64
+  %4769 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4770 = add nsw i64 %4769, 2
+  %4771 = mul nsw i64 %4770, 50176
+  %4772 = add nsw i64 7251216, %4771
+  %4773 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4774 = add nsw i64 %4772, %4773
+  %4775 = add nsw i64 %4774, 32
+  %arena1701 = getelementptr inbounds float, ptr %arena, i64 %4775
+  store <16 x float> %t179_c2_21700, ptr %arena1701, align 4
+  %t179_c2_31702 = load <16 x float>, ptr %relu1_grad.t179_c2_3, align 64
+  %4776 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4777 = add nsw i64 %4776, 2
+  %4778 = mul nsw i64 %4777, 50176
+  %4779 = add nsw i64 7251216, %4778
+  %4780 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4781 = add nsw i64 %4779, %4780
+  %4782 = add nsw i64 %4781, 48
+  %arena1703 = getelementptr inbounds float, ptr %arena, i64 %4782
+  store <16 x float> %t179_c2_31702, ptr %arena1703, align 4
+  %t179_c3_01704 = load <16 x float>, ptr %relu1_grad.t179_c3_0, align 64
+  %4783 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4784 = add nsw i64 %4783, 3
+  %4785 = mul nsw i64 %4784, 50176
+  %4786 = add nsw i64 7251216, %4785
+  %4787 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4788 = add nsw i64 %4786, %4787
+  %arena1705 = getelementptr inbounds float, ptr %arena, i64 %4788
+  store <16 x float> %t179_c3_01704, ptr %arena1705, align 4
+  %t179_c3_11706 = load <16 x float>, ptr %relu1_grad.t179_c3_1, align 64
+  %4789 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4790 = add nsw i64 %4789, 3
+  %4791 = mul nsw i64 %4790, 50176
+  %4792 = add nsw i64 7251216, %4791
+  %4793 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4794 = add nsw i64 %4792, %4793
+  %4795 = add nsw i64 %4794, 16
+  %arena1707 = getelementptr inbounds float, ptr %arena, i64 %4795
+  store <16 x float> %t179_c3_11706, ptr %arena1707, align 4
+  %t179_c3_21708 = load <16 x float>, ptr %relu1_grad.t179_c3_2, align 64
+  %4796 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4797 = add nsw i64 %4796, 3
+  %4798 = mul nsw i64 %4797, 50176
+  %4799 = add nsw i64 7251216, %4798
+  %4800 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4801 = add nsw i64 %4799, %4800
+  %4802 = add nsw i64 %4801, 32
+  %arena1709 = getelementptr inbounds float, ptr %arena, i64 %4802
+  store <16 x float> %t179_c3_21708, ptr %arena1709, align 4
+  %t179_c3_31710 = load <16 x float>, ptr %relu1_grad.t179_c3_3, align 64
+  %4803 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4804 = add nsw i64 %4803, 3
+  %4805 = mul nsw i64 %4804, 50176
+  %4806 = add nsw i64 7251216, %4805
+  %4807 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4808 = add nsw i64 %4806, %4807
+  %4809 = add nsw i64 %4808, 48
+  %arena1711 = getelementptr inbounds float, ptr %arena, i64 %4809
+  store <16 x float> %t179_c3_31710, ptr %arena1711, align 4
+  %t179_c4_01712 = load <16 x float>, ptr %relu1_grad.t179_c4_0, align 64
+  %4810 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4811 = add nsw i64 %4810, 4
+  %4812 = mul nsw i64 %4811, 50176
+  %4813 = add nsw i64 7251216, %4812
+  %4814 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4815 = add nsw i64 %4813, %4814
+  %arena1713 = getelementptr inbounds float, ptr %arena, i64 %4815
+  store <16 x float> %t179_c4_01712, ptr %arena1713, align 4
+  %t179_c4_11714 = load <16 x float>, ptr %relu1_grad.t179_c4_1, align 64
+  %4816 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4817 = add nsw i64 %4816, 4
+  %4818 = mul nsw i64 %4817, 50176
+  %4819 = add nsw i64 7251216, %4818
+  %4820 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4821 = add nsw i64 %4819, %4820
+  %4822 = add nsw i64 %4821, 16
+  %arena1715 = getelementptr inbounds float, ptr %arena, i64 %4822
+  store <16 x float> %t179_c4_11714, ptr %arena1715, align 4
+  %t179_c4_21716 = load <16 x float>, ptr %relu1_grad.t179_c4_2, align 64
+  %4823 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4824 = add nsw i64 %4823, 4
+  %4825 = mul nsw i64 %4824, 50176
+  %4826 = add nsw i64 7251216, %4825
+  %4827 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4828 = add nsw i64 %4826, %4827
+  %4829 = add nsw i64 %4828, 32
+  %arena1717 = getelementptr inbounds float, ptr %arena, i64 %4829
+  store <16 x float> %t179_c4_21716, ptr %arena1717, align 4
+  %t179_c4_31718 = load <16 x float>, ptr %relu1_grad.t179_c4_3, align 64
+  %4830 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4831 = add nsw i64 %4830, 4
+  %4832 = mul nsw i64 %4831, 50176
+  %4833 = add nsw i64 7251216, %4832
+  %4834 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4835 = add nsw i64 %4833, %4834
+  %4836 = add nsw i64 %4835, 48
+  %arena1719 = getelementptr inbounds float, ptr %arena, i64 %4836
+  store <16 x float> %t179_c4_31718, ptr %arena1719, align 4
+  %t179_c5_01720 = load <16 x float>, ptr %relu1_grad.t179_c5_0, align 64
+  %4837 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4838 = add nsw i64 %4837, 5
+  %4839 = mul nsw i64 %4838, 50176
+  %4840 = add nsw i64 7251216, %4839
+  %4841 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4842 = add nsw i64 %4840, %4841
+  %arena1721 = getelementptr inbounds float, ptr %arena, i64 %4842
+  store <16 x float> %t179_c5_01720, ptr %arena1721, align 4
+  %t179_c5_11722 = load <16 x float>, ptr %relu1_grad.t179_c5_1, align 64
+  %4843 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4844 = add nsw i64 %4843, 5
+  %4845 = mul nsw i64 %4844, 50176
+  %4846 = add nsw i64 7251216, %4845
+  %4847 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4848 = add nsw i64 %4846, %4847
+  %4849 = add nsw i64 %4848, 16
+  %arena1723 = getelementptr inbounds float, ptr %arena, i64 %4849
+  store <16 x float> %t179_c5_11722, ptr %arena1723, align 4
+  %t179_c5_21724 = load <16 x float>, ptr %relu1_grad.t179_c5_2, align 64
+  %4850 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4851 = add nsw i64 %4850, 5
+  %4852 = mul nsw i64 %4851, 50176
+  %4853 = add nsw i64 7251216, %4852
+  %4854 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4855 = add nsw i64 %4853, %4854
+  %4856 = add nsw i64 %4855, 32
+  %arena1725 = getelementptr inbounds float, ptr %arena, i64 %4856
+  store <16 x float> %t179_c5_21724, ptr %arena1725, align 4
+  %t179_c5_31726 = load <16 x float>, ptr %relu1_grad.t179_c5_3, align 64
+  %4857 = mul nsw i64 %relu1_grad.mb1781630, 6
+  %4858 = add nsw i64 %4857, 5
+  %4859 = mul nsw i64 %4858, 50176
+  %4860 = add nsw i64 7251216, %4859
+  %4861 = mul nsw i64 %relu1_grad.nb1771629, 64
+  %4862 = add nsw i64 %4860, %4861
+  %4863 = add nsw i64 %4862, 48
+  %arena1727 = getelementptr inbounds float, ptr %arena, i64 %4863
+  store <16 x float> %t179_c5_31726, ptr %arena1727, align 4
+  %mb178.next = add nsw i64 %relu1_grad.mb1781630, 1
+  %4864 = icmp slt i64 %mb178.next, 48
+  br i1 %4864, label %relu1_grad.mb178, label %relu1_grad.mb178.end
 
-conv1_weight_grad.nb251:                          ; preds = %conv1_weight_grad.mb252.end, %conv1_weight_grad.kp246.end
-  %conv1_weight_grad.nb2511356 = phi i64 [ 0, %conv1_weight_grad.kp246.end ], [ %nb251.next, %conv1_weight_grad.mb252.end ]
-  br label %conv1_weight_grad.mb252
+relu1_grad.j181:                                  ; preds = %relu1_grad.c182.end, %relu1_grad.nb177.end
+  %relu1_grad.j1811728 = phi i64 [ 0, %relu1_grad.nb177.end ], [ %j181.next, %relu1_grad.c182.end ]
+  br label %relu1_grad.c182
 
-conv1_weight_grad.nb251.end:                      ; preds = %conv1_weight_grad.mb252.end
-  %g228.next = add nsw i64 %conv1_weight_grad.g2281200, 1
-  %4805 = icmp slt i64 %g228.next, 1
-  br i1 %4805, label %conv1_weight_grad.g228, label %conv1_weight_grad.g228.end
+relu1_grad.j181.end:                              ; preds = %relu1_grad.c182.end
+  %g173.next = add nsw i64 %relu1_grad.g1731623, 1
+  %4865 = icmp slt i64 %g173.next, 1
+  br i1 %4865, label %relu1_grad.g173, label %relu1_grad.g173.end
 
-conv1_weight_grad.mb252:                          ; preds = %conv1_weight_grad.k254.end, %conv1_weight_grad.nb251
-  %conv1_weight_grad.mb2521357 = phi i64 [ 0, %conv1_weight_grad.nb251 ], [ %mb252.next, %conv1_weight_grad.k254.end ]
-  %4806 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4807 = mul nsw i64 %4806, 32
-  %4808 = add nsw i64 2057216, %4807
-  %4809 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4810 = add nsw i64 %4808, %4809
-  %arena1358 = getelementptr inbounds float, ptr %arena, i64 %4810
-  %4811 = load <16 x float>, ptr %arena1358, align 4
-  store <16 x float> %4811, ptr %conv1_weight_grad.t253_c0_0, align 64
-  %4812 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4813 = mul nsw i64 %4812, 32
-  %4814 = add nsw i64 2057216, %4813
-  %4815 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4816 = add nsw i64 %4814, %4815
-  %4817 = add nsw i64 %4816, 16
-  %arena1359 = getelementptr inbounds float, ptr %arena, i64 %4817
-  %4818 = load <16 x float>, ptr %arena1359, align 4
-  store <16 x float> %4818, ptr %conv1_weight_grad.t253_c0_1, align 64
-  %4819 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4820 = add nsw i64 %4819, 1
-  %4821 = mul nsw i64 %4820, 32
-  %4822 = add nsw i64 2057216, %4821
-  %4823 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4824 = add nsw i64 %4822, %4823
-  %arena1360 = getelementptr inbounds float, ptr %arena, i64 %4824
-  %4825 = load <16 x float>, ptr %arena1360, align 4
-  store <16 x float> %4825, ptr %conv1_weight_grad.t253_c1_0, align 64
-  %4826 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4827 = add nsw i64 %4826, 1
-  %4828 = mul nsw i64 %4827, 32
-  %4829 = add nsw i64 2057216, %4828
-  %4830 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4831 = add nsw i64 %4829, %4830
-  %4832 = add nsw i64 %4831, 16
-  %arena1361 = getelementptr inbounds float, ptr %arena, i64 %4832
-  %4833 = load <16 x float>, ptr %arena1361, align 4
-  store <16 x float> %4833, ptr %conv1_weight_grad.t253_c1_1, align 64
-  %4834 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4835 = add nsw i64 %4834, 2
-  %4836 = mul nsw i64 %4835, 32
-  %4837 = add nsw i64 2057216, %4836
-  %4838 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4839 = add nsw i64 %4837, %4838
-  %arena1362 = getelementptr inbounds float, ptr %arena, i64 %4839
-  %4840 = load <16 x float>, ptr %arena1362, align 4
-  store <16 x float> %4840, ptr %conv1_weight_grad.t253_c2_0, align 64
-  %4841 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4842 = add nsw i64 %4841, 2
-  %4843 = mul nsw i64 %4842, 32
-  %4844 = add nsw i64 2057216, %4843
-  %4845 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4846 = add nsw i64 %4844, %4845
-  %4847 = add nsw i64 %4846, 16
-  %arena1363 = getelementptr inbounds float, ptr %arena, i64 %4847
-  %4848 = load <16 x float>, ptr %arena1363, align 4
-  store <16 x float> %4848, ptr %conv1_weight_grad.t253_c2_1, align 64
-  %4849 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4850 = add nsw i64 %4849, 3
-  %4851 = mul nsw i64 %4850, 32
-  %4852 = add nsw i64 2057216, %4851
-  %4853 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4854 = add nsw i64 %4852, %4853
-  %arena1364 = getelementptr inbounds float, ptr %arena, i64 %4854
-  %4855 = load <16 x float>, ptr %arena1364, align 4
-  store <16 x float> %4855, ptr %conv1_weight_grad.t253_c3_0, align 64
-  %4856 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4857 = add nsw i64 %4856, 3
-  %4858 = mul nsw i64 %4857, 32
-  %4859 = add nsw i64 2057216, %4858
-  %4860 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4861 = add nsw i64 %4859, %4860
-  %4862 = add nsw i64 %4861, 16
-  %arena1365 = getelementptr inbounds float, ptr %arena, i64 %4862
-  %4863 = load <16 x float>, ptr %arena1365, align 4
-  store <16 x float> %4863, ptr %conv1_weight_grad.t253_c3_1, align 64
-  %4864 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4865 = add nsw i64 %4864, 4
-  %4866 = mul nsw i64 %4865, 32
-  %4867 = add nsw i64 2057216, %4866
-  %4868 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4869 = add nsw i64 %4867, %4868
-  %arena1366 = getelementptr inbounds float, ptr %arena, i64 %4869
-  %4870 = load <16 x float>, ptr %arena1366, align 4
-  store <16 x float> %4870, ptr %conv1_weight_grad.t253_c4_0, align 64
-  %4871 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4872 = add nsw i64 %4871, 4
-  %4873 = mul nsw i64 %4872, 32
-  %4874 = add nsw i64 2057216, %4873
-  %4875 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4876 = add nsw i64 %4874, %4875
-  %4877 = add nsw i64 %4876, 16
-  %arena1367 = getelementptr inbounds float, ptr %arena, i64 %4877
-  %4878 = load <16 x float>, ptr %arena1367, align 4
-  store <16 x float> %4878, ptr %conv1_weight_grad.t253_c4_1, align 64
-  %4879 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4880 = add nsw i64 %4879, 5
-  %4881 = mul nsw i64 %4880, 32
-  %4882 = add nsw i64 2057216, %4881
-  %4883 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4884 = add nsw i64 %4882, %4883
-  %arena1368 = getelementptr inbounds float, ptr %arena, i64 %4884
-  %4885 = load <16 x float>, ptr %arena1368, align 4
-  store <16 x float> %4885, ptr %conv1_weight_grad.t253_c5_0, align 64
-  %4886 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4887 = add nsw i64 %4886, 5
-  %4888 = mul nsw i64 %4887, 32
-  %4889 = add nsw i64 2057216, %4888
-  %4890 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4891 = add nsw i64 %4889, %4890
-  %4892 = add nsw i64 %4891, 16
-  %arena1369 = getelementptr inbounds float, ptr %arena, i64 %4892
-  %4893 = load <16 x float>, ptr %arena1369, align 4
-  store <16 x float> %4893, ptr %conv1_weight_grad.t253_c5_1, align 64
-  %4894 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4895 = add nsw i64 %4894, 6
-  %4896 = mul nsw i64 %4895, 32
-  %4897 = add nsw i64 2057216, %4896
-  %4898 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4899 = add nsw i64 %4897, %4898
-  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %4899
-  %4900 = load <16 x float>, ptr %arena1370, align 4
-  store <16 x float> %4900, ptr %conv1_weight_grad.t253_c6_0, align 64
-  %4901 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4902 = add nsw i64 %4901, 6
-  %4903 = mul nsw i64 %4902, 32
-  %4904 = add nsw i64 2057216, %4903
-  %4905 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4906 = add nsw i64 %4904, %4905
-  %4907 = add nsw i64 %4906, 16
-  %arena1371 = getelementptr inbounds float, ptr %arena, i64 %4907
-  %4908 = load <16 x float>, ptr %arena1371, align 4
-  store <16 x float> %4908, ptr %conv1_weight_grad.t253_c6_1, align 64
-  %4909 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4910 = add nsw i64 %4909, 7
-  %4911 = mul nsw i64 %4910, 32
-  %4912 = add nsw i64 2057216, %4911
-  %4913 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4914 = add nsw i64 %4912, %4913
-  %arena1372 = getelementptr inbounds float, ptr %arena, i64 %4914
-  %4915 = load <16 x float>, ptr %arena1372, align 4
-  store <16 x float> %4915, ptr %conv1_weight_grad.t253_c7_0, align 64
-  %4916 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4917 = add nsw i64 %4916, 7
-  %4918 = mul nsw i64 %4917, 32
-  %4919 = add nsw i64 2057216, %4918
-  %4920 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4921 = add nsw i64 %4919, %4920
-  %4922 = add nsw i64 %4921, 16
-  %arena1373 = getelementptr inbounds float, ptr %arena, i64 %4922
-  %4923 = load <16 x float>, ptr %arena1373, align 4
-  store <16 x float> %4923, ptr %conv1_weight_grad.t253_c7_1, align 64
-  %4924 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4925 = add nsw i64 %4924, 8
-  %4926 = mul nsw i64 %4925, 32
-  %4927 = add nsw i64 2057216, %4926
-  %4928 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4929 = add nsw i64 %4927, %4928
-  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %4929
-  %4930 = load <16 x float>, ptr %arena1374, align 4
-  store <16 x float> %4930, ptr %conv1_weight_grad.t253_c8_0, align 64
-  %4931 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4932 = add nsw i64 %4931, 8
-  %4933 = mul nsw i64 %4932, 32
-  %4934 = add nsw i64 2057216, %4933
-  %4935 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4936 = add nsw i64 %4934, %4935
-  %4937 = add nsw i64 %4936, 16
-  %arena1375 = getelementptr inbounds float, ptr %arena, i64 %4937
-  %4938 = load <16 x float>, ptr %arena1375, align 4
-  store <16 x float> %4938, ptr %conv1_weight_grad.t253_c8_1, align 64
-  br label %conv1_weight_grad.k254
+relu1_grad.c182:                                  ; preds = %relu1_grad.iy244.end, %relu1_grad.j181
+  %relu1_grad.c1821729 = phi i64 [ 0, %relu1_grad.j181 ], [ %c182.next, %relu1_grad.iy244.end ]
+  br label %relu1_grad.iy183
 
-conv1_weight_grad.mb252.end:                      ; preds = %conv1_weight_grad.k254.end
-  %nb251.next = add nsw i64 %conv1_weight_grad.nb2511356, 1
-  %4939 = icmp slt i64 %nb251.next, 1
-  br i1 %4939, label %conv1_weight_grad.nb251, label %conv1_weight_grad.nb251.end
+relu1_grad.c182.end:                              ; preds = %relu1_grad.iy244.end
+  %j181.next = add nsw i64 %relu1_grad.j1811728, 1
+  %4866 = icmp slt i64 %j181.next, 64
+  br i1 %4866, label %relu1_grad.j181, label %relu1_grad.j181.end
 
-conv1_weight_grad.k254:                           ; preds = %conv1_weight_grad.k254, %conv1_weight_grad.mb252
-  %conv1_weight_grad.k2541376 = phi i64 [ 0, %conv1_weight_grad.mb252 ], [ %k254.next, %conv1_weight_grad.k254 ]
-  %4940 = add nsw i64 %conv1_weight_grad.k2541376, 49920
-  %4941 = mul nsw i64 %4940, 32
-  %4942 = add nsw i64 451584, %4941
-  %4943 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4944 = add nsw i64 %4942, %4943
-  %arena1377 = getelementptr inbounds float, ptr %arena, i64 %4944
-  %4945 = load <16 x float>, ptr %arena1377, align 4
-  store <16 x float> %4945, ptr %conv1_weight_grad.t253_b0, align 64
-  %4946 = add nsw i64 %conv1_weight_grad.k2541376, 49920
-  %4947 = mul nsw i64 %4946, 32
-  %4948 = add nsw i64 451584, %4947
-  %4949 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %4950 = add nsw i64 %4948, %4949
-  %4951 = add nsw i64 %4950, 16
-  %arena1378 = getelementptr inbounds float, ptr %arena, i64 %4951
-  %4952 = load <16 x float>, ptr %arena1378, align 4
-  store <16 x float> %4952, ptr %conv1_weight_grad.t253_b1, align 64
-  %4953 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4954 = mul nsw i64 %4953, 50176
-  %4955 = add nsw i64 %conv1_weight_grad.k2541376, 49920
-  %4956 = add nsw i64 %4954, %4955
-  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %4956
-  %4957 = load float, ptr %arena1379, align 4
-  %4958 = insertelement <16 x float> undef, float %4957, i32 0
-  %4959 = shufflevector <16 x float> %4958, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4959, ptr %conv1_weight_grad.t253_a0, align 64
-  %t253_a0 = load <16 x float>, ptr %conv1_weight_grad.t253_a0, align 64
-  %t253_b0 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
-  %t253_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c0_0, align 64
-  %4960 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a0, <16 x float> %t253_b0, <16 x float> %t253_c0_0)
-  store <16 x float> %4960, ptr %conv1_weight_grad.t253_c0_0, align 64
-  %t253_a01380 = load <16 x float>, ptr %conv1_weight_grad.t253_a0, align 64
-  %t253_b1 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
-  %t253_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c0_1, align 64
-  %4961 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a01380, <16 x float> %t253_b1, <16 x float> %t253_c0_1)
-  store <16 x float> %4961, ptr %conv1_weight_grad.t253_c0_1, align 64
-  %4962 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4963 = add nsw i64 %4962, 1
-  %4964 = mul nsw i64 %4963, 50176
-  %4965 = add nsw i64 %conv1_weight_grad.k2541376, 49920
-  %4966 = add nsw i64 %4964, %4965
-  %arena1381 = getelementptr inbounds float, ptr %arena, i64 %4966
-  %4967 = load float, ptr %arena1381, align 4
-  %4968 = insertelement <16 x float> undef, float %4967, i32 0
-  %4969 = shufflevector <16 x float> %4968, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4969, ptr %conv1_weight_grad.t253_a1, align 64
-  %t253_a1 = load <16 x float>, ptr %conv1_weight_grad.t253_a1, align 64
-  %t253_b01382 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
-  %t253_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c1_0, align 64
-  %4970 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a1, <16 x float> %t253_b01382, <16 x float> %t253_c1_0)
-  store <16 x float> %4970, ptr %conv1_weight_grad.t253_c1_0, align 64
-  %t253_a11383 = load <16 x float>, ptr %conv1_weight_grad.t253_a1, align 64
-  %t253_b11384 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
-  %t253_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c1_1, align 64
-  %4971 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a11383, <16 x float> %t253_b11384, <16 x float> %t253_c1_1)
-  store <16 x float> %4971, ptr %conv1_weight_grad.t253_c1_1, align 64
-  %4972 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4973 = add nsw i64 %4972, 2
+relu1_grad.iy183:                                 ; preds = %relu1_grad.ix184.end, %relu1_grad.c182
+  %relu1_grad.iy1831730 = phi i64 [ 0, %relu1_grad.c182 ], [ %iy183.next, %relu1_grad.ix184.end ]
+  br label %relu1_grad.ix184
+
+relu1_grad.iy183.end:                             ; preds = %relu1_grad.ix184.end
+  br label %relu1_grad.iy189
+
+relu1_grad.ix184:                                 ; preds = %relu1_grad.ix184, %relu1_grad.iy183
+  %relu1_grad.ix1841731 = phi i64 [ 0, %relu1_grad.iy183 ], [ %ix184.next, %relu1_grad.ix184 ]
+  %4867 = mul nsw i64 %relu1_grad.c1821729, 9
+  %4868 = mul nsw i64 %4867, 50176
+  %4869 = add nsw i64 7251216, %4868
+  %4870 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4871 = add nsw i64 %4869, %4870
+  %4872 = add nsw i64 %relu1_grad.iy1831730, 1
+  %4873 = mul nsw i64 %4872, 28
+  %4874 = add nsw i64 %4871, %4873
+  %4875 = add nsw i64 %4874, 1
+  %4876 = add nsw i64 %4875, %relu1_grad.ix1841731
+  %arena1732 = getelementptr inbounds float, ptr %arena, i64 %4876
+  %4877 = load float, ptr %arena1732, align 4
+  store float %4877, ptr %relu1_grad.sum185, align 4
+  %sum185 = load float, ptr %relu1_grad.sum185, align 4
+  %4878 = mul nsw i64 %relu1_grad.c1821729, 9
+  %4879 = add nsw i64 %4878, 1
+  %4880 = mul nsw i64 %4879, 50176
+  %4881 = add nsw i64 7251216, %4880
+  %4882 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4883 = add nsw i64 %4881, %4882
+  %4884 = add nsw i64 %relu1_grad.iy1831730, 1
+  %4885 = mul nsw i64 %4884, 28
+  %4886 = add nsw i64 %4883, %4885
+  %4887 = add nsw i64 %4886, %relu1_grad.ix1841731
+  %arena1733 = getelementptr inbounds float, ptr %arena, i64 %4887
+  %4888 = load float, ptr %arena1733, align 4
+  %4889 = fadd float %sum185, %4888
+  store float %4889, ptr %relu1_grad.sum186, align 4
+  %sum186 = load float, ptr %relu1_grad.sum186, align 4
+  %4890 = mul nsw i64 %relu1_grad.c1821729, 9
+  %4891 = add nsw i64 %4890, 3
+  %4892 = mul nsw i64 %4891, 50176
+  %4893 = add nsw i64 7251216, %4892
+  %4894 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4895 = add nsw i64 %4893, %4894
+  %4896 = mul nsw i64 %relu1_grad.iy1831730, 28
+  %4897 = add nsw i64 %4895, %4896
+  %4898 = add nsw i64 %4897, 1
+  %4899 = add nsw i64 %4898, %relu1_grad.ix1841731
+  %arena1734 = getelementptr inbounds float, ptr %arena, i64 %4899
+  %4900 = load float, ptr %arena1734, align 4
+  %4901 = fadd float %sum186, %4900
+  store float %4901, ptr %relu1_grad.sum187, align 4
+  %sum187 = load float, ptr %relu1_grad.sum187, align 4
+  %4902 = mul nsw i64 %relu1_grad.c1821729, 9
+  %4903 = add nsw i64 %4902, 4
+  %4904 = mul nsw i64 %4903, 50176
+  %4905 = add nsw i64 7251216, %4904
+  %4906 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4907 = add nsw i64 %4905, %4906
+  %4908 = mul nsw i64 %relu1_grad.iy1831730, 28
+  %4909 = add nsw i64 %4907, %4908
+  %4910 = add nsw i64 %4909, %relu1_grad.ix1841731
+  %arena1735 = getelementptr inbounds float, ptr %arena, i64 %4910
+  %4911 = load float, ptr %arena1735, align 4
+  %4912 = fadd float %sum187, %4911
+  store float %4912, ptr %relu1_grad.sum188, align 4
+  %sum188 = load float, ptr %relu1_grad.sum188, align 4
+  %4913 = mul nsw i64 %relu1_grad.g1731623, 64
+  %4914 = add nsw i64 %4913, %relu1_grad.j1811728
+  %4915 = mul nsw i64 %4914, 25088
+  %4916 = add nsw i64 1605632, %4915
+  %4917 = mul nsw i64 %relu1_grad.c1821729, 784
+  %4918 = add nsw i64 %4916, %4917
+  %4919 = mul nsw i64 %relu1_grad.iy1831730, 28
+  %4920 = add nsw i64 %4918, %4919
+  %4921 = add nsw i64 %4920, %relu1_grad.ix1841731
+  %arena1736 = getelementptr inbounds float, ptr %arena, i64 %4921
+  store float %sum188, ptr %arena1736, align 4
+  %ix184.next = add nsw i64 %relu1_grad.ix1841731, 1
+  %4922 = icmp slt i64 %ix184.next, 1
+  br i1 %4922, label %relu1_grad.ix184, label %relu1_grad.ix184.end
+
+relu1_grad.ix184.end:                             ; preds = %relu1_grad.ix184
+  %iy183.next = add nsw i64 %relu1_grad.iy1831730, 1
+  %4923 = icmp slt i64 %iy183.next, 1
+  br i1 %4923, label %relu1_grad.iy183, label %relu1_grad.iy183.end
+
+relu1_grad.iy189:                                 ; preds = %relu1_grad.ix190.end, %relu1_grad.iy183.end
+  %relu1_grad.iy1891737 = phi i64 [ 0, %relu1_grad.iy183.end ], [ %iy189.next, %relu1_grad.ix190.end ]
+  br label %relu1_grad.ix190
+
+relu1_grad.iy189.end:                             ; preds = %relu1_grad.ix190.end
+  br label %relu1_grad.iy197
+
+relu1_grad.ix190:                                 ; preds = %relu1_grad.ix190, %relu1_grad.iy189
+  %relu1_grad.ix1901738 = phi i64 [ 0, %relu1_grad.iy189 ], [ %ix190.next, %relu1_grad.ix190 ]
+  %4924 = mul nsw i64 %relu1_grad.c1821729, 9
+  %4925 = mul nsw i64 %4924, 50176
+  %4926 = add nsw i64 7251216, %4925
+  %4927 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4928 = add nsw i64 %4926, %4927
+  %4929 = add nsw i64 %relu1_grad.iy1891737, 1
+  %4930 = mul nsw i64 %4929, 28
+  %4931 = add nsw i64 %4928, %4930
+  %4932 = add nsw i64 %4931, 2
+  %4933 = add nsw i64 %4932, %relu1_grad.ix1901738
+  %arena1739 = getelementptr inbounds float, ptr %arena, i64 %4933
+  %4934 = load float, ptr %arena1739, align 4
+  store float %4934, ptr %relu1_grad.sum191, align 4
+  %sum191 = load float, ptr %relu1_grad.sum191, align 4
+  %4935 = mul nsw i64 %relu1_grad.c1821729, 9
+  %4936 = add nsw i64 %4935, 1
+  %4937 = mul nsw i64 %4936, 50176
+  %4938 = add nsw i64 7251216, %4937
+  %4939 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4940 = add nsw i64 %4938, %4939
+  %4941 = add nsw i64 %relu1_grad.iy1891737, 1
+  %4942 = mul nsw i64 %4941, 28
+  %4943 = add nsw i64 %4940, %4942
+  %4944 = add nsw i64 %4943, 1
+  %4945 = add nsw i64 %4944, %relu1_grad.ix1901738
+  %arena1740 = getelementptr inbounds float, ptr %arena, i64 %4945
+  %4946 = load float, ptr %arena1740, align 4
+  %4947 = fadd float %sum191, %4946
+  store float %4947, ptr %relu1_grad.sum192, align 4
+  %sum192 = load float, ptr %relu1_grad.sum192, align 4
+  %4948 = mul nsw i64 %relu1_grad.c1821729, 9
+  %4949 = add nsw i64 %4948, 2
+  %4950 = mul nsw i64 %4949, 50176
+  %4951 = add nsw i64 7251216, %4950
+  %4952 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4953 = add nsw i64 %4951, %4952
+  %4954 = add nsw i64 %relu1_grad.iy1891737, 1
+  %4955 = mul nsw i64 %4954, 28
+  %4956 = add nsw i64 %4953, %4955
+  %4957 = add nsw i64 %4956, %relu1_grad.ix1901738
+  %arena1741 = getelementptr inbounds float, ptr %arena, i64 %4957
+  %4958 = load float, ptr %arena1741, align 4
+  %4959 = fadd float %sum192, %4958
+  store float %4959, ptr %relu1_grad.sum193, align 4
+  %sum193 = load float, ptr %relu1_grad.sum193, align 4
+  %4960 = mul nsw i64 %relu1_grad.c1821729, 9
+  %4961 = add nsw i64 %4960, 3
+  %4962 = mul nsw i64 %4961, 50176
+  %4963 = add nsw i64 7251216, %4962
+  %4964 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4965 = add nsw i64 %4963, %4964
+  %4966 = mul nsw i64 %relu1_grad.iy1891737, 28
+  %4967 = add nsw i64 %4965, %4966
+  %4968 = add nsw i64 %4967, 2
+  %4969 = add nsw i64 %4968, %relu1_grad.ix1901738
+  %arena1742 = getelementptr inbounds float, ptr %arena, i64 %4969
+  %4970 = load float, ptr %arena1742, align 4
+  %4971 = fadd float %sum193, %4970
+  store float %4971, ptr %relu1_grad.sum194, align 4
+  %sum194 = load float, ptr %relu1_grad.sum194, align 4
+  %4972 = mul nsw i64 %relu1_grad.c1821729, 9
+  %4973 = add nsw i64 %4972, 4
   %4974 = mul nsw i64 %4973, 50176
-  %4975 = add nsw i64 %conv1_weight_grad.k2541376, 49920
-  %4976 = add nsw i64 %4974, %4975
-  %arena1385 = getelementptr inbounds float, ptr %arena, i64 %4976
-  %4977 = load float, ptr %arena1385, align 4
-  %4978 = insertelement <16 x float> undef, float %4977, i32 0
-  %4979 = shufflevector <16 x float> %4978, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4979, ptr %conv1_weight_grad.t253_a2, align 64
-  %t253_a2 = load <16 x float>, ptr %conv1_weight_grad.t253_a2, align 64
-  %t253_b01386 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
-  %t253_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c2_0, align 64
-  %4980 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a2, <16 x float> %t253_b01386, <16 x float> %t253_c2_0)
-  store <16 x float> %4980, ptr %conv1_weight_grad.t253_c2_0, align 64
-  %t253_a21387 = load <16 x float>, ptr %conv1_weight_grad.t253_a2, align 64
-  %t253_b11388 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
-  %t253_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c2_1, align 64
-  %4981 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a21387, <16 x float> %t253_b11388, <16 x float> %t253_c2_1)
-  store <16 x float> %4981, ptr %conv1_weight_grad.t253_c2_1, align 64
-  %4982 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4983 = add nsw i64 %4982, 3
-  %4984 = mul nsw i64 %4983, 50176
-  %4985 = add nsw i64 %conv1_weight_grad.k2541376, 49920
-  %4986 = add nsw i64 %4984, %4985
-  %arena1389 = getelementptr inbounds float, ptr %arena, i64 %4986
-  %4987 = load float, ptr %arena1389, align 4
-  %4988 = insertelement <16 x float> undef, float %4987, i32 0
-  %4989 = shufflevector <16 x float> %4988, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4989, ptr %conv1_weight_grad.t253_a3, align 64
-  %t253_a3 = load <16 x float>, ptr %conv1_weight_grad.t253_a3, align 64
-  %t253_b01390 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
-  %t253_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c3_0, align 64
-  %4990 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a3, <16 x float> %t253_b01390, <16 x float> %t253_c3_0)
-  store <16 x float> %4990, ptr %conv1_weight_grad.t253_c3_0, align 64
-  %t253_a31391 = load <16 x float>, ptr %conv1_weight_grad.t253_a3, align 64
-  %t253_b11392 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
-  %t253_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c3_1, align 64
-  %4991 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a31391, <16 x float> %t253_b11392, <16 x float> %t253_c3_1)
-  store <16 x float> %4991, ptr %conv1_weight_grad.t253_c3_1, align 64
-  %4992 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %4993 = add nsw i64 %4992, 4
-  %4994 = mul nsw i64 %4993, 50176
-  %4995 = add nsw i64 %conv1_weight_grad.k2541376, 49920
-  %4996 = add nsw i64 %4994, %4995
-  %arena1393 = getelementptr inbounds float, ptr %arena, i64 %4996
-  %4997 = load float, ptr %arena1393, align 4
-  %4998 = insertelement <16 x float> undef, float %4997, i32 0
-  %4999 = shufflevector <16 x float> %4998, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4999, ptr %conv1_weight_grad.t253_a4, align 64
-  %t253_a4 = load <16 x float>, ptr %conv1_weight_grad.t253_a4, align 64
-  %t253_b01394 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
-  %t253_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c4_0, align 64
-  %5000 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a4, <16 x float> %t253_b01394, <16 x float> %t253_c4_0)
-  store <16 x float> %5000, ptr %conv1_weight_grad.t253_c4_0, align 64
-  %t253_a41395 = load <16 x float>, ptr %conv1_weight_grad.t253_a4, align 64
-  %t253_b11396 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
-  %t253_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c4_1, align 64
-  %5001 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a41395, <16 x float> %t253_b11396, <16 x float> %t253_c4_1)
-  store <16 x float> %5001, ptr %conv1_weight_grad.t253_c4_1, align 64
-  %5002 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5003 = add nsw i64 %5002, 5
-  %5004 = mul nsw i64 %5003, 50176
-  %5005 = add nsw i64 %conv1_weight_grad.k2541376, 49920
-  %5006 = add nsw i64 %5004, %5005
-  %arena1397 = getelementptr inbounds float, ptr %arena, i64 %5006
-  %5007 = load float, ptr %arena1397, align 4
-  %5008 = insertelement <16 x float> undef, float %5007, i32 0
-  %5009 = shufflevector <16 x float> %5008, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5009, ptr %conv1_weight_grad.t253_a5, align 64
-  %t253_a5 = load <16 x float>, ptr %conv1_weight_grad.t253_a5, align 64
-  %t253_b01398 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
-  %t253_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c5_0, align 64
-  %5010 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a5, <16 x float> %t253_b01398, <16 x float> %t253_c5_0)
-  store <16 x float> %5010, ptr %conv1_weight_grad.t253_c5_0, align 64
-  %t253_a51399 = load <16 x float>, ptr %conv1_weight_grad.t253_a5, align 64
-  %t253_b11400 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
-  %t253_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c5_1, align 64
-  %5011 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a51399, <16 x float> %t253_b11400, <16 x float> %t253_c5_1)
-  store <16 x float> %5011, ptr %conv1_weight_grad.t253_c5_1, align 64
-  %5012 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5013 = add nsw i64 %5012, 6
-  %5014 = mul nsw i64 %5013, 50176
-  %5015 = add nsw i64 %conv1_weight_grad.k2541376, 49920
-  %5016 = add nsw i64 %5014, %5015
-  %arena1401 = getelementptr inbounds float, ptr %arena, i64 %5016
-  %5017 = load float, ptr %arena1401, align 4
-  %5018 = insertelement <16 x float> undef, float %5017, i32 0
-  %5019 = shufflevector <16 x float> %5018, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5019, ptr %conv1_weight_grad.t253_a6, align 64
-  %t253_a6 = load <16 x float>, ptr %conv1_weight_grad.t253_a6, align 64
-  %t253_b01402 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
-  %t253_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c6_0, align 64
-  %5020 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a6, <16 x float> %t253_b01402, <16 x float> %t253_c6_0)
-  store <16 x float> %5020, ptr %conv1_weight_grad.t253_c6_0, align 64
-  %t253_a61403 = load <16 x float>, ptr %conv1_weight_grad.t253_a6, align 64
-  %t253_b11404 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
-  %t253_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c6_1, align 64
-  %5021 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a61403, <16 x float> %t253_b11404, <16 x float> %t253_c6_1)
-  store <16 x float> %5021, ptr %conv1_weight_grad.t253_c6_1, align 64
-  %5022 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5023 = add nsw i64 %5022, 7
-  %5024 = mul nsw i64 %5023, 50176
-  %5025 = add nsw i64 %conv1_weight_grad.k2541376, 49920
-  %5026 = add nsw i64 %5024, %5025
-  %arena1405 = getelementptr inbounds float, ptr %arena, i64 %5026
-  %5027 = load float, ptr %arena1405, align 4
-  %5028 = insertelement <16 x float> undef, float %5027, i32 0
-  %5029 = shufflevector <16 x float> %5028, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5029, ptr %conv1_weight_grad.t253_a7, align 64
-  %t253_a7 = load <16 x float>, ptr %conv1_weight_grad.t253_a7, align 64
-  %t253_b01406 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
-  %t253_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c7_0, align 64
-  %5030 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a7, <16 x float> %t253_b01406, <16 x float> %t253_c7_0)
-  store <16 x float> %5030, ptr %conv1_weight_grad.t253_c7_0, align 64
-  %t253_a71407 = load <16 x float>, ptr %conv1_weight_grad.t253_a7, align 64
-  %t253_b11408 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
-  %t253_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c7_1, align 64
-  %5031 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a71407, <16 x float> %t253_b11408, <16 x float> %t253_c7_1)
-  store <16 x float> %5031, ptr %conv1_weight_grad.t253_c7_1, align 64
-  %5032 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5033 = add nsw i64 %5032, 8
+  %4975 = add nsw i64 7251216, %4974
+  %4976 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4977 = add nsw i64 %4975, %4976
+  %4978 = mul nsw i64 %relu1_grad.iy1891737, 28
+  %4979 = add nsw i64 %4977, %4978
+  %4980 = add nsw i64 %4979, 1
+  %4981 = add nsw i64 %4980, %relu1_grad.ix1901738
+  %arena1743 = getelementptr inbounds float, ptr %arena, i64 %4981
+  %4982 = load float, ptr %arena1743, align 4
+  %4983 = fadd float %sum194, %4982
+  store float %4983, ptr %relu1_grad.sum195, align 4
+  %sum195 = load float, ptr %relu1_grad.sum195, align 4
+  %4984 = mul nsw i64 %relu1_grad.c1821729, 9
+  %4985 = add nsw i64 %4984, 5
+  %4986 = mul nsw i64 %4985, 50176
+  %4987 = add nsw i64 7251216, %4986
+  %4988 = mul nsw i64 %relu1_grad.j1811728, 784
+  %4989 = add nsw i64 %4987, %4988
+  %4990 = mul nsw i64 %relu1_grad.iy1891737, 28
+  %4991 = add nsw i64 %4989, %4990
+  %4992 = add nsw i64 %4991, %relu1_grad.ix1901738
+  %arena1744 = getelementptr inbounds float, ptr %arena, i64 %4992
+  %4993 = load float, ptr %arena1744, align 4
+  %4994 = fadd float %sum195, %4993
+  store float %4994, ptr %relu1_grad.sum196, align 4
+  %sum196 = load float, ptr %relu1_grad.sum196, align 4
+  %4995 = mul nsw i64 %relu1_grad.g1731623, 64
+  %4996 = add nsw i64 %4995, %relu1_grad.j1811728
+  %4997 = mul nsw i64 %4996, 25088
+  %4998 = add nsw i64 1605632, %4997
+  %4999 = mul nsw i64 %relu1_grad.c1821729, 784
+  %5000 = add nsw i64 %4998, %4999
+  %5001 = mul nsw i64 %relu1_grad.iy1891737, 28
+  %5002 = add nsw i64 %5000, %5001
+  %5003 = add nsw i64 %5002, 1
+  %5004 = add nsw i64 %5003, %relu1_grad.ix1901738
+  %arena1745 = getelementptr inbounds float, ptr %arena, i64 %5004
+  store float %sum196, ptr %arena1745, align 4
+  %ix190.next = add nsw i64 %relu1_grad.ix1901738, 1
+  %5005 = icmp slt i64 %ix190.next, 26
+  br i1 %5005, label %relu1_grad.ix190, label %relu1_grad.ix190.end
+
+relu1_grad.ix190.end:                             ; preds = %relu1_grad.ix190
+  %iy189.next = add nsw i64 %relu1_grad.iy1891737, 1
+  %5006 = icmp slt i64 %iy189.next, 1
+  br i1 %5006, label %relu1_grad.iy189, label %relu1_grad.iy189.end
+
+relu1_grad.iy197:                                 ; preds = %relu1_grad.ix198.end, %relu1_grad.iy189.end
+  %relu1_grad.iy1971746 = phi i64 [ 0, %relu1_grad.iy189.end ], [ %iy197.next, %relu1_grad.ix198.end ]
+  br label %relu1_grad.ix198
+
+relu1_grad.iy197.end:                             ; preds = %relu1_grad.ix198.end
+  br label %relu1_grad.iy203
+
+relu1_grad.ix198:                                 ; preds = %relu1_grad.ix198, %relu1_grad.iy197
+  %relu1_grad.ix1981747 = phi i64 [ 0, %relu1_grad.iy197 ], [ %ix198.next, %relu1_grad.ix198 ]
+  %5007 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5008 = add nsw i64 %5007, 1
+  %5009 = mul nsw i64 %5008, 50176
+  %5010 = add nsw i64 7251216, %5009
+  %5011 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5012 = add nsw i64 %5010, %5011
+  %5013 = add nsw i64 %relu1_grad.iy1971746, 1
+  %5014 = mul nsw i64 %5013, 28
+  %5015 = add nsw i64 %5012, %5014
+  %5016 = add nsw i64 %5015, 27
+  %5017 = add nsw i64 %5016, %relu1_grad.ix1981747
+  %arena1748 = getelementptr inbounds float, ptr %arena, i64 %5017
+  %5018 = load float, ptr %arena1748, align 4
+  store float %5018, ptr %relu1_grad.sum199, align 4
+  %sum199 = load float, ptr %relu1_grad.sum199, align 4
+  %5019 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5020 = add nsw i64 %5019, 2
+  %5021 = mul nsw i64 %5020, 50176
+  %5022 = add nsw i64 7251216, %5021
+  %5023 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5024 = add nsw i64 %5022, %5023
+  %5025 = add nsw i64 %relu1_grad.iy1971746, 1
+  %5026 = mul nsw i64 %5025, 28
+  %5027 = add nsw i64 %5024, %5026
+  %5028 = add nsw i64 %5027, 26
+  %5029 = add nsw i64 %5028, %relu1_grad.ix1981747
+  %arena1749 = getelementptr inbounds float, ptr %arena, i64 %5029
+  %5030 = load float, ptr %arena1749, align 4
+  %5031 = fadd float %sum199, %5030
+  store float %5031, ptr %relu1_grad.sum200, align 4
+  %sum200 = load float, ptr %relu1_grad.sum200, align 4
+  %5032 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5033 = add nsw i64 %5032, 4
   %5034 = mul nsw i64 %5033, 50176
-  %5035 = add nsw i64 %conv1_weight_grad.k2541376, 49920
-  %5036 = add nsw i64 %5034, %5035
-  %arena1409 = getelementptr inbounds float, ptr %arena, i64 %5036
-  %5037 = load float, ptr %arena1409, align 4
-  %5038 = insertelement <16 x float> undef, float %5037, i32 0
-  %5039 = shufflevector <16 x float> %5038, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5039, ptr %conv1_weight_grad.t253_a8, align 64
-  %t253_a8 = load <16 x float>, ptr %conv1_weight_grad.t253_a8, align 64
-  %t253_b01410 = load <16 x float>, ptr %conv1_weight_grad.t253_b0, align 64
-  %t253_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t253_c8_0, align 64
-  %5040 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a8, <16 x float> %t253_b01410, <16 x float> %t253_c8_0)
-  store <16 x float> %5040, ptr %conv1_weight_grad.t253_c8_0, align 64
-  %t253_a81411 = load <16 x float>, ptr %conv1_weight_grad.t253_a8, align 64
-  %t253_b11412 = load <16 x float>, ptr %conv1_weight_grad.t253_b1, align 64
-  %t253_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t253_c8_1, align 64
-  %5041 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t253_a81411, <16 x float> %t253_b11412, <16 x float> %t253_c8_1)
-  store <16 x float> %5041, ptr %conv1_weight_grad.t253_c8_1, align 64
-  %k254.next = add nsw i64 %conv1_weight_grad.k2541376, 1
-  %5042 = icmp slt i64 %k254.next, 256
-  br i1 %5042, label %conv1_weight_grad.k254, label %conv1_weight_grad.k254.end
+  %5035 = add nsw i64 7251216, %5034
+  %5036 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5037 = add nsw i64 %5035, %5036
+  %5038 = mul nsw i64 %relu1_grad.iy1971746, 28
+  %5039 = add nsw i64 %5037, %5038
+  %5040 = add nsw i64 %5039, 27
+  %5041 = add nsw i64 %5040, %relu1_grad.ix1981747
+  %arena1750 = getelementptr inbounds float, ptr %arena, i64 %5041
+  %5042 = load float, ptr %arena1750, align 4
+  %5043 = fadd float %sum200, %5042
+  store float %5043, ptr %relu1_grad.sum201, align 4
+  %sum201 = load float, ptr %relu1_grad.sum201, align 4
+  %5044 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5045 = add nsw i64 %5044, 5
+  %5046 = mul nsw i64 %5045, 50176
+  %5047 = add nsw i64 7251216, %5046
+  %5048 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5049 = add nsw i64 %5047, %5048
+  %5050 = mul nsw i64 %relu1_grad.iy1971746, 28
+  %5051 = add nsw i64 %5049, %5050
+  %5052 = add nsw i64 %5051, 26
+  %5053 = add nsw i64 %5052, %relu1_grad.ix1981747
+  %arena1751 = getelementptr inbounds float, ptr %arena, i64 %5053
+  %5054 = load float, ptr %arena1751, align 4
+  %5055 = fadd float %sum201, %5054
+  store float %5055, ptr %relu1_grad.sum202, align 4
+  %sum202 = load float, ptr %relu1_grad.sum202, align 4
+  %5056 = mul nsw i64 %relu1_grad.g1731623, 64
+  %5057 = add nsw i64 %5056, %relu1_grad.j1811728
+  %5058 = mul nsw i64 %5057, 25088
+  %5059 = add nsw i64 1605632, %5058
+  %5060 = mul nsw i64 %relu1_grad.c1821729, 784
+  %5061 = add nsw i64 %5059, %5060
+  %5062 = mul nsw i64 %relu1_grad.iy1971746, 28
+  %5063 = add nsw i64 %5061, %5062
+  %5064 = add nsw i64 %5063, 27
+  %5065 = add nsw i64 %5064, %relu1_grad.ix1981747
+  %arena1752 = getelementptr inbounds float, ptr %arena, i64 %5065
+  store float %sum202, ptr %arena1752, align 4
+  %ix198.next = add nsw i64 %relu1_grad.ix1981747, 1
+  %5066 = icmp slt i64 %ix198.next, 1
+  br i1 %5066, label %relu1_grad.ix198, label %relu1_grad.ix198.end
 
-conv1_weight_grad.k254.end:                       ; preds = %conv1_weight_grad.k254
-  %t253_c0_01413 = load <16 x float>, ptr %conv1_weight_grad.t253_c0_0, align 64
-  %5043 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5044 = mul nsw i64 %5043, 32
-  %5045 = add nsw i64 2057216, %5044
-  %5046 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5047 = add nsw i64 %5045, %5046
-  %arena1414 = getelementptr inbounds float, ptr %arena, i64 %5047
-  store <16 x float> %t253_c0_01413, ptr %arena1414, align 4
-  %t253_c0_11415 = load <16 x float>, ptr %conv1_weight_grad.t253_c0_1, align 64
-  %5048 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5049 = mul nsw i64 %5048, 32
-  %5050 = add nsw i64 2057216, %5049
-  %5051 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5052 = add nsw i64 %5050, %5051
-  %5053 = add nsw i64 %5052, 16
-  %arena1416 = getelementptr inbounds float, ptr %arena, i64 %5053
-  store <16 x float> %t253_c0_11415, ptr %arena1416, align 4
-  %t253_c1_01417 = load <16 x float>, ptr %conv1_weight_grad.t253_c1_0, align 64
-  %5054 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5055 = add nsw i64 %5054, 1
-  %5056 = mul nsw i64 %5055, 32
-  %5057 = add nsw i64 2057216, %5056
-  %5058 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5059 = add nsw i64 %5057, %5058
-  %arena1418 = getelementptr inbounds float, ptr %arena, i64 %5059
-  store <16 x float> %t253_c1_01417, ptr %arena1418, align 4
-  %t253_c1_11419 = load <16 x float>, ptr %conv1_weight_grad.t253_c1_1, align 64
-  %5060 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5061 = add nsw i64 %5060, 1
-  %5062 = mul nsw i64 %5061, 32
-  %5063 = add nsw i64 2057216, %5062
-  %5064 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5065 = add nsw i64 %5063, %5064
-  %5066 = add nsw i64 %5065, 16
-  %arena1420 = getelementptr inbounds float, ptr %arena, i64 %5066
-  store <16 x float> %t253_c1_11419, ptr %arena1420, align 4
-  %t253_c2_01421 = load <16 x float>, ptr %conv1_weight_grad.t253_c2_0, align 64
-  %5067 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5068 = add nsw i64 %5067, 2
-  %5069 = mul nsw i64 %5068, 32
-  %5070 = add nsw i64 2057216, %5069
-  %5071 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+relu1_grad.ix198.end:                             ; preds = %relu1_grad.ix198
+  %iy197.next = add nsw i64 %relu1_grad.iy1971746, 1
+  %5067 = icmp slt i64 %iy197.next, 1
+  br i1 %5067, label %relu1_grad.iy197, label %relu1_grad.iy197.end
+
+relu1_grad.iy203:                                 ; preds = %relu1_grad.ix204.end, %relu1_grad.iy197.end
+  %relu1_grad.iy2031753 = phi i64 [ 0, %relu1_grad.iy197.end ], [ %iy203.next, %relu1_grad.ix204.end ]
+  br label %relu1_grad.ix204
+
+relu1_grad.iy203.end:                             ; preds = %relu1_grad.ix204.end
+  br label %relu1_grad.iy211
+
+relu1_grad.ix204:                                 ; preds = %relu1_grad.ix204, %relu1_grad.iy203
+  %relu1_grad.ix2041754 = phi i64 [ 0, %relu1_grad.iy203 ], [ %ix204.next, %relu1_grad.ix204 ]
+  %5068 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5069 = mul nsw i64 %5068, 50176
+  %5070 = add nsw i64 7251216, %5069
+  %5071 = mul nsw i64 %relu1_grad.j1811728, 784
   %5072 = add nsw i64 %5070, %5071
-  %arena1422 = getelementptr inbounds float, ptr %arena, i64 %5072
-  store <16 x float> %t253_c2_01421, ptr %arena1422, align 4
-  %t253_c2_11423 = load <16 x float>, ptr %conv1_weight_grad.t253_c2_1, align 64
-  %5073 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5074 = add nsw i64 %5073, 2
-  %5075 = mul nsw i64 %5074, 32
-  %5076 = add nsw i64 2057216, %5075
-  %5077 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5078 = add nsw i64 %5076, %5077
-  %5079 = add nsw i64 %5078, 16
-  %arena1424 = getelementptr inbounds float, ptr %arena, i64 %5079
-  store <16 x float> %t253_c2_11423, ptr %arena1424, align 4
-  %t253_c3_01425 = load <16 x float>, ptr %conv1_weight_grad.t253_c3_0, align 64
-  %5080 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5081 = add nsw i64 %5080, 3
-  %5082 = mul nsw i64 %5081, 32
-  %5083 = add nsw i64 2057216, %5082
-  %5084 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5073 = add nsw i64 %relu1_grad.iy2031753, 1
+  %5074 = add nsw i64 %5073, 1
+  %5075 = mul nsw i64 %5074, 28
+  %5076 = add nsw i64 %5072, %5075
+  %5077 = add nsw i64 %5076, 1
+  %5078 = add nsw i64 %5077, %relu1_grad.ix2041754
+  %arena1755 = getelementptr inbounds float, ptr %arena, i64 %5078
+  %5079 = load float, ptr %arena1755, align 4
+  store float %5079, ptr %relu1_grad.sum205, align 4
+  %sum205 = load float, ptr %relu1_grad.sum205, align 4
+  %5080 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5081 = add nsw i64 %5080, 1
+  %5082 = mul nsw i64 %5081, 50176
+  %5083 = add nsw i64 7251216, %5082
+  %5084 = mul nsw i64 %relu1_grad.j1811728, 784
   %5085 = add nsw i64 %5083, %5084
-  %arena1426 = getelementptr inbounds float, ptr %arena, i64 %5085
-  store <16 x float> %t253_c3_01425, ptr %arena1426, align 4
-  %t253_c3_11427 = load <16 x float>, ptr %conv1_weight_grad.t253_c3_1, align 64
-  %5086 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5087 = add nsw i64 %5086, 3
-  %5088 = mul nsw i64 %5087, 32
-  %5089 = add nsw i64 2057216, %5088
-  %5090 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5091 = add nsw i64 %5089, %5090
-  %5092 = add nsw i64 %5091, 16
-  %arena1428 = getelementptr inbounds float, ptr %arena, i64 %5092
-  store <16 x float> %t253_c3_11427, ptr %arena1428, align 4
-  %t253_c4_01429 = load <16 x float>, ptr %conv1_weight_grad.t253_c4_0, align 64
-  %5093 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5094 = add nsw i64 %5093, 4
-  %5095 = mul nsw i64 %5094, 32
-  %5096 = add nsw i64 2057216, %5095
-  %5097 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5086 = add nsw i64 %relu1_grad.iy2031753, 1
+  %5087 = add nsw i64 %5086, 1
+  %5088 = mul nsw i64 %5087, 28
+  %5089 = add nsw i64 %5085, %5088
+  %5090 = add nsw i64 %5089, %relu1_grad.ix2041754
+  %arena1756 = getelementptr inbounds float, ptr %arena, i64 %5090
+  %5091 = load float, ptr %arena1756, align 4
+  %5092 = fadd float %sum205, %5091
+  store float %5092, ptr %relu1_grad.sum206, align 4
+  %sum206 = load float, ptr %relu1_grad.sum206, align 4
+  %5093 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5094 = add nsw i64 %5093, 3
+  %5095 = mul nsw i64 %5094, 50176
+  %5096 = add nsw i64 7251216, %5095
+  %5097 = mul nsw i64 %relu1_grad.j1811728, 784
   %5098 = add nsw i64 %5096, %5097
-  %arena1430 = getelementptr inbounds float, ptr %arena, i64 %5098
-  store <16 x float> %t253_c4_01429, ptr %arena1430, align 4
-  %t253_c4_11431 = load <16 x float>, ptr %conv1_weight_grad.t253_c4_1, align 64
-  %5099 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5100 = add nsw i64 %5099, 4
-  %5101 = mul nsw i64 %5100, 32
-  %5102 = add nsw i64 2057216, %5101
-  %5103 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5104 = add nsw i64 %5102, %5103
-  %5105 = add nsw i64 %5104, 16
-  %arena1432 = getelementptr inbounds float, ptr %arena, i64 %5105
-  store <16 x float> %t253_c4_11431, ptr %arena1432, align 4
-  %t253_c5_01433 = load <16 x float>, ptr %conv1_weight_grad.t253_c5_0, align 64
-  %5106 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5107 = add nsw i64 %5106, 5
-  %5108 = mul nsw i64 %5107, 32
-  %5109 = add nsw i64 2057216, %5108
-  %5110 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5099 = add nsw i64 %relu1_grad.iy2031753, 1
+  %5100 = mul nsw i64 %5099, 28
+  %5101 = add nsw i64 %5098, %5100
+  %5102 = add nsw i64 %5101, 1
+  %5103 = add nsw i64 %5102, %relu1_grad.ix2041754
+  %arena1757 = getelementptr inbounds float, ptr %arena, i64 %5103
+  %5104 = load float, ptr %arena1757, align 4
+  %5105 = fadd float %sum206, %5104
+  store float %5105, ptr %relu1_grad.sum207, align 4
+  %sum207 = load float, ptr %relu1_grad.sum207, align 4
+  %5106 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5107 = add nsw i64 %5106, 4
+  %5108 = mul nsw i64 %5107, 50176
+  %5109 = add nsw i64 7251216, %5108
+  %5110 = mul nsw i64 %relu1_grad.j1811728, 784
   %5111 = add nsw i64 %5109, %5110
-  %arena1434 = getelementptr inbounds float, ptr %arena, i64 %5111
-  store <16 x float> %t253_c5_01433, ptr %arena1434, align 4
-  %t253_c5_11435 = load <16 x float>, ptr %conv1_weight_grad.t253_c5_1, align 64
-  %5112 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5113 = add nsw i64 %5112, 5
-  %5114 = mul nsw i64 %5113, 32
-  %5115 = add nsw i64 2057216, %5114
-  %5116 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5117 = add nsw i64 %5115, %5116
-  %5118 = add nsw i64 %5117, 16
-  %arena1436 = getelementptr inbounds float, ptr %arena, i64 %5118
-  store <16 x float> %t253_c5_11435, ptr %arena1436, align 4
-  %t253_c6_01437 = load <16 x float>, ptr %conv1_weight_grad.t253_c6_0, align 64
-  %5119 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5120 = add nsw i64 %5119, 6
-  %5121 = mul nsw i64 %5120, 32
-  %5122 = add nsw i64 2057216, %5121
-  %5123 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5124 = add nsw i64 %5122, %5123
-  %arena1438 = getelementptr inbounds float, ptr %arena, i64 %5124
-  store <16 x float> %t253_c6_01437, ptr %arena1438, align 4
-  %t253_c6_11439 = load <16 x float>, ptr %conv1_weight_grad.t253_c6_1, align 64
-  %5125 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5126 = add nsw i64 %5125, 6
-  %5127 = mul nsw i64 %5126, 32
-  %5128 = add nsw i64 2057216, %5127
-  %5129 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5130 = add nsw i64 %5128, %5129
-  %5131 = add nsw i64 %5130, 16
-  %arena1440 = getelementptr inbounds float, ptr %arena, i64 %5131
-  store <16 x float> %t253_c6_11439, ptr %arena1440, align 4
-  %t253_c7_01441 = load <16 x float>, ptr %conv1_weight_grad.t253_c7_0, align 64
-  %5132 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
+  %5112 = add nsw i64 %relu1_grad.iy2031753, 1
+  %5113 = mul nsw i64 %5112, 28
+  %5114 = add nsw i64 %5111, %5113
+  %5115 = add nsw i64 %5114, %relu1_grad.ix2041754
+  %arena1758 = getelementptr inbounds float, ptr %arena, i64 %5115
+  %5116 = load float, ptr %arena1758, align 4
+  %5117 = fadd float %sum207, %5116
+  store float %5117, ptr %relu1_grad.sum208, align 4
+  %sum208 = load float, ptr %relu1_grad.sum208, align 4
+  %5118 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5119 = add nsw i64 %5118, 6
+  %5120 = mul nsw i64 %5119, 50176
+  %5121 = add nsw i64 7251216, %5120
+  %5122 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5123 = add nsw i64 %5121, %5122
+  %5124 = add nsw i64 %relu1_grad.iy2031753, 1
+  %5125 = add nsw i64 %5124, -1
+  %5126 = mul nsw i64 %5125, 28
+  %5127 = add nsw i64 %5123, %5126
+  %5128 = add nsw i64 %5127, 1
+  %5129 = add nsw i64 %5128, %relu1_grad.ix2041754
+  %arena1759 = getelementptr inbounds float, ptr %arena, i64 %5129
+  %5130 = load float, ptr %arena1759, align 4
+  %5131 = fadd float %sum208, %5130
+  store float %5131, ptr %relu1_grad.sum209, align 4
+  %sum209 = load float, ptr %relu1_grad.sum209, align 4
+  %5132 = mul nsw i64 %relu1_grad.c1821729, 9
   %5133 = add nsw i64 %5132, 7
-  %5134 = mul nsw i64 %5133, 32
-  %5135 = add nsw i64 2057216, %5134
-  %5136 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5134 = mul nsw i64 %5133, 50176
+  %5135 = add nsw i64 7251216, %5134
+  %5136 = mul nsw i64 %relu1_grad.j1811728, 784
   %5137 = add nsw i64 %5135, %5136
-  %arena1442 = getelementptr inbounds float, ptr %arena, i64 %5137
-  store <16 x float> %t253_c7_01441, ptr %arena1442, align 4
-  %t253_c7_11443 = load <16 x float>, ptr %conv1_weight_grad.t253_c7_1, align 64
-  %5138 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5139 = add nsw i64 %5138, 7
-  %5140 = mul nsw i64 %5139, 32
-  %5141 = add nsw i64 2057216, %5140
-  %5142 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5143 = add nsw i64 %5141, %5142
-  %5144 = add nsw i64 %5143, 16
-  %arena1444 = getelementptr inbounds float, ptr %arena, i64 %5144
-  store <16 x float> %t253_c7_11443, ptr %arena1444, align 4
-  %t253_c8_01445 = load <16 x float>, ptr %conv1_weight_grad.t253_c8_0, align 64
-  %5145 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5146 = add nsw i64 %5145, 8
-  %5147 = mul nsw i64 %5146, 32
-  %5148 = add nsw i64 2057216, %5147
-  %5149 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
+  %5138 = add nsw i64 %relu1_grad.iy2031753, 1
+  %5139 = add nsw i64 %5138, -1
+  %5140 = mul nsw i64 %5139, 28
+  %5141 = add nsw i64 %5137, %5140
+  %5142 = add nsw i64 %5141, %relu1_grad.ix2041754
+  %arena1760 = getelementptr inbounds float, ptr %arena, i64 %5142
+  %5143 = load float, ptr %arena1760, align 4
+  %5144 = fadd float %sum209, %5143
+  store float %5144, ptr %relu1_grad.sum210, align 4
+  %sum210 = load float, ptr %relu1_grad.sum210, align 4
+  %5145 = mul nsw i64 %relu1_grad.g1731623, 64
+  %5146 = add nsw i64 %5145, %relu1_grad.j1811728
+  %5147 = mul nsw i64 %5146, 25088
+  %5148 = add nsw i64 1605632, %5147
+  %5149 = mul nsw i64 %relu1_grad.c1821729, 784
   %5150 = add nsw i64 %5148, %5149
-  %arena1446 = getelementptr inbounds float, ptr %arena, i64 %5150
-  store <16 x float> %t253_c8_01445, ptr %arena1446, align 4
-  %t253_c8_11447 = load <16 x float>, ptr %conv1_weight_grad.t253_c8_1, align 64
-  %5151 = mul nsw i64 %conv1_weight_grad.mb2521357, 9
-  %5152 = add nsw i64 %5151, 8
-  %5153 = mul nsw i64 %5152, 32
-  %5154 = add nsw i64 2057216, %5153
-  %5155 = mul nsw i64 %conv1_weight_grad.nb2511356, 32
-  %5156 = add nsw i64 %5154, %5155
-  %5157 = add nsw i64 %5156, 16
-  %arena1448 = getelementptr inbounds float, ptr %arena, i64 %5157
-  store <16 x float> %t253_c8_11447, ptr %arena1448, align 4
-  %mb252.next = add nsw i64 %conv1_weight_grad.mb2521357, 1
-  %5158 = icmp slt i64 %mb252.next, 1
-  br i1 %5158, label %conv1_weight_grad.mb252, label %conv1_weight_grad.mb252.end
+  %5151 = add nsw i64 %relu1_grad.iy2031753, 1
+  %5152 = mul nsw i64 %5151, 28
+  %5153 = add nsw i64 %5150, %5152
+  %5154 = add nsw i64 %5153, %relu1_grad.ix2041754
+  %arena1761 = getelementptr inbounds float, ptr %arena, i64 %5154
+  store float %sum210, ptr %arena1761, align 4
+  %ix204.next = add nsw i64 %relu1_grad.ix2041754, 1
+  %5155 = icmp slt i64 %ix204.next, 1
+  br i1 %5155, label %relu1_grad.ix204, label %relu1_grad.ix204.end
 
-conv1_weight_grad.f255:                           ; preds = %conv1_weight_grad.r256.end, %conv1_weight_grad.g228.end
-  %conv1_weight_grad.f2551449 = phi i64 [ 0, %conv1_weight_grad.g228.end ], [ %f255.next, %conv1_weight_grad.r256.end ]
-  br label %conv1_weight_grad.r256
+relu1_grad.ix204.end:                             ; preds = %relu1_grad.ix204
+  %iy203.next = add nsw i64 %relu1_grad.iy2031753, 1
+  %5156 = icmp slt i64 %iy203.next, 26
+  br i1 %5156, label %relu1_grad.iy203, label %relu1_grad.iy203.end
 
-conv1_weight_grad.f255.end:                       ; preds = %conv1_weight_grad.r256.end
-  br label %conv1_bias_grad.i257
+relu1_grad.iy211:                                 ; preds = %relu1_grad.ix212.end, %relu1_grad.iy203.end
+  %relu1_grad.iy2111762 = phi i64 [ 0, %relu1_grad.iy203.end ], [ %iy211.next, %relu1_grad.ix212.end ]
+  br label %relu1_grad.ix212
 
-conv1_weight_grad.r256:                           ; preds = %conv1_weight_grad.r256, %conv1_weight_grad.f255
-  %conv1_weight_grad.r2561450 = phi i64 [ 0, %conv1_weight_grad.f255 ], [ %r256.next, %conv1_weight_grad.r256 ]
-  %5159 = mul nsw i64 %conv1_weight_grad.r2561450, 32
-  %5160 = add nsw i64 2057216, %5159
-  %5161 = add nsw i64 %5160, %conv1_weight_grad.f2551449
-  %arena1451 = getelementptr inbounds float, ptr %arena, i64 %5161
-  %5162 = load float, ptr %arena1451, align 4
-  %5163 = mul nsw i64 %conv1_weight_grad.f2551449, 9
-  %5164 = add nsw i64 %5163, %conv1_weight_grad.r2561450
-  %grads1452 = getelementptr inbounds float, ptr %grads, i64 %5164
-  store float %5162, ptr %grads1452, align 4
-  %r256.next = add nsw i64 %conv1_weight_grad.r2561450, 1
-  %5165 = icmp slt i64 %r256.next, 9
-  br i1 %5165, label %conv1_weight_grad.r256, label %conv1_weight_grad.r256.end
+relu1_grad.iy211.end:                             ; preds = %relu1_grad.ix212.end
+  br label %relu1_grad.iy222
 
-conv1_weight_grad.r256.end:                       ; preds = %conv1_weight_grad.r256
-  %f255.next = add nsw i64 %conv1_weight_grad.f2551449, 1
-  %5166 = icmp slt i64 %f255.next, 32
-  br i1 %5166, label %conv1_weight_grad.f255, label %conv1_weight_grad.f255.end
+relu1_grad.ix212:                                 ; preds = %relu1_grad.ix212, %relu1_grad.iy211
+  %relu1_grad.ix2121763 = phi i64 [ 0, %relu1_grad.iy211 ], [ %ix212.next, %relu1_grad.ix212 ]
+  %5157 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5158 = mul nsw i64 %5157, 50176
+  %5159 = add nsw i64 7251216, %5158
+  %5160 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5161 = add nsw i64 %5159, %5160
+  %5162 = add nsw i64 %relu1_grad.iy2111762, 1
+  %5163 = add nsw i64 %5162, 1
+  %5164 = mul nsw i64 %5163, 28
+  %5165 = add nsw i64 %5161, %5164
+  %5166 = add nsw i64 %5165, 2
+  %5167 = add nsw i64 %5166, %relu1_grad.ix2121763
+  %arena1764 = getelementptr inbounds float, ptr %arena, i64 %5167
+  %5168 = load float, ptr %arena1764, align 4
+  store float %5168, ptr %relu1_grad.sum213, align 4
+  %sum213 = load float, ptr %relu1_grad.sum213, align 4
+  %5169 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5170 = add nsw i64 %5169, 1
+  %5171 = mul nsw i64 %5170, 50176
+  %5172 = add nsw i64 7251216, %5171
+  %5173 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5174 = add nsw i64 %5172, %5173
+  %5175 = add nsw i64 %relu1_grad.iy2111762, 1
+  %5176 = add nsw i64 %5175, 1
+  %5177 = mul nsw i64 %5176, 28
+  %5178 = add nsw i64 %5174, %5177
+  %5179 = add nsw i64 %5178, 1
+  %5180 = add nsw i64 %5179, %relu1_grad.ix2121763
+  %arena1765 = getelementptr inbounds float, ptr %arena, i64 %5180
+  %5181 = load float, ptr %arena1765, align 4
+  %5182 = fadd float %sum213, %5181
+  store float %5182, ptr %relu1_grad.sum214, align 4
+  %sum214 = load float, ptr %relu1_grad.sum214, align 4
+  %5183 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5184 = add nsw i64 %5183, 2
+  %5185 = mul nsw i64 %5184, 50176
+  %5186 = add nsw i64 7251216, %5185
+  %5187 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5188 = add nsw i64 %5186, %5187
+  %5189 = add nsw i64 %relu1_grad.iy2111762, 1
+  %5190 = add nsw i64 %5189, 1
+  %5191 = mul nsw i64 %5190, 28
+  %5192 = add nsw i64 %5188, %5191
+  %5193 = add nsw i64 %5192, %relu1_grad.ix2121763
+  %arena1766 = getelementptr inbounds float, ptr %arena, i64 %5193
+  %5194 = load float, ptr %arena1766, align 4
+  %5195 = fadd float %sum214, %5194
+  store float %5195, ptr %relu1_grad.sum215, align 4
+  %sum215 = load float, ptr %relu1_grad.sum215, align 4
+  %5196 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5197 = add nsw i64 %5196, 3
+  %5198 = mul nsw i64 %5197, 50176
+  %5199 = add nsw i64 7251216, %5198
+  %5200 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5201 = add nsw i64 %5199, %5200
+  %5202 = add nsw i64 %relu1_grad.iy2111762, 1
+  %5203 = mul nsw i64 %5202, 28
+  %5204 = add nsw i64 %5201, %5203
+  %5205 = add nsw i64 %5204, 2
+  %5206 = add nsw i64 %5205, %relu1_grad.ix2121763
+  %arena1767 = getelementptr inbounds float, ptr %arena, i64 %5206
+  %5207 = load float, ptr %arena1767, align 4
+  %5208 = fadd float %sum215, %5207
+  store float %5208, ptr %relu1_grad.sum216, align 4
+  %sum216 = load float, ptr %relu1_grad.sum216, align 4
+  %5209 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5210 = add nsw i64 %5209, 4
+  %5211 = mul nsw i64 %5210, 50176
+  %5212 = add nsw i64 7251216, %5211
+  %5213 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5214 = add nsw i64 %5212, %5213
+  %5215 = add nsw i64 %relu1_grad.iy2111762, 1
+  %5216 = mul nsw i64 %5215, 28
+  %5217 = add nsw i64 %5214, %5216
+  %5218 = add nsw i64 %5217, 1
+  %5219 = add nsw i64 %5218, %relu1_grad.ix2121763
+  %arena1768 = getelementptr inbounds float, ptr %arena, i64 %5219
+  %5220 = load float, ptr %arena1768, align 4
+  %5221 = fadd float %sum216, %5220
+  store float %5221, ptr %relu1_grad.sum217, align 4
+  %sum217 = load float, ptr %relu1_grad.sum217, align 4
+  %5222 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5223 = add nsw i64 %5222, 5
+  %5224 = mul nsw i64 %5223, 50176
+  %5225 = add nsw i64 7251216, %5224
+  %5226 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5227 = add nsw i64 %5225, %5226
+  %5228 = add nsw i64 %relu1_grad.iy2111762, 1
+  %5229 = mul nsw i64 %5228, 28
+  %5230 = add nsw i64 %5227, %5229
+  %5231 = add nsw i64 %5230, %relu1_grad.ix2121763
+  %arena1769 = getelementptr inbounds float, ptr %arena, i64 %5231
+  %5232 = load float, ptr %arena1769, align 4
+  %5233 = fadd float %sum217, %5232
+  store float %5233, ptr %relu1_grad.sum218, align 4
+  %sum218 = load float, ptr %relu1_grad.sum218, align 4
+  %5234 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5235 = add nsw i64 %5234, 6
+  %5236 = mul nsw i64 %5235, 50176
+  %5237 = add nsw i64 7251216, %5236
+  %5238 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5239 = add nsw i64 %5237, %5238
+  %5240 = add nsw i64 %relu1_grad.iy2111762, 1
+  %5241 = add nsw i64 %5240, -1
+  %5242 = mul nsw i64 %5241, 28
+  %5243 = add nsw i64 %5239, %5242
+  %5244 = add nsw i64 %5243, 2
+  %5245 = add nsw i64 %5244, %relu1_grad.ix2121763
+  %arena1770 = getelementptr inbounds float, ptr %arena, i64 %5245
+  %5246 = load float, ptr %arena1770, align 4
+  %5247 = fadd float %sum218, %5246
+  store float %5247, ptr %relu1_grad.sum219, align 4
+  %sum219 = load float, ptr %relu1_grad.sum219, align 4
+  %5248 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5249 = add nsw i64 %5248, 7
+  %5250 = mul nsw i64 %5249, 50176
+  %5251 = add nsw i64 7251216, %5250
+  %5252 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5253 = add nsw i64 %5251, %5252
+  %5254 = add nsw i64 %relu1_grad.iy2111762, 1
+  %5255 = add nsw i64 %5254, -1
+  %5256 = mul nsw i64 %5255, 28
+  %5257 = add nsw i64 %5253, %5256
+  %5258 = add nsw i64 %5257, 1
+  %5259 = add nsw i64 %5258, %relu1_grad.ix2121763
+  %arena1771 = getelementptr inbounds float, ptr %arena, i64 %5259
+  %5260 = load float, ptr %arena1771, align 4
+  %5261 = fadd float %sum219, %5260
+  store float %5261, ptr %relu1_grad.sum220, align 4
+  %sum220 = load float, ptr %relu1_grad.sum220, align 4
+  %5262 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5263 = add nsw i64 %5262, 8
+  %5264 = mul nsw i64 %5263, 50176
+  %5265 = add nsw i64 7251216, %5264
+  %5266 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5267 = add nsw i64 %5265, %5266
+  %5268 = add nsw i64 %relu1_grad.iy2111762, 1
+  %5269 = add nsw i64 %5268, -1
+  %5270 = mul nsw i64 %5269, 28
+  %5271 = add nsw i64 %5267, %5270
+  %5272 = add nsw i64 %5271, %relu1_grad.ix2121763
+  %arena1772 = getelementptr inbounds float, ptr %arena, i64 %5272
+  %5273 = load float, ptr %arena1772, align 4
+  %5274 = fadd float %sum220, %5273
+  store float %5274, ptr %relu1_grad.sum221, align 4
+  %sum221 = load float, ptr %relu1_grad.sum221, align 4
+  %5275 = mul nsw i64 %relu1_grad.g1731623, 64
+  %5276 = add nsw i64 %5275, %relu1_grad.j1811728
+  %5277 = mul nsw i64 %5276, 25088
+  %5278 = add nsw i64 1605632, %5277
+  %5279 = mul nsw i64 %relu1_grad.c1821729, 784
+  %5280 = add nsw i64 %5278, %5279
+  %5281 = add nsw i64 %relu1_grad.iy2111762, 1
+  %5282 = mul nsw i64 %5281, 28
+  %5283 = add nsw i64 %5280, %5282
+  %5284 = add nsw i64 %5283, 1
+  %5285 = add nsw i64 %5284, %relu1_grad.ix2121763
+  %arena1773 = getelementptr inbounds float, ptr %arena, i64 %5285
+  store float %sum221, ptr %arena1773, align 4
+  %ix212.next = add nsw i64 %relu1_grad.ix2121763, 1
+  %5286 = icmp slt i64 %ix212.next, 26
+  br i1 %5286, label %relu1_grad.ix212, label %relu1_grad.ix212.end
 
-conv1_bias_grad.i257:                             ; preds = %conv1_bias_grad.i257, %conv1_weight_grad.f255.end
-  %conv1_bias_grad.i2571453 = phi i64 [ 0, %conv1_weight_grad.f255.end ], [ %i257.next, %conv1_bias_grad.i257 ]
-  %arena1454 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i2571453
-  store float 1.000000e+00, ptr %arena1454, align 4
-  %i257.next = add nsw i64 %conv1_bias_grad.i2571453, 1
-  %5167 = icmp slt i64 %i257.next, 784
-  br i1 %5167, label %conv1_bias_grad.i257, label %conv1_bias_grad.i257.end
+relu1_grad.ix212.end:                             ; preds = %relu1_grad.ix212
+  %iy211.next = add nsw i64 %relu1_grad.iy2111762, 1
+  %5287 = icmp slt i64 %iy211.next, 26
+  br i1 %5287, label %relu1_grad.iy211, label %relu1_grad.iy211.end
 
-conv1_bias_grad.i257.end:                         ; preds = %conv1_bias_grad.i257
-  br label %conv1_bias_grad.i258
+relu1_grad.iy222:                                 ; preds = %relu1_grad.ix223.end, %relu1_grad.iy211.end
+  %relu1_grad.iy2221774 = phi i64 [ 0, %relu1_grad.iy211.end ], [ %iy222.next, %relu1_grad.ix223.end ]
+  br label %relu1_grad.ix223
 
-conv1_bias_grad.i258:                             ; preds = %conv1_bias_grad.i258, %conv1_bias_grad.i257.end
-  %conv1_bias_grad.i2581455 = phi i64 [ 0, %conv1_bias_grad.i257.end ], [ %i258.next, %conv1_bias_grad.i258 ]
-  %5168 = add nsw i64 288, %conv1_bias_grad.i2581455
-  %grads1456 = getelementptr inbounds float, ptr %grads, i64 %5168
-  store float 0.000000e+00, ptr %grads1456, align 4
-  %i258.next = add nsw i64 %conv1_bias_grad.i2581455, 1
-  %5169 = icmp slt i64 %i258.next, 32
-  br i1 %5169, label %conv1_bias_grad.i258, label %conv1_bias_grad.i258.end
+relu1_grad.iy222.end:                             ; preds = %relu1_grad.ix223.end
+  br label %relu1_grad.iy230
 
-conv1_bias_grad.i258.end:                         ; preds = %conv1_bias_grad.i258
-  br label %conv1_bias_grad.img259
+relu1_grad.ix223:                                 ; preds = %relu1_grad.ix223, %relu1_grad.iy222
+  %relu1_grad.ix2231775 = phi i64 [ 0, %relu1_grad.iy222 ], [ %ix223.next, %relu1_grad.ix223 ]
+  %5288 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5289 = add nsw i64 %5288, 1
+  %5290 = mul nsw i64 %5289, 50176
+  %5291 = add nsw i64 7251216, %5290
+  %5292 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5293 = add nsw i64 %5291, %5292
+  %5294 = add nsw i64 %relu1_grad.iy2221774, 1
+  %5295 = add nsw i64 %5294, 1
+  %5296 = mul nsw i64 %5295, 28
+  %5297 = add nsw i64 %5293, %5296
+  %5298 = add nsw i64 %5297, 27
+  %5299 = add nsw i64 %5298, %relu1_grad.ix2231775
+  %arena1776 = getelementptr inbounds float, ptr %arena, i64 %5299
+  %5300 = load float, ptr %arena1776, align 4
+  store float %5300, ptr %relu1_grad.sum224, align 4
+  %sum224 = load float, ptr %relu1_grad.sum224, align 4
+  %5301 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5302 = add nsw i64 %5301, 2
+  %5303 = mul nsw i64 %5302, 50176
+  %5304 = add nsw i64 7251216, %5303
+  %5305 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5306 = add nsw i64 %5304, %5305
+  %5307 = add nsw i64 %relu1_grad.iy2221774, 1
+  %5308 = add nsw i64 %5307, 1
+  %5309 = mul nsw i64 %5308, 28
+  %5310 = add nsw i64 %5306, %5309
+  %5311 = add nsw i64 %5310, 26
+  %5312 = add nsw i64 %5311, %relu1_grad.ix2231775
+  %arena1777 = getelementptr inbounds float, ptr %arena, i64 %5312
+  %5313 = load float, ptr %arena1777, align 4
+  %5314 = fadd float %sum224, %5313
+  store float %5314, ptr %relu1_grad.sum225, align 4
+  %sum225 = load float, ptr %relu1_grad.sum225, align 4
+  %5315 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5316 = add nsw i64 %5315, 4
+  %5317 = mul nsw i64 %5316, 50176
+  %5318 = add nsw i64 7251216, %5317
+  %5319 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5320 = add nsw i64 %5318, %5319
+  %5321 = add nsw i64 %relu1_grad.iy2221774, 1
+  %5322 = mul nsw i64 %5321, 28
+  %5323 = add nsw i64 %5320, %5322
+  %5324 = add nsw i64 %5323, 27
+  %5325 = add nsw i64 %5324, %relu1_grad.ix2231775
+  %arena1778 = getelementptr inbounds float, ptr %arena, i64 %5325
+  %5326 = load float, ptr %arena1778, align 4
+  %5327 = fadd float %sum225, %5326
+  store float %5327, ptr %relu1_grad.sum226, align 4
+  %sum226 = load float, ptr %relu1_grad.sum226, align 4
+  %5328 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5329 = add nsw i64 %5328, 5
+  %5330 = mul nsw i64 %5329, 50176
+  %5331 = add nsw i64 7251216, %5330
+  %5332 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5333 = add nsw i64 %5331, %5332
+  %5334 = add nsw i64 %relu1_grad.iy2221774, 1
+  %5335 = mul nsw i64 %5334, 28
+  %5336 = add nsw i64 %5333, %5335
+  %5337 = add nsw i64 %5336, 26
+  %5338 = add nsw i64 %5337, %relu1_grad.ix2231775
+  %arena1779 = getelementptr inbounds float, ptr %arena, i64 %5338
+  %5339 = load float, ptr %arena1779, align 4
+  %5340 = fadd float %sum226, %5339
+  store float %5340, ptr %relu1_grad.sum227, align 4
+  %sum227 = load float, ptr %relu1_grad.sum227, align 4
+  %5341 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5342 = add nsw i64 %5341, 7
+  %5343 = mul nsw i64 %5342, 50176
+  %5344 = add nsw i64 7251216, %5343
+  %5345 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5346 = add nsw i64 %5344, %5345
+  %5347 = add nsw i64 %relu1_grad.iy2221774, 1
+  %5348 = add nsw i64 %5347, -1
+  %5349 = mul nsw i64 %5348, 28
+  %5350 = add nsw i64 %5346, %5349
+  %5351 = add nsw i64 %5350, 27
+  %5352 = add nsw i64 %5351, %relu1_grad.ix2231775
+  %arena1780 = getelementptr inbounds float, ptr %arena, i64 %5352
+  %5353 = load float, ptr %arena1780, align 4
+  %5354 = fadd float %sum227, %5353
+  store float %5354, ptr %relu1_grad.sum228, align 4
+  %sum228 = load float, ptr %relu1_grad.sum228, align 4
+  %5355 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5356 = add nsw i64 %5355, 8
+  %5357 = mul nsw i64 %5356, 50176
+  %5358 = add nsw i64 7251216, %5357
+  %5359 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5360 = add nsw i64 %5358, %5359
+  %5361 = add nsw i64 %relu1_grad.iy2221774, 1
+  %5362 = add nsw i64 %5361, -1
+  %5363 = mul nsw i64 %5362, 28
+  %5364 = add nsw i64 %5360, %5363
+  %5365 = add nsw i64 %5364, 26
+  %5366 = add nsw i64 %5365, %relu1_grad.ix2231775
+  %arena1781 = getelementptr inbounds float, ptr %arena, i64 %5366
+  %5367 = load float, ptr %arena1781, align 4
+  %5368 = fadd float %sum228, %5367
+  store float %5368, ptr %relu1_grad.sum229, align 4
+  %sum229 = load float, ptr %relu1_grad.sum229, align 4
+  %5369 = mul nsw i64 %relu1_grad.g1731623, 64
+  %5370 = add nsw i64 %5369, %relu1_grad.j1811728
+  %5371 = mul nsw i64 %5370, 25088
+  %5372 = add nsw i64 1605632, %5371
+  %5373 = mul nsw i64 %relu1_grad.c1821729, 784
+  %5374 = add nsw i64 %5372, %5373
+  %5375 = add nsw i64 %relu1_grad.iy2221774, 1
+  %5376 = mul nsw i64 %5375, 28
+  %5377 = add nsw i64 %5374, %5376
+  %5378 = add nsw i64 %5377, 27
+  %5379 = add nsw i64 %5378, %relu1_grad.ix2231775
+  %arena1782 = getelementptr inbounds float, ptr %arena, i64 %5379
+  store float %sum229, ptr %arena1782, align 4
+  %ix223.next = add nsw i64 %relu1_grad.ix2231775, 1
+  %5380 = icmp slt i64 %ix223.next, 1
+  br i1 %5380, label %relu1_grad.ix223, label %relu1_grad.ix223.end
 
-conv1_bias_grad.img259:                           ; preds = %conv1_bias_grad.img259, %conv1_bias_grad.i258.end
-  %conv1_bias_grad.img2591457 = phi i64 [ 0, %conv1_bias_grad.i258.end ], [ %img259.next, %conv1_bias_grad.img259 ]
-  %5170 = mul nsw i64 %conv1_bias_grad.img2591457, 25088
-  %5171 = add nsw i64 3220112, %5170
-  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %5171
-  %arena1459 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads1460 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena1458, i32 784, ptr %arena1459, i32 1, float 1.000000e+00, ptr %grads1460, i32 1)
-  %img259.next = add nsw i64 %conv1_bias_grad.img2591457, 1
-  %5172 = icmp slt i64 %img259.next, 64
-  br i1 %5172, label %conv1_bias_grad.img259, label %conv1_bias_grad.img259.end
+relu1_grad.ix223.end:                             ; preds = %relu1_grad.ix223
+  %iy222.next = add nsw i64 %relu1_grad.iy2221774, 1
+  %5381 = icmp slt i64 %iy222.next, 26
+  br i1 %5381, label %relu1_grad.iy222, label %relu1_grad.iy222.end
 
-conv1_bias_grad.img259.end:                       ; preds = %conv1_bias_grad.img259
-  %5173 = sitofp i64 %step to float
-  %5174 = fmul float %5173, 0xBFBAF8E8A0000000
-  %5175 = call float @llvm.exp.f32(float %5174)
-  %5176 = fsub float 1.000000e+00, %5175
-  %5177 = fdiv float %lr, %5176
-  store float %5177, ptr %adam.step_size260, align 4
-  %5178 = sitofp i64 %step to float
-  %5179 = fmul float %5178, 0xBF50645940000000
-  %5180 = call float @llvm.exp.f32(float %5179)
-  %5181 = fsub float 1.000000e+00, %5180
-  %5182 = call float @llvm.sqrt.f32(float %5181)
-  store float %5182, ptr %adam.bc2_sqrt261, align 4
-  br label %adam.i262
+relu1_grad.iy230:                                 ; preds = %relu1_grad.ix231.end, %relu1_grad.iy222.end
+  %relu1_grad.iy2301783 = phi i64 [ 0, %relu1_grad.iy222.end ], [ %iy230.next, %relu1_grad.ix231.end ]
+  br label %relu1_grad.ix231
 
-adam.i262:                                        ; preds = %adam.i262, %conv1_bias_grad.img259.end
-  %adam.i2621461 = phi i64 [ 0, %conv1_bias_grad.img259.end ], [ %i262.next, %adam.i262 ]
-  %grads1462 = getelementptr inbounds float, ptr %grads, i64 %adam.i2621461
-  %5183 = load float, ptr %grads1462, align 4
-  %params1463 = getelementptr inbounds float, ptr %params, i64 %adam.i2621461
-  %5184 = load float, ptr %params1463, align 4
-  %5185 = fmul float 0.000000e+00, %5184
-  %5186 = fadd float %5183, %5185
-  store float %5186, ptr %adam.g, align 4
-  %m1464 = getelementptr inbounds float, ptr %m, i64 %adam.i2621461
-  %5187 = load float, ptr %m1464, align 4
-  %5188 = fmul float 0x3FECCCCCC0000000, %5187
+relu1_grad.iy230.end:                             ; preds = %relu1_grad.ix231.end
+  br label %relu1_grad.iy236
+
+relu1_grad.ix231:                                 ; preds = %relu1_grad.ix231, %relu1_grad.iy230
+  %relu1_grad.ix2311784 = phi i64 [ 0, %relu1_grad.iy230 ], [ %ix231.next, %relu1_grad.ix231 ]
+  %5382 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5383 = add nsw i64 %5382, 3
+  %5384 = mul nsw i64 %5383, 50176
+  %5385 = add nsw i64 7251216, %5384
+  %5386 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5387 = add nsw i64 %5385, %5386
+  %5388 = add nsw i64 %relu1_grad.iy2301783, 27
+  %5389 = mul nsw i64 %5388, 28
+  %5390 = add nsw i64 %5387, %5389
+  %5391 = add nsw i64 %5390, 1
+  %5392 = add nsw i64 %5391, %relu1_grad.ix2311784
+  %arena1785 = getelementptr inbounds float, ptr %arena, i64 %5392
+  %5393 = load float, ptr %arena1785, align 4
+  store float %5393, ptr %relu1_grad.sum232, align 4
+  %sum232 = load float, ptr %relu1_grad.sum232, align 4
+  %5394 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5395 = add nsw i64 %5394, 4
+  %5396 = mul nsw i64 %5395, 50176
+  %5397 = add nsw i64 7251216, %5396
+  %5398 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5399 = add nsw i64 %5397, %5398
+  %5400 = add nsw i64 %relu1_grad.iy2301783, 27
+  %5401 = mul nsw i64 %5400, 28
+  %5402 = add nsw i64 %5399, %5401
+  %5403 = add nsw i64 %5402, %relu1_grad.ix2311784
+  %arena1786 = getelementptr inbounds float, ptr %arena, i64 %5403
+  %5404 = load float, ptr %arena1786, align 4
+  %5405 = fadd float %sum232, %5404
+  store float %5405, ptr %relu1_grad.sum233, align 4
+  %sum233 = load float, ptr %relu1_grad.sum233, align 4
+  %5406 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5407 = add nsw i64 %5406, 6
+  %5408 = mul nsw i64 %5407, 50176
+  %5409 = add nsw i64 7251216, %5408
+  %5410 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5411 = add nsw i64 %5409, %5410
+  %5412 = add nsw i64 %relu1_grad.iy2301783, 27
+  %5413 = add nsw i64 %5412, -1
+  %5414 = mul nsw i64 %5413, 28
+  %5415 = add nsw i64 %5411, %5414
+  %5416 = add nsw i64 %5415, 1
+  %5417 = add nsw i64 %5416, %relu1_grad.ix2311784
+  %arena1787 = getelementptr inbounds float, ptr %arena, i64 %5417
+  %5418 = load float, ptr %arena1787, align 4
+  %5419 = fadd float %sum233, %5418
+  store float %5419, ptr %relu1_grad.sum234, align 4
+  %sum234 = load float, ptr %relu1_grad.sum234, align 4
+  %5420 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5421 = add nsw i64 %5420, 7
+  %5422 = mul nsw i64 %5421, 50176
+  %5423 = add nsw i64 7251216, %5422
+  %5424 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5425 = add nsw i64 %5423, %5424
+  %5426 = add nsw i64 %relu1_grad.iy2301783, 27
+  %5427 = add nsw i64 %5426, -1
+  %5428 = mul nsw i64 %5427, 28
+  %5429 = add nsw i64 %5425, %5428
+  %5430 = add nsw i64 %5429, %relu1_grad.ix2311784
+  %arena1788 = getelementptr inbounds float, ptr %arena, i64 %5430
+  %5431 = load float, ptr %arena1788, align 4
+  %5432 = fadd float %sum234, %5431
+  store float %5432, ptr %relu1_grad.sum235, align 4
+  %sum235 = load float, ptr %relu1_grad.sum235, align 4
+  %5433 = mul nsw i64 %relu1_grad.g1731623, 64
+  %5434 = add nsw i64 %5433, %relu1_grad.j1811728
+  %5435 = mul nsw i64 %5434, 25088
+  %5436 = add nsw i64 1605632, %5435
+  %5437 = mul nsw i64 %relu1_grad.c1821729, 784
+  %5438 = add nsw i64 %5436, %5437
+  %5439 = add nsw i64 %relu1_grad.iy2301783, 27
+  %5440 = mul nsw i64 %5439, 28
+  %5441 = add nsw i64 %5438, %5440
+  %5442 = add nsw i64 %5441, %relu1_grad.ix2311784
+  %arena1789 = getelementptr inbounds float, ptr %arena, i64 %5442
+  store float %sum235, ptr %arena1789, align 4
+  %ix231.next = add nsw i64 %relu1_grad.ix2311784, 1
+  %5443 = icmp slt i64 %ix231.next, 1
+  br i1 %5443, label %relu1_grad.ix231, label %relu1_grad.ix231.end
+
+relu1_grad.ix231.end:                             ; preds = %relu1_grad.ix231
+  %iy230.next = add nsw i64 %relu1_grad.iy2301783, 1
+  %5444 = icmp slt i64 %iy230.next, 1
+  br i1 %5444, label %relu1_grad.iy230, label %relu1_grad.iy230.end
+
+relu1_grad.iy236:                                 ; preds = %relu1_grad.ix237.end, %relu1_grad.iy230.end
+  %relu1_grad.iy2361790 = phi i64 [ 0, %relu1_grad.iy230.end ], [ %iy236.next, %relu1_grad.ix237.end ]
+  br label %relu1_grad.ix237
+
+relu1_grad.iy236.end:                             ; preds = %relu1_grad.ix237.end
+  br label %relu1_grad.iy244
+
+relu1_grad.ix237:                                 ; preds = %relu1_grad.ix237, %relu1_grad.iy236
+  %relu1_grad.ix2371791 = phi i64 [ 0, %relu1_grad.iy236 ], [ %ix237.next, %relu1_grad.ix237 ]
+  %5445 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5446 = add nsw i64 %5445, 3
+  %5447 = mul nsw i64 %5446, 50176
+  %5448 = add nsw i64 7251216, %5447
+  %5449 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5450 = add nsw i64 %5448, %5449
+  %5451 = add nsw i64 %relu1_grad.iy2361790, 27
+  %5452 = mul nsw i64 %5451, 28
+  %5453 = add nsw i64 %5450, %5452
+  %5454 = add nsw i64 %5453, 2
+  %5455 = add nsw i64 %5454, %relu1_grad.ix2371791
+  %arena1792 = getelementptr inbounds float, ptr %arena, i64 %5455
+  %5456 = load float, ptr %arena1792, align 4
+  store float %5456, ptr %relu1_grad.sum238, align 4
+  %sum238 = load float, ptr %relu1_grad.sum238, align 4
+  %5457 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5458 = add nsw i64 %5457, 4
+  %5459 = mul nsw i64 %5458, 50176
+  %5460 = add nsw i64 7251216, %5459
+  %5461 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5462 = add nsw i64 %5460, %5461
+  %5463 = add nsw i64 %relu1_grad.iy2361790, 27
+  %5464 = mul nsw i64 %5463, 28
+  %5465 = add nsw i64 %5462, %5464
+  %5466 = add nsw i64 %5465, 1
+  %5467 = add nsw i64 %5466, %relu1_grad.ix2371791
+  %arena1793 = getelementptr inbounds float, ptr %arena, i64 %5467
+  %5468 = load float, ptr %arena1793, align 4
+  %5469 = fadd float %sum238, %5468
+  store float %5469, ptr %relu1_grad.sum239, align 4
+  %sum239 = load float, ptr %relu1_grad.sum239, align 4
+  %5470 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5471 = add nsw i64 %5470, 5
+  %5472 = mul nsw i64 %5471, 50176
+  %5473 = add nsw i64 7251216, %5472
+  %5474 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5475 = add nsw i64 %5473, %5474
+  %5476 = add nsw i64 %relu1_grad.iy2361790, 27
+  %5477 = mul nsw i64 %5476, 28
+  %5478 = add nsw i64 %5475, %5477
+  %5479 = add nsw i64 %5478, %relu1_grad.ix2371791
+  %arena1794 = getelementptr inbounds float, ptr %arena, i64 %5479
+  %5480 = load float, ptr %arena1794, align 4
+  %5481 = fadd float %sum239, %5480
+  store float %5481, ptr %relu1_grad.sum240, align 4
+  %sum240 = load float, ptr %relu1_grad.sum240, align 4
+  %5482 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5483 = add nsw i64 %5482, 6
+  %5484 = mul nsw i64 %5483, 50176
+  %5485 = add nsw i64 7251216, %5484
+  %5486 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5487 = add nsw i64 %5485, %5486
+  %5488 = add nsw i64 %relu1_grad.iy2361790, 27
+  %5489 = add nsw i64 %5488, -1
+  %5490 = mul nsw i64 %5489, 28
+  %5491 = add nsw i64 %5487, %5490
+  %5492 = add nsw i64 %5491, 2
+  %5493 = add nsw i64 %5492, %relu1_grad.ix2371791
+  %arena1795 = getelementptr inbounds float, ptr %arena, i64 %5493
+  %5494 = load float, ptr %arena1795, align 4
+  %5495 = fadd float %sum240, %5494
+  store float %5495, ptr %relu1_grad.sum241, align 4
+  %sum241 = load float, ptr %relu1_grad.sum241, align 4
+  %5496 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5497 = add nsw i64 %5496, 7
+  %5498 = mul nsw i64 %5497, 50176
+  %5499 = add nsw i64 7251216, %5498
+  %5500 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5501 = add nsw i64 %5499, %5500
+  %5502 = add nsw i64 %relu1_grad.iy2361790, 27
+  %5503 = add nsw i64 %5502, -1
+  %5504 = mul nsw i64 %5503, 28
+  %5505 = add nsw i64 %5501, %5504
+  %5506 = add nsw i64 %5505, 1
+  %5507 = add nsw i64 %5506, %relu1_grad.ix2371791
+  %arena1796 = getelementptr inbounds float, ptr %arena, i64 %5507
+  %5508 = load float, ptr %arena1796, align 4
+  %5509 = fadd float %sum241, %5508
+  store float %5509, ptr %relu1_grad.sum242, align 4
+  %sum242 = load float, ptr %relu1_grad.sum242, align 4
+  %5510 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5511 = add nsw i64 %5510, 8
+  %5512 = mul nsw i64 %5511, 50176
+  %5513 = add nsw i64 7251216, %5512
+  %5514 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5515 = add nsw i64 %5513, %5514
+  %5516 = add nsw i64 %relu1_grad.iy2361790, 27
+  %5517 = add nsw i64 %5516, -1
+  %5518 = mul nsw i64 %5517, 28
+  %5519 = add nsw i64 %5515, %5518
+  %5520 = add nsw i64 %5519, %relu1_grad.ix2371791
+  %arena1797 = getelementptr inbounds float, ptr %arena, i64 %5520
+  %5521 = load float, ptr %arena1797, align 4
+  %5522 = fadd float %sum242, %5521
+  store float %5522, ptr %relu1_grad.sum243, align 4
+  %sum243 = load float, ptr %relu1_grad.sum243, align 4
+  %5523 = mul nsw i64 %relu1_grad.g1731623, 64
+  %5524 = add nsw i64 %5523, %relu1_grad.j1811728
+  %5525 = mul nsw i64 %5524, 25088
+  %5526 = add nsw i64 1605632, %5525
+  %5527 = mul nsw i64 %relu1_grad.c1821729, 784
+  %5528 = add nsw i64 %5526, %5527
+  %5529 = add nsw i64 %relu1_grad.iy2361790, 27
+  %5530 = mul nsw i64 %5529, 28
+  %5531 = add nsw i64 %5528, %5530
+  %5532 = add nsw i64 %5531, 1
+  %5533 = add nsw i64 %5532, %relu1_grad.ix2371791
+  %arena1798 = getelementptr inbounds float, ptr %arena, i64 %5533
+  store float %sum243, ptr %arena1798, align 4
+  %ix237.next = add nsw i64 %relu1_grad.ix2371791, 1
+  %5534 = icmp slt i64 %ix237.next, 26
+  br i1 %5534, label %relu1_grad.ix237, label %relu1_grad.ix237.end
+
+relu1_grad.ix237.end:                             ; preds = %relu1_grad.ix237
+  %iy236.next = add nsw i64 %relu1_grad.iy2361790, 1
+  %5535 = icmp slt i64 %iy236.next, 1
+  br i1 %5535, label %relu1_grad.iy236, label %relu1_grad.iy236.end
+
+relu1_grad.iy244:                                 ; preds = %relu1_grad.ix245.end, %relu1_grad.iy236.end
+  %relu1_grad.iy2441799 = phi i64 [ 0, %relu1_grad.iy236.end ], [ %iy244.next, %relu1_grad.ix245.end ]
+  br label %relu1_grad.ix245
+
+relu1_grad.iy244.end:                             ; preds = %relu1_grad.ix245.end
+  %c182.next = add nsw i64 %relu1_grad.c1821729, 1
+  %5536 = icmp slt i64 %c182.next, 32
+  br i1 %5536, label %relu1_grad.c182, label %relu1_grad.c182.end
+
+relu1_grad.ix245:                                 ; preds = %relu1_grad.ix245, %relu1_grad.iy244
+  %relu1_grad.ix2451800 = phi i64 [ 0, %relu1_grad.iy244 ], [ %ix245.next, %relu1_grad.ix245 ]
+  %5537 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5538 = add nsw i64 %5537, 4
+  %5539 = mul nsw i64 %5538, 50176
+  %5540 = add nsw i64 7251216, %5539
+  %5541 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5542 = add nsw i64 %5540, %5541
+  %5543 = add nsw i64 %relu1_grad.iy2441799, 27
+  %5544 = mul nsw i64 %5543, 28
+  %5545 = add nsw i64 %5542, %5544
+  %5546 = add nsw i64 %5545, 27
+  %5547 = add nsw i64 %5546, %relu1_grad.ix2451800
+  %arena1801 = getelementptr inbounds float, ptr %arena, i64 %5547
+  %5548 = load float, ptr %arena1801, align 4
+  store float %5548, ptr %relu1_grad.sum246, align 4
+  %sum246 = load float, ptr %relu1_grad.sum246, align 4
+  %5549 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5550 = add nsw i64 %5549, 5
+  %5551 = mul nsw i64 %5550, 50176
+  %5552 = add nsw i64 7251216, %5551
+  %5553 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5554 = add nsw i64 %5552, %5553
+  %5555 = add nsw i64 %relu1_grad.iy2441799, 27
+  %5556 = mul nsw i64 %5555, 28
+  %5557 = add nsw i64 %5554, %5556
+  %5558 = add nsw i64 %5557, 26
+  %5559 = add nsw i64 %5558, %relu1_grad.ix2451800
+  %arena1802 = getelementptr inbounds float, ptr %arena, i64 %5559
+  %5560 = load float, ptr %arena1802, align 4
+  %5561 = fadd float %sum246, %5560
+  store float %5561, ptr %relu1_grad.sum247, align 4
+  %sum247 = load float, ptr %relu1_grad.sum247, align 4
+  %5562 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5563 = add nsw i64 %5562, 7
+  %5564 = mul nsw i64 %5563, 50176
+  %5565 = add nsw i64 7251216, %5564
+  %5566 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5567 = add nsw i64 %5565, %5566
+  %5568 = add nsw i64 %relu1_grad.iy2441799, 27
+  %5569 = add nsw i64 %5568, -1
+  %5570 = mul nsw i64 %5569, 28
+  %5571 = add nsw i64 %5567, %5570
+  %5572 = add nsw i64 %5571, 27
+  %5573 = add nsw i64 %5572, %relu1_grad.ix2451800
+  %arena1803 = getelementptr inbounds float, ptr %arena, i64 %5573
+  %5574 = load float, ptr %arena1803, align 4
+  %5575 = fadd float %sum247, %5574
+  store float %5575, ptr %relu1_grad.sum248, align 4
+  %sum248 = load float, ptr %relu1_grad.sum248, align 4
+  %5576 = mul nsw i64 %relu1_grad.c1821729, 9
+  %5577 = add nsw i64 %5576, 8
+  %5578 = mul nsw i64 %5577, 50176
+  %5579 = add nsw i64 7251216, %5578
+  %5580 = mul nsw i64 %relu1_grad.j1811728, 784
+  %5581 = add nsw i64 %5579, %5580
+  %5582 = add nsw i64 %relu1_grad.iy2441799, 27
+  %5583 = add nsw i64 %5582, -1
+  %5584 = mul nsw i64 %5583, 28
+  %5585 = add nsw i64 %5581, %5584
+  %5586 = add nsw i64 %5585, 26
+  %5587 = add nsw i64 %5586, %relu1_grad.ix2451800
+  %arena1804 = getelementptr inbounds float, ptr %arena, i64 %5587
+  %5588 = load float, ptr %arena1804, align 4
+  %5589 = fadd float %sum248, %5588
+  store float %5589, ptr %relu1_grad.sum249, align 4
+  %sum249 = load float, ptr %relu1_grad.sum249, align 4
+  %5590 = mul nsw i64 %relu1_grad.g1731623, 64
+  %5591 = add nsw i64 %5590, %relu1_grad.j1811728
+  %5592 = mul nsw i64 %5591, 25088
+  %5593 = add nsw i64 1605632, %5592
+  %5594 = mul nsw i64 %relu1_grad.c1821729, 784
+  %5595 = add nsw i64 %5593, %5594
+  %5596 = add nsw i64 %relu1_grad.iy2441799, 27
+  %5597 = mul nsw i64 %5596, 28
+  %5598 = add nsw i64 %5595, %5597
+  %5599 = add nsw i64 %5598, 27
+  %5600 = add nsw i64 %5599, %relu1_grad.ix2451800
+  %arena1805 = getelementptr inbounds float, ptr %arena, i64 %5600
+  store float %sum249, ptr %arena1805, align 4
+  %ix245.next = add nsw i64 %relu1_grad.ix2451800, 1
+  %5601 = icmp slt i64 %ix245.next, 1
+  br i1 %5601, label %relu1_grad.ix245, label %relu1_grad.ix245.end
+
+relu1_grad.ix245.end:                             ; preds = %relu1_grad.ix245
+  %iy244.next = add nsw i64 %relu1_grad.iy2441799, 1
+  %5602 = icmp slt i64 %iy244.next, 1
+  br i1 %5602, label %relu1_grad.iy244, label %relu1_grad.iy244.end
+
+conv1_grad.i250:                                  ; preds = %conv1_grad.i250, %relu1_grad.g173.end
+  %conv1_grad.i2501806 = phi i64 [ 0, %relu1_grad.g173.end ], [ %i250.next, %conv1_grad.i250 ]
+  %arena1807 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i2501806
+  %5603 = load float, ptr %arena1807, align 4
+  %5604 = fcmp ogt float %5603, 0.000000e+00
+  %5605 = add nsw i64 1605632, %conv1_grad.i2501806
+  %arena1808 = getelementptr inbounds float, ptr %arena, i64 %5605
+  %5606 = load float, ptr %arena1808, align 4
+  %5607 = select i1 %5604, float %5606, float 0.000000e+00
+  %5608 = add nsw i64 3220112, %conv1_grad.i2501806
+  %arena1809 = getelementptr inbounds float, ptr %arena, i64 %5608
+  store float %5607, ptr %arena1809, align 4
+  %i250.next = add nsw i64 %conv1_grad.i2501806, 1
+  %5609 = icmp slt i64 %i250.next, 1605632
+  br i1 %5609, label %conv1_grad.i250, label %conv1_grad.i250.end
+
+conv1_grad.i250.end:                              ; preds = %conv1_grad.i250
+  br label %conv1_weight_grad.i251
+
+conv1_weight_grad.i251:                           ; preds = %conv1_weight_grad.i251, %conv1_grad.i250.end
+  %conv1_weight_grad.i2511810 = phi i64 [ 0, %conv1_grad.i250.end ], [ %i251.next, %conv1_weight_grad.i251 ]
+  %5610 = add nsw i64 2057216, %conv1_weight_grad.i2511810
+  %arena1811 = getelementptr inbounds float, ptr %arena, i64 %5610
+  store float 0.000000e+00, ptr %arena1811, align 4
+  %i251.next = add nsw i64 %conv1_weight_grad.i2511810, 1
+  %5611 = icmp slt i64 %i251.next, 288
+  br i1 %5611, label %conv1_weight_grad.i251, label %conv1_weight_grad.i251.end
+
+conv1_weight_grad.i251.end:                       ; preds = %conv1_weight_grad.i251
+  br label %conv1_weight_grad.g252
+
+conv1_weight_grad.g252:                           ; preds = %conv1_weight_grad.nb275.end, %conv1_weight_grad.i251.end
+  %conv1_weight_grad.g2521812 = phi i64 [ 0, %conv1_weight_grad.i251.end ], [ %g252.next, %conv1_weight_grad.nb275.end ]
+  br label %conv1_weight_grad.j253
+
+conv1_weight_grad.g252.end:                       ; preds = %conv1_weight_grad.nb275.end
+  br label %conv1_weight_grad.f279
+
+conv1_weight_grad.j253:                           ; preds = %conv1_weight_grad.c254.end, %conv1_weight_grad.g252
+  %conv1_weight_grad.j2531813 = phi i64 [ 0, %conv1_weight_grad.g252 ], [ %j253.next, %conv1_weight_grad.c254.end ]
+  br label %conv1_weight_grad.c254
+
+conv1_weight_grad.j253.end:                       ; preds = %conv1_weight_grad.c254.end
+  br label %conv1_weight_grad.j267
+
+conv1_weight_grad.c254:                           ; preds = %conv1_weight_grad.ky255.end, %conv1_weight_grad.j253
+  %conv1_weight_grad.c2541814 = phi i64 [ 0, %conv1_weight_grad.j253 ], [ %c254.next, %conv1_weight_grad.ky255.end ]
+  br label %conv1_weight_grad.ky255
+
+conv1_weight_grad.c254.end:                       ; preds = %conv1_weight_grad.ky255.end
+  %j253.next = add nsw i64 %conv1_weight_grad.j2531813, 1
+  %5612 = icmp slt i64 %j253.next, 64
+  br i1 %5612, label %conv1_weight_grad.j253, label %conv1_weight_grad.j253.end
+
+conv1_weight_grad.ky255:                          ; preds = %conv1_weight_grad.oy263.end, %conv1_weight_grad.c254
+  %conv1_weight_grad.ky2551815 = phi i64 [ 0, %conv1_weight_grad.c254 ], [ %ky255.next, %conv1_weight_grad.oy263.end ]
+  br label %conv1_weight_grad.oy256
+
+conv1_weight_grad.ky255.end:                      ; preds = %conv1_weight_grad.oy263.end
+  %c254.next = add nsw i64 %conv1_weight_grad.c2541814, 1
+  %5613 = icmp slt i64 %c254.next, 1
+  br i1 %5613, label %conv1_weight_grad.c254, label %conv1_weight_grad.c254.end
+
+conv1_weight_grad.oy256:                          ; preds = %conv1_weight_grad.endif1827, %conv1_weight_grad.ky255
+  %conv1_weight_grad.oy2561816 = phi i64 [ 0, %conv1_weight_grad.ky255 ], [ %oy256.next, %conv1_weight_grad.endif1827 ]
+  %5614 = add nsw i64 %conv1_weight_grad.oy2561816, %conv1_weight_grad.ky2551815
+  %5615 = add nsw i64 %5614, -1
+  %5616 = icmp slt i64 -1, %5615
+  %5617 = add nsw i64 %conv1_weight_grad.oy2561816, %conv1_weight_grad.ky2551815
+  %5618 = add nsw i64 %5617, -1
+  %5619 = icmp slt i64 %5618, 28
+  %5620 = and i1 %5616, %5619
+  br i1 %5620, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+
+conv1_weight_grad.oy256.end:                      ; preds = %conv1_weight_grad.endif1827
+  br label %conv1_weight_grad.oy260
+
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy256
+  br label %conv1_weight_grad.ox257
+
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox258.end, %conv1_weight_grad.oy256
+  %5621 = add nsw i64 %conv1_weight_grad.oy2561816, %conv1_weight_grad.ky2551815
+  %5622 = add nsw i64 %5621, -1
+  %5623 = icmp slt i64 %5622, 0
+  br i1 %5623, label %conv1_weight_grad.then1822, label %conv1_weight_grad.endif1823
+
+conv1_weight_grad.ox257:                          ; preds = %conv1_weight_grad.ox257, %conv1_weight_grad.then
+  %conv1_weight_grad.ox2571817 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox257.next, %conv1_weight_grad.ox257 ]
+  %5624 = mul nsw i64 %conv1_weight_grad.g2521812, 64
+  %5625 = add nsw i64 %5624, %conv1_weight_grad.j2531813
+  %5626 = mul nsw i64 %5625, 784
+  %5627 = mul nsw i64 %conv1_weight_grad.c2541814, 784
+  %5628 = add nsw i64 %5626, %5627
+  %5629 = add nsw i64 %conv1_weight_grad.oy2561816, %conv1_weight_grad.ky2551815
+  %5630 = add nsw i64 %5629, -1
+  %5631 = mul nsw i64 %5630, 28
+  %5632 = add nsw i64 %5628, %5631
+  %5633 = add nsw i64 %conv1_weight_grad.ox2571817, 1
+  %5634 = add nsw i64 %5633, -1
+  %5635 = add nsw i64 %5632, %5634
+  %images1818 = getelementptr inbounds float, ptr %images, i64 %5635
+  %5636 = load float, ptr %images1818, align 4
+  %5637 = mul nsw i64 %conv1_weight_grad.c2541814, 3
+  %5638 = add nsw i64 %5637, %conv1_weight_grad.ky2551815
+  %5639 = mul nsw i64 %5638, 3
+  %5640 = mul nsw i64 %5639, 50176
+  %5641 = mul nsw i64 %conv1_weight_grad.j2531813, 784
+  %5642 = add nsw i64 %5640, %5641
+  %5643 = mul nsw i64 %conv1_weight_grad.oy2561816, 28
+  %5644 = add nsw i64 %conv1_weight_grad.ox2571817, 1
+  %5645 = add nsw i64 %5643, %5644
+  %5646 = add nsw i64 %5642, %5645
+  %arena1819 = getelementptr inbounds float, ptr %arena, i64 %5646
+  store float %5636, ptr %arena1819, align 4
+  %ox257.next = add nsw i64 %conv1_weight_grad.ox2571817, 1
+  %5647 = icmp slt i64 %ox257.next, 27
+  br i1 %5647, label %conv1_weight_grad.ox257, label %conv1_weight_grad.ox257.end
+
+conv1_weight_grad.ox257.end:                      ; preds = %conv1_weight_grad.ox257
+  br label %conv1_weight_grad.ox258
+
+conv1_weight_grad.ox258:                          ; preds = %conv1_weight_grad.ox258, %conv1_weight_grad.ox257.end
+  %conv1_weight_grad.ox2581820 = phi i64 [ 0, %conv1_weight_grad.ox257.end ], [ %ox258.next, %conv1_weight_grad.ox258 ]
+  %5648 = mul nsw i64 %conv1_weight_grad.c2541814, 3
+  %5649 = add nsw i64 %5648, %conv1_weight_grad.ky2551815
+  %5650 = mul nsw i64 %5649, 3
+  %5651 = mul nsw i64 %5650, 50176
+  %5652 = mul nsw i64 %conv1_weight_grad.j2531813, 784
+  %5653 = add nsw i64 %5651, %5652
+  %5654 = mul nsw i64 %conv1_weight_grad.oy2561816, 28
+  %5655 = add nsw i64 %5654, %conv1_weight_grad.ox2581820
+  %5656 = add nsw i64 %5653, %5655
+  %arena1821 = getelementptr inbounds float, ptr %arena, i64 %5656
+  store float 0.000000e+00, ptr %arena1821, align 4
+  %ox258.next = add nsw i64 %conv1_weight_grad.ox2581820, 1
+  %5657 = icmp slt i64 %ox258.next, 1
+  br i1 %5657, label %conv1_weight_grad.ox258, label %conv1_weight_grad.ox258.end
+
+conv1_weight_grad.ox258.end:                      ; preds = %conv1_weight_grad.ox258
+  br label %conv1_weight_grad.endif
+
+conv1_weight_grad.then1822:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox259
+
+conv1_weight_grad.endif1823:                      ; preds = %conv1_weight_grad.ox259.end, %conv1_weight_grad.endif
+  %5658 = add nsw i64 %conv1_weight_grad.oy2561816, %conv1_weight_grad.ky2551815
+  %5659 = add nsw i64 %5658, -1
+  %5660 = icmp slt i64 27, %5659
+  br i1 %5660, label %conv1_weight_grad.then1826, label %conv1_weight_grad.endif1827
+
+conv1_weight_grad.ox259:                          ; preds = %conv1_weight_grad.ox259, %conv1_weight_grad.then1822
+  %conv1_weight_grad.ox2591824 = phi i64 [ 0, %conv1_weight_grad.then1822 ], [ %ox259.next, %conv1_weight_grad.ox259 ]
+  %5661 = mul nsw i64 %conv1_weight_grad.c2541814, 3
+  %5662 = add nsw i64 %5661, %conv1_weight_grad.ky2551815
+  %5663 = mul nsw i64 %5662, 3
+  %5664 = mul nsw i64 %5663, 50176
+  %5665 = mul nsw i64 %conv1_weight_grad.j2531813, 784
+  %5666 = add nsw i64 %5664, %5665
+  %5667 = mul nsw i64 %conv1_weight_grad.oy2561816, 28
+  %5668 = add nsw i64 %5667, %conv1_weight_grad.ox2591824
+  %5669 = add nsw i64 %5666, %5668
+  %arena1825 = getelementptr inbounds float, ptr %arena, i64 %5669
+  store float 0.000000e+00, ptr %arena1825, align 4
+  %ox259.next = add nsw i64 %conv1_weight_grad.ox2591824, 1
+  %5670 = icmp slt i64 %ox259.next, 28
+  br i1 %5670, label %conv1_weight_grad.ox259, label %conv1_weight_grad.ox259.end
+
+conv1_weight_grad.ox259.end:                      ; preds = %conv1_weight_grad.ox259
+  br label %conv1_weight_grad.endif1823
+
+conv1_weight_grad.then1826:                       ; preds = %conv1_weight_grad.endif1823
+  br label %conv1_weight_grad.ox2591828
+
+conv1_weight_grad.endif1827:                      ; preds = %conv1_weight_grad.ox259.end1829, %conv1_weight_grad.endif1823
+  %oy256.next = add nsw i64 %conv1_weight_grad.oy2561816, 1
+  %5671 = icmp slt i64 %oy256.next, 28
+  br i1 %5671, label %conv1_weight_grad.oy256, label %conv1_weight_grad.oy256.end
+
+conv1_weight_grad.ox2591828:                      ; preds = %conv1_weight_grad.ox2591828, %conv1_weight_grad.then1826
+  %conv1_weight_grad.ox2591830 = phi i64 [ 0, %conv1_weight_grad.then1826 ], [ %ox259.next1832, %conv1_weight_grad.ox2591828 ]
+  %5672 = mul nsw i64 %conv1_weight_grad.c2541814, 3
+  %5673 = add nsw i64 %5672, %conv1_weight_grad.ky2551815
+  %5674 = mul nsw i64 %5673, 3
+  %5675 = mul nsw i64 %5674, 50176
+  %5676 = mul nsw i64 %conv1_weight_grad.j2531813, 784
+  %5677 = add nsw i64 %5675, %5676
+  %5678 = mul nsw i64 %conv1_weight_grad.oy2561816, 28
+  %5679 = add nsw i64 %5678, %conv1_weight_grad.ox2591830
+  %5680 = add nsw i64 %5677, %5679
+  %arena1831 = getelementptr inbounds float, ptr %arena, i64 %5680
+  store float 0.000000e+00, ptr %arena1831, align 4
+  %ox259.next1832 = add nsw i64 %conv1_weight_grad.ox2591830, 1
+  %5681 = icmp slt i64 %ox259.next1832, 28
+  br i1 %5681, label %conv1_weight_grad.ox2591828, label %conv1_weight_grad.ox259.end1829
+
+conv1_weight_grad.ox259.end1829:                  ; preds = %conv1_weight_grad.ox2591828
+  br label %conv1_weight_grad.endif1827
+
+conv1_weight_grad.oy260:                          ; preds = %conv1_weight_grad.endif1844, %conv1_weight_grad.oy256.end
+  %conv1_weight_grad.oy2601833 = phi i64 [ 0, %conv1_weight_grad.oy256.end ], [ %oy260.next, %conv1_weight_grad.endif1844 ]
+  %5682 = add nsw i64 %conv1_weight_grad.oy2601833, %conv1_weight_grad.ky2551815
+  %5683 = add nsw i64 %5682, -1
+  %5684 = icmp slt i64 -1, %5683
+  %5685 = add nsw i64 %conv1_weight_grad.oy2601833, %conv1_weight_grad.ky2551815
+  %5686 = add nsw i64 %5685, -1
+  %5687 = icmp slt i64 %5686, 28
+  %5688 = and i1 %5684, %5687
+  br i1 %5688, label %conv1_weight_grad.then1834, label %conv1_weight_grad.endif1835
+
+conv1_weight_grad.oy260.end:                      ; preds = %conv1_weight_grad.endif1844
+  br label %conv1_weight_grad.oy263
+
+conv1_weight_grad.then1834:                       ; preds = %conv1_weight_grad.oy260
+  br label %conv1_weight_grad.ox261
+
+conv1_weight_grad.endif1835:                      ; preds = %conv1_weight_grad.ox261.end, %conv1_weight_grad.oy260
+  %5689 = add nsw i64 %conv1_weight_grad.oy2601833, %conv1_weight_grad.ky2551815
+  %5690 = add nsw i64 %5689, -1
+  %5691 = icmp slt i64 %5690, 0
+  br i1 %5691, label %conv1_weight_grad.then1839, label %conv1_weight_grad.endif1840
+
+conv1_weight_grad.ox261:                          ; preds = %conv1_weight_grad.ox261, %conv1_weight_grad.then1834
+  %conv1_weight_grad.ox2611836 = phi i64 [ 0, %conv1_weight_grad.then1834 ], [ %ox261.next, %conv1_weight_grad.ox261 ]
+  %5692 = mul nsw i64 %conv1_weight_grad.g2521812, 64
+  %5693 = add nsw i64 %5692, %conv1_weight_grad.j2531813
+  %5694 = mul nsw i64 %5693, 784
+  %5695 = mul nsw i64 %conv1_weight_grad.c2541814, 784
+  %5696 = add nsw i64 %5694, %5695
+  %5697 = add nsw i64 %conv1_weight_grad.oy2601833, %conv1_weight_grad.ky2551815
+  %5698 = add nsw i64 %5697, -1
+  %5699 = mul nsw i64 %5698, 28
+  %5700 = add nsw i64 %5696, %5699
+  %5701 = add nsw i64 %5700, %conv1_weight_grad.ox2611836
+  %images1837 = getelementptr inbounds float, ptr %images, i64 %5701
+  %5702 = load float, ptr %images1837, align 4
+  %5703 = mul nsw i64 %conv1_weight_grad.c2541814, 3
+  %5704 = add nsw i64 %5703, %conv1_weight_grad.ky2551815
+  %5705 = mul nsw i64 %5704, 3
+  %5706 = add nsw i64 %5705, 1
+  %5707 = mul nsw i64 %5706, 50176
+  %5708 = mul nsw i64 %conv1_weight_grad.j2531813, 784
+  %5709 = add nsw i64 %5707, %5708
+  %5710 = mul nsw i64 %conv1_weight_grad.oy2601833, 28
+  %5711 = add nsw i64 %5710, %conv1_weight_grad.ox2611836
+  %5712 = add nsw i64 %5709, %5711
+  %arena1838 = getelementptr inbounds float, ptr %arena, i64 %5712
+  store float %5702, ptr %arena1838, align 4
+  %ox261.next = add nsw i64 %conv1_weight_grad.ox2611836, 1
+  %5713 = icmp slt i64 %ox261.next, 28
+  br i1 %5713, label %conv1_weight_grad.ox261, label %conv1_weight_grad.ox261.end
+
+conv1_weight_grad.ox261.end:                      ; preds = %conv1_weight_grad.ox261
+  br label %conv1_weight_grad.endif1835
+
+conv1_weight_grad.then1839:                       ; preds = %conv1_weight_grad.endif1835
+  br label %conv1_weight_grad.ox262
+
+conv1_weight_grad.endif1840:                      ; preds = %conv1_weight_grad.ox262.end, %conv1_weight_grad.endif1835
+  %5714 = add nsw i64 %conv1_weight_grad.oy2601833, %conv1_weight_grad.ky2551815
+  %5715 = add nsw i64 %5714, -1
+  %5716 = icmp slt i64 27, %5715
+  br i1 %5716, label %conv1_weight_grad.then1843, label %conv1_weight_grad.endif1844
+
+conv1_weight_grad.ox262:                          ; preds = %conv1_weight_grad.ox262, %conv1_weight_grad.then1839
+  %conv1_weight_grad.ox2621841 = phi i64 [ 0, %conv1_weight_grad.then1839 ], [ %ox262.next, %conv1_weight_grad.ox262 ]
+  %5717 = mul nsw i64 %conv1_weight_grad.c2541814, 3
+  %5718 = add nsw i64 %5717, %conv1_weight_grad.ky2551815
+  %5719 = mul nsw i64 %5718, 3
+  %5720 = add nsw i64 %5719, 1
+  %5721 = mul nsw i64 %5720, 50176
+  %5722 = mul nsw i64 %conv1_weight_grad.j2531813, 784
+  %5723 = add nsw i64 %5721, %5722
+  %5724 = mul nsw i64 %conv1_weight_grad.oy2601833, 28
+  %5725 = add nsw i64 %5724, %conv1_weight_grad.ox2621841
+  %5726 = add nsw i64 %5723, %5725
+  %arena1842 = getelementptr inbounds float, ptr %arena, i64 %5726
+  store float 0.000000e+00, ptr %arena1842, align 4
+  %ox262.next = add nsw i64 %conv1_weight_grad.ox2621841, 1
+  %5727 = icmp slt i64 %ox262.next, 28
+  br i1 %5727, label %conv1_weight_grad.ox262, label %conv1_weight_grad.ox262.end
+
+conv1_weight_grad.ox262.end:                      ; preds = %conv1_weight_grad.ox262
+  br label %conv1_weight_grad.endif1840
+
+conv1_weight_grad.then1843:                       ; preds = %conv1_weight_grad.endif1840
+  br label %conv1_weight_grad.ox2621845
+
+conv1_weight_grad.endif1844:                      ; preds = %conv1_weight_grad.ox262.end1846, %conv1_weight_grad.endif1840
+  %oy260.next = add nsw i64 %conv1_weight_grad.oy2601833, 1
+  %5728 = icmp slt i64 %oy260.next, 28
+  br i1 %5728, label %conv1_weight_grad.oy260, label %conv1_weight_grad.oy260.end
+
+conv1_weight_grad.ox2621845:                      ; preds = %conv1_weight_grad.ox2621845, %conv1_weight_grad.then1843
+  %conv1_weight_grad.ox2621847 = phi i64 [ 0, %conv1_weight_grad.then1843 ], [ %ox262.next1849, %conv1_weight_grad.ox2621845 ]
+  %5729 = mul nsw i64 %conv1_weight_grad.c2541814, 3
+  %5730 = add nsw i64 %5729, %conv1_weight_grad.ky2551815
+  %5731 = mul nsw i64 %5730, 3
+  %5732 = add nsw i64 %5731, 1
+  %5733 = mul nsw i64 %5732, 50176
+  %5734 = mul nsw i64 %conv1_weight_grad.j2531813, 784
+  %5735 = add nsw i64 %5733, %5734
+  %5736 = mul nsw i64 %conv1_weight_grad.oy2601833, 28
+  %5737 = add nsw i64 %5736, %conv1_weight_grad.ox2621847
+  %5738 = add nsw i64 %5735, %5737
+  %arena1848 = getelementptr inbounds float, ptr %arena, i64 %5738
+  store float 0.000000e+00, ptr %arena1848, align 4
+  %ox262.next1849 = add nsw i64 %conv1_weight_grad.ox2621847, 1
+  %5739 = icmp slt i64 %ox262.next1849, 28
+  br i1 %5739, label %conv1_weight_grad.ox2621845, label %conv1_weight_grad.ox262.end1846
+
+conv1_weight_grad.ox262.end1846:                  ; preds = %conv1_weight_grad.ox2621845
+  br label %conv1_weight_grad.endif1844
+
+conv1_weight_grad.oy263:                          ; preds = %conv1_weight_grad.endif1863, %conv1_weight_grad.oy260.end
+  %conv1_weight_grad.oy2631850 = phi i64 [ 0, %conv1_weight_grad.oy260.end ], [ %oy263.next, %conv1_weight_grad.endif1863 ]
+  %5740 = add nsw i64 %conv1_weight_grad.oy2631850, %conv1_weight_grad.ky2551815
+  %5741 = add nsw i64 %5740, -1
+  %5742 = icmp slt i64 -1, %5741
+  %5743 = add nsw i64 %conv1_weight_grad.oy2631850, %conv1_weight_grad.ky2551815
+  %5744 = add nsw i64 %5743, -1
+  %5745 = icmp slt i64 %5744, 28
+  %5746 = and i1 %5742, %5745
+  br i1 %5746, label %conv1_weight_grad.then1851, label %conv1_weight_grad.endif1852
+
+conv1_weight_grad.oy263.end:                      ; preds = %conv1_weight_grad.endif1863
+  %ky255.next = add nsw i64 %conv1_weight_grad.ky2551815, 1
+  %5747 = icmp slt i64 %ky255.next, 3
+  br i1 %5747, label %conv1_weight_grad.ky255, label %conv1_weight_grad.ky255.end
+
+conv1_weight_grad.then1851:                       ; preds = %conv1_weight_grad.oy263
+  br label %conv1_weight_grad.ox264
+
+conv1_weight_grad.endif1852:                      ; preds = %conv1_weight_grad.ox265.end, %conv1_weight_grad.oy263
+  %5748 = add nsw i64 %conv1_weight_grad.oy2631850, %conv1_weight_grad.ky2551815
+  %5749 = add nsw i64 %5748, -1
+  %5750 = icmp slt i64 %5749, 0
+  br i1 %5750, label %conv1_weight_grad.then1858, label %conv1_weight_grad.endif1859
+
+conv1_weight_grad.ox264:                          ; preds = %conv1_weight_grad.ox264, %conv1_weight_grad.then1851
+  %conv1_weight_grad.ox2641853 = phi i64 [ 0, %conv1_weight_grad.then1851 ], [ %ox264.next, %conv1_weight_grad.ox264 ]
+  %5751 = mul nsw i64 %conv1_weight_grad.g2521812, 64
+  %5752 = add nsw i64 %5751, %conv1_weight_grad.j2531813
+  %5753 = mul nsw i64 %5752, 784
+  %5754 = mul nsw i64 %conv1_weight_grad.c2541814, 784
+  %5755 = add nsw i64 %5753, %5754
+  %5756 = add nsw i64 %conv1_weight_grad.oy2631850, %conv1_weight_grad.ky2551815
+  %5757 = add nsw i64 %5756, -1
+  %5758 = mul nsw i64 %5757, 28
+  %5759 = add nsw i64 %5755, %5758
+  %5760 = add nsw i64 %conv1_weight_grad.ox2641853, 1
+  %5761 = add nsw i64 %5759, %5760
+  %images1854 = getelementptr inbounds float, ptr %images, i64 %5761
+  %5762 = load float, ptr %images1854, align 4
+  %5763 = mul nsw i64 %conv1_weight_grad.c2541814, 3
+  %5764 = add nsw i64 %5763, %conv1_weight_grad.ky2551815
+  %5765 = mul nsw i64 %5764, 3
+  %5766 = add nsw i64 %5765, 2
+  %5767 = mul nsw i64 %5766, 50176
+  %5768 = mul nsw i64 %conv1_weight_grad.j2531813, 784
+  %5769 = add nsw i64 %5767, %5768
+  %5770 = mul nsw i64 %conv1_weight_grad.oy2631850, 28
+  %5771 = add nsw i64 %5770, %conv1_weight_grad.ox2641853
+  %5772 = add nsw i64 %5769, %5771
+  %arena1855 = getelementptr inbounds float, ptr %arena, i64 %5772
+  store float %5762, ptr %arena1855, align 4
+  %ox264.next = add nsw i64 %conv1_weight_grad.ox2641853, 1
+  %5773 = icmp slt i64 %ox264.next, 27
+  br i1 %5773, label %conv1_weight_grad.ox264, label %conv1_weight_grad.ox264.end
+
+conv1_weight_grad.ox264.end:                      ; preds = %conv1_weight_grad.ox264
+  br label %conv1_weight_grad.ox265
+
+conv1_weight_grad.ox265:                          ; preds = %conv1_weight_grad.ox265, %conv1_weight_grad.ox264.end
+  %conv1_weight_grad.ox2651856 = phi i64 [ 0, %conv1_weight_grad.ox264.end ], [ %ox265.next, %conv1_weight_grad.ox265 ]
+  %5774 = mul nsw i64 %conv1_weight_grad.c2541814, 3
+  %5775 = add nsw i64 %5774, %conv1_weight_grad.ky2551815
+  %5776 = mul nsw i64 %5775, 3
+  %5777 = add nsw i64 %5776, 2
+  %5778 = mul nsw i64 %5777, 50176
+  %5779 = mul nsw i64 %conv1_weight_grad.j2531813, 784
+  %5780 = add nsw i64 %5778, %5779
+  %5781 = mul nsw i64 %conv1_weight_grad.oy2631850, 28
+  %5782 = add nsw i64 %conv1_weight_grad.ox2651856, 27
+  %5783 = add nsw i64 %5781, %5782
+  %5784 = add nsw i64 %5780, %5783
+  %arena1857 = getelementptr inbounds float, ptr %arena, i64 %5784
+  store float 0.000000e+00, ptr %arena1857, align 4
+  %ox265.next = add nsw i64 %conv1_weight_grad.ox2651856, 1
+  %5785 = icmp slt i64 %ox265.next, 1
+  br i1 %5785, label %conv1_weight_grad.ox265, label %conv1_weight_grad.ox265.end
+
+conv1_weight_grad.ox265.end:                      ; preds = %conv1_weight_grad.ox265
+  br label %conv1_weight_grad.endif1852
+
+conv1_weight_grad.then1858:                       ; preds = %conv1_weight_grad.endif1852
+  br label %conv1_weight_grad.ox266
+
+conv1_weight_grad.endif1859:                      ; preds = %conv1_weight_grad.ox266.end, %conv1_weight_grad.endif1852
+  %5786 = add nsw i64 %conv1_weight_grad.oy2631850, %conv1_weight_grad.ky2551815
+  %5787 = add nsw i64 %5786, -1
+  %5788 = icmp slt i64 27, %5787
+  br i1 %5788, label %conv1_weight_grad.then1862, label %conv1_weight_grad.endif1863
+
+conv1_weight_grad.ox266:                          ; preds = %conv1_weight_grad.ox266, %conv1_weight_grad.then1858
+  %conv1_weight_grad.ox2661860 = phi i64 [ 0, %conv1_weight_grad.then1858 ], [ %ox266.next, %conv1_weight_grad.ox266 ]
+  %5789 = mul nsw i64 %conv1_weight_grad.c2541814, 3
+  %5790 = add nsw i64 %5789, %conv1_weight_grad.ky2551815
+  %5791 = mul nsw i64 %5790, 3
+  %5792 = add nsw i64 %5791, 2
+  %5793 = mul nsw i64 %5792, 50176
+  %5794 = mul nsw i64 %conv1_weight_grad.j2531813, 784
+  %5795 = add nsw i64 %5793, %5794
+  %5796 = mul nsw i64 %conv1_weight_grad.oy2631850, 28
+  %5797 = add nsw i64 %5796, %conv1_weight_grad.ox2661860
+  %5798 = add nsw i64 %5795, %5797
+  %arena1861 = getelementptr inbounds float, ptr %arena, i64 %5798
+  store float 0.000000e+00, ptr %arena1861, align 4
+  %ox266.next = add nsw i64 %conv1_weight_grad.ox2661860, 1
+  %5799 = icmp slt i64 %ox266.next, 28
+  br i1 %5799, label %conv1_weight_grad.ox266, label %conv1_weight_grad.ox266.end
+
+conv1_weight_grad.ox266.end:                      ; preds = %conv1_weight_grad.ox266
+  br label %conv1_weight_grad.endif1859
+
+conv1_weight_grad.then1862:                       ; preds = %conv1_weight_grad.endif1859
+  br label %conv1_weight_grad.ox2661864
+
+conv1_weight_grad.endif1863:                      ; preds = %conv1_weight_grad.ox266.end1865, %conv1_weight_grad.endif1859
+  %oy263.next = add nsw i64 %conv1_weight_grad.oy2631850, 1
+  %5800 = icmp slt i64 %oy263.next, 28
+  br i1 %5800, label %conv1_weight_grad.oy263, label %conv1_weight_grad.oy263.end
+
+conv1_weight_grad.ox2661864:                      ; preds = %conv1_weight_grad.ox2661864, %conv1_weight_grad.then1862
+  %conv1_weight_grad.ox2661866 = phi i64 [ 0, %conv1_weight_grad.then1862 ], [ %ox266.next1868, %conv1_weight_grad.ox2661864 ]
+  %5801 = mul nsw i64 %conv1_weight_grad.c2541814, 3
+  %5802 = add nsw i64 %5801, %conv1_weight_grad.ky2551815
+  %5803 = mul nsw i64 %5802, 3
+  %5804 = add nsw i64 %5803, 2
+  %5805 = mul nsw i64 %5804, 50176
+  %5806 = mul nsw i64 %conv1_weight_grad.j2531813, 784
+  %5807 = add nsw i64 %5805, %5806
+  %5808 = mul nsw i64 %conv1_weight_grad.oy2631850, 28
+  %5809 = add nsw i64 %5808, %conv1_weight_grad.ox2661866
+  %5810 = add nsw i64 %5807, %5809
+  %arena1867 = getelementptr inbounds float, ptr %arena, i64 %5810
+  store float 0.000000e+00, ptr %arena1867, align 4
+  %ox266.next1868 = add nsw i64 %conv1_weight_grad.ox2661866, 1
+  %5811 = icmp slt i64 %ox266.next1868, 28
+  br i1 %5811, label %conv1_weight_grad.ox2661864, label %conv1_weight_grad.ox266.end1865
+
+conv1_weight_grad.ox266.end1865:                  ; preds = %conv1_weight_grad.ox2661864
+  br label %conv1_weight_grad.endif1863
+
+conv1_weight_grad.j267:                           ; preds = %conv1_weight_grad.i268.end, %conv1_weight_grad.j253.end
+  %conv1_weight_grad.j2671869 = phi i64 [ 0, %conv1_weight_grad.j253.end ], [ %j267.next, %conv1_weight_grad.i268.end ]
+  br label %conv1_weight_grad.i268
+
+conv1_weight_grad.j267.end:                       ; preds = %conv1_weight_grad.i268.end
+  br label %conv1_weight_grad.kp270
+
+conv1_weight_grad.i268:                           ; preds = %conv1_weight_grad.f269.end, %conv1_weight_grad.j267
+  %conv1_weight_grad.i2681870 = phi i64 [ 0, %conv1_weight_grad.j267 ], [ %i268.next, %conv1_weight_grad.f269.end ]
+  br label %conv1_weight_grad.f269
+
+conv1_weight_grad.i268.end:                       ; preds = %conv1_weight_grad.f269.end
+  %j267.next = add nsw i64 %conv1_weight_grad.j2671869, 1
+  %5812 = icmp slt i64 %j267.next, 64
+  br i1 %5812, label %conv1_weight_grad.j267, label %conv1_weight_grad.j267.end
+
+conv1_weight_grad.f269:                           ; preds = %conv1_weight_grad.f269, %conv1_weight_grad.i268
+  %conv1_weight_grad.f2691871 = phi i64 [ 0, %conv1_weight_grad.i268 ], [ %f269.next, %conv1_weight_grad.f269 ]
+  %5813 = mul nsw i64 %conv1_weight_grad.g2521812, 64
+  %5814 = add nsw i64 %5813, %conv1_weight_grad.j2671869
+  %5815 = mul nsw i64 %5814, 25088
+  %5816 = add nsw i64 3220112, %5815
+  %5817 = mul nsw i64 %conv1_weight_grad.f2691871, 784
+  %5818 = add nsw i64 %5816, %5817
+  %5819 = add nsw i64 %5818, %conv1_weight_grad.i2681870
+  %arena1872 = getelementptr inbounds float, ptr %arena, i64 %5819
+  %5820 = load float, ptr %arena1872, align 4
+  %5821 = mul nsw i64 %conv1_weight_grad.j2671869, 784
+  %5822 = add nsw i64 %5821, %conv1_weight_grad.i2681870
+  %5823 = mul nsw i64 %5822, 32
+  %5824 = add nsw i64 451584, %5823
+  %5825 = add nsw i64 %5824, %conv1_weight_grad.f2691871
+  %arena1873 = getelementptr inbounds float, ptr %arena, i64 %5825
+  store float %5820, ptr %arena1873, align 4
+  %f269.next = add nsw i64 %conv1_weight_grad.f2691871, 1
+  %5826 = icmp slt i64 %f269.next, 32
+  br i1 %5826, label %conv1_weight_grad.f269, label %conv1_weight_grad.f269.end
+
+conv1_weight_grad.f269.end:                       ; preds = %conv1_weight_grad.f269
+  %i268.next = add nsw i64 %conv1_weight_grad.i2681870, 1
+  %5827 = icmp slt i64 %i268.next, 784
+  br i1 %5827, label %conv1_weight_grad.i268, label %conv1_weight_grad.i268.end
+
+conv1_weight_grad.kp270:                          ; preds = %conv1_weight_grad.nb271.end, %conv1_weight_grad.j267.end
+  %conv1_weight_grad.kp2701874 = phi i64 [ 0, %conv1_weight_grad.j267.end ], [ %kp270.next, %conv1_weight_grad.nb271.end ]
+  br label %conv1_weight_grad.nb271
+
+conv1_weight_grad.kp270.end:                      ; preds = %conv1_weight_grad.nb271.end
+  br label %conv1_weight_grad.nb275
+
+conv1_weight_grad.nb271:                          ; preds = %conv1_weight_grad.mb272.end, %conv1_weight_grad.kp270
+  %conv1_weight_grad.nb2711875 = phi i64 [ 0, %conv1_weight_grad.kp270 ], [ %nb271.next, %conv1_weight_grad.mb272.end ]
+  br label %conv1_weight_grad.mb272
+
+conv1_weight_grad.nb271.end:                      ; preds = %conv1_weight_grad.mb272.end
+  %kp270.next = add nsw i64 %conv1_weight_grad.kp2701874, 1
+  %5828 = icmp slt i64 %kp270.next, 130
+  br i1 %5828, label %conv1_weight_grad.kp270, label %conv1_weight_grad.kp270.end
+
+conv1_weight_grad.mb272:                          ; preds = %conv1_weight_grad.k274.end, %conv1_weight_grad.nb271
+  %conv1_weight_grad.mb2721876 = phi i64 [ 0, %conv1_weight_grad.nb271 ], [ %mb272.next, %conv1_weight_grad.k274.end ]
+  %5829 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5830 = mul nsw i64 %5829, 32
+  %5831 = add nsw i64 2057216, %5830
+  %5832 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5833 = add nsw i64 %5831, %5832
+  %arena1877 = getelementptr inbounds float, ptr %arena, i64 %5833
+  %5834 = load <16 x float>, ptr %arena1877, align 4
+  store <16 x float> %5834, ptr %conv1_weight_grad.t273_c0_0, align 64
+  %5835 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5836 = mul nsw i64 %5835, 32
+  %5837 = add nsw i64 2057216, %5836
+  %5838 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5839 = add nsw i64 %5837, %5838
+  %5840 = add nsw i64 %5839, 16
+  %arena1878 = getelementptr inbounds float, ptr %arena, i64 %5840
+  %5841 = load <16 x float>, ptr %arena1878, align 4
+  store <16 x float> %5841, ptr %conv1_weight_grad.t273_c0_1, align 64
+  %5842 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5843 = add nsw i64 %5842, 1
+  %5844 = mul nsw i64 %5843, 32
+  %5845 = add nsw i64 2057216, %5844
+  %5846 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5847 = add nsw i64 %5845, %5846
+  %arena1879 = getelementptr inbounds float, ptr %arena, i64 %5847
+  %5848 = load <16 x float>, ptr %arena1879, align 4
+  store <16 x float> %5848, ptr %conv1_weight_grad.t273_c1_0, align 64
+  %5849 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5850 = add nsw i64 %5849, 1
+  %5851 = mul nsw i64 %5850, 32
+  %5852 = add nsw i64 2057216, %5851
+  %5853 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5854 = add nsw i64 %5852, %5853
+  %5855 = add nsw i64 %5854, 16
+  %arena1880 = getelementptr inbounds float, ptr %arena, i64 %5855
+  %5856 = load <16 x float>, ptr %arena1880, align 4
+  store <16 x float> %5856, ptr %conv1_weight_grad.t273_c1_1, align 64
+  %5857 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5858 = add nsw i64 %5857, 2
+  %5859 = mul nsw i64 %5858, 32
+  %5860 = add nsw i64 2057216, %5859
+  %5861 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5862 = add nsw i64 %5860, %5861
+  %arena1881 = getelementptr inbounds float, ptr %arena, i64 %5862
+  %5863 = load <16 x float>, ptr %arena1881, align 4
+  store <16 x float> %5863, ptr %conv1_weight_grad.t273_c2_0, align 64
+  %5864 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5865 = add nsw i64 %5864, 2
+  %5866 = mul nsw i64 %5865, 32
+  %5867 = add nsw i64 2057216, %5866
+  %5868 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5869 = add nsw i64 %5867, %5868
+  %5870 = add nsw i64 %5869, 16
+  %arena1882 = getelementptr inbounds float, ptr %arena, i64 %5870
+  %5871 = load <16 x float>, ptr %arena1882, align 4
+  store <16 x float> %5871, ptr %conv1_weight_grad.t273_c2_1, align 64
+  %5872 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5873 = add nsw i64 %5872, 3
+  %5874 = mul nsw i64 %5873, 32
+  %5875 = add nsw i64 2057216, %5874
+  %5876 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5877 = add nsw i64 %5875, %5876
+  %arena1883 = getelementptr inbounds float, ptr %arena, i64 %5877
+  %5878 = load <16 x float>, ptr %arena1883, align 4
+  store <16 x float> %5878, ptr %conv1_weight_grad.t273_c3_0, align 64
+  %5879 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5880 = add nsw i64 %5879, 3
+  %5881 = mul nsw i64 %5880, 32
+  %5882 = add nsw i64 2057216, %5881
+  %5883 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5884 = add nsw i64 %5882, %5883
+  %5885 = add nsw i64 %5884, 16
+  %arena1884 = getelementptr inbounds float, ptr %arena, i64 %5885
+  %5886 = load <16 x float>, ptr %arena1884, align 4
+  store <16 x float> %5886, ptr %conv1_weight_grad.t273_c3_1, align 64
+  %5887 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5888 = add nsw i64 %5887, 4
+  %5889 = mul nsw i64 %5888, 32
+  %5890 = add nsw i64 2057216, %5889
+  %5891 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5892 = add nsw i64 %5890, %5891
+  %arena1885 = getelementptr inbounds float, ptr %arena, i64 %5892
+  %5893 = load <16 x float>, ptr %arena1885, align 4
+  store <16 x float> %5893, ptr %conv1_weight_grad.t273_c4_0, align 64
+  %5894 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5895 = add nsw i64 %5894, 4
+  %5896 = mul nsw i64 %5895, 32
+  %5897 = add nsw i64 2057216, %5896
+  %5898 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5899 = add nsw i64 %5897, %5898
+  %5900 = add nsw i64 %5899, 16
+  %arena1886 = getelementptr inbounds float, ptr %arena, i64 %5900
+  %5901 = load <16 x float>, ptr %arena1886, align 4
+  store <16 x float> %5901, ptr %conv1_weight_grad.t273_c4_1, align 64
+  %5902 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5903 = add nsw i64 %5902, 5
+  %5904 = mul nsw i64 %5903, 32
+  %5905 = add nsw i64 2057216, %5904
+  %5906 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5907 = add nsw i64 %5905, %5906
+  %arena1887 = getelementptr inbounds float, ptr %arena, i64 %5907
+  %5908 = load <16 x float>, ptr %arena1887, align 4
+  store <16 x float> %5908, ptr %conv1_weight_grad.t273_c5_0, align 64
+  %5909 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5910 = add nsw i64 %5909, 5
+  %5911 = mul nsw i64 %5910, 32
+  %5912 = add nsw i64 2057216, %5911
+  %5913 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5914 = add nsw i64 %5912, %5913
+  %5915 = add nsw i64 %5914, 16
+  %arena1888 = getelementptr inbounds float, ptr %arena, i64 %5915
+  %5916 = load <16 x float>, ptr %arena1888, align 4
+  store <16 x float> %5916, ptr %conv1_weight_grad.t273_c5_1, align 64
+  %5917 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5918 = add nsw i64 %5917, 6
+  %5919 = mul nsw i64 %5918, 32
+  %5920 = add nsw i64 2057216, %5919
+  %5921 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5922 = add nsw i64 %5920, %5921
+  %arena1889 = getelementptr inbounds float, ptr %arena, i64 %5922
+  %5923 = load <16 x float>, ptr %arena1889, align 4
+  store <16 x float> %5923, ptr %conv1_weight_grad.t273_c6_0, align 64
+  %5924 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5925 = add nsw i64 %5924, 6
+  %5926 = mul nsw i64 %5925, 32
+  %5927 = add nsw i64 2057216, %5926
+  %5928 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5929 = add nsw i64 %5927, %5928
+  %5930 = add nsw i64 %5929, 16
+  %arena1890 = getelementptr inbounds float, ptr %arena, i64 %5930
+  %5931 = load <16 x float>, ptr %arena1890, align 4
+  store <16 x float> %5931, ptr %conv1_weight_grad.t273_c6_1, align 64
+  %5932 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5933 = add nsw i64 %5932, 7
+  %5934 = mul nsw i64 %5933, 32
+  %5935 = add nsw i64 2057216, %5934
+  %5936 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5937 = add nsw i64 %5935, %5936
+  %arena1891 = getelementptr inbounds float, ptr %arena, i64 %5937
+  %5938 = load <16 x float>, ptr %arena1891, align 4
+  store <16 x float> %5938, ptr %conv1_weight_grad.t273_c7_0, align 64
+  %5939 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5940 = add nsw i64 %5939, 7
+  %5941 = mul nsw i64 %5940, 32
+  %5942 = add nsw i64 2057216, %5941
+  %5943 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5944 = add nsw i64 %5942, %5943
+  %5945 = add nsw i64 %5944, 16
+  %arena1892 = getelementptr inbounds float, ptr %arena, i64 %5945
+  %5946 = load <16 x float>, ptr %arena1892, align 4
+  store <16 x float> %5946, ptr %conv1_weight_grad.t273_c7_1, align 64
+  %5947 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5948 = add nsw i64 %5947, 8
+  %5949 = mul nsw i64 %5948, 32
+  %5950 = add nsw i64 2057216, %5949
+  %5951 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5952 = add nsw i64 %5950, %5951
+  %arena1893 = getelementptr inbounds float, ptr %arena, i64 %5952
+  %5953 = load <16 x float>, ptr %arena1893, align 4
+  store <16 x float> %5953, ptr %conv1_weight_grad.t273_c8_0, align 64
+  %5954 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5955 = add nsw i64 %5954, 8
+  %5956 = mul nsw i64 %5955, 32
+  %5957 = add nsw i64 2057216, %5956
+  %5958 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5959 = add nsw i64 %5957, %5958
+  %5960 = add nsw i64 %5959, 16
+  %arena1894 = getelementptr inbounds float, ptr %arena, i64 %5960
+  %5961 = load <16 x float>, ptr %arena1894, align 4
+  store <16 x float> %5961, ptr %conv1_weight_grad.t273_c8_1, align 64
+  br label %conv1_weight_grad.k274
+
+conv1_weight_grad.mb272.end:                      ; preds = %conv1_weight_grad.k274.end
+  %nb271.next = add nsw i64 %conv1_weight_grad.nb2711875, 1
+  %5962 = icmp slt i64 %nb271.next, 1
+  br i1 %5962, label %conv1_weight_grad.nb271, label %conv1_weight_grad.nb271.end
+
+conv1_weight_grad.k274:                           ; preds = %conv1_weight_grad.k274, %conv1_weight_grad.mb272
+  %conv1_weight_grad.k2741895 = phi i64 [ 0, %conv1_weight_grad.mb272 ], [ %k274.next, %conv1_weight_grad.k274 ]
+  %5963 = mul nsw i64 %conv1_weight_grad.kp2701874, 384
+  %5964 = add nsw i64 %conv1_weight_grad.k2741895, %5963
+  %5965 = mul nsw i64 %5964, 32
+  %5966 = add nsw i64 451584, %5965
+  %5967 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5968 = add nsw i64 %5966, %5967
+  %arena1896 = getelementptr inbounds float, ptr %arena, i64 %5968
+  %5969 = load <16 x float>, ptr %arena1896, align 4
+  store <16 x float> %5969, ptr %conv1_weight_grad.t273_b0, align 64
+  %5970 = mul nsw i64 %conv1_weight_grad.kp2701874, 384
+  %5971 = add nsw i64 %conv1_weight_grad.k2741895, %5970
+  %5972 = mul nsw i64 %5971, 32
+  %5973 = add nsw i64 451584, %5972
+  %5974 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %5975 = add nsw i64 %5973, %5974
+  %5976 = add nsw i64 %5975, 16
+  %arena1897 = getelementptr inbounds float, ptr %arena, i64 %5976
+  %5977 = load <16 x float>, ptr %arena1897, align 4
+  store <16 x float> %5977, ptr %conv1_weight_grad.t273_b1, align 64
+  %5978 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5979 = mul nsw i64 %5978, 50176
+  %5980 = mul nsw i64 %conv1_weight_grad.kp2701874, 384
+  %5981 = add nsw i64 %conv1_weight_grad.k2741895, %5980
+  %5982 = add nsw i64 %5979, %5981
+  %arena1898 = getelementptr inbounds float, ptr %arena, i64 %5982
+  %5983 = load float, ptr %arena1898, align 4
+  %5984 = insertelement <16 x float> undef, float %5983, i32 0
+  %5985 = shufflevector <16 x float> %5984, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5985, ptr %conv1_weight_grad.t273_a0, align 64
+  %t273_a0 = load <16 x float>, ptr %conv1_weight_grad.t273_a0, align 64
+  %t273_b0 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
+  %t273_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c0_0, align 64
+  %5986 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a0, <16 x float> %t273_b0, <16 x float> %t273_c0_0)
+  store <16 x float> %5986, ptr %conv1_weight_grad.t273_c0_0, align 64
+  %t273_a01899 = load <16 x float>, ptr %conv1_weight_grad.t273_a0, align 64
+  %t273_b1 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
+  %t273_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c0_1, align 64
+  %5987 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a01899, <16 x float> %t273_b1, <16 x float> %t273_c0_1)
+  store <16 x float> %5987, ptr %conv1_weight_grad.t273_c0_1, align 64
+  %5988 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %5989 = add nsw i64 %5988, 1
+  %5990 = mul nsw i64 %5989, 50176
+  %5991 = mul nsw i64 %conv1_weight_grad.kp2701874, 384
+  %5992 = add nsw i64 %conv1_weight_grad.k2741895, %5991
+  %5993 = add nsw i64 %5990, %5992
+  %arena1900 = getelementptr inbounds float, ptr %arena, i64 %5993
+  %5994 = load float, ptr %arena1900, align 4
+  %5995 = insertelement <16 x float> undef, float %5994, i32 0
+  %5996 = shufflevector <16 x float> %5995, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5996, ptr %conv1_weight_grad.t273_a1, align 64
+  %t273_a1 = load <16 x float>, ptr %conv1_weight_grad.t273_a1, align 64
+  %t273_b01901 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
+  %t273_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c1_0, align 64
+  %5997 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a1, <16 x float> %t273_b01901, <16 x float> %t273_c1_0)
+  store <16 x float> %5997, ptr %conv1_weight_grad.t273_c1_0, align 64
+  %t273_a11902 = load <16 x float>, ptr %conv1_weight_grad.t273_a1, align 64
+  %t273_b11903 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
+  %t273_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c1_1, align 64
+  %5998 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a11902, <16 x float> %t273_b11903, <16 x float> %t273_c1_1)
+  store <16 x float> %5998, ptr %conv1_weight_grad.t273_c1_1, align 64
+  %5999 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6000 = add nsw i64 %5999, 2
+  %6001 = mul nsw i64 %6000, 50176
+  %6002 = mul nsw i64 %conv1_weight_grad.kp2701874, 384
+  %6003 = add nsw i64 %conv1_weight_grad.k2741895, %6002
+  %6004 = add nsw i64 %6001, %6003
+  %arena1904 = getelementptr inbounds float, ptr %arena, i64 %6004
+  %6005 = load float, ptr %arena1904, align 4
+  %6006 = insertelement <16 x float> undef, float %6005, i32 0
+  %6007 = shufflevector <16 x float> %6006, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6007, ptr %conv1_weight_grad.t273_a2, align 64
+  %t273_a2 = load <16 x float>, ptr %conv1_weight_grad.t273_a2, align 64
+  %t273_b01905 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
+  %t273_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c2_0, align 64
+  %6008 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a2, <16 x float> %t273_b01905, <16 x float> %t273_c2_0)
+  store <16 x float> %6008, ptr %conv1_weight_grad.t273_c2_0, align 64
+  %t273_a21906 = load <16 x float>, ptr %conv1_weight_grad.t273_a2, align 64
+  %t273_b11907 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
+  %t273_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c2_1, align 64
+  %6009 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a21906, <16 x float> %t273_b11907, <16 x float> %t273_c2_1)
+  store <16 x float> %6009, ptr %conv1_weight_grad.t273_c2_1, align 64
+  %6010 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6011 = add nsw i64 %6010, 3
+  %6012 = mul nsw i64 %6011, 50176
+  %6013 = mul nsw i64 %conv1_weight_grad.kp2701874, 384
+  %6014 = add nsw i64 %conv1_weight_grad.k2741895, %6013
+  %6015 = add nsw i64 %6012, %6014
+  %arena1908 = getelementptr inbounds float, ptr %arena, i64 %6015
+  %6016 = load float, ptr %arena1908, align 4
+  %6017 = insertelement <16 x float> undef, float %6016, i32 0
+  %6018 = shufflevector <16 x float> %6017, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6018, ptr %conv1_weight_grad.t273_a3, align 64
+  %t273_a3 = load <16 x float>, ptr %conv1_weight_grad.t273_a3, align 64
+  %t273_b01909 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
+  %t273_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c3_0, align 64
+  %6019 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a3, <16 x float> %t273_b01909, <16 x float> %t273_c3_0)
+  store <16 x float> %6019, ptr %conv1_weight_grad.t273_c3_0, align 64
+  %t273_a31910 = load <16 x float>, ptr %conv1_weight_grad.t273_a3, align 64
+  %t273_b11911 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
+  %t273_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c3_1, align 64
+  %6020 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a31910, <16 x float> %t273_b11911, <16 x float> %t273_c3_1)
+  store <16 x float> %6020, ptr %conv1_weight_grad.t273_c3_1, align 64
+  %6021 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6022 = add nsw i64 %6021, 4
+  %6023 = mul nsw i64 %6022, 50176
+  %6024 = mul nsw i64 %conv1_weight_grad.kp2701874, 384
+  %6025 = add nsw i64 %conv1_weight_grad.k2741895, %6024
+  %6026 = add nsw i64 %6023, %6025
+  %arena1912 = getelementptr inbounds float, ptr %arena, i64 %6026
+  %6027 = load float, ptr %arena1912, align 4
+  %6028 = insertelement <16 x float> undef, float %6027, i32 0
+  %6029 = shufflevector <16 x float> %6028, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6029, ptr %conv1_weight_grad.t273_a4, align 64
+  %t273_a4 = load <16 x float>, ptr %conv1_weight_grad.t273_a4, align 64
+  %t273_b01913 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
+  %t273_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c4_0, align 64
+  %6030 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a4, <16 x float> %t273_b01913, <16 x float> %t273_c4_0)
+  store <16 x float> %6030, ptr %conv1_weight_grad.t273_c4_0, align 64
+  %t273_a41914 = load <16 x float>, ptr %conv1_weight_grad.t273_a4, align 64
+  %t273_b11915 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
+  %t273_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c4_1, align 64
+  %6031 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a41914, <16 x float> %t273_b11915, <16 x float> %t273_c4_1)
+  store <16 x float> %6031, ptr %conv1_weight_grad.t273_c4_1, align 64
+  %6032 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6033 = add nsw i64 %6032, 5
+  %6034 = mul nsw i64 %6033, 50176
+  %6035 = mul nsw i64 %conv1_weight_grad.kp2701874, 384
+  %6036 = add nsw i64 %conv1_weight_grad.k2741895, %6035
+  %6037 = add nsw i64 %6034, %6036
+  %arena1916 = getelementptr inbounds float, ptr %arena, i64 %6037
+  %6038 = load float, ptr %arena1916, align 4
+  %6039 = insertelement <16 x float> undef, float %6038, i32 0
+  %6040 = shufflevector <16 x float> %6039, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6040, ptr %conv1_weight_grad.t273_a5, align 64
+  %t273_a5 = load <16 x float>, ptr %conv1_weight_grad.t273_a5, align 64
+  %t273_b01917 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
+  %t273_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c5_0, align 64
+  %6041 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a5, <16 x float> %t273_b01917, <16 x float> %t273_c5_0)
+  store <16 x float> %6041, ptr %conv1_weight_grad.t273_c5_0, align 64
+  %t273_a51918 = load <16 x float>, ptr %conv1_weight_grad.t273_a5, align 64
+  %t273_b11919 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
+  %t273_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c5_1, align 64
+  %6042 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a51918, <16 x float> %t273_b11919, <16 x float> %t273_c5_1)
+  store <16 x float> %6042, ptr %conv1_weight_grad.t273_c5_1, align 64
+  %6043 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6044 = add nsw i64 %6043, 6
+  %6045 = mul nsw i64 %6044, 50176
+  %6046 = mul nsw i64 %conv1_weight_grad.kp2701874, 384
+  %6047 = add nsw i64 %conv1_weight_grad.k2741895, %6046
+  %6048 = add nsw i64 %6045, %6047
+  %arena1920 = getelementptr inbounds float, ptr %arena, i64 %6048
+  %6049 = load float, ptr %arena1920, align 4
+  %6050 = insertelement <16 x float> undef, float %6049, i32 0
+  %6051 = shufflevector <16 x float> %6050, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6051, ptr %conv1_weight_grad.t273_a6, align 64
+  %t273_a6 = load <16 x float>, ptr %conv1_weight_grad.t273_a6, align 64
+  %t273_b01921 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
+  %t273_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c6_0, align 64
+  %6052 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a6, <16 x float> %t273_b01921, <16 x float> %t273_c6_0)
+  store <16 x float> %6052, ptr %conv1_weight_grad.t273_c6_0, align 64
+  %t273_a61922 = load <16 x float>, ptr %conv1_weight_grad.t273_a6, align 64
+  %t273_b11923 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
+  %t273_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c6_1, align 64
+  %6053 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a61922, <16 x float> %t273_b11923, <16 x float> %t273_c6_1)
+  store <16 x float> %6053, ptr %conv1_weight_grad.t273_c6_1, align 64
+  %6054 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6055 = add nsw i64 %6054, 7
+  %6056 = mul nsw i64 %6055, 50176
+  %6057 = mul nsw i64 %conv1_weight_grad.kp2701874, 384
+  %6058 = add nsw i64 %conv1_weight_grad.k2741895, %6057
+  %6059 = add nsw i64 %6056, %6058
+  %arena1924 = getelementptr inbounds float, ptr %arena, i64 %6059
+  %6060 = load float, ptr %arena1924, align 4
+  %6061 = insertelement <16 x float> undef, float %6060, i32 0
+  %6062 = shufflevector <16 x float> %6061, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6062, ptr %conv1_weight_grad.t273_a7, align 64
+  %t273_a7 = load <16 x float>, ptr %conv1_weight_grad.t273_a7, align 64
+  %t273_b01925 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
+  %t273_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c7_0, align 64
+  %6063 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a7, <16 x float> %t273_b01925, <16 x float> %t273_c7_0)
+  store <16 x float> %6063, ptr %conv1_weight_grad.t273_c7_0, align 64
+  %t273_a71926 = load <16 x float>, ptr %conv1_weight_grad.t273_a7, align 64
+  %t273_b11927 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
+  %t273_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c7_1, align 64
+  %6064 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a71926, <16 x float> %t273_b11927, <16 x float> %t273_c7_1)
+  store <16 x float> %6064, ptr %conv1_weight_grad.t273_c7_1, align 64
+  %6065 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6066 = add nsw i64 %6065, 8
+  %6067 = mul nsw i64 %6066, 50176
+  %6068 = mul nsw i64 %conv1_weight_grad.kp2701874, 384
+  %6069 = add nsw i64 %conv1_weight_grad.k2741895, %6068
+  %6070 = add nsw i64 %6067, %6069
+  %arena1928 = getelementptr inbounds float, ptr %arena, i64 %6070
+  %6071 = load float, ptr %arena1928, align 4
+  %6072 = insertelement <16 x float> undef, float %6071, i32 0
+  %6073 = shufflevector <16 x float> %6072, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6073, ptr %conv1_weight_grad.t273_a8, align 64
+  %t273_a8 = load <16 x float>, ptr %conv1_weight_grad.t273_a8, align 64
+  %t273_b01929 = load <16 x float>, ptr %conv1_weight_grad.t273_b0, align 64
+  %t273_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t273_c8_0, align 64
+  %6074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a8, <16 x float> %t273_b01929, <16 x float> %t273_c8_0)
+  store <16 x float> %6074, ptr %conv1_weight_grad.t273_c8_0, align 64
+  %t273_a81930 = load <16 x float>, ptr %conv1_weight_grad.t273_a8, align 64
+  %t273_b11931 = load <16 x float>, ptr %conv1_weight_grad.t273_b1, align 64
+  %t273_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t273_c8_1, align 64
+  %6075 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t273_a81930, <16 x float> %t273_b11931, <16 x float> %t273_c8_1)
+  store <16 x float> %6075, ptr %conv1_weight_grad.t273_c8_1, align 64
+  %k274.next = add nsw i64 %conv1_weight_grad.k2741895, 1
+  %6076 = icmp slt i64 %k274.next, 384
+  br i1 %6076, label %conv1_weight_grad.k274, label %conv1_weight_grad.k274.end
+
+conv1_weight_grad.k274.end:                       ; preds = %conv1_weight_grad.k274
+  %t273_c0_01932 = load <16 x float>, ptr %conv1_weight_grad.t273_c0_0, align 64
+  %6077 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6078 = mul nsw i64 %6077, 32
+  %6079 = add nsw i64 2057216, %6078
+  %6080 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6081 = add nsw i64 %6079, %6080
+  %arena1933 = getelementptr inbounds float, ptr %arena, i64 %6081
+  store <16 x float> %t273_c0_01932, ptr %arena1933, align 4
+  %t273_c0_11934 = load <16 x float>, ptr %conv1_weight_grad.t273_c0_1, align 64
+  %6082 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6083 = mul nsw i64 %6082, 32
+  %6084 = add nsw i64 2057216, %6083
+  %6085 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6086 = add nsw i64 %6084, %6085
+  %6087 = add nsw i64 %6086, 16
+  %arena1935 = getelementptr inbounds float, ptr %arena, i64 %6087
+  store <16 x float> %t273_c0_11934, ptr %arena1935, align 4
+  %t273_c1_01936 = load <16 x float>, ptr %conv1_weight_grad.t273_c1_0, align 64
+  %6088 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6089 = add nsw i64 %6088, 1
+  %6090 = mul nsw i64 %6089, 32
+  %6091 = add nsw i64 2057216, %6090
+  %6092 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6093 = add nsw i64 %6091, %6092
+  %arena1937 = getelementptr inbounds float, ptr %arena, i64 %6093
+  store <16 x float> %t273_c1_01936, ptr %arena1937, align 4
+  %t273_c1_11938 = load <16 x float>, ptr %conv1_weight_grad.t273_c1_1, align 64
+  %6094 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6095 = add nsw i64 %6094, 1
+  %6096 = mul nsw i64 %6095, 32
+  %6097 = add nsw i64 2057216, %6096
+  %6098 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6099 = add nsw i64 %6097, %6098
+  %6100 = add nsw i64 %6099, 16
+  %arena1939 = getelementptr inbounds float, ptr %arena, i64 %6100
+  store <16 x float> %t273_c1_11938, ptr %arena1939, align 4
+  %t273_c2_01940 = load <16 x float>, ptr %conv1_weight_grad.t273_c2_0, align 64
+  %6101 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6102 = add nsw i64 %6101, 2
+  %6103 = mul nsw i64 %6102, 32
+  %6104 = add nsw i64 2057216, %6103
+  %6105 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6106 = add nsw i64 %6104, %6105
+  %arena1941 = getelementptr inbounds float, ptr %arena, i64 %6106
+  store <16 x float> %t273_c2_01940, ptr %arena1941, align 4
+  %t273_c2_11942 = load <16 x float>, ptr %conv1_weight_grad.t273_c2_1, align 64
+  %6107 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6108 = add nsw i64 %6107, 2
+  %6109 = mul nsw i64 %6108, 32
+  %6110 = add nsw i64 2057216, %6109
+  %6111 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6112 = add nsw i64 %6110, %6111
+  %6113 = add nsw i64 %6112, 16
+  %arena1943 = getelementptr inbounds float, ptr %arena, i64 %6113
+  store <16 x float> %t273_c2_11942, ptr %arena1943, align 4
+  %t273_c3_01944 = load <16 x float>, ptr %conv1_weight_grad.t273_c3_0, align 64
+  %6114 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6115 = add nsw i64 %6114, 3
+  %6116 = mul nsw i64 %6115, 32
+  %6117 = add nsw i64 2057216, %6116
+  %6118 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6119 = add nsw i64 %6117, %6118
+  %arena1945 = getelementptr inbounds float, ptr %arena, i64 %6119
+  store <16 x float> %t273_c3_01944, ptr %arena1945, align 4
+  %t273_c3_11946 = load <16 x float>, ptr %conv1_weight_grad.t273_c3_1, align 64
+  %6120 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6121 = add nsw i64 %6120, 3
+  %6122 = mul nsw i64 %6121, 32
+  %6123 = add nsw i64 2057216, %6122
+  %6124 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6125 = add nsw i64 %6123, %6124
+  %6126 = add nsw i64 %6125, 16
+  %arena1947 = getelementptr inbounds float, ptr %arena, i64 %6126
+  store <16 x float> %t273_c3_11946, ptr %arena1947, align 4
+  %t273_c4_01948 = load <16 x float>, ptr %conv1_weight_grad.t273_c4_0, align 64
+  %6127 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6128 = add nsw i64 %6127, 4
+  %6129 = mul nsw i64 %6128, 32
+  %6130 = add nsw i64 2057216, %6129
+  %6131 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6132 = add nsw i64 %6130, %6131
+  %arena1949 = getelementptr inbounds float, ptr %arena, i64 %6132
+  store <16 x float> %t273_c4_01948, ptr %arena1949, align 4
+  %t273_c4_11950 = load <16 x float>, ptr %conv1_weight_grad.t273_c4_1, align 64
+  %6133 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6134 = add nsw i64 %6133, 4
+  %6135 = mul nsw i64 %6134, 32
+  %6136 = add nsw i64 2057216, %6135
+  %6137 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6138 = add nsw i64 %6136, %6137
+  %6139 = add nsw i64 %6138, 16
+  %arena1951 = getelementptr inbounds float, ptr %arena, i64 %6139
+  store <16 x float> %t273_c4_11950, ptr %arena1951, align 4
+  %t273_c5_01952 = load <16 x float>, ptr %conv1_weight_grad.t273_c5_0, align 64
+  %6140 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6141 = add nsw i64 %6140, 5
+  %6142 = mul nsw i64 %6141, 32
+  %6143 = add nsw i64 2057216, %6142
+  %6144 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6145 = add nsw i64 %6143, %6144
+  %arena1953 = getelementptr inbounds float, ptr %arena, i64 %6145
+  store <16 x float> %t273_c5_01952, ptr %arena1953, align 4
+  %t273_c5_11954 = load <16 x float>, ptr %conv1_weight_grad.t273_c5_1, align 64
+  %6146 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6147 = add nsw i64 %6146, 5
+  %6148 = mul nsw i64 %6147, 32
+  %6149 = add nsw i64 2057216, %6148
+  %6150 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6151 = add nsw i64 %6149, %6150
+  %6152 = add nsw i64 %6151, 16
+  %arena1955 = getelementptr inbounds float, ptr %arena, i64 %6152
+  store <16 x float> %t273_c5_11954, ptr %arena1955, align 4
+  %t273_c6_01956 = load <16 x float>, ptr %conv1_weight_grad.t273_c6_0, align 64
+  %6153 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6154 = add nsw i64 %6153, 6
+  %6155 = mul nsw i64 %6154, 32
+  %6156 = add nsw i64 2057216, %6155
+  %6157 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6158 = add nsw i64 %6156, %6157
+  %arena1957 = getelementptr inbounds float, ptr %arena, i64 %6158
+  store <16 x float> %t273_c6_01956, ptr %arena1957, align 4
+  %t273_c6_11958 = load <16 x float>, ptr %conv1_weight_grad.t273_c6_1, align 64
+  %6159 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6160 = add nsw i64 %6159, 6
+  %6161 = mul nsw i64 %6160, 32
+  %6162 = add nsw i64 2057216, %6161
+  %6163 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6164 = add nsw i64 %6162, %6163
+  %6165 = add nsw i64 %6164, 16
+  %arena1959 = getelementptr inbounds float, ptr %arena, i64 %6165
+  store <16 x float> %t273_c6_11958, ptr %arena1959, align 4
+  %t273_c7_01960 = load <16 x float>, ptr %conv1_weight_grad.t273_c7_0, align 64
+  %6166 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6167 = add nsw i64 %6166, 7
+  %6168 = mul nsw i64 %6167, 32
+  %6169 = add nsw i64 2057216, %6168
+  %6170 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6171 = add nsw i64 %6169, %6170
+  %arena1961 = getelementptr inbounds float, ptr %arena, i64 %6171
+  store <16 x float> %t273_c7_01960, ptr %arena1961, align 4
+  %t273_c7_11962 = load <16 x float>, ptr %conv1_weight_grad.t273_c7_1, align 64
+  %6172 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6173 = add nsw i64 %6172, 7
+  %6174 = mul nsw i64 %6173, 32
+  %6175 = add nsw i64 2057216, %6174
+  %6176 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6177 = add nsw i64 %6175, %6176
+  %6178 = add nsw i64 %6177, 16
+  %arena1963 = getelementptr inbounds float, ptr %arena, i64 %6178
+  store <16 x float> %t273_c7_11962, ptr %arena1963, align 4
+  %t273_c8_01964 = load <16 x float>, ptr %conv1_weight_grad.t273_c8_0, align 64
+  %6179 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6180 = add nsw i64 %6179, 8
+  %6181 = mul nsw i64 %6180, 32
+  %6182 = add nsw i64 2057216, %6181
+  %6183 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6184 = add nsw i64 %6182, %6183
+  %arena1965 = getelementptr inbounds float, ptr %arena, i64 %6184
+  store <16 x float> %t273_c8_01964, ptr %arena1965, align 4
+  %t273_c8_11966 = load <16 x float>, ptr %conv1_weight_grad.t273_c8_1, align 64
+  %6185 = mul nsw i64 %conv1_weight_grad.mb2721876, 9
+  %6186 = add nsw i64 %6185, 8
+  %6187 = mul nsw i64 %6186, 32
+  %6188 = add nsw i64 2057216, %6187
+  %6189 = mul nsw i64 %conv1_weight_grad.nb2711875, 32
+  %6190 = add nsw i64 %6188, %6189
+  %6191 = add nsw i64 %6190, 16
+  %arena1967 = getelementptr inbounds float, ptr %arena, i64 %6191
+  store <16 x float> %t273_c8_11966, ptr %arena1967, align 4
+  %mb272.next = add nsw i64 %conv1_weight_grad.mb2721876, 1
+  %6192 = icmp slt i64 %mb272.next, 1
+  br i1 %6192, label %conv1_weight_grad.mb272, label %conv1_weight_grad.mb272.end
+
+conv1_weight_grad.nb275:                          ; preds = %conv1_weight_grad.mb276.end, %conv1_weight_grad.kp270.end
+  %conv1_weight_grad.nb2751968 = phi i64 [ 0, %conv1_weight_grad.kp270.end ], [ %nb275.next, %conv1_weight_grad.mb276.end ]
+  br label %conv1_weight_grad.mb276
+
+conv1_weight_grad.nb275.end:                      ; preds = %conv1_weight_grad.mb276.end
+  %g252.next = add nsw i64 %conv1_weight_grad.g2521812, 1
+  %6193 = icmp slt i64 %g252.next, 1
+  br i1 %6193, label %conv1_weight_grad.g252, label %conv1_weight_grad.g252.end
+
+conv1_weight_grad.mb276:                          ; preds = %conv1_weight_grad.k278.end, %conv1_weight_grad.nb275
+  %conv1_weight_grad.mb2761969 = phi i64 [ 0, %conv1_weight_grad.nb275 ], [ %mb276.next, %conv1_weight_grad.k278.end ]
+  %6194 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6195 = mul nsw i64 %6194, 32
+  %6196 = add nsw i64 2057216, %6195
+  %6197 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6198 = add nsw i64 %6196, %6197
+  %arena1970 = getelementptr inbounds float, ptr %arena, i64 %6198
+  %6199 = load <16 x float>, ptr %arena1970, align 4
+  store <16 x float> %6199, ptr %conv1_weight_grad.t277_c0_0, align 64
+  %6200 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6201 = mul nsw i64 %6200, 32
+  %6202 = add nsw i64 2057216, %6201
+  %6203 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6204 = add nsw i64 %6202, %6203
+  %6205 = add nsw i64 %6204, 16
+  %arena1971 = getelementptr inbounds float, ptr %arena, i64 %6205
+  %6206 = load <16 x float>, ptr %arena1971, align 4
+  store <16 x float> %6206, ptr %conv1_weight_grad.t277_c0_1, align 64
+  %6207 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6208 = add nsw i64 %6207, 1
+  %6209 = mul nsw i64 %6208, 32
+  %6210 = add nsw i64 2057216, %6209
+  %6211 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6212 = add nsw i64 %6210, %6211
+  %arena1972 = getelementptr inbounds float, ptr %arena, i64 %6212
+  %6213 = load <16 x float>, ptr %arena1972, align 4
+  store <16 x float> %6213, ptr %conv1_weight_grad.t277_c1_0, align 64
+  %6214 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6215 = add nsw i64 %6214, 1
+  %6216 = mul nsw i64 %6215, 32
+  %6217 = add nsw i64 2057216, %6216
+  %6218 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6219 = add nsw i64 %6217, %6218
+  %6220 = add nsw i64 %6219, 16
+  %arena1973 = getelementptr inbounds float, ptr %arena, i64 %6220
+  %6221 = load <16 x float>, ptr %arena1973, align 4
+  store <16 x float> %6221, ptr %conv1_weight_grad.t277_c1_1, align 64
+  %6222 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6223 = add nsw i64 %6222, 2
+  %6224 = mul nsw i64 %6223, 32
+  %6225 = add nsw i64 2057216, %6224
+  %6226 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6227 = add nsw i64 %6225, %6226
+  %arena1974 = getelementptr inbounds float, ptr %arena, i64 %6227
+  %6228 = load <16 x float>, ptr %arena1974, align 4
+  store <16 x float> %6228, ptr %conv1_weight_grad.t277_c2_0, align 64
+  %6229 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6230 = add nsw i64 %6229, 2
+  %6231 = mul nsw i64 %6230, 32
+  %6232 = add nsw i64 2057216, %6231
+  %6233 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6234 = add nsw i64 %6232, %6233
+  %6235 = add nsw i64 %6234, 16
+  %arena1975 = getelementptr inbounds float, ptr %arena, i64 %6235
+  %6236 = load <16 x float>, ptr %arena1975, align 4
+  store <16 x float> %6236, ptr %conv1_weight_grad.t277_c2_1, align 64
+  %6237 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6238 = add nsw i64 %6237, 3
+  %6239 = mul nsw i64 %6238, 32
+  %6240 = add nsw i64 2057216, %6239
+  %6241 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6242 = add nsw i64 %6240, %6241
+  %arena1976 = getelementptr inbounds float, ptr %arena, i64 %6242
+  %6243 = load <16 x float>, ptr %arena1976, align 4
+  store <16 x float> %6243, ptr %conv1_weight_grad.t277_c3_0, align 64
+  %6244 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6245 = add nsw i64 %6244, 3
+  %6246 = mul nsw i64 %6245, 32
+  %6247 = add nsw i64 2057216, %6246
+  %6248 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6249 = add nsw i64 %6247, %6248
+  %6250 = add nsw i64 %6249, 16
+  %arena1977 = getelementptr inbounds float, ptr %arena, i64 %6250
+  %6251 = load <16 x float>, ptr %arena1977, align 4
+  store <16 x float> %6251, ptr %conv1_weight_grad.t277_c3_1, align 64
+  %6252 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6253 = add nsw i64 %6252, 4
+  %6254 = mul nsw i64 %6253, 32
+  %6255 = add nsw i64 2057216, %6254
+  %6256 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6257 = add nsw i64 %6255, %6256
+  %arena1978 = getelementptr inbounds float, ptr %arena, i64 %6257
+  %6258 = load <16 x float>, ptr %arena1978, align 4
+  store <16 x float> %6258, ptr %conv1_weight_grad.t277_c4_0, align 64
+  %6259 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6260 = add nsw i64 %6259, 4
+  %6261 = mul nsw i64 %6260, 32
+  %6262 = add nsw i64 2057216, %6261
+  %6263 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6264 = add nsw i64 %6262, %6263
+  %6265 = add nsw i64 %6264, 16
+  %arena1979 = getelementptr inbounds float, ptr %arena, i64 %6265
+  %6266 = load <16 x float>, ptr %arena1979, align 4
+  store <16 x float> %6266, ptr %conv1_weight_grad.t277_c4_1, align 64
+  %6267 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6268 = add nsw i64 %6267, 5
+  %6269 = mul nsw i64 %6268, 32
+  %6270 = add nsw i64 2057216, %6269
+  %6271 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6272 = add nsw i64 %6270, %6271
+  %arena1980 = getelementptr inbounds float, ptr %arena, i64 %6272
+  %6273 = load <16 x float>, ptr %arena1980, align 4
+  store <16 x float> %6273, ptr %conv1_weight_grad.t277_c5_0, align 64
+  %6274 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6275 = add nsw i64 %6274, 5
+  %6276 = mul nsw i64 %6275, 32
+  %6277 = add nsw i64 2057216, %6276
+  %6278 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6279 = add nsw i64 %6277, %6278
+  %6280 = add nsw i64 %6279, 16
+  %arena1981 = getelementptr inbounds float, ptr %arena, i64 %6280
+  %6281 = load <16 x float>, ptr %arena1981, align 4
+  store <16 x float> %6281, ptr %conv1_weight_grad.t277_c5_1, align 64
+  %6282 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6283 = add nsw i64 %6282, 6
+  %6284 = mul nsw i64 %6283, 32
+  %6285 = add nsw i64 2057216, %6284
+  %6286 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6287 = add nsw i64 %6285, %6286
+  %arena1982 = getelementptr inbounds float, ptr %arena, i64 %6287
+  %6288 = load <16 x float>, ptr %arena1982, align 4
+  store <16 x float> %6288, ptr %conv1_weight_grad.t277_c6_0, align 64
+  %6289 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6290 = add nsw i64 %6289, 6
+  %6291 = mul nsw i64 %6290, 32
+  %6292 = add nsw i64 2057216, %6291
+  %6293 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6294 = add nsw i64 %6292, %6293
+  %6295 = add nsw i64 %6294, 16
+  %arena1983 = getelementptr inbounds float, ptr %arena, i64 %6295
+  %6296 = load <16 x float>, ptr %arena1983, align 4
+  store <16 x float> %6296, ptr %conv1_weight_grad.t277_c6_1, align 64
+  %6297 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6298 = add nsw i64 %6297, 7
+  %6299 = mul nsw i64 %6298, 32
+  %6300 = add nsw i64 2057216, %6299
+  %6301 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6302 = add nsw i64 %6300, %6301
+  %arena1984 = getelementptr inbounds float, ptr %arena, i64 %6302
+  %6303 = load <16 x float>, ptr %arena1984, align 4
+  store <16 x float> %6303, ptr %conv1_weight_grad.t277_c7_0, align 64
+  %6304 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6305 = add nsw i64 %6304, 7
+  %6306 = mul nsw i64 %6305, 32
+  %6307 = add nsw i64 2057216, %6306
+  %6308 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6309 = add nsw i64 %6307, %6308
+  %6310 = add nsw i64 %6309, 16
+  %arena1985 = getelementptr inbounds float, ptr %arena, i64 %6310
+  %6311 = load <16 x float>, ptr %arena1985, align 4
+  store <16 x float> %6311, ptr %conv1_weight_grad.t277_c7_1, align 64
+  %6312 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6313 = add nsw i64 %6312, 8
+  %6314 = mul nsw i64 %6313, 32
+  %6315 = add nsw i64 2057216, %6314
+  %6316 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6317 = add nsw i64 %6315, %6316
+  %arena1986 = getelementptr inbounds float, ptr %arena, i64 %6317
+  %6318 = load <16 x float>, ptr %arena1986, align 4
+  store <16 x float> %6318, ptr %conv1_weight_grad.t277_c8_0, align 64
+  %6319 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6320 = add nsw i64 %6319, 8
+  %6321 = mul nsw i64 %6320, 32
+  %6322 = add nsw i64 2057216, %6321
+  %6323 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6324 = add nsw i64 %6322, %6323
+  %6325 = add nsw i64 %6324, 16
+  %arena1987 = getelementptr inbounds float, ptr %arena, i64 %6325
+  %6326 = load <16 x float>, ptr %arena1987, align 4
+  store <16 x float> %6326, ptr %conv1_weight_grad.t277_c8_1, align 64
+  br label %conv1_weight_grad.k278
+
+conv1_weight_grad.mb276.end:                      ; preds = %conv1_weight_grad.k278.end
+  %nb275.next = add nsw i64 %conv1_weight_grad.nb2751968, 1
+  %6327 = icmp slt i64 %nb275.next, 1
+  br i1 %6327, label %conv1_weight_grad.nb275, label %conv1_weight_grad.nb275.end
+
+conv1_weight_grad.k278:                           ; preds = %conv1_weight_grad.k278, %conv1_weight_grad.mb276
+  %conv1_weight_grad.k2781988 = phi i64 [ 0, %conv1_weight_grad.mb276 ], [ %k278.next, %conv1_weight_grad.k278 ]
+  %6328 = add nsw i64 %conv1_weight_grad.k2781988, 49920
+  %6329 = mul nsw i64 %6328, 32
+  %6330 = add nsw i64 451584, %6329
+  %6331 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6332 = add nsw i64 %6330, %6331
+  %arena1989 = getelementptr inbounds float, ptr %arena, i64 %6332
+  %6333 = load <16 x float>, ptr %arena1989, align 4
+  store <16 x float> %6333, ptr %conv1_weight_grad.t277_b0, align 64
+  %6334 = add nsw i64 %conv1_weight_grad.k2781988, 49920
+  %6335 = mul nsw i64 %6334, 32
+  %6336 = add nsw i64 451584, %6335
+  %6337 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6338 = add nsw i64 %6336, %6337
+  %6339 = add nsw i64 %6338, 16
+  %arena1990 = getelementptr inbounds float, ptr %arena, i64 %6339
+  %6340 = load <16 x float>, ptr %arena1990, align 4
+  store <16 x float> %6340, ptr %conv1_weight_grad.t277_b1, align 64
+  %6341 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6342 = mul nsw i64 %6341, 50176
+  %6343 = add nsw i64 %conv1_weight_grad.k2781988, 49920
+  %6344 = add nsw i64 %6342, %6343
+  %arena1991 = getelementptr inbounds float, ptr %arena, i64 %6344
+  %6345 = load float, ptr %arena1991, align 4
+  %6346 = insertelement <16 x float> undef, float %6345, i32 0
+  %6347 = shufflevector <16 x float> %6346, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6347, ptr %conv1_weight_grad.t277_a0, align 64
+  %t277_a0 = load <16 x float>, ptr %conv1_weight_grad.t277_a0, align 64
+  %t277_b0 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
+  %t277_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c0_0, align 64
+  %6348 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a0, <16 x float> %t277_b0, <16 x float> %t277_c0_0)
+  store <16 x float> %6348, ptr %conv1_weight_grad.t277_c0_0, align 64
+  %t277_a01992 = load <16 x float>, ptr %conv1_weight_grad.t277_a0, align 64
+  %t277_b1 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
+  %t277_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c0_1, align 64
+  %6349 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a01992, <16 x float> %t277_b1, <16 x float> %t277_c0_1)
+  store <16 x float> %6349, ptr %conv1_weight_grad.t277_c0_1, align 64
+  %6350 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6351 = add nsw i64 %6350, 1
+  %6352 = mul nsw i64 %6351, 50176
+  %6353 = add nsw i64 %conv1_weight_grad.k2781988, 49920
+  %6354 = add nsw i64 %6352, %6353
+  %arena1993 = getelementptr inbounds float, ptr %arena, i64 %6354
+  %6355 = load float, ptr %arena1993, align 4
+  %6356 = insertelement <16 x float> undef, float %6355, i32 0
+  %6357 = shufflevector <16 x float> %6356, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6357, ptr %conv1_weight_grad.t277_a1, align 64
+  %t277_a1 = load <16 x float>, ptr %conv1_weight_grad.t277_a1, align 64
+  %t277_b01994 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
+  %t277_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c1_0, align 64
+  %6358 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a1, <16 x float> %t277_b01994, <16 x float> %t277_c1_0)
+  store <16 x float> %6358, ptr %conv1_weight_grad.t277_c1_0, align 64
+  %t277_a11995 = load <16 x float>, ptr %conv1_weight_grad.t277_a1, align 64
+  %t277_b11996 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
+  %t277_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c1_1, align 64
+  %6359 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a11995, <16 x float> %t277_b11996, <16 x float> %t277_c1_1)
+  store <16 x float> %6359, ptr %conv1_weight_grad.t277_c1_1, align 64
+  %6360 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6361 = add nsw i64 %6360, 2
+  %6362 = mul nsw i64 %6361, 50176
+  %6363 = add nsw i64 %conv1_weight_grad.k2781988, 49920
+  %6364 = add nsw i64 %6362, %6363
+  %arena1997 = getelementptr inbounds float, ptr %arena, i64 %6364
+  %6365 = load float, ptr %arena1997, align 4
+  %6366 = insertelement <16 x float> undef, float %6365, i32 0
+  %6367 = shufflevector <16 x float> %6366, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6367, ptr %conv1_weight_grad.t277_a2, align 64
+  %t277_a2 = load <16 x float>, ptr %conv1_weight_grad.t277_a2, align 64
+  %t277_b01998 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
+  %t277_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c2_0, align 64
+  %6368 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a2, <16 x float> %t277_b01998, <16 x float> %t277_c2_0)
+  store <16 x float> %6368, ptr %conv1_weight_grad.t277_c2_0, align 64
+  %t277_a21999 = load <16 x float>, ptr %conv1_weight_grad.t277_a2, align 64
+  %t277_b12000 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
+  %t277_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c2_1, align 64
+  %6369 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a21999, <16 x float> %t277_b12000, <16 x float> %t277_c2_1)
+  store <16 x float> %6369, ptr %conv1_weight_grad.t277_c2_1, align 64
+  %6370 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6371 = add nsw i64 %6370, 3
+  %6372 = mul nsw i64 %6371, 50176
+  %6373 = add nsw i64 %conv1_weight_grad.k2781988, 49920
+  %6374 = add nsw i64 %6372, %6373
+  %arena2001 = getelementptr inbounds float, ptr %arena, i64 %6374
+  %6375 = load float, ptr %arena2001, align 4
+  %6376 = insertelement <16 x float> undef, float %6375, i32 0
+  %6377 = shufflevector <16 x float> %6376, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6377, ptr %conv1_weight_grad.t277_a3, align 64
+  %t277_a3 = load <16 x float>, ptr %conv1_weight_grad.t277_a3, align 64
+  %t277_b02002 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
+  %t277_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c3_0, align 64
+  %6378 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a3, <16 x float> %t277_b02002, <16 x float> %t277_c3_0)
+  store <16 x float> %6378, ptr %conv1_weight_grad.t277_c3_0, align 64
+  %t277_a32003 = load <16 x float>, ptr %conv1_weight_grad.t277_a3, align 64
+  %t277_b12004 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
+  %t277_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c3_1, align 64
+  %6379 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a32003, <16 x float> %t277_b12004, <16 x float> %t277_c3_1)
+  store <16 x float> %6379, ptr %conv1_weight_grad.t277_c3_1, align 64
+  %6380 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6381 = add nsw i64 %6380, 4
+  %6382 = mul nsw i64 %6381, 50176
+  %6383 = add nsw i64 %conv1_weight_grad.k2781988, 49920
+  %6384 = add nsw i64 %6382, %6383
+  %arena2005 = getelementptr inbounds float, ptr %arena, i64 %6384
+  %6385 = load float, ptr %arena2005, align 4
+  %6386 = insertelement <16 x float> undef, float %6385, i32 0
+  %6387 = shufflevector <16 x float> %6386, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6387, ptr %conv1_weight_grad.t277_a4, align 64
+  %t277_a4 = load <16 x float>, ptr %conv1_weight_grad.t277_a4, align 64
+  %t277_b02006 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
+  %t277_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c4_0, align 64
+  %6388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a4, <16 x float> %t277_b02006, <16 x float> %t277_c4_0)
+  store <16 x float> %6388, ptr %conv1_weight_grad.t277_c4_0, align 64
+  %t277_a42007 = load <16 x float>, ptr %conv1_weight_grad.t277_a4, align 64
+  %t277_b12008 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
+  %t277_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c4_1, align 64
+  %6389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a42007, <16 x float> %t277_b12008, <16 x float> %t277_c4_1)
+  store <16 x float> %6389, ptr %conv1_weight_grad.t277_c4_1, align 64
+  %6390 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6391 = add nsw i64 %6390, 5
+  %6392 = mul nsw i64 %6391, 50176
+  %6393 = add nsw i64 %conv1_weight_grad.k2781988, 49920
+  %6394 = add nsw i64 %6392, %6393
+  %arena2009 = getelementptr inbounds float, ptr %arena, i64 %6394
+  %6395 = load float, ptr %arena2009, align 4
+  %6396 = insertelement <16 x float> undef, float %6395, i32 0
+  %6397 = shufflevector <16 x float> %6396, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6397, ptr %conv1_weight_grad.t277_a5, align 64
+  %t277_a5 = load <16 x float>, ptr %conv1_weight_grad.t277_a5, align 64
+  %t277_b02010 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
+  %t277_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c5_0, align 64
+  %6398 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a5, <16 x float> %t277_b02010, <16 x float> %t277_c5_0)
+  store <16 x float> %6398, ptr %conv1_weight_grad.t277_c5_0, align 64
+  %t277_a52011 = load <16 x float>, ptr %conv1_weight_grad.t277_a5, align 64
+  %t277_b12012 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
+  %t277_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c5_1, align 64
+  %6399 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a52011, <16 x float> %t277_b12012, <16 x float> %t277_c5_1)
+  store <16 x float> %6399, ptr %conv1_weight_grad.t277_c5_1, align 64
+  %6400 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6401 = add nsw i64 %6400, 6
+  %6402 = mul nsw i64 %6401, 50176
+  %6403 = add nsw i64 %conv1_weight_grad.k2781988, 49920
+  %6404 = add nsw i64 %6402, %6403
+  %arena2013 = getelementptr inbounds float, ptr %arena, i64 %6404
+  %6405 = load float, ptr %arena2013, align 4
+  %6406 = insertelement <16 x float> undef, float %6405, i32 0
+  %6407 = shufflevector <16 x float> %6406, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6407, ptr %conv1_weight_grad.t277_a6, align 64
+  %t277_a6 = load <16 x float>, ptr %conv1_weight_grad.t277_a6, align 64
+  %t277_b02014 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
+  %t277_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c6_0, align 64
+  %6408 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a6, <16 x float> %t277_b02014, <16 x float> %t277_c6_0)
+  store <16 x float> %6408, ptr %conv1_weight_grad.t277_c6_0, align 64
+  %t277_a62015 = load <16 x float>, ptr %conv1_weight_grad.t277_a6, align 64
+  %t277_b12016 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
+  %t277_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c6_1, align 64
+  %6409 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a62015, <16 x float> %t277_b12016, <16 x float> %t277_c6_1)
+  store <16 x float> %6409, ptr %conv1_weight_grad.t277_c6_1, align 64
+  %6410 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6411 = add nsw i64 %6410, 7
+  %6412 = mul nsw i64 %6411, 50176
+  %6413 = add nsw i64 %conv1_weight_grad.k2781988, 49920
+  %6414 = add nsw i64 %6412, %6413
+  %arena2017 = getelementptr inbounds float, ptr %arena, i64 %6414
+  %6415 = load float, ptr %arena2017, align 4
+  %6416 = insertelement <16 x float> undef, float %6415, i32 0
+  %6417 = shufflevector <16 x float> %6416, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6417, ptr %conv1_weight_grad.t277_a7, align 64
+  %t277_a7 = load <16 x float>, ptr %conv1_weight_grad.t277_a7, align 64
+  %t277_b02018 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
+  %t277_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c7_0, align 64
+  %6418 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a7, <16 x float> %t277_b02018, <16 x float> %t277_c7_0)
+  store <16 x float> %6418, ptr %conv1_weight_grad.t277_c7_0, align 64
+  %t277_a72019 = load <16 x float>, ptr %conv1_weight_grad.t277_a7, align 64
+  %t277_b12020 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
+  %t277_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c7_1, align 64
+  %6419 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a72019, <16 x float> %t277_b12020, <16 x float> %t277_c7_1)
+  store <16 x float> %6419, ptr %conv1_weight_grad.t277_c7_1, align 64
+  %6420 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6421 = add nsw i64 %6420, 8
+  %6422 = mul nsw i64 %6421, 50176
+  %6423 = add nsw i64 %conv1_weight_grad.k2781988, 49920
+  %6424 = add nsw i64 %6422, %6423
+  %arena2021 = getelementptr inbounds float, ptr %arena, i64 %6424
+  %6425 = load float, ptr %arena2021, align 4
+  %6426 = insertelement <16 x float> undef, float %6425, i32 0
+  %6427 = shufflevector <16 x float> %6426, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6427, ptr %conv1_weight_grad.t277_a8, align 64
+  %t277_a8 = load <16 x float>, ptr %conv1_weight_grad.t277_a8, align 64
+  %t277_b02022 = load <16 x float>, ptr %conv1_weight_grad.t277_b0, align 64
+  %t277_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t277_c8_0, align 64
+  %6428 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a8, <16 x float> %t277_b02022, <16 x float> %t277_c8_0)
+  store <16 x float> %6428, ptr %conv1_weight_grad.t277_c8_0, align 64
+  %t277_a82023 = load <16 x float>, ptr %conv1_weight_grad.t277_a8, align 64
+  %t277_b12024 = load <16 x float>, ptr %conv1_weight_grad.t277_b1, align 64
+  %t277_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t277_c8_1, align 64
+  %6429 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t277_a82023, <16 x float> %t277_b12024, <16 x float> %t277_c8_1)
+  store <16 x float> %6429, ptr %conv1_weight_grad.t277_c8_1, align 64
+  %k278.next = add nsw i64 %conv1_weight_grad.k2781988, 1
+  %6430 = icmp slt i64 %k278.next, 256
+  br i1 %6430, label %conv1_weight_grad.k278, label %conv1_weight_grad.k278.end
+
+conv1_weight_grad.k278.end:                       ; preds = %conv1_weight_grad.k278
+  %t277_c0_02025 = load <16 x float>, ptr %conv1_weight_grad.t277_c0_0, align 64
+  %6431 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6432 = mul nsw i64 %6431, 32
+  %6433 = add nsw i64 2057216, %6432
+  %6434 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6435 = add nsw i64 %6433, %6434
+  %arena2026 = getelementptr inbounds float, ptr %arena, i64 %6435
+  store <16 x float> %t277_c0_02025, ptr %arena2026, align 4
+  %t277_c0_12027 = load <16 x float>, ptr %conv1_weight_grad.t277_c0_1, align 64
+  %6436 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6437 = mul nsw i64 %6436, 32
+  %6438 = add nsw i64 2057216, %6437
+  %6439 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6440 = add nsw i64 %6438, %6439
+  %6441 = add nsw i64 %6440, 16
+  %arena2028 = getelementptr inbounds float, ptr %arena, i64 %6441
+  store <16 x float> %t277_c0_12027, ptr %arena2028, align 4
+  %t277_c1_02029 = load <16 x float>, ptr %conv1_weight_grad.t277_c1_0, align 64
+  %6442 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6443 = add nsw i64 %6442, 1
+  %6444 = mul nsw i64 %6443, 32
+  %6445 = add nsw i64 2057216, %6444
+  %6446 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6447 = add nsw i64 %6445, %6446
+  %arena2030 = getelementptr inbounds float, ptr %arena, i64 %6447
+  store <16 x float> %t277_c1_02029, ptr %arena2030, align 4
+  %t277_c1_12031 = load <16 x float>, ptr %conv1_weight_grad.t277_c1_1, align 64
+  %6448 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6449 = add nsw i64 %6448, 1
+  %6450 = mul nsw i64 %6449, 32
+  %6451 = add nsw i64 2057216, %6450
+  %6452 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6453 = add nsw i64 %6451, %6452
+  %6454 = add nsw i64 %6453, 16
+  %arena2032 = getelementptr inbounds float, ptr %arena, i64 %6454
+  store <16 x float> %t277_c1_12031, ptr %arena2032, align 4
+  %t277_c2_02033 = load <16 x float>, ptr %conv1_weight_grad.t277_c2_0, align 64
+  %6455 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6456 = add nsw i64 %6455, 2
+  %6457 = mul nsw i64 %6456, 32
+  %6458 = add nsw i64 2057216, %6457
+  %6459 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6460 = add nsw i64 %6458, %6459
+  %arena2034 = getelementptr inbounds float, ptr %arena, i64 %6460
+  store <16 x float> %t277_c2_02033, ptr %arena2034, align 4
+  %t277_c2_12035 = load <16 x float>, ptr %conv1_weight_grad.t277_c2_1, align 64
+  %6461 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6462 = add nsw i64 %6461, 2
+  %6463 = mul nsw i64 %6462, 32
+  %6464 = add nsw i64 2057216, %6463
+  %6465 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6466 = add nsw i64 %6464, %6465
+  %6467 = add nsw i64 %6466, 16
+  %arena2036 = getelementptr inbounds float, ptr %arena, i64 %6467
+  store <16 x float> %t277_c2_12035, ptr %arena2036, align 4
+  %t277_c3_02037 = load <16 x float>, ptr %conv1_weight_grad.t277_c3_0, align 64
+  %6468 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6469 = add nsw i64 %6468, 3
+  %6470 = mul nsw i64 %6469, 32
+  %6471 = add nsw i64 2057216, %6470
+  %6472 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6473 = add nsw i64 %6471, %6472
+  %arena2038 = getelementptr inbounds float, ptr %arena, i64 %6473
+  store <16 x float> %t277_c3_02037, ptr %arena2038, align 4
+  %t277_c3_12039 = load <16 x float>, ptr %conv1_weight_grad.t277_c3_1, align 64
+  %6474 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6475 = add nsw i64 %6474, 3
+  %6476 = mul nsw i64 %6475, 32
+  %6477 = add nsw i64 2057216, %6476
+  %6478 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6479 = add nsw i64 %6477, %6478
+  %6480 = add nsw i64 %6479, 16
+  %arena2040 = getelementptr inbounds float, ptr %arena, i64 %6480
+  store <16 x float> %t277_c3_12039, ptr %arena2040, align 4
+  %t277_c4_02041 = load <16 x float>, ptr %conv1_weight_grad.t277_c4_0, align 64
+  %6481 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6482 = add nsw i64 %6481, 4
+  %6483 = mul nsw i64 %6482, 32
+  %6484 = add nsw i64 2057216, %6483
+  %6485 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6486 = add nsw i64 %6484, %6485
+  %arena2042 = getelementptr inbounds float, ptr %arena, i64 %6486
+  store <16 x float> %t277_c4_02041, ptr %arena2042, align 4
+  %t277_c4_12043 = load <16 x float>, ptr %conv1_weight_grad.t277_c4_1, align 64
+  %6487 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6488 = add nsw i64 %6487, 4
+  %6489 = mul nsw i64 %6488, 32
+  %6490 = add nsw i64 2057216, %6489
+  %6491 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6492 = add nsw i64 %6490, %6491
+  %6493 = add nsw i64 %6492, 16
+  %arena2044 = getelementptr inbounds float, ptr %arena, i64 %6493
+  store <16 x float> %t277_c4_12043, ptr %arena2044, align 4
+  %t277_c5_02045 = load <16 x float>, ptr %conv1_weight_grad.t277_c5_0, align 64
+  %6494 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6495 = add nsw i64 %6494, 5
+  %6496 = mul nsw i64 %6495, 32
+  %6497 = add nsw i64 2057216, %6496
+  %6498 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6499 = add nsw i64 %6497, %6498
+  %arena2046 = getelementptr inbounds float, ptr %arena, i64 %6499
+  store <16 x float> %t277_c5_02045, ptr %arena2046, align 4
+  %t277_c5_12047 = load <16 x float>, ptr %conv1_weight_grad.t277_c5_1, align 64
+  %6500 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6501 = add nsw i64 %6500, 5
+  %6502 = mul nsw i64 %6501, 32
+  %6503 = add nsw i64 2057216, %6502
+  %6504 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6505 = add nsw i64 %6503, %6504
+  %6506 = add nsw i64 %6505, 16
+  %arena2048 = getelementptr inbounds float, ptr %arena, i64 %6506
+  store <16 x float> %t277_c5_12047, ptr %arena2048, align 4
+  %t277_c6_02049 = load <16 x float>, ptr %conv1_weight_grad.t277_c6_0, align 64
+  %6507 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6508 = add nsw i64 %6507, 6
+  %6509 = mul nsw i64 %6508, 32
+  %6510 = add nsw i64 2057216, %6509
+  %6511 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6512 = add nsw i64 %6510, %6511
+  %arena2050 = getelementptr inbounds float, ptr %arena, i64 %6512
+  store <16 x float> %t277_c6_02049, ptr %arena2050, align 4
+  %t277_c6_12051 = load <16 x float>, ptr %conv1_weight_grad.t277_c6_1, align 64
+  %6513 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6514 = add nsw i64 %6513, 6
+  %6515 = mul nsw i64 %6514, 32
+  %6516 = add nsw i64 2057216, %6515
+  %6517 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6518 = add nsw i64 %6516, %6517
+  %6519 = add nsw i64 %6518, 16
+  %arena2052 = getelementptr inbounds float, ptr %arena, i64 %6519
+  store <16 x float> %t277_c6_12051, ptr %arena2052, align 4
+  %t277_c7_02053 = load <16 x float>, ptr %conv1_weight_grad.t277_c7_0, align 64
+  %6520 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6521 = add nsw i64 %6520, 7
+  %6522 = mul nsw i64 %6521, 32
+  %6523 = add nsw i64 2057216, %6522
+  %6524 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6525 = add nsw i64 %6523, %6524
+  %arena2054 = getelementptr inbounds float, ptr %arena, i64 %6525
+  store <16 x float> %t277_c7_02053, ptr %arena2054, align 4
+  %t277_c7_12055 = load <16 x float>, ptr %conv1_weight_grad.t277_c7_1, align 64
+  %6526 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6527 = add nsw i64 %6526, 7
+  %6528 = mul nsw i64 %6527, 32
+  %6529 = add nsw i64 2057216, %6528
+  %6530 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6531 = add nsw i64 %6529, %6530
+  %6532 = add nsw i64 %6531, 16
+  %arena2056 = getelementptr inbounds float, ptr %arena, i64 %6532
+  store <16 x float> %t277_c7_12055, ptr %arena2056, align 4
+  %t277_c8_02057 = load <16 x float>, ptr %conv1_weight_grad.t277_c8_0, align 64
+  %6533 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6534 = add nsw i64 %6533, 8
+  %6535 = mul nsw i64 %6534, 32
+  %6536 = add nsw i64 2057216, %6535
+  %6537 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6538 = add nsw i64 %6536, %6537
+  %arena2058 = getelementptr inbounds float, ptr %arena, i64 %6538
+  store <16 x float> %t277_c8_02057, ptr %arena2058, align 4
+  %t277_c8_12059 = load <16 x float>, ptr %conv1_weight_grad.t277_c8_1, align 64
+  %6539 = mul nsw i64 %conv1_weight_grad.mb2761969, 9
+  %6540 = add nsw i64 %6539, 8
+  %6541 = mul nsw i64 %6540, 32
+  %6542 = add nsw i64 2057216, %6541
+  %6543 = mul nsw i64 %conv1_weight_grad.nb2751968, 32
+  %6544 = add nsw i64 %6542, %6543
+  %6545 = add nsw i64 %6544, 16
+  %arena2060 = getelementptr inbounds float, ptr %arena, i64 %6545
+  store <16 x float> %t277_c8_12059, ptr %arena2060, align 4
+  %mb276.next = add nsw i64 %conv1_weight_grad.mb2761969, 1
+  %6546 = icmp slt i64 %mb276.next, 1
+  br i1 %6546, label %conv1_weight_grad.mb276, label %conv1_weight_grad.mb276.end
+
+conv1_weight_grad.f279:                           ; preds = %conv1_weight_grad.r280.end, %conv1_weight_grad.g252.end
+  %conv1_weight_grad.f2792061 = phi i64 [ 0, %conv1_weight_grad.g252.end ], [ %f279.next, %conv1_weight_grad.r280.end ]
+  br label %conv1_weight_grad.r280
+
+conv1_weight_grad.f279.end:                       ; preds = %conv1_weight_grad.r280.end
+  br label %conv1_bias_grad.i281
+
+conv1_weight_grad.r280:                           ; preds = %conv1_weight_grad.r280, %conv1_weight_grad.f279
+  %conv1_weight_grad.r2802062 = phi i64 [ 0, %conv1_weight_grad.f279 ], [ %r280.next, %conv1_weight_grad.r280 ]
+  %6547 = mul nsw i64 %conv1_weight_grad.r2802062, 32
+  %6548 = add nsw i64 2057216, %6547
+  %6549 = add nsw i64 %6548, %conv1_weight_grad.f2792061
+  %arena2063 = getelementptr inbounds float, ptr %arena, i64 %6549
+  %6550 = load float, ptr %arena2063, align 4
+  %6551 = mul nsw i64 %conv1_weight_grad.f2792061, 9
+  %6552 = add nsw i64 %6551, %conv1_weight_grad.r2802062
+  %grads2064 = getelementptr inbounds float, ptr %grads, i64 %6552
+  store float %6550, ptr %grads2064, align 4
+  %r280.next = add nsw i64 %conv1_weight_grad.r2802062, 1
+  %6553 = icmp slt i64 %r280.next, 9
+  br i1 %6553, label %conv1_weight_grad.r280, label %conv1_weight_grad.r280.end
+
+conv1_weight_grad.r280.end:                       ; preds = %conv1_weight_grad.r280
+  %f279.next = add nsw i64 %conv1_weight_grad.f2792061, 1
+  %6554 = icmp slt i64 %f279.next, 32
+  br i1 %6554, label %conv1_weight_grad.f279, label %conv1_weight_grad.f279.end
+
+conv1_bias_grad.i281:                             ; preds = %conv1_bias_grad.i281, %conv1_weight_grad.f279.end
+  %conv1_bias_grad.i2812065 = phi i64 [ 0, %conv1_weight_grad.f279.end ], [ %i281.next, %conv1_bias_grad.i281 ]
+  %arena2066 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i2812065
+  store float 1.000000e+00, ptr %arena2066, align 4
+  %i281.next = add nsw i64 %conv1_bias_grad.i2812065, 1
+  %6555 = icmp slt i64 %i281.next, 784
+  br i1 %6555, label %conv1_bias_grad.i281, label %conv1_bias_grad.i281.end
+
+conv1_bias_grad.i281.end:                         ; preds = %conv1_bias_grad.i281
+  br label %conv1_bias_grad.i282
+
+conv1_bias_grad.i282:                             ; preds = %conv1_bias_grad.i282, %conv1_bias_grad.i281.end
+  %conv1_bias_grad.i2822067 = phi i64 [ 0, %conv1_bias_grad.i281.end ], [ %i282.next, %conv1_bias_grad.i282 ]
+  %6556 = add nsw i64 288, %conv1_bias_grad.i2822067
+  %grads2068 = getelementptr inbounds float, ptr %grads, i64 %6556
+  store float 0.000000e+00, ptr %grads2068, align 4
+  %i282.next = add nsw i64 %conv1_bias_grad.i2822067, 1
+  %6557 = icmp slt i64 %i282.next, 32
+  br i1 %6557, label %conv1_bias_grad.i282, label %conv1_bias_grad.i282.end
+
+conv1_bias_grad.i282.end:                         ; preds = %conv1_bias_grad.i282
+  br label %conv1_bias_grad.img283
+
+conv1_bias_grad.img283:                           ; preds = %conv1_bias_grad.img283, %conv1_bias_grad.i282.end
+  %conv1_bias_grad.img2832069 = phi i64 [ 0, %conv1_bias_grad.i282.end ], [ %img283.next, %conv1_bias_grad.img283 ]
+  %6558 = mul nsw i64 %conv1_bias_grad.img2832069, 25088
+  %6559 = add nsw i64 3220112, %6558
+  %arena2070 = getelementptr inbounds float, ptr %arena, i64 %6559
+  %arena2071 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads2072 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena2070, i32 784, ptr %arena2071, i32 1, float 1.000000e+00, ptr %grads2072, i32 1)
+  %img283.next = add nsw i64 %conv1_bias_grad.img2832069, 1
+  %6560 = icmp slt i64 %img283.next, 64
+  br i1 %6560, label %conv1_bias_grad.img283, label %conv1_bias_grad.img283.end
+
+conv1_bias_grad.img283.end:                       ; preds = %conv1_bias_grad.img283
+  %6561 = sitofp i64 %step to float
+  %6562 = fmul float %6561, 0xBFBAF8E8A0000000
+  %6563 = call float @llvm.exp.f32(float %6562)
+  %6564 = fsub float 1.000000e+00, %6563
+  %6565 = fdiv float %lr, %6564
+  store float %6565, ptr %adam.step_size284, align 4
+  %6566 = sitofp i64 %step to float
+  %6567 = fmul float %6566, 0xBF50645940000000
+  %6568 = call float @llvm.exp.f32(float %6567)
+  %6569 = fsub float 1.000000e+00, %6568
+  %6570 = call float @llvm.sqrt.f32(float %6569)
+  store float %6570, ptr %adam.bc2_sqrt285, align 4
+  br label %adam.i286
+
+adam.i286:                                        ; preds = %adam.i286, %conv1_bias_grad.img283.end
+  %adam.i2862073 = phi i64 [ 0, %conv1_bias_grad.img283.end ], [ %i286.next, %adam.i286 ]
+  %grads2074 = getelementptr inbounds float, ptr %grads, i64 %adam.i2862073
+  %6571 = load float, ptr %grads2074, align 4
+  %params2075 = getelementptr inbounds float, ptr %params, i64 %adam.i2862073
+  %6572 = load float, ptr %params2075, align 4
+  %6573 = fmul float 0.000000e+00, %6572
+  %6574 = fadd float %6571, %6573
+  store float %6574, ptr %adam.g, align 4
+  %m2076 = getelementptr inbounds float, ptr %m, i64 %adam.i2862073
+  %6575 = load float, ptr %m2076, align 4
+  %6576 = fmul float 0x3FECCCCCC0000000, %6575
   %g = load float, ptr %adam.g, align 4
-  %5189 = fmul float 0x3FB9999A00000000, %g
-  %5190 = fadd float %5188, %5189
-  store float %5190, ptr %adam.m_new, align 4
-  %v1465 = getelementptr inbounds float, ptr %v, i64 %adam.i2621461
-  %5191 = load float, ptr %v1465, align 4
-  %5192 = fmul float 0x3FEFF7CEE0000000, %5191
-  %g1466 = load float, ptr %adam.g, align 4
-  %5193 = fmul float 0x3F50624000000000, %g1466
-  %g1467 = load float, ptr %adam.g, align 4
-  %5194 = fmul float %5193, %g1467
-  %5195 = fadd float %5192, %5194
-  store float %5195, ptr %adam.v_new, align 4
+  %6577 = fmul float 0x3FB9999A00000000, %g
+  %6578 = fadd float %6576, %6577
+  store float %6578, ptr %adam.m_new, align 4
+  %v2077 = getelementptr inbounds float, ptr %v, i64 %adam.i2862073
+  %6579 = load float, ptr %v2077, align 4
+  %6580 = fmul float 0x3FEFF7CEE0000000, %6579
+  %g2078 = load float, ptr %adam.g, align 4
+  %6581 = fmul float 0x3F50624000000000, %g2078
+  %g2079 = load float, ptr %adam.g, align 4
+  %6582 = fmul float %6581, %g2079
+  %6583 = fadd float %6580, %6582
+  store float %6583, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1468 = getelementptr inbounds float, ptr %m, i64 %adam.i2621461
-  store float %m_new, ptr %m1468, align 4
+  %m2080 = getelementptr inbounds float, ptr %m, i64 %adam.i2862073
+  store float %m_new, ptr %m2080, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1469 = getelementptr inbounds float, ptr %v, i64 %adam.i2621461
-  store float %v_new, ptr %v1469, align 4
-  %params1470 = getelementptr inbounds float, ptr %params, i64 %adam.i2621461
-  %5196 = load float, ptr %params1470, align 4
-  %step_size260 = load float, ptr %adam.step_size260, align 4
-  %m_new1471 = load float, ptr %adam.m_new, align 4
-  %5197 = fmul float %step_size260, %m_new1471
-  %v_new1472 = load float, ptr %adam.v_new, align 4
-  %5198 = call float @llvm.sqrt.f32(float %v_new1472)
-  %bc2_sqrt261 = load float, ptr %adam.bc2_sqrt261, align 4
-  %5199 = fdiv float %5198, %bc2_sqrt261
-  %5200 = fadd float %5199, 0x3E45798EE0000000
-  %5201 = fdiv float %5197, %5200
-  %5202 = fsub float %5196, %5201
-  %params1473 = getelementptr inbounds float, ptr %params, i64 %adam.i2621461
-  store float %5202, ptr %params1473, align 4
-  %i262.next = add nsw i64 %adam.i2621461, 1
-  %5203 = icmp slt i64 %i262.next, 1625866
-  br i1 %5203, label %adam.i262, label %adam.i262.end
+  %v2081 = getelementptr inbounds float, ptr %v, i64 %adam.i2862073
+  store float %v_new, ptr %v2081, align 4
+  %params2082 = getelementptr inbounds float, ptr %params, i64 %adam.i2862073
+  %6584 = load float, ptr %params2082, align 4
+  %step_size284 = load float, ptr %adam.step_size284, align 4
+  %m_new2083 = load float, ptr %adam.m_new, align 4
+  %6585 = fmul float %step_size284, %m_new2083
+  %v_new2084 = load float, ptr %adam.v_new, align 4
+  %6586 = call float @llvm.sqrt.f32(float %v_new2084)
+  %bc2_sqrt285 = load float, ptr %adam.bc2_sqrt285, align 4
+  %6587 = fdiv float %6586, %bc2_sqrt285
+  %6588 = fadd float %6587, 0x3E45798EE0000000
+  %6589 = fdiv float %6585, %6588
+  %6590 = fsub float %6584, %6589
+  %params2085 = getelementptr inbounds float, ptr %params, i64 %adam.i2862073
+  store float %6590, ptr %params2085, align 4
+  %i286.next = add nsw i64 %adam.i2862073, 1
+  %6591 = icmp slt i64 %i286.next, 1625866
+  br i1 %6591, label %adam.i286, label %adam.i286.end
 
-adam.i262.end:                                    ; preds = %adam.i262
+adam.i286.end:                                    ; preds = %adam.i286
   ret void
 }
 

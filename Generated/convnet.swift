@@ -705,621 +705,1175 @@ public func convnet_train_b64(
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
-  sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3220112, 10, arena + 3211264, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
-  // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u106 in 0..<10 {
-    var acc107: Float = Float(0)
-    for n108 in 0..<64 {
-      acc107 = (acc107 + arena[((3220112 +% (n108 *% 10)) +% u106)])
+  for nb106 in 0..<2 {
+    for mb107 in 0..<1 {
+      var t108_c0_0 = SIMD16<Float>()
+      var t108_c0_1 = SIMD16<Float>()
+      var t108_c0_2 = SIMD16<Float>()
+      var t108_c0_3 = SIMD16<Float>()
+      var t108_c1_0 = SIMD16<Float>()
+      var t108_c1_1 = SIMD16<Float>()
+      var t108_c1_2 = SIMD16<Float>()
+      var t108_c1_3 = SIMD16<Float>()
+      var t108_c2_0 = SIMD16<Float>()
+      var t108_c2_1 = SIMD16<Float>()
+      var t108_c2_2 = SIMD16<Float>()
+      var t108_c2_3 = SIMD16<Float>()
+      var t108_c3_0 = SIMD16<Float>()
+      var t108_c3_1 = SIMD16<Float>()
+      var t108_c3_2 = SIMD16<Float>()
+      var t108_c3_3 = SIMD16<Float>()
+      var t108_c4_0 = SIMD16<Float>()
+      var t108_c4_1 = SIMD16<Float>()
+      var t108_c4_2 = SIMD16<Float>()
+      var t108_c4_3 = SIMD16<Float>()
+      var t108_c5_0 = SIMD16<Float>()
+      var t108_c5_1 = SIMD16<Float>()
+      var t108_c5_2 = SIMD16<Float>()
+      var t108_c5_3 = SIMD16<Float>()
+      for k109 in 0..<64 {
+        let t108_b0 = load16(arena, ((3211264 +% (k109 *% 128)) +% (nb106 *% 64)))
+        let t108_b1 = load16(arena, (((3211264 +% (k109 *% 128)) +% (nb106 *% 64)) +% 16))
+        let t108_b2 = load16(arena, (((3211264 +% (k109 *% 128)) +% (nb106 *% 64)) +% 32))
+        let t108_b3 = load16(arena, (((3211264 +% (k109 *% 128)) +% (nb106 *% 64)) +% 48))
+        let t108_a0 = SIMD16<Float>(repeating: arena[((3220112 +% (mb107 *% 6)) +% (k109 *% 10))])
+        t108_c0_0 = t108_c0_0.addingProduct(t108_a0, t108_b0)
+        t108_c0_1 = t108_c0_1.addingProduct(t108_a0, t108_b1)
+        t108_c0_2 = t108_c0_2.addingProduct(t108_a0, t108_b2)
+        t108_c0_3 = t108_c0_3.addingProduct(t108_a0, t108_b3)
+        let t108_a1 = SIMD16<Float>(repeating: arena[((3220112 +% ((mb107 *% 6) +% 1)) +% (k109 *% 10))])
+        t108_c1_0 = t108_c1_0.addingProduct(t108_a1, t108_b0)
+        t108_c1_1 = t108_c1_1.addingProduct(t108_a1, t108_b1)
+        t108_c1_2 = t108_c1_2.addingProduct(t108_a1, t108_b2)
+        t108_c1_3 = t108_c1_3.addingProduct(t108_a1, t108_b3)
+        let t108_a2 = SIMD16<Float>(repeating: arena[((3220112 +% ((mb107 *% 6) +% 2)) +% (k109 *% 10))])
+        t108_c2_0 = t108_c2_0.addingProduct(t108_a2, t108_b0)
+        t108_c2_1 = t108_c2_1.addingProduct(t108_a2, t108_b1)
+        t108_c2_2 = t108_c2_2.addingProduct(t108_a2, t108_b2)
+        t108_c2_3 = t108_c2_3.addingProduct(t108_a2, t108_b3)
+        let t108_a3 = SIMD16<Float>(repeating: arena[((3220112 +% ((mb107 *% 6) +% 3)) +% (k109 *% 10))])
+        t108_c3_0 = t108_c3_0.addingProduct(t108_a3, t108_b0)
+        t108_c3_1 = t108_c3_1.addingProduct(t108_a3, t108_b1)
+        t108_c3_2 = t108_c3_2.addingProduct(t108_a3, t108_b2)
+        t108_c3_3 = t108_c3_3.addingProduct(t108_a3, t108_b3)
+        let t108_a4 = SIMD16<Float>(repeating: arena[((3220112 +% ((mb107 *% 6) +% 4)) +% (k109 *% 10))])
+        t108_c4_0 = t108_c4_0.addingProduct(t108_a4, t108_b0)
+        t108_c4_1 = t108_c4_1.addingProduct(t108_a4, t108_b1)
+        t108_c4_2 = t108_c4_2.addingProduct(t108_a4, t108_b2)
+        t108_c4_3 = t108_c4_3.addingProduct(t108_a4, t108_b3)
+        let t108_a5 = SIMD16<Float>(repeating: arena[((3220112 +% ((mb107 *% 6) +% 5)) +% (k109 *% 10))])
+        t108_c5_0 = t108_c5_0.addingProduct(t108_a5, t108_b0)
+        t108_c5_1 = t108_c5_1.addingProduct(t108_a5, t108_b1)
+        t108_c5_2 = t108_c5_2.addingProduct(t108_a5, t108_b2)
+        t108_c5_3 = t108_c5_3.addingProduct(t108_a5, t108_b3)
+      }
+      store16(grads, ((1624576 +% ((mb107 *% 6) *% 128)) +% (nb106 *% 64)), t108_c0_0)
+      store16(grads, (((1624576 +% ((mb107 *% 6) *% 128)) +% (nb106 *% 64)) +% 16), t108_c0_1)
+      store16(grads, (((1624576 +% ((mb107 *% 6) *% 128)) +% (nb106 *% 64)) +% 32), t108_c0_2)
+      store16(grads, (((1624576 +% ((mb107 *% 6) *% 128)) +% (nb106 *% 64)) +% 48), t108_c0_3)
+      store16(grads, ((1624576 +% (((mb107 *% 6) +% 1) *% 128)) +% (nb106 *% 64)), t108_c1_0)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 1) *% 128)) +% (nb106 *% 64)) +% 16), t108_c1_1)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 1) *% 128)) +% (nb106 *% 64)) +% 32), t108_c1_2)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 1) *% 128)) +% (nb106 *% 64)) +% 48), t108_c1_3)
+      store16(grads, ((1624576 +% (((mb107 *% 6) +% 2) *% 128)) +% (nb106 *% 64)), t108_c2_0)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 2) *% 128)) +% (nb106 *% 64)) +% 16), t108_c2_1)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 2) *% 128)) +% (nb106 *% 64)) +% 32), t108_c2_2)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 2) *% 128)) +% (nb106 *% 64)) +% 48), t108_c2_3)
+      store16(grads, ((1624576 +% (((mb107 *% 6) +% 3) *% 128)) +% (nb106 *% 64)), t108_c3_0)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 3) *% 128)) +% (nb106 *% 64)) +% 16), t108_c3_1)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 3) *% 128)) +% (nb106 *% 64)) +% 32), t108_c3_2)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 3) *% 128)) +% (nb106 *% 64)) +% 48), t108_c3_3)
+      store16(grads, ((1624576 +% (((mb107 *% 6) +% 4) *% 128)) +% (nb106 *% 64)), t108_c4_0)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 4) *% 128)) +% (nb106 *% 64)) +% 16), t108_c4_1)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 4) *% 128)) +% (nb106 *% 64)) +% 32), t108_c4_2)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 4) *% 128)) +% (nb106 *% 64)) +% 48), t108_c4_3)
+      store16(grads, ((1624576 +% (((mb107 *% 6) +% 5) *% 128)) +% (nb106 *% 64)), t108_c5_0)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 5) *% 128)) +% (nb106 *% 64)) +% 16), t108_c5_1)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 5) *% 128)) +% (nb106 *% 64)) +% 32), t108_c5_2)
+      store16(grads, (((1624576 +% (((mb107 *% 6) +% 5) *% 128)) +% (nb106 *% 64)) +% 48), t108_c5_3)
     }
-    grads[(1625856 +% u106)] = acc107
+    var t110_c0_0 = SIMD16<Float>()
+    var t110_c0_1 = SIMD16<Float>()
+    var t110_c0_2 = SIMD16<Float>()
+    var t110_c0_3 = SIMD16<Float>()
+    var t110_c1_0 = SIMD16<Float>()
+    var t110_c1_1 = SIMD16<Float>()
+    var t110_c1_2 = SIMD16<Float>()
+    var t110_c1_3 = SIMD16<Float>()
+    var t110_c2_0 = SIMD16<Float>()
+    var t110_c2_1 = SIMD16<Float>()
+    var t110_c2_2 = SIMD16<Float>()
+    var t110_c2_3 = SIMD16<Float>()
+    var t110_c3_0 = SIMD16<Float>()
+    var t110_c3_1 = SIMD16<Float>()
+    var t110_c3_2 = SIMD16<Float>()
+    var t110_c3_3 = SIMD16<Float>()
+    for k111 in 0..<64 {
+      let t110_b0 = load16(arena, ((3211264 +% (k111 *% 128)) +% (nb106 *% 64)))
+      let t110_b1 = load16(arena, (((3211264 +% (k111 *% 128)) +% (nb106 *% 64)) +% 16))
+      let t110_b2 = load16(arena, (((3211264 +% (k111 *% 128)) +% (nb106 *% 64)) +% 32))
+      let t110_b3 = load16(arena, (((3211264 +% (k111 *% 128)) +% (nb106 *% 64)) +% 48))
+      let t110_a0 = SIMD16<Float>(repeating: arena[(3220118 +% (k111 *% 10))])
+      t110_c0_0 = t110_c0_0.addingProduct(t110_a0, t110_b0)
+      t110_c0_1 = t110_c0_1.addingProduct(t110_a0, t110_b1)
+      t110_c0_2 = t110_c0_2.addingProduct(t110_a0, t110_b2)
+      t110_c0_3 = t110_c0_3.addingProduct(t110_a0, t110_b3)
+      let t110_a1 = SIMD16<Float>(repeating: arena[(3220119 +% (k111 *% 10))])
+      t110_c1_0 = t110_c1_0.addingProduct(t110_a1, t110_b0)
+      t110_c1_1 = t110_c1_1.addingProduct(t110_a1, t110_b1)
+      t110_c1_2 = t110_c1_2.addingProduct(t110_a1, t110_b2)
+      t110_c1_3 = t110_c1_3.addingProduct(t110_a1, t110_b3)
+      let t110_a2 = SIMD16<Float>(repeating: arena[(3220120 +% (k111 *% 10))])
+      t110_c2_0 = t110_c2_0.addingProduct(t110_a2, t110_b0)
+      t110_c2_1 = t110_c2_1.addingProduct(t110_a2, t110_b1)
+      t110_c2_2 = t110_c2_2.addingProduct(t110_a2, t110_b2)
+      t110_c2_3 = t110_c2_3.addingProduct(t110_a2, t110_b3)
+      let t110_a3 = SIMD16<Float>(repeating: arena[(3220121 +% (k111 *% 10))])
+      t110_c3_0 = t110_c3_0.addingProduct(t110_a3, t110_b0)
+      t110_c3_1 = t110_c3_1.addingProduct(t110_a3, t110_b1)
+      t110_c3_2 = t110_c3_2.addingProduct(t110_a3, t110_b2)
+      t110_c3_3 = t110_c3_3.addingProduct(t110_a3, t110_b3)
+    }
+    store16(grads, (1625344 +% (nb106 *% 64)), t110_c0_0)
+    store16(grads, ((1625344 +% (nb106 *% 64)) +% 16), t110_c0_1)
+    store16(grads, ((1625344 +% (nb106 *% 64)) +% 32), t110_c0_2)
+    store16(grads, ((1625344 +% (nb106 *% 64)) +% 48), t110_c0_3)
+    store16(grads, (1625472 +% (nb106 *% 64)), t110_c1_0)
+    store16(grads, ((1625472 +% (nb106 *% 64)) +% 16), t110_c1_1)
+    store16(grads, ((1625472 +% (nb106 *% 64)) +% 32), t110_c1_2)
+    store16(grads, ((1625472 +% (nb106 *% 64)) +% 48), t110_c1_3)
+    store16(grads, (1625600 +% (nb106 *% 64)), t110_c2_0)
+    store16(grads, ((1625600 +% (nb106 *% 64)) +% 16), t110_c2_1)
+    store16(grads, ((1625600 +% (nb106 *% 64)) +% 32), t110_c2_2)
+    store16(grads, ((1625600 +% (nb106 *% 64)) +% 48), t110_c2_3)
+    store16(grads, (1625728 +% (nb106 *% 64)), t110_c3_0)
+    store16(grads, ((1625728 +% (nb106 *% 64)) +% 16), t110_c3_1)
+    store16(grads, ((1625728 +% (nb106 *% 64)) +% 32), t110_c3_2)
+    store16(grads, ((1625728 +% (nb106 *% 64)) +% 48), t110_c3_3)
+  }
+  // fc2_bias_grad = dense_grad_bias(fc2_grad)
+  for u112 in 0..<10 {
+    var acc113: Float = Float(0)
+    for n114 in 0..<64 {
+      acc113 = (acc113 + arena[((3220112 +% (n114 *% 10)) +% u112)])
+    }
+    grads[(1625856 +% u112)] = acc113
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
-  sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3220112, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3220752, 128)
-  // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i109
-    var i109 = 0
-    while i109 &+ 16 <= 8192 {
-      store16(arena, 3228944 &+ i109, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i109), where: load16(arena, 3211264 &+ i109) .> SIMD16<Float>(repeating: Float(0))))
-      i109 &+= 16
+  for nb115 in 0..<2 {
+    for mb116 in 0..<10 {
+      var t117_c0_0 = SIMD16<Float>()
+      var t117_c0_1 = SIMD16<Float>()
+      var t117_c0_2 = SIMD16<Float>()
+      var t117_c0_3 = SIMD16<Float>()
+      var t117_c1_0 = SIMD16<Float>()
+      var t117_c1_1 = SIMD16<Float>()
+      var t117_c1_2 = SIMD16<Float>()
+      var t117_c1_3 = SIMD16<Float>()
+      var t117_c2_0 = SIMD16<Float>()
+      var t117_c2_1 = SIMD16<Float>()
+      var t117_c2_2 = SIMD16<Float>()
+      var t117_c2_3 = SIMD16<Float>()
+      var t117_c3_0 = SIMD16<Float>()
+      var t117_c3_1 = SIMD16<Float>()
+      var t117_c3_2 = SIMD16<Float>()
+      var t117_c3_3 = SIMD16<Float>()
+      var t117_c4_0 = SIMD16<Float>()
+      var t117_c4_1 = SIMD16<Float>()
+      var t117_c4_2 = SIMD16<Float>()
+      var t117_c4_3 = SIMD16<Float>()
+      var t117_c5_0 = SIMD16<Float>()
+      var t117_c5_1 = SIMD16<Float>()
+      var t117_c5_2 = SIMD16<Float>()
+      var t117_c5_3 = SIMD16<Float>()
+      for k118 in 0..<10 {
+        let t117_b0 = load16(params, ((1624576 +% (k118 *% 128)) +% (nb115 *% 64)))
+        let t117_b1 = load16(params, (((1624576 +% (k118 *% 128)) +% (nb115 *% 64)) +% 16))
+        let t117_b2 = load16(params, (((1624576 +% (k118 *% 128)) +% (nb115 *% 64)) +% 32))
+        let t117_b3 = load16(params, (((1624576 +% (k118 *% 128)) +% (nb115 *% 64)) +% 48))
+        let t117_a0 = SIMD16<Float>(repeating: arena[((3220112 +% ((mb116 *% 6) *% 10)) +% k118)])
+        t117_c0_0 = t117_c0_0.addingProduct(t117_a0, t117_b0)
+        t117_c0_1 = t117_c0_1.addingProduct(t117_a0, t117_b1)
+        t117_c0_2 = t117_c0_2.addingProduct(t117_a0, t117_b2)
+        t117_c0_3 = t117_c0_3.addingProduct(t117_a0, t117_b3)
+        let t117_a1 = SIMD16<Float>(repeating: arena[((3220112 +% (((mb116 *% 6) +% 1) *% 10)) +% k118)])
+        t117_c1_0 = t117_c1_0.addingProduct(t117_a1, t117_b0)
+        t117_c1_1 = t117_c1_1.addingProduct(t117_a1, t117_b1)
+        t117_c1_2 = t117_c1_2.addingProduct(t117_a1, t117_b2)
+        t117_c1_3 = t117_c1_3.addingProduct(t117_a1, t117_b3)
+        let t117_a2 = SIMD16<Float>(repeating: arena[((3220112 +% (((mb116 *% 6) +% 2) *% 10)) +% k118)])
+        t117_c2_0 = t117_c2_0.addingProduct(t117_a2, t117_b0)
+        t117_c2_1 = t117_c2_1.addingProduct(t117_a2, t117_b1)
+        t117_c2_2 = t117_c2_2.addingProduct(t117_a2, t117_b2)
+        t117_c2_3 = t117_c2_3.addingProduct(t117_a2, t117_b3)
+        let t117_a3 = SIMD16<Float>(repeating: arena[((3220112 +% (((mb116 *% 6) +% 3) *% 10)) +% k118)])
+        t117_c3_0 = t117_c3_0.addingProduct(t117_a3, t117_b0)
+        t117_c3_1 = t117_c3_1.addingProduct(t117_a3, t117_b1)
+        t117_c3_2 = t117_c3_2.addingProduct(t117_a3, t117_b2)
+        t117_c3_3 = t117_c3_3.addingProduct(t117_a3, t117_b3)
+        let t117_a4 = SIMD16<Float>(repeating: arena[((3220112 +% (((mb116 *% 6) +% 4) *% 10)) +% k118)])
+        t117_c4_0 = t117_c4_0.addingProduct(t117_a4, t117_b0)
+        t117_c4_1 = t117_c4_1.addingProduct(t117_a4, t117_b1)
+        t117_c4_2 = t117_c4_2.addingProduct(t117_a4, t117_b2)
+        t117_c4_3 = t117_c4_3.addingProduct(t117_a4, t117_b3)
+        let t117_a5 = SIMD16<Float>(repeating: arena[((3220112 +% (((mb116 *% 6) +% 5) *% 10)) +% k118)])
+        t117_c5_0 = t117_c5_0.addingProduct(t117_a5, t117_b0)
+        t117_c5_1 = t117_c5_1.addingProduct(t117_a5, t117_b1)
+        t117_c5_2 = t117_c5_2.addingProduct(t117_a5, t117_b2)
+        t117_c5_3 = t117_c5_3.addingProduct(t117_a5, t117_b3)
+      }
+      store16(arena, ((3220752 +% ((mb116 *% 6) *% 128)) +% (nb115 *% 64)), t117_c0_0)
+      store16(arena, (((3220752 +% ((mb116 *% 6) *% 128)) +% (nb115 *% 64)) +% 16), t117_c0_1)
+      store16(arena, (((3220752 +% ((mb116 *% 6) *% 128)) +% (nb115 *% 64)) +% 32), t117_c0_2)
+      store16(arena, (((3220752 +% ((mb116 *% 6) *% 128)) +% (nb115 *% 64)) +% 48), t117_c0_3)
+      store16(arena, ((3220752 +% (((mb116 *% 6) +% 1) *% 128)) +% (nb115 *% 64)), t117_c1_0)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 1) *% 128)) +% (nb115 *% 64)) +% 16), t117_c1_1)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 1) *% 128)) +% (nb115 *% 64)) +% 32), t117_c1_2)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 1) *% 128)) +% (nb115 *% 64)) +% 48), t117_c1_3)
+      store16(arena, ((3220752 +% (((mb116 *% 6) +% 2) *% 128)) +% (nb115 *% 64)), t117_c2_0)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 2) *% 128)) +% (nb115 *% 64)) +% 16), t117_c2_1)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 2) *% 128)) +% (nb115 *% 64)) +% 32), t117_c2_2)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 2) *% 128)) +% (nb115 *% 64)) +% 48), t117_c2_3)
+      store16(arena, ((3220752 +% (((mb116 *% 6) +% 3) *% 128)) +% (nb115 *% 64)), t117_c3_0)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 3) *% 128)) +% (nb115 *% 64)) +% 16), t117_c3_1)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 3) *% 128)) +% (nb115 *% 64)) +% 32), t117_c3_2)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 3) *% 128)) +% (nb115 *% 64)) +% 48), t117_c3_3)
+      store16(arena, ((3220752 +% (((mb116 *% 6) +% 4) *% 128)) +% (nb115 *% 64)), t117_c4_0)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 4) *% 128)) +% (nb115 *% 64)) +% 16), t117_c4_1)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 4) *% 128)) +% (nb115 *% 64)) +% 32), t117_c4_2)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 4) *% 128)) +% (nb115 *% 64)) +% 48), t117_c4_3)
+      store16(arena, ((3220752 +% (((mb116 *% 6) +% 5) *% 128)) +% (nb115 *% 64)), t117_c5_0)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 5) *% 128)) +% (nb115 *% 64)) +% 16), t117_c5_1)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 5) *% 128)) +% (nb115 *% 64)) +% 32), t117_c5_2)
+      store16(arena, (((3220752 +% (((mb116 *% 6) +% 5) *% 128)) +% (nb115 *% 64)) +% 48), t117_c5_3)
     }
-    while i109 < 8192 {
-      arena[(3228944 +% i109)] = (arena[(3211264 +% i109)] > Float(0) ? arena[(3220752 +% i109)] : Float(0))
-      i109 &+= 1
+    var t119_c0_0 = SIMD16<Float>()
+    var t119_c0_1 = SIMD16<Float>()
+    var t119_c0_2 = SIMD16<Float>()
+    var t119_c0_3 = SIMD16<Float>()
+    var t119_c1_0 = SIMD16<Float>()
+    var t119_c1_1 = SIMD16<Float>()
+    var t119_c1_2 = SIMD16<Float>()
+    var t119_c1_3 = SIMD16<Float>()
+    var t119_c2_0 = SIMD16<Float>()
+    var t119_c2_1 = SIMD16<Float>()
+    var t119_c2_2 = SIMD16<Float>()
+    var t119_c2_3 = SIMD16<Float>()
+    var t119_c3_0 = SIMD16<Float>()
+    var t119_c3_1 = SIMD16<Float>()
+    var t119_c3_2 = SIMD16<Float>()
+    var t119_c3_3 = SIMD16<Float>()
+    for k120 in 0..<10 {
+      let t119_b0 = load16(params, ((1624576 +% (k120 *% 128)) +% (nb115 *% 64)))
+      let t119_b1 = load16(params, (((1624576 +% (k120 *% 128)) +% (nb115 *% 64)) +% 16))
+      let t119_b2 = load16(params, (((1624576 +% (k120 *% 128)) +% (nb115 *% 64)) +% 32))
+      let t119_b3 = load16(params, (((1624576 +% (k120 *% 128)) +% (nb115 *% 64)) +% 48))
+      let t119_a0 = SIMD16<Float>(repeating: arena[(3220712 +% k120)])
+      t119_c0_0 = t119_c0_0.addingProduct(t119_a0, t119_b0)
+      t119_c0_1 = t119_c0_1.addingProduct(t119_a0, t119_b1)
+      t119_c0_2 = t119_c0_2.addingProduct(t119_a0, t119_b2)
+      t119_c0_3 = t119_c0_3.addingProduct(t119_a0, t119_b3)
+      let t119_a1 = SIMD16<Float>(repeating: arena[(3220722 +% k120)])
+      t119_c1_0 = t119_c1_0.addingProduct(t119_a1, t119_b0)
+      t119_c1_1 = t119_c1_1.addingProduct(t119_a1, t119_b1)
+      t119_c1_2 = t119_c1_2.addingProduct(t119_a1, t119_b2)
+      t119_c1_3 = t119_c1_3.addingProduct(t119_a1, t119_b3)
+      let t119_a2 = SIMD16<Float>(repeating: arena[(3220732 +% k120)])
+      t119_c2_0 = t119_c2_0.addingProduct(t119_a2, t119_b0)
+      t119_c2_1 = t119_c2_1.addingProduct(t119_a2, t119_b1)
+      t119_c2_2 = t119_c2_2.addingProduct(t119_a2, t119_b2)
+      t119_c2_3 = t119_c2_3.addingProduct(t119_a2, t119_b3)
+      let t119_a3 = SIMD16<Float>(repeating: arena[(3220742 +% k120)])
+      t119_c3_0 = t119_c3_0.addingProduct(t119_a3, t119_b0)
+      t119_c3_1 = t119_c3_1.addingProduct(t119_a3, t119_b1)
+      t119_c3_2 = t119_c3_2.addingProduct(t119_a3, t119_b2)
+      t119_c3_3 = t119_c3_3.addingProduct(t119_a3, t119_b3)
+    }
+    store16(arena, (3228432 +% (nb115 *% 64)), t119_c0_0)
+    store16(arena, ((3228432 +% (nb115 *% 64)) +% 16), t119_c0_1)
+    store16(arena, ((3228432 +% (nb115 *% 64)) +% 32), t119_c0_2)
+    store16(arena, ((3228432 +% (nb115 *% 64)) +% 48), t119_c0_3)
+    store16(arena, (3228560 +% (nb115 *% 64)), t119_c1_0)
+    store16(arena, ((3228560 +% (nb115 *% 64)) +% 16), t119_c1_1)
+    store16(arena, ((3228560 +% (nb115 *% 64)) +% 32), t119_c1_2)
+    store16(arena, ((3228560 +% (nb115 *% 64)) +% 48), t119_c1_3)
+    store16(arena, (3228688 +% (nb115 *% 64)), t119_c2_0)
+    store16(arena, ((3228688 +% (nb115 *% 64)) +% 16), t119_c2_1)
+    store16(arena, ((3228688 +% (nb115 *% 64)) +% 32), t119_c2_2)
+    store16(arena, ((3228688 +% (nb115 *% 64)) +% 48), t119_c2_3)
+    store16(arena, (3228816 +% (nb115 *% 64)), t119_c3_0)
+    store16(arena, ((3228816 +% (nb115 *% 64)) +% 16), t119_c3_1)
+    store16(arena, ((3228816 +% (nb115 *% 64)) +% 32), t119_c3_2)
+    store16(arena, ((3228816 +% (nb115 *% 64)) +% 48), t119_c3_3)
+  }
+  // fc1_grad = relu_grad(relu3_grad, fc1)
+  do {  // SIMD16 over i121
+    var i121 = 0
+    while i121 &+ 16 <= 8192 {
+      store16(arena, 3228944 &+ i121, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i121), where: load16(arena, 3211264 &+ i121) .> SIMD16<Float>(repeating: Float(0))))
+      i121 &+= 16
+    }
+    while i121 < 8192 {
+      arena[(3228944 +% i121)] = (arena[(3211264 +% i121)] > Float(0) ? arena[(3220752 +% i121)] : Float(0))
+      i121 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  sgemm(101, 112, 111, 128, 12544, 64, 1, arena + 3228944, 128, arena + 1605632, 12544, Float(bitPattern: 0x0), grads + 18816, 12544)
-  // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u110 in 0..<128 {
-    var acc111: Float = Float(0)
-    for n112 in 0..<64 {
-      acc111 = (acc111 + arena[((3228944 +% (n112 *% 128)) +% u110)])
+  for nb122 in 0..<196 {
+    for mb123 in 0..<21 {
+      var t124_c0_0 = SIMD16<Float>()
+      var t124_c0_1 = SIMD16<Float>()
+      var t124_c0_2 = SIMD16<Float>()
+      var t124_c0_3 = SIMD16<Float>()
+      var t124_c1_0 = SIMD16<Float>()
+      var t124_c1_1 = SIMD16<Float>()
+      var t124_c1_2 = SIMD16<Float>()
+      var t124_c1_3 = SIMD16<Float>()
+      var t124_c2_0 = SIMD16<Float>()
+      var t124_c2_1 = SIMD16<Float>()
+      var t124_c2_2 = SIMD16<Float>()
+      var t124_c2_3 = SIMD16<Float>()
+      var t124_c3_0 = SIMD16<Float>()
+      var t124_c3_1 = SIMD16<Float>()
+      var t124_c3_2 = SIMD16<Float>()
+      var t124_c3_3 = SIMD16<Float>()
+      var t124_c4_0 = SIMD16<Float>()
+      var t124_c4_1 = SIMD16<Float>()
+      var t124_c4_2 = SIMD16<Float>()
+      var t124_c4_3 = SIMD16<Float>()
+      var t124_c5_0 = SIMD16<Float>()
+      var t124_c5_1 = SIMD16<Float>()
+      var t124_c5_2 = SIMD16<Float>()
+      var t124_c5_3 = SIMD16<Float>()
+      for k125 in 0..<64 {
+        let t124_b0 = load16(arena, ((1605632 +% (k125 *% 12544)) +% (nb122 *% 64)))
+        let t124_b1 = load16(arena, (((1605632 +% (k125 *% 12544)) +% (nb122 *% 64)) +% 16))
+        let t124_b2 = load16(arena, (((1605632 +% (k125 *% 12544)) +% (nb122 *% 64)) +% 32))
+        let t124_b3 = load16(arena, (((1605632 +% (k125 *% 12544)) +% (nb122 *% 64)) +% 48))
+        let t124_a0 = SIMD16<Float>(repeating: arena[((3228944 +% (mb123 *% 6)) +% (k125 *% 128))])
+        t124_c0_0 = t124_c0_0.addingProduct(t124_a0, t124_b0)
+        t124_c0_1 = t124_c0_1.addingProduct(t124_a0, t124_b1)
+        t124_c0_2 = t124_c0_2.addingProduct(t124_a0, t124_b2)
+        t124_c0_3 = t124_c0_3.addingProduct(t124_a0, t124_b3)
+        let t124_a1 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb123 *% 6) +% 1)) +% (k125 *% 128))])
+        t124_c1_0 = t124_c1_0.addingProduct(t124_a1, t124_b0)
+        t124_c1_1 = t124_c1_1.addingProduct(t124_a1, t124_b1)
+        t124_c1_2 = t124_c1_2.addingProduct(t124_a1, t124_b2)
+        t124_c1_3 = t124_c1_3.addingProduct(t124_a1, t124_b3)
+        let t124_a2 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb123 *% 6) +% 2)) +% (k125 *% 128))])
+        t124_c2_0 = t124_c2_0.addingProduct(t124_a2, t124_b0)
+        t124_c2_1 = t124_c2_1.addingProduct(t124_a2, t124_b1)
+        t124_c2_2 = t124_c2_2.addingProduct(t124_a2, t124_b2)
+        t124_c2_3 = t124_c2_3.addingProduct(t124_a2, t124_b3)
+        let t124_a3 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb123 *% 6) +% 3)) +% (k125 *% 128))])
+        t124_c3_0 = t124_c3_0.addingProduct(t124_a3, t124_b0)
+        t124_c3_1 = t124_c3_1.addingProduct(t124_a3, t124_b1)
+        t124_c3_2 = t124_c3_2.addingProduct(t124_a3, t124_b2)
+        t124_c3_3 = t124_c3_3.addingProduct(t124_a3, t124_b3)
+        let t124_a4 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb123 *% 6) +% 4)) +% (k125 *% 128))])
+        t124_c4_0 = t124_c4_0.addingProduct(t124_a4, t124_b0)
+        t124_c4_1 = t124_c4_1.addingProduct(t124_a4, t124_b1)
+        t124_c4_2 = t124_c4_2.addingProduct(t124_a4, t124_b2)
+        t124_c4_3 = t124_c4_3.addingProduct(t124_a4, t124_b3)
+        let t124_a5 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb123 *% 6) +% 5)) +% (k125 *% 128))])
+        t124_c5_0 = t124_c5_0.addingProduct(t124_a5, t124_b0)
+        t124_c5_1 = t124_c5_1.addingProduct(t124_a5, t124_b1)
+        t124_c5_2 = t124_c5_2.addingProduct(t124_a5, t124_b2)
+        t124_c5_3 = t124_c5_3.addingProduct(t124_a5, t124_b3)
+      }
+      store16(grads, ((18816 +% ((mb123 *% 6) *% 12544)) +% (nb122 *% 64)), t124_c0_0)
+      store16(grads, (((18816 +% ((mb123 *% 6) *% 12544)) +% (nb122 *% 64)) +% 16), t124_c0_1)
+      store16(grads, (((18816 +% ((mb123 *% 6) *% 12544)) +% (nb122 *% 64)) +% 32), t124_c0_2)
+      store16(grads, (((18816 +% ((mb123 *% 6) *% 12544)) +% (nb122 *% 64)) +% 48), t124_c0_3)
+      store16(grads, ((18816 +% (((mb123 *% 6) +% 1) *% 12544)) +% (nb122 *% 64)), t124_c1_0)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 1) *% 12544)) +% (nb122 *% 64)) +% 16), t124_c1_1)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 1) *% 12544)) +% (nb122 *% 64)) +% 32), t124_c1_2)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 1) *% 12544)) +% (nb122 *% 64)) +% 48), t124_c1_3)
+      store16(grads, ((18816 +% (((mb123 *% 6) +% 2) *% 12544)) +% (nb122 *% 64)), t124_c2_0)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 2) *% 12544)) +% (nb122 *% 64)) +% 16), t124_c2_1)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 2) *% 12544)) +% (nb122 *% 64)) +% 32), t124_c2_2)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 2) *% 12544)) +% (nb122 *% 64)) +% 48), t124_c2_3)
+      store16(grads, ((18816 +% (((mb123 *% 6) +% 3) *% 12544)) +% (nb122 *% 64)), t124_c3_0)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 3) *% 12544)) +% (nb122 *% 64)) +% 16), t124_c3_1)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 3) *% 12544)) +% (nb122 *% 64)) +% 32), t124_c3_2)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 3) *% 12544)) +% (nb122 *% 64)) +% 48), t124_c3_3)
+      store16(grads, ((18816 +% (((mb123 *% 6) +% 4) *% 12544)) +% (nb122 *% 64)), t124_c4_0)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 4) *% 12544)) +% (nb122 *% 64)) +% 16), t124_c4_1)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 4) *% 12544)) +% (nb122 *% 64)) +% 32), t124_c4_2)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 4) *% 12544)) +% (nb122 *% 64)) +% 48), t124_c4_3)
+      store16(grads, ((18816 +% (((mb123 *% 6) +% 5) *% 12544)) +% (nb122 *% 64)), t124_c5_0)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 5) *% 12544)) +% (nb122 *% 64)) +% 16), t124_c5_1)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 5) *% 12544)) +% (nb122 *% 64)) +% 32), t124_c5_2)
+      store16(grads, (((18816 +% (((mb123 *% 6) +% 5) *% 12544)) +% (nb122 *% 64)) +% 48), t124_c5_3)
     }
-    grads[(1624448 +% u110)] = acc111
+    var t126_c0_0 = SIMD16<Float>()
+    var t126_c0_1 = SIMD16<Float>()
+    var t126_c0_2 = SIMD16<Float>()
+    var t126_c0_3 = SIMD16<Float>()
+    var t126_c1_0 = SIMD16<Float>()
+    var t126_c1_1 = SIMD16<Float>()
+    var t126_c1_2 = SIMD16<Float>()
+    var t126_c1_3 = SIMD16<Float>()
+    for k127 in 0..<64 {
+      let t126_b0 = load16(arena, ((1605632 +% (k127 *% 12544)) +% (nb122 *% 64)))
+      let t126_b1 = load16(arena, (((1605632 +% (k127 *% 12544)) +% (nb122 *% 64)) +% 16))
+      let t126_b2 = load16(arena, (((1605632 +% (k127 *% 12544)) +% (nb122 *% 64)) +% 32))
+      let t126_b3 = load16(arena, (((1605632 +% (k127 *% 12544)) +% (nb122 *% 64)) +% 48))
+      let t126_a0 = SIMD16<Float>(repeating: arena[(3229070 +% (k127 *% 128))])
+      t126_c0_0 = t126_c0_0.addingProduct(t126_a0, t126_b0)
+      t126_c0_1 = t126_c0_1.addingProduct(t126_a0, t126_b1)
+      t126_c0_2 = t126_c0_2.addingProduct(t126_a0, t126_b2)
+      t126_c0_3 = t126_c0_3.addingProduct(t126_a0, t126_b3)
+      let t126_a1 = SIMD16<Float>(repeating: arena[(3229071 +% (k127 *% 128))])
+      t126_c1_0 = t126_c1_0.addingProduct(t126_a1, t126_b0)
+      t126_c1_1 = t126_c1_1.addingProduct(t126_a1, t126_b1)
+      t126_c1_2 = t126_c1_2.addingProduct(t126_a1, t126_b2)
+      t126_c1_3 = t126_c1_3.addingProduct(t126_a1, t126_b3)
+    }
+    store16(grads, (1599360 +% (nb122 *% 64)), t126_c0_0)
+    store16(grads, ((1599360 +% (nb122 *% 64)) +% 16), t126_c0_1)
+    store16(grads, ((1599360 +% (nb122 *% 64)) +% 32), t126_c0_2)
+    store16(grads, ((1599360 +% (nb122 *% 64)) +% 48), t126_c0_3)
+    store16(grads, (1611904 +% (nb122 *% 64)), t126_c1_0)
+    store16(grads, ((1611904 +% (nb122 *% 64)) +% 16), t126_c1_1)
+    store16(grads, ((1611904 +% (nb122 *% 64)) +% 32), t126_c1_2)
+    store16(grads, ((1611904 +% (nb122 *% 64)) +% 48), t126_c1_3)
+  }
+  // fc1_bias_grad = dense_grad_bias(fc1_grad)
+  for u128 in 0..<128 {
+    var acc129: Float = Float(0)
+    for n130 in 0..<64 {
+      acc129 = (acc129 + arena[((3228944 +% (n130 *% 128)) +% u128)])
+    }
+    grads[(1624448 +% u128)] = acc129
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  sgemm(101, 111, 111, 64, 12544, 128, 1, arena + 3228944, 128, params + 18816, 12544, Float(bitPattern: 0x0), arena + 3237136, 12544)
+  for nb131 in 0..<196 {
+    for mb132 in 0..<10 {
+      var t133_c0_0 = SIMD16<Float>()
+      var t133_c0_1 = SIMD16<Float>()
+      var t133_c0_2 = SIMD16<Float>()
+      var t133_c0_3 = SIMD16<Float>()
+      var t133_c1_0 = SIMD16<Float>()
+      var t133_c1_1 = SIMD16<Float>()
+      var t133_c1_2 = SIMD16<Float>()
+      var t133_c1_3 = SIMD16<Float>()
+      var t133_c2_0 = SIMD16<Float>()
+      var t133_c2_1 = SIMD16<Float>()
+      var t133_c2_2 = SIMD16<Float>()
+      var t133_c2_3 = SIMD16<Float>()
+      var t133_c3_0 = SIMD16<Float>()
+      var t133_c3_1 = SIMD16<Float>()
+      var t133_c3_2 = SIMD16<Float>()
+      var t133_c3_3 = SIMD16<Float>()
+      var t133_c4_0 = SIMD16<Float>()
+      var t133_c4_1 = SIMD16<Float>()
+      var t133_c4_2 = SIMD16<Float>()
+      var t133_c4_3 = SIMD16<Float>()
+      var t133_c5_0 = SIMD16<Float>()
+      var t133_c5_1 = SIMD16<Float>()
+      var t133_c5_2 = SIMD16<Float>()
+      var t133_c5_3 = SIMD16<Float>()
+      for k134 in 0..<128 {
+        let t133_b0 = load16(params, ((18816 +% (k134 *% 12544)) +% (nb131 *% 64)))
+        let t133_b1 = load16(params, (((18816 +% (k134 *% 12544)) +% (nb131 *% 64)) +% 16))
+        let t133_b2 = load16(params, (((18816 +% (k134 *% 12544)) +% (nb131 *% 64)) +% 32))
+        let t133_b3 = load16(params, (((18816 +% (k134 *% 12544)) +% (nb131 *% 64)) +% 48))
+        let t133_a0 = SIMD16<Float>(repeating: arena[((3228944 +% ((mb132 *% 6) *% 128)) +% k134)])
+        t133_c0_0 = t133_c0_0.addingProduct(t133_a0, t133_b0)
+        t133_c0_1 = t133_c0_1.addingProduct(t133_a0, t133_b1)
+        t133_c0_2 = t133_c0_2.addingProduct(t133_a0, t133_b2)
+        t133_c0_3 = t133_c0_3.addingProduct(t133_a0, t133_b3)
+        let t133_a1 = SIMD16<Float>(repeating: arena[((3228944 +% (((mb132 *% 6) +% 1) *% 128)) +% k134)])
+        t133_c1_0 = t133_c1_0.addingProduct(t133_a1, t133_b0)
+        t133_c1_1 = t133_c1_1.addingProduct(t133_a1, t133_b1)
+        t133_c1_2 = t133_c1_2.addingProduct(t133_a1, t133_b2)
+        t133_c1_3 = t133_c1_3.addingProduct(t133_a1, t133_b3)
+        let t133_a2 = SIMD16<Float>(repeating: arena[((3228944 +% (((mb132 *% 6) +% 2) *% 128)) +% k134)])
+        t133_c2_0 = t133_c2_0.addingProduct(t133_a2, t133_b0)
+        t133_c2_1 = t133_c2_1.addingProduct(t133_a2, t133_b1)
+        t133_c2_2 = t133_c2_2.addingProduct(t133_a2, t133_b2)
+        t133_c2_3 = t133_c2_3.addingProduct(t133_a2, t133_b3)
+        let t133_a3 = SIMD16<Float>(repeating: arena[((3228944 +% (((mb132 *% 6) +% 3) *% 128)) +% k134)])
+        t133_c3_0 = t133_c3_0.addingProduct(t133_a3, t133_b0)
+        t133_c3_1 = t133_c3_1.addingProduct(t133_a3, t133_b1)
+        t133_c3_2 = t133_c3_2.addingProduct(t133_a3, t133_b2)
+        t133_c3_3 = t133_c3_3.addingProduct(t133_a3, t133_b3)
+        let t133_a4 = SIMD16<Float>(repeating: arena[((3228944 +% (((mb132 *% 6) +% 4) *% 128)) +% k134)])
+        t133_c4_0 = t133_c4_0.addingProduct(t133_a4, t133_b0)
+        t133_c4_1 = t133_c4_1.addingProduct(t133_a4, t133_b1)
+        t133_c4_2 = t133_c4_2.addingProduct(t133_a4, t133_b2)
+        t133_c4_3 = t133_c4_3.addingProduct(t133_a4, t133_b3)
+        let t133_a5 = SIMD16<Float>(repeating: arena[((3228944 +% (((mb132 *% 6) +% 5) *% 128)) +% k134)])
+        t133_c5_0 = t133_c5_0.addingProduct(t133_a5, t133_b0)
+        t133_c5_1 = t133_c5_1.addingProduct(t133_a5, t133_b1)
+        t133_c5_2 = t133_c5_2.addingProduct(t133_a5, t133_b2)
+        t133_c5_3 = t133_c5_3.addingProduct(t133_a5, t133_b3)
+      }
+      store16(arena, ((3237136 +% ((mb132 *% 6) *% 12544)) +% (nb131 *% 64)), t133_c0_0)
+      store16(arena, (((3237136 +% ((mb132 *% 6) *% 12544)) +% (nb131 *% 64)) +% 16), t133_c0_1)
+      store16(arena, (((3237136 +% ((mb132 *% 6) *% 12544)) +% (nb131 *% 64)) +% 32), t133_c0_2)
+      store16(arena, (((3237136 +% ((mb132 *% 6) *% 12544)) +% (nb131 *% 64)) +% 48), t133_c0_3)
+      store16(arena, ((3237136 +% (((mb132 *% 6) +% 1) *% 12544)) +% (nb131 *% 64)), t133_c1_0)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 1) *% 12544)) +% (nb131 *% 64)) +% 16), t133_c1_1)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 1) *% 12544)) +% (nb131 *% 64)) +% 32), t133_c1_2)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 1) *% 12544)) +% (nb131 *% 64)) +% 48), t133_c1_3)
+      store16(arena, ((3237136 +% (((mb132 *% 6) +% 2) *% 12544)) +% (nb131 *% 64)), t133_c2_0)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 2) *% 12544)) +% (nb131 *% 64)) +% 16), t133_c2_1)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 2) *% 12544)) +% (nb131 *% 64)) +% 32), t133_c2_2)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 2) *% 12544)) +% (nb131 *% 64)) +% 48), t133_c2_3)
+      store16(arena, ((3237136 +% (((mb132 *% 6) +% 3) *% 12544)) +% (nb131 *% 64)), t133_c3_0)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 3) *% 12544)) +% (nb131 *% 64)) +% 16), t133_c3_1)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 3) *% 12544)) +% (nb131 *% 64)) +% 32), t133_c3_2)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 3) *% 12544)) +% (nb131 *% 64)) +% 48), t133_c3_3)
+      store16(arena, ((3237136 +% (((mb132 *% 6) +% 4) *% 12544)) +% (nb131 *% 64)), t133_c4_0)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 4) *% 12544)) +% (nb131 *% 64)) +% 16), t133_c4_1)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 4) *% 12544)) +% (nb131 *% 64)) +% 32), t133_c4_2)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 4) *% 12544)) +% (nb131 *% 64)) +% 48), t133_c4_3)
+      store16(arena, ((3237136 +% (((mb132 *% 6) +% 5) *% 12544)) +% (nb131 *% 64)), t133_c5_0)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 5) *% 12544)) +% (nb131 *% 64)) +% 16), t133_c5_1)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 5) *% 12544)) +% (nb131 *% 64)) +% 32), t133_c5_2)
+      store16(arena, (((3237136 +% (((mb132 *% 6) +% 5) *% 12544)) +% (nb131 *% 64)) +% 48), t133_c5_3)
+    }
+    var t135_c0_0 = SIMD16<Float>()
+    var t135_c0_1 = SIMD16<Float>()
+    var t135_c0_2 = SIMD16<Float>()
+    var t135_c0_3 = SIMD16<Float>()
+    var t135_c1_0 = SIMD16<Float>()
+    var t135_c1_1 = SIMD16<Float>()
+    var t135_c1_2 = SIMD16<Float>()
+    var t135_c1_3 = SIMD16<Float>()
+    var t135_c2_0 = SIMD16<Float>()
+    var t135_c2_1 = SIMD16<Float>()
+    var t135_c2_2 = SIMD16<Float>()
+    var t135_c2_3 = SIMD16<Float>()
+    var t135_c3_0 = SIMD16<Float>()
+    var t135_c3_1 = SIMD16<Float>()
+    var t135_c3_2 = SIMD16<Float>()
+    var t135_c3_3 = SIMD16<Float>()
+    for k136 in 0..<128 {
+      let t135_b0 = load16(params, ((18816 +% (k136 *% 12544)) +% (nb131 *% 64)))
+      let t135_b1 = load16(params, (((18816 +% (k136 *% 12544)) +% (nb131 *% 64)) +% 16))
+      let t135_b2 = load16(params, (((18816 +% (k136 *% 12544)) +% (nb131 *% 64)) +% 32))
+      let t135_b3 = load16(params, (((18816 +% (k136 *% 12544)) +% (nb131 *% 64)) +% 48))
+      let t135_a0 = SIMD16<Float>(repeating: arena[(3236624 +% k136)])
+      t135_c0_0 = t135_c0_0.addingProduct(t135_a0, t135_b0)
+      t135_c0_1 = t135_c0_1.addingProduct(t135_a0, t135_b1)
+      t135_c0_2 = t135_c0_2.addingProduct(t135_a0, t135_b2)
+      t135_c0_3 = t135_c0_3.addingProduct(t135_a0, t135_b3)
+      let t135_a1 = SIMD16<Float>(repeating: arena[(3236752 +% k136)])
+      t135_c1_0 = t135_c1_0.addingProduct(t135_a1, t135_b0)
+      t135_c1_1 = t135_c1_1.addingProduct(t135_a1, t135_b1)
+      t135_c1_2 = t135_c1_2.addingProduct(t135_a1, t135_b2)
+      t135_c1_3 = t135_c1_3.addingProduct(t135_a1, t135_b3)
+      let t135_a2 = SIMD16<Float>(repeating: arena[(3236880 +% k136)])
+      t135_c2_0 = t135_c2_0.addingProduct(t135_a2, t135_b0)
+      t135_c2_1 = t135_c2_1.addingProduct(t135_a2, t135_b1)
+      t135_c2_2 = t135_c2_2.addingProduct(t135_a2, t135_b2)
+      t135_c2_3 = t135_c2_3.addingProduct(t135_a2, t135_b3)
+      let t135_a3 = SIMD16<Float>(repeating: arena[(3237008 +% k136)])
+      t135_c3_0 = t135_c3_0.addingProduct(t135_a3, t135_b0)
+      t135_c3_1 = t135_c3_1.addingProduct(t135_a3, t135_b1)
+      t135_c3_2 = t135_c3_2.addingProduct(t135_a3, t135_b2)
+      t135_c3_3 = t135_c3_3.addingProduct(t135_a3, t135_b3)
+    }
+    store16(arena, (3989776 +% (nb131 *% 64)), t135_c0_0)
+    store16(arena, ((3989776 +% (nb131 *% 64)) +% 16), t135_c0_1)
+    store16(arena, ((3989776 +% (nb131 *% 64)) +% 32), t135_c0_2)
+    store16(arena, ((3989776 +% (nb131 *% 64)) +% 48), t135_c0_3)
+    store16(arena, (4002320 +% (nb131 *% 64)), t135_c1_0)
+    store16(arena, ((4002320 +% (nb131 *% 64)) +% 16), t135_c1_1)
+    store16(arena, ((4002320 +% (nb131 *% 64)) +% 32), t135_c1_2)
+    store16(arena, ((4002320 +% (nb131 *% 64)) +% 48), t135_c1_3)
+    store16(arena, (4014864 +% (nb131 *% 64)), t135_c2_0)
+    store16(arena, ((4014864 +% (nb131 *% 64)) +% 16), t135_c2_1)
+    store16(arena, ((4014864 +% (nb131 *% 64)) +% 32), t135_c2_2)
+    store16(arena, ((4014864 +% (nb131 *% 64)) +% 48), t135_c2_3)
+    store16(arena, (4027408 +% (nb131 *% 64)), t135_c3_0)
+    store16(arena, ((4027408 +% (nb131 *% 64)) +% 16), t135_c3_1)
+    store16(arena, ((4027408 +% (nb131 *% 64)) +% 32), t135_c3_2)
+    store16(arena, ((4027408 +% (nb131 *% 64)) +% 48), t135_c3_3)
+  }
   // pool_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i113
-    var i113 = 0
-    while i113 &+ 16 <= 3211264 {
-      store16(arena, 4039952 &+ i113, SIMD16<Float>(repeating: Float(0)))
-      i113 &+= 16
+  do {  // SIMD16 over i137
+    var i137 = 0
+    while i137 &+ 16 <= 3211264 {
+      store16(arena, 4039952 &+ i137, SIMD16<Float>(repeating: Float(0)))
+      i137 &+= 16
     }
-    while i113 < 3211264 {
-      arena[(4039952 +% i113)] = Float(0)
-      i113 &+= 1
+    while i137 < 3211264 {
+      arena[(4039952 +% i137)] = Float(0)
+      i137 &+= 1
     }
   }
-  for q114 in 0..<4096 {
-    for i115 in 0..<196 {
-      if arena[(1605632 +% ((q114 *% 196) +% i115))] > Float(0) {
-        arena[((4039952 +% (q114 *% 784)) +% Int(arena[(2408448 +% ((q114 *% 196) +% i115))]))] += arena[(3237136 +% ((q114 *% 196) +% i115))]
+  for q138 in 0..<4096 {
+    for i139 in 0..<196 {
+      if arena[(1605632 +% ((q138 *% 196) +% i139))] > Float(0) {
+        arena[((4039952 +% (q138 *% 784)) +% Int(arena[(2408448 +% ((q138 *% 196) +% i139))]))] += arena[(3237136 +% ((q138 *% 196) +% i139))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i116
-    var i116 = 0
-    while i116 &+ 16 <= 18432 {
-      store16(arena, 24913168 &+ i116, SIMD16<Float>(repeating: Float(0)))
-      i116 &+= 16
+  do {  // SIMD16 over i140
+    var i140 = 0
+    while i140 &+ 16 <= 18432 {
+      store16(arena, 24913168 &+ i140, SIMD16<Float>(repeating: Float(0)))
+      i140 &+= 16
     }
-    while i116 < 18432 {
-      arena[(24913168 +% i116)] = Float(0)
-      i116 &+= 1
-    }
-  }
-  for g117 in 0..<1 {
-    for j118 in 0..<64 {
-      for c119 in 0..<32 {
-        for ky120 in 0..<3 {
-          for oy121 in 0..<28 {
-            if (-1 < ((oy121 +% ky120) +% -1) && ((oy121 +% ky120) +% -1) < 28) {
-              for ox122 in 0..<27 {
-                arena[(((7251216 +% ((((c119 *% 3) +% ky120) *% 3) *% 50176)) +% (j118 *% 784)) +% ((oy121 *% 28) +% (ox122 +% 1)))] = arena[((((((g117 *% 64) +% j118) *% 25088) +% (c119 *% 784)) +% (((oy121 +% ky120) +% -1) *% 28)) +% ((ox122 +% 1) +% -1))]
-              }
-              for ox123 in 0..<1 {
-                arena[(((7251216 +% ((((c119 *% 3) +% ky120) *% 3) *% 50176)) +% (j118 *% 784)) +% ((oy121 *% 28) +% ox123))] = Float(0)
-              }
-            }
-            if ((oy121 +% ky120) +% -1) < 0 {
-              for ox124 in 0..<28 {
-                arena[(((7251216 +% ((((c119 *% 3) +% ky120) *% 3) *% 50176)) +% (j118 *% 784)) +% ((oy121 *% 28) +% ox124))] = Float(0)
-              }
-            }
-            if 27 < ((oy121 +% ky120) +% -1) {
-              for ox124 in 0..<28 {
-                arena[(((7251216 +% ((((c119 *% 3) +% ky120) *% 3) *% 50176)) +% (j118 *% 784)) +% ((oy121 *% 28) +% ox124))] = Float(0)
-              }
-            }
-          }
-          for oy125 in 0..<28 {
-            if (-1 < ((oy125 +% ky120) +% -1) && ((oy125 +% ky120) +% -1) < 28) {
-              for ox126 in 0..<28 {
-                arena[(((7251216 +% (((((c119 *% 3) +% ky120) *% 3) +% 1) *% 50176)) +% (j118 *% 784)) +% ((oy125 *% 28) +% ox126))] = arena[((((((g117 *% 64) +% j118) *% 25088) +% (c119 *% 784)) +% (((oy125 +% ky120) +% -1) *% 28)) +% ox126)]
-              }
-            }
-            if ((oy125 +% ky120) +% -1) < 0 {
-              for ox127 in 0..<28 {
-                arena[(((7251216 +% (((((c119 *% 3) +% ky120) *% 3) +% 1) *% 50176)) +% (j118 *% 784)) +% ((oy125 *% 28) +% ox127))] = Float(0)
-              }
-            }
-            if 27 < ((oy125 +% ky120) +% -1) {
-              for ox127 in 0..<28 {
-                arena[(((7251216 +% (((((c119 *% 3) +% ky120) *% 3) +% 1) *% 50176)) +% (j118 *% 784)) +% ((oy125 *% 28) +% ox127))] = Float(0)
-              }
-            }
-          }
-          for oy128 in 0..<28 {
-            if (-1 < ((oy128 +% ky120) +% -1) && ((oy128 +% ky120) +% -1) < 28) {
-              for ox129 in 0..<27 {
-                arena[(((7251216 +% (((((c119 *% 3) +% ky120) *% 3) +% 2) *% 50176)) +% (j118 *% 784)) +% ((oy128 *% 28) +% ox129))] = arena[((((((g117 *% 64) +% j118) *% 25088) +% (c119 *% 784)) +% (((oy128 +% ky120) +% -1) *% 28)) +% (ox129 +% 1))]
-              }
-              for ox130 in 0..<1 {
-                arena[(((7251216 +% (((((c119 *% 3) +% ky120) *% 3) +% 2) *% 50176)) +% (j118 *% 784)) +% ((oy128 *% 28) +% (ox130 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy128 +% ky120) +% -1) < 0 {
-              for ox131 in 0..<28 {
-                arena[(((7251216 +% (((((c119 *% 3) +% ky120) *% 3) +% 2) *% 50176)) +% (j118 *% 784)) +% ((oy128 *% 28) +% ox131))] = Float(0)
-              }
-            }
-            if 27 < ((oy128 +% ky120) +% -1) {
-              for ox131 in 0..<28 {
-                arena[(((7251216 +% (((((c119 *% 3) +% ky120) *% 3) +% 2) *% 50176)) +% (j118 *% 784)) +% ((oy128 *% 28) +% ox131))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j132 in 0..<64 {
-      for i133 in 0..<784 {
-        for f134 in 0..<64 {
-          arena[((21701904 +% (((j132 *% 784) +% i133) *% 64)) +% f134)] = arena[(((4039952 +% (((g117 *% 64) +% j132) *% 50176)) +% (f134 *% 784)) +% i133)]
-        }
-      }
-    }
-    for kp135 in 0..<130 {
-      for nb136 in 0..<1 {
-        for mb137 in 0..<48 {
-          var t138_c0_0 = load16(arena, ((24913168 +% ((mb137 *% 6) *% 64)) +% (nb136 *% 64)))
-          var t138_c0_1 = load16(arena, (((24913168 +% ((mb137 *% 6) *% 64)) +% (nb136 *% 64)) +% 16))
-          var t138_c0_2 = load16(arena, (((24913168 +% ((mb137 *% 6) *% 64)) +% (nb136 *% 64)) +% 32))
-          var t138_c0_3 = load16(arena, (((24913168 +% ((mb137 *% 6) *% 64)) +% (nb136 *% 64)) +% 48))
-          var t138_c1_0 = load16(arena, ((24913168 +% (((mb137 *% 6) +% 1) *% 64)) +% (nb136 *% 64)))
-          var t138_c1_1 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 1) *% 64)) +% (nb136 *% 64)) +% 16))
-          var t138_c1_2 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 1) *% 64)) +% (nb136 *% 64)) +% 32))
-          var t138_c1_3 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 1) *% 64)) +% (nb136 *% 64)) +% 48))
-          var t138_c2_0 = load16(arena, ((24913168 +% (((mb137 *% 6) +% 2) *% 64)) +% (nb136 *% 64)))
-          var t138_c2_1 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 2) *% 64)) +% (nb136 *% 64)) +% 16))
-          var t138_c2_2 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 2) *% 64)) +% (nb136 *% 64)) +% 32))
-          var t138_c2_3 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 2) *% 64)) +% (nb136 *% 64)) +% 48))
-          var t138_c3_0 = load16(arena, ((24913168 +% (((mb137 *% 6) +% 3) *% 64)) +% (nb136 *% 64)))
-          var t138_c3_1 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 3) *% 64)) +% (nb136 *% 64)) +% 16))
-          var t138_c3_2 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 3) *% 64)) +% (nb136 *% 64)) +% 32))
-          var t138_c3_3 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 3) *% 64)) +% (nb136 *% 64)) +% 48))
-          var t138_c4_0 = load16(arena, ((24913168 +% (((mb137 *% 6) +% 4) *% 64)) +% (nb136 *% 64)))
-          var t138_c4_1 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 4) *% 64)) +% (nb136 *% 64)) +% 16))
-          var t138_c4_2 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 4) *% 64)) +% (nb136 *% 64)) +% 32))
-          var t138_c4_3 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 4) *% 64)) +% (nb136 *% 64)) +% 48))
-          var t138_c5_0 = load16(arena, ((24913168 +% (((mb137 *% 6) +% 5) *% 64)) +% (nb136 *% 64)))
-          var t138_c5_1 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 5) *% 64)) +% (nb136 *% 64)) +% 16))
-          var t138_c5_2 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 5) *% 64)) +% (nb136 *% 64)) +% 32))
-          var t138_c5_3 = load16(arena, (((24913168 +% (((mb137 *% 6) +% 5) *% 64)) +% (nb136 *% 64)) +% 48))
-          for k139 in 0..<384 {
-            let t138_b0 = load16(arena, ((21701904 +% ((k139 +% (kp135 *% 384)) *% 64)) +% (nb136 *% 64)))
-            let t138_b1 = load16(arena, (((21701904 +% ((k139 +% (kp135 *% 384)) *% 64)) +% (nb136 *% 64)) +% 16))
-            let t138_b2 = load16(arena, (((21701904 +% ((k139 +% (kp135 *% 384)) *% 64)) +% (nb136 *% 64)) +% 32))
-            let t138_b3 = load16(arena, (((21701904 +% ((k139 +% (kp135 *% 384)) *% 64)) +% (nb136 *% 64)) +% 48))
-            let t138_a0 = SIMD16<Float>(repeating: arena[((7251216 +% ((mb137 *% 6) *% 50176)) +% (k139 +% (kp135 *% 384)))])
-            t138_c0_0 = t138_c0_0.addingProduct(t138_a0, t138_b0)
-            t138_c0_1 = t138_c0_1.addingProduct(t138_a0, t138_b1)
-            t138_c0_2 = t138_c0_2.addingProduct(t138_a0, t138_b2)
-            t138_c0_3 = t138_c0_3.addingProduct(t138_a0, t138_b3)
-            let t138_a1 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb137 *% 6) +% 1) *% 50176)) +% (k139 +% (kp135 *% 384)))])
-            t138_c1_0 = t138_c1_0.addingProduct(t138_a1, t138_b0)
-            t138_c1_1 = t138_c1_1.addingProduct(t138_a1, t138_b1)
-            t138_c1_2 = t138_c1_2.addingProduct(t138_a1, t138_b2)
-            t138_c1_3 = t138_c1_3.addingProduct(t138_a1, t138_b3)
-            let t138_a2 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb137 *% 6) +% 2) *% 50176)) +% (k139 +% (kp135 *% 384)))])
-            t138_c2_0 = t138_c2_0.addingProduct(t138_a2, t138_b0)
-            t138_c2_1 = t138_c2_1.addingProduct(t138_a2, t138_b1)
-            t138_c2_2 = t138_c2_2.addingProduct(t138_a2, t138_b2)
-            t138_c2_3 = t138_c2_3.addingProduct(t138_a2, t138_b3)
-            let t138_a3 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb137 *% 6) +% 3) *% 50176)) +% (k139 +% (kp135 *% 384)))])
-            t138_c3_0 = t138_c3_0.addingProduct(t138_a3, t138_b0)
-            t138_c3_1 = t138_c3_1.addingProduct(t138_a3, t138_b1)
-            t138_c3_2 = t138_c3_2.addingProduct(t138_a3, t138_b2)
-            t138_c3_3 = t138_c3_3.addingProduct(t138_a3, t138_b3)
-            let t138_a4 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb137 *% 6) +% 4) *% 50176)) +% (k139 +% (kp135 *% 384)))])
-            t138_c4_0 = t138_c4_0.addingProduct(t138_a4, t138_b0)
-            t138_c4_1 = t138_c4_1.addingProduct(t138_a4, t138_b1)
-            t138_c4_2 = t138_c4_2.addingProduct(t138_a4, t138_b2)
-            t138_c4_3 = t138_c4_3.addingProduct(t138_a4, t138_b3)
-            let t138_a5 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb137 *% 6) +% 5) *% 50176)) +% (k139 +% (kp135 *% 384)))])
-            t138_c5_0 = t138_c5_0.addingProduct(t138_a5, t138_b0)
-            t138_c5_1 = t138_c5_1.addingProduct(t138_a5, t138_b1)
-            t138_c5_2 = t138_c5_2.addingProduct(t138_a5, t138_b2)
-            t138_c5_3 = t138_c5_3.addingProduct(t138_a5, t138_b3)
-          }
-          store16(arena, ((24913168 +% ((mb137 *% 6) *% 64)) +% (nb136 *% 64)), t138_c0_0)
-          store16(arena, (((24913168 +% ((mb137 *% 6) *% 64)) +% (nb136 *% 64)) +% 16), t138_c0_1)
-          store16(arena, (((24913168 +% ((mb137 *% 6) *% 64)) +% (nb136 *% 64)) +% 32), t138_c0_2)
-          store16(arena, (((24913168 +% ((mb137 *% 6) *% 64)) +% (nb136 *% 64)) +% 48), t138_c0_3)
-          store16(arena, ((24913168 +% (((mb137 *% 6) +% 1) *% 64)) +% (nb136 *% 64)), t138_c1_0)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 1) *% 64)) +% (nb136 *% 64)) +% 16), t138_c1_1)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 1) *% 64)) +% (nb136 *% 64)) +% 32), t138_c1_2)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 1) *% 64)) +% (nb136 *% 64)) +% 48), t138_c1_3)
-          store16(arena, ((24913168 +% (((mb137 *% 6) +% 2) *% 64)) +% (nb136 *% 64)), t138_c2_0)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 2) *% 64)) +% (nb136 *% 64)) +% 16), t138_c2_1)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 2) *% 64)) +% (nb136 *% 64)) +% 32), t138_c2_2)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 2) *% 64)) +% (nb136 *% 64)) +% 48), t138_c2_3)
-          store16(arena, ((24913168 +% (((mb137 *% 6) +% 3) *% 64)) +% (nb136 *% 64)), t138_c3_0)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 3) *% 64)) +% (nb136 *% 64)) +% 16), t138_c3_1)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 3) *% 64)) +% (nb136 *% 64)) +% 32), t138_c3_2)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 3) *% 64)) +% (nb136 *% 64)) +% 48), t138_c3_3)
-          store16(arena, ((24913168 +% (((mb137 *% 6) +% 4) *% 64)) +% (nb136 *% 64)), t138_c4_0)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 4) *% 64)) +% (nb136 *% 64)) +% 16), t138_c4_1)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 4) *% 64)) +% (nb136 *% 64)) +% 32), t138_c4_2)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 4) *% 64)) +% (nb136 *% 64)) +% 48), t138_c4_3)
-          store16(arena, ((24913168 +% (((mb137 *% 6) +% 5) *% 64)) +% (nb136 *% 64)), t138_c5_0)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 5) *% 64)) +% (nb136 *% 64)) +% 16), t138_c5_1)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 5) *% 64)) +% (nb136 *% 64)) +% 32), t138_c5_2)
-          store16(arena, (((24913168 +% (((mb137 *% 6) +% 5) *% 64)) +% (nb136 *% 64)) +% 48), t138_c5_3)
-        }
-      }
-    }
-    for nb140 in 0..<1 {
-      for mb141 in 0..<48 {
-        var t142_c0_0 = load16(arena, ((24913168 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)))
-        var t142_c0_1 = load16(arena, (((24913168 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 16))
-        var t142_c0_2 = load16(arena, (((24913168 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 32))
-        var t142_c0_3 = load16(arena, (((24913168 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 48))
-        var t142_c1_0 = load16(arena, ((24913168 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)))
-        var t142_c1_1 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 16))
-        var t142_c1_2 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 32))
-        var t142_c1_3 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 48))
-        var t142_c2_0 = load16(arena, ((24913168 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)))
-        var t142_c2_1 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 16))
-        var t142_c2_2 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 32))
-        var t142_c2_3 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 48))
-        var t142_c3_0 = load16(arena, ((24913168 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)))
-        var t142_c3_1 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 16))
-        var t142_c3_2 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 32))
-        var t142_c3_3 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 48))
-        var t142_c4_0 = load16(arena, ((24913168 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)))
-        var t142_c4_1 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 16))
-        var t142_c4_2 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 32))
-        var t142_c4_3 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 48))
-        var t142_c5_0 = load16(arena, ((24913168 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)))
-        var t142_c5_1 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 16))
-        var t142_c5_2 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 32))
-        var t142_c5_3 = load16(arena, (((24913168 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 48))
-        for k143 in 0..<256 {
-          let t142_b0 = load16(arena, ((21701904 +% ((k143 +% 49920) *% 64)) +% (nb140 *% 64)))
-          let t142_b1 = load16(arena, (((21701904 +% ((k143 +% 49920) *% 64)) +% (nb140 *% 64)) +% 16))
-          let t142_b2 = load16(arena, (((21701904 +% ((k143 +% 49920) *% 64)) +% (nb140 *% 64)) +% 32))
-          let t142_b3 = load16(arena, (((21701904 +% ((k143 +% 49920) *% 64)) +% (nb140 *% 64)) +% 48))
-          let t142_a0 = SIMD16<Float>(repeating: arena[((7251216 +% ((mb141 *% 6) *% 50176)) +% (k143 +% 49920))])
-          t142_c0_0 = t142_c0_0.addingProduct(t142_a0, t142_b0)
-          t142_c0_1 = t142_c0_1.addingProduct(t142_a0, t142_b1)
-          t142_c0_2 = t142_c0_2.addingProduct(t142_a0, t142_b2)
-          t142_c0_3 = t142_c0_3.addingProduct(t142_a0, t142_b3)
-          let t142_a1 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb141 *% 6) +% 1) *% 50176)) +% (k143 +% 49920))])
-          t142_c1_0 = t142_c1_0.addingProduct(t142_a1, t142_b0)
-          t142_c1_1 = t142_c1_1.addingProduct(t142_a1, t142_b1)
-          t142_c1_2 = t142_c1_2.addingProduct(t142_a1, t142_b2)
-          t142_c1_3 = t142_c1_3.addingProduct(t142_a1, t142_b3)
-          let t142_a2 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb141 *% 6) +% 2) *% 50176)) +% (k143 +% 49920))])
-          t142_c2_0 = t142_c2_0.addingProduct(t142_a2, t142_b0)
-          t142_c2_1 = t142_c2_1.addingProduct(t142_a2, t142_b1)
-          t142_c2_2 = t142_c2_2.addingProduct(t142_a2, t142_b2)
-          t142_c2_3 = t142_c2_3.addingProduct(t142_a2, t142_b3)
-          let t142_a3 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb141 *% 6) +% 3) *% 50176)) +% (k143 +% 49920))])
-          t142_c3_0 = t142_c3_0.addingProduct(t142_a3, t142_b0)
-          t142_c3_1 = t142_c3_1.addingProduct(t142_a3, t142_b1)
-          t142_c3_2 = t142_c3_2.addingProduct(t142_a3, t142_b2)
-          t142_c3_3 = t142_c3_3.addingProduct(t142_a3, t142_b3)
-          let t142_a4 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb141 *% 6) +% 4) *% 50176)) +% (k143 +% 49920))])
-          t142_c4_0 = t142_c4_0.addingProduct(t142_a4, t142_b0)
-          t142_c4_1 = t142_c4_1.addingProduct(t142_a4, t142_b1)
-          t142_c4_2 = t142_c4_2.addingProduct(t142_a4, t142_b2)
-          t142_c4_3 = t142_c4_3.addingProduct(t142_a4, t142_b3)
-          let t142_a5 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb141 *% 6) +% 5) *% 50176)) +% (k143 +% 49920))])
-          t142_c5_0 = t142_c5_0.addingProduct(t142_a5, t142_b0)
-          t142_c5_1 = t142_c5_1.addingProduct(t142_a5, t142_b1)
-          t142_c5_2 = t142_c5_2.addingProduct(t142_a5, t142_b2)
-          t142_c5_3 = t142_c5_3.addingProduct(t142_a5, t142_b3)
-        }
-        store16(arena, ((24913168 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)), t142_c0_0)
-        store16(arena, (((24913168 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 16), t142_c0_1)
-        store16(arena, (((24913168 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 32), t142_c0_2)
-        store16(arena, (((24913168 +% ((mb141 *% 6) *% 64)) +% (nb140 *% 64)) +% 48), t142_c0_3)
-        store16(arena, ((24913168 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)), t142_c1_0)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 16), t142_c1_1)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 32), t142_c1_2)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 1) *% 64)) +% (nb140 *% 64)) +% 48), t142_c1_3)
-        store16(arena, ((24913168 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)), t142_c2_0)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 16), t142_c2_1)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 32), t142_c2_2)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 2) *% 64)) +% (nb140 *% 64)) +% 48), t142_c2_3)
-        store16(arena, ((24913168 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)), t142_c3_0)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 16), t142_c3_1)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 32), t142_c3_2)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 3) *% 64)) +% (nb140 *% 64)) +% 48), t142_c3_3)
-        store16(arena, ((24913168 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)), t142_c4_0)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 16), t142_c4_1)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 32), t142_c4_2)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 4) *% 64)) +% (nb140 *% 64)) +% 48), t142_c4_3)
-        store16(arena, ((24913168 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)), t142_c5_0)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 16), t142_c5_1)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 32), t142_c5_2)
-        store16(arena, (((24913168 +% (((mb141 *% 6) +% 5) *% 64)) +% (nb140 *% 64)) +% 48), t142_c5_3)
-      }
+    while i140 < 18432 {
+      arena[(24913168 +% i140)] = Float(0)
+      i140 &+= 1
     }
   }
-  for f144 in 0..<64 {
-    for r145 in 0..<288 {
-      grads[((320 +% (f144 *% 288)) +% r145)] = arena[((24913168 +% (r145 *% 64)) +% f144)]
+  for g141 in 0..<1 {
+    for j142 in 0..<64 {
+      for c143 in 0..<32 {
+        for ky144 in 0..<3 {
+          for oy145 in 0..<28 {
+            if (-1 < ((oy145 +% ky144) +% -1) && ((oy145 +% ky144) +% -1) < 28) {
+              for ox146 in 0..<27 {
+                arena[(((7251216 +% ((((c143 *% 3) +% ky144) *% 3) *% 50176)) +% (j142 *% 784)) +% ((oy145 *% 28) +% (ox146 +% 1)))] = arena[((((((g141 *% 64) +% j142) *% 25088) +% (c143 *% 784)) +% (((oy145 +% ky144) +% -1) *% 28)) +% ((ox146 +% 1) +% -1))]
+              }
+              for ox147 in 0..<1 {
+                arena[(((7251216 +% ((((c143 *% 3) +% ky144) *% 3) *% 50176)) +% (j142 *% 784)) +% ((oy145 *% 28) +% ox147))] = Float(0)
+              }
+            }
+            if ((oy145 +% ky144) +% -1) < 0 {
+              for ox148 in 0..<28 {
+                arena[(((7251216 +% ((((c143 *% 3) +% ky144) *% 3) *% 50176)) +% (j142 *% 784)) +% ((oy145 *% 28) +% ox148))] = Float(0)
+              }
+            }
+            if 27 < ((oy145 +% ky144) +% -1) {
+              for ox148 in 0..<28 {
+                arena[(((7251216 +% ((((c143 *% 3) +% ky144) *% 3) *% 50176)) +% (j142 *% 784)) +% ((oy145 *% 28) +% ox148))] = Float(0)
+              }
+            }
+          }
+          for oy149 in 0..<28 {
+            if (-1 < ((oy149 +% ky144) +% -1) && ((oy149 +% ky144) +% -1) < 28) {
+              for ox150 in 0..<28 {
+                arena[(((7251216 +% (((((c143 *% 3) +% ky144) *% 3) +% 1) *% 50176)) +% (j142 *% 784)) +% ((oy149 *% 28) +% ox150))] = arena[((((((g141 *% 64) +% j142) *% 25088) +% (c143 *% 784)) +% (((oy149 +% ky144) +% -1) *% 28)) +% ox150)]
+              }
+            }
+            if ((oy149 +% ky144) +% -1) < 0 {
+              for ox151 in 0..<28 {
+                arena[(((7251216 +% (((((c143 *% 3) +% ky144) *% 3) +% 1) *% 50176)) +% (j142 *% 784)) +% ((oy149 *% 28) +% ox151))] = Float(0)
+              }
+            }
+            if 27 < ((oy149 +% ky144) +% -1) {
+              for ox151 in 0..<28 {
+                arena[(((7251216 +% (((((c143 *% 3) +% ky144) *% 3) +% 1) *% 50176)) +% (j142 *% 784)) +% ((oy149 *% 28) +% ox151))] = Float(0)
+              }
+            }
+          }
+          for oy152 in 0..<28 {
+            if (-1 < ((oy152 +% ky144) +% -1) && ((oy152 +% ky144) +% -1) < 28) {
+              for ox153 in 0..<27 {
+                arena[(((7251216 +% (((((c143 *% 3) +% ky144) *% 3) +% 2) *% 50176)) +% (j142 *% 784)) +% ((oy152 *% 28) +% ox153))] = arena[((((((g141 *% 64) +% j142) *% 25088) +% (c143 *% 784)) +% (((oy152 +% ky144) +% -1) *% 28)) +% (ox153 +% 1))]
+              }
+              for ox154 in 0..<1 {
+                arena[(((7251216 +% (((((c143 *% 3) +% ky144) *% 3) +% 2) *% 50176)) +% (j142 *% 784)) +% ((oy152 *% 28) +% (ox154 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy152 +% ky144) +% -1) < 0 {
+              for ox155 in 0..<28 {
+                arena[(((7251216 +% (((((c143 *% 3) +% ky144) *% 3) +% 2) *% 50176)) +% (j142 *% 784)) +% ((oy152 *% 28) +% ox155))] = Float(0)
+              }
+            }
+            if 27 < ((oy152 +% ky144) +% -1) {
+              for ox155 in 0..<28 {
+                arena[(((7251216 +% (((((c143 *% 3) +% ky144) *% 3) +% 2) *% 50176)) +% (j142 *% 784)) +% ((oy152 *% 28) +% ox155))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j156 in 0..<64 {
+      for i157 in 0..<784 {
+        for f158 in 0..<64 {
+          arena[((21701904 +% (((j156 *% 784) +% i157) *% 64)) +% f158)] = arena[(((4039952 +% (((g141 *% 64) +% j156) *% 50176)) +% (f158 *% 784)) +% i157)]
+        }
+      }
+    }
+    for kp159 in 0..<130 {
+      for nb160 in 0..<1 {
+        for mb161 in 0..<48 {
+          var t162_c0_0 = load16(arena, ((24913168 +% ((mb161 *% 6) *% 64)) +% (nb160 *% 64)))
+          var t162_c0_1 = load16(arena, (((24913168 +% ((mb161 *% 6) *% 64)) +% (nb160 *% 64)) +% 16))
+          var t162_c0_2 = load16(arena, (((24913168 +% ((mb161 *% 6) *% 64)) +% (nb160 *% 64)) +% 32))
+          var t162_c0_3 = load16(arena, (((24913168 +% ((mb161 *% 6) *% 64)) +% (nb160 *% 64)) +% 48))
+          var t162_c1_0 = load16(arena, ((24913168 +% (((mb161 *% 6) +% 1) *% 64)) +% (nb160 *% 64)))
+          var t162_c1_1 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 1) *% 64)) +% (nb160 *% 64)) +% 16))
+          var t162_c1_2 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 1) *% 64)) +% (nb160 *% 64)) +% 32))
+          var t162_c1_3 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 1) *% 64)) +% (nb160 *% 64)) +% 48))
+          var t162_c2_0 = load16(arena, ((24913168 +% (((mb161 *% 6) +% 2) *% 64)) +% (nb160 *% 64)))
+          var t162_c2_1 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 2) *% 64)) +% (nb160 *% 64)) +% 16))
+          var t162_c2_2 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 2) *% 64)) +% (nb160 *% 64)) +% 32))
+          var t162_c2_3 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 2) *% 64)) +% (nb160 *% 64)) +% 48))
+          var t162_c3_0 = load16(arena, ((24913168 +% (((mb161 *% 6) +% 3) *% 64)) +% (nb160 *% 64)))
+          var t162_c3_1 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 3) *% 64)) +% (nb160 *% 64)) +% 16))
+          var t162_c3_2 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 3) *% 64)) +% (nb160 *% 64)) +% 32))
+          var t162_c3_3 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 3) *% 64)) +% (nb160 *% 64)) +% 48))
+          var t162_c4_0 = load16(arena, ((24913168 +% (((mb161 *% 6) +% 4) *% 64)) +% (nb160 *% 64)))
+          var t162_c4_1 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 4) *% 64)) +% (nb160 *% 64)) +% 16))
+          var t162_c4_2 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 4) *% 64)) +% (nb160 *% 64)) +% 32))
+          var t162_c4_3 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 4) *% 64)) +% (nb160 *% 64)) +% 48))
+          var t162_c5_0 = load16(arena, ((24913168 +% (((mb161 *% 6) +% 5) *% 64)) +% (nb160 *% 64)))
+          var t162_c5_1 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 5) *% 64)) +% (nb160 *% 64)) +% 16))
+          var t162_c5_2 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 5) *% 64)) +% (nb160 *% 64)) +% 32))
+          var t162_c5_3 = load16(arena, (((24913168 +% (((mb161 *% 6) +% 5) *% 64)) +% (nb160 *% 64)) +% 48))
+          for k163 in 0..<384 {
+            let t162_b0 = load16(arena, ((21701904 +% ((k163 +% (kp159 *% 384)) *% 64)) +% (nb160 *% 64)))
+            let t162_b1 = load16(arena, (((21701904 +% ((k163 +% (kp159 *% 384)) *% 64)) +% (nb160 *% 64)) +% 16))
+            let t162_b2 = load16(arena, (((21701904 +% ((k163 +% (kp159 *% 384)) *% 64)) +% (nb160 *% 64)) +% 32))
+            let t162_b3 = load16(arena, (((21701904 +% ((k163 +% (kp159 *% 384)) *% 64)) +% (nb160 *% 64)) +% 48))
+            let t162_a0 = SIMD16<Float>(repeating: arena[((7251216 +% ((mb161 *% 6) *% 50176)) +% (k163 +% (kp159 *% 384)))])
+            t162_c0_0 = t162_c0_0.addingProduct(t162_a0, t162_b0)
+            t162_c0_1 = t162_c0_1.addingProduct(t162_a0, t162_b1)
+            t162_c0_2 = t162_c0_2.addingProduct(t162_a0, t162_b2)
+            t162_c0_3 = t162_c0_3.addingProduct(t162_a0, t162_b3)
+            let t162_a1 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb161 *% 6) +% 1) *% 50176)) +% (k163 +% (kp159 *% 384)))])
+            t162_c1_0 = t162_c1_0.addingProduct(t162_a1, t162_b0)
+            t162_c1_1 = t162_c1_1.addingProduct(t162_a1, t162_b1)
+            t162_c1_2 = t162_c1_2.addingProduct(t162_a1, t162_b2)
+            t162_c1_3 = t162_c1_3.addingProduct(t162_a1, t162_b3)
+            let t162_a2 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb161 *% 6) +% 2) *% 50176)) +% (k163 +% (kp159 *% 384)))])
+            t162_c2_0 = t162_c2_0.addingProduct(t162_a2, t162_b0)
+            t162_c2_1 = t162_c2_1.addingProduct(t162_a2, t162_b1)
+            t162_c2_2 = t162_c2_2.addingProduct(t162_a2, t162_b2)
+            t162_c2_3 = t162_c2_3.addingProduct(t162_a2, t162_b3)
+            let t162_a3 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb161 *% 6) +% 3) *% 50176)) +% (k163 +% (kp159 *% 384)))])
+            t162_c3_0 = t162_c3_0.addingProduct(t162_a3, t162_b0)
+            t162_c3_1 = t162_c3_1.addingProduct(t162_a3, t162_b1)
+            t162_c3_2 = t162_c3_2.addingProduct(t162_a3, t162_b2)
+            t162_c3_3 = t162_c3_3.addingProduct(t162_a3, t162_b3)
+            let t162_a4 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb161 *% 6) +% 4) *% 50176)) +% (k163 +% (kp159 *% 384)))])
+            t162_c4_0 = t162_c4_0.addingProduct(t162_a4, t162_b0)
+            t162_c4_1 = t162_c4_1.addingProduct(t162_a4, t162_b1)
+            t162_c4_2 = t162_c4_2.addingProduct(t162_a4, t162_b2)
+            t162_c4_3 = t162_c4_3.addingProduct(t162_a4, t162_b3)
+            let t162_a5 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb161 *% 6) +% 5) *% 50176)) +% (k163 +% (kp159 *% 384)))])
+            t162_c5_0 = t162_c5_0.addingProduct(t162_a5, t162_b0)
+            t162_c5_1 = t162_c5_1.addingProduct(t162_a5, t162_b1)
+            t162_c5_2 = t162_c5_2.addingProduct(t162_a5, t162_b2)
+            t162_c5_3 = t162_c5_3.addingProduct(t162_a5, t162_b3)
+          }
+          store16(arena, ((24913168 +% ((mb161 *% 6) *% 64)) +% (nb160 *% 64)), t162_c0_0)
+          store16(arena, (((24913168 +% ((mb161 *% 6) *% 64)) +% (nb160 *% 64)) +% 16), t162_c0_1)
+          store16(arena, (((24913168 +% ((mb161 *% 6) *% 64)) +% (nb160 *% 64)) +% 32), t162_c0_2)
+          store16(arena, (((24913168 +% ((mb161 *% 6) *% 64)) +% (nb160 *% 64)) +% 48), t162_c0_3)
+          store16(arena, ((24913168 +% (((mb161 *% 6) +% 1) *% 64)) +% (nb160 *% 64)), t162_c1_0)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 1) *% 64)) +% (nb160 *% 64)) +% 16), t162_c1_1)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 1) *% 64)) +% (nb160 *% 64)) +% 32), t162_c1_2)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 1) *% 64)) +% (nb160 *% 64)) +% 48), t162_c1_3)
+          store16(arena, ((24913168 +% (((mb161 *% 6) +% 2) *% 64)) +% (nb160 *% 64)), t162_c2_0)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 2) *% 64)) +% (nb160 *% 64)) +% 16), t162_c2_1)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 2) *% 64)) +% (nb160 *% 64)) +% 32), t162_c2_2)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 2) *% 64)) +% (nb160 *% 64)) +% 48), t162_c2_3)
+          store16(arena, ((24913168 +% (((mb161 *% 6) +% 3) *% 64)) +% (nb160 *% 64)), t162_c3_0)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 3) *% 64)) +% (nb160 *% 64)) +% 16), t162_c3_1)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 3) *% 64)) +% (nb160 *% 64)) +% 32), t162_c3_2)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 3) *% 64)) +% (nb160 *% 64)) +% 48), t162_c3_3)
+          store16(arena, ((24913168 +% (((mb161 *% 6) +% 4) *% 64)) +% (nb160 *% 64)), t162_c4_0)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 4) *% 64)) +% (nb160 *% 64)) +% 16), t162_c4_1)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 4) *% 64)) +% (nb160 *% 64)) +% 32), t162_c4_2)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 4) *% 64)) +% (nb160 *% 64)) +% 48), t162_c4_3)
+          store16(arena, ((24913168 +% (((mb161 *% 6) +% 5) *% 64)) +% (nb160 *% 64)), t162_c5_0)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 5) *% 64)) +% (nb160 *% 64)) +% 16), t162_c5_1)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 5) *% 64)) +% (nb160 *% 64)) +% 32), t162_c5_2)
+          store16(arena, (((24913168 +% (((mb161 *% 6) +% 5) *% 64)) +% (nb160 *% 64)) +% 48), t162_c5_3)
+        }
+      }
+    }
+    for nb164 in 0..<1 {
+      for mb165 in 0..<48 {
+        var t166_c0_0 = load16(arena, ((24913168 +% ((mb165 *% 6) *% 64)) +% (nb164 *% 64)))
+        var t166_c0_1 = load16(arena, (((24913168 +% ((mb165 *% 6) *% 64)) +% (nb164 *% 64)) +% 16))
+        var t166_c0_2 = load16(arena, (((24913168 +% ((mb165 *% 6) *% 64)) +% (nb164 *% 64)) +% 32))
+        var t166_c0_3 = load16(arena, (((24913168 +% ((mb165 *% 6) *% 64)) +% (nb164 *% 64)) +% 48))
+        var t166_c1_0 = load16(arena, ((24913168 +% (((mb165 *% 6) +% 1) *% 64)) +% (nb164 *% 64)))
+        var t166_c1_1 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 1) *% 64)) +% (nb164 *% 64)) +% 16))
+        var t166_c1_2 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 1) *% 64)) +% (nb164 *% 64)) +% 32))
+        var t166_c1_3 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 1) *% 64)) +% (nb164 *% 64)) +% 48))
+        var t166_c2_0 = load16(arena, ((24913168 +% (((mb165 *% 6) +% 2) *% 64)) +% (nb164 *% 64)))
+        var t166_c2_1 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 2) *% 64)) +% (nb164 *% 64)) +% 16))
+        var t166_c2_2 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 2) *% 64)) +% (nb164 *% 64)) +% 32))
+        var t166_c2_3 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 2) *% 64)) +% (nb164 *% 64)) +% 48))
+        var t166_c3_0 = load16(arena, ((24913168 +% (((mb165 *% 6) +% 3) *% 64)) +% (nb164 *% 64)))
+        var t166_c3_1 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 3) *% 64)) +% (nb164 *% 64)) +% 16))
+        var t166_c3_2 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 3) *% 64)) +% (nb164 *% 64)) +% 32))
+        var t166_c3_3 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 3) *% 64)) +% (nb164 *% 64)) +% 48))
+        var t166_c4_0 = load16(arena, ((24913168 +% (((mb165 *% 6) +% 4) *% 64)) +% (nb164 *% 64)))
+        var t166_c4_1 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 4) *% 64)) +% (nb164 *% 64)) +% 16))
+        var t166_c4_2 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 4) *% 64)) +% (nb164 *% 64)) +% 32))
+        var t166_c4_3 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 4) *% 64)) +% (nb164 *% 64)) +% 48))
+        var t166_c5_0 = load16(arena, ((24913168 +% (((mb165 *% 6) +% 5) *% 64)) +% (nb164 *% 64)))
+        var t166_c5_1 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 5) *% 64)) +% (nb164 *% 64)) +% 16))
+        var t166_c5_2 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 5) *% 64)) +% (nb164 *% 64)) +% 32))
+        var t166_c5_3 = load16(arena, (((24913168 +% (((mb165 *% 6) +% 5) *% 64)) +% (nb164 *% 64)) +% 48))
+        for k167 in 0..<256 {
+          let t166_b0 = load16(arena, ((21701904 +% ((k167 +% 49920) *% 64)) +% (nb164 *% 64)))
+          let t166_b1 = load16(arena, (((21701904 +% ((k167 +% 49920) *% 64)) +% (nb164 *% 64)) +% 16))
+          let t166_b2 = load16(arena, (((21701904 +% ((k167 +% 49920) *% 64)) +% (nb164 *% 64)) +% 32))
+          let t166_b3 = load16(arena, (((21701904 +% ((k167 +% 49920) *% 64)) +% (nb164 *% 64)) +% 48))
+          let t166_a0 = SIMD16<Float>(repeating: arena[((7251216 +% ((mb165 *% 6) *% 50176)) +% (k167 +% 49920))])
+          t166_c0_0 = t166_c0_0.addingProduct(t166_a0, t166_b0)
+          t166_c0_1 = t166_c0_1.addingProduct(t166_a0, t166_b1)
+          t166_c0_2 = t166_c0_2.addingProduct(t166_a0, t166_b2)
+          t166_c0_3 = t166_c0_3.addingProduct(t166_a0, t166_b3)
+          let t166_a1 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb165 *% 6) +% 1) *% 50176)) +% (k167 +% 49920))])
+          t166_c1_0 = t166_c1_0.addingProduct(t166_a1, t166_b0)
+          t166_c1_1 = t166_c1_1.addingProduct(t166_a1, t166_b1)
+          t166_c1_2 = t166_c1_2.addingProduct(t166_a1, t166_b2)
+          t166_c1_3 = t166_c1_3.addingProduct(t166_a1, t166_b3)
+          let t166_a2 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb165 *% 6) +% 2) *% 50176)) +% (k167 +% 49920))])
+          t166_c2_0 = t166_c2_0.addingProduct(t166_a2, t166_b0)
+          t166_c2_1 = t166_c2_1.addingProduct(t166_a2, t166_b1)
+          t166_c2_2 = t166_c2_2.addingProduct(t166_a2, t166_b2)
+          t166_c2_3 = t166_c2_3.addingProduct(t166_a2, t166_b3)
+          let t166_a3 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb165 *% 6) +% 3) *% 50176)) +% (k167 +% 49920))])
+          t166_c3_0 = t166_c3_0.addingProduct(t166_a3, t166_b0)
+          t166_c3_1 = t166_c3_1.addingProduct(t166_a3, t166_b1)
+          t166_c3_2 = t166_c3_2.addingProduct(t166_a3, t166_b2)
+          t166_c3_3 = t166_c3_3.addingProduct(t166_a3, t166_b3)
+          let t166_a4 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb165 *% 6) +% 4) *% 50176)) +% (k167 +% 49920))])
+          t166_c4_0 = t166_c4_0.addingProduct(t166_a4, t166_b0)
+          t166_c4_1 = t166_c4_1.addingProduct(t166_a4, t166_b1)
+          t166_c4_2 = t166_c4_2.addingProduct(t166_a4, t166_b2)
+          t166_c4_3 = t166_c4_3.addingProduct(t166_a4, t166_b3)
+          let t166_a5 = SIMD16<Float>(repeating: arena[((7251216 +% (((mb165 *% 6) +% 5) *% 50176)) +% (k167 +% 49920))])
+          t166_c5_0 = t166_c5_0.addingProduct(t166_a5, t166_b0)
+          t166_c5_1 = t166_c5_1.addingProduct(t166_a5, t166_b1)
+          t166_c5_2 = t166_c5_2.addingProduct(t166_a5, t166_b2)
+          t166_c5_3 = t166_c5_3.addingProduct(t166_a5, t166_b3)
+        }
+        store16(arena, ((24913168 +% ((mb165 *% 6) *% 64)) +% (nb164 *% 64)), t166_c0_0)
+        store16(arena, (((24913168 +% ((mb165 *% 6) *% 64)) +% (nb164 *% 64)) +% 16), t166_c0_1)
+        store16(arena, (((24913168 +% ((mb165 *% 6) *% 64)) +% (nb164 *% 64)) +% 32), t166_c0_2)
+        store16(arena, (((24913168 +% ((mb165 *% 6) *% 64)) +% (nb164 *% 64)) +% 48), t166_c0_3)
+        store16(arena, ((24913168 +% (((mb165 *% 6) +% 1) *% 64)) +% (nb164 *% 64)), t166_c1_0)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 1) *% 64)) +% (nb164 *% 64)) +% 16), t166_c1_1)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 1) *% 64)) +% (nb164 *% 64)) +% 32), t166_c1_2)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 1) *% 64)) +% (nb164 *% 64)) +% 48), t166_c1_3)
+        store16(arena, ((24913168 +% (((mb165 *% 6) +% 2) *% 64)) +% (nb164 *% 64)), t166_c2_0)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 2) *% 64)) +% (nb164 *% 64)) +% 16), t166_c2_1)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 2) *% 64)) +% (nb164 *% 64)) +% 32), t166_c2_2)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 2) *% 64)) +% (nb164 *% 64)) +% 48), t166_c2_3)
+        store16(arena, ((24913168 +% (((mb165 *% 6) +% 3) *% 64)) +% (nb164 *% 64)), t166_c3_0)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 3) *% 64)) +% (nb164 *% 64)) +% 16), t166_c3_1)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 3) *% 64)) +% (nb164 *% 64)) +% 32), t166_c3_2)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 3) *% 64)) +% (nb164 *% 64)) +% 48), t166_c3_3)
+        store16(arena, ((24913168 +% (((mb165 *% 6) +% 4) *% 64)) +% (nb164 *% 64)), t166_c4_0)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 4) *% 64)) +% (nb164 *% 64)) +% 16), t166_c4_1)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 4) *% 64)) +% (nb164 *% 64)) +% 32), t166_c4_2)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 4) *% 64)) +% (nb164 *% 64)) +% 48), t166_c4_3)
+        store16(arena, ((24913168 +% (((mb165 *% 6) +% 5) *% 64)) +% (nb164 *% 64)), t166_c5_0)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 5) *% 64)) +% (nb164 *% 64)) +% 16), t166_c5_1)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 5) *% 64)) +% (nb164 *% 64)) +% 32), t166_c5_2)
+        store16(arena, (((24913168 +% (((mb165 *% 6) +% 5) *% 64)) +% (nb164 *% 64)) +% 48), t166_c5_3)
+      }
+    }
+  }
+  for f168 in 0..<64 {
+    for r169 in 0..<288 {
+      grads[((320 +% (f168 *% 288)) +% r169)] = arena[((24913168 +% (r169 *% 64)) +% f168)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i146
-    var i146 = 0
-    while i146 &+ 16 <= 784 {
-      store16(arena, 1605632 &+ i146, SIMD16<Float>(repeating: Float(1)))
-      i146 &+= 16
+  do {  // SIMD16 over i170
+    var i170 = 0
+    while i170 &+ 16 <= 784 {
+      store16(arena, 1605632 &+ i170, SIMD16<Float>(repeating: Float(1)))
+      i170 &+= 16
     }
-    while i146 < 784 {
-      arena[(1605632 +% i146)] = Float(1)
-      i146 &+= 1
-    }
-  }
-  do {  // SIMD16 over i147
-    var i147 = 0
-    while i147 &+ 16 <= 64 {
-      store16(grads, 18752 &+ i147, SIMD16<Float>(repeating: Float(0)))
-      i147 &+= 16
-    }
-    while i147 < 64 {
-      grads[(18752 +% i147)] = Float(0)
-      i147 &+= 1
+    while i170 < 784 {
+      arena[(1605632 +% i170)] = Float(1)
+      i170 &+= 1
     }
   }
-  for img148 in 0..<64 {
-    sgemm(101, 111, 111, 64, 1, 784, 1, arena + (4039952 +% (img148 *% 50176)), 784, arena + 1605632, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
+  do {  // SIMD16 over i171
+    var i171 = 0
+    while i171 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i171, SIMD16<Float>(repeating: Float(0)))
+      i171 &+= 16
+    }
+    while i171 < 64 {
+      grads[(18752 +% i171)] = Float(0)
+      i171 &+= 1
+    }
+  }
+  for img172 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 784, 1, arena + (4039952 +% (img172 *% 50176)), 784, arena + 1605632, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g149 in 0..<1 {
-    for j150 in 0..<64 {
-      for f151 in 0..<64 {
-        do {  // SIMD16 over i152
-          var i152 = 0
-          while i152 &+ 16 <= 784 {
-            store16(arena, ((21701904 +% (f151 *% 50176)) +% (j150 *% 784)) &+ i152, load16(arena, ((4039952 +% (((g149 *% 64) +% j150) *% 50176)) +% (f151 *% 784)) &+ i152))
-            i152 &+= 16
+  for g173 in 0..<1 {
+    for j174 in 0..<64 {
+      for f175 in 0..<64 {
+        do {  // SIMD16 over i176
+          var i176 = 0
+          while i176 &+ 16 <= 784 {
+            store16(arena, ((21701904 +% (f175 *% 50176)) +% (j174 *% 784)) &+ i176, load16(arena, ((4039952 +% (((g173 *% 64) +% j174) *% 50176)) +% (f175 *% 784)) &+ i176))
+            i176 &+= 16
           }
-          while i152 < 784 {
-            arena[(((21701904 +% (f151 *% 50176)) +% (j150 *% 784)) +% i152)] = arena[(((4039952 +% (((g149 *% 64) +% j150) *% 50176)) +% (f151 *% 784)) +% i152)]
-            i152 &+= 1
+          while i176 < 784 {
+            arena[(((21701904 +% (f175 *% 50176)) +% (j174 *% 784)) +% i176)] = arena[(((4039952 +% (((g173 *% 64) +% j174) *% 50176)) +% (f175 *% 784)) +% i176)]
+            i176 &+= 1
           }
         }
       }
     }
-    for nb153 in 0..<784 {
-      for mb154 in 0..<48 {
-        var t155_c0_0 = SIMD16<Float>()
-        var t155_c0_1 = SIMD16<Float>()
-        var t155_c0_2 = SIMD16<Float>()
-        var t155_c0_3 = SIMD16<Float>()
-        var t155_c1_0 = SIMD16<Float>()
-        var t155_c1_1 = SIMD16<Float>()
-        var t155_c1_2 = SIMD16<Float>()
-        var t155_c1_3 = SIMD16<Float>()
-        var t155_c2_0 = SIMD16<Float>()
-        var t155_c2_1 = SIMD16<Float>()
-        var t155_c2_2 = SIMD16<Float>()
-        var t155_c2_3 = SIMD16<Float>()
-        var t155_c3_0 = SIMD16<Float>()
-        var t155_c3_1 = SIMD16<Float>()
-        var t155_c3_2 = SIMD16<Float>()
-        var t155_c3_3 = SIMD16<Float>()
-        var t155_c4_0 = SIMD16<Float>()
-        var t155_c4_1 = SIMD16<Float>()
-        var t155_c4_2 = SIMD16<Float>()
-        var t155_c4_3 = SIMD16<Float>()
-        var t155_c5_0 = SIMD16<Float>()
-        var t155_c5_1 = SIMD16<Float>()
-        var t155_c5_2 = SIMD16<Float>()
-        var t155_c5_3 = SIMD16<Float>()
-        for k156 in 0..<64 {
-          let t155_b0 = load16(arena, ((21701904 +% (k156 *% 50176)) +% (nb153 *% 64)))
-          let t155_b1 = load16(arena, (((21701904 +% (k156 *% 50176)) +% (nb153 *% 64)) +% 16))
-          let t155_b2 = load16(arena, (((21701904 +% (k156 *% 50176)) +% (nb153 *% 64)) +% 32))
-          let t155_b3 = load16(arena, (((21701904 +% (k156 *% 50176)) +% (nb153 *% 64)) +% 48))
-          let t155_a0 = SIMD16<Float>(repeating: params[((320 +% (mb154 *% 6)) +% (k156 *% 288))])
-          t155_c0_0 = t155_c0_0.addingProduct(t155_a0, t155_b0)
-          t155_c0_1 = t155_c0_1.addingProduct(t155_a0, t155_b1)
-          t155_c0_2 = t155_c0_2.addingProduct(t155_a0, t155_b2)
-          t155_c0_3 = t155_c0_3.addingProduct(t155_a0, t155_b3)
-          let t155_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 1)) +% (k156 *% 288))])
-          t155_c1_0 = t155_c1_0.addingProduct(t155_a1, t155_b0)
-          t155_c1_1 = t155_c1_1.addingProduct(t155_a1, t155_b1)
-          t155_c1_2 = t155_c1_2.addingProduct(t155_a1, t155_b2)
-          t155_c1_3 = t155_c1_3.addingProduct(t155_a1, t155_b3)
-          let t155_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 2)) +% (k156 *% 288))])
-          t155_c2_0 = t155_c2_0.addingProduct(t155_a2, t155_b0)
-          t155_c2_1 = t155_c2_1.addingProduct(t155_a2, t155_b1)
-          t155_c2_2 = t155_c2_2.addingProduct(t155_a2, t155_b2)
-          t155_c2_3 = t155_c2_3.addingProduct(t155_a2, t155_b3)
-          let t155_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 3)) +% (k156 *% 288))])
-          t155_c3_0 = t155_c3_0.addingProduct(t155_a3, t155_b0)
-          t155_c3_1 = t155_c3_1.addingProduct(t155_a3, t155_b1)
-          t155_c3_2 = t155_c3_2.addingProduct(t155_a3, t155_b2)
-          t155_c3_3 = t155_c3_3.addingProduct(t155_a3, t155_b3)
-          let t155_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 4)) +% (k156 *% 288))])
-          t155_c4_0 = t155_c4_0.addingProduct(t155_a4, t155_b0)
-          t155_c4_1 = t155_c4_1.addingProduct(t155_a4, t155_b1)
-          t155_c4_2 = t155_c4_2.addingProduct(t155_a4, t155_b2)
-          t155_c4_3 = t155_c4_3.addingProduct(t155_a4, t155_b3)
-          let t155_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb154 *% 6) +% 5)) +% (k156 *% 288))])
-          t155_c5_0 = t155_c5_0.addingProduct(t155_a5, t155_b0)
-          t155_c5_1 = t155_c5_1.addingProduct(t155_a5, t155_b1)
-          t155_c5_2 = t155_c5_2.addingProduct(t155_a5, t155_b2)
-          t155_c5_3 = t155_c5_3.addingProduct(t155_a5, t155_b3)
+    for nb177 in 0..<784 {
+      for mb178 in 0..<48 {
+        var t179_c0_0 = SIMD16<Float>()
+        var t179_c0_1 = SIMD16<Float>()
+        var t179_c0_2 = SIMD16<Float>()
+        var t179_c0_3 = SIMD16<Float>()
+        var t179_c1_0 = SIMD16<Float>()
+        var t179_c1_1 = SIMD16<Float>()
+        var t179_c1_2 = SIMD16<Float>()
+        var t179_c1_3 = SIMD16<Float>()
+        var t179_c2_0 = SIMD16<Float>()
+        var t179_c2_1 = SIMD16<Float>()
+        var t179_c2_2 = SIMD16<Float>()
+        var t179_c2_3 = SIMD16<Float>()
+        var t179_c3_0 = SIMD16<Float>()
+        var t179_c3_1 = SIMD16<Float>()
+        var t179_c3_2 = SIMD16<Float>()
+        var t179_c3_3 = SIMD16<Float>()
+        var t179_c4_0 = SIMD16<Float>()
+        var t179_c4_1 = SIMD16<Float>()
+        var t179_c4_2 = SIMD16<Float>()
+        var t179_c4_3 = SIMD16<Float>()
+        var t179_c5_0 = SIMD16<Float>()
+        var t179_c5_1 = SIMD16<Float>()
+        var t179_c5_2 = SIMD16<Float>()
+        var t179_c5_3 = SIMD16<Float>()
+        for k180 in 0..<64 {
+          let t179_b0 = load16(arena, ((21701904 +% (k180 *% 50176)) +% (nb177 *% 64)))
+          let t179_b1 = load16(arena, (((21701904 +% (k180 *% 50176)) +% (nb177 *% 64)) +% 16))
+          let t179_b2 = load16(arena, (((21701904 +% (k180 *% 50176)) +% (nb177 *% 64)) +% 32))
+          let t179_b3 = load16(arena, (((21701904 +% (k180 *% 50176)) +% (nb177 *% 64)) +% 48))
+          let t179_a0 = SIMD16<Float>(repeating: params[((320 +% (mb178 *% 6)) +% (k180 *% 288))])
+          t179_c0_0 = t179_c0_0.addingProduct(t179_a0, t179_b0)
+          t179_c0_1 = t179_c0_1.addingProduct(t179_a0, t179_b1)
+          t179_c0_2 = t179_c0_2.addingProduct(t179_a0, t179_b2)
+          t179_c0_3 = t179_c0_3.addingProduct(t179_a0, t179_b3)
+          let t179_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb178 *% 6) +% 1)) +% (k180 *% 288))])
+          t179_c1_0 = t179_c1_0.addingProduct(t179_a1, t179_b0)
+          t179_c1_1 = t179_c1_1.addingProduct(t179_a1, t179_b1)
+          t179_c1_2 = t179_c1_2.addingProduct(t179_a1, t179_b2)
+          t179_c1_3 = t179_c1_3.addingProduct(t179_a1, t179_b3)
+          let t179_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb178 *% 6) +% 2)) +% (k180 *% 288))])
+          t179_c2_0 = t179_c2_0.addingProduct(t179_a2, t179_b0)
+          t179_c2_1 = t179_c2_1.addingProduct(t179_a2, t179_b1)
+          t179_c2_2 = t179_c2_2.addingProduct(t179_a2, t179_b2)
+          t179_c2_3 = t179_c2_3.addingProduct(t179_a2, t179_b3)
+          let t179_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb178 *% 6) +% 3)) +% (k180 *% 288))])
+          t179_c3_0 = t179_c3_0.addingProduct(t179_a3, t179_b0)
+          t179_c3_1 = t179_c3_1.addingProduct(t179_a3, t179_b1)
+          t179_c3_2 = t179_c3_2.addingProduct(t179_a3, t179_b2)
+          t179_c3_3 = t179_c3_3.addingProduct(t179_a3, t179_b3)
+          let t179_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb178 *% 6) +% 4)) +% (k180 *% 288))])
+          t179_c4_0 = t179_c4_0.addingProduct(t179_a4, t179_b0)
+          t179_c4_1 = t179_c4_1.addingProduct(t179_a4, t179_b1)
+          t179_c4_2 = t179_c4_2.addingProduct(t179_a4, t179_b2)
+          t179_c4_3 = t179_c4_3.addingProduct(t179_a4, t179_b3)
+          let t179_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb178 *% 6) +% 5)) +% (k180 *% 288))])
+          t179_c5_0 = t179_c5_0.addingProduct(t179_a5, t179_b0)
+          t179_c5_1 = t179_c5_1.addingProduct(t179_a5, t179_b1)
+          t179_c5_2 = t179_c5_2.addingProduct(t179_a5, t179_b2)
+          t179_c5_3 = t179_c5_3.addingProduct(t179_a5, t179_b3)
         }
-        store16(arena, ((7251216 +% ((mb154 *% 6) *% 50176)) +% (nb153 *% 64)), t155_c0_0)
-        store16(arena, (((7251216 +% ((mb154 *% 6) *% 50176)) +% (nb153 *% 64)) +% 16), t155_c0_1)
-        store16(arena, (((7251216 +% ((mb154 *% 6) *% 50176)) +% (nb153 *% 64)) +% 32), t155_c0_2)
-        store16(arena, (((7251216 +% ((mb154 *% 6) *% 50176)) +% (nb153 *% 64)) +% 48), t155_c0_3)
-        store16(arena, ((7251216 +% (((mb154 *% 6) +% 1) *% 50176)) +% (nb153 *% 64)), t155_c1_0)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 1) *% 50176)) +% (nb153 *% 64)) +% 16), t155_c1_1)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 1) *% 50176)) +% (nb153 *% 64)) +% 32), t155_c1_2)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 1) *% 50176)) +% (nb153 *% 64)) +% 48), t155_c1_3)
-        store16(arena, ((7251216 +% (((mb154 *% 6) +% 2) *% 50176)) +% (nb153 *% 64)), t155_c2_0)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 2) *% 50176)) +% (nb153 *% 64)) +% 16), t155_c2_1)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 2) *% 50176)) +% (nb153 *% 64)) +% 32), t155_c2_2)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 2) *% 50176)) +% (nb153 *% 64)) +% 48), t155_c2_3)
-        store16(arena, ((7251216 +% (((mb154 *% 6) +% 3) *% 50176)) +% (nb153 *% 64)), t155_c3_0)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 3) *% 50176)) +% (nb153 *% 64)) +% 16), t155_c3_1)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 3) *% 50176)) +% (nb153 *% 64)) +% 32), t155_c3_2)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 3) *% 50176)) +% (nb153 *% 64)) +% 48), t155_c3_3)
-        store16(arena, ((7251216 +% (((mb154 *% 6) +% 4) *% 50176)) +% (nb153 *% 64)), t155_c4_0)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 4) *% 50176)) +% (nb153 *% 64)) +% 16), t155_c4_1)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 4) *% 50176)) +% (nb153 *% 64)) +% 32), t155_c4_2)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 4) *% 50176)) +% (nb153 *% 64)) +% 48), t155_c4_3)
-        store16(arena, ((7251216 +% (((mb154 *% 6) +% 5) *% 50176)) +% (nb153 *% 64)), t155_c5_0)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 5) *% 50176)) +% (nb153 *% 64)) +% 16), t155_c5_1)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 5) *% 50176)) +% (nb153 *% 64)) +% 32), t155_c5_2)
-        store16(arena, (((7251216 +% (((mb154 *% 6) +% 5) *% 50176)) +% (nb153 *% 64)) +% 48), t155_c5_3)
+        store16(arena, ((7251216 +% ((mb178 *% 6) *% 50176)) +% (nb177 *% 64)), t179_c0_0)
+        store16(arena, (((7251216 +% ((mb178 *% 6) *% 50176)) +% (nb177 *% 64)) +% 16), t179_c0_1)
+        store16(arena, (((7251216 +% ((mb178 *% 6) *% 50176)) +% (nb177 *% 64)) +% 32), t179_c0_2)
+        store16(arena, (((7251216 +% ((mb178 *% 6) *% 50176)) +% (nb177 *% 64)) +% 48), t179_c0_3)
+        store16(arena, ((7251216 +% (((mb178 *% 6) +% 1) *% 50176)) +% (nb177 *% 64)), t179_c1_0)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 1) *% 50176)) +% (nb177 *% 64)) +% 16), t179_c1_1)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 1) *% 50176)) +% (nb177 *% 64)) +% 32), t179_c1_2)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 1) *% 50176)) +% (nb177 *% 64)) +% 48), t179_c1_3)
+        store16(arena, ((7251216 +% (((mb178 *% 6) +% 2) *% 50176)) +% (nb177 *% 64)), t179_c2_0)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 2) *% 50176)) +% (nb177 *% 64)) +% 16), t179_c2_1)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 2) *% 50176)) +% (nb177 *% 64)) +% 32), t179_c2_2)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 2) *% 50176)) +% (nb177 *% 64)) +% 48), t179_c2_3)
+        store16(arena, ((7251216 +% (((mb178 *% 6) +% 3) *% 50176)) +% (nb177 *% 64)), t179_c3_0)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 3) *% 50176)) +% (nb177 *% 64)) +% 16), t179_c3_1)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 3) *% 50176)) +% (nb177 *% 64)) +% 32), t179_c3_2)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 3) *% 50176)) +% (nb177 *% 64)) +% 48), t179_c3_3)
+        store16(arena, ((7251216 +% (((mb178 *% 6) +% 4) *% 50176)) +% (nb177 *% 64)), t179_c4_0)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 4) *% 50176)) +% (nb177 *% 64)) +% 16), t179_c4_1)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 4) *% 50176)) +% (nb177 *% 64)) +% 32), t179_c4_2)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 4) *% 50176)) +% (nb177 *% 64)) +% 48), t179_c4_3)
+        store16(arena, ((7251216 +% (((mb178 *% 6) +% 5) *% 50176)) +% (nb177 *% 64)), t179_c5_0)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 5) *% 50176)) +% (nb177 *% 64)) +% 16), t179_c5_1)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 5) *% 50176)) +% (nb177 *% 64)) +% 32), t179_c5_2)
+        store16(arena, (((7251216 +% (((mb178 *% 6) +% 5) *% 50176)) +% (nb177 *% 64)) +% 48), t179_c5_3)
       }
     }
-    for j157 in 0..<64 {
-      for c158 in 0..<32 {
-        for iy159 in 0..<1 {
-          do {  // SIMD16 over ix160
-            var ix160 = 0
-            while ix160 < 1 {
-              var sum161: Float = arena[(((((7251216 +% ((c158 *% 9) *% 50176)) +% (j157 *% 784)) +% ((iy159 +% 1) *% 28)) +% 1) +% ix160)]
-              var sum162: Float = (sum161 + arena[((((7251216 +% (((c158 *% 9) +% 1) *% 50176)) +% (j157 *% 784)) +% ((iy159 +% 1) *% 28)) +% ix160)])
-              var sum163: Float = (sum162 + arena[(((((7251216 +% (((c158 *% 9) +% 3) *% 50176)) +% (j157 *% 784)) +% (iy159 *% 28)) +% 1) +% ix160)])
-              var sum164: Float = (sum163 + arena[((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% (iy159 *% 28)) +% ix160)])
-              arena[((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% (iy159 *% 28)) +% ix160)] = sum164
-              ix160 &+= 1
+    for j181 in 0..<64 {
+      for c182 in 0..<32 {
+        for iy183 in 0..<1 {
+          do {  // SIMD16 over ix184
+            var ix184 = 0
+            while ix184 < 1 {
+              var sum185: Float = arena[(((((7251216 +% ((c182 *% 9) *% 50176)) +% (j181 *% 784)) +% ((iy183 +% 1) *% 28)) +% 1) +% ix184)]
+              var sum186: Float = (sum185 + arena[((((7251216 +% (((c182 *% 9) +% 1) *% 50176)) +% (j181 *% 784)) +% ((iy183 +% 1) *% 28)) +% ix184)])
+              var sum187: Float = (sum186 + arena[(((((7251216 +% (((c182 *% 9) +% 3) *% 50176)) +% (j181 *% 784)) +% (iy183 *% 28)) +% 1) +% ix184)])
+              var sum188: Float = (sum187 + arena[((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% (iy183 *% 28)) +% ix184)])
+              arena[((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% (iy183 *% 28)) +% ix184)] = sum188
+              ix184 &+= 1
             }
           }
         }
-        for iy165 in 0..<1 {
-          do {  // SIMD16 over ix166
-            var ix166 = 0
-            while ix166 &+ 16 <= 26 {
-              let sum167_v = load16(arena, ((((7251216 +% ((c158 *% 9) *% 50176)) +% (j157 *% 784)) +% ((iy165 +% 1) *% 28)) +% 2) &+ ix166)
-              let sum168_v = (sum167_v + load16(arena, ((((7251216 +% (((c158 *% 9) +% 1) *% 50176)) +% (j157 *% 784)) +% ((iy165 +% 1) *% 28)) +% 1) &+ ix166))
-              let sum169_v = (sum168_v + load16(arena, (((7251216 +% (((c158 *% 9) +% 2) *% 50176)) +% (j157 *% 784)) +% ((iy165 +% 1) *% 28)) &+ ix166))
-              let sum170_v = (sum169_v + load16(arena, ((((7251216 +% (((c158 *% 9) +% 3) *% 50176)) +% (j157 *% 784)) +% (iy165 *% 28)) +% 2) &+ ix166))
-              let sum171_v = (sum170_v + load16(arena, ((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% (iy165 *% 28)) +% 1) &+ ix166))
-              let sum172_v = (sum171_v + load16(arena, (((7251216 +% (((c158 *% 9) +% 5) *% 50176)) +% (j157 *% 784)) +% (iy165 *% 28)) &+ ix166))
-              store16(arena, ((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% (iy165 *% 28)) +% 1) &+ ix166, sum172_v)
-              ix166 &+= 16
+        for iy189 in 0..<1 {
+          do {  // SIMD16 over ix190
+            var ix190 = 0
+            while ix190 &+ 16 <= 26 {
+              let sum191_v = load16(arena, ((((7251216 +% ((c182 *% 9) *% 50176)) +% (j181 *% 784)) +% ((iy189 +% 1) *% 28)) +% 2) &+ ix190)
+              let sum192_v = (sum191_v + load16(arena, ((((7251216 +% (((c182 *% 9) +% 1) *% 50176)) +% (j181 *% 784)) +% ((iy189 +% 1) *% 28)) +% 1) &+ ix190))
+              let sum193_v = (sum192_v + load16(arena, (((7251216 +% (((c182 *% 9) +% 2) *% 50176)) +% (j181 *% 784)) +% ((iy189 +% 1) *% 28)) &+ ix190))
+              let sum194_v = (sum193_v + load16(arena, ((((7251216 +% (((c182 *% 9) +% 3) *% 50176)) +% (j181 *% 784)) +% (iy189 *% 28)) +% 2) &+ ix190))
+              let sum195_v = (sum194_v + load16(arena, ((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% (iy189 *% 28)) +% 1) &+ ix190))
+              let sum196_v = (sum195_v + load16(arena, (((7251216 +% (((c182 *% 9) +% 5) *% 50176)) +% (j181 *% 784)) +% (iy189 *% 28)) &+ ix190))
+              store16(arena, ((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% (iy189 *% 28)) +% 1) &+ ix190, sum196_v)
+              ix190 &+= 16
             }
-            while ix166 < 26 {
-              var sum167: Float = arena[(((((7251216 +% ((c158 *% 9) *% 50176)) +% (j157 *% 784)) +% ((iy165 +% 1) *% 28)) +% 2) +% ix166)]
-              var sum168: Float = (sum167 + arena[(((((7251216 +% (((c158 *% 9) +% 1) *% 50176)) +% (j157 *% 784)) +% ((iy165 +% 1) *% 28)) +% 1) +% ix166)])
-              var sum169: Float = (sum168 + arena[((((7251216 +% (((c158 *% 9) +% 2) *% 50176)) +% (j157 *% 784)) +% ((iy165 +% 1) *% 28)) +% ix166)])
-              var sum170: Float = (sum169 + arena[(((((7251216 +% (((c158 *% 9) +% 3) *% 50176)) +% (j157 *% 784)) +% (iy165 *% 28)) +% 2) +% ix166)])
-              var sum171: Float = (sum170 + arena[(((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% (iy165 *% 28)) +% 1) +% ix166)])
-              var sum172: Float = (sum171 + arena[((((7251216 +% (((c158 *% 9) +% 5) *% 50176)) +% (j157 *% 784)) +% (iy165 *% 28)) +% ix166)])
-              arena[(((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% (iy165 *% 28)) +% 1) +% ix166)] = sum172
-              ix166 &+= 1
-            }
-          }
-        }
-        for iy173 in 0..<1 {
-          do {  // SIMD16 over ix174
-            var ix174 = 0
-            while ix174 < 1 {
-              var sum175: Float = arena[(((((7251216 +% (((c158 *% 9) +% 1) *% 50176)) +% (j157 *% 784)) +% ((iy173 +% 1) *% 28)) +% 27) +% ix174)]
-              var sum176: Float = (sum175 + arena[(((((7251216 +% (((c158 *% 9) +% 2) *% 50176)) +% (j157 *% 784)) +% ((iy173 +% 1) *% 28)) +% 26) +% ix174)])
-              var sum177: Float = (sum176 + arena[(((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% (iy173 *% 28)) +% 27) +% ix174)])
-              var sum178: Float = (sum177 + arena[(((((7251216 +% (((c158 *% 9) +% 5) *% 50176)) +% (j157 *% 784)) +% (iy173 *% 28)) +% 26) +% ix174)])
-              arena[(((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% (iy173 *% 28)) +% 27) +% ix174)] = sum178
-              ix174 &+= 1
+            while ix190 < 26 {
+              var sum191: Float = arena[(((((7251216 +% ((c182 *% 9) *% 50176)) +% (j181 *% 784)) +% ((iy189 +% 1) *% 28)) +% 2) +% ix190)]
+              var sum192: Float = (sum191 + arena[(((((7251216 +% (((c182 *% 9) +% 1) *% 50176)) +% (j181 *% 784)) +% ((iy189 +% 1) *% 28)) +% 1) +% ix190)])
+              var sum193: Float = (sum192 + arena[((((7251216 +% (((c182 *% 9) +% 2) *% 50176)) +% (j181 *% 784)) +% ((iy189 +% 1) *% 28)) +% ix190)])
+              var sum194: Float = (sum193 + arena[(((((7251216 +% (((c182 *% 9) +% 3) *% 50176)) +% (j181 *% 784)) +% (iy189 *% 28)) +% 2) +% ix190)])
+              var sum195: Float = (sum194 + arena[(((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% (iy189 *% 28)) +% 1) +% ix190)])
+              var sum196: Float = (sum195 + arena[((((7251216 +% (((c182 *% 9) +% 5) *% 50176)) +% (j181 *% 784)) +% (iy189 *% 28)) +% ix190)])
+              arena[(((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% (iy189 *% 28)) +% 1) +% ix190)] = sum196
+              ix190 &+= 1
             }
           }
         }
-        for iy179 in 0..<26 {
-          do {  // SIMD16 over ix180
-            var ix180 = 0
-            while ix180 < 1 {
-              var sum181: Float = arena[(((((7251216 +% ((c158 *% 9) *% 50176)) +% (j157 *% 784)) +% (((iy179 +% 1) +% 1) *% 28)) +% 1) +% ix180)]
-              var sum182: Float = (sum181 + arena[((((7251216 +% (((c158 *% 9) +% 1) *% 50176)) +% (j157 *% 784)) +% (((iy179 +% 1) +% 1) *% 28)) +% ix180)])
-              var sum183: Float = (sum182 + arena[(((((7251216 +% (((c158 *% 9) +% 3) *% 50176)) +% (j157 *% 784)) +% ((iy179 +% 1) *% 28)) +% 1) +% ix180)])
-              var sum184: Float = (sum183 + arena[((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% ((iy179 +% 1) *% 28)) +% ix180)])
-              var sum185: Float = (sum184 + arena[(((((7251216 +% (((c158 *% 9) +% 6) *% 50176)) +% (j157 *% 784)) +% (((iy179 +% 1) +% -1) *% 28)) +% 1) +% ix180)])
-              var sum186: Float = (sum185 + arena[((((7251216 +% (((c158 *% 9) +% 7) *% 50176)) +% (j157 *% 784)) +% (((iy179 +% 1) +% -1) *% 28)) +% ix180)])
-              arena[((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% ((iy179 +% 1) *% 28)) +% ix180)] = sum186
-              ix180 &+= 1
+        for iy197 in 0..<1 {
+          do {  // SIMD16 over ix198
+            var ix198 = 0
+            while ix198 < 1 {
+              var sum199: Float = arena[(((((7251216 +% (((c182 *% 9) +% 1) *% 50176)) +% (j181 *% 784)) +% ((iy197 +% 1) *% 28)) +% 27) +% ix198)]
+              var sum200: Float = (sum199 + arena[(((((7251216 +% (((c182 *% 9) +% 2) *% 50176)) +% (j181 *% 784)) +% ((iy197 +% 1) *% 28)) +% 26) +% ix198)])
+              var sum201: Float = (sum200 + arena[(((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% (iy197 *% 28)) +% 27) +% ix198)])
+              var sum202: Float = (sum201 + arena[(((((7251216 +% (((c182 *% 9) +% 5) *% 50176)) +% (j181 *% 784)) +% (iy197 *% 28)) +% 26) +% ix198)])
+              arena[(((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% (iy197 *% 28)) +% 27) +% ix198)] = sum202
+              ix198 &+= 1
             }
           }
         }
-        for iy187 in 0..<26 {
-          do {  // SIMD16 over ix188
-            var ix188 = 0
-            while ix188 &+ 16 <= 26 {
-              let sum189_v = load16(arena, ((((7251216 +% ((c158 *% 9) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% 1) *% 28)) +% 2) &+ ix188)
-              let sum190_v = (sum189_v + load16(arena, ((((7251216 +% (((c158 *% 9) +% 1) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% 1) *% 28)) +% 1) &+ ix188))
-              let sum191_v = (sum190_v + load16(arena, (((7251216 +% (((c158 *% 9) +% 2) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% 1) *% 28)) &+ ix188))
-              let sum192_v = (sum191_v + load16(arena, ((((7251216 +% (((c158 *% 9) +% 3) *% 50176)) +% (j157 *% 784)) +% ((iy187 +% 1) *% 28)) +% 2) &+ ix188))
-              let sum193_v = (sum192_v + load16(arena, ((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% ((iy187 +% 1) *% 28)) +% 1) &+ ix188))
-              let sum194_v = (sum193_v + load16(arena, (((7251216 +% (((c158 *% 9) +% 5) *% 50176)) +% (j157 *% 784)) +% ((iy187 +% 1) *% 28)) &+ ix188))
-              let sum195_v = (sum194_v + load16(arena, ((((7251216 +% (((c158 *% 9) +% 6) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% -1) *% 28)) +% 2) &+ ix188))
-              let sum196_v = (sum195_v + load16(arena, ((((7251216 +% (((c158 *% 9) +% 7) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% -1) *% 28)) +% 1) &+ ix188))
-              let sum197_v = (sum196_v + load16(arena, (((7251216 +% (((c158 *% 9) +% 8) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% -1) *% 28)) &+ ix188))
-              store16(arena, ((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% ((iy187 +% 1) *% 28)) +% 1) &+ ix188, sum197_v)
-              ix188 &+= 16
-            }
-            while ix188 < 26 {
-              var sum189: Float = arena[(((((7251216 +% ((c158 *% 9) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% 1) *% 28)) +% 2) +% ix188)]
-              var sum190: Float = (sum189 + arena[(((((7251216 +% (((c158 *% 9) +% 1) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% 1) *% 28)) +% 1) +% ix188)])
-              var sum191: Float = (sum190 + arena[((((7251216 +% (((c158 *% 9) +% 2) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% 1) *% 28)) +% ix188)])
-              var sum192: Float = (sum191 + arena[(((((7251216 +% (((c158 *% 9) +% 3) *% 50176)) +% (j157 *% 784)) +% ((iy187 +% 1) *% 28)) +% 2) +% ix188)])
-              var sum193: Float = (sum192 + arena[(((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% ((iy187 +% 1) *% 28)) +% 1) +% ix188)])
-              var sum194: Float = (sum193 + arena[((((7251216 +% (((c158 *% 9) +% 5) *% 50176)) +% (j157 *% 784)) +% ((iy187 +% 1) *% 28)) +% ix188)])
-              var sum195: Float = (sum194 + arena[(((((7251216 +% (((c158 *% 9) +% 6) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% -1) *% 28)) +% 2) +% ix188)])
-              var sum196: Float = (sum195 + arena[(((((7251216 +% (((c158 *% 9) +% 7) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% -1) *% 28)) +% 1) +% ix188)])
-              var sum197: Float = (sum196 + arena[((((7251216 +% (((c158 *% 9) +% 8) *% 50176)) +% (j157 *% 784)) +% (((iy187 +% 1) +% -1) *% 28)) +% ix188)])
-              arena[(((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% ((iy187 +% 1) *% 28)) +% 1) +% ix188)] = sum197
-              ix188 &+= 1
+        for iy203 in 0..<26 {
+          do {  // SIMD16 over ix204
+            var ix204 = 0
+            while ix204 < 1 {
+              var sum205: Float = arena[(((((7251216 +% ((c182 *% 9) *% 50176)) +% (j181 *% 784)) +% (((iy203 +% 1) +% 1) *% 28)) +% 1) +% ix204)]
+              var sum206: Float = (sum205 + arena[((((7251216 +% (((c182 *% 9) +% 1) *% 50176)) +% (j181 *% 784)) +% (((iy203 +% 1) +% 1) *% 28)) +% ix204)])
+              var sum207: Float = (sum206 + arena[(((((7251216 +% (((c182 *% 9) +% 3) *% 50176)) +% (j181 *% 784)) +% ((iy203 +% 1) *% 28)) +% 1) +% ix204)])
+              var sum208: Float = (sum207 + arena[((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% ((iy203 +% 1) *% 28)) +% ix204)])
+              var sum209: Float = (sum208 + arena[(((((7251216 +% (((c182 *% 9) +% 6) *% 50176)) +% (j181 *% 784)) +% (((iy203 +% 1) +% -1) *% 28)) +% 1) +% ix204)])
+              var sum210: Float = (sum209 + arena[((((7251216 +% (((c182 *% 9) +% 7) *% 50176)) +% (j181 *% 784)) +% (((iy203 +% 1) +% -1) *% 28)) +% ix204)])
+              arena[((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% ((iy203 +% 1) *% 28)) +% ix204)] = sum210
+              ix204 &+= 1
             }
           }
         }
-        for iy198 in 0..<26 {
-          do {  // SIMD16 over ix199
-            var ix199 = 0
-            while ix199 < 1 {
-              var sum200: Float = arena[(((((7251216 +% (((c158 *% 9) +% 1) *% 50176)) +% (j157 *% 784)) +% (((iy198 +% 1) +% 1) *% 28)) +% 27) +% ix199)]
-              var sum201: Float = (sum200 + arena[(((((7251216 +% (((c158 *% 9) +% 2) *% 50176)) +% (j157 *% 784)) +% (((iy198 +% 1) +% 1) *% 28)) +% 26) +% ix199)])
-              var sum202: Float = (sum201 + arena[(((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% ((iy198 +% 1) *% 28)) +% 27) +% ix199)])
-              var sum203: Float = (sum202 + arena[(((((7251216 +% (((c158 *% 9) +% 5) *% 50176)) +% (j157 *% 784)) +% ((iy198 +% 1) *% 28)) +% 26) +% ix199)])
-              var sum204: Float = (sum203 + arena[(((((7251216 +% (((c158 *% 9) +% 7) *% 50176)) +% (j157 *% 784)) +% (((iy198 +% 1) +% -1) *% 28)) +% 27) +% ix199)])
-              var sum205: Float = (sum204 + arena[(((((7251216 +% (((c158 *% 9) +% 8) *% 50176)) +% (j157 *% 784)) +% (((iy198 +% 1) +% -1) *% 28)) +% 26) +% ix199)])
-              arena[(((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% ((iy198 +% 1) *% 28)) +% 27) +% ix199)] = sum205
-              ix199 &+= 1
+        for iy211 in 0..<26 {
+          do {  // SIMD16 over ix212
+            var ix212 = 0
+            while ix212 &+ 16 <= 26 {
+              let sum213_v = load16(arena, ((((7251216 +% ((c182 *% 9) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% 1) *% 28)) +% 2) &+ ix212)
+              let sum214_v = (sum213_v + load16(arena, ((((7251216 +% (((c182 *% 9) +% 1) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% 1) *% 28)) +% 1) &+ ix212))
+              let sum215_v = (sum214_v + load16(arena, (((7251216 +% (((c182 *% 9) +% 2) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% 1) *% 28)) &+ ix212))
+              let sum216_v = (sum215_v + load16(arena, ((((7251216 +% (((c182 *% 9) +% 3) *% 50176)) +% (j181 *% 784)) +% ((iy211 +% 1) *% 28)) +% 2) &+ ix212))
+              let sum217_v = (sum216_v + load16(arena, ((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% ((iy211 +% 1) *% 28)) +% 1) &+ ix212))
+              let sum218_v = (sum217_v + load16(arena, (((7251216 +% (((c182 *% 9) +% 5) *% 50176)) +% (j181 *% 784)) +% ((iy211 +% 1) *% 28)) &+ ix212))
+              let sum219_v = (sum218_v + load16(arena, ((((7251216 +% (((c182 *% 9) +% 6) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% -1) *% 28)) +% 2) &+ ix212))
+              let sum220_v = (sum219_v + load16(arena, ((((7251216 +% (((c182 *% 9) +% 7) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% -1) *% 28)) +% 1) &+ ix212))
+              let sum221_v = (sum220_v + load16(arena, (((7251216 +% (((c182 *% 9) +% 8) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% -1) *% 28)) &+ ix212))
+              store16(arena, ((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% ((iy211 +% 1) *% 28)) +% 1) &+ ix212, sum221_v)
+              ix212 &+= 16
+            }
+            while ix212 < 26 {
+              var sum213: Float = arena[(((((7251216 +% ((c182 *% 9) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% 1) *% 28)) +% 2) +% ix212)]
+              var sum214: Float = (sum213 + arena[(((((7251216 +% (((c182 *% 9) +% 1) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% 1) *% 28)) +% 1) +% ix212)])
+              var sum215: Float = (sum214 + arena[((((7251216 +% (((c182 *% 9) +% 2) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% 1) *% 28)) +% ix212)])
+              var sum216: Float = (sum215 + arena[(((((7251216 +% (((c182 *% 9) +% 3) *% 50176)) +% (j181 *% 784)) +% ((iy211 +% 1) *% 28)) +% 2) +% ix212)])
+              var sum217: Float = (sum216 + arena[(((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% ((iy211 +% 1) *% 28)) +% 1) +% ix212)])
+              var sum218: Float = (sum217 + arena[((((7251216 +% (((c182 *% 9) +% 5) *% 50176)) +% (j181 *% 784)) +% ((iy211 +% 1) *% 28)) +% ix212)])
+              var sum219: Float = (sum218 + arena[(((((7251216 +% (((c182 *% 9) +% 6) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% -1) *% 28)) +% 2) +% ix212)])
+              var sum220: Float = (sum219 + arena[(((((7251216 +% (((c182 *% 9) +% 7) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% -1) *% 28)) +% 1) +% ix212)])
+              var sum221: Float = (sum220 + arena[((((7251216 +% (((c182 *% 9) +% 8) *% 50176)) +% (j181 *% 784)) +% (((iy211 +% 1) +% -1) *% 28)) +% ix212)])
+              arena[(((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% ((iy211 +% 1) *% 28)) +% 1) +% ix212)] = sum221
+              ix212 &+= 1
             }
           }
         }
-        for iy206 in 0..<1 {
-          do {  // SIMD16 over ix207
-            var ix207 = 0
-            while ix207 < 1 {
-              var sum208: Float = arena[(((((7251216 +% (((c158 *% 9) +% 3) *% 50176)) +% (j157 *% 784)) +% ((iy206 +% 27) *% 28)) +% 1) +% ix207)]
-              var sum209: Float = (sum208 + arena[((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% ((iy206 +% 27) *% 28)) +% ix207)])
-              var sum210: Float = (sum209 + arena[(((((7251216 +% (((c158 *% 9) +% 6) *% 50176)) +% (j157 *% 784)) +% (((iy206 +% 27) +% -1) *% 28)) +% 1) +% ix207)])
-              var sum211: Float = (sum210 + arena[((((7251216 +% (((c158 *% 9) +% 7) *% 50176)) +% (j157 *% 784)) +% (((iy206 +% 27) +% -1) *% 28)) +% ix207)])
-              arena[((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% ((iy206 +% 27) *% 28)) +% ix207)] = sum211
-              ix207 &+= 1
+        for iy222 in 0..<26 {
+          do {  // SIMD16 over ix223
+            var ix223 = 0
+            while ix223 < 1 {
+              var sum224: Float = arena[(((((7251216 +% (((c182 *% 9) +% 1) *% 50176)) +% (j181 *% 784)) +% (((iy222 +% 1) +% 1) *% 28)) +% 27) +% ix223)]
+              var sum225: Float = (sum224 + arena[(((((7251216 +% (((c182 *% 9) +% 2) *% 50176)) +% (j181 *% 784)) +% (((iy222 +% 1) +% 1) *% 28)) +% 26) +% ix223)])
+              var sum226: Float = (sum225 + arena[(((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% ((iy222 +% 1) *% 28)) +% 27) +% ix223)])
+              var sum227: Float = (sum226 + arena[(((((7251216 +% (((c182 *% 9) +% 5) *% 50176)) +% (j181 *% 784)) +% ((iy222 +% 1) *% 28)) +% 26) +% ix223)])
+              var sum228: Float = (sum227 + arena[(((((7251216 +% (((c182 *% 9) +% 7) *% 50176)) +% (j181 *% 784)) +% (((iy222 +% 1) +% -1) *% 28)) +% 27) +% ix223)])
+              var sum229: Float = (sum228 + arena[(((((7251216 +% (((c182 *% 9) +% 8) *% 50176)) +% (j181 *% 784)) +% (((iy222 +% 1) +% -1) *% 28)) +% 26) +% ix223)])
+              arena[(((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% ((iy222 +% 1) *% 28)) +% 27) +% ix223)] = sum229
+              ix223 &+= 1
             }
           }
         }
-        for iy212 in 0..<1 {
-          do {  // SIMD16 over ix213
-            var ix213 = 0
-            while ix213 &+ 16 <= 26 {
-              let sum214_v = load16(arena, ((((7251216 +% (((c158 *% 9) +% 3) *% 50176)) +% (j157 *% 784)) +% ((iy212 +% 27) *% 28)) +% 2) &+ ix213)
-              let sum215_v = (sum214_v + load16(arena, ((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% ((iy212 +% 27) *% 28)) +% 1) &+ ix213))
-              let sum216_v = (sum215_v + load16(arena, (((7251216 +% (((c158 *% 9) +% 5) *% 50176)) +% (j157 *% 784)) +% ((iy212 +% 27) *% 28)) &+ ix213))
-              let sum217_v = (sum216_v + load16(arena, ((((7251216 +% (((c158 *% 9) +% 6) *% 50176)) +% (j157 *% 784)) +% (((iy212 +% 27) +% -1) *% 28)) +% 2) &+ ix213))
-              let sum218_v = (sum217_v + load16(arena, ((((7251216 +% (((c158 *% 9) +% 7) *% 50176)) +% (j157 *% 784)) +% (((iy212 +% 27) +% -1) *% 28)) +% 1) &+ ix213))
-              let sum219_v = (sum218_v + load16(arena, (((7251216 +% (((c158 *% 9) +% 8) *% 50176)) +% (j157 *% 784)) +% (((iy212 +% 27) +% -1) *% 28)) &+ ix213))
-              store16(arena, ((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% ((iy212 +% 27) *% 28)) +% 1) &+ ix213, sum219_v)
-              ix213 &+= 16
-            }
-            while ix213 < 26 {
-              var sum214: Float = arena[(((((7251216 +% (((c158 *% 9) +% 3) *% 50176)) +% (j157 *% 784)) +% ((iy212 +% 27) *% 28)) +% 2) +% ix213)]
-              var sum215: Float = (sum214 + arena[(((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% ((iy212 +% 27) *% 28)) +% 1) +% ix213)])
-              var sum216: Float = (sum215 + arena[((((7251216 +% (((c158 *% 9) +% 5) *% 50176)) +% (j157 *% 784)) +% ((iy212 +% 27) *% 28)) +% ix213)])
-              var sum217: Float = (sum216 + arena[(((((7251216 +% (((c158 *% 9) +% 6) *% 50176)) +% (j157 *% 784)) +% (((iy212 +% 27) +% -1) *% 28)) +% 2) +% ix213)])
-              var sum218: Float = (sum217 + arena[(((((7251216 +% (((c158 *% 9) +% 7) *% 50176)) +% (j157 *% 784)) +% (((iy212 +% 27) +% -1) *% 28)) +% 1) +% ix213)])
-              var sum219: Float = (sum218 + arena[((((7251216 +% (((c158 *% 9) +% 8) *% 50176)) +% (j157 *% 784)) +% (((iy212 +% 27) +% -1) *% 28)) +% ix213)])
-              arena[(((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% ((iy212 +% 27) *% 28)) +% 1) +% ix213)] = sum219
-              ix213 &+= 1
+        for iy230 in 0..<1 {
+          do {  // SIMD16 over ix231
+            var ix231 = 0
+            while ix231 < 1 {
+              var sum232: Float = arena[(((((7251216 +% (((c182 *% 9) +% 3) *% 50176)) +% (j181 *% 784)) +% ((iy230 +% 27) *% 28)) +% 1) +% ix231)]
+              var sum233: Float = (sum232 + arena[((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% ((iy230 +% 27) *% 28)) +% ix231)])
+              var sum234: Float = (sum233 + arena[(((((7251216 +% (((c182 *% 9) +% 6) *% 50176)) +% (j181 *% 784)) +% (((iy230 +% 27) +% -1) *% 28)) +% 1) +% ix231)])
+              var sum235: Float = (sum234 + arena[((((7251216 +% (((c182 *% 9) +% 7) *% 50176)) +% (j181 *% 784)) +% (((iy230 +% 27) +% -1) *% 28)) +% ix231)])
+              arena[((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% ((iy230 +% 27) *% 28)) +% ix231)] = sum235
+              ix231 &+= 1
             }
           }
         }
-        for iy220 in 0..<1 {
-          do {  // SIMD16 over ix221
-            var ix221 = 0
-            while ix221 < 1 {
-              var sum222: Float = arena[(((((7251216 +% (((c158 *% 9) +% 4) *% 50176)) +% (j157 *% 784)) +% ((iy220 +% 27) *% 28)) +% 27) +% ix221)]
-              var sum223: Float = (sum222 + arena[(((((7251216 +% (((c158 *% 9) +% 5) *% 50176)) +% (j157 *% 784)) +% ((iy220 +% 27) *% 28)) +% 26) +% ix221)])
-              var sum224: Float = (sum223 + arena[(((((7251216 +% (((c158 *% 9) +% 7) *% 50176)) +% (j157 *% 784)) +% (((iy220 +% 27) +% -1) *% 28)) +% 27) +% ix221)])
-              var sum225: Float = (sum224 + arena[(((((7251216 +% (((c158 *% 9) +% 8) *% 50176)) +% (j157 *% 784)) +% (((iy220 +% 27) +% -1) *% 28)) +% 26) +% ix221)])
-              arena[(((((1605632 +% (((g149 *% 64) +% j157) *% 25088)) +% (c158 *% 784)) +% ((iy220 +% 27) *% 28)) +% 27) +% ix221)] = sum225
-              ix221 &+= 1
+        for iy236 in 0..<1 {
+          do {  // SIMD16 over ix237
+            var ix237 = 0
+            while ix237 &+ 16 <= 26 {
+              let sum238_v = load16(arena, ((((7251216 +% (((c182 *% 9) +% 3) *% 50176)) +% (j181 *% 784)) +% ((iy236 +% 27) *% 28)) +% 2) &+ ix237)
+              let sum239_v = (sum238_v + load16(arena, ((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% ((iy236 +% 27) *% 28)) +% 1) &+ ix237))
+              let sum240_v = (sum239_v + load16(arena, (((7251216 +% (((c182 *% 9) +% 5) *% 50176)) +% (j181 *% 784)) +% ((iy236 +% 27) *% 28)) &+ ix237))
+              let sum241_v = (sum240_v + load16(arena, ((((7251216 +% (((c182 *% 9) +% 6) *% 50176)) +% (j181 *% 784)) +% (((iy236 +% 27) +% -1) *% 28)) +% 2) &+ ix237))
+              let sum242_v = (sum241_v + load16(arena, ((((7251216 +% (((c182 *% 9) +% 7) *% 50176)) +% (j181 *% 784)) +% (((iy236 +% 27) +% -1) *% 28)) +% 1) &+ ix237))
+              let sum243_v = (sum242_v + load16(arena, (((7251216 +% (((c182 *% 9) +% 8) *% 50176)) +% (j181 *% 784)) +% (((iy236 +% 27) +% -1) *% 28)) &+ ix237))
+              store16(arena, ((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% ((iy236 +% 27) *% 28)) +% 1) &+ ix237, sum243_v)
+              ix237 &+= 16
+            }
+            while ix237 < 26 {
+              var sum238: Float = arena[(((((7251216 +% (((c182 *% 9) +% 3) *% 50176)) +% (j181 *% 784)) +% ((iy236 +% 27) *% 28)) +% 2) +% ix237)]
+              var sum239: Float = (sum238 + arena[(((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% ((iy236 +% 27) *% 28)) +% 1) +% ix237)])
+              var sum240: Float = (sum239 + arena[((((7251216 +% (((c182 *% 9) +% 5) *% 50176)) +% (j181 *% 784)) +% ((iy236 +% 27) *% 28)) +% ix237)])
+              var sum241: Float = (sum240 + arena[(((((7251216 +% (((c182 *% 9) +% 6) *% 50176)) +% (j181 *% 784)) +% (((iy236 +% 27) +% -1) *% 28)) +% 2) +% ix237)])
+              var sum242: Float = (sum241 + arena[(((((7251216 +% (((c182 *% 9) +% 7) *% 50176)) +% (j181 *% 784)) +% (((iy236 +% 27) +% -1) *% 28)) +% 1) +% ix237)])
+              var sum243: Float = (sum242 + arena[((((7251216 +% (((c182 *% 9) +% 8) *% 50176)) +% (j181 *% 784)) +% (((iy236 +% 27) +% -1) *% 28)) +% ix237)])
+              arena[(((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% ((iy236 +% 27) *% 28)) +% 1) +% ix237)] = sum243
+              ix237 &+= 1
+            }
+          }
+        }
+        for iy244 in 0..<1 {
+          do {  // SIMD16 over ix245
+            var ix245 = 0
+            while ix245 < 1 {
+              var sum246: Float = arena[(((((7251216 +% (((c182 *% 9) +% 4) *% 50176)) +% (j181 *% 784)) +% ((iy244 +% 27) *% 28)) +% 27) +% ix245)]
+              var sum247: Float = (sum246 + arena[(((((7251216 +% (((c182 *% 9) +% 5) *% 50176)) +% (j181 *% 784)) +% ((iy244 +% 27) *% 28)) +% 26) +% ix245)])
+              var sum248: Float = (sum247 + arena[(((((7251216 +% (((c182 *% 9) +% 7) *% 50176)) +% (j181 *% 784)) +% (((iy244 +% 27) +% -1) *% 28)) +% 27) +% ix245)])
+              var sum249: Float = (sum248 + arena[(((((7251216 +% (((c182 *% 9) +% 8) *% 50176)) +% (j181 *% 784)) +% (((iy244 +% 27) +% -1) *% 28)) +% 26) +% ix245)])
+              arena[(((((1605632 +% (((g173 *% 64) +% j181) *% 25088)) +% (c182 *% 784)) +% ((iy244 +% 27) *% 28)) +% 27) +% ix245)] = sum249
+              ix245 &+= 1
             }
           }
         }
@@ -1327,298 +1881,298 @@ public func convnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i226
-    var i226 = 0
-    while i226 &+ 16 <= 1605632 {
-      store16(arena, 3220112 &+ i226, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i226), where: load16(arena, 0 &+ i226) .> SIMD16<Float>(repeating: Float(0))))
-      i226 &+= 16
+  do {  // SIMD16 over i250
+    var i250 = 0
+    while i250 &+ 16 <= 1605632 {
+      store16(arena, 3220112 &+ i250, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i250), where: load16(arena, 0 &+ i250) .> SIMD16<Float>(repeating: Float(0))))
+      i250 &+= 16
     }
-    while i226 < 1605632 {
-      arena[(3220112 +% i226)] = (arena[i226] > Float(0) ? arena[(1605632 +% i226)] : Float(0))
-      i226 &+= 1
+    while i250 < 1605632 {
+      arena[(3220112 +% i250)] = (arena[i250] > Float(0) ? arena[(1605632 +% i250)] : Float(0))
+      i250 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i227
-    var i227 = 0
-    while i227 &+ 16 <= 288 {
-      store16(arena, 2057216 &+ i227, SIMD16<Float>(repeating: Float(0)))
-      i227 &+= 16
+  do {  // SIMD16 over i251
+    var i251 = 0
+    while i251 &+ 16 <= 288 {
+      store16(arena, 2057216 &+ i251, SIMD16<Float>(repeating: Float(0)))
+      i251 &+= 16
     }
-    while i227 < 288 {
-      arena[(2057216 +% i227)] = Float(0)
-      i227 &+= 1
-    }
-  }
-  for g228 in 0..<1 {
-    for j229 in 0..<64 {
-      for c230 in 0..<1 {
-        for ky231 in 0..<3 {
-          for oy232 in 0..<28 {
-            if (-1 < ((oy232 +% ky231) +% -1) && ((oy232 +% ky231) +% -1) < 28) {
-              for ox233 in 0..<27 {
-                arena[((((((c230 *% 3) +% ky231) *% 3) *% 50176) +% (j229 *% 784)) +% ((oy232 *% 28) +% (ox233 +% 1)))] = images[((((((g228 *% 64) +% j229) *% 784) +% (c230 *% 784)) +% (((oy232 +% ky231) +% -1) *% 28)) +% ((ox233 +% 1) +% -1))]
-              }
-              for ox234 in 0..<1 {
-                arena[((((((c230 *% 3) +% ky231) *% 3) *% 50176) +% (j229 *% 784)) +% ((oy232 *% 28) +% ox234))] = Float(0)
-              }
-            }
-            if ((oy232 +% ky231) +% -1) < 0 {
-              for ox235 in 0..<28 {
-                arena[((((((c230 *% 3) +% ky231) *% 3) *% 50176) +% (j229 *% 784)) +% ((oy232 *% 28) +% ox235))] = Float(0)
-              }
-            }
-            if 27 < ((oy232 +% ky231) +% -1) {
-              for ox235 in 0..<28 {
-                arena[((((((c230 *% 3) +% ky231) *% 3) *% 50176) +% (j229 *% 784)) +% ((oy232 *% 28) +% ox235))] = Float(0)
-              }
-            }
-          }
-          for oy236 in 0..<28 {
-            if (-1 < ((oy236 +% ky231) +% -1) && ((oy236 +% ky231) +% -1) < 28) {
-              for ox237 in 0..<28 {
-                arena[(((((((c230 *% 3) +% ky231) *% 3) +% 1) *% 50176) +% (j229 *% 784)) +% ((oy236 *% 28) +% ox237))] = images[((((((g228 *% 64) +% j229) *% 784) +% (c230 *% 784)) +% (((oy236 +% ky231) +% -1) *% 28)) +% ox237)]
-              }
-            }
-            if ((oy236 +% ky231) +% -1) < 0 {
-              for ox238 in 0..<28 {
-                arena[(((((((c230 *% 3) +% ky231) *% 3) +% 1) *% 50176) +% (j229 *% 784)) +% ((oy236 *% 28) +% ox238))] = Float(0)
-              }
-            }
-            if 27 < ((oy236 +% ky231) +% -1) {
-              for ox238 in 0..<28 {
-                arena[(((((((c230 *% 3) +% ky231) *% 3) +% 1) *% 50176) +% (j229 *% 784)) +% ((oy236 *% 28) +% ox238))] = Float(0)
-              }
-            }
-          }
-          for oy239 in 0..<28 {
-            if (-1 < ((oy239 +% ky231) +% -1) && ((oy239 +% ky231) +% -1) < 28) {
-              for ox240 in 0..<27 {
-                arena[(((((((c230 *% 3) +% ky231) *% 3) +% 2) *% 50176) +% (j229 *% 784)) +% ((oy239 *% 28) +% ox240))] = images[((((((g228 *% 64) +% j229) *% 784) +% (c230 *% 784)) +% (((oy239 +% ky231) +% -1) *% 28)) +% (ox240 +% 1))]
-              }
-              for ox241 in 0..<1 {
-                arena[(((((((c230 *% 3) +% ky231) *% 3) +% 2) *% 50176) +% (j229 *% 784)) +% ((oy239 *% 28) +% (ox241 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy239 +% ky231) +% -1) < 0 {
-              for ox242 in 0..<28 {
-                arena[(((((((c230 *% 3) +% ky231) *% 3) +% 2) *% 50176) +% (j229 *% 784)) +% ((oy239 *% 28) +% ox242))] = Float(0)
-              }
-            }
-            if 27 < ((oy239 +% ky231) +% -1) {
-              for ox242 in 0..<28 {
-                arena[(((((((c230 *% 3) +% ky231) *% 3) +% 2) *% 50176) +% (j229 *% 784)) +% ((oy239 *% 28) +% ox242))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j243 in 0..<64 {
-      for i244 in 0..<784 {
-        for f245 in 0..<32 {
-          arena[((451584 +% (((j243 *% 784) +% i244) *% 32)) +% f245)] = arena[(((3220112 +% (((g228 *% 64) +% j243) *% 25088)) +% (f245 *% 784)) +% i244)]
-        }
-      }
-    }
-    for kp246 in 0..<130 {
-      for nb247 in 0..<1 {
-        for mb248 in 0..<1 {
-          var t249_c0_0 = load16(arena, ((2057216 +% ((mb248 *% 9) *% 32)) +% (nb247 *% 32)))
-          var t249_c0_1 = load16(arena, (((2057216 +% ((mb248 *% 9) *% 32)) +% (nb247 *% 32)) +% 16))
-          var t249_c1_0 = load16(arena, ((2057216 +% (((mb248 *% 9) +% 1) *% 32)) +% (nb247 *% 32)))
-          var t249_c1_1 = load16(arena, (((2057216 +% (((mb248 *% 9) +% 1) *% 32)) +% (nb247 *% 32)) +% 16))
-          var t249_c2_0 = load16(arena, ((2057216 +% (((mb248 *% 9) +% 2) *% 32)) +% (nb247 *% 32)))
-          var t249_c2_1 = load16(arena, (((2057216 +% (((mb248 *% 9) +% 2) *% 32)) +% (nb247 *% 32)) +% 16))
-          var t249_c3_0 = load16(arena, ((2057216 +% (((mb248 *% 9) +% 3) *% 32)) +% (nb247 *% 32)))
-          var t249_c3_1 = load16(arena, (((2057216 +% (((mb248 *% 9) +% 3) *% 32)) +% (nb247 *% 32)) +% 16))
-          var t249_c4_0 = load16(arena, ((2057216 +% (((mb248 *% 9) +% 4) *% 32)) +% (nb247 *% 32)))
-          var t249_c4_1 = load16(arena, (((2057216 +% (((mb248 *% 9) +% 4) *% 32)) +% (nb247 *% 32)) +% 16))
-          var t249_c5_0 = load16(arena, ((2057216 +% (((mb248 *% 9) +% 5) *% 32)) +% (nb247 *% 32)))
-          var t249_c5_1 = load16(arena, (((2057216 +% (((mb248 *% 9) +% 5) *% 32)) +% (nb247 *% 32)) +% 16))
-          var t249_c6_0 = load16(arena, ((2057216 +% (((mb248 *% 9) +% 6) *% 32)) +% (nb247 *% 32)))
-          var t249_c6_1 = load16(arena, (((2057216 +% (((mb248 *% 9) +% 6) *% 32)) +% (nb247 *% 32)) +% 16))
-          var t249_c7_0 = load16(arena, ((2057216 +% (((mb248 *% 9) +% 7) *% 32)) +% (nb247 *% 32)))
-          var t249_c7_1 = load16(arena, (((2057216 +% (((mb248 *% 9) +% 7) *% 32)) +% (nb247 *% 32)) +% 16))
-          var t249_c8_0 = load16(arena, ((2057216 +% (((mb248 *% 9) +% 8) *% 32)) +% (nb247 *% 32)))
-          var t249_c8_1 = load16(arena, (((2057216 +% (((mb248 *% 9) +% 8) *% 32)) +% (nb247 *% 32)) +% 16))
-          for k250 in 0..<384 {
-            let t249_b0 = load16(arena, ((451584 +% ((k250 +% (kp246 *% 384)) *% 32)) +% (nb247 *% 32)))
-            let t249_b1 = load16(arena, (((451584 +% ((k250 +% (kp246 *% 384)) *% 32)) +% (nb247 *% 32)) +% 16))
-            let t249_a0 = SIMD16<Float>(repeating: arena[(((mb248 *% 9) *% 50176) +% (k250 +% (kp246 *% 384)))])
-            t249_c0_0 = t249_c0_0.addingProduct(t249_a0, t249_b0)
-            t249_c0_1 = t249_c0_1.addingProduct(t249_a0, t249_b1)
-            let t249_a1 = SIMD16<Float>(repeating: arena[((((mb248 *% 9) +% 1) *% 50176) +% (k250 +% (kp246 *% 384)))])
-            t249_c1_0 = t249_c1_0.addingProduct(t249_a1, t249_b0)
-            t249_c1_1 = t249_c1_1.addingProduct(t249_a1, t249_b1)
-            let t249_a2 = SIMD16<Float>(repeating: arena[((((mb248 *% 9) +% 2) *% 50176) +% (k250 +% (kp246 *% 384)))])
-            t249_c2_0 = t249_c2_0.addingProduct(t249_a2, t249_b0)
-            t249_c2_1 = t249_c2_1.addingProduct(t249_a2, t249_b1)
-            let t249_a3 = SIMD16<Float>(repeating: arena[((((mb248 *% 9) +% 3) *% 50176) +% (k250 +% (kp246 *% 384)))])
-            t249_c3_0 = t249_c3_0.addingProduct(t249_a3, t249_b0)
-            t249_c3_1 = t249_c3_1.addingProduct(t249_a3, t249_b1)
-            let t249_a4 = SIMD16<Float>(repeating: arena[((((mb248 *% 9) +% 4) *% 50176) +% (k250 +% (kp246 *% 384)))])
-            t249_c4_0 = t249_c4_0.addingProduct(t249_a4, t249_b0)
-            t249_c4_1 = t249_c4_1.addingProduct(t249_a4, t249_b1)
-            let t249_a5 = SIMD16<Float>(repeating: arena[((((mb248 *% 9) +% 5) *% 50176) +% (k250 +% (kp246 *% 384)))])
-            t249_c5_0 = t249_c5_0.addingProduct(t249_a5, t249_b0)
-            t249_c5_1 = t249_c5_1.addingProduct(t249_a5, t249_b1)
-            let t249_a6 = SIMD16<Float>(repeating: arena[((((mb248 *% 9) +% 6) *% 50176) +% (k250 +% (kp246 *% 384)))])
-            t249_c6_0 = t249_c6_0.addingProduct(t249_a6, t249_b0)
-            t249_c6_1 = t249_c6_1.addingProduct(t249_a6, t249_b1)
-            let t249_a7 = SIMD16<Float>(repeating: arena[((((mb248 *% 9) +% 7) *% 50176) +% (k250 +% (kp246 *% 384)))])
-            t249_c7_0 = t249_c7_0.addingProduct(t249_a7, t249_b0)
-            t249_c7_1 = t249_c7_1.addingProduct(t249_a7, t249_b1)
-            let t249_a8 = SIMD16<Float>(repeating: arena[((((mb248 *% 9) +% 8) *% 50176) +% (k250 +% (kp246 *% 384)))])
-            t249_c8_0 = t249_c8_0.addingProduct(t249_a8, t249_b0)
-            t249_c8_1 = t249_c8_1.addingProduct(t249_a8, t249_b1)
-          }
-          store16(arena, ((2057216 +% ((mb248 *% 9) *% 32)) +% (nb247 *% 32)), t249_c0_0)
-          store16(arena, (((2057216 +% ((mb248 *% 9) *% 32)) +% (nb247 *% 32)) +% 16), t249_c0_1)
-          store16(arena, ((2057216 +% (((mb248 *% 9) +% 1) *% 32)) +% (nb247 *% 32)), t249_c1_0)
-          store16(arena, (((2057216 +% (((mb248 *% 9) +% 1) *% 32)) +% (nb247 *% 32)) +% 16), t249_c1_1)
-          store16(arena, ((2057216 +% (((mb248 *% 9) +% 2) *% 32)) +% (nb247 *% 32)), t249_c2_0)
-          store16(arena, (((2057216 +% (((mb248 *% 9) +% 2) *% 32)) +% (nb247 *% 32)) +% 16), t249_c2_1)
-          store16(arena, ((2057216 +% (((mb248 *% 9) +% 3) *% 32)) +% (nb247 *% 32)), t249_c3_0)
-          store16(arena, (((2057216 +% (((mb248 *% 9) +% 3) *% 32)) +% (nb247 *% 32)) +% 16), t249_c3_1)
-          store16(arena, ((2057216 +% (((mb248 *% 9) +% 4) *% 32)) +% (nb247 *% 32)), t249_c4_0)
-          store16(arena, (((2057216 +% (((mb248 *% 9) +% 4) *% 32)) +% (nb247 *% 32)) +% 16), t249_c4_1)
-          store16(arena, ((2057216 +% (((mb248 *% 9) +% 5) *% 32)) +% (nb247 *% 32)), t249_c5_0)
-          store16(arena, (((2057216 +% (((mb248 *% 9) +% 5) *% 32)) +% (nb247 *% 32)) +% 16), t249_c5_1)
-          store16(arena, ((2057216 +% (((mb248 *% 9) +% 6) *% 32)) +% (nb247 *% 32)), t249_c6_0)
-          store16(arena, (((2057216 +% (((mb248 *% 9) +% 6) *% 32)) +% (nb247 *% 32)) +% 16), t249_c6_1)
-          store16(arena, ((2057216 +% (((mb248 *% 9) +% 7) *% 32)) +% (nb247 *% 32)), t249_c7_0)
-          store16(arena, (((2057216 +% (((mb248 *% 9) +% 7) *% 32)) +% (nb247 *% 32)) +% 16), t249_c7_1)
-          store16(arena, ((2057216 +% (((mb248 *% 9) +% 8) *% 32)) +% (nb247 *% 32)), t249_c8_0)
-          store16(arena, (((2057216 +% (((mb248 *% 9) +% 8) *% 32)) +% (nb247 *% 32)) +% 16), t249_c8_1)
-        }
-      }
-    }
-    for nb251 in 0..<1 {
-      for mb252 in 0..<1 {
-        var t253_c0_0 = load16(arena, ((2057216 +% ((mb252 *% 9) *% 32)) +% (nb251 *% 32)))
-        var t253_c0_1 = load16(arena, (((2057216 +% ((mb252 *% 9) *% 32)) +% (nb251 *% 32)) +% 16))
-        var t253_c1_0 = load16(arena, ((2057216 +% (((mb252 *% 9) +% 1) *% 32)) +% (nb251 *% 32)))
-        var t253_c1_1 = load16(arena, (((2057216 +% (((mb252 *% 9) +% 1) *% 32)) +% (nb251 *% 32)) +% 16))
-        var t253_c2_0 = load16(arena, ((2057216 +% (((mb252 *% 9) +% 2) *% 32)) +% (nb251 *% 32)))
-        var t253_c2_1 = load16(arena, (((2057216 +% (((mb252 *% 9) +% 2) *% 32)) +% (nb251 *% 32)) +% 16))
-        var t253_c3_0 = load16(arena, ((2057216 +% (((mb252 *% 9) +% 3) *% 32)) +% (nb251 *% 32)))
-        var t253_c3_1 = load16(arena, (((2057216 +% (((mb252 *% 9) +% 3) *% 32)) +% (nb251 *% 32)) +% 16))
-        var t253_c4_0 = load16(arena, ((2057216 +% (((mb252 *% 9) +% 4) *% 32)) +% (nb251 *% 32)))
-        var t253_c4_1 = load16(arena, (((2057216 +% (((mb252 *% 9) +% 4) *% 32)) +% (nb251 *% 32)) +% 16))
-        var t253_c5_0 = load16(arena, ((2057216 +% (((mb252 *% 9) +% 5) *% 32)) +% (nb251 *% 32)))
-        var t253_c5_1 = load16(arena, (((2057216 +% (((mb252 *% 9) +% 5) *% 32)) +% (nb251 *% 32)) +% 16))
-        var t253_c6_0 = load16(arena, ((2057216 +% (((mb252 *% 9) +% 6) *% 32)) +% (nb251 *% 32)))
-        var t253_c6_1 = load16(arena, (((2057216 +% (((mb252 *% 9) +% 6) *% 32)) +% (nb251 *% 32)) +% 16))
-        var t253_c7_0 = load16(arena, ((2057216 +% (((mb252 *% 9) +% 7) *% 32)) +% (nb251 *% 32)))
-        var t253_c7_1 = load16(arena, (((2057216 +% (((mb252 *% 9) +% 7) *% 32)) +% (nb251 *% 32)) +% 16))
-        var t253_c8_0 = load16(arena, ((2057216 +% (((mb252 *% 9) +% 8) *% 32)) +% (nb251 *% 32)))
-        var t253_c8_1 = load16(arena, (((2057216 +% (((mb252 *% 9) +% 8) *% 32)) +% (nb251 *% 32)) +% 16))
-        for k254 in 0..<256 {
-          let t253_b0 = load16(arena, ((451584 +% ((k254 +% 49920) *% 32)) +% (nb251 *% 32)))
-          let t253_b1 = load16(arena, (((451584 +% ((k254 +% 49920) *% 32)) +% (nb251 *% 32)) +% 16))
-          let t253_a0 = SIMD16<Float>(repeating: arena[(((mb252 *% 9) *% 50176) +% (k254 +% 49920))])
-          t253_c0_0 = t253_c0_0.addingProduct(t253_a0, t253_b0)
-          t253_c0_1 = t253_c0_1.addingProduct(t253_a0, t253_b1)
-          let t253_a1 = SIMD16<Float>(repeating: arena[((((mb252 *% 9) +% 1) *% 50176) +% (k254 +% 49920))])
-          t253_c1_0 = t253_c1_0.addingProduct(t253_a1, t253_b0)
-          t253_c1_1 = t253_c1_1.addingProduct(t253_a1, t253_b1)
-          let t253_a2 = SIMD16<Float>(repeating: arena[((((mb252 *% 9) +% 2) *% 50176) +% (k254 +% 49920))])
-          t253_c2_0 = t253_c2_0.addingProduct(t253_a2, t253_b0)
-          t253_c2_1 = t253_c2_1.addingProduct(t253_a2, t253_b1)
-          let t253_a3 = SIMD16<Float>(repeating: arena[((((mb252 *% 9) +% 3) *% 50176) +% (k254 +% 49920))])
-          t253_c3_0 = t253_c3_0.addingProduct(t253_a3, t253_b0)
-          t253_c3_1 = t253_c3_1.addingProduct(t253_a3, t253_b1)
-          let t253_a4 = SIMD16<Float>(repeating: arena[((((mb252 *% 9) +% 4) *% 50176) +% (k254 +% 49920))])
-          t253_c4_0 = t253_c4_0.addingProduct(t253_a4, t253_b0)
-          t253_c4_1 = t253_c4_1.addingProduct(t253_a4, t253_b1)
-          let t253_a5 = SIMD16<Float>(repeating: arena[((((mb252 *% 9) +% 5) *% 50176) +% (k254 +% 49920))])
-          t253_c5_0 = t253_c5_0.addingProduct(t253_a5, t253_b0)
-          t253_c5_1 = t253_c5_1.addingProduct(t253_a5, t253_b1)
-          let t253_a6 = SIMD16<Float>(repeating: arena[((((mb252 *% 9) +% 6) *% 50176) +% (k254 +% 49920))])
-          t253_c6_0 = t253_c6_0.addingProduct(t253_a6, t253_b0)
-          t253_c6_1 = t253_c6_1.addingProduct(t253_a6, t253_b1)
-          let t253_a7 = SIMD16<Float>(repeating: arena[((((mb252 *% 9) +% 7) *% 50176) +% (k254 +% 49920))])
-          t253_c7_0 = t253_c7_0.addingProduct(t253_a7, t253_b0)
-          t253_c7_1 = t253_c7_1.addingProduct(t253_a7, t253_b1)
-          let t253_a8 = SIMD16<Float>(repeating: arena[((((mb252 *% 9) +% 8) *% 50176) +% (k254 +% 49920))])
-          t253_c8_0 = t253_c8_0.addingProduct(t253_a8, t253_b0)
-          t253_c8_1 = t253_c8_1.addingProduct(t253_a8, t253_b1)
-        }
-        store16(arena, ((2057216 +% ((mb252 *% 9) *% 32)) +% (nb251 *% 32)), t253_c0_0)
-        store16(arena, (((2057216 +% ((mb252 *% 9) *% 32)) +% (nb251 *% 32)) +% 16), t253_c0_1)
-        store16(arena, ((2057216 +% (((mb252 *% 9) +% 1) *% 32)) +% (nb251 *% 32)), t253_c1_0)
-        store16(arena, (((2057216 +% (((mb252 *% 9) +% 1) *% 32)) +% (nb251 *% 32)) +% 16), t253_c1_1)
-        store16(arena, ((2057216 +% (((mb252 *% 9) +% 2) *% 32)) +% (nb251 *% 32)), t253_c2_0)
-        store16(arena, (((2057216 +% (((mb252 *% 9) +% 2) *% 32)) +% (nb251 *% 32)) +% 16), t253_c2_1)
-        store16(arena, ((2057216 +% (((mb252 *% 9) +% 3) *% 32)) +% (nb251 *% 32)), t253_c3_0)
-        store16(arena, (((2057216 +% (((mb252 *% 9) +% 3) *% 32)) +% (nb251 *% 32)) +% 16), t253_c3_1)
-        store16(arena, ((2057216 +% (((mb252 *% 9) +% 4) *% 32)) +% (nb251 *% 32)), t253_c4_0)
-        store16(arena, (((2057216 +% (((mb252 *% 9) +% 4) *% 32)) +% (nb251 *% 32)) +% 16), t253_c4_1)
-        store16(arena, ((2057216 +% (((mb252 *% 9) +% 5) *% 32)) +% (nb251 *% 32)), t253_c5_0)
-        store16(arena, (((2057216 +% (((mb252 *% 9) +% 5) *% 32)) +% (nb251 *% 32)) +% 16), t253_c5_1)
-        store16(arena, ((2057216 +% (((mb252 *% 9) +% 6) *% 32)) +% (nb251 *% 32)), t253_c6_0)
-        store16(arena, (((2057216 +% (((mb252 *% 9) +% 6) *% 32)) +% (nb251 *% 32)) +% 16), t253_c6_1)
-        store16(arena, ((2057216 +% (((mb252 *% 9) +% 7) *% 32)) +% (nb251 *% 32)), t253_c7_0)
-        store16(arena, (((2057216 +% (((mb252 *% 9) +% 7) *% 32)) +% (nb251 *% 32)) +% 16), t253_c7_1)
-        store16(arena, ((2057216 +% (((mb252 *% 9) +% 8) *% 32)) +% (nb251 *% 32)), t253_c8_0)
-        store16(arena, (((2057216 +% (((mb252 *% 9) +% 8) *% 32)) +% (nb251 *% 32)) +% 16), t253_c8_1)
-      }
+    while i251 < 288 {
+      arena[(2057216 +% i251)] = Float(0)
+      i251 &+= 1
     }
   }
-  for f255 in 0..<32 {
-    for r256 in 0..<9 {
-      grads[((f255 *% 9) +% r256)] = arena[((2057216 +% (r256 *% 32)) +% f255)]
+  for g252 in 0..<1 {
+    for j253 in 0..<64 {
+      for c254 in 0..<1 {
+        for ky255 in 0..<3 {
+          for oy256 in 0..<28 {
+            if (-1 < ((oy256 +% ky255) +% -1) && ((oy256 +% ky255) +% -1) < 28) {
+              for ox257 in 0..<27 {
+                arena[((((((c254 *% 3) +% ky255) *% 3) *% 50176) +% (j253 *% 784)) +% ((oy256 *% 28) +% (ox257 +% 1)))] = images[((((((g252 *% 64) +% j253) *% 784) +% (c254 *% 784)) +% (((oy256 +% ky255) +% -1) *% 28)) +% ((ox257 +% 1) +% -1))]
+              }
+              for ox258 in 0..<1 {
+                arena[((((((c254 *% 3) +% ky255) *% 3) *% 50176) +% (j253 *% 784)) +% ((oy256 *% 28) +% ox258))] = Float(0)
+              }
+            }
+            if ((oy256 +% ky255) +% -1) < 0 {
+              for ox259 in 0..<28 {
+                arena[((((((c254 *% 3) +% ky255) *% 3) *% 50176) +% (j253 *% 784)) +% ((oy256 *% 28) +% ox259))] = Float(0)
+              }
+            }
+            if 27 < ((oy256 +% ky255) +% -1) {
+              for ox259 in 0..<28 {
+                arena[((((((c254 *% 3) +% ky255) *% 3) *% 50176) +% (j253 *% 784)) +% ((oy256 *% 28) +% ox259))] = Float(0)
+              }
+            }
+          }
+          for oy260 in 0..<28 {
+            if (-1 < ((oy260 +% ky255) +% -1) && ((oy260 +% ky255) +% -1) < 28) {
+              for ox261 in 0..<28 {
+                arena[(((((((c254 *% 3) +% ky255) *% 3) +% 1) *% 50176) +% (j253 *% 784)) +% ((oy260 *% 28) +% ox261))] = images[((((((g252 *% 64) +% j253) *% 784) +% (c254 *% 784)) +% (((oy260 +% ky255) +% -1) *% 28)) +% ox261)]
+              }
+            }
+            if ((oy260 +% ky255) +% -1) < 0 {
+              for ox262 in 0..<28 {
+                arena[(((((((c254 *% 3) +% ky255) *% 3) +% 1) *% 50176) +% (j253 *% 784)) +% ((oy260 *% 28) +% ox262))] = Float(0)
+              }
+            }
+            if 27 < ((oy260 +% ky255) +% -1) {
+              for ox262 in 0..<28 {
+                arena[(((((((c254 *% 3) +% ky255) *% 3) +% 1) *% 50176) +% (j253 *% 784)) +% ((oy260 *% 28) +% ox262))] = Float(0)
+              }
+            }
+          }
+          for oy263 in 0..<28 {
+            if (-1 < ((oy263 +% ky255) +% -1) && ((oy263 +% ky255) +% -1) < 28) {
+              for ox264 in 0..<27 {
+                arena[(((((((c254 *% 3) +% ky255) *% 3) +% 2) *% 50176) +% (j253 *% 784)) +% ((oy263 *% 28) +% ox264))] = images[((((((g252 *% 64) +% j253) *% 784) +% (c254 *% 784)) +% (((oy263 +% ky255) +% -1) *% 28)) +% (ox264 +% 1))]
+              }
+              for ox265 in 0..<1 {
+                arena[(((((((c254 *% 3) +% ky255) *% 3) +% 2) *% 50176) +% (j253 *% 784)) +% ((oy263 *% 28) +% (ox265 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy263 +% ky255) +% -1) < 0 {
+              for ox266 in 0..<28 {
+                arena[(((((((c254 *% 3) +% ky255) *% 3) +% 2) *% 50176) +% (j253 *% 784)) +% ((oy263 *% 28) +% ox266))] = Float(0)
+              }
+            }
+            if 27 < ((oy263 +% ky255) +% -1) {
+              for ox266 in 0..<28 {
+                arena[(((((((c254 *% 3) +% ky255) *% 3) +% 2) *% 50176) +% (j253 *% 784)) +% ((oy263 *% 28) +% ox266))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j267 in 0..<64 {
+      for i268 in 0..<784 {
+        for f269 in 0..<32 {
+          arena[((451584 +% (((j267 *% 784) +% i268) *% 32)) +% f269)] = arena[(((3220112 +% (((g252 *% 64) +% j267) *% 25088)) +% (f269 *% 784)) +% i268)]
+        }
+      }
+    }
+    for kp270 in 0..<130 {
+      for nb271 in 0..<1 {
+        for mb272 in 0..<1 {
+          var t273_c0_0 = load16(arena, ((2057216 +% ((mb272 *% 9) *% 32)) +% (nb271 *% 32)))
+          var t273_c0_1 = load16(arena, (((2057216 +% ((mb272 *% 9) *% 32)) +% (nb271 *% 32)) +% 16))
+          var t273_c1_0 = load16(arena, ((2057216 +% (((mb272 *% 9) +% 1) *% 32)) +% (nb271 *% 32)))
+          var t273_c1_1 = load16(arena, (((2057216 +% (((mb272 *% 9) +% 1) *% 32)) +% (nb271 *% 32)) +% 16))
+          var t273_c2_0 = load16(arena, ((2057216 +% (((mb272 *% 9) +% 2) *% 32)) +% (nb271 *% 32)))
+          var t273_c2_1 = load16(arena, (((2057216 +% (((mb272 *% 9) +% 2) *% 32)) +% (nb271 *% 32)) +% 16))
+          var t273_c3_0 = load16(arena, ((2057216 +% (((mb272 *% 9) +% 3) *% 32)) +% (nb271 *% 32)))
+          var t273_c3_1 = load16(arena, (((2057216 +% (((mb272 *% 9) +% 3) *% 32)) +% (nb271 *% 32)) +% 16))
+          var t273_c4_0 = load16(arena, ((2057216 +% (((mb272 *% 9) +% 4) *% 32)) +% (nb271 *% 32)))
+          var t273_c4_1 = load16(arena, (((2057216 +% (((mb272 *% 9) +% 4) *% 32)) +% (nb271 *% 32)) +% 16))
+          var t273_c5_0 = load16(arena, ((2057216 +% (((mb272 *% 9) +% 5) *% 32)) +% (nb271 *% 32)))
+          var t273_c5_1 = load16(arena, (((2057216 +% (((mb272 *% 9) +% 5) *% 32)) +% (nb271 *% 32)) +% 16))
+          var t273_c6_0 = load16(arena, ((2057216 +% (((mb272 *% 9) +% 6) *% 32)) +% (nb271 *% 32)))
+          var t273_c6_1 = load16(arena, (((2057216 +% (((mb272 *% 9) +% 6) *% 32)) +% (nb271 *% 32)) +% 16))
+          var t273_c7_0 = load16(arena, ((2057216 +% (((mb272 *% 9) +% 7) *% 32)) +% (nb271 *% 32)))
+          var t273_c7_1 = load16(arena, (((2057216 +% (((mb272 *% 9) +% 7) *% 32)) +% (nb271 *% 32)) +% 16))
+          var t273_c8_0 = load16(arena, ((2057216 +% (((mb272 *% 9) +% 8) *% 32)) +% (nb271 *% 32)))
+          var t273_c8_1 = load16(arena, (((2057216 +% (((mb272 *% 9) +% 8) *% 32)) +% (nb271 *% 32)) +% 16))
+          for k274 in 0..<384 {
+            let t273_b0 = load16(arena, ((451584 +% ((k274 +% (kp270 *% 384)) *% 32)) +% (nb271 *% 32)))
+            let t273_b1 = load16(arena, (((451584 +% ((k274 +% (kp270 *% 384)) *% 32)) +% (nb271 *% 32)) +% 16))
+            let t273_a0 = SIMD16<Float>(repeating: arena[(((mb272 *% 9) *% 50176) +% (k274 +% (kp270 *% 384)))])
+            t273_c0_0 = t273_c0_0.addingProduct(t273_a0, t273_b0)
+            t273_c0_1 = t273_c0_1.addingProduct(t273_a0, t273_b1)
+            let t273_a1 = SIMD16<Float>(repeating: arena[((((mb272 *% 9) +% 1) *% 50176) +% (k274 +% (kp270 *% 384)))])
+            t273_c1_0 = t273_c1_0.addingProduct(t273_a1, t273_b0)
+            t273_c1_1 = t273_c1_1.addingProduct(t273_a1, t273_b1)
+            let t273_a2 = SIMD16<Float>(repeating: arena[((((mb272 *% 9) +% 2) *% 50176) +% (k274 +% (kp270 *% 384)))])
+            t273_c2_0 = t273_c2_0.addingProduct(t273_a2, t273_b0)
+            t273_c2_1 = t273_c2_1.addingProduct(t273_a2, t273_b1)
+            let t273_a3 = SIMD16<Float>(repeating: arena[((((mb272 *% 9) +% 3) *% 50176) +% (k274 +% (kp270 *% 384)))])
+            t273_c3_0 = t273_c3_0.addingProduct(t273_a3, t273_b0)
+            t273_c3_1 = t273_c3_1.addingProduct(t273_a3, t273_b1)
+            let t273_a4 = SIMD16<Float>(repeating: arena[((((mb272 *% 9) +% 4) *% 50176) +% (k274 +% (kp270 *% 384)))])
+            t273_c4_0 = t273_c4_0.addingProduct(t273_a4, t273_b0)
+            t273_c4_1 = t273_c4_1.addingProduct(t273_a4, t273_b1)
+            let t273_a5 = SIMD16<Float>(repeating: arena[((((mb272 *% 9) +% 5) *% 50176) +% (k274 +% (kp270 *% 384)))])
+            t273_c5_0 = t273_c5_0.addingProduct(t273_a5, t273_b0)
+            t273_c5_1 = t273_c5_1.addingProduct(t273_a5, t273_b1)
+            let t273_a6 = SIMD16<Float>(repeating: arena[((((mb272 *% 9) +% 6) *% 50176) +% (k274 +% (kp270 *% 384)))])
+            t273_c6_0 = t273_c6_0.addingProduct(t273_a6, t273_b0)
+            t273_c6_1 = t273_c6_1.addingProduct(t273_a6, t273_b1)
+            let t273_a7 = SIMD16<Float>(repeating: arena[((((mb272 *% 9) +% 7) *% 50176) +% (k274 +% (kp270 *% 384)))])
+            t273_c7_0 = t273_c7_0.addingProduct(t273_a7, t273_b0)
+            t273_c7_1 = t273_c7_1.addingProduct(t273_a7, t273_b1)
+            let t273_a8 = SIMD16<Float>(repeating: arena[((((mb272 *% 9) +% 8) *% 50176) +% (k274 +% (kp270 *% 384)))])
+            t273_c8_0 = t273_c8_0.addingProduct(t273_a8, t273_b0)
+            t273_c8_1 = t273_c8_1.addingProduct(t273_a8, t273_b1)
+          }
+          store16(arena, ((2057216 +% ((mb272 *% 9) *% 32)) +% (nb271 *% 32)), t273_c0_0)
+          store16(arena, (((2057216 +% ((mb272 *% 9) *% 32)) +% (nb271 *% 32)) +% 16), t273_c0_1)
+          store16(arena, ((2057216 +% (((mb272 *% 9) +% 1) *% 32)) +% (nb271 *% 32)), t273_c1_0)
+          store16(arena, (((2057216 +% (((mb272 *% 9) +% 1) *% 32)) +% (nb271 *% 32)) +% 16), t273_c1_1)
+          store16(arena, ((2057216 +% (((mb272 *% 9) +% 2) *% 32)) +% (nb271 *% 32)), t273_c2_0)
+          store16(arena, (((2057216 +% (((mb272 *% 9) +% 2) *% 32)) +% (nb271 *% 32)) +% 16), t273_c2_1)
+          store16(arena, ((2057216 +% (((mb272 *% 9) +% 3) *% 32)) +% (nb271 *% 32)), t273_c3_0)
+          store16(arena, (((2057216 +% (((mb272 *% 9) +% 3) *% 32)) +% (nb271 *% 32)) +% 16), t273_c3_1)
+          store16(arena, ((2057216 +% (((mb272 *% 9) +% 4) *% 32)) +% (nb271 *% 32)), t273_c4_0)
+          store16(arena, (((2057216 +% (((mb272 *% 9) +% 4) *% 32)) +% (nb271 *% 32)) +% 16), t273_c4_1)
+          store16(arena, ((2057216 +% (((mb272 *% 9) +% 5) *% 32)) +% (nb271 *% 32)), t273_c5_0)
+          store16(arena, (((2057216 +% (((mb272 *% 9) +% 5) *% 32)) +% (nb271 *% 32)) +% 16), t273_c5_1)
+          store16(arena, ((2057216 +% (((mb272 *% 9) +% 6) *% 32)) +% (nb271 *% 32)), t273_c6_0)
+          store16(arena, (((2057216 +% (((mb272 *% 9) +% 6) *% 32)) +% (nb271 *% 32)) +% 16), t273_c6_1)
+          store16(arena, ((2057216 +% (((mb272 *% 9) +% 7) *% 32)) +% (nb271 *% 32)), t273_c7_0)
+          store16(arena, (((2057216 +% (((mb272 *% 9) +% 7) *% 32)) +% (nb271 *% 32)) +% 16), t273_c7_1)
+          store16(arena, ((2057216 +% (((mb272 *% 9) +% 8) *% 32)) +% (nb271 *% 32)), t273_c8_0)
+          store16(arena, (((2057216 +% (((mb272 *% 9) +% 8) *% 32)) +% (nb271 *% 32)) +% 16), t273_c8_1)
+        }
+      }
+    }
+    for nb275 in 0..<1 {
+      for mb276 in 0..<1 {
+        var t277_c0_0 = load16(arena, ((2057216 +% ((mb276 *% 9) *% 32)) +% (nb275 *% 32)))
+        var t277_c0_1 = load16(arena, (((2057216 +% ((mb276 *% 9) *% 32)) +% (nb275 *% 32)) +% 16))
+        var t277_c1_0 = load16(arena, ((2057216 +% (((mb276 *% 9) +% 1) *% 32)) +% (nb275 *% 32)))
+        var t277_c1_1 = load16(arena, (((2057216 +% (((mb276 *% 9) +% 1) *% 32)) +% (nb275 *% 32)) +% 16))
+        var t277_c2_0 = load16(arena, ((2057216 +% (((mb276 *% 9) +% 2) *% 32)) +% (nb275 *% 32)))
+        var t277_c2_1 = load16(arena, (((2057216 +% (((mb276 *% 9) +% 2) *% 32)) +% (nb275 *% 32)) +% 16))
+        var t277_c3_0 = load16(arena, ((2057216 +% (((mb276 *% 9) +% 3) *% 32)) +% (nb275 *% 32)))
+        var t277_c3_1 = load16(arena, (((2057216 +% (((mb276 *% 9) +% 3) *% 32)) +% (nb275 *% 32)) +% 16))
+        var t277_c4_0 = load16(arena, ((2057216 +% (((mb276 *% 9) +% 4) *% 32)) +% (nb275 *% 32)))
+        var t277_c4_1 = load16(arena, (((2057216 +% (((mb276 *% 9) +% 4) *% 32)) +% (nb275 *% 32)) +% 16))
+        var t277_c5_0 = load16(arena, ((2057216 +% (((mb276 *% 9) +% 5) *% 32)) +% (nb275 *% 32)))
+        var t277_c5_1 = load16(arena, (((2057216 +% (((mb276 *% 9) +% 5) *% 32)) +% (nb275 *% 32)) +% 16))
+        var t277_c6_0 = load16(arena, ((2057216 +% (((mb276 *% 9) +% 6) *% 32)) +% (nb275 *% 32)))
+        var t277_c6_1 = load16(arena, (((2057216 +% (((mb276 *% 9) +% 6) *% 32)) +% (nb275 *% 32)) +% 16))
+        var t277_c7_0 = load16(arena, ((2057216 +% (((mb276 *% 9) +% 7) *% 32)) +% (nb275 *% 32)))
+        var t277_c7_1 = load16(arena, (((2057216 +% (((mb276 *% 9) +% 7) *% 32)) +% (nb275 *% 32)) +% 16))
+        var t277_c8_0 = load16(arena, ((2057216 +% (((mb276 *% 9) +% 8) *% 32)) +% (nb275 *% 32)))
+        var t277_c8_1 = load16(arena, (((2057216 +% (((mb276 *% 9) +% 8) *% 32)) +% (nb275 *% 32)) +% 16))
+        for k278 in 0..<256 {
+          let t277_b0 = load16(arena, ((451584 +% ((k278 +% 49920) *% 32)) +% (nb275 *% 32)))
+          let t277_b1 = load16(arena, (((451584 +% ((k278 +% 49920) *% 32)) +% (nb275 *% 32)) +% 16))
+          let t277_a0 = SIMD16<Float>(repeating: arena[(((mb276 *% 9) *% 50176) +% (k278 +% 49920))])
+          t277_c0_0 = t277_c0_0.addingProduct(t277_a0, t277_b0)
+          t277_c0_1 = t277_c0_1.addingProduct(t277_a0, t277_b1)
+          let t277_a1 = SIMD16<Float>(repeating: arena[((((mb276 *% 9) +% 1) *% 50176) +% (k278 +% 49920))])
+          t277_c1_0 = t277_c1_0.addingProduct(t277_a1, t277_b0)
+          t277_c1_1 = t277_c1_1.addingProduct(t277_a1, t277_b1)
+          let t277_a2 = SIMD16<Float>(repeating: arena[((((mb276 *% 9) +% 2) *% 50176) +% (k278 +% 49920))])
+          t277_c2_0 = t277_c2_0.addingProduct(t277_a2, t277_b0)
+          t277_c2_1 = t277_c2_1.addingProduct(t277_a2, t277_b1)
+          let t277_a3 = SIMD16<Float>(repeating: arena[((((mb276 *% 9) +% 3) *% 50176) +% (k278 +% 49920))])
+          t277_c3_0 = t277_c3_0.addingProduct(t277_a3, t277_b0)
+          t277_c3_1 = t277_c3_1.addingProduct(t277_a3, t277_b1)
+          let t277_a4 = SIMD16<Float>(repeating: arena[((((mb276 *% 9) +% 4) *% 50176) +% (k278 +% 49920))])
+          t277_c4_0 = t277_c4_0.addingProduct(t277_a4, t277_b0)
+          t277_c4_1 = t277_c4_1.addingProduct(t277_a4, t277_b1)
+          let t277_a5 = SIMD16<Float>(repeating: arena[((((mb276 *% 9) +% 5) *% 50176) +% (k278 +% 49920))])
+          t277_c5_0 = t277_c5_0.addingProduct(t277_a5, t277_b0)
+          t277_c5_1 = t277_c5_1.addingProduct(t277_a5, t277_b1)
+          let t277_a6 = SIMD16<Float>(repeating: arena[((((mb276 *% 9) +% 6) *% 50176) +% (k278 +% 49920))])
+          t277_c6_0 = t277_c6_0.addingProduct(t277_a6, t277_b0)
+          t277_c6_1 = t277_c6_1.addingProduct(t277_a6, t277_b1)
+          let t277_a7 = SIMD16<Float>(repeating: arena[((((mb276 *% 9) +% 7) *% 50176) +% (k278 +% 49920))])
+          t277_c7_0 = t277_c7_0.addingProduct(t277_a7, t277_b0)
+          t277_c7_1 = t277_c7_1.addingProduct(t277_a7, t277_b1)
+          let t277_a8 = SIMD16<Float>(repeating: arena[((((mb276 *% 9) +% 8) *% 50176) +% (k278 +% 49920))])
+          t277_c8_0 = t277_c8_0.addingProduct(t277_a8, t277_b0)
+          t277_c8_1 = t277_c8_1.addingProduct(t277_a8, t277_b1)
+        }
+        store16(arena, ((2057216 +% ((mb276 *% 9) *% 32)) +% (nb275 *% 32)), t277_c0_0)
+        store16(arena, (((2057216 +% ((mb276 *% 9) *% 32)) +% (nb275 *% 32)) +% 16), t277_c0_1)
+        store16(arena, ((2057216 +% (((mb276 *% 9) +% 1) *% 32)) +% (nb275 *% 32)), t277_c1_0)
+        store16(arena, (((2057216 +% (((mb276 *% 9) +% 1) *% 32)) +% (nb275 *% 32)) +% 16), t277_c1_1)
+        store16(arena, ((2057216 +% (((mb276 *% 9) +% 2) *% 32)) +% (nb275 *% 32)), t277_c2_0)
+        store16(arena, (((2057216 +% (((mb276 *% 9) +% 2) *% 32)) +% (nb275 *% 32)) +% 16), t277_c2_1)
+        store16(arena, ((2057216 +% (((mb276 *% 9) +% 3) *% 32)) +% (nb275 *% 32)), t277_c3_0)
+        store16(arena, (((2057216 +% (((mb276 *% 9) +% 3) *% 32)) +% (nb275 *% 32)) +% 16), t277_c3_1)
+        store16(arena, ((2057216 +% (((mb276 *% 9) +% 4) *% 32)) +% (nb275 *% 32)), t277_c4_0)
+        store16(arena, (((2057216 +% (((mb276 *% 9) +% 4) *% 32)) +% (nb275 *% 32)) +% 16), t277_c4_1)
+        store16(arena, ((2057216 +% (((mb276 *% 9) +% 5) *% 32)) +% (nb275 *% 32)), t277_c5_0)
+        store16(arena, (((2057216 +% (((mb276 *% 9) +% 5) *% 32)) +% (nb275 *% 32)) +% 16), t277_c5_1)
+        store16(arena, ((2057216 +% (((mb276 *% 9) +% 6) *% 32)) +% (nb275 *% 32)), t277_c6_0)
+        store16(arena, (((2057216 +% (((mb276 *% 9) +% 6) *% 32)) +% (nb275 *% 32)) +% 16), t277_c6_1)
+        store16(arena, ((2057216 +% (((mb276 *% 9) +% 7) *% 32)) +% (nb275 *% 32)), t277_c7_0)
+        store16(arena, (((2057216 +% (((mb276 *% 9) +% 7) *% 32)) +% (nb275 *% 32)) +% 16), t277_c7_1)
+        store16(arena, ((2057216 +% (((mb276 *% 9) +% 8) *% 32)) +% (nb275 *% 32)), t277_c8_0)
+        store16(arena, (((2057216 +% (((mb276 *% 9) +% 8) *% 32)) +% (nb275 *% 32)) +% 16), t277_c8_1)
+      }
+    }
+  }
+  for f279 in 0..<32 {
+    for r280 in 0..<9 {
+      grads[((f279 *% 9) +% r280)] = arena[((2057216 +% (r280 *% 32)) +% f279)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i257
-    var i257 = 0
-    while i257 &+ 16 <= 784 {
-      store16(arena, 0 &+ i257, SIMD16<Float>(repeating: Float(1)))
-      i257 &+= 16
+  do {  // SIMD16 over i281
+    var i281 = 0
+    while i281 &+ 16 <= 784 {
+      store16(arena, 0 &+ i281, SIMD16<Float>(repeating: Float(1)))
+      i281 &+= 16
     }
-    while i257 < 784 {
-      arena[i257] = Float(1)
-      i257 &+= 1
-    }
-  }
-  do {  // SIMD16 over i258
-    var i258 = 0
-    while i258 &+ 16 <= 32 {
-      store16(grads, 288 &+ i258, SIMD16<Float>(repeating: Float(0)))
-      i258 &+= 16
-    }
-    while i258 < 32 {
-      grads[(288 +% i258)] = Float(0)
-      i258 &+= 1
+    while i281 < 784 {
+      arena[i281] = Float(1)
+      i281 &+= 1
     }
   }
-  for img259 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (3220112 +% (img259 *% 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
+  do {  // SIMD16 over i282
+    var i282 = 0
+    while i282 &+ 16 <= 32 {
+      store16(grads, 288 &+ i282, SIMD16<Float>(repeating: Float(0)))
+      i282 &+= 16
+    }
+    while i282 < 32 {
+      grads[(288 +% i282)] = Float(0)
+      i282 &+= 1
+    }
+  }
+  for img283 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (3220112 +% (img283 *% 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 1625866 parameters
-  var step_size260: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt261: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i262
-    var i262 = 0
-    while i262 &+ 16 <= 1625866 {
-      let g_v = (load16(grads, 0 &+ i262) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i262)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i262)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i262)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i262, m_new_v)
-      store16(v, 0 &+ i262, v_new_v)
-      store16(params, 0 &+ i262, (load16(params, 0 &+ i262) - ((SIMD16<Float>(repeating: step_size260) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt261)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i262 &+= 16
+  var step_size284: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt285: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i286
+    var i286 = 0
+    while i286 &+ 16 <= 1625866 {
+      let g_v = (load16(grads, 0 &+ i286) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i286)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i286)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i286)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i286, m_new_v)
+      store16(v, 0 &+ i286, v_new_v)
+      store16(params, 0 &+ i286, (load16(params, 0 &+ i286) - ((SIMD16<Float>(repeating: step_size284) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt285)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i286 &+= 16
     }
-    while i262 < 1625866 {
-      var g: Float = (grads[i262] + (Float(0) * params[i262]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i262]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i262]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i262] = m_new
-      v[i262] = v_new
-      params[i262] = (params[i262] - ((step_size260 * m_new) / ((sqrtf(v_new) / bc2_sqrt261) + Float(bitPattern: 0x322bcc77))))
-      i262 &+= 1
+    while i286 < 1625866 {
+      var g: Float = (grads[i286] + (Float(0) * params[i286]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i286]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i286]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i286] = m_new
+      v[i286] = v_new
+      params[i286] = (params[i286] - ((step_size284 * m_new) / ((sqrtf(v_new) / bc2_sqrt285) + Float(bitPattern: 0x322bcc77))))
+      i286 &+= 1
     }
   }
 }

@@ -556,759 +556,1845 @@ public func lenet5_train_b64(
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
-  sgemm(101, 112, 111, 10, 84, 64, 1, arena + 518032, 10, arena + 512000, 84, Float(bitPattern: 0x0), grads + 60856, 84)
-  // fc3_bias_grad = dense_grad_bias(fc3_grad)
-  for u80 in 0..<10 {
-    var acc81: Float = Float(0)
-    for n82 in 0..<64 {
-      acc81 = (acc81 + arena[((518032 +% (n82 *% 10)) +% u80)])
+  for nb80 in 0..<1 {
+    for mb81 in 0..<1 {
+      var t82_c0_0 = SIMD16<Float>()
+      var t82_c0_1 = SIMD16<Float>()
+      var t82_c0_2 = SIMD16<Float>()
+      var t82_c0_3 = SIMD16<Float>()
+      var t82_c1_0 = SIMD16<Float>()
+      var t82_c1_1 = SIMD16<Float>()
+      var t82_c1_2 = SIMD16<Float>()
+      var t82_c1_3 = SIMD16<Float>()
+      var t82_c2_0 = SIMD16<Float>()
+      var t82_c2_1 = SIMD16<Float>()
+      var t82_c2_2 = SIMD16<Float>()
+      var t82_c2_3 = SIMD16<Float>()
+      var t82_c3_0 = SIMD16<Float>()
+      var t82_c3_1 = SIMD16<Float>()
+      var t82_c3_2 = SIMD16<Float>()
+      var t82_c3_3 = SIMD16<Float>()
+      var t82_c4_0 = SIMD16<Float>()
+      var t82_c4_1 = SIMD16<Float>()
+      var t82_c4_2 = SIMD16<Float>()
+      var t82_c4_3 = SIMD16<Float>()
+      var t82_c5_0 = SIMD16<Float>()
+      var t82_c5_1 = SIMD16<Float>()
+      var t82_c5_2 = SIMD16<Float>()
+      var t82_c5_3 = SIMD16<Float>()
+      for k83 in 0..<64 {
+        let t82_b0 = load16(arena, ((512000 +% (k83 *% 84)) +% (nb80 *% 64)))
+        let t82_b1 = load16(arena, (((512000 +% (k83 *% 84)) +% (nb80 *% 64)) +% 16))
+        let t82_b2 = load16(arena, (((512000 +% (k83 *% 84)) +% (nb80 *% 64)) +% 32))
+        let t82_b3 = load16(arena, (((512000 +% (k83 *% 84)) +% (nb80 *% 64)) +% 48))
+        let t82_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb81 *% 6)) +% (k83 *% 10))])
+        t82_c0_0 = t82_c0_0.addingProduct(t82_a0, t82_b0)
+        t82_c0_1 = t82_c0_1.addingProduct(t82_a0, t82_b1)
+        t82_c0_2 = t82_c0_2.addingProduct(t82_a0, t82_b2)
+        t82_c0_3 = t82_c0_3.addingProduct(t82_a0, t82_b3)
+        let t82_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb81 *% 6) +% 1)) +% (k83 *% 10))])
+        t82_c1_0 = t82_c1_0.addingProduct(t82_a1, t82_b0)
+        t82_c1_1 = t82_c1_1.addingProduct(t82_a1, t82_b1)
+        t82_c1_2 = t82_c1_2.addingProduct(t82_a1, t82_b2)
+        t82_c1_3 = t82_c1_3.addingProduct(t82_a1, t82_b3)
+        let t82_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb81 *% 6) +% 2)) +% (k83 *% 10))])
+        t82_c2_0 = t82_c2_0.addingProduct(t82_a2, t82_b0)
+        t82_c2_1 = t82_c2_1.addingProduct(t82_a2, t82_b1)
+        t82_c2_2 = t82_c2_2.addingProduct(t82_a2, t82_b2)
+        t82_c2_3 = t82_c2_3.addingProduct(t82_a2, t82_b3)
+        let t82_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb81 *% 6) +% 3)) +% (k83 *% 10))])
+        t82_c3_0 = t82_c3_0.addingProduct(t82_a3, t82_b0)
+        t82_c3_1 = t82_c3_1.addingProduct(t82_a3, t82_b1)
+        t82_c3_2 = t82_c3_2.addingProduct(t82_a3, t82_b2)
+        t82_c3_3 = t82_c3_3.addingProduct(t82_a3, t82_b3)
+        let t82_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb81 *% 6) +% 4)) +% (k83 *% 10))])
+        t82_c4_0 = t82_c4_0.addingProduct(t82_a4, t82_b0)
+        t82_c4_1 = t82_c4_1.addingProduct(t82_a4, t82_b1)
+        t82_c4_2 = t82_c4_2.addingProduct(t82_a4, t82_b2)
+        t82_c4_3 = t82_c4_3.addingProduct(t82_a4, t82_b3)
+        let t82_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb81 *% 6) +% 5)) +% (k83 *% 10))])
+        t82_c5_0 = t82_c5_0.addingProduct(t82_a5, t82_b0)
+        t82_c5_1 = t82_c5_1.addingProduct(t82_a5, t82_b1)
+        t82_c5_2 = t82_c5_2.addingProduct(t82_a5, t82_b2)
+        t82_c5_3 = t82_c5_3.addingProduct(t82_a5, t82_b3)
+      }
+      store16(grads, ((60856 +% ((mb81 *% 6) *% 84)) +% (nb80 *% 64)), t82_c0_0)
+      store16(grads, (((60856 +% ((mb81 *% 6) *% 84)) +% (nb80 *% 64)) +% 16), t82_c0_1)
+      store16(grads, (((60856 +% ((mb81 *% 6) *% 84)) +% (nb80 *% 64)) +% 32), t82_c0_2)
+      store16(grads, (((60856 +% ((mb81 *% 6) *% 84)) +% (nb80 *% 64)) +% 48), t82_c0_3)
+      store16(grads, ((60856 +% (((mb81 *% 6) +% 1) *% 84)) +% (nb80 *% 64)), t82_c1_0)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 1) *% 84)) +% (nb80 *% 64)) +% 16), t82_c1_1)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 1) *% 84)) +% (nb80 *% 64)) +% 32), t82_c1_2)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 1) *% 84)) +% (nb80 *% 64)) +% 48), t82_c1_3)
+      store16(grads, ((60856 +% (((mb81 *% 6) +% 2) *% 84)) +% (nb80 *% 64)), t82_c2_0)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 2) *% 84)) +% (nb80 *% 64)) +% 16), t82_c2_1)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 2) *% 84)) +% (nb80 *% 64)) +% 32), t82_c2_2)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 2) *% 84)) +% (nb80 *% 64)) +% 48), t82_c2_3)
+      store16(grads, ((60856 +% (((mb81 *% 6) +% 3) *% 84)) +% (nb80 *% 64)), t82_c3_0)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 3) *% 84)) +% (nb80 *% 64)) +% 16), t82_c3_1)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 3) *% 84)) +% (nb80 *% 64)) +% 32), t82_c3_2)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 3) *% 84)) +% (nb80 *% 64)) +% 48), t82_c3_3)
+      store16(grads, ((60856 +% (((mb81 *% 6) +% 4) *% 84)) +% (nb80 *% 64)), t82_c4_0)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 4) *% 84)) +% (nb80 *% 64)) +% 16), t82_c4_1)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 4) *% 84)) +% (nb80 *% 64)) +% 32), t82_c4_2)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 4) *% 84)) +% (nb80 *% 64)) +% 48), t82_c4_3)
+      store16(grads, ((60856 +% (((mb81 *% 6) +% 5) *% 84)) +% (nb80 *% 64)), t82_c5_0)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 5) *% 84)) +% (nb80 *% 64)) +% 16), t82_c5_1)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 5) *% 84)) +% (nb80 *% 64)) +% 32), t82_c5_2)
+      store16(grads, (((60856 +% (((mb81 *% 6) +% 5) *% 84)) +% (nb80 *% 64)) +% 48), t82_c5_3)
     }
-    grads[(61696 +% u80)] = acc81
+    var t84_c0_0 = SIMD16<Float>()
+    var t84_c0_1 = SIMD16<Float>()
+    var t84_c0_2 = SIMD16<Float>()
+    var t84_c0_3 = SIMD16<Float>()
+    var t84_c1_0 = SIMD16<Float>()
+    var t84_c1_1 = SIMD16<Float>()
+    var t84_c1_2 = SIMD16<Float>()
+    var t84_c1_3 = SIMD16<Float>()
+    var t84_c2_0 = SIMD16<Float>()
+    var t84_c2_1 = SIMD16<Float>()
+    var t84_c2_2 = SIMD16<Float>()
+    var t84_c2_3 = SIMD16<Float>()
+    var t84_c3_0 = SIMD16<Float>()
+    var t84_c3_1 = SIMD16<Float>()
+    var t84_c3_2 = SIMD16<Float>()
+    var t84_c3_3 = SIMD16<Float>()
+    for k85 in 0..<64 {
+      let t84_b0 = load16(arena, ((512000 +% (k85 *% 84)) +% (nb80 *% 64)))
+      let t84_b1 = load16(arena, (((512000 +% (k85 *% 84)) +% (nb80 *% 64)) +% 16))
+      let t84_b2 = load16(arena, (((512000 +% (k85 *% 84)) +% (nb80 *% 64)) +% 32))
+      let t84_b3 = load16(arena, (((512000 +% (k85 *% 84)) +% (nb80 *% 64)) +% 48))
+      let t84_a0 = SIMD16<Float>(repeating: arena[(518038 +% (k85 *% 10))])
+      t84_c0_0 = t84_c0_0.addingProduct(t84_a0, t84_b0)
+      t84_c0_1 = t84_c0_1.addingProduct(t84_a0, t84_b1)
+      t84_c0_2 = t84_c0_2.addingProduct(t84_a0, t84_b2)
+      t84_c0_3 = t84_c0_3.addingProduct(t84_a0, t84_b3)
+      let t84_a1 = SIMD16<Float>(repeating: arena[(518039 +% (k85 *% 10))])
+      t84_c1_0 = t84_c1_0.addingProduct(t84_a1, t84_b0)
+      t84_c1_1 = t84_c1_1.addingProduct(t84_a1, t84_b1)
+      t84_c1_2 = t84_c1_2.addingProduct(t84_a1, t84_b2)
+      t84_c1_3 = t84_c1_3.addingProduct(t84_a1, t84_b3)
+      let t84_a2 = SIMD16<Float>(repeating: arena[(518040 +% (k85 *% 10))])
+      t84_c2_0 = t84_c2_0.addingProduct(t84_a2, t84_b0)
+      t84_c2_1 = t84_c2_1.addingProduct(t84_a2, t84_b1)
+      t84_c2_2 = t84_c2_2.addingProduct(t84_a2, t84_b2)
+      t84_c2_3 = t84_c2_3.addingProduct(t84_a2, t84_b3)
+      let t84_a3 = SIMD16<Float>(repeating: arena[(518041 +% (k85 *% 10))])
+      t84_c3_0 = t84_c3_0.addingProduct(t84_a3, t84_b0)
+      t84_c3_1 = t84_c3_1.addingProduct(t84_a3, t84_b1)
+      t84_c3_2 = t84_c3_2.addingProduct(t84_a3, t84_b2)
+      t84_c3_3 = t84_c3_3.addingProduct(t84_a3, t84_b3)
+    }
+    store16(grads, (61360 +% (nb80 *% 64)), t84_c0_0)
+    store16(grads, ((61360 +% (nb80 *% 64)) +% 16), t84_c0_1)
+    store16(grads, ((61360 +% (nb80 *% 64)) +% 32), t84_c0_2)
+    store16(grads, ((61360 +% (nb80 *% 64)) +% 48), t84_c0_3)
+    store16(grads, (61444 +% (nb80 *% 64)), t84_c1_0)
+    store16(grads, ((61444 +% (nb80 *% 64)) +% 16), t84_c1_1)
+    store16(grads, ((61444 +% (nb80 *% 64)) +% 32), t84_c1_2)
+    store16(grads, ((61444 +% (nb80 *% 64)) +% 48), t84_c1_3)
+    store16(grads, (61528 +% (nb80 *% 64)), t84_c2_0)
+    store16(grads, ((61528 +% (nb80 *% 64)) +% 16), t84_c2_1)
+    store16(grads, ((61528 +% (nb80 *% 64)) +% 32), t84_c2_2)
+    store16(grads, ((61528 +% (nb80 *% 64)) +% 48), t84_c2_3)
+    store16(grads, (61612 +% (nb80 *% 64)), t84_c3_0)
+    store16(grads, ((61612 +% (nb80 *% 64)) +% 16), t84_c3_1)
+    store16(grads, ((61612 +% (nb80 *% 64)) +% 32), t84_c3_2)
+    store16(grads, ((61612 +% (nb80 *% 64)) +% 48), t84_c3_3)
+  }
+  for mb86 in 0..<1 {
+    var t87_c0_0 = SIMD16<Float>()
+    var t87_c0_1 = SIMD16<Float>()
+    var t87_c1_0 = SIMD16<Float>()
+    var t87_c1_1 = SIMD16<Float>()
+    var t87_c2_0 = SIMD16<Float>()
+    var t87_c2_1 = SIMD16<Float>()
+    var t87_c3_0 = SIMD16<Float>()
+    var t87_c3_1 = SIMD16<Float>()
+    var t87_c4_0 = SIMD16<Float>()
+    var t87_c4_1 = SIMD16<Float>()
+    var t87_c5_0 = SIMD16<Float>()
+    var t87_c5_1 = SIMD16<Float>()
+    for k88 in 0..<64 {
+      let t87_b0 = load16(arena, ((512000 +% (k88 *% 84)) +% 64))
+      let t87_b1 = loadPartial(arena, (((512000 +% (k88 *% 84)) +% 64) +% 16), 4)
+      let t87_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb86 *% 6)) +% (k88 *% 10))])
+      t87_c0_0 = t87_c0_0.addingProduct(t87_a0, t87_b0)
+      t87_c0_1 = t87_c0_1.addingProduct(t87_a0, t87_b1)
+      let t87_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb86 *% 6) +% 1)) +% (k88 *% 10))])
+      t87_c1_0 = t87_c1_0.addingProduct(t87_a1, t87_b0)
+      t87_c1_1 = t87_c1_1.addingProduct(t87_a1, t87_b1)
+      let t87_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb86 *% 6) +% 2)) +% (k88 *% 10))])
+      t87_c2_0 = t87_c2_0.addingProduct(t87_a2, t87_b0)
+      t87_c2_1 = t87_c2_1.addingProduct(t87_a2, t87_b1)
+      let t87_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb86 *% 6) +% 3)) +% (k88 *% 10))])
+      t87_c3_0 = t87_c3_0.addingProduct(t87_a3, t87_b0)
+      t87_c3_1 = t87_c3_1.addingProduct(t87_a3, t87_b1)
+      let t87_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb86 *% 6) +% 4)) +% (k88 *% 10))])
+      t87_c4_0 = t87_c4_0.addingProduct(t87_a4, t87_b0)
+      t87_c4_1 = t87_c4_1.addingProduct(t87_a4, t87_b1)
+      let t87_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb86 *% 6) +% 5)) +% (k88 *% 10))])
+      t87_c5_0 = t87_c5_0.addingProduct(t87_a5, t87_b0)
+      t87_c5_1 = t87_c5_1.addingProduct(t87_a5, t87_b1)
+    }
+    store16(grads, ((60856 +% ((mb86 *% 6) *% 84)) +% 64), t87_c0_0)
+    storePartial(grads, (((60856 +% ((mb86 *% 6) *% 84)) +% 64) +% 16), t87_c0_1, 4)
+    store16(grads, ((60856 +% (((mb86 *% 6) +% 1) *% 84)) +% 64), t87_c1_0)
+    storePartial(grads, (((60856 +% (((mb86 *% 6) +% 1) *% 84)) +% 64) +% 16), t87_c1_1, 4)
+    store16(grads, ((60856 +% (((mb86 *% 6) +% 2) *% 84)) +% 64), t87_c2_0)
+    storePartial(grads, (((60856 +% (((mb86 *% 6) +% 2) *% 84)) +% 64) +% 16), t87_c2_1, 4)
+    store16(grads, ((60856 +% (((mb86 *% 6) +% 3) *% 84)) +% 64), t87_c3_0)
+    storePartial(grads, (((60856 +% (((mb86 *% 6) +% 3) *% 84)) +% 64) +% 16), t87_c3_1, 4)
+    store16(grads, ((60856 +% (((mb86 *% 6) +% 4) *% 84)) +% 64), t87_c4_0)
+    storePartial(grads, (((60856 +% (((mb86 *% 6) +% 4) *% 84)) +% 64) +% 16), t87_c4_1, 4)
+    store16(grads, ((60856 +% (((mb86 *% 6) +% 5) *% 84)) +% 64), t87_c5_0)
+    storePartial(grads, (((60856 +% (((mb86 *% 6) +% 5) *% 84)) +% 64) +% 16), t87_c5_1, 4)
+  }
+  var t89_c0_0 = SIMD16<Float>()
+  var t89_c0_1 = SIMD16<Float>()
+  var t89_c1_0 = SIMD16<Float>()
+  var t89_c1_1 = SIMD16<Float>()
+  var t89_c2_0 = SIMD16<Float>()
+  var t89_c2_1 = SIMD16<Float>()
+  var t89_c3_0 = SIMD16<Float>()
+  var t89_c3_1 = SIMD16<Float>()
+  for k90 in 0..<64 {
+    let t89_b0 = load16(arena, ((512000 +% (k90 *% 84)) +% 64))
+    let t89_b1 = loadPartial(arena, (((512000 +% (k90 *% 84)) +% 64) +% 16), 4)
+    let t89_a0 = SIMD16<Float>(repeating: arena[(518038 +% (k90 *% 10))])
+    t89_c0_0 = t89_c0_0.addingProduct(t89_a0, t89_b0)
+    t89_c0_1 = t89_c0_1.addingProduct(t89_a0, t89_b1)
+    let t89_a1 = SIMD16<Float>(repeating: arena[(518039 +% (k90 *% 10))])
+    t89_c1_0 = t89_c1_0.addingProduct(t89_a1, t89_b0)
+    t89_c1_1 = t89_c1_1.addingProduct(t89_a1, t89_b1)
+    let t89_a2 = SIMD16<Float>(repeating: arena[(518040 +% (k90 *% 10))])
+    t89_c2_0 = t89_c2_0.addingProduct(t89_a2, t89_b0)
+    t89_c2_1 = t89_c2_1.addingProduct(t89_a2, t89_b1)
+    let t89_a3 = SIMD16<Float>(repeating: arena[(518041 +% (k90 *% 10))])
+    t89_c3_0 = t89_c3_0.addingProduct(t89_a3, t89_b0)
+    t89_c3_1 = t89_c3_1.addingProduct(t89_a3, t89_b1)
+  }
+  store16(grads, 61424, t89_c0_0)
+  storePartial(grads, 61440, t89_c0_1, 4)
+  store16(grads, 61508, t89_c1_0)
+  storePartial(grads, 61524, t89_c1_1, 4)
+  store16(grads, 61592, t89_c2_0)
+  storePartial(grads, 61608, t89_c2_1, 4)
+  store16(grads, 61676, t89_c3_0)
+  storePartial(grads, 61692, t89_c3_1, 4)
+  // fc3_bias_grad = dense_grad_bias(fc3_grad)
+  for u91 in 0..<10 {
+    var acc92: Float = Float(0)
+    for n93 in 0..<64 {
+      acc92 = (acc92 + arena[((518032 +% (n93 *% 10)) +% u91)])
+    }
+    grads[(61696 +% u91)] = acc92
   }
   // relu4_grad = dense_grad_input(fc3_grad, fc3.weight)
-  sgemm(101, 111, 111, 64, 84, 10, 1, arena + 518032, 10, params + 60856, 84, Float(bitPattern: 0x0), arena + 518672, 84)
-  // fc2_grad = relu_grad(relu4_grad, fc2)
-  do {  // SIMD16 over i83
-    var i83 = 0
-    while i83 &+ 16 <= 5376 {
-      store16(arena, 524048 &+ i83, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i83), where: load16(arena, 512000 &+ i83) .> SIMD16<Float>(repeating: Float(0))))
-      i83 &+= 16
+  for nb94 in 0..<1 {
+    for mb95 in 0..<10 {
+      var t96_c0_0 = SIMD16<Float>()
+      var t96_c0_1 = SIMD16<Float>()
+      var t96_c0_2 = SIMD16<Float>()
+      var t96_c0_3 = SIMD16<Float>()
+      var t96_c1_0 = SIMD16<Float>()
+      var t96_c1_1 = SIMD16<Float>()
+      var t96_c1_2 = SIMD16<Float>()
+      var t96_c1_3 = SIMD16<Float>()
+      var t96_c2_0 = SIMD16<Float>()
+      var t96_c2_1 = SIMD16<Float>()
+      var t96_c2_2 = SIMD16<Float>()
+      var t96_c2_3 = SIMD16<Float>()
+      var t96_c3_0 = SIMD16<Float>()
+      var t96_c3_1 = SIMD16<Float>()
+      var t96_c3_2 = SIMD16<Float>()
+      var t96_c3_3 = SIMD16<Float>()
+      var t96_c4_0 = SIMD16<Float>()
+      var t96_c4_1 = SIMD16<Float>()
+      var t96_c4_2 = SIMD16<Float>()
+      var t96_c4_3 = SIMD16<Float>()
+      var t96_c5_0 = SIMD16<Float>()
+      var t96_c5_1 = SIMD16<Float>()
+      var t96_c5_2 = SIMD16<Float>()
+      var t96_c5_3 = SIMD16<Float>()
+      for k97 in 0..<10 {
+        let t96_b0 = load16(params, ((60856 +% (k97 *% 84)) +% (nb94 *% 64)))
+        let t96_b1 = load16(params, (((60856 +% (k97 *% 84)) +% (nb94 *% 64)) +% 16))
+        let t96_b2 = load16(params, (((60856 +% (k97 *% 84)) +% (nb94 *% 64)) +% 32))
+        let t96_b3 = load16(params, (((60856 +% (k97 *% 84)) +% (nb94 *% 64)) +% 48))
+        let t96_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb95 *% 6) *% 10)) +% k97)])
+        t96_c0_0 = t96_c0_0.addingProduct(t96_a0, t96_b0)
+        t96_c0_1 = t96_c0_1.addingProduct(t96_a0, t96_b1)
+        t96_c0_2 = t96_c0_2.addingProduct(t96_a0, t96_b2)
+        t96_c0_3 = t96_c0_3.addingProduct(t96_a0, t96_b3)
+        let t96_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb95 *% 6) +% 1) *% 10)) +% k97)])
+        t96_c1_0 = t96_c1_0.addingProduct(t96_a1, t96_b0)
+        t96_c1_1 = t96_c1_1.addingProduct(t96_a1, t96_b1)
+        t96_c1_2 = t96_c1_2.addingProduct(t96_a1, t96_b2)
+        t96_c1_3 = t96_c1_3.addingProduct(t96_a1, t96_b3)
+        let t96_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb95 *% 6) +% 2) *% 10)) +% k97)])
+        t96_c2_0 = t96_c2_0.addingProduct(t96_a2, t96_b0)
+        t96_c2_1 = t96_c2_1.addingProduct(t96_a2, t96_b1)
+        t96_c2_2 = t96_c2_2.addingProduct(t96_a2, t96_b2)
+        t96_c2_3 = t96_c2_3.addingProduct(t96_a2, t96_b3)
+        let t96_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb95 *% 6) +% 3) *% 10)) +% k97)])
+        t96_c3_0 = t96_c3_0.addingProduct(t96_a3, t96_b0)
+        t96_c3_1 = t96_c3_1.addingProduct(t96_a3, t96_b1)
+        t96_c3_2 = t96_c3_2.addingProduct(t96_a3, t96_b2)
+        t96_c3_3 = t96_c3_3.addingProduct(t96_a3, t96_b3)
+        let t96_a4 = SIMD16<Float>(repeating: arena[((518032 +% (((mb95 *% 6) +% 4) *% 10)) +% k97)])
+        t96_c4_0 = t96_c4_0.addingProduct(t96_a4, t96_b0)
+        t96_c4_1 = t96_c4_1.addingProduct(t96_a4, t96_b1)
+        t96_c4_2 = t96_c4_2.addingProduct(t96_a4, t96_b2)
+        t96_c4_3 = t96_c4_3.addingProduct(t96_a4, t96_b3)
+        let t96_a5 = SIMD16<Float>(repeating: arena[((518032 +% (((mb95 *% 6) +% 5) *% 10)) +% k97)])
+        t96_c5_0 = t96_c5_0.addingProduct(t96_a5, t96_b0)
+        t96_c5_1 = t96_c5_1.addingProduct(t96_a5, t96_b1)
+        t96_c5_2 = t96_c5_2.addingProduct(t96_a5, t96_b2)
+        t96_c5_3 = t96_c5_3.addingProduct(t96_a5, t96_b3)
+      }
+      store16(arena, ((518672 +% ((mb95 *% 6) *% 84)) +% (nb94 *% 64)), t96_c0_0)
+      store16(arena, (((518672 +% ((mb95 *% 6) *% 84)) +% (nb94 *% 64)) +% 16), t96_c0_1)
+      store16(arena, (((518672 +% ((mb95 *% 6) *% 84)) +% (nb94 *% 64)) +% 32), t96_c0_2)
+      store16(arena, (((518672 +% ((mb95 *% 6) *% 84)) +% (nb94 *% 64)) +% 48), t96_c0_3)
+      store16(arena, ((518672 +% (((mb95 *% 6) +% 1) *% 84)) +% (nb94 *% 64)), t96_c1_0)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 1) *% 84)) +% (nb94 *% 64)) +% 16), t96_c1_1)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 1) *% 84)) +% (nb94 *% 64)) +% 32), t96_c1_2)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 1) *% 84)) +% (nb94 *% 64)) +% 48), t96_c1_3)
+      store16(arena, ((518672 +% (((mb95 *% 6) +% 2) *% 84)) +% (nb94 *% 64)), t96_c2_0)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 2) *% 84)) +% (nb94 *% 64)) +% 16), t96_c2_1)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 2) *% 84)) +% (nb94 *% 64)) +% 32), t96_c2_2)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 2) *% 84)) +% (nb94 *% 64)) +% 48), t96_c2_3)
+      store16(arena, ((518672 +% (((mb95 *% 6) +% 3) *% 84)) +% (nb94 *% 64)), t96_c3_0)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 3) *% 84)) +% (nb94 *% 64)) +% 16), t96_c3_1)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 3) *% 84)) +% (nb94 *% 64)) +% 32), t96_c3_2)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 3) *% 84)) +% (nb94 *% 64)) +% 48), t96_c3_3)
+      store16(arena, ((518672 +% (((mb95 *% 6) +% 4) *% 84)) +% (nb94 *% 64)), t96_c4_0)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 4) *% 84)) +% (nb94 *% 64)) +% 16), t96_c4_1)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 4) *% 84)) +% (nb94 *% 64)) +% 32), t96_c4_2)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 4) *% 84)) +% (nb94 *% 64)) +% 48), t96_c4_3)
+      store16(arena, ((518672 +% (((mb95 *% 6) +% 5) *% 84)) +% (nb94 *% 64)), t96_c5_0)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 5) *% 84)) +% (nb94 *% 64)) +% 16), t96_c5_1)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 5) *% 84)) +% (nb94 *% 64)) +% 32), t96_c5_2)
+      store16(arena, (((518672 +% (((mb95 *% 6) +% 5) *% 84)) +% (nb94 *% 64)) +% 48), t96_c5_3)
     }
-    while i83 < 5376 {
-      arena[(524048 +% i83)] = (arena[(512000 +% i83)] > Float(0) ? arena[(518672 +% i83)] : Float(0))
-      i83 &+= 1
+    var t98_c0_0 = SIMD16<Float>()
+    var t98_c0_1 = SIMD16<Float>()
+    var t98_c0_2 = SIMD16<Float>()
+    var t98_c0_3 = SIMD16<Float>()
+    var t98_c1_0 = SIMD16<Float>()
+    var t98_c1_1 = SIMD16<Float>()
+    var t98_c1_2 = SIMD16<Float>()
+    var t98_c1_3 = SIMD16<Float>()
+    var t98_c2_0 = SIMD16<Float>()
+    var t98_c2_1 = SIMD16<Float>()
+    var t98_c2_2 = SIMD16<Float>()
+    var t98_c2_3 = SIMD16<Float>()
+    var t98_c3_0 = SIMD16<Float>()
+    var t98_c3_1 = SIMD16<Float>()
+    var t98_c3_2 = SIMD16<Float>()
+    var t98_c3_3 = SIMD16<Float>()
+    for k99 in 0..<10 {
+      let t98_b0 = load16(params, ((60856 +% (k99 *% 84)) +% (nb94 *% 64)))
+      let t98_b1 = load16(params, (((60856 +% (k99 *% 84)) +% (nb94 *% 64)) +% 16))
+      let t98_b2 = load16(params, (((60856 +% (k99 *% 84)) +% (nb94 *% 64)) +% 32))
+      let t98_b3 = load16(params, (((60856 +% (k99 *% 84)) +% (nb94 *% 64)) +% 48))
+      let t98_a0 = SIMD16<Float>(repeating: arena[(518632 +% k99)])
+      t98_c0_0 = t98_c0_0.addingProduct(t98_a0, t98_b0)
+      t98_c0_1 = t98_c0_1.addingProduct(t98_a0, t98_b1)
+      t98_c0_2 = t98_c0_2.addingProduct(t98_a0, t98_b2)
+      t98_c0_3 = t98_c0_3.addingProduct(t98_a0, t98_b3)
+      let t98_a1 = SIMD16<Float>(repeating: arena[(518642 +% k99)])
+      t98_c1_0 = t98_c1_0.addingProduct(t98_a1, t98_b0)
+      t98_c1_1 = t98_c1_1.addingProduct(t98_a1, t98_b1)
+      t98_c1_2 = t98_c1_2.addingProduct(t98_a1, t98_b2)
+      t98_c1_3 = t98_c1_3.addingProduct(t98_a1, t98_b3)
+      let t98_a2 = SIMD16<Float>(repeating: arena[(518652 +% k99)])
+      t98_c2_0 = t98_c2_0.addingProduct(t98_a2, t98_b0)
+      t98_c2_1 = t98_c2_1.addingProduct(t98_a2, t98_b1)
+      t98_c2_2 = t98_c2_2.addingProduct(t98_a2, t98_b2)
+      t98_c2_3 = t98_c2_3.addingProduct(t98_a2, t98_b3)
+      let t98_a3 = SIMD16<Float>(repeating: arena[(518662 +% k99)])
+      t98_c3_0 = t98_c3_0.addingProduct(t98_a3, t98_b0)
+      t98_c3_1 = t98_c3_1.addingProduct(t98_a3, t98_b1)
+      t98_c3_2 = t98_c3_2.addingProduct(t98_a3, t98_b2)
+      t98_c3_3 = t98_c3_3.addingProduct(t98_a3, t98_b3)
+    }
+    store16(arena, (523712 +% (nb94 *% 64)), t98_c0_0)
+    store16(arena, ((523712 +% (nb94 *% 64)) +% 16), t98_c0_1)
+    store16(arena, ((523712 +% (nb94 *% 64)) +% 32), t98_c0_2)
+    store16(arena, ((523712 +% (nb94 *% 64)) +% 48), t98_c0_3)
+    store16(arena, (523796 +% (nb94 *% 64)), t98_c1_0)
+    store16(arena, ((523796 +% (nb94 *% 64)) +% 16), t98_c1_1)
+    store16(arena, ((523796 +% (nb94 *% 64)) +% 32), t98_c1_2)
+    store16(arena, ((523796 +% (nb94 *% 64)) +% 48), t98_c1_3)
+    store16(arena, (523880 +% (nb94 *% 64)), t98_c2_0)
+    store16(arena, ((523880 +% (nb94 *% 64)) +% 16), t98_c2_1)
+    store16(arena, ((523880 +% (nb94 *% 64)) +% 32), t98_c2_2)
+    store16(arena, ((523880 +% (nb94 *% 64)) +% 48), t98_c2_3)
+    store16(arena, (523964 +% (nb94 *% 64)), t98_c3_0)
+    store16(arena, ((523964 +% (nb94 *% 64)) +% 16), t98_c3_1)
+    store16(arena, ((523964 +% (nb94 *% 64)) +% 32), t98_c3_2)
+    store16(arena, ((523964 +% (nb94 *% 64)) +% 48), t98_c3_3)
+  }
+  for mb100 in 0..<10 {
+    var t101_c0_0 = SIMD16<Float>()
+    var t101_c0_1 = SIMD16<Float>()
+    var t101_c1_0 = SIMD16<Float>()
+    var t101_c1_1 = SIMD16<Float>()
+    var t101_c2_0 = SIMD16<Float>()
+    var t101_c2_1 = SIMD16<Float>()
+    var t101_c3_0 = SIMD16<Float>()
+    var t101_c3_1 = SIMD16<Float>()
+    var t101_c4_0 = SIMD16<Float>()
+    var t101_c4_1 = SIMD16<Float>()
+    var t101_c5_0 = SIMD16<Float>()
+    var t101_c5_1 = SIMD16<Float>()
+    for k102 in 0..<10 {
+      let t101_b0 = load16(params, ((60856 +% (k102 *% 84)) +% 64))
+      let t101_b1 = loadPartial(params, (((60856 +% (k102 *% 84)) +% 64) +% 16), 4)
+      let t101_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb100 *% 6) *% 10)) +% k102)])
+      t101_c0_0 = t101_c0_0.addingProduct(t101_a0, t101_b0)
+      t101_c0_1 = t101_c0_1.addingProduct(t101_a0, t101_b1)
+      let t101_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 6) +% 1) *% 10)) +% k102)])
+      t101_c1_0 = t101_c1_0.addingProduct(t101_a1, t101_b0)
+      t101_c1_1 = t101_c1_1.addingProduct(t101_a1, t101_b1)
+      let t101_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 6) +% 2) *% 10)) +% k102)])
+      t101_c2_0 = t101_c2_0.addingProduct(t101_a2, t101_b0)
+      t101_c2_1 = t101_c2_1.addingProduct(t101_a2, t101_b1)
+      let t101_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 6) +% 3) *% 10)) +% k102)])
+      t101_c3_0 = t101_c3_0.addingProduct(t101_a3, t101_b0)
+      t101_c3_1 = t101_c3_1.addingProduct(t101_a3, t101_b1)
+      let t101_a4 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 6) +% 4) *% 10)) +% k102)])
+      t101_c4_0 = t101_c4_0.addingProduct(t101_a4, t101_b0)
+      t101_c4_1 = t101_c4_1.addingProduct(t101_a4, t101_b1)
+      let t101_a5 = SIMD16<Float>(repeating: arena[((518032 +% (((mb100 *% 6) +% 5) *% 10)) +% k102)])
+      t101_c5_0 = t101_c5_0.addingProduct(t101_a5, t101_b0)
+      t101_c5_1 = t101_c5_1.addingProduct(t101_a5, t101_b1)
+    }
+    store16(arena, ((518672 +% ((mb100 *% 6) *% 84)) +% 64), t101_c0_0)
+    storePartial(arena, (((518672 +% ((mb100 *% 6) *% 84)) +% 64) +% 16), t101_c0_1, 4)
+    store16(arena, ((518672 +% (((mb100 *% 6) +% 1) *% 84)) +% 64), t101_c1_0)
+    storePartial(arena, (((518672 +% (((mb100 *% 6) +% 1) *% 84)) +% 64) +% 16), t101_c1_1, 4)
+    store16(arena, ((518672 +% (((mb100 *% 6) +% 2) *% 84)) +% 64), t101_c2_0)
+    storePartial(arena, (((518672 +% (((mb100 *% 6) +% 2) *% 84)) +% 64) +% 16), t101_c2_1, 4)
+    store16(arena, ((518672 +% (((mb100 *% 6) +% 3) *% 84)) +% 64), t101_c3_0)
+    storePartial(arena, (((518672 +% (((mb100 *% 6) +% 3) *% 84)) +% 64) +% 16), t101_c3_1, 4)
+    store16(arena, ((518672 +% (((mb100 *% 6) +% 4) *% 84)) +% 64), t101_c4_0)
+    storePartial(arena, (((518672 +% (((mb100 *% 6) +% 4) *% 84)) +% 64) +% 16), t101_c4_1, 4)
+    store16(arena, ((518672 +% (((mb100 *% 6) +% 5) *% 84)) +% 64), t101_c5_0)
+    storePartial(arena, (((518672 +% (((mb100 *% 6) +% 5) *% 84)) +% 64) +% 16), t101_c5_1, 4)
+  }
+  var t103_c0_0 = SIMD16<Float>()
+  var t103_c0_1 = SIMD16<Float>()
+  var t103_c1_0 = SIMD16<Float>()
+  var t103_c1_1 = SIMD16<Float>()
+  var t103_c2_0 = SIMD16<Float>()
+  var t103_c2_1 = SIMD16<Float>()
+  var t103_c3_0 = SIMD16<Float>()
+  var t103_c3_1 = SIMD16<Float>()
+  for k104 in 0..<10 {
+    let t103_b0 = load16(params, ((60856 +% (k104 *% 84)) +% 64))
+    let t103_b1 = loadPartial(params, (((60856 +% (k104 *% 84)) +% 64) +% 16), 4)
+    let t103_a0 = SIMD16<Float>(repeating: arena[(518632 +% k104)])
+    t103_c0_0 = t103_c0_0.addingProduct(t103_a0, t103_b0)
+    t103_c0_1 = t103_c0_1.addingProduct(t103_a0, t103_b1)
+    let t103_a1 = SIMD16<Float>(repeating: arena[(518642 +% k104)])
+    t103_c1_0 = t103_c1_0.addingProduct(t103_a1, t103_b0)
+    t103_c1_1 = t103_c1_1.addingProduct(t103_a1, t103_b1)
+    let t103_a2 = SIMD16<Float>(repeating: arena[(518652 +% k104)])
+    t103_c2_0 = t103_c2_0.addingProduct(t103_a2, t103_b0)
+    t103_c2_1 = t103_c2_1.addingProduct(t103_a2, t103_b1)
+    let t103_a3 = SIMD16<Float>(repeating: arena[(518662 +% k104)])
+    t103_c3_0 = t103_c3_0.addingProduct(t103_a3, t103_b0)
+    t103_c3_1 = t103_c3_1.addingProduct(t103_a3, t103_b1)
+  }
+  store16(arena, 523776, t103_c0_0)
+  storePartial(arena, 523792, t103_c0_1, 4)
+  store16(arena, 523860, t103_c1_0)
+  storePartial(arena, 523876, t103_c1_1, 4)
+  store16(arena, 523944, t103_c2_0)
+  storePartial(arena, 523960, t103_c2_1, 4)
+  store16(arena, 524028, t103_c3_0)
+  storePartial(arena, 524044, t103_c3_1, 4)
+  // fc2_grad = relu_grad(relu4_grad, fc2)
+  do {  // SIMD16 over i105
+    var i105 = 0
+    while i105 &+ 16 <= 5376 {
+      store16(arena, 524048 &+ i105, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i105), where: load16(arena, 512000 &+ i105) .> SIMD16<Float>(repeating: Float(0))))
+      i105 &+= 16
+    }
+    while i105 < 5376 {
+      arena[(524048 +% i105)] = (arena[(512000 +% i105)] > Float(0) ? arena[(518672 +% i105)] : Float(0))
+      i105 &+= 1
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
-  sgemm(101, 112, 111, 84, 120, 64, 1, arena + 524048, 84, arena + 504320, 120, Float(bitPattern: 0x0), grads + 50692, 120)
-  // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u84 in 0..<84 {
-    var acc85: Float = Float(0)
-    for n86 in 0..<64 {
-      acc85 = (acc85 + arena[((524048 +% (n86 *% 84)) +% u84)])
+  for nb106 in 0..<1 {
+    for mb107 in 0..<14 {
+      var t108_c0_0 = SIMD16<Float>()
+      var t108_c0_1 = SIMD16<Float>()
+      var t108_c0_2 = SIMD16<Float>()
+      var t108_c0_3 = SIMD16<Float>()
+      var t108_c1_0 = SIMD16<Float>()
+      var t108_c1_1 = SIMD16<Float>()
+      var t108_c1_2 = SIMD16<Float>()
+      var t108_c1_3 = SIMD16<Float>()
+      var t108_c2_0 = SIMD16<Float>()
+      var t108_c2_1 = SIMD16<Float>()
+      var t108_c2_2 = SIMD16<Float>()
+      var t108_c2_3 = SIMD16<Float>()
+      var t108_c3_0 = SIMD16<Float>()
+      var t108_c3_1 = SIMD16<Float>()
+      var t108_c3_2 = SIMD16<Float>()
+      var t108_c3_3 = SIMD16<Float>()
+      var t108_c4_0 = SIMD16<Float>()
+      var t108_c4_1 = SIMD16<Float>()
+      var t108_c4_2 = SIMD16<Float>()
+      var t108_c4_3 = SIMD16<Float>()
+      var t108_c5_0 = SIMD16<Float>()
+      var t108_c5_1 = SIMD16<Float>()
+      var t108_c5_2 = SIMD16<Float>()
+      var t108_c5_3 = SIMD16<Float>()
+      for k109 in 0..<64 {
+        let t108_b0 = load16(arena, ((504320 +% (k109 *% 120)) +% (nb106 *% 64)))
+        let t108_b1 = load16(arena, (((504320 +% (k109 *% 120)) +% (nb106 *% 64)) +% 16))
+        let t108_b2 = load16(arena, (((504320 +% (k109 *% 120)) +% (nb106 *% 64)) +% 32))
+        let t108_b3 = load16(arena, (((504320 +% (k109 *% 120)) +% (nb106 *% 64)) +% 48))
+        let t108_a0 = SIMD16<Float>(repeating: arena[((524048 +% (mb107 *% 6)) +% (k109 *% 84))])
+        t108_c0_0 = t108_c0_0.addingProduct(t108_a0, t108_b0)
+        t108_c0_1 = t108_c0_1.addingProduct(t108_a0, t108_b1)
+        t108_c0_2 = t108_c0_2.addingProduct(t108_a0, t108_b2)
+        t108_c0_3 = t108_c0_3.addingProduct(t108_a0, t108_b3)
+        let t108_a1 = SIMD16<Float>(repeating: arena[((524048 +% ((mb107 *% 6) +% 1)) +% (k109 *% 84))])
+        t108_c1_0 = t108_c1_0.addingProduct(t108_a1, t108_b0)
+        t108_c1_1 = t108_c1_1.addingProduct(t108_a1, t108_b1)
+        t108_c1_2 = t108_c1_2.addingProduct(t108_a1, t108_b2)
+        t108_c1_3 = t108_c1_3.addingProduct(t108_a1, t108_b3)
+        let t108_a2 = SIMD16<Float>(repeating: arena[((524048 +% ((mb107 *% 6) +% 2)) +% (k109 *% 84))])
+        t108_c2_0 = t108_c2_0.addingProduct(t108_a2, t108_b0)
+        t108_c2_1 = t108_c2_1.addingProduct(t108_a2, t108_b1)
+        t108_c2_2 = t108_c2_2.addingProduct(t108_a2, t108_b2)
+        t108_c2_3 = t108_c2_3.addingProduct(t108_a2, t108_b3)
+        let t108_a3 = SIMD16<Float>(repeating: arena[((524048 +% ((mb107 *% 6) +% 3)) +% (k109 *% 84))])
+        t108_c3_0 = t108_c3_0.addingProduct(t108_a3, t108_b0)
+        t108_c3_1 = t108_c3_1.addingProduct(t108_a3, t108_b1)
+        t108_c3_2 = t108_c3_2.addingProduct(t108_a3, t108_b2)
+        t108_c3_3 = t108_c3_3.addingProduct(t108_a3, t108_b3)
+        let t108_a4 = SIMD16<Float>(repeating: arena[((524048 +% ((mb107 *% 6) +% 4)) +% (k109 *% 84))])
+        t108_c4_0 = t108_c4_0.addingProduct(t108_a4, t108_b0)
+        t108_c4_1 = t108_c4_1.addingProduct(t108_a4, t108_b1)
+        t108_c4_2 = t108_c4_2.addingProduct(t108_a4, t108_b2)
+        t108_c4_3 = t108_c4_3.addingProduct(t108_a4, t108_b3)
+        let t108_a5 = SIMD16<Float>(repeating: arena[((524048 +% ((mb107 *% 6) +% 5)) +% (k109 *% 84))])
+        t108_c5_0 = t108_c5_0.addingProduct(t108_a5, t108_b0)
+        t108_c5_1 = t108_c5_1.addingProduct(t108_a5, t108_b1)
+        t108_c5_2 = t108_c5_2.addingProduct(t108_a5, t108_b2)
+        t108_c5_3 = t108_c5_3.addingProduct(t108_a5, t108_b3)
+      }
+      store16(grads, ((50692 +% ((mb107 *% 6) *% 120)) +% (nb106 *% 64)), t108_c0_0)
+      store16(grads, (((50692 +% ((mb107 *% 6) *% 120)) +% (nb106 *% 64)) +% 16), t108_c0_1)
+      store16(grads, (((50692 +% ((mb107 *% 6) *% 120)) +% (nb106 *% 64)) +% 32), t108_c0_2)
+      store16(grads, (((50692 +% ((mb107 *% 6) *% 120)) +% (nb106 *% 64)) +% 48), t108_c0_3)
+      store16(grads, ((50692 +% (((mb107 *% 6) +% 1) *% 120)) +% (nb106 *% 64)), t108_c1_0)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 1) *% 120)) +% (nb106 *% 64)) +% 16), t108_c1_1)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 1) *% 120)) +% (nb106 *% 64)) +% 32), t108_c1_2)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 1) *% 120)) +% (nb106 *% 64)) +% 48), t108_c1_3)
+      store16(grads, ((50692 +% (((mb107 *% 6) +% 2) *% 120)) +% (nb106 *% 64)), t108_c2_0)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 2) *% 120)) +% (nb106 *% 64)) +% 16), t108_c2_1)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 2) *% 120)) +% (nb106 *% 64)) +% 32), t108_c2_2)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 2) *% 120)) +% (nb106 *% 64)) +% 48), t108_c2_3)
+      store16(grads, ((50692 +% (((mb107 *% 6) +% 3) *% 120)) +% (nb106 *% 64)), t108_c3_0)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 3) *% 120)) +% (nb106 *% 64)) +% 16), t108_c3_1)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 3) *% 120)) +% (nb106 *% 64)) +% 32), t108_c3_2)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 3) *% 120)) +% (nb106 *% 64)) +% 48), t108_c3_3)
+      store16(grads, ((50692 +% (((mb107 *% 6) +% 4) *% 120)) +% (nb106 *% 64)), t108_c4_0)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 4) *% 120)) +% (nb106 *% 64)) +% 16), t108_c4_1)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 4) *% 120)) +% (nb106 *% 64)) +% 32), t108_c4_2)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 4) *% 120)) +% (nb106 *% 64)) +% 48), t108_c4_3)
+      store16(grads, ((50692 +% (((mb107 *% 6) +% 5) *% 120)) +% (nb106 *% 64)), t108_c5_0)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 5) *% 120)) +% (nb106 *% 64)) +% 16), t108_c5_1)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 5) *% 120)) +% (nb106 *% 64)) +% 32), t108_c5_2)
+      store16(grads, (((50692 +% (((mb107 *% 6) +% 5) *% 120)) +% (nb106 *% 64)) +% 48), t108_c5_3)
     }
-    grads[(60772 +% u84)] = acc85
+  }
+  for mb110 in 0..<14 {
+    var t111_c0_0 = SIMD16<Float>()
+    var t111_c0_1 = SIMD16<Float>()
+    var t111_c0_2 = SIMD16<Float>()
+    var t111_c0_3 = SIMD16<Float>()
+    var t111_c1_0 = SIMD16<Float>()
+    var t111_c1_1 = SIMD16<Float>()
+    var t111_c1_2 = SIMD16<Float>()
+    var t111_c1_3 = SIMD16<Float>()
+    var t111_c2_0 = SIMD16<Float>()
+    var t111_c2_1 = SIMD16<Float>()
+    var t111_c2_2 = SIMD16<Float>()
+    var t111_c2_3 = SIMD16<Float>()
+    var t111_c3_0 = SIMD16<Float>()
+    var t111_c3_1 = SIMD16<Float>()
+    var t111_c3_2 = SIMD16<Float>()
+    var t111_c3_3 = SIMD16<Float>()
+    var t111_c4_0 = SIMD16<Float>()
+    var t111_c4_1 = SIMD16<Float>()
+    var t111_c4_2 = SIMD16<Float>()
+    var t111_c4_3 = SIMD16<Float>()
+    var t111_c5_0 = SIMD16<Float>()
+    var t111_c5_1 = SIMD16<Float>()
+    var t111_c5_2 = SIMD16<Float>()
+    var t111_c5_3 = SIMD16<Float>()
+    for k112 in 0..<64 {
+      let t111_b0 = load16(arena, ((504320 +% (k112 *% 120)) +% 64))
+      let t111_b1 = load16(arena, (((504320 +% (k112 *% 120)) +% 64) +% 16))
+      let t111_b2 = load16(arena, (((504320 +% (k112 *% 120)) +% 64) +% 32))
+      let t111_b3 = loadPartial(arena, (((504320 +% (k112 *% 120)) +% 64) +% 48), 8)
+      let t111_a0 = SIMD16<Float>(repeating: arena[((524048 +% (mb110 *% 6)) +% (k112 *% 84))])
+      t111_c0_0 = t111_c0_0.addingProduct(t111_a0, t111_b0)
+      t111_c0_1 = t111_c0_1.addingProduct(t111_a0, t111_b1)
+      t111_c0_2 = t111_c0_2.addingProduct(t111_a0, t111_b2)
+      t111_c0_3 = t111_c0_3.addingProduct(t111_a0, t111_b3)
+      let t111_a1 = SIMD16<Float>(repeating: arena[((524048 +% ((mb110 *% 6) +% 1)) +% (k112 *% 84))])
+      t111_c1_0 = t111_c1_0.addingProduct(t111_a1, t111_b0)
+      t111_c1_1 = t111_c1_1.addingProduct(t111_a1, t111_b1)
+      t111_c1_2 = t111_c1_2.addingProduct(t111_a1, t111_b2)
+      t111_c1_3 = t111_c1_3.addingProduct(t111_a1, t111_b3)
+      let t111_a2 = SIMD16<Float>(repeating: arena[((524048 +% ((mb110 *% 6) +% 2)) +% (k112 *% 84))])
+      t111_c2_0 = t111_c2_0.addingProduct(t111_a2, t111_b0)
+      t111_c2_1 = t111_c2_1.addingProduct(t111_a2, t111_b1)
+      t111_c2_2 = t111_c2_2.addingProduct(t111_a2, t111_b2)
+      t111_c2_3 = t111_c2_3.addingProduct(t111_a2, t111_b3)
+      let t111_a3 = SIMD16<Float>(repeating: arena[((524048 +% ((mb110 *% 6) +% 3)) +% (k112 *% 84))])
+      t111_c3_0 = t111_c3_0.addingProduct(t111_a3, t111_b0)
+      t111_c3_1 = t111_c3_1.addingProduct(t111_a3, t111_b1)
+      t111_c3_2 = t111_c3_2.addingProduct(t111_a3, t111_b2)
+      t111_c3_3 = t111_c3_3.addingProduct(t111_a3, t111_b3)
+      let t111_a4 = SIMD16<Float>(repeating: arena[((524048 +% ((mb110 *% 6) +% 4)) +% (k112 *% 84))])
+      t111_c4_0 = t111_c4_0.addingProduct(t111_a4, t111_b0)
+      t111_c4_1 = t111_c4_1.addingProduct(t111_a4, t111_b1)
+      t111_c4_2 = t111_c4_2.addingProduct(t111_a4, t111_b2)
+      t111_c4_3 = t111_c4_3.addingProduct(t111_a4, t111_b3)
+      let t111_a5 = SIMD16<Float>(repeating: arena[((524048 +% ((mb110 *% 6) +% 5)) +% (k112 *% 84))])
+      t111_c5_0 = t111_c5_0.addingProduct(t111_a5, t111_b0)
+      t111_c5_1 = t111_c5_1.addingProduct(t111_a5, t111_b1)
+      t111_c5_2 = t111_c5_2.addingProduct(t111_a5, t111_b2)
+      t111_c5_3 = t111_c5_3.addingProduct(t111_a5, t111_b3)
+    }
+    store16(grads, ((50692 +% ((mb110 *% 6) *% 120)) +% 64), t111_c0_0)
+    store16(grads, (((50692 +% ((mb110 *% 6) *% 120)) +% 64) +% 16), t111_c0_1)
+    store16(grads, (((50692 +% ((mb110 *% 6) *% 120)) +% 64) +% 32), t111_c0_2)
+    storePartial(grads, (((50692 +% ((mb110 *% 6) *% 120)) +% 64) +% 48), t111_c0_3, 8)
+    store16(grads, ((50692 +% (((mb110 *% 6) +% 1) *% 120)) +% 64), t111_c1_0)
+    store16(grads, (((50692 +% (((mb110 *% 6) +% 1) *% 120)) +% 64) +% 16), t111_c1_1)
+    store16(grads, (((50692 +% (((mb110 *% 6) +% 1) *% 120)) +% 64) +% 32), t111_c1_2)
+    storePartial(grads, (((50692 +% (((mb110 *% 6) +% 1) *% 120)) +% 64) +% 48), t111_c1_3, 8)
+    store16(grads, ((50692 +% (((mb110 *% 6) +% 2) *% 120)) +% 64), t111_c2_0)
+    store16(grads, (((50692 +% (((mb110 *% 6) +% 2) *% 120)) +% 64) +% 16), t111_c2_1)
+    store16(grads, (((50692 +% (((mb110 *% 6) +% 2) *% 120)) +% 64) +% 32), t111_c2_2)
+    storePartial(grads, (((50692 +% (((mb110 *% 6) +% 2) *% 120)) +% 64) +% 48), t111_c2_3, 8)
+    store16(grads, ((50692 +% (((mb110 *% 6) +% 3) *% 120)) +% 64), t111_c3_0)
+    store16(grads, (((50692 +% (((mb110 *% 6) +% 3) *% 120)) +% 64) +% 16), t111_c3_1)
+    store16(grads, (((50692 +% (((mb110 *% 6) +% 3) *% 120)) +% 64) +% 32), t111_c3_2)
+    storePartial(grads, (((50692 +% (((mb110 *% 6) +% 3) *% 120)) +% 64) +% 48), t111_c3_3, 8)
+    store16(grads, ((50692 +% (((mb110 *% 6) +% 4) *% 120)) +% 64), t111_c4_0)
+    store16(grads, (((50692 +% (((mb110 *% 6) +% 4) *% 120)) +% 64) +% 16), t111_c4_1)
+    store16(grads, (((50692 +% (((mb110 *% 6) +% 4) *% 120)) +% 64) +% 32), t111_c4_2)
+    storePartial(grads, (((50692 +% (((mb110 *% 6) +% 4) *% 120)) +% 64) +% 48), t111_c4_3, 8)
+    store16(grads, ((50692 +% (((mb110 *% 6) +% 5) *% 120)) +% 64), t111_c5_0)
+    store16(grads, (((50692 +% (((mb110 *% 6) +% 5) *% 120)) +% 64) +% 16), t111_c5_1)
+    store16(grads, (((50692 +% (((mb110 *% 6) +% 5) *% 120)) +% 64) +% 32), t111_c5_2)
+    storePartial(grads, (((50692 +% (((mb110 *% 6) +% 5) *% 120)) +% 64) +% 48), t111_c5_3, 8)
+  }
+  // fc2_bias_grad = dense_grad_bias(fc2_grad)
+  for u113 in 0..<84 {
+    var acc114: Float = Float(0)
+    for n115 in 0..<64 {
+      acc114 = (acc114 + arena[((524048 +% (n115 *% 84)) +% u113)])
+    }
+    grads[(60772 +% u113)] = acc114
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
-  sgemm(101, 111, 111, 64, 120, 84, 1, arena + 524048, 84, params + 50692, 120, Float(bitPattern: 0x0), arena + 529424, 120)
-  // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i87
-    var i87 = 0
-    while i87 &+ 16 <= 7680 {
-      store16(arena, 518032 &+ i87, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i87), where: load16(arena, 504320 &+ i87) .> SIMD16<Float>(repeating: Float(0))))
-      i87 &+= 16
+  for nb116 in 0..<1 {
+    for mb117 in 0..<10 {
+      var t118_c0_0 = SIMD16<Float>()
+      var t118_c0_1 = SIMD16<Float>()
+      var t118_c0_2 = SIMD16<Float>()
+      var t118_c0_3 = SIMD16<Float>()
+      var t118_c1_0 = SIMD16<Float>()
+      var t118_c1_1 = SIMD16<Float>()
+      var t118_c1_2 = SIMD16<Float>()
+      var t118_c1_3 = SIMD16<Float>()
+      var t118_c2_0 = SIMD16<Float>()
+      var t118_c2_1 = SIMD16<Float>()
+      var t118_c2_2 = SIMD16<Float>()
+      var t118_c2_3 = SIMD16<Float>()
+      var t118_c3_0 = SIMD16<Float>()
+      var t118_c3_1 = SIMD16<Float>()
+      var t118_c3_2 = SIMD16<Float>()
+      var t118_c3_3 = SIMD16<Float>()
+      var t118_c4_0 = SIMD16<Float>()
+      var t118_c4_1 = SIMD16<Float>()
+      var t118_c4_2 = SIMD16<Float>()
+      var t118_c4_3 = SIMD16<Float>()
+      var t118_c5_0 = SIMD16<Float>()
+      var t118_c5_1 = SIMD16<Float>()
+      var t118_c5_2 = SIMD16<Float>()
+      var t118_c5_3 = SIMD16<Float>()
+      for k119 in 0..<84 {
+        let t118_b0 = load16(params, ((50692 +% (k119 *% 120)) +% (nb116 *% 64)))
+        let t118_b1 = load16(params, (((50692 +% (k119 *% 120)) +% (nb116 *% 64)) +% 16))
+        let t118_b2 = load16(params, (((50692 +% (k119 *% 120)) +% (nb116 *% 64)) +% 32))
+        let t118_b3 = load16(params, (((50692 +% (k119 *% 120)) +% (nb116 *% 64)) +% 48))
+        let t118_a0 = SIMD16<Float>(repeating: arena[((524048 +% ((mb117 *% 6) *% 84)) +% k119)])
+        t118_c0_0 = t118_c0_0.addingProduct(t118_a0, t118_b0)
+        t118_c0_1 = t118_c0_1.addingProduct(t118_a0, t118_b1)
+        t118_c0_2 = t118_c0_2.addingProduct(t118_a0, t118_b2)
+        t118_c0_3 = t118_c0_3.addingProduct(t118_a0, t118_b3)
+        let t118_a1 = SIMD16<Float>(repeating: arena[((524048 +% (((mb117 *% 6) +% 1) *% 84)) +% k119)])
+        t118_c1_0 = t118_c1_0.addingProduct(t118_a1, t118_b0)
+        t118_c1_1 = t118_c1_1.addingProduct(t118_a1, t118_b1)
+        t118_c1_2 = t118_c1_2.addingProduct(t118_a1, t118_b2)
+        t118_c1_3 = t118_c1_3.addingProduct(t118_a1, t118_b3)
+        let t118_a2 = SIMD16<Float>(repeating: arena[((524048 +% (((mb117 *% 6) +% 2) *% 84)) +% k119)])
+        t118_c2_0 = t118_c2_0.addingProduct(t118_a2, t118_b0)
+        t118_c2_1 = t118_c2_1.addingProduct(t118_a2, t118_b1)
+        t118_c2_2 = t118_c2_2.addingProduct(t118_a2, t118_b2)
+        t118_c2_3 = t118_c2_3.addingProduct(t118_a2, t118_b3)
+        let t118_a3 = SIMD16<Float>(repeating: arena[((524048 +% (((mb117 *% 6) +% 3) *% 84)) +% k119)])
+        t118_c3_0 = t118_c3_0.addingProduct(t118_a3, t118_b0)
+        t118_c3_1 = t118_c3_1.addingProduct(t118_a3, t118_b1)
+        t118_c3_2 = t118_c3_2.addingProduct(t118_a3, t118_b2)
+        t118_c3_3 = t118_c3_3.addingProduct(t118_a3, t118_b3)
+        let t118_a4 = SIMD16<Float>(repeating: arena[((524048 +% (((mb117 *% 6) +% 4) *% 84)) +% k119)])
+        t118_c4_0 = t118_c4_0.addingProduct(t118_a4, t118_b0)
+        t118_c4_1 = t118_c4_1.addingProduct(t118_a4, t118_b1)
+        t118_c4_2 = t118_c4_2.addingProduct(t118_a4, t118_b2)
+        t118_c4_3 = t118_c4_3.addingProduct(t118_a4, t118_b3)
+        let t118_a5 = SIMD16<Float>(repeating: arena[((524048 +% (((mb117 *% 6) +% 5) *% 84)) +% k119)])
+        t118_c5_0 = t118_c5_0.addingProduct(t118_a5, t118_b0)
+        t118_c5_1 = t118_c5_1.addingProduct(t118_a5, t118_b1)
+        t118_c5_2 = t118_c5_2.addingProduct(t118_a5, t118_b2)
+        t118_c5_3 = t118_c5_3.addingProduct(t118_a5, t118_b3)
+      }
+      store16(arena, ((529424 +% ((mb117 *% 6) *% 120)) +% (nb116 *% 64)), t118_c0_0)
+      store16(arena, (((529424 +% ((mb117 *% 6) *% 120)) +% (nb116 *% 64)) +% 16), t118_c0_1)
+      store16(arena, (((529424 +% ((mb117 *% 6) *% 120)) +% (nb116 *% 64)) +% 32), t118_c0_2)
+      store16(arena, (((529424 +% ((mb117 *% 6) *% 120)) +% (nb116 *% 64)) +% 48), t118_c0_3)
+      store16(arena, ((529424 +% (((mb117 *% 6) +% 1) *% 120)) +% (nb116 *% 64)), t118_c1_0)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 1) *% 120)) +% (nb116 *% 64)) +% 16), t118_c1_1)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 1) *% 120)) +% (nb116 *% 64)) +% 32), t118_c1_2)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 1) *% 120)) +% (nb116 *% 64)) +% 48), t118_c1_3)
+      store16(arena, ((529424 +% (((mb117 *% 6) +% 2) *% 120)) +% (nb116 *% 64)), t118_c2_0)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 2) *% 120)) +% (nb116 *% 64)) +% 16), t118_c2_1)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 2) *% 120)) +% (nb116 *% 64)) +% 32), t118_c2_2)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 2) *% 120)) +% (nb116 *% 64)) +% 48), t118_c2_3)
+      store16(arena, ((529424 +% (((mb117 *% 6) +% 3) *% 120)) +% (nb116 *% 64)), t118_c3_0)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 3) *% 120)) +% (nb116 *% 64)) +% 16), t118_c3_1)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 3) *% 120)) +% (nb116 *% 64)) +% 32), t118_c3_2)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 3) *% 120)) +% (nb116 *% 64)) +% 48), t118_c3_3)
+      store16(arena, ((529424 +% (((mb117 *% 6) +% 4) *% 120)) +% (nb116 *% 64)), t118_c4_0)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 4) *% 120)) +% (nb116 *% 64)) +% 16), t118_c4_1)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 4) *% 120)) +% (nb116 *% 64)) +% 32), t118_c4_2)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 4) *% 120)) +% (nb116 *% 64)) +% 48), t118_c4_3)
+      store16(arena, ((529424 +% (((mb117 *% 6) +% 5) *% 120)) +% (nb116 *% 64)), t118_c5_0)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 5) *% 120)) +% (nb116 *% 64)) +% 16), t118_c5_1)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 5) *% 120)) +% (nb116 *% 64)) +% 32), t118_c5_2)
+      store16(arena, (((529424 +% (((mb117 *% 6) +% 5) *% 120)) +% (nb116 *% 64)) +% 48), t118_c5_3)
     }
-    while i87 < 7680 {
-      arena[(518032 +% i87)] = (arena[(504320 +% i87)] > Float(0) ? arena[(529424 +% i87)] : Float(0))
-      i87 &+= 1
+    var t120_c0_0 = SIMD16<Float>()
+    var t120_c0_1 = SIMD16<Float>()
+    var t120_c0_2 = SIMD16<Float>()
+    var t120_c0_3 = SIMD16<Float>()
+    var t120_c1_0 = SIMD16<Float>()
+    var t120_c1_1 = SIMD16<Float>()
+    var t120_c1_2 = SIMD16<Float>()
+    var t120_c1_3 = SIMD16<Float>()
+    var t120_c2_0 = SIMD16<Float>()
+    var t120_c2_1 = SIMD16<Float>()
+    var t120_c2_2 = SIMD16<Float>()
+    var t120_c2_3 = SIMD16<Float>()
+    var t120_c3_0 = SIMD16<Float>()
+    var t120_c3_1 = SIMD16<Float>()
+    var t120_c3_2 = SIMD16<Float>()
+    var t120_c3_3 = SIMD16<Float>()
+    for k121 in 0..<84 {
+      let t120_b0 = load16(params, ((50692 +% (k121 *% 120)) +% (nb116 *% 64)))
+      let t120_b1 = load16(params, (((50692 +% (k121 *% 120)) +% (nb116 *% 64)) +% 16))
+      let t120_b2 = load16(params, (((50692 +% (k121 *% 120)) +% (nb116 *% 64)) +% 32))
+      let t120_b3 = load16(params, (((50692 +% (k121 *% 120)) +% (nb116 *% 64)) +% 48))
+      let t120_a0 = SIMD16<Float>(repeating: arena[(529088 +% k121)])
+      t120_c0_0 = t120_c0_0.addingProduct(t120_a0, t120_b0)
+      t120_c0_1 = t120_c0_1.addingProduct(t120_a0, t120_b1)
+      t120_c0_2 = t120_c0_2.addingProduct(t120_a0, t120_b2)
+      t120_c0_3 = t120_c0_3.addingProduct(t120_a0, t120_b3)
+      let t120_a1 = SIMD16<Float>(repeating: arena[(529172 +% k121)])
+      t120_c1_0 = t120_c1_0.addingProduct(t120_a1, t120_b0)
+      t120_c1_1 = t120_c1_1.addingProduct(t120_a1, t120_b1)
+      t120_c1_2 = t120_c1_2.addingProduct(t120_a1, t120_b2)
+      t120_c1_3 = t120_c1_3.addingProduct(t120_a1, t120_b3)
+      let t120_a2 = SIMD16<Float>(repeating: arena[(529256 +% k121)])
+      t120_c2_0 = t120_c2_0.addingProduct(t120_a2, t120_b0)
+      t120_c2_1 = t120_c2_1.addingProduct(t120_a2, t120_b1)
+      t120_c2_2 = t120_c2_2.addingProduct(t120_a2, t120_b2)
+      t120_c2_3 = t120_c2_3.addingProduct(t120_a2, t120_b3)
+      let t120_a3 = SIMD16<Float>(repeating: arena[(529340 +% k121)])
+      t120_c3_0 = t120_c3_0.addingProduct(t120_a3, t120_b0)
+      t120_c3_1 = t120_c3_1.addingProduct(t120_a3, t120_b1)
+      t120_c3_2 = t120_c3_2.addingProduct(t120_a3, t120_b2)
+      t120_c3_3 = t120_c3_3.addingProduct(t120_a3, t120_b3)
+    }
+    store16(arena, (536624 +% (nb116 *% 64)), t120_c0_0)
+    store16(arena, ((536624 +% (nb116 *% 64)) +% 16), t120_c0_1)
+    store16(arena, ((536624 +% (nb116 *% 64)) +% 32), t120_c0_2)
+    store16(arena, ((536624 +% (nb116 *% 64)) +% 48), t120_c0_3)
+    store16(arena, (536744 +% (nb116 *% 64)), t120_c1_0)
+    store16(arena, ((536744 +% (nb116 *% 64)) +% 16), t120_c1_1)
+    store16(arena, ((536744 +% (nb116 *% 64)) +% 32), t120_c1_2)
+    store16(arena, ((536744 +% (nb116 *% 64)) +% 48), t120_c1_3)
+    store16(arena, (536864 +% (nb116 *% 64)), t120_c2_0)
+    store16(arena, ((536864 +% (nb116 *% 64)) +% 16), t120_c2_1)
+    store16(arena, ((536864 +% (nb116 *% 64)) +% 32), t120_c2_2)
+    store16(arena, ((536864 +% (nb116 *% 64)) +% 48), t120_c2_3)
+    store16(arena, (536984 +% (nb116 *% 64)), t120_c3_0)
+    store16(arena, ((536984 +% (nb116 *% 64)) +% 16), t120_c3_1)
+    store16(arena, ((536984 +% (nb116 *% 64)) +% 32), t120_c3_2)
+    store16(arena, ((536984 +% (nb116 *% 64)) +% 48), t120_c3_3)
+  }
+  for mb122 in 0..<10 {
+    var t123_c0_0 = SIMD16<Float>()
+    var t123_c0_1 = SIMD16<Float>()
+    var t123_c0_2 = SIMD16<Float>()
+    var t123_c0_3 = SIMD16<Float>()
+    var t123_c1_0 = SIMD16<Float>()
+    var t123_c1_1 = SIMD16<Float>()
+    var t123_c1_2 = SIMD16<Float>()
+    var t123_c1_3 = SIMD16<Float>()
+    var t123_c2_0 = SIMD16<Float>()
+    var t123_c2_1 = SIMD16<Float>()
+    var t123_c2_2 = SIMD16<Float>()
+    var t123_c2_3 = SIMD16<Float>()
+    var t123_c3_0 = SIMD16<Float>()
+    var t123_c3_1 = SIMD16<Float>()
+    var t123_c3_2 = SIMD16<Float>()
+    var t123_c3_3 = SIMD16<Float>()
+    var t123_c4_0 = SIMD16<Float>()
+    var t123_c4_1 = SIMD16<Float>()
+    var t123_c4_2 = SIMD16<Float>()
+    var t123_c4_3 = SIMD16<Float>()
+    var t123_c5_0 = SIMD16<Float>()
+    var t123_c5_1 = SIMD16<Float>()
+    var t123_c5_2 = SIMD16<Float>()
+    var t123_c5_3 = SIMD16<Float>()
+    for k124 in 0..<84 {
+      let t123_b0 = load16(params, ((50692 +% (k124 *% 120)) +% 64))
+      let t123_b1 = load16(params, (((50692 +% (k124 *% 120)) +% 64) +% 16))
+      let t123_b2 = load16(params, (((50692 +% (k124 *% 120)) +% 64) +% 32))
+      let t123_b3 = loadPartial(params, (((50692 +% (k124 *% 120)) +% 64) +% 48), 8)
+      let t123_a0 = SIMD16<Float>(repeating: arena[((524048 +% ((mb122 *% 6) *% 84)) +% k124)])
+      t123_c0_0 = t123_c0_0.addingProduct(t123_a0, t123_b0)
+      t123_c0_1 = t123_c0_1.addingProduct(t123_a0, t123_b1)
+      t123_c0_2 = t123_c0_2.addingProduct(t123_a0, t123_b2)
+      t123_c0_3 = t123_c0_3.addingProduct(t123_a0, t123_b3)
+      let t123_a1 = SIMD16<Float>(repeating: arena[((524048 +% (((mb122 *% 6) +% 1) *% 84)) +% k124)])
+      t123_c1_0 = t123_c1_0.addingProduct(t123_a1, t123_b0)
+      t123_c1_1 = t123_c1_1.addingProduct(t123_a1, t123_b1)
+      t123_c1_2 = t123_c1_2.addingProduct(t123_a1, t123_b2)
+      t123_c1_3 = t123_c1_3.addingProduct(t123_a1, t123_b3)
+      let t123_a2 = SIMD16<Float>(repeating: arena[((524048 +% (((mb122 *% 6) +% 2) *% 84)) +% k124)])
+      t123_c2_0 = t123_c2_0.addingProduct(t123_a2, t123_b0)
+      t123_c2_1 = t123_c2_1.addingProduct(t123_a2, t123_b1)
+      t123_c2_2 = t123_c2_2.addingProduct(t123_a2, t123_b2)
+      t123_c2_3 = t123_c2_3.addingProduct(t123_a2, t123_b3)
+      let t123_a3 = SIMD16<Float>(repeating: arena[((524048 +% (((mb122 *% 6) +% 3) *% 84)) +% k124)])
+      t123_c3_0 = t123_c3_0.addingProduct(t123_a3, t123_b0)
+      t123_c3_1 = t123_c3_1.addingProduct(t123_a3, t123_b1)
+      t123_c3_2 = t123_c3_2.addingProduct(t123_a3, t123_b2)
+      t123_c3_3 = t123_c3_3.addingProduct(t123_a3, t123_b3)
+      let t123_a4 = SIMD16<Float>(repeating: arena[((524048 +% (((mb122 *% 6) +% 4) *% 84)) +% k124)])
+      t123_c4_0 = t123_c4_0.addingProduct(t123_a4, t123_b0)
+      t123_c4_1 = t123_c4_1.addingProduct(t123_a4, t123_b1)
+      t123_c4_2 = t123_c4_2.addingProduct(t123_a4, t123_b2)
+      t123_c4_3 = t123_c4_3.addingProduct(t123_a4, t123_b3)
+      let t123_a5 = SIMD16<Float>(repeating: arena[((524048 +% (((mb122 *% 6) +% 5) *% 84)) +% k124)])
+      t123_c5_0 = t123_c5_0.addingProduct(t123_a5, t123_b0)
+      t123_c5_1 = t123_c5_1.addingProduct(t123_a5, t123_b1)
+      t123_c5_2 = t123_c5_2.addingProduct(t123_a5, t123_b2)
+      t123_c5_3 = t123_c5_3.addingProduct(t123_a5, t123_b3)
+    }
+    store16(arena, ((529424 +% ((mb122 *% 6) *% 120)) +% 64), t123_c0_0)
+    store16(arena, (((529424 +% ((mb122 *% 6) *% 120)) +% 64) +% 16), t123_c0_1)
+    store16(arena, (((529424 +% ((mb122 *% 6) *% 120)) +% 64) +% 32), t123_c0_2)
+    storePartial(arena, (((529424 +% ((mb122 *% 6) *% 120)) +% 64) +% 48), t123_c0_3, 8)
+    store16(arena, ((529424 +% (((mb122 *% 6) +% 1) *% 120)) +% 64), t123_c1_0)
+    store16(arena, (((529424 +% (((mb122 *% 6) +% 1) *% 120)) +% 64) +% 16), t123_c1_1)
+    store16(arena, (((529424 +% (((mb122 *% 6) +% 1) *% 120)) +% 64) +% 32), t123_c1_2)
+    storePartial(arena, (((529424 +% (((mb122 *% 6) +% 1) *% 120)) +% 64) +% 48), t123_c1_3, 8)
+    store16(arena, ((529424 +% (((mb122 *% 6) +% 2) *% 120)) +% 64), t123_c2_0)
+    store16(arena, (((529424 +% (((mb122 *% 6) +% 2) *% 120)) +% 64) +% 16), t123_c2_1)
+    store16(arena, (((529424 +% (((mb122 *% 6) +% 2) *% 120)) +% 64) +% 32), t123_c2_2)
+    storePartial(arena, (((529424 +% (((mb122 *% 6) +% 2) *% 120)) +% 64) +% 48), t123_c2_3, 8)
+    store16(arena, ((529424 +% (((mb122 *% 6) +% 3) *% 120)) +% 64), t123_c3_0)
+    store16(arena, (((529424 +% (((mb122 *% 6) +% 3) *% 120)) +% 64) +% 16), t123_c3_1)
+    store16(arena, (((529424 +% (((mb122 *% 6) +% 3) *% 120)) +% 64) +% 32), t123_c3_2)
+    storePartial(arena, (((529424 +% (((mb122 *% 6) +% 3) *% 120)) +% 64) +% 48), t123_c3_3, 8)
+    store16(arena, ((529424 +% (((mb122 *% 6) +% 4) *% 120)) +% 64), t123_c4_0)
+    store16(arena, (((529424 +% (((mb122 *% 6) +% 4) *% 120)) +% 64) +% 16), t123_c4_1)
+    store16(arena, (((529424 +% (((mb122 *% 6) +% 4) *% 120)) +% 64) +% 32), t123_c4_2)
+    storePartial(arena, (((529424 +% (((mb122 *% 6) +% 4) *% 120)) +% 64) +% 48), t123_c4_3, 8)
+    store16(arena, ((529424 +% (((mb122 *% 6) +% 5) *% 120)) +% 64), t123_c5_0)
+    store16(arena, (((529424 +% (((mb122 *% 6) +% 5) *% 120)) +% 64) +% 16), t123_c5_1)
+    store16(arena, (((529424 +% (((mb122 *% 6) +% 5) *% 120)) +% 64) +% 32), t123_c5_2)
+    storePartial(arena, (((529424 +% (((mb122 *% 6) +% 5) *% 120)) +% 64) +% 48), t123_c5_3, 8)
+  }
+  var t125_c0_0 = SIMD16<Float>()
+  var t125_c0_1 = SIMD16<Float>()
+  var t125_c0_2 = SIMD16<Float>()
+  var t125_c0_3 = SIMD16<Float>()
+  var t125_c1_0 = SIMD16<Float>()
+  var t125_c1_1 = SIMD16<Float>()
+  var t125_c1_2 = SIMD16<Float>()
+  var t125_c1_3 = SIMD16<Float>()
+  var t125_c2_0 = SIMD16<Float>()
+  var t125_c2_1 = SIMD16<Float>()
+  var t125_c2_2 = SIMD16<Float>()
+  var t125_c2_3 = SIMD16<Float>()
+  var t125_c3_0 = SIMD16<Float>()
+  var t125_c3_1 = SIMD16<Float>()
+  var t125_c3_2 = SIMD16<Float>()
+  var t125_c3_3 = SIMD16<Float>()
+  for k126 in 0..<84 {
+    let t125_b0 = load16(params, ((50692 +% (k126 *% 120)) +% 64))
+    let t125_b1 = load16(params, (((50692 +% (k126 *% 120)) +% 64) +% 16))
+    let t125_b2 = load16(params, (((50692 +% (k126 *% 120)) +% 64) +% 32))
+    let t125_b3 = loadPartial(params, (((50692 +% (k126 *% 120)) +% 64) +% 48), 8)
+    let t125_a0 = SIMD16<Float>(repeating: arena[(529088 +% k126)])
+    t125_c0_0 = t125_c0_0.addingProduct(t125_a0, t125_b0)
+    t125_c0_1 = t125_c0_1.addingProduct(t125_a0, t125_b1)
+    t125_c0_2 = t125_c0_2.addingProduct(t125_a0, t125_b2)
+    t125_c0_3 = t125_c0_3.addingProduct(t125_a0, t125_b3)
+    let t125_a1 = SIMD16<Float>(repeating: arena[(529172 +% k126)])
+    t125_c1_0 = t125_c1_0.addingProduct(t125_a1, t125_b0)
+    t125_c1_1 = t125_c1_1.addingProduct(t125_a1, t125_b1)
+    t125_c1_2 = t125_c1_2.addingProduct(t125_a1, t125_b2)
+    t125_c1_3 = t125_c1_3.addingProduct(t125_a1, t125_b3)
+    let t125_a2 = SIMD16<Float>(repeating: arena[(529256 +% k126)])
+    t125_c2_0 = t125_c2_0.addingProduct(t125_a2, t125_b0)
+    t125_c2_1 = t125_c2_1.addingProduct(t125_a2, t125_b1)
+    t125_c2_2 = t125_c2_2.addingProduct(t125_a2, t125_b2)
+    t125_c2_3 = t125_c2_3.addingProduct(t125_a2, t125_b3)
+    let t125_a3 = SIMD16<Float>(repeating: arena[(529340 +% k126)])
+    t125_c3_0 = t125_c3_0.addingProduct(t125_a3, t125_b0)
+    t125_c3_1 = t125_c3_1.addingProduct(t125_a3, t125_b1)
+    t125_c3_2 = t125_c3_2.addingProduct(t125_a3, t125_b2)
+    t125_c3_3 = t125_c3_3.addingProduct(t125_a3, t125_b3)
+  }
+  store16(arena, 536688, t125_c0_0)
+  store16(arena, 536704, t125_c0_1)
+  store16(arena, 536720, t125_c0_2)
+  storePartial(arena, 536736, t125_c0_3, 8)
+  store16(arena, 536808, t125_c1_0)
+  store16(arena, 536824, t125_c1_1)
+  store16(arena, 536840, t125_c1_2)
+  storePartial(arena, 536856, t125_c1_3, 8)
+  store16(arena, 536928, t125_c2_0)
+  store16(arena, 536944, t125_c2_1)
+  store16(arena, 536960, t125_c2_2)
+  storePartial(arena, 536976, t125_c2_3, 8)
+  store16(arena, 537048, t125_c3_0)
+  store16(arena, 537064, t125_c3_1)
+  store16(arena, 537080, t125_c3_2)
+  storePartial(arena, 537096, t125_c3_3, 8)
+  // fc1_grad = relu_grad(relu3_grad, fc1)
+  do {  // SIMD16 over i127
+    var i127 = 0
+    while i127 &+ 16 <= 7680 {
+      store16(arena, 518032 &+ i127, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i127), where: load16(arena, 504320 &+ i127) .> SIMD16<Float>(repeating: Float(0))))
+      i127 &+= 16
+    }
+    while i127 < 7680 {
+      arena[(518032 +% i127)] = (arena[(504320 +% i127)] > Float(0) ? arena[(529424 +% i127)] : Float(0))
+      i127 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  sgemm(101, 112, 111, 120, 400, 64, 1, arena + 518032, 120, arena + 478720, 400, Float(bitPattern: 0x0), grads + 2572, 400)
-  // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u88 in 0..<120 {
-    var acc89: Float = Float(0)
-    for n90 in 0..<64 {
-      acc89 = (acc89 + arena[((518032 +% (n90 *% 120)) +% u88)])
+  for nb128 in 0..<6 {
+    for mb129 in 0..<20 {
+      var t130_c0_0 = SIMD16<Float>()
+      var t130_c0_1 = SIMD16<Float>()
+      var t130_c0_2 = SIMD16<Float>()
+      var t130_c0_3 = SIMD16<Float>()
+      var t130_c1_0 = SIMD16<Float>()
+      var t130_c1_1 = SIMD16<Float>()
+      var t130_c1_2 = SIMD16<Float>()
+      var t130_c1_3 = SIMD16<Float>()
+      var t130_c2_0 = SIMD16<Float>()
+      var t130_c2_1 = SIMD16<Float>()
+      var t130_c2_2 = SIMD16<Float>()
+      var t130_c2_3 = SIMD16<Float>()
+      var t130_c3_0 = SIMD16<Float>()
+      var t130_c3_1 = SIMD16<Float>()
+      var t130_c3_2 = SIMD16<Float>()
+      var t130_c3_3 = SIMD16<Float>()
+      var t130_c4_0 = SIMD16<Float>()
+      var t130_c4_1 = SIMD16<Float>()
+      var t130_c4_2 = SIMD16<Float>()
+      var t130_c4_3 = SIMD16<Float>()
+      var t130_c5_0 = SIMD16<Float>()
+      var t130_c5_1 = SIMD16<Float>()
+      var t130_c5_2 = SIMD16<Float>()
+      var t130_c5_3 = SIMD16<Float>()
+      for k131 in 0..<64 {
+        let t130_b0 = load16(arena, ((478720 +% (k131 *% 400)) +% (nb128 *% 64)))
+        let t130_b1 = load16(arena, (((478720 +% (k131 *% 400)) +% (nb128 *% 64)) +% 16))
+        let t130_b2 = load16(arena, (((478720 +% (k131 *% 400)) +% (nb128 *% 64)) +% 32))
+        let t130_b3 = load16(arena, (((478720 +% (k131 *% 400)) +% (nb128 *% 64)) +% 48))
+        let t130_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb129 *% 6)) +% (k131 *% 120))])
+        t130_c0_0 = t130_c0_0.addingProduct(t130_a0, t130_b0)
+        t130_c0_1 = t130_c0_1.addingProduct(t130_a0, t130_b1)
+        t130_c0_2 = t130_c0_2.addingProduct(t130_a0, t130_b2)
+        t130_c0_3 = t130_c0_3.addingProduct(t130_a0, t130_b3)
+        let t130_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb129 *% 6) +% 1)) +% (k131 *% 120))])
+        t130_c1_0 = t130_c1_0.addingProduct(t130_a1, t130_b0)
+        t130_c1_1 = t130_c1_1.addingProduct(t130_a1, t130_b1)
+        t130_c1_2 = t130_c1_2.addingProduct(t130_a1, t130_b2)
+        t130_c1_3 = t130_c1_3.addingProduct(t130_a1, t130_b3)
+        let t130_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb129 *% 6) +% 2)) +% (k131 *% 120))])
+        t130_c2_0 = t130_c2_0.addingProduct(t130_a2, t130_b0)
+        t130_c2_1 = t130_c2_1.addingProduct(t130_a2, t130_b1)
+        t130_c2_2 = t130_c2_2.addingProduct(t130_a2, t130_b2)
+        t130_c2_3 = t130_c2_3.addingProduct(t130_a2, t130_b3)
+        let t130_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb129 *% 6) +% 3)) +% (k131 *% 120))])
+        t130_c3_0 = t130_c3_0.addingProduct(t130_a3, t130_b0)
+        t130_c3_1 = t130_c3_1.addingProduct(t130_a3, t130_b1)
+        t130_c3_2 = t130_c3_2.addingProduct(t130_a3, t130_b2)
+        t130_c3_3 = t130_c3_3.addingProduct(t130_a3, t130_b3)
+        let t130_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb129 *% 6) +% 4)) +% (k131 *% 120))])
+        t130_c4_0 = t130_c4_0.addingProduct(t130_a4, t130_b0)
+        t130_c4_1 = t130_c4_1.addingProduct(t130_a4, t130_b1)
+        t130_c4_2 = t130_c4_2.addingProduct(t130_a4, t130_b2)
+        t130_c4_3 = t130_c4_3.addingProduct(t130_a4, t130_b3)
+        let t130_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb129 *% 6) +% 5)) +% (k131 *% 120))])
+        t130_c5_0 = t130_c5_0.addingProduct(t130_a5, t130_b0)
+        t130_c5_1 = t130_c5_1.addingProduct(t130_a5, t130_b1)
+        t130_c5_2 = t130_c5_2.addingProduct(t130_a5, t130_b2)
+        t130_c5_3 = t130_c5_3.addingProduct(t130_a5, t130_b3)
+      }
+      store16(grads, ((2572 +% ((mb129 *% 6) *% 400)) +% (nb128 *% 64)), t130_c0_0)
+      store16(grads, (((2572 +% ((mb129 *% 6) *% 400)) +% (nb128 *% 64)) +% 16), t130_c0_1)
+      store16(grads, (((2572 +% ((mb129 *% 6) *% 400)) +% (nb128 *% 64)) +% 32), t130_c0_2)
+      store16(grads, (((2572 +% ((mb129 *% 6) *% 400)) +% (nb128 *% 64)) +% 48), t130_c0_3)
+      store16(grads, ((2572 +% (((mb129 *% 6) +% 1) *% 400)) +% (nb128 *% 64)), t130_c1_0)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 1) *% 400)) +% (nb128 *% 64)) +% 16), t130_c1_1)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 1) *% 400)) +% (nb128 *% 64)) +% 32), t130_c1_2)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 1) *% 400)) +% (nb128 *% 64)) +% 48), t130_c1_3)
+      store16(grads, ((2572 +% (((mb129 *% 6) +% 2) *% 400)) +% (nb128 *% 64)), t130_c2_0)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 2) *% 400)) +% (nb128 *% 64)) +% 16), t130_c2_1)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 2) *% 400)) +% (nb128 *% 64)) +% 32), t130_c2_2)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 2) *% 400)) +% (nb128 *% 64)) +% 48), t130_c2_3)
+      store16(grads, ((2572 +% (((mb129 *% 6) +% 3) *% 400)) +% (nb128 *% 64)), t130_c3_0)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 3) *% 400)) +% (nb128 *% 64)) +% 16), t130_c3_1)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 3) *% 400)) +% (nb128 *% 64)) +% 32), t130_c3_2)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 3) *% 400)) +% (nb128 *% 64)) +% 48), t130_c3_3)
+      store16(grads, ((2572 +% (((mb129 *% 6) +% 4) *% 400)) +% (nb128 *% 64)), t130_c4_0)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 4) *% 400)) +% (nb128 *% 64)) +% 16), t130_c4_1)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 4) *% 400)) +% (nb128 *% 64)) +% 32), t130_c4_2)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 4) *% 400)) +% (nb128 *% 64)) +% 48), t130_c4_3)
+      store16(grads, ((2572 +% (((mb129 *% 6) +% 5) *% 400)) +% (nb128 *% 64)), t130_c5_0)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 5) *% 400)) +% (nb128 *% 64)) +% 16), t130_c5_1)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 5) *% 400)) +% (nb128 *% 64)) +% 32), t130_c5_2)
+      store16(grads, (((2572 +% (((mb129 *% 6) +% 5) *% 400)) +% (nb128 *% 64)) +% 48), t130_c5_3)
     }
-    grads[(50572 +% u88)] = acc89
+  }
+  for mb132 in 0..<20 {
+    var t133_c0_0 = SIMD16<Float>()
+    var t133_c1_0 = SIMD16<Float>()
+    var t133_c2_0 = SIMD16<Float>()
+    var t133_c3_0 = SIMD16<Float>()
+    var t133_c4_0 = SIMD16<Float>()
+    var t133_c5_0 = SIMD16<Float>()
+    for k134 in 0..<64 {
+      let t133_b0 = load16(arena, ((478720 +% (k134 *% 400)) +% 384))
+      let t133_a0 = SIMD16<Float>(repeating: arena[((518032 +% (mb132 *% 6)) +% (k134 *% 120))])
+      t133_c0_0 = t133_c0_0.addingProduct(t133_a0, t133_b0)
+      let t133_a1 = SIMD16<Float>(repeating: arena[((518032 +% ((mb132 *% 6) +% 1)) +% (k134 *% 120))])
+      t133_c1_0 = t133_c1_0.addingProduct(t133_a1, t133_b0)
+      let t133_a2 = SIMD16<Float>(repeating: arena[((518032 +% ((mb132 *% 6) +% 2)) +% (k134 *% 120))])
+      t133_c2_0 = t133_c2_0.addingProduct(t133_a2, t133_b0)
+      let t133_a3 = SIMD16<Float>(repeating: arena[((518032 +% ((mb132 *% 6) +% 3)) +% (k134 *% 120))])
+      t133_c3_0 = t133_c3_0.addingProduct(t133_a3, t133_b0)
+      let t133_a4 = SIMD16<Float>(repeating: arena[((518032 +% ((mb132 *% 6) +% 4)) +% (k134 *% 120))])
+      t133_c4_0 = t133_c4_0.addingProduct(t133_a4, t133_b0)
+      let t133_a5 = SIMD16<Float>(repeating: arena[((518032 +% ((mb132 *% 6) +% 5)) +% (k134 *% 120))])
+      t133_c5_0 = t133_c5_0.addingProduct(t133_a5, t133_b0)
+    }
+    store16(grads, ((2572 +% ((mb132 *% 6) *% 400)) +% 384), t133_c0_0)
+    store16(grads, ((2572 +% (((mb132 *% 6) +% 1) *% 400)) +% 384), t133_c1_0)
+    store16(grads, ((2572 +% (((mb132 *% 6) +% 2) *% 400)) +% 384), t133_c2_0)
+    store16(grads, ((2572 +% (((mb132 *% 6) +% 3) *% 400)) +% 384), t133_c3_0)
+    store16(grads, ((2572 +% (((mb132 *% 6) +% 4) *% 400)) +% 384), t133_c4_0)
+    store16(grads, ((2572 +% (((mb132 *% 6) +% 5) *% 400)) +% 384), t133_c5_0)
+  }
+  // fc1_bias_grad = dense_grad_bias(fc1_grad)
+  for u135 in 0..<120 {
+    var acc136: Float = Float(0)
+    for n137 in 0..<64 {
+      acc136 = (acc136 + arena[((518032 +% (n137 *% 120)) +% u135)])
+    }
+    grads[(50572 +% u135)] = acc136
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  sgemm(101, 111, 111, 64, 400, 120, 1, arena + 518032, 120, params + 2572, 400, Float(bitPattern: 0x0), arena + 525712, 400)
+  for nb138 in 0..<6 {
+    for mb139 in 0..<10 {
+      var t140_c0_0 = SIMD16<Float>()
+      var t140_c0_1 = SIMD16<Float>()
+      var t140_c0_2 = SIMD16<Float>()
+      var t140_c0_3 = SIMD16<Float>()
+      var t140_c1_0 = SIMD16<Float>()
+      var t140_c1_1 = SIMD16<Float>()
+      var t140_c1_2 = SIMD16<Float>()
+      var t140_c1_3 = SIMD16<Float>()
+      var t140_c2_0 = SIMD16<Float>()
+      var t140_c2_1 = SIMD16<Float>()
+      var t140_c2_2 = SIMD16<Float>()
+      var t140_c2_3 = SIMD16<Float>()
+      var t140_c3_0 = SIMD16<Float>()
+      var t140_c3_1 = SIMD16<Float>()
+      var t140_c3_2 = SIMD16<Float>()
+      var t140_c3_3 = SIMD16<Float>()
+      var t140_c4_0 = SIMD16<Float>()
+      var t140_c4_1 = SIMD16<Float>()
+      var t140_c4_2 = SIMD16<Float>()
+      var t140_c4_3 = SIMD16<Float>()
+      var t140_c5_0 = SIMD16<Float>()
+      var t140_c5_1 = SIMD16<Float>()
+      var t140_c5_2 = SIMD16<Float>()
+      var t140_c5_3 = SIMD16<Float>()
+      for k141 in 0..<120 {
+        let t140_b0 = load16(params, ((2572 +% (k141 *% 400)) +% (nb138 *% 64)))
+        let t140_b1 = load16(params, (((2572 +% (k141 *% 400)) +% (nb138 *% 64)) +% 16))
+        let t140_b2 = load16(params, (((2572 +% (k141 *% 400)) +% (nb138 *% 64)) +% 32))
+        let t140_b3 = load16(params, (((2572 +% (k141 *% 400)) +% (nb138 *% 64)) +% 48))
+        let t140_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb139 *% 6) *% 120)) +% k141)])
+        t140_c0_0 = t140_c0_0.addingProduct(t140_a0, t140_b0)
+        t140_c0_1 = t140_c0_1.addingProduct(t140_a0, t140_b1)
+        t140_c0_2 = t140_c0_2.addingProduct(t140_a0, t140_b2)
+        t140_c0_3 = t140_c0_3.addingProduct(t140_a0, t140_b3)
+        let t140_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb139 *% 6) +% 1) *% 120)) +% k141)])
+        t140_c1_0 = t140_c1_0.addingProduct(t140_a1, t140_b0)
+        t140_c1_1 = t140_c1_1.addingProduct(t140_a1, t140_b1)
+        t140_c1_2 = t140_c1_2.addingProduct(t140_a1, t140_b2)
+        t140_c1_3 = t140_c1_3.addingProduct(t140_a1, t140_b3)
+        let t140_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb139 *% 6) +% 2) *% 120)) +% k141)])
+        t140_c2_0 = t140_c2_0.addingProduct(t140_a2, t140_b0)
+        t140_c2_1 = t140_c2_1.addingProduct(t140_a2, t140_b1)
+        t140_c2_2 = t140_c2_2.addingProduct(t140_a2, t140_b2)
+        t140_c2_3 = t140_c2_3.addingProduct(t140_a2, t140_b3)
+        let t140_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb139 *% 6) +% 3) *% 120)) +% k141)])
+        t140_c3_0 = t140_c3_0.addingProduct(t140_a3, t140_b0)
+        t140_c3_1 = t140_c3_1.addingProduct(t140_a3, t140_b1)
+        t140_c3_2 = t140_c3_2.addingProduct(t140_a3, t140_b2)
+        t140_c3_3 = t140_c3_3.addingProduct(t140_a3, t140_b3)
+        let t140_a4 = SIMD16<Float>(repeating: arena[((518032 +% (((mb139 *% 6) +% 4) *% 120)) +% k141)])
+        t140_c4_0 = t140_c4_0.addingProduct(t140_a4, t140_b0)
+        t140_c4_1 = t140_c4_1.addingProduct(t140_a4, t140_b1)
+        t140_c4_2 = t140_c4_2.addingProduct(t140_a4, t140_b2)
+        t140_c4_3 = t140_c4_3.addingProduct(t140_a4, t140_b3)
+        let t140_a5 = SIMD16<Float>(repeating: arena[((518032 +% (((mb139 *% 6) +% 5) *% 120)) +% k141)])
+        t140_c5_0 = t140_c5_0.addingProduct(t140_a5, t140_b0)
+        t140_c5_1 = t140_c5_1.addingProduct(t140_a5, t140_b1)
+        t140_c5_2 = t140_c5_2.addingProduct(t140_a5, t140_b2)
+        t140_c5_3 = t140_c5_3.addingProduct(t140_a5, t140_b3)
+      }
+      store16(arena, ((525712 +% ((mb139 *% 6) *% 400)) +% (nb138 *% 64)), t140_c0_0)
+      store16(arena, (((525712 +% ((mb139 *% 6) *% 400)) +% (nb138 *% 64)) +% 16), t140_c0_1)
+      store16(arena, (((525712 +% ((mb139 *% 6) *% 400)) +% (nb138 *% 64)) +% 32), t140_c0_2)
+      store16(arena, (((525712 +% ((mb139 *% 6) *% 400)) +% (nb138 *% 64)) +% 48), t140_c0_3)
+      store16(arena, ((525712 +% (((mb139 *% 6) +% 1) *% 400)) +% (nb138 *% 64)), t140_c1_0)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 1) *% 400)) +% (nb138 *% 64)) +% 16), t140_c1_1)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 1) *% 400)) +% (nb138 *% 64)) +% 32), t140_c1_2)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 1) *% 400)) +% (nb138 *% 64)) +% 48), t140_c1_3)
+      store16(arena, ((525712 +% (((mb139 *% 6) +% 2) *% 400)) +% (nb138 *% 64)), t140_c2_0)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 2) *% 400)) +% (nb138 *% 64)) +% 16), t140_c2_1)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 2) *% 400)) +% (nb138 *% 64)) +% 32), t140_c2_2)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 2) *% 400)) +% (nb138 *% 64)) +% 48), t140_c2_3)
+      store16(arena, ((525712 +% (((mb139 *% 6) +% 3) *% 400)) +% (nb138 *% 64)), t140_c3_0)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 3) *% 400)) +% (nb138 *% 64)) +% 16), t140_c3_1)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 3) *% 400)) +% (nb138 *% 64)) +% 32), t140_c3_2)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 3) *% 400)) +% (nb138 *% 64)) +% 48), t140_c3_3)
+      store16(arena, ((525712 +% (((mb139 *% 6) +% 4) *% 400)) +% (nb138 *% 64)), t140_c4_0)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 4) *% 400)) +% (nb138 *% 64)) +% 16), t140_c4_1)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 4) *% 400)) +% (nb138 *% 64)) +% 32), t140_c4_2)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 4) *% 400)) +% (nb138 *% 64)) +% 48), t140_c4_3)
+      store16(arena, ((525712 +% (((mb139 *% 6) +% 5) *% 400)) +% (nb138 *% 64)), t140_c5_0)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 5) *% 400)) +% (nb138 *% 64)) +% 16), t140_c5_1)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 5) *% 400)) +% (nb138 *% 64)) +% 32), t140_c5_2)
+      store16(arena, (((525712 +% (((mb139 *% 6) +% 5) *% 400)) +% (nb138 *% 64)) +% 48), t140_c5_3)
+    }
+    var t142_c0_0 = SIMD16<Float>()
+    var t142_c0_1 = SIMD16<Float>()
+    var t142_c0_2 = SIMD16<Float>()
+    var t142_c0_3 = SIMD16<Float>()
+    var t142_c1_0 = SIMD16<Float>()
+    var t142_c1_1 = SIMD16<Float>()
+    var t142_c1_2 = SIMD16<Float>()
+    var t142_c1_3 = SIMD16<Float>()
+    var t142_c2_0 = SIMD16<Float>()
+    var t142_c2_1 = SIMD16<Float>()
+    var t142_c2_2 = SIMD16<Float>()
+    var t142_c2_3 = SIMD16<Float>()
+    var t142_c3_0 = SIMD16<Float>()
+    var t142_c3_1 = SIMD16<Float>()
+    var t142_c3_2 = SIMD16<Float>()
+    var t142_c3_3 = SIMD16<Float>()
+    for k143 in 0..<120 {
+      let t142_b0 = load16(params, ((2572 +% (k143 *% 400)) +% (nb138 *% 64)))
+      let t142_b1 = load16(params, (((2572 +% (k143 *% 400)) +% (nb138 *% 64)) +% 16))
+      let t142_b2 = load16(params, (((2572 +% (k143 *% 400)) +% (nb138 *% 64)) +% 32))
+      let t142_b3 = load16(params, (((2572 +% (k143 *% 400)) +% (nb138 *% 64)) +% 48))
+      let t142_a0 = SIMD16<Float>(repeating: arena[(525232 +% k143)])
+      t142_c0_0 = t142_c0_0.addingProduct(t142_a0, t142_b0)
+      t142_c0_1 = t142_c0_1.addingProduct(t142_a0, t142_b1)
+      t142_c0_2 = t142_c0_2.addingProduct(t142_a0, t142_b2)
+      t142_c0_3 = t142_c0_3.addingProduct(t142_a0, t142_b3)
+      let t142_a1 = SIMD16<Float>(repeating: arena[(525352 +% k143)])
+      t142_c1_0 = t142_c1_0.addingProduct(t142_a1, t142_b0)
+      t142_c1_1 = t142_c1_1.addingProduct(t142_a1, t142_b1)
+      t142_c1_2 = t142_c1_2.addingProduct(t142_a1, t142_b2)
+      t142_c1_3 = t142_c1_3.addingProduct(t142_a1, t142_b3)
+      let t142_a2 = SIMD16<Float>(repeating: arena[(525472 +% k143)])
+      t142_c2_0 = t142_c2_0.addingProduct(t142_a2, t142_b0)
+      t142_c2_1 = t142_c2_1.addingProduct(t142_a2, t142_b1)
+      t142_c2_2 = t142_c2_2.addingProduct(t142_a2, t142_b2)
+      t142_c2_3 = t142_c2_3.addingProduct(t142_a2, t142_b3)
+      let t142_a3 = SIMD16<Float>(repeating: arena[(525592 +% k143)])
+      t142_c3_0 = t142_c3_0.addingProduct(t142_a3, t142_b0)
+      t142_c3_1 = t142_c3_1.addingProduct(t142_a3, t142_b1)
+      t142_c3_2 = t142_c3_2.addingProduct(t142_a3, t142_b2)
+      t142_c3_3 = t142_c3_3.addingProduct(t142_a3, t142_b3)
+    }
+    store16(arena, (549712 +% (nb138 *% 64)), t142_c0_0)
+    store16(arena, ((549712 +% (nb138 *% 64)) +% 16), t142_c0_1)
+    store16(arena, ((549712 +% (nb138 *% 64)) +% 32), t142_c0_2)
+    store16(arena, ((549712 +% (nb138 *% 64)) +% 48), t142_c0_3)
+    store16(arena, (550112 +% (nb138 *% 64)), t142_c1_0)
+    store16(arena, ((550112 +% (nb138 *% 64)) +% 16), t142_c1_1)
+    store16(arena, ((550112 +% (nb138 *% 64)) +% 32), t142_c1_2)
+    store16(arena, ((550112 +% (nb138 *% 64)) +% 48), t142_c1_3)
+    store16(arena, (550512 +% (nb138 *% 64)), t142_c2_0)
+    store16(arena, ((550512 +% (nb138 *% 64)) +% 16), t142_c2_1)
+    store16(arena, ((550512 +% (nb138 *% 64)) +% 32), t142_c2_2)
+    store16(arena, ((550512 +% (nb138 *% 64)) +% 48), t142_c2_3)
+    store16(arena, (550912 +% (nb138 *% 64)), t142_c3_0)
+    store16(arena, ((550912 +% (nb138 *% 64)) +% 16), t142_c3_1)
+    store16(arena, ((550912 +% (nb138 *% 64)) +% 32), t142_c3_2)
+    store16(arena, ((550912 +% (nb138 *% 64)) +% 48), t142_c3_3)
+  }
+  for mb144 in 0..<10 {
+    var t145_c0_0 = SIMD16<Float>()
+    var t145_c1_0 = SIMD16<Float>()
+    var t145_c2_0 = SIMD16<Float>()
+    var t145_c3_0 = SIMD16<Float>()
+    var t145_c4_0 = SIMD16<Float>()
+    var t145_c5_0 = SIMD16<Float>()
+    for k146 in 0..<120 {
+      let t145_b0 = load16(params, ((2572 +% (k146 *% 400)) +% 384))
+      let t145_a0 = SIMD16<Float>(repeating: arena[((518032 +% ((mb144 *% 6) *% 120)) +% k146)])
+      t145_c0_0 = t145_c0_0.addingProduct(t145_a0, t145_b0)
+      let t145_a1 = SIMD16<Float>(repeating: arena[((518032 +% (((mb144 *% 6) +% 1) *% 120)) +% k146)])
+      t145_c1_0 = t145_c1_0.addingProduct(t145_a1, t145_b0)
+      let t145_a2 = SIMD16<Float>(repeating: arena[((518032 +% (((mb144 *% 6) +% 2) *% 120)) +% k146)])
+      t145_c2_0 = t145_c2_0.addingProduct(t145_a2, t145_b0)
+      let t145_a3 = SIMD16<Float>(repeating: arena[((518032 +% (((mb144 *% 6) +% 3) *% 120)) +% k146)])
+      t145_c3_0 = t145_c3_0.addingProduct(t145_a3, t145_b0)
+      let t145_a4 = SIMD16<Float>(repeating: arena[((518032 +% (((mb144 *% 6) +% 4) *% 120)) +% k146)])
+      t145_c4_0 = t145_c4_0.addingProduct(t145_a4, t145_b0)
+      let t145_a5 = SIMD16<Float>(repeating: arena[((518032 +% (((mb144 *% 6) +% 5) *% 120)) +% k146)])
+      t145_c5_0 = t145_c5_0.addingProduct(t145_a5, t145_b0)
+    }
+    store16(arena, ((525712 +% ((mb144 *% 6) *% 400)) +% 384), t145_c0_0)
+    store16(arena, ((525712 +% (((mb144 *% 6) +% 1) *% 400)) +% 384), t145_c1_0)
+    store16(arena, ((525712 +% (((mb144 *% 6) +% 2) *% 400)) +% 384), t145_c2_0)
+    store16(arena, ((525712 +% (((mb144 *% 6) +% 3) *% 400)) +% 384), t145_c3_0)
+    store16(arena, ((525712 +% (((mb144 *% 6) +% 4) *% 400)) +% 384), t145_c4_0)
+    store16(arena, ((525712 +% (((mb144 *% 6) +% 5) *% 400)) +% 384), t145_c5_0)
+  }
+  var t147_c0_0 = SIMD16<Float>()
+  var t147_c1_0 = SIMD16<Float>()
+  var t147_c2_0 = SIMD16<Float>()
+  var t147_c3_0 = SIMD16<Float>()
+  for k148 in 0..<120 {
+    let t147_b0 = load16(params, ((2572 +% (k148 *% 400)) +% 384))
+    let t147_a0 = SIMD16<Float>(repeating: arena[(525232 +% k148)])
+    t147_c0_0 = t147_c0_0.addingProduct(t147_a0, t147_b0)
+    let t147_a1 = SIMD16<Float>(repeating: arena[(525352 +% k148)])
+    t147_c1_0 = t147_c1_0.addingProduct(t147_a1, t147_b0)
+    let t147_a2 = SIMD16<Float>(repeating: arena[(525472 +% k148)])
+    t147_c2_0 = t147_c2_0.addingProduct(t147_a2, t147_b0)
+    let t147_a3 = SIMD16<Float>(repeating: arena[(525592 +% k148)])
+    t147_c3_0 = t147_c3_0.addingProduct(t147_a3, t147_b0)
+  }
+  store16(arena, 550096, t147_c0_0)
+  store16(arena, 550496, t147_c1_0)
+  store16(arena, 550896, t147_c2_0)
+  store16(arena, 551296, t147_c3_0)
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = avgpool_grad(pool2_grad, conv2)
-  do {  // SIMD16 over i91
-    var i91 = 0
-    while i91 &+ 16 <= 102400 {
-      store16(arena, 551312 &+ i91, SIMD16<Float>(repeating: Float(0)))
-      i91 &+= 16
+  do {  // SIMD16 over i149
+    var i149 = 0
+    while i149 &+ 16 <= 102400 {
+      store16(arena, 551312 &+ i149, SIMD16<Float>(repeating: Float(0)))
+      i149 &+= 16
     }
-    while i91 < 102400 {
-      arena[(551312 +% i91)] = Float(0)
-      i91 &+= 1
+    while i149 < 102400 {
+      arena[(551312 +% i149)] = Float(0)
+      i149 &+= 1
     }
   }
-  for q92 in 0..<1024 {
-    for py93 in 0..<5 {
-      for px94 in 0..<5 {
-        for ky95 in 0..<2 {
-          for kx96 in 0..<2 {
-            arena[(((551312 +% (((q92 *% 100) +% (py93 *% 20)) +% (px94 *% 2))) +% (ky95 *% 10)) +% kx96)] += (arena[(((525712 +% (q92 *% 25)) +% (py93 *% 5)) +% px94)] * Float(bitPattern: 0x3e800000))
+  for q150 in 0..<1024 {
+    for py151 in 0..<5 {
+      for px152 in 0..<5 {
+        for ky153 in 0..<2 {
+          for kx154 in 0..<2 {
+            arena[(((551312 +% (((q150 *% 100) +% (py151 *% 20)) +% (px152 *% 2))) +% (ky153 *% 10)) +% kx154)] += (arena[(((525712 +% (q150 *% 25)) +% (py151 *% 5)) +% px152)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv2_grad = relu_grad(relu2_grad, conv2)
-  do {  // SIMD16 over i97
-    var i97 = 0
-    while i97 &+ 16 <= 102400 {
-      store16(arena, 653712 &+ i97, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i97), where: load16(arena, 376320 &+ i97) .> SIMD16<Float>(repeating: Float(0))))
-      i97 &+= 16
+  do {  // SIMD16 over i155
+    var i155 = 0
+    while i155 &+ 16 <= 102400 {
+      store16(arena, 653712 &+ i155, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i155), where: load16(arena, 376320 &+ i155) .> SIMD16<Float>(repeating: Float(0))))
+      i155 &+= 16
     }
-    while i97 < 102400 {
-      arena[(653712 +% i97)] = (arena[(376320 +% i97)] > Float(0) ? arena[(551312 +% i97)] : Float(0))
-      i97 &+= 1
+    while i155 < 102400 {
+      arena[(653712 +% i155)] = (arena[(376320 +% i155)] > Float(0) ? arena[(551312 +% i155)] : Float(0))
+      i155 &+= 1
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  do {  // SIMD16 over i98
-    var i98 = 0
-    while i98 &+ 16 <= 2400 {
-      store16(arena, 1818512 &+ i98, SIMD16<Float>(repeating: Float(0)))
-      i98 &+= 16
+  do {  // SIMD16 over i156
+    var i156 = 0
+    while i156 &+ 16 <= 2400 {
+      store16(arena, 1818512 &+ i156, SIMD16<Float>(repeating: Float(0)))
+      i156 &+= 16
     }
-    while i98 < 2400 {
-      arena[(1818512 +% i98)] = Float(0)
-      i98 &+= 1
-    }
-  }
-  for g99 in 0..<1 {
-    for j100 in 0..<64 {
-      for c101 in 0..<6 {
-        for ky102 in 0..<5 {
-          for oy103 in 0..<10 {
-            for ox104 in 0..<10 {
-              arena[(((756112 +% ((((c101 *% 5) +% ky102) *% 5) *% 6400)) +% (j100 *% 100)) +% ((oy103 *% 10) +% ox104))] = arena[((((301056 +% (((g99 *% 64) +% j100) *% 1176)) +% (c101 *% 196)) +% ((oy103 +% ky102) *% 14)) +% ox104)]
-            }
-          }
-          for oy105 in 0..<10 {
-            for ox106 in 0..<10 {
-              arena[(((756112 +% (((((c101 *% 5) +% ky102) *% 5) +% 1) *% 6400)) +% (j100 *% 100)) +% ((oy105 *% 10) +% ox106))] = arena[((((301056 +% (((g99 *% 64) +% j100) *% 1176)) +% (c101 *% 196)) +% ((oy105 +% ky102) *% 14)) +% (ox106 +% 1))]
-            }
-          }
-          for oy107 in 0..<10 {
-            for ox108 in 0..<10 {
-              arena[(((756112 +% (((((c101 *% 5) +% ky102) *% 5) +% 2) *% 6400)) +% (j100 *% 100)) +% ((oy107 *% 10) +% ox108))] = arena[((((301056 +% (((g99 *% 64) +% j100) *% 1176)) +% (c101 *% 196)) +% ((oy107 +% ky102) *% 14)) +% (ox108 +% 2))]
-            }
-          }
-          for oy109 in 0..<10 {
-            for ox110 in 0..<10 {
-              arena[(((756112 +% (((((c101 *% 5) +% ky102) *% 5) +% 3) *% 6400)) +% (j100 *% 100)) +% ((oy109 *% 10) +% ox110))] = arena[((((301056 +% (((g99 *% 64) +% j100) *% 1176)) +% (c101 *% 196)) +% ((oy109 +% ky102) *% 14)) +% (ox110 +% 3))]
-            }
-          }
-          for oy111 in 0..<10 {
-            for ox112 in 0..<10 {
-              arena[(((756112 +% (((((c101 *% 5) +% ky102) *% 5) +% 4) *% 6400)) +% (j100 *% 100)) +% ((oy111 *% 10) +% ox112))] = arena[((((301056 +% (((g99 *% 64) +% j100) *% 1176)) +% (c101 *% 196)) +% ((oy111 +% ky102) *% 14)) +% (ox112 +% 4))]
-            }
-          }
-        }
-      }
-    }
-    for j113 in 0..<64 {
-      for i114 in 0..<100 {
-        for f115 in 0..<16 {
-          arena[((1716112 +% (((j113 *% 100) +% i114) *% 16)) +% f115)] = arena[(((653712 +% (((g99 *% 64) +% j113) *% 1600)) +% (f115 *% 100)) +% i114)]
-        }
-      }
-    }
-    for kp116 in 0..<16 {
-      for nb117 in 0..<1 {
-        for mb118 in 0..<5 {
-          var t119_c0_0 = load16(arena, ((1818512 +% ((mb118 *% 28) *% 16)) +% (nb117 *% 16)))
-          var t119_c1_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 1) *% 16)) +% (nb117 *% 16)))
-          var t119_c2_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 2) *% 16)) +% (nb117 *% 16)))
-          var t119_c3_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 3) *% 16)) +% (nb117 *% 16)))
-          var t119_c4_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 4) *% 16)) +% (nb117 *% 16)))
-          var t119_c5_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 5) *% 16)) +% (nb117 *% 16)))
-          var t119_c6_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 6) *% 16)) +% (nb117 *% 16)))
-          var t119_c7_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 7) *% 16)) +% (nb117 *% 16)))
-          var t119_c8_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 8) *% 16)) +% (nb117 *% 16)))
-          var t119_c9_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 9) *% 16)) +% (nb117 *% 16)))
-          var t119_c10_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 10) *% 16)) +% (nb117 *% 16)))
-          var t119_c11_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 11) *% 16)) +% (nb117 *% 16)))
-          var t119_c12_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 12) *% 16)) +% (nb117 *% 16)))
-          var t119_c13_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 13) *% 16)) +% (nb117 *% 16)))
-          var t119_c14_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 14) *% 16)) +% (nb117 *% 16)))
-          var t119_c15_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 15) *% 16)) +% (nb117 *% 16)))
-          var t119_c16_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 16) *% 16)) +% (nb117 *% 16)))
-          var t119_c17_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 17) *% 16)) +% (nb117 *% 16)))
-          var t119_c18_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 18) *% 16)) +% (nb117 *% 16)))
-          var t119_c19_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 19) *% 16)) +% (nb117 *% 16)))
-          var t119_c20_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 20) *% 16)) +% (nb117 *% 16)))
-          var t119_c21_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 21) *% 16)) +% (nb117 *% 16)))
-          var t119_c22_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 22) *% 16)) +% (nb117 *% 16)))
-          var t119_c23_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 23) *% 16)) +% (nb117 *% 16)))
-          var t119_c24_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 24) *% 16)) +% (nb117 *% 16)))
-          var t119_c25_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 25) *% 16)) +% (nb117 *% 16)))
-          var t119_c26_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 26) *% 16)) +% (nb117 *% 16)))
-          var t119_c27_0 = load16(arena, ((1818512 +% (((mb118 *% 28) +% 27) *% 16)) +% (nb117 *% 16)))
-          for k120 in 0..<377 {
-            let t119_b0 = load16(arena, ((1716112 +% ((k120 +% (kp116 *% 377)) *% 16)) +% (nb117 *% 16)))
-            let t119_a0 = SIMD16<Float>(repeating: arena[((756112 +% ((mb118 *% 28) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c0_0 = t119_c0_0.addingProduct(t119_a0, t119_b0)
-            let t119_a1 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 1) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c1_0 = t119_c1_0.addingProduct(t119_a1, t119_b0)
-            let t119_a2 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 2) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c2_0 = t119_c2_0.addingProduct(t119_a2, t119_b0)
-            let t119_a3 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 3) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c3_0 = t119_c3_0.addingProduct(t119_a3, t119_b0)
-            let t119_a4 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 4) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c4_0 = t119_c4_0.addingProduct(t119_a4, t119_b0)
-            let t119_a5 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 5) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c5_0 = t119_c5_0.addingProduct(t119_a5, t119_b0)
-            let t119_a6 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 6) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c6_0 = t119_c6_0.addingProduct(t119_a6, t119_b0)
-            let t119_a7 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 7) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c7_0 = t119_c7_0.addingProduct(t119_a7, t119_b0)
-            let t119_a8 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 8) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c8_0 = t119_c8_0.addingProduct(t119_a8, t119_b0)
-            let t119_a9 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 9) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c9_0 = t119_c9_0.addingProduct(t119_a9, t119_b0)
-            let t119_a10 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 10) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c10_0 = t119_c10_0.addingProduct(t119_a10, t119_b0)
-            let t119_a11 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 11) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c11_0 = t119_c11_0.addingProduct(t119_a11, t119_b0)
-            let t119_a12 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 12) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c12_0 = t119_c12_0.addingProduct(t119_a12, t119_b0)
-            let t119_a13 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 13) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c13_0 = t119_c13_0.addingProduct(t119_a13, t119_b0)
-            let t119_a14 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 14) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c14_0 = t119_c14_0.addingProduct(t119_a14, t119_b0)
-            let t119_a15 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 15) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c15_0 = t119_c15_0.addingProduct(t119_a15, t119_b0)
-            let t119_a16 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 16) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c16_0 = t119_c16_0.addingProduct(t119_a16, t119_b0)
-            let t119_a17 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 17) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c17_0 = t119_c17_0.addingProduct(t119_a17, t119_b0)
-            let t119_a18 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 18) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c18_0 = t119_c18_0.addingProduct(t119_a18, t119_b0)
-            let t119_a19 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 19) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c19_0 = t119_c19_0.addingProduct(t119_a19, t119_b0)
-            let t119_a20 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 20) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c20_0 = t119_c20_0.addingProduct(t119_a20, t119_b0)
-            let t119_a21 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 21) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c21_0 = t119_c21_0.addingProduct(t119_a21, t119_b0)
-            let t119_a22 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 22) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c22_0 = t119_c22_0.addingProduct(t119_a22, t119_b0)
-            let t119_a23 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 23) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c23_0 = t119_c23_0.addingProduct(t119_a23, t119_b0)
-            let t119_a24 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 24) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c24_0 = t119_c24_0.addingProduct(t119_a24, t119_b0)
-            let t119_a25 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 25) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c25_0 = t119_c25_0.addingProduct(t119_a25, t119_b0)
-            let t119_a26 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 26) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c26_0 = t119_c26_0.addingProduct(t119_a26, t119_b0)
-            let t119_a27 = SIMD16<Float>(repeating: arena[((756112 +% (((mb118 *% 28) +% 27) *% 6400)) +% (k120 +% (kp116 *% 377)))])
-            t119_c27_0 = t119_c27_0.addingProduct(t119_a27, t119_b0)
-          }
-          store16(arena, ((1818512 +% ((mb118 *% 28) *% 16)) +% (nb117 *% 16)), t119_c0_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 1) *% 16)) +% (nb117 *% 16)), t119_c1_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 2) *% 16)) +% (nb117 *% 16)), t119_c2_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 3) *% 16)) +% (nb117 *% 16)), t119_c3_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 4) *% 16)) +% (nb117 *% 16)), t119_c4_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 5) *% 16)) +% (nb117 *% 16)), t119_c5_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 6) *% 16)) +% (nb117 *% 16)), t119_c6_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 7) *% 16)) +% (nb117 *% 16)), t119_c7_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 8) *% 16)) +% (nb117 *% 16)), t119_c8_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 9) *% 16)) +% (nb117 *% 16)), t119_c9_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 10) *% 16)) +% (nb117 *% 16)), t119_c10_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 11) *% 16)) +% (nb117 *% 16)), t119_c11_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 12) *% 16)) +% (nb117 *% 16)), t119_c12_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 13) *% 16)) +% (nb117 *% 16)), t119_c13_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 14) *% 16)) +% (nb117 *% 16)), t119_c14_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 15) *% 16)) +% (nb117 *% 16)), t119_c15_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 16) *% 16)) +% (nb117 *% 16)), t119_c16_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 17) *% 16)) +% (nb117 *% 16)), t119_c17_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 18) *% 16)) +% (nb117 *% 16)), t119_c18_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 19) *% 16)) +% (nb117 *% 16)), t119_c19_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 20) *% 16)) +% (nb117 *% 16)), t119_c20_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 21) *% 16)) +% (nb117 *% 16)), t119_c21_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 22) *% 16)) +% (nb117 *% 16)), t119_c22_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 23) *% 16)) +% (nb117 *% 16)), t119_c23_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 24) *% 16)) +% (nb117 *% 16)), t119_c24_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 25) *% 16)) +% (nb117 *% 16)), t119_c25_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 26) *% 16)) +% (nb117 *% 16)), t119_c26_0)
-          store16(arena, ((1818512 +% (((mb118 *% 28) +% 27) *% 16)) +% (nb117 *% 16)), t119_c27_0)
-        }
-        var t121_c0_0 = load16(arena, (1820752 +% (nb117 *% 16)))
-        var t121_c1_0 = load16(arena, (1820768 +% (nb117 *% 16)))
-        var t121_c2_0 = load16(arena, (1820784 +% (nb117 *% 16)))
-        var t121_c3_0 = load16(arena, (1820800 +% (nb117 *% 16)))
-        var t121_c4_0 = load16(arena, (1820816 +% (nb117 *% 16)))
-        var t121_c5_0 = load16(arena, (1820832 +% (nb117 *% 16)))
-        var t121_c6_0 = load16(arena, (1820848 +% (nb117 *% 16)))
-        var t121_c7_0 = load16(arena, (1820864 +% (nb117 *% 16)))
-        var t121_c8_0 = load16(arena, (1820880 +% (nb117 *% 16)))
-        var t121_c9_0 = load16(arena, (1820896 +% (nb117 *% 16)))
-        for k122 in 0..<377 {
-          let t121_b0 = load16(arena, ((1716112 +% ((k122 +% (kp116 *% 377)) *% 16)) +% (nb117 *% 16)))
-          let t121_a0 = SIMD16<Float>(repeating: arena[(1652112 +% (k122 +% (kp116 *% 377)))])
-          t121_c0_0 = t121_c0_0.addingProduct(t121_a0, t121_b0)
-          let t121_a1 = SIMD16<Float>(repeating: arena[(1658512 +% (k122 +% (kp116 *% 377)))])
-          t121_c1_0 = t121_c1_0.addingProduct(t121_a1, t121_b0)
-          let t121_a2 = SIMD16<Float>(repeating: arena[(1664912 +% (k122 +% (kp116 *% 377)))])
-          t121_c2_0 = t121_c2_0.addingProduct(t121_a2, t121_b0)
-          let t121_a3 = SIMD16<Float>(repeating: arena[(1671312 +% (k122 +% (kp116 *% 377)))])
-          t121_c3_0 = t121_c3_0.addingProduct(t121_a3, t121_b0)
-          let t121_a4 = SIMD16<Float>(repeating: arena[(1677712 +% (k122 +% (kp116 *% 377)))])
-          t121_c4_0 = t121_c4_0.addingProduct(t121_a4, t121_b0)
-          let t121_a5 = SIMD16<Float>(repeating: arena[(1684112 +% (k122 +% (kp116 *% 377)))])
-          t121_c5_0 = t121_c5_0.addingProduct(t121_a5, t121_b0)
-          let t121_a6 = SIMD16<Float>(repeating: arena[(1690512 +% (k122 +% (kp116 *% 377)))])
-          t121_c6_0 = t121_c6_0.addingProduct(t121_a6, t121_b0)
-          let t121_a7 = SIMD16<Float>(repeating: arena[(1696912 +% (k122 +% (kp116 *% 377)))])
-          t121_c7_0 = t121_c7_0.addingProduct(t121_a7, t121_b0)
-          let t121_a8 = SIMD16<Float>(repeating: arena[(1703312 +% (k122 +% (kp116 *% 377)))])
-          t121_c8_0 = t121_c8_0.addingProduct(t121_a8, t121_b0)
-          let t121_a9 = SIMD16<Float>(repeating: arena[(1709712 +% (k122 +% (kp116 *% 377)))])
-          t121_c9_0 = t121_c9_0.addingProduct(t121_a9, t121_b0)
-        }
-        store16(arena, (1820752 +% (nb117 *% 16)), t121_c0_0)
-        store16(arena, (1820768 +% (nb117 *% 16)), t121_c1_0)
-        store16(arena, (1820784 +% (nb117 *% 16)), t121_c2_0)
-        store16(arena, (1820800 +% (nb117 *% 16)), t121_c3_0)
-        store16(arena, (1820816 +% (nb117 *% 16)), t121_c4_0)
-        store16(arena, (1820832 +% (nb117 *% 16)), t121_c5_0)
-        store16(arena, (1820848 +% (nb117 *% 16)), t121_c6_0)
-        store16(arena, (1820864 +% (nb117 *% 16)), t121_c7_0)
-        store16(arena, (1820880 +% (nb117 *% 16)), t121_c8_0)
-        store16(arena, (1820896 +% (nb117 *% 16)), t121_c9_0)
-      }
-    }
-    for nb123 in 0..<1 {
-      for mb124 in 0..<5 {
-        var t125_c0_0 = load16(arena, ((1818512 +% ((mb124 *% 28) *% 16)) +% (nb123 *% 16)))
-        var t125_c1_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 1) *% 16)) +% (nb123 *% 16)))
-        var t125_c2_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 2) *% 16)) +% (nb123 *% 16)))
-        var t125_c3_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 3) *% 16)) +% (nb123 *% 16)))
-        var t125_c4_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 4) *% 16)) +% (nb123 *% 16)))
-        var t125_c5_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 5) *% 16)) +% (nb123 *% 16)))
-        var t125_c6_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 6) *% 16)) +% (nb123 *% 16)))
-        var t125_c7_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 7) *% 16)) +% (nb123 *% 16)))
-        var t125_c8_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 8) *% 16)) +% (nb123 *% 16)))
-        var t125_c9_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 9) *% 16)) +% (nb123 *% 16)))
-        var t125_c10_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 10) *% 16)) +% (nb123 *% 16)))
-        var t125_c11_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 11) *% 16)) +% (nb123 *% 16)))
-        var t125_c12_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 12) *% 16)) +% (nb123 *% 16)))
-        var t125_c13_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 13) *% 16)) +% (nb123 *% 16)))
-        var t125_c14_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 14) *% 16)) +% (nb123 *% 16)))
-        var t125_c15_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 15) *% 16)) +% (nb123 *% 16)))
-        var t125_c16_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 16) *% 16)) +% (nb123 *% 16)))
-        var t125_c17_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 17) *% 16)) +% (nb123 *% 16)))
-        var t125_c18_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 18) *% 16)) +% (nb123 *% 16)))
-        var t125_c19_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 19) *% 16)) +% (nb123 *% 16)))
-        var t125_c20_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 20) *% 16)) +% (nb123 *% 16)))
-        var t125_c21_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 21) *% 16)) +% (nb123 *% 16)))
-        var t125_c22_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 22) *% 16)) +% (nb123 *% 16)))
-        var t125_c23_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 23) *% 16)) +% (nb123 *% 16)))
-        var t125_c24_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 24) *% 16)) +% (nb123 *% 16)))
-        var t125_c25_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 25) *% 16)) +% (nb123 *% 16)))
-        var t125_c26_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 26) *% 16)) +% (nb123 *% 16)))
-        var t125_c27_0 = load16(arena, ((1818512 +% (((mb124 *% 28) +% 27) *% 16)) +% (nb123 *% 16)))
-        for k126 in 0..<368 {
-          let t125_b0 = load16(arena, ((1716112 +% ((k126 +% 6032) *% 16)) +% (nb123 *% 16)))
-          let t125_a0 = SIMD16<Float>(repeating: arena[((756112 +% ((mb124 *% 28) *% 6400)) +% (k126 +% 6032))])
-          t125_c0_0 = t125_c0_0.addingProduct(t125_a0, t125_b0)
-          let t125_a1 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 1) *% 6400)) +% (k126 +% 6032))])
-          t125_c1_0 = t125_c1_0.addingProduct(t125_a1, t125_b0)
-          let t125_a2 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 2) *% 6400)) +% (k126 +% 6032))])
-          t125_c2_0 = t125_c2_0.addingProduct(t125_a2, t125_b0)
-          let t125_a3 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 3) *% 6400)) +% (k126 +% 6032))])
-          t125_c3_0 = t125_c3_0.addingProduct(t125_a3, t125_b0)
-          let t125_a4 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 4) *% 6400)) +% (k126 +% 6032))])
-          t125_c4_0 = t125_c4_0.addingProduct(t125_a4, t125_b0)
-          let t125_a5 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 5) *% 6400)) +% (k126 +% 6032))])
-          t125_c5_0 = t125_c5_0.addingProduct(t125_a5, t125_b0)
-          let t125_a6 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 6) *% 6400)) +% (k126 +% 6032))])
-          t125_c6_0 = t125_c6_0.addingProduct(t125_a6, t125_b0)
-          let t125_a7 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 7) *% 6400)) +% (k126 +% 6032))])
-          t125_c7_0 = t125_c7_0.addingProduct(t125_a7, t125_b0)
-          let t125_a8 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 8) *% 6400)) +% (k126 +% 6032))])
-          t125_c8_0 = t125_c8_0.addingProduct(t125_a8, t125_b0)
-          let t125_a9 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 9) *% 6400)) +% (k126 +% 6032))])
-          t125_c9_0 = t125_c9_0.addingProduct(t125_a9, t125_b0)
-          let t125_a10 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 10) *% 6400)) +% (k126 +% 6032))])
-          t125_c10_0 = t125_c10_0.addingProduct(t125_a10, t125_b0)
-          let t125_a11 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 11) *% 6400)) +% (k126 +% 6032))])
-          t125_c11_0 = t125_c11_0.addingProduct(t125_a11, t125_b0)
-          let t125_a12 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 12) *% 6400)) +% (k126 +% 6032))])
-          t125_c12_0 = t125_c12_0.addingProduct(t125_a12, t125_b0)
-          let t125_a13 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 13) *% 6400)) +% (k126 +% 6032))])
-          t125_c13_0 = t125_c13_0.addingProduct(t125_a13, t125_b0)
-          let t125_a14 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 14) *% 6400)) +% (k126 +% 6032))])
-          t125_c14_0 = t125_c14_0.addingProduct(t125_a14, t125_b0)
-          let t125_a15 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 15) *% 6400)) +% (k126 +% 6032))])
-          t125_c15_0 = t125_c15_0.addingProduct(t125_a15, t125_b0)
-          let t125_a16 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 16) *% 6400)) +% (k126 +% 6032))])
-          t125_c16_0 = t125_c16_0.addingProduct(t125_a16, t125_b0)
-          let t125_a17 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 17) *% 6400)) +% (k126 +% 6032))])
-          t125_c17_0 = t125_c17_0.addingProduct(t125_a17, t125_b0)
-          let t125_a18 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 18) *% 6400)) +% (k126 +% 6032))])
-          t125_c18_0 = t125_c18_0.addingProduct(t125_a18, t125_b0)
-          let t125_a19 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 19) *% 6400)) +% (k126 +% 6032))])
-          t125_c19_0 = t125_c19_0.addingProduct(t125_a19, t125_b0)
-          let t125_a20 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 20) *% 6400)) +% (k126 +% 6032))])
-          t125_c20_0 = t125_c20_0.addingProduct(t125_a20, t125_b0)
-          let t125_a21 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 21) *% 6400)) +% (k126 +% 6032))])
-          t125_c21_0 = t125_c21_0.addingProduct(t125_a21, t125_b0)
-          let t125_a22 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 22) *% 6400)) +% (k126 +% 6032))])
-          t125_c22_0 = t125_c22_0.addingProduct(t125_a22, t125_b0)
-          let t125_a23 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 23) *% 6400)) +% (k126 +% 6032))])
-          t125_c23_0 = t125_c23_0.addingProduct(t125_a23, t125_b0)
-          let t125_a24 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 24) *% 6400)) +% (k126 +% 6032))])
-          t125_c24_0 = t125_c24_0.addingProduct(t125_a24, t125_b0)
-          let t125_a25 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 25) *% 6400)) +% (k126 +% 6032))])
-          t125_c25_0 = t125_c25_0.addingProduct(t125_a25, t125_b0)
-          let t125_a26 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 26) *% 6400)) +% (k126 +% 6032))])
-          t125_c26_0 = t125_c26_0.addingProduct(t125_a26, t125_b0)
-          let t125_a27 = SIMD16<Float>(repeating: arena[((756112 +% (((mb124 *% 28) +% 27) *% 6400)) +% (k126 +% 6032))])
-          t125_c27_0 = t125_c27_0.addingProduct(t125_a27, t125_b0)
-        }
-        store16(arena, ((1818512 +% ((mb124 *% 28) *% 16)) +% (nb123 *% 16)), t125_c0_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 1) *% 16)) +% (nb123 *% 16)), t125_c1_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 2) *% 16)) +% (nb123 *% 16)), t125_c2_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 3) *% 16)) +% (nb123 *% 16)), t125_c3_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 4) *% 16)) +% (nb123 *% 16)), t125_c4_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 5) *% 16)) +% (nb123 *% 16)), t125_c5_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 6) *% 16)) +% (nb123 *% 16)), t125_c6_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 7) *% 16)) +% (nb123 *% 16)), t125_c7_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 8) *% 16)) +% (nb123 *% 16)), t125_c8_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 9) *% 16)) +% (nb123 *% 16)), t125_c9_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 10) *% 16)) +% (nb123 *% 16)), t125_c10_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 11) *% 16)) +% (nb123 *% 16)), t125_c11_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 12) *% 16)) +% (nb123 *% 16)), t125_c12_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 13) *% 16)) +% (nb123 *% 16)), t125_c13_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 14) *% 16)) +% (nb123 *% 16)), t125_c14_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 15) *% 16)) +% (nb123 *% 16)), t125_c15_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 16) *% 16)) +% (nb123 *% 16)), t125_c16_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 17) *% 16)) +% (nb123 *% 16)), t125_c17_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 18) *% 16)) +% (nb123 *% 16)), t125_c18_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 19) *% 16)) +% (nb123 *% 16)), t125_c19_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 20) *% 16)) +% (nb123 *% 16)), t125_c20_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 21) *% 16)) +% (nb123 *% 16)), t125_c21_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 22) *% 16)) +% (nb123 *% 16)), t125_c22_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 23) *% 16)) +% (nb123 *% 16)), t125_c23_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 24) *% 16)) +% (nb123 *% 16)), t125_c24_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 25) *% 16)) +% (nb123 *% 16)), t125_c25_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 26) *% 16)) +% (nb123 *% 16)), t125_c26_0)
-        store16(arena, ((1818512 +% (((mb124 *% 28) +% 27) *% 16)) +% (nb123 *% 16)), t125_c27_0)
-      }
-      var t127_c0_0 = load16(arena, (1820752 +% (nb123 *% 16)))
-      var t127_c1_0 = load16(arena, (1820768 +% (nb123 *% 16)))
-      var t127_c2_0 = load16(arena, (1820784 +% (nb123 *% 16)))
-      var t127_c3_0 = load16(arena, (1820800 +% (nb123 *% 16)))
-      var t127_c4_0 = load16(arena, (1820816 +% (nb123 *% 16)))
-      var t127_c5_0 = load16(arena, (1820832 +% (nb123 *% 16)))
-      var t127_c6_0 = load16(arena, (1820848 +% (nb123 *% 16)))
-      var t127_c7_0 = load16(arena, (1820864 +% (nb123 *% 16)))
-      var t127_c8_0 = load16(arena, (1820880 +% (nb123 *% 16)))
-      var t127_c9_0 = load16(arena, (1820896 +% (nb123 *% 16)))
-      for k128 in 0..<368 {
-        let t127_b0 = load16(arena, ((1716112 +% ((k128 +% 6032) *% 16)) +% (nb123 *% 16)))
-        let t127_a0 = SIMD16<Float>(repeating: arena[(1652112 +% (k128 +% 6032))])
-        t127_c0_0 = t127_c0_0.addingProduct(t127_a0, t127_b0)
-        let t127_a1 = SIMD16<Float>(repeating: arena[(1658512 +% (k128 +% 6032))])
-        t127_c1_0 = t127_c1_0.addingProduct(t127_a1, t127_b0)
-        let t127_a2 = SIMD16<Float>(repeating: arena[(1664912 +% (k128 +% 6032))])
-        t127_c2_0 = t127_c2_0.addingProduct(t127_a2, t127_b0)
-        let t127_a3 = SIMD16<Float>(repeating: arena[(1671312 +% (k128 +% 6032))])
-        t127_c3_0 = t127_c3_0.addingProduct(t127_a3, t127_b0)
-        let t127_a4 = SIMD16<Float>(repeating: arena[(1677712 +% (k128 +% 6032))])
-        t127_c4_0 = t127_c4_0.addingProduct(t127_a4, t127_b0)
-        let t127_a5 = SIMD16<Float>(repeating: arena[(1684112 +% (k128 +% 6032))])
-        t127_c5_0 = t127_c5_0.addingProduct(t127_a5, t127_b0)
-        let t127_a6 = SIMD16<Float>(repeating: arena[(1690512 +% (k128 +% 6032))])
-        t127_c6_0 = t127_c6_0.addingProduct(t127_a6, t127_b0)
-        let t127_a7 = SIMD16<Float>(repeating: arena[(1696912 +% (k128 +% 6032))])
-        t127_c7_0 = t127_c7_0.addingProduct(t127_a7, t127_b0)
-        let t127_a8 = SIMD16<Float>(repeating: arena[(1703312 +% (k128 +% 6032))])
-        t127_c8_0 = t127_c8_0.addingProduct(t127_a8, t127_b0)
-        let t127_a9 = SIMD16<Float>(repeating: arena[(1709712 +% (k128 +% 6032))])
-        t127_c9_0 = t127_c9_0.addingProduct(t127_a9, t127_b0)
-      }
-      store16(arena, (1820752 +% (nb123 *% 16)), t127_c0_0)
-      store16(arena, (1820768 +% (nb123 *% 16)), t127_c1_0)
-      store16(arena, (1820784 +% (nb123 *% 16)), t127_c2_0)
-      store16(arena, (1820800 +% (nb123 *% 16)), t127_c3_0)
-      store16(arena, (1820816 +% (nb123 *% 16)), t127_c4_0)
-      store16(arena, (1820832 +% (nb123 *% 16)), t127_c5_0)
-      store16(arena, (1820848 +% (nb123 *% 16)), t127_c6_0)
-      store16(arena, (1820864 +% (nb123 *% 16)), t127_c7_0)
-      store16(arena, (1820880 +% (nb123 *% 16)), t127_c8_0)
-      store16(arena, (1820896 +% (nb123 *% 16)), t127_c9_0)
+    while i156 < 2400 {
+      arena[(1818512 +% i156)] = Float(0)
+      i156 &+= 1
     }
   }
-  for f129 in 0..<16 {
-    for r130 in 0..<150 {
-      grads[((156 +% (f129 *% 150)) +% r130)] = arena[((1818512 +% (r130 *% 16)) +% f129)]
+  for g157 in 0..<1 {
+    for j158 in 0..<64 {
+      for c159 in 0..<6 {
+        for ky160 in 0..<5 {
+          for oy161 in 0..<10 {
+            for ox162 in 0..<10 {
+              arena[(((756112 +% ((((c159 *% 5) +% ky160) *% 5) *% 6400)) +% (j158 *% 100)) +% ((oy161 *% 10) +% ox162))] = arena[((((301056 +% (((g157 *% 64) +% j158) *% 1176)) +% (c159 *% 196)) +% ((oy161 +% ky160) *% 14)) +% ox162)]
+            }
+          }
+          for oy163 in 0..<10 {
+            for ox164 in 0..<10 {
+              arena[(((756112 +% (((((c159 *% 5) +% ky160) *% 5) +% 1) *% 6400)) +% (j158 *% 100)) +% ((oy163 *% 10) +% ox164))] = arena[((((301056 +% (((g157 *% 64) +% j158) *% 1176)) +% (c159 *% 196)) +% ((oy163 +% ky160) *% 14)) +% (ox164 +% 1))]
+            }
+          }
+          for oy165 in 0..<10 {
+            for ox166 in 0..<10 {
+              arena[(((756112 +% (((((c159 *% 5) +% ky160) *% 5) +% 2) *% 6400)) +% (j158 *% 100)) +% ((oy165 *% 10) +% ox166))] = arena[((((301056 +% (((g157 *% 64) +% j158) *% 1176)) +% (c159 *% 196)) +% ((oy165 +% ky160) *% 14)) +% (ox166 +% 2))]
+            }
+          }
+          for oy167 in 0..<10 {
+            for ox168 in 0..<10 {
+              arena[(((756112 +% (((((c159 *% 5) +% ky160) *% 5) +% 3) *% 6400)) +% (j158 *% 100)) +% ((oy167 *% 10) +% ox168))] = arena[((((301056 +% (((g157 *% 64) +% j158) *% 1176)) +% (c159 *% 196)) +% ((oy167 +% ky160) *% 14)) +% (ox168 +% 3))]
+            }
+          }
+          for oy169 in 0..<10 {
+            for ox170 in 0..<10 {
+              arena[(((756112 +% (((((c159 *% 5) +% ky160) *% 5) +% 4) *% 6400)) +% (j158 *% 100)) +% ((oy169 *% 10) +% ox170))] = arena[((((301056 +% (((g157 *% 64) +% j158) *% 1176)) +% (c159 *% 196)) +% ((oy169 +% ky160) *% 14)) +% (ox170 +% 4))]
+            }
+          }
+        }
+      }
+    }
+    for j171 in 0..<64 {
+      for i172 in 0..<100 {
+        for f173 in 0..<16 {
+          arena[((1716112 +% (((j171 *% 100) +% i172) *% 16)) +% f173)] = arena[(((653712 +% (((g157 *% 64) +% j171) *% 1600)) +% (f173 *% 100)) +% i172)]
+        }
+      }
+    }
+    for kp174 in 0..<16 {
+      for nb175 in 0..<1 {
+        for mb176 in 0..<5 {
+          var t177_c0_0 = load16(arena, ((1818512 +% ((mb176 *% 28) *% 16)) +% (nb175 *% 16)))
+          var t177_c1_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 1) *% 16)) +% (nb175 *% 16)))
+          var t177_c2_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 2) *% 16)) +% (nb175 *% 16)))
+          var t177_c3_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 3) *% 16)) +% (nb175 *% 16)))
+          var t177_c4_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 4) *% 16)) +% (nb175 *% 16)))
+          var t177_c5_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 5) *% 16)) +% (nb175 *% 16)))
+          var t177_c6_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 6) *% 16)) +% (nb175 *% 16)))
+          var t177_c7_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 7) *% 16)) +% (nb175 *% 16)))
+          var t177_c8_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 8) *% 16)) +% (nb175 *% 16)))
+          var t177_c9_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 9) *% 16)) +% (nb175 *% 16)))
+          var t177_c10_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 10) *% 16)) +% (nb175 *% 16)))
+          var t177_c11_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 11) *% 16)) +% (nb175 *% 16)))
+          var t177_c12_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 12) *% 16)) +% (nb175 *% 16)))
+          var t177_c13_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 13) *% 16)) +% (nb175 *% 16)))
+          var t177_c14_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 14) *% 16)) +% (nb175 *% 16)))
+          var t177_c15_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 15) *% 16)) +% (nb175 *% 16)))
+          var t177_c16_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 16) *% 16)) +% (nb175 *% 16)))
+          var t177_c17_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 17) *% 16)) +% (nb175 *% 16)))
+          var t177_c18_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 18) *% 16)) +% (nb175 *% 16)))
+          var t177_c19_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 19) *% 16)) +% (nb175 *% 16)))
+          var t177_c20_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 20) *% 16)) +% (nb175 *% 16)))
+          var t177_c21_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 21) *% 16)) +% (nb175 *% 16)))
+          var t177_c22_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 22) *% 16)) +% (nb175 *% 16)))
+          var t177_c23_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 23) *% 16)) +% (nb175 *% 16)))
+          var t177_c24_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 24) *% 16)) +% (nb175 *% 16)))
+          var t177_c25_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 25) *% 16)) +% (nb175 *% 16)))
+          var t177_c26_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 26) *% 16)) +% (nb175 *% 16)))
+          var t177_c27_0 = load16(arena, ((1818512 +% (((mb176 *% 28) +% 27) *% 16)) +% (nb175 *% 16)))
+          for k178 in 0..<377 {
+            let t177_b0 = load16(arena, ((1716112 +% ((k178 +% (kp174 *% 377)) *% 16)) +% (nb175 *% 16)))
+            let t177_a0 = SIMD16<Float>(repeating: arena[((756112 +% ((mb176 *% 28) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c0_0 = t177_c0_0.addingProduct(t177_a0, t177_b0)
+            let t177_a1 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 1) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c1_0 = t177_c1_0.addingProduct(t177_a1, t177_b0)
+            let t177_a2 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 2) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c2_0 = t177_c2_0.addingProduct(t177_a2, t177_b0)
+            let t177_a3 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 3) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c3_0 = t177_c3_0.addingProduct(t177_a3, t177_b0)
+            let t177_a4 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 4) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c4_0 = t177_c4_0.addingProduct(t177_a4, t177_b0)
+            let t177_a5 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 5) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c5_0 = t177_c5_0.addingProduct(t177_a5, t177_b0)
+            let t177_a6 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 6) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c6_0 = t177_c6_0.addingProduct(t177_a6, t177_b0)
+            let t177_a7 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 7) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c7_0 = t177_c7_0.addingProduct(t177_a7, t177_b0)
+            let t177_a8 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 8) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c8_0 = t177_c8_0.addingProduct(t177_a8, t177_b0)
+            let t177_a9 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 9) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c9_0 = t177_c9_0.addingProduct(t177_a9, t177_b0)
+            let t177_a10 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 10) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c10_0 = t177_c10_0.addingProduct(t177_a10, t177_b0)
+            let t177_a11 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 11) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c11_0 = t177_c11_0.addingProduct(t177_a11, t177_b0)
+            let t177_a12 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 12) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c12_0 = t177_c12_0.addingProduct(t177_a12, t177_b0)
+            let t177_a13 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 13) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c13_0 = t177_c13_0.addingProduct(t177_a13, t177_b0)
+            let t177_a14 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 14) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c14_0 = t177_c14_0.addingProduct(t177_a14, t177_b0)
+            let t177_a15 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 15) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c15_0 = t177_c15_0.addingProduct(t177_a15, t177_b0)
+            let t177_a16 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 16) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c16_0 = t177_c16_0.addingProduct(t177_a16, t177_b0)
+            let t177_a17 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 17) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c17_0 = t177_c17_0.addingProduct(t177_a17, t177_b0)
+            let t177_a18 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 18) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c18_0 = t177_c18_0.addingProduct(t177_a18, t177_b0)
+            let t177_a19 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 19) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c19_0 = t177_c19_0.addingProduct(t177_a19, t177_b0)
+            let t177_a20 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 20) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c20_0 = t177_c20_0.addingProduct(t177_a20, t177_b0)
+            let t177_a21 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 21) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c21_0 = t177_c21_0.addingProduct(t177_a21, t177_b0)
+            let t177_a22 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 22) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c22_0 = t177_c22_0.addingProduct(t177_a22, t177_b0)
+            let t177_a23 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 23) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c23_0 = t177_c23_0.addingProduct(t177_a23, t177_b0)
+            let t177_a24 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 24) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c24_0 = t177_c24_0.addingProduct(t177_a24, t177_b0)
+            let t177_a25 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 25) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c25_0 = t177_c25_0.addingProduct(t177_a25, t177_b0)
+            let t177_a26 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 26) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c26_0 = t177_c26_0.addingProduct(t177_a26, t177_b0)
+            let t177_a27 = SIMD16<Float>(repeating: arena[((756112 +% (((mb176 *% 28) +% 27) *% 6400)) +% (k178 +% (kp174 *% 377)))])
+            t177_c27_0 = t177_c27_0.addingProduct(t177_a27, t177_b0)
+          }
+          store16(arena, ((1818512 +% ((mb176 *% 28) *% 16)) +% (nb175 *% 16)), t177_c0_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 1) *% 16)) +% (nb175 *% 16)), t177_c1_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 2) *% 16)) +% (nb175 *% 16)), t177_c2_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 3) *% 16)) +% (nb175 *% 16)), t177_c3_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 4) *% 16)) +% (nb175 *% 16)), t177_c4_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 5) *% 16)) +% (nb175 *% 16)), t177_c5_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 6) *% 16)) +% (nb175 *% 16)), t177_c6_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 7) *% 16)) +% (nb175 *% 16)), t177_c7_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 8) *% 16)) +% (nb175 *% 16)), t177_c8_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 9) *% 16)) +% (nb175 *% 16)), t177_c9_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 10) *% 16)) +% (nb175 *% 16)), t177_c10_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 11) *% 16)) +% (nb175 *% 16)), t177_c11_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 12) *% 16)) +% (nb175 *% 16)), t177_c12_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 13) *% 16)) +% (nb175 *% 16)), t177_c13_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 14) *% 16)) +% (nb175 *% 16)), t177_c14_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 15) *% 16)) +% (nb175 *% 16)), t177_c15_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 16) *% 16)) +% (nb175 *% 16)), t177_c16_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 17) *% 16)) +% (nb175 *% 16)), t177_c17_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 18) *% 16)) +% (nb175 *% 16)), t177_c18_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 19) *% 16)) +% (nb175 *% 16)), t177_c19_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 20) *% 16)) +% (nb175 *% 16)), t177_c20_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 21) *% 16)) +% (nb175 *% 16)), t177_c21_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 22) *% 16)) +% (nb175 *% 16)), t177_c22_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 23) *% 16)) +% (nb175 *% 16)), t177_c23_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 24) *% 16)) +% (nb175 *% 16)), t177_c24_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 25) *% 16)) +% (nb175 *% 16)), t177_c25_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 26) *% 16)) +% (nb175 *% 16)), t177_c26_0)
+          store16(arena, ((1818512 +% (((mb176 *% 28) +% 27) *% 16)) +% (nb175 *% 16)), t177_c27_0)
+        }
+        var t179_c0_0 = load16(arena, (1820752 +% (nb175 *% 16)))
+        var t179_c1_0 = load16(arena, (1820768 +% (nb175 *% 16)))
+        var t179_c2_0 = load16(arena, (1820784 +% (nb175 *% 16)))
+        var t179_c3_0 = load16(arena, (1820800 +% (nb175 *% 16)))
+        var t179_c4_0 = load16(arena, (1820816 +% (nb175 *% 16)))
+        var t179_c5_0 = load16(arena, (1820832 +% (nb175 *% 16)))
+        var t179_c6_0 = load16(arena, (1820848 +% (nb175 *% 16)))
+        var t179_c7_0 = load16(arena, (1820864 +% (nb175 *% 16)))
+        var t179_c8_0 = load16(arena, (1820880 +% (nb175 *% 16)))
+        var t179_c9_0 = load16(arena, (1820896 +% (nb175 *% 16)))
+        for k180 in 0..<377 {
+          let t179_b0 = load16(arena, ((1716112 +% ((k180 +% (kp174 *% 377)) *% 16)) +% (nb175 *% 16)))
+          let t179_a0 = SIMD16<Float>(repeating: arena[(1652112 +% (k180 +% (kp174 *% 377)))])
+          t179_c0_0 = t179_c0_0.addingProduct(t179_a0, t179_b0)
+          let t179_a1 = SIMD16<Float>(repeating: arena[(1658512 +% (k180 +% (kp174 *% 377)))])
+          t179_c1_0 = t179_c1_0.addingProduct(t179_a1, t179_b0)
+          let t179_a2 = SIMD16<Float>(repeating: arena[(1664912 +% (k180 +% (kp174 *% 377)))])
+          t179_c2_0 = t179_c2_0.addingProduct(t179_a2, t179_b0)
+          let t179_a3 = SIMD16<Float>(repeating: arena[(1671312 +% (k180 +% (kp174 *% 377)))])
+          t179_c3_0 = t179_c3_0.addingProduct(t179_a3, t179_b0)
+          let t179_a4 = SIMD16<Float>(repeating: arena[(1677712 +% (k180 +% (kp174 *% 377)))])
+          t179_c4_0 = t179_c4_0.addingProduct(t179_a4, t179_b0)
+          let t179_a5 = SIMD16<Float>(repeating: arena[(1684112 +% (k180 +% (kp174 *% 377)))])
+          t179_c5_0 = t179_c5_0.addingProduct(t179_a5, t179_b0)
+          let t179_a6 = SIMD16<Float>(repeating: arena[(1690512 +% (k180 +% (kp174 *% 377)))])
+          t179_c6_0 = t179_c6_0.addingProduct(t179_a6, t179_b0)
+          let t179_a7 = SIMD16<Float>(repeating: arena[(1696912 +% (k180 +% (kp174 *% 377)))])
+          t179_c7_0 = t179_c7_0.addingProduct(t179_a7, t179_b0)
+          let t179_a8 = SIMD16<Float>(repeating: arena[(1703312 +% (k180 +% (kp174 *% 377)))])
+          t179_c8_0 = t179_c8_0.addingProduct(t179_a8, t179_b0)
+          let t179_a9 = SIMD16<Float>(repeating: arena[(1709712 +% (k180 +% (kp174 *% 377)))])
+          t179_c9_0 = t179_c9_0.addingProduct(t179_a9, t179_b0)
+        }
+        store16(arena, (1820752 +% (nb175 *% 16)), t179_c0_0)
+        store16(arena, (1820768 +% (nb175 *% 16)), t179_c1_0)
+        store16(arena, (1820784 +% (nb175 *% 16)), t179_c2_0)
+        store16(arena, (1820800 +% (nb175 *% 16)), t179_c3_0)
+        store16(arena, (1820816 +% (nb175 *% 16)), t179_c4_0)
+        store16(arena, (1820832 +% (nb175 *% 16)), t179_c5_0)
+        store16(arena, (1820848 +% (nb175 *% 16)), t179_c6_0)
+        store16(arena, (1820864 +% (nb175 *% 16)), t179_c7_0)
+        store16(arena, (1820880 +% (nb175 *% 16)), t179_c8_0)
+        store16(arena, (1820896 +% (nb175 *% 16)), t179_c9_0)
+      }
+    }
+    for nb181 in 0..<1 {
+      for mb182 in 0..<5 {
+        var t183_c0_0 = load16(arena, ((1818512 +% ((mb182 *% 28) *% 16)) +% (nb181 *% 16)))
+        var t183_c1_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 1) *% 16)) +% (nb181 *% 16)))
+        var t183_c2_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 2) *% 16)) +% (nb181 *% 16)))
+        var t183_c3_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 3) *% 16)) +% (nb181 *% 16)))
+        var t183_c4_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 4) *% 16)) +% (nb181 *% 16)))
+        var t183_c5_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 5) *% 16)) +% (nb181 *% 16)))
+        var t183_c6_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 6) *% 16)) +% (nb181 *% 16)))
+        var t183_c7_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 7) *% 16)) +% (nb181 *% 16)))
+        var t183_c8_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 8) *% 16)) +% (nb181 *% 16)))
+        var t183_c9_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 9) *% 16)) +% (nb181 *% 16)))
+        var t183_c10_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 10) *% 16)) +% (nb181 *% 16)))
+        var t183_c11_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 11) *% 16)) +% (nb181 *% 16)))
+        var t183_c12_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 12) *% 16)) +% (nb181 *% 16)))
+        var t183_c13_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 13) *% 16)) +% (nb181 *% 16)))
+        var t183_c14_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 14) *% 16)) +% (nb181 *% 16)))
+        var t183_c15_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 15) *% 16)) +% (nb181 *% 16)))
+        var t183_c16_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 16) *% 16)) +% (nb181 *% 16)))
+        var t183_c17_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 17) *% 16)) +% (nb181 *% 16)))
+        var t183_c18_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 18) *% 16)) +% (nb181 *% 16)))
+        var t183_c19_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 19) *% 16)) +% (nb181 *% 16)))
+        var t183_c20_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 20) *% 16)) +% (nb181 *% 16)))
+        var t183_c21_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 21) *% 16)) +% (nb181 *% 16)))
+        var t183_c22_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 22) *% 16)) +% (nb181 *% 16)))
+        var t183_c23_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 23) *% 16)) +% (nb181 *% 16)))
+        var t183_c24_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 24) *% 16)) +% (nb181 *% 16)))
+        var t183_c25_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 25) *% 16)) +% (nb181 *% 16)))
+        var t183_c26_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 26) *% 16)) +% (nb181 *% 16)))
+        var t183_c27_0 = load16(arena, ((1818512 +% (((mb182 *% 28) +% 27) *% 16)) +% (nb181 *% 16)))
+        for k184 in 0..<368 {
+          let t183_b0 = load16(arena, ((1716112 +% ((k184 +% 6032) *% 16)) +% (nb181 *% 16)))
+          let t183_a0 = SIMD16<Float>(repeating: arena[((756112 +% ((mb182 *% 28) *% 6400)) +% (k184 +% 6032))])
+          t183_c0_0 = t183_c0_0.addingProduct(t183_a0, t183_b0)
+          let t183_a1 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 1) *% 6400)) +% (k184 +% 6032))])
+          t183_c1_0 = t183_c1_0.addingProduct(t183_a1, t183_b0)
+          let t183_a2 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 2) *% 6400)) +% (k184 +% 6032))])
+          t183_c2_0 = t183_c2_0.addingProduct(t183_a2, t183_b0)
+          let t183_a3 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 3) *% 6400)) +% (k184 +% 6032))])
+          t183_c3_0 = t183_c3_0.addingProduct(t183_a3, t183_b0)
+          let t183_a4 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 4) *% 6400)) +% (k184 +% 6032))])
+          t183_c4_0 = t183_c4_0.addingProduct(t183_a4, t183_b0)
+          let t183_a5 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 5) *% 6400)) +% (k184 +% 6032))])
+          t183_c5_0 = t183_c5_0.addingProduct(t183_a5, t183_b0)
+          let t183_a6 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 6) *% 6400)) +% (k184 +% 6032))])
+          t183_c6_0 = t183_c6_0.addingProduct(t183_a6, t183_b0)
+          let t183_a7 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 7) *% 6400)) +% (k184 +% 6032))])
+          t183_c7_0 = t183_c7_0.addingProduct(t183_a7, t183_b0)
+          let t183_a8 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 8) *% 6400)) +% (k184 +% 6032))])
+          t183_c8_0 = t183_c8_0.addingProduct(t183_a8, t183_b0)
+          let t183_a9 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 9) *% 6400)) +% (k184 +% 6032))])
+          t183_c9_0 = t183_c9_0.addingProduct(t183_a9, t183_b0)
+          let t183_a10 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 10) *% 6400)) +% (k184 +% 6032))])
+          t183_c10_0 = t183_c10_0.addingProduct(t183_a10, t183_b0)
+          let t183_a11 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 11) *% 6400)) +% (k184 +% 6032))])
+          t183_c11_0 = t183_c11_0.addingProduct(t183_a11, t183_b0)
+          let t183_a12 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 12) *% 6400)) +% (k184 +% 6032))])
+          t183_c12_0 = t183_c12_0.addingProduct(t183_a12, t183_b0)
+          let t183_a13 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 13) *% 6400)) +% (k184 +% 6032))])
+          t183_c13_0 = t183_c13_0.addingProduct(t183_a13, t183_b0)
+          let t183_a14 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 14) *% 6400)) +% (k184 +% 6032))])
+          t183_c14_0 = t183_c14_0.addingProduct(t183_a14, t183_b0)
+          let t183_a15 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 15) *% 6400)) +% (k184 +% 6032))])
+          t183_c15_0 = t183_c15_0.addingProduct(t183_a15, t183_b0)
+          let t183_a16 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 16) *% 6400)) +% (k184 +% 6032))])
+          t183_c16_0 = t183_c16_0.addingProduct(t183_a16, t183_b0)
+          let t183_a17 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 17) *% 6400)) +% (k184 +% 6032))])
+          t183_c17_0 = t183_c17_0.addingProduct(t183_a17, t183_b0)
+          let t183_a18 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 18) *% 6400)) +% (k184 +% 6032))])
+          t183_c18_0 = t183_c18_0.addingProduct(t183_a18, t183_b0)
+          let t183_a19 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 19) *% 6400)) +% (k184 +% 6032))])
+          t183_c19_0 = t183_c19_0.addingProduct(t183_a19, t183_b0)
+          let t183_a20 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 20) *% 6400)) +% (k184 +% 6032))])
+          t183_c20_0 = t183_c20_0.addingProduct(t183_a20, t183_b0)
+          let t183_a21 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 21) *% 6400)) +% (k184 +% 6032))])
+          t183_c21_0 = t183_c21_0.addingProduct(t183_a21, t183_b0)
+          let t183_a22 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 22) *% 6400)) +% (k184 +% 6032))])
+          t183_c22_0 = t183_c22_0.addingProduct(t183_a22, t183_b0)
+          let t183_a23 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 23) *% 6400)) +% (k184 +% 6032))])
+          t183_c23_0 = t183_c23_0.addingProduct(t183_a23, t183_b0)
+          let t183_a24 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 24) *% 6400)) +% (k184 +% 6032))])
+          t183_c24_0 = t183_c24_0.addingProduct(t183_a24, t183_b0)
+          let t183_a25 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 25) *% 6400)) +% (k184 +% 6032))])
+          t183_c25_0 = t183_c25_0.addingProduct(t183_a25, t183_b0)
+          let t183_a26 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 26) *% 6400)) +% (k184 +% 6032))])
+          t183_c26_0 = t183_c26_0.addingProduct(t183_a26, t183_b0)
+          let t183_a27 = SIMD16<Float>(repeating: arena[((756112 +% (((mb182 *% 28) +% 27) *% 6400)) +% (k184 +% 6032))])
+          t183_c27_0 = t183_c27_0.addingProduct(t183_a27, t183_b0)
+        }
+        store16(arena, ((1818512 +% ((mb182 *% 28) *% 16)) +% (nb181 *% 16)), t183_c0_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 1) *% 16)) +% (nb181 *% 16)), t183_c1_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 2) *% 16)) +% (nb181 *% 16)), t183_c2_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 3) *% 16)) +% (nb181 *% 16)), t183_c3_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 4) *% 16)) +% (nb181 *% 16)), t183_c4_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 5) *% 16)) +% (nb181 *% 16)), t183_c5_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 6) *% 16)) +% (nb181 *% 16)), t183_c6_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 7) *% 16)) +% (nb181 *% 16)), t183_c7_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 8) *% 16)) +% (nb181 *% 16)), t183_c8_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 9) *% 16)) +% (nb181 *% 16)), t183_c9_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 10) *% 16)) +% (nb181 *% 16)), t183_c10_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 11) *% 16)) +% (nb181 *% 16)), t183_c11_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 12) *% 16)) +% (nb181 *% 16)), t183_c12_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 13) *% 16)) +% (nb181 *% 16)), t183_c13_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 14) *% 16)) +% (nb181 *% 16)), t183_c14_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 15) *% 16)) +% (nb181 *% 16)), t183_c15_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 16) *% 16)) +% (nb181 *% 16)), t183_c16_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 17) *% 16)) +% (nb181 *% 16)), t183_c17_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 18) *% 16)) +% (nb181 *% 16)), t183_c18_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 19) *% 16)) +% (nb181 *% 16)), t183_c19_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 20) *% 16)) +% (nb181 *% 16)), t183_c20_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 21) *% 16)) +% (nb181 *% 16)), t183_c21_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 22) *% 16)) +% (nb181 *% 16)), t183_c22_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 23) *% 16)) +% (nb181 *% 16)), t183_c23_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 24) *% 16)) +% (nb181 *% 16)), t183_c24_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 25) *% 16)) +% (nb181 *% 16)), t183_c25_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 26) *% 16)) +% (nb181 *% 16)), t183_c26_0)
+        store16(arena, ((1818512 +% (((mb182 *% 28) +% 27) *% 16)) +% (nb181 *% 16)), t183_c27_0)
+      }
+      var t185_c0_0 = load16(arena, (1820752 +% (nb181 *% 16)))
+      var t185_c1_0 = load16(arena, (1820768 +% (nb181 *% 16)))
+      var t185_c2_0 = load16(arena, (1820784 +% (nb181 *% 16)))
+      var t185_c3_0 = load16(arena, (1820800 +% (nb181 *% 16)))
+      var t185_c4_0 = load16(arena, (1820816 +% (nb181 *% 16)))
+      var t185_c5_0 = load16(arena, (1820832 +% (nb181 *% 16)))
+      var t185_c6_0 = load16(arena, (1820848 +% (nb181 *% 16)))
+      var t185_c7_0 = load16(arena, (1820864 +% (nb181 *% 16)))
+      var t185_c8_0 = load16(arena, (1820880 +% (nb181 *% 16)))
+      var t185_c9_0 = load16(arena, (1820896 +% (nb181 *% 16)))
+      for k186 in 0..<368 {
+        let t185_b0 = load16(arena, ((1716112 +% ((k186 +% 6032) *% 16)) +% (nb181 *% 16)))
+        let t185_a0 = SIMD16<Float>(repeating: arena[(1652112 +% (k186 +% 6032))])
+        t185_c0_0 = t185_c0_0.addingProduct(t185_a0, t185_b0)
+        let t185_a1 = SIMD16<Float>(repeating: arena[(1658512 +% (k186 +% 6032))])
+        t185_c1_0 = t185_c1_0.addingProduct(t185_a1, t185_b0)
+        let t185_a2 = SIMD16<Float>(repeating: arena[(1664912 +% (k186 +% 6032))])
+        t185_c2_0 = t185_c2_0.addingProduct(t185_a2, t185_b0)
+        let t185_a3 = SIMD16<Float>(repeating: arena[(1671312 +% (k186 +% 6032))])
+        t185_c3_0 = t185_c3_0.addingProduct(t185_a3, t185_b0)
+        let t185_a4 = SIMD16<Float>(repeating: arena[(1677712 +% (k186 +% 6032))])
+        t185_c4_0 = t185_c4_0.addingProduct(t185_a4, t185_b0)
+        let t185_a5 = SIMD16<Float>(repeating: arena[(1684112 +% (k186 +% 6032))])
+        t185_c5_0 = t185_c5_0.addingProduct(t185_a5, t185_b0)
+        let t185_a6 = SIMD16<Float>(repeating: arena[(1690512 +% (k186 +% 6032))])
+        t185_c6_0 = t185_c6_0.addingProduct(t185_a6, t185_b0)
+        let t185_a7 = SIMD16<Float>(repeating: arena[(1696912 +% (k186 +% 6032))])
+        t185_c7_0 = t185_c7_0.addingProduct(t185_a7, t185_b0)
+        let t185_a8 = SIMD16<Float>(repeating: arena[(1703312 +% (k186 +% 6032))])
+        t185_c8_0 = t185_c8_0.addingProduct(t185_a8, t185_b0)
+        let t185_a9 = SIMD16<Float>(repeating: arena[(1709712 +% (k186 +% 6032))])
+        t185_c9_0 = t185_c9_0.addingProduct(t185_a9, t185_b0)
+      }
+      store16(arena, (1820752 +% (nb181 *% 16)), t185_c0_0)
+      store16(arena, (1820768 +% (nb181 *% 16)), t185_c1_0)
+      store16(arena, (1820784 +% (nb181 *% 16)), t185_c2_0)
+      store16(arena, (1820800 +% (nb181 *% 16)), t185_c3_0)
+      store16(arena, (1820816 +% (nb181 *% 16)), t185_c4_0)
+      store16(arena, (1820832 +% (nb181 *% 16)), t185_c5_0)
+      store16(arena, (1820848 +% (nb181 *% 16)), t185_c6_0)
+      store16(arena, (1820864 +% (nb181 *% 16)), t185_c7_0)
+      store16(arena, (1820880 +% (nb181 *% 16)), t185_c8_0)
+      store16(arena, (1820896 +% (nb181 *% 16)), t185_c9_0)
+    }
+  }
+  for f187 in 0..<16 {
+    for r188 in 0..<150 {
+      grads[((156 +% (f187 *% 150)) +% r188)] = arena[((1818512 +% (r188 *% 16)) +% f187)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i131
-    var i131 = 0
-    while i131 &+ 16 <= 100 {
-      store16(arena, 376320 &+ i131, SIMD16<Float>(repeating: Float(1)))
-      i131 &+= 16
+  do {  // SIMD16 over i189
+    var i189 = 0
+    while i189 &+ 16 <= 100 {
+      store16(arena, 376320 &+ i189, SIMD16<Float>(repeating: Float(1)))
+      i189 &+= 16
     }
-    while i131 < 100 {
-      arena[(376320 +% i131)] = Float(1)
-      i131 &+= 1
-    }
-  }
-  do {  // SIMD16 over i132
-    var i132 = 0
-    while i132 &+ 16 <= 16 {
-      store16(grads, 2556 &+ i132, SIMD16<Float>(repeating: Float(0)))
-      i132 &+= 16
-    }
-    while i132 < 16 {
-      grads[(2556 +% i132)] = Float(0)
-      i132 &+= 1
+    while i189 < 100 {
+      arena[(376320 +% i189)] = Float(1)
+      i189 &+= 1
     }
   }
-  for img133 in 0..<64 {
-    sgemm(101, 111, 111, 16, 1, 100, 1, arena + (653712 +% (img133 *% 1600)), 100, arena + 376320, 1, Float(bitPattern: 0x3f800000), grads + 2556, 1)
+  do {  // SIMD16 over i190
+    var i190 = 0
+    while i190 &+ 16 <= 16 {
+      store16(grads, 2556 &+ i190, SIMD16<Float>(repeating: Float(0)))
+      i190 &+= 16
+    }
+    while i190 < 16 {
+      grads[(2556 +% i190)] = Float(0)
+      i190 &+= 1
+    }
+  }
+  for img191 in 0..<64 {
+    sgemm(101, 111, 111, 16, 1, 100, 1, arena + (653712 +% (img191 *% 1600)), 100, arena + 376320, 1, Float(bitPattern: 0x3f800000), grads + 2556, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  for g134 in 0..<1 {
-    for j135 in 0..<64 {
-      for f136 in 0..<16 {
-        do {  // SIMD16 over i137
-          var i137 = 0
-          while i137 &+ 16 <= 100 {
-            store16(arena, ((1716112 +% (f136 *% 6400)) +% (j135 *% 100)) &+ i137, load16(arena, ((653712 +% (((g134 *% 64) +% j135) *% 1600)) +% (f136 *% 100)) &+ i137))
-            i137 &+= 16
+  for g192 in 0..<1 {
+    for j193 in 0..<64 {
+      for f194 in 0..<16 {
+        do {  // SIMD16 over i195
+          var i195 = 0
+          while i195 &+ 16 <= 100 {
+            store16(arena, ((1716112 +% (f194 *% 6400)) +% (j193 *% 100)) &+ i195, load16(arena, ((653712 +% (((g192 *% 64) +% j193) *% 1600)) +% (f194 *% 100)) &+ i195))
+            i195 &+= 16
           }
-          while i137 < 100 {
-            arena[(((1716112 +% (f136 *% 6400)) +% (j135 *% 100)) +% i137)] = arena[(((653712 +% (((g134 *% 64) +% j135) *% 1600)) +% (f136 *% 100)) +% i137)]
-            i137 &+= 1
+          while i195 < 100 {
+            arena[(((1716112 +% (f194 *% 6400)) +% (j193 *% 100)) +% i195)] = arena[(((653712 +% (((g192 *% 64) +% j193) *% 1600)) +% (f194 *% 100)) +% i195)]
+            i195 &+= 1
           }
         }
       }
     }
-    for nb138 in 0..<100 {
-      for mb139 in 0..<25 {
-        var t140_c0_0 = SIMD16<Float>()
-        var t140_c0_1 = SIMD16<Float>()
-        var t140_c0_2 = SIMD16<Float>()
-        var t140_c0_3 = SIMD16<Float>()
-        var t140_c1_0 = SIMD16<Float>()
-        var t140_c1_1 = SIMD16<Float>()
-        var t140_c1_2 = SIMD16<Float>()
-        var t140_c1_3 = SIMD16<Float>()
-        var t140_c2_0 = SIMD16<Float>()
-        var t140_c2_1 = SIMD16<Float>()
-        var t140_c2_2 = SIMD16<Float>()
-        var t140_c2_3 = SIMD16<Float>()
-        var t140_c3_0 = SIMD16<Float>()
-        var t140_c3_1 = SIMD16<Float>()
-        var t140_c3_2 = SIMD16<Float>()
-        var t140_c3_3 = SIMD16<Float>()
-        var t140_c4_0 = SIMD16<Float>()
-        var t140_c4_1 = SIMD16<Float>()
-        var t140_c4_2 = SIMD16<Float>()
-        var t140_c4_3 = SIMD16<Float>()
-        var t140_c5_0 = SIMD16<Float>()
-        var t140_c5_1 = SIMD16<Float>()
-        var t140_c5_2 = SIMD16<Float>()
-        var t140_c5_3 = SIMD16<Float>()
-        for k141 in 0..<16 {
-          let t140_b0 = load16(arena, ((1716112 +% (k141 *% 6400)) +% (nb138 *% 64)))
-          let t140_b1 = load16(arena, (((1716112 +% (k141 *% 6400)) +% (nb138 *% 64)) +% 16))
-          let t140_b2 = load16(arena, (((1716112 +% (k141 *% 6400)) +% (nb138 *% 64)) +% 32))
-          let t140_b3 = load16(arena, (((1716112 +% (k141 *% 6400)) +% (nb138 *% 64)) +% 48))
-          let t140_a0 = SIMD16<Float>(repeating: params[((156 +% (mb139 *% 6)) +% (k141 *% 150))])
-          t140_c0_0 = t140_c0_0.addingProduct(t140_a0, t140_b0)
-          t140_c0_1 = t140_c0_1.addingProduct(t140_a0, t140_b1)
-          t140_c0_2 = t140_c0_2.addingProduct(t140_a0, t140_b2)
-          t140_c0_3 = t140_c0_3.addingProduct(t140_a0, t140_b3)
-          let t140_a1 = SIMD16<Float>(repeating: params[((156 +% ((mb139 *% 6) +% 1)) +% (k141 *% 150))])
-          t140_c1_0 = t140_c1_0.addingProduct(t140_a1, t140_b0)
-          t140_c1_1 = t140_c1_1.addingProduct(t140_a1, t140_b1)
-          t140_c1_2 = t140_c1_2.addingProduct(t140_a1, t140_b2)
-          t140_c1_3 = t140_c1_3.addingProduct(t140_a1, t140_b3)
-          let t140_a2 = SIMD16<Float>(repeating: params[((156 +% ((mb139 *% 6) +% 2)) +% (k141 *% 150))])
-          t140_c2_0 = t140_c2_0.addingProduct(t140_a2, t140_b0)
-          t140_c2_1 = t140_c2_1.addingProduct(t140_a2, t140_b1)
-          t140_c2_2 = t140_c2_2.addingProduct(t140_a2, t140_b2)
-          t140_c2_3 = t140_c2_3.addingProduct(t140_a2, t140_b3)
-          let t140_a3 = SIMD16<Float>(repeating: params[((156 +% ((mb139 *% 6) +% 3)) +% (k141 *% 150))])
-          t140_c3_0 = t140_c3_0.addingProduct(t140_a3, t140_b0)
-          t140_c3_1 = t140_c3_1.addingProduct(t140_a3, t140_b1)
-          t140_c3_2 = t140_c3_2.addingProduct(t140_a3, t140_b2)
-          t140_c3_3 = t140_c3_3.addingProduct(t140_a3, t140_b3)
-          let t140_a4 = SIMD16<Float>(repeating: params[((156 +% ((mb139 *% 6) +% 4)) +% (k141 *% 150))])
-          t140_c4_0 = t140_c4_0.addingProduct(t140_a4, t140_b0)
-          t140_c4_1 = t140_c4_1.addingProduct(t140_a4, t140_b1)
-          t140_c4_2 = t140_c4_2.addingProduct(t140_a4, t140_b2)
-          t140_c4_3 = t140_c4_3.addingProduct(t140_a4, t140_b3)
-          let t140_a5 = SIMD16<Float>(repeating: params[((156 +% ((mb139 *% 6) +% 5)) +% (k141 *% 150))])
-          t140_c5_0 = t140_c5_0.addingProduct(t140_a5, t140_b0)
-          t140_c5_1 = t140_c5_1.addingProduct(t140_a5, t140_b1)
-          t140_c5_2 = t140_c5_2.addingProduct(t140_a5, t140_b2)
-          t140_c5_3 = t140_c5_3.addingProduct(t140_a5, t140_b3)
+    for nb196 in 0..<100 {
+      for mb197 in 0..<25 {
+        var t198_c0_0 = SIMD16<Float>()
+        var t198_c0_1 = SIMD16<Float>()
+        var t198_c0_2 = SIMD16<Float>()
+        var t198_c0_3 = SIMD16<Float>()
+        var t198_c1_0 = SIMD16<Float>()
+        var t198_c1_1 = SIMD16<Float>()
+        var t198_c1_2 = SIMD16<Float>()
+        var t198_c1_3 = SIMD16<Float>()
+        var t198_c2_0 = SIMD16<Float>()
+        var t198_c2_1 = SIMD16<Float>()
+        var t198_c2_2 = SIMD16<Float>()
+        var t198_c2_3 = SIMD16<Float>()
+        var t198_c3_0 = SIMD16<Float>()
+        var t198_c3_1 = SIMD16<Float>()
+        var t198_c3_2 = SIMD16<Float>()
+        var t198_c3_3 = SIMD16<Float>()
+        var t198_c4_0 = SIMD16<Float>()
+        var t198_c4_1 = SIMD16<Float>()
+        var t198_c4_2 = SIMD16<Float>()
+        var t198_c4_3 = SIMD16<Float>()
+        var t198_c5_0 = SIMD16<Float>()
+        var t198_c5_1 = SIMD16<Float>()
+        var t198_c5_2 = SIMD16<Float>()
+        var t198_c5_3 = SIMD16<Float>()
+        for k199 in 0..<16 {
+          let t198_b0 = load16(arena, ((1716112 +% (k199 *% 6400)) +% (nb196 *% 64)))
+          let t198_b1 = load16(arena, (((1716112 +% (k199 *% 6400)) +% (nb196 *% 64)) +% 16))
+          let t198_b2 = load16(arena, (((1716112 +% (k199 *% 6400)) +% (nb196 *% 64)) +% 32))
+          let t198_b3 = load16(arena, (((1716112 +% (k199 *% 6400)) +% (nb196 *% 64)) +% 48))
+          let t198_a0 = SIMD16<Float>(repeating: params[((156 +% (mb197 *% 6)) +% (k199 *% 150))])
+          t198_c0_0 = t198_c0_0.addingProduct(t198_a0, t198_b0)
+          t198_c0_1 = t198_c0_1.addingProduct(t198_a0, t198_b1)
+          t198_c0_2 = t198_c0_2.addingProduct(t198_a0, t198_b2)
+          t198_c0_3 = t198_c0_3.addingProduct(t198_a0, t198_b3)
+          let t198_a1 = SIMD16<Float>(repeating: params[((156 +% ((mb197 *% 6) +% 1)) +% (k199 *% 150))])
+          t198_c1_0 = t198_c1_0.addingProduct(t198_a1, t198_b0)
+          t198_c1_1 = t198_c1_1.addingProduct(t198_a1, t198_b1)
+          t198_c1_2 = t198_c1_2.addingProduct(t198_a1, t198_b2)
+          t198_c1_3 = t198_c1_3.addingProduct(t198_a1, t198_b3)
+          let t198_a2 = SIMD16<Float>(repeating: params[((156 +% ((mb197 *% 6) +% 2)) +% (k199 *% 150))])
+          t198_c2_0 = t198_c2_0.addingProduct(t198_a2, t198_b0)
+          t198_c2_1 = t198_c2_1.addingProduct(t198_a2, t198_b1)
+          t198_c2_2 = t198_c2_2.addingProduct(t198_a2, t198_b2)
+          t198_c2_3 = t198_c2_3.addingProduct(t198_a2, t198_b3)
+          let t198_a3 = SIMD16<Float>(repeating: params[((156 +% ((mb197 *% 6) +% 3)) +% (k199 *% 150))])
+          t198_c3_0 = t198_c3_0.addingProduct(t198_a3, t198_b0)
+          t198_c3_1 = t198_c3_1.addingProduct(t198_a3, t198_b1)
+          t198_c3_2 = t198_c3_2.addingProduct(t198_a3, t198_b2)
+          t198_c3_3 = t198_c3_3.addingProduct(t198_a3, t198_b3)
+          let t198_a4 = SIMD16<Float>(repeating: params[((156 +% ((mb197 *% 6) +% 4)) +% (k199 *% 150))])
+          t198_c4_0 = t198_c4_0.addingProduct(t198_a4, t198_b0)
+          t198_c4_1 = t198_c4_1.addingProduct(t198_a4, t198_b1)
+          t198_c4_2 = t198_c4_2.addingProduct(t198_a4, t198_b2)
+          t198_c4_3 = t198_c4_3.addingProduct(t198_a4, t198_b3)
+          let t198_a5 = SIMD16<Float>(repeating: params[((156 +% ((mb197 *% 6) +% 5)) +% (k199 *% 150))])
+          t198_c5_0 = t198_c5_0.addingProduct(t198_a5, t198_b0)
+          t198_c5_1 = t198_c5_1.addingProduct(t198_a5, t198_b1)
+          t198_c5_2 = t198_c5_2.addingProduct(t198_a5, t198_b2)
+          t198_c5_3 = t198_c5_3.addingProduct(t198_a5, t198_b3)
         }
-        store16(arena, ((756112 +% ((mb139 *% 6) *% 6400)) +% (nb138 *% 64)), t140_c0_0)
-        store16(arena, (((756112 +% ((mb139 *% 6) *% 6400)) +% (nb138 *% 64)) +% 16), t140_c0_1)
-        store16(arena, (((756112 +% ((mb139 *% 6) *% 6400)) +% (nb138 *% 64)) +% 32), t140_c0_2)
-        store16(arena, (((756112 +% ((mb139 *% 6) *% 6400)) +% (nb138 *% 64)) +% 48), t140_c0_3)
-        store16(arena, ((756112 +% (((mb139 *% 6) +% 1) *% 6400)) +% (nb138 *% 64)), t140_c1_0)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 1) *% 6400)) +% (nb138 *% 64)) +% 16), t140_c1_1)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 1) *% 6400)) +% (nb138 *% 64)) +% 32), t140_c1_2)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 1) *% 6400)) +% (nb138 *% 64)) +% 48), t140_c1_3)
-        store16(arena, ((756112 +% (((mb139 *% 6) +% 2) *% 6400)) +% (nb138 *% 64)), t140_c2_0)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 2) *% 6400)) +% (nb138 *% 64)) +% 16), t140_c2_1)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 2) *% 6400)) +% (nb138 *% 64)) +% 32), t140_c2_2)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 2) *% 6400)) +% (nb138 *% 64)) +% 48), t140_c2_3)
-        store16(arena, ((756112 +% (((mb139 *% 6) +% 3) *% 6400)) +% (nb138 *% 64)), t140_c3_0)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 3) *% 6400)) +% (nb138 *% 64)) +% 16), t140_c3_1)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 3) *% 6400)) +% (nb138 *% 64)) +% 32), t140_c3_2)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 3) *% 6400)) +% (nb138 *% 64)) +% 48), t140_c3_3)
-        store16(arena, ((756112 +% (((mb139 *% 6) +% 4) *% 6400)) +% (nb138 *% 64)), t140_c4_0)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 4) *% 6400)) +% (nb138 *% 64)) +% 16), t140_c4_1)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 4) *% 6400)) +% (nb138 *% 64)) +% 32), t140_c4_2)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 4) *% 6400)) +% (nb138 *% 64)) +% 48), t140_c4_3)
-        store16(arena, ((756112 +% (((mb139 *% 6) +% 5) *% 6400)) +% (nb138 *% 64)), t140_c5_0)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 5) *% 6400)) +% (nb138 *% 64)) +% 16), t140_c5_1)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 5) *% 6400)) +% (nb138 *% 64)) +% 32), t140_c5_2)
-        store16(arena, (((756112 +% (((mb139 *% 6) +% 5) *% 6400)) +% (nb138 *% 64)) +% 48), t140_c5_3)
+        store16(arena, ((756112 +% ((mb197 *% 6) *% 6400)) +% (nb196 *% 64)), t198_c0_0)
+        store16(arena, (((756112 +% ((mb197 *% 6) *% 6400)) +% (nb196 *% 64)) +% 16), t198_c0_1)
+        store16(arena, (((756112 +% ((mb197 *% 6) *% 6400)) +% (nb196 *% 64)) +% 32), t198_c0_2)
+        store16(arena, (((756112 +% ((mb197 *% 6) *% 6400)) +% (nb196 *% 64)) +% 48), t198_c0_3)
+        store16(arena, ((756112 +% (((mb197 *% 6) +% 1) *% 6400)) +% (nb196 *% 64)), t198_c1_0)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 1) *% 6400)) +% (nb196 *% 64)) +% 16), t198_c1_1)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 1) *% 6400)) +% (nb196 *% 64)) +% 32), t198_c1_2)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 1) *% 6400)) +% (nb196 *% 64)) +% 48), t198_c1_3)
+        store16(arena, ((756112 +% (((mb197 *% 6) +% 2) *% 6400)) +% (nb196 *% 64)), t198_c2_0)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 2) *% 6400)) +% (nb196 *% 64)) +% 16), t198_c2_1)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 2) *% 6400)) +% (nb196 *% 64)) +% 32), t198_c2_2)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 2) *% 6400)) +% (nb196 *% 64)) +% 48), t198_c2_3)
+        store16(arena, ((756112 +% (((mb197 *% 6) +% 3) *% 6400)) +% (nb196 *% 64)), t198_c3_0)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 3) *% 6400)) +% (nb196 *% 64)) +% 16), t198_c3_1)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 3) *% 6400)) +% (nb196 *% 64)) +% 32), t198_c3_2)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 3) *% 6400)) +% (nb196 *% 64)) +% 48), t198_c3_3)
+        store16(arena, ((756112 +% (((mb197 *% 6) +% 4) *% 6400)) +% (nb196 *% 64)), t198_c4_0)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 4) *% 6400)) +% (nb196 *% 64)) +% 16), t198_c4_1)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 4) *% 6400)) +% (nb196 *% 64)) +% 32), t198_c4_2)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 4) *% 6400)) +% (nb196 *% 64)) +% 48), t198_c4_3)
+        store16(arena, ((756112 +% (((mb197 *% 6) +% 5) *% 6400)) +% (nb196 *% 64)), t198_c5_0)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 5) *% 6400)) +% (nb196 *% 64)) +% 16), t198_c5_1)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 5) *% 6400)) +% (nb196 *% 64)) +% 32), t198_c5_2)
+        store16(arena, (((756112 +% (((mb197 *% 6) +% 5) *% 6400)) +% (nb196 *% 64)) +% 48), t198_c5_3)
       }
     }
-    for j142 in 0..<64 {
-      for c143 in 0..<6 {
-        for iy144 in 0..<1 {
-          do {  // SIMD16 over ix145
-            var ix145 = 0
-            while ix145 < 1 {
-              var sum146: Float = arena[((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% (iy144 *% 10)) +% ix145)]
-              arena[((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% (iy144 *% 14)) +% ix145)] = sum146
-              ix145 &+= 1
-            }
-          }
-        }
-        for iy147 in 0..<1 {
-          do {  // SIMD16 over ix148
-            var ix148 = 0
-            while ix148 < 1 {
-              var sum149: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% (iy147 *% 10)) +% 1) +% ix148)]
-              var sum150: Float = (sum149 + arena[((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% (iy147 *% 10)) +% ix148)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% (iy147 *% 14)) +% 1) +% ix148)] = sum150
-              ix148 &+= 1
-            }
-          }
-        }
-        for iy151 in 0..<1 {
-          do {  // SIMD16 over ix152
-            var ix152 = 0
-            while ix152 < 1 {
-              var sum153: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% (iy151 *% 10)) +% 2) +% ix152)]
-              var sum154: Float = (sum153 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% (iy151 *% 10)) +% 1) +% ix152)])
-              var sum155: Float = (sum154 + arena[((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% (iy151 *% 10)) +% ix152)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% (iy151 *% 14)) +% 2) +% ix152)] = sum155
-              ix152 &+= 1
-            }
-          }
-        }
-        for iy156 in 0..<1 {
-          do {  // SIMD16 over ix157
-            var ix157 = 0
-            while ix157 < 1 {
-              var sum158: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% (iy156 *% 10)) +% 3) +% ix157)]
-              var sum159: Float = (sum158 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% (iy156 *% 10)) +% 2) +% ix157)])
-              var sum160: Float = (sum159 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% (iy156 *% 10)) +% 1) +% ix157)])
-              var sum161: Float = (sum160 + arena[((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% (iy156 *% 10)) +% ix157)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% (iy156 *% 14)) +% 3) +% ix157)] = sum161
-              ix157 &+= 1
-            }
-          }
-        }
-        for iy162 in 0..<1 {
-          do {  // SIMD16 over ix163
-            var ix163 = 0
-            while ix163 < 6 {
-              var sum164: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% (iy162 *% 10)) +% 4) +% ix163)]
-              var sum165: Float = (sum164 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% (iy162 *% 10)) +% 3) +% ix163)])
-              var sum166: Float = (sum165 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% (iy162 *% 10)) +% 2) +% ix163)])
-              var sum167: Float = (sum166 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% (iy162 *% 10)) +% 1) +% ix163)])
-              var sum168: Float = (sum167 + arena[((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% (iy162 *% 10)) +% ix163)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% (iy162 *% 14)) +% 4) +% ix163)] = sum168
-              ix163 &+= 1
-            }
-          }
-        }
-        for iy169 in 0..<1 {
-          do {  // SIMD16 over ix170
-            var ix170 = 0
-            while ix170 < 1 {
-              var sum171: Float = arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% (iy169 *% 10)) +% 9) +% ix170)]
-              var sum172: Float = (sum171 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% (iy169 *% 10)) +% 8) +% ix170)])
-              var sum173: Float = (sum172 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% (iy169 *% 10)) +% 7) +% ix170)])
-              var sum174: Float = (sum173 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% (iy169 *% 10)) +% 6) +% ix170)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% (iy169 *% 14)) +% 10) +% ix170)] = sum174
-              ix170 &+= 1
-            }
-          }
-        }
-        for iy175 in 0..<1 {
-          do {  // SIMD16 over ix176
-            var ix176 = 0
-            while ix176 < 1 {
-              var sum177: Float = arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% (iy175 *% 10)) +% 9) +% ix176)]
-              var sum178: Float = (sum177 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% (iy175 *% 10)) +% 8) +% ix176)])
-              var sum179: Float = (sum178 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% (iy175 *% 10)) +% 7) +% ix176)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% (iy175 *% 14)) +% 11) +% ix176)] = sum179
-              ix176 &+= 1
-            }
-          }
-        }
-        for iy180 in 0..<1 {
-          do {  // SIMD16 over ix181
-            var ix181 = 0
-            while ix181 < 1 {
-              var sum182: Float = arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% (iy180 *% 10)) +% 9) +% ix181)]
-              var sum183: Float = (sum182 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% (iy180 *% 10)) +% 8) +% ix181)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% (iy180 *% 14)) +% 12) +% ix181)] = sum183
-              ix181 &+= 1
-            }
-          }
-        }
-        for iy184 in 0..<1 {
-          do {  // SIMD16 over ix185
-            var ix185 = 0
-            while ix185 < 1 {
-              var sum186: Float = arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% (iy184 *% 10)) +% 9) +% ix185)]
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% (iy184 *% 14)) +% 13) +% ix185)] = sum186
-              ix185 &+= 1
-            }
-          }
-        }
-        for iy187 in 0..<1 {
-          do {  // SIMD16 over ix188
-            var ix188 = 0
-            while ix188 < 1 {
-              var sum189: Float = arena[((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy187 +% 1) *% 10)) +% ix188)]
-              var sum190: Float = (sum189 + arena[((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy187 +% 1) +% -1) *% 10)) +% ix188)])
-              arena[((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy187 +% 1) *% 14)) +% ix188)] = sum190
-              ix188 &+= 1
-            }
-          }
-        }
-        for iy191 in 0..<1 {
-          do {  // SIMD16 over ix192
-            var ix192 = 0
-            while ix192 < 1 {
-              var sum193: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy191 +% 1) *% 10)) +% 1) +% ix192)]
-              var sum194: Float = (sum193 + arena[((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy191 +% 1) *% 10)) +% ix192)])
-              var sum195: Float = (sum194 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy191 +% 1) +% -1) *% 10)) +% 1) +% ix192)])
-              var sum196: Float = (sum195 + arena[((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy191 +% 1) +% -1) *% 10)) +% ix192)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy191 +% 1) *% 14)) +% 1) +% ix192)] = sum196
-              ix192 &+= 1
-            }
-          }
-        }
-        for iy197 in 0..<1 {
-          do {  // SIMD16 over ix198
-            var ix198 = 0
-            while ix198 < 1 {
-              var sum199: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy197 +% 1) *% 10)) +% 2) +% ix198)]
-              var sum200: Float = (sum199 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy197 +% 1) *% 10)) +% 1) +% ix198)])
-              var sum201: Float = (sum200 + arena[((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy197 +% 1) *% 10)) +% ix198)])
-              var sum202: Float = (sum201 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy197 +% 1) +% -1) *% 10)) +% 2) +% ix198)])
-              var sum203: Float = (sum202 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy197 +% 1) +% -1) *% 10)) +% 1) +% ix198)])
-              var sum204: Float = (sum203 + arena[((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy197 +% 1) +% -1) *% 10)) +% ix198)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy197 +% 1) *% 14)) +% 2) +% ix198)] = sum204
-              ix198 &+= 1
+    for j200 in 0..<64 {
+      for c201 in 0..<6 {
+        for iy202 in 0..<1 {
+          do {  // SIMD16 over ix203
+            var ix203 = 0
+            while ix203 < 1 {
+              var sum204: Float = arena[((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% (iy202 *% 10)) +% ix203)]
+              arena[((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% (iy202 *% 14)) +% ix203)] = sum204
+              ix203 &+= 1
             }
           }
         }
@@ -1316,35 +2402,49 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix206
             var ix206 = 0
             while ix206 < 1 {
-              var sum207: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy205 +% 1) *% 10)) +% 3) +% ix206)]
-              var sum208: Float = (sum207 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy205 +% 1) *% 10)) +% 2) +% ix206)])
-              var sum209: Float = (sum208 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy205 +% 1) *% 10)) +% 1) +% ix206)])
-              var sum210: Float = (sum209 + arena[((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy205 +% 1) *% 10)) +% ix206)])
-              var sum211: Float = (sum210 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy205 +% 1) +% -1) *% 10)) +% 3) +% ix206)])
-              var sum212: Float = (sum211 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy205 +% 1) +% -1) *% 10)) +% 2) +% ix206)])
-              var sum213: Float = (sum212 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy205 +% 1) +% -1) *% 10)) +% 1) +% ix206)])
-              var sum214: Float = (sum213 + arena[((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy205 +% 1) +% -1) *% 10)) +% ix206)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy205 +% 1) *% 14)) +% 3) +% ix206)] = sum214
+              var sum207: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% (iy205 *% 10)) +% 1) +% ix206)]
+              var sum208: Float = (sum207 + arena[((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% (iy205 *% 10)) +% ix206)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% (iy205 *% 14)) +% 1) +% ix206)] = sum208
               ix206 &+= 1
             }
           }
         }
-        for iy215 in 0..<1 {
-          do {  // SIMD16 over ix216
-            var ix216 = 0
-            while ix216 < 6 {
-              var sum217: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy215 +% 1) *% 10)) +% 4) +% ix216)]
-              var sum218: Float = (sum217 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy215 +% 1) *% 10)) +% 3) +% ix216)])
-              var sum219: Float = (sum218 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy215 +% 1) *% 10)) +% 2) +% ix216)])
-              var sum220: Float = (sum219 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy215 +% 1) *% 10)) +% 1) +% ix216)])
-              var sum221: Float = (sum220 + arena[((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy215 +% 1) *% 10)) +% ix216)])
-              var sum222: Float = (sum221 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy215 +% 1) +% -1) *% 10)) +% 4) +% ix216)])
-              var sum223: Float = (sum222 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy215 +% 1) +% -1) *% 10)) +% 3) +% ix216)])
-              var sum224: Float = (sum223 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy215 +% 1) +% -1) *% 10)) +% 2) +% ix216)])
-              var sum225: Float = (sum224 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy215 +% 1) +% -1) *% 10)) +% 1) +% ix216)])
-              var sum226: Float = (sum225 + arena[((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy215 +% 1) +% -1) *% 10)) +% ix216)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy215 +% 1) *% 14)) +% 4) +% ix216)] = sum226
-              ix216 &+= 1
+        for iy209 in 0..<1 {
+          do {  // SIMD16 over ix210
+            var ix210 = 0
+            while ix210 < 1 {
+              var sum211: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% (iy209 *% 10)) +% 2) +% ix210)]
+              var sum212: Float = (sum211 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% (iy209 *% 10)) +% 1) +% ix210)])
+              var sum213: Float = (sum212 + arena[((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% (iy209 *% 10)) +% ix210)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% (iy209 *% 14)) +% 2) +% ix210)] = sum213
+              ix210 &+= 1
+            }
+          }
+        }
+        for iy214 in 0..<1 {
+          do {  // SIMD16 over ix215
+            var ix215 = 0
+            while ix215 < 1 {
+              var sum216: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% (iy214 *% 10)) +% 3) +% ix215)]
+              var sum217: Float = (sum216 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% (iy214 *% 10)) +% 2) +% ix215)])
+              var sum218: Float = (sum217 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% (iy214 *% 10)) +% 1) +% ix215)])
+              var sum219: Float = (sum218 + arena[((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% (iy214 *% 10)) +% ix215)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% (iy214 *% 14)) +% 3) +% ix215)] = sum219
+              ix215 &+= 1
+            }
+          }
+        }
+        for iy220 in 0..<1 {
+          do {  // SIMD16 over ix221
+            var ix221 = 0
+            while ix221 < 6 {
+              var sum222: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% (iy220 *% 10)) +% 4) +% ix221)]
+              var sum223: Float = (sum222 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% (iy220 *% 10)) +% 3) +% ix221)])
+              var sum224: Float = (sum223 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% (iy220 *% 10)) +% 2) +% ix221)])
+              var sum225: Float = (sum224 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% (iy220 *% 10)) +% 1) +% ix221)])
+              var sum226: Float = (sum225 + arena[((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% (iy220 *% 10)) +% ix221)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% (iy220 *% 14)) +% 4) +% ix221)] = sum226
+              ix221 &+= 1
             }
           }
         }
@@ -1352,31 +2452,45 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix228
             var ix228 = 0
             while ix228 < 1 {
-              var sum229: Float = arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy227 +% 1) *% 10)) +% 9) +% ix228)]
-              var sum230: Float = (sum229 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy227 +% 1) *% 10)) +% 8) +% ix228)])
-              var sum231: Float = (sum230 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy227 +% 1) *% 10)) +% 7) +% ix228)])
-              var sum232: Float = (sum231 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy227 +% 1) *% 10)) +% 6) +% ix228)])
-              var sum233: Float = (sum232 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy227 +% 1) +% -1) *% 10)) +% 9) +% ix228)])
-              var sum234: Float = (sum233 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy227 +% 1) +% -1) *% 10)) +% 8) +% ix228)])
-              var sum235: Float = (sum234 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy227 +% 1) +% -1) *% 10)) +% 7) +% ix228)])
-              var sum236: Float = (sum235 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy227 +% 1) +% -1) *% 10)) +% 6) +% ix228)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy227 +% 1) *% 14)) +% 10) +% ix228)] = sum236
+              var sum229: Float = arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% (iy227 *% 10)) +% 9) +% ix228)]
+              var sum230: Float = (sum229 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% (iy227 *% 10)) +% 8) +% ix228)])
+              var sum231: Float = (sum230 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% (iy227 *% 10)) +% 7) +% ix228)])
+              var sum232: Float = (sum231 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% (iy227 *% 10)) +% 6) +% ix228)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% (iy227 *% 14)) +% 10) +% ix228)] = sum232
               ix228 &+= 1
             }
           }
         }
-        for iy237 in 0..<1 {
-          do {  // SIMD16 over ix238
-            var ix238 = 0
-            while ix238 < 1 {
-              var sum239: Float = arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy237 +% 1) *% 10)) +% 9) +% ix238)]
-              var sum240: Float = (sum239 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy237 +% 1) *% 10)) +% 8) +% ix238)])
-              var sum241: Float = (sum240 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy237 +% 1) *% 10)) +% 7) +% ix238)])
-              var sum242: Float = (sum241 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy237 +% 1) +% -1) *% 10)) +% 9) +% ix238)])
-              var sum243: Float = (sum242 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy237 +% 1) +% -1) *% 10)) +% 8) +% ix238)])
-              var sum244: Float = (sum243 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy237 +% 1) +% -1) *% 10)) +% 7) +% ix238)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy237 +% 1) *% 14)) +% 11) +% ix238)] = sum244
-              ix238 &+= 1
+        for iy233 in 0..<1 {
+          do {  // SIMD16 over ix234
+            var ix234 = 0
+            while ix234 < 1 {
+              var sum235: Float = arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% (iy233 *% 10)) +% 9) +% ix234)]
+              var sum236: Float = (sum235 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% (iy233 *% 10)) +% 8) +% ix234)])
+              var sum237: Float = (sum236 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% (iy233 *% 10)) +% 7) +% ix234)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% (iy233 *% 14)) +% 11) +% ix234)] = sum237
+              ix234 &+= 1
+            }
+          }
+        }
+        for iy238 in 0..<1 {
+          do {  // SIMD16 over ix239
+            var ix239 = 0
+            while ix239 < 1 {
+              var sum240: Float = arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% (iy238 *% 10)) +% 9) +% ix239)]
+              var sum241: Float = (sum240 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% (iy238 *% 10)) +% 8) +% ix239)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% (iy238 *% 14)) +% 12) +% ix239)] = sum241
+              ix239 &+= 1
+            }
+          }
+        }
+        for iy242 in 0..<1 {
+          do {  // SIMD16 over ix243
+            var ix243 = 0
+            while ix243 < 1 {
+              var sum244: Float = arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% (iy242 *% 10)) +% 9) +% ix243)]
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% (iy242 *% 14)) +% 13) +% ix243)] = sum244
+              ix243 &+= 1
             }
           }
         }
@@ -1384,23 +2498,23 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix246
             var ix246 = 0
             while ix246 < 1 {
-              var sum247: Float = arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy245 +% 1) *% 10)) +% 9) +% ix246)]
-              var sum248: Float = (sum247 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy245 +% 1) *% 10)) +% 8) +% ix246)])
-              var sum249: Float = (sum248 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy245 +% 1) +% -1) *% 10)) +% 9) +% ix246)])
-              var sum250: Float = (sum249 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy245 +% 1) +% -1) *% 10)) +% 8) +% ix246)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy245 +% 1) *% 14)) +% 12) +% ix246)] = sum250
+              var sum247: Float = arena[((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy245 +% 1) *% 10)) +% ix246)]
+              var sum248: Float = (sum247 + arena[((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy245 +% 1) +% -1) *% 10)) +% ix246)])
+              arena[((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy245 +% 1) *% 14)) +% ix246)] = sum248
               ix246 &+= 1
             }
           }
         }
-        for iy251 in 0..<1 {
-          do {  // SIMD16 over ix252
-            var ix252 = 0
-            while ix252 < 1 {
-              var sum253: Float = arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy251 +% 1) *% 10)) +% 9) +% ix252)]
-              var sum254: Float = (sum253 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy251 +% 1) +% -1) *% 10)) +% 9) +% ix252)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy251 +% 1) *% 14)) +% 13) +% ix252)] = sum254
-              ix252 &+= 1
+        for iy249 in 0..<1 {
+          do {  // SIMD16 over ix250
+            var ix250 = 0
+            while ix250 < 1 {
+              var sum251: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy249 +% 1) *% 10)) +% 1) +% ix250)]
+              var sum252: Float = (sum251 + arena[((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy249 +% 1) *% 10)) +% ix250)])
+              var sum253: Float = (sum252 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy249 +% 1) +% -1) *% 10)) +% 1) +% ix250)])
+              var sum254: Float = (sum253 + arena[((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy249 +% 1) +% -1) *% 10)) +% ix250)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy249 +% 1) *% 14)) +% 1) +% ix250)] = sum254
+              ix250 &+= 1
             }
           }
         }
@@ -1408,285 +2522,313 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix256
             var ix256 = 0
             while ix256 < 1 {
-              var sum257: Float = arena[((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy255 +% 2) *% 10)) +% ix256)]
-              var sum258: Float = (sum257 + arena[((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy255 +% 2) +% -1) *% 10)) +% ix256)])
-              var sum259: Float = (sum258 + arena[((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy255 +% 2) +% -2) *% 10)) +% ix256)])
-              arena[((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy255 +% 2) *% 14)) +% ix256)] = sum259
+              var sum257: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy255 +% 1) *% 10)) +% 2) +% ix256)]
+              var sum258: Float = (sum257 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy255 +% 1) *% 10)) +% 1) +% ix256)])
+              var sum259: Float = (sum258 + arena[((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy255 +% 1) *% 10)) +% ix256)])
+              var sum260: Float = (sum259 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy255 +% 1) +% -1) *% 10)) +% 2) +% ix256)])
+              var sum261: Float = (sum260 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy255 +% 1) +% -1) *% 10)) +% 1) +% ix256)])
+              var sum262: Float = (sum261 + arena[((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy255 +% 1) +% -1) *% 10)) +% ix256)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy255 +% 1) *% 14)) +% 2) +% ix256)] = sum262
               ix256 &+= 1
             }
           }
         }
-        for iy260 in 0..<1 {
-          do {  // SIMD16 over ix261
-            var ix261 = 0
-            while ix261 < 1 {
-              var sum262: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy260 +% 2) *% 10)) +% 1) +% ix261)]
-              var sum263: Float = (sum262 + arena[((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy260 +% 2) *% 10)) +% ix261)])
-              var sum264: Float = (sum263 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy260 +% 2) +% -1) *% 10)) +% 1) +% ix261)])
-              var sum265: Float = (sum264 + arena[((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy260 +% 2) +% -1) *% 10)) +% ix261)])
-              var sum266: Float = (sum265 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy260 +% 2) +% -2) *% 10)) +% 1) +% ix261)])
-              var sum267: Float = (sum266 + arena[((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy260 +% 2) +% -2) *% 10)) +% ix261)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy260 +% 2) *% 14)) +% 1) +% ix261)] = sum267
-              ix261 &+= 1
+        for iy263 in 0..<1 {
+          do {  // SIMD16 over ix264
+            var ix264 = 0
+            while ix264 < 1 {
+              var sum265: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy263 +% 1) *% 10)) +% 3) +% ix264)]
+              var sum266: Float = (sum265 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy263 +% 1) *% 10)) +% 2) +% ix264)])
+              var sum267: Float = (sum266 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy263 +% 1) *% 10)) +% 1) +% ix264)])
+              var sum268: Float = (sum267 + arena[((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy263 +% 1) *% 10)) +% ix264)])
+              var sum269: Float = (sum268 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy263 +% 1) +% -1) *% 10)) +% 3) +% ix264)])
+              var sum270: Float = (sum269 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy263 +% 1) +% -1) *% 10)) +% 2) +% ix264)])
+              var sum271: Float = (sum270 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy263 +% 1) +% -1) *% 10)) +% 1) +% ix264)])
+              var sum272: Float = (sum271 + arena[((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy263 +% 1) +% -1) *% 10)) +% ix264)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy263 +% 1) *% 14)) +% 3) +% ix264)] = sum272
+              ix264 &+= 1
             }
           }
         }
-        for iy268 in 0..<1 {
-          do {  // SIMD16 over ix269
-            var ix269 = 0
-            while ix269 < 1 {
-              var sum270: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy268 +% 2) *% 10)) +% 2) +% ix269)]
-              var sum271: Float = (sum270 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy268 +% 2) *% 10)) +% 1) +% ix269)])
-              var sum272: Float = (sum271 + arena[((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy268 +% 2) *% 10)) +% ix269)])
-              var sum273: Float = (sum272 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy268 +% 2) +% -1) *% 10)) +% 2) +% ix269)])
-              var sum274: Float = (sum273 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy268 +% 2) +% -1) *% 10)) +% 1) +% ix269)])
-              var sum275: Float = (sum274 + arena[((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy268 +% 2) +% -1) *% 10)) +% ix269)])
-              var sum276: Float = (sum275 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy268 +% 2) +% -2) *% 10)) +% 2) +% ix269)])
-              var sum277: Float = (sum276 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy268 +% 2) +% -2) *% 10)) +% 1) +% ix269)])
-              var sum278: Float = (sum277 + arena[((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy268 +% 2) +% -2) *% 10)) +% ix269)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy268 +% 2) *% 14)) +% 2) +% ix269)] = sum278
-              ix269 &+= 1
+        for iy273 in 0..<1 {
+          do {  // SIMD16 over ix274
+            var ix274 = 0
+            while ix274 < 6 {
+              var sum275: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy273 +% 1) *% 10)) +% 4) +% ix274)]
+              var sum276: Float = (sum275 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy273 +% 1) *% 10)) +% 3) +% ix274)])
+              var sum277: Float = (sum276 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy273 +% 1) *% 10)) +% 2) +% ix274)])
+              var sum278: Float = (sum277 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy273 +% 1) *% 10)) +% 1) +% ix274)])
+              var sum279: Float = (sum278 + arena[((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy273 +% 1) *% 10)) +% ix274)])
+              var sum280: Float = (sum279 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy273 +% 1) +% -1) *% 10)) +% 4) +% ix274)])
+              var sum281: Float = (sum280 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy273 +% 1) +% -1) *% 10)) +% 3) +% ix274)])
+              var sum282: Float = (sum281 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy273 +% 1) +% -1) *% 10)) +% 2) +% ix274)])
+              var sum283: Float = (sum282 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy273 +% 1) +% -1) *% 10)) +% 1) +% ix274)])
+              var sum284: Float = (sum283 + arena[((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy273 +% 1) +% -1) *% 10)) +% ix274)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy273 +% 1) *% 14)) +% 4) +% ix274)] = sum284
+              ix274 &+= 1
             }
           }
         }
-        for iy279 in 0..<1 {
-          do {  // SIMD16 over ix280
-            var ix280 = 0
-            while ix280 < 1 {
-              var sum281: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy279 +% 2) *% 10)) +% 3) +% ix280)]
-              var sum282: Float = (sum281 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy279 +% 2) *% 10)) +% 2) +% ix280)])
-              var sum283: Float = (sum282 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy279 +% 2) *% 10)) +% 1) +% ix280)])
-              var sum284: Float = (sum283 + arena[((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy279 +% 2) *% 10)) +% ix280)])
-              var sum285: Float = (sum284 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy279 +% 2) +% -1) *% 10)) +% 3) +% ix280)])
-              var sum286: Float = (sum285 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy279 +% 2) +% -1) *% 10)) +% 2) +% ix280)])
-              var sum287: Float = (sum286 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy279 +% 2) +% -1) *% 10)) +% 1) +% ix280)])
-              var sum288: Float = (sum287 + arena[((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy279 +% 2) +% -1) *% 10)) +% ix280)])
-              var sum289: Float = (sum288 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy279 +% 2) +% -2) *% 10)) +% 3) +% ix280)])
-              var sum290: Float = (sum289 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy279 +% 2) +% -2) *% 10)) +% 2) +% ix280)])
-              var sum291: Float = (sum290 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy279 +% 2) +% -2) *% 10)) +% 1) +% ix280)])
-              var sum292: Float = (sum291 + arena[((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy279 +% 2) +% -2) *% 10)) +% ix280)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy279 +% 2) *% 14)) +% 3) +% ix280)] = sum292
-              ix280 &+= 1
+        for iy285 in 0..<1 {
+          do {  // SIMD16 over ix286
+            var ix286 = 0
+            while ix286 < 1 {
+              var sum287: Float = arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy285 +% 1) *% 10)) +% 9) +% ix286)]
+              var sum288: Float = (sum287 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy285 +% 1) *% 10)) +% 8) +% ix286)])
+              var sum289: Float = (sum288 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy285 +% 1) *% 10)) +% 7) +% ix286)])
+              var sum290: Float = (sum289 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy285 +% 1) *% 10)) +% 6) +% ix286)])
+              var sum291: Float = (sum290 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy285 +% 1) +% -1) *% 10)) +% 9) +% ix286)])
+              var sum292: Float = (sum291 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy285 +% 1) +% -1) *% 10)) +% 8) +% ix286)])
+              var sum293: Float = (sum292 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy285 +% 1) +% -1) *% 10)) +% 7) +% ix286)])
+              var sum294: Float = (sum293 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy285 +% 1) +% -1) *% 10)) +% 6) +% ix286)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy285 +% 1) *% 14)) +% 10) +% ix286)] = sum294
+              ix286 &+= 1
             }
           }
         }
-        for iy293 in 0..<1 {
-          do {  // SIMD16 over ix294
-            var ix294 = 0
-            while ix294 < 6 {
-              var sum295: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy293 +% 2) *% 10)) +% 4) +% ix294)]
-              var sum296: Float = (sum295 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy293 +% 2) *% 10)) +% 3) +% ix294)])
-              var sum297: Float = (sum296 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy293 +% 2) *% 10)) +% 2) +% ix294)])
-              var sum298: Float = (sum297 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy293 +% 2) *% 10)) +% 1) +% ix294)])
-              var sum299: Float = (sum298 + arena[((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy293 +% 2) *% 10)) +% ix294)])
-              var sum300: Float = (sum299 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy293 +% 2) +% -1) *% 10)) +% 4) +% ix294)])
-              var sum301: Float = (sum300 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy293 +% 2) +% -1) *% 10)) +% 3) +% ix294)])
-              var sum302: Float = (sum301 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy293 +% 2) +% -1) *% 10)) +% 2) +% ix294)])
-              var sum303: Float = (sum302 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy293 +% 2) +% -1) *% 10)) +% 1) +% ix294)])
-              var sum304: Float = (sum303 + arena[((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy293 +% 2) +% -1) *% 10)) +% ix294)])
-              var sum305: Float = (sum304 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy293 +% 2) +% -2) *% 10)) +% 4) +% ix294)])
-              var sum306: Float = (sum305 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy293 +% 2) +% -2) *% 10)) +% 3) +% ix294)])
-              var sum307: Float = (sum306 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy293 +% 2) +% -2) *% 10)) +% 2) +% ix294)])
-              var sum308: Float = (sum307 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy293 +% 2) +% -2) *% 10)) +% 1) +% ix294)])
-              var sum309: Float = (sum308 + arena[((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy293 +% 2) +% -2) *% 10)) +% ix294)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy293 +% 2) *% 14)) +% 4) +% ix294)] = sum309
-              ix294 &+= 1
+        for iy295 in 0..<1 {
+          do {  // SIMD16 over ix296
+            var ix296 = 0
+            while ix296 < 1 {
+              var sum297: Float = arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy295 +% 1) *% 10)) +% 9) +% ix296)]
+              var sum298: Float = (sum297 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy295 +% 1) *% 10)) +% 8) +% ix296)])
+              var sum299: Float = (sum298 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy295 +% 1) *% 10)) +% 7) +% ix296)])
+              var sum300: Float = (sum299 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy295 +% 1) +% -1) *% 10)) +% 9) +% ix296)])
+              var sum301: Float = (sum300 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy295 +% 1) +% -1) *% 10)) +% 8) +% ix296)])
+              var sum302: Float = (sum301 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy295 +% 1) +% -1) *% 10)) +% 7) +% ix296)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy295 +% 1) *% 14)) +% 11) +% ix296)] = sum302
+              ix296 &+= 1
             }
           }
         }
-        for iy310 in 0..<1 {
-          do {  // SIMD16 over ix311
-            var ix311 = 0
-            while ix311 < 1 {
-              var sum312: Float = arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy310 +% 2) *% 10)) +% 9) +% ix311)]
-              var sum313: Float = (sum312 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy310 +% 2) *% 10)) +% 8) +% ix311)])
-              var sum314: Float = (sum313 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy310 +% 2) *% 10)) +% 7) +% ix311)])
-              var sum315: Float = (sum314 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy310 +% 2) *% 10)) +% 6) +% ix311)])
-              var sum316: Float = (sum315 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy310 +% 2) +% -1) *% 10)) +% 9) +% ix311)])
-              var sum317: Float = (sum316 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy310 +% 2) +% -1) *% 10)) +% 8) +% ix311)])
-              var sum318: Float = (sum317 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy310 +% 2) +% -1) *% 10)) +% 7) +% ix311)])
-              var sum319: Float = (sum318 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy310 +% 2) +% -1) *% 10)) +% 6) +% ix311)])
-              var sum320: Float = (sum319 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy310 +% 2) +% -2) *% 10)) +% 9) +% ix311)])
-              var sum321: Float = (sum320 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy310 +% 2) +% -2) *% 10)) +% 8) +% ix311)])
-              var sum322: Float = (sum321 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy310 +% 2) +% -2) *% 10)) +% 7) +% ix311)])
-              var sum323: Float = (sum322 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy310 +% 2) +% -2) *% 10)) +% 6) +% ix311)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy310 +% 2) *% 14)) +% 10) +% ix311)] = sum323
-              ix311 &+= 1
+        for iy303 in 0..<1 {
+          do {  // SIMD16 over ix304
+            var ix304 = 0
+            while ix304 < 1 {
+              var sum305: Float = arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy303 +% 1) *% 10)) +% 9) +% ix304)]
+              var sum306: Float = (sum305 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy303 +% 1) *% 10)) +% 8) +% ix304)])
+              var sum307: Float = (sum306 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy303 +% 1) +% -1) *% 10)) +% 9) +% ix304)])
+              var sum308: Float = (sum307 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy303 +% 1) +% -1) *% 10)) +% 8) +% ix304)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy303 +% 1) *% 14)) +% 12) +% ix304)] = sum308
+              ix304 &+= 1
             }
           }
         }
-        for iy324 in 0..<1 {
-          do {  // SIMD16 over ix325
-            var ix325 = 0
-            while ix325 < 1 {
-              var sum326: Float = arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy324 +% 2) *% 10)) +% 9) +% ix325)]
-              var sum327: Float = (sum326 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy324 +% 2) *% 10)) +% 8) +% ix325)])
-              var sum328: Float = (sum327 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy324 +% 2) *% 10)) +% 7) +% ix325)])
-              var sum329: Float = (sum328 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy324 +% 2) +% -1) *% 10)) +% 9) +% ix325)])
-              var sum330: Float = (sum329 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy324 +% 2) +% -1) *% 10)) +% 8) +% ix325)])
-              var sum331: Float = (sum330 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy324 +% 2) +% -1) *% 10)) +% 7) +% ix325)])
-              var sum332: Float = (sum331 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy324 +% 2) +% -2) *% 10)) +% 9) +% ix325)])
-              var sum333: Float = (sum332 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy324 +% 2) +% -2) *% 10)) +% 8) +% ix325)])
-              var sum334: Float = (sum333 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy324 +% 2) +% -2) *% 10)) +% 7) +% ix325)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy324 +% 2) *% 14)) +% 11) +% ix325)] = sum334
-              ix325 &+= 1
+        for iy309 in 0..<1 {
+          do {  // SIMD16 over ix310
+            var ix310 = 0
+            while ix310 < 1 {
+              var sum311: Float = arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy309 +% 1) *% 10)) +% 9) +% ix310)]
+              var sum312: Float = (sum311 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy309 +% 1) +% -1) *% 10)) +% 9) +% ix310)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy309 +% 1) *% 14)) +% 13) +% ix310)] = sum312
+              ix310 &+= 1
             }
           }
         }
-        for iy335 in 0..<1 {
-          do {  // SIMD16 over ix336
-            var ix336 = 0
-            while ix336 < 1 {
-              var sum337: Float = arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy335 +% 2) *% 10)) +% 9) +% ix336)]
-              var sum338: Float = (sum337 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy335 +% 2) *% 10)) +% 8) +% ix336)])
-              var sum339: Float = (sum338 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy335 +% 2) +% -1) *% 10)) +% 9) +% ix336)])
-              var sum340: Float = (sum339 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy335 +% 2) +% -1) *% 10)) +% 8) +% ix336)])
-              var sum341: Float = (sum340 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy335 +% 2) +% -2) *% 10)) +% 9) +% ix336)])
-              var sum342: Float = (sum341 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy335 +% 2) +% -2) *% 10)) +% 8) +% ix336)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy335 +% 2) *% 14)) +% 12) +% ix336)] = sum342
-              ix336 &+= 1
+        for iy313 in 0..<1 {
+          do {  // SIMD16 over ix314
+            var ix314 = 0
+            while ix314 < 1 {
+              var sum315: Float = arena[((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy313 +% 2) *% 10)) +% ix314)]
+              var sum316: Float = (sum315 + arena[((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy313 +% 2) +% -1) *% 10)) +% ix314)])
+              var sum317: Float = (sum316 + arena[((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy313 +% 2) +% -2) *% 10)) +% ix314)])
+              arena[((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy313 +% 2) *% 14)) +% ix314)] = sum317
+              ix314 &+= 1
             }
           }
         }
-        for iy343 in 0..<1 {
-          do {  // SIMD16 over ix344
-            var ix344 = 0
-            while ix344 < 1 {
-              var sum345: Float = arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy343 +% 2) *% 10)) +% 9) +% ix344)]
-              var sum346: Float = (sum345 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy343 +% 2) +% -1) *% 10)) +% 9) +% ix344)])
-              var sum347: Float = (sum346 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy343 +% 2) +% -2) *% 10)) +% 9) +% ix344)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy343 +% 2) *% 14)) +% 13) +% ix344)] = sum347
-              ix344 &+= 1
+        for iy318 in 0..<1 {
+          do {  // SIMD16 over ix319
+            var ix319 = 0
+            while ix319 < 1 {
+              var sum320: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy318 +% 2) *% 10)) +% 1) +% ix319)]
+              var sum321: Float = (sum320 + arena[((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy318 +% 2) *% 10)) +% ix319)])
+              var sum322: Float = (sum321 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy318 +% 2) +% -1) *% 10)) +% 1) +% ix319)])
+              var sum323: Float = (sum322 + arena[((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy318 +% 2) +% -1) *% 10)) +% ix319)])
+              var sum324: Float = (sum323 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy318 +% 2) +% -2) *% 10)) +% 1) +% ix319)])
+              var sum325: Float = (sum324 + arena[((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy318 +% 2) +% -2) *% 10)) +% ix319)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy318 +% 2) *% 14)) +% 1) +% ix319)] = sum325
+              ix319 &+= 1
             }
           }
         }
-        for iy348 in 0..<1 {
-          do {  // SIMD16 over ix349
-            var ix349 = 0
-            while ix349 < 1 {
-              var sum350: Float = arena[((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy348 +% 3) *% 10)) +% ix349)]
-              var sum351: Float = (sum350 + arena[((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy348 +% 3) +% -1) *% 10)) +% ix349)])
-              var sum352: Float = (sum351 + arena[((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy348 +% 3) +% -2) *% 10)) +% ix349)])
-              var sum353: Float = (sum352 + arena[((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy348 +% 3) +% -3) *% 10)) +% ix349)])
-              arena[((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy348 +% 3) *% 14)) +% ix349)] = sum353
-              ix349 &+= 1
+        for iy326 in 0..<1 {
+          do {  // SIMD16 over ix327
+            var ix327 = 0
+            while ix327 < 1 {
+              var sum328: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy326 +% 2) *% 10)) +% 2) +% ix327)]
+              var sum329: Float = (sum328 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy326 +% 2) *% 10)) +% 1) +% ix327)])
+              var sum330: Float = (sum329 + arena[((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy326 +% 2) *% 10)) +% ix327)])
+              var sum331: Float = (sum330 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy326 +% 2) +% -1) *% 10)) +% 2) +% ix327)])
+              var sum332: Float = (sum331 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy326 +% 2) +% -1) *% 10)) +% 1) +% ix327)])
+              var sum333: Float = (sum332 + arena[((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy326 +% 2) +% -1) *% 10)) +% ix327)])
+              var sum334: Float = (sum333 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy326 +% 2) +% -2) *% 10)) +% 2) +% ix327)])
+              var sum335: Float = (sum334 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy326 +% 2) +% -2) *% 10)) +% 1) +% ix327)])
+              var sum336: Float = (sum335 + arena[((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy326 +% 2) +% -2) *% 10)) +% ix327)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy326 +% 2) *% 14)) +% 2) +% ix327)] = sum336
+              ix327 &+= 1
             }
           }
         }
-        for iy354 in 0..<1 {
-          do {  // SIMD16 over ix355
-            var ix355 = 0
-            while ix355 < 1 {
-              var sum356: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy354 +% 3) *% 10)) +% 1) +% ix355)]
-              var sum357: Float = (sum356 + arena[((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy354 +% 3) *% 10)) +% ix355)])
-              var sum358: Float = (sum357 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy354 +% 3) +% -1) *% 10)) +% 1) +% ix355)])
-              var sum359: Float = (sum358 + arena[((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy354 +% 3) +% -1) *% 10)) +% ix355)])
-              var sum360: Float = (sum359 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy354 +% 3) +% -2) *% 10)) +% 1) +% ix355)])
-              var sum361: Float = (sum360 + arena[((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy354 +% 3) +% -2) *% 10)) +% ix355)])
-              var sum362: Float = (sum361 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy354 +% 3) +% -3) *% 10)) +% 1) +% ix355)])
-              var sum363: Float = (sum362 + arena[((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy354 +% 3) +% -3) *% 10)) +% ix355)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy354 +% 3) *% 14)) +% 1) +% ix355)] = sum363
-              ix355 &+= 1
+        for iy337 in 0..<1 {
+          do {  // SIMD16 over ix338
+            var ix338 = 0
+            while ix338 < 1 {
+              var sum339: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy337 +% 2) *% 10)) +% 3) +% ix338)]
+              var sum340: Float = (sum339 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy337 +% 2) *% 10)) +% 2) +% ix338)])
+              var sum341: Float = (sum340 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy337 +% 2) *% 10)) +% 1) +% ix338)])
+              var sum342: Float = (sum341 + arena[((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy337 +% 2) *% 10)) +% ix338)])
+              var sum343: Float = (sum342 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy337 +% 2) +% -1) *% 10)) +% 3) +% ix338)])
+              var sum344: Float = (sum343 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy337 +% 2) +% -1) *% 10)) +% 2) +% ix338)])
+              var sum345: Float = (sum344 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy337 +% 2) +% -1) *% 10)) +% 1) +% ix338)])
+              var sum346: Float = (sum345 + arena[((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy337 +% 2) +% -1) *% 10)) +% ix338)])
+              var sum347: Float = (sum346 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy337 +% 2) +% -2) *% 10)) +% 3) +% ix338)])
+              var sum348: Float = (sum347 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy337 +% 2) +% -2) *% 10)) +% 2) +% ix338)])
+              var sum349: Float = (sum348 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy337 +% 2) +% -2) *% 10)) +% 1) +% ix338)])
+              var sum350: Float = (sum349 + arena[((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy337 +% 2) +% -2) *% 10)) +% ix338)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy337 +% 2) *% 14)) +% 3) +% ix338)] = sum350
+              ix338 &+= 1
             }
           }
         }
-        for iy364 in 0..<1 {
-          do {  // SIMD16 over ix365
-            var ix365 = 0
-            while ix365 < 1 {
-              var sum366: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy364 +% 3) *% 10)) +% 2) +% ix365)]
-              var sum367: Float = (sum366 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy364 +% 3) *% 10)) +% 1) +% ix365)])
-              var sum368: Float = (sum367 + arena[((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy364 +% 3) *% 10)) +% ix365)])
-              var sum369: Float = (sum368 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy364 +% 3) +% -1) *% 10)) +% 2) +% ix365)])
-              var sum370: Float = (sum369 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy364 +% 3) +% -1) *% 10)) +% 1) +% ix365)])
-              var sum371: Float = (sum370 + arena[((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy364 +% 3) +% -1) *% 10)) +% ix365)])
-              var sum372: Float = (sum371 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy364 +% 3) +% -2) *% 10)) +% 2) +% ix365)])
-              var sum373: Float = (sum372 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy364 +% 3) +% -2) *% 10)) +% 1) +% ix365)])
-              var sum374: Float = (sum373 + arena[((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy364 +% 3) +% -2) *% 10)) +% ix365)])
-              var sum375: Float = (sum374 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy364 +% 3) +% -3) *% 10)) +% 2) +% ix365)])
-              var sum376: Float = (sum375 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy364 +% 3) +% -3) *% 10)) +% 1) +% ix365)])
-              var sum377: Float = (sum376 + arena[((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy364 +% 3) +% -3) *% 10)) +% ix365)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy364 +% 3) *% 14)) +% 2) +% ix365)] = sum377
-              ix365 &+= 1
+        for iy351 in 0..<1 {
+          do {  // SIMD16 over ix352
+            var ix352 = 0
+            while ix352 < 6 {
+              var sum353: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy351 +% 2) *% 10)) +% 4) +% ix352)]
+              var sum354: Float = (sum353 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy351 +% 2) *% 10)) +% 3) +% ix352)])
+              var sum355: Float = (sum354 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy351 +% 2) *% 10)) +% 2) +% ix352)])
+              var sum356: Float = (sum355 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy351 +% 2) *% 10)) +% 1) +% ix352)])
+              var sum357: Float = (sum356 + arena[((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy351 +% 2) *% 10)) +% ix352)])
+              var sum358: Float = (sum357 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy351 +% 2) +% -1) *% 10)) +% 4) +% ix352)])
+              var sum359: Float = (sum358 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy351 +% 2) +% -1) *% 10)) +% 3) +% ix352)])
+              var sum360: Float = (sum359 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy351 +% 2) +% -1) *% 10)) +% 2) +% ix352)])
+              var sum361: Float = (sum360 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy351 +% 2) +% -1) *% 10)) +% 1) +% ix352)])
+              var sum362: Float = (sum361 + arena[((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy351 +% 2) +% -1) *% 10)) +% ix352)])
+              var sum363: Float = (sum362 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy351 +% 2) +% -2) *% 10)) +% 4) +% ix352)])
+              var sum364: Float = (sum363 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy351 +% 2) +% -2) *% 10)) +% 3) +% ix352)])
+              var sum365: Float = (sum364 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy351 +% 2) +% -2) *% 10)) +% 2) +% ix352)])
+              var sum366: Float = (sum365 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy351 +% 2) +% -2) *% 10)) +% 1) +% ix352)])
+              var sum367: Float = (sum366 + arena[((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy351 +% 2) +% -2) *% 10)) +% ix352)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy351 +% 2) *% 14)) +% 4) +% ix352)] = sum367
+              ix352 &+= 1
             }
           }
         }
-        for iy378 in 0..<1 {
-          do {  // SIMD16 over ix379
-            var ix379 = 0
-            while ix379 < 1 {
-              var sum380: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy378 +% 3) *% 10)) +% 3) +% ix379)]
-              var sum381: Float = (sum380 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy378 +% 3) *% 10)) +% 2) +% ix379)])
-              var sum382: Float = (sum381 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy378 +% 3) *% 10)) +% 1) +% ix379)])
-              var sum383: Float = (sum382 + arena[((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy378 +% 3) *% 10)) +% ix379)])
-              var sum384: Float = (sum383 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -1) *% 10)) +% 3) +% ix379)])
-              var sum385: Float = (sum384 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -1) *% 10)) +% 2) +% ix379)])
-              var sum386: Float = (sum385 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -1) *% 10)) +% 1) +% ix379)])
-              var sum387: Float = (sum386 + arena[((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -1) *% 10)) +% ix379)])
-              var sum388: Float = (sum387 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -2) *% 10)) +% 3) +% ix379)])
-              var sum389: Float = (sum388 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -2) *% 10)) +% 2) +% ix379)])
-              var sum390: Float = (sum389 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -2) *% 10)) +% 1) +% ix379)])
-              var sum391: Float = (sum390 + arena[((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -2) *% 10)) +% ix379)])
-              var sum392: Float = (sum391 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -3) *% 10)) +% 3) +% ix379)])
-              var sum393: Float = (sum392 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -3) *% 10)) +% 2) +% ix379)])
-              var sum394: Float = (sum393 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -3) *% 10)) +% 1) +% ix379)])
-              var sum395: Float = (sum394 + arena[((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy378 +% 3) +% -3) *% 10)) +% ix379)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy378 +% 3) *% 14)) +% 3) +% ix379)] = sum395
-              ix379 &+= 1
+        for iy368 in 0..<1 {
+          do {  // SIMD16 over ix369
+            var ix369 = 0
+            while ix369 < 1 {
+              var sum370: Float = arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy368 +% 2) *% 10)) +% 9) +% ix369)]
+              var sum371: Float = (sum370 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy368 +% 2) *% 10)) +% 8) +% ix369)])
+              var sum372: Float = (sum371 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy368 +% 2) *% 10)) +% 7) +% ix369)])
+              var sum373: Float = (sum372 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy368 +% 2) *% 10)) +% 6) +% ix369)])
+              var sum374: Float = (sum373 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy368 +% 2) +% -1) *% 10)) +% 9) +% ix369)])
+              var sum375: Float = (sum374 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy368 +% 2) +% -1) *% 10)) +% 8) +% ix369)])
+              var sum376: Float = (sum375 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy368 +% 2) +% -1) *% 10)) +% 7) +% ix369)])
+              var sum377: Float = (sum376 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy368 +% 2) +% -1) *% 10)) +% 6) +% ix369)])
+              var sum378: Float = (sum377 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy368 +% 2) +% -2) *% 10)) +% 9) +% ix369)])
+              var sum379: Float = (sum378 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy368 +% 2) +% -2) *% 10)) +% 8) +% ix369)])
+              var sum380: Float = (sum379 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy368 +% 2) +% -2) *% 10)) +% 7) +% ix369)])
+              var sum381: Float = (sum380 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy368 +% 2) +% -2) *% 10)) +% 6) +% ix369)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy368 +% 2) *% 14)) +% 10) +% ix369)] = sum381
+              ix369 &+= 1
             }
           }
         }
-        for iy396 in 0..<1 {
-          do {  // SIMD16 over ix397
-            var ix397 = 0
-            while ix397 < 6 {
-              var sum398: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy396 +% 3) *% 10)) +% 4) +% ix397)]
-              var sum399: Float = (sum398 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy396 +% 3) *% 10)) +% 3) +% ix397)])
-              var sum400: Float = (sum399 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy396 +% 3) *% 10)) +% 2) +% ix397)])
-              var sum401: Float = (sum400 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy396 +% 3) *% 10)) +% 1) +% ix397)])
-              var sum402: Float = (sum401 + arena[((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy396 +% 3) *% 10)) +% ix397)])
-              var sum403: Float = (sum402 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -1) *% 10)) +% 4) +% ix397)])
-              var sum404: Float = (sum403 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -1) *% 10)) +% 3) +% ix397)])
-              var sum405: Float = (sum404 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -1) *% 10)) +% 2) +% ix397)])
-              var sum406: Float = (sum405 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -1) *% 10)) +% 1) +% ix397)])
-              var sum407: Float = (sum406 + arena[((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -1) *% 10)) +% ix397)])
-              var sum408: Float = (sum407 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -2) *% 10)) +% 4) +% ix397)])
-              var sum409: Float = (sum408 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -2) *% 10)) +% 3) +% ix397)])
-              var sum410: Float = (sum409 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -2) *% 10)) +% 2) +% ix397)])
-              var sum411: Float = (sum410 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -2) *% 10)) +% 1) +% ix397)])
-              var sum412: Float = (sum411 + arena[((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -2) *% 10)) +% ix397)])
-              var sum413: Float = (sum412 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -3) *% 10)) +% 4) +% ix397)])
-              var sum414: Float = (sum413 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -3) *% 10)) +% 3) +% ix397)])
-              var sum415: Float = (sum414 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -3) *% 10)) +% 2) +% ix397)])
-              var sum416: Float = (sum415 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -3) *% 10)) +% 1) +% ix397)])
-              var sum417: Float = (sum416 + arena[((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy396 +% 3) +% -3) *% 10)) +% ix397)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy396 +% 3) *% 14)) +% 4) +% ix397)] = sum417
-              ix397 &+= 1
+        for iy382 in 0..<1 {
+          do {  // SIMD16 over ix383
+            var ix383 = 0
+            while ix383 < 1 {
+              var sum384: Float = arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy382 +% 2) *% 10)) +% 9) +% ix383)]
+              var sum385: Float = (sum384 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy382 +% 2) *% 10)) +% 8) +% ix383)])
+              var sum386: Float = (sum385 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy382 +% 2) *% 10)) +% 7) +% ix383)])
+              var sum387: Float = (sum386 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy382 +% 2) +% -1) *% 10)) +% 9) +% ix383)])
+              var sum388: Float = (sum387 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy382 +% 2) +% -1) *% 10)) +% 8) +% ix383)])
+              var sum389: Float = (sum388 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy382 +% 2) +% -1) *% 10)) +% 7) +% ix383)])
+              var sum390: Float = (sum389 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy382 +% 2) +% -2) *% 10)) +% 9) +% ix383)])
+              var sum391: Float = (sum390 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy382 +% 2) +% -2) *% 10)) +% 8) +% ix383)])
+              var sum392: Float = (sum391 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy382 +% 2) +% -2) *% 10)) +% 7) +% ix383)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy382 +% 2) *% 14)) +% 11) +% ix383)] = sum392
+              ix383 &+= 1
             }
           }
         }
-        for iy418 in 0..<1 {
-          do {  // SIMD16 over ix419
-            var ix419 = 0
-            while ix419 < 1 {
-              var sum420: Float = arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy418 +% 3) *% 10)) +% 9) +% ix419)]
-              var sum421: Float = (sum420 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy418 +% 3) *% 10)) +% 8) +% ix419)])
-              var sum422: Float = (sum421 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy418 +% 3) *% 10)) +% 7) +% ix419)])
-              var sum423: Float = (sum422 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy418 +% 3) *% 10)) +% 6) +% ix419)])
-              var sum424: Float = (sum423 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -1) *% 10)) +% 9) +% ix419)])
-              var sum425: Float = (sum424 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -1) *% 10)) +% 8) +% ix419)])
-              var sum426: Float = (sum425 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -1) *% 10)) +% 7) +% ix419)])
-              var sum427: Float = (sum426 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -1) *% 10)) +% 6) +% ix419)])
-              var sum428: Float = (sum427 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -2) *% 10)) +% 9) +% ix419)])
-              var sum429: Float = (sum428 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -2) *% 10)) +% 8) +% ix419)])
-              var sum430: Float = (sum429 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -2) *% 10)) +% 7) +% ix419)])
-              var sum431: Float = (sum430 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -2) *% 10)) +% 6) +% ix419)])
-              var sum432: Float = (sum431 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -3) *% 10)) +% 9) +% ix419)])
-              var sum433: Float = (sum432 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -3) *% 10)) +% 8) +% ix419)])
-              var sum434: Float = (sum433 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -3) *% 10)) +% 7) +% ix419)])
-              var sum435: Float = (sum434 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy418 +% 3) +% -3) *% 10)) +% 6) +% ix419)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy418 +% 3) *% 14)) +% 10) +% ix419)] = sum435
-              ix419 &+= 1
+        for iy393 in 0..<1 {
+          do {  // SIMD16 over ix394
+            var ix394 = 0
+            while ix394 < 1 {
+              var sum395: Float = arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy393 +% 2) *% 10)) +% 9) +% ix394)]
+              var sum396: Float = (sum395 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy393 +% 2) *% 10)) +% 8) +% ix394)])
+              var sum397: Float = (sum396 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy393 +% 2) +% -1) *% 10)) +% 9) +% ix394)])
+              var sum398: Float = (sum397 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy393 +% 2) +% -1) *% 10)) +% 8) +% ix394)])
+              var sum399: Float = (sum398 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy393 +% 2) +% -2) *% 10)) +% 9) +% ix394)])
+              var sum400: Float = (sum399 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy393 +% 2) +% -2) *% 10)) +% 8) +% ix394)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy393 +% 2) *% 14)) +% 12) +% ix394)] = sum400
+              ix394 &+= 1
+            }
+          }
+        }
+        for iy401 in 0..<1 {
+          do {  // SIMD16 over ix402
+            var ix402 = 0
+            while ix402 < 1 {
+              var sum403: Float = arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy401 +% 2) *% 10)) +% 9) +% ix402)]
+              var sum404: Float = (sum403 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy401 +% 2) +% -1) *% 10)) +% 9) +% ix402)])
+              var sum405: Float = (sum404 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy401 +% 2) +% -2) *% 10)) +% 9) +% ix402)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy401 +% 2) *% 14)) +% 13) +% ix402)] = sum405
+              ix402 &+= 1
+            }
+          }
+        }
+        for iy406 in 0..<1 {
+          do {  // SIMD16 over ix407
+            var ix407 = 0
+            while ix407 < 1 {
+              var sum408: Float = arena[((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy406 +% 3) *% 10)) +% ix407)]
+              var sum409: Float = (sum408 + arena[((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy406 +% 3) +% -1) *% 10)) +% ix407)])
+              var sum410: Float = (sum409 + arena[((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy406 +% 3) +% -2) *% 10)) +% ix407)])
+              var sum411: Float = (sum410 + arena[((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy406 +% 3) +% -3) *% 10)) +% ix407)])
+              arena[((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy406 +% 3) *% 14)) +% ix407)] = sum411
+              ix407 &+= 1
+            }
+          }
+        }
+        for iy412 in 0..<1 {
+          do {  // SIMD16 over ix413
+            var ix413 = 0
+            while ix413 < 1 {
+              var sum414: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy412 +% 3) *% 10)) +% 1) +% ix413)]
+              var sum415: Float = (sum414 + arena[((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy412 +% 3) *% 10)) +% ix413)])
+              var sum416: Float = (sum415 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy412 +% 3) +% -1) *% 10)) +% 1) +% ix413)])
+              var sum417: Float = (sum416 + arena[((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy412 +% 3) +% -1) *% 10)) +% ix413)])
+              var sum418: Float = (sum417 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy412 +% 3) +% -2) *% 10)) +% 1) +% ix413)])
+              var sum419: Float = (sum418 + arena[((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy412 +% 3) +% -2) *% 10)) +% ix413)])
+              var sum420: Float = (sum419 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy412 +% 3) +% -3) *% 10)) +% 1) +% ix413)])
+              var sum421: Float = (sum420 + arena[((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy412 +% 3) +% -3) *% 10)) +% ix413)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy412 +% 3) *% 14)) +% 1) +% ix413)] = sum421
+              ix413 &+= 1
+            }
+          }
+        }
+        for iy422 in 0..<1 {
+          do {  // SIMD16 over ix423
+            var ix423 = 0
+            while ix423 < 1 {
+              var sum424: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy422 +% 3) *% 10)) +% 2) +% ix423)]
+              var sum425: Float = (sum424 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy422 +% 3) *% 10)) +% 1) +% ix423)])
+              var sum426: Float = (sum425 + arena[((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy422 +% 3) *% 10)) +% ix423)])
+              var sum427: Float = (sum426 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy422 +% 3) +% -1) *% 10)) +% 2) +% ix423)])
+              var sum428: Float = (sum427 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy422 +% 3) +% -1) *% 10)) +% 1) +% ix423)])
+              var sum429: Float = (sum428 + arena[((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy422 +% 3) +% -1) *% 10)) +% ix423)])
+              var sum430: Float = (sum429 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy422 +% 3) +% -2) *% 10)) +% 2) +% ix423)])
+              var sum431: Float = (sum430 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy422 +% 3) +% -2) *% 10)) +% 1) +% ix423)])
+              var sum432: Float = (sum431 + arena[((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy422 +% 3) +% -2) *% 10)) +% ix423)])
+              var sum433: Float = (sum432 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy422 +% 3) +% -3) *% 10)) +% 2) +% ix423)])
+              var sum434: Float = (sum433 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy422 +% 3) +% -3) *% 10)) +% 1) +% ix423)])
+              var sum435: Float = (sum434 + arena[((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy422 +% 3) +% -3) *% 10)) +% ix423)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy422 +% 3) *% 14)) +% 2) +% ix423)] = sum435
+              ix423 &+= 1
             }
           }
         }
@@ -1694,386 +2836,386 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix437
             var ix437 = 0
             while ix437 < 1 {
-              var sum438: Float = arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy436 +% 3) *% 10)) +% 9) +% ix437)]
-              var sum439: Float = (sum438 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy436 +% 3) *% 10)) +% 8) +% ix437)])
-              var sum440: Float = (sum439 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy436 +% 3) *% 10)) +% 7) +% ix437)])
-              var sum441: Float = (sum440 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy436 +% 3) +% -1) *% 10)) +% 9) +% ix437)])
-              var sum442: Float = (sum441 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy436 +% 3) +% -1) *% 10)) +% 8) +% ix437)])
-              var sum443: Float = (sum442 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy436 +% 3) +% -1) *% 10)) +% 7) +% ix437)])
-              var sum444: Float = (sum443 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy436 +% 3) +% -2) *% 10)) +% 9) +% ix437)])
-              var sum445: Float = (sum444 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy436 +% 3) +% -2) *% 10)) +% 8) +% ix437)])
-              var sum446: Float = (sum445 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy436 +% 3) +% -2) *% 10)) +% 7) +% ix437)])
-              var sum447: Float = (sum446 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy436 +% 3) +% -3) *% 10)) +% 9) +% ix437)])
-              var sum448: Float = (sum447 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy436 +% 3) +% -3) *% 10)) +% 8) +% ix437)])
-              var sum449: Float = (sum448 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy436 +% 3) +% -3) *% 10)) +% 7) +% ix437)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy436 +% 3) *% 14)) +% 11) +% ix437)] = sum449
+              var sum438: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy436 +% 3) *% 10)) +% 3) +% ix437)]
+              var sum439: Float = (sum438 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy436 +% 3) *% 10)) +% 2) +% ix437)])
+              var sum440: Float = (sum439 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy436 +% 3) *% 10)) +% 1) +% ix437)])
+              var sum441: Float = (sum440 + arena[((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy436 +% 3) *% 10)) +% ix437)])
+              var sum442: Float = (sum441 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -1) *% 10)) +% 3) +% ix437)])
+              var sum443: Float = (sum442 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -1) *% 10)) +% 2) +% ix437)])
+              var sum444: Float = (sum443 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -1) *% 10)) +% 1) +% ix437)])
+              var sum445: Float = (sum444 + arena[((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -1) *% 10)) +% ix437)])
+              var sum446: Float = (sum445 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -2) *% 10)) +% 3) +% ix437)])
+              var sum447: Float = (sum446 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -2) *% 10)) +% 2) +% ix437)])
+              var sum448: Float = (sum447 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -2) *% 10)) +% 1) +% ix437)])
+              var sum449: Float = (sum448 + arena[((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -2) *% 10)) +% ix437)])
+              var sum450: Float = (sum449 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -3) *% 10)) +% 3) +% ix437)])
+              var sum451: Float = (sum450 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -3) *% 10)) +% 2) +% ix437)])
+              var sum452: Float = (sum451 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -3) *% 10)) +% 1) +% ix437)])
+              var sum453: Float = (sum452 + arena[((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy436 +% 3) +% -3) *% 10)) +% ix437)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy436 +% 3) *% 14)) +% 3) +% ix437)] = sum453
               ix437 &+= 1
             }
           }
         }
-        for iy450 in 0..<1 {
-          do {  // SIMD16 over ix451
-            var ix451 = 0
-            while ix451 < 1 {
-              var sum452: Float = arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy450 +% 3) *% 10)) +% 9) +% ix451)]
-              var sum453: Float = (sum452 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy450 +% 3) *% 10)) +% 8) +% ix451)])
-              var sum454: Float = (sum453 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy450 +% 3) +% -1) *% 10)) +% 9) +% ix451)])
-              var sum455: Float = (sum454 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy450 +% 3) +% -1) *% 10)) +% 8) +% ix451)])
-              var sum456: Float = (sum455 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy450 +% 3) +% -2) *% 10)) +% 9) +% ix451)])
-              var sum457: Float = (sum456 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy450 +% 3) +% -2) *% 10)) +% 8) +% ix451)])
-              var sum458: Float = (sum457 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy450 +% 3) +% -3) *% 10)) +% 9) +% ix451)])
-              var sum459: Float = (sum458 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy450 +% 3) +% -3) *% 10)) +% 8) +% ix451)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy450 +% 3) *% 14)) +% 12) +% ix451)] = sum459
-              ix451 &+= 1
+        for iy454 in 0..<1 {
+          do {  // SIMD16 over ix455
+            var ix455 = 0
+            while ix455 < 6 {
+              var sum456: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy454 +% 3) *% 10)) +% 4) +% ix455)]
+              var sum457: Float = (sum456 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy454 +% 3) *% 10)) +% 3) +% ix455)])
+              var sum458: Float = (sum457 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy454 +% 3) *% 10)) +% 2) +% ix455)])
+              var sum459: Float = (sum458 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy454 +% 3) *% 10)) +% 1) +% ix455)])
+              var sum460: Float = (sum459 + arena[((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy454 +% 3) *% 10)) +% ix455)])
+              var sum461: Float = (sum460 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -1) *% 10)) +% 4) +% ix455)])
+              var sum462: Float = (sum461 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -1) *% 10)) +% 3) +% ix455)])
+              var sum463: Float = (sum462 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -1) *% 10)) +% 2) +% ix455)])
+              var sum464: Float = (sum463 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -1) *% 10)) +% 1) +% ix455)])
+              var sum465: Float = (sum464 + arena[((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -1) *% 10)) +% ix455)])
+              var sum466: Float = (sum465 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -2) *% 10)) +% 4) +% ix455)])
+              var sum467: Float = (sum466 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -2) *% 10)) +% 3) +% ix455)])
+              var sum468: Float = (sum467 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -2) *% 10)) +% 2) +% ix455)])
+              var sum469: Float = (sum468 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -2) *% 10)) +% 1) +% ix455)])
+              var sum470: Float = (sum469 + arena[((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -2) *% 10)) +% ix455)])
+              var sum471: Float = (sum470 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -3) *% 10)) +% 4) +% ix455)])
+              var sum472: Float = (sum471 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -3) *% 10)) +% 3) +% ix455)])
+              var sum473: Float = (sum472 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -3) *% 10)) +% 2) +% ix455)])
+              var sum474: Float = (sum473 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -3) *% 10)) +% 1) +% ix455)])
+              var sum475: Float = (sum474 + arena[((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy454 +% 3) +% -3) *% 10)) +% ix455)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy454 +% 3) *% 14)) +% 4) +% ix455)] = sum475
+              ix455 &+= 1
             }
           }
         }
-        for iy460 in 0..<1 {
-          do {  // SIMD16 over ix461
-            var ix461 = 0
-            while ix461 < 1 {
-              var sum462: Float = arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy460 +% 3) *% 10)) +% 9) +% ix461)]
-              var sum463: Float = (sum462 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy460 +% 3) +% -1) *% 10)) +% 9) +% ix461)])
-              var sum464: Float = (sum463 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy460 +% 3) +% -2) *% 10)) +% 9) +% ix461)])
-              var sum465: Float = (sum464 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy460 +% 3) +% -3) *% 10)) +% 9) +% ix461)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy460 +% 3) *% 14)) +% 13) +% ix461)] = sum465
-              ix461 &+= 1
+        for iy476 in 0..<1 {
+          do {  // SIMD16 over ix477
+            var ix477 = 0
+            while ix477 < 1 {
+              var sum478: Float = arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy476 +% 3) *% 10)) +% 9) +% ix477)]
+              var sum479: Float = (sum478 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy476 +% 3) *% 10)) +% 8) +% ix477)])
+              var sum480: Float = (sum479 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy476 +% 3) *% 10)) +% 7) +% ix477)])
+              var sum481: Float = (sum480 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy476 +% 3) *% 10)) +% 6) +% ix477)])
+              var sum482: Float = (sum481 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -1) *% 10)) +% 9) +% ix477)])
+              var sum483: Float = (sum482 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -1) *% 10)) +% 8) +% ix477)])
+              var sum484: Float = (sum483 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -1) *% 10)) +% 7) +% ix477)])
+              var sum485: Float = (sum484 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -1) *% 10)) +% 6) +% ix477)])
+              var sum486: Float = (sum485 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -2) *% 10)) +% 9) +% ix477)])
+              var sum487: Float = (sum486 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -2) *% 10)) +% 8) +% ix477)])
+              var sum488: Float = (sum487 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -2) *% 10)) +% 7) +% ix477)])
+              var sum489: Float = (sum488 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -2) *% 10)) +% 6) +% ix477)])
+              var sum490: Float = (sum489 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -3) *% 10)) +% 9) +% ix477)])
+              var sum491: Float = (sum490 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -3) *% 10)) +% 8) +% ix477)])
+              var sum492: Float = (sum491 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -3) *% 10)) +% 7) +% ix477)])
+              var sum493: Float = (sum492 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy476 +% 3) +% -3) *% 10)) +% 6) +% ix477)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy476 +% 3) *% 14)) +% 10) +% ix477)] = sum493
+              ix477 &+= 1
             }
           }
         }
-        for iy466 in 0..<6 {
-          do {  // SIMD16 over ix467
-            var ix467 = 0
-            while ix467 < 1 {
-              var sum468: Float = arena[((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy466 +% 4) *% 10)) +% ix467)]
-              var sum469: Float = (sum468 + arena[((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy466 +% 4) +% -1) *% 10)) +% ix467)])
-              var sum470: Float = (sum469 + arena[((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy466 +% 4) +% -2) *% 10)) +% ix467)])
-              var sum471: Float = (sum470 + arena[((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy466 +% 4) +% -3) *% 10)) +% ix467)])
-              var sum472: Float = (sum471 + arena[((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy466 +% 4) +% -4) *% 10)) +% ix467)])
-              arena[((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy466 +% 4) *% 14)) +% ix467)] = sum472
-              ix467 &+= 1
+        for iy494 in 0..<1 {
+          do {  // SIMD16 over ix495
+            var ix495 = 0
+            while ix495 < 1 {
+              var sum496: Float = arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy494 +% 3) *% 10)) +% 9) +% ix495)]
+              var sum497: Float = (sum496 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy494 +% 3) *% 10)) +% 8) +% ix495)])
+              var sum498: Float = (sum497 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy494 +% 3) *% 10)) +% 7) +% ix495)])
+              var sum499: Float = (sum498 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy494 +% 3) +% -1) *% 10)) +% 9) +% ix495)])
+              var sum500: Float = (sum499 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy494 +% 3) +% -1) *% 10)) +% 8) +% ix495)])
+              var sum501: Float = (sum500 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy494 +% 3) +% -1) *% 10)) +% 7) +% ix495)])
+              var sum502: Float = (sum501 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy494 +% 3) +% -2) *% 10)) +% 9) +% ix495)])
+              var sum503: Float = (sum502 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy494 +% 3) +% -2) *% 10)) +% 8) +% ix495)])
+              var sum504: Float = (sum503 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy494 +% 3) +% -2) *% 10)) +% 7) +% ix495)])
+              var sum505: Float = (sum504 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy494 +% 3) +% -3) *% 10)) +% 9) +% ix495)])
+              var sum506: Float = (sum505 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy494 +% 3) +% -3) *% 10)) +% 8) +% ix495)])
+              var sum507: Float = (sum506 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy494 +% 3) +% -3) *% 10)) +% 7) +% ix495)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy494 +% 3) *% 14)) +% 11) +% ix495)] = sum507
+              ix495 &+= 1
             }
           }
         }
-        for iy473 in 0..<6 {
-          do {  // SIMD16 over ix474
-            var ix474 = 0
-            while ix474 < 1 {
-              var sum475: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy473 +% 4) *% 10)) +% 1) +% ix474)]
-              var sum476: Float = (sum475 + arena[((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy473 +% 4) *% 10)) +% ix474)])
-              var sum477: Float = (sum476 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy473 +% 4) +% -1) *% 10)) +% 1) +% ix474)])
-              var sum478: Float = (sum477 + arena[((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy473 +% 4) +% -1) *% 10)) +% ix474)])
-              var sum479: Float = (sum478 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy473 +% 4) +% -2) *% 10)) +% 1) +% ix474)])
-              var sum480: Float = (sum479 + arena[((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy473 +% 4) +% -2) *% 10)) +% ix474)])
-              var sum481: Float = (sum480 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy473 +% 4) +% -3) *% 10)) +% 1) +% ix474)])
-              var sum482: Float = (sum481 + arena[((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy473 +% 4) +% -3) *% 10)) +% ix474)])
-              var sum483: Float = (sum482 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy473 +% 4) +% -4) *% 10)) +% 1) +% ix474)])
-              var sum484: Float = (sum483 + arena[((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy473 +% 4) +% -4) *% 10)) +% ix474)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy473 +% 4) *% 14)) +% 1) +% ix474)] = sum484
-              ix474 &+= 1
+        for iy508 in 0..<1 {
+          do {  // SIMD16 over ix509
+            var ix509 = 0
+            while ix509 < 1 {
+              var sum510: Float = arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy508 +% 3) *% 10)) +% 9) +% ix509)]
+              var sum511: Float = (sum510 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy508 +% 3) *% 10)) +% 8) +% ix509)])
+              var sum512: Float = (sum511 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy508 +% 3) +% -1) *% 10)) +% 9) +% ix509)])
+              var sum513: Float = (sum512 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy508 +% 3) +% -1) *% 10)) +% 8) +% ix509)])
+              var sum514: Float = (sum513 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy508 +% 3) +% -2) *% 10)) +% 9) +% ix509)])
+              var sum515: Float = (sum514 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy508 +% 3) +% -2) *% 10)) +% 8) +% ix509)])
+              var sum516: Float = (sum515 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy508 +% 3) +% -3) *% 10)) +% 9) +% ix509)])
+              var sum517: Float = (sum516 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy508 +% 3) +% -3) *% 10)) +% 8) +% ix509)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy508 +% 3) *% 14)) +% 12) +% ix509)] = sum517
+              ix509 &+= 1
             }
           }
         }
-        for iy485 in 0..<6 {
-          do {  // SIMD16 over ix486
-            var ix486 = 0
-            while ix486 < 1 {
-              var sum487: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy485 +% 4) *% 10)) +% 2) +% ix486)]
-              var sum488: Float = (sum487 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy485 +% 4) *% 10)) +% 1) +% ix486)])
-              var sum489: Float = (sum488 + arena[((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy485 +% 4) *% 10)) +% ix486)])
-              var sum490: Float = (sum489 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -1) *% 10)) +% 2) +% ix486)])
-              var sum491: Float = (sum490 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -1) *% 10)) +% 1) +% ix486)])
-              var sum492: Float = (sum491 + arena[((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -1) *% 10)) +% ix486)])
-              var sum493: Float = (sum492 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -2) *% 10)) +% 2) +% ix486)])
-              var sum494: Float = (sum493 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -2) *% 10)) +% 1) +% ix486)])
-              var sum495: Float = (sum494 + arena[((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -2) *% 10)) +% ix486)])
-              var sum496: Float = (sum495 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -3) *% 10)) +% 2) +% ix486)])
-              var sum497: Float = (sum496 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -3) *% 10)) +% 1) +% ix486)])
-              var sum498: Float = (sum497 + arena[((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -3) *% 10)) +% ix486)])
-              var sum499: Float = (sum498 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -4) *% 10)) +% 2) +% ix486)])
-              var sum500: Float = (sum499 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -4) *% 10)) +% 1) +% ix486)])
-              var sum501: Float = (sum500 + arena[((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy485 +% 4) +% -4) *% 10)) +% ix486)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy485 +% 4) *% 14)) +% 2) +% ix486)] = sum501
-              ix486 &+= 1
-            }
-          }
-        }
-        for iy502 in 0..<6 {
-          do {  // SIMD16 over ix503
-            var ix503 = 0
-            while ix503 < 1 {
-              var sum504: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy502 +% 4) *% 10)) +% 3) +% ix503)]
-              var sum505: Float = (sum504 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy502 +% 4) *% 10)) +% 2) +% ix503)])
-              var sum506: Float = (sum505 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy502 +% 4) *% 10)) +% 1) +% ix503)])
-              var sum507: Float = (sum506 + arena[((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy502 +% 4) *% 10)) +% ix503)])
-              var sum508: Float = (sum507 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -1) *% 10)) +% 3) +% ix503)])
-              var sum509: Float = (sum508 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -1) *% 10)) +% 2) +% ix503)])
-              var sum510: Float = (sum509 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -1) *% 10)) +% 1) +% ix503)])
-              var sum511: Float = (sum510 + arena[((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -1) *% 10)) +% ix503)])
-              var sum512: Float = (sum511 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -2) *% 10)) +% 3) +% ix503)])
-              var sum513: Float = (sum512 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -2) *% 10)) +% 2) +% ix503)])
-              var sum514: Float = (sum513 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -2) *% 10)) +% 1) +% ix503)])
-              var sum515: Float = (sum514 + arena[((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -2) *% 10)) +% ix503)])
-              var sum516: Float = (sum515 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -3) *% 10)) +% 3) +% ix503)])
-              var sum517: Float = (sum516 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -3) *% 10)) +% 2) +% ix503)])
-              var sum518: Float = (sum517 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -3) *% 10)) +% 1) +% ix503)])
-              var sum519: Float = (sum518 + arena[((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -3) *% 10)) +% ix503)])
-              var sum520: Float = (sum519 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -4) *% 10)) +% 3) +% ix503)])
-              var sum521: Float = (sum520 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -4) *% 10)) +% 2) +% ix503)])
-              var sum522: Float = (sum521 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -4) *% 10)) +% 1) +% ix503)])
-              var sum523: Float = (sum522 + arena[((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy502 +% 4) +% -4) *% 10)) +% ix503)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy502 +% 4) *% 14)) +% 3) +% ix503)] = sum523
-              ix503 &+= 1
+        for iy518 in 0..<1 {
+          do {  // SIMD16 over ix519
+            var ix519 = 0
+            while ix519 < 1 {
+              var sum520: Float = arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy518 +% 3) *% 10)) +% 9) +% ix519)]
+              var sum521: Float = (sum520 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy518 +% 3) +% -1) *% 10)) +% 9) +% ix519)])
+              var sum522: Float = (sum521 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy518 +% 3) +% -2) *% 10)) +% 9) +% ix519)])
+              var sum523: Float = (sum522 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy518 +% 3) +% -3) *% 10)) +% 9) +% ix519)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy518 +% 3) *% 14)) +% 13) +% ix519)] = sum523
+              ix519 &+= 1
             }
           }
         }
         for iy524 in 0..<6 {
           do {  // SIMD16 over ix525
             var ix525 = 0
-            while ix525 < 6 {
-              var sum526: Float = arena[(((((756112 +% ((c143 *% 25) *% 6400)) +% (j142 *% 100)) +% ((iy524 +% 4) *% 10)) +% 4) +% ix525)]
-              var sum527: Float = (sum526 + arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy524 +% 4) *% 10)) +% 3) +% ix525)])
-              var sum528: Float = (sum527 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy524 +% 4) *% 10)) +% 2) +% ix525)])
-              var sum529: Float = (sum528 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy524 +% 4) *% 10)) +% 1) +% ix525)])
-              var sum530: Float = (sum529 + arena[((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy524 +% 4) *% 10)) +% ix525)])
-              var sum531: Float = (sum530 + arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -1) *% 10)) +% 4) +% ix525)])
-              var sum532: Float = (sum531 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -1) *% 10)) +% 3) +% ix525)])
-              var sum533: Float = (sum532 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -1) *% 10)) +% 2) +% ix525)])
-              var sum534: Float = (sum533 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -1) *% 10)) +% 1) +% ix525)])
-              var sum535: Float = (sum534 + arena[((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -1) *% 10)) +% ix525)])
-              var sum536: Float = (sum535 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -2) *% 10)) +% 4) +% ix525)])
-              var sum537: Float = (sum536 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -2) *% 10)) +% 3) +% ix525)])
-              var sum538: Float = (sum537 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -2) *% 10)) +% 2) +% ix525)])
-              var sum539: Float = (sum538 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -2) *% 10)) +% 1) +% ix525)])
-              var sum540: Float = (sum539 + arena[((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -2) *% 10)) +% ix525)])
-              var sum541: Float = (sum540 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -3) *% 10)) +% 4) +% ix525)])
-              var sum542: Float = (sum541 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -3) *% 10)) +% 3) +% ix525)])
-              var sum543: Float = (sum542 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -3) *% 10)) +% 2) +% ix525)])
-              var sum544: Float = (sum543 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -3) *% 10)) +% 1) +% ix525)])
-              var sum545: Float = (sum544 + arena[((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -3) *% 10)) +% ix525)])
-              var sum546: Float = (sum545 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -4) *% 10)) +% 4) +% ix525)])
-              var sum547: Float = (sum546 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -4) *% 10)) +% 3) +% ix525)])
-              var sum548: Float = (sum547 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -4) *% 10)) +% 2) +% ix525)])
-              var sum549: Float = (sum548 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -4) *% 10)) +% 1) +% ix525)])
-              var sum550: Float = (sum549 + arena[((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy524 +% 4) +% -4) *% 10)) +% ix525)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy524 +% 4) *% 14)) +% 4) +% ix525)] = sum550
+            while ix525 < 1 {
+              var sum526: Float = arena[((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy524 +% 4) *% 10)) +% ix525)]
+              var sum527: Float = (sum526 + arena[((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy524 +% 4) +% -1) *% 10)) +% ix525)])
+              var sum528: Float = (sum527 + arena[((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy524 +% 4) +% -2) *% 10)) +% ix525)])
+              var sum529: Float = (sum528 + arena[((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy524 +% 4) +% -3) *% 10)) +% ix525)])
+              var sum530: Float = (sum529 + arena[((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy524 +% 4) +% -4) *% 10)) +% ix525)])
+              arena[((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy524 +% 4) *% 14)) +% ix525)] = sum530
               ix525 &+= 1
             }
           }
         }
-        for iy551 in 0..<6 {
-          do {  // SIMD16 over ix552
-            var ix552 = 0
-            while ix552 < 1 {
-              var sum553: Float = arena[(((((756112 +% (((c143 *% 25) +% 1) *% 6400)) +% (j142 *% 100)) +% ((iy551 +% 4) *% 10)) +% 9) +% ix552)]
-              var sum554: Float = (sum553 + arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy551 +% 4) *% 10)) +% 8) +% ix552)])
-              var sum555: Float = (sum554 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy551 +% 4) *% 10)) +% 7) +% ix552)])
-              var sum556: Float = (sum555 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy551 +% 4) *% 10)) +% 6) +% ix552)])
-              var sum557: Float = (sum556 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -1) *% 10)) +% 9) +% ix552)])
-              var sum558: Float = (sum557 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -1) *% 10)) +% 8) +% ix552)])
-              var sum559: Float = (sum558 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -1) *% 10)) +% 7) +% ix552)])
-              var sum560: Float = (sum559 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -1) *% 10)) +% 6) +% ix552)])
-              var sum561: Float = (sum560 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -2) *% 10)) +% 9) +% ix552)])
-              var sum562: Float = (sum561 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -2) *% 10)) +% 8) +% ix552)])
-              var sum563: Float = (sum562 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -2) *% 10)) +% 7) +% ix552)])
-              var sum564: Float = (sum563 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -2) *% 10)) +% 6) +% ix552)])
-              var sum565: Float = (sum564 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -3) *% 10)) +% 9) +% ix552)])
-              var sum566: Float = (sum565 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -3) *% 10)) +% 8) +% ix552)])
-              var sum567: Float = (sum566 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -3) *% 10)) +% 7) +% ix552)])
-              var sum568: Float = (sum567 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -3) *% 10)) +% 6) +% ix552)])
-              var sum569: Float = (sum568 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -4) *% 10)) +% 9) +% ix552)])
-              var sum570: Float = (sum569 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -4) *% 10)) +% 8) +% ix552)])
-              var sum571: Float = (sum570 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -4) *% 10)) +% 7) +% ix552)])
-              var sum572: Float = (sum571 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy551 +% 4) +% -4) *% 10)) +% 6) +% ix552)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy551 +% 4) *% 14)) +% 10) +% ix552)] = sum572
-              ix552 &+= 1
+        for iy531 in 0..<6 {
+          do {  // SIMD16 over ix532
+            var ix532 = 0
+            while ix532 < 1 {
+              var sum533: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy531 +% 4) *% 10)) +% 1) +% ix532)]
+              var sum534: Float = (sum533 + arena[((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy531 +% 4) *% 10)) +% ix532)])
+              var sum535: Float = (sum534 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy531 +% 4) +% -1) *% 10)) +% 1) +% ix532)])
+              var sum536: Float = (sum535 + arena[((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy531 +% 4) +% -1) *% 10)) +% ix532)])
+              var sum537: Float = (sum536 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy531 +% 4) +% -2) *% 10)) +% 1) +% ix532)])
+              var sum538: Float = (sum537 + arena[((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy531 +% 4) +% -2) *% 10)) +% ix532)])
+              var sum539: Float = (sum538 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy531 +% 4) +% -3) *% 10)) +% 1) +% ix532)])
+              var sum540: Float = (sum539 + arena[((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy531 +% 4) +% -3) *% 10)) +% ix532)])
+              var sum541: Float = (sum540 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy531 +% 4) +% -4) *% 10)) +% 1) +% ix532)])
+              var sum542: Float = (sum541 + arena[((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy531 +% 4) +% -4) *% 10)) +% ix532)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy531 +% 4) *% 14)) +% 1) +% ix532)] = sum542
+              ix532 &+= 1
             }
           }
         }
-        for iy573 in 0..<6 {
-          do {  // SIMD16 over ix574
-            var ix574 = 0
-            while ix574 < 1 {
-              var sum575: Float = arena[(((((756112 +% (((c143 *% 25) +% 2) *% 6400)) +% (j142 *% 100)) +% ((iy573 +% 4) *% 10)) +% 9) +% ix574)]
-              var sum576: Float = (sum575 + arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy573 +% 4) *% 10)) +% 8) +% ix574)])
-              var sum577: Float = (sum576 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy573 +% 4) *% 10)) +% 7) +% ix574)])
-              var sum578: Float = (sum577 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -1) *% 10)) +% 9) +% ix574)])
-              var sum579: Float = (sum578 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -1) *% 10)) +% 8) +% ix574)])
-              var sum580: Float = (sum579 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -1) *% 10)) +% 7) +% ix574)])
-              var sum581: Float = (sum580 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -2) *% 10)) +% 9) +% ix574)])
-              var sum582: Float = (sum581 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -2) *% 10)) +% 8) +% ix574)])
-              var sum583: Float = (sum582 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -2) *% 10)) +% 7) +% ix574)])
-              var sum584: Float = (sum583 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -3) *% 10)) +% 9) +% ix574)])
-              var sum585: Float = (sum584 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -3) *% 10)) +% 8) +% ix574)])
-              var sum586: Float = (sum585 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -3) *% 10)) +% 7) +% ix574)])
-              var sum587: Float = (sum586 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -4) *% 10)) +% 9) +% ix574)])
-              var sum588: Float = (sum587 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -4) *% 10)) +% 8) +% ix574)])
-              var sum589: Float = (sum588 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy573 +% 4) +% -4) *% 10)) +% 7) +% ix574)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy573 +% 4) *% 14)) +% 11) +% ix574)] = sum589
-              ix574 &+= 1
+        for iy543 in 0..<6 {
+          do {  // SIMD16 over ix544
+            var ix544 = 0
+            while ix544 < 1 {
+              var sum545: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy543 +% 4) *% 10)) +% 2) +% ix544)]
+              var sum546: Float = (sum545 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy543 +% 4) *% 10)) +% 1) +% ix544)])
+              var sum547: Float = (sum546 + arena[((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy543 +% 4) *% 10)) +% ix544)])
+              var sum548: Float = (sum547 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -1) *% 10)) +% 2) +% ix544)])
+              var sum549: Float = (sum548 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -1) *% 10)) +% 1) +% ix544)])
+              var sum550: Float = (sum549 + arena[((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -1) *% 10)) +% ix544)])
+              var sum551: Float = (sum550 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -2) *% 10)) +% 2) +% ix544)])
+              var sum552: Float = (sum551 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -2) *% 10)) +% 1) +% ix544)])
+              var sum553: Float = (sum552 + arena[((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -2) *% 10)) +% ix544)])
+              var sum554: Float = (sum553 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -3) *% 10)) +% 2) +% ix544)])
+              var sum555: Float = (sum554 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -3) *% 10)) +% 1) +% ix544)])
+              var sum556: Float = (sum555 + arena[((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -3) *% 10)) +% ix544)])
+              var sum557: Float = (sum556 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -4) *% 10)) +% 2) +% ix544)])
+              var sum558: Float = (sum557 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -4) *% 10)) +% 1) +% ix544)])
+              var sum559: Float = (sum558 + arena[((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy543 +% 4) +% -4) *% 10)) +% ix544)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy543 +% 4) *% 14)) +% 2) +% ix544)] = sum559
+              ix544 &+= 1
             }
           }
         }
-        for iy590 in 0..<6 {
-          do {  // SIMD16 over ix591
-            var ix591 = 0
-            while ix591 < 1 {
-              var sum592: Float = arena[(((((756112 +% (((c143 *% 25) +% 3) *% 6400)) +% (j142 *% 100)) +% ((iy590 +% 4) *% 10)) +% 9) +% ix591)]
-              var sum593: Float = (sum592 + arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy590 +% 4) *% 10)) +% 8) +% ix591)])
-              var sum594: Float = (sum593 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy590 +% 4) +% -1) *% 10)) +% 9) +% ix591)])
-              var sum595: Float = (sum594 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy590 +% 4) +% -1) *% 10)) +% 8) +% ix591)])
-              var sum596: Float = (sum595 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy590 +% 4) +% -2) *% 10)) +% 9) +% ix591)])
-              var sum597: Float = (sum596 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy590 +% 4) +% -2) *% 10)) +% 8) +% ix591)])
-              var sum598: Float = (sum597 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy590 +% 4) +% -3) *% 10)) +% 9) +% ix591)])
-              var sum599: Float = (sum598 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy590 +% 4) +% -3) *% 10)) +% 8) +% ix591)])
-              var sum600: Float = (sum599 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy590 +% 4) +% -4) *% 10)) +% 9) +% ix591)])
-              var sum601: Float = (sum600 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy590 +% 4) +% -4) *% 10)) +% 8) +% ix591)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy590 +% 4) *% 14)) +% 12) +% ix591)] = sum601
-              ix591 &+= 1
+        for iy560 in 0..<6 {
+          do {  // SIMD16 over ix561
+            var ix561 = 0
+            while ix561 < 1 {
+              var sum562: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy560 +% 4) *% 10)) +% 3) +% ix561)]
+              var sum563: Float = (sum562 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy560 +% 4) *% 10)) +% 2) +% ix561)])
+              var sum564: Float = (sum563 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy560 +% 4) *% 10)) +% 1) +% ix561)])
+              var sum565: Float = (sum564 + arena[((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy560 +% 4) *% 10)) +% ix561)])
+              var sum566: Float = (sum565 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -1) *% 10)) +% 3) +% ix561)])
+              var sum567: Float = (sum566 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -1) *% 10)) +% 2) +% ix561)])
+              var sum568: Float = (sum567 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -1) *% 10)) +% 1) +% ix561)])
+              var sum569: Float = (sum568 + arena[((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -1) *% 10)) +% ix561)])
+              var sum570: Float = (sum569 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -2) *% 10)) +% 3) +% ix561)])
+              var sum571: Float = (sum570 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -2) *% 10)) +% 2) +% ix561)])
+              var sum572: Float = (sum571 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -2) *% 10)) +% 1) +% ix561)])
+              var sum573: Float = (sum572 + arena[((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -2) *% 10)) +% ix561)])
+              var sum574: Float = (sum573 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -3) *% 10)) +% 3) +% ix561)])
+              var sum575: Float = (sum574 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -3) *% 10)) +% 2) +% ix561)])
+              var sum576: Float = (sum575 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -3) *% 10)) +% 1) +% ix561)])
+              var sum577: Float = (sum576 + arena[((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -3) *% 10)) +% ix561)])
+              var sum578: Float = (sum577 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -4) *% 10)) +% 3) +% ix561)])
+              var sum579: Float = (sum578 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -4) *% 10)) +% 2) +% ix561)])
+              var sum580: Float = (sum579 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -4) *% 10)) +% 1) +% ix561)])
+              var sum581: Float = (sum580 + arena[((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy560 +% 4) +% -4) *% 10)) +% ix561)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy560 +% 4) *% 14)) +% 3) +% ix561)] = sum581
+              ix561 &+= 1
             }
           }
         }
-        for iy602 in 0..<6 {
-          do {  // SIMD16 over ix603
-            var ix603 = 0
-            while ix603 < 1 {
-              var sum604: Float = arena[(((((756112 +% (((c143 *% 25) +% 4) *% 6400)) +% (j142 *% 100)) +% ((iy602 +% 4) *% 10)) +% 9) +% ix603)]
-              var sum605: Float = (sum604 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy602 +% 4) +% -1) *% 10)) +% 9) +% ix603)])
-              var sum606: Float = (sum605 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy602 +% 4) +% -2) *% 10)) +% 9) +% ix603)])
-              var sum607: Float = (sum606 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy602 +% 4) +% -3) *% 10)) +% 9) +% ix603)])
-              var sum608: Float = (sum607 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy602 +% 4) +% -4) *% 10)) +% 9) +% ix603)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy602 +% 4) *% 14)) +% 13) +% ix603)] = sum608
-              ix603 &+= 1
+        for iy582 in 0..<6 {
+          do {  // SIMD16 over ix583
+            var ix583 = 0
+            while ix583 < 6 {
+              var sum584: Float = arena[(((((756112 +% ((c201 *% 25) *% 6400)) +% (j200 *% 100)) +% ((iy582 +% 4) *% 10)) +% 4) +% ix583)]
+              var sum585: Float = (sum584 + arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy582 +% 4) *% 10)) +% 3) +% ix583)])
+              var sum586: Float = (sum585 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy582 +% 4) *% 10)) +% 2) +% ix583)])
+              var sum587: Float = (sum586 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy582 +% 4) *% 10)) +% 1) +% ix583)])
+              var sum588: Float = (sum587 + arena[((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy582 +% 4) *% 10)) +% ix583)])
+              var sum589: Float = (sum588 + arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -1) *% 10)) +% 4) +% ix583)])
+              var sum590: Float = (sum589 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -1) *% 10)) +% 3) +% ix583)])
+              var sum591: Float = (sum590 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -1) *% 10)) +% 2) +% ix583)])
+              var sum592: Float = (sum591 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -1) *% 10)) +% 1) +% ix583)])
+              var sum593: Float = (sum592 + arena[((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -1) *% 10)) +% ix583)])
+              var sum594: Float = (sum593 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -2) *% 10)) +% 4) +% ix583)])
+              var sum595: Float = (sum594 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -2) *% 10)) +% 3) +% ix583)])
+              var sum596: Float = (sum595 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -2) *% 10)) +% 2) +% ix583)])
+              var sum597: Float = (sum596 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -2) *% 10)) +% 1) +% ix583)])
+              var sum598: Float = (sum597 + arena[((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -2) *% 10)) +% ix583)])
+              var sum599: Float = (sum598 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -3) *% 10)) +% 4) +% ix583)])
+              var sum600: Float = (sum599 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -3) *% 10)) +% 3) +% ix583)])
+              var sum601: Float = (sum600 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -3) *% 10)) +% 2) +% ix583)])
+              var sum602: Float = (sum601 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -3) *% 10)) +% 1) +% ix583)])
+              var sum603: Float = (sum602 + arena[((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -3) *% 10)) +% ix583)])
+              var sum604: Float = (sum603 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -4) *% 10)) +% 4) +% ix583)])
+              var sum605: Float = (sum604 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -4) *% 10)) +% 3) +% ix583)])
+              var sum606: Float = (sum605 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -4) *% 10)) +% 2) +% ix583)])
+              var sum607: Float = (sum606 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -4) *% 10)) +% 1) +% ix583)])
+              var sum608: Float = (sum607 + arena[((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy582 +% 4) +% -4) *% 10)) +% ix583)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy582 +% 4) *% 14)) +% 4) +% ix583)] = sum608
+              ix583 &+= 1
             }
           }
         }
-        for iy609 in 0..<1 {
+        for iy609 in 0..<6 {
           do {  // SIMD16 over ix610
             var ix610 = 0
             while ix610 < 1 {
-              var sum611: Float = arena[((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy609 +% 10) +% -1) *% 10)) +% ix610)]
-              var sum612: Float = (sum611 + arena[((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy609 +% 10) +% -2) *% 10)) +% ix610)])
-              var sum613: Float = (sum612 + arena[((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy609 +% 10) +% -3) *% 10)) +% ix610)])
-              var sum614: Float = (sum613 + arena[((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy609 +% 10) +% -4) *% 10)) +% ix610)])
-              arena[((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy609 +% 10) *% 14)) +% ix610)] = sum614
+              var sum611: Float = arena[(((((756112 +% (((c201 *% 25) +% 1) *% 6400)) +% (j200 *% 100)) +% ((iy609 +% 4) *% 10)) +% 9) +% ix610)]
+              var sum612: Float = (sum611 + arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy609 +% 4) *% 10)) +% 8) +% ix610)])
+              var sum613: Float = (sum612 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy609 +% 4) *% 10)) +% 7) +% ix610)])
+              var sum614: Float = (sum613 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy609 +% 4) *% 10)) +% 6) +% ix610)])
+              var sum615: Float = (sum614 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -1) *% 10)) +% 9) +% ix610)])
+              var sum616: Float = (sum615 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -1) *% 10)) +% 8) +% ix610)])
+              var sum617: Float = (sum616 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -1) *% 10)) +% 7) +% ix610)])
+              var sum618: Float = (sum617 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -1) *% 10)) +% 6) +% ix610)])
+              var sum619: Float = (sum618 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -2) *% 10)) +% 9) +% ix610)])
+              var sum620: Float = (sum619 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -2) *% 10)) +% 8) +% ix610)])
+              var sum621: Float = (sum620 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -2) *% 10)) +% 7) +% ix610)])
+              var sum622: Float = (sum621 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -2) *% 10)) +% 6) +% ix610)])
+              var sum623: Float = (sum622 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -3) *% 10)) +% 9) +% ix610)])
+              var sum624: Float = (sum623 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -3) *% 10)) +% 8) +% ix610)])
+              var sum625: Float = (sum624 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -3) *% 10)) +% 7) +% ix610)])
+              var sum626: Float = (sum625 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -3) *% 10)) +% 6) +% ix610)])
+              var sum627: Float = (sum626 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -4) *% 10)) +% 9) +% ix610)])
+              var sum628: Float = (sum627 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -4) *% 10)) +% 8) +% ix610)])
+              var sum629: Float = (sum628 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -4) *% 10)) +% 7) +% ix610)])
+              var sum630: Float = (sum629 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy609 +% 4) +% -4) *% 10)) +% 6) +% ix610)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy609 +% 4) *% 14)) +% 10) +% ix610)] = sum630
               ix610 &+= 1
             }
           }
         }
-        for iy615 in 0..<1 {
-          do {  // SIMD16 over ix616
-            var ix616 = 0
-            while ix616 < 1 {
-              var sum617: Float = arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy615 +% 10) +% -1) *% 10)) +% 1) +% ix616)]
-              var sum618: Float = (sum617 + arena[((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy615 +% 10) +% -1) *% 10)) +% ix616)])
-              var sum619: Float = (sum618 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy615 +% 10) +% -2) *% 10)) +% 1) +% ix616)])
-              var sum620: Float = (sum619 + arena[((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy615 +% 10) +% -2) *% 10)) +% ix616)])
-              var sum621: Float = (sum620 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy615 +% 10) +% -3) *% 10)) +% 1) +% ix616)])
-              var sum622: Float = (sum621 + arena[((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy615 +% 10) +% -3) *% 10)) +% ix616)])
-              var sum623: Float = (sum622 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy615 +% 10) +% -4) *% 10)) +% 1) +% ix616)])
-              var sum624: Float = (sum623 + arena[((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy615 +% 10) +% -4) *% 10)) +% ix616)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy615 +% 10) *% 14)) +% 1) +% ix616)] = sum624
-              ix616 &+= 1
+        for iy631 in 0..<6 {
+          do {  // SIMD16 over ix632
+            var ix632 = 0
+            while ix632 < 1 {
+              var sum633: Float = arena[(((((756112 +% (((c201 *% 25) +% 2) *% 6400)) +% (j200 *% 100)) +% ((iy631 +% 4) *% 10)) +% 9) +% ix632)]
+              var sum634: Float = (sum633 + arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy631 +% 4) *% 10)) +% 8) +% ix632)])
+              var sum635: Float = (sum634 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy631 +% 4) *% 10)) +% 7) +% ix632)])
+              var sum636: Float = (sum635 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -1) *% 10)) +% 9) +% ix632)])
+              var sum637: Float = (sum636 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -1) *% 10)) +% 8) +% ix632)])
+              var sum638: Float = (sum637 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -1) *% 10)) +% 7) +% ix632)])
+              var sum639: Float = (sum638 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -2) *% 10)) +% 9) +% ix632)])
+              var sum640: Float = (sum639 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -2) *% 10)) +% 8) +% ix632)])
+              var sum641: Float = (sum640 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -2) *% 10)) +% 7) +% ix632)])
+              var sum642: Float = (sum641 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -3) *% 10)) +% 9) +% ix632)])
+              var sum643: Float = (sum642 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -3) *% 10)) +% 8) +% ix632)])
+              var sum644: Float = (sum643 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -3) *% 10)) +% 7) +% ix632)])
+              var sum645: Float = (sum644 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -4) *% 10)) +% 9) +% ix632)])
+              var sum646: Float = (sum645 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -4) *% 10)) +% 8) +% ix632)])
+              var sum647: Float = (sum646 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy631 +% 4) +% -4) *% 10)) +% 7) +% ix632)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy631 +% 4) *% 14)) +% 11) +% ix632)] = sum647
+              ix632 &+= 1
             }
           }
         }
-        for iy625 in 0..<1 {
-          do {  // SIMD16 over ix626
-            var ix626 = 0
-            while ix626 < 1 {
-              var sum627: Float = arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -1) *% 10)) +% 2) +% ix626)]
-              var sum628: Float = (sum627 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -1) *% 10)) +% 1) +% ix626)])
-              var sum629: Float = (sum628 + arena[((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -1) *% 10)) +% ix626)])
-              var sum630: Float = (sum629 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -2) *% 10)) +% 2) +% ix626)])
-              var sum631: Float = (sum630 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -2) *% 10)) +% 1) +% ix626)])
-              var sum632: Float = (sum631 + arena[((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -2) *% 10)) +% ix626)])
-              var sum633: Float = (sum632 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -3) *% 10)) +% 2) +% ix626)])
-              var sum634: Float = (sum633 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -3) *% 10)) +% 1) +% ix626)])
-              var sum635: Float = (sum634 + arena[((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -3) *% 10)) +% ix626)])
-              var sum636: Float = (sum635 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -4) *% 10)) +% 2) +% ix626)])
-              var sum637: Float = (sum636 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -4) *% 10)) +% 1) +% ix626)])
-              var sum638: Float = (sum637 + arena[((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy625 +% 10) +% -4) *% 10)) +% ix626)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy625 +% 10) *% 14)) +% 2) +% ix626)] = sum638
-              ix626 &+= 1
+        for iy648 in 0..<6 {
+          do {  // SIMD16 over ix649
+            var ix649 = 0
+            while ix649 < 1 {
+              var sum650: Float = arena[(((((756112 +% (((c201 *% 25) +% 3) *% 6400)) +% (j200 *% 100)) +% ((iy648 +% 4) *% 10)) +% 9) +% ix649)]
+              var sum651: Float = (sum650 + arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy648 +% 4) *% 10)) +% 8) +% ix649)])
+              var sum652: Float = (sum651 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy648 +% 4) +% -1) *% 10)) +% 9) +% ix649)])
+              var sum653: Float = (sum652 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy648 +% 4) +% -1) *% 10)) +% 8) +% ix649)])
+              var sum654: Float = (sum653 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy648 +% 4) +% -2) *% 10)) +% 9) +% ix649)])
+              var sum655: Float = (sum654 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy648 +% 4) +% -2) *% 10)) +% 8) +% ix649)])
+              var sum656: Float = (sum655 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy648 +% 4) +% -3) *% 10)) +% 9) +% ix649)])
+              var sum657: Float = (sum656 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy648 +% 4) +% -3) *% 10)) +% 8) +% ix649)])
+              var sum658: Float = (sum657 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy648 +% 4) +% -4) *% 10)) +% 9) +% ix649)])
+              var sum659: Float = (sum658 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy648 +% 4) +% -4) *% 10)) +% 8) +% ix649)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy648 +% 4) *% 14)) +% 12) +% ix649)] = sum659
+              ix649 &+= 1
             }
           }
         }
-        for iy639 in 0..<1 {
-          do {  // SIMD16 over ix640
-            var ix640 = 0
-            while ix640 < 1 {
-              var sum641: Float = arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -1) *% 10)) +% 3) +% ix640)]
-              var sum642: Float = (sum641 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -1) *% 10)) +% 2) +% ix640)])
-              var sum643: Float = (sum642 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -1) *% 10)) +% 1) +% ix640)])
-              var sum644: Float = (sum643 + arena[((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -1) *% 10)) +% ix640)])
-              var sum645: Float = (sum644 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -2) *% 10)) +% 3) +% ix640)])
-              var sum646: Float = (sum645 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -2) *% 10)) +% 2) +% ix640)])
-              var sum647: Float = (sum646 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -2) *% 10)) +% 1) +% ix640)])
-              var sum648: Float = (sum647 + arena[((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -2) *% 10)) +% ix640)])
-              var sum649: Float = (sum648 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -3) *% 10)) +% 3) +% ix640)])
-              var sum650: Float = (sum649 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -3) *% 10)) +% 2) +% ix640)])
-              var sum651: Float = (sum650 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -3) *% 10)) +% 1) +% ix640)])
-              var sum652: Float = (sum651 + arena[((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -3) *% 10)) +% ix640)])
-              var sum653: Float = (sum652 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -4) *% 10)) +% 3) +% ix640)])
-              var sum654: Float = (sum653 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -4) *% 10)) +% 2) +% ix640)])
-              var sum655: Float = (sum654 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -4) *% 10)) +% 1) +% ix640)])
-              var sum656: Float = (sum655 + arena[((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy639 +% 10) +% -4) *% 10)) +% ix640)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy639 +% 10) *% 14)) +% 3) +% ix640)] = sum656
-              ix640 &+= 1
+        for iy660 in 0..<6 {
+          do {  // SIMD16 over ix661
+            var ix661 = 0
+            while ix661 < 1 {
+              var sum662: Float = arena[(((((756112 +% (((c201 *% 25) +% 4) *% 6400)) +% (j200 *% 100)) +% ((iy660 +% 4) *% 10)) +% 9) +% ix661)]
+              var sum663: Float = (sum662 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy660 +% 4) +% -1) *% 10)) +% 9) +% ix661)])
+              var sum664: Float = (sum663 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy660 +% 4) +% -2) *% 10)) +% 9) +% ix661)])
+              var sum665: Float = (sum664 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy660 +% 4) +% -3) *% 10)) +% 9) +% ix661)])
+              var sum666: Float = (sum665 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy660 +% 4) +% -4) *% 10)) +% 9) +% ix661)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy660 +% 4) *% 14)) +% 13) +% ix661)] = sum666
+              ix661 &+= 1
             }
           }
         }
-        for iy657 in 0..<1 {
-          do {  // SIMD16 over ix658
-            var ix658 = 0
-            while ix658 < 6 {
-              var sum659: Float = arena[(((((756112 +% (((c143 *% 25) +% 5) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -1) *% 10)) +% 4) +% ix658)]
-              var sum660: Float = (sum659 + arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -1) *% 10)) +% 3) +% ix658)])
-              var sum661: Float = (sum660 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -1) *% 10)) +% 2) +% ix658)])
-              var sum662: Float = (sum661 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -1) *% 10)) +% 1) +% ix658)])
-              var sum663: Float = (sum662 + arena[((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -1) *% 10)) +% ix658)])
-              var sum664: Float = (sum663 + arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -2) *% 10)) +% 4) +% ix658)])
-              var sum665: Float = (sum664 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -2) *% 10)) +% 3) +% ix658)])
-              var sum666: Float = (sum665 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -2) *% 10)) +% 2) +% ix658)])
-              var sum667: Float = (sum666 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -2) *% 10)) +% 1) +% ix658)])
-              var sum668: Float = (sum667 + arena[((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -2) *% 10)) +% ix658)])
-              var sum669: Float = (sum668 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -3) *% 10)) +% 4) +% ix658)])
-              var sum670: Float = (sum669 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -3) *% 10)) +% 3) +% ix658)])
-              var sum671: Float = (sum670 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -3) *% 10)) +% 2) +% ix658)])
-              var sum672: Float = (sum671 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -3) *% 10)) +% 1) +% ix658)])
-              var sum673: Float = (sum672 + arena[((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -3) *% 10)) +% ix658)])
-              var sum674: Float = (sum673 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -4) *% 10)) +% 4) +% ix658)])
-              var sum675: Float = (sum674 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -4) *% 10)) +% 3) +% ix658)])
-              var sum676: Float = (sum675 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -4) *% 10)) +% 2) +% ix658)])
-              var sum677: Float = (sum676 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -4) *% 10)) +% 1) +% ix658)])
-              var sum678: Float = (sum677 + arena[((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy657 +% 10) +% -4) *% 10)) +% ix658)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy657 +% 10) *% 14)) +% 4) +% ix658)] = sum678
-              ix658 &+= 1
+        for iy667 in 0..<1 {
+          do {  // SIMD16 over ix668
+            var ix668 = 0
+            while ix668 < 1 {
+              var sum669: Float = arena[((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy667 +% 10) +% -1) *% 10)) +% ix668)]
+              var sum670: Float = (sum669 + arena[((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy667 +% 10) +% -2) *% 10)) +% ix668)])
+              var sum671: Float = (sum670 + arena[((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy667 +% 10) +% -3) *% 10)) +% ix668)])
+              var sum672: Float = (sum671 + arena[((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy667 +% 10) +% -4) *% 10)) +% ix668)])
+              arena[((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy667 +% 10) *% 14)) +% ix668)] = sum672
+              ix668 &+= 1
             }
           }
         }
-        for iy679 in 0..<1 {
-          do {  // SIMD16 over ix680
-            var ix680 = 0
-            while ix680 < 1 {
-              var sum681: Float = arena[(((((756112 +% (((c143 *% 25) +% 6) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -1) *% 10)) +% 9) +% ix680)]
-              var sum682: Float = (sum681 + arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -1) *% 10)) +% 8) +% ix680)])
-              var sum683: Float = (sum682 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -1) *% 10)) +% 7) +% ix680)])
-              var sum684: Float = (sum683 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -1) *% 10)) +% 6) +% ix680)])
-              var sum685: Float = (sum684 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -2) *% 10)) +% 9) +% ix680)])
-              var sum686: Float = (sum685 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -2) *% 10)) +% 8) +% ix680)])
-              var sum687: Float = (sum686 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -2) *% 10)) +% 7) +% ix680)])
-              var sum688: Float = (sum687 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -2) *% 10)) +% 6) +% ix680)])
-              var sum689: Float = (sum688 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -3) *% 10)) +% 9) +% ix680)])
-              var sum690: Float = (sum689 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -3) *% 10)) +% 8) +% ix680)])
-              var sum691: Float = (sum690 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -3) *% 10)) +% 7) +% ix680)])
-              var sum692: Float = (sum691 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -3) *% 10)) +% 6) +% ix680)])
-              var sum693: Float = (sum692 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -4) *% 10)) +% 9) +% ix680)])
-              var sum694: Float = (sum693 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -4) *% 10)) +% 8) +% ix680)])
-              var sum695: Float = (sum694 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -4) *% 10)) +% 7) +% ix680)])
-              var sum696: Float = (sum695 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy679 +% 10) +% -4) *% 10)) +% 6) +% ix680)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy679 +% 10) *% 14)) +% 10) +% ix680)] = sum696
-              ix680 &+= 1
+        for iy673 in 0..<1 {
+          do {  // SIMD16 over ix674
+            var ix674 = 0
+            while ix674 < 1 {
+              var sum675: Float = arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy673 +% 10) +% -1) *% 10)) +% 1) +% ix674)]
+              var sum676: Float = (sum675 + arena[((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy673 +% 10) +% -1) *% 10)) +% ix674)])
+              var sum677: Float = (sum676 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy673 +% 10) +% -2) *% 10)) +% 1) +% ix674)])
+              var sum678: Float = (sum677 + arena[((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy673 +% 10) +% -2) *% 10)) +% ix674)])
+              var sum679: Float = (sum678 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy673 +% 10) +% -3) *% 10)) +% 1) +% ix674)])
+              var sum680: Float = (sum679 + arena[((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy673 +% 10) +% -3) *% 10)) +% ix674)])
+              var sum681: Float = (sum680 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy673 +% 10) +% -4) *% 10)) +% 1) +% ix674)])
+              var sum682: Float = (sum681 + arena[((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy673 +% 10) +% -4) *% 10)) +% ix674)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy673 +% 10) *% 14)) +% 1) +% ix674)] = sum682
+              ix674 &+= 1
+            }
+          }
+        }
+        for iy683 in 0..<1 {
+          do {  // SIMD16 over ix684
+            var ix684 = 0
+            while ix684 < 1 {
+              var sum685: Float = arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -1) *% 10)) +% 2) +% ix684)]
+              var sum686: Float = (sum685 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -1) *% 10)) +% 1) +% ix684)])
+              var sum687: Float = (sum686 + arena[((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -1) *% 10)) +% ix684)])
+              var sum688: Float = (sum687 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -2) *% 10)) +% 2) +% ix684)])
+              var sum689: Float = (sum688 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -2) *% 10)) +% 1) +% ix684)])
+              var sum690: Float = (sum689 + arena[((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -2) *% 10)) +% ix684)])
+              var sum691: Float = (sum690 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -3) *% 10)) +% 2) +% ix684)])
+              var sum692: Float = (sum691 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -3) *% 10)) +% 1) +% ix684)])
+              var sum693: Float = (sum692 + arena[((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -3) *% 10)) +% ix684)])
+              var sum694: Float = (sum693 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -4) *% 10)) +% 2) +% ix684)])
+              var sum695: Float = (sum694 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -4) *% 10)) +% 1) +% ix684)])
+              var sum696: Float = (sum695 + arena[((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy683 +% 10) +% -4) *% 10)) +% ix684)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy683 +% 10) *% 14)) +% 2) +% ix684)] = sum696
+              ix684 &+= 1
             }
           }
         }
@@ -2081,313 +3223,285 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix698
             var ix698 = 0
             while ix698 < 1 {
-              var sum699: Float = arena[(((((756112 +% (((c143 *% 25) +% 7) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -1) *% 10)) +% 9) +% ix698)]
-              var sum700: Float = (sum699 + arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -1) *% 10)) +% 8) +% ix698)])
-              var sum701: Float = (sum700 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -1) *% 10)) +% 7) +% ix698)])
-              var sum702: Float = (sum701 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -2) *% 10)) +% 9) +% ix698)])
-              var sum703: Float = (sum702 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -2) *% 10)) +% 8) +% ix698)])
-              var sum704: Float = (sum703 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -2) *% 10)) +% 7) +% ix698)])
-              var sum705: Float = (sum704 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -3) *% 10)) +% 9) +% ix698)])
-              var sum706: Float = (sum705 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -3) *% 10)) +% 8) +% ix698)])
-              var sum707: Float = (sum706 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -3) *% 10)) +% 7) +% ix698)])
-              var sum708: Float = (sum707 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -4) *% 10)) +% 9) +% ix698)])
-              var sum709: Float = (sum708 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -4) *% 10)) +% 8) +% ix698)])
-              var sum710: Float = (sum709 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy697 +% 10) +% -4) *% 10)) +% 7) +% ix698)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy697 +% 10) *% 14)) +% 11) +% ix698)] = sum710
+              var sum699: Float = arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -1) *% 10)) +% 3) +% ix698)]
+              var sum700: Float = (sum699 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -1) *% 10)) +% 2) +% ix698)])
+              var sum701: Float = (sum700 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -1) *% 10)) +% 1) +% ix698)])
+              var sum702: Float = (sum701 + arena[((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -1) *% 10)) +% ix698)])
+              var sum703: Float = (sum702 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -2) *% 10)) +% 3) +% ix698)])
+              var sum704: Float = (sum703 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -2) *% 10)) +% 2) +% ix698)])
+              var sum705: Float = (sum704 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -2) *% 10)) +% 1) +% ix698)])
+              var sum706: Float = (sum705 + arena[((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -2) *% 10)) +% ix698)])
+              var sum707: Float = (sum706 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -3) *% 10)) +% 3) +% ix698)])
+              var sum708: Float = (sum707 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -3) *% 10)) +% 2) +% ix698)])
+              var sum709: Float = (sum708 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -3) *% 10)) +% 1) +% ix698)])
+              var sum710: Float = (sum709 + arena[((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -3) *% 10)) +% ix698)])
+              var sum711: Float = (sum710 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -4) *% 10)) +% 3) +% ix698)])
+              var sum712: Float = (sum711 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -4) *% 10)) +% 2) +% ix698)])
+              var sum713: Float = (sum712 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -4) *% 10)) +% 1) +% ix698)])
+              var sum714: Float = (sum713 + arena[((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy697 +% 10) +% -4) *% 10)) +% ix698)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy697 +% 10) *% 14)) +% 3) +% ix698)] = sum714
               ix698 &+= 1
             }
           }
         }
-        for iy711 in 0..<1 {
-          do {  // SIMD16 over ix712
-            var ix712 = 0
-            while ix712 < 1 {
-              var sum713: Float = arena[(((((756112 +% (((c143 *% 25) +% 8) *% 6400)) +% (j142 *% 100)) +% (((iy711 +% 10) +% -1) *% 10)) +% 9) +% ix712)]
-              var sum714: Float = (sum713 + arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy711 +% 10) +% -1) *% 10)) +% 8) +% ix712)])
-              var sum715: Float = (sum714 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy711 +% 10) +% -2) *% 10)) +% 9) +% ix712)])
-              var sum716: Float = (sum715 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy711 +% 10) +% -2) *% 10)) +% 8) +% ix712)])
-              var sum717: Float = (sum716 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy711 +% 10) +% -3) *% 10)) +% 9) +% ix712)])
-              var sum718: Float = (sum717 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy711 +% 10) +% -3) *% 10)) +% 8) +% ix712)])
-              var sum719: Float = (sum718 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy711 +% 10) +% -4) *% 10)) +% 9) +% ix712)])
-              var sum720: Float = (sum719 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy711 +% 10) +% -4) *% 10)) +% 8) +% ix712)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy711 +% 10) *% 14)) +% 12) +% ix712)] = sum720
-              ix712 &+= 1
+        for iy715 in 0..<1 {
+          do {  // SIMD16 over ix716
+            var ix716 = 0
+            while ix716 < 6 {
+              var sum717: Float = arena[(((((756112 +% (((c201 *% 25) +% 5) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -1) *% 10)) +% 4) +% ix716)]
+              var sum718: Float = (sum717 + arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -1) *% 10)) +% 3) +% ix716)])
+              var sum719: Float = (sum718 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -1) *% 10)) +% 2) +% ix716)])
+              var sum720: Float = (sum719 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -1) *% 10)) +% 1) +% ix716)])
+              var sum721: Float = (sum720 + arena[((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -1) *% 10)) +% ix716)])
+              var sum722: Float = (sum721 + arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -2) *% 10)) +% 4) +% ix716)])
+              var sum723: Float = (sum722 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -2) *% 10)) +% 3) +% ix716)])
+              var sum724: Float = (sum723 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -2) *% 10)) +% 2) +% ix716)])
+              var sum725: Float = (sum724 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -2) *% 10)) +% 1) +% ix716)])
+              var sum726: Float = (sum725 + arena[((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -2) *% 10)) +% ix716)])
+              var sum727: Float = (sum726 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -3) *% 10)) +% 4) +% ix716)])
+              var sum728: Float = (sum727 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -3) *% 10)) +% 3) +% ix716)])
+              var sum729: Float = (sum728 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -3) *% 10)) +% 2) +% ix716)])
+              var sum730: Float = (sum729 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -3) *% 10)) +% 1) +% ix716)])
+              var sum731: Float = (sum730 + arena[((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -3) *% 10)) +% ix716)])
+              var sum732: Float = (sum731 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -4) *% 10)) +% 4) +% ix716)])
+              var sum733: Float = (sum732 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -4) *% 10)) +% 3) +% ix716)])
+              var sum734: Float = (sum733 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -4) *% 10)) +% 2) +% ix716)])
+              var sum735: Float = (sum734 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -4) *% 10)) +% 1) +% ix716)])
+              var sum736: Float = (sum735 + arena[((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy715 +% 10) +% -4) *% 10)) +% ix716)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy715 +% 10) *% 14)) +% 4) +% ix716)] = sum736
+              ix716 &+= 1
             }
           }
         }
-        for iy721 in 0..<1 {
-          do {  // SIMD16 over ix722
-            var ix722 = 0
-            while ix722 < 1 {
-              var sum723: Float = arena[(((((756112 +% (((c143 *% 25) +% 9) *% 6400)) +% (j142 *% 100)) +% (((iy721 +% 10) +% -1) *% 10)) +% 9) +% ix722)]
-              var sum724: Float = (sum723 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy721 +% 10) +% -2) *% 10)) +% 9) +% ix722)])
-              var sum725: Float = (sum724 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy721 +% 10) +% -3) *% 10)) +% 9) +% ix722)])
-              var sum726: Float = (sum725 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy721 +% 10) +% -4) *% 10)) +% 9) +% ix722)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy721 +% 10) *% 14)) +% 13) +% ix722)] = sum726
-              ix722 &+= 1
+        for iy737 in 0..<1 {
+          do {  // SIMD16 over ix738
+            var ix738 = 0
+            while ix738 < 1 {
+              var sum739: Float = arena[(((((756112 +% (((c201 *% 25) +% 6) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -1) *% 10)) +% 9) +% ix738)]
+              var sum740: Float = (sum739 + arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -1) *% 10)) +% 8) +% ix738)])
+              var sum741: Float = (sum740 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -1) *% 10)) +% 7) +% ix738)])
+              var sum742: Float = (sum741 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -1) *% 10)) +% 6) +% ix738)])
+              var sum743: Float = (sum742 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -2) *% 10)) +% 9) +% ix738)])
+              var sum744: Float = (sum743 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -2) *% 10)) +% 8) +% ix738)])
+              var sum745: Float = (sum744 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -2) *% 10)) +% 7) +% ix738)])
+              var sum746: Float = (sum745 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -2) *% 10)) +% 6) +% ix738)])
+              var sum747: Float = (sum746 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -3) *% 10)) +% 9) +% ix738)])
+              var sum748: Float = (sum747 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -3) *% 10)) +% 8) +% ix738)])
+              var sum749: Float = (sum748 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -3) *% 10)) +% 7) +% ix738)])
+              var sum750: Float = (sum749 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -3) *% 10)) +% 6) +% ix738)])
+              var sum751: Float = (sum750 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -4) *% 10)) +% 9) +% ix738)])
+              var sum752: Float = (sum751 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -4) *% 10)) +% 8) +% ix738)])
+              var sum753: Float = (sum752 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -4) *% 10)) +% 7) +% ix738)])
+              var sum754: Float = (sum753 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy737 +% 10) +% -4) *% 10)) +% 6) +% ix738)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy737 +% 10) *% 14)) +% 10) +% ix738)] = sum754
+              ix738 &+= 1
             }
           }
         }
-        for iy727 in 0..<1 {
-          do {  // SIMD16 over ix728
-            var ix728 = 0
-            while ix728 < 1 {
-              var sum729: Float = arena[((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy727 +% 11) +% -2) *% 10)) +% ix728)]
-              var sum730: Float = (sum729 + arena[((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy727 +% 11) +% -3) *% 10)) +% ix728)])
-              var sum731: Float = (sum730 + arena[((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy727 +% 11) +% -4) *% 10)) +% ix728)])
-              arena[((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy727 +% 11) *% 14)) +% ix728)] = sum731
-              ix728 &+= 1
+        for iy755 in 0..<1 {
+          do {  // SIMD16 over ix756
+            var ix756 = 0
+            while ix756 < 1 {
+              var sum757: Float = arena[(((((756112 +% (((c201 *% 25) +% 7) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -1) *% 10)) +% 9) +% ix756)]
+              var sum758: Float = (sum757 + arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -1) *% 10)) +% 8) +% ix756)])
+              var sum759: Float = (sum758 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -1) *% 10)) +% 7) +% ix756)])
+              var sum760: Float = (sum759 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -2) *% 10)) +% 9) +% ix756)])
+              var sum761: Float = (sum760 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -2) *% 10)) +% 8) +% ix756)])
+              var sum762: Float = (sum761 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -2) *% 10)) +% 7) +% ix756)])
+              var sum763: Float = (sum762 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -3) *% 10)) +% 9) +% ix756)])
+              var sum764: Float = (sum763 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -3) *% 10)) +% 8) +% ix756)])
+              var sum765: Float = (sum764 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -3) *% 10)) +% 7) +% ix756)])
+              var sum766: Float = (sum765 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -4) *% 10)) +% 9) +% ix756)])
+              var sum767: Float = (sum766 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -4) *% 10)) +% 8) +% ix756)])
+              var sum768: Float = (sum767 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy755 +% 10) +% -4) *% 10)) +% 7) +% ix756)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy755 +% 10) *% 14)) +% 11) +% ix756)] = sum768
+              ix756 &+= 1
             }
           }
         }
-        for iy732 in 0..<1 {
-          do {  // SIMD16 over ix733
-            var ix733 = 0
-            while ix733 < 1 {
-              var sum734: Float = arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy732 +% 11) +% -2) *% 10)) +% 1) +% ix733)]
-              var sum735: Float = (sum734 + arena[((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy732 +% 11) +% -2) *% 10)) +% ix733)])
-              var sum736: Float = (sum735 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy732 +% 11) +% -3) *% 10)) +% 1) +% ix733)])
-              var sum737: Float = (sum736 + arena[((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy732 +% 11) +% -3) *% 10)) +% ix733)])
-              var sum738: Float = (sum737 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy732 +% 11) +% -4) *% 10)) +% 1) +% ix733)])
-              var sum739: Float = (sum738 + arena[((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy732 +% 11) +% -4) *% 10)) +% ix733)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy732 +% 11) *% 14)) +% 1) +% ix733)] = sum739
-              ix733 &+= 1
+        for iy769 in 0..<1 {
+          do {  // SIMD16 over ix770
+            var ix770 = 0
+            while ix770 < 1 {
+              var sum771: Float = arena[(((((756112 +% (((c201 *% 25) +% 8) *% 6400)) +% (j200 *% 100)) +% (((iy769 +% 10) +% -1) *% 10)) +% 9) +% ix770)]
+              var sum772: Float = (sum771 + arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy769 +% 10) +% -1) *% 10)) +% 8) +% ix770)])
+              var sum773: Float = (sum772 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy769 +% 10) +% -2) *% 10)) +% 9) +% ix770)])
+              var sum774: Float = (sum773 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy769 +% 10) +% -2) *% 10)) +% 8) +% ix770)])
+              var sum775: Float = (sum774 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy769 +% 10) +% -3) *% 10)) +% 9) +% ix770)])
+              var sum776: Float = (sum775 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy769 +% 10) +% -3) *% 10)) +% 8) +% ix770)])
+              var sum777: Float = (sum776 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy769 +% 10) +% -4) *% 10)) +% 9) +% ix770)])
+              var sum778: Float = (sum777 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy769 +% 10) +% -4) *% 10)) +% 8) +% ix770)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy769 +% 10) *% 14)) +% 12) +% ix770)] = sum778
+              ix770 &+= 1
             }
           }
         }
-        for iy740 in 0..<1 {
-          do {  // SIMD16 over ix741
-            var ix741 = 0
-            while ix741 < 1 {
-              var sum742: Float = arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy740 +% 11) +% -2) *% 10)) +% 2) +% ix741)]
-              var sum743: Float = (sum742 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy740 +% 11) +% -2) *% 10)) +% 1) +% ix741)])
-              var sum744: Float = (sum743 + arena[((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy740 +% 11) +% -2) *% 10)) +% ix741)])
-              var sum745: Float = (sum744 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy740 +% 11) +% -3) *% 10)) +% 2) +% ix741)])
-              var sum746: Float = (sum745 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy740 +% 11) +% -3) *% 10)) +% 1) +% ix741)])
-              var sum747: Float = (sum746 + arena[((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy740 +% 11) +% -3) *% 10)) +% ix741)])
-              var sum748: Float = (sum747 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy740 +% 11) +% -4) *% 10)) +% 2) +% ix741)])
-              var sum749: Float = (sum748 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy740 +% 11) +% -4) *% 10)) +% 1) +% ix741)])
-              var sum750: Float = (sum749 + arena[((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy740 +% 11) +% -4) *% 10)) +% ix741)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy740 +% 11) *% 14)) +% 2) +% ix741)] = sum750
-              ix741 &+= 1
+        for iy779 in 0..<1 {
+          do {  // SIMD16 over ix780
+            var ix780 = 0
+            while ix780 < 1 {
+              var sum781: Float = arena[(((((756112 +% (((c201 *% 25) +% 9) *% 6400)) +% (j200 *% 100)) +% (((iy779 +% 10) +% -1) *% 10)) +% 9) +% ix780)]
+              var sum782: Float = (sum781 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy779 +% 10) +% -2) *% 10)) +% 9) +% ix780)])
+              var sum783: Float = (sum782 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy779 +% 10) +% -3) *% 10)) +% 9) +% ix780)])
+              var sum784: Float = (sum783 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy779 +% 10) +% -4) *% 10)) +% 9) +% ix780)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy779 +% 10) *% 14)) +% 13) +% ix780)] = sum784
+              ix780 &+= 1
             }
           }
         }
-        for iy751 in 0..<1 {
-          do {  // SIMD16 over ix752
-            var ix752 = 0
-            while ix752 < 1 {
-              var sum753: Float = arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -2) *% 10)) +% 3) +% ix752)]
-              var sum754: Float = (sum753 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -2) *% 10)) +% 2) +% ix752)])
-              var sum755: Float = (sum754 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -2) *% 10)) +% 1) +% ix752)])
-              var sum756: Float = (sum755 + arena[((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -2) *% 10)) +% ix752)])
-              var sum757: Float = (sum756 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -3) *% 10)) +% 3) +% ix752)])
-              var sum758: Float = (sum757 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -3) *% 10)) +% 2) +% ix752)])
-              var sum759: Float = (sum758 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -3) *% 10)) +% 1) +% ix752)])
-              var sum760: Float = (sum759 + arena[((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -3) *% 10)) +% ix752)])
-              var sum761: Float = (sum760 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -4) *% 10)) +% 3) +% ix752)])
-              var sum762: Float = (sum761 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -4) *% 10)) +% 2) +% ix752)])
-              var sum763: Float = (sum762 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -4) *% 10)) +% 1) +% ix752)])
-              var sum764: Float = (sum763 + arena[((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy751 +% 11) +% -4) *% 10)) +% ix752)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy751 +% 11) *% 14)) +% 3) +% ix752)] = sum764
-              ix752 &+= 1
+        for iy785 in 0..<1 {
+          do {  // SIMD16 over ix786
+            var ix786 = 0
+            while ix786 < 1 {
+              var sum787: Float = arena[((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy785 +% 11) +% -2) *% 10)) +% ix786)]
+              var sum788: Float = (sum787 + arena[((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy785 +% 11) +% -3) *% 10)) +% ix786)])
+              var sum789: Float = (sum788 + arena[((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy785 +% 11) +% -4) *% 10)) +% ix786)])
+              arena[((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy785 +% 11) *% 14)) +% ix786)] = sum789
+              ix786 &+= 1
             }
           }
         }
-        for iy765 in 0..<1 {
-          do {  // SIMD16 over ix766
-            var ix766 = 0
-            while ix766 < 6 {
-              var sum767: Float = arena[(((((756112 +% (((c143 *% 25) +% 10) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -2) *% 10)) +% 4) +% ix766)]
-              var sum768: Float = (sum767 + arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -2) *% 10)) +% 3) +% ix766)])
-              var sum769: Float = (sum768 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -2) *% 10)) +% 2) +% ix766)])
-              var sum770: Float = (sum769 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -2) *% 10)) +% 1) +% ix766)])
-              var sum771: Float = (sum770 + arena[((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -2) *% 10)) +% ix766)])
-              var sum772: Float = (sum771 + arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -3) *% 10)) +% 4) +% ix766)])
-              var sum773: Float = (sum772 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -3) *% 10)) +% 3) +% ix766)])
-              var sum774: Float = (sum773 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -3) *% 10)) +% 2) +% ix766)])
-              var sum775: Float = (sum774 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -3) *% 10)) +% 1) +% ix766)])
-              var sum776: Float = (sum775 + arena[((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -3) *% 10)) +% ix766)])
-              var sum777: Float = (sum776 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -4) *% 10)) +% 4) +% ix766)])
-              var sum778: Float = (sum777 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -4) *% 10)) +% 3) +% ix766)])
-              var sum779: Float = (sum778 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -4) *% 10)) +% 2) +% ix766)])
-              var sum780: Float = (sum779 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -4) *% 10)) +% 1) +% ix766)])
-              var sum781: Float = (sum780 + arena[((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy765 +% 11) +% -4) *% 10)) +% ix766)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy765 +% 11) *% 14)) +% 4) +% ix766)] = sum781
-              ix766 &+= 1
+        for iy790 in 0..<1 {
+          do {  // SIMD16 over ix791
+            var ix791 = 0
+            while ix791 < 1 {
+              var sum792: Float = arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy790 +% 11) +% -2) *% 10)) +% 1) +% ix791)]
+              var sum793: Float = (sum792 + arena[((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy790 +% 11) +% -2) *% 10)) +% ix791)])
+              var sum794: Float = (sum793 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy790 +% 11) +% -3) *% 10)) +% 1) +% ix791)])
+              var sum795: Float = (sum794 + arena[((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy790 +% 11) +% -3) *% 10)) +% ix791)])
+              var sum796: Float = (sum795 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy790 +% 11) +% -4) *% 10)) +% 1) +% ix791)])
+              var sum797: Float = (sum796 + arena[((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy790 +% 11) +% -4) *% 10)) +% ix791)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy790 +% 11) *% 14)) +% 1) +% ix791)] = sum797
+              ix791 &+= 1
             }
           }
         }
-        for iy782 in 0..<1 {
-          do {  // SIMD16 over ix783
-            var ix783 = 0
-            while ix783 < 1 {
-              var sum784: Float = arena[(((((756112 +% (((c143 *% 25) +% 11) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -2) *% 10)) +% 9) +% ix783)]
-              var sum785: Float = (sum784 + arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -2) *% 10)) +% 8) +% ix783)])
-              var sum786: Float = (sum785 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -2) *% 10)) +% 7) +% ix783)])
-              var sum787: Float = (sum786 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -2) *% 10)) +% 6) +% ix783)])
-              var sum788: Float = (sum787 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -3) *% 10)) +% 9) +% ix783)])
-              var sum789: Float = (sum788 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -3) *% 10)) +% 8) +% ix783)])
-              var sum790: Float = (sum789 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -3) *% 10)) +% 7) +% ix783)])
-              var sum791: Float = (sum790 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -3) *% 10)) +% 6) +% ix783)])
-              var sum792: Float = (sum791 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -4) *% 10)) +% 9) +% ix783)])
-              var sum793: Float = (sum792 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -4) *% 10)) +% 8) +% ix783)])
-              var sum794: Float = (sum793 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -4) *% 10)) +% 7) +% ix783)])
-              var sum795: Float = (sum794 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy782 +% 11) +% -4) *% 10)) +% 6) +% ix783)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy782 +% 11) *% 14)) +% 10) +% ix783)] = sum795
-              ix783 &+= 1
+        for iy798 in 0..<1 {
+          do {  // SIMD16 over ix799
+            var ix799 = 0
+            while ix799 < 1 {
+              var sum800: Float = arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy798 +% 11) +% -2) *% 10)) +% 2) +% ix799)]
+              var sum801: Float = (sum800 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy798 +% 11) +% -2) *% 10)) +% 1) +% ix799)])
+              var sum802: Float = (sum801 + arena[((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy798 +% 11) +% -2) *% 10)) +% ix799)])
+              var sum803: Float = (sum802 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy798 +% 11) +% -3) *% 10)) +% 2) +% ix799)])
+              var sum804: Float = (sum803 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy798 +% 11) +% -3) *% 10)) +% 1) +% ix799)])
+              var sum805: Float = (sum804 + arena[((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy798 +% 11) +% -3) *% 10)) +% ix799)])
+              var sum806: Float = (sum805 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy798 +% 11) +% -4) *% 10)) +% 2) +% ix799)])
+              var sum807: Float = (sum806 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy798 +% 11) +% -4) *% 10)) +% 1) +% ix799)])
+              var sum808: Float = (sum807 + arena[((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy798 +% 11) +% -4) *% 10)) +% ix799)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy798 +% 11) *% 14)) +% 2) +% ix799)] = sum808
+              ix799 &+= 1
             }
           }
         }
-        for iy796 in 0..<1 {
-          do {  // SIMD16 over ix797
-            var ix797 = 0
-            while ix797 < 1 {
-              var sum798: Float = arena[(((((756112 +% (((c143 *% 25) +% 12) *% 6400)) +% (j142 *% 100)) +% (((iy796 +% 11) +% -2) *% 10)) +% 9) +% ix797)]
-              var sum799: Float = (sum798 + arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy796 +% 11) +% -2) *% 10)) +% 8) +% ix797)])
-              var sum800: Float = (sum799 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy796 +% 11) +% -2) *% 10)) +% 7) +% ix797)])
-              var sum801: Float = (sum800 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy796 +% 11) +% -3) *% 10)) +% 9) +% ix797)])
-              var sum802: Float = (sum801 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy796 +% 11) +% -3) *% 10)) +% 8) +% ix797)])
-              var sum803: Float = (sum802 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy796 +% 11) +% -3) *% 10)) +% 7) +% ix797)])
-              var sum804: Float = (sum803 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy796 +% 11) +% -4) *% 10)) +% 9) +% ix797)])
-              var sum805: Float = (sum804 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy796 +% 11) +% -4) *% 10)) +% 8) +% ix797)])
-              var sum806: Float = (sum805 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy796 +% 11) +% -4) *% 10)) +% 7) +% ix797)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy796 +% 11) *% 14)) +% 11) +% ix797)] = sum806
-              ix797 &+= 1
+        for iy809 in 0..<1 {
+          do {  // SIMD16 over ix810
+            var ix810 = 0
+            while ix810 < 1 {
+              var sum811: Float = arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -2) *% 10)) +% 3) +% ix810)]
+              var sum812: Float = (sum811 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -2) *% 10)) +% 2) +% ix810)])
+              var sum813: Float = (sum812 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -2) *% 10)) +% 1) +% ix810)])
+              var sum814: Float = (sum813 + arena[((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -2) *% 10)) +% ix810)])
+              var sum815: Float = (sum814 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -3) *% 10)) +% 3) +% ix810)])
+              var sum816: Float = (sum815 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -3) *% 10)) +% 2) +% ix810)])
+              var sum817: Float = (sum816 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -3) *% 10)) +% 1) +% ix810)])
+              var sum818: Float = (sum817 + arena[((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -3) *% 10)) +% ix810)])
+              var sum819: Float = (sum818 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -4) *% 10)) +% 3) +% ix810)])
+              var sum820: Float = (sum819 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -4) *% 10)) +% 2) +% ix810)])
+              var sum821: Float = (sum820 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -4) *% 10)) +% 1) +% ix810)])
+              var sum822: Float = (sum821 + arena[((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy809 +% 11) +% -4) *% 10)) +% ix810)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy809 +% 11) *% 14)) +% 3) +% ix810)] = sum822
+              ix810 &+= 1
             }
           }
         }
-        for iy807 in 0..<1 {
-          do {  // SIMD16 over ix808
-            var ix808 = 0
-            while ix808 < 1 {
-              var sum809: Float = arena[(((((756112 +% (((c143 *% 25) +% 13) *% 6400)) +% (j142 *% 100)) +% (((iy807 +% 11) +% -2) *% 10)) +% 9) +% ix808)]
-              var sum810: Float = (sum809 + arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy807 +% 11) +% -2) *% 10)) +% 8) +% ix808)])
-              var sum811: Float = (sum810 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy807 +% 11) +% -3) *% 10)) +% 9) +% ix808)])
-              var sum812: Float = (sum811 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy807 +% 11) +% -3) *% 10)) +% 8) +% ix808)])
-              var sum813: Float = (sum812 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy807 +% 11) +% -4) *% 10)) +% 9) +% ix808)])
-              var sum814: Float = (sum813 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy807 +% 11) +% -4) *% 10)) +% 8) +% ix808)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy807 +% 11) *% 14)) +% 12) +% ix808)] = sum814
-              ix808 &+= 1
+        for iy823 in 0..<1 {
+          do {  // SIMD16 over ix824
+            var ix824 = 0
+            while ix824 < 6 {
+              var sum825: Float = arena[(((((756112 +% (((c201 *% 25) +% 10) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -2) *% 10)) +% 4) +% ix824)]
+              var sum826: Float = (sum825 + arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -2) *% 10)) +% 3) +% ix824)])
+              var sum827: Float = (sum826 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -2) *% 10)) +% 2) +% ix824)])
+              var sum828: Float = (sum827 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -2) *% 10)) +% 1) +% ix824)])
+              var sum829: Float = (sum828 + arena[((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -2) *% 10)) +% ix824)])
+              var sum830: Float = (sum829 + arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -3) *% 10)) +% 4) +% ix824)])
+              var sum831: Float = (sum830 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -3) *% 10)) +% 3) +% ix824)])
+              var sum832: Float = (sum831 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -3) *% 10)) +% 2) +% ix824)])
+              var sum833: Float = (sum832 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -3) *% 10)) +% 1) +% ix824)])
+              var sum834: Float = (sum833 + arena[((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -3) *% 10)) +% ix824)])
+              var sum835: Float = (sum834 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -4) *% 10)) +% 4) +% ix824)])
+              var sum836: Float = (sum835 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -4) *% 10)) +% 3) +% ix824)])
+              var sum837: Float = (sum836 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -4) *% 10)) +% 2) +% ix824)])
+              var sum838: Float = (sum837 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -4) *% 10)) +% 1) +% ix824)])
+              var sum839: Float = (sum838 + arena[((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy823 +% 11) +% -4) *% 10)) +% ix824)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy823 +% 11) *% 14)) +% 4) +% ix824)] = sum839
+              ix824 &+= 1
             }
           }
         }
-        for iy815 in 0..<1 {
-          do {  // SIMD16 over ix816
-            var ix816 = 0
-            while ix816 < 1 {
-              var sum817: Float = arena[(((((756112 +% (((c143 *% 25) +% 14) *% 6400)) +% (j142 *% 100)) +% (((iy815 +% 11) +% -2) *% 10)) +% 9) +% ix816)]
-              var sum818: Float = (sum817 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy815 +% 11) +% -3) *% 10)) +% 9) +% ix816)])
-              var sum819: Float = (sum818 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy815 +% 11) +% -4) *% 10)) +% 9) +% ix816)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy815 +% 11) *% 14)) +% 13) +% ix816)] = sum819
-              ix816 &+= 1
+        for iy840 in 0..<1 {
+          do {  // SIMD16 over ix841
+            var ix841 = 0
+            while ix841 < 1 {
+              var sum842: Float = arena[(((((756112 +% (((c201 *% 25) +% 11) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -2) *% 10)) +% 9) +% ix841)]
+              var sum843: Float = (sum842 + arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -2) *% 10)) +% 8) +% ix841)])
+              var sum844: Float = (sum843 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -2) *% 10)) +% 7) +% ix841)])
+              var sum845: Float = (sum844 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -2) *% 10)) +% 6) +% ix841)])
+              var sum846: Float = (sum845 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -3) *% 10)) +% 9) +% ix841)])
+              var sum847: Float = (sum846 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -3) *% 10)) +% 8) +% ix841)])
+              var sum848: Float = (sum847 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -3) *% 10)) +% 7) +% ix841)])
+              var sum849: Float = (sum848 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -3) *% 10)) +% 6) +% ix841)])
+              var sum850: Float = (sum849 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -4) *% 10)) +% 9) +% ix841)])
+              var sum851: Float = (sum850 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -4) *% 10)) +% 8) +% ix841)])
+              var sum852: Float = (sum851 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -4) *% 10)) +% 7) +% ix841)])
+              var sum853: Float = (sum852 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy840 +% 11) +% -4) *% 10)) +% 6) +% ix841)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy840 +% 11) *% 14)) +% 10) +% ix841)] = sum853
+              ix841 &+= 1
             }
           }
         }
-        for iy820 in 0..<1 {
-          do {  // SIMD16 over ix821
-            var ix821 = 0
-            while ix821 < 1 {
-              var sum822: Float = arena[((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy820 +% 12) +% -3) *% 10)) +% ix821)]
-              var sum823: Float = (sum822 + arena[((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy820 +% 12) +% -4) *% 10)) +% ix821)])
-              arena[((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy820 +% 12) *% 14)) +% ix821)] = sum823
-              ix821 &+= 1
+        for iy854 in 0..<1 {
+          do {  // SIMD16 over ix855
+            var ix855 = 0
+            while ix855 < 1 {
+              var sum856: Float = arena[(((((756112 +% (((c201 *% 25) +% 12) *% 6400)) +% (j200 *% 100)) +% (((iy854 +% 11) +% -2) *% 10)) +% 9) +% ix855)]
+              var sum857: Float = (sum856 + arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy854 +% 11) +% -2) *% 10)) +% 8) +% ix855)])
+              var sum858: Float = (sum857 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy854 +% 11) +% -2) *% 10)) +% 7) +% ix855)])
+              var sum859: Float = (sum858 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy854 +% 11) +% -3) *% 10)) +% 9) +% ix855)])
+              var sum860: Float = (sum859 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy854 +% 11) +% -3) *% 10)) +% 8) +% ix855)])
+              var sum861: Float = (sum860 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy854 +% 11) +% -3) *% 10)) +% 7) +% ix855)])
+              var sum862: Float = (sum861 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy854 +% 11) +% -4) *% 10)) +% 9) +% ix855)])
+              var sum863: Float = (sum862 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy854 +% 11) +% -4) *% 10)) +% 8) +% ix855)])
+              var sum864: Float = (sum863 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy854 +% 11) +% -4) *% 10)) +% 7) +% ix855)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy854 +% 11) *% 14)) +% 11) +% ix855)] = sum864
+              ix855 &+= 1
             }
           }
         }
-        for iy824 in 0..<1 {
-          do {  // SIMD16 over ix825
-            var ix825 = 0
-            while ix825 < 1 {
-              var sum826: Float = arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy824 +% 12) +% -3) *% 10)) +% 1) +% ix825)]
-              var sum827: Float = (sum826 + arena[((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy824 +% 12) +% -3) *% 10)) +% ix825)])
-              var sum828: Float = (sum827 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy824 +% 12) +% -4) *% 10)) +% 1) +% ix825)])
-              var sum829: Float = (sum828 + arena[((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy824 +% 12) +% -4) *% 10)) +% ix825)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy824 +% 12) *% 14)) +% 1) +% ix825)] = sum829
-              ix825 &+= 1
+        for iy865 in 0..<1 {
+          do {  // SIMD16 over ix866
+            var ix866 = 0
+            while ix866 < 1 {
+              var sum867: Float = arena[(((((756112 +% (((c201 *% 25) +% 13) *% 6400)) +% (j200 *% 100)) +% (((iy865 +% 11) +% -2) *% 10)) +% 9) +% ix866)]
+              var sum868: Float = (sum867 + arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy865 +% 11) +% -2) *% 10)) +% 8) +% ix866)])
+              var sum869: Float = (sum868 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy865 +% 11) +% -3) *% 10)) +% 9) +% ix866)])
+              var sum870: Float = (sum869 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy865 +% 11) +% -3) *% 10)) +% 8) +% ix866)])
+              var sum871: Float = (sum870 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy865 +% 11) +% -4) *% 10)) +% 9) +% ix866)])
+              var sum872: Float = (sum871 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy865 +% 11) +% -4) *% 10)) +% 8) +% ix866)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy865 +% 11) *% 14)) +% 12) +% ix866)] = sum872
+              ix866 &+= 1
             }
           }
         }
-        for iy830 in 0..<1 {
-          do {  // SIMD16 over ix831
-            var ix831 = 0
-            while ix831 < 1 {
-              var sum832: Float = arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy830 +% 12) +% -3) *% 10)) +% 2) +% ix831)]
-              var sum833: Float = (sum832 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy830 +% 12) +% -3) *% 10)) +% 1) +% ix831)])
-              var sum834: Float = (sum833 + arena[((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy830 +% 12) +% -3) *% 10)) +% ix831)])
-              var sum835: Float = (sum834 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy830 +% 12) +% -4) *% 10)) +% 2) +% ix831)])
-              var sum836: Float = (sum835 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy830 +% 12) +% -4) *% 10)) +% 1) +% ix831)])
-              var sum837: Float = (sum836 + arena[((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy830 +% 12) +% -4) *% 10)) +% ix831)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy830 +% 12) *% 14)) +% 2) +% ix831)] = sum837
-              ix831 &+= 1
-            }
-          }
-        }
-        for iy838 in 0..<1 {
-          do {  // SIMD16 over ix839
-            var ix839 = 0
-            while ix839 < 1 {
-              var sum840: Float = arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy838 +% 12) +% -3) *% 10)) +% 3) +% ix839)]
-              var sum841: Float = (sum840 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy838 +% 12) +% -3) *% 10)) +% 2) +% ix839)])
-              var sum842: Float = (sum841 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy838 +% 12) +% -3) *% 10)) +% 1) +% ix839)])
-              var sum843: Float = (sum842 + arena[((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy838 +% 12) +% -3) *% 10)) +% ix839)])
-              var sum844: Float = (sum843 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy838 +% 12) +% -4) *% 10)) +% 3) +% ix839)])
-              var sum845: Float = (sum844 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy838 +% 12) +% -4) *% 10)) +% 2) +% ix839)])
-              var sum846: Float = (sum845 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy838 +% 12) +% -4) *% 10)) +% 1) +% ix839)])
-              var sum847: Float = (sum846 + arena[((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy838 +% 12) +% -4) *% 10)) +% ix839)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy838 +% 12) *% 14)) +% 3) +% ix839)] = sum847
-              ix839 &+= 1
-            }
-          }
-        }
-        for iy848 in 0..<1 {
-          do {  // SIMD16 over ix849
-            var ix849 = 0
-            while ix849 < 6 {
-              var sum850: Float = arena[(((((756112 +% (((c143 *% 25) +% 15) *% 6400)) +% (j142 *% 100)) +% (((iy848 +% 12) +% -3) *% 10)) +% 4) +% ix849)]
-              var sum851: Float = (sum850 + arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy848 +% 12) +% -3) *% 10)) +% 3) +% ix849)])
-              var sum852: Float = (sum851 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy848 +% 12) +% -3) *% 10)) +% 2) +% ix849)])
-              var sum853: Float = (sum852 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy848 +% 12) +% -3) *% 10)) +% 1) +% ix849)])
-              var sum854: Float = (sum853 + arena[((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy848 +% 12) +% -3) *% 10)) +% ix849)])
-              var sum855: Float = (sum854 + arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy848 +% 12) +% -4) *% 10)) +% 4) +% ix849)])
-              var sum856: Float = (sum855 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy848 +% 12) +% -4) *% 10)) +% 3) +% ix849)])
-              var sum857: Float = (sum856 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy848 +% 12) +% -4) *% 10)) +% 2) +% ix849)])
-              var sum858: Float = (sum857 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy848 +% 12) +% -4) *% 10)) +% 1) +% ix849)])
-              var sum859: Float = (sum858 + arena[((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy848 +% 12) +% -4) *% 10)) +% ix849)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy848 +% 12) *% 14)) +% 4) +% ix849)] = sum859
-              ix849 &+= 1
-            }
-          }
-        }
-        for iy860 in 0..<1 {
-          do {  // SIMD16 over ix861
-            var ix861 = 0
-            while ix861 < 1 {
-              var sum862: Float = arena[(((((756112 +% (((c143 *% 25) +% 16) *% 6400)) +% (j142 *% 100)) +% (((iy860 +% 12) +% -3) *% 10)) +% 9) +% ix861)]
-              var sum863: Float = (sum862 + arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy860 +% 12) +% -3) *% 10)) +% 8) +% ix861)])
-              var sum864: Float = (sum863 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy860 +% 12) +% -3) *% 10)) +% 7) +% ix861)])
-              var sum865: Float = (sum864 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy860 +% 12) +% -3) *% 10)) +% 6) +% ix861)])
-              var sum866: Float = (sum865 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy860 +% 12) +% -4) *% 10)) +% 9) +% ix861)])
-              var sum867: Float = (sum866 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy860 +% 12) +% -4) *% 10)) +% 8) +% ix861)])
-              var sum868: Float = (sum867 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy860 +% 12) +% -4) *% 10)) +% 7) +% ix861)])
-              var sum869: Float = (sum868 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy860 +% 12) +% -4) *% 10)) +% 6) +% ix861)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy860 +% 12) *% 14)) +% 10) +% ix861)] = sum869
-              ix861 &+= 1
-            }
-          }
-        }
-        for iy870 in 0..<1 {
-          do {  // SIMD16 over ix871
-            var ix871 = 0
-            while ix871 < 1 {
-              var sum872: Float = arena[(((((756112 +% (((c143 *% 25) +% 17) *% 6400)) +% (j142 *% 100)) +% (((iy870 +% 12) +% -3) *% 10)) +% 9) +% ix871)]
-              var sum873: Float = (sum872 + arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy870 +% 12) +% -3) *% 10)) +% 8) +% ix871)])
-              var sum874: Float = (sum873 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy870 +% 12) +% -3) *% 10)) +% 7) +% ix871)])
-              var sum875: Float = (sum874 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy870 +% 12) +% -4) *% 10)) +% 9) +% ix871)])
-              var sum876: Float = (sum875 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy870 +% 12) +% -4) *% 10)) +% 8) +% ix871)])
-              var sum877: Float = (sum876 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy870 +% 12) +% -4) *% 10)) +% 7) +% ix871)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy870 +% 12) *% 14)) +% 11) +% ix871)] = sum877
-              ix871 &+= 1
+        for iy873 in 0..<1 {
+          do {  // SIMD16 over ix874
+            var ix874 = 0
+            while ix874 < 1 {
+              var sum875: Float = arena[(((((756112 +% (((c201 *% 25) +% 14) *% 6400)) +% (j200 *% 100)) +% (((iy873 +% 11) +% -2) *% 10)) +% 9) +% ix874)]
+              var sum876: Float = (sum875 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy873 +% 11) +% -3) *% 10)) +% 9) +% ix874)])
+              var sum877: Float = (sum876 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy873 +% 11) +% -4) *% 10)) +% 9) +% ix874)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy873 +% 11) *% 14)) +% 13) +% ix874)] = sum877
+              ix874 &+= 1
             }
           }
         }
@@ -2395,23 +3509,23 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix879
             var ix879 = 0
             while ix879 < 1 {
-              var sum880: Float = arena[(((((756112 +% (((c143 *% 25) +% 18) *% 6400)) +% (j142 *% 100)) +% (((iy878 +% 12) +% -3) *% 10)) +% 9) +% ix879)]
-              var sum881: Float = (sum880 + arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy878 +% 12) +% -3) *% 10)) +% 8) +% ix879)])
-              var sum882: Float = (sum881 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy878 +% 12) +% -4) *% 10)) +% 9) +% ix879)])
-              var sum883: Float = (sum882 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy878 +% 12) +% -4) *% 10)) +% 8) +% ix879)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy878 +% 12) *% 14)) +% 12) +% ix879)] = sum883
+              var sum880: Float = arena[((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy878 +% 12) +% -3) *% 10)) +% ix879)]
+              var sum881: Float = (sum880 + arena[((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy878 +% 12) +% -4) *% 10)) +% ix879)])
+              arena[((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy878 +% 12) *% 14)) +% ix879)] = sum881
               ix879 &+= 1
             }
           }
         }
-        for iy884 in 0..<1 {
-          do {  // SIMD16 over ix885
-            var ix885 = 0
-            while ix885 < 1 {
-              var sum886: Float = arena[(((((756112 +% (((c143 *% 25) +% 19) *% 6400)) +% (j142 *% 100)) +% (((iy884 +% 12) +% -3) *% 10)) +% 9) +% ix885)]
-              var sum887: Float = (sum886 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy884 +% 12) +% -4) *% 10)) +% 9) +% ix885)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy884 +% 12) *% 14)) +% 13) +% ix885)] = sum887
-              ix885 &+= 1
+        for iy882 in 0..<1 {
+          do {  // SIMD16 over ix883
+            var ix883 = 0
+            while ix883 < 1 {
+              var sum884: Float = arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy882 +% 12) +% -3) *% 10)) +% 1) +% ix883)]
+              var sum885: Float = (sum884 + arena[((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy882 +% 12) +% -3) *% 10)) +% ix883)])
+              var sum886: Float = (sum885 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy882 +% 12) +% -4) *% 10)) +% 1) +% ix883)])
+              var sum887: Float = (sum886 + arena[((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy882 +% 12) +% -4) *% 10)) +% ix883)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy882 +% 12) *% 14)) +% 1) +% ix883)] = sum887
+              ix883 &+= 1
             }
           }
         }
@@ -2419,45 +3533,31 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix889
             var ix889 = 0
             while ix889 < 1 {
-              var sum890: Float = arena[((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy888 +% 13) +% -4) *% 10)) +% ix889)]
-              arena[((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy888 +% 13) *% 14)) +% ix889)] = sum890
+              var sum890: Float = arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy888 +% 12) +% -3) *% 10)) +% 2) +% ix889)]
+              var sum891: Float = (sum890 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy888 +% 12) +% -3) *% 10)) +% 1) +% ix889)])
+              var sum892: Float = (sum891 + arena[((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy888 +% 12) +% -3) *% 10)) +% ix889)])
+              var sum893: Float = (sum892 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy888 +% 12) +% -4) *% 10)) +% 2) +% ix889)])
+              var sum894: Float = (sum893 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy888 +% 12) +% -4) *% 10)) +% 1) +% ix889)])
+              var sum895: Float = (sum894 + arena[((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy888 +% 12) +% -4) *% 10)) +% ix889)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy888 +% 12) *% 14)) +% 2) +% ix889)] = sum895
               ix889 &+= 1
             }
           }
         }
-        for iy891 in 0..<1 {
-          do {  // SIMD16 over ix892
-            var ix892 = 0
-            while ix892 < 1 {
-              var sum893: Float = arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy891 +% 13) +% -4) *% 10)) +% 1) +% ix892)]
-              var sum894: Float = (sum893 + arena[((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy891 +% 13) +% -4) *% 10)) +% ix892)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy891 +% 13) *% 14)) +% 1) +% ix892)] = sum894
-              ix892 &+= 1
-            }
-          }
-        }
-        for iy895 in 0..<1 {
-          do {  // SIMD16 over ix896
-            var ix896 = 0
-            while ix896 < 1 {
-              var sum897: Float = arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy895 +% 13) +% -4) *% 10)) +% 2) +% ix896)]
-              var sum898: Float = (sum897 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy895 +% 13) +% -4) *% 10)) +% 1) +% ix896)])
-              var sum899: Float = (sum898 + arena[((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy895 +% 13) +% -4) *% 10)) +% ix896)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy895 +% 13) *% 14)) +% 2) +% ix896)] = sum899
-              ix896 &+= 1
-            }
-          }
-        }
-        for iy900 in 0..<1 {
-          do {  // SIMD16 over ix901
-            var ix901 = 0
-            while ix901 < 1 {
-              var sum902: Float = arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy900 +% 13) +% -4) *% 10)) +% 3) +% ix901)]
-              var sum903: Float = (sum902 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy900 +% 13) +% -4) *% 10)) +% 2) +% ix901)])
-              var sum904: Float = (sum903 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy900 +% 13) +% -4) *% 10)) +% 1) +% ix901)])
-              var sum905: Float = (sum904 + arena[((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy900 +% 13) +% -4) *% 10)) +% ix901)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy900 +% 13) *% 14)) +% 3) +% ix901)] = sum905
-              ix901 &+= 1
+        for iy896 in 0..<1 {
+          do {  // SIMD16 over ix897
+            var ix897 = 0
+            while ix897 < 1 {
+              var sum898: Float = arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy896 +% 12) +% -3) *% 10)) +% 3) +% ix897)]
+              var sum899: Float = (sum898 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy896 +% 12) +% -3) *% 10)) +% 2) +% ix897)])
+              var sum900: Float = (sum899 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy896 +% 12) +% -3) *% 10)) +% 1) +% ix897)])
+              var sum901: Float = (sum900 + arena[((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy896 +% 12) +% -3) *% 10)) +% ix897)])
+              var sum902: Float = (sum901 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy896 +% 12) +% -4) *% 10)) +% 3) +% ix897)])
+              var sum903: Float = (sum902 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy896 +% 12) +% -4) *% 10)) +% 2) +% ix897)])
+              var sum904: Float = (sum903 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy896 +% 12) +% -4) *% 10)) +% 1) +% ix897)])
+              var sum905: Float = (sum904 + arena[((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy896 +% 12) +% -4) *% 10)) +% ix897)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy896 +% 12) *% 14)) +% 3) +% ix897)] = sum905
+              ix897 &+= 1
             }
           }
         }
@@ -2465,49 +3565,35 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix907
             var ix907 = 0
             while ix907 < 6 {
-              var sum908: Float = arena[(((((756112 +% (((c143 *% 25) +% 20) *% 6400)) +% (j142 *% 100)) +% (((iy906 +% 13) +% -4) *% 10)) +% 4) +% ix907)]
-              var sum909: Float = (sum908 + arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy906 +% 13) +% -4) *% 10)) +% 3) +% ix907)])
-              var sum910: Float = (sum909 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy906 +% 13) +% -4) *% 10)) +% 2) +% ix907)])
-              var sum911: Float = (sum910 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy906 +% 13) +% -4) *% 10)) +% 1) +% ix907)])
-              var sum912: Float = (sum911 + arena[((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy906 +% 13) +% -4) *% 10)) +% ix907)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy906 +% 13) *% 14)) +% 4) +% ix907)] = sum912
+              var sum908: Float = arena[(((((756112 +% (((c201 *% 25) +% 15) *% 6400)) +% (j200 *% 100)) +% (((iy906 +% 12) +% -3) *% 10)) +% 4) +% ix907)]
+              var sum909: Float = (sum908 + arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy906 +% 12) +% -3) *% 10)) +% 3) +% ix907)])
+              var sum910: Float = (sum909 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy906 +% 12) +% -3) *% 10)) +% 2) +% ix907)])
+              var sum911: Float = (sum910 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy906 +% 12) +% -3) *% 10)) +% 1) +% ix907)])
+              var sum912: Float = (sum911 + arena[((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy906 +% 12) +% -3) *% 10)) +% ix907)])
+              var sum913: Float = (sum912 + arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy906 +% 12) +% -4) *% 10)) +% 4) +% ix907)])
+              var sum914: Float = (sum913 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy906 +% 12) +% -4) *% 10)) +% 3) +% ix907)])
+              var sum915: Float = (sum914 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy906 +% 12) +% -4) *% 10)) +% 2) +% ix907)])
+              var sum916: Float = (sum915 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy906 +% 12) +% -4) *% 10)) +% 1) +% ix907)])
+              var sum917: Float = (sum916 + arena[((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy906 +% 12) +% -4) *% 10)) +% ix907)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy906 +% 12) *% 14)) +% 4) +% ix907)] = sum917
               ix907 &+= 1
             }
           }
         }
-        for iy913 in 0..<1 {
-          do {  // SIMD16 over ix914
-            var ix914 = 0
-            while ix914 < 1 {
-              var sum915: Float = arena[(((((756112 +% (((c143 *% 25) +% 21) *% 6400)) +% (j142 *% 100)) +% (((iy913 +% 13) +% -4) *% 10)) +% 9) +% ix914)]
-              var sum916: Float = (sum915 + arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy913 +% 13) +% -4) *% 10)) +% 8) +% ix914)])
-              var sum917: Float = (sum916 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy913 +% 13) +% -4) *% 10)) +% 7) +% ix914)])
-              var sum918: Float = (sum917 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy913 +% 13) +% -4) *% 10)) +% 6) +% ix914)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy913 +% 13) *% 14)) +% 10) +% ix914)] = sum918
-              ix914 &+= 1
-            }
-          }
-        }
-        for iy919 in 0..<1 {
-          do {  // SIMD16 over ix920
-            var ix920 = 0
-            while ix920 < 1 {
-              var sum921: Float = arena[(((((756112 +% (((c143 *% 25) +% 22) *% 6400)) +% (j142 *% 100)) +% (((iy919 +% 13) +% -4) *% 10)) +% 9) +% ix920)]
-              var sum922: Float = (sum921 + arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy919 +% 13) +% -4) *% 10)) +% 8) +% ix920)])
-              var sum923: Float = (sum922 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy919 +% 13) +% -4) *% 10)) +% 7) +% ix920)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy919 +% 13) *% 14)) +% 11) +% ix920)] = sum923
-              ix920 &+= 1
-            }
-          }
-        }
-        for iy924 in 0..<1 {
-          do {  // SIMD16 over ix925
-            var ix925 = 0
-            while ix925 < 1 {
-              var sum926: Float = arena[(((((756112 +% (((c143 *% 25) +% 23) *% 6400)) +% (j142 *% 100)) +% (((iy924 +% 13) +% -4) *% 10)) +% 9) +% ix925)]
-              var sum927: Float = (sum926 + arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy924 +% 13) +% -4) *% 10)) +% 8) +% ix925)])
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy924 +% 13) *% 14)) +% 12) +% ix925)] = sum927
-              ix925 &+= 1
+        for iy918 in 0..<1 {
+          do {  // SIMD16 over ix919
+            var ix919 = 0
+            while ix919 < 1 {
+              var sum920: Float = arena[(((((756112 +% (((c201 *% 25) +% 16) *% 6400)) +% (j200 *% 100)) +% (((iy918 +% 12) +% -3) *% 10)) +% 9) +% ix919)]
+              var sum921: Float = (sum920 + arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy918 +% 12) +% -3) *% 10)) +% 8) +% ix919)])
+              var sum922: Float = (sum921 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy918 +% 12) +% -3) *% 10)) +% 7) +% ix919)])
+              var sum923: Float = (sum922 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy918 +% 12) +% -3) *% 10)) +% 6) +% ix919)])
+              var sum924: Float = (sum923 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy918 +% 12) +% -4) *% 10)) +% 9) +% ix919)])
+              var sum925: Float = (sum924 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy918 +% 12) +% -4) *% 10)) +% 8) +% ix919)])
+              var sum926: Float = (sum925 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy918 +% 12) +% -4) *% 10)) +% 7) +% ix919)])
+              var sum927: Float = (sum926 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy918 +% 12) +% -4) *% 10)) +% 6) +% ix919)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy918 +% 12) *% 14)) +% 10) +% ix919)] = sum927
+              ix919 &+= 1
             }
           }
         }
@@ -2515,9 +3601,144 @@ public func lenet5_train_b64(
           do {  // SIMD16 over ix929
             var ix929 = 0
             while ix929 < 1 {
-              var sum930: Float = arena[(((((756112 +% (((c143 *% 25) +% 24) *% 6400)) +% (j142 *% 100)) +% (((iy928 +% 13) +% -4) *% 10)) +% 9) +% ix929)]
-              arena[(((((376320 +% (((g134 *% 64) +% j142) *% 1176)) +% (c143 *% 196)) +% ((iy928 +% 13) *% 14)) +% 13) +% ix929)] = sum930
+              var sum930: Float = arena[(((((756112 +% (((c201 *% 25) +% 17) *% 6400)) +% (j200 *% 100)) +% (((iy928 +% 12) +% -3) *% 10)) +% 9) +% ix929)]
+              var sum931: Float = (sum930 + arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy928 +% 12) +% -3) *% 10)) +% 8) +% ix929)])
+              var sum932: Float = (sum931 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy928 +% 12) +% -3) *% 10)) +% 7) +% ix929)])
+              var sum933: Float = (sum932 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy928 +% 12) +% -4) *% 10)) +% 9) +% ix929)])
+              var sum934: Float = (sum933 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy928 +% 12) +% -4) *% 10)) +% 8) +% ix929)])
+              var sum935: Float = (sum934 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy928 +% 12) +% -4) *% 10)) +% 7) +% ix929)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy928 +% 12) *% 14)) +% 11) +% ix929)] = sum935
               ix929 &+= 1
+            }
+          }
+        }
+        for iy936 in 0..<1 {
+          do {  // SIMD16 over ix937
+            var ix937 = 0
+            while ix937 < 1 {
+              var sum938: Float = arena[(((((756112 +% (((c201 *% 25) +% 18) *% 6400)) +% (j200 *% 100)) +% (((iy936 +% 12) +% -3) *% 10)) +% 9) +% ix937)]
+              var sum939: Float = (sum938 + arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy936 +% 12) +% -3) *% 10)) +% 8) +% ix937)])
+              var sum940: Float = (sum939 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy936 +% 12) +% -4) *% 10)) +% 9) +% ix937)])
+              var sum941: Float = (sum940 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy936 +% 12) +% -4) *% 10)) +% 8) +% ix937)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy936 +% 12) *% 14)) +% 12) +% ix937)] = sum941
+              ix937 &+= 1
+            }
+          }
+        }
+        for iy942 in 0..<1 {
+          do {  // SIMD16 over ix943
+            var ix943 = 0
+            while ix943 < 1 {
+              var sum944: Float = arena[(((((756112 +% (((c201 *% 25) +% 19) *% 6400)) +% (j200 *% 100)) +% (((iy942 +% 12) +% -3) *% 10)) +% 9) +% ix943)]
+              var sum945: Float = (sum944 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy942 +% 12) +% -4) *% 10)) +% 9) +% ix943)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy942 +% 12) *% 14)) +% 13) +% ix943)] = sum945
+              ix943 &+= 1
+            }
+          }
+        }
+        for iy946 in 0..<1 {
+          do {  // SIMD16 over ix947
+            var ix947 = 0
+            while ix947 < 1 {
+              var sum948: Float = arena[((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy946 +% 13) +% -4) *% 10)) +% ix947)]
+              arena[((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy946 +% 13) *% 14)) +% ix947)] = sum948
+              ix947 &+= 1
+            }
+          }
+        }
+        for iy949 in 0..<1 {
+          do {  // SIMD16 over ix950
+            var ix950 = 0
+            while ix950 < 1 {
+              var sum951: Float = arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy949 +% 13) +% -4) *% 10)) +% 1) +% ix950)]
+              var sum952: Float = (sum951 + arena[((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy949 +% 13) +% -4) *% 10)) +% ix950)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy949 +% 13) *% 14)) +% 1) +% ix950)] = sum952
+              ix950 &+= 1
+            }
+          }
+        }
+        for iy953 in 0..<1 {
+          do {  // SIMD16 over ix954
+            var ix954 = 0
+            while ix954 < 1 {
+              var sum955: Float = arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy953 +% 13) +% -4) *% 10)) +% 2) +% ix954)]
+              var sum956: Float = (sum955 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy953 +% 13) +% -4) *% 10)) +% 1) +% ix954)])
+              var sum957: Float = (sum956 + arena[((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy953 +% 13) +% -4) *% 10)) +% ix954)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy953 +% 13) *% 14)) +% 2) +% ix954)] = sum957
+              ix954 &+= 1
+            }
+          }
+        }
+        for iy958 in 0..<1 {
+          do {  // SIMD16 over ix959
+            var ix959 = 0
+            while ix959 < 1 {
+              var sum960: Float = arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy958 +% 13) +% -4) *% 10)) +% 3) +% ix959)]
+              var sum961: Float = (sum960 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy958 +% 13) +% -4) *% 10)) +% 2) +% ix959)])
+              var sum962: Float = (sum961 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy958 +% 13) +% -4) *% 10)) +% 1) +% ix959)])
+              var sum963: Float = (sum962 + arena[((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy958 +% 13) +% -4) *% 10)) +% ix959)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy958 +% 13) *% 14)) +% 3) +% ix959)] = sum963
+              ix959 &+= 1
+            }
+          }
+        }
+        for iy964 in 0..<1 {
+          do {  // SIMD16 over ix965
+            var ix965 = 0
+            while ix965 < 6 {
+              var sum966: Float = arena[(((((756112 +% (((c201 *% 25) +% 20) *% 6400)) +% (j200 *% 100)) +% (((iy964 +% 13) +% -4) *% 10)) +% 4) +% ix965)]
+              var sum967: Float = (sum966 + arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy964 +% 13) +% -4) *% 10)) +% 3) +% ix965)])
+              var sum968: Float = (sum967 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy964 +% 13) +% -4) *% 10)) +% 2) +% ix965)])
+              var sum969: Float = (sum968 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy964 +% 13) +% -4) *% 10)) +% 1) +% ix965)])
+              var sum970: Float = (sum969 + arena[((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy964 +% 13) +% -4) *% 10)) +% ix965)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy964 +% 13) *% 14)) +% 4) +% ix965)] = sum970
+              ix965 &+= 1
+            }
+          }
+        }
+        for iy971 in 0..<1 {
+          do {  // SIMD16 over ix972
+            var ix972 = 0
+            while ix972 < 1 {
+              var sum973: Float = arena[(((((756112 +% (((c201 *% 25) +% 21) *% 6400)) +% (j200 *% 100)) +% (((iy971 +% 13) +% -4) *% 10)) +% 9) +% ix972)]
+              var sum974: Float = (sum973 + arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy971 +% 13) +% -4) *% 10)) +% 8) +% ix972)])
+              var sum975: Float = (sum974 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy971 +% 13) +% -4) *% 10)) +% 7) +% ix972)])
+              var sum976: Float = (sum975 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy971 +% 13) +% -4) *% 10)) +% 6) +% ix972)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy971 +% 13) *% 14)) +% 10) +% ix972)] = sum976
+              ix972 &+= 1
+            }
+          }
+        }
+        for iy977 in 0..<1 {
+          do {  // SIMD16 over ix978
+            var ix978 = 0
+            while ix978 < 1 {
+              var sum979: Float = arena[(((((756112 +% (((c201 *% 25) +% 22) *% 6400)) +% (j200 *% 100)) +% (((iy977 +% 13) +% -4) *% 10)) +% 9) +% ix978)]
+              var sum980: Float = (sum979 + arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy977 +% 13) +% -4) *% 10)) +% 8) +% ix978)])
+              var sum981: Float = (sum980 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy977 +% 13) +% -4) *% 10)) +% 7) +% ix978)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy977 +% 13) *% 14)) +% 11) +% ix978)] = sum981
+              ix978 &+= 1
+            }
+          }
+        }
+        for iy982 in 0..<1 {
+          do {  // SIMD16 over ix983
+            var ix983 = 0
+            while ix983 < 1 {
+              var sum984: Float = arena[(((((756112 +% (((c201 *% 25) +% 23) *% 6400)) +% (j200 *% 100)) +% (((iy982 +% 13) +% -4) *% 10)) +% 9) +% ix983)]
+              var sum985: Float = (sum984 + arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy982 +% 13) +% -4) *% 10)) +% 8) +% ix983)])
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy982 +% 13) *% 14)) +% 12) +% ix983)] = sum985
+              ix983 &+= 1
+            }
+          }
+        }
+        for iy986 in 0..<1 {
+          do {  // SIMD16 over ix987
+            var ix987 = 0
+            while ix987 < 1 {
+              var sum988: Float = arena[(((((756112 +% (((c201 *% 25) +% 24) *% 6400)) +% (j200 *% 100)) +% (((iy986 +% 13) +% -4) *% 10)) +% 9) +% ix987)]
+              arena[(((((376320 +% (((g192 *% 64) +% j200) *% 1176)) +% (c201 *% 196)) +% ((iy986 +% 13) *% 14)) +% 13) +% ix987)] = sum988
+              ix987 &+= 1
             }
           }
         }
@@ -2525,425 +3746,425 @@ public func lenet5_train_b64(
     }
   }
   // relu1_grad = avgpool_grad(pool1_grad, conv1)
-  do {  // SIMD16 over i931
-    var i931 = 0
-    while i931 &+ 16 <= 301056 {
-      store16(arena, 518032 &+ i931, SIMD16<Float>(repeating: Float(0)))
-      i931 &+= 16
+  do {  // SIMD16 over i989
+    var i989 = 0
+    while i989 &+ 16 <= 301056 {
+      store16(arena, 518032 &+ i989, SIMD16<Float>(repeating: Float(0)))
+      i989 &+= 16
     }
-    while i931 < 301056 {
-      arena[(518032 +% i931)] = Float(0)
-      i931 &+= 1
+    while i989 < 301056 {
+      arena[(518032 +% i989)] = Float(0)
+      i989 &+= 1
     }
   }
-  for q932 in 0..<384 {
-    for py933 in 0..<14 {
-      for px934 in 0..<14 {
-        for ky935 in 0..<2 {
-          for kx936 in 0..<2 {
-            arena[(((518032 +% (((q932 *% 784) +% (py933 *% 56)) +% (px934 *% 2))) +% (ky935 *% 28)) +% kx936)] += (arena[(((376320 +% (q932 *% 196)) +% (py933 *% 14)) +% px934)] * Float(bitPattern: 0x3e800000))
+  for q990 in 0..<384 {
+    for py991 in 0..<14 {
+      for px992 in 0..<14 {
+        for ky993 in 0..<2 {
+          for kx994 in 0..<2 {
+            arena[(((518032 +% (((q990 *% 784) +% (py991 *% 56)) +% (px992 *% 2))) +% (ky993 *% 28)) +% kx994)] += (arena[(((376320 +% (q990 *% 196)) +% (py991 *% 14)) +% px992)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i937
-    var i937 = 0
-    while i937 &+ 16 <= 301056 {
-      store16(arena, 819088 &+ i937, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i937), where: load16(arena, 0 &+ i937) .> SIMD16<Float>(repeating: Float(0))))
-      i937 &+= 16
+  do {  // SIMD16 over i995
+    var i995 = 0
+    while i995 &+ 16 <= 301056 {
+      store16(arena, 819088 &+ i995, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i995), where: load16(arena, 0 &+ i995) .> SIMD16<Float>(repeating: Float(0))))
+      i995 &+= 16
     }
-    while i937 < 301056 {
-      arena[(819088 +% i937)] = (arena[i937] > Float(0) ? arena[(518032 +% i937)] : Float(0))
-      i937 &+= 1
+    while i995 < 301056 {
+      arena[(819088 +% i995)] = (arena[i995] > Float(0) ? arena[(518032 +% i995)] : Float(0))
+      i995 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i938
-    var i938 = 0
-    while i938 &+ 16 <= 150 {
-      store16(arena, 2675600 &+ i938, SIMD16<Float>(repeating: Float(0)))
-      i938 &+= 16
+  do {  // SIMD16 over i996
+    var i996 = 0
+    while i996 &+ 16 <= 150 {
+      store16(arena, 2675600 &+ i996, SIMD16<Float>(repeating: Float(0)))
+      i996 &+= 16
     }
-    while i938 < 150 {
-      arena[(2675600 +% i938)] = Float(0)
-      i938 &+= 1
-    }
-  }
-  for g939 in 0..<1 {
-    for j940 in 0..<64 {
-      for c941 in 0..<1 {
-        for ky942 in 0..<5 {
-          for oy943 in 0..<28 {
-            if (-1 < ((oy943 +% ky942) +% -2) && ((oy943 +% ky942) +% -2) < 28) {
-              for ox944 in 0..<26 {
-                arena[(((1120144 +% ((((c941 *% 5) +% ky942) *% 5) *% 50176)) +% (j940 *% 784)) +% ((oy943 *% 28) +% (ox944 +% 2)))] = images[((((((g939 *% 64) +% j940) *% 784) +% (c941 *% 784)) +% (((oy943 +% ky942) +% -2) *% 28)) +% ((ox944 +% 2) +% -2))]
-              }
-              for ox945 in 0..<2 {
-                arena[(((1120144 +% ((((c941 *% 5) +% ky942) *% 5) *% 50176)) +% (j940 *% 784)) +% ((oy943 *% 28) +% ox945))] = Float(0)
-              }
-            }
-            if ((oy943 +% ky942) +% -2) < 0 {
-              for ox946 in 0..<28 {
-                arena[(((1120144 +% ((((c941 *% 5) +% ky942) *% 5) *% 50176)) +% (j940 *% 784)) +% ((oy943 *% 28) +% ox946))] = Float(0)
-              }
-            }
-            if 27 < ((oy943 +% ky942) +% -2) {
-              for ox946 in 0..<28 {
-                arena[(((1120144 +% ((((c941 *% 5) +% ky942) *% 5) *% 50176)) +% (j940 *% 784)) +% ((oy943 *% 28) +% ox946))] = Float(0)
-              }
-            }
-          }
-          for oy947 in 0..<28 {
-            if (-1 < ((oy947 +% ky942) +% -2) && ((oy947 +% ky942) +% -2) < 28) {
-              for ox948 in 0..<27 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 1) *% 50176)) +% (j940 *% 784)) +% ((oy947 *% 28) +% (ox948 +% 1)))] = images[((((((g939 *% 64) +% j940) *% 784) +% (c941 *% 784)) +% (((oy947 +% ky942) +% -2) *% 28)) +% ((ox948 +% 1) +% -1))]
-              }
-              for ox949 in 0..<1 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 1) *% 50176)) +% (j940 *% 784)) +% ((oy947 *% 28) +% ox949))] = Float(0)
-              }
-            }
-            if ((oy947 +% ky942) +% -2) < 0 {
-              for ox950 in 0..<28 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 1) *% 50176)) +% (j940 *% 784)) +% ((oy947 *% 28) +% ox950))] = Float(0)
-              }
-            }
-            if 27 < ((oy947 +% ky942) +% -2) {
-              for ox950 in 0..<28 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 1) *% 50176)) +% (j940 *% 784)) +% ((oy947 *% 28) +% ox950))] = Float(0)
-              }
-            }
-          }
-          for oy951 in 0..<28 {
-            if (-1 < ((oy951 +% ky942) +% -2) && ((oy951 +% ky942) +% -2) < 28) {
-              for ox952 in 0..<28 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 2) *% 50176)) +% (j940 *% 784)) +% ((oy951 *% 28) +% ox952))] = images[((((((g939 *% 64) +% j940) *% 784) +% (c941 *% 784)) +% (((oy951 +% ky942) +% -2) *% 28)) +% ox952)]
-              }
-            }
-            if ((oy951 +% ky942) +% -2) < 0 {
-              for ox953 in 0..<28 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 2) *% 50176)) +% (j940 *% 784)) +% ((oy951 *% 28) +% ox953))] = Float(0)
-              }
-            }
-            if 27 < ((oy951 +% ky942) +% -2) {
-              for ox953 in 0..<28 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 2) *% 50176)) +% (j940 *% 784)) +% ((oy951 *% 28) +% ox953))] = Float(0)
-              }
-            }
-          }
-          for oy954 in 0..<28 {
-            if (-1 < ((oy954 +% ky942) +% -2) && ((oy954 +% ky942) +% -2) < 28) {
-              for ox955 in 0..<27 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 3) *% 50176)) +% (j940 *% 784)) +% ((oy954 *% 28) +% ox955))] = images[((((((g939 *% 64) +% j940) *% 784) +% (c941 *% 784)) +% (((oy954 +% ky942) +% -2) *% 28)) +% (ox955 +% 1))]
-              }
-              for ox956 in 0..<1 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 3) *% 50176)) +% (j940 *% 784)) +% ((oy954 *% 28) +% (ox956 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy954 +% ky942) +% -2) < 0 {
-              for ox957 in 0..<28 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 3) *% 50176)) +% (j940 *% 784)) +% ((oy954 *% 28) +% ox957))] = Float(0)
-              }
-            }
-            if 27 < ((oy954 +% ky942) +% -2) {
-              for ox957 in 0..<28 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 3) *% 50176)) +% (j940 *% 784)) +% ((oy954 *% 28) +% ox957))] = Float(0)
-              }
-            }
-          }
-          for oy958 in 0..<28 {
-            if (-1 < ((oy958 +% ky942) +% -2) && ((oy958 +% ky942) +% -2) < 28) {
-              for ox959 in 0..<26 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 4) *% 50176)) +% (j940 *% 784)) +% ((oy958 *% 28) +% ox959))] = images[((((((g939 *% 64) +% j940) *% 784) +% (c941 *% 784)) +% (((oy958 +% ky942) +% -2) *% 28)) +% (ox959 +% 2))]
-              }
-              for ox960 in 0..<2 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 4) *% 50176)) +% (j940 *% 784)) +% ((oy958 *% 28) +% (ox960 +% 26)))] = Float(0)
-              }
-            }
-            if ((oy958 +% ky942) +% -2) < 0 {
-              for ox961 in 0..<28 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 4) *% 50176)) +% (j940 *% 784)) +% ((oy958 *% 28) +% ox961))] = Float(0)
-              }
-            }
-            if 27 < ((oy958 +% ky942) +% -2) {
-              for ox961 in 0..<28 {
-                arena[(((1120144 +% (((((c941 *% 5) +% ky942) *% 5) +% 4) *% 50176)) +% (j940 *% 784)) +% ((oy958 *% 28) +% ox961))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j962 in 0..<64 {
-      for i963 in 0..<784 {
-        for f964 in 0..<6 {
-          arena[((2374544 +% (((j962 *% 784) +% i963) *% 6)) +% f964)] = arena[(((819088 +% (((g939 *% 64) +% j962) *% 4704)) +% (f964 *% 784)) +% i963)]
-        }
-      }
-    }
-    for kp965 in 0..<130 {
-      for mb966 in 0..<1 {
-        var t967_c0_0 = loadPartial(arena, (2675600 +% ((mb966 *% 25) *% 6)), 6)
-        var t967_c1_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 1) *% 6)), 6)
-        var t967_c2_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 2) *% 6)), 6)
-        var t967_c3_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 3) *% 6)), 6)
-        var t967_c4_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 4) *% 6)), 6)
-        var t967_c5_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 5) *% 6)), 6)
-        var t967_c6_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 6) *% 6)), 6)
-        var t967_c7_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 7) *% 6)), 6)
-        var t967_c8_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 8) *% 6)), 6)
-        var t967_c9_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 9) *% 6)), 6)
-        var t967_c10_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 10) *% 6)), 6)
-        var t967_c11_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 11) *% 6)), 6)
-        var t967_c12_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 12) *% 6)), 6)
-        var t967_c13_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 13) *% 6)), 6)
-        var t967_c14_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 14) *% 6)), 6)
-        var t967_c15_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 15) *% 6)), 6)
-        var t967_c16_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 16) *% 6)), 6)
-        var t967_c17_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 17) *% 6)), 6)
-        var t967_c18_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 18) *% 6)), 6)
-        var t967_c19_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 19) *% 6)), 6)
-        var t967_c20_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 20) *% 6)), 6)
-        var t967_c21_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 21) *% 6)), 6)
-        var t967_c22_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 22) *% 6)), 6)
-        var t967_c23_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 23) *% 6)), 6)
-        var t967_c24_0 = loadPartial(arena, (2675600 +% (((mb966 *% 25) +% 24) *% 6)), 6)
-        for k968 in 0..<384 {
-          let t967_b0 = loadPartial(arena, (2374544 +% ((k968 +% (kp965 *% 384)) *% 6)), 6)
-          let t967_a0 = SIMD16<Float>(repeating: arena[((1120144 +% ((mb966 *% 25) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c0_0 = t967_c0_0.addingProduct(t967_a0, t967_b0)
-          let t967_a1 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 1) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c1_0 = t967_c1_0.addingProduct(t967_a1, t967_b0)
-          let t967_a2 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 2) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c2_0 = t967_c2_0.addingProduct(t967_a2, t967_b0)
-          let t967_a3 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 3) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c3_0 = t967_c3_0.addingProduct(t967_a3, t967_b0)
-          let t967_a4 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 4) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c4_0 = t967_c4_0.addingProduct(t967_a4, t967_b0)
-          let t967_a5 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 5) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c5_0 = t967_c5_0.addingProduct(t967_a5, t967_b0)
-          let t967_a6 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 6) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c6_0 = t967_c6_0.addingProduct(t967_a6, t967_b0)
-          let t967_a7 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 7) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c7_0 = t967_c7_0.addingProduct(t967_a7, t967_b0)
-          let t967_a8 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 8) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c8_0 = t967_c8_0.addingProduct(t967_a8, t967_b0)
-          let t967_a9 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 9) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c9_0 = t967_c9_0.addingProduct(t967_a9, t967_b0)
-          let t967_a10 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 10) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c10_0 = t967_c10_0.addingProduct(t967_a10, t967_b0)
-          let t967_a11 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 11) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c11_0 = t967_c11_0.addingProduct(t967_a11, t967_b0)
-          let t967_a12 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 12) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c12_0 = t967_c12_0.addingProduct(t967_a12, t967_b0)
-          let t967_a13 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 13) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c13_0 = t967_c13_0.addingProduct(t967_a13, t967_b0)
-          let t967_a14 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 14) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c14_0 = t967_c14_0.addingProduct(t967_a14, t967_b0)
-          let t967_a15 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 15) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c15_0 = t967_c15_0.addingProduct(t967_a15, t967_b0)
-          let t967_a16 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 16) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c16_0 = t967_c16_0.addingProduct(t967_a16, t967_b0)
-          let t967_a17 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 17) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c17_0 = t967_c17_0.addingProduct(t967_a17, t967_b0)
-          let t967_a18 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 18) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c18_0 = t967_c18_0.addingProduct(t967_a18, t967_b0)
-          let t967_a19 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 19) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c19_0 = t967_c19_0.addingProduct(t967_a19, t967_b0)
-          let t967_a20 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 20) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c20_0 = t967_c20_0.addingProduct(t967_a20, t967_b0)
-          let t967_a21 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 21) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c21_0 = t967_c21_0.addingProduct(t967_a21, t967_b0)
-          let t967_a22 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 22) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c22_0 = t967_c22_0.addingProduct(t967_a22, t967_b0)
-          let t967_a23 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 23) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c23_0 = t967_c23_0.addingProduct(t967_a23, t967_b0)
-          let t967_a24 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb966 *% 25) +% 24) *% 50176)) +% (k968 +% (kp965 *% 384)))])
-          t967_c24_0 = t967_c24_0.addingProduct(t967_a24, t967_b0)
-        }
-        storePartial(arena, (2675600 +% ((mb966 *% 25) *% 6)), t967_c0_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 1) *% 6)), t967_c1_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 2) *% 6)), t967_c2_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 3) *% 6)), t967_c3_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 4) *% 6)), t967_c4_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 5) *% 6)), t967_c5_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 6) *% 6)), t967_c6_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 7) *% 6)), t967_c7_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 8) *% 6)), t967_c8_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 9) *% 6)), t967_c9_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 10) *% 6)), t967_c10_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 11) *% 6)), t967_c11_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 12) *% 6)), t967_c12_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 13) *% 6)), t967_c13_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 14) *% 6)), t967_c14_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 15) *% 6)), t967_c15_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 16) *% 6)), t967_c16_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 17) *% 6)), t967_c17_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 18) *% 6)), t967_c18_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 19) *% 6)), t967_c19_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 20) *% 6)), t967_c20_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 21) *% 6)), t967_c21_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 22) *% 6)), t967_c22_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 23) *% 6)), t967_c23_0, 6)
-        storePartial(arena, (2675600 +% (((mb966 *% 25) +% 24) *% 6)), t967_c24_0, 6)
-      }
-    }
-    for mb969 in 0..<1 {
-      var t970_c0_0 = loadPartial(arena, (2675600 +% ((mb969 *% 25) *% 6)), 6)
-      var t970_c1_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 1) *% 6)), 6)
-      var t970_c2_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 2) *% 6)), 6)
-      var t970_c3_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 3) *% 6)), 6)
-      var t970_c4_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 4) *% 6)), 6)
-      var t970_c5_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 5) *% 6)), 6)
-      var t970_c6_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 6) *% 6)), 6)
-      var t970_c7_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 7) *% 6)), 6)
-      var t970_c8_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 8) *% 6)), 6)
-      var t970_c9_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 9) *% 6)), 6)
-      var t970_c10_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 10) *% 6)), 6)
-      var t970_c11_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 11) *% 6)), 6)
-      var t970_c12_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 12) *% 6)), 6)
-      var t970_c13_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 13) *% 6)), 6)
-      var t970_c14_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 14) *% 6)), 6)
-      var t970_c15_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 15) *% 6)), 6)
-      var t970_c16_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 16) *% 6)), 6)
-      var t970_c17_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 17) *% 6)), 6)
-      var t970_c18_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 18) *% 6)), 6)
-      var t970_c19_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 19) *% 6)), 6)
-      var t970_c20_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 20) *% 6)), 6)
-      var t970_c21_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 21) *% 6)), 6)
-      var t970_c22_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 22) *% 6)), 6)
-      var t970_c23_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 23) *% 6)), 6)
-      var t970_c24_0 = loadPartial(arena, (2675600 +% (((mb969 *% 25) +% 24) *% 6)), 6)
-      for k971 in 0..<256 {
-        let t970_b0 = loadPartial(arena, (2374544 +% ((k971 +% 49920) *% 6)), 6)
-        let t970_a0 = SIMD16<Float>(repeating: arena[((1120144 +% ((mb969 *% 25) *% 50176)) +% (k971 +% 49920))])
-        t970_c0_0 = t970_c0_0.addingProduct(t970_a0, t970_b0)
-        let t970_a1 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 1) *% 50176)) +% (k971 +% 49920))])
-        t970_c1_0 = t970_c1_0.addingProduct(t970_a1, t970_b0)
-        let t970_a2 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 2) *% 50176)) +% (k971 +% 49920))])
-        t970_c2_0 = t970_c2_0.addingProduct(t970_a2, t970_b0)
-        let t970_a3 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 3) *% 50176)) +% (k971 +% 49920))])
-        t970_c3_0 = t970_c3_0.addingProduct(t970_a3, t970_b0)
-        let t970_a4 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 4) *% 50176)) +% (k971 +% 49920))])
-        t970_c4_0 = t970_c4_0.addingProduct(t970_a4, t970_b0)
-        let t970_a5 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 5) *% 50176)) +% (k971 +% 49920))])
-        t970_c5_0 = t970_c5_0.addingProduct(t970_a5, t970_b0)
-        let t970_a6 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 6) *% 50176)) +% (k971 +% 49920))])
-        t970_c6_0 = t970_c6_0.addingProduct(t970_a6, t970_b0)
-        let t970_a7 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 7) *% 50176)) +% (k971 +% 49920))])
-        t970_c7_0 = t970_c7_0.addingProduct(t970_a7, t970_b0)
-        let t970_a8 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 8) *% 50176)) +% (k971 +% 49920))])
-        t970_c8_0 = t970_c8_0.addingProduct(t970_a8, t970_b0)
-        let t970_a9 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 9) *% 50176)) +% (k971 +% 49920))])
-        t970_c9_0 = t970_c9_0.addingProduct(t970_a9, t970_b0)
-        let t970_a10 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 10) *% 50176)) +% (k971 +% 49920))])
-        t970_c10_0 = t970_c10_0.addingProduct(t970_a10, t970_b0)
-        let t970_a11 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 11) *% 50176)) +% (k971 +% 49920))])
-        t970_c11_0 = t970_c11_0.addingProduct(t970_a11, t970_b0)
-        let t970_a12 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 12) *% 50176)) +% (k971 +% 49920))])
-        t970_c12_0 = t970_c12_0.addingProduct(t970_a12, t970_b0)
-        let t970_a13 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 13) *% 50176)) +% (k971 +% 49920))])
-        t970_c13_0 = t970_c13_0.addingProduct(t970_a13, t970_b0)
-        let t970_a14 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 14) *% 50176)) +% (k971 +% 49920))])
-        t970_c14_0 = t970_c14_0.addingProduct(t970_a14, t970_b0)
-        let t970_a15 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 15) *% 50176)) +% (k971 +% 49920))])
-        t970_c15_0 = t970_c15_0.addingProduct(t970_a15, t970_b0)
-        let t970_a16 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 16) *% 50176)) +% (k971 +% 49920))])
-        t970_c16_0 = t970_c16_0.addingProduct(t970_a16, t970_b0)
-        let t970_a17 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 17) *% 50176)) +% (k971 +% 49920))])
-        t970_c17_0 = t970_c17_0.addingProduct(t970_a17, t970_b0)
-        let t970_a18 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 18) *% 50176)) +% (k971 +% 49920))])
-        t970_c18_0 = t970_c18_0.addingProduct(t970_a18, t970_b0)
-        let t970_a19 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 19) *% 50176)) +% (k971 +% 49920))])
-        t970_c19_0 = t970_c19_0.addingProduct(t970_a19, t970_b0)
-        let t970_a20 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 20) *% 50176)) +% (k971 +% 49920))])
-        t970_c20_0 = t970_c20_0.addingProduct(t970_a20, t970_b0)
-        let t970_a21 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 21) *% 50176)) +% (k971 +% 49920))])
-        t970_c21_0 = t970_c21_0.addingProduct(t970_a21, t970_b0)
-        let t970_a22 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 22) *% 50176)) +% (k971 +% 49920))])
-        t970_c22_0 = t970_c22_0.addingProduct(t970_a22, t970_b0)
-        let t970_a23 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 23) *% 50176)) +% (k971 +% 49920))])
-        t970_c23_0 = t970_c23_0.addingProduct(t970_a23, t970_b0)
-        let t970_a24 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb969 *% 25) +% 24) *% 50176)) +% (k971 +% 49920))])
-        t970_c24_0 = t970_c24_0.addingProduct(t970_a24, t970_b0)
-      }
-      storePartial(arena, (2675600 +% ((mb969 *% 25) *% 6)), t970_c0_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 1) *% 6)), t970_c1_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 2) *% 6)), t970_c2_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 3) *% 6)), t970_c3_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 4) *% 6)), t970_c4_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 5) *% 6)), t970_c5_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 6) *% 6)), t970_c6_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 7) *% 6)), t970_c7_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 8) *% 6)), t970_c8_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 9) *% 6)), t970_c9_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 10) *% 6)), t970_c10_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 11) *% 6)), t970_c11_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 12) *% 6)), t970_c12_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 13) *% 6)), t970_c13_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 14) *% 6)), t970_c14_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 15) *% 6)), t970_c15_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 16) *% 6)), t970_c16_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 17) *% 6)), t970_c17_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 18) *% 6)), t970_c18_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 19) *% 6)), t970_c19_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 20) *% 6)), t970_c20_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 21) *% 6)), t970_c21_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 22) *% 6)), t970_c22_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 23) *% 6)), t970_c23_0, 6)
-      storePartial(arena, (2675600 +% (((mb969 *% 25) +% 24) *% 6)), t970_c24_0, 6)
+    while i996 < 150 {
+      arena[(2675600 +% i996)] = Float(0)
+      i996 &+= 1
     }
   }
-  for f972 in 0..<6 {
-    for r973 in 0..<25 {
-      grads[((f972 *% 25) +% r973)] = arena[((2675600 +% (r973 *% 6)) +% f972)]
+  for g997 in 0..<1 {
+    for j998 in 0..<64 {
+      for c999 in 0..<1 {
+        for ky1000 in 0..<5 {
+          for oy1001 in 0..<28 {
+            if (-1 < ((oy1001 +% ky1000) +% -2) && ((oy1001 +% ky1000) +% -2) < 28) {
+              for ox1002 in 0..<26 {
+                arena[(((1120144 +% ((((c999 *% 5) +% ky1000) *% 5) *% 50176)) +% (j998 *% 784)) +% ((oy1001 *% 28) +% (ox1002 +% 2)))] = images[((((((g997 *% 64) +% j998) *% 784) +% (c999 *% 784)) +% (((oy1001 +% ky1000) +% -2) *% 28)) +% ((ox1002 +% 2) +% -2))]
+              }
+              for ox1003 in 0..<2 {
+                arena[(((1120144 +% ((((c999 *% 5) +% ky1000) *% 5) *% 50176)) +% (j998 *% 784)) +% ((oy1001 *% 28) +% ox1003))] = Float(0)
+              }
+            }
+            if ((oy1001 +% ky1000) +% -2) < 0 {
+              for ox1004 in 0..<28 {
+                arena[(((1120144 +% ((((c999 *% 5) +% ky1000) *% 5) *% 50176)) +% (j998 *% 784)) +% ((oy1001 *% 28) +% ox1004))] = Float(0)
+              }
+            }
+            if 27 < ((oy1001 +% ky1000) +% -2) {
+              for ox1004 in 0..<28 {
+                arena[(((1120144 +% ((((c999 *% 5) +% ky1000) *% 5) *% 50176)) +% (j998 *% 784)) +% ((oy1001 *% 28) +% ox1004))] = Float(0)
+              }
+            }
+          }
+          for oy1005 in 0..<28 {
+            if (-1 < ((oy1005 +% ky1000) +% -2) && ((oy1005 +% ky1000) +% -2) < 28) {
+              for ox1006 in 0..<27 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 1) *% 50176)) +% (j998 *% 784)) +% ((oy1005 *% 28) +% (ox1006 +% 1)))] = images[((((((g997 *% 64) +% j998) *% 784) +% (c999 *% 784)) +% (((oy1005 +% ky1000) +% -2) *% 28)) +% ((ox1006 +% 1) +% -1))]
+              }
+              for ox1007 in 0..<1 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 1) *% 50176)) +% (j998 *% 784)) +% ((oy1005 *% 28) +% ox1007))] = Float(0)
+              }
+            }
+            if ((oy1005 +% ky1000) +% -2) < 0 {
+              for ox1008 in 0..<28 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 1) *% 50176)) +% (j998 *% 784)) +% ((oy1005 *% 28) +% ox1008))] = Float(0)
+              }
+            }
+            if 27 < ((oy1005 +% ky1000) +% -2) {
+              for ox1008 in 0..<28 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 1) *% 50176)) +% (j998 *% 784)) +% ((oy1005 *% 28) +% ox1008))] = Float(0)
+              }
+            }
+          }
+          for oy1009 in 0..<28 {
+            if (-1 < ((oy1009 +% ky1000) +% -2) && ((oy1009 +% ky1000) +% -2) < 28) {
+              for ox1010 in 0..<28 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 2) *% 50176)) +% (j998 *% 784)) +% ((oy1009 *% 28) +% ox1010))] = images[((((((g997 *% 64) +% j998) *% 784) +% (c999 *% 784)) +% (((oy1009 +% ky1000) +% -2) *% 28)) +% ox1010)]
+              }
+            }
+            if ((oy1009 +% ky1000) +% -2) < 0 {
+              for ox1011 in 0..<28 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 2) *% 50176)) +% (j998 *% 784)) +% ((oy1009 *% 28) +% ox1011))] = Float(0)
+              }
+            }
+            if 27 < ((oy1009 +% ky1000) +% -2) {
+              for ox1011 in 0..<28 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 2) *% 50176)) +% (j998 *% 784)) +% ((oy1009 *% 28) +% ox1011))] = Float(0)
+              }
+            }
+          }
+          for oy1012 in 0..<28 {
+            if (-1 < ((oy1012 +% ky1000) +% -2) && ((oy1012 +% ky1000) +% -2) < 28) {
+              for ox1013 in 0..<27 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 3) *% 50176)) +% (j998 *% 784)) +% ((oy1012 *% 28) +% ox1013))] = images[((((((g997 *% 64) +% j998) *% 784) +% (c999 *% 784)) +% (((oy1012 +% ky1000) +% -2) *% 28)) +% (ox1013 +% 1))]
+              }
+              for ox1014 in 0..<1 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 3) *% 50176)) +% (j998 *% 784)) +% ((oy1012 *% 28) +% (ox1014 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy1012 +% ky1000) +% -2) < 0 {
+              for ox1015 in 0..<28 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 3) *% 50176)) +% (j998 *% 784)) +% ((oy1012 *% 28) +% ox1015))] = Float(0)
+              }
+            }
+            if 27 < ((oy1012 +% ky1000) +% -2) {
+              for ox1015 in 0..<28 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 3) *% 50176)) +% (j998 *% 784)) +% ((oy1012 *% 28) +% ox1015))] = Float(0)
+              }
+            }
+          }
+          for oy1016 in 0..<28 {
+            if (-1 < ((oy1016 +% ky1000) +% -2) && ((oy1016 +% ky1000) +% -2) < 28) {
+              for ox1017 in 0..<26 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 4) *% 50176)) +% (j998 *% 784)) +% ((oy1016 *% 28) +% ox1017))] = images[((((((g997 *% 64) +% j998) *% 784) +% (c999 *% 784)) +% (((oy1016 +% ky1000) +% -2) *% 28)) +% (ox1017 +% 2))]
+              }
+              for ox1018 in 0..<2 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 4) *% 50176)) +% (j998 *% 784)) +% ((oy1016 *% 28) +% (ox1018 +% 26)))] = Float(0)
+              }
+            }
+            if ((oy1016 +% ky1000) +% -2) < 0 {
+              for ox1019 in 0..<28 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 4) *% 50176)) +% (j998 *% 784)) +% ((oy1016 *% 28) +% ox1019))] = Float(0)
+              }
+            }
+            if 27 < ((oy1016 +% ky1000) +% -2) {
+              for ox1019 in 0..<28 {
+                arena[(((1120144 +% (((((c999 *% 5) +% ky1000) *% 5) +% 4) *% 50176)) +% (j998 *% 784)) +% ((oy1016 *% 28) +% ox1019))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j1020 in 0..<64 {
+      for i1021 in 0..<784 {
+        for f1022 in 0..<6 {
+          arena[((2374544 +% (((j1020 *% 784) +% i1021) *% 6)) +% f1022)] = arena[(((819088 +% (((g997 *% 64) +% j1020) *% 4704)) +% (f1022 *% 784)) +% i1021)]
+        }
+      }
+    }
+    for kp1023 in 0..<130 {
+      for mb1024 in 0..<1 {
+        var t1025_c0_0 = loadPartial(arena, (2675600 +% ((mb1024 *% 25) *% 6)), 6)
+        var t1025_c1_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 1) *% 6)), 6)
+        var t1025_c2_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 2) *% 6)), 6)
+        var t1025_c3_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 3) *% 6)), 6)
+        var t1025_c4_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 4) *% 6)), 6)
+        var t1025_c5_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 5) *% 6)), 6)
+        var t1025_c6_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 6) *% 6)), 6)
+        var t1025_c7_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 7) *% 6)), 6)
+        var t1025_c8_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 8) *% 6)), 6)
+        var t1025_c9_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 9) *% 6)), 6)
+        var t1025_c10_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 10) *% 6)), 6)
+        var t1025_c11_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 11) *% 6)), 6)
+        var t1025_c12_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 12) *% 6)), 6)
+        var t1025_c13_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 13) *% 6)), 6)
+        var t1025_c14_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 14) *% 6)), 6)
+        var t1025_c15_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 15) *% 6)), 6)
+        var t1025_c16_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 16) *% 6)), 6)
+        var t1025_c17_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 17) *% 6)), 6)
+        var t1025_c18_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 18) *% 6)), 6)
+        var t1025_c19_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 19) *% 6)), 6)
+        var t1025_c20_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 20) *% 6)), 6)
+        var t1025_c21_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 21) *% 6)), 6)
+        var t1025_c22_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 22) *% 6)), 6)
+        var t1025_c23_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 23) *% 6)), 6)
+        var t1025_c24_0 = loadPartial(arena, (2675600 +% (((mb1024 *% 25) +% 24) *% 6)), 6)
+        for k1026 in 0..<384 {
+          let t1025_b0 = loadPartial(arena, (2374544 +% ((k1026 +% (kp1023 *% 384)) *% 6)), 6)
+          let t1025_a0 = SIMD16<Float>(repeating: arena[((1120144 +% ((mb1024 *% 25) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c0_0 = t1025_c0_0.addingProduct(t1025_a0, t1025_b0)
+          let t1025_a1 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 1) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c1_0 = t1025_c1_0.addingProduct(t1025_a1, t1025_b0)
+          let t1025_a2 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 2) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c2_0 = t1025_c2_0.addingProduct(t1025_a2, t1025_b0)
+          let t1025_a3 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 3) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c3_0 = t1025_c3_0.addingProduct(t1025_a3, t1025_b0)
+          let t1025_a4 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 4) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c4_0 = t1025_c4_0.addingProduct(t1025_a4, t1025_b0)
+          let t1025_a5 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 5) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c5_0 = t1025_c5_0.addingProduct(t1025_a5, t1025_b0)
+          let t1025_a6 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 6) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c6_0 = t1025_c6_0.addingProduct(t1025_a6, t1025_b0)
+          let t1025_a7 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 7) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c7_0 = t1025_c7_0.addingProduct(t1025_a7, t1025_b0)
+          let t1025_a8 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 8) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c8_0 = t1025_c8_0.addingProduct(t1025_a8, t1025_b0)
+          let t1025_a9 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 9) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c9_0 = t1025_c9_0.addingProduct(t1025_a9, t1025_b0)
+          let t1025_a10 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 10) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c10_0 = t1025_c10_0.addingProduct(t1025_a10, t1025_b0)
+          let t1025_a11 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 11) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c11_0 = t1025_c11_0.addingProduct(t1025_a11, t1025_b0)
+          let t1025_a12 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 12) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c12_0 = t1025_c12_0.addingProduct(t1025_a12, t1025_b0)
+          let t1025_a13 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 13) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c13_0 = t1025_c13_0.addingProduct(t1025_a13, t1025_b0)
+          let t1025_a14 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 14) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c14_0 = t1025_c14_0.addingProduct(t1025_a14, t1025_b0)
+          let t1025_a15 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 15) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c15_0 = t1025_c15_0.addingProduct(t1025_a15, t1025_b0)
+          let t1025_a16 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 16) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c16_0 = t1025_c16_0.addingProduct(t1025_a16, t1025_b0)
+          let t1025_a17 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 17) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c17_0 = t1025_c17_0.addingProduct(t1025_a17, t1025_b0)
+          let t1025_a18 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 18) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c18_0 = t1025_c18_0.addingProduct(t1025_a18, t1025_b0)
+          let t1025_a19 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 19) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c19_0 = t1025_c19_0.addingProduct(t1025_a19, t1025_b0)
+          let t1025_a20 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 20) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c20_0 = t1025_c20_0.addingProduct(t1025_a20, t1025_b0)
+          let t1025_a21 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 21) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c21_0 = t1025_c21_0.addingProduct(t1025_a21, t1025_b0)
+          let t1025_a22 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 22) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c22_0 = t1025_c22_0.addingProduct(t1025_a22, t1025_b0)
+          let t1025_a23 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 23) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c23_0 = t1025_c23_0.addingProduct(t1025_a23, t1025_b0)
+          let t1025_a24 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1024 *% 25) +% 24) *% 50176)) +% (k1026 +% (kp1023 *% 384)))])
+          t1025_c24_0 = t1025_c24_0.addingProduct(t1025_a24, t1025_b0)
+        }
+        storePartial(arena, (2675600 +% ((mb1024 *% 25) *% 6)), t1025_c0_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 1) *% 6)), t1025_c1_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 2) *% 6)), t1025_c2_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 3) *% 6)), t1025_c3_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 4) *% 6)), t1025_c4_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 5) *% 6)), t1025_c5_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 6) *% 6)), t1025_c6_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 7) *% 6)), t1025_c7_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 8) *% 6)), t1025_c8_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 9) *% 6)), t1025_c9_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 10) *% 6)), t1025_c10_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 11) *% 6)), t1025_c11_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 12) *% 6)), t1025_c12_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 13) *% 6)), t1025_c13_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 14) *% 6)), t1025_c14_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 15) *% 6)), t1025_c15_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 16) *% 6)), t1025_c16_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 17) *% 6)), t1025_c17_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 18) *% 6)), t1025_c18_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 19) *% 6)), t1025_c19_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 20) *% 6)), t1025_c20_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 21) *% 6)), t1025_c21_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 22) *% 6)), t1025_c22_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 23) *% 6)), t1025_c23_0, 6)
+        storePartial(arena, (2675600 +% (((mb1024 *% 25) +% 24) *% 6)), t1025_c24_0, 6)
+      }
+    }
+    for mb1027 in 0..<1 {
+      var t1028_c0_0 = loadPartial(arena, (2675600 +% ((mb1027 *% 25) *% 6)), 6)
+      var t1028_c1_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 1) *% 6)), 6)
+      var t1028_c2_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 2) *% 6)), 6)
+      var t1028_c3_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 3) *% 6)), 6)
+      var t1028_c4_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 4) *% 6)), 6)
+      var t1028_c5_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 5) *% 6)), 6)
+      var t1028_c6_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 6) *% 6)), 6)
+      var t1028_c7_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 7) *% 6)), 6)
+      var t1028_c8_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 8) *% 6)), 6)
+      var t1028_c9_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 9) *% 6)), 6)
+      var t1028_c10_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 10) *% 6)), 6)
+      var t1028_c11_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 11) *% 6)), 6)
+      var t1028_c12_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 12) *% 6)), 6)
+      var t1028_c13_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 13) *% 6)), 6)
+      var t1028_c14_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 14) *% 6)), 6)
+      var t1028_c15_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 15) *% 6)), 6)
+      var t1028_c16_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 16) *% 6)), 6)
+      var t1028_c17_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 17) *% 6)), 6)
+      var t1028_c18_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 18) *% 6)), 6)
+      var t1028_c19_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 19) *% 6)), 6)
+      var t1028_c20_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 20) *% 6)), 6)
+      var t1028_c21_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 21) *% 6)), 6)
+      var t1028_c22_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 22) *% 6)), 6)
+      var t1028_c23_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 23) *% 6)), 6)
+      var t1028_c24_0 = loadPartial(arena, (2675600 +% (((mb1027 *% 25) +% 24) *% 6)), 6)
+      for k1029 in 0..<256 {
+        let t1028_b0 = loadPartial(arena, (2374544 +% ((k1029 +% 49920) *% 6)), 6)
+        let t1028_a0 = SIMD16<Float>(repeating: arena[((1120144 +% ((mb1027 *% 25) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c0_0 = t1028_c0_0.addingProduct(t1028_a0, t1028_b0)
+        let t1028_a1 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 1) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c1_0 = t1028_c1_0.addingProduct(t1028_a1, t1028_b0)
+        let t1028_a2 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 2) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c2_0 = t1028_c2_0.addingProduct(t1028_a2, t1028_b0)
+        let t1028_a3 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 3) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c3_0 = t1028_c3_0.addingProduct(t1028_a3, t1028_b0)
+        let t1028_a4 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 4) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c4_0 = t1028_c4_0.addingProduct(t1028_a4, t1028_b0)
+        let t1028_a5 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 5) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c5_0 = t1028_c5_0.addingProduct(t1028_a5, t1028_b0)
+        let t1028_a6 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 6) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c6_0 = t1028_c6_0.addingProduct(t1028_a6, t1028_b0)
+        let t1028_a7 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 7) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c7_0 = t1028_c7_0.addingProduct(t1028_a7, t1028_b0)
+        let t1028_a8 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 8) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c8_0 = t1028_c8_0.addingProduct(t1028_a8, t1028_b0)
+        let t1028_a9 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 9) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c9_0 = t1028_c9_0.addingProduct(t1028_a9, t1028_b0)
+        let t1028_a10 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 10) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c10_0 = t1028_c10_0.addingProduct(t1028_a10, t1028_b0)
+        let t1028_a11 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 11) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c11_0 = t1028_c11_0.addingProduct(t1028_a11, t1028_b0)
+        let t1028_a12 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 12) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c12_0 = t1028_c12_0.addingProduct(t1028_a12, t1028_b0)
+        let t1028_a13 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 13) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c13_0 = t1028_c13_0.addingProduct(t1028_a13, t1028_b0)
+        let t1028_a14 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 14) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c14_0 = t1028_c14_0.addingProduct(t1028_a14, t1028_b0)
+        let t1028_a15 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 15) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c15_0 = t1028_c15_0.addingProduct(t1028_a15, t1028_b0)
+        let t1028_a16 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 16) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c16_0 = t1028_c16_0.addingProduct(t1028_a16, t1028_b0)
+        let t1028_a17 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 17) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c17_0 = t1028_c17_0.addingProduct(t1028_a17, t1028_b0)
+        let t1028_a18 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 18) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c18_0 = t1028_c18_0.addingProduct(t1028_a18, t1028_b0)
+        let t1028_a19 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 19) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c19_0 = t1028_c19_0.addingProduct(t1028_a19, t1028_b0)
+        let t1028_a20 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 20) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c20_0 = t1028_c20_0.addingProduct(t1028_a20, t1028_b0)
+        let t1028_a21 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 21) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c21_0 = t1028_c21_0.addingProduct(t1028_a21, t1028_b0)
+        let t1028_a22 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 22) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c22_0 = t1028_c22_0.addingProduct(t1028_a22, t1028_b0)
+        let t1028_a23 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 23) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c23_0 = t1028_c23_0.addingProduct(t1028_a23, t1028_b0)
+        let t1028_a24 = SIMD16<Float>(repeating: arena[((1120144 +% (((mb1027 *% 25) +% 24) *% 50176)) +% (k1029 +% 49920))])
+        t1028_c24_0 = t1028_c24_0.addingProduct(t1028_a24, t1028_b0)
+      }
+      storePartial(arena, (2675600 +% ((mb1027 *% 25) *% 6)), t1028_c0_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 1) *% 6)), t1028_c1_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 2) *% 6)), t1028_c2_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 3) *% 6)), t1028_c3_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 4) *% 6)), t1028_c4_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 5) *% 6)), t1028_c5_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 6) *% 6)), t1028_c6_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 7) *% 6)), t1028_c7_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 8) *% 6)), t1028_c8_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 9) *% 6)), t1028_c9_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 10) *% 6)), t1028_c10_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 11) *% 6)), t1028_c11_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 12) *% 6)), t1028_c12_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 13) *% 6)), t1028_c13_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 14) *% 6)), t1028_c14_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 15) *% 6)), t1028_c15_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 16) *% 6)), t1028_c16_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 17) *% 6)), t1028_c17_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 18) *% 6)), t1028_c18_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 19) *% 6)), t1028_c19_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 20) *% 6)), t1028_c20_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 21) *% 6)), t1028_c21_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 22) *% 6)), t1028_c22_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 23) *% 6)), t1028_c23_0, 6)
+      storePartial(arena, (2675600 +% (((mb1027 *% 25) +% 24) *% 6)), t1028_c24_0, 6)
+    }
+  }
+  for f1030 in 0..<6 {
+    for r1031 in 0..<25 {
+      grads[((f1030 *% 25) +% r1031)] = arena[((2675600 +% (r1031 *% 6)) +% f1030)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i974
-    var i974 = 0
-    while i974 &+ 16 <= 784 {
-      store16(arena, 0 &+ i974, SIMD16<Float>(repeating: Float(1)))
-      i974 &+= 16
+  do {  // SIMD16 over i1032
+    var i1032 = 0
+    while i1032 &+ 16 <= 784 {
+      store16(arena, 0 &+ i1032, SIMD16<Float>(repeating: Float(1)))
+      i1032 &+= 16
     }
-    while i974 < 784 {
-      arena[i974] = Float(1)
-      i974 &+= 1
-    }
-  }
-  do {  // SIMD16 over i975
-    var i975 = 0
-    while i975 < 6 {
-      grads[(150 +% i975)] = Float(0)
-      i975 &+= 1
+    while i1032 < 784 {
+      arena[i1032] = Float(1)
+      i1032 &+= 1
     }
   }
-  for img976 in 0..<64 {
-    sgemm(101, 111, 111, 6, 1, 784, 1, arena + (819088 +% (img976 *% 4704)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 150, 1)
+  do {  // SIMD16 over i1033
+    var i1033 = 0
+    while i1033 < 6 {
+      grads[(150 +% i1033)] = Float(0)
+      i1033 &+= 1
+    }
+  }
+  for img1034 in 0..<64 {
+    sgemm(101, 111, 111, 6, 1, 784, 1, arena + (819088 +% (img1034 *% 4704)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 150, 1)
   }
   // adam = update of 61706 parameters
-  var step_size977: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt978: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i979
-    var i979 = 0
-    while i979 &+ 16 <= 61706 {
-      let g_v = (load16(grads, 0 &+ i979) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i979)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i979)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i979)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i979, m_new_v)
-      store16(v, 0 &+ i979, v_new_v)
-      store16(params, 0 &+ i979, (load16(params, 0 &+ i979) - ((SIMD16<Float>(repeating: step_size977) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt978)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i979 &+= 16
+  var step_size1035: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt1036: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i1037
+    var i1037 = 0
+    while i1037 &+ 16 <= 61706 {
+      let g_v = (load16(grads, 0 &+ i1037) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i1037)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i1037)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i1037)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i1037, m_new_v)
+      store16(v, 0 &+ i1037, v_new_v)
+      store16(params, 0 &+ i1037, (load16(params, 0 &+ i1037) - ((SIMD16<Float>(repeating: step_size1035) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt1036)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i1037 &+= 16
     }
-    while i979 < 61706 {
-      var g: Float = (grads[i979] + (Float(0) * params[i979]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i979]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i979]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i979] = m_new
-      v[i979] = v_new
-      params[i979] = (params[i979] - ((step_size977 * m_new) / ((sqrtf(v_new) / bc2_sqrt978) + Float(bitPattern: 0x322bcc77))))
-      i979 &+= 1
+    while i1037 < 61706 {
+      var g: Float = (grads[i1037] + (Float(0) * params[i1037]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i1037]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i1037]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i1037] = m_new
+      v[i1037] = v_new
+      params[i1037] = (params[i1037] - ((step_size1035 * m_new) / ((sqrtf(v_new) / bc2_sqrt1036) + Float(bitPattern: 0x322bcc77))))
+      i1037 &+= 1
     }
   }
 }

@@ -7,217 +7,439 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt300 = alloca float, align 4
-  %adam.step_size299 = alloca float, align 4
-  %conv1_weight_grad.t292_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t292_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t288_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt324 = alloca float, align 4
+  %adam.step_size323 = alloca float, align 4
+  %conv1_weight_grad.t316_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t316_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t312_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.sum293 = alloca float, align 4
+  %relu1_grad.sum290 = alloca float, align 4
+  %relu1_grad.sum289 = alloca float, align 4
+  %relu1_grad.sum286 = alloca float, align 4
+  %relu1_grad.sum285 = alloca float, align 4
+  %relu1_grad.sum284 = alloca float, align 4
+  %relu1_grad.sum281 = alloca float, align 4
+  %relu1_grad.sum280 = alloca float, align 4
+  %relu1_grad.sum277 = alloca float, align 4
+  %relu1_grad.sum274 = alloca float, align 4
+  %relu1_grad.sum273 = alloca float, align 4
+  %relu1_grad.sum270 = alloca float, align 4
   %relu1_grad.sum269 = alloca float, align 4
-  %relu1_grad.sum266 = alloca float, align 4
-  %relu1_grad.sum265 = alloca float, align 4
+  %relu1_grad.sum268 = alloca float, align 4
+  %relu1_grad.sum267 = alloca float, align 4
+  %relu1_grad.sum264 = alloca float, align 4
+  %relu1_grad.sum263 = alloca float, align 4
   %relu1_grad.sum262 = alloca float, align 4
   %relu1_grad.sum261 = alloca float, align 4
   %relu1_grad.sum260 = alloca float, align 4
-  %relu1_grad.sum257 = alloca float, align 4
+  %relu1_grad.sum259 = alloca float, align 4
   %relu1_grad.sum256 = alloca float, align 4
+  %relu1_grad.sum255 = alloca float, align 4
+  %relu1_grad.sum254 = alloca float, align 4
   %relu1_grad.sum253 = alloca float, align 4
   %relu1_grad.sum250 = alloca float, align 4
   %relu1_grad.sum249 = alloca float, align 4
   %relu1_grad.sum246 = alloca float, align 4
   %relu1_grad.sum245 = alloca float, align 4
   %relu1_grad.sum244 = alloca float, align 4
-  %relu1_grad.sum243 = alloca float, align 4
+  %relu1_grad.sum241 = alloca float, align 4
   %relu1_grad.sum240 = alloca float, align 4
   %relu1_grad.sum239 = alloca float, align 4
   %relu1_grad.sum238 = alloca float, align 4
   %relu1_grad.sum237 = alloca float, align 4
   %relu1_grad.sum236 = alloca float, align 4
-  %relu1_grad.sum235 = alloca float, align 4
+  %relu1_grad.sum233 = alloca float, align 4
   %relu1_grad.sum232 = alloca float, align 4
   %relu1_grad.sum231 = alloca float, align 4
   %relu1_grad.sum230 = alloca float, align 4
   %relu1_grad.sum229 = alloca float, align 4
+  %relu1_grad.sum228 = alloca float, align 4
+  %relu1_grad.sum227 = alloca float, align 4
   %relu1_grad.sum226 = alloca float, align 4
   %relu1_grad.sum225 = alloca float, align 4
   %relu1_grad.sum222 = alloca float, align 4
   %relu1_grad.sum221 = alloca float, align 4
   %relu1_grad.sum220 = alloca float, align 4
+  %relu1_grad.sum219 = alloca float, align 4
+  %relu1_grad.sum218 = alloca float, align 4
   %relu1_grad.sum217 = alloca float, align 4
-  %relu1_grad.sum216 = alloca float, align 4
-  %relu1_grad.sum215 = alloca float, align 4
   %relu1_grad.sum214 = alloca float, align 4
   %relu1_grad.sum213 = alloca float, align 4
   %relu1_grad.sum212 = alloca float, align 4
   %relu1_grad.sum209 = alloca float, align 4
   %relu1_grad.sum208 = alloca float, align 4
-  %relu1_grad.sum207 = alloca float, align 4
-  %relu1_grad.sum206 = alloca float, align 4
   %relu1_grad.sum205 = alloca float, align 4
   %relu1_grad.sum204 = alloca float, align 4
   %relu1_grad.sum203 = alloca float, align 4
   %relu1_grad.sum202 = alloca float, align 4
-  %relu1_grad.sum201 = alloca float, align 4
+  %relu1_grad.sum199 = alloca float, align 4
   %relu1_grad.sum198 = alloca float, align 4
   %relu1_grad.sum197 = alloca float, align 4
   %relu1_grad.sum196 = alloca float, align 4
   %relu1_grad.sum195 = alloca float, align 4
   %relu1_grad.sum194 = alloca float, align 4
-  %relu1_grad.sum193 = alloca float, align 4
+  %relu1_grad.sum191 = alloca float, align 4
   %relu1_grad.sum190 = alloca float, align 4
   %relu1_grad.sum189 = alloca float, align 4
   %relu1_grad.sum188 = alloca float, align 4
   %relu1_grad.sum185 = alloca float, align 4
   %relu1_grad.sum184 = alloca float, align 4
   %relu1_grad.sum181 = alloca float, align 4
-  %relu1_grad.sum180 = alloca float, align 4
-  %relu1_grad.sum179 = alloca float, align 4
   %relu1_grad.sum178 = alloca float, align 4
-  %relu1_grad.sum175 = alloca float, align 4
+  %relu1_grad.sum177 = alloca float, align 4
   %relu1_grad.sum174 = alloca float, align 4
   %relu1_grad.sum173 = alloca float, align 4
   %relu1_grad.sum172 = alloca float, align 4
-  %relu1_grad.sum171 = alloca float, align 4
-  %relu1_grad.sum170 = alloca float, align 4
-  %relu1_grad.sum167 = alloca float, align 4
-  %relu1_grad.sum166 = alloca float, align 4
+  %relu1_grad.sum169 = alloca float, align 4
+  %relu1_grad.sum168 = alloca float, align 4
   %relu1_grad.sum165 = alloca float, align 4
-  %relu1_grad.sum164 = alloca float, align 4
-  %relu1_grad.sum161 = alloca float, align 4
-  %relu1_grad.sum160 = alloca float, align 4
-  %relu1_grad.sum157 = alloca float, align 4
-  %relu1_grad.sum154 = alloca float, align 4
-  %relu1_grad.sum153 = alloca float, align 4
-  %relu1_grad.sum150 = alloca float, align 4
-  %relu1_grad.sum149 = alloca float, align 4
-  %relu1_grad.sum148 = alloca float, align 4
-  %relu1_grad.sum145 = alloca float, align 4
-  %relu1_grad.sum144 = alloca float, align 4
-  %relu1_grad.sum141 = alloca float, align 4
-  %relu1_grad.t135_a5 = alloca <16 x float>, align 64
-  %relu1_grad.t135_a4 = alloca <16 x float>, align 64
-  %relu1_grad.t135_a3 = alloca <16 x float>, align 64
-  %relu1_grad.t135_a2 = alloca <16 x float>, align 64
-  %relu1_grad.t135_a1 = alloca <16 x float>, align 64
-  %relu1_grad.t135_a0 = alloca <16 x float>, align 64
-  %relu1_grad.t135_b3 = alloca <16 x float>, align 64
-  %relu1_grad.t135_b2 = alloca <16 x float>, align 64
-  %relu1_grad.t135_b1 = alloca <16 x float>, align 64
-  %relu1_grad.t135_b0 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c5_3 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c5_2 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c5_1 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c5_0 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c4_3 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c4_2 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c4_1 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c4_0 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c3_3 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c3_2 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c3_1 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c3_0 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c2_3 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c2_2 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c2_1 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c2_0 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c1_3 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c1_2 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c1_1 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c1_0 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c0_3 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c0_2 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c0_1 = alloca <16 x float>, align 64
-  %relu1_grad.t135_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t122_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc99 = alloca float, align 4
-  %fc2_bias_grad.acc94 = alloca float, align 4
+  %relu1_grad.t159_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t159_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t159_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t159_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t159_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t159_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t159_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t159_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t159_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t159_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t159_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t146_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t123_a3 = alloca <16 x float>, align 64
+  %flat_grad.t123_a2 = alloca <16 x float>, align 64
+  %flat_grad.t123_a1 = alloca <16 x float>, align 64
+  %flat_grad.t123_a0 = alloca <16 x float>, align 64
+  %flat_grad.t123_b3 = alloca <16 x float>, align 64
+  %flat_grad.t123_b2 = alloca <16 x float>, align 64
+  %flat_grad.t123_b1 = alloca <16 x float>, align 64
+  %flat_grad.t123_b0 = alloca <16 x float>, align 64
+  %flat_grad.t123_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t123_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t123_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t123_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t123_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t123_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t123_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t123_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t123_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t123_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t123_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t123_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t123_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t123_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t123_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t123_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t121_a5 = alloca <16 x float>, align 64
+  %flat_grad.t121_a4 = alloca <16 x float>, align 64
+  %flat_grad.t121_a3 = alloca <16 x float>, align 64
+  %flat_grad.t121_a2 = alloca <16 x float>, align 64
+  %flat_grad.t121_a1 = alloca <16 x float>, align 64
+  %flat_grad.t121_a0 = alloca <16 x float>, align 64
+  %flat_grad.t121_b3 = alloca <16 x float>, align 64
+  %flat_grad.t121_b2 = alloca <16 x float>, align 64
+  %flat_grad.t121_b1 = alloca <16 x float>, align 64
+  %flat_grad.t121_b0 = alloca <16 x float>, align 64
+  %flat_grad.t121_c5_3 = alloca <16 x float>, align 64
+  %flat_grad.t121_c5_2 = alloca <16 x float>, align 64
+  %flat_grad.t121_c5_1 = alloca <16 x float>, align 64
+  %flat_grad.t121_c5_0 = alloca <16 x float>, align 64
+  %flat_grad.t121_c4_3 = alloca <16 x float>, align 64
+  %flat_grad.t121_c4_2 = alloca <16 x float>, align 64
+  %flat_grad.t121_c4_1 = alloca <16 x float>, align 64
+  %flat_grad.t121_c4_0 = alloca <16 x float>, align 64
+  %flat_grad.t121_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t121_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t121_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t121_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t121_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t121_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t121_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t121_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t121_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t121_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t121_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t121_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t121_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t121_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t121_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t121_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc117 = alloca float, align 4
+  %fc1_weight_grad.t114_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t114_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_a5 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_a4 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c5_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c5_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c5_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c5_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c4_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c4_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c4_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c4_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t112_c0_0 = alloca <16 x float>, align 64
+  %drop2_grad.t106_a3 = alloca <16 x float>, align 64
+  %drop2_grad.t106_a2 = alloca <16 x float>, align 64
+  %drop2_grad.t106_a1 = alloca <16 x float>, align 64
+  %drop2_grad.t106_a0 = alloca <16 x float>, align 64
+  %drop2_grad.t106_b3 = alloca <16 x float>, align 64
+  %drop2_grad.t106_b2 = alloca <16 x float>, align 64
+  %drop2_grad.t106_b1 = alloca <16 x float>, align 64
+  %drop2_grad.t106_b0 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c3_3 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c3_2 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c3_1 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c3_0 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c2_3 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c2_2 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c2_1 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c2_0 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c1_3 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c1_2 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c1_1 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c1_0 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c0_3 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c0_2 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c0_1 = alloca <16 x float>, align 64
+  %drop2_grad.t106_c0_0 = alloca <16 x float>, align 64
+  %drop2_grad.t104_a5 = alloca <16 x float>, align 64
+  %drop2_grad.t104_a4 = alloca <16 x float>, align 64
+  %drop2_grad.t104_a3 = alloca <16 x float>, align 64
+  %drop2_grad.t104_a2 = alloca <16 x float>, align 64
+  %drop2_grad.t104_a1 = alloca <16 x float>, align 64
+  %drop2_grad.t104_a0 = alloca <16 x float>, align 64
+  %drop2_grad.t104_b3 = alloca <16 x float>, align 64
+  %drop2_grad.t104_b2 = alloca <16 x float>, align 64
+  %drop2_grad.t104_b1 = alloca <16 x float>, align 64
+  %drop2_grad.t104_b0 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c5_3 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c5_2 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c5_1 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c5_0 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c4_3 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c4_2 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c4_1 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c4_0 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c3_3 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c3_2 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c3_1 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c3_0 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c2_3 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c2_2 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c2_1 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c2_0 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c1_3 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c1_2 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c1_1 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c1_0 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c0_3 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c0_2 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c0_1 = alloca <16 x float>, align 64
+  %drop2_grad.t104_c0_0 = alloca <16 x float>, align 64
+  %fc2_bias_grad.acc100 = alloca float, align 4
+  %fc2_weight_grad.t97_a3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_a2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_a1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_a0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_b3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_b2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_b1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_b0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c3_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c3_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c3_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c3_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c2_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c2_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c2_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c2_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c1_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c1_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c1_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c1_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c0_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c0_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c0_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t97_c0_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_a5 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_a4 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_a3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_a2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_a1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_a0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_b3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_b2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_b1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_b0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c5_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c5_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c5_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c5_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c4_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c4_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c4_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c4_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c3_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c3_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c3_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c3_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c2_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c2_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c2_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c2_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c1_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c1_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c1_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c1_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c0_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c0_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c0_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t95_c0_0 = alloca <16 x float>, align 64
   %fc2_grad.s89 = alloca float, align 4
   %fc2_grad.m88 = alloca float, align 4
   %loss.s84 = alloca float, align 4
@@ -3026,11 +3248,7 @@ fc2_grad.n87:                                     ; preds = %fc2_grad.k92.end, %
   br label %fc2_grad.k90
 
 fc2_grad.n87.end:                                 ; preds = %fc2_grad.k92.end
-  %arena469 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %arena470 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %grads471 = getelementptr inbounds float, ptr %grads, i64 1198592
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena469, i32 10, ptr %arena470, i32 128, float 0.000000e+00, ptr %grads471, i32 128)
-  br label %fc2_bias_grad.u93
+  br label %fc2_weight_grad.nb93
 
 fc2_grad.k90:                                     ; preds = %fc2_grad.k90, %fc2_grad.n87
   %fc2_grad.k90454 = phi i64 [ 0, %fc2_grad.n87 ], [ %k90.next, %fc2_grad.k90 ]
@@ -3114,5374 +3332,8234 @@ fc2_grad.k92.end:                                 ; preds = %fc2_grad.k92
   %1378 = icmp slt i64 %n87.next, 64
   br i1 %1378, label %fc2_grad.n87, label %fc2_grad.n87.end
 
-fc2_bias_grad.u93:                                ; preds = %fc2_bias_grad.n95.end, %fc2_grad.n87.end
-  %fc2_bias_grad.u93472 = phi i64 [ 0, %fc2_grad.n87.end ], [ %u93.next, %fc2_bias_grad.n95.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc94, align 4
-  br label %fc2_bias_grad.n95
+fc2_weight_grad.nb93:                             ; preds = %fc2_weight_grad.k98.end, %fc2_grad.n87.end
+  %fc2_weight_grad.nb93469 = phi i64 [ 0, %fc2_grad.n87.end ], [ %nb93.next, %fc2_weight_grad.k98.end ]
+  br label %fc2_weight_grad.mb94
 
-fc2_bias_grad.u93.end:                            ; preds = %fc2_bias_grad.n95.end
-  %arena477 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %params478 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena479 = getelementptr inbounds float, ptr %arena, i64 3172240
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena477, i32 10, ptr %params478, i32 128, float 0.000000e+00, ptr %arena479, i32 128)
-  br label %relu3_grad.i96
+fc2_weight_grad.nb93.end:                         ; preds = %fc2_weight_grad.k98.end
+  br label %fc2_bias_grad.u99
 
-fc2_bias_grad.n95:                                ; preds = %fc2_bias_grad.n95, %fc2_bias_grad.u93
-  %fc2_bias_grad.n95473 = phi i64 [ 0, %fc2_bias_grad.u93 ], [ %n95.next, %fc2_bias_grad.n95 ]
-  %acc94 = load float, ptr %fc2_bias_grad.acc94, align 4
-  %1379 = mul nsw i64 %fc2_bias_grad.n95473, 10
-  %1380 = add nsw i64 3171600, %1379
-  %1381 = add nsw i64 %1380, %fc2_bias_grad.u93472
-  %arena474 = getelementptr inbounds float, ptr %arena, i64 %1381
-  %1382 = load float, ptr %arena474, align 4
-  %1383 = fadd float %acc94, %1382
-  store float %1383, ptr %fc2_bias_grad.acc94, align 4
-  %n95.next = add nsw i64 %fc2_bias_grad.n95473, 1
-  %1384 = icmp slt i64 %n95.next, 64
-  br i1 %1384, label %fc2_bias_grad.n95, label %fc2_bias_grad.n95.end
+fc2_weight_grad.mb94:                             ; preds = %fc2_weight_grad.k96.end, %fc2_weight_grad.nb93
+  %fc2_weight_grad.mb94470 = phi i64 [ 0, %fc2_weight_grad.nb93 ], [ %mb94.next, %fc2_weight_grad.k96.end ]
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t95_c5_3, align 64
+  br label %fc2_weight_grad.k96
 
-fc2_bias_grad.n95.end:                            ; preds = %fc2_bias_grad.n95
-  %acc94475 = load float, ptr %fc2_bias_grad.acc94, align 4
-  %1385 = add nsw i64 1199872, %fc2_bias_grad.u93472
-  %grads476 = getelementptr inbounds float, ptr %grads, i64 %1385
-  store float %acc94475, ptr %grads476, align 4
-  %u93.next = add nsw i64 %fc2_bias_grad.u93472, 1
-  %1386 = icmp slt i64 %u93.next, 10
-  br i1 %1386, label %fc2_bias_grad.u93, label %fc2_bias_grad.u93.end
+fc2_weight_grad.mb94.end:                         ; preds = %fc2_weight_grad.k96.end
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t97_c3_3, align 64
+  br label %fc2_weight_grad.k98
 
-relu3_grad.i96:                                   ; preds = %relu3_grad.i96, %fc2_bias_grad.u93.end
-  %relu3_grad.i96480 = phi i64 [ 0, %fc2_bias_grad.u93.end ], [ %i96.next, %relu3_grad.i96 ]
-  %1387 = xor i64 %seed, 7835719957706616186
-  %1388 = lshr i64 %1387, 30
-  %1389 = xor i64 %1387, %1388
-  %1390 = mul i64 %1389, -4658895280553007687
-  %1391 = lshr i64 %1390, 27
-  %1392 = xor i64 %1390, %1391
-  %1393 = mul i64 %1392, -7723592293110705685
-  %1394 = lshr i64 %1393, 31
-  %1395 = xor i64 %1393, %1394
-  %1396 = add i64 %1395, %step
-  %1397 = lshr i64 %1396, 30
-  %1398 = xor i64 %1396, %1397
-  %1399 = mul i64 %1398, -4658895280553007687
-  %1400 = lshr i64 %1399, 27
-  %1401 = xor i64 %1399, %1400
-  %1402 = mul i64 %1401, -7723592293110705685
-  %1403 = lshr i64 %1402, 31
-  %1404 = xor i64 %1402, %1403
-  %1405 = mul i64 %relu3_grad.i96480, -7046029254386353131
-  %1406 = add i64 %1404, %1405
-  %1407 = lshr i64 %1406, 30
-  %1408 = xor i64 %1406, %1407
-  %1409 = mul i64 %1408, -4658895280553007687
-  %1410 = lshr i64 %1409, 27
-  %1411 = xor i64 %1409, %1410
-  %1412 = mul i64 %1411, -7723592293110705685
-  %1413 = lshr i64 %1412, 31
-  %1414 = xor i64 %1412, %1413
-  %1415 = lshr i64 %1414, 40
-  %keep481 = icmp uge i64 %1415, 8388608
-  %1416 = add nsw i64 3172240, %relu3_grad.i96480
-  %arena482 = getelementptr inbounds float, ptr %arena, i64 %1416
-  %1417 = load float, ptr %arena482, align 4
-  %1418 = fmul float %1417, 2.000000e+00
-  %1419 = select i1 %keep481, float %1418, float 0.000000e+00
-  %1420 = add nsw i64 3180432, %relu3_grad.i96480
-  %arena483 = getelementptr inbounds float, ptr %arena, i64 %1420
-  store float %1419, ptr %arena483, align 4
-  %i96.next = add nsw i64 %relu3_grad.i96480, 1
-  %1421 = icmp slt i64 %i96.next, 8192
-  br i1 %1421, label %relu3_grad.i96, label %relu3_grad.i96.end
+fc2_weight_grad.k96:                              ; preds = %fc2_weight_grad.k96, %fc2_weight_grad.mb94
+  %fc2_weight_grad.k96471 = phi i64 [ 0, %fc2_weight_grad.mb94 ], [ %k96.next, %fc2_weight_grad.k96 ]
+  %1379 = mul nsw i64 %fc2_weight_grad.k96471, 128
+  %1380 = add nsw i64 3162112, %1379
+  %1381 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1382 = add nsw i64 %1380, %1381
+  %arena472 = getelementptr inbounds float, ptr %arena, i64 %1382
+  %1383 = load <16 x float>, ptr %arena472, align 4
+  store <16 x float> %1383, ptr %fc2_weight_grad.t95_b0, align 64
+  %1384 = mul nsw i64 %fc2_weight_grad.k96471, 128
+  %1385 = add nsw i64 3162112, %1384
+  %1386 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1387 = add nsw i64 %1385, %1386
+  %1388 = add nsw i64 %1387, 16
+  %arena473 = getelementptr inbounds float, ptr %arena, i64 %1388
+  %1389 = load <16 x float>, ptr %arena473, align 4
+  store <16 x float> %1389, ptr %fc2_weight_grad.t95_b1, align 64
+  %1390 = mul nsw i64 %fc2_weight_grad.k96471, 128
+  %1391 = add nsw i64 3162112, %1390
+  %1392 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1393 = add nsw i64 %1391, %1392
+  %1394 = add nsw i64 %1393, 32
+  %arena474 = getelementptr inbounds float, ptr %arena, i64 %1394
+  %1395 = load <16 x float>, ptr %arena474, align 4
+  store <16 x float> %1395, ptr %fc2_weight_grad.t95_b2, align 64
+  %1396 = mul nsw i64 %fc2_weight_grad.k96471, 128
+  %1397 = add nsw i64 3162112, %1396
+  %1398 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1399 = add nsw i64 %1397, %1398
+  %1400 = add nsw i64 %1399, 48
+  %arena475 = getelementptr inbounds float, ptr %arena, i64 %1400
+  %1401 = load <16 x float>, ptr %arena475, align 4
+  store <16 x float> %1401, ptr %fc2_weight_grad.t95_b3, align 64
+  %1402 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1403 = add nsw i64 3171600, %1402
+  %1404 = mul nsw i64 %fc2_weight_grad.k96471, 10
+  %1405 = add nsw i64 %1403, %1404
+  %arena476 = getelementptr inbounds float, ptr %arena, i64 %1405
+  %1406 = load float, ptr %arena476, align 4
+  %1407 = insertelement <16 x float> undef, float %1406, i32 0
+  %1408 = shufflevector <16 x float> %1407, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1408, ptr %fc2_weight_grad.t95_a0, align 64
+  %t95_a0 = load <16 x float>, ptr %fc2_weight_grad.t95_a0, align 64
+  %t95_b0 = load <16 x float>, ptr %fc2_weight_grad.t95_b0, align 64
+  %t95_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t95_c0_0, align 64
+  %1409 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0, <16 x float> %t95_b0, <16 x float> %t95_c0_0)
+  store <16 x float> %1409, ptr %fc2_weight_grad.t95_c0_0, align 64
+  %t95_a0477 = load <16 x float>, ptr %fc2_weight_grad.t95_a0, align 64
+  %t95_b1 = load <16 x float>, ptr %fc2_weight_grad.t95_b1, align 64
+  %t95_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t95_c0_1, align 64
+  %1410 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0477, <16 x float> %t95_b1, <16 x float> %t95_c0_1)
+  store <16 x float> %1410, ptr %fc2_weight_grad.t95_c0_1, align 64
+  %t95_a0478 = load <16 x float>, ptr %fc2_weight_grad.t95_a0, align 64
+  %t95_b2 = load <16 x float>, ptr %fc2_weight_grad.t95_b2, align 64
+  %t95_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t95_c0_2, align 64
+  %1411 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0478, <16 x float> %t95_b2, <16 x float> %t95_c0_2)
+  store <16 x float> %1411, ptr %fc2_weight_grad.t95_c0_2, align 64
+  %t95_a0479 = load <16 x float>, ptr %fc2_weight_grad.t95_a0, align 64
+  %t95_b3 = load <16 x float>, ptr %fc2_weight_grad.t95_b3, align 64
+  %t95_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t95_c0_3, align 64
+  %1412 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0479, <16 x float> %t95_b3, <16 x float> %t95_c0_3)
+  store <16 x float> %1412, ptr %fc2_weight_grad.t95_c0_3, align 64
+  %1413 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1414 = add nsw i64 %1413, 1
+  %1415 = add nsw i64 3171600, %1414
+  %1416 = mul nsw i64 %fc2_weight_grad.k96471, 10
+  %1417 = add nsw i64 %1415, %1416
+  %arena480 = getelementptr inbounds float, ptr %arena, i64 %1417
+  %1418 = load float, ptr %arena480, align 4
+  %1419 = insertelement <16 x float> undef, float %1418, i32 0
+  %1420 = shufflevector <16 x float> %1419, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1420, ptr %fc2_weight_grad.t95_a1, align 64
+  %t95_a1 = load <16 x float>, ptr %fc2_weight_grad.t95_a1, align 64
+  %t95_b0481 = load <16 x float>, ptr %fc2_weight_grad.t95_b0, align 64
+  %t95_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t95_c1_0, align 64
+  %1421 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1, <16 x float> %t95_b0481, <16 x float> %t95_c1_0)
+  store <16 x float> %1421, ptr %fc2_weight_grad.t95_c1_0, align 64
+  %t95_a1482 = load <16 x float>, ptr %fc2_weight_grad.t95_a1, align 64
+  %t95_b1483 = load <16 x float>, ptr %fc2_weight_grad.t95_b1, align 64
+  %t95_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t95_c1_1, align 64
+  %1422 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1482, <16 x float> %t95_b1483, <16 x float> %t95_c1_1)
+  store <16 x float> %1422, ptr %fc2_weight_grad.t95_c1_1, align 64
+  %t95_a1484 = load <16 x float>, ptr %fc2_weight_grad.t95_a1, align 64
+  %t95_b2485 = load <16 x float>, ptr %fc2_weight_grad.t95_b2, align 64
+  %t95_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t95_c1_2, align 64
+  %1423 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1484, <16 x float> %t95_b2485, <16 x float> %t95_c1_2)
+  store <16 x float> %1423, ptr %fc2_weight_grad.t95_c1_2, align 64
+  %t95_a1486 = load <16 x float>, ptr %fc2_weight_grad.t95_a1, align 64
+  %t95_b3487 = load <16 x float>, ptr %fc2_weight_grad.t95_b3, align 64
+  %t95_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t95_c1_3, align 64
+  %1424 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1486, <16 x float> %t95_b3487, <16 x float> %t95_c1_3)
+  store <16 x float> %1424, ptr %fc2_weight_grad.t95_c1_3, align 64
+  %1425 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1426 = add nsw i64 %1425, 2
+  %1427 = add nsw i64 3171600, %1426
+  %1428 = mul nsw i64 %fc2_weight_grad.k96471, 10
+  %1429 = add nsw i64 %1427, %1428
+  %arena488 = getelementptr inbounds float, ptr %arena, i64 %1429
+  %1430 = load float, ptr %arena488, align 4
+  %1431 = insertelement <16 x float> undef, float %1430, i32 0
+  %1432 = shufflevector <16 x float> %1431, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1432, ptr %fc2_weight_grad.t95_a2, align 64
+  %t95_a2 = load <16 x float>, ptr %fc2_weight_grad.t95_a2, align 64
+  %t95_b0489 = load <16 x float>, ptr %fc2_weight_grad.t95_b0, align 64
+  %t95_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t95_c2_0, align 64
+  %1433 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2, <16 x float> %t95_b0489, <16 x float> %t95_c2_0)
+  store <16 x float> %1433, ptr %fc2_weight_grad.t95_c2_0, align 64
+  %t95_a2490 = load <16 x float>, ptr %fc2_weight_grad.t95_a2, align 64
+  %t95_b1491 = load <16 x float>, ptr %fc2_weight_grad.t95_b1, align 64
+  %t95_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t95_c2_1, align 64
+  %1434 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2490, <16 x float> %t95_b1491, <16 x float> %t95_c2_1)
+  store <16 x float> %1434, ptr %fc2_weight_grad.t95_c2_1, align 64
+  %t95_a2492 = load <16 x float>, ptr %fc2_weight_grad.t95_a2, align 64
+  %t95_b2493 = load <16 x float>, ptr %fc2_weight_grad.t95_b2, align 64
+  %t95_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t95_c2_2, align 64
+  %1435 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2492, <16 x float> %t95_b2493, <16 x float> %t95_c2_2)
+  store <16 x float> %1435, ptr %fc2_weight_grad.t95_c2_2, align 64
+  %t95_a2494 = load <16 x float>, ptr %fc2_weight_grad.t95_a2, align 64
+  %t95_b3495 = load <16 x float>, ptr %fc2_weight_grad.t95_b3, align 64
+  %t95_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t95_c2_3, align 64
+  %1436 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2494, <16 x float> %t95_b3495, <16 x float> %t95_c2_3)
+  store <16 x float> %1436, ptr %fc2_weight_grad.t95_c2_3, align 64
+  %1437 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1438 = add nsw i64 %1437, 3
+  %1439 = add nsw i64 3171600, %1438
+  %1440 = mul nsw i64 %fc2_weight_grad.k96471, 10
+  %1441 = add nsw i64 %1439, %1440
+  %arena496 = getelementptr inbounds float, ptr %arena, i64 %1441
+  %1442 = load float, ptr %arena496, align 4
+  %1443 = insertelement <16 x float> undef, float %1442, i32 0
+  %1444 = shufflevector <16 x float> %1443, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1444, ptr %fc2_weight_grad.t95_a3, align 64
+  %t95_a3 = load <16 x float>, ptr %fc2_weight_grad.t95_a3, align 64
+  %t95_b0497 = load <16 x float>, ptr %fc2_weight_grad.t95_b0, align 64
+  %t95_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t95_c3_0, align 64
+  %1445 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3, <16 x float> %t95_b0497, <16 x float> %t95_c3_0)
+  store <16 x float> %1445, ptr %fc2_weight_grad.t95_c3_0, align 64
+  %t95_a3498 = load <16 x float>, ptr %fc2_weight_grad.t95_a3, align 64
+  %t95_b1499 = load <16 x float>, ptr %fc2_weight_grad.t95_b1, align 64
+  %t95_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t95_c3_1, align 64
+  %1446 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3498, <16 x float> %t95_b1499, <16 x float> %t95_c3_1)
+  store <16 x float> %1446, ptr %fc2_weight_grad.t95_c3_1, align 64
+  %t95_a3500 = load <16 x float>, ptr %fc2_weight_grad.t95_a3, align 64
+  %t95_b2501 = load <16 x float>, ptr %fc2_weight_grad.t95_b2, align 64
+  %t95_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t95_c3_2, align 64
+  %1447 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3500, <16 x float> %t95_b2501, <16 x float> %t95_c3_2)
+  store <16 x float> %1447, ptr %fc2_weight_grad.t95_c3_2, align 64
+  %t95_a3502 = load <16 x float>, ptr %fc2_weight_grad.t95_a3, align 64
+  %t95_b3503 = load <16 x float>, ptr %fc2_weight_grad.t95_b3, align 64
+  %t95_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t95_c3_3, align 64
+  %1448 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3502, <16 x float> %t95_b3503, <16 x float> %t95_c3_3)
+  store <16 x float> %1448, ptr %fc2_weight_grad.t95_c3_3, align 64
+  %1449 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1450 = add nsw i64 %1449, 4
+  %1451 = add nsw i64 3171600, %1450
+  %1452 = mul nsw i64 %fc2_weight_grad.k96471, 10
+  %1453 = add nsw i64 %1451, %1452
+  %arena504 = getelementptr inbounds float, ptr %arena, i64 %1453
+  %1454 = load float, ptr %arena504, align 4
+  %1455 = insertelement <16 x float> undef, float %1454, i32 0
+  %1456 = shufflevector <16 x float> %1455, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1456, ptr %fc2_weight_grad.t95_a4, align 64
+  %t95_a4 = load <16 x float>, ptr %fc2_weight_grad.t95_a4, align 64
+  %t95_b0505 = load <16 x float>, ptr %fc2_weight_grad.t95_b0, align 64
+  %t95_c4_0 = load <16 x float>, ptr %fc2_weight_grad.t95_c4_0, align 64
+  %1457 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4, <16 x float> %t95_b0505, <16 x float> %t95_c4_0)
+  store <16 x float> %1457, ptr %fc2_weight_grad.t95_c4_0, align 64
+  %t95_a4506 = load <16 x float>, ptr %fc2_weight_grad.t95_a4, align 64
+  %t95_b1507 = load <16 x float>, ptr %fc2_weight_grad.t95_b1, align 64
+  %t95_c4_1 = load <16 x float>, ptr %fc2_weight_grad.t95_c4_1, align 64
+  %1458 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4506, <16 x float> %t95_b1507, <16 x float> %t95_c4_1)
+  store <16 x float> %1458, ptr %fc2_weight_grad.t95_c4_1, align 64
+  %t95_a4508 = load <16 x float>, ptr %fc2_weight_grad.t95_a4, align 64
+  %t95_b2509 = load <16 x float>, ptr %fc2_weight_grad.t95_b2, align 64
+  %t95_c4_2 = load <16 x float>, ptr %fc2_weight_grad.t95_c4_2, align 64
+  %1459 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4508, <16 x float> %t95_b2509, <16 x float> %t95_c4_2)
+  store <16 x float> %1459, ptr %fc2_weight_grad.t95_c4_2, align 64
+  %t95_a4510 = load <16 x float>, ptr %fc2_weight_grad.t95_a4, align 64
+  %t95_b3511 = load <16 x float>, ptr %fc2_weight_grad.t95_b3, align 64
+  %t95_c4_3 = load <16 x float>, ptr %fc2_weight_grad.t95_c4_3, align 64
+  %1460 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4510, <16 x float> %t95_b3511, <16 x float> %t95_c4_3)
+  store <16 x float> %1460, ptr %fc2_weight_grad.t95_c4_3, align 64
+  %1461 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1462 = add nsw i64 %1461, 5
+  %1463 = add nsw i64 3171600, %1462
+  %1464 = mul nsw i64 %fc2_weight_grad.k96471, 10
+  %1465 = add nsw i64 %1463, %1464
+  %arena512 = getelementptr inbounds float, ptr %arena, i64 %1465
+  %1466 = load float, ptr %arena512, align 4
+  %1467 = insertelement <16 x float> undef, float %1466, i32 0
+  %1468 = shufflevector <16 x float> %1467, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1468, ptr %fc2_weight_grad.t95_a5, align 64
+  %t95_a5 = load <16 x float>, ptr %fc2_weight_grad.t95_a5, align 64
+  %t95_b0513 = load <16 x float>, ptr %fc2_weight_grad.t95_b0, align 64
+  %t95_c5_0 = load <16 x float>, ptr %fc2_weight_grad.t95_c5_0, align 64
+  %1469 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5, <16 x float> %t95_b0513, <16 x float> %t95_c5_0)
+  store <16 x float> %1469, ptr %fc2_weight_grad.t95_c5_0, align 64
+  %t95_a5514 = load <16 x float>, ptr %fc2_weight_grad.t95_a5, align 64
+  %t95_b1515 = load <16 x float>, ptr %fc2_weight_grad.t95_b1, align 64
+  %t95_c5_1 = load <16 x float>, ptr %fc2_weight_grad.t95_c5_1, align 64
+  %1470 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5514, <16 x float> %t95_b1515, <16 x float> %t95_c5_1)
+  store <16 x float> %1470, ptr %fc2_weight_grad.t95_c5_1, align 64
+  %t95_a5516 = load <16 x float>, ptr %fc2_weight_grad.t95_a5, align 64
+  %t95_b2517 = load <16 x float>, ptr %fc2_weight_grad.t95_b2, align 64
+  %t95_c5_2 = load <16 x float>, ptr %fc2_weight_grad.t95_c5_2, align 64
+  %1471 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5516, <16 x float> %t95_b2517, <16 x float> %t95_c5_2)
+  store <16 x float> %1471, ptr %fc2_weight_grad.t95_c5_2, align 64
+  %t95_a5518 = load <16 x float>, ptr %fc2_weight_grad.t95_a5, align 64
+  %t95_b3519 = load <16 x float>, ptr %fc2_weight_grad.t95_b3, align 64
+  %t95_c5_3 = load <16 x float>, ptr %fc2_weight_grad.t95_c5_3, align 64
+  %1472 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5518, <16 x float> %t95_b3519, <16 x float> %t95_c5_3)
+  store <16 x float> %1472, ptr %fc2_weight_grad.t95_c5_3, align 64
+  %k96.next = add nsw i64 %fc2_weight_grad.k96471, 1
+  %1473 = icmp slt i64 %k96.next, 64
+  br i1 %1473, label %fc2_weight_grad.k96, label %fc2_weight_grad.k96.end
 
-relu3_grad.i96.end:                               ; preds = %relu3_grad.i96
-  br label %fc1_grad.i97
-
-fc1_grad.i97:                                     ; preds = %fc1_grad.i97, %relu3_grad.i96.end
-  %fc1_grad.i97484 = phi i64 [ 0, %relu3_grad.i96.end ], [ %i97.next, %fc1_grad.i97 ]
-  %1422 = add nsw i64 3153920, %fc1_grad.i97484
-  %arena485 = getelementptr inbounds float, ptr %arena, i64 %1422
-  %1423 = load float, ptr %arena485, align 4
-  %1424 = fcmp ogt float %1423, 0.000000e+00
-  %1425 = add nsw i64 3180432, %fc1_grad.i97484
-  %arena486 = getelementptr inbounds float, ptr %arena, i64 %1425
-  %1426 = load float, ptr %arena486, align 4
-  %1427 = select i1 %1424, float %1426, float 0.000000e+00
-  %1428 = add nsw i64 3162112, %fc1_grad.i97484
-  %arena487 = getelementptr inbounds float, ptr %arena, i64 %1428
-  store float %1427, ptr %arena487, align 4
-  %i97.next = add nsw i64 %fc1_grad.i97484, 1
-  %1429 = icmp slt i64 %i97.next, 8192
-  br i1 %1429, label %fc1_grad.i97, label %fc1_grad.i97.end
-
-fc1_grad.i97.end:                                 ; preds = %fc1_grad.i97
-  %arena488 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %arena489 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %grads490 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 9216, i32 64, float 1.000000e+00, ptr %arena488, i32 128, ptr %arena489, i32 9216, float 0.000000e+00, ptr %grads490, i32 9216)
-  br label %fc1_bias_grad.u98
-
-fc1_bias_grad.u98:                                ; preds = %fc1_bias_grad.n100.end, %fc1_grad.i97.end
-  %fc1_bias_grad.u98491 = phi i64 [ 0, %fc1_grad.i97.end ], [ %u98.next, %fc1_bias_grad.n100.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc99, align 4
-  br label %fc1_bias_grad.n100
-
-fc1_bias_grad.u98.end:                            ; preds = %fc1_bias_grad.n100.end
-  %arena496 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params497 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena498 = getelementptr inbounds float, ptr %arena, i64 3171600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 9216, i32 128, float 1.000000e+00, ptr %arena496, i32 128, ptr %params497, i32 9216, float 0.000000e+00, ptr %arena498, i32 9216)
-  br label %pool_grad.i101
-
-fc1_bias_grad.n100:                               ; preds = %fc1_bias_grad.n100, %fc1_bias_grad.u98
-  %fc1_bias_grad.n100492 = phi i64 [ 0, %fc1_bias_grad.u98 ], [ %n100.next, %fc1_bias_grad.n100 ]
-  %acc99 = load float, ptr %fc1_bias_grad.acc99, align 4
-  %1430 = mul nsw i64 %fc1_bias_grad.n100492, 128
-  %1431 = add nsw i64 3162112, %1430
-  %1432 = add nsw i64 %1431, %fc1_bias_grad.u98491
-  %arena493 = getelementptr inbounds float, ptr %arena, i64 %1432
-  %1433 = load float, ptr %arena493, align 4
-  %1434 = fadd float %acc99, %1433
-  store float %1434, ptr %fc1_bias_grad.acc99, align 4
-  %n100.next = add nsw i64 %fc1_bias_grad.n100492, 1
-  %1435 = icmp slt i64 %n100.next, 64
-  br i1 %1435, label %fc1_bias_grad.n100, label %fc1_bias_grad.n100.end
-
-fc1_bias_grad.n100.end:                           ; preds = %fc1_bias_grad.n100
-  %acc99494 = load float, ptr %fc1_bias_grad.acc99, align 4
-  %1436 = add nsw i64 1198464, %fc1_bias_grad.u98491
-  %grads495 = getelementptr inbounds float, ptr %grads, i64 %1436
-  store float %acc99494, ptr %grads495, align 4
-  %u98.next = add nsw i64 %fc1_bias_grad.u98491, 1
-  %1437 = icmp slt i64 %u98.next, 128
-  br i1 %1437, label %fc1_bias_grad.u98, label %fc1_bias_grad.u98.end
-
-pool_grad.i101:                                   ; preds = %pool_grad.i101, %fc1_bias_grad.u98.end
-  %pool_grad.i101499 = phi i64 [ 0, %fc1_bias_grad.u98.end ], [ %i101.next, %pool_grad.i101 ]
-  %1438 = xor i64 %seed, 7835718858194987975
-  %1439 = lshr i64 %1438, 30
-  %1440 = xor i64 %1438, %1439
-  %1441 = mul i64 %1440, -4658895280553007687
-  %1442 = lshr i64 %1441, 27
-  %1443 = xor i64 %1441, %1442
-  %1444 = mul i64 %1443, -7723592293110705685
-  %1445 = lshr i64 %1444, 31
-  %1446 = xor i64 %1444, %1445
-  %1447 = add i64 %1446, %step
-  %1448 = lshr i64 %1447, 30
-  %1449 = xor i64 %1447, %1448
-  %1450 = mul i64 %1449, -4658895280553007687
-  %1451 = lshr i64 %1450, 27
-  %1452 = xor i64 %1450, %1451
-  %1453 = mul i64 %1452, -7723592293110705685
-  %1454 = lshr i64 %1453, 31
-  %1455 = xor i64 %1453, %1454
-  %1456 = mul i64 %pool_grad.i101499, -7046029254386353131
-  %1457 = add i64 %1455, %1456
-  %1458 = lshr i64 %1457, 30
-  %1459 = xor i64 %1457, %1458
-  %1460 = mul i64 %1459, -4658895280553007687
-  %1461 = lshr i64 %1460, 27
-  %1462 = xor i64 %1460, %1461
-  %1463 = mul i64 %1462, -7723592293110705685
-  %1464 = lshr i64 %1463, 31
-  %1465 = xor i64 %1463, %1464
-  %1466 = lshr i64 %1465, 40
-  %keep500 = icmp uge i64 %1466, 4194304
-  %1467 = add nsw i64 3171600, %pool_grad.i101499
-  %arena501 = getelementptr inbounds float, ptr %arena, i64 %1467
-  %1468 = load float, ptr %arena501, align 4
-  %1469 = fmul float %1468, 0x3FF5555560000000
-  %1470 = select i1 %keep500, float %1469, float 0.000000e+00
-  %1471 = add nsw i64 3761424, %pool_grad.i101499
-  %arena502 = getelementptr inbounds float, ptr %arena, i64 %1471
-  store float %1470, ptr %arena502, align 4
-  %i101.next = add nsw i64 %pool_grad.i101499, 1
-  %1472 = icmp slt i64 %i101.next, 589824
-  br i1 %1472, label %pool_grad.i101, label %pool_grad.i101.end
-
-pool_grad.i101.end:                               ; preds = %pool_grad.i101
-  br label %conv2_grad.i102
-
-conv2_grad.i102:                                  ; preds = %conv2_grad.i102, %pool_grad.i101.end
-  %conv2_grad.i102503 = phi i64 [ 0, %pool_grad.i101.end ], [ %i102.next, %conv2_grad.i102 ]
-  %1473 = add nsw i64 4351248, %conv2_grad.i102503
-  %arena504 = getelementptr inbounds float, ptr %arena, i64 %1473
-  store float 0.000000e+00, ptr %arena504, align 4
-  %i102.next = add nsw i64 %conv2_grad.i102503, 1
-  %1474 = icmp slt i64 %i102.next, 2359296
-  br i1 %1474, label %conv2_grad.i102, label %conv2_grad.i102.end
-
-conv2_grad.i102.end:                              ; preds = %conv2_grad.i102
-  br label %conv2_grad.q103
-
-conv2_grad.q103:                                  ; preds = %conv2_grad.i104.end, %conv2_grad.i102.end
-  %conv2_grad.q103505 = phi i64 [ 0, %conv2_grad.i102.end ], [ %q103.next, %conv2_grad.i104.end ]
-  br label %conv2_grad.i104
-
-conv2_grad.q103.end:                              ; preds = %conv2_grad.i104.end
-  br label %conv2_weight_grad.i105
-
-conv2_grad.i104:                                  ; preds = %conv2_grad.endif, %conv2_grad.q103
-  %conv2_grad.i104506 = phi i64 [ 0, %conv2_grad.q103 ], [ %i104.next, %conv2_grad.endif ]
-  %1475 = mul nsw i64 %conv2_grad.q103505, 144
-  %1476 = add nsw i64 %1475, %conv2_grad.i104506
-  %1477 = add nsw i64 1384448, %1476
-  %arena507 = getelementptr inbounds float, ptr %arena, i64 %1477
-  %1478 = load float, ptr %arena507, align 4
-  %1479 = fcmp ogt float %1478, 0.000000e+00
-  br i1 %1479, label %conv2_grad.then, label %conv2_grad.endif
-
-conv2_grad.i104.end:                              ; preds = %conv2_grad.endif
-  %q103.next = add nsw i64 %conv2_grad.q103505, 1
-  %1480 = icmp slt i64 %q103.next, 4096
-  br i1 %1480, label %conv2_grad.q103, label %conv2_grad.q103.end
-
-conv2_grad.then:                                  ; preds = %conv2_grad.i104
-  %1481 = mul nsw i64 %conv2_grad.q103505, 576
-  %1482 = add nsw i64 4351248, %1481
-  %1483 = mul nsw i64 %conv2_grad.q103505, 144
-  %1484 = add nsw i64 %1483, %conv2_grad.i104506
-  %1485 = add nsw i64 1974272, %1484
-  %arena508 = getelementptr inbounds float, ptr %arena, i64 %1485
-  %1486 = load float, ptr %arena508, align 4
-  %1487 = fptosi float %1486 to i64
-  %1488 = add nsw i64 %1482, %1487
-  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1488
-  %1489 = load float, ptr %arena509, align 4
-  %1490 = mul nsw i64 %conv2_grad.q103505, 144
-  %1491 = add nsw i64 %1490, %conv2_grad.i104506
-  %1492 = add nsw i64 3761424, %1491
-  %arena510 = getelementptr inbounds float, ptr %arena, i64 %1492
-  %1493 = load float, ptr %arena510, align 4
-  %1494 = fadd float %1489, %1493
-  store float %1494, ptr %arena509, align 4
-  br label %conv2_grad.endif
-
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i104
-  %i104.next = add nsw i64 %conv2_grad.i104506, 1
-  %1495 = icmp slt i64 %i104.next, 144
-  br i1 %1495, label %conv2_grad.i104, label %conv2_grad.i104.end
-
-conv2_weight_grad.i105:                           ; preds = %conv2_weight_grad.i105, %conv2_grad.q103.end
-  %conv2_weight_grad.i105511 = phi i64 [ 0, %conv2_grad.q103.end ], [ %i105.next, %conv2_weight_grad.i105 ]
-  %1496 = add nsw i64 19686672, %conv2_weight_grad.i105511
-  %arena512 = getelementptr inbounds float, ptr %arena, i64 %1496
-  store float 0.000000e+00, ptr %arena512, align 4
-  %i105.next = add nsw i64 %conv2_weight_grad.i105511, 1
-  %1497 = icmp slt i64 %i105.next, 18432
-  br i1 %1497, label %conv2_weight_grad.i105, label %conv2_weight_grad.i105.end
-
-conv2_weight_grad.i105.end:                       ; preds = %conv2_weight_grad.i105
-  br label %conv2_weight_grad.g106
-
-conv2_weight_grad.g106:                           ; preds = %conv2_weight_grad.kp119.end, %conv2_weight_grad.i105.end
-  %conv2_weight_grad.g106513 = phi i64 [ 0, %conv2_weight_grad.i105.end ], [ %g106.next, %conv2_weight_grad.kp119.end ]
-  br label %conv2_weight_grad.j107
-
-conv2_weight_grad.g106.end:                       ; preds = %conv2_weight_grad.kp119.end
-  br label %conv2_weight_grad.f124
-
-conv2_weight_grad.j107:                           ; preds = %conv2_weight_grad.c108.end, %conv2_weight_grad.g106
-  %conv2_weight_grad.j107514 = phi i64 [ 0, %conv2_weight_grad.g106 ], [ %j107.next, %conv2_weight_grad.c108.end ]
-  br label %conv2_weight_grad.c108
-
-conv2_weight_grad.j107.end:                       ; preds = %conv2_weight_grad.c108.end
-  br label %conv2_weight_grad.j116
-
-conv2_weight_grad.c108:                           ; preds = %conv2_weight_grad.ky109.end, %conv2_weight_grad.j107
-  %conv2_weight_grad.c108515 = phi i64 [ 0, %conv2_weight_grad.j107 ], [ %c108.next, %conv2_weight_grad.ky109.end ]
-  br label %conv2_weight_grad.ky109
-
-conv2_weight_grad.c108.end:                       ; preds = %conv2_weight_grad.ky109.end
-  %j107.next = add nsw i64 %conv2_weight_grad.j107514, 1
-  %1498 = icmp slt i64 %j107.next, 64
-  br i1 %1498, label %conv2_weight_grad.j107, label %conv2_weight_grad.j107.end
-
-conv2_weight_grad.ky109:                          ; preds = %conv2_weight_grad.oy114.end, %conv2_weight_grad.c108
-  %conv2_weight_grad.ky109516 = phi i64 [ 0, %conv2_weight_grad.c108 ], [ %ky109.next, %conv2_weight_grad.oy114.end ]
-  br label %conv2_weight_grad.oy110
-
-conv2_weight_grad.ky109.end:                      ; preds = %conv2_weight_grad.oy114.end
-  %c108.next = add nsw i64 %conv2_weight_grad.c108515, 1
-  %1499 = icmp slt i64 %c108.next, 32
-  br i1 %1499, label %conv2_weight_grad.c108, label %conv2_weight_grad.c108.end
-
-conv2_weight_grad.oy110:                          ; preds = %conv2_weight_grad.ox111.end, %conv2_weight_grad.ky109
-  %conv2_weight_grad.oy110517 = phi i64 [ 0, %conv2_weight_grad.ky109 ], [ %oy110.next, %conv2_weight_grad.ox111.end ]
-  br label %conv2_weight_grad.ox111
-
-conv2_weight_grad.oy110.end:                      ; preds = %conv2_weight_grad.ox111.end
-  br label %conv2_weight_grad.oy112
-
-conv2_weight_grad.ox111:                          ; preds = %conv2_weight_grad.ox111, %conv2_weight_grad.oy110
-  %conv2_weight_grad.ox111518 = phi i64 [ 0, %conv2_weight_grad.oy110 ], [ %ox111.next, %conv2_weight_grad.ox111 ]
-  %1500 = mul nsw i64 %conv2_weight_grad.g106513, 64
-  %1501 = add nsw i64 %1500, %conv2_weight_grad.j107514
-  %1502 = mul nsw i64 %1501, 21632
-  %1503 = mul nsw i64 %conv2_weight_grad.c108515, 676
-  %1504 = add nsw i64 %1502, %1503
-  %1505 = add nsw i64 %conv2_weight_grad.oy110517, %conv2_weight_grad.ky109516
-  %1506 = mul nsw i64 %1505, 26
-  %1507 = add nsw i64 %1504, %1506
-  %1508 = add nsw i64 %1507, %conv2_weight_grad.ox111518
-  %arena519 = getelementptr inbounds float, ptr %arena, i64 %1508
-  %1509 = load float, ptr %arena519, align 4
-  %1510 = mul nsw i64 %conv2_weight_grad.c108515, 3
-  %1511 = add nsw i64 %1510, %conv2_weight_grad.ky109516
-  %1512 = mul nsw i64 %1511, 3
-  %1513 = mul nsw i64 %1512, 36864
-  %1514 = add nsw i64 6710544, %1513
-  %1515 = mul nsw i64 %conv2_weight_grad.j107514, 576
-  %1516 = add nsw i64 %1514, %1515
-  %1517 = mul nsw i64 %conv2_weight_grad.oy110517, 24
-  %1518 = add nsw i64 %1517, %conv2_weight_grad.ox111518
-  %1519 = add nsw i64 %1516, %1518
-  %arena520 = getelementptr inbounds float, ptr %arena, i64 %1519
-  store float %1509, ptr %arena520, align 4
-  %ox111.next = add nsw i64 %conv2_weight_grad.ox111518, 1
-  %1520 = icmp slt i64 %ox111.next, 24
-  br i1 %1520, label %conv2_weight_grad.ox111, label %conv2_weight_grad.ox111.end
-
-conv2_weight_grad.ox111.end:                      ; preds = %conv2_weight_grad.ox111
-  %oy110.next = add nsw i64 %conv2_weight_grad.oy110517, 1
-  %1521 = icmp slt i64 %oy110.next, 24
-  br i1 %1521, label %conv2_weight_grad.oy110, label %conv2_weight_grad.oy110.end
-
-conv2_weight_grad.oy112:                          ; preds = %conv2_weight_grad.ox113.end, %conv2_weight_grad.oy110.end
-  %conv2_weight_grad.oy112521 = phi i64 [ 0, %conv2_weight_grad.oy110.end ], [ %oy112.next, %conv2_weight_grad.ox113.end ]
-  br label %conv2_weight_grad.ox113
-
-conv2_weight_grad.oy112.end:                      ; preds = %conv2_weight_grad.ox113.end
-  br label %conv2_weight_grad.oy114
-
-conv2_weight_grad.ox113:                          ; preds = %conv2_weight_grad.ox113, %conv2_weight_grad.oy112
-  %conv2_weight_grad.ox113522 = phi i64 [ 0, %conv2_weight_grad.oy112 ], [ %ox113.next, %conv2_weight_grad.ox113 ]
-  %1522 = mul nsw i64 %conv2_weight_grad.g106513, 64
-  %1523 = add nsw i64 %1522, %conv2_weight_grad.j107514
-  %1524 = mul nsw i64 %1523, 21632
-  %1525 = mul nsw i64 %conv2_weight_grad.c108515, 676
-  %1526 = add nsw i64 %1524, %1525
-  %1527 = add nsw i64 %conv2_weight_grad.oy112521, %conv2_weight_grad.ky109516
-  %1528 = mul nsw i64 %1527, 26
-  %1529 = add nsw i64 %1526, %1528
-  %1530 = add nsw i64 %conv2_weight_grad.ox113522, 1
-  %1531 = add nsw i64 %1529, %1530
-  %arena523 = getelementptr inbounds float, ptr %arena, i64 %1531
-  %1532 = load float, ptr %arena523, align 4
-  %1533 = mul nsw i64 %conv2_weight_grad.c108515, 3
-  %1534 = add nsw i64 %1533, %conv2_weight_grad.ky109516
-  %1535 = mul nsw i64 %1534, 3
-  %1536 = add nsw i64 %1535, 1
-  %1537 = mul nsw i64 %1536, 36864
-  %1538 = add nsw i64 6710544, %1537
-  %1539 = mul nsw i64 %conv2_weight_grad.j107514, 576
-  %1540 = add nsw i64 %1538, %1539
-  %1541 = mul nsw i64 %conv2_weight_grad.oy112521, 24
-  %1542 = add nsw i64 %1541, %conv2_weight_grad.ox113522
-  %1543 = add nsw i64 %1540, %1542
-  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1543
-  store float %1532, ptr %arena524, align 4
-  %ox113.next = add nsw i64 %conv2_weight_grad.ox113522, 1
-  %1544 = icmp slt i64 %ox113.next, 24
-  br i1 %1544, label %conv2_weight_grad.ox113, label %conv2_weight_grad.ox113.end
-
-conv2_weight_grad.ox113.end:                      ; preds = %conv2_weight_grad.ox113
-  %oy112.next = add nsw i64 %conv2_weight_grad.oy112521, 1
-  %1545 = icmp slt i64 %oy112.next, 24
-  br i1 %1545, label %conv2_weight_grad.oy112, label %conv2_weight_grad.oy112.end
-
-conv2_weight_grad.oy114:                          ; preds = %conv2_weight_grad.ox115.end, %conv2_weight_grad.oy112.end
-  %conv2_weight_grad.oy114525 = phi i64 [ 0, %conv2_weight_grad.oy112.end ], [ %oy114.next, %conv2_weight_grad.ox115.end ]
-  br label %conv2_weight_grad.ox115
-
-conv2_weight_grad.oy114.end:                      ; preds = %conv2_weight_grad.ox115.end
-  %ky109.next = add nsw i64 %conv2_weight_grad.ky109516, 1
-  %1546 = icmp slt i64 %ky109.next, 3
-  br i1 %1546, label %conv2_weight_grad.ky109, label %conv2_weight_grad.ky109.end
-
-conv2_weight_grad.ox115:                          ; preds = %conv2_weight_grad.ox115, %conv2_weight_grad.oy114
-  %conv2_weight_grad.ox115526 = phi i64 [ 0, %conv2_weight_grad.oy114 ], [ %ox115.next, %conv2_weight_grad.ox115 ]
-  %1547 = mul nsw i64 %conv2_weight_grad.g106513, 64
-  %1548 = add nsw i64 %1547, %conv2_weight_grad.j107514
-  %1549 = mul nsw i64 %1548, 21632
-  %1550 = mul nsw i64 %conv2_weight_grad.c108515, 676
-  %1551 = add nsw i64 %1549, %1550
-  %1552 = add nsw i64 %conv2_weight_grad.oy114525, %conv2_weight_grad.ky109516
-  %1553 = mul nsw i64 %1552, 26
-  %1554 = add nsw i64 %1551, %1553
-  %1555 = add nsw i64 %conv2_weight_grad.ox115526, 2
+fc2_weight_grad.k96.end:                          ; preds = %fc2_weight_grad.k96
+  %t95_c0_0520 = load <16 x float>, ptr %fc2_weight_grad.t95_c0_0, align 64
+  %1474 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1475 = mul nsw i64 %1474, 128
+  %1476 = add nsw i64 1198592, %1475
+  %1477 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1478 = add nsw i64 %1476, %1477
+  %grads521 = getelementptr inbounds float, ptr %grads, i64 %1478
+  store <16 x float> %t95_c0_0520, ptr %grads521, align 4
+  %t95_c0_1522 = load <16 x float>, ptr %fc2_weight_grad.t95_c0_1, align 64
+  %1479 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1480 = mul nsw i64 %1479, 128
+  %1481 = add nsw i64 1198592, %1480
+  %1482 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1483 = add nsw i64 %1481, %1482
+  %1484 = add nsw i64 %1483, 16
+  %grads523 = getelementptr inbounds float, ptr %grads, i64 %1484
+  store <16 x float> %t95_c0_1522, ptr %grads523, align 4
+  %t95_c0_2524 = load <16 x float>, ptr %fc2_weight_grad.t95_c0_2, align 64
+  %1485 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1486 = mul nsw i64 %1485, 128
+  %1487 = add nsw i64 1198592, %1486
+  %1488 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1489 = add nsw i64 %1487, %1488
+  %1490 = add nsw i64 %1489, 32
+  %grads525 = getelementptr inbounds float, ptr %grads, i64 %1490
+  store <16 x float> %t95_c0_2524, ptr %grads525, align 4
+  %t95_c0_3526 = load <16 x float>, ptr %fc2_weight_grad.t95_c0_3, align 64
+  %1491 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1492 = mul nsw i64 %1491, 128
+  %1493 = add nsw i64 1198592, %1492
+  %1494 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1495 = add nsw i64 %1493, %1494
+  %1496 = add nsw i64 %1495, 48
+  %grads527 = getelementptr inbounds float, ptr %grads, i64 %1496
+  store <16 x float> %t95_c0_3526, ptr %grads527, align 4
+  %t95_c1_0528 = load <16 x float>, ptr %fc2_weight_grad.t95_c1_0, align 64
+  %1497 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1498 = add nsw i64 %1497, 1
+  %1499 = mul nsw i64 %1498, 128
+  %1500 = add nsw i64 1198592, %1499
+  %1501 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1502 = add nsw i64 %1500, %1501
+  %grads529 = getelementptr inbounds float, ptr %grads, i64 %1502
+  store <16 x float> %t95_c1_0528, ptr %grads529, align 4
+  %t95_c1_1530 = load <16 x float>, ptr %fc2_weight_grad.t95_c1_1, align 64
+  %1503 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1504 = add nsw i64 %1503, 1
+  %1505 = mul nsw i64 %1504, 128
+  %1506 = add nsw i64 1198592, %1505
+  %1507 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1508 = add nsw i64 %1506, %1507
+  %1509 = add nsw i64 %1508, 16
+  %grads531 = getelementptr inbounds float, ptr %grads, i64 %1509
+  store <16 x float> %t95_c1_1530, ptr %grads531, align 4
+  %t95_c1_2532 = load <16 x float>, ptr %fc2_weight_grad.t95_c1_2, align 64
+  %1510 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1511 = add nsw i64 %1510, 1
+  %1512 = mul nsw i64 %1511, 128
+  %1513 = add nsw i64 1198592, %1512
+  %1514 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1515 = add nsw i64 %1513, %1514
+  %1516 = add nsw i64 %1515, 32
+  %grads533 = getelementptr inbounds float, ptr %grads, i64 %1516
+  store <16 x float> %t95_c1_2532, ptr %grads533, align 4
+  %t95_c1_3534 = load <16 x float>, ptr %fc2_weight_grad.t95_c1_3, align 64
+  %1517 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1518 = add nsw i64 %1517, 1
+  %1519 = mul nsw i64 %1518, 128
+  %1520 = add nsw i64 1198592, %1519
+  %1521 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1522 = add nsw i64 %1520, %1521
+  %1523 = add nsw i64 %1522, 48
+  %grads535 = getelementptr inbounds float, ptr %grads, i64 %1523
+  store <16 x float> %t95_c1_3534, ptr %grads535, align 4
+  %t95_c2_0536 = load <16 x float>, ptr %fc2_weight_grad.t95_c2_0, align 64
+  %1524 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1525 = add nsw i64 %1524, 2
+  %1526 = mul nsw i64 %1525, 128
+  %1527 = add nsw i64 1198592, %1526
+  %1528 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1529 = add nsw i64 %1527, %1528
+  %grads537 = getelementptr inbounds float, ptr %grads, i64 %1529
+  store <16 x float> %t95_c2_0536, ptr %grads537, align 4
+  %t95_c2_1538 = load <16 x float>, ptr %fc2_weight_grad.t95_c2_1, align 64
+  %1530 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1531 = add nsw i64 %1530, 2
+  %1532 = mul nsw i64 %1531, 128
+  %1533 = add nsw i64 1198592, %1532
+  %1534 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1535 = add nsw i64 %1533, %1534
+  %1536 = add nsw i64 %1535, 16
+  %grads539 = getelementptr inbounds float, ptr %grads, i64 %1536
+  store <16 x float> %t95_c2_1538, ptr %grads539, align 4
+  %t95_c2_2540 = load <16 x float>, ptr %fc2_weight_grad.t95_c2_2, align 64
+  %1537 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1538 = add nsw i64 %1537, 2
+  %1539 = mul nsw i64 %1538, 128
+  %1540 = add nsw i64 1198592, %1539
+  %1541 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1542 = add nsw i64 %1540, %1541
+  %1543 = add nsw i64 %1542, 32
+  %grads541 = getelementptr inbounds float, ptr %grads, i64 %1543
+  store <16 x float> %t95_c2_2540, ptr %grads541, align 4
+  %t95_c2_3542 = load <16 x float>, ptr %fc2_weight_grad.t95_c2_3, align 64
+  %1544 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1545 = add nsw i64 %1544, 2
+  %1546 = mul nsw i64 %1545, 128
+  %1547 = add nsw i64 1198592, %1546
+  %1548 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1549 = add nsw i64 %1547, %1548
+  %1550 = add nsw i64 %1549, 48
+  %grads543 = getelementptr inbounds float, ptr %grads, i64 %1550
+  store <16 x float> %t95_c2_3542, ptr %grads543, align 4
+  %t95_c3_0544 = load <16 x float>, ptr %fc2_weight_grad.t95_c3_0, align 64
+  %1551 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1552 = add nsw i64 %1551, 3
+  %1553 = mul nsw i64 %1552, 128
+  %1554 = add nsw i64 1198592, %1553
+  %1555 = mul nsw i64 %fc2_weight_grad.nb93469, 64
   %1556 = add nsw i64 %1554, %1555
-  %arena527 = getelementptr inbounds float, ptr %arena, i64 %1556
-  %1557 = load float, ptr %arena527, align 4
-  %1558 = mul nsw i64 %conv2_weight_grad.c108515, 3
-  %1559 = add nsw i64 %1558, %conv2_weight_grad.ky109516
-  %1560 = mul nsw i64 %1559, 3
-  %1561 = add nsw i64 %1560, 2
-  %1562 = mul nsw i64 %1561, 36864
-  %1563 = add nsw i64 6710544, %1562
-  %1564 = mul nsw i64 %conv2_weight_grad.j107514, 576
-  %1565 = add nsw i64 %1563, %1564
-  %1566 = mul nsw i64 %conv2_weight_grad.oy114525, 24
-  %1567 = add nsw i64 %1566, %conv2_weight_grad.ox115526
-  %1568 = add nsw i64 %1565, %1567
-  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1568
-  store float %1557, ptr %arena528, align 4
-  %ox115.next = add nsw i64 %conv2_weight_grad.ox115526, 1
-  %1569 = icmp slt i64 %ox115.next, 24
-  br i1 %1569, label %conv2_weight_grad.ox115, label %conv2_weight_grad.ox115.end
+  %grads545 = getelementptr inbounds float, ptr %grads, i64 %1556
+  store <16 x float> %t95_c3_0544, ptr %grads545, align 4
+  %t95_c3_1546 = load <16 x float>, ptr %fc2_weight_grad.t95_c3_1, align 64
+  %1557 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1558 = add nsw i64 %1557, 3
+  %1559 = mul nsw i64 %1558, 128
+  %1560 = add nsw i64 1198592, %1559
+  %1561 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1562 = add nsw i64 %1560, %1561
+  %1563 = add nsw i64 %1562, 16
+  %grads547 = getelementptr inbounds float, ptr %grads, i64 %1563
+  store <16 x float> %t95_c3_1546, ptr %grads547, align 4
+  %t95_c3_2548 = load <16 x float>, ptr %fc2_weight_grad.t95_c3_2, align 64
+  %1564 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1565 = add nsw i64 %1564, 3
+  %1566 = mul nsw i64 %1565, 128
+  %1567 = add nsw i64 1198592, %1566
+  %1568 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1569 = add nsw i64 %1567, %1568
+  %1570 = add nsw i64 %1569, 32
+  %grads549 = getelementptr inbounds float, ptr %grads, i64 %1570
+  store <16 x float> %t95_c3_2548, ptr %grads549, align 4
+  %t95_c3_3550 = load <16 x float>, ptr %fc2_weight_grad.t95_c3_3, align 64
+  %1571 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1572 = add nsw i64 %1571, 3
+  %1573 = mul nsw i64 %1572, 128
+  %1574 = add nsw i64 1198592, %1573
+  %1575 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1576 = add nsw i64 %1574, %1575
+  %1577 = add nsw i64 %1576, 48
+  %grads551 = getelementptr inbounds float, ptr %grads, i64 %1577
+  store <16 x float> %t95_c3_3550, ptr %grads551, align 4
+  %t95_c4_0552 = load <16 x float>, ptr %fc2_weight_grad.t95_c4_0, align 64
+  %1578 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1579 = add nsw i64 %1578, 4
+  %1580 = mul nsw i64 %1579, 128
+  %1581 = add nsw i64 1198592, %1580
+  %1582 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1583 = add nsw i64 %1581, %1582
+  %grads553 = getelementptr inbounds float, ptr %grads, i64 %1583
+  store <16 x float> %t95_c4_0552, ptr %grads553, align 4
+  %t95_c4_1554 = load <16 x float>, ptr %fc2_weight_grad.t95_c4_1, align 64
+  %1584 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1585 = add nsw i64 %1584, 4
+  %1586 = mul nsw i64 %1585, 128
+  %1587 = add nsw i64 1198592, %1586
+  %1588 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1589 = add nsw i64 %1587, %1588
+  %1590 = add nsw i64 %1589, 16
+  %grads555 = getelementptr inbounds float, ptr %grads, i64 %1590
+  store <16 x float> %t95_c4_1554, ptr %grads555, align 4
+  %t95_c4_2556 = load <16 x float>, ptr %fc2_weight_grad.t95_c4_2, align 64
+  %1591 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1592 = add nsw i64 %1591, 4
+  %1593 = mul nsw i64 %1592, 128
+  %1594 = add nsw i64 1198592, %1593
+  %1595 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1596 = add nsw i64 %1594, %1595
+  %1597 = add nsw i64 %1596, 32
+  %grads557 = getelementptr inbounds float, ptr %grads, i64 %1597
+  store <16 x float> %t95_c4_2556, ptr %grads557, align 4
+  %t95_c4_3558 = load <16 x float>, ptr %fc2_weight_grad.t95_c4_3, align 64
+  %1598 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1599 = add nsw i64 %1598, 4
+  %1600 = mul nsw i64 %1599, 128
+  %1601 = add nsw i64 1198592, %1600
+  %1602 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1603 = add nsw i64 %1601, %1602
+  %1604 = add nsw i64 %1603, 48
+  %grads559 = getelementptr inbounds float, ptr %grads, i64 %1604
+  store <16 x float> %t95_c4_3558, ptr %grads559, align 4
+  %t95_c5_0560 = load <16 x float>, ptr %fc2_weight_grad.t95_c5_0, align 64
+  %1605 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1606 = add nsw i64 %1605, 5
+  %1607 = mul nsw i64 %1606, 128
+  %1608 = add nsw i64 1198592, %1607
+  %1609 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1610 = add nsw i64 %1608, %1609
+  %grads561 = getelementptr inbounds float, ptr %grads, i64 %1610
+  store <16 x float> %t95_c5_0560, ptr %grads561, align 4
+  %t95_c5_1562 = load <16 x float>, ptr %fc2_weight_grad.t95_c5_1, align 64
+  %1611 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1612 = add nsw i64 %1611, 5
+  %1613 = mul nsw i64 %1612, 128
+  %1614 = add nsw i64 1198592, %1613
+  %1615 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1616 = add nsw i64 %1614, %1615
+  %1617 = add nsw i64 %1616, 16
+  %grads563 = getelementptr inbounds float, ptr %grads, i64 %1617
+  store <16 x float> %t95_c5_1562, ptr %grads563, align 4
+  %t95_c5_2564 = load <16 x float>, ptr %fc2_weight_grad.t95_c5_2, align 64
+  %1618 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1619 = add nsw i64 %1618, 5
+  %1620 = mul nsw i64 %1619, 128
+  %1621 = add nsw i64 1198592, %1620
+  %1622 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1623 = add nsw i64 %1621, %1622
+  %1624 = add nsw i64 %1623, 32
+  %grads565 = getelementptr inbounds float, ptr %grads, i64 %1624
+  store <16 x float> %t95_c5_2564, ptr %grads565, align 4
+  %t95_c5_3566 = load <16 x float>, ptr %fc2_weight_grad.t95_c5_3, align 64
+  %1625 = mul nsw i64 %fc2_weight_grad.mb94470, 6
+  %1626 = add nsw i64 %1625, 5
+  %1627 = mul nsw i64 %1626, 128
+  %1628 = add nsw i64 1198592, %1627
+  %1629 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1630 = add nsw i64 %1628, %1629
+  %1631 = add nsw i64 %1630, 48
+  %grads567 = getelementptr inbounds float, ptr %grads, i64 %1631
+  store <16 x float> %t95_c5_3566, ptr %grads567, align 4
+  %mb94.next = add nsw i64 %fc2_weight_grad.mb94470, 1
+  %1632 = icmp slt i64 %mb94.next, 1
+  br i1 %1632, label %fc2_weight_grad.mb94, label %fc2_weight_grad.mb94.end
 
-conv2_weight_grad.ox115.end:                      ; preds = %conv2_weight_grad.ox115
-  %oy114.next = add nsw i64 %conv2_weight_grad.oy114525, 1
-  %1570 = icmp slt i64 %oy114.next, 24
-  br i1 %1570, label %conv2_weight_grad.oy114, label %conv2_weight_grad.oy114.end
-
-conv2_weight_grad.j116:                           ; preds = %conv2_weight_grad.i117.end, %conv2_weight_grad.j107.end
-  %conv2_weight_grad.j116529 = phi i64 [ 0, %conv2_weight_grad.j107.end ], [ %j116.next, %conv2_weight_grad.i117.end ]
-  br label %conv2_weight_grad.i117
-
-conv2_weight_grad.j116.end:                       ; preds = %conv2_weight_grad.i117.end
-  br label %conv2_weight_grad.kp119
-
-conv2_weight_grad.i117:                           ; preds = %conv2_weight_grad.f118.end, %conv2_weight_grad.j116
-  %conv2_weight_grad.i117530 = phi i64 [ 0, %conv2_weight_grad.j116 ], [ %i117.next, %conv2_weight_grad.f118.end ]
-  br label %conv2_weight_grad.f118
-
-conv2_weight_grad.i117.end:                       ; preds = %conv2_weight_grad.f118.end
-  %j116.next = add nsw i64 %conv2_weight_grad.j116529, 1
-  %1571 = icmp slt i64 %j116.next, 64
-  br i1 %1571, label %conv2_weight_grad.j116, label %conv2_weight_grad.j116.end
-
-conv2_weight_grad.f118:                           ; preds = %conv2_weight_grad.f118, %conv2_weight_grad.i117
-  %conv2_weight_grad.f118531 = phi i64 [ 0, %conv2_weight_grad.i117 ], [ %f118.next, %conv2_weight_grad.f118 ]
-  %1572 = mul nsw i64 %conv2_weight_grad.g106513, 64
-  %1573 = add nsw i64 %1572, %conv2_weight_grad.j116529
-  %1574 = mul nsw i64 %1573, 36864
-  %1575 = add nsw i64 4351248, %1574
-  %1576 = mul nsw i64 %conv2_weight_grad.f118531, 576
-  %1577 = add nsw i64 %1575, %1576
-  %1578 = add nsw i64 %1577, %conv2_weight_grad.i117530
-  %arena532 = getelementptr inbounds float, ptr %arena, i64 %1578
-  %1579 = load float, ptr %arena532, align 4
-  %1580 = mul nsw i64 %conv2_weight_grad.j116529, 576
-  %1581 = add nsw i64 %1580, %conv2_weight_grad.i117530
-  %1582 = mul nsw i64 %1581, 64
-  %1583 = add nsw i64 17327376, %1582
-  %1584 = add nsw i64 %1583, %conv2_weight_grad.f118531
-  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1584
-  store float %1579, ptr %arena533, align 4
-  %f118.next = add nsw i64 %conv2_weight_grad.f118531, 1
-  %1585 = icmp slt i64 %f118.next, 64
-  br i1 %1585, label %conv2_weight_grad.f118, label %conv2_weight_grad.f118.end
-
-conv2_weight_grad.f118.end:                       ; preds = %conv2_weight_grad.f118
-  %i117.next = add nsw i64 %conv2_weight_grad.i117530, 1
-  %1586 = icmp slt i64 %i117.next, 576
-  br i1 %1586, label %conv2_weight_grad.i117, label %conv2_weight_grad.i117.end
-
-conv2_weight_grad.kp119:                          ; preds = %conv2_weight_grad.nb120.end, %conv2_weight_grad.j116.end
-  %conv2_weight_grad.kp119534 = phi i64 [ 0, %conv2_weight_grad.j116.end ], [ %kp119.next, %conv2_weight_grad.nb120.end ]
-  br label %conv2_weight_grad.nb120
-
-conv2_weight_grad.kp119.end:                      ; preds = %conv2_weight_grad.nb120.end
-  %g106.next = add nsw i64 %conv2_weight_grad.g106513, 1
-  %1587 = icmp slt i64 %g106.next, 1
-  br i1 %1587, label %conv2_weight_grad.g106, label %conv2_weight_grad.g106.end
-
-conv2_weight_grad.nb120:                          ; preds = %conv2_weight_grad.mb121.end, %conv2_weight_grad.kp119
-  %conv2_weight_grad.nb120535 = phi i64 [ 0, %conv2_weight_grad.kp119 ], [ %nb120.next, %conv2_weight_grad.mb121.end ]
-  br label %conv2_weight_grad.mb121
-
-conv2_weight_grad.nb120.end:                      ; preds = %conv2_weight_grad.mb121.end
-  %kp119.next = add nsw i64 %conv2_weight_grad.kp119534, 1
-  %1588 = icmp slt i64 %kp119.next, 96
-  br i1 %1588, label %conv2_weight_grad.kp119, label %conv2_weight_grad.kp119.end
-
-conv2_weight_grad.mb121:                          ; preds = %conv2_weight_grad.k123.end, %conv2_weight_grad.nb120
-  %conv2_weight_grad.mb121536 = phi i64 [ 0, %conv2_weight_grad.nb120 ], [ %mb121.next, %conv2_weight_grad.k123.end ]
-  %1589 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1590 = mul nsw i64 %1589, 64
-  %1591 = add nsw i64 19686672, %1590
-  %1592 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1593 = add nsw i64 %1591, %1592
-  %arena537 = getelementptr inbounds float, ptr %arena, i64 %1593
-  %1594 = load <16 x float>, ptr %arena537, align 4
-  store <16 x float> %1594, ptr %conv2_weight_grad.t122_c0_0, align 64
-  %1595 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1596 = mul nsw i64 %1595, 64
-  %1597 = add nsw i64 19686672, %1596
-  %1598 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1599 = add nsw i64 %1597, %1598
-  %1600 = add nsw i64 %1599, 16
-  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1600
-  %1601 = load <16 x float>, ptr %arena538, align 4
-  store <16 x float> %1601, ptr %conv2_weight_grad.t122_c0_1, align 64
-  %1602 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1603 = mul nsw i64 %1602, 64
-  %1604 = add nsw i64 19686672, %1603
-  %1605 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1606 = add nsw i64 %1604, %1605
-  %1607 = add nsw i64 %1606, 32
-  %arena539 = getelementptr inbounds float, ptr %arena, i64 %1607
-  %1608 = load <16 x float>, ptr %arena539, align 4
-  store <16 x float> %1608, ptr %conv2_weight_grad.t122_c0_2, align 64
-  %1609 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1610 = mul nsw i64 %1609, 64
-  %1611 = add nsw i64 19686672, %1610
-  %1612 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1613 = add nsw i64 %1611, %1612
-  %1614 = add nsw i64 %1613, 48
-  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1614
-  %1615 = load <16 x float>, ptr %arena540, align 4
-  store <16 x float> %1615, ptr %conv2_weight_grad.t122_c0_3, align 64
-  %1616 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1617 = add nsw i64 %1616, 1
-  %1618 = mul nsw i64 %1617, 64
-  %1619 = add nsw i64 19686672, %1618
-  %1620 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1621 = add nsw i64 %1619, %1620
-  %arena541 = getelementptr inbounds float, ptr %arena, i64 %1621
-  %1622 = load <16 x float>, ptr %arena541, align 4
-  store <16 x float> %1622, ptr %conv2_weight_grad.t122_c1_0, align 64
-  %1623 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1624 = add nsw i64 %1623, 1
-  %1625 = mul nsw i64 %1624, 64
-  %1626 = add nsw i64 19686672, %1625
-  %1627 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1628 = add nsw i64 %1626, %1627
-  %1629 = add nsw i64 %1628, 16
-  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1629
-  %1630 = load <16 x float>, ptr %arena542, align 4
-  store <16 x float> %1630, ptr %conv2_weight_grad.t122_c1_1, align 64
-  %1631 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1632 = add nsw i64 %1631, 1
-  %1633 = mul nsw i64 %1632, 64
-  %1634 = add nsw i64 19686672, %1633
-  %1635 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+fc2_weight_grad.k98:                              ; preds = %fc2_weight_grad.k98, %fc2_weight_grad.mb94.end
+  %fc2_weight_grad.k98568 = phi i64 [ 0, %fc2_weight_grad.mb94.end ], [ %k98.next, %fc2_weight_grad.k98 ]
+  %1633 = mul nsw i64 %fc2_weight_grad.k98568, 128
+  %1634 = add nsw i64 3162112, %1633
+  %1635 = mul nsw i64 %fc2_weight_grad.nb93469, 64
   %1636 = add nsw i64 %1634, %1635
-  %1637 = add nsw i64 %1636, 32
-  %arena543 = getelementptr inbounds float, ptr %arena, i64 %1637
-  %1638 = load <16 x float>, ptr %arena543, align 4
-  store <16 x float> %1638, ptr %conv2_weight_grad.t122_c1_2, align 64
-  %1639 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1640 = add nsw i64 %1639, 1
-  %1641 = mul nsw i64 %1640, 64
-  %1642 = add nsw i64 19686672, %1641
-  %1643 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1644 = add nsw i64 %1642, %1643
-  %1645 = add nsw i64 %1644, 48
-  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1645
-  %1646 = load <16 x float>, ptr %arena544, align 4
-  store <16 x float> %1646, ptr %conv2_weight_grad.t122_c1_3, align 64
-  %1647 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1648 = add nsw i64 %1647, 2
-  %1649 = mul nsw i64 %1648, 64
-  %1650 = add nsw i64 19686672, %1649
-  %1651 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1652 = add nsw i64 %1650, %1651
-  %arena545 = getelementptr inbounds float, ptr %arena, i64 %1652
-  %1653 = load <16 x float>, ptr %arena545, align 4
-  store <16 x float> %1653, ptr %conv2_weight_grad.t122_c2_0, align 64
-  %1654 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1655 = add nsw i64 %1654, 2
-  %1656 = mul nsw i64 %1655, 64
-  %1657 = add nsw i64 19686672, %1656
-  %1658 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1659 = add nsw i64 %1657, %1658
-  %1660 = add nsw i64 %1659, 16
-  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1660
-  %1661 = load <16 x float>, ptr %arena546, align 4
-  store <16 x float> %1661, ptr %conv2_weight_grad.t122_c2_1, align 64
-  %1662 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1663 = add nsw i64 %1662, 2
-  %1664 = mul nsw i64 %1663, 64
-  %1665 = add nsw i64 19686672, %1664
-  %1666 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1667 = add nsw i64 %1665, %1666
-  %1668 = add nsw i64 %1667, 32
-  %arena547 = getelementptr inbounds float, ptr %arena, i64 %1668
-  %1669 = load <16 x float>, ptr %arena547, align 4
-  store <16 x float> %1669, ptr %conv2_weight_grad.t122_c2_2, align 64
-  %1670 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1671 = add nsw i64 %1670, 2
-  %1672 = mul nsw i64 %1671, 64
-  %1673 = add nsw i64 19686672, %1672
-  %1674 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1675 = add nsw i64 %1673, %1674
-  %1676 = add nsw i64 %1675, 48
-  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1676
-  %1677 = load <16 x float>, ptr %arena548, align 4
-  store <16 x float> %1677, ptr %conv2_weight_grad.t122_c2_3, align 64
-  %1678 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1679 = add nsw i64 %1678, 3
-  %1680 = mul nsw i64 %1679, 64
-  %1681 = add nsw i64 19686672, %1680
-  %1682 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1683 = add nsw i64 %1681, %1682
-  %arena549 = getelementptr inbounds float, ptr %arena, i64 %1683
-  %1684 = load <16 x float>, ptr %arena549, align 4
-  store <16 x float> %1684, ptr %conv2_weight_grad.t122_c3_0, align 64
-  %1685 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1686 = add nsw i64 %1685, 3
-  %1687 = mul nsw i64 %1686, 64
-  %1688 = add nsw i64 19686672, %1687
-  %1689 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1690 = add nsw i64 %1688, %1689
-  %1691 = add nsw i64 %1690, 16
-  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1691
-  %1692 = load <16 x float>, ptr %arena550, align 4
-  store <16 x float> %1692, ptr %conv2_weight_grad.t122_c3_1, align 64
-  %1693 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1694 = add nsw i64 %1693, 3
-  %1695 = mul nsw i64 %1694, 64
-  %1696 = add nsw i64 19686672, %1695
-  %1697 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1698 = add nsw i64 %1696, %1697
-  %1699 = add nsw i64 %1698, 32
-  %arena551 = getelementptr inbounds float, ptr %arena, i64 %1699
-  %1700 = load <16 x float>, ptr %arena551, align 4
-  store <16 x float> %1700, ptr %conv2_weight_grad.t122_c3_2, align 64
-  %1701 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1702 = add nsw i64 %1701, 3
-  %1703 = mul nsw i64 %1702, 64
-  %1704 = add nsw i64 19686672, %1703
-  %1705 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1706 = add nsw i64 %1704, %1705
-  %1707 = add nsw i64 %1706, 48
-  %arena552 = getelementptr inbounds float, ptr %arena, i64 %1707
-  %1708 = load <16 x float>, ptr %arena552, align 4
-  store <16 x float> %1708, ptr %conv2_weight_grad.t122_c3_3, align 64
-  %1709 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1710 = add nsw i64 %1709, 4
-  %1711 = mul nsw i64 %1710, 64
-  %1712 = add nsw i64 19686672, %1711
-  %1713 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1714 = add nsw i64 %1712, %1713
-  %arena553 = getelementptr inbounds float, ptr %arena, i64 %1714
-  %1715 = load <16 x float>, ptr %arena553, align 4
-  store <16 x float> %1715, ptr %conv2_weight_grad.t122_c4_0, align 64
-  %1716 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1717 = add nsw i64 %1716, 4
-  %1718 = mul nsw i64 %1717, 64
-  %1719 = add nsw i64 19686672, %1718
-  %1720 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1721 = add nsw i64 %1719, %1720
-  %1722 = add nsw i64 %1721, 16
-  %arena554 = getelementptr inbounds float, ptr %arena, i64 %1722
-  %1723 = load <16 x float>, ptr %arena554, align 4
-  store <16 x float> %1723, ptr %conv2_weight_grad.t122_c4_1, align 64
-  %1724 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1725 = add nsw i64 %1724, 4
-  %1726 = mul nsw i64 %1725, 64
-  %1727 = add nsw i64 19686672, %1726
-  %1728 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1729 = add nsw i64 %1727, %1728
-  %1730 = add nsw i64 %1729, 32
-  %arena555 = getelementptr inbounds float, ptr %arena, i64 %1730
-  %1731 = load <16 x float>, ptr %arena555, align 4
-  store <16 x float> %1731, ptr %conv2_weight_grad.t122_c4_2, align 64
-  %1732 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1733 = add nsw i64 %1732, 4
-  %1734 = mul nsw i64 %1733, 64
-  %1735 = add nsw i64 19686672, %1734
-  %1736 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1737 = add nsw i64 %1735, %1736
-  %1738 = add nsw i64 %1737, 48
-  %arena556 = getelementptr inbounds float, ptr %arena, i64 %1738
-  %1739 = load <16 x float>, ptr %arena556, align 4
-  store <16 x float> %1739, ptr %conv2_weight_grad.t122_c4_3, align 64
-  %1740 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1741 = add nsw i64 %1740, 5
-  %1742 = mul nsw i64 %1741, 64
-  %1743 = add nsw i64 19686672, %1742
-  %1744 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1745 = add nsw i64 %1743, %1744
-  %arena557 = getelementptr inbounds float, ptr %arena, i64 %1745
-  %1746 = load <16 x float>, ptr %arena557, align 4
-  store <16 x float> %1746, ptr %conv2_weight_grad.t122_c5_0, align 64
-  %1747 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1748 = add nsw i64 %1747, 5
-  %1749 = mul nsw i64 %1748, 64
-  %1750 = add nsw i64 19686672, %1749
-  %1751 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1752 = add nsw i64 %1750, %1751
-  %1753 = add nsw i64 %1752, 16
-  %arena558 = getelementptr inbounds float, ptr %arena, i64 %1753
-  %1754 = load <16 x float>, ptr %arena558, align 4
-  store <16 x float> %1754, ptr %conv2_weight_grad.t122_c5_1, align 64
-  %1755 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1756 = add nsw i64 %1755, 5
-  %1757 = mul nsw i64 %1756, 64
-  %1758 = add nsw i64 19686672, %1757
-  %1759 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %arena569 = getelementptr inbounds float, ptr %arena, i64 %1636
+  %1637 = load <16 x float>, ptr %arena569, align 4
+  store <16 x float> %1637, ptr %fc2_weight_grad.t97_b0, align 64
+  %1638 = mul nsw i64 %fc2_weight_grad.k98568, 128
+  %1639 = add nsw i64 3162112, %1638
+  %1640 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1641 = add nsw i64 %1639, %1640
+  %1642 = add nsw i64 %1641, 16
+  %arena570 = getelementptr inbounds float, ptr %arena, i64 %1642
+  %1643 = load <16 x float>, ptr %arena570, align 4
+  store <16 x float> %1643, ptr %fc2_weight_grad.t97_b1, align 64
+  %1644 = mul nsw i64 %fc2_weight_grad.k98568, 128
+  %1645 = add nsw i64 3162112, %1644
+  %1646 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1647 = add nsw i64 %1645, %1646
+  %1648 = add nsw i64 %1647, 32
+  %arena571 = getelementptr inbounds float, ptr %arena, i64 %1648
+  %1649 = load <16 x float>, ptr %arena571, align 4
+  store <16 x float> %1649, ptr %fc2_weight_grad.t97_b2, align 64
+  %1650 = mul nsw i64 %fc2_weight_grad.k98568, 128
+  %1651 = add nsw i64 3162112, %1650
+  %1652 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1653 = add nsw i64 %1651, %1652
+  %1654 = add nsw i64 %1653, 48
+  %arena572 = getelementptr inbounds float, ptr %arena, i64 %1654
+  %1655 = load <16 x float>, ptr %arena572, align 4
+  store <16 x float> %1655, ptr %fc2_weight_grad.t97_b3, align 64
+  %1656 = mul nsw i64 %fc2_weight_grad.k98568, 10
+  %1657 = add nsw i64 3171606, %1656
+  %arena573 = getelementptr inbounds float, ptr %arena, i64 %1657
+  %1658 = load float, ptr %arena573, align 4
+  %1659 = insertelement <16 x float> undef, float %1658, i32 0
+  %1660 = shufflevector <16 x float> %1659, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1660, ptr %fc2_weight_grad.t97_a0, align 64
+  %t97_a0 = load <16 x float>, ptr %fc2_weight_grad.t97_a0, align 64
+  %t97_b0 = load <16 x float>, ptr %fc2_weight_grad.t97_b0, align 64
+  %t97_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t97_c0_0, align 64
+  %1661 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a0, <16 x float> %t97_b0, <16 x float> %t97_c0_0)
+  store <16 x float> %1661, ptr %fc2_weight_grad.t97_c0_0, align 64
+  %t97_a0574 = load <16 x float>, ptr %fc2_weight_grad.t97_a0, align 64
+  %t97_b1 = load <16 x float>, ptr %fc2_weight_grad.t97_b1, align 64
+  %t97_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t97_c0_1, align 64
+  %1662 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a0574, <16 x float> %t97_b1, <16 x float> %t97_c0_1)
+  store <16 x float> %1662, ptr %fc2_weight_grad.t97_c0_1, align 64
+  %t97_a0575 = load <16 x float>, ptr %fc2_weight_grad.t97_a0, align 64
+  %t97_b2 = load <16 x float>, ptr %fc2_weight_grad.t97_b2, align 64
+  %t97_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t97_c0_2, align 64
+  %1663 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a0575, <16 x float> %t97_b2, <16 x float> %t97_c0_2)
+  store <16 x float> %1663, ptr %fc2_weight_grad.t97_c0_2, align 64
+  %t97_a0576 = load <16 x float>, ptr %fc2_weight_grad.t97_a0, align 64
+  %t97_b3 = load <16 x float>, ptr %fc2_weight_grad.t97_b3, align 64
+  %t97_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t97_c0_3, align 64
+  %1664 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a0576, <16 x float> %t97_b3, <16 x float> %t97_c0_3)
+  store <16 x float> %1664, ptr %fc2_weight_grad.t97_c0_3, align 64
+  %1665 = mul nsw i64 %fc2_weight_grad.k98568, 10
+  %1666 = add nsw i64 3171607, %1665
+  %arena577 = getelementptr inbounds float, ptr %arena, i64 %1666
+  %1667 = load float, ptr %arena577, align 4
+  %1668 = insertelement <16 x float> undef, float %1667, i32 0
+  %1669 = shufflevector <16 x float> %1668, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1669, ptr %fc2_weight_grad.t97_a1, align 64
+  %t97_a1 = load <16 x float>, ptr %fc2_weight_grad.t97_a1, align 64
+  %t97_b0578 = load <16 x float>, ptr %fc2_weight_grad.t97_b0, align 64
+  %t97_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t97_c1_0, align 64
+  %1670 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a1, <16 x float> %t97_b0578, <16 x float> %t97_c1_0)
+  store <16 x float> %1670, ptr %fc2_weight_grad.t97_c1_0, align 64
+  %t97_a1579 = load <16 x float>, ptr %fc2_weight_grad.t97_a1, align 64
+  %t97_b1580 = load <16 x float>, ptr %fc2_weight_grad.t97_b1, align 64
+  %t97_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t97_c1_1, align 64
+  %1671 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a1579, <16 x float> %t97_b1580, <16 x float> %t97_c1_1)
+  store <16 x float> %1671, ptr %fc2_weight_grad.t97_c1_1, align 64
+  %t97_a1581 = load <16 x float>, ptr %fc2_weight_grad.t97_a1, align 64
+  %t97_b2582 = load <16 x float>, ptr %fc2_weight_grad.t97_b2, align 64
+  %t97_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t97_c1_2, align 64
+  %1672 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a1581, <16 x float> %t97_b2582, <16 x float> %t97_c1_2)
+  store <16 x float> %1672, ptr %fc2_weight_grad.t97_c1_2, align 64
+  %t97_a1583 = load <16 x float>, ptr %fc2_weight_grad.t97_a1, align 64
+  %t97_b3584 = load <16 x float>, ptr %fc2_weight_grad.t97_b3, align 64
+  %t97_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t97_c1_3, align 64
+  %1673 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a1583, <16 x float> %t97_b3584, <16 x float> %t97_c1_3)
+  store <16 x float> %1673, ptr %fc2_weight_grad.t97_c1_3, align 64
+  %1674 = mul nsw i64 %fc2_weight_grad.k98568, 10
+  %1675 = add nsw i64 3171608, %1674
+  %arena585 = getelementptr inbounds float, ptr %arena, i64 %1675
+  %1676 = load float, ptr %arena585, align 4
+  %1677 = insertelement <16 x float> undef, float %1676, i32 0
+  %1678 = shufflevector <16 x float> %1677, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1678, ptr %fc2_weight_grad.t97_a2, align 64
+  %t97_a2 = load <16 x float>, ptr %fc2_weight_grad.t97_a2, align 64
+  %t97_b0586 = load <16 x float>, ptr %fc2_weight_grad.t97_b0, align 64
+  %t97_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t97_c2_0, align 64
+  %1679 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a2, <16 x float> %t97_b0586, <16 x float> %t97_c2_0)
+  store <16 x float> %1679, ptr %fc2_weight_grad.t97_c2_0, align 64
+  %t97_a2587 = load <16 x float>, ptr %fc2_weight_grad.t97_a2, align 64
+  %t97_b1588 = load <16 x float>, ptr %fc2_weight_grad.t97_b1, align 64
+  %t97_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t97_c2_1, align 64
+  %1680 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a2587, <16 x float> %t97_b1588, <16 x float> %t97_c2_1)
+  store <16 x float> %1680, ptr %fc2_weight_grad.t97_c2_1, align 64
+  %t97_a2589 = load <16 x float>, ptr %fc2_weight_grad.t97_a2, align 64
+  %t97_b2590 = load <16 x float>, ptr %fc2_weight_grad.t97_b2, align 64
+  %t97_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t97_c2_2, align 64
+  %1681 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a2589, <16 x float> %t97_b2590, <16 x float> %t97_c2_2)
+  store <16 x float> %1681, ptr %fc2_weight_grad.t97_c2_2, align 64
+  %t97_a2591 = load <16 x float>, ptr %fc2_weight_grad.t97_a2, align 64
+  %t97_b3592 = load <16 x float>, ptr %fc2_weight_grad.t97_b3, align 64
+  %t97_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t97_c2_3, align 64
+  %1682 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a2591, <16 x float> %t97_b3592, <16 x float> %t97_c2_3)
+  store <16 x float> %1682, ptr %fc2_weight_grad.t97_c2_3, align 64
+  %1683 = mul nsw i64 %fc2_weight_grad.k98568, 10
+  %1684 = add nsw i64 3171609, %1683
+  %arena593 = getelementptr inbounds float, ptr %arena, i64 %1684
+  %1685 = load float, ptr %arena593, align 4
+  %1686 = insertelement <16 x float> undef, float %1685, i32 0
+  %1687 = shufflevector <16 x float> %1686, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1687, ptr %fc2_weight_grad.t97_a3, align 64
+  %t97_a3 = load <16 x float>, ptr %fc2_weight_grad.t97_a3, align 64
+  %t97_b0594 = load <16 x float>, ptr %fc2_weight_grad.t97_b0, align 64
+  %t97_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t97_c3_0, align 64
+  %1688 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a3, <16 x float> %t97_b0594, <16 x float> %t97_c3_0)
+  store <16 x float> %1688, ptr %fc2_weight_grad.t97_c3_0, align 64
+  %t97_a3595 = load <16 x float>, ptr %fc2_weight_grad.t97_a3, align 64
+  %t97_b1596 = load <16 x float>, ptr %fc2_weight_grad.t97_b1, align 64
+  %t97_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t97_c3_1, align 64
+  %1689 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a3595, <16 x float> %t97_b1596, <16 x float> %t97_c3_1)
+  store <16 x float> %1689, ptr %fc2_weight_grad.t97_c3_1, align 64
+  %t97_a3597 = load <16 x float>, ptr %fc2_weight_grad.t97_a3, align 64
+  %t97_b2598 = load <16 x float>, ptr %fc2_weight_grad.t97_b2, align 64
+  %t97_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t97_c3_2, align 64
+  %1690 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a3597, <16 x float> %t97_b2598, <16 x float> %t97_c3_2)
+  store <16 x float> %1690, ptr %fc2_weight_grad.t97_c3_2, align 64
+  %t97_a3599 = load <16 x float>, ptr %fc2_weight_grad.t97_a3, align 64
+  %t97_b3600 = load <16 x float>, ptr %fc2_weight_grad.t97_b3, align 64
+  %t97_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t97_c3_3, align 64
+  %1691 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t97_a3599, <16 x float> %t97_b3600, <16 x float> %t97_c3_3)
+  store <16 x float> %1691, ptr %fc2_weight_grad.t97_c3_3, align 64
+  %k98.next = add nsw i64 %fc2_weight_grad.k98568, 1
+  %1692 = icmp slt i64 %k98.next, 64
+  br i1 %1692, label %fc2_weight_grad.k98, label %fc2_weight_grad.k98.end
+
+fc2_weight_grad.k98.end:                          ; preds = %fc2_weight_grad.k98
+  %t97_c0_0601 = load <16 x float>, ptr %fc2_weight_grad.t97_c0_0, align 64
+  %1693 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1694 = add nsw i64 1199360, %1693
+  %grads602 = getelementptr inbounds float, ptr %grads, i64 %1694
+  store <16 x float> %t97_c0_0601, ptr %grads602, align 4
+  %t97_c0_1603 = load <16 x float>, ptr %fc2_weight_grad.t97_c0_1, align 64
+  %1695 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1696 = add nsw i64 1199360, %1695
+  %1697 = add nsw i64 %1696, 16
+  %grads604 = getelementptr inbounds float, ptr %grads, i64 %1697
+  store <16 x float> %t97_c0_1603, ptr %grads604, align 4
+  %t97_c0_2605 = load <16 x float>, ptr %fc2_weight_grad.t97_c0_2, align 64
+  %1698 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1699 = add nsw i64 1199360, %1698
+  %1700 = add nsw i64 %1699, 32
+  %grads606 = getelementptr inbounds float, ptr %grads, i64 %1700
+  store <16 x float> %t97_c0_2605, ptr %grads606, align 4
+  %t97_c0_3607 = load <16 x float>, ptr %fc2_weight_grad.t97_c0_3, align 64
+  %1701 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1702 = add nsw i64 1199360, %1701
+  %1703 = add nsw i64 %1702, 48
+  %grads608 = getelementptr inbounds float, ptr %grads, i64 %1703
+  store <16 x float> %t97_c0_3607, ptr %grads608, align 4
+  %t97_c1_0609 = load <16 x float>, ptr %fc2_weight_grad.t97_c1_0, align 64
+  %1704 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1705 = add nsw i64 1199488, %1704
+  %grads610 = getelementptr inbounds float, ptr %grads, i64 %1705
+  store <16 x float> %t97_c1_0609, ptr %grads610, align 4
+  %t97_c1_1611 = load <16 x float>, ptr %fc2_weight_grad.t97_c1_1, align 64
+  %1706 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1707 = add nsw i64 1199488, %1706
+  %1708 = add nsw i64 %1707, 16
+  %grads612 = getelementptr inbounds float, ptr %grads, i64 %1708
+  store <16 x float> %t97_c1_1611, ptr %grads612, align 4
+  %t97_c1_2613 = load <16 x float>, ptr %fc2_weight_grad.t97_c1_2, align 64
+  %1709 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1710 = add nsw i64 1199488, %1709
+  %1711 = add nsw i64 %1710, 32
+  %grads614 = getelementptr inbounds float, ptr %grads, i64 %1711
+  store <16 x float> %t97_c1_2613, ptr %grads614, align 4
+  %t97_c1_3615 = load <16 x float>, ptr %fc2_weight_grad.t97_c1_3, align 64
+  %1712 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1713 = add nsw i64 1199488, %1712
+  %1714 = add nsw i64 %1713, 48
+  %grads616 = getelementptr inbounds float, ptr %grads, i64 %1714
+  store <16 x float> %t97_c1_3615, ptr %grads616, align 4
+  %t97_c2_0617 = load <16 x float>, ptr %fc2_weight_grad.t97_c2_0, align 64
+  %1715 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1716 = add nsw i64 1199616, %1715
+  %grads618 = getelementptr inbounds float, ptr %grads, i64 %1716
+  store <16 x float> %t97_c2_0617, ptr %grads618, align 4
+  %t97_c2_1619 = load <16 x float>, ptr %fc2_weight_grad.t97_c2_1, align 64
+  %1717 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1718 = add nsw i64 1199616, %1717
+  %1719 = add nsw i64 %1718, 16
+  %grads620 = getelementptr inbounds float, ptr %grads, i64 %1719
+  store <16 x float> %t97_c2_1619, ptr %grads620, align 4
+  %t97_c2_2621 = load <16 x float>, ptr %fc2_weight_grad.t97_c2_2, align 64
+  %1720 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1721 = add nsw i64 1199616, %1720
+  %1722 = add nsw i64 %1721, 32
+  %grads622 = getelementptr inbounds float, ptr %grads, i64 %1722
+  store <16 x float> %t97_c2_2621, ptr %grads622, align 4
+  %t97_c2_3623 = load <16 x float>, ptr %fc2_weight_grad.t97_c2_3, align 64
+  %1723 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1724 = add nsw i64 1199616, %1723
+  %1725 = add nsw i64 %1724, 48
+  %grads624 = getelementptr inbounds float, ptr %grads, i64 %1725
+  store <16 x float> %t97_c2_3623, ptr %grads624, align 4
+  %t97_c3_0625 = load <16 x float>, ptr %fc2_weight_grad.t97_c3_0, align 64
+  %1726 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1727 = add nsw i64 1199744, %1726
+  %grads626 = getelementptr inbounds float, ptr %grads, i64 %1727
+  store <16 x float> %t97_c3_0625, ptr %grads626, align 4
+  %t97_c3_1627 = load <16 x float>, ptr %fc2_weight_grad.t97_c3_1, align 64
+  %1728 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1729 = add nsw i64 1199744, %1728
+  %1730 = add nsw i64 %1729, 16
+  %grads628 = getelementptr inbounds float, ptr %grads, i64 %1730
+  store <16 x float> %t97_c3_1627, ptr %grads628, align 4
+  %t97_c3_2629 = load <16 x float>, ptr %fc2_weight_grad.t97_c3_2, align 64
+  %1731 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1732 = add nsw i64 1199744, %1731
+  %1733 = add nsw i64 %1732, 32
+  %grads630 = getelementptr inbounds float, ptr %grads, i64 %1733
+  store <16 x float> %t97_c3_2629, ptr %grads630, align 4
+  %t97_c3_3631 = load <16 x float>, ptr %fc2_weight_grad.t97_c3_3, align 64
+  %1734 = mul nsw i64 %fc2_weight_grad.nb93469, 64
+  %1735 = add nsw i64 1199744, %1734
+  %1736 = add nsw i64 %1735, 48
+  %grads632 = getelementptr inbounds float, ptr %grads, i64 %1736
+  store <16 x float> %t97_c3_3631, ptr %grads632, align 4
+  %nb93.next = add nsw i64 %fc2_weight_grad.nb93469, 1
+  %1737 = icmp slt i64 %nb93.next, 2
+  br i1 %1737, label %fc2_weight_grad.nb93, label %fc2_weight_grad.nb93.end
+
+fc2_bias_grad.u99:                                ; preds = %fc2_bias_grad.n101.end, %fc2_weight_grad.nb93.end
+  %fc2_bias_grad.u99633 = phi i64 [ 0, %fc2_weight_grad.nb93.end ], [ %u99.next, %fc2_bias_grad.n101.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc100, align 4
+  br label %fc2_bias_grad.n101
+
+fc2_bias_grad.u99.end:                            ; preds = %fc2_bias_grad.n101.end
+  br label %drop2_grad.nb102
+
+fc2_bias_grad.n101:                               ; preds = %fc2_bias_grad.n101, %fc2_bias_grad.u99
+  %fc2_bias_grad.n101634 = phi i64 [ 0, %fc2_bias_grad.u99 ], [ %n101.next, %fc2_bias_grad.n101 ]
+  %acc100 = load float, ptr %fc2_bias_grad.acc100, align 4
+  %1738 = mul nsw i64 %fc2_bias_grad.n101634, 10
+  %1739 = add nsw i64 3171600, %1738
+  %1740 = add nsw i64 %1739, %fc2_bias_grad.u99633
+  %arena635 = getelementptr inbounds float, ptr %arena, i64 %1740
+  %1741 = load float, ptr %arena635, align 4
+  %1742 = fadd float %acc100, %1741
+  store float %1742, ptr %fc2_bias_grad.acc100, align 4
+  %n101.next = add nsw i64 %fc2_bias_grad.n101634, 1
+  %1743 = icmp slt i64 %n101.next, 64
+  br i1 %1743, label %fc2_bias_grad.n101, label %fc2_bias_grad.n101.end
+
+fc2_bias_grad.n101.end:                           ; preds = %fc2_bias_grad.n101
+  %acc100636 = load float, ptr %fc2_bias_grad.acc100, align 4
+  %1744 = add nsw i64 1199872, %fc2_bias_grad.u99633
+  %grads637 = getelementptr inbounds float, ptr %grads, i64 %1744
+  store float %acc100636, ptr %grads637, align 4
+  %u99.next = add nsw i64 %fc2_bias_grad.u99633, 1
+  %1745 = icmp slt i64 %u99.next, 10
+  br i1 %1745, label %fc2_bias_grad.u99, label %fc2_bias_grad.u99.end
+
+drop2_grad.nb102:                                 ; preds = %drop2_grad.k107.end, %fc2_bias_grad.u99.end
+  %drop2_grad.nb102638 = phi i64 [ 0, %fc2_bias_grad.u99.end ], [ %nb102.next, %drop2_grad.k107.end ]
+  br label %drop2_grad.mb103
+
+drop2_grad.nb102.end:                             ; preds = %drop2_grad.k107.end
+  br label %relu3_grad.i108
+
+drop2_grad.mb103:                                 ; preds = %drop2_grad.k105.end, %drop2_grad.nb102
+  %drop2_grad.mb103639 = phi i64 [ 0, %drop2_grad.nb102 ], [ %mb103.next, %drop2_grad.k105.end ]
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t104_c5_3, align 64
+  br label %drop2_grad.k105
+
+drop2_grad.mb103.end:                             ; preds = %drop2_grad.k105.end
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop2_grad.t106_c3_3, align 64
+  br label %drop2_grad.k107
+
+drop2_grad.k105:                                  ; preds = %drop2_grad.k105, %drop2_grad.mb103
+  %drop2_grad.k105640 = phi i64 [ 0, %drop2_grad.mb103 ], [ %k105.next, %drop2_grad.k105 ]
+  %1746 = mul nsw i64 %drop2_grad.k105640, 128
+  %1747 = add nsw i64 1198592, %1746
+  %1748 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1749 = add nsw i64 %1747, %1748
+  %params641 = getelementptr inbounds float, ptr %params, i64 %1749
+  %1750 = load <16 x float>, ptr %params641, align 4
+  store <16 x float> %1750, ptr %drop2_grad.t104_b0, align 64
+  %1751 = mul nsw i64 %drop2_grad.k105640, 128
+  %1752 = add nsw i64 1198592, %1751
+  %1753 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1754 = add nsw i64 %1752, %1753
+  %1755 = add nsw i64 %1754, 16
+  %params642 = getelementptr inbounds float, ptr %params, i64 %1755
+  %1756 = load <16 x float>, ptr %params642, align 4
+  store <16 x float> %1756, ptr %drop2_grad.t104_b1, align 64
+  %1757 = mul nsw i64 %drop2_grad.k105640, 128
+  %1758 = add nsw i64 1198592, %1757
+  %1759 = mul nsw i64 %drop2_grad.nb102638, 64
   %1760 = add nsw i64 %1758, %1759
   %1761 = add nsw i64 %1760, 32
-  %arena559 = getelementptr inbounds float, ptr %arena, i64 %1761
-  %1762 = load <16 x float>, ptr %arena559, align 4
-  store <16 x float> %1762, ptr %conv2_weight_grad.t122_c5_2, align 64
-  %1763 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1764 = add nsw i64 %1763, 5
-  %1765 = mul nsw i64 %1764, 64
-  %1766 = add nsw i64 19686672, %1765
-  %1767 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1768 = add nsw i64 %1766, %1767
-  %1769 = add nsw i64 %1768, 48
-  %arena560 = getelementptr inbounds float, ptr %arena, i64 %1769
-  %1770 = load <16 x float>, ptr %arena560, align 4
-  store <16 x float> %1770, ptr %conv2_weight_grad.t122_c5_3, align 64
-  br label %conv2_weight_grad.k123
-
-conv2_weight_grad.mb121.end:                      ; preds = %conv2_weight_grad.k123.end
-  %nb120.next = add nsw i64 %conv2_weight_grad.nb120535, 1
-  %1771 = icmp slt i64 %nb120.next, 1
-  br i1 %1771, label %conv2_weight_grad.nb120, label %conv2_weight_grad.nb120.end
-
-conv2_weight_grad.k123:                           ; preds = %conv2_weight_grad.k123, %conv2_weight_grad.mb121
-  %conv2_weight_grad.k123561 = phi i64 [ 0, %conv2_weight_grad.mb121 ], [ %k123.next, %conv2_weight_grad.k123 ]
-  %1772 = mul nsw i64 %conv2_weight_grad.kp119534, 384
-  %1773 = add nsw i64 %conv2_weight_grad.k123561, %1772
-  %1774 = mul nsw i64 %1773, 64
-  %1775 = add nsw i64 17327376, %1774
-  %1776 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1777 = add nsw i64 %1775, %1776
-  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1777
-  %1778 = load <16 x float>, ptr %arena562, align 4
-  store <16 x float> %1778, ptr %conv2_weight_grad.t122_b0, align 64
-  %1779 = mul nsw i64 %conv2_weight_grad.kp119534, 384
-  %1780 = add nsw i64 %conv2_weight_grad.k123561, %1779
-  %1781 = mul nsw i64 %1780, 64
-  %1782 = add nsw i64 17327376, %1781
-  %1783 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1784 = add nsw i64 %1782, %1783
-  %1785 = add nsw i64 %1784, 16
-  %arena563 = getelementptr inbounds float, ptr %arena, i64 %1785
-  %1786 = load <16 x float>, ptr %arena563, align 4
-  store <16 x float> %1786, ptr %conv2_weight_grad.t122_b1, align 64
-  %1787 = mul nsw i64 %conv2_weight_grad.kp119534, 384
-  %1788 = add nsw i64 %conv2_weight_grad.k123561, %1787
-  %1789 = mul nsw i64 %1788, 64
-  %1790 = add nsw i64 17327376, %1789
-  %1791 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1792 = add nsw i64 %1790, %1791
-  %1793 = add nsw i64 %1792, 32
-  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1793
-  %1794 = load <16 x float>, ptr %arena564, align 4
-  store <16 x float> %1794, ptr %conv2_weight_grad.t122_b2, align 64
-  %1795 = mul nsw i64 %conv2_weight_grad.kp119534, 384
-  %1796 = add nsw i64 %conv2_weight_grad.k123561, %1795
-  %1797 = mul nsw i64 %1796, 64
-  %1798 = add nsw i64 17327376, %1797
-  %1799 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1800 = add nsw i64 %1798, %1799
-  %1801 = add nsw i64 %1800, 48
-  %arena565 = getelementptr inbounds float, ptr %arena, i64 %1801
-  %1802 = load <16 x float>, ptr %arena565, align 4
-  store <16 x float> %1802, ptr %conv2_weight_grad.t122_b3, align 64
-  %1803 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1804 = mul nsw i64 %1803, 36864
-  %1805 = add nsw i64 6710544, %1804
-  %1806 = mul nsw i64 %conv2_weight_grad.kp119534, 384
-  %1807 = add nsw i64 %conv2_weight_grad.k123561, %1806
-  %1808 = add nsw i64 %1805, %1807
-  %arena566 = getelementptr inbounds float, ptr %arena, i64 %1808
-  %1809 = load float, ptr %arena566, align 4
+  %params643 = getelementptr inbounds float, ptr %params, i64 %1761
+  %1762 = load <16 x float>, ptr %params643, align 4
+  store <16 x float> %1762, ptr %drop2_grad.t104_b2, align 64
+  %1763 = mul nsw i64 %drop2_grad.k105640, 128
+  %1764 = add nsw i64 1198592, %1763
+  %1765 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1766 = add nsw i64 %1764, %1765
+  %1767 = add nsw i64 %1766, 48
+  %params644 = getelementptr inbounds float, ptr %params, i64 %1767
+  %1768 = load <16 x float>, ptr %params644, align 4
+  store <16 x float> %1768, ptr %drop2_grad.t104_b3, align 64
+  %1769 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1770 = mul nsw i64 %1769, 10
+  %1771 = add nsw i64 3171600, %1770
+  %1772 = add nsw i64 %1771, %drop2_grad.k105640
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %1772
+  %1773 = load float, ptr %arena645, align 4
+  %1774 = insertelement <16 x float> undef, float %1773, i32 0
+  %1775 = shufflevector <16 x float> %1774, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1775, ptr %drop2_grad.t104_a0, align 64
+  %t104_a0 = load <16 x float>, ptr %drop2_grad.t104_a0, align 64
+  %t104_b0 = load <16 x float>, ptr %drop2_grad.t104_b0, align 64
+  %t104_c0_0 = load <16 x float>, ptr %drop2_grad.t104_c0_0, align 64
+  %1776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a0, <16 x float> %t104_b0, <16 x float> %t104_c0_0)
+  store <16 x float> %1776, ptr %drop2_grad.t104_c0_0, align 64
+  %t104_a0646 = load <16 x float>, ptr %drop2_grad.t104_a0, align 64
+  %t104_b1 = load <16 x float>, ptr %drop2_grad.t104_b1, align 64
+  %t104_c0_1 = load <16 x float>, ptr %drop2_grad.t104_c0_1, align 64
+  %1777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a0646, <16 x float> %t104_b1, <16 x float> %t104_c0_1)
+  store <16 x float> %1777, ptr %drop2_grad.t104_c0_1, align 64
+  %t104_a0647 = load <16 x float>, ptr %drop2_grad.t104_a0, align 64
+  %t104_b2 = load <16 x float>, ptr %drop2_grad.t104_b2, align 64
+  %t104_c0_2 = load <16 x float>, ptr %drop2_grad.t104_c0_2, align 64
+  %1778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a0647, <16 x float> %t104_b2, <16 x float> %t104_c0_2)
+  store <16 x float> %1778, ptr %drop2_grad.t104_c0_2, align 64
+  %t104_a0648 = load <16 x float>, ptr %drop2_grad.t104_a0, align 64
+  %t104_b3 = load <16 x float>, ptr %drop2_grad.t104_b3, align 64
+  %t104_c0_3 = load <16 x float>, ptr %drop2_grad.t104_c0_3, align 64
+  %1779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a0648, <16 x float> %t104_b3, <16 x float> %t104_c0_3)
+  store <16 x float> %1779, ptr %drop2_grad.t104_c0_3, align 64
+  %1780 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1781 = add nsw i64 %1780, 1
+  %1782 = mul nsw i64 %1781, 10
+  %1783 = add nsw i64 3171600, %1782
+  %1784 = add nsw i64 %1783, %drop2_grad.k105640
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %1784
+  %1785 = load float, ptr %arena649, align 4
+  %1786 = insertelement <16 x float> undef, float %1785, i32 0
+  %1787 = shufflevector <16 x float> %1786, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1787, ptr %drop2_grad.t104_a1, align 64
+  %t104_a1 = load <16 x float>, ptr %drop2_grad.t104_a1, align 64
+  %t104_b0650 = load <16 x float>, ptr %drop2_grad.t104_b0, align 64
+  %t104_c1_0 = load <16 x float>, ptr %drop2_grad.t104_c1_0, align 64
+  %1788 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a1, <16 x float> %t104_b0650, <16 x float> %t104_c1_0)
+  store <16 x float> %1788, ptr %drop2_grad.t104_c1_0, align 64
+  %t104_a1651 = load <16 x float>, ptr %drop2_grad.t104_a1, align 64
+  %t104_b1652 = load <16 x float>, ptr %drop2_grad.t104_b1, align 64
+  %t104_c1_1 = load <16 x float>, ptr %drop2_grad.t104_c1_1, align 64
+  %1789 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a1651, <16 x float> %t104_b1652, <16 x float> %t104_c1_1)
+  store <16 x float> %1789, ptr %drop2_grad.t104_c1_1, align 64
+  %t104_a1653 = load <16 x float>, ptr %drop2_grad.t104_a1, align 64
+  %t104_b2654 = load <16 x float>, ptr %drop2_grad.t104_b2, align 64
+  %t104_c1_2 = load <16 x float>, ptr %drop2_grad.t104_c1_2, align 64
+  %1790 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a1653, <16 x float> %t104_b2654, <16 x float> %t104_c1_2)
+  store <16 x float> %1790, ptr %drop2_grad.t104_c1_2, align 64
+  %t104_a1655 = load <16 x float>, ptr %drop2_grad.t104_a1, align 64
+  %t104_b3656 = load <16 x float>, ptr %drop2_grad.t104_b3, align 64
+  %t104_c1_3 = load <16 x float>, ptr %drop2_grad.t104_c1_3, align 64
+  %1791 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a1655, <16 x float> %t104_b3656, <16 x float> %t104_c1_3)
+  store <16 x float> %1791, ptr %drop2_grad.t104_c1_3, align 64
+  %1792 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1793 = add nsw i64 %1792, 2
+  %1794 = mul nsw i64 %1793, 10
+  %1795 = add nsw i64 3171600, %1794
+  %1796 = add nsw i64 %1795, %drop2_grad.k105640
+  %arena657 = getelementptr inbounds float, ptr %arena, i64 %1796
+  %1797 = load float, ptr %arena657, align 4
+  %1798 = insertelement <16 x float> undef, float %1797, i32 0
+  %1799 = shufflevector <16 x float> %1798, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1799, ptr %drop2_grad.t104_a2, align 64
+  %t104_a2 = load <16 x float>, ptr %drop2_grad.t104_a2, align 64
+  %t104_b0658 = load <16 x float>, ptr %drop2_grad.t104_b0, align 64
+  %t104_c2_0 = load <16 x float>, ptr %drop2_grad.t104_c2_0, align 64
+  %1800 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a2, <16 x float> %t104_b0658, <16 x float> %t104_c2_0)
+  store <16 x float> %1800, ptr %drop2_grad.t104_c2_0, align 64
+  %t104_a2659 = load <16 x float>, ptr %drop2_grad.t104_a2, align 64
+  %t104_b1660 = load <16 x float>, ptr %drop2_grad.t104_b1, align 64
+  %t104_c2_1 = load <16 x float>, ptr %drop2_grad.t104_c2_1, align 64
+  %1801 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a2659, <16 x float> %t104_b1660, <16 x float> %t104_c2_1)
+  store <16 x float> %1801, ptr %drop2_grad.t104_c2_1, align 64
+  %t104_a2661 = load <16 x float>, ptr %drop2_grad.t104_a2, align 64
+  %t104_b2662 = load <16 x float>, ptr %drop2_grad.t104_b2, align 64
+  %t104_c2_2 = load <16 x float>, ptr %drop2_grad.t104_c2_2, align 64
+  %1802 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a2661, <16 x float> %t104_b2662, <16 x float> %t104_c2_2)
+  store <16 x float> %1802, ptr %drop2_grad.t104_c2_2, align 64
+  %t104_a2663 = load <16 x float>, ptr %drop2_grad.t104_a2, align 64
+  %t104_b3664 = load <16 x float>, ptr %drop2_grad.t104_b3, align 64
+  %t104_c2_3 = load <16 x float>, ptr %drop2_grad.t104_c2_3, align 64
+  %1803 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a2663, <16 x float> %t104_b3664, <16 x float> %t104_c2_3)
+  store <16 x float> %1803, ptr %drop2_grad.t104_c2_3, align 64
+  %1804 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1805 = add nsw i64 %1804, 3
+  %1806 = mul nsw i64 %1805, 10
+  %1807 = add nsw i64 3171600, %1806
+  %1808 = add nsw i64 %1807, %drop2_grad.k105640
+  %arena665 = getelementptr inbounds float, ptr %arena, i64 %1808
+  %1809 = load float, ptr %arena665, align 4
   %1810 = insertelement <16 x float> undef, float %1809, i32 0
   %1811 = shufflevector <16 x float> %1810, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1811, ptr %conv2_weight_grad.t122_a0, align 64
-  %t122_a0 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
-  %t122_b0 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
-  %t122_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_0, align 64
-  %1812 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0, <16 x float> %t122_b0, <16 x float> %t122_c0_0)
-  store <16 x float> %1812, ptr %conv2_weight_grad.t122_c0_0, align 64
-  %t122_a0567 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
-  %t122_b1 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
-  %t122_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_1, align 64
-  %1813 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0567, <16 x float> %t122_b1, <16 x float> %t122_c0_1)
-  store <16 x float> %1813, ptr %conv2_weight_grad.t122_c0_1, align 64
-  %t122_a0568 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
-  %t122_b2 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
-  %t122_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_2, align 64
-  %1814 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0568, <16 x float> %t122_b2, <16 x float> %t122_c0_2)
-  store <16 x float> %1814, ptr %conv2_weight_grad.t122_c0_2, align 64
-  %t122_a0569 = load <16 x float>, ptr %conv2_weight_grad.t122_a0, align 64
-  %t122_b3 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
-  %t122_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_3, align 64
-  %1815 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a0569, <16 x float> %t122_b3, <16 x float> %t122_c0_3)
-  store <16 x float> %1815, ptr %conv2_weight_grad.t122_c0_3, align 64
-  %1816 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1817 = add nsw i64 %1816, 1
-  %1818 = mul nsw i64 %1817, 36864
-  %1819 = add nsw i64 6710544, %1818
-  %1820 = mul nsw i64 %conv2_weight_grad.kp119534, 384
-  %1821 = add nsw i64 %conv2_weight_grad.k123561, %1820
-  %1822 = add nsw i64 %1819, %1821
-  %arena570 = getelementptr inbounds float, ptr %arena, i64 %1822
-  %1823 = load float, ptr %arena570, align 4
-  %1824 = insertelement <16 x float> undef, float %1823, i32 0
-  %1825 = shufflevector <16 x float> %1824, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1825, ptr %conv2_weight_grad.t122_a1, align 64
-  %t122_a1 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
-  %t122_b0571 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
-  %t122_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_0, align 64
-  %1826 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1, <16 x float> %t122_b0571, <16 x float> %t122_c1_0)
-  store <16 x float> %1826, ptr %conv2_weight_grad.t122_c1_0, align 64
-  %t122_a1572 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
-  %t122_b1573 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
-  %t122_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_1, align 64
-  %1827 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1572, <16 x float> %t122_b1573, <16 x float> %t122_c1_1)
-  store <16 x float> %1827, ptr %conv2_weight_grad.t122_c1_1, align 64
-  %t122_a1574 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
-  %t122_b2575 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
-  %t122_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_2, align 64
-  %1828 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1574, <16 x float> %t122_b2575, <16 x float> %t122_c1_2)
-  store <16 x float> %1828, ptr %conv2_weight_grad.t122_c1_2, align 64
-  %t122_a1576 = load <16 x float>, ptr %conv2_weight_grad.t122_a1, align 64
-  %t122_b3577 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
-  %t122_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_3, align 64
-  %1829 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a1576, <16 x float> %t122_b3577, <16 x float> %t122_c1_3)
-  store <16 x float> %1829, ptr %conv2_weight_grad.t122_c1_3, align 64
-  %1830 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1831 = add nsw i64 %1830, 2
-  %1832 = mul nsw i64 %1831, 36864
-  %1833 = add nsw i64 6710544, %1832
-  %1834 = mul nsw i64 %conv2_weight_grad.kp119534, 384
-  %1835 = add nsw i64 %conv2_weight_grad.k123561, %1834
-  %1836 = add nsw i64 %1833, %1835
-  %arena578 = getelementptr inbounds float, ptr %arena, i64 %1836
-  %1837 = load float, ptr %arena578, align 4
-  %1838 = insertelement <16 x float> undef, float %1837, i32 0
-  %1839 = shufflevector <16 x float> %1838, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1839, ptr %conv2_weight_grad.t122_a2, align 64
-  %t122_a2 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
-  %t122_b0579 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
-  %t122_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_0, align 64
-  %1840 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2, <16 x float> %t122_b0579, <16 x float> %t122_c2_0)
-  store <16 x float> %1840, ptr %conv2_weight_grad.t122_c2_0, align 64
-  %t122_a2580 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
-  %t122_b1581 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
-  %t122_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_1, align 64
-  %1841 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2580, <16 x float> %t122_b1581, <16 x float> %t122_c2_1)
-  store <16 x float> %1841, ptr %conv2_weight_grad.t122_c2_1, align 64
-  %t122_a2582 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
-  %t122_b2583 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
-  %t122_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_2, align 64
-  %1842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2582, <16 x float> %t122_b2583, <16 x float> %t122_c2_2)
-  store <16 x float> %1842, ptr %conv2_weight_grad.t122_c2_2, align 64
-  %t122_a2584 = load <16 x float>, ptr %conv2_weight_grad.t122_a2, align 64
-  %t122_b3585 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
-  %t122_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_3, align 64
-  %1843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a2584, <16 x float> %t122_b3585, <16 x float> %t122_c2_3)
-  store <16 x float> %1843, ptr %conv2_weight_grad.t122_c2_3, align 64
-  %1844 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1845 = add nsw i64 %1844, 3
-  %1846 = mul nsw i64 %1845, 36864
-  %1847 = add nsw i64 6710544, %1846
-  %1848 = mul nsw i64 %conv2_weight_grad.kp119534, 384
-  %1849 = add nsw i64 %conv2_weight_grad.k123561, %1848
-  %1850 = add nsw i64 %1847, %1849
-  %arena586 = getelementptr inbounds float, ptr %arena, i64 %1850
-  %1851 = load float, ptr %arena586, align 4
-  %1852 = insertelement <16 x float> undef, float %1851, i32 0
-  %1853 = shufflevector <16 x float> %1852, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1853, ptr %conv2_weight_grad.t122_a3, align 64
-  %t122_a3 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
-  %t122_b0587 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
-  %t122_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_0, align 64
-  %1854 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3, <16 x float> %t122_b0587, <16 x float> %t122_c3_0)
-  store <16 x float> %1854, ptr %conv2_weight_grad.t122_c3_0, align 64
-  %t122_a3588 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
-  %t122_b1589 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
-  %t122_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_1, align 64
-  %1855 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3588, <16 x float> %t122_b1589, <16 x float> %t122_c3_1)
-  store <16 x float> %1855, ptr %conv2_weight_grad.t122_c3_1, align 64
-  %t122_a3590 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
-  %t122_b2591 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
-  %t122_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_2, align 64
-  %1856 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3590, <16 x float> %t122_b2591, <16 x float> %t122_c3_2)
-  store <16 x float> %1856, ptr %conv2_weight_grad.t122_c3_2, align 64
-  %t122_a3592 = load <16 x float>, ptr %conv2_weight_grad.t122_a3, align 64
-  %t122_b3593 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
-  %t122_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_3, align 64
-  %1857 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a3592, <16 x float> %t122_b3593, <16 x float> %t122_c3_3)
-  store <16 x float> %1857, ptr %conv2_weight_grad.t122_c3_3, align 64
-  %1858 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1859 = add nsw i64 %1858, 4
-  %1860 = mul nsw i64 %1859, 36864
-  %1861 = add nsw i64 6710544, %1860
-  %1862 = mul nsw i64 %conv2_weight_grad.kp119534, 384
-  %1863 = add nsw i64 %conv2_weight_grad.k123561, %1862
-  %1864 = add nsw i64 %1861, %1863
-  %arena594 = getelementptr inbounds float, ptr %arena, i64 %1864
-  %1865 = load float, ptr %arena594, align 4
-  %1866 = insertelement <16 x float> undef, float %1865, i32 0
-  %1867 = shufflevector <16 x float> %1866, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1867, ptr %conv2_weight_grad.t122_a4, align 64
-  %t122_a4 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
-  %t122_b0595 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
-  %t122_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_0, align 64
-  %1868 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4, <16 x float> %t122_b0595, <16 x float> %t122_c4_0)
-  store <16 x float> %1868, ptr %conv2_weight_grad.t122_c4_0, align 64
-  %t122_a4596 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
-  %t122_b1597 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
-  %t122_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_1, align 64
-  %1869 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4596, <16 x float> %t122_b1597, <16 x float> %t122_c4_1)
-  store <16 x float> %1869, ptr %conv2_weight_grad.t122_c4_1, align 64
-  %t122_a4598 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
-  %t122_b2599 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
-  %t122_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_2, align 64
-  %1870 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4598, <16 x float> %t122_b2599, <16 x float> %t122_c4_2)
-  store <16 x float> %1870, ptr %conv2_weight_grad.t122_c4_2, align 64
-  %t122_a4600 = load <16 x float>, ptr %conv2_weight_grad.t122_a4, align 64
-  %t122_b3601 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
-  %t122_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_3, align 64
-  %1871 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a4600, <16 x float> %t122_b3601, <16 x float> %t122_c4_3)
-  store <16 x float> %1871, ptr %conv2_weight_grad.t122_c4_3, align 64
-  %1872 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1873 = add nsw i64 %1872, 5
-  %1874 = mul nsw i64 %1873, 36864
-  %1875 = add nsw i64 6710544, %1874
-  %1876 = mul nsw i64 %conv2_weight_grad.kp119534, 384
-  %1877 = add nsw i64 %conv2_weight_grad.k123561, %1876
-  %1878 = add nsw i64 %1875, %1877
-  %arena602 = getelementptr inbounds float, ptr %arena, i64 %1878
-  %1879 = load float, ptr %arena602, align 4
-  %1880 = insertelement <16 x float> undef, float %1879, i32 0
-  %1881 = shufflevector <16 x float> %1880, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1881, ptr %conv2_weight_grad.t122_a5, align 64
-  %t122_a5 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
-  %t122_b0603 = load <16 x float>, ptr %conv2_weight_grad.t122_b0, align 64
-  %t122_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_0, align 64
-  %1882 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5, <16 x float> %t122_b0603, <16 x float> %t122_c5_0)
-  store <16 x float> %1882, ptr %conv2_weight_grad.t122_c5_0, align 64
-  %t122_a5604 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
-  %t122_b1605 = load <16 x float>, ptr %conv2_weight_grad.t122_b1, align 64
-  %t122_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_1, align 64
-  %1883 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5604, <16 x float> %t122_b1605, <16 x float> %t122_c5_1)
-  store <16 x float> %1883, ptr %conv2_weight_grad.t122_c5_1, align 64
-  %t122_a5606 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
-  %t122_b2607 = load <16 x float>, ptr %conv2_weight_grad.t122_b2, align 64
-  %t122_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_2, align 64
-  %1884 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5606, <16 x float> %t122_b2607, <16 x float> %t122_c5_2)
-  store <16 x float> %1884, ptr %conv2_weight_grad.t122_c5_2, align 64
-  %t122_a5608 = load <16 x float>, ptr %conv2_weight_grad.t122_a5, align 64
-  %t122_b3609 = load <16 x float>, ptr %conv2_weight_grad.t122_b3, align 64
-  %t122_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_3, align 64
-  %1885 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t122_a5608, <16 x float> %t122_b3609, <16 x float> %t122_c5_3)
-  store <16 x float> %1885, ptr %conv2_weight_grad.t122_c5_3, align 64
-  %k123.next = add nsw i64 %conv2_weight_grad.k123561, 1
-  %1886 = icmp slt i64 %k123.next, 384
-  br i1 %1886, label %conv2_weight_grad.k123, label %conv2_weight_grad.k123.end
+  store <16 x float> %1811, ptr %drop2_grad.t104_a3, align 64
+  %t104_a3 = load <16 x float>, ptr %drop2_grad.t104_a3, align 64
+  %t104_b0666 = load <16 x float>, ptr %drop2_grad.t104_b0, align 64
+  %t104_c3_0 = load <16 x float>, ptr %drop2_grad.t104_c3_0, align 64
+  %1812 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a3, <16 x float> %t104_b0666, <16 x float> %t104_c3_0)
+  store <16 x float> %1812, ptr %drop2_grad.t104_c3_0, align 64
+  %t104_a3667 = load <16 x float>, ptr %drop2_grad.t104_a3, align 64
+  %t104_b1668 = load <16 x float>, ptr %drop2_grad.t104_b1, align 64
+  %t104_c3_1 = load <16 x float>, ptr %drop2_grad.t104_c3_1, align 64
+  %1813 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a3667, <16 x float> %t104_b1668, <16 x float> %t104_c3_1)
+  store <16 x float> %1813, ptr %drop2_grad.t104_c3_1, align 64
+  %t104_a3669 = load <16 x float>, ptr %drop2_grad.t104_a3, align 64
+  %t104_b2670 = load <16 x float>, ptr %drop2_grad.t104_b2, align 64
+  %t104_c3_2 = load <16 x float>, ptr %drop2_grad.t104_c3_2, align 64
+  %1814 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a3669, <16 x float> %t104_b2670, <16 x float> %t104_c3_2)
+  store <16 x float> %1814, ptr %drop2_grad.t104_c3_2, align 64
+  %t104_a3671 = load <16 x float>, ptr %drop2_grad.t104_a3, align 64
+  %t104_b3672 = load <16 x float>, ptr %drop2_grad.t104_b3, align 64
+  %t104_c3_3 = load <16 x float>, ptr %drop2_grad.t104_c3_3, align 64
+  %1815 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a3671, <16 x float> %t104_b3672, <16 x float> %t104_c3_3)
+  store <16 x float> %1815, ptr %drop2_grad.t104_c3_3, align 64
+  %1816 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1817 = add nsw i64 %1816, 4
+  %1818 = mul nsw i64 %1817, 10
+  %1819 = add nsw i64 3171600, %1818
+  %1820 = add nsw i64 %1819, %drop2_grad.k105640
+  %arena673 = getelementptr inbounds float, ptr %arena, i64 %1820
+  %1821 = load float, ptr %arena673, align 4
+  %1822 = insertelement <16 x float> undef, float %1821, i32 0
+  %1823 = shufflevector <16 x float> %1822, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1823, ptr %drop2_grad.t104_a4, align 64
+  %t104_a4 = load <16 x float>, ptr %drop2_grad.t104_a4, align 64
+  %t104_b0674 = load <16 x float>, ptr %drop2_grad.t104_b0, align 64
+  %t104_c4_0 = load <16 x float>, ptr %drop2_grad.t104_c4_0, align 64
+  %1824 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a4, <16 x float> %t104_b0674, <16 x float> %t104_c4_0)
+  store <16 x float> %1824, ptr %drop2_grad.t104_c4_0, align 64
+  %t104_a4675 = load <16 x float>, ptr %drop2_grad.t104_a4, align 64
+  %t104_b1676 = load <16 x float>, ptr %drop2_grad.t104_b1, align 64
+  %t104_c4_1 = load <16 x float>, ptr %drop2_grad.t104_c4_1, align 64
+  %1825 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a4675, <16 x float> %t104_b1676, <16 x float> %t104_c4_1)
+  store <16 x float> %1825, ptr %drop2_grad.t104_c4_1, align 64
+  %t104_a4677 = load <16 x float>, ptr %drop2_grad.t104_a4, align 64
+  %t104_b2678 = load <16 x float>, ptr %drop2_grad.t104_b2, align 64
+  %t104_c4_2 = load <16 x float>, ptr %drop2_grad.t104_c4_2, align 64
+  %1826 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a4677, <16 x float> %t104_b2678, <16 x float> %t104_c4_2)
+  store <16 x float> %1826, ptr %drop2_grad.t104_c4_2, align 64
+  %t104_a4679 = load <16 x float>, ptr %drop2_grad.t104_a4, align 64
+  %t104_b3680 = load <16 x float>, ptr %drop2_grad.t104_b3, align 64
+  %t104_c4_3 = load <16 x float>, ptr %drop2_grad.t104_c4_3, align 64
+  %1827 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a4679, <16 x float> %t104_b3680, <16 x float> %t104_c4_3)
+  store <16 x float> %1827, ptr %drop2_grad.t104_c4_3, align 64
+  %1828 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1829 = add nsw i64 %1828, 5
+  %1830 = mul nsw i64 %1829, 10
+  %1831 = add nsw i64 3171600, %1830
+  %1832 = add nsw i64 %1831, %drop2_grad.k105640
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %1832
+  %1833 = load float, ptr %arena681, align 4
+  %1834 = insertelement <16 x float> undef, float %1833, i32 0
+  %1835 = shufflevector <16 x float> %1834, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1835, ptr %drop2_grad.t104_a5, align 64
+  %t104_a5 = load <16 x float>, ptr %drop2_grad.t104_a5, align 64
+  %t104_b0682 = load <16 x float>, ptr %drop2_grad.t104_b0, align 64
+  %t104_c5_0 = load <16 x float>, ptr %drop2_grad.t104_c5_0, align 64
+  %1836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a5, <16 x float> %t104_b0682, <16 x float> %t104_c5_0)
+  store <16 x float> %1836, ptr %drop2_grad.t104_c5_0, align 64
+  %t104_a5683 = load <16 x float>, ptr %drop2_grad.t104_a5, align 64
+  %t104_b1684 = load <16 x float>, ptr %drop2_grad.t104_b1, align 64
+  %t104_c5_1 = load <16 x float>, ptr %drop2_grad.t104_c5_1, align 64
+  %1837 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a5683, <16 x float> %t104_b1684, <16 x float> %t104_c5_1)
+  store <16 x float> %1837, ptr %drop2_grad.t104_c5_1, align 64
+  %t104_a5685 = load <16 x float>, ptr %drop2_grad.t104_a5, align 64
+  %t104_b2686 = load <16 x float>, ptr %drop2_grad.t104_b2, align 64
+  %t104_c5_2 = load <16 x float>, ptr %drop2_grad.t104_c5_2, align 64
+  %1838 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a5685, <16 x float> %t104_b2686, <16 x float> %t104_c5_2)
+  store <16 x float> %1838, ptr %drop2_grad.t104_c5_2, align 64
+  %t104_a5687 = load <16 x float>, ptr %drop2_grad.t104_a5, align 64
+  %t104_b3688 = load <16 x float>, ptr %drop2_grad.t104_b3, align 64
+  %t104_c5_3 = load <16 x float>, ptr %drop2_grad.t104_c5_3, align 64
+  %1839 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t104_a5687, <16 x float> %t104_b3688, <16 x float> %t104_c5_3)
+  store <16 x float> %1839, ptr %drop2_grad.t104_c5_3, align 64
+  %k105.next = add nsw i64 %drop2_grad.k105640, 1
+  %1840 = icmp slt i64 %k105.next, 10
+  br i1 %1840, label %drop2_grad.k105, label %drop2_grad.k105.end
 
-conv2_weight_grad.k123.end:                       ; preds = %conv2_weight_grad.k123
-  %t122_c0_0610 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_0, align 64
-  %1887 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1888 = mul nsw i64 %1887, 64
-  %1889 = add nsw i64 19686672, %1888
-  %1890 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1891 = add nsw i64 %1889, %1890
-  %arena611 = getelementptr inbounds float, ptr %arena, i64 %1891
-  store <16 x float> %t122_c0_0610, ptr %arena611, align 4
-  %t122_c0_1612 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_1, align 64
-  %1892 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1893 = mul nsw i64 %1892, 64
-  %1894 = add nsw i64 19686672, %1893
-  %1895 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+drop2_grad.k105.end:                              ; preds = %drop2_grad.k105
+  %t104_c0_0689 = load <16 x float>, ptr %drop2_grad.t104_c0_0, align 64
+  %1841 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1842 = mul nsw i64 %1841, 128
+  %1843 = add nsw i64 3172240, %1842
+  %1844 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1845 = add nsw i64 %1843, %1844
+  %arena690 = getelementptr inbounds float, ptr %arena, i64 %1845
+  store <16 x float> %t104_c0_0689, ptr %arena690, align 4
+  %t104_c0_1691 = load <16 x float>, ptr %drop2_grad.t104_c0_1, align 64
+  %1846 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1847 = mul nsw i64 %1846, 128
+  %1848 = add nsw i64 3172240, %1847
+  %1849 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1850 = add nsw i64 %1848, %1849
+  %1851 = add nsw i64 %1850, 16
+  %arena692 = getelementptr inbounds float, ptr %arena, i64 %1851
+  store <16 x float> %t104_c0_1691, ptr %arena692, align 4
+  %t104_c0_2693 = load <16 x float>, ptr %drop2_grad.t104_c0_2, align 64
+  %1852 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1853 = mul nsw i64 %1852, 128
+  %1854 = add nsw i64 3172240, %1853
+  %1855 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1856 = add nsw i64 %1854, %1855
+  %1857 = add nsw i64 %1856, 32
+  %arena694 = getelementptr inbounds float, ptr %arena, i64 %1857
+  store <16 x float> %t104_c0_2693, ptr %arena694, align 4
+  %t104_c0_3695 = load <16 x float>, ptr %drop2_grad.t104_c0_3, align 64
+  %1858 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1859 = mul nsw i64 %1858, 128
+  %1860 = add nsw i64 3172240, %1859
+  %1861 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1862 = add nsw i64 %1860, %1861
+  %1863 = add nsw i64 %1862, 48
+  %arena696 = getelementptr inbounds float, ptr %arena, i64 %1863
+  store <16 x float> %t104_c0_3695, ptr %arena696, align 4
+  %t104_c1_0697 = load <16 x float>, ptr %drop2_grad.t104_c1_0, align 64
+  %1864 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1865 = add nsw i64 %1864, 1
+  %1866 = mul nsw i64 %1865, 128
+  %1867 = add nsw i64 3172240, %1866
+  %1868 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1869 = add nsw i64 %1867, %1868
+  %arena698 = getelementptr inbounds float, ptr %arena, i64 %1869
+  store <16 x float> %t104_c1_0697, ptr %arena698, align 4
+  %t104_c1_1699 = load <16 x float>, ptr %drop2_grad.t104_c1_1, align 64
+  %1870 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1871 = add nsw i64 %1870, 1
+  %1872 = mul nsw i64 %1871, 128
+  %1873 = add nsw i64 3172240, %1872
+  %1874 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1875 = add nsw i64 %1873, %1874
+  %1876 = add nsw i64 %1875, 16
+  %arena700 = getelementptr inbounds float, ptr %arena, i64 %1876
+  store <16 x float> %t104_c1_1699, ptr %arena700, align 4
+  %t104_c1_2701 = load <16 x float>, ptr %drop2_grad.t104_c1_2, align 64
+  %1877 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1878 = add nsw i64 %1877, 1
+  %1879 = mul nsw i64 %1878, 128
+  %1880 = add nsw i64 3172240, %1879
+  %1881 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1882 = add nsw i64 %1880, %1881
+  %1883 = add nsw i64 %1882, 32
+  %arena702 = getelementptr inbounds float, ptr %arena, i64 %1883
+  store <16 x float> %t104_c1_2701, ptr %arena702, align 4
+  %t104_c1_3703 = load <16 x float>, ptr %drop2_grad.t104_c1_3, align 64
+  %1884 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1885 = add nsw i64 %1884, 1
+  %1886 = mul nsw i64 %1885, 128
+  %1887 = add nsw i64 3172240, %1886
+  %1888 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1889 = add nsw i64 %1887, %1888
+  %1890 = add nsw i64 %1889, 48
+  %arena704 = getelementptr inbounds float, ptr %arena, i64 %1890
+  store <16 x float> %t104_c1_3703, ptr %arena704, align 4
+  %t104_c2_0705 = load <16 x float>, ptr %drop2_grad.t104_c2_0, align 64
+  %1891 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1892 = add nsw i64 %1891, 2
+  %1893 = mul nsw i64 %1892, 128
+  %1894 = add nsw i64 3172240, %1893
+  %1895 = mul nsw i64 %drop2_grad.nb102638, 64
   %1896 = add nsw i64 %1894, %1895
-  %1897 = add nsw i64 %1896, 16
-  %arena613 = getelementptr inbounds float, ptr %arena, i64 %1897
-  store <16 x float> %t122_c0_1612, ptr %arena613, align 4
-  %t122_c0_2614 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_2, align 64
-  %1898 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1899 = mul nsw i64 %1898, 64
-  %1900 = add nsw i64 19686672, %1899
-  %1901 = mul nsw i64 %conv2_weight_grad.nb120535, 64
+  %arena706 = getelementptr inbounds float, ptr %arena, i64 %1896
+  store <16 x float> %t104_c2_0705, ptr %arena706, align 4
+  %t104_c2_1707 = load <16 x float>, ptr %drop2_grad.t104_c2_1, align 64
+  %1897 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1898 = add nsw i64 %1897, 2
+  %1899 = mul nsw i64 %1898, 128
+  %1900 = add nsw i64 3172240, %1899
+  %1901 = mul nsw i64 %drop2_grad.nb102638, 64
   %1902 = add nsw i64 %1900, %1901
-  %1903 = add nsw i64 %1902, 32
-  %arena615 = getelementptr inbounds float, ptr %arena, i64 %1903
-  store <16 x float> %t122_c0_2614, ptr %arena615, align 4
-  %t122_c0_3616 = load <16 x float>, ptr %conv2_weight_grad.t122_c0_3, align 64
-  %1904 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1905 = mul nsw i64 %1904, 64
-  %1906 = add nsw i64 19686672, %1905
-  %1907 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1908 = add nsw i64 %1906, %1907
-  %1909 = add nsw i64 %1908, 48
-  %arena617 = getelementptr inbounds float, ptr %arena, i64 %1909
-  store <16 x float> %t122_c0_3616, ptr %arena617, align 4
-  %t122_c1_0618 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_0, align 64
-  %1910 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1911 = add nsw i64 %1910, 1
-  %1912 = mul nsw i64 %1911, 64
-  %1913 = add nsw i64 19686672, %1912
-  %1914 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1915 = add nsw i64 %1913, %1914
-  %arena619 = getelementptr inbounds float, ptr %arena, i64 %1915
-  store <16 x float> %t122_c1_0618, ptr %arena619, align 4
-  %t122_c1_1620 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_1, align 64
-  %1916 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1917 = add nsw i64 %1916, 1
-  %1918 = mul nsw i64 %1917, 64
-  %1919 = add nsw i64 19686672, %1918
-  %1920 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1921 = add nsw i64 %1919, %1920
-  %1922 = add nsw i64 %1921, 16
-  %arena621 = getelementptr inbounds float, ptr %arena, i64 %1922
-  store <16 x float> %t122_c1_1620, ptr %arena621, align 4
-  %t122_c1_2622 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_2, align 64
-  %1923 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1924 = add nsw i64 %1923, 1
-  %1925 = mul nsw i64 %1924, 64
-  %1926 = add nsw i64 19686672, %1925
-  %1927 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1928 = add nsw i64 %1926, %1927
-  %1929 = add nsw i64 %1928, 32
-  %arena623 = getelementptr inbounds float, ptr %arena, i64 %1929
-  store <16 x float> %t122_c1_2622, ptr %arena623, align 4
-  %t122_c1_3624 = load <16 x float>, ptr %conv2_weight_grad.t122_c1_3, align 64
-  %1930 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1931 = add nsw i64 %1930, 1
-  %1932 = mul nsw i64 %1931, 64
-  %1933 = add nsw i64 19686672, %1932
-  %1934 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1935 = add nsw i64 %1933, %1934
-  %1936 = add nsw i64 %1935, 48
-  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1936
-  store <16 x float> %t122_c1_3624, ptr %arena625, align 4
-  %t122_c2_0626 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_0, align 64
-  %1937 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1938 = add nsw i64 %1937, 2
-  %1939 = mul nsw i64 %1938, 64
-  %1940 = add nsw i64 19686672, %1939
-  %1941 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1942 = add nsw i64 %1940, %1941
-  %arena627 = getelementptr inbounds float, ptr %arena, i64 %1942
-  store <16 x float> %t122_c2_0626, ptr %arena627, align 4
-  %t122_c2_1628 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_1, align 64
-  %1943 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1944 = add nsw i64 %1943, 2
-  %1945 = mul nsw i64 %1944, 64
-  %1946 = add nsw i64 19686672, %1945
-  %1947 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1948 = add nsw i64 %1946, %1947
-  %1949 = add nsw i64 %1948, 16
-  %arena629 = getelementptr inbounds float, ptr %arena, i64 %1949
-  store <16 x float> %t122_c2_1628, ptr %arena629, align 4
-  %t122_c2_2630 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_2, align 64
-  %1950 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1951 = add nsw i64 %1950, 2
-  %1952 = mul nsw i64 %1951, 64
-  %1953 = add nsw i64 19686672, %1952
-  %1954 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1955 = add nsw i64 %1953, %1954
-  %1956 = add nsw i64 %1955, 32
-  %arena631 = getelementptr inbounds float, ptr %arena, i64 %1956
-  store <16 x float> %t122_c2_2630, ptr %arena631, align 4
-  %t122_c2_3632 = load <16 x float>, ptr %conv2_weight_grad.t122_c2_3, align 64
-  %1957 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1958 = add nsw i64 %1957, 2
-  %1959 = mul nsw i64 %1958, 64
-  %1960 = add nsw i64 19686672, %1959
-  %1961 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1962 = add nsw i64 %1960, %1961
-  %1963 = add nsw i64 %1962, 48
-  %arena633 = getelementptr inbounds float, ptr %arena, i64 %1963
-  store <16 x float> %t122_c2_3632, ptr %arena633, align 4
-  %t122_c3_0634 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_0, align 64
-  %1964 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1965 = add nsw i64 %1964, 3
-  %1966 = mul nsw i64 %1965, 64
-  %1967 = add nsw i64 19686672, %1966
-  %1968 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1969 = add nsw i64 %1967, %1968
-  %arena635 = getelementptr inbounds float, ptr %arena, i64 %1969
-  store <16 x float> %t122_c3_0634, ptr %arena635, align 4
-  %t122_c3_1636 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_1, align 64
-  %1970 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1971 = add nsw i64 %1970, 3
-  %1972 = mul nsw i64 %1971, 64
-  %1973 = add nsw i64 19686672, %1972
-  %1974 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1975 = add nsw i64 %1973, %1974
-  %1976 = add nsw i64 %1975, 16
-  %arena637 = getelementptr inbounds float, ptr %arena, i64 %1976
-  store <16 x float> %t122_c3_1636, ptr %arena637, align 4
-  %t122_c3_2638 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_2, align 64
-  %1977 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1978 = add nsw i64 %1977, 3
-  %1979 = mul nsw i64 %1978, 64
-  %1980 = add nsw i64 19686672, %1979
-  %1981 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1982 = add nsw i64 %1980, %1981
-  %1983 = add nsw i64 %1982, 32
-  %arena639 = getelementptr inbounds float, ptr %arena, i64 %1983
-  store <16 x float> %t122_c3_2638, ptr %arena639, align 4
-  %t122_c3_3640 = load <16 x float>, ptr %conv2_weight_grad.t122_c3_3, align 64
-  %1984 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1985 = add nsw i64 %1984, 3
-  %1986 = mul nsw i64 %1985, 64
-  %1987 = add nsw i64 19686672, %1986
-  %1988 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1989 = add nsw i64 %1987, %1988
-  %1990 = add nsw i64 %1989, 48
-  %arena641 = getelementptr inbounds float, ptr %arena, i64 %1990
-  store <16 x float> %t122_c3_3640, ptr %arena641, align 4
-  %t122_c4_0642 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_0, align 64
-  %1991 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1992 = add nsw i64 %1991, 4
-  %1993 = mul nsw i64 %1992, 64
-  %1994 = add nsw i64 19686672, %1993
-  %1995 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %1996 = add nsw i64 %1994, %1995
-  %arena643 = getelementptr inbounds float, ptr %arena, i64 %1996
-  store <16 x float> %t122_c4_0642, ptr %arena643, align 4
-  %t122_c4_1644 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_1, align 64
-  %1997 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %1998 = add nsw i64 %1997, 4
-  %1999 = mul nsw i64 %1998, 64
-  %2000 = add nsw i64 19686672, %1999
-  %2001 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %2002 = add nsw i64 %2000, %2001
-  %2003 = add nsw i64 %2002, 16
-  %arena645 = getelementptr inbounds float, ptr %arena, i64 %2003
-  store <16 x float> %t122_c4_1644, ptr %arena645, align 4
-  %t122_c4_2646 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_2, align 64
-  %2004 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %2005 = add nsw i64 %2004, 4
-  %2006 = mul nsw i64 %2005, 64
-  %2007 = add nsw i64 19686672, %2006
-  %2008 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %2009 = add nsw i64 %2007, %2008
-  %2010 = add nsw i64 %2009, 32
-  %arena647 = getelementptr inbounds float, ptr %arena, i64 %2010
-  store <16 x float> %t122_c4_2646, ptr %arena647, align 4
-  %t122_c4_3648 = load <16 x float>, ptr %conv2_weight_grad.t122_c4_3, align 64
-  %2011 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %2012 = add nsw i64 %2011, 4
-  %2013 = mul nsw i64 %2012, 64
-  %2014 = add nsw i64 19686672, %2013
-  %2015 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %2016 = add nsw i64 %2014, %2015
-  %2017 = add nsw i64 %2016, 48
-  %arena649 = getelementptr inbounds float, ptr %arena, i64 %2017
-  store <16 x float> %t122_c4_3648, ptr %arena649, align 4
-  %t122_c5_0650 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_0, align 64
-  %2018 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %2019 = add nsw i64 %2018, 5
-  %2020 = mul nsw i64 %2019, 64
-  %2021 = add nsw i64 19686672, %2020
-  %2022 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %2023 = add nsw i64 %2021, %2022
-  %arena651 = getelementptr inbounds float, ptr %arena, i64 %2023
-  store <16 x float> %t122_c5_0650, ptr %arena651, align 4
-  %t122_c5_1652 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_1, align 64
-  %2024 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %2025 = add nsw i64 %2024, 5
-  %2026 = mul nsw i64 %2025, 64
-  %2027 = add nsw i64 19686672, %2026
-  %2028 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %2029 = add nsw i64 %2027, %2028
-  %2030 = add nsw i64 %2029, 16
-  %arena653 = getelementptr inbounds float, ptr %arena, i64 %2030
-  store <16 x float> %t122_c5_1652, ptr %arena653, align 4
-  %t122_c5_2654 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_2, align 64
-  %2031 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %2032 = add nsw i64 %2031, 5
-  %2033 = mul nsw i64 %2032, 64
-  %2034 = add nsw i64 19686672, %2033
-  %2035 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %2036 = add nsw i64 %2034, %2035
-  %2037 = add nsw i64 %2036, 32
-  %arena655 = getelementptr inbounds float, ptr %arena, i64 %2037
-  store <16 x float> %t122_c5_2654, ptr %arena655, align 4
-  %t122_c5_3656 = load <16 x float>, ptr %conv2_weight_grad.t122_c5_3, align 64
-  %2038 = mul nsw i64 %conv2_weight_grad.mb121536, 6
-  %2039 = add nsw i64 %2038, 5
-  %2040 = mul nsw i64 %2039, 64
-  %2041 = add nsw i64 19686672, %2040
-  %2042 = mul nsw i64 %conv2_weight_grad.nb120535, 64
-  %2043 = add nsw i64 %2041, %2042
-  %2044 = add nsw i64 %2043, 48
-  %arena657 = getelementptr inbounds float, ptr %arena, i64 %2044
-  store <16 x float> %t122_c5_3656, ptr %arena657, align 4
-  %mb121.next = add nsw i64 %conv2_weight_grad.mb121536, 1
-  %2045 = icmp slt i64 %mb121.next, 48
-  br i1 %2045, label %conv2_weight_grad.mb121, label %conv2_weight_grad.mb121.end
+  %1903 = add nsw i64 %1902, 16
+  %arena708 = getelementptr inbounds float, ptr %arena, i64 %1903
+  store <16 x float> %t104_c2_1707, ptr %arena708, align 4
+  %t104_c2_2709 = load <16 x float>, ptr %drop2_grad.t104_c2_2, align 64
+  %1904 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1905 = add nsw i64 %1904, 2
+  %1906 = mul nsw i64 %1905, 128
+  %1907 = add nsw i64 3172240, %1906
+  %1908 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1909 = add nsw i64 %1907, %1908
+  %1910 = add nsw i64 %1909, 32
+  %arena710 = getelementptr inbounds float, ptr %arena, i64 %1910
+  store <16 x float> %t104_c2_2709, ptr %arena710, align 4
+  %t104_c2_3711 = load <16 x float>, ptr %drop2_grad.t104_c2_3, align 64
+  %1911 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1912 = add nsw i64 %1911, 2
+  %1913 = mul nsw i64 %1912, 128
+  %1914 = add nsw i64 3172240, %1913
+  %1915 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1916 = add nsw i64 %1914, %1915
+  %1917 = add nsw i64 %1916, 48
+  %arena712 = getelementptr inbounds float, ptr %arena, i64 %1917
+  store <16 x float> %t104_c2_3711, ptr %arena712, align 4
+  %t104_c3_0713 = load <16 x float>, ptr %drop2_grad.t104_c3_0, align 64
+  %1918 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1919 = add nsw i64 %1918, 3
+  %1920 = mul nsw i64 %1919, 128
+  %1921 = add nsw i64 3172240, %1920
+  %1922 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1923 = add nsw i64 %1921, %1922
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %1923
+  store <16 x float> %t104_c3_0713, ptr %arena714, align 4
+  %t104_c3_1715 = load <16 x float>, ptr %drop2_grad.t104_c3_1, align 64
+  %1924 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1925 = add nsw i64 %1924, 3
+  %1926 = mul nsw i64 %1925, 128
+  %1927 = add nsw i64 3172240, %1926
+  %1928 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1929 = add nsw i64 %1927, %1928
+  %1930 = add nsw i64 %1929, 16
+  %arena716 = getelementptr inbounds float, ptr %arena, i64 %1930
+  store <16 x float> %t104_c3_1715, ptr %arena716, align 4
+  %t104_c3_2717 = load <16 x float>, ptr %drop2_grad.t104_c3_2, align 64
+  %1931 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1932 = add nsw i64 %1931, 3
+  %1933 = mul nsw i64 %1932, 128
+  %1934 = add nsw i64 3172240, %1933
+  %1935 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1936 = add nsw i64 %1934, %1935
+  %1937 = add nsw i64 %1936, 32
+  %arena718 = getelementptr inbounds float, ptr %arena, i64 %1937
+  store <16 x float> %t104_c3_2717, ptr %arena718, align 4
+  %t104_c3_3719 = load <16 x float>, ptr %drop2_grad.t104_c3_3, align 64
+  %1938 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1939 = add nsw i64 %1938, 3
+  %1940 = mul nsw i64 %1939, 128
+  %1941 = add nsw i64 3172240, %1940
+  %1942 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1943 = add nsw i64 %1941, %1942
+  %1944 = add nsw i64 %1943, 48
+  %arena720 = getelementptr inbounds float, ptr %arena, i64 %1944
+  store <16 x float> %t104_c3_3719, ptr %arena720, align 4
+  %t104_c4_0721 = load <16 x float>, ptr %drop2_grad.t104_c4_0, align 64
+  %1945 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1946 = add nsw i64 %1945, 4
+  %1947 = mul nsw i64 %1946, 128
+  %1948 = add nsw i64 3172240, %1947
+  %1949 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1950 = add nsw i64 %1948, %1949
+  %arena722 = getelementptr inbounds float, ptr %arena, i64 %1950
+  store <16 x float> %t104_c4_0721, ptr %arena722, align 4
+  %t104_c4_1723 = load <16 x float>, ptr %drop2_grad.t104_c4_1, align 64
+  %1951 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1952 = add nsw i64 %1951, 4
+  %1953 = mul nsw i64 %1952, 128
+  %1954 = add nsw i64 3172240, %1953
+  %1955 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1956 = add nsw i64 %1954, %1955
+  %1957 = add nsw i64 %1956, 16
+  %arena724 = getelementptr inbounds float, ptr %arena, i64 %1957
+  store <16 x float> %t104_c4_1723, ptr %arena724, align 4
+  %t104_c4_2725 = load <16 x float>, ptr %drop2_grad.t104_c4_2, align 64
+  %1958 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1959 = add nsw i64 %1958, 4
+  %1960 = mul nsw i64 %1959, 128
+  %1961 = add nsw i64 3172240, %1960
+  %1962 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1963 = add nsw i64 %1961, %1962
+  %1964 = add nsw i64 %1963, 32
+  %arena726 = getelementptr inbounds float, ptr %arena, i64 %1964
+  store <16 x float> %t104_c4_2725, ptr %arena726, align 4
+  %t104_c4_3727 = load <16 x float>, ptr %drop2_grad.t104_c4_3, align 64
+  %1965 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1966 = add nsw i64 %1965, 4
+  %1967 = mul nsw i64 %1966, 128
+  %1968 = add nsw i64 3172240, %1967
+  %1969 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1970 = add nsw i64 %1968, %1969
+  %1971 = add nsw i64 %1970, 48
+  %arena728 = getelementptr inbounds float, ptr %arena, i64 %1971
+  store <16 x float> %t104_c4_3727, ptr %arena728, align 4
+  %t104_c5_0729 = load <16 x float>, ptr %drop2_grad.t104_c5_0, align 64
+  %1972 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1973 = add nsw i64 %1972, 5
+  %1974 = mul nsw i64 %1973, 128
+  %1975 = add nsw i64 3172240, %1974
+  %1976 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1977 = add nsw i64 %1975, %1976
+  %arena730 = getelementptr inbounds float, ptr %arena, i64 %1977
+  store <16 x float> %t104_c5_0729, ptr %arena730, align 4
+  %t104_c5_1731 = load <16 x float>, ptr %drop2_grad.t104_c5_1, align 64
+  %1978 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1979 = add nsw i64 %1978, 5
+  %1980 = mul nsw i64 %1979, 128
+  %1981 = add nsw i64 3172240, %1980
+  %1982 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1983 = add nsw i64 %1981, %1982
+  %1984 = add nsw i64 %1983, 16
+  %arena732 = getelementptr inbounds float, ptr %arena, i64 %1984
+  store <16 x float> %t104_c5_1731, ptr %arena732, align 4
+  %t104_c5_2733 = load <16 x float>, ptr %drop2_grad.t104_c5_2, align 64
+  %1985 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1986 = add nsw i64 %1985, 5
+  %1987 = mul nsw i64 %1986, 128
+  %1988 = add nsw i64 3172240, %1987
+  %1989 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1990 = add nsw i64 %1988, %1989
+  %1991 = add nsw i64 %1990, 32
+  %arena734 = getelementptr inbounds float, ptr %arena, i64 %1991
+  store <16 x float> %t104_c5_2733, ptr %arena734, align 4
+  %t104_c5_3735 = load <16 x float>, ptr %drop2_grad.t104_c5_3, align 64
+  %1992 = mul nsw i64 %drop2_grad.mb103639, 6
+  %1993 = add nsw i64 %1992, 5
+  %1994 = mul nsw i64 %1993, 128
+  %1995 = add nsw i64 3172240, %1994
+  %1996 = mul nsw i64 %drop2_grad.nb102638, 64
+  %1997 = add nsw i64 %1995, %1996
+  %1998 = add nsw i64 %1997, 48
+  %arena736 = getelementptr inbounds float, ptr %arena, i64 %1998
+  store <16 x float> %t104_c5_3735, ptr %arena736, align 4
+  %mb103.next = add nsw i64 %drop2_grad.mb103639, 1
+  %1999 = icmp slt i64 %mb103.next, 10
+  br i1 %1999, label %drop2_grad.mb103, label %drop2_grad.mb103.end
 
-conv2_weight_grad.f124:                           ; preds = %conv2_weight_grad.r125.end, %conv2_weight_grad.g106.end
-  %conv2_weight_grad.f124658 = phi i64 [ 0, %conv2_weight_grad.g106.end ], [ %f124.next, %conv2_weight_grad.r125.end ]
-  br label %conv2_weight_grad.r125
+drop2_grad.k107:                                  ; preds = %drop2_grad.k107, %drop2_grad.mb103.end
+  %drop2_grad.k107737 = phi i64 [ 0, %drop2_grad.mb103.end ], [ %k107.next, %drop2_grad.k107 ]
+  %2000 = mul nsw i64 %drop2_grad.k107737, 128
+  %2001 = add nsw i64 1198592, %2000
+  %2002 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2003 = add nsw i64 %2001, %2002
+  %params738 = getelementptr inbounds float, ptr %params, i64 %2003
+  %2004 = load <16 x float>, ptr %params738, align 4
+  store <16 x float> %2004, ptr %drop2_grad.t106_b0, align 64
+  %2005 = mul nsw i64 %drop2_grad.k107737, 128
+  %2006 = add nsw i64 1198592, %2005
+  %2007 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2008 = add nsw i64 %2006, %2007
+  %2009 = add nsw i64 %2008, 16
+  %params739 = getelementptr inbounds float, ptr %params, i64 %2009
+  %2010 = load <16 x float>, ptr %params739, align 4
+  store <16 x float> %2010, ptr %drop2_grad.t106_b1, align 64
+  %2011 = mul nsw i64 %drop2_grad.k107737, 128
+  %2012 = add nsw i64 1198592, %2011
+  %2013 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2014 = add nsw i64 %2012, %2013
+  %2015 = add nsw i64 %2014, 32
+  %params740 = getelementptr inbounds float, ptr %params, i64 %2015
+  %2016 = load <16 x float>, ptr %params740, align 4
+  store <16 x float> %2016, ptr %drop2_grad.t106_b2, align 64
+  %2017 = mul nsw i64 %drop2_grad.k107737, 128
+  %2018 = add nsw i64 1198592, %2017
+  %2019 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2020 = add nsw i64 %2018, %2019
+  %2021 = add nsw i64 %2020, 48
+  %params741 = getelementptr inbounds float, ptr %params, i64 %2021
+  %2022 = load <16 x float>, ptr %params741, align 4
+  store <16 x float> %2022, ptr %drop2_grad.t106_b3, align 64
+  %2023 = add nsw i64 3172200, %drop2_grad.k107737
+  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2023
+  %2024 = load float, ptr %arena742, align 4
+  %2025 = insertelement <16 x float> undef, float %2024, i32 0
+  %2026 = shufflevector <16 x float> %2025, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2026, ptr %drop2_grad.t106_a0, align 64
+  %t106_a0 = load <16 x float>, ptr %drop2_grad.t106_a0, align 64
+  %t106_b0 = load <16 x float>, ptr %drop2_grad.t106_b0, align 64
+  %t106_c0_0 = load <16 x float>, ptr %drop2_grad.t106_c0_0, align 64
+  %2027 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a0, <16 x float> %t106_b0, <16 x float> %t106_c0_0)
+  store <16 x float> %2027, ptr %drop2_grad.t106_c0_0, align 64
+  %t106_a0743 = load <16 x float>, ptr %drop2_grad.t106_a0, align 64
+  %t106_b1 = load <16 x float>, ptr %drop2_grad.t106_b1, align 64
+  %t106_c0_1 = load <16 x float>, ptr %drop2_grad.t106_c0_1, align 64
+  %2028 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a0743, <16 x float> %t106_b1, <16 x float> %t106_c0_1)
+  store <16 x float> %2028, ptr %drop2_grad.t106_c0_1, align 64
+  %t106_a0744 = load <16 x float>, ptr %drop2_grad.t106_a0, align 64
+  %t106_b2 = load <16 x float>, ptr %drop2_grad.t106_b2, align 64
+  %t106_c0_2 = load <16 x float>, ptr %drop2_grad.t106_c0_2, align 64
+  %2029 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a0744, <16 x float> %t106_b2, <16 x float> %t106_c0_2)
+  store <16 x float> %2029, ptr %drop2_grad.t106_c0_2, align 64
+  %t106_a0745 = load <16 x float>, ptr %drop2_grad.t106_a0, align 64
+  %t106_b3 = load <16 x float>, ptr %drop2_grad.t106_b3, align 64
+  %t106_c0_3 = load <16 x float>, ptr %drop2_grad.t106_c0_3, align 64
+  %2030 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a0745, <16 x float> %t106_b3, <16 x float> %t106_c0_3)
+  store <16 x float> %2030, ptr %drop2_grad.t106_c0_3, align 64
+  %2031 = add nsw i64 3172210, %drop2_grad.k107737
+  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2031
+  %2032 = load float, ptr %arena746, align 4
+  %2033 = insertelement <16 x float> undef, float %2032, i32 0
+  %2034 = shufflevector <16 x float> %2033, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2034, ptr %drop2_grad.t106_a1, align 64
+  %t106_a1 = load <16 x float>, ptr %drop2_grad.t106_a1, align 64
+  %t106_b0747 = load <16 x float>, ptr %drop2_grad.t106_b0, align 64
+  %t106_c1_0 = load <16 x float>, ptr %drop2_grad.t106_c1_0, align 64
+  %2035 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a1, <16 x float> %t106_b0747, <16 x float> %t106_c1_0)
+  store <16 x float> %2035, ptr %drop2_grad.t106_c1_0, align 64
+  %t106_a1748 = load <16 x float>, ptr %drop2_grad.t106_a1, align 64
+  %t106_b1749 = load <16 x float>, ptr %drop2_grad.t106_b1, align 64
+  %t106_c1_1 = load <16 x float>, ptr %drop2_grad.t106_c1_1, align 64
+  %2036 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a1748, <16 x float> %t106_b1749, <16 x float> %t106_c1_1)
+  store <16 x float> %2036, ptr %drop2_grad.t106_c1_1, align 64
+  %t106_a1750 = load <16 x float>, ptr %drop2_grad.t106_a1, align 64
+  %t106_b2751 = load <16 x float>, ptr %drop2_grad.t106_b2, align 64
+  %t106_c1_2 = load <16 x float>, ptr %drop2_grad.t106_c1_2, align 64
+  %2037 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a1750, <16 x float> %t106_b2751, <16 x float> %t106_c1_2)
+  store <16 x float> %2037, ptr %drop2_grad.t106_c1_2, align 64
+  %t106_a1752 = load <16 x float>, ptr %drop2_grad.t106_a1, align 64
+  %t106_b3753 = load <16 x float>, ptr %drop2_grad.t106_b3, align 64
+  %t106_c1_3 = load <16 x float>, ptr %drop2_grad.t106_c1_3, align 64
+  %2038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a1752, <16 x float> %t106_b3753, <16 x float> %t106_c1_3)
+  store <16 x float> %2038, ptr %drop2_grad.t106_c1_3, align 64
+  %2039 = add nsw i64 3172220, %drop2_grad.k107737
+  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2039
+  %2040 = load float, ptr %arena754, align 4
+  %2041 = insertelement <16 x float> undef, float %2040, i32 0
+  %2042 = shufflevector <16 x float> %2041, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2042, ptr %drop2_grad.t106_a2, align 64
+  %t106_a2 = load <16 x float>, ptr %drop2_grad.t106_a2, align 64
+  %t106_b0755 = load <16 x float>, ptr %drop2_grad.t106_b0, align 64
+  %t106_c2_0 = load <16 x float>, ptr %drop2_grad.t106_c2_0, align 64
+  %2043 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a2, <16 x float> %t106_b0755, <16 x float> %t106_c2_0)
+  store <16 x float> %2043, ptr %drop2_grad.t106_c2_0, align 64
+  %t106_a2756 = load <16 x float>, ptr %drop2_grad.t106_a2, align 64
+  %t106_b1757 = load <16 x float>, ptr %drop2_grad.t106_b1, align 64
+  %t106_c2_1 = load <16 x float>, ptr %drop2_grad.t106_c2_1, align 64
+  %2044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a2756, <16 x float> %t106_b1757, <16 x float> %t106_c2_1)
+  store <16 x float> %2044, ptr %drop2_grad.t106_c2_1, align 64
+  %t106_a2758 = load <16 x float>, ptr %drop2_grad.t106_a2, align 64
+  %t106_b2759 = load <16 x float>, ptr %drop2_grad.t106_b2, align 64
+  %t106_c2_2 = load <16 x float>, ptr %drop2_grad.t106_c2_2, align 64
+  %2045 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a2758, <16 x float> %t106_b2759, <16 x float> %t106_c2_2)
+  store <16 x float> %2045, ptr %drop2_grad.t106_c2_2, align 64
+  %t106_a2760 = load <16 x float>, ptr %drop2_grad.t106_a2, align 64
+  %t106_b3761 = load <16 x float>, ptr %drop2_grad.t106_b3, align 64
+  %t106_c2_3 = load <16 x float>, ptr %drop2_grad.t106_c2_3, align 64
+  %2046 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a2760, <16 x float> %t106_b3761, <16 x float> %t106_c2_3)
+  store <16 x float> %2046, ptr %drop2_grad.t106_c2_3, align 64
+  %2047 = add nsw i64 3172230, %drop2_grad.k107737
+  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2047
+  %2048 = load float, ptr %arena762, align 4
+  %2049 = insertelement <16 x float> undef, float %2048, i32 0
+  %2050 = shufflevector <16 x float> %2049, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2050, ptr %drop2_grad.t106_a3, align 64
+  %t106_a3 = load <16 x float>, ptr %drop2_grad.t106_a3, align 64
+  %t106_b0763 = load <16 x float>, ptr %drop2_grad.t106_b0, align 64
+  %t106_c3_0 = load <16 x float>, ptr %drop2_grad.t106_c3_0, align 64
+  %2051 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a3, <16 x float> %t106_b0763, <16 x float> %t106_c3_0)
+  store <16 x float> %2051, ptr %drop2_grad.t106_c3_0, align 64
+  %t106_a3764 = load <16 x float>, ptr %drop2_grad.t106_a3, align 64
+  %t106_b1765 = load <16 x float>, ptr %drop2_grad.t106_b1, align 64
+  %t106_c3_1 = load <16 x float>, ptr %drop2_grad.t106_c3_1, align 64
+  %2052 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a3764, <16 x float> %t106_b1765, <16 x float> %t106_c3_1)
+  store <16 x float> %2052, ptr %drop2_grad.t106_c3_1, align 64
+  %t106_a3766 = load <16 x float>, ptr %drop2_grad.t106_a3, align 64
+  %t106_b2767 = load <16 x float>, ptr %drop2_grad.t106_b2, align 64
+  %t106_c3_2 = load <16 x float>, ptr %drop2_grad.t106_c3_2, align 64
+  %2053 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a3766, <16 x float> %t106_b2767, <16 x float> %t106_c3_2)
+  store <16 x float> %2053, ptr %drop2_grad.t106_c3_2, align 64
+  %t106_a3768 = load <16 x float>, ptr %drop2_grad.t106_a3, align 64
+  %t106_b3769 = load <16 x float>, ptr %drop2_grad.t106_b3, align 64
+  %t106_c3_3 = load <16 x float>, ptr %drop2_grad.t106_c3_3, align 64
+  %2054 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t106_a3768, <16 x float> %t106_b3769, <16 x float> %t106_c3_3)
+  store <16 x float> %2054, ptr %drop2_grad.t106_c3_3, align 64
+  %k107.next = add nsw i64 %drop2_grad.k107737, 1
+  %2055 = icmp slt i64 %k107.next, 10
+  br i1 %2055, label %drop2_grad.k107, label %drop2_grad.k107.end
 
-conv2_weight_grad.f124.end:                       ; preds = %conv2_weight_grad.r125.end
-  br label %conv2_bias_grad.i126
+drop2_grad.k107.end:                              ; preds = %drop2_grad.k107
+  %t106_c0_0770 = load <16 x float>, ptr %drop2_grad.t106_c0_0, align 64
+  %2056 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2057 = add nsw i64 3179920, %2056
+  %arena771 = getelementptr inbounds float, ptr %arena, i64 %2057
+  store <16 x float> %t106_c0_0770, ptr %arena771, align 4
+  %t106_c0_1772 = load <16 x float>, ptr %drop2_grad.t106_c0_1, align 64
+  %2058 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2059 = add nsw i64 3179920, %2058
+  %2060 = add nsw i64 %2059, 16
+  %arena773 = getelementptr inbounds float, ptr %arena, i64 %2060
+  store <16 x float> %t106_c0_1772, ptr %arena773, align 4
+  %t106_c0_2774 = load <16 x float>, ptr %drop2_grad.t106_c0_2, align 64
+  %2061 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2062 = add nsw i64 3179920, %2061
+  %2063 = add nsw i64 %2062, 32
+  %arena775 = getelementptr inbounds float, ptr %arena, i64 %2063
+  store <16 x float> %t106_c0_2774, ptr %arena775, align 4
+  %t106_c0_3776 = load <16 x float>, ptr %drop2_grad.t106_c0_3, align 64
+  %2064 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2065 = add nsw i64 3179920, %2064
+  %2066 = add nsw i64 %2065, 48
+  %arena777 = getelementptr inbounds float, ptr %arena, i64 %2066
+  store <16 x float> %t106_c0_3776, ptr %arena777, align 4
+  %t106_c1_0778 = load <16 x float>, ptr %drop2_grad.t106_c1_0, align 64
+  %2067 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2068 = add nsw i64 3180048, %2067
+  %arena779 = getelementptr inbounds float, ptr %arena, i64 %2068
+  store <16 x float> %t106_c1_0778, ptr %arena779, align 4
+  %t106_c1_1780 = load <16 x float>, ptr %drop2_grad.t106_c1_1, align 64
+  %2069 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2070 = add nsw i64 3180048, %2069
+  %2071 = add nsw i64 %2070, 16
+  %arena781 = getelementptr inbounds float, ptr %arena, i64 %2071
+  store <16 x float> %t106_c1_1780, ptr %arena781, align 4
+  %t106_c1_2782 = load <16 x float>, ptr %drop2_grad.t106_c1_2, align 64
+  %2072 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2073 = add nsw i64 3180048, %2072
+  %2074 = add nsw i64 %2073, 32
+  %arena783 = getelementptr inbounds float, ptr %arena, i64 %2074
+  store <16 x float> %t106_c1_2782, ptr %arena783, align 4
+  %t106_c1_3784 = load <16 x float>, ptr %drop2_grad.t106_c1_3, align 64
+  %2075 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2076 = add nsw i64 3180048, %2075
+  %2077 = add nsw i64 %2076, 48
+  %arena785 = getelementptr inbounds float, ptr %arena, i64 %2077
+  store <16 x float> %t106_c1_3784, ptr %arena785, align 4
+  %t106_c2_0786 = load <16 x float>, ptr %drop2_grad.t106_c2_0, align 64
+  %2078 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2079 = add nsw i64 3180176, %2078
+  %arena787 = getelementptr inbounds float, ptr %arena, i64 %2079
+  store <16 x float> %t106_c2_0786, ptr %arena787, align 4
+  %t106_c2_1788 = load <16 x float>, ptr %drop2_grad.t106_c2_1, align 64
+  %2080 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2081 = add nsw i64 3180176, %2080
+  %2082 = add nsw i64 %2081, 16
+  %arena789 = getelementptr inbounds float, ptr %arena, i64 %2082
+  store <16 x float> %t106_c2_1788, ptr %arena789, align 4
+  %t106_c2_2790 = load <16 x float>, ptr %drop2_grad.t106_c2_2, align 64
+  %2083 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2084 = add nsw i64 3180176, %2083
+  %2085 = add nsw i64 %2084, 32
+  %arena791 = getelementptr inbounds float, ptr %arena, i64 %2085
+  store <16 x float> %t106_c2_2790, ptr %arena791, align 4
+  %t106_c2_3792 = load <16 x float>, ptr %drop2_grad.t106_c2_3, align 64
+  %2086 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2087 = add nsw i64 3180176, %2086
+  %2088 = add nsw i64 %2087, 48
+  %arena793 = getelementptr inbounds float, ptr %arena, i64 %2088
+  store <16 x float> %t106_c2_3792, ptr %arena793, align 4
+  %t106_c3_0794 = load <16 x float>, ptr %drop2_grad.t106_c3_0, align 64
+  %2089 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2090 = add nsw i64 3180304, %2089
+  %arena795 = getelementptr inbounds float, ptr %arena, i64 %2090
+  store <16 x float> %t106_c3_0794, ptr %arena795, align 4
+  %t106_c3_1796 = load <16 x float>, ptr %drop2_grad.t106_c3_1, align 64
+  %2091 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2092 = add nsw i64 3180304, %2091
+  %2093 = add nsw i64 %2092, 16
+  %arena797 = getelementptr inbounds float, ptr %arena, i64 %2093
+  store <16 x float> %t106_c3_1796, ptr %arena797, align 4
+  %t106_c3_2798 = load <16 x float>, ptr %drop2_grad.t106_c3_2, align 64
+  %2094 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2095 = add nsw i64 3180304, %2094
+  %2096 = add nsw i64 %2095, 32
+  %arena799 = getelementptr inbounds float, ptr %arena, i64 %2096
+  store <16 x float> %t106_c3_2798, ptr %arena799, align 4
+  %t106_c3_3800 = load <16 x float>, ptr %drop2_grad.t106_c3_3, align 64
+  %2097 = mul nsw i64 %drop2_grad.nb102638, 64
+  %2098 = add nsw i64 3180304, %2097
+  %2099 = add nsw i64 %2098, 48
+  %arena801 = getelementptr inbounds float, ptr %arena, i64 %2099
+  store <16 x float> %t106_c3_3800, ptr %arena801, align 4
+  %nb102.next = add nsw i64 %drop2_grad.nb102638, 1
+  %2100 = icmp slt i64 %nb102.next, 2
+  br i1 %2100, label %drop2_grad.nb102, label %drop2_grad.nb102.end
 
-conv2_weight_grad.r125:                           ; preds = %conv2_weight_grad.r125, %conv2_weight_grad.f124
-  %conv2_weight_grad.r125659 = phi i64 [ 0, %conv2_weight_grad.f124 ], [ %r125.next, %conv2_weight_grad.r125 ]
-  %2046 = mul nsw i64 %conv2_weight_grad.r125659, 64
-  %2047 = add nsw i64 19686672, %2046
-  %2048 = add nsw i64 %2047, %conv2_weight_grad.f124658
-  %arena660 = getelementptr inbounds float, ptr %arena, i64 %2048
-  %2049 = load float, ptr %arena660, align 4
-  %2050 = mul nsw i64 %conv2_weight_grad.f124658, 288
-  %2051 = add nsw i64 320, %2050
-  %2052 = add nsw i64 %2051, %conv2_weight_grad.r125659
-  %grads661 = getelementptr inbounds float, ptr %grads, i64 %2052
-  store float %2049, ptr %grads661, align 4
-  %r125.next = add nsw i64 %conv2_weight_grad.r125659, 1
-  %2053 = icmp slt i64 %r125.next, 288
-  br i1 %2053, label %conv2_weight_grad.r125, label %conv2_weight_grad.r125.end
+relu3_grad.i108:                                  ; preds = %relu3_grad.i108, %drop2_grad.nb102.end
+  %relu3_grad.i108802 = phi i64 [ 0, %drop2_grad.nb102.end ], [ %i108.next, %relu3_grad.i108 ]
+  %2101 = xor i64 %seed, 7835719957706616186
+  %2102 = lshr i64 %2101, 30
+  %2103 = xor i64 %2101, %2102
+  %2104 = mul i64 %2103, -4658895280553007687
+  %2105 = lshr i64 %2104, 27
+  %2106 = xor i64 %2104, %2105
+  %2107 = mul i64 %2106, -7723592293110705685
+  %2108 = lshr i64 %2107, 31
+  %2109 = xor i64 %2107, %2108
+  %2110 = add i64 %2109, %step
+  %2111 = lshr i64 %2110, 30
+  %2112 = xor i64 %2110, %2111
+  %2113 = mul i64 %2112, -4658895280553007687
+  %2114 = lshr i64 %2113, 27
+  %2115 = xor i64 %2113, %2114
+  %2116 = mul i64 %2115, -7723592293110705685
+  %2117 = lshr i64 %2116, 31
+  %2118 = xor i64 %2116, %2117
+  %2119 = mul i64 %relu3_grad.i108802, -7046029254386353131
+  %2120 = add i64 %2118, %2119
+  %2121 = lshr i64 %2120, 30
+  %2122 = xor i64 %2120, %2121
+  %2123 = mul i64 %2122, -4658895280553007687
+  %2124 = lshr i64 %2123, 27
+  %2125 = xor i64 %2123, %2124
+  %2126 = mul i64 %2125, -7723592293110705685
+  %2127 = lshr i64 %2126, 31
+  %2128 = xor i64 %2126, %2127
+  %2129 = lshr i64 %2128, 40
+  %keep803 = icmp uge i64 %2129, 8388608
+  %2130 = add nsw i64 3172240, %relu3_grad.i108802
+  %arena804 = getelementptr inbounds float, ptr %arena, i64 %2130
+  %2131 = load float, ptr %arena804, align 4
+  %2132 = fmul float %2131, 2.000000e+00
+  %2133 = select i1 %keep803, float %2132, float 0.000000e+00
+  %2134 = add nsw i64 3180432, %relu3_grad.i108802
+  %arena805 = getelementptr inbounds float, ptr %arena, i64 %2134
+  store float %2133, ptr %arena805, align 4
+  %i108.next = add nsw i64 %relu3_grad.i108802, 1
+  %2135 = icmp slt i64 %i108.next, 8192
+  br i1 %2135, label %relu3_grad.i108, label %relu3_grad.i108.end
 
-conv2_weight_grad.r125.end:                       ; preds = %conv2_weight_grad.r125
-  %f124.next = add nsw i64 %conv2_weight_grad.f124658, 1
-  %2054 = icmp slt i64 %f124.next, 64
-  br i1 %2054, label %conv2_weight_grad.f124, label %conv2_weight_grad.f124.end
+relu3_grad.i108.end:                              ; preds = %relu3_grad.i108
+  br label %fc1_grad.i109
 
-conv2_bias_grad.i126:                             ; preds = %conv2_bias_grad.i126, %conv2_weight_grad.f124.end
-  %conv2_bias_grad.i126662 = phi i64 [ 0, %conv2_weight_grad.f124.end ], [ %i126.next, %conv2_bias_grad.i126 ]
-  %2055 = add nsw i64 1384448, %conv2_bias_grad.i126662
-  %arena663 = getelementptr inbounds float, ptr %arena, i64 %2055
-  store float 1.000000e+00, ptr %arena663, align 4
-  %i126.next = add nsw i64 %conv2_bias_grad.i126662, 1
-  %2056 = icmp slt i64 %i126.next, 576
-  br i1 %2056, label %conv2_bias_grad.i126, label %conv2_bias_grad.i126.end
+fc1_grad.i109:                                    ; preds = %fc1_grad.i109, %relu3_grad.i108.end
+  %fc1_grad.i109806 = phi i64 [ 0, %relu3_grad.i108.end ], [ %i109.next, %fc1_grad.i109 ]
+  %2136 = add nsw i64 3153920, %fc1_grad.i109806
+  %arena807 = getelementptr inbounds float, ptr %arena, i64 %2136
+  %2137 = load float, ptr %arena807, align 4
+  %2138 = fcmp ogt float %2137, 0.000000e+00
+  %2139 = add nsw i64 3180432, %fc1_grad.i109806
+  %arena808 = getelementptr inbounds float, ptr %arena, i64 %2139
+  %2140 = load float, ptr %arena808, align 4
+  %2141 = select i1 %2138, float %2140, float 0.000000e+00
+  %2142 = add nsw i64 3162112, %fc1_grad.i109806
+  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2142
+  store float %2141, ptr %arena809, align 4
+  %i109.next = add nsw i64 %fc1_grad.i109806, 1
+  %2143 = icmp slt i64 %i109.next, 8192
+  br i1 %2143, label %fc1_grad.i109, label %fc1_grad.i109.end
 
-conv2_bias_grad.i126.end:                         ; preds = %conv2_bias_grad.i126
-  br label %conv2_bias_grad.i127
+fc1_grad.i109.end:                                ; preds = %fc1_grad.i109
+  br label %fc1_weight_grad.nb110
 
-conv2_bias_grad.i127:                             ; preds = %conv2_bias_grad.i127, %conv2_bias_grad.i126.end
-  %conv2_bias_grad.i127664 = phi i64 [ 0, %conv2_bias_grad.i126.end ], [ %i127.next, %conv2_bias_grad.i127 ]
-  %2057 = add nsw i64 18752, %conv2_bias_grad.i127664
-  %grads665 = getelementptr inbounds float, ptr %grads, i64 %2057
-  store float 0.000000e+00, ptr %grads665, align 4
-  %i127.next = add nsw i64 %conv2_bias_grad.i127664, 1
-  %2058 = icmp slt i64 %i127.next, 64
-  br i1 %2058, label %conv2_bias_grad.i127, label %conv2_bias_grad.i127.end
+fc1_weight_grad.nb110:                            ; preds = %fc1_weight_grad.k115.end, %fc1_grad.i109.end
+  %fc1_weight_grad.nb110810 = phi i64 [ 0, %fc1_grad.i109.end ], [ %nb110.next, %fc1_weight_grad.k115.end ]
+  br label %fc1_weight_grad.mb111
 
-conv2_bias_grad.i127.end:                         ; preds = %conv2_bias_grad.i127
-  br label %conv2_bias_grad.img128
+fc1_weight_grad.nb110.end:                        ; preds = %fc1_weight_grad.k115.end
+  br label %fc1_bias_grad.u116
 
-conv2_bias_grad.img128:                           ; preds = %conv2_bias_grad.img128, %conv2_bias_grad.i127.end
-  %conv2_bias_grad.img128666 = phi i64 [ 0, %conv2_bias_grad.i127.end ], [ %img128.next, %conv2_bias_grad.img128 ]
-  %2059 = mul nsw i64 %conv2_bias_grad.img128666, 36864
-  %2060 = add nsw i64 4351248, %2059
-  %arena667 = getelementptr inbounds float, ptr %arena, i64 %2060
-  %arena668 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %grads669 = getelementptr inbounds float, ptr %grads, i64 18752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 576, float 1.000000e+00, ptr %arena667, i32 576, ptr %arena668, i32 1, float 1.000000e+00, ptr %grads669, i32 1)
-  %img128.next = add nsw i64 %conv2_bias_grad.img128666, 1
-  %2061 = icmp slt i64 %img128.next, 64
-  br i1 %2061, label %conv2_bias_grad.img128, label %conv2_bias_grad.img128.end
+fc1_weight_grad.mb111:                            ; preds = %fc1_weight_grad.k113.end, %fc1_weight_grad.nb110
+  %fc1_weight_grad.mb111811 = phi i64 [ 0, %fc1_weight_grad.nb110 ], [ %mb111.next, %fc1_weight_grad.k113.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t112_c5_3, align 64
+  br label %fc1_weight_grad.k113
 
-conv2_bias_grad.img128.end:                       ; preds = %conv2_bias_grad.img128
-  br label %relu1_grad.g129
+fc1_weight_grad.mb111.end:                        ; preds = %fc1_weight_grad.k113.end
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c1_3, align 64
+  br label %fc1_weight_grad.k115
 
-relu1_grad.g129:                                  ; preds = %relu1_grad.j137.end, %conv2_bias_grad.img128.end
-  %relu1_grad.g129670 = phi i64 [ 0, %conv2_bias_grad.img128.end ], [ %g129.next, %relu1_grad.j137.end ]
-  br label %relu1_grad.j130
+fc1_weight_grad.k113:                             ; preds = %fc1_weight_grad.k113, %fc1_weight_grad.mb111
+  %fc1_weight_grad.k113812 = phi i64 [ 0, %fc1_weight_grad.mb111 ], [ %k113.next, %fc1_weight_grad.k113 ]
+  %2144 = mul nsw i64 %fc1_weight_grad.k113812, 9216
+  %2145 = add nsw i64 2564096, %2144
+  %2146 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2147 = add nsw i64 %2145, %2146
+  %arena813 = getelementptr inbounds float, ptr %arena, i64 %2147
+  %2148 = load <16 x float>, ptr %arena813, align 4
+  store <16 x float> %2148, ptr %fc1_weight_grad.t112_b0, align 64
+  %2149 = mul nsw i64 %fc1_weight_grad.k113812, 9216
+  %2150 = add nsw i64 2564096, %2149
+  %2151 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2152 = add nsw i64 %2150, %2151
+  %2153 = add nsw i64 %2152, 16
+  %arena814 = getelementptr inbounds float, ptr %arena, i64 %2153
+  %2154 = load <16 x float>, ptr %arena814, align 4
+  store <16 x float> %2154, ptr %fc1_weight_grad.t112_b1, align 64
+  %2155 = mul nsw i64 %fc1_weight_grad.k113812, 9216
+  %2156 = add nsw i64 2564096, %2155
+  %2157 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2158 = add nsw i64 %2156, %2157
+  %2159 = add nsw i64 %2158, 32
+  %arena815 = getelementptr inbounds float, ptr %arena, i64 %2159
+  %2160 = load <16 x float>, ptr %arena815, align 4
+  store <16 x float> %2160, ptr %fc1_weight_grad.t112_b2, align 64
+  %2161 = mul nsw i64 %fc1_weight_grad.k113812, 9216
+  %2162 = add nsw i64 2564096, %2161
+  %2163 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2164 = add nsw i64 %2162, %2163
+  %2165 = add nsw i64 %2164, 48
+  %arena816 = getelementptr inbounds float, ptr %arena, i64 %2165
+  %2166 = load <16 x float>, ptr %arena816, align 4
+  store <16 x float> %2166, ptr %fc1_weight_grad.t112_b3, align 64
+  %2167 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2168 = add nsw i64 3162112, %2167
+  %2169 = mul nsw i64 %fc1_weight_grad.k113812, 128
+  %2170 = add nsw i64 %2168, %2169
+  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2170
+  %2171 = load float, ptr %arena817, align 4
+  %2172 = insertelement <16 x float> undef, float %2171, i32 0
+  %2173 = shufflevector <16 x float> %2172, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2173, ptr %fc1_weight_grad.t112_a0, align 64
+  %t112_a0 = load <16 x float>, ptr %fc1_weight_grad.t112_a0, align 64
+  %t112_b0 = load <16 x float>, ptr %fc1_weight_grad.t112_b0, align 64
+  %t112_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t112_c0_0, align 64
+  %2174 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a0, <16 x float> %t112_b0, <16 x float> %t112_c0_0)
+  store <16 x float> %2174, ptr %fc1_weight_grad.t112_c0_0, align 64
+  %t112_a0818 = load <16 x float>, ptr %fc1_weight_grad.t112_a0, align 64
+  %t112_b1 = load <16 x float>, ptr %fc1_weight_grad.t112_b1, align 64
+  %t112_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t112_c0_1, align 64
+  %2175 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a0818, <16 x float> %t112_b1, <16 x float> %t112_c0_1)
+  store <16 x float> %2175, ptr %fc1_weight_grad.t112_c0_1, align 64
+  %t112_a0819 = load <16 x float>, ptr %fc1_weight_grad.t112_a0, align 64
+  %t112_b2 = load <16 x float>, ptr %fc1_weight_grad.t112_b2, align 64
+  %t112_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t112_c0_2, align 64
+  %2176 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a0819, <16 x float> %t112_b2, <16 x float> %t112_c0_2)
+  store <16 x float> %2176, ptr %fc1_weight_grad.t112_c0_2, align 64
+  %t112_a0820 = load <16 x float>, ptr %fc1_weight_grad.t112_a0, align 64
+  %t112_b3 = load <16 x float>, ptr %fc1_weight_grad.t112_b3, align 64
+  %t112_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t112_c0_3, align 64
+  %2177 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a0820, <16 x float> %t112_b3, <16 x float> %t112_c0_3)
+  store <16 x float> %2177, ptr %fc1_weight_grad.t112_c0_3, align 64
+  %2178 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2179 = add nsw i64 %2178, 1
+  %2180 = add nsw i64 3162112, %2179
+  %2181 = mul nsw i64 %fc1_weight_grad.k113812, 128
+  %2182 = add nsw i64 %2180, %2181
+  %arena821 = getelementptr inbounds float, ptr %arena, i64 %2182
+  %2183 = load float, ptr %arena821, align 4
+  %2184 = insertelement <16 x float> undef, float %2183, i32 0
+  %2185 = shufflevector <16 x float> %2184, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2185, ptr %fc1_weight_grad.t112_a1, align 64
+  %t112_a1 = load <16 x float>, ptr %fc1_weight_grad.t112_a1, align 64
+  %t112_b0822 = load <16 x float>, ptr %fc1_weight_grad.t112_b0, align 64
+  %t112_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t112_c1_0, align 64
+  %2186 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a1, <16 x float> %t112_b0822, <16 x float> %t112_c1_0)
+  store <16 x float> %2186, ptr %fc1_weight_grad.t112_c1_0, align 64
+  %t112_a1823 = load <16 x float>, ptr %fc1_weight_grad.t112_a1, align 64
+  %t112_b1824 = load <16 x float>, ptr %fc1_weight_grad.t112_b1, align 64
+  %t112_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t112_c1_1, align 64
+  %2187 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a1823, <16 x float> %t112_b1824, <16 x float> %t112_c1_1)
+  store <16 x float> %2187, ptr %fc1_weight_grad.t112_c1_1, align 64
+  %t112_a1825 = load <16 x float>, ptr %fc1_weight_grad.t112_a1, align 64
+  %t112_b2826 = load <16 x float>, ptr %fc1_weight_grad.t112_b2, align 64
+  %t112_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t112_c1_2, align 64
+  %2188 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a1825, <16 x float> %t112_b2826, <16 x float> %t112_c1_2)
+  store <16 x float> %2188, ptr %fc1_weight_grad.t112_c1_2, align 64
+  %t112_a1827 = load <16 x float>, ptr %fc1_weight_grad.t112_a1, align 64
+  %t112_b3828 = load <16 x float>, ptr %fc1_weight_grad.t112_b3, align 64
+  %t112_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t112_c1_3, align 64
+  %2189 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a1827, <16 x float> %t112_b3828, <16 x float> %t112_c1_3)
+  store <16 x float> %2189, ptr %fc1_weight_grad.t112_c1_3, align 64
+  %2190 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2191 = add nsw i64 %2190, 2
+  %2192 = add nsw i64 3162112, %2191
+  %2193 = mul nsw i64 %fc1_weight_grad.k113812, 128
+  %2194 = add nsw i64 %2192, %2193
+  %arena829 = getelementptr inbounds float, ptr %arena, i64 %2194
+  %2195 = load float, ptr %arena829, align 4
+  %2196 = insertelement <16 x float> undef, float %2195, i32 0
+  %2197 = shufflevector <16 x float> %2196, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2197, ptr %fc1_weight_grad.t112_a2, align 64
+  %t112_a2 = load <16 x float>, ptr %fc1_weight_grad.t112_a2, align 64
+  %t112_b0830 = load <16 x float>, ptr %fc1_weight_grad.t112_b0, align 64
+  %t112_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t112_c2_0, align 64
+  %2198 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a2, <16 x float> %t112_b0830, <16 x float> %t112_c2_0)
+  store <16 x float> %2198, ptr %fc1_weight_grad.t112_c2_0, align 64
+  %t112_a2831 = load <16 x float>, ptr %fc1_weight_grad.t112_a2, align 64
+  %t112_b1832 = load <16 x float>, ptr %fc1_weight_grad.t112_b1, align 64
+  %t112_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t112_c2_1, align 64
+  %2199 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a2831, <16 x float> %t112_b1832, <16 x float> %t112_c2_1)
+  store <16 x float> %2199, ptr %fc1_weight_grad.t112_c2_1, align 64
+  %t112_a2833 = load <16 x float>, ptr %fc1_weight_grad.t112_a2, align 64
+  %t112_b2834 = load <16 x float>, ptr %fc1_weight_grad.t112_b2, align 64
+  %t112_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t112_c2_2, align 64
+  %2200 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a2833, <16 x float> %t112_b2834, <16 x float> %t112_c2_2)
+  store <16 x float> %2200, ptr %fc1_weight_grad.t112_c2_2, align 64
+  %t112_a2835 = load <16 x float>, ptr %fc1_weight_grad.t112_a2, align 64
+  %t112_b3836 = load <16 x float>, ptr %fc1_weight_grad.t112_b3, align 64
+  %t112_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t112_c2_3, align 64
+  %2201 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a2835, <16 x float> %t112_b3836, <16 x float> %t112_c2_3)
+  store <16 x float> %2201, ptr %fc1_weight_grad.t112_c2_3, align 64
+  %2202 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2203 = add nsw i64 %2202, 3
+  %2204 = add nsw i64 3162112, %2203
+  %2205 = mul nsw i64 %fc1_weight_grad.k113812, 128
+  %2206 = add nsw i64 %2204, %2205
+  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2206
+  %2207 = load float, ptr %arena837, align 4
+  %2208 = insertelement <16 x float> undef, float %2207, i32 0
+  %2209 = shufflevector <16 x float> %2208, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2209, ptr %fc1_weight_grad.t112_a3, align 64
+  %t112_a3 = load <16 x float>, ptr %fc1_weight_grad.t112_a3, align 64
+  %t112_b0838 = load <16 x float>, ptr %fc1_weight_grad.t112_b0, align 64
+  %t112_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t112_c3_0, align 64
+  %2210 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a3, <16 x float> %t112_b0838, <16 x float> %t112_c3_0)
+  store <16 x float> %2210, ptr %fc1_weight_grad.t112_c3_0, align 64
+  %t112_a3839 = load <16 x float>, ptr %fc1_weight_grad.t112_a3, align 64
+  %t112_b1840 = load <16 x float>, ptr %fc1_weight_grad.t112_b1, align 64
+  %t112_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t112_c3_1, align 64
+  %2211 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a3839, <16 x float> %t112_b1840, <16 x float> %t112_c3_1)
+  store <16 x float> %2211, ptr %fc1_weight_grad.t112_c3_1, align 64
+  %t112_a3841 = load <16 x float>, ptr %fc1_weight_grad.t112_a3, align 64
+  %t112_b2842 = load <16 x float>, ptr %fc1_weight_grad.t112_b2, align 64
+  %t112_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t112_c3_2, align 64
+  %2212 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a3841, <16 x float> %t112_b2842, <16 x float> %t112_c3_2)
+  store <16 x float> %2212, ptr %fc1_weight_grad.t112_c3_2, align 64
+  %t112_a3843 = load <16 x float>, ptr %fc1_weight_grad.t112_a3, align 64
+  %t112_b3844 = load <16 x float>, ptr %fc1_weight_grad.t112_b3, align 64
+  %t112_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t112_c3_3, align 64
+  %2213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a3843, <16 x float> %t112_b3844, <16 x float> %t112_c3_3)
+  store <16 x float> %2213, ptr %fc1_weight_grad.t112_c3_3, align 64
+  %2214 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2215 = add nsw i64 %2214, 4
+  %2216 = add nsw i64 3162112, %2215
+  %2217 = mul nsw i64 %fc1_weight_grad.k113812, 128
+  %2218 = add nsw i64 %2216, %2217
+  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2218
+  %2219 = load float, ptr %arena845, align 4
+  %2220 = insertelement <16 x float> undef, float %2219, i32 0
+  %2221 = shufflevector <16 x float> %2220, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2221, ptr %fc1_weight_grad.t112_a4, align 64
+  %t112_a4 = load <16 x float>, ptr %fc1_weight_grad.t112_a4, align 64
+  %t112_b0846 = load <16 x float>, ptr %fc1_weight_grad.t112_b0, align 64
+  %t112_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t112_c4_0, align 64
+  %2222 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a4, <16 x float> %t112_b0846, <16 x float> %t112_c4_0)
+  store <16 x float> %2222, ptr %fc1_weight_grad.t112_c4_0, align 64
+  %t112_a4847 = load <16 x float>, ptr %fc1_weight_grad.t112_a4, align 64
+  %t112_b1848 = load <16 x float>, ptr %fc1_weight_grad.t112_b1, align 64
+  %t112_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t112_c4_1, align 64
+  %2223 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a4847, <16 x float> %t112_b1848, <16 x float> %t112_c4_1)
+  store <16 x float> %2223, ptr %fc1_weight_grad.t112_c4_1, align 64
+  %t112_a4849 = load <16 x float>, ptr %fc1_weight_grad.t112_a4, align 64
+  %t112_b2850 = load <16 x float>, ptr %fc1_weight_grad.t112_b2, align 64
+  %t112_c4_2 = load <16 x float>, ptr %fc1_weight_grad.t112_c4_2, align 64
+  %2224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a4849, <16 x float> %t112_b2850, <16 x float> %t112_c4_2)
+  store <16 x float> %2224, ptr %fc1_weight_grad.t112_c4_2, align 64
+  %t112_a4851 = load <16 x float>, ptr %fc1_weight_grad.t112_a4, align 64
+  %t112_b3852 = load <16 x float>, ptr %fc1_weight_grad.t112_b3, align 64
+  %t112_c4_3 = load <16 x float>, ptr %fc1_weight_grad.t112_c4_3, align 64
+  %2225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a4851, <16 x float> %t112_b3852, <16 x float> %t112_c4_3)
+  store <16 x float> %2225, ptr %fc1_weight_grad.t112_c4_3, align 64
+  %2226 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2227 = add nsw i64 %2226, 5
+  %2228 = add nsw i64 3162112, %2227
+  %2229 = mul nsw i64 %fc1_weight_grad.k113812, 128
+  %2230 = add nsw i64 %2228, %2229
+  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2230
+  %2231 = load float, ptr %arena853, align 4
+  %2232 = insertelement <16 x float> undef, float %2231, i32 0
+  %2233 = shufflevector <16 x float> %2232, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2233, ptr %fc1_weight_grad.t112_a5, align 64
+  %t112_a5 = load <16 x float>, ptr %fc1_weight_grad.t112_a5, align 64
+  %t112_b0854 = load <16 x float>, ptr %fc1_weight_grad.t112_b0, align 64
+  %t112_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t112_c5_0, align 64
+  %2234 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a5, <16 x float> %t112_b0854, <16 x float> %t112_c5_0)
+  store <16 x float> %2234, ptr %fc1_weight_grad.t112_c5_0, align 64
+  %t112_a5855 = load <16 x float>, ptr %fc1_weight_grad.t112_a5, align 64
+  %t112_b1856 = load <16 x float>, ptr %fc1_weight_grad.t112_b1, align 64
+  %t112_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t112_c5_1, align 64
+  %2235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a5855, <16 x float> %t112_b1856, <16 x float> %t112_c5_1)
+  store <16 x float> %2235, ptr %fc1_weight_grad.t112_c5_1, align 64
+  %t112_a5857 = load <16 x float>, ptr %fc1_weight_grad.t112_a5, align 64
+  %t112_b2858 = load <16 x float>, ptr %fc1_weight_grad.t112_b2, align 64
+  %t112_c5_2 = load <16 x float>, ptr %fc1_weight_grad.t112_c5_2, align 64
+  %2236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a5857, <16 x float> %t112_b2858, <16 x float> %t112_c5_2)
+  store <16 x float> %2236, ptr %fc1_weight_grad.t112_c5_2, align 64
+  %t112_a5859 = load <16 x float>, ptr %fc1_weight_grad.t112_a5, align 64
+  %t112_b3860 = load <16 x float>, ptr %fc1_weight_grad.t112_b3, align 64
+  %t112_c5_3 = load <16 x float>, ptr %fc1_weight_grad.t112_c5_3, align 64
+  %2237 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a5859, <16 x float> %t112_b3860, <16 x float> %t112_c5_3)
+  store <16 x float> %2237, ptr %fc1_weight_grad.t112_c5_3, align 64
+  %k113.next = add nsw i64 %fc1_weight_grad.k113812, 1
+  %2238 = icmp slt i64 %k113.next, 64
+  br i1 %2238, label %fc1_weight_grad.k113, label %fc1_weight_grad.k113.end
 
-relu1_grad.g129.end:                              ; preds = %relu1_grad.j137.end
-  br label %conv1_grad.i270
-
-relu1_grad.j130:                                  ; preds = %relu1_grad.f131.end, %relu1_grad.g129
-  %relu1_grad.j130671 = phi i64 [ 0, %relu1_grad.g129 ], [ %j130.next, %relu1_grad.f131.end ]
-  br label %relu1_grad.f131
-
-relu1_grad.j130.end:                              ; preds = %relu1_grad.f131.end
-  br label %relu1_grad.nb133
-
-relu1_grad.f131:                                  ; preds = %relu1_grad.i132.end, %relu1_grad.j130
-  %relu1_grad.f131672 = phi i64 [ 0, %relu1_grad.j130 ], [ %f131.next, %relu1_grad.i132.end ]
-  br label %relu1_grad.i132
-
-relu1_grad.f131.end:                              ; preds = %relu1_grad.i132.end
-  %j130.next = add nsw i64 %relu1_grad.j130671, 1
-  %2062 = icmp slt i64 %j130.next, 64
-  br i1 %2062, label %relu1_grad.j130, label %relu1_grad.j130.end
-
-relu1_grad.i132:                                  ; preds = %relu1_grad.i132, %relu1_grad.f131
-  %relu1_grad.i132673 = phi i64 [ 0, %relu1_grad.f131 ], [ %i132.next, %relu1_grad.i132 ]
-  %2063 = mul nsw i64 %relu1_grad.g129670, 64
-  %2064 = add nsw i64 %2063, %relu1_grad.j130671
-  %2065 = mul nsw i64 %2064, 36864
-  %2066 = add nsw i64 4351248, %2065
-  %2067 = mul nsw i64 %relu1_grad.f131672, 576
-  %2068 = add nsw i64 %2066, %2067
-  %2069 = add nsw i64 %2068, %relu1_grad.i132673
-  %arena674 = getelementptr inbounds float, ptr %arena, i64 %2069
-  %2070 = load float, ptr %arena674, align 4
-  %2071 = mul nsw i64 %relu1_grad.f131672, 36864
-  %2072 = add nsw i64 17327376, %2071
-  %2073 = mul nsw i64 %relu1_grad.j130671, 576
-  %2074 = add nsw i64 %2072, %2073
-  %2075 = add nsw i64 %2074, %relu1_grad.i132673
-  %arena675 = getelementptr inbounds float, ptr %arena, i64 %2075
-  store float %2070, ptr %arena675, align 4
-  %i132.next = add nsw i64 %relu1_grad.i132673, 1
-  %2076 = icmp slt i64 %i132.next, 576
-  br i1 %2076, label %relu1_grad.i132, label %relu1_grad.i132.end
-
-relu1_grad.i132.end:                              ; preds = %relu1_grad.i132
-  %f131.next = add nsw i64 %relu1_grad.f131672, 1
-  %2077 = icmp slt i64 %f131.next, 64
-  br i1 %2077, label %relu1_grad.f131, label %relu1_grad.f131.end
-
-relu1_grad.nb133:                                 ; preds = %relu1_grad.mb134.end, %relu1_grad.j130.end
-  %relu1_grad.nb133676 = phi i64 [ 0, %relu1_grad.j130.end ], [ %nb133.next, %relu1_grad.mb134.end ]
-  br label %relu1_grad.mb134
-
-relu1_grad.nb133.end:                             ; preds = %relu1_grad.mb134.end
-  br label %relu1_grad.j137
-
-relu1_grad.mb134:                                 ; preds = %relu1_grad.k136.end, %relu1_grad.nb133
-  %relu1_grad.mb134677 = phi i64 [ 0, %relu1_grad.nb133 ], [ %mb134.next, %relu1_grad.k136.end ]
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %relu1_grad.t135_c5_3, align 64
-  br label %relu1_grad.k136
-
-relu1_grad.mb134.end:                             ; preds = %relu1_grad.k136.end
-  %nb133.next = add nsw i64 %relu1_grad.nb133676, 1
-  %2078 = icmp slt i64 %nb133.next, 576
-  br i1 %2078, label %relu1_grad.nb133, label %relu1_grad.nb133.end
-
-relu1_grad.k136:                                  ; preds = %relu1_grad.k136, %relu1_grad.mb134
-  %relu1_grad.k136678 = phi i64 [ 0, %relu1_grad.mb134 ], [ %k136.next, %relu1_grad.k136 ]
-  %2079 = mul nsw i64 %relu1_grad.k136678, 36864
-  %2080 = add nsw i64 17327376, %2079
-  %2081 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2082 = add nsw i64 %2080, %2081
-  %arena679 = getelementptr inbounds float, ptr %arena, i64 %2082
-  %2083 = load <16 x float>, ptr %arena679, align 4
-  store <16 x float> %2083, ptr %relu1_grad.t135_b0, align 64
-  %2084 = mul nsw i64 %relu1_grad.k136678, 36864
-  %2085 = add nsw i64 17327376, %2084
-  %2086 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2087 = add nsw i64 %2085, %2086
-  %2088 = add nsw i64 %2087, 16
-  %arena680 = getelementptr inbounds float, ptr %arena, i64 %2088
-  %2089 = load <16 x float>, ptr %arena680, align 4
-  store <16 x float> %2089, ptr %relu1_grad.t135_b1, align 64
-  %2090 = mul nsw i64 %relu1_grad.k136678, 36864
-  %2091 = add nsw i64 17327376, %2090
-  %2092 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2093 = add nsw i64 %2091, %2092
-  %2094 = add nsw i64 %2093, 32
-  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2094
-  %2095 = load <16 x float>, ptr %arena681, align 4
-  store <16 x float> %2095, ptr %relu1_grad.t135_b2, align 64
-  %2096 = mul nsw i64 %relu1_grad.k136678, 36864
-  %2097 = add nsw i64 17327376, %2096
-  %2098 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2099 = add nsw i64 %2097, %2098
-  %2100 = add nsw i64 %2099, 48
-  %arena682 = getelementptr inbounds float, ptr %arena, i64 %2100
-  %2101 = load <16 x float>, ptr %arena682, align 4
-  store <16 x float> %2101, ptr %relu1_grad.t135_b3, align 64
-  %2102 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2103 = add nsw i64 320, %2102
-  %2104 = mul nsw i64 %relu1_grad.k136678, 288
-  %2105 = add nsw i64 %2103, %2104
-  %params683 = getelementptr inbounds float, ptr %params, i64 %2105
-  %2106 = load float, ptr %params683, align 4
-  %2107 = insertelement <16 x float> undef, float %2106, i32 0
-  %2108 = shufflevector <16 x float> %2107, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2108, ptr %relu1_grad.t135_a0, align 64
-  %t135_a0 = load <16 x float>, ptr %relu1_grad.t135_a0, align 64
-  %t135_b0 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
-  %t135_c0_0 = load <16 x float>, ptr %relu1_grad.t135_c0_0, align 64
-  %2109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0, <16 x float> %t135_b0, <16 x float> %t135_c0_0)
-  store <16 x float> %2109, ptr %relu1_grad.t135_c0_0, align 64
-  %t135_a0684 = load <16 x float>, ptr %relu1_grad.t135_a0, align 64
-  %t135_b1 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
-  %t135_c0_1 = load <16 x float>, ptr %relu1_grad.t135_c0_1, align 64
-  %2110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0684, <16 x float> %t135_b1, <16 x float> %t135_c0_1)
-  store <16 x float> %2110, ptr %relu1_grad.t135_c0_1, align 64
-  %t135_a0685 = load <16 x float>, ptr %relu1_grad.t135_a0, align 64
-  %t135_b2 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
-  %t135_c0_2 = load <16 x float>, ptr %relu1_grad.t135_c0_2, align 64
-  %2111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0685, <16 x float> %t135_b2, <16 x float> %t135_c0_2)
-  store <16 x float> %2111, ptr %relu1_grad.t135_c0_2, align 64
-  %t135_a0686 = load <16 x float>, ptr %relu1_grad.t135_a0, align 64
-  %t135_b3 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
-  %t135_c0_3 = load <16 x float>, ptr %relu1_grad.t135_c0_3, align 64
-  %2112 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a0686, <16 x float> %t135_b3, <16 x float> %t135_c0_3)
-  store <16 x float> %2112, ptr %relu1_grad.t135_c0_3, align 64
-  %2113 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2114 = add nsw i64 %2113, 1
-  %2115 = add nsw i64 320, %2114
-  %2116 = mul nsw i64 %relu1_grad.k136678, 288
-  %2117 = add nsw i64 %2115, %2116
-  %params687 = getelementptr inbounds float, ptr %params, i64 %2117
-  %2118 = load float, ptr %params687, align 4
-  %2119 = insertelement <16 x float> undef, float %2118, i32 0
-  %2120 = shufflevector <16 x float> %2119, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2120, ptr %relu1_grad.t135_a1, align 64
-  %t135_a1 = load <16 x float>, ptr %relu1_grad.t135_a1, align 64
-  %t135_b0688 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
-  %t135_c1_0 = load <16 x float>, ptr %relu1_grad.t135_c1_0, align 64
-  %2121 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1, <16 x float> %t135_b0688, <16 x float> %t135_c1_0)
-  store <16 x float> %2121, ptr %relu1_grad.t135_c1_0, align 64
-  %t135_a1689 = load <16 x float>, ptr %relu1_grad.t135_a1, align 64
-  %t135_b1690 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
-  %t135_c1_1 = load <16 x float>, ptr %relu1_grad.t135_c1_1, align 64
-  %2122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1689, <16 x float> %t135_b1690, <16 x float> %t135_c1_1)
-  store <16 x float> %2122, ptr %relu1_grad.t135_c1_1, align 64
-  %t135_a1691 = load <16 x float>, ptr %relu1_grad.t135_a1, align 64
-  %t135_b2692 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
-  %t135_c1_2 = load <16 x float>, ptr %relu1_grad.t135_c1_2, align 64
-  %2123 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1691, <16 x float> %t135_b2692, <16 x float> %t135_c1_2)
-  store <16 x float> %2123, ptr %relu1_grad.t135_c1_2, align 64
-  %t135_a1693 = load <16 x float>, ptr %relu1_grad.t135_a1, align 64
-  %t135_b3694 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
-  %t135_c1_3 = load <16 x float>, ptr %relu1_grad.t135_c1_3, align 64
-  %2124 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a1693, <16 x float> %t135_b3694, <16 x float> %t135_c1_3)
-  store <16 x float> %2124, ptr %relu1_grad.t135_c1_3, align 64
-  %2125 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2126 = add nsw i64 %2125, 2
-  %2127 = add nsw i64 320, %2126
-  %2128 = mul nsw i64 %relu1_grad.k136678, 288
-  %2129 = add nsw i64 %2127, %2128
-  %params695 = getelementptr inbounds float, ptr %params, i64 %2129
-  %2130 = load float, ptr %params695, align 4
-  %2131 = insertelement <16 x float> undef, float %2130, i32 0
-  %2132 = shufflevector <16 x float> %2131, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2132, ptr %relu1_grad.t135_a2, align 64
-  %t135_a2 = load <16 x float>, ptr %relu1_grad.t135_a2, align 64
-  %t135_b0696 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
-  %t135_c2_0 = load <16 x float>, ptr %relu1_grad.t135_c2_0, align 64
-  %2133 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2, <16 x float> %t135_b0696, <16 x float> %t135_c2_0)
-  store <16 x float> %2133, ptr %relu1_grad.t135_c2_0, align 64
-  %t135_a2697 = load <16 x float>, ptr %relu1_grad.t135_a2, align 64
-  %t135_b1698 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
-  %t135_c2_1 = load <16 x float>, ptr %relu1_grad.t135_c2_1, align 64
-  %2134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2697, <16 x float> %t135_b1698, <16 x float> %t135_c2_1)
-  store <16 x float> %2134, ptr %relu1_grad.t135_c2_1, align 64
-  %t135_a2699 = load <16 x float>, ptr %relu1_grad.t135_a2, align 64
-  %t135_b2700 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
-  %t135_c2_2 = load <16 x float>, ptr %relu1_grad.t135_c2_2, align 64
-  %2135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2699, <16 x float> %t135_b2700, <16 x float> %t135_c2_2)
-  store <16 x float> %2135, ptr %relu1_grad.t135_c2_2, align 64
-  %t135_a2701 = load <16 x float>, ptr %relu1_grad.t135_a2, align 64
-  %t135_b3702 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
-  %t135_c2_3 = load <16 x float>, ptr %relu1_grad.t135_c2_3, align 64
-  %2136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a2701, <16 x float> %t135_b3702, <16 x float> %t135_c2_3)
-  store <16 x float> %2136, ptr %relu1_grad.t135_c2_3, align 64
-  %2137 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2138 = add nsw i64 %2137, 3
-  %2139 = add nsw i64 320, %2138
-  %2140 = mul nsw i64 %relu1_grad.k136678, 288
-  %2141 = add nsw i64 %2139, %2140
-  %params703 = getelementptr inbounds float, ptr %params, i64 %2141
-  %2142 = load float, ptr %params703, align 4
-  %2143 = insertelement <16 x float> undef, float %2142, i32 0
-  %2144 = shufflevector <16 x float> %2143, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2144, ptr %relu1_grad.t135_a3, align 64
-  %t135_a3 = load <16 x float>, ptr %relu1_grad.t135_a3, align 64
-  %t135_b0704 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
-  %t135_c3_0 = load <16 x float>, ptr %relu1_grad.t135_c3_0, align 64
-  %2145 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3, <16 x float> %t135_b0704, <16 x float> %t135_c3_0)
-  store <16 x float> %2145, ptr %relu1_grad.t135_c3_0, align 64
-  %t135_a3705 = load <16 x float>, ptr %relu1_grad.t135_a3, align 64
-  %t135_b1706 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
-  %t135_c3_1 = load <16 x float>, ptr %relu1_grad.t135_c3_1, align 64
-  %2146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3705, <16 x float> %t135_b1706, <16 x float> %t135_c3_1)
-  store <16 x float> %2146, ptr %relu1_grad.t135_c3_1, align 64
-  %t135_a3707 = load <16 x float>, ptr %relu1_grad.t135_a3, align 64
-  %t135_b2708 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
-  %t135_c3_2 = load <16 x float>, ptr %relu1_grad.t135_c3_2, align 64
-  %2147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3707, <16 x float> %t135_b2708, <16 x float> %t135_c3_2)
-  store <16 x float> %2147, ptr %relu1_grad.t135_c3_2, align 64
-  %t135_a3709 = load <16 x float>, ptr %relu1_grad.t135_a3, align 64
-  %t135_b3710 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
-  %t135_c3_3 = load <16 x float>, ptr %relu1_grad.t135_c3_3, align 64
-  %2148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a3709, <16 x float> %t135_b3710, <16 x float> %t135_c3_3)
-  store <16 x float> %2148, ptr %relu1_grad.t135_c3_3, align 64
-  %2149 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2150 = add nsw i64 %2149, 4
-  %2151 = add nsw i64 320, %2150
-  %2152 = mul nsw i64 %relu1_grad.k136678, 288
-  %2153 = add nsw i64 %2151, %2152
-  %params711 = getelementptr inbounds float, ptr %params, i64 %2153
-  %2154 = load float, ptr %params711, align 4
-  %2155 = insertelement <16 x float> undef, float %2154, i32 0
-  %2156 = shufflevector <16 x float> %2155, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2156, ptr %relu1_grad.t135_a4, align 64
-  %t135_a4 = load <16 x float>, ptr %relu1_grad.t135_a4, align 64
-  %t135_b0712 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
-  %t135_c4_0 = load <16 x float>, ptr %relu1_grad.t135_c4_0, align 64
-  %2157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4, <16 x float> %t135_b0712, <16 x float> %t135_c4_0)
-  store <16 x float> %2157, ptr %relu1_grad.t135_c4_0, align 64
-  %t135_a4713 = load <16 x float>, ptr %relu1_grad.t135_a4, align 64
-  %t135_b1714 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
-  %t135_c4_1 = load <16 x float>, ptr %relu1_grad.t135_c4_1, align 64
-  %2158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4713, <16 x float> %t135_b1714, <16 x float> %t135_c4_1)
-  store <16 x float> %2158, ptr %relu1_grad.t135_c4_1, align 64
-  %t135_a4715 = load <16 x float>, ptr %relu1_grad.t135_a4, align 64
-  %t135_b2716 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
-  %t135_c4_2 = load <16 x float>, ptr %relu1_grad.t135_c4_2, align 64
-  %2159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4715, <16 x float> %t135_b2716, <16 x float> %t135_c4_2)
-  store <16 x float> %2159, ptr %relu1_grad.t135_c4_2, align 64
-  %t135_a4717 = load <16 x float>, ptr %relu1_grad.t135_a4, align 64
-  %t135_b3718 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
-  %t135_c4_3 = load <16 x float>, ptr %relu1_grad.t135_c4_3, align 64
-  %2160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a4717, <16 x float> %t135_b3718, <16 x float> %t135_c4_3)
-  store <16 x float> %2160, ptr %relu1_grad.t135_c4_3, align 64
-  %2161 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2162 = add nsw i64 %2161, 5
-  %2163 = add nsw i64 320, %2162
-  %2164 = mul nsw i64 %relu1_grad.k136678, 288
-  %2165 = add nsw i64 %2163, %2164
-  %params719 = getelementptr inbounds float, ptr %params, i64 %2165
-  %2166 = load float, ptr %params719, align 4
-  %2167 = insertelement <16 x float> undef, float %2166, i32 0
-  %2168 = shufflevector <16 x float> %2167, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %2168, ptr %relu1_grad.t135_a5, align 64
-  %t135_a5 = load <16 x float>, ptr %relu1_grad.t135_a5, align 64
-  %t135_b0720 = load <16 x float>, ptr %relu1_grad.t135_b0, align 64
-  %t135_c5_0 = load <16 x float>, ptr %relu1_grad.t135_c5_0, align 64
-  %2169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5, <16 x float> %t135_b0720, <16 x float> %t135_c5_0)
-  store <16 x float> %2169, ptr %relu1_grad.t135_c5_0, align 64
-  %t135_a5721 = load <16 x float>, ptr %relu1_grad.t135_a5, align 64
-  %t135_b1722 = load <16 x float>, ptr %relu1_grad.t135_b1, align 64
-  %t135_c5_1 = load <16 x float>, ptr %relu1_grad.t135_c5_1, align 64
-  %2170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5721, <16 x float> %t135_b1722, <16 x float> %t135_c5_1)
-  store <16 x float> %2170, ptr %relu1_grad.t135_c5_1, align 64
-  %t135_a5723 = load <16 x float>, ptr %relu1_grad.t135_a5, align 64
-  %t135_b2724 = load <16 x float>, ptr %relu1_grad.t135_b2, align 64
-  %t135_c5_2 = load <16 x float>, ptr %relu1_grad.t135_c5_2, align 64
-  %2171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5723, <16 x float> %t135_b2724, <16 x float> %t135_c5_2)
-  store <16 x float> %2171, ptr %relu1_grad.t135_c5_2, align 64
-  %t135_a5725 = load <16 x float>, ptr %relu1_grad.t135_a5, align 64
-  %t135_b3726 = load <16 x float>, ptr %relu1_grad.t135_b3, align 64
-  %t135_c5_3 = load <16 x float>, ptr %relu1_grad.t135_c5_3, align 64
-  %2172 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t135_a5725, <16 x float> %t135_b3726, <16 x float> %t135_c5_3)
-  store <16 x float> %2172, ptr %relu1_grad.t135_c5_3, align 64
-  %k136.next = add nsw i64 %relu1_grad.k136678, 1
-  %2173 = icmp slt i64 %k136.next, 64
-  br i1 %2173, label %relu1_grad.k136, label %relu1_grad.k136.end
-
-relu1_grad.k136.end:                              ; preds = %relu1_grad.k136
-  %t135_c0_0727 = load <16 x float>, ptr %relu1_grad.t135_c0_0, align 64
-  %2174 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2175 = mul nsw i64 %2174, 36864
-  %2176 = add nsw i64 6710544, %2175
-  %2177 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2178 = add nsw i64 %2176, %2177
-  %arena728 = getelementptr inbounds float, ptr %arena, i64 %2178
-  store <16 x float> %t135_c0_0727, ptr %arena728, align 4
-  %t135_c0_1729 = load <16 x float>, ptr %relu1_grad.t135_c0_1, align 64
-  %2179 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2180 = mul nsw i64 %2179, 36864
-  %2181 = add nsw i64 6710544, %2180
-  %2182 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2183 = add nsw i64 %2181, %2182
-  %2184 = add nsw i64 %2183, 16
-  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2184
-  store <16 x float> %t135_c0_1729, ptr %arena730, align 4
-  %t135_c0_2731 = load <16 x float>, ptr %relu1_grad.t135_c0_2, align 64
-  %2185 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2186 = mul nsw i64 %2185, 36864
-  %2187 = add nsw i64 6710544, %2186
-  %2188 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2189 = add nsw i64 %2187, %2188
-  %2190 = add nsw i64 %2189, 32
-  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2190
-  store <16 x float> %t135_c0_2731, ptr %arena732, align 4
-  %t135_c0_3733 = load <16 x float>, ptr %relu1_grad.t135_c0_3, align 64
-  %2191 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2192 = mul nsw i64 %2191, 36864
-  %2193 = add nsw i64 6710544, %2192
-  %2194 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2195 = add nsw i64 %2193, %2194
-  %2196 = add nsw i64 %2195, 48
-  %arena734 = getelementptr inbounds float, ptr %arena, i64 %2196
-  store <16 x float> %t135_c0_3733, ptr %arena734, align 4
-  %t135_c1_0735 = load <16 x float>, ptr %relu1_grad.t135_c1_0, align 64
-  %2197 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2198 = add nsw i64 %2197, 1
-  %2199 = mul nsw i64 %2198, 36864
-  %2200 = add nsw i64 6710544, %2199
-  %2201 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2202 = add nsw i64 %2200, %2201
-  %arena736 = getelementptr inbounds float, ptr %arena, i64 %2202
-  store <16 x float> %t135_c1_0735, ptr %arena736, align 4
-  %t135_c1_1737 = load <16 x float>, ptr %relu1_grad.t135_c1_1, align 64
-  %2203 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2204 = add nsw i64 %2203, 1
-  %2205 = mul nsw i64 %2204, 36864
-  %2206 = add nsw i64 6710544, %2205
-  %2207 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2208 = add nsw i64 %2206, %2207
-  %2209 = add nsw i64 %2208, 16
-  %arena738 = getelementptr inbounds float, ptr %arena, i64 %2209
-  store <16 x float> %t135_c1_1737, ptr %arena738, align 4
-  %t135_c1_2739 = load <16 x float>, ptr %relu1_grad.t135_c1_2, align 64
-  %2210 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2211 = add nsw i64 %2210, 1
-  %2212 = mul nsw i64 %2211, 36864
-  %2213 = add nsw i64 6710544, %2212
-  %2214 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2215 = add nsw i64 %2213, %2214
-  %2216 = add nsw i64 %2215, 32
-  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2216
-  store <16 x float> %t135_c1_2739, ptr %arena740, align 4
-  %t135_c1_3741 = load <16 x float>, ptr %relu1_grad.t135_c1_3, align 64
-  %2217 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2218 = add nsw i64 %2217, 1
-  %2219 = mul nsw i64 %2218, 36864
-  %2220 = add nsw i64 6710544, %2219
-  %2221 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2222 = add nsw i64 %2220, %2221
-  %2223 = add nsw i64 %2222, 48
-  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2223
-  store <16 x float> %t135_c1_3741, ptr %arena742, align 4
-  %t135_c2_0743 = load <16 x float>, ptr %relu1_grad.t135_c2_0, align 64
-  %2224 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2225 = add nsw i64 %2224, 2
-  %2226 = mul nsw i64 %2225, 36864
-  %2227 = add nsw i64 6710544, %2226
-  %2228 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2229 = add nsw i64 %2227, %2228
-  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2229
-  store <16 x float> %t135_c2_0743, ptr %arena744, align 4
-  %t135_c2_1745 = load <16 x float>, ptr %relu1_grad.t135_c2_1, align 64
-  %2230 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2231 = add nsw i64 %2230, 2
-  %2232 = mul nsw i64 %2231, 36864
-  %2233 = add nsw i64 6710544, %2232
-  %2234 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2235 = add nsw i64 %2233, %2234
-  %2236 = add nsw i64 %2235, 16
-  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2236
-  store <16 x float> %t135_c2_1745, ptr %arena746, align 4
-  %t135_c2_2747 = load <16 x float>, ptr %relu1_grad.t135_c2_2, align 64
-  %2237 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2238 = add nsw i64 %2237, 2
-  %2239 = mul nsw i64 %2238, 36864
-  %2240 = add nsw i64 6710544, %2239
-  %2241 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2242 = add nsw i64 %2240, %2241
-  %2243 = add nsw i64 %2242, 32
-  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2243
-  store <16 x float> %t135_c2_2747, ptr %arena748, align 4
-  %t135_c2_3749 = load <16 x float>, ptr %relu1_grad.t135_c2_3, align 64
-  %2244 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2245 = add nsw i64 %2244, 2
-  %2246 = mul nsw i64 %2245, 36864
-  %2247 = add nsw i64 6710544, %2246
-  %2248 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2249 = add nsw i64 %2247, %2248
-  %2250 = add nsw i64 %2249, 48
-  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2250
-  store <16 x float> %t135_c2_3749, ptr %arena750, align 4
-  %t135_c3_0751 = load <16 x float>, ptr %relu1_grad.t135_c3_0, align 64
-  %2251 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2252 = add nsw i64 %2251, 3
-  %2253 = mul nsw i64 %2252, 36864
-  %2254 = add nsw i64 6710544, %2253
-  %2255 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2256 = add nsw i64 %2254, %2255
-  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2256
-  store <16 x float> %t135_c3_0751, ptr %arena752, align 4
-  %t135_c3_1753 = load <16 x float>, ptr %relu1_grad.t135_c3_1, align 64
-  %2257 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2258 = add nsw i64 %2257, 3
-  %2259 = mul nsw i64 %2258, 36864
-  %2260 = add nsw i64 6710544, %2259
-  %2261 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2262 = add nsw i64 %2260, %2261
-  %2263 = add nsw i64 %2262, 16
-  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2263
-  store <16 x float> %t135_c3_1753, ptr %arena754, align 4
-  %t135_c3_2755 = load <16 x float>, ptr %relu1_grad.t135_c3_2, align 64
-  %2264 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2265 = add nsw i64 %2264, 3
-  %2266 = mul nsw i64 %2265, 36864
-  %2267 = add nsw i64 6710544, %2266
-  %2268 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2269 = add nsw i64 %2267, %2268
-  %2270 = add nsw i64 %2269, 32
-  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2270
-  store <16 x float> %t135_c3_2755, ptr %arena756, align 4
-  %t135_c3_3757 = load <16 x float>, ptr %relu1_grad.t135_c3_3, align 64
-  %2271 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2272 = add nsw i64 %2271, 3
-  %2273 = mul nsw i64 %2272, 36864
-  %2274 = add nsw i64 6710544, %2273
-  %2275 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2276 = add nsw i64 %2274, %2275
-  %2277 = add nsw i64 %2276, 48
-  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2277
-  store <16 x float> %t135_c3_3757, ptr %arena758, align 4
-  %t135_c4_0759 = load <16 x float>, ptr %relu1_grad.t135_c4_0, align 64
-  %2278 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2279 = add nsw i64 %2278, 4
-  %2280 = mul nsw i64 %2279, 36864
-  %2281 = add nsw i64 6710544, %2280
-  %2282 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2283 = add nsw i64 %2281, %2282
-  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2283
-  store <16 x float> %t135_c4_0759, ptr %arena760, align 4
-  %t135_c4_1761 = load <16 x float>, ptr %relu1_grad.t135_c4_1, align 64
-  %2284 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2285 = add nsw i64 %2284, 4
-  %2286 = mul nsw i64 %2285, 36864
-  %2287 = add nsw i64 6710544, %2286
-  %2288 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2289 = add nsw i64 %2287, %2288
-  %2290 = add nsw i64 %2289, 16
-  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2290
-  store <16 x float> %t135_c4_1761, ptr %arena762, align 4
-  %t135_c4_2763 = load <16 x float>, ptr %relu1_grad.t135_c4_2, align 64
-  %2291 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2292 = add nsw i64 %2291, 4
-  %2293 = mul nsw i64 %2292, 36864
-  %2294 = add nsw i64 6710544, %2293
-  %2295 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2296 = add nsw i64 %2294, %2295
-  %2297 = add nsw i64 %2296, 32
-  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2297
-  store <16 x float> %t135_c4_2763, ptr %arena764, align 4
-  %t135_c4_3765 = load <16 x float>, ptr %relu1_grad.t135_c4_3, align 64
-  %2298 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2299 = add nsw i64 %2298, 4
-  %2300 = mul nsw i64 %2299, 36864
-  %2301 = add nsw i64 6710544, %2300
-  %2302 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2303 = add nsw i64 %2301, %2302
-  %2304 = add nsw i64 %2303, 48
-  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2304
-  store <16 x float> %t135_c4_3765, ptr %arena766, align 4
-  %t135_c5_0767 = load <16 x float>, ptr %relu1_grad.t135_c5_0, align 64
-  %2305 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2306 = add nsw i64 %2305, 5
-  %2307 = mul nsw i64 %2306, 36864
-  %2308 = add nsw i64 6710544, %2307
-  %2309 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2310 = add nsw i64 %2308, %2309
-  %arena768 = getelementptr inbounds float, ptr %arena, i64 %2310
-  store <16 x float> %t135_c5_0767, ptr %arena768, align 4
-  %t135_c5_1769 = load <16 x float>, ptr %relu1_grad.t135_c5_1, align 64
-  %2311 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2312 = add nsw i64 %2311, 5
-  %2313 = mul nsw i64 %2312, 36864
-  %2314 = add nsw i64 6710544, %2313
-  %2315 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2316 = add nsw i64 %2314, %2315
-  %2317 = add nsw i64 %2316, 16
-  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2317
-  store <16 x float> %t135_c5_1769, ptr %arena770, align 4
-  %t135_c5_2771 = load <16 x float>, ptr %relu1_grad.t135_c5_2, align 64
-  %2318 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2319 = add nsw i64 %2318, 5
-  %2320 = mul nsw i64 %2319, 36864
-  %2321 = add nsw i64 6710544, %2320
-  %2322 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2323 = add nsw i64 %2321, %2322
-  %2324 = add nsw i64 %2323, 32
-  %arena772 = getelementptr inbounds float, ptr %arena, i64 %2324
-  store <16 x float> %t135_c5_2771, ptr %arena772, align 4
-  %t135_c5_3773 = load <16 x float>, ptr %relu1_grad.t135_c5_3, align 64
-  %2325 = mul nsw i64 %relu1_grad.mb134677, 6
-  %2326 = add nsw i64 %2325, 5
-  %2327 = mul nsw i64 %2326, 36864
-  %2328 = add nsw i64 6710544, %2327
-  %2329 = mul nsw i64 %relu1_grad.nb133676, 64
-  %2330 = add nsw i64 %2328, %2329
-  %2331 = add nsw i64 %2330, 48
-  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2331
-  store <16 x float> %t135_c5_3773, ptr %arena774, align 4
-  %mb134.next = add nsw i64 %relu1_grad.mb134677, 1
-  %2332 = icmp slt i64 %mb134.next, 48
-  br i1 %2332, label %relu1_grad.mb134, label %relu1_grad.mb134.end
-
-relu1_grad.j137:                                  ; preds = %relu1_grad.c138.end, %relu1_grad.nb133.end
-  %relu1_grad.j137775 = phi i64 [ 0, %relu1_grad.nb133.end ], [ %j137.next, %relu1_grad.c138.end ]
-  br label %relu1_grad.c138
-
-relu1_grad.j137.end:                              ; preds = %relu1_grad.c138.end
-  %g129.next = add nsw i64 %relu1_grad.g129670, 1
-  %2333 = icmp slt i64 %g129.next, 1
-  br i1 %2333, label %relu1_grad.g129, label %relu1_grad.g129.end
-
-relu1_grad.c138:                                  ; preds = %relu1_grad.iy267.end, %relu1_grad.j137
-  %relu1_grad.c138776 = phi i64 [ 0, %relu1_grad.j137 ], [ %c138.next, %relu1_grad.iy267.end ]
-  br label %relu1_grad.iy139
-
-relu1_grad.c138.end:                              ; preds = %relu1_grad.iy267.end
-  %j137.next = add nsw i64 %relu1_grad.j137775, 1
-  %2334 = icmp slt i64 %j137.next, 64
-  br i1 %2334, label %relu1_grad.j137, label %relu1_grad.j137.end
-
-relu1_grad.iy139:                                 ; preds = %relu1_grad.ix140.end, %relu1_grad.c138
-  %relu1_grad.iy139777 = phi i64 [ 0, %relu1_grad.c138 ], [ %iy139.next, %relu1_grad.ix140.end ]
-  br label %relu1_grad.ix140
-
-relu1_grad.iy139.end:                             ; preds = %relu1_grad.ix140.end
-  br label %relu1_grad.iy142
-
-relu1_grad.ix140:                                 ; preds = %relu1_grad.ix140, %relu1_grad.iy139
-  %relu1_grad.ix140778 = phi i64 [ 0, %relu1_grad.iy139 ], [ %ix140.next, %relu1_grad.ix140 ]
-  %2335 = mul nsw i64 %relu1_grad.c138776, 9
-  %2336 = mul nsw i64 %2335, 36864
-  %2337 = add nsw i64 6710544, %2336
-  %2338 = mul nsw i64 %relu1_grad.j137775, 576
-  %2339 = add nsw i64 %2337, %2338
-  %2340 = mul nsw i64 %relu1_grad.iy139777, 24
+fc1_weight_grad.k113.end:                         ; preds = %fc1_weight_grad.k113
+  %t112_c0_0861 = load <16 x float>, ptr %fc1_weight_grad.t112_c0_0, align 64
+  %2239 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2240 = mul nsw i64 %2239, 9216
+  %2241 = add nsw i64 18816, %2240
+  %2242 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2243 = add nsw i64 %2241, %2242
+  %grads862 = getelementptr inbounds float, ptr %grads, i64 %2243
+  store <16 x float> %t112_c0_0861, ptr %grads862, align 4
+  %t112_c0_1863 = load <16 x float>, ptr %fc1_weight_grad.t112_c0_1, align 64
+  %2244 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2245 = mul nsw i64 %2244, 9216
+  %2246 = add nsw i64 18816, %2245
+  %2247 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2248 = add nsw i64 %2246, %2247
+  %2249 = add nsw i64 %2248, 16
+  %grads864 = getelementptr inbounds float, ptr %grads, i64 %2249
+  store <16 x float> %t112_c0_1863, ptr %grads864, align 4
+  %t112_c0_2865 = load <16 x float>, ptr %fc1_weight_grad.t112_c0_2, align 64
+  %2250 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2251 = mul nsw i64 %2250, 9216
+  %2252 = add nsw i64 18816, %2251
+  %2253 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2254 = add nsw i64 %2252, %2253
+  %2255 = add nsw i64 %2254, 32
+  %grads866 = getelementptr inbounds float, ptr %grads, i64 %2255
+  store <16 x float> %t112_c0_2865, ptr %grads866, align 4
+  %t112_c0_3867 = load <16 x float>, ptr %fc1_weight_grad.t112_c0_3, align 64
+  %2256 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2257 = mul nsw i64 %2256, 9216
+  %2258 = add nsw i64 18816, %2257
+  %2259 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2260 = add nsw i64 %2258, %2259
+  %2261 = add nsw i64 %2260, 48
+  %grads868 = getelementptr inbounds float, ptr %grads, i64 %2261
+  store <16 x float> %t112_c0_3867, ptr %grads868, align 4
+  %t112_c1_0869 = load <16 x float>, ptr %fc1_weight_grad.t112_c1_0, align 64
+  %2262 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2263 = add nsw i64 %2262, 1
+  %2264 = mul nsw i64 %2263, 9216
+  %2265 = add nsw i64 18816, %2264
+  %2266 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2267 = add nsw i64 %2265, %2266
+  %grads870 = getelementptr inbounds float, ptr %grads, i64 %2267
+  store <16 x float> %t112_c1_0869, ptr %grads870, align 4
+  %t112_c1_1871 = load <16 x float>, ptr %fc1_weight_grad.t112_c1_1, align 64
+  %2268 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2269 = add nsw i64 %2268, 1
+  %2270 = mul nsw i64 %2269, 9216
+  %2271 = add nsw i64 18816, %2270
+  %2272 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2273 = add nsw i64 %2271, %2272
+  %2274 = add nsw i64 %2273, 16
+  %grads872 = getelementptr inbounds float, ptr %grads, i64 %2274
+  store <16 x float> %t112_c1_1871, ptr %grads872, align 4
+  %t112_c1_2873 = load <16 x float>, ptr %fc1_weight_grad.t112_c1_2, align 64
+  %2275 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2276 = add nsw i64 %2275, 1
+  %2277 = mul nsw i64 %2276, 9216
+  %2278 = add nsw i64 18816, %2277
+  %2279 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2280 = add nsw i64 %2278, %2279
+  %2281 = add nsw i64 %2280, 32
+  %grads874 = getelementptr inbounds float, ptr %grads, i64 %2281
+  store <16 x float> %t112_c1_2873, ptr %grads874, align 4
+  %t112_c1_3875 = load <16 x float>, ptr %fc1_weight_grad.t112_c1_3, align 64
+  %2282 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2283 = add nsw i64 %2282, 1
+  %2284 = mul nsw i64 %2283, 9216
+  %2285 = add nsw i64 18816, %2284
+  %2286 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2287 = add nsw i64 %2285, %2286
+  %2288 = add nsw i64 %2287, 48
+  %grads876 = getelementptr inbounds float, ptr %grads, i64 %2288
+  store <16 x float> %t112_c1_3875, ptr %grads876, align 4
+  %t112_c2_0877 = load <16 x float>, ptr %fc1_weight_grad.t112_c2_0, align 64
+  %2289 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2290 = add nsw i64 %2289, 2
+  %2291 = mul nsw i64 %2290, 9216
+  %2292 = add nsw i64 18816, %2291
+  %2293 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2294 = add nsw i64 %2292, %2293
+  %grads878 = getelementptr inbounds float, ptr %grads, i64 %2294
+  store <16 x float> %t112_c2_0877, ptr %grads878, align 4
+  %t112_c2_1879 = load <16 x float>, ptr %fc1_weight_grad.t112_c2_1, align 64
+  %2295 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2296 = add nsw i64 %2295, 2
+  %2297 = mul nsw i64 %2296, 9216
+  %2298 = add nsw i64 18816, %2297
+  %2299 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2300 = add nsw i64 %2298, %2299
+  %2301 = add nsw i64 %2300, 16
+  %grads880 = getelementptr inbounds float, ptr %grads, i64 %2301
+  store <16 x float> %t112_c2_1879, ptr %grads880, align 4
+  %t112_c2_2881 = load <16 x float>, ptr %fc1_weight_grad.t112_c2_2, align 64
+  %2302 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2303 = add nsw i64 %2302, 2
+  %2304 = mul nsw i64 %2303, 9216
+  %2305 = add nsw i64 18816, %2304
+  %2306 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2307 = add nsw i64 %2305, %2306
+  %2308 = add nsw i64 %2307, 32
+  %grads882 = getelementptr inbounds float, ptr %grads, i64 %2308
+  store <16 x float> %t112_c2_2881, ptr %grads882, align 4
+  %t112_c2_3883 = load <16 x float>, ptr %fc1_weight_grad.t112_c2_3, align 64
+  %2309 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2310 = add nsw i64 %2309, 2
+  %2311 = mul nsw i64 %2310, 9216
+  %2312 = add nsw i64 18816, %2311
+  %2313 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2314 = add nsw i64 %2312, %2313
+  %2315 = add nsw i64 %2314, 48
+  %grads884 = getelementptr inbounds float, ptr %grads, i64 %2315
+  store <16 x float> %t112_c2_3883, ptr %grads884, align 4
+  %t112_c3_0885 = load <16 x float>, ptr %fc1_weight_grad.t112_c3_0, align 64
+  %2316 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2317 = add nsw i64 %2316, 3
+  %2318 = mul nsw i64 %2317, 9216
+  %2319 = add nsw i64 18816, %2318
+  %2320 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2321 = add nsw i64 %2319, %2320
+  %grads886 = getelementptr inbounds float, ptr %grads, i64 %2321
+  store <16 x float> %t112_c3_0885, ptr %grads886, align 4
+  %t112_c3_1887 = load <16 x float>, ptr %fc1_weight_grad.t112_c3_1, align 64
+  %2322 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2323 = add nsw i64 %2322, 3
+  %2324 = mul nsw i64 %2323, 9216
+  %2325 = add nsw i64 18816, %2324
+  %2326 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2327 = add nsw i64 %2325, %2326
+  %2328 = add nsw i64 %2327, 16
+  %grads888 = getelementptr inbounds float, ptr %grads, i64 %2328
+  store <16 x float> %t112_c3_1887, ptr %grads888, align 4
+  %t112_c3_2889 = load <16 x float>, ptr %fc1_weight_grad.t112_c3_2, align 64
+  %2329 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2330 = add nsw i64 %2329, 3
+  %2331 = mul nsw i64 %2330, 9216
+  %2332 = add nsw i64 18816, %2331
+  %2333 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2334 = add nsw i64 %2332, %2333
+  %2335 = add nsw i64 %2334, 32
+  %grads890 = getelementptr inbounds float, ptr %grads, i64 %2335
+  store <16 x float> %t112_c3_2889, ptr %grads890, align 4
+  %t112_c3_3891 = load <16 x float>, ptr %fc1_weight_grad.t112_c3_3, align 64
+  %2336 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2337 = add nsw i64 %2336, 3
+  %2338 = mul nsw i64 %2337, 9216
+  %2339 = add nsw i64 18816, %2338
+  %2340 = mul nsw i64 %fc1_weight_grad.nb110810, 64
   %2341 = add nsw i64 %2339, %2340
-  %2342 = add nsw i64 %2341, %relu1_grad.ix140778
-  %arena779 = getelementptr inbounds float, ptr %arena, i64 %2342
-  %2343 = load float, ptr %arena779, align 4
-  store float %2343, ptr %relu1_grad.sum141, align 4
-  %sum141 = load float, ptr %relu1_grad.sum141, align 4
-  %2344 = mul nsw i64 %relu1_grad.g129670, 64
-  %2345 = add nsw i64 %2344, %relu1_grad.j137775
-  %2346 = mul nsw i64 %2345, 21632
-  %2347 = add nsw i64 1384448, %2346
-  %2348 = mul nsw i64 %relu1_grad.c138776, 676
-  %2349 = add nsw i64 %2347, %2348
-  %2350 = mul nsw i64 %relu1_grad.iy139777, 26
-  %2351 = add nsw i64 %2349, %2350
-  %2352 = add nsw i64 %2351, %relu1_grad.ix140778
-  %arena780 = getelementptr inbounds float, ptr %arena, i64 %2352
-  store float %sum141, ptr %arena780, align 4
-  %ix140.next = add nsw i64 %relu1_grad.ix140778, 1
-  %2353 = icmp slt i64 %ix140.next, 1
-  br i1 %2353, label %relu1_grad.ix140, label %relu1_grad.ix140.end
-
-relu1_grad.ix140.end:                             ; preds = %relu1_grad.ix140
-  %iy139.next = add nsw i64 %relu1_grad.iy139777, 1
-  %2354 = icmp slt i64 %iy139.next, 1
-  br i1 %2354, label %relu1_grad.iy139, label %relu1_grad.iy139.end
-
-relu1_grad.iy142:                                 ; preds = %relu1_grad.ix143.end, %relu1_grad.iy139.end
-  %relu1_grad.iy142781 = phi i64 [ 0, %relu1_grad.iy139.end ], [ %iy142.next, %relu1_grad.ix143.end ]
-  br label %relu1_grad.ix143
-
-relu1_grad.iy142.end:                             ; preds = %relu1_grad.ix143.end
-  br label %relu1_grad.iy146
-
-relu1_grad.ix143:                                 ; preds = %relu1_grad.ix143, %relu1_grad.iy142
-  %relu1_grad.ix143782 = phi i64 [ 0, %relu1_grad.iy142 ], [ %ix143.next, %relu1_grad.ix143 ]
-  %2355 = mul nsw i64 %relu1_grad.c138776, 9
-  %2356 = mul nsw i64 %2355, 36864
-  %2357 = add nsw i64 6710544, %2356
-  %2358 = mul nsw i64 %relu1_grad.j137775, 576
-  %2359 = add nsw i64 %2357, %2358
-  %2360 = mul nsw i64 %relu1_grad.iy142781, 24
+  %2342 = add nsw i64 %2341, 48
+  %grads892 = getelementptr inbounds float, ptr %grads, i64 %2342
+  store <16 x float> %t112_c3_3891, ptr %grads892, align 4
+  %t112_c4_0893 = load <16 x float>, ptr %fc1_weight_grad.t112_c4_0, align 64
+  %2343 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2344 = add nsw i64 %2343, 4
+  %2345 = mul nsw i64 %2344, 9216
+  %2346 = add nsw i64 18816, %2345
+  %2347 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2348 = add nsw i64 %2346, %2347
+  %grads894 = getelementptr inbounds float, ptr %grads, i64 %2348
+  store <16 x float> %t112_c4_0893, ptr %grads894, align 4
+  %t112_c4_1895 = load <16 x float>, ptr %fc1_weight_grad.t112_c4_1, align 64
+  %2349 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2350 = add nsw i64 %2349, 4
+  %2351 = mul nsw i64 %2350, 9216
+  %2352 = add nsw i64 18816, %2351
+  %2353 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2354 = add nsw i64 %2352, %2353
+  %2355 = add nsw i64 %2354, 16
+  %grads896 = getelementptr inbounds float, ptr %grads, i64 %2355
+  store <16 x float> %t112_c4_1895, ptr %grads896, align 4
+  %t112_c4_2897 = load <16 x float>, ptr %fc1_weight_grad.t112_c4_2, align 64
+  %2356 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2357 = add nsw i64 %2356, 4
+  %2358 = mul nsw i64 %2357, 9216
+  %2359 = add nsw i64 18816, %2358
+  %2360 = mul nsw i64 %fc1_weight_grad.nb110810, 64
   %2361 = add nsw i64 %2359, %2360
-  %2362 = add nsw i64 %2361, 1
-  %2363 = add nsw i64 %2362, %relu1_grad.ix143782
-  %arena783 = getelementptr inbounds float, ptr %arena, i64 %2363
-  %2364 = load float, ptr %arena783, align 4
-  store float %2364, ptr %relu1_grad.sum144, align 4
-  %sum144 = load float, ptr %relu1_grad.sum144, align 4
-  %2365 = mul nsw i64 %relu1_grad.c138776, 9
-  %2366 = add nsw i64 %2365, 1
-  %2367 = mul nsw i64 %2366, 36864
-  %2368 = add nsw i64 6710544, %2367
-  %2369 = mul nsw i64 %relu1_grad.j137775, 576
-  %2370 = add nsw i64 %2368, %2369
-  %2371 = mul nsw i64 %relu1_grad.iy142781, 24
-  %2372 = add nsw i64 %2370, %2371
-  %2373 = add nsw i64 %2372, %relu1_grad.ix143782
-  %arena784 = getelementptr inbounds float, ptr %arena, i64 %2373
-  %2374 = load float, ptr %arena784, align 4
-  %2375 = fadd float %sum144, %2374
-  store float %2375, ptr %relu1_grad.sum145, align 4
-  %sum145 = load float, ptr %relu1_grad.sum145, align 4
-  %2376 = mul nsw i64 %relu1_grad.g129670, 64
-  %2377 = add nsw i64 %2376, %relu1_grad.j137775
-  %2378 = mul nsw i64 %2377, 21632
-  %2379 = add nsw i64 1384448, %2378
-  %2380 = mul nsw i64 %relu1_grad.c138776, 676
+  %2362 = add nsw i64 %2361, 32
+  %grads898 = getelementptr inbounds float, ptr %grads, i64 %2362
+  store <16 x float> %t112_c4_2897, ptr %grads898, align 4
+  %t112_c4_3899 = load <16 x float>, ptr %fc1_weight_grad.t112_c4_3, align 64
+  %2363 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2364 = add nsw i64 %2363, 4
+  %2365 = mul nsw i64 %2364, 9216
+  %2366 = add nsw i64 18816, %2365
+  %2367 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2368 = add nsw i64 %2366, %2367
+  %2369 = add nsw i64 %2368, 48
+  %grads900 = getelementptr inbounds float, ptr %grads, i64 %2369
+  store <16 x float> %t112_c4_3899, ptr %grads900, align 4
+  %t112_c5_0901 = load <16 x float>, ptr %fc1_weight_grad.t112_c5_0, align 64
+  %2370 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2371 = add nsw i64 %2370, 5
+  %2372 = mul nsw i64 %2371, 9216
+  %2373 = add nsw i64 18816, %2372
+  %2374 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2375 = add nsw i64 %2373, %2374
+  %grads902 = getelementptr inbounds float, ptr %grads, i64 %2375
+  store <16 x float> %t112_c5_0901, ptr %grads902, align 4
+  %t112_c5_1903 = load <16 x float>, ptr %fc1_weight_grad.t112_c5_1, align 64
+  %2376 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2377 = add nsw i64 %2376, 5
+  %2378 = mul nsw i64 %2377, 9216
+  %2379 = add nsw i64 18816, %2378
+  %2380 = mul nsw i64 %fc1_weight_grad.nb110810, 64
   %2381 = add nsw i64 %2379, %2380
-  %2382 = mul nsw i64 %relu1_grad.iy142781, 26
-  %2383 = add nsw i64 %2381, %2382
-  %2384 = add nsw i64 %2383, 1
-  %2385 = add nsw i64 %2384, %relu1_grad.ix143782
-  %arena785 = getelementptr inbounds float, ptr %arena, i64 %2385
-  store float %sum145, ptr %arena785, align 4
-  %ix143.next = add nsw i64 %relu1_grad.ix143782, 1
-  %2386 = icmp slt i64 %ix143.next, 1
-  br i1 %2386, label %relu1_grad.ix143, label %relu1_grad.ix143.end
+  %2382 = add nsw i64 %2381, 16
+  %grads904 = getelementptr inbounds float, ptr %grads, i64 %2382
+  store <16 x float> %t112_c5_1903, ptr %grads904, align 4
+  %t112_c5_2905 = load <16 x float>, ptr %fc1_weight_grad.t112_c5_2, align 64
+  %2383 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2384 = add nsw i64 %2383, 5
+  %2385 = mul nsw i64 %2384, 9216
+  %2386 = add nsw i64 18816, %2385
+  %2387 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2388 = add nsw i64 %2386, %2387
+  %2389 = add nsw i64 %2388, 32
+  %grads906 = getelementptr inbounds float, ptr %grads, i64 %2389
+  store <16 x float> %t112_c5_2905, ptr %grads906, align 4
+  %t112_c5_3907 = load <16 x float>, ptr %fc1_weight_grad.t112_c5_3, align 64
+  %2390 = mul nsw i64 %fc1_weight_grad.mb111811, 6
+  %2391 = add nsw i64 %2390, 5
+  %2392 = mul nsw i64 %2391, 9216
+  %2393 = add nsw i64 18816, %2392
+  %2394 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2395 = add nsw i64 %2393, %2394
+  %2396 = add nsw i64 %2395, 48
+  %grads908 = getelementptr inbounds float, ptr %grads, i64 %2396
+  store <16 x float> %t112_c5_3907, ptr %grads908, align 4
+  %mb111.next = add nsw i64 %fc1_weight_grad.mb111811, 1
+  %2397 = icmp slt i64 %mb111.next, 21
+  br i1 %2397, label %fc1_weight_grad.mb111, label %fc1_weight_grad.mb111.end
 
-relu1_grad.ix143.end:                             ; preds = %relu1_grad.ix143
-  %iy142.next = add nsw i64 %relu1_grad.iy142781, 1
-  %2387 = icmp slt i64 %iy142.next, 1
-  br i1 %2387, label %relu1_grad.iy142, label %relu1_grad.iy142.end
+fc1_weight_grad.k115:                             ; preds = %fc1_weight_grad.k115, %fc1_weight_grad.mb111.end
+  %fc1_weight_grad.k115909 = phi i64 [ 0, %fc1_weight_grad.mb111.end ], [ %k115.next, %fc1_weight_grad.k115 ]
+  %2398 = mul nsw i64 %fc1_weight_grad.k115909, 9216
+  %2399 = add nsw i64 2564096, %2398
+  %2400 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2401 = add nsw i64 %2399, %2400
+  %arena910 = getelementptr inbounds float, ptr %arena, i64 %2401
+  %2402 = load <16 x float>, ptr %arena910, align 4
+  store <16 x float> %2402, ptr %fc1_weight_grad.t114_b0, align 64
+  %2403 = mul nsw i64 %fc1_weight_grad.k115909, 9216
+  %2404 = add nsw i64 2564096, %2403
+  %2405 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2406 = add nsw i64 %2404, %2405
+  %2407 = add nsw i64 %2406, 16
+  %arena911 = getelementptr inbounds float, ptr %arena, i64 %2407
+  %2408 = load <16 x float>, ptr %arena911, align 4
+  store <16 x float> %2408, ptr %fc1_weight_grad.t114_b1, align 64
+  %2409 = mul nsw i64 %fc1_weight_grad.k115909, 9216
+  %2410 = add nsw i64 2564096, %2409
+  %2411 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2412 = add nsw i64 %2410, %2411
+  %2413 = add nsw i64 %2412, 32
+  %arena912 = getelementptr inbounds float, ptr %arena, i64 %2413
+  %2414 = load <16 x float>, ptr %arena912, align 4
+  store <16 x float> %2414, ptr %fc1_weight_grad.t114_b2, align 64
+  %2415 = mul nsw i64 %fc1_weight_grad.k115909, 9216
+  %2416 = add nsw i64 2564096, %2415
+  %2417 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2418 = add nsw i64 %2416, %2417
+  %2419 = add nsw i64 %2418, 48
+  %arena913 = getelementptr inbounds float, ptr %arena, i64 %2419
+  %2420 = load <16 x float>, ptr %arena913, align 4
+  store <16 x float> %2420, ptr %fc1_weight_grad.t114_b3, align 64
+  %2421 = mul nsw i64 %fc1_weight_grad.k115909, 128
+  %2422 = add nsw i64 3162238, %2421
+  %arena914 = getelementptr inbounds float, ptr %arena, i64 %2422
+  %2423 = load float, ptr %arena914, align 4
+  %2424 = insertelement <16 x float> undef, float %2423, i32 0
+  %2425 = shufflevector <16 x float> %2424, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2425, ptr %fc1_weight_grad.t114_a0, align 64
+  %t114_a0 = load <16 x float>, ptr %fc1_weight_grad.t114_a0, align 64
+  %t114_b0 = load <16 x float>, ptr %fc1_weight_grad.t114_b0, align 64
+  %t114_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t114_c0_0, align 64
+  %2426 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a0, <16 x float> %t114_b0, <16 x float> %t114_c0_0)
+  store <16 x float> %2426, ptr %fc1_weight_grad.t114_c0_0, align 64
+  %t114_a0915 = load <16 x float>, ptr %fc1_weight_grad.t114_a0, align 64
+  %t114_b1 = load <16 x float>, ptr %fc1_weight_grad.t114_b1, align 64
+  %t114_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t114_c0_1, align 64
+  %2427 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a0915, <16 x float> %t114_b1, <16 x float> %t114_c0_1)
+  store <16 x float> %2427, ptr %fc1_weight_grad.t114_c0_1, align 64
+  %t114_a0916 = load <16 x float>, ptr %fc1_weight_grad.t114_a0, align 64
+  %t114_b2 = load <16 x float>, ptr %fc1_weight_grad.t114_b2, align 64
+  %t114_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t114_c0_2, align 64
+  %2428 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a0916, <16 x float> %t114_b2, <16 x float> %t114_c0_2)
+  store <16 x float> %2428, ptr %fc1_weight_grad.t114_c0_2, align 64
+  %t114_a0917 = load <16 x float>, ptr %fc1_weight_grad.t114_a0, align 64
+  %t114_b3 = load <16 x float>, ptr %fc1_weight_grad.t114_b3, align 64
+  %t114_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t114_c0_3, align 64
+  %2429 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a0917, <16 x float> %t114_b3, <16 x float> %t114_c0_3)
+  store <16 x float> %2429, ptr %fc1_weight_grad.t114_c0_3, align 64
+  %2430 = mul nsw i64 %fc1_weight_grad.k115909, 128
+  %2431 = add nsw i64 3162239, %2430
+  %arena918 = getelementptr inbounds float, ptr %arena, i64 %2431
+  %2432 = load float, ptr %arena918, align 4
+  %2433 = insertelement <16 x float> undef, float %2432, i32 0
+  %2434 = shufflevector <16 x float> %2433, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2434, ptr %fc1_weight_grad.t114_a1, align 64
+  %t114_a1 = load <16 x float>, ptr %fc1_weight_grad.t114_a1, align 64
+  %t114_b0919 = load <16 x float>, ptr %fc1_weight_grad.t114_b0, align 64
+  %t114_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t114_c1_0, align 64
+  %2435 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a1, <16 x float> %t114_b0919, <16 x float> %t114_c1_0)
+  store <16 x float> %2435, ptr %fc1_weight_grad.t114_c1_0, align 64
+  %t114_a1920 = load <16 x float>, ptr %fc1_weight_grad.t114_a1, align 64
+  %t114_b1921 = load <16 x float>, ptr %fc1_weight_grad.t114_b1, align 64
+  %t114_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t114_c1_1, align 64
+  %2436 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a1920, <16 x float> %t114_b1921, <16 x float> %t114_c1_1)
+  store <16 x float> %2436, ptr %fc1_weight_grad.t114_c1_1, align 64
+  %t114_a1922 = load <16 x float>, ptr %fc1_weight_grad.t114_a1, align 64
+  %t114_b2923 = load <16 x float>, ptr %fc1_weight_grad.t114_b2, align 64
+  %t114_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t114_c1_2, align 64
+  %2437 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a1922, <16 x float> %t114_b2923, <16 x float> %t114_c1_2)
+  store <16 x float> %2437, ptr %fc1_weight_grad.t114_c1_2, align 64
+  %t114_a1924 = load <16 x float>, ptr %fc1_weight_grad.t114_a1, align 64
+  %t114_b3925 = load <16 x float>, ptr %fc1_weight_grad.t114_b3, align 64
+  %t114_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t114_c1_3, align 64
+  %2438 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a1924, <16 x float> %t114_b3925, <16 x float> %t114_c1_3)
+  store <16 x float> %2438, ptr %fc1_weight_grad.t114_c1_3, align 64
+  %k115.next = add nsw i64 %fc1_weight_grad.k115909, 1
+  %2439 = icmp slt i64 %k115.next, 64
+  br i1 %2439, label %fc1_weight_grad.k115, label %fc1_weight_grad.k115.end
 
-relu1_grad.iy146:                                 ; preds = %relu1_grad.ix147.end, %relu1_grad.iy142.end
-  %relu1_grad.iy146786 = phi i64 [ 0, %relu1_grad.iy142.end ], [ %iy146.next, %relu1_grad.ix147.end ]
-  br label %relu1_grad.ix147
+fc1_weight_grad.k115.end:                         ; preds = %fc1_weight_grad.k115
+  %t114_c0_0926 = load <16 x float>, ptr %fc1_weight_grad.t114_c0_0, align 64
+  %2440 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2441 = add nsw i64 1180032, %2440
+  %grads927 = getelementptr inbounds float, ptr %grads, i64 %2441
+  store <16 x float> %t114_c0_0926, ptr %grads927, align 4
+  %t114_c0_1928 = load <16 x float>, ptr %fc1_weight_grad.t114_c0_1, align 64
+  %2442 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2443 = add nsw i64 1180032, %2442
+  %2444 = add nsw i64 %2443, 16
+  %grads929 = getelementptr inbounds float, ptr %grads, i64 %2444
+  store <16 x float> %t114_c0_1928, ptr %grads929, align 4
+  %t114_c0_2930 = load <16 x float>, ptr %fc1_weight_grad.t114_c0_2, align 64
+  %2445 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2446 = add nsw i64 1180032, %2445
+  %2447 = add nsw i64 %2446, 32
+  %grads931 = getelementptr inbounds float, ptr %grads, i64 %2447
+  store <16 x float> %t114_c0_2930, ptr %grads931, align 4
+  %t114_c0_3932 = load <16 x float>, ptr %fc1_weight_grad.t114_c0_3, align 64
+  %2448 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2449 = add nsw i64 1180032, %2448
+  %2450 = add nsw i64 %2449, 48
+  %grads933 = getelementptr inbounds float, ptr %grads, i64 %2450
+  store <16 x float> %t114_c0_3932, ptr %grads933, align 4
+  %t114_c1_0934 = load <16 x float>, ptr %fc1_weight_grad.t114_c1_0, align 64
+  %2451 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2452 = add nsw i64 1189248, %2451
+  %grads935 = getelementptr inbounds float, ptr %grads, i64 %2452
+  store <16 x float> %t114_c1_0934, ptr %grads935, align 4
+  %t114_c1_1936 = load <16 x float>, ptr %fc1_weight_grad.t114_c1_1, align 64
+  %2453 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2454 = add nsw i64 1189248, %2453
+  %2455 = add nsw i64 %2454, 16
+  %grads937 = getelementptr inbounds float, ptr %grads, i64 %2455
+  store <16 x float> %t114_c1_1936, ptr %grads937, align 4
+  %t114_c1_2938 = load <16 x float>, ptr %fc1_weight_grad.t114_c1_2, align 64
+  %2456 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2457 = add nsw i64 1189248, %2456
+  %2458 = add nsw i64 %2457, 32
+  %grads939 = getelementptr inbounds float, ptr %grads, i64 %2458
+  store <16 x float> %t114_c1_2938, ptr %grads939, align 4
+  %t114_c1_3940 = load <16 x float>, ptr %fc1_weight_grad.t114_c1_3, align 64
+  %2459 = mul nsw i64 %fc1_weight_grad.nb110810, 64
+  %2460 = add nsw i64 1189248, %2459
+  %2461 = add nsw i64 %2460, 48
+  %grads941 = getelementptr inbounds float, ptr %grads, i64 %2461
+  store <16 x float> %t114_c1_3940, ptr %grads941, align 4
+  %nb110.next = add nsw i64 %fc1_weight_grad.nb110810, 1
+  %2462 = icmp slt i64 %nb110.next, 144
+  br i1 %2462, label %fc1_weight_grad.nb110, label %fc1_weight_grad.nb110.end
 
-relu1_grad.iy146.end:                             ; preds = %relu1_grad.ix147.end
-  br label %relu1_grad.iy151
+fc1_bias_grad.u116:                               ; preds = %fc1_bias_grad.n118.end, %fc1_weight_grad.nb110.end
+  %fc1_bias_grad.u116942 = phi i64 [ 0, %fc1_weight_grad.nb110.end ], [ %u116.next, %fc1_bias_grad.n118.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc117, align 4
+  br label %fc1_bias_grad.n118
 
-relu1_grad.ix147:                                 ; preds = %relu1_grad.ix147, %relu1_grad.iy146
-  %relu1_grad.ix147787 = phi i64 [ 0, %relu1_grad.iy146 ], [ %ix147.next, %relu1_grad.ix147 ]
-  %2388 = mul nsw i64 %relu1_grad.c138776, 9
-  %2389 = mul nsw i64 %2388, 36864
-  %2390 = add nsw i64 6710544, %2389
-  %2391 = mul nsw i64 %relu1_grad.j137775, 576
-  %2392 = add nsw i64 %2390, %2391
-  %2393 = mul nsw i64 %relu1_grad.iy146786, 24
-  %2394 = add nsw i64 %2392, %2393
-  %2395 = add nsw i64 %2394, 2
-  %2396 = add nsw i64 %2395, %relu1_grad.ix147787
-  %arena788 = getelementptr inbounds float, ptr %arena, i64 %2396
-  %2397 = load float, ptr %arena788, align 4
-  store float %2397, ptr %relu1_grad.sum148, align 4
-  %sum148 = load float, ptr %relu1_grad.sum148, align 4
-  %2398 = mul nsw i64 %relu1_grad.c138776, 9
-  %2399 = add nsw i64 %2398, 1
-  %2400 = mul nsw i64 %2399, 36864
-  %2401 = add nsw i64 6710544, %2400
-  %2402 = mul nsw i64 %relu1_grad.j137775, 576
-  %2403 = add nsw i64 %2401, %2402
-  %2404 = mul nsw i64 %relu1_grad.iy146786, 24
-  %2405 = add nsw i64 %2403, %2404
-  %2406 = add nsw i64 %2405, 1
-  %2407 = add nsw i64 %2406, %relu1_grad.ix147787
-  %arena789 = getelementptr inbounds float, ptr %arena, i64 %2407
-  %2408 = load float, ptr %arena789, align 4
-  %2409 = fadd float %sum148, %2408
-  store float %2409, ptr %relu1_grad.sum149, align 4
-  %sum149 = load float, ptr %relu1_grad.sum149, align 4
-  %2410 = mul nsw i64 %relu1_grad.c138776, 9
-  %2411 = add nsw i64 %2410, 2
-  %2412 = mul nsw i64 %2411, 36864
-  %2413 = add nsw i64 6710544, %2412
-  %2414 = mul nsw i64 %relu1_grad.j137775, 576
-  %2415 = add nsw i64 %2413, %2414
-  %2416 = mul nsw i64 %relu1_grad.iy146786, 24
-  %2417 = add nsw i64 %2415, %2416
-  %2418 = add nsw i64 %2417, %relu1_grad.ix147787
-  %arena790 = getelementptr inbounds float, ptr %arena, i64 %2418
-  %2419 = load float, ptr %arena790, align 4
-  %2420 = fadd float %sum149, %2419
-  store float %2420, ptr %relu1_grad.sum150, align 4
-  %sum150 = load float, ptr %relu1_grad.sum150, align 4
-  %2421 = mul nsw i64 %relu1_grad.g129670, 64
-  %2422 = add nsw i64 %2421, %relu1_grad.j137775
-  %2423 = mul nsw i64 %2422, 21632
-  %2424 = add nsw i64 1384448, %2423
-  %2425 = mul nsw i64 %relu1_grad.c138776, 676
-  %2426 = add nsw i64 %2424, %2425
-  %2427 = mul nsw i64 %relu1_grad.iy146786, 26
-  %2428 = add nsw i64 %2426, %2427
-  %2429 = add nsw i64 %2428, 2
-  %2430 = add nsw i64 %2429, %relu1_grad.ix147787
-  %arena791 = getelementptr inbounds float, ptr %arena, i64 %2430
-  store float %sum150, ptr %arena791, align 4
-  %ix147.next = add nsw i64 %relu1_grad.ix147787, 1
-  %2431 = icmp slt i64 %ix147.next, 22
-  br i1 %2431, label %relu1_grad.ix147, label %relu1_grad.ix147.end
+fc1_bias_grad.u116.end:                           ; preds = %fc1_bias_grad.n118.end
+  br label %flat_grad.nb119
 
-relu1_grad.ix147.end:                             ; preds = %relu1_grad.ix147
-  %iy146.next = add nsw i64 %relu1_grad.iy146786, 1
-  %2432 = icmp slt i64 %iy146.next, 1
-  br i1 %2432, label %relu1_grad.iy146, label %relu1_grad.iy146.end
+fc1_bias_grad.n118:                               ; preds = %fc1_bias_grad.n118, %fc1_bias_grad.u116
+  %fc1_bias_grad.n118943 = phi i64 [ 0, %fc1_bias_grad.u116 ], [ %n118.next, %fc1_bias_grad.n118 ]
+  %acc117 = load float, ptr %fc1_bias_grad.acc117, align 4
+  %2463 = mul nsw i64 %fc1_bias_grad.n118943, 128
+  %2464 = add nsw i64 3162112, %2463
+  %2465 = add nsw i64 %2464, %fc1_bias_grad.u116942
+  %arena944 = getelementptr inbounds float, ptr %arena, i64 %2465
+  %2466 = load float, ptr %arena944, align 4
+  %2467 = fadd float %acc117, %2466
+  store float %2467, ptr %fc1_bias_grad.acc117, align 4
+  %n118.next = add nsw i64 %fc1_bias_grad.n118943, 1
+  %2468 = icmp slt i64 %n118.next, 64
+  br i1 %2468, label %fc1_bias_grad.n118, label %fc1_bias_grad.n118.end
 
-relu1_grad.iy151:                                 ; preds = %relu1_grad.ix152.end, %relu1_grad.iy146.end
-  %relu1_grad.iy151792 = phi i64 [ 0, %relu1_grad.iy146.end ], [ %iy151.next, %relu1_grad.ix152.end ]
-  br label %relu1_grad.ix152
+fc1_bias_grad.n118.end:                           ; preds = %fc1_bias_grad.n118
+  %acc117945 = load float, ptr %fc1_bias_grad.acc117, align 4
+  %2469 = add nsw i64 1198464, %fc1_bias_grad.u116942
+  %grads946 = getelementptr inbounds float, ptr %grads, i64 %2469
+  store float %acc117945, ptr %grads946, align 4
+  %u116.next = add nsw i64 %fc1_bias_grad.u116942, 1
+  %2470 = icmp slt i64 %u116.next, 128
+  br i1 %2470, label %fc1_bias_grad.u116, label %fc1_bias_grad.u116.end
 
-relu1_grad.iy151.end:                             ; preds = %relu1_grad.ix152.end
-  br label %relu1_grad.iy155
+flat_grad.nb119:                                  ; preds = %flat_grad.k124.end, %fc1_bias_grad.u116.end
+  %flat_grad.nb119947 = phi i64 [ 0, %fc1_bias_grad.u116.end ], [ %nb119.next, %flat_grad.k124.end ]
+  br label %flat_grad.mb120
 
-relu1_grad.ix152:                                 ; preds = %relu1_grad.ix152, %relu1_grad.iy151
-  %relu1_grad.ix152793 = phi i64 [ 0, %relu1_grad.iy151 ], [ %ix152.next, %relu1_grad.ix152 ]
-  %2433 = mul nsw i64 %relu1_grad.c138776, 9
-  %2434 = add nsw i64 %2433, 1
-  %2435 = mul nsw i64 %2434, 36864
-  %2436 = add nsw i64 6710544, %2435
-  %2437 = mul nsw i64 %relu1_grad.j137775, 576
-  %2438 = add nsw i64 %2436, %2437
-  %2439 = mul nsw i64 %relu1_grad.iy151792, 24
-  %2440 = add nsw i64 %2438, %2439
-  %2441 = add nsw i64 %2440, 23
-  %2442 = add nsw i64 %2441, %relu1_grad.ix152793
-  %arena794 = getelementptr inbounds float, ptr %arena, i64 %2442
-  %2443 = load float, ptr %arena794, align 4
-  store float %2443, ptr %relu1_grad.sum153, align 4
-  %sum153 = load float, ptr %relu1_grad.sum153, align 4
-  %2444 = mul nsw i64 %relu1_grad.c138776, 9
-  %2445 = add nsw i64 %2444, 2
-  %2446 = mul nsw i64 %2445, 36864
-  %2447 = add nsw i64 6710544, %2446
-  %2448 = mul nsw i64 %relu1_grad.j137775, 576
-  %2449 = add nsw i64 %2447, %2448
-  %2450 = mul nsw i64 %relu1_grad.iy151792, 24
-  %2451 = add nsw i64 %2449, %2450
-  %2452 = add nsw i64 %2451, 22
-  %2453 = add nsw i64 %2452, %relu1_grad.ix152793
-  %arena795 = getelementptr inbounds float, ptr %arena, i64 %2453
-  %2454 = load float, ptr %arena795, align 4
-  %2455 = fadd float %sum153, %2454
-  store float %2455, ptr %relu1_grad.sum154, align 4
-  %sum154 = load float, ptr %relu1_grad.sum154, align 4
-  %2456 = mul nsw i64 %relu1_grad.g129670, 64
-  %2457 = add nsw i64 %2456, %relu1_grad.j137775
-  %2458 = mul nsw i64 %2457, 21632
-  %2459 = add nsw i64 1384448, %2458
-  %2460 = mul nsw i64 %relu1_grad.c138776, 676
-  %2461 = add nsw i64 %2459, %2460
-  %2462 = mul nsw i64 %relu1_grad.iy151792, 26
-  %2463 = add nsw i64 %2461, %2462
-  %2464 = add nsw i64 %2463, 24
-  %2465 = add nsw i64 %2464, %relu1_grad.ix152793
-  %arena796 = getelementptr inbounds float, ptr %arena, i64 %2465
-  store float %sum154, ptr %arena796, align 4
-  %ix152.next = add nsw i64 %relu1_grad.ix152793, 1
-  %2466 = icmp slt i64 %ix152.next, 1
-  br i1 %2466, label %relu1_grad.ix152, label %relu1_grad.ix152.end
+flat_grad.nb119.end:                              ; preds = %flat_grad.k124.end
+  br label %pool_grad.i125
 
-relu1_grad.ix152.end:                             ; preds = %relu1_grad.ix152
-  %iy151.next = add nsw i64 %relu1_grad.iy151792, 1
-  %2467 = icmp slt i64 %iy151.next, 1
-  br i1 %2467, label %relu1_grad.iy151, label %relu1_grad.iy151.end
+flat_grad.mb120:                                  ; preds = %flat_grad.k122.end, %flat_grad.nb119
+  %flat_grad.mb120948 = phi i64 [ 0, %flat_grad.nb119 ], [ %mb120.next, %flat_grad.k122.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t121_c5_3, align 64
+  br label %flat_grad.k122
 
-relu1_grad.iy155:                                 ; preds = %relu1_grad.ix156.end, %relu1_grad.iy151.end
-  %relu1_grad.iy155797 = phi i64 [ 0, %relu1_grad.iy151.end ], [ %iy155.next, %relu1_grad.ix156.end ]
-  br label %relu1_grad.ix156
+flat_grad.mb120.end:                              ; preds = %flat_grad.k122.end
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t123_c3_3, align 64
+  br label %flat_grad.k124
 
-relu1_grad.iy155.end:                             ; preds = %relu1_grad.ix156.end
-  br label %relu1_grad.iy158
+flat_grad.k122:                                   ; preds = %flat_grad.k122, %flat_grad.mb120
+  %flat_grad.k122949 = phi i64 [ 0, %flat_grad.mb120 ], [ %k122.next, %flat_grad.k122 ]
+  %2471 = mul nsw i64 %flat_grad.k122949, 9216
+  %2472 = add nsw i64 18816, %2471
+  %2473 = mul nsw i64 %flat_grad.nb119947, 64
+  %2474 = add nsw i64 %2472, %2473
+  %params950 = getelementptr inbounds float, ptr %params, i64 %2474
+  %2475 = load <16 x float>, ptr %params950, align 4
+  store <16 x float> %2475, ptr %flat_grad.t121_b0, align 64
+  %2476 = mul nsw i64 %flat_grad.k122949, 9216
+  %2477 = add nsw i64 18816, %2476
+  %2478 = mul nsw i64 %flat_grad.nb119947, 64
+  %2479 = add nsw i64 %2477, %2478
+  %2480 = add nsw i64 %2479, 16
+  %params951 = getelementptr inbounds float, ptr %params, i64 %2480
+  %2481 = load <16 x float>, ptr %params951, align 4
+  store <16 x float> %2481, ptr %flat_grad.t121_b1, align 64
+  %2482 = mul nsw i64 %flat_grad.k122949, 9216
+  %2483 = add nsw i64 18816, %2482
+  %2484 = mul nsw i64 %flat_grad.nb119947, 64
+  %2485 = add nsw i64 %2483, %2484
+  %2486 = add nsw i64 %2485, 32
+  %params952 = getelementptr inbounds float, ptr %params, i64 %2486
+  %2487 = load <16 x float>, ptr %params952, align 4
+  store <16 x float> %2487, ptr %flat_grad.t121_b2, align 64
+  %2488 = mul nsw i64 %flat_grad.k122949, 9216
+  %2489 = add nsw i64 18816, %2488
+  %2490 = mul nsw i64 %flat_grad.nb119947, 64
+  %2491 = add nsw i64 %2489, %2490
+  %2492 = add nsw i64 %2491, 48
+  %params953 = getelementptr inbounds float, ptr %params, i64 %2492
+  %2493 = load <16 x float>, ptr %params953, align 4
+  store <16 x float> %2493, ptr %flat_grad.t121_b3, align 64
+  %2494 = mul nsw i64 %flat_grad.mb120948, 6
+  %2495 = mul nsw i64 %2494, 128
+  %2496 = add nsw i64 3162112, %2495
+  %2497 = add nsw i64 %2496, %flat_grad.k122949
+  %arena954 = getelementptr inbounds float, ptr %arena, i64 %2497
+  %2498 = load float, ptr %arena954, align 4
+  %2499 = insertelement <16 x float> undef, float %2498, i32 0
+  %2500 = shufflevector <16 x float> %2499, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2500, ptr %flat_grad.t121_a0, align 64
+  %t121_a0 = load <16 x float>, ptr %flat_grad.t121_a0, align 64
+  %t121_b0 = load <16 x float>, ptr %flat_grad.t121_b0, align 64
+  %t121_c0_0 = load <16 x float>, ptr %flat_grad.t121_c0_0, align 64
+  %2501 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a0, <16 x float> %t121_b0, <16 x float> %t121_c0_0)
+  store <16 x float> %2501, ptr %flat_grad.t121_c0_0, align 64
+  %t121_a0955 = load <16 x float>, ptr %flat_grad.t121_a0, align 64
+  %t121_b1 = load <16 x float>, ptr %flat_grad.t121_b1, align 64
+  %t121_c0_1 = load <16 x float>, ptr %flat_grad.t121_c0_1, align 64
+  %2502 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a0955, <16 x float> %t121_b1, <16 x float> %t121_c0_1)
+  store <16 x float> %2502, ptr %flat_grad.t121_c0_1, align 64
+  %t121_a0956 = load <16 x float>, ptr %flat_grad.t121_a0, align 64
+  %t121_b2 = load <16 x float>, ptr %flat_grad.t121_b2, align 64
+  %t121_c0_2 = load <16 x float>, ptr %flat_grad.t121_c0_2, align 64
+  %2503 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a0956, <16 x float> %t121_b2, <16 x float> %t121_c0_2)
+  store <16 x float> %2503, ptr %flat_grad.t121_c0_2, align 64
+  %t121_a0957 = load <16 x float>, ptr %flat_grad.t121_a0, align 64
+  %t121_b3 = load <16 x float>, ptr %flat_grad.t121_b3, align 64
+  %t121_c0_3 = load <16 x float>, ptr %flat_grad.t121_c0_3, align 64
+  %2504 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a0957, <16 x float> %t121_b3, <16 x float> %t121_c0_3)
+  store <16 x float> %2504, ptr %flat_grad.t121_c0_3, align 64
+  %2505 = mul nsw i64 %flat_grad.mb120948, 6
+  %2506 = add nsw i64 %2505, 1
+  %2507 = mul nsw i64 %2506, 128
+  %2508 = add nsw i64 3162112, %2507
+  %2509 = add nsw i64 %2508, %flat_grad.k122949
+  %arena958 = getelementptr inbounds float, ptr %arena, i64 %2509
+  %2510 = load float, ptr %arena958, align 4
+  %2511 = insertelement <16 x float> undef, float %2510, i32 0
+  %2512 = shufflevector <16 x float> %2511, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2512, ptr %flat_grad.t121_a1, align 64
+  %t121_a1 = load <16 x float>, ptr %flat_grad.t121_a1, align 64
+  %t121_b0959 = load <16 x float>, ptr %flat_grad.t121_b0, align 64
+  %t121_c1_0 = load <16 x float>, ptr %flat_grad.t121_c1_0, align 64
+  %2513 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a1, <16 x float> %t121_b0959, <16 x float> %t121_c1_0)
+  store <16 x float> %2513, ptr %flat_grad.t121_c1_0, align 64
+  %t121_a1960 = load <16 x float>, ptr %flat_grad.t121_a1, align 64
+  %t121_b1961 = load <16 x float>, ptr %flat_grad.t121_b1, align 64
+  %t121_c1_1 = load <16 x float>, ptr %flat_grad.t121_c1_1, align 64
+  %2514 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a1960, <16 x float> %t121_b1961, <16 x float> %t121_c1_1)
+  store <16 x float> %2514, ptr %flat_grad.t121_c1_1, align 64
+  %t121_a1962 = load <16 x float>, ptr %flat_grad.t121_a1, align 64
+  %t121_b2963 = load <16 x float>, ptr %flat_grad.t121_b2, align 64
+  %t121_c1_2 = load <16 x float>, ptr %flat_grad.t121_c1_2, align 64
+  %2515 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a1962, <16 x float> %t121_b2963, <16 x float> %t121_c1_2)
+  store <16 x float> %2515, ptr %flat_grad.t121_c1_2, align 64
+  %t121_a1964 = load <16 x float>, ptr %flat_grad.t121_a1, align 64
+  %t121_b3965 = load <16 x float>, ptr %flat_grad.t121_b3, align 64
+  %t121_c1_3 = load <16 x float>, ptr %flat_grad.t121_c1_3, align 64
+  %2516 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a1964, <16 x float> %t121_b3965, <16 x float> %t121_c1_3)
+  store <16 x float> %2516, ptr %flat_grad.t121_c1_3, align 64
+  %2517 = mul nsw i64 %flat_grad.mb120948, 6
+  %2518 = add nsw i64 %2517, 2
+  %2519 = mul nsw i64 %2518, 128
+  %2520 = add nsw i64 3162112, %2519
+  %2521 = add nsw i64 %2520, %flat_grad.k122949
+  %arena966 = getelementptr inbounds float, ptr %arena, i64 %2521
+  %2522 = load float, ptr %arena966, align 4
+  %2523 = insertelement <16 x float> undef, float %2522, i32 0
+  %2524 = shufflevector <16 x float> %2523, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2524, ptr %flat_grad.t121_a2, align 64
+  %t121_a2 = load <16 x float>, ptr %flat_grad.t121_a2, align 64
+  %t121_b0967 = load <16 x float>, ptr %flat_grad.t121_b0, align 64
+  %t121_c2_0 = load <16 x float>, ptr %flat_grad.t121_c2_0, align 64
+  %2525 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a2, <16 x float> %t121_b0967, <16 x float> %t121_c2_0)
+  store <16 x float> %2525, ptr %flat_grad.t121_c2_0, align 64
+  %t121_a2968 = load <16 x float>, ptr %flat_grad.t121_a2, align 64
+  %t121_b1969 = load <16 x float>, ptr %flat_grad.t121_b1, align 64
+  %t121_c2_1 = load <16 x float>, ptr %flat_grad.t121_c2_1, align 64
+  %2526 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a2968, <16 x float> %t121_b1969, <16 x float> %t121_c2_1)
+  store <16 x float> %2526, ptr %flat_grad.t121_c2_1, align 64
+  %t121_a2970 = load <16 x float>, ptr %flat_grad.t121_a2, align 64
+  %t121_b2971 = load <16 x float>, ptr %flat_grad.t121_b2, align 64
+  %t121_c2_2 = load <16 x float>, ptr %flat_grad.t121_c2_2, align 64
+  %2527 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a2970, <16 x float> %t121_b2971, <16 x float> %t121_c2_2)
+  store <16 x float> %2527, ptr %flat_grad.t121_c2_2, align 64
+  %t121_a2972 = load <16 x float>, ptr %flat_grad.t121_a2, align 64
+  %t121_b3973 = load <16 x float>, ptr %flat_grad.t121_b3, align 64
+  %t121_c2_3 = load <16 x float>, ptr %flat_grad.t121_c2_3, align 64
+  %2528 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a2972, <16 x float> %t121_b3973, <16 x float> %t121_c2_3)
+  store <16 x float> %2528, ptr %flat_grad.t121_c2_3, align 64
+  %2529 = mul nsw i64 %flat_grad.mb120948, 6
+  %2530 = add nsw i64 %2529, 3
+  %2531 = mul nsw i64 %2530, 128
+  %2532 = add nsw i64 3162112, %2531
+  %2533 = add nsw i64 %2532, %flat_grad.k122949
+  %arena974 = getelementptr inbounds float, ptr %arena, i64 %2533
+  %2534 = load float, ptr %arena974, align 4
+  %2535 = insertelement <16 x float> undef, float %2534, i32 0
+  %2536 = shufflevector <16 x float> %2535, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2536, ptr %flat_grad.t121_a3, align 64
+  %t121_a3 = load <16 x float>, ptr %flat_grad.t121_a3, align 64
+  %t121_b0975 = load <16 x float>, ptr %flat_grad.t121_b0, align 64
+  %t121_c3_0 = load <16 x float>, ptr %flat_grad.t121_c3_0, align 64
+  %2537 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a3, <16 x float> %t121_b0975, <16 x float> %t121_c3_0)
+  store <16 x float> %2537, ptr %flat_grad.t121_c3_0, align 64
+  %t121_a3976 = load <16 x float>, ptr %flat_grad.t121_a3, align 64
+  %t121_b1977 = load <16 x float>, ptr %flat_grad.t121_b1, align 64
+  %t121_c3_1 = load <16 x float>, ptr %flat_grad.t121_c3_1, align 64
+  %2538 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a3976, <16 x float> %t121_b1977, <16 x float> %t121_c3_1)
+  store <16 x float> %2538, ptr %flat_grad.t121_c3_1, align 64
+  %t121_a3978 = load <16 x float>, ptr %flat_grad.t121_a3, align 64
+  %t121_b2979 = load <16 x float>, ptr %flat_grad.t121_b2, align 64
+  %t121_c3_2 = load <16 x float>, ptr %flat_grad.t121_c3_2, align 64
+  %2539 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a3978, <16 x float> %t121_b2979, <16 x float> %t121_c3_2)
+  store <16 x float> %2539, ptr %flat_grad.t121_c3_2, align 64
+  %t121_a3980 = load <16 x float>, ptr %flat_grad.t121_a3, align 64
+  %t121_b3981 = load <16 x float>, ptr %flat_grad.t121_b3, align 64
+  %t121_c3_3 = load <16 x float>, ptr %flat_grad.t121_c3_3, align 64
+  %2540 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a3980, <16 x float> %t121_b3981, <16 x float> %t121_c3_3)
+  store <16 x float> %2540, ptr %flat_grad.t121_c3_3, align 64
+  %2541 = mul nsw i64 %flat_grad.mb120948, 6
+  %2542 = add nsw i64 %2541, 4
+  %2543 = mul nsw i64 %2542, 128
+  %2544 = add nsw i64 3162112, %2543
+  %2545 = add nsw i64 %2544, %flat_grad.k122949
+  %arena982 = getelementptr inbounds float, ptr %arena, i64 %2545
+  %2546 = load float, ptr %arena982, align 4
+  %2547 = insertelement <16 x float> undef, float %2546, i32 0
+  %2548 = shufflevector <16 x float> %2547, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2548, ptr %flat_grad.t121_a4, align 64
+  %t121_a4 = load <16 x float>, ptr %flat_grad.t121_a4, align 64
+  %t121_b0983 = load <16 x float>, ptr %flat_grad.t121_b0, align 64
+  %t121_c4_0 = load <16 x float>, ptr %flat_grad.t121_c4_0, align 64
+  %2549 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a4, <16 x float> %t121_b0983, <16 x float> %t121_c4_0)
+  store <16 x float> %2549, ptr %flat_grad.t121_c4_0, align 64
+  %t121_a4984 = load <16 x float>, ptr %flat_grad.t121_a4, align 64
+  %t121_b1985 = load <16 x float>, ptr %flat_grad.t121_b1, align 64
+  %t121_c4_1 = load <16 x float>, ptr %flat_grad.t121_c4_1, align 64
+  %2550 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a4984, <16 x float> %t121_b1985, <16 x float> %t121_c4_1)
+  store <16 x float> %2550, ptr %flat_grad.t121_c4_1, align 64
+  %t121_a4986 = load <16 x float>, ptr %flat_grad.t121_a4, align 64
+  %t121_b2987 = load <16 x float>, ptr %flat_grad.t121_b2, align 64
+  %t121_c4_2 = load <16 x float>, ptr %flat_grad.t121_c4_2, align 64
+  %2551 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a4986, <16 x float> %t121_b2987, <16 x float> %t121_c4_2)
+  store <16 x float> %2551, ptr %flat_grad.t121_c4_2, align 64
+  %t121_a4988 = load <16 x float>, ptr %flat_grad.t121_a4, align 64
+  %t121_b3989 = load <16 x float>, ptr %flat_grad.t121_b3, align 64
+  %t121_c4_3 = load <16 x float>, ptr %flat_grad.t121_c4_3, align 64
+  %2552 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a4988, <16 x float> %t121_b3989, <16 x float> %t121_c4_3)
+  store <16 x float> %2552, ptr %flat_grad.t121_c4_3, align 64
+  %2553 = mul nsw i64 %flat_grad.mb120948, 6
+  %2554 = add nsw i64 %2553, 5
+  %2555 = mul nsw i64 %2554, 128
+  %2556 = add nsw i64 3162112, %2555
+  %2557 = add nsw i64 %2556, %flat_grad.k122949
+  %arena990 = getelementptr inbounds float, ptr %arena, i64 %2557
+  %2558 = load float, ptr %arena990, align 4
+  %2559 = insertelement <16 x float> undef, float %2558, i32 0
+  %2560 = shufflevector <16 x float> %2559, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2560, ptr %flat_grad.t121_a5, align 64
+  %t121_a5 = load <16 x float>, ptr %flat_grad.t121_a5, align 64
+  %t121_b0991 = load <16 x float>, ptr %flat_grad.t121_b0, align 64
+  %t121_c5_0 = load <16 x float>, ptr %flat_grad.t121_c5_0, align 64
+  %2561 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a5, <16 x float> %t121_b0991, <16 x float> %t121_c5_0)
+  store <16 x float> %2561, ptr %flat_grad.t121_c5_0, align 64
+  %t121_a5992 = load <16 x float>, ptr %flat_grad.t121_a5, align 64
+  %t121_b1993 = load <16 x float>, ptr %flat_grad.t121_b1, align 64
+  %t121_c5_1 = load <16 x float>, ptr %flat_grad.t121_c5_1, align 64
+  %2562 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a5992, <16 x float> %t121_b1993, <16 x float> %t121_c5_1)
+  store <16 x float> %2562, ptr %flat_grad.t121_c5_1, align 64
+  %t121_a5994 = load <16 x float>, ptr %flat_grad.t121_a5, align 64
+  %t121_b2995 = load <16 x float>, ptr %flat_grad.t121_b2, align 64
+  %t121_c5_2 = load <16 x float>, ptr %flat_grad.t121_c5_2, align 64
+  %2563 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a5994, <16 x float> %t121_b2995, <16 x float> %t121_c5_2)
+  store <16 x float> %2563, ptr %flat_grad.t121_c5_2, align 64
+  %t121_a5996 = load <16 x float>, ptr %flat_grad.t121_a5, align 64
+  %t121_b3997 = load <16 x float>, ptr %flat_grad.t121_b3, align 64
+  %t121_c5_3 = load <16 x float>, ptr %flat_grad.t121_c5_3, align 64
+  %2564 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t121_a5996, <16 x float> %t121_b3997, <16 x float> %t121_c5_3)
+  store <16 x float> %2564, ptr %flat_grad.t121_c5_3, align 64
+  %k122.next = add nsw i64 %flat_grad.k122949, 1
+  %2565 = icmp slt i64 %k122.next, 128
+  br i1 %2565, label %flat_grad.k122, label %flat_grad.k122.end
 
-relu1_grad.ix156:                                 ; preds = %relu1_grad.ix156, %relu1_grad.iy155
-  %relu1_grad.ix156798 = phi i64 [ 0, %relu1_grad.iy155 ], [ %ix156.next, %relu1_grad.ix156 ]
-  %2468 = mul nsw i64 %relu1_grad.c138776, 9
-  %2469 = add nsw i64 %2468, 2
-  %2470 = mul nsw i64 %2469, 36864
-  %2471 = add nsw i64 6710544, %2470
-  %2472 = mul nsw i64 %relu1_grad.j137775, 576
-  %2473 = add nsw i64 %2471, %2472
-  %2474 = mul nsw i64 %relu1_grad.iy155797, 24
-  %2475 = add nsw i64 %2473, %2474
-  %2476 = add nsw i64 %2475, 23
-  %2477 = add nsw i64 %2476, %relu1_grad.ix156798
-  %arena799 = getelementptr inbounds float, ptr %arena, i64 %2477
-  %2478 = load float, ptr %arena799, align 4
-  store float %2478, ptr %relu1_grad.sum157, align 4
-  %sum157 = load float, ptr %relu1_grad.sum157, align 4
-  %2479 = mul nsw i64 %relu1_grad.g129670, 64
-  %2480 = add nsw i64 %2479, %relu1_grad.j137775
-  %2481 = mul nsw i64 %2480, 21632
-  %2482 = add nsw i64 1384448, %2481
-  %2483 = mul nsw i64 %relu1_grad.c138776, 676
-  %2484 = add nsw i64 %2482, %2483
-  %2485 = mul nsw i64 %relu1_grad.iy155797, 26
-  %2486 = add nsw i64 %2484, %2485
-  %2487 = add nsw i64 %2486, 25
-  %2488 = add nsw i64 %2487, %relu1_grad.ix156798
-  %arena800 = getelementptr inbounds float, ptr %arena, i64 %2488
-  store float %sum157, ptr %arena800, align 4
-  %ix156.next = add nsw i64 %relu1_grad.ix156798, 1
-  %2489 = icmp slt i64 %ix156.next, 1
-  br i1 %2489, label %relu1_grad.ix156, label %relu1_grad.ix156.end
-
-relu1_grad.ix156.end:                             ; preds = %relu1_grad.ix156
-  %iy155.next = add nsw i64 %relu1_grad.iy155797, 1
-  %2490 = icmp slt i64 %iy155.next, 1
-  br i1 %2490, label %relu1_grad.iy155, label %relu1_grad.iy155.end
-
-relu1_grad.iy158:                                 ; preds = %relu1_grad.ix159.end, %relu1_grad.iy155.end
-  %relu1_grad.iy158801 = phi i64 [ 0, %relu1_grad.iy155.end ], [ %iy158.next, %relu1_grad.ix159.end ]
-  br label %relu1_grad.ix159
-
-relu1_grad.iy158.end:                             ; preds = %relu1_grad.ix159.end
-  br label %relu1_grad.iy162
-
-relu1_grad.ix159:                                 ; preds = %relu1_grad.ix159, %relu1_grad.iy158
-  %relu1_grad.ix159802 = phi i64 [ 0, %relu1_grad.iy158 ], [ %ix159.next, %relu1_grad.ix159 ]
-  %2491 = mul nsw i64 %relu1_grad.c138776, 9
-  %2492 = mul nsw i64 %2491, 36864
-  %2493 = add nsw i64 6710544, %2492
-  %2494 = mul nsw i64 %relu1_grad.j137775, 576
-  %2495 = add nsw i64 %2493, %2494
-  %2496 = add nsw i64 %relu1_grad.iy158801, 1
-  %2497 = mul nsw i64 %2496, 24
-  %2498 = add nsw i64 %2495, %2497
-  %2499 = add nsw i64 %2498, %relu1_grad.ix159802
-  %arena803 = getelementptr inbounds float, ptr %arena, i64 %2499
-  %2500 = load float, ptr %arena803, align 4
-  store float %2500, ptr %relu1_grad.sum160, align 4
-  %sum160 = load float, ptr %relu1_grad.sum160, align 4
-  %2501 = mul nsw i64 %relu1_grad.c138776, 9
-  %2502 = add nsw i64 %2501, 3
-  %2503 = mul nsw i64 %2502, 36864
-  %2504 = add nsw i64 6710544, %2503
-  %2505 = mul nsw i64 %relu1_grad.j137775, 576
-  %2506 = add nsw i64 %2504, %2505
-  %2507 = add nsw i64 %relu1_grad.iy158801, 1
-  %2508 = add nsw i64 %2507, -1
-  %2509 = mul nsw i64 %2508, 24
-  %2510 = add nsw i64 %2506, %2509
-  %2511 = add nsw i64 %2510, %relu1_grad.ix159802
-  %arena804 = getelementptr inbounds float, ptr %arena, i64 %2511
-  %2512 = load float, ptr %arena804, align 4
-  %2513 = fadd float %sum160, %2512
-  store float %2513, ptr %relu1_grad.sum161, align 4
-  %sum161 = load float, ptr %relu1_grad.sum161, align 4
-  %2514 = mul nsw i64 %relu1_grad.g129670, 64
-  %2515 = add nsw i64 %2514, %relu1_grad.j137775
-  %2516 = mul nsw i64 %2515, 21632
-  %2517 = add nsw i64 1384448, %2516
-  %2518 = mul nsw i64 %relu1_grad.c138776, 676
-  %2519 = add nsw i64 %2517, %2518
-  %2520 = add nsw i64 %relu1_grad.iy158801, 1
-  %2521 = mul nsw i64 %2520, 26
-  %2522 = add nsw i64 %2519, %2521
-  %2523 = add nsw i64 %2522, %relu1_grad.ix159802
-  %arena805 = getelementptr inbounds float, ptr %arena, i64 %2523
-  store float %sum161, ptr %arena805, align 4
-  %ix159.next = add nsw i64 %relu1_grad.ix159802, 1
-  %2524 = icmp slt i64 %ix159.next, 1
-  br i1 %2524, label %relu1_grad.ix159, label %relu1_grad.ix159.end
-
-relu1_grad.ix159.end:                             ; preds = %relu1_grad.ix159
-  %iy158.next = add nsw i64 %relu1_grad.iy158801, 1
-  %2525 = icmp slt i64 %iy158.next, 1
-  br i1 %2525, label %relu1_grad.iy158, label %relu1_grad.iy158.end
-
-relu1_grad.iy162:                                 ; preds = %relu1_grad.ix163.end, %relu1_grad.iy158.end
-  %relu1_grad.iy162806 = phi i64 [ 0, %relu1_grad.iy158.end ], [ %iy162.next, %relu1_grad.ix163.end ]
-  br label %relu1_grad.ix163
-
-relu1_grad.iy162.end:                             ; preds = %relu1_grad.ix163.end
-  br label %relu1_grad.iy168
-
-relu1_grad.ix163:                                 ; preds = %relu1_grad.ix163, %relu1_grad.iy162
-  %relu1_grad.ix163807 = phi i64 [ 0, %relu1_grad.iy162 ], [ %ix163.next, %relu1_grad.ix163 ]
-  %2526 = mul nsw i64 %relu1_grad.c138776, 9
-  %2527 = mul nsw i64 %2526, 36864
-  %2528 = add nsw i64 6710544, %2527
-  %2529 = mul nsw i64 %relu1_grad.j137775, 576
-  %2530 = add nsw i64 %2528, %2529
-  %2531 = add nsw i64 %relu1_grad.iy162806, 1
-  %2532 = mul nsw i64 %2531, 24
-  %2533 = add nsw i64 %2530, %2532
-  %2534 = add nsw i64 %2533, 1
-  %2535 = add nsw i64 %2534, %relu1_grad.ix163807
-  %arena808 = getelementptr inbounds float, ptr %arena, i64 %2535
-  %2536 = load float, ptr %arena808, align 4
-  store float %2536, ptr %relu1_grad.sum164, align 4
-  %sum164 = load float, ptr %relu1_grad.sum164, align 4
-  %2537 = mul nsw i64 %relu1_grad.c138776, 9
-  %2538 = add nsw i64 %2537, 1
-  %2539 = mul nsw i64 %2538, 36864
-  %2540 = add nsw i64 6710544, %2539
-  %2541 = mul nsw i64 %relu1_grad.j137775, 576
-  %2542 = add nsw i64 %2540, %2541
-  %2543 = add nsw i64 %relu1_grad.iy162806, 1
-  %2544 = mul nsw i64 %2543, 24
-  %2545 = add nsw i64 %2542, %2544
-  %2546 = add nsw i64 %2545, %relu1_grad.ix163807
-  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2546
-  %2547 = load float, ptr %arena809, align 4
-  %2548 = fadd float %sum164, %2547
-  store float %2548, ptr %relu1_grad.sum165, align 4
-  %sum165 = load float, ptr %relu1_grad.sum165, align 4
-  %2549 = mul nsw i64 %relu1_grad.c138776, 9
-  %2550 = add nsw i64 %2549, 3
-  %2551 = mul nsw i64 %2550, 36864
-  %2552 = add nsw i64 6710544, %2551
-  %2553 = mul nsw i64 %relu1_grad.j137775, 576
-  %2554 = add nsw i64 %2552, %2553
-  %2555 = add nsw i64 %relu1_grad.iy162806, 1
-  %2556 = add nsw i64 %2555, -1
-  %2557 = mul nsw i64 %2556, 24
-  %2558 = add nsw i64 %2554, %2557
-  %2559 = add nsw i64 %2558, 1
-  %2560 = add nsw i64 %2559, %relu1_grad.ix163807
-  %arena810 = getelementptr inbounds float, ptr %arena, i64 %2560
-  %2561 = load float, ptr %arena810, align 4
-  %2562 = fadd float %sum165, %2561
-  store float %2562, ptr %relu1_grad.sum166, align 4
-  %sum166 = load float, ptr %relu1_grad.sum166, align 4
-  %2563 = mul nsw i64 %relu1_grad.c138776, 9
-  %2564 = add nsw i64 %2563, 4
-  %2565 = mul nsw i64 %2564, 36864
-  %2566 = add nsw i64 6710544, %2565
-  %2567 = mul nsw i64 %relu1_grad.j137775, 576
-  %2568 = add nsw i64 %2566, %2567
-  %2569 = add nsw i64 %relu1_grad.iy162806, 1
-  %2570 = add nsw i64 %2569, -1
-  %2571 = mul nsw i64 %2570, 24
-  %2572 = add nsw i64 %2568, %2571
-  %2573 = add nsw i64 %2572, %relu1_grad.ix163807
-  %arena811 = getelementptr inbounds float, ptr %arena, i64 %2573
-  %2574 = load float, ptr %arena811, align 4
-  %2575 = fadd float %sum166, %2574
-  store float %2575, ptr %relu1_grad.sum167, align 4
-  %sum167 = load float, ptr %relu1_grad.sum167, align 4
-  %2576 = mul nsw i64 %relu1_grad.g129670, 64
-  %2577 = add nsw i64 %2576, %relu1_grad.j137775
-  %2578 = mul nsw i64 %2577, 21632
-  %2579 = add nsw i64 1384448, %2578
-  %2580 = mul nsw i64 %relu1_grad.c138776, 676
+flat_grad.k122.end:                               ; preds = %flat_grad.k122
+  %t121_c0_0998 = load <16 x float>, ptr %flat_grad.t121_c0_0, align 64
+  %2566 = mul nsw i64 %flat_grad.mb120948, 6
+  %2567 = mul nsw i64 %2566, 9216
+  %2568 = add nsw i64 3171600, %2567
+  %2569 = mul nsw i64 %flat_grad.nb119947, 64
+  %2570 = add nsw i64 %2568, %2569
+  %arena999 = getelementptr inbounds float, ptr %arena, i64 %2570
+  store <16 x float> %t121_c0_0998, ptr %arena999, align 4
+  %t121_c0_11000 = load <16 x float>, ptr %flat_grad.t121_c0_1, align 64
+  %2571 = mul nsw i64 %flat_grad.mb120948, 6
+  %2572 = mul nsw i64 %2571, 9216
+  %2573 = add nsw i64 3171600, %2572
+  %2574 = mul nsw i64 %flat_grad.nb119947, 64
+  %2575 = add nsw i64 %2573, %2574
+  %2576 = add nsw i64 %2575, 16
+  %arena1001 = getelementptr inbounds float, ptr %arena, i64 %2576
+  store <16 x float> %t121_c0_11000, ptr %arena1001, align 4
+  %t121_c0_21002 = load <16 x float>, ptr %flat_grad.t121_c0_2, align 64
+  %2577 = mul nsw i64 %flat_grad.mb120948, 6
+  %2578 = mul nsw i64 %2577, 9216
+  %2579 = add nsw i64 3171600, %2578
+  %2580 = mul nsw i64 %flat_grad.nb119947, 64
   %2581 = add nsw i64 %2579, %2580
-  %2582 = add nsw i64 %relu1_grad.iy162806, 1
-  %2583 = mul nsw i64 %2582, 26
-  %2584 = add nsw i64 %2581, %2583
-  %2585 = add nsw i64 %2584, 1
-  %2586 = add nsw i64 %2585, %relu1_grad.ix163807
-  %arena812 = getelementptr inbounds float, ptr %arena, i64 %2586
-  store float %sum167, ptr %arena812, align 4
-  %ix163.next = add nsw i64 %relu1_grad.ix163807, 1
-  %2587 = icmp slt i64 %ix163.next, 1
-  br i1 %2587, label %relu1_grad.ix163, label %relu1_grad.ix163.end
+  %2582 = add nsw i64 %2581, 32
+  %arena1003 = getelementptr inbounds float, ptr %arena, i64 %2582
+  store <16 x float> %t121_c0_21002, ptr %arena1003, align 4
+  %t121_c0_31004 = load <16 x float>, ptr %flat_grad.t121_c0_3, align 64
+  %2583 = mul nsw i64 %flat_grad.mb120948, 6
+  %2584 = mul nsw i64 %2583, 9216
+  %2585 = add nsw i64 3171600, %2584
+  %2586 = mul nsw i64 %flat_grad.nb119947, 64
+  %2587 = add nsw i64 %2585, %2586
+  %2588 = add nsw i64 %2587, 48
+  %arena1005 = getelementptr inbounds float, ptr %arena, i64 %2588
+  store <16 x float> %t121_c0_31004, ptr %arena1005, align 4
+  %t121_c1_01006 = load <16 x float>, ptr %flat_grad.t121_c1_0, align 64
+  %2589 = mul nsw i64 %flat_grad.mb120948, 6
+  %2590 = add nsw i64 %2589, 1
+  %2591 = mul nsw i64 %2590, 9216
+  %2592 = add nsw i64 3171600, %2591
+  %2593 = mul nsw i64 %flat_grad.nb119947, 64
+  %2594 = add nsw i64 %2592, %2593
+  %arena1007 = getelementptr inbounds float, ptr %arena, i64 %2594
+  store <16 x float> %t121_c1_01006, ptr %arena1007, align 4
+  %t121_c1_11008 = load <16 x float>, ptr %flat_grad.t121_c1_1, align 64
+  %2595 = mul nsw i64 %flat_grad.mb120948, 6
+  %2596 = add nsw i64 %2595, 1
+  %2597 = mul nsw i64 %2596, 9216
+  %2598 = add nsw i64 3171600, %2597
+  %2599 = mul nsw i64 %flat_grad.nb119947, 64
+  %2600 = add nsw i64 %2598, %2599
+  %2601 = add nsw i64 %2600, 16
+  %arena1009 = getelementptr inbounds float, ptr %arena, i64 %2601
+  store <16 x float> %t121_c1_11008, ptr %arena1009, align 4
+  %t121_c1_21010 = load <16 x float>, ptr %flat_grad.t121_c1_2, align 64
+  %2602 = mul nsw i64 %flat_grad.mb120948, 6
+  %2603 = add nsw i64 %2602, 1
+  %2604 = mul nsw i64 %2603, 9216
+  %2605 = add nsw i64 3171600, %2604
+  %2606 = mul nsw i64 %flat_grad.nb119947, 64
+  %2607 = add nsw i64 %2605, %2606
+  %2608 = add nsw i64 %2607, 32
+  %arena1011 = getelementptr inbounds float, ptr %arena, i64 %2608
+  store <16 x float> %t121_c1_21010, ptr %arena1011, align 4
+  %t121_c1_31012 = load <16 x float>, ptr %flat_grad.t121_c1_3, align 64
+  %2609 = mul nsw i64 %flat_grad.mb120948, 6
+  %2610 = add nsw i64 %2609, 1
+  %2611 = mul nsw i64 %2610, 9216
+  %2612 = add nsw i64 3171600, %2611
+  %2613 = mul nsw i64 %flat_grad.nb119947, 64
+  %2614 = add nsw i64 %2612, %2613
+  %2615 = add nsw i64 %2614, 48
+  %arena1013 = getelementptr inbounds float, ptr %arena, i64 %2615
+  store <16 x float> %t121_c1_31012, ptr %arena1013, align 4
+  %t121_c2_01014 = load <16 x float>, ptr %flat_grad.t121_c2_0, align 64
+  %2616 = mul nsw i64 %flat_grad.mb120948, 6
+  %2617 = add nsw i64 %2616, 2
+  %2618 = mul nsw i64 %2617, 9216
+  %2619 = add nsw i64 3171600, %2618
+  %2620 = mul nsw i64 %flat_grad.nb119947, 64
+  %2621 = add nsw i64 %2619, %2620
+  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %2621
+  store <16 x float> %t121_c2_01014, ptr %arena1015, align 4
+  %t121_c2_11016 = load <16 x float>, ptr %flat_grad.t121_c2_1, align 64
+  %2622 = mul nsw i64 %flat_grad.mb120948, 6
+  %2623 = add nsw i64 %2622, 2
+  %2624 = mul nsw i64 %2623, 9216
+  %2625 = add nsw i64 3171600, %2624
+  %2626 = mul nsw i64 %flat_grad.nb119947, 64
+  %2627 = add nsw i64 %2625, %2626
+  %2628 = add nsw i64 %2627, 16
+  %arena1017 = getelementptr inbounds float, ptr %arena, i64 %2628
+  store <16 x float> %t121_c2_11016, ptr %arena1017, align 4
+  %t121_c2_21018 = load <16 x float>, ptr %flat_grad.t121_c2_2, align 64
+  %2629 = mul nsw i64 %flat_grad.mb120948, 6
+  %2630 = add nsw i64 %2629, 2
+  %2631 = mul nsw i64 %2630, 9216
+  %2632 = add nsw i64 3171600, %2631
+  %2633 = mul nsw i64 %flat_grad.nb119947, 64
+  %2634 = add nsw i64 %2632, %2633
+  %2635 = add nsw i64 %2634, 32
+  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %2635
+  store <16 x float> %t121_c2_21018, ptr %arena1019, align 4
+  %t121_c2_31020 = load <16 x float>, ptr %flat_grad.t121_c2_3, align 64
+  %2636 = mul nsw i64 %flat_grad.mb120948, 6
+  %2637 = add nsw i64 %2636, 2
+  %2638 = mul nsw i64 %2637, 9216
+  %2639 = add nsw i64 3171600, %2638
+  %2640 = mul nsw i64 %flat_grad.nb119947, 64
+  %2641 = add nsw i64 %2639, %2640
+  %2642 = add nsw i64 %2641, 48
+  %arena1021 = getelementptr inbounds float, ptr %arena, i64 %2642
+  store <16 x float> %t121_c2_31020, ptr %arena1021, align 4
+  %t121_c3_01022 = load <16 x float>, ptr %flat_grad.t121_c3_0, align 64
+  %2643 = mul nsw i64 %flat_grad.mb120948, 6
+  %2644 = add nsw i64 %2643, 3
+  %2645 = mul nsw i64 %2644, 9216
+  %2646 = add nsw i64 3171600, %2645
+  %2647 = mul nsw i64 %flat_grad.nb119947, 64
+  %2648 = add nsw i64 %2646, %2647
+  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %2648
+  store <16 x float> %t121_c3_01022, ptr %arena1023, align 4
+  %t121_c3_11024 = load <16 x float>, ptr %flat_grad.t121_c3_1, align 64
+  %2649 = mul nsw i64 %flat_grad.mb120948, 6
+  %2650 = add nsw i64 %2649, 3
+  %2651 = mul nsw i64 %2650, 9216
+  %2652 = add nsw i64 3171600, %2651
+  %2653 = mul nsw i64 %flat_grad.nb119947, 64
+  %2654 = add nsw i64 %2652, %2653
+  %2655 = add nsw i64 %2654, 16
+  %arena1025 = getelementptr inbounds float, ptr %arena, i64 %2655
+  store <16 x float> %t121_c3_11024, ptr %arena1025, align 4
+  %t121_c3_21026 = load <16 x float>, ptr %flat_grad.t121_c3_2, align 64
+  %2656 = mul nsw i64 %flat_grad.mb120948, 6
+  %2657 = add nsw i64 %2656, 3
+  %2658 = mul nsw i64 %2657, 9216
+  %2659 = add nsw i64 3171600, %2658
+  %2660 = mul nsw i64 %flat_grad.nb119947, 64
+  %2661 = add nsw i64 %2659, %2660
+  %2662 = add nsw i64 %2661, 32
+  %arena1027 = getelementptr inbounds float, ptr %arena, i64 %2662
+  store <16 x float> %t121_c3_21026, ptr %arena1027, align 4
+  %t121_c3_31028 = load <16 x float>, ptr %flat_grad.t121_c3_3, align 64
+  %2663 = mul nsw i64 %flat_grad.mb120948, 6
+  %2664 = add nsw i64 %2663, 3
+  %2665 = mul nsw i64 %2664, 9216
+  %2666 = add nsw i64 3171600, %2665
+  %2667 = mul nsw i64 %flat_grad.nb119947, 64
+  %2668 = add nsw i64 %2666, %2667
+  %2669 = add nsw i64 %2668, 48
+  %arena1029 = getelementptr inbounds float, ptr %arena, i64 %2669
+  store <16 x float> %t121_c3_31028, ptr %arena1029, align 4
+  %t121_c4_01030 = load <16 x float>, ptr %flat_grad.t121_c4_0, align 64
+  %2670 = mul nsw i64 %flat_grad.mb120948, 6
+  %2671 = add nsw i64 %2670, 4
+  %2672 = mul nsw i64 %2671, 9216
+  %2673 = add nsw i64 3171600, %2672
+  %2674 = mul nsw i64 %flat_grad.nb119947, 64
+  %2675 = add nsw i64 %2673, %2674
+  %arena1031 = getelementptr inbounds float, ptr %arena, i64 %2675
+  store <16 x float> %t121_c4_01030, ptr %arena1031, align 4
+  %t121_c4_11032 = load <16 x float>, ptr %flat_grad.t121_c4_1, align 64
+  %2676 = mul nsw i64 %flat_grad.mb120948, 6
+  %2677 = add nsw i64 %2676, 4
+  %2678 = mul nsw i64 %2677, 9216
+  %2679 = add nsw i64 3171600, %2678
+  %2680 = mul nsw i64 %flat_grad.nb119947, 64
+  %2681 = add nsw i64 %2679, %2680
+  %2682 = add nsw i64 %2681, 16
+  %arena1033 = getelementptr inbounds float, ptr %arena, i64 %2682
+  store <16 x float> %t121_c4_11032, ptr %arena1033, align 4
+  %t121_c4_21034 = load <16 x float>, ptr %flat_grad.t121_c4_2, align 64
+  %2683 = mul nsw i64 %flat_grad.mb120948, 6
+  %2684 = add nsw i64 %2683, 4
+  %2685 = mul nsw i64 %2684, 9216
+  %2686 = add nsw i64 3171600, %2685
+  %2687 = mul nsw i64 %flat_grad.nb119947, 64
+  %2688 = add nsw i64 %2686, %2687
+  %2689 = add nsw i64 %2688, 32
+  %arena1035 = getelementptr inbounds float, ptr %arena, i64 %2689
+  store <16 x float> %t121_c4_21034, ptr %arena1035, align 4
+  %t121_c4_31036 = load <16 x float>, ptr %flat_grad.t121_c4_3, align 64
+  %2690 = mul nsw i64 %flat_grad.mb120948, 6
+  %2691 = add nsw i64 %2690, 4
+  %2692 = mul nsw i64 %2691, 9216
+  %2693 = add nsw i64 3171600, %2692
+  %2694 = mul nsw i64 %flat_grad.nb119947, 64
+  %2695 = add nsw i64 %2693, %2694
+  %2696 = add nsw i64 %2695, 48
+  %arena1037 = getelementptr inbounds float, ptr %arena, i64 %2696
+  store <16 x float> %t121_c4_31036, ptr %arena1037, align 4
+  %t121_c5_01038 = load <16 x float>, ptr %flat_grad.t121_c5_0, align 64
+  %2697 = mul nsw i64 %flat_grad.mb120948, 6
+  %2698 = add nsw i64 %2697, 5
+  %2699 = mul nsw i64 %2698, 9216
+  %2700 = add nsw i64 3171600, %2699
+  %2701 = mul nsw i64 %flat_grad.nb119947, 64
+  %2702 = add nsw i64 %2700, %2701
+  %arena1039 = getelementptr inbounds float, ptr %arena, i64 %2702
+  store <16 x float> %t121_c5_01038, ptr %arena1039, align 4
+  %t121_c5_11040 = load <16 x float>, ptr %flat_grad.t121_c5_1, align 64
+  %2703 = mul nsw i64 %flat_grad.mb120948, 6
+  %2704 = add nsw i64 %2703, 5
+  %2705 = mul nsw i64 %2704, 9216
+  %2706 = add nsw i64 3171600, %2705
+  %2707 = mul nsw i64 %flat_grad.nb119947, 64
+  %2708 = add nsw i64 %2706, %2707
+  %2709 = add nsw i64 %2708, 16
+  %arena1041 = getelementptr inbounds float, ptr %arena, i64 %2709
+  store <16 x float> %t121_c5_11040, ptr %arena1041, align 4
+  %t121_c5_21042 = load <16 x float>, ptr %flat_grad.t121_c5_2, align 64
+  %2710 = mul nsw i64 %flat_grad.mb120948, 6
+  %2711 = add nsw i64 %2710, 5
+  %2712 = mul nsw i64 %2711, 9216
+  %2713 = add nsw i64 3171600, %2712
+  %2714 = mul nsw i64 %flat_grad.nb119947, 64
+  %2715 = add nsw i64 %2713, %2714
+  %2716 = add nsw i64 %2715, 32
+  %arena1043 = getelementptr inbounds float, ptr %arena, i64 %2716
+  store <16 x float> %t121_c5_21042, ptr %arena1043, align 4
+  %t121_c5_31044 = load <16 x float>, ptr %flat_grad.t121_c5_3, align 64
+  %2717 = mul nsw i64 %flat_grad.mb120948, 6
+  %2718 = add nsw i64 %2717, 5
+  %2719 = mul nsw i64 %2718, 9216
+  %2720 = add nsw i64 3171600, %2719
+  %2721 = mul nsw i64 %flat_grad.nb119947, 64
+  %2722 = add nsw i64 %2720, %2721
+  %2723 = add nsw i64 %2722, 48
+  %arena1045 = getelementptr inbounds float, ptr %arena, i64 %2723
+  store <16 x float> %t121_c5_31044, ptr %arena1045, align 4
+  %mb120.next = add nsw i64 %flat_grad.mb120948, 1
+  %2724 = icmp slt i64 %mb120.next, 10
+  br i1 %2724, label %flat_grad.mb120, label %flat_grad.mb120.end
 
-relu1_grad.ix163.end:                             ; preds = %relu1_grad.ix163
-  %iy162.next = add nsw i64 %relu1_grad.iy162806, 1
-  %2588 = icmp slt i64 %iy162.next, 1
-  br i1 %2588, label %relu1_grad.iy162, label %relu1_grad.iy162.end
+flat_grad.k124:                                   ; preds = %flat_grad.k124, %flat_grad.mb120.end
+  %flat_grad.k1241046 = phi i64 [ 0, %flat_grad.mb120.end ], [ %k124.next, %flat_grad.k124 ]
+  %2725 = mul nsw i64 %flat_grad.k1241046, 9216
+  %2726 = add nsw i64 18816, %2725
+  %2727 = mul nsw i64 %flat_grad.nb119947, 64
+  %2728 = add nsw i64 %2726, %2727
+  %params1047 = getelementptr inbounds float, ptr %params, i64 %2728
+  %2729 = load <16 x float>, ptr %params1047, align 4
+  store <16 x float> %2729, ptr %flat_grad.t123_b0, align 64
+  %2730 = mul nsw i64 %flat_grad.k1241046, 9216
+  %2731 = add nsw i64 18816, %2730
+  %2732 = mul nsw i64 %flat_grad.nb119947, 64
+  %2733 = add nsw i64 %2731, %2732
+  %2734 = add nsw i64 %2733, 16
+  %params1048 = getelementptr inbounds float, ptr %params, i64 %2734
+  %2735 = load <16 x float>, ptr %params1048, align 4
+  store <16 x float> %2735, ptr %flat_grad.t123_b1, align 64
+  %2736 = mul nsw i64 %flat_grad.k1241046, 9216
+  %2737 = add nsw i64 18816, %2736
+  %2738 = mul nsw i64 %flat_grad.nb119947, 64
+  %2739 = add nsw i64 %2737, %2738
+  %2740 = add nsw i64 %2739, 32
+  %params1049 = getelementptr inbounds float, ptr %params, i64 %2740
+  %2741 = load <16 x float>, ptr %params1049, align 4
+  store <16 x float> %2741, ptr %flat_grad.t123_b2, align 64
+  %2742 = mul nsw i64 %flat_grad.k1241046, 9216
+  %2743 = add nsw i64 18816, %2742
+  %2744 = mul nsw i64 %flat_grad.nb119947, 64
+  %2745 = add nsw i64 %2743, %2744
+  %2746 = add nsw i64 %2745, 48
+  %params1050 = getelementptr inbounds float, ptr %params, i64 %2746
+  %2747 = load <16 x float>, ptr %params1050, align 4
+  store <16 x float> %2747, ptr %flat_grad.t123_b3, align 64
+  %2748 = add nsw i64 3169792, %flat_grad.k1241046
+  %arena1051 = getelementptr inbounds float, ptr %arena, i64 %2748
+  %2749 = load float, ptr %arena1051, align 4
+  %2750 = insertelement <16 x float> undef, float %2749, i32 0
+  %2751 = shufflevector <16 x float> %2750, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2751, ptr %flat_grad.t123_a0, align 64
+  %t123_a0 = load <16 x float>, ptr %flat_grad.t123_a0, align 64
+  %t123_b0 = load <16 x float>, ptr %flat_grad.t123_b0, align 64
+  %t123_c0_0 = load <16 x float>, ptr %flat_grad.t123_c0_0, align 64
+  %2752 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a0, <16 x float> %t123_b0, <16 x float> %t123_c0_0)
+  store <16 x float> %2752, ptr %flat_grad.t123_c0_0, align 64
+  %t123_a01052 = load <16 x float>, ptr %flat_grad.t123_a0, align 64
+  %t123_b1 = load <16 x float>, ptr %flat_grad.t123_b1, align 64
+  %t123_c0_1 = load <16 x float>, ptr %flat_grad.t123_c0_1, align 64
+  %2753 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a01052, <16 x float> %t123_b1, <16 x float> %t123_c0_1)
+  store <16 x float> %2753, ptr %flat_grad.t123_c0_1, align 64
+  %t123_a01053 = load <16 x float>, ptr %flat_grad.t123_a0, align 64
+  %t123_b2 = load <16 x float>, ptr %flat_grad.t123_b2, align 64
+  %t123_c0_2 = load <16 x float>, ptr %flat_grad.t123_c0_2, align 64
+  %2754 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a01053, <16 x float> %t123_b2, <16 x float> %t123_c0_2)
+  store <16 x float> %2754, ptr %flat_grad.t123_c0_2, align 64
+  %t123_a01054 = load <16 x float>, ptr %flat_grad.t123_a0, align 64
+  %t123_b3 = load <16 x float>, ptr %flat_grad.t123_b3, align 64
+  %t123_c0_3 = load <16 x float>, ptr %flat_grad.t123_c0_3, align 64
+  %2755 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a01054, <16 x float> %t123_b3, <16 x float> %t123_c0_3)
+  store <16 x float> %2755, ptr %flat_grad.t123_c0_3, align 64
+  %2756 = add nsw i64 3169920, %flat_grad.k1241046
+  %arena1055 = getelementptr inbounds float, ptr %arena, i64 %2756
+  %2757 = load float, ptr %arena1055, align 4
+  %2758 = insertelement <16 x float> undef, float %2757, i32 0
+  %2759 = shufflevector <16 x float> %2758, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2759, ptr %flat_grad.t123_a1, align 64
+  %t123_a1 = load <16 x float>, ptr %flat_grad.t123_a1, align 64
+  %t123_b01056 = load <16 x float>, ptr %flat_grad.t123_b0, align 64
+  %t123_c1_0 = load <16 x float>, ptr %flat_grad.t123_c1_0, align 64
+  %2760 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a1, <16 x float> %t123_b01056, <16 x float> %t123_c1_0)
+  store <16 x float> %2760, ptr %flat_grad.t123_c1_0, align 64
+  %t123_a11057 = load <16 x float>, ptr %flat_grad.t123_a1, align 64
+  %t123_b11058 = load <16 x float>, ptr %flat_grad.t123_b1, align 64
+  %t123_c1_1 = load <16 x float>, ptr %flat_grad.t123_c1_1, align 64
+  %2761 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a11057, <16 x float> %t123_b11058, <16 x float> %t123_c1_1)
+  store <16 x float> %2761, ptr %flat_grad.t123_c1_1, align 64
+  %t123_a11059 = load <16 x float>, ptr %flat_grad.t123_a1, align 64
+  %t123_b21060 = load <16 x float>, ptr %flat_grad.t123_b2, align 64
+  %t123_c1_2 = load <16 x float>, ptr %flat_grad.t123_c1_2, align 64
+  %2762 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a11059, <16 x float> %t123_b21060, <16 x float> %t123_c1_2)
+  store <16 x float> %2762, ptr %flat_grad.t123_c1_2, align 64
+  %t123_a11061 = load <16 x float>, ptr %flat_grad.t123_a1, align 64
+  %t123_b31062 = load <16 x float>, ptr %flat_grad.t123_b3, align 64
+  %t123_c1_3 = load <16 x float>, ptr %flat_grad.t123_c1_3, align 64
+  %2763 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a11061, <16 x float> %t123_b31062, <16 x float> %t123_c1_3)
+  store <16 x float> %2763, ptr %flat_grad.t123_c1_3, align 64
+  %2764 = add nsw i64 3170048, %flat_grad.k1241046
+  %arena1063 = getelementptr inbounds float, ptr %arena, i64 %2764
+  %2765 = load float, ptr %arena1063, align 4
+  %2766 = insertelement <16 x float> undef, float %2765, i32 0
+  %2767 = shufflevector <16 x float> %2766, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2767, ptr %flat_grad.t123_a2, align 64
+  %t123_a2 = load <16 x float>, ptr %flat_grad.t123_a2, align 64
+  %t123_b01064 = load <16 x float>, ptr %flat_grad.t123_b0, align 64
+  %t123_c2_0 = load <16 x float>, ptr %flat_grad.t123_c2_0, align 64
+  %2768 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a2, <16 x float> %t123_b01064, <16 x float> %t123_c2_0)
+  store <16 x float> %2768, ptr %flat_grad.t123_c2_0, align 64
+  %t123_a21065 = load <16 x float>, ptr %flat_grad.t123_a2, align 64
+  %t123_b11066 = load <16 x float>, ptr %flat_grad.t123_b1, align 64
+  %t123_c2_1 = load <16 x float>, ptr %flat_grad.t123_c2_1, align 64
+  %2769 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a21065, <16 x float> %t123_b11066, <16 x float> %t123_c2_1)
+  store <16 x float> %2769, ptr %flat_grad.t123_c2_1, align 64
+  %t123_a21067 = load <16 x float>, ptr %flat_grad.t123_a2, align 64
+  %t123_b21068 = load <16 x float>, ptr %flat_grad.t123_b2, align 64
+  %t123_c2_2 = load <16 x float>, ptr %flat_grad.t123_c2_2, align 64
+  %2770 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a21067, <16 x float> %t123_b21068, <16 x float> %t123_c2_2)
+  store <16 x float> %2770, ptr %flat_grad.t123_c2_2, align 64
+  %t123_a21069 = load <16 x float>, ptr %flat_grad.t123_a2, align 64
+  %t123_b31070 = load <16 x float>, ptr %flat_grad.t123_b3, align 64
+  %t123_c2_3 = load <16 x float>, ptr %flat_grad.t123_c2_3, align 64
+  %2771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a21069, <16 x float> %t123_b31070, <16 x float> %t123_c2_3)
+  store <16 x float> %2771, ptr %flat_grad.t123_c2_3, align 64
+  %2772 = add nsw i64 3170176, %flat_grad.k1241046
+  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %2772
+  %2773 = load float, ptr %arena1071, align 4
+  %2774 = insertelement <16 x float> undef, float %2773, i32 0
+  %2775 = shufflevector <16 x float> %2774, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2775, ptr %flat_grad.t123_a3, align 64
+  %t123_a3 = load <16 x float>, ptr %flat_grad.t123_a3, align 64
+  %t123_b01072 = load <16 x float>, ptr %flat_grad.t123_b0, align 64
+  %t123_c3_0 = load <16 x float>, ptr %flat_grad.t123_c3_0, align 64
+  %2776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a3, <16 x float> %t123_b01072, <16 x float> %t123_c3_0)
+  store <16 x float> %2776, ptr %flat_grad.t123_c3_0, align 64
+  %t123_a31073 = load <16 x float>, ptr %flat_grad.t123_a3, align 64
+  %t123_b11074 = load <16 x float>, ptr %flat_grad.t123_b1, align 64
+  %t123_c3_1 = load <16 x float>, ptr %flat_grad.t123_c3_1, align 64
+  %2777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a31073, <16 x float> %t123_b11074, <16 x float> %t123_c3_1)
+  store <16 x float> %2777, ptr %flat_grad.t123_c3_1, align 64
+  %t123_a31075 = load <16 x float>, ptr %flat_grad.t123_a3, align 64
+  %t123_b21076 = load <16 x float>, ptr %flat_grad.t123_b2, align 64
+  %t123_c3_2 = load <16 x float>, ptr %flat_grad.t123_c3_2, align 64
+  %2778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a31075, <16 x float> %t123_b21076, <16 x float> %t123_c3_2)
+  store <16 x float> %2778, ptr %flat_grad.t123_c3_2, align 64
+  %t123_a31077 = load <16 x float>, ptr %flat_grad.t123_a3, align 64
+  %t123_b31078 = load <16 x float>, ptr %flat_grad.t123_b3, align 64
+  %t123_c3_3 = load <16 x float>, ptr %flat_grad.t123_c3_3, align 64
+  %2779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t123_a31077, <16 x float> %t123_b31078, <16 x float> %t123_c3_3)
+  store <16 x float> %2779, ptr %flat_grad.t123_c3_3, align 64
+  %k124.next = add nsw i64 %flat_grad.k1241046, 1
+  %2780 = icmp slt i64 %k124.next, 128
+  br i1 %2780, label %flat_grad.k124, label %flat_grad.k124.end
 
-relu1_grad.iy168:                                 ; preds = %relu1_grad.ix169.end, %relu1_grad.iy162.end
-  %relu1_grad.iy168813 = phi i64 [ 0, %relu1_grad.iy162.end ], [ %iy168.next, %relu1_grad.ix169.end ]
-  br label %relu1_grad.ix169
+flat_grad.k124.end:                               ; preds = %flat_grad.k124
+  %t123_c0_01079 = load <16 x float>, ptr %flat_grad.t123_c0_0, align 64
+  %2781 = mul nsw i64 %flat_grad.nb119947, 64
+  %2782 = add nsw i64 3724560, %2781
+  %arena1080 = getelementptr inbounds float, ptr %arena, i64 %2782
+  store <16 x float> %t123_c0_01079, ptr %arena1080, align 4
+  %t123_c0_11081 = load <16 x float>, ptr %flat_grad.t123_c0_1, align 64
+  %2783 = mul nsw i64 %flat_grad.nb119947, 64
+  %2784 = add nsw i64 3724560, %2783
+  %2785 = add nsw i64 %2784, 16
+  %arena1082 = getelementptr inbounds float, ptr %arena, i64 %2785
+  store <16 x float> %t123_c0_11081, ptr %arena1082, align 4
+  %t123_c0_21083 = load <16 x float>, ptr %flat_grad.t123_c0_2, align 64
+  %2786 = mul nsw i64 %flat_grad.nb119947, 64
+  %2787 = add nsw i64 3724560, %2786
+  %2788 = add nsw i64 %2787, 32
+  %arena1084 = getelementptr inbounds float, ptr %arena, i64 %2788
+  store <16 x float> %t123_c0_21083, ptr %arena1084, align 4
+  %t123_c0_31085 = load <16 x float>, ptr %flat_grad.t123_c0_3, align 64
+  %2789 = mul nsw i64 %flat_grad.nb119947, 64
+  %2790 = add nsw i64 3724560, %2789
+  %2791 = add nsw i64 %2790, 48
+  %arena1086 = getelementptr inbounds float, ptr %arena, i64 %2791
+  store <16 x float> %t123_c0_31085, ptr %arena1086, align 4
+  %t123_c1_01087 = load <16 x float>, ptr %flat_grad.t123_c1_0, align 64
+  %2792 = mul nsw i64 %flat_grad.nb119947, 64
+  %2793 = add nsw i64 3733776, %2792
+  %arena1088 = getelementptr inbounds float, ptr %arena, i64 %2793
+  store <16 x float> %t123_c1_01087, ptr %arena1088, align 4
+  %t123_c1_11089 = load <16 x float>, ptr %flat_grad.t123_c1_1, align 64
+  %2794 = mul nsw i64 %flat_grad.nb119947, 64
+  %2795 = add nsw i64 3733776, %2794
+  %2796 = add nsw i64 %2795, 16
+  %arena1090 = getelementptr inbounds float, ptr %arena, i64 %2796
+  store <16 x float> %t123_c1_11089, ptr %arena1090, align 4
+  %t123_c1_21091 = load <16 x float>, ptr %flat_grad.t123_c1_2, align 64
+  %2797 = mul nsw i64 %flat_grad.nb119947, 64
+  %2798 = add nsw i64 3733776, %2797
+  %2799 = add nsw i64 %2798, 32
+  %arena1092 = getelementptr inbounds float, ptr %arena, i64 %2799
+  store <16 x float> %t123_c1_21091, ptr %arena1092, align 4
+  %t123_c1_31093 = load <16 x float>, ptr %flat_grad.t123_c1_3, align 64
+  %2800 = mul nsw i64 %flat_grad.nb119947, 64
+  %2801 = add nsw i64 3733776, %2800
+  %2802 = add nsw i64 %2801, 48
+  %arena1094 = getelementptr inbounds float, ptr %arena, i64 %2802
+  store <16 x float> %t123_c1_31093, ptr %arena1094, align 4
+  %t123_c2_01095 = load <16 x float>, ptr %flat_grad.t123_c2_0, align 64
+  %2803 = mul nsw i64 %flat_grad.nb119947, 64
+  %2804 = add nsw i64 3742992, %2803
+  %arena1096 = getelementptr inbounds float, ptr %arena, i64 %2804
+  store <16 x float> %t123_c2_01095, ptr %arena1096, align 4
+  %t123_c2_11097 = load <16 x float>, ptr %flat_grad.t123_c2_1, align 64
+  %2805 = mul nsw i64 %flat_grad.nb119947, 64
+  %2806 = add nsw i64 3742992, %2805
+  %2807 = add nsw i64 %2806, 16
+  %arena1098 = getelementptr inbounds float, ptr %arena, i64 %2807
+  store <16 x float> %t123_c2_11097, ptr %arena1098, align 4
+  %t123_c2_21099 = load <16 x float>, ptr %flat_grad.t123_c2_2, align 64
+  %2808 = mul nsw i64 %flat_grad.nb119947, 64
+  %2809 = add nsw i64 3742992, %2808
+  %2810 = add nsw i64 %2809, 32
+  %arena1100 = getelementptr inbounds float, ptr %arena, i64 %2810
+  store <16 x float> %t123_c2_21099, ptr %arena1100, align 4
+  %t123_c2_31101 = load <16 x float>, ptr %flat_grad.t123_c2_3, align 64
+  %2811 = mul nsw i64 %flat_grad.nb119947, 64
+  %2812 = add nsw i64 3742992, %2811
+  %2813 = add nsw i64 %2812, 48
+  %arena1102 = getelementptr inbounds float, ptr %arena, i64 %2813
+  store <16 x float> %t123_c2_31101, ptr %arena1102, align 4
+  %t123_c3_01103 = load <16 x float>, ptr %flat_grad.t123_c3_0, align 64
+  %2814 = mul nsw i64 %flat_grad.nb119947, 64
+  %2815 = add nsw i64 3752208, %2814
+  %arena1104 = getelementptr inbounds float, ptr %arena, i64 %2815
+  store <16 x float> %t123_c3_01103, ptr %arena1104, align 4
+  %t123_c3_11105 = load <16 x float>, ptr %flat_grad.t123_c3_1, align 64
+  %2816 = mul nsw i64 %flat_grad.nb119947, 64
+  %2817 = add nsw i64 3752208, %2816
+  %2818 = add nsw i64 %2817, 16
+  %arena1106 = getelementptr inbounds float, ptr %arena, i64 %2818
+  store <16 x float> %t123_c3_11105, ptr %arena1106, align 4
+  %t123_c3_21107 = load <16 x float>, ptr %flat_grad.t123_c3_2, align 64
+  %2819 = mul nsw i64 %flat_grad.nb119947, 64
+  %2820 = add nsw i64 3752208, %2819
+  %2821 = add nsw i64 %2820, 32
+  %arena1108 = getelementptr inbounds float, ptr %arena, i64 %2821
+  store <16 x float> %t123_c3_21107, ptr %arena1108, align 4
+  %t123_c3_31109 = load <16 x float>, ptr %flat_grad.t123_c3_3, align 64
+  %2822 = mul nsw i64 %flat_grad.nb119947, 64
+  %2823 = add nsw i64 3752208, %2822
+  %2824 = add nsw i64 %2823, 48
+  %arena1110 = getelementptr inbounds float, ptr %arena, i64 %2824
+  store <16 x float> %t123_c3_31109, ptr %arena1110, align 4
+  %nb119.next = add nsw i64 %flat_grad.nb119947, 1
+  %2825 = icmp slt i64 %nb119.next, 144
+  br i1 %2825, label %flat_grad.nb119, label %flat_grad.nb119.end
 
-relu1_grad.iy168.end:                             ; preds = %relu1_grad.ix169.end
-  br label %relu1_grad.iy176
+pool_grad.i125:                                   ; preds = %pool_grad.i125, %flat_grad.nb119.end
+  %pool_grad.i1251111 = phi i64 [ 0, %flat_grad.nb119.end ], [ %i125.next, %pool_grad.i125 ]
+  %2826 = xor i64 %seed, 7835718858194987975
+  %2827 = lshr i64 %2826, 30
+  %2828 = xor i64 %2826, %2827
+  %2829 = mul i64 %2828, -4658895280553007687
+  %2830 = lshr i64 %2829, 27
+  %2831 = xor i64 %2829, %2830
+  %2832 = mul i64 %2831, -7723592293110705685
+  %2833 = lshr i64 %2832, 31
+  %2834 = xor i64 %2832, %2833
+  %2835 = add i64 %2834, %step
+  %2836 = lshr i64 %2835, 30
+  %2837 = xor i64 %2835, %2836
+  %2838 = mul i64 %2837, -4658895280553007687
+  %2839 = lshr i64 %2838, 27
+  %2840 = xor i64 %2838, %2839
+  %2841 = mul i64 %2840, -7723592293110705685
+  %2842 = lshr i64 %2841, 31
+  %2843 = xor i64 %2841, %2842
+  %2844 = mul i64 %pool_grad.i1251111, -7046029254386353131
+  %2845 = add i64 %2843, %2844
+  %2846 = lshr i64 %2845, 30
+  %2847 = xor i64 %2845, %2846
+  %2848 = mul i64 %2847, -4658895280553007687
+  %2849 = lshr i64 %2848, 27
+  %2850 = xor i64 %2848, %2849
+  %2851 = mul i64 %2850, -7723592293110705685
+  %2852 = lshr i64 %2851, 31
+  %2853 = xor i64 %2851, %2852
+  %2854 = lshr i64 %2853, 40
+  %keep1112 = icmp uge i64 %2854, 4194304
+  %2855 = add nsw i64 3171600, %pool_grad.i1251111
+  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %2855
+  %2856 = load float, ptr %arena1113, align 4
+  %2857 = fmul float %2856, 0x3FF5555560000000
+  %2858 = select i1 %keep1112, float %2857, float 0.000000e+00
+  %2859 = add nsw i64 3761424, %pool_grad.i1251111
+  %arena1114 = getelementptr inbounds float, ptr %arena, i64 %2859
+  store float %2858, ptr %arena1114, align 4
+  %i125.next = add nsw i64 %pool_grad.i1251111, 1
+  %2860 = icmp slt i64 %i125.next, 589824
+  br i1 %2860, label %pool_grad.i125, label %pool_grad.i125.end
 
-relu1_grad.ix169:                                 ; preds = %relu1_grad.ix169, %relu1_grad.iy168
-  %relu1_grad.ix169814 = phi i64 [ 0, %relu1_grad.iy168 ], [ %ix169.next, %relu1_grad.ix169 ]
-  %2589 = mul nsw i64 %relu1_grad.c138776, 9
-  %2590 = mul nsw i64 %2589, 36864
-  %2591 = add nsw i64 6710544, %2590
-  %2592 = mul nsw i64 %relu1_grad.j137775, 576
-  %2593 = add nsw i64 %2591, %2592
-  %2594 = add nsw i64 %relu1_grad.iy168813, 1
-  %2595 = mul nsw i64 %2594, 24
-  %2596 = add nsw i64 %2593, %2595
-  %2597 = add nsw i64 %2596, 2
-  %2598 = add nsw i64 %2597, %relu1_grad.ix169814
-  %arena815 = getelementptr inbounds float, ptr %arena, i64 %2598
-  %2599 = load float, ptr %arena815, align 4
-  store float %2599, ptr %relu1_grad.sum170, align 4
-  %sum170 = load float, ptr %relu1_grad.sum170, align 4
-  %2600 = mul nsw i64 %relu1_grad.c138776, 9
-  %2601 = add nsw i64 %2600, 1
-  %2602 = mul nsw i64 %2601, 36864
-  %2603 = add nsw i64 6710544, %2602
-  %2604 = mul nsw i64 %relu1_grad.j137775, 576
-  %2605 = add nsw i64 %2603, %2604
-  %2606 = add nsw i64 %relu1_grad.iy168813, 1
-  %2607 = mul nsw i64 %2606, 24
-  %2608 = add nsw i64 %2605, %2607
-  %2609 = add nsw i64 %2608, 1
-  %2610 = add nsw i64 %2609, %relu1_grad.ix169814
-  %arena816 = getelementptr inbounds float, ptr %arena, i64 %2610
-  %2611 = load float, ptr %arena816, align 4
-  %2612 = fadd float %sum170, %2611
-  store float %2612, ptr %relu1_grad.sum171, align 4
-  %sum171 = load float, ptr %relu1_grad.sum171, align 4
-  %2613 = mul nsw i64 %relu1_grad.c138776, 9
-  %2614 = add nsw i64 %2613, 2
-  %2615 = mul nsw i64 %2614, 36864
-  %2616 = add nsw i64 6710544, %2615
-  %2617 = mul nsw i64 %relu1_grad.j137775, 576
-  %2618 = add nsw i64 %2616, %2617
-  %2619 = add nsw i64 %relu1_grad.iy168813, 1
-  %2620 = mul nsw i64 %2619, 24
-  %2621 = add nsw i64 %2618, %2620
-  %2622 = add nsw i64 %2621, %relu1_grad.ix169814
-  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2622
-  %2623 = load float, ptr %arena817, align 4
-  %2624 = fadd float %sum171, %2623
-  store float %2624, ptr %relu1_grad.sum172, align 4
+pool_grad.i125.end:                               ; preds = %pool_grad.i125
+  br label %conv2_grad.i126
+
+conv2_grad.i126:                                  ; preds = %conv2_grad.i126, %pool_grad.i125.end
+  %conv2_grad.i1261115 = phi i64 [ 0, %pool_grad.i125.end ], [ %i126.next, %conv2_grad.i126 ]
+  %2861 = add nsw i64 4351248, %conv2_grad.i1261115
+  %arena1116 = getelementptr inbounds float, ptr %arena, i64 %2861
+  store float 0.000000e+00, ptr %arena1116, align 4
+  %i126.next = add nsw i64 %conv2_grad.i1261115, 1
+  %2862 = icmp slt i64 %i126.next, 2359296
+  br i1 %2862, label %conv2_grad.i126, label %conv2_grad.i126.end
+
+conv2_grad.i126.end:                              ; preds = %conv2_grad.i126
+  br label %conv2_grad.q127
+
+conv2_grad.q127:                                  ; preds = %conv2_grad.i128.end, %conv2_grad.i126.end
+  %conv2_grad.q1271117 = phi i64 [ 0, %conv2_grad.i126.end ], [ %q127.next, %conv2_grad.i128.end ]
+  br label %conv2_grad.i128
+
+conv2_grad.q127.end:                              ; preds = %conv2_grad.i128.end
+  br label %conv2_weight_grad.i129
+
+conv2_grad.i128:                                  ; preds = %conv2_grad.endif, %conv2_grad.q127
+  %conv2_grad.i1281118 = phi i64 [ 0, %conv2_grad.q127 ], [ %i128.next, %conv2_grad.endif ]
+  %2863 = mul nsw i64 %conv2_grad.q1271117, 144
+  %2864 = add nsw i64 %2863, %conv2_grad.i1281118
+  %2865 = add nsw i64 1384448, %2864
+  %arena1119 = getelementptr inbounds float, ptr %arena, i64 %2865
+  %2866 = load float, ptr %arena1119, align 4
+  %2867 = fcmp ogt float %2866, 0.000000e+00
+  br i1 %2867, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i128.end:                              ; preds = %conv2_grad.endif
+  %q127.next = add nsw i64 %conv2_grad.q1271117, 1
+  %2868 = icmp slt i64 %q127.next, 4096
+  br i1 %2868, label %conv2_grad.q127, label %conv2_grad.q127.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i128
+  %2869 = mul nsw i64 %conv2_grad.q1271117, 576
+  %2870 = add nsw i64 4351248, %2869
+  %2871 = mul nsw i64 %conv2_grad.q1271117, 144
+  %2872 = add nsw i64 %2871, %conv2_grad.i1281118
+  %2873 = add nsw i64 1974272, %2872
+  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %2873
+  %2874 = load float, ptr %arena1120, align 4
+  %2875 = fptosi float %2874 to i64
+  %2876 = add nsw i64 %2870, %2875
+  %arena1121 = getelementptr inbounds float, ptr %arena, i64 %2876
+  %2877 = load float, ptr %arena1121, align 4
+  %2878 = mul nsw i64 %conv2_grad.q1271117, 144
+  %2879 = add nsw i64 %2878, %conv2_grad.i1281118
+  %2880 = add nsw i64 3761424, %2879
+  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %2880
+  %2881 = load float, ptr %arena1122, align 4
+  %2882 = fadd float %2877, %2881
+  store float %2882, ptr %arena1121, align 4
+  br label %conv2_grad.endif
+
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i128
+  %i128.next = add nsw i64 %conv2_grad.i1281118, 1
+  %2883 = icmp slt i64 %i128.next, 144
+  br i1 %2883, label %conv2_grad.i128, label %conv2_grad.i128.end
+
+conv2_weight_grad.i129:                           ; preds = %conv2_weight_grad.i129, %conv2_grad.q127.end
+  %conv2_weight_grad.i1291123 = phi i64 [ 0, %conv2_grad.q127.end ], [ %i129.next, %conv2_weight_grad.i129 ]
+  %2884 = add nsw i64 19686672, %conv2_weight_grad.i1291123
+  %arena1124 = getelementptr inbounds float, ptr %arena, i64 %2884
+  store float 0.000000e+00, ptr %arena1124, align 4
+  %i129.next = add nsw i64 %conv2_weight_grad.i1291123, 1
+  %2885 = icmp slt i64 %i129.next, 18432
+  br i1 %2885, label %conv2_weight_grad.i129, label %conv2_weight_grad.i129.end
+
+conv2_weight_grad.i129.end:                       ; preds = %conv2_weight_grad.i129
+  br label %conv2_weight_grad.g130
+
+conv2_weight_grad.g130:                           ; preds = %conv2_weight_grad.kp143.end, %conv2_weight_grad.i129.end
+  %conv2_weight_grad.g1301125 = phi i64 [ 0, %conv2_weight_grad.i129.end ], [ %g130.next, %conv2_weight_grad.kp143.end ]
+  br label %conv2_weight_grad.j131
+
+conv2_weight_grad.g130.end:                       ; preds = %conv2_weight_grad.kp143.end
+  br label %conv2_weight_grad.f148
+
+conv2_weight_grad.j131:                           ; preds = %conv2_weight_grad.c132.end, %conv2_weight_grad.g130
+  %conv2_weight_grad.j1311126 = phi i64 [ 0, %conv2_weight_grad.g130 ], [ %j131.next, %conv2_weight_grad.c132.end ]
+  br label %conv2_weight_grad.c132
+
+conv2_weight_grad.j131.end:                       ; preds = %conv2_weight_grad.c132.end
+  br label %conv2_weight_grad.j140
+
+conv2_weight_grad.c132:                           ; preds = %conv2_weight_grad.ky133.end, %conv2_weight_grad.j131
+  %conv2_weight_grad.c1321127 = phi i64 [ 0, %conv2_weight_grad.j131 ], [ %c132.next, %conv2_weight_grad.ky133.end ]
+  br label %conv2_weight_grad.ky133
+
+conv2_weight_grad.c132.end:                       ; preds = %conv2_weight_grad.ky133.end
+  %j131.next = add nsw i64 %conv2_weight_grad.j1311126, 1
+  %2886 = icmp slt i64 %j131.next, 64
+  br i1 %2886, label %conv2_weight_grad.j131, label %conv2_weight_grad.j131.end
+
+conv2_weight_grad.ky133:                          ; preds = %conv2_weight_grad.oy138.end, %conv2_weight_grad.c132
+  %conv2_weight_grad.ky1331128 = phi i64 [ 0, %conv2_weight_grad.c132 ], [ %ky133.next, %conv2_weight_grad.oy138.end ]
+  br label %conv2_weight_grad.oy134
+
+conv2_weight_grad.ky133.end:                      ; preds = %conv2_weight_grad.oy138.end
+  %c132.next = add nsw i64 %conv2_weight_grad.c1321127, 1
+  %2887 = icmp slt i64 %c132.next, 32
+  br i1 %2887, label %conv2_weight_grad.c132, label %conv2_weight_grad.c132.end
+
+conv2_weight_grad.oy134:                          ; preds = %conv2_weight_grad.ox135.end, %conv2_weight_grad.ky133
+  %conv2_weight_grad.oy1341129 = phi i64 [ 0, %conv2_weight_grad.ky133 ], [ %oy134.next, %conv2_weight_grad.ox135.end ]
+  br label %conv2_weight_grad.ox135
+
+conv2_weight_grad.oy134.end:                      ; preds = %conv2_weight_grad.ox135.end
+  br label %conv2_weight_grad.oy136
+
+conv2_weight_grad.ox135:                          ; preds = %conv2_weight_grad.ox135, %conv2_weight_grad.oy134
+  %conv2_weight_grad.ox1351130 = phi i64 [ 0, %conv2_weight_grad.oy134 ], [ %ox135.next, %conv2_weight_grad.ox135 ]
+  %2888 = mul nsw i64 %conv2_weight_grad.g1301125, 64
+  %2889 = add nsw i64 %2888, %conv2_weight_grad.j1311126
+  %2890 = mul nsw i64 %2889, 21632
+  %2891 = mul nsw i64 %conv2_weight_grad.c1321127, 676
+  %2892 = add nsw i64 %2890, %2891
+  %2893 = add nsw i64 %conv2_weight_grad.oy1341129, %conv2_weight_grad.ky1331128
+  %2894 = mul nsw i64 %2893, 26
+  %2895 = add nsw i64 %2892, %2894
+  %2896 = add nsw i64 %2895, %conv2_weight_grad.ox1351130
+  %arena1131 = getelementptr inbounds float, ptr %arena, i64 %2896
+  %2897 = load float, ptr %arena1131, align 4
+  %2898 = mul nsw i64 %conv2_weight_grad.c1321127, 3
+  %2899 = add nsw i64 %2898, %conv2_weight_grad.ky1331128
+  %2900 = mul nsw i64 %2899, 3
+  %2901 = mul nsw i64 %2900, 36864
+  %2902 = add nsw i64 6710544, %2901
+  %2903 = mul nsw i64 %conv2_weight_grad.j1311126, 576
+  %2904 = add nsw i64 %2902, %2903
+  %2905 = mul nsw i64 %conv2_weight_grad.oy1341129, 24
+  %2906 = add nsw i64 %2905, %conv2_weight_grad.ox1351130
+  %2907 = add nsw i64 %2904, %2906
+  %arena1132 = getelementptr inbounds float, ptr %arena, i64 %2907
+  store float %2897, ptr %arena1132, align 4
+  %ox135.next = add nsw i64 %conv2_weight_grad.ox1351130, 1
+  %2908 = icmp slt i64 %ox135.next, 24
+  br i1 %2908, label %conv2_weight_grad.ox135, label %conv2_weight_grad.ox135.end
+
+conv2_weight_grad.ox135.end:                      ; preds = %conv2_weight_grad.ox135
+  %oy134.next = add nsw i64 %conv2_weight_grad.oy1341129, 1
+  %2909 = icmp slt i64 %oy134.next, 24
+  br i1 %2909, label %conv2_weight_grad.oy134, label %conv2_weight_grad.oy134.end
+
+conv2_weight_grad.oy136:                          ; preds = %conv2_weight_grad.ox137.end, %conv2_weight_grad.oy134.end
+  %conv2_weight_grad.oy1361133 = phi i64 [ 0, %conv2_weight_grad.oy134.end ], [ %oy136.next, %conv2_weight_grad.ox137.end ]
+  br label %conv2_weight_grad.ox137
+
+conv2_weight_grad.oy136.end:                      ; preds = %conv2_weight_grad.ox137.end
+  br label %conv2_weight_grad.oy138
+
+conv2_weight_grad.ox137:                          ; preds = %conv2_weight_grad.ox137, %conv2_weight_grad.oy136
+  %conv2_weight_grad.ox1371134 = phi i64 [ 0, %conv2_weight_grad.oy136 ], [ %ox137.next, %conv2_weight_grad.ox137 ]
+  %2910 = mul nsw i64 %conv2_weight_grad.g1301125, 64
+  %2911 = add nsw i64 %2910, %conv2_weight_grad.j1311126
+  %2912 = mul nsw i64 %2911, 21632
+  %2913 = mul nsw i64 %conv2_weight_grad.c1321127, 676
+  %2914 = add nsw i64 %2912, %2913
+  %2915 = add nsw i64 %conv2_weight_grad.oy1361133, %conv2_weight_grad.ky1331128
+  %2916 = mul nsw i64 %2915, 26
+  %2917 = add nsw i64 %2914, %2916
+  %2918 = add nsw i64 %conv2_weight_grad.ox1371134, 1
+  %2919 = add nsw i64 %2917, %2918
+  %arena1135 = getelementptr inbounds float, ptr %arena, i64 %2919
+  %2920 = load float, ptr %arena1135, align 4
+  %2921 = mul nsw i64 %conv2_weight_grad.c1321127, 3
+  %2922 = add nsw i64 %2921, %conv2_weight_grad.ky1331128
+  %2923 = mul nsw i64 %2922, 3
+  %2924 = add nsw i64 %2923, 1
+  %2925 = mul nsw i64 %2924, 36864
+  %2926 = add nsw i64 6710544, %2925
+  %2927 = mul nsw i64 %conv2_weight_grad.j1311126, 576
+  %2928 = add nsw i64 %2926, %2927
+  %2929 = mul nsw i64 %conv2_weight_grad.oy1361133, 24
+  %2930 = add nsw i64 %2929, %conv2_weight_grad.ox1371134
+  %2931 = add nsw i64 %2928, %2930
+  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %2931
+  store float %2920, ptr %arena1136, align 4
+  %ox137.next = add nsw i64 %conv2_weight_grad.ox1371134, 1
+  %2932 = icmp slt i64 %ox137.next, 24
+  br i1 %2932, label %conv2_weight_grad.ox137, label %conv2_weight_grad.ox137.end
+
+conv2_weight_grad.ox137.end:                      ; preds = %conv2_weight_grad.ox137
+  %oy136.next = add nsw i64 %conv2_weight_grad.oy1361133, 1
+  %2933 = icmp slt i64 %oy136.next, 24
+  br i1 %2933, label %conv2_weight_grad.oy136, label %conv2_weight_grad.oy136.end
+
+conv2_weight_grad.oy138:                          ; preds = %conv2_weight_grad.ox139.end, %conv2_weight_grad.oy136.end
+  %conv2_weight_grad.oy1381137 = phi i64 [ 0, %conv2_weight_grad.oy136.end ], [ %oy138.next, %conv2_weight_grad.ox139.end ]
+  br label %conv2_weight_grad.ox139
+
+conv2_weight_grad.oy138.end:                      ; preds = %conv2_weight_grad.ox139.end
+  %ky133.next = add nsw i64 %conv2_weight_grad.ky1331128, 1
+  %2934 = icmp slt i64 %ky133.next, 3
+  br i1 %2934, label %conv2_weight_grad.ky133, label %conv2_weight_grad.ky133.end
+
+conv2_weight_grad.ox139:                          ; preds = %conv2_weight_grad.ox139, %conv2_weight_grad.oy138
+  %conv2_weight_grad.ox1391138 = phi i64 [ 0, %conv2_weight_grad.oy138 ], [ %ox139.next, %conv2_weight_grad.ox139 ]
+  %2935 = mul nsw i64 %conv2_weight_grad.g1301125, 64
+  %2936 = add nsw i64 %2935, %conv2_weight_grad.j1311126
+  %2937 = mul nsw i64 %2936, 21632
+  %2938 = mul nsw i64 %conv2_weight_grad.c1321127, 676
+  %2939 = add nsw i64 %2937, %2938
+  %2940 = add nsw i64 %conv2_weight_grad.oy1381137, %conv2_weight_grad.ky1331128
+  %2941 = mul nsw i64 %2940, 26
+  %2942 = add nsw i64 %2939, %2941
+  %2943 = add nsw i64 %conv2_weight_grad.ox1391138, 2
+  %2944 = add nsw i64 %2942, %2943
+  %arena1139 = getelementptr inbounds float, ptr %arena, i64 %2944
+  %2945 = load float, ptr %arena1139, align 4
+  %2946 = mul nsw i64 %conv2_weight_grad.c1321127, 3
+  %2947 = add nsw i64 %2946, %conv2_weight_grad.ky1331128
+  %2948 = mul nsw i64 %2947, 3
+  %2949 = add nsw i64 %2948, 2
+  %2950 = mul nsw i64 %2949, 36864
+  %2951 = add nsw i64 6710544, %2950
+  %2952 = mul nsw i64 %conv2_weight_grad.j1311126, 576
+  %2953 = add nsw i64 %2951, %2952
+  %2954 = mul nsw i64 %conv2_weight_grad.oy1381137, 24
+  %2955 = add nsw i64 %2954, %conv2_weight_grad.ox1391138
+  %2956 = add nsw i64 %2953, %2955
+  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %2956
+  store float %2945, ptr %arena1140, align 4
+  %ox139.next = add nsw i64 %conv2_weight_grad.ox1391138, 1
+  %2957 = icmp slt i64 %ox139.next, 24
+  br i1 %2957, label %conv2_weight_grad.ox139, label %conv2_weight_grad.ox139.end
+
+conv2_weight_grad.ox139.end:                      ; preds = %conv2_weight_grad.ox139
+  %oy138.next = add nsw i64 %conv2_weight_grad.oy1381137, 1
+  %2958 = icmp slt i64 %oy138.next, 24
+  br i1 %2958, label %conv2_weight_grad.oy138, label %conv2_weight_grad.oy138.end
+
+conv2_weight_grad.j140:                           ; preds = %conv2_weight_grad.i141.end, %conv2_weight_grad.j131.end
+  %conv2_weight_grad.j1401141 = phi i64 [ 0, %conv2_weight_grad.j131.end ], [ %j140.next, %conv2_weight_grad.i141.end ]
+  br label %conv2_weight_grad.i141
+
+conv2_weight_grad.j140.end:                       ; preds = %conv2_weight_grad.i141.end
+  br label %conv2_weight_grad.kp143
+
+conv2_weight_grad.i141:                           ; preds = %conv2_weight_grad.f142.end, %conv2_weight_grad.j140
+  %conv2_weight_grad.i1411142 = phi i64 [ 0, %conv2_weight_grad.j140 ], [ %i141.next, %conv2_weight_grad.f142.end ]
+  br label %conv2_weight_grad.f142
+
+conv2_weight_grad.i141.end:                       ; preds = %conv2_weight_grad.f142.end
+  %j140.next = add nsw i64 %conv2_weight_grad.j1401141, 1
+  %2959 = icmp slt i64 %j140.next, 64
+  br i1 %2959, label %conv2_weight_grad.j140, label %conv2_weight_grad.j140.end
+
+conv2_weight_grad.f142:                           ; preds = %conv2_weight_grad.f142, %conv2_weight_grad.i141
+  %conv2_weight_grad.f1421143 = phi i64 [ 0, %conv2_weight_grad.i141 ], [ %f142.next, %conv2_weight_grad.f142 ]
+  %2960 = mul nsw i64 %conv2_weight_grad.g1301125, 64
+  %2961 = add nsw i64 %2960, %conv2_weight_grad.j1401141
+  %2962 = mul nsw i64 %2961, 36864
+  %2963 = add nsw i64 4351248, %2962
+  %2964 = mul nsw i64 %conv2_weight_grad.f1421143, 576
+  %2965 = add nsw i64 %2963, %2964
+  %2966 = add nsw i64 %2965, %conv2_weight_grad.i1411142
+  %arena1144 = getelementptr inbounds float, ptr %arena, i64 %2966
+  %2967 = load float, ptr %arena1144, align 4
+  %2968 = mul nsw i64 %conv2_weight_grad.j1401141, 576
+  %2969 = add nsw i64 %2968, %conv2_weight_grad.i1411142
+  %2970 = mul nsw i64 %2969, 64
+  %2971 = add nsw i64 17327376, %2970
+  %2972 = add nsw i64 %2971, %conv2_weight_grad.f1421143
+  %arena1145 = getelementptr inbounds float, ptr %arena, i64 %2972
+  store float %2967, ptr %arena1145, align 4
+  %f142.next = add nsw i64 %conv2_weight_grad.f1421143, 1
+  %2973 = icmp slt i64 %f142.next, 64
+  br i1 %2973, label %conv2_weight_grad.f142, label %conv2_weight_grad.f142.end
+
+conv2_weight_grad.f142.end:                       ; preds = %conv2_weight_grad.f142
+  %i141.next = add nsw i64 %conv2_weight_grad.i1411142, 1
+  %2974 = icmp slt i64 %i141.next, 576
+  br i1 %2974, label %conv2_weight_grad.i141, label %conv2_weight_grad.i141.end
+
+conv2_weight_grad.kp143:                          ; preds = %conv2_weight_grad.nb144.end, %conv2_weight_grad.j140.end
+  %conv2_weight_grad.kp1431146 = phi i64 [ 0, %conv2_weight_grad.j140.end ], [ %kp143.next, %conv2_weight_grad.nb144.end ]
+  br label %conv2_weight_grad.nb144
+
+conv2_weight_grad.kp143.end:                      ; preds = %conv2_weight_grad.nb144.end
+  %g130.next = add nsw i64 %conv2_weight_grad.g1301125, 1
+  %2975 = icmp slt i64 %g130.next, 1
+  br i1 %2975, label %conv2_weight_grad.g130, label %conv2_weight_grad.g130.end
+
+conv2_weight_grad.nb144:                          ; preds = %conv2_weight_grad.mb145.end, %conv2_weight_grad.kp143
+  %conv2_weight_grad.nb1441147 = phi i64 [ 0, %conv2_weight_grad.kp143 ], [ %nb144.next, %conv2_weight_grad.mb145.end ]
+  br label %conv2_weight_grad.mb145
+
+conv2_weight_grad.nb144.end:                      ; preds = %conv2_weight_grad.mb145.end
+  %kp143.next = add nsw i64 %conv2_weight_grad.kp1431146, 1
+  %2976 = icmp slt i64 %kp143.next, 96
+  br i1 %2976, label %conv2_weight_grad.kp143, label %conv2_weight_grad.kp143.end
+
+conv2_weight_grad.mb145:                          ; preds = %conv2_weight_grad.k147.end, %conv2_weight_grad.nb144
+  %conv2_weight_grad.mb1451148 = phi i64 [ 0, %conv2_weight_grad.nb144 ], [ %mb145.next, %conv2_weight_grad.k147.end ]
+  %2977 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %2978 = mul nsw i64 %2977, 64
+  %2979 = add nsw i64 19686672, %2978
+  %2980 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %2981 = add nsw i64 %2979, %2980
+  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %2981
+  %2982 = load <16 x float>, ptr %arena1149, align 4
+  store <16 x float> %2982, ptr %conv2_weight_grad.t146_c0_0, align 64
+  %2983 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %2984 = mul nsw i64 %2983, 64
+  %2985 = add nsw i64 19686672, %2984
+  %2986 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %2987 = add nsw i64 %2985, %2986
+  %2988 = add nsw i64 %2987, 16
+  %arena1150 = getelementptr inbounds float, ptr %arena, i64 %2988
+  %2989 = load <16 x float>, ptr %arena1150, align 4
+  store <16 x float> %2989, ptr %conv2_weight_grad.t146_c0_1, align 64
+  %2990 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %2991 = mul nsw i64 %2990, 64
+  %2992 = add nsw i64 19686672, %2991
+  %2993 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %2994 = add nsw i64 %2992, %2993
+  %2995 = add nsw i64 %2994, 32
+  %arena1151 = getelementptr inbounds float, ptr %arena, i64 %2995
+  %2996 = load <16 x float>, ptr %arena1151, align 4
+  store <16 x float> %2996, ptr %conv2_weight_grad.t146_c0_2, align 64
+  %2997 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %2998 = mul nsw i64 %2997, 64
+  %2999 = add nsw i64 19686672, %2998
+  %3000 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3001 = add nsw i64 %2999, %3000
+  %3002 = add nsw i64 %3001, 48
+  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %3002
+  %3003 = load <16 x float>, ptr %arena1152, align 4
+  store <16 x float> %3003, ptr %conv2_weight_grad.t146_c0_3, align 64
+  %3004 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3005 = add nsw i64 %3004, 1
+  %3006 = mul nsw i64 %3005, 64
+  %3007 = add nsw i64 19686672, %3006
+  %3008 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3009 = add nsw i64 %3007, %3008
+  %arena1153 = getelementptr inbounds float, ptr %arena, i64 %3009
+  %3010 = load <16 x float>, ptr %arena1153, align 4
+  store <16 x float> %3010, ptr %conv2_weight_grad.t146_c1_0, align 64
+  %3011 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3012 = add nsw i64 %3011, 1
+  %3013 = mul nsw i64 %3012, 64
+  %3014 = add nsw i64 19686672, %3013
+  %3015 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3016 = add nsw i64 %3014, %3015
+  %3017 = add nsw i64 %3016, 16
+  %arena1154 = getelementptr inbounds float, ptr %arena, i64 %3017
+  %3018 = load <16 x float>, ptr %arena1154, align 4
+  store <16 x float> %3018, ptr %conv2_weight_grad.t146_c1_1, align 64
+  %3019 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3020 = add nsw i64 %3019, 1
+  %3021 = mul nsw i64 %3020, 64
+  %3022 = add nsw i64 19686672, %3021
+  %3023 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3024 = add nsw i64 %3022, %3023
+  %3025 = add nsw i64 %3024, 32
+  %arena1155 = getelementptr inbounds float, ptr %arena, i64 %3025
+  %3026 = load <16 x float>, ptr %arena1155, align 4
+  store <16 x float> %3026, ptr %conv2_weight_grad.t146_c1_2, align 64
+  %3027 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3028 = add nsw i64 %3027, 1
+  %3029 = mul nsw i64 %3028, 64
+  %3030 = add nsw i64 19686672, %3029
+  %3031 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3032 = add nsw i64 %3030, %3031
+  %3033 = add nsw i64 %3032, 48
+  %arena1156 = getelementptr inbounds float, ptr %arena, i64 %3033
+  %3034 = load <16 x float>, ptr %arena1156, align 4
+  store <16 x float> %3034, ptr %conv2_weight_grad.t146_c1_3, align 64
+  %3035 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3036 = add nsw i64 %3035, 2
+  %3037 = mul nsw i64 %3036, 64
+  %3038 = add nsw i64 19686672, %3037
+  %3039 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3040 = add nsw i64 %3038, %3039
+  %arena1157 = getelementptr inbounds float, ptr %arena, i64 %3040
+  %3041 = load <16 x float>, ptr %arena1157, align 4
+  store <16 x float> %3041, ptr %conv2_weight_grad.t146_c2_0, align 64
+  %3042 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3043 = add nsw i64 %3042, 2
+  %3044 = mul nsw i64 %3043, 64
+  %3045 = add nsw i64 19686672, %3044
+  %3046 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3047 = add nsw i64 %3045, %3046
+  %3048 = add nsw i64 %3047, 16
+  %arena1158 = getelementptr inbounds float, ptr %arena, i64 %3048
+  %3049 = load <16 x float>, ptr %arena1158, align 4
+  store <16 x float> %3049, ptr %conv2_weight_grad.t146_c2_1, align 64
+  %3050 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3051 = add nsw i64 %3050, 2
+  %3052 = mul nsw i64 %3051, 64
+  %3053 = add nsw i64 19686672, %3052
+  %3054 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3055 = add nsw i64 %3053, %3054
+  %3056 = add nsw i64 %3055, 32
+  %arena1159 = getelementptr inbounds float, ptr %arena, i64 %3056
+  %3057 = load <16 x float>, ptr %arena1159, align 4
+  store <16 x float> %3057, ptr %conv2_weight_grad.t146_c2_2, align 64
+  %3058 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3059 = add nsw i64 %3058, 2
+  %3060 = mul nsw i64 %3059, 64
+  %3061 = add nsw i64 19686672, %3060
+  %3062 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3063 = add nsw i64 %3061, %3062
+  %3064 = add nsw i64 %3063, 48
+  %arena1160 = getelementptr inbounds float, ptr %arena, i64 %3064
+  %3065 = load <16 x float>, ptr %arena1160, align 4
+  store <16 x float> %3065, ptr %conv2_weight_grad.t146_c2_3, align 64
+  %3066 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3067 = add nsw i64 %3066, 3
+  %3068 = mul nsw i64 %3067, 64
+  %3069 = add nsw i64 19686672, %3068
+  %3070 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3071 = add nsw i64 %3069, %3070
+  %arena1161 = getelementptr inbounds float, ptr %arena, i64 %3071
+  %3072 = load <16 x float>, ptr %arena1161, align 4
+  store <16 x float> %3072, ptr %conv2_weight_grad.t146_c3_0, align 64
+  %3073 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3074 = add nsw i64 %3073, 3
+  %3075 = mul nsw i64 %3074, 64
+  %3076 = add nsw i64 19686672, %3075
+  %3077 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3078 = add nsw i64 %3076, %3077
+  %3079 = add nsw i64 %3078, 16
+  %arena1162 = getelementptr inbounds float, ptr %arena, i64 %3079
+  %3080 = load <16 x float>, ptr %arena1162, align 4
+  store <16 x float> %3080, ptr %conv2_weight_grad.t146_c3_1, align 64
+  %3081 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3082 = add nsw i64 %3081, 3
+  %3083 = mul nsw i64 %3082, 64
+  %3084 = add nsw i64 19686672, %3083
+  %3085 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3086 = add nsw i64 %3084, %3085
+  %3087 = add nsw i64 %3086, 32
+  %arena1163 = getelementptr inbounds float, ptr %arena, i64 %3087
+  %3088 = load <16 x float>, ptr %arena1163, align 4
+  store <16 x float> %3088, ptr %conv2_weight_grad.t146_c3_2, align 64
+  %3089 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3090 = add nsw i64 %3089, 3
+  %3091 = mul nsw i64 %3090, 64
+  %3092 = add nsw i64 19686672, %3091
+  %3093 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3094 = add nsw i64 %3092, %3093
+  %3095 = add nsw i64 %3094, 48
+  %arena1164 = getelementptr inbounds float, ptr %arena, i64 %3095
+  %3096 = load <16 x float>, ptr %arena1164, align 4
+  store <16 x float> %3096, ptr %conv2_weight_grad.t146_c3_3, align 64
+  %3097 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3098 = add nsw i64 %3097, 4
+  %3099 = mul nsw i64 %3098, 64
+  %3100 = add nsw i64 19686672, %3099
+  %3101 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3102 = add nsw i64 %3100, %3101
+  %arena1165 = getelementptr inbounds float, ptr %arena, i64 %3102
+  %3103 = load <16 x float>, ptr %arena1165, align 4
+  store <16 x float> %3103, ptr %conv2_weight_grad.t146_c4_0, align 64
+  %3104 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3105 = add nsw i64 %3104, 4
+  %3106 = mul nsw i64 %3105, 64
+  %3107 = add nsw i64 19686672, %3106
+  %3108 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3109 = add nsw i64 %3107, %3108
+  %3110 = add nsw i64 %3109, 16
+  %arena1166 = getelementptr inbounds float, ptr %arena, i64 %3110
+  %3111 = load <16 x float>, ptr %arena1166, align 4
+  store <16 x float> %3111, ptr %conv2_weight_grad.t146_c4_1, align 64
+  %3112 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3113 = add nsw i64 %3112, 4
+  %3114 = mul nsw i64 %3113, 64
+  %3115 = add nsw i64 19686672, %3114
+  %3116 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3117 = add nsw i64 %3115, %3116
+  %3118 = add nsw i64 %3117, 32
+  %arena1167 = getelementptr inbounds float, ptr %arena, i64 %3118
+  %3119 = load <16 x float>, ptr %arena1167, align 4
+  store <16 x float> %3119, ptr %conv2_weight_grad.t146_c4_2, align 64
+  %3120 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3121 = add nsw i64 %3120, 4
+  %3122 = mul nsw i64 %3121, 64
+  %3123 = add nsw i64 19686672, %3122
+  %3124 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3125 = add nsw i64 %3123, %3124
+  %3126 = add nsw i64 %3125, 48
+  %arena1168 = getelementptr inbounds float, ptr %arena, i64 %3126
+  %3127 = load <16 x float>, ptr %arena1168, align 4
+  store <16 x float> %3127, ptr %conv2_weight_grad.t146_c4_3, align 64
+  %3128 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3129 = add nsw i64 %3128, 5
+  %3130 = mul nsw i64 %3129, 64
+  %3131 = add nsw i64 19686672, %3130
+  %3132 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3133 = add nsw i64 %3131, %3132
+  %arena1169 = getelementptr inbounds float, ptr %arena, i64 %3133
+  %3134 = load <16 x float>, ptr %arena1169, align 4
+  store <16 x float> %3134, ptr %conv2_weight_grad.t146_c5_0, align 64
+  %3135 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3136 = add nsw i64 %3135, 5
+  %3137 = mul nsw i64 %3136, 64
+  %3138 = add nsw i64 19686672, %3137
+  %3139 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3140 = add nsw i64 %3138, %3139
+  %3141 = add nsw i64 %3140, 16
+  %arena1170 = getelementptr inbounds float, ptr %arena, i64 %3141
+  %3142 = load <16 x float>, ptr %arena1170, align 4
+  store <16 x float> %3142, ptr %conv2_weight_grad.t146_c5_1, align 64
+  %3143 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3144 = add nsw i64 %3143, 5
+  %3145 = mul nsw i64 %3144, 64
+  %3146 = add nsw i64 19686672, %3145
+  %3147 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3148 = add nsw i64 %3146, %3147
+  %3149 = add nsw i64 %3148, 32
+  %arena1171 = getelementptr inbounds float, ptr %arena, i64 %3149
+  %3150 = load <16 x float>, ptr %arena1171, align 4
+  store <16 x float> %3150, ptr %conv2_weight_grad.t146_c5_2, align 64
+  %3151 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3152 = add nsw i64 %3151, 5
+  %3153 = mul nsw i64 %3152, 64
+  %3154 = add nsw i64 19686672, %3153
+  %3155 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3156 = add nsw i64 %3154, %3155
+  %3157 = add nsw i64 %3156, 48
+  %arena1172 = getelementptr inbounds float, ptr %arena, i64 %3157
+  %3158 = load <16 x float>, ptr %arena1172, align 4
+  store <16 x float> %3158, ptr %conv2_weight_grad.t146_c5_3, align 64
+  br label %conv2_weight_grad.k147
+
+conv2_weight_grad.mb145.end:                      ; preds = %conv2_weight_grad.k147.end
+  %nb144.next = add nsw i64 %conv2_weight_grad.nb1441147, 1
+  %3159 = icmp slt i64 %nb144.next, 1
+  br i1 %3159, label %conv2_weight_grad.nb144, label %conv2_weight_grad.nb144.end
+
+conv2_weight_grad.k147:                           ; preds = %conv2_weight_grad.k147, %conv2_weight_grad.mb145
+  %conv2_weight_grad.k1471173 = phi i64 [ 0, %conv2_weight_grad.mb145 ], [ %k147.next, %conv2_weight_grad.k147 ]
+  %3160 = mul nsw i64 %conv2_weight_grad.kp1431146, 384
+  %3161 = add nsw i64 %conv2_weight_grad.k1471173, %3160
+  %3162 = mul nsw i64 %3161, 64
+  %3163 = add nsw i64 17327376, %3162
+  %3164 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3165 = add nsw i64 %3163, %3164
+  %arena1174 = getelementptr inbounds float, ptr %arena, i64 %3165
+  %3166 = load <16 x float>, ptr %arena1174, align 4
+  store <16 x float> %3166, ptr %conv2_weight_grad.t146_b0, align 64
+  %3167 = mul nsw i64 %conv2_weight_grad.kp1431146, 384
+  %3168 = add nsw i64 %conv2_weight_grad.k1471173, %3167
+  %3169 = mul nsw i64 %3168, 64
+  %3170 = add nsw i64 17327376, %3169
+  %3171 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3172 = add nsw i64 %3170, %3171
+  %3173 = add nsw i64 %3172, 16
+  %arena1175 = getelementptr inbounds float, ptr %arena, i64 %3173
+  %3174 = load <16 x float>, ptr %arena1175, align 4
+  store <16 x float> %3174, ptr %conv2_weight_grad.t146_b1, align 64
+  %3175 = mul nsw i64 %conv2_weight_grad.kp1431146, 384
+  %3176 = add nsw i64 %conv2_weight_grad.k1471173, %3175
+  %3177 = mul nsw i64 %3176, 64
+  %3178 = add nsw i64 17327376, %3177
+  %3179 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3180 = add nsw i64 %3178, %3179
+  %3181 = add nsw i64 %3180, 32
+  %arena1176 = getelementptr inbounds float, ptr %arena, i64 %3181
+  %3182 = load <16 x float>, ptr %arena1176, align 4
+  store <16 x float> %3182, ptr %conv2_weight_grad.t146_b2, align 64
+  %3183 = mul nsw i64 %conv2_weight_grad.kp1431146, 384
+  %3184 = add nsw i64 %conv2_weight_grad.k1471173, %3183
+  %3185 = mul nsw i64 %3184, 64
+  %3186 = add nsw i64 17327376, %3185
+  %3187 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3188 = add nsw i64 %3186, %3187
+  %3189 = add nsw i64 %3188, 48
+  %arena1177 = getelementptr inbounds float, ptr %arena, i64 %3189
+  %3190 = load <16 x float>, ptr %arena1177, align 4
+  store <16 x float> %3190, ptr %conv2_weight_grad.t146_b3, align 64
+  %3191 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3192 = mul nsw i64 %3191, 36864
+  %3193 = add nsw i64 6710544, %3192
+  %3194 = mul nsw i64 %conv2_weight_grad.kp1431146, 384
+  %3195 = add nsw i64 %conv2_weight_grad.k1471173, %3194
+  %3196 = add nsw i64 %3193, %3195
+  %arena1178 = getelementptr inbounds float, ptr %arena, i64 %3196
+  %3197 = load float, ptr %arena1178, align 4
+  %3198 = insertelement <16 x float> undef, float %3197, i32 0
+  %3199 = shufflevector <16 x float> %3198, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3199, ptr %conv2_weight_grad.t146_a0, align 64
+  %t146_a0 = load <16 x float>, ptr %conv2_weight_grad.t146_a0, align 64
+  %t146_b0 = load <16 x float>, ptr %conv2_weight_grad.t146_b0, align 64
+  %t146_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t146_c0_0, align 64
+  %3200 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a0, <16 x float> %t146_b0, <16 x float> %t146_c0_0)
+  store <16 x float> %3200, ptr %conv2_weight_grad.t146_c0_0, align 64
+  %t146_a01179 = load <16 x float>, ptr %conv2_weight_grad.t146_a0, align 64
+  %t146_b1 = load <16 x float>, ptr %conv2_weight_grad.t146_b1, align 64
+  %t146_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t146_c0_1, align 64
+  %3201 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a01179, <16 x float> %t146_b1, <16 x float> %t146_c0_1)
+  store <16 x float> %3201, ptr %conv2_weight_grad.t146_c0_1, align 64
+  %t146_a01180 = load <16 x float>, ptr %conv2_weight_grad.t146_a0, align 64
+  %t146_b2 = load <16 x float>, ptr %conv2_weight_grad.t146_b2, align 64
+  %t146_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t146_c0_2, align 64
+  %3202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a01180, <16 x float> %t146_b2, <16 x float> %t146_c0_2)
+  store <16 x float> %3202, ptr %conv2_weight_grad.t146_c0_2, align 64
+  %t146_a01181 = load <16 x float>, ptr %conv2_weight_grad.t146_a0, align 64
+  %t146_b3 = load <16 x float>, ptr %conv2_weight_grad.t146_b3, align 64
+  %t146_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t146_c0_3, align 64
+  %3203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a01181, <16 x float> %t146_b3, <16 x float> %t146_c0_3)
+  store <16 x float> %3203, ptr %conv2_weight_grad.t146_c0_3, align 64
+  %3204 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3205 = add nsw i64 %3204, 1
+  %3206 = mul nsw i64 %3205, 36864
+  %3207 = add nsw i64 6710544, %3206
+  %3208 = mul nsw i64 %conv2_weight_grad.kp1431146, 384
+  %3209 = add nsw i64 %conv2_weight_grad.k1471173, %3208
+  %3210 = add nsw i64 %3207, %3209
+  %arena1182 = getelementptr inbounds float, ptr %arena, i64 %3210
+  %3211 = load float, ptr %arena1182, align 4
+  %3212 = insertelement <16 x float> undef, float %3211, i32 0
+  %3213 = shufflevector <16 x float> %3212, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3213, ptr %conv2_weight_grad.t146_a1, align 64
+  %t146_a1 = load <16 x float>, ptr %conv2_weight_grad.t146_a1, align 64
+  %t146_b01183 = load <16 x float>, ptr %conv2_weight_grad.t146_b0, align 64
+  %t146_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t146_c1_0, align 64
+  %3214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a1, <16 x float> %t146_b01183, <16 x float> %t146_c1_0)
+  store <16 x float> %3214, ptr %conv2_weight_grad.t146_c1_0, align 64
+  %t146_a11184 = load <16 x float>, ptr %conv2_weight_grad.t146_a1, align 64
+  %t146_b11185 = load <16 x float>, ptr %conv2_weight_grad.t146_b1, align 64
+  %t146_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t146_c1_1, align 64
+  %3215 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a11184, <16 x float> %t146_b11185, <16 x float> %t146_c1_1)
+  store <16 x float> %3215, ptr %conv2_weight_grad.t146_c1_1, align 64
+  %t146_a11186 = load <16 x float>, ptr %conv2_weight_grad.t146_a1, align 64
+  %t146_b21187 = load <16 x float>, ptr %conv2_weight_grad.t146_b2, align 64
+  %t146_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t146_c1_2, align 64
+  %3216 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a11186, <16 x float> %t146_b21187, <16 x float> %t146_c1_2)
+  store <16 x float> %3216, ptr %conv2_weight_grad.t146_c1_2, align 64
+  %t146_a11188 = load <16 x float>, ptr %conv2_weight_grad.t146_a1, align 64
+  %t146_b31189 = load <16 x float>, ptr %conv2_weight_grad.t146_b3, align 64
+  %t146_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t146_c1_3, align 64
+  %3217 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a11188, <16 x float> %t146_b31189, <16 x float> %t146_c1_3)
+  store <16 x float> %3217, ptr %conv2_weight_grad.t146_c1_3, align 64
+  %3218 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3219 = add nsw i64 %3218, 2
+  %3220 = mul nsw i64 %3219, 36864
+  %3221 = add nsw i64 6710544, %3220
+  %3222 = mul nsw i64 %conv2_weight_grad.kp1431146, 384
+  %3223 = add nsw i64 %conv2_weight_grad.k1471173, %3222
+  %3224 = add nsw i64 %3221, %3223
+  %arena1190 = getelementptr inbounds float, ptr %arena, i64 %3224
+  %3225 = load float, ptr %arena1190, align 4
+  %3226 = insertelement <16 x float> undef, float %3225, i32 0
+  %3227 = shufflevector <16 x float> %3226, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3227, ptr %conv2_weight_grad.t146_a2, align 64
+  %t146_a2 = load <16 x float>, ptr %conv2_weight_grad.t146_a2, align 64
+  %t146_b01191 = load <16 x float>, ptr %conv2_weight_grad.t146_b0, align 64
+  %t146_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t146_c2_0, align 64
+  %3228 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a2, <16 x float> %t146_b01191, <16 x float> %t146_c2_0)
+  store <16 x float> %3228, ptr %conv2_weight_grad.t146_c2_0, align 64
+  %t146_a21192 = load <16 x float>, ptr %conv2_weight_grad.t146_a2, align 64
+  %t146_b11193 = load <16 x float>, ptr %conv2_weight_grad.t146_b1, align 64
+  %t146_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t146_c2_1, align 64
+  %3229 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a21192, <16 x float> %t146_b11193, <16 x float> %t146_c2_1)
+  store <16 x float> %3229, ptr %conv2_weight_grad.t146_c2_1, align 64
+  %t146_a21194 = load <16 x float>, ptr %conv2_weight_grad.t146_a2, align 64
+  %t146_b21195 = load <16 x float>, ptr %conv2_weight_grad.t146_b2, align 64
+  %t146_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t146_c2_2, align 64
+  %3230 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a21194, <16 x float> %t146_b21195, <16 x float> %t146_c2_2)
+  store <16 x float> %3230, ptr %conv2_weight_grad.t146_c2_2, align 64
+  %t146_a21196 = load <16 x float>, ptr %conv2_weight_grad.t146_a2, align 64
+  %t146_b31197 = load <16 x float>, ptr %conv2_weight_grad.t146_b3, align 64
+  %t146_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t146_c2_3, align 64
+  %3231 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a21196, <16 x float> %t146_b31197, <16 x float> %t146_c2_3)
+  store <16 x float> %3231, ptr %conv2_weight_grad.t146_c2_3, align 64
+  %3232 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3233 = add nsw i64 %3232, 3
+  %3234 = mul nsw i64 %3233, 36864
+  %3235 = add nsw i64 6710544, %3234
+  %3236 = mul nsw i64 %conv2_weight_grad.kp1431146, 384
+  %3237 = add nsw i64 %conv2_weight_grad.k1471173, %3236
+  %3238 = add nsw i64 %3235, %3237
+  %arena1198 = getelementptr inbounds float, ptr %arena, i64 %3238
+  %3239 = load float, ptr %arena1198, align 4
+  %3240 = insertelement <16 x float> undef, float %3239, i32 0
+  %3241 = shufflevector <16 x float> %3240, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3241, ptr %conv2_weight_grad.t146_a3, align 64
+  %t146_a3 = load <16 x float>, ptr %conv2_weight_grad.t146_a3, align 64
+  %t146_b01199 = load <16 x float>, ptr %conv2_weight_grad.t146_b0, align 64
+  %t146_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t146_c3_0, align 64
+  %3242 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a3, <16 x float> %t146_b01199, <16 x float> %t146_c3_0)
+  store <16 x float> %3242, ptr %conv2_weight_grad.t146_c3_0, align 64
+  %t146_a31200 = load <16 x float>, ptr %conv2_weight_grad.t146_a3, align 64
+  %t146_b11201 = load <16 x float>, ptr %conv2_weight_grad.t146_b1, align 64
+  %t146_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t146_c3_1, align 64
+  %3243 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a31200, <16 x float> %t146_b11201, <16 x float> %t146_c3_1)
+  store <16 x float> %3243, ptr %conv2_weight_grad.t146_c3_1, align 64
+  %t146_a31202 = load <16 x float>, ptr %conv2_weight_grad.t146_a3, align 64
+  %t146_b21203 = load <16 x float>, ptr %conv2_weight_grad.t146_b2, align 64
+  %t146_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t146_c3_2, align 64
+  %3244 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a31202, <16 x float> %t146_b21203, <16 x float> %t146_c3_2)
+  store <16 x float> %3244, ptr %conv2_weight_grad.t146_c3_2, align 64
+  %t146_a31204 = load <16 x float>, ptr %conv2_weight_grad.t146_a3, align 64
+  %t146_b31205 = load <16 x float>, ptr %conv2_weight_grad.t146_b3, align 64
+  %t146_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t146_c3_3, align 64
+  %3245 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a31204, <16 x float> %t146_b31205, <16 x float> %t146_c3_3)
+  store <16 x float> %3245, ptr %conv2_weight_grad.t146_c3_3, align 64
+  %3246 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3247 = add nsw i64 %3246, 4
+  %3248 = mul nsw i64 %3247, 36864
+  %3249 = add nsw i64 6710544, %3248
+  %3250 = mul nsw i64 %conv2_weight_grad.kp1431146, 384
+  %3251 = add nsw i64 %conv2_weight_grad.k1471173, %3250
+  %3252 = add nsw i64 %3249, %3251
+  %arena1206 = getelementptr inbounds float, ptr %arena, i64 %3252
+  %3253 = load float, ptr %arena1206, align 4
+  %3254 = insertelement <16 x float> undef, float %3253, i32 0
+  %3255 = shufflevector <16 x float> %3254, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3255, ptr %conv2_weight_grad.t146_a4, align 64
+  %t146_a4 = load <16 x float>, ptr %conv2_weight_grad.t146_a4, align 64
+  %t146_b01207 = load <16 x float>, ptr %conv2_weight_grad.t146_b0, align 64
+  %t146_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t146_c4_0, align 64
+  %3256 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a4, <16 x float> %t146_b01207, <16 x float> %t146_c4_0)
+  store <16 x float> %3256, ptr %conv2_weight_grad.t146_c4_0, align 64
+  %t146_a41208 = load <16 x float>, ptr %conv2_weight_grad.t146_a4, align 64
+  %t146_b11209 = load <16 x float>, ptr %conv2_weight_grad.t146_b1, align 64
+  %t146_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t146_c4_1, align 64
+  %3257 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a41208, <16 x float> %t146_b11209, <16 x float> %t146_c4_1)
+  store <16 x float> %3257, ptr %conv2_weight_grad.t146_c4_1, align 64
+  %t146_a41210 = load <16 x float>, ptr %conv2_weight_grad.t146_a4, align 64
+  %t146_b21211 = load <16 x float>, ptr %conv2_weight_grad.t146_b2, align 64
+  %t146_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t146_c4_2, align 64
+  %3258 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a41210, <16 x float> %t146_b21211, <16 x float> %t146_c4_2)
+  store <16 x float> %3258, ptr %conv2_weight_grad.t146_c4_2, align 64
+  %t146_a41212 = load <16 x float>, ptr %conv2_weight_grad.t146_a4, align 64
+  %t146_b31213 = load <16 x float>, ptr %conv2_weight_grad.t146_b3, align 64
+  %t146_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t146_c4_3, align 64
+  %3259 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a41212, <16 x float> %t146_b31213, <16 x float> %t146_c4_3)
+  store <16 x float> %3259, ptr %conv2_weight_grad.t146_c4_3, align 64
+  %3260 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3261 = add nsw i64 %3260, 5
+  %3262 = mul nsw i64 %3261, 36864
+  %3263 = add nsw i64 6710544, %3262
+  %3264 = mul nsw i64 %conv2_weight_grad.kp1431146, 384
+  %3265 = add nsw i64 %conv2_weight_grad.k1471173, %3264
+  %3266 = add nsw i64 %3263, %3265
+  %arena1214 = getelementptr inbounds float, ptr %arena, i64 %3266
+  %3267 = load float, ptr %arena1214, align 4
+  %3268 = insertelement <16 x float> undef, float %3267, i32 0
+  %3269 = shufflevector <16 x float> %3268, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3269, ptr %conv2_weight_grad.t146_a5, align 64
+  %t146_a5 = load <16 x float>, ptr %conv2_weight_grad.t146_a5, align 64
+  %t146_b01215 = load <16 x float>, ptr %conv2_weight_grad.t146_b0, align 64
+  %t146_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t146_c5_0, align 64
+  %3270 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a5, <16 x float> %t146_b01215, <16 x float> %t146_c5_0)
+  store <16 x float> %3270, ptr %conv2_weight_grad.t146_c5_0, align 64
+  %t146_a51216 = load <16 x float>, ptr %conv2_weight_grad.t146_a5, align 64
+  %t146_b11217 = load <16 x float>, ptr %conv2_weight_grad.t146_b1, align 64
+  %t146_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t146_c5_1, align 64
+  %3271 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a51216, <16 x float> %t146_b11217, <16 x float> %t146_c5_1)
+  store <16 x float> %3271, ptr %conv2_weight_grad.t146_c5_1, align 64
+  %t146_a51218 = load <16 x float>, ptr %conv2_weight_grad.t146_a5, align 64
+  %t146_b21219 = load <16 x float>, ptr %conv2_weight_grad.t146_b2, align 64
+  %t146_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t146_c5_2, align 64
+  %3272 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a51218, <16 x float> %t146_b21219, <16 x float> %t146_c5_2)
+  store <16 x float> %3272, ptr %conv2_weight_grad.t146_c5_2, align 64
+  %t146_a51220 = load <16 x float>, ptr %conv2_weight_grad.t146_a5, align 64
+  %t146_b31221 = load <16 x float>, ptr %conv2_weight_grad.t146_b3, align 64
+  %t146_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t146_c5_3, align 64
+  %3273 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t146_a51220, <16 x float> %t146_b31221, <16 x float> %t146_c5_3)
+  store <16 x float> %3273, ptr %conv2_weight_grad.t146_c5_3, align 64
+  %k147.next = add nsw i64 %conv2_weight_grad.k1471173, 1
+  %3274 = icmp slt i64 %k147.next, 384
+  br i1 %3274, label %conv2_weight_grad.k147, label %conv2_weight_grad.k147.end
+
+conv2_weight_grad.k147.end:                       ; preds = %conv2_weight_grad.k147
+  %t146_c0_01222 = load <16 x float>, ptr %conv2_weight_grad.t146_c0_0, align 64
+  %3275 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3276 = mul nsw i64 %3275, 64
+  %3277 = add nsw i64 19686672, %3276
+  %3278 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3279 = add nsw i64 %3277, %3278
+  %arena1223 = getelementptr inbounds float, ptr %arena, i64 %3279
+  store <16 x float> %t146_c0_01222, ptr %arena1223, align 4
+  %t146_c0_11224 = load <16 x float>, ptr %conv2_weight_grad.t146_c0_1, align 64
+  %3280 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3281 = mul nsw i64 %3280, 64
+  %3282 = add nsw i64 19686672, %3281
+  %3283 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3284 = add nsw i64 %3282, %3283
+  %3285 = add nsw i64 %3284, 16
+  %arena1225 = getelementptr inbounds float, ptr %arena, i64 %3285
+  store <16 x float> %t146_c0_11224, ptr %arena1225, align 4
+  %t146_c0_21226 = load <16 x float>, ptr %conv2_weight_grad.t146_c0_2, align 64
+  %3286 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3287 = mul nsw i64 %3286, 64
+  %3288 = add nsw i64 19686672, %3287
+  %3289 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3290 = add nsw i64 %3288, %3289
+  %3291 = add nsw i64 %3290, 32
+  %arena1227 = getelementptr inbounds float, ptr %arena, i64 %3291
+  store <16 x float> %t146_c0_21226, ptr %arena1227, align 4
+  %t146_c0_31228 = load <16 x float>, ptr %conv2_weight_grad.t146_c0_3, align 64
+  %3292 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3293 = mul nsw i64 %3292, 64
+  %3294 = add nsw i64 19686672, %3293
+  %3295 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3296 = add nsw i64 %3294, %3295
+  %3297 = add nsw i64 %3296, 48
+  %arena1229 = getelementptr inbounds float, ptr %arena, i64 %3297
+  store <16 x float> %t146_c0_31228, ptr %arena1229, align 4
+  %t146_c1_01230 = load <16 x float>, ptr %conv2_weight_grad.t146_c1_0, align 64
+  %3298 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3299 = add nsw i64 %3298, 1
+  %3300 = mul nsw i64 %3299, 64
+  %3301 = add nsw i64 19686672, %3300
+  %3302 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3303 = add nsw i64 %3301, %3302
+  %arena1231 = getelementptr inbounds float, ptr %arena, i64 %3303
+  store <16 x float> %t146_c1_01230, ptr %arena1231, align 4
+  %t146_c1_11232 = load <16 x float>, ptr %conv2_weight_grad.t146_c1_1, align 64
+  %3304 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3305 = add nsw i64 %3304, 1
+  %3306 = mul nsw i64 %3305, 64
+  %3307 = add nsw i64 19686672, %3306
+  %3308 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3309 = add nsw i64 %3307, %3308
+  %3310 = add nsw i64 %3309, 16
+  %arena1233 = getelementptr inbounds float, ptr %arena, i64 %3310
+  store <16 x float> %t146_c1_11232, ptr %arena1233, align 4
+  %t146_c1_21234 = load <16 x float>, ptr %conv2_weight_grad.t146_c1_2, align 64
+  %3311 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3312 = add nsw i64 %3311, 1
+  %3313 = mul nsw i64 %3312, 64
+  %3314 = add nsw i64 19686672, %3313
+  %3315 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3316 = add nsw i64 %3314, %3315
+  %3317 = add nsw i64 %3316, 32
+  %arena1235 = getelementptr inbounds float, ptr %arena, i64 %3317
+  store <16 x float> %t146_c1_21234, ptr %arena1235, align 4
+  %t146_c1_31236 = load <16 x float>, ptr %conv2_weight_grad.t146_c1_3, align 64
+  %3318 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3319 = add nsw i64 %3318, 1
+  %3320 = mul nsw i64 %3319, 64
+  %3321 = add nsw i64 19686672, %3320
+  %3322 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3323 = add nsw i64 %3321, %3322
+  %3324 = add nsw i64 %3323, 48
+  %arena1237 = getelementptr inbounds float, ptr %arena, i64 %3324
+  store <16 x float> %t146_c1_31236, ptr %arena1237, align 4
+  %t146_c2_01238 = load <16 x float>, ptr %conv2_weight_grad.t146_c2_0, align 64
+  %3325 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3326 = add nsw i64 %3325, 2
+  %3327 = mul nsw i64 %3326, 64
+  %3328 = add nsw i64 19686672, %3327
+  %3329 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3330 = add nsw i64 %3328, %3329
+  %arena1239 = getelementptr inbounds float, ptr %arena, i64 %3330
+  store <16 x float> %t146_c2_01238, ptr %arena1239, align 4
+  %t146_c2_11240 = load <16 x float>, ptr %conv2_weight_grad.t146_c2_1, align 64
+  %3331 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3332 = add nsw i64 %3331, 2
+  %3333 = mul nsw i64 %3332, 64
+  %3334 = add nsw i64 19686672, %3333
+  %3335 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3336 = add nsw i64 %3334, %3335
+  %3337 = add nsw i64 %3336, 16
+  %arena1241 = getelementptr inbounds float, ptr %arena, i64 %3337
+  store <16 x float> %t146_c2_11240, ptr %arena1241, align 4
+  %t146_c2_21242 = load <16 x float>, ptr %conv2_weight_grad.t146_c2_2, align 64
+  %3338 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3339 = add nsw i64 %3338, 2
+  %3340 = mul nsw i64 %3339, 64
+  %3341 = add nsw i64 19686672, %3340
+  %3342 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3343 = add nsw i64 %3341, %3342
+  %3344 = add nsw i64 %3343, 32
+  %arena1243 = getelementptr inbounds float, ptr %arena, i64 %3344
+  store <16 x float> %t146_c2_21242, ptr %arena1243, align 4
+  %t146_c2_31244 = load <16 x float>, ptr %conv2_weight_grad.t146_c2_3, align 64
+  %3345 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3346 = add nsw i64 %3345, 2
+  %3347 = mul nsw i64 %3346, 64
+  %3348 = add nsw i64 19686672, %3347
+  %3349 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3350 = add nsw i64 %3348, %3349
+  %3351 = add nsw i64 %3350, 48
+  %arena1245 = getelementptr inbounds float, ptr %arena, i64 %3351
+  store <16 x float> %t146_c2_31244, ptr %arena1245, align 4
+  %t146_c3_01246 = load <16 x float>, ptr %conv2_weight_grad.t146_c3_0, align 64
+  %3352 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3353 = add nsw i64 %3352, 3
+  %3354 = mul nsw i64 %3353, 64
+  %3355 = add nsw i64 19686672, %3354
+  %3356 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3357 = add nsw i64 %3355, %3356
+  %arena1247 = getelementptr inbounds float, ptr %arena, i64 %3357
+  store <16 x float> %t146_c3_01246, ptr %arena1247, align 4
+  %t146_c3_11248 = load <16 x float>, ptr %conv2_weight_grad.t146_c3_1, align 64
+  %3358 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3359 = add nsw i64 %3358, 3
+  %3360 = mul nsw i64 %3359, 64
+  %3361 = add nsw i64 19686672, %3360
+  %3362 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3363 = add nsw i64 %3361, %3362
+  %3364 = add nsw i64 %3363, 16
+  %arena1249 = getelementptr inbounds float, ptr %arena, i64 %3364
+  store <16 x float> %t146_c3_11248, ptr %arena1249, align 4
+  %t146_c3_21250 = load <16 x float>, ptr %conv2_weight_grad.t146_c3_2, align 64
+  %3365 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3366 = add nsw i64 %3365, 3
+  %3367 = mul nsw i64 %3366, 64
+  %3368 = add nsw i64 19686672, %3367
+  %3369 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3370 = add nsw i64 %3368, %3369
+  %3371 = add nsw i64 %3370, 32
+  %arena1251 = getelementptr inbounds float, ptr %arena, i64 %3371
+  store <16 x float> %t146_c3_21250, ptr %arena1251, align 4
+  %t146_c3_31252 = load <16 x float>, ptr %conv2_weight_grad.t146_c3_3, align 64
+  %3372 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3373 = add nsw i64 %3372, 3
+  %3374 = mul nsw i64 %3373, 64
+  %3375 = add nsw i64 19686672, %3374
+  %3376 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3377 = add nsw i64 %3375, %3376
+  %3378 = add nsw i64 %3377, 48
+  %arena1253 = getelementptr inbounds float, ptr %arena, i64 %3378
+  store <16 x float> %t146_c3_31252, ptr %arena1253, align 4
+  %t146_c4_01254 = load <16 x float>, ptr %conv2_weight_grad.t146_c4_0, align 64
+  %3379 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3380 = add nsw i64 %3379, 4
+  %3381 = mul nsw i64 %3380, 64
+  %3382 = add nsw i64 19686672, %3381
+  %3383 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3384 = add nsw i64 %3382, %3383
+  %arena1255 = getelementptr inbounds float, ptr %arena, i64 %3384
+  store <16 x float> %t146_c4_01254, ptr %arena1255, align 4
+  %t146_c4_11256 = load <16 x float>, ptr %conv2_weight_grad.t146_c4_1, align 64
+  %3385 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3386 = add nsw i64 %3385, 4
+  %3387 = mul nsw i64 %3386, 64
+  %3388 = add nsw i64 19686672, %3387
+  %3389 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3390 = add nsw i64 %3388, %3389
+  %3391 = add nsw i64 %3390, 16
+  %arena1257 = getelementptr inbounds float, ptr %arena, i64 %3391
+  store <16 x float> %t146_c4_11256, ptr %arena1257, align 4
+  %t146_c4_21258 = load <16 x float>, ptr %conv2_weight_grad.t146_c4_2, align 64
+  %3392 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3393 = add nsw i64 %3392, 4
+  %3394 = mul nsw i64 %3393, 64
+  %3395 = add nsw i64 19686672, %3394
+  %3396 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3397 = add nsw i64 %3395, %3396
+  %3398 = add nsw i64 %3397, 32
+  %arena1259 = getelementptr inbounds float, ptr %arena, i64 %3398
+  store <16 x float> %t146_c4_21258, ptr %arena1259, align 4
+  %t146_c4_31260 = load <16 x float>, ptr %conv2_weight_grad.t146_c4_3, align 64
+  %3399 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3400 = add nsw i64 %3399, 4
+  %3401 = mul nsw i64 %3400, 64
+  %3402 = add nsw i64 19686672, %3401
+  %3403 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3404 = add nsw i64 %3402, %3403
+  %3405 = add nsw i64 %3404, 48
+  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %3405
+  store <16 x float> %t146_c4_31260, ptr %arena1261, align 4
+  %t146_c5_01262 = load <16 x float>, ptr %conv2_weight_grad.t146_c5_0, align 64
+  %3406 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3407 = add nsw i64 %3406, 5
+  %3408 = mul nsw i64 %3407, 64
+  %3409 = add nsw i64 19686672, %3408
+  %3410 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3411 = add nsw i64 %3409, %3410
+  %arena1263 = getelementptr inbounds float, ptr %arena, i64 %3411
+  store <16 x float> %t146_c5_01262, ptr %arena1263, align 4
+  %t146_c5_11264 = load <16 x float>, ptr %conv2_weight_grad.t146_c5_1, align 64
+  %3412 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3413 = add nsw i64 %3412, 5
+  %3414 = mul nsw i64 %3413, 64
+  %3415 = add nsw i64 19686672, %3414
+  %3416 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3417 = add nsw i64 %3415, %3416
+  %3418 = add nsw i64 %3417, 16
+  %arena1265 = getelementptr inbounds float, ptr %arena, i64 %3418
+  store <16 x float> %t146_c5_11264, ptr %arena1265, align 4
+  %t146_c5_21266 = load <16 x float>, ptr %conv2_weight_grad.t146_c5_2, align 64
+  %3419 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3420 = add nsw i64 %3419, 5
+  %3421 = mul nsw i64 %3420, 64
+  %3422 = add nsw i64 19686672, %3421
+  %3423 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3424 = add nsw i64 %3422, %3423
+  %3425 = add nsw i64 %3424, 32
+  %arena1267 = getelementptr inbounds float, ptr %arena, i64 %3425
+  store <16 x float> %t146_c5_21266, ptr %arena1267, align 4
+  %t146_c5_31268 = load <16 x float>, ptr %conv2_weight_grad.t146_c5_3, align 64
+  %3426 = mul nsw i64 %conv2_weight_grad.mb1451148, 6
+  %3427 = add nsw i64 %3426, 5
+  %3428 = mul nsw i64 %3427, 64
+  %3429 = add nsw i64 19686672, %3428
+  %3430 = mul nsw i64 %conv2_weight_grad.nb1441147, 64
+  %3431 = add nsw i64 %3429, %3430
+  %3432 = add nsw i64 %3431, 48
+  %arena1269 = getelementptr inbounds float, ptr %arena, i64 %3432
+  store <16 x float> %t146_c5_31268, ptr %arena1269, align 4
+  %mb145.next = add nsw i64 %conv2_weight_grad.mb1451148, 1
+  %3433 = icmp slt i64 %mb145.next, 48
+  br i1 %3433, label %conv2_weight_grad.mb145, label %conv2_weight_grad.mb145.end
+
+conv2_weight_grad.f148:                           ; preds = %conv2_weight_grad.r149.end, %conv2_weight_grad.g130.end
+  %conv2_weight_grad.f1481270 = phi i64 [ 0, %conv2_weight_grad.g130.end ], [ %f148.next, %conv2_weight_grad.r149.end ]
+  br label %conv2_weight_grad.r149
+
+conv2_weight_grad.f148.end:                       ; preds = %conv2_weight_grad.r149.end
+  br label %conv2_bias_grad.i150
+
+conv2_weight_grad.r149:                           ; preds = %conv2_weight_grad.r149, %conv2_weight_grad.f148
+  %conv2_weight_grad.r1491271 = phi i64 [ 0, %conv2_weight_grad.f148 ], [ %r149.next, %conv2_weight_grad.r149 ]
+  %3434 = mul nsw i64 %conv2_weight_grad.r1491271, 64
+  %3435 = add nsw i64 19686672, %3434
+  %3436 = add nsw i64 %3435, %conv2_weight_grad.f1481270
+  %arena1272 = getelementptr inbounds float, ptr %arena, i64 %3436
+  %3437 = load float, ptr %arena1272, align 4
+  %3438 = mul nsw i64 %conv2_weight_grad.f1481270, 288
+  %3439 = add nsw i64 320, %3438
+  %3440 = add nsw i64 %3439, %conv2_weight_grad.r1491271
+  %grads1273 = getelementptr inbounds float, ptr %grads, i64 %3440
+  store float %3437, ptr %grads1273, align 4
+  %r149.next = add nsw i64 %conv2_weight_grad.r1491271, 1
+  %3441 = icmp slt i64 %r149.next, 288
+  br i1 %3441, label %conv2_weight_grad.r149, label %conv2_weight_grad.r149.end
+
+conv2_weight_grad.r149.end:                       ; preds = %conv2_weight_grad.r149
+  %f148.next = add nsw i64 %conv2_weight_grad.f1481270, 1
+  %3442 = icmp slt i64 %f148.next, 64
+  br i1 %3442, label %conv2_weight_grad.f148, label %conv2_weight_grad.f148.end
+
+conv2_bias_grad.i150:                             ; preds = %conv2_bias_grad.i150, %conv2_weight_grad.f148.end
+  %conv2_bias_grad.i1501274 = phi i64 [ 0, %conv2_weight_grad.f148.end ], [ %i150.next, %conv2_bias_grad.i150 ]
+  %3443 = add nsw i64 1384448, %conv2_bias_grad.i1501274
+  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %3443
+  store float 1.000000e+00, ptr %arena1275, align 4
+  %i150.next = add nsw i64 %conv2_bias_grad.i1501274, 1
+  %3444 = icmp slt i64 %i150.next, 576
+  br i1 %3444, label %conv2_bias_grad.i150, label %conv2_bias_grad.i150.end
+
+conv2_bias_grad.i150.end:                         ; preds = %conv2_bias_grad.i150
+  br label %conv2_bias_grad.i151
+
+conv2_bias_grad.i151:                             ; preds = %conv2_bias_grad.i151, %conv2_bias_grad.i150.end
+  %conv2_bias_grad.i1511276 = phi i64 [ 0, %conv2_bias_grad.i150.end ], [ %i151.next, %conv2_bias_grad.i151 ]
+  %3445 = add nsw i64 18752, %conv2_bias_grad.i1511276
+  %grads1277 = getelementptr inbounds float, ptr %grads, i64 %3445
+  store float 0.000000e+00, ptr %grads1277, align 4
+  %i151.next = add nsw i64 %conv2_bias_grad.i1511276, 1
+  %3446 = icmp slt i64 %i151.next, 64
+  br i1 %3446, label %conv2_bias_grad.i151, label %conv2_bias_grad.i151.end
+
+conv2_bias_grad.i151.end:                         ; preds = %conv2_bias_grad.i151
+  br label %conv2_bias_grad.img152
+
+conv2_bias_grad.img152:                           ; preds = %conv2_bias_grad.img152, %conv2_bias_grad.i151.end
+  %conv2_bias_grad.img1521278 = phi i64 [ 0, %conv2_bias_grad.i151.end ], [ %img152.next, %conv2_bias_grad.img152 ]
+  %3447 = mul nsw i64 %conv2_bias_grad.img1521278, 36864
+  %3448 = add nsw i64 4351248, %3447
+  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %3448
+  %arena1280 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %grads1281 = getelementptr inbounds float, ptr %grads, i64 18752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 576, float 1.000000e+00, ptr %arena1279, i32 576, ptr %arena1280, i32 1, float 1.000000e+00, ptr %grads1281, i32 1)
+  %img152.next = add nsw i64 %conv2_bias_grad.img1521278, 1
+  %3449 = icmp slt i64 %img152.next, 64
+  br i1 %3449, label %conv2_bias_grad.img152, label %conv2_bias_grad.img152.end
+
+conv2_bias_grad.img152.end:                       ; preds = %conv2_bias_grad.img152
+  br label %relu1_grad.g153
+
+relu1_grad.g153:                                  ; preds = %relu1_grad.j161.end, %conv2_bias_grad.img152.end
+  %relu1_grad.g1531282 = phi i64 [ 0, %conv2_bias_grad.img152.end ], [ %g153.next, %relu1_grad.j161.end ]
+  br label %relu1_grad.j154
+
+relu1_grad.g153.end:                              ; preds = %relu1_grad.j161.end
+  br label %conv1_grad.i294
+
+relu1_grad.j154:                                  ; preds = %relu1_grad.f155.end, %relu1_grad.g153
+  %relu1_grad.j1541283 = phi i64 [ 0, %relu1_grad.g153 ], [ %j154.next, %relu1_grad.f155.end ]
+  br label %relu1_grad.f155
+
+relu1_grad.j154.end:                              ; preds = %relu1_grad.f155.end
+  br label %relu1_grad.nb157
+
+relu1_grad.f155:                                  ; preds = %relu1_grad.i156.end, %relu1_grad.j154
+  %relu1_grad.f1551284 = phi i64 [ 0, %relu1_grad.j154 ], [ %f155.next, %relu1_grad.i156.end ]
+  br label %relu1_grad.i156
+
+relu1_grad.f155.end:                              ; preds = %relu1_grad.i156.end
+  %j154.next = add nsw i64 %relu1_grad.j1541283, 1
+  %3450 = icmp slt i64 %j154.next, 64
+  br i1 %3450, label %relu1_grad.j154, label %relu1_grad.j154.end
+
+relu1_grad.i156:                                  ; preds = %relu1_grad.i156, %relu1_grad.f155
+  %relu1_grad.i1561285 = phi i64 [ 0, %relu1_grad.f155 ], [ %i156.next, %relu1_grad.i156 ]
+  %3451 = mul nsw i64 %relu1_grad.g1531282, 64
+  %3452 = add nsw i64 %3451, %relu1_grad.j1541283
+  %3453 = mul nsw i64 %3452, 36864
+  %3454 = add nsw i64 4351248, %3453
+  %3455 = mul nsw i64 %relu1_grad.f1551284, 576
+  %3456 = add nsw i64 %3454, %3455
+  %3457 = add nsw i64 %3456, %relu1_grad.i1561285
+  %arena1286 = getelementptr inbounds float, ptr %arena, i64 %3457
+  %3458 = load float, ptr %arena1286, align 4
+  %3459 = mul nsw i64 %relu1_grad.f1551284, 36864
+  %3460 = add nsw i64 17327376, %3459
+  %3461 = mul nsw i64 %relu1_grad.j1541283, 576
+  %3462 = add nsw i64 %3460, %3461
+  %3463 = add nsw i64 %3462, %relu1_grad.i1561285
+  %arena1287 = getelementptr inbounds float, ptr %arena, i64 %3463
+  store float %3458, ptr %arena1287, align 4
+  %i156.next = add nsw i64 %relu1_grad.i1561285, 1
+  %3464 = icmp slt i64 %i156.next, 576
+  br i1 %3464, label %relu1_grad.i156, label %relu1_grad.i156.end
+
+relu1_grad.i156.end:                              ; preds = %relu1_grad.i156
+  %f155.next = add nsw i64 %relu1_grad.f1551284, 1
+  %3465 = icmp slt i64 %f155.next, 64
+  br i1 %3465, label %relu1_grad.f155, label %relu1_grad.f155.end
+
+relu1_grad.nb157:                                 ; preds = %relu1_grad.mb158.end, %relu1_grad.j154.end
+  %relu1_grad.nb1571288 = phi i64 [ 0, %relu1_grad.j154.end ], [ %nb157.next, %relu1_grad.mb158.end ]
+  br label %relu1_grad.mb158
+
+relu1_grad.nb157.end:                             ; preds = %relu1_grad.mb158.end
+  br label %relu1_grad.j161
+
+relu1_grad.mb158:                                 ; preds = %relu1_grad.k160.end, %relu1_grad.nb157
+  %relu1_grad.mb1581289 = phi i64 [ 0, %relu1_grad.nb157 ], [ %mb158.next, %relu1_grad.k160.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t159_c5_3, align 64
+  br label %relu1_grad.k160
+
+relu1_grad.mb158.end:                             ; preds = %relu1_grad.k160.end
+  %nb157.next = add nsw i64 %relu1_grad.nb1571288, 1
+  %3466 = icmp slt i64 %nb157.next, 576
+  br i1 %3466, label %relu1_grad.nb157, label %relu1_grad.nb157.end
+
+relu1_grad.k160:                                  ; preds = %relu1_grad.k160, %relu1_grad.mb158
+  %relu1_grad.k1601290 = phi i64 [ 0, %relu1_grad.mb158 ], [ %k160.next, %relu1_grad.k160 ]
+  %3467 = mul nsw i64 %relu1_grad.k1601290, 36864
+  %3468 = add nsw i64 17327376, %3467
+  %3469 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3470 = add nsw i64 %3468, %3469
+  %arena1291 = getelementptr inbounds float, ptr %arena, i64 %3470
+  %3471 = load <16 x float>, ptr %arena1291, align 4
+  store <16 x float> %3471, ptr %relu1_grad.t159_b0, align 64
+  %3472 = mul nsw i64 %relu1_grad.k1601290, 36864
+  %3473 = add nsw i64 17327376, %3472
+  %3474 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3475 = add nsw i64 %3473, %3474
+  %3476 = add nsw i64 %3475, 16
+  %arena1292 = getelementptr inbounds float, ptr %arena, i64 %3476
+  %3477 = load <16 x float>, ptr %arena1292, align 4
+  store <16 x float> %3477, ptr %relu1_grad.t159_b1, align 64
+  %3478 = mul nsw i64 %relu1_grad.k1601290, 36864
+  %3479 = add nsw i64 17327376, %3478
+  %3480 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3481 = add nsw i64 %3479, %3480
+  %3482 = add nsw i64 %3481, 32
+  %arena1293 = getelementptr inbounds float, ptr %arena, i64 %3482
+  %3483 = load <16 x float>, ptr %arena1293, align 4
+  store <16 x float> %3483, ptr %relu1_grad.t159_b2, align 64
+  %3484 = mul nsw i64 %relu1_grad.k1601290, 36864
+  %3485 = add nsw i64 17327376, %3484
+  %3486 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3487 = add nsw i64 %3485, %3486
+  %3488 = add nsw i64 %3487, 48
+  %arena1294 = getelementptr inbounds float, ptr %arena, i64 %3488
+  %3489 = load <16 x float>, ptr %arena1294, align 4
+  store <16 x float> %3489, ptr %relu1_grad.t159_b3, align 64
+  %3490 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3491 = add nsw i64 320, %3490
+  %3492 = mul nsw i64 %relu1_grad.k1601290, 288
+  %3493 = add nsw i64 %3491, %3492
+  %params1295 = getelementptr inbounds float, ptr %params, i64 %3493
+  %3494 = load float, ptr %params1295, align 4
+  %3495 = insertelement <16 x float> undef, float %3494, i32 0
+  %3496 = shufflevector <16 x float> %3495, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3496, ptr %relu1_grad.t159_a0, align 64
+  %t159_a0 = load <16 x float>, ptr %relu1_grad.t159_a0, align 64
+  %t159_b0 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
+  %t159_c0_0 = load <16 x float>, ptr %relu1_grad.t159_c0_0, align 64
+  %3497 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a0, <16 x float> %t159_b0, <16 x float> %t159_c0_0)
+  store <16 x float> %3497, ptr %relu1_grad.t159_c0_0, align 64
+  %t159_a01296 = load <16 x float>, ptr %relu1_grad.t159_a0, align 64
+  %t159_b1 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
+  %t159_c0_1 = load <16 x float>, ptr %relu1_grad.t159_c0_1, align 64
+  %3498 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a01296, <16 x float> %t159_b1, <16 x float> %t159_c0_1)
+  store <16 x float> %3498, ptr %relu1_grad.t159_c0_1, align 64
+  %t159_a01297 = load <16 x float>, ptr %relu1_grad.t159_a0, align 64
+  %t159_b2 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
+  %t159_c0_2 = load <16 x float>, ptr %relu1_grad.t159_c0_2, align 64
+  %3499 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a01297, <16 x float> %t159_b2, <16 x float> %t159_c0_2)
+  store <16 x float> %3499, ptr %relu1_grad.t159_c0_2, align 64
+  %t159_a01298 = load <16 x float>, ptr %relu1_grad.t159_a0, align 64
+  %t159_b3 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
+  %t159_c0_3 = load <16 x float>, ptr %relu1_grad.t159_c0_3, align 64
+  %3500 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a01298, <16 x float> %t159_b3, <16 x float> %t159_c0_3)
+  store <16 x float> %3500, ptr %relu1_grad.t159_c0_3, align 64
+  %3501 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3502 = add nsw i64 %3501, 1
+  %3503 = add nsw i64 320, %3502
+  %3504 = mul nsw i64 %relu1_grad.k1601290, 288
+  %3505 = add nsw i64 %3503, %3504
+  %params1299 = getelementptr inbounds float, ptr %params, i64 %3505
+  %3506 = load float, ptr %params1299, align 4
+  %3507 = insertelement <16 x float> undef, float %3506, i32 0
+  %3508 = shufflevector <16 x float> %3507, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3508, ptr %relu1_grad.t159_a1, align 64
+  %t159_a1 = load <16 x float>, ptr %relu1_grad.t159_a1, align 64
+  %t159_b01300 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
+  %t159_c1_0 = load <16 x float>, ptr %relu1_grad.t159_c1_0, align 64
+  %3509 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a1, <16 x float> %t159_b01300, <16 x float> %t159_c1_0)
+  store <16 x float> %3509, ptr %relu1_grad.t159_c1_0, align 64
+  %t159_a11301 = load <16 x float>, ptr %relu1_grad.t159_a1, align 64
+  %t159_b11302 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
+  %t159_c1_1 = load <16 x float>, ptr %relu1_grad.t159_c1_1, align 64
+  %3510 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a11301, <16 x float> %t159_b11302, <16 x float> %t159_c1_1)
+  store <16 x float> %3510, ptr %relu1_grad.t159_c1_1, align 64
+  %t159_a11303 = load <16 x float>, ptr %relu1_grad.t159_a1, align 64
+  %t159_b21304 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
+  %t159_c1_2 = load <16 x float>, ptr %relu1_grad.t159_c1_2, align 64
+  %3511 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a11303, <16 x float> %t159_b21304, <16 x float> %t159_c1_2)
+  store <16 x float> %3511, ptr %relu1_grad.t159_c1_2, align 64
+  %t159_a11305 = load <16 x float>, ptr %relu1_grad.t159_a1, align 64
+  %t159_b31306 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
+  %t159_c1_3 = load <16 x float>, ptr %relu1_grad.t159_c1_3, align 64
+  %3512 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a11305, <16 x float> %t159_b31306, <16 x float> %t159_c1_3)
+  store <16 x float> %3512, ptr %relu1_grad.t159_c1_3, align 64
+  %3513 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3514 = add nsw i64 %3513, 2
+  %3515 = add nsw i64 320, %3514
+  %3516 = mul nsw i64 %relu1_grad.k1601290, 288
+  %3517 = add nsw i64 %3515, %3516
+  %params1307 = getelementptr inbounds float, ptr %params, i64 %3517
+  %3518 = load float, ptr %params1307, align 4
+  %3519 = insertelement <16 x float> undef, float %3518, i32 0
+  %3520 = shufflevector <16 x float> %3519, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3520, ptr %relu1_grad.t159_a2, align 64
+  %t159_a2 = load <16 x float>, ptr %relu1_grad.t159_a2, align 64
+  %t159_b01308 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
+  %t159_c2_0 = load <16 x float>, ptr %relu1_grad.t159_c2_0, align 64
+  %3521 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a2, <16 x float> %t159_b01308, <16 x float> %t159_c2_0)
+  store <16 x float> %3521, ptr %relu1_grad.t159_c2_0, align 64
+  %t159_a21309 = load <16 x float>, ptr %relu1_grad.t159_a2, align 64
+  %t159_b11310 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
+  %t159_c2_1 = load <16 x float>, ptr %relu1_grad.t159_c2_1, align 64
+  %3522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a21309, <16 x float> %t159_b11310, <16 x float> %t159_c2_1)
+  store <16 x float> %3522, ptr %relu1_grad.t159_c2_1, align 64
+  %t159_a21311 = load <16 x float>, ptr %relu1_grad.t159_a2, align 64
+  %t159_b21312 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
+  %t159_c2_2 = load <16 x float>, ptr %relu1_grad.t159_c2_2, align 64
+  %3523 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a21311, <16 x float> %t159_b21312, <16 x float> %t159_c2_2)
+  store <16 x float> %3523, ptr %relu1_grad.t159_c2_2, align 64
+  %t159_a21313 = load <16 x float>, ptr %relu1_grad.t159_a2, align 64
+  %t159_b31314 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
+  %t159_c2_3 = load <16 x float>, ptr %relu1_grad.t159_c2_3, align 64
+  %3524 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a21313, <16 x float> %t159_b31314, <16 x float> %t159_c2_3)
+  store <16 x float> %3524, ptr %relu1_grad.t159_c2_3, align 64
+  %3525 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3526 = add nsw i64 %3525, 3
+  %3527 = add nsw i64 320, %3526
+  %3528 = mul nsw i64 %relu1_grad.k1601290, 288
+  %3529 = add nsw i64 %3527, %3528
+  %params1315 = getelementptr inbounds float, ptr %params, i64 %3529
+  %3530 = load float, ptr %params1315, align 4
+  %3531 = insertelement <16 x float> undef, float %3530, i32 0
+  %3532 = shufflevector <16 x float> %3531, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3532, ptr %relu1_grad.t159_a3, align 64
+  %t159_a3 = load <16 x float>, ptr %relu1_grad.t159_a3, align 64
+  %t159_b01316 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
+  %t159_c3_0 = load <16 x float>, ptr %relu1_grad.t159_c3_0, align 64
+  %3533 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a3, <16 x float> %t159_b01316, <16 x float> %t159_c3_0)
+  store <16 x float> %3533, ptr %relu1_grad.t159_c3_0, align 64
+  %t159_a31317 = load <16 x float>, ptr %relu1_grad.t159_a3, align 64
+  %t159_b11318 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
+  %t159_c3_1 = load <16 x float>, ptr %relu1_grad.t159_c3_1, align 64
+  %3534 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a31317, <16 x float> %t159_b11318, <16 x float> %t159_c3_1)
+  store <16 x float> %3534, ptr %relu1_grad.t159_c3_1, align 64
+  %t159_a31319 = load <16 x float>, ptr %relu1_grad.t159_a3, align 64
+  %t159_b21320 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
+  %t159_c3_2 = load <16 x float>, ptr %relu1_grad.t159_c3_2, align 64
+  %3535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a31319, <16 x float> %t159_b21320, <16 x float> %t159_c3_2)
+  store <16 x float> %3535, ptr %relu1_grad.t159_c3_2, align 64
+  %t159_a31321 = load <16 x float>, ptr %relu1_grad.t159_a3, align 64
+  %t159_b31322 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
+  %t159_c3_3 = load <16 x float>, ptr %relu1_grad.t159_c3_3, align 64
+  %3536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a31321, <16 x float> %t159_b31322, <16 x float> %t159_c3_3)
+  store <16 x float> %3536, ptr %relu1_grad.t159_c3_3, align 64
+  %3537 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3538 = add nsw i64 %3537, 4
+  %3539 = add nsw i64 320, %3538
+  %3540 = mul nsw i64 %relu1_grad.k1601290, 288
+  %3541 = add nsw i64 %3539, %3540
+  %params1323 = getelementptr inbounds float, ptr %params, i64 %3541
+  %3542 = load float, ptr %params1323, align 4
+  %3543 = insertelement <16 x float> undef, float %3542, i32 0
+  %3544 = shufflevector <16 x float> %3543, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3544, ptr %relu1_grad.t159_a4, align 64
+  %t159_a4 = load <16 x float>, ptr %relu1_grad.t159_a4, align 64
+  %t159_b01324 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
+  %t159_c4_0 = load <16 x float>, ptr %relu1_grad.t159_c4_0, align 64
+  %3545 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a4, <16 x float> %t159_b01324, <16 x float> %t159_c4_0)
+  store <16 x float> %3545, ptr %relu1_grad.t159_c4_0, align 64
+  %t159_a41325 = load <16 x float>, ptr %relu1_grad.t159_a4, align 64
+  %t159_b11326 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
+  %t159_c4_1 = load <16 x float>, ptr %relu1_grad.t159_c4_1, align 64
+  %3546 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a41325, <16 x float> %t159_b11326, <16 x float> %t159_c4_1)
+  store <16 x float> %3546, ptr %relu1_grad.t159_c4_1, align 64
+  %t159_a41327 = load <16 x float>, ptr %relu1_grad.t159_a4, align 64
+  %t159_b21328 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
+  %t159_c4_2 = load <16 x float>, ptr %relu1_grad.t159_c4_2, align 64
+  %3547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a41327, <16 x float> %t159_b21328, <16 x float> %t159_c4_2)
+  store <16 x float> %3547, ptr %relu1_grad.t159_c4_2, align 64
+  %t159_a41329 = load <16 x float>, ptr %relu1_grad.t159_a4, align 64
+  %t159_b31330 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
+  %t159_c4_3 = load <16 x float>, ptr %relu1_grad.t159_c4_3, align 64
+  %3548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a41329, <16 x float> %t159_b31330, <16 x float> %t159_c4_3)
+  store <16 x float> %3548, ptr %relu1_grad.t159_c4_3, align 64
+  %3549 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3550 = add nsw i64 %3549, 5
+  %3551 = add nsw i64 320, %3550
+  %3552 = mul nsw i64 %relu1_grad.k1601290, 288
+  %3553 = add nsw i64 %3551, %3552
+  %params1331 = getelementptr inbounds float, ptr %params, i64 %3553
+  %3554 = load float, ptr %params1331, align 4
+  %3555 = insertelement <16 x float> undef, float %3554, i32 0
+  %3556 = shufflevector <16 x float> %3555, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3556, ptr %relu1_grad.t159_a5, align 64
+  %t159_a5 = load <16 x float>, ptr %relu1_grad.t159_a5, align 64
+  %t159_b01332 = load <16 x float>, ptr %relu1_grad.t159_b0, align 64
+  %t159_c5_0 = load <16 x float>, ptr %relu1_grad.t159_c5_0, align 64
+  %3557 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a5, <16 x float> %t159_b01332, <16 x float> %t159_c5_0)
+  store <16 x float> %3557, ptr %relu1_grad.t159_c5_0, align 64
+  %t159_a51333 = load <16 x float>, ptr %relu1_grad.t159_a5, align 64
+  %t159_b11334 = load <16 x float>, ptr %relu1_grad.t159_b1, align 64
+  %t159_c5_1 = load <16 x float>, ptr %relu1_grad.t159_c5_1, align 64
+  %3558 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a51333, <16 x float> %t159_b11334, <16 x float> %t159_c5_1)
+  store <16 x float> %3558, ptr %relu1_grad.t159_c5_1, align 64
+  %t159_a51335 = load <16 x float>, ptr %relu1_grad.t159_a5, align 64
+  %t159_b21336 = load <16 x float>, ptr %relu1_grad.t159_b2, align 64
+  %t159_c5_2 = load <16 x float>, ptr %relu1_grad.t159_c5_2, align 64
+  %3559 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a51335, <16 x float> %t159_b21336, <16 x float> %t159_c5_2)
+  store <16 x float> %3559, ptr %relu1_grad.t159_c5_2, align 64
+  %t159_a51337 = load <16 x float>, ptr %relu1_grad.t159_a5, align 64
+  %t159_b31338 = load <16 x float>, ptr %relu1_grad.t159_b3, align 64
+  %t159_c5_3 = load <16 x float>, ptr %relu1_grad.t159_c5_3, align 64
+  %3560 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a51337, <16 x float> %t159_b31338, <16 x float> %t159_c5_3)
+  store <16 x float> %3560, ptr %relu1_grad.t159_c5_3, align 64
+  %k160.next = add nsw i64 %relu1_grad.k1601290, 1
+  %3561 = icmp slt i64 %k160.next, 64
+  br i1 %3561, label %relu1_grad.k160, label %relu1_grad.k160.end
+
+relu1_grad.k160.end:                              ; preds = %relu1_grad.k160
+  %t159_c0_01339 = load <16 x float>, ptr %relu1_grad.t159_c0_0, align 64
+  %3562 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3563 = mul nsw i64 %3562, 36864
+  %3564 = add nsw i64 6710544, %3563
+  %3565 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3566 = add nsw i64 %3564, %3565
+  %arena1340 = getelementptr inbounds float, ptr %arena, i64 %3566
+  store <16 x float> %t159_c0_01339, ptr %arena1340, align 4
+  %t159_c0_11341 = load <16 x float>, ptr %relu1_grad.t159_c0_1, align 64
+  %3567 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3568 = mul nsw i64 %3567, 36864
+  %3569 = add nsw i64 6710544, %3568
+  %3570 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3571 = add nsw i64 %3569, %3570
+  %3572 = add nsw i64 %3571, 16
+  %arena1342 = getelementptr inbounds float, ptr %arena, i64 %3572
+  store <16 x float> %t159_c0_11341, ptr %arena1342, align 4
+  %t159_c0_21343 = load <16 x float>, ptr %relu1_grad.t159_c0_2, align 64
+  %3573 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3574 = mul nsw i64 %3573, 36864
+  %3575 = add nsw i64 6710544, %3574
+  %3576 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3577 = add nsw i64 %3575, %3576
+  %3578 = add nsw i64 %3577, 32
+  %arena1344 = getelementptr inbounds float, ptr %arena, i64 %3578
+  store <16 x float> %t159_c0_21343, ptr %arena1344, align 4
+  %t159_c0_31345 = load <16 x float>, ptr %relu1_grad.t159_c0_3, align 64
+  %3579 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3580 = mul nsw i64 %3579, 36864
+  %3581 = add nsw i64 6710544, %3580
+  %3582 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3583 = add nsw i64 %3581, %3582
+  %3584 = add nsw i64 %3583, 48
+  %arena1346 = getelementptr inbounds float, ptr %arena, i64 %3584
+  store <16 x float> %t159_c0_31345, ptr %arena1346, align 4
+  %t159_c1_01347 = load <16 x float>, ptr %relu1_grad.t159_c1_0, align 64
+  %3585 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3586 = add nsw i64 %3585, 1
+  %3587 = mul nsw i64 %3586, 36864
+  %3588 = add nsw i64 6710544, %3587
+  %3589 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3590 = add nsw i64 %3588, %3589
+  %arena1348 = getelementptr inbounds float, ptr %arena, i64 %3590
+  store <16 x float> %t159_c1_01347, ptr %arena1348, align 4
+  %t159_c1_11349 = load <16 x float>, ptr %relu1_grad.t159_c1_1, align 64
+  %3591 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3592 = add nsw i64 %3591, 1
+  %3593 = mul nsw i64 %3592, 36864
+  %3594 = add nsw i64 6710544, %3593
+  %3595 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3596 = add nsw i64 %3594, %3595
+  %3597 = add nsw i64 %3596, 16
+  %arena1350 = getelementptr inbounds float, ptr %arena, i64 %3597
+  store <16 x float> %t159_c1_11349, ptr %arena1350, align 4
+  %t159_c1_21351 = load <16 x float>, ptr %relu1_grad.t159_c1_2, align 64
+  %3598 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3599 = add nsw i64 %3598, 1
+  %3600 = mul nsw i64 %3599, 36864
+  %3601 = add nsw i64 6710544, %3600
+  %3602 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3603 = add nsw i64 %3601, %3602
+  %3604 = add nsw i64 %3603, 32
+  %arena1352 = getelementptr inbounds float, ptr %arena, i64 %3604
+  store <16 x float> %t159_c1_21351, ptr %arena1352, align 4
+  %t159_c1_31353 = load <16 x float>, ptr %relu1_grad.t159_c1_3, align 64
+  %3605 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3606 = add nsw i64 %3605, 1
+  %3607 = mul nsw i64 %3606, 36864
+  %3608 = add nsw i64 6710544, %3607
+  %3609 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3610 = add nsw i64 %3608, %3609
+  %3611 = add nsw i64 %3610, 48
+  %arena1354 = getelementptr inbounds float, ptr %arena, i64 %3611
+  store <16 x float> %t159_c1_31353, ptr %arena1354, align 4
+  %t159_c2_01355 = load <16 x float>, ptr %relu1_grad.t159_c2_0, align 64
+  %3612 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3613 = add nsw i64 %3612, 2
+  %3614 = mul nsw i64 %3613, 36864
+  %3615 = add nsw i64 6710544, %3614
+  %3616 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3617 = add nsw i64 %3615, %3616
+  %arena1356 = getelementptr inbounds float, ptr %arena, i64 %3617
+  store <16 x float> %t159_c2_01355, ptr %arena1356, align 4
+  %t159_c2_11357 = load <16 x float>, ptr %relu1_grad.t159_c2_1, align 64
+  %3618 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3619 = add nsw i64 %3618, 2
+  %3620 = mul nsw i64 %3619, 36864
+  %3621 = add nsw i64 6710544, %3620
+  %3622 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3623 = add nsw i64 %3621, %3622
+  %3624 = add nsw i64 %3623, 16
+  %arena1358 = getelementptr inbounds float, ptr %arena, i64 %3624
+  store <16 x float> %t159_c2_11357, ptr %arena1358, align 4
+  %t159_c2_21359 = load <16 x float>, ptr %relu1_grad.t159_c2_2, align 64
+  %3625 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3626 = add nsw i64 %3625, 2
+  %3627 = mul nsw i64 %3626, 36864
+  %3628 = add nsw i64 6710544, %3627
+  %3629 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3630 = add nsw i64 %3628, %3629
+  %3631 = add nsw i64 %3630, 32
+  %arena1360 = getelementptr inbounds float, ptr %arena, i64 %3631
+  store <16 x float> %t159_c2_21359, ptr %arena1360, align 4
+  %t159_c2_31361 = load <16 x float>, ptr %relu1_grad.t159_c2_3, align 64
+  %3632 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3633 = add nsw i64 %3632, 2
+  %3634 = mul nsw i64 %3633, 36864
+  %3635 = add nsw i64 6710544, %3634
+  %3636 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3637 = add nsw i64 %3635, %3636
+  %3638 = add nsw i64 %3637, 48
+  %arena1362 = getelementptr inbounds float, ptr %arena, i64 %3638
+  store <16 x float> %t159_c2_31361, ptr %arena1362, align 4
+  %t159_c3_01363 = load <16 x float>, ptr %relu1_grad.t159_c3_0, align 64
+  %3639 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3640 = add nsw i64 %3639, 3
+  %3641 = mul nsw i64 %3640, 36864
+  %3642 = add nsw i64 6710544, %3641
+  %3643 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3644 = add nsw i64 %3642, %3643
+  %arena1364 = getelementptr inbounds float, ptr %arena, i64 %3644
+  store <16 x float> %t159_c3_01363, ptr %arena1364, align 4
+  %t159_c3_11365 = load <16 x float>, ptr %relu1_grad.t159_c3_1, align 64
+  %3645 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3646 = add nsw i64 %3645, 3
+  %3647 = mul nsw i64 %3646, 36864
+  %3648 = add nsw i64 6710544, %3647
+  %3649 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3650 = add nsw i64 %3648, %3649
+  %3651 = add nsw i64 %3650, 16
+  %arena1366 = getelementptr inbounds float, ptr %arena, i64 %3651
+  store <16 x float> %t159_c3_11365, ptr %arena1366, align 4
+  %t159_c3_21367 = load <16 x float>, ptr %relu1_grad.t159_c3_2, align 64
+  %3652 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3653 = add nsw i64 %3652, 3
+  %3654 = mul nsw i64 %3653, 36864
+  %3655 = add nsw i64 6710544, %3654
+  %3656 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3657 = add nsw i64 %3655, %3656
+  %3658 = add nsw i64 %3657, 32
+  %arena1368 = getelementptr inbounds float, ptr %arena, i64 %3658
+  store <16 x float> %t159_c3_21367, ptr %arena1368, align 4
+  %t159_c3_31369 = load <16 x float>, ptr %relu1_grad.t159_c3_3, align 64
+  %3659 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3660 = add nsw i64 %3659, 3
+  %3661 = mul nsw i64 %3660, 36864
+  %3662 = add nsw i64 6710544, %3661
+  %3663 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3664 = add nsw i64 %3662, %3663
+  %3665 = add nsw i64 %3664, 48
+  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %3665
+  store <16 x float> %t159_c3_31369, ptr %arena1370, align 4
+  %t159_c4_01371 = load <16 x float>, ptr %relu1_grad.t159_c4_0, align 64
+  %3666 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3667 = add nsw i64 %3666, 4
+  %3668 = mul nsw i64 %3667, 36864
+  %3669 = add nsw i64 6710544, %3668
+  %3670 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3671 = add nsw i64 %3669, %3670
+  %arena1372 = getelementptr inbounds float, ptr %arena, i64 %3671
+  store <16 x float> %t159_c4_01371, ptr %arena1372, align 4
+  %t159_c4_11373 = load <16 x float>, ptr %relu1_grad.t159_c4_1, align 64
+  %3672 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3673 = add nsw i64 %3672, 4
+  %3674 = mul nsw i64 %3673, 36864
+  %3675 = add nsw i64 6710544, %3674
+  %3676 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3677 = add nsw i64 %3675, %3676
+  %3678 = add nsw i64 %3677, 16
+  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %3678
+  store <16 x float> %t159_c4_11373, ptr %arena1374, align 4
+  %t159_c4_21375 = load <16 x float>, ptr %relu1_grad.t159_c4_2, align 64
+  %3679 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3680 = add nsw i64 %3679, 4
+  %3681 = mul nsw i64 %3680, 36864
+  %3682 = add nsw i64 6710544, %3681
+  %3683 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3684 = add nsw i64 %3682, %3683
+  %3685 = add nsw i64 %3684, 32
+  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %3685
+  store <16 x float> %t159_c4_21375, ptr %arena1376, align 4
+  %t159_c4_31377 = load <16 x float>, ptr %relu1_grad.t159_c4_3, align 64
+  %3686 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3687 = add nsw i64 %3686, 4
+  %3688 = mul nsw i64 %3687, 36864
+  %3689 = add nsw i64 6710544, %3688
+  %3690 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3691 = add nsw i64 %3689, %3690
+  %3692 = add nsw i64 %3691, 48
+  %arena1378 = getelementptr inbounds float, ptr %arena, i64 %3692
+  store <16 x float> %t159_c4_31377, ptr %arena1378, align 4
+  %t159_c5_01379 = load <16 x float>, ptr %relu1_grad.t159_c5_0, align 64
+  %3693 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3694 = add nsw i64 %3693, 5
+  %3695 = mul nsw i64 %3694, 36864
+  %3696 = add nsw i64 6710544, %3695
+  %3697 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3698 = add nsw i64 %3696, %3697
+  %arena1380 = getelementptr inbounds float, ptr %arena, i64 %3698
+  store <16 x float> %t159_c5_01379, ptr %arena1380, align 4
+  %t159_c5_11381 = load <16 x float>, ptr %relu1_grad.t159_c5_1, align 64
+  %3699 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3700 = add nsw i64 %3699, 5
+  %3701 = mul nsw i64 %3700, 36864
+  %3702 = add nsw i64 6710544, %3701
+  %3703 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3704 = add nsw i64 %3702, %3703
+  %3705 = add nsw i64 %3704, 16
+  %arena1382 = getelementptr inbounds float, ptr %arena, i64 %3705
+  store <16 x float> %t159_c5_11381, ptr %arena1382, align 4
+  %t159_c5_21383 = load <16 x float>, ptr %relu1_grad.t159_c5_2, align 64
+  %3706 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3707 = add nsw i64 %3706, 5
+  %3708 = mul nsw i64 %3707, 36864
+  %3709 = add nsw i64 6710544, %3708
+  %3710 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3711 = add nsw i64 %3709, %3710
+  %3712 = add nsw i64 %3711, 32
+  %arena1384 = getelementptr inbounds float, ptr %arena, i64 %3712
+  store <16 x float> %t159_c5_21383, ptr %arena1384, align 4
+  %t159_c5_31385 = load <16 x float>, ptr %relu1_grad.t159_c5_3, align 64
+  %3713 = mul nsw i64 %relu1_grad.mb1581289, 6
+  %3714 = add nsw i64 %3713, 5
+  %3715 = mul nsw i64 %3714, 36864
+  %3716 = add nsw i64 6710544, %3715
+  %3717 = mul nsw i64 %relu1_grad.nb1571288, 64
+  %3718 = add nsw i64 %3716, %3717
+  %3719 = add nsw i64 %3718, 48
+  %arena1386 = getelementptr inbounds float, ptr %arena, i64 %3719
+  store <16 x float> %t159_c5_31385, ptr %arena1386, align 4
+  %mb158.next = add nsw i64 %relu1_grad.mb1581289, 1
+  %3720 = icmp slt i64 %mb158.next, 48
+  br i1 %3720, label %relu1_grad.mb158, label %relu1_grad.mb158.end
+
+relu1_grad.j161:                                  ; preds = %relu1_grad.c162.end, %relu1_grad.nb157.end
+  %relu1_grad.j1611387 = phi i64 [ 0, %relu1_grad.nb157.end ], [ %j161.next, %relu1_grad.c162.end ]
+  br label %relu1_grad.c162
+
+relu1_grad.j161.end:                              ; preds = %relu1_grad.c162.end
+  %g153.next = add nsw i64 %relu1_grad.g1531282, 1
+  %3721 = icmp slt i64 %g153.next, 1
+  br i1 %3721, label %relu1_grad.g153, label %relu1_grad.g153.end
+
+relu1_grad.c162:                                  ; preds = %relu1_grad.iy291.end, %relu1_grad.j161
+  %relu1_grad.c1621388 = phi i64 [ 0, %relu1_grad.j161 ], [ %c162.next, %relu1_grad.iy291.end ]
+  br label %relu1_grad.iy163
+
+relu1_grad.c162.end:                              ; preds = %relu1_grad.iy291.end
+  %j161.next = add nsw i64 %relu1_grad.j1611387, 1
+  %3722 = icmp slt i64 %j161.next, 64
+  br i1 %3722, label %relu1_grad.j161, label %relu1_grad.j161.end
+
+relu1_grad.iy163:                                 ; preds = %relu1_grad.ix164.end, %relu1_grad.c162
+  %relu1_grad.iy1631389 = phi i64 [ 0, %relu1_grad.c162 ], [ %iy163.next, %relu1_grad.ix164.end ]
+  br label %relu1_grad.ix164
+
+relu1_grad.iy163.end:                             ; preds = %relu1_grad.ix164.end
+  br label %relu1_grad.iy166
+
+relu1_grad.ix164:                                 ; preds = %relu1_grad.ix164, %relu1_grad.iy163
+  %relu1_grad.ix1641390 = phi i64 [ 0, %relu1_grad.iy163 ], [ %ix164.next, %relu1_grad.ix164 ]
+  %3723 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3724 = mul nsw i64 %3723, 36864
+  %3725 = add nsw i64 6710544, %3724
+  %3726 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3727 = add nsw i64 %3725, %3726
+  %3728 = mul nsw i64 %relu1_grad.iy1631389, 24
+  %3729 = add nsw i64 %3727, %3728
+  %3730 = add nsw i64 %3729, %relu1_grad.ix1641390
+  %arena1391 = getelementptr inbounds float, ptr %arena, i64 %3730
+  %3731 = load float, ptr %arena1391, align 4
+  store float %3731, ptr %relu1_grad.sum165, align 4
+  %sum165 = load float, ptr %relu1_grad.sum165, align 4
+  %3732 = mul nsw i64 %relu1_grad.g1531282, 64
+  %3733 = add nsw i64 %3732, %relu1_grad.j1611387
+  %3734 = mul nsw i64 %3733, 21632
+  %3735 = add nsw i64 1384448, %3734
+  %3736 = mul nsw i64 %relu1_grad.c1621388, 676
+  %3737 = add nsw i64 %3735, %3736
+  %3738 = mul nsw i64 %relu1_grad.iy1631389, 26
+  %3739 = add nsw i64 %3737, %3738
+  %3740 = add nsw i64 %3739, %relu1_grad.ix1641390
+  %arena1392 = getelementptr inbounds float, ptr %arena, i64 %3740
+  store float %sum165, ptr %arena1392, align 4
+  %ix164.next = add nsw i64 %relu1_grad.ix1641390, 1
+  %3741 = icmp slt i64 %ix164.next, 1
+  br i1 %3741, label %relu1_grad.ix164, label %relu1_grad.ix164.end
+
+relu1_grad.ix164.end:                             ; preds = %relu1_grad.ix164
+  %iy163.next = add nsw i64 %relu1_grad.iy1631389, 1
+  %3742 = icmp slt i64 %iy163.next, 1
+  br i1 %3742, label %relu1_grad.iy163, label %relu1_grad.iy163.end
+
+relu1_grad.iy166:                                 ; preds = %relu1_grad.ix167.end, %relu1_grad.iy163.end
+  %relu1_grad.iy1661393 = phi i64 [ 0, %relu1_grad.iy163.end ], [ %iy166.next, %relu1_grad.ix167.end ]
+  br label %relu1_grad.ix167
+
+relu1_grad.iy166.end:                             ; preds = %relu1_grad.ix167.end
+  br label %relu1_grad.iy170
+
+relu1_grad.ix167:                                 ; preds = %relu1_grad.ix167, %relu1_grad.iy166
+  %relu1_grad.ix1671394 = phi i64 [ 0, %relu1_grad.iy166 ], [ %ix167.next, %relu1_grad.ix167 ]
+  %3743 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3744 = mul nsw i64 %3743, 36864
+  %3745 = add nsw i64 6710544, %3744
+  %3746 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3747 = add nsw i64 %3745, %3746
+  %3748 = mul nsw i64 %relu1_grad.iy1661393, 24
+  %3749 = add nsw i64 %3747, %3748
+  %3750 = add nsw i64 %3749, 1
+  %3751 = add nsw i64 %3750, %relu1_grad.ix1671394
+  %arena1395 = getelementptr inbounds float, ptr %arena, i64 %3751
+  %3752 = load float, ptr %arena1395, align 4
+  store float %3752, ptr %relu1_grad.sum168, align 4
+  %sum168 = load float, ptr %relu1_grad.sum168, align 4
+  %3753 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3754 = add nsw i64 %3753, 1
+  %3755 = mul nsw i64 %3754, 36864
+  %3756 = add nsw i64 6710544, %3755
+  %3757 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3758 = add nsw i64 %3756, %3757
+  %3759 = mul nsw i64 %relu1_grad.iy1661393, 24
+  %3760 = add nsw i64 %3758, %3759
+  %3761 = add nsw i64 %3760, %relu1_grad.ix1671394
+  %arena1396 = getelementptr inbounds float, ptr %arena, i64 %3761
+  %3762 = load float, ptr %arena1396, align 4
+  %3763 = fadd float %sum168, %3762
+  store float %3763, ptr %relu1_grad.sum169, align 4
+  %sum169 = load float, ptr %relu1_grad.sum169, align 4
+  %3764 = mul nsw i64 %relu1_grad.g1531282, 64
+  %3765 = add nsw i64 %3764, %relu1_grad.j1611387
+  %3766 = mul nsw i64 %3765, 21632
+  %3767 = add nsw i64 1384448, %3766
+  %3768 = mul nsw i64 %relu1_grad.c1621388, 676
+  %3769 = add nsw i64 %3767, %3768
+  %3770 = mul nsw i64 %relu1_grad.iy1661393, 26
+  %3771 = add nsw i64 %3769, %3770
+  %3772 = add nsw i64 %3771, 1
+  %3773 = add nsw i64 %3772, %relu1_grad.ix1671394
+  %arena1397 = getelementptr inbounds float, ptr %arena, i64 %3773
+  store float %sum169, ptr %arena1397, align 4
+  %ix167.next = add nsw i64 %relu1_grad.ix1671394, 1
+  %3774 = icmp slt i64 %ix167.next, 1
+  br i1 %3774, label %relu1_grad.ix167, label %relu1_grad.ix167.end
+
+relu1_grad.ix167.end:                             ; preds = %relu1_grad.ix167
+  %iy166.next = add nsw i64 %relu1_grad.iy1661393, 1
+  %3775 = icmp slt i64 %iy166.next, 1
+  br i1 %3775, label %relu1_grad.iy166, label %relu1_grad.iy166.end
+
+relu1_grad.iy170:                                 ; preds = %relu1_grad.ix171.end, %relu1_grad.iy166.end
+  %relu1_grad.iy1701398 = phi i64 [ 0, %relu1_grad.iy166.end ], [ %iy170.next, %relu1_grad.ix171.end ]
+  br label %relu1_grad.ix171
+
+relu1_grad.iy170.end:                             ; preds = %relu1_grad.ix171.end
+  br label %relu1_grad.iy175
+
+relu1_grad.ix171:                                 ; preds = %relu1_grad.ix171, %relu1_grad.iy170
+  %relu1_grad.ix1711399 = phi i64 [ 0, %relu1_grad.iy170 ], [ %ix171.next, %relu1_grad.ix171 ]
+  %3776 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3777 = mul nsw i64 %3776, 36864
+  %3778 = add nsw i64 6710544, %3777
+  %3779 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3780 = add nsw i64 %3778, %3779
+  %3781 = mul nsw i64 %relu1_grad.iy1701398, 24
+  %3782 = add nsw i64 %3780, %3781
+  %3783 = add nsw i64 %3782, 2
+  %3784 = add nsw i64 %3783, %relu1_grad.ix1711399
+  %arena1400 = getelementptr inbounds float, ptr %arena, i64 %3784
+  %3785 = load float, ptr %arena1400, align 4
+  store float %3785, ptr %relu1_grad.sum172, align 4
   %sum172 = load float, ptr %relu1_grad.sum172, align 4
-  %2625 = mul nsw i64 %relu1_grad.c138776, 9
-  %2626 = add nsw i64 %2625, 3
-  %2627 = mul nsw i64 %2626, 36864
-  %2628 = add nsw i64 6710544, %2627
-  %2629 = mul nsw i64 %relu1_grad.j137775, 576
-  %2630 = add nsw i64 %2628, %2629
-  %2631 = add nsw i64 %relu1_grad.iy168813, 1
-  %2632 = add nsw i64 %2631, -1
-  %2633 = mul nsw i64 %2632, 24
-  %2634 = add nsw i64 %2630, %2633
-  %2635 = add nsw i64 %2634, 2
-  %2636 = add nsw i64 %2635, %relu1_grad.ix169814
-  %arena818 = getelementptr inbounds float, ptr %arena, i64 %2636
-  %2637 = load float, ptr %arena818, align 4
-  %2638 = fadd float %sum172, %2637
-  store float %2638, ptr %relu1_grad.sum173, align 4
+  %3786 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3787 = add nsw i64 %3786, 1
+  %3788 = mul nsw i64 %3787, 36864
+  %3789 = add nsw i64 6710544, %3788
+  %3790 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3791 = add nsw i64 %3789, %3790
+  %3792 = mul nsw i64 %relu1_grad.iy1701398, 24
+  %3793 = add nsw i64 %3791, %3792
+  %3794 = add nsw i64 %3793, 1
+  %3795 = add nsw i64 %3794, %relu1_grad.ix1711399
+  %arena1401 = getelementptr inbounds float, ptr %arena, i64 %3795
+  %3796 = load float, ptr %arena1401, align 4
+  %3797 = fadd float %sum172, %3796
+  store float %3797, ptr %relu1_grad.sum173, align 4
   %sum173 = load float, ptr %relu1_grad.sum173, align 4
-  %2639 = mul nsw i64 %relu1_grad.c138776, 9
-  %2640 = add nsw i64 %2639, 4
-  %2641 = mul nsw i64 %2640, 36864
-  %2642 = add nsw i64 6710544, %2641
-  %2643 = mul nsw i64 %relu1_grad.j137775, 576
-  %2644 = add nsw i64 %2642, %2643
-  %2645 = add nsw i64 %relu1_grad.iy168813, 1
-  %2646 = add nsw i64 %2645, -1
-  %2647 = mul nsw i64 %2646, 24
-  %2648 = add nsw i64 %2644, %2647
-  %2649 = add nsw i64 %2648, 1
-  %2650 = add nsw i64 %2649, %relu1_grad.ix169814
-  %arena819 = getelementptr inbounds float, ptr %arena, i64 %2650
-  %2651 = load float, ptr %arena819, align 4
-  %2652 = fadd float %sum173, %2651
-  store float %2652, ptr %relu1_grad.sum174, align 4
+  %3798 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3799 = add nsw i64 %3798, 2
+  %3800 = mul nsw i64 %3799, 36864
+  %3801 = add nsw i64 6710544, %3800
+  %3802 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3803 = add nsw i64 %3801, %3802
+  %3804 = mul nsw i64 %relu1_grad.iy1701398, 24
+  %3805 = add nsw i64 %3803, %3804
+  %3806 = add nsw i64 %3805, %relu1_grad.ix1711399
+  %arena1402 = getelementptr inbounds float, ptr %arena, i64 %3806
+  %3807 = load float, ptr %arena1402, align 4
+  %3808 = fadd float %sum173, %3807
+  store float %3808, ptr %relu1_grad.sum174, align 4
   %sum174 = load float, ptr %relu1_grad.sum174, align 4
-  %2653 = mul nsw i64 %relu1_grad.c138776, 9
-  %2654 = add nsw i64 %2653, 5
-  %2655 = mul nsw i64 %2654, 36864
-  %2656 = add nsw i64 6710544, %2655
-  %2657 = mul nsw i64 %relu1_grad.j137775, 576
-  %2658 = add nsw i64 %2656, %2657
-  %2659 = add nsw i64 %relu1_grad.iy168813, 1
-  %2660 = add nsw i64 %2659, -1
-  %2661 = mul nsw i64 %2660, 24
-  %2662 = add nsw i64 %2658, %2661
-  %2663 = add nsw i64 %2662, %relu1_grad.ix169814
-  %arena820 = getelementptr inbounds float, ptr %arena, i64 %2663
-  %2664 = load float, ptr %arena820, align 4
-  %2665 = fadd float %sum174, %2664
-  store float %2665, ptr %relu1_grad.sum175, align 4
-  %sum175 = load float, ptr %relu1_grad.sum175, align 4
-  %2666 = mul nsw i64 %relu1_grad.g129670, 64
-  %2667 = add nsw i64 %2666, %relu1_grad.j137775
-  %2668 = mul nsw i64 %2667, 21632
-  %2669 = add nsw i64 1384448, %2668
-  %2670 = mul nsw i64 %relu1_grad.c138776, 676
-  %2671 = add nsw i64 %2669, %2670
-  %2672 = add nsw i64 %relu1_grad.iy168813, 1
-  %2673 = mul nsw i64 %2672, 26
-  %2674 = add nsw i64 %2671, %2673
-  %2675 = add nsw i64 %2674, 2
-  %2676 = add nsw i64 %2675, %relu1_grad.ix169814
-  %arena821 = getelementptr inbounds float, ptr %arena, i64 %2676
-  store float %sum175, ptr %arena821, align 4
-  %ix169.next = add nsw i64 %relu1_grad.ix169814, 1
-  %2677 = icmp slt i64 %ix169.next, 22
-  br i1 %2677, label %relu1_grad.ix169, label %relu1_grad.ix169.end
+  %3809 = mul nsw i64 %relu1_grad.g1531282, 64
+  %3810 = add nsw i64 %3809, %relu1_grad.j1611387
+  %3811 = mul nsw i64 %3810, 21632
+  %3812 = add nsw i64 1384448, %3811
+  %3813 = mul nsw i64 %relu1_grad.c1621388, 676
+  %3814 = add nsw i64 %3812, %3813
+  %3815 = mul nsw i64 %relu1_grad.iy1701398, 26
+  %3816 = add nsw i64 %3814, %3815
+  %3817 = add nsw i64 %3816, 2
+  %3818 = add nsw i64 %3817, %relu1_grad.ix1711399
+  %arena1403 = getelementptr inbounds float, ptr %arena, i64 %3818
+  store float %sum174, ptr %arena1403, align 4
+  %ix171.next = add nsw i64 %relu1_grad.ix1711399, 1
+  %3819 = icmp slt i64 %ix171.next, 22
+  br i1 %3819, label %relu1_grad.ix171, label %relu1_grad.ix171.end
 
-relu1_grad.ix169.end:                             ; preds = %relu1_grad.ix169
-  %iy168.next = add nsw i64 %relu1_grad.iy168813, 1
-  %2678 = icmp slt i64 %iy168.next, 1
-  br i1 %2678, label %relu1_grad.iy168, label %relu1_grad.iy168.end
+relu1_grad.ix171.end:                             ; preds = %relu1_grad.ix171
+  %iy170.next = add nsw i64 %relu1_grad.iy1701398, 1
+  %3820 = icmp slt i64 %iy170.next, 1
+  br i1 %3820, label %relu1_grad.iy170, label %relu1_grad.iy170.end
 
-relu1_grad.iy176:                                 ; preds = %relu1_grad.ix177.end, %relu1_grad.iy168.end
-  %relu1_grad.iy176822 = phi i64 [ 0, %relu1_grad.iy168.end ], [ %iy176.next, %relu1_grad.ix177.end ]
-  br label %relu1_grad.ix177
+relu1_grad.iy175:                                 ; preds = %relu1_grad.ix176.end, %relu1_grad.iy170.end
+  %relu1_grad.iy1751404 = phi i64 [ 0, %relu1_grad.iy170.end ], [ %iy175.next, %relu1_grad.ix176.end ]
+  br label %relu1_grad.ix176
 
-relu1_grad.iy176.end:                             ; preds = %relu1_grad.ix177.end
+relu1_grad.iy175.end:                             ; preds = %relu1_grad.ix176.end
+  br label %relu1_grad.iy179
+
+relu1_grad.ix176:                                 ; preds = %relu1_grad.ix176, %relu1_grad.iy175
+  %relu1_grad.ix1761405 = phi i64 [ 0, %relu1_grad.iy175 ], [ %ix176.next, %relu1_grad.ix176 ]
+  %3821 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3822 = add nsw i64 %3821, 1
+  %3823 = mul nsw i64 %3822, 36864
+  %3824 = add nsw i64 6710544, %3823
+  %3825 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3826 = add nsw i64 %3824, %3825
+  %3827 = mul nsw i64 %relu1_grad.iy1751404, 24
+  %3828 = add nsw i64 %3826, %3827
+  %3829 = add nsw i64 %3828, 23
+  %3830 = add nsw i64 %3829, %relu1_grad.ix1761405
+  %arena1406 = getelementptr inbounds float, ptr %arena, i64 %3830
+  %3831 = load float, ptr %arena1406, align 4
+  store float %3831, ptr %relu1_grad.sum177, align 4
+  %sum177 = load float, ptr %relu1_grad.sum177, align 4
+  %3832 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3833 = add nsw i64 %3832, 2
+  %3834 = mul nsw i64 %3833, 36864
+  %3835 = add nsw i64 6710544, %3834
+  %3836 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3837 = add nsw i64 %3835, %3836
+  %3838 = mul nsw i64 %relu1_grad.iy1751404, 24
+  %3839 = add nsw i64 %3837, %3838
+  %3840 = add nsw i64 %3839, 22
+  %3841 = add nsw i64 %3840, %relu1_grad.ix1761405
+  %arena1407 = getelementptr inbounds float, ptr %arena, i64 %3841
+  %3842 = load float, ptr %arena1407, align 4
+  %3843 = fadd float %sum177, %3842
+  store float %3843, ptr %relu1_grad.sum178, align 4
+  %sum178 = load float, ptr %relu1_grad.sum178, align 4
+  %3844 = mul nsw i64 %relu1_grad.g1531282, 64
+  %3845 = add nsw i64 %3844, %relu1_grad.j1611387
+  %3846 = mul nsw i64 %3845, 21632
+  %3847 = add nsw i64 1384448, %3846
+  %3848 = mul nsw i64 %relu1_grad.c1621388, 676
+  %3849 = add nsw i64 %3847, %3848
+  %3850 = mul nsw i64 %relu1_grad.iy1751404, 26
+  %3851 = add nsw i64 %3849, %3850
+  %3852 = add nsw i64 %3851, 24
+  %3853 = add nsw i64 %3852, %relu1_grad.ix1761405
+  %arena1408 = getelementptr inbounds float, ptr %arena, i64 %3853
+  store float %sum178, ptr %arena1408, align 4
+  %ix176.next = add nsw i64 %relu1_grad.ix1761405, 1
+  %3854 = icmp slt i64 %ix176.next, 1
+  br i1 %3854, label %relu1_grad.ix176, label %relu1_grad.ix176.end
+
+relu1_grad.ix176.end:                             ; preds = %relu1_grad.ix176
+  %iy175.next = add nsw i64 %relu1_grad.iy1751404, 1
+  %3855 = icmp slt i64 %iy175.next, 1
+  br i1 %3855, label %relu1_grad.iy175, label %relu1_grad.iy175.end
+
+relu1_grad.iy179:                                 ; preds = %relu1_grad.ix180.end, %relu1_grad.iy175.end
+  %relu1_grad.iy1791409 = phi i64 [ 0, %relu1_grad.iy175.end ], [ %iy179.next, %relu1_grad.ix180.end ]
+  br label %relu1_grad.ix180
+
+relu1_grad.iy179.end:                             ; preds = %relu1_grad.ix180.end
   br label %relu1_grad.iy182
 
-relu1_grad.ix177:                                 ; preds = %relu1_grad.ix177, %relu1_grad.iy176
-  %relu1_grad.ix177823 = phi i64 [ 0, %relu1_grad.iy176 ], [ %ix177.next, %relu1_grad.ix177 ]
-  %2679 = mul nsw i64 %relu1_grad.c138776, 9
-  %2680 = add nsw i64 %2679, 1
-  %2681 = mul nsw i64 %2680, 36864
-  %2682 = add nsw i64 6710544, %2681
-  %2683 = mul nsw i64 %relu1_grad.j137775, 576
-  %2684 = add nsw i64 %2682, %2683
-  %2685 = add nsw i64 %relu1_grad.iy176822, 1
-  %2686 = mul nsw i64 %2685, 24
-  %2687 = add nsw i64 %2684, %2686
-  %2688 = add nsw i64 %2687, 23
-  %2689 = add nsw i64 %2688, %relu1_grad.ix177823
-  %arena824 = getelementptr inbounds float, ptr %arena, i64 %2689
-  %2690 = load float, ptr %arena824, align 4
-  store float %2690, ptr %relu1_grad.sum178, align 4
-  %sum178 = load float, ptr %relu1_grad.sum178, align 4
-  %2691 = mul nsw i64 %relu1_grad.c138776, 9
-  %2692 = add nsw i64 %2691, 2
-  %2693 = mul nsw i64 %2692, 36864
-  %2694 = add nsw i64 6710544, %2693
-  %2695 = mul nsw i64 %relu1_grad.j137775, 576
-  %2696 = add nsw i64 %2694, %2695
-  %2697 = add nsw i64 %relu1_grad.iy176822, 1
-  %2698 = mul nsw i64 %2697, 24
-  %2699 = add nsw i64 %2696, %2698
-  %2700 = add nsw i64 %2699, 22
-  %2701 = add nsw i64 %2700, %relu1_grad.ix177823
-  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2701
-  %2702 = load float, ptr %arena825, align 4
-  %2703 = fadd float %sum178, %2702
-  store float %2703, ptr %relu1_grad.sum179, align 4
-  %sum179 = load float, ptr %relu1_grad.sum179, align 4
-  %2704 = mul nsw i64 %relu1_grad.c138776, 9
-  %2705 = add nsw i64 %2704, 4
-  %2706 = mul nsw i64 %2705, 36864
-  %2707 = add nsw i64 6710544, %2706
-  %2708 = mul nsw i64 %relu1_grad.j137775, 576
-  %2709 = add nsw i64 %2707, %2708
-  %2710 = add nsw i64 %relu1_grad.iy176822, 1
-  %2711 = add nsw i64 %2710, -1
-  %2712 = mul nsw i64 %2711, 24
-  %2713 = add nsw i64 %2709, %2712
-  %2714 = add nsw i64 %2713, 23
-  %2715 = add nsw i64 %2714, %relu1_grad.ix177823
-  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2715
-  %2716 = load float, ptr %arena826, align 4
-  %2717 = fadd float %sum179, %2716
-  store float %2717, ptr %relu1_grad.sum180, align 4
-  %sum180 = load float, ptr %relu1_grad.sum180, align 4
-  %2718 = mul nsw i64 %relu1_grad.c138776, 9
-  %2719 = add nsw i64 %2718, 5
-  %2720 = mul nsw i64 %2719, 36864
-  %2721 = add nsw i64 6710544, %2720
-  %2722 = mul nsw i64 %relu1_grad.j137775, 576
-  %2723 = add nsw i64 %2721, %2722
-  %2724 = add nsw i64 %relu1_grad.iy176822, 1
-  %2725 = add nsw i64 %2724, -1
-  %2726 = mul nsw i64 %2725, 24
-  %2727 = add nsw i64 %2723, %2726
-  %2728 = add nsw i64 %2727, 22
-  %2729 = add nsw i64 %2728, %relu1_grad.ix177823
-  %arena827 = getelementptr inbounds float, ptr %arena, i64 %2729
-  %2730 = load float, ptr %arena827, align 4
-  %2731 = fadd float %sum180, %2730
-  store float %2731, ptr %relu1_grad.sum181, align 4
+relu1_grad.ix180:                                 ; preds = %relu1_grad.ix180, %relu1_grad.iy179
+  %relu1_grad.ix1801410 = phi i64 [ 0, %relu1_grad.iy179 ], [ %ix180.next, %relu1_grad.ix180 ]
+  %3856 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3857 = add nsw i64 %3856, 2
+  %3858 = mul nsw i64 %3857, 36864
+  %3859 = add nsw i64 6710544, %3858
+  %3860 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3861 = add nsw i64 %3859, %3860
+  %3862 = mul nsw i64 %relu1_grad.iy1791409, 24
+  %3863 = add nsw i64 %3861, %3862
+  %3864 = add nsw i64 %3863, 23
+  %3865 = add nsw i64 %3864, %relu1_grad.ix1801410
+  %arena1411 = getelementptr inbounds float, ptr %arena, i64 %3865
+  %3866 = load float, ptr %arena1411, align 4
+  store float %3866, ptr %relu1_grad.sum181, align 4
   %sum181 = load float, ptr %relu1_grad.sum181, align 4
-  %2732 = mul nsw i64 %relu1_grad.g129670, 64
-  %2733 = add nsw i64 %2732, %relu1_grad.j137775
-  %2734 = mul nsw i64 %2733, 21632
-  %2735 = add nsw i64 1384448, %2734
-  %2736 = mul nsw i64 %relu1_grad.c138776, 676
-  %2737 = add nsw i64 %2735, %2736
-  %2738 = add nsw i64 %relu1_grad.iy176822, 1
-  %2739 = mul nsw i64 %2738, 26
-  %2740 = add nsw i64 %2737, %2739
-  %2741 = add nsw i64 %2740, 24
-  %2742 = add nsw i64 %2741, %relu1_grad.ix177823
-  %arena828 = getelementptr inbounds float, ptr %arena, i64 %2742
-  store float %sum181, ptr %arena828, align 4
-  %ix177.next = add nsw i64 %relu1_grad.ix177823, 1
-  %2743 = icmp slt i64 %ix177.next, 1
-  br i1 %2743, label %relu1_grad.ix177, label %relu1_grad.ix177.end
+  %3867 = mul nsw i64 %relu1_grad.g1531282, 64
+  %3868 = add nsw i64 %3867, %relu1_grad.j1611387
+  %3869 = mul nsw i64 %3868, 21632
+  %3870 = add nsw i64 1384448, %3869
+  %3871 = mul nsw i64 %relu1_grad.c1621388, 676
+  %3872 = add nsw i64 %3870, %3871
+  %3873 = mul nsw i64 %relu1_grad.iy1791409, 26
+  %3874 = add nsw i64 %3872, %3873
+  %3875 = add nsw i64 %3874, 25
+  %3876 = add nsw i64 %3875, %relu1_grad.ix1801410
+  %arena1412 = getelementptr inbounds float, ptr %arena, i64 %3876
+  store float %sum181, ptr %arena1412, align 4
+  %ix180.next = add nsw i64 %relu1_grad.ix1801410, 1
+  %3877 = icmp slt i64 %ix180.next, 1
+  br i1 %3877, label %relu1_grad.ix180, label %relu1_grad.ix180.end
 
-relu1_grad.ix177.end:                             ; preds = %relu1_grad.ix177
-  %iy176.next = add nsw i64 %relu1_grad.iy176822, 1
-  %2744 = icmp slt i64 %iy176.next, 1
-  br i1 %2744, label %relu1_grad.iy176, label %relu1_grad.iy176.end
+relu1_grad.ix180.end:                             ; preds = %relu1_grad.ix180
+  %iy179.next = add nsw i64 %relu1_grad.iy1791409, 1
+  %3878 = icmp slt i64 %iy179.next, 1
+  br i1 %3878, label %relu1_grad.iy179, label %relu1_grad.iy179.end
 
-relu1_grad.iy182:                                 ; preds = %relu1_grad.ix183.end, %relu1_grad.iy176.end
-  %relu1_grad.iy182829 = phi i64 [ 0, %relu1_grad.iy176.end ], [ %iy182.next, %relu1_grad.ix183.end ]
+relu1_grad.iy182:                                 ; preds = %relu1_grad.ix183.end, %relu1_grad.iy179.end
+  %relu1_grad.iy1821413 = phi i64 [ 0, %relu1_grad.iy179.end ], [ %iy182.next, %relu1_grad.ix183.end ]
   br label %relu1_grad.ix183
 
 relu1_grad.iy182.end:                             ; preds = %relu1_grad.ix183.end
   br label %relu1_grad.iy186
 
 relu1_grad.ix183:                                 ; preds = %relu1_grad.ix183, %relu1_grad.iy182
-  %relu1_grad.ix183830 = phi i64 [ 0, %relu1_grad.iy182 ], [ %ix183.next, %relu1_grad.ix183 ]
-  %2745 = mul nsw i64 %relu1_grad.c138776, 9
-  %2746 = add nsw i64 %2745, 2
-  %2747 = mul nsw i64 %2746, 36864
-  %2748 = add nsw i64 6710544, %2747
-  %2749 = mul nsw i64 %relu1_grad.j137775, 576
-  %2750 = add nsw i64 %2748, %2749
-  %2751 = add nsw i64 %relu1_grad.iy182829, 1
-  %2752 = mul nsw i64 %2751, 24
-  %2753 = add nsw i64 %2750, %2752
-  %2754 = add nsw i64 %2753, 23
-  %2755 = add nsw i64 %2754, %relu1_grad.ix183830
-  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2755
-  %2756 = load float, ptr %arena831, align 4
-  store float %2756, ptr %relu1_grad.sum184, align 4
+  %relu1_grad.ix1831414 = phi i64 [ 0, %relu1_grad.iy182 ], [ %ix183.next, %relu1_grad.ix183 ]
+  %3879 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3880 = mul nsw i64 %3879, 36864
+  %3881 = add nsw i64 6710544, %3880
+  %3882 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3883 = add nsw i64 %3881, %3882
+  %3884 = add nsw i64 %relu1_grad.iy1821413, 1
+  %3885 = mul nsw i64 %3884, 24
+  %3886 = add nsw i64 %3883, %3885
+  %3887 = add nsw i64 %3886, %relu1_grad.ix1831414
+  %arena1415 = getelementptr inbounds float, ptr %arena, i64 %3887
+  %3888 = load float, ptr %arena1415, align 4
+  store float %3888, ptr %relu1_grad.sum184, align 4
   %sum184 = load float, ptr %relu1_grad.sum184, align 4
-  %2757 = mul nsw i64 %relu1_grad.c138776, 9
-  %2758 = add nsw i64 %2757, 5
-  %2759 = mul nsw i64 %2758, 36864
-  %2760 = add nsw i64 6710544, %2759
-  %2761 = mul nsw i64 %relu1_grad.j137775, 576
-  %2762 = add nsw i64 %2760, %2761
-  %2763 = add nsw i64 %relu1_grad.iy182829, 1
-  %2764 = add nsw i64 %2763, -1
-  %2765 = mul nsw i64 %2764, 24
-  %2766 = add nsw i64 %2762, %2765
-  %2767 = add nsw i64 %2766, 23
-  %2768 = add nsw i64 %2767, %relu1_grad.ix183830
-  %arena832 = getelementptr inbounds float, ptr %arena, i64 %2768
-  %2769 = load float, ptr %arena832, align 4
-  %2770 = fadd float %sum184, %2769
-  store float %2770, ptr %relu1_grad.sum185, align 4
+  %3889 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3890 = add nsw i64 %3889, 3
+  %3891 = mul nsw i64 %3890, 36864
+  %3892 = add nsw i64 6710544, %3891
+  %3893 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3894 = add nsw i64 %3892, %3893
+  %3895 = add nsw i64 %relu1_grad.iy1821413, 1
+  %3896 = add nsw i64 %3895, -1
+  %3897 = mul nsw i64 %3896, 24
+  %3898 = add nsw i64 %3894, %3897
+  %3899 = add nsw i64 %3898, %relu1_grad.ix1831414
+  %arena1416 = getelementptr inbounds float, ptr %arena, i64 %3899
+  %3900 = load float, ptr %arena1416, align 4
+  %3901 = fadd float %sum184, %3900
+  store float %3901, ptr %relu1_grad.sum185, align 4
   %sum185 = load float, ptr %relu1_grad.sum185, align 4
-  %2771 = mul nsw i64 %relu1_grad.g129670, 64
-  %2772 = add nsw i64 %2771, %relu1_grad.j137775
-  %2773 = mul nsw i64 %2772, 21632
-  %2774 = add nsw i64 1384448, %2773
-  %2775 = mul nsw i64 %relu1_grad.c138776, 676
-  %2776 = add nsw i64 %2774, %2775
-  %2777 = add nsw i64 %relu1_grad.iy182829, 1
-  %2778 = mul nsw i64 %2777, 26
-  %2779 = add nsw i64 %2776, %2778
-  %2780 = add nsw i64 %2779, 25
-  %2781 = add nsw i64 %2780, %relu1_grad.ix183830
-  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2781
-  store float %sum185, ptr %arena833, align 4
-  %ix183.next = add nsw i64 %relu1_grad.ix183830, 1
-  %2782 = icmp slt i64 %ix183.next, 1
-  br i1 %2782, label %relu1_grad.ix183, label %relu1_grad.ix183.end
+  %3902 = mul nsw i64 %relu1_grad.g1531282, 64
+  %3903 = add nsw i64 %3902, %relu1_grad.j1611387
+  %3904 = mul nsw i64 %3903, 21632
+  %3905 = add nsw i64 1384448, %3904
+  %3906 = mul nsw i64 %relu1_grad.c1621388, 676
+  %3907 = add nsw i64 %3905, %3906
+  %3908 = add nsw i64 %relu1_grad.iy1821413, 1
+  %3909 = mul nsw i64 %3908, 26
+  %3910 = add nsw i64 %3907, %3909
+  %3911 = add nsw i64 %3910, %relu1_grad.ix1831414
+  %arena1417 = getelementptr inbounds float, ptr %arena, i64 %3911
+  store float %sum185, ptr %arena1417, align 4
+  %ix183.next = add nsw i64 %relu1_grad.ix1831414, 1
+  %3912 = icmp slt i64 %ix183.next, 1
+  br i1 %3912, label %relu1_grad.ix183, label %relu1_grad.ix183.end
 
 relu1_grad.ix183.end:                             ; preds = %relu1_grad.ix183
-  %iy182.next = add nsw i64 %relu1_grad.iy182829, 1
-  %2783 = icmp slt i64 %iy182.next, 1
-  br i1 %2783, label %relu1_grad.iy182, label %relu1_grad.iy182.end
+  %iy182.next = add nsw i64 %relu1_grad.iy1821413, 1
+  %3913 = icmp slt i64 %iy182.next, 1
+  br i1 %3913, label %relu1_grad.iy182, label %relu1_grad.iy182.end
 
 relu1_grad.iy186:                                 ; preds = %relu1_grad.ix187.end, %relu1_grad.iy182.end
-  %relu1_grad.iy186834 = phi i64 [ 0, %relu1_grad.iy182.end ], [ %iy186.next, %relu1_grad.ix187.end ]
+  %relu1_grad.iy1861418 = phi i64 [ 0, %relu1_grad.iy182.end ], [ %iy186.next, %relu1_grad.ix187.end ]
   br label %relu1_grad.ix187
 
 relu1_grad.iy186.end:                             ; preds = %relu1_grad.ix187.end
-  br label %relu1_grad.iy191
+  br label %relu1_grad.iy192
 
 relu1_grad.ix187:                                 ; preds = %relu1_grad.ix187, %relu1_grad.iy186
-  %relu1_grad.ix187835 = phi i64 [ 0, %relu1_grad.iy186 ], [ %ix187.next, %relu1_grad.ix187 ]
-  %2784 = mul nsw i64 %relu1_grad.c138776, 9
-  %2785 = mul nsw i64 %2784, 36864
-  %2786 = add nsw i64 6710544, %2785
-  %2787 = mul nsw i64 %relu1_grad.j137775, 576
-  %2788 = add nsw i64 %2786, %2787
-  %2789 = add nsw i64 %relu1_grad.iy186834, 2
-  %2790 = mul nsw i64 %2789, 24
-  %2791 = add nsw i64 %2788, %2790
-  %2792 = add nsw i64 %2791, %relu1_grad.ix187835
-  %arena836 = getelementptr inbounds float, ptr %arena, i64 %2792
-  %2793 = load float, ptr %arena836, align 4
-  store float %2793, ptr %relu1_grad.sum188, align 4
+  %relu1_grad.ix1871419 = phi i64 [ 0, %relu1_grad.iy186 ], [ %ix187.next, %relu1_grad.ix187 ]
+  %3914 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3915 = mul nsw i64 %3914, 36864
+  %3916 = add nsw i64 6710544, %3915
+  %3917 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3918 = add nsw i64 %3916, %3917
+  %3919 = add nsw i64 %relu1_grad.iy1861418, 1
+  %3920 = mul nsw i64 %3919, 24
+  %3921 = add nsw i64 %3918, %3920
+  %3922 = add nsw i64 %3921, 1
+  %3923 = add nsw i64 %3922, %relu1_grad.ix1871419
+  %arena1420 = getelementptr inbounds float, ptr %arena, i64 %3923
+  %3924 = load float, ptr %arena1420, align 4
+  store float %3924, ptr %relu1_grad.sum188, align 4
   %sum188 = load float, ptr %relu1_grad.sum188, align 4
-  %2794 = mul nsw i64 %relu1_grad.c138776, 9
-  %2795 = add nsw i64 %2794, 3
-  %2796 = mul nsw i64 %2795, 36864
-  %2797 = add nsw i64 6710544, %2796
-  %2798 = mul nsw i64 %relu1_grad.j137775, 576
-  %2799 = add nsw i64 %2797, %2798
-  %2800 = add nsw i64 %relu1_grad.iy186834, 2
-  %2801 = add nsw i64 %2800, -1
-  %2802 = mul nsw i64 %2801, 24
-  %2803 = add nsw i64 %2799, %2802
-  %2804 = add nsw i64 %2803, %relu1_grad.ix187835
-  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2804
-  %2805 = load float, ptr %arena837, align 4
-  %2806 = fadd float %sum188, %2805
-  store float %2806, ptr %relu1_grad.sum189, align 4
+  %3925 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3926 = add nsw i64 %3925, 1
+  %3927 = mul nsw i64 %3926, 36864
+  %3928 = add nsw i64 6710544, %3927
+  %3929 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3930 = add nsw i64 %3928, %3929
+  %3931 = add nsw i64 %relu1_grad.iy1861418, 1
+  %3932 = mul nsw i64 %3931, 24
+  %3933 = add nsw i64 %3930, %3932
+  %3934 = add nsw i64 %3933, %relu1_grad.ix1871419
+  %arena1421 = getelementptr inbounds float, ptr %arena, i64 %3934
+  %3935 = load float, ptr %arena1421, align 4
+  %3936 = fadd float %sum188, %3935
+  store float %3936, ptr %relu1_grad.sum189, align 4
   %sum189 = load float, ptr %relu1_grad.sum189, align 4
-  %2807 = mul nsw i64 %relu1_grad.c138776, 9
-  %2808 = add nsw i64 %2807, 6
-  %2809 = mul nsw i64 %2808, 36864
-  %2810 = add nsw i64 6710544, %2809
-  %2811 = mul nsw i64 %relu1_grad.j137775, 576
-  %2812 = add nsw i64 %2810, %2811
-  %2813 = add nsw i64 %relu1_grad.iy186834, 2
-  %2814 = add nsw i64 %2813, -2
-  %2815 = mul nsw i64 %2814, 24
-  %2816 = add nsw i64 %2812, %2815
-  %2817 = add nsw i64 %2816, %relu1_grad.ix187835
-  %arena838 = getelementptr inbounds float, ptr %arena, i64 %2817
-  %2818 = load float, ptr %arena838, align 4
-  %2819 = fadd float %sum189, %2818
-  store float %2819, ptr %relu1_grad.sum190, align 4
+  %3937 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3938 = add nsw i64 %3937, 3
+  %3939 = mul nsw i64 %3938, 36864
+  %3940 = add nsw i64 6710544, %3939
+  %3941 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3942 = add nsw i64 %3940, %3941
+  %3943 = add nsw i64 %relu1_grad.iy1861418, 1
+  %3944 = add nsw i64 %3943, -1
+  %3945 = mul nsw i64 %3944, 24
+  %3946 = add nsw i64 %3942, %3945
+  %3947 = add nsw i64 %3946, 1
+  %3948 = add nsw i64 %3947, %relu1_grad.ix1871419
+  %arena1422 = getelementptr inbounds float, ptr %arena, i64 %3948
+  %3949 = load float, ptr %arena1422, align 4
+  %3950 = fadd float %sum189, %3949
+  store float %3950, ptr %relu1_grad.sum190, align 4
   %sum190 = load float, ptr %relu1_grad.sum190, align 4
-  %2820 = mul nsw i64 %relu1_grad.g129670, 64
-  %2821 = add nsw i64 %2820, %relu1_grad.j137775
-  %2822 = mul nsw i64 %2821, 21632
-  %2823 = add nsw i64 1384448, %2822
-  %2824 = mul nsw i64 %relu1_grad.c138776, 676
-  %2825 = add nsw i64 %2823, %2824
-  %2826 = add nsw i64 %relu1_grad.iy186834, 2
-  %2827 = mul nsw i64 %2826, 26
-  %2828 = add nsw i64 %2825, %2827
-  %2829 = add nsw i64 %2828, %relu1_grad.ix187835
-  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2829
-  store float %sum190, ptr %arena839, align 4
-  %ix187.next = add nsw i64 %relu1_grad.ix187835, 1
-  %2830 = icmp slt i64 %ix187.next, 1
-  br i1 %2830, label %relu1_grad.ix187, label %relu1_grad.ix187.end
+  %3951 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3952 = add nsw i64 %3951, 4
+  %3953 = mul nsw i64 %3952, 36864
+  %3954 = add nsw i64 6710544, %3953
+  %3955 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3956 = add nsw i64 %3954, %3955
+  %3957 = add nsw i64 %relu1_grad.iy1861418, 1
+  %3958 = add nsw i64 %3957, -1
+  %3959 = mul nsw i64 %3958, 24
+  %3960 = add nsw i64 %3956, %3959
+  %3961 = add nsw i64 %3960, %relu1_grad.ix1871419
+  %arena1423 = getelementptr inbounds float, ptr %arena, i64 %3961
+  %3962 = load float, ptr %arena1423, align 4
+  %3963 = fadd float %sum190, %3962
+  store float %3963, ptr %relu1_grad.sum191, align 4
+  %sum191 = load float, ptr %relu1_grad.sum191, align 4
+  %3964 = mul nsw i64 %relu1_grad.g1531282, 64
+  %3965 = add nsw i64 %3964, %relu1_grad.j1611387
+  %3966 = mul nsw i64 %3965, 21632
+  %3967 = add nsw i64 1384448, %3966
+  %3968 = mul nsw i64 %relu1_grad.c1621388, 676
+  %3969 = add nsw i64 %3967, %3968
+  %3970 = add nsw i64 %relu1_grad.iy1861418, 1
+  %3971 = mul nsw i64 %3970, 26
+  %3972 = add nsw i64 %3969, %3971
+  %3973 = add nsw i64 %3972, 1
+  %3974 = add nsw i64 %3973, %relu1_grad.ix1871419
+  %arena1424 = getelementptr inbounds float, ptr %arena, i64 %3974
+  store float %sum191, ptr %arena1424, align 4
+  %ix187.next = add nsw i64 %relu1_grad.ix1871419, 1
+  %3975 = icmp slt i64 %ix187.next, 1
+  br i1 %3975, label %relu1_grad.ix187, label %relu1_grad.ix187.end
 
 relu1_grad.ix187.end:                             ; preds = %relu1_grad.ix187
-  %iy186.next = add nsw i64 %relu1_grad.iy186834, 1
-  %2831 = icmp slt i64 %iy186.next, 22
-  br i1 %2831, label %relu1_grad.iy186, label %relu1_grad.iy186.end
+  %iy186.next = add nsw i64 %relu1_grad.iy1861418, 1
+  %3976 = icmp slt i64 %iy186.next, 1
+  br i1 %3976, label %relu1_grad.iy186, label %relu1_grad.iy186.end
 
-relu1_grad.iy191:                                 ; preds = %relu1_grad.ix192.end, %relu1_grad.iy186.end
-  %relu1_grad.iy191840 = phi i64 [ 0, %relu1_grad.iy186.end ], [ %iy191.next, %relu1_grad.ix192.end ]
-  br label %relu1_grad.ix192
+relu1_grad.iy192:                                 ; preds = %relu1_grad.ix193.end, %relu1_grad.iy186.end
+  %relu1_grad.iy1921425 = phi i64 [ 0, %relu1_grad.iy186.end ], [ %iy192.next, %relu1_grad.ix193.end ]
+  br label %relu1_grad.ix193
 
-relu1_grad.iy191.end:                             ; preds = %relu1_grad.ix192.end
-  br label %relu1_grad.iy199
+relu1_grad.iy192.end:                             ; preds = %relu1_grad.ix193.end
+  br label %relu1_grad.iy200
 
-relu1_grad.ix192:                                 ; preds = %relu1_grad.ix192, %relu1_grad.iy191
-  %relu1_grad.ix192841 = phi i64 [ 0, %relu1_grad.iy191 ], [ %ix192.next, %relu1_grad.ix192 ]
-  %2832 = mul nsw i64 %relu1_grad.c138776, 9
-  %2833 = mul nsw i64 %2832, 36864
-  %2834 = add nsw i64 6710544, %2833
-  %2835 = mul nsw i64 %relu1_grad.j137775, 576
-  %2836 = add nsw i64 %2834, %2835
-  %2837 = add nsw i64 %relu1_grad.iy191840, 2
-  %2838 = mul nsw i64 %2837, 24
-  %2839 = add nsw i64 %2836, %2838
-  %2840 = add nsw i64 %2839, 1
-  %2841 = add nsw i64 %2840, %relu1_grad.ix192841
-  %arena842 = getelementptr inbounds float, ptr %arena, i64 %2841
-  %2842 = load float, ptr %arena842, align 4
-  store float %2842, ptr %relu1_grad.sum193, align 4
-  %sum193 = load float, ptr %relu1_grad.sum193, align 4
-  %2843 = mul nsw i64 %relu1_grad.c138776, 9
-  %2844 = add nsw i64 %2843, 1
-  %2845 = mul nsw i64 %2844, 36864
-  %2846 = add nsw i64 6710544, %2845
-  %2847 = mul nsw i64 %relu1_grad.j137775, 576
-  %2848 = add nsw i64 %2846, %2847
-  %2849 = add nsw i64 %relu1_grad.iy191840, 2
-  %2850 = mul nsw i64 %2849, 24
-  %2851 = add nsw i64 %2848, %2850
-  %2852 = add nsw i64 %2851, %relu1_grad.ix192841
-  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2852
-  %2853 = load float, ptr %arena843, align 4
-  %2854 = fadd float %sum193, %2853
-  store float %2854, ptr %relu1_grad.sum194, align 4
+relu1_grad.ix193:                                 ; preds = %relu1_grad.ix193, %relu1_grad.iy192
+  %relu1_grad.ix1931426 = phi i64 [ 0, %relu1_grad.iy192 ], [ %ix193.next, %relu1_grad.ix193 ]
+  %3977 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3978 = mul nsw i64 %3977, 36864
+  %3979 = add nsw i64 6710544, %3978
+  %3980 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3981 = add nsw i64 %3979, %3980
+  %3982 = add nsw i64 %relu1_grad.iy1921425, 1
+  %3983 = mul nsw i64 %3982, 24
+  %3984 = add nsw i64 %3981, %3983
+  %3985 = add nsw i64 %3984, 2
+  %3986 = add nsw i64 %3985, %relu1_grad.ix1931426
+  %arena1427 = getelementptr inbounds float, ptr %arena, i64 %3986
+  %3987 = load float, ptr %arena1427, align 4
+  store float %3987, ptr %relu1_grad.sum194, align 4
   %sum194 = load float, ptr %relu1_grad.sum194, align 4
-  %2855 = mul nsw i64 %relu1_grad.c138776, 9
-  %2856 = add nsw i64 %2855, 3
-  %2857 = mul nsw i64 %2856, 36864
-  %2858 = add nsw i64 6710544, %2857
-  %2859 = mul nsw i64 %relu1_grad.j137775, 576
-  %2860 = add nsw i64 %2858, %2859
-  %2861 = add nsw i64 %relu1_grad.iy191840, 2
-  %2862 = add nsw i64 %2861, -1
-  %2863 = mul nsw i64 %2862, 24
-  %2864 = add nsw i64 %2860, %2863
-  %2865 = add nsw i64 %2864, 1
-  %2866 = add nsw i64 %2865, %relu1_grad.ix192841
-  %arena844 = getelementptr inbounds float, ptr %arena, i64 %2866
-  %2867 = load float, ptr %arena844, align 4
-  %2868 = fadd float %sum194, %2867
-  store float %2868, ptr %relu1_grad.sum195, align 4
+  %3988 = mul nsw i64 %relu1_grad.c1621388, 9
+  %3989 = add nsw i64 %3988, 1
+  %3990 = mul nsw i64 %3989, 36864
+  %3991 = add nsw i64 6710544, %3990
+  %3992 = mul nsw i64 %relu1_grad.j1611387, 576
+  %3993 = add nsw i64 %3991, %3992
+  %3994 = add nsw i64 %relu1_grad.iy1921425, 1
+  %3995 = mul nsw i64 %3994, 24
+  %3996 = add nsw i64 %3993, %3995
+  %3997 = add nsw i64 %3996, 1
+  %3998 = add nsw i64 %3997, %relu1_grad.ix1931426
+  %arena1428 = getelementptr inbounds float, ptr %arena, i64 %3998
+  %3999 = load float, ptr %arena1428, align 4
+  %4000 = fadd float %sum194, %3999
+  store float %4000, ptr %relu1_grad.sum195, align 4
   %sum195 = load float, ptr %relu1_grad.sum195, align 4
-  %2869 = mul nsw i64 %relu1_grad.c138776, 9
-  %2870 = add nsw i64 %2869, 4
-  %2871 = mul nsw i64 %2870, 36864
-  %2872 = add nsw i64 6710544, %2871
-  %2873 = mul nsw i64 %relu1_grad.j137775, 576
-  %2874 = add nsw i64 %2872, %2873
-  %2875 = add nsw i64 %relu1_grad.iy191840, 2
-  %2876 = add nsw i64 %2875, -1
-  %2877 = mul nsw i64 %2876, 24
-  %2878 = add nsw i64 %2874, %2877
-  %2879 = add nsw i64 %2878, %relu1_grad.ix192841
-  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2879
-  %2880 = load float, ptr %arena845, align 4
-  %2881 = fadd float %sum195, %2880
-  store float %2881, ptr %relu1_grad.sum196, align 4
+  %4001 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4002 = add nsw i64 %4001, 2
+  %4003 = mul nsw i64 %4002, 36864
+  %4004 = add nsw i64 6710544, %4003
+  %4005 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4006 = add nsw i64 %4004, %4005
+  %4007 = add nsw i64 %relu1_grad.iy1921425, 1
+  %4008 = mul nsw i64 %4007, 24
+  %4009 = add nsw i64 %4006, %4008
+  %4010 = add nsw i64 %4009, %relu1_grad.ix1931426
+  %arena1429 = getelementptr inbounds float, ptr %arena, i64 %4010
+  %4011 = load float, ptr %arena1429, align 4
+  %4012 = fadd float %sum195, %4011
+  store float %4012, ptr %relu1_grad.sum196, align 4
   %sum196 = load float, ptr %relu1_grad.sum196, align 4
-  %2882 = mul nsw i64 %relu1_grad.c138776, 9
-  %2883 = add nsw i64 %2882, 6
-  %2884 = mul nsw i64 %2883, 36864
-  %2885 = add nsw i64 6710544, %2884
-  %2886 = mul nsw i64 %relu1_grad.j137775, 576
-  %2887 = add nsw i64 %2885, %2886
-  %2888 = add nsw i64 %relu1_grad.iy191840, 2
-  %2889 = add nsw i64 %2888, -2
-  %2890 = mul nsw i64 %2889, 24
-  %2891 = add nsw i64 %2887, %2890
-  %2892 = add nsw i64 %2891, 1
-  %2893 = add nsw i64 %2892, %relu1_grad.ix192841
-  %arena846 = getelementptr inbounds float, ptr %arena, i64 %2893
-  %2894 = load float, ptr %arena846, align 4
-  %2895 = fadd float %sum196, %2894
-  store float %2895, ptr %relu1_grad.sum197, align 4
+  %4013 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4014 = add nsw i64 %4013, 3
+  %4015 = mul nsw i64 %4014, 36864
+  %4016 = add nsw i64 6710544, %4015
+  %4017 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4018 = add nsw i64 %4016, %4017
+  %4019 = add nsw i64 %relu1_grad.iy1921425, 1
+  %4020 = add nsw i64 %4019, -1
+  %4021 = mul nsw i64 %4020, 24
+  %4022 = add nsw i64 %4018, %4021
+  %4023 = add nsw i64 %4022, 2
+  %4024 = add nsw i64 %4023, %relu1_grad.ix1931426
+  %arena1430 = getelementptr inbounds float, ptr %arena, i64 %4024
+  %4025 = load float, ptr %arena1430, align 4
+  %4026 = fadd float %sum196, %4025
+  store float %4026, ptr %relu1_grad.sum197, align 4
   %sum197 = load float, ptr %relu1_grad.sum197, align 4
-  %2896 = mul nsw i64 %relu1_grad.c138776, 9
-  %2897 = add nsw i64 %2896, 7
-  %2898 = mul nsw i64 %2897, 36864
-  %2899 = add nsw i64 6710544, %2898
-  %2900 = mul nsw i64 %relu1_grad.j137775, 576
-  %2901 = add nsw i64 %2899, %2900
-  %2902 = add nsw i64 %relu1_grad.iy191840, 2
-  %2903 = add nsw i64 %2902, -2
-  %2904 = mul nsw i64 %2903, 24
-  %2905 = add nsw i64 %2901, %2904
-  %2906 = add nsw i64 %2905, %relu1_grad.ix192841
-  %arena847 = getelementptr inbounds float, ptr %arena, i64 %2906
-  %2907 = load float, ptr %arena847, align 4
-  %2908 = fadd float %sum197, %2907
-  store float %2908, ptr %relu1_grad.sum198, align 4
+  %4027 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4028 = add nsw i64 %4027, 4
+  %4029 = mul nsw i64 %4028, 36864
+  %4030 = add nsw i64 6710544, %4029
+  %4031 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4032 = add nsw i64 %4030, %4031
+  %4033 = add nsw i64 %relu1_grad.iy1921425, 1
+  %4034 = add nsw i64 %4033, -1
+  %4035 = mul nsw i64 %4034, 24
+  %4036 = add nsw i64 %4032, %4035
+  %4037 = add nsw i64 %4036, 1
+  %4038 = add nsw i64 %4037, %relu1_grad.ix1931426
+  %arena1431 = getelementptr inbounds float, ptr %arena, i64 %4038
+  %4039 = load float, ptr %arena1431, align 4
+  %4040 = fadd float %sum197, %4039
+  store float %4040, ptr %relu1_grad.sum198, align 4
   %sum198 = load float, ptr %relu1_grad.sum198, align 4
-  %2909 = mul nsw i64 %relu1_grad.g129670, 64
-  %2910 = add nsw i64 %2909, %relu1_grad.j137775
-  %2911 = mul nsw i64 %2910, 21632
-  %2912 = add nsw i64 1384448, %2911
-  %2913 = mul nsw i64 %relu1_grad.c138776, 676
-  %2914 = add nsw i64 %2912, %2913
-  %2915 = add nsw i64 %relu1_grad.iy191840, 2
-  %2916 = mul nsw i64 %2915, 26
-  %2917 = add nsw i64 %2914, %2916
-  %2918 = add nsw i64 %2917, 1
-  %2919 = add nsw i64 %2918, %relu1_grad.ix192841
-  %arena848 = getelementptr inbounds float, ptr %arena, i64 %2919
-  store float %sum198, ptr %arena848, align 4
-  %ix192.next = add nsw i64 %relu1_grad.ix192841, 1
-  %2920 = icmp slt i64 %ix192.next, 1
-  br i1 %2920, label %relu1_grad.ix192, label %relu1_grad.ix192.end
+  %4041 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4042 = add nsw i64 %4041, 5
+  %4043 = mul nsw i64 %4042, 36864
+  %4044 = add nsw i64 6710544, %4043
+  %4045 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4046 = add nsw i64 %4044, %4045
+  %4047 = add nsw i64 %relu1_grad.iy1921425, 1
+  %4048 = add nsw i64 %4047, -1
+  %4049 = mul nsw i64 %4048, 24
+  %4050 = add nsw i64 %4046, %4049
+  %4051 = add nsw i64 %4050, %relu1_grad.ix1931426
+  %arena1432 = getelementptr inbounds float, ptr %arena, i64 %4051
+  %4052 = load float, ptr %arena1432, align 4
+  %4053 = fadd float %sum198, %4052
+  store float %4053, ptr %relu1_grad.sum199, align 4
+  %sum199 = load float, ptr %relu1_grad.sum199, align 4
+  %4054 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4055 = add nsw i64 %4054, %relu1_grad.j1611387
+  %4056 = mul nsw i64 %4055, 21632
+  %4057 = add nsw i64 1384448, %4056
+  %4058 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4059 = add nsw i64 %4057, %4058
+  %4060 = add nsw i64 %relu1_grad.iy1921425, 1
+  %4061 = mul nsw i64 %4060, 26
+  %4062 = add nsw i64 %4059, %4061
+  %4063 = add nsw i64 %4062, 2
+  %4064 = add nsw i64 %4063, %relu1_grad.ix1931426
+  %arena1433 = getelementptr inbounds float, ptr %arena, i64 %4064
+  store float %sum199, ptr %arena1433, align 4
+  %ix193.next = add nsw i64 %relu1_grad.ix1931426, 1
+  %4065 = icmp slt i64 %ix193.next, 22
+  br i1 %4065, label %relu1_grad.ix193, label %relu1_grad.ix193.end
 
-relu1_grad.ix192.end:                             ; preds = %relu1_grad.ix192
-  %iy191.next = add nsw i64 %relu1_grad.iy191840, 1
-  %2921 = icmp slt i64 %iy191.next, 22
-  br i1 %2921, label %relu1_grad.iy191, label %relu1_grad.iy191.end
+relu1_grad.ix193.end:                             ; preds = %relu1_grad.ix193
+  %iy192.next = add nsw i64 %relu1_grad.iy1921425, 1
+  %4066 = icmp slt i64 %iy192.next, 1
+  br i1 %4066, label %relu1_grad.iy192, label %relu1_grad.iy192.end
 
-relu1_grad.iy199:                                 ; preds = %relu1_grad.ix200.end, %relu1_grad.iy191.end
-  %relu1_grad.iy199849 = phi i64 [ 0, %relu1_grad.iy191.end ], [ %iy199.next, %relu1_grad.ix200.end ]
-  br label %relu1_grad.ix200
+relu1_grad.iy200:                                 ; preds = %relu1_grad.ix201.end, %relu1_grad.iy192.end
+  %relu1_grad.iy2001434 = phi i64 [ 0, %relu1_grad.iy192.end ], [ %iy200.next, %relu1_grad.ix201.end ]
+  br label %relu1_grad.ix201
 
-relu1_grad.iy199.end:                             ; preds = %relu1_grad.ix200.end
+relu1_grad.iy200.end:                             ; preds = %relu1_grad.ix201.end
+  br label %relu1_grad.iy206
+
+relu1_grad.ix201:                                 ; preds = %relu1_grad.ix201, %relu1_grad.iy200
+  %relu1_grad.ix2011435 = phi i64 [ 0, %relu1_grad.iy200 ], [ %ix201.next, %relu1_grad.ix201 ]
+  %4067 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4068 = add nsw i64 %4067, 1
+  %4069 = mul nsw i64 %4068, 36864
+  %4070 = add nsw i64 6710544, %4069
+  %4071 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4072 = add nsw i64 %4070, %4071
+  %4073 = add nsw i64 %relu1_grad.iy2001434, 1
+  %4074 = mul nsw i64 %4073, 24
+  %4075 = add nsw i64 %4072, %4074
+  %4076 = add nsw i64 %4075, 23
+  %4077 = add nsw i64 %4076, %relu1_grad.ix2011435
+  %arena1436 = getelementptr inbounds float, ptr %arena, i64 %4077
+  %4078 = load float, ptr %arena1436, align 4
+  store float %4078, ptr %relu1_grad.sum202, align 4
+  %sum202 = load float, ptr %relu1_grad.sum202, align 4
+  %4079 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4080 = add nsw i64 %4079, 2
+  %4081 = mul nsw i64 %4080, 36864
+  %4082 = add nsw i64 6710544, %4081
+  %4083 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4084 = add nsw i64 %4082, %4083
+  %4085 = add nsw i64 %relu1_grad.iy2001434, 1
+  %4086 = mul nsw i64 %4085, 24
+  %4087 = add nsw i64 %4084, %4086
+  %4088 = add nsw i64 %4087, 22
+  %4089 = add nsw i64 %4088, %relu1_grad.ix2011435
+  %arena1437 = getelementptr inbounds float, ptr %arena, i64 %4089
+  %4090 = load float, ptr %arena1437, align 4
+  %4091 = fadd float %sum202, %4090
+  store float %4091, ptr %relu1_grad.sum203, align 4
+  %sum203 = load float, ptr %relu1_grad.sum203, align 4
+  %4092 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4093 = add nsw i64 %4092, 4
+  %4094 = mul nsw i64 %4093, 36864
+  %4095 = add nsw i64 6710544, %4094
+  %4096 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4097 = add nsw i64 %4095, %4096
+  %4098 = add nsw i64 %relu1_grad.iy2001434, 1
+  %4099 = add nsw i64 %4098, -1
+  %4100 = mul nsw i64 %4099, 24
+  %4101 = add nsw i64 %4097, %4100
+  %4102 = add nsw i64 %4101, 23
+  %4103 = add nsw i64 %4102, %relu1_grad.ix2011435
+  %arena1438 = getelementptr inbounds float, ptr %arena, i64 %4103
+  %4104 = load float, ptr %arena1438, align 4
+  %4105 = fadd float %sum203, %4104
+  store float %4105, ptr %relu1_grad.sum204, align 4
+  %sum204 = load float, ptr %relu1_grad.sum204, align 4
+  %4106 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4107 = add nsw i64 %4106, 5
+  %4108 = mul nsw i64 %4107, 36864
+  %4109 = add nsw i64 6710544, %4108
+  %4110 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4111 = add nsw i64 %4109, %4110
+  %4112 = add nsw i64 %relu1_grad.iy2001434, 1
+  %4113 = add nsw i64 %4112, -1
+  %4114 = mul nsw i64 %4113, 24
+  %4115 = add nsw i64 %4111, %4114
+  %4116 = add nsw i64 %4115, 22
+  %4117 = add nsw i64 %4116, %relu1_grad.ix2011435
+  %arena1439 = getelementptr inbounds float, ptr %arena, i64 %4117
+  %4118 = load float, ptr %arena1439, align 4
+  %4119 = fadd float %sum204, %4118
+  store float %4119, ptr %relu1_grad.sum205, align 4
+  %sum205 = load float, ptr %relu1_grad.sum205, align 4
+  %4120 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4121 = add nsw i64 %4120, %relu1_grad.j1611387
+  %4122 = mul nsw i64 %4121, 21632
+  %4123 = add nsw i64 1384448, %4122
+  %4124 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4125 = add nsw i64 %4123, %4124
+  %4126 = add nsw i64 %relu1_grad.iy2001434, 1
+  %4127 = mul nsw i64 %4126, 26
+  %4128 = add nsw i64 %4125, %4127
+  %4129 = add nsw i64 %4128, 24
+  %4130 = add nsw i64 %4129, %relu1_grad.ix2011435
+  %arena1440 = getelementptr inbounds float, ptr %arena, i64 %4130
+  store float %sum205, ptr %arena1440, align 4
+  %ix201.next = add nsw i64 %relu1_grad.ix2011435, 1
+  %4131 = icmp slt i64 %ix201.next, 1
+  br i1 %4131, label %relu1_grad.ix201, label %relu1_grad.ix201.end
+
+relu1_grad.ix201.end:                             ; preds = %relu1_grad.ix201
+  %iy200.next = add nsw i64 %relu1_grad.iy2001434, 1
+  %4132 = icmp slt i64 %iy200.next, 1
+  br i1 %4132, label %relu1_grad.iy200, label %relu1_grad.iy200.end
+
+relu1_grad.iy206:                                 ; preds = %relu1_grad.ix207.end, %relu1_grad.iy200.end
+  %relu1_grad.iy2061441 = phi i64 [ 0, %relu1_grad.iy200.end ], [ %iy206.next, %relu1_grad.ix207.end ]
+  br label %relu1_grad.ix207
+
+relu1_grad.iy206.end:                             ; preds = %relu1_grad.ix207.end
   br label %relu1_grad.iy210
 
-relu1_grad.ix200:                                 ; preds = %relu1_grad.ix200, %relu1_grad.iy199
-  %relu1_grad.ix200850 = phi i64 [ 0, %relu1_grad.iy199 ], [ %ix200.next, %relu1_grad.ix200 ]
-  %2922 = mul nsw i64 %relu1_grad.c138776, 9
-  %2923 = mul nsw i64 %2922, 36864
-  %2924 = add nsw i64 6710544, %2923
-  %2925 = mul nsw i64 %relu1_grad.j137775, 576
-  %2926 = add nsw i64 %2924, %2925
-  %2927 = add nsw i64 %relu1_grad.iy199849, 2
-  %2928 = mul nsw i64 %2927, 24
-  %2929 = add nsw i64 %2926, %2928
-  %2930 = add nsw i64 %2929, 2
-  %2931 = add nsw i64 %2930, %relu1_grad.ix200850
-  %arena851 = getelementptr inbounds float, ptr %arena, i64 %2931
-  %2932 = load float, ptr %arena851, align 4
-  store float %2932, ptr %relu1_grad.sum201, align 4
-  %sum201 = load float, ptr %relu1_grad.sum201, align 4
-  %2933 = mul nsw i64 %relu1_grad.c138776, 9
-  %2934 = add nsw i64 %2933, 1
-  %2935 = mul nsw i64 %2934, 36864
-  %2936 = add nsw i64 6710544, %2935
-  %2937 = mul nsw i64 %relu1_grad.j137775, 576
-  %2938 = add nsw i64 %2936, %2937
-  %2939 = add nsw i64 %relu1_grad.iy199849, 2
-  %2940 = mul nsw i64 %2939, 24
-  %2941 = add nsw i64 %2938, %2940
-  %2942 = add nsw i64 %2941, 1
-  %2943 = add nsw i64 %2942, %relu1_grad.ix200850
-  %arena852 = getelementptr inbounds float, ptr %arena, i64 %2943
-  %2944 = load float, ptr %arena852, align 4
-  %2945 = fadd float %sum201, %2944
-  store float %2945, ptr %relu1_grad.sum202, align 4
-  %sum202 = load float, ptr %relu1_grad.sum202, align 4
-  %2946 = mul nsw i64 %relu1_grad.c138776, 9
-  %2947 = add nsw i64 %2946, 2
-  %2948 = mul nsw i64 %2947, 36864
-  %2949 = add nsw i64 6710544, %2948
-  %2950 = mul nsw i64 %relu1_grad.j137775, 576
-  %2951 = add nsw i64 %2949, %2950
-  %2952 = add nsw i64 %relu1_grad.iy199849, 2
-  %2953 = mul nsw i64 %2952, 24
-  %2954 = add nsw i64 %2951, %2953
-  %2955 = add nsw i64 %2954, %relu1_grad.ix200850
-  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2955
-  %2956 = load float, ptr %arena853, align 4
-  %2957 = fadd float %sum202, %2956
-  store float %2957, ptr %relu1_grad.sum203, align 4
-  %sum203 = load float, ptr %relu1_grad.sum203, align 4
-  %2958 = mul nsw i64 %relu1_grad.c138776, 9
-  %2959 = add nsw i64 %2958, 3
-  %2960 = mul nsw i64 %2959, 36864
-  %2961 = add nsw i64 6710544, %2960
-  %2962 = mul nsw i64 %relu1_grad.j137775, 576
-  %2963 = add nsw i64 %2961, %2962
-  %2964 = add nsw i64 %relu1_grad.iy199849, 2
-  %2965 = add nsw i64 %2964, -1
-  %2966 = mul nsw i64 %2965, 24
-  %2967 = add nsw i64 %2963, %2966
-  %2968 = add nsw i64 %2967, 2
-  %2969 = add nsw i64 %2968, %relu1_grad.ix200850
-  %arena854 = getelementptr inbounds float, ptr %arena, i64 %2969
-  %2970 = load float, ptr %arena854, align 4
-  %2971 = fadd float %sum203, %2970
-  store float %2971, ptr %relu1_grad.sum204, align 4
-  %sum204 = load float, ptr %relu1_grad.sum204, align 4
-  %2972 = mul nsw i64 %relu1_grad.c138776, 9
-  %2973 = add nsw i64 %2972, 4
-  %2974 = mul nsw i64 %2973, 36864
-  %2975 = add nsw i64 6710544, %2974
-  %2976 = mul nsw i64 %relu1_grad.j137775, 576
-  %2977 = add nsw i64 %2975, %2976
-  %2978 = add nsw i64 %relu1_grad.iy199849, 2
-  %2979 = add nsw i64 %2978, -1
-  %2980 = mul nsw i64 %2979, 24
-  %2981 = add nsw i64 %2977, %2980
-  %2982 = add nsw i64 %2981, 1
-  %2983 = add nsw i64 %2982, %relu1_grad.ix200850
-  %arena855 = getelementptr inbounds float, ptr %arena, i64 %2983
-  %2984 = load float, ptr %arena855, align 4
-  %2985 = fadd float %sum204, %2984
-  store float %2985, ptr %relu1_grad.sum205, align 4
-  %sum205 = load float, ptr %relu1_grad.sum205, align 4
-  %2986 = mul nsw i64 %relu1_grad.c138776, 9
-  %2987 = add nsw i64 %2986, 5
-  %2988 = mul nsw i64 %2987, 36864
-  %2989 = add nsw i64 6710544, %2988
-  %2990 = mul nsw i64 %relu1_grad.j137775, 576
-  %2991 = add nsw i64 %2989, %2990
-  %2992 = add nsw i64 %relu1_grad.iy199849, 2
-  %2993 = add nsw i64 %2992, -1
-  %2994 = mul nsw i64 %2993, 24
-  %2995 = add nsw i64 %2991, %2994
-  %2996 = add nsw i64 %2995, %relu1_grad.ix200850
-  %arena856 = getelementptr inbounds float, ptr %arena, i64 %2996
-  %2997 = load float, ptr %arena856, align 4
-  %2998 = fadd float %sum205, %2997
-  store float %2998, ptr %relu1_grad.sum206, align 4
-  %sum206 = load float, ptr %relu1_grad.sum206, align 4
-  %2999 = mul nsw i64 %relu1_grad.c138776, 9
-  %3000 = add nsw i64 %2999, 6
-  %3001 = mul nsw i64 %3000, 36864
-  %3002 = add nsw i64 6710544, %3001
-  %3003 = mul nsw i64 %relu1_grad.j137775, 576
-  %3004 = add nsw i64 %3002, %3003
-  %3005 = add nsw i64 %relu1_grad.iy199849, 2
-  %3006 = add nsw i64 %3005, -2
-  %3007 = mul nsw i64 %3006, 24
-  %3008 = add nsw i64 %3004, %3007
-  %3009 = add nsw i64 %3008, 2
-  %3010 = add nsw i64 %3009, %relu1_grad.ix200850
-  %arena857 = getelementptr inbounds float, ptr %arena, i64 %3010
-  %3011 = load float, ptr %arena857, align 4
-  %3012 = fadd float %sum206, %3011
-  store float %3012, ptr %relu1_grad.sum207, align 4
-  %sum207 = load float, ptr %relu1_grad.sum207, align 4
-  %3013 = mul nsw i64 %relu1_grad.c138776, 9
-  %3014 = add nsw i64 %3013, 7
-  %3015 = mul nsw i64 %3014, 36864
-  %3016 = add nsw i64 6710544, %3015
-  %3017 = mul nsw i64 %relu1_grad.j137775, 576
-  %3018 = add nsw i64 %3016, %3017
-  %3019 = add nsw i64 %relu1_grad.iy199849, 2
-  %3020 = add nsw i64 %3019, -2
-  %3021 = mul nsw i64 %3020, 24
-  %3022 = add nsw i64 %3018, %3021
-  %3023 = add nsw i64 %3022, 1
-  %3024 = add nsw i64 %3023, %relu1_grad.ix200850
-  %arena858 = getelementptr inbounds float, ptr %arena, i64 %3024
-  %3025 = load float, ptr %arena858, align 4
-  %3026 = fadd float %sum207, %3025
-  store float %3026, ptr %relu1_grad.sum208, align 4
+relu1_grad.ix207:                                 ; preds = %relu1_grad.ix207, %relu1_grad.iy206
+  %relu1_grad.ix2071442 = phi i64 [ 0, %relu1_grad.iy206 ], [ %ix207.next, %relu1_grad.ix207 ]
+  %4133 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4134 = add nsw i64 %4133, 2
+  %4135 = mul nsw i64 %4134, 36864
+  %4136 = add nsw i64 6710544, %4135
+  %4137 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4138 = add nsw i64 %4136, %4137
+  %4139 = add nsw i64 %relu1_grad.iy2061441, 1
+  %4140 = mul nsw i64 %4139, 24
+  %4141 = add nsw i64 %4138, %4140
+  %4142 = add nsw i64 %4141, 23
+  %4143 = add nsw i64 %4142, %relu1_grad.ix2071442
+  %arena1443 = getelementptr inbounds float, ptr %arena, i64 %4143
+  %4144 = load float, ptr %arena1443, align 4
+  store float %4144, ptr %relu1_grad.sum208, align 4
   %sum208 = load float, ptr %relu1_grad.sum208, align 4
-  %3027 = mul nsw i64 %relu1_grad.c138776, 9
-  %3028 = add nsw i64 %3027, 8
-  %3029 = mul nsw i64 %3028, 36864
-  %3030 = add nsw i64 6710544, %3029
-  %3031 = mul nsw i64 %relu1_grad.j137775, 576
-  %3032 = add nsw i64 %3030, %3031
-  %3033 = add nsw i64 %relu1_grad.iy199849, 2
-  %3034 = add nsw i64 %3033, -2
-  %3035 = mul nsw i64 %3034, 24
-  %3036 = add nsw i64 %3032, %3035
-  %3037 = add nsw i64 %3036, %relu1_grad.ix200850
-  %arena859 = getelementptr inbounds float, ptr %arena, i64 %3037
-  %3038 = load float, ptr %arena859, align 4
-  %3039 = fadd float %sum208, %3038
-  store float %3039, ptr %relu1_grad.sum209, align 4
+  %4145 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4146 = add nsw i64 %4145, 5
+  %4147 = mul nsw i64 %4146, 36864
+  %4148 = add nsw i64 6710544, %4147
+  %4149 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4150 = add nsw i64 %4148, %4149
+  %4151 = add nsw i64 %relu1_grad.iy2061441, 1
+  %4152 = add nsw i64 %4151, -1
+  %4153 = mul nsw i64 %4152, 24
+  %4154 = add nsw i64 %4150, %4153
+  %4155 = add nsw i64 %4154, 23
+  %4156 = add nsw i64 %4155, %relu1_grad.ix2071442
+  %arena1444 = getelementptr inbounds float, ptr %arena, i64 %4156
+  %4157 = load float, ptr %arena1444, align 4
+  %4158 = fadd float %sum208, %4157
+  store float %4158, ptr %relu1_grad.sum209, align 4
   %sum209 = load float, ptr %relu1_grad.sum209, align 4
-  %3040 = mul nsw i64 %relu1_grad.g129670, 64
-  %3041 = add nsw i64 %3040, %relu1_grad.j137775
-  %3042 = mul nsw i64 %3041, 21632
-  %3043 = add nsw i64 1384448, %3042
-  %3044 = mul nsw i64 %relu1_grad.c138776, 676
-  %3045 = add nsw i64 %3043, %3044
-  %3046 = add nsw i64 %relu1_grad.iy199849, 2
-  %3047 = mul nsw i64 %3046, 26
-  %3048 = add nsw i64 %3045, %3047
-  %3049 = add nsw i64 %3048, 2
-  %3050 = add nsw i64 %3049, %relu1_grad.ix200850
-  %arena860 = getelementptr inbounds float, ptr %arena, i64 %3050
-  store float %sum209, ptr %arena860, align 4
-  %ix200.next = add nsw i64 %relu1_grad.ix200850, 1
-  %3051 = icmp slt i64 %ix200.next, 22
-  br i1 %3051, label %relu1_grad.ix200, label %relu1_grad.ix200.end
+  %4159 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4160 = add nsw i64 %4159, %relu1_grad.j1611387
+  %4161 = mul nsw i64 %4160, 21632
+  %4162 = add nsw i64 1384448, %4161
+  %4163 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4164 = add nsw i64 %4162, %4163
+  %4165 = add nsw i64 %relu1_grad.iy2061441, 1
+  %4166 = mul nsw i64 %4165, 26
+  %4167 = add nsw i64 %4164, %4166
+  %4168 = add nsw i64 %4167, 25
+  %4169 = add nsw i64 %4168, %relu1_grad.ix2071442
+  %arena1445 = getelementptr inbounds float, ptr %arena, i64 %4169
+  store float %sum209, ptr %arena1445, align 4
+  %ix207.next = add nsw i64 %relu1_grad.ix2071442, 1
+  %4170 = icmp slt i64 %ix207.next, 1
+  br i1 %4170, label %relu1_grad.ix207, label %relu1_grad.ix207.end
 
-relu1_grad.ix200.end:                             ; preds = %relu1_grad.ix200
-  %iy199.next = add nsw i64 %relu1_grad.iy199849, 1
-  %3052 = icmp slt i64 %iy199.next, 22
-  br i1 %3052, label %relu1_grad.iy199, label %relu1_grad.iy199.end
+relu1_grad.ix207.end:                             ; preds = %relu1_grad.ix207
+  %iy206.next = add nsw i64 %relu1_grad.iy2061441, 1
+  %4171 = icmp slt i64 %iy206.next, 1
+  br i1 %4171, label %relu1_grad.iy206, label %relu1_grad.iy206.end
 
-relu1_grad.iy210:                                 ; preds = %relu1_grad.ix211.end, %relu1_grad.iy199.end
-  %relu1_grad.iy210861 = phi i64 [ 0, %relu1_grad.iy199.end ], [ %iy210.next, %relu1_grad.ix211.end ]
+relu1_grad.iy210:                                 ; preds = %relu1_grad.ix211.end, %relu1_grad.iy206.end
+  %relu1_grad.iy2101446 = phi i64 [ 0, %relu1_grad.iy206.end ], [ %iy210.next, %relu1_grad.ix211.end ]
   br label %relu1_grad.ix211
 
 relu1_grad.iy210.end:                             ; preds = %relu1_grad.ix211.end
-  br label %relu1_grad.iy218
+  br label %relu1_grad.iy215
 
 relu1_grad.ix211:                                 ; preds = %relu1_grad.ix211, %relu1_grad.iy210
-  %relu1_grad.ix211862 = phi i64 [ 0, %relu1_grad.iy210 ], [ %ix211.next, %relu1_grad.ix211 ]
-  %3053 = mul nsw i64 %relu1_grad.c138776, 9
-  %3054 = add nsw i64 %3053, 1
-  %3055 = mul nsw i64 %3054, 36864
-  %3056 = add nsw i64 6710544, %3055
-  %3057 = mul nsw i64 %relu1_grad.j137775, 576
-  %3058 = add nsw i64 %3056, %3057
-  %3059 = add nsw i64 %relu1_grad.iy210861, 2
-  %3060 = mul nsw i64 %3059, 24
-  %3061 = add nsw i64 %3058, %3060
-  %3062 = add nsw i64 %3061, 23
-  %3063 = add nsw i64 %3062, %relu1_grad.ix211862
-  %arena863 = getelementptr inbounds float, ptr %arena, i64 %3063
-  %3064 = load float, ptr %arena863, align 4
-  store float %3064, ptr %relu1_grad.sum212, align 4
+  %relu1_grad.ix2111447 = phi i64 [ 0, %relu1_grad.iy210 ], [ %ix211.next, %relu1_grad.ix211 ]
+  %4172 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4173 = mul nsw i64 %4172, 36864
+  %4174 = add nsw i64 6710544, %4173
+  %4175 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4176 = add nsw i64 %4174, %4175
+  %4177 = add nsw i64 %relu1_grad.iy2101446, 2
+  %4178 = mul nsw i64 %4177, 24
+  %4179 = add nsw i64 %4176, %4178
+  %4180 = add nsw i64 %4179, %relu1_grad.ix2111447
+  %arena1448 = getelementptr inbounds float, ptr %arena, i64 %4180
+  %4181 = load float, ptr %arena1448, align 4
+  store float %4181, ptr %relu1_grad.sum212, align 4
   %sum212 = load float, ptr %relu1_grad.sum212, align 4
-  %3065 = mul nsw i64 %relu1_grad.c138776, 9
-  %3066 = add nsw i64 %3065, 2
-  %3067 = mul nsw i64 %3066, 36864
-  %3068 = add nsw i64 6710544, %3067
-  %3069 = mul nsw i64 %relu1_grad.j137775, 576
-  %3070 = add nsw i64 %3068, %3069
-  %3071 = add nsw i64 %relu1_grad.iy210861, 2
-  %3072 = mul nsw i64 %3071, 24
-  %3073 = add nsw i64 %3070, %3072
-  %3074 = add nsw i64 %3073, 22
-  %3075 = add nsw i64 %3074, %relu1_grad.ix211862
-  %arena864 = getelementptr inbounds float, ptr %arena, i64 %3075
-  %3076 = load float, ptr %arena864, align 4
-  %3077 = fadd float %sum212, %3076
-  store float %3077, ptr %relu1_grad.sum213, align 4
+  %4182 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4183 = add nsw i64 %4182, 3
+  %4184 = mul nsw i64 %4183, 36864
+  %4185 = add nsw i64 6710544, %4184
+  %4186 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4187 = add nsw i64 %4185, %4186
+  %4188 = add nsw i64 %relu1_grad.iy2101446, 2
+  %4189 = add nsw i64 %4188, -1
+  %4190 = mul nsw i64 %4189, 24
+  %4191 = add nsw i64 %4187, %4190
+  %4192 = add nsw i64 %4191, %relu1_grad.ix2111447
+  %arena1449 = getelementptr inbounds float, ptr %arena, i64 %4192
+  %4193 = load float, ptr %arena1449, align 4
+  %4194 = fadd float %sum212, %4193
+  store float %4194, ptr %relu1_grad.sum213, align 4
   %sum213 = load float, ptr %relu1_grad.sum213, align 4
-  %3078 = mul nsw i64 %relu1_grad.c138776, 9
-  %3079 = add nsw i64 %3078, 4
-  %3080 = mul nsw i64 %3079, 36864
-  %3081 = add nsw i64 6710544, %3080
-  %3082 = mul nsw i64 %relu1_grad.j137775, 576
-  %3083 = add nsw i64 %3081, %3082
-  %3084 = add nsw i64 %relu1_grad.iy210861, 2
-  %3085 = add nsw i64 %3084, -1
-  %3086 = mul nsw i64 %3085, 24
-  %3087 = add nsw i64 %3083, %3086
-  %3088 = add nsw i64 %3087, 23
-  %3089 = add nsw i64 %3088, %relu1_grad.ix211862
-  %arena865 = getelementptr inbounds float, ptr %arena, i64 %3089
-  %3090 = load float, ptr %arena865, align 4
-  %3091 = fadd float %sum213, %3090
-  store float %3091, ptr %relu1_grad.sum214, align 4
+  %4195 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4196 = add nsw i64 %4195, 6
+  %4197 = mul nsw i64 %4196, 36864
+  %4198 = add nsw i64 6710544, %4197
+  %4199 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4200 = add nsw i64 %4198, %4199
+  %4201 = add nsw i64 %relu1_grad.iy2101446, 2
+  %4202 = add nsw i64 %4201, -2
+  %4203 = mul nsw i64 %4202, 24
+  %4204 = add nsw i64 %4200, %4203
+  %4205 = add nsw i64 %4204, %relu1_grad.ix2111447
+  %arena1450 = getelementptr inbounds float, ptr %arena, i64 %4205
+  %4206 = load float, ptr %arena1450, align 4
+  %4207 = fadd float %sum213, %4206
+  store float %4207, ptr %relu1_grad.sum214, align 4
   %sum214 = load float, ptr %relu1_grad.sum214, align 4
-  %3092 = mul nsw i64 %relu1_grad.c138776, 9
-  %3093 = add nsw i64 %3092, 5
-  %3094 = mul nsw i64 %3093, 36864
-  %3095 = add nsw i64 6710544, %3094
-  %3096 = mul nsw i64 %relu1_grad.j137775, 576
-  %3097 = add nsw i64 %3095, %3096
-  %3098 = add nsw i64 %relu1_grad.iy210861, 2
-  %3099 = add nsw i64 %3098, -1
-  %3100 = mul nsw i64 %3099, 24
-  %3101 = add nsw i64 %3097, %3100
-  %3102 = add nsw i64 %3101, 22
-  %3103 = add nsw i64 %3102, %relu1_grad.ix211862
-  %arena866 = getelementptr inbounds float, ptr %arena, i64 %3103
-  %3104 = load float, ptr %arena866, align 4
-  %3105 = fadd float %sum214, %3104
-  store float %3105, ptr %relu1_grad.sum215, align 4
-  %sum215 = load float, ptr %relu1_grad.sum215, align 4
-  %3106 = mul nsw i64 %relu1_grad.c138776, 9
-  %3107 = add nsw i64 %3106, 7
-  %3108 = mul nsw i64 %3107, 36864
-  %3109 = add nsw i64 6710544, %3108
-  %3110 = mul nsw i64 %relu1_grad.j137775, 576
-  %3111 = add nsw i64 %3109, %3110
-  %3112 = add nsw i64 %relu1_grad.iy210861, 2
-  %3113 = add nsw i64 %3112, -2
-  %3114 = mul nsw i64 %3113, 24
-  %3115 = add nsw i64 %3111, %3114
-  %3116 = add nsw i64 %3115, 23
-  %3117 = add nsw i64 %3116, %relu1_grad.ix211862
-  %arena867 = getelementptr inbounds float, ptr %arena, i64 %3117
-  %3118 = load float, ptr %arena867, align 4
-  %3119 = fadd float %sum215, %3118
-  store float %3119, ptr %relu1_grad.sum216, align 4
-  %sum216 = load float, ptr %relu1_grad.sum216, align 4
-  %3120 = mul nsw i64 %relu1_grad.c138776, 9
-  %3121 = add nsw i64 %3120, 8
-  %3122 = mul nsw i64 %3121, 36864
-  %3123 = add nsw i64 6710544, %3122
-  %3124 = mul nsw i64 %relu1_grad.j137775, 576
-  %3125 = add nsw i64 %3123, %3124
-  %3126 = add nsw i64 %relu1_grad.iy210861, 2
-  %3127 = add nsw i64 %3126, -2
-  %3128 = mul nsw i64 %3127, 24
-  %3129 = add nsw i64 %3125, %3128
-  %3130 = add nsw i64 %3129, 22
-  %3131 = add nsw i64 %3130, %relu1_grad.ix211862
-  %arena868 = getelementptr inbounds float, ptr %arena, i64 %3131
-  %3132 = load float, ptr %arena868, align 4
-  %3133 = fadd float %sum216, %3132
-  store float %3133, ptr %relu1_grad.sum217, align 4
-  %sum217 = load float, ptr %relu1_grad.sum217, align 4
-  %3134 = mul nsw i64 %relu1_grad.g129670, 64
-  %3135 = add nsw i64 %3134, %relu1_grad.j137775
-  %3136 = mul nsw i64 %3135, 21632
-  %3137 = add nsw i64 1384448, %3136
-  %3138 = mul nsw i64 %relu1_grad.c138776, 676
-  %3139 = add nsw i64 %3137, %3138
-  %3140 = add nsw i64 %relu1_grad.iy210861, 2
-  %3141 = mul nsw i64 %3140, 26
-  %3142 = add nsw i64 %3139, %3141
-  %3143 = add nsw i64 %3142, 24
-  %3144 = add nsw i64 %3143, %relu1_grad.ix211862
-  %arena869 = getelementptr inbounds float, ptr %arena, i64 %3144
-  store float %sum217, ptr %arena869, align 4
-  %ix211.next = add nsw i64 %relu1_grad.ix211862, 1
-  %3145 = icmp slt i64 %ix211.next, 1
-  br i1 %3145, label %relu1_grad.ix211, label %relu1_grad.ix211.end
+  %4208 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4209 = add nsw i64 %4208, %relu1_grad.j1611387
+  %4210 = mul nsw i64 %4209, 21632
+  %4211 = add nsw i64 1384448, %4210
+  %4212 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4213 = add nsw i64 %4211, %4212
+  %4214 = add nsw i64 %relu1_grad.iy2101446, 2
+  %4215 = mul nsw i64 %4214, 26
+  %4216 = add nsw i64 %4213, %4215
+  %4217 = add nsw i64 %4216, %relu1_grad.ix2111447
+  %arena1451 = getelementptr inbounds float, ptr %arena, i64 %4217
+  store float %sum214, ptr %arena1451, align 4
+  %ix211.next = add nsw i64 %relu1_grad.ix2111447, 1
+  %4218 = icmp slt i64 %ix211.next, 1
+  br i1 %4218, label %relu1_grad.ix211, label %relu1_grad.ix211.end
 
 relu1_grad.ix211.end:                             ; preds = %relu1_grad.ix211
-  %iy210.next = add nsw i64 %relu1_grad.iy210861, 1
-  %3146 = icmp slt i64 %iy210.next, 22
-  br i1 %3146, label %relu1_grad.iy210, label %relu1_grad.iy210.end
+  %iy210.next = add nsw i64 %relu1_grad.iy2101446, 1
+  %4219 = icmp slt i64 %iy210.next, 22
+  br i1 %4219, label %relu1_grad.iy210, label %relu1_grad.iy210.end
 
-relu1_grad.iy218:                                 ; preds = %relu1_grad.ix219.end, %relu1_grad.iy210.end
-  %relu1_grad.iy218870 = phi i64 [ 0, %relu1_grad.iy210.end ], [ %iy218.next, %relu1_grad.ix219.end ]
-  br label %relu1_grad.ix219
+relu1_grad.iy215:                                 ; preds = %relu1_grad.ix216.end, %relu1_grad.iy210.end
+  %relu1_grad.iy2151452 = phi i64 [ 0, %relu1_grad.iy210.end ], [ %iy215.next, %relu1_grad.ix216.end ]
+  br label %relu1_grad.ix216
 
-relu1_grad.iy218.end:                             ; preds = %relu1_grad.ix219.end
+relu1_grad.iy215.end:                             ; preds = %relu1_grad.ix216.end
   br label %relu1_grad.iy223
 
-relu1_grad.ix219:                                 ; preds = %relu1_grad.ix219, %relu1_grad.iy218
-  %relu1_grad.ix219871 = phi i64 [ 0, %relu1_grad.iy218 ], [ %ix219.next, %relu1_grad.ix219 ]
-  %3147 = mul nsw i64 %relu1_grad.c138776, 9
-  %3148 = add nsw i64 %3147, 2
-  %3149 = mul nsw i64 %3148, 36864
-  %3150 = add nsw i64 6710544, %3149
-  %3151 = mul nsw i64 %relu1_grad.j137775, 576
-  %3152 = add nsw i64 %3150, %3151
-  %3153 = add nsw i64 %relu1_grad.iy218870, 2
-  %3154 = mul nsw i64 %3153, 24
-  %3155 = add nsw i64 %3152, %3154
-  %3156 = add nsw i64 %3155, 23
-  %3157 = add nsw i64 %3156, %relu1_grad.ix219871
-  %arena872 = getelementptr inbounds float, ptr %arena, i64 %3157
-  %3158 = load float, ptr %arena872, align 4
-  store float %3158, ptr %relu1_grad.sum220, align 4
+relu1_grad.ix216:                                 ; preds = %relu1_grad.ix216, %relu1_grad.iy215
+  %relu1_grad.ix2161453 = phi i64 [ 0, %relu1_grad.iy215 ], [ %ix216.next, %relu1_grad.ix216 ]
+  %4220 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4221 = mul nsw i64 %4220, 36864
+  %4222 = add nsw i64 6710544, %4221
+  %4223 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4224 = add nsw i64 %4222, %4223
+  %4225 = add nsw i64 %relu1_grad.iy2151452, 2
+  %4226 = mul nsw i64 %4225, 24
+  %4227 = add nsw i64 %4224, %4226
+  %4228 = add nsw i64 %4227, 1
+  %4229 = add nsw i64 %4228, %relu1_grad.ix2161453
+  %arena1454 = getelementptr inbounds float, ptr %arena, i64 %4229
+  %4230 = load float, ptr %arena1454, align 4
+  store float %4230, ptr %relu1_grad.sum217, align 4
+  %sum217 = load float, ptr %relu1_grad.sum217, align 4
+  %4231 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4232 = add nsw i64 %4231, 1
+  %4233 = mul nsw i64 %4232, 36864
+  %4234 = add nsw i64 6710544, %4233
+  %4235 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4236 = add nsw i64 %4234, %4235
+  %4237 = add nsw i64 %relu1_grad.iy2151452, 2
+  %4238 = mul nsw i64 %4237, 24
+  %4239 = add nsw i64 %4236, %4238
+  %4240 = add nsw i64 %4239, %relu1_grad.ix2161453
+  %arena1455 = getelementptr inbounds float, ptr %arena, i64 %4240
+  %4241 = load float, ptr %arena1455, align 4
+  %4242 = fadd float %sum217, %4241
+  store float %4242, ptr %relu1_grad.sum218, align 4
+  %sum218 = load float, ptr %relu1_grad.sum218, align 4
+  %4243 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4244 = add nsw i64 %4243, 3
+  %4245 = mul nsw i64 %4244, 36864
+  %4246 = add nsw i64 6710544, %4245
+  %4247 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4248 = add nsw i64 %4246, %4247
+  %4249 = add nsw i64 %relu1_grad.iy2151452, 2
+  %4250 = add nsw i64 %4249, -1
+  %4251 = mul nsw i64 %4250, 24
+  %4252 = add nsw i64 %4248, %4251
+  %4253 = add nsw i64 %4252, 1
+  %4254 = add nsw i64 %4253, %relu1_grad.ix2161453
+  %arena1456 = getelementptr inbounds float, ptr %arena, i64 %4254
+  %4255 = load float, ptr %arena1456, align 4
+  %4256 = fadd float %sum218, %4255
+  store float %4256, ptr %relu1_grad.sum219, align 4
+  %sum219 = load float, ptr %relu1_grad.sum219, align 4
+  %4257 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4258 = add nsw i64 %4257, 4
+  %4259 = mul nsw i64 %4258, 36864
+  %4260 = add nsw i64 6710544, %4259
+  %4261 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4262 = add nsw i64 %4260, %4261
+  %4263 = add nsw i64 %relu1_grad.iy2151452, 2
+  %4264 = add nsw i64 %4263, -1
+  %4265 = mul nsw i64 %4264, 24
+  %4266 = add nsw i64 %4262, %4265
+  %4267 = add nsw i64 %4266, %relu1_grad.ix2161453
+  %arena1457 = getelementptr inbounds float, ptr %arena, i64 %4267
+  %4268 = load float, ptr %arena1457, align 4
+  %4269 = fadd float %sum219, %4268
+  store float %4269, ptr %relu1_grad.sum220, align 4
   %sum220 = load float, ptr %relu1_grad.sum220, align 4
-  %3159 = mul nsw i64 %relu1_grad.c138776, 9
-  %3160 = add nsw i64 %3159, 5
-  %3161 = mul nsw i64 %3160, 36864
-  %3162 = add nsw i64 6710544, %3161
-  %3163 = mul nsw i64 %relu1_grad.j137775, 576
-  %3164 = add nsw i64 %3162, %3163
-  %3165 = add nsw i64 %relu1_grad.iy218870, 2
-  %3166 = add nsw i64 %3165, -1
-  %3167 = mul nsw i64 %3166, 24
-  %3168 = add nsw i64 %3164, %3167
-  %3169 = add nsw i64 %3168, 23
-  %3170 = add nsw i64 %3169, %relu1_grad.ix219871
-  %arena873 = getelementptr inbounds float, ptr %arena, i64 %3170
-  %3171 = load float, ptr %arena873, align 4
-  %3172 = fadd float %sum220, %3171
-  store float %3172, ptr %relu1_grad.sum221, align 4
+  %4270 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4271 = add nsw i64 %4270, 6
+  %4272 = mul nsw i64 %4271, 36864
+  %4273 = add nsw i64 6710544, %4272
+  %4274 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4275 = add nsw i64 %4273, %4274
+  %4276 = add nsw i64 %relu1_grad.iy2151452, 2
+  %4277 = add nsw i64 %4276, -2
+  %4278 = mul nsw i64 %4277, 24
+  %4279 = add nsw i64 %4275, %4278
+  %4280 = add nsw i64 %4279, 1
+  %4281 = add nsw i64 %4280, %relu1_grad.ix2161453
+  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %4281
+  %4282 = load float, ptr %arena1458, align 4
+  %4283 = fadd float %sum220, %4282
+  store float %4283, ptr %relu1_grad.sum221, align 4
   %sum221 = load float, ptr %relu1_grad.sum221, align 4
-  %3173 = mul nsw i64 %relu1_grad.c138776, 9
-  %3174 = add nsw i64 %3173, 8
-  %3175 = mul nsw i64 %3174, 36864
-  %3176 = add nsw i64 6710544, %3175
-  %3177 = mul nsw i64 %relu1_grad.j137775, 576
-  %3178 = add nsw i64 %3176, %3177
-  %3179 = add nsw i64 %relu1_grad.iy218870, 2
-  %3180 = add nsw i64 %3179, -2
-  %3181 = mul nsw i64 %3180, 24
-  %3182 = add nsw i64 %3178, %3181
-  %3183 = add nsw i64 %3182, 23
-  %3184 = add nsw i64 %3183, %relu1_grad.ix219871
-  %arena874 = getelementptr inbounds float, ptr %arena, i64 %3184
-  %3185 = load float, ptr %arena874, align 4
-  %3186 = fadd float %sum221, %3185
-  store float %3186, ptr %relu1_grad.sum222, align 4
+  %4284 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4285 = add nsw i64 %4284, 7
+  %4286 = mul nsw i64 %4285, 36864
+  %4287 = add nsw i64 6710544, %4286
+  %4288 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4289 = add nsw i64 %4287, %4288
+  %4290 = add nsw i64 %relu1_grad.iy2151452, 2
+  %4291 = add nsw i64 %4290, -2
+  %4292 = mul nsw i64 %4291, 24
+  %4293 = add nsw i64 %4289, %4292
+  %4294 = add nsw i64 %4293, %relu1_grad.ix2161453
+  %arena1459 = getelementptr inbounds float, ptr %arena, i64 %4294
+  %4295 = load float, ptr %arena1459, align 4
+  %4296 = fadd float %sum221, %4295
+  store float %4296, ptr %relu1_grad.sum222, align 4
   %sum222 = load float, ptr %relu1_grad.sum222, align 4
-  %3187 = mul nsw i64 %relu1_grad.g129670, 64
-  %3188 = add nsw i64 %3187, %relu1_grad.j137775
-  %3189 = mul nsw i64 %3188, 21632
-  %3190 = add nsw i64 1384448, %3189
-  %3191 = mul nsw i64 %relu1_grad.c138776, 676
-  %3192 = add nsw i64 %3190, %3191
-  %3193 = add nsw i64 %relu1_grad.iy218870, 2
-  %3194 = mul nsw i64 %3193, 26
-  %3195 = add nsw i64 %3192, %3194
-  %3196 = add nsw i64 %3195, 25
-  %3197 = add nsw i64 %3196, %relu1_grad.ix219871
-  %arena875 = getelementptr inbounds float, ptr %arena, i64 %3197
-  store float %sum222, ptr %arena875, align 4
-  %ix219.next = add nsw i64 %relu1_grad.ix219871, 1
-  %3198 = icmp slt i64 %ix219.next, 1
-  br i1 %3198, label %relu1_grad.ix219, label %relu1_grad.ix219.end
+  %4297 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4298 = add nsw i64 %4297, %relu1_grad.j1611387
+  %4299 = mul nsw i64 %4298, 21632
+  %4300 = add nsw i64 1384448, %4299
+  %4301 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4302 = add nsw i64 %4300, %4301
+  %4303 = add nsw i64 %relu1_grad.iy2151452, 2
+  %4304 = mul nsw i64 %4303, 26
+  %4305 = add nsw i64 %4302, %4304
+  %4306 = add nsw i64 %4305, 1
+  %4307 = add nsw i64 %4306, %relu1_grad.ix2161453
+  %arena1460 = getelementptr inbounds float, ptr %arena, i64 %4307
+  store float %sum222, ptr %arena1460, align 4
+  %ix216.next = add nsw i64 %relu1_grad.ix2161453, 1
+  %4308 = icmp slt i64 %ix216.next, 1
+  br i1 %4308, label %relu1_grad.ix216, label %relu1_grad.ix216.end
 
-relu1_grad.ix219.end:                             ; preds = %relu1_grad.ix219
-  %iy218.next = add nsw i64 %relu1_grad.iy218870, 1
-  %3199 = icmp slt i64 %iy218.next, 22
-  br i1 %3199, label %relu1_grad.iy218, label %relu1_grad.iy218.end
+relu1_grad.ix216.end:                             ; preds = %relu1_grad.ix216
+  %iy215.next = add nsw i64 %relu1_grad.iy2151452, 1
+  %4309 = icmp slt i64 %iy215.next, 22
+  br i1 %4309, label %relu1_grad.iy215, label %relu1_grad.iy215.end
 
-relu1_grad.iy223:                                 ; preds = %relu1_grad.ix224.end, %relu1_grad.iy218.end
-  %relu1_grad.iy223876 = phi i64 [ 0, %relu1_grad.iy218.end ], [ %iy223.next, %relu1_grad.ix224.end ]
+relu1_grad.iy223:                                 ; preds = %relu1_grad.ix224.end, %relu1_grad.iy215.end
+  %relu1_grad.iy2231461 = phi i64 [ 0, %relu1_grad.iy215.end ], [ %iy223.next, %relu1_grad.ix224.end ]
   br label %relu1_grad.ix224
 
 relu1_grad.iy223.end:                             ; preds = %relu1_grad.ix224.end
-  br label %relu1_grad.iy227
+  br label %relu1_grad.iy234
 
 relu1_grad.ix224:                                 ; preds = %relu1_grad.ix224, %relu1_grad.iy223
-  %relu1_grad.ix224877 = phi i64 [ 0, %relu1_grad.iy223 ], [ %ix224.next, %relu1_grad.ix224 ]
-  %3200 = mul nsw i64 %relu1_grad.c138776, 9
-  %3201 = add nsw i64 %3200, 3
-  %3202 = mul nsw i64 %3201, 36864
-  %3203 = add nsw i64 6710544, %3202
-  %3204 = mul nsw i64 %relu1_grad.j137775, 576
-  %3205 = add nsw i64 %3203, %3204
-  %3206 = add nsw i64 %relu1_grad.iy223876, 24
-  %3207 = add nsw i64 %3206, -1
-  %3208 = mul nsw i64 %3207, 24
-  %3209 = add nsw i64 %3205, %3208
-  %3210 = add nsw i64 %3209, %relu1_grad.ix224877
-  %arena878 = getelementptr inbounds float, ptr %arena, i64 %3210
-  %3211 = load float, ptr %arena878, align 4
-  store float %3211, ptr %relu1_grad.sum225, align 4
+  %relu1_grad.ix2241462 = phi i64 [ 0, %relu1_grad.iy223 ], [ %ix224.next, %relu1_grad.ix224 ]
+  %4310 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4311 = mul nsw i64 %4310, 36864
+  %4312 = add nsw i64 6710544, %4311
+  %4313 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4314 = add nsw i64 %4312, %4313
+  %4315 = add nsw i64 %relu1_grad.iy2231461, 2
+  %4316 = mul nsw i64 %4315, 24
+  %4317 = add nsw i64 %4314, %4316
+  %4318 = add nsw i64 %4317, 2
+  %4319 = add nsw i64 %4318, %relu1_grad.ix2241462
+  %arena1463 = getelementptr inbounds float, ptr %arena, i64 %4319
+  %4320 = load float, ptr %arena1463, align 4
+  store float %4320, ptr %relu1_grad.sum225, align 4
   %sum225 = load float, ptr %relu1_grad.sum225, align 4
-  %3212 = mul nsw i64 %relu1_grad.c138776, 9
-  %3213 = add nsw i64 %3212, 6
-  %3214 = mul nsw i64 %3213, 36864
-  %3215 = add nsw i64 6710544, %3214
-  %3216 = mul nsw i64 %relu1_grad.j137775, 576
-  %3217 = add nsw i64 %3215, %3216
-  %3218 = add nsw i64 %relu1_grad.iy223876, 24
-  %3219 = add nsw i64 %3218, -2
-  %3220 = mul nsw i64 %3219, 24
-  %3221 = add nsw i64 %3217, %3220
-  %3222 = add nsw i64 %3221, %relu1_grad.ix224877
-  %arena879 = getelementptr inbounds float, ptr %arena, i64 %3222
-  %3223 = load float, ptr %arena879, align 4
-  %3224 = fadd float %sum225, %3223
-  store float %3224, ptr %relu1_grad.sum226, align 4
+  %4321 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4322 = add nsw i64 %4321, 1
+  %4323 = mul nsw i64 %4322, 36864
+  %4324 = add nsw i64 6710544, %4323
+  %4325 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4326 = add nsw i64 %4324, %4325
+  %4327 = add nsw i64 %relu1_grad.iy2231461, 2
+  %4328 = mul nsw i64 %4327, 24
+  %4329 = add nsw i64 %4326, %4328
+  %4330 = add nsw i64 %4329, 1
+  %4331 = add nsw i64 %4330, %relu1_grad.ix2241462
+  %arena1464 = getelementptr inbounds float, ptr %arena, i64 %4331
+  %4332 = load float, ptr %arena1464, align 4
+  %4333 = fadd float %sum225, %4332
+  store float %4333, ptr %relu1_grad.sum226, align 4
   %sum226 = load float, ptr %relu1_grad.sum226, align 4
-  %3225 = mul nsw i64 %relu1_grad.g129670, 64
-  %3226 = add nsw i64 %3225, %relu1_grad.j137775
-  %3227 = mul nsw i64 %3226, 21632
-  %3228 = add nsw i64 1384448, %3227
-  %3229 = mul nsw i64 %relu1_grad.c138776, 676
-  %3230 = add nsw i64 %3228, %3229
-  %3231 = add nsw i64 %relu1_grad.iy223876, 24
-  %3232 = mul nsw i64 %3231, 26
-  %3233 = add nsw i64 %3230, %3232
-  %3234 = add nsw i64 %3233, %relu1_grad.ix224877
-  %arena880 = getelementptr inbounds float, ptr %arena, i64 %3234
-  store float %sum226, ptr %arena880, align 4
-  %ix224.next = add nsw i64 %relu1_grad.ix224877, 1
-  %3235 = icmp slt i64 %ix224.next, 1
-  br i1 %3235, label %relu1_grad.ix224, label %relu1_grad.ix224.end
+  %4334 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4335 = add nsw i64 %4334, 2
+  %4336 = mul nsw i64 %4335, 36864
+  %4337 = add nsw i64 6710544, %4336
+  %4338 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4339 = add nsw i64 %4337, %4338
+  %4340 = add nsw i64 %relu1_grad.iy2231461, 2
+  %4341 = mul nsw i64 %4340, 24
+  %4342 = add nsw i64 %4339, %4341
+  %4343 = add nsw i64 %4342, %relu1_grad.ix2241462
+  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %4343
+  %4344 = load float, ptr %arena1465, align 4
+  %4345 = fadd float %sum226, %4344
+  store float %4345, ptr %relu1_grad.sum227, align 4
+  %sum227 = load float, ptr %relu1_grad.sum227, align 4
+  %4346 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4347 = add nsw i64 %4346, 3
+  %4348 = mul nsw i64 %4347, 36864
+  %4349 = add nsw i64 6710544, %4348
+  %4350 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4351 = add nsw i64 %4349, %4350
+  %4352 = add nsw i64 %relu1_grad.iy2231461, 2
+  %4353 = add nsw i64 %4352, -1
+  %4354 = mul nsw i64 %4353, 24
+  %4355 = add nsw i64 %4351, %4354
+  %4356 = add nsw i64 %4355, 2
+  %4357 = add nsw i64 %4356, %relu1_grad.ix2241462
+  %arena1466 = getelementptr inbounds float, ptr %arena, i64 %4357
+  %4358 = load float, ptr %arena1466, align 4
+  %4359 = fadd float %sum227, %4358
+  store float %4359, ptr %relu1_grad.sum228, align 4
+  %sum228 = load float, ptr %relu1_grad.sum228, align 4
+  %4360 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4361 = add nsw i64 %4360, 4
+  %4362 = mul nsw i64 %4361, 36864
+  %4363 = add nsw i64 6710544, %4362
+  %4364 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4365 = add nsw i64 %4363, %4364
+  %4366 = add nsw i64 %relu1_grad.iy2231461, 2
+  %4367 = add nsw i64 %4366, -1
+  %4368 = mul nsw i64 %4367, 24
+  %4369 = add nsw i64 %4365, %4368
+  %4370 = add nsw i64 %4369, 1
+  %4371 = add nsw i64 %4370, %relu1_grad.ix2241462
+  %arena1467 = getelementptr inbounds float, ptr %arena, i64 %4371
+  %4372 = load float, ptr %arena1467, align 4
+  %4373 = fadd float %sum228, %4372
+  store float %4373, ptr %relu1_grad.sum229, align 4
+  %sum229 = load float, ptr %relu1_grad.sum229, align 4
+  %4374 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4375 = add nsw i64 %4374, 5
+  %4376 = mul nsw i64 %4375, 36864
+  %4377 = add nsw i64 6710544, %4376
+  %4378 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4379 = add nsw i64 %4377, %4378
+  %4380 = add nsw i64 %relu1_grad.iy2231461, 2
+  %4381 = add nsw i64 %4380, -1
+  %4382 = mul nsw i64 %4381, 24
+  %4383 = add nsw i64 %4379, %4382
+  %4384 = add nsw i64 %4383, %relu1_grad.ix2241462
+  %arena1468 = getelementptr inbounds float, ptr %arena, i64 %4384
+  %4385 = load float, ptr %arena1468, align 4
+  %4386 = fadd float %sum229, %4385
+  store float %4386, ptr %relu1_grad.sum230, align 4
+  %sum230 = load float, ptr %relu1_grad.sum230, align 4
+  %4387 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4388 = add nsw i64 %4387, 6
+  %4389 = mul nsw i64 %4388, 36864
+  %4390 = add nsw i64 6710544, %4389
+  %4391 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4392 = add nsw i64 %4390, %4391
+  %4393 = add nsw i64 %relu1_grad.iy2231461, 2
+  %4394 = add nsw i64 %4393, -2
+  %4395 = mul nsw i64 %4394, 24
+  %4396 = add nsw i64 %4392, %4395
+  %4397 = add nsw i64 %4396, 2
+  %4398 = add nsw i64 %4397, %relu1_grad.ix2241462
+  %arena1469 = getelementptr inbounds float, ptr %arena, i64 %4398
+  %4399 = load float, ptr %arena1469, align 4
+  %4400 = fadd float %sum230, %4399
+  store float %4400, ptr %relu1_grad.sum231, align 4
+  %sum231 = load float, ptr %relu1_grad.sum231, align 4
+  %4401 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4402 = add nsw i64 %4401, 7
+  %4403 = mul nsw i64 %4402, 36864
+  %4404 = add nsw i64 6710544, %4403
+  %4405 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4406 = add nsw i64 %4404, %4405
+  %4407 = add nsw i64 %relu1_grad.iy2231461, 2
+  %4408 = add nsw i64 %4407, -2
+  %4409 = mul nsw i64 %4408, 24
+  %4410 = add nsw i64 %4406, %4409
+  %4411 = add nsw i64 %4410, 1
+  %4412 = add nsw i64 %4411, %relu1_grad.ix2241462
+  %arena1470 = getelementptr inbounds float, ptr %arena, i64 %4412
+  %4413 = load float, ptr %arena1470, align 4
+  %4414 = fadd float %sum231, %4413
+  store float %4414, ptr %relu1_grad.sum232, align 4
+  %sum232 = load float, ptr %relu1_grad.sum232, align 4
+  %4415 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4416 = add nsw i64 %4415, 8
+  %4417 = mul nsw i64 %4416, 36864
+  %4418 = add nsw i64 6710544, %4417
+  %4419 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4420 = add nsw i64 %4418, %4419
+  %4421 = add nsw i64 %relu1_grad.iy2231461, 2
+  %4422 = add nsw i64 %4421, -2
+  %4423 = mul nsw i64 %4422, 24
+  %4424 = add nsw i64 %4420, %4423
+  %4425 = add nsw i64 %4424, %relu1_grad.ix2241462
+  %arena1471 = getelementptr inbounds float, ptr %arena, i64 %4425
+  %4426 = load float, ptr %arena1471, align 4
+  %4427 = fadd float %sum232, %4426
+  store float %4427, ptr %relu1_grad.sum233, align 4
+  %sum233 = load float, ptr %relu1_grad.sum233, align 4
+  %4428 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4429 = add nsw i64 %4428, %relu1_grad.j1611387
+  %4430 = mul nsw i64 %4429, 21632
+  %4431 = add nsw i64 1384448, %4430
+  %4432 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4433 = add nsw i64 %4431, %4432
+  %4434 = add nsw i64 %relu1_grad.iy2231461, 2
+  %4435 = mul nsw i64 %4434, 26
+  %4436 = add nsw i64 %4433, %4435
+  %4437 = add nsw i64 %4436, 2
+  %4438 = add nsw i64 %4437, %relu1_grad.ix2241462
+  %arena1472 = getelementptr inbounds float, ptr %arena, i64 %4438
+  store float %sum233, ptr %arena1472, align 4
+  %ix224.next = add nsw i64 %relu1_grad.ix2241462, 1
+  %4439 = icmp slt i64 %ix224.next, 22
+  br i1 %4439, label %relu1_grad.ix224, label %relu1_grad.ix224.end
 
 relu1_grad.ix224.end:                             ; preds = %relu1_grad.ix224
-  %iy223.next = add nsw i64 %relu1_grad.iy223876, 1
-  %3236 = icmp slt i64 %iy223.next, 1
-  br i1 %3236, label %relu1_grad.iy223, label %relu1_grad.iy223.end
+  %iy223.next = add nsw i64 %relu1_grad.iy2231461, 1
+  %4440 = icmp slt i64 %iy223.next, 22
+  br i1 %4440, label %relu1_grad.iy223, label %relu1_grad.iy223.end
 
-relu1_grad.iy227:                                 ; preds = %relu1_grad.ix228.end, %relu1_grad.iy223.end
-  %relu1_grad.iy227881 = phi i64 [ 0, %relu1_grad.iy223.end ], [ %iy227.next, %relu1_grad.ix228.end ]
-  br label %relu1_grad.ix228
+relu1_grad.iy234:                                 ; preds = %relu1_grad.ix235.end, %relu1_grad.iy223.end
+  %relu1_grad.iy2341473 = phi i64 [ 0, %relu1_grad.iy223.end ], [ %iy234.next, %relu1_grad.ix235.end ]
+  br label %relu1_grad.ix235
 
-relu1_grad.iy227.end:                             ; preds = %relu1_grad.ix228.end
-  br label %relu1_grad.iy233
+relu1_grad.iy234.end:                             ; preds = %relu1_grad.ix235.end
+  br label %relu1_grad.iy242
 
-relu1_grad.ix228:                                 ; preds = %relu1_grad.ix228, %relu1_grad.iy227
-  %relu1_grad.ix228882 = phi i64 [ 0, %relu1_grad.iy227 ], [ %ix228.next, %relu1_grad.ix228 ]
-  %3237 = mul nsw i64 %relu1_grad.c138776, 9
-  %3238 = add nsw i64 %3237, 3
-  %3239 = mul nsw i64 %3238, 36864
-  %3240 = add nsw i64 6710544, %3239
-  %3241 = mul nsw i64 %relu1_grad.j137775, 576
-  %3242 = add nsw i64 %3240, %3241
-  %3243 = add nsw i64 %relu1_grad.iy227881, 24
-  %3244 = add nsw i64 %3243, -1
-  %3245 = mul nsw i64 %3244, 24
-  %3246 = add nsw i64 %3242, %3245
-  %3247 = add nsw i64 %3246, 1
-  %3248 = add nsw i64 %3247, %relu1_grad.ix228882
-  %arena883 = getelementptr inbounds float, ptr %arena, i64 %3248
-  %3249 = load float, ptr %arena883, align 4
-  store float %3249, ptr %relu1_grad.sum229, align 4
-  %sum229 = load float, ptr %relu1_grad.sum229, align 4
-  %3250 = mul nsw i64 %relu1_grad.c138776, 9
-  %3251 = add nsw i64 %3250, 4
-  %3252 = mul nsw i64 %3251, 36864
-  %3253 = add nsw i64 6710544, %3252
-  %3254 = mul nsw i64 %relu1_grad.j137775, 576
-  %3255 = add nsw i64 %3253, %3254
-  %3256 = add nsw i64 %relu1_grad.iy227881, 24
-  %3257 = add nsw i64 %3256, -1
-  %3258 = mul nsw i64 %3257, 24
-  %3259 = add nsw i64 %3255, %3258
-  %3260 = add nsw i64 %3259, %relu1_grad.ix228882
-  %arena884 = getelementptr inbounds float, ptr %arena, i64 %3260
-  %3261 = load float, ptr %arena884, align 4
-  %3262 = fadd float %sum229, %3261
-  store float %3262, ptr %relu1_grad.sum230, align 4
-  %sum230 = load float, ptr %relu1_grad.sum230, align 4
-  %3263 = mul nsw i64 %relu1_grad.c138776, 9
-  %3264 = add nsw i64 %3263, 6
-  %3265 = mul nsw i64 %3264, 36864
-  %3266 = add nsw i64 6710544, %3265
-  %3267 = mul nsw i64 %relu1_grad.j137775, 576
-  %3268 = add nsw i64 %3266, %3267
-  %3269 = add nsw i64 %relu1_grad.iy227881, 24
-  %3270 = add nsw i64 %3269, -2
-  %3271 = mul nsw i64 %3270, 24
-  %3272 = add nsw i64 %3268, %3271
-  %3273 = add nsw i64 %3272, 1
-  %3274 = add nsw i64 %3273, %relu1_grad.ix228882
-  %arena885 = getelementptr inbounds float, ptr %arena, i64 %3274
-  %3275 = load float, ptr %arena885, align 4
-  %3276 = fadd float %sum230, %3275
-  store float %3276, ptr %relu1_grad.sum231, align 4
-  %sum231 = load float, ptr %relu1_grad.sum231, align 4
-  %3277 = mul nsw i64 %relu1_grad.c138776, 9
-  %3278 = add nsw i64 %3277, 7
-  %3279 = mul nsw i64 %3278, 36864
-  %3280 = add nsw i64 6710544, %3279
-  %3281 = mul nsw i64 %relu1_grad.j137775, 576
-  %3282 = add nsw i64 %3280, %3281
-  %3283 = add nsw i64 %relu1_grad.iy227881, 24
-  %3284 = add nsw i64 %3283, -2
-  %3285 = mul nsw i64 %3284, 24
-  %3286 = add nsw i64 %3282, %3285
-  %3287 = add nsw i64 %3286, %relu1_grad.ix228882
-  %arena886 = getelementptr inbounds float, ptr %arena, i64 %3287
-  %3288 = load float, ptr %arena886, align 4
-  %3289 = fadd float %sum231, %3288
-  store float %3289, ptr %relu1_grad.sum232, align 4
-  %sum232 = load float, ptr %relu1_grad.sum232, align 4
-  %3290 = mul nsw i64 %relu1_grad.g129670, 64
-  %3291 = add nsw i64 %3290, %relu1_grad.j137775
-  %3292 = mul nsw i64 %3291, 21632
-  %3293 = add nsw i64 1384448, %3292
-  %3294 = mul nsw i64 %relu1_grad.c138776, 676
-  %3295 = add nsw i64 %3293, %3294
-  %3296 = add nsw i64 %relu1_grad.iy227881, 24
-  %3297 = mul nsw i64 %3296, 26
-  %3298 = add nsw i64 %3295, %3297
-  %3299 = add nsw i64 %3298, 1
-  %3300 = add nsw i64 %3299, %relu1_grad.ix228882
-  %arena887 = getelementptr inbounds float, ptr %arena, i64 %3300
-  store float %sum232, ptr %arena887, align 4
-  %ix228.next = add nsw i64 %relu1_grad.ix228882, 1
-  %3301 = icmp slt i64 %ix228.next, 1
-  br i1 %3301, label %relu1_grad.ix228, label %relu1_grad.ix228.end
-
-relu1_grad.ix228.end:                             ; preds = %relu1_grad.ix228
-  %iy227.next = add nsw i64 %relu1_grad.iy227881, 1
-  %3302 = icmp slt i64 %iy227.next, 1
-  br i1 %3302, label %relu1_grad.iy227, label %relu1_grad.iy227.end
-
-relu1_grad.iy233:                                 ; preds = %relu1_grad.ix234.end, %relu1_grad.iy227.end
-  %relu1_grad.iy233888 = phi i64 [ 0, %relu1_grad.iy227.end ], [ %iy233.next, %relu1_grad.ix234.end ]
-  br label %relu1_grad.ix234
-
-relu1_grad.iy233.end:                             ; preds = %relu1_grad.ix234.end
-  br label %relu1_grad.iy241
-
-relu1_grad.ix234:                                 ; preds = %relu1_grad.ix234, %relu1_grad.iy233
-  %relu1_grad.ix234889 = phi i64 [ 0, %relu1_grad.iy233 ], [ %ix234.next, %relu1_grad.ix234 ]
-  %3303 = mul nsw i64 %relu1_grad.c138776, 9
-  %3304 = add nsw i64 %3303, 3
-  %3305 = mul nsw i64 %3304, 36864
-  %3306 = add nsw i64 6710544, %3305
-  %3307 = mul nsw i64 %relu1_grad.j137775, 576
-  %3308 = add nsw i64 %3306, %3307
-  %3309 = add nsw i64 %relu1_grad.iy233888, 24
-  %3310 = add nsw i64 %3309, -1
-  %3311 = mul nsw i64 %3310, 24
-  %3312 = add nsw i64 %3308, %3311
-  %3313 = add nsw i64 %3312, 2
-  %3314 = add nsw i64 %3313, %relu1_grad.ix234889
-  %arena890 = getelementptr inbounds float, ptr %arena, i64 %3314
-  %3315 = load float, ptr %arena890, align 4
-  store float %3315, ptr %relu1_grad.sum235, align 4
-  %sum235 = load float, ptr %relu1_grad.sum235, align 4
-  %3316 = mul nsw i64 %relu1_grad.c138776, 9
-  %3317 = add nsw i64 %3316, 4
-  %3318 = mul nsw i64 %3317, 36864
-  %3319 = add nsw i64 6710544, %3318
-  %3320 = mul nsw i64 %relu1_grad.j137775, 576
-  %3321 = add nsw i64 %3319, %3320
-  %3322 = add nsw i64 %relu1_grad.iy233888, 24
-  %3323 = add nsw i64 %3322, -1
-  %3324 = mul nsw i64 %3323, 24
-  %3325 = add nsw i64 %3321, %3324
-  %3326 = add nsw i64 %3325, 1
-  %3327 = add nsw i64 %3326, %relu1_grad.ix234889
-  %arena891 = getelementptr inbounds float, ptr %arena, i64 %3327
-  %3328 = load float, ptr %arena891, align 4
-  %3329 = fadd float %sum235, %3328
-  store float %3329, ptr %relu1_grad.sum236, align 4
+relu1_grad.ix235:                                 ; preds = %relu1_grad.ix235, %relu1_grad.iy234
+  %relu1_grad.ix2351474 = phi i64 [ 0, %relu1_grad.iy234 ], [ %ix235.next, %relu1_grad.ix235 ]
+  %4441 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4442 = add nsw i64 %4441, 1
+  %4443 = mul nsw i64 %4442, 36864
+  %4444 = add nsw i64 6710544, %4443
+  %4445 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4446 = add nsw i64 %4444, %4445
+  %4447 = add nsw i64 %relu1_grad.iy2341473, 2
+  %4448 = mul nsw i64 %4447, 24
+  %4449 = add nsw i64 %4446, %4448
+  %4450 = add nsw i64 %4449, 23
+  %4451 = add nsw i64 %4450, %relu1_grad.ix2351474
+  %arena1475 = getelementptr inbounds float, ptr %arena, i64 %4451
+  %4452 = load float, ptr %arena1475, align 4
+  store float %4452, ptr %relu1_grad.sum236, align 4
   %sum236 = load float, ptr %relu1_grad.sum236, align 4
-  %3330 = mul nsw i64 %relu1_grad.c138776, 9
-  %3331 = add nsw i64 %3330, 5
-  %3332 = mul nsw i64 %3331, 36864
-  %3333 = add nsw i64 6710544, %3332
-  %3334 = mul nsw i64 %relu1_grad.j137775, 576
-  %3335 = add nsw i64 %3333, %3334
-  %3336 = add nsw i64 %relu1_grad.iy233888, 24
-  %3337 = add nsw i64 %3336, -1
-  %3338 = mul nsw i64 %3337, 24
-  %3339 = add nsw i64 %3335, %3338
-  %3340 = add nsw i64 %3339, %relu1_grad.ix234889
-  %arena892 = getelementptr inbounds float, ptr %arena, i64 %3340
-  %3341 = load float, ptr %arena892, align 4
-  %3342 = fadd float %sum236, %3341
-  store float %3342, ptr %relu1_grad.sum237, align 4
+  %4453 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4454 = add nsw i64 %4453, 2
+  %4455 = mul nsw i64 %4454, 36864
+  %4456 = add nsw i64 6710544, %4455
+  %4457 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4458 = add nsw i64 %4456, %4457
+  %4459 = add nsw i64 %relu1_grad.iy2341473, 2
+  %4460 = mul nsw i64 %4459, 24
+  %4461 = add nsw i64 %4458, %4460
+  %4462 = add nsw i64 %4461, 22
+  %4463 = add nsw i64 %4462, %relu1_grad.ix2351474
+  %arena1476 = getelementptr inbounds float, ptr %arena, i64 %4463
+  %4464 = load float, ptr %arena1476, align 4
+  %4465 = fadd float %sum236, %4464
+  store float %4465, ptr %relu1_grad.sum237, align 4
   %sum237 = load float, ptr %relu1_grad.sum237, align 4
-  %3343 = mul nsw i64 %relu1_grad.c138776, 9
-  %3344 = add nsw i64 %3343, 6
-  %3345 = mul nsw i64 %3344, 36864
-  %3346 = add nsw i64 6710544, %3345
-  %3347 = mul nsw i64 %relu1_grad.j137775, 576
-  %3348 = add nsw i64 %3346, %3347
-  %3349 = add nsw i64 %relu1_grad.iy233888, 24
-  %3350 = add nsw i64 %3349, -2
-  %3351 = mul nsw i64 %3350, 24
-  %3352 = add nsw i64 %3348, %3351
-  %3353 = add nsw i64 %3352, 2
-  %3354 = add nsw i64 %3353, %relu1_grad.ix234889
-  %arena893 = getelementptr inbounds float, ptr %arena, i64 %3354
-  %3355 = load float, ptr %arena893, align 4
-  %3356 = fadd float %sum237, %3355
-  store float %3356, ptr %relu1_grad.sum238, align 4
+  %4466 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4467 = add nsw i64 %4466, 4
+  %4468 = mul nsw i64 %4467, 36864
+  %4469 = add nsw i64 6710544, %4468
+  %4470 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4471 = add nsw i64 %4469, %4470
+  %4472 = add nsw i64 %relu1_grad.iy2341473, 2
+  %4473 = add nsw i64 %4472, -1
+  %4474 = mul nsw i64 %4473, 24
+  %4475 = add nsw i64 %4471, %4474
+  %4476 = add nsw i64 %4475, 23
+  %4477 = add nsw i64 %4476, %relu1_grad.ix2351474
+  %arena1477 = getelementptr inbounds float, ptr %arena, i64 %4477
+  %4478 = load float, ptr %arena1477, align 4
+  %4479 = fadd float %sum237, %4478
+  store float %4479, ptr %relu1_grad.sum238, align 4
   %sum238 = load float, ptr %relu1_grad.sum238, align 4
-  %3357 = mul nsw i64 %relu1_grad.c138776, 9
-  %3358 = add nsw i64 %3357, 7
-  %3359 = mul nsw i64 %3358, 36864
-  %3360 = add nsw i64 6710544, %3359
-  %3361 = mul nsw i64 %relu1_grad.j137775, 576
-  %3362 = add nsw i64 %3360, %3361
-  %3363 = add nsw i64 %relu1_grad.iy233888, 24
-  %3364 = add nsw i64 %3363, -2
-  %3365 = mul nsw i64 %3364, 24
-  %3366 = add nsw i64 %3362, %3365
-  %3367 = add nsw i64 %3366, 1
-  %3368 = add nsw i64 %3367, %relu1_grad.ix234889
-  %arena894 = getelementptr inbounds float, ptr %arena, i64 %3368
-  %3369 = load float, ptr %arena894, align 4
-  %3370 = fadd float %sum238, %3369
-  store float %3370, ptr %relu1_grad.sum239, align 4
+  %4480 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4481 = add nsw i64 %4480, 5
+  %4482 = mul nsw i64 %4481, 36864
+  %4483 = add nsw i64 6710544, %4482
+  %4484 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4485 = add nsw i64 %4483, %4484
+  %4486 = add nsw i64 %relu1_grad.iy2341473, 2
+  %4487 = add nsw i64 %4486, -1
+  %4488 = mul nsw i64 %4487, 24
+  %4489 = add nsw i64 %4485, %4488
+  %4490 = add nsw i64 %4489, 22
+  %4491 = add nsw i64 %4490, %relu1_grad.ix2351474
+  %arena1478 = getelementptr inbounds float, ptr %arena, i64 %4491
+  %4492 = load float, ptr %arena1478, align 4
+  %4493 = fadd float %sum238, %4492
+  store float %4493, ptr %relu1_grad.sum239, align 4
   %sum239 = load float, ptr %relu1_grad.sum239, align 4
-  %3371 = mul nsw i64 %relu1_grad.c138776, 9
-  %3372 = add nsw i64 %3371, 8
-  %3373 = mul nsw i64 %3372, 36864
-  %3374 = add nsw i64 6710544, %3373
-  %3375 = mul nsw i64 %relu1_grad.j137775, 576
-  %3376 = add nsw i64 %3374, %3375
-  %3377 = add nsw i64 %relu1_grad.iy233888, 24
-  %3378 = add nsw i64 %3377, -2
-  %3379 = mul nsw i64 %3378, 24
-  %3380 = add nsw i64 %3376, %3379
-  %3381 = add nsw i64 %3380, %relu1_grad.ix234889
-  %arena895 = getelementptr inbounds float, ptr %arena, i64 %3381
-  %3382 = load float, ptr %arena895, align 4
-  %3383 = fadd float %sum239, %3382
-  store float %3383, ptr %relu1_grad.sum240, align 4
+  %4494 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4495 = add nsw i64 %4494, 7
+  %4496 = mul nsw i64 %4495, 36864
+  %4497 = add nsw i64 6710544, %4496
+  %4498 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4499 = add nsw i64 %4497, %4498
+  %4500 = add nsw i64 %relu1_grad.iy2341473, 2
+  %4501 = add nsw i64 %4500, -2
+  %4502 = mul nsw i64 %4501, 24
+  %4503 = add nsw i64 %4499, %4502
+  %4504 = add nsw i64 %4503, 23
+  %4505 = add nsw i64 %4504, %relu1_grad.ix2351474
+  %arena1479 = getelementptr inbounds float, ptr %arena, i64 %4505
+  %4506 = load float, ptr %arena1479, align 4
+  %4507 = fadd float %sum239, %4506
+  store float %4507, ptr %relu1_grad.sum240, align 4
   %sum240 = load float, ptr %relu1_grad.sum240, align 4
-  %3384 = mul nsw i64 %relu1_grad.g129670, 64
-  %3385 = add nsw i64 %3384, %relu1_grad.j137775
-  %3386 = mul nsw i64 %3385, 21632
-  %3387 = add nsw i64 1384448, %3386
-  %3388 = mul nsw i64 %relu1_grad.c138776, 676
-  %3389 = add nsw i64 %3387, %3388
-  %3390 = add nsw i64 %relu1_grad.iy233888, 24
-  %3391 = mul nsw i64 %3390, 26
-  %3392 = add nsw i64 %3389, %3391
-  %3393 = add nsw i64 %3392, 2
-  %3394 = add nsw i64 %3393, %relu1_grad.ix234889
-  %arena896 = getelementptr inbounds float, ptr %arena, i64 %3394
-  store float %sum240, ptr %arena896, align 4
-  %ix234.next = add nsw i64 %relu1_grad.ix234889, 1
-  %3395 = icmp slt i64 %ix234.next, 22
-  br i1 %3395, label %relu1_grad.ix234, label %relu1_grad.ix234.end
+  %4508 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4509 = add nsw i64 %4508, 8
+  %4510 = mul nsw i64 %4509, 36864
+  %4511 = add nsw i64 6710544, %4510
+  %4512 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4513 = add nsw i64 %4511, %4512
+  %4514 = add nsw i64 %relu1_grad.iy2341473, 2
+  %4515 = add nsw i64 %4514, -2
+  %4516 = mul nsw i64 %4515, 24
+  %4517 = add nsw i64 %4513, %4516
+  %4518 = add nsw i64 %4517, 22
+  %4519 = add nsw i64 %4518, %relu1_grad.ix2351474
+  %arena1480 = getelementptr inbounds float, ptr %arena, i64 %4519
+  %4520 = load float, ptr %arena1480, align 4
+  %4521 = fadd float %sum240, %4520
+  store float %4521, ptr %relu1_grad.sum241, align 4
+  %sum241 = load float, ptr %relu1_grad.sum241, align 4
+  %4522 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4523 = add nsw i64 %4522, %relu1_grad.j1611387
+  %4524 = mul nsw i64 %4523, 21632
+  %4525 = add nsw i64 1384448, %4524
+  %4526 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4527 = add nsw i64 %4525, %4526
+  %4528 = add nsw i64 %relu1_grad.iy2341473, 2
+  %4529 = mul nsw i64 %4528, 26
+  %4530 = add nsw i64 %4527, %4529
+  %4531 = add nsw i64 %4530, 24
+  %4532 = add nsw i64 %4531, %relu1_grad.ix2351474
+  %arena1481 = getelementptr inbounds float, ptr %arena, i64 %4532
+  store float %sum241, ptr %arena1481, align 4
+  %ix235.next = add nsw i64 %relu1_grad.ix2351474, 1
+  %4533 = icmp slt i64 %ix235.next, 1
+  br i1 %4533, label %relu1_grad.ix235, label %relu1_grad.ix235.end
 
-relu1_grad.ix234.end:                             ; preds = %relu1_grad.ix234
-  %iy233.next = add nsw i64 %relu1_grad.iy233888, 1
-  %3396 = icmp slt i64 %iy233.next, 1
-  br i1 %3396, label %relu1_grad.iy233, label %relu1_grad.iy233.end
+relu1_grad.ix235.end:                             ; preds = %relu1_grad.ix235
+  %iy234.next = add nsw i64 %relu1_grad.iy2341473, 1
+  %4534 = icmp slt i64 %iy234.next, 22
+  br i1 %4534, label %relu1_grad.iy234, label %relu1_grad.iy234.end
 
-relu1_grad.iy241:                                 ; preds = %relu1_grad.ix242.end, %relu1_grad.iy233.end
-  %relu1_grad.iy241897 = phi i64 [ 0, %relu1_grad.iy233.end ], [ %iy241.next, %relu1_grad.ix242.end ]
-  br label %relu1_grad.ix242
+relu1_grad.iy242:                                 ; preds = %relu1_grad.ix243.end, %relu1_grad.iy234.end
+  %relu1_grad.iy2421482 = phi i64 [ 0, %relu1_grad.iy234.end ], [ %iy242.next, %relu1_grad.ix243.end ]
+  br label %relu1_grad.ix243
 
-relu1_grad.iy241.end:                             ; preds = %relu1_grad.ix242.end
+relu1_grad.iy242.end:                             ; preds = %relu1_grad.ix243.end
   br label %relu1_grad.iy247
 
-relu1_grad.ix242:                                 ; preds = %relu1_grad.ix242, %relu1_grad.iy241
-  %relu1_grad.ix242898 = phi i64 [ 0, %relu1_grad.iy241 ], [ %ix242.next, %relu1_grad.ix242 ]
-  %3397 = mul nsw i64 %relu1_grad.c138776, 9
-  %3398 = add nsw i64 %3397, 4
-  %3399 = mul nsw i64 %3398, 36864
-  %3400 = add nsw i64 6710544, %3399
-  %3401 = mul nsw i64 %relu1_grad.j137775, 576
-  %3402 = add nsw i64 %3400, %3401
-  %3403 = add nsw i64 %relu1_grad.iy241897, 24
-  %3404 = add nsw i64 %3403, -1
-  %3405 = mul nsw i64 %3404, 24
-  %3406 = add nsw i64 %3402, %3405
-  %3407 = add nsw i64 %3406, 23
-  %3408 = add nsw i64 %3407, %relu1_grad.ix242898
-  %arena899 = getelementptr inbounds float, ptr %arena, i64 %3408
-  %3409 = load float, ptr %arena899, align 4
-  store float %3409, ptr %relu1_grad.sum243, align 4
-  %sum243 = load float, ptr %relu1_grad.sum243, align 4
-  %3410 = mul nsw i64 %relu1_grad.c138776, 9
-  %3411 = add nsw i64 %3410, 5
-  %3412 = mul nsw i64 %3411, 36864
-  %3413 = add nsw i64 6710544, %3412
-  %3414 = mul nsw i64 %relu1_grad.j137775, 576
-  %3415 = add nsw i64 %3413, %3414
-  %3416 = add nsw i64 %relu1_grad.iy241897, 24
-  %3417 = add nsw i64 %3416, -1
-  %3418 = mul nsw i64 %3417, 24
-  %3419 = add nsw i64 %3415, %3418
-  %3420 = add nsw i64 %3419, 22
-  %3421 = add nsw i64 %3420, %relu1_grad.ix242898
-  %arena900 = getelementptr inbounds float, ptr %arena, i64 %3421
-  %3422 = load float, ptr %arena900, align 4
-  %3423 = fadd float %sum243, %3422
-  store float %3423, ptr %relu1_grad.sum244, align 4
+relu1_grad.ix243:                                 ; preds = %relu1_grad.ix243, %relu1_grad.iy242
+  %relu1_grad.ix2431483 = phi i64 [ 0, %relu1_grad.iy242 ], [ %ix243.next, %relu1_grad.ix243 ]
+  %4535 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4536 = add nsw i64 %4535, 2
+  %4537 = mul nsw i64 %4536, 36864
+  %4538 = add nsw i64 6710544, %4537
+  %4539 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4540 = add nsw i64 %4538, %4539
+  %4541 = add nsw i64 %relu1_grad.iy2421482, 2
+  %4542 = mul nsw i64 %4541, 24
+  %4543 = add nsw i64 %4540, %4542
+  %4544 = add nsw i64 %4543, 23
+  %4545 = add nsw i64 %4544, %relu1_grad.ix2431483
+  %arena1484 = getelementptr inbounds float, ptr %arena, i64 %4545
+  %4546 = load float, ptr %arena1484, align 4
+  store float %4546, ptr %relu1_grad.sum244, align 4
   %sum244 = load float, ptr %relu1_grad.sum244, align 4
-  %3424 = mul nsw i64 %relu1_grad.c138776, 9
-  %3425 = add nsw i64 %3424, 7
-  %3426 = mul nsw i64 %3425, 36864
-  %3427 = add nsw i64 6710544, %3426
-  %3428 = mul nsw i64 %relu1_grad.j137775, 576
-  %3429 = add nsw i64 %3427, %3428
-  %3430 = add nsw i64 %relu1_grad.iy241897, 24
-  %3431 = add nsw i64 %3430, -2
-  %3432 = mul nsw i64 %3431, 24
-  %3433 = add nsw i64 %3429, %3432
-  %3434 = add nsw i64 %3433, 23
-  %3435 = add nsw i64 %3434, %relu1_grad.ix242898
-  %arena901 = getelementptr inbounds float, ptr %arena, i64 %3435
-  %3436 = load float, ptr %arena901, align 4
-  %3437 = fadd float %sum244, %3436
-  store float %3437, ptr %relu1_grad.sum245, align 4
+  %4547 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4548 = add nsw i64 %4547, 5
+  %4549 = mul nsw i64 %4548, 36864
+  %4550 = add nsw i64 6710544, %4549
+  %4551 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4552 = add nsw i64 %4550, %4551
+  %4553 = add nsw i64 %relu1_grad.iy2421482, 2
+  %4554 = add nsw i64 %4553, -1
+  %4555 = mul nsw i64 %4554, 24
+  %4556 = add nsw i64 %4552, %4555
+  %4557 = add nsw i64 %4556, 23
+  %4558 = add nsw i64 %4557, %relu1_grad.ix2431483
+  %arena1485 = getelementptr inbounds float, ptr %arena, i64 %4558
+  %4559 = load float, ptr %arena1485, align 4
+  %4560 = fadd float %sum244, %4559
+  store float %4560, ptr %relu1_grad.sum245, align 4
   %sum245 = load float, ptr %relu1_grad.sum245, align 4
-  %3438 = mul nsw i64 %relu1_grad.c138776, 9
-  %3439 = add nsw i64 %3438, 8
-  %3440 = mul nsw i64 %3439, 36864
-  %3441 = add nsw i64 6710544, %3440
-  %3442 = mul nsw i64 %relu1_grad.j137775, 576
-  %3443 = add nsw i64 %3441, %3442
-  %3444 = add nsw i64 %relu1_grad.iy241897, 24
-  %3445 = add nsw i64 %3444, -2
-  %3446 = mul nsw i64 %3445, 24
-  %3447 = add nsw i64 %3443, %3446
-  %3448 = add nsw i64 %3447, 22
-  %3449 = add nsw i64 %3448, %relu1_grad.ix242898
-  %arena902 = getelementptr inbounds float, ptr %arena, i64 %3449
-  %3450 = load float, ptr %arena902, align 4
-  %3451 = fadd float %sum245, %3450
-  store float %3451, ptr %relu1_grad.sum246, align 4
+  %4561 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4562 = add nsw i64 %4561, 8
+  %4563 = mul nsw i64 %4562, 36864
+  %4564 = add nsw i64 6710544, %4563
+  %4565 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4566 = add nsw i64 %4564, %4565
+  %4567 = add nsw i64 %relu1_grad.iy2421482, 2
+  %4568 = add nsw i64 %4567, -2
+  %4569 = mul nsw i64 %4568, 24
+  %4570 = add nsw i64 %4566, %4569
+  %4571 = add nsw i64 %4570, 23
+  %4572 = add nsw i64 %4571, %relu1_grad.ix2431483
+  %arena1486 = getelementptr inbounds float, ptr %arena, i64 %4572
+  %4573 = load float, ptr %arena1486, align 4
+  %4574 = fadd float %sum245, %4573
+  store float %4574, ptr %relu1_grad.sum246, align 4
   %sum246 = load float, ptr %relu1_grad.sum246, align 4
-  %3452 = mul nsw i64 %relu1_grad.g129670, 64
-  %3453 = add nsw i64 %3452, %relu1_grad.j137775
-  %3454 = mul nsw i64 %3453, 21632
-  %3455 = add nsw i64 1384448, %3454
-  %3456 = mul nsw i64 %relu1_grad.c138776, 676
-  %3457 = add nsw i64 %3455, %3456
-  %3458 = add nsw i64 %relu1_grad.iy241897, 24
-  %3459 = mul nsw i64 %3458, 26
-  %3460 = add nsw i64 %3457, %3459
-  %3461 = add nsw i64 %3460, 24
-  %3462 = add nsw i64 %3461, %relu1_grad.ix242898
-  %arena903 = getelementptr inbounds float, ptr %arena, i64 %3462
-  store float %sum246, ptr %arena903, align 4
-  %ix242.next = add nsw i64 %relu1_grad.ix242898, 1
-  %3463 = icmp slt i64 %ix242.next, 1
-  br i1 %3463, label %relu1_grad.ix242, label %relu1_grad.ix242.end
+  %4575 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4576 = add nsw i64 %4575, %relu1_grad.j1611387
+  %4577 = mul nsw i64 %4576, 21632
+  %4578 = add nsw i64 1384448, %4577
+  %4579 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4580 = add nsw i64 %4578, %4579
+  %4581 = add nsw i64 %relu1_grad.iy2421482, 2
+  %4582 = mul nsw i64 %4581, 26
+  %4583 = add nsw i64 %4580, %4582
+  %4584 = add nsw i64 %4583, 25
+  %4585 = add nsw i64 %4584, %relu1_grad.ix2431483
+  %arena1487 = getelementptr inbounds float, ptr %arena, i64 %4585
+  store float %sum246, ptr %arena1487, align 4
+  %ix243.next = add nsw i64 %relu1_grad.ix2431483, 1
+  %4586 = icmp slt i64 %ix243.next, 1
+  br i1 %4586, label %relu1_grad.ix243, label %relu1_grad.ix243.end
 
-relu1_grad.ix242.end:                             ; preds = %relu1_grad.ix242
-  %iy241.next = add nsw i64 %relu1_grad.iy241897, 1
-  %3464 = icmp slt i64 %iy241.next, 1
-  br i1 %3464, label %relu1_grad.iy241, label %relu1_grad.iy241.end
+relu1_grad.ix243.end:                             ; preds = %relu1_grad.ix243
+  %iy242.next = add nsw i64 %relu1_grad.iy2421482, 1
+  %4587 = icmp slt i64 %iy242.next, 22
+  br i1 %4587, label %relu1_grad.iy242, label %relu1_grad.iy242.end
 
-relu1_grad.iy247:                                 ; preds = %relu1_grad.ix248.end, %relu1_grad.iy241.end
-  %relu1_grad.iy247904 = phi i64 [ 0, %relu1_grad.iy241.end ], [ %iy247.next, %relu1_grad.ix248.end ]
+relu1_grad.iy247:                                 ; preds = %relu1_grad.ix248.end, %relu1_grad.iy242.end
+  %relu1_grad.iy2471488 = phi i64 [ 0, %relu1_grad.iy242.end ], [ %iy247.next, %relu1_grad.ix248.end ]
   br label %relu1_grad.ix248
 
 relu1_grad.iy247.end:                             ; preds = %relu1_grad.ix248.end
   br label %relu1_grad.iy251
 
 relu1_grad.ix248:                                 ; preds = %relu1_grad.ix248, %relu1_grad.iy247
-  %relu1_grad.ix248905 = phi i64 [ 0, %relu1_grad.iy247 ], [ %ix248.next, %relu1_grad.ix248 ]
-  %3465 = mul nsw i64 %relu1_grad.c138776, 9
-  %3466 = add nsw i64 %3465, 5
-  %3467 = mul nsw i64 %3466, 36864
-  %3468 = add nsw i64 6710544, %3467
-  %3469 = mul nsw i64 %relu1_grad.j137775, 576
-  %3470 = add nsw i64 %3468, %3469
-  %3471 = add nsw i64 %relu1_grad.iy247904, 24
-  %3472 = add nsw i64 %3471, -1
-  %3473 = mul nsw i64 %3472, 24
-  %3474 = add nsw i64 %3470, %3473
-  %3475 = add nsw i64 %3474, 23
-  %3476 = add nsw i64 %3475, %relu1_grad.ix248905
-  %arena906 = getelementptr inbounds float, ptr %arena, i64 %3476
-  %3477 = load float, ptr %arena906, align 4
-  store float %3477, ptr %relu1_grad.sum249, align 4
+  %relu1_grad.ix2481489 = phi i64 [ 0, %relu1_grad.iy247 ], [ %ix248.next, %relu1_grad.ix248 ]
+  %4588 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4589 = add nsw i64 %4588, 3
+  %4590 = mul nsw i64 %4589, 36864
+  %4591 = add nsw i64 6710544, %4590
+  %4592 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4593 = add nsw i64 %4591, %4592
+  %4594 = add nsw i64 %relu1_grad.iy2471488, 24
+  %4595 = add nsw i64 %4594, -1
+  %4596 = mul nsw i64 %4595, 24
+  %4597 = add nsw i64 %4593, %4596
+  %4598 = add nsw i64 %4597, %relu1_grad.ix2481489
+  %arena1490 = getelementptr inbounds float, ptr %arena, i64 %4598
+  %4599 = load float, ptr %arena1490, align 4
+  store float %4599, ptr %relu1_grad.sum249, align 4
   %sum249 = load float, ptr %relu1_grad.sum249, align 4
-  %3478 = mul nsw i64 %relu1_grad.c138776, 9
-  %3479 = add nsw i64 %3478, 8
-  %3480 = mul nsw i64 %3479, 36864
-  %3481 = add nsw i64 6710544, %3480
-  %3482 = mul nsw i64 %relu1_grad.j137775, 576
-  %3483 = add nsw i64 %3481, %3482
-  %3484 = add nsw i64 %relu1_grad.iy247904, 24
-  %3485 = add nsw i64 %3484, -2
-  %3486 = mul nsw i64 %3485, 24
-  %3487 = add nsw i64 %3483, %3486
-  %3488 = add nsw i64 %3487, 23
-  %3489 = add nsw i64 %3488, %relu1_grad.ix248905
-  %arena907 = getelementptr inbounds float, ptr %arena, i64 %3489
-  %3490 = load float, ptr %arena907, align 4
-  %3491 = fadd float %sum249, %3490
-  store float %3491, ptr %relu1_grad.sum250, align 4
+  %4600 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4601 = add nsw i64 %4600, 6
+  %4602 = mul nsw i64 %4601, 36864
+  %4603 = add nsw i64 6710544, %4602
+  %4604 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4605 = add nsw i64 %4603, %4604
+  %4606 = add nsw i64 %relu1_grad.iy2471488, 24
+  %4607 = add nsw i64 %4606, -2
+  %4608 = mul nsw i64 %4607, 24
+  %4609 = add nsw i64 %4605, %4608
+  %4610 = add nsw i64 %4609, %relu1_grad.ix2481489
+  %arena1491 = getelementptr inbounds float, ptr %arena, i64 %4610
+  %4611 = load float, ptr %arena1491, align 4
+  %4612 = fadd float %sum249, %4611
+  store float %4612, ptr %relu1_grad.sum250, align 4
   %sum250 = load float, ptr %relu1_grad.sum250, align 4
-  %3492 = mul nsw i64 %relu1_grad.g129670, 64
-  %3493 = add nsw i64 %3492, %relu1_grad.j137775
-  %3494 = mul nsw i64 %3493, 21632
-  %3495 = add nsw i64 1384448, %3494
-  %3496 = mul nsw i64 %relu1_grad.c138776, 676
-  %3497 = add nsw i64 %3495, %3496
-  %3498 = add nsw i64 %relu1_grad.iy247904, 24
-  %3499 = mul nsw i64 %3498, 26
-  %3500 = add nsw i64 %3497, %3499
-  %3501 = add nsw i64 %3500, 25
-  %3502 = add nsw i64 %3501, %relu1_grad.ix248905
-  %arena908 = getelementptr inbounds float, ptr %arena, i64 %3502
-  store float %sum250, ptr %arena908, align 4
-  %ix248.next = add nsw i64 %relu1_grad.ix248905, 1
-  %3503 = icmp slt i64 %ix248.next, 1
-  br i1 %3503, label %relu1_grad.ix248, label %relu1_grad.ix248.end
+  %4613 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4614 = add nsw i64 %4613, %relu1_grad.j1611387
+  %4615 = mul nsw i64 %4614, 21632
+  %4616 = add nsw i64 1384448, %4615
+  %4617 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4618 = add nsw i64 %4616, %4617
+  %4619 = add nsw i64 %relu1_grad.iy2471488, 24
+  %4620 = mul nsw i64 %4619, 26
+  %4621 = add nsw i64 %4618, %4620
+  %4622 = add nsw i64 %4621, %relu1_grad.ix2481489
+  %arena1492 = getelementptr inbounds float, ptr %arena, i64 %4622
+  store float %sum250, ptr %arena1492, align 4
+  %ix248.next = add nsw i64 %relu1_grad.ix2481489, 1
+  %4623 = icmp slt i64 %ix248.next, 1
+  br i1 %4623, label %relu1_grad.ix248, label %relu1_grad.ix248.end
 
 relu1_grad.ix248.end:                             ; preds = %relu1_grad.ix248
-  %iy247.next = add nsw i64 %relu1_grad.iy247904, 1
-  %3504 = icmp slt i64 %iy247.next, 1
-  br i1 %3504, label %relu1_grad.iy247, label %relu1_grad.iy247.end
+  %iy247.next = add nsw i64 %relu1_grad.iy2471488, 1
+  %4624 = icmp slt i64 %iy247.next, 1
+  br i1 %4624, label %relu1_grad.iy247, label %relu1_grad.iy247.end
 
 relu1_grad.iy251:                                 ; preds = %relu1_grad.ix252.end, %relu1_grad.iy247.end
-  %relu1_grad.iy251909 = phi i64 [ 0, %relu1_grad.iy247.end ], [ %iy251.next, %relu1_grad.ix252.end ]
+  %relu1_grad.iy2511493 = phi i64 [ 0, %relu1_grad.iy247.end ], [ %iy251.next, %relu1_grad.ix252.end ]
   br label %relu1_grad.ix252
 
 relu1_grad.iy251.end:                             ; preds = %relu1_grad.ix252.end
-  br label %relu1_grad.iy254
+  br label %relu1_grad.iy257
 
 relu1_grad.ix252:                                 ; preds = %relu1_grad.ix252, %relu1_grad.iy251
-  %relu1_grad.ix252910 = phi i64 [ 0, %relu1_grad.iy251 ], [ %ix252.next, %relu1_grad.ix252 ]
-  %3505 = mul nsw i64 %relu1_grad.c138776, 9
-  %3506 = add nsw i64 %3505, 6
-  %3507 = mul nsw i64 %3506, 36864
-  %3508 = add nsw i64 6710544, %3507
-  %3509 = mul nsw i64 %relu1_grad.j137775, 576
-  %3510 = add nsw i64 %3508, %3509
-  %3511 = add nsw i64 %relu1_grad.iy251909, 25
-  %3512 = add nsw i64 %3511, -2
-  %3513 = mul nsw i64 %3512, 24
-  %3514 = add nsw i64 %3510, %3513
-  %3515 = add nsw i64 %3514, %relu1_grad.ix252910
-  %arena911 = getelementptr inbounds float, ptr %arena, i64 %3515
-  %3516 = load float, ptr %arena911, align 4
-  store float %3516, ptr %relu1_grad.sum253, align 4
+  %relu1_grad.ix2521494 = phi i64 [ 0, %relu1_grad.iy251 ], [ %ix252.next, %relu1_grad.ix252 ]
+  %4625 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4626 = add nsw i64 %4625, 3
+  %4627 = mul nsw i64 %4626, 36864
+  %4628 = add nsw i64 6710544, %4627
+  %4629 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4630 = add nsw i64 %4628, %4629
+  %4631 = add nsw i64 %relu1_grad.iy2511493, 24
+  %4632 = add nsw i64 %4631, -1
+  %4633 = mul nsw i64 %4632, 24
+  %4634 = add nsw i64 %4630, %4633
+  %4635 = add nsw i64 %4634, 1
+  %4636 = add nsw i64 %4635, %relu1_grad.ix2521494
+  %arena1495 = getelementptr inbounds float, ptr %arena, i64 %4636
+  %4637 = load float, ptr %arena1495, align 4
+  store float %4637, ptr %relu1_grad.sum253, align 4
   %sum253 = load float, ptr %relu1_grad.sum253, align 4
-  %3517 = mul nsw i64 %relu1_grad.g129670, 64
-  %3518 = add nsw i64 %3517, %relu1_grad.j137775
-  %3519 = mul nsw i64 %3518, 21632
-  %3520 = add nsw i64 1384448, %3519
-  %3521 = mul nsw i64 %relu1_grad.c138776, 676
-  %3522 = add nsw i64 %3520, %3521
-  %3523 = add nsw i64 %relu1_grad.iy251909, 25
-  %3524 = mul nsw i64 %3523, 26
-  %3525 = add nsw i64 %3522, %3524
-  %3526 = add nsw i64 %3525, %relu1_grad.ix252910
-  %arena912 = getelementptr inbounds float, ptr %arena, i64 %3526
-  store float %sum253, ptr %arena912, align 4
-  %ix252.next = add nsw i64 %relu1_grad.ix252910, 1
-  %3527 = icmp slt i64 %ix252.next, 1
-  br i1 %3527, label %relu1_grad.ix252, label %relu1_grad.ix252.end
+  %4638 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4639 = add nsw i64 %4638, 4
+  %4640 = mul nsw i64 %4639, 36864
+  %4641 = add nsw i64 6710544, %4640
+  %4642 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4643 = add nsw i64 %4641, %4642
+  %4644 = add nsw i64 %relu1_grad.iy2511493, 24
+  %4645 = add nsw i64 %4644, -1
+  %4646 = mul nsw i64 %4645, 24
+  %4647 = add nsw i64 %4643, %4646
+  %4648 = add nsw i64 %4647, %relu1_grad.ix2521494
+  %arena1496 = getelementptr inbounds float, ptr %arena, i64 %4648
+  %4649 = load float, ptr %arena1496, align 4
+  %4650 = fadd float %sum253, %4649
+  store float %4650, ptr %relu1_grad.sum254, align 4
+  %sum254 = load float, ptr %relu1_grad.sum254, align 4
+  %4651 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4652 = add nsw i64 %4651, 6
+  %4653 = mul nsw i64 %4652, 36864
+  %4654 = add nsw i64 6710544, %4653
+  %4655 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4656 = add nsw i64 %4654, %4655
+  %4657 = add nsw i64 %relu1_grad.iy2511493, 24
+  %4658 = add nsw i64 %4657, -2
+  %4659 = mul nsw i64 %4658, 24
+  %4660 = add nsw i64 %4656, %4659
+  %4661 = add nsw i64 %4660, 1
+  %4662 = add nsw i64 %4661, %relu1_grad.ix2521494
+  %arena1497 = getelementptr inbounds float, ptr %arena, i64 %4662
+  %4663 = load float, ptr %arena1497, align 4
+  %4664 = fadd float %sum254, %4663
+  store float %4664, ptr %relu1_grad.sum255, align 4
+  %sum255 = load float, ptr %relu1_grad.sum255, align 4
+  %4665 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4666 = add nsw i64 %4665, 7
+  %4667 = mul nsw i64 %4666, 36864
+  %4668 = add nsw i64 6710544, %4667
+  %4669 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4670 = add nsw i64 %4668, %4669
+  %4671 = add nsw i64 %relu1_grad.iy2511493, 24
+  %4672 = add nsw i64 %4671, -2
+  %4673 = mul nsw i64 %4672, 24
+  %4674 = add nsw i64 %4670, %4673
+  %4675 = add nsw i64 %4674, %relu1_grad.ix2521494
+  %arena1498 = getelementptr inbounds float, ptr %arena, i64 %4675
+  %4676 = load float, ptr %arena1498, align 4
+  %4677 = fadd float %sum255, %4676
+  store float %4677, ptr %relu1_grad.sum256, align 4
+  %sum256 = load float, ptr %relu1_grad.sum256, align 4
+  %4678 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4679 = add nsw i64 %4678, %relu1_grad.j1611387
+  %4680 = mul nsw i64 %4679, 21632
+  %4681 = add nsw i64 1384448, %4680
+  %4682 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4683 = add nsw i64 %4681, %4682
+  %4684 = add nsw i64 %relu1_grad.iy2511493, 24
+  %4685 = mul nsw i64 %4684, 26
+  %4686 = add nsw i64 %4683, %4685
+  %4687 = add nsw i64 %4686, 1
+  %4688 = add nsw i64 %4687, %relu1_grad.ix2521494
+  %arena1499 = getelementptr inbounds float, ptr %arena, i64 %4688
+  store float %sum256, ptr %arena1499, align 4
+  %ix252.next = add nsw i64 %relu1_grad.ix2521494, 1
+  %4689 = icmp slt i64 %ix252.next, 1
+  br i1 %4689, label %relu1_grad.ix252, label %relu1_grad.ix252.end
 
 relu1_grad.ix252.end:                             ; preds = %relu1_grad.ix252
-  %iy251.next = add nsw i64 %relu1_grad.iy251909, 1
-  %3528 = icmp slt i64 %iy251.next, 1
-  br i1 %3528, label %relu1_grad.iy251, label %relu1_grad.iy251.end
+  %iy251.next = add nsw i64 %relu1_grad.iy2511493, 1
+  %4690 = icmp slt i64 %iy251.next, 1
+  br i1 %4690, label %relu1_grad.iy251, label %relu1_grad.iy251.end
 
-relu1_grad.iy254:                                 ; preds = %relu1_grad.ix255.end, %relu1_grad.iy251.end
-  %relu1_grad.iy254913 = phi i64 [ 0, %relu1_grad.iy251.end ], [ %iy254.next, %relu1_grad.ix255.end ]
-  br label %relu1_grad.ix255
+relu1_grad.iy257:                                 ; preds = %relu1_grad.ix258.end, %relu1_grad.iy251.end
+  %relu1_grad.iy2571500 = phi i64 [ 0, %relu1_grad.iy251.end ], [ %iy257.next, %relu1_grad.ix258.end ]
+  br label %relu1_grad.ix258
 
-relu1_grad.iy254.end:                             ; preds = %relu1_grad.ix255.end
-  br label %relu1_grad.iy258
+relu1_grad.iy257.end:                             ; preds = %relu1_grad.ix258.end
+  br label %relu1_grad.iy265
 
-relu1_grad.ix255:                                 ; preds = %relu1_grad.ix255, %relu1_grad.iy254
-  %relu1_grad.ix255914 = phi i64 [ 0, %relu1_grad.iy254 ], [ %ix255.next, %relu1_grad.ix255 ]
-  %3529 = mul nsw i64 %relu1_grad.c138776, 9
-  %3530 = add nsw i64 %3529, 6
-  %3531 = mul nsw i64 %3530, 36864
-  %3532 = add nsw i64 6710544, %3531
-  %3533 = mul nsw i64 %relu1_grad.j137775, 576
-  %3534 = add nsw i64 %3532, %3533
-  %3535 = add nsw i64 %relu1_grad.iy254913, 25
-  %3536 = add nsw i64 %3535, -2
-  %3537 = mul nsw i64 %3536, 24
-  %3538 = add nsw i64 %3534, %3537
-  %3539 = add nsw i64 %3538, 1
-  %3540 = add nsw i64 %3539, %relu1_grad.ix255914
-  %arena915 = getelementptr inbounds float, ptr %arena, i64 %3540
-  %3541 = load float, ptr %arena915, align 4
-  store float %3541, ptr %relu1_grad.sum256, align 4
-  %sum256 = load float, ptr %relu1_grad.sum256, align 4
-  %3542 = mul nsw i64 %relu1_grad.c138776, 9
-  %3543 = add nsw i64 %3542, 7
-  %3544 = mul nsw i64 %3543, 36864
-  %3545 = add nsw i64 6710544, %3544
-  %3546 = mul nsw i64 %relu1_grad.j137775, 576
-  %3547 = add nsw i64 %3545, %3546
-  %3548 = add nsw i64 %relu1_grad.iy254913, 25
-  %3549 = add nsw i64 %3548, -2
-  %3550 = mul nsw i64 %3549, 24
-  %3551 = add nsw i64 %3547, %3550
-  %3552 = add nsw i64 %3551, %relu1_grad.ix255914
-  %arena916 = getelementptr inbounds float, ptr %arena, i64 %3552
-  %3553 = load float, ptr %arena916, align 4
-  %3554 = fadd float %sum256, %3553
-  store float %3554, ptr %relu1_grad.sum257, align 4
-  %sum257 = load float, ptr %relu1_grad.sum257, align 4
-  %3555 = mul nsw i64 %relu1_grad.g129670, 64
-  %3556 = add nsw i64 %3555, %relu1_grad.j137775
-  %3557 = mul nsw i64 %3556, 21632
-  %3558 = add nsw i64 1384448, %3557
-  %3559 = mul nsw i64 %relu1_grad.c138776, 676
-  %3560 = add nsw i64 %3558, %3559
-  %3561 = add nsw i64 %relu1_grad.iy254913, 25
-  %3562 = mul nsw i64 %3561, 26
-  %3563 = add nsw i64 %3560, %3562
-  %3564 = add nsw i64 %3563, 1
-  %3565 = add nsw i64 %3564, %relu1_grad.ix255914
-  %arena917 = getelementptr inbounds float, ptr %arena, i64 %3565
-  store float %sum257, ptr %arena917, align 4
-  %ix255.next = add nsw i64 %relu1_grad.ix255914, 1
-  %3566 = icmp slt i64 %ix255.next, 1
-  br i1 %3566, label %relu1_grad.ix255, label %relu1_grad.ix255.end
-
-relu1_grad.ix255.end:                             ; preds = %relu1_grad.ix255
-  %iy254.next = add nsw i64 %relu1_grad.iy254913, 1
-  %3567 = icmp slt i64 %iy254.next, 1
-  br i1 %3567, label %relu1_grad.iy254, label %relu1_grad.iy254.end
-
-relu1_grad.iy258:                                 ; preds = %relu1_grad.ix259.end, %relu1_grad.iy254.end
-  %relu1_grad.iy258918 = phi i64 [ 0, %relu1_grad.iy254.end ], [ %iy258.next, %relu1_grad.ix259.end ]
-  br label %relu1_grad.ix259
-
-relu1_grad.iy258.end:                             ; preds = %relu1_grad.ix259.end
-  br label %relu1_grad.iy263
-
-relu1_grad.ix259:                                 ; preds = %relu1_grad.ix259, %relu1_grad.iy258
-  %relu1_grad.ix259919 = phi i64 [ 0, %relu1_grad.iy258 ], [ %ix259.next, %relu1_grad.ix259 ]
-  %3568 = mul nsw i64 %relu1_grad.c138776, 9
-  %3569 = add nsw i64 %3568, 6
-  %3570 = mul nsw i64 %3569, 36864
-  %3571 = add nsw i64 6710544, %3570
-  %3572 = mul nsw i64 %relu1_grad.j137775, 576
-  %3573 = add nsw i64 %3571, %3572
-  %3574 = add nsw i64 %relu1_grad.iy258918, 25
-  %3575 = add nsw i64 %3574, -2
-  %3576 = mul nsw i64 %3575, 24
-  %3577 = add nsw i64 %3573, %3576
-  %3578 = add nsw i64 %3577, 2
-  %3579 = add nsw i64 %3578, %relu1_grad.ix259919
-  %arena920 = getelementptr inbounds float, ptr %arena, i64 %3579
-  %3580 = load float, ptr %arena920, align 4
-  store float %3580, ptr %relu1_grad.sum260, align 4
+relu1_grad.ix258:                                 ; preds = %relu1_grad.ix258, %relu1_grad.iy257
+  %relu1_grad.ix2581501 = phi i64 [ 0, %relu1_grad.iy257 ], [ %ix258.next, %relu1_grad.ix258 ]
+  %4691 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4692 = add nsw i64 %4691, 3
+  %4693 = mul nsw i64 %4692, 36864
+  %4694 = add nsw i64 6710544, %4693
+  %4695 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4696 = add nsw i64 %4694, %4695
+  %4697 = add nsw i64 %relu1_grad.iy2571500, 24
+  %4698 = add nsw i64 %4697, -1
+  %4699 = mul nsw i64 %4698, 24
+  %4700 = add nsw i64 %4696, %4699
+  %4701 = add nsw i64 %4700, 2
+  %4702 = add nsw i64 %4701, %relu1_grad.ix2581501
+  %arena1502 = getelementptr inbounds float, ptr %arena, i64 %4702
+  %4703 = load float, ptr %arena1502, align 4
+  store float %4703, ptr %relu1_grad.sum259, align 4
+  %sum259 = load float, ptr %relu1_grad.sum259, align 4
+  %4704 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4705 = add nsw i64 %4704, 4
+  %4706 = mul nsw i64 %4705, 36864
+  %4707 = add nsw i64 6710544, %4706
+  %4708 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4709 = add nsw i64 %4707, %4708
+  %4710 = add nsw i64 %relu1_grad.iy2571500, 24
+  %4711 = add nsw i64 %4710, -1
+  %4712 = mul nsw i64 %4711, 24
+  %4713 = add nsw i64 %4709, %4712
+  %4714 = add nsw i64 %4713, 1
+  %4715 = add nsw i64 %4714, %relu1_grad.ix2581501
+  %arena1503 = getelementptr inbounds float, ptr %arena, i64 %4715
+  %4716 = load float, ptr %arena1503, align 4
+  %4717 = fadd float %sum259, %4716
+  store float %4717, ptr %relu1_grad.sum260, align 4
   %sum260 = load float, ptr %relu1_grad.sum260, align 4
-  %3581 = mul nsw i64 %relu1_grad.c138776, 9
-  %3582 = add nsw i64 %3581, 7
-  %3583 = mul nsw i64 %3582, 36864
-  %3584 = add nsw i64 6710544, %3583
-  %3585 = mul nsw i64 %relu1_grad.j137775, 576
-  %3586 = add nsw i64 %3584, %3585
-  %3587 = add nsw i64 %relu1_grad.iy258918, 25
-  %3588 = add nsw i64 %3587, -2
-  %3589 = mul nsw i64 %3588, 24
-  %3590 = add nsw i64 %3586, %3589
-  %3591 = add nsw i64 %3590, 1
-  %3592 = add nsw i64 %3591, %relu1_grad.ix259919
-  %arena921 = getelementptr inbounds float, ptr %arena, i64 %3592
-  %3593 = load float, ptr %arena921, align 4
-  %3594 = fadd float %sum260, %3593
-  store float %3594, ptr %relu1_grad.sum261, align 4
+  %4718 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4719 = add nsw i64 %4718, 5
+  %4720 = mul nsw i64 %4719, 36864
+  %4721 = add nsw i64 6710544, %4720
+  %4722 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4723 = add nsw i64 %4721, %4722
+  %4724 = add nsw i64 %relu1_grad.iy2571500, 24
+  %4725 = add nsw i64 %4724, -1
+  %4726 = mul nsw i64 %4725, 24
+  %4727 = add nsw i64 %4723, %4726
+  %4728 = add nsw i64 %4727, %relu1_grad.ix2581501
+  %arena1504 = getelementptr inbounds float, ptr %arena, i64 %4728
+  %4729 = load float, ptr %arena1504, align 4
+  %4730 = fadd float %sum260, %4729
+  store float %4730, ptr %relu1_grad.sum261, align 4
   %sum261 = load float, ptr %relu1_grad.sum261, align 4
-  %3595 = mul nsw i64 %relu1_grad.c138776, 9
-  %3596 = add nsw i64 %3595, 8
-  %3597 = mul nsw i64 %3596, 36864
-  %3598 = add nsw i64 6710544, %3597
-  %3599 = mul nsw i64 %relu1_grad.j137775, 576
-  %3600 = add nsw i64 %3598, %3599
-  %3601 = add nsw i64 %relu1_grad.iy258918, 25
-  %3602 = add nsw i64 %3601, -2
-  %3603 = mul nsw i64 %3602, 24
-  %3604 = add nsw i64 %3600, %3603
-  %3605 = add nsw i64 %3604, %relu1_grad.ix259919
-  %arena922 = getelementptr inbounds float, ptr %arena, i64 %3605
-  %3606 = load float, ptr %arena922, align 4
-  %3607 = fadd float %sum261, %3606
-  store float %3607, ptr %relu1_grad.sum262, align 4
+  %4731 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4732 = add nsw i64 %4731, 6
+  %4733 = mul nsw i64 %4732, 36864
+  %4734 = add nsw i64 6710544, %4733
+  %4735 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4736 = add nsw i64 %4734, %4735
+  %4737 = add nsw i64 %relu1_grad.iy2571500, 24
+  %4738 = add nsw i64 %4737, -2
+  %4739 = mul nsw i64 %4738, 24
+  %4740 = add nsw i64 %4736, %4739
+  %4741 = add nsw i64 %4740, 2
+  %4742 = add nsw i64 %4741, %relu1_grad.ix2581501
+  %arena1505 = getelementptr inbounds float, ptr %arena, i64 %4742
+  %4743 = load float, ptr %arena1505, align 4
+  %4744 = fadd float %sum261, %4743
+  store float %4744, ptr %relu1_grad.sum262, align 4
   %sum262 = load float, ptr %relu1_grad.sum262, align 4
-  %3608 = mul nsw i64 %relu1_grad.g129670, 64
-  %3609 = add nsw i64 %3608, %relu1_grad.j137775
-  %3610 = mul nsw i64 %3609, 21632
-  %3611 = add nsw i64 1384448, %3610
-  %3612 = mul nsw i64 %relu1_grad.c138776, 676
-  %3613 = add nsw i64 %3611, %3612
-  %3614 = add nsw i64 %relu1_grad.iy258918, 25
-  %3615 = mul nsw i64 %3614, 26
-  %3616 = add nsw i64 %3613, %3615
-  %3617 = add nsw i64 %3616, 2
-  %3618 = add nsw i64 %3617, %relu1_grad.ix259919
-  %arena923 = getelementptr inbounds float, ptr %arena, i64 %3618
-  store float %sum262, ptr %arena923, align 4
-  %ix259.next = add nsw i64 %relu1_grad.ix259919, 1
-  %3619 = icmp slt i64 %ix259.next, 22
-  br i1 %3619, label %relu1_grad.ix259, label %relu1_grad.ix259.end
+  %4745 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4746 = add nsw i64 %4745, 7
+  %4747 = mul nsw i64 %4746, 36864
+  %4748 = add nsw i64 6710544, %4747
+  %4749 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4750 = add nsw i64 %4748, %4749
+  %4751 = add nsw i64 %relu1_grad.iy2571500, 24
+  %4752 = add nsw i64 %4751, -2
+  %4753 = mul nsw i64 %4752, 24
+  %4754 = add nsw i64 %4750, %4753
+  %4755 = add nsw i64 %4754, 1
+  %4756 = add nsw i64 %4755, %relu1_grad.ix2581501
+  %arena1506 = getelementptr inbounds float, ptr %arena, i64 %4756
+  %4757 = load float, ptr %arena1506, align 4
+  %4758 = fadd float %sum262, %4757
+  store float %4758, ptr %relu1_grad.sum263, align 4
+  %sum263 = load float, ptr %relu1_grad.sum263, align 4
+  %4759 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4760 = add nsw i64 %4759, 8
+  %4761 = mul nsw i64 %4760, 36864
+  %4762 = add nsw i64 6710544, %4761
+  %4763 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4764 = add nsw i64 %4762, %4763
+  %4765 = add nsw i64 %relu1_grad.iy2571500, 24
+  %4766 = add nsw i64 %4765, -2
+  %4767 = mul nsw i64 %4766, 24
+  %4768 = add nsw i64 %4764, %4767
+  %4769 = add nsw i64 %4768, %relu1_grad.ix2581501
+  %arena1507 = getelementptr inbounds float, ptr %arena, i64 %4769
+  %4770 = load float, ptr %arena1507, align 4
+  %4771 = fadd float %sum263, %4770
+  store float %4771, ptr %relu1_grad.sum264, align 4
+  %sum264 = load float, ptr %relu1_grad.sum264, align 4
+  %4772 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4773 = add nsw i64 %4772, %relu1_grad.j1611387
+  %4774 = mul nsw i64 %4773, 21632
+  %4775 = add nsw i64 1384448, %4774
+  %4776 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4777 = add nsw i64 %4775, %4776
+  %4778 = add nsw i64 %relu1_grad.iy2571500, 24
+  %4779 = mul nsw i64 %4778, 26
+  %4780 = add nsw i64 %4777, %4779
+  %4781 = add nsw i64 %4780, 2
+  %4782 = add nsw i64 %4781, %relu1_grad.ix2581501
+  %arena1508 = getelementptr inbounds float, ptr %arena, i64 %4782
+  store float %sum264, ptr %arena1508, align 4
+  %ix258.next = add nsw i64 %relu1_grad.ix2581501, 1
+  %4783 = icmp slt i64 %ix258.next, 22
+  br i1 %4783, label %relu1_grad.ix258, label %relu1_grad.ix258.end
 
-relu1_grad.ix259.end:                             ; preds = %relu1_grad.ix259
-  %iy258.next = add nsw i64 %relu1_grad.iy258918, 1
-  %3620 = icmp slt i64 %iy258.next, 1
-  br i1 %3620, label %relu1_grad.iy258, label %relu1_grad.iy258.end
+relu1_grad.ix258.end:                             ; preds = %relu1_grad.ix258
+  %iy257.next = add nsw i64 %relu1_grad.iy2571500, 1
+  %4784 = icmp slt i64 %iy257.next, 1
+  br i1 %4784, label %relu1_grad.iy257, label %relu1_grad.iy257.end
 
-relu1_grad.iy263:                                 ; preds = %relu1_grad.ix264.end, %relu1_grad.iy258.end
-  %relu1_grad.iy263924 = phi i64 [ 0, %relu1_grad.iy258.end ], [ %iy263.next, %relu1_grad.ix264.end ]
-  br label %relu1_grad.ix264
+relu1_grad.iy265:                                 ; preds = %relu1_grad.ix266.end, %relu1_grad.iy257.end
+  %relu1_grad.iy2651509 = phi i64 [ 0, %relu1_grad.iy257.end ], [ %iy265.next, %relu1_grad.ix266.end ]
+  br label %relu1_grad.ix266
 
-relu1_grad.iy263.end:                             ; preds = %relu1_grad.ix264.end
-  br label %relu1_grad.iy267
+relu1_grad.iy265.end:                             ; preds = %relu1_grad.ix266.end
+  br label %relu1_grad.iy271
 
-relu1_grad.ix264:                                 ; preds = %relu1_grad.ix264, %relu1_grad.iy263
-  %relu1_grad.ix264925 = phi i64 [ 0, %relu1_grad.iy263 ], [ %ix264.next, %relu1_grad.ix264 ]
-  %3621 = mul nsw i64 %relu1_grad.c138776, 9
-  %3622 = add nsw i64 %3621, 7
-  %3623 = mul nsw i64 %3622, 36864
-  %3624 = add nsw i64 6710544, %3623
-  %3625 = mul nsw i64 %relu1_grad.j137775, 576
-  %3626 = add nsw i64 %3624, %3625
-  %3627 = add nsw i64 %relu1_grad.iy263924, 25
-  %3628 = add nsw i64 %3627, -2
-  %3629 = mul nsw i64 %3628, 24
-  %3630 = add nsw i64 %3626, %3629
-  %3631 = add nsw i64 %3630, 23
-  %3632 = add nsw i64 %3631, %relu1_grad.ix264925
-  %arena926 = getelementptr inbounds float, ptr %arena, i64 %3632
-  %3633 = load float, ptr %arena926, align 4
-  store float %3633, ptr %relu1_grad.sum265, align 4
-  %sum265 = load float, ptr %relu1_grad.sum265, align 4
-  %3634 = mul nsw i64 %relu1_grad.c138776, 9
-  %3635 = add nsw i64 %3634, 8
-  %3636 = mul nsw i64 %3635, 36864
-  %3637 = add nsw i64 6710544, %3636
-  %3638 = mul nsw i64 %relu1_grad.j137775, 576
-  %3639 = add nsw i64 %3637, %3638
-  %3640 = add nsw i64 %relu1_grad.iy263924, 25
-  %3641 = add nsw i64 %3640, -2
-  %3642 = mul nsw i64 %3641, 24
-  %3643 = add nsw i64 %3639, %3642
-  %3644 = add nsw i64 %3643, 22
-  %3645 = add nsw i64 %3644, %relu1_grad.ix264925
-  %arena927 = getelementptr inbounds float, ptr %arena, i64 %3645
-  %3646 = load float, ptr %arena927, align 4
-  %3647 = fadd float %sum265, %3646
-  store float %3647, ptr %relu1_grad.sum266, align 4
-  %sum266 = load float, ptr %relu1_grad.sum266, align 4
-  %3648 = mul nsw i64 %relu1_grad.g129670, 64
-  %3649 = add nsw i64 %3648, %relu1_grad.j137775
-  %3650 = mul nsw i64 %3649, 21632
-  %3651 = add nsw i64 1384448, %3650
-  %3652 = mul nsw i64 %relu1_grad.c138776, 676
-  %3653 = add nsw i64 %3651, %3652
-  %3654 = add nsw i64 %relu1_grad.iy263924, 25
-  %3655 = mul nsw i64 %3654, 26
-  %3656 = add nsw i64 %3653, %3655
-  %3657 = add nsw i64 %3656, 24
-  %3658 = add nsw i64 %3657, %relu1_grad.ix264925
-  %arena928 = getelementptr inbounds float, ptr %arena, i64 %3658
-  store float %sum266, ptr %arena928, align 4
-  %ix264.next = add nsw i64 %relu1_grad.ix264925, 1
-  %3659 = icmp slt i64 %ix264.next, 1
-  br i1 %3659, label %relu1_grad.ix264, label %relu1_grad.ix264.end
-
-relu1_grad.ix264.end:                             ; preds = %relu1_grad.ix264
-  %iy263.next = add nsw i64 %relu1_grad.iy263924, 1
-  %3660 = icmp slt i64 %iy263.next, 1
-  br i1 %3660, label %relu1_grad.iy263, label %relu1_grad.iy263.end
-
-relu1_grad.iy267:                                 ; preds = %relu1_grad.ix268.end, %relu1_grad.iy263.end
-  %relu1_grad.iy267929 = phi i64 [ 0, %relu1_grad.iy263.end ], [ %iy267.next, %relu1_grad.ix268.end ]
-  br label %relu1_grad.ix268
-
-relu1_grad.iy267.end:                             ; preds = %relu1_grad.ix268.end
-  %c138.next = add nsw i64 %relu1_grad.c138776, 1
-  %3661 = icmp slt i64 %c138.next, 32
-  br i1 %3661, label %relu1_grad.c138, label %relu1_grad.c138.end
-
-relu1_grad.ix268:                                 ; preds = %relu1_grad.ix268, %relu1_grad.iy267
-  %relu1_grad.ix268930 = phi i64 [ 0, %relu1_grad.iy267 ], [ %ix268.next, %relu1_grad.ix268 ]
-  %3662 = mul nsw i64 %relu1_grad.c138776, 9
-  %3663 = add nsw i64 %3662, 8
-  %3664 = mul nsw i64 %3663, 36864
-  %3665 = add nsw i64 6710544, %3664
-  %3666 = mul nsw i64 %relu1_grad.j137775, 576
-  %3667 = add nsw i64 %3665, %3666
-  %3668 = add nsw i64 %relu1_grad.iy267929, 25
-  %3669 = add nsw i64 %3668, -2
-  %3670 = mul nsw i64 %3669, 24
-  %3671 = add nsw i64 %3667, %3670
-  %3672 = add nsw i64 %3671, 23
-  %3673 = add nsw i64 %3672, %relu1_grad.ix268930
-  %arena931 = getelementptr inbounds float, ptr %arena, i64 %3673
-  %3674 = load float, ptr %arena931, align 4
-  store float %3674, ptr %relu1_grad.sum269, align 4
+relu1_grad.ix266:                                 ; preds = %relu1_grad.ix266, %relu1_grad.iy265
+  %relu1_grad.ix2661510 = phi i64 [ 0, %relu1_grad.iy265 ], [ %ix266.next, %relu1_grad.ix266 ]
+  %4785 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4786 = add nsw i64 %4785, 4
+  %4787 = mul nsw i64 %4786, 36864
+  %4788 = add nsw i64 6710544, %4787
+  %4789 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4790 = add nsw i64 %4788, %4789
+  %4791 = add nsw i64 %relu1_grad.iy2651509, 24
+  %4792 = add nsw i64 %4791, -1
+  %4793 = mul nsw i64 %4792, 24
+  %4794 = add nsw i64 %4790, %4793
+  %4795 = add nsw i64 %4794, 23
+  %4796 = add nsw i64 %4795, %relu1_grad.ix2661510
+  %arena1511 = getelementptr inbounds float, ptr %arena, i64 %4796
+  %4797 = load float, ptr %arena1511, align 4
+  store float %4797, ptr %relu1_grad.sum267, align 4
+  %sum267 = load float, ptr %relu1_grad.sum267, align 4
+  %4798 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4799 = add nsw i64 %4798, 5
+  %4800 = mul nsw i64 %4799, 36864
+  %4801 = add nsw i64 6710544, %4800
+  %4802 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4803 = add nsw i64 %4801, %4802
+  %4804 = add nsw i64 %relu1_grad.iy2651509, 24
+  %4805 = add nsw i64 %4804, -1
+  %4806 = mul nsw i64 %4805, 24
+  %4807 = add nsw i64 %4803, %4806
+  %4808 = add nsw i64 %4807, 22
+  %4809 = add nsw i64 %4808, %relu1_grad.ix2661510
+  %arena1512 = getelementptr inbounds float, ptr %arena, i64 %4809
+  %4810 = load float, ptr %arena1512, align 4
+  %4811 = fadd float %sum267, %4810
+  store float %4811, ptr %relu1_grad.sum268, align 4
+  %sum268 = load float, ptr %relu1_grad.sum268, align 4
+  %4812 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4813 = add nsw i64 %4812, 7
+  %4814 = mul nsw i64 %4813, 36864
+  %4815 = add nsw i64 6710544, %4814
+  %4816 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4817 = add nsw i64 %4815, %4816
+  %4818 = add nsw i64 %relu1_grad.iy2651509, 24
+  %4819 = add nsw i64 %4818, -2
+  %4820 = mul nsw i64 %4819, 24
+  %4821 = add nsw i64 %4817, %4820
+  %4822 = add nsw i64 %4821, 23
+  %4823 = add nsw i64 %4822, %relu1_grad.ix2661510
+  %arena1513 = getelementptr inbounds float, ptr %arena, i64 %4823
+  %4824 = load float, ptr %arena1513, align 4
+  %4825 = fadd float %sum268, %4824
+  store float %4825, ptr %relu1_grad.sum269, align 4
   %sum269 = load float, ptr %relu1_grad.sum269, align 4
-  %3675 = mul nsw i64 %relu1_grad.g129670, 64
-  %3676 = add nsw i64 %3675, %relu1_grad.j137775
-  %3677 = mul nsw i64 %3676, 21632
-  %3678 = add nsw i64 1384448, %3677
-  %3679 = mul nsw i64 %relu1_grad.c138776, 676
-  %3680 = add nsw i64 %3678, %3679
-  %3681 = add nsw i64 %relu1_grad.iy267929, 25
-  %3682 = mul nsw i64 %3681, 26
-  %3683 = add nsw i64 %3680, %3682
-  %3684 = add nsw i64 %3683, 25
-  %3685 = add nsw i64 %3684, %relu1_grad.ix268930
-  %arena932 = getelementptr inbounds float, ptr %arena, i64 %3685
-  store float %sum269, ptr %arena932, align 4
-  %ix268.next = add nsw i64 %relu1_grad.ix268930, 1
-  %3686 = icmp slt i64 %ix268.next, 1
-  br i1 %3686, label %relu1_grad.ix268, label %relu1_grad.ix268.end
+  %4826 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4827 = add nsw i64 %4826, 8
+  %4828 = mul nsw i64 %4827, 36864
+  %4829 = add nsw i64 6710544, %4828
+  %4830 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4831 = add nsw i64 %4829, %4830
+  %4832 = add nsw i64 %relu1_grad.iy2651509, 24
+  %4833 = add nsw i64 %4832, -2
+  %4834 = mul nsw i64 %4833, 24
+  %4835 = add nsw i64 %4831, %4834
+  %4836 = add nsw i64 %4835, 22
+  %4837 = add nsw i64 %4836, %relu1_grad.ix2661510
+  %arena1514 = getelementptr inbounds float, ptr %arena, i64 %4837
+  %4838 = load float, ptr %arena1514, align 4
+  %4839 = fadd float %sum269, %4838
+  store float %4839, ptr %relu1_grad.sum270, align 4
+  %sum270 = load float, ptr %relu1_grad.sum270, align 4
+  %4840 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4841 = add nsw i64 %4840, %relu1_grad.j1611387
+  %4842 = mul nsw i64 %4841, 21632
+  %4843 = add nsw i64 1384448, %4842
+  %4844 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4845 = add nsw i64 %4843, %4844
+  %4846 = add nsw i64 %relu1_grad.iy2651509, 24
+  %4847 = mul nsw i64 %4846, 26
+  %4848 = add nsw i64 %4845, %4847
+  %4849 = add nsw i64 %4848, 24
+  %4850 = add nsw i64 %4849, %relu1_grad.ix2661510
+  %arena1515 = getelementptr inbounds float, ptr %arena, i64 %4850
+  store float %sum270, ptr %arena1515, align 4
+  %ix266.next = add nsw i64 %relu1_grad.ix2661510, 1
+  %4851 = icmp slt i64 %ix266.next, 1
+  br i1 %4851, label %relu1_grad.ix266, label %relu1_grad.ix266.end
 
-relu1_grad.ix268.end:                             ; preds = %relu1_grad.ix268
-  %iy267.next = add nsw i64 %relu1_grad.iy267929, 1
-  %3687 = icmp slt i64 %iy267.next, 1
-  br i1 %3687, label %relu1_grad.iy267, label %relu1_grad.iy267.end
+relu1_grad.ix266.end:                             ; preds = %relu1_grad.ix266
+  %iy265.next = add nsw i64 %relu1_grad.iy2651509, 1
+  %4852 = icmp slt i64 %iy265.next, 1
+  br i1 %4852, label %relu1_grad.iy265, label %relu1_grad.iy265.end
 
-conv1_grad.i270:                                  ; preds = %conv1_grad.i270, %relu1_grad.g129.end
-  %conv1_grad.i270933 = phi i64 [ 0, %relu1_grad.g129.end ], [ %i270.next, %conv1_grad.i270 ]
-  %arena934 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i270933
-  %3688 = load float, ptr %arena934, align 4
-  %3689 = fcmp ogt float %3688, 0.000000e+00
-  %3690 = add nsw i64 1384448, %conv1_grad.i270933
-  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3690
-  %3691 = load float, ptr %arena935, align 4
-  %3692 = select i1 %3689, float %3691, float 0.000000e+00
-  %3693 = add nsw i64 3171600, %conv1_grad.i270933
-  %arena936 = getelementptr inbounds float, ptr %arena, i64 %3693
-  store float %3692, ptr %arena936, align 4
-  %i270.next = add nsw i64 %conv1_grad.i270933, 1
-  %3694 = icmp slt i64 %i270.next, 1384448
-  br i1 %3694, label %conv1_grad.i270, label %conv1_grad.i270.end
+relu1_grad.iy271:                                 ; preds = %relu1_grad.ix272.end, %relu1_grad.iy265.end
+  %relu1_grad.iy2711516 = phi i64 [ 0, %relu1_grad.iy265.end ], [ %iy271.next, %relu1_grad.ix272.end ]
+  br label %relu1_grad.ix272
 
-conv1_grad.i270.end:                              ; preds = %conv1_grad.i270
-  br label %conv1_weight_grad.i271
+relu1_grad.iy271.end:                             ; preds = %relu1_grad.ix272.end
+  br label %relu1_grad.iy275
 
-conv1_weight_grad.i271:                           ; preds = %conv1_weight_grad.i271, %conv1_grad.i270.end
-  %conv1_weight_grad.i271937 = phi i64 [ 0, %conv1_grad.i270.end ], [ %i271.next, %conv1_weight_grad.i271 ]
-  %3695 = add nsw i64 1773824, %conv1_weight_grad.i271937
-  %arena938 = getelementptr inbounds float, ptr %arena, i64 %3695
-  store float 0.000000e+00, ptr %arena938, align 4
-  %i271.next = add nsw i64 %conv1_weight_grad.i271937, 1
-  %3696 = icmp slt i64 %i271.next, 288
-  br i1 %3696, label %conv1_weight_grad.i271, label %conv1_weight_grad.i271.end
+relu1_grad.ix272:                                 ; preds = %relu1_grad.ix272, %relu1_grad.iy271
+  %relu1_grad.ix2721517 = phi i64 [ 0, %relu1_grad.iy271 ], [ %ix272.next, %relu1_grad.ix272 ]
+  %4853 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4854 = add nsw i64 %4853, 5
+  %4855 = mul nsw i64 %4854, 36864
+  %4856 = add nsw i64 6710544, %4855
+  %4857 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4858 = add nsw i64 %4856, %4857
+  %4859 = add nsw i64 %relu1_grad.iy2711516, 24
+  %4860 = add nsw i64 %4859, -1
+  %4861 = mul nsw i64 %4860, 24
+  %4862 = add nsw i64 %4858, %4861
+  %4863 = add nsw i64 %4862, 23
+  %4864 = add nsw i64 %4863, %relu1_grad.ix2721517
+  %arena1518 = getelementptr inbounds float, ptr %arena, i64 %4864
+  %4865 = load float, ptr %arena1518, align 4
+  store float %4865, ptr %relu1_grad.sum273, align 4
+  %sum273 = load float, ptr %relu1_grad.sum273, align 4
+  %4866 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4867 = add nsw i64 %4866, 8
+  %4868 = mul nsw i64 %4867, 36864
+  %4869 = add nsw i64 6710544, %4868
+  %4870 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4871 = add nsw i64 %4869, %4870
+  %4872 = add nsw i64 %relu1_grad.iy2711516, 24
+  %4873 = add nsw i64 %4872, -2
+  %4874 = mul nsw i64 %4873, 24
+  %4875 = add nsw i64 %4871, %4874
+  %4876 = add nsw i64 %4875, 23
+  %4877 = add nsw i64 %4876, %relu1_grad.ix2721517
+  %arena1519 = getelementptr inbounds float, ptr %arena, i64 %4877
+  %4878 = load float, ptr %arena1519, align 4
+  %4879 = fadd float %sum273, %4878
+  store float %4879, ptr %relu1_grad.sum274, align 4
+  %sum274 = load float, ptr %relu1_grad.sum274, align 4
+  %4880 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4881 = add nsw i64 %4880, %relu1_grad.j1611387
+  %4882 = mul nsw i64 %4881, 21632
+  %4883 = add nsw i64 1384448, %4882
+  %4884 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4885 = add nsw i64 %4883, %4884
+  %4886 = add nsw i64 %relu1_grad.iy2711516, 24
+  %4887 = mul nsw i64 %4886, 26
+  %4888 = add nsw i64 %4885, %4887
+  %4889 = add nsw i64 %4888, 25
+  %4890 = add nsw i64 %4889, %relu1_grad.ix2721517
+  %arena1520 = getelementptr inbounds float, ptr %arena, i64 %4890
+  store float %sum274, ptr %arena1520, align 4
+  %ix272.next = add nsw i64 %relu1_grad.ix2721517, 1
+  %4891 = icmp slt i64 %ix272.next, 1
+  br i1 %4891, label %relu1_grad.ix272, label %relu1_grad.ix272.end
 
-conv1_weight_grad.i271.end:                       ; preds = %conv1_weight_grad.i271
-  br label %conv1_weight_grad.g272
+relu1_grad.ix272.end:                             ; preds = %relu1_grad.ix272
+  %iy271.next = add nsw i64 %relu1_grad.iy2711516, 1
+  %4892 = icmp slt i64 %iy271.next, 1
+  br i1 %4892, label %relu1_grad.iy271, label %relu1_grad.iy271.end
 
-conv1_weight_grad.g272:                           ; preds = %conv1_weight_grad.nb290.end, %conv1_weight_grad.i271.end
-  %conv1_weight_grad.g272939 = phi i64 [ 0, %conv1_weight_grad.i271.end ], [ %g272.next, %conv1_weight_grad.nb290.end ]
-  br label %conv1_weight_grad.j273
+relu1_grad.iy275:                                 ; preds = %relu1_grad.ix276.end, %relu1_grad.iy271.end
+  %relu1_grad.iy2751521 = phi i64 [ 0, %relu1_grad.iy271.end ], [ %iy275.next, %relu1_grad.ix276.end ]
+  br label %relu1_grad.ix276
 
-conv1_weight_grad.g272.end:                       ; preds = %conv1_weight_grad.nb290.end
-  br label %conv1_weight_grad.f294
+relu1_grad.iy275.end:                             ; preds = %relu1_grad.ix276.end
+  br label %relu1_grad.iy278
 
-conv1_weight_grad.j273:                           ; preds = %conv1_weight_grad.c274.end, %conv1_weight_grad.g272
-  %conv1_weight_grad.j273940 = phi i64 [ 0, %conv1_weight_grad.g272 ], [ %j273.next, %conv1_weight_grad.c274.end ]
-  br label %conv1_weight_grad.c274
+relu1_grad.ix276:                                 ; preds = %relu1_grad.ix276, %relu1_grad.iy275
+  %relu1_grad.ix2761522 = phi i64 [ 0, %relu1_grad.iy275 ], [ %ix276.next, %relu1_grad.ix276 ]
+  %4893 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4894 = add nsw i64 %4893, 6
+  %4895 = mul nsw i64 %4894, 36864
+  %4896 = add nsw i64 6710544, %4895
+  %4897 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4898 = add nsw i64 %4896, %4897
+  %4899 = add nsw i64 %relu1_grad.iy2751521, 25
+  %4900 = add nsw i64 %4899, -2
+  %4901 = mul nsw i64 %4900, 24
+  %4902 = add nsw i64 %4898, %4901
+  %4903 = add nsw i64 %4902, %relu1_grad.ix2761522
+  %arena1523 = getelementptr inbounds float, ptr %arena, i64 %4903
+  %4904 = load float, ptr %arena1523, align 4
+  store float %4904, ptr %relu1_grad.sum277, align 4
+  %sum277 = load float, ptr %relu1_grad.sum277, align 4
+  %4905 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4906 = add nsw i64 %4905, %relu1_grad.j1611387
+  %4907 = mul nsw i64 %4906, 21632
+  %4908 = add nsw i64 1384448, %4907
+  %4909 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4910 = add nsw i64 %4908, %4909
+  %4911 = add nsw i64 %relu1_grad.iy2751521, 25
+  %4912 = mul nsw i64 %4911, 26
+  %4913 = add nsw i64 %4910, %4912
+  %4914 = add nsw i64 %4913, %relu1_grad.ix2761522
+  %arena1524 = getelementptr inbounds float, ptr %arena, i64 %4914
+  store float %sum277, ptr %arena1524, align 4
+  %ix276.next = add nsw i64 %relu1_grad.ix2761522, 1
+  %4915 = icmp slt i64 %ix276.next, 1
+  br i1 %4915, label %relu1_grad.ix276, label %relu1_grad.ix276.end
 
-conv1_weight_grad.j273.end:                       ; preds = %conv1_weight_grad.c274.end
-  br label %conv1_weight_grad.j282
+relu1_grad.ix276.end:                             ; preds = %relu1_grad.ix276
+  %iy275.next = add nsw i64 %relu1_grad.iy2751521, 1
+  %4916 = icmp slt i64 %iy275.next, 1
+  br i1 %4916, label %relu1_grad.iy275, label %relu1_grad.iy275.end
 
-conv1_weight_grad.c274:                           ; preds = %conv1_weight_grad.ky275.end, %conv1_weight_grad.j273
-  %conv1_weight_grad.c274941 = phi i64 [ 0, %conv1_weight_grad.j273 ], [ %c274.next, %conv1_weight_grad.ky275.end ]
-  br label %conv1_weight_grad.ky275
+relu1_grad.iy278:                                 ; preds = %relu1_grad.ix279.end, %relu1_grad.iy275.end
+  %relu1_grad.iy2781525 = phi i64 [ 0, %relu1_grad.iy275.end ], [ %iy278.next, %relu1_grad.ix279.end ]
+  br label %relu1_grad.ix279
 
-conv1_weight_grad.c274.end:                       ; preds = %conv1_weight_grad.ky275.end
-  %j273.next = add nsw i64 %conv1_weight_grad.j273940, 1
-  %3697 = icmp slt i64 %j273.next, 64
-  br i1 %3697, label %conv1_weight_grad.j273, label %conv1_weight_grad.j273.end
+relu1_grad.iy278.end:                             ; preds = %relu1_grad.ix279.end
+  br label %relu1_grad.iy282
 
-conv1_weight_grad.ky275:                          ; preds = %conv1_weight_grad.oy280.end, %conv1_weight_grad.c274
-  %conv1_weight_grad.ky275942 = phi i64 [ 0, %conv1_weight_grad.c274 ], [ %ky275.next, %conv1_weight_grad.oy280.end ]
-  br label %conv1_weight_grad.oy276
+relu1_grad.ix279:                                 ; preds = %relu1_grad.ix279, %relu1_grad.iy278
+  %relu1_grad.ix2791526 = phi i64 [ 0, %relu1_grad.iy278 ], [ %ix279.next, %relu1_grad.ix279 ]
+  %4917 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4918 = add nsw i64 %4917, 6
+  %4919 = mul nsw i64 %4918, 36864
+  %4920 = add nsw i64 6710544, %4919
+  %4921 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4922 = add nsw i64 %4920, %4921
+  %4923 = add nsw i64 %relu1_grad.iy2781525, 25
+  %4924 = add nsw i64 %4923, -2
+  %4925 = mul nsw i64 %4924, 24
+  %4926 = add nsw i64 %4922, %4925
+  %4927 = add nsw i64 %4926, 1
+  %4928 = add nsw i64 %4927, %relu1_grad.ix2791526
+  %arena1527 = getelementptr inbounds float, ptr %arena, i64 %4928
+  %4929 = load float, ptr %arena1527, align 4
+  store float %4929, ptr %relu1_grad.sum280, align 4
+  %sum280 = load float, ptr %relu1_grad.sum280, align 4
+  %4930 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4931 = add nsw i64 %4930, 7
+  %4932 = mul nsw i64 %4931, 36864
+  %4933 = add nsw i64 6710544, %4932
+  %4934 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4935 = add nsw i64 %4933, %4934
+  %4936 = add nsw i64 %relu1_grad.iy2781525, 25
+  %4937 = add nsw i64 %4936, -2
+  %4938 = mul nsw i64 %4937, 24
+  %4939 = add nsw i64 %4935, %4938
+  %4940 = add nsw i64 %4939, %relu1_grad.ix2791526
+  %arena1528 = getelementptr inbounds float, ptr %arena, i64 %4940
+  %4941 = load float, ptr %arena1528, align 4
+  %4942 = fadd float %sum280, %4941
+  store float %4942, ptr %relu1_grad.sum281, align 4
+  %sum281 = load float, ptr %relu1_grad.sum281, align 4
+  %4943 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4944 = add nsw i64 %4943, %relu1_grad.j1611387
+  %4945 = mul nsw i64 %4944, 21632
+  %4946 = add nsw i64 1384448, %4945
+  %4947 = mul nsw i64 %relu1_grad.c1621388, 676
+  %4948 = add nsw i64 %4946, %4947
+  %4949 = add nsw i64 %relu1_grad.iy2781525, 25
+  %4950 = mul nsw i64 %4949, 26
+  %4951 = add nsw i64 %4948, %4950
+  %4952 = add nsw i64 %4951, 1
+  %4953 = add nsw i64 %4952, %relu1_grad.ix2791526
+  %arena1529 = getelementptr inbounds float, ptr %arena, i64 %4953
+  store float %sum281, ptr %arena1529, align 4
+  %ix279.next = add nsw i64 %relu1_grad.ix2791526, 1
+  %4954 = icmp slt i64 %ix279.next, 1
+  br i1 %4954, label %relu1_grad.ix279, label %relu1_grad.ix279.end
 
-conv1_weight_grad.ky275.end:                      ; preds = %conv1_weight_grad.oy280.end
-  %c274.next = add nsw i64 %conv1_weight_grad.c274941, 1
-  %3698 = icmp slt i64 %c274.next, 1
-  br i1 %3698, label %conv1_weight_grad.c274, label %conv1_weight_grad.c274.end
+relu1_grad.ix279.end:                             ; preds = %relu1_grad.ix279
+  %iy278.next = add nsw i64 %relu1_grad.iy2781525, 1
+  %4955 = icmp slt i64 %iy278.next, 1
+  br i1 %4955, label %relu1_grad.iy278, label %relu1_grad.iy278.end
 
-conv1_weight_grad.oy276:                          ; preds = %conv1_weight_grad.ox277.end, %conv1_weight_grad.ky275
-  %conv1_weight_grad.oy276943 = phi i64 [ 0, %conv1_weight_grad.ky275 ], [ %oy276.next, %conv1_weight_grad.ox277.end ]
-  br label %conv1_weight_grad.ox277
+relu1_grad.iy282:                                 ; preds = %relu1_grad.ix283.end, %relu1_grad.iy278.end
+  %relu1_grad.iy2821530 = phi i64 [ 0, %relu1_grad.iy278.end ], [ %iy282.next, %relu1_grad.ix283.end ]
+  br label %relu1_grad.ix283
 
-conv1_weight_grad.oy276.end:                      ; preds = %conv1_weight_grad.ox277.end
-  br label %conv1_weight_grad.oy278
+relu1_grad.iy282.end:                             ; preds = %relu1_grad.ix283.end
+  br label %relu1_grad.iy287
 
-conv1_weight_grad.ox277:                          ; preds = %conv1_weight_grad.ox277, %conv1_weight_grad.oy276
-  %conv1_weight_grad.ox277944 = phi i64 [ 0, %conv1_weight_grad.oy276 ], [ %ox277.next, %conv1_weight_grad.ox277 ]
-  %3699 = mul nsw i64 %conv1_weight_grad.g272939, 64
-  %3700 = add nsw i64 %3699, %conv1_weight_grad.j273940
-  %3701 = mul nsw i64 %3700, 784
-  %3702 = mul nsw i64 %conv1_weight_grad.c274941, 784
-  %3703 = add nsw i64 %3701, %3702
-  %3704 = add nsw i64 %conv1_weight_grad.oy276943, %conv1_weight_grad.ky275942
-  %3705 = mul nsw i64 %3704, 28
-  %3706 = add nsw i64 %3703, %3705
-  %3707 = add nsw i64 %3706, %conv1_weight_grad.ox277944
-  %images945 = getelementptr inbounds float, ptr %images, i64 %3707
-  %3708 = load float, ptr %images945, align 4
-  %3709 = mul nsw i64 %conv1_weight_grad.c274941, 3
-  %3710 = add nsw i64 %3709, %conv1_weight_grad.ky275942
-  %3711 = mul nsw i64 %3710, 3
-  %3712 = mul nsw i64 %3711, 43264
-  %3713 = mul nsw i64 %conv1_weight_grad.j273940, 676
-  %3714 = add nsw i64 %3712, %3713
-  %3715 = mul nsw i64 %conv1_weight_grad.oy276943, 26
-  %3716 = add nsw i64 %3715, %conv1_weight_grad.ox277944
-  %3717 = add nsw i64 %3714, %3716
-  %arena946 = getelementptr inbounds float, ptr %arena, i64 %3717
-  store float %3708, ptr %arena946, align 4
-  %ox277.next = add nsw i64 %conv1_weight_grad.ox277944, 1
-  %3718 = icmp slt i64 %ox277.next, 26
-  br i1 %3718, label %conv1_weight_grad.ox277, label %conv1_weight_grad.ox277.end
+relu1_grad.ix283:                                 ; preds = %relu1_grad.ix283, %relu1_grad.iy282
+  %relu1_grad.ix2831531 = phi i64 [ 0, %relu1_grad.iy282 ], [ %ix283.next, %relu1_grad.ix283 ]
+  %4956 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4957 = add nsw i64 %4956, 6
+  %4958 = mul nsw i64 %4957, 36864
+  %4959 = add nsw i64 6710544, %4958
+  %4960 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4961 = add nsw i64 %4959, %4960
+  %4962 = add nsw i64 %relu1_grad.iy2821530, 25
+  %4963 = add nsw i64 %4962, -2
+  %4964 = mul nsw i64 %4963, 24
+  %4965 = add nsw i64 %4961, %4964
+  %4966 = add nsw i64 %4965, 2
+  %4967 = add nsw i64 %4966, %relu1_grad.ix2831531
+  %arena1532 = getelementptr inbounds float, ptr %arena, i64 %4967
+  %4968 = load float, ptr %arena1532, align 4
+  store float %4968, ptr %relu1_grad.sum284, align 4
+  %sum284 = load float, ptr %relu1_grad.sum284, align 4
+  %4969 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4970 = add nsw i64 %4969, 7
+  %4971 = mul nsw i64 %4970, 36864
+  %4972 = add nsw i64 6710544, %4971
+  %4973 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4974 = add nsw i64 %4972, %4973
+  %4975 = add nsw i64 %relu1_grad.iy2821530, 25
+  %4976 = add nsw i64 %4975, -2
+  %4977 = mul nsw i64 %4976, 24
+  %4978 = add nsw i64 %4974, %4977
+  %4979 = add nsw i64 %4978, 1
+  %4980 = add nsw i64 %4979, %relu1_grad.ix2831531
+  %arena1533 = getelementptr inbounds float, ptr %arena, i64 %4980
+  %4981 = load float, ptr %arena1533, align 4
+  %4982 = fadd float %sum284, %4981
+  store float %4982, ptr %relu1_grad.sum285, align 4
+  %sum285 = load float, ptr %relu1_grad.sum285, align 4
+  %4983 = mul nsw i64 %relu1_grad.c1621388, 9
+  %4984 = add nsw i64 %4983, 8
+  %4985 = mul nsw i64 %4984, 36864
+  %4986 = add nsw i64 6710544, %4985
+  %4987 = mul nsw i64 %relu1_grad.j1611387, 576
+  %4988 = add nsw i64 %4986, %4987
+  %4989 = add nsw i64 %relu1_grad.iy2821530, 25
+  %4990 = add nsw i64 %4989, -2
+  %4991 = mul nsw i64 %4990, 24
+  %4992 = add nsw i64 %4988, %4991
+  %4993 = add nsw i64 %4992, %relu1_grad.ix2831531
+  %arena1534 = getelementptr inbounds float, ptr %arena, i64 %4993
+  %4994 = load float, ptr %arena1534, align 4
+  %4995 = fadd float %sum285, %4994
+  store float %4995, ptr %relu1_grad.sum286, align 4
+  %sum286 = load float, ptr %relu1_grad.sum286, align 4
+  %4996 = mul nsw i64 %relu1_grad.g1531282, 64
+  %4997 = add nsw i64 %4996, %relu1_grad.j1611387
+  %4998 = mul nsw i64 %4997, 21632
+  %4999 = add nsw i64 1384448, %4998
+  %5000 = mul nsw i64 %relu1_grad.c1621388, 676
+  %5001 = add nsw i64 %4999, %5000
+  %5002 = add nsw i64 %relu1_grad.iy2821530, 25
+  %5003 = mul nsw i64 %5002, 26
+  %5004 = add nsw i64 %5001, %5003
+  %5005 = add nsw i64 %5004, 2
+  %5006 = add nsw i64 %5005, %relu1_grad.ix2831531
+  %arena1535 = getelementptr inbounds float, ptr %arena, i64 %5006
+  store float %sum286, ptr %arena1535, align 4
+  %ix283.next = add nsw i64 %relu1_grad.ix2831531, 1
+  %5007 = icmp slt i64 %ix283.next, 22
+  br i1 %5007, label %relu1_grad.ix283, label %relu1_grad.ix283.end
 
-conv1_weight_grad.ox277.end:                      ; preds = %conv1_weight_grad.ox277
-  %oy276.next = add nsw i64 %conv1_weight_grad.oy276943, 1
-  %3719 = icmp slt i64 %oy276.next, 26
-  br i1 %3719, label %conv1_weight_grad.oy276, label %conv1_weight_grad.oy276.end
+relu1_grad.ix283.end:                             ; preds = %relu1_grad.ix283
+  %iy282.next = add nsw i64 %relu1_grad.iy2821530, 1
+  %5008 = icmp slt i64 %iy282.next, 1
+  br i1 %5008, label %relu1_grad.iy282, label %relu1_grad.iy282.end
 
-conv1_weight_grad.oy278:                          ; preds = %conv1_weight_grad.ox279.end, %conv1_weight_grad.oy276.end
-  %conv1_weight_grad.oy278947 = phi i64 [ 0, %conv1_weight_grad.oy276.end ], [ %oy278.next, %conv1_weight_grad.ox279.end ]
-  br label %conv1_weight_grad.ox279
+relu1_grad.iy287:                                 ; preds = %relu1_grad.ix288.end, %relu1_grad.iy282.end
+  %relu1_grad.iy2871536 = phi i64 [ 0, %relu1_grad.iy282.end ], [ %iy287.next, %relu1_grad.ix288.end ]
+  br label %relu1_grad.ix288
 
-conv1_weight_grad.oy278.end:                      ; preds = %conv1_weight_grad.ox279.end
-  br label %conv1_weight_grad.oy280
+relu1_grad.iy287.end:                             ; preds = %relu1_grad.ix288.end
+  br label %relu1_grad.iy291
 
-conv1_weight_grad.ox279:                          ; preds = %conv1_weight_grad.ox279, %conv1_weight_grad.oy278
-  %conv1_weight_grad.ox279948 = phi i64 [ 0, %conv1_weight_grad.oy278 ], [ %ox279.next, %conv1_weight_grad.ox279 ]
-  %3720 = mul nsw i64 %conv1_weight_grad.g272939, 64
-  %3721 = add nsw i64 %3720, %conv1_weight_grad.j273940
-  %3722 = mul nsw i64 %3721, 784
-  %3723 = mul nsw i64 %conv1_weight_grad.c274941, 784
-  %3724 = add nsw i64 %3722, %3723
-  %3725 = add nsw i64 %conv1_weight_grad.oy278947, %conv1_weight_grad.ky275942
-  %3726 = mul nsw i64 %3725, 28
-  %3727 = add nsw i64 %3724, %3726
-  %3728 = add nsw i64 %conv1_weight_grad.ox279948, 1
-  %3729 = add nsw i64 %3727, %3728
-  %images949 = getelementptr inbounds float, ptr %images, i64 %3729
-  %3730 = load float, ptr %images949, align 4
-  %3731 = mul nsw i64 %conv1_weight_grad.c274941, 3
-  %3732 = add nsw i64 %3731, %conv1_weight_grad.ky275942
-  %3733 = mul nsw i64 %3732, 3
-  %3734 = add nsw i64 %3733, 1
-  %3735 = mul nsw i64 %3734, 43264
-  %3736 = mul nsw i64 %conv1_weight_grad.j273940, 676
-  %3737 = add nsw i64 %3735, %3736
-  %3738 = mul nsw i64 %conv1_weight_grad.oy278947, 26
-  %3739 = add nsw i64 %3738, %conv1_weight_grad.ox279948
-  %3740 = add nsw i64 %3737, %3739
-  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3740
-  store float %3730, ptr %arena950, align 4
-  %ox279.next = add nsw i64 %conv1_weight_grad.ox279948, 1
-  %3741 = icmp slt i64 %ox279.next, 26
-  br i1 %3741, label %conv1_weight_grad.ox279, label %conv1_weight_grad.ox279.end
+relu1_grad.ix288:                                 ; preds = %relu1_grad.ix288, %relu1_grad.iy287
+  %relu1_grad.ix2881537 = phi i64 [ 0, %relu1_grad.iy287 ], [ %ix288.next, %relu1_grad.ix288 ]
+  %5009 = mul nsw i64 %relu1_grad.c1621388, 9
+  %5010 = add nsw i64 %5009, 7
+  %5011 = mul nsw i64 %5010, 36864
+  %5012 = add nsw i64 6710544, %5011
+  %5013 = mul nsw i64 %relu1_grad.j1611387, 576
+  %5014 = add nsw i64 %5012, %5013
+  %5015 = add nsw i64 %relu1_grad.iy2871536, 25
+  %5016 = add nsw i64 %5015, -2
+  %5017 = mul nsw i64 %5016, 24
+  %5018 = add nsw i64 %5014, %5017
+  %5019 = add nsw i64 %5018, 23
+  %5020 = add nsw i64 %5019, %relu1_grad.ix2881537
+  %arena1538 = getelementptr inbounds float, ptr %arena, i64 %5020
+  %5021 = load float, ptr %arena1538, align 4
+  store float %5021, ptr %relu1_grad.sum289, align 4
+  %sum289 = load float, ptr %relu1_grad.sum289, align 4
+  %5022 = mul nsw i64 %relu1_grad.c1621388, 9
+  %5023 = add nsw i64 %5022, 8
+  %5024 = mul nsw i64 %5023, 36864
+  %5025 = add nsw i64 6710544, %5024
+  %5026 = mul nsw i64 %relu1_grad.j1611387, 576
+  %5027 = add nsw i64 %5025, %5026
+  %5028 = add nsw i64 %relu1_grad.iy2871536, 25
+  %5029 = add nsw i64 %5028, -2
+  %5030 = mul nsw i64 %5029, 24
+  %5031 = add nsw i64 %5027, %5030
+  %5032 = add nsw i64 %5031, 22
+  %5033 = add nsw i64 %5032, %relu1_grad.ix2881537
+  %arena1539 = getelementptr inbounds float, ptr %arena, i64 %5033
+  %5034 = load float, ptr %arena1539, align 4
+  %5035 = fadd float %sum289, %5034
+  store float %5035, ptr %relu1_grad.sum290, align 4
+  %sum290 = load float, ptr %relu1_grad.sum290, align 4
+  %5036 = mul nsw i64 %relu1_grad.g1531282, 64
+  %5037 = add nsw i64 %5036, %relu1_grad.j1611387
+  %5038 = mul nsw i64 %5037, 21632
+  %5039 = add nsw i64 1384448, %5038
+  %5040 = mul nsw i64 %relu1_grad.c1621388, 676
+  %5041 = add nsw i64 %5039, %5040
+  %5042 = add nsw i64 %relu1_grad.iy2871536, 25
+  %5043 = mul nsw i64 %5042, 26
+  %5044 = add nsw i64 %5041, %5043
+  %5045 = add nsw i64 %5044, 24
+  %5046 = add nsw i64 %5045, %relu1_grad.ix2881537
+  %arena1540 = getelementptr inbounds float, ptr %arena, i64 %5046
+  store float %sum290, ptr %arena1540, align 4
+  %ix288.next = add nsw i64 %relu1_grad.ix2881537, 1
+  %5047 = icmp slt i64 %ix288.next, 1
+  br i1 %5047, label %relu1_grad.ix288, label %relu1_grad.ix288.end
 
-conv1_weight_grad.ox279.end:                      ; preds = %conv1_weight_grad.ox279
-  %oy278.next = add nsw i64 %conv1_weight_grad.oy278947, 1
-  %3742 = icmp slt i64 %oy278.next, 26
-  br i1 %3742, label %conv1_weight_grad.oy278, label %conv1_weight_grad.oy278.end
+relu1_grad.ix288.end:                             ; preds = %relu1_grad.ix288
+  %iy287.next = add nsw i64 %relu1_grad.iy2871536, 1
+  %5048 = icmp slt i64 %iy287.next, 1
+  br i1 %5048, label %relu1_grad.iy287, label %relu1_grad.iy287.end
 
-conv1_weight_grad.oy280:                          ; preds = %conv1_weight_grad.ox281.end, %conv1_weight_grad.oy278.end
-  %conv1_weight_grad.oy280951 = phi i64 [ 0, %conv1_weight_grad.oy278.end ], [ %oy280.next, %conv1_weight_grad.ox281.end ]
-  br label %conv1_weight_grad.ox281
+relu1_grad.iy291:                                 ; preds = %relu1_grad.ix292.end, %relu1_grad.iy287.end
+  %relu1_grad.iy2911541 = phi i64 [ 0, %relu1_grad.iy287.end ], [ %iy291.next, %relu1_grad.ix292.end ]
+  br label %relu1_grad.ix292
 
-conv1_weight_grad.oy280.end:                      ; preds = %conv1_weight_grad.ox281.end
-  %ky275.next = add nsw i64 %conv1_weight_grad.ky275942, 1
-  %3743 = icmp slt i64 %ky275.next, 3
-  br i1 %3743, label %conv1_weight_grad.ky275, label %conv1_weight_grad.ky275.end
+relu1_grad.iy291.end:                             ; preds = %relu1_grad.ix292.end
+  %c162.next = add nsw i64 %relu1_grad.c1621388, 1
+  %5049 = icmp slt i64 %c162.next, 32
+  br i1 %5049, label %relu1_grad.c162, label %relu1_grad.c162.end
 
-conv1_weight_grad.ox281:                          ; preds = %conv1_weight_grad.ox281, %conv1_weight_grad.oy280
-  %conv1_weight_grad.ox281952 = phi i64 [ 0, %conv1_weight_grad.oy280 ], [ %ox281.next, %conv1_weight_grad.ox281 ]
-  %3744 = mul nsw i64 %conv1_weight_grad.g272939, 64
-  %3745 = add nsw i64 %3744, %conv1_weight_grad.j273940
-  %3746 = mul nsw i64 %3745, 784
-  %3747 = mul nsw i64 %conv1_weight_grad.c274941, 784
-  %3748 = add nsw i64 %3746, %3747
-  %3749 = add nsw i64 %conv1_weight_grad.oy280951, %conv1_weight_grad.ky275942
-  %3750 = mul nsw i64 %3749, 28
-  %3751 = add nsw i64 %3748, %3750
-  %3752 = add nsw i64 %conv1_weight_grad.ox281952, 2
-  %3753 = add nsw i64 %3751, %3752
-  %images953 = getelementptr inbounds float, ptr %images, i64 %3753
-  %3754 = load float, ptr %images953, align 4
-  %3755 = mul nsw i64 %conv1_weight_grad.c274941, 3
-  %3756 = add nsw i64 %3755, %conv1_weight_grad.ky275942
-  %3757 = mul nsw i64 %3756, 3
-  %3758 = add nsw i64 %3757, 2
-  %3759 = mul nsw i64 %3758, 43264
-  %3760 = mul nsw i64 %conv1_weight_grad.j273940, 676
-  %3761 = add nsw i64 %3759, %3760
-  %3762 = mul nsw i64 %conv1_weight_grad.oy280951, 26
-  %3763 = add nsw i64 %3762, %conv1_weight_grad.ox281952
-  %3764 = add nsw i64 %3761, %3763
-  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3764
-  store float %3754, ptr %arena954, align 4
-  %ox281.next = add nsw i64 %conv1_weight_grad.ox281952, 1
-  %3765 = icmp slt i64 %ox281.next, 26
-  br i1 %3765, label %conv1_weight_grad.ox281, label %conv1_weight_grad.ox281.end
+relu1_grad.ix292:                                 ; preds = %relu1_grad.ix292, %relu1_grad.iy291
+  %relu1_grad.ix2921542 = phi i64 [ 0, %relu1_grad.iy291 ], [ %ix292.next, %relu1_grad.ix292 ]
+  %5050 = mul nsw i64 %relu1_grad.c1621388, 9
+  %5051 = add nsw i64 %5050, 8
+  %5052 = mul nsw i64 %5051, 36864
+  %5053 = add nsw i64 6710544, %5052
+  %5054 = mul nsw i64 %relu1_grad.j1611387, 576
+  %5055 = add nsw i64 %5053, %5054
+  %5056 = add nsw i64 %relu1_grad.iy2911541, 25
+  %5057 = add nsw i64 %5056, -2
+  %5058 = mul nsw i64 %5057, 24
+  %5059 = add nsw i64 %5055, %5058
+  %5060 = add nsw i64 %5059, 23
+  %5061 = add nsw i64 %5060, %relu1_grad.ix2921542
+  %arena1543 = getelementptr inbounds float, ptr %arena, i64 %5061
+  %5062 = load float, ptr %arena1543, align 4
+  store float %5062, ptr %relu1_grad.sum293, align 4
+  %sum293 = load float, ptr %relu1_grad.sum293, align 4
+  %5063 = mul nsw i64 %relu1_grad.g1531282, 64
+  %5064 = add nsw i64 %5063, %relu1_grad.j1611387
+  %5065 = mul nsw i64 %5064, 21632
+  %5066 = add nsw i64 1384448, %5065
+  %5067 = mul nsw i64 %relu1_grad.c1621388, 676
+  %5068 = add nsw i64 %5066, %5067
+  %5069 = add nsw i64 %relu1_grad.iy2911541, 25
+  %5070 = mul nsw i64 %5069, 26
+  %5071 = add nsw i64 %5068, %5070
+  %5072 = add nsw i64 %5071, 25
+  %5073 = add nsw i64 %5072, %relu1_grad.ix2921542
+  %arena1544 = getelementptr inbounds float, ptr %arena, i64 %5073
+  store float %sum293, ptr %arena1544, align 4
+  %ix292.next = add nsw i64 %relu1_grad.ix2921542, 1
+  %5074 = icmp slt i64 %ix292.next, 1
+  br i1 %5074, label %relu1_grad.ix292, label %relu1_grad.ix292.end
 
-conv1_weight_grad.ox281.end:                      ; preds = %conv1_weight_grad.ox281
-  %oy280.next = add nsw i64 %conv1_weight_grad.oy280951, 1
-  %3766 = icmp slt i64 %oy280.next, 26
-  br i1 %3766, label %conv1_weight_grad.oy280, label %conv1_weight_grad.oy280.end
+relu1_grad.ix292.end:                             ; preds = %relu1_grad.ix292
+  %iy291.next = add nsw i64 %relu1_grad.iy2911541, 1
+  %5075 = icmp slt i64 %iy291.next, 1
+  br i1 %5075, label %relu1_grad.iy291, label %relu1_grad.iy291.end
 
-conv1_weight_grad.j282:                           ; preds = %conv1_weight_grad.i283.end, %conv1_weight_grad.j273.end
-  %conv1_weight_grad.j282955 = phi i64 [ 0, %conv1_weight_grad.j273.end ], [ %j282.next, %conv1_weight_grad.i283.end ]
-  br label %conv1_weight_grad.i283
+conv1_grad.i294:                                  ; preds = %conv1_grad.i294, %relu1_grad.g153.end
+  %conv1_grad.i2941545 = phi i64 [ 0, %relu1_grad.g153.end ], [ %i294.next, %conv1_grad.i294 ]
+  %arena1546 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i2941545
+  %5076 = load float, ptr %arena1546, align 4
+  %5077 = fcmp ogt float %5076, 0.000000e+00
+  %5078 = add nsw i64 1384448, %conv1_grad.i2941545
+  %arena1547 = getelementptr inbounds float, ptr %arena, i64 %5078
+  %5079 = load float, ptr %arena1547, align 4
+  %5080 = select i1 %5077, float %5079, float 0.000000e+00
+  %5081 = add nsw i64 3171600, %conv1_grad.i2941545
+  %arena1548 = getelementptr inbounds float, ptr %arena, i64 %5081
+  store float %5080, ptr %arena1548, align 4
+  %i294.next = add nsw i64 %conv1_grad.i2941545, 1
+  %5082 = icmp slt i64 %i294.next, 1384448
+  br i1 %5082, label %conv1_grad.i294, label %conv1_grad.i294.end
 
-conv1_weight_grad.j282.end:                       ; preds = %conv1_weight_grad.i283.end
-  br label %conv1_weight_grad.kp285
+conv1_grad.i294.end:                              ; preds = %conv1_grad.i294
+  br label %conv1_weight_grad.i295
 
-conv1_weight_grad.i283:                           ; preds = %conv1_weight_grad.f284.end, %conv1_weight_grad.j282
-  %conv1_weight_grad.i283956 = phi i64 [ 0, %conv1_weight_grad.j282 ], [ %i283.next, %conv1_weight_grad.f284.end ]
-  br label %conv1_weight_grad.f284
+conv1_weight_grad.i295:                           ; preds = %conv1_weight_grad.i295, %conv1_grad.i294.end
+  %conv1_weight_grad.i2951549 = phi i64 [ 0, %conv1_grad.i294.end ], [ %i295.next, %conv1_weight_grad.i295 ]
+  %5083 = add nsw i64 1773824, %conv1_weight_grad.i2951549
+  %arena1550 = getelementptr inbounds float, ptr %arena, i64 %5083
+  store float 0.000000e+00, ptr %arena1550, align 4
+  %i295.next = add nsw i64 %conv1_weight_grad.i2951549, 1
+  %5084 = icmp slt i64 %i295.next, 288
+  br i1 %5084, label %conv1_weight_grad.i295, label %conv1_weight_grad.i295.end
 
-conv1_weight_grad.i283.end:                       ; preds = %conv1_weight_grad.f284.end
-  %j282.next = add nsw i64 %conv1_weight_grad.j282955, 1
-  %3767 = icmp slt i64 %j282.next, 64
-  br i1 %3767, label %conv1_weight_grad.j282, label %conv1_weight_grad.j282.end
+conv1_weight_grad.i295.end:                       ; preds = %conv1_weight_grad.i295
+  br label %conv1_weight_grad.g296
 
-conv1_weight_grad.f284:                           ; preds = %conv1_weight_grad.f284, %conv1_weight_grad.i283
-  %conv1_weight_grad.f284957 = phi i64 [ 0, %conv1_weight_grad.i283 ], [ %f284.next, %conv1_weight_grad.f284 ]
-  %3768 = mul nsw i64 %conv1_weight_grad.g272939, 64
-  %3769 = add nsw i64 %3768, %conv1_weight_grad.j282955
-  %3770 = mul nsw i64 %3769, 21632
-  %3771 = add nsw i64 3171600, %3770
-  %3772 = mul nsw i64 %conv1_weight_grad.f284957, 676
-  %3773 = add nsw i64 %3771, %3772
-  %3774 = add nsw i64 %3773, %conv1_weight_grad.i283956
-  %arena958 = getelementptr inbounds float, ptr %arena, i64 %3774
-  %3775 = load float, ptr %arena958, align 4
-  %3776 = mul nsw i64 %conv1_weight_grad.j282955, 676
-  %3777 = add nsw i64 %3776, %conv1_weight_grad.i283956
-  %3778 = mul nsw i64 %3777, 32
-  %3779 = add nsw i64 389376, %3778
-  %3780 = add nsw i64 %3779, %conv1_weight_grad.f284957
-  %arena959 = getelementptr inbounds float, ptr %arena, i64 %3780
-  store float %3775, ptr %arena959, align 4
-  %f284.next = add nsw i64 %conv1_weight_grad.f284957, 1
-  %3781 = icmp slt i64 %f284.next, 32
-  br i1 %3781, label %conv1_weight_grad.f284, label %conv1_weight_grad.f284.end
+conv1_weight_grad.g296:                           ; preds = %conv1_weight_grad.nb314.end, %conv1_weight_grad.i295.end
+  %conv1_weight_grad.g2961551 = phi i64 [ 0, %conv1_weight_grad.i295.end ], [ %g296.next, %conv1_weight_grad.nb314.end ]
+  br label %conv1_weight_grad.j297
 
-conv1_weight_grad.f284.end:                       ; preds = %conv1_weight_grad.f284
-  %i283.next = add nsw i64 %conv1_weight_grad.i283956, 1
-  %3782 = icmp slt i64 %i283.next, 676
-  br i1 %3782, label %conv1_weight_grad.i283, label %conv1_weight_grad.i283.end
+conv1_weight_grad.g296.end:                       ; preds = %conv1_weight_grad.nb314.end
+  br label %conv1_weight_grad.f318
 
-conv1_weight_grad.kp285:                          ; preds = %conv1_weight_grad.nb286.end, %conv1_weight_grad.j282.end
-  %conv1_weight_grad.kp285960 = phi i64 [ 0, %conv1_weight_grad.j282.end ], [ %kp285.next, %conv1_weight_grad.nb286.end ]
-  br label %conv1_weight_grad.nb286
+conv1_weight_grad.j297:                           ; preds = %conv1_weight_grad.c298.end, %conv1_weight_grad.g296
+  %conv1_weight_grad.j2971552 = phi i64 [ 0, %conv1_weight_grad.g296 ], [ %j297.next, %conv1_weight_grad.c298.end ]
+  br label %conv1_weight_grad.c298
 
-conv1_weight_grad.kp285.end:                      ; preds = %conv1_weight_grad.nb286.end
-  br label %conv1_weight_grad.nb290
+conv1_weight_grad.j297.end:                       ; preds = %conv1_weight_grad.c298.end
+  br label %conv1_weight_grad.j306
 
-conv1_weight_grad.nb286:                          ; preds = %conv1_weight_grad.mb287.end, %conv1_weight_grad.kp285
-  %conv1_weight_grad.nb286961 = phi i64 [ 0, %conv1_weight_grad.kp285 ], [ %nb286.next, %conv1_weight_grad.mb287.end ]
-  br label %conv1_weight_grad.mb287
+conv1_weight_grad.c298:                           ; preds = %conv1_weight_grad.ky299.end, %conv1_weight_grad.j297
+  %conv1_weight_grad.c2981553 = phi i64 [ 0, %conv1_weight_grad.j297 ], [ %c298.next, %conv1_weight_grad.ky299.end ]
+  br label %conv1_weight_grad.ky299
 
-conv1_weight_grad.nb286.end:                      ; preds = %conv1_weight_grad.mb287.end
-  %kp285.next = add nsw i64 %conv1_weight_grad.kp285960, 1
-  %3783 = icmp slt i64 %kp285.next, 112
-  br i1 %3783, label %conv1_weight_grad.kp285, label %conv1_weight_grad.kp285.end
+conv1_weight_grad.c298.end:                       ; preds = %conv1_weight_grad.ky299.end
+  %j297.next = add nsw i64 %conv1_weight_grad.j2971552, 1
+  %5085 = icmp slt i64 %j297.next, 64
+  br i1 %5085, label %conv1_weight_grad.j297, label %conv1_weight_grad.j297.end
 
-conv1_weight_grad.mb287:                          ; preds = %conv1_weight_grad.k289.end, %conv1_weight_grad.nb286
-  %conv1_weight_grad.mb287962 = phi i64 [ 0, %conv1_weight_grad.nb286 ], [ %mb287.next, %conv1_weight_grad.k289.end ]
-  %3784 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3785 = mul nsw i64 %3784, 32
-  %3786 = add nsw i64 1773824, %3785
-  %3787 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3788 = add nsw i64 %3786, %3787
-  %arena963 = getelementptr inbounds float, ptr %arena, i64 %3788
-  %3789 = load <16 x float>, ptr %arena963, align 4
-  store <16 x float> %3789, ptr %conv1_weight_grad.t288_c0_0, align 64
-  %3790 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3791 = mul nsw i64 %3790, 32
-  %3792 = add nsw i64 1773824, %3791
-  %3793 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3794 = add nsw i64 %3792, %3793
-  %3795 = add nsw i64 %3794, 16
-  %arena964 = getelementptr inbounds float, ptr %arena, i64 %3795
-  %3796 = load <16 x float>, ptr %arena964, align 4
-  store <16 x float> %3796, ptr %conv1_weight_grad.t288_c0_1, align 64
-  %3797 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3798 = add nsw i64 %3797, 1
-  %3799 = mul nsw i64 %3798, 32
-  %3800 = add nsw i64 1773824, %3799
-  %3801 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3802 = add nsw i64 %3800, %3801
-  %arena965 = getelementptr inbounds float, ptr %arena, i64 %3802
-  %3803 = load <16 x float>, ptr %arena965, align 4
-  store <16 x float> %3803, ptr %conv1_weight_grad.t288_c1_0, align 64
-  %3804 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3805 = add nsw i64 %3804, 1
-  %3806 = mul nsw i64 %3805, 32
-  %3807 = add nsw i64 1773824, %3806
-  %3808 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3809 = add nsw i64 %3807, %3808
-  %3810 = add nsw i64 %3809, 16
-  %arena966 = getelementptr inbounds float, ptr %arena, i64 %3810
-  %3811 = load <16 x float>, ptr %arena966, align 4
-  store <16 x float> %3811, ptr %conv1_weight_grad.t288_c1_1, align 64
-  %3812 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3813 = add nsw i64 %3812, 2
-  %3814 = mul nsw i64 %3813, 32
-  %3815 = add nsw i64 1773824, %3814
-  %3816 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3817 = add nsw i64 %3815, %3816
-  %arena967 = getelementptr inbounds float, ptr %arena, i64 %3817
-  %3818 = load <16 x float>, ptr %arena967, align 4
-  store <16 x float> %3818, ptr %conv1_weight_grad.t288_c2_0, align 64
-  %3819 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3820 = add nsw i64 %3819, 2
-  %3821 = mul nsw i64 %3820, 32
-  %3822 = add nsw i64 1773824, %3821
-  %3823 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3824 = add nsw i64 %3822, %3823
-  %3825 = add nsw i64 %3824, 16
-  %arena968 = getelementptr inbounds float, ptr %arena, i64 %3825
-  %3826 = load <16 x float>, ptr %arena968, align 4
-  store <16 x float> %3826, ptr %conv1_weight_grad.t288_c2_1, align 64
-  %3827 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3828 = add nsw i64 %3827, 3
-  %3829 = mul nsw i64 %3828, 32
-  %3830 = add nsw i64 1773824, %3829
-  %3831 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3832 = add nsw i64 %3830, %3831
-  %arena969 = getelementptr inbounds float, ptr %arena, i64 %3832
-  %3833 = load <16 x float>, ptr %arena969, align 4
-  store <16 x float> %3833, ptr %conv1_weight_grad.t288_c3_0, align 64
-  %3834 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3835 = add nsw i64 %3834, 3
-  %3836 = mul nsw i64 %3835, 32
-  %3837 = add nsw i64 1773824, %3836
-  %3838 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3839 = add nsw i64 %3837, %3838
-  %3840 = add nsw i64 %3839, 16
-  %arena970 = getelementptr inbounds float, ptr %arena, i64 %3840
-  %3841 = load <16 x float>, ptr %arena970, align 4
-  store <16 x float> %3841, ptr %conv1_weight_grad.t288_c3_1, align 64
-  %3842 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3843 = add nsw i64 %3842, 4
-  %3844 = mul nsw i64 %3843, 32
-  %3845 = add nsw i64 1773824, %3844
-  %3846 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3847 = add nsw i64 %3845, %3846
-  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3847
-  %3848 = load <16 x float>, ptr %arena971, align 4
-  store <16 x float> %3848, ptr %conv1_weight_grad.t288_c4_0, align 64
-  %3849 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3850 = add nsw i64 %3849, 4
-  %3851 = mul nsw i64 %3850, 32
-  %3852 = add nsw i64 1773824, %3851
-  %3853 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3854 = add nsw i64 %3852, %3853
-  %3855 = add nsw i64 %3854, 16
-  %arena972 = getelementptr inbounds float, ptr %arena, i64 %3855
-  %3856 = load <16 x float>, ptr %arena972, align 4
-  store <16 x float> %3856, ptr %conv1_weight_grad.t288_c4_1, align 64
-  %3857 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3858 = add nsw i64 %3857, 5
-  %3859 = mul nsw i64 %3858, 32
-  %3860 = add nsw i64 1773824, %3859
-  %3861 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3862 = add nsw i64 %3860, %3861
-  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3862
-  %3863 = load <16 x float>, ptr %arena973, align 4
-  store <16 x float> %3863, ptr %conv1_weight_grad.t288_c5_0, align 64
-  %3864 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3865 = add nsw i64 %3864, 5
-  %3866 = mul nsw i64 %3865, 32
-  %3867 = add nsw i64 1773824, %3866
-  %3868 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3869 = add nsw i64 %3867, %3868
-  %3870 = add nsw i64 %3869, 16
-  %arena974 = getelementptr inbounds float, ptr %arena, i64 %3870
-  %3871 = load <16 x float>, ptr %arena974, align 4
-  store <16 x float> %3871, ptr %conv1_weight_grad.t288_c5_1, align 64
-  %3872 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3873 = add nsw i64 %3872, 6
-  %3874 = mul nsw i64 %3873, 32
-  %3875 = add nsw i64 1773824, %3874
-  %3876 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3877 = add nsw i64 %3875, %3876
-  %arena975 = getelementptr inbounds float, ptr %arena, i64 %3877
-  %3878 = load <16 x float>, ptr %arena975, align 4
-  store <16 x float> %3878, ptr %conv1_weight_grad.t288_c6_0, align 64
-  %3879 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3880 = add nsw i64 %3879, 6
-  %3881 = mul nsw i64 %3880, 32
-  %3882 = add nsw i64 1773824, %3881
-  %3883 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3884 = add nsw i64 %3882, %3883
-  %3885 = add nsw i64 %3884, 16
-  %arena976 = getelementptr inbounds float, ptr %arena, i64 %3885
-  %3886 = load <16 x float>, ptr %arena976, align 4
-  store <16 x float> %3886, ptr %conv1_weight_grad.t288_c6_1, align 64
-  %3887 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3888 = add nsw i64 %3887, 7
-  %3889 = mul nsw i64 %3888, 32
-  %3890 = add nsw i64 1773824, %3889
-  %3891 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3892 = add nsw i64 %3890, %3891
-  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3892
-  %3893 = load <16 x float>, ptr %arena977, align 4
-  store <16 x float> %3893, ptr %conv1_weight_grad.t288_c7_0, align 64
-  %3894 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3895 = add nsw i64 %3894, 7
-  %3896 = mul nsw i64 %3895, 32
-  %3897 = add nsw i64 1773824, %3896
-  %3898 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3899 = add nsw i64 %3897, %3898
-  %3900 = add nsw i64 %3899, 16
-  %arena978 = getelementptr inbounds float, ptr %arena, i64 %3900
-  %3901 = load <16 x float>, ptr %arena978, align 4
-  store <16 x float> %3901, ptr %conv1_weight_grad.t288_c7_1, align 64
-  %3902 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3903 = add nsw i64 %3902, 8
-  %3904 = mul nsw i64 %3903, 32
-  %3905 = add nsw i64 1773824, %3904
-  %3906 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3907 = add nsw i64 %3905, %3906
-  %arena979 = getelementptr inbounds float, ptr %arena, i64 %3907
-  %3908 = load <16 x float>, ptr %arena979, align 4
-  store <16 x float> %3908, ptr %conv1_weight_grad.t288_c8_0, align 64
-  %3909 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3910 = add nsw i64 %3909, 8
-  %3911 = mul nsw i64 %3910, 32
-  %3912 = add nsw i64 1773824, %3911
-  %3913 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3914 = add nsw i64 %3912, %3913
-  %3915 = add nsw i64 %3914, 16
-  %arena980 = getelementptr inbounds float, ptr %arena, i64 %3915
-  %3916 = load <16 x float>, ptr %arena980, align 4
-  store <16 x float> %3916, ptr %conv1_weight_grad.t288_c8_1, align 64
-  br label %conv1_weight_grad.k289
+conv1_weight_grad.ky299:                          ; preds = %conv1_weight_grad.oy304.end, %conv1_weight_grad.c298
+  %conv1_weight_grad.ky2991554 = phi i64 [ 0, %conv1_weight_grad.c298 ], [ %ky299.next, %conv1_weight_grad.oy304.end ]
+  br label %conv1_weight_grad.oy300
 
-conv1_weight_grad.mb287.end:                      ; preds = %conv1_weight_grad.k289.end
-  %nb286.next = add nsw i64 %conv1_weight_grad.nb286961, 1
-  %3917 = icmp slt i64 %nb286.next, 1
-  br i1 %3917, label %conv1_weight_grad.nb286, label %conv1_weight_grad.nb286.end
+conv1_weight_grad.ky299.end:                      ; preds = %conv1_weight_grad.oy304.end
+  %c298.next = add nsw i64 %conv1_weight_grad.c2981553, 1
+  %5086 = icmp slt i64 %c298.next, 1
+  br i1 %5086, label %conv1_weight_grad.c298, label %conv1_weight_grad.c298.end
 
-conv1_weight_grad.k289:                           ; preds = %conv1_weight_grad.k289, %conv1_weight_grad.mb287
-  %conv1_weight_grad.k289981 = phi i64 [ 0, %conv1_weight_grad.mb287 ], [ %k289.next, %conv1_weight_grad.k289 ]
-  %3918 = mul nsw i64 %conv1_weight_grad.kp285960, 383
-  %3919 = add nsw i64 %conv1_weight_grad.k289981, %3918
-  %3920 = mul nsw i64 %3919, 32
-  %3921 = add nsw i64 389376, %3920
-  %3922 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3923 = add nsw i64 %3921, %3922
-  %arena982 = getelementptr inbounds float, ptr %arena, i64 %3923
-  %3924 = load <16 x float>, ptr %arena982, align 4
-  store <16 x float> %3924, ptr %conv1_weight_grad.t288_b0, align 64
-  %3925 = mul nsw i64 %conv1_weight_grad.kp285960, 383
-  %3926 = add nsw i64 %conv1_weight_grad.k289981, %3925
-  %3927 = mul nsw i64 %3926, 32
-  %3928 = add nsw i64 389376, %3927
-  %3929 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %3930 = add nsw i64 %3928, %3929
-  %3931 = add nsw i64 %3930, 16
-  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3931
-  %3932 = load <16 x float>, ptr %arena983, align 4
-  store <16 x float> %3932, ptr %conv1_weight_grad.t288_b1, align 64
-  %3933 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3934 = mul nsw i64 %3933, 43264
-  %3935 = mul nsw i64 %conv1_weight_grad.kp285960, 383
-  %3936 = add nsw i64 %conv1_weight_grad.k289981, %3935
-  %3937 = add nsw i64 %3934, %3936
-  %arena984 = getelementptr inbounds float, ptr %arena, i64 %3937
-  %3938 = load float, ptr %arena984, align 4
-  %3939 = insertelement <16 x float> undef, float %3938, i32 0
-  %3940 = shufflevector <16 x float> %3939, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3940, ptr %conv1_weight_grad.t288_a0, align 64
-  %t288_a0 = load <16 x float>, ptr %conv1_weight_grad.t288_a0, align 64
-  %t288_b0 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
-  %t288_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c0_0, align 64
-  %3941 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a0, <16 x float> %t288_b0, <16 x float> %t288_c0_0)
-  store <16 x float> %3941, ptr %conv1_weight_grad.t288_c0_0, align 64
-  %t288_a0985 = load <16 x float>, ptr %conv1_weight_grad.t288_a0, align 64
-  %t288_b1 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
-  %t288_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c0_1, align 64
-  %3942 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a0985, <16 x float> %t288_b1, <16 x float> %t288_c0_1)
-  store <16 x float> %3942, ptr %conv1_weight_grad.t288_c0_1, align 64
-  %3943 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3944 = add nsw i64 %3943, 1
-  %3945 = mul nsw i64 %3944, 43264
-  %3946 = mul nsw i64 %conv1_weight_grad.kp285960, 383
-  %3947 = add nsw i64 %conv1_weight_grad.k289981, %3946
-  %3948 = add nsw i64 %3945, %3947
-  %arena986 = getelementptr inbounds float, ptr %arena, i64 %3948
-  %3949 = load float, ptr %arena986, align 4
-  %3950 = insertelement <16 x float> undef, float %3949, i32 0
-  %3951 = shufflevector <16 x float> %3950, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3951, ptr %conv1_weight_grad.t288_a1, align 64
-  %t288_a1 = load <16 x float>, ptr %conv1_weight_grad.t288_a1, align 64
-  %t288_b0987 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
-  %t288_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c1_0, align 64
-  %3952 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a1, <16 x float> %t288_b0987, <16 x float> %t288_c1_0)
-  store <16 x float> %3952, ptr %conv1_weight_grad.t288_c1_0, align 64
-  %t288_a1988 = load <16 x float>, ptr %conv1_weight_grad.t288_a1, align 64
-  %t288_b1989 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
-  %t288_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c1_1, align 64
-  %3953 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a1988, <16 x float> %t288_b1989, <16 x float> %t288_c1_1)
-  store <16 x float> %3953, ptr %conv1_weight_grad.t288_c1_1, align 64
-  %3954 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3955 = add nsw i64 %3954, 2
-  %3956 = mul nsw i64 %3955, 43264
-  %3957 = mul nsw i64 %conv1_weight_grad.kp285960, 383
-  %3958 = add nsw i64 %conv1_weight_grad.k289981, %3957
-  %3959 = add nsw i64 %3956, %3958
-  %arena990 = getelementptr inbounds float, ptr %arena, i64 %3959
-  %3960 = load float, ptr %arena990, align 4
-  %3961 = insertelement <16 x float> undef, float %3960, i32 0
-  %3962 = shufflevector <16 x float> %3961, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3962, ptr %conv1_weight_grad.t288_a2, align 64
-  %t288_a2 = load <16 x float>, ptr %conv1_weight_grad.t288_a2, align 64
-  %t288_b0991 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
-  %t288_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c2_0, align 64
-  %3963 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a2, <16 x float> %t288_b0991, <16 x float> %t288_c2_0)
-  store <16 x float> %3963, ptr %conv1_weight_grad.t288_c2_0, align 64
-  %t288_a2992 = load <16 x float>, ptr %conv1_weight_grad.t288_a2, align 64
-  %t288_b1993 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
-  %t288_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c2_1, align 64
-  %3964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a2992, <16 x float> %t288_b1993, <16 x float> %t288_c2_1)
-  store <16 x float> %3964, ptr %conv1_weight_grad.t288_c2_1, align 64
-  %3965 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3966 = add nsw i64 %3965, 3
-  %3967 = mul nsw i64 %3966, 43264
-  %3968 = mul nsw i64 %conv1_weight_grad.kp285960, 383
-  %3969 = add nsw i64 %conv1_weight_grad.k289981, %3968
-  %3970 = add nsw i64 %3967, %3969
-  %arena994 = getelementptr inbounds float, ptr %arena, i64 %3970
-  %3971 = load float, ptr %arena994, align 4
-  %3972 = insertelement <16 x float> undef, float %3971, i32 0
-  %3973 = shufflevector <16 x float> %3972, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3973, ptr %conv1_weight_grad.t288_a3, align 64
-  %t288_a3 = load <16 x float>, ptr %conv1_weight_grad.t288_a3, align 64
-  %t288_b0995 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
-  %t288_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c3_0, align 64
-  %3974 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a3, <16 x float> %t288_b0995, <16 x float> %t288_c3_0)
-  store <16 x float> %3974, ptr %conv1_weight_grad.t288_c3_0, align 64
-  %t288_a3996 = load <16 x float>, ptr %conv1_weight_grad.t288_a3, align 64
-  %t288_b1997 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
-  %t288_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c3_1, align 64
-  %3975 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a3996, <16 x float> %t288_b1997, <16 x float> %t288_c3_1)
-  store <16 x float> %3975, ptr %conv1_weight_grad.t288_c3_1, align 64
-  %3976 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3977 = add nsw i64 %3976, 4
-  %3978 = mul nsw i64 %3977, 43264
-  %3979 = mul nsw i64 %conv1_weight_grad.kp285960, 383
-  %3980 = add nsw i64 %conv1_weight_grad.k289981, %3979
-  %3981 = add nsw i64 %3978, %3980
-  %arena998 = getelementptr inbounds float, ptr %arena, i64 %3981
-  %3982 = load float, ptr %arena998, align 4
-  %3983 = insertelement <16 x float> undef, float %3982, i32 0
-  %3984 = shufflevector <16 x float> %3983, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3984, ptr %conv1_weight_grad.t288_a4, align 64
-  %t288_a4 = load <16 x float>, ptr %conv1_weight_grad.t288_a4, align 64
-  %t288_b0999 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
-  %t288_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c4_0, align 64
-  %3985 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a4, <16 x float> %t288_b0999, <16 x float> %t288_c4_0)
-  store <16 x float> %3985, ptr %conv1_weight_grad.t288_c4_0, align 64
-  %t288_a41000 = load <16 x float>, ptr %conv1_weight_grad.t288_a4, align 64
-  %t288_b11001 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
-  %t288_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c4_1, align 64
-  %3986 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a41000, <16 x float> %t288_b11001, <16 x float> %t288_c4_1)
-  store <16 x float> %3986, ptr %conv1_weight_grad.t288_c4_1, align 64
-  %3987 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3988 = add nsw i64 %3987, 5
-  %3989 = mul nsw i64 %3988, 43264
-  %3990 = mul nsw i64 %conv1_weight_grad.kp285960, 383
-  %3991 = add nsw i64 %conv1_weight_grad.k289981, %3990
-  %3992 = add nsw i64 %3989, %3991
-  %arena1002 = getelementptr inbounds float, ptr %arena, i64 %3992
-  %3993 = load float, ptr %arena1002, align 4
-  %3994 = insertelement <16 x float> undef, float %3993, i32 0
-  %3995 = shufflevector <16 x float> %3994, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3995, ptr %conv1_weight_grad.t288_a5, align 64
-  %t288_a5 = load <16 x float>, ptr %conv1_weight_grad.t288_a5, align 64
-  %t288_b01003 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
-  %t288_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c5_0, align 64
-  %3996 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a5, <16 x float> %t288_b01003, <16 x float> %t288_c5_0)
-  store <16 x float> %3996, ptr %conv1_weight_grad.t288_c5_0, align 64
-  %t288_a51004 = load <16 x float>, ptr %conv1_weight_grad.t288_a5, align 64
-  %t288_b11005 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
-  %t288_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c5_1, align 64
-  %3997 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a51004, <16 x float> %t288_b11005, <16 x float> %t288_c5_1)
-  store <16 x float> %3997, ptr %conv1_weight_grad.t288_c5_1, align 64
-  %3998 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %3999 = add nsw i64 %3998, 6
-  %4000 = mul nsw i64 %3999, 43264
-  %4001 = mul nsw i64 %conv1_weight_grad.kp285960, 383
-  %4002 = add nsw i64 %conv1_weight_grad.k289981, %4001
-  %4003 = add nsw i64 %4000, %4002
-  %arena1006 = getelementptr inbounds float, ptr %arena, i64 %4003
-  %4004 = load float, ptr %arena1006, align 4
-  %4005 = insertelement <16 x float> undef, float %4004, i32 0
-  %4006 = shufflevector <16 x float> %4005, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4006, ptr %conv1_weight_grad.t288_a6, align 64
-  %t288_a6 = load <16 x float>, ptr %conv1_weight_grad.t288_a6, align 64
-  %t288_b01007 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
-  %t288_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c6_0, align 64
-  %4007 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a6, <16 x float> %t288_b01007, <16 x float> %t288_c6_0)
-  store <16 x float> %4007, ptr %conv1_weight_grad.t288_c6_0, align 64
-  %t288_a61008 = load <16 x float>, ptr %conv1_weight_grad.t288_a6, align 64
-  %t288_b11009 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
-  %t288_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c6_1, align 64
-  %4008 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a61008, <16 x float> %t288_b11009, <16 x float> %t288_c6_1)
-  store <16 x float> %4008, ptr %conv1_weight_grad.t288_c6_1, align 64
-  %4009 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4010 = add nsw i64 %4009, 7
-  %4011 = mul nsw i64 %4010, 43264
-  %4012 = mul nsw i64 %conv1_weight_grad.kp285960, 383
-  %4013 = add nsw i64 %conv1_weight_grad.k289981, %4012
-  %4014 = add nsw i64 %4011, %4013
-  %arena1010 = getelementptr inbounds float, ptr %arena, i64 %4014
-  %4015 = load float, ptr %arena1010, align 4
-  %4016 = insertelement <16 x float> undef, float %4015, i32 0
-  %4017 = shufflevector <16 x float> %4016, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4017, ptr %conv1_weight_grad.t288_a7, align 64
-  %t288_a7 = load <16 x float>, ptr %conv1_weight_grad.t288_a7, align 64
-  %t288_b01011 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
-  %t288_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c7_0, align 64
-  %4018 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a7, <16 x float> %t288_b01011, <16 x float> %t288_c7_0)
-  store <16 x float> %4018, ptr %conv1_weight_grad.t288_c7_0, align 64
-  %t288_a71012 = load <16 x float>, ptr %conv1_weight_grad.t288_a7, align 64
-  %t288_b11013 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
-  %t288_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c7_1, align 64
-  %4019 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a71012, <16 x float> %t288_b11013, <16 x float> %t288_c7_1)
-  store <16 x float> %4019, ptr %conv1_weight_grad.t288_c7_1, align 64
-  %4020 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4021 = add nsw i64 %4020, 8
-  %4022 = mul nsw i64 %4021, 43264
-  %4023 = mul nsw i64 %conv1_weight_grad.kp285960, 383
-  %4024 = add nsw i64 %conv1_weight_grad.k289981, %4023
-  %4025 = add nsw i64 %4022, %4024
-  %arena1014 = getelementptr inbounds float, ptr %arena, i64 %4025
-  %4026 = load float, ptr %arena1014, align 4
-  %4027 = insertelement <16 x float> undef, float %4026, i32 0
-  %4028 = shufflevector <16 x float> %4027, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4028, ptr %conv1_weight_grad.t288_a8, align 64
-  %t288_a8 = load <16 x float>, ptr %conv1_weight_grad.t288_a8, align 64
-  %t288_b01015 = load <16 x float>, ptr %conv1_weight_grad.t288_b0, align 64
-  %t288_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t288_c8_0, align 64
-  %4029 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a8, <16 x float> %t288_b01015, <16 x float> %t288_c8_0)
-  store <16 x float> %4029, ptr %conv1_weight_grad.t288_c8_0, align 64
-  %t288_a81016 = load <16 x float>, ptr %conv1_weight_grad.t288_a8, align 64
-  %t288_b11017 = load <16 x float>, ptr %conv1_weight_grad.t288_b1, align 64
-  %t288_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t288_c8_1, align 64
-  %4030 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t288_a81016, <16 x float> %t288_b11017, <16 x float> %t288_c8_1)
-  store <16 x float> %4030, ptr %conv1_weight_grad.t288_c8_1, align 64
-  %k289.next = add nsw i64 %conv1_weight_grad.k289981, 1
-  %4031 = icmp slt i64 %k289.next, 383
-  br i1 %4031, label %conv1_weight_grad.k289, label %conv1_weight_grad.k289.end
+conv1_weight_grad.oy300:                          ; preds = %conv1_weight_grad.ox301.end, %conv1_weight_grad.ky299
+  %conv1_weight_grad.oy3001555 = phi i64 [ 0, %conv1_weight_grad.ky299 ], [ %oy300.next, %conv1_weight_grad.ox301.end ]
+  br label %conv1_weight_grad.ox301
 
-conv1_weight_grad.k289.end:                       ; preds = %conv1_weight_grad.k289
-  %t288_c0_01018 = load <16 x float>, ptr %conv1_weight_grad.t288_c0_0, align 64
-  %4032 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4033 = mul nsw i64 %4032, 32
-  %4034 = add nsw i64 1773824, %4033
-  %4035 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4036 = add nsw i64 %4034, %4035
-  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %4036
-  store <16 x float> %t288_c0_01018, ptr %arena1019, align 4
-  %t288_c0_11020 = load <16 x float>, ptr %conv1_weight_grad.t288_c0_1, align 64
-  %4037 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4038 = mul nsw i64 %4037, 32
-  %4039 = add nsw i64 1773824, %4038
-  %4040 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4041 = add nsw i64 %4039, %4040
-  %4042 = add nsw i64 %4041, 16
-  %arena1021 = getelementptr inbounds float, ptr %arena, i64 %4042
-  store <16 x float> %t288_c0_11020, ptr %arena1021, align 4
-  %t288_c1_01022 = load <16 x float>, ptr %conv1_weight_grad.t288_c1_0, align 64
-  %4043 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4044 = add nsw i64 %4043, 1
-  %4045 = mul nsw i64 %4044, 32
-  %4046 = add nsw i64 1773824, %4045
-  %4047 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4048 = add nsw i64 %4046, %4047
-  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %4048
-  store <16 x float> %t288_c1_01022, ptr %arena1023, align 4
-  %t288_c1_11024 = load <16 x float>, ptr %conv1_weight_grad.t288_c1_1, align 64
-  %4049 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4050 = add nsw i64 %4049, 1
-  %4051 = mul nsw i64 %4050, 32
-  %4052 = add nsw i64 1773824, %4051
-  %4053 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4054 = add nsw i64 %4052, %4053
-  %4055 = add nsw i64 %4054, 16
-  %arena1025 = getelementptr inbounds float, ptr %arena, i64 %4055
-  store <16 x float> %t288_c1_11024, ptr %arena1025, align 4
-  %t288_c2_01026 = load <16 x float>, ptr %conv1_weight_grad.t288_c2_0, align 64
-  %4056 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4057 = add nsw i64 %4056, 2
-  %4058 = mul nsw i64 %4057, 32
-  %4059 = add nsw i64 1773824, %4058
-  %4060 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4061 = add nsw i64 %4059, %4060
-  %arena1027 = getelementptr inbounds float, ptr %arena, i64 %4061
-  store <16 x float> %t288_c2_01026, ptr %arena1027, align 4
-  %t288_c2_11028 = load <16 x float>, ptr %conv1_weight_grad.t288_c2_1, align 64
-  %4062 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4063 = add nsw i64 %4062, 2
-  %4064 = mul nsw i64 %4063, 32
-  %4065 = add nsw i64 1773824, %4064
-  %4066 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4067 = add nsw i64 %4065, %4066
-  %4068 = add nsw i64 %4067, 16
-  %arena1029 = getelementptr inbounds float, ptr %arena, i64 %4068
-  store <16 x float> %t288_c2_11028, ptr %arena1029, align 4
-  %t288_c3_01030 = load <16 x float>, ptr %conv1_weight_grad.t288_c3_0, align 64
-  %4069 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4070 = add nsw i64 %4069, 3
-  %4071 = mul nsw i64 %4070, 32
-  %4072 = add nsw i64 1773824, %4071
-  %4073 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4074 = add nsw i64 %4072, %4073
-  %arena1031 = getelementptr inbounds float, ptr %arena, i64 %4074
-  store <16 x float> %t288_c3_01030, ptr %arena1031, align 4
-  %t288_c3_11032 = load <16 x float>, ptr %conv1_weight_grad.t288_c3_1, align 64
-  %4075 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4076 = add nsw i64 %4075, 3
-  %4077 = mul nsw i64 %4076, 32
-  %4078 = add nsw i64 1773824, %4077
-  %4079 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4080 = add nsw i64 %4078, %4079
-  %4081 = add nsw i64 %4080, 16
-  %arena1033 = getelementptr inbounds float, ptr %arena, i64 %4081
-  store <16 x float> %t288_c3_11032, ptr %arena1033, align 4
-  %t288_c4_01034 = load <16 x float>, ptr %conv1_weight_grad.t288_c4_0, align 64
-  %4082 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4083 = add nsw i64 %4082, 4
-  %4084 = mul nsw i64 %4083, 32
-  %4085 = add nsw i64 1773824, %4084
-  %4086 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4087 = add nsw i64 %4085, %4086
-  %arena1035 = getelementptr inbounds float, ptr %arena, i64 %4087
-  store <16 x float> %t288_c4_01034, ptr %arena1035, align 4
-  %t288_c4_11036 = load <16 x float>, ptr %conv1_weight_grad.t288_c4_1, align 64
-  %4088 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4089 = add nsw i64 %4088, 4
-  %4090 = mul nsw i64 %4089, 32
-  %4091 = add nsw i64 1773824, %4090
-  %4092 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4093 = add nsw i64 %4091, %4092
-  %4094 = add nsw i64 %4093, 16
-  %arena1037 = getelementptr inbounds float, ptr %arena, i64 %4094
-  store <16 x float> %t288_c4_11036, ptr %arena1037, align 4
-  %t288_c5_01038 = load <16 x float>, ptr %conv1_weight_grad.t288_c5_0, align 64
-  %4095 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4096 = add nsw i64 %4095, 5
-  %4097 = mul nsw i64 %4096, 32
-  %4098 = add nsw i64 1773824, %4097
-  %4099 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4100 = add nsw i64 %4098, %4099
-  %arena1039 = getelementptr inbounds float, ptr %arena, i64 %4100
-  store <16 x float> %t288_c5_01038, ptr %arena1039, align 4
-  %t288_c5_11040 = load <16 x float>, ptr %conv1_weight_grad.t288_c5_1, align 64
-  %4101 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4102 = add nsw i64 %4101, 5
-  %4103 = mul nsw i64 %4102, 32
-  %4104 = add nsw i64 1773824, %4103
-  %4105 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4106 = add nsw i64 %4104, %4105
-  %4107 = add nsw i64 %4106, 16
-  %arena1041 = getelementptr inbounds float, ptr %arena, i64 %4107
-  store <16 x float> %t288_c5_11040, ptr %arena1041, align 4
-  %t288_c6_01042 = load <16 x float>, ptr %conv1_weight_grad.t288_c6_0, align 64
-  %4108 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4109 = add nsw i64 %4108, 6
-  %4110 = mul nsw i64 %4109, 32
-  %4111 = add nsw i64 1773824, %4110
-  %4112 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4113 = add nsw i64 %4111, %4112
-  %arena1043 = getelementptr inbounds float, ptr %arena, i64 %4113
-  store <16 x float> %t288_c6_01042, ptr %arena1043, align 4
-  %t288_c6_11044 = load <16 x float>, ptr %conv1_weight_grad.t288_c6_1, align 64
-  %4114 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4115 = add nsw i64 %4114, 6
-  %4116 = mul nsw i64 %4115, 32
-  %4117 = add nsw i64 1773824, %4116
-  %4118 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4119 = add nsw i64 %4117, %4118
-  %4120 = add nsw i64 %4119, 16
-  %arena1045 = getelementptr inbounds float, ptr %arena, i64 %4120
-  store <16 x float> %t288_c6_11044, ptr %arena1045, align 4
-  %t288_c7_01046 = load <16 x float>, ptr %conv1_weight_grad.t288_c7_0, align 64
-  %4121 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4122 = add nsw i64 %4121, 7
-  %4123 = mul nsw i64 %4122, 32
-  %4124 = add nsw i64 1773824, %4123
-  %4125 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4126 = add nsw i64 %4124, %4125
-  %arena1047 = getelementptr inbounds float, ptr %arena, i64 %4126
-  store <16 x float> %t288_c7_01046, ptr %arena1047, align 4
-  %t288_c7_11048 = load <16 x float>, ptr %conv1_weight_grad.t288_c7_1, align 64
-  %4127 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4128 = add nsw i64 %4127, 7
-  %4129 = mul nsw i64 %4128, 32
-  %4130 = add nsw i64 1773824, %4129
-  %4131 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4132 = add nsw i64 %4130, %4131
-  %4133 = add nsw i64 %4132, 16
-  %arena1049 = getelementptr inbounds float, ptr %arena, i64 %4133
-  store <16 x float> %t288_c7_11048, ptr %arena1049, align 4
-  %t288_c8_01050 = load <16 x float>, ptr %conv1_weight_grad.t288_c8_0, align 64
-  %4134 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4135 = add nsw i64 %4134, 8
-  %4136 = mul nsw i64 %4135, 32
-  %4137 = add nsw i64 1773824, %4136
-  %4138 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4139 = add nsw i64 %4137, %4138
-  %arena1051 = getelementptr inbounds float, ptr %arena, i64 %4139
-  store <16 x float> %t288_c8_01050, ptr %arena1051, align 4
-  %t288_c8_11052 = load <16 x float>, ptr %conv1_weight_grad.t288_c8_1, align 64
-  %4140 = mul nsw i64 %conv1_weight_grad.mb287962, 9
-  %4141 = add nsw i64 %4140, 8
-  %4142 = mul nsw i64 %4141, 32
-  %4143 = add nsw i64 1773824, %4142
-  %4144 = mul nsw i64 %conv1_weight_grad.nb286961, 32
-  %4145 = add nsw i64 %4143, %4144
-  %4146 = add nsw i64 %4145, 16
-  %arena1053 = getelementptr inbounds float, ptr %arena, i64 %4146
-  store <16 x float> %t288_c8_11052, ptr %arena1053, align 4
-  %mb287.next = add nsw i64 %conv1_weight_grad.mb287962, 1
-  %4147 = icmp slt i64 %mb287.next, 1
-  br i1 %4147, label %conv1_weight_grad.mb287, label %conv1_weight_grad.mb287.end
+conv1_weight_grad.oy300.end:                      ; preds = %conv1_weight_grad.ox301.end
+  br label %conv1_weight_grad.oy302
 
-conv1_weight_grad.nb290:                          ; preds = %conv1_weight_grad.mb291.end, %conv1_weight_grad.kp285.end
-  %conv1_weight_grad.nb2901054 = phi i64 [ 0, %conv1_weight_grad.kp285.end ], [ %nb290.next, %conv1_weight_grad.mb291.end ]
-  br label %conv1_weight_grad.mb291
+conv1_weight_grad.ox301:                          ; preds = %conv1_weight_grad.ox301, %conv1_weight_grad.oy300
+  %conv1_weight_grad.ox3011556 = phi i64 [ 0, %conv1_weight_grad.oy300 ], [ %ox301.next, %conv1_weight_grad.ox301 ]
+  %5087 = mul nsw i64 %conv1_weight_grad.g2961551, 64
+  %5088 = add nsw i64 %5087, %conv1_weight_grad.j2971552
+  %5089 = mul nsw i64 %5088, 784
+  %5090 = mul nsw i64 %conv1_weight_grad.c2981553, 784
+  %5091 = add nsw i64 %5089, %5090
+  %5092 = add nsw i64 %conv1_weight_grad.oy3001555, %conv1_weight_grad.ky2991554
+  %5093 = mul nsw i64 %5092, 28
+  %5094 = add nsw i64 %5091, %5093
+  %5095 = add nsw i64 %5094, %conv1_weight_grad.ox3011556
+  %images1557 = getelementptr inbounds float, ptr %images, i64 %5095
+  %5096 = load float, ptr %images1557, align 4
+  %5097 = mul nsw i64 %conv1_weight_grad.c2981553, 3
+  %5098 = add nsw i64 %5097, %conv1_weight_grad.ky2991554
+  %5099 = mul nsw i64 %5098, 3
+  %5100 = mul nsw i64 %5099, 43264
+  %5101 = mul nsw i64 %conv1_weight_grad.j2971552, 676
+  %5102 = add nsw i64 %5100, %5101
+  %5103 = mul nsw i64 %conv1_weight_grad.oy3001555, 26
+  %5104 = add nsw i64 %5103, %conv1_weight_grad.ox3011556
+  %5105 = add nsw i64 %5102, %5104
+  %arena1558 = getelementptr inbounds float, ptr %arena, i64 %5105
+  store float %5096, ptr %arena1558, align 4
+  %ox301.next = add nsw i64 %conv1_weight_grad.ox3011556, 1
+  %5106 = icmp slt i64 %ox301.next, 26
+  br i1 %5106, label %conv1_weight_grad.ox301, label %conv1_weight_grad.ox301.end
 
-conv1_weight_grad.nb290.end:                      ; preds = %conv1_weight_grad.mb291.end
-  %g272.next = add nsw i64 %conv1_weight_grad.g272939, 1
-  %4148 = icmp slt i64 %g272.next, 1
-  br i1 %4148, label %conv1_weight_grad.g272, label %conv1_weight_grad.g272.end
+conv1_weight_grad.ox301.end:                      ; preds = %conv1_weight_grad.ox301
+  %oy300.next = add nsw i64 %conv1_weight_grad.oy3001555, 1
+  %5107 = icmp slt i64 %oy300.next, 26
+  br i1 %5107, label %conv1_weight_grad.oy300, label %conv1_weight_grad.oy300.end
 
-conv1_weight_grad.mb291:                          ; preds = %conv1_weight_grad.k293.end, %conv1_weight_grad.nb290
-  %conv1_weight_grad.mb2911055 = phi i64 [ 0, %conv1_weight_grad.nb290 ], [ %mb291.next, %conv1_weight_grad.k293.end ]
-  %4149 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4150 = mul nsw i64 %4149, 32
-  %4151 = add nsw i64 1773824, %4150
-  %4152 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4153 = add nsw i64 %4151, %4152
-  %arena1056 = getelementptr inbounds float, ptr %arena, i64 %4153
-  %4154 = load <16 x float>, ptr %arena1056, align 4
-  store <16 x float> %4154, ptr %conv1_weight_grad.t292_c0_0, align 64
-  %4155 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4156 = mul nsw i64 %4155, 32
-  %4157 = add nsw i64 1773824, %4156
-  %4158 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4159 = add nsw i64 %4157, %4158
-  %4160 = add nsw i64 %4159, 16
-  %arena1057 = getelementptr inbounds float, ptr %arena, i64 %4160
-  %4161 = load <16 x float>, ptr %arena1057, align 4
-  store <16 x float> %4161, ptr %conv1_weight_grad.t292_c0_1, align 64
-  %4162 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4163 = add nsw i64 %4162, 1
-  %4164 = mul nsw i64 %4163, 32
-  %4165 = add nsw i64 1773824, %4164
-  %4166 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4167 = add nsw i64 %4165, %4166
-  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %4167
-  %4168 = load <16 x float>, ptr %arena1058, align 4
-  store <16 x float> %4168, ptr %conv1_weight_grad.t292_c1_0, align 64
-  %4169 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4170 = add nsw i64 %4169, 1
-  %4171 = mul nsw i64 %4170, 32
-  %4172 = add nsw i64 1773824, %4171
-  %4173 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4174 = add nsw i64 %4172, %4173
-  %4175 = add nsw i64 %4174, 16
-  %arena1059 = getelementptr inbounds float, ptr %arena, i64 %4175
-  %4176 = load <16 x float>, ptr %arena1059, align 4
-  store <16 x float> %4176, ptr %conv1_weight_grad.t292_c1_1, align 64
-  %4177 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4178 = add nsw i64 %4177, 2
-  %4179 = mul nsw i64 %4178, 32
-  %4180 = add nsw i64 1773824, %4179
-  %4181 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4182 = add nsw i64 %4180, %4181
-  %arena1060 = getelementptr inbounds float, ptr %arena, i64 %4182
-  %4183 = load <16 x float>, ptr %arena1060, align 4
-  store <16 x float> %4183, ptr %conv1_weight_grad.t292_c2_0, align 64
-  %4184 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4185 = add nsw i64 %4184, 2
-  %4186 = mul nsw i64 %4185, 32
-  %4187 = add nsw i64 1773824, %4186
-  %4188 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4189 = add nsw i64 %4187, %4188
-  %4190 = add nsw i64 %4189, 16
-  %arena1061 = getelementptr inbounds float, ptr %arena, i64 %4190
-  %4191 = load <16 x float>, ptr %arena1061, align 4
-  store <16 x float> %4191, ptr %conv1_weight_grad.t292_c2_1, align 64
-  %4192 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4193 = add nsw i64 %4192, 3
-  %4194 = mul nsw i64 %4193, 32
-  %4195 = add nsw i64 1773824, %4194
-  %4196 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4197 = add nsw i64 %4195, %4196
-  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %4197
-  %4198 = load <16 x float>, ptr %arena1062, align 4
-  store <16 x float> %4198, ptr %conv1_weight_grad.t292_c3_0, align 64
-  %4199 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4200 = add nsw i64 %4199, 3
-  %4201 = mul nsw i64 %4200, 32
-  %4202 = add nsw i64 1773824, %4201
-  %4203 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4204 = add nsw i64 %4202, %4203
-  %4205 = add nsw i64 %4204, 16
-  %arena1063 = getelementptr inbounds float, ptr %arena, i64 %4205
-  %4206 = load <16 x float>, ptr %arena1063, align 4
-  store <16 x float> %4206, ptr %conv1_weight_grad.t292_c3_1, align 64
-  %4207 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4208 = add nsw i64 %4207, 4
-  %4209 = mul nsw i64 %4208, 32
-  %4210 = add nsw i64 1773824, %4209
-  %4211 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4212 = add nsw i64 %4210, %4211
-  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %4212
-  %4213 = load <16 x float>, ptr %arena1064, align 4
-  store <16 x float> %4213, ptr %conv1_weight_grad.t292_c4_0, align 64
-  %4214 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4215 = add nsw i64 %4214, 4
-  %4216 = mul nsw i64 %4215, 32
-  %4217 = add nsw i64 1773824, %4216
-  %4218 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4219 = add nsw i64 %4217, %4218
-  %4220 = add nsw i64 %4219, 16
-  %arena1065 = getelementptr inbounds float, ptr %arena, i64 %4220
-  %4221 = load <16 x float>, ptr %arena1065, align 4
-  store <16 x float> %4221, ptr %conv1_weight_grad.t292_c4_1, align 64
-  %4222 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4223 = add nsw i64 %4222, 5
-  %4224 = mul nsw i64 %4223, 32
-  %4225 = add nsw i64 1773824, %4224
-  %4226 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4227 = add nsw i64 %4225, %4226
-  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %4227
-  %4228 = load <16 x float>, ptr %arena1066, align 4
-  store <16 x float> %4228, ptr %conv1_weight_grad.t292_c5_0, align 64
-  %4229 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4230 = add nsw i64 %4229, 5
-  %4231 = mul nsw i64 %4230, 32
-  %4232 = add nsw i64 1773824, %4231
-  %4233 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4234 = add nsw i64 %4232, %4233
-  %4235 = add nsw i64 %4234, 16
-  %arena1067 = getelementptr inbounds float, ptr %arena, i64 %4235
-  %4236 = load <16 x float>, ptr %arena1067, align 4
-  store <16 x float> %4236, ptr %conv1_weight_grad.t292_c5_1, align 64
-  %4237 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4238 = add nsw i64 %4237, 6
-  %4239 = mul nsw i64 %4238, 32
-  %4240 = add nsw i64 1773824, %4239
-  %4241 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4242 = add nsw i64 %4240, %4241
-  %arena1068 = getelementptr inbounds float, ptr %arena, i64 %4242
-  %4243 = load <16 x float>, ptr %arena1068, align 4
-  store <16 x float> %4243, ptr %conv1_weight_grad.t292_c6_0, align 64
-  %4244 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4245 = add nsw i64 %4244, 6
-  %4246 = mul nsw i64 %4245, 32
-  %4247 = add nsw i64 1773824, %4246
-  %4248 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4249 = add nsw i64 %4247, %4248
-  %4250 = add nsw i64 %4249, 16
-  %arena1069 = getelementptr inbounds float, ptr %arena, i64 %4250
-  %4251 = load <16 x float>, ptr %arena1069, align 4
-  store <16 x float> %4251, ptr %conv1_weight_grad.t292_c6_1, align 64
-  %4252 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4253 = add nsw i64 %4252, 7
-  %4254 = mul nsw i64 %4253, 32
-  %4255 = add nsw i64 1773824, %4254
-  %4256 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4257 = add nsw i64 %4255, %4256
-  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %4257
-  %4258 = load <16 x float>, ptr %arena1070, align 4
-  store <16 x float> %4258, ptr %conv1_weight_grad.t292_c7_0, align 64
-  %4259 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4260 = add nsw i64 %4259, 7
-  %4261 = mul nsw i64 %4260, 32
-  %4262 = add nsw i64 1773824, %4261
-  %4263 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4264 = add nsw i64 %4262, %4263
-  %4265 = add nsw i64 %4264, 16
-  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %4265
-  %4266 = load <16 x float>, ptr %arena1071, align 4
-  store <16 x float> %4266, ptr %conv1_weight_grad.t292_c7_1, align 64
-  %4267 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4268 = add nsw i64 %4267, 8
-  %4269 = mul nsw i64 %4268, 32
-  %4270 = add nsw i64 1773824, %4269
-  %4271 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4272 = add nsw i64 %4270, %4271
-  %arena1072 = getelementptr inbounds float, ptr %arena, i64 %4272
-  %4273 = load <16 x float>, ptr %arena1072, align 4
-  store <16 x float> %4273, ptr %conv1_weight_grad.t292_c8_0, align 64
-  %4274 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4275 = add nsw i64 %4274, 8
-  %4276 = mul nsw i64 %4275, 32
-  %4277 = add nsw i64 1773824, %4276
-  %4278 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4279 = add nsw i64 %4277, %4278
-  %4280 = add nsw i64 %4279, 16
-  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %4280
-  %4281 = load <16 x float>, ptr %arena1073, align 4
-  store <16 x float> %4281, ptr %conv1_weight_grad.t292_c8_1, align 64
-  br label %conv1_weight_grad.k293
+conv1_weight_grad.oy302:                          ; preds = %conv1_weight_grad.ox303.end, %conv1_weight_grad.oy300.end
+  %conv1_weight_grad.oy3021559 = phi i64 [ 0, %conv1_weight_grad.oy300.end ], [ %oy302.next, %conv1_weight_grad.ox303.end ]
+  br label %conv1_weight_grad.ox303
 
-conv1_weight_grad.mb291.end:                      ; preds = %conv1_weight_grad.k293.end
-  %nb290.next = add nsw i64 %conv1_weight_grad.nb2901054, 1
-  %4282 = icmp slt i64 %nb290.next, 1
-  br i1 %4282, label %conv1_weight_grad.nb290, label %conv1_weight_grad.nb290.end
+conv1_weight_grad.oy302.end:                      ; preds = %conv1_weight_grad.ox303.end
+  br label %conv1_weight_grad.oy304
 
-conv1_weight_grad.k293:                           ; preds = %conv1_weight_grad.k293, %conv1_weight_grad.mb291
-  %conv1_weight_grad.k2931074 = phi i64 [ 0, %conv1_weight_grad.mb291 ], [ %k293.next, %conv1_weight_grad.k293 ]
-  %4283 = add nsw i64 %conv1_weight_grad.k2931074, 42896
-  %4284 = mul nsw i64 %4283, 32
-  %4285 = add nsw i64 389376, %4284
-  %4286 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4287 = add nsw i64 %4285, %4286
-  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %4287
-  %4288 = load <16 x float>, ptr %arena1075, align 4
-  store <16 x float> %4288, ptr %conv1_weight_grad.t292_b0, align 64
-  %4289 = add nsw i64 %conv1_weight_grad.k2931074, 42896
-  %4290 = mul nsw i64 %4289, 32
-  %4291 = add nsw i64 389376, %4290
-  %4292 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4293 = add nsw i64 %4291, %4292
-  %4294 = add nsw i64 %4293, 16
-  %arena1076 = getelementptr inbounds float, ptr %arena, i64 %4294
-  %4295 = load <16 x float>, ptr %arena1076, align 4
-  store <16 x float> %4295, ptr %conv1_weight_grad.t292_b1, align 64
-  %4296 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4297 = mul nsw i64 %4296, 43264
-  %4298 = add nsw i64 %conv1_weight_grad.k2931074, 42896
-  %4299 = add nsw i64 %4297, %4298
-  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %4299
-  %4300 = load float, ptr %arena1077, align 4
-  %4301 = insertelement <16 x float> undef, float %4300, i32 0
-  %4302 = shufflevector <16 x float> %4301, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4302, ptr %conv1_weight_grad.t292_a0, align 64
-  %t292_a0 = load <16 x float>, ptr %conv1_weight_grad.t292_a0, align 64
-  %t292_b0 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
-  %t292_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c0_0, align 64
-  %4303 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a0, <16 x float> %t292_b0, <16 x float> %t292_c0_0)
-  store <16 x float> %4303, ptr %conv1_weight_grad.t292_c0_0, align 64
-  %t292_a01078 = load <16 x float>, ptr %conv1_weight_grad.t292_a0, align 64
-  %t292_b1 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
-  %t292_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c0_1, align 64
-  %4304 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a01078, <16 x float> %t292_b1, <16 x float> %t292_c0_1)
-  store <16 x float> %4304, ptr %conv1_weight_grad.t292_c0_1, align 64
-  %4305 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4306 = add nsw i64 %4305, 1
-  %4307 = mul nsw i64 %4306, 43264
-  %4308 = add nsw i64 %conv1_weight_grad.k2931074, 42896
-  %4309 = add nsw i64 %4307, %4308
-  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %4309
-  %4310 = load float, ptr %arena1079, align 4
-  %4311 = insertelement <16 x float> undef, float %4310, i32 0
-  %4312 = shufflevector <16 x float> %4311, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4312, ptr %conv1_weight_grad.t292_a1, align 64
-  %t292_a1 = load <16 x float>, ptr %conv1_weight_grad.t292_a1, align 64
-  %t292_b01080 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
-  %t292_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c1_0, align 64
-  %4313 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a1, <16 x float> %t292_b01080, <16 x float> %t292_c1_0)
-  store <16 x float> %4313, ptr %conv1_weight_grad.t292_c1_0, align 64
-  %t292_a11081 = load <16 x float>, ptr %conv1_weight_grad.t292_a1, align 64
-  %t292_b11082 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
-  %t292_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c1_1, align 64
-  %4314 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a11081, <16 x float> %t292_b11082, <16 x float> %t292_c1_1)
-  store <16 x float> %4314, ptr %conv1_weight_grad.t292_c1_1, align 64
-  %4315 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4316 = add nsw i64 %4315, 2
-  %4317 = mul nsw i64 %4316, 43264
-  %4318 = add nsw i64 %conv1_weight_grad.k2931074, 42896
-  %4319 = add nsw i64 %4317, %4318
-  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %4319
-  %4320 = load float, ptr %arena1083, align 4
-  %4321 = insertelement <16 x float> undef, float %4320, i32 0
-  %4322 = shufflevector <16 x float> %4321, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4322, ptr %conv1_weight_grad.t292_a2, align 64
-  %t292_a2 = load <16 x float>, ptr %conv1_weight_grad.t292_a2, align 64
-  %t292_b01084 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
-  %t292_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c2_0, align 64
-  %4323 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a2, <16 x float> %t292_b01084, <16 x float> %t292_c2_0)
-  store <16 x float> %4323, ptr %conv1_weight_grad.t292_c2_0, align 64
-  %t292_a21085 = load <16 x float>, ptr %conv1_weight_grad.t292_a2, align 64
-  %t292_b11086 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
-  %t292_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c2_1, align 64
-  %4324 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a21085, <16 x float> %t292_b11086, <16 x float> %t292_c2_1)
-  store <16 x float> %4324, ptr %conv1_weight_grad.t292_c2_1, align 64
-  %4325 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4326 = add nsw i64 %4325, 3
-  %4327 = mul nsw i64 %4326, 43264
-  %4328 = add nsw i64 %conv1_weight_grad.k2931074, 42896
-  %4329 = add nsw i64 %4327, %4328
-  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %4329
-  %4330 = load float, ptr %arena1087, align 4
-  %4331 = insertelement <16 x float> undef, float %4330, i32 0
-  %4332 = shufflevector <16 x float> %4331, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4332, ptr %conv1_weight_grad.t292_a3, align 64
-  %t292_a3 = load <16 x float>, ptr %conv1_weight_grad.t292_a3, align 64
-  %t292_b01088 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
-  %t292_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c3_0, align 64
-  %4333 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a3, <16 x float> %t292_b01088, <16 x float> %t292_c3_0)
-  store <16 x float> %4333, ptr %conv1_weight_grad.t292_c3_0, align 64
-  %t292_a31089 = load <16 x float>, ptr %conv1_weight_grad.t292_a3, align 64
-  %t292_b11090 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
-  %t292_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c3_1, align 64
-  %4334 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a31089, <16 x float> %t292_b11090, <16 x float> %t292_c3_1)
-  store <16 x float> %4334, ptr %conv1_weight_grad.t292_c3_1, align 64
-  %4335 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4336 = add nsw i64 %4335, 4
-  %4337 = mul nsw i64 %4336, 43264
-  %4338 = add nsw i64 %conv1_weight_grad.k2931074, 42896
-  %4339 = add nsw i64 %4337, %4338
-  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %4339
-  %4340 = load float, ptr %arena1091, align 4
-  %4341 = insertelement <16 x float> undef, float %4340, i32 0
-  %4342 = shufflevector <16 x float> %4341, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4342, ptr %conv1_weight_grad.t292_a4, align 64
-  %t292_a4 = load <16 x float>, ptr %conv1_weight_grad.t292_a4, align 64
-  %t292_b01092 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
-  %t292_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c4_0, align 64
-  %4343 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a4, <16 x float> %t292_b01092, <16 x float> %t292_c4_0)
-  store <16 x float> %4343, ptr %conv1_weight_grad.t292_c4_0, align 64
-  %t292_a41093 = load <16 x float>, ptr %conv1_weight_grad.t292_a4, align 64
-  %t292_b11094 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
-  %t292_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c4_1, align 64
-  %4344 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a41093, <16 x float> %t292_b11094, <16 x float> %t292_c4_1)
-  store <16 x float> %4344, ptr %conv1_weight_grad.t292_c4_1, align 64
-  %4345 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4346 = add nsw i64 %4345, 5
-  %4347 = mul nsw i64 %4346, 43264
-  %4348 = add nsw i64 %conv1_weight_grad.k2931074, 42896
-  %4349 = add nsw i64 %4347, %4348
-  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %4349
-  %4350 = load float, ptr %arena1095, align 4
-  %4351 = insertelement <16 x float> undef, float %4350, i32 0
-  %4352 = shufflevector <16 x float> %4351, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4352, ptr %conv1_weight_grad.t292_a5, align 64
-  %t292_a5 = load <16 x float>, ptr %conv1_weight_grad.t292_a5, align 64
-  %t292_b01096 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
-  %t292_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c5_0, align 64
-  %4353 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a5, <16 x float> %t292_b01096, <16 x float> %t292_c5_0)
-  store <16 x float> %4353, ptr %conv1_weight_grad.t292_c5_0, align 64
-  %t292_a51097 = load <16 x float>, ptr %conv1_weight_grad.t292_a5, align 64
-  %t292_b11098 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
-  %t292_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c5_1, align 64
-  %4354 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a51097, <16 x float> %t292_b11098, <16 x float> %t292_c5_1)
-  store <16 x float> %4354, ptr %conv1_weight_grad.t292_c5_1, align 64
-  %4355 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4356 = add nsw i64 %4355, 6
-  %4357 = mul nsw i64 %4356, 43264
-  %4358 = add nsw i64 %conv1_weight_grad.k2931074, 42896
-  %4359 = add nsw i64 %4357, %4358
-  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %4359
-  %4360 = load float, ptr %arena1099, align 4
-  %4361 = insertelement <16 x float> undef, float %4360, i32 0
-  %4362 = shufflevector <16 x float> %4361, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4362, ptr %conv1_weight_grad.t292_a6, align 64
-  %t292_a6 = load <16 x float>, ptr %conv1_weight_grad.t292_a6, align 64
-  %t292_b01100 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
-  %t292_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c6_0, align 64
-  %4363 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a6, <16 x float> %t292_b01100, <16 x float> %t292_c6_0)
-  store <16 x float> %4363, ptr %conv1_weight_grad.t292_c6_0, align 64
-  %t292_a61101 = load <16 x float>, ptr %conv1_weight_grad.t292_a6, align 64
-  %t292_b11102 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
-  %t292_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c6_1, align 64
-  %4364 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a61101, <16 x float> %t292_b11102, <16 x float> %t292_c6_1)
-  store <16 x float> %4364, ptr %conv1_weight_grad.t292_c6_1, align 64
-  %4365 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4366 = add nsw i64 %4365, 7
-  %4367 = mul nsw i64 %4366, 43264
-  %4368 = add nsw i64 %conv1_weight_grad.k2931074, 42896
-  %4369 = add nsw i64 %4367, %4368
-  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %4369
-  %4370 = load float, ptr %arena1103, align 4
-  %4371 = insertelement <16 x float> undef, float %4370, i32 0
-  %4372 = shufflevector <16 x float> %4371, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4372, ptr %conv1_weight_grad.t292_a7, align 64
-  %t292_a7 = load <16 x float>, ptr %conv1_weight_grad.t292_a7, align 64
-  %t292_b01104 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
-  %t292_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c7_0, align 64
-  %4373 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a7, <16 x float> %t292_b01104, <16 x float> %t292_c7_0)
-  store <16 x float> %4373, ptr %conv1_weight_grad.t292_c7_0, align 64
-  %t292_a71105 = load <16 x float>, ptr %conv1_weight_grad.t292_a7, align 64
-  %t292_b11106 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
-  %t292_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c7_1, align 64
-  %4374 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a71105, <16 x float> %t292_b11106, <16 x float> %t292_c7_1)
-  store <16 x float> %4374, ptr %conv1_weight_grad.t292_c7_1, align 64
-  %4375 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4376 = add nsw i64 %4375, 8
-  %4377 = mul nsw i64 %4376, 43264
-  %4378 = add nsw i64 %conv1_weight_grad.k2931074, 42896
-  %4379 = add nsw i64 %4377, %4378
-  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %4379
-  %4380 = load float, ptr %arena1107, align 4
-  %4381 = insertelement <16 x float> undef, float %4380, i32 0
-  %4382 = shufflevector <16 x float> %4381, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4382, ptr %conv1_weight_grad.t292_a8, align 64
-  %t292_a8 = load <16 x float>, ptr %conv1_weight_grad.t292_a8, align 64
-  %t292_b01108 = load <16 x float>, ptr %conv1_weight_grad.t292_b0, align 64
-  %t292_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t292_c8_0, align 64
-  %4383 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a8, <16 x float> %t292_b01108, <16 x float> %t292_c8_0)
-  store <16 x float> %4383, ptr %conv1_weight_grad.t292_c8_0, align 64
-  %t292_a81109 = load <16 x float>, ptr %conv1_weight_grad.t292_a8, align 64
-  %t292_b11110 = load <16 x float>, ptr %conv1_weight_grad.t292_b1, align 64
-  %t292_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t292_c8_1, align 64
-  %4384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t292_a81109, <16 x float> %t292_b11110, <16 x float> %t292_c8_1)
-  store <16 x float> %4384, ptr %conv1_weight_grad.t292_c8_1, align 64
-  %k293.next = add nsw i64 %conv1_weight_grad.k2931074, 1
-  %4385 = icmp slt i64 %k293.next, 368
-  br i1 %4385, label %conv1_weight_grad.k293, label %conv1_weight_grad.k293.end
+conv1_weight_grad.ox303:                          ; preds = %conv1_weight_grad.ox303, %conv1_weight_grad.oy302
+  %conv1_weight_grad.ox3031560 = phi i64 [ 0, %conv1_weight_grad.oy302 ], [ %ox303.next, %conv1_weight_grad.ox303 ]
+  %5108 = mul nsw i64 %conv1_weight_grad.g2961551, 64
+  %5109 = add nsw i64 %5108, %conv1_weight_grad.j2971552
+  %5110 = mul nsw i64 %5109, 784
+  %5111 = mul nsw i64 %conv1_weight_grad.c2981553, 784
+  %5112 = add nsw i64 %5110, %5111
+  %5113 = add nsw i64 %conv1_weight_grad.oy3021559, %conv1_weight_grad.ky2991554
+  %5114 = mul nsw i64 %5113, 28
+  %5115 = add nsw i64 %5112, %5114
+  %5116 = add nsw i64 %conv1_weight_grad.ox3031560, 1
+  %5117 = add nsw i64 %5115, %5116
+  %images1561 = getelementptr inbounds float, ptr %images, i64 %5117
+  %5118 = load float, ptr %images1561, align 4
+  %5119 = mul nsw i64 %conv1_weight_grad.c2981553, 3
+  %5120 = add nsw i64 %5119, %conv1_weight_grad.ky2991554
+  %5121 = mul nsw i64 %5120, 3
+  %5122 = add nsw i64 %5121, 1
+  %5123 = mul nsw i64 %5122, 43264
+  %5124 = mul nsw i64 %conv1_weight_grad.j2971552, 676
+  %5125 = add nsw i64 %5123, %5124
+  %5126 = mul nsw i64 %conv1_weight_grad.oy3021559, 26
+  %5127 = add nsw i64 %5126, %conv1_weight_grad.ox3031560
+  %5128 = add nsw i64 %5125, %5127
+  %arena1562 = getelementptr inbounds float, ptr %arena, i64 %5128
+  store float %5118, ptr %arena1562, align 4
+  %ox303.next = add nsw i64 %conv1_weight_grad.ox3031560, 1
+  %5129 = icmp slt i64 %ox303.next, 26
+  br i1 %5129, label %conv1_weight_grad.ox303, label %conv1_weight_grad.ox303.end
 
-conv1_weight_grad.k293.end:                       ; preds = %conv1_weight_grad.k293
-  %t292_c0_01111 = load <16 x float>, ptr %conv1_weight_grad.t292_c0_0, align 64
-  %4386 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4387 = mul nsw i64 %4386, 32
-  %4388 = add nsw i64 1773824, %4387
-  %4389 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4390 = add nsw i64 %4388, %4389
-  %arena1112 = getelementptr inbounds float, ptr %arena, i64 %4390
-  store <16 x float> %t292_c0_01111, ptr %arena1112, align 4
-  %t292_c0_11113 = load <16 x float>, ptr %conv1_weight_grad.t292_c0_1, align 64
-  %4391 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4392 = mul nsw i64 %4391, 32
-  %4393 = add nsw i64 1773824, %4392
-  %4394 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4395 = add nsw i64 %4393, %4394
-  %4396 = add nsw i64 %4395, 16
-  %arena1114 = getelementptr inbounds float, ptr %arena, i64 %4396
-  store <16 x float> %t292_c0_11113, ptr %arena1114, align 4
-  %t292_c1_01115 = load <16 x float>, ptr %conv1_weight_grad.t292_c1_0, align 64
-  %4397 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4398 = add nsw i64 %4397, 1
-  %4399 = mul nsw i64 %4398, 32
-  %4400 = add nsw i64 1773824, %4399
-  %4401 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4402 = add nsw i64 %4400, %4401
-  %arena1116 = getelementptr inbounds float, ptr %arena, i64 %4402
-  store <16 x float> %t292_c1_01115, ptr %arena1116, align 4
-  %t292_c1_11117 = load <16 x float>, ptr %conv1_weight_grad.t292_c1_1, align 64
-  %4403 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4404 = add nsw i64 %4403, 1
-  %4405 = mul nsw i64 %4404, 32
-  %4406 = add nsw i64 1773824, %4405
-  %4407 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4408 = add nsw i64 %4406, %4407
-  %4409 = add nsw i64 %4408, 16
-  %arena1118 = getelementptr inbounds float, ptr %arena, i64 %4409
-  store <16 x float> %t292_c1_11117, ptr %arena1118, align 4
-  %t292_c2_01119 = load <16 x float>, ptr %conv1_weight_grad.t292_c2_0, align 64
-  %4410 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4411 = add nsw i64 %4410, 2
-  %4412 = mul nsw i64 %4411, 32
-  %4413 = add nsw i64 1773824, %4412
-  %4414 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4415 = add nsw i64 %4413, %4414
-  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %4415
-  store <16 x float> %t292_c2_01119, ptr %arena1120, align 4
-  %t292_c2_11121 = load <16 x float>, ptr %conv1_weight_grad.t292_c2_1, align 64
-  %4416 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4417 = add nsw i64 %4416, 2
-  %4418 = mul nsw i64 %4417, 32
-  %4419 = add nsw i64 1773824, %4418
-  %4420 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4421 = add nsw i64 %4419, %4420
-  %4422 = add nsw i64 %4421, 16
-  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %4422
-  store <16 x float> %t292_c2_11121, ptr %arena1122, align 4
-  %t292_c3_01123 = load <16 x float>, ptr %conv1_weight_grad.t292_c3_0, align 64
-  %4423 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4424 = add nsw i64 %4423, 3
-  %4425 = mul nsw i64 %4424, 32
-  %4426 = add nsw i64 1773824, %4425
-  %4427 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4428 = add nsw i64 %4426, %4427
-  %arena1124 = getelementptr inbounds float, ptr %arena, i64 %4428
-  store <16 x float> %t292_c3_01123, ptr %arena1124, align 4
-  %t292_c3_11125 = load <16 x float>, ptr %conv1_weight_grad.t292_c3_1, align 64
-  %4429 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4430 = add nsw i64 %4429, 3
-  %4431 = mul nsw i64 %4430, 32
-  %4432 = add nsw i64 1773824, %4431
-  %4433 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4434 = add nsw i64 %4432, %4433
-  %4435 = add nsw i64 %4434, 16
-  %arena1126 = getelementptr inbounds float, ptr %arena, i64 %4435
-  store <16 x float> %t292_c3_11125, ptr %arena1126, align 4
-  %t292_c4_01127 = load <16 x float>, ptr %conv1_weight_grad.t292_c4_0, align 64
-  %4436 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4437 = add nsw i64 %4436, 4
-  %4438 = mul nsw i64 %4437, 32
-  %4439 = add nsw i64 1773824, %4438
-  %4440 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4441 = add nsw i64 %4439, %4440
-  %arena1128 = getelementptr inbounds float, ptr %arena, i64 %4441
-  store <16 x float> %t292_c4_01127, ptr %arena1128, align 4
-  %t292_c4_11129 = load <16 x float>, ptr %conv1_weight_grad.t292_c4_1, align 64
-  %4442 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4443 = add nsw i64 %4442, 4
-  %4444 = mul nsw i64 %4443, 32
-  %4445 = add nsw i64 1773824, %4444
-  %4446 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4447 = add nsw i64 %4445, %4446
-  %4448 = add nsw i64 %4447, 16
-  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %4448
-  store <16 x float> %t292_c4_11129, ptr %arena1130, align 4
-  %t292_c5_01131 = load <16 x float>, ptr %conv1_weight_grad.t292_c5_0, align 64
-  %4449 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4450 = add nsw i64 %4449, 5
-  %4451 = mul nsw i64 %4450, 32
-  %4452 = add nsw i64 1773824, %4451
-  %4453 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4454 = add nsw i64 %4452, %4453
-  %arena1132 = getelementptr inbounds float, ptr %arena, i64 %4454
-  store <16 x float> %t292_c5_01131, ptr %arena1132, align 4
-  %t292_c5_11133 = load <16 x float>, ptr %conv1_weight_grad.t292_c5_1, align 64
-  %4455 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4456 = add nsw i64 %4455, 5
-  %4457 = mul nsw i64 %4456, 32
-  %4458 = add nsw i64 1773824, %4457
-  %4459 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4460 = add nsw i64 %4458, %4459
-  %4461 = add nsw i64 %4460, 16
-  %arena1134 = getelementptr inbounds float, ptr %arena, i64 %4461
-  store <16 x float> %t292_c5_11133, ptr %arena1134, align 4
-  %t292_c6_01135 = load <16 x float>, ptr %conv1_weight_grad.t292_c6_0, align 64
-  %4462 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4463 = add nsw i64 %4462, 6
-  %4464 = mul nsw i64 %4463, 32
-  %4465 = add nsw i64 1773824, %4464
-  %4466 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4467 = add nsw i64 %4465, %4466
-  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %4467
-  store <16 x float> %t292_c6_01135, ptr %arena1136, align 4
-  %t292_c6_11137 = load <16 x float>, ptr %conv1_weight_grad.t292_c6_1, align 64
-  %4468 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4469 = add nsw i64 %4468, 6
-  %4470 = mul nsw i64 %4469, 32
-  %4471 = add nsw i64 1773824, %4470
-  %4472 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4473 = add nsw i64 %4471, %4472
-  %4474 = add nsw i64 %4473, 16
-  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %4474
-  store <16 x float> %t292_c6_11137, ptr %arena1138, align 4
-  %t292_c7_01139 = load <16 x float>, ptr %conv1_weight_grad.t292_c7_0, align 64
-  %4475 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4476 = add nsw i64 %4475, 7
-  %4477 = mul nsw i64 %4476, 32
-  %4478 = add nsw i64 1773824, %4477
-  %4479 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4480 = add nsw i64 %4478, %4479
-  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %4480
-  store <16 x float> %t292_c7_01139, ptr %arena1140, align 4
-  %t292_c7_11141 = load <16 x float>, ptr %conv1_weight_grad.t292_c7_1, align 64
-  %4481 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4482 = add nsw i64 %4481, 7
-  %4483 = mul nsw i64 %4482, 32
-  %4484 = add nsw i64 1773824, %4483
-  %4485 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4486 = add nsw i64 %4484, %4485
-  %4487 = add nsw i64 %4486, 16
-  %arena1142 = getelementptr inbounds float, ptr %arena, i64 %4487
-  store <16 x float> %t292_c7_11141, ptr %arena1142, align 4
-  %t292_c8_01143 = load <16 x float>, ptr %conv1_weight_grad.t292_c8_0, align 64
-  %4488 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4489 = add nsw i64 %4488, 8
-  %4490 = mul nsw i64 %4489, 32
-  %4491 = add nsw i64 1773824, %4490
-  %4492 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4493 = add nsw i64 %4491, %4492
-  %arena1144 = getelementptr inbounds float, ptr %arena, i64 %4493
-  store <16 x float> %t292_c8_01143, ptr %arena1144, align 4
-  %t292_c8_11145 = load <16 x float>, ptr %conv1_weight_grad.t292_c8_1, align 64
-  %4494 = mul nsw i64 %conv1_weight_grad.mb2911055, 9
-  %4495 = add nsw i64 %4494, 8
-  %4496 = mul nsw i64 %4495, 32
-  %4497 = add nsw i64 1773824, %4496
-  %4498 = mul nsw i64 %conv1_weight_grad.nb2901054, 32
-  %4499 = add nsw i64 %4497, %4498
-  %4500 = add nsw i64 %4499, 16
-  %arena1146 = getelementptr inbounds float, ptr %arena, i64 %4500
-  store <16 x float> %t292_c8_11145, ptr %arena1146, align 4
-  %mb291.next = add nsw i64 %conv1_weight_grad.mb2911055, 1
-  %4501 = icmp slt i64 %mb291.next, 1
-  br i1 %4501, label %conv1_weight_grad.mb291, label %conv1_weight_grad.mb291.end
+conv1_weight_grad.ox303.end:                      ; preds = %conv1_weight_grad.ox303
+  %oy302.next = add nsw i64 %conv1_weight_grad.oy3021559, 1
+  %5130 = icmp slt i64 %oy302.next, 26
+  br i1 %5130, label %conv1_weight_grad.oy302, label %conv1_weight_grad.oy302.end
 
-conv1_weight_grad.f294:                           ; preds = %conv1_weight_grad.r295.end, %conv1_weight_grad.g272.end
-  %conv1_weight_grad.f2941147 = phi i64 [ 0, %conv1_weight_grad.g272.end ], [ %f294.next, %conv1_weight_grad.r295.end ]
-  br label %conv1_weight_grad.r295
+conv1_weight_grad.oy304:                          ; preds = %conv1_weight_grad.ox305.end, %conv1_weight_grad.oy302.end
+  %conv1_weight_grad.oy3041563 = phi i64 [ 0, %conv1_weight_grad.oy302.end ], [ %oy304.next, %conv1_weight_grad.ox305.end ]
+  br label %conv1_weight_grad.ox305
 
-conv1_weight_grad.f294.end:                       ; preds = %conv1_weight_grad.r295.end
-  br label %conv1_bias_grad.i296
+conv1_weight_grad.oy304.end:                      ; preds = %conv1_weight_grad.ox305.end
+  %ky299.next = add nsw i64 %conv1_weight_grad.ky2991554, 1
+  %5131 = icmp slt i64 %ky299.next, 3
+  br i1 %5131, label %conv1_weight_grad.ky299, label %conv1_weight_grad.ky299.end
 
-conv1_weight_grad.r295:                           ; preds = %conv1_weight_grad.r295, %conv1_weight_grad.f294
-  %conv1_weight_grad.r2951148 = phi i64 [ 0, %conv1_weight_grad.f294 ], [ %r295.next, %conv1_weight_grad.r295 ]
-  %4502 = mul nsw i64 %conv1_weight_grad.r2951148, 32
-  %4503 = add nsw i64 1773824, %4502
-  %4504 = add nsw i64 %4503, %conv1_weight_grad.f2941147
-  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %4504
-  %4505 = load float, ptr %arena1149, align 4
-  %4506 = mul nsw i64 %conv1_weight_grad.f2941147, 9
-  %4507 = add nsw i64 %4506, %conv1_weight_grad.r2951148
-  %grads1150 = getelementptr inbounds float, ptr %grads, i64 %4507
-  store float %4505, ptr %grads1150, align 4
-  %r295.next = add nsw i64 %conv1_weight_grad.r2951148, 1
-  %4508 = icmp slt i64 %r295.next, 9
-  br i1 %4508, label %conv1_weight_grad.r295, label %conv1_weight_grad.r295.end
+conv1_weight_grad.ox305:                          ; preds = %conv1_weight_grad.ox305, %conv1_weight_grad.oy304
+  %conv1_weight_grad.ox3051564 = phi i64 [ 0, %conv1_weight_grad.oy304 ], [ %ox305.next, %conv1_weight_grad.ox305 ]
+  %5132 = mul nsw i64 %conv1_weight_grad.g2961551, 64
+  %5133 = add nsw i64 %5132, %conv1_weight_grad.j2971552
+  %5134 = mul nsw i64 %5133, 784
+  %5135 = mul nsw i64 %conv1_weight_grad.c2981553, 784
+  %5136 = add nsw i64 %5134, %5135
+  %5137 = add nsw i64 %conv1_weight_grad.oy3041563, %conv1_weight_grad.ky2991554
+  %5138 = mul nsw i64 %5137, 28
+  %5139 = add nsw i64 %5136, %5138
+  %5140 = add nsw i64 %conv1_weight_grad.ox3051564, 2
+  %5141 = add nsw i64 %5139, %5140
+  %images1565 = getelementptr inbounds float, ptr %images, i64 %5141
+  %5142 = load float, ptr %images1565, align 4
+  %5143 = mul nsw i64 %conv1_weight_grad.c2981553, 3
+  %5144 = add nsw i64 %5143, %conv1_weight_grad.ky2991554
+  %5145 = mul nsw i64 %5144, 3
+  %5146 = add nsw i64 %5145, 2
+  %5147 = mul nsw i64 %5146, 43264
+  %5148 = mul nsw i64 %conv1_weight_grad.j2971552, 676
+  %5149 = add nsw i64 %5147, %5148
+  %5150 = mul nsw i64 %conv1_weight_grad.oy3041563, 26
+  %5151 = add nsw i64 %5150, %conv1_weight_grad.ox3051564
+  %5152 = add nsw i64 %5149, %5151
+  %arena1566 = getelementptr inbounds float, ptr %arena, i64 %5152
+  store float %5142, ptr %arena1566, align 4
+  %ox305.next = add nsw i64 %conv1_weight_grad.ox3051564, 1
+  %5153 = icmp slt i64 %ox305.next, 26
+  br i1 %5153, label %conv1_weight_grad.ox305, label %conv1_weight_grad.ox305.end
 
-conv1_weight_grad.r295.end:                       ; preds = %conv1_weight_grad.r295
-  %f294.next = add nsw i64 %conv1_weight_grad.f2941147, 1
-  %4509 = icmp slt i64 %f294.next, 32
-  br i1 %4509, label %conv1_weight_grad.f294, label %conv1_weight_grad.f294.end
+conv1_weight_grad.ox305.end:                      ; preds = %conv1_weight_grad.ox305
+  %oy304.next = add nsw i64 %conv1_weight_grad.oy3041563, 1
+  %5154 = icmp slt i64 %oy304.next, 26
+  br i1 %5154, label %conv1_weight_grad.oy304, label %conv1_weight_grad.oy304.end
 
-conv1_bias_grad.i296:                             ; preds = %conv1_bias_grad.i296, %conv1_weight_grad.f294.end
-  %conv1_bias_grad.i2961151 = phi i64 [ 0, %conv1_weight_grad.f294.end ], [ %i296.next, %conv1_bias_grad.i296 ]
-  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i2961151
-  store float 1.000000e+00, ptr %arena1152, align 4
-  %i296.next = add nsw i64 %conv1_bias_grad.i2961151, 1
-  %4510 = icmp slt i64 %i296.next, 676
-  br i1 %4510, label %conv1_bias_grad.i296, label %conv1_bias_grad.i296.end
+conv1_weight_grad.j306:                           ; preds = %conv1_weight_grad.i307.end, %conv1_weight_grad.j297.end
+  %conv1_weight_grad.j3061567 = phi i64 [ 0, %conv1_weight_grad.j297.end ], [ %j306.next, %conv1_weight_grad.i307.end ]
+  br label %conv1_weight_grad.i307
 
-conv1_bias_grad.i296.end:                         ; preds = %conv1_bias_grad.i296
-  br label %conv1_bias_grad.i297
+conv1_weight_grad.j306.end:                       ; preds = %conv1_weight_grad.i307.end
+  br label %conv1_weight_grad.kp309
 
-conv1_bias_grad.i297:                             ; preds = %conv1_bias_grad.i297, %conv1_bias_grad.i296.end
-  %conv1_bias_grad.i2971153 = phi i64 [ 0, %conv1_bias_grad.i296.end ], [ %i297.next, %conv1_bias_grad.i297 ]
-  %4511 = add nsw i64 288, %conv1_bias_grad.i2971153
-  %grads1154 = getelementptr inbounds float, ptr %grads, i64 %4511
-  store float 0.000000e+00, ptr %grads1154, align 4
-  %i297.next = add nsw i64 %conv1_bias_grad.i2971153, 1
-  %4512 = icmp slt i64 %i297.next, 32
-  br i1 %4512, label %conv1_bias_grad.i297, label %conv1_bias_grad.i297.end
+conv1_weight_grad.i307:                           ; preds = %conv1_weight_grad.f308.end, %conv1_weight_grad.j306
+  %conv1_weight_grad.i3071568 = phi i64 [ 0, %conv1_weight_grad.j306 ], [ %i307.next, %conv1_weight_grad.f308.end ]
+  br label %conv1_weight_grad.f308
 
-conv1_bias_grad.i297.end:                         ; preds = %conv1_bias_grad.i297
-  br label %conv1_bias_grad.img298
+conv1_weight_grad.i307.end:                       ; preds = %conv1_weight_grad.f308.end
+  %j306.next = add nsw i64 %conv1_weight_grad.j3061567, 1
+  %5155 = icmp slt i64 %j306.next, 64
+  br i1 %5155, label %conv1_weight_grad.j306, label %conv1_weight_grad.j306.end
 
-conv1_bias_grad.img298:                           ; preds = %conv1_bias_grad.img298, %conv1_bias_grad.i297.end
-  %conv1_bias_grad.img2981155 = phi i64 [ 0, %conv1_bias_grad.i297.end ], [ %img298.next, %conv1_bias_grad.img298 ]
-  %4513 = mul nsw i64 %conv1_bias_grad.img2981155, 21632
-  %4514 = add nsw i64 3171600, %4513
-  %arena1156 = getelementptr inbounds float, ptr %arena, i64 %4514
-  %arena1157 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads1158 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 676, float 1.000000e+00, ptr %arena1156, i32 676, ptr %arena1157, i32 1, float 1.000000e+00, ptr %grads1158, i32 1)
-  %img298.next = add nsw i64 %conv1_bias_grad.img2981155, 1
-  %4515 = icmp slt i64 %img298.next, 64
-  br i1 %4515, label %conv1_bias_grad.img298, label %conv1_bias_grad.img298.end
+conv1_weight_grad.f308:                           ; preds = %conv1_weight_grad.f308, %conv1_weight_grad.i307
+  %conv1_weight_grad.f3081569 = phi i64 [ 0, %conv1_weight_grad.i307 ], [ %f308.next, %conv1_weight_grad.f308 ]
+  %5156 = mul nsw i64 %conv1_weight_grad.g2961551, 64
+  %5157 = add nsw i64 %5156, %conv1_weight_grad.j3061567
+  %5158 = mul nsw i64 %5157, 21632
+  %5159 = add nsw i64 3171600, %5158
+  %5160 = mul nsw i64 %conv1_weight_grad.f3081569, 676
+  %5161 = add nsw i64 %5159, %5160
+  %5162 = add nsw i64 %5161, %conv1_weight_grad.i3071568
+  %arena1570 = getelementptr inbounds float, ptr %arena, i64 %5162
+  %5163 = load float, ptr %arena1570, align 4
+  %5164 = mul nsw i64 %conv1_weight_grad.j3061567, 676
+  %5165 = add nsw i64 %5164, %conv1_weight_grad.i3071568
+  %5166 = mul nsw i64 %5165, 32
+  %5167 = add nsw i64 389376, %5166
+  %5168 = add nsw i64 %5167, %conv1_weight_grad.f3081569
+  %arena1571 = getelementptr inbounds float, ptr %arena, i64 %5168
+  store float %5163, ptr %arena1571, align 4
+  %f308.next = add nsw i64 %conv1_weight_grad.f3081569, 1
+  %5169 = icmp slt i64 %f308.next, 32
+  br i1 %5169, label %conv1_weight_grad.f308, label %conv1_weight_grad.f308.end
 
-conv1_bias_grad.img298.end:                       ; preds = %conv1_bias_grad.img298
-  %4516 = sitofp i64 %step to float
-  %4517 = fmul float %4516, 0xBFBAF8E8A0000000
-  %4518 = call float @llvm.exp.f32(float %4517)
-  %4519 = fsub float 1.000000e+00, %4518
-  %4520 = fdiv float %lr, %4519
-  store float %4520, ptr %adam.step_size299, align 4
-  %4521 = sitofp i64 %step to float
-  %4522 = fmul float %4521, 0xBF50645940000000
-  %4523 = call float @llvm.exp.f32(float %4522)
-  %4524 = fsub float 1.000000e+00, %4523
-  %4525 = call float @llvm.sqrt.f32(float %4524)
-  store float %4525, ptr %adam.bc2_sqrt300, align 4
-  br label %adam.i301
+conv1_weight_grad.f308.end:                       ; preds = %conv1_weight_grad.f308
+  %i307.next = add nsw i64 %conv1_weight_grad.i3071568, 1
+  %5170 = icmp slt i64 %i307.next, 676
+  br i1 %5170, label %conv1_weight_grad.i307, label %conv1_weight_grad.i307.end
 
-adam.i301:                                        ; preds = %adam.i301, %conv1_bias_grad.img298.end
-  %adam.i3011159 = phi i64 [ 0, %conv1_bias_grad.img298.end ], [ %i301.next, %adam.i301 ]
-  %grads1160 = getelementptr inbounds float, ptr %grads, i64 %adam.i3011159
-  %4526 = load float, ptr %grads1160, align 4
-  %params1161 = getelementptr inbounds float, ptr %params, i64 %adam.i3011159
-  %4527 = load float, ptr %params1161, align 4
-  %4528 = fmul float 0.000000e+00, %4527
-  %4529 = fadd float %4526, %4528
-  store float %4529, ptr %adam.g, align 4
-  %m1162 = getelementptr inbounds float, ptr %m, i64 %adam.i3011159
-  %4530 = load float, ptr %m1162, align 4
-  %4531 = fmul float 0x3FECCCCCC0000000, %4530
+conv1_weight_grad.kp309:                          ; preds = %conv1_weight_grad.nb310.end, %conv1_weight_grad.j306.end
+  %conv1_weight_grad.kp3091572 = phi i64 [ 0, %conv1_weight_grad.j306.end ], [ %kp309.next, %conv1_weight_grad.nb310.end ]
+  br label %conv1_weight_grad.nb310
+
+conv1_weight_grad.kp309.end:                      ; preds = %conv1_weight_grad.nb310.end
+  br label %conv1_weight_grad.nb314
+
+conv1_weight_grad.nb310:                          ; preds = %conv1_weight_grad.mb311.end, %conv1_weight_grad.kp309
+  %conv1_weight_grad.nb3101573 = phi i64 [ 0, %conv1_weight_grad.kp309 ], [ %nb310.next, %conv1_weight_grad.mb311.end ]
+  br label %conv1_weight_grad.mb311
+
+conv1_weight_grad.nb310.end:                      ; preds = %conv1_weight_grad.mb311.end
+  %kp309.next = add nsw i64 %conv1_weight_grad.kp3091572, 1
+  %5171 = icmp slt i64 %kp309.next, 112
+  br i1 %5171, label %conv1_weight_grad.kp309, label %conv1_weight_grad.kp309.end
+
+conv1_weight_grad.mb311:                          ; preds = %conv1_weight_grad.k313.end, %conv1_weight_grad.nb310
+  %conv1_weight_grad.mb3111574 = phi i64 [ 0, %conv1_weight_grad.nb310 ], [ %mb311.next, %conv1_weight_grad.k313.end ]
+  %5172 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5173 = mul nsw i64 %5172, 32
+  %5174 = add nsw i64 1773824, %5173
+  %5175 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5176 = add nsw i64 %5174, %5175
+  %arena1575 = getelementptr inbounds float, ptr %arena, i64 %5176
+  %5177 = load <16 x float>, ptr %arena1575, align 4
+  store <16 x float> %5177, ptr %conv1_weight_grad.t312_c0_0, align 64
+  %5178 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5179 = mul nsw i64 %5178, 32
+  %5180 = add nsw i64 1773824, %5179
+  %5181 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5182 = add nsw i64 %5180, %5181
+  %5183 = add nsw i64 %5182, 16
+  %arena1576 = getelementptr inbounds float, ptr %arena, i64 %5183
+  %5184 = load <16 x float>, ptr %arena1576, align 4
+  store <16 x float> %5184, ptr %conv1_weight_grad.t312_c0_1, align 64
+  %5185 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5186 = add nsw i64 %5185, 1
+  %5187 = mul nsw i64 %5186, 32
+  %5188 = add nsw i64 1773824, %5187
+  %5189 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5190 = add nsw i64 %5188, %5189
+  %arena1577 = getelementptr inbounds float, ptr %arena, i64 %5190
+  %5191 = load <16 x float>, ptr %arena1577, align 4
+  store <16 x float> %5191, ptr %conv1_weight_grad.t312_c1_0, align 64
+  %5192 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5193 = add nsw i64 %5192, 1
+  %5194 = mul nsw i64 %5193, 32
+  %5195 = add nsw i64 1773824, %5194
+  %5196 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5197 = add nsw i64 %5195, %5196
+  %5198 = add nsw i64 %5197, 16
+  %arena1578 = getelementptr inbounds float, ptr %arena, i64 %5198
+  %5199 = load <16 x float>, ptr %arena1578, align 4
+  store <16 x float> %5199, ptr %conv1_weight_grad.t312_c1_1, align 64
+  %5200 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5201 = add nsw i64 %5200, 2
+  %5202 = mul nsw i64 %5201, 32
+  %5203 = add nsw i64 1773824, %5202
+  %5204 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5205 = add nsw i64 %5203, %5204
+  %arena1579 = getelementptr inbounds float, ptr %arena, i64 %5205
+  %5206 = load <16 x float>, ptr %arena1579, align 4
+  store <16 x float> %5206, ptr %conv1_weight_grad.t312_c2_0, align 64
+  %5207 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5208 = add nsw i64 %5207, 2
+  %5209 = mul nsw i64 %5208, 32
+  %5210 = add nsw i64 1773824, %5209
+  %5211 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5212 = add nsw i64 %5210, %5211
+  %5213 = add nsw i64 %5212, 16
+  %arena1580 = getelementptr inbounds float, ptr %arena, i64 %5213
+  %5214 = load <16 x float>, ptr %arena1580, align 4
+  store <16 x float> %5214, ptr %conv1_weight_grad.t312_c2_1, align 64
+  %5215 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5216 = add nsw i64 %5215, 3
+  %5217 = mul nsw i64 %5216, 32
+  %5218 = add nsw i64 1773824, %5217
+  %5219 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5220 = add nsw i64 %5218, %5219
+  %arena1581 = getelementptr inbounds float, ptr %arena, i64 %5220
+  %5221 = load <16 x float>, ptr %arena1581, align 4
+  store <16 x float> %5221, ptr %conv1_weight_grad.t312_c3_0, align 64
+  %5222 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5223 = add nsw i64 %5222, 3
+  %5224 = mul nsw i64 %5223, 32
+  %5225 = add nsw i64 1773824, %5224
+  %5226 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5227 = add nsw i64 %5225, %5226
+  %5228 = add nsw i64 %5227, 16
+  %arena1582 = getelementptr inbounds float, ptr %arena, i64 %5228
+  %5229 = load <16 x float>, ptr %arena1582, align 4
+  store <16 x float> %5229, ptr %conv1_weight_grad.t312_c3_1, align 64
+  %5230 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5231 = add nsw i64 %5230, 4
+  %5232 = mul nsw i64 %5231, 32
+  %5233 = add nsw i64 1773824, %5232
+  %5234 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5235 = add nsw i64 %5233, %5234
+  %arena1583 = getelementptr inbounds float, ptr %arena, i64 %5235
+  %5236 = load <16 x float>, ptr %arena1583, align 4
+  store <16 x float> %5236, ptr %conv1_weight_grad.t312_c4_0, align 64
+  %5237 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5238 = add nsw i64 %5237, 4
+  %5239 = mul nsw i64 %5238, 32
+  %5240 = add nsw i64 1773824, %5239
+  %5241 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5242 = add nsw i64 %5240, %5241
+  %5243 = add nsw i64 %5242, 16
+  %arena1584 = getelementptr inbounds float, ptr %arena, i64 %5243
+  %5244 = load <16 x float>, ptr %arena1584, align 4
+  store <16 x float> %5244, ptr %conv1_weight_grad.t312_c4_1, align 64
+  %5245 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5246 = add nsw i64 %5245, 5
+  %5247 = mul nsw i64 %5246, 32
+  %5248 = add nsw i64 1773824, %5247
+  %5249 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5250 = add nsw i64 %5248, %5249
+  %arena1585 = getelementptr inbounds float, ptr %arena, i64 %5250
+  %5251 = load <16 x float>, ptr %arena1585, align 4
+  store <16 x float> %5251, ptr %conv1_weight_grad.t312_c5_0, align 64
+  %5252 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5253 = add nsw i64 %5252, 5
+  %5254 = mul nsw i64 %5253, 32
+  %5255 = add nsw i64 1773824, %5254
+  %5256 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5257 = add nsw i64 %5255, %5256
+  %5258 = add nsw i64 %5257, 16
+  %arena1586 = getelementptr inbounds float, ptr %arena, i64 %5258
+  %5259 = load <16 x float>, ptr %arena1586, align 4
+  store <16 x float> %5259, ptr %conv1_weight_grad.t312_c5_1, align 64
+  %5260 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5261 = add nsw i64 %5260, 6
+  %5262 = mul nsw i64 %5261, 32
+  %5263 = add nsw i64 1773824, %5262
+  %5264 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5265 = add nsw i64 %5263, %5264
+  %arena1587 = getelementptr inbounds float, ptr %arena, i64 %5265
+  %5266 = load <16 x float>, ptr %arena1587, align 4
+  store <16 x float> %5266, ptr %conv1_weight_grad.t312_c6_0, align 64
+  %5267 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5268 = add nsw i64 %5267, 6
+  %5269 = mul nsw i64 %5268, 32
+  %5270 = add nsw i64 1773824, %5269
+  %5271 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5272 = add nsw i64 %5270, %5271
+  %5273 = add nsw i64 %5272, 16
+  %arena1588 = getelementptr inbounds float, ptr %arena, i64 %5273
+  %5274 = load <16 x float>, ptr %arena1588, align 4
+  store <16 x float> %5274, ptr %conv1_weight_grad.t312_c6_1, align 64
+  %5275 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5276 = add nsw i64 %5275, 7
+  %5277 = mul nsw i64 %5276, 32
+  %5278 = add nsw i64 1773824, %5277
+  %5279 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5280 = add nsw i64 %5278, %5279
+  %arena1589 = getelementptr inbounds float, ptr %arena, i64 %5280
+  %5281 = load <16 x float>, ptr %arena1589, align 4
+  store <16 x float> %5281, ptr %conv1_weight_grad.t312_c7_0, align 64
+  %5282 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5283 = add nsw i64 %5282, 7
+  %5284 = mul nsw i64 %5283, 32
+  %5285 = add nsw i64 1773824, %5284
+  %5286 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5287 = add nsw i64 %5285, %5286
+  %5288 = add nsw i64 %5287, 16
+  %arena1590 = getelementptr inbounds float, ptr %arena, i64 %5288
+  %5289 = load <16 x float>, ptr %arena1590, align 4
+  store <16 x float> %5289, ptr %conv1_weight_grad.t312_c7_1, align 64
+  %5290 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5291 = add nsw i64 %5290, 8
+  %5292 = mul nsw i64 %5291, 32
+  %5293 = add nsw i64 1773824, %5292
+  %5294 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5295 = add nsw i64 %5293, %5294
+  %arena1591 = getelementptr inbounds float, ptr %arena, i64 %5295
+  %5296 = load <16 x float>, ptr %arena1591, align 4
+  store <16 x float> %5296, ptr %conv1_weight_grad.t312_c8_0, align 64
+  %5297 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5298 = add nsw i64 %5297, 8
+  %5299 = mul nsw i64 %5298, 32
+  %5300 = add nsw i64 1773824, %5299
+  %5301 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5302 = add nsw i64 %5300, %5301
+  %5303 = add nsw i64 %5302, 16
+  %arena1592 = getelementptr inbounds float, ptr %arena, i64 %5303
+  %5304 = load <16 x float>, ptr %arena1592, align 4
+  store <16 x float> %5304, ptr %conv1_weight_grad.t312_c8_1, align 64
+  br label %conv1_weight_grad.k313
+
+conv1_weight_grad.mb311.end:                      ; preds = %conv1_weight_grad.k313.end
+  %nb310.next = add nsw i64 %conv1_weight_grad.nb3101573, 1
+  %5305 = icmp slt i64 %nb310.next, 1
+  br i1 %5305, label %conv1_weight_grad.nb310, label %conv1_weight_grad.nb310.end
+
+conv1_weight_grad.k313:                           ; preds = %conv1_weight_grad.k313, %conv1_weight_grad.mb311
+  %conv1_weight_grad.k3131593 = phi i64 [ 0, %conv1_weight_grad.mb311 ], [ %k313.next, %conv1_weight_grad.k313 ]
+  %5306 = mul nsw i64 %conv1_weight_grad.kp3091572, 383
+  %5307 = add nsw i64 %conv1_weight_grad.k3131593, %5306
+  %5308 = mul nsw i64 %5307, 32
+  %5309 = add nsw i64 389376, %5308
+  %5310 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5311 = add nsw i64 %5309, %5310
+  %arena1594 = getelementptr inbounds float, ptr %arena, i64 %5311
+  %5312 = load <16 x float>, ptr %arena1594, align 4
+  store <16 x float> %5312, ptr %conv1_weight_grad.t312_b0, align 64
+  %5313 = mul nsw i64 %conv1_weight_grad.kp3091572, 383
+  %5314 = add nsw i64 %conv1_weight_grad.k3131593, %5313
+  %5315 = mul nsw i64 %5314, 32
+  %5316 = add nsw i64 389376, %5315
+  %5317 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5318 = add nsw i64 %5316, %5317
+  %5319 = add nsw i64 %5318, 16
+  %arena1595 = getelementptr inbounds float, ptr %arena, i64 %5319
+  %5320 = load <16 x float>, ptr %arena1595, align 4
+  store <16 x float> %5320, ptr %conv1_weight_grad.t312_b1, align 64
+  %5321 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5322 = mul nsw i64 %5321, 43264
+  %5323 = mul nsw i64 %conv1_weight_grad.kp3091572, 383
+  %5324 = add nsw i64 %conv1_weight_grad.k3131593, %5323
+  %5325 = add nsw i64 %5322, %5324
+  %arena1596 = getelementptr inbounds float, ptr %arena, i64 %5325
+  %5326 = load float, ptr %arena1596, align 4
+  %5327 = insertelement <16 x float> undef, float %5326, i32 0
+  %5328 = shufflevector <16 x float> %5327, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5328, ptr %conv1_weight_grad.t312_a0, align 64
+  %t312_a0 = load <16 x float>, ptr %conv1_weight_grad.t312_a0, align 64
+  %t312_b0 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
+  %t312_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c0_0, align 64
+  %5329 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a0, <16 x float> %t312_b0, <16 x float> %t312_c0_0)
+  store <16 x float> %5329, ptr %conv1_weight_grad.t312_c0_0, align 64
+  %t312_a01597 = load <16 x float>, ptr %conv1_weight_grad.t312_a0, align 64
+  %t312_b1 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
+  %t312_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c0_1, align 64
+  %5330 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a01597, <16 x float> %t312_b1, <16 x float> %t312_c0_1)
+  store <16 x float> %5330, ptr %conv1_weight_grad.t312_c0_1, align 64
+  %5331 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5332 = add nsw i64 %5331, 1
+  %5333 = mul nsw i64 %5332, 43264
+  %5334 = mul nsw i64 %conv1_weight_grad.kp3091572, 383
+  %5335 = add nsw i64 %conv1_weight_grad.k3131593, %5334
+  %5336 = add nsw i64 %5333, %5335
+  %arena1598 = getelementptr inbounds float, ptr %arena, i64 %5336
+  %5337 = load float, ptr %arena1598, align 4
+  %5338 = insertelement <16 x float> undef, float %5337, i32 0
+  %5339 = shufflevector <16 x float> %5338, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5339, ptr %conv1_weight_grad.t312_a1, align 64
+  %t312_a1 = load <16 x float>, ptr %conv1_weight_grad.t312_a1, align 64
+  %t312_b01599 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
+  %t312_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c1_0, align 64
+  %5340 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a1, <16 x float> %t312_b01599, <16 x float> %t312_c1_0)
+  store <16 x float> %5340, ptr %conv1_weight_grad.t312_c1_0, align 64
+  %t312_a11600 = load <16 x float>, ptr %conv1_weight_grad.t312_a1, align 64
+  %t312_b11601 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
+  %t312_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c1_1, align 64
+  %5341 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a11600, <16 x float> %t312_b11601, <16 x float> %t312_c1_1)
+  store <16 x float> %5341, ptr %conv1_weight_grad.t312_c1_1, align 64
+  %5342 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5343 = add nsw i64 %5342, 2
+  %5344 = mul nsw i64 %5343, 43264
+  %5345 = mul nsw i64 %conv1_weight_grad.kp3091572, 383
+  %5346 = add nsw i64 %conv1_weight_grad.k3131593, %5345
+  %5347 = add nsw i64 %5344, %5346
+  %arena1602 = getelementptr inbounds float, ptr %arena, i64 %5347
+  %5348 = load float, ptr %arena1602, align 4
+  %5349 = insertelement <16 x float> undef, float %5348, i32 0
+  %5350 = shufflevector <16 x float> %5349, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5350, ptr %conv1_weight_grad.t312_a2, align 64
+  %t312_a2 = load <16 x float>, ptr %conv1_weight_grad.t312_a2, align 64
+  %t312_b01603 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
+  %t312_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c2_0, align 64
+  %5351 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a2, <16 x float> %t312_b01603, <16 x float> %t312_c2_0)
+  store <16 x float> %5351, ptr %conv1_weight_grad.t312_c2_0, align 64
+  %t312_a21604 = load <16 x float>, ptr %conv1_weight_grad.t312_a2, align 64
+  %t312_b11605 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
+  %t312_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c2_1, align 64
+  %5352 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a21604, <16 x float> %t312_b11605, <16 x float> %t312_c2_1)
+  store <16 x float> %5352, ptr %conv1_weight_grad.t312_c2_1, align 64
+  %5353 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5354 = add nsw i64 %5353, 3
+  %5355 = mul nsw i64 %5354, 43264
+  %5356 = mul nsw i64 %conv1_weight_grad.kp3091572, 383
+  %5357 = add nsw i64 %conv1_weight_grad.k3131593, %5356
+  %5358 = add nsw i64 %5355, %5357
+  %arena1606 = getelementptr inbounds float, ptr %arena, i64 %5358
+  %5359 = load float, ptr %arena1606, align 4
+  %5360 = insertelement <16 x float> undef, float %5359, i32 0
+  %5361 = shufflevector <16 x float> %5360, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5361, ptr %conv1_weight_grad.t312_a3, align 64
+  %t312_a3 = load <16 x float>, ptr %conv1_weight_grad.t312_a3, align 64
+  %t312_b01607 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
+  %t312_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c3_0, align 64
+  %5362 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a3, <16 x float> %t312_b01607, <16 x float> %t312_c3_0)
+  store <16 x float> %5362, ptr %conv1_weight_grad.t312_c3_0, align 64
+  %t312_a31608 = load <16 x float>, ptr %conv1_weight_grad.t312_a3, align 64
+  %t312_b11609 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
+  %t312_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c3_1, align 64
+  %5363 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a31608, <16 x float> %t312_b11609, <16 x float> %t312_c3_1)
+  store <16 x float> %5363, ptr %conv1_weight_grad.t312_c3_1, align 64
+  %5364 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5365 = add nsw i64 %5364, 4
+  %5366 = mul nsw i64 %5365, 43264
+  %5367 = mul nsw i64 %conv1_weight_grad.kp3091572, 383
+  %5368 = add nsw i64 %conv1_weight_grad.k3131593, %5367
+  %5369 = add nsw i64 %5366, %5368
+  %arena1610 = getelementptr inbounds float, ptr %arena, i64 %5369
+  %5370 = load float, ptr %arena1610, align 4
+  %5371 = insertelement <16 x float> undef, float %5370, i32 0
+  %5372 = shufflevector <16 x float> %5371, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5372, ptr %conv1_weight_grad.t312_a4, align 64
+  %t312_a4 = load <16 x float>, ptr %conv1_weight_grad.t312_a4, align 64
+  %t312_b01611 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
+  %t312_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c4_0, align 64
+  %5373 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a4, <16 x float> %t312_b01611, <16 x float> %t312_c4_0)
+  store <16 x float> %5373, ptr %conv1_weight_grad.t312_c4_0, align 64
+  %t312_a41612 = load <16 x float>, ptr %conv1_weight_grad.t312_a4, align 64
+  %t312_b11613 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
+  %t312_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c4_1, align 64
+  %5374 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a41612, <16 x float> %t312_b11613, <16 x float> %t312_c4_1)
+  store <16 x float> %5374, ptr %conv1_weight_grad.t312_c4_1, align 64
+  %5375 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5376 = add nsw i64 %5375, 5
+  %5377 = mul nsw i64 %5376, 43264
+  %5378 = mul nsw i64 %conv1_weight_grad.kp3091572, 383
+  %5379 = add nsw i64 %conv1_weight_grad.k3131593, %5378
+  %5380 = add nsw i64 %5377, %5379
+  %arena1614 = getelementptr inbounds float, ptr %arena, i64 %5380
+  %5381 = load float, ptr %arena1614, align 4
+  %5382 = insertelement <16 x float> undef, float %5381, i32 0
+  %5383 = shufflevector <16 x float> %5382, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5383, ptr %conv1_weight_grad.t312_a5, align 64
+  %t312_a5 = load <16 x float>, ptr %conv1_weight_grad.t312_a5, align 64
+  %t312_b01615 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
+  %t312_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c5_0, align 64
+  %5384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a5, <16 x float> %t312_b01615, <16 x float> %t312_c5_0)
+  store <16 x float> %5384, ptr %conv1_weight_grad.t312_c5_0, align 64
+  %t312_a51616 = load <16 x float>, ptr %conv1_weight_grad.t312_a5, align 64
+  %t312_b11617 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
+  %t312_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c5_1, align 64
+  %5385 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a51616, <16 x float> %t312_b11617, <16 x float> %t312_c5_1)
+  store <16 x float> %5385, ptr %conv1_weight_grad.t312_c5_1, align 64
+  %5386 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5387 = add nsw i64 %5386, 6
+  %5388 = mul nsw i64 %5387, 43264
+  %5389 = mul nsw i64 %conv1_weight_grad.kp3091572, 383
+  %5390 = add nsw i64 %conv1_weight_grad.k3131593, %5389
+  %5391 = add nsw i64 %5388, %5390
+  %arena1618 = getelementptr inbounds float, ptr %arena, i64 %5391
+  %5392 = load float, ptr %arena1618, align 4
+  %5393 = insertelement <16 x float> undef, float %5392, i32 0
+  %5394 = shufflevector <16 x float> %5393, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5394, ptr %conv1_weight_grad.t312_a6, align 64
+  %t312_a6 = load <16 x float>, ptr %conv1_weight_grad.t312_a6, align 64
+  %t312_b01619 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
+  %t312_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c6_0, align 64
+  %5395 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a6, <16 x float> %t312_b01619, <16 x float> %t312_c6_0)
+  store <16 x float> %5395, ptr %conv1_weight_grad.t312_c6_0, align 64
+  %t312_a61620 = load <16 x float>, ptr %conv1_weight_grad.t312_a6, align 64
+  %t312_b11621 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
+  %t312_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c6_1, align 64
+  %5396 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a61620, <16 x float> %t312_b11621, <16 x float> %t312_c6_1)
+  store <16 x float> %5396, ptr %conv1_weight_grad.t312_c6_1, align 64
+  %5397 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5398 = add nsw i64 %5397, 7
+  %5399 = mul nsw i64 %5398, 43264
+  %5400 = mul nsw i64 %conv1_weight_grad.kp3091572, 383
+  %5401 = add nsw i64 %conv1_weight_grad.k3131593, %5400
+  %5402 = add nsw i64 %5399, %5401
+  %arena1622 = getelementptr inbounds float, ptr %arena, i64 %5402
+  %5403 = load float, ptr %arena1622, align 4
+  %5404 = insertelement <16 x float> undef, float %5403, i32 0
+  %5405 = shufflevector <16 x float> %5404, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5405, ptr %conv1_weight_grad.t312_a7, align 64
+  %t312_a7 = load <16 x float>, ptr %conv1_weight_grad.t312_a7, align 64
+  %t312_b01623 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
+  %t312_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c7_0, align 64
+  %5406 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a7, <16 x float> %t312_b01623, <16 x float> %t312_c7_0)
+  store <16 x float> %5406, ptr %conv1_weight_grad.t312_c7_0, align 64
+  %t312_a71624 = load <16 x float>, ptr %conv1_weight_grad.t312_a7, align 64
+  %t312_b11625 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
+  %t312_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c7_1, align 64
+  %5407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a71624, <16 x float> %t312_b11625, <16 x float> %t312_c7_1)
+  store <16 x float> %5407, ptr %conv1_weight_grad.t312_c7_1, align 64
+  %5408 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5409 = add nsw i64 %5408, 8
+  %5410 = mul nsw i64 %5409, 43264
+  %5411 = mul nsw i64 %conv1_weight_grad.kp3091572, 383
+  %5412 = add nsw i64 %conv1_weight_grad.k3131593, %5411
+  %5413 = add nsw i64 %5410, %5412
+  %arena1626 = getelementptr inbounds float, ptr %arena, i64 %5413
+  %5414 = load float, ptr %arena1626, align 4
+  %5415 = insertelement <16 x float> undef, float %5414, i32 0
+  %5416 = shufflevector <16 x float> %5415, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5416, ptr %conv1_weight_grad.t312_a8, align 64
+  %t312_a8 = load <16 x float>, ptr %conv1_weight_grad.t312_a8, align 64
+  %t312_b01627 = load <16 x float>, ptr %conv1_weight_grad.t312_b0, align 64
+  %t312_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t312_c8_0, align 64
+  %5417 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a8, <16 x float> %t312_b01627, <16 x float> %t312_c8_0)
+  store <16 x float> %5417, ptr %conv1_weight_grad.t312_c8_0, align 64
+  %t312_a81628 = load <16 x float>, ptr %conv1_weight_grad.t312_a8, align 64
+  %t312_b11629 = load <16 x float>, ptr %conv1_weight_grad.t312_b1, align 64
+  %t312_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t312_c8_1, align 64
+  %5418 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t312_a81628, <16 x float> %t312_b11629, <16 x float> %t312_c8_1)
+  store <16 x float> %5418, ptr %conv1_weight_grad.t312_c8_1, align 64
+  %k313.next = add nsw i64 %conv1_weight_grad.k3131593, 1
+  %5419 = icmp slt i64 %k313.next, 383
+  br i1 %5419, label %conv1_weight_grad.k313, label %conv1_weight_grad.k313.end
+
+conv1_weight_grad.k313.end:                       ; preds = %conv1_weight_grad.k313
+  %t312_c0_01630 = load <16 x float>, ptr %conv1_weight_grad.t312_c0_0, align 64
+  %5420 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5421 = mul nsw i64 %5420, 32
+  %5422 = add nsw i64 1773824, %5421
+  %5423 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5424 = add nsw i64 %5422, %5423
+  %arena1631 = getelementptr inbounds float, ptr %arena, i64 %5424
+  store <16 x float> %t312_c0_01630, ptr %arena1631, align 4
+  %t312_c0_11632 = load <16 x float>, ptr %conv1_weight_grad.t312_c0_1, align 64
+  %5425 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5426 = mul nsw i64 %5425, 32
+  %5427 = add nsw i64 1773824, %5426
+  %5428 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5429 = add nsw i64 %5427, %5428
+  %5430 = add nsw i64 %5429, 16
+  %arena1633 = getelementptr inbounds float, ptr %arena, i64 %5430
+  store <16 x float> %t312_c0_11632, ptr %arena1633, align 4
+  %t312_c1_01634 = load <16 x float>, ptr %conv1_weight_grad.t312_c1_0, align 64
+  %5431 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5432 = add nsw i64 %5431, 1
+  %5433 = mul nsw i64 %5432, 32
+  %5434 = add nsw i64 1773824, %5433
+  %5435 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5436 = add nsw i64 %5434, %5435
+  %arena1635 = getelementptr inbounds float, ptr %arena, i64 %5436
+  store <16 x float> %t312_c1_01634, ptr %arena1635, align 4
+  %t312_c1_11636 = load <16 x float>, ptr %conv1_weight_grad.t312_c1_1, align 64
+  %5437 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5438 = add nsw i64 %5437, 1
+  %5439 = mul nsw i64 %5438, 32
+  %5440 = add nsw i64 1773824, %5439
+  %5441 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5442 = add nsw i64 %5440, %5441
+  %5443 = add nsw i64 %5442, 16
+  %arena1637 = getelementptr inbounds float, ptr %arena, i64 %5443
+  store <16 x float> %t312_c1_11636, ptr %arena1637, align 4
+  %t312_c2_01638 = load <16 x float>, ptr %conv1_weight_grad.t312_c2_0, align 64
+  %5444 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5445 = add nsw i64 %5444, 2
+  %5446 = mul nsw i64 %5445, 32
+  %5447 = add nsw i64 1773824, %5446
+  %5448 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5449 = add nsw i64 %5447, %5448
+  %arena1639 = getelementptr inbounds float, ptr %arena, i64 %5449
+  store <16 x float> %t312_c2_01638, ptr %arena1639, align 4
+  %t312_c2_11640 = load <16 x float>, ptr %conv1_weight_grad.t312_c2_1, align 64
+  %5450 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5451 = add nsw i64 %5450, 2
+  %5452 = mul nsw i64 %5451, 32
+  %5453 = add nsw i64 1773824, %5452
+  %5454 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5455 = add nsw i64 %5453, %5454
+  %5456 = add nsw i64 %5455, 16
+  %arena1641 = getelementptr inbounds float, ptr %arena, i64 %5456
+  store <16 x float> %t312_c2_11640, ptr %arena1641, align 4
+  %t312_c3_01642 = load <16 x float>, ptr %conv1_weight_grad.t312_c3_0, align 64
+  %5457 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5458 = add nsw i64 %5457, 3
+  %5459 = mul nsw i64 %5458, 32
+  %5460 = add nsw i64 1773824, %5459
+  %5461 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5462 = add nsw i64 %5460, %5461
+  %arena1643 = getelementptr inbounds float, ptr %arena, i64 %5462
+  store <16 x float> %t312_c3_01642, ptr %arena1643, align 4
+  %t312_c3_11644 = load <16 x float>, ptr %conv1_weight_grad.t312_c3_1, align 64
+  %5463 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5464 = add nsw i64 %5463, 3
+  %5465 = mul nsw i64 %5464, 32
+  %5466 = add nsw i64 1773824, %5465
+  %5467 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5468 = add nsw i64 %5466, %5467
+  %5469 = add nsw i64 %5468, 16
+  %arena1645 = getelementptr inbounds float, ptr %arena, i64 %5469
+  store <16 x float> %t312_c3_11644, ptr %arena1645, align 4
+  %t312_c4_01646 = load <16 x float>, ptr %conv1_weight_grad.t312_c4_0, align 64
+  %5470 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5471 = add nsw i64 %5470, 4
+  %5472 = mul nsw i64 %5471, 32
+  %5473 = add nsw i64 1773824, %5472
+  %5474 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5475 = add nsw i64 %5473, %5474
+  %arena1647 = getelementptr inbounds float, ptr %arena, i64 %5475
+  store <16 x float> %t312_c4_01646, ptr %arena1647, align 4
+  %t312_c4_11648 = load <16 x float>, ptr %conv1_weight_grad.t312_c4_1, align 64
+  %5476 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5477 = add nsw i64 %5476, 4
+  %5478 = mul nsw i64 %5477, 32
+  %5479 = add nsw i64 1773824, %5478
+  %5480 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5481 = add nsw i64 %5479, %5480
+  %5482 = add nsw i64 %5481, 16
+  %arena1649 = getelementptr inbounds float, ptr %arena, i64 %5482
+  store <16 x float> %t312_c4_11648, ptr %arena1649, align 4
+  %t312_c5_01650 = load <16 x float>, ptr %conv1_weight_grad.t312_c5_0, align 64
+  %5483 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5484 = add nsw i64 %5483, 5
+  %5485 = mul nsw i64 %5484, 32
+  %5486 = add nsw i64 1773824, %5485
+  %5487 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5488 = add nsw i64 %5486, %5487
+  %arena1651 = getelementptr inbounds float, ptr %arena, i64 %5488
+  store <16 x float> %t312_c5_01650, ptr %arena1651, align 4
+  %t312_c5_11652 = load <16 x float>, ptr %conv1_weight_grad.t312_c5_1, align 64
+  %5489 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5490 = add nsw i64 %5489, 5
+  %5491 = mul nsw i64 %5490, 32
+  %5492 = add nsw i64 1773824, %5491
+  %5493 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5494 = add nsw i64 %5492, %5493
+  %5495 = add nsw i64 %5494, 16
+  %arena1653 = getelementptr inbounds float, ptr %arena, i64 %5495
+  store <16 x float> %t312_c5_11652, ptr %arena1653, align 4
+  %t312_c6_01654 = load <16 x float>, ptr %conv1_weight_grad.t312_c6_0, align 64
+  %5496 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5497 = add nsw i64 %5496, 6
+  %5498 = mul nsw i64 %5497, 32
+  %5499 = add nsw i64 1773824, %5498
+  %5500 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5501 = add nsw i64 %5499, %5500
+  %arena1655 = getelementptr inbounds float, ptr %arena, i64 %5501
+  store <16 x float> %t312_c6_01654, ptr %arena1655, align 4
+  %t312_c6_11656 = load <16 x float>, ptr %conv1_weight_grad.t312_c6_1, align 64
+  %5502 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5503 = add nsw i64 %5502, 6
+  %5504 = mul nsw i64 %5503, 32
+  %5505 = add nsw i64 1773824, %5504
+  %5506 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5507 = add nsw i64 %5505, %5506
+  %5508 = add nsw i64 %5507, 16
+  %arena1657 = getelementptr inbounds float, ptr %arena, i64 %5508
+  store <16 x float> %t312_c6_11656, ptr %arena1657, align 4
+  %t312_c7_01658 = load <16 x float>, ptr %conv1_weight_grad.t312_c7_0, align 64
+  %5509 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5510 = add nsw i64 %5509, 7
+  %5511 = mul nsw i64 %5510, 32
+  %5512 = add nsw i64 1773824, %5511
+  %5513 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5514 = add nsw i64 %5512, %5513
+  %arena1659 = getelementptr inbounds float, ptr %arena, i64 %5514
+  store <16 x float> %t312_c7_01658, ptr %arena1659, align 4
+  %t312_c7_11660 = load <16 x float>, ptr %conv1_weight_grad.t312_c7_1, align 64
+  %5515 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5516 = add nsw i64 %5515, 7
+  %5517 = mul nsw i64 %5516, 32
+  %5518 = add nsw i64 1773824, %5517
+  %5519 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5520 = add nsw i64 %5518, %5519
+  %5521 = add nsw i64 %5520, 16
+  %arena1661 = getelementptr inbounds float, ptr %arena, i64 %5521
+  store <16 x float> %t312_c7_11660, ptr %arena1661, align 4
+  %t312_c8_01662 = load <16 x float>, ptr %conv1_weight_grad.t312_c8_0, align 64
+  %5522 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5523 = add nsw i64 %5522, 8
+  %5524 = mul nsw i64 %5523, 32
+  %5525 = add nsw i64 1773824, %5524
+  %5526 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5527 = add nsw i64 %5525, %5526
+  %arena1663 = getelementptr inbounds float, ptr %arena, i64 %5527
+  store <16 x float> %t312_c8_01662, ptr %arena1663, align 4
+  %t312_c8_11664 = load <16 x float>, ptr %conv1_weight_grad.t312_c8_1, align 64
+  %5528 = mul nsw i64 %conv1_weight_grad.mb3111574, 9
+  %5529 = add nsw i64 %5528, 8
+  %5530 = mul nsw i64 %5529, 32
+  %5531 = add nsw i64 1773824, %5530
+  %5532 = mul nsw i64 %conv1_weight_grad.nb3101573, 32
+  %5533 = add nsw i64 %5531, %5532
+  %5534 = add nsw i64 %5533, 16
+  %arena1665 = getelementptr inbounds float, ptr %arena, i64 %5534
+  store <16 x float> %t312_c8_11664, ptr %arena1665, align 4
+  %mb311.next = add nsw i64 %conv1_weight_grad.mb3111574, 1
+  %5535 = icmp slt i64 %mb311.next, 1
+  br i1 %5535, label %conv1_weight_grad.mb311, label %conv1_weight_grad.mb311.end
+
+conv1_weight_grad.nb314:                          ; preds = %conv1_weight_grad.mb315.end, %conv1_weight_grad.kp309.end
+  %conv1_weight_grad.nb3141666 = phi i64 [ 0, %conv1_weight_grad.kp309.end ], [ %nb314.next, %conv1_weight_grad.mb315.end ]
+  br label %conv1_weight_grad.mb315
+
+conv1_weight_grad.nb314.end:                      ; preds = %conv1_weight_grad.mb315.end
+  %g296.next = add nsw i64 %conv1_weight_grad.g2961551, 1
+  %5536 = icmp slt i64 %g296.next, 1
+  br i1 %5536, label %conv1_weight_grad.g296, label %conv1_weight_grad.g296.end
+
+conv1_weight_grad.mb315:                          ; preds = %conv1_weight_grad.k317.end, %conv1_weight_grad.nb314
+  %conv1_weight_grad.mb3151667 = phi i64 [ 0, %conv1_weight_grad.nb314 ], [ %mb315.next, %conv1_weight_grad.k317.end ]
+  %5537 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5538 = mul nsw i64 %5537, 32
+  %5539 = add nsw i64 1773824, %5538
+  %5540 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5541 = add nsw i64 %5539, %5540
+  %arena1668 = getelementptr inbounds float, ptr %arena, i64 %5541
+  %5542 = load <16 x float>, ptr %arena1668, align 4
+  store <16 x float> %5542, ptr %conv1_weight_grad.t316_c0_0, align 64
+  %5543 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5544 = mul nsw i64 %5543, 32
+  %5545 = add nsw i64 1773824, %5544
+  %5546 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5547 = add nsw i64 %5545, %5546
+  %5548 = add nsw i64 %5547, 16
+  %arena1669 = getelementptr inbounds float, ptr %arena, i64 %5548
+  %5549 = load <16 x float>, ptr %arena1669, align 4
+  store <16 x float> %5549, ptr %conv1_weight_grad.t316_c0_1, align 64
+  %5550 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5551 = add nsw i64 %5550, 1
+  %5552 = mul nsw i64 %5551, 32
+  %5553 = add nsw i64 1773824, %5552
+  %5554 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5555 = add nsw i64 %5553, %5554
+  %arena1670 = getelementptr inbounds float, ptr %arena, i64 %5555
+  %5556 = load <16 x float>, ptr %arena1670, align 4
+  store <16 x float> %5556, ptr %conv1_weight_grad.t316_c1_0, align 64
+  %5557 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5558 = add nsw i64 %5557, 1
+  %5559 = mul nsw i64 %5558, 32
+  %5560 = add nsw i64 1773824, %5559
+  %5561 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5562 = add nsw i64 %5560, %5561
+  %5563 = add nsw i64 %5562, 16
+  %arena1671 = getelementptr inbounds float, ptr %arena, i64 %5563
+  %5564 = load <16 x float>, ptr %arena1671, align 4
+  store <16 x float> %5564, ptr %conv1_weight_grad.t316_c1_1, align 64
+  %5565 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5566 = add nsw i64 %5565, 2
+  %5567 = mul nsw i64 %5566, 32
+  %5568 = add nsw i64 1773824, %5567
+  %5569 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5570 = add nsw i64 %5568, %5569
+  %arena1672 = getelementptr inbounds float, ptr %arena, i64 %5570
+  %5571 = load <16 x float>, ptr %arena1672, align 4
+  store <16 x float> %5571, ptr %conv1_weight_grad.t316_c2_0, align 64
+  %5572 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5573 = add nsw i64 %5572, 2
+  %5574 = mul nsw i64 %5573, 32
+  %5575 = add nsw i64 1773824, %5574
+  %5576 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5577 = add nsw i64 %5575, %5576
+  %5578 = add nsw i64 %5577, 16
+  %arena1673 = getelementptr inbounds float, ptr %arena, i64 %5578
+  %5579 = load <16 x float>, ptr %arena1673, align 4
+  store <16 x float> %5579, ptr %conv1_weight_grad.t316_c2_1, align 64
+  %5580 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5581 = add nsw i64 %5580, 3
+  %5582 = mul nsw i64 %5581, 32
+  %5583 = add nsw i64 1773824, %5582
+  %5584 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5585 = add nsw i64 %5583, %5584
+  %arena1674 = getelementptr inbounds float, ptr %arena, i64 %5585
+  %5586 = load <16 x float>, ptr %arena1674, align 4
+  store <16 x float> %5586, ptr %conv1_weight_grad.t316_c3_0, align 64
+  %5587 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5588 = add nsw i64 %5587, 3
+  %5589 = mul nsw i64 %5588, 32
+  %5590 = add nsw i64 1773824, %5589
+  %5591 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5592 = add nsw i64 %5590, %5591
+  %5593 = add nsw i64 %5592, 16
+  %arena1675 = getelementptr inbounds float, ptr %arena, i64 %5593
+  %5594 = load <16 x float>, ptr %arena1675, align 4
+  store <16 x float> %5594, ptr %conv1_weight_grad.t316_c3_1, align 64
+  %5595 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5596 = add nsw i64 %5595, 4
+  %5597 = mul nsw i64 %5596, 32
+  %5598 = add nsw i64 1773824, %5597
+  %5599 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5600 = add nsw i64 %5598, %5599
+  %arena1676 = getelementptr inbounds float, ptr %arena, i64 %5600
+  %5601 = load <16 x float>, ptr %arena1676, align 4
+  store <16 x float> %5601, ptr %conv1_weight_grad.t316_c4_0, align 64
+  %5602 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5603 = add nsw i64 %5602, 4
+  %5604 = mul nsw i64 %5603, 32
+  %5605 = add nsw i64 1773824, %5604
+  %5606 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5607 = add nsw i64 %5605, %5606
+  %5608 = add nsw i64 %5607, 16
+  %arena1677 = getelementptr inbounds float, ptr %arena, i64 %5608
+  %5609 = load <16 x float>, ptr %arena1677, align 4
+  store <16 x float> %5609, ptr %conv1_weight_grad.t316_c4_1, align 64
+  %5610 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5611 = add nsw i64 %5610, 5
+  %5612 = mul nsw i64 %5611, 32
+  %5613 = add nsw i64 1773824, %5612
+  %5614 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5615 = add nsw i64 %5613, %5614
+  %arena1678 = getelementptr inbounds float, ptr %arena, i64 %5615
+  %5616 = load <16 x float>, ptr %arena1678, align 4
+  store <16 x float> %5616, ptr %conv1_weight_grad.t316_c5_0, align 64
+  %5617 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5618 = add nsw i64 %5617, 5
+  %5619 = mul nsw i64 %5618, 32
+  %5620 = add nsw i64 1773824, %5619
+  %5621 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5622 = add nsw i64 %5620, %5621
+  %5623 = add nsw i64 %5622, 16
+  %arena1679 = getelementptr inbounds float, ptr %arena, i64 %5623
+  %5624 = load <16 x float>, ptr %arena1679, align 4
+  store <16 x float> %5624, ptr %conv1_weight_grad.t316_c5_1, align 64
+  %5625 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5626 = add nsw i64 %5625, 6
+  %5627 = mul nsw i64 %5626, 32
+  %5628 = add nsw i64 1773824, %5627
+  %5629 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5630 = add nsw i64 %5628, %5629
+  %arena1680 = getelementptr inbounds float, ptr %arena, i64 %5630
+  %5631 = load <16 x float>, ptr %arena1680, align 4
+  store <16 x float> %5631, ptr %conv1_weight_grad.t316_c6_0, align 64
+  %5632 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5633 = add nsw i64 %5632, 6
+  %5634 = mul nsw i64 %5633, 32
+  %5635 = add nsw i64 1773824, %5634
+  %5636 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5637 = add nsw i64 %5635, %5636
+  %5638 = add nsw i64 %5637, 16
+  %arena1681 = getelementptr inbounds float, ptr %arena, i64 %5638
+  %5639 = load <16 x float>, ptr %arena1681, align 4
+  store <16 x float> %5639, ptr %conv1_weight_grad.t316_c6_1, align 64
+  %5640 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5641 = add nsw i64 %5640, 7
+  %5642 = mul nsw i64 %5641, 32
+  %5643 = add nsw i64 1773824, %5642
+  %5644 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5645 = add nsw i64 %5643, %5644
+  %arena1682 = getelementptr inbounds float, ptr %arena, i64 %5645
+  %5646 = load <16 x float>, ptr %arena1682, align 4
+  store <16 x float> %5646, ptr %conv1_weight_grad.t316_c7_0, align 64
+  %5647 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5648 = add nsw i64 %5647, 7
+  %5649 = mul nsw i64 %5648, 32
+  %5650 = add nsw i64 1773824, %5649
+  %5651 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5652 = add nsw i64 %5650, %5651
+  %5653 = add nsw i64 %5652, 16
+  %arena1683 = getelementptr inbounds float, ptr %arena, i64 %5653
+  %5654 = load <16 x float>, ptr %arena1683, align 4
+  store <16 x float> %5654, ptr %conv1_weight_grad.t316_c7_1, align 64
+  %5655 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5656 = add nsw i64 %5655, 8
+  %5657 = mul nsw i64 %5656, 32
+  %5658 = add nsw i64 1773824, %5657
+  %5659 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5660 = add nsw i64 %5658, %5659
+  %arena1684 = getelementptr inbounds float, ptr %arena, i64 %5660
+  %5661 = load <16 x float>, ptr %arena1684, align 4
+  store <16 x float> %5661, ptr %conv1_weight_grad.t316_c8_0, align 64
+  %5662 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5663 = add nsw i64 %5662, 8
+  %5664 = mul nsw i64 %5663, 32
+  %5665 = add nsw i64 1773824, %5664
+  %5666 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5667 = add nsw i64 %5665, %5666
+  %5668 = add nsw i64 %5667, 16
+  %arena1685 = getelementptr inbounds float, ptr %arena, i64 %5668
+  %5669 = load <16 x float>, ptr %arena1685, align 4
+  store <16 x float> %5669, ptr %conv1_weight_grad.t316_c8_1, align 64
+  br label %conv1_weight_grad.k317
+
+conv1_weight_grad.mb315.end:                      ; preds = %conv1_weight_grad.k317.end
+  %nb314.next = add nsw i64 %conv1_weight_grad.nb3141666, 1
+  %5670 = icmp slt i64 %nb314.next, 1
+  br i1 %5670, label %conv1_weight_grad.nb314, label %conv1_weight_grad.nb314.end
+
+conv1_weight_grad.k317:                           ; preds = %conv1_weight_grad.k317, %conv1_weight_grad.mb315
+  %conv1_weight_grad.k3171686 = phi i64 [ 0, %conv1_weight_grad.mb315 ], [ %k317.next, %conv1_weight_grad.k317 ]
+  %5671 = add nsw i64 %conv1_weight_grad.k3171686, 42896
+  %5672 = mul nsw i64 %5671, 32
+  %5673 = add nsw i64 389376, %5672
+  %5674 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5675 = add nsw i64 %5673, %5674
+  %arena1687 = getelementptr inbounds float, ptr %arena, i64 %5675
+  %5676 = load <16 x float>, ptr %arena1687, align 4
+  store <16 x float> %5676, ptr %conv1_weight_grad.t316_b0, align 64
+  %5677 = add nsw i64 %conv1_weight_grad.k3171686, 42896
+  %5678 = mul nsw i64 %5677, 32
+  %5679 = add nsw i64 389376, %5678
+  %5680 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5681 = add nsw i64 %5679, %5680
+  %5682 = add nsw i64 %5681, 16
+  %arena1688 = getelementptr inbounds float, ptr %arena, i64 %5682
+  %5683 = load <16 x float>, ptr %arena1688, align 4
+  store <16 x float> %5683, ptr %conv1_weight_grad.t316_b1, align 64
+  %5684 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5685 = mul nsw i64 %5684, 43264
+  %5686 = add nsw i64 %conv1_weight_grad.k3171686, 42896
+  %5687 = add nsw i64 %5685, %5686
+  %arena1689 = getelementptr inbounds float, ptr %arena, i64 %5687
+  %5688 = load float, ptr %arena1689, align 4
+  %5689 = insertelement <16 x float> undef, float %5688, i32 0
+  %5690 = shufflevector <16 x float> %5689, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5690, ptr %conv1_weight_grad.t316_a0, align 64
+  %t316_a0 = load <16 x float>, ptr %conv1_weight_grad.t316_a0, align 64
+  %t316_b0 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
+  %t316_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c0_0, align 64
+  %5691 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a0, <16 x float> %t316_b0, <16 x float> %t316_c0_0)
+  store <16 x float> %5691, ptr %conv1_weight_grad.t316_c0_0, align 64
+  %t316_a01690 = load <16 x float>, ptr %conv1_weight_grad.t316_a0, align 64
+  %t316_b1 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
+  %t316_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c0_1, align 64
+  %5692 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a01690, <16 x float> %t316_b1, <16 x float> %t316_c0_1)
+  store <16 x float> %5692, ptr %conv1_weight_grad.t316_c0_1, align 64
+  %5693 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5694 = add nsw i64 %5693, 1
+  %5695 = mul nsw i64 %5694, 43264
+  %5696 = add nsw i64 %conv1_weight_grad.k3171686, 42896
+  %5697 = add nsw i64 %5695, %5696
+  %arena1691 = getelementptr inbounds float, ptr %arena, i64 %5697
+  %5698 = load float, ptr %arena1691, align 4
+  %5699 = insertelement <16 x float> undef, float %5698, i32 0
+  %5700 = shufflevector <16 x float> %5699, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5700, ptr %conv1_weight_grad.t316_a1, align 64
+  %t316_a1 = load <16 x float>, ptr %conv1_weight_grad.t316_a1, align 64
+  %t316_b01692 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
+  %t316_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c1_0, align 64
+  %5701 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a1, <16 x float> %t316_b01692, <16 x float> %t316_c1_0)
+  store <16 x float> %5701, ptr %conv1_weight_grad.t316_c1_0, align 64
+  %t316_a11693 = load <16 x float>, ptr %conv1_weight_grad.t316_a1, align 64
+  %t316_b11694 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
+  %t316_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c1_1, align 64
+  %5702 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a11693, <16 x float> %t316_b11694, <16 x float> %t316_c1_1)
+  store <16 x float> %5702, ptr %conv1_weight_grad.t316_c1_1, align 64
+  %5703 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5704 = add nsw i64 %5703, 2
+  %5705 = mul nsw i64 %5704, 43264
+  %5706 = add nsw i64 %conv1_weight_grad.k3171686, 42896
+  %5707 = add nsw i64 %5705, %5706
+  %arena1695 = getelementptr inbounds float, ptr %arena, i64 %5707
+  %5708 = load float, ptr %arena1695, align 4
+  %5709 = insertelement <16 x float> undef, float %5708, i32 0
+  %5710 = shufflevector <16 x float> %5709, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5710, ptr %conv1_weight_grad.t316_a2, align 64
+  %t316_a2 = load <16 x float>, ptr %conv1_weight_grad.t316_a2, align 64
+  %t316_b01696 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
+  %t316_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c2_0, align 64
+  %5711 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a2, <16 x float> %t316_b01696, <16 x float> %t316_c2_0)
+  store <16 x float> %5711, ptr %conv1_weight_grad.t316_c2_0, align 64
+  %t316_a21697 = load <16 x float>, ptr %conv1_weight_grad.t316_a2, align 64
+  %t316_b11698 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
+  %t316_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c2_1, align 64
+  %5712 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a21697, <16 x float> %t316_b11698, <16 x float> %t316_c2_1)
+  store <16 x float> %5712, ptr %conv1_weight_grad.t316_c2_1, align 64
+  %5713 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5714 = add nsw i64 %5713, 3
+  %5715 = mul nsw i64 %5714, 43264
+  %5716 = add nsw i64 %conv1_weight_grad.k3171686, 42896
+  %5717 = add nsw i64 %5715, %5716
+  %arena1699 = getelementptr inbounds float, ptr %arena, i64 %5717
+  %5718 = load float, ptr %arena1699, align 4
+  %5719 = insertelement <16 x float> undef, float %5718, i32 0
+  %5720 = shufflevector <16 x float> %5719, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5720, ptr %conv1_weight_grad.t316_a3, align 64
+  %t316_a3 = load <16 x float>, ptr %conv1_weight_grad.t316_a3, align 64
+  %t316_b01700 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
+  %t316_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c3_0, align 64
+  %5721 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a3, <16 x float> %t316_b01700, <16 x float> %t316_c3_0)
+  store <16 x float> %5721, ptr %conv1_weight_grad.t316_c3_0, align 64
+  %t316_a31701 = load <16 x float>, ptr %conv1_weight_grad.t316_a3, align 64
+  %t316_b11702 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
+  %t316_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c3_1, align 64
+  %5722 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a31701, <16 x float> %t316_b11702, <16 x float> %t316_c3_1)
+  store <16 x float> %5722, ptr %conv1_weight_grad.t316_c3_1, align 64
+  %5723 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5724 = add nsw i64 %5723, 4
+  %5725 = mul nsw i64 %5724, 43264
+  %5726 = add nsw i64 %conv1_weight_grad.k3171686, 42896
+  %5727 = add nsw i64 %5725, %5726
+  %arena1703 = getelementptr inbounds float, ptr %arena, i64 %5727
+  %5728 = load float, ptr %arena1703, align 4
+  %5729 = insertelement <16 x float> undef, float %5728, i32 0
+  %5730 = shufflevector <16 x float> %5729, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5730, ptr %conv1_weight_grad.t316_a4, align 64
+  %t316_a4 = load <16 x float>, ptr %conv1_weight_grad.t316_a4, align 64
+  %t316_b01704 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
+  %t316_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c4_0, align 64
+  %5731 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a4, <16 x float> %t316_b01704, <16 x float> %t316_c4_0)
+  store <16 x float> %5731, ptr %conv1_weight_grad.t316_c4_0, align 64
+  %t316_a41705 = load <16 x float>, ptr %conv1_weight_grad.t316_a4, align 64
+  %t316_b11706 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
+  %t316_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c4_1, align 64
+  %5732 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a41705, <16 x float> %t316_b11706, <16 x float> %t316_c4_1)
+  store <16 x float> %5732, ptr %conv1_weight_grad.t316_c4_1, align 64
+  %5733 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5734 = add nsw i64 %5733, 5
+  %5735 = mul nsw i64 %5734, 43264
+  %5736 = add nsw i64 %conv1_weight_grad.k3171686, 42896
+  %5737 = add nsw i64 %5735, %5736
+  %arena1707 = getelementptr inbounds float, ptr %arena, i64 %5737
+  %5738 = load float, ptr %arena1707, align 4
+  %5739 = insertelement <16 x float> undef, float %5738, i32 0
+  %5740 = shufflevector <16 x float> %5739, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5740, ptr %conv1_weight_grad.t316_a5, align 64
+  %t316_a5 = load <16 x float>, ptr %conv1_weight_grad.t316_a5, align 64
+  %t316_b01708 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
+  %t316_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c5_0, align 64
+  %5741 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a5, <16 x float> %t316_b01708, <16 x float> %t316_c5_0)
+  store <16 x float> %5741, ptr %conv1_weight_grad.t316_c5_0, align 64
+  %t316_a51709 = load <16 x float>, ptr %conv1_weight_grad.t316_a5, align 64
+  %t316_b11710 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
+  %t316_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c5_1, align 64
+  %5742 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a51709, <16 x float> %t316_b11710, <16 x float> %t316_c5_1)
+  store <16 x float> %5742, ptr %conv1_weight_grad.t316_c5_1, align 64
+  %5743 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5744 = add nsw i64 %5743, 6
+  %5745 = mul nsw i64 %5744, 43264
+  %5746 = add nsw i64 %conv1_weight_grad.k3171686, 42896
+  %5747 = add nsw i64 %5745, %5746
+  %arena1711 = getelementptr inbounds float, ptr %arena, i64 %5747
+  %5748 = load float, ptr %arena1711, align 4
+  %5749 = insertelement <16 x float> undef, float %5748, i32 0
+  %5750 = shufflevector <16 x float> %5749, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5750, ptr %conv1_weight_grad.t316_a6, align 64
+  %t316_a6 = load <16 x float>, ptr %conv1_weight_grad.t316_a6, align 64
+  %t316_b01712 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
+  %t316_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c6_0, align 64
+  %5751 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a6, <16 x float> %t316_b01712, <16 x float> %t316_c6_0)
+  store <16 x float> %5751, ptr %conv1_weight_grad.t316_c6_0, align 64
+  %t316_a61713 = load <16 x float>, ptr %conv1_weight_grad.t316_a6, align 64
+  %t316_b11714 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
+  %t316_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c6_1, align 64
+  %5752 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a61713, <16 x float> %t316_b11714, <16 x float> %t316_c6_1)
+  store <16 x float> %5752, ptr %conv1_weight_grad.t316_c6_1, align 64
+  %5753 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5754 = add nsw i64 %5753, 7
+  %5755 = mul nsw i64 %5754, 43264
+  %5756 = add nsw i64 %conv1_weight_grad.k3171686, 42896
+  %5757 = add nsw i64 %5755, %5756
+  %arena1715 = getelementptr inbounds float, ptr %arena, i64 %5757
+  %5758 = load float, ptr %arena1715, align 4
+  %5759 = insertelement <16 x float> undef, float %5758, i32 0
+  %5760 = shufflevector <16 x float> %5759, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5760, ptr %conv1_weight_grad.t316_a7, align 64
+  %t316_a7 = load <16 x float>, ptr %conv1_weight_grad.t316_a7, align 64
+  %t316_b01716 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
+  %t316_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c7_0, align 64
+  %5761 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a7, <16 x float> %t316_b01716, <16 x float> %t316_c7_0)
+  store <16 x float> %5761, ptr %conv1_weight_grad.t316_c7_0, align 64
+  %t316_a71717 = load <16 x float>, ptr %conv1_weight_grad.t316_a7, align 64
+  %t316_b11718 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
+  %t316_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c7_1, align 64
+  %5762 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a71717, <16 x float> %t316_b11718, <16 x float> %t316_c7_1)
+  store <16 x float> %5762, ptr %conv1_weight_grad.t316_c7_1, align 64
+  %5763 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5764 = add nsw i64 %5763, 8
+  %5765 = mul nsw i64 %5764, 43264
+  %5766 = add nsw i64 %conv1_weight_grad.k3171686, 42896
+  %5767 = add nsw i64 %5765, %5766
+  %arena1719 = getelementptr inbounds float, ptr %arena, i64 %5767
+  %5768 = load float, ptr %arena1719, align 4
+  %5769 = insertelement <16 x float> undef, float %5768, i32 0
+  %5770 = shufflevector <16 x float> %5769, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5770, ptr %conv1_weight_grad.t316_a8, align 64
+  %t316_a8 = load <16 x float>, ptr %conv1_weight_grad.t316_a8, align 64
+  %t316_b01720 = load <16 x float>, ptr %conv1_weight_grad.t316_b0, align 64
+  %t316_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t316_c8_0, align 64
+  %5771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a8, <16 x float> %t316_b01720, <16 x float> %t316_c8_0)
+  store <16 x float> %5771, ptr %conv1_weight_grad.t316_c8_0, align 64
+  %t316_a81721 = load <16 x float>, ptr %conv1_weight_grad.t316_a8, align 64
+  %t316_b11722 = load <16 x float>, ptr %conv1_weight_grad.t316_b1, align 64
+  %t316_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t316_c8_1, align 64
+  %5772 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t316_a81721, <16 x float> %t316_b11722, <16 x float> %t316_c8_1)
+  store <16 x float> %5772, ptr %conv1_weight_grad.t316_c8_1, align 64
+  %k317.next = add nsw i64 %conv1_weight_grad.k3171686, 1
+  %5773 = icmp slt i64 %k317.next, 368
+  br i1 %5773, label %conv1_weight_grad.k317, label %conv1_weight_grad.k317.end
+
+conv1_weight_grad.k317.end:                       ; preds = %conv1_weight_grad.k317
+  %t316_c0_01723 = load <16 x float>, ptr %conv1_weight_grad.t316_c0_0, align 64
+  %5774 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5775 = mul nsw i64 %5774, 32
+  %5776 = add nsw i64 1773824, %5775
+  %5777 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5778 = add nsw i64 %5776, %5777
+  %arena1724 = getelementptr inbounds float, ptr %arena, i64 %5778
+  store <16 x float> %t316_c0_01723, ptr %arena1724, align 4
+  %t316_c0_11725 = load <16 x float>, ptr %conv1_weight_grad.t316_c0_1, align 64
+  %5779 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5780 = mul nsw i64 %5779, 32
+  %5781 = add nsw i64 1773824, %5780
+  %5782 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5783 = add nsw i64 %5781, %5782
+  %5784 = add nsw i64 %5783, 16
+  %arena1726 = getelementptr inbounds float, ptr %arena, i64 %5784
+  store <16 x float> %t316_c0_11725, ptr %arena1726, align 4
+  %t316_c1_01727 = load <16 x float>, ptr %conv1_weight_grad.t316_c1_0, align 64
+  %5785 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5786 = add nsw i64 %5785, 1
+  %5787 = mul nsw i64 %5786, 32
+  %5788 = add nsw i64 1773824, %5787
+  %5789 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5790 = add nsw i64 %5788, %5789
+  %arena1728 = getelementptr inbounds float, ptr %arena, i64 %5790
+  store <16 x float> %t316_c1_01727, ptr %arena1728, align 4
+  %t316_c1_11729 = load <16 x float>, ptr %conv1_weight_grad.t316_c1_1, align 64
+  %5791 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5792 = add nsw i64 %5791, 1
+  %5793 = mul nsw i64 %5792, 32
+  %5794 = add nsw i64 1773824, %5793
+  %5795 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5796 = add nsw i64 %5794, %5795
+  %5797 = add nsw i64 %5796, 16
+  %arena1730 = getelementptr inbounds float, ptr %arena, i64 %5797
+  store <16 x float> %t316_c1_11729, ptr %arena1730, align 4
+  %t316_c2_01731 = load <16 x float>, ptr %conv1_weight_grad.t316_c2_0, align 64
+  %5798 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5799 = add nsw i64 %5798, 2
+  %5800 = mul nsw i64 %5799, 32
+  %5801 = add nsw i64 1773824, %5800
+  %5802 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5803 = add nsw i64 %5801, %5802
+  %arena1732 = getelementptr inbounds float, ptr %arena, i64 %5803
+  store <16 x float> %t316_c2_01731, ptr %arena1732, align 4
+  %t316_c2_11733 = load <16 x float>, ptr %conv1_weight_grad.t316_c2_1, align 64
+  %5804 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5805 = add nsw i64 %5804, 2
+  %5806 = mul nsw i64 %5805, 32
+  %5807 = add nsw i64 1773824, %5806
+  %5808 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5809 = add nsw i64 %5807, %5808
+  %5810 = add nsw i64 %5809, 16
+  %arena1734 = getelementptr inbounds float, ptr %arena, i64 %5810
+  store <16 x float> %t316_c2_11733, ptr %arena1734, align 4
+  %t316_c3_01735 = load <16 x float>, ptr %conv1_weight_grad.t316_c3_0, align 64
+  %5811 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5812 = add nsw i64 %5811, 3
+  %5813 = mul nsw i64 %5812, 32
+  %5814 = add nsw i64 1773824, %5813
+  %5815 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5816 = add nsw i64 %5814, %5815
+  %arena1736 = getelementptr inbounds float, ptr %arena, i64 %5816
+  store <16 x float> %t316_c3_01735, ptr %arena1736, align 4
+  %t316_c3_11737 = load <16 x float>, ptr %conv1_weight_grad.t316_c3_1, align 64
+  %5817 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5818 = add nsw i64 %5817, 3
+  %5819 = mul nsw i64 %5818, 32
+  %5820 = add nsw i64 1773824, %5819
+  %5821 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5822 = add nsw i64 %5820, %5821
+  %5823 = add nsw i64 %5822, 16
+  %arena1738 = getelementptr inbounds float, ptr %arena, i64 %5823
+  store <16 x float> %t316_c3_11737, ptr %arena1738, align 4
+  %t316_c4_01739 = load <16 x float>, ptr %conv1_weight_grad.t316_c4_0, align 64
+  %5824 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5825 = add nsw i64 %5824, 4
+  %5826 = mul nsw i64 %5825, 32
+  %5827 = add nsw i64 1773824, %5826
+  %5828 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5829 = add nsw i64 %5827, %5828
+  %arena1740 = getelementptr inbounds float, ptr %arena, i64 %5829
+  store <16 x float> %t316_c4_01739, ptr %arena1740, align 4
+  %t316_c4_11741 = load <16 x float>, ptr %conv1_weight_grad.t316_c4_1, align 64
+  %5830 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5831 = add nsw i64 %5830, 4
+  %5832 = mul nsw i64 %5831, 32
+  %5833 = add nsw i64 1773824, %5832
+  %5834 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5835 = add nsw i64 %5833, %5834
+  %5836 = add nsw i64 %5835, 16
+  %arena1742 = getelementptr inbounds float, ptr %arena, i64 %5836
+  store <16 x float> %t316_c4_11741, ptr %arena1742, align 4
+  %t316_c5_01743 = load <16 x float>, ptr %conv1_weight_grad.t316_c5_0, align 64
+  %5837 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5838 = add nsw i64 %5837, 5
+  %5839 = mul nsw i64 %5838, 32
+  %5840 = add nsw i64 1773824, %5839
+  %5841 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5842 = add nsw i64 %5840, %5841
+  %arena1744 = getelementptr inbounds float, ptr %arena, i64 %5842
+  store <16 x float> %t316_c5_01743, ptr %arena1744, align 4
+  %t316_c5_11745 = load <16 x float>, ptr %conv1_weight_grad.t316_c5_1, align 64
+  %5843 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5844 = add nsw i64 %5843, 5
+  %5845 = mul nsw i64 %5844, 32
+  %5846 = add nsw i64 1773824, %5845
+  %5847 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5848 = add nsw i64 %5846, %5847
+  %5849 = add nsw i64 %5848, 16
+  %arena1746 = getelementptr inbounds float, ptr %arena, i64 %5849
+  store <16 x float> %t316_c5_11745, ptr %arena1746, align 4
+  %t316_c6_01747 = load <16 x float>, ptr %conv1_weight_grad.t316_c6_0, align 64
+  %5850 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5851 = add nsw i64 %5850, 6
+  %5852 = mul nsw i64 %5851, 32
+  %5853 = add nsw i64 1773824, %5852
+  %5854 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5855 = add nsw i64 %5853, %5854
+  %arena1748 = getelementptr inbounds float, ptr %arena, i64 %5855
+  store <16 x float> %t316_c6_01747, ptr %arena1748, align 4
+  %t316_c6_11749 = load <16 x float>, ptr %conv1_weight_grad.t316_c6_1, align 64
+  %5856 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5857 = add nsw i64 %5856, 6
+  %5858 = mul nsw i64 %5857, 32
+  %5859 = add nsw i64 1773824, %5858
+  %5860 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5861 = add nsw i64 %5859, %5860
+  %5862 = add nsw i64 %5861, 16
+  %arena1750 = getelementptr inbounds float, ptr %arena, i64 %5862
+  store <16 x float> %t316_c6_11749, ptr %arena1750, align 4
+  %t316_c7_01751 = load <16 x float>, ptr %conv1_weight_grad.t316_c7_0, align 64
+  %5863 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5864 = add nsw i64 %5863, 7
+  %5865 = mul nsw i64 %5864, 32
+  %5866 = add nsw i64 1773824, %5865
+  %5867 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5868 = add nsw i64 %5866, %5867
+  %arena1752 = getelementptr inbounds float, ptr %arena, i64 %5868
+  store <16 x float> %t316_c7_01751, ptr %arena1752, align 4
+  %t316_c7_11753 = load <16 x float>, ptr %conv1_weight_grad.t316_c7_1, align 64
+  %5869 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5870 = add nsw i64 %5869, 7
+  %5871 = mul nsw i64 %5870, 32
+  %5872 = add nsw i64 1773824, %5871
+  %5873 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5874 = add nsw i64 %5872, %5873
+  %5875 = add nsw i64 %5874, 16
+  %arena1754 = getelementptr inbounds float, ptr %arena, i64 %5875
+  store <16 x float> %t316_c7_11753, ptr %arena1754, align 4
+  %t316_c8_01755 = load <16 x float>, ptr %conv1_weight_grad.t316_c8_0, align 64
+  %5876 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5877 = add nsw i64 %5876, 8
+  %5878 = mul nsw i64 %5877, 32
+  %5879 = add nsw i64 1773824, %5878
+  %5880 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5881 = add nsw i64 %5879, %5880
+  %arena1756 = getelementptr inbounds float, ptr %arena, i64 %5881
+  store <16 x float> %t316_c8_01755, ptr %arena1756, align 4
+  %t316_c8_11757 = load <16 x float>, ptr %conv1_weight_grad.t316_c8_1, align 64
+  %5882 = mul nsw i64 %conv1_weight_grad.mb3151667, 9
+  %5883 = add nsw i64 %5882, 8
+  %5884 = mul nsw i64 %5883, 32
+  %5885 = add nsw i64 1773824, %5884
+  %5886 = mul nsw i64 %conv1_weight_grad.nb3141666, 32
+  %5887 = add nsw i64 %5885, %5886
+  %5888 = add nsw i64 %5887, 16
+  %arena1758 = getelementptr inbounds float, ptr %arena, i64 %5888
+  store <16 x float> %t316_c8_11757, ptr %arena1758, align 4
+  %mb315.next = add nsw i64 %conv1_weight_grad.mb3151667, 1
+  %5889 = icmp slt i64 %mb315.next, 1
+  br i1 %5889, label %conv1_weight_grad.mb315, label %conv1_weight_grad.mb315.end
+
+conv1_weight_grad.f318:                           ; preds = %conv1_weight_grad.r319.end, %conv1_weight_grad.g296.end
+  %conv1_weight_grad.f3181759 = phi i64 [ 0, %conv1_weight_grad.g296.end ], [ %f318.next, %conv1_weight_grad.r319.end ]
+  br label %conv1_weight_grad.r319
+
+conv1_weight_grad.f318.end:                       ; preds = %conv1_weight_grad.r319.end
+  br label %conv1_bias_grad.i320
+
+conv1_weight_grad.r319:                           ; preds = %conv1_weight_grad.r319, %conv1_weight_grad.f318
+  %conv1_weight_grad.r3191760 = phi i64 [ 0, %conv1_weight_grad.f318 ], [ %r319.next, %conv1_weight_grad.r319 ]
+  %5890 = mul nsw i64 %conv1_weight_grad.r3191760, 32
+  %5891 = add nsw i64 1773824, %5890
+  %5892 = add nsw i64 %5891, %conv1_weight_grad.f3181759
+  %arena1761 = getelementptr inbounds float, ptr %arena, i64 %5892
+  %5893 = load float, ptr %arena1761, align 4
+  %5894 = mul nsw i64 %conv1_weight_grad.f3181759, 9
+  %5895 = add nsw i64 %5894, %conv1_weight_grad.r3191760
+  %grads1762 = getelementptr inbounds float, ptr %grads, i64 %5895
+  store float %5893, ptr %grads1762, align 4
+  %r319.next = add nsw i64 %conv1_weight_grad.r3191760, 1
+  %5896 = icmp slt i64 %r319.next, 9
+  br i1 %5896, label %conv1_weight_grad.r319, label %conv1_weight_grad.r319.end
+
+conv1_weight_grad.r319.end:                       ; preds = %conv1_weight_grad.r319
+  %f318.next = add nsw i64 %conv1_weight_grad.f3181759, 1
+  %5897 = icmp slt i64 %f318.next, 32
+  br i1 %5897, label %conv1_weight_grad.f318, label %conv1_weight_grad.f318.end
+
+conv1_bias_grad.i320:                             ; preds = %conv1_bias_grad.i320, %conv1_weight_grad.f318.end
+  %conv1_bias_grad.i3201763 = phi i64 [ 0, %conv1_weight_grad.f318.end ], [ %i320.next, %conv1_bias_grad.i320 ]
+  %arena1764 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i3201763
+  store float 1.000000e+00, ptr %arena1764, align 4
+  %i320.next = add nsw i64 %conv1_bias_grad.i3201763, 1
+  %5898 = icmp slt i64 %i320.next, 676
+  br i1 %5898, label %conv1_bias_grad.i320, label %conv1_bias_grad.i320.end
+
+conv1_bias_grad.i320.end:                         ; preds = %conv1_bias_grad.i320
+  br label %conv1_bias_grad.i321
+
+conv1_bias_grad.i321:                             ; preds = %conv1_bias_grad.i321, %conv1_bias_grad.i320.end
+  %conv1_bias_grad.i3211765 = phi i64 [ 0, %conv1_bias_grad.i320.end ], [ %i321.next, %conv1_bias_grad.i321 ]
+  %5899 = add nsw i64 288, %conv1_bias_grad.i3211765
+  %grads1766 = getelementptr inbounds float, ptr %grads, i64 %5899
+  store float 0.000000e+00, ptr %grads1766, align 4
+  %i321.next = add nsw i64 %conv1_bias_grad.i3211765, 1
+  %5900 = icmp slt i64 %i321.next, 32
+  br i1 %5900, label %conv1_bias_grad.i321, label %conv1_bias_grad.i321.end
+
+conv1_bias_grad.i321.end:                         ; preds = %conv1_bias_grad.i321
+  br label %conv1_bias_grad.img322
+
+conv1_bias_grad.img322:                           ; preds = %conv1_bias_grad.img322, %conv1_bias_grad.i321.end
+  %conv1_bias_grad.img3221767 = phi i64 [ 0, %conv1_bias_grad.i321.end ], [ %img322.next, %conv1_bias_grad.img322 ]
+  %5901 = mul nsw i64 %conv1_bias_grad.img3221767, 21632
+  %5902 = add nsw i64 3171600, %5901
+  %arena1768 = getelementptr inbounds float, ptr %arena, i64 %5902
+  %arena1769 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1770 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 676, float 1.000000e+00, ptr %arena1768, i32 676, ptr %arena1769, i32 1, float 1.000000e+00, ptr %grads1770, i32 1)
+  %img322.next = add nsw i64 %conv1_bias_grad.img3221767, 1
+  %5903 = icmp slt i64 %img322.next, 64
+  br i1 %5903, label %conv1_bias_grad.img322, label %conv1_bias_grad.img322.end
+
+conv1_bias_grad.img322.end:                       ; preds = %conv1_bias_grad.img322
+  %5904 = sitofp i64 %step to float
+  %5905 = fmul float %5904, 0xBFBAF8E8A0000000
+  %5906 = call float @llvm.exp.f32(float %5905)
+  %5907 = fsub float 1.000000e+00, %5906
+  %5908 = fdiv float %lr, %5907
+  store float %5908, ptr %adam.step_size323, align 4
+  %5909 = sitofp i64 %step to float
+  %5910 = fmul float %5909, 0xBF50645940000000
+  %5911 = call float @llvm.exp.f32(float %5910)
+  %5912 = fsub float 1.000000e+00, %5911
+  %5913 = call float @llvm.sqrt.f32(float %5912)
+  store float %5913, ptr %adam.bc2_sqrt324, align 4
+  br label %adam.i325
+
+adam.i325:                                        ; preds = %adam.i325, %conv1_bias_grad.img322.end
+  %adam.i3251771 = phi i64 [ 0, %conv1_bias_grad.img322.end ], [ %i325.next, %adam.i325 ]
+  %grads1772 = getelementptr inbounds float, ptr %grads, i64 %adam.i3251771
+  %5914 = load float, ptr %grads1772, align 4
+  %params1773 = getelementptr inbounds float, ptr %params, i64 %adam.i3251771
+  %5915 = load float, ptr %params1773, align 4
+  %5916 = fmul float 0.000000e+00, %5915
+  %5917 = fadd float %5914, %5916
+  store float %5917, ptr %adam.g, align 4
+  %m1774 = getelementptr inbounds float, ptr %m, i64 %adam.i3251771
+  %5918 = load float, ptr %m1774, align 4
+  %5919 = fmul float 0x3FECCCCCC0000000, %5918
   %g = load float, ptr %adam.g, align 4
-  %4532 = fmul float 0x3FB9999A00000000, %g
-  %4533 = fadd float %4531, %4532
-  store float %4533, ptr %adam.m_new, align 4
-  %v1163 = getelementptr inbounds float, ptr %v, i64 %adam.i3011159
-  %4534 = load float, ptr %v1163, align 4
-  %4535 = fmul float 0x3FEFF7CEE0000000, %4534
-  %g1164 = load float, ptr %adam.g, align 4
-  %4536 = fmul float 0x3F50624000000000, %g1164
-  %g1165 = load float, ptr %adam.g, align 4
-  %4537 = fmul float %4536, %g1165
-  %4538 = fadd float %4535, %4537
-  store float %4538, ptr %adam.v_new, align 4
+  %5920 = fmul float 0x3FB9999A00000000, %g
+  %5921 = fadd float %5919, %5920
+  store float %5921, ptr %adam.m_new, align 4
+  %v1775 = getelementptr inbounds float, ptr %v, i64 %adam.i3251771
+  %5922 = load float, ptr %v1775, align 4
+  %5923 = fmul float 0x3FEFF7CEE0000000, %5922
+  %g1776 = load float, ptr %adam.g, align 4
+  %5924 = fmul float 0x3F50624000000000, %g1776
+  %g1777 = load float, ptr %adam.g, align 4
+  %5925 = fmul float %5924, %g1777
+  %5926 = fadd float %5923, %5925
+  store float %5926, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1166 = getelementptr inbounds float, ptr %m, i64 %adam.i3011159
-  store float %m_new, ptr %m1166, align 4
+  %m1778 = getelementptr inbounds float, ptr %m, i64 %adam.i3251771
+  store float %m_new, ptr %m1778, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1167 = getelementptr inbounds float, ptr %v, i64 %adam.i3011159
-  store float %v_new, ptr %v1167, align 4
-  %params1168 = getelementptr inbounds float, ptr %params, i64 %adam.i3011159
-  %4539 = load float, ptr %params1168, align 4
-  %step_size299 = load float, ptr %adam.step_size299, align 4
-  %m_new1169 = load float, ptr %adam.m_new, align 4
-  %4540 = fmul float %step_size299, %m_new1169
-  %v_new1170 = load float, ptr %adam.v_new, align 4
-  %4541 = call float @llvm.sqrt.f32(float %v_new1170)
-  %bc2_sqrt300 = load float, ptr %adam.bc2_sqrt300, align 4
-  %4542 = fdiv float %4541, %bc2_sqrt300
-  %4543 = fadd float %4542, 0x3E45798EE0000000
-  %4544 = fdiv float %4540, %4543
-  %4545 = fsub float %4539, %4544
-  %params1171 = getelementptr inbounds float, ptr %params, i64 %adam.i3011159
-  store float %4545, ptr %params1171, align 4
-  %i301.next = add nsw i64 %adam.i3011159, 1
-  %4546 = icmp slt i64 %i301.next, 1199882
-  br i1 %4546, label %adam.i301, label %adam.i301.end
+  %v1779 = getelementptr inbounds float, ptr %v, i64 %adam.i3251771
+  store float %v_new, ptr %v1779, align 4
+  %params1780 = getelementptr inbounds float, ptr %params, i64 %adam.i3251771
+  %5927 = load float, ptr %params1780, align 4
+  %step_size323 = load float, ptr %adam.step_size323, align 4
+  %m_new1781 = load float, ptr %adam.m_new, align 4
+  %5928 = fmul float %step_size323, %m_new1781
+  %v_new1782 = load float, ptr %adam.v_new, align 4
+  %5929 = call float @llvm.sqrt.f32(float %v_new1782)
+  %bc2_sqrt324 = load float, ptr %adam.bc2_sqrt324, align 4
+  %5930 = fdiv float %5929, %bc2_sqrt324
+  %5931 = fadd float %5930, 0x3E45798EE0000000
+  %5932 = fdiv float %5928, %5931
+  %5933 = fsub float %5927, %5932
+  %params1783 = getelementptr inbounds float, ptr %params, i64 %adam.i3251771
+  store float %5933, ptr %params1783, align 4
+  %i325.next = add nsw i64 %adam.i3251771, 1
+  %5934 = icmp slt i64 %i325.next, 1199882
+  br i1 %5934, label %adam.i325, label %adam.i325.end
 
-adam.i301.end:                                    ; preds = %adam.i301
+adam.i325.end:                                    ; preds = %adam.i325
   ret void
 }
 

@@ -529,459 +529,951 @@ public func mnistnet_train_b64(
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
-  sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
-  // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u93 in 0..<10 {
-    var acc94: Float = Float(0)
-    for n95 in 0..<64 {
-      acc94 = (acc94 + arena[((3171600 +% (n95 *% 10)) +% u93)])
+  for nb93 in 0..<2 {
+    for mb94 in 0..<1 {
+      var t95_c0_0 = SIMD16<Float>()
+      var t95_c0_1 = SIMD16<Float>()
+      var t95_c0_2 = SIMD16<Float>()
+      var t95_c0_3 = SIMD16<Float>()
+      var t95_c1_0 = SIMD16<Float>()
+      var t95_c1_1 = SIMD16<Float>()
+      var t95_c1_2 = SIMD16<Float>()
+      var t95_c1_3 = SIMD16<Float>()
+      var t95_c2_0 = SIMD16<Float>()
+      var t95_c2_1 = SIMD16<Float>()
+      var t95_c2_2 = SIMD16<Float>()
+      var t95_c2_3 = SIMD16<Float>()
+      var t95_c3_0 = SIMD16<Float>()
+      var t95_c3_1 = SIMD16<Float>()
+      var t95_c3_2 = SIMD16<Float>()
+      var t95_c3_3 = SIMD16<Float>()
+      var t95_c4_0 = SIMD16<Float>()
+      var t95_c4_1 = SIMD16<Float>()
+      var t95_c4_2 = SIMD16<Float>()
+      var t95_c4_3 = SIMD16<Float>()
+      var t95_c5_0 = SIMD16<Float>()
+      var t95_c5_1 = SIMD16<Float>()
+      var t95_c5_2 = SIMD16<Float>()
+      var t95_c5_3 = SIMD16<Float>()
+      for k96 in 0..<64 {
+        let t95_b0 = load16(arena, ((3162112 +% (k96 *% 128)) +% (nb93 *% 64)))
+        let t95_b1 = load16(arena, (((3162112 +% (k96 *% 128)) +% (nb93 *% 64)) +% 16))
+        let t95_b2 = load16(arena, (((3162112 +% (k96 *% 128)) +% (nb93 *% 64)) +% 32))
+        let t95_b3 = load16(arena, (((3162112 +% (k96 *% 128)) +% (nb93 *% 64)) +% 48))
+        let t95_a0 = SIMD16<Float>(repeating: arena[((3171600 +% (mb94 *% 6)) +% (k96 *% 10))])
+        t95_c0_0 = t95_c0_0.addingProduct(t95_a0, t95_b0)
+        t95_c0_1 = t95_c0_1.addingProduct(t95_a0, t95_b1)
+        t95_c0_2 = t95_c0_2.addingProduct(t95_a0, t95_b2)
+        t95_c0_3 = t95_c0_3.addingProduct(t95_a0, t95_b3)
+        let t95_a1 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb94 *% 6) +% 1)) +% (k96 *% 10))])
+        t95_c1_0 = t95_c1_0.addingProduct(t95_a1, t95_b0)
+        t95_c1_1 = t95_c1_1.addingProduct(t95_a1, t95_b1)
+        t95_c1_2 = t95_c1_2.addingProduct(t95_a1, t95_b2)
+        t95_c1_3 = t95_c1_3.addingProduct(t95_a1, t95_b3)
+        let t95_a2 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb94 *% 6) +% 2)) +% (k96 *% 10))])
+        t95_c2_0 = t95_c2_0.addingProduct(t95_a2, t95_b0)
+        t95_c2_1 = t95_c2_1.addingProduct(t95_a2, t95_b1)
+        t95_c2_2 = t95_c2_2.addingProduct(t95_a2, t95_b2)
+        t95_c2_3 = t95_c2_3.addingProduct(t95_a2, t95_b3)
+        let t95_a3 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb94 *% 6) +% 3)) +% (k96 *% 10))])
+        t95_c3_0 = t95_c3_0.addingProduct(t95_a3, t95_b0)
+        t95_c3_1 = t95_c3_1.addingProduct(t95_a3, t95_b1)
+        t95_c3_2 = t95_c3_2.addingProduct(t95_a3, t95_b2)
+        t95_c3_3 = t95_c3_3.addingProduct(t95_a3, t95_b3)
+        let t95_a4 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb94 *% 6) +% 4)) +% (k96 *% 10))])
+        t95_c4_0 = t95_c4_0.addingProduct(t95_a4, t95_b0)
+        t95_c4_1 = t95_c4_1.addingProduct(t95_a4, t95_b1)
+        t95_c4_2 = t95_c4_2.addingProduct(t95_a4, t95_b2)
+        t95_c4_3 = t95_c4_3.addingProduct(t95_a4, t95_b3)
+        let t95_a5 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb94 *% 6) +% 5)) +% (k96 *% 10))])
+        t95_c5_0 = t95_c5_0.addingProduct(t95_a5, t95_b0)
+        t95_c5_1 = t95_c5_1.addingProduct(t95_a5, t95_b1)
+        t95_c5_2 = t95_c5_2.addingProduct(t95_a5, t95_b2)
+        t95_c5_3 = t95_c5_3.addingProduct(t95_a5, t95_b3)
+      }
+      store16(grads, ((1198592 +% ((mb94 *% 6) *% 128)) +% (nb93 *% 64)), t95_c0_0)
+      store16(grads, (((1198592 +% ((mb94 *% 6) *% 128)) +% (nb93 *% 64)) +% 16), t95_c0_1)
+      store16(grads, (((1198592 +% ((mb94 *% 6) *% 128)) +% (nb93 *% 64)) +% 32), t95_c0_2)
+      store16(grads, (((1198592 +% ((mb94 *% 6) *% 128)) +% (nb93 *% 64)) +% 48), t95_c0_3)
+      store16(grads, ((1198592 +% (((mb94 *% 6) +% 1) *% 128)) +% (nb93 *% 64)), t95_c1_0)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 1) *% 128)) +% (nb93 *% 64)) +% 16), t95_c1_1)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 1) *% 128)) +% (nb93 *% 64)) +% 32), t95_c1_2)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 1) *% 128)) +% (nb93 *% 64)) +% 48), t95_c1_3)
+      store16(grads, ((1198592 +% (((mb94 *% 6) +% 2) *% 128)) +% (nb93 *% 64)), t95_c2_0)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 2) *% 128)) +% (nb93 *% 64)) +% 16), t95_c2_1)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 2) *% 128)) +% (nb93 *% 64)) +% 32), t95_c2_2)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 2) *% 128)) +% (nb93 *% 64)) +% 48), t95_c2_3)
+      store16(grads, ((1198592 +% (((mb94 *% 6) +% 3) *% 128)) +% (nb93 *% 64)), t95_c3_0)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 3) *% 128)) +% (nb93 *% 64)) +% 16), t95_c3_1)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 3) *% 128)) +% (nb93 *% 64)) +% 32), t95_c3_2)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 3) *% 128)) +% (nb93 *% 64)) +% 48), t95_c3_3)
+      store16(grads, ((1198592 +% (((mb94 *% 6) +% 4) *% 128)) +% (nb93 *% 64)), t95_c4_0)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 4) *% 128)) +% (nb93 *% 64)) +% 16), t95_c4_1)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 4) *% 128)) +% (nb93 *% 64)) +% 32), t95_c4_2)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 4) *% 128)) +% (nb93 *% 64)) +% 48), t95_c4_3)
+      store16(grads, ((1198592 +% (((mb94 *% 6) +% 5) *% 128)) +% (nb93 *% 64)), t95_c5_0)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 5) *% 128)) +% (nb93 *% 64)) +% 16), t95_c5_1)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 5) *% 128)) +% (nb93 *% 64)) +% 32), t95_c5_2)
+      store16(grads, (((1198592 +% (((mb94 *% 6) +% 5) *% 128)) +% (nb93 *% 64)) +% 48), t95_c5_3)
     }
-    grads[(1199872 +% u93)] = acc94
+    var t97_c0_0 = SIMD16<Float>()
+    var t97_c0_1 = SIMD16<Float>()
+    var t97_c0_2 = SIMD16<Float>()
+    var t97_c0_3 = SIMD16<Float>()
+    var t97_c1_0 = SIMD16<Float>()
+    var t97_c1_1 = SIMD16<Float>()
+    var t97_c1_2 = SIMD16<Float>()
+    var t97_c1_3 = SIMD16<Float>()
+    var t97_c2_0 = SIMD16<Float>()
+    var t97_c2_1 = SIMD16<Float>()
+    var t97_c2_2 = SIMD16<Float>()
+    var t97_c2_3 = SIMD16<Float>()
+    var t97_c3_0 = SIMD16<Float>()
+    var t97_c3_1 = SIMD16<Float>()
+    var t97_c3_2 = SIMD16<Float>()
+    var t97_c3_3 = SIMD16<Float>()
+    for k98 in 0..<64 {
+      let t97_b0 = load16(arena, ((3162112 +% (k98 *% 128)) +% (nb93 *% 64)))
+      let t97_b1 = load16(arena, (((3162112 +% (k98 *% 128)) +% (nb93 *% 64)) +% 16))
+      let t97_b2 = load16(arena, (((3162112 +% (k98 *% 128)) +% (nb93 *% 64)) +% 32))
+      let t97_b3 = load16(arena, (((3162112 +% (k98 *% 128)) +% (nb93 *% 64)) +% 48))
+      let t97_a0 = SIMD16<Float>(repeating: arena[(3171606 +% (k98 *% 10))])
+      t97_c0_0 = t97_c0_0.addingProduct(t97_a0, t97_b0)
+      t97_c0_1 = t97_c0_1.addingProduct(t97_a0, t97_b1)
+      t97_c0_2 = t97_c0_2.addingProduct(t97_a0, t97_b2)
+      t97_c0_3 = t97_c0_3.addingProduct(t97_a0, t97_b3)
+      let t97_a1 = SIMD16<Float>(repeating: arena[(3171607 +% (k98 *% 10))])
+      t97_c1_0 = t97_c1_0.addingProduct(t97_a1, t97_b0)
+      t97_c1_1 = t97_c1_1.addingProduct(t97_a1, t97_b1)
+      t97_c1_2 = t97_c1_2.addingProduct(t97_a1, t97_b2)
+      t97_c1_3 = t97_c1_3.addingProduct(t97_a1, t97_b3)
+      let t97_a2 = SIMD16<Float>(repeating: arena[(3171608 +% (k98 *% 10))])
+      t97_c2_0 = t97_c2_0.addingProduct(t97_a2, t97_b0)
+      t97_c2_1 = t97_c2_1.addingProduct(t97_a2, t97_b1)
+      t97_c2_2 = t97_c2_2.addingProduct(t97_a2, t97_b2)
+      t97_c2_3 = t97_c2_3.addingProduct(t97_a2, t97_b3)
+      let t97_a3 = SIMD16<Float>(repeating: arena[(3171609 +% (k98 *% 10))])
+      t97_c3_0 = t97_c3_0.addingProduct(t97_a3, t97_b0)
+      t97_c3_1 = t97_c3_1.addingProduct(t97_a3, t97_b1)
+      t97_c3_2 = t97_c3_2.addingProduct(t97_a3, t97_b2)
+      t97_c3_3 = t97_c3_3.addingProduct(t97_a3, t97_b3)
+    }
+    store16(grads, (1199360 +% (nb93 *% 64)), t97_c0_0)
+    store16(grads, ((1199360 +% (nb93 *% 64)) +% 16), t97_c0_1)
+    store16(grads, ((1199360 +% (nb93 *% 64)) +% 32), t97_c0_2)
+    store16(grads, ((1199360 +% (nb93 *% 64)) +% 48), t97_c0_3)
+    store16(grads, (1199488 +% (nb93 *% 64)), t97_c1_0)
+    store16(grads, ((1199488 +% (nb93 *% 64)) +% 16), t97_c1_1)
+    store16(grads, ((1199488 +% (nb93 *% 64)) +% 32), t97_c1_2)
+    store16(grads, ((1199488 +% (nb93 *% 64)) +% 48), t97_c1_3)
+    store16(grads, (1199616 +% (nb93 *% 64)), t97_c2_0)
+    store16(grads, ((1199616 +% (nb93 *% 64)) +% 16), t97_c2_1)
+    store16(grads, ((1199616 +% (nb93 *% 64)) +% 32), t97_c2_2)
+    store16(grads, ((1199616 +% (nb93 *% 64)) +% 48), t97_c2_3)
+    store16(grads, (1199744 +% (nb93 *% 64)), t97_c3_0)
+    store16(grads, ((1199744 +% (nb93 *% 64)) +% 16), t97_c3_1)
+    store16(grads, ((1199744 +% (nb93 *% 64)) +% 32), t97_c3_2)
+    store16(grads, ((1199744 +% (nb93 *% 64)) +% 48), t97_c3_3)
+  }
+  // fc2_bias_grad = dense_grad_bias(fc2_grad)
+  for u99 in 0..<10 {
+    var acc100: Float = Float(0)
+    for n101 in 0..<64 {
+      acc100 = (acc100 + arena[((3171600 +% (n101 *% 10)) +% u99)])
+    }
+    grads[(1199872 +% u99)] = acc100
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
-  sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
+  for nb102 in 0..<2 {
+    for mb103 in 0..<10 {
+      var t104_c0_0 = SIMD16<Float>()
+      var t104_c0_1 = SIMD16<Float>()
+      var t104_c0_2 = SIMD16<Float>()
+      var t104_c0_3 = SIMD16<Float>()
+      var t104_c1_0 = SIMD16<Float>()
+      var t104_c1_1 = SIMD16<Float>()
+      var t104_c1_2 = SIMD16<Float>()
+      var t104_c1_3 = SIMD16<Float>()
+      var t104_c2_0 = SIMD16<Float>()
+      var t104_c2_1 = SIMD16<Float>()
+      var t104_c2_2 = SIMD16<Float>()
+      var t104_c2_3 = SIMD16<Float>()
+      var t104_c3_0 = SIMD16<Float>()
+      var t104_c3_1 = SIMD16<Float>()
+      var t104_c3_2 = SIMD16<Float>()
+      var t104_c3_3 = SIMD16<Float>()
+      var t104_c4_0 = SIMD16<Float>()
+      var t104_c4_1 = SIMD16<Float>()
+      var t104_c4_2 = SIMD16<Float>()
+      var t104_c4_3 = SIMD16<Float>()
+      var t104_c5_0 = SIMD16<Float>()
+      var t104_c5_1 = SIMD16<Float>()
+      var t104_c5_2 = SIMD16<Float>()
+      var t104_c5_3 = SIMD16<Float>()
+      for k105 in 0..<10 {
+        let t104_b0 = load16(params, ((1198592 +% (k105 *% 128)) +% (nb102 *% 64)))
+        let t104_b1 = load16(params, (((1198592 +% (k105 *% 128)) +% (nb102 *% 64)) +% 16))
+        let t104_b2 = load16(params, (((1198592 +% (k105 *% 128)) +% (nb102 *% 64)) +% 32))
+        let t104_b3 = load16(params, (((1198592 +% (k105 *% 128)) +% (nb102 *% 64)) +% 48))
+        let t104_a0 = SIMD16<Float>(repeating: arena[((3171600 +% ((mb103 *% 6) *% 10)) +% k105)])
+        t104_c0_0 = t104_c0_0.addingProduct(t104_a0, t104_b0)
+        t104_c0_1 = t104_c0_1.addingProduct(t104_a0, t104_b1)
+        t104_c0_2 = t104_c0_2.addingProduct(t104_a0, t104_b2)
+        t104_c0_3 = t104_c0_3.addingProduct(t104_a0, t104_b3)
+        let t104_a1 = SIMD16<Float>(repeating: arena[((3171600 +% (((mb103 *% 6) +% 1) *% 10)) +% k105)])
+        t104_c1_0 = t104_c1_0.addingProduct(t104_a1, t104_b0)
+        t104_c1_1 = t104_c1_1.addingProduct(t104_a1, t104_b1)
+        t104_c1_2 = t104_c1_2.addingProduct(t104_a1, t104_b2)
+        t104_c1_3 = t104_c1_3.addingProduct(t104_a1, t104_b3)
+        let t104_a2 = SIMD16<Float>(repeating: arena[((3171600 +% (((mb103 *% 6) +% 2) *% 10)) +% k105)])
+        t104_c2_0 = t104_c2_0.addingProduct(t104_a2, t104_b0)
+        t104_c2_1 = t104_c2_1.addingProduct(t104_a2, t104_b1)
+        t104_c2_2 = t104_c2_2.addingProduct(t104_a2, t104_b2)
+        t104_c2_3 = t104_c2_3.addingProduct(t104_a2, t104_b3)
+        let t104_a3 = SIMD16<Float>(repeating: arena[((3171600 +% (((mb103 *% 6) +% 3) *% 10)) +% k105)])
+        t104_c3_0 = t104_c3_0.addingProduct(t104_a3, t104_b0)
+        t104_c3_1 = t104_c3_1.addingProduct(t104_a3, t104_b1)
+        t104_c3_2 = t104_c3_2.addingProduct(t104_a3, t104_b2)
+        t104_c3_3 = t104_c3_3.addingProduct(t104_a3, t104_b3)
+        let t104_a4 = SIMD16<Float>(repeating: arena[((3171600 +% (((mb103 *% 6) +% 4) *% 10)) +% k105)])
+        t104_c4_0 = t104_c4_0.addingProduct(t104_a4, t104_b0)
+        t104_c4_1 = t104_c4_1.addingProduct(t104_a4, t104_b1)
+        t104_c4_2 = t104_c4_2.addingProduct(t104_a4, t104_b2)
+        t104_c4_3 = t104_c4_3.addingProduct(t104_a4, t104_b3)
+        let t104_a5 = SIMD16<Float>(repeating: arena[((3171600 +% (((mb103 *% 6) +% 5) *% 10)) +% k105)])
+        t104_c5_0 = t104_c5_0.addingProduct(t104_a5, t104_b0)
+        t104_c5_1 = t104_c5_1.addingProduct(t104_a5, t104_b1)
+        t104_c5_2 = t104_c5_2.addingProduct(t104_a5, t104_b2)
+        t104_c5_3 = t104_c5_3.addingProduct(t104_a5, t104_b3)
+      }
+      store16(arena, ((3172240 +% ((mb103 *% 6) *% 128)) +% (nb102 *% 64)), t104_c0_0)
+      store16(arena, (((3172240 +% ((mb103 *% 6) *% 128)) +% (nb102 *% 64)) +% 16), t104_c0_1)
+      store16(arena, (((3172240 +% ((mb103 *% 6) *% 128)) +% (nb102 *% 64)) +% 32), t104_c0_2)
+      store16(arena, (((3172240 +% ((mb103 *% 6) *% 128)) +% (nb102 *% 64)) +% 48), t104_c0_3)
+      store16(arena, ((3172240 +% (((mb103 *% 6) +% 1) *% 128)) +% (nb102 *% 64)), t104_c1_0)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 1) *% 128)) +% (nb102 *% 64)) +% 16), t104_c1_1)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 1) *% 128)) +% (nb102 *% 64)) +% 32), t104_c1_2)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 1) *% 128)) +% (nb102 *% 64)) +% 48), t104_c1_3)
+      store16(arena, ((3172240 +% (((mb103 *% 6) +% 2) *% 128)) +% (nb102 *% 64)), t104_c2_0)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 2) *% 128)) +% (nb102 *% 64)) +% 16), t104_c2_1)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 2) *% 128)) +% (nb102 *% 64)) +% 32), t104_c2_2)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 2) *% 128)) +% (nb102 *% 64)) +% 48), t104_c2_3)
+      store16(arena, ((3172240 +% (((mb103 *% 6) +% 3) *% 128)) +% (nb102 *% 64)), t104_c3_0)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 3) *% 128)) +% (nb102 *% 64)) +% 16), t104_c3_1)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 3) *% 128)) +% (nb102 *% 64)) +% 32), t104_c3_2)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 3) *% 128)) +% (nb102 *% 64)) +% 48), t104_c3_3)
+      store16(arena, ((3172240 +% (((mb103 *% 6) +% 4) *% 128)) +% (nb102 *% 64)), t104_c4_0)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 4) *% 128)) +% (nb102 *% 64)) +% 16), t104_c4_1)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 4) *% 128)) +% (nb102 *% 64)) +% 32), t104_c4_2)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 4) *% 128)) +% (nb102 *% 64)) +% 48), t104_c4_3)
+      store16(arena, ((3172240 +% (((mb103 *% 6) +% 5) *% 128)) +% (nb102 *% 64)), t104_c5_0)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 5) *% 128)) +% (nb102 *% 64)) +% 16), t104_c5_1)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 5) *% 128)) +% (nb102 *% 64)) +% 32), t104_c5_2)
+      store16(arena, (((3172240 +% (((mb103 *% 6) +% 5) *% 128)) +% (nb102 *% 64)) +% 48), t104_c5_3)
+    }
+    var t106_c0_0 = SIMD16<Float>()
+    var t106_c0_1 = SIMD16<Float>()
+    var t106_c0_2 = SIMD16<Float>()
+    var t106_c0_3 = SIMD16<Float>()
+    var t106_c1_0 = SIMD16<Float>()
+    var t106_c1_1 = SIMD16<Float>()
+    var t106_c1_2 = SIMD16<Float>()
+    var t106_c1_3 = SIMD16<Float>()
+    var t106_c2_0 = SIMD16<Float>()
+    var t106_c2_1 = SIMD16<Float>()
+    var t106_c2_2 = SIMD16<Float>()
+    var t106_c2_3 = SIMD16<Float>()
+    var t106_c3_0 = SIMD16<Float>()
+    var t106_c3_1 = SIMD16<Float>()
+    var t106_c3_2 = SIMD16<Float>()
+    var t106_c3_3 = SIMD16<Float>()
+    for k107 in 0..<10 {
+      let t106_b0 = load16(params, ((1198592 +% (k107 *% 128)) +% (nb102 *% 64)))
+      let t106_b1 = load16(params, (((1198592 +% (k107 *% 128)) +% (nb102 *% 64)) +% 16))
+      let t106_b2 = load16(params, (((1198592 +% (k107 *% 128)) +% (nb102 *% 64)) +% 32))
+      let t106_b3 = load16(params, (((1198592 +% (k107 *% 128)) +% (nb102 *% 64)) +% 48))
+      let t106_a0 = SIMD16<Float>(repeating: arena[(3172200 +% k107)])
+      t106_c0_0 = t106_c0_0.addingProduct(t106_a0, t106_b0)
+      t106_c0_1 = t106_c0_1.addingProduct(t106_a0, t106_b1)
+      t106_c0_2 = t106_c0_2.addingProduct(t106_a0, t106_b2)
+      t106_c0_3 = t106_c0_3.addingProduct(t106_a0, t106_b3)
+      let t106_a1 = SIMD16<Float>(repeating: arena[(3172210 +% k107)])
+      t106_c1_0 = t106_c1_0.addingProduct(t106_a1, t106_b0)
+      t106_c1_1 = t106_c1_1.addingProduct(t106_a1, t106_b1)
+      t106_c1_2 = t106_c1_2.addingProduct(t106_a1, t106_b2)
+      t106_c1_3 = t106_c1_3.addingProduct(t106_a1, t106_b3)
+      let t106_a2 = SIMD16<Float>(repeating: arena[(3172220 +% k107)])
+      t106_c2_0 = t106_c2_0.addingProduct(t106_a2, t106_b0)
+      t106_c2_1 = t106_c2_1.addingProduct(t106_a2, t106_b1)
+      t106_c2_2 = t106_c2_2.addingProduct(t106_a2, t106_b2)
+      t106_c2_3 = t106_c2_3.addingProduct(t106_a2, t106_b3)
+      let t106_a3 = SIMD16<Float>(repeating: arena[(3172230 +% k107)])
+      t106_c3_0 = t106_c3_0.addingProduct(t106_a3, t106_b0)
+      t106_c3_1 = t106_c3_1.addingProduct(t106_a3, t106_b1)
+      t106_c3_2 = t106_c3_2.addingProduct(t106_a3, t106_b2)
+      t106_c3_3 = t106_c3_3.addingProduct(t106_a3, t106_b3)
+    }
+    store16(arena, (3179920 +% (nb102 *% 64)), t106_c0_0)
+    store16(arena, ((3179920 +% (nb102 *% 64)) +% 16), t106_c0_1)
+    store16(arena, ((3179920 +% (nb102 *% 64)) +% 32), t106_c0_2)
+    store16(arena, ((3179920 +% (nb102 *% 64)) +% 48), t106_c0_3)
+    store16(arena, (3180048 +% (nb102 *% 64)), t106_c1_0)
+    store16(arena, ((3180048 +% (nb102 *% 64)) +% 16), t106_c1_1)
+    store16(arena, ((3180048 +% (nb102 *% 64)) +% 32), t106_c1_2)
+    store16(arena, ((3180048 +% (nb102 *% 64)) +% 48), t106_c1_3)
+    store16(arena, (3180176 +% (nb102 *% 64)), t106_c2_0)
+    store16(arena, ((3180176 +% (nb102 *% 64)) +% 16), t106_c2_1)
+    store16(arena, ((3180176 +% (nb102 *% 64)) +% 32), t106_c2_2)
+    store16(arena, ((3180176 +% (nb102 *% 64)) +% 48), t106_c2_3)
+    store16(arena, (3180304 +% (nb102 *% 64)), t106_c3_0)
+    store16(arena, ((3180304 +% (nb102 *% 64)) +% 16), t106_c3_1)
+    store16(arena, ((3180304 +% (nb102 *% 64)) +% 32), t106_c3_2)
+    store16(arena, ((3180304 +% (nb102 *% 64)) +% 48), t106_c3_3)
+  }
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  for i96 in 0..<8192 {
-    arena[(3180432 +% i96)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i96) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 +% i96)] * Float(2)) : Float(0))
+  for i108 in 0..<8192 {
+    arena[(3180432 +% i108)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i108) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 +% i108)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i97
-    var i97 = 0
-    while i97 &+ 16 <= 8192 {
-      store16(arena, 3162112 &+ i97, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i97), where: load16(arena, 3153920 &+ i97) .> SIMD16<Float>(repeating: Float(0))))
-      i97 &+= 16
+  do {  // SIMD16 over i109
+    var i109 = 0
+    while i109 &+ 16 <= 8192 {
+      store16(arena, 3162112 &+ i109, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i109), where: load16(arena, 3153920 &+ i109) .> SIMD16<Float>(repeating: Float(0))))
+      i109 &+= 16
     }
-    while i97 < 8192 {
-      arena[(3162112 +% i97)] = (arena[(3153920 +% i97)] > Float(0) ? arena[(3180432 +% i97)] : Float(0))
-      i97 &+= 1
+    while i109 < 8192 {
+      arena[(3162112 +% i109)] = (arena[(3153920 +% i109)] > Float(0) ? arena[(3180432 +% i109)] : Float(0))
+      i109 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  sgemm(101, 112, 111, 128, 9216, 64, 1, arena + 3162112, 128, arena + 2564096, 9216, Float(bitPattern: 0x0), grads + 18816, 9216)
-  // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u98 in 0..<128 {
-    var acc99: Float = Float(0)
-    for n100 in 0..<64 {
-      acc99 = (acc99 + arena[((3162112 +% (n100 *% 128)) +% u98)])
+  for nb110 in 0..<144 {
+    for mb111 in 0..<21 {
+      var t112_c0_0 = SIMD16<Float>()
+      var t112_c0_1 = SIMD16<Float>()
+      var t112_c0_2 = SIMD16<Float>()
+      var t112_c0_3 = SIMD16<Float>()
+      var t112_c1_0 = SIMD16<Float>()
+      var t112_c1_1 = SIMD16<Float>()
+      var t112_c1_2 = SIMD16<Float>()
+      var t112_c1_3 = SIMD16<Float>()
+      var t112_c2_0 = SIMD16<Float>()
+      var t112_c2_1 = SIMD16<Float>()
+      var t112_c2_2 = SIMD16<Float>()
+      var t112_c2_3 = SIMD16<Float>()
+      var t112_c3_0 = SIMD16<Float>()
+      var t112_c3_1 = SIMD16<Float>()
+      var t112_c3_2 = SIMD16<Float>()
+      var t112_c3_3 = SIMD16<Float>()
+      var t112_c4_0 = SIMD16<Float>()
+      var t112_c4_1 = SIMD16<Float>()
+      var t112_c4_2 = SIMD16<Float>()
+      var t112_c4_3 = SIMD16<Float>()
+      var t112_c5_0 = SIMD16<Float>()
+      var t112_c5_1 = SIMD16<Float>()
+      var t112_c5_2 = SIMD16<Float>()
+      var t112_c5_3 = SIMD16<Float>()
+      for k113 in 0..<64 {
+        let t112_b0 = load16(arena, ((2564096 +% (k113 *% 9216)) +% (nb110 *% 64)))
+        let t112_b1 = load16(arena, (((2564096 +% (k113 *% 9216)) +% (nb110 *% 64)) +% 16))
+        let t112_b2 = load16(arena, (((2564096 +% (k113 *% 9216)) +% (nb110 *% 64)) +% 32))
+        let t112_b3 = load16(arena, (((2564096 +% (k113 *% 9216)) +% (nb110 *% 64)) +% 48))
+        let t112_a0 = SIMD16<Float>(repeating: arena[((3162112 +% (mb111 *% 6)) +% (k113 *% 128))])
+        t112_c0_0 = t112_c0_0.addingProduct(t112_a0, t112_b0)
+        t112_c0_1 = t112_c0_1.addingProduct(t112_a0, t112_b1)
+        t112_c0_2 = t112_c0_2.addingProduct(t112_a0, t112_b2)
+        t112_c0_3 = t112_c0_3.addingProduct(t112_a0, t112_b3)
+        let t112_a1 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb111 *% 6) +% 1)) +% (k113 *% 128))])
+        t112_c1_0 = t112_c1_0.addingProduct(t112_a1, t112_b0)
+        t112_c1_1 = t112_c1_1.addingProduct(t112_a1, t112_b1)
+        t112_c1_2 = t112_c1_2.addingProduct(t112_a1, t112_b2)
+        t112_c1_3 = t112_c1_3.addingProduct(t112_a1, t112_b3)
+        let t112_a2 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb111 *% 6) +% 2)) +% (k113 *% 128))])
+        t112_c2_0 = t112_c2_0.addingProduct(t112_a2, t112_b0)
+        t112_c2_1 = t112_c2_1.addingProduct(t112_a2, t112_b1)
+        t112_c2_2 = t112_c2_2.addingProduct(t112_a2, t112_b2)
+        t112_c2_3 = t112_c2_3.addingProduct(t112_a2, t112_b3)
+        let t112_a3 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb111 *% 6) +% 3)) +% (k113 *% 128))])
+        t112_c3_0 = t112_c3_0.addingProduct(t112_a3, t112_b0)
+        t112_c3_1 = t112_c3_1.addingProduct(t112_a3, t112_b1)
+        t112_c3_2 = t112_c3_2.addingProduct(t112_a3, t112_b2)
+        t112_c3_3 = t112_c3_3.addingProduct(t112_a3, t112_b3)
+        let t112_a4 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb111 *% 6) +% 4)) +% (k113 *% 128))])
+        t112_c4_0 = t112_c4_0.addingProduct(t112_a4, t112_b0)
+        t112_c4_1 = t112_c4_1.addingProduct(t112_a4, t112_b1)
+        t112_c4_2 = t112_c4_2.addingProduct(t112_a4, t112_b2)
+        t112_c4_3 = t112_c4_3.addingProduct(t112_a4, t112_b3)
+        let t112_a5 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb111 *% 6) +% 5)) +% (k113 *% 128))])
+        t112_c5_0 = t112_c5_0.addingProduct(t112_a5, t112_b0)
+        t112_c5_1 = t112_c5_1.addingProduct(t112_a5, t112_b1)
+        t112_c5_2 = t112_c5_2.addingProduct(t112_a5, t112_b2)
+        t112_c5_3 = t112_c5_3.addingProduct(t112_a5, t112_b3)
+      }
+      store16(grads, ((18816 +% ((mb111 *% 6) *% 9216)) +% (nb110 *% 64)), t112_c0_0)
+      store16(grads, (((18816 +% ((mb111 *% 6) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c0_1)
+      store16(grads, (((18816 +% ((mb111 *% 6) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c0_2)
+      store16(grads, (((18816 +% ((mb111 *% 6) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c0_3)
+      store16(grads, ((18816 +% (((mb111 *% 6) +% 1) *% 9216)) +% (nb110 *% 64)), t112_c1_0)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 1) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c1_1)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 1) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c1_2)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 1) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c1_3)
+      store16(grads, ((18816 +% (((mb111 *% 6) +% 2) *% 9216)) +% (nb110 *% 64)), t112_c2_0)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 2) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c2_1)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 2) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c2_2)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 2) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c2_3)
+      store16(grads, ((18816 +% (((mb111 *% 6) +% 3) *% 9216)) +% (nb110 *% 64)), t112_c3_0)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 3) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c3_1)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 3) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c3_2)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 3) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c3_3)
+      store16(grads, ((18816 +% (((mb111 *% 6) +% 4) *% 9216)) +% (nb110 *% 64)), t112_c4_0)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 4) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c4_1)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 4) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c4_2)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 4) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c4_3)
+      store16(grads, ((18816 +% (((mb111 *% 6) +% 5) *% 9216)) +% (nb110 *% 64)), t112_c5_0)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 5) *% 9216)) +% (nb110 *% 64)) +% 16), t112_c5_1)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 5) *% 9216)) +% (nb110 *% 64)) +% 32), t112_c5_2)
+      store16(grads, (((18816 +% (((mb111 *% 6) +% 5) *% 9216)) +% (nb110 *% 64)) +% 48), t112_c5_3)
     }
-    grads[(1198464 +% u98)] = acc99
+    var t114_c0_0 = SIMD16<Float>()
+    var t114_c0_1 = SIMD16<Float>()
+    var t114_c0_2 = SIMD16<Float>()
+    var t114_c0_3 = SIMD16<Float>()
+    var t114_c1_0 = SIMD16<Float>()
+    var t114_c1_1 = SIMD16<Float>()
+    var t114_c1_2 = SIMD16<Float>()
+    var t114_c1_3 = SIMD16<Float>()
+    for k115 in 0..<64 {
+      let t114_b0 = load16(arena, ((2564096 +% (k115 *% 9216)) +% (nb110 *% 64)))
+      let t114_b1 = load16(arena, (((2564096 +% (k115 *% 9216)) +% (nb110 *% 64)) +% 16))
+      let t114_b2 = load16(arena, (((2564096 +% (k115 *% 9216)) +% (nb110 *% 64)) +% 32))
+      let t114_b3 = load16(arena, (((2564096 +% (k115 *% 9216)) +% (nb110 *% 64)) +% 48))
+      let t114_a0 = SIMD16<Float>(repeating: arena[(3162238 +% (k115 *% 128))])
+      t114_c0_0 = t114_c0_0.addingProduct(t114_a0, t114_b0)
+      t114_c0_1 = t114_c0_1.addingProduct(t114_a0, t114_b1)
+      t114_c0_2 = t114_c0_2.addingProduct(t114_a0, t114_b2)
+      t114_c0_3 = t114_c0_3.addingProduct(t114_a0, t114_b3)
+      let t114_a1 = SIMD16<Float>(repeating: arena[(3162239 +% (k115 *% 128))])
+      t114_c1_0 = t114_c1_0.addingProduct(t114_a1, t114_b0)
+      t114_c1_1 = t114_c1_1.addingProduct(t114_a1, t114_b1)
+      t114_c1_2 = t114_c1_2.addingProduct(t114_a1, t114_b2)
+      t114_c1_3 = t114_c1_3.addingProduct(t114_a1, t114_b3)
+    }
+    store16(grads, (1180032 +% (nb110 *% 64)), t114_c0_0)
+    store16(grads, ((1180032 +% (nb110 *% 64)) +% 16), t114_c0_1)
+    store16(grads, ((1180032 +% (nb110 *% 64)) +% 32), t114_c0_2)
+    store16(grads, ((1180032 +% (nb110 *% 64)) +% 48), t114_c0_3)
+    store16(grads, (1189248 +% (nb110 *% 64)), t114_c1_0)
+    store16(grads, ((1189248 +% (nb110 *% 64)) +% 16), t114_c1_1)
+    store16(grads, ((1189248 +% (nb110 *% 64)) +% 32), t114_c1_2)
+    store16(grads, ((1189248 +% (nb110 *% 64)) +% 48), t114_c1_3)
+  }
+  // fc1_bias_grad = dense_grad_bias(fc1_grad)
+  for u116 in 0..<128 {
+    var acc117: Float = Float(0)
+    for n118 in 0..<64 {
+      acc117 = (acc117 + arena[((3162112 +% (n118 *% 128)) +% u116)])
+    }
+    grads[(1198464 +% u116)] = acc117
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  sgemm(101, 111, 111, 64, 9216, 128, 1, arena + 3162112, 128, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3171600, 9216)
+  for nb119 in 0..<144 {
+    for mb120 in 0..<10 {
+      var t121_c0_0 = SIMD16<Float>()
+      var t121_c0_1 = SIMD16<Float>()
+      var t121_c0_2 = SIMD16<Float>()
+      var t121_c0_3 = SIMD16<Float>()
+      var t121_c1_0 = SIMD16<Float>()
+      var t121_c1_1 = SIMD16<Float>()
+      var t121_c1_2 = SIMD16<Float>()
+      var t121_c1_3 = SIMD16<Float>()
+      var t121_c2_0 = SIMD16<Float>()
+      var t121_c2_1 = SIMD16<Float>()
+      var t121_c2_2 = SIMD16<Float>()
+      var t121_c2_3 = SIMD16<Float>()
+      var t121_c3_0 = SIMD16<Float>()
+      var t121_c3_1 = SIMD16<Float>()
+      var t121_c3_2 = SIMD16<Float>()
+      var t121_c3_3 = SIMD16<Float>()
+      var t121_c4_0 = SIMD16<Float>()
+      var t121_c4_1 = SIMD16<Float>()
+      var t121_c4_2 = SIMD16<Float>()
+      var t121_c4_3 = SIMD16<Float>()
+      var t121_c5_0 = SIMD16<Float>()
+      var t121_c5_1 = SIMD16<Float>()
+      var t121_c5_2 = SIMD16<Float>()
+      var t121_c5_3 = SIMD16<Float>()
+      for k122 in 0..<128 {
+        let t121_b0 = load16(params, ((18816 +% (k122 *% 9216)) +% (nb119 *% 64)))
+        let t121_b1 = load16(params, (((18816 +% (k122 *% 9216)) +% (nb119 *% 64)) +% 16))
+        let t121_b2 = load16(params, (((18816 +% (k122 *% 9216)) +% (nb119 *% 64)) +% 32))
+        let t121_b3 = load16(params, (((18816 +% (k122 *% 9216)) +% (nb119 *% 64)) +% 48))
+        let t121_a0 = SIMD16<Float>(repeating: arena[((3162112 +% ((mb120 *% 6) *% 128)) +% k122)])
+        t121_c0_0 = t121_c0_0.addingProduct(t121_a0, t121_b0)
+        t121_c0_1 = t121_c0_1.addingProduct(t121_a0, t121_b1)
+        t121_c0_2 = t121_c0_2.addingProduct(t121_a0, t121_b2)
+        t121_c0_3 = t121_c0_3.addingProduct(t121_a0, t121_b3)
+        let t121_a1 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb120 *% 6) +% 1) *% 128)) +% k122)])
+        t121_c1_0 = t121_c1_0.addingProduct(t121_a1, t121_b0)
+        t121_c1_1 = t121_c1_1.addingProduct(t121_a1, t121_b1)
+        t121_c1_2 = t121_c1_2.addingProduct(t121_a1, t121_b2)
+        t121_c1_3 = t121_c1_3.addingProduct(t121_a1, t121_b3)
+        let t121_a2 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb120 *% 6) +% 2) *% 128)) +% k122)])
+        t121_c2_0 = t121_c2_0.addingProduct(t121_a2, t121_b0)
+        t121_c2_1 = t121_c2_1.addingProduct(t121_a2, t121_b1)
+        t121_c2_2 = t121_c2_2.addingProduct(t121_a2, t121_b2)
+        t121_c2_3 = t121_c2_3.addingProduct(t121_a2, t121_b3)
+        let t121_a3 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb120 *% 6) +% 3) *% 128)) +% k122)])
+        t121_c3_0 = t121_c3_0.addingProduct(t121_a3, t121_b0)
+        t121_c3_1 = t121_c3_1.addingProduct(t121_a3, t121_b1)
+        t121_c3_2 = t121_c3_2.addingProduct(t121_a3, t121_b2)
+        t121_c3_3 = t121_c3_3.addingProduct(t121_a3, t121_b3)
+        let t121_a4 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb120 *% 6) +% 4) *% 128)) +% k122)])
+        t121_c4_0 = t121_c4_0.addingProduct(t121_a4, t121_b0)
+        t121_c4_1 = t121_c4_1.addingProduct(t121_a4, t121_b1)
+        t121_c4_2 = t121_c4_2.addingProduct(t121_a4, t121_b2)
+        t121_c4_3 = t121_c4_3.addingProduct(t121_a4, t121_b3)
+        let t121_a5 = SIMD16<Float>(repeating: arena[((3162112 +% (((mb120 *% 6) +% 5) *% 128)) +% k122)])
+        t121_c5_0 = t121_c5_0.addingProduct(t121_a5, t121_b0)
+        t121_c5_1 = t121_c5_1.addingProduct(t121_a5, t121_b1)
+        t121_c5_2 = t121_c5_2.addingProduct(t121_a5, t121_b2)
+        t121_c5_3 = t121_c5_3.addingProduct(t121_a5, t121_b3)
+      }
+      store16(arena, ((3171600 +% ((mb120 *% 6) *% 9216)) +% (nb119 *% 64)), t121_c0_0)
+      store16(arena, (((3171600 +% ((mb120 *% 6) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c0_1)
+      store16(arena, (((3171600 +% ((mb120 *% 6) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c0_2)
+      store16(arena, (((3171600 +% ((mb120 *% 6) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c0_3)
+      store16(arena, ((3171600 +% (((mb120 *% 6) +% 1) *% 9216)) +% (nb119 *% 64)), t121_c1_0)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 1) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c1_1)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 1) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c1_2)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 1) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c1_3)
+      store16(arena, ((3171600 +% (((mb120 *% 6) +% 2) *% 9216)) +% (nb119 *% 64)), t121_c2_0)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 2) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c2_1)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 2) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c2_2)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 2) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c2_3)
+      store16(arena, ((3171600 +% (((mb120 *% 6) +% 3) *% 9216)) +% (nb119 *% 64)), t121_c3_0)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 3) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c3_1)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 3) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c3_2)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 3) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c3_3)
+      store16(arena, ((3171600 +% (((mb120 *% 6) +% 4) *% 9216)) +% (nb119 *% 64)), t121_c4_0)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 4) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c4_1)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 4) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c4_2)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 4) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c4_3)
+      store16(arena, ((3171600 +% (((mb120 *% 6) +% 5) *% 9216)) +% (nb119 *% 64)), t121_c5_0)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 5) *% 9216)) +% (nb119 *% 64)) +% 16), t121_c5_1)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 5) *% 9216)) +% (nb119 *% 64)) +% 32), t121_c5_2)
+      store16(arena, (((3171600 +% (((mb120 *% 6) +% 5) *% 9216)) +% (nb119 *% 64)) +% 48), t121_c5_3)
+    }
+    var t123_c0_0 = SIMD16<Float>()
+    var t123_c0_1 = SIMD16<Float>()
+    var t123_c0_2 = SIMD16<Float>()
+    var t123_c0_3 = SIMD16<Float>()
+    var t123_c1_0 = SIMD16<Float>()
+    var t123_c1_1 = SIMD16<Float>()
+    var t123_c1_2 = SIMD16<Float>()
+    var t123_c1_3 = SIMD16<Float>()
+    var t123_c2_0 = SIMD16<Float>()
+    var t123_c2_1 = SIMD16<Float>()
+    var t123_c2_2 = SIMD16<Float>()
+    var t123_c2_3 = SIMD16<Float>()
+    var t123_c3_0 = SIMD16<Float>()
+    var t123_c3_1 = SIMD16<Float>()
+    var t123_c3_2 = SIMD16<Float>()
+    var t123_c3_3 = SIMD16<Float>()
+    for k124 in 0..<128 {
+      let t123_b0 = load16(params, ((18816 +% (k124 *% 9216)) +% (nb119 *% 64)))
+      let t123_b1 = load16(params, (((18816 +% (k124 *% 9216)) +% (nb119 *% 64)) +% 16))
+      let t123_b2 = load16(params, (((18816 +% (k124 *% 9216)) +% (nb119 *% 64)) +% 32))
+      let t123_b3 = load16(params, (((18816 +% (k124 *% 9216)) +% (nb119 *% 64)) +% 48))
+      let t123_a0 = SIMD16<Float>(repeating: arena[(3169792 +% k124)])
+      t123_c0_0 = t123_c0_0.addingProduct(t123_a0, t123_b0)
+      t123_c0_1 = t123_c0_1.addingProduct(t123_a0, t123_b1)
+      t123_c0_2 = t123_c0_2.addingProduct(t123_a0, t123_b2)
+      t123_c0_3 = t123_c0_3.addingProduct(t123_a0, t123_b3)
+      let t123_a1 = SIMD16<Float>(repeating: arena[(3169920 +% k124)])
+      t123_c1_0 = t123_c1_0.addingProduct(t123_a1, t123_b0)
+      t123_c1_1 = t123_c1_1.addingProduct(t123_a1, t123_b1)
+      t123_c1_2 = t123_c1_2.addingProduct(t123_a1, t123_b2)
+      t123_c1_3 = t123_c1_3.addingProduct(t123_a1, t123_b3)
+      let t123_a2 = SIMD16<Float>(repeating: arena[(3170048 +% k124)])
+      t123_c2_0 = t123_c2_0.addingProduct(t123_a2, t123_b0)
+      t123_c2_1 = t123_c2_1.addingProduct(t123_a2, t123_b1)
+      t123_c2_2 = t123_c2_2.addingProduct(t123_a2, t123_b2)
+      t123_c2_3 = t123_c2_3.addingProduct(t123_a2, t123_b3)
+      let t123_a3 = SIMD16<Float>(repeating: arena[(3170176 +% k124)])
+      t123_c3_0 = t123_c3_0.addingProduct(t123_a3, t123_b0)
+      t123_c3_1 = t123_c3_1.addingProduct(t123_a3, t123_b1)
+      t123_c3_2 = t123_c3_2.addingProduct(t123_a3, t123_b2)
+      t123_c3_3 = t123_c3_3.addingProduct(t123_a3, t123_b3)
+    }
+    store16(arena, (3724560 +% (nb119 *% 64)), t123_c0_0)
+    store16(arena, ((3724560 +% (nb119 *% 64)) +% 16), t123_c0_1)
+    store16(arena, ((3724560 +% (nb119 *% 64)) +% 32), t123_c0_2)
+    store16(arena, ((3724560 +% (nb119 *% 64)) +% 48), t123_c0_3)
+    store16(arena, (3733776 +% (nb119 *% 64)), t123_c1_0)
+    store16(arena, ((3733776 +% (nb119 *% 64)) +% 16), t123_c1_1)
+    store16(arena, ((3733776 +% (nb119 *% 64)) +% 32), t123_c1_2)
+    store16(arena, ((3733776 +% (nb119 *% 64)) +% 48), t123_c1_3)
+    store16(arena, (3742992 +% (nb119 *% 64)), t123_c2_0)
+    store16(arena, ((3742992 +% (nb119 *% 64)) +% 16), t123_c2_1)
+    store16(arena, ((3742992 +% (nb119 *% 64)) +% 32), t123_c2_2)
+    store16(arena, ((3742992 +% (nb119 *% 64)) +% 48), t123_c2_3)
+    store16(arena, (3752208 +% (nb119 *% 64)), t123_c3_0)
+    store16(arena, ((3752208 +% (nb119 *% 64)) +% 16), t123_c3_1)
+    store16(arena, ((3752208 +% (nb119 *% 64)) +% 32), t123_c3_2)
+    store16(arena, ((3752208 +% (nb119 *% 64)) +% 48), t123_c3_3)
+  }
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  for i101 in 0..<589824 {
-    arena[(3761424 +% i101)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i101) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 +% i101)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i125 in 0..<589824 {
+    arena[(3761424 +% i125)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i125) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 +% i125)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i102
-    var i102 = 0
-    while i102 &+ 16 <= 2359296 {
-      store16(arena, 4351248 &+ i102, SIMD16<Float>(repeating: Float(0)))
-      i102 &+= 16
+  do {  // SIMD16 over i126
+    var i126 = 0
+    while i126 &+ 16 <= 2359296 {
+      store16(arena, 4351248 &+ i126, SIMD16<Float>(repeating: Float(0)))
+      i126 &+= 16
     }
-    while i102 < 2359296 {
-      arena[(4351248 +% i102)] = Float(0)
-      i102 &+= 1
+    while i126 < 2359296 {
+      arena[(4351248 +% i126)] = Float(0)
+      i126 &+= 1
     }
   }
-  for q103 in 0..<4096 {
-    for i104 in 0..<144 {
-      if arena[(1384448 +% ((q103 *% 144) +% i104))] > Float(0) {
-        arena[((4351248 +% (q103 *% 576)) +% Int(arena[(1974272 +% ((q103 *% 144) +% i104))]))] += arena[(3761424 +% ((q103 *% 144) +% i104))]
+  for q127 in 0..<4096 {
+    for i128 in 0..<144 {
+      if arena[(1384448 +% ((q127 *% 144) +% i128))] > Float(0) {
+        arena[((4351248 +% (q127 *% 576)) +% Int(arena[(1974272 +% ((q127 *% 144) +% i128))]))] += arena[(3761424 +% ((q127 *% 144) +% i128))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i105
-    var i105 = 0
-    while i105 &+ 16 <= 18432 {
-      store16(arena, 19686672 &+ i105, SIMD16<Float>(repeating: Float(0)))
-      i105 &+= 16
+  do {  // SIMD16 over i129
+    var i129 = 0
+    while i129 &+ 16 <= 18432 {
+      store16(arena, 19686672 &+ i129, SIMD16<Float>(repeating: Float(0)))
+      i129 &+= 16
     }
-    while i105 < 18432 {
-      arena[(19686672 +% i105)] = Float(0)
-      i105 &+= 1
-    }
-  }
-  for g106 in 0..<1 {
-    for j107 in 0..<64 {
-      for c108 in 0..<32 {
-        for ky109 in 0..<3 {
-          for oy110 in 0..<24 {
-            for ox111 in 0..<24 {
-              arena[(((6710544 +% ((((c108 *% 3) +% ky109) *% 3) *% 36864)) +% (j107 *% 576)) +% ((oy110 *% 24) +% ox111))] = arena[((((((g106 *% 64) +% j107) *% 21632) +% (c108 *% 676)) +% ((oy110 +% ky109) *% 26)) +% ox111)]
-            }
-          }
-          for oy112 in 0..<24 {
-            for ox113 in 0..<24 {
-              arena[(((6710544 +% (((((c108 *% 3) +% ky109) *% 3) +% 1) *% 36864)) +% (j107 *% 576)) +% ((oy112 *% 24) +% ox113))] = arena[((((((g106 *% 64) +% j107) *% 21632) +% (c108 *% 676)) +% ((oy112 +% ky109) *% 26)) +% (ox113 +% 1))]
-            }
-          }
-          for oy114 in 0..<24 {
-            for ox115 in 0..<24 {
-              arena[(((6710544 +% (((((c108 *% 3) +% ky109) *% 3) +% 2) *% 36864)) +% (j107 *% 576)) +% ((oy114 *% 24) +% ox115))] = arena[((((((g106 *% 64) +% j107) *% 21632) +% (c108 *% 676)) +% ((oy114 +% ky109) *% 26)) +% (ox115 +% 2))]
-            }
-          }
-        }
-      }
-    }
-    for j116 in 0..<64 {
-      for i117 in 0..<576 {
-        for f118 in 0..<64 {
-          arena[((17327376 +% (((j116 *% 576) +% i117) *% 64)) +% f118)] = arena[(((4351248 +% (((g106 *% 64) +% j116) *% 36864)) +% (f118 *% 576)) +% i117)]
-        }
-      }
-    }
-    for kp119 in 0..<96 {
-      for nb120 in 0..<1 {
-        for mb121 in 0..<48 {
-          var t122_c0_0 = load16(arena, ((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)))
-          var t122_c0_1 = load16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 16))
-          var t122_c0_2 = load16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 32))
-          var t122_c0_3 = load16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 48))
-          var t122_c1_0 = load16(arena, ((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)))
-          var t122_c1_1 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 16))
-          var t122_c1_2 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 32))
-          var t122_c1_3 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 48))
-          var t122_c2_0 = load16(arena, ((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)))
-          var t122_c2_1 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 16))
-          var t122_c2_2 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 32))
-          var t122_c2_3 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 48))
-          var t122_c3_0 = load16(arena, ((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)))
-          var t122_c3_1 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 16))
-          var t122_c3_2 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 32))
-          var t122_c3_3 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 48))
-          var t122_c4_0 = load16(arena, ((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)))
-          var t122_c4_1 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 16))
-          var t122_c4_2 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 32))
-          var t122_c4_3 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 48))
-          var t122_c5_0 = load16(arena, ((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)))
-          var t122_c5_1 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 16))
-          var t122_c5_2 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 32))
-          var t122_c5_3 = load16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 48))
-          for k123 in 0..<384 {
-            let t122_b0 = load16(arena, ((17327376 +% ((k123 +% (kp119 *% 384)) *% 64)) +% (nb120 *% 64)))
-            let t122_b1 = load16(arena, (((17327376 +% ((k123 +% (kp119 *% 384)) *% 64)) +% (nb120 *% 64)) +% 16))
-            let t122_b2 = load16(arena, (((17327376 +% ((k123 +% (kp119 *% 384)) *% 64)) +% (nb120 *% 64)) +% 32))
-            let t122_b3 = load16(arena, (((17327376 +% ((k123 +% (kp119 *% 384)) *% 64)) +% (nb120 *% 64)) +% 48))
-            let t122_a0 = SIMD16<Float>(repeating: arena[((6710544 +% ((mb121 *% 6) *% 36864)) +% (k123 +% (kp119 *% 384)))])
-            t122_c0_0 = t122_c0_0.addingProduct(t122_a0, t122_b0)
-            t122_c0_1 = t122_c0_1.addingProduct(t122_a0, t122_b1)
-            t122_c0_2 = t122_c0_2.addingProduct(t122_a0, t122_b2)
-            t122_c0_3 = t122_c0_3.addingProduct(t122_a0, t122_b3)
-            let t122_a1 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb121 *% 6) +% 1) *% 36864)) +% (k123 +% (kp119 *% 384)))])
-            t122_c1_0 = t122_c1_0.addingProduct(t122_a1, t122_b0)
-            t122_c1_1 = t122_c1_1.addingProduct(t122_a1, t122_b1)
-            t122_c1_2 = t122_c1_2.addingProduct(t122_a1, t122_b2)
-            t122_c1_3 = t122_c1_3.addingProduct(t122_a1, t122_b3)
-            let t122_a2 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb121 *% 6) +% 2) *% 36864)) +% (k123 +% (kp119 *% 384)))])
-            t122_c2_0 = t122_c2_0.addingProduct(t122_a2, t122_b0)
-            t122_c2_1 = t122_c2_1.addingProduct(t122_a2, t122_b1)
-            t122_c2_2 = t122_c2_2.addingProduct(t122_a2, t122_b2)
-            t122_c2_3 = t122_c2_3.addingProduct(t122_a2, t122_b3)
-            let t122_a3 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb121 *% 6) +% 3) *% 36864)) +% (k123 +% (kp119 *% 384)))])
-            t122_c3_0 = t122_c3_0.addingProduct(t122_a3, t122_b0)
-            t122_c3_1 = t122_c3_1.addingProduct(t122_a3, t122_b1)
-            t122_c3_2 = t122_c3_2.addingProduct(t122_a3, t122_b2)
-            t122_c3_3 = t122_c3_3.addingProduct(t122_a3, t122_b3)
-            let t122_a4 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb121 *% 6) +% 4) *% 36864)) +% (k123 +% (kp119 *% 384)))])
-            t122_c4_0 = t122_c4_0.addingProduct(t122_a4, t122_b0)
-            t122_c4_1 = t122_c4_1.addingProduct(t122_a4, t122_b1)
-            t122_c4_2 = t122_c4_2.addingProduct(t122_a4, t122_b2)
-            t122_c4_3 = t122_c4_3.addingProduct(t122_a4, t122_b3)
-            let t122_a5 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb121 *% 6) +% 5) *% 36864)) +% (k123 +% (kp119 *% 384)))])
-            t122_c5_0 = t122_c5_0.addingProduct(t122_a5, t122_b0)
-            t122_c5_1 = t122_c5_1.addingProduct(t122_a5, t122_b1)
-            t122_c5_2 = t122_c5_2.addingProduct(t122_a5, t122_b2)
-            t122_c5_3 = t122_c5_3.addingProduct(t122_a5, t122_b3)
-          }
-          store16(arena, ((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)), t122_c0_0)
-          store16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 16), t122_c0_1)
-          store16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 32), t122_c0_2)
-          store16(arena, (((19686672 +% ((mb121 *% 6) *% 64)) +% (nb120 *% 64)) +% 48), t122_c0_3)
-          store16(arena, ((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)), t122_c1_0)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 16), t122_c1_1)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 32), t122_c1_2)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 1) *% 64)) +% (nb120 *% 64)) +% 48), t122_c1_3)
-          store16(arena, ((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)), t122_c2_0)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 16), t122_c2_1)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 32), t122_c2_2)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 2) *% 64)) +% (nb120 *% 64)) +% 48), t122_c2_3)
-          store16(arena, ((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)), t122_c3_0)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 16), t122_c3_1)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 32), t122_c3_2)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 3) *% 64)) +% (nb120 *% 64)) +% 48), t122_c3_3)
-          store16(arena, ((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)), t122_c4_0)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 16), t122_c4_1)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 32), t122_c4_2)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 4) *% 64)) +% (nb120 *% 64)) +% 48), t122_c4_3)
-          store16(arena, ((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)), t122_c5_0)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 16), t122_c5_1)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 32), t122_c5_2)
-          store16(arena, (((19686672 +% (((mb121 *% 6) +% 5) *% 64)) +% (nb120 *% 64)) +% 48), t122_c5_3)
-        }
-      }
+    while i129 < 18432 {
+      arena[(19686672 +% i129)] = Float(0)
+      i129 &+= 1
     }
   }
-  for f124 in 0..<64 {
-    for r125 in 0..<288 {
-      grads[((320 +% (f124 *% 288)) +% r125)] = arena[((19686672 +% (r125 *% 64)) +% f124)]
+  for g130 in 0..<1 {
+    for j131 in 0..<64 {
+      for c132 in 0..<32 {
+        for ky133 in 0..<3 {
+          for oy134 in 0..<24 {
+            for ox135 in 0..<24 {
+              arena[(((6710544 +% ((((c132 *% 3) +% ky133) *% 3) *% 36864)) +% (j131 *% 576)) +% ((oy134 *% 24) +% ox135))] = arena[((((((g130 *% 64) +% j131) *% 21632) +% (c132 *% 676)) +% ((oy134 +% ky133) *% 26)) +% ox135)]
+            }
+          }
+          for oy136 in 0..<24 {
+            for ox137 in 0..<24 {
+              arena[(((6710544 +% (((((c132 *% 3) +% ky133) *% 3) +% 1) *% 36864)) +% (j131 *% 576)) +% ((oy136 *% 24) +% ox137))] = arena[((((((g130 *% 64) +% j131) *% 21632) +% (c132 *% 676)) +% ((oy136 +% ky133) *% 26)) +% (ox137 +% 1))]
+            }
+          }
+          for oy138 in 0..<24 {
+            for ox139 in 0..<24 {
+              arena[(((6710544 +% (((((c132 *% 3) +% ky133) *% 3) +% 2) *% 36864)) +% (j131 *% 576)) +% ((oy138 *% 24) +% ox139))] = arena[((((((g130 *% 64) +% j131) *% 21632) +% (c132 *% 676)) +% ((oy138 +% ky133) *% 26)) +% (ox139 +% 2))]
+            }
+          }
+        }
+      }
+    }
+    for j140 in 0..<64 {
+      for i141 in 0..<576 {
+        for f142 in 0..<64 {
+          arena[((17327376 +% (((j140 *% 576) +% i141) *% 64)) +% f142)] = arena[(((4351248 +% (((g130 *% 64) +% j140) *% 36864)) +% (f142 *% 576)) +% i141)]
+        }
+      }
+    }
+    for kp143 in 0..<96 {
+      for nb144 in 0..<1 {
+        for mb145 in 0..<48 {
+          var t146_c0_0 = load16(arena, ((19686672 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)))
+          var t146_c0_1 = load16(arena, (((19686672 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 16))
+          var t146_c0_2 = load16(arena, (((19686672 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 32))
+          var t146_c0_3 = load16(arena, (((19686672 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 48))
+          var t146_c1_0 = load16(arena, ((19686672 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)))
+          var t146_c1_1 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 16))
+          var t146_c1_2 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 32))
+          var t146_c1_3 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 48))
+          var t146_c2_0 = load16(arena, ((19686672 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)))
+          var t146_c2_1 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 16))
+          var t146_c2_2 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 32))
+          var t146_c2_3 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 48))
+          var t146_c3_0 = load16(arena, ((19686672 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)))
+          var t146_c3_1 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 16))
+          var t146_c3_2 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 32))
+          var t146_c3_3 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 48))
+          var t146_c4_0 = load16(arena, ((19686672 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)))
+          var t146_c4_1 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 16))
+          var t146_c4_2 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 32))
+          var t146_c4_3 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 48))
+          var t146_c5_0 = load16(arena, ((19686672 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)))
+          var t146_c5_1 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 16))
+          var t146_c5_2 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 32))
+          var t146_c5_3 = load16(arena, (((19686672 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 48))
+          for k147 in 0..<384 {
+            let t146_b0 = load16(arena, ((17327376 +% ((k147 +% (kp143 *% 384)) *% 64)) +% (nb144 *% 64)))
+            let t146_b1 = load16(arena, (((17327376 +% ((k147 +% (kp143 *% 384)) *% 64)) +% (nb144 *% 64)) +% 16))
+            let t146_b2 = load16(arena, (((17327376 +% ((k147 +% (kp143 *% 384)) *% 64)) +% (nb144 *% 64)) +% 32))
+            let t146_b3 = load16(arena, (((17327376 +% ((k147 +% (kp143 *% 384)) *% 64)) +% (nb144 *% 64)) +% 48))
+            let t146_a0 = SIMD16<Float>(repeating: arena[((6710544 +% ((mb145 *% 6) *% 36864)) +% (k147 +% (kp143 *% 384)))])
+            t146_c0_0 = t146_c0_0.addingProduct(t146_a0, t146_b0)
+            t146_c0_1 = t146_c0_1.addingProduct(t146_a0, t146_b1)
+            t146_c0_2 = t146_c0_2.addingProduct(t146_a0, t146_b2)
+            t146_c0_3 = t146_c0_3.addingProduct(t146_a0, t146_b3)
+            let t146_a1 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb145 *% 6) +% 1) *% 36864)) +% (k147 +% (kp143 *% 384)))])
+            t146_c1_0 = t146_c1_0.addingProduct(t146_a1, t146_b0)
+            t146_c1_1 = t146_c1_1.addingProduct(t146_a1, t146_b1)
+            t146_c1_2 = t146_c1_2.addingProduct(t146_a1, t146_b2)
+            t146_c1_3 = t146_c1_3.addingProduct(t146_a1, t146_b3)
+            let t146_a2 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb145 *% 6) +% 2) *% 36864)) +% (k147 +% (kp143 *% 384)))])
+            t146_c2_0 = t146_c2_0.addingProduct(t146_a2, t146_b0)
+            t146_c2_1 = t146_c2_1.addingProduct(t146_a2, t146_b1)
+            t146_c2_2 = t146_c2_2.addingProduct(t146_a2, t146_b2)
+            t146_c2_3 = t146_c2_3.addingProduct(t146_a2, t146_b3)
+            let t146_a3 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb145 *% 6) +% 3) *% 36864)) +% (k147 +% (kp143 *% 384)))])
+            t146_c3_0 = t146_c3_0.addingProduct(t146_a3, t146_b0)
+            t146_c3_1 = t146_c3_1.addingProduct(t146_a3, t146_b1)
+            t146_c3_2 = t146_c3_2.addingProduct(t146_a3, t146_b2)
+            t146_c3_3 = t146_c3_3.addingProduct(t146_a3, t146_b3)
+            let t146_a4 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb145 *% 6) +% 4) *% 36864)) +% (k147 +% (kp143 *% 384)))])
+            t146_c4_0 = t146_c4_0.addingProduct(t146_a4, t146_b0)
+            t146_c4_1 = t146_c4_1.addingProduct(t146_a4, t146_b1)
+            t146_c4_2 = t146_c4_2.addingProduct(t146_a4, t146_b2)
+            t146_c4_3 = t146_c4_3.addingProduct(t146_a4, t146_b3)
+            let t146_a5 = SIMD16<Float>(repeating: arena[((6710544 +% (((mb145 *% 6) +% 5) *% 36864)) +% (k147 +% (kp143 *% 384)))])
+            t146_c5_0 = t146_c5_0.addingProduct(t146_a5, t146_b0)
+            t146_c5_1 = t146_c5_1.addingProduct(t146_a5, t146_b1)
+            t146_c5_2 = t146_c5_2.addingProduct(t146_a5, t146_b2)
+            t146_c5_3 = t146_c5_3.addingProduct(t146_a5, t146_b3)
+          }
+          store16(arena, ((19686672 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)), t146_c0_0)
+          store16(arena, (((19686672 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 16), t146_c0_1)
+          store16(arena, (((19686672 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 32), t146_c0_2)
+          store16(arena, (((19686672 +% ((mb145 *% 6) *% 64)) +% (nb144 *% 64)) +% 48), t146_c0_3)
+          store16(arena, ((19686672 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)), t146_c1_0)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 16), t146_c1_1)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 32), t146_c1_2)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 1) *% 64)) +% (nb144 *% 64)) +% 48), t146_c1_3)
+          store16(arena, ((19686672 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)), t146_c2_0)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 16), t146_c2_1)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 32), t146_c2_2)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 2) *% 64)) +% (nb144 *% 64)) +% 48), t146_c2_3)
+          store16(arena, ((19686672 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)), t146_c3_0)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 16), t146_c3_1)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 32), t146_c3_2)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 3) *% 64)) +% (nb144 *% 64)) +% 48), t146_c3_3)
+          store16(arena, ((19686672 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)), t146_c4_0)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 16), t146_c4_1)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 32), t146_c4_2)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 4) *% 64)) +% (nb144 *% 64)) +% 48), t146_c4_3)
+          store16(arena, ((19686672 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)), t146_c5_0)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 16), t146_c5_1)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 32), t146_c5_2)
+          store16(arena, (((19686672 +% (((mb145 *% 6) +% 5) *% 64)) +% (nb144 *% 64)) +% 48), t146_c5_3)
+        }
+      }
+    }
+  }
+  for f148 in 0..<64 {
+    for r149 in 0..<288 {
+      grads[((320 +% (f148 *% 288)) +% r149)] = arena[((19686672 +% (r149 *% 64)) +% f148)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i126
-    var i126 = 0
-    while i126 &+ 16 <= 576 {
-      store16(arena, 1384448 &+ i126, SIMD16<Float>(repeating: Float(1)))
-      i126 &+= 16
+  do {  // SIMD16 over i150
+    var i150 = 0
+    while i150 &+ 16 <= 576 {
+      store16(arena, 1384448 &+ i150, SIMD16<Float>(repeating: Float(1)))
+      i150 &+= 16
     }
-    while i126 < 576 {
-      arena[(1384448 +% i126)] = Float(1)
-      i126 &+= 1
-    }
-  }
-  do {  // SIMD16 over i127
-    var i127 = 0
-    while i127 &+ 16 <= 64 {
-      store16(grads, 18752 &+ i127, SIMD16<Float>(repeating: Float(0)))
-      i127 &+= 16
-    }
-    while i127 < 64 {
-      grads[(18752 +% i127)] = Float(0)
-      i127 &+= 1
+    while i150 < 576 {
+      arena[(1384448 +% i150)] = Float(1)
+      i150 &+= 1
     }
   }
-  for img128 in 0..<64 {
-    sgemm(101, 111, 111, 64, 1, 576, 1, arena + (4351248 +% (img128 *% 36864)), 576, arena + 1384448, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
+  do {  // SIMD16 over i151
+    var i151 = 0
+    while i151 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i151, SIMD16<Float>(repeating: Float(0)))
+      i151 &+= 16
+    }
+    while i151 < 64 {
+      grads[(18752 +% i151)] = Float(0)
+      i151 &+= 1
+    }
+  }
+  for img152 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 576, 1, arena + (4351248 +% (img152 *% 36864)), 576, arena + 1384448, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g129 in 0..<1 {
-    for j130 in 0..<64 {
-      for f131 in 0..<64 {
-        do {  // SIMD16 over i132
-          var i132 = 0
-          while i132 &+ 16 <= 576 {
-            store16(arena, ((17327376 +% (f131 *% 36864)) +% (j130 *% 576)) &+ i132, load16(arena, ((4351248 +% (((g129 *% 64) +% j130) *% 36864)) +% (f131 *% 576)) &+ i132))
-            i132 &+= 16
+  for g153 in 0..<1 {
+    for j154 in 0..<64 {
+      for f155 in 0..<64 {
+        do {  // SIMD16 over i156
+          var i156 = 0
+          while i156 &+ 16 <= 576 {
+            store16(arena, ((17327376 +% (f155 *% 36864)) +% (j154 *% 576)) &+ i156, load16(arena, ((4351248 +% (((g153 *% 64) +% j154) *% 36864)) +% (f155 *% 576)) &+ i156))
+            i156 &+= 16
           }
-          while i132 < 576 {
-            arena[(((17327376 +% (f131 *% 36864)) +% (j130 *% 576)) +% i132)] = arena[(((4351248 +% (((g129 *% 64) +% j130) *% 36864)) +% (f131 *% 576)) +% i132)]
-            i132 &+= 1
+          while i156 < 576 {
+            arena[(((17327376 +% (f155 *% 36864)) +% (j154 *% 576)) +% i156)] = arena[(((4351248 +% (((g153 *% 64) +% j154) *% 36864)) +% (f155 *% 576)) +% i156)]
+            i156 &+= 1
           }
         }
       }
     }
-    for nb133 in 0..<576 {
-      for mb134 in 0..<48 {
-        var t135_c0_0 = SIMD16<Float>()
-        var t135_c0_1 = SIMD16<Float>()
-        var t135_c0_2 = SIMD16<Float>()
-        var t135_c0_3 = SIMD16<Float>()
-        var t135_c1_0 = SIMD16<Float>()
-        var t135_c1_1 = SIMD16<Float>()
-        var t135_c1_2 = SIMD16<Float>()
-        var t135_c1_3 = SIMD16<Float>()
-        var t135_c2_0 = SIMD16<Float>()
-        var t135_c2_1 = SIMD16<Float>()
-        var t135_c2_2 = SIMD16<Float>()
-        var t135_c2_3 = SIMD16<Float>()
-        var t135_c3_0 = SIMD16<Float>()
-        var t135_c3_1 = SIMD16<Float>()
-        var t135_c3_2 = SIMD16<Float>()
-        var t135_c3_3 = SIMD16<Float>()
-        var t135_c4_0 = SIMD16<Float>()
-        var t135_c4_1 = SIMD16<Float>()
-        var t135_c4_2 = SIMD16<Float>()
-        var t135_c4_3 = SIMD16<Float>()
-        var t135_c5_0 = SIMD16<Float>()
-        var t135_c5_1 = SIMD16<Float>()
-        var t135_c5_2 = SIMD16<Float>()
-        var t135_c5_3 = SIMD16<Float>()
-        for k136 in 0..<64 {
-          let t135_b0 = load16(arena, ((17327376 +% (k136 *% 36864)) +% (nb133 *% 64)))
-          let t135_b1 = load16(arena, (((17327376 +% (k136 *% 36864)) +% (nb133 *% 64)) +% 16))
-          let t135_b2 = load16(arena, (((17327376 +% (k136 *% 36864)) +% (nb133 *% 64)) +% 32))
-          let t135_b3 = load16(arena, (((17327376 +% (k136 *% 36864)) +% (nb133 *% 64)) +% 48))
-          let t135_a0 = SIMD16<Float>(repeating: params[((320 +% (mb134 *% 6)) +% (k136 *% 288))])
-          t135_c0_0 = t135_c0_0.addingProduct(t135_a0, t135_b0)
-          t135_c0_1 = t135_c0_1.addingProduct(t135_a0, t135_b1)
-          t135_c0_2 = t135_c0_2.addingProduct(t135_a0, t135_b2)
-          t135_c0_3 = t135_c0_3.addingProduct(t135_a0, t135_b3)
-          let t135_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb134 *% 6) +% 1)) +% (k136 *% 288))])
-          t135_c1_0 = t135_c1_0.addingProduct(t135_a1, t135_b0)
-          t135_c1_1 = t135_c1_1.addingProduct(t135_a1, t135_b1)
-          t135_c1_2 = t135_c1_2.addingProduct(t135_a1, t135_b2)
-          t135_c1_3 = t135_c1_3.addingProduct(t135_a1, t135_b3)
-          let t135_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb134 *% 6) +% 2)) +% (k136 *% 288))])
-          t135_c2_0 = t135_c2_0.addingProduct(t135_a2, t135_b0)
-          t135_c2_1 = t135_c2_1.addingProduct(t135_a2, t135_b1)
-          t135_c2_2 = t135_c2_2.addingProduct(t135_a2, t135_b2)
-          t135_c2_3 = t135_c2_3.addingProduct(t135_a2, t135_b3)
-          let t135_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb134 *% 6) +% 3)) +% (k136 *% 288))])
-          t135_c3_0 = t135_c3_0.addingProduct(t135_a3, t135_b0)
-          t135_c3_1 = t135_c3_1.addingProduct(t135_a3, t135_b1)
-          t135_c3_2 = t135_c3_2.addingProduct(t135_a3, t135_b2)
-          t135_c3_3 = t135_c3_3.addingProduct(t135_a3, t135_b3)
-          let t135_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb134 *% 6) +% 4)) +% (k136 *% 288))])
-          t135_c4_0 = t135_c4_0.addingProduct(t135_a4, t135_b0)
-          t135_c4_1 = t135_c4_1.addingProduct(t135_a4, t135_b1)
-          t135_c4_2 = t135_c4_2.addingProduct(t135_a4, t135_b2)
-          t135_c4_3 = t135_c4_3.addingProduct(t135_a4, t135_b3)
-          let t135_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb134 *% 6) +% 5)) +% (k136 *% 288))])
-          t135_c5_0 = t135_c5_0.addingProduct(t135_a5, t135_b0)
-          t135_c5_1 = t135_c5_1.addingProduct(t135_a5, t135_b1)
-          t135_c5_2 = t135_c5_2.addingProduct(t135_a5, t135_b2)
-          t135_c5_3 = t135_c5_3.addingProduct(t135_a5, t135_b3)
+    for nb157 in 0..<576 {
+      for mb158 in 0..<48 {
+        var t159_c0_0 = SIMD16<Float>()
+        var t159_c0_1 = SIMD16<Float>()
+        var t159_c0_2 = SIMD16<Float>()
+        var t159_c0_3 = SIMD16<Float>()
+        var t159_c1_0 = SIMD16<Float>()
+        var t159_c1_1 = SIMD16<Float>()
+        var t159_c1_2 = SIMD16<Float>()
+        var t159_c1_3 = SIMD16<Float>()
+        var t159_c2_0 = SIMD16<Float>()
+        var t159_c2_1 = SIMD16<Float>()
+        var t159_c2_2 = SIMD16<Float>()
+        var t159_c2_3 = SIMD16<Float>()
+        var t159_c3_0 = SIMD16<Float>()
+        var t159_c3_1 = SIMD16<Float>()
+        var t159_c3_2 = SIMD16<Float>()
+        var t159_c3_3 = SIMD16<Float>()
+        var t159_c4_0 = SIMD16<Float>()
+        var t159_c4_1 = SIMD16<Float>()
+        var t159_c4_2 = SIMD16<Float>()
+        var t159_c4_3 = SIMD16<Float>()
+        var t159_c5_0 = SIMD16<Float>()
+        var t159_c5_1 = SIMD16<Float>()
+        var t159_c5_2 = SIMD16<Float>()
+        var t159_c5_3 = SIMD16<Float>()
+        for k160 in 0..<64 {
+          let t159_b0 = load16(arena, ((17327376 +% (k160 *% 36864)) +% (nb157 *% 64)))
+          let t159_b1 = load16(arena, (((17327376 +% (k160 *% 36864)) +% (nb157 *% 64)) +% 16))
+          let t159_b2 = load16(arena, (((17327376 +% (k160 *% 36864)) +% (nb157 *% 64)) +% 32))
+          let t159_b3 = load16(arena, (((17327376 +% (k160 *% 36864)) +% (nb157 *% 64)) +% 48))
+          let t159_a0 = SIMD16<Float>(repeating: params[((320 +% (mb158 *% 6)) +% (k160 *% 288))])
+          t159_c0_0 = t159_c0_0.addingProduct(t159_a0, t159_b0)
+          t159_c0_1 = t159_c0_1.addingProduct(t159_a0, t159_b1)
+          t159_c0_2 = t159_c0_2.addingProduct(t159_a0, t159_b2)
+          t159_c0_3 = t159_c0_3.addingProduct(t159_a0, t159_b3)
+          let t159_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb158 *% 6) +% 1)) +% (k160 *% 288))])
+          t159_c1_0 = t159_c1_0.addingProduct(t159_a1, t159_b0)
+          t159_c1_1 = t159_c1_1.addingProduct(t159_a1, t159_b1)
+          t159_c1_2 = t159_c1_2.addingProduct(t159_a1, t159_b2)
+          t159_c1_3 = t159_c1_3.addingProduct(t159_a1, t159_b3)
+          let t159_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb158 *% 6) +% 2)) +% (k160 *% 288))])
+          t159_c2_0 = t159_c2_0.addingProduct(t159_a2, t159_b0)
+          t159_c2_1 = t159_c2_1.addingProduct(t159_a2, t159_b1)
+          t159_c2_2 = t159_c2_2.addingProduct(t159_a2, t159_b2)
+          t159_c2_3 = t159_c2_3.addingProduct(t159_a2, t159_b3)
+          let t159_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb158 *% 6) +% 3)) +% (k160 *% 288))])
+          t159_c3_0 = t159_c3_0.addingProduct(t159_a3, t159_b0)
+          t159_c3_1 = t159_c3_1.addingProduct(t159_a3, t159_b1)
+          t159_c3_2 = t159_c3_2.addingProduct(t159_a3, t159_b2)
+          t159_c3_3 = t159_c3_3.addingProduct(t159_a3, t159_b3)
+          let t159_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb158 *% 6) +% 4)) +% (k160 *% 288))])
+          t159_c4_0 = t159_c4_0.addingProduct(t159_a4, t159_b0)
+          t159_c4_1 = t159_c4_1.addingProduct(t159_a4, t159_b1)
+          t159_c4_2 = t159_c4_2.addingProduct(t159_a4, t159_b2)
+          t159_c4_3 = t159_c4_3.addingProduct(t159_a4, t159_b3)
+          let t159_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb158 *% 6) +% 5)) +% (k160 *% 288))])
+          t159_c5_0 = t159_c5_0.addingProduct(t159_a5, t159_b0)
+          t159_c5_1 = t159_c5_1.addingProduct(t159_a5, t159_b1)
+          t159_c5_2 = t159_c5_2.addingProduct(t159_a5, t159_b2)
+          t159_c5_3 = t159_c5_3.addingProduct(t159_a5, t159_b3)
         }
-        store16(arena, ((6710544 +% ((mb134 *% 6) *% 36864)) +% (nb133 *% 64)), t135_c0_0)
-        store16(arena, (((6710544 +% ((mb134 *% 6) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c0_1)
-        store16(arena, (((6710544 +% ((mb134 *% 6) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c0_2)
-        store16(arena, (((6710544 +% ((mb134 *% 6) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c0_3)
-        store16(arena, ((6710544 +% (((mb134 *% 6) +% 1) *% 36864)) +% (nb133 *% 64)), t135_c1_0)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 1) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c1_1)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 1) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c1_2)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 1) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c1_3)
-        store16(arena, ((6710544 +% (((mb134 *% 6) +% 2) *% 36864)) +% (nb133 *% 64)), t135_c2_0)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 2) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c2_1)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 2) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c2_2)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 2) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c2_3)
-        store16(arena, ((6710544 +% (((mb134 *% 6) +% 3) *% 36864)) +% (nb133 *% 64)), t135_c3_0)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 3) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c3_1)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 3) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c3_2)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 3) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c3_3)
-        store16(arena, ((6710544 +% (((mb134 *% 6) +% 4) *% 36864)) +% (nb133 *% 64)), t135_c4_0)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 4) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c4_1)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 4) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c4_2)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 4) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c4_3)
-        store16(arena, ((6710544 +% (((mb134 *% 6) +% 5) *% 36864)) +% (nb133 *% 64)), t135_c5_0)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 5) *% 36864)) +% (nb133 *% 64)) +% 16), t135_c5_1)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 5) *% 36864)) +% (nb133 *% 64)) +% 32), t135_c5_2)
-        store16(arena, (((6710544 +% (((mb134 *% 6) +% 5) *% 36864)) +% (nb133 *% 64)) +% 48), t135_c5_3)
+        store16(arena, ((6710544 +% ((mb158 *% 6) *% 36864)) +% (nb157 *% 64)), t159_c0_0)
+        store16(arena, (((6710544 +% ((mb158 *% 6) *% 36864)) +% (nb157 *% 64)) +% 16), t159_c0_1)
+        store16(arena, (((6710544 +% ((mb158 *% 6) *% 36864)) +% (nb157 *% 64)) +% 32), t159_c0_2)
+        store16(arena, (((6710544 +% ((mb158 *% 6) *% 36864)) +% (nb157 *% 64)) +% 48), t159_c0_3)
+        store16(arena, ((6710544 +% (((mb158 *% 6) +% 1) *% 36864)) +% (nb157 *% 64)), t159_c1_0)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 1) *% 36864)) +% (nb157 *% 64)) +% 16), t159_c1_1)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 1) *% 36864)) +% (nb157 *% 64)) +% 32), t159_c1_2)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 1) *% 36864)) +% (nb157 *% 64)) +% 48), t159_c1_3)
+        store16(arena, ((6710544 +% (((mb158 *% 6) +% 2) *% 36864)) +% (nb157 *% 64)), t159_c2_0)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 2) *% 36864)) +% (nb157 *% 64)) +% 16), t159_c2_1)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 2) *% 36864)) +% (nb157 *% 64)) +% 32), t159_c2_2)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 2) *% 36864)) +% (nb157 *% 64)) +% 48), t159_c2_3)
+        store16(arena, ((6710544 +% (((mb158 *% 6) +% 3) *% 36864)) +% (nb157 *% 64)), t159_c3_0)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 3) *% 36864)) +% (nb157 *% 64)) +% 16), t159_c3_1)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 3) *% 36864)) +% (nb157 *% 64)) +% 32), t159_c3_2)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 3) *% 36864)) +% (nb157 *% 64)) +% 48), t159_c3_3)
+        store16(arena, ((6710544 +% (((mb158 *% 6) +% 4) *% 36864)) +% (nb157 *% 64)), t159_c4_0)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 4) *% 36864)) +% (nb157 *% 64)) +% 16), t159_c4_1)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 4) *% 36864)) +% (nb157 *% 64)) +% 32), t159_c4_2)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 4) *% 36864)) +% (nb157 *% 64)) +% 48), t159_c4_3)
+        store16(arena, ((6710544 +% (((mb158 *% 6) +% 5) *% 36864)) +% (nb157 *% 64)), t159_c5_0)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 5) *% 36864)) +% (nb157 *% 64)) +% 16), t159_c5_1)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 5) *% 36864)) +% (nb157 *% 64)) +% 32), t159_c5_2)
+        store16(arena, (((6710544 +% (((mb158 *% 6) +% 5) *% 36864)) +% (nb157 *% 64)) +% 48), t159_c5_3)
       }
     }
-    for j137 in 0..<64 {
-      for c138 in 0..<32 {
-        for iy139 in 0..<1 {
-          do {  // SIMD16 over ix140
-            var ix140 = 0
-            while ix140 < 1 {
-              var sum141: Float = arena[((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% (iy139 *% 24)) +% ix140)]
-              arena[((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy139 *% 26)) +% ix140)] = sum141
-              ix140 &+= 1
+    for j161 in 0..<64 {
+      for c162 in 0..<32 {
+        for iy163 in 0..<1 {
+          do {  // SIMD16 over ix164
+            var ix164 = 0
+            while ix164 < 1 {
+              var sum165: Float = arena[((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% (iy163 *% 24)) +% ix164)]
+              arena[((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% (iy163 *% 26)) +% ix164)] = sum165
+              ix164 &+= 1
             }
           }
         }
-        for iy142 in 0..<1 {
-          do {  // SIMD16 over ix143
-            var ix143 = 0
-            while ix143 < 1 {
-              var sum144: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% (iy142 *% 24)) +% 1) +% ix143)]
-              var sum145: Float = (sum144 + arena[((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% (iy142 *% 24)) +% ix143)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy142 *% 26)) +% 1) +% ix143)] = sum145
-              ix143 &+= 1
+        for iy166 in 0..<1 {
+          do {  // SIMD16 over ix167
+            var ix167 = 0
+            while ix167 < 1 {
+              var sum168: Float = arena[(((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% (iy166 *% 24)) +% 1) +% ix167)]
+              var sum169: Float = (sum168 + arena[((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% (iy166 *% 24)) +% ix167)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% (iy166 *% 26)) +% 1) +% ix167)] = sum169
+              ix167 &+= 1
             }
           }
         }
-        for iy146 in 0..<1 {
-          do {  // SIMD16 over ix147
-            var ix147 = 0
-            while ix147 &+ 16 <= 22 {
-              let sum148_v = load16(arena, ((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) +% 2) &+ ix147)
-              let sum149_v = (sum148_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) +% 1) &+ ix147))
-              let sum150_v = (sum149_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) &+ ix147))
-              store16(arena, ((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy146 *% 26)) +% 2) &+ ix147, sum150_v)
-              ix147 &+= 16
+        for iy170 in 0..<1 {
+          do {  // SIMD16 over ix171
+            var ix171 = 0
+            while ix171 &+ 16 <= 22 {
+              let sum172_v = load16(arena, ((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% (iy170 *% 24)) +% 2) &+ ix171)
+              let sum173_v = (sum172_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% (iy170 *% 24)) +% 1) &+ ix171))
+              let sum174_v = (sum173_v + load16(arena, (((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% (iy170 *% 24)) &+ ix171))
+              store16(arena, ((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% (iy170 *% 26)) +% 2) &+ ix171, sum174_v)
+              ix171 &+= 16
             }
-            while ix147 < 22 {
-              var sum148: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) +% 2) +% ix147)]
-              var sum149: Float = (sum148 + arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) +% 1) +% ix147)])
-              var sum150: Float = (sum149 + arena[((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% (iy146 *% 24)) +% ix147)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy146 *% 26)) +% 2) +% ix147)] = sum150
-              ix147 &+= 1
-            }
-          }
-        }
-        for iy151 in 0..<1 {
-          do {  // SIMD16 over ix152
-            var ix152 = 0
-            while ix152 < 1 {
-              var sum153: Float = arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% (iy151 *% 24)) +% 23) +% ix152)]
-              var sum154: Float = (sum153 + arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% (iy151 *% 24)) +% 22) +% ix152)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy151 *% 26)) +% 24) +% ix152)] = sum154
-              ix152 &+= 1
+            while ix171 < 22 {
+              var sum172: Float = arena[(((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% (iy170 *% 24)) +% 2) +% ix171)]
+              var sum173: Float = (sum172 + arena[(((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% (iy170 *% 24)) +% 1) +% ix171)])
+              var sum174: Float = (sum173 + arena[((((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% (iy170 *% 24)) +% ix171)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% (iy170 *% 26)) +% 2) +% ix171)] = sum174
+              ix171 &+= 1
             }
           }
         }
-        for iy155 in 0..<1 {
-          do {  // SIMD16 over ix156
-            var ix156 = 0
-            while ix156 < 1 {
-              var sum157: Float = arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% (iy155 *% 24)) +% 23) +% ix156)]
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% (iy155 *% 26)) +% 25) +% ix156)] = sum157
-              ix156 &+= 1
+        for iy175 in 0..<1 {
+          do {  // SIMD16 over ix176
+            var ix176 = 0
+            while ix176 < 1 {
+              var sum177: Float = arena[(((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% (iy175 *% 24)) +% 23) +% ix176)]
+              var sum178: Float = (sum177 + arena[(((((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% (iy175 *% 24)) +% 22) +% ix176)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% (iy175 *% 26)) +% 24) +% ix176)] = sum178
+              ix176 &+= 1
             }
           }
         }
-        for iy158 in 0..<1 {
-          do {  // SIMD16 over ix159
-            var ix159 = 0
-            while ix159 < 1 {
-              var sum160: Float = arena[((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy158 +% 1) *% 24)) +% ix159)]
-              var sum161: Float = (sum160 + arena[((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy158 +% 1) +% -1) *% 24)) +% ix159)])
-              arena[((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy158 +% 1) *% 26)) +% ix159)] = sum161
-              ix159 &+= 1
-            }
-          }
-        }
-        for iy162 in 0..<1 {
-          do {  // SIMD16 over ix163
-            var ix163 = 0
-            while ix163 < 1 {
-              var sum164: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy162 +% 1) *% 24)) +% 1) +% ix163)]
-              var sum165: Float = (sum164 + arena[((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy162 +% 1) *% 24)) +% ix163)])
-              var sum166: Float = (sum165 + arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy162 +% 1) +% -1) *% 24)) +% 1) +% ix163)])
-              var sum167: Float = (sum166 + arena[((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy162 +% 1) +% -1) *% 24)) +% ix163)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy162 +% 1) *% 26)) +% 1) +% ix163)] = sum167
-              ix163 &+= 1
-            }
-          }
-        }
-        for iy168 in 0..<1 {
-          do {  // SIMD16 over ix169
-            var ix169 = 0
-            while ix169 &+ 16 <= 22 {
-              let sum170_v = load16(arena, ((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) +% 2) &+ ix169)
-              let sum171_v = (sum170_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) +% 1) &+ ix169))
-              let sum172_v = (sum171_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) &+ ix169))
-              let sum173_v = (sum172_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) +% 2) &+ ix169))
-              let sum174_v = (sum173_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) +% 1) &+ ix169))
-              let sum175_v = (sum174_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) &+ ix169))
-              store16(arena, ((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy168 +% 1) *% 26)) +% 2) &+ ix169, sum175_v)
-              ix169 &+= 16
-            }
-            while ix169 < 22 {
-              var sum170: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) +% 2) +% ix169)]
-              var sum171: Float = (sum170 + arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) +% 1) +% ix169)])
-              var sum172: Float = (sum171 + arena[((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy168 +% 1) *% 24)) +% ix169)])
-              var sum173: Float = (sum172 + arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) +% 2) +% ix169)])
-              var sum174: Float = (sum173 + arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) +% 1) +% ix169)])
-              var sum175: Float = (sum174 + arena[((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy168 +% 1) +% -1) *% 24)) +% ix169)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy168 +% 1) *% 26)) +% 2) +% ix169)] = sum175
-              ix169 &+= 1
-            }
-          }
-        }
-        for iy176 in 0..<1 {
-          do {  // SIMD16 over ix177
-            var ix177 = 0
-            while ix177 < 1 {
-              var sum178: Float = arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy176 +% 1) *% 24)) +% 23) +% ix177)]
-              var sum179: Float = (sum178 + arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy176 +% 1) *% 24)) +% 22) +% ix177)])
-              var sum180: Float = (sum179 + arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy176 +% 1) +% -1) *% 24)) +% 23) +% ix177)])
-              var sum181: Float = (sum180 + arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy176 +% 1) +% -1) *% 24)) +% 22) +% ix177)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy176 +% 1) *% 26)) +% 24) +% ix177)] = sum181
-              ix177 &+= 1
+        for iy179 in 0..<1 {
+          do {  // SIMD16 over ix180
+            var ix180 = 0
+            while ix180 < 1 {
+              var sum181: Float = arena[(((((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% (iy179 *% 24)) +% 23) +% ix180)]
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% (iy179 *% 26)) +% 25) +% ix180)] = sum181
+              ix180 &+= 1
             }
           }
         }
@@ -989,68 +1481,72 @@ public func mnistnet_train_b64(
           do {  // SIMD16 over ix183
             var ix183 = 0
             while ix183 < 1 {
-              var sum184: Float = arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy182 +% 1) *% 24)) +% 23) +% ix183)]
-              var sum185: Float = (sum184 + arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy182 +% 1) +% -1) *% 24)) +% 23) +% ix183)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy182 +% 1) *% 26)) +% 25) +% ix183)] = sum185
+              var sum184: Float = arena[((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% ((iy182 +% 1) *% 24)) +% ix183)]
+              var sum185: Float = (sum184 + arena[((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy182 +% 1) +% -1) *% 24)) +% ix183)])
+              arena[((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy182 +% 1) *% 26)) +% ix183)] = sum185
               ix183 &+= 1
             }
           }
         }
-        for iy186 in 0..<22 {
+        for iy186 in 0..<1 {
           do {  // SIMD16 over ix187
             var ix187 = 0
             while ix187 < 1 {
-              var sum188: Float = arena[((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy186 +% 2) *% 24)) +% ix187)]
-              var sum189: Float = (sum188 + arena[((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy186 +% 2) +% -1) *% 24)) +% ix187)])
-              var sum190: Float = (sum189 + arena[((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy186 +% 2) +% -2) *% 24)) +% ix187)])
-              arena[((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy186 +% 2) *% 26)) +% ix187)] = sum190
+              var sum188: Float = arena[(((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% ((iy186 +% 1) *% 24)) +% 1) +% ix187)]
+              var sum189: Float = (sum188 + arena[((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% ((iy186 +% 1) *% 24)) +% ix187)])
+              var sum190: Float = (sum189 + arena[(((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy186 +% 1) +% -1) *% 24)) +% 1) +% ix187)])
+              var sum191: Float = (sum190 + arena[((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy186 +% 1) +% -1) *% 24)) +% ix187)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy186 +% 1) *% 26)) +% 1) +% ix187)] = sum191
               ix187 &+= 1
             }
           }
         }
-        for iy191 in 0..<22 {
-          do {  // SIMD16 over ix192
-            var ix192 = 0
-            while ix192 < 1 {
-              var sum193: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy191 +% 2) *% 24)) +% 1) +% ix192)]
-              var sum194: Float = (sum193 + arena[((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy191 +% 2) *% 24)) +% ix192)])
-              var sum195: Float = (sum194 + arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy191 +% 2) +% -1) *% 24)) +% 1) +% ix192)])
-              var sum196: Float = (sum195 + arena[((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy191 +% 2) +% -1) *% 24)) +% ix192)])
-              var sum197: Float = (sum196 + arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy191 +% 2) +% -2) *% 24)) +% 1) +% ix192)])
-              var sum198: Float = (sum197 + arena[((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy191 +% 2) +% -2) *% 24)) +% ix192)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy191 +% 2) *% 26)) +% 1) +% ix192)] = sum198
-              ix192 &+= 1
+        for iy192 in 0..<1 {
+          do {  // SIMD16 over ix193
+            var ix193 = 0
+            while ix193 &+ 16 <= 22 {
+              let sum194_v = load16(arena, ((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% ((iy192 +% 1) *% 24)) +% 2) &+ ix193)
+              let sum195_v = (sum194_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% ((iy192 +% 1) *% 24)) +% 1) &+ ix193))
+              let sum196_v = (sum195_v + load16(arena, (((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% ((iy192 +% 1) *% 24)) &+ ix193))
+              let sum197_v = (sum196_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy192 +% 1) +% -1) *% 24)) +% 2) &+ ix193))
+              let sum198_v = (sum197_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy192 +% 1) +% -1) *% 24)) +% 1) &+ ix193))
+              let sum199_v = (sum198_v + load16(arena, (((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy192 +% 1) +% -1) *% 24)) &+ ix193))
+              store16(arena, ((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy192 +% 1) *% 26)) +% 2) &+ ix193, sum199_v)
+              ix193 &+= 16
+            }
+            while ix193 < 22 {
+              var sum194: Float = arena[(((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% ((iy192 +% 1) *% 24)) +% 2) +% ix193)]
+              var sum195: Float = (sum194 + arena[(((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% ((iy192 +% 1) *% 24)) +% 1) +% ix193)])
+              var sum196: Float = (sum195 + arena[((((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% ((iy192 +% 1) *% 24)) +% ix193)])
+              var sum197: Float = (sum196 + arena[(((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy192 +% 1) +% -1) *% 24)) +% 2) +% ix193)])
+              var sum198: Float = (sum197 + arena[(((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy192 +% 1) +% -1) *% 24)) +% 1) +% ix193)])
+              var sum199: Float = (sum198 + arena[((((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy192 +% 1) +% -1) *% 24)) +% ix193)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy192 +% 1) *% 26)) +% 2) +% ix193)] = sum199
+              ix193 &+= 1
             }
           }
         }
-        for iy199 in 0..<22 {
-          do {  // SIMD16 over ix200
-            var ix200 = 0
-            while ix200 &+ 16 <= 22 {
-              let sum201_v = load16(arena, ((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) +% 2) &+ ix200)
-              let sum202_v = (sum201_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) +% 1) &+ ix200))
-              let sum203_v = (sum202_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) &+ ix200))
-              let sum204_v = (sum203_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) +% 2) &+ ix200))
-              let sum205_v = (sum204_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) +% 1) &+ ix200))
-              let sum206_v = (sum205_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) &+ ix200))
-              let sum207_v = (sum206_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) +% 2) &+ ix200))
-              let sum208_v = (sum207_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) +% 1) &+ ix200))
-              let sum209_v = (sum208_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) &+ ix200))
-              store16(arena, ((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy199 +% 2) *% 26)) +% 2) &+ ix200, sum209_v)
-              ix200 &+= 16
+        for iy200 in 0..<1 {
+          do {  // SIMD16 over ix201
+            var ix201 = 0
+            while ix201 < 1 {
+              var sum202: Float = arena[(((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% ((iy200 +% 1) *% 24)) +% 23) +% ix201)]
+              var sum203: Float = (sum202 + arena[(((((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% ((iy200 +% 1) *% 24)) +% 22) +% ix201)])
+              var sum204: Float = (sum203 + arena[(((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy200 +% 1) +% -1) *% 24)) +% 23) +% ix201)])
+              var sum205: Float = (sum204 + arena[(((((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy200 +% 1) +% -1) *% 24)) +% 22) +% ix201)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy200 +% 1) *% 26)) +% 24) +% ix201)] = sum205
+              ix201 &+= 1
             }
-            while ix200 < 22 {
-              var sum201: Float = arena[(((((6710544 +% ((c138 *% 9) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) +% 2) +% ix200)]
-              var sum202: Float = (sum201 + arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) +% 1) +% ix200)])
-              var sum203: Float = (sum202 + arena[((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy199 +% 2) *% 24)) +% ix200)])
-              var sum204: Float = (sum203 + arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) +% 2) +% ix200)])
-              var sum205: Float = (sum204 + arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) +% 1) +% ix200)])
-              var sum206: Float = (sum205 + arena[((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -1) *% 24)) +% ix200)])
-              var sum207: Float = (sum206 + arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) +% 2) +% ix200)])
-              var sum208: Float = (sum207 + arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) +% 1) +% ix200)])
-              var sum209: Float = (sum208 + arena[((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy199 +% 2) +% -2) *% 24)) +% ix200)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy199 +% 2) *% 26)) +% 2) +% ix200)] = sum209
-              ix200 &+= 1
+          }
+        }
+        for iy206 in 0..<1 {
+          do {  // SIMD16 over ix207
+            var ix207 = 0
+            while ix207 < 1 {
+              var sum208: Float = arena[(((((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% ((iy206 +% 1) *% 24)) +% 23) +% ix207)]
+              var sum209: Float = (sum208 + arena[(((((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy206 +% 1) +% -1) *% 24)) +% 23) +% ix207)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy206 +% 1) *% 26)) +% 25) +% ix207)] = sum209
+              ix207 &+= 1
             }
           }
         }
@@ -1058,88 +1554,84 @@ public func mnistnet_train_b64(
           do {  // SIMD16 over ix211
             var ix211 = 0
             while ix211 < 1 {
-              var sum212: Float = arena[(((((6710544 +% (((c138 *% 9) +% 1) *% 36864)) +% (j137 *% 576)) +% ((iy210 +% 2) *% 24)) +% 23) +% ix211)]
-              var sum213: Float = (sum212 + arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy210 +% 2) *% 24)) +% 22) +% ix211)])
-              var sum214: Float = (sum213 + arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy210 +% 2) +% -1) *% 24)) +% 23) +% ix211)])
-              var sum215: Float = (sum214 + arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy210 +% 2) +% -1) *% 24)) +% 22) +% ix211)])
-              var sum216: Float = (sum215 + arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy210 +% 2) +% -2) *% 24)) +% 23) +% ix211)])
-              var sum217: Float = (sum216 + arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy210 +% 2) +% -2) *% 24)) +% 22) +% ix211)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy210 +% 2) *% 26)) +% 24) +% ix211)] = sum217
+              var sum212: Float = arena[((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% ((iy210 +% 2) *% 24)) +% ix211)]
+              var sum213: Float = (sum212 + arena[((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy210 +% 2) +% -1) *% 24)) +% ix211)])
+              var sum214: Float = (sum213 + arena[((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy210 +% 2) +% -2) *% 24)) +% ix211)])
+              arena[((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy210 +% 2) *% 26)) +% ix211)] = sum214
               ix211 &+= 1
             }
           }
         }
-        for iy218 in 0..<22 {
-          do {  // SIMD16 over ix219
-            var ix219 = 0
-            while ix219 < 1 {
-              var sum220: Float = arena[(((((6710544 +% (((c138 *% 9) +% 2) *% 36864)) +% (j137 *% 576)) +% ((iy218 +% 2) *% 24)) +% 23) +% ix219)]
-              var sum221: Float = (sum220 + arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy218 +% 2) +% -1) *% 24)) +% 23) +% ix219)])
-              var sum222: Float = (sum221 + arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy218 +% 2) +% -2) *% 24)) +% 23) +% ix219)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy218 +% 2) *% 26)) +% 25) +% ix219)] = sum222
-              ix219 &+= 1
+        for iy215 in 0..<22 {
+          do {  // SIMD16 over ix216
+            var ix216 = 0
+            while ix216 < 1 {
+              var sum217: Float = arena[(((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% ((iy215 +% 2) *% 24)) +% 1) +% ix216)]
+              var sum218: Float = (sum217 + arena[((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% ((iy215 +% 2) *% 24)) +% ix216)])
+              var sum219: Float = (sum218 + arena[(((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy215 +% 2) +% -1) *% 24)) +% 1) +% ix216)])
+              var sum220: Float = (sum219 + arena[((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy215 +% 2) +% -1) *% 24)) +% ix216)])
+              var sum221: Float = (sum220 + arena[(((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy215 +% 2) +% -2) *% 24)) +% 1) +% ix216)])
+              var sum222: Float = (sum221 + arena[((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy215 +% 2) +% -2) *% 24)) +% ix216)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy215 +% 2) *% 26)) +% 1) +% ix216)] = sum222
+              ix216 &+= 1
             }
           }
         }
-        for iy223 in 0..<1 {
+        for iy223 in 0..<22 {
           do {  // SIMD16 over ix224
             var ix224 = 0
-            while ix224 < 1 {
-              var sum225: Float = arena[((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy223 +% 24) +% -1) *% 24)) +% ix224)]
-              var sum226: Float = (sum225 + arena[((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy223 +% 24) +% -2) *% 24)) +% ix224)])
-              arena[((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy223 +% 24) *% 26)) +% ix224)] = sum226
+            while ix224 &+ 16 <= 22 {
+              let sum225_v = load16(arena, ((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% ((iy223 +% 2) *% 24)) +% 2) &+ ix224)
+              let sum226_v = (sum225_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% ((iy223 +% 2) *% 24)) +% 1) &+ ix224))
+              let sum227_v = (sum226_v + load16(arena, (((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% ((iy223 +% 2) *% 24)) &+ ix224))
+              let sum228_v = (sum227_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -1) *% 24)) +% 2) &+ ix224))
+              let sum229_v = (sum228_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -1) *% 24)) +% 1) &+ ix224))
+              let sum230_v = (sum229_v + load16(arena, (((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -1) *% 24)) &+ ix224))
+              let sum231_v = (sum230_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -2) *% 24)) +% 2) &+ ix224))
+              let sum232_v = (sum231_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -2) *% 24)) +% 1) &+ ix224))
+              let sum233_v = (sum232_v + load16(arena, (((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -2) *% 24)) &+ ix224))
+              store16(arena, ((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy223 +% 2) *% 26)) +% 2) &+ ix224, sum233_v)
+              ix224 &+= 16
+            }
+            while ix224 < 22 {
+              var sum225: Float = arena[(((((6710544 +% ((c162 *% 9) *% 36864)) +% (j161 *% 576)) +% ((iy223 +% 2) *% 24)) +% 2) +% ix224)]
+              var sum226: Float = (sum225 + arena[(((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% ((iy223 +% 2) *% 24)) +% 1) +% ix224)])
+              var sum227: Float = (sum226 + arena[((((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% ((iy223 +% 2) *% 24)) +% ix224)])
+              var sum228: Float = (sum227 + arena[(((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -1) *% 24)) +% 2) +% ix224)])
+              var sum229: Float = (sum228 + arena[(((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -1) *% 24)) +% 1) +% ix224)])
+              var sum230: Float = (sum229 + arena[((((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -1) *% 24)) +% ix224)])
+              var sum231: Float = (sum230 + arena[(((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -2) *% 24)) +% 2) +% ix224)])
+              var sum232: Float = (sum231 + arena[(((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -2) *% 24)) +% 1) +% ix224)])
+              var sum233: Float = (sum232 + arena[((((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy223 +% 2) +% -2) *% 24)) +% ix224)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy223 +% 2) *% 26)) +% 2) +% ix224)] = sum233
               ix224 &+= 1
             }
           }
         }
-        for iy227 in 0..<1 {
-          do {  // SIMD16 over ix228
-            var ix228 = 0
-            while ix228 < 1 {
-              var sum229: Float = arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy227 +% 24) +% -1) *% 24)) +% 1) +% ix228)]
-              var sum230: Float = (sum229 + arena[((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy227 +% 24) +% -1) *% 24)) +% ix228)])
-              var sum231: Float = (sum230 + arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy227 +% 24) +% -2) *% 24)) +% 1) +% ix228)])
-              var sum232: Float = (sum231 + arena[((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy227 +% 24) +% -2) *% 24)) +% ix228)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy227 +% 24) *% 26)) +% 1) +% ix228)] = sum232
-              ix228 &+= 1
+        for iy234 in 0..<22 {
+          do {  // SIMD16 over ix235
+            var ix235 = 0
+            while ix235 < 1 {
+              var sum236: Float = arena[(((((6710544 +% (((c162 *% 9) +% 1) *% 36864)) +% (j161 *% 576)) +% ((iy234 +% 2) *% 24)) +% 23) +% ix235)]
+              var sum237: Float = (sum236 + arena[(((((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% ((iy234 +% 2) *% 24)) +% 22) +% ix235)])
+              var sum238: Float = (sum237 + arena[(((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy234 +% 2) +% -1) *% 24)) +% 23) +% ix235)])
+              var sum239: Float = (sum238 + arena[(((((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy234 +% 2) +% -1) *% 24)) +% 22) +% ix235)])
+              var sum240: Float = (sum239 + arena[(((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy234 +% 2) +% -2) *% 24)) +% 23) +% ix235)])
+              var sum241: Float = (sum240 + arena[(((((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy234 +% 2) +% -2) *% 24)) +% 22) +% ix235)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy234 +% 2) *% 26)) +% 24) +% ix235)] = sum241
+              ix235 &+= 1
             }
           }
         }
-        for iy233 in 0..<1 {
-          do {  // SIMD16 over ix234
-            var ix234 = 0
-            while ix234 &+ 16 <= 22 {
-              let sum235_v = load16(arena, ((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) +% 2) &+ ix234)
-              let sum236_v = (sum235_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) +% 1) &+ ix234))
-              let sum237_v = (sum236_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) &+ ix234))
-              let sum238_v = (sum237_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) +% 2) &+ ix234))
-              let sum239_v = (sum238_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) +% 1) &+ ix234))
-              let sum240_v = (sum239_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) &+ ix234))
-              store16(arena, ((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy233 +% 24) *% 26)) +% 2) &+ ix234, sum240_v)
-              ix234 &+= 16
-            }
-            while ix234 < 22 {
-              var sum235: Float = arena[(((((6710544 +% (((c138 *% 9) +% 3) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) +% 2) +% ix234)]
-              var sum236: Float = (sum235 + arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) +% 1) +% ix234)])
-              var sum237: Float = (sum236 + arena[((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -1) *% 24)) +% ix234)])
-              var sum238: Float = (sum237 + arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) +% 2) +% ix234)])
-              var sum239: Float = (sum238 + arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) +% 1) +% ix234)])
-              var sum240: Float = (sum239 + arena[((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy233 +% 24) +% -2) *% 24)) +% ix234)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy233 +% 24) *% 26)) +% 2) +% ix234)] = sum240
-              ix234 &+= 1
-            }
-          }
-        }
-        for iy241 in 0..<1 {
-          do {  // SIMD16 over ix242
-            var ix242 = 0
-            while ix242 < 1 {
-              var sum243: Float = arena[(((((6710544 +% (((c138 *% 9) +% 4) *% 36864)) +% (j137 *% 576)) +% (((iy241 +% 24) +% -1) *% 24)) +% 23) +% ix242)]
-              var sum244: Float = (sum243 + arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy241 +% 24) +% -1) *% 24)) +% 22) +% ix242)])
-              var sum245: Float = (sum244 + arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy241 +% 24) +% -2) *% 24)) +% 23) +% ix242)])
-              var sum246: Float = (sum245 + arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy241 +% 24) +% -2) *% 24)) +% 22) +% ix242)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy241 +% 24) *% 26)) +% 24) +% ix242)] = sum246
-              ix242 &+= 1
+        for iy242 in 0..<22 {
+          do {  // SIMD16 over ix243
+            var ix243 = 0
+            while ix243 < 1 {
+              var sum244: Float = arena[(((((6710544 +% (((c162 *% 9) +% 2) *% 36864)) +% (j161 *% 576)) +% ((iy242 +% 2) *% 24)) +% 23) +% ix243)]
+              var sum245: Float = (sum244 + arena[(((((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy242 +% 2) +% -1) *% 24)) +% 23) +% ix243)])
+              var sum246: Float = (sum245 + arena[(((((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy242 +% 2) +% -2) *% 24)) +% 23) +% ix243)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy242 +% 2) *% 26)) +% 25) +% ix243)] = sum246
+              ix243 &+= 1
             }
           }
         }
@@ -1147,9 +1639,9 @@ public func mnistnet_train_b64(
           do {  // SIMD16 over ix248
             var ix248 = 0
             while ix248 < 1 {
-              var sum249: Float = arena[(((((6710544 +% (((c138 *% 9) +% 5) *% 36864)) +% (j137 *% 576)) +% (((iy247 +% 24) +% -1) *% 24)) +% 23) +% ix248)]
-              var sum250: Float = (sum249 + arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy247 +% 24) +% -2) *% 24)) +% 23) +% ix248)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy247 +% 24) *% 26)) +% 25) +% ix248)] = sum250
+              var sum249: Float = arena[((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy247 +% 24) +% -1) *% 24)) +% ix248)]
+              var sum250: Float = (sum249 + arena[((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy247 +% 24) +% -2) *% 24)) +% ix248)])
+              arena[((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy247 +% 24) *% 26)) +% ix248)] = sum250
               ix248 &+= 1
             }
           }
@@ -1158,60 +1650,122 @@ public func mnistnet_train_b64(
           do {  // SIMD16 over ix252
             var ix252 = 0
             while ix252 < 1 {
-              var sum253: Float = arena[((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy251 +% 25) +% -2) *% 24)) +% ix252)]
-              arena[((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy251 +% 25) *% 26)) +% ix252)] = sum253
+              var sum253: Float = arena[(((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy251 +% 24) +% -1) *% 24)) +% 1) +% ix252)]
+              var sum254: Float = (sum253 + arena[((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy251 +% 24) +% -1) *% 24)) +% ix252)])
+              var sum255: Float = (sum254 + arena[(((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy251 +% 24) +% -2) *% 24)) +% 1) +% ix252)])
+              var sum256: Float = (sum255 + arena[((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy251 +% 24) +% -2) *% 24)) +% ix252)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy251 +% 24) *% 26)) +% 1) +% ix252)] = sum256
               ix252 &+= 1
             }
           }
         }
-        for iy254 in 0..<1 {
-          do {  // SIMD16 over ix255
-            var ix255 = 0
-            while ix255 < 1 {
-              var sum256: Float = arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy254 +% 25) +% -2) *% 24)) +% 1) +% ix255)]
-              var sum257: Float = (sum256 + arena[((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy254 +% 25) +% -2) *% 24)) +% ix255)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy254 +% 25) *% 26)) +% 1) +% ix255)] = sum257
-              ix255 &+= 1
+        for iy257 in 0..<1 {
+          do {  // SIMD16 over ix258
+            var ix258 = 0
+            while ix258 &+ 16 <= 22 {
+              let sum259_v = load16(arena, ((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -1) *% 24)) +% 2) &+ ix258)
+              let sum260_v = (sum259_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -1) *% 24)) +% 1) &+ ix258))
+              let sum261_v = (sum260_v + load16(arena, (((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -1) *% 24)) &+ ix258))
+              let sum262_v = (sum261_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -2) *% 24)) +% 2) &+ ix258))
+              let sum263_v = (sum262_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -2) *% 24)) +% 1) &+ ix258))
+              let sum264_v = (sum263_v + load16(arena, (((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -2) *% 24)) &+ ix258))
+              store16(arena, ((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy257 +% 24) *% 26)) +% 2) &+ ix258, sum264_v)
+              ix258 &+= 16
+            }
+            while ix258 < 22 {
+              var sum259: Float = arena[(((((6710544 +% (((c162 *% 9) +% 3) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -1) *% 24)) +% 2) +% ix258)]
+              var sum260: Float = (sum259 + arena[(((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -1) *% 24)) +% 1) +% ix258)])
+              var sum261: Float = (sum260 + arena[((((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -1) *% 24)) +% ix258)])
+              var sum262: Float = (sum261 + arena[(((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -2) *% 24)) +% 2) +% ix258)])
+              var sum263: Float = (sum262 + arena[(((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -2) *% 24)) +% 1) +% ix258)])
+              var sum264: Float = (sum263 + arena[((((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy257 +% 24) +% -2) *% 24)) +% ix258)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy257 +% 24) *% 26)) +% 2) +% ix258)] = sum264
+              ix258 &+= 1
             }
           }
         }
-        for iy258 in 0..<1 {
-          do {  // SIMD16 over ix259
-            var ix259 = 0
-            while ix259 &+ 16 <= 22 {
-              let sum260_v = load16(arena, ((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) +% 2) &+ ix259)
-              let sum261_v = (sum260_v + load16(arena, ((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) +% 1) &+ ix259))
-              let sum262_v = (sum261_v + load16(arena, (((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) &+ ix259))
-              store16(arena, ((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy258 +% 25) *% 26)) +% 2) &+ ix259, sum262_v)
-              ix259 &+= 16
-            }
-            while ix259 < 22 {
-              var sum260: Float = arena[(((((6710544 +% (((c138 *% 9) +% 6) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) +% 2) +% ix259)]
-              var sum261: Float = (sum260 + arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) +% 1) +% ix259)])
-              var sum262: Float = (sum261 + arena[((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy258 +% 25) +% -2) *% 24)) +% ix259)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy258 +% 25) *% 26)) +% 2) +% ix259)] = sum262
-              ix259 &+= 1
+        for iy265 in 0..<1 {
+          do {  // SIMD16 over ix266
+            var ix266 = 0
+            while ix266 < 1 {
+              var sum267: Float = arena[(((((6710544 +% (((c162 *% 9) +% 4) *% 36864)) +% (j161 *% 576)) +% (((iy265 +% 24) +% -1) *% 24)) +% 23) +% ix266)]
+              var sum268: Float = (sum267 + arena[(((((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy265 +% 24) +% -1) *% 24)) +% 22) +% ix266)])
+              var sum269: Float = (sum268 + arena[(((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy265 +% 24) +% -2) *% 24)) +% 23) +% ix266)])
+              var sum270: Float = (sum269 + arena[(((((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy265 +% 24) +% -2) *% 24)) +% 22) +% ix266)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy265 +% 24) *% 26)) +% 24) +% ix266)] = sum270
+              ix266 &+= 1
             }
           }
         }
-        for iy263 in 0..<1 {
-          do {  // SIMD16 over ix264
-            var ix264 = 0
-            while ix264 < 1 {
-              var sum265: Float = arena[(((((6710544 +% (((c138 *% 9) +% 7) *% 36864)) +% (j137 *% 576)) +% (((iy263 +% 25) +% -2) *% 24)) +% 23) +% ix264)]
-              var sum266: Float = (sum265 + arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy263 +% 25) +% -2) *% 24)) +% 22) +% ix264)])
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy263 +% 25) *% 26)) +% 24) +% ix264)] = sum266
-              ix264 &+= 1
+        for iy271 in 0..<1 {
+          do {  // SIMD16 over ix272
+            var ix272 = 0
+            while ix272 < 1 {
+              var sum273: Float = arena[(((((6710544 +% (((c162 *% 9) +% 5) *% 36864)) +% (j161 *% 576)) +% (((iy271 +% 24) +% -1) *% 24)) +% 23) +% ix272)]
+              var sum274: Float = (sum273 + arena[(((((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy271 +% 24) +% -2) *% 24)) +% 23) +% ix272)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy271 +% 24) *% 26)) +% 25) +% ix272)] = sum274
+              ix272 &+= 1
             }
           }
         }
-        for iy267 in 0..<1 {
-          do {  // SIMD16 over ix268
-            var ix268 = 0
-            while ix268 < 1 {
-              var sum269: Float = arena[(((((6710544 +% (((c138 *% 9) +% 8) *% 36864)) +% (j137 *% 576)) +% (((iy267 +% 25) +% -2) *% 24)) +% 23) +% ix268)]
-              arena[(((((1384448 +% (((g129 *% 64) +% j137) *% 21632)) +% (c138 *% 676)) +% ((iy267 +% 25) *% 26)) +% 25) +% ix268)] = sum269
-              ix268 &+= 1
+        for iy275 in 0..<1 {
+          do {  // SIMD16 over ix276
+            var ix276 = 0
+            while ix276 < 1 {
+              var sum277: Float = arena[((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy275 +% 25) +% -2) *% 24)) +% ix276)]
+              arena[((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy275 +% 25) *% 26)) +% ix276)] = sum277
+              ix276 &+= 1
+            }
+          }
+        }
+        for iy278 in 0..<1 {
+          do {  // SIMD16 over ix279
+            var ix279 = 0
+            while ix279 < 1 {
+              var sum280: Float = arena[(((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% 1) +% ix279)]
+              var sum281: Float = (sum280 + arena[((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy278 +% 25) +% -2) *% 24)) +% ix279)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy278 +% 25) *% 26)) +% 1) +% ix279)] = sum281
+              ix279 &+= 1
+            }
+          }
+        }
+        for iy282 in 0..<1 {
+          do {  // SIMD16 over ix283
+            var ix283 = 0
+            while ix283 &+ 16 <= 22 {
+              let sum284_v = load16(arena, ((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy282 +% 25) +% -2) *% 24)) +% 2) &+ ix283)
+              let sum285_v = (sum284_v + load16(arena, ((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy282 +% 25) +% -2) *% 24)) +% 1) &+ ix283))
+              let sum286_v = (sum285_v + load16(arena, (((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy282 +% 25) +% -2) *% 24)) &+ ix283))
+              store16(arena, ((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy282 +% 25) *% 26)) +% 2) &+ ix283, sum286_v)
+              ix283 &+= 16
+            }
+            while ix283 < 22 {
+              var sum284: Float = arena[(((((6710544 +% (((c162 *% 9) +% 6) *% 36864)) +% (j161 *% 576)) +% (((iy282 +% 25) +% -2) *% 24)) +% 2) +% ix283)]
+              var sum285: Float = (sum284 + arena[(((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy282 +% 25) +% -2) *% 24)) +% 1) +% ix283)])
+              var sum286: Float = (sum285 + arena[((((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy282 +% 25) +% -2) *% 24)) +% ix283)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy282 +% 25) *% 26)) +% 2) +% ix283)] = sum286
+              ix283 &+= 1
+            }
+          }
+        }
+        for iy287 in 0..<1 {
+          do {  // SIMD16 over ix288
+            var ix288 = 0
+            while ix288 < 1 {
+              var sum289: Float = arena[(((((6710544 +% (((c162 *% 9) +% 7) *% 36864)) +% (j161 *% 576)) +% (((iy287 +% 25) +% -2) *% 24)) +% 23) +% ix288)]
+              var sum290: Float = (sum289 + arena[(((((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy287 +% 25) +% -2) *% 24)) +% 22) +% ix288)])
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy287 +% 25) *% 26)) +% 24) +% ix288)] = sum290
+              ix288 &+= 1
+            }
+          }
+        }
+        for iy291 in 0..<1 {
+          do {  // SIMD16 over ix292
+            var ix292 = 0
+            while ix292 < 1 {
+              var sum293: Float = arena[(((((6710544 +% (((c162 *% 9) +% 8) *% 36864)) +% (j161 *% 576)) +% (((iy291 +% 25) +% -2) *% 24)) +% 23) +% ix292)]
+              arena[(((((1384448 +% (((g153 *% 64) +% j161) *% 21632)) +% (c162 *% 676)) +% ((iy291 +% 25) *% 26)) +% 25) +% ix292)] = sum293
+              ix292 &+= 1
             }
           }
         }
@@ -1219,256 +1773,256 @@ public func mnistnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i270
-    var i270 = 0
-    while i270 &+ 16 <= 1384448 {
-      store16(arena, 3171600 &+ i270, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i270), where: load16(arena, 0 &+ i270) .> SIMD16<Float>(repeating: Float(0))))
-      i270 &+= 16
+  do {  // SIMD16 over i294
+    var i294 = 0
+    while i294 &+ 16 <= 1384448 {
+      store16(arena, 3171600 &+ i294, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i294), where: load16(arena, 0 &+ i294) .> SIMD16<Float>(repeating: Float(0))))
+      i294 &+= 16
     }
-    while i270 < 1384448 {
-      arena[(3171600 +% i270)] = (arena[i270] > Float(0) ? arena[(1384448 +% i270)] : Float(0))
-      i270 &+= 1
+    while i294 < 1384448 {
+      arena[(3171600 +% i294)] = (arena[i294] > Float(0) ? arena[(1384448 +% i294)] : Float(0))
+      i294 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i271
-    var i271 = 0
-    while i271 &+ 16 <= 288 {
-      store16(arena, 1773824 &+ i271, SIMD16<Float>(repeating: Float(0)))
-      i271 &+= 16
+  do {  // SIMD16 over i295
+    var i295 = 0
+    while i295 &+ 16 <= 288 {
+      store16(arena, 1773824 &+ i295, SIMD16<Float>(repeating: Float(0)))
+      i295 &+= 16
     }
-    while i271 < 288 {
-      arena[(1773824 +% i271)] = Float(0)
-      i271 &+= 1
-    }
-  }
-  for g272 in 0..<1 {
-    for j273 in 0..<64 {
-      for c274 in 0..<1 {
-        for ky275 in 0..<3 {
-          for oy276 in 0..<26 {
-            for ox277 in 0..<26 {
-              arena[((((((c274 *% 3) +% ky275) *% 3) *% 43264) +% (j273 *% 676)) +% ((oy276 *% 26) +% ox277))] = images[((((((g272 *% 64) +% j273) *% 784) +% (c274 *% 784)) +% ((oy276 +% ky275) *% 28)) +% ox277)]
-            }
-          }
-          for oy278 in 0..<26 {
-            for ox279 in 0..<26 {
-              arena[(((((((c274 *% 3) +% ky275) *% 3) +% 1) *% 43264) +% (j273 *% 676)) +% ((oy278 *% 26) +% ox279))] = images[((((((g272 *% 64) +% j273) *% 784) +% (c274 *% 784)) +% ((oy278 +% ky275) *% 28)) +% (ox279 +% 1))]
-            }
-          }
-          for oy280 in 0..<26 {
-            for ox281 in 0..<26 {
-              arena[(((((((c274 *% 3) +% ky275) *% 3) +% 2) *% 43264) +% (j273 *% 676)) +% ((oy280 *% 26) +% ox281))] = images[((((((g272 *% 64) +% j273) *% 784) +% (c274 *% 784)) +% ((oy280 +% ky275) *% 28)) +% (ox281 +% 2))]
-            }
-          }
-        }
-      }
-    }
-    for j282 in 0..<64 {
-      for i283 in 0..<676 {
-        for f284 in 0..<32 {
-          arena[((389376 +% (((j282 *% 676) +% i283) *% 32)) +% f284)] = arena[(((3171600 +% (((g272 *% 64) +% j282) *% 21632)) +% (f284 *% 676)) +% i283)]
-        }
-      }
-    }
-    for kp285 in 0..<112 {
-      for nb286 in 0..<1 {
-        for mb287 in 0..<1 {
-          var t288_c0_0 = load16(arena, ((1773824 +% ((mb287 *% 9) *% 32)) +% (nb286 *% 32)))
-          var t288_c0_1 = load16(arena, (((1773824 +% ((mb287 *% 9) *% 32)) +% (nb286 *% 32)) +% 16))
-          var t288_c1_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 1) *% 32)) +% (nb286 *% 32)))
-          var t288_c1_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 1) *% 32)) +% (nb286 *% 32)) +% 16))
-          var t288_c2_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 2) *% 32)) +% (nb286 *% 32)))
-          var t288_c2_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 2) *% 32)) +% (nb286 *% 32)) +% 16))
-          var t288_c3_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 3) *% 32)) +% (nb286 *% 32)))
-          var t288_c3_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 3) *% 32)) +% (nb286 *% 32)) +% 16))
-          var t288_c4_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 4) *% 32)) +% (nb286 *% 32)))
-          var t288_c4_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 4) *% 32)) +% (nb286 *% 32)) +% 16))
-          var t288_c5_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 5) *% 32)) +% (nb286 *% 32)))
-          var t288_c5_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 5) *% 32)) +% (nb286 *% 32)) +% 16))
-          var t288_c6_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 6) *% 32)) +% (nb286 *% 32)))
-          var t288_c6_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 6) *% 32)) +% (nb286 *% 32)) +% 16))
-          var t288_c7_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 7) *% 32)) +% (nb286 *% 32)))
-          var t288_c7_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 7) *% 32)) +% (nb286 *% 32)) +% 16))
-          var t288_c8_0 = load16(arena, ((1773824 +% (((mb287 *% 9) +% 8) *% 32)) +% (nb286 *% 32)))
-          var t288_c8_1 = load16(arena, (((1773824 +% (((mb287 *% 9) +% 8) *% 32)) +% (nb286 *% 32)) +% 16))
-          for k289 in 0..<383 {
-            let t288_b0 = load16(arena, ((389376 +% ((k289 +% (kp285 *% 383)) *% 32)) +% (nb286 *% 32)))
-            let t288_b1 = load16(arena, (((389376 +% ((k289 +% (kp285 *% 383)) *% 32)) +% (nb286 *% 32)) +% 16))
-            let t288_a0 = SIMD16<Float>(repeating: arena[(((mb287 *% 9) *% 43264) +% (k289 +% (kp285 *% 383)))])
-            t288_c0_0 = t288_c0_0.addingProduct(t288_a0, t288_b0)
-            t288_c0_1 = t288_c0_1.addingProduct(t288_a0, t288_b1)
-            let t288_a1 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 1) *% 43264) +% (k289 +% (kp285 *% 383)))])
-            t288_c1_0 = t288_c1_0.addingProduct(t288_a1, t288_b0)
-            t288_c1_1 = t288_c1_1.addingProduct(t288_a1, t288_b1)
-            let t288_a2 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 2) *% 43264) +% (k289 +% (kp285 *% 383)))])
-            t288_c2_0 = t288_c2_0.addingProduct(t288_a2, t288_b0)
-            t288_c2_1 = t288_c2_1.addingProduct(t288_a2, t288_b1)
-            let t288_a3 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 3) *% 43264) +% (k289 +% (kp285 *% 383)))])
-            t288_c3_0 = t288_c3_0.addingProduct(t288_a3, t288_b0)
-            t288_c3_1 = t288_c3_1.addingProduct(t288_a3, t288_b1)
-            let t288_a4 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 4) *% 43264) +% (k289 +% (kp285 *% 383)))])
-            t288_c4_0 = t288_c4_0.addingProduct(t288_a4, t288_b0)
-            t288_c4_1 = t288_c4_1.addingProduct(t288_a4, t288_b1)
-            let t288_a5 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 5) *% 43264) +% (k289 +% (kp285 *% 383)))])
-            t288_c5_0 = t288_c5_0.addingProduct(t288_a5, t288_b0)
-            t288_c5_1 = t288_c5_1.addingProduct(t288_a5, t288_b1)
-            let t288_a6 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 6) *% 43264) +% (k289 +% (kp285 *% 383)))])
-            t288_c6_0 = t288_c6_0.addingProduct(t288_a6, t288_b0)
-            t288_c6_1 = t288_c6_1.addingProduct(t288_a6, t288_b1)
-            let t288_a7 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 7) *% 43264) +% (k289 +% (kp285 *% 383)))])
-            t288_c7_0 = t288_c7_0.addingProduct(t288_a7, t288_b0)
-            t288_c7_1 = t288_c7_1.addingProduct(t288_a7, t288_b1)
-            let t288_a8 = SIMD16<Float>(repeating: arena[((((mb287 *% 9) +% 8) *% 43264) +% (k289 +% (kp285 *% 383)))])
-            t288_c8_0 = t288_c8_0.addingProduct(t288_a8, t288_b0)
-            t288_c8_1 = t288_c8_1.addingProduct(t288_a8, t288_b1)
-          }
-          store16(arena, ((1773824 +% ((mb287 *% 9) *% 32)) +% (nb286 *% 32)), t288_c0_0)
-          store16(arena, (((1773824 +% ((mb287 *% 9) *% 32)) +% (nb286 *% 32)) +% 16), t288_c0_1)
-          store16(arena, ((1773824 +% (((mb287 *% 9) +% 1) *% 32)) +% (nb286 *% 32)), t288_c1_0)
-          store16(arena, (((1773824 +% (((mb287 *% 9) +% 1) *% 32)) +% (nb286 *% 32)) +% 16), t288_c1_1)
-          store16(arena, ((1773824 +% (((mb287 *% 9) +% 2) *% 32)) +% (nb286 *% 32)), t288_c2_0)
-          store16(arena, (((1773824 +% (((mb287 *% 9) +% 2) *% 32)) +% (nb286 *% 32)) +% 16), t288_c2_1)
-          store16(arena, ((1773824 +% (((mb287 *% 9) +% 3) *% 32)) +% (nb286 *% 32)), t288_c3_0)
-          store16(arena, (((1773824 +% (((mb287 *% 9) +% 3) *% 32)) +% (nb286 *% 32)) +% 16), t288_c3_1)
-          store16(arena, ((1773824 +% (((mb287 *% 9) +% 4) *% 32)) +% (nb286 *% 32)), t288_c4_0)
-          store16(arena, (((1773824 +% (((mb287 *% 9) +% 4) *% 32)) +% (nb286 *% 32)) +% 16), t288_c4_1)
-          store16(arena, ((1773824 +% (((mb287 *% 9) +% 5) *% 32)) +% (nb286 *% 32)), t288_c5_0)
-          store16(arena, (((1773824 +% (((mb287 *% 9) +% 5) *% 32)) +% (nb286 *% 32)) +% 16), t288_c5_1)
-          store16(arena, ((1773824 +% (((mb287 *% 9) +% 6) *% 32)) +% (nb286 *% 32)), t288_c6_0)
-          store16(arena, (((1773824 +% (((mb287 *% 9) +% 6) *% 32)) +% (nb286 *% 32)) +% 16), t288_c6_1)
-          store16(arena, ((1773824 +% (((mb287 *% 9) +% 7) *% 32)) +% (nb286 *% 32)), t288_c7_0)
-          store16(arena, (((1773824 +% (((mb287 *% 9) +% 7) *% 32)) +% (nb286 *% 32)) +% 16), t288_c7_1)
-          store16(arena, ((1773824 +% (((mb287 *% 9) +% 8) *% 32)) +% (nb286 *% 32)), t288_c8_0)
-          store16(arena, (((1773824 +% (((mb287 *% 9) +% 8) *% 32)) +% (nb286 *% 32)) +% 16), t288_c8_1)
-        }
-      }
-    }
-    for nb290 in 0..<1 {
-      for mb291 in 0..<1 {
-        var t292_c0_0 = load16(arena, ((1773824 +% ((mb291 *% 9) *% 32)) +% (nb290 *% 32)))
-        var t292_c0_1 = load16(arena, (((1773824 +% ((mb291 *% 9) *% 32)) +% (nb290 *% 32)) +% 16))
-        var t292_c1_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 1) *% 32)) +% (nb290 *% 32)))
-        var t292_c1_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 1) *% 32)) +% (nb290 *% 32)) +% 16))
-        var t292_c2_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 2) *% 32)) +% (nb290 *% 32)))
-        var t292_c2_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 2) *% 32)) +% (nb290 *% 32)) +% 16))
-        var t292_c3_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 3) *% 32)) +% (nb290 *% 32)))
-        var t292_c3_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 3) *% 32)) +% (nb290 *% 32)) +% 16))
-        var t292_c4_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 4) *% 32)) +% (nb290 *% 32)))
-        var t292_c4_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 4) *% 32)) +% (nb290 *% 32)) +% 16))
-        var t292_c5_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 5) *% 32)) +% (nb290 *% 32)))
-        var t292_c5_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 5) *% 32)) +% (nb290 *% 32)) +% 16))
-        var t292_c6_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 6) *% 32)) +% (nb290 *% 32)))
-        var t292_c6_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 6) *% 32)) +% (nb290 *% 32)) +% 16))
-        var t292_c7_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 7) *% 32)) +% (nb290 *% 32)))
-        var t292_c7_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 7) *% 32)) +% (nb290 *% 32)) +% 16))
-        var t292_c8_0 = load16(arena, ((1773824 +% (((mb291 *% 9) +% 8) *% 32)) +% (nb290 *% 32)))
-        var t292_c8_1 = load16(arena, (((1773824 +% (((mb291 *% 9) +% 8) *% 32)) +% (nb290 *% 32)) +% 16))
-        for k293 in 0..<368 {
-          let t292_b0 = load16(arena, ((389376 +% ((k293 +% 42896) *% 32)) +% (nb290 *% 32)))
-          let t292_b1 = load16(arena, (((389376 +% ((k293 +% 42896) *% 32)) +% (nb290 *% 32)) +% 16))
-          let t292_a0 = SIMD16<Float>(repeating: arena[(((mb291 *% 9) *% 43264) +% (k293 +% 42896))])
-          t292_c0_0 = t292_c0_0.addingProduct(t292_a0, t292_b0)
-          t292_c0_1 = t292_c0_1.addingProduct(t292_a0, t292_b1)
-          let t292_a1 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 1) *% 43264) +% (k293 +% 42896))])
-          t292_c1_0 = t292_c1_0.addingProduct(t292_a1, t292_b0)
-          t292_c1_1 = t292_c1_1.addingProduct(t292_a1, t292_b1)
-          let t292_a2 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 2) *% 43264) +% (k293 +% 42896))])
-          t292_c2_0 = t292_c2_0.addingProduct(t292_a2, t292_b0)
-          t292_c2_1 = t292_c2_1.addingProduct(t292_a2, t292_b1)
-          let t292_a3 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 3) *% 43264) +% (k293 +% 42896))])
-          t292_c3_0 = t292_c3_0.addingProduct(t292_a3, t292_b0)
-          t292_c3_1 = t292_c3_1.addingProduct(t292_a3, t292_b1)
-          let t292_a4 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 4) *% 43264) +% (k293 +% 42896))])
-          t292_c4_0 = t292_c4_0.addingProduct(t292_a4, t292_b0)
-          t292_c4_1 = t292_c4_1.addingProduct(t292_a4, t292_b1)
-          let t292_a5 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 5) *% 43264) +% (k293 +% 42896))])
-          t292_c5_0 = t292_c5_0.addingProduct(t292_a5, t292_b0)
-          t292_c5_1 = t292_c5_1.addingProduct(t292_a5, t292_b1)
-          let t292_a6 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 6) *% 43264) +% (k293 +% 42896))])
-          t292_c6_0 = t292_c6_0.addingProduct(t292_a6, t292_b0)
-          t292_c6_1 = t292_c6_1.addingProduct(t292_a6, t292_b1)
-          let t292_a7 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 7) *% 43264) +% (k293 +% 42896))])
-          t292_c7_0 = t292_c7_0.addingProduct(t292_a7, t292_b0)
-          t292_c7_1 = t292_c7_1.addingProduct(t292_a7, t292_b1)
-          let t292_a8 = SIMD16<Float>(repeating: arena[((((mb291 *% 9) +% 8) *% 43264) +% (k293 +% 42896))])
-          t292_c8_0 = t292_c8_0.addingProduct(t292_a8, t292_b0)
-          t292_c8_1 = t292_c8_1.addingProduct(t292_a8, t292_b1)
-        }
-        store16(arena, ((1773824 +% ((mb291 *% 9) *% 32)) +% (nb290 *% 32)), t292_c0_0)
-        store16(arena, (((1773824 +% ((mb291 *% 9) *% 32)) +% (nb290 *% 32)) +% 16), t292_c0_1)
-        store16(arena, ((1773824 +% (((mb291 *% 9) +% 1) *% 32)) +% (nb290 *% 32)), t292_c1_0)
-        store16(arena, (((1773824 +% (((mb291 *% 9) +% 1) *% 32)) +% (nb290 *% 32)) +% 16), t292_c1_1)
-        store16(arena, ((1773824 +% (((mb291 *% 9) +% 2) *% 32)) +% (nb290 *% 32)), t292_c2_0)
-        store16(arena, (((1773824 +% (((mb291 *% 9) +% 2) *% 32)) +% (nb290 *% 32)) +% 16), t292_c2_1)
-        store16(arena, ((1773824 +% (((mb291 *% 9) +% 3) *% 32)) +% (nb290 *% 32)), t292_c3_0)
-        store16(arena, (((1773824 +% (((mb291 *% 9) +% 3) *% 32)) +% (nb290 *% 32)) +% 16), t292_c3_1)
-        store16(arena, ((1773824 +% (((mb291 *% 9) +% 4) *% 32)) +% (nb290 *% 32)), t292_c4_0)
-        store16(arena, (((1773824 +% (((mb291 *% 9) +% 4) *% 32)) +% (nb290 *% 32)) +% 16), t292_c4_1)
-        store16(arena, ((1773824 +% (((mb291 *% 9) +% 5) *% 32)) +% (nb290 *% 32)), t292_c5_0)
-        store16(arena, (((1773824 +% (((mb291 *% 9) +% 5) *% 32)) +% (nb290 *% 32)) +% 16), t292_c5_1)
-        store16(arena, ((1773824 +% (((mb291 *% 9) +% 6) *% 32)) +% (nb290 *% 32)), t292_c6_0)
-        store16(arena, (((1773824 +% (((mb291 *% 9) +% 6) *% 32)) +% (nb290 *% 32)) +% 16), t292_c6_1)
-        store16(arena, ((1773824 +% (((mb291 *% 9) +% 7) *% 32)) +% (nb290 *% 32)), t292_c7_0)
-        store16(arena, (((1773824 +% (((mb291 *% 9) +% 7) *% 32)) +% (nb290 *% 32)) +% 16), t292_c7_1)
-        store16(arena, ((1773824 +% (((mb291 *% 9) +% 8) *% 32)) +% (nb290 *% 32)), t292_c8_0)
-        store16(arena, (((1773824 +% (((mb291 *% 9) +% 8) *% 32)) +% (nb290 *% 32)) +% 16), t292_c8_1)
-      }
+    while i295 < 288 {
+      arena[(1773824 +% i295)] = Float(0)
+      i295 &+= 1
     }
   }
-  for f294 in 0..<32 {
-    for r295 in 0..<9 {
-      grads[((f294 *% 9) +% r295)] = arena[((1773824 +% (r295 *% 32)) +% f294)]
+  for g296 in 0..<1 {
+    for j297 in 0..<64 {
+      for c298 in 0..<1 {
+        for ky299 in 0..<3 {
+          for oy300 in 0..<26 {
+            for ox301 in 0..<26 {
+              arena[((((((c298 *% 3) +% ky299) *% 3) *% 43264) +% (j297 *% 676)) +% ((oy300 *% 26) +% ox301))] = images[((((((g296 *% 64) +% j297) *% 784) +% (c298 *% 784)) +% ((oy300 +% ky299) *% 28)) +% ox301)]
+            }
+          }
+          for oy302 in 0..<26 {
+            for ox303 in 0..<26 {
+              arena[(((((((c298 *% 3) +% ky299) *% 3) +% 1) *% 43264) +% (j297 *% 676)) +% ((oy302 *% 26) +% ox303))] = images[((((((g296 *% 64) +% j297) *% 784) +% (c298 *% 784)) +% ((oy302 +% ky299) *% 28)) +% (ox303 +% 1))]
+            }
+          }
+          for oy304 in 0..<26 {
+            for ox305 in 0..<26 {
+              arena[(((((((c298 *% 3) +% ky299) *% 3) +% 2) *% 43264) +% (j297 *% 676)) +% ((oy304 *% 26) +% ox305))] = images[((((((g296 *% 64) +% j297) *% 784) +% (c298 *% 784)) +% ((oy304 +% ky299) *% 28)) +% (ox305 +% 2))]
+            }
+          }
+        }
+      }
+    }
+    for j306 in 0..<64 {
+      for i307 in 0..<676 {
+        for f308 in 0..<32 {
+          arena[((389376 +% (((j306 *% 676) +% i307) *% 32)) +% f308)] = arena[(((3171600 +% (((g296 *% 64) +% j306) *% 21632)) +% (f308 *% 676)) +% i307)]
+        }
+      }
+    }
+    for kp309 in 0..<112 {
+      for nb310 in 0..<1 {
+        for mb311 in 0..<1 {
+          var t312_c0_0 = load16(arena, ((1773824 +% ((mb311 *% 9) *% 32)) +% (nb310 *% 32)))
+          var t312_c0_1 = load16(arena, (((1773824 +% ((mb311 *% 9) *% 32)) +% (nb310 *% 32)) +% 16))
+          var t312_c1_0 = load16(arena, ((1773824 +% (((mb311 *% 9) +% 1) *% 32)) +% (nb310 *% 32)))
+          var t312_c1_1 = load16(arena, (((1773824 +% (((mb311 *% 9) +% 1) *% 32)) +% (nb310 *% 32)) +% 16))
+          var t312_c2_0 = load16(arena, ((1773824 +% (((mb311 *% 9) +% 2) *% 32)) +% (nb310 *% 32)))
+          var t312_c2_1 = load16(arena, (((1773824 +% (((mb311 *% 9) +% 2) *% 32)) +% (nb310 *% 32)) +% 16))
+          var t312_c3_0 = load16(arena, ((1773824 +% (((mb311 *% 9) +% 3) *% 32)) +% (nb310 *% 32)))
+          var t312_c3_1 = load16(arena, (((1773824 +% (((mb311 *% 9) +% 3) *% 32)) +% (nb310 *% 32)) +% 16))
+          var t312_c4_0 = load16(arena, ((1773824 +% (((mb311 *% 9) +% 4) *% 32)) +% (nb310 *% 32)))
+          var t312_c4_1 = load16(arena, (((1773824 +% (((mb311 *% 9) +% 4) *% 32)) +% (nb310 *% 32)) +% 16))
+          var t312_c5_0 = load16(arena, ((1773824 +% (((mb311 *% 9) +% 5) *% 32)) +% (nb310 *% 32)))
+          var t312_c5_1 = load16(arena, (((1773824 +% (((mb311 *% 9) +% 5) *% 32)) +% (nb310 *% 32)) +% 16))
+          var t312_c6_0 = load16(arena, ((1773824 +% (((mb311 *% 9) +% 6) *% 32)) +% (nb310 *% 32)))
+          var t312_c6_1 = load16(arena, (((1773824 +% (((mb311 *% 9) +% 6) *% 32)) +% (nb310 *% 32)) +% 16))
+          var t312_c7_0 = load16(arena, ((1773824 +% (((mb311 *% 9) +% 7) *% 32)) +% (nb310 *% 32)))
+          var t312_c7_1 = load16(arena, (((1773824 +% (((mb311 *% 9) +% 7) *% 32)) +% (nb310 *% 32)) +% 16))
+          var t312_c8_0 = load16(arena, ((1773824 +% (((mb311 *% 9) +% 8) *% 32)) +% (nb310 *% 32)))
+          var t312_c8_1 = load16(arena, (((1773824 +% (((mb311 *% 9) +% 8) *% 32)) +% (nb310 *% 32)) +% 16))
+          for k313 in 0..<383 {
+            let t312_b0 = load16(arena, ((389376 +% ((k313 +% (kp309 *% 383)) *% 32)) +% (nb310 *% 32)))
+            let t312_b1 = load16(arena, (((389376 +% ((k313 +% (kp309 *% 383)) *% 32)) +% (nb310 *% 32)) +% 16))
+            let t312_a0 = SIMD16<Float>(repeating: arena[(((mb311 *% 9) *% 43264) +% (k313 +% (kp309 *% 383)))])
+            t312_c0_0 = t312_c0_0.addingProduct(t312_a0, t312_b0)
+            t312_c0_1 = t312_c0_1.addingProduct(t312_a0, t312_b1)
+            let t312_a1 = SIMD16<Float>(repeating: arena[((((mb311 *% 9) +% 1) *% 43264) +% (k313 +% (kp309 *% 383)))])
+            t312_c1_0 = t312_c1_0.addingProduct(t312_a1, t312_b0)
+            t312_c1_1 = t312_c1_1.addingProduct(t312_a1, t312_b1)
+            let t312_a2 = SIMD16<Float>(repeating: arena[((((mb311 *% 9) +% 2) *% 43264) +% (k313 +% (kp309 *% 383)))])
+            t312_c2_0 = t312_c2_0.addingProduct(t312_a2, t312_b0)
+            t312_c2_1 = t312_c2_1.addingProduct(t312_a2, t312_b1)
+            let t312_a3 = SIMD16<Float>(repeating: arena[((((mb311 *% 9) +% 3) *% 43264) +% (k313 +% (kp309 *% 383)))])
+            t312_c3_0 = t312_c3_0.addingProduct(t312_a3, t312_b0)
+            t312_c3_1 = t312_c3_1.addingProduct(t312_a3, t312_b1)
+            let t312_a4 = SIMD16<Float>(repeating: arena[((((mb311 *% 9) +% 4) *% 43264) +% (k313 +% (kp309 *% 383)))])
+            t312_c4_0 = t312_c4_0.addingProduct(t312_a4, t312_b0)
+            t312_c4_1 = t312_c4_1.addingProduct(t312_a4, t312_b1)
+            let t312_a5 = SIMD16<Float>(repeating: arena[((((mb311 *% 9) +% 5) *% 43264) +% (k313 +% (kp309 *% 383)))])
+            t312_c5_0 = t312_c5_0.addingProduct(t312_a5, t312_b0)
+            t312_c5_1 = t312_c5_1.addingProduct(t312_a5, t312_b1)
+            let t312_a6 = SIMD16<Float>(repeating: arena[((((mb311 *% 9) +% 6) *% 43264) +% (k313 +% (kp309 *% 383)))])
+            t312_c6_0 = t312_c6_0.addingProduct(t312_a6, t312_b0)
+            t312_c6_1 = t312_c6_1.addingProduct(t312_a6, t312_b1)
+            let t312_a7 = SIMD16<Float>(repeating: arena[((((mb311 *% 9) +% 7) *% 43264) +% (k313 +% (kp309 *% 383)))])
+            t312_c7_0 = t312_c7_0.addingProduct(t312_a7, t312_b0)
+            t312_c7_1 = t312_c7_1.addingProduct(t312_a7, t312_b1)
+            let t312_a8 = SIMD16<Float>(repeating: arena[((((mb311 *% 9) +% 8) *% 43264) +% (k313 +% (kp309 *% 383)))])
+            t312_c8_0 = t312_c8_0.addingProduct(t312_a8, t312_b0)
+            t312_c8_1 = t312_c8_1.addingProduct(t312_a8, t312_b1)
+          }
+          store16(arena, ((1773824 +% ((mb311 *% 9) *% 32)) +% (nb310 *% 32)), t312_c0_0)
+          store16(arena, (((1773824 +% ((mb311 *% 9) *% 32)) +% (nb310 *% 32)) +% 16), t312_c0_1)
+          store16(arena, ((1773824 +% (((mb311 *% 9) +% 1) *% 32)) +% (nb310 *% 32)), t312_c1_0)
+          store16(arena, (((1773824 +% (((mb311 *% 9) +% 1) *% 32)) +% (nb310 *% 32)) +% 16), t312_c1_1)
+          store16(arena, ((1773824 +% (((mb311 *% 9) +% 2) *% 32)) +% (nb310 *% 32)), t312_c2_0)
+          store16(arena, (((1773824 +% (((mb311 *% 9) +% 2) *% 32)) +% (nb310 *% 32)) +% 16), t312_c2_1)
+          store16(arena, ((1773824 +% (((mb311 *% 9) +% 3) *% 32)) +% (nb310 *% 32)), t312_c3_0)
+          store16(arena, (((1773824 +% (((mb311 *% 9) +% 3) *% 32)) +% (nb310 *% 32)) +% 16), t312_c3_1)
+          store16(arena, ((1773824 +% (((mb311 *% 9) +% 4) *% 32)) +% (nb310 *% 32)), t312_c4_0)
+          store16(arena, (((1773824 +% (((mb311 *% 9) +% 4) *% 32)) +% (nb310 *% 32)) +% 16), t312_c4_1)
+          store16(arena, ((1773824 +% (((mb311 *% 9) +% 5) *% 32)) +% (nb310 *% 32)), t312_c5_0)
+          store16(arena, (((1773824 +% (((mb311 *% 9) +% 5) *% 32)) +% (nb310 *% 32)) +% 16), t312_c5_1)
+          store16(arena, ((1773824 +% (((mb311 *% 9) +% 6) *% 32)) +% (nb310 *% 32)), t312_c6_0)
+          store16(arena, (((1773824 +% (((mb311 *% 9) +% 6) *% 32)) +% (nb310 *% 32)) +% 16), t312_c6_1)
+          store16(arena, ((1773824 +% (((mb311 *% 9) +% 7) *% 32)) +% (nb310 *% 32)), t312_c7_0)
+          store16(arena, (((1773824 +% (((mb311 *% 9) +% 7) *% 32)) +% (nb310 *% 32)) +% 16), t312_c7_1)
+          store16(arena, ((1773824 +% (((mb311 *% 9) +% 8) *% 32)) +% (nb310 *% 32)), t312_c8_0)
+          store16(arena, (((1773824 +% (((mb311 *% 9) +% 8) *% 32)) +% (nb310 *% 32)) +% 16), t312_c8_1)
+        }
+      }
+    }
+    for nb314 in 0..<1 {
+      for mb315 in 0..<1 {
+        var t316_c0_0 = load16(arena, ((1773824 +% ((mb315 *% 9) *% 32)) +% (nb314 *% 32)))
+        var t316_c0_1 = load16(arena, (((1773824 +% ((mb315 *% 9) *% 32)) +% (nb314 *% 32)) +% 16))
+        var t316_c1_0 = load16(arena, ((1773824 +% (((mb315 *% 9) +% 1) *% 32)) +% (nb314 *% 32)))
+        var t316_c1_1 = load16(arena, (((1773824 +% (((mb315 *% 9) +% 1) *% 32)) +% (nb314 *% 32)) +% 16))
+        var t316_c2_0 = load16(arena, ((1773824 +% (((mb315 *% 9) +% 2) *% 32)) +% (nb314 *% 32)))
+        var t316_c2_1 = load16(arena, (((1773824 +% (((mb315 *% 9) +% 2) *% 32)) +% (nb314 *% 32)) +% 16))
+        var t316_c3_0 = load16(arena, ((1773824 +% (((mb315 *% 9) +% 3) *% 32)) +% (nb314 *% 32)))
+        var t316_c3_1 = load16(arena, (((1773824 +% (((mb315 *% 9) +% 3) *% 32)) +% (nb314 *% 32)) +% 16))
+        var t316_c4_0 = load16(arena, ((1773824 +% (((mb315 *% 9) +% 4) *% 32)) +% (nb314 *% 32)))
+        var t316_c4_1 = load16(arena, (((1773824 +% (((mb315 *% 9) +% 4) *% 32)) +% (nb314 *% 32)) +% 16))
+        var t316_c5_0 = load16(arena, ((1773824 +% (((mb315 *% 9) +% 5) *% 32)) +% (nb314 *% 32)))
+        var t316_c5_1 = load16(arena, (((1773824 +% (((mb315 *% 9) +% 5) *% 32)) +% (nb314 *% 32)) +% 16))
+        var t316_c6_0 = load16(arena, ((1773824 +% (((mb315 *% 9) +% 6) *% 32)) +% (nb314 *% 32)))
+        var t316_c6_1 = load16(arena, (((1773824 +% (((mb315 *% 9) +% 6) *% 32)) +% (nb314 *% 32)) +% 16))
+        var t316_c7_0 = load16(arena, ((1773824 +% (((mb315 *% 9) +% 7) *% 32)) +% (nb314 *% 32)))
+        var t316_c7_1 = load16(arena, (((1773824 +% (((mb315 *% 9) +% 7) *% 32)) +% (nb314 *% 32)) +% 16))
+        var t316_c8_0 = load16(arena, ((1773824 +% (((mb315 *% 9) +% 8) *% 32)) +% (nb314 *% 32)))
+        var t316_c8_1 = load16(arena, (((1773824 +% (((mb315 *% 9) +% 8) *% 32)) +% (nb314 *% 32)) +% 16))
+        for k317 in 0..<368 {
+          let t316_b0 = load16(arena, ((389376 +% ((k317 +% 42896) *% 32)) +% (nb314 *% 32)))
+          let t316_b1 = load16(arena, (((389376 +% ((k317 +% 42896) *% 32)) +% (nb314 *% 32)) +% 16))
+          let t316_a0 = SIMD16<Float>(repeating: arena[(((mb315 *% 9) *% 43264) +% (k317 +% 42896))])
+          t316_c0_0 = t316_c0_0.addingProduct(t316_a0, t316_b0)
+          t316_c0_1 = t316_c0_1.addingProduct(t316_a0, t316_b1)
+          let t316_a1 = SIMD16<Float>(repeating: arena[((((mb315 *% 9) +% 1) *% 43264) +% (k317 +% 42896))])
+          t316_c1_0 = t316_c1_0.addingProduct(t316_a1, t316_b0)
+          t316_c1_1 = t316_c1_1.addingProduct(t316_a1, t316_b1)
+          let t316_a2 = SIMD16<Float>(repeating: arena[((((mb315 *% 9) +% 2) *% 43264) +% (k317 +% 42896))])
+          t316_c2_0 = t316_c2_0.addingProduct(t316_a2, t316_b0)
+          t316_c2_1 = t316_c2_1.addingProduct(t316_a2, t316_b1)
+          let t316_a3 = SIMD16<Float>(repeating: arena[((((mb315 *% 9) +% 3) *% 43264) +% (k317 +% 42896))])
+          t316_c3_0 = t316_c3_0.addingProduct(t316_a3, t316_b0)
+          t316_c3_1 = t316_c3_1.addingProduct(t316_a3, t316_b1)
+          let t316_a4 = SIMD16<Float>(repeating: arena[((((mb315 *% 9) +% 4) *% 43264) +% (k317 +% 42896))])
+          t316_c4_0 = t316_c4_0.addingProduct(t316_a4, t316_b0)
+          t316_c4_1 = t316_c4_1.addingProduct(t316_a4, t316_b1)
+          let t316_a5 = SIMD16<Float>(repeating: arena[((((mb315 *% 9) +% 5) *% 43264) +% (k317 +% 42896))])
+          t316_c5_0 = t316_c5_0.addingProduct(t316_a5, t316_b0)
+          t316_c5_1 = t316_c5_1.addingProduct(t316_a5, t316_b1)
+          let t316_a6 = SIMD16<Float>(repeating: arena[((((mb315 *% 9) +% 6) *% 43264) +% (k317 +% 42896))])
+          t316_c6_0 = t316_c6_0.addingProduct(t316_a6, t316_b0)
+          t316_c6_1 = t316_c6_1.addingProduct(t316_a6, t316_b1)
+          let t316_a7 = SIMD16<Float>(repeating: arena[((((mb315 *% 9) +% 7) *% 43264) +% (k317 +% 42896))])
+          t316_c7_0 = t316_c7_0.addingProduct(t316_a7, t316_b0)
+          t316_c7_1 = t316_c7_1.addingProduct(t316_a7, t316_b1)
+          let t316_a8 = SIMD16<Float>(repeating: arena[((((mb315 *% 9) +% 8) *% 43264) +% (k317 +% 42896))])
+          t316_c8_0 = t316_c8_0.addingProduct(t316_a8, t316_b0)
+          t316_c8_1 = t316_c8_1.addingProduct(t316_a8, t316_b1)
+        }
+        store16(arena, ((1773824 +% ((mb315 *% 9) *% 32)) +% (nb314 *% 32)), t316_c0_0)
+        store16(arena, (((1773824 +% ((mb315 *% 9) *% 32)) +% (nb314 *% 32)) +% 16), t316_c0_1)
+        store16(arena, ((1773824 +% (((mb315 *% 9) +% 1) *% 32)) +% (nb314 *% 32)), t316_c1_0)
+        store16(arena, (((1773824 +% (((mb315 *% 9) +% 1) *% 32)) +% (nb314 *% 32)) +% 16), t316_c1_1)
+        store16(arena, ((1773824 +% (((mb315 *% 9) +% 2) *% 32)) +% (nb314 *% 32)), t316_c2_0)
+        store16(arena, (((1773824 +% (((mb315 *% 9) +% 2) *% 32)) +% (nb314 *% 32)) +% 16), t316_c2_1)
+        store16(arena, ((1773824 +% (((mb315 *% 9) +% 3) *% 32)) +% (nb314 *% 32)), t316_c3_0)
+        store16(arena, (((1773824 +% (((mb315 *% 9) +% 3) *% 32)) +% (nb314 *% 32)) +% 16), t316_c3_1)
+        store16(arena, ((1773824 +% (((mb315 *% 9) +% 4) *% 32)) +% (nb314 *% 32)), t316_c4_0)
+        store16(arena, (((1773824 +% (((mb315 *% 9) +% 4) *% 32)) +% (nb314 *% 32)) +% 16), t316_c4_1)
+        store16(arena, ((1773824 +% (((mb315 *% 9) +% 5) *% 32)) +% (nb314 *% 32)), t316_c5_0)
+        store16(arena, (((1773824 +% (((mb315 *% 9) +% 5) *% 32)) +% (nb314 *% 32)) +% 16), t316_c5_1)
+        store16(arena, ((1773824 +% (((mb315 *% 9) +% 6) *% 32)) +% (nb314 *% 32)), t316_c6_0)
+        store16(arena, (((1773824 +% (((mb315 *% 9) +% 6) *% 32)) +% (nb314 *% 32)) +% 16), t316_c6_1)
+        store16(arena, ((1773824 +% (((mb315 *% 9) +% 7) *% 32)) +% (nb314 *% 32)), t316_c7_0)
+        store16(arena, (((1773824 +% (((mb315 *% 9) +% 7) *% 32)) +% (nb314 *% 32)) +% 16), t316_c7_1)
+        store16(arena, ((1773824 +% (((mb315 *% 9) +% 8) *% 32)) +% (nb314 *% 32)), t316_c8_0)
+        store16(arena, (((1773824 +% (((mb315 *% 9) +% 8) *% 32)) +% (nb314 *% 32)) +% 16), t316_c8_1)
+      }
+    }
+  }
+  for f318 in 0..<32 {
+    for r319 in 0..<9 {
+      grads[((f318 *% 9) +% r319)] = arena[((1773824 +% (r319 *% 32)) +% f318)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i296
-    var i296 = 0
-    while i296 &+ 16 <= 676 {
-      store16(arena, 0 &+ i296, SIMD16<Float>(repeating: Float(1)))
-      i296 &+= 16
+  do {  // SIMD16 over i320
+    var i320 = 0
+    while i320 &+ 16 <= 676 {
+      store16(arena, 0 &+ i320, SIMD16<Float>(repeating: Float(1)))
+      i320 &+= 16
     }
-    while i296 < 676 {
-      arena[i296] = Float(1)
-      i296 &+= 1
-    }
-  }
-  do {  // SIMD16 over i297
-    var i297 = 0
-    while i297 &+ 16 <= 32 {
-      store16(grads, 288 &+ i297, SIMD16<Float>(repeating: Float(0)))
-      i297 &+= 16
-    }
-    while i297 < 32 {
-      grads[(288 +% i297)] = Float(0)
-      i297 &+= 1
+    while i320 < 676 {
+      arena[i320] = Float(1)
+      i320 &+= 1
     }
   }
-  for img298 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 676, 1, arena + (3171600 +% (img298 *% 21632)), 676, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
+  do {  // SIMD16 over i321
+    var i321 = 0
+    while i321 &+ 16 <= 32 {
+      store16(grads, 288 &+ i321, SIMD16<Float>(repeating: Float(0)))
+      i321 &+= 16
+    }
+    while i321 < 32 {
+      grads[(288 +% i321)] = Float(0)
+      i321 &+= 1
+    }
+  }
+  for img322 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 676, 1, arena + (3171600 +% (img322 *% 21632)), 676, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 1199882 parameters
-  var step_size299: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt300: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i301
-    var i301 = 0
-    while i301 &+ 16 <= 1199882 {
-      let g_v = (load16(grads, 0 &+ i301) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i301)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i301)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i301)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i301, m_new_v)
-      store16(v, 0 &+ i301, v_new_v)
-      store16(params, 0 &+ i301, (load16(params, 0 &+ i301) - ((SIMD16<Float>(repeating: step_size299) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt300)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i301 &+= 16
+  var step_size323: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt324: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i325
+    var i325 = 0
+    while i325 &+ 16 <= 1199882 {
+      let g_v = (load16(grads, 0 &+ i325) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i325)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i325)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i325)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i325, m_new_v)
+      store16(v, 0 &+ i325, v_new_v)
+      store16(params, 0 &+ i325, (load16(params, 0 &+ i325) - ((SIMD16<Float>(repeating: step_size323) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt324)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i325 &+= 16
     }
-    while i301 < 1199882 {
-      var g: Float = (grads[i301] + (Float(0) * params[i301]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i301]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i301]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i301] = m_new
-      v[i301] = v_new
-      params[i301] = (params[i301] - ((step_size299 * m_new) / ((sqrtf(v_new) / bc2_sqrt300) + Float(bitPattern: 0x322bcc77))))
-      i301 &+= 1
+    while i325 < 1199882 {
+      var g: Float = (grads[i325] + (Float(0) * params[i325]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i325]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i325]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i325] = m_new
+      v[i325] = v_new
+      params[i325] = (params[i325] - ((step_size323 * m_new) / ((sqrtf(v_new) / bc2_sqrt324) + Float(bitPattern: 0x322bcc77))))
+      i325 &+= 1
     }
   }
 }

@@ -7,219 +7,441 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt306 = alloca float, align 4
-  %adam.step_size305 = alloca float, align 4
-  %conv1_weight_grad.t298_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t298_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t294_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt330 = alloca float, align 4
+  %adam.step_size329 = alloca float, align 4
+  %conv1_weight_grad.t322_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t322_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t318_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.sum292 = alloca float, align 4
+  %pool1_grad.sum291 = alloca float, align 4
+  %pool1_grad.sum290 = alloca float, align 4
+  %pool1_grad.sum289 = alloca float, align 4
+  %pool1_grad.sum286 = alloca float, align 4
+  %pool1_grad.sum285 = alloca float, align 4
+  %pool1_grad.sum284 = alloca float, align 4
+  %pool1_grad.sum283 = alloca float, align 4
+  %pool1_grad.sum282 = alloca float, align 4
+  %pool1_grad.sum281 = alloca float, align 4
+  %pool1_grad.sum278 = alloca float, align 4
+  %pool1_grad.sum277 = alloca float, align 4
+  %pool1_grad.sum276 = alloca float, align 4
+  %pool1_grad.sum275 = alloca float, align 4
+  %pool1_grad.sum272 = alloca float, align 4
+  %pool1_grad.sum271 = alloca float, align 4
+  %pool1_grad.sum270 = alloca float, align 4
+  %pool1_grad.sum269 = alloca float, align 4
   %pool1_grad.sum268 = alloca float, align 4
   %pool1_grad.sum267 = alloca float, align 4
-  %pool1_grad.sum266 = alloca float, align 4
-  %pool1_grad.sum265 = alloca float, align 4
+  %pool1_grad.sum264 = alloca float, align 4
+  %pool1_grad.sum263 = alloca float, align 4
   %pool1_grad.sum262 = alloca float, align 4
   %pool1_grad.sum261 = alloca float, align 4
   %pool1_grad.sum260 = alloca float, align 4
   %pool1_grad.sum259 = alloca float, align 4
   %pool1_grad.sum258 = alloca float, align 4
   %pool1_grad.sum257 = alloca float, align 4
-  %pool1_grad.sum254 = alloca float, align 4
+  %pool1_grad.sum256 = alloca float, align 4
   %pool1_grad.sum253 = alloca float, align 4
   %pool1_grad.sum252 = alloca float, align 4
   %pool1_grad.sum251 = alloca float, align 4
+  %pool1_grad.sum250 = alloca float, align 4
+  %pool1_grad.sum249 = alloca float, align 4
   %pool1_grad.sum248 = alloca float, align 4
-  %pool1_grad.sum247 = alloca float, align 4
-  %pool1_grad.sum246 = alloca float, align 4
   %pool1_grad.sum245 = alloca float, align 4
   %pool1_grad.sum244 = alloca float, align 4
   %pool1_grad.sum243 = alloca float, align 4
-  %pool1_grad.sum240 = alloca float, align 4
+  %pool1_grad.sum242 = alloca float, align 4
   %pool1_grad.sum239 = alloca float, align 4
   %pool1_grad.sum238 = alloca float, align 4
   %pool1_grad.sum237 = alloca float, align 4
   %pool1_grad.sum236 = alloca float, align 4
   %pool1_grad.sum235 = alloca float, align 4
   %pool1_grad.sum234 = alloca float, align 4
-  %pool1_grad.sum233 = alloca float, align 4
-  %pool1_grad.sum232 = alloca float, align 4
+  %pool1_grad.sum231 = alloca float, align 4
+  %pool1_grad.sum230 = alloca float, align 4
   %pool1_grad.sum229 = alloca float, align 4
   %pool1_grad.sum228 = alloca float, align 4
-  %pool1_grad.sum227 = alloca float, align 4
-  %pool1_grad.sum226 = alloca float, align 4
-  %pool1_grad.sum225 = alloca float, align 4
-  %pool1_grad.sum224 = alloca float, align 4
-  %pool1_grad.sum221 = alloca float, align 4
-  %pool1_grad.sum220 = alloca float, align 4
-  %pool1_grad.sum219 = alloca float, align 4
-  %pool1_grad.sum218 = alloca float, align 4
-  %pool1_grad.sum215 = alloca float, align 4
-  %pool1_grad.sum214 = alloca float, align 4
-  %pool1_grad.sum213 = alloca float, align 4
-  %pool1_grad.sum212 = alloca float, align 4
-  %pool1_grad.sum211 = alloca float, align 4
-  %pool1_grad.sum210 = alloca float, align 4
-  %pool1_grad.sum207 = alloca float, align 4
-  %pool1_grad.sum206 = alloca float, align 4
-  %pool1_grad.sum205 = alloca float, align 4
-  %pool1_grad.sum204 = alloca float, align 4
-  %pool1_grad.t198_a5 = alloca <16 x float>, align 64
-  %pool1_grad.t198_a4 = alloca <16 x float>, align 64
-  %pool1_grad.t198_a3 = alloca <16 x float>, align 64
-  %pool1_grad.t198_a2 = alloca <16 x float>, align 64
-  %pool1_grad.t198_a1 = alloca <16 x float>, align 64
-  %pool1_grad.t198_a0 = alloca <16 x float>, align 64
-  %pool1_grad.t198_b3 = alloca <16 x float>, align 64
-  %pool1_grad.t198_b2 = alloca <16 x float>, align 64
-  %pool1_grad.t198_b1 = alloca <16 x float>, align 64
-  %pool1_grad.t198_b0 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c5_3 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c5_2 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c5_1 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c5_0 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c4_3 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c4_2 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c4_1 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c4_0 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c3_3 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c3_2 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c3_1 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c3_0 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c2_3 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c2_2 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c2_1 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c2_0 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c1_3 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c1_2 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c1_1 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c1_0 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c0_3 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c0_2 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c0_1 = alloca <16 x float>, align 64
-  %pool1_grad.t198_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc154 = alloca float, align 4
-  %fc2_bias_grad.acc149 = alloca float, align 4
+  %pool1_grad.t222_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t222_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t222_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t222_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t222_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t222_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t222_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t222_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t222_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t222_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t222_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t209_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t205_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t178_a3 = alloca <16 x float>, align 64
+  %flat_grad.t178_a2 = alloca <16 x float>, align 64
+  %flat_grad.t178_a1 = alloca <16 x float>, align 64
+  %flat_grad.t178_a0 = alloca <16 x float>, align 64
+  %flat_grad.t178_b3 = alloca <16 x float>, align 64
+  %flat_grad.t178_b2 = alloca <16 x float>, align 64
+  %flat_grad.t178_b1 = alloca <16 x float>, align 64
+  %flat_grad.t178_b0 = alloca <16 x float>, align 64
+  %flat_grad.t178_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t178_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t178_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t178_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t178_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t178_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t178_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t178_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t178_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t178_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t178_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t178_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t178_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t178_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t178_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t178_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t176_a5 = alloca <16 x float>, align 64
+  %flat_grad.t176_a4 = alloca <16 x float>, align 64
+  %flat_grad.t176_a3 = alloca <16 x float>, align 64
+  %flat_grad.t176_a2 = alloca <16 x float>, align 64
+  %flat_grad.t176_a1 = alloca <16 x float>, align 64
+  %flat_grad.t176_a0 = alloca <16 x float>, align 64
+  %flat_grad.t176_b3 = alloca <16 x float>, align 64
+  %flat_grad.t176_b2 = alloca <16 x float>, align 64
+  %flat_grad.t176_b1 = alloca <16 x float>, align 64
+  %flat_grad.t176_b0 = alloca <16 x float>, align 64
+  %flat_grad.t176_c5_3 = alloca <16 x float>, align 64
+  %flat_grad.t176_c5_2 = alloca <16 x float>, align 64
+  %flat_grad.t176_c5_1 = alloca <16 x float>, align 64
+  %flat_grad.t176_c5_0 = alloca <16 x float>, align 64
+  %flat_grad.t176_c4_3 = alloca <16 x float>, align 64
+  %flat_grad.t176_c4_2 = alloca <16 x float>, align 64
+  %flat_grad.t176_c4_1 = alloca <16 x float>, align 64
+  %flat_grad.t176_c4_0 = alloca <16 x float>, align 64
+  %flat_grad.t176_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t176_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t176_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t176_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t176_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t176_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t176_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t176_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t176_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t176_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t176_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t176_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t176_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t176_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t176_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t176_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc172 = alloca float, align 4
+  %fc1_weight_grad.t169_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t169_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_a5 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_a4 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c5_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c5_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c5_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c5_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c4_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c4_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c4_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c4_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c0_0 = alloca <16 x float>, align 64
+  %drop_grad.t161_a3 = alloca <16 x float>, align 64
+  %drop_grad.t161_a2 = alloca <16 x float>, align 64
+  %drop_grad.t161_a1 = alloca <16 x float>, align 64
+  %drop_grad.t161_a0 = alloca <16 x float>, align 64
+  %drop_grad.t161_b3 = alloca <16 x float>, align 64
+  %drop_grad.t161_b2 = alloca <16 x float>, align 64
+  %drop_grad.t161_b1 = alloca <16 x float>, align 64
+  %drop_grad.t161_b0 = alloca <16 x float>, align 64
+  %drop_grad.t161_c3_3 = alloca <16 x float>, align 64
+  %drop_grad.t161_c3_2 = alloca <16 x float>, align 64
+  %drop_grad.t161_c3_1 = alloca <16 x float>, align 64
+  %drop_grad.t161_c3_0 = alloca <16 x float>, align 64
+  %drop_grad.t161_c2_3 = alloca <16 x float>, align 64
+  %drop_grad.t161_c2_2 = alloca <16 x float>, align 64
+  %drop_grad.t161_c2_1 = alloca <16 x float>, align 64
+  %drop_grad.t161_c2_0 = alloca <16 x float>, align 64
+  %drop_grad.t161_c1_3 = alloca <16 x float>, align 64
+  %drop_grad.t161_c1_2 = alloca <16 x float>, align 64
+  %drop_grad.t161_c1_1 = alloca <16 x float>, align 64
+  %drop_grad.t161_c1_0 = alloca <16 x float>, align 64
+  %drop_grad.t161_c0_3 = alloca <16 x float>, align 64
+  %drop_grad.t161_c0_2 = alloca <16 x float>, align 64
+  %drop_grad.t161_c0_1 = alloca <16 x float>, align 64
+  %drop_grad.t161_c0_0 = alloca <16 x float>, align 64
+  %drop_grad.t159_a5 = alloca <16 x float>, align 64
+  %drop_grad.t159_a4 = alloca <16 x float>, align 64
+  %drop_grad.t159_a3 = alloca <16 x float>, align 64
+  %drop_grad.t159_a2 = alloca <16 x float>, align 64
+  %drop_grad.t159_a1 = alloca <16 x float>, align 64
+  %drop_grad.t159_a0 = alloca <16 x float>, align 64
+  %drop_grad.t159_b3 = alloca <16 x float>, align 64
+  %drop_grad.t159_b2 = alloca <16 x float>, align 64
+  %drop_grad.t159_b1 = alloca <16 x float>, align 64
+  %drop_grad.t159_b0 = alloca <16 x float>, align 64
+  %drop_grad.t159_c5_3 = alloca <16 x float>, align 64
+  %drop_grad.t159_c5_2 = alloca <16 x float>, align 64
+  %drop_grad.t159_c5_1 = alloca <16 x float>, align 64
+  %drop_grad.t159_c5_0 = alloca <16 x float>, align 64
+  %drop_grad.t159_c4_3 = alloca <16 x float>, align 64
+  %drop_grad.t159_c4_2 = alloca <16 x float>, align 64
+  %drop_grad.t159_c4_1 = alloca <16 x float>, align 64
+  %drop_grad.t159_c4_0 = alloca <16 x float>, align 64
+  %drop_grad.t159_c3_3 = alloca <16 x float>, align 64
+  %drop_grad.t159_c3_2 = alloca <16 x float>, align 64
+  %drop_grad.t159_c3_1 = alloca <16 x float>, align 64
+  %drop_grad.t159_c3_0 = alloca <16 x float>, align 64
+  %drop_grad.t159_c2_3 = alloca <16 x float>, align 64
+  %drop_grad.t159_c2_2 = alloca <16 x float>, align 64
+  %drop_grad.t159_c2_1 = alloca <16 x float>, align 64
+  %drop_grad.t159_c2_0 = alloca <16 x float>, align 64
+  %drop_grad.t159_c1_3 = alloca <16 x float>, align 64
+  %drop_grad.t159_c1_2 = alloca <16 x float>, align 64
+  %drop_grad.t159_c1_1 = alloca <16 x float>, align 64
+  %drop_grad.t159_c1_0 = alloca <16 x float>, align 64
+  %drop_grad.t159_c0_3 = alloca <16 x float>, align 64
+  %drop_grad.t159_c0_2 = alloca <16 x float>, align 64
+  %drop_grad.t159_c0_1 = alloca <16 x float>, align 64
+  %drop_grad.t159_c0_0 = alloca <16 x float>, align 64
+  %fc2_bias_grad.acc155 = alloca float, align 4
+  %fc2_weight_grad.t152_a3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_a2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_a1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_a0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_b3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_b2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_b1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_b0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c3_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c3_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c3_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c3_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c2_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c2_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c2_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c2_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c1_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c1_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c1_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c1_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c0_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c0_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c0_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t152_c0_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_a5 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_a4 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_a3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_a2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_a1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_a0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_b3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_b2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_b1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_b0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c5_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c5_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c5_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c5_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c4_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c4_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c4_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c4_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c3_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c3_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c3_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c3_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c2_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c2_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c2_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c2_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c1_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c1_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c1_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c1_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c0_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c0_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c0_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t150_c0_0 = alloca <16 x float>, align 64
   %fc2_grad.s144 = alloca float, align 4
   %fc2_grad.m143 = alloca float, align 4
   %loss.s139 = alloca float, align 4
@@ -5612,11 +5834,7 @@ fc2_grad.n142:                                    ; preds = %fc2_grad.k147.end, 
   br label %fc2_grad.k145
 
 fc2_grad.n142.end:                                ; preds = %fc2_grad.k147.end
-  %arena834 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %arena835 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %grads836 = getelementptr inbounds float, ptr %grads, i64 420352
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena834, i32 10, ptr %arena835, i32 128, float 0.000000e+00, ptr %grads836, i32 128)
-  br label %fc2_bias_grad.u148
+  br label %fc2_weight_grad.nb148
 
 fc2_grad.k145:                                    ; preds = %fc2_grad.k145, %fc2_grad.n142
   %fc2_grad.k145819 = phi i64 [ 0, %fc2_grad.n142 ], [ %k145.next, %fc2_grad.k145 ]
@@ -5700,5638 +5918,8498 @@ fc2_grad.k147.end:                                ; preds = %fc2_grad.k147
   %2797 = icmp slt i64 %n142.next, 64
   br i1 %2797, label %fc2_grad.n142, label %fc2_grad.n142.end
 
-fc2_bias_grad.u148:                               ; preds = %fc2_bias_grad.n150.end, %fc2_grad.n142.end
-  %fc2_bias_grad.u148837 = phi i64 [ 0, %fc2_grad.n142.end ], [ %u148.next, %fc2_bias_grad.n150.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc149, align 4
-  br label %fc2_bias_grad.n150
-
-fc2_bias_grad.u148.end:                           ; preds = %fc2_bias_grad.n150.end
-  %arena842 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %params843 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena844 = getelementptr inbounds float, ptr %arena, i64 1221904
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena842, i32 10, ptr %params843, i32 128, float 0.000000e+00, ptr %arena844, i32 128)
-  br label %relu3_grad.i151
-
-fc2_bias_grad.n150:                               ; preds = %fc2_bias_grad.n150, %fc2_bias_grad.u148
-  %fc2_bias_grad.n150838 = phi i64 [ 0, %fc2_bias_grad.u148 ], [ %n150.next, %fc2_bias_grad.n150 ]
-  %acc149 = load float, ptr %fc2_bias_grad.acc149, align 4
-  %2798 = mul nsw i64 %fc2_bias_grad.n150838, 10
-  %2799 = add nsw i64 1221264, %2798
-  %2800 = add nsw i64 %2799, %fc2_bias_grad.u148837
-  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2800
-  %2801 = load float, ptr %arena839, align 4
-  %2802 = fadd float %acc149, %2801
-  store float %2802, ptr %fc2_bias_grad.acc149, align 4
-  %n150.next = add nsw i64 %fc2_bias_grad.n150838, 1
-  %2803 = icmp slt i64 %n150.next, 64
-  br i1 %2803, label %fc2_bias_grad.n150, label %fc2_bias_grad.n150.end
-
-fc2_bias_grad.n150.end:                           ; preds = %fc2_bias_grad.n150
-  %acc149840 = load float, ptr %fc2_bias_grad.acc149, align 4
-  %2804 = add nsw i64 421632, %fc2_bias_grad.u148837
-  %grads841 = getelementptr inbounds float, ptr %grads, i64 %2804
-  store float %acc149840, ptr %grads841, align 4
-  %u148.next = add nsw i64 %fc2_bias_grad.u148837, 1
-  %2805 = icmp slt i64 %u148.next, 10
-  br i1 %2805, label %fc2_bias_grad.u148, label %fc2_bias_grad.u148.end
-
-relu3_grad.i151:                                  ; preds = %relu3_grad.i151, %fc2_bias_grad.u148.end
-  %relu3_grad.i151845 = phi i64 [ 0, %fc2_bias_grad.u148.end ], [ %i151.next, %relu3_grad.i151 ]
-  %2806 = xor i64 %seed, -1035080904108319828
-  %2807 = lshr i64 %2806, 30
-  %2808 = xor i64 %2806, %2807
-  %2809 = mul i64 %2808, -4658895280553007687
-  %2810 = lshr i64 %2809, 27
-  %2811 = xor i64 %2809, %2810
-  %2812 = mul i64 %2811, -7723592293110705685
-  %2813 = lshr i64 %2812, 31
-  %2814 = xor i64 %2812, %2813
-  %2815 = add i64 %2814, %step
-  %2816 = lshr i64 %2815, 30
-  %2817 = xor i64 %2815, %2816
-  %2818 = mul i64 %2817, -4658895280553007687
-  %2819 = lshr i64 %2818, 27
-  %2820 = xor i64 %2818, %2819
-  %2821 = mul i64 %2820, -7723592293110705685
-  %2822 = lshr i64 %2821, 31
-  %2823 = xor i64 %2821, %2822
-  %2824 = mul i64 %relu3_grad.i151845, -7046029254386353131
-  %2825 = add i64 %2823, %2824
-  %2826 = lshr i64 %2825, 30
-  %2827 = xor i64 %2825, %2826
-  %2828 = mul i64 %2827, -4658895280553007687
-  %2829 = lshr i64 %2828, 27
-  %2830 = xor i64 %2828, %2829
-  %2831 = mul i64 %2830, -7723592293110705685
-  %2832 = lshr i64 %2831, 31
-  %2833 = xor i64 %2831, %2832
-  %2834 = lshr i64 %2833, 40
-  %keep846 = icmp uge i64 %2834, 8388608
-  %2835 = add nsw i64 1221904, %relu3_grad.i151845
-  %arena847 = getelementptr inbounds float, ptr %arena, i64 %2835
-  %2836 = load float, ptr %arena847, align 4
-  %2837 = fmul float %2836, 2.000000e+00
-  %2838 = select i1 %keep846, float %2837, float 0.000000e+00
-  %2839 = add nsw i64 1230096, %relu3_grad.i151845
-  %arena848 = getelementptr inbounds float, ptr %arena, i64 %2839
-  store float %2838, ptr %arena848, align 4
-  %i151.next = add nsw i64 %relu3_grad.i151845, 1
-  %2840 = icmp slt i64 %i151.next, 8192
-  br i1 %2840, label %relu3_grad.i151, label %relu3_grad.i151.end
-
-relu3_grad.i151.end:                              ; preds = %relu3_grad.i151
-  br label %fc1_grad.i152
-
-fc1_grad.i152:                                    ; preds = %fc1_grad.i152, %relu3_grad.i151.end
-  %fc1_grad.i152849 = phi i64 [ 0, %relu3_grad.i151.end ], [ %i152.next, %fc1_grad.i152 ]
-  %2841 = add nsw i64 1204224, %fc1_grad.i152849
-  %arena850 = getelementptr inbounds float, ptr %arena, i64 %2841
-  %2842 = load float, ptr %arena850, align 4
-  %2843 = fcmp ogt float %2842, 0.000000e+00
-  %2844 = add nsw i64 1230096, %fc1_grad.i152849
-  %arena851 = getelementptr inbounds float, ptr %arena, i64 %2844
-  %2845 = load float, ptr %arena851, align 4
-  %2846 = select i1 %2843, float %2845, float 0.000000e+00
-  %2847 = add nsw i64 1212416, %fc1_grad.i152849
-  %arena852 = getelementptr inbounds float, ptr %arena, i64 %2847
-  store float %2846, ptr %arena852, align 4
-  %i152.next = add nsw i64 %fc1_grad.i152849, 1
-  %2848 = icmp slt i64 %i152.next, 8192
-  br i1 %2848, label %fc1_grad.i152, label %fc1_grad.i152.end
-
-fc1_grad.i152.end:                                ; preds = %fc1_grad.i152
-  %arena853 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %arena854 = getelementptr inbounds float, ptr %arena, i64 802816
-  %grads855 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 3136, i32 64, float 1.000000e+00, ptr %arena853, i32 128, ptr %arena854, i32 3136, float 0.000000e+00, ptr %grads855, i32 3136)
-  br label %fc1_bias_grad.u153
-
-fc1_bias_grad.u153:                               ; preds = %fc1_bias_grad.n155.end, %fc1_grad.i152.end
-  %fc1_bias_grad.u153856 = phi i64 [ 0, %fc1_grad.i152.end ], [ %u153.next, %fc1_bias_grad.n155.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc154, align 4
-  br label %fc1_bias_grad.n155
-
-fc1_bias_grad.u153.end:                           ; preds = %fc1_bias_grad.n155.end
-  %arena861 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %params862 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena863 = getelementptr inbounds float, ptr %arena, i64 1221264
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 3136, i32 128, float 1.000000e+00, ptr %arena861, i32 128, ptr %params862, i32 3136, float 0.000000e+00, ptr %arena863, i32 3136)
-  br label %conv2_grad.i156
-
-fc1_bias_grad.n155:                               ; preds = %fc1_bias_grad.n155, %fc1_bias_grad.u153
-  %fc1_bias_grad.n155857 = phi i64 [ 0, %fc1_bias_grad.u153 ], [ %n155.next, %fc1_bias_grad.n155 ]
-  %acc154 = load float, ptr %fc1_bias_grad.acc154, align 4
-  %2849 = mul nsw i64 %fc1_bias_grad.n155857, 128
-  %2850 = add nsw i64 1212416, %2849
-  %2851 = add nsw i64 %2850, %fc1_bias_grad.u153856
-  %arena858 = getelementptr inbounds float, ptr %arena, i64 %2851
-  %2852 = load float, ptr %arena858, align 4
-  %2853 = fadd float %acc154, %2852
-  store float %2853, ptr %fc1_bias_grad.acc154, align 4
-  %n155.next = add nsw i64 %fc1_bias_grad.n155857, 1
-  %2854 = icmp slt i64 %n155.next, 64
-  br i1 %2854, label %fc1_bias_grad.n155, label %fc1_bias_grad.n155.end
-
-fc1_bias_grad.n155.end:                           ; preds = %fc1_bias_grad.n155
-  %acc154859 = load float, ptr %fc1_bias_grad.acc154, align 4
-  %2855 = add nsw i64 420224, %fc1_bias_grad.u153856
-  %grads860 = getelementptr inbounds float, ptr %grads, i64 %2855
-  store float %acc154859, ptr %grads860, align 4
-  %u153.next = add nsw i64 %fc1_bias_grad.u153856, 1
-  %2856 = icmp slt i64 %u153.next, 128
-  br i1 %2856, label %fc1_bias_grad.u153, label %fc1_bias_grad.u153.end
-
-conv2_grad.i156:                                  ; preds = %conv2_grad.i156, %fc1_bias_grad.u153.end
-  %conv2_grad.i156864 = phi i64 [ 0, %fc1_bias_grad.u153.end ], [ %i156.next, %conv2_grad.i156 ]
-  %2857 = add nsw i64 1421968, %conv2_grad.i156864
-  %arena865 = getelementptr inbounds float, ptr %arena, i64 %2857
-  store float 0.000000e+00, ptr %arena865, align 4
-  %i156.next = add nsw i64 %conv2_grad.i156864, 1
-  %2858 = icmp slt i64 %i156.next, 802816
-  br i1 %2858, label %conv2_grad.i156, label %conv2_grad.i156.end
-
-conv2_grad.i156.end:                              ; preds = %conv2_grad.i156
-  br label %conv2_grad.q157
-
-conv2_grad.q157:                                  ; preds = %conv2_grad.i158.end, %conv2_grad.i156.end
-  %conv2_grad.q157866 = phi i64 [ 0, %conv2_grad.i156.end ], [ %q157.next, %conv2_grad.i158.end ]
-  br label %conv2_grad.i158
-
-conv2_grad.q157.end:                              ; preds = %conv2_grad.i158.end
-  br label %conv2_weight_grad.i159
-
-conv2_grad.i158:                                  ; preds = %conv2_grad.endif, %conv2_grad.q157
-  %conv2_grad.i158867 = phi i64 [ 0, %conv2_grad.q157 ], [ %i158.next, %conv2_grad.endif ]
-  %2859 = mul nsw i64 %conv2_grad.q157866, 49
-  %2860 = add nsw i64 %2859, %conv2_grad.i158867
-  %2861 = add nsw i64 802816, %2860
-  %arena868 = getelementptr inbounds float, ptr %arena, i64 %2861
-  %2862 = load float, ptr %arena868, align 4
-  %2863 = fcmp ogt float %2862, 0.000000e+00
-  br i1 %2863, label %conv2_grad.then, label %conv2_grad.endif
-
-conv2_grad.i158.end:                              ; preds = %conv2_grad.endif
-  %q157.next = add nsw i64 %conv2_grad.q157866, 1
-  %2864 = icmp slt i64 %q157.next, 4096
-  br i1 %2864, label %conv2_grad.q157, label %conv2_grad.q157.end
-
-conv2_grad.then:                                  ; preds = %conv2_grad.i158
-  %2865 = mul nsw i64 %conv2_grad.q157866, 196
-  %2866 = add nsw i64 1421968, %2865
-  %2867 = mul nsw i64 %conv2_grad.q157866, 49
-  %2868 = add nsw i64 %2867, %conv2_grad.i158867
-  %2869 = add nsw i64 1003520, %2868
-  %arena869 = getelementptr inbounds float, ptr %arena, i64 %2869
-  %2870 = load float, ptr %arena869, align 4
-  %2871 = fptosi float %2870 to i64
-  %2872 = add nsw i64 %2866, %2871
-  %arena870 = getelementptr inbounds float, ptr %arena, i64 %2872
-  %2873 = load float, ptr %arena870, align 4
-  %2874 = mul nsw i64 %conv2_grad.q157866, 49
-  %2875 = add nsw i64 %2874, %conv2_grad.i158867
-  %2876 = add nsw i64 1221264, %2875
-  %arena871 = getelementptr inbounds float, ptr %arena, i64 %2876
-  %2877 = load float, ptr %arena871, align 4
-  %2878 = fadd float %2873, %2877
-  store float %2878, ptr %arena870, align 4
-  br label %conv2_grad.endif
-
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i158
-  %i158.next = add nsw i64 %conv2_grad.i158867, 1
-  %2879 = icmp slt i64 %i158.next, 49
-  br i1 %2879, label %conv2_grad.i158, label %conv2_grad.i158.end
-
-conv2_weight_grad.i159:                           ; preds = %conv2_weight_grad.i159, %conv2_grad.q157.end
-  %conv2_weight_grad.i159872 = phi i64 [ 0, %conv2_grad.q157.end ], [ %i159.next, %conv2_weight_grad.i159 ]
-  %2880 = add nsw i64 6640272, %conv2_weight_grad.i159872
-  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2880
-  store float 0.000000e+00, ptr %arena873, align 4
-  %i159.next = add nsw i64 %conv2_weight_grad.i159872, 1
-  %2881 = icmp slt i64 %i159.next, 18432
-  br i1 %2881, label %conv2_weight_grad.i159, label %conv2_weight_grad.i159.end
-
-conv2_weight_grad.i159.end:                       ; preds = %conv2_weight_grad.i159
-  br label %conv2_weight_grad.g160
-
-conv2_weight_grad.g160:                           ; preds = %conv2_weight_grad.nb183.end, %conv2_weight_grad.i159.end
-  %conv2_weight_grad.g160874 = phi i64 [ 0, %conv2_weight_grad.i159.end ], [ %g160.next, %conv2_weight_grad.nb183.end ]
-  br label %conv2_weight_grad.j161
-
-conv2_weight_grad.g160.end:                       ; preds = %conv2_weight_grad.nb183.end
-  br label %conv2_weight_grad.f187
-
-conv2_weight_grad.j161:                           ; preds = %conv2_weight_grad.c162.end, %conv2_weight_grad.g160
-  %conv2_weight_grad.j161875 = phi i64 [ 0, %conv2_weight_grad.g160 ], [ %j161.next, %conv2_weight_grad.c162.end ]
-  br label %conv2_weight_grad.c162
-
-conv2_weight_grad.j161.end:                       ; preds = %conv2_weight_grad.c162.end
-  br label %conv2_weight_grad.j175
-
-conv2_weight_grad.c162:                           ; preds = %conv2_weight_grad.ky163.end, %conv2_weight_grad.j161
-  %conv2_weight_grad.c162876 = phi i64 [ 0, %conv2_weight_grad.j161 ], [ %c162.next, %conv2_weight_grad.ky163.end ]
-  br label %conv2_weight_grad.ky163
-
-conv2_weight_grad.c162.end:                       ; preds = %conv2_weight_grad.ky163.end
-  %j161.next = add nsw i64 %conv2_weight_grad.j161875, 1
-  %2882 = icmp slt i64 %j161.next, 64
-  br i1 %2882, label %conv2_weight_grad.j161, label %conv2_weight_grad.j161.end
-
-conv2_weight_grad.ky163:                          ; preds = %conv2_weight_grad.oy171.end, %conv2_weight_grad.c162
-  %conv2_weight_grad.ky163877 = phi i64 [ 0, %conv2_weight_grad.c162 ], [ %ky163.next, %conv2_weight_grad.oy171.end ]
-  br label %conv2_weight_grad.oy164
-
-conv2_weight_grad.ky163.end:                      ; preds = %conv2_weight_grad.oy171.end
-  %c162.next = add nsw i64 %conv2_weight_grad.c162876, 1
-  %2883 = icmp slt i64 %c162.next, 32
-  br i1 %2883, label %conv2_weight_grad.c162, label %conv2_weight_grad.c162.end
-
-conv2_weight_grad.oy164:                          ; preds = %conv2_weight_grad.endif889, %conv2_weight_grad.ky163
-  %conv2_weight_grad.oy164878 = phi i64 [ 0, %conv2_weight_grad.ky163 ], [ %oy164.next, %conv2_weight_grad.endif889 ]
-  %2884 = add nsw i64 %conv2_weight_grad.oy164878, %conv2_weight_grad.ky163877
-  %2885 = add nsw i64 %2884, -1
-  %2886 = icmp slt i64 -1, %2885
-  %2887 = add nsw i64 %conv2_weight_grad.oy164878, %conv2_weight_grad.ky163877
-  %2888 = add nsw i64 %2887, -1
-  %2889 = icmp slt i64 %2888, 14
-  %2890 = and i1 %2886, %2889
-  br i1 %2890, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
-
-conv2_weight_grad.oy164.end:                      ; preds = %conv2_weight_grad.endif889
-  br label %conv2_weight_grad.oy168
-
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy164
-  br label %conv2_weight_grad.ox165
-
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox166.end, %conv2_weight_grad.oy164
-  %2891 = add nsw i64 %conv2_weight_grad.oy164878, %conv2_weight_grad.ky163877
-  %2892 = add nsw i64 %2891, -1
-  %2893 = icmp slt i64 %2892, 0
-  br i1 %2893, label %conv2_weight_grad.then884, label %conv2_weight_grad.endif885
-
-conv2_weight_grad.ox165:                          ; preds = %conv2_weight_grad.ox165, %conv2_weight_grad.then
-  %conv2_weight_grad.ox165879 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox165.next, %conv2_weight_grad.ox165 ]
-  %2894 = mul nsw i64 %conv2_weight_grad.g160874, 64
-  %2895 = add nsw i64 %2894, %conv2_weight_grad.j161875
-  %2896 = mul nsw i64 %2895, 6272
-  %2897 = mul nsw i64 %conv2_weight_grad.c162876, 196
-  %2898 = add nsw i64 %2896, %2897
-  %2899 = add nsw i64 %conv2_weight_grad.oy164878, %conv2_weight_grad.ky163877
-  %2900 = add nsw i64 %2899, -1
-  %2901 = mul nsw i64 %2900, 14
-  %2902 = add nsw i64 %2898, %2901
-  %2903 = add nsw i64 %conv2_weight_grad.ox165879, 1
-  %2904 = add nsw i64 %2903, -1
-  %2905 = add nsw i64 %2902, %2904
-  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2905
-  %2906 = load float, ptr %arena880, align 4
-  %2907 = mul nsw i64 %conv2_weight_grad.c162876, 3
-  %2908 = add nsw i64 %2907, %conv2_weight_grad.ky163877
-  %2909 = mul nsw i64 %2908, 3
-  %2910 = mul nsw i64 %2909, 12544
-  %2911 = add nsw i64 2224784, %2910
-  %2912 = mul nsw i64 %conv2_weight_grad.j161875, 196
-  %2913 = add nsw i64 %2911, %2912
-  %2914 = mul nsw i64 %conv2_weight_grad.oy164878, 14
-  %2915 = add nsw i64 %conv2_weight_grad.ox165879, 1
-  %2916 = add nsw i64 %2914, %2915
-  %2917 = add nsw i64 %2913, %2916
-  %arena881 = getelementptr inbounds float, ptr %arena, i64 %2917
-  store float %2906, ptr %arena881, align 4
-  %ox165.next = add nsw i64 %conv2_weight_grad.ox165879, 1
-  %2918 = icmp slt i64 %ox165.next, 13
-  br i1 %2918, label %conv2_weight_grad.ox165, label %conv2_weight_grad.ox165.end
-
-conv2_weight_grad.ox165.end:                      ; preds = %conv2_weight_grad.ox165
-  br label %conv2_weight_grad.ox166
-
-conv2_weight_grad.ox166:                          ; preds = %conv2_weight_grad.ox166, %conv2_weight_grad.ox165.end
-  %conv2_weight_grad.ox166882 = phi i64 [ 0, %conv2_weight_grad.ox165.end ], [ %ox166.next, %conv2_weight_grad.ox166 ]
-  %2919 = mul nsw i64 %conv2_weight_grad.c162876, 3
-  %2920 = add nsw i64 %2919, %conv2_weight_grad.ky163877
-  %2921 = mul nsw i64 %2920, 3
-  %2922 = mul nsw i64 %2921, 12544
-  %2923 = add nsw i64 2224784, %2922
-  %2924 = mul nsw i64 %conv2_weight_grad.j161875, 196
-  %2925 = add nsw i64 %2923, %2924
-  %2926 = mul nsw i64 %conv2_weight_grad.oy164878, 14
-  %2927 = add nsw i64 %2926, %conv2_weight_grad.ox166882
-  %2928 = add nsw i64 %2925, %2927
-  %arena883 = getelementptr inbounds float, ptr %arena, i64 %2928
-  store float 0.000000e+00, ptr %arena883, align 4
-  %ox166.next = add nsw i64 %conv2_weight_grad.ox166882, 1
-  %2929 = icmp slt i64 %ox166.next, 1
-  br i1 %2929, label %conv2_weight_grad.ox166, label %conv2_weight_grad.ox166.end
-
-conv2_weight_grad.ox166.end:                      ; preds = %conv2_weight_grad.ox166
-  br label %conv2_weight_grad.endif
-
-conv2_weight_grad.then884:                        ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.ox167
-
-conv2_weight_grad.endif885:                       ; preds = %conv2_weight_grad.ox167.end, %conv2_weight_grad.endif
-  %2930 = add nsw i64 %conv2_weight_grad.oy164878, %conv2_weight_grad.ky163877
-  %2931 = add nsw i64 %2930, -1
-  %2932 = icmp slt i64 13, %2931
-  br i1 %2932, label %conv2_weight_grad.then888, label %conv2_weight_grad.endif889
-
-conv2_weight_grad.ox167:                          ; preds = %conv2_weight_grad.ox167, %conv2_weight_grad.then884
-  %conv2_weight_grad.ox167886 = phi i64 [ 0, %conv2_weight_grad.then884 ], [ %ox167.next, %conv2_weight_grad.ox167 ]
-  %2933 = mul nsw i64 %conv2_weight_grad.c162876, 3
-  %2934 = add nsw i64 %2933, %conv2_weight_grad.ky163877
-  %2935 = mul nsw i64 %2934, 3
-  %2936 = mul nsw i64 %2935, 12544
-  %2937 = add nsw i64 2224784, %2936
-  %2938 = mul nsw i64 %conv2_weight_grad.j161875, 196
-  %2939 = add nsw i64 %2937, %2938
-  %2940 = mul nsw i64 %conv2_weight_grad.oy164878, 14
-  %2941 = add nsw i64 %2940, %conv2_weight_grad.ox167886
-  %2942 = add nsw i64 %2939, %2941
-  %arena887 = getelementptr inbounds float, ptr %arena, i64 %2942
-  store float 0.000000e+00, ptr %arena887, align 4
-  %ox167.next = add nsw i64 %conv2_weight_grad.ox167886, 1
-  %2943 = icmp slt i64 %ox167.next, 14
-  br i1 %2943, label %conv2_weight_grad.ox167, label %conv2_weight_grad.ox167.end
-
-conv2_weight_grad.ox167.end:                      ; preds = %conv2_weight_grad.ox167
-  br label %conv2_weight_grad.endif885
-
-conv2_weight_grad.then888:                        ; preds = %conv2_weight_grad.endif885
-  br label %conv2_weight_grad.ox167890
-
-conv2_weight_grad.endif889:                       ; preds = %conv2_weight_grad.ox167.end891, %conv2_weight_grad.endif885
-  %oy164.next = add nsw i64 %conv2_weight_grad.oy164878, 1
-  %2944 = icmp slt i64 %oy164.next, 14
-  br i1 %2944, label %conv2_weight_grad.oy164, label %conv2_weight_grad.oy164.end
-
-conv2_weight_grad.ox167890:                       ; preds = %conv2_weight_grad.ox167890, %conv2_weight_grad.then888
-  %conv2_weight_grad.ox167892 = phi i64 [ 0, %conv2_weight_grad.then888 ], [ %ox167.next894, %conv2_weight_grad.ox167890 ]
-  %2945 = mul nsw i64 %conv2_weight_grad.c162876, 3
-  %2946 = add nsw i64 %2945, %conv2_weight_grad.ky163877
-  %2947 = mul nsw i64 %2946, 3
-  %2948 = mul nsw i64 %2947, 12544
-  %2949 = add nsw i64 2224784, %2948
-  %2950 = mul nsw i64 %conv2_weight_grad.j161875, 196
-  %2951 = add nsw i64 %2949, %2950
-  %2952 = mul nsw i64 %conv2_weight_grad.oy164878, 14
-  %2953 = add nsw i64 %2952, %conv2_weight_grad.ox167892
-  %2954 = add nsw i64 %2951, %2953
-  %arena893 = getelementptr inbounds float, ptr %arena, i64 %2954
-  store float 0.000000e+00, ptr %arena893, align 4
-  %ox167.next894 = add nsw i64 %conv2_weight_grad.ox167892, 1
-  %2955 = icmp slt i64 %ox167.next894, 14
-  br i1 %2955, label %conv2_weight_grad.ox167890, label %conv2_weight_grad.ox167.end891
-
-conv2_weight_grad.ox167.end891:                   ; preds = %conv2_weight_grad.ox167890
-  br label %conv2_weight_grad.endif889
-
-conv2_weight_grad.oy168:                          ; preds = %conv2_weight_grad.endif906, %conv2_weight_grad.oy164.end
-  %conv2_weight_grad.oy168895 = phi i64 [ 0, %conv2_weight_grad.oy164.end ], [ %oy168.next, %conv2_weight_grad.endif906 ]
-  %2956 = add nsw i64 %conv2_weight_grad.oy168895, %conv2_weight_grad.ky163877
-  %2957 = add nsw i64 %2956, -1
-  %2958 = icmp slt i64 -1, %2957
-  %2959 = add nsw i64 %conv2_weight_grad.oy168895, %conv2_weight_grad.ky163877
-  %2960 = add nsw i64 %2959, -1
-  %2961 = icmp slt i64 %2960, 14
-  %2962 = and i1 %2958, %2961
-  br i1 %2962, label %conv2_weight_grad.then896, label %conv2_weight_grad.endif897
-
-conv2_weight_grad.oy168.end:                      ; preds = %conv2_weight_grad.endif906
-  br label %conv2_weight_grad.oy171
-
-conv2_weight_grad.then896:                        ; preds = %conv2_weight_grad.oy168
-  br label %conv2_weight_grad.ox169
-
-conv2_weight_grad.endif897:                       ; preds = %conv2_weight_grad.ox169.end, %conv2_weight_grad.oy168
-  %2963 = add nsw i64 %conv2_weight_grad.oy168895, %conv2_weight_grad.ky163877
-  %2964 = add nsw i64 %2963, -1
-  %2965 = icmp slt i64 %2964, 0
-  br i1 %2965, label %conv2_weight_grad.then901, label %conv2_weight_grad.endif902
-
-conv2_weight_grad.ox169:                          ; preds = %conv2_weight_grad.ox169, %conv2_weight_grad.then896
-  %conv2_weight_grad.ox169898 = phi i64 [ 0, %conv2_weight_grad.then896 ], [ %ox169.next, %conv2_weight_grad.ox169 ]
-  %2966 = mul nsw i64 %conv2_weight_grad.g160874, 64
-  %2967 = add nsw i64 %2966, %conv2_weight_grad.j161875
-  %2968 = mul nsw i64 %2967, 6272
-  %2969 = mul nsw i64 %conv2_weight_grad.c162876, 196
-  %2970 = add nsw i64 %2968, %2969
-  %2971 = add nsw i64 %conv2_weight_grad.oy168895, %conv2_weight_grad.ky163877
-  %2972 = add nsw i64 %2971, -1
-  %2973 = mul nsw i64 %2972, 14
-  %2974 = add nsw i64 %2970, %2973
-  %2975 = add nsw i64 %2974, %conv2_weight_grad.ox169898
-  %arena899 = getelementptr inbounds float, ptr %arena, i64 %2975
-  %2976 = load float, ptr %arena899, align 4
-  %2977 = mul nsw i64 %conv2_weight_grad.c162876, 3
-  %2978 = add nsw i64 %2977, %conv2_weight_grad.ky163877
-  %2979 = mul nsw i64 %2978, 3
-  %2980 = add nsw i64 %2979, 1
-  %2981 = mul nsw i64 %2980, 12544
-  %2982 = add nsw i64 2224784, %2981
-  %2983 = mul nsw i64 %conv2_weight_grad.j161875, 196
-  %2984 = add nsw i64 %2982, %2983
-  %2985 = mul nsw i64 %conv2_weight_grad.oy168895, 14
-  %2986 = add nsw i64 %2985, %conv2_weight_grad.ox169898
-  %2987 = add nsw i64 %2984, %2986
-  %arena900 = getelementptr inbounds float, ptr %arena, i64 %2987
-  store float %2976, ptr %arena900, align 4
-  %ox169.next = add nsw i64 %conv2_weight_grad.ox169898, 1
-  %2988 = icmp slt i64 %ox169.next, 14
-  br i1 %2988, label %conv2_weight_grad.ox169, label %conv2_weight_grad.ox169.end
-
-conv2_weight_grad.ox169.end:                      ; preds = %conv2_weight_grad.ox169
-  br label %conv2_weight_grad.endif897
-
-conv2_weight_grad.then901:                        ; preds = %conv2_weight_grad.endif897
-  br label %conv2_weight_grad.ox170
-
-conv2_weight_grad.endif902:                       ; preds = %conv2_weight_grad.ox170.end, %conv2_weight_grad.endif897
-  %2989 = add nsw i64 %conv2_weight_grad.oy168895, %conv2_weight_grad.ky163877
-  %2990 = add nsw i64 %2989, -1
-  %2991 = icmp slt i64 13, %2990
-  br i1 %2991, label %conv2_weight_grad.then905, label %conv2_weight_grad.endif906
-
-conv2_weight_grad.ox170:                          ; preds = %conv2_weight_grad.ox170, %conv2_weight_grad.then901
-  %conv2_weight_grad.ox170903 = phi i64 [ 0, %conv2_weight_grad.then901 ], [ %ox170.next, %conv2_weight_grad.ox170 ]
-  %2992 = mul nsw i64 %conv2_weight_grad.c162876, 3
-  %2993 = add nsw i64 %2992, %conv2_weight_grad.ky163877
-  %2994 = mul nsw i64 %2993, 3
-  %2995 = add nsw i64 %2994, 1
-  %2996 = mul nsw i64 %2995, 12544
-  %2997 = add nsw i64 2224784, %2996
-  %2998 = mul nsw i64 %conv2_weight_grad.j161875, 196
-  %2999 = add nsw i64 %2997, %2998
-  %3000 = mul nsw i64 %conv2_weight_grad.oy168895, 14
-  %3001 = add nsw i64 %3000, %conv2_weight_grad.ox170903
-  %3002 = add nsw i64 %2999, %3001
-  %arena904 = getelementptr inbounds float, ptr %arena, i64 %3002
-  store float 0.000000e+00, ptr %arena904, align 4
-  %ox170.next = add nsw i64 %conv2_weight_grad.ox170903, 1
-  %3003 = icmp slt i64 %ox170.next, 14
-  br i1 %3003, label %conv2_weight_grad.ox170, label %conv2_weight_grad.ox170.end
-
-conv2_weight_grad.ox170.end:                      ; preds = %conv2_weight_grad.ox170
-  br label %conv2_weight_grad.endif902
-
-conv2_weight_grad.then905:                        ; preds = %conv2_weight_grad.endif902
-  br label %conv2_weight_grad.ox170907
-
-conv2_weight_grad.endif906:                       ; preds = %conv2_weight_grad.ox170.end908, %conv2_weight_grad.endif902
-  %oy168.next = add nsw i64 %conv2_weight_grad.oy168895, 1
-  %3004 = icmp slt i64 %oy168.next, 14
-  br i1 %3004, label %conv2_weight_grad.oy168, label %conv2_weight_grad.oy168.end
-
-conv2_weight_grad.ox170907:                       ; preds = %conv2_weight_grad.ox170907, %conv2_weight_grad.then905
-  %conv2_weight_grad.ox170909 = phi i64 [ 0, %conv2_weight_grad.then905 ], [ %ox170.next911, %conv2_weight_grad.ox170907 ]
-  %3005 = mul nsw i64 %conv2_weight_grad.c162876, 3
-  %3006 = add nsw i64 %3005, %conv2_weight_grad.ky163877
-  %3007 = mul nsw i64 %3006, 3
-  %3008 = add nsw i64 %3007, 1
-  %3009 = mul nsw i64 %3008, 12544
-  %3010 = add nsw i64 2224784, %3009
-  %3011 = mul nsw i64 %conv2_weight_grad.j161875, 196
-  %3012 = add nsw i64 %3010, %3011
-  %3013 = mul nsw i64 %conv2_weight_grad.oy168895, 14
-  %3014 = add nsw i64 %3013, %conv2_weight_grad.ox170909
-  %3015 = add nsw i64 %3012, %3014
-  %arena910 = getelementptr inbounds float, ptr %arena, i64 %3015
-  store float 0.000000e+00, ptr %arena910, align 4
-  %ox170.next911 = add nsw i64 %conv2_weight_grad.ox170909, 1
-  %3016 = icmp slt i64 %ox170.next911, 14
-  br i1 %3016, label %conv2_weight_grad.ox170907, label %conv2_weight_grad.ox170.end908
-
-conv2_weight_grad.ox170.end908:                   ; preds = %conv2_weight_grad.ox170907
-  br label %conv2_weight_grad.endif906
-
-conv2_weight_grad.oy171:                          ; preds = %conv2_weight_grad.endif925, %conv2_weight_grad.oy168.end
-  %conv2_weight_grad.oy171912 = phi i64 [ 0, %conv2_weight_grad.oy168.end ], [ %oy171.next, %conv2_weight_grad.endif925 ]
-  %3017 = add nsw i64 %conv2_weight_grad.oy171912, %conv2_weight_grad.ky163877
-  %3018 = add nsw i64 %3017, -1
-  %3019 = icmp slt i64 -1, %3018
-  %3020 = add nsw i64 %conv2_weight_grad.oy171912, %conv2_weight_grad.ky163877
-  %3021 = add nsw i64 %3020, -1
-  %3022 = icmp slt i64 %3021, 14
-  %3023 = and i1 %3019, %3022
-  br i1 %3023, label %conv2_weight_grad.then913, label %conv2_weight_grad.endif914
-
-conv2_weight_grad.oy171.end:                      ; preds = %conv2_weight_grad.endif925
-  %ky163.next = add nsw i64 %conv2_weight_grad.ky163877, 1
-  %3024 = icmp slt i64 %ky163.next, 3
-  br i1 %3024, label %conv2_weight_grad.ky163, label %conv2_weight_grad.ky163.end
-
-conv2_weight_grad.then913:                        ; preds = %conv2_weight_grad.oy171
-  br label %conv2_weight_grad.ox172
-
-conv2_weight_grad.endif914:                       ; preds = %conv2_weight_grad.ox173.end, %conv2_weight_grad.oy171
-  %3025 = add nsw i64 %conv2_weight_grad.oy171912, %conv2_weight_grad.ky163877
-  %3026 = add nsw i64 %3025, -1
-  %3027 = icmp slt i64 %3026, 0
-  br i1 %3027, label %conv2_weight_grad.then920, label %conv2_weight_grad.endif921
-
-conv2_weight_grad.ox172:                          ; preds = %conv2_weight_grad.ox172, %conv2_weight_grad.then913
-  %conv2_weight_grad.ox172915 = phi i64 [ 0, %conv2_weight_grad.then913 ], [ %ox172.next, %conv2_weight_grad.ox172 ]
-  %3028 = mul nsw i64 %conv2_weight_grad.g160874, 64
-  %3029 = add nsw i64 %3028, %conv2_weight_grad.j161875
-  %3030 = mul nsw i64 %3029, 6272
-  %3031 = mul nsw i64 %conv2_weight_grad.c162876, 196
-  %3032 = add nsw i64 %3030, %3031
-  %3033 = add nsw i64 %conv2_weight_grad.oy171912, %conv2_weight_grad.ky163877
-  %3034 = add nsw i64 %3033, -1
-  %3035 = mul nsw i64 %3034, 14
-  %3036 = add nsw i64 %3032, %3035
-  %3037 = add nsw i64 %conv2_weight_grad.ox172915, 1
-  %3038 = add nsw i64 %3036, %3037
-  %arena916 = getelementptr inbounds float, ptr %arena, i64 %3038
-  %3039 = load float, ptr %arena916, align 4
-  %3040 = mul nsw i64 %conv2_weight_grad.c162876, 3
-  %3041 = add nsw i64 %3040, %conv2_weight_grad.ky163877
-  %3042 = mul nsw i64 %3041, 3
-  %3043 = add nsw i64 %3042, 2
-  %3044 = mul nsw i64 %3043, 12544
-  %3045 = add nsw i64 2224784, %3044
-  %3046 = mul nsw i64 %conv2_weight_grad.j161875, 196
-  %3047 = add nsw i64 %3045, %3046
-  %3048 = mul nsw i64 %conv2_weight_grad.oy171912, 14
-  %3049 = add nsw i64 %3048, %conv2_weight_grad.ox172915
-  %3050 = add nsw i64 %3047, %3049
-  %arena917 = getelementptr inbounds float, ptr %arena, i64 %3050
-  store float %3039, ptr %arena917, align 4
-  %ox172.next = add nsw i64 %conv2_weight_grad.ox172915, 1
-  %3051 = icmp slt i64 %ox172.next, 13
-  br i1 %3051, label %conv2_weight_grad.ox172, label %conv2_weight_grad.ox172.end
-
-conv2_weight_grad.ox172.end:                      ; preds = %conv2_weight_grad.ox172
-  br label %conv2_weight_grad.ox173
-
-conv2_weight_grad.ox173:                          ; preds = %conv2_weight_grad.ox173, %conv2_weight_grad.ox172.end
-  %conv2_weight_grad.ox173918 = phi i64 [ 0, %conv2_weight_grad.ox172.end ], [ %ox173.next, %conv2_weight_grad.ox173 ]
-  %3052 = mul nsw i64 %conv2_weight_grad.c162876, 3
-  %3053 = add nsw i64 %3052, %conv2_weight_grad.ky163877
-  %3054 = mul nsw i64 %3053, 3
-  %3055 = add nsw i64 %3054, 2
-  %3056 = mul nsw i64 %3055, 12544
-  %3057 = add nsw i64 2224784, %3056
-  %3058 = mul nsw i64 %conv2_weight_grad.j161875, 196
-  %3059 = add nsw i64 %3057, %3058
-  %3060 = mul nsw i64 %conv2_weight_grad.oy171912, 14
-  %3061 = add nsw i64 %conv2_weight_grad.ox173918, 13
-  %3062 = add nsw i64 %3060, %3061
-  %3063 = add nsw i64 %3059, %3062
-  %arena919 = getelementptr inbounds float, ptr %arena, i64 %3063
-  store float 0.000000e+00, ptr %arena919, align 4
-  %ox173.next = add nsw i64 %conv2_weight_grad.ox173918, 1
-  %3064 = icmp slt i64 %ox173.next, 1
-  br i1 %3064, label %conv2_weight_grad.ox173, label %conv2_weight_grad.ox173.end
-
-conv2_weight_grad.ox173.end:                      ; preds = %conv2_weight_grad.ox173
-  br label %conv2_weight_grad.endif914
-
-conv2_weight_grad.then920:                        ; preds = %conv2_weight_grad.endif914
-  br label %conv2_weight_grad.ox174
-
-conv2_weight_grad.endif921:                       ; preds = %conv2_weight_grad.ox174.end, %conv2_weight_grad.endif914
-  %3065 = add nsw i64 %conv2_weight_grad.oy171912, %conv2_weight_grad.ky163877
-  %3066 = add nsw i64 %3065, -1
-  %3067 = icmp slt i64 13, %3066
-  br i1 %3067, label %conv2_weight_grad.then924, label %conv2_weight_grad.endif925
-
-conv2_weight_grad.ox174:                          ; preds = %conv2_weight_grad.ox174, %conv2_weight_grad.then920
-  %conv2_weight_grad.ox174922 = phi i64 [ 0, %conv2_weight_grad.then920 ], [ %ox174.next, %conv2_weight_grad.ox174 ]
-  %3068 = mul nsw i64 %conv2_weight_grad.c162876, 3
-  %3069 = add nsw i64 %3068, %conv2_weight_grad.ky163877
-  %3070 = mul nsw i64 %3069, 3
-  %3071 = add nsw i64 %3070, 2
-  %3072 = mul nsw i64 %3071, 12544
-  %3073 = add nsw i64 2224784, %3072
-  %3074 = mul nsw i64 %conv2_weight_grad.j161875, 196
-  %3075 = add nsw i64 %3073, %3074
-  %3076 = mul nsw i64 %conv2_weight_grad.oy171912, 14
-  %3077 = add nsw i64 %3076, %conv2_weight_grad.ox174922
-  %3078 = add nsw i64 %3075, %3077
-  %arena923 = getelementptr inbounds float, ptr %arena, i64 %3078
-  store float 0.000000e+00, ptr %arena923, align 4
-  %ox174.next = add nsw i64 %conv2_weight_grad.ox174922, 1
-  %3079 = icmp slt i64 %ox174.next, 14
-  br i1 %3079, label %conv2_weight_grad.ox174, label %conv2_weight_grad.ox174.end
-
-conv2_weight_grad.ox174.end:                      ; preds = %conv2_weight_grad.ox174
-  br label %conv2_weight_grad.endif921
-
-conv2_weight_grad.then924:                        ; preds = %conv2_weight_grad.endif921
-  br label %conv2_weight_grad.ox174926
-
-conv2_weight_grad.endif925:                       ; preds = %conv2_weight_grad.ox174.end927, %conv2_weight_grad.endif921
-  %oy171.next = add nsw i64 %conv2_weight_grad.oy171912, 1
-  %3080 = icmp slt i64 %oy171.next, 14
-  br i1 %3080, label %conv2_weight_grad.oy171, label %conv2_weight_grad.oy171.end
-
-conv2_weight_grad.ox174926:                       ; preds = %conv2_weight_grad.ox174926, %conv2_weight_grad.then924
-  %conv2_weight_grad.ox174928 = phi i64 [ 0, %conv2_weight_grad.then924 ], [ %ox174.next930, %conv2_weight_grad.ox174926 ]
-  %3081 = mul nsw i64 %conv2_weight_grad.c162876, 3
-  %3082 = add nsw i64 %3081, %conv2_weight_grad.ky163877
-  %3083 = mul nsw i64 %3082, 3
-  %3084 = add nsw i64 %3083, 2
-  %3085 = mul nsw i64 %3084, 12544
-  %3086 = add nsw i64 2224784, %3085
-  %3087 = mul nsw i64 %conv2_weight_grad.j161875, 196
-  %3088 = add nsw i64 %3086, %3087
-  %3089 = mul nsw i64 %conv2_weight_grad.oy171912, 14
-  %3090 = add nsw i64 %3089, %conv2_weight_grad.ox174928
-  %3091 = add nsw i64 %3088, %3090
-  %arena929 = getelementptr inbounds float, ptr %arena, i64 %3091
-  store float 0.000000e+00, ptr %arena929, align 4
-  %ox174.next930 = add nsw i64 %conv2_weight_grad.ox174928, 1
-  %3092 = icmp slt i64 %ox174.next930, 14
-  br i1 %3092, label %conv2_weight_grad.ox174926, label %conv2_weight_grad.ox174.end927
-
-conv2_weight_grad.ox174.end927:                   ; preds = %conv2_weight_grad.ox174926
-  br label %conv2_weight_grad.endif925
-
-conv2_weight_grad.j175:                           ; preds = %conv2_weight_grad.i176.end, %conv2_weight_grad.j161.end
-  %conv2_weight_grad.j175931 = phi i64 [ 0, %conv2_weight_grad.j161.end ], [ %j175.next, %conv2_weight_grad.i176.end ]
-  br label %conv2_weight_grad.i176
-
-conv2_weight_grad.j175.end:                       ; preds = %conv2_weight_grad.i176.end
-  br label %conv2_weight_grad.kp178
-
-conv2_weight_grad.i176:                           ; preds = %conv2_weight_grad.f177.end, %conv2_weight_grad.j175
-  %conv2_weight_grad.i176932 = phi i64 [ 0, %conv2_weight_grad.j175 ], [ %i176.next, %conv2_weight_grad.f177.end ]
-  br label %conv2_weight_grad.f177
-
-conv2_weight_grad.i176.end:                       ; preds = %conv2_weight_grad.f177.end
-  %j175.next = add nsw i64 %conv2_weight_grad.j175931, 1
-  %3093 = icmp slt i64 %j175.next, 64
-  br i1 %3093, label %conv2_weight_grad.j175, label %conv2_weight_grad.j175.end
-
-conv2_weight_grad.f177:                           ; preds = %conv2_weight_grad.f177, %conv2_weight_grad.i176
-  %conv2_weight_grad.f177933 = phi i64 [ 0, %conv2_weight_grad.i176 ], [ %f177.next, %conv2_weight_grad.f177 ]
-  %3094 = mul nsw i64 %conv2_weight_grad.g160874, 64
-  %3095 = add nsw i64 %3094, %conv2_weight_grad.j175931
-  %3096 = mul nsw i64 %3095, 12544
-  %3097 = add nsw i64 1421968, %3096
-  %3098 = mul nsw i64 %conv2_weight_grad.f177933, 196
-  %3099 = add nsw i64 %3097, %3098
-  %3100 = add nsw i64 %3099, %conv2_weight_grad.i176932
-  %arena934 = getelementptr inbounds float, ptr %arena, i64 %3100
-  %3101 = load float, ptr %arena934, align 4
-  %3102 = mul nsw i64 %conv2_weight_grad.j175931, 196
-  %3103 = add nsw i64 %3102, %conv2_weight_grad.i176932
-  %3104 = mul nsw i64 %3103, 64
-  %3105 = add nsw i64 5837456, %3104
-  %3106 = add nsw i64 %3105, %conv2_weight_grad.f177933
-  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3106
-  store float %3101, ptr %arena935, align 4
-  %f177.next = add nsw i64 %conv2_weight_grad.f177933, 1
-  %3107 = icmp slt i64 %f177.next, 64
-  br i1 %3107, label %conv2_weight_grad.f177, label %conv2_weight_grad.f177.end
-
-conv2_weight_grad.f177.end:                       ; preds = %conv2_weight_grad.f177
-  %i176.next = add nsw i64 %conv2_weight_grad.i176932, 1
-  %3108 = icmp slt i64 %i176.next, 196
-  br i1 %3108, label %conv2_weight_grad.i176, label %conv2_weight_grad.i176.end
-
-conv2_weight_grad.kp178:                          ; preds = %conv2_weight_grad.nb179.end, %conv2_weight_grad.j175.end
-  %conv2_weight_grad.kp178936 = phi i64 [ 0, %conv2_weight_grad.j175.end ], [ %kp178.next, %conv2_weight_grad.nb179.end ]
-  br label %conv2_weight_grad.nb179
-
-conv2_weight_grad.kp178.end:                      ; preds = %conv2_weight_grad.nb179.end
-  br label %conv2_weight_grad.nb183
-
-conv2_weight_grad.nb179:                          ; preds = %conv2_weight_grad.mb180.end, %conv2_weight_grad.kp178
-  %conv2_weight_grad.nb179937 = phi i64 [ 0, %conv2_weight_grad.kp178 ], [ %nb179.next, %conv2_weight_grad.mb180.end ]
-  br label %conv2_weight_grad.mb180
-
-conv2_weight_grad.nb179.end:                      ; preds = %conv2_weight_grad.mb180.end
-  %kp178.next = add nsw i64 %conv2_weight_grad.kp178936, 1
-  %3109 = icmp slt i64 %kp178.next, 32
-  br i1 %3109, label %conv2_weight_grad.kp178, label %conv2_weight_grad.kp178.end
-
-conv2_weight_grad.mb180:                          ; preds = %conv2_weight_grad.k182.end, %conv2_weight_grad.nb179
-  %conv2_weight_grad.mb180938 = phi i64 [ 0, %conv2_weight_grad.nb179 ], [ %mb180.next, %conv2_weight_grad.k182.end ]
-  %3110 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3111 = mul nsw i64 %3110, 64
-  %3112 = add nsw i64 6640272, %3111
-  %3113 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3114 = add nsw i64 %3112, %3113
-  %arena939 = getelementptr inbounds float, ptr %arena, i64 %3114
-  %3115 = load <16 x float>, ptr %arena939, align 4
-  store <16 x float> %3115, ptr %conv2_weight_grad.t181_c0_0, align 64
-  %3116 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3117 = mul nsw i64 %3116, 64
-  %3118 = add nsw i64 6640272, %3117
-  %3119 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3120 = add nsw i64 %3118, %3119
-  %3121 = add nsw i64 %3120, 16
-  %arena940 = getelementptr inbounds float, ptr %arena, i64 %3121
-  %3122 = load <16 x float>, ptr %arena940, align 4
-  store <16 x float> %3122, ptr %conv2_weight_grad.t181_c0_1, align 64
-  %3123 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3124 = mul nsw i64 %3123, 64
-  %3125 = add nsw i64 6640272, %3124
-  %3126 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3127 = add nsw i64 %3125, %3126
-  %3128 = add nsw i64 %3127, 32
-  %arena941 = getelementptr inbounds float, ptr %arena, i64 %3128
-  %3129 = load <16 x float>, ptr %arena941, align 4
-  store <16 x float> %3129, ptr %conv2_weight_grad.t181_c0_2, align 64
-  %3130 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3131 = mul nsw i64 %3130, 64
-  %3132 = add nsw i64 6640272, %3131
-  %3133 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3134 = add nsw i64 %3132, %3133
-  %3135 = add nsw i64 %3134, 48
-  %arena942 = getelementptr inbounds float, ptr %arena, i64 %3135
-  %3136 = load <16 x float>, ptr %arena942, align 4
-  store <16 x float> %3136, ptr %conv2_weight_grad.t181_c0_3, align 64
-  %3137 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3138 = add nsw i64 %3137, 1
-  %3139 = mul nsw i64 %3138, 64
-  %3140 = add nsw i64 6640272, %3139
-  %3141 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3142 = add nsw i64 %3140, %3141
-  %arena943 = getelementptr inbounds float, ptr %arena, i64 %3142
-  %3143 = load <16 x float>, ptr %arena943, align 4
-  store <16 x float> %3143, ptr %conv2_weight_grad.t181_c1_0, align 64
-  %3144 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3145 = add nsw i64 %3144, 1
-  %3146 = mul nsw i64 %3145, 64
-  %3147 = add nsw i64 6640272, %3146
-  %3148 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3149 = add nsw i64 %3147, %3148
-  %3150 = add nsw i64 %3149, 16
-  %arena944 = getelementptr inbounds float, ptr %arena, i64 %3150
-  %3151 = load <16 x float>, ptr %arena944, align 4
-  store <16 x float> %3151, ptr %conv2_weight_grad.t181_c1_1, align 64
-  %3152 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3153 = add nsw i64 %3152, 1
-  %3154 = mul nsw i64 %3153, 64
-  %3155 = add nsw i64 6640272, %3154
-  %3156 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3157 = add nsw i64 %3155, %3156
-  %3158 = add nsw i64 %3157, 32
-  %arena945 = getelementptr inbounds float, ptr %arena, i64 %3158
-  %3159 = load <16 x float>, ptr %arena945, align 4
-  store <16 x float> %3159, ptr %conv2_weight_grad.t181_c1_2, align 64
-  %3160 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3161 = add nsw i64 %3160, 1
-  %3162 = mul nsw i64 %3161, 64
-  %3163 = add nsw i64 6640272, %3162
-  %3164 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3165 = add nsw i64 %3163, %3164
-  %3166 = add nsw i64 %3165, 48
-  %arena946 = getelementptr inbounds float, ptr %arena, i64 %3166
-  %3167 = load <16 x float>, ptr %arena946, align 4
-  store <16 x float> %3167, ptr %conv2_weight_grad.t181_c1_3, align 64
-  %3168 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3169 = add nsw i64 %3168, 2
-  %3170 = mul nsw i64 %3169, 64
-  %3171 = add nsw i64 6640272, %3170
-  %3172 = mul nsw i64 %conv2_weight_grad.nb179937, 64
+fc2_weight_grad.nb148:                            ; preds = %fc2_weight_grad.k153.end, %fc2_grad.n142.end
+  %fc2_weight_grad.nb148834 = phi i64 [ 0, %fc2_grad.n142.end ], [ %nb148.next, %fc2_weight_grad.k153.end ]
+  br label %fc2_weight_grad.mb149
+
+fc2_weight_grad.nb148.end:                        ; preds = %fc2_weight_grad.k153.end
+  br label %fc2_bias_grad.u154
+
+fc2_weight_grad.mb149:                            ; preds = %fc2_weight_grad.k151.end, %fc2_weight_grad.nb148
+  %fc2_weight_grad.mb149835 = phi i64 [ 0, %fc2_weight_grad.nb148 ], [ %mb149.next, %fc2_weight_grad.k151.end ]
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t150_c5_3, align 64
+  br label %fc2_weight_grad.k151
+
+fc2_weight_grad.mb149.end:                        ; preds = %fc2_weight_grad.k151.end
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t152_c3_3, align 64
+  br label %fc2_weight_grad.k153
+
+fc2_weight_grad.k151:                             ; preds = %fc2_weight_grad.k151, %fc2_weight_grad.mb149
+  %fc2_weight_grad.k151836 = phi i64 [ 0, %fc2_weight_grad.mb149 ], [ %k151.next, %fc2_weight_grad.k151 ]
+  %2798 = mul nsw i64 %fc2_weight_grad.k151836, 128
+  %2799 = add nsw i64 1212416, %2798
+  %2800 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2801 = add nsw i64 %2799, %2800
+  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2801
+  %2802 = load <16 x float>, ptr %arena837, align 4
+  store <16 x float> %2802, ptr %fc2_weight_grad.t150_b0, align 64
+  %2803 = mul nsw i64 %fc2_weight_grad.k151836, 128
+  %2804 = add nsw i64 1212416, %2803
+  %2805 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2806 = add nsw i64 %2804, %2805
+  %2807 = add nsw i64 %2806, 16
+  %arena838 = getelementptr inbounds float, ptr %arena, i64 %2807
+  %2808 = load <16 x float>, ptr %arena838, align 4
+  store <16 x float> %2808, ptr %fc2_weight_grad.t150_b1, align 64
+  %2809 = mul nsw i64 %fc2_weight_grad.k151836, 128
+  %2810 = add nsw i64 1212416, %2809
+  %2811 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2812 = add nsw i64 %2810, %2811
+  %2813 = add nsw i64 %2812, 32
+  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2813
+  %2814 = load <16 x float>, ptr %arena839, align 4
+  store <16 x float> %2814, ptr %fc2_weight_grad.t150_b2, align 64
+  %2815 = mul nsw i64 %fc2_weight_grad.k151836, 128
+  %2816 = add nsw i64 1212416, %2815
+  %2817 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2818 = add nsw i64 %2816, %2817
+  %2819 = add nsw i64 %2818, 48
+  %arena840 = getelementptr inbounds float, ptr %arena, i64 %2819
+  %2820 = load <16 x float>, ptr %arena840, align 4
+  store <16 x float> %2820, ptr %fc2_weight_grad.t150_b3, align 64
+  %2821 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2822 = add nsw i64 1221264, %2821
+  %2823 = mul nsw i64 %fc2_weight_grad.k151836, 10
+  %2824 = add nsw i64 %2822, %2823
+  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2824
+  %2825 = load float, ptr %arena841, align 4
+  %2826 = insertelement <16 x float> undef, float %2825, i32 0
+  %2827 = shufflevector <16 x float> %2826, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2827, ptr %fc2_weight_grad.t150_a0, align 64
+  %t150_a0 = load <16 x float>, ptr %fc2_weight_grad.t150_a0, align 64
+  %t150_b0 = load <16 x float>, ptr %fc2_weight_grad.t150_b0, align 64
+  %t150_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t150_c0_0, align 64
+  %2828 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a0, <16 x float> %t150_b0, <16 x float> %t150_c0_0)
+  store <16 x float> %2828, ptr %fc2_weight_grad.t150_c0_0, align 64
+  %t150_a0842 = load <16 x float>, ptr %fc2_weight_grad.t150_a0, align 64
+  %t150_b1 = load <16 x float>, ptr %fc2_weight_grad.t150_b1, align 64
+  %t150_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t150_c0_1, align 64
+  %2829 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a0842, <16 x float> %t150_b1, <16 x float> %t150_c0_1)
+  store <16 x float> %2829, ptr %fc2_weight_grad.t150_c0_1, align 64
+  %t150_a0843 = load <16 x float>, ptr %fc2_weight_grad.t150_a0, align 64
+  %t150_b2 = load <16 x float>, ptr %fc2_weight_grad.t150_b2, align 64
+  %t150_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t150_c0_2, align 64
+  %2830 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a0843, <16 x float> %t150_b2, <16 x float> %t150_c0_2)
+  store <16 x float> %2830, ptr %fc2_weight_grad.t150_c0_2, align 64
+  %t150_a0844 = load <16 x float>, ptr %fc2_weight_grad.t150_a0, align 64
+  %t150_b3 = load <16 x float>, ptr %fc2_weight_grad.t150_b3, align 64
+  %t150_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t150_c0_3, align 64
+  %2831 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a0844, <16 x float> %t150_b3, <16 x float> %t150_c0_3)
+  store <16 x float> %2831, ptr %fc2_weight_grad.t150_c0_3, align 64
+  %2832 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2833 = add nsw i64 %2832, 1
+  %2834 = add nsw i64 1221264, %2833
+  %2835 = mul nsw i64 %fc2_weight_grad.k151836, 10
+  %2836 = add nsw i64 %2834, %2835
+  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2836
+  %2837 = load float, ptr %arena845, align 4
+  %2838 = insertelement <16 x float> undef, float %2837, i32 0
+  %2839 = shufflevector <16 x float> %2838, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2839, ptr %fc2_weight_grad.t150_a1, align 64
+  %t150_a1 = load <16 x float>, ptr %fc2_weight_grad.t150_a1, align 64
+  %t150_b0846 = load <16 x float>, ptr %fc2_weight_grad.t150_b0, align 64
+  %t150_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t150_c1_0, align 64
+  %2840 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a1, <16 x float> %t150_b0846, <16 x float> %t150_c1_0)
+  store <16 x float> %2840, ptr %fc2_weight_grad.t150_c1_0, align 64
+  %t150_a1847 = load <16 x float>, ptr %fc2_weight_grad.t150_a1, align 64
+  %t150_b1848 = load <16 x float>, ptr %fc2_weight_grad.t150_b1, align 64
+  %t150_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t150_c1_1, align 64
+  %2841 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a1847, <16 x float> %t150_b1848, <16 x float> %t150_c1_1)
+  store <16 x float> %2841, ptr %fc2_weight_grad.t150_c1_1, align 64
+  %t150_a1849 = load <16 x float>, ptr %fc2_weight_grad.t150_a1, align 64
+  %t150_b2850 = load <16 x float>, ptr %fc2_weight_grad.t150_b2, align 64
+  %t150_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t150_c1_2, align 64
+  %2842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a1849, <16 x float> %t150_b2850, <16 x float> %t150_c1_2)
+  store <16 x float> %2842, ptr %fc2_weight_grad.t150_c1_2, align 64
+  %t150_a1851 = load <16 x float>, ptr %fc2_weight_grad.t150_a1, align 64
+  %t150_b3852 = load <16 x float>, ptr %fc2_weight_grad.t150_b3, align 64
+  %t150_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t150_c1_3, align 64
+  %2843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a1851, <16 x float> %t150_b3852, <16 x float> %t150_c1_3)
+  store <16 x float> %2843, ptr %fc2_weight_grad.t150_c1_3, align 64
+  %2844 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2845 = add nsw i64 %2844, 2
+  %2846 = add nsw i64 1221264, %2845
+  %2847 = mul nsw i64 %fc2_weight_grad.k151836, 10
+  %2848 = add nsw i64 %2846, %2847
+  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2848
+  %2849 = load float, ptr %arena853, align 4
+  %2850 = insertelement <16 x float> undef, float %2849, i32 0
+  %2851 = shufflevector <16 x float> %2850, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2851, ptr %fc2_weight_grad.t150_a2, align 64
+  %t150_a2 = load <16 x float>, ptr %fc2_weight_grad.t150_a2, align 64
+  %t150_b0854 = load <16 x float>, ptr %fc2_weight_grad.t150_b0, align 64
+  %t150_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t150_c2_0, align 64
+  %2852 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a2, <16 x float> %t150_b0854, <16 x float> %t150_c2_0)
+  store <16 x float> %2852, ptr %fc2_weight_grad.t150_c2_0, align 64
+  %t150_a2855 = load <16 x float>, ptr %fc2_weight_grad.t150_a2, align 64
+  %t150_b1856 = load <16 x float>, ptr %fc2_weight_grad.t150_b1, align 64
+  %t150_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t150_c2_1, align 64
+  %2853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a2855, <16 x float> %t150_b1856, <16 x float> %t150_c2_1)
+  store <16 x float> %2853, ptr %fc2_weight_grad.t150_c2_1, align 64
+  %t150_a2857 = load <16 x float>, ptr %fc2_weight_grad.t150_a2, align 64
+  %t150_b2858 = load <16 x float>, ptr %fc2_weight_grad.t150_b2, align 64
+  %t150_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t150_c2_2, align 64
+  %2854 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a2857, <16 x float> %t150_b2858, <16 x float> %t150_c2_2)
+  store <16 x float> %2854, ptr %fc2_weight_grad.t150_c2_2, align 64
+  %t150_a2859 = load <16 x float>, ptr %fc2_weight_grad.t150_a2, align 64
+  %t150_b3860 = load <16 x float>, ptr %fc2_weight_grad.t150_b3, align 64
+  %t150_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t150_c2_3, align 64
+  %2855 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a2859, <16 x float> %t150_b3860, <16 x float> %t150_c2_3)
+  store <16 x float> %2855, ptr %fc2_weight_grad.t150_c2_3, align 64
+  %2856 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2857 = add nsw i64 %2856, 3
+  %2858 = add nsw i64 1221264, %2857
+  %2859 = mul nsw i64 %fc2_weight_grad.k151836, 10
+  %2860 = add nsw i64 %2858, %2859
+  %arena861 = getelementptr inbounds float, ptr %arena, i64 %2860
+  %2861 = load float, ptr %arena861, align 4
+  %2862 = insertelement <16 x float> undef, float %2861, i32 0
+  %2863 = shufflevector <16 x float> %2862, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2863, ptr %fc2_weight_grad.t150_a3, align 64
+  %t150_a3 = load <16 x float>, ptr %fc2_weight_grad.t150_a3, align 64
+  %t150_b0862 = load <16 x float>, ptr %fc2_weight_grad.t150_b0, align 64
+  %t150_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t150_c3_0, align 64
+  %2864 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a3, <16 x float> %t150_b0862, <16 x float> %t150_c3_0)
+  store <16 x float> %2864, ptr %fc2_weight_grad.t150_c3_0, align 64
+  %t150_a3863 = load <16 x float>, ptr %fc2_weight_grad.t150_a3, align 64
+  %t150_b1864 = load <16 x float>, ptr %fc2_weight_grad.t150_b1, align 64
+  %t150_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t150_c3_1, align 64
+  %2865 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a3863, <16 x float> %t150_b1864, <16 x float> %t150_c3_1)
+  store <16 x float> %2865, ptr %fc2_weight_grad.t150_c3_1, align 64
+  %t150_a3865 = load <16 x float>, ptr %fc2_weight_grad.t150_a3, align 64
+  %t150_b2866 = load <16 x float>, ptr %fc2_weight_grad.t150_b2, align 64
+  %t150_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t150_c3_2, align 64
+  %2866 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a3865, <16 x float> %t150_b2866, <16 x float> %t150_c3_2)
+  store <16 x float> %2866, ptr %fc2_weight_grad.t150_c3_2, align 64
+  %t150_a3867 = load <16 x float>, ptr %fc2_weight_grad.t150_a3, align 64
+  %t150_b3868 = load <16 x float>, ptr %fc2_weight_grad.t150_b3, align 64
+  %t150_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t150_c3_3, align 64
+  %2867 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a3867, <16 x float> %t150_b3868, <16 x float> %t150_c3_3)
+  store <16 x float> %2867, ptr %fc2_weight_grad.t150_c3_3, align 64
+  %2868 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2869 = add nsw i64 %2868, 4
+  %2870 = add nsw i64 1221264, %2869
+  %2871 = mul nsw i64 %fc2_weight_grad.k151836, 10
+  %2872 = add nsw i64 %2870, %2871
+  %arena869 = getelementptr inbounds float, ptr %arena, i64 %2872
+  %2873 = load float, ptr %arena869, align 4
+  %2874 = insertelement <16 x float> undef, float %2873, i32 0
+  %2875 = shufflevector <16 x float> %2874, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2875, ptr %fc2_weight_grad.t150_a4, align 64
+  %t150_a4 = load <16 x float>, ptr %fc2_weight_grad.t150_a4, align 64
+  %t150_b0870 = load <16 x float>, ptr %fc2_weight_grad.t150_b0, align 64
+  %t150_c4_0 = load <16 x float>, ptr %fc2_weight_grad.t150_c4_0, align 64
+  %2876 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a4, <16 x float> %t150_b0870, <16 x float> %t150_c4_0)
+  store <16 x float> %2876, ptr %fc2_weight_grad.t150_c4_0, align 64
+  %t150_a4871 = load <16 x float>, ptr %fc2_weight_grad.t150_a4, align 64
+  %t150_b1872 = load <16 x float>, ptr %fc2_weight_grad.t150_b1, align 64
+  %t150_c4_1 = load <16 x float>, ptr %fc2_weight_grad.t150_c4_1, align 64
+  %2877 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a4871, <16 x float> %t150_b1872, <16 x float> %t150_c4_1)
+  store <16 x float> %2877, ptr %fc2_weight_grad.t150_c4_1, align 64
+  %t150_a4873 = load <16 x float>, ptr %fc2_weight_grad.t150_a4, align 64
+  %t150_b2874 = load <16 x float>, ptr %fc2_weight_grad.t150_b2, align 64
+  %t150_c4_2 = load <16 x float>, ptr %fc2_weight_grad.t150_c4_2, align 64
+  %2878 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a4873, <16 x float> %t150_b2874, <16 x float> %t150_c4_2)
+  store <16 x float> %2878, ptr %fc2_weight_grad.t150_c4_2, align 64
+  %t150_a4875 = load <16 x float>, ptr %fc2_weight_grad.t150_a4, align 64
+  %t150_b3876 = load <16 x float>, ptr %fc2_weight_grad.t150_b3, align 64
+  %t150_c4_3 = load <16 x float>, ptr %fc2_weight_grad.t150_c4_3, align 64
+  %2879 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a4875, <16 x float> %t150_b3876, <16 x float> %t150_c4_3)
+  store <16 x float> %2879, ptr %fc2_weight_grad.t150_c4_3, align 64
+  %2880 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2881 = add nsw i64 %2880, 5
+  %2882 = add nsw i64 1221264, %2881
+  %2883 = mul nsw i64 %fc2_weight_grad.k151836, 10
+  %2884 = add nsw i64 %2882, %2883
+  %arena877 = getelementptr inbounds float, ptr %arena, i64 %2884
+  %2885 = load float, ptr %arena877, align 4
+  %2886 = insertelement <16 x float> undef, float %2885, i32 0
+  %2887 = shufflevector <16 x float> %2886, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2887, ptr %fc2_weight_grad.t150_a5, align 64
+  %t150_a5 = load <16 x float>, ptr %fc2_weight_grad.t150_a5, align 64
+  %t150_b0878 = load <16 x float>, ptr %fc2_weight_grad.t150_b0, align 64
+  %t150_c5_0 = load <16 x float>, ptr %fc2_weight_grad.t150_c5_0, align 64
+  %2888 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a5, <16 x float> %t150_b0878, <16 x float> %t150_c5_0)
+  store <16 x float> %2888, ptr %fc2_weight_grad.t150_c5_0, align 64
+  %t150_a5879 = load <16 x float>, ptr %fc2_weight_grad.t150_a5, align 64
+  %t150_b1880 = load <16 x float>, ptr %fc2_weight_grad.t150_b1, align 64
+  %t150_c5_1 = load <16 x float>, ptr %fc2_weight_grad.t150_c5_1, align 64
+  %2889 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a5879, <16 x float> %t150_b1880, <16 x float> %t150_c5_1)
+  store <16 x float> %2889, ptr %fc2_weight_grad.t150_c5_1, align 64
+  %t150_a5881 = load <16 x float>, ptr %fc2_weight_grad.t150_a5, align 64
+  %t150_b2882 = load <16 x float>, ptr %fc2_weight_grad.t150_b2, align 64
+  %t150_c5_2 = load <16 x float>, ptr %fc2_weight_grad.t150_c5_2, align 64
+  %2890 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a5881, <16 x float> %t150_b2882, <16 x float> %t150_c5_2)
+  store <16 x float> %2890, ptr %fc2_weight_grad.t150_c5_2, align 64
+  %t150_a5883 = load <16 x float>, ptr %fc2_weight_grad.t150_a5, align 64
+  %t150_b3884 = load <16 x float>, ptr %fc2_weight_grad.t150_b3, align 64
+  %t150_c5_3 = load <16 x float>, ptr %fc2_weight_grad.t150_c5_3, align 64
+  %2891 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t150_a5883, <16 x float> %t150_b3884, <16 x float> %t150_c5_3)
+  store <16 x float> %2891, ptr %fc2_weight_grad.t150_c5_3, align 64
+  %k151.next = add nsw i64 %fc2_weight_grad.k151836, 1
+  %2892 = icmp slt i64 %k151.next, 64
+  br i1 %2892, label %fc2_weight_grad.k151, label %fc2_weight_grad.k151.end
+
+fc2_weight_grad.k151.end:                         ; preds = %fc2_weight_grad.k151
+  %t150_c0_0885 = load <16 x float>, ptr %fc2_weight_grad.t150_c0_0, align 64
+  %2893 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2894 = mul nsw i64 %2893, 128
+  %2895 = add nsw i64 420352, %2894
+  %2896 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2897 = add nsw i64 %2895, %2896
+  %grads886 = getelementptr inbounds float, ptr %grads, i64 %2897
+  store <16 x float> %t150_c0_0885, ptr %grads886, align 4
+  %t150_c0_1887 = load <16 x float>, ptr %fc2_weight_grad.t150_c0_1, align 64
+  %2898 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2899 = mul nsw i64 %2898, 128
+  %2900 = add nsw i64 420352, %2899
+  %2901 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2902 = add nsw i64 %2900, %2901
+  %2903 = add nsw i64 %2902, 16
+  %grads888 = getelementptr inbounds float, ptr %grads, i64 %2903
+  store <16 x float> %t150_c0_1887, ptr %grads888, align 4
+  %t150_c0_2889 = load <16 x float>, ptr %fc2_weight_grad.t150_c0_2, align 64
+  %2904 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2905 = mul nsw i64 %2904, 128
+  %2906 = add nsw i64 420352, %2905
+  %2907 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2908 = add nsw i64 %2906, %2907
+  %2909 = add nsw i64 %2908, 32
+  %grads890 = getelementptr inbounds float, ptr %grads, i64 %2909
+  store <16 x float> %t150_c0_2889, ptr %grads890, align 4
+  %t150_c0_3891 = load <16 x float>, ptr %fc2_weight_grad.t150_c0_3, align 64
+  %2910 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2911 = mul nsw i64 %2910, 128
+  %2912 = add nsw i64 420352, %2911
+  %2913 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2914 = add nsw i64 %2912, %2913
+  %2915 = add nsw i64 %2914, 48
+  %grads892 = getelementptr inbounds float, ptr %grads, i64 %2915
+  store <16 x float> %t150_c0_3891, ptr %grads892, align 4
+  %t150_c1_0893 = load <16 x float>, ptr %fc2_weight_grad.t150_c1_0, align 64
+  %2916 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2917 = add nsw i64 %2916, 1
+  %2918 = mul nsw i64 %2917, 128
+  %2919 = add nsw i64 420352, %2918
+  %2920 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2921 = add nsw i64 %2919, %2920
+  %grads894 = getelementptr inbounds float, ptr %grads, i64 %2921
+  store <16 x float> %t150_c1_0893, ptr %grads894, align 4
+  %t150_c1_1895 = load <16 x float>, ptr %fc2_weight_grad.t150_c1_1, align 64
+  %2922 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2923 = add nsw i64 %2922, 1
+  %2924 = mul nsw i64 %2923, 128
+  %2925 = add nsw i64 420352, %2924
+  %2926 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2927 = add nsw i64 %2925, %2926
+  %2928 = add nsw i64 %2927, 16
+  %grads896 = getelementptr inbounds float, ptr %grads, i64 %2928
+  store <16 x float> %t150_c1_1895, ptr %grads896, align 4
+  %t150_c1_2897 = load <16 x float>, ptr %fc2_weight_grad.t150_c1_2, align 64
+  %2929 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2930 = add nsw i64 %2929, 1
+  %2931 = mul nsw i64 %2930, 128
+  %2932 = add nsw i64 420352, %2931
+  %2933 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2934 = add nsw i64 %2932, %2933
+  %2935 = add nsw i64 %2934, 32
+  %grads898 = getelementptr inbounds float, ptr %grads, i64 %2935
+  store <16 x float> %t150_c1_2897, ptr %grads898, align 4
+  %t150_c1_3899 = load <16 x float>, ptr %fc2_weight_grad.t150_c1_3, align 64
+  %2936 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2937 = add nsw i64 %2936, 1
+  %2938 = mul nsw i64 %2937, 128
+  %2939 = add nsw i64 420352, %2938
+  %2940 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2941 = add nsw i64 %2939, %2940
+  %2942 = add nsw i64 %2941, 48
+  %grads900 = getelementptr inbounds float, ptr %grads, i64 %2942
+  store <16 x float> %t150_c1_3899, ptr %grads900, align 4
+  %t150_c2_0901 = load <16 x float>, ptr %fc2_weight_grad.t150_c2_0, align 64
+  %2943 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2944 = add nsw i64 %2943, 2
+  %2945 = mul nsw i64 %2944, 128
+  %2946 = add nsw i64 420352, %2945
+  %2947 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2948 = add nsw i64 %2946, %2947
+  %grads902 = getelementptr inbounds float, ptr %grads, i64 %2948
+  store <16 x float> %t150_c2_0901, ptr %grads902, align 4
+  %t150_c2_1903 = load <16 x float>, ptr %fc2_weight_grad.t150_c2_1, align 64
+  %2949 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2950 = add nsw i64 %2949, 2
+  %2951 = mul nsw i64 %2950, 128
+  %2952 = add nsw i64 420352, %2951
+  %2953 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2954 = add nsw i64 %2952, %2953
+  %2955 = add nsw i64 %2954, 16
+  %grads904 = getelementptr inbounds float, ptr %grads, i64 %2955
+  store <16 x float> %t150_c2_1903, ptr %grads904, align 4
+  %t150_c2_2905 = load <16 x float>, ptr %fc2_weight_grad.t150_c2_2, align 64
+  %2956 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2957 = add nsw i64 %2956, 2
+  %2958 = mul nsw i64 %2957, 128
+  %2959 = add nsw i64 420352, %2958
+  %2960 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2961 = add nsw i64 %2959, %2960
+  %2962 = add nsw i64 %2961, 32
+  %grads906 = getelementptr inbounds float, ptr %grads, i64 %2962
+  store <16 x float> %t150_c2_2905, ptr %grads906, align 4
+  %t150_c2_3907 = load <16 x float>, ptr %fc2_weight_grad.t150_c2_3, align 64
+  %2963 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2964 = add nsw i64 %2963, 2
+  %2965 = mul nsw i64 %2964, 128
+  %2966 = add nsw i64 420352, %2965
+  %2967 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2968 = add nsw i64 %2966, %2967
+  %2969 = add nsw i64 %2968, 48
+  %grads908 = getelementptr inbounds float, ptr %grads, i64 %2969
+  store <16 x float> %t150_c2_3907, ptr %grads908, align 4
+  %t150_c3_0909 = load <16 x float>, ptr %fc2_weight_grad.t150_c3_0, align 64
+  %2970 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2971 = add nsw i64 %2970, 3
+  %2972 = mul nsw i64 %2971, 128
+  %2973 = add nsw i64 420352, %2972
+  %2974 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2975 = add nsw i64 %2973, %2974
+  %grads910 = getelementptr inbounds float, ptr %grads, i64 %2975
+  store <16 x float> %t150_c3_0909, ptr %grads910, align 4
+  %t150_c3_1911 = load <16 x float>, ptr %fc2_weight_grad.t150_c3_1, align 64
+  %2976 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2977 = add nsw i64 %2976, 3
+  %2978 = mul nsw i64 %2977, 128
+  %2979 = add nsw i64 420352, %2978
+  %2980 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2981 = add nsw i64 %2979, %2980
+  %2982 = add nsw i64 %2981, 16
+  %grads912 = getelementptr inbounds float, ptr %grads, i64 %2982
+  store <16 x float> %t150_c3_1911, ptr %grads912, align 4
+  %t150_c3_2913 = load <16 x float>, ptr %fc2_weight_grad.t150_c3_2, align 64
+  %2983 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2984 = add nsw i64 %2983, 3
+  %2985 = mul nsw i64 %2984, 128
+  %2986 = add nsw i64 420352, %2985
+  %2987 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2988 = add nsw i64 %2986, %2987
+  %2989 = add nsw i64 %2988, 32
+  %grads914 = getelementptr inbounds float, ptr %grads, i64 %2989
+  store <16 x float> %t150_c3_2913, ptr %grads914, align 4
+  %t150_c3_3915 = load <16 x float>, ptr %fc2_weight_grad.t150_c3_3, align 64
+  %2990 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2991 = add nsw i64 %2990, 3
+  %2992 = mul nsw i64 %2991, 128
+  %2993 = add nsw i64 420352, %2992
+  %2994 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %2995 = add nsw i64 %2993, %2994
+  %2996 = add nsw i64 %2995, 48
+  %grads916 = getelementptr inbounds float, ptr %grads, i64 %2996
+  store <16 x float> %t150_c3_3915, ptr %grads916, align 4
+  %t150_c4_0917 = load <16 x float>, ptr %fc2_weight_grad.t150_c4_0, align 64
+  %2997 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %2998 = add nsw i64 %2997, 4
+  %2999 = mul nsw i64 %2998, 128
+  %3000 = add nsw i64 420352, %2999
+  %3001 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3002 = add nsw i64 %3000, %3001
+  %grads918 = getelementptr inbounds float, ptr %grads, i64 %3002
+  store <16 x float> %t150_c4_0917, ptr %grads918, align 4
+  %t150_c4_1919 = load <16 x float>, ptr %fc2_weight_grad.t150_c4_1, align 64
+  %3003 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %3004 = add nsw i64 %3003, 4
+  %3005 = mul nsw i64 %3004, 128
+  %3006 = add nsw i64 420352, %3005
+  %3007 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3008 = add nsw i64 %3006, %3007
+  %3009 = add nsw i64 %3008, 16
+  %grads920 = getelementptr inbounds float, ptr %grads, i64 %3009
+  store <16 x float> %t150_c4_1919, ptr %grads920, align 4
+  %t150_c4_2921 = load <16 x float>, ptr %fc2_weight_grad.t150_c4_2, align 64
+  %3010 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %3011 = add nsw i64 %3010, 4
+  %3012 = mul nsw i64 %3011, 128
+  %3013 = add nsw i64 420352, %3012
+  %3014 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3015 = add nsw i64 %3013, %3014
+  %3016 = add nsw i64 %3015, 32
+  %grads922 = getelementptr inbounds float, ptr %grads, i64 %3016
+  store <16 x float> %t150_c4_2921, ptr %grads922, align 4
+  %t150_c4_3923 = load <16 x float>, ptr %fc2_weight_grad.t150_c4_3, align 64
+  %3017 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %3018 = add nsw i64 %3017, 4
+  %3019 = mul nsw i64 %3018, 128
+  %3020 = add nsw i64 420352, %3019
+  %3021 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3022 = add nsw i64 %3020, %3021
+  %3023 = add nsw i64 %3022, 48
+  %grads924 = getelementptr inbounds float, ptr %grads, i64 %3023
+  store <16 x float> %t150_c4_3923, ptr %grads924, align 4
+  %t150_c5_0925 = load <16 x float>, ptr %fc2_weight_grad.t150_c5_0, align 64
+  %3024 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %3025 = add nsw i64 %3024, 5
+  %3026 = mul nsw i64 %3025, 128
+  %3027 = add nsw i64 420352, %3026
+  %3028 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3029 = add nsw i64 %3027, %3028
+  %grads926 = getelementptr inbounds float, ptr %grads, i64 %3029
+  store <16 x float> %t150_c5_0925, ptr %grads926, align 4
+  %t150_c5_1927 = load <16 x float>, ptr %fc2_weight_grad.t150_c5_1, align 64
+  %3030 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %3031 = add nsw i64 %3030, 5
+  %3032 = mul nsw i64 %3031, 128
+  %3033 = add nsw i64 420352, %3032
+  %3034 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3035 = add nsw i64 %3033, %3034
+  %3036 = add nsw i64 %3035, 16
+  %grads928 = getelementptr inbounds float, ptr %grads, i64 %3036
+  store <16 x float> %t150_c5_1927, ptr %grads928, align 4
+  %t150_c5_2929 = load <16 x float>, ptr %fc2_weight_grad.t150_c5_2, align 64
+  %3037 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %3038 = add nsw i64 %3037, 5
+  %3039 = mul nsw i64 %3038, 128
+  %3040 = add nsw i64 420352, %3039
+  %3041 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3042 = add nsw i64 %3040, %3041
+  %3043 = add nsw i64 %3042, 32
+  %grads930 = getelementptr inbounds float, ptr %grads, i64 %3043
+  store <16 x float> %t150_c5_2929, ptr %grads930, align 4
+  %t150_c5_3931 = load <16 x float>, ptr %fc2_weight_grad.t150_c5_3, align 64
+  %3044 = mul nsw i64 %fc2_weight_grad.mb149835, 6
+  %3045 = add nsw i64 %3044, 5
+  %3046 = mul nsw i64 %3045, 128
+  %3047 = add nsw i64 420352, %3046
+  %3048 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3049 = add nsw i64 %3047, %3048
+  %3050 = add nsw i64 %3049, 48
+  %grads932 = getelementptr inbounds float, ptr %grads, i64 %3050
+  store <16 x float> %t150_c5_3931, ptr %grads932, align 4
+  %mb149.next = add nsw i64 %fc2_weight_grad.mb149835, 1
+  %3051 = icmp slt i64 %mb149.next, 1
+  br i1 %3051, label %fc2_weight_grad.mb149, label %fc2_weight_grad.mb149.end
+
+fc2_weight_grad.k153:                             ; preds = %fc2_weight_grad.k153, %fc2_weight_grad.mb149.end
+  %fc2_weight_grad.k153933 = phi i64 [ 0, %fc2_weight_grad.mb149.end ], [ %k153.next, %fc2_weight_grad.k153 ]
+  %3052 = mul nsw i64 %fc2_weight_grad.k153933, 128
+  %3053 = add nsw i64 1212416, %3052
+  %3054 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3055 = add nsw i64 %3053, %3054
+  %arena934 = getelementptr inbounds float, ptr %arena, i64 %3055
+  %3056 = load <16 x float>, ptr %arena934, align 4
+  store <16 x float> %3056, ptr %fc2_weight_grad.t152_b0, align 64
+  %3057 = mul nsw i64 %fc2_weight_grad.k153933, 128
+  %3058 = add nsw i64 1212416, %3057
+  %3059 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3060 = add nsw i64 %3058, %3059
+  %3061 = add nsw i64 %3060, 16
+  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3061
+  %3062 = load <16 x float>, ptr %arena935, align 4
+  store <16 x float> %3062, ptr %fc2_weight_grad.t152_b1, align 64
+  %3063 = mul nsw i64 %fc2_weight_grad.k153933, 128
+  %3064 = add nsw i64 1212416, %3063
+  %3065 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3066 = add nsw i64 %3064, %3065
+  %3067 = add nsw i64 %3066, 32
+  %arena936 = getelementptr inbounds float, ptr %arena, i64 %3067
+  %3068 = load <16 x float>, ptr %arena936, align 4
+  store <16 x float> %3068, ptr %fc2_weight_grad.t152_b2, align 64
+  %3069 = mul nsw i64 %fc2_weight_grad.k153933, 128
+  %3070 = add nsw i64 1212416, %3069
+  %3071 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3072 = add nsw i64 %3070, %3071
+  %3073 = add nsw i64 %3072, 48
+  %arena937 = getelementptr inbounds float, ptr %arena, i64 %3073
+  %3074 = load <16 x float>, ptr %arena937, align 4
+  store <16 x float> %3074, ptr %fc2_weight_grad.t152_b3, align 64
+  %3075 = mul nsw i64 %fc2_weight_grad.k153933, 10
+  %3076 = add nsw i64 1221270, %3075
+  %arena938 = getelementptr inbounds float, ptr %arena, i64 %3076
+  %3077 = load float, ptr %arena938, align 4
+  %3078 = insertelement <16 x float> undef, float %3077, i32 0
+  %3079 = shufflevector <16 x float> %3078, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3079, ptr %fc2_weight_grad.t152_a0, align 64
+  %t152_a0 = load <16 x float>, ptr %fc2_weight_grad.t152_a0, align 64
+  %t152_b0 = load <16 x float>, ptr %fc2_weight_grad.t152_b0, align 64
+  %t152_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t152_c0_0, align 64
+  %3080 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a0, <16 x float> %t152_b0, <16 x float> %t152_c0_0)
+  store <16 x float> %3080, ptr %fc2_weight_grad.t152_c0_0, align 64
+  %t152_a0939 = load <16 x float>, ptr %fc2_weight_grad.t152_a0, align 64
+  %t152_b1 = load <16 x float>, ptr %fc2_weight_grad.t152_b1, align 64
+  %t152_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t152_c0_1, align 64
+  %3081 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a0939, <16 x float> %t152_b1, <16 x float> %t152_c0_1)
+  store <16 x float> %3081, ptr %fc2_weight_grad.t152_c0_1, align 64
+  %t152_a0940 = load <16 x float>, ptr %fc2_weight_grad.t152_a0, align 64
+  %t152_b2 = load <16 x float>, ptr %fc2_weight_grad.t152_b2, align 64
+  %t152_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t152_c0_2, align 64
+  %3082 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a0940, <16 x float> %t152_b2, <16 x float> %t152_c0_2)
+  store <16 x float> %3082, ptr %fc2_weight_grad.t152_c0_2, align 64
+  %t152_a0941 = load <16 x float>, ptr %fc2_weight_grad.t152_a0, align 64
+  %t152_b3 = load <16 x float>, ptr %fc2_weight_grad.t152_b3, align 64
+  %t152_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t152_c0_3, align 64
+  %3083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a0941, <16 x float> %t152_b3, <16 x float> %t152_c0_3)
+  store <16 x float> %3083, ptr %fc2_weight_grad.t152_c0_3, align 64
+  %3084 = mul nsw i64 %fc2_weight_grad.k153933, 10
+  %3085 = add nsw i64 1221271, %3084
+  %arena942 = getelementptr inbounds float, ptr %arena, i64 %3085
+  %3086 = load float, ptr %arena942, align 4
+  %3087 = insertelement <16 x float> undef, float %3086, i32 0
+  %3088 = shufflevector <16 x float> %3087, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3088, ptr %fc2_weight_grad.t152_a1, align 64
+  %t152_a1 = load <16 x float>, ptr %fc2_weight_grad.t152_a1, align 64
+  %t152_b0943 = load <16 x float>, ptr %fc2_weight_grad.t152_b0, align 64
+  %t152_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t152_c1_0, align 64
+  %3089 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a1, <16 x float> %t152_b0943, <16 x float> %t152_c1_0)
+  store <16 x float> %3089, ptr %fc2_weight_grad.t152_c1_0, align 64
+  %t152_a1944 = load <16 x float>, ptr %fc2_weight_grad.t152_a1, align 64
+  %t152_b1945 = load <16 x float>, ptr %fc2_weight_grad.t152_b1, align 64
+  %t152_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t152_c1_1, align 64
+  %3090 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a1944, <16 x float> %t152_b1945, <16 x float> %t152_c1_1)
+  store <16 x float> %3090, ptr %fc2_weight_grad.t152_c1_1, align 64
+  %t152_a1946 = load <16 x float>, ptr %fc2_weight_grad.t152_a1, align 64
+  %t152_b2947 = load <16 x float>, ptr %fc2_weight_grad.t152_b2, align 64
+  %t152_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t152_c1_2, align 64
+  %3091 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a1946, <16 x float> %t152_b2947, <16 x float> %t152_c1_2)
+  store <16 x float> %3091, ptr %fc2_weight_grad.t152_c1_2, align 64
+  %t152_a1948 = load <16 x float>, ptr %fc2_weight_grad.t152_a1, align 64
+  %t152_b3949 = load <16 x float>, ptr %fc2_weight_grad.t152_b3, align 64
+  %t152_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t152_c1_3, align 64
+  %3092 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a1948, <16 x float> %t152_b3949, <16 x float> %t152_c1_3)
+  store <16 x float> %3092, ptr %fc2_weight_grad.t152_c1_3, align 64
+  %3093 = mul nsw i64 %fc2_weight_grad.k153933, 10
+  %3094 = add nsw i64 1221272, %3093
+  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3094
+  %3095 = load float, ptr %arena950, align 4
+  %3096 = insertelement <16 x float> undef, float %3095, i32 0
+  %3097 = shufflevector <16 x float> %3096, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3097, ptr %fc2_weight_grad.t152_a2, align 64
+  %t152_a2 = load <16 x float>, ptr %fc2_weight_grad.t152_a2, align 64
+  %t152_b0951 = load <16 x float>, ptr %fc2_weight_grad.t152_b0, align 64
+  %t152_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t152_c2_0, align 64
+  %3098 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a2, <16 x float> %t152_b0951, <16 x float> %t152_c2_0)
+  store <16 x float> %3098, ptr %fc2_weight_grad.t152_c2_0, align 64
+  %t152_a2952 = load <16 x float>, ptr %fc2_weight_grad.t152_a2, align 64
+  %t152_b1953 = load <16 x float>, ptr %fc2_weight_grad.t152_b1, align 64
+  %t152_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t152_c2_1, align 64
+  %3099 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a2952, <16 x float> %t152_b1953, <16 x float> %t152_c2_1)
+  store <16 x float> %3099, ptr %fc2_weight_grad.t152_c2_1, align 64
+  %t152_a2954 = load <16 x float>, ptr %fc2_weight_grad.t152_a2, align 64
+  %t152_b2955 = load <16 x float>, ptr %fc2_weight_grad.t152_b2, align 64
+  %t152_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t152_c2_2, align 64
+  %3100 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a2954, <16 x float> %t152_b2955, <16 x float> %t152_c2_2)
+  store <16 x float> %3100, ptr %fc2_weight_grad.t152_c2_2, align 64
+  %t152_a2956 = load <16 x float>, ptr %fc2_weight_grad.t152_a2, align 64
+  %t152_b3957 = load <16 x float>, ptr %fc2_weight_grad.t152_b3, align 64
+  %t152_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t152_c2_3, align 64
+  %3101 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a2956, <16 x float> %t152_b3957, <16 x float> %t152_c2_3)
+  store <16 x float> %3101, ptr %fc2_weight_grad.t152_c2_3, align 64
+  %3102 = mul nsw i64 %fc2_weight_grad.k153933, 10
+  %3103 = add nsw i64 1221273, %3102
+  %arena958 = getelementptr inbounds float, ptr %arena, i64 %3103
+  %3104 = load float, ptr %arena958, align 4
+  %3105 = insertelement <16 x float> undef, float %3104, i32 0
+  %3106 = shufflevector <16 x float> %3105, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3106, ptr %fc2_weight_grad.t152_a3, align 64
+  %t152_a3 = load <16 x float>, ptr %fc2_weight_grad.t152_a3, align 64
+  %t152_b0959 = load <16 x float>, ptr %fc2_weight_grad.t152_b0, align 64
+  %t152_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t152_c3_0, align 64
+  %3107 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a3, <16 x float> %t152_b0959, <16 x float> %t152_c3_0)
+  store <16 x float> %3107, ptr %fc2_weight_grad.t152_c3_0, align 64
+  %t152_a3960 = load <16 x float>, ptr %fc2_weight_grad.t152_a3, align 64
+  %t152_b1961 = load <16 x float>, ptr %fc2_weight_grad.t152_b1, align 64
+  %t152_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t152_c3_1, align 64
+  %3108 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a3960, <16 x float> %t152_b1961, <16 x float> %t152_c3_1)
+  store <16 x float> %3108, ptr %fc2_weight_grad.t152_c3_1, align 64
+  %t152_a3962 = load <16 x float>, ptr %fc2_weight_grad.t152_a3, align 64
+  %t152_b2963 = load <16 x float>, ptr %fc2_weight_grad.t152_b2, align 64
+  %t152_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t152_c3_2, align 64
+  %3109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a3962, <16 x float> %t152_b2963, <16 x float> %t152_c3_2)
+  store <16 x float> %3109, ptr %fc2_weight_grad.t152_c3_2, align 64
+  %t152_a3964 = load <16 x float>, ptr %fc2_weight_grad.t152_a3, align 64
+  %t152_b3965 = load <16 x float>, ptr %fc2_weight_grad.t152_b3, align 64
+  %t152_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t152_c3_3, align 64
+  %3110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t152_a3964, <16 x float> %t152_b3965, <16 x float> %t152_c3_3)
+  store <16 x float> %3110, ptr %fc2_weight_grad.t152_c3_3, align 64
+  %k153.next = add nsw i64 %fc2_weight_grad.k153933, 1
+  %3111 = icmp slt i64 %k153.next, 64
+  br i1 %3111, label %fc2_weight_grad.k153, label %fc2_weight_grad.k153.end
+
+fc2_weight_grad.k153.end:                         ; preds = %fc2_weight_grad.k153
+  %t152_c0_0966 = load <16 x float>, ptr %fc2_weight_grad.t152_c0_0, align 64
+  %3112 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3113 = add nsw i64 421120, %3112
+  %grads967 = getelementptr inbounds float, ptr %grads, i64 %3113
+  store <16 x float> %t152_c0_0966, ptr %grads967, align 4
+  %t152_c0_1968 = load <16 x float>, ptr %fc2_weight_grad.t152_c0_1, align 64
+  %3114 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3115 = add nsw i64 421120, %3114
+  %3116 = add nsw i64 %3115, 16
+  %grads969 = getelementptr inbounds float, ptr %grads, i64 %3116
+  store <16 x float> %t152_c0_1968, ptr %grads969, align 4
+  %t152_c0_2970 = load <16 x float>, ptr %fc2_weight_grad.t152_c0_2, align 64
+  %3117 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3118 = add nsw i64 421120, %3117
+  %3119 = add nsw i64 %3118, 32
+  %grads971 = getelementptr inbounds float, ptr %grads, i64 %3119
+  store <16 x float> %t152_c0_2970, ptr %grads971, align 4
+  %t152_c0_3972 = load <16 x float>, ptr %fc2_weight_grad.t152_c0_3, align 64
+  %3120 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3121 = add nsw i64 421120, %3120
+  %3122 = add nsw i64 %3121, 48
+  %grads973 = getelementptr inbounds float, ptr %grads, i64 %3122
+  store <16 x float> %t152_c0_3972, ptr %grads973, align 4
+  %t152_c1_0974 = load <16 x float>, ptr %fc2_weight_grad.t152_c1_0, align 64
+  %3123 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3124 = add nsw i64 421248, %3123
+  %grads975 = getelementptr inbounds float, ptr %grads, i64 %3124
+  store <16 x float> %t152_c1_0974, ptr %grads975, align 4
+  %t152_c1_1976 = load <16 x float>, ptr %fc2_weight_grad.t152_c1_1, align 64
+  %3125 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3126 = add nsw i64 421248, %3125
+  %3127 = add nsw i64 %3126, 16
+  %grads977 = getelementptr inbounds float, ptr %grads, i64 %3127
+  store <16 x float> %t152_c1_1976, ptr %grads977, align 4
+  %t152_c1_2978 = load <16 x float>, ptr %fc2_weight_grad.t152_c1_2, align 64
+  %3128 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3129 = add nsw i64 421248, %3128
+  %3130 = add nsw i64 %3129, 32
+  %grads979 = getelementptr inbounds float, ptr %grads, i64 %3130
+  store <16 x float> %t152_c1_2978, ptr %grads979, align 4
+  %t152_c1_3980 = load <16 x float>, ptr %fc2_weight_grad.t152_c1_3, align 64
+  %3131 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3132 = add nsw i64 421248, %3131
+  %3133 = add nsw i64 %3132, 48
+  %grads981 = getelementptr inbounds float, ptr %grads, i64 %3133
+  store <16 x float> %t152_c1_3980, ptr %grads981, align 4
+  %t152_c2_0982 = load <16 x float>, ptr %fc2_weight_grad.t152_c2_0, align 64
+  %3134 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3135 = add nsw i64 421376, %3134
+  %grads983 = getelementptr inbounds float, ptr %grads, i64 %3135
+  store <16 x float> %t152_c2_0982, ptr %grads983, align 4
+  %t152_c2_1984 = load <16 x float>, ptr %fc2_weight_grad.t152_c2_1, align 64
+  %3136 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3137 = add nsw i64 421376, %3136
+  %3138 = add nsw i64 %3137, 16
+  %grads985 = getelementptr inbounds float, ptr %grads, i64 %3138
+  store <16 x float> %t152_c2_1984, ptr %grads985, align 4
+  %t152_c2_2986 = load <16 x float>, ptr %fc2_weight_grad.t152_c2_2, align 64
+  %3139 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3140 = add nsw i64 421376, %3139
+  %3141 = add nsw i64 %3140, 32
+  %grads987 = getelementptr inbounds float, ptr %grads, i64 %3141
+  store <16 x float> %t152_c2_2986, ptr %grads987, align 4
+  %t152_c2_3988 = load <16 x float>, ptr %fc2_weight_grad.t152_c2_3, align 64
+  %3142 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3143 = add nsw i64 421376, %3142
+  %3144 = add nsw i64 %3143, 48
+  %grads989 = getelementptr inbounds float, ptr %grads, i64 %3144
+  store <16 x float> %t152_c2_3988, ptr %grads989, align 4
+  %t152_c3_0990 = load <16 x float>, ptr %fc2_weight_grad.t152_c3_0, align 64
+  %3145 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3146 = add nsw i64 421504, %3145
+  %grads991 = getelementptr inbounds float, ptr %grads, i64 %3146
+  store <16 x float> %t152_c3_0990, ptr %grads991, align 4
+  %t152_c3_1992 = load <16 x float>, ptr %fc2_weight_grad.t152_c3_1, align 64
+  %3147 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3148 = add nsw i64 421504, %3147
+  %3149 = add nsw i64 %3148, 16
+  %grads993 = getelementptr inbounds float, ptr %grads, i64 %3149
+  store <16 x float> %t152_c3_1992, ptr %grads993, align 4
+  %t152_c3_2994 = load <16 x float>, ptr %fc2_weight_grad.t152_c3_2, align 64
+  %3150 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3151 = add nsw i64 421504, %3150
+  %3152 = add nsw i64 %3151, 32
+  %grads995 = getelementptr inbounds float, ptr %grads, i64 %3152
+  store <16 x float> %t152_c3_2994, ptr %grads995, align 4
+  %t152_c3_3996 = load <16 x float>, ptr %fc2_weight_grad.t152_c3_3, align 64
+  %3153 = mul nsw i64 %fc2_weight_grad.nb148834, 64
+  %3154 = add nsw i64 421504, %3153
+  %3155 = add nsw i64 %3154, 48
+  %grads997 = getelementptr inbounds float, ptr %grads, i64 %3155
+  store <16 x float> %t152_c3_3996, ptr %grads997, align 4
+  %nb148.next = add nsw i64 %fc2_weight_grad.nb148834, 1
+  %3156 = icmp slt i64 %nb148.next, 2
+  br i1 %3156, label %fc2_weight_grad.nb148, label %fc2_weight_grad.nb148.end
+
+fc2_bias_grad.u154:                               ; preds = %fc2_bias_grad.n156.end, %fc2_weight_grad.nb148.end
+  %fc2_bias_grad.u154998 = phi i64 [ 0, %fc2_weight_grad.nb148.end ], [ %u154.next, %fc2_bias_grad.n156.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc155, align 4
+  br label %fc2_bias_grad.n156
+
+fc2_bias_grad.u154.end:                           ; preds = %fc2_bias_grad.n156.end
+  br label %drop_grad.nb157
+
+fc2_bias_grad.n156:                               ; preds = %fc2_bias_grad.n156, %fc2_bias_grad.u154
+  %fc2_bias_grad.n156999 = phi i64 [ 0, %fc2_bias_grad.u154 ], [ %n156.next, %fc2_bias_grad.n156 ]
+  %acc155 = load float, ptr %fc2_bias_grad.acc155, align 4
+  %3157 = mul nsw i64 %fc2_bias_grad.n156999, 10
+  %3158 = add nsw i64 1221264, %3157
+  %3159 = add nsw i64 %3158, %fc2_bias_grad.u154998
+  %arena1000 = getelementptr inbounds float, ptr %arena, i64 %3159
+  %3160 = load float, ptr %arena1000, align 4
+  %3161 = fadd float %acc155, %3160
+  store float %3161, ptr %fc2_bias_grad.acc155, align 4
+  %n156.next = add nsw i64 %fc2_bias_grad.n156999, 1
+  %3162 = icmp slt i64 %n156.next, 64
+  br i1 %3162, label %fc2_bias_grad.n156, label %fc2_bias_grad.n156.end
+
+fc2_bias_grad.n156.end:                           ; preds = %fc2_bias_grad.n156
+  %acc1551001 = load float, ptr %fc2_bias_grad.acc155, align 4
+  %3163 = add nsw i64 421632, %fc2_bias_grad.u154998
+  %grads1002 = getelementptr inbounds float, ptr %grads, i64 %3163
+  store float %acc1551001, ptr %grads1002, align 4
+  %u154.next = add nsw i64 %fc2_bias_grad.u154998, 1
+  %3164 = icmp slt i64 %u154.next, 10
+  br i1 %3164, label %fc2_bias_grad.u154, label %fc2_bias_grad.u154.end
+
+drop_grad.nb157:                                  ; preds = %drop_grad.k162.end, %fc2_bias_grad.u154.end
+  %drop_grad.nb1571003 = phi i64 [ 0, %fc2_bias_grad.u154.end ], [ %nb157.next, %drop_grad.k162.end ]
+  br label %drop_grad.mb158
+
+drop_grad.nb157.end:                              ; preds = %drop_grad.k162.end
+  br label %relu3_grad.i163
+
+drop_grad.mb158:                                  ; preds = %drop_grad.k160.end, %drop_grad.nb157
+  %drop_grad.mb1581004 = phi i64 [ 0, %drop_grad.nb157 ], [ %mb158.next, %drop_grad.k160.end ]
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t159_c5_3, align 64
+  br label %drop_grad.k160
+
+drop_grad.mb158.end:                              ; preds = %drop_grad.k160.end
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %drop_grad.t161_c3_3, align 64
+  br label %drop_grad.k162
+
+drop_grad.k160:                                   ; preds = %drop_grad.k160, %drop_grad.mb158
+  %drop_grad.k1601005 = phi i64 [ 0, %drop_grad.mb158 ], [ %k160.next, %drop_grad.k160 ]
+  %3165 = mul nsw i64 %drop_grad.k1601005, 128
+  %3166 = add nsw i64 420352, %3165
+  %3167 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3168 = add nsw i64 %3166, %3167
+  %params1006 = getelementptr inbounds float, ptr %params, i64 %3168
+  %3169 = load <16 x float>, ptr %params1006, align 4
+  store <16 x float> %3169, ptr %drop_grad.t159_b0, align 64
+  %3170 = mul nsw i64 %drop_grad.k1601005, 128
+  %3171 = add nsw i64 420352, %3170
+  %3172 = mul nsw i64 %drop_grad.nb1571003, 64
   %3173 = add nsw i64 %3171, %3172
-  %arena947 = getelementptr inbounds float, ptr %arena, i64 %3173
-  %3174 = load <16 x float>, ptr %arena947, align 4
-  store <16 x float> %3174, ptr %conv2_weight_grad.t181_c2_0, align 64
-  %3175 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3176 = add nsw i64 %3175, 2
-  %3177 = mul nsw i64 %3176, 64
-  %3178 = add nsw i64 6640272, %3177
-  %3179 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3180 = add nsw i64 %3178, %3179
-  %3181 = add nsw i64 %3180, 16
-  %arena948 = getelementptr inbounds float, ptr %arena, i64 %3181
-  %3182 = load <16 x float>, ptr %arena948, align 4
-  store <16 x float> %3182, ptr %conv2_weight_grad.t181_c2_1, align 64
-  %3183 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3184 = add nsw i64 %3183, 2
-  %3185 = mul nsw i64 %3184, 64
-  %3186 = add nsw i64 6640272, %3185
-  %3187 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3188 = add nsw i64 %3186, %3187
-  %3189 = add nsw i64 %3188, 32
-  %arena949 = getelementptr inbounds float, ptr %arena, i64 %3189
-  %3190 = load <16 x float>, ptr %arena949, align 4
-  store <16 x float> %3190, ptr %conv2_weight_grad.t181_c2_2, align 64
-  %3191 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3192 = add nsw i64 %3191, 2
-  %3193 = mul nsw i64 %3192, 64
-  %3194 = add nsw i64 6640272, %3193
-  %3195 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3196 = add nsw i64 %3194, %3195
-  %3197 = add nsw i64 %3196, 48
-  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3197
-  %3198 = load <16 x float>, ptr %arena950, align 4
-  store <16 x float> %3198, ptr %conv2_weight_grad.t181_c2_3, align 64
-  %3199 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3200 = add nsw i64 %3199, 3
-  %3201 = mul nsw i64 %3200, 64
-  %3202 = add nsw i64 6640272, %3201
-  %3203 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3204 = add nsw i64 %3202, %3203
-  %arena951 = getelementptr inbounds float, ptr %arena, i64 %3204
-  %3205 = load <16 x float>, ptr %arena951, align 4
-  store <16 x float> %3205, ptr %conv2_weight_grad.t181_c3_0, align 64
-  %3206 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3207 = add nsw i64 %3206, 3
-  %3208 = mul nsw i64 %3207, 64
-  %3209 = add nsw i64 6640272, %3208
-  %3210 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3211 = add nsw i64 %3209, %3210
-  %3212 = add nsw i64 %3211, 16
-  %arena952 = getelementptr inbounds float, ptr %arena, i64 %3212
-  %3213 = load <16 x float>, ptr %arena952, align 4
-  store <16 x float> %3213, ptr %conv2_weight_grad.t181_c3_1, align 64
-  %3214 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3215 = add nsw i64 %3214, 3
-  %3216 = mul nsw i64 %3215, 64
-  %3217 = add nsw i64 6640272, %3216
-  %3218 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3219 = add nsw i64 %3217, %3218
-  %3220 = add nsw i64 %3219, 32
-  %arena953 = getelementptr inbounds float, ptr %arena, i64 %3220
-  %3221 = load <16 x float>, ptr %arena953, align 4
-  store <16 x float> %3221, ptr %conv2_weight_grad.t181_c3_2, align 64
-  %3222 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3223 = add nsw i64 %3222, 3
-  %3224 = mul nsw i64 %3223, 64
-  %3225 = add nsw i64 6640272, %3224
-  %3226 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3227 = add nsw i64 %3225, %3226
-  %3228 = add nsw i64 %3227, 48
-  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3228
-  %3229 = load <16 x float>, ptr %arena954, align 4
-  store <16 x float> %3229, ptr %conv2_weight_grad.t181_c3_3, align 64
-  %3230 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3231 = add nsw i64 %3230, 4
-  %3232 = mul nsw i64 %3231, 64
-  %3233 = add nsw i64 6640272, %3232
-  %3234 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3235 = add nsw i64 %3233, %3234
-  %arena955 = getelementptr inbounds float, ptr %arena, i64 %3235
-  %3236 = load <16 x float>, ptr %arena955, align 4
-  store <16 x float> %3236, ptr %conv2_weight_grad.t181_c4_0, align 64
-  %3237 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3238 = add nsw i64 %3237, 4
-  %3239 = mul nsw i64 %3238, 64
-  %3240 = add nsw i64 6640272, %3239
-  %3241 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3242 = add nsw i64 %3240, %3241
-  %3243 = add nsw i64 %3242, 16
-  %arena956 = getelementptr inbounds float, ptr %arena, i64 %3243
-  %3244 = load <16 x float>, ptr %arena956, align 4
-  store <16 x float> %3244, ptr %conv2_weight_grad.t181_c4_1, align 64
-  %3245 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3246 = add nsw i64 %3245, 4
-  %3247 = mul nsw i64 %3246, 64
-  %3248 = add nsw i64 6640272, %3247
-  %3249 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3250 = add nsw i64 %3248, %3249
-  %3251 = add nsw i64 %3250, 32
-  %arena957 = getelementptr inbounds float, ptr %arena, i64 %3251
-  %3252 = load <16 x float>, ptr %arena957, align 4
-  store <16 x float> %3252, ptr %conv2_weight_grad.t181_c4_2, align 64
-  %3253 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3254 = add nsw i64 %3253, 4
-  %3255 = mul nsw i64 %3254, 64
-  %3256 = add nsw i64 6640272, %3255
-  %3257 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3258 = add nsw i64 %3256, %3257
-  %3259 = add nsw i64 %3258, 48
-  %arena958 = getelementptr inbounds float, ptr %arena, i64 %3259
-  %3260 = load <16 x float>, ptr %arena958, align 4
-  store <16 x float> %3260, ptr %conv2_weight_grad.t181_c4_3, align 64
-  %3261 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3262 = add nsw i64 %3261, 5
-  %3263 = mul nsw i64 %3262, 64
-  %3264 = add nsw i64 6640272, %3263
-  %3265 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3266 = add nsw i64 %3264, %3265
-  %arena959 = getelementptr inbounds float, ptr %arena, i64 %3266
-  %3267 = load <16 x float>, ptr %arena959, align 4
-  store <16 x float> %3267, ptr %conv2_weight_grad.t181_c5_0, align 64
-  %3268 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3269 = add nsw i64 %3268, 5
-  %3270 = mul nsw i64 %3269, 64
-  %3271 = add nsw i64 6640272, %3270
-  %3272 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3273 = add nsw i64 %3271, %3272
-  %3274 = add nsw i64 %3273, 16
-  %arena960 = getelementptr inbounds float, ptr %arena, i64 %3274
-  %3275 = load <16 x float>, ptr %arena960, align 4
-  store <16 x float> %3275, ptr %conv2_weight_grad.t181_c5_1, align 64
-  %3276 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3277 = add nsw i64 %3276, 5
-  %3278 = mul nsw i64 %3277, 64
-  %3279 = add nsw i64 6640272, %3278
-  %3280 = mul nsw i64 %conv2_weight_grad.nb179937, 64
+  %3174 = add nsw i64 %3173, 16
+  %params1007 = getelementptr inbounds float, ptr %params, i64 %3174
+  %3175 = load <16 x float>, ptr %params1007, align 4
+  store <16 x float> %3175, ptr %drop_grad.t159_b1, align 64
+  %3176 = mul nsw i64 %drop_grad.k1601005, 128
+  %3177 = add nsw i64 420352, %3176
+  %3178 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3179 = add nsw i64 %3177, %3178
+  %3180 = add nsw i64 %3179, 32
+  %params1008 = getelementptr inbounds float, ptr %params, i64 %3180
+  %3181 = load <16 x float>, ptr %params1008, align 4
+  store <16 x float> %3181, ptr %drop_grad.t159_b2, align 64
+  %3182 = mul nsw i64 %drop_grad.k1601005, 128
+  %3183 = add nsw i64 420352, %3182
+  %3184 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3185 = add nsw i64 %3183, %3184
+  %3186 = add nsw i64 %3185, 48
+  %params1009 = getelementptr inbounds float, ptr %params, i64 %3186
+  %3187 = load <16 x float>, ptr %params1009, align 4
+  store <16 x float> %3187, ptr %drop_grad.t159_b3, align 64
+  %3188 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3189 = mul nsw i64 %3188, 10
+  %3190 = add nsw i64 1221264, %3189
+  %3191 = add nsw i64 %3190, %drop_grad.k1601005
+  %arena1010 = getelementptr inbounds float, ptr %arena, i64 %3191
+  %3192 = load float, ptr %arena1010, align 4
+  %3193 = insertelement <16 x float> undef, float %3192, i32 0
+  %3194 = shufflevector <16 x float> %3193, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3194, ptr %drop_grad.t159_a0, align 64
+  %t159_a0 = load <16 x float>, ptr %drop_grad.t159_a0, align 64
+  %t159_b0 = load <16 x float>, ptr %drop_grad.t159_b0, align 64
+  %t159_c0_0 = load <16 x float>, ptr %drop_grad.t159_c0_0, align 64
+  %3195 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a0, <16 x float> %t159_b0, <16 x float> %t159_c0_0)
+  store <16 x float> %3195, ptr %drop_grad.t159_c0_0, align 64
+  %t159_a01011 = load <16 x float>, ptr %drop_grad.t159_a0, align 64
+  %t159_b1 = load <16 x float>, ptr %drop_grad.t159_b1, align 64
+  %t159_c0_1 = load <16 x float>, ptr %drop_grad.t159_c0_1, align 64
+  %3196 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a01011, <16 x float> %t159_b1, <16 x float> %t159_c0_1)
+  store <16 x float> %3196, ptr %drop_grad.t159_c0_1, align 64
+  %t159_a01012 = load <16 x float>, ptr %drop_grad.t159_a0, align 64
+  %t159_b2 = load <16 x float>, ptr %drop_grad.t159_b2, align 64
+  %t159_c0_2 = load <16 x float>, ptr %drop_grad.t159_c0_2, align 64
+  %3197 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a01012, <16 x float> %t159_b2, <16 x float> %t159_c0_2)
+  store <16 x float> %3197, ptr %drop_grad.t159_c0_2, align 64
+  %t159_a01013 = load <16 x float>, ptr %drop_grad.t159_a0, align 64
+  %t159_b3 = load <16 x float>, ptr %drop_grad.t159_b3, align 64
+  %t159_c0_3 = load <16 x float>, ptr %drop_grad.t159_c0_3, align 64
+  %3198 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a01013, <16 x float> %t159_b3, <16 x float> %t159_c0_3)
+  store <16 x float> %3198, ptr %drop_grad.t159_c0_3, align 64
+  %3199 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3200 = add nsw i64 %3199, 1
+  %3201 = mul nsw i64 %3200, 10
+  %3202 = add nsw i64 1221264, %3201
+  %3203 = add nsw i64 %3202, %drop_grad.k1601005
+  %arena1014 = getelementptr inbounds float, ptr %arena, i64 %3203
+  %3204 = load float, ptr %arena1014, align 4
+  %3205 = insertelement <16 x float> undef, float %3204, i32 0
+  %3206 = shufflevector <16 x float> %3205, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3206, ptr %drop_grad.t159_a1, align 64
+  %t159_a1 = load <16 x float>, ptr %drop_grad.t159_a1, align 64
+  %t159_b01015 = load <16 x float>, ptr %drop_grad.t159_b0, align 64
+  %t159_c1_0 = load <16 x float>, ptr %drop_grad.t159_c1_0, align 64
+  %3207 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a1, <16 x float> %t159_b01015, <16 x float> %t159_c1_0)
+  store <16 x float> %3207, ptr %drop_grad.t159_c1_0, align 64
+  %t159_a11016 = load <16 x float>, ptr %drop_grad.t159_a1, align 64
+  %t159_b11017 = load <16 x float>, ptr %drop_grad.t159_b1, align 64
+  %t159_c1_1 = load <16 x float>, ptr %drop_grad.t159_c1_1, align 64
+  %3208 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a11016, <16 x float> %t159_b11017, <16 x float> %t159_c1_1)
+  store <16 x float> %3208, ptr %drop_grad.t159_c1_1, align 64
+  %t159_a11018 = load <16 x float>, ptr %drop_grad.t159_a1, align 64
+  %t159_b21019 = load <16 x float>, ptr %drop_grad.t159_b2, align 64
+  %t159_c1_2 = load <16 x float>, ptr %drop_grad.t159_c1_2, align 64
+  %3209 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a11018, <16 x float> %t159_b21019, <16 x float> %t159_c1_2)
+  store <16 x float> %3209, ptr %drop_grad.t159_c1_2, align 64
+  %t159_a11020 = load <16 x float>, ptr %drop_grad.t159_a1, align 64
+  %t159_b31021 = load <16 x float>, ptr %drop_grad.t159_b3, align 64
+  %t159_c1_3 = load <16 x float>, ptr %drop_grad.t159_c1_3, align 64
+  %3210 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a11020, <16 x float> %t159_b31021, <16 x float> %t159_c1_3)
+  store <16 x float> %3210, ptr %drop_grad.t159_c1_3, align 64
+  %3211 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3212 = add nsw i64 %3211, 2
+  %3213 = mul nsw i64 %3212, 10
+  %3214 = add nsw i64 1221264, %3213
+  %3215 = add nsw i64 %3214, %drop_grad.k1601005
+  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %3215
+  %3216 = load float, ptr %arena1022, align 4
+  %3217 = insertelement <16 x float> undef, float %3216, i32 0
+  %3218 = shufflevector <16 x float> %3217, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3218, ptr %drop_grad.t159_a2, align 64
+  %t159_a2 = load <16 x float>, ptr %drop_grad.t159_a2, align 64
+  %t159_b01023 = load <16 x float>, ptr %drop_grad.t159_b0, align 64
+  %t159_c2_0 = load <16 x float>, ptr %drop_grad.t159_c2_0, align 64
+  %3219 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a2, <16 x float> %t159_b01023, <16 x float> %t159_c2_0)
+  store <16 x float> %3219, ptr %drop_grad.t159_c2_0, align 64
+  %t159_a21024 = load <16 x float>, ptr %drop_grad.t159_a2, align 64
+  %t159_b11025 = load <16 x float>, ptr %drop_grad.t159_b1, align 64
+  %t159_c2_1 = load <16 x float>, ptr %drop_grad.t159_c2_1, align 64
+  %3220 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a21024, <16 x float> %t159_b11025, <16 x float> %t159_c2_1)
+  store <16 x float> %3220, ptr %drop_grad.t159_c2_1, align 64
+  %t159_a21026 = load <16 x float>, ptr %drop_grad.t159_a2, align 64
+  %t159_b21027 = load <16 x float>, ptr %drop_grad.t159_b2, align 64
+  %t159_c2_2 = load <16 x float>, ptr %drop_grad.t159_c2_2, align 64
+  %3221 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a21026, <16 x float> %t159_b21027, <16 x float> %t159_c2_2)
+  store <16 x float> %3221, ptr %drop_grad.t159_c2_2, align 64
+  %t159_a21028 = load <16 x float>, ptr %drop_grad.t159_a2, align 64
+  %t159_b31029 = load <16 x float>, ptr %drop_grad.t159_b3, align 64
+  %t159_c2_3 = load <16 x float>, ptr %drop_grad.t159_c2_3, align 64
+  %3222 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a21028, <16 x float> %t159_b31029, <16 x float> %t159_c2_3)
+  store <16 x float> %3222, ptr %drop_grad.t159_c2_3, align 64
+  %3223 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3224 = add nsw i64 %3223, 3
+  %3225 = mul nsw i64 %3224, 10
+  %3226 = add nsw i64 1221264, %3225
+  %3227 = add nsw i64 %3226, %drop_grad.k1601005
+  %arena1030 = getelementptr inbounds float, ptr %arena, i64 %3227
+  %3228 = load float, ptr %arena1030, align 4
+  %3229 = insertelement <16 x float> undef, float %3228, i32 0
+  %3230 = shufflevector <16 x float> %3229, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3230, ptr %drop_grad.t159_a3, align 64
+  %t159_a3 = load <16 x float>, ptr %drop_grad.t159_a3, align 64
+  %t159_b01031 = load <16 x float>, ptr %drop_grad.t159_b0, align 64
+  %t159_c3_0 = load <16 x float>, ptr %drop_grad.t159_c3_0, align 64
+  %3231 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a3, <16 x float> %t159_b01031, <16 x float> %t159_c3_0)
+  store <16 x float> %3231, ptr %drop_grad.t159_c3_0, align 64
+  %t159_a31032 = load <16 x float>, ptr %drop_grad.t159_a3, align 64
+  %t159_b11033 = load <16 x float>, ptr %drop_grad.t159_b1, align 64
+  %t159_c3_1 = load <16 x float>, ptr %drop_grad.t159_c3_1, align 64
+  %3232 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a31032, <16 x float> %t159_b11033, <16 x float> %t159_c3_1)
+  store <16 x float> %3232, ptr %drop_grad.t159_c3_1, align 64
+  %t159_a31034 = load <16 x float>, ptr %drop_grad.t159_a3, align 64
+  %t159_b21035 = load <16 x float>, ptr %drop_grad.t159_b2, align 64
+  %t159_c3_2 = load <16 x float>, ptr %drop_grad.t159_c3_2, align 64
+  %3233 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a31034, <16 x float> %t159_b21035, <16 x float> %t159_c3_2)
+  store <16 x float> %3233, ptr %drop_grad.t159_c3_2, align 64
+  %t159_a31036 = load <16 x float>, ptr %drop_grad.t159_a3, align 64
+  %t159_b31037 = load <16 x float>, ptr %drop_grad.t159_b3, align 64
+  %t159_c3_3 = load <16 x float>, ptr %drop_grad.t159_c3_3, align 64
+  %3234 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a31036, <16 x float> %t159_b31037, <16 x float> %t159_c3_3)
+  store <16 x float> %3234, ptr %drop_grad.t159_c3_3, align 64
+  %3235 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3236 = add nsw i64 %3235, 4
+  %3237 = mul nsw i64 %3236, 10
+  %3238 = add nsw i64 1221264, %3237
+  %3239 = add nsw i64 %3238, %drop_grad.k1601005
+  %arena1038 = getelementptr inbounds float, ptr %arena, i64 %3239
+  %3240 = load float, ptr %arena1038, align 4
+  %3241 = insertelement <16 x float> undef, float %3240, i32 0
+  %3242 = shufflevector <16 x float> %3241, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3242, ptr %drop_grad.t159_a4, align 64
+  %t159_a4 = load <16 x float>, ptr %drop_grad.t159_a4, align 64
+  %t159_b01039 = load <16 x float>, ptr %drop_grad.t159_b0, align 64
+  %t159_c4_0 = load <16 x float>, ptr %drop_grad.t159_c4_0, align 64
+  %3243 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a4, <16 x float> %t159_b01039, <16 x float> %t159_c4_0)
+  store <16 x float> %3243, ptr %drop_grad.t159_c4_0, align 64
+  %t159_a41040 = load <16 x float>, ptr %drop_grad.t159_a4, align 64
+  %t159_b11041 = load <16 x float>, ptr %drop_grad.t159_b1, align 64
+  %t159_c4_1 = load <16 x float>, ptr %drop_grad.t159_c4_1, align 64
+  %3244 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a41040, <16 x float> %t159_b11041, <16 x float> %t159_c4_1)
+  store <16 x float> %3244, ptr %drop_grad.t159_c4_1, align 64
+  %t159_a41042 = load <16 x float>, ptr %drop_grad.t159_a4, align 64
+  %t159_b21043 = load <16 x float>, ptr %drop_grad.t159_b2, align 64
+  %t159_c4_2 = load <16 x float>, ptr %drop_grad.t159_c4_2, align 64
+  %3245 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a41042, <16 x float> %t159_b21043, <16 x float> %t159_c4_2)
+  store <16 x float> %3245, ptr %drop_grad.t159_c4_2, align 64
+  %t159_a41044 = load <16 x float>, ptr %drop_grad.t159_a4, align 64
+  %t159_b31045 = load <16 x float>, ptr %drop_grad.t159_b3, align 64
+  %t159_c4_3 = load <16 x float>, ptr %drop_grad.t159_c4_3, align 64
+  %3246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a41044, <16 x float> %t159_b31045, <16 x float> %t159_c4_3)
+  store <16 x float> %3246, ptr %drop_grad.t159_c4_3, align 64
+  %3247 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3248 = add nsw i64 %3247, 5
+  %3249 = mul nsw i64 %3248, 10
+  %3250 = add nsw i64 1221264, %3249
+  %3251 = add nsw i64 %3250, %drop_grad.k1601005
+  %arena1046 = getelementptr inbounds float, ptr %arena, i64 %3251
+  %3252 = load float, ptr %arena1046, align 4
+  %3253 = insertelement <16 x float> undef, float %3252, i32 0
+  %3254 = shufflevector <16 x float> %3253, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3254, ptr %drop_grad.t159_a5, align 64
+  %t159_a5 = load <16 x float>, ptr %drop_grad.t159_a5, align 64
+  %t159_b01047 = load <16 x float>, ptr %drop_grad.t159_b0, align 64
+  %t159_c5_0 = load <16 x float>, ptr %drop_grad.t159_c5_0, align 64
+  %3255 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a5, <16 x float> %t159_b01047, <16 x float> %t159_c5_0)
+  store <16 x float> %3255, ptr %drop_grad.t159_c5_0, align 64
+  %t159_a51048 = load <16 x float>, ptr %drop_grad.t159_a5, align 64
+  %t159_b11049 = load <16 x float>, ptr %drop_grad.t159_b1, align 64
+  %t159_c5_1 = load <16 x float>, ptr %drop_grad.t159_c5_1, align 64
+  %3256 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a51048, <16 x float> %t159_b11049, <16 x float> %t159_c5_1)
+  store <16 x float> %3256, ptr %drop_grad.t159_c5_1, align 64
+  %t159_a51050 = load <16 x float>, ptr %drop_grad.t159_a5, align 64
+  %t159_b21051 = load <16 x float>, ptr %drop_grad.t159_b2, align 64
+  %t159_c5_2 = load <16 x float>, ptr %drop_grad.t159_c5_2, align 64
+  %3257 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a51050, <16 x float> %t159_b21051, <16 x float> %t159_c5_2)
+  store <16 x float> %3257, ptr %drop_grad.t159_c5_2, align 64
+  %t159_a51052 = load <16 x float>, ptr %drop_grad.t159_a5, align 64
+  %t159_b31053 = load <16 x float>, ptr %drop_grad.t159_b3, align 64
+  %t159_c5_3 = load <16 x float>, ptr %drop_grad.t159_c5_3, align 64
+  %3258 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t159_a51052, <16 x float> %t159_b31053, <16 x float> %t159_c5_3)
+  store <16 x float> %3258, ptr %drop_grad.t159_c5_3, align 64
+  %k160.next = add nsw i64 %drop_grad.k1601005, 1
+  %3259 = icmp slt i64 %k160.next, 10
+  br i1 %3259, label %drop_grad.k160, label %drop_grad.k160.end
+
+drop_grad.k160.end:                               ; preds = %drop_grad.k160
+  %t159_c0_01054 = load <16 x float>, ptr %drop_grad.t159_c0_0, align 64
+  %3260 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3261 = mul nsw i64 %3260, 128
+  %3262 = add nsw i64 1221904, %3261
+  %3263 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3264 = add nsw i64 %3262, %3263
+  %arena1055 = getelementptr inbounds float, ptr %arena, i64 %3264
+  store <16 x float> %t159_c0_01054, ptr %arena1055, align 4
+  %t159_c0_11056 = load <16 x float>, ptr %drop_grad.t159_c0_1, align 64
+  %3265 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3266 = mul nsw i64 %3265, 128
+  %3267 = add nsw i64 1221904, %3266
+  %3268 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3269 = add nsw i64 %3267, %3268
+  %3270 = add nsw i64 %3269, 16
+  %arena1057 = getelementptr inbounds float, ptr %arena, i64 %3270
+  store <16 x float> %t159_c0_11056, ptr %arena1057, align 4
+  %t159_c0_21058 = load <16 x float>, ptr %drop_grad.t159_c0_2, align 64
+  %3271 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3272 = mul nsw i64 %3271, 128
+  %3273 = add nsw i64 1221904, %3272
+  %3274 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3275 = add nsw i64 %3273, %3274
+  %3276 = add nsw i64 %3275, 32
+  %arena1059 = getelementptr inbounds float, ptr %arena, i64 %3276
+  store <16 x float> %t159_c0_21058, ptr %arena1059, align 4
+  %t159_c0_31060 = load <16 x float>, ptr %drop_grad.t159_c0_3, align 64
+  %3277 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3278 = mul nsw i64 %3277, 128
+  %3279 = add nsw i64 1221904, %3278
+  %3280 = mul nsw i64 %drop_grad.nb1571003, 64
   %3281 = add nsw i64 %3279, %3280
-  %3282 = add nsw i64 %3281, 32
-  %arena961 = getelementptr inbounds float, ptr %arena, i64 %3282
-  %3283 = load <16 x float>, ptr %arena961, align 4
-  store <16 x float> %3283, ptr %conv2_weight_grad.t181_c5_2, align 64
-  %3284 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3285 = add nsw i64 %3284, 5
-  %3286 = mul nsw i64 %3285, 64
-  %3287 = add nsw i64 6640272, %3286
-  %3288 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3289 = add nsw i64 %3287, %3288
-  %3290 = add nsw i64 %3289, 48
-  %arena962 = getelementptr inbounds float, ptr %arena, i64 %3290
-  %3291 = load <16 x float>, ptr %arena962, align 4
-  store <16 x float> %3291, ptr %conv2_weight_grad.t181_c5_3, align 64
-  br label %conv2_weight_grad.k182
-
-conv2_weight_grad.mb180.end:                      ; preds = %conv2_weight_grad.k182.end
-  %nb179.next = add nsw i64 %conv2_weight_grad.nb179937, 1
-  %3292 = icmp slt i64 %nb179.next, 1
-  br i1 %3292, label %conv2_weight_grad.nb179, label %conv2_weight_grad.nb179.end
-
-conv2_weight_grad.k182:                           ; preds = %conv2_weight_grad.k182, %conv2_weight_grad.mb180
-  %conv2_weight_grad.k182963 = phi i64 [ 0, %conv2_weight_grad.mb180 ], [ %k182.next, %conv2_weight_grad.k182 ]
-  %3293 = mul nsw i64 %conv2_weight_grad.kp178936, 381
-  %3294 = add nsw i64 %conv2_weight_grad.k182963, %3293
-  %3295 = mul nsw i64 %3294, 64
-  %3296 = add nsw i64 5837456, %3295
-  %3297 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3298 = add nsw i64 %3296, %3297
-  %arena964 = getelementptr inbounds float, ptr %arena, i64 %3298
-  %3299 = load <16 x float>, ptr %arena964, align 4
-  store <16 x float> %3299, ptr %conv2_weight_grad.t181_b0, align 64
-  %3300 = mul nsw i64 %conv2_weight_grad.kp178936, 381
-  %3301 = add nsw i64 %conv2_weight_grad.k182963, %3300
-  %3302 = mul nsw i64 %3301, 64
-  %3303 = add nsw i64 5837456, %3302
-  %3304 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3305 = add nsw i64 %3303, %3304
-  %3306 = add nsw i64 %3305, 16
-  %arena965 = getelementptr inbounds float, ptr %arena, i64 %3306
-  %3307 = load <16 x float>, ptr %arena965, align 4
-  store <16 x float> %3307, ptr %conv2_weight_grad.t181_b1, align 64
-  %3308 = mul nsw i64 %conv2_weight_grad.kp178936, 381
-  %3309 = add nsw i64 %conv2_weight_grad.k182963, %3308
-  %3310 = mul nsw i64 %3309, 64
-  %3311 = add nsw i64 5837456, %3310
-  %3312 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3313 = add nsw i64 %3311, %3312
-  %3314 = add nsw i64 %3313, 32
-  %arena966 = getelementptr inbounds float, ptr %arena, i64 %3314
-  %3315 = load <16 x float>, ptr %arena966, align 4
-  store <16 x float> %3315, ptr %conv2_weight_grad.t181_b2, align 64
-  %3316 = mul nsw i64 %conv2_weight_grad.kp178936, 381
-  %3317 = add nsw i64 %conv2_weight_grad.k182963, %3316
-  %3318 = mul nsw i64 %3317, 64
-  %3319 = add nsw i64 5837456, %3318
-  %3320 = mul nsw i64 %conv2_weight_grad.nb179937, 64
+  %3282 = add nsw i64 %3281, 48
+  %arena1061 = getelementptr inbounds float, ptr %arena, i64 %3282
+  store <16 x float> %t159_c0_31060, ptr %arena1061, align 4
+  %t159_c1_01062 = load <16 x float>, ptr %drop_grad.t159_c1_0, align 64
+  %3283 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3284 = add nsw i64 %3283, 1
+  %3285 = mul nsw i64 %3284, 128
+  %3286 = add nsw i64 1221904, %3285
+  %3287 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3288 = add nsw i64 %3286, %3287
+  %arena1063 = getelementptr inbounds float, ptr %arena, i64 %3288
+  store <16 x float> %t159_c1_01062, ptr %arena1063, align 4
+  %t159_c1_11064 = load <16 x float>, ptr %drop_grad.t159_c1_1, align 64
+  %3289 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3290 = add nsw i64 %3289, 1
+  %3291 = mul nsw i64 %3290, 128
+  %3292 = add nsw i64 1221904, %3291
+  %3293 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3294 = add nsw i64 %3292, %3293
+  %3295 = add nsw i64 %3294, 16
+  %arena1065 = getelementptr inbounds float, ptr %arena, i64 %3295
+  store <16 x float> %t159_c1_11064, ptr %arena1065, align 4
+  %t159_c1_21066 = load <16 x float>, ptr %drop_grad.t159_c1_2, align 64
+  %3296 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3297 = add nsw i64 %3296, 1
+  %3298 = mul nsw i64 %3297, 128
+  %3299 = add nsw i64 1221904, %3298
+  %3300 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3301 = add nsw i64 %3299, %3300
+  %3302 = add nsw i64 %3301, 32
+  %arena1067 = getelementptr inbounds float, ptr %arena, i64 %3302
+  store <16 x float> %t159_c1_21066, ptr %arena1067, align 4
+  %t159_c1_31068 = load <16 x float>, ptr %drop_grad.t159_c1_3, align 64
+  %3303 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3304 = add nsw i64 %3303, 1
+  %3305 = mul nsw i64 %3304, 128
+  %3306 = add nsw i64 1221904, %3305
+  %3307 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3308 = add nsw i64 %3306, %3307
+  %3309 = add nsw i64 %3308, 48
+  %arena1069 = getelementptr inbounds float, ptr %arena, i64 %3309
+  store <16 x float> %t159_c1_31068, ptr %arena1069, align 4
+  %t159_c2_01070 = load <16 x float>, ptr %drop_grad.t159_c2_0, align 64
+  %3310 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3311 = add nsw i64 %3310, 2
+  %3312 = mul nsw i64 %3311, 128
+  %3313 = add nsw i64 1221904, %3312
+  %3314 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3315 = add nsw i64 %3313, %3314
+  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %3315
+  store <16 x float> %t159_c2_01070, ptr %arena1071, align 4
+  %t159_c2_11072 = load <16 x float>, ptr %drop_grad.t159_c2_1, align 64
+  %3316 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3317 = add nsw i64 %3316, 2
+  %3318 = mul nsw i64 %3317, 128
+  %3319 = add nsw i64 1221904, %3318
+  %3320 = mul nsw i64 %drop_grad.nb1571003, 64
   %3321 = add nsw i64 %3319, %3320
-  %3322 = add nsw i64 %3321, 48
-  %arena967 = getelementptr inbounds float, ptr %arena, i64 %3322
-  %3323 = load <16 x float>, ptr %arena967, align 4
-  store <16 x float> %3323, ptr %conv2_weight_grad.t181_b3, align 64
-  %3324 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3325 = mul nsw i64 %3324, 12544
-  %3326 = add nsw i64 2224784, %3325
-  %3327 = mul nsw i64 %conv2_weight_grad.kp178936, 381
-  %3328 = add nsw i64 %conv2_weight_grad.k182963, %3327
-  %3329 = add nsw i64 %3326, %3328
-  %arena968 = getelementptr inbounds float, ptr %arena, i64 %3329
-  %3330 = load float, ptr %arena968, align 4
-  %3331 = insertelement <16 x float> undef, float %3330, i32 0
-  %3332 = shufflevector <16 x float> %3331, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3332, ptr %conv2_weight_grad.t181_a0, align 64
-  %t181_a0 = load <16 x float>, ptr %conv2_weight_grad.t181_a0, align 64
-  %t181_b0 = load <16 x float>, ptr %conv2_weight_grad.t181_b0, align 64
-  %t181_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_0, align 64
-  %3333 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a0, <16 x float> %t181_b0, <16 x float> %t181_c0_0)
-  store <16 x float> %3333, ptr %conv2_weight_grad.t181_c0_0, align 64
-  %t181_a0969 = load <16 x float>, ptr %conv2_weight_grad.t181_a0, align 64
-  %t181_b1 = load <16 x float>, ptr %conv2_weight_grad.t181_b1, align 64
-  %t181_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_1, align 64
-  %3334 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a0969, <16 x float> %t181_b1, <16 x float> %t181_c0_1)
-  store <16 x float> %3334, ptr %conv2_weight_grad.t181_c0_1, align 64
-  %t181_a0970 = load <16 x float>, ptr %conv2_weight_grad.t181_a0, align 64
-  %t181_b2 = load <16 x float>, ptr %conv2_weight_grad.t181_b2, align 64
-  %t181_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_2, align 64
-  %3335 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a0970, <16 x float> %t181_b2, <16 x float> %t181_c0_2)
-  store <16 x float> %3335, ptr %conv2_weight_grad.t181_c0_2, align 64
-  %t181_a0971 = load <16 x float>, ptr %conv2_weight_grad.t181_a0, align 64
-  %t181_b3 = load <16 x float>, ptr %conv2_weight_grad.t181_b3, align 64
-  %t181_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_3, align 64
-  %3336 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a0971, <16 x float> %t181_b3, <16 x float> %t181_c0_3)
-  store <16 x float> %3336, ptr %conv2_weight_grad.t181_c0_3, align 64
-  %3337 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3338 = add nsw i64 %3337, 1
-  %3339 = mul nsw i64 %3338, 12544
-  %3340 = add nsw i64 2224784, %3339
-  %3341 = mul nsw i64 %conv2_weight_grad.kp178936, 381
-  %3342 = add nsw i64 %conv2_weight_grad.k182963, %3341
-  %3343 = add nsw i64 %3340, %3342
-  %arena972 = getelementptr inbounds float, ptr %arena, i64 %3343
-  %3344 = load float, ptr %arena972, align 4
-  %3345 = insertelement <16 x float> undef, float %3344, i32 0
-  %3346 = shufflevector <16 x float> %3345, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3346, ptr %conv2_weight_grad.t181_a1, align 64
-  %t181_a1 = load <16 x float>, ptr %conv2_weight_grad.t181_a1, align 64
-  %t181_b0973 = load <16 x float>, ptr %conv2_weight_grad.t181_b0, align 64
-  %t181_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_0, align 64
-  %3347 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a1, <16 x float> %t181_b0973, <16 x float> %t181_c1_0)
-  store <16 x float> %3347, ptr %conv2_weight_grad.t181_c1_0, align 64
-  %t181_a1974 = load <16 x float>, ptr %conv2_weight_grad.t181_a1, align 64
-  %t181_b1975 = load <16 x float>, ptr %conv2_weight_grad.t181_b1, align 64
-  %t181_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_1, align 64
-  %3348 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a1974, <16 x float> %t181_b1975, <16 x float> %t181_c1_1)
-  store <16 x float> %3348, ptr %conv2_weight_grad.t181_c1_1, align 64
-  %t181_a1976 = load <16 x float>, ptr %conv2_weight_grad.t181_a1, align 64
-  %t181_b2977 = load <16 x float>, ptr %conv2_weight_grad.t181_b2, align 64
-  %t181_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_2, align 64
-  %3349 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a1976, <16 x float> %t181_b2977, <16 x float> %t181_c1_2)
-  store <16 x float> %3349, ptr %conv2_weight_grad.t181_c1_2, align 64
-  %t181_a1978 = load <16 x float>, ptr %conv2_weight_grad.t181_a1, align 64
-  %t181_b3979 = load <16 x float>, ptr %conv2_weight_grad.t181_b3, align 64
-  %t181_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_3, align 64
-  %3350 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a1978, <16 x float> %t181_b3979, <16 x float> %t181_c1_3)
-  store <16 x float> %3350, ptr %conv2_weight_grad.t181_c1_3, align 64
-  %3351 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3352 = add nsw i64 %3351, 2
-  %3353 = mul nsw i64 %3352, 12544
-  %3354 = add nsw i64 2224784, %3353
-  %3355 = mul nsw i64 %conv2_weight_grad.kp178936, 381
-  %3356 = add nsw i64 %conv2_weight_grad.k182963, %3355
-  %3357 = add nsw i64 %3354, %3356
-  %arena980 = getelementptr inbounds float, ptr %arena, i64 %3357
-  %3358 = load float, ptr %arena980, align 4
-  %3359 = insertelement <16 x float> undef, float %3358, i32 0
-  %3360 = shufflevector <16 x float> %3359, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3360, ptr %conv2_weight_grad.t181_a2, align 64
-  %t181_a2 = load <16 x float>, ptr %conv2_weight_grad.t181_a2, align 64
-  %t181_b0981 = load <16 x float>, ptr %conv2_weight_grad.t181_b0, align 64
-  %t181_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_0, align 64
-  %3361 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a2, <16 x float> %t181_b0981, <16 x float> %t181_c2_0)
-  store <16 x float> %3361, ptr %conv2_weight_grad.t181_c2_0, align 64
-  %t181_a2982 = load <16 x float>, ptr %conv2_weight_grad.t181_a2, align 64
-  %t181_b1983 = load <16 x float>, ptr %conv2_weight_grad.t181_b1, align 64
-  %t181_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_1, align 64
-  %3362 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a2982, <16 x float> %t181_b1983, <16 x float> %t181_c2_1)
-  store <16 x float> %3362, ptr %conv2_weight_grad.t181_c2_1, align 64
-  %t181_a2984 = load <16 x float>, ptr %conv2_weight_grad.t181_a2, align 64
-  %t181_b2985 = load <16 x float>, ptr %conv2_weight_grad.t181_b2, align 64
-  %t181_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_2, align 64
-  %3363 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a2984, <16 x float> %t181_b2985, <16 x float> %t181_c2_2)
-  store <16 x float> %3363, ptr %conv2_weight_grad.t181_c2_2, align 64
-  %t181_a2986 = load <16 x float>, ptr %conv2_weight_grad.t181_a2, align 64
-  %t181_b3987 = load <16 x float>, ptr %conv2_weight_grad.t181_b3, align 64
-  %t181_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_3, align 64
-  %3364 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a2986, <16 x float> %t181_b3987, <16 x float> %t181_c2_3)
-  store <16 x float> %3364, ptr %conv2_weight_grad.t181_c2_3, align 64
-  %3365 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3366 = add nsw i64 %3365, 3
-  %3367 = mul nsw i64 %3366, 12544
-  %3368 = add nsw i64 2224784, %3367
-  %3369 = mul nsw i64 %conv2_weight_grad.kp178936, 381
-  %3370 = add nsw i64 %conv2_weight_grad.k182963, %3369
-  %3371 = add nsw i64 %3368, %3370
-  %arena988 = getelementptr inbounds float, ptr %arena, i64 %3371
-  %3372 = load float, ptr %arena988, align 4
-  %3373 = insertelement <16 x float> undef, float %3372, i32 0
-  %3374 = shufflevector <16 x float> %3373, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3374, ptr %conv2_weight_grad.t181_a3, align 64
-  %t181_a3 = load <16 x float>, ptr %conv2_weight_grad.t181_a3, align 64
-  %t181_b0989 = load <16 x float>, ptr %conv2_weight_grad.t181_b0, align 64
-  %t181_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_0, align 64
-  %3375 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a3, <16 x float> %t181_b0989, <16 x float> %t181_c3_0)
-  store <16 x float> %3375, ptr %conv2_weight_grad.t181_c3_0, align 64
-  %t181_a3990 = load <16 x float>, ptr %conv2_weight_grad.t181_a3, align 64
-  %t181_b1991 = load <16 x float>, ptr %conv2_weight_grad.t181_b1, align 64
-  %t181_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_1, align 64
-  %3376 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a3990, <16 x float> %t181_b1991, <16 x float> %t181_c3_1)
-  store <16 x float> %3376, ptr %conv2_weight_grad.t181_c3_1, align 64
-  %t181_a3992 = load <16 x float>, ptr %conv2_weight_grad.t181_a3, align 64
-  %t181_b2993 = load <16 x float>, ptr %conv2_weight_grad.t181_b2, align 64
-  %t181_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_2, align 64
-  %3377 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a3992, <16 x float> %t181_b2993, <16 x float> %t181_c3_2)
-  store <16 x float> %3377, ptr %conv2_weight_grad.t181_c3_2, align 64
-  %t181_a3994 = load <16 x float>, ptr %conv2_weight_grad.t181_a3, align 64
-  %t181_b3995 = load <16 x float>, ptr %conv2_weight_grad.t181_b3, align 64
-  %t181_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_3, align 64
-  %3378 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a3994, <16 x float> %t181_b3995, <16 x float> %t181_c3_3)
-  store <16 x float> %3378, ptr %conv2_weight_grad.t181_c3_3, align 64
-  %3379 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3380 = add nsw i64 %3379, 4
-  %3381 = mul nsw i64 %3380, 12544
-  %3382 = add nsw i64 2224784, %3381
-  %3383 = mul nsw i64 %conv2_weight_grad.kp178936, 381
-  %3384 = add nsw i64 %conv2_weight_grad.k182963, %3383
-  %3385 = add nsw i64 %3382, %3384
-  %arena996 = getelementptr inbounds float, ptr %arena, i64 %3385
-  %3386 = load float, ptr %arena996, align 4
-  %3387 = insertelement <16 x float> undef, float %3386, i32 0
-  %3388 = shufflevector <16 x float> %3387, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3388, ptr %conv2_weight_grad.t181_a4, align 64
-  %t181_a4 = load <16 x float>, ptr %conv2_weight_grad.t181_a4, align 64
-  %t181_b0997 = load <16 x float>, ptr %conv2_weight_grad.t181_b0, align 64
-  %t181_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t181_c4_0, align 64
-  %3389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a4, <16 x float> %t181_b0997, <16 x float> %t181_c4_0)
-  store <16 x float> %3389, ptr %conv2_weight_grad.t181_c4_0, align 64
-  %t181_a4998 = load <16 x float>, ptr %conv2_weight_grad.t181_a4, align 64
-  %t181_b1999 = load <16 x float>, ptr %conv2_weight_grad.t181_b1, align 64
-  %t181_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t181_c4_1, align 64
-  %3390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a4998, <16 x float> %t181_b1999, <16 x float> %t181_c4_1)
-  store <16 x float> %3390, ptr %conv2_weight_grad.t181_c4_1, align 64
-  %t181_a41000 = load <16 x float>, ptr %conv2_weight_grad.t181_a4, align 64
-  %t181_b21001 = load <16 x float>, ptr %conv2_weight_grad.t181_b2, align 64
-  %t181_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t181_c4_2, align 64
-  %3391 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a41000, <16 x float> %t181_b21001, <16 x float> %t181_c4_2)
-  store <16 x float> %3391, ptr %conv2_weight_grad.t181_c4_2, align 64
-  %t181_a41002 = load <16 x float>, ptr %conv2_weight_grad.t181_a4, align 64
-  %t181_b31003 = load <16 x float>, ptr %conv2_weight_grad.t181_b3, align 64
-  %t181_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t181_c4_3, align 64
-  %3392 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a41002, <16 x float> %t181_b31003, <16 x float> %t181_c4_3)
-  store <16 x float> %3392, ptr %conv2_weight_grad.t181_c4_3, align 64
-  %3393 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3394 = add nsw i64 %3393, 5
-  %3395 = mul nsw i64 %3394, 12544
-  %3396 = add nsw i64 2224784, %3395
-  %3397 = mul nsw i64 %conv2_weight_grad.kp178936, 381
-  %3398 = add nsw i64 %conv2_weight_grad.k182963, %3397
-  %3399 = add nsw i64 %3396, %3398
-  %arena1004 = getelementptr inbounds float, ptr %arena, i64 %3399
-  %3400 = load float, ptr %arena1004, align 4
-  %3401 = insertelement <16 x float> undef, float %3400, i32 0
-  %3402 = shufflevector <16 x float> %3401, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3402, ptr %conv2_weight_grad.t181_a5, align 64
-  %t181_a5 = load <16 x float>, ptr %conv2_weight_grad.t181_a5, align 64
-  %t181_b01005 = load <16 x float>, ptr %conv2_weight_grad.t181_b0, align 64
-  %t181_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t181_c5_0, align 64
-  %3403 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a5, <16 x float> %t181_b01005, <16 x float> %t181_c5_0)
-  store <16 x float> %3403, ptr %conv2_weight_grad.t181_c5_0, align 64
-  %t181_a51006 = load <16 x float>, ptr %conv2_weight_grad.t181_a5, align 64
-  %t181_b11007 = load <16 x float>, ptr %conv2_weight_grad.t181_b1, align 64
-  %t181_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t181_c5_1, align 64
-  %3404 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a51006, <16 x float> %t181_b11007, <16 x float> %t181_c5_1)
-  store <16 x float> %3404, ptr %conv2_weight_grad.t181_c5_1, align 64
-  %t181_a51008 = load <16 x float>, ptr %conv2_weight_grad.t181_a5, align 64
-  %t181_b21009 = load <16 x float>, ptr %conv2_weight_grad.t181_b2, align 64
-  %t181_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t181_c5_2, align 64
-  %3405 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a51008, <16 x float> %t181_b21009, <16 x float> %t181_c5_2)
-  store <16 x float> %3405, ptr %conv2_weight_grad.t181_c5_2, align 64
-  %t181_a51010 = load <16 x float>, ptr %conv2_weight_grad.t181_a5, align 64
-  %t181_b31011 = load <16 x float>, ptr %conv2_weight_grad.t181_b3, align 64
-  %t181_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t181_c5_3, align 64
-  %3406 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a51010, <16 x float> %t181_b31011, <16 x float> %t181_c5_3)
-  store <16 x float> %3406, ptr %conv2_weight_grad.t181_c5_3, align 64
-  %k182.next = add nsw i64 %conv2_weight_grad.k182963, 1
-  %3407 = icmp slt i64 %k182.next, 381
-  br i1 %3407, label %conv2_weight_grad.k182, label %conv2_weight_grad.k182.end
+  %3322 = add nsw i64 %3321, 16
+  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %3322
+  store <16 x float> %t159_c2_11072, ptr %arena1073, align 4
+  %t159_c2_21074 = load <16 x float>, ptr %drop_grad.t159_c2_2, align 64
+  %3323 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3324 = add nsw i64 %3323, 2
+  %3325 = mul nsw i64 %3324, 128
+  %3326 = add nsw i64 1221904, %3325
+  %3327 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3328 = add nsw i64 %3326, %3327
+  %3329 = add nsw i64 %3328, 32
+  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %3329
+  store <16 x float> %t159_c2_21074, ptr %arena1075, align 4
+  %t159_c2_31076 = load <16 x float>, ptr %drop_grad.t159_c2_3, align 64
+  %3330 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3331 = add nsw i64 %3330, 2
+  %3332 = mul nsw i64 %3331, 128
+  %3333 = add nsw i64 1221904, %3332
+  %3334 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3335 = add nsw i64 %3333, %3334
+  %3336 = add nsw i64 %3335, 48
+  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %3336
+  store <16 x float> %t159_c2_31076, ptr %arena1077, align 4
+  %t159_c3_01078 = load <16 x float>, ptr %drop_grad.t159_c3_0, align 64
+  %3337 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3338 = add nsw i64 %3337, 3
+  %3339 = mul nsw i64 %3338, 128
+  %3340 = add nsw i64 1221904, %3339
+  %3341 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3342 = add nsw i64 %3340, %3341
+  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %3342
+  store <16 x float> %t159_c3_01078, ptr %arena1079, align 4
+  %t159_c3_11080 = load <16 x float>, ptr %drop_grad.t159_c3_1, align 64
+  %3343 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3344 = add nsw i64 %3343, 3
+  %3345 = mul nsw i64 %3344, 128
+  %3346 = add nsw i64 1221904, %3345
+  %3347 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3348 = add nsw i64 %3346, %3347
+  %3349 = add nsw i64 %3348, 16
+  %arena1081 = getelementptr inbounds float, ptr %arena, i64 %3349
+  store <16 x float> %t159_c3_11080, ptr %arena1081, align 4
+  %t159_c3_21082 = load <16 x float>, ptr %drop_grad.t159_c3_2, align 64
+  %3350 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3351 = add nsw i64 %3350, 3
+  %3352 = mul nsw i64 %3351, 128
+  %3353 = add nsw i64 1221904, %3352
+  %3354 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3355 = add nsw i64 %3353, %3354
+  %3356 = add nsw i64 %3355, 32
+  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3356
+  store <16 x float> %t159_c3_21082, ptr %arena1083, align 4
+  %t159_c3_31084 = load <16 x float>, ptr %drop_grad.t159_c3_3, align 64
+  %3357 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3358 = add nsw i64 %3357, 3
+  %3359 = mul nsw i64 %3358, 128
+  %3360 = add nsw i64 1221904, %3359
+  %3361 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3362 = add nsw i64 %3360, %3361
+  %3363 = add nsw i64 %3362, 48
+  %arena1085 = getelementptr inbounds float, ptr %arena, i64 %3363
+  store <16 x float> %t159_c3_31084, ptr %arena1085, align 4
+  %t159_c4_01086 = load <16 x float>, ptr %drop_grad.t159_c4_0, align 64
+  %3364 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3365 = add nsw i64 %3364, 4
+  %3366 = mul nsw i64 %3365, 128
+  %3367 = add nsw i64 1221904, %3366
+  %3368 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3369 = add nsw i64 %3367, %3368
+  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %3369
+  store <16 x float> %t159_c4_01086, ptr %arena1087, align 4
+  %t159_c4_11088 = load <16 x float>, ptr %drop_grad.t159_c4_1, align 64
+  %3370 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3371 = add nsw i64 %3370, 4
+  %3372 = mul nsw i64 %3371, 128
+  %3373 = add nsw i64 1221904, %3372
+  %3374 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3375 = add nsw i64 %3373, %3374
+  %3376 = add nsw i64 %3375, 16
+  %arena1089 = getelementptr inbounds float, ptr %arena, i64 %3376
+  store <16 x float> %t159_c4_11088, ptr %arena1089, align 4
+  %t159_c4_21090 = load <16 x float>, ptr %drop_grad.t159_c4_2, align 64
+  %3377 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3378 = add nsw i64 %3377, 4
+  %3379 = mul nsw i64 %3378, 128
+  %3380 = add nsw i64 1221904, %3379
+  %3381 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3382 = add nsw i64 %3380, %3381
+  %3383 = add nsw i64 %3382, 32
+  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3383
+  store <16 x float> %t159_c4_21090, ptr %arena1091, align 4
+  %t159_c4_31092 = load <16 x float>, ptr %drop_grad.t159_c4_3, align 64
+  %3384 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3385 = add nsw i64 %3384, 4
+  %3386 = mul nsw i64 %3385, 128
+  %3387 = add nsw i64 1221904, %3386
+  %3388 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3389 = add nsw i64 %3387, %3388
+  %3390 = add nsw i64 %3389, 48
+  %arena1093 = getelementptr inbounds float, ptr %arena, i64 %3390
+  store <16 x float> %t159_c4_31092, ptr %arena1093, align 4
+  %t159_c5_01094 = load <16 x float>, ptr %drop_grad.t159_c5_0, align 64
+  %3391 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3392 = add nsw i64 %3391, 5
+  %3393 = mul nsw i64 %3392, 128
+  %3394 = add nsw i64 1221904, %3393
+  %3395 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3396 = add nsw i64 %3394, %3395
+  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3396
+  store <16 x float> %t159_c5_01094, ptr %arena1095, align 4
+  %t159_c5_11096 = load <16 x float>, ptr %drop_grad.t159_c5_1, align 64
+  %3397 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3398 = add nsw i64 %3397, 5
+  %3399 = mul nsw i64 %3398, 128
+  %3400 = add nsw i64 1221904, %3399
+  %3401 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3402 = add nsw i64 %3400, %3401
+  %3403 = add nsw i64 %3402, 16
+  %arena1097 = getelementptr inbounds float, ptr %arena, i64 %3403
+  store <16 x float> %t159_c5_11096, ptr %arena1097, align 4
+  %t159_c5_21098 = load <16 x float>, ptr %drop_grad.t159_c5_2, align 64
+  %3404 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3405 = add nsw i64 %3404, 5
+  %3406 = mul nsw i64 %3405, 128
+  %3407 = add nsw i64 1221904, %3406
+  %3408 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3409 = add nsw i64 %3407, %3408
+  %3410 = add nsw i64 %3409, 32
+  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3410
+  store <16 x float> %t159_c5_21098, ptr %arena1099, align 4
+  %t159_c5_31100 = load <16 x float>, ptr %drop_grad.t159_c5_3, align 64
+  %3411 = mul nsw i64 %drop_grad.mb1581004, 6
+  %3412 = add nsw i64 %3411, 5
+  %3413 = mul nsw i64 %3412, 128
+  %3414 = add nsw i64 1221904, %3413
+  %3415 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3416 = add nsw i64 %3414, %3415
+  %3417 = add nsw i64 %3416, 48
+  %arena1101 = getelementptr inbounds float, ptr %arena, i64 %3417
+  store <16 x float> %t159_c5_31100, ptr %arena1101, align 4
+  %mb158.next = add nsw i64 %drop_grad.mb1581004, 1
+  %3418 = icmp slt i64 %mb158.next, 10
+  br i1 %3418, label %drop_grad.mb158, label %drop_grad.mb158.end
 
-conv2_weight_grad.k182.end:                       ; preds = %conv2_weight_grad.k182
-  %t181_c0_01012 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_0, align 64
-  %3408 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3409 = mul nsw i64 %3408, 64
-  %3410 = add nsw i64 6640272, %3409
-  %3411 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3412 = add nsw i64 %3410, %3411
-  %arena1013 = getelementptr inbounds float, ptr %arena, i64 %3412
-  store <16 x float> %t181_c0_01012, ptr %arena1013, align 4
-  %t181_c0_11014 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_1, align 64
-  %3413 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3414 = mul nsw i64 %3413, 64
-  %3415 = add nsw i64 6640272, %3414
-  %3416 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3417 = add nsw i64 %3415, %3416
-  %3418 = add nsw i64 %3417, 16
-  %arena1015 = getelementptr inbounds float, ptr %arena, i64 %3418
-  store <16 x float> %t181_c0_11014, ptr %arena1015, align 4
-  %t181_c0_21016 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_2, align 64
-  %3419 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3420 = mul nsw i64 %3419, 64
-  %3421 = add nsw i64 6640272, %3420
-  %3422 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3423 = add nsw i64 %3421, %3422
-  %3424 = add nsw i64 %3423, 32
-  %arena1017 = getelementptr inbounds float, ptr %arena, i64 %3424
-  store <16 x float> %t181_c0_21016, ptr %arena1017, align 4
-  %t181_c0_31018 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_3, align 64
-  %3425 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3426 = mul nsw i64 %3425, 64
-  %3427 = add nsw i64 6640272, %3426
-  %3428 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3429 = add nsw i64 %3427, %3428
-  %3430 = add nsw i64 %3429, 48
-  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %3430
-  store <16 x float> %t181_c0_31018, ptr %arena1019, align 4
-  %t181_c1_01020 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_0, align 64
-  %3431 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3432 = add nsw i64 %3431, 1
-  %3433 = mul nsw i64 %3432, 64
-  %3434 = add nsw i64 6640272, %3433
-  %3435 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3436 = add nsw i64 %3434, %3435
-  %arena1021 = getelementptr inbounds float, ptr %arena, i64 %3436
-  store <16 x float> %t181_c1_01020, ptr %arena1021, align 4
-  %t181_c1_11022 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_1, align 64
-  %3437 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3438 = add nsw i64 %3437, 1
-  %3439 = mul nsw i64 %3438, 64
-  %3440 = add nsw i64 6640272, %3439
-  %3441 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3442 = add nsw i64 %3440, %3441
-  %3443 = add nsw i64 %3442, 16
-  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %3443
-  store <16 x float> %t181_c1_11022, ptr %arena1023, align 4
-  %t181_c1_21024 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_2, align 64
-  %3444 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3445 = add nsw i64 %3444, 1
-  %3446 = mul nsw i64 %3445, 64
-  %3447 = add nsw i64 6640272, %3446
-  %3448 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3449 = add nsw i64 %3447, %3448
-  %3450 = add nsw i64 %3449, 32
-  %arena1025 = getelementptr inbounds float, ptr %arena, i64 %3450
-  store <16 x float> %t181_c1_21024, ptr %arena1025, align 4
-  %t181_c1_31026 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_3, align 64
-  %3451 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3452 = add nsw i64 %3451, 1
-  %3453 = mul nsw i64 %3452, 64
-  %3454 = add nsw i64 6640272, %3453
-  %3455 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3456 = add nsw i64 %3454, %3455
-  %3457 = add nsw i64 %3456, 48
-  %arena1027 = getelementptr inbounds float, ptr %arena, i64 %3457
-  store <16 x float> %t181_c1_31026, ptr %arena1027, align 4
-  %t181_c2_01028 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_0, align 64
-  %3458 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3459 = add nsw i64 %3458, 2
-  %3460 = mul nsw i64 %3459, 64
-  %3461 = add nsw i64 6640272, %3460
-  %3462 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3463 = add nsw i64 %3461, %3462
-  %arena1029 = getelementptr inbounds float, ptr %arena, i64 %3463
-  store <16 x float> %t181_c2_01028, ptr %arena1029, align 4
-  %t181_c2_11030 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_1, align 64
-  %3464 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3465 = add nsw i64 %3464, 2
-  %3466 = mul nsw i64 %3465, 64
-  %3467 = add nsw i64 6640272, %3466
-  %3468 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3469 = add nsw i64 %3467, %3468
-  %3470 = add nsw i64 %3469, 16
-  %arena1031 = getelementptr inbounds float, ptr %arena, i64 %3470
-  store <16 x float> %t181_c2_11030, ptr %arena1031, align 4
-  %t181_c2_21032 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_2, align 64
-  %3471 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3472 = add nsw i64 %3471, 2
-  %3473 = mul nsw i64 %3472, 64
-  %3474 = add nsw i64 6640272, %3473
-  %3475 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3476 = add nsw i64 %3474, %3475
-  %3477 = add nsw i64 %3476, 32
-  %arena1033 = getelementptr inbounds float, ptr %arena, i64 %3477
-  store <16 x float> %t181_c2_21032, ptr %arena1033, align 4
-  %t181_c2_31034 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_3, align 64
-  %3478 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3479 = add nsw i64 %3478, 2
-  %3480 = mul nsw i64 %3479, 64
-  %3481 = add nsw i64 6640272, %3480
-  %3482 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3483 = add nsw i64 %3481, %3482
-  %3484 = add nsw i64 %3483, 48
-  %arena1035 = getelementptr inbounds float, ptr %arena, i64 %3484
-  store <16 x float> %t181_c2_31034, ptr %arena1035, align 4
-  %t181_c3_01036 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_0, align 64
-  %3485 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3486 = add nsw i64 %3485, 3
-  %3487 = mul nsw i64 %3486, 64
-  %3488 = add nsw i64 6640272, %3487
-  %3489 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3490 = add nsw i64 %3488, %3489
-  %arena1037 = getelementptr inbounds float, ptr %arena, i64 %3490
-  store <16 x float> %t181_c3_01036, ptr %arena1037, align 4
-  %t181_c3_11038 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_1, align 64
-  %3491 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3492 = add nsw i64 %3491, 3
-  %3493 = mul nsw i64 %3492, 64
-  %3494 = add nsw i64 6640272, %3493
-  %3495 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3496 = add nsw i64 %3494, %3495
-  %3497 = add nsw i64 %3496, 16
-  %arena1039 = getelementptr inbounds float, ptr %arena, i64 %3497
-  store <16 x float> %t181_c3_11038, ptr %arena1039, align 4
-  %t181_c3_21040 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_2, align 64
-  %3498 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3499 = add nsw i64 %3498, 3
-  %3500 = mul nsw i64 %3499, 64
-  %3501 = add nsw i64 6640272, %3500
-  %3502 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3503 = add nsw i64 %3501, %3502
+drop_grad.k162:                                   ; preds = %drop_grad.k162, %drop_grad.mb158.end
+  %drop_grad.k1621102 = phi i64 [ 0, %drop_grad.mb158.end ], [ %k162.next, %drop_grad.k162 ]
+  %3419 = mul nsw i64 %drop_grad.k1621102, 128
+  %3420 = add nsw i64 420352, %3419
+  %3421 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3422 = add nsw i64 %3420, %3421
+  %params1103 = getelementptr inbounds float, ptr %params, i64 %3422
+  %3423 = load <16 x float>, ptr %params1103, align 4
+  store <16 x float> %3423, ptr %drop_grad.t161_b0, align 64
+  %3424 = mul nsw i64 %drop_grad.k1621102, 128
+  %3425 = add nsw i64 420352, %3424
+  %3426 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3427 = add nsw i64 %3425, %3426
+  %3428 = add nsw i64 %3427, 16
+  %params1104 = getelementptr inbounds float, ptr %params, i64 %3428
+  %3429 = load <16 x float>, ptr %params1104, align 4
+  store <16 x float> %3429, ptr %drop_grad.t161_b1, align 64
+  %3430 = mul nsw i64 %drop_grad.k1621102, 128
+  %3431 = add nsw i64 420352, %3430
+  %3432 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3433 = add nsw i64 %3431, %3432
+  %3434 = add nsw i64 %3433, 32
+  %params1105 = getelementptr inbounds float, ptr %params, i64 %3434
+  %3435 = load <16 x float>, ptr %params1105, align 4
+  store <16 x float> %3435, ptr %drop_grad.t161_b2, align 64
+  %3436 = mul nsw i64 %drop_grad.k1621102, 128
+  %3437 = add nsw i64 420352, %3436
+  %3438 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3439 = add nsw i64 %3437, %3438
+  %3440 = add nsw i64 %3439, 48
+  %params1106 = getelementptr inbounds float, ptr %params, i64 %3440
+  %3441 = load <16 x float>, ptr %params1106, align 4
+  store <16 x float> %3441, ptr %drop_grad.t161_b3, align 64
+  %3442 = add nsw i64 1221864, %drop_grad.k1621102
+  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %3442
+  %3443 = load float, ptr %arena1107, align 4
+  %3444 = insertelement <16 x float> undef, float %3443, i32 0
+  %3445 = shufflevector <16 x float> %3444, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3445, ptr %drop_grad.t161_a0, align 64
+  %t161_a0 = load <16 x float>, ptr %drop_grad.t161_a0, align 64
+  %t161_b0 = load <16 x float>, ptr %drop_grad.t161_b0, align 64
+  %t161_c0_0 = load <16 x float>, ptr %drop_grad.t161_c0_0, align 64
+  %3446 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a0, <16 x float> %t161_b0, <16 x float> %t161_c0_0)
+  store <16 x float> %3446, ptr %drop_grad.t161_c0_0, align 64
+  %t161_a01108 = load <16 x float>, ptr %drop_grad.t161_a0, align 64
+  %t161_b1 = load <16 x float>, ptr %drop_grad.t161_b1, align 64
+  %t161_c0_1 = load <16 x float>, ptr %drop_grad.t161_c0_1, align 64
+  %3447 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a01108, <16 x float> %t161_b1, <16 x float> %t161_c0_1)
+  store <16 x float> %3447, ptr %drop_grad.t161_c0_1, align 64
+  %t161_a01109 = load <16 x float>, ptr %drop_grad.t161_a0, align 64
+  %t161_b2 = load <16 x float>, ptr %drop_grad.t161_b2, align 64
+  %t161_c0_2 = load <16 x float>, ptr %drop_grad.t161_c0_2, align 64
+  %3448 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a01109, <16 x float> %t161_b2, <16 x float> %t161_c0_2)
+  store <16 x float> %3448, ptr %drop_grad.t161_c0_2, align 64
+  %t161_a01110 = load <16 x float>, ptr %drop_grad.t161_a0, align 64
+  %t161_b3 = load <16 x float>, ptr %drop_grad.t161_b3, align 64
+  %t161_c0_3 = load <16 x float>, ptr %drop_grad.t161_c0_3, align 64
+  %3449 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a01110, <16 x float> %t161_b3, <16 x float> %t161_c0_3)
+  store <16 x float> %3449, ptr %drop_grad.t161_c0_3, align 64
+  %3450 = add nsw i64 1221874, %drop_grad.k1621102
+  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3450
+  %3451 = load float, ptr %arena1111, align 4
+  %3452 = insertelement <16 x float> undef, float %3451, i32 0
+  %3453 = shufflevector <16 x float> %3452, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3453, ptr %drop_grad.t161_a1, align 64
+  %t161_a1 = load <16 x float>, ptr %drop_grad.t161_a1, align 64
+  %t161_b01112 = load <16 x float>, ptr %drop_grad.t161_b0, align 64
+  %t161_c1_0 = load <16 x float>, ptr %drop_grad.t161_c1_0, align 64
+  %3454 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a1, <16 x float> %t161_b01112, <16 x float> %t161_c1_0)
+  store <16 x float> %3454, ptr %drop_grad.t161_c1_0, align 64
+  %t161_a11113 = load <16 x float>, ptr %drop_grad.t161_a1, align 64
+  %t161_b11114 = load <16 x float>, ptr %drop_grad.t161_b1, align 64
+  %t161_c1_1 = load <16 x float>, ptr %drop_grad.t161_c1_1, align 64
+  %3455 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a11113, <16 x float> %t161_b11114, <16 x float> %t161_c1_1)
+  store <16 x float> %3455, ptr %drop_grad.t161_c1_1, align 64
+  %t161_a11115 = load <16 x float>, ptr %drop_grad.t161_a1, align 64
+  %t161_b21116 = load <16 x float>, ptr %drop_grad.t161_b2, align 64
+  %t161_c1_2 = load <16 x float>, ptr %drop_grad.t161_c1_2, align 64
+  %3456 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a11115, <16 x float> %t161_b21116, <16 x float> %t161_c1_2)
+  store <16 x float> %3456, ptr %drop_grad.t161_c1_2, align 64
+  %t161_a11117 = load <16 x float>, ptr %drop_grad.t161_a1, align 64
+  %t161_b31118 = load <16 x float>, ptr %drop_grad.t161_b3, align 64
+  %t161_c1_3 = load <16 x float>, ptr %drop_grad.t161_c1_3, align 64
+  %3457 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a11117, <16 x float> %t161_b31118, <16 x float> %t161_c1_3)
+  store <16 x float> %3457, ptr %drop_grad.t161_c1_3, align 64
+  %3458 = add nsw i64 1221884, %drop_grad.k1621102
+  %arena1119 = getelementptr inbounds float, ptr %arena, i64 %3458
+  %3459 = load float, ptr %arena1119, align 4
+  %3460 = insertelement <16 x float> undef, float %3459, i32 0
+  %3461 = shufflevector <16 x float> %3460, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3461, ptr %drop_grad.t161_a2, align 64
+  %t161_a2 = load <16 x float>, ptr %drop_grad.t161_a2, align 64
+  %t161_b01120 = load <16 x float>, ptr %drop_grad.t161_b0, align 64
+  %t161_c2_0 = load <16 x float>, ptr %drop_grad.t161_c2_0, align 64
+  %3462 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a2, <16 x float> %t161_b01120, <16 x float> %t161_c2_0)
+  store <16 x float> %3462, ptr %drop_grad.t161_c2_0, align 64
+  %t161_a21121 = load <16 x float>, ptr %drop_grad.t161_a2, align 64
+  %t161_b11122 = load <16 x float>, ptr %drop_grad.t161_b1, align 64
+  %t161_c2_1 = load <16 x float>, ptr %drop_grad.t161_c2_1, align 64
+  %3463 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a21121, <16 x float> %t161_b11122, <16 x float> %t161_c2_1)
+  store <16 x float> %3463, ptr %drop_grad.t161_c2_1, align 64
+  %t161_a21123 = load <16 x float>, ptr %drop_grad.t161_a2, align 64
+  %t161_b21124 = load <16 x float>, ptr %drop_grad.t161_b2, align 64
+  %t161_c2_2 = load <16 x float>, ptr %drop_grad.t161_c2_2, align 64
+  %3464 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a21123, <16 x float> %t161_b21124, <16 x float> %t161_c2_2)
+  store <16 x float> %3464, ptr %drop_grad.t161_c2_2, align 64
+  %t161_a21125 = load <16 x float>, ptr %drop_grad.t161_a2, align 64
+  %t161_b31126 = load <16 x float>, ptr %drop_grad.t161_b3, align 64
+  %t161_c2_3 = load <16 x float>, ptr %drop_grad.t161_c2_3, align 64
+  %3465 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a21125, <16 x float> %t161_b31126, <16 x float> %t161_c2_3)
+  store <16 x float> %3465, ptr %drop_grad.t161_c2_3, align 64
+  %3466 = add nsw i64 1221894, %drop_grad.k1621102
+  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %3466
+  %3467 = load float, ptr %arena1127, align 4
+  %3468 = insertelement <16 x float> undef, float %3467, i32 0
+  %3469 = shufflevector <16 x float> %3468, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3469, ptr %drop_grad.t161_a3, align 64
+  %t161_a3 = load <16 x float>, ptr %drop_grad.t161_a3, align 64
+  %t161_b01128 = load <16 x float>, ptr %drop_grad.t161_b0, align 64
+  %t161_c3_0 = load <16 x float>, ptr %drop_grad.t161_c3_0, align 64
+  %3470 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a3, <16 x float> %t161_b01128, <16 x float> %t161_c3_0)
+  store <16 x float> %3470, ptr %drop_grad.t161_c3_0, align 64
+  %t161_a31129 = load <16 x float>, ptr %drop_grad.t161_a3, align 64
+  %t161_b11130 = load <16 x float>, ptr %drop_grad.t161_b1, align 64
+  %t161_c3_1 = load <16 x float>, ptr %drop_grad.t161_c3_1, align 64
+  %3471 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a31129, <16 x float> %t161_b11130, <16 x float> %t161_c3_1)
+  store <16 x float> %3471, ptr %drop_grad.t161_c3_1, align 64
+  %t161_a31131 = load <16 x float>, ptr %drop_grad.t161_a3, align 64
+  %t161_b21132 = load <16 x float>, ptr %drop_grad.t161_b2, align 64
+  %t161_c3_2 = load <16 x float>, ptr %drop_grad.t161_c3_2, align 64
+  %3472 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a31131, <16 x float> %t161_b21132, <16 x float> %t161_c3_2)
+  store <16 x float> %3472, ptr %drop_grad.t161_c3_2, align 64
+  %t161_a31133 = load <16 x float>, ptr %drop_grad.t161_a3, align 64
+  %t161_b31134 = load <16 x float>, ptr %drop_grad.t161_b3, align 64
+  %t161_c3_3 = load <16 x float>, ptr %drop_grad.t161_c3_3, align 64
+  %3473 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t161_a31133, <16 x float> %t161_b31134, <16 x float> %t161_c3_3)
+  store <16 x float> %3473, ptr %drop_grad.t161_c3_3, align 64
+  %k162.next = add nsw i64 %drop_grad.k1621102, 1
+  %3474 = icmp slt i64 %k162.next, 10
+  br i1 %3474, label %drop_grad.k162, label %drop_grad.k162.end
+
+drop_grad.k162.end:                               ; preds = %drop_grad.k162
+  %t161_c0_01135 = load <16 x float>, ptr %drop_grad.t161_c0_0, align 64
+  %3475 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3476 = add nsw i64 1229584, %3475
+  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %3476
+  store <16 x float> %t161_c0_01135, ptr %arena1136, align 4
+  %t161_c0_11137 = load <16 x float>, ptr %drop_grad.t161_c0_1, align 64
+  %3477 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3478 = add nsw i64 1229584, %3477
+  %3479 = add nsw i64 %3478, 16
+  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %3479
+  store <16 x float> %t161_c0_11137, ptr %arena1138, align 4
+  %t161_c0_21139 = load <16 x float>, ptr %drop_grad.t161_c0_2, align 64
+  %3480 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3481 = add nsw i64 1229584, %3480
+  %3482 = add nsw i64 %3481, 32
+  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %3482
+  store <16 x float> %t161_c0_21139, ptr %arena1140, align 4
+  %t161_c0_31141 = load <16 x float>, ptr %drop_grad.t161_c0_3, align 64
+  %3483 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3484 = add nsw i64 1229584, %3483
+  %3485 = add nsw i64 %3484, 48
+  %arena1142 = getelementptr inbounds float, ptr %arena, i64 %3485
+  store <16 x float> %t161_c0_31141, ptr %arena1142, align 4
+  %t161_c1_01143 = load <16 x float>, ptr %drop_grad.t161_c1_0, align 64
+  %3486 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3487 = add nsw i64 1229712, %3486
+  %arena1144 = getelementptr inbounds float, ptr %arena, i64 %3487
+  store <16 x float> %t161_c1_01143, ptr %arena1144, align 4
+  %t161_c1_11145 = load <16 x float>, ptr %drop_grad.t161_c1_1, align 64
+  %3488 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3489 = add nsw i64 1229712, %3488
+  %3490 = add nsw i64 %3489, 16
+  %arena1146 = getelementptr inbounds float, ptr %arena, i64 %3490
+  store <16 x float> %t161_c1_11145, ptr %arena1146, align 4
+  %t161_c1_21147 = load <16 x float>, ptr %drop_grad.t161_c1_2, align 64
+  %3491 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3492 = add nsw i64 1229712, %3491
+  %3493 = add nsw i64 %3492, 32
+  %arena1148 = getelementptr inbounds float, ptr %arena, i64 %3493
+  store <16 x float> %t161_c1_21147, ptr %arena1148, align 4
+  %t161_c1_31149 = load <16 x float>, ptr %drop_grad.t161_c1_3, align 64
+  %3494 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3495 = add nsw i64 1229712, %3494
+  %3496 = add nsw i64 %3495, 48
+  %arena1150 = getelementptr inbounds float, ptr %arena, i64 %3496
+  store <16 x float> %t161_c1_31149, ptr %arena1150, align 4
+  %t161_c2_01151 = load <16 x float>, ptr %drop_grad.t161_c2_0, align 64
+  %3497 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3498 = add nsw i64 1229840, %3497
+  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %3498
+  store <16 x float> %t161_c2_01151, ptr %arena1152, align 4
+  %t161_c2_11153 = load <16 x float>, ptr %drop_grad.t161_c2_1, align 64
+  %3499 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3500 = add nsw i64 1229840, %3499
+  %3501 = add nsw i64 %3500, 16
+  %arena1154 = getelementptr inbounds float, ptr %arena, i64 %3501
+  store <16 x float> %t161_c2_11153, ptr %arena1154, align 4
+  %t161_c2_21155 = load <16 x float>, ptr %drop_grad.t161_c2_2, align 64
+  %3502 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3503 = add nsw i64 1229840, %3502
   %3504 = add nsw i64 %3503, 32
-  %arena1041 = getelementptr inbounds float, ptr %arena, i64 %3504
-  store <16 x float> %t181_c3_21040, ptr %arena1041, align 4
-  %t181_c3_31042 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_3, align 64
-  %3505 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3506 = add nsw i64 %3505, 3
-  %3507 = mul nsw i64 %3506, 64
-  %3508 = add nsw i64 6640272, %3507
-  %3509 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3510 = add nsw i64 %3508, %3509
-  %3511 = add nsw i64 %3510, 48
-  %arena1043 = getelementptr inbounds float, ptr %arena, i64 %3511
-  store <16 x float> %t181_c3_31042, ptr %arena1043, align 4
-  %t181_c4_01044 = load <16 x float>, ptr %conv2_weight_grad.t181_c4_0, align 64
-  %3512 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3513 = add nsw i64 %3512, 4
-  %3514 = mul nsw i64 %3513, 64
-  %3515 = add nsw i64 6640272, %3514
-  %3516 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3517 = add nsw i64 %3515, %3516
-  %arena1045 = getelementptr inbounds float, ptr %arena, i64 %3517
-  store <16 x float> %t181_c4_01044, ptr %arena1045, align 4
-  %t181_c4_11046 = load <16 x float>, ptr %conv2_weight_grad.t181_c4_1, align 64
-  %3518 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3519 = add nsw i64 %3518, 4
-  %3520 = mul nsw i64 %3519, 64
-  %3521 = add nsw i64 6640272, %3520
-  %3522 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3523 = add nsw i64 %3521, %3522
-  %3524 = add nsw i64 %3523, 16
-  %arena1047 = getelementptr inbounds float, ptr %arena, i64 %3524
-  store <16 x float> %t181_c4_11046, ptr %arena1047, align 4
-  %t181_c4_21048 = load <16 x float>, ptr %conv2_weight_grad.t181_c4_2, align 64
-  %3525 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3526 = add nsw i64 %3525, 4
-  %3527 = mul nsw i64 %3526, 64
-  %3528 = add nsw i64 6640272, %3527
-  %3529 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3530 = add nsw i64 %3528, %3529
-  %3531 = add nsw i64 %3530, 32
-  %arena1049 = getelementptr inbounds float, ptr %arena, i64 %3531
-  store <16 x float> %t181_c4_21048, ptr %arena1049, align 4
-  %t181_c4_31050 = load <16 x float>, ptr %conv2_weight_grad.t181_c4_3, align 64
-  %3532 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3533 = add nsw i64 %3532, 4
-  %3534 = mul nsw i64 %3533, 64
-  %3535 = add nsw i64 6640272, %3534
-  %3536 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3537 = add nsw i64 %3535, %3536
-  %3538 = add nsw i64 %3537, 48
-  %arena1051 = getelementptr inbounds float, ptr %arena, i64 %3538
-  store <16 x float> %t181_c4_31050, ptr %arena1051, align 4
-  %t181_c5_01052 = load <16 x float>, ptr %conv2_weight_grad.t181_c5_0, align 64
-  %3539 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3540 = add nsw i64 %3539, 5
-  %3541 = mul nsw i64 %3540, 64
-  %3542 = add nsw i64 6640272, %3541
-  %3543 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3544 = add nsw i64 %3542, %3543
-  %arena1053 = getelementptr inbounds float, ptr %arena, i64 %3544
-  store <16 x float> %t181_c5_01052, ptr %arena1053, align 4
-  %t181_c5_11054 = load <16 x float>, ptr %conv2_weight_grad.t181_c5_1, align 64
-  %3545 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3546 = add nsw i64 %3545, 5
-  %3547 = mul nsw i64 %3546, 64
-  %3548 = add nsw i64 6640272, %3547
-  %3549 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3550 = add nsw i64 %3548, %3549
-  %3551 = add nsw i64 %3550, 16
-  %arena1055 = getelementptr inbounds float, ptr %arena, i64 %3551
-  store <16 x float> %t181_c5_11054, ptr %arena1055, align 4
-  %t181_c5_21056 = load <16 x float>, ptr %conv2_weight_grad.t181_c5_2, align 64
-  %3552 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3553 = add nsw i64 %3552, 5
-  %3554 = mul nsw i64 %3553, 64
-  %3555 = add nsw i64 6640272, %3554
-  %3556 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3557 = add nsw i64 %3555, %3556
-  %3558 = add nsw i64 %3557, 32
-  %arena1057 = getelementptr inbounds float, ptr %arena, i64 %3558
-  store <16 x float> %t181_c5_21056, ptr %arena1057, align 4
-  %t181_c5_31058 = load <16 x float>, ptr %conv2_weight_grad.t181_c5_3, align 64
-  %3559 = mul nsw i64 %conv2_weight_grad.mb180938, 6
-  %3560 = add nsw i64 %3559, 5
-  %3561 = mul nsw i64 %3560, 64
-  %3562 = add nsw i64 6640272, %3561
-  %3563 = mul nsw i64 %conv2_weight_grad.nb179937, 64
-  %3564 = add nsw i64 %3562, %3563
-  %3565 = add nsw i64 %3564, 48
-  %arena1059 = getelementptr inbounds float, ptr %arena, i64 %3565
-  store <16 x float> %t181_c5_31058, ptr %arena1059, align 4
-  %mb180.next = add nsw i64 %conv2_weight_grad.mb180938, 1
-  %3566 = icmp slt i64 %mb180.next, 48
-  br i1 %3566, label %conv2_weight_grad.mb180, label %conv2_weight_grad.mb180.end
+  %arena1156 = getelementptr inbounds float, ptr %arena, i64 %3504
+  store <16 x float> %t161_c2_21155, ptr %arena1156, align 4
+  %t161_c2_31157 = load <16 x float>, ptr %drop_grad.t161_c2_3, align 64
+  %3505 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3506 = add nsw i64 1229840, %3505
+  %3507 = add nsw i64 %3506, 48
+  %arena1158 = getelementptr inbounds float, ptr %arena, i64 %3507
+  store <16 x float> %t161_c2_31157, ptr %arena1158, align 4
+  %t161_c3_01159 = load <16 x float>, ptr %drop_grad.t161_c3_0, align 64
+  %3508 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3509 = add nsw i64 1229968, %3508
+  %arena1160 = getelementptr inbounds float, ptr %arena, i64 %3509
+  store <16 x float> %t161_c3_01159, ptr %arena1160, align 4
+  %t161_c3_11161 = load <16 x float>, ptr %drop_grad.t161_c3_1, align 64
+  %3510 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3511 = add nsw i64 1229968, %3510
+  %3512 = add nsw i64 %3511, 16
+  %arena1162 = getelementptr inbounds float, ptr %arena, i64 %3512
+  store <16 x float> %t161_c3_11161, ptr %arena1162, align 4
+  %t161_c3_21163 = load <16 x float>, ptr %drop_grad.t161_c3_2, align 64
+  %3513 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3514 = add nsw i64 1229968, %3513
+  %3515 = add nsw i64 %3514, 32
+  %arena1164 = getelementptr inbounds float, ptr %arena, i64 %3515
+  store <16 x float> %t161_c3_21163, ptr %arena1164, align 4
+  %t161_c3_31165 = load <16 x float>, ptr %drop_grad.t161_c3_3, align 64
+  %3516 = mul nsw i64 %drop_grad.nb1571003, 64
+  %3517 = add nsw i64 1229968, %3516
+  %3518 = add nsw i64 %3517, 48
+  %arena1166 = getelementptr inbounds float, ptr %arena, i64 %3518
+  store <16 x float> %t161_c3_31165, ptr %arena1166, align 4
+  %nb157.next = add nsw i64 %drop_grad.nb1571003, 1
+  %3519 = icmp slt i64 %nb157.next, 2
+  br i1 %3519, label %drop_grad.nb157, label %drop_grad.nb157.end
 
-conv2_weight_grad.nb183:                          ; preds = %conv2_weight_grad.mb184.end, %conv2_weight_grad.kp178.end
-  %conv2_weight_grad.nb1831060 = phi i64 [ 0, %conv2_weight_grad.kp178.end ], [ %nb183.next, %conv2_weight_grad.mb184.end ]
-  br label %conv2_weight_grad.mb184
+relu3_grad.i163:                                  ; preds = %relu3_grad.i163, %drop_grad.nb157.end
+  %relu3_grad.i1631167 = phi i64 [ 0, %drop_grad.nb157.end ], [ %i163.next, %relu3_grad.i163 ]
+  %3520 = xor i64 %seed, -1035080904108319828
+  %3521 = lshr i64 %3520, 30
+  %3522 = xor i64 %3520, %3521
+  %3523 = mul i64 %3522, -4658895280553007687
+  %3524 = lshr i64 %3523, 27
+  %3525 = xor i64 %3523, %3524
+  %3526 = mul i64 %3525, -7723592293110705685
+  %3527 = lshr i64 %3526, 31
+  %3528 = xor i64 %3526, %3527
+  %3529 = add i64 %3528, %step
+  %3530 = lshr i64 %3529, 30
+  %3531 = xor i64 %3529, %3530
+  %3532 = mul i64 %3531, -4658895280553007687
+  %3533 = lshr i64 %3532, 27
+  %3534 = xor i64 %3532, %3533
+  %3535 = mul i64 %3534, -7723592293110705685
+  %3536 = lshr i64 %3535, 31
+  %3537 = xor i64 %3535, %3536
+  %3538 = mul i64 %relu3_grad.i1631167, -7046029254386353131
+  %3539 = add i64 %3537, %3538
+  %3540 = lshr i64 %3539, 30
+  %3541 = xor i64 %3539, %3540
+  %3542 = mul i64 %3541, -4658895280553007687
+  %3543 = lshr i64 %3542, 27
+  %3544 = xor i64 %3542, %3543
+  %3545 = mul i64 %3544, -7723592293110705685
+  %3546 = lshr i64 %3545, 31
+  %3547 = xor i64 %3545, %3546
+  %3548 = lshr i64 %3547, 40
+  %keep1168 = icmp uge i64 %3548, 8388608
+  %3549 = add nsw i64 1221904, %relu3_grad.i1631167
+  %arena1169 = getelementptr inbounds float, ptr %arena, i64 %3549
+  %3550 = load float, ptr %arena1169, align 4
+  %3551 = fmul float %3550, 2.000000e+00
+  %3552 = select i1 %keep1168, float %3551, float 0.000000e+00
+  %3553 = add nsw i64 1230096, %relu3_grad.i1631167
+  %arena1170 = getelementptr inbounds float, ptr %arena, i64 %3553
+  store float %3552, ptr %arena1170, align 4
+  %i163.next = add nsw i64 %relu3_grad.i1631167, 1
+  %3554 = icmp slt i64 %i163.next, 8192
+  br i1 %3554, label %relu3_grad.i163, label %relu3_grad.i163.end
 
-conv2_weight_grad.nb183.end:                      ; preds = %conv2_weight_grad.mb184.end
-  %g160.next = add nsw i64 %conv2_weight_grad.g160874, 1
-  %3567 = icmp slt i64 %g160.next, 1
-  br i1 %3567, label %conv2_weight_grad.g160, label %conv2_weight_grad.g160.end
+relu3_grad.i163.end:                              ; preds = %relu3_grad.i163
+  br label %fc1_grad.i164
 
-conv2_weight_grad.mb184:                          ; preds = %conv2_weight_grad.k186.end, %conv2_weight_grad.nb183
-  %conv2_weight_grad.mb1841061 = phi i64 [ 0, %conv2_weight_grad.nb183 ], [ %mb184.next, %conv2_weight_grad.k186.end ]
-  %3568 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3569 = mul nsw i64 %3568, 64
-  %3570 = add nsw i64 6640272, %3569
-  %3571 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3572 = add nsw i64 %3570, %3571
-  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %3572
-  %3573 = load <16 x float>, ptr %arena1062, align 4
-  store <16 x float> %3573, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %3574 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3575 = mul nsw i64 %3574, 64
-  %3576 = add nsw i64 6640272, %3575
-  %3577 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3578 = add nsw i64 %3576, %3577
-  %3579 = add nsw i64 %3578, 16
-  %arena1063 = getelementptr inbounds float, ptr %arena, i64 %3579
-  %3580 = load <16 x float>, ptr %arena1063, align 4
-  store <16 x float> %3580, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %3581 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3582 = mul nsw i64 %3581, 64
-  %3583 = add nsw i64 6640272, %3582
-  %3584 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3585 = add nsw i64 %3583, %3584
-  %3586 = add nsw i64 %3585, 32
-  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %3586
-  %3587 = load <16 x float>, ptr %arena1064, align 4
-  store <16 x float> %3587, ptr %conv2_weight_grad.t185_c0_2, align 64
-  %3588 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3589 = mul nsw i64 %3588, 64
-  %3590 = add nsw i64 6640272, %3589
-  %3591 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3592 = add nsw i64 %3590, %3591
-  %3593 = add nsw i64 %3592, 48
-  %arena1065 = getelementptr inbounds float, ptr %arena, i64 %3593
-  %3594 = load <16 x float>, ptr %arena1065, align 4
-  store <16 x float> %3594, ptr %conv2_weight_grad.t185_c0_3, align 64
-  %3595 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3596 = add nsw i64 %3595, 1
-  %3597 = mul nsw i64 %3596, 64
-  %3598 = add nsw i64 6640272, %3597
-  %3599 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3600 = add nsw i64 %3598, %3599
-  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3600
-  %3601 = load <16 x float>, ptr %arena1066, align 4
-  store <16 x float> %3601, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %3602 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3603 = add nsw i64 %3602, 1
-  %3604 = mul nsw i64 %3603, 64
-  %3605 = add nsw i64 6640272, %3604
-  %3606 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3607 = add nsw i64 %3605, %3606
-  %3608 = add nsw i64 %3607, 16
-  %arena1067 = getelementptr inbounds float, ptr %arena, i64 %3608
-  %3609 = load <16 x float>, ptr %arena1067, align 4
-  store <16 x float> %3609, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %3610 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3611 = add nsw i64 %3610, 1
-  %3612 = mul nsw i64 %3611, 64
-  %3613 = add nsw i64 6640272, %3612
-  %3614 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3615 = add nsw i64 %3613, %3614
-  %3616 = add nsw i64 %3615, 32
-  %arena1068 = getelementptr inbounds float, ptr %arena, i64 %3616
-  %3617 = load <16 x float>, ptr %arena1068, align 4
-  store <16 x float> %3617, ptr %conv2_weight_grad.t185_c1_2, align 64
-  %3618 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3619 = add nsw i64 %3618, 1
-  %3620 = mul nsw i64 %3619, 64
-  %3621 = add nsw i64 6640272, %3620
-  %3622 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3623 = add nsw i64 %3621, %3622
-  %3624 = add nsw i64 %3623, 48
-  %arena1069 = getelementptr inbounds float, ptr %arena, i64 %3624
-  %3625 = load <16 x float>, ptr %arena1069, align 4
-  store <16 x float> %3625, ptr %conv2_weight_grad.t185_c1_3, align 64
-  %3626 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3627 = add nsw i64 %3626, 2
-  %3628 = mul nsw i64 %3627, 64
-  %3629 = add nsw i64 6640272, %3628
-  %3630 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3631 = add nsw i64 %3629, %3630
-  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %3631
-  %3632 = load <16 x float>, ptr %arena1070, align 4
-  store <16 x float> %3632, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %3633 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3634 = add nsw i64 %3633, 2
-  %3635 = mul nsw i64 %3634, 64
-  %3636 = add nsw i64 6640272, %3635
-  %3637 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3638 = add nsw i64 %3636, %3637
-  %3639 = add nsw i64 %3638, 16
-  %arena1071 = getelementptr inbounds float, ptr %arena, i64 %3639
-  %3640 = load <16 x float>, ptr %arena1071, align 4
-  store <16 x float> %3640, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %3641 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3642 = add nsw i64 %3641, 2
-  %3643 = mul nsw i64 %3642, 64
-  %3644 = add nsw i64 6640272, %3643
-  %3645 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3646 = add nsw i64 %3644, %3645
-  %3647 = add nsw i64 %3646, 32
-  %arena1072 = getelementptr inbounds float, ptr %arena, i64 %3647
-  %3648 = load <16 x float>, ptr %arena1072, align 4
-  store <16 x float> %3648, ptr %conv2_weight_grad.t185_c2_2, align 64
-  %3649 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3650 = add nsw i64 %3649, 2
-  %3651 = mul nsw i64 %3650, 64
-  %3652 = add nsw i64 6640272, %3651
-  %3653 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3654 = add nsw i64 %3652, %3653
-  %3655 = add nsw i64 %3654, 48
-  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %3655
-  %3656 = load <16 x float>, ptr %arena1073, align 4
-  store <16 x float> %3656, ptr %conv2_weight_grad.t185_c2_3, align 64
-  %3657 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3658 = add nsw i64 %3657, 3
-  %3659 = mul nsw i64 %3658, 64
-  %3660 = add nsw i64 6640272, %3659
-  %3661 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
+fc1_grad.i164:                                    ; preds = %fc1_grad.i164, %relu3_grad.i163.end
+  %fc1_grad.i1641171 = phi i64 [ 0, %relu3_grad.i163.end ], [ %i164.next, %fc1_grad.i164 ]
+  %3555 = add nsw i64 1204224, %fc1_grad.i1641171
+  %arena1172 = getelementptr inbounds float, ptr %arena, i64 %3555
+  %3556 = load float, ptr %arena1172, align 4
+  %3557 = fcmp ogt float %3556, 0.000000e+00
+  %3558 = add nsw i64 1230096, %fc1_grad.i1641171
+  %arena1173 = getelementptr inbounds float, ptr %arena, i64 %3558
+  %3559 = load float, ptr %arena1173, align 4
+  %3560 = select i1 %3557, float %3559, float 0.000000e+00
+  %3561 = add nsw i64 1212416, %fc1_grad.i1641171
+  %arena1174 = getelementptr inbounds float, ptr %arena, i64 %3561
+  store float %3560, ptr %arena1174, align 4
+  %i164.next = add nsw i64 %fc1_grad.i1641171, 1
+  %3562 = icmp slt i64 %i164.next, 8192
+  br i1 %3562, label %fc1_grad.i164, label %fc1_grad.i164.end
+
+fc1_grad.i164.end:                                ; preds = %fc1_grad.i164
+  br label %fc1_weight_grad.nb165
+
+fc1_weight_grad.nb165:                            ; preds = %fc1_weight_grad.k170.end, %fc1_grad.i164.end
+  %fc1_weight_grad.nb1651175 = phi i64 [ 0, %fc1_grad.i164.end ], [ %nb165.next, %fc1_weight_grad.k170.end ]
+  br label %fc1_weight_grad.mb166
+
+fc1_weight_grad.nb165.end:                        ; preds = %fc1_weight_grad.k170.end
+  br label %fc1_bias_grad.u171
+
+fc1_weight_grad.mb166:                            ; preds = %fc1_weight_grad.k168.end, %fc1_weight_grad.nb165
+  %fc1_weight_grad.mb1661176 = phi i64 [ 0, %fc1_weight_grad.nb165 ], [ %mb166.next, %fc1_weight_grad.k168.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c5_3, align 64
+  br label %fc1_weight_grad.k168
+
+fc1_weight_grad.mb166.end:                        ; preds = %fc1_weight_grad.k168.end
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c1_3, align 64
+  br label %fc1_weight_grad.k170
+
+fc1_weight_grad.k168:                             ; preds = %fc1_weight_grad.k168, %fc1_weight_grad.mb166
+  %fc1_weight_grad.k1681177 = phi i64 [ 0, %fc1_weight_grad.mb166 ], [ %k168.next, %fc1_weight_grad.k168 ]
+  %3563 = mul nsw i64 %fc1_weight_grad.k1681177, 3136
+  %3564 = add nsw i64 802816, %3563
+  %3565 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3566 = add nsw i64 %3564, %3565
+  %arena1178 = getelementptr inbounds float, ptr %arena, i64 %3566
+  %3567 = load <16 x float>, ptr %arena1178, align 4
+  store <16 x float> %3567, ptr %fc1_weight_grad.t167_b0, align 64
+  %3568 = mul nsw i64 %fc1_weight_grad.k1681177, 3136
+  %3569 = add nsw i64 802816, %3568
+  %3570 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3571 = add nsw i64 %3569, %3570
+  %3572 = add nsw i64 %3571, 16
+  %arena1179 = getelementptr inbounds float, ptr %arena, i64 %3572
+  %3573 = load <16 x float>, ptr %arena1179, align 4
+  store <16 x float> %3573, ptr %fc1_weight_grad.t167_b1, align 64
+  %3574 = mul nsw i64 %fc1_weight_grad.k1681177, 3136
+  %3575 = add nsw i64 802816, %3574
+  %3576 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3577 = add nsw i64 %3575, %3576
+  %3578 = add nsw i64 %3577, 32
+  %arena1180 = getelementptr inbounds float, ptr %arena, i64 %3578
+  %3579 = load <16 x float>, ptr %arena1180, align 4
+  store <16 x float> %3579, ptr %fc1_weight_grad.t167_b2, align 64
+  %3580 = mul nsw i64 %fc1_weight_grad.k1681177, 3136
+  %3581 = add nsw i64 802816, %3580
+  %3582 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3583 = add nsw i64 %3581, %3582
+  %3584 = add nsw i64 %3583, 48
+  %arena1181 = getelementptr inbounds float, ptr %arena, i64 %3584
+  %3585 = load <16 x float>, ptr %arena1181, align 4
+  store <16 x float> %3585, ptr %fc1_weight_grad.t167_b3, align 64
+  %3586 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3587 = add nsw i64 1212416, %3586
+  %3588 = mul nsw i64 %fc1_weight_grad.k1681177, 128
+  %3589 = add nsw i64 %3587, %3588
+  %arena1182 = getelementptr inbounds float, ptr %arena, i64 %3589
+  %3590 = load float, ptr %arena1182, align 4
+  %3591 = insertelement <16 x float> undef, float %3590, i32 0
+  %3592 = shufflevector <16 x float> %3591, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3592, ptr %fc1_weight_grad.t167_a0, align 64
+  %t167_a0 = load <16 x float>, ptr %fc1_weight_grad.t167_a0, align 64
+  %t167_b0 = load <16 x float>, ptr %fc1_weight_grad.t167_b0, align 64
+  %t167_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_0, align 64
+  %3593 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a0, <16 x float> %t167_b0, <16 x float> %t167_c0_0)
+  store <16 x float> %3593, ptr %fc1_weight_grad.t167_c0_0, align 64
+  %t167_a01183 = load <16 x float>, ptr %fc1_weight_grad.t167_a0, align 64
+  %t167_b1 = load <16 x float>, ptr %fc1_weight_grad.t167_b1, align 64
+  %t167_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_1, align 64
+  %3594 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a01183, <16 x float> %t167_b1, <16 x float> %t167_c0_1)
+  store <16 x float> %3594, ptr %fc1_weight_grad.t167_c0_1, align 64
+  %t167_a01184 = load <16 x float>, ptr %fc1_weight_grad.t167_a0, align 64
+  %t167_b2 = load <16 x float>, ptr %fc1_weight_grad.t167_b2, align 64
+  %t167_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_2, align 64
+  %3595 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a01184, <16 x float> %t167_b2, <16 x float> %t167_c0_2)
+  store <16 x float> %3595, ptr %fc1_weight_grad.t167_c0_2, align 64
+  %t167_a01185 = load <16 x float>, ptr %fc1_weight_grad.t167_a0, align 64
+  %t167_b3 = load <16 x float>, ptr %fc1_weight_grad.t167_b3, align 64
+  %t167_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_3, align 64
+  %3596 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a01185, <16 x float> %t167_b3, <16 x float> %t167_c0_3)
+  store <16 x float> %3596, ptr %fc1_weight_grad.t167_c0_3, align 64
+  %3597 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3598 = add nsw i64 %3597, 1
+  %3599 = add nsw i64 1212416, %3598
+  %3600 = mul nsw i64 %fc1_weight_grad.k1681177, 128
+  %3601 = add nsw i64 %3599, %3600
+  %arena1186 = getelementptr inbounds float, ptr %arena, i64 %3601
+  %3602 = load float, ptr %arena1186, align 4
+  %3603 = insertelement <16 x float> undef, float %3602, i32 0
+  %3604 = shufflevector <16 x float> %3603, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3604, ptr %fc1_weight_grad.t167_a1, align 64
+  %t167_a1 = load <16 x float>, ptr %fc1_weight_grad.t167_a1, align 64
+  %t167_b01187 = load <16 x float>, ptr %fc1_weight_grad.t167_b0, align 64
+  %t167_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_0, align 64
+  %3605 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a1, <16 x float> %t167_b01187, <16 x float> %t167_c1_0)
+  store <16 x float> %3605, ptr %fc1_weight_grad.t167_c1_0, align 64
+  %t167_a11188 = load <16 x float>, ptr %fc1_weight_grad.t167_a1, align 64
+  %t167_b11189 = load <16 x float>, ptr %fc1_weight_grad.t167_b1, align 64
+  %t167_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_1, align 64
+  %3606 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a11188, <16 x float> %t167_b11189, <16 x float> %t167_c1_1)
+  store <16 x float> %3606, ptr %fc1_weight_grad.t167_c1_1, align 64
+  %t167_a11190 = load <16 x float>, ptr %fc1_weight_grad.t167_a1, align 64
+  %t167_b21191 = load <16 x float>, ptr %fc1_weight_grad.t167_b2, align 64
+  %t167_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_2, align 64
+  %3607 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a11190, <16 x float> %t167_b21191, <16 x float> %t167_c1_2)
+  store <16 x float> %3607, ptr %fc1_weight_grad.t167_c1_2, align 64
+  %t167_a11192 = load <16 x float>, ptr %fc1_weight_grad.t167_a1, align 64
+  %t167_b31193 = load <16 x float>, ptr %fc1_weight_grad.t167_b3, align 64
+  %t167_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_3, align 64
+  %3608 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a11192, <16 x float> %t167_b31193, <16 x float> %t167_c1_3)
+  store <16 x float> %3608, ptr %fc1_weight_grad.t167_c1_3, align 64
+  %3609 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3610 = add nsw i64 %3609, 2
+  %3611 = add nsw i64 1212416, %3610
+  %3612 = mul nsw i64 %fc1_weight_grad.k1681177, 128
+  %3613 = add nsw i64 %3611, %3612
+  %arena1194 = getelementptr inbounds float, ptr %arena, i64 %3613
+  %3614 = load float, ptr %arena1194, align 4
+  %3615 = insertelement <16 x float> undef, float %3614, i32 0
+  %3616 = shufflevector <16 x float> %3615, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3616, ptr %fc1_weight_grad.t167_a2, align 64
+  %t167_a2 = load <16 x float>, ptr %fc1_weight_grad.t167_a2, align 64
+  %t167_b01195 = load <16 x float>, ptr %fc1_weight_grad.t167_b0, align 64
+  %t167_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t167_c2_0, align 64
+  %3617 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a2, <16 x float> %t167_b01195, <16 x float> %t167_c2_0)
+  store <16 x float> %3617, ptr %fc1_weight_grad.t167_c2_0, align 64
+  %t167_a21196 = load <16 x float>, ptr %fc1_weight_grad.t167_a2, align 64
+  %t167_b11197 = load <16 x float>, ptr %fc1_weight_grad.t167_b1, align 64
+  %t167_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t167_c2_1, align 64
+  %3618 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a21196, <16 x float> %t167_b11197, <16 x float> %t167_c2_1)
+  store <16 x float> %3618, ptr %fc1_weight_grad.t167_c2_1, align 64
+  %t167_a21198 = load <16 x float>, ptr %fc1_weight_grad.t167_a2, align 64
+  %t167_b21199 = load <16 x float>, ptr %fc1_weight_grad.t167_b2, align 64
+  %t167_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t167_c2_2, align 64
+  %3619 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a21198, <16 x float> %t167_b21199, <16 x float> %t167_c2_2)
+  store <16 x float> %3619, ptr %fc1_weight_grad.t167_c2_2, align 64
+  %t167_a21200 = load <16 x float>, ptr %fc1_weight_grad.t167_a2, align 64
+  %t167_b31201 = load <16 x float>, ptr %fc1_weight_grad.t167_b3, align 64
+  %t167_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t167_c2_3, align 64
+  %3620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a21200, <16 x float> %t167_b31201, <16 x float> %t167_c2_3)
+  store <16 x float> %3620, ptr %fc1_weight_grad.t167_c2_3, align 64
+  %3621 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3622 = add nsw i64 %3621, 3
+  %3623 = add nsw i64 1212416, %3622
+  %3624 = mul nsw i64 %fc1_weight_grad.k1681177, 128
+  %3625 = add nsw i64 %3623, %3624
+  %arena1202 = getelementptr inbounds float, ptr %arena, i64 %3625
+  %3626 = load float, ptr %arena1202, align 4
+  %3627 = insertelement <16 x float> undef, float %3626, i32 0
+  %3628 = shufflevector <16 x float> %3627, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3628, ptr %fc1_weight_grad.t167_a3, align 64
+  %t167_a3 = load <16 x float>, ptr %fc1_weight_grad.t167_a3, align 64
+  %t167_b01203 = load <16 x float>, ptr %fc1_weight_grad.t167_b0, align 64
+  %t167_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t167_c3_0, align 64
+  %3629 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a3, <16 x float> %t167_b01203, <16 x float> %t167_c3_0)
+  store <16 x float> %3629, ptr %fc1_weight_grad.t167_c3_0, align 64
+  %t167_a31204 = load <16 x float>, ptr %fc1_weight_grad.t167_a3, align 64
+  %t167_b11205 = load <16 x float>, ptr %fc1_weight_grad.t167_b1, align 64
+  %t167_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t167_c3_1, align 64
+  %3630 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a31204, <16 x float> %t167_b11205, <16 x float> %t167_c3_1)
+  store <16 x float> %3630, ptr %fc1_weight_grad.t167_c3_1, align 64
+  %t167_a31206 = load <16 x float>, ptr %fc1_weight_grad.t167_a3, align 64
+  %t167_b21207 = load <16 x float>, ptr %fc1_weight_grad.t167_b2, align 64
+  %t167_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t167_c3_2, align 64
+  %3631 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a31206, <16 x float> %t167_b21207, <16 x float> %t167_c3_2)
+  store <16 x float> %3631, ptr %fc1_weight_grad.t167_c3_2, align 64
+  %t167_a31208 = load <16 x float>, ptr %fc1_weight_grad.t167_a3, align 64
+  %t167_b31209 = load <16 x float>, ptr %fc1_weight_grad.t167_b3, align 64
+  %t167_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t167_c3_3, align 64
+  %3632 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a31208, <16 x float> %t167_b31209, <16 x float> %t167_c3_3)
+  store <16 x float> %3632, ptr %fc1_weight_grad.t167_c3_3, align 64
+  %3633 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3634 = add nsw i64 %3633, 4
+  %3635 = add nsw i64 1212416, %3634
+  %3636 = mul nsw i64 %fc1_weight_grad.k1681177, 128
+  %3637 = add nsw i64 %3635, %3636
+  %arena1210 = getelementptr inbounds float, ptr %arena, i64 %3637
+  %3638 = load float, ptr %arena1210, align 4
+  %3639 = insertelement <16 x float> undef, float %3638, i32 0
+  %3640 = shufflevector <16 x float> %3639, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3640, ptr %fc1_weight_grad.t167_a4, align 64
+  %t167_a4 = load <16 x float>, ptr %fc1_weight_grad.t167_a4, align 64
+  %t167_b01211 = load <16 x float>, ptr %fc1_weight_grad.t167_b0, align 64
+  %t167_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t167_c4_0, align 64
+  %3641 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a4, <16 x float> %t167_b01211, <16 x float> %t167_c4_0)
+  store <16 x float> %3641, ptr %fc1_weight_grad.t167_c4_0, align 64
+  %t167_a41212 = load <16 x float>, ptr %fc1_weight_grad.t167_a4, align 64
+  %t167_b11213 = load <16 x float>, ptr %fc1_weight_grad.t167_b1, align 64
+  %t167_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t167_c4_1, align 64
+  %3642 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a41212, <16 x float> %t167_b11213, <16 x float> %t167_c4_1)
+  store <16 x float> %3642, ptr %fc1_weight_grad.t167_c4_1, align 64
+  %t167_a41214 = load <16 x float>, ptr %fc1_weight_grad.t167_a4, align 64
+  %t167_b21215 = load <16 x float>, ptr %fc1_weight_grad.t167_b2, align 64
+  %t167_c4_2 = load <16 x float>, ptr %fc1_weight_grad.t167_c4_2, align 64
+  %3643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a41214, <16 x float> %t167_b21215, <16 x float> %t167_c4_2)
+  store <16 x float> %3643, ptr %fc1_weight_grad.t167_c4_2, align 64
+  %t167_a41216 = load <16 x float>, ptr %fc1_weight_grad.t167_a4, align 64
+  %t167_b31217 = load <16 x float>, ptr %fc1_weight_grad.t167_b3, align 64
+  %t167_c4_3 = load <16 x float>, ptr %fc1_weight_grad.t167_c4_3, align 64
+  %3644 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a41216, <16 x float> %t167_b31217, <16 x float> %t167_c4_3)
+  store <16 x float> %3644, ptr %fc1_weight_grad.t167_c4_3, align 64
+  %3645 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3646 = add nsw i64 %3645, 5
+  %3647 = add nsw i64 1212416, %3646
+  %3648 = mul nsw i64 %fc1_weight_grad.k1681177, 128
+  %3649 = add nsw i64 %3647, %3648
+  %arena1218 = getelementptr inbounds float, ptr %arena, i64 %3649
+  %3650 = load float, ptr %arena1218, align 4
+  %3651 = insertelement <16 x float> undef, float %3650, i32 0
+  %3652 = shufflevector <16 x float> %3651, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3652, ptr %fc1_weight_grad.t167_a5, align 64
+  %t167_a5 = load <16 x float>, ptr %fc1_weight_grad.t167_a5, align 64
+  %t167_b01219 = load <16 x float>, ptr %fc1_weight_grad.t167_b0, align 64
+  %t167_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t167_c5_0, align 64
+  %3653 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a5, <16 x float> %t167_b01219, <16 x float> %t167_c5_0)
+  store <16 x float> %3653, ptr %fc1_weight_grad.t167_c5_0, align 64
+  %t167_a51220 = load <16 x float>, ptr %fc1_weight_grad.t167_a5, align 64
+  %t167_b11221 = load <16 x float>, ptr %fc1_weight_grad.t167_b1, align 64
+  %t167_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t167_c5_1, align 64
+  %3654 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a51220, <16 x float> %t167_b11221, <16 x float> %t167_c5_1)
+  store <16 x float> %3654, ptr %fc1_weight_grad.t167_c5_1, align 64
+  %t167_a51222 = load <16 x float>, ptr %fc1_weight_grad.t167_a5, align 64
+  %t167_b21223 = load <16 x float>, ptr %fc1_weight_grad.t167_b2, align 64
+  %t167_c5_2 = load <16 x float>, ptr %fc1_weight_grad.t167_c5_2, align 64
+  %3655 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a51222, <16 x float> %t167_b21223, <16 x float> %t167_c5_2)
+  store <16 x float> %3655, ptr %fc1_weight_grad.t167_c5_2, align 64
+  %t167_a51224 = load <16 x float>, ptr %fc1_weight_grad.t167_a5, align 64
+  %t167_b31225 = load <16 x float>, ptr %fc1_weight_grad.t167_b3, align 64
+  %t167_c5_3 = load <16 x float>, ptr %fc1_weight_grad.t167_c5_3, align 64
+  %3656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a51224, <16 x float> %t167_b31225, <16 x float> %t167_c5_3)
+  store <16 x float> %3656, ptr %fc1_weight_grad.t167_c5_3, align 64
+  %k168.next = add nsw i64 %fc1_weight_grad.k1681177, 1
+  %3657 = icmp slt i64 %k168.next, 64
+  br i1 %3657, label %fc1_weight_grad.k168, label %fc1_weight_grad.k168.end
+
+fc1_weight_grad.k168.end:                         ; preds = %fc1_weight_grad.k168
+  %t167_c0_01226 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_0, align 64
+  %3658 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3659 = mul nsw i64 %3658, 3136
+  %3660 = add nsw i64 18816, %3659
+  %3661 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
   %3662 = add nsw i64 %3660, %3661
-  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3662
-  %3663 = load <16 x float>, ptr %arena1074, align 4
-  store <16 x float> %3663, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %3664 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3665 = add nsw i64 %3664, 3
-  %3666 = mul nsw i64 %3665, 64
-  %3667 = add nsw i64 6640272, %3666
-  %3668 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3669 = add nsw i64 %3667, %3668
-  %3670 = add nsw i64 %3669, 16
-  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %3670
-  %3671 = load <16 x float>, ptr %arena1075, align 4
-  store <16 x float> %3671, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %3672 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3673 = add nsw i64 %3672, 3
-  %3674 = mul nsw i64 %3673, 64
-  %3675 = add nsw i64 6640272, %3674
-  %3676 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3677 = add nsw i64 %3675, %3676
-  %3678 = add nsw i64 %3677, 32
-  %arena1076 = getelementptr inbounds float, ptr %arena, i64 %3678
-  %3679 = load <16 x float>, ptr %arena1076, align 4
-  store <16 x float> %3679, ptr %conv2_weight_grad.t185_c3_2, align 64
-  %3680 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3681 = add nsw i64 %3680, 3
-  %3682 = mul nsw i64 %3681, 64
-  %3683 = add nsw i64 6640272, %3682
-  %3684 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3685 = add nsw i64 %3683, %3684
-  %3686 = add nsw i64 %3685, 48
-  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %3686
-  %3687 = load <16 x float>, ptr %arena1077, align 4
-  store <16 x float> %3687, ptr %conv2_weight_grad.t185_c3_3, align 64
-  %3688 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3689 = add nsw i64 %3688, 4
-  %3690 = mul nsw i64 %3689, 64
-  %3691 = add nsw i64 6640272, %3690
-  %3692 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3693 = add nsw i64 %3691, %3692
-  %arena1078 = getelementptr inbounds float, ptr %arena, i64 %3693
-  %3694 = load <16 x float>, ptr %arena1078, align 4
-  store <16 x float> %3694, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %3695 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3696 = add nsw i64 %3695, 4
-  %3697 = mul nsw i64 %3696, 64
-  %3698 = add nsw i64 6640272, %3697
-  %3699 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3700 = add nsw i64 %3698, %3699
-  %3701 = add nsw i64 %3700, 16
-  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %3701
-  %3702 = load <16 x float>, ptr %arena1079, align 4
-  store <16 x float> %3702, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %3703 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3704 = add nsw i64 %3703, 4
-  %3705 = mul nsw i64 %3704, 64
-  %3706 = add nsw i64 6640272, %3705
-  %3707 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3708 = add nsw i64 %3706, %3707
-  %3709 = add nsw i64 %3708, 32
-  %arena1080 = getelementptr inbounds float, ptr %arena, i64 %3709
-  %3710 = load <16 x float>, ptr %arena1080, align 4
-  store <16 x float> %3710, ptr %conv2_weight_grad.t185_c4_2, align 64
-  %3711 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3712 = add nsw i64 %3711, 4
-  %3713 = mul nsw i64 %3712, 64
-  %3714 = add nsw i64 6640272, %3713
-  %3715 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3716 = add nsw i64 %3714, %3715
-  %3717 = add nsw i64 %3716, 48
-  %arena1081 = getelementptr inbounds float, ptr %arena, i64 %3717
-  %3718 = load <16 x float>, ptr %arena1081, align 4
-  store <16 x float> %3718, ptr %conv2_weight_grad.t185_c4_3, align 64
-  %3719 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3720 = add nsw i64 %3719, 5
-  %3721 = mul nsw i64 %3720, 64
-  %3722 = add nsw i64 6640272, %3721
-  %3723 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3724 = add nsw i64 %3722, %3723
-  %arena1082 = getelementptr inbounds float, ptr %arena, i64 %3724
-  %3725 = load <16 x float>, ptr %arena1082, align 4
-  store <16 x float> %3725, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %3726 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3727 = add nsw i64 %3726, 5
-  %3728 = mul nsw i64 %3727, 64
-  %3729 = add nsw i64 6640272, %3728
-  %3730 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3731 = add nsw i64 %3729, %3730
-  %3732 = add nsw i64 %3731, 16
-  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3732
-  %3733 = load <16 x float>, ptr %arena1083, align 4
-  store <16 x float> %3733, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %3734 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3735 = add nsw i64 %3734, 5
-  %3736 = mul nsw i64 %3735, 64
-  %3737 = add nsw i64 6640272, %3736
-  %3738 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3739 = add nsw i64 %3737, %3738
-  %3740 = add nsw i64 %3739, 32
-  %arena1084 = getelementptr inbounds float, ptr %arena, i64 %3740
-  %3741 = load <16 x float>, ptr %arena1084, align 4
-  store <16 x float> %3741, ptr %conv2_weight_grad.t185_c5_2, align 64
-  %3742 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3743 = add nsw i64 %3742, 5
-  %3744 = mul nsw i64 %3743, 64
-  %3745 = add nsw i64 6640272, %3744
-  %3746 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3747 = add nsw i64 %3745, %3746
-  %3748 = add nsw i64 %3747, 48
-  %arena1085 = getelementptr inbounds float, ptr %arena, i64 %3748
-  %3749 = load <16 x float>, ptr %arena1085, align 4
-  store <16 x float> %3749, ptr %conv2_weight_grad.t185_c5_3, align 64
-  br label %conv2_weight_grad.k186
+  %grads1227 = getelementptr inbounds float, ptr %grads, i64 %3662
+  store <16 x float> %t167_c0_01226, ptr %grads1227, align 4
+  %t167_c0_11228 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_1, align 64
+  %3663 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3664 = mul nsw i64 %3663, 3136
+  %3665 = add nsw i64 18816, %3664
+  %3666 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3667 = add nsw i64 %3665, %3666
+  %3668 = add nsw i64 %3667, 16
+  %grads1229 = getelementptr inbounds float, ptr %grads, i64 %3668
+  store <16 x float> %t167_c0_11228, ptr %grads1229, align 4
+  %t167_c0_21230 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_2, align 64
+  %3669 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3670 = mul nsw i64 %3669, 3136
+  %3671 = add nsw i64 18816, %3670
+  %3672 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3673 = add nsw i64 %3671, %3672
+  %3674 = add nsw i64 %3673, 32
+  %grads1231 = getelementptr inbounds float, ptr %grads, i64 %3674
+  store <16 x float> %t167_c0_21230, ptr %grads1231, align 4
+  %t167_c0_31232 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_3, align 64
+  %3675 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3676 = mul nsw i64 %3675, 3136
+  %3677 = add nsw i64 18816, %3676
+  %3678 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3679 = add nsw i64 %3677, %3678
+  %3680 = add nsw i64 %3679, 48
+  %grads1233 = getelementptr inbounds float, ptr %grads, i64 %3680
+  store <16 x float> %t167_c0_31232, ptr %grads1233, align 4
+  %t167_c1_01234 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_0, align 64
+  %3681 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3682 = add nsw i64 %3681, 1
+  %3683 = mul nsw i64 %3682, 3136
+  %3684 = add nsw i64 18816, %3683
+  %3685 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3686 = add nsw i64 %3684, %3685
+  %grads1235 = getelementptr inbounds float, ptr %grads, i64 %3686
+  store <16 x float> %t167_c1_01234, ptr %grads1235, align 4
+  %t167_c1_11236 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_1, align 64
+  %3687 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3688 = add nsw i64 %3687, 1
+  %3689 = mul nsw i64 %3688, 3136
+  %3690 = add nsw i64 18816, %3689
+  %3691 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3692 = add nsw i64 %3690, %3691
+  %3693 = add nsw i64 %3692, 16
+  %grads1237 = getelementptr inbounds float, ptr %grads, i64 %3693
+  store <16 x float> %t167_c1_11236, ptr %grads1237, align 4
+  %t167_c1_21238 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_2, align 64
+  %3694 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3695 = add nsw i64 %3694, 1
+  %3696 = mul nsw i64 %3695, 3136
+  %3697 = add nsw i64 18816, %3696
+  %3698 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3699 = add nsw i64 %3697, %3698
+  %3700 = add nsw i64 %3699, 32
+  %grads1239 = getelementptr inbounds float, ptr %grads, i64 %3700
+  store <16 x float> %t167_c1_21238, ptr %grads1239, align 4
+  %t167_c1_31240 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_3, align 64
+  %3701 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3702 = add nsw i64 %3701, 1
+  %3703 = mul nsw i64 %3702, 3136
+  %3704 = add nsw i64 18816, %3703
+  %3705 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3706 = add nsw i64 %3704, %3705
+  %3707 = add nsw i64 %3706, 48
+  %grads1241 = getelementptr inbounds float, ptr %grads, i64 %3707
+  store <16 x float> %t167_c1_31240, ptr %grads1241, align 4
+  %t167_c2_01242 = load <16 x float>, ptr %fc1_weight_grad.t167_c2_0, align 64
+  %3708 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3709 = add nsw i64 %3708, 2
+  %3710 = mul nsw i64 %3709, 3136
+  %3711 = add nsw i64 18816, %3710
+  %3712 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3713 = add nsw i64 %3711, %3712
+  %grads1243 = getelementptr inbounds float, ptr %grads, i64 %3713
+  store <16 x float> %t167_c2_01242, ptr %grads1243, align 4
+  %t167_c2_11244 = load <16 x float>, ptr %fc1_weight_grad.t167_c2_1, align 64
+  %3714 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3715 = add nsw i64 %3714, 2
+  %3716 = mul nsw i64 %3715, 3136
+  %3717 = add nsw i64 18816, %3716
+  %3718 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3719 = add nsw i64 %3717, %3718
+  %3720 = add nsw i64 %3719, 16
+  %grads1245 = getelementptr inbounds float, ptr %grads, i64 %3720
+  store <16 x float> %t167_c2_11244, ptr %grads1245, align 4
+  %t167_c2_21246 = load <16 x float>, ptr %fc1_weight_grad.t167_c2_2, align 64
+  %3721 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3722 = add nsw i64 %3721, 2
+  %3723 = mul nsw i64 %3722, 3136
+  %3724 = add nsw i64 18816, %3723
+  %3725 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3726 = add nsw i64 %3724, %3725
+  %3727 = add nsw i64 %3726, 32
+  %grads1247 = getelementptr inbounds float, ptr %grads, i64 %3727
+  store <16 x float> %t167_c2_21246, ptr %grads1247, align 4
+  %t167_c2_31248 = load <16 x float>, ptr %fc1_weight_grad.t167_c2_3, align 64
+  %3728 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3729 = add nsw i64 %3728, 2
+  %3730 = mul nsw i64 %3729, 3136
+  %3731 = add nsw i64 18816, %3730
+  %3732 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3733 = add nsw i64 %3731, %3732
+  %3734 = add nsw i64 %3733, 48
+  %grads1249 = getelementptr inbounds float, ptr %grads, i64 %3734
+  store <16 x float> %t167_c2_31248, ptr %grads1249, align 4
+  %t167_c3_01250 = load <16 x float>, ptr %fc1_weight_grad.t167_c3_0, align 64
+  %3735 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3736 = add nsw i64 %3735, 3
+  %3737 = mul nsw i64 %3736, 3136
+  %3738 = add nsw i64 18816, %3737
+  %3739 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3740 = add nsw i64 %3738, %3739
+  %grads1251 = getelementptr inbounds float, ptr %grads, i64 %3740
+  store <16 x float> %t167_c3_01250, ptr %grads1251, align 4
+  %t167_c3_11252 = load <16 x float>, ptr %fc1_weight_grad.t167_c3_1, align 64
+  %3741 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3742 = add nsw i64 %3741, 3
+  %3743 = mul nsw i64 %3742, 3136
+  %3744 = add nsw i64 18816, %3743
+  %3745 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3746 = add nsw i64 %3744, %3745
+  %3747 = add nsw i64 %3746, 16
+  %grads1253 = getelementptr inbounds float, ptr %grads, i64 %3747
+  store <16 x float> %t167_c3_11252, ptr %grads1253, align 4
+  %t167_c3_21254 = load <16 x float>, ptr %fc1_weight_grad.t167_c3_2, align 64
+  %3748 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3749 = add nsw i64 %3748, 3
+  %3750 = mul nsw i64 %3749, 3136
+  %3751 = add nsw i64 18816, %3750
+  %3752 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3753 = add nsw i64 %3751, %3752
+  %3754 = add nsw i64 %3753, 32
+  %grads1255 = getelementptr inbounds float, ptr %grads, i64 %3754
+  store <16 x float> %t167_c3_21254, ptr %grads1255, align 4
+  %t167_c3_31256 = load <16 x float>, ptr %fc1_weight_grad.t167_c3_3, align 64
+  %3755 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3756 = add nsw i64 %3755, 3
+  %3757 = mul nsw i64 %3756, 3136
+  %3758 = add nsw i64 18816, %3757
+  %3759 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3760 = add nsw i64 %3758, %3759
+  %3761 = add nsw i64 %3760, 48
+  %grads1257 = getelementptr inbounds float, ptr %grads, i64 %3761
+  store <16 x float> %t167_c3_31256, ptr %grads1257, align 4
+  %t167_c4_01258 = load <16 x float>, ptr %fc1_weight_grad.t167_c4_0, align 64
+  %3762 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3763 = add nsw i64 %3762, 4
+  %3764 = mul nsw i64 %3763, 3136
+  %3765 = add nsw i64 18816, %3764
+  %3766 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3767 = add nsw i64 %3765, %3766
+  %grads1259 = getelementptr inbounds float, ptr %grads, i64 %3767
+  store <16 x float> %t167_c4_01258, ptr %grads1259, align 4
+  %t167_c4_11260 = load <16 x float>, ptr %fc1_weight_grad.t167_c4_1, align 64
+  %3768 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3769 = add nsw i64 %3768, 4
+  %3770 = mul nsw i64 %3769, 3136
+  %3771 = add nsw i64 18816, %3770
+  %3772 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3773 = add nsw i64 %3771, %3772
+  %3774 = add nsw i64 %3773, 16
+  %grads1261 = getelementptr inbounds float, ptr %grads, i64 %3774
+  store <16 x float> %t167_c4_11260, ptr %grads1261, align 4
+  %t167_c4_21262 = load <16 x float>, ptr %fc1_weight_grad.t167_c4_2, align 64
+  %3775 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3776 = add nsw i64 %3775, 4
+  %3777 = mul nsw i64 %3776, 3136
+  %3778 = add nsw i64 18816, %3777
+  %3779 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3780 = add nsw i64 %3778, %3779
+  %3781 = add nsw i64 %3780, 32
+  %grads1263 = getelementptr inbounds float, ptr %grads, i64 %3781
+  store <16 x float> %t167_c4_21262, ptr %grads1263, align 4
+  %t167_c4_31264 = load <16 x float>, ptr %fc1_weight_grad.t167_c4_3, align 64
+  %3782 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3783 = add nsw i64 %3782, 4
+  %3784 = mul nsw i64 %3783, 3136
+  %3785 = add nsw i64 18816, %3784
+  %3786 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3787 = add nsw i64 %3785, %3786
+  %3788 = add nsw i64 %3787, 48
+  %grads1265 = getelementptr inbounds float, ptr %grads, i64 %3788
+  store <16 x float> %t167_c4_31264, ptr %grads1265, align 4
+  %t167_c5_01266 = load <16 x float>, ptr %fc1_weight_grad.t167_c5_0, align 64
+  %3789 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3790 = add nsw i64 %3789, 5
+  %3791 = mul nsw i64 %3790, 3136
+  %3792 = add nsw i64 18816, %3791
+  %3793 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3794 = add nsw i64 %3792, %3793
+  %grads1267 = getelementptr inbounds float, ptr %grads, i64 %3794
+  store <16 x float> %t167_c5_01266, ptr %grads1267, align 4
+  %t167_c5_11268 = load <16 x float>, ptr %fc1_weight_grad.t167_c5_1, align 64
+  %3795 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3796 = add nsw i64 %3795, 5
+  %3797 = mul nsw i64 %3796, 3136
+  %3798 = add nsw i64 18816, %3797
+  %3799 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3800 = add nsw i64 %3798, %3799
+  %3801 = add nsw i64 %3800, 16
+  %grads1269 = getelementptr inbounds float, ptr %grads, i64 %3801
+  store <16 x float> %t167_c5_11268, ptr %grads1269, align 4
+  %t167_c5_21270 = load <16 x float>, ptr %fc1_weight_grad.t167_c5_2, align 64
+  %3802 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3803 = add nsw i64 %3802, 5
+  %3804 = mul nsw i64 %3803, 3136
+  %3805 = add nsw i64 18816, %3804
+  %3806 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3807 = add nsw i64 %3805, %3806
+  %3808 = add nsw i64 %3807, 32
+  %grads1271 = getelementptr inbounds float, ptr %grads, i64 %3808
+  store <16 x float> %t167_c5_21270, ptr %grads1271, align 4
+  %t167_c5_31272 = load <16 x float>, ptr %fc1_weight_grad.t167_c5_3, align 64
+  %3809 = mul nsw i64 %fc1_weight_grad.mb1661176, 6
+  %3810 = add nsw i64 %3809, 5
+  %3811 = mul nsw i64 %3810, 3136
+  %3812 = add nsw i64 18816, %3811
+  %3813 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3814 = add nsw i64 %3812, %3813
+  %3815 = add nsw i64 %3814, 48
+  %grads1273 = getelementptr inbounds float, ptr %grads, i64 %3815
+  store <16 x float> %t167_c5_31272, ptr %grads1273, align 4
+  %mb166.next = add nsw i64 %fc1_weight_grad.mb1661176, 1
+  %3816 = icmp slt i64 %mb166.next, 21
+  br i1 %3816, label %fc1_weight_grad.mb166, label %fc1_weight_grad.mb166.end
 
-conv2_weight_grad.mb184.end:                      ; preds = %conv2_weight_grad.k186.end
-  %nb183.next = add nsw i64 %conv2_weight_grad.nb1831060, 1
-  %3750 = icmp slt i64 %nb183.next, 1
-  br i1 %3750, label %conv2_weight_grad.nb183, label %conv2_weight_grad.nb183.end
+fc1_weight_grad.k170:                             ; preds = %fc1_weight_grad.k170, %fc1_weight_grad.mb166.end
+  %fc1_weight_grad.k1701274 = phi i64 [ 0, %fc1_weight_grad.mb166.end ], [ %k170.next, %fc1_weight_grad.k170 ]
+  %3817 = mul nsw i64 %fc1_weight_grad.k1701274, 3136
+  %3818 = add nsw i64 802816, %3817
+  %3819 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3820 = add nsw i64 %3818, %3819
+  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %3820
+  %3821 = load <16 x float>, ptr %arena1275, align 4
+  store <16 x float> %3821, ptr %fc1_weight_grad.t169_b0, align 64
+  %3822 = mul nsw i64 %fc1_weight_grad.k1701274, 3136
+  %3823 = add nsw i64 802816, %3822
+  %3824 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3825 = add nsw i64 %3823, %3824
+  %3826 = add nsw i64 %3825, 16
+  %arena1276 = getelementptr inbounds float, ptr %arena, i64 %3826
+  %3827 = load <16 x float>, ptr %arena1276, align 4
+  store <16 x float> %3827, ptr %fc1_weight_grad.t169_b1, align 64
+  %3828 = mul nsw i64 %fc1_weight_grad.k1701274, 3136
+  %3829 = add nsw i64 802816, %3828
+  %3830 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3831 = add nsw i64 %3829, %3830
+  %3832 = add nsw i64 %3831, 32
+  %arena1277 = getelementptr inbounds float, ptr %arena, i64 %3832
+  %3833 = load <16 x float>, ptr %arena1277, align 4
+  store <16 x float> %3833, ptr %fc1_weight_grad.t169_b2, align 64
+  %3834 = mul nsw i64 %fc1_weight_grad.k1701274, 3136
+  %3835 = add nsw i64 802816, %3834
+  %3836 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3837 = add nsw i64 %3835, %3836
+  %3838 = add nsw i64 %3837, 48
+  %arena1278 = getelementptr inbounds float, ptr %arena, i64 %3838
+  %3839 = load <16 x float>, ptr %arena1278, align 4
+  store <16 x float> %3839, ptr %fc1_weight_grad.t169_b3, align 64
+  %3840 = mul nsw i64 %fc1_weight_grad.k1701274, 128
+  %3841 = add nsw i64 1212542, %3840
+  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %3841
+  %3842 = load float, ptr %arena1279, align 4
+  %3843 = insertelement <16 x float> undef, float %3842, i32 0
+  %3844 = shufflevector <16 x float> %3843, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3844, ptr %fc1_weight_grad.t169_a0, align 64
+  %t169_a0 = load <16 x float>, ptr %fc1_weight_grad.t169_a0, align 64
+  %t169_b0 = load <16 x float>, ptr %fc1_weight_grad.t169_b0, align 64
+  %t169_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_0, align 64
+  %3845 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a0, <16 x float> %t169_b0, <16 x float> %t169_c0_0)
+  store <16 x float> %3845, ptr %fc1_weight_grad.t169_c0_0, align 64
+  %t169_a01280 = load <16 x float>, ptr %fc1_weight_grad.t169_a0, align 64
+  %t169_b1 = load <16 x float>, ptr %fc1_weight_grad.t169_b1, align 64
+  %t169_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_1, align 64
+  %3846 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a01280, <16 x float> %t169_b1, <16 x float> %t169_c0_1)
+  store <16 x float> %3846, ptr %fc1_weight_grad.t169_c0_1, align 64
+  %t169_a01281 = load <16 x float>, ptr %fc1_weight_grad.t169_a0, align 64
+  %t169_b2 = load <16 x float>, ptr %fc1_weight_grad.t169_b2, align 64
+  %t169_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_2, align 64
+  %3847 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a01281, <16 x float> %t169_b2, <16 x float> %t169_c0_2)
+  store <16 x float> %3847, ptr %fc1_weight_grad.t169_c0_2, align 64
+  %t169_a01282 = load <16 x float>, ptr %fc1_weight_grad.t169_a0, align 64
+  %t169_b3 = load <16 x float>, ptr %fc1_weight_grad.t169_b3, align 64
+  %t169_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_3, align 64
+  %3848 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a01282, <16 x float> %t169_b3, <16 x float> %t169_c0_3)
+  store <16 x float> %3848, ptr %fc1_weight_grad.t169_c0_3, align 64
+  %3849 = mul nsw i64 %fc1_weight_grad.k1701274, 128
+  %3850 = add nsw i64 1212543, %3849
+  %arena1283 = getelementptr inbounds float, ptr %arena, i64 %3850
+  %3851 = load float, ptr %arena1283, align 4
+  %3852 = insertelement <16 x float> undef, float %3851, i32 0
+  %3853 = shufflevector <16 x float> %3852, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3853, ptr %fc1_weight_grad.t169_a1, align 64
+  %t169_a1 = load <16 x float>, ptr %fc1_weight_grad.t169_a1, align 64
+  %t169_b01284 = load <16 x float>, ptr %fc1_weight_grad.t169_b0, align 64
+  %t169_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_0, align 64
+  %3854 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a1, <16 x float> %t169_b01284, <16 x float> %t169_c1_0)
+  store <16 x float> %3854, ptr %fc1_weight_grad.t169_c1_0, align 64
+  %t169_a11285 = load <16 x float>, ptr %fc1_weight_grad.t169_a1, align 64
+  %t169_b11286 = load <16 x float>, ptr %fc1_weight_grad.t169_b1, align 64
+  %t169_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_1, align 64
+  %3855 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a11285, <16 x float> %t169_b11286, <16 x float> %t169_c1_1)
+  store <16 x float> %3855, ptr %fc1_weight_grad.t169_c1_1, align 64
+  %t169_a11287 = load <16 x float>, ptr %fc1_weight_grad.t169_a1, align 64
+  %t169_b21288 = load <16 x float>, ptr %fc1_weight_grad.t169_b2, align 64
+  %t169_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_2, align 64
+  %3856 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a11287, <16 x float> %t169_b21288, <16 x float> %t169_c1_2)
+  store <16 x float> %3856, ptr %fc1_weight_grad.t169_c1_2, align 64
+  %t169_a11289 = load <16 x float>, ptr %fc1_weight_grad.t169_a1, align 64
+  %t169_b31290 = load <16 x float>, ptr %fc1_weight_grad.t169_b3, align 64
+  %t169_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_3, align 64
+  %3857 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a11289, <16 x float> %t169_b31290, <16 x float> %t169_c1_3)
+  store <16 x float> %3857, ptr %fc1_weight_grad.t169_c1_3, align 64
+  %k170.next = add nsw i64 %fc1_weight_grad.k1701274, 1
+  %3858 = icmp slt i64 %k170.next, 64
+  br i1 %3858, label %fc1_weight_grad.k170, label %fc1_weight_grad.k170.end
 
-conv2_weight_grad.k186:                           ; preds = %conv2_weight_grad.k186, %conv2_weight_grad.mb184
-  %conv2_weight_grad.k1861086 = phi i64 [ 0, %conv2_weight_grad.mb184 ], [ %k186.next, %conv2_weight_grad.k186 ]
-  %3751 = add nsw i64 %conv2_weight_grad.k1861086, 12192
-  %3752 = mul nsw i64 %3751, 64
-  %3753 = add nsw i64 5837456, %3752
-  %3754 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3755 = add nsw i64 %3753, %3754
-  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %3755
-  %3756 = load <16 x float>, ptr %arena1087, align 4
-  store <16 x float> %3756, ptr %conv2_weight_grad.t185_b0, align 64
-  %3757 = add nsw i64 %conv2_weight_grad.k1861086, 12192
-  %3758 = mul nsw i64 %3757, 64
-  %3759 = add nsw i64 5837456, %3758
-  %3760 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3761 = add nsw i64 %3759, %3760
-  %3762 = add nsw i64 %3761, 16
-  %arena1088 = getelementptr inbounds float, ptr %arena, i64 %3762
-  %3763 = load <16 x float>, ptr %arena1088, align 4
-  store <16 x float> %3763, ptr %conv2_weight_grad.t185_b1, align 64
-  %3764 = add nsw i64 %conv2_weight_grad.k1861086, 12192
-  %3765 = mul nsw i64 %3764, 64
-  %3766 = add nsw i64 5837456, %3765
-  %3767 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3768 = add nsw i64 %3766, %3767
-  %3769 = add nsw i64 %3768, 32
-  %arena1089 = getelementptr inbounds float, ptr %arena, i64 %3769
-  %3770 = load <16 x float>, ptr %arena1089, align 4
-  store <16 x float> %3770, ptr %conv2_weight_grad.t185_b2, align 64
-  %3771 = add nsw i64 %conv2_weight_grad.k1861086, 12192
-  %3772 = mul nsw i64 %3771, 64
-  %3773 = add nsw i64 5837456, %3772
-  %3774 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3775 = add nsw i64 %3773, %3774
-  %3776 = add nsw i64 %3775, 48
-  %arena1090 = getelementptr inbounds float, ptr %arena, i64 %3776
-  %3777 = load <16 x float>, ptr %arena1090, align 4
-  store <16 x float> %3777, ptr %conv2_weight_grad.t185_b3, align 64
-  %3778 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3779 = mul nsw i64 %3778, 12544
-  %3780 = add nsw i64 2224784, %3779
-  %3781 = add nsw i64 %conv2_weight_grad.k1861086, 12192
-  %3782 = add nsw i64 %3780, %3781
-  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3782
-  %3783 = load float, ptr %arena1091, align 4
-  %3784 = insertelement <16 x float> undef, float %3783, i32 0
-  %3785 = shufflevector <16 x float> %3784, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3785, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_a0 = load <16 x float>, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_b0 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %3786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a0, <16 x float> %t185_b0, <16 x float> %t185_c0_0)
-  store <16 x float> %3786, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %t185_a01092 = load <16 x float>, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_b1 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %3787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a01092, <16 x float> %t185_b1, <16 x float> %t185_c0_1)
-  store <16 x float> %3787, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %t185_a01093 = load <16 x float>, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_b2 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_2, align 64
-  %3788 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a01093, <16 x float> %t185_b2, <16 x float> %t185_c0_2)
-  store <16 x float> %3788, ptr %conv2_weight_grad.t185_c0_2, align 64
-  %t185_a01094 = load <16 x float>, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_b3 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_3, align 64
-  %3789 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a01094, <16 x float> %t185_b3, <16 x float> %t185_c0_3)
-  store <16 x float> %3789, ptr %conv2_weight_grad.t185_c0_3, align 64
-  %3790 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3791 = add nsw i64 %3790, 1
-  %3792 = mul nsw i64 %3791, 12544
-  %3793 = add nsw i64 2224784, %3792
-  %3794 = add nsw i64 %conv2_weight_grad.k1861086, 12192
-  %3795 = add nsw i64 %3793, %3794
-  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3795
-  %3796 = load float, ptr %arena1095, align 4
-  %3797 = insertelement <16 x float> undef, float %3796, i32 0
-  %3798 = shufflevector <16 x float> %3797, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3798, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_a1 = load <16 x float>, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_b01096 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %3799 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a1, <16 x float> %t185_b01096, <16 x float> %t185_c1_0)
-  store <16 x float> %3799, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %t185_a11097 = load <16 x float>, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_b11098 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %3800 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a11097, <16 x float> %t185_b11098, <16 x float> %t185_c1_1)
-  store <16 x float> %3800, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %t185_a11099 = load <16 x float>, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_b21100 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_2, align 64
-  %3801 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a11099, <16 x float> %t185_b21100, <16 x float> %t185_c1_2)
-  store <16 x float> %3801, ptr %conv2_weight_grad.t185_c1_2, align 64
-  %t185_a11101 = load <16 x float>, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_b31102 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_3, align 64
-  %3802 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a11101, <16 x float> %t185_b31102, <16 x float> %t185_c1_3)
-  store <16 x float> %3802, ptr %conv2_weight_grad.t185_c1_3, align 64
-  %3803 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3804 = add nsw i64 %3803, 2
-  %3805 = mul nsw i64 %3804, 12544
-  %3806 = add nsw i64 2224784, %3805
-  %3807 = add nsw i64 %conv2_weight_grad.k1861086, 12192
-  %3808 = add nsw i64 %3806, %3807
-  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3808
-  %3809 = load float, ptr %arena1103, align 4
-  %3810 = insertelement <16 x float> undef, float %3809, i32 0
-  %3811 = shufflevector <16 x float> %3810, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3811, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_a2 = load <16 x float>, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_b01104 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %3812 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a2, <16 x float> %t185_b01104, <16 x float> %t185_c2_0)
-  store <16 x float> %3812, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %t185_a21105 = load <16 x float>, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_b11106 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %3813 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a21105, <16 x float> %t185_b11106, <16 x float> %t185_c2_1)
-  store <16 x float> %3813, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %t185_a21107 = load <16 x float>, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_b21108 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_2, align 64
-  %3814 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a21107, <16 x float> %t185_b21108, <16 x float> %t185_c2_2)
-  store <16 x float> %3814, ptr %conv2_weight_grad.t185_c2_2, align 64
-  %t185_a21109 = load <16 x float>, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_b31110 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_3, align 64
-  %3815 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a21109, <16 x float> %t185_b31110, <16 x float> %t185_c2_3)
-  store <16 x float> %3815, ptr %conv2_weight_grad.t185_c2_3, align 64
-  %3816 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3817 = add nsw i64 %3816, 3
-  %3818 = mul nsw i64 %3817, 12544
-  %3819 = add nsw i64 2224784, %3818
-  %3820 = add nsw i64 %conv2_weight_grad.k1861086, 12192
-  %3821 = add nsw i64 %3819, %3820
-  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3821
-  %3822 = load float, ptr %arena1111, align 4
-  %3823 = insertelement <16 x float> undef, float %3822, i32 0
-  %3824 = shufflevector <16 x float> %3823, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3824, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_a3 = load <16 x float>, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_b01112 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %3825 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a3, <16 x float> %t185_b01112, <16 x float> %t185_c3_0)
-  store <16 x float> %3825, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %t185_a31113 = load <16 x float>, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_b11114 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %3826 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a31113, <16 x float> %t185_b11114, <16 x float> %t185_c3_1)
-  store <16 x float> %3826, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %t185_a31115 = load <16 x float>, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_b21116 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_2, align 64
-  %3827 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a31115, <16 x float> %t185_b21116, <16 x float> %t185_c3_2)
-  store <16 x float> %3827, ptr %conv2_weight_grad.t185_c3_2, align 64
-  %t185_a31117 = load <16 x float>, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_b31118 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_3, align 64
-  %3828 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a31117, <16 x float> %t185_b31118, <16 x float> %t185_c3_3)
-  store <16 x float> %3828, ptr %conv2_weight_grad.t185_c3_3, align 64
-  %3829 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3830 = add nsw i64 %3829, 4
-  %3831 = mul nsw i64 %3830, 12544
-  %3832 = add nsw i64 2224784, %3831
-  %3833 = add nsw i64 %conv2_weight_grad.k1861086, 12192
-  %3834 = add nsw i64 %3832, %3833
-  %arena1119 = getelementptr inbounds float, ptr %arena, i64 %3834
-  %3835 = load float, ptr %arena1119, align 4
-  %3836 = insertelement <16 x float> undef, float %3835, i32 0
-  %3837 = shufflevector <16 x float> %3836, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3837, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_a4 = load <16 x float>, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_b01120 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %3838 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a4, <16 x float> %t185_b01120, <16 x float> %t185_c4_0)
-  store <16 x float> %3838, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %t185_a41121 = load <16 x float>, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_b11122 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %3839 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a41121, <16 x float> %t185_b11122, <16 x float> %t185_c4_1)
-  store <16 x float> %3839, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %t185_a41123 = load <16 x float>, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_b21124 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_2, align 64
-  %3840 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a41123, <16 x float> %t185_b21124, <16 x float> %t185_c4_2)
-  store <16 x float> %3840, ptr %conv2_weight_grad.t185_c4_2, align 64
-  %t185_a41125 = load <16 x float>, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_b31126 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_3, align 64
-  %3841 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a41125, <16 x float> %t185_b31126, <16 x float> %t185_c4_3)
-  store <16 x float> %3841, ptr %conv2_weight_grad.t185_c4_3, align 64
-  %3842 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3843 = add nsw i64 %3842, 5
-  %3844 = mul nsw i64 %3843, 12544
-  %3845 = add nsw i64 2224784, %3844
-  %3846 = add nsw i64 %conv2_weight_grad.k1861086, 12192
-  %3847 = add nsw i64 %3845, %3846
-  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %3847
-  %3848 = load float, ptr %arena1127, align 4
-  %3849 = insertelement <16 x float> undef, float %3848, i32 0
-  %3850 = shufflevector <16 x float> %3849, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3850, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_a5 = load <16 x float>, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_b01128 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %3851 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a5, <16 x float> %t185_b01128, <16 x float> %t185_c5_0)
-  store <16 x float> %3851, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %t185_a51129 = load <16 x float>, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_b11130 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %3852 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a51129, <16 x float> %t185_b11130, <16 x float> %t185_c5_1)
-  store <16 x float> %3852, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %t185_a51131 = load <16 x float>, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_b21132 = load <16 x float>, ptr %conv2_weight_grad.t185_b2, align 64
-  %t185_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_2, align 64
-  %3853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a51131, <16 x float> %t185_b21132, <16 x float> %t185_c5_2)
-  store <16 x float> %3853, ptr %conv2_weight_grad.t185_c5_2, align 64
-  %t185_a51133 = load <16 x float>, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_b31134 = load <16 x float>, ptr %conv2_weight_grad.t185_b3, align 64
-  %t185_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_3, align 64
-  %3854 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a51133, <16 x float> %t185_b31134, <16 x float> %t185_c5_3)
-  store <16 x float> %3854, ptr %conv2_weight_grad.t185_c5_3, align 64
-  %k186.next = add nsw i64 %conv2_weight_grad.k1861086, 1
-  %3855 = icmp slt i64 %k186.next, 352
-  br i1 %3855, label %conv2_weight_grad.k186, label %conv2_weight_grad.k186.end
+fc1_weight_grad.k170.end:                         ; preds = %fc1_weight_grad.k170
+  %t169_c0_01291 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_0, align 64
+  %3859 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3860 = add nsw i64 413952, %3859
+  %grads1292 = getelementptr inbounds float, ptr %grads, i64 %3860
+  store <16 x float> %t169_c0_01291, ptr %grads1292, align 4
+  %t169_c0_11293 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_1, align 64
+  %3861 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3862 = add nsw i64 413952, %3861
+  %3863 = add nsw i64 %3862, 16
+  %grads1294 = getelementptr inbounds float, ptr %grads, i64 %3863
+  store <16 x float> %t169_c0_11293, ptr %grads1294, align 4
+  %t169_c0_21295 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_2, align 64
+  %3864 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3865 = add nsw i64 413952, %3864
+  %3866 = add nsw i64 %3865, 32
+  %grads1296 = getelementptr inbounds float, ptr %grads, i64 %3866
+  store <16 x float> %t169_c0_21295, ptr %grads1296, align 4
+  %t169_c0_31297 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_3, align 64
+  %3867 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3868 = add nsw i64 413952, %3867
+  %3869 = add nsw i64 %3868, 48
+  %grads1298 = getelementptr inbounds float, ptr %grads, i64 %3869
+  store <16 x float> %t169_c0_31297, ptr %grads1298, align 4
+  %t169_c1_01299 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_0, align 64
+  %3870 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3871 = add nsw i64 417088, %3870
+  %grads1300 = getelementptr inbounds float, ptr %grads, i64 %3871
+  store <16 x float> %t169_c1_01299, ptr %grads1300, align 4
+  %t169_c1_11301 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_1, align 64
+  %3872 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3873 = add nsw i64 417088, %3872
+  %3874 = add nsw i64 %3873, 16
+  %grads1302 = getelementptr inbounds float, ptr %grads, i64 %3874
+  store <16 x float> %t169_c1_11301, ptr %grads1302, align 4
+  %t169_c1_21303 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_2, align 64
+  %3875 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3876 = add nsw i64 417088, %3875
+  %3877 = add nsw i64 %3876, 32
+  %grads1304 = getelementptr inbounds float, ptr %grads, i64 %3877
+  store <16 x float> %t169_c1_21303, ptr %grads1304, align 4
+  %t169_c1_31305 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_3, align 64
+  %3878 = mul nsw i64 %fc1_weight_grad.nb1651175, 64
+  %3879 = add nsw i64 417088, %3878
+  %3880 = add nsw i64 %3879, 48
+  %grads1306 = getelementptr inbounds float, ptr %grads, i64 %3880
+  store <16 x float> %t169_c1_31305, ptr %grads1306, align 4
+  %nb165.next = add nsw i64 %fc1_weight_grad.nb1651175, 1
+  %3881 = icmp slt i64 %nb165.next, 49
+  br i1 %3881, label %fc1_weight_grad.nb165, label %fc1_weight_grad.nb165.end
 
-conv2_weight_grad.k186.end:                       ; preds = %conv2_weight_grad.k186
-  %t185_c0_01135 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %3856 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3857 = mul nsw i64 %3856, 64
-  %3858 = add nsw i64 6640272, %3857
-  %3859 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3860 = add nsw i64 %3858, %3859
-  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %3860
-  store <16 x float> %t185_c0_01135, ptr %arena1136, align 4
-  %t185_c0_11137 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %3861 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3862 = mul nsw i64 %3861, 64
-  %3863 = add nsw i64 6640272, %3862
-  %3864 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3865 = add nsw i64 %3863, %3864
-  %3866 = add nsw i64 %3865, 16
-  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %3866
-  store <16 x float> %t185_c0_11137, ptr %arena1138, align 4
-  %t185_c0_21139 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_2, align 64
-  %3867 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3868 = mul nsw i64 %3867, 64
-  %3869 = add nsw i64 6640272, %3868
-  %3870 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3871 = add nsw i64 %3869, %3870
-  %3872 = add nsw i64 %3871, 32
-  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %3872
-  store <16 x float> %t185_c0_21139, ptr %arena1140, align 4
-  %t185_c0_31141 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_3, align 64
-  %3873 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3874 = mul nsw i64 %3873, 64
-  %3875 = add nsw i64 6640272, %3874
-  %3876 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3877 = add nsw i64 %3875, %3876
-  %3878 = add nsw i64 %3877, 48
-  %arena1142 = getelementptr inbounds float, ptr %arena, i64 %3878
-  store <16 x float> %t185_c0_31141, ptr %arena1142, align 4
-  %t185_c1_01143 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %3879 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3880 = add nsw i64 %3879, 1
-  %3881 = mul nsw i64 %3880, 64
-  %3882 = add nsw i64 6640272, %3881
-  %3883 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3884 = add nsw i64 %3882, %3883
-  %arena1144 = getelementptr inbounds float, ptr %arena, i64 %3884
-  store <16 x float> %t185_c1_01143, ptr %arena1144, align 4
-  %t185_c1_11145 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %3885 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3886 = add nsw i64 %3885, 1
-  %3887 = mul nsw i64 %3886, 64
-  %3888 = add nsw i64 6640272, %3887
-  %3889 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3890 = add nsw i64 %3888, %3889
-  %3891 = add nsw i64 %3890, 16
-  %arena1146 = getelementptr inbounds float, ptr %arena, i64 %3891
-  store <16 x float> %t185_c1_11145, ptr %arena1146, align 4
-  %t185_c1_21147 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_2, align 64
-  %3892 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3893 = add nsw i64 %3892, 1
-  %3894 = mul nsw i64 %3893, 64
-  %3895 = add nsw i64 6640272, %3894
-  %3896 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3897 = add nsw i64 %3895, %3896
-  %3898 = add nsw i64 %3897, 32
-  %arena1148 = getelementptr inbounds float, ptr %arena, i64 %3898
-  store <16 x float> %t185_c1_21147, ptr %arena1148, align 4
-  %t185_c1_31149 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_3, align 64
-  %3899 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3900 = add nsw i64 %3899, 1
-  %3901 = mul nsw i64 %3900, 64
-  %3902 = add nsw i64 6640272, %3901
-  %3903 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
+fc1_bias_grad.u171:                               ; preds = %fc1_bias_grad.n173.end, %fc1_weight_grad.nb165.end
+  %fc1_bias_grad.u1711307 = phi i64 [ 0, %fc1_weight_grad.nb165.end ], [ %u171.next, %fc1_bias_grad.n173.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc172, align 4
+  br label %fc1_bias_grad.n173
+
+fc1_bias_grad.u171.end:                           ; preds = %fc1_bias_grad.n173.end
+  br label %flat_grad.nb174
+
+fc1_bias_grad.n173:                               ; preds = %fc1_bias_grad.n173, %fc1_bias_grad.u171
+  %fc1_bias_grad.n1731308 = phi i64 [ 0, %fc1_bias_grad.u171 ], [ %n173.next, %fc1_bias_grad.n173 ]
+  %acc172 = load float, ptr %fc1_bias_grad.acc172, align 4
+  %3882 = mul nsw i64 %fc1_bias_grad.n1731308, 128
+  %3883 = add nsw i64 1212416, %3882
+  %3884 = add nsw i64 %3883, %fc1_bias_grad.u1711307
+  %arena1309 = getelementptr inbounds float, ptr %arena, i64 %3884
+  %3885 = load float, ptr %arena1309, align 4
+  %3886 = fadd float %acc172, %3885
+  store float %3886, ptr %fc1_bias_grad.acc172, align 4
+  %n173.next = add nsw i64 %fc1_bias_grad.n1731308, 1
+  %3887 = icmp slt i64 %n173.next, 64
+  br i1 %3887, label %fc1_bias_grad.n173, label %fc1_bias_grad.n173.end
+
+fc1_bias_grad.n173.end:                           ; preds = %fc1_bias_grad.n173
+  %acc1721310 = load float, ptr %fc1_bias_grad.acc172, align 4
+  %3888 = add nsw i64 420224, %fc1_bias_grad.u1711307
+  %grads1311 = getelementptr inbounds float, ptr %grads, i64 %3888
+  store float %acc1721310, ptr %grads1311, align 4
+  %u171.next = add nsw i64 %fc1_bias_grad.u1711307, 1
+  %3889 = icmp slt i64 %u171.next, 128
+  br i1 %3889, label %fc1_bias_grad.u171, label %fc1_bias_grad.u171.end
+
+flat_grad.nb174:                                  ; preds = %flat_grad.k179.end, %fc1_bias_grad.u171.end
+  %flat_grad.nb1741312 = phi i64 [ 0, %fc1_bias_grad.u171.end ], [ %nb174.next, %flat_grad.k179.end ]
+  br label %flat_grad.mb175
+
+flat_grad.nb174.end:                              ; preds = %flat_grad.k179.end
+  br label %conv2_grad.i180
+
+flat_grad.mb175:                                  ; preds = %flat_grad.k177.end, %flat_grad.nb174
+  %flat_grad.mb1751313 = phi i64 [ 0, %flat_grad.nb174 ], [ %mb175.next, %flat_grad.k177.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t176_c5_3, align 64
+  br label %flat_grad.k177
+
+flat_grad.mb175.end:                              ; preds = %flat_grad.k177.end
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t178_c3_3, align 64
+  br label %flat_grad.k179
+
+flat_grad.k177:                                   ; preds = %flat_grad.k177, %flat_grad.mb175
+  %flat_grad.k1771314 = phi i64 [ 0, %flat_grad.mb175 ], [ %k177.next, %flat_grad.k177 ]
+  %3890 = mul nsw i64 %flat_grad.k1771314, 3136
+  %3891 = add nsw i64 18816, %3890
+  %3892 = mul nsw i64 %flat_grad.nb1741312, 64
+  %3893 = add nsw i64 %3891, %3892
+  %params1315 = getelementptr inbounds float, ptr %params, i64 %3893
+  %3894 = load <16 x float>, ptr %params1315, align 4
+  store <16 x float> %3894, ptr %flat_grad.t176_b0, align 64
+  %3895 = mul nsw i64 %flat_grad.k1771314, 3136
+  %3896 = add nsw i64 18816, %3895
+  %3897 = mul nsw i64 %flat_grad.nb1741312, 64
+  %3898 = add nsw i64 %3896, %3897
+  %3899 = add nsw i64 %3898, 16
+  %params1316 = getelementptr inbounds float, ptr %params, i64 %3899
+  %3900 = load <16 x float>, ptr %params1316, align 4
+  store <16 x float> %3900, ptr %flat_grad.t176_b1, align 64
+  %3901 = mul nsw i64 %flat_grad.k1771314, 3136
+  %3902 = add nsw i64 18816, %3901
+  %3903 = mul nsw i64 %flat_grad.nb1741312, 64
   %3904 = add nsw i64 %3902, %3903
-  %3905 = add nsw i64 %3904, 48
-  %arena1150 = getelementptr inbounds float, ptr %arena, i64 %3905
-  store <16 x float> %t185_c1_31149, ptr %arena1150, align 4
-  %t185_c2_01151 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %3906 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3907 = add nsw i64 %3906, 2
-  %3908 = mul nsw i64 %3907, 64
-  %3909 = add nsw i64 6640272, %3908
-  %3910 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3911 = add nsw i64 %3909, %3910
-  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %3911
-  store <16 x float> %t185_c2_01151, ptr %arena1152, align 4
-  %t185_c2_11153 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %3912 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3913 = add nsw i64 %3912, 2
-  %3914 = mul nsw i64 %3913, 64
-  %3915 = add nsw i64 6640272, %3914
-  %3916 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3917 = add nsw i64 %3915, %3916
-  %3918 = add nsw i64 %3917, 16
-  %arena1154 = getelementptr inbounds float, ptr %arena, i64 %3918
-  store <16 x float> %t185_c2_11153, ptr %arena1154, align 4
-  %t185_c2_21155 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_2, align 64
-  %3919 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3920 = add nsw i64 %3919, 2
-  %3921 = mul nsw i64 %3920, 64
-  %3922 = add nsw i64 6640272, %3921
-  %3923 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3924 = add nsw i64 %3922, %3923
-  %3925 = add nsw i64 %3924, 32
-  %arena1156 = getelementptr inbounds float, ptr %arena, i64 %3925
-  store <16 x float> %t185_c2_21155, ptr %arena1156, align 4
-  %t185_c2_31157 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_3, align 64
-  %3926 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3927 = add nsw i64 %3926, 2
-  %3928 = mul nsw i64 %3927, 64
-  %3929 = add nsw i64 6640272, %3928
-  %3930 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3931 = add nsw i64 %3929, %3930
-  %3932 = add nsw i64 %3931, 48
-  %arena1158 = getelementptr inbounds float, ptr %arena, i64 %3932
-  store <16 x float> %t185_c2_31157, ptr %arena1158, align 4
-  %t185_c3_01159 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %3933 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3934 = add nsw i64 %3933, 3
-  %3935 = mul nsw i64 %3934, 64
-  %3936 = add nsw i64 6640272, %3935
-  %3937 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3938 = add nsw i64 %3936, %3937
-  %arena1160 = getelementptr inbounds float, ptr %arena, i64 %3938
-  store <16 x float> %t185_c3_01159, ptr %arena1160, align 4
-  %t185_c3_11161 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %3939 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3940 = add nsw i64 %3939, 3
-  %3941 = mul nsw i64 %3940, 64
-  %3942 = add nsw i64 6640272, %3941
-  %3943 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3944 = add nsw i64 %3942, %3943
-  %3945 = add nsw i64 %3944, 16
-  %arena1162 = getelementptr inbounds float, ptr %arena, i64 %3945
-  store <16 x float> %t185_c3_11161, ptr %arena1162, align 4
-  %t185_c3_21163 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_2, align 64
-  %3946 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3947 = add nsw i64 %3946, 3
-  %3948 = mul nsw i64 %3947, 64
-  %3949 = add nsw i64 6640272, %3948
-  %3950 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3951 = add nsw i64 %3949, %3950
-  %3952 = add nsw i64 %3951, 32
-  %arena1164 = getelementptr inbounds float, ptr %arena, i64 %3952
-  store <16 x float> %t185_c3_21163, ptr %arena1164, align 4
-  %t185_c3_31165 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_3, align 64
-  %3953 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3954 = add nsw i64 %3953, 3
-  %3955 = mul nsw i64 %3954, 64
-  %3956 = add nsw i64 6640272, %3955
-  %3957 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3958 = add nsw i64 %3956, %3957
-  %3959 = add nsw i64 %3958, 48
-  %arena1166 = getelementptr inbounds float, ptr %arena, i64 %3959
-  store <16 x float> %t185_c3_31165, ptr %arena1166, align 4
-  %t185_c4_01167 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %3960 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
+  %3905 = add nsw i64 %3904, 32
+  %params1317 = getelementptr inbounds float, ptr %params, i64 %3905
+  %3906 = load <16 x float>, ptr %params1317, align 4
+  store <16 x float> %3906, ptr %flat_grad.t176_b2, align 64
+  %3907 = mul nsw i64 %flat_grad.k1771314, 3136
+  %3908 = add nsw i64 18816, %3907
+  %3909 = mul nsw i64 %flat_grad.nb1741312, 64
+  %3910 = add nsw i64 %3908, %3909
+  %3911 = add nsw i64 %3910, 48
+  %params1318 = getelementptr inbounds float, ptr %params, i64 %3911
+  %3912 = load <16 x float>, ptr %params1318, align 4
+  store <16 x float> %3912, ptr %flat_grad.t176_b3, align 64
+  %3913 = mul nsw i64 %flat_grad.mb1751313, 6
+  %3914 = mul nsw i64 %3913, 128
+  %3915 = add nsw i64 1212416, %3914
+  %3916 = add nsw i64 %3915, %flat_grad.k1771314
+  %arena1319 = getelementptr inbounds float, ptr %arena, i64 %3916
+  %3917 = load float, ptr %arena1319, align 4
+  %3918 = insertelement <16 x float> undef, float %3917, i32 0
+  %3919 = shufflevector <16 x float> %3918, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3919, ptr %flat_grad.t176_a0, align 64
+  %t176_a0 = load <16 x float>, ptr %flat_grad.t176_a0, align 64
+  %t176_b0 = load <16 x float>, ptr %flat_grad.t176_b0, align 64
+  %t176_c0_0 = load <16 x float>, ptr %flat_grad.t176_c0_0, align 64
+  %3920 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a0, <16 x float> %t176_b0, <16 x float> %t176_c0_0)
+  store <16 x float> %3920, ptr %flat_grad.t176_c0_0, align 64
+  %t176_a01320 = load <16 x float>, ptr %flat_grad.t176_a0, align 64
+  %t176_b1 = load <16 x float>, ptr %flat_grad.t176_b1, align 64
+  %t176_c0_1 = load <16 x float>, ptr %flat_grad.t176_c0_1, align 64
+  %3921 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a01320, <16 x float> %t176_b1, <16 x float> %t176_c0_1)
+  store <16 x float> %3921, ptr %flat_grad.t176_c0_1, align 64
+  %t176_a01321 = load <16 x float>, ptr %flat_grad.t176_a0, align 64
+  %t176_b2 = load <16 x float>, ptr %flat_grad.t176_b2, align 64
+  %t176_c0_2 = load <16 x float>, ptr %flat_grad.t176_c0_2, align 64
+  %3922 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a01321, <16 x float> %t176_b2, <16 x float> %t176_c0_2)
+  store <16 x float> %3922, ptr %flat_grad.t176_c0_2, align 64
+  %t176_a01322 = load <16 x float>, ptr %flat_grad.t176_a0, align 64
+  %t176_b3 = load <16 x float>, ptr %flat_grad.t176_b3, align 64
+  %t176_c0_3 = load <16 x float>, ptr %flat_grad.t176_c0_3, align 64
+  %3923 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a01322, <16 x float> %t176_b3, <16 x float> %t176_c0_3)
+  store <16 x float> %3923, ptr %flat_grad.t176_c0_3, align 64
+  %3924 = mul nsw i64 %flat_grad.mb1751313, 6
+  %3925 = add nsw i64 %3924, 1
+  %3926 = mul nsw i64 %3925, 128
+  %3927 = add nsw i64 1212416, %3926
+  %3928 = add nsw i64 %3927, %flat_grad.k1771314
+  %arena1323 = getelementptr inbounds float, ptr %arena, i64 %3928
+  %3929 = load float, ptr %arena1323, align 4
+  %3930 = insertelement <16 x float> undef, float %3929, i32 0
+  %3931 = shufflevector <16 x float> %3930, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3931, ptr %flat_grad.t176_a1, align 64
+  %t176_a1 = load <16 x float>, ptr %flat_grad.t176_a1, align 64
+  %t176_b01324 = load <16 x float>, ptr %flat_grad.t176_b0, align 64
+  %t176_c1_0 = load <16 x float>, ptr %flat_grad.t176_c1_0, align 64
+  %3932 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a1, <16 x float> %t176_b01324, <16 x float> %t176_c1_0)
+  store <16 x float> %3932, ptr %flat_grad.t176_c1_0, align 64
+  %t176_a11325 = load <16 x float>, ptr %flat_grad.t176_a1, align 64
+  %t176_b11326 = load <16 x float>, ptr %flat_grad.t176_b1, align 64
+  %t176_c1_1 = load <16 x float>, ptr %flat_grad.t176_c1_1, align 64
+  %3933 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a11325, <16 x float> %t176_b11326, <16 x float> %t176_c1_1)
+  store <16 x float> %3933, ptr %flat_grad.t176_c1_1, align 64
+  %t176_a11327 = load <16 x float>, ptr %flat_grad.t176_a1, align 64
+  %t176_b21328 = load <16 x float>, ptr %flat_grad.t176_b2, align 64
+  %t176_c1_2 = load <16 x float>, ptr %flat_grad.t176_c1_2, align 64
+  %3934 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a11327, <16 x float> %t176_b21328, <16 x float> %t176_c1_2)
+  store <16 x float> %3934, ptr %flat_grad.t176_c1_2, align 64
+  %t176_a11329 = load <16 x float>, ptr %flat_grad.t176_a1, align 64
+  %t176_b31330 = load <16 x float>, ptr %flat_grad.t176_b3, align 64
+  %t176_c1_3 = load <16 x float>, ptr %flat_grad.t176_c1_3, align 64
+  %3935 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a11329, <16 x float> %t176_b31330, <16 x float> %t176_c1_3)
+  store <16 x float> %3935, ptr %flat_grad.t176_c1_3, align 64
+  %3936 = mul nsw i64 %flat_grad.mb1751313, 6
+  %3937 = add nsw i64 %3936, 2
+  %3938 = mul nsw i64 %3937, 128
+  %3939 = add nsw i64 1212416, %3938
+  %3940 = add nsw i64 %3939, %flat_grad.k1771314
+  %arena1331 = getelementptr inbounds float, ptr %arena, i64 %3940
+  %3941 = load float, ptr %arena1331, align 4
+  %3942 = insertelement <16 x float> undef, float %3941, i32 0
+  %3943 = shufflevector <16 x float> %3942, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3943, ptr %flat_grad.t176_a2, align 64
+  %t176_a2 = load <16 x float>, ptr %flat_grad.t176_a2, align 64
+  %t176_b01332 = load <16 x float>, ptr %flat_grad.t176_b0, align 64
+  %t176_c2_0 = load <16 x float>, ptr %flat_grad.t176_c2_0, align 64
+  %3944 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a2, <16 x float> %t176_b01332, <16 x float> %t176_c2_0)
+  store <16 x float> %3944, ptr %flat_grad.t176_c2_0, align 64
+  %t176_a21333 = load <16 x float>, ptr %flat_grad.t176_a2, align 64
+  %t176_b11334 = load <16 x float>, ptr %flat_grad.t176_b1, align 64
+  %t176_c2_1 = load <16 x float>, ptr %flat_grad.t176_c2_1, align 64
+  %3945 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a21333, <16 x float> %t176_b11334, <16 x float> %t176_c2_1)
+  store <16 x float> %3945, ptr %flat_grad.t176_c2_1, align 64
+  %t176_a21335 = load <16 x float>, ptr %flat_grad.t176_a2, align 64
+  %t176_b21336 = load <16 x float>, ptr %flat_grad.t176_b2, align 64
+  %t176_c2_2 = load <16 x float>, ptr %flat_grad.t176_c2_2, align 64
+  %3946 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a21335, <16 x float> %t176_b21336, <16 x float> %t176_c2_2)
+  store <16 x float> %3946, ptr %flat_grad.t176_c2_2, align 64
+  %t176_a21337 = load <16 x float>, ptr %flat_grad.t176_a2, align 64
+  %t176_b31338 = load <16 x float>, ptr %flat_grad.t176_b3, align 64
+  %t176_c2_3 = load <16 x float>, ptr %flat_grad.t176_c2_3, align 64
+  %3947 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a21337, <16 x float> %t176_b31338, <16 x float> %t176_c2_3)
+  store <16 x float> %3947, ptr %flat_grad.t176_c2_3, align 64
+  %3948 = mul nsw i64 %flat_grad.mb1751313, 6
+  %3949 = add nsw i64 %3948, 3
+  %3950 = mul nsw i64 %3949, 128
+  %3951 = add nsw i64 1212416, %3950
+  %3952 = add nsw i64 %3951, %flat_grad.k1771314
+  %arena1339 = getelementptr inbounds float, ptr %arena, i64 %3952
+  %3953 = load float, ptr %arena1339, align 4
+  %3954 = insertelement <16 x float> undef, float %3953, i32 0
+  %3955 = shufflevector <16 x float> %3954, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3955, ptr %flat_grad.t176_a3, align 64
+  %t176_a3 = load <16 x float>, ptr %flat_grad.t176_a3, align 64
+  %t176_b01340 = load <16 x float>, ptr %flat_grad.t176_b0, align 64
+  %t176_c3_0 = load <16 x float>, ptr %flat_grad.t176_c3_0, align 64
+  %3956 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a3, <16 x float> %t176_b01340, <16 x float> %t176_c3_0)
+  store <16 x float> %3956, ptr %flat_grad.t176_c3_0, align 64
+  %t176_a31341 = load <16 x float>, ptr %flat_grad.t176_a3, align 64
+  %t176_b11342 = load <16 x float>, ptr %flat_grad.t176_b1, align 64
+  %t176_c3_1 = load <16 x float>, ptr %flat_grad.t176_c3_1, align 64
+  %3957 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a31341, <16 x float> %t176_b11342, <16 x float> %t176_c3_1)
+  store <16 x float> %3957, ptr %flat_grad.t176_c3_1, align 64
+  %t176_a31343 = load <16 x float>, ptr %flat_grad.t176_a3, align 64
+  %t176_b21344 = load <16 x float>, ptr %flat_grad.t176_b2, align 64
+  %t176_c3_2 = load <16 x float>, ptr %flat_grad.t176_c3_2, align 64
+  %3958 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a31343, <16 x float> %t176_b21344, <16 x float> %t176_c3_2)
+  store <16 x float> %3958, ptr %flat_grad.t176_c3_2, align 64
+  %t176_a31345 = load <16 x float>, ptr %flat_grad.t176_a3, align 64
+  %t176_b31346 = load <16 x float>, ptr %flat_grad.t176_b3, align 64
+  %t176_c3_3 = load <16 x float>, ptr %flat_grad.t176_c3_3, align 64
+  %3959 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a31345, <16 x float> %t176_b31346, <16 x float> %t176_c3_3)
+  store <16 x float> %3959, ptr %flat_grad.t176_c3_3, align 64
+  %3960 = mul nsw i64 %flat_grad.mb1751313, 6
   %3961 = add nsw i64 %3960, 4
-  %3962 = mul nsw i64 %3961, 64
-  %3963 = add nsw i64 6640272, %3962
-  %3964 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3965 = add nsw i64 %3963, %3964
-  %arena1168 = getelementptr inbounds float, ptr %arena, i64 %3965
-  store <16 x float> %t185_c4_01167, ptr %arena1168, align 4
-  %t185_c4_11169 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %3966 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3967 = add nsw i64 %3966, 4
-  %3968 = mul nsw i64 %3967, 64
-  %3969 = add nsw i64 6640272, %3968
-  %3970 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3971 = add nsw i64 %3969, %3970
-  %3972 = add nsw i64 %3971, 16
-  %arena1170 = getelementptr inbounds float, ptr %arena, i64 %3972
-  store <16 x float> %t185_c4_11169, ptr %arena1170, align 4
-  %t185_c4_21171 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_2, align 64
-  %3973 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3974 = add nsw i64 %3973, 4
-  %3975 = mul nsw i64 %3974, 64
-  %3976 = add nsw i64 6640272, %3975
-  %3977 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3978 = add nsw i64 %3976, %3977
-  %3979 = add nsw i64 %3978, 32
-  %arena1172 = getelementptr inbounds float, ptr %arena, i64 %3979
-  store <16 x float> %t185_c4_21171, ptr %arena1172, align 4
-  %t185_c4_31173 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_3, align 64
-  %3980 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3981 = add nsw i64 %3980, 4
-  %3982 = mul nsw i64 %3981, 64
-  %3983 = add nsw i64 6640272, %3982
-  %3984 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3985 = add nsw i64 %3983, %3984
-  %3986 = add nsw i64 %3985, 48
-  %arena1174 = getelementptr inbounds float, ptr %arena, i64 %3986
-  store <16 x float> %t185_c4_31173, ptr %arena1174, align 4
-  %t185_c5_01175 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %3987 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3988 = add nsw i64 %3987, 5
-  %3989 = mul nsw i64 %3988, 64
-  %3990 = add nsw i64 6640272, %3989
-  %3991 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3992 = add nsw i64 %3990, %3991
-  %arena1176 = getelementptr inbounds float, ptr %arena, i64 %3992
-  store <16 x float> %t185_c5_01175, ptr %arena1176, align 4
-  %t185_c5_11177 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %3993 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %3994 = add nsw i64 %3993, 5
-  %3995 = mul nsw i64 %3994, 64
-  %3996 = add nsw i64 6640272, %3995
-  %3997 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %3998 = add nsw i64 %3996, %3997
-  %3999 = add nsw i64 %3998, 16
-  %arena1178 = getelementptr inbounds float, ptr %arena, i64 %3999
-  store <16 x float> %t185_c5_11177, ptr %arena1178, align 4
-  %t185_c5_21179 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_2, align 64
-  %4000 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %4001 = add nsw i64 %4000, 5
-  %4002 = mul nsw i64 %4001, 64
-  %4003 = add nsw i64 6640272, %4002
-  %4004 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %4005 = add nsw i64 %4003, %4004
-  %4006 = add nsw i64 %4005, 32
-  %arena1180 = getelementptr inbounds float, ptr %arena, i64 %4006
-  store <16 x float> %t185_c5_21179, ptr %arena1180, align 4
-  %t185_c5_31181 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_3, align 64
-  %4007 = mul nsw i64 %conv2_weight_grad.mb1841061, 6
-  %4008 = add nsw i64 %4007, 5
-  %4009 = mul nsw i64 %4008, 64
-  %4010 = add nsw i64 6640272, %4009
-  %4011 = mul nsw i64 %conv2_weight_grad.nb1831060, 64
-  %4012 = add nsw i64 %4010, %4011
-  %4013 = add nsw i64 %4012, 48
-  %arena1182 = getelementptr inbounds float, ptr %arena, i64 %4013
-  store <16 x float> %t185_c5_31181, ptr %arena1182, align 4
-  %mb184.next = add nsw i64 %conv2_weight_grad.mb1841061, 1
-  %4014 = icmp slt i64 %mb184.next, 48
-  br i1 %4014, label %conv2_weight_grad.mb184, label %conv2_weight_grad.mb184.end
+  %3962 = mul nsw i64 %3961, 128
+  %3963 = add nsw i64 1212416, %3962
+  %3964 = add nsw i64 %3963, %flat_grad.k1771314
+  %arena1347 = getelementptr inbounds float, ptr %arena, i64 %3964
+  %3965 = load float, ptr %arena1347, align 4
+  %3966 = insertelement <16 x float> undef, float %3965, i32 0
+  %3967 = shufflevector <16 x float> %3966, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3967, ptr %flat_grad.t176_a4, align 64
+  %t176_a4 = load <16 x float>, ptr %flat_grad.t176_a4, align 64
+  %t176_b01348 = load <16 x float>, ptr %flat_grad.t176_b0, align 64
+  %t176_c4_0 = load <16 x float>, ptr %flat_grad.t176_c4_0, align 64
+  %3968 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a4, <16 x float> %t176_b01348, <16 x float> %t176_c4_0)
+  store <16 x float> %3968, ptr %flat_grad.t176_c4_0, align 64
+  %t176_a41349 = load <16 x float>, ptr %flat_grad.t176_a4, align 64
+  %t176_b11350 = load <16 x float>, ptr %flat_grad.t176_b1, align 64
+  %t176_c4_1 = load <16 x float>, ptr %flat_grad.t176_c4_1, align 64
+  %3969 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a41349, <16 x float> %t176_b11350, <16 x float> %t176_c4_1)
+  store <16 x float> %3969, ptr %flat_grad.t176_c4_1, align 64
+  %t176_a41351 = load <16 x float>, ptr %flat_grad.t176_a4, align 64
+  %t176_b21352 = load <16 x float>, ptr %flat_grad.t176_b2, align 64
+  %t176_c4_2 = load <16 x float>, ptr %flat_grad.t176_c4_2, align 64
+  %3970 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a41351, <16 x float> %t176_b21352, <16 x float> %t176_c4_2)
+  store <16 x float> %3970, ptr %flat_grad.t176_c4_2, align 64
+  %t176_a41353 = load <16 x float>, ptr %flat_grad.t176_a4, align 64
+  %t176_b31354 = load <16 x float>, ptr %flat_grad.t176_b3, align 64
+  %t176_c4_3 = load <16 x float>, ptr %flat_grad.t176_c4_3, align 64
+  %3971 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a41353, <16 x float> %t176_b31354, <16 x float> %t176_c4_3)
+  store <16 x float> %3971, ptr %flat_grad.t176_c4_3, align 64
+  %3972 = mul nsw i64 %flat_grad.mb1751313, 6
+  %3973 = add nsw i64 %3972, 5
+  %3974 = mul nsw i64 %3973, 128
+  %3975 = add nsw i64 1212416, %3974
+  %3976 = add nsw i64 %3975, %flat_grad.k1771314
+  %arena1355 = getelementptr inbounds float, ptr %arena, i64 %3976
+  %3977 = load float, ptr %arena1355, align 4
+  %3978 = insertelement <16 x float> undef, float %3977, i32 0
+  %3979 = shufflevector <16 x float> %3978, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3979, ptr %flat_grad.t176_a5, align 64
+  %t176_a5 = load <16 x float>, ptr %flat_grad.t176_a5, align 64
+  %t176_b01356 = load <16 x float>, ptr %flat_grad.t176_b0, align 64
+  %t176_c5_0 = load <16 x float>, ptr %flat_grad.t176_c5_0, align 64
+  %3980 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a5, <16 x float> %t176_b01356, <16 x float> %t176_c5_0)
+  store <16 x float> %3980, ptr %flat_grad.t176_c5_0, align 64
+  %t176_a51357 = load <16 x float>, ptr %flat_grad.t176_a5, align 64
+  %t176_b11358 = load <16 x float>, ptr %flat_grad.t176_b1, align 64
+  %t176_c5_1 = load <16 x float>, ptr %flat_grad.t176_c5_1, align 64
+  %3981 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a51357, <16 x float> %t176_b11358, <16 x float> %t176_c5_1)
+  store <16 x float> %3981, ptr %flat_grad.t176_c5_1, align 64
+  %t176_a51359 = load <16 x float>, ptr %flat_grad.t176_a5, align 64
+  %t176_b21360 = load <16 x float>, ptr %flat_grad.t176_b2, align 64
+  %t176_c5_2 = load <16 x float>, ptr %flat_grad.t176_c5_2, align 64
+  %3982 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a51359, <16 x float> %t176_b21360, <16 x float> %t176_c5_2)
+  store <16 x float> %3982, ptr %flat_grad.t176_c5_2, align 64
+  %t176_a51361 = load <16 x float>, ptr %flat_grad.t176_a5, align 64
+  %t176_b31362 = load <16 x float>, ptr %flat_grad.t176_b3, align 64
+  %t176_c5_3 = load <16 x float>, ptr %flat_grad.t176_c5_3, align 64
+  %3983 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t176_a51361, <16 x float> %t176_b31362, <16 x float> %t176_c5_3)
+  store <16 x float> %3983, ptr %flat_grad.t176_c5_3, align 64
+  %k177.next = add nsw i64 %flat_grad.k1771314, 1
+  %3984 = icmp slt i64 %k177.next, 128
+  br i1 %3984, label %flat_grad.k177, label %flat_grad.k177.end
 
-conv2_weight_grad.f187:                           ; preds = %conv2_weight_grad.r188.end, %conv2_weight_grad.g160.end
-  %conv2_weight_grad.f1871183 = phi i64 [ 0, %conv2_weight_grad.g160.end ], [ %f187.next, %conv2_weight_grad.r188.end ]
-  br label %conv2_weight_grad.r188
-
-conv2_weight_grad.f187.end:                       ; preds = %conv2_weight_grad.r188.end
-  br label %conv2_bias_grad.i189
-
-conv2_weight_grad.r188:                           ; preds = %conv2_weight_grad.r188, %conv2_weight_grad.f187
-  %conv2_weight_grad.r1881184 = phi i64 [ 0, %conv2_weight_grad.f187 ], [ %r188.next, %conv2_weight_grad.r188 ]
-  %4015 = mul nsw i64 %conv2_weight_grad.r1881184, 64
-  %4016 = add nsw i64 6640272, %4015
-  %4017 = add nsw i64 %4016, %conv2_weight_grad.f1871183
-  %arena1185 = getelementptr inbounds float, ptr %arena, i64 %4017
-  %4018 = load float, ptr %arena1185, align 4
-  %4019 = mul nsw i64 %conv2_weight_grad.f1871183, 288
-  %4020 = add nsw i64 320, %4019
-  %4021 = add nsw i64 %4020, %conv2_weight_grad.r1881184
-  %grads1186 = getelementptr inbounds float, ptr %grads, i64 %4021
-  store float %4018, ptr %grads1186, align 4
-  %r188.next = add nsw i64 %conv2_weight_grad.r1881184, 1
-  %4022 = icmp slt i64 %r188.next, 288
-  br i1 %4022, label %conv2_weight_grad.r188, label %conv2_weight_grad.r188.end
-
-conv2_weight_grad.r188.end:                       ; preds = %conv2_weight_grad.r188
-  %f187.next = add nsw i64 %conv2_weight_grad.f1871183, 1
-  %4023 = icmp slt i64 %f187.next, 64
-  br i1 %4023, label %conv2_weight_grad.f187, label %conv2_weight_grad.f187.end
-
-conv2_bias_grad.i189:                             ; preds = %conv2_bias_grad.i189, %conv2_weight_grad.f187.end
-  %conv2_bias_grad.i1891187 = phi i64 [ 0, %conv2_weight_grad.f187.end ], [ %i189.next, %conv2_bias_grad.i189 ]
-  %4024 = add nsw i64 802816, %conv2_bias_grad.i1891187
-  %arena1188 = getelementptr inbounds float, ptr %arena, i64 %4024
-  store float 1.000000e+00, ptr %arena1188, align 4
-  %i189.next = add nsw i64 %conv2_bias_grad.i1891187, 1
-  %4025 = icmp slt i64 %i189.next, 196
-  br i1 %4025, label %conv2_bias_grad.i189, label %conv2_bias_grad.i189.end
-
-conv2_bias_grad.i189.end:                         ; preds = %conv2_bias_grad.i189
-  br label %conv2_bias_grad.i190
-
-conv2_bias_grad.i190:                             ; preds = %conv2_bias_grad.i190, %conv2_bias_grad.i189.end
-  %conv2_bias_grad.i1901189 = phi i64 [ 0, %conv2_bias_grad.i189.end ], [ %i190.next, %conv2_bias_grad.i190 ]
-  %4026 = add nsw i64 18752, %conv2_bias_grad.i1901189
-  %grads1190 = getelementptr inbounds float, ptr %grads, i64 %4026
-  store float 0.000000e+00, ptr %grads1190, align 4
-  %i190.next = add nsw i64 %conv2_bias_grad.i1901189, 1
-  %4027 = icmp slt i64 %i190.next, 64
-  br i1 %4027, label %conv2_bias_grad.i190, label %conv2_bias_grad.i190.end
-
-conv2_bias_grad.i190.end:                         ; preds = %conv2_bias_grad.i190
-  br label %conv2_bias_grad.img191
-
-conv2_bias_grad.img191:                           ; preds = %conv2_bias_grad.img191, %conv2_bias_grad.i190.end
-  %conv2_bias_grad.img1911191 = phi i64 [ 0, %conv2_bias_grad.i190.end ], [ %img191.next, %conv2_bias_grad.img191 ]
-  %4028 = mul nsw i64 %conv2_bias_grad.img1911191, 12544
-  %4029 = add nsw i64 1421968, %4028
-  %arena1192 = getelementptr inbounds float, ptr %arena, i64 %4029
-  %arena1193 = getelementptr inbounds float, ptr %arena, i64 802816
-  %grads1194 = getelementptr inbounds float, ptr %grads, i64 18752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 196, float 1.000000e+00, ptr %arena1192, i32 196, ptr %arena1193, i32 1, float 1.000000e+00, ptr %grads1194, i32 1)
-  %img191.next = add nsw i64 %conv2_bias_grad.img1911191, 1
-  %4030 = icmp slt i64 %img191.next, 64
-  br i1 %4030, label %conv2_bias_grad.img191, label %conv2_bias_grad.img191.end
-
-conv2_bias_grad.img191.end:                       ; preds = %conv2_bias_grad.img191
-  br label %pool1_grad.g192
-
-pool1_grad.g192:                                  ; preds = %pool1_grad.j200.end, %conv2_bias_grad.img191.end
-  %pool1_grad.g1921195 = phi i64 [ 0, %conv2_bias_grad.img191.end ], [ %g192.next, %pool1_grad.j200.end ]
-  br label %pool1_grad.j193
-
-pool1_grad.g192.end:                              ; preds = %pool1_grad.j200.end
-  br label %conv1_grad.i269
-
-pool1_grad.j193:                                  ; preds = %pool1_grad.f194.end, %pool1_grad.g192
-  %pool1_grad.j1931196 = phi i64 [ 0, %pool1_grad.g192 ], [ %j193.next, %pool1_grad.f194.end ]
-  br label %pool1_grad.f194
-
-pool1_grad.j193.end:                              ; preds = %pool1_grad.f194.end
-  br label %pool1_grad.nb196
-
-pool1_grad.f194:                                  ; preds = %pool1_grad.i195.end, %pool1_grad.j193
-  %pool1_grad.f1941197 = phi i64 [ 0, %pool1_grad.j193 ], [ %f194.next, %pool1_grad.i195.end ]
-  br label %pool1_grad.i195
-
-pool1_grad.f194.end:                              ; preds = %pool1_grad.i195.end
-  %j193.next = add nsw i64 %pool1_grad.j1931196, 1
-  %4031 = icmp slt i64 %j193.next, 64
-  br i1 %4031, label %pool1_grad.j193, label %pool1_grad.j193.end
-
-pool1_grad.i195:                                  ; preds = %pool1_grad.i195, %pool1_grad.f194
-  %pool1_grad.i1951198 = phi i64 [ 0, %pool1_grad.f194 ], [ %i195.next, %pool1_grad.i195 ]
-  %4032 = mul nsw i64 %pool1_grad.g1921195, 64
-  %4033 = add nsw i64 %4032, %pool1_grad.j1931196
-  %4034 = mul nsw i64 %4033, 12544
-  %4035 = add nsw i64 1421968, %4034
-  %4036 = mul nsw i64 %pool1_grad.f1941197, 196
-  %4037 = add nsw i64 %4035, %4036
-  %4038 = add nsw i64 %4037, %pool1_grad.i1951198
-  %arena1199 = getelementptr inbounds float, ptr %arena, i64 %4038
-  %4039 = load float, ptr %arena1199, align 4
-  %4040 = mul nsw i64 %pool1_grad.f1941197, 12544
-  %4041 = add nsw i64 5837456, %4040
-  %4042 = mul nsw i64 %pool1_grad.j1931196, 196
-  %4043 = add nsw i64 %4041, %4042
-  %4044 = add nsw i64 %4043, %pool1_grad.i1951198
-  %arena1200 = getelementptr inbounds float, ptr %arena, i64 %4044
-  store float %4039, ptr %arena1200, align 4
-  %i195.next = add nsw i64 %pool1_grad.i1951198, 1
-  %4045 = icmp slt i64 %i195.next, 196
-  br i1 %4045, label %pool1_grad.i195, label %pool1_grad.i195.end
-
-pool1_grad.i195.end:                              ; preds = %pool1_grad.i195
-  %f194.next = add nsw i64 %pool1_grad.f1941197, 1
-  %4046 = icmp slt i64 %f194.next, 64
-  br i1 %4046, label %pool1_grad.f194, label %pool1_grad.f194.end
-
-pool1_grad.nb196:                                 ; preds = %pool1_grad.mb197.end, %pool1_grad.j193.end
-  %pool1_grad.nb1961201 = phi i64 [ 0, %pool1_grad.j193.end ], [ %nb196.next, %pool1_grad.mb197.end ]
-  br label %pool1_grad.mb197
-
-pool1_grad.nb196.end:                             ; preds = %pool1_grad.mb197.end
-  br label %pool1_grad.j200
-
-pool1_grad.mb197:                                 ; preds = %pool1_grad.k199.end, %pool1_grad.nb196
-  %pool1_grad.mb1971202 = phi i64 [ 0, %pool1_grad.nb196 ], [ %mb197.next, %pool1_grad.k199.end ]
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t198_c5_3, align 64
-  br label %pool1_grad.k199
-
-pool1_grad.mb197.end:                             ; preds = %pool1_grad.k199.end
-  %nb196.next = add nsw i64 %pool1_grad.nb1961201, 1
-  %4047 = icmp slt i64 %nb196.next, 196
-  br i1 %4047, label %pool1_grad.nb196, label %pool1_grad.nb196.end
-
-pool1_grad.k199:                                  ; preds = %pool1_grad.k199, %pool1_grad.mb197
-  %pool1_grad.k1991203 = phi i64 [ 0, %pool1_grad.mb197 ], [ %k199.next, %pool1_grad.k199 ]
-  %4048 = mul nsw i64 %pool1_grad.k1991203, 12544
-  %4049 = add nsw i64 5837456, %4048
-  %4050 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4051 = add nsw i64 %4049, %4050
-  %arena1204 = getelementptr inbounds float, ptr %arena, i64 %4051
-  %4052 = load <16 x float>, ptr %arena1204, align 4
-  store <16 x float> %4052, ptr %pool1_grad.t198_b0, align 64
-  %4053 = mul nsw i64 %pool1_grad.k1991203, 12544
-  %4054 = add nsw i64 5837456, %4053
-  %4055 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4056 = add nsw i64 %4054, %4055
-  %4057 = add nsw i64 %4056, 16
-  %arena1205 = getelementptr inbounds float, ptr %arena, i64 %4057
-  %4058 = load <16 x float>, ptr %arena1205, align 4
-  store <16 x float> %4058, ptr %pool1_grad.t198_b1, align 64
-  %4059 = mul nsw i64 %pool1_grad.k1991203, 12544
-  %4060 = add nsw i64 5837456, %4059
-  %4061 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4062 = add nsw i64 %4060, %4061
-  %4063 = add nsw i64 %4062, 32
-  %arena1206 = getelementptr inbounds float, ptr %arena, i64 %4063
-  %4064 = load <16 x float>, ptr %arena1206, align 4
-  store <16 x float> %4064, ptr %pool1_grad.t198_b2, align 64
-  %4065 = mul nsw i64 %pool1_grad.k1991203, 12544
-  %4066 = add nsw i64 5837456, %4065
-  %4067 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4068 = add nsw i64 %4066, %4067
-  %4069 = add nsw i64 %4068, 48
-  %arena1207 = getelementptr inbounds float, ptr %arena, i64 %4069
-  %4070 = load <16 x float>, ptr %arena1207, align 4
-  store <16 x float> %4070, ptr %pool1_grad.t198_b3, align 64
-  %4071 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4072 = add nsw i64 320, %4071
-  %4073 = mul nsw i64 %pool1_grad.k1991203, 288
-  %4074 = add nsw i64 %4072, %4073
-  %params1208 = getelementptr inbounds float, ptr %params, i64 %4074
-  %4075 = load float, ptr %params1208, align 4
-  %4076 = insertelement <16 x float> undef, float %4075, i32 0
-  %4077 = shufflevector <16 x float> %4076, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4077, ptr %pool1_grad.t198_a0, align 64
-  %t198_a0 = load <16 x float>, ptr %pool1_grad.t198_a0, align 64
-  %t198_b0 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
-  %t198_c0_0 = load <16 x float>, ptr %pool1_grad.t198_c0_0, align 64
-  %4078 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a0, <16 x float> %t198_b0, <16 x float> %t198_c0_0)
-  store <16 x float> %4078, ptr %pool1_grad.t198_c0_0, align 64
-  %t198_a01209 = load <16 x float>, ptr %pool1_grad.t198_a0, align 64
-  %t198_b1 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
-  %t198_c0_1 = load <16 x float>, ptr %pool1_grad.t198_c0_1, align 64
-  %4079 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a01209, <16 x float> %t198_b1, <16 x float> %t198_c0_1)
-  store <16 x float> %4079, ptr %pool1_grad.t198_c0_1, align 64
-  %t198_a01210 = load <16 x float>, ptr %pool1_grad.t198_a0, align 64
-  %t198_b2 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
-  %t198_c0_2 = load <16 x float>, ptr %pool1_grad.t198_c0_2, align 64
-  %4080 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a01210, <16 x float> %t198_b2, <16 x float> %t198_c0_2)
-  store <16 x float> %4080, ptr %pool1_grad.t198_c0_2, align 64
-  %t198_a01211 = load <16 x float>, ptr %pool1_grad.t198_a0, align 64
-  %t198_b3 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
-  %t198_c0_3 = load <16 x float>, ptr %pool1_grad.t198_c0_3, align 64
-  %4081 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a01211, <16 x float> %t198_b3, <16 x float> %t198_c0_3)
-  store <16 x float> %4081, ptr %pool1_grad.t198_c0_3, align 64
-  %4082 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4083 = add nsw i64 %4082, 1
-  %4084 = add nsw i64 320, %4083
-  %4085 = mul nsw i64 %pool1_grad.k1991203, 288
-  %4086 = add nsw i64 %4084, %4085
-  %params1212 = getelementptr inbounds float, ptr %params, i64 %4086
-  %4087 = load float, ptr %params1212, align 4
-  %4088 = insertelement <16 x float> undef, float %4087, i32 0
-  %4089 = shufflevector <16 x float> %4088, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4089, ptr %pool1_grad.t198_a1, align 64
-  %t198_a1 = load <16 x float>, ptr %pool1_grad.t198_a1, align 64
-  %t198_b01213 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
-  %t198_c1_0 = load <16 x float>, ptr %pool1_grad.t198_c1_0, align 64
-  %4090 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a1, <16 x float> %t198_b01213, <16 x float> %t198_c1_0)
-  store <16 x float> %4090, ptr %pool1_grad.t198_c1_0, align 64
-  %t198_a11214 = load <16 x float>, ptr %pool1_grad.t198_a1, align 64
-  %t198_b11215 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
-  %t198_c1_1 = load <16 x float>, ptr %pool1_grad.t198_c1_1, align 64
-  %4091 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a11214, <16 x float> %t198_b11215, <16 x float> %t198_c1_1)
-  store <16 x float> %4091, ptr %pool1_grad.t198_c1_1, align 64
-  %t198_a11216 = load <16 x float>, ptr %pool1_grad.t198_a1, align 64
-  %t198_b21217 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
-  %t198_c1_2 = load <16 x float>, ptr %pool1_grad.t198_c1_2, align 64
-  %4092 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a11216, <16 x float> %t198_b21217, <16 x float> %t198_c1_2)
-  store <16 x float> %4092, ptr %pool1_grad.t198_c1_2, align 64
-  %t198_a11218 = load <16 x float>, ptr %pool1_grad.t198_a1, align 64
-  %t198_b31219 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
-  %t198_c1_3 = load <16 x float>, ptr %pool1_grad.t198_c1_3, align 64
-  %4093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a11218, <16 x float> %t198_b31219, <16 x float> %t198_c1_3)
-  store <16 x float> %4093, ptr %pool1_grad.t198_c1_3, align 64
-  %4094 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4095 = add nsw i64 %4094, 2
-  %4096 = add nsw i64 320, %4095
-  %4097 = mul nsw i64 %pool1_grad.k1991203, 288
-  %4098 = add nsw i64 %4096, %4097
-  %params1220 = getelementptr inbounds float, ptr %params, i64 %4098
-  %4099 = load float, ptr %params1220, align 4
-  %4100 = insertelement <16 x float> undef, float %4099, i32 0
-  %4101 = shufflevector <16 x float> %4100, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4101, ptr %pool1_grad.t198_a2, align 64
-  %t198_a2 = load <16 x float>, ptr %pool1_grad.t198_a2, align 64
-  %t198_b01221 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
-  %t198_c2_0 = load <16 x float>, ptr %pool1_grad.t198_c2_0, align 64
-  %4102 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a2, <16 x float> %t198_b01221, <16 x float> %t198_c2_0)
-  store <16 x float> %4102, ptr %pool1_grad.t198_c2_0, align 64
-  %t198_a21222 = load <16 x float>, ptr %pool1_grad.t198_a2, align 64
-  %t198_b11223 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
-  %t198_c2_1 = load <16 x float>, ptr %pool1_grad.t198_c2_1, align 64
-  %4103 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a21222, <16 x float> %t198_b11223, <16 x float> %t198_c2_1)
-  store <16 x float> %4103, ptr %pool1_grad.t198_c2_1, align 64
-  %t198_a21224 = load <16 x float>, ptr %pool1_grad.t198_a2, align 64
-  %t198_b21225 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
-  %t198_c2_2 = load <16 x float>, ptr %pool1_grad.t198_c2_2, align 64
-  %4104 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a21224, <16 x float> %t198_b21225, <16 x float> %t198_c2_2)
-  store <16 x float> %4104, ptr %pool1_grad.t198_c2_2, align 64
-  %t198_a21226 = load <16 x float>, ptr %pool1_grad.t198_a2, align 64
-  %t198_b31227 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
-  %t198_c2_3 = load <16 x float>, ptr %pool1_grad.t198_c2_3, align 64
-  %4105 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a21226, <16 x float> %t198_b31227, <16 x float> %t198_c2_3)
-  store <16 x float> %4105, ptr %pool1_grad.t198_c2_3, align 64
-  %4106 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4107 = add nsw i64 %4106, 3
-  %4108 = add nsw i64 320, %4107
-  %4109 = mul nsw i64 %pool1_grad.k1991203, 288
-  %4110 = add nsw i64 %4108, %4109
-  %params1228 = getelementptr inbounds float, ptr %params, i64 %4110
-  %4111 = load float, ptr %params1228, align 4
-  %4112 = insertelement <16 x float> undef, float %4111, i32 0
-  %4113 = shufflevector <16 x float> %4112, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4113, ptr %pool1_grad.t198_a3, align 64
-  %t198_a3 = load <16 x float>, ptr %pool1_grad.t198_a3, align 64
-  %t198_b01229 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
-  %t198_c3_0 = load <16 x float>, ptr %pool1_grad.t198_c3_0, align 64
-  %4114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a3, <16 x float> %t198_b01229, <16 x float> %t198_c3_0)
-  store <16 x float> %4114, ptr %pool1_grad.t198_c3_0, align 64
-  %t198_a31230 = load <16 x float>, ptr %pool1_grad.t198_a3, align 64
-  %t198_b11231 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
-  %t198_c3_1 = load <16 x float>, ptr %pool1_grad.t198_c3_1, align 64
-  %4115 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a31230, <16 x float> %t198_b11231, <16 x float> %t198_c3_1)
-  store <16 x float> %4115, ptr %pool1_grad.t198_c3_1, align 64
-  %t198_a31232 = load <16 x float>, ptr %pool1_grad.t198_a3, align 64
-  %t198_b21233 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
-  %t198_c3_2 = load <16 x float>, ptr %pool1_grad.t198_c3_2, align 64
-  %4116 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a31232, <16 x float> %t198_b21233, <16 x float> %t198_c3_2)
-  store <16 x float> %4116, ptr %pool1_grad.t198_c3_2, align 64
-  %t198_a31234 = load <16 x float>, ptr %pool1_grad.t198_a3, align 64
-  %t198_b31235 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
-  %t198_c3_3 = load <16 x float>, ptr %pool1_grad.t198_c3_3, align 64
-  %4117 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a31234, <16 x float> %t198_b31235, <16 x float> %t198_c3_3)
-  store <16 x float> %4117, ptr %pool1_grad.t198_c3_3, align 64
-  %4118 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4119 = add nsw i64 %4118, 4
-  %4120 = add nsw i64 320, %4119
-  %4121 = mul nsw i64 %pool1_grad.k1991203, 288
-  %4122 = add nsw i64 %4120, %4121
-  %params1236 = getelementptr inbounds float, ptr %params, i64 %4122
-  %4123 = load float, ptr %params1236, align 4
-  %4124 = insertelement <16 x float> undef, float %4123, i32 0
-  %4125 = shufflevector <16 x float> %4124, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4125, ptr %pool1_grad.t198_a4, align 64
-  %t198_a4 = load <16 x float>, ptr %pool1_grad.t198_a4, align 64
-  %t198_b01237 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
-  %t198_c4_0 = load <16 x float>, ptr %pool1_grad.t198_c4_0, align 64
-  %4126 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a4, <16 x float> %t198_b01237, <16 x float> %t198_c4_0)
-  store <16 x float> %4126, ptr %pool1_grad.t198_c4_0, align 64
-  %t198_a41238 = load <16 x float>, ptr %pool1_grad.t198_a4, align 64
-  %t198_b11239 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
-  %t198_c4_1 = load <16 x float>, ptr %pool1_grad.t198_c4_1, align 64
-  %4127 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a41238, <16 x float> %t198_b11239, <16 x float> %t198_c4_1)
-  store <16 x float> %4127, ptr %pool1_grad.t198_c4_1, align 64
-  %t198_a41240 = load <16 x float>, ptr %pool1_grad.t198_a4, align 64
-  %t198_b21241 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
-  %t198_c4_2 = load <16 x float>, ptr %pool1_grad.t198_c4_2, align 64
-  %4128 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a41240, <16 x float> %t198_b21241, <16 x float> %t198_c4_2)
-  store <16 x float> %4128, ptr %pool1_grad.t198_c4_2, align 64
-  %t198_a41242 = load <16 x float>, ptr %pool1_grad.t198_a4, align 64
-  %t198_b31243 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
-  %t198_c4_3 = load <16 x float>, ptr %pool1_grad.t198_c4_3, align 64
-  %4129 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a41242, <16 x float> %t198_b31243, <16 x float> %t198_c4_3)
-  store <16 x float> %4129, ptr %pool1_grad.t198_c4_3, align 64
-  %4130 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4131 = add nsw i64 %4130, 5
-  %4132 = add nsw i64 320, %4131
-  %4133 = mul nsw i64 %pool1_grad.k1991203, 288
+flat_grad.k177.end:                               ; preds = %flat_grad.k177
+  %t176_c0_01363 = load <16 x float>, ptr %flat_grad.t176_c0_0, align 64
+  %3985 = mul nsw i64 %flat_grad.mb1751313, 6
+  %3986 = mul nsw i64 %3985, 3136
+  %3987 = add nsw i64 1221264, %3986
+  %3988 = mul nsw i64 %flat_grad.nb1741312, 64
+  %3989 = add nsw i64 %3987, %3988
+  %arena1364 = getelementptr inbounds float, ptr %arena, i64 %3989
+  store <16 x float> %t176_c0_01363, ptr %arena1364, align 4
+  %t176_c0_11365 = load <16 x float>, ptr %flat_grad.t176_c0_1, align 64
+  %3990 = mul nsw i64 %flat_grad.mb1751313, 6
+  %3991 = mul nsw i64 %3990, 3136
+  %3992 = add nsw i64 1221264, %3991
+  %3993 = mul nsw i64 %flat_grad.nb1741312, 64
+  %3994 = add nsw i64 %3992, %3993
+  %3995 = add nsw i64 %3994, 16
+  %arena1366 = getelementptr inbounds float, ptr %arena, i64 %3995
+  store <16 x float> %t176_c0_11365, ptr %arena1366, align 4
+  %t176_c0_21367 = load <16 x float>, ptr %flat_grad.t176_c0_2, align 64
+  %3996 = mul nsw i64 %flat_grad.mb1751313, 6
+  %3997 = mul nsw i64 %3996, 3136
+  %3998 = add nsw i64 1221264, %3997
+  %3999 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4000 = add nsw i64 %3998, %3999
+  %4001 = add nsw i64 %4000, 32
+  %arena1368 = getelementptr inbounds float, ptr %arena, i64 %4001
+  store <16 x float> %t176_c0_21367, ptr %arena1368, align 4
+  %t176_c0_31369 = load <16 x float>, ptr %flat_grad.t176_c0_3, align 64
+  %4002 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4003 = mul nsw i64 %4002, 3136
+  %4004 = add nsw i64 1221264, %4003
+  %4005 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4006 = add nsw i64 %4004, %4005
+  %4007 = add nsw i64 %4006, 48
+  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %4007
+  store <16 x float> %t176_c0_31369, ptr %arena1370, align 4
+  %t176_c1_01371 = load <16 x float>, ptr %flat_grad.t176_c1_0, align 64
+  %4008 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4009 = add nsw i64 %4008, 1
+  %4010 = mul nsw i64 %4009, 3136
+  %4011 = add nsw i64 1221264, %4010
+  %4012 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4013 = add nsw i64 %4011, %4012
+  %arena1372 = getelementptr inbounds float, ptr %arena, i64 %4013
+  store <16 x float> %t176_c1_01371, ptr %arena1372, align 4
+  %t176_c1_11373 = load <16 x float>, ptr %flat_grad.t176_c1_1, align 64
+  %4014 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4015 = add nsw i64 %4014, 1
+  %4016 = mul nsw i64 %4015, 3136
+  %4017 = add nsw i64 1221264, %4016
+  %4018 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4019 = add nsw i64 %4017, %4018
+  %4020 = add nsw i64 %4019, 16
+  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %4020
+  store <16 x float> %t176_c1_11373, ptr %arena1374, align 4
+  %t176_c1_21375 = load <16 x float>, ptr %flat_grad.t176_c1_2, align 64
+  %4021 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4022 = add nsw i64 %4021, 1
+  %4023 = mul nsw i64 %4022, 3136
+  %4024 = add nsw i64 1221264, %4023
+  %4025 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4026 = add nsw i64 %4024, %4025
+  %4027 = add nsw i64 %4026, 32
+  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %4027
+  store <16 x float> %t176_c1_21375, ptr %arena1376, align 4
+  %t176_c1_31377 = load <16 x float>, ptr %flat_grad.t176_c1_3, align 64
+  %4028 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4029 = add nsw i64 %4028, 1
+  %4030 = mul nsw i64 %4029, 3136
+  %4031 = add nsw i64 1221264, %4030
+  %4032 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4033 = add nsw i64 %4031, %4032
+  %4034 = add nsw i64 %4033, 48
+  %arena1378 = getelementptr inbounds float, ptr %arena, i64 %4034
+  store <16 x float> %t176_c1_31377, ptr %arena1378, align 4
+  %t176_c2_01379 = load <16 x float>, ptr %flat_grad.t176_c2_0, align 64
+  %4035 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4036 = add nsw i64 %4035, 2
+  %4037 = mul nsw i64 %4036, 3136
+  %4038 = add nsw i64 1221264, %4037
+  %4039 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4040 = add nsw i64 %4038, %4039
+  %arena1380 = getelementptr inbounds float, ptr %arena, i64 %4040
+  store <16 x float> %t176_c2_01379, ptr %arena1380, align 4
+  %t176_c2_11381 = load <16 x float>, ptr %flat_grad.t176_c2_1, align 64
+  %4041 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4042 = add nsw i64 %4041, 2
+  %4043 = mul nsw i64 %4042, 3136
+  %4044 = add nsw i64 1221264, %4043
+  %4045 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4046 = add nsw i64 %4044, %4045
+  %4047 = add nsw i64 %4046, 16
+  %arena1382 = getelementptr inbounds float, ptr %arena, i64 %4047
+  store <16 x float> %t176_c2_11381, ptr %arena1382, align 4
+  %t176_c2_21383 = load <16 x float>, ptr %flat_grad.t176_c2_2, align 64
+  %4048 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4049 = add nsw i64 %4048, 2
+  %4050 = mul nsw i64 %4049, 3136
+  %4051 = add nsw i64 1221264, %4050
+  %4052 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4053 = add nsw i64 %4051, %4052
+  %4054 = add nsw i64 %4053, 32
+  %arena1384 = getelementptr inbounds float, ptr %arena, i64 %4054
+  store <16 x float> %t176_c2_21383, ptr %arena1384, align 4
+  %t176_c2_31385 = load <16 x float>, ptr %flat_grad.t176_c2_3, align 64
+  %4055 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4056 = add nsw i64 %4055, 2
+  %4057 = mul nsw i64 %4056, 3136
+  %4058 = add nsw i64 1221264, %4057
+  %4059 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4060 = add nsw i64 %4058, %4059
+  %4061 = add nsw i64 %4060, 48
+  %arena1386 = getelementptr inbounds float, ptr %arena, i64 %4061
+  store <16 x float> %t176_c2_31385, ptr %arena1386, align 4
+  %t176_c3_01387 = load <16 x float>, ptr %flat_grad.t176_c3_0, align 64
+  %4062 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4063 = add nsw i64 %4062, 3
+  %4064 = mul nsw i64 %4063, 3136
+  %4065 = add nsw i64 1221264, %4064
+  %4066 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4067 = add nsw i64 %4065, %4066
+  %arena1388 = getelementptr inbounds float, ptr %arena, i64 %4067
+  store <16 x float> %t176_c3_01387, ptr %arena1388, align 4
+  %t176_c3_11389 = load <16 x float>, ptr %flat_grad.t176_c3_1, align 64
+  %4068 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4069 = add nsw i64 %4068, 3
+  %4070 = mul nsw i64 %4069, 3136
+  %4071 = add nsw i64 1221264, %4070
+  %4072 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4073 = add nsw i64 %4071, %4072
+  %4074 = add nsw i64 %4073, 16
+  %arena1390 = getelementptr inbounds float, ptr %arena, i64 %4074
+  store <16 x float> %t176_c3_11389, ptr %arena1390, align 4
+  %t176_c3_21391 = load <16 x float>, ptr %flat_grad.t176_c3_2, align 64
+  %4075 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4076 = add nsw i64 %4075, 3
+  %4077 = mul nsw i64 %4076, 3136
+  %4078 = add nsw i64 1221264, %4077
+  %4079 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4080 = add nsw i64 %4078, %4079
+  %4081 = add nsw i64 %4080, 32
+  %arena1392 = getelementptr inbounds float, ptr %arena, i64 %4081
+  store <16 x float> %t176_c3_21391, ptr %arena1392, align 4
+  %t176_c3_31393 = load <16 x float>, ptr %flat_grad.t176_c3_3, align 64
+  %4082 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4083 = add nsw i64 %4082, 3
+  %4084 = mul nsw i64 %4083, 3136
+  %4085 = add nsw i64 1221264, %4084
+  %4086 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4087 = add nsw i64 %4085, %4086
+  %4088 = add nsw i64 %4087, 48
+  %arena1394 = getelementptr inbounds float, ptr %arena, i64 %4088
+  store <16 x float> %t176_c3_31393, ptr %arena1394, align 4
+  %t176_c4_01395 = load <16 x float>, ptr %flat_grad.t176_c4_0, align 64
+  %4089 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4090 = add nsw i64 %4089, 4
+  %4091 = mul nsw i64 %4090, 3136
+  %4092 = add nsw i64 1221264, %4091
+  %4093 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4094 = add nsw i64 %4092, %4093
+  %arena1396 = getelementptr inbounds float, ptr %arena, i64 %4094
+  store <16 x float> %t176_c4_01395, ptr %arena1396, align 4
+  %t176_c4_11397 = load <16 x float>, ptr %flat_grad.t176_c4_1, align 64
+  %4095 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4096 = add nsw i64 %4095, 4
+  %4097 = mul nsw i64 %4096, 3136
+  %4098 = add nsw i64 1221264, %4097
+  %4099 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4100 = add nsw i64 %4098, %4099
+  %4101 = add nsw i64 %4100, 16
+  %arena1398 = getelementptr inbounds float, ptr %arena, i64 %4101
+  store <16 x float> %t176_c4_11397, ptr %arena1398, align 4
+  %t176_c4_21399 = load <16 x float>, ptr %flat_grad.t176_c4_2, align 64
+  %4102 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4103 = add nsw i64 %4102, 4
+  %4104 = mul nsw i64 %4103, 3136
+  %4105 = add nsw i64 1221264, %4104
+  %4106 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4107 = add nsw i64 %4105, %4106
+  %4108 = add nsw i64 %4107, 32
+  %arena1400 = getelementptr inbounds float, ptr %arena, i64 %4108
+  store <16 x float> %t176_c4_21399, ptr %arena1400, align 4
+  %t176_c4_31401 = load <16 x float>, ptr %flat_grad.t176_c4_3, align 64
+  %4109 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4110 = add nsw i64 %4109, 4
+  %4111 = mul nsw i64 %4110, 3136
+  %4112 = add nsw i64 1221264, %4111
+  %4113 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4114 = add nsw i64 %4112, %4113
+  %4115 = add nsw i64 %4114, 48
+  %arena1402 = getelementptr inbounds float, ptr %arena, i64 %4115
+  store <16 x float> %t176_c4_31401, ptr %arena1402, align 4
+  %t176_c5_01403 = load <16 x float>, ptr %flat_grad.t176_c5_0, align 64
+  %4116 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4117 = add nsw i64 %4116, 5
+  %4118 = mul nsw i64 %4117, 3136
+  %4119 = add nsw i64 1221264, %4118
+  %4120 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4121 = add nsw i64 %4119, %4120
+  %arena1404 = getelementptr inbounds float, ptr %arena, i64 %4121
+  store <16 x float> %t176_c5_01403, ptr %arena1404, align 4
+  %t176_c5_11405 = load <16 x float>, ptr %flat_grad.t176_c5_1, align 64
+  %4122 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4123 = add nsw i64 %4122, 5
+  %4124 = mul nsw i64 %4123, 3136
+  %4125 = add nsw i64 1221264, %4124
+  %4126 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4127 = add nsw i64 %4125, %4126
+  %4128 = add nsw i64 %4127, 16
+  %arena1406 = getelementptr inbounds float, ptr %arena, i64 %4128
+  store <16 x float> %t176_c5_11405, ptr %arena1406, align 4
+  %t176_c5_21407 = load <16 x float>, ptr %flat_grad.t176_c5_2, align 64
+  %4129 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4130 = add nsw i64 %4129, 5
+  %4131 = mul nsw i64 %4130, 3136
+  %4132 = add nsw i64 1221264, %4131
+  %4133 = mul nsw i64 %flat_grad.nb1741312, 64
   %4134 = add nsw i64 %4132, %4133
-  %params1244 = getelementptr inbounds float, ptr %params, i64 %4134
-  %4135 = load float, ptr %params1244, align 4
-  %4136 = insertelement <16 x float> undef, float %4135, i32 0
-  %4137 = shufflevector <16 x float> %4136, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4137, ptr %pool1_grad.t198_a5, align 64
-  %t198_a5 = load <16 x float>, ptr %pool1_grad.t198_a5, align 64
-  %t198_b01245 = load <16 x float>, ptr %pool1_grad.t198_b0, align 64
-  %t198_c5_0 = load <16 x float>, ptr %pool1_grad.t198_c5_0, align 64
-  %4138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a5, <16 x float> %t198_b01245, <16 x float> %t198_c5_0)
-  store <16 x float> %4138, ptr %pool1_grad.t198_c5_0, align 64
-  %t198_a51246 = load <16 x float>, ptr %pool1_grad.t198_a5, align 64
-  %t198_b11247 = load <16 x float>, ptr %pool1_grad.t198_b1, align 64
-  %t198_c5_1 = load <16 x float>, ptr %pool1_grad.t198_c5_1, align 64
-  %4139 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a51246, <16 x float> %t198_b11247, <16 x float> %t198_c5_1)
-  store <16 x float> %4139, ptr %pool1_grad.t198_c5_1, align 64
-  %t198_a51248 = load <16 x float>, ptr %pool1_grad.t198_a5, align 64
-  %t198_b21249 = load <16 x float>, ptr %pool1_grad.t198_b2, align 64
-  %t198_c5_2 = load <16 x float>, ptr %pool1_grad.t198_c5_2, align 64
-  %4140 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a51248, <16 x float> %t198_b21249, <16 x float> %t198_c5_2)
-  store <16 x float> %4140, ptr %pool1_grad.t198_c5_2, align 64
-  %t198_a51250 = load <16 x float>, ptr %pool1_grad.t198_a5, align 64
-  %t198_b31251 = load <16 x float>, ptr %pool1_grad.t198_b3, align 64
-  %t198_c5_3 = load <16 x float>, ptr %pool1_grad.t198_c5_3, align 64
-  %4141 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t198_a51250, <16 x float> %t198_b31251, <16 x float> %t198_c5_3)
-  store <16 x float> %4141, ptr %pool1_grad.t198_c5_3, align 64
-  %k199.next = add nsw i64 %pool1_grad.k1991203, 1
-  %4142 = icmp slt i64 %k199.next, 64
-  br i1 %4142, label %pool1_grad.k199, label %pool1_grad.k199.end
+  %4135 = add nsw i64 %4134, 32
+  %arena1408 = getelementptr inbounds float, ptr %arena, i64 %4135
+  store <16 x float> %t176_c5_21407, ptr %arena1408, align 4
+  %t176_c5_31409 = load <16 x float>, ptr %flat_grad.t176_c5_3, align 64
+  %4136 = mul nsw i64 %flat_grad.mb1751313, 6
+  %4137 = add nsw i64 %4136, 5
+  %4138 = mul nsw i64 %4137, 3136
+  %4139 = add nsw i64 1221264, %4138
+  %4140 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4141 = add nsw i64 %4139, %4140
+  %4142 = add nsw i64 %4141, 48
+  %arena1410 = getelementptr inbounds float, ptr %arena, i64 %4142
+  store <16 x float> %t176_c5_31409, ptr %arena1410, align 4
+  %mb175.next = add nsw i64 %flat_grad.mb1751313, 1
+  %4143 = icmp slt i64 %mb175.next, 10
+  br i1 %4143, label %flat_grad.mb175, label %flat_grad.mb175.end
 
-pool1_grad.k199.end:                              ; preds = %pool1_grad.k199
-  %t198_c0_01252 = load <16 x float>, ptr %pool1_grad.t198_c0_0, align 64
-  %4143 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4144 = mul nsw i64 %4143, 12544
-  %4145 = add nsw i64 2224784, %4144
-  %4146 = mul nsw i64 %pool1_grad.nb1961201, 64
+flat_grad.k179:                                   ; preds = %flat_grad.k179, %flat_grad.mb175.end
+  %flat_grad.k1791411 = phi i64 [ 0, %flat_grad.mb175.end ], [ %k179.next, %flat_grad.k179 ]
+  %4144 = mul nsw i64 %flat_grad.k1791411, 3136
+  %4145 = add nsw i64 18816, %4144
+  %4146 = mul nsw i64 %flat_grad.nb1741312, 64
   %4147 = add nsw i64 %4145, %4146
-  %arena1253 = getelementptr inbounds float, ptr %arena, i64 %4147
-  store <16 x float> %t198_c0_01252, ptr %arena1253, align 4
-  %t198_c0_11254 = load <16 x float>, ptr %pool1_grad.t198_c0_1, align 64
-  %4148 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4149 = mul nsw i64 %4148, 12544
-  %4150 = add nsw i64 2224784, %4149
-  %4151 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %params1412 = getelementptr inbounds float, ptr %params, i64 %4147
+  %4148 = load <16 x float>, ptr %params1412, align 4
+  store <16 x float> %4148, ptr %flat_grad.t178_b0, align 64
+  %4149 = mul nsw i64 %flat_grad.k1791411, 3136
+  %4150 = add nsw i64 18816, %4149
+  %4151 = mul nsw i64 %flat_grad.nb1741312, 64
   %4152 = add nsw i64 %4150, %4151
   %4153 = add nsw i64 %4152, 16
-  %arena1255 = getelementptr inbounds float, ptr %arena, i64 %4153
-  store <16 x float> %t198_c0_11254, ptr %arena1255, align 4
-  %t198_c0_21256 = load <16 x float>, ptr %pool1_grad.t198_c0_2, align 64
-  %4154 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4155 = mul nsw i64 %4154, 12544
-  %4156 = add nsw i64 2224784, %4155
-  %4157 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %params1413 = getelementptr inbounds float, ptr %params, i64 %4153
+  %4154 = load <16 x float>, ptr %params1413, align 4
+  store <16 x float> %4154, ptr %flat_grad.t178_b1, align 64
+  %4155 = mul nsw i64 %flat_grad.k1791411, 3136
+  %4156 = add nsw i64 18816, %4155
+  %4157 = mul nsw i64 %flat_grad.nb1741312, 64
   %4158 = add nsw i64 %4156, %4157
   %4159 = add nsw i64 %4158, 32
-  %arena1257 = getelementptr inbounds float, ptr %arena, i64 %4159
-  store <16 x float> %t198_c0_21256, ptr %arena1257, align 4
-  %t198_c0_31258 = load <16 x float>, ptr %pool1_grad.t198_c0_3, align 64
-  %4160 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4161 = mul nsw i64 %4160, 12544
-  %4162 = add nsw i64 2224784, %4161
-  %4163 = mul nsw i64 %pool1_grad.nb1961201, 64
+  %params1414 = getelementptr inbounds float, ptr %params, i64 %4159
+  %4160 = load <16 x float>, ptr %params1414, align 4
+  store <16 x float> %4160, ptr %flat_grad.t178_b2, align 64
+  %4161 = mul nsw i64 %flat_grad.k1791411, 3136
+  %4162 = add nsw i64 18816, %4161
+  %4163 = mul nsw i64 %flat_grad.nb1741312, 64
   %4164 = add nsw i64 %4162, %4163
   %4165 = add nsw i64 %4164, 48
-  %arena1259 = getelementptr inbounds float, ptr %arena, i64 %4165
-  store <16 x float> %t198_c0_31258, ptr %arena1259, align 4
-  %t198_c1_01260 = load <16 x float>, ptr %pool1_grad.t198_c1_0, align 64
-  %4166 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4167 = add nsw i64 %4166, 1
-  %4168 = mul nsw i64 %4167, 12544
-  %4169 = add nsw i64 2224784, %4168
-  %4170 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4171 = add nsw i64 %4169, %4170
-  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %4171
-  store <16 x float> %t198_c1_01260, ptr %arena1261, align 4
-  %t198_c1_11262 = load <16 x float>, ptr %pool1_grad.t198_c1_1, align 64
-  %4172 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4173 = add nsw i64 %4172, 1
-  %4174 = mul nsw i64 %4173, 12544
-  %4175 = add nsw i64 2224784, %4174
-  %4176 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4177 = add nsw i64 %4175, %4176
-  %4178 = add nsw i64 %4177, 16
-  %arena1263 = getelementptr inbounds float, ptr %arena, i64 %4178
-  store <16 x float> %t198_c1_11262, ptr %arena1263, align 4
-  %t198_c1_21264 = load <16 x float>, ptr %pool1_grad.t198_c1_2, align 64
-  %4179 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4180 = add nsw i64 %4179, 1
-  %4181 = mul nsw i64 %4180, 12544
-  %4182 = add nsw i64 2224784, %4181
-  %4183 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4184 = add nsw i64 %4182, %4183
-  %4185 = add nsw i64 %4184, 32
-  %arena1265 = getelementptr inbounds float, ptr %arena, i64 %4185
-  store <16 x float> %t198_c1_21264, ptr %arena1265, align 4
-  %t198_c1_31266 = load <16 x float>, ptr %pool1_grad.t198_c1_3, align 64
-  %4186 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4187 = add nsw i64 %4186, 1
-  %4188 = mul nsw i64 %4187, 12544
-  %4189 = add nsw i64 2224784, %4188
-  %4190 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4191 = add nsw i64 %4189, %4190
-  %4192 = add nsw i64 %4191, 48
-  %arena1267 = getelementptr inbounds float, ptr %arena, i64 %4192
-  store <16 x float> %t198_c1_31266, ptr %arena1267, align 4
-  %t198_c2_01268 = load <16 x float>, ptr %pool1_grad.t198_c2_0, align 64
-  %4193 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4194 = add nsw i64 %4193, 2
-  %4195 = mul nsw i64 %4194, 12544
-  %4196 = add nsw i64 2224784, %4195
-  %4197 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4198 = add nsw i64 %4196, %4197
-  %arena1269 = getelementptr inbounds float, ptr %arena, i64 %4198
-  store <16 x float> %t198_c2_01268, ptr %arena1269, align 4
-  %t198_c2_11270 = load <16 x float>, ptr %pool1_grad.t198_c2_1, align 64
-  %4199 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4200 = add nsw i64 %4199, 2
-  %4201 = mul nsw i64 %4200, 12544
-  %4202 = add nsw i64 2224784, %4201
-  %4203 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4204 = add nsw i64 %4202, %4203
-  %4205 = add nsw i64 %4204, 16
-  %arena1271 = getelementptr inbounds float, ptr %arena, i64 %4205
-  store <16 x float> %t198_c2_11270, ptr %arena1271, align 4
-  %t198_c2_21272 = load <16 x float>, ptr %pool1_grad.t198_c2_2, align 64
-  %4206 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4207 = add nsw i64 %4206, 2
-  %4208 = mul nsw i64 %4207, 12544
-  %4209 = add nsw i64 2224784, %4208
-  %4210 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4211 = add nsw i64 %4209, %4210
-  %4212 = add nsw i64 %4211, 32
-  %arena1273 = getelementptr inbounds float, ptr %arena, i64 %4212
-  store <16 x float> %t198_c2_21272, ptr %arena1273, align 4
-  %t198_c2_31274 = load <16 x float>, ptr %pool1_grad.t198_c2_3, align 64
-  %4213 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4214 = add nsw i64 %4213, 2
-  %4215 = mul nsw i64 %4214, 12544
-  %4216 = add nsw i64 2224784, %4215
-  %4217 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4218 = add nsw i64 %4216, %4217
-  %4219 = add nsw i64 %4218, 48
-  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %4219
-  store <16 x float> %t198_c2_31274, ptr %arena1275, align 4
-  %t198_c3_01276 = load <16 x float>, ptr %pool1_grad.t198_c3_0, align 64
-  %4220 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4221 = add nsw i64 %4220, 3
-  %4222 = mul nsw i64 %4221, 12544
-  %4223 = add nsw i64 2224784, %4222
-  %4224 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4225 = add nsw i64 %4223, %4224
-  %arena1277 = getelementptr inbounds float, ptr %arena, i64 %4225
-  store <16 x float> %t198_c3_01276, ptr %arena1277, align 4
-  %t198_c3_11278 = load <16 x float>, ptr %pool1_grad.t198_c3_1, align 64
-  %4226 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4227 = add nsw i64 %4226, 3
-  %4228 = mul nsw i64 %4227, 12544
-  %4229 = add nsw i64 2224784, %4228
-  %4230 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4231 = add nsw i64 %4229, %4230
-  %4232 = add nsw i64 %4231, 16
-  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %4232
-  store <16 x float> %t198_c3_11278, ptr %arena1279, align 4
-  %t198_c3_21280 = load <16 x float>, ptr %pool1_grad.t198_c3_2, align 64
-  %4233 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4234 = add nsw i64 %4233, 3
-  %4235 = mul nsw i64 %4234, 12544
-  %4236 = add nsw i64 2224784, %4235
-  %4237 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4238 = add nsw i64 %4236, %4237
-  %4239 = add nsw i64 %4238, 32
-  %arena1281 = getelementptr inbounds float, ptr %arena, i64 %4239
-  store <16 x float> %t198_c3_21280, ptr %arena1281, align 4
-  %t198_c3_31282 = load <16 x float>, ptr %pool1_grad.t198_c3_3, align 64
-  %4240 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4241 = add nsw i64 %4240, 3
-  %4242 = mul nsw i64 %4241, 12544
-  %4243 = add nsw i64 2224784, %4242
-  %4244 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4245 = add nsw i64 %4243, %4244
-  %4246 = add nsw i64 %4245, 48
-  %arena1283 = getelementptr inbounds float, ptr %arena, i64 %4246
-  store <16 x float> %t198_c3_31282, ptr %arena1283, align 4
-  %t198_c4_01284 = load <16 x float>, ptr %pool1_grad.t198_c4_0, align 64
-  %4247 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4248 = add nsw i64 %4247, 4
-  %4249 = mul nsw i64 %4248, 12544
-  %4250 = add nsw i64 2224784, %4249
-  %4251 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4252 = add nsw i64 %4250, %4251
-  %arena1285 = getelementptr inbounds float, ptr %arena, i64 %4252
-  store <16 x float> %t198_c4_01284, ptr %arena1285, align 4
-  %t198_c4_11286 = load <16 x float>, ptr %pool1_grad.t198_c4_1, align 64
-  %4253 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4254 = add nsw i64 %4253, 4
-  %4255 = mul nsw i64 %4254, 12544
-  %4256 = add nsw i64 2224784, %4255
-  %4257 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4258 = add nsw i64 %4256, %4257
-  %4259 = add nsw i64 %4258, 16
-  %arena1287 = getelementptr inbounds float, ptr %arena, i64 %4259
-  store <16 x float> %t198_c4_11286, ptr %arena1287, align 4
-  %t198_c4_21288 = load <16 x float>, ptr %pool1_grad.t198_c4_2, align 64
-  %4260 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4261 = add nsw i64 %4260, 4
-  %4262 = mul nsw i64 %4261, 12544
-  %4263 = add nsw i64 2224784, %4262
-  %4264 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4265 = add nsw i64 %4263, %4264
-  %4266 = add nsw i64 %4265, 32
-  %arena1289 = getelementptr inbounds float, ptr %arena, i64 %4266
-  store <16 x float> %t198_c4_21288, ptr %arena1289, align 4
-  %t198_c4_31290 = load <16 x float>, ptr %pool1_grad.t198_c4_3, align 64
-  %4267 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4268 = add nsw i64 %4267, 4
-  %4269 = mul nsw i64 %4268, 12544
-  %4270 = add nsw i64 2224784, %4269
-  %4271 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4272 = add nsw i64 %4270, %4271
-  %4273 = add nsw i64 %4272, 48
-  %arena1291 = getelementptr inbounds float, ptr %arena, i64 %4273
-  store <16 x float> %t198_c4_31290, ptr %arena1291, align 4
-  %t198_c5_01292 = load <16 x float>, ptr %pool1_grad.t198_c5_0, align 64
-  %4274 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4275 = add nsw i64 %4274, 5
-  %4276 = mul nsw i64 %4275, 12544
-  %4277 = add nsw i64 2224784, %4276
-  %4278 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4279 = add nsw i64 %4277, %4278
-  %arena1293 = getelementptr inbounds float, ptr %arena, i64 %4279
-  store <16 x float> %t198_c5_01292, ptr %arena1293, align 4
-  %t198_c5_11294 = load <16 x float>, ptr %pool1_grad.t198_c5_1, align 64
-  %4280 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4281 = add nsw i64 %4280, 5
-  %4282 = mul nsw i64 %4281, 12544
-  %4283 = add nsw i64 2224784, %4282
-  %4284 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4285 = add nsw i64 %4283, %4284
-  %4286 = add nsw i64 %4285, 16
-  %arena1295 = getelementptr inbounds float, ptr %arena, i64 %4286
-  store <16 x float> %t198_c5_11294, ptr %arena1295, align 4
-  %t198_c5_21296 = load <16 x float>, ptr %pool1_grad.t198_c5_2, align 64
-  %4287 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4288 = add nsw i64 %4287, 5
-  %4289 = mul nsw i64 %4288, 12544
-  %4290 = add nsw i64 2224784, %4289
-  %4291 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4292 = add nsw i64 %4290, %4291
-  %4293 = add nsw i64 %4292, 32
-  %arena1297 = getelementptr inbounds float, ptr %arena, i64 %4293
-  store <16 x float> %t198_c5_21296, ptr %arena1297, align 4
-  %t198_c5_31298 = load <16 x float>, ptr %pool1_grad.t198_c5_3, align 64
-  %4294 = mul nsw i64 %pool1_grad.mb1971202, 6
-  %4295 = add nsw i64 %4294, 5
-  %4296 = mul nsw i64 %4295, 12544
-  %4297 = add nsw i64 2224784, %4296
-  %4298 = mul nsw i64 %pool1_grad.nb1961201, 64
-  %4299 = add nsw i64 %4297, %4298
-  %4300 = add nsw i64 %4299, 48
-  %arena1299 = getelementptr inbounds float, ptr %arena, i64 %4300
-  store <16 x float> %t198_c5_31298, ptr %arena1299, align 4
-  %mb197.next = add nsw i64 %pool1_grad.mb1971202, 1
-  %4301 = icmp slt i64 %mb197.next, 48
-  br i1 %4301, label %pool1_grad.mb197, label %pool1_grad.mb197.end
+  %params1415 = getelementptr inbounds float, ptr %params, i64 %4165
+  %4166 = load <16 x float>, ptr %params1415, align 4
+  store <16 x float> %4166, ptr %flat_grad.t178_b3, align 64
+  %4167 = add nsw i64 1220096, %flat_grad.k1791411
+  %arena1416 = getelementptr inbounds float, ptr %arena, i64 %4167
+  %4168 = load float, ptr %arena1416, align 4
+  %4169 = insertelement <16 x float> undef, float %4168, i32 0
+  %4170 = shufflevector <16 x float> %4169, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4170, ptr %flat_grad.t178_a0, align 64
+  %t178_a0 = load <16 x float>, ptr %flat_grad.t178_a0, align 64
+  %t178_b0 = load <16 x float>, ptr %flat_grad.t178_b0, align 64
+  %t178_c0_0 = load <16 x float>, ptr %flat_grad.t178_c0_0, align 64
+  %4171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a0, <16 x float> %t178_b0, <16 x float> %t178_c0_0)
+  store <16 x float> %4171, ptr %flat_grad.t178_c0_0, align 64
+  %t178_a01417 = load <16 x float>, ptr %flat_grad.t178_a0, align 64
+  %t178_b1 = load <16 x float>, ptr %flat_grad.t178_b1, align 64
+  %t178_c0_1 = load <16 x float>, ptr %flat_grad.t178_c0_1, align 64
+  %4172 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a01417, <16 x float> %t178_b1, <16 x float> %t178_c0_1)
+  store <16 x float> %4172, ptr %flat_grad.t178_c0_1, align 64
+  %t178_a01418 = load <16 x float>, ptr %flat_grad.t178_a0, align 64
+  %t178_b2 = load <16 x float>, ptr %flat_grad.t178_b2, align 64
+  %t178_c0_2 = load <16 x float>, ptr %flat_grad.t178_c0_2, align 64
+  %4173 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a01418, <16 x float> %t178_b2, <16 x float> %t178_c0_2)
+  store <16 x float> %4173, ptr %flat_grad.t178_c0_2, align 64
+  %t178_a01419 = load <16 x float>, ptr %flat_grad.t178_a0, align 64
+  %t178_b3 = load <16 x float>, ptr %flat_grad.t178_b3, align 64
+  %t178_c0_3 = load <16 x float>, ptr %flat_grad.t178_c0_3, align 64
+  %4174 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a01419, <16 x float> %t178_b3, <16 x float> %t178_c0_3)
+  store <16 x float> %4174, ptr %flat_grad.t178_c0_3, align 64
+  %4175 = add nsw i64 1220224, %flat_grad.k1791411
+  %arena1420 = getelementptr inbounds float, ptr %arena, i64 %4175
+  %4176 = load float, ptr %arena1420, align 4
+  %4177 = insertelement <16 x float> undef, float %4176, i32 0
+  %4178 = shufflevector <16 x float> %4177, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4178, ptr %flat_grad.t178_a1, align 64
+  %t178_a1 = load <16 x float>, ptr %flat_grad.t178_a1, align 64
+  %t178_b01421 = load <16 x float>, ptr %flat_grad.t178_b0, align 64
+  %t178_c1_0 = load <16 x float>, ptr %flat_grad.t178_c1_0, align 64
+  %4179 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a1, <16 x float> %t178_b01421, <16 x float> %t178_c1_0)
+  store <16 x float> %4179, ptr %flat_grad.t178_c1_0, align 64
+  %t178_a11422 = load <16 x float>, ptr %flat_grad.t178_a1, align 64
+  %t178_b11423 = load <16 x float>, ptr %flat_grad.t178_b1, align 64
+  %t178_c1_1 = load <16 x float>, ptr %flat_grad.t178_c1_1, align 64
+  %4180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a11422, <16 x float> %t178_b11423, <16 x float> %t178_c1_1)
+  store <16 x float> %4180, ptr %flat_grad.t178_c1_1, align 64
+  %t178_a11424 = load <16 x float>, ptr %flat_grad.t178_a1, align 64
+  %t178_b21425 = load <16 x float>, ptr %flat_grad.t178_b2, align 64
+  %t178_c1_2 = load <16 x float>, ptr %flat_grad.t178_c1_2, align 64
+  %4181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a11424, <16 x float> %t178_b21425, <16 x float> %t178_c1_2)
+  store <16 x float> %4181, ptr %flat_grad.t178_c1_2, align 64
+  %t178_a11426 = load <16 x float>, ptr %flat_grad.t178_a1, align 64
+  %t178_b31427 = load <16 x float>, ptr %flat_grad.t178_b3, align 64
+  %t178_c1_3 = load <16 x float>, ptr %flat_grad.t178_c1_3, align 64
+  %4182 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a11426, <16 x float> %t178_b31427, <16 x float> %t178_c1_3)
+  store <16 x float> %4182, ptr %flat_grad.t178_c1_3, align 64
+  %4183 = add nsw i64 1220352, %flat_grad.k1791411
+  %arena1428 = getelementptr inbounds float, ptr %arena, i64 %4183
+  %4184 = load float, ptr %arena1428, align 4
+  %4185 = insertelement <16 x float> undef, float %4184, i32 0
+  %4186 = shufflevector <16 x float> %4185, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4186, ptr %flat_grad.t178_a2, align 64
+  %t178_a2 = load <16 x float>, ptr %flat_grad.t178_a2, align 64
+  %t178_b01429 = load <16 x float>, ptr %flat_grad.t178_b0, align 64
+  %t178_c2_0 = load <16 x float>, ptr %flat_grad.t178_c2_0, align 64
+  %4187 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a2, <16 x float> %t178_b01429, <16 x float> %t178_c2_0)
+  store <16 x float> %4187, ptr %flat_grad.t178_c2_0, align 64
+  %t178_a21430 = load <16 x float>, ptr %flat_grad.t178_a2, align 64
+  %t178_b11431 = load <16 x float>, ptr %flat_grad.t178_b1, align 64
+  %t178_c2_1 = load <16 x float>, ptr %flat_grad.t178_c2_1, align 64
+  %4188 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a21430, <16 x float> %t178_b11431, <16 x float> %t178_c2_1)
+  store <16 x float> %4188, ptr %flat_grad.t178_c2_1, align 64
+  %t178_a21432 = load <16 x float>, ptr %flat_grad.t178_a2, align 64
+  %t178_b21433 = load <16 x float>, ptr %flat_grad.t178_b2, align 64
+  %t178_c2_2 = load <16 x float>, ptr %flat_grad.t178_c2_2, align 64
+  %4189 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a21432, <16 x float> %t178_b21433, <16 x float> %t178_c2_2)
+  store <16 x float> %4189, ptr %flat_grad.t178_c2_2, align 64
+  %t178_a21434 = load <16 x float>, ptr %flat_grad.t178_a2, align 64
+  %t178_b31435 = load <16 x float>, ptr %flat_grad.t178_b3, align 64
+  %t178_c2_3 = load <16 x float>, ptr %flat_grad.t178_c2_3, align 64
+  %4190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a21434, <16 x float> %t178_b31435, <16 x float> %t178_c2_3)
+  store <16 x float> %4190, ptr %flat_grad.t178_c2_3, align 64
+  %4191 = add nsw i64 1220480, %flat_grad.k1791411
+  %arena1436 = getelementptr inbounds float, ptr %arena, i64 %4191
+  %4192 = load float, ptr %arena1436, align 4
+  %4193 = insertelement <16 x float> undef, float %4192, i32 0
+  %4194 = shufflevector <16 x float> %4193, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4194, ptr %flat_grad.t178_a3, align 64
+  %t178_a3 = load <16 x float>, ptr %flat_grad.t178_a3, align 64
+  %t178_b01437 = load <16 x float>, ptr %flat_grad.t178_b0, align 64
+  %t178_c3_0 = load <16 x float>, ptr %flat_grad.t178_c3_0, align 64
+  %4195 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a3, <16 x float> %t178_b01437, <16 x float> %t178_c3_0)
+  store <16 x float> %4195, ptr %flat_grad.t178_c3_0, align 64
+  %t178_a31438 = load <16 x float>, ptr %flat_grad.t178_a3, align 64
+  %t178_b11439 = load <16 x float>, ptr %flat_grad.t178_b1, align 64
+  %t178_c3_1 = load <16 x float>, ptr %flat_grad.t178_c3_1, align 64
+  %4196 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a31438, <16 x float> %t178_b11439, <16 x float> %t178_c3_1)
+  store <16 x float> %4196, ptr %flat_grad.t178_c3_1, align 64
+  %t178_a31440 = load <16 x float>, ptr %flat_grad.t178_a3, align 64
+  %t178_b21441 = load <16 x float>, ptr %flat_grad.t178_b2, align 64
+  %t178_c3_2 = load <16 x float>, ptr %flat_grad.t178_c3_2, align 64
+  %4197 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a31440, <16 x float> %t178_b21441, <16 x float> %t178_c3_2)
+  store <16 x float> %4197, ptr %flat_grad.t178_c3_2, align 64
+  %t178_a31442 = load <16 x float>, ptr %flat_grad.t178_a3, align 64
+  %t178_b31443 = load <16 x float>, ptr %flat_grad.t178_b3, align 64
+  %t178_c3_3 = load <16 x float>, ptr %flat_grad.t178_c3_3, align 64
+  %4198 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a31442, <16 x float> %t178_b31443, <16 x float> %t178_c3_3)
+  store <16 x float> %4198, ptr %flat_grad.t178_c3_3, align 64
+  %k179.next = add nsw i64 %flat_grad.k1791411, 1
+  %4199 = icmp slt i64 %k179.next, 128
+  br i1 %4199, label %flat_grad.k179, label %flat_grad.k179.end
 
-pool1_grad.j200:                                  ; preds = %pool1_grad.c201.end, %pool1_grad.nb196.end
-  %pool1_grad.j2001300 = phi i64 [ 0, %pool1_grad.nb196.end ], [ %j200.next, %pool1_grad.c201.end ]
-  br label %pool1_grad.c201
+flat_grad.k179.end:                               ; preds = %flat_grad.k179
+  %t178_c0_01444 = load <16 x float>, ptr %flat_grad.t178_c0_0, align 64
+  %4200 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4201 = add nsw i64 1409424, %4200
+  %arena1445 = getelementptr inbounds float, ptr %arena, i64 %4201
+  store <16 x float> %t178_c0_01444, ptr %arena1445, align 4
+  %t178_c0_11446 = load <16 x float>, ptr %flat_grad.t178_c0_1, align 64
+  %4202 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4203 = add nsw i64 1409424, %4202
+  %4204 = add nsw i64 %4203, 16
+  %arena1447 = getelementptr inbounds float, ptr %arena, i64 %4204
+  store <16 x float> %t178_c0_11446, ptr %arena1447, align 4
+  %t178_c0_21448 = load <16 x float>, ptr %flat_grad.t178_c0_2, align 64
+  %4205 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4206 = add nsw i64 1409424, %4205
+  %4207 = add nsw i64 %4206, 32
+  %arena1449 = getelementptr inbounds float, ptr %arena, i64 %4207
+  store <16 x float> %t178_c0_21448, ptr %arena1449, align 4
+  %t178_c0_31450 = load <16 x float>, ptr %flat_grad.t178_c0_3, align 64
+  %4208 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4209 = add nsw i64 1409424, %4208
+  %4210 = add nsw i64 %4209, 48
+  %arena1451 = getelementptr inbounds float, ptr %arena, i64 %4210
+  store <16 x float> %t178_c0_31450, ptr %arena1451, align 4
+  %t178_c1_01452 = load <16 x float>, ptr %flat_grad.t178_c1_0, align 64
+  %4211 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4212 = add nsw i64 1412560, %4211
+  %arena1453 = getelementptr inbounds float, ptr %arena, i64 %4212
+  store <16 x float> %t178_c1_01452, ptr %arena1453, align 4
+  %t178_c1_11454 = load <16 x float>, ptr %flat_grad.t178_c1_1, align 64
+  %4213 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4214 = add nsw i64 1412560, %4213
+  %4215 = add nsw i64 %4214, 16
+  %arena1455 = getelementptr inbounds float, ptr %arena, i64 %4215
+  store <16 x float> %t178_c1_11454, ptr %arena1455, align 4
+  %t178_c1_21456 = load <16 x float>, ptr %flat_grad.t178_c1_2, align 64
+  %4216 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4217 = add nsw i64 1412560, %4216
+  %4218 = add nsw i64 %4217, 32
+  %arena1457 = getelementptr inbounds float, ptr %arena, i64 %4218
+  store <16 x float> %t178_c1_21456, ptr %arena1457, align 4
+  %t178_c1_31458 = load <16 x float>, ptr %flat_grad.t178_c1_3, align 64
+  %4219 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4220 = add nsw i64 1412560, %4219
+  %4221 = add nsw i64 %4220, 48
+  %arena1459 = getelementptr inbounds float, ptr %arena, i64 %4221
+  store <16 x float> %t178_c1_31458, ptr %arena1459, align 4
+  %t178_c2_01460 = load <16 x float>, ptr %flat_grad.t178_c2_0, align 64
+  %4222 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4223 = add nsw i64 1415696, %4222
+  %arena1461 = getelementptr inbounds float, ptr %arena, i64 %4223
+  store <16 x float> %t178_c2_01460, ptr %arena1461, align 4
+  %t178_c2_11462 = load <16 x float>, ptr %flat_grad.t178_c2_1, align 64
+  %4224 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4225 = add nsw i64 1415696, %4224
+  %4226 = add nsw i64 %4225, 16
+  %arena1463 = getelementptr inbounds float, ptr %arena, i64 %4226
+  store <16 x float> %t178_c2_11462, ptr %arena1463, align 4
+  %t178_c2_21464 = load <16 x float>, ptr %flat_grad.t178_c2_2, align 64
+  %4227 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4228 = add nsw i64 1415696, %4227
+  %4229 = add nsw i64 %4228, 32
+  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %4229
+  store <16 x float> %t178_c2_21464, ptr %arena1465, align 4
+  %t178_c2_31466 = load <16 x float>, ptr %flat_grad.t178_c2_3, align 64
+  %4230 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4231 = add nsw i64 1415696, %4230
+  %4232 = add nsw i64 %4231, 48
+  %arena1467 = getelementptr inbounds float, ptr %arena, i64 %4232
+  store <16 x float> %t178_c2_31466, ptr %arena1467, align 4
+  %t178_c3_01468 = load <16 x float>, ptr %flat_grad.t178_c3_0, align 64
+  %4233 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4234 = add nsw i64 1418832, %4233
+  %arena1469 = getelementptr inbounds float, ptr %arena, i64 %4234
+  store <16 x float> %t178_c3_01468, ptr %arena1469, align 4
+  %t178_c3_11470 = load <16 x float>, ptr %flat_grad.t178_c3_1, align 64
+  %4235 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4236 = add nsw i64 1418832, %4235
+  %4237 = add nsw i64 %4236, 16
+  %arena1471 = getelementptr inbounds float, ptr %arena, i64 %4237
+  store <16 x float> %t178_c3_11470, ptr %arena1471, align 4
+  %t178_c3_21472 = load <16 x float>, ptr %flat_grad.t178_c3_2, align 64
+  %4238 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4239 = add nsw i64 1418832, %4238
+  %4240 = add nsw i64 %4239, 32
+  %arena1473 = getelementptr inbounds float, ptr %arena, i64 %4240
+  store <16 x float> %t178_c3_21472, ptr %arena1473, align 4
+  %t178_c3_31474 = load <16 x float>, ptr %flat_grad.t178_c3_3, align 64
+  %4241 = mul nsw i64 %flat_grad.nb1741312, 64
+  %4242 = add nsw i64 1418832, %4241
+  %4243 = add nsw i64 %4242, 48
+  %arena1475 = getelementptr inbounds float, ptr %arena, i64 %4243
+  store <16 x float> %t178_c3_31474, ptr %arena1475, align 4
+  %nb174.next = add nsw i64 %flat_grad.nb1741312, 1
+  %4244 = icmp slt i64 %nb174.next, 49
+  br i1 %4244, label %flat_grad.nb174, label %flat_grad.nb174.end
 
-pool1_grad.j200.end:                              ; preds = %pool1_grad.c201.end
-  %g192.next = add nsw i64 %pool1_grad.g1921195, 1
-  %4302 = icmp slt i64 %g192.next, 1
-  br i1 %4302, label %pool1_grad.g192, label %pool1_grad.g192.end
+conv2_grad.i180:                                  ; preds = %conv2_grad.i180, %flat_grad.nb174.end
+  %conv2_grad.i1801476 = phi i64 [ 0, %flat_grad.nb174.end ], [ %i180.next, %conv2_grad.i180 ]
+  %4245 = add nsw i64 1421968, %conv2_grad.i1801476
+  %arena1477 = getelementptr inbounds float, ptr %arena, i64 %4245
+  store float 0.000000e+00, ptr %arena1477, align 4
+  %i180.next = add nsw i64 %conv2_grad.i1801476, 1
+  %4246 = icmp slt i64 %i180.next, 802816
+  br i1 %4246, label %conv2_grad.i180, label %conv2_grad.i180.end
 
-pool1_grad.c201:                                  ; preds = %pool1_grad.iy263.end, %pool1_grad.j200
-  %pool1_grad.c2011301 = phi i64 [ 0, %pool1_grad.j200 ], [ %c201.next, %pool1_grad.iy263.end ]
-  br label %pool1_grad.iy202
+conv2_grad.i180.end:                              ; preds = %conv2_grad.i180
+  br label %conv2_grad.q181
 
-pool1_grad.c201.end:                              ; preds = %pool1_grad.iy263.end
-  %j200.next = add nsw i64 %pool1_grad.j2001300, 1
-  %4303 = icmp slt i64 %j200.next, 64
-  br i1 %4303, label %pool1_grad.j200, label %pool1_grad.j200.end
+conv2_grad.q181:                                  ; preds = %conv2_grad.i182.end, %conv2_grad.i180.end
+  %conv2_grad.q1811478 = phi i64 [ 0, %conv2_grad.i180.end ], [ %q181.next, %conv2_grad.i182.end ]
+  br label %conv2_grad.i182
 
-pool1_grad.iy202:                                 ; preds = %pool1_grad.ix203.end, %pool1_grad.c201
-  %pool1_grad.iy2021302 = phi i64 [ 0, %pool1_grad.c201 ], [ %iy202.next, %pool1_grad.ix203.end ]
-  br label %pool1_grad.ix203
+conv2_grad.q181.end:                              ; preds = %conv2_grad.i182.end
+  br label %conv2_weight_grad.i183
 
-pool1_grad.iy202.end:                             ; preds = %pool1_grad.ix203.end
-  br label %pool1_grad.iy208
+conv2_grad.i182:                                  ; preds = %conv2_grad.endif, %conv2_grad.q181
+  %conv2_grad.i1821479 = phi i64 [ 0, %conv2_grad.q181 ], [ %i182.next, %conv2_grad.endif ]
+  %4247 = mul nsw i64 %conv2_grad.q1811478, 49
+  %4248 = add nsw i64 %4247, %conv2_grad.i1821479
+  %4249 = add nsw i64 802816, %4248
+  %arena1480 = getelementptr inbounds float, ptr %arena, i64 %4249
+  %4250 = load float, ptr %arena1480, align 4
+  %4251 = fcmp ogt float %4250, 0.000000e+00
+  br i1 %4251, label %conv2_grad.then, label %conv2_grad.endif
 
-pool1_grad.ix203:                                 ; preds = %pool1_grad.ix203, %pool1_grad.iy202
-  %pool1_grad.ix2031303 = phi i64 [ 0, %pool1_grad.iy202 ], [ %ix203.next, %pool1_grad.ix203 ]
-  %4304 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4305 = mul nsw i64 %4304, 12544
-  %4306 = add nsw i64 2224784, %4305
-  %4307 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4308 = add nsw i64 %4306, %4307
-  %4309 = add nsw i64 %pool1_grad.iy2021302, 1
-  %4310 = mul nsw i64 %4309, 14
-  %4311 = add nsw i64 %4308, %4310
-  %4312 = add nsw i64 %4311, 1
-  %4313 = add nsw i64 %4312, %pool1_grad.ix2031303
-  %arena1304 = getelementptr inbounds float, ptr %arena, i64 %4313
-  %4314 = load float, ptr %arena1304, align 4
-  store float %4314, ptr %pool1_grad.sum204, align 4
-  %sum204 = load float, ptr %pool1_grad.sum204, align 4
-  %4315 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4316 = add nsw i64 %4315, 1
-  %4317 = mul nsw i64 %4316, 12544
-  %4318 = add nsw i64 2224784, %4317
-  %4319 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4320 = add nsw i64 %4318, %4319
-  %4321 = add nsw i64 %pool1_grad.iy2021302, 1
-  %4322 = mul nsw i64 %4321, 14
-  %4323 = add nsw i64 %4320, %4322
-  %4324 = add nsw i64 %4323, %pool1_grad.ix2031303
-  %arena1305 = getelementptr inbounds float, ptr %arena, i64 %4324
-  %4325 = load float, ptr %arena1305, align 4
-  %4326 = fadd float %sum204, %4325
-  store float %4326, ptr %pool1_grad.sum205, align 4
-  %sum205 = load float, ptr %pool1_grad.sum205, align 4
-  %4327 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4328 = add nsw i64 %4327, 3
-  %4329 = mul nsw i64 %4328, 12544
-  %4330 = add nsw i64 2224784, %4329
-  %4331 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4332 = add nsw i64 %4330, %4331
-  %4333 = mul nsw i64 %pool1_grad.iy2021302, 14
-  %4334 = add nsw i64 %4332, %4333
-  %4335 = add nsw i64 %4334, 1
-  %4336 = add nsw i64 %4335, %pool1_grad.ix2031303
-  %arena1306 = getelementptr inbounds float, ptr %arena, i64 %4336
-  %4337 = load float, ptr %arena1306, align 4
-  %4338 = fadd float %sum205, %4337
-  store float %4338, ptr %pool1_grad.sum206, align 4
-  %sum206 = load float, ptr %pool1_grad.sum206, align 4
-  %4339 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4340 = add nsw i64 %4339, 4
-  %4341 = mul nsw i64 %4340, 12544
-  %4342 = add nsw i64 2224784, %4341
-  %4343 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4344 = add nsw i64 %4342, %4343
-  %4345 = mul nsw i64 %pool1_grad.iy2021302, 14
-  %4346 = add nsw i64 %4344, %4345
-  %4347 = add nsw i64 %4346, %pool1_grad.ix2031303
-  %arena1307 = getelementptr inbounds float, ptr %arena, i64 %4347
-  %4348 = load float, ptr %arena1307, align 4
-  %4349 = fadd float %sum206, %4348
-  store float %4349, ptr %pool1_grad.sum207, align 4
-  %sum207 = load float, ptr %pool1_grad.sum207, align 4
-  %4350 = mul nsw i64 %pool1_grad.g1921195, 64
-  %4351 = add nsw i64 %4350, %pool1_grad.j2001300
-  %4352 = mul nsw i64 %4351, 6272
-  %4353 = add nsw i64 802816, %4352
-  %4354 = mul nsw i64 %pool1_grad.c2011301, 196
-  %4355 = add nsw i64 %4353, %4354
-  %4356 = mul nsw i64 %pool1_grad.iy2021302, 14
-  %4357 = add nsw i64 %4355, %4356
-  %4358 = add nsw i64 %4357, %pool1_grad.ix2031303
-  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4358
-  store float %sum207, ptr %arena1308, align 4
-  %ix203.next = add nsw i64 %pool1_grad.ix2031303, 1
-  %4359 = icmp slt i64 %ix203.next, 1
-  br i1 %4359, label %pool1_grad.ix203, label %pool1_grad.ix203.end
+conv2_grad.i182.end:                              ; preds = %conv2_grad.endif
+  %q181.next = add nsw i64 %conv2_grad.q1811478, 1
+  %4252 = icmp slt i64 %q181.next, 4096
+  br i1 %4252, label %conv2_grad.q181, label %conv2_grad.q181.end
 
-pool1_grad.ix203.end:                             ; preds = %pool1_grad.ix203
-  %iy202.next = add nsw i64 %pool1_grad.iy2021302, 1
-  %4360 = icmp slt i64 %iy202.next, 1
-  br i1 %4360, label %pool1_grad.iy202, label %pool1_grad.iy202.end
+conv2_grad.then:                                  ; preds = %conv2_grad.i182
+  %4253 = mul nsw i64 %conv2_grad.q1811478, 196
+  %4254 = add nsw i64 1421968, %4253
+  %4255 = mul nsw i64 %conv2_grad.q1811478, 49
+  %4256 = add nsw i64 %4255, %conv2_grad.i1821479
+  %4257 = add nsw i64 1003520, %4256
+  %arena1481 = getelementptr inbounds float, ptr %arena, i64 %4257
+  %4258 = load float, ptr %arena1481, align 4
+  %4259 = fptosi float %4258 to i64
+  %4260 = add nsw i64 %4254, %4259
+  %arena1482 = getelementptr inbounds float, ptr %arena, i64 %4260
+  %4261 = load float, ptr %arena1482, align 4
+  %4262 = mul nsw i64 %conv2_grad.q1811478, 49
+  %4263 = add nsw i64 %4262, %conv2_grad.i1821479
+  %4264 = add nsw i64 1221264, %4263
+  %arena1483 = getelementptr inbounds float, ptr %arena, i64 %4264
+  %4265 = load float, ptr %arena1483, align 4
+  %4266 = fadd float %4261, %4265
+  store float %4266, ptr %arena1482, align 4
+  br label %conv2_grad.endif
 
-pool1_grad.iy208:                                 ; preds = %pool1_grad.ix209.end, %pool1_grad.iy202.end
-  %pool1_grad.iy2081309 = phi i64 [ 0, %pool1_grad.iy202.end ], [ %iy208.next, %pool1_grad.ix209.end ]
-  br label %pool1_grad.ix209
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i182
+  %i182.next = add nsw i64 %conv2_grad.i1821479, 1
+  %4267 = icmp slt i64 %i182.next, 49
+  br i1 %4267, label %conv2_grad.i182, label %conv2_grad.i182.end
 
-pool1_grad.iy208.end:                             ; preds = %pool1_grad.ix209.end
-  br label %pool1_grad.iy216
+conv2_weight_grad.i183:                           ; preds = %conv2_weight_grad.i183, %conv2_grad.q181.end
+  %conv2_weight_grad.i1831484 = phi i64 [ 0, %conv2_grad.q181.end ], [ %i183.next, %conv2_weight_grad.i183 ]
+  %4268 = add nsw i64 6640272, %conv2_weight_grad.i1831484
+  %arena1485 = getelementptr inbounds float, ptr %arena, i64 %4268
+  store float 0.000000e+00, ptr %arena1485, align 4
+  %i183.next = add nsw i64 %conv2_weight_grad.i1831484, 1
+  %4269 = icmp slt i64 %i183.next, 18432
+  br i1 %4269, label %conv2_weight_grad.i183, label %conv2_weight_grad.i183.end
 
-pool1_grad.ix209:                                 ; preds = %pool1_grad.ix209, %pool1_grad.iy208
-  %pool1_grad.ix2091310 = phi i64 [ 0, %pool1_grad.iy208 ], [ %ix209.next, %pool1_grad.ix209 ]
-  %4361 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4362 = mul nsw i64 %4361, 12544
-  %4363 = add nsw i64 2224784, %4362
-  %4364 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4365 = add nsw i64 %4363, %4364
-  %4366 = add nsw i64 %pool1_grad.iy2081309, 1
-  %4367 = mul nsw i64 %4366, 14
-  %4368 = add nsw i64 %4365, %4367
-  %4369 = add nsw i64 %4368, 2
-  %4370 = add nsw i64 %4369, %pool1_grad.ix2091310
-  %arena1311 = getelementptr inbounds float, ptr %arena, i64 %4370
-  %4371 = load float, ptr %arena1311, align 4
-  store float %4371, ptr %pool1_grad.sum210, align 4
-  %sum210 = load float, ptr %pool1_grad.sum210, align 4
-  %4372 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4373 = add nsw i64 %4372, 1
-  %4374 = mul nsw i64 %4373, 12544
-  %4375 = add nsw i64 2224784, %4374
-  %4376 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4377 = add nsw i64 %4375, %4376
-  %4378 = add nsw i64 %pool1_grad.iy2081309, 1
-  %4379 = mul nsw i64 %4378, 14
-  %4380 = add nsw i64 %4377, %4379
-  %4381 = add nsw i64 %4380, 1
-  %4382 = add nsw i64 %4381, %pool1_grad.ix2091310
-  %arena1312 = getelementptr inbounds float, ptr %arena, i64 %4382
-  %4383 = load float, ptr %arena1312, align 4
-  %4384 = fadd float %sum210, %4383
-  store float %4384, ptr %pool1_grad.sum211, align 4
-  %sum211 = load float, ptr %pool1_grad.sum211, align 4
-  %4385 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4386 = add nsw i64 %4385, 2
-  %4387 = mul nsw i64 %4386, 12544
-  %4388 = add nsw i64 2224784, %4387
-  %4389 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4390 = add nsw i64 %4388, %4389
-  %4391 = add nsw i64 %pool1_grad.iy2081309, 1
-  %4392 = mul nsw i64 %4391, 14
-  %4393 = add nsw i64 %4390, %4392
-  %4394 = add nsw i64 %4393, %pool1_grad.ix2091310
-  %arena1313 = getelementptr inbounds float, ptr %arena, i64 %4394
-  %4395 = load float, ptr %arena1313, align 4
-  %4396 = fadd float %sum211, %4395
-  store float %4396, ptr %pool1_grad.sum212, align 4
-  %sum212 = load float, ptr %pool1_grad.sum212, align 4
-  %4397 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4398 = add nsw i64 %4397, 3
-  %4399 = mul nsw i64 %4398, 12544
-  %4400 = add nsw i64 2224784, %4399
-  %4401 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4402 = add nsw i64 %4400, %4401
-  %4403 = mul nsw i64 %pool1_grad.iy2081309, 14
-  %4404 = add nsw i64 %4402, %4403
-  %4405 = add nsw i64 %4404, 2
-  %4406 = add nsw i64 %4405, %pool1_grad.ix2091310
-  %arena1314 = getelementptr inbounds float, ptr %arena, i64 %4406
-  %4407 = load float, ptr %arena1314, align 4
-  %4408 = fadd float %sum212, %4407
-  store float %4408, ptr %pool1_grad.sum213, align 4
-  %sum213 = load float, ptr %pool1_grad.sum213, align 4
-  %4409 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4410 = add nsw i64 %4409, 4
-  %4411 = mul nsw i64 %4410, 12544
-  %4412 = add nsw i64 2224784, %4411
-  %4413 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4414 = add nsw i64 %4412, %4413
-  %4415 = mul nsw i64 %pool1_grad.iy2081309, 14
-  %4416 = add nsw i64 %4414, %4415
-  %4417 = add nsw i64 %4416, 1
-  %4418 = add nsw i64 %4417, %pool1_grad.ix2091310
-  %arena1315 = getelementptr inbounds float, ptr %arena, i64 %4418
-  %4419 = load float, ptr %arena1315, align 4
-  %4420 = fadd float %sum213, %4419
-  store float %4420, ptr %pool1_grad.sum214, align 4
-  %sum214 = load float, ptr %pool1_grad.sum214, align 4
-  %4421 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4422 = add nsw i64 %4421, 5
-  %4423 = mul nsw i64 %4422, 12544
-  %4424 = add nsw i64 2224784, %4423
-  %4425 = mul nsw i64 %pool1_grad.j2001300, 196
+conv2_weight_grad.i183.end:                       ; preds = %conv2_weight_grad.i183
+  br label %conv2_weight_grad.g184
+
+conv2_weight_grad.g184:                           ; preds = %conv2_weight_grad.nb207.end, %conv2_weight_grad.i183.end
+  %conv2_weight_grad.g1841486 = phi i64 [ 0, %conv2_weight_grad.i183.end ], [ %g184.next, %conv2_weight_grad.nb207.end ]
+  br label %conv2_weight_grad.j185
+
+conv2_weight_grad.g184.end:                       ; preds = %conv2_weight_grad.nb207.end
+  br label %conv2_weight_grad.f211
+
+conv2_weight_grad.j185:                           ; preds = %conv2_weight_grad.c186.end, %conv2_weight_grad.g184
+  %conv2_weight_grad.j1851487 = phi i64 [ 0, %conv2_weight_grad.g184 ], [ %j185.next, %conv2_weight_grad.c186.end ]
+  br label %conv2_weight_grad.c186
+
+conv2_weight_grad.j185.end:                       ; preds = %conv2_weight_grad.c186.end
+  br label %conv2_weight_grad.j199
+
+conv2_weight_grad.c186:                           ; preds = %conv2_weight_grad.ky187.end, %conv2_weight_grad.j185
+  %conv2_weight_grad.c1861488 = phi i64 [ 0, %conv2_weight_grad.j185 ], [ %c186.next, %conv2_weight_grad.ky187.end ]
+  br label %conv2_weight_grad.ky187
+
+conv2_weight_grad.c186.end:                       ; preds = %conv2_weight_grad.ky187.end
+  %j185.next = add nsw i64 %conv2_weight_grad.j1851487, 1
+  %4270 = icmp slt i64 %j185.next, 64
+  br i1 %4270, label %conv2_weight_grad.j185, label %conv2_weight_grad.j185.end
+
+conv2_weight_grad.ky187:                          ; preds = %conv2_weight_grad.oy195.end, %conv2_weight_grad.c186
+  %conv2_weight_grad.ky1871489 = phi i64 [ 0, %conv2_weight_grad.c186 ], [ %ky187.next, %conv2_weight_grad.oy195.end ]
+  br label %conv2_weight_grad.oy188
+
+conv2_weight_grad.ky187.end:                      ; preds = %conv2_weight_grad.oy195.end
+  %c186.next = add nsw i64 %conv2_weight_grad.c1861488, 1
+  %4271 = icmp slt i64 %c186.next, 32
+  br i1 %4271, label %conv2_weight_grad.c186, label %conv2_weight_grad.c186.end
+
+conv2_weight_grad.oy188:                          ; preds = %conv2_weight_grad.endif1501, %conv2_weight_grad.ky187
+  %conv2_weight_grad.oy1881490 = phi i64 [ 0, %conv2_weight_grad.ky187 ], [ %oy188.next, %conv2_weight_grad.endif1501 ]
+  %4272 = add nsw i64 %conv2_weight_grad.oy1881490, %conv2_weight_grad.ky1871489
+  %4273 = add nsw i64 %4272, -1
+  %4274 = icmp slt i64 -1, %4273
+  %4275 = add nsw i64 %conv2_weight_grad.oy1881490, %conv2_weight_grad.ky1871489
+  %4276 = add nsw i64 %4275, -1
+  %4277 = icmp slt i64 %4276, 14
+  %4278 = and i1 %4274, %4277
+  br i1 %4278, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+
+conv2_weight_grad.oy188.end:                      ; preds = %conv2_weight_grad.endif1501
+  br label %conv2_weight_grad.oy192
+
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy188
+  br label %conv2_weight_grad.ox189
+
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox190.end, %conv2_weight_grad.oy188
+  %4279 = add nsw i64 %conv2_weight_grad.oy1881490, %conv2_weight_grad.ky1871489
+  %4280 = add nsw i64 %4279, -1
+  %4281 = icmp slt i64 %4280, 0
+  br i1 %4281, label %conv2_weight_grad.then1496, label %conv2_weight_grad.endif1497
+
+conv2_weight_grad.ox189:                          ; preds = %conv2_weight_grad.ox189, %conv2_weight_grad.then
+  %conv2_weight_grad.ox1891491 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox189.next, %conv2_weight_grad.ox189 ]
+  %4282 = mul nsw i64 %conv2_weight_grad.g1841486, 64
+  %4283 = add nsw i64 %4282, %conv2_weight_grad.j1851487
+  %4284 = mul nsw i64 %4283, 6272
+  %4285 = mul nsw i64 %conv2_weight_grad.c1861488, 196
+  %4286 = add nsw i64 %4284, %4285
+  %4287 = add nsw i64 %conv2_weight_grad.oy1881490, %conv2_weight_grad.ky1871489
+  %4288 = add nsw i64 %4287, -1
+  %4289 = mul nsw i64 %4288, 14
+  %4290 = add nsw i64 %4286, %4289
+  %4291 = add nsw i64 %conv2_weight_grad.ox1891491, 1
+  %4292 = add nsw i64 %4291, -1
+  %4293 = add nsw i64 %4290, %4292
+  %arena1492 = getelementptr inbounds float, ptr %arena, i64 %4293
+  %4294 = load float, ptr %arena1492, align 4
+  %4295 = mul nsw i64 %conv2_weight_grad.c1861488, 3
+  %4296 = add nsw i64 %4295, %conv2_weight_grad.ky1871489
+  %4297 = mul nsw i64 %4296, 3
+  %4298 = mul nsw i64 %4297, 12544
+  %4299 = add nsw i64 2224784, %4298
+  %4300 = mul nsw i64 %conv2_weight_grad.j1851487, 196
+  %4301 = add nsw i64 %4299, %4300
+  %4302 = mul nsw i64 %conv2_weight_grad.oy1881490, 14
+  %4303 = add nsw i64 %conv2_weight_grad.ox1891491, 1
+  %4304 = add nsw i64 %4302, %4303
+  %4305 = add nsw i64 %4301, %4304
+  %arena1493 = getelementptr inbounds float, ptr %arena, i64 %4305
+  store float %4294, ptr %arena1493, align 4
+  %ox189.next = add nsw i64 %conv2_weight_grad.ox1891491, 1
+  %4306 = icmp slt i64 %ox189.next, 13
+  br i1 %4306, label %conv2_weight_grad.ox189, label %conv2_weight_grad.ox189.end
+
+conv2_weight_grad.ox189.end:                      ; preds = %conv2_weight_grad.ox189
+  br label %conv2_weight_grad.ox190
+
+conv2_weight_grad.ox190:                          ; preds = %conv2_weight_grad.ox190, %conv2_weight_grad.ox189.end
+  %conv2_weight_grad.ox1901494 = phi i64 [ 0, %conv2_weight_grad.ox189.end ], [ %ox190.next, %conv2_weight_grad.ox190 ]
+  %4307 = mul nsw i64 %conv2_weight_grad.c1861488, 3
+  %4308 = add nsw i64 %4307, %conv2_weight_grad.ky1871489
+  %4309 = mul nsw i64 %4308, 3
+  %4310 = mul nsw i64 %4309, 12544
+  %4311 = add nsw i64 2224784, %4310
+  %4312 = mul nsw i64 %conv2_weight_grad.j1851487, 196
+  %4313 = add nsw i64 %4311, %4312
+  %4314 = mul nsw i64 %conv2_weight_grad.oy1881490, 14
+  %4315 = add nsw i64 %4314, %conv2_weight_grad.ox1901494
+  %4316 = add nsw i64 %4313, %4315
+  %arena1495 = getelementptr inbounds float, ptr %arena, i64 %4316
+  store float 0.000000e+00, ptr %arena1495, align 4
+  %ox190.next = add nsw i64 %conv2_weight_grad.ox1901494, 1
+  %4317 = icmp slt i64 %ox190.next, 1
+  br i1 %4317, label %conv2_weight_grad.ox190, label %conv2_weight_grad.ox190.end
+
+conv2_weight_grad.ox190.end:                      ; preds = %conv2_weight_grad.ox190
+  br label %conv2_weight_grad.endif
+
+conv2_weight_grad.then1496:                       ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.ox191
+
+conv2_weight_grad.endif1497:                      ; preds = %conv2_weight_grad.ox191.end, %conv2_weight_grad.endif
+  %4318 = add nsw i64 %conv2_weight_grad.oy1881490, %conv2_weight_grad.ky1871489
+  %4319 = add nsw i64 %4318, -1
+  %4320 = icmp slt i64 13, %4319
+  br i1 %4320, label %conv2_weight_grad.then1500, label %conv2_weight_grad.endif1501
+
+conv2_weight_grad.ox191:                          ; preds = %conv2_weight_grad.ox191, %conv2_weight_grad.then1496
+  %conv2_weight_grad.ox1911498 = phi i64 [ 0, %conv2_weight_grad.then1496 ], [ %ox191.next, %conv2_weight_grad.ox191 ]
+  %4321 = mul nsw i64 %conv2_weight_grad.c1861488, 3
+  %4322 = add nsw i64 %4321, %conv2_weight_grad.ky1871489
+  %4323 = mul nsw i64 %4322, 3
+  %4324 = mul nsw i64 %4323, 12544
+  %4325 = add nsw i64 2224784, %4324
+  %4326 = mul nsw i64 %conv2_weight_grad.j1851487, 196
+  %4327 = add nsw i64 %4325, %4326
+  %4328 = mul nsw i64 %conv2_weight_grad.oy1881490, 14
+  %4329 = add nsw i64 %4328, %conv2_weight_grad.ox1911498
+  %4330 = add nsw i64 %4327, %4329
+  %arena1499 = getelementptr inbounds float, ptr %arena, i64 %4330
+  store float 0.000000e+00, ptr %arena1499, align 4
+  %ox191.next = add nsw i64 %conv2_weight_grad.ox1911498, 1
+  %4331 = icmp slt i64 %ox191.next, 14
+  br i1 %4331, label %conv2_weight_grad.ox191, label %conv2_weight_grad.ox191.end
+
+conv2_weight_grad.ox191.end:                      ; preds = %conv2_weight_grad.ox191
+  br label %conv2_weight_grad.endif1497
+
+conv2_weight_grad.then1500:                       ; preds = %conv2_weight_grad.endif1497
+  br label %conv2_weight_grad.ox1911502
+
+conv2_weight_grad.endif1501:                      ; preds = %conv2_weight_grad.ox191.end1503, %conv2_weight_grad.endif1497
+  %oy188.next = add nsw i64 %conv2_weight_grad.oy1881490, 1
+  %4332 = icmp slt i64 %oy188.next, 14
+  br i1 %4332, label %conv2_weight_grad.oy188, label %conv2_weight_grad.oy188.end
+
+conv2_weight_grad.ox1911502:                      ; preds = %conv2_weight_grad.ox1911502, %conv2_weight_grad.then1500
+  %conv2_weight_grad.ox1911504 = phi i64 [ 0, %conv2_weight_grad.then1500 ], [ %ox191.next1506, %conv2_weight_grad.ox1911502 ]
+  %4333 = mul nsw i64 %conv2_weight_grad.c1861488, 3
+  %4334 = add nsw i64 %4333, %conv2_weight_grad.ky1871489
+  %4335 = mul nsw i64 %4334, 3
+  %4336 = mul nsw i64 %4335, 12544
+  %4337 = add nsw i64 2224784, %4336
+  %4338 = mul nsw i64 %conv2_weight_grad.j1851487, 196
+  %4339 = add nsw i64 %4337, %4338
+  %4340 = mul nsw i64 %conv2_weight_grad.oy1881490, 14
+  %4341 = add nsw i64 %4340, %conv2_weight_grad.ox1911504
+  %4342 = add nsw i64 %4339, %4341
+  %arena1505 = getelementptr inbounds float, ptr %arena, i64 %4342
+  store float 0.000000e+00, ptr %arena1505, align 4
+  %ox191.next1506 = add nsw i64 %conv2_weight_grad.ox1911504, 1
+  %4343 = icmp slt i64 %ox191.next1506, 14
+  br i1 %4343, label %conv2_weight_grad.ox1911502, label %conv2_weight_grad.ox191.end1503
+
+conv2_weight_grad.ox191.end1503:                  ; preds = %conv2_weight_grad.ox1911502
+  br label %conv2_weight_grad.endif1501
+
+conv2_weight_grad.oy192:                          ; preds = %conv2_weight_grad.endif1518, %conv2_weight_grad.oy188.end
+  %conv2_weight_grad.oy1921507 = phi i64 [ 0, %conv2_weight_grad.oy188.end ], [ %oy192.next, %conv2_weight_grad.endif1518 ]
+  %4344 = add nsw i64 %conv2_weight_grad.oy1921507, %conv2_weight_grad.ky1871489
+  %4345 = add nsw i64 %4344, -1
+  %4346 = icmp slt i64 -1, %4345
+  %4347 = add nsw i64 %conv2_weight_grad.oy1921507, %conv2_weight_grad.ky1871489
+  %4348 = add nsw i64 %4347, -1
+  %4349 = icmp slt i64 %4348, 14
+  %4350 = and i1 %4346, %4349
+  br i1 %4350, label %conv2_weight_grad.then1508, label %conv2_weight_grad.endif1509
+
+conv2_weight_grad.oy192.end:                      ; preds = %conv2_weight_grad.endif1518
+  br label %conv2_weight_grad.oy195
+
+conv2_weight_grad.then1508:                       ; preds = %conv2_weight_grad.oy192
+  br label %conv2_weight_grad.ox193
+
+conv2_weight_grad.endif1509:                      ; preds = %conv2_weight_grad.ox193.end, %conv2_weight_grad.oy192
+  %4351 = add nsw i64 %conv2_weight_grad.oy1921507, %conv2_weight_grad.ky1871489
+  %4352 = add nsw i64 %4351, -1
+  %4353 = icmp slt i64 %4352, 0
+  br i1 %4353, label %conv2_weight_grad.then1513, label %conv2_weight_grad.endif1514
+
+conv2_weight_grad.ox193:                          ; preds = %conv2_weight_grad.ox193, %conv2_weight_grad.then1508
+  %conv2_weight_grad.ox1931510 = phi i64 [ 0, %conv2_weight_grad.then1508 ], [ %ox193.next, %conv2_weight_grad.ox193 ]
+  %4354 = mul nsw i64 %conv2_weight_grad.g1841486, 64
+  %4355 = add nsw i64 %4354, %conv2_weight_grad.j1851487
+  %4356 = mul nsw i64 %4355, 6272
+  %4357 = mul nsw i64 %conv2_weight_grad.c1861488, 196
+  %4358 = add nsw i64 %4356, %4357
+  %4359 = add nsw i64 %conv2_weight_grad.oy1921507, %conv2_weight_grad.ky1871489
+  %4360 = add nsw i64 %4359, -1
+  %4361 = mul nsw i64 %4360, 14
+  %4362 = add nsw i64 %4358, %4361
+  %4363 = add nsw i64 %4362, %conv2_weight_grad.ox1931510
+  %arena1511 = getelementptr inbounds float, ptr %arena, i64 %4363
+  %4364 = load float, ptr %arena1511, align 4
+  %4365 = mul nsw i64 %conv2_weight_grad.c1861488, 3
+  %4366 = add nsw i64 %4365, %conv2_weight_grad.ky1871489
+  %4367 = mul nsw i64 %4366, 3
+  %4368 = add nsw i64 %4367, 1
+  %4369 = mul nsw i64 %4368, 12544
+  %4370 = add nsw i64 2224784, %4369
+  %4371 = mul nsw i64 %conv2_weight_grad.j1851487, 196
+  %4372 = add nsw i64 %4370, %4371
+  %4373 = mul nsw i64 %conv2_weight_grad.oy1921507, 14
+  %4374 = add nsw i64 %4373, %conv2_weight_grad.ox1931510
+  %4375 = add nsw i64 %4372, %4374
+  %arena1512 = getelementptr inbounds float, ptr %arena, i64 %4375
+  store float %4364, ptr %arena1512, align 4
+  %ox193.next = add nsw i64 %conv2_weight_grad.ox1931510, 1
+  %4376 = icmp slt i64 %ox193.next, 14
+  br i1 %4376, label %conv2_weight_grad.ox193, label %conv2_weight_grad.ox193.end
+
+conv2_weight_grad.ox193.end:                      ; preds = %conv2_weight_grad.ox193
+  br label %conv2_weight_grad.endif1509
+
+conv2_weight_grad.then1513:                       ; preds = %conv2_weight_grad.endif1509
+  br label %conv2_weight_grad.ox194
+
+conv2_weight_grad.endif1514:                      ; preds = %conv2_weight_grad.ox194.end, %conv2_weight_grad.endif1509
+  %4377 = add nsw i64 %conv2_weight_grad.oy1921507, %conv2_weight_grad.ky1871489
+  %4378 = add nsw i64 %4377, -1
+  %4379 = icmp slt i64 13, %4378
+  br i1 %4379, label %conv2_weight_grad.then1517, label %conv2_weight_grad.endif1518
+
+conv2_weight_grad.ox194:                          ; preds = %conv2_weight_grad.ox194, %conv2_weight_grad.then1513
+  %conv2_weight_grad.ox1941515 = phi i64 [ 0, %conv2_weight_grad.then1513 ], [ %ox194.next, %conv2_weight_grad.ox194 ]
+  %4380 = mul nsw i64 %conv2_weight_grad.c1861488, 3
+  %4381 = add nsw i64 %4380, %conv2_weight_grad.ky1871489
+  %4382 = mul nsw i64 %4381, 3
+  %4383 = add nsw i64 %4382, 1
+  %4384 = mul nsw i64 %4383, 12544
+  %4385 = add nsw i64 2224784, %4384
+  %4386 = mul nsw i64 %conv2_weight_grad.j1851487, 196
+  %4387 = add nsw i64 %4385, %4386
+  %4388 = mul nsw i64 %conv2_weight_grad.oy1921507, 14
+  %4389 = add nsw i64 %4388, %conv2_weight_grad.ox1941515
+  %4390 = add nsw i64 %4387, %4389
+  %arena1516 = getelementptr inbounds float, ptr %arena, i64 %4390
+  store float 0.000000e+00, ptr %arena1516, align 4
+  %ox194.next = add nsw i64 %conv2_weight_grad.ox1941515, 1
+  %4391 = icmp slt i64 %ox194.next, 14
+  br i1 %4391, label %conv2_weight_grad.ox194, label %conv2_weight_grad.ox194.end
+
+conv2_weight_grad.ox194.end:                      ; preds = %conv2_weight_grad.ox194
+  br label %conv2_weight_grad.endif1514
+
+conv2_weight_grad.then1517:                       ; preds = %conv2_weight_grad.endif1514
+  br label %conv2_weight_grad.ox1941519
+
+conv2_weight_grad.endif1518:                      ; preds = %conv2_weight_grad.ox194.end1520, %conv2_weight_grad.endif1514
+  %oy192.next = add nsw i64 %conv2_weight_grad.oy1921507, 1
+  %4392 = icmp slt i64 %oy192.next, 14
+  br i1 %4392, label %conv2_weight_grad.oy192, label %conv2_weight_grad.oy192.end
+
+conv2_weight_grad.ox1941519:                      ; preds = %conv2_weight_grad.ox1941519, %conv2_weight_grad.then1517
+  %conv2_weight_grad.ox1941521 = phi i64 [ 0, %conv2_weight_grad.then1517 ], [ %ox194.next1523, %conv2_weight_grad.ox1941519 ]
+  %4393 = mul nsw i64 %conv2_weight_grad.c1861488, 3
+  %4394 = add nsw i64 %4393, %conv2_weight_grad.ky1871489
+  %4395 = mul nsw i64 %4394, 3
+  %4396 = add nsw i64 %4395, 1
+  %4397 = mul nsw i64 %4396, 12544
+  %4398 = add nsw i64 2224784, %4397
+  %4399 = mul nsw i64 %conv2_weight_grad.j1851487, 196
+  %4400 = add nsw i64 %4398, %4399
+  %4401 = mul nsw i64 %conv2_weight_grad.oy1921507, 14
+  %4402 = add nsw i64 %4401, %conv2_weight_grad.ox1941521
+  %4403 = add nsw i64 %4400, %4402
+  %arena1522 = getelementptr inbounds float, ptr %arena, i64 %4403
+  store float 0.000000e+00, ptr %arena1522, align 4
+  %ox194.next1523 = add nsw i64 %conv2_weight_grad.ox1941521, 1
+  %4404 = icmp slt i64 %ox194.next1523, 14
+  br i1 %4404, label %conv2_weight_grad.ox1941519, label %conv2_weight_grad.ox194.end1520
+
+conv2_weight_grad.ox194.end1520:                  ; preds = %conv2_weight_grad.ox1941519
+  br label %conv2_weight_grad.endif1518
+
+conv2_weight_grad.oy195:                          ; preds = %conv2_weight_grad.endif1537, %conv2_weight_grad.oy192.end
+  %conv2_weight_grad.oy1951524 = phi i64 [ 0, %conv2_weight_grad.oy192.end ], [ %oy195.next, %conv2_weight_grad.endif1537 ]
+  %4405 = add nsw i64 %conv2_weight_grad.oy1951524, %conv2_weight_grad.ky1871489
+  %4406 = add nsw i64 %4405, -1
+  %4407 = icmp slt i64 -1, %4406
+  %4408 = add nsw i64 %conv2_weight_grad.oy1951524, %conv2_weight_grad.ky1871489
+  %4409 = add nsw i64 %4408, -1
+  %4410 = icmp slt i64 %4409, 14
+  %4411 = and i1 %4407, %4410
+  br i1 %4411, label %conv2_weight_grad.then1525, label %conv2_weight_grad.endif1526
+
+conv2_weight_grad.oy195.end:                      ; preds = %conv2_weight_grad.endif1537
+  %ky187.next = add nsw i64 %conv2_weight_grad.ky1871489, 1
+  %4412 = icmp slt i64 %ky187.next, 3
+  br i1 %4412, label %conv2_weight_grad.ky187, label %conv2_weight_grad.ky187.end
+
+conv2_weight_grad.then1525:                       ; preds = %conv2_weight_grad.oy195
+  br label %conv2_weight_grad.ox196
+
+conv2_weight_grad.endif1526:                      ; preds = %conv2_weight_grad.ox197.end, %conv2_weight_grad.oy195
+  %4413 = add nsw i64 %conv2_weight_grad.oy1951524, %conv2_weight_grad.ky1871489
+  %4414 = add nsw i64 %4413, -1
+  %4415 = icmp slt i64 %4414, 0
+  br i1 %4415, label %conv2_weight_grad.then1532, label %conv2_weight_grad.endif1533
+
+conv2_weight_grad.ox196:                          ; preds = %conv2_weight_grad.ox196, %conv2_weight_grad.then1525
+  %conv2_weight_grad.ox1961527 = phi i64 [ 0, %conv2_weight_grad.then1525 ], [ %ox196.next, %conv2_weight_grad.ox196 ]
+  %4416 = mul nsw i64 %conv2_weight_grad.g1841486, 64
+  %4417 = add nsw i64 %4416, %conv2_weight_grad.j1851487
+  %4418 = mul nsw i64 %4417, 6272
+  %4419 = mul nsw i64 %conv2_weight_grad.c1861488, 196
+  %4420 = add nsw i64 %4418, %4419
+  %4421 = add nsw i64 %conv2_weight_grad.oy1951524, %conv2_weight_grad.ky1871489
+  %4422 = add nsw i64 %4421, -1
+  %4423 = mul nsw i64 %4422, 14
+  %4424 = add nsw i64 %4420, %4423
+  %4425 = add nsw i64 %conv2_weight_grad.ox1961527, 1
   %4426 = add nsw i64 %4424, %4425
-  %4427 = mul nsw i64 %pool1_grad.iy2081309, 14
-  %4428 = add nsw i64 %4426, %4427
-  %4429 = add nsw i64 %4428, %pool1_grad.ix2091310
-  %arena1316 = getelementptr inbounds float, ptr %arena, i64 %4429
-  %4430 = load float, ptr %arena1316, align 4
-  %4431 = fadd float %sum214, %4430
-  store float %4431, ptr %pool1_grad.sum215, align 4
-  %sum215 = load float, ptr %pool1_grad.sum215, align 4
-  %4432 = mul nsw i64 %pool1_grad.g1921195, 64
-  %4433 = add nsw i64 %4432, %pool1_grad.j2001300
-  %4434 = mul nsw i64 %4433, 6272
-  %4435 = add nsw i64 802816, %4434
-  %4436 = mul nsw i64 %pool1_grad.c2011301, 196
-  %4437 = add nsw i64 %4435, %4436
-  %4438 = mul nsw i64 %pool1_grad.iy2081309, 14
-  %4439 = add nsw i64 %4437, %4438
-  %4440 = add nsw i64 %4439, 1
-  %4441 = add nsw i64 %4440, %pool1_grad.ix2091310
-  %arena1317 = getelementptr inbounds float, ptr %arena, i64 %4441
-  store float %sum215, ptr %arena1317, align 4
-  %ix209.next = add nsw i64 %pool1_grad.ix2091310, 1
-  %4442 = icmp slt i64 %ix209.next, 12
-  br i1 %4442, label %pool1_grad.ix209, label %pool1_grad.ix209.end
+  %arena1528 = getelementptr inbounds float, ptr %arena, i64 %4426
+  %4427 = load float, ptr %arena1528, align 4
+  %4428 = mul nsw i64 %conv2_weight_grad.c1861488, 3
+  %4429 = add nsw i64 %4428, %conv2_weight_grad.ky1871489
+  %4430 = mul nsw i64 %4429, 3
+  %4431 = add nsw i64 %4430, 2
+  %4432 = mul nsw i64 %4431, 12544
+  %4433 = add nsw i64 2224784, %4432
+  %4434 = mul nsw i64 %conv2_weight_grad.j1851487, 196
+  %4435 = add nsw i64 %4433, %4434
+  %4436 = mul nsw i64 %conv2_weight_grad.oy1951524, 14
+  %4437 = add nsw i64 %4436, %conv2_weight_grad.ox1961527
+  %4438 = add nsw i64 %4435, %4437
+  %arena1529 = getelementptr inbounds float, ptr %arena, i64 %4438
+  store float %4427, ptr %arena1529, align 4
+  %ox196.next = add nsw i64 %conv2_weight_grad.ox1961527, 1
+  %4439 = icmp slt i64 %ox196.next, 13
+  br i1 %4439, label %conv2_weight_grad.ox196, label %conv2_weight_grad.ox196.end
 
-pool1_grad.ix209.end:                             ; preds = %pool1_grad.ix209
-  %iy208.next = add nsw i64 %pool1_grad.iy2081309, 1
-  %4443 = icmp slt i64 %iy208.next, 1
-  br i1 %4443, label %pool1_grad.iy208, label %pool1_grad.iy208.end
+conv2_weight_grad.ox196.end:                      ; preds = %conv2_weight_grad.ox196
+  br label %conv2_weight_grad.ox197
 
-pool1_grad.iy216:                                 ; preds = %pool1_grad.ix217.end, %pool1_grad.iy208.end
-  %pool1_grad.iy2161318 = phi i64 [ 0, %pool1_grad.iy208.end ], [ %iy216.next, %pool1_grad.ix217.end ]
-  br label %pool1_grad.ix217
+conv2_weight_grad.ox197:                          ; preds = %conv2_weight_grad.ox197, %conv2_weight_grad.ox196.end
+  %conv2_weight_grad.ox1971530 = phi i64 [ 0, %conv2_weight_grad.ox196.end ], [ %ox197.next, %conv2_weight_grad.ox197 ]
+  %4440 = mul nsw i64 %conv2_weight_grad.c1861488, 3
+  %4441 = add nsw i64 %4440, %conv2_weight_grad.ky1871489
+  %4442 = mul nsw i64 %4441, 3
+  %4443 = add nsw i64 %4442, 2
+  %4444 = mul nsw i64 %4443, 12544
+  %4445 = add nsw i64 2224784, %4444
+  %4446 = mul nsw i64 %conv2_weight_grad.j1851487, 196
+  %4447 = add nsw i64 %4445, %4446
+  %4448 = mul nsw i64 %conv2_weight_grad.oy1951524, 14
+  %4449 = add nsw i64 %conv2_weight_grad.ox1971530, 13
+  %4450 = add nsw i64 %4448, %4449
+  %4451 = add nsw i64 %4447, %4450
+  %arena1531 = getelementptr inbounds float, ptr %arena, i64 %4451
+  store float 0.000000e+00, ptr %arena1531, align 4
+  %ox197.next = add nsw i64 %conv2_weight_grad.ox1971530, 1
+  %4452 = icmp slt i64 %ox197.next, 1
+  br i1 %4452, label %conv2_weight_grad.ox197, label %conv2_weight_grad.ox197.end
 
-pool1_grad.iy216.end:                             ; preds = %pool1_grad.ix217.end
-  br label %pool1_grad.iy222
+conv2_weight_grad.ox197.end:                      ; preds = %conv2_weight_grad.ox197
+  br label %conv2_weight_grad.endif1526
 
-pool1_grad.ix217:                                 ; preds = %pool1_grad.ix217, %pool1_grad.iy216
-  %pool1_grad.ix2171319 = phi i64 [ 0, %pool1_grad.iy216 ], [ %ix217.next, %pool1_grad.ix217 ]
-  %4444 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4445 = add nsw i64 %4444, 1
-  %4446 = mul nsw i64 %4445, 12544
-  %4447 = add nsw i64 2224784, %4446
-  %4448 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4449 = add nsw i64 %4447, %4448
-  %4450 = add nsw i64 %pool1_grad.iy2161318, 1
-  %4451 = mul nsw i64 %4450, 14
-  %4452 = add nsw i64 %4449, %4451
-  %4453 = add nsw i64 %4452, 13
-  %4454 = add nsw i64 %4453, %pool1_grad.ix2171319
-  %arena1320 = getelementptr inbounds float, ptr %arena, i64 %4454
-  %4455 = load float, ptr %arena1320, align 4
-  store float %4455, ptr %pool1_grad.sum218, align 4
-  %sum218 = load float, ptr %pool1_grad.sum218, align 4
-  %4456 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4457 = add nsw i64 %4456, 2
-  %4458 = mul nsw i64 %4457, 12544
-  %4459 = add nsw i64 2224784, %4458
-  %4460 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4461 = add nsw i64 %4459, %4460
-  %4462 = add nsw i64 %pool1_grad.iy2161318, 1
-  %4463 = mul nsw i64 %4462, 14
-  %4464 = add nsw i64 %4461, %4463
-  %4465 = add nsw i64 %4464, 12
-  %4466 = add nsw i64 %4465, %pool1_grad.ix2171319
-  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %4466
-  %4467 = load float, ptr %arena1321, align 4
-  %4468 = fadd float %sum218, %4467
-  store float %4468, ptr %pool1_grad.sum219, align 4
-  %sum219 = load float, ptr %pool1_grad.sum219, align 4
-  %4469 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4470 = add nsw i64 %4469, 4
-  %4471 = mul nsw i64 %4470, 12544
-  %4472 = add nsw i64 2224784, %4471
-  %4473 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4474 = add nsw i64 %4472, %4473
-  %4475 = mul nsw i64 %pool1_grad.iy2161318, 14
+conv2_weight_grad.then1532:                       ; preds = %conv2_weight_grad.endif1526
+  br label %conv2_weight_grad.ox198
+
+conv2_weight_grad.endif1533:                      ; preds = %conv2_weight_grad.ox198.end, %conv2_weight_grad.endif1526
+  %4453 = add nsw i64 %conv2_weight_grad.oy1951524, %conv2_weight_grad.ky1871489
+  %4454 = add nsw i64 %4453, -1
+  %4455 = icmp slt i64 13, %4454
+  br i1 %4455, label %conv2_weight_grad.then1536, label %conv2_weight_grad.endif1537
+
+conv2_weight_grad.ox198:                          ; preds = %conv2_weight_grad.ox198, %conv2_weight_grad.then1532
+  %conv2_weight_grad.ox1981534 = phi i64 [ 0, %conv2_weight_grad.then1532 ], [ %ox198.next, %conv2_weight_grad.ox198 ]
+  %4456 = mul nsw i64 %conv2_weight_grad.c1861488, 3
+  %4457 = add nsw i64 %4456, %conv2_weight_grad.ky1871489
+  %4458 = mul nsw i64 %4457, 3
+  %4459 = add nsw i64 %4458, 2
+  %4460 = mul nsw i64 %4459, 12544
+  %4461 = add nsw i64 2224784, %4460
+  %4462 = mul nsw i64 %conv2_weight_grad.j1851487, 196
+  %4463 = add nsw i64 %4461, %4462
+  %4464 = mul nsw i64 %conv2_weight_grad.oy1951524, 14
+  %4465 = add nsw i64 %4464, %conv2_weight_grad.ox1981534
+  %4466 = add nsw i64 %4463, %4465
+  %arena1535 = getelementptr inbounds float, ptr %arena, i64 %4466
+  store float 0.000000e+00, ptr %arena1535, align 4
+  %ox198.next = add nsw i64 %conv2_weight_grad.ox1981534, 1
+  %4467 = icmp slt i64 %ox198.next, 14
+  br i1 %4467, label %conv2_weight_grad.ox198, label %conv2_weight_grad.ox198.end
+
+conv2_weight_grad.ox198.end:                      ; preds = %conv2_weight_grad.ox198
+  br label %conv2_weight_grad.endif1533
+
+conv2_weight_grad.then1536:                       ; preds = %conv2_weight_grad.endif1533
+  br label %conv2_weight_grad.ox1981538
+
+conv2_weight_grad.endif1537:                      ; preds = %conv2_weight_grad.ox198.end1539, %conv2_weight_grad.endif1533
+  %oy195.next = add nsw i64 %conv2_weight_grad.oy1951524, 1
+  %4468 = icmp slt i64 %oy195.next, 14
+  br i1 %4468, label %conv2_weight_grad.oy195, label %conv2_weight_grad.oy195.end
+
+conv2_weight_grad.ox1981538:                      ; preds = %conv2_weight_grad.ox1981538, %conv2_weight_grad.then1536
+  %conv2_weight_grad.ox1981540 = phi i64 [ 0, %conv2_weight_grad.then1536 ], [ %ox198.next1542, %conv2_weight_grad.ox1981538 ]
+  %4469 = mul nsw i64 %conv2_weight_grad.c1861488, 3
+  %4470 = add nsw i64 %4469, %conv2_weight_grad.ky1871489
+  %4471 = mul nsw i64 %4470, 3
+  %4472 = add nsw i64 %4471, 2
+  %4473 = mul nsw i64 %4472, 12544
+  %4474 = add nsw i64 2224784, %4473
+  %4475 = mul nsw i64 %conv2_weight_grad.j1851487, 196
   %4476 = add nsw i64 %4474, %4475
-  %4477 = add nsw i64 %4476, 13
-  %4478 = add nsw i64 %4477, %pool1_grad.ix2171319
-  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4478
-  %4479 = load float, ptr %arena1322, align 4
-  %4480 = fadd float %sum219, %4479
-  store float %4480, ptr %pool1_grad.sum220, align 4
-  %sum220 = load float, ptr %pool1_grad.sum220, align 4
-  %4481 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4482 = add nsw i64 %4481, 5
-  %4483 = mul nsw i64 %4482, 12544
-  %4484 = add nsw i64 2224784, %4483
-  %4485 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4486 = add nsw i64 %4484, %4485
-  %4487 = mul nsw i64 %pool1_grad.iy2161318, 14
-  %4488 = add nsw i64 %4486, %4487
-  %4489 = add nsw i64 %4488, 12
-  %4490 = add nsw i64 %4489, %pool1_grad.ix2171319
-  %arena1323 = getelementptr inbounds float, ptr %arena, i64 %4490
-  %4491 = load float, ptr %arena1323, align 4
-  %4492 = fadd float %sum220, %4491
-  store float %4492, ptr %pool1_grad.sum221, align 4
-  %sum221 = load float, ptr %pool1_grad.sum221, align 4
-  %4493 = mul nsw i64 %pool1_grad.g1921195, 64
-  %4494 = add nsw i64 %4493, %pool1_grad.j2001300
-  %4495 = mul nsw i64 %4494, 6272
-  %4496 = add nsw i64 802816, %4495
-  %4497 = mul nsw i64 %pool1_grad.c2011301, 196
-  %4498 = add nsw i64 %4496, %4497
-  %4499 = mul nsw i64 %pool1_grad.iy2161318, 14
-  %4500 = add nsw i64 %4498, %4499
-  %4501 = add nsw i64 %4500, 13
-  %4502 = add nsw i64 %4501, %pool1_grad.ix2171319
-  %arena1324 = getelementptr inbounds float, ptr %arena, i64 %4502
-  store float %sum221, ptr %arena1324, align 4
-  %ix217.next = add nsw i64 %pool1_grad.ix2171319, 1
-  %4503 = icmp slt i64 %ix217.next, 1
-  br i1 %4503, label %pool1_grad.ix217, label %pool1_grad.ix217.end
+  %4477 = mul nsw i64 %conv2_weight_grad.oy1951524, 14
+  %4478 = add nsw i64 %4477, %conv2_weight_grad.ox1981540
+  %4479 = add nsw i64 %4476, %4478
+  %arena1541 = getelementptr inbounds float, ptr %arena, i64 %4479
+  store float 0.000000e+00, ptr %arena1541, align 4
+  %ox198.next1542 = add nsw i64 %conv2_weight_grad.ox1981540, 1
+  %4480 = icmp slt i64 %ox198.next1542, 14
+  br i1 %4480, label %conv2_weight_grad.ox1981538, label %conv2_weight_grad.ox198.end1539
 
-pool1_grad.ix217.end:                             ; preds = %pool1_grad.ix217
-  %iy216.next = add nsw i64 %pool1_grad.iy2161318, 1
-  %4504 = icmp slt i64 %iy216.next, 1
-  br i1 %4504, label %pool1_grad.iy216, label %pool1_grad.iy216.end
+conv2_weight_grad.ox198.end1539:                  ; preds = %conv2_weight_grad.ox1981538
+  br label %conv2_weight_grad.endif1537
 
-pool1_grad.iy222:                                 ; preds = %pool1_grad.ix223.end, %pool1_grad.iy216.end
-  %pool1_grad.iy2221325 = phi i64 [ 0, %pool1_grad.iy216.end ], [ %iy222.next, %pool1_grad.ix223.end ]
-  br label %pool1_grad.ix223
+conv2_weight_grad.j199:                           ; preds = %conv2_weight_grad.i200.end, %conv2_weight_grad.j185.end
+  %conv2_weight_grad.j1991543 = phi i64 [ 0, %conv2_weight_grad.j185.end ], [ %j199.next, %conv2_weight_grad.i200.end ]
+  br label %conv2_weight_grad.i200
 
-pool1_grad.iy222.end:                             ; preds = %pool1_grad.ix223.end
-  br label %pool1_grad.iy230
+conv2_weight_grad.j199.end:                       ; preds = %conv2_weight_grad.i200.end
+  br label %conv2_weight_grad.kp202
 
-pool1_grad.ix223:                                 ; preds = %pool1_grad.ix223, %pool1_grad.iy222
-  %pool1_grad.ix2231326 = phi i64 [ 0, %pool1_grad.iy222 ], [ %ix223.next, %pool1_grad.ix223 ]
-  %4505 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4506 = mul nsw i64 %4505, 12544
-  %4507 = add nsw i64 2224784, %4506
-  %4508 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4509 = add nsw i64 %4507, %4508
-  %4510 = add nsw i64 %pool1_grad.iy2221325, 1
-  %4511 = add nsw i64 %4510, 1
-  %4512 = mul nsw i64 %4511, 14
-  %4513 = add nsw i64 %4509, %4512
-  %4514 = add nsw i64 %4513, 1
-  %4515 = add nsw i64 %4514, %pool1_grad.ix2231326
-  %arena1327 = getelementptr inbounds float, ptr %arena, i64 %4515
-  %4516 = load float, ptr %arena1327, align 4
-  store float %4516, ptr %pool1_grad.sum224, align 4
-  %sum224 = load float, ptr %pool1_grad.sum224, align 4
-  %4517 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4518 = add nsw i64 %4517, 1
-  %4519 = mul nsw i64 %4518, 12544
-  %4520 = add nsw i64 2224784, %4519
-  %4521 = mul nsw i64 %pool1_grad.j2001300, 196
+conv2_weight_grad.i200:                           ; preds = %conv2_weight_grad.f201.end, %conv2_weight_grad.j199
+  %conv2_weight_grad.i2001544 = phi i64 [ 0, %conv2_weight_grad.j199 ], [ %i200.next, %conv2_weight_grad.f201.end ]
+  br label %conv2_weight_grad.f201
+
+conv2_weight_grad.i200.end:                       ; preds = %conv2_weight_grad.f201.end
+  %j199.next = add nsw i64 %conv2_weight_grad.j1991543, 1
+  %4481 = icmp slt i64 %j199.next, 64
+  br i1 %4481, label %conv2_weight_grad.j199, label %conv2_weight_grad.j199.end
+
+conv2_weight_grad.f201:                           ; preds = %conv2_weight_grad.f201, %conv2_weight_grad.i200
+  %conv2_weight_grad.f2011545 = phi i64 [ 0, %conv2_weight_grad.i200 ], [ %f201.next, %conv2_weight_grad.f201 ]
+  %4482 = mul nsw i64 %conv2_weight_grad.g1841486, 64
+  %4483 = add nsw i64 %4482, %conv2_weight_grad.j1991543
+  %4484 = mul nsw i64 %4483, 12544
+  %4485 = add nsw i64 1421968, %4484
+  %4486 = mul nsw i64 %conv2_weight_grad.f2011545, 196
+  %4487 = add nsw i64 %4485, %4486
+  %4488 = add nsw i64 %4487, %conv2_weight_grad.i2001544
+  %arena1546 = getelementptr inbounds float, ptr %arena, i64 %4488
+  %4489 = load float, ptr %arena1546, align 4
+  %4490 = mul nsw i64 %conv2_weight_grad.j1991543, 196
+  %4491 = add nsw i64 %4490, %conv2_weight_grad.i2001544
+  %4492 = mul nsw i64 %4491, 64
+  %4493 = add nsw i64 5837456, %4492
+  %4494 = add nsw i64 %4493, %conv2_weight_grad.f2011545
+  %arena1547 = getelementptr inbounds float, ptr %arena, i64 %4494
+  store float %4489, ptr %arena1547, align 4
+  %f201.next = add nsw i64 %conv2_weight_grad.f2011545, 1
+  %4495 = icmp slt i64 %f201.next, 64
+  br i1 %4495, label %conv2_weight_grad.f201, label %conv2_weight_grad.f201.end
+
+conv2_weight_grad.f201.end:                       ; preds = %conv2_weight_grad.f201
+  %i200.next = add nsw i64 %conv2_weight_grad.i2001544, 1
+  %4496 = icmp slt i64 %i200.next, 196
+  br i1 %4496, label %conv2_weight_grad.i200, label %conv2_weight_grad.i200.end
+
+conv2_weight_grad.kp202:                          ; preds = %conv2_weight_grad.nb203.end, %conv2_weight_grad.j199.end
+  %conv2_weight_grad.kp2021548 = phi i64 [ 0, %conv2_weight_grad.j199.end ], [ %kp202.next, %conv2_weight_grad.nb203.end ]
+  br label %conv2_weight_grad.nb203
+
+conv2_weight_grad.kp202.end:                      ; preds = %conv2_weight_grad.nb203.end
+  br label %conv2_weight_grad.nb207
+
+conv2_weight_grad.nb203:                          ; preds = %conv2_weight_grad.mb204.end, %conv2_weight_grad.kp202
+  %conv2_weight_grad.nb2031549 = phi i64 [ 0, %conv2_weight_grad.kp202 ], [ %nb203.next, %conv2_weight_grad.mb204.end ]
+  br label %conv2_weight_grad.mb204
+
+conv2_weight_grad.nb203.end:                      ; preds = %conv2_weight_grad.mb204.end
+  %kp202.next = add nsw i64 %conv2_weight_grad.kp2021548, 1
+  %4497 = icmp slt i64 %kp202.next, 32
+  br i1 %4497, label %conv2_weight_grad.kp202, label %conv2_weight_grad.kp202.end
+
+conv2_weight_grad.mb204:                          ; preds = %conv2_weight_grad.k206.end, %conv2_weight_grad.nb203
+  %conv2_weight_grad.mb2041550 = phi i64 [ 0, %conv2_weight_grad.nb203 ], [ %mb204.next, %conv2_weight_grad.k206.end ]
+  %4498 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4499 = mul nsw i64 %4498, 64
+  %4500 = add nsw i64 6640272, %4499
+  %4501 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4502 = add nsw i64 %4500, %4501
+  %arena1551 = getelementptr inbounds float, ptr %arena, i64 %4502
+  %4503 = load <16 x float>, ptr %arena1551, align 4
+  store <16 x float> %4503, ptr %conv2_weight_grad.t205_c0_0, align 64
+  %4504 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4505 = mul nsw i64 %4504, 64
+  %4506 = add nsw i64 6640272, %4505
+  %4507 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4508 = add nsw i64 %4506, %4507
+  %4509 = add nsw i64 %4508, 16
+  %arena1552 = getelementptr inbounds float, ptr %arena, i64 %4509
+  %4510 = load <16 x float>, ptr %arena1552, align 4
+  store <16 x float> %4510, ptr %conv2_weight_grad.t205_c0_1, align 64
+  %4511 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4512 = mul nsw i64 %4511, 64
+  %4513 = add nsw i64 6640272, %4512
+  %4514 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4515 = add nsw i64 %4513, %4514
+  %4516 = add nsw i64 %4515, 32
+  %arena1553 = getelementptr inbounds float, ptr %arena, i64 %4516
+  %4517 = load <16 x float>, ptr %arena1553, align 4
+  store <16 x float> %4517, ptr %conv2_weight_grad.t205_c0_2, align 64
+  %4518 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4519 = mul nsw i64 %4518, 64
+  %4520 = add nsw i64 6640272, %4519
+  %4521 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
   %4522 = add nsw i64 %4520, %4521
-  %4523 = add nsw i64 %pool1_grad.iy2221325, 1
-  %4524 = add nsw i64 %4523, 1
-  %4525 = mul nsw i64 %4524, 14
-  %4526 = add nsw i64 %4522, %4525
-  %4527 = add nsw i64 %4526, %pool1_grad.ix2231326
-  %arena1328 = getelementptr inbounds float, ptr %arena, i64 %4527
-  %4528 = load float, ptr %arena1328, align 4
-  %4529 = fadd float %sum224, %4528
-  store float %4529, ptr %pool1_grad.sum225, align 4
-  %sum225 = load float, ptr %pool1_grad.sum225, align 4
-  %4530 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4531 = add nsw i64 %4530, 3
-  %4532 = mul nsw i64 %4531, 12544
-  %4533 = add nsw i64 2224784, %4532
-  %4534 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4535 = add nsw i64 %4533, %4534
-  %4536 = add nsw i64 %pool1_grad.iy2221325, 1
-  %4537 = mul nsw i64 %4536, 14
-  %4538 = add nsw i64 %4535, %4537
-  %4539 = add nsw i64 %4538, 1
-  %4540 = add nsw i64 %4539, %pool1_grad.ix2231326
-  %arena1329 = getelementptr inbounds float, ptr %arena, i64 %4540
-  %4541 = load float, ptr %arena1329, align 4
-  %4542 = fadd float %sum225, %4541
-  store float %4542, ptr %pool1_grad.sum226, align 4
-  %sum226 = load float, ptr %pool1_grad.sum226, align 4
-  %4543 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4544 = add nsw i64 %4543, 4
-  %4545 = mul nsw i64 %4544, 12544
-  %4546 = add nsw i64 2224784, %4545
-  %4547 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4548 = add nsw i64 %4546, %4547
-  %4549 = add nsw i64 %pool1_grad.iy2221325, 1
-  %4550 = mul nsw i64 %4549, 14
-  %4551 = add nsw i64 %4548, %4550
-  %4552 = add nsw i64 %4551, %pool1_grad.ix2231326
-  %arena1330 = getelementptr inbounds float, ptr %arena, i64 %4552
-  %4553 = load float, ptr %arena1330, align 4
-  %4554 = fadd float %sum226, %4553
-  store float %4554, ptr %pool1_grad.sum227, align 4
-  %sum227 = load float, ptr %pool1_grad.sum227, align 4
-  %4555 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4556 = add nsw i64 %4555, 6
-  %4557 = mul nsw i64 %4556, 12544
-  %4558 = add nsw i64 2224784, %4557
-  %4559 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4560 = add nsw i64 %4558, %4559
-  %4561 = add nsw i64 %pool1_grad.iy2221325, 1
-  %4562 = add nsw i64 %4561, -1
-  %4563 = mul nsw i64 %4562, 14
-  %4564 = add nsw i64 %4560, %4563
-  %4565 = add nsw i64 %4564, 1
-  %4566 = add nsw i64 %4565, %pool1_grad.ix2231326
-  %arena1331 = getelementptr inbounds float, ptr %arena, i64 %4566
-  %4567 = load float, ptr %arena1331, align 4
-  %4568 = fadd float %sum227, %4567
-  store float %4568, ptr %pool1_grad.sum228, align 4
-  %sum228 = load float, ptr %pool1_grad.sum228, align 4
-  %4569 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4570 = add nsw i64 %4569, 7
-  %4571 = mul nsw i64 %4570, 12544
-  %4572 = add nsw i64 2224784, %4571
-  %4573 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4574 = add nsw i64 %4572, %4573
-  %4575 = add nsw i64 %pool1_grad.iy2221325, 1
-  %4576 = add nsw i64 %4575, -1
-  %4577 = mul nsw i64 %4576, 14
-  %4578 = add nsw i64 %4574, %4577
-  %4579 = add nsw i64 %4578, %pool1_grad.ix2231326
-  %arena1332 = getelementptr inbounds float, ptr %arena, i64 %4579
-  %4580 = load float, ptr %arena1332, align 4
-  %4581 = fadd float %sum228, %4580
-  store float %4581, ptr %pool1_grad.sum229, align 4
-  %sum229 = load float, ptr %pool1_grad.sum229, align 4
-  %4582 = mul nsw i64 %pool1_grad.g1921195, 64
-  %4583 = add nsw i64 %4582, %pool1_grad.j2001300
-  %4584 = mul nsw i64 %4583, 6272
-  %4585 = add nsw i64 802816, %4584
-  %4586 = mul nsw i64 %pool1_grad.c2011301, 196
-  %4587 = add nsw i64 %4585, %4586
-  %4588 = add nsw i64 %pool1_grad.iy2221325, 1
-  %4589 = mul nsw i64 %4588, 14
-  %4590 = add nsw i64 %4587, %4589
-  %4591 = add nsw i64 %4590, %pool1_grad.ix2231326
-  %arena1333 = getelementptr inbounds float, ptr %arena, i64 %4591
-  store float %sum229, ptr %arena1333, align 4
-  %ix223.next = add nsw i64 %pool1_grad.ix2231326, 1
-  %4592 = icmp slt i64 %ix223.next, 1
-  br i1 %4592, label %pool1_grad.ix223, label %pool1_grad.ix223.end
-
-pool1_grad.ix223.end:                             ; preds = %pool1_grad.ix223
-  %iy222.next = add nsw i64 %pool1_grad.iy2221325, 1
-  %4593 = icmp slt i64 %iy222.next, 12
-  br i1 %4593, label %pool1_grad.iy222, label %pool1_grad.iy222.end
-
-pool1_grad.iy230:                                 ; preds = %pool1_grad.ix231.end, %pool1_grad.iy222.end
-  %pool1_grad.iy2301334 = phi i64 [ 0, %pool1_grad.iy222.end ], [ %iy230.next, %pool1_grad.ix231.end ]
-  br label %pool1_grad.ix231
-
-pool1_grad.iy230.end:                             ; preds = %pool1_grad.ix231.end
-  br label %pool1_grad.iy241
-
-pool1_grad.ix231:                                 ; preds = %pool1_grad.ix231, %pool1_grad.iy230
-  %pool1_grad.ix2311335 = phi i64 [ 0, %pool1_grad.iy230 ], [ %ix231.next, %pool1_grad.ix231 ]
-  %4594 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4595 = mul nsw i64 %4594, 12544
-  %4596 = add nsw i64 2224784, %4595
-  %4597 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4598 = add nsw i64 %4596, %4597
-  %4599 = add nsw i64 %pool1_grad.iy2301334, 1
-  %4600 = add nsw i64 %4599, 1
-  %4601 = mul nsw i64 %4600, 14
-  %4602 = add nsw i64 %4598, %4601
-  %4603 = add nsw i64 %4602, 2
-  %4604 = add nsw i64 %4603, %pool1_grad.ix2311335
-  %arena1336 = getelementptr inbounds float, ptr %arena, i64 %4604
-  %4605 = load float, ptr %arena1336, align 4
-  store float %4605, ptr %pool1_grad.sum232, align 4
-  %sum232 = load float, ptr %pool1_grad.sum232, align 4
-  %4606 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4607 = add nsw i64 %4606, 1
-  %4608 = mul nsw i64 %4607, 12544
-  %4609 = add nsw i64 2224784, %4608
-  %4610 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4611 = add nsw i64 %4609, %4610
-  %4612 = add nsw i64 %pool1_grad.iy2301334, 1
-  %4613 = add nsw i64 %4612, 1
-  %4614 = mul nsw i64 %4613, 14
-  %4615 = add nsw i64 %4611, %4614
-  %4616 = add nsw i64 %4615, 1
-  %4617 = add nsw i64 %4616, %pool1_grad.ix2311335
-  %arena1337 = getelementptr inbounds float, ptr %arena, i64 %4617
-  %4618 = load float, ptr %arena1337, align 4
-  %4619 = fadd float %sum232, %4618
-  store float %4619, ptr %pool1_grad.sum233, align 4
-  %sum233 = load float, ptr %pool1_grad.sum233, align 4
-  %4620 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4621 = add nsw i64 %4620, 2
-  %4622 = mul nsw i64 %4621, 12544
-  %4623 = add nsw i64 2224784, %4622
-  %4624 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4625 = add nsw i64 %4623, %4624
-  %4626 = add nsw i64 %pool1_grad.iy2301334, 1
-  %4627 = add nsw i64 %4626, 1
-  %4628 = mul nsw i64 %4627, 14
-  %4629 = add nsw i64 %4625, %4628
-  %4630 = add nsw i64 %4629, %pool1_grad.ix2311335
-  %arena1338 = getelementptr inbounds float, ptr %arena, i64 %4630
-  %4631 = load float, ptr %arena1338, align 4
-  %4632 = fadd float %sum233, %4631
-  store float %4632, ptr %pool1_grad.sum234, align 4
-  %sum234 = load float, ptr %pool1_grad.sum234, align 4
-  %4633 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4634 = add nsw i64 %4633, 3
-  %4635 = mul nsw i64 %4634, 12544
-  %4636 = add nsw i64 2224784, %4635
-  %4637 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4523 = add nsw i64 %4522, 48
+  %arena1554 = getelementptr inbounds float, ptr %arena, i64 %4523
+  %4524 = load <16 x float>, ptr %arena1554, align 4
+  store <16 x float> %4524, ptr %conv2_weight_grad.t205_c0_3, align 64
+  %4525 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4526 = add nsw i64 %4525, 1
+  %4527 = mul nsw i64 %4526, 64
+  %4528 = add nsw i64 6640272, %4527
+  %4529 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4530 = add nsw i64 %4528, %4529
+  %arena1555 = getelementptr inbounds float, ptr %arena, i64 %4530
+  %4531 = load <16 x float>, ptr %arena1555, align 4
+  store <16 x float> %4531, ptr %conv2_weight_grad.t205_c1_0, align 64
+  %4532 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4533 = add nsw i64 %4532, 1
+  %4534 = mul nsw i64 %4533, 64
+  %4535 = add nsw i64 6640272, %4534
+  %4536 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4537 = add nsw i64 %4535, %4536
+  %4538 = add nsw i64 %4537, 16
+  %arena1556 = getelementptr inbounds float, ptr %arena, i64 %4538
+  %4539 = load <16 x float>, ptr %arena1556, align 4
+  store <16 x float> %4539, ptr %conv2_weight_grad.t205_c1_1, align 64
+  %4540 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4541 = add nsw i64 %4540, 1
+  %4542 = mul nsw i64 %4541, 64
+  %4543 = add nsw i64 6640272, %4542
+  %4544 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4545 = add nsw i64 %4543, %4544
+  %4546 = add nsw i64 %4545, 32
+  %arena1557 = getelementptr inbounds float, ptr %arena, i64 %4546
+  %4547 = load <16 x float>, ptr %arena1557, align 4
+  store <16 x float> %4547, ptr %conv2_weight_grad.t205_c1_2, align 64
+  %4548 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4549 = add nsw i64 %4548, 1
+  %4550 = mul nsw i64 %4549, 64
+  %4551 = add nsw i64 6640272, %4550
+  %4552 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4553 = add nsw i64 %4551, %4552
+  %4554 = add nsw i64 %4553, 48
+  %arena1558 = getelementptr inbounds float, ptr %arena, i64 %4554
+  %4555 = load <16 x float>, ptr %arena1558, align 4
+  store <16 x float> %4555, ptr %conv2_weight_grad.t205_c1_3, align 64
+  %4556 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4557 = add nsw i64 %4556, 2
+  %4558 = mul nsw i64 %4557, 64
+  %4559 = add nsw i64 6640272, %4558
+  %4560 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4561 = add nsw i64 %4559, %4560
+  %arena1559 = getelementptr inbounds float, ptr %arena, i64 %4561
+  %4562 = load <16 x float>, ptr %arena1559, align 4
+  store <16 x float> %4562, ptr %conv2_weight_grad.t205_c2_0, align 64
+  %4563 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4564 = add nsw i64 %4563, 2
+  %4565 = mul nsw i64 %4564, 64
+  %4566 = add nsw i64 6640272, %4565
+  %4567 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4568 = add nsw i64 %4566, %4567
+  %4569 = add nsw i64 %4568, 16
+  %arena1560 = getelementptr inbounds float, ptr %arena, i64 %4569
+  %4570 = load <16 x float>, ptr %arena1560, align 4
+  store <16 x float> %4570, ptr %conv2_weight_grad.t205_c2_1, align 64
+  %4571 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4572 = add nsw i64 %4571, 2
+  %4573 = mul nsw i64 %4572, 64
+  %4574 = add nsw i64 6640272, %4573
+  %4575 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4576 = add nsw i64 %4574, %4575
+  %4577 = add nsw i64 %4576, 32
+  %arena1561 = getelementptr inbounds float, ptr %arena, i64 %4577
+  %4578 = load <16 x float>, ptr %arena1561, align 4
+  store <16 x float> %4578, ptr %conv2_weight_grad.t205_c2_2, align 64
+  %4579 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4580 = add nsw i64 %4579, 2
+  %4581 = mul nsw i64 %4580, 64
+  %4582 = add nsw i64 6640272, %4581
+  %4583 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4584 = add nsw i64 %4582, %4583
+  %4585 = add nsw i64 %4584, 48
+  %arena1562 = getelementptr inbounds float, ptr %arena, i64 %4585
+  %4586 = load <16 x float>, ptr %arena1562, align 4
+  store <16 x float> %4586, ptr %conv2_weight_grad.t205_c2_3, align 64
+  %4587 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4588 = add nsw i64 %4587, 3
+  %4589 = mul nsw i64 %4588, 64
+  %4590 = add nsw i64 6640272, %4589
+  %4591 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4592 = add nsw i64 %4590, %4591
+  %arena1563 = getelementptr inbounds float, ptr %arena, i64 %4592
+  %4593 = load <16 x float>, ptr %arena1563, align 4
+  store <16 x float> %4593, ptr %conv2_weight_grad.t205_c3_0, align 64
+  %4594 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4595 = add nsw i64 %4594, 3
+  %4596 = mul nsw i64 %4595, 64
+  %4597 = add nsw i64 6640272, %4596
+  %4598 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4599 = add nsw i64 %4597, %4598
+  %4600 = add nsw i64 %4599, 16
+  %arena1564 = getelementptr inbounds float, ptr %arena, i64 %4600
+  %4601 = load <16 x float>, ptr %arena1564, align 4
+  store <16 x float> %4601, ptr %conv2_weight_grad.t205_c3_1, align 64
+  %4602 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4603 = add nsw i64 %4602, 3
+  %4604 = mul nsw i64 %4603, 64
+  %4605 = add nsw i64 6640272, %4604
+  %4606 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4607 = add nsw i64 %4605, %4606
+  %4608 = add nsw i64 %4607, 32
+  %arena1565 = getelementptr inbounds float, ptr %arena, i64 %4608
+  %4609 = load <16 x float>, ptr %arena1565, align 4
+  store <16 x float> %4609, ptr %conv2_weight_grad.t205_c3_2, align 64
+  %4610 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4611 = add nsw i64 %4610, 3
+  %4612 = mul nsw i64 %4611, 64
+  %4613 = add nsw i64 6640272, %4612
+  %4614 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4615 = add nsw i64 %4613, %4614
+  %4616 = add nsw i64 %4615, 48
+  %arena1566 = getelementptr inbounds float, ptr %arena, i64 %4616
+  %4617 = load <16 x float>, ptr %arena1566, align 4
+  store <16 x float> %4617, ptr %conv2_weight_grad.t205_c3_3, align 64
+  %4618 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4619 = add nsw i64 %4618, 4
+  %4620 = mul nsw i64 %4619, 64
+  %4621 = add nsw i64 6640272, %4620
+  %4622 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4623 = add nsw i64 %4621, %4622
+  %arena1567 = getelementptr inbounds float, ptr %arena, i64 %4623
+  %4624 = load <16 x float>, ptr %arena1567, align 4
+  store <16 x float> %4624, ptr %conv2_weight_grad.t205_c4_0, align 64
+  %4625 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4626 = add nsw i64 %4625, 4
+  %4627 = mul nsw i64 %4626, 64
+  %4628 = add nsw i64 6640272, %4627
+  %4629 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4630 = add nsw i64 %4628, %4629
+  %4631 = add nsw i64 %4630, 16
+  %arena1568 = getelementptr inbounds float, ptr %arena, i64 %4631
+  %4632 = load <16 x float>, ptr %arena1568, align 4
+  store <16 x float> %4632, ptr %conv2_weight_grad.t205_c4_1, align 64
+  %4633 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4634 = add nsw i64 %4633, 4
+  %4635 = mul nsw i64 %4634, 64
+  %4636 = add nsw i64 6640272, %4635
+  %4637 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
   %4638 = add nsw i64 %4636, %4637
-  %4639 = add nsw i64 %pool1_grad.iy2301334, 1
-  %4640 = mul nsw i64 %4639, 14
-  %4641 = add nsw i64 %4638, %4640
-  %4642 = add nsw i64 %4641, 2
-  %4643 = add nsw i64 %4642, %pool1_grad.ix2311335
-  %arena1339 = getelementptr inbounds float, ptr %arena, i64 %4643
-  %4644 = load float, ptr %arena1339, align 4
-  %4645 = fadd float %sum234, %4644
-  store float %4645, ptr %pool1_grad.sum235, align 4
-  %sum235 = load float, ptr %pool1_grad.sum235, align 4
-  %4646 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4647 = add nsw i64 %4646, 4
-  %4648 = mul nsw i64 %4647, 12544
-  %4649 = add nsw i64 2224784, %4648
-  %4650 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4651 = add nsw i64 %4649, %4650
-  %4652 = add nsw i64 %pool1_grad.iy2301334, 1
-  %4653 = mul nsw i64 %4652, 14
-  %4654 = add nsw i64 %4651, %4653
-  %4655 = add nsw i64 %4654, 1
-  %4656 = add nsw i64 %4655, %pool1_grad.ix2311335
-  %arena1340 = getelementptr inbounds float, ptr %arena, i64 %4656
-  %4657 = load float, ptr %arena1340, align 4
-  %4658 = fadd float %sum235, %4657
-  store float %4658, ptr %pool1_grad.sum236, align 4
-  %sum236 = load float, ptr %pool1_grad.sum236, align 4
-  %4659 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4660 = add nsw i64 %4659, 5
-  %4661 = mul nsw i64 %4660, 12544
-  %4662 = add nsw i64 2224784, %4661
-  %4663 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4664 = add nsw i64 %4662, %4663
-  %4665 = add nsw i64 %pool1_grad.iy2301334, 1
-  %4666 = mul nsw i64 %4665, 14
-  %4667 = add nsw i64 %4664, %4666
-  %4668 = add nsw i64 %4667, %pool1_grad.ix2311335
-  %arena1341 = getelementptr inbounds float, ptr %arena, i64 %4668
-  %4669 = load float, ptr %arena1341, align 4
-  %4670 = fadd float %sum236, %4669
-  store float %4670, ptr %pool1_grad.sum237, align 4
-  %sum237 = load float, ptr %pool1_grad.sum237, align 4
-  %4671 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4672 = add nsw i64 %4671, 6
-  %4673 = mul nsw i64 %4672, 12544
-  %4674 = add nsw i64 2224784, %4673
-  %4675 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4676 = add nsw i64 %4674, %4675
-  %4677 = add nsw i64 %pool1_grad.iy2301334, 1
-  %4678 = add nsw i64 %4677, -1
-  %4679 = mul nsw i64 %4678, 14
-  %4680 = add nsw i64 %4676, %4679
-  %4681 = add nsw i64 %4680, 2
-  %4682 = add nsw i64 %4681, %pool1_grad.ix2311335
-  %arena1342 = getelementptr inbounds float, ptr %arena, i64 %4682
-  %4683 = load float, ptr %arena1342, align 4
-  %4684 = fadd float %sum237, %4683
-  store float %4684, ptr %pool1_grad.sum238, align 4
-  %sum238 = load float, ptr %pool1_grad.sum238, align 4
-  %4685 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4686 = add nsw i64 %4685, 7
-  %4687 = mul nsw i64 %4686, 12544
-  %4688 = add nsw i64 2224784, %4687
-  %4689 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4690 = add nsw i64 %4688, %4689
-  %4691 = add nsw i64 %pool1_grad.iy2301334, 1
-  %4692 = add nsw i64 %4691, -1
-  %4693 = mul nsw i64 %4692, 14
-  %4694 = add nsw i64 %4690, %4693
-  %4695 = add nsw i64 %4694, 1
-  %4696 = add nsw i64 %4695, %pool1_grad.ix2311335
-  %arena1343 = getelementptr inbounds float, ptr %arena, i64 %4696
-  %4697 = load float, ptr %arena1343, align 4
-  %4698 = fadd float %sum238, %4697
-  store float %4698, ptr %pool1_grad.sum239, align 4
-  %sum239 = load float, ptr %pool1_grad.sum239, align 4
-  %4699 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4700 = add nsw i64 %4699, 8
-  %4701 = mul nsw i64 %4700, 12544
-  %4702 = add nsw i64 2224784, %4701
-  %4703 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4704 = add nsw i64 %4702, %4703
-  %4705 = add nsw i64 %pool1_grad.iy2301334, 1
-  %4706 = add nsw i64 %4705, -1
-  %4707 = mul nsw i64 %4706, 14
-  %4708 = add nsw i64 %4704, %4707
-  %4709 = add nsw i64 %4708, %pool1_grad.ix2311335
-  %arena1344 = getelementptr inbounds float, ptr %arena, i64 %4709
-  %4710 = load float, ptr %arena1344, align 4
-  %4711 = fadd float %sum239, %4710
-  store float %4711, ptr %pool1_grad.sum240, align 4
-  %sum240 = load float, ptr %pool1_grad.sum240, align 4
-  %4712 = mul nsw i64 %pool1_grad.g1921195, 64
-  %4713 = add nsw i64 %4712, %pool1_grad.j2001300
-  %4714 = mul nsw i64 %4713, 6272
-  %4715 = add nsw i64 802816, %4714
-  %4716 = mul nsw i64 %pool1_grad.c2011301, 196
-  %4717 = add nsw i64 %4715, %4716
-  %4718 = add nsw i64 %pool1_grad.iy2301334, 1
-  %4719 = mul nsw i64 %4718, 14
-  %4720 = add nsw i64 %4717, %4719
-  %4721 = add nsw i64 %4720, 1
-  %4722 = add nsw i64 %4721, %pool1_grad.ix2311335
-  %arena1345 = getelementptr inbounds float, ptr %arena, i64 %4722
-  store float %sum240, ptr %arena1345, align 4
-  %ix231.next = add nsw i64 %pool1_grad.ix2311335, 1
-  %4723 = icmp slt i64 %ix231.next, 12
-  br i1 %4723, label %pool1_grad.ix231, label %pool1_grad.ix231.end
+  %4639 = add nsw i64 %4638, 32
+  %arena1569 = getelementptr inbounds float, ptr %arena, i64 %4639
+  %4640 = load <16 x float>, ptr %arena1569, align 4
+  store <16 x float> %4640, ptr %conv2_weight_grad.t205_c4_2, align 64
+  %4641 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4642 = add nsw i64 %4641, 4
+  %4643 = mul nsw i64 %4642, 64
+  %4644 = add nsw i64 6640272, %4643
+  %4645 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4646 = add nsw i64 %4644, %4645
+  %4647 = add nsw i64 %4646, 48
+  %arena1570 = getelementptr inbounds float, ptr %arena, i64 %4647
+  %4648 = load <16 x float>, ptr %arena1570, align 4
+  store <16 x float> %4648, ptr %conv2_weight_grad.t205_c4_3, align 64
+  %4649 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4650 = add nsw i64 %4649, 5
+  %4651 = mul nsw i64 %4650, 64
+  %4652 = add nsw i64 6640272, %4651
+  %4653 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4654 = add nsw i64 %4652, %4653
+  %arena1571 = getelementptr inbounds float, ptr %arena, i64 %4654
+  %4655 = load <16 x float>, ptr %arena1571, align 4
+  store <16 x float> %4655, ptr %conv2_weight_grad.t205_c5_0, align 64
+  %4656 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4657 = add nsw i64 %4656, 5
+  %4658 = mul nsw i64 %4657, 64
+  %4659 = add nsw i64 6640272, %4658
+  %4660 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4661 = add nsw i64 %4659, %4660
+  %4662 = add nsw i64 %4661, 16
+  %arena1572 = getelementptr inbounds float, ptr %arena, i64 %4662
+  %4663 = load <16 x float>, ptr %arena1572, align 4
+  store <16 x float> %4663, ptr %conv2_weight_grad.t205_c5_1, align 64
+  %4664 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4665 = add nsw i64 %4664, 5
+  %4666 = mul nsw i64 %4665, 64
+  %4667 = add nsw i64 6640272, %4666
+  %4668 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4669 = add nsw i64 %4667, %4668
+  %4670 = add nsw i64 %4669, 32
+  %arena1573 = getelementptr inbounds float, ptr %arena, i64 %4670
+  %4671 = load <16 x float>, ptr %arena1573, align 4
+  store <16 x float> %4671, ptr %conv2_weight_grad.t205_c5_2, align 64
+  %4672 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4673 = add nsw i64 %4672, 5
+  %4674 = mul nsw i64 %4673, 64
+  %4675 = add nsw i64 6640272, %4674
+  %4676 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4677 = add nsw i64 %4675, %4676
+  %4678 = add nsw i64 %4677, 48
+  %arena1574 = getelementptr inbounds float, ptr %arena, i64 %4678
+  %4679 = load <16 x float>, ptr %arena1574, align 4
+  store <16 x float> %4679, ptr %conv2_weight_grad.t205_c5_3, align 64
+  br label %conv2_weight_grad.k206
 
-pool1_grad.ix231.end:                             ; preds = %pool1_grad.ix231
-  %iy230.next = add nsw i64 %pool1_grad.iy2301334, 1
-  %4724 = icmp slt i64 %iy230.next, 12
-  br i1 %4724, label %pool1_grad.iy230, label %pool1_grad.iy230.end
+conv2_weight_grad.mb204.end:                      ; preds = %conv2_weight_grad.k206.end
+  %nb203.next = add nsw i64 %conv2_weight_grad.nb2031549, 1
+  %4680 = icmp slt i64 %nb203.next, 1
+  br i1 %4680, label %conv2_weight_grad.nb203, label %conv2_weight_grad.nb203.end
 
-pool1_grad.iy241:                                 ; preds = %pool1_grad.ix242.end, %pool1_grad.iy230.end
-  %pool1_grad.iy2411346 = phi i64 [ 0, %pool1_grad.iy230.end ], [ %iy241.next, %pool1_grad.ix242.end ]
-  br label %pool1_grad.ix242
-
-pool1_grad.iy241.end:                             ; preds = %pool1_grad.ix242.end
-  br label %pool1_grad.iy249
-
-pool1_grad.ix242:                                 ; preds = %pool1_grad.ix242, %pool1_grad.iy241
-  %pool1_grad.ix2421347 = phi i64 [ 0, %pool1_grad.iy241 ], [ %ix242.next, %pool1_grad.ix242 ]
-  %4725 = mul nsw i64 %pool1_grad.c2011301, 9
+conv2_weight_grad.k206:                           ; preds = %conv2_weight_grad.k206, %conv2_weight_grad.mb204
+  %conv2_weight_grad.k2061575 = phi i64 [ 0, %conv2_weight_grad.mb204 ], [ %k206.next, %conv2_weight_grad.k206 ]
+  %4681 = mul nsw i64 %conv2_weight_grad.kp2021548, 381
+  %4682 = add nsw i64 %conv2_weight_grad.k2061575, %4681
+  %4683 = mul nsw i64 %4682, 64
+  %4684 = add nsw i64 5837456, %4683
+  %4685 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4686 = add nsw i64 %4684, %4685
+  %arena1576 = getelementptr inbounds float, ptr %arena, i64 %4686
+  %4687 = load <16 x float>, ptr %arena1576, align 4
+  store <16 x float> %4687, ptr %conv2_weight_grad.t205_b0, align 64
+  %4688 = mul nsw i64 %conv2_weight_grad.kp2021548, 381
+  %4689 = add nsw i64 %conv2_weight_grad.k2061575, %4688
+  %4690 = mul nsw i64 %4689, 64
+  %4691 = add nsw i64 5837456, %4690
+  %4692 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4693 = add nsw i64 %4691, %4692
+  %4694 = add nsw i64 %4693, 16
+  %arena1577 = getelementptr inbounds float, ptr %arena, i64 %4694
+  %4695 = load <16 x float>, ptr %arena1577, align 4
+  store <16 x float> %4695, ptr %conv2_weight_grad.t205_b1, align 64
+  %4696 = mul nsw i64 %conv2_weight_grad.kp2021548, 381
+  %4697 = add nsw i64 %conv2_weight_grad.k2061575, %4696
+  %4698 = mul nsw i64 %4697, 64
+  %4699 = add nsw i64 5837456, %4698
+  %4700 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4701 = add nsw i64 %4699, %4700
+  %4702 = add nsw i64 %4701, 32
+  %arena1578 = getelementptr inbounds float, ptr %arena, i64 %4702
+  %4703 = load <16 x float>, ptr %arena1578, align 4
+  store <16 x float> %4703, ptr %conv2_weight_grad.t205_b2, align 64
+  %4704 = mul nsw i64 %conv2_weight_grad.kp2021548, 381
+  %4705 = add nsw i64 %conv2_weight_grad.k2061575, %4704
+  %4706 = mul nsw i64 %4705, 64
+  %4707 = add nsw i64 5837456, %4706
+  %4708 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4709 = add nsw i64 %4707, %4708
+  %4710 = add nsw i64 %4709, 48
+  %arena1579 = getelementptr inbounds float, ptr %arena, i64 %4710
+  %4711 = load <16 x float>, ptr %arena1579, align 4
+  store <16 x float> %4711, ptr %conv2_weight_grad.t205_b3, align 64
+  %4712 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4713 = mul nsw i64 %4712, 12544
+  %4714 = add nsw i64 2224784, %4713
+  %4715 = mul nsw i64 %conv2_weight_grad.kp2021548, 381
+  %4716 = add nsw i64 %conv2_weight_grad.k2061575, %4715
+  %4717 = add nsw i64 %4714, %4716
+  %arena1580 = getelementptr inbounds float, ptr %arena, i64 %4717
+  %4718 = load float, ptr %arena1580, align 4
+  %4719 = insertelement <16 x float> undef, float %4718, i32 0
+  %4720 = shufflevector <16 x float> %4719, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4720, ptr %conv2_weight_grad.t205_a0, align 64
+  %t205_a0 = load <16 x float>, ptr %conv2_weight_grad.t205_a0, align 64
+  %t205_b0 = load <16 x float>, ptr %conv2_weight_grad.t205_b0, align 64
+  %t205_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t205_c0_0, align 64
+  %4721 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a0, <16 x float> %t205_b0, <16 x float> %t205_c0_0)
+  store <16 x float> %4721, ptr %conv2_weight_grad.t205_c0_0, align 64
+  %t205_a01581 = load <16 x float>, ptr %conv2_weight_grad.t205_a0, align 64
+  %t205_b1 = load <16 x float>, ptr %conv2_weight_grad.t205_b1, align 64
+  %t205_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t205_c0_1, align 64
+  %4722 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a01581, <16 x float> %t205_b1, <16 x float> %t205_c0_1)
+  store <16 x float> %4722, ptr %conv2_weight_grad.t205_c0_1, align 64
+  %t205_a01582 = load <16 x float>, ptr %conv2_weight_grad.t205_a0, align 64
+  %t205_b2 = load <16 x float>, ptr %conv2_weight_grad.t205_b2, align 64
+  %t205_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t205_c0_2, align 64
+  %4723 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a01582, <16 x float> %t205_b2, <16 x float> %t205_c0_2)
+  store <16 x float> %4723, ptr %conv2_weight_grad.t205_c0_2, align 64
+  %t205_a01583 = load <16 x float>, ptr %conv2_weight_grad.t205_a0, align 64
+  %t205_b3 = load <16 x float>, ptr %conv2_weight_grad.t205_b3, align 64
+  %t205_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t205_c0_3, align 64
+  %4724 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a01583, <16 x float> %t205_b3, <16 x float> %t205_c0_3)
+  store <16 x float> %4724, ptr %conv2_weight_grad.t205_c0_3, align 64
+  %4725 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
   %4726 = add nsw i64 %4725, 1
   %4727 = mul nsw i64 %4726, 12544
   %4728 = add nsw i64 2224784, %4727
-  %4729 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4730 = add nsw i64 %4728, %4729
-  %4731 = add nsw i64 %pool1_grad.iy2411346, 1
-  %4732 = add nsw i64 %4731, 1
-  %4733 = mul nsw i64 %4732, 14
-  %4734 = add nsw i64 %4730, %4733
-  %4735 = add nsw i64 %4734, 13
-  %4736 = add nsw i64 %4735, %pool1_grad.ix2421347
-  %arena1348 = getelementptr inbounds float, ptr %arena, i64 %4736
-  %4737 = load float, ptr %arena1348, align 4
-  store float %4737, ptr %pool1_grad.sum243, align 4
-  %sum243 = load float, ptr %pool1_grad.sum243, align 4
-  %4738 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4739 = add nsw i64 %4738, 2
-  %4740 = mul nsw i64 %4739, 12544
-  %4741 = add nsw i64 2224784, %4740
-  %4742 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4743 = add nsw i64 %4741, %4742
-  %4744 = add nsw i64 %pool1_grad.iy2411346, 1
-  %4745 = add nsw i64 %4744, 1
-  %4746 = mul nsw i64 %4745, 14
-  %4747 = add nsw i64 %4743, %4746
-  %4748 = add nsw i64 %4747, 12
-  %4749 = add nsw i64 %4748, %pool1_grad.ix2421347
-  %arena1349 = getelementptr inbounds float, ptr %arena, i64 %4749
-  %4750 = load float, ptr %arena1349, align 4
-  %4751 = fadd float %sum243, %4750
-  store float %4751, ptr %pool1_grad.sum244, align 4
-  %sum244 = load float, ptr %pool1_grad.sum244, align 4
-  %4752 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4753 = add nsw i64 %4752, 4
-  %4754 = mul nsw i64 %4753, 12544
-  %4755 = add nsw i64 2224784, %4754
-  %4756 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4757 = add nsw i64 %4755, %4756
-  %4758 = add nsw i64 %pool1_grad.iy2411346, 1
-  %4759 = mul nsw i64 %4758, 14
-  %4760 = add nsw i64 %4757, %4759
-  %4761 = add nsw i64 %4760, 13
-  %4762 = add nsw i64 %4761, %pool1_grad.ix2421347
-  %arena1350 = getelementptr inbounds float, ptr %arena, i64 %4762
-  %4763 = load float, ptr %arena1350, align 4
-  %4764 = fadd float %sum244, %4763
-  store float %4764, ptr %pool1_grad.sum245, align 4
-  %sum245 = load float, ptr %pool1_grad.sum245, align 4
-  %4765 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4766 = add nsw i64 %4765, 5
-  %4767 = mul nsw i64 %4766, 12544
-  %4768 = add nsw i64 2224784, %4767
-  %4769 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4770 = add nsw i64 %4768, %4769
-  %4771 = add nsw i64 %pool1_grad.iy2411346, 1
-  %4772 = mul nsw i64 %4771, 14
+  %4729 = mul nsw i64 %conv2_weight_grad.kp2021548, 381
+  %4730 = add nsw i64 %conv2_weight_grad.k2061575, %4729
+  %4731 = add nsw i64 %4728, %4730
+  %arena1584 = getelementptr inbounds float, ptr %arena, i64 %4731
+  %4732 = load float, ptr %arena1584, align 4
+  %4733 = insertelement <16 x float> undef, float %4732, i32 0
+  %4734 = shufflevector <16 x float> %4733, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4734, ptr %conv2_weight_grad.t205_a1, align 64
+  %t205_a1 = load <16 x float>, ptr %conv2_weight_grad.t205_a1, align 64
+  %t205_b01585 = load <16 x float>, ptr %conv2_weight_grad.t205_b0, align 64
+  %t205_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t205_c1_0, align 64
+  %4735 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a1, <16 x float> %t205_b01585, <16 x float> %t205_c1_0)
+  store <16 x float> %4735, ptr %conv2_weight_grad.t205_c1_0, align 64
+  %t205_a11586 = load <16 x float>, ptr %conv2_weight_grad.t205_a1, align 64
+  %t205_b11587 = load <16 x float>, ptr %conv2_weight_grad.t205_b1, align 64
+  %t205_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t205_c1_1, align 64
+  %4736 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a11586, <16 x float> %t205_b11587, <16 x float> %t205_c1_1)
+  store <16 x float> %4736, ptr %conv2_weight_grad.t205_c1_1, align 64
+  %t205_a11588 = load <16 x float>, ptr %conv2_weight_grad.t205_a1, align 64
+  %t205_b21589 = load <16 x float>, ptr %conv2_weight_grad.t205_b2, align 64
+  %t205_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t205_c1_2, align 64
+  %4737 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a11588, <16 x float> %t205_b21589, <16 x float> %t205_c1_2)
+  store <16 x float> %4737, ptr %conv2_weight_grad.t205_c1_2, align 64
+  %t205_a11590 = load <16 x float>, ptr %conv2_weight_grad.t205_a1, align 64
+  %t205_b31591 = load <16 x float>, ptr %conv2_weight_grad.t205_b3, align 64
+  %t205_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t205_c1_3, align 64
+  %4738 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a11590, <16 x float> %t205_b31591, <16 x float> %t205_c1_3)
+  store <16 x float> %4738, ptr %conv2_weight_grad.t205_c1_3, align 64
+  %4739 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4740 = add nsw i64 %4739, 2
+  %4741 = mul nsw i64 %4740, 12544
+  %4742 = add nsw i64 2224784, %4741
+  %4743 = mul nsw i64 %conv2_weight_grad.kp2021548, 381
+  %4744 = add nsw i64 %conv2_weight_grad.k2061575, %4743
+  %4745 = add nsw i64 %4742, %4744
+  %arena1592 = getelementptr inbounds float, ptr %arena, i64 %4745
+  %4746 = load float, ptr %arena1592, align 4
+  %4747 = insertelement <16 x float> undef, float %4746, i32 0
+  %4748 = shufflevector <16 x float> %4747, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4748, ptr %conv2_weight_grad.t205_a2, align 64
+  %t205_a2 = load <16 x float>, ptr %conv2_weight_grad.t205_a2, align 64
+  %t205_b01593 = load <16 x float>, ptr %conv2_weight_grad.t205_b0, align 64
+  %t205_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t205_c2_0, align 64
+  %4749 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a2, <16 x float> %t205_b01593, <16 x float> %t205_c2_0)
+  store <16 x float> %4749, ptr %conv2_weight_grad.t205_c2_0, align 64
+  %t205_a21594 = load <16 x float>, ptr %conv2_weight_grad.t205_a2, align 64
+  %t205_b11595 = load <16 x float>, ptr %conv2_weight_grad.t205_b1, align 64
+  %t205_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t205_c2_1, align 64
+  %4750 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a21594, <16 x float> %t205_b11595, <16 x float> %t205_c2_1)
+  store <16 x float> %4750, ptr %conv2_weight_grad.t205_c2_1, align 64
+  %t205_a21596 = load <16 x float>, ptr %conv2_weight_grad.t205_a2, align 64
+  %t205_b21597 = load <16 x float>, ptr %conv2_weight_grad.t205_b2, align 64
+  %t205_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t205_c2_2, align 64
+  %4751 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a21596, <16 x float> %t205_b21597, <16 x float> %t205_c2_2)
+  store <16 x float> %4751, ptr %conv2_weight_grad.t205_c2_2, align 64
+  %t205_a21598 = load <16 x float>, ptr %conv2_weight_grad.t205_a2, align 64
+  %t205_b31599 = load <16 x float>, ptr %conv2_weight_grad.t205_b3, align 64
+  %t205_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t205_c2_3, align 64
+  %4752 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a21598, <16 x float> %t205_b31599, <16 x float> %t205_c2_3)
+  store <16 x float> %4752, ptr %conv2_weight_grad.t205_c2_3, align 64
+  %4753 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4754 = add nsw i64 %4753, 3
+  %4755 = mul nsw i64 %4754, 12544
+  %4756 = add nsw i64 2224784, %4755
+  %4757 = mul nsw i64 %conv2_weight_grad.kp2021548, 381
+  %4758 = add nsw i64 %conv2_weight_grad.k2061575, %4757
+  %4759 = add nsw i64 %4756, %4758
+  %arena1600 = getelementptr inbounds float, ptr %arena, i64 %4759
+  %4760 = load float, ptr %arena1600, align 4
+  %4761 = insertelement <16 x float> undef, float %4760, i32 0
+  %4762 = shufflevector <16 x float> %4761, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4762, ptr %conv2_weight_grad.t205_a3, align 64
+  %t205_a3 = load <16 x float>, ptr %conv2_weight_grad.t205_a3, align 64
+  %t205_b01601 = load <16 x float>, ptr %conv2_weight_grad.t205_b0, align 64
+  %t205_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t205_c3_0, align 64
+  %4763 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a3, <16 x float> %t205_b01601, <16 x float> %t205_c3_0)
+  store <16 x float> %4763, ptr %conv2_weight_grad.t205_c3_0, align 64
+  %t205_a31602 = load <16 x float>, ptr %conv2_weight_grad.t205_a3, align 64
+  %t205_b11603 = load <16 x float>, ptr %conv2_weight_grad.t205_b1, align 64
+  %t205_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t205_c3_1, align 64
+  %4764 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a31602, <16 x float> %t205_b11603, <16 x float> %t205_c3_1)
+  store <16 x float> %4764, ptr %conv2_weight_grad.t205_c3_1, align 64
+  %t205_a31604 = load <16 x float>, ptr %conv2_weight_grad.t205_a3, align 64
+  %t205_b21605 = load <16 x float>, ptr %conv2_weight_grad.t205_b2, align 64
+  %t205_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t205_c3_2, align 64
+  %4765 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a31604, <16 x float> %t205_b21605, <16 x float> %t205_c3_2)
+  store <16 x float> %4765, ptr %conv2_weight_grad.t205_c3_2, align 64
+  %t205_a31606 = load <16 x float>, ptr %conv2_weight_grad.t205_a3, align 64
+  %t205_b31607 = load <16 x float>, ptr %conv2_weight_grad.t205_b3, align 64
+  %t205_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t205_c3_3, align 64
+  %4766 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a31606, <16 x float> %t205_b31607, <16 x float> %t205_c3_3)
+  store <16 x float> %4766, ptr %conv2_weight_grad.t205_c3_3, align 64
+  %4767 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4768 = add nsw i64 %4767, 4
+  %4769 = mul nsw i64 %4768, 12544
+  %4770 = add nsw i64 2224784, %4769
+  %4771 = mul nsw i64 %conv2_weight_grad.kp2021548, 381
+  %4772 = add nsw i64 %conv2_weight_grad.k2061575, %4771
   %4773 = add nsw i64 %4770, %4772
-  %4774 = add nsw i64 %4773, 12
-  %4775 = add nsw i64 %4774, %pool1_grad.ix2421347
-  %arena1351 = getelementptr inbounds float, ptr %arena, i64 %4775
-  %4776 = load float, ptr %arena1351, align 4
-  %4777 = fadd float %sum245, %4776
-  store float %4777, ptr %pool1_grad.sum246, align 4
-  %sum246 = load float, ptr %pool1_grad.sum246, align 4
-  %4778 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4779 = add nsw i64 %4778, 7
-  %4780 = mul nsw i64 %4779, 12544
-  %4781 = add nsw i64 2224784, %4780
-  %4782 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4783 = add nsw i64 %4781, %4782
-  %4784 = add nsw i64 %pool1_grad.iy2411346, 1
-  %4785 = add nsw i64 %4784, -1
-  %4786 = mul nsw i64 %4785, 14
-  %4787 = add nsw i64 %4783, %4786
-  %4788 = add nsw i64 %4787, 13
-  %4789 = add nsw i64 %4788, %pool1_grad.ix2421347
-  %arena1352 = getelementptr inbounds float, ptr %arena, i64 %4789
-  %4790 = load float, ptr %arena1352, align 4
-  %4791 = fadd float %sum246, %4790
-  store float %4791, ptr %pool1_grad.sum247, align 4
-  %sum247 = load float, ptr %pool1_grad.sum247, align 4
-  %4792 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4793 = add nsw i64 %4792, 8
-  %4794 = mul nsw i64 %4793, 12544
-  %4795 = add nsw i64 2224784, %4794
-  %4796 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4797 = add nsw i64 %4795, %4796
-  %4798 = add nsw i64 %pool1_grad.iy2411346, 1
-  %4799 = add nsw i64 %4798, -1
-  %4800 = mul nsw i64 %4799, 14
-  %4801 = add nsw i64 %4797, %4800
-  %4802 = add nsw i64 %4801, 12
-  %4803 = add nsw i64 %4802, %pool1_grad.ix2421347
-  %arena1353 = getelementptr inbounds float, ptr %arena, i64 %4803
-  %4804 = load float, ptr %arena1353, align 4
-  %4805 = fadd float %sum247, %4804
-  store float %4805, ptr %pool1_grad.sum248, align 4
-  %sum248 = load float, ptr %pool1_grad.sum248, align 4
-  %4806 = mul nsw i64 %pool1_grad.g1921195, 64
-  %4807 = add nsw i64 %4806, %pool1_grad.j2001300
-  %4808 = mul nsw i64 %4807, 6272
-  %4809 = add nsw i64 802816, %4808
-  %4810 = mul nsw i64 %pool1_grad.c2011301, 196
+  %arena1608 = getelementptr inbounds float, ptr %arena, i64 %4773
+  %4774 = load float, ptr %arena1608, align 4
+  %4775 = insertelement <16 x float> undef, float %4774, i32 0
+  %4776 = shufflevector <16 x float> %4775, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4776, ptr %conv2_weight_grad.t205_a4, align 64
+  %t205_a4 = load <16 x float>, ptr %conv2_weight_grad.t205_a4, align 64
+  %t205_b01609 = load <16 x float>, ptr %conv2_weight_grad.t205_b0, align 64
+  %t205_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t205_c4_0, align 64
+  %4777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a4, <16 x float> %t205_b01609, <16 x float> %t205_c4_0)
+  store <16 x float> %4777, ptr %conv2_weight_grad.t205_c4_0, align 64
+  %t205_a41610 = load <16 x float>, ptr %conv2_weight_grad.t205_a4, align 64
+  %t205_b11611 = load <16 x float>, ptr %conv2_weight_grad.t205_b1, align 64
+  %t205_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t205_c4_1, align 64
+  %4778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a41610, <16 x float> %t205_b11611, <16 x float> %t205_c4_1)
+  store <16 x float> %4778, ptr %conv2_weight_grad.t205_c4_1, align 64
+  %t205_a41612 = load <16 x float>, ptr %conv2_weight_grad.t205_a4, align 64
+  %t205_b21613 = load <16 x float>, ptr %conv2_weight_grad.t205_b2, align 64
+  %t205_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t205_c4_2, align 64
+  %4779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a41612, <16 x float> %t205_b21613, <16 x float> %t205_c4_2)
+  store <16 x float> %4779, ptr %conv2_weight_grad.t205_c4_2, align 64
+  %t205_a41614 = load <16 x float>, ptr %conv2_weight_grad.t205_a4, align 64
+  %t205_b31615 = load <16 x float>, ptr %conv2_weight_grad.t205_b3, align 64
+  %t205_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t205_c4_3, align 64
+  %4780 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a41614, <16 x float> %t205_b31615, <16 x float> %t205_c4_3)
+  store <16 x float> %4780, ptr %conv2_weight_grad.t205_c4_3, align 64
+  %4781 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4782 = add nsw i64 %4781, 5
+  %4783 = mul nsw i64 %4782, 12544
+  %4784 = add nsw i64 2224784, %4783
+  %4785 = mul nsw i64 %conv2_weight_grad.kp2021548, 381
+  %4786 = add nsw i64 %conv2_weight_grad.k2061575, %4785
+  %4787 = add nsw i64 %4784, %4786
+  %arena1616 = getelementptr inbounds float, ptr %arena, i64 %4787
+  %4788 = load float, ptr %arena1616, align 4
+  %4789 = insertelement <16 x float> undef, float %4788, i32 0
+  %4790 = shufflevector <16 x float> %4789, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4790, ptr %conv2_weight_grad.t205_a5, align 64
+  %t205_a5 = load <16 x float>, ptr %conv2_weight_grad.t205_a5, align 64
+  %t205_b01617 = load <16 x float>, ptr %conv2_weight_grad.t205_b0, align 64
+  %t205_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t205_c5_0, align 64
+  %4791 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a5, <16 x float> %t205_b01617, <16 x float> %t205_c5_0)
+  store <16 x float> %4791, ptr %conv2_weight_grad.t205_c5_0, align 64
+  %t205_a51618 = load <16 x float>, ptr %conv2_weight_grad.t205_a5, align 64
+  %t205_b11619 = load <16 x float>, ptr %conv2_weight_grad.t205_b1, align 64
+  %t205_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t205_c5_1, align 64
+  %4792 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a51618, <16 x float> %t205_b11619, <16 x float> %t205_c5_1)
+  store <16 x float> %4792, ptr %conv2_weight_grad.t205_c5_1, align 64
+  %t205_a51620 = load <16 x float>, ptr %conv2_weight_grad.t205_a5, align 64
+  %t205_b21621 = load <16 x float>, ptr %conv2_weight_grad.t205_b2, align 64
+  %t205_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t205_c5_2, align 64
+  %4793 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a51620, <16 x float> %t205_b21621, <16 x float> %t205_c5_2)
+  store <16 x float> %4793, ptr %conv2_weight_grad.t205_c5_2, align 64
+  %t205_a51622 = load <16 x float>, ptr %conv2_weight_grad.t205_a5, align 64
+  %t205_b31623 = load <16 x float>, ptr %conv2_weight_grad.t205_b3, align 64
+  %t205_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t205_c5_3, align 64
+  %4794 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a51622, <16 x float> %t205_b31623, <16 x float> %t205_c5_3)
+  store <16 x float> %4794, ptr %conv2_weight_grad.t205_c5_3, align 64
+  %k206.next = add nsw i64 %conv2_weight_grad.k2061575, 1
+  %4795 = icmp slt i64 %k206.next, 381
+  br i1 %4795, label %conv2_weight_grad.k206, label %conv2_weight_grad.k206.end
+
+conv2_weight_grad.k206.end:                       ; preds = %conv2_weight_grad.k206
+  %t205_c0_01624 = load <16 x float>, ptr %conv2_weight_grad.t205_c0_0, align 64
+  %4796 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4797 = mul nsw i64 %4796, 64
+  %4798 = add nsw i64 6640272, %4797
+  %4799 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4800 = add nsw i64 %4798, %4799
+  %arena1625 = getelementptr inbounds float, ptr %arena, i64 %4800
+  store <16 x float> %t205_c0_01624, ptr %arena1625, align 4
+  %t205_c0_11626 = load <16 x float>, ptr %conv2_weight_grad.t205_c0_1, align 64
+  %4801 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4802 = mul nsw i64 %4801, 64
+  %4803 = add nsw i64 6640272, %4802
+  %4804 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4805 = add nsw i64 %4803, %4804
+  %4806 = add nsw i64 %4805, 16
+  %arena1627 = getelementptr inbounds float, ptr %arena, i64 %4806
+  store <16 x float> %t205_c0_11626, ptr %arena1627, align 4
+  %t205_c0_21628 = load <16 x float>, ptr %conv2_weight_grad.t205_c0_2, align 64
+  %4807 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4808 = mul nsw i64 %4807, 64
+  %4809 = add nsw i64 6640272, %4808
+  %4810 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
   %4811 = add nsw i64 %4809, %4810
-  %4812 = add nsw i64 %pool1_grad.iy2411346, 1
-  %4813 = mul nsw i64 %4812, 14
-  %4814 = add nsw i64 %4811, %4813
-  %4815 = add nsw i64 %4814, 13
-  %4816 = add nsw i64 %4815, %pool1_grad.ix2421347
-  %arena1354 = getelementptr inbounds float, ptr %arena, i64 %4816
-  store float %sum248, ptr %arena1354, align 4
-  %ix242.next = add nsw i64 %pool1_grad.ix2421347, 1
-  %4817 = icmp slt i64 %ix242.next, 1
-  br i1 %4817, label %pool1_grad.ix242, label %pool1_grad.ix242.end
-
-pool1_grad.ix242.end:                             ; preds = %pool1_grad.ix242
-  %iy241.next = add nsw i64 %pool1_grad.iy2411346, 1
-  %4818 = icmp slt i64 %iy241.next, 12
-  br i1 %4818, label %pool1_grad.iy241, label %pool1_grad.iy241.end
-
-pool1_grad.iy249:                                 ; preds = %pool1_grad.ix250.end, %pool1_grad.iy241.end
-  %pool1_grad.iy2491355 = phi i64 [ 0, %pool1_grad.iy241.end ], [ %iy249.next, %pool1_grad.ix250.end ]
-  br label %pool1_grad.ix250
-
-pool1_grad.iy249.end:                             ; preds = %pool1_grad.ix250.end
-  br label %pool1_grad.iy255
-
-pool1_grad.ix250:                                 ; preds = %pool1_grad.ix250, %pool1_grad.iy249
-  %pool1_grad.ix2501356 = phi i64 [ 0, %pool1_grad.iy249 ], [ %ix250.next, %pool1_grad.ix250 ]
-  %4819 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4820 = add nsw i64 %4819, 3
-  %4821 = mul nsw i64 %4820, 12544
-  %4822 = add nsw i64 2224784, %4821
-  %4823 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4812 = add nsw i64 %4811, 32
+  %arena1629 = getelementptr inbounds float, ptr %arena, i64 %4812
+  store <16 x float> %t205_c0_21628, ptr %arena1629, align 4
+  %t205_c0_31630 = load <16 x float>, ptr %conv2_weight_grad.t205_c0_3, align 64
+  %4813 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4814 = mul nsw i64 %4813, 64
+  %4815 = add nsw i64 6640272, %4814
+  %4816 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4817 = add nsw i64 %4815, %4816
+  %4818 = add nsw i64 %4817, 48
+  %arena1631 = getelementptr inbounds float, ptr %arena, i64 %4818
+  store <16 x float> %t205_c0_31630, ptr %arena1631, align 4
+  %t205_c1_01632 = load <16 x float>, ptr %conv2_weight_grad.t205_c1_0, align 64
+  %4819 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4820 = add nsw i64 %4819, 1
+  %4821 = mul nsw i64 %4820, 64
+  %4822 = add nsw i64 6640272, %4821
+  %4823 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
   %4824 = add nsw i64 %4822, %4823
-  %4825 = add nsw i64 %pool1_grad.iy2491355, 13
-  %4826 = mul nsw i64 %4825, 14
-  %4827 = add nsw i64 %4824, %4826
-  %4828 = add nsw i64 %4827, 1
-  %4829 = add nsw i64 %4828, %pool1_grad.ix2501356
-  %arena1357 = getelementptr inbounds float, ptr %arena, i64 %4829
-  %4830 = load float, ptr %arena1357, align 4
-  store float %4830, ptr %pool1_grad.sum251, align 4
-  %sum251 = load float, ptr %pool1_grad.sum251, align 4
-  %4831 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4832 = add nsw i64 %4831, 4
-  %4833 = mul nsw i64 %4832, 12544
-  %4834 = add nsw i64 2224784, %4833
-  %4835 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4836 = add nsw i64 %4834, %4835
-  %4837 = add nsw i64 %pool1_grad.iy2491355, 13
-  %4838 = mul nsw i64 %4837, 14
-  %4839 = add nsw i64 %4836, %4838
-  %4840 = add nsw i64 %4839, %pool1_grad.ix2501356
-  %arena1358 = getelementptr inbounds float, ptr %arena, i64 %4840
-  %4841 = load float, ptr %arena1358, align 4
-  %4842 = fadd float %sum251, %4841
-  store float %4842, ptr %pool1_grad.sum252, align 4
-  %sum252 = load float, ptr %pool1_grad.sum252, align 4
-  %4843 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4844 = add nsw i64 %4843, 6
-  %4845 = mul nsw i64 %4844, 12544
-  %4846 = add nsw i64 2224784, %4845
-  %4847 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4848 = add nsw i64 %4846, %4847
-  %4849 = add nsw i64 %pool1_grad.iy2491355, 13
-  %4850 = add nsw i64 %4849, -1
-  %4851 = mul nsw i64 %4850, 14
-  %4852 = add nsw i64 %4848, %4851
-  %4853 = add nsw i64 %4852, 1
-  %4854 = add nsw i64 %4853, %pool1_grad.ix2501356
-  %arena1359 = getelementptr inbounds float, ptr %arena, i64 %4854
-  %4855 = load float, ptr %arena1359, align 4
-  %4856 = fadd float %sum252, %4855
-  store float %4856, ptr %pool1_grad.sum253, align 4
-  %sum253 = load float, ptr %pool1_grad.sum253, align 4
-  %4857 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4858 = add nsw i64 %4857, 7
-  %4859 = mul nsw i64 %4858, 12544
-  %4860 = add nsw i64 2224784, %4859
-  %4861 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4862 = add nsw i64 %4860, %4861
-  %4863 = add nsw i64 %pool1_grad.iy2491355, 13
-  %4864 = add nsw i64 %4863, -1
-  %4865 = mul nsw i64 %4864, 14
-  %4866 = add nsw i64 %4862, %4865
-  %4867 = add nsw i64 %4866, %pool1_grad.ix2501356
-  %arena1360 = getelementptr inbounds float, ptr %arena, i64 %4867
-  %4868 = load float, ptr %arena1360, align 4
-  %4869 = fadd float %sum253, %4868
-  store float %4869, ptr %pool1_grad.sum254, align 4
-  %sum254 = load float, ptr %pool1_grad.sum254, align 4
-  %4870 = mul nsw i64 %pool1_grad.g1921195, 64
-  %4871 = add nsw i64 %4870, %pool1_grad.j2001300
-  %4872 = mul nsw i64 %4871, 6272
-  %4873 = add nsw i64 802816, %4872
-  %4874 = mul nsw i64 %pool1_grad.c2011301, 196
-  %4875 = add nsw i64 %4873, %4874
-  %4876 = add nsw i64 %pool1_grad.iy2491355, 13
-  %4877 = mul nsw i64 %4876, 14
-  %4878 = add nsw i64 %4875, %4877
-  %4879 = add nsw i64 %4878, %pool1_grad.ix2501356
-  %arena1361 = getelementptr inbounds float, ptr %arena, i64 %4879
-  store float %sum254, ptr %arena1361, align 4
-  %ix250.next = add nsw i64 %pool1_grad.ix2501356, 1
-  %4880 = icmp slt i64 %ix250.next, 1
-  br i1 %4880, label %pool1_grad.ix250, label %pool1_grad.ix250.end
-
-pool1_grad.ix250.end:                             ; preds = %pool1_grad.ix250
-  %iy249.next = add nsw i64 %pool1_grad.iy2491355, 1
-  %4881 = icmp slt i64 %iy249.next, 1
-  br i1 %4881, label %pool1_grad.iy249, label %pool1_grad.iy249.end
-
-pool1_grad.iy255:                                 ; preds = %pool1_grad.ix256.end, %pool1_grad.iy249.end
-  %pool1_grad.iy2551362 = phi i64 [ 0, %pool1_grad.iy249.end ], [ %iy255.next, %pool1_grad.ix256.end ]
-  br label %pool1_grad.ix256
-
-pool1_grad.iy255.end:                             ; preds = %pool1_grad.ix256.end
-  br label %pool1_grad.iy263
-
-pool1_grad.ix256:                                 ; preds = %pool1_grad.ix256, %pool1_grad.iy255
-  %pool1_grad.ix2561363 = phi i64 [ 0, %pool1_grad.iy255 ], [ %ix256.next, %pool1_grad.ix256 ]
-  %4882 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4883 = add nsw i64 %4882, 3
-  %4884 = mul nsw i64 %4883, 12544
-  %4885 = add nsw i64 2224784, %4884
-  %4886 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4887 = add nsw i64 %4885, %4886
-  %4888 = add nsw i64 %pool1_grad.iy2551362, 13
-  %4889 = mul nsw i64 %4888, 14
-  %4890 = add nsw i64 %4887, %4889
-  %4891 = add nsw i64 %4890, 2
-  %4892 = add nsw i64 %4891, %pool1_grad.ix2561363
-  %arena1364 = getelementptr inbounds float, ptr %arena, i64 %4892
-  %4893 = load float, ptr %arena1364, align 4
-  store float %4893, ptr %pool1_grad.sum257, align 4
-  %sum257 = load float, ptr %pool1_grad.sum257, align 4
-  %4894 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4895 = add nsw i64 %4894, 4
-  %4896 = mul nsw i64 %4895, 12544
-  %4897 = add nsw i64 2224784, %4896
-  %4898 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4899 = add nsw i64 %4897, %4898
-  %4900 = add nsw i64 %pool1_grad.iy2551362, 13
-  %4901 = mul nsw i64 %4900, 14
-  %4902 = add nsw i64 %4899, %4901
-  %4903 = add nsw i64 %4902, 1
-  %4904 = add nsw i64 %4903, %pool1_grad.ix2561363
-  %arena1365 = getelementptr inbounds float, ptr %arena, i64 %4904
-  %4905 = load float, ptr %arena1365, align 4
-  %4906 = fadd float %sum257, %4905
-  store float %4906, ptr %pool1_grad.sum258, align 4
-  %sum258 = load float, ptr %pool1_grad.sum258, align 4
-  %4907 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4908 = add nsw i64 %4907, 5
-  %4909 = mul nsw i64 %4908, 12544
-  %4910 = add nsw i64 2224784, %4909
-  %4911 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4912 = add nsw i64 %4910, %4911
-  %4913 = add nsw i64 %pool1_grad.iy2551362, 13
-  %4914 = mul nsw i64 %4913, 14
-  %4915 = add nsw i64 %4912, %4914
-  %4916 = add nsw i64 %4915, %pool1_grad.ix2561363
-  %arena1366 = getelementptr inbounds float, ptr %arena, i64 %4916
-  %4917 = load float, ptr %arena1366, align 4
-  %4918 = fadd float %sum258, %4917
-  store float %4918, ptr %pool1_grad.sum259, align 4
-  %sum259 = load float, ptr %pool1_grad.sum259, align 4
-  %4919 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4920 = add nsw i64 %4919, 6
-  %4921 = mul nsw i64 %4920, 12544
-  %4922 = add nsw i64 2224784, %4921
-  %4923 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4924 = add nsw i64 %4922, %4923
-  %4925 = add nsw i64 %pool1_grad.iy2551362, 13
-  %4926 = add nsw i64 %4925, -1
-  %4927 = mul nsw i64 %4926, 14
-  %4928 = add nsw i64 %4924, %4927
-  %4929 = add nsw i64 %4928, 2
-  %4930 = add nsw i64 %4929, %pool1_grad.ix2561363
-  %arena1367 = getelementptr inbounds float, ptr %arena, i64 %4930
-  %4931 = load float, ptr %arena1367, align 4
-  %4932 = fadd float %sum259, %4931
-  store float %4932, ptr %pool1_grad.sum260, align 4
-  %sum260 = load float, ptr %pool1_grad.sum260, align 4
-  %4933 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4934 = add nsw i64 %4933, 7
-  %4935 = mul nsw i64 %4934, 12544
-  %4936 = add nsw i64 2224784, %4935
-  %4937 = mul nsw i64 %pool1_grad.j2001300, 196
+  %arena1633 = getelementptr inbounds float, ptr %arena, i64 %4824
+  store <16 x float> %t205_c1_01632, ptr %arena1633, align 4
+  %t205_c1_11634 = load <16 x float>, ptr %conv2_weight_grad.t205_c1_1, align 64
+  %4825 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4826 = add nsw i64 %4825, 1
+  %4827 = mul nsw i64 %4826, 64
+  %4828 = add nsw i64 6640272, %4827
+  %4829 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4830 = add nsw i64 %4828, %4829
+  %4831 = add nsw i64 %4830, 16
+  %arena1635 = getelementptr inbounds float, ptr %arena, i64 %4831
+  store <16 x float> %t205_c1_11634, ptr %arena1635, align 4
+  %t205_c1_21636 = load <16 x float>, ptr %conv2_weight_grad.t205_c1_2, align 64
+  %4832 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4833 = add nsw i64 %4832, 1
+  %4834 = mul nsw i64 %4833, 64
+  %4835 = add nsw i64 6640272, %4834
+  %4836 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4837 = add nsw i64 %4835, %4836
+  %4838 = add nsw i64 %4837, 32
+  %arena1637 = getelementptr inbounds float, ptr %arena, i64 %4838
+  store <16 x float> %t205_c1_21636, ptr %arena1637, align 4
+  %t205_c1_31638 = load <16 x float>, ptr %conv2_weight_grad.t205_c1_3, align 64
+  %4839 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4840 = add nsw i64 %4839, 1
+  %4841 = mul nsw i64 %4840, 64
+  %4842 = add nsw i64 6640272, %4841
+  %4843 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4844 = add nsw i64 %4842, %4843
+  %4845 = add nsw i64 %4844, 48
+  %arena1639 = getelementptr inbounds float, ptr %arena, i64 %4845
+  store <16 x float> %t205_c1_31638, ptr %arena1639, align 4
+  %t205_c2_01640 = load <16 x float>, ptr %conv2_weight_grad.t205_c2_0, align 64
+  %4846 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4847 = add nsw i64 %4846, 2
+  %4848 = mul nsw i64 %4847, 64
+  %4849 = add nsw i64 6640272, %4848
+  %4850 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4851 = add nsw i64 %4849, %4850
+  %arena1641 = getelementptr inbounds float, ptr %arena, i64 %4851
+  store <16 x float> %t205_c2_01640, ptr %arena1641, align 4
+  %t205_c2_11642 = load <16 x float>, ptr %conv2_weight_grad.t205_c2_1, align 64
+  %4852 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4853 = add nsw i64 %4852, 2
+  %4854 = mul nsw i64 %4853, 64
+  %4855 = add nsw i64 6640272, %4854
+  %4856 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4857 = add nsw i64 %4855, %4856
+  %4858 = add nsw i64 %4857, 16
+  %arena1643 = getelementptr inbounds float, ptr %arena, i64 %4858
+  store <16 x float> %t205_c2_11642, ptr %arena1643, align 4
+  %t205_c2_21644 = load <16 x float>, ptr %conv2_weight_grad.t205_c2_2, align 64
+  %4859 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4860 = add nsw i64 %4859, 2
+  %4861 = mul nsw i64 %4860, 64
+  %4862 = add nsw i64 6640272, %4861
+  %4863 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4864 = add nsw i64 %4862, %4863
+  %4865 = add nsw i64 %4864, 32
+  %arena1645 = getelementptr inbounds float, ptr %arena, i64 %4865
+  store <16 x float> %t205_c2_21644, ptr %arena1645, align 4
+  %t205_c2_31646 = load <16 x float>, ptr %conv2_weight_grad.t205_c2_3, align 64
+  %4866 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4867 = add nsw i64 %4866, 2
+  %4868 = mul nsw i64 %4867, 64
+  %4869 = add nsw i64 6640272, %4868
+  %4870 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4871 = add nsw i64 %4869, %4870
+  %4872 = add nsw i64 %4871, 48
+  %arena1647 = getelementptr inbounds float, ptr %arena, i64 %4872
+  store <16 x float> %t205_c2_31646, ptr %arena1647, align 4
+  %t205_c3_01648 = load <16 x float>, ptr %conv2_weight_grad.t205_c3_0, align 64
+  %4873 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4874 = add nsw i64 %4873, 3
+  %4875 = mul nsw i64 %4874, 64
+  %4876 = add nsw i64 6640272, %4875
+  %4877 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4878 = add nsw i64 %4876, %4877
+  %arena1649 = getelementptr inbounds float, ptr %arena, i64 %4878
+  store <16 x float> %t205_c3_01648, ptr %arena1649, align 4
+  %t205_c3_11650 = load <16 x float>, ptr %conv2_weight_grad.t205_c3_1, align 64
+  %4879 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4880 = add nsw i64 %4879, 3
+  %4881 = mul nsw i64 %4880, 64
+  %4882 = add nsw i64 6640272, %4881
+  %4883 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4884 = add nsw i64 %4882, %4883
+  %4885 = add nsw i64 %4884, 16
+  %arena1651 = getelementptr inbounds float, ptr %arena, i64 %4885
+  store <16 x float> %t205_c3_11650, ptr %arena1651, align 4
+  %t205_c3_21652 = load <16 x float>, ptr %conv2_weight_grad.t205_c3_2, align 64
+  %4886 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4887 = add nsw i64 %4886, 3
+  %4888 = mul nsw i64 %4887, 64
+  %4889 = add nsw i64 6640272, %4888
+  %4890 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4891 = add nsw i64 %4889, %4890
+  %4892 = add nsw i64 %4891, 32
+  %arena1653 = getelementptr inbounds float, ptr %arena, i64 %4892
+  store <16 x float> %t205_c3_21652, ptr %arena1653, align 4
+  %t205_c3_31654 = load <16 x float>, ptr %conv2_weight_grad.t205_c3_3, align 64
+  %4893 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4894 = add nsw i64 %4893, 3
+  %4895 = mul nsw i64 %4894, 64
+  %4896 = add nsw i64 6640272, %4895
+  %4897 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4898 = add nsw i64 %4896, %4897
+  %4899 = add nsw i64 %4898, 48
+  %arena1655 = getelementptr inbounds float, ptr %arena, i64 %4899
+  store <16 x float> %t205_c3_31654, ptr %arena1655, align 4
+  %t205_c4_01656 = load <16 x float>, ptr %conv2_weight_grad.t205_c4_0, align 64
+  %4900 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4901 = add nsw i64 %4900, 4
+  %4902 = mul nsw i64 %4901, 64
+  %4903 = add nsw i64 6640272, %4902
+  %4904 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4905 = add nsw i64 %4903, %4904
+  %arena1657 = getelementptr inbounds float, ptr %arena, i64 %4905
+  store <16 x float> %t205_c4_01656, ptr %arena1657, align 4
+  %t205_c4_11658 = load <16 x float>, ptr %conv2_weight_grad.t205_c4_1, align 64
+  %4906 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4907 = add nsw i64 %4906, 4
+  %4908 = mul nsw i64 %4907, 64
+  %4909 = add nsw i64 6640272, %4908
+  %4910 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4911 = add nsw i64 %4909, %4910
+  %4912 = add nsw i64 %4911, 16
+  %arena1659 = getelementptr inbounds float, ptr %arena, i64 %4912
+  store <16 x float> %t205_c4_11658, ptr %arena1659, align 4
+  %t205_c4_21660 = load <16 x float>, ptr %conv2_weight_grad.t205_c4_2, align 64
+  %4913 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4914 = add nsw i64 %4913, 4
+  %4915 = mul nsw i64 %4914, 64
+  %4916 = add nsw i64 6640272, %4915
+  %4917 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4918 = add nsw i64 %4916, %4917
+  %4919 = add nsw i64 %4918, 32
+  %arena1661 = getelementptr inbounds float, ptr %arena, i64 %4919
+  store <16 x float> %t205_c4_21660, ptr %arena1661, align 4
+  %t205_c4_31662 = load <16 x float>, ptr %conv2_weight_grad.t205_c4_3, align 64
+  %4920 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4921 = add nsw i64 %4920, 4
+  %4922 = mul nsw i64 %4921, 64
+  %4923 = add nsw i64 6640272, %4922
+  %4924 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4925 = add nsw i64 %4923, %4924
+  %4926 = add nsw i64 %4925, 48
+  %arena1663 = getelementptr inbounds float, ptr %arena, i64 %4926
+  store <16 x float> %t205_c4_31662, ptr %arena1663, align 4
+  %t205_c5_01664 = load <16 x float>, ptr %conv2_weight_grad.t205_c5_0, align 64
+  %4927 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4928 = add nsw i64 %4927, 5
+  %4929 = mul nsw i64 %4928, 64
+  %4930 = add nsw i64 6640272, %4929
+  %4931 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4932 = add nsw i64 %4930, %4931
+  %arena1665 = getelementptr inbounds float, ptr %arena, i64 %4932
+  store <16 x float> %t205_c5_01664, ptr %arena1665, align 4
+  %t205_c5_11666 = load <16 x float>, ptr %conv2_weight_grad.t205_c5_1, align 64
+  %4933 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4934 = add nsw i64 %4933, 5
+  %4935 = mul nsw i64 %4934, 64
+  %4936 = add nsw i64 6640272, %4935
+  %4937 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
   %4938 = add nsw i64 %4936, %4937
-  %4939 = add nsw i64 %pool1_grad.iy2551362, 13
-  %4940 = add nsw i64 %4939, -1
-  %4941 = mul nsw i64 %4940, 14
-  %4942 = add nsw i64 %4938, %4941
-  %4943 = add nsw i64 %4942, 1
-  %4944 = add nsw i64 %4943, %pool1_grad.ix2561363
-  %arena1368 = getelementptr inbounds float, ptr %arena, i64 %4944
-  %4945 = load float, ptr %arena1368, align 4
-  %4946 = fadd float %sum260, %4945
-  store float %4946, ptr %pool1_grad.sum261, align 4
-  %sum261 = load float, ptr %pool1_grad.sum261, align 4
-  %4947 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4948 = add nsw i64 %4947, 8
-  %4949 = mul nsw i64 %4948, 12544
-  %4950 = add nsw i64 2224784, %4949
-  %4951 = mul nsw i64 %pool1_grad.j2001300, 196
+  %4939 = add nsw i64 %4938, 16
+  %arena1667 = getelementptr inbounds float, ptr %arena, i64 %4939
+  store <16 x float> %t205_c5_11666, ptr %arena1667, align 4
+  %t205_c5_21668 = load <16 x float>, ptr %conv2_weight_grad.t205_c5_2, align 64
+  %4940 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4941 = add nsw i64 %4940, 5
+  %4942 = mul nsw i64 %4941, 64
+  %4943 = add nsw i64 6640272, %4942
+  %4944 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
+  %4945 = add nsw i64 %4943, %4944
+  %4946 = add nsw i64 %4945, 32
+  %arena1669 = getelementptr inbounds float, ptr %arena, i64 %4946
+  store <16 x float> %t205_c5_21668, ptr %arena1669, align 4
+  %t205_c5_31670 = load <16 x float>, ptr %conv2_weight_grad.t205_c5_3, align 64
+  %4947 = mul nsw i64 %conv2_weight_grad.mb2041550, 6
+  %4948 = add nsw i64 %4947, 5
+  %4949 = mul nsw i64 %4948, 64
+  %4950 = add nsw i64 6640272, %4949
+  %4951 = mul nsw i64 %conv2_weight_grad.nb2031549, 64
   %4952 = add nsw i64 %4950, %4951
-  %4953 = add nsw i64 %pool1_grad.iy2551362, 13
-  %4954 = add nsw i64 %4953, -1
-  %4955 = mul nsw i64 %4954, 14
-  %4956 = add nsw i64 %4952, %4955
-  %4957 = add nsw i64 %4956, %pool1_grad.ix2561363
-  %arena1369 = getelementptr inbounds float, ptr %arena, i64 %4957
-  %4958 = load float, ptr %arena1369, align 4
-  %4959 = fadd float %sum261, %4958
-  store float %4959, ptr %pool1_grad.sum262, align 4
-  %sum262 = load float, ptr %pool1_grad.sum262, align 4
-  %4960 = mul nsw i64 %pool1_grad.g1921195, 64
-  %4961 = add nsw i64 %4960, %pool1_grad.j2001300
-  %4962 = mul nsw i64 %4961, 6272
-  %4963 = add nsw i64 802816, %4962
-  %4964 = mul nsw i64 %pool1_grad.c2011301, 196
-  %4965 = add nsw i64 %4963, %4964
-  %4966 = add nsw i64 %pool1_grad.iy2551362, 13
-  %4967 = mul nsw i64 %4966, 14
-  %4968 = add nsw i64 %4965, %4967
-  %4969 = add nsw i64 %4968, 1
-  %4970 = add nsw i64 %4969, %pool1_grad.ix2561363
-  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %4970
-  store float %sum262, ptr %arena1370, align 4
-  %ix256.next = add nsw i64 %pool1_grad.ix2561363, 1
-  %4971 = icmp slt i64 %ix256.next, 12
-  br i1 %4971, label %pool1_grad.ix256, label %pool1_grad.ix256.end
-
-pool1_grad.ix256.end:                             ; preds = %pool1_grad.ix256
-  %iy255.next = add nsw i64 %pool1_grad.iy2551362, 1
-  %4972 = icmp slt i64 %iy255.next, 1
-  br i1 %4972, label %pool1_grad.iy255, label %pool1_grad.iy255.end
-
-pool1_grad.iy263:                                 ; preds = %pool1_grad.ix264.end, %pool1_grad.iy255.end
-  %pool1_grad.iy2631371 = phi i64 [ 0, %pool1_grad.iy255.end ], [ %iy263.next, %pool1_grad.ix264.end ]
-  br label %pool1_grad.ix264
-
-pool1_grad.iy263.end:                             ; preds = %pool1_grad.ix264.end
-  %c201.next = add nsw i64 %pool1_grad.c2011301, 1
-  %4973 = icmp slt i64 %c201.next, 32
-  br i1 %4973, label %pool1_grad.c201, label %pool1_grad.c201.end
-
-pool1_grad.ix264:                                 ; preds = %pool1_grad.ix264, %pool1_grad.iy263
-  %pool1_grad.ix2641372 = phi i64 [ 0, %pool1_grad.iy263 ], [ %ix264.next, %pool1_grad.ix264 ]
-  %4974 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4975 = add nsw i64 %4974, 4
-  %4976 = mul nsw i64 %4975, 12544
-  %4977 = add nsw i64 2224784, %4976
-  %4978 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4979 = add nsw i64 %4977, %4978
-  %4980 = add nsw i64 %pool1_grad.iy2631371, 13
-  %4981 = mul nsw i64 %4980, 14
-  %4982 = add nsw i64 %4979, %4981
-  %4983 = add nsw i64 %4982, 13
-  %4984 = add nsw i64 %4983, %pool1_grad.ix2641372
-  %arena1373 = getelementptr inbounds float, ptr %arena, i64 %4984
-  %4985 = load float, ptr %arena1373, align 4
-  store float %4985, ptr %pool1_grad.sum265, align 4
-  %sum265 = load float, ptr %pool1_grad.sum265, align 4
-  %4986 = mul nsw i64 %pool1_grad.c2011301, 9
-  %4987 = add nsw i64 %4986, 5
-  %4988 = mul nsw i64 %4987, 12544
-  %4989 = add nsw i64 2224784, %4988
-  %4990 = mul nsw i64 %pool1_grad.j2001300, 196
-  %4991 = add nsw i64 %4989, %4990
-  %4992 = add nsw i64 %pool1_grad.iy2631371, 13
-  %4993 = mul nsw i64 %4992, 14
-  %4994 = add nsw i64 %4991, %4993
-  %4995 = add nsw i64 %4994, 12
-  %4996 = add nsw i64 %4995, %pool1_grad.ix2641372
-  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %4996
-  %4997 = load float, ptr %arena1374, align 4
-  %4998 = fadd float %sum265, %4997
-  store float %4998, ptr %pool1_grad.sum266, align 4
-  %sum266 = load float, ptr %pool1_grad.sum266, align 4
-  %4999 = mul nsw i64 %pool1_grad.c2011301, 9
-  %5000 = add nsw i64 %4999, 7
-  %5001 = mul nsw i64 %5000, 12544
-  %5002 = add nsw i64 2224784, %5001
-  %5003 = mul nsw i64 %pool1_grad.j2001300, 196
-  %5004 = add nsw i64 %5002, %5003
-  %5005 = add nsw i64 %pool1_grad.iy2631371, 13
-  %5006 = add nsw i64 %5005, -1
-  %5007 = mul nsw i64 %5006, 14
-  %5008 = add nsw i64 %5004, %5007
-  %5009 = add nsw i64 %5008, 13
-  %5010 = add nsw i64 %5009, %pool1_grad.ix2641372
-  %arena1375 = getelementptr inbounds float, ptr %arena, i64 %5010
-  %5011 = load float, ptr %arena1375, align 4
-  %5012 = fadd float %sum266, %5011
-  store float %5012, ptr %pool1_grad.sum267, align 4
-  %sum267 = load float, ptr %pool1_grad.sum267, align 4
-  %5013 = mul nsw i64 %pool1_grad.c2011301, 9
-  %5014 = add nsw i64 %5013, 8
-  %5015 = mul nsw i64 %5014, 12544
-  %5016 = add nsw i64 2224784, %5015
-  %5017 = mul nsw i64 %pool1_grad.j2001300, 196
-  %5018 = add nsw i64 %5016, %5017
-  %5019 = add nsw i64 %pool1_grad.iy2631371, 13
-  %5020 = add nsw i64 %5019, -1
-  %5021 = mul nsw i64 %5020, 14
-  %5022 = add nsw i64 %5018, %5021
-  %5023 = add nsw i64 %5022, 12
-  %5024 = add nsw i64 %5023, %pool1_grad.ix2641372
-  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %5024
-  %5025 = load float, ptr %arena1376, align 4
-  %5026 = fadd float %sum267, %5025
-  store float %5026, ptr %pool1_grad.sum268, align 4
-  %sum268 = load float, ptr %pool1_grad.sum268, align 4
-  %5027 = mul nsw i64 %pool1_grad.g1921195, 64
-  %5028 = add nsw i64 %5027, %pool1_grad.j2001300
-  %5029 = mul nsw i64 %5028, 6272
-  %5030 = add nsw i64 802816, %5029
-  %5031 = mul nsw i64 %pool1_grad.c2011301, 196
-  %5032 = add nsw i64 %5030, %5031
-  %5033 = add nsw i64 %pool1_grad.iy2631371, 13
-  %5034 = mul nsw i64 %5033, 14
-  %5035 = add nsw i64 %5032, %5034
-  %5036 = add nsw i64 %5035, 13
-  %5037 = add nsw i64 %5036, %pool1_grad.ix2641372
-  %arena1377 = getelementptr inbounds float, ptr %arena, i64 %5037
-  store float %sum268, ptr %arena1377, align 4
-  %ix264.next = add nsw i64 %pool1_grad.ix2641372, 1
-  %5038 = icmp slt i64 %ix264.next, 1
-  br i1 %5038, label %pool1_grad.ix264, label %pool1_grad.ix264.end
-
-pool1_grad.ix264.end:                             ; preds = %pool1_grad.ix264
-  %iy263.next = add nsw i64 %pool1_grad.iy2631371, 1
-  %5039 = icmp slt i64 %iy263.next, 1
-  br i1 %5039, label %pool1_grad.iy263, label %pool1_grad.iy263.end
-
-conv1_grad.i269:                                  ; preds = %conv1_grad.i269, %pool1_grad.g192.end
-  %conv1_grad.i2691378 = phi i64 [ 0, %pool1_grad.g192.end ], [ %i269.next, %conv1_grad.i269 ]
-  %5040 = add nsw i64 1221264, %conv1_grad.i2691378
-  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %5040
-  store float 0.000000e+00, ptr %arena1379, align 4
-  %i269.next = add nsw i64 %conv1_grad.i2691378, 1
-  %5041 = icmp slt i64 %i269.next, 1605632
-  br i1 %5041, label %conv1_grad.i269, label %conv1_grad.i269.end
-
-conv1_grad.i269.end:                              ; preds = %conv1_grad.i269
-  br label %conv1_grad.q270
-
-conv1_grad.q270:                                  ; preds = %conv1_grad.i271.end, %conv1_grad.i269.end
-  %conv1_grad.q2701380 = phi i64 [ 0, %conv1_grad.i269.end ], [ %q270.next, %conv1_grad.i271.end ]
-  br label %conv1_grad.i271
-
-conv1_grad.q270.end:                              ; preds = %conv1_grad.i271.end
-  br label %conv1_weight_grad.i272
-
-conv1_grad.i271:                                  ; preds = %conv1_grad.endif, %conv1_grad.q270
-  %conv1_grad.i2711381 = phi i64 [ 0, %conv1_grad.q270 ], [ %i271.next, %conv1_grad.endif ]
-  %5042 = mul nsw i64 %conv1_grad.q2701380, 196
-  %5043 = add nsw i64 %5042, %conv1_grad.i2711381
-  %arena1382 = getelementptr inbounds float, ptr %arena, i64 %5043
-  %5044 = load float, ptr %arena1382, align 4
-  %5045 = fcmp ogt float %5044, 0.000000e+00
-  br i1 %5045, label %conv1_grad.then, label %conv1_grad.endif
-
-conv1_grad.i271.end:                              ; preds = %conv1_grad.endif
-  %q270.next = add nsw i64 %conv1_grad.q2701380, 1
-  %5046 = icmp slt i64 %q270.next, 2048
-  br i1 %5046, label %conv1_grad.q270, label %conv1_grad.q270.end
-
-conv1_grad.then:                                  ; preds = %conv1_grad.i271
-  %5047 = mul nsw i64 %conv1_grad.q2701380, 784
-  %5048 = add nsw i64 1221264, %5047
-  %5049 = mul nsw i64 %conv1_grad.q2701380, 196
-  %5050 = add nsw i64 %5049, %conv1_grad.i2711381
-  %5051 = add nsw i64 401408, %5050
-  %arena1383 = getelementptr inbounds float, ptr %arena, i64 %5051
-  %5052 = load float, ptr %arena1383, align 4
-  %5053 = fptosi float %5052 to i64
-  %5054 = add nsw i64 %5048, %5053
-  %arena1384 = getelementptr inbounds float, ptr %arena, i64 %5054
-  %5055 = load float, ptr %arena1384, align 4
-  %5056 = mul nsw i64 %conv1_grad.q2701380, 196
-  %5057 = add nsw i64 %5056, %conv1_grad.i2711381
-  %5058 = add nsw i64 802816, %5057
-  %arena1385 = getelementptr inbounds float, ptr %arena, i64 %5058
-  %5059 = load float, ptr %arena1385, align 4
-  %5060 = fadd float %5055, %5059
-  store float %5060, ptr %arena1384, align 4
-  br label %conv1_grad.endif
-
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i271
-  %i271.next = add nsw i64 %conv1_grad.i2711381, 1
-  %5061 = icmp slt i64 %i271.next, 196
-  br i1 %5061, label %conv1_grad.i271, label %conv1_grad.i271.end
-
-conv1_weight_grad.i272:                           ; preds = %conv1_weight_grad.i272, %conv1_grad.q270.end
-  %conv1_weight_grad.i2721386 = phi i64 [ 0, %conv1_grad.q270.end ], [ %i272.next, %conv1_weight_grad.i272 ]
-  %5062 = add nsw i64 4884112, %conv1_weight_grad.i2721386
-  %arena1387 = getelementptr inbounds float, ptr %arena, i64 %5062
-  store float 0.000000e+00, ptr %arena1387, align 4
-  %i272.next = add nsw i64 %conv1_weight_grad.i2721386, 1
-  %5063 = icmp slt i64 %i272.next, 288
-  br i1 %5063, label %conv1_weight_grad.i272, label %conv1_weight_grad.i272.end
-
-conv1_weight_grad.i272.end:                       ; preds = %conv1_weight_grad.i272
-  br label %conv1_weight_grad.g273
-
-conv1_weight_grad.g273:                           ; preds = %conv1_weight_grad.nb296.end, %conv1_weight_grad.i272.end
-  %conv1_weight_grad.g2731388 = phi i64 [ 0, %conv1_weight_grad.i272.end ], [ %g273.next, %conv1_weight_grad.nb296.end ]
-  br label %conv1_weight_grad.j274
-
-conv1_weight_grad.g273.end:                       ; preds = %conv1_weight_grad.nb296.end
-  br label %conv1_weight_grad.f300
-
-conv1_weight_grad.j274:                           ; preds = %conv1_weight_grad.c275.end, %conv1_weight_grad.g273
-  %conv1_weight_grad.j2741389 = phi i64 [ 0, %conv1_weight_grad.g273 ], [ %j274.next, %conv1_weight_grad.c275.end ]
-  br label %conv1_weight_grad.c275
-
-conv1_weight_grad.j274.end:                       ; preds = %conv1_weight_grad.c275.end
-  br label %conv1_weight_grad.j288
-
-conv1_weight_grad.c275:                           ; preds = %conv1_weight_grad.ky276.end, %conv1_weight_grad.j274
-  %conv1_weight_grad.c2751390 = phi i64 [ 0, %conv1_weight_grad.j274 ], [ %c275.next, %conv1_weight_grad.ky276.end ]
-  br label %conv1_weight_grad.ky276
-
-conv1_weight_grad.c275.end:                       ; preds = %conv1_weight_grad.ky276.end
-  %j274.next = add nsw i64 %conv1_weight_grad.j2741389, 1
-  %5064 = icmp slt i64 %j274.next, 64
-  br i1 %5064, label %conv1_weight_grad.j274, label %conv1_weight_grad.j274.end
-
-conv1_weight_grad.ky276:                          ; preds = %conv1_weight_grad.oy284.end, %conv1_weight_grad.c275
-  %conv1_weight_grad.ky2761391 = phi i64 [ 0, %conv1_weight_grad.c275 ], [ %ky276.next, %conv1_weight_grad.oy284.end ]
-  br label %conv1_weight_grad.oy277
-
-conv1_weight_grad.ky276.end:                      ; preds = %conv1_weight_grad.oy284.end
-  %c275.next = add nsw i64 %conv1_weight_grad.c2751390, 1
-  %5065 = icmp slt i64 %c275.next, 1
-  br i1 %5065, label %conv1_weight_grad.c275, label %conv1_weight_grad.c275.end
-
-conv1_weight_grad.oy277:                          ; preds = %conv1_weight_grad.endif1403, %conv1_weight_grad.ky276
-  %conv1_weight_grad.oy2771392 = phi i64 [ 0, %conv1_weight_grad.ky276 ], [ %oy277.next, %conv1_weight_grad.endif1403 ]
-  %5066 = add nsw i64 %conv1_weight_grad.oy2771392, %conv1_weight_grad.ky2761391
-  %5067 = add nsw i64 %5066, -1
-  %5068 = icmp slt i64 -1, %5067
-  %5069 = add nsw i64 %conv1_weight_grad.oy2771392, %conv1_weight_grad.ky2761391
-  %5070 = add nsw i64 %5069, -1
-  %5071 = icmp slt i64 %5070, 28
-  %5072 = and i1 %5068, %5071
-  br i1 %5072, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
-
-conv1_weight_grad.oy277.end:                      ; preds = %conv1_weight_grad.endif1403
-  br label %conv1_weight_grad.oy281
-
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy277
-  br label %conv1_weight_grad.ox278
-
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox279.end, %conv1_weight_grad.oy277
-  %5073 = add nsw i64 %conv1_weight_grad.oy2771392, %conv1_weight_grad.ky2761391
-  %5074 = add nsw i64 %5073, -1
-  %5075 = icmp slt i64 %5074, 0
-  br i1 %5075, label %conv1_weight_grad.then1398, label %conv1_weight_grad.endif1399
-
-conv1_weight_grad.ox278:                          ; preds = %conv1_weight_grad.ox278, %conv1_weight_grad.then
-  %conv1_weight_grad.ox2781393 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox278.next, %conv1_weight_grad.ox278 ]
-  %5076 = mul nsw i64 %conv1_weight_grad.g2731388, 64
-  %5077 = add nsw i64 %5076, %conv1_weight_grad.j2741389
-  %5078 = mul nsw i64 %5077, 784
-  %5079 = mul nsw i64 %conv1_weight_grad.c2751390, 784
-  %5080 = add nsw i64 %5078, %5079
-  %5081 = add nsw i64 %conv1_weight_grad.oy2771392, %conv1_weight_grad.ky2761391
-  %5082 = add nsw i64 %5081, -1
-  %5083 = mul nsw i64 %5082, 28
-  %5084 = add nsw i64 %5080, %5083
-  %5085 = add nsw i64 %conv1_weight_grad.ox2781393, 1
-  %5086 = add nsw i64 %5085, -1
-  %5087 = add nsw i64 %5084, %5086
-  %images1394 = getelementptr inbounds float, ptr %images, i64 %5087
-  %5088 = load float, ptr %images1394, align 4
-  %5089 = mul nsw i64 %conv1_weight_grad.c2751390, 3
-  %5090 = add nsw i64 %5089, %conv1_weight_grad.ky2761391
-  %5091 = mul nsw i64 %5090, 3
-  %5092 = mul nsw i64 %5091, 50176
-  %5093 = add nsw i64 2826896, %5092
-  %5094 = mul nsw i64 %conv1_weight_grad.j2741389, 784
-  %5095 = add nsw i64 %5093, %5094
-  %5096 = mul nsw i64 %conv1_weight_grad.oy2771392, 28
-  %5097 = add nsw i64 %conv1_weight_grad.ox2781393, 1
-  %5098 = add nsw i64 %5096, %5097
-  %5099 = add nsw i64 %5095, %5098
-  %arena1395 = getelementptr inbounds float, ptr %arena, i64 %5099
-  store float %5088, ptr %arena1395, align 4
-  %ox278.next = add nsw i64 %conv1_weight_grad.ox2781393, 1
-  %5100 = icmp slt i64 %ox278.next, 27
-  br i1 %5100, label %conv1_weight_grad.ox278, label %conv1_weight_grad.ox278.end
-
-conv1_weight_grad.ox278.end:                      ; preds = %conv1_weight_grad.ox278
-  br label %conv1_weight_grad.ox279
-
-conv1_weight_grad.ox279:                          ; preds = %conv1_weight_grad.ox279, %conv1_weight_grad.ox278.end
-  %conv1_weight_grad.ox2791396 = phi i64 [ 0, %conv1_weight_grad.ox278.end ], [ %ox279.next, %conv1_weight_grad.ox279 ]
-  %5101 = mul nsw i64 %conv1_weight_grad.c2751390, 3
-  %5102 = add nsw i64 %5101, %conv1_weight_grad.ky2761391
-  %5103 = mul nsw i64 %5102, 3
-  %5104 = mul nsw i64 %5103, 50176
-  %5105 = add nsw i64 2826896, %5104
-  %5106 = mul nsw i64 %conv1_weight_grad.j2741389, 784
-  %5107 = add nsw i64 %5105, %5106
-  %5108 = mul nsw i64 %conv1_weight_grad.oy2771392, 28
-  %5109 = add nsw i64 %5108, %conv1_weight_grad.ox2791396
-  %5110 = add nsw i64 %5107, %5109
-  %arena1397 = getelementptr inbounds float, ptr %arena, i64 %5110
-  store float 0.000000e+00, ptr %arena1397, align 4
-  %ox279.next = add nsw i64 %conv1_weight_grad.ox2791396, 1
-  %5111 = icmp slt i64 %ox279.next, 1
-  br i1 %5111, label %conv1_weight_grad.ox279, label %conv1_weight_grad.ox279.end
-
-conv1_weight_grad.ox279.end:                      ; preds = %conv1_weight_grad.ox279
-  br label %conv1_weight_grad.endif
-
-conv1_weight_grad.then1398:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox280
-
-conv1_weight_grad.endif1399:                      ; preds = %conv1_weight_grad.ox280.end, %conv1_weight_grad.endif
-  %5112 = add nsw i64 %conv1_weight_grad.oy2771392, %conv1_weight_grad.ky2761391
-  %5113 = add nsw i64 %5112, -1
-  %5114 = icmp slt i64 27, %5113
-  br i1 %5114, label %conv1_weight_grad.then1402, label %conv1_weight_grad.endif1403
-
-conv1_weight_grad.ox280:                          ; preds = %conv1_weight_grad.ox280, %conv1_weight_grad.then1398
-  %conv1_weight_grad.ox2801400 = phi i64 [ 0, %conv1_weight_grad.then1398 ], [ %ox280.next, %conv1_weight_grad.ox280 ]
-  %5115 = mul nsw i64 %conv1_weight_grad.c2751390, 3
-  %5116 = add nsw i64 %5115, %conv1_weight_grad.ky2761391
-  %5117 = mul nsw i64 %5116, 3
-  %5118 = mul nsw i64 %5117, 50176
-  %5119 = add nsw i64 2826896, %5118
-  %5120 = mul nsw i64 %conv1_weight_grad.j2741389, 784
-  %5121 = add nsw i64 %5119, %5120
-  %5122 = mul nsw i64 %conv1_weight_grad.oy2771392, 28
-  %5123 = add nsw i64 %5122, %conv1_weight_grad.ox2801400
-  %5124 = add nsw i64 %5121, %5123
-  %arena1401 = getelementptr inbounds float, ptr %arena, i64 %5124
-  store float 0.000000e+00, ptr %arena1401, align 4
-  %ox280.next = add nsw i64 %conv1_weight_grad.ox2801400, 1
-  %5125 = icmp slt i64 %ox280.next, 28
-  br i1 %5125, label %conv1_weight_grad.ox280, label %conv1_weight_grad.ox280.end
-
-conv1_weight_grad.ox280.end:                      ; preds = %conv1_weight_grad.ox280
-  br label %conv1_weight_grad.endif1399
-
-conv1_weight_grad.then1402:                       ; preds = %conv1_weight_grad.endif1399
-  br label %conv1_weight_grad.ox2801404
-
-conv1_weight_grad.endif1403:                      ; preds = %conv1_weight_grad.ox280.end1405, %conv1_weight_grad.endif1399
-  %oy277.next = add nsw i64 %conv1_weight_grad.oy2771392, 1
-  %5126 = icmp slt i64 %oy277.next, 28
-  br i1 %5126, label %conv1_weight_grad.oy277, label %conv1_weight_grad.oy277.end
-
-conv1_weight_grad.ox2801404:                      ; preds = %conv1_weight_grad.ox2801404, %conv1_weight_grad.then1402
-  %conv1_weight_grad.ox2801406 = phi i64 [ 0, %conv1_weight_grad.then1402 ], [ %ox280.next1408, %conv1_weight_grad.ox2801404 ]
-  %5127 = mul nsw i64 %conv1_weight_grad.c2751390, 3
-  %5128 = add nsw i64 %5127, %conv1_weight_grad.ky2761391
-  %5129 = mul nsw i64 %5128, 3
-  %5130 = mul nsw i64 %5129, 50176
-  %5131 = add nsw i64 2826896, %5130
-  %5132 = mul nsw i64 %conv1_weight_grad.j2741389, 784
-  %5133 = add nsw i64 %5131, %5132
-  %5134 = mul nsw i64 %conv1_weight_grad.oy2771392, 28
-  %5135 = add nsw i64 %5134, %conv1_weight_grad.ox2801406
-  %5136 = add nsw i64 %5133, %5135
-  %arena1407 = getelementptr inbounds float, ptr %arena, i64 %5136
-  store float 0.000000e+00, ptr %arena1407, align 4
-  %ox280.next1408 = add nsw i64 %conv1_weight_grad.ox2801406, 1
-  %5137 = icmp slt i64 %ox280.next1408, 28
-  br i1 %5137, label %conv1_weight_grad.ox2801404, label %conv1_weight_grad.ox280.end1405
-
-conv1_weight_grad.ox280.end1405:                  ; preds = %conv1_weight_grad.ox2801404
-  br label %conv1_weight_grad.endif1403
-
-conv1_weight_grad.oy281:                          ; preds = %conv1_weight_grad.endif1420, %conv1_weight_grad.oy277.end
-  %conv1_weight_grad.oy2811409 = phi i64 [ 0, %conv1_weight_grad.oy277.end ], [ %oy281.next, %conv1_weight_grad.endif1420 ]
-  %5138 = add nsw i64 %conv1_weight_grad.oy2811409, %conv1_weight_grad.ky2761391
-  %5139 = add nsw i64 %5138, -1
-  %5140 = icmp slt i64 -1, %5139
-  %5141 = add nsw i64 %conv1_weight_grad.oy2811409, %conv1_weight_grad.ky2761391
-  %5142 = add nsw i64 %5141, -1
-  %5143 = icmp slt i64 %5142, 28
-  %5144 = and i1 %5140, %5143
-  br i1 %5144, label %conv1_weight_grad.then1410, label %conv1_weight_grad.endif1411
-
-conv1_weight_grad.oy281.end:                      ; preds = %conv1_weight_grad.endif1420
-  br label %conv1_weight_grad.oy284
-
-conv1_weight_grad.then1410:                       ; preds = %conv1_weight_grad.oy281
-  br label %conv1_weight_grad.ox282
-
-conv1_weight_grad.endif1411:                      ; preds = %conv1_weight_grad.ox282.end, %conv1_weight_grad.oy281
-  %5145 = add nsw i64 %conv1_weight_grad.oy2811409, %conv1_weight_grad.ky2761391
-  %5146 = add nsw i64 %5145, -1
-  %5147 = icmp slt i64 %5146, 0
-  br i1 %5147, label %conv1_weight_grad.then1415, label %conv1_weight_grad.endif1416
-
-conv1_weight_grad.ox282:                          ; preds = %conv1_weight_grad.ox282, %conv1_weight_grad.then1410
-  %conv1_weight_grad.ox2821412 = phi i64 [ 0, %conv1_weight_grad.then1410 ], [ %ox282.next, %conv1_weight_grad.ox282 ]
-  %5148 = mul nsw i64 %conv1_weight_grad.g2731388, 64
-  %5149 = add nsw i64 %5148, %conv1_weight_grad.j2741389
-  %5150 = mul nsw i64 %5149, 784
-  %5151 = mul nsw i64 %conv1_weight_grad.c2751390, 784
-  %5152 = add nsw i64 %5150, %5151
-  %5153 = add nsw i64 %conv1_weight_grad.oy2811409, %conv1_weight_grad.ky2761391
-  %5154 = add nsw i64 %5153, -1
-  %5155 = mul nsw i64 %5154, 28
-  %5156 = add nsw i64 %5152, %5155
-  %5157 = add nsw i64 %5156, %conv1_weight_grad.ox2821412
-  %images1413 = getelementptr inbounds float, ptr %images, i64 %5157
-  %5158 = load float, ptr %images1413, align 4
-  %5159 = mul nsw i64 %conv1_weight_grad.c2751390, 3
-  %5160 = add nsw i64 %5159, %conv1_weight_grad.ky2761391
-  %5161 = mul nsw i64 %5160, 3
-  %5162 = add nsw i64 %5161, 1
-  %5163 = mul nsw i64 %5162, 50176
-  %5164 = add nsw i64 2826896, %5163
-  %5165 = mul nsw i64 %conv1_weight_grad.j2741389, 784
-  %5166 = add nsw i64 %5164, %5165
-  %5167 = mul nsw i64 %conv1_weight_grad.oy2811409, 28
-  %5168 = add nsw i64 %5167, %conv1_weight_grad.ox2821412
-  %5169 = add nsw i64 %5166, %5168
-  %arena1414 = getelementptr inbounds float, ptr %arena, i64 %5169
-  store float %5158, ptr %arena1414, align 4
-  %ox282.next = add nsw i64 %conv1_weight_grad.ox2821412, 1
-  %5170 = icmp slt i64 %ox282.next, 28
-  br i1 %5170, label %conv1_weight_grad.ox282, label %conv1_weight_grad.ox282.end
-
-conv1_weight_grad.ox282.end:                      ; preds = %conv1_weight_grad.ox282
-  br label %conv1_weight_grad.endif1411
-
-conv1_weight_grad.then1415:                       ; preds = %conv1_weight_grad.endif1411
-  br label %conv1_weight_grad.ox283
-
-conv1_weight_grad.endif1416:                      ; preds = %conv1_weight_grad.ox283.end, %conv1_weight_grad.endif1411
-  %5171 = add nsw i64 %conv1_weight_grad.oy2811409, %conv1_weight_grad.ky2761391
-  %5172 = add nsw i64 %5171, -1
-  %5173 = icmp slt i64 27, %5172
-  br i1 %5173, label %conv1_weight_grad.then1419, label %conv1_weight_grad.endif1420
-
-conv1_weight_grad.ox283:                          ; preds = %conv1_weight_grad.ox283, %conv1_weight_grad.then1415
-  %conv1_weight_grad.ox2831417 = phi i64 [ 0, %conv1_weight_grad.then1415 ], [ %ox283.next, %conv1_weight_grad.ox283 ]
-  %5174 = mul nsw i64 %conv1_weight_grad.c2751390, 3
-  %5175 = add nsw i64 %5174, %conv1_weight_grad.ky2761391
-  %5176 = mul nsw i64 %5175, 3
-  %5177 = add nsw i64 %5176, 1
-  %5178 = mul nsw i64 %5177, 50176
-  %5179 = add nsw i64 2826896, %5178
-  %5180 = mul nsw i64 %conv1_weight_grad.j2741389, 784
-  %5181 = add nsw i64 %5179, %5180
-  %5182 = mul nsw i64 %conv1_weight_grad.oy2811409, 28
-  %5183 = add nsw i64 %5182, %conv1_weight_grad.ox2831417
-  %5184 = add nsw i64 %5181, %5183
-  %arena1418 = getelementptr inbounds float, ptr %arena, i64 %5184
-  store float 0.000000e+00, ptr %arena1418, align 4
-  %ox283.next = add nsw i64 %conv1_weight_grad.ox2831417, 1
-  %5185 = icmp slt i64 %ox283.next, 28
-  br i1 %5185, label %conv1_weight_grad.ox283, label %conv1_weight_grad.ox283.end
-
-conv1_weight_grad.ox283.end:                      ; preds = %conv1_weight_grad.ox283
-  br label %conv1_weight_grad.endif1416
-
-conv1_weight_grad.then1419:                       ; preds = %conv1_weight_grad.endif1416
-  br label %conv1_weight_grad.ox2831421
-
-conv1_weight_grad.endif1420:                      ; preds = %conv1_weight_grad.ox283.end1422, %conv1_weight_grad.endif1416
-  %oy281.next = add nsw i64 %conv1_weight_grad.oy2811409, 1
-  %5186 = icmp slt i64 %oy281.next, 28
-  br i1 %5186, label %conv1_weight_grad.oy281, label %conv1_weight_grad.oy281.end
-
-conv1_weight_grad.ox2831421:                      ; preds = %conv1_weight_grad.ox2831421, %conv1_weight_grad.then1419
-  %conv1_weight_grad.ox2831423 = phi i64 [ 0, %conv1_weight_grad.then1419 ], [ %ox283.next1425, %conv1_weight_grad.ox2831421 ]
-  %5187 = mul nsw i64 %conv1_weight_grad.c2751390, 3
-  %5188 = add nsw i64 %5187, %conv1_weight_grad.ky2761391
-  %5189 = mul nsw i64 %5188, 3
-  %5190 = add nsw i64 %5189, 1
-  %5191 = mul nsw i64 %5190, 50176
-  %5192 = add nsw i64 2826896, %5191
-  %5193 = mul nsw i64 %conv1_weight_grad.j2741389, 784
-  %5194 = add nsw i64 %5192, %5193
-  %5195 = mul nsw i64 %conv1_weight_grad.oy2811409, 28
-  %5196 = add nsw i64 %5195, %conv1_weight_grad.ox2831423
-  %5197 = add nsw i64 %5194, %5196
-  %arena1424 = getelementptr inbounds float, ptr %arena, i64 %5197
-  store float 0.000000e+00, ptr %arena1424, align 4
-  %ox283.next1425 = add nsw i64 %conv1_weight_grad.ox2831423, 1
-  %5198 = icmp slt i64 %ox283.next1425, 28
-  br i1 %5198, label %conv1_weight_grad.ox2831421, label %conv1_weight_grad.ox283.end1422
-
-conv1_weight_grad.ox283.end1422:                  ; preds = %conv1_weight_grad.ox2831421
-  br label %conv1_weight_grad.endif1420
-
-conv1_weight_grad.oy284:                          ; preds = %conv1_weight_grad.endif1439, %conv1_weight_grad.oy281.end
-  %conv1_weight_grad.oy2841426 = phi i64 [ 0, %conv1_weight_grad.oy281.end ], [ %oy284.next, %conv1_weight_grad.endif1439 ]
-  %5199 = add nsw i64 %conv1_weight_grad.oy2841426, %conv1_weight_grad.ky2761391
-  %5200 = add nsw i64 %5199, -1
-  %5201 = icmp slt i64 -1, %5200
-  %5202 = add nsw i64 %conv1_weight_grad.oy2841426, %conv1_weight_grad.ky2761391
-  %5203 = add nsw i64 %5202, -1
-  %5204 = icmp slt i64 %5203, 28
-  %5205 = and i1 %5201, %5204
-  br i1 %5205, label %conv1_weight_grad.then1427, label %conv1_weight_grad.endif1428
-
-conv1_weight_grad.oy284.end:                      ; preds = %conv1_weight_grad.endif1439
-  %ky276.next = add nsw i64 %conv1_weight_grad.ky2761391, 1
-  %5206 = icmp slt i64 %ky276.next, 3
-  br i1 %5206, label %conv1_weight_grad.ky276, label %conv1_weight_grad.ky276.end
-
-conv1_weight_grad.then1427:                       ; preds = %conv1_weight_grad.oy284
-  br label %conv1_weight_grad.ox285
-
-conv1_weight_grad.endif1428:                      ; preds = %conv1_weight_grad.ox286.end, %conv1_weight_grad.oy284
-  %5207 = add nsw i64 %conv1_weight_grad.oy2841426, %conv1_weight_grad.ky2761391
-  %5208 = add nsw i64 %5207, -1
-  %5209 = icmp slt i64 %5208, 0
-  br i1 %5209, label %conv1_weight_grad.then1434, label %conv1_weight_grad.endif1435
-
-conv1_weight_grad.ox285:                          ; preds = %conv1_weight_grad.ox285, %conv1_weight_grad.then1427
-  %conv1_weight_grad.ox2851429 = phi i64 [ 0, %conv1_weight_grad.then1427 ], [ %ox285.next, %conv1_weight_grad.ox285 ]
-  %5210 = mul nsw i64 %conv1_weight_grad.g2731388, 64
-  %5211 = add nsw i64 %5210, %conv1_weight_grad.j2741389
-  %5212 = mul nsw i64 %5211, 784
-  %5213 = mul nsw i64 %conv1_weight_grad.c2751390, 784
-  %5214 = add nsw i64 %5212, %5213
-  %5215 = add nsw i64 %conv1_weight_grad.oy2841426, %conv1_weight_grad.ky2761391
-  %5216 = add nsw i64 %5215, -1
-  %5217 = mul nsw i64 %5216, 28
-  %5218 = add nsw i64 %5214, %5217
-  %5219 = add nsw i64 %conv1_weight_grad.ox2851429, 1
-  %5220 = add nsw i64 %5218, %5219
-  %images1430 = getelementptr inbounds float, ptr %images, i64 %5220
-  %5221 = load float, ptr %images1430, align 4
-  %5222 = mul nsw i64 %conv1_weight_grad.c2751390, 3
-  %5223 = add nsw i64 %5222, %conv1_weight_grad.ky2761391
-  %5224 = mul nsw i64 %5223, 3
-  %5225 = add nsw i64 %5224, 2
-  %5226 = mul nsw i64 %5225, 50176
-  %5227 = add nsw i64 2826896, %5226
-  %5228 = mul nsw i64 %conv1_weight_grad.j2741389, 784
-  %5229 = add nsw i64 %5227, %5228
-  %5230 = mul nsw i64 %conv1_weight_grad.oy2841426, 28
-  %5231 = add nsw i64 %5230, %conv1_weight_grad.ox2851429
-  %5232 = add nsw i64 %5229, %5231
-  %arena1431 = getelementptr inbounds float, ptr %arena, i64 %5232
-  store float %5221, ptr %arena1431, align 4
-  %ox285.next = add nsw i64 %conv1_weight_grad.ox2851429, 1
-  %5233 = icmp slt i64 %ox285.next, 27
-  br i1 %5233, label %conv1_weight_grad.ox285, label %conv1_weight_grad.ox285.end
-
-conv1_weight_grad.ox285.end:                      ; preds = %conv1_weight_grad.ox285
-  br label %conv1_weight_grad.ox286
-
-conv1_weight_grad.ox286:                          ; preds = %conv1_weight_grad.ox286, %conv1_weight_grad.ox285.end
-  %conv1_weight_grad.ox2861432 = phi i64 [ 0, %conv1_weight_grad.ox285.end ], [ %ox286.next, %conv1_weight_grad.ox286 ]
-  %5234 = mul nsw i64 %conv1_weight_grad.c2751390, 3
-  %5235 = add nsw i64 %5234, %conv1_weight_grad.ky2761391
-  %5236 = mul nsw i64 %5235, 3
-  %5237 = add nsw i64 %5236, 2
-  %5238 = mul nsw i64 %5237, 50176
-  %5239 = add nsw i64 2826896, %5238
-  %5240 = mul nsw i64 %conv1_weight_grad.j2741389, 784
-  %5241 = add nsw i64 %5239, %5240
-  %5242 = mul nsw i64 %conv1_weight_grad.oy2841426, 28
-  %5243 = add nsw i64 %conv1_weight_grad.ox2861432, 27
-  %5244 = add nsw i64 %5242, %5243
-  %5245 = add nsw i64 %5241, %5244
-  %arena1433 = getelementptr inbounds float, ptr %arena, i64 %5245
-  store float 0.000000e+00, ptr %arena1433, align 4
-  %ox286.next = add nsw i64 %conv1_weight_grad.ox2861432, 1
-  %5246 = icmp slt i64 %ox286.next, 1
-  br i1 %5246, label %conv1_weight_grad.ox286, label %conv1_weight_grad.ox286.end
-
-conv1_weight_grad.ox286.end:                      ; preds = %conv1_weight_grad.ox286
-  br label %conv1_weight_grad.endif1428
-
-conv1_weight_grad.then1434:                       ; preds = %conv1_weight_grad.endif1428
-  br label %conv1_weight_grad.ox287
-
-conv1_weight_grad.endif1435:                      ; preds = %conv1_weight_grad.ox287.end, %conv1_weight_grad.endif1428
-  %5247 = add nsw i64 %conv1_weight_grad.oy2841426, %conv1_weight_grad.ky2761391
-  %5248 = add nsw i64 %5247, -1
-  %5249 = icmp slt i64 27, %5248
-  br i1 %5249, label %conv1_weight_grad.then1438, label %conv1_weight_grad.endif1439
-
-conv1_weight_grad.ox287:                          ; preds = %conv1_weight_grad.ox287, %conv1_weight_grad.then1434
-  %conv1_weight_grad.ox2871436 = phi i64 [ 0, %conv1_weight_grad.then1434 ], [ %ox287.next, %conv1_weight_grad.ox287 ]
-  %5250 = mul nsw i64 %conv1_weight_grad.c2751390, 3
-  %5251 = add nsw i64 %5250, %conv1_weight_grad.ky2761391
-  %5252 = mul nsw i64 %5251, 3
-  %5253 = add nsw i64 %5252, 2
-  %5254 = mul nsw i64 %5253, 50176
-  %5255 = add nsw i64 2826896, %5254
-  %5256 = mul nsw i64 %conv1_weight_grad.j2741389, 784
-  %5257 = add nsw i64 %5255, %5256
-  %5258 = mul nsw i64 %conv1_weight_grad.oy2841426, 28
-  %5259 = add nsw i64 %5258, %conv1_weight_grad.ox2871436
-  %5260 = add nsw i64 %5257, %5259
-  %arena1437 = getelementptr inbounds float, ptr %arena, i64 %5260
-  store float 0.000000e+00, ptr %arena1437, align 4
-  %ox287.next = add nsw i64 %conv1_weight_grad.ox2871436, 1
-  %5261 = icmp slt i64 %ox287.next, 28
-  br i1 %5261, label %conv1_weight_grad.ox287, label %conv1_weight_grad.ox287.end
-
-conv1_weight_grad.ox287.end:                      ; preds = %conv1_weight_grad.ox287
-  br label %conv1_weight_grad.endif1435
-
-conv1_weight_grad.then1438:                       ; preds = %conv1_weight_grad.endif1435
-  br label %conv1_weight_grad.ox2871440
-
-conv1_weight_grad.endif1439:                      ; preds = %conv1_weight_grad.ox287.end1441, %conv1_weight_grad.endif1435
-  %oy284.next = add nsw i64 %conv1_weight_grad.oy2841426, 1
-  %5262 = icmp slt i64 %oy284.next, 28
-  br i1 %5262, label %conv1_weight_grad.oy284, label %conv1_weight_grad.oy284.end
-
-conv1_weight_grad.ox2871440:                      ; preds = %conv1_weight_grad.ox2871440, %conv1_weight_grad.then1438
-  %conv1_weight_grad.ox2871442 = phi i64 [ 0, %conv1_weight_grad.then1438 ], [ %ox287.next1444, %conv1_weight_grad.ox2871440 ]
-  %5263 = mul nsw i64 %conv1_weight_grad.c2751390, 3
-  %5264 = add nsw i64 %5263, %conv1_weight_grad.ky2761391
-  %5265 = mul nsw i64 %5264, 3
-  %5266 = add nsw i64 %5265, 2
-  %5267 = mul nsw i64 %5266, 50176
-  %5268 = add nsw i64 2826896, %5267
-  %5269 = mul nsw i64 %conv1_weight_grad.j2741389, 784
-  %5270 = add nsw i64 %5268, %5269
-  %5271 = mul nsw i64 %conv1_weight_grad.oy2841426, 28
-  %5272 = add nsw i64 %5271, %conv1_weight_grad.ox2871442
-  %5273 = add nsw i64 %5270, %5272
-  %arena1443 = getelementptr inbounds float, ptr %arena, i64 %5273
-  store float 0.000000e+00, ptr %arena1443, align 4
-  %ox287.next1444 = add nsw i64 %conv1_weight_grad.ox2871442, 1
-  %5274 = icmp slt i64 %ox287.next1444, 28
-  br i1 %5274, label %conv1_weight_grad.ox2871440, label %conv1_weight_grad.ox287.end1441
-
-conv1_weight_grad.ox287.end1441:                  ; preds = %conv1_weight_grad.ox2871440
-  br label %conv1_weight_grad.endif1439
-
-conv1_weight_grad.j288:                           ; preds = %conv1_weight_grad.i289.end, %conv1_weight_grad.j274.end
-  %conv1_weight_grad.j2881445 = phi i64 [ 0, %conv1_weight_grad.j274.end ], [ %j288.next, %conv1_weight_grad.i289.end ]
-  br label %conv1_weight_grad.i289
-
-conv1_weight_grad.j288.end:                       ; preds = %conv1_weight_grad.i289.end
-  br label %conv1_weight_grad.kp291
-
-conv1_weight_grad.i289:                           ; preds = %conv1_weight_grad.f290.end, %conv1_weight_grad.j288
-  %conv1_weight_grad.i2891446 = phi i64 [ 0, %conv1_weight_grad.j288 ], [ %i289.next, %conv1_weight_grad.f290.end ]
-  br label %conv1_weight_grad.f290
-
-conv1_weight_grad.i289.end:                       ; preds = %conv1_weight_grad.f290.end
-  %j288.next = add nsw i64 %conv1_weight_grad.j2881445, 1
-  %5275 = icmp slt i64 %j288.next, 64
-  br i1 %5275, label %conv1_weight_grad.j288, label %conv1_weight_grad.j288.end
-
-conv1_weight_grad.f290:                           ; preds = %conv1_weight_grad.f290, %conv1_weight_grad.i289
-  %conv1_weight_grad.f2901447 = phi i64 [ 0, %conv1_weight_grad.i289 ], [ %f290.next, %conv1_weight_grad.f290 ]
-  %5276 = mul nsw i64 %conv1_weight_grad.g2731388, 64
-  %5277 = add nsw i64 %5276, %conv1_weight_grad.j2881445
-  %5278 = mul nsw i64 %5277, 25088
-  %5279 = add nsw i64 1221264, %5278
-  %5280 = mul nsw i64 %conv1_weight_grad.f2901447, 784
-  %5281 = add nsw i64 %5279, %5280
-  %5282 = add nsw i64 %5281, %conv1_weight_grad.i2891446
-  %arena1448 = getelementptr inbounds float, ptr %arena, i64 %5282
-  %5283 = load float, ptr %arena1448, align 4
-  %5284 = mul nsw i64 %conv1_weight_grad.j2881445, 784
-  %5285 = add nsw i64 %5284, %conv1_weight_grad.i2891446
-  %5286 = mul nsw i64 %5285, 32
-  %5287 = add nsw i64 3278480, %5286
-  %5288 = add nsw i64 %5287, %conv1_weight_grad.f2901447
-  %arena1449 = getelementptr inbounds float, ptr %arena, i64 %5288
-  store float %5283, ptr %arena1449, align 4
-  %f290.next = add nsw i64 %conv1_weight_grad.f2901447, 1
-  %5289 = icmp slt i64 %f290.next, 32
-  br i1 %5289, label %conv1_weight_grad.f290, label %conv1_weight_grad.f290.end
-
-conv1_weight_grad.f290.end:                       ; preds = %conv1_weight_grad.f290
-  %i289.next = add nsw i64 %conv1_weight_grad.i2891446, 1
-  %5290 = icmp slt i64 %i289.next, 784
-  br i1 %5290, label %conv1_weight_grad.i289, label %conv1_weight_grad.i289.end
-
-conv1_weight_grad.kp291:                          ; preds = %conv1_weight_grad.nb292.end, %conv1_weight_grad.j288.end
-  %conv1_weight_grad.kp2911450 = phi i64 [ 0, %conv1_weight_grad.j288.end ], [ %kp291.next, %conv1_weight_grad.nb292.end ]
-  br label %conv1_weight_grad.nb292
-
-conv1_weight_grad.kp291.end:                      ; preds = %conv1_weight_grad.nb292.end
-  br label %conv1_weight_grad.nb296
-
-conv1_weight_grad.nb292:                          ; preds = %conv1_weight_grad.mb293.end, %conv1_weight_grad.kp291
-  %conv1_weight_grad.nb2921451 = phi i64 [ 0, %conv1_weight_grad.kp291 ], [ %nb292.next, %conv1_weight_grad.mb293.end ]
-  br label %conv1_weight_grad.mb293
-
-conv1_weight_grad.nb292.end:                      ; preds = %conv1_weight_grad.mb293.end
-  %kp291.next = add nsw i64 %conv1_weight_grad.kp2911450, 1
-  %5291 = icmp slt i64 %kp291.next, 130
-  br i1 %5291, label %conv1_weight_grad.kp291, label %conv1_weight_grad.kp291.end
-
-conv1_weight_grad.mb293:                          ; preds = %conv1_weight_grad.k295.end, %conv1_weight_grad.nb292
-  %conv1_weight_grad.mb2931452 = phi i64 [ 0, %conv1_weight_grad.nb292 ], [ %mb293.next, %conv1_weight_grad.k295.end ]
-  %5292 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5293 = mul nsw i64 %5292, 32
-  %5294 = add nsw i64 4884112, %5293
-  %5295 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5296 = add nsw i64 %5294, %5295
-  %arena1453 = getelementptr inbounds float, ptr %arena, i64 %5296
-  %5297 = load <16 x float>, ptr %arena1453, align 4
-  store <16 x float> %5297, ptr %conv1_weight_grad.t294_c0_0, align 64
-  %5298 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5299 = mul nsw i64 %5298, 32
-  %5300 = add nsw i64 4884112, %5299
-  %5301 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5302 = add nsw i64 %5300, %5301
-  %5303 = add nsw i64 %5302, 16
-  %arena1454 = getelementptr inbounds float, ptr %arena, i64 %5303
-  %5304 = load <16 x float>, ptr %arena1454, align 4
-  store <16 x float> %5304, ptr %conv1_weight_grad.t294_c0_1, align 64
-  %5305 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5306 = add nsw i64 %5305, 1
-  %5307 = mul nsw i64 %5306, 32
-  %5308 = add nsw i64 4884112, %5307
-  %5309 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5310 = add nsw i64 %5308, %5309
-  %arena1455 = getelementptr inbounds float, ptr %arena, i64 %5310
-  %5311 = load <16 x float>, ptr %arena1455, align 4
-  store <16 x float> %5311, ptr %conv1_weight_grad.t294_c1_0, align 64
-  %5312 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5313 = add nsw i64 %5312, 1
-  %5314 = mul nsw i64 %5313, 32
-  %5315 = add nsw i64 4884112, %5314
-  %5316 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5317 = add nsw i64 %5315, %5316
-  %5318 = add nsw i64 %5317, 16
-  %arena1456 = getelementptr inbounds float, ptr %arena, i64 %5318
-  %5319 = load <16 x float>, ptr %arena1456, align 4
-  store <16 x float> %5319, ptr %conv1_weight_grad.t294_c1_1, align 64
-  %5320 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5321 = add nsw i64 %5320, 2
-  %5322 = mul nsw i64 %5321, 32
-  %5323 = add nsw i64 4884112, %5322
-  %5324 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5325 = add nsw i64 %5323, %5324
-  %arena1457 = getelementptr inbounds float, ptr %arena, i64 %5325
-  %5326 = load <16 x float>, ptr %arena1457, align 4
-  store <16 x float> %5326, ptr %conv1_weight_grad.t294_c2_0, align 64
-  %5327 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5328 = add nsw i64 %5327, 2
-  %5329 = mul nsw i64 %5328, 32
-  %5330 = add nsw i64 4884112, %5329
-  %5331 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %4953 = add nsw i64 %4952, 48
+  %arena1671 = getelementptr inbounds float, ptr %arena, i64 %4953
+  store <16 x float> %t205_c5_31670, ptr %arena1671, align 4
+  %mb204.next = add nsw i64 %conv2_weight_grad.mb2041550, 1
+  %4954 = icmp slt i64 %mb204.next, 48
+  br i1 %4954, label %conv2_weight_grad.mb204, label %conv2_weight_grad.mb204.end
+
+conv2_weight_grad.nb207:                          ; preds = %conv2_weight_grad.mb208.end, %conv2_weight_grad.kp202.end
+  %conv2_weight_grad.nb2071672 = phi i64 [ 0, %conv2_weight_grad.kp202.end ], [ %nb207.next, %conv2_weight_grad.mb208.end ]
+  br label %conv2_weight_grad.mb208
+
+conv2_weight_grad.nb207.end:                      ; preds = %conv2_weight_grad.mb208.end
+  %g184.next = add nsw i64 %conv2_weight_grad.g1841486, 1
+  %4955 = icmp slt i64 %g184.next, 1
+  br i1 %4955, label %conv2_weight_grad.g184, label %conv2_weight_grad.g184.end
+
+conv2_weight_grad.mb208:                          ; preds = %conv2_weight_grad.k210.end, %conv2_weight_grad.nb207
+  %conv2_weight_grad.mb2081673 = phi i64 [ 0, %conv2_weight_grad.nb207 ], [ %mb208.next, %conv2_weight_grad.k210.end ]
+  %4956 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %4957 = mul nsw i64 %4956, 64
+  %4958 = add nsw i64 6640272, %4957
+  %4959 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %4960 = add nsw i64 %4958, %4959
+  %arena1674 = getelementptr inbounds float, ptr %arena, i64 %4960
+  %4961 = load <16 x float>, ptr %arena1674, align 4
+  store <16 x float> %4961, ptr %conv2_weight_grad.t209_c0_0, align 64
+  %4962 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %4963 = mul nsw i64 %4962, 64
+  %4964 = add nsw i64 6640272, %4963
+  %4965 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %4966 = add nsw i64 %4964, %4965
+  %4967 = add nsw i64 %4966, 16
+  %arena1675 = getelementptr inbounds float, ptr %arena, i64 %4967
+  %4968 = load <16 x float>, ptr %arena1675, align 4
+  store <16 x float> %4968, ptr %conv2_weight_grad.t209_c0_1, align 64
+  %4969 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %4970 = mul nsw i64 %4969, 64
+  %4971 = add nsw i64 6640272, %4970
+  %4972 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %4973 = add nsw i64 %4971, %4972
+  %4974 = add nsw i64 %4973, 32
+  %arena1676 = getelementptr inbounds float, ptr %arena, i64 %4974
+  %4975 = load <16 x float>, ptr %arena1676, align 4
+  store <16 x float> %4975, ptr %conv2_weight_grad.t209_c0_2, align 64
+  %4976 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %4977 = mul nsw i64 %4976, 64
+  %4978 = add nsw i64 6640272, %4977
+  %4979 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %4980 = add nsw i64 %4978, %4979
+  %4981 = add nsw i64 %4980, 48
+  %arena1677 = getelementptr inbounds float, ptr %arena, i64 %4981
+  %4982 = load <16 x float>, ptr %arena1677, align 4
+  store <16 x float> %4982, ptr %conv2_weight_grad.t209_c0_3, align 64
+  %4983 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %4984 = add nsw i64 %4983, 1
+  %4985 = mul nsw i64 %4984, 64
+  %4986 = add nsw i64 6640272, %4985
+  %4987 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %4988 = add nsw i64 %4986, %4987
+  %arena1678 = getelementptr inbounds float, ptr %arena, i64 %4988
+  %4989 = load <16 x float>, ptr %arena1678, align 4
+  store <16 x float> %4989, ptr %conv2_weight_grad.t209_c1_0, align 64
+  %4990 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %4991 = add nsw i64 %4990, 1
+  %4992 = mul nsw i64 %4991, 64
+  %4993 = add nsw i64 6640272, %4992
+  %4994 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %4995 = add nsw i64 %4993, %4994
+  %4996 = add nsw i64 %4995, 16
+  %arena1679 = getelementptr inbounds float, ptr %arena, i64 %4996
+  %4997 = load <16 x float>, ptr %arena1679, align 4
+  store <16 x float> %4997, ptr %conv2_weight_grad.t209_c1_1, align 64
+  %4998 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %4999 = add nsw i64 %4998, 1
+  %5000 = mul nsw i64 %4999, 64
+  %5001 = add nsw i64 6640272, %5000
+  %5002 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5003 = add nsw i64 %5001, %5002
+  %5004 = add nsw i64 %5003, 32
+  %arena1680 = getelementptr inbounds float, ptr %arena, i64 %5004
+  %5005 = load <16 x float>, ptr %arena1680, align 4
+  store <16 x float> %5005, ptr %conv2_weight_grad.t209_c1_2, align 64
+  %5006 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5007 = add nsw i64 %5006, 1
+  %5008 = mul nsw i64 %5007, 64
+  %5009 = add nsw i64 6640272, %5008
+  %5010 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5011 = add nsw i64 %5009, %5010
+  %5012 = add nsw i64 %5011, 48
+  %arena1681 = getelementptr inbounds float, ptr %arena, i64 %5012
+  %5013 = load <16 x float>, ptr %arena1681, align 4
+  store <16 x float> %5013, ptr %conv2_weight_grad.t209_c1_3, align 64
+  %5014 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5015 = add nsw i64 %5014, 2
+  %5016 = mul nsw i64 %5015, 64
+  %5017 = add nsw i64 6640272, %5016
+  %5018 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5019 = add nsw i64 %5017, %5018
+  %arena1682 = getelementptr inbounds float, ptr %arena, i64 %5019
+  %5020 = load <16 x float>, ptr %arena1682, align 4
+  store <16 x float> %5020, ptr %conv2_weight_grad.t209_c2_0, align 64
+  %5021 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5022 = add nsw i64 %5021, 2
+  %5023 = mul nsw i64 %5022, 64
+  %5024 = add nsw i64 6640272, %5023
+  %5025 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5026 = add nsw i64 %5024, %5025
+  %5027 = add nsw i64 %5026, 16
+  %arena1683 = getelementptr inbounds float, ptr %arena, i64 %5027
+  %5028 = load <16 x float>, ptr %arena1683, align 4
+  store <16 x float> %5028, ptr %conv2_weight_grad.t209_c2_1, align 64
+  %5029 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5030 = add nsw i64 %5029, 2
+  %5031 = mul nsw i64 %5030, 64
+  %5032 = add nsw i64 6640272, %5031
+  %5033 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5034 = add nsw i64 %5032, %5033
+  %5035 = add nsw i64 %5034, 32
+  %arena1684 = getelementptr inbounds float, ptr %arena, i64 %5035
+  %5036 = load <16 x float>, ptr %arena1684, align 4
+  store <16 x float> %5036, ptr %conv2_weight_grad.t209_c2_2, align 64
+  %5037 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5038 = add nsw i64 %5037, 2
+  %5039 = mul nsw i64 %5038, 64
+  %5040 = add nsw i64 6640272, %5039
+  %5041 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5042 = add nsw i64 %5040, %5041
+  %5043 = add nsw i64 %5042, 48
+  %arena1685 = getelementptr inbounds float, ptr %arena, i64 %5043
+  %5044 = load <16 x float>, ptr %arena1685, align 4
+  store <16 x float> %5044, ptr %conv2_weight_grad.t209_c2_3, align 64
+  %5045 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5046 = add nsw i64 %5045, 3
+  %5047 = mul nsw i64 %5046, 64
+  %5048 = add nsw i64 6640272, %5047
+  %5049 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5050 = add nsw i64 %5048, %5049
+  %arena1686 = getelementptr inbounds float, ptr %arena, i64 %5050
+  %5051 = load <16 x float>, ptr %arena1686, align 4
+  store <16 x float> %5051, ptr %conv2_weight_grad.t209_c3_0, align 64
+  %5052 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5053 = add nsw i64 %5052, 3
+  %5054 = mul nsw i64 %5053, 64
+  %5055 = add nsw i64 6640272, %5054
+  %5056 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5057 = add nsw i64 %5055, %5056
+  %5058 = add nsw i64 %5057, 16
+  %arena1687 = getelementptr inbounds float, ptr %arena, i64 %5058
+  %5059 = load <16 x float>, ptr %arena1687, align 4
+  store <16 x float> %5059, ptr %conv2_weight_grad.t209_c3_1, align 64
+  %5060 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5061 = add nsw i64 %5060, 3
+  %5062 = mul nsw i64 %5061, 64
+  %5063 = add nsw i64 6640272, %5062
+  %5064 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5065 = add nsw i64 %5063, %5064
+  %5066 = add nsw i64 %5065, 32
+  %arena1688 = getelementptr inbounds float, ptr %arena, i64 %5066
+  %5067 = load <16 x float>, ptr %arena1688, align 4
+  store <16 x float> %5067, ptr %conv2_weight_grad.t209_c3_2, align 64
+  %5068 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5069 = add nsw i64 %5068, 3
+  %5070 = mul nsw i64 %5069, 64
+  %5071 = add nsw i64 6640272, %5070
+  %5072 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5073 = add nsw i64 %5071, %5072
+  %5074 = add nsw i64 %5073, 48
+  %arena1689 = getelementptr inbounds float, ptr %arena, i64 %5074
+  %5075 = load <16 x float>, ptr %arena1689, align 4
+  store <16 x float> %5075, ptr %conv2_weight_grad.t209_c3_3, align 64
+  %5076 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5077 = add nsw i64 %5076, 4
+  %5078 = mul nsw i64 %5077, 64
+  %5079 = add nsw i64 6640272, %5078
+  %5080 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5081 = add nsw i64 %5079, %5080
+  %arena1690 = getelementptr inbounds float, ptr %arena, i64 %5081
+  %5082 = load <16 x float>, ptr %arena1690, align 4
+  store <16 x float> %5082, ptr %conv2_weight_grad.t209_c4_0, align 64
+  %5083 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5084 = add nsw i64 %5083, 4
+  %5085 = mul nsw i64 %5084, 64
+  %5086 = add nsw i64 6640272, %5085
+  %5087 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5088 = add nsw i64 %5086, %5087
+  %5089 = add nsw i64 %5088, 16
+  %arena1691 = getelementptr inbounds float, ptr %arena, i64 %5089
+  %5090 = load <16 x float>, ptr %arena1691, align 4
+  store <16 x float> %5090, ptr %conv2_weight_grad.t209_c4_1, align 64
+  %5091 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5092 = add nsw i64 %5091, 4
+  %5093 = mul nsw i64 %5092, 64
+  %5094 = add nsw i64 6640272, %5093
+  %5095 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5096 = add nsw i64 %5094, %5095
+  %5097 = add nsw i64 %5096, 32
+  %arena1692 = getelementptr inbounds float, ptr %arena, i64 %5097
+  %5098 = load <16 x float>, ptr %arena1692, align 4
+  store <16 x float> %5098, ptr %conv2_weight_grad.t209_c4_2, align 64
+  %5099 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5100 = add nsw i64 %5099, 4
+  %5101 = mul nsw i64 %5100, 64
+  %5102 = add nsw i64 6640272, %5101
+  %5103 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5104 = add nsw i64 %5102, %5103
+  %5105 = add nsw i64 %5104, 48
+  %arena1693 = getelementptr inbounds float, ptr %arena, i64 %5105
+  %5106 = load <16 x float>, ptr %arena1693, align 4
+  store <16 x float> %5106, ptr %conv2_weight_grad.t209_c4_3, align 64
+  %5107 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5108 = add nsw i64 %5107, 5
+  %5109 = mul nsw i64 %5108, 64
+  %5110 = add nsw i64 6640272, %5109
+  %5111 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5112 = add nsw i64 %5110, %5111
+  %arena1694 = getelementptr inbounds float, ptr %arena, i64 %5112
+  %5113 = load <16 x float>, ptr %arena1694, align 4
+  store <16 x float> %5113, ptr %conv2_weight_grad.t209_c5_0, align 64
+  %5114 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5115 = add nsw i64 %5114, 5
+  %5116 = mul nsw i64 %5115, 64
+  %5117 = add nsw i64 6640272, %5116
+  %5118 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5119 = add nsw i64 %5117, %5118
+  %5120 = add nsw i64 %5119, 16
+  %arena1695 = getelementptr inbounds float, ptr %arena, i64 %5120
+  %5121 = load <16 x float>, ptr %arena1695, align 4
+  store <16 x float> %5121, ptr %conv2_weight_grad.t209_c5_1, align 64
+  %5122 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5123 = add nsw i64 %5122, 5
+  %5124 = mul nsw i64 %5123, 64
+  %5125 = add nsw i64 6640272, %5124
+  %5126 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5127 = add nsw i64 %5125, %5126
+  %5128 = add nsw i64 %5127, 32
+  %arena1696 = getelementptr inbounds float, ptr %arena, i64 %5128
+  %5129 = load <16 x float>, ptr %arena1696, align 4
+  store <16 x float> %5129, ptr %conv2_weight_grad.t209_c5_2, align 64
+  %5130 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5131 = add nsw i64 %5130, 5
+  %5132 = mul nsw i64 %5131, 64
+  %5133 = add nsw i64 6640272, %5132
+  %5134 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5135 = add nsw i64 %5133, %5134
+  %5136 = add nsw i64 %5135, 48
+  %arena1697 = getelementptr inbounds float, ptr %arena, i64 %5136
+  %5137 = load <16 x float>, ptr %arena1697, align 4
+  store <16 x float> %5137, ptr %conv2_weight_grad.t209_c5_3, align 64
+  br label %conv2_weight_grad.k210
+
+conv2_weight_grad.mb208.end:                      ; preds = %conv2_weight_grad.k210.end
+  %nb207.next = add nsw i64 %conv2_weight_grad.nb2071672, 1
+  %5138 = icmp slt i64 %nb207.next, 1
+  br i1 %5138, label %conv2_weight_grad.nb207, label %conv2_weight_grad.nb207.end
+
+conv2_weight_grad.k210:                           ; preds = %conv2_weight_grad.k210, %conv2_weight_grad.mb208
+  %conv2_weight_grad.k2101698 = phi i64 [ 0, %conv2_weight_grad.mb208 ], [ %k210.next, %conv2_weight_grad.k210 ]
+  %5139 = add nsw i64 %conv2_weight_grad.k2101698, 12192
+  %5140 = mul nsw i64 %5139, 64
+  %5141 = add nsw i64 5837456, %5140
+  %5142 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5143 = add nsw i64 %5141, %5142
+  %arena1699 = getelementptr inbounds float, ptr %arena, i64 %5143
+  %5144 = load <16 x float>, ptr %arena1699, align 4
+  store <16 x float> %5144, ptr %conv2_weight_grad.t209_b0, align 64
+  %5145 = add nsw i64 %conv2_weight_grad.k2101698, 12192
+  %5146 = mul nsw i64 %5145, 64
+  %5147 = add nsw i64 5837456, %5146
+  %5148 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5149 = add nsw i64 %5147, %5148
+  %5150 = add nsw i64 %5149, 16
+  %arena1700 = getelementptr inbounds float, ptr %arena, i64 %5150
+  %5151 = load <16 x float>, ptr %arena1700, align 4
+  store <16 x float> %5151, ptr %conv2_weight_grad.t209_b1, align 64
+  %5152 = add nsw i64 %conv2_weight_grad.k2101698, 12192
+  %5153 = mul nsw i64 %5152, 64
+  %5154 = add nsw i64 5837456, %5153
+  %5155 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5156 = add nsw i64 %5154, %5155
+  %5157 = add nsw i64 %5156, 32
+  %arena1701 = getelementptr inbounds float, ptr %arena, i64 %5157
+  %5158 = load <16 x float>, ptr %arena1701, align 4
+  store <16 x float> %5158, ptr %conv2_weight_grad.t209_b2, align 64
+  %5159 = add nsw i64 %conv2_weight_grad.k2101698, 12192
+  %5160 = mul nsw i64 %5159, 64
+  %5161 = add nsw i64 5837456, %5160
+  %5162 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5163 = add nsw i64 %5161, %5162
+  %5164 = add nsw i64 %5163, 48
+  %arena1702 = getelementptr inbounds float, ptr %arena, i64 %5164
+  %5165 = load <16 x float>, ptr %arena1702, align 4
+  store <16 x float> %5165, ptr %conv2_weight_grad.t209_b3, align 64
+  %5166 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5167 = mul nsw i64 %5166, 12544
+  %5168 = add nsw i64 2224784, %5167
+  %5169 = add nsw i64 %conv2_weight_grad.k2101698, 12192
+  %5170 = add nsw i64 %5168, %5169
+  %arena1703 = getelementptr inbounds float, ptr %arena, i64 %5170
+  %5171 = load float, ptr %arena1703, align 4
+  %5172 = insertelement <16 x float> undef, float %5171, i32 0
+  %5173 = shufflevector <16 x float> %5172, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5173, ptr %conv2_weight_grad.t209_a0, align 64
+  %t209_a0 = load <16 x float>, ptr %conv2_weight_grad.t209_a0, align 64
+  %t209_b0 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
+  %t209_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_0, align 64
+  %5174 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a0, <16 x float> %t209_b0, <16 x float> %t209_c0_0)
+  store <16 x float> %5174, ptr %conv2_weight_grad.t209_c0_0, align 64
+  %t209_a01704 = load <16 x float>, ptr %conv2_weight_grad.t209_a0, align 64
+  %t209_b1 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
+  %t209_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_1, align 64
+  %5175 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a01704, <16 x float> %t209_b1, <16 x float> %t209_c0_1)
+  store <16 x float> %5175, ptr %conv2_weight_grad.t209_c0_1, align 64
+  %t209_a01705 = load <16 x float>, ptr %conv2_weight_grad.t209_a0, align 64
+  %t209_b2 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
+  %t209_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_2, align 64
+  %5176 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a01705, <16 x float> %t209_b2, <16 x float> %t209_c0_2)
+  store <16 x float> %5176, ptr %conv2_weight_grad.t209_c0_2, align 64
+  %t209_a01706 = load <16 x float>, ptr %conv2_weight_grad.t209_a0, align 64
+  %t209_b3 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
+  %t209_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_3, align 64
+  %5177 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a01706, <16 x float> %t209_b3, <16 x float> %t209_c0_3)
+  store <16 x float> %5177, ptr %conv2_weight_grad.t209_c0_3, align 64
+  %5178 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5179 = add nsw i64 %5178, 1
+  %5180 = mul nsw i64 %5179, 12544
+  %5181 = add nsw i64 2224784, %5180
+  %5182 = add nsw i64 %conv2_weight_grad.k2101698, 12192
+  %5183 = add nsw i64 %5181, %5182
+  %arena1707 = getelementptr inbounds float, ptr %arena, i64 %5183
+  %5184 = load float, ptr %arena1707, align 4
+  %5185 = insertelement <16 x float> undef, float %5184, i32 0
+  %5186 = shufflevector <16 x float> %5185, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5186, ptr %conv2_weight_grad.t209_a1, align 64
+  %t209_a1 = load <16 x float>, ptr %conv2_weight_grad.t209_a1, align 64
+  %t209_b01708 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
+  %t209_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_0, align 64
+  %5187 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a1, <16 x float> %t209_b01708, <16 x float> %t209_c1_0)
+  store <16 x float> %5187, ptr %conv2_weight_grad.t209_c1_0, align 64
+  %t209_a11709 = load <16 x float>, ptr %conv2_weight_grad.t209_a1, align 64
+  %t209_b11710 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
+  %t209_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_1, align 64
+  %5188 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a11709, <16 x float> %t209_b11710, <16 x float> %t209_c1_1)
+  store <16 x float> %5188, ptr %conv2_weight_grad.t209_c1_1, align 64
+  %t209_a11711 = load <16 x float>, ptr %conv2_weight_grad.t209_a1, align 64
+  %t209_b21712 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
+  %t209_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_2, align 64
+  %5189 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a11711, <16 x float> %t209_b21712, <16 x float> %t209_c1_2)
+  store <16 x float> %5189, ptr %conv2_weight_grad.t209_c1_2, align 64
+  %t209_a11713 = load <16 x float>, ptr %conv2_weight_grad.t209_a1, align 64
+  %t209_b31714 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
+  %t209_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_3, align 64
+  %5190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a11713, <16 x float> %t209_b31714, <16 x float> %t209_c1_3)
+  store <16 x float> %5190, ptr %conv2_weight_grad.t209_c1_3, align 64
+  %5191 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5192 = add nsw i64 %5191, 2
+  %5193 = mul nsw i64 %5192, 12544
+  %5194 = add nsw i64 2224784, %5193
+  %5195 = add nsw i64 %conv2_weight_grad.k2101698, 12192
+  %5196 = add nsw i64 %5194, %5195
+  %arena1715 = getelementptr inbounds float, ptr %arena, i64 %5196
+  %5197 = load float, ptr %arena1715, align 4
+  %5198 = insertelement <16 x float> undef, float %5197, i32 0
+  %5199 = shufflevector <16 x float> %5198, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5199, ptr %conv2_weight_grad.t209_a2, align 64
+  %t209_a2 = load <16 x float>, ptr %conv2_weight_grad.t209_a2, align 64
+  %t209_b01716 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
+  %t209_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_0, align 64
+  %5200 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a2, <16 x float> %t209_b01716, <16 x float> %t209_c2_0)
+  store <16 x float> %5200, ptr %conv2_weight_grad.t209_c2_0, align 64
+  %t209_a21717 = load <16 x float>, ptr %conv2_weight_grad.t209_a2, align 64
+  %t209_b11718 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
+  %t209_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_1, align 64
+  %5201 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a21717, <16 x float> %t209_b11718, <16 x float> %t209_c2_1)
+  store <16 x float> %5201, ptr %conv2_weight_grad.t209_c2_1, align 64
+  %t209_a21719 = load <16 x float>, ptr %conv2_weight_grad.t209_a2, align 64
+  %t209_b21720 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
+  %t209_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_2, align 64
+  %5202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a21719, <16 x float> %t209_b21720, <16 x float> %t209_c2_2)
+  store <16 x float> %5202, ptr %conv2_weight_grad.t209_c2_2, align 64
+  %t209_a21721 = load <16 x float>, ptr %conv2_weight_grad.t209_a2, align 64
+  %t209_b31722 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
+  %t209_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_3, align 64
+  %5203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a21721, <16 x float> %t209_b31722, <16 x float> %t209_c2_3)
+  store <16 x float> %5203, ptr %conv2_weight_grad.t209_c2_3, align 64
+  %5204 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5205 = add nsw i64 %5204, 3
+  %5206 = mul nsw i64 %5205, 12544
+  %5207 = add nsw i64 2224784, %5206
+  %5208 = add nsw i64 %conv2_weight_grad.k2101698, 12192
+  %5209 = add nsw i64 %5207, %5208
+  %arena1723 = getelementptr inbounds float, ptr %arena, i64 %5209
+  %5210 = load float, ptr %arena1723, align 4
+  %5211 = insertelement <16 x float> undef, float %5210, i32 0
+  %5212 = shufflevector <16 x float> %5211, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5212, ptr %conv2_weight_grad.t209_a3, align 64
+  %t209_a3 = load <16 x float>, ptr %conv2_weight_grad.t209_a3, align 64
+  %t209_b01724 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
+  %t209_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_0, align 64
+  %5213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a3, <16 x float> %t209_b01724, <16 x float> %t209_c3_0)
+  store <16 x float> %5213, ptr %conv2_weight_grad.t209_c3_0, align 64
+  %t209_a31725 = load <16 x float>, ptr %conv2_weight_grad.t209_a3, align 64
+  %t209_b11726 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
+  %t209_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_1, align 64
+  %5214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a31725, <16 x float> %t209_b11726, <16 x float> %t209_c3_1)
+  store <16 x float> %5214, ptr %conv2_weight_grad.t209_c3_1, align 64
+  %t209_a31727 = load <16 x float>, ptr %conv2_weight_grad.t209_a3, align 64
+  %t209_b21728 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
+  %t209_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_2, align 64
+  %5215 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a31727, <16 x float> %t209_b21728, <16 x float> %t209_c3_2)
+  store <16 x float> %5215, ptr %conv2_weight_grad.t209_c3_2, align 64
+  %t209_a31729 = load <16 x float>, ptr %conv2_weight_grad.t209_a3, align 64
+  %t209_b31730 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
+  %t209_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_3, align 64
+  %5216 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a31729, <16 x float> %t209_b31730, <16 x float> %t209_c3_3)
+  store <16 x float> %5216, ptr %conv2_weight_grad.t209_c3_3, align 64
+  %5217 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5218 = add nsw i64 %5217, 4
+  %5219 = mul nsw i64 %5218, 12544
+  %5220 = add nsw i64 2224784, %5219
+  %5221 = add nsw i64 %conv2_weight_grad.k2101698, 12192
+  %5222 = add nsw i64 %5220, %5221
+  %arena1731 = getelementptr inbounds float, ptr %arena, i64 %5222
+  %5223 = load float, ptr %arena1731, align 4
+  %5224 = insertelement <16 x float> undef, float %5223, i32 0
+  %5225 = shufflevector <16 x float> %5224, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5225, ptr %conv2_weight_grad.t209_a4, align 64
+  %t209_a4 = load <16 x float>, ptr %conv2_weight_grad.t209_a4, align 64
+  %t209_b01732 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
+  %t209_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_0, align 64
+  %5226 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a4, <16 x float> %t209_b01732, <16 x float> %t209_c4_0)
+  store <16 x float> %5226, ptr %conv2_weight_grad.t209_c4_0, align 64
+  %t209_a41733 = load <16 x float>, ptr %conv2_weight_grad.t209_a4, align 64
+  %t209_b11734 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
+  %t209_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_1, align 64
+  %5227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a41733, <16 x float> %t209_b11734, <16 x float> %t209_c4_1)
+  store <16 x float> %5227, ptr %conv2_weight_grad.t209_c4_1, align 64
+  %t209_a41735 = load <16 x float>, ptr %conv2_weight_grad.t209_a4, align 64
+  %t209_b21736 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
+  %t209_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_2, align 64
+  %5228 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a41735, <16 x float> %t209_b21736, <16 x float> %t209_c4_2)
+  store <16 x float> %5228, ptr %conv2_weight_grad.t209_c4_2, align 64
+  %t209_a41737 = load <16 x float>, ptr %conv2_weight_grad.t209_a4, align 64
+  %t209_b31738 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
+  %t209_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_3, align 64
+  %5229 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a41737, <16 x float> %t209_b31738, <16 x float> %t209_c4_3)
+  store <16 x float> %5229, ptr %conv2_weight_grad.t209_c4_3, align 64
+  %5230 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5231 = add nsw i64 %5230, 5
+  %5232 = mul nsw i64 %5231, 12544
+  %5233 = add nsw i64 2224784, %5232
+  %5234 = add nsw i64 %conv2_weight_grad.k2101698, 12192
+  %5235 = add nsw i64 %5233, %5234
+  %arena1739 = getelementptr inbounds float, ptr %arena, i64 %5235
+  %5236 = load float, ptr %arena1739, align 4
+  %5237 = insertelement <16 x float> undef, float %5236, i32 0
+  %5238 = shufflevector <16 x float> %5237, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5238, ptr %conv2_weight_grad.t209_a5, align 64
+  %t209_a5 = load <16 x float>, ptr %conv2_weight_grad.t209_a5, align 64
+  %t209_b01740 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
+  %t209_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_0, align 64
+  %5239 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a5, <16 x float> %t209_b01740, <16 x float> %t209_c5_0)
+  store <16 x float> %5239, ptr %conv2_weight_grad.t209_c5_0, align 64
+  %t209_a51741 = load <16 x float>, ptr %conv2_weight_grad.t209_a5, align 64
+  %t209_b11742 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
+  %t209_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_1, align 64
+  %5240 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a51741, <16 x float> %t209_b11742, <16 x float> %t209_c5_1)
+  store <16 x float> %5240, ptr %conv2_weight_grad.t209_c5_1, align 64
+  %t209_a51743 = load <16 x float>, ptr %conv2_weight_grad.t209_a5, align 64
+  %t209_b21744 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
+  %t209_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_2, align 64
+  %5241 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a51743, <16 x float> %t209_b21744, <16 x float> %t209_c5_2)
+  store <16 x float> %5241, ptr %conv2_weight_grad.t209_c5_2, align 64
+  %t209_a51745 = load <16 x float>, ptr %conv2_weight_grad.t209_a5, align 64
+  %t209_b31746 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
+  %t209_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_3, align 64
+  %5242 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a51745, <16 x float> %t209_b31746, <16 x float> %t209_c5_3)
+  store <16 x float> %5242, ptr %conv2_weight_grad.t209_c5_3, align 64
+  %k210.next = add nsw i64 %conv2_weight_grad.k2101698, 1
+  %5243 = icmp slt i64 %k210.next, 352
+  br i1 %5243, label %conv2_weight_grad.k210, label %conv2_weight_grad.k210.end
+
+conv2_weight_grad.k210.end:                       ; preds = %conv2_weight_grad.k210
+  %t209_c0_01747 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_0, align 64
+  %5244 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5245 = mul nsw i64 %5244, 64
+  %5246 = add nsw i64 6640272, %5245
+  %5247 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5248 = add nsw i64 %5246, %5247
+  %arena1748 = getelementptr inbounds float, ptr %arena, i64 %5248
+  store <16 x float> %t209_c0_01747, ptr %arena1748, align 4
+  %t209_c0_11749 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_1, align 64
+  %5249 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5250 = mul nsw i64 %5249, 64
+  %5251 = add nsw i64 6640272, %5250
+  %5252 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5253 = add nsw i64 %5251, %5252
+  %5254 = add nsw i64 %5253, 16
+  %arena1750 = getelementptr inbounds float, ptr %arena, i64 %5254
+  store <16 x float> %t209_c0_11749, ptr %arena1750, align 4
+  %t209_c0_21751 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_2, align 64
+  %5255 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5256 = mul nsw i64 %5255, 64
+  %5257 = add nsw i64 6640272, %5256
+  %5258 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5259 = add nsw i64 %5257, %5258
+  %5260 = add nsw i64 %5259, 32
+  %arena1752 = getelementptr inbounds float, ptr %arena, i64 %5260
+  store <16 x float> %t209_c0_21751, ptr %arena1752, align 4
+  %t209_c0_31753 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_3, align 64
+  %5261 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5262 = mul nsw i64 %5261, 64
+  %5263 = add nsw i64 6640272, %5262
+  %5264 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5265 = add nsw i64 %5263, %5264
+  %5266 = add nsw i64 %5265, 48
+  %arena1754 = getelementptr inbounds float, ptr %arena, i64 %5266
+  store <16 x float> %t209_c0_31753, ptr %arena1754, align 4
+  %t209_c1_01755 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_0, align 64
+  %5267 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5268 = add nsw i64 %5267, 1
+  %5269 = mul nsw i64 %5268, 64
+  %5270 = add nsw i64 6640272, %5269
+  %5271 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5272 = add nsw i64 %5270, %5271
+  %arena1756 = getelementptr inbounds float, ptr %arena, i64 %5272
+  store <16 x float> %t209_c1_01755, ptr %arena1756, align 4
+  %t209_c1_11757 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_1, align 64
+  %5273 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5274 = add nsw i64 %5273, 1
+  %5275 = mul nsw i64 %5274, 64
+  %5276 = add nsw i64 6640272, %5275
+  %5277 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5278 = add nsw i64 %5276, %5277
+  %5279 = add nsw i64 %5278, 16
+  %arena1758 = getelementptr inbounds float, ptr %arena, i64 %5279
+  store <16 x float> %t209_c1_11757, ptr %arena1758, align 4
+  %t209_c1_21759 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_2, align 64
+  %5280 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5281 = add nsw i64 %5280, 1
+  %5282 = mul nsw i64 %5281, 64
+  %5283 = add nsw i64 6640272, %5282
+  %5284 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5285 = add nsw i64 %5283, %5284
+  %5286 = add nsw i64 %5285, 32
+  %arena1760 = getelementptr inbounds float, ptr %arena, i64 %5286
+  store <16 x float> %t209_c1_21759, ptr %arena1760, align 4
+  %t209_c1_31761 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_3, align 64
+  %5287 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5288 = add nsw i64 %5287, 1
+  %5289 = mul nsw i64 %5288, 64
+  %5290 = add nsw i64 6640272, %5289
+  %5291 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5292 = add nsw i64 %5290, %5291
+  %5293 = add nsw i64 %5292, 48
+  %arena1762 = getelementptr inbounds float, ptr %arena, i64 %5293
+  store <16 x float> %t209_c1_31761, ptr %arena1762, align 4
+  %t209_c2_01763 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_0, align 64
+  %5294 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5295 = add nsw i64 %5294, 2
+  %5296 = mul nsw i64 %5295, 64
+  %5297 = add nsw i64 6640272, %5296
+  %5298 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5299 = add nsw i64 %5297, %5298
+  %arena1764 = getelementptr inbounds float, ptr %arena, i64 %5299
+  store <16 x float> %t209_c2_01763, ptr %arena1764, align 4
+  %t209_c2_11765 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_1, align 64
+  %5300 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5301 = add nsw i64 %5300, 2
+  %5302 = mul nsw i64 %5301, 64
+  %5303 = add nsw i64 6640272, %5302
+  %5304 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5305 = add nsw i64 %5303, %5304
+  %5306 = add nsw i64 %5305, 16
+  %arena1766 = getelementptr inbounds float, ptr %arena, i64 %5306
+  store <16 x float> %t209_c2_11765, ptr %arena1766, align 4
+  %t209_c2_21767 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_2, align 64
+  %5307 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5308 = add nsw i64 %5307, 2
+  %5309 = mul nsw i64 %5308, 64
+  %5310 = add nsw i64 6640272, %5309
+  %5311 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5312 = add nsw i64 %5310, %5311
+  %5313 = add nsw i64 %5312, 32
+  %arena1768 = getelementptr inbounds float, ptr %arena, i64 %5313
+  store <16 x float> %t209_c2_21767, ptr %arena1768, align 4
+  %t209_c2_31769 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_3, align 64
+  %5314 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5315 = add nsw i64 %5314, 2
+  %5316 = mul nsw i64 %5315, 64
+  %5317 = add nsw i64 6640272, %5316
+  %5318 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5319 = add nsw i64 %5317, %5318
+  %5320 = add nsw i64 %5319, 48
+  %arena1770 = getelementptr inbounds float, ptr %arena, i64 %5320
+  store <16 x float> %t209_c2_31769, ptr %arena1770, align 4
+  %t209_c3_01771 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_0, align 64
+  %5321 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5322 = add nsw i64 %5321, 3
+  %5323 = mul nsw i64 %5322, 64
+  %5324 = add nsw i64 6640272, %5323
+  %5325 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5326 = add nsw i64 %5324, %5325
+  %arena1772 = getelementptr inbounds float, ptr %arena, i64 %5326
+  store <16 x float> %t209_c3_01771, ptr %arena1772, align 4
+  %t209_c3_11773 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_1, align 64
+  %5327 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5328 = add nsw i64 %5327, 3
+  %5329 = mul nsw i64 %5328, 64
+  %5330 = add nsw i64 6640272, %5329
+  %5331 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
   %5332 = add nsw i64 %5330, %5331
   %5333 = add nsw i64 %5332, 16
-  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %5333
-  %5334 = load <16 x float>, ptr %arena1458, align 4
-  store <16 x float> %5334, ptr %conv1_weight_grad.t294_c2_1, align 64
-  %5335 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5336 = add nsw i64 %5335, 3
-  %5337 = mul nsw i64 %5336, 32
-  %5338 = add nsw i64 4884112, %5337
-  %5339 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5340 = add nsw i64 %5338, %5339
-  %arena1459 = getelementptr inbounds float, ptr %arena, i64 %5340
-  %5341 = load <16 x float>, ptr %arena1459, align 4
-  store <16 x float> %5341, ptr %conv1_weight_grad.t294_c3_0, align 64
-  %5342 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5343 = add nsw i64 %5342, 3
-  %5344 = mul nsw i64 %5343, 32
-  %5345 = add nsw i64 4884112, %5344
-  %5346 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5347 = add nsw i64 %5345, %5346
-  %5348 = add nsw i64 %5347, 16
-  %arena1460 = getelementptr inbounds float, ptr %arena, i64 %5348
-  %5349 = load <16 x float>, ptr %arena1460, align 4
-  store <16 x float> %5349, ptr %conv1_weight_grad.t294_c3_1, align 64
-  %5350 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5351 = add nsw i64 %5350, 4
-  %5352 = mul nsw i64 %5351, 32
-  %5353 = add nsw i64 4884112, %5352
-  %5354 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5355 = add nsw i64 %5353, %5354
-  %arena1461 = getelementptr inbounds float, ptr %arena, i64 %5355
-  %5356 = load <16 x float>, ptr %arena1461, align 4
-  store <16 x float> %5356, ptr %conv1_weight_grad.t294_c4_0, align 64
-  %5357 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5358 = add nsw i64 %5357, 4
-  %5359 = mul nsw i64 %5358, 32
-  %5360 = add nsw i64 4884112, %5359
-  %5361 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5362 = add nsw i64 %5360, %5361
-  %5363 = add nsw i64 %5362, 16
-  %arena1462 = getelementptr inbounds float, ptr %arena, i64 %5363
-  %5364 = load <16 x float>, ptr %arena1462, align 4
-  store <16 x float> %5364, ptr %conv1_weight_grad.t294_c4_1, align 64
-  %5365 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5366 = add nsw i64 %5365, 5
-  %5367 = mul nsw i64 %5366, 32
-  %5368 = add nsw i64 4884112, %5367
-  %5369 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5370 = add nsw i64 %5368, %5369
-  %arena1463 = getelementptr inbounds float, ptr %arena, i64 %5370
-  %5371 = load <16 x float>, ptr %arena1463, align 4
-  store <16 x float> %5371, ptr %conv1_weight_grad.t294_c5_0, align 64
-  %5372 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5373 = add nsw i64 %5372, 5
-  %5374 = mul nsw i64 %5373, 32
-  %5375 = add nsw i64 4884112, %5374
-  %5376 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5377 = add nsw i64 %5375, %5376
-  %5378 = add nsw i64 %5377, 16
-  %arena1464 = getelementptr inbounds float, ptr %arena, i64 %5378
-  %5379 = load <16 x float>, ptr %arena1464, align 4
-  store <16 x float> %5379, ptr %conv1_weight_grad.t294_c5_1, align 64
-  %5380 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5381 = add nsw i64 %5380, 6
-  %5382 = mul nsw i64 %5381, 32
-  %5383 = add nsw i64 4884112, %5382
-  %5384 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5385 = add nsw i64 %5383, %5384
-  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %5385
-  %5386 = load <16 x float>, ptr %arena1465, align 4
-  store <16 x float> %5386, ptr %conv1_weight_grad.t294_c6_0, align 64
-  %5387 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5388 = add nsw i64 %5387, 6
-  %5389 = mul nsw i64 %5388, 32
-  %5390 = add nsw i64 4884112, %5389
-  %5391 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5392 = add nsw i64 %5390, %5391
-  %5393 = add nsw i64 %5392, 16
-  %arena1466 = getelementptr inbounds float, ptr %arena, i64 %5393
-  %5394 = load <16 x float>, ptr %arena1466, align 4
-  store <16 x float> %5394, ptr %conv1_weight_grad.t294_c6_1, align 64
-  %5395 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5396 = add nsw i64 %5395, 7
-  %5397 = mul nsw i64 %5396, 32
-  %5398 = add nsw i64 4884112, %5397
-  %5399 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %arena1774 = getelementptr inbounds float, ptr %arena, i64 %5333
+  store <16 x float> %t209_c3_11773, ptr %arena1774, align 4
+  %t209_c3_21775 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_2, align 64
+  %5334 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5335 = add nsw i64 %5334, 3
+  %5336 = mul nsw i64 %5335, 64
+  %5337 = add nsw i64 6640272, %5336
+  %5338 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5339 = add nsw i64 %5337, %5338
+  %5340 = add nsw i64 %5339, 32
+  %arena1776 = getelementptr inbounds float, ptr %arena, i64 %5340
+  store <16 x float> %t209_c3_21775, ptr %arena1776, align 4
+  %t209_c3_31777 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_3, align 64
+  %5341 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5342 = add nsw i64 %5341, 3
+  %5343 = mul nsw i64 %5342, 64
+  %5344 = add nsw i64 6640272, %5343
+  %5345 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5346 = add nsw i64 %5344, %5345
+  %5347 = add nsw i64 %5346, 48
+  %arena1778 = getelementptr inbounds float, ptr %arena, i64 %5347
+  store <16 x float> %t209_c3_31777, ptr %arena1778, align 4
+  %t209_c4_01779 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_0, align 64
+  %5348 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5349 = add nsw i64 %5348, 4
+  %5350 = mul nsw i64 %5349, 64
+  %5351 = add nsw i64 6640272, %5350
+  %5352 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5353 = add nsw i64 %5351, %5352
+  %arena1780 = getelementptr inbounds float, ptr %arena, i64 %5353
+  store <16 x float> %t209_c4_01779, ptr %arena1780, align 4
+  %t209_c4_11781 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_1, align 64
+  %5354 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5355 = add nsw i64 %5354, 4
+  %5356 = mul nsw i64 %5355, 64
+  %5357 = add nsw i64 6640272, %5356
+  %5358 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5359 = add nsw i64 %5357, %5358
+  %5360 = add nsw i64 %5359, 16
+  %arena1782 = getelementptr inbounds float, ptr %arena, i64 %5360
+  store <16 x float> %t209_c4_11781, ptr %arena1782, align 4
+  %t209_c4_21783 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_2, align 64
+  %5361 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5362 = add nsw i64 %5361, 4
+  %5363 = mul nsw i64 %5362, 64
+  %5364 = add nsw i64 6640272, %5363
+  %5365 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5366 = add nsw i64 %5364, %5365
+  %5367 = add nsw i64 %5366, 32
+  %arena1784 = getelementptr inbounds float, ptr %arena, i64 %5367
+  store <16 x float> %t209_c4_21783, ptr %arena1784, align 4
+  %t209_c4_31785 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_3, align 64
+  %5368 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5369 = add nsw i64 %5368, 4
+  %5370 = mul nsw i64 %5369, 64
+  %5371 = add nsw i64 6640272, %5370
+  %5372 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5373 = add nsw i64 %5371, %5372
+  %5374 = add nsw i64 %5373, 48
+  %arena1786 = getelementptr inbounds float, ptr %arena, i64 %5374
+  store <16 x float> %t209_c4_31785, ptr %arena1786, align 4
+  %t209_c5_01787 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_0, align 64
+  %5375 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5376 = add nsw i64 %5375, 5
+  %5377 = mul nsw i64 %5376, 64
+  %5378 = add nsw i64 6640272, %5377
+  %5379 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5380 = add nsw i64 %5378, %5379
+  %arena1788 = getelementptr inbounds float, ptr %arena, i64 %5380
+  store <16 x float> %t209_c5_01787, ptr %arena1788, align 4
+  %t209_c5_11789 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_1, align 64
+  %5381 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5382 = add nsw i64 %5381, 5
+  %5383 = mul nsw i64 %5382, 64
+  %5384 = add nsw i64 6640272, %5383
+  %5385 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5386 = add nsw i64 %5384, %5385
+  %5387 = add nsw i64 %5386, 16
+  %arena1790 = getelementptr inbounds float, ptr %arena, i64 %5387
+  store <16 x float> %t209_c5_11789, ptr %arena1790, align 4
+  %t209_c5_21791 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_2, align 64
+  %5388 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5389 = add nsw i64 %5388, 5
+  %5390 = mul nsw i64 %5389, 64
+  %5391 = add nsw i64 6640272, %5390
+  %5392 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
+  %5393 = add nsw i64 %5391, %5392
+  %5394 = add nsw i64 %5393, 32
+  %arena1792 = getelementptr inbounds float, ptr %arena, i64 %5394
+  store <16 x float> %t209_c5_21791, ptr %arena1792, align 4
+  %t209_c5_31793 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_3, align 64
+  %5395 = mul nsw i64 %conv2_weight_grad.mb2081673, 6
+  %5396 = add nsw i64 %5395, 5
+  %5397 = mul nsw i64 %5396, 64
+  %5398 = add nsw i64 6640272, %5397
+  %5399 = mul nsw i64 %conv2_weight_grad.nb2071672, 64
   %5400 = add nsw i64 %5398, %5399
-  %arena1467 = getelementptr inbounds float, ptr %arena, i64 %5400
-  %5401 = load <16 x float>, ptr %arena1467, align 4
-  store <16 x float> %5401, ptr %conv1_weight_grad.t294_c7_0, align 64
-  %5402 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5403 = add nsw i64 %5402, 7
-  %5404 = mul nsw i64 %5403, 32
-  %5405 = add nsw i64 4884112, %5404
-  %5406 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5407 = add nsw i64 %5405, %5406
-  %5408 = add nsw i64 %5407, 16
-  %arena1468 = getelementptr inbounds float, ptr %arena, i64 %5408
-  %5409 = load <16 x float>, ptr %arena1468, align 4
-  store <16 x float> %5409, ptr %conv1_weight_grad.t294_c7_1, align 64
-  %5410 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5411 = add nsw i64 %5410, 8
-  %5412 = mul nsw i64 %5411, 32
-  %5413 = add nsw i64 4884112, %5412
-  %5414 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5415 = add nsw i64 %5413, %5414
-  %arena1469 = getelementptr inbounds float, ptr %arena, i64 %5415
-  %5416 = load <16 x float>, ptr %arena1469, align 4
-  store <16 x float> %5416, ptr %conv1_weight_grad.t294_c8_0, align 64
-  %5417 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5418 = add nsw i64 %5417, 8
-  %5419 = mul nsw i64 %5418, 32
-  %5420 = add nsw i64 4884112, %5419
-  %5421 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5422 = add nsw i64 %5420, %5421
-  %5423 = add nsw i64 %5422, 16
-  %arena1470 = getelementptr inbounds float, ptr %arena, i64 %5423
-  %5424 = load <16 x float>, ptr %arena1470, align 4
-  store <16 x float> %5424, ptr %conv1_weight_grad.t294_c8_1, align 64
-  br label %conv1_weight_grad.k295
+  %5401 = add nsw i64 %5400, 48
+  %arena1794 = getelementptr inbounds float, ptr %arena, i64 %5401
+  store <16 x float> %t209_c5_31793, ptr %arena1794, align 4
+  %mb208.next = add nsw i64 %conv2_weight_grad.mb2081673, 1
+  %5402 = icmp slt i64 %mb208.next, 48
+  br i1 %5402, label %conv2_weight_grad.mb208, label %conv2_weight_grad.mb208.end
 
-conv1_weight_grad.mb293.end:                      ; preds = %conv1_weight_grad.k295.end
-  %nb292.next = add nsw i64 %conv1_weight_grad.nb2921451, 1
-  %5425 = icmp slt i64 %nb292.next, 1
-  br i1 %5425, label %conv1_weight_grad.nb292, label %conv1_weight_grad.nb292.end
+conv2_weight_grad.f211:                           ; preds = %conv2_weight_grad.r212.end, %conv2_weight_grad.g184.end
+  %conv2_weight_grad.f2111795 = phi i64 [ 0, %conv2_weight_grad.g184.end ], [ %f211.next, %conv2_weight_grad.r212.end ]
+  br label %conv2_weight_grad.r212
 
-conv1_weight_grad.k295:                           ; preds = %conv1_weight_grad.k295, %conv1_weight_grad.mb293
-  %conv1_weight_grad.k2951471 = phi i64 [ 0, %conv1_weight_grad.mb293 ], [ %k295.next, %conv1_weight_grad.k295 ]
-  %5426 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
-  %5427 = add nsw i64 %conv1_weight_grad.k2951471, %5426
-  %5428 = mul nsw i64 %5427, 32
-  %5429 = add nsw i64 3278480, %5428
-  %5430 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+conv2_weight_grad.f211.end:                       ; preds = %conv2_weight_grad.r212.end
+  br label %conv2_bias_grad.i213
+
+conv2_weight_grad.r212:                           ; preds = %conv2_weight_grad.r212, %conv2_weight_grad.f211
+  %conv2_weight_grad.r2121796 = phi i64 [ 0, %conv2_weight_grad.f211 ], [ %r212.next, %conv2_weight_grad.r212 ]
+  %5403 = mul nsw i64 %conv2_weight_grad.r2121796, 64
+  %5404 = add nsw i64 6640272, %5403
+  %5405 = add nsw i64 %5404, %conv2_weight_grad.f2111795
+  %arena1797 = getelementptr inbounds float, ptr %arena, i64 %5405
+  %5406 = load float, ptr %arena1797, align 4
+  %5407 = mul nsw i64 %conv2_weight_grad.f2111795, 288
+  %5408 = add nsw i64 320, %5407
+  %5409 = add nsw i64 %5408, %conv2_weight_grad.r2121796
+  %grads1798 = getelementptr inbounds float, ptr %grads, i64 %5409
+  store float %5406, ptr %grads1798, align 4
+  %r212.next = add nsw i64 %conv2_weight_grad.r2121796, 1
+  %5410 = icmp slt i64 %r212.next, 288
+  br i1 %5410, label %conv2_weight_grad.r212, label %conv2_weight_grad.r212.end
+
+conv2_weight_grad.r212.end:                       ; preds = %conv2_weight_grad.r212
+  %f211.next = add nsw i64 %conv2_weight_grad.f2111795, 1
+  %5411 = icmp slt i64 %f211.next, 64
+  br i1 %5411, label %conv2_weight_grad.f211, label %conv2_weight_grad.f211.end
+
+conv2_bias_grad.i213:                             ; preds = %conv2_bias_grad.i213, %conv2_weight_grad.f211.end
+  %conv2_bias_grad.i2131799 = phi i64 [ 0, %conv2_weight_grad.f211.end ], [ %i213.next, %conv2_bias_grad.i213 ]
+  %5412 = add nsw i64 802816, %conv2_bias_grad.i2131799
+  %arena1800 = getelementptr inbounds float, ptr %arena, i64 %5412
+  store float 1.000000e+00, ptr %arena1800, align 4
+  %i213.next = add nsw i64 %conv2_bias_grad.i2131799, 1
+  %5413 = icmp slt i64 %i213.next, 196
+  br i1 %5413, label %conv2_bias_grad.i213, label %conv2_bias_grad.i213.end
+
+conv2_bias_grad.i213.end:                         ; preds = %conv2_bias_grad.i213
+  br label %conv2_bias_grad.i214
+
+conv2_bias_grad.i214:                             ; preds = %conv2_bias_grad.i214, %conv2_bias_grad.i213.end
+  %conv2_bias_grad.i2141801 = phi i64 [ 0, %conv2_bias_grad.i213.end ], [ %i214.next, %conv2_bias_grad.i214 ]
+  %5414 = add nsw i64 18752, %conv2_bias_grad.i2141801
+  %grads1802 = getelementptr inbounds float, ptr %grads, i64 %5414
+  store float 0.000000e+00, ptr %grads1802, align 4
+  %i214.next = add nsw i64 %conv2_bias_grad.i2141801, 1
+  %5415 = icmp slt i64 %i214.next, 64
+  br i1 %5415, label %conv2_bias_grad.i214, label %conv2_bias_grad.i214.end
+
+conv2_bias_grad.i214.end:                         ; preds = %conv2_bias_grad.i214
+  br label %conv2_bias_grad.img215
+
+conv2_bias_grad.img215:                           ; preds = %conv2_bias_grad.img215, %conv2_bias_grad.i214.end
+  %conv2_bias_grad.img2151803 = phi i64 [ 0, %conv2_bias_grad.i214.end ], [ %img215.next, %conv2_bias_grad.img215 ]
+  %5416 = mul nsw i64 %conv2_bias_grad.img2151803, 12544
+  %5417 = add nsw i64 1421968, %5416
+  %arena1804 = getelementptr inbounds float, ptr %arena, i64 %5417
+  %arena1805 = getelementptr inbounds float, ptr %arena, i64 802816
+  %grads1806 = getelementptr inbounds float, ptr %grads, i64 18752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 196, float 1.000000e+00, ptr %arena1804, i32 196, ptr %arena1805, i32 1, float 1.000000e+00, ptr %grads1806, i32 1)
+  %img215.next = add nsw i64 %conv2_bias_grad.img2151803, 1
+  %5418 = icmp slt i64 %img215.next, 64
+  br i1 %5418, label %conv2_bias_grad.img215, label %conv2_bias_grad.img215.end
+
+conv2_bias_grad.img215.end:                       ; preds = %conv2_bias_grad.img215
+  br label %pool1_grad.g216
+
+pool1_grad.g216:                                  ; preds = %pool1_grad.j224.end, %conv2_bias_grad.img215.end
+  %pool1_grad.g2161807 = phi i64 [ 0, %conv2_bias_grad.img215.end ], [ %g216.next, %pool1_grad.j224.end ]
+  br label %pool1_grad.j217
+
+pool1_grad.g216.end:                              ; preds = %pool1_grad.j224.end
+  br label %conv1_grad.i293
+
+pool1_grad.j217:                                  ; preds = %pool1_grad.f218.end, %pool1_grad.g216
+  %pool1_grad.j2171808 = phi i64 [ 0, %pool1_grad.g216 ], [ %j217.next, %pool1_grad.f218.end ]
+  br label %pool1_grad.f218
+
+pool1_grad.j217.end:                              ; preds = %pool1_grad.f218.end
+  br label %pool1_grad.nb220
+
+pool1_grad.f218:                                  ; preds = %pool1_grad.i219.end, %pool1_grad.j217
+  %pool1_grad.f2181809 = phi i64 [ 0, %pool1_grad.j217 ], [ %f218.next, %pool1_grad.i219.end ]
+  br label %pool1_grad.i219
+
+pool1_grad.f218.end:                              ; preds = %pool1_grad.i219.end
+  %j217.next = add nsw i64 %pool1_grad.j2171808, 1
+  %5419 = icmp slt i64 %j217.next, 64
+  br i1 %5419, label %pool1_grad.j217, label %pool1_grad.j217.end
+
+pool1_grad.i219:                                  ; preds = %pool1_grad.i219, %pool1_grad.f218
+  %pool1_grad.i2191810 = phi i64 [ 0, %pool1_grad.f218 ], [ %i219.next, %pool1_grad.i219 ]
+  %5420 = mul nsw i64 %pool1_grad.g2161807, 64
+  %5421 = add nsw i64 %5420, %pool1_grad.j2171808
+  %5422 = mul nsw i64 %5421, 12544
+  %5423 = add nsw i64 1421968, %5422
+  %5424 = mul nsw i64 %pool1_grad.f2181809, 196
+  %5425 = add nsw i64 %5423, %5424
+  %5426 = add nsw i64 %5425, %pool1_grad.i2191810
+  %arena1811 = getelementptr inbounds float, ptr %arena, i64 %5426
+  %5427 = load float, ptr %arena1811, align 4
+  %5428 = mul nsw i64 %pool1_grad.f2181809, 12544
+  %5429 = add nsw i64 5837456, %5428
+  %5430 = mul nsw i64 %pool1_grad.j2171808, 196
   %5431 = add nsw i64 %5429, %5430
-  %arena1472 = getelementptr inbounds float, ptr %arena, i64 %5431
-  %5432 = load <16 x float>, ptr %arena1472, align 4
-  store <16 x float> %5432, ptr %conv1_weight_grad.t294_b0, align 64
-  %5433 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
-  %5434 = add nsw i64 %conv1_weight_grad.k2951471, %5433
-  %5435 = mul nsw i64 %5434, 32
-  %5436 = add nsw i64 3278480, %5435
-  %5437 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5438 = add nsw i64 %5436, %5437
-  %5439 = add nsw i64 %5438, 16
-  %arena1473 = getelementptr inbounds float, ptr %arena, i64 %5439
-  %5440 = load <16 x float>, ptr %arena1473, align 4
-  store <16 x float> %5440, ptr %conv1_weight_grad.t294_b1, align 64
-  %5441 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5442 = mul nsw i64 %5441, 50176
-  %5443 = add nsw i64 2826896, %5442
-  %5444 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
-  %5445 = add nsw i64 %conv1_weight_grad.k2951471, %5444
-  %5446 = add nsw i64 %5443, %5445
-  %arena1474 = getelementptr inbounds float, ptr %arena, i64 %5446
-  %5447 = load float, ptr %arena1474, align 4
-  %5448 = insertelement <16 x float> undef, float %5447, i32 0
-  %5449 = shufflevector <16 x float> %5448, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5449, ptr %conv1_weight_grad.t294_a0, align 64
-  %t294_a0 = load <16 x float>, ptr %conv1_weight_grad.t294_a0, align 64
-  %t294_b0 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
-  %t294_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c0_0, align 64
-  %5450 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a0, <16 x float> %t294_b0, <16 x float> %t294_c0_0)
-  store <16 x float> %5450, ptr %conv1_weight_grad.t294_c0_0, align 64
-  %t294_a01475 = load <16 x float>, ptr %conv1_weight_grad.t294_a0, align 64
-  %t294_b1 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
-  %t294_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c0_1, align 64
-  %5451 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a01475, <16 x float> %t294_b1, <16 x float> %t294_c0_1)
-  store <16 x float> %5451, ptr %conv1_weight_grad.t294_c0_1, align 64
-  %5452 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5453 = add nsw i64 %5452, 1
-  %5454 = mul nsw i64 %5453, 50176
-  %5455 = add nsw i64 2826896, %5454
-  %5456 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
-  %5457 = add nsw i64 %conv1_weight_grad.k2951471, %5456
-  %5458 = add nsw i64 %5455, %5457
-  %arena1476 = getelementptr inbounds float, ptr %arena, i64 %5458
-  %5459 = load float, ptr %arena1476, align 4
-  %5460 = insertelement <16 x float> undef, float %5459, i32 0
-  %5461 = shufflevector <16 x float> %5460, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5461, ptr %conv1_weight_grad.t294_a1, align 64
-  %t294_a1 = load <16 x float>, ptr %conv1_weight_grad.t294_a1, align 64
-  %t294_b01477 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
-  %t294_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c1_0, align 64
-  %5462 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a1, <16 x float> %t294_b01477, <16 x float> %t294_c1_0)
-  store <16 x float> %5462, ptr %conv1_weight_grad.t294_c1_0, align 64
-  %t294_a11478 = load <16 x float>, ptr %conv1_weight_grad.t294_a1, align 64
-  %t294_b11479 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
-  %t294_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c1_1, align 64
-  %5463 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a11478, <16 x float> %t294_b11479, <16 x float> %t294_c1_1)
-  store <16 x float> %5463, ptr %conv1_weight_grad.t294_c1_1, align 64
-  %5464 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5465 = add nsw i64 %5464, 2
-  %5466 = mul nsw i64 %5465, 50176
-  %5467 = add nsw i64 2826896, %5466
-  %5468 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
-  %5469 = add nsw i64 %conv1_weight_grad.k2951471, %5468
-  %5470 = add nsw i64 %5467, %5469
-  %arena1480 = getelementptr inbounds float, ptr %arena, i64 %5470
-  %5471 = load float, ptr %arena1480, align 4
-  %5472 = insertelement <16 x float> undef, float %5471, i32 0
-  %5473 = shufflevector <16 x float> %5472, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5473, ptr %conv1_weight_grad.t294_a2, align 64
-  %t294_a2 = load <16 x float>, ptr %conv1_weight_grad.t294_a2, align 64
-  %t294_b01481 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
-  %t294_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c2_0, align 64
-  %5474 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a2, <16 x float> %t294_b01481, <16 x float> %t294_c2_0)
-  store <16 x float> %5474, ptr %conv1_weight_grad.t294_c2_0, align 64
-  %t294_a21482 = load <16 x float>, ptr %conv1_weight_grad.t294_a2, align 64
-  %t294_b11483 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
-  %t294_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c2_1, align 64
-  %5475 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a21482, <16 x float> %t294_b11483, <16 x float> %t294_c2_1)
-  store <16 x float> %5475, ptr %conv1_weight_grad.t294_c2_1, align 64
-  %5476 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5477 = add nsw i64 %5476, 3
-  %5478 = mul nsw i64 %5477, 50176
-  %5479 = add nsw i64 2826896, %5478
-  %5480 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
-  %5481 = add nsw i64 %conv1_weight_grad.k2951471, %5480
-  %5482 = add nsw i64 %5479, %5481
-  %arena1484 = getelementptr inbounds float, ptr %arena, i64 %5482
-  %5483 = load float, ptr %arena1484, align 4
-  %5484 = insertelement <16 x float> undef, float %5483, i32 0
-  %5485 = shufflevector <16 x float> %5484, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5485, ptr %conv1_weight_grad.t294_a3, align 64
-  %t294_a3 = load <16 x float>, ptr %conv1_weight_grad.t294_a3, align 64
-  %t294_b01485 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
-  %t294_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c3_0, align 64
-  %5486 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a3, <16 x float> %t294_b01485, <16 x float> %t294_c3_0)
-  store <16 x float> %5486, ptr %conv1_weight_grad.t294_c3_0, align 64
-  %t294_a31486 = load <16 x float>, ptr %conv1_weight_grad.t294_a3, align 64
-  %t294_b11487 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
-  %t294_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c3_1, align 64
-  %5487 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a31486, <16 x float> %t294_b11487, <16 x float> %t294_c3_1)
-  store <16 x float> %5487, ptr %conv1_weight_grad.t294_c3_1, align 64
-  %5488 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5489 = add nsw i64 %5488, 4
-  %5490 = mul nsw i64 %5489, 50176
-  %5491 = add nsw i64 2826896, %5490
-  %5492 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
-  %5493 = add nsw i64 %conv1_weight_grad.k2951471, %5492
-  %5494 = add nsw i64 %5491, %5493
-  %arena1488 = getelementptr inbounds float, ptr %arena, i64 %5494
-  %5495 = load float, ptr %arena1488, align 4
-  %5496 = insertelement <16 x float> undef, float %5495, i32 0
-  %5497 = shufflevector <16 x float> %5496, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5497, ptr %conv1_weight_grad.t294_a4, align 64
-  %t294_a4 = load <16 x float>, ptr %conv1_weight_grad.t294_a4, align 64
-  %t294_b01489 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
-  %t294_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c4_0, align 64
-  %5498 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a4, <16 x float> %t294_b01489, <16 x float> %t294_c4_0)
-  store <16 x float> %5498, ptr %conv1_weight_grad.t294_c4_0, align 64
-  %t294_a41490 = load <16 x float>, ptr %conv1_weight_grad.t294_a4, align 64
-  %t294_b11491 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
-  %t294_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c4_1, align 64
-  %5499 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a41490, <16 x float> %t294_b11491, <16 x float> %t294_c4_1)
-  store <16 x float> %5499, ptr %conv1_weight_grad.t294_c4_1, align 64
-  %5500 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5501 = add nsw i64 %5500, 5
-  %5502 = mul nsw i64 %5501, 50176
-  %5503 = add nsw i64 2826896, %5502
-  %5504 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
-  %5505 = add nsw i64 %conv1_weight_grad.k2951471, %5504
-  %5506 = add nsw i64 %5503, %5505
-  %arena1492 = getelementptr inbounds float, ptr %arena, i64 %5506
-  %5507 = load float, ptr %arena1492, align 4
-  %5508 = insertelement <16 x float> undef, float %5507, i32 0
-  %5509 = shufflevector <16 x float> %5508, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5509, ptr %conv1_weight_grad.t294_a5, align 64
-  %t294_a5 = load <16 x float>, ptr %conv1_weight_grad.t294_a5, align 64
-  %t294_b01493 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
-  %t294_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c5_0, align 64
-  %5510 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a5, <16 x float> %t294_b01493, <16 x float> %t294_c5_0)
-  store <16 x float> %5510, ptr %conv1_weight_grad.t294_c5_0, align 64
-  %t294_a51494 = load <16 x float>, ptr %conv1_weight_grad.t294_a5, align 64
-  %t294_b11495 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
-  %t294_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c5_1, align 64
-  %5511 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a51494, <16 x float> %t294_b11495, <16 x float> %t294_c5_1)
-  store <16 x float> %5511, ptr %conv1_weight_grad.t294_c5_1, align 64
-  %5512 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5513 = add nsw i64 %5512, 6
-  %5514 = mul nsw i64 %5513, 50176
-  %5515 = add nsw i64 2826896, %5514
-  %5516 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
-  %5517 = add nsw i64 %conv1_weight_grad.k2951471, %5516
-  %5518 = add nsw i64 %5515, %5517
-  %arena1496 = getelementptr inbounds float, ptr %arena, i64 %5518
-  %5519 = load float, ptr %arena1496, align 4
-  %5520 = insertelement <16 x float> undef, float %5519, i32 0
-  %5521 = shufflevector <16 x float> %5520, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5521, ptr %conv1_weight_grad.t294_a6, align 64
-  %t294_a6 = load <16 x float>, ptr %conv1_weight_grad.t294_a6, align 64
-  %t294_b01497 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
-  %t294_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c6_0, align 64
-  %5522 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a6, <16 x float> %t294_b01497, <16 x float> %t294_c6_0)
-  store <16 x float> %5522, ptr %conv1_weight_grad.t294_c6_0, align 64
-  %t294_a61498 = load <16 x float>, ptr %conv1_weight_grad.t294_a6, align 64
-  %t294_b11499 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
-  %t294_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c6_1, align 64
-  %5523 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a61498, <16 x float> %t294_b11499, <16 x float> %t294_c6_1)
-  store <16 x float> %5523, ptr %conv1_weight_grad.t294_c6_1, align 64
-  %5524 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5525 = add nsw i64 %5524, 7
-  %5526 = mul nsw i64 %5525, 50176
-  %5527 = add nsw i64 2826896, %5526
-  %5528 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
-  %5529 = add nsw i64 %conv1_weight_grad.k2951471, %5528
-  %5530 = add nsw i64 %5527, %5529
-  %arena1500 = getelementptr inbounds float, ptr %arena, i64 %5530
-  %5531 = load float, ptr %arena1500, align 4
-  %5532 = insertelement <16 x float> undef, float %5531, i32 0
-  %5533 = shufflevector <16 x float> %5532, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5533, ptr %conv1_weight_grad.t294_a7, align 64
-  %t294_a7 = load <16 x float>, ptr %conv1_weight_grad.t294_a7, align 64
-  %t294_b01501 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
-  %t294_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c7_0, align 64
-  %5534 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a7, <16 x float> %t294_b01501, <16 x float> %t294_c7_0)
-  store <16 x float> %5534, ptr %conv1_weight_grad.t294_c7_0, align 64
-  %t294_a71502 = load <16 x float>, ptr %conv1_weight_grad.t294_a7, align 64
-  %t294_b11503 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
-  %t294_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c7_1, align 64
-  %5535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a71502, <16 x float> %t294_b11503, <16 x float> %t294_c7_1)
-  store <16 x float> %5535, ptr %conv1_weight_grad.t294_c7_1, align 64
-  %5536 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5537 = add nsw i64 %5536, 8
-  %5538 = mul nsw i64 %5537, 50176
-  %5539 = add nsw i64 2826896, %5538
-  %5540 = mul nsw i64 %conv1_weight_grad.kp2911450, 384
-  %5541 = add nsw i64 %conv1_weight_grad.k2951471, %5540
-  %5542 = add nsw i64 %5539, %5541
-  %arena1504 = getelementptr inbounds float, ptr %arena, i64 %5542
-  %5543 = load float, ptr %arena1504, align 4
-  %5544 = insertelement <16 x float> undef, float %5543, i32 0
-  %5545 = shufflevector <16 x float> %5544, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5545, ptr %conv1_weight_grad.t294_a8, align 64
-  %t294_a8 = load <16 x float>, ptr %conv1_weight_grad.t294_a8, align 64
-  %t294_b01505 = load <16 x float>, ptr %conv1_weight_grad.t294_b0, align 64
-  %t294_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t294_c8_0, align 64
-  %5546 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a8, <16 x float> %t294_b01505, <16 x float> %t294_c8_0)
-  store <16 x float> %5546, ptr %conv1_weight_grad.t294_c8_0, align 64
-  %t294_a81506 = load <16 x float>, ptr %conv1_weight_grad.t294_a8, align 64
-  %t294_b11507 = load <16 x float>, ptr %conv1_weight_grad.t294_b1, align 64
-  %t294_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t294_c8_1, align 64
-  %5547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t294_a81506, <16 x float> %t294_b11507, <16 x float> %t294_c8_1)
-  store <16 x float> %5547, ptr %conv1_weight_grad.t294_c8_1, align 64
-  %k295.next = add nsw i64 %conv1_weight_grad.k2951471, 1
-  %5548 = icmp slt i64 %k295.next, 384
-  br i1 %5548, label %conv1_weight_grad.k295, label %conv1_weight_grad.k295.end
+  %5432 = add nsw i64 %5431, %pool1_grad.i2191810
+  %arena1812 = getelementptr inbounds float, ptr %arena, i64 %5432
+  store float %5427, ptr %arena1812, align 4
+  %i219.next = add nsw i64 %pool1_grad.i2191810, 1
+  %5433 = icmp slt i64 %i219.next, 196
+  br i1 %5433, label %pool1_grad.i219, label %pool1_grad.i219.end
 
-conv1_weight_grad.k295.end:                       ; preds = %conv1_weight_grad.k295
-  %t294_c0_01508 = load <16 x float>, ptr %conv1_weight_grad.t294_c0_0, align 64
-  %5549 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5550 = mul nsw i64 %5549, 32
-  %5551 = add nsw i64 4884112, %5550
-  %5552 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5553 = add nsw i64 %5551, %5552
-  %arena1509 = getelementptr inbounds float, ptr %arena, i64 %5553
-  store <16 x float> %t294_c0_01508, ptr %arena1509, align 4
-  %t294_c0_11510 = load <16 x float>, ptr %conv1_weight_grad.t294_c0_1, align 64
-  %5554 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5555 = mul nsw i64 %5554, 32
-  %5556 = add nsw i64 4884112, %5555
-  %5557 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5558 = add nsw i64 %5556, %5557
-  %5559 = add nsw i64 %5558, 16
-  %arena1511 = getelementptr inbounds float, ptr %arena, i64 %5559
-  store <16 x float> %t294_c0_11510, ptr %arena1511, align 4
-  %t294_c1_01512 = load <16 x float>, ptr %conv1_weight_grad.t294_c1_0, align 64
-  %5560 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
+pool1_grad.i219.end:                              ; preds = %pool1_grad.i219
+  %f218.next = add nsw i64 %pool1_grad.f2181809, 1
+  %5434 = icmp slt i64 %f218.next, 64
+  br i1 %5434, label %pool1_grad.f218, label %pool1_grad.f218.end
+
+pool1_grad.nb220:                                 ; preds = %pool1_grad.mb221.end, %pool1_grad.j217.end
+  %pool1_grad.nb2201813 = phi i64 [ 0, %pool1_grad.j217.end ], [ %nb220.next, %pool1_grad.mb221.end ]
+  br label %pool1_grad.mb221
+
+pool1_grad.nb220.end:                             ; preds = %pool1_grad.mb221.end
+  br label %pool1_grad.j224
+
+pool1_grad.mb221:                                 ; preds = %pool1_grad.k223.end, %pool1_grad.nb220
+  %pool1_grad.mb2211814 = phi i64 [ 0, %pool1_grad.nb220 ], [ %mb221.next, %pool1_grad.k223.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t222_c5_3, align 64
+  br label %pool1_grad.k223
+
+pool1_grad.mb221.end:                             ; preds = %pool1_grad.k223.end
+  %nb220.next = add nsw i64 %pool1_grad.nb2201813, 1
+  %5435 = icmp slt i64 %nb220.next, 196
+  br i1 %5435, label %pool1_grad.nb220, label %pool1_grad.nb220.end
+
+pool1_grad.k223:                                  ; preds = %pool1_grad.k223, %pool1_grad.mb221
+  %pool1_grad.k2231815 = phi i64 [ 0, %pool1_grad.mb221 ], [ %k223.next, %pool1_grad.k223 ]
+  %5436 = mul nsw i64 %pool1_grad.k2231815, 12544
+  %5437 = add nsw i64 5837456, %5436
+  %5438 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5439 = add nsw i64 %5437, %5438
+  %arena1816 = getelementptr inbounds float, ptr %arena, i64 %5439
+  %5440 = load <16 x float>, ptr %arena1816, align 4
+  store <16 x float> %5440, ptr %pool1_grad.t222_b0, align 64
+  %5441 = mul nsw i64 %pool1_grad.k2231815, 12544
+  %5442 = add nsw i64 5837456, %5441
+  %5443 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5444 = add nsw i64 %5442, %5443
+  %5445 = add nsw i64 %5444, 16
+  %arena1817 = getelementptr inbounds float, ptr %arena, i64 %5445
+  %5446 = load <16 x float>, ptr %arena1817, align 4
+  store <16 x float> %5446, ptr %pool1_grad.t222_b1, align 64
+  %5447 = mul nsw i64 %pool1_grad.k2231815, 12544
+  %5448 = add nsw i64 5837456, %5447
+  %5449 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5450 = add nsw i64 %5448, %5449
+  %5451 = add nsw i64 %5450, 32
+  %arena1818 = getelementptr inbounds float, ptr %arena, i64 %5451
+  %5452 = load <16 x float>, ptr %arena1818, align 4
+  store <16 x float> %5452, ptr %pool1_grad.t222_b2, align 64
+  %5453 = mul nsw i64 %pool1_grad.k2231815, 12544
+  %5454 = add nsw i64 5837456, %5453
+  %5455 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5456 = add nsw i64 %5454, %5455
+  %5457 = add nsw i64 %5456, 48
+  %arena1819 = getelementptr inbounds float, ptr %arena, i64 %5457
+  %5458 = load <16 x float>, ptr %arena1819, align 4
+  store <16 x float> %5458, ptr %pool1_grad.t222_b3, align 64
+  %5459 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5460 = add nsw i64 320, %5459
+  %5461 = mul nsw i64 %pool1_grad.k2231815, 288
+  %5462 = add nsw i64 %5460, %5461
+  %params1820 = getelementptr inbounds float, ptr %params, i64 %5462
+  %5463 = load float, ptr %params1820, align 4
+  %5464 = insertelement <16 x float> undef, float %5463, i32 0
+  %5465 = shufflevector <16 x float> %5464, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5465, ptr %pool1_grad.t222_a0, align 64
+  %t222_a0 = load <16 x float>, ptr %pool1_grad.t222_a0, align 64
+  %t222_b0 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
+  %t222_c0_0 = load <16 x float>, ptr %pool1_grad.t222_c0_0, align 64
+  %5466 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a0, <16 x float> %t222_b0, <16 x float> %t222_c0_0)
+  store <16 x float> %5466, ptr %pool1_grad.t222_c0_0, align 64
+  %t222_a01821 = load <16 x float>, ptr %pool1_grad.t222_a0, align 64
+  %t222_b1 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
+  %t222_c0_1 = load <16 x float>, ptr %pool1_grad.t222_c0_1, align 64
+  %5467 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a01821, <16 x float> %t222_b1, <16 x float> %t222_c0_1)
+  store <16 x float> %5467, ptr %pool1_grad.t222_c0_1, align 64
+  %t222_a01822 = load <16 x float>, ptr %pool1_grad.t222_a0, align 64
+  %t222_b2 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
+  %t222_c0_2 = load <16 x float>, ptr %pool1_grad.t222_c0_2, align 64
+  %5468 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a01822, <16 x float> %t222_b2, <16 x float> %t222_c0_2)
+  store <16 x float> %5468, ptr %pool1_grad.t222_c0_2, align 64
+  %t222_a01823 = load <16 x float>, ptr %pool1_grad.t222_a0, align 64
+  %t222_b3 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
+  %t222_c0_3 = load <16 x float>, ptr %pool1_grad.t222_c0_3, align 64
+  %5469 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a01823, <16 x float> %t222_b3, <16 x float> %t222_c0_3)
+  store <16 x float> %5469, ptr %pool1_grad.t222_c0_3, align 64
+  %5470 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5471 = add nsw i64 %5470, 1
+  %5472 = add nsw i64 320, %5471
+  %5473 = mul nsw i64 %pool1_grad.k2231815, 288
+  %5474 = add nsw i64 %5472, %5473
+  %params1824 = getelementptr inbounds float, ptr %params, i64 %5474
+  %5475 = load float, ptr %params1824, align 4
+  %5476 = insertelement <16 x float> undef, float %5475, i32 0
+  %5477 = shufflevector <16 x float> %5476, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5477, ptr %pool1_grad.t222_a1, align 64
+  %t222_a1 = load <16 x float>, ptr %pool1_grad.t222_a1, align 64
+  %t222_b01825 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
+  %t222_c1_0 = load <16 x float>, ptr %pool1_grad.t222_c1_0, align 64
+  %5478 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a1, <16 x float> %t222_b01825, <16 x float> %t222_c1_0)
+  store <16 x float> %5478, ptr %pool1_grad.t222_c1_0, align 64
+  %t222_a11826 = load <16 x float>, ptr %pool1_grad.t222_a1, align 64
+  %t222_b11827 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
+  %t222_c1_1 = load <16 x float>, ptr %pool1_grad.t222_c1_1, align 64
+  %5479 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a11826, <16 x float> %t222_b11827, <16 x float> %t222_c1_1)
+  store <16 x float> %5479, ptr %pool1_grad.t222_c1_1, align 64
+  %t222_a11828 = load <16 x float>, ptr %pool1_grad.t222_a1, align 64
+  %t222_b21829 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
+  %t222_c1_2 = load <16 x float>, ptr %pool1_grad.t222_c1_2, align 64
+  %5480 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a11828, <16 x float> %t222_b21829, <16 x float> %t222_c1_2)
+  store <16 x float> %5480, ptr %pool1_grad.t222_c1_2, align 64
+  %t222_a11830 = load <16 x float>, ptr %pool1_grad.t222_a1, align 64
+  %t222_b31831 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
+  %t222_c1_3 = load <16 x float>, ptr %pool1_grad.t222_c1_3, align 64
+  %5481 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a11830, <16 x float> %t222_b31831, <16 x float> %t222_c1_3)
+  store <16 x float> %5481, ptr %pool1_grad.t222_c1_3, align 64
+  %5482 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5483 = add nsw i64 %5482, 2
+  %5484 = add nsw i64 320, %5483
+  %5485 = mul nsw i64 %pool1_grad.k2231815, 288
+  %5486 = add nsw i64 %5484, %5485
+  %params1832 = getelementptr inbounds float, ptr %params, i64 %5486
+  %5487 = load float, ptr %params1832, align 4
+  %5488 = insertelement <16 x float> undef, float %5487, i32 0
+  %5489 = shufflevector <16 x float> %5488, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5489, ptr %pool1_grad.t222_a2, align 64
+  %t222_a2 = load <16 x float>, ptr %pool1_grad.t222_a2, align 64
+  %t222_b01833 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
+  %t222_c2_0 = load <16 x float>, ptr %pool1_grad.t222_c2_0, align 64
+  %5490 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a2, <16 x float> %t222_b01833, <16 x float> %t222_c2_0)
+  store <16 x float> %5490, ptr %pool1_grad.t222_c2_0, align 64
+  %t222_a21834 = load <16 x float>, ptr %pool1_grad.t222_a2, align 64
+  %t222_b11835 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
+  %t222_c2_1 = load <16 x float>, ptr %pool1_grad.t222_c2_1, align 64
+  %5491 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a21834, <16 x float> %t222_b11835, <16 x float> %t222_c2_1)
+  store <16 x float> %5491, ptr %pool1_grad.t222_c2_1, align 64
+  %t222_a21836 = load <16 x float>, ptr %pool1_grad.t222_a2, align 64
+  %t222_b21837 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
+  %t222_c2_2 = load <16 x float>, ptr %pool1_grad.t222_c2_2, align 64
+  %5492 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a21836, <16 x float> %t222_b21837, <16 x float> %t222_c2_2)
+  store <16 x float> %5492, ptr %pool1_grad.t222_c2_2, align 64
+  %t222_a21838 = load <16 x float>, ptr %pool1_grad.t222_a2, align 64
+  %t222_b31839 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
+  %t222_c2_3 = load <16 x float>, ptr %pool1_grad.t222_c2_3, align 64
+  %5493 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a21838, <16 x float> %t222_b31839, <16 x float> %t222_c2_3)
+  store <16 x float> %5493, ptr %pool1_grad.t222_c2_3, align 64
+  %5494 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5495 = add nsw i64 %5494, 3
+  %5496 = add nsw i64 320, %5495
+  %5497 = mul nsw i64 %pool1_grad.k2231815, 288
+  %5498 = add nsw i64 %5496, %5497
+  %params1840 = getelementptr inbounds float, ptr %params, i64 %5498
+  %5499 = load float, ptr %params1840, align 4
+  %5500 = insertelement <16 x float> undef, float %5499, i32 0
+  %5501 = shufflevector <16 x float> %5500, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5501, ptr %pool1_grad.t222_a3, align 64
+  %t222_a3 = load <16 x float>, ptr %pool1_grad.t222_a3, align 64
+  %t222_b01841 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
+  %t222_c3_0 = load <16 x float>, ptr %pool1_grad.t222_c3_0, align 64
+  %5502 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a3, <16 x float> %t222_b01841, <16 x float> %t222_c3_0)
+  store <16 x float> %5502, ptr %pool1_grad.t222_c3_0, align 64
+  %t222_a31842 = load <16 x float>, ptr %pool1_grad.t222_a3, align 64
+  %t222_b11843 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
+  %t222_c3_1 = load <16 x float>, ptr %pool1_grad.t222_c3_1, align 64
+  %5503 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a31842, <16 x float> %t222_b11843, <16 x float> %t222_c3_1)
+  store <16 x float> %5503, ptr %pool1_grad.t222_c3_1, align 64
+  %t222_a31844 = load <16 x float>, ptr %pool1_grad.t222_a3, align 64
+  %t222_b21845 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
+  %t222_c3_2 = load <16 x float>, ptr %pool1_grad.t222_c3_2, align 64
+  %5504 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a31844, <16 x float> %t222_b21845, <16 x float> %t222_c3_2)
+  store <16 x float> %5504, ptr %pool1_grad.t222_c3_2, align 64
+  %t222_a31846 = load <16 x float>, ptr %pool1_grad.t222_a3, align 64
+  %t222_b31847 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
+  %t222_c3_3 = load <16 x float>, ptr %pool1_grad.t222_c3_3, align 64
+  %5505 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a31846, <16 x float> %t222_b31847, <16 x float> %t222_c3_3)
+  store <16 x float> %5505, ptr %pool1_grad.t222_c3_3, align 64
+  %5506 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5507 = add nsw i64 %5506, 4
+  %5508 = add nsw i64 320, %5507
+  %5509 = mul nsw i64 %pool1_grad.k2231815, 288
+  %5510 = add nsw i64 %5508, %5509
+  %params1848 = getelementptr inbounds float, ptr %params, i64 %5510
+  %5511 = load float, ptr %params1848, align 4
+  %5512 = insertelement <16 x float> undef, float %5511, i32 0
+  %5513 = shufflevector <16 x float> %5512, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5513, ptr %pool1_grad.t222_a4, align 64
+  %t222_a4 = load <16 x float>, ptr %pool1_grad.t222_a4, align 64
+  %t222_b01849 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
+  %t222_c4_0 = load <16 x float>, ptr %pool1_grad.t222_c4_0, align 64
+  %5514 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a4, <16 x float> %t222_b01849, <16 x float> %t222_c4_0)
+  store <16 x float> %5514, ptr %pool1_grad.t222_c4_0, align 64
+  %t222_a41850 = load <16 x float>, ptr %pool1_grad.t222_a4, align 64
+  %t222_b11851 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
+  %t222_c4_1 = load <16 x float>, ptr %pool1_grad.t222_c4_1, align 64
+  %5515 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a41850, <16 x float> %t222_b11851, <16 x float> %t222_c4_1)
+  store <16 x float> %5515, ptr %pool1_grad.t222_c4_1, align 64
+  %t222_a41852 = load <16 x float>, ptr %pool1_grad.t222_a4, align 64
+  %t222_b21853 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
+  %t222_c4_2 = load <16 x float>, ptr %pool1_grad.t222_c4_2, align 64
+  %5516 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a41852, <16 x float> %t222_b21853, <16 x float> %t222_c4_2)
+  store <16 x float> %5516, ptr %pool1_grad.t222_c4_2, align 64
+  %t222_a41854 = load <16 x float>, ptr %pool1_grad.t222_a4, align 64
+  %t222_b31855 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
+  %t222_c4_3 = load <16 x float>, ptr %pool1_grad.t222_c4_3, align 64
+  %5517 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a41854, <16 x float> %t222_b31855, <16 x float> %t222_c4_3)
+  store <16 x float> %5517, ptr %pool1_grad.t222_c4_3, align 64
+  %5518 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5519 = add nsw i64 %5518, 5
+  %5520 = add nsw i64 320, %5519
+  %5521 = mul nsw i64 %pool1_grad.k2231815, 288
+  %5522 = add nsw i64 %5520, %5521
+  %params1856 = getelementptr inbounds float, ptr %params, i64 %5522
+  %5523 = load float, ptr %params1856, align 4
+  %5524 = insertelement <16 x float> undef, float %5523, i32 0
+  %5525 = shufflevector <16 x float> %5524, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5525, ptr %pool1_grad.t222_a5, align 64
+  %t222_a5 = load <16 x float>, ptr %pool1_grad.t222_a5, align 64
+  %t222_b01857 = load <16 x float>, ptr %pool1_grad.t222_b0, align 64
+  %t222_c5_0 = load <16 x float>, ptr %pool1_grad.t222_c5_0, align 64
+  %5526 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a5, <16 x float> %t222_b01857, <16 x float> %t222_c5_0)
+  store <16 x float> %5526, ptr %pool1_grad.t222_c5_0, align 64
+  %t222_a51858 = load <16 x float>, ptr %pool1_grad.t222_a5, align 64
+  %t222_b11859 = load <16 x float>, ptr %pool1_grad.t222_b1, align 64
+  %t222_c5_1 = load <16 x float>, ptr %pool1_grad.t222_c5_1, align 64
+  %5527 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a51858, <16 x float> %t222_b11859, <16 x float> %t222_c5_1)
+  store <16 x float> %5527, ptr %pool1_grad.t222_c5_1, align 64
+  %t222_a51860 = load <16 x float>, ptr %pool1_grad.t222_a5, align 64
+  %t222_b21861 = load <16 x float>, ptr %pool1_grad.t222_b2, align 64
+  %t222_c5_2 = load <16 x float>, ptr %pool1_grad.t222_c5_2, align 64
+  %5528 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a51860, <16 x float> %t222_b21861, <16 x float> %t222_c5_2)
+  store <16 x float> %5528, ptr %pool1_grad.t222_c5_2, align 64
+  %t222_a51862 = load <16 x float>, ptr %pool1_grad.t222_a5, align 64
+  %t222_b31863 = load <16 x float>, ptr %pool1_grad.t222_b3, align 64
+  %t222_c5_3 = load <16 x float>, ptr %pool1_grad.t222_c5_3, align 64
+  %5529 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t222_a51862, <16 x float> %t222_b31863, <16 x float> %t222_c5_3)
+  store <16 x float> %5529, ptr %pool1_grad.t222_c5_3, align 64
+  %k223.next = add nsw i64 %pool1_grad.k2231815, 1
+  %5530 = icmp slt i64 %k223.next, 64
+  br i1 %5530, label %pool1_grad.k223, label %pool1_grad.k223.end
+
+pool1_grad.k223.end:                              ; preds = %pool1_grad.k223
+  %t222_c0_01864 = load <16 x float>, ptr %pool1_grad.t222_c0_0, align 64
+  %5531 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5532 = mul nsw i64 %5531, 12544
+  %5533 = add nsw i64 2224784, %5532
+  %5534 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5535 = add nsw i64 %5533, %5534
+  %arena1865 = getelementptr inbounds float, ptr %arena, i64 %5535
+  store <16 x float> %t222_c0_01864, ptr %arena1865, align 4
+  %t222_c0_11866 = load <16 x float>, ptr %pool1_grad.t222_c0_1, align 64
+  %5536 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5537 = mul nsw i64 %5536, 12544
+  %5538 = add nsw i64 2224784, %5537
+  %5539 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5540 = add nsw i64 %5538, %5539
+  %5541 = add nsw i64 %5540, 16
+  %arena1867 = getelementptr inbounds float, ptr %arena, i64 %5541
+  store <16 x float> %t222_c0_11866, ptr %arena1867, align 4
+  %t222_c0_21868 = load <16 x float>, ptr %pool1_grad.t222_c0_2, align 64
+  %5542 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5543 = mul nsw i64 %5542, 12544
+  %5544 = add nsw i64 2224784, %5543
+  %5545 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5546 = add nsw i64 %5544, %5545
+  %5547 = add nsw i64 %5546, 32
+  %arena1869 = getelementptr inbounds float, ptr %arena, i64 %5547
+  store <16 x float> %t222_c0_21868, ptr %arena1869, align 4
+  %t222_c0_31870 = load <16 x float>, ptr %pool1_grad.t222_c0_3, align 64
+  %5548 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5549 = mul nsw i64 %5548, 12544
+  %5550 = add nsw i64 2224784, %5549
+  %5551 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5552 = add nsw i64 %5550, %5551
+  %5553 = add nsw i64 %5552, 48
+  %arena1871 = getelementptr inbounds float, ptr %arena, i64 %5553
+  store <16 x float> %t222_c0_31870, ptr %arena1871, align 4
+  %t222_c1_01872 = load <16 x float>, ptr %pool1_grad.t222_c1_0, align 64
+  %5554 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5555 = add nsw i64 %5554, 1
+  %5556 = mul nsw i64 %5555, 12544
+  %5557 = add nsw i64 2224784, %5556
+  %5558 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5559 = add nsw i64 %5557, %5558
+  %arena1873 = getelementptr inbounds float, ptr %arena, i64 %5559
+  store <16 x float> %t222_c1_01872, ptr %arena1873, align 4
+  %t222_c1_11874 = load <16 x float>, ptr %pool1_grad.t222_c1_1, align 64
+  %5560 = mul nsw i64 %pool1_grad.mb2211814, 6
   %5561 = add nsw i64 %5560, 1
-  %5562 = mul nsw i64 %5561, 32
-  %5563 = add nsw i64 4884112, %5562
-  %5564 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
+  %5562 = mul nsw i64 %5561, 12544
+  %5563 = add nsw i64 2224784, %5562
+  %5564 = mul nsw i64 %pool1_grad.nb2201813, 64
   %5565 = add nsw i64 %5563, %5564
-  %arena1513 = getelementptr inbounds float, ptr %arena, i64 %5565
-  store <16 x float> %t294_c1_01512, ptr %arena1513, align 4
-  %t294_c1_11514 = load <16 x float>, ptr %conv1_weight_grad.t294_c1_1, align 64
-  %5566 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5567 = add nsw i64 %5566, 1
-  %5568 = mul nsw i64 %5567, 32
-  %5569 = add nsw i64 4884112, %5568
-  %5570 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5571 = add nsw i64 %5569, %5570
-  %5572 = add nsw i64 %5571, 16
-  %arena1515 = getelementptr inbounds float, ptr %arena, i64 %5572
-  store <16 x float> %t294_c1_11514, ptr %arena1515, align 4
-  %t294_c2_01516 = load <16 x float>, ptr %conv1_weight_grad.t294_c2_0, align 64
-  %5573 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5574 = add nsw i64 %5573, 2
-  %5575 = mul nsw i64 %5574, 32
-  %5576 = add nsw i64 4884112, %5575
-  %5577 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5578 = add nsw i64 %5576, %5577
-  %arena1517 = getelementptr inbounds float, ptr %arena, i64 %5578
-  store <16 x float> %t294_c2_01516, ptr %arena1517, align 4
-  %t294_c2_11518 = load <16 x float>, ptr %conv1_weight_grad.t294_c2_1, align 64
-  %5579 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5580 = add nsw i64 %5579, 2
-  %5581 = mul nsw i64 %5580, 32
-  %5582 = add nsw i64 4884112, %5581
-  %5583 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5584 = add nsw i64 %5582, %5583
-  %5585 = add nsw i64 %5584, 16
-  %arena1519 = getelementptr inbounds float, ptr %arena, i64 %5585
-  store <16 x float> %t294_c2_11518, ptr %arena1519, align 4
-  %t294_c3_01520 = load <16 x float>, ptr %conv1_weight_grad.t294_c3_0, align 64
-  %5586 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5587 = add nsw i64 %5586, 3
-  %5588 = mul nsw i64 %5587, 32
-  %5589 = add nsw i64 4884112, %5588
-  %5590 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5591 = add nsw i64 %5589, %5590
-  %arena1521 = getelementptr inbounds float, ptr %arena, i64 %5591
-  store <16 x float> %t294_c3_01520, ptr %arena1521, align 4
-  %t294_c3_11522 = load <16 x float>, ptr %conv1_weight_grad.t294_c3_1, align 64
-  %5592 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5593 = add nsw i64 %5592, 3
-  %5594 = mul nsw i64 %5593, 32
-  %5595 = add nsw i64 4884112, %5594
-  %5596 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5597 = add nsw i64 %5595, %5596
-  %5598 = add nsw i64 %5597, 16
-  %arena1523 = getelementptr inbounds float, ptr %arena, i64 %5598
-  store <16 x float> %t294_c3_11522, ptr %arena1523, align 4
-  %t294_c4_01524 = load <16 x float>, ptr %conv1_weight_grad.t294_c4_0, align 64
-  %5599 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5600 = add nsw i64 %5599, 4
-  %5601 = mul nsw i64 %5600, 32
-  %5602 = add nsw i64 4884112, %5601
-  %5603 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5604 = add nsw i64 %5602, %5603
-  %arena1525 = getelementptr inbounds float, ptr %arena, i64 %5604
-  store <16 x float> %t294_c4_01524, ptr %arena1525, align 4
-  %t294_c4_11526 = load <16 x float>, ptr %conv1_weight_grad.t294_c4_1, align 64
-  %5605 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5606 = add nsw i64 %5605, 4
-  %5607 = mul nsw i64 %5606, 32
-  %5608 = add nsw i64 4884112, %5607
-  %5609 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5610 = add nsw i64 %5608, %5609
-  %5611 = add nsw i64 %5610, 16
-  %arena1527 = getelementptr inbounds float, ptr %arena, i64 %5611
-  store <16 x float> %t294_c4_11526, ptr %arena1527, align 4
-  %t294_c5_01528 = load <16 x float>, ptr %conv1_weight_grad.t294_c5_0, align 64
-  %5612 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5613 = add nsw i64 %5612, 5
-  %5614 = mul nsw i64 %5613, 32
-  %5615 = add nsw i64 4884112, %5614
-  %5616 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5617 = add nsw i64 %5615, %5616
-  %arena1529 = getelementptr inbounds float, ptr %arena, i64 %5617
-  store <16 x float> %t294_c5_01528, ptr %arena1529, align 4
-  %t294_c5_11530 = load <16 x float>, ptr %conv1_weight_grad.t294_c5_1, align 64
-  %5618 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5619 = add nsw i64 %5618, 5
-  %5620 = mul nsw i64 %5619, 32
-  %5621 = add nsw i64 4884112, %5620
-  %5622 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5623 = add nsw i64 %5621, %5622
-  %5624 = add nsw i64 %5623, 16
-  %arena1531 = getelementptr inbounds float, ptr %arena, i64 %5624
-  store <16 x float> %t294_c5_11530, ptr %arena1531, align 4
-  %t294_c6_01532 = load <16 x float>, ptr %conv1_weight_grad.t294_c6_0, align 64
-  %5625 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5626 = add nsw i64 %5625, 6
-  %5627 = mul nsw i64 %5626, 32
-  %5628 = add nsw i64 4884112, %5627
-  %5629 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5630 = add nsw i64 %5628, %5629
-  %arena1533 = getelementptr inbounds float, ptr %arena, i64 %5630
-  store <16 x float> %t294_c6_01532, ptr %arena1533, align 4
-  %t294_c6_11534 = load <16 x float>, ptr %conv1_weight_grad.t294_c6_1, align 64
-  %5631 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5632 = add nsw i64 %5631, 6
-  %5633 = mul nsw i64 %5632, 32
-  %5634 = add nsw i64 4884112, %5633
-  %5635 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5636 = add nsw i64 %5634, %5635
-  %5637 = add nsw i64 %5636, 16
-  %arena1535 = getelementptr inbounds float, ptr %arena, i64 %5637
-  store <16 x float> %t294_c6_11534, ptr %arena1535, align 4
-  %t294_c7_01536 = load <16 x float>, ptr %conv1_weight_grad.t294_c7_0, align 64
-  %5638 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5639 = add nsw i64 %5638, 7
-  %5640 = mul nsw i64 %5639, 32
-  %5641 = add nsw i64 4884112, %5640
-  %5642 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5643 = add nsw i64 %5641, %5642
-  %arena1537 = getelementptr inbounds float, ptr %arena, i64 %5643
-  store <16 x float> %t294_c7_01536, ptr %arena1537, align 4
-  %t294_c7_11538 = load <16 x float>, ptr %conv1_weight_grad.t294_c7_1, align 64
-  %5644 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5645 = add nsw i64 %5644, 7
-  %5646 = mul nsw i64 %5645, 32
-  %5647 = add nsw i64 4884112, %5646
-  %5648 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5649 = add nsw i64 %5647, %5648
-  %5650 = add nsw i64 %5649, 16
-  %arena1539 = getelementptr inbounds float, ptr %arena, i64 %5650
-  store <16 x float> %t294_c7_11538, ptr %arena1539, align 4
-  %t294_c8_01540 = load <16 x float>, ptr %conv1_weight_grad.t294_c8_0, align 64
-  %5651 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5652 = add nsw i64 %5651, 8
-  %5653 = mul nsw i64 %5652, 32
-  %5654 = add nsw i64 4884112, %5653
-  %5655 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5656 = add nsw i64 %5654, %5655
-  %arena1541 = getelementptr inbounds float, ptr %arena, i64 %5656
-  store <16 x float> %t294_c8_01540, ptr %arena1541, align 4
-  %t294_c8_11542 = load <16 x float>, ptr %conv1_weight_grad.t294_c8_1, align 64
-  %5657 = mul nsw i64 %conv1_weight_grad.mb2931452, 9
-  %5658 = add nsw i64 %5657, 8
-  %5659 = mul nsw i64 %5658, 32
-  %5660 = add nsw i64 4884112, %5659
-  %5661 = mul nsw i64 %conv1_weight_grad.nb2921451, 32
-  %5662 = add nsw i64 %5660, %5661
-  %5663 = add nsw i64 %5662, 16
-  %arena1543 = getelementptr inbounds float, ptr %arena, i64 %5663
-  store <16 x float> %t294_c8_11542, ptr %arena1543, align 4
-  %mb293.next = add nsw i64 %conv1_weight_grad.mb2931452, 1
-  %5664 = icmp slt i64 %mb293.next, 1
-  br i1 %5664, label %conv1_weight_grad.mb293, label %conv1_weight_grad.mb293.end
+  %5566 = add nsw i64 %5565, 16
+  %arena1875 = getelementptr inbounds float, ptr %arena, i64 %5566
+  store <16 x float> %t222_c1_11874, ptr %arena1875, align 4
+  %t222_c1_21876 = load <16 x float>, ptr %pool1_grad.t222_c1_2, align 64
+  %5567 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5568 = add nsw i64 %5567, 1
+  %5569 = mul nsw i64 %5568, 12544
+  %5570 = add nsw i64 2224784, %5569
+  %5571 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5572 = add nsw i64 %5570, %5571
+  %5573 = add nsw i64 %5572, 32
+  %arena1877 = getelementptr inbounds float, ptr %arena, i64 %5573
+  store <16 x float> %t222_c1_21876, ptr %arena1877, align 4
+  %t222_c1_31878 = load <16 x float>, ptr %pool1_grad.t222_c1_3, align 64
+  %5574 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5575 = add nsw i64 %5574, 1
+  %5576 = mul nsw i64 %5575, 12544
+  %5577 = add nsw i64 2224784, %5576
+  %5578 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5579 = add nsw i64 %5577, %5578
+  %5580 = add nsw i64 %5579, 48
+  %arena1879 = getelementptr inbounds float, ptr %arena, i64 %5580
+  store <16 x float> %t222_c1_31878, ptr %arena1879, align 4
+  %t222_c2_01880 = load <16 x float>, ptr %pool1_grad.t222_c2_0, align 64
+  %5581 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5582 = add nsw i64 %5581, 2
+  %5583 = mul nsw i64 %5582, 12544
+  %5584 = add nsw i64 2224784, %5583
+  %5585 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5586 = add nsw i64 %5584, %5585
+  %arena1881 = getelementptr inbounds float, ptr %arena, i64 %5586
+  store <16 x float> %t222_c2_01880, ptr %arena1881, align 4
+  %t222_c2_11882 = load <16 x float>, ptr %pool1_grad.t222_c2_1, align 64
+  %5587 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5588 = add nsw i64 %5587, 2
+  %5589 = mul nsw i64 %5588, 12544
+  %5590 = add nsw i64 2224784, %5589
+  %5591 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5592 = add nsw i64 %5590, %5591
+  %5593 = add nsw i64 %5592, 16
+  %arena1883 = getelementptr inbounds float, ptr %arena, i64 %5593
+  store <16 x float> %t222_c2_11882, ptr %arena1883, align 4
+  %t222_c2_21884 = load <16 x float>, ptr %pool1_grad.t222_c2_2, align 64
+  %5594 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5595 = add nsw i64 %5594, 2
+  %5596 = mul nsw i64 %5595, 12544
+  %5597 = add nsw i64 2224784, %5596
+  %5598 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5599 = add nsw i64 %5597, %5598
+  %5600 = add nsw i64 %5599, 32
+  %arena1885 = getelementptr inbounds float, ptr %arena, i64 %5600
+  store <16 x float> %t222_c2_21884, ptr %arena1885, align 4
+  %t222_c2_31886 = load <16 x float>, ptr %pool1_grad.t222_c2_3, align 64
+  %5601 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5602 = add nsw i64 %5601, 2
+  %5603 = mul nsw i64 %5602, 12544
+  %5604 = add nsw i64 2224784, %5603
+  %5605 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5606 = add nsw i64 %5604, %5605
+  %5607 = add nsw i64 %5606, 48
+  %arena1887 = getelementptr inbounds float, ptr %arena, i64 %5607
+  store <16 x float> %t222_c2_31886, ptr %arena1887, align 4
+  %t222_c3_01888 = load <16 x float>, ptr %pool1_grad.t222_c3_0, align 64
+  %5608 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5609 = add nsw i64 %5608, 3
+  %5610 = mul nsw i64 %5609, 12544
+  %5611 = add nsw i64 2224784, %5610
+  %5612 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5613 = add nsw i64 %5611, %5612
+  %arena1889 = getelementptr inbounds float, ptr %arena, i64 %5613
+  store <16 x float> %t222_c3_01888, ptr %arena1889, align 4
+  %t222_c3_11890 = load <16 x float>, ptr %pool1_grad.t222_c3_1, align 64
+  %5614 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5615 = add nsw i64 %5614, 3
+  %5616 = mul nsw i64 %5615, 12544
+  %5617 = add nsw i64 2224784, %5616
+  %5618 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5619 = add nsw i64 %5617, %5618
+  %5620 = add nsw i64 %5619, 16
+  %arena1891 = getelementptr inbounds float, ptr %arena, i64 %5620
+  store <16 x float> %t222_c3_11890, ptr %arena1891, align 4
+  %t222_c3_21892 = load <16 x float>, ptr %pool1_grad.t222_c3_2, align 64
+  %5621 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5622 = add nsw i64 %5621, 3
+  %5623 = mul nsw i64 %5622, 12544
+  %5624 = add nsw i64 2224784, %5623
+  %5625 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5626 = add nsw i64 %5624, %5625
+  %5627 = add nsw i64 %5626, 32
+  %arena1893 = getelementptr inbounds float, ptr %arena, i64 %5627
+  store <16 x float> %t222_c3_21892, ptr %arena1893, align 4
+  %t222_c3_31894 = load <16 x float>, ptr %pool1_grad.t222_c3_3, align 64
+  %5628 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5629 = add nsw i64 %5628, 3
+  %5630 = mul nsw i64 %5629, 12544
+  %5631 = add nsw i64 2224784, %5630
+  %5632 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5633 = add nsw i64 %5631, %5632
+  %5634 = add nsw i64 %5633, 48
+  %arena1895 = getelementptr inbounds float, ptr %arena, i64 %5634
+  store <16 x float> %t222_c3_31894, ptr %arena1895, align 4
+  %t222_c4_01896 = load <16 x float>, ptr %pool1_grad.t222_c4_0, align 64
+  %5635 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5636 = add nsw i64 %5635, 4
+  %5637 = mul nsw i64 %5636, 12544
+  %5638 = add nsw i64 2224784, %5637
+  %5639 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5640 = add nsw i64 %5638, %5639
+  %arena1897 = getelementptr inbounds float, ptr %arena, i64 %5640
+  store <16 x float> %t222_c4_01896, ptr %arena1897, align 4
+  %t222_c4_11898 = load <16 x float>, ptr %pool1_grad.t222_c4_1, align 64
+  %5641 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5642 = add nsw i64 %5641, 4
+  %5643 = mul nsw i64 %5642, 12544
+  %5644 = add nsw i64 2224784, %5643
+  %5645 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5646 = add nsw i64 %5644, %5645
+  %5647 = add nsw i64 %5646, 16
+  %arena1899 = getelementptr inbounds float, ptr %arena, i64 %5647
+  store <16 x float> %t222_c4_11898, ptr %arena1899, align 4
+  %t222_c4_21900 = load <16 x float>, ptr %pool1_grad.t222_c4_2, align 64
+  %5648 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5649 = add nsw i64 %5648, 4
+  %5650 = mul nsw i64 %5649, 12544
+  %5651 = add nsw i64 2224784, %5650
+  %5652 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5653 = add nsw i64 %5651, %5652
+  %5654 = add nsw i64 %5653, 32
+  %arena1901 = getelementptr inbounds float, ptr %arena, i64 %5654
+  store <16 x float> %t222_c4_21900, ptr %arena1901, align 4
+  %t222_c4_31902 = load <16 x float>, ptr %pool1_grad.t222_c4_3, align 64
+  %5655 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5656 = add nsw i64 %5655, 4
+  %5657 = mul nsw i64 %5656, 12544
+  %5658 = add nsw i64 2224784, %5657
+  %5659 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5660 = add nsw i64 %5658, %5659
+  %5661 = add nsw i64 %5660, 48
+  %arena1903 = getelementptr inbounds float, ptr %arena, i64 %5661
+  store <16 x float> %t222_c4_31902, ptr %arena1903, align 4
+  %t222_c5_01904 = load <16 x float>, ptr %pool1_grad.t222_c5_0, align 64
+  %5662 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5663 = add nsw i64 %5662, 5
+  %5664 = mul nsw i64 %5663, 12544
+  %5665 = add nsw i64 2224784, %5664
+  %5666 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5667 = add nsw i64 %5665, %5666
+  %arena1905 = getelementptr inbounds float, ptr %arena, i64 %5667
+  store <16 x float> %t222_c5_01904, ptr %arena1905, align 4
+  %t222_c5_11906 = load <16 x float>, ptr %pool1_grad.t222_c5_1, align 64
+  %5668 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5669 = add nsw i64 %5668, 5
+  %5670 = mul nsw i64 %5669, 12544
+  %5671 = add nsw i64 2224784, %5670
+  %5672 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5673 = add nsw i64 %5671, %5672
+  %5674 = add nsw i64 %5673, 16
+  %arena1907 = getelementptr inbounds float, ptr %arena, i64 %5674
+  store <16 x float> %t222_c5_11906, ptr %arena1907, align 4
+  %t222_c5_21908 = load <16 x float>, ptr %pool1_grad.t222_c5_2, align 64
+  %5675 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5676 = add nsw i64 %5675, 5
+  %5677 = mul nsw i64 %5676, 12544
+  %5678 = add nsw i64 2224784, %5677
+  %5679 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5680 = add nsw i64 %5678, %5679
+  %5681 = add nsw i64 %5680, 32
+  %arena1909 = getelementptr inbounds float, ptr %arena, i64 %5681
+  store <16 x float> %t222_c5_21908, ptr %arena1909, align 4
+  %t222_c5_31910 = load <16 x float>, ptr %pool1_grad.t222_c5_3, align 64
+  %5682 = mul nsw i64 %pool1_grad.mb2211814, 6
+  %5683 = add nsw i64 %5682, 5
+  %5684 = mul nsw i64 %5683, 12544
+  %5685 = add nsw i64 2224784, %5684
+  %5686 = mul nsw i64 %pool1_grad.nb2201813, 64
+  %5687 = add nsw i64 %5685, %5686
+  %5688 = add nsw i64 %5687, 48
+  %arena1911 = getelementptr inbounds float, ptr %arena, i64 %5688
+  store <16 x float> %t222_c5_31910, ptr %arena1911, align 4
+  %mb221.next = add nsw i64 %pool1_grad.mb2211814, 1
+  %5689 = icmp slt i64 %mb221.next, 48
+  br i1 %5689, label %pool1_grad.mb221, label %pool1_grad.mb221.end
 
-conv1_weight_grad.nb296:                          ; preds = %conv1_weight_grad.mb297.end, %conv1_weight_grad.kp291.end
-  %conv1_weight_grad.nb2961544 = phi i64 [ 0, %conv1_weight_grad.kp291.end ], [ %nb296.next, %conv1_weight_grad.mb297.end ]
-  br label %conv1_weight_grad.mb297
+pool1_grad.j224:                                  ; preds = %pool1_grad.c225.end, %pool1_grad.nb220.end
+  %pool1_grad.j2241912 = phi i64 [ 0, %pool1_grad.nb220.end ], [ %j224.next, %pool1_grad.c225.end ]
+  br label %pool1_grad.c225
 
-conv1_weight_grad.nb296.end:                      ; preds = %conv1_weight_grad.mb297.end
-  %g273.next = add nsw i64 %conv1_weight_grad.g2731388, 1
-  %5665 = icmp slt i64 %g273.next, 1
-  br i1 %5665, label %conv1_weight_grad.g273, label %conv1_weight_grad.g273.end
+pool1_grad.j224.end:                              ; preds = %pool1_grad.c225.end
+  %g216.next = add nsw i64 %pool1_grad.g2161807, 1
+  %5690 = icmp slt i64 %g216.next, 1
+  br i1 %5690, label %pool1_grad.g216, label %pool1_grad.g216.end
 
-conv1_weight_grad.mb297:                          ; preds = %conv1_weight_grad.k299.end, %conv1_weight_grad.nb296
-  %conv1_weight_grad.mb2971545 = phi i64 [ 0, %conv1_weight_grad.nb296 ], [ %mb297.next, %conv1_weight_grad.k299.end ]
-  %5666 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5667 = mul nsw i64 %5666, 32
-  %5668 = add nsw i64 4884112, %5667
-  %5669 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5670 = add nsw i64 %5668, %5669
-  %arena1546 = getelementptr inbounds float, ptr %arena, i64 %5670
-  %5671 = load <16 x float>, ptr %arena1546, align 4
-  store <16 x float> %5671, ptr %conv1_weight_grad.t298_c0_0, align 64
-  %5672 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5673 = mul nsw i64 %5672, 32
-  %5674 = add nsw i64 4884112, %5673
-  %5675 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5676 = add nsw i64 %5674, %5675
-  %5677 = add nsw i64 %5676, 16
-  %arena1547 = getelementptr inbounds float, ptr %arena, i64 %5677
-  %5678 = load <16 x float>, ptr %arena1547, align 4
-  store <16 x float> %5678, ptr %conv1_weight_grad.t298_c0_1, align 64
-  %5679 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5680 = add nsw i64 %5679, 1
-  %5681 = mul nsw i64 %5680, 32
-  %5682 = add nsw i64 4884112, %5681
-  %5683 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5684 = add nsw i64 %5682, %5683
-  %arena1548 = getelementptr inbounds float, ptr %arena, i64 %5684
-  %5685 = load <16 x float>, ptr %arena1548, align 4
-  store <16 x float> %5685, ptr %conv1_weight_grad.t298_c1_0, align 64
-  %5686 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5687 = add nsw i64 %5686, 1
-  %5688 = mul nsw i64 %5687, 32
-  %5689 = add nsw i64 4884112, %5688
-  %5690 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5691 = add nsw i64 %5689, %5690
-  %5692 = add nsw i64 %5691, 16
-  %arena1549 = getelementptr inbounds float, ptr %arena, i64 %5692
-  %5693 = load <16 x float>, ptr %arena1549, align 4
-  store <16 x float> %5693, ptr %conv1_weight_grad.t298_c1_1, align 64
-  %5694 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5695 = add nsw i64 %5694, 2
-  %5696 = mul nsw i64 %5695, 32
-  %5697 = add nsw i64 4884112, %5696
-  %5698 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5699 = add nsw i64 %5697, %5698
-  %arena1550 = getelementptr inbounds float, ptr %arena, i64 %5699
-  %5700 = load <16 x float>, ptr %arena1550, align 4
-  store <16 x float> %5700, ptr %conv1_weight_grad.t298_c2_0, align 64
-  %5701 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5702 = add nsw i64 %5701, 2
-  %5703 = mul nsw i64 %5702, 32
-  %5704 = add nsw i64 4884112, %5703
-  %5705 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5706 = add nsw i64 %5704, %5705
-  %5707 = add nsw i64 %5706, 16
-  %arena1551 = getelementptr inbounds float, ptr %arena, i64 %5707
-  %5708 = load <16 x float>, ptr %arena1551, align 4
-  store <16 x float> %5708, ptr %conv1_weight_grad.t298_c2_1, align 64
-  %5709 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5710 = add nsw i64 %5709, 3
-  %5711 = mul nsw i64 %5710, 32
-  %5712 = add nsw i64 4884112, %5711
-  %5713 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5714 = add nsw i64 %5712, %5713
-  %arena1552 = getelementptr inbounds float, ptr %arena, i64 %5714
-  %5715 = load <16 x float>, ptr %arena1552, align 4
-  store <16 x float> %5715, ptr %conv1_weight_grad.t298_c3_0, align 64
-  %5716 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5717 = add nsw i64 %5716, 3
-  %5718 = mul nsw i64 %5717, 32
-  %5719 = add nsw i64 4884112, %5718
-  %5720 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5721 = add nsw i64 %5719, %5720
-  %5722 = add nsw i64 %5721, 16
-  %arena1553 = getelementptr inbounds float, ptr %arena, i64 %5722
-  %5723 = load <16 x float>, ptr %arena1553, align 4
-  store <16 x float> %5723, ptr %conv1_weight_grad.t298_c3_1, align 64
-  %5724 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5725 = add nsw i64 %5724, 4
-  %5726 = mul nsw i64 %5725, 32
-  %5727 = add nsw i64 4884112, %5726
-  %5728 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5729 = add nsw i64 %5727, %5728
-  %arena1554 = getelementptr inbounds float, ptr %arena, i64 %5729
-  %5730 = load <16 x float>, ptr %arena1554, align 4
-  store <16 x float> %5730, ptr %conv1_weight_grad.t298_c4_0, align 64
-  %5731 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5732 = add nsw i64 %5731, 4
-  %5733 = mul nsw i64 %5732, 32
-  %5734 = add nsw i64 4884112, %5733
-  %5735 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5736 = add nsw i64 %5734, %5735
-  %5737 = add nsw i64 %5736, 16
-  %arena1555 = getelementptr inbounds float, ptr %arena, i64 %5737
-  %5738 = load <16 x float>, ptr %arena1555, align 4
-  store <16 x float> %5738, ptr %conv1_weight_grad.t298_c4_1, align 64
-  %5739 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5740 = add nsw i64 %5739, 5
-  %5741 = mul nsw i64 %5740, 32
-  %5742 = add nsw i64 4884112, %5741
-  %5743 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5744 = add nsw i64 %5742, %5743
-  %arena1556 = getelementptr inbounds float, ptr %arena, i64 %5744
-  %5745 = load <16 x float>, ptr %arena1556, align 4
-  store <16 x float> %5745, ptr %conv1_weight_grad.t298_c5_0, align 64
-  %5746 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5747 = add nsw i64 %5746, 5
-  %5748 = mul nsw i64 %5747, 32
-  %5749 = add nsw i64 4884112, %5748
-  %5750 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5751 = add nsw i64 %5749, %5750
-  %5752 = add nsw i64 %5751, 16
-  %arena1557 = getelementptr inbounds float, ptr %arena, i64 %5752
-  %5753 = load <16 x float>, ptr %arena1557, align 4
-  store <16 x float> %5753, ptr %conv1_weight_grad.t298_c5_1, align 64
-  %5754 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5755 = add nsw i64 %5754, 6
-  %5756 = mul nsw i64 %5755, 32
-  %5757 = add nsw i64 4884112, %5756
-  %5758 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5759 = add nsw i64 %5757, %5758
-  %arena1558 = getelementptr inbounds float, ptr %arena, i64 %5759
-  %5760 = load <16 x float>, ptr %arena1558, align 4
-  store <16 x float> %5760, ptr %conv1_weight_grad.t298_c6_0, align 64
-  %5761 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5762 = add nsw i64 %5761, 6
-  %5763 = mul nsw i64 %5762, 32
-  %5764 = add nsw i64 4884112, %5763
-  %5765 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5766 = add nsw i64 %5764, %5765
-  %5767 = add nsw i64 %5766, 16
-  %arena1559 = getelementptr inbounds float, ptr %arena, i64 %5767
-  %5768 = load <16 x float>, ptr %arena1559, align 4
-  store <16 x float> %5768, ptr %conv1_weight_grad.t298_c6_1, align 64
-  %5769 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5770 = add nsw i64 %5769, 7
-  %5771 = mul nsw i64 %5770, 32
-  %5772 = add nsw i64 4884112, %5771
-  %5773 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5774 = add nsw i64 %5772, %5773
-  %arena1560 = getelementptr inbounds float, ptr %arena, i64 %5774
-  %5775 = load <16 x float>, ptr %arena1560, align 4
-  store <16 x float> %5775, ptr %conv1_weight_grad.t298_c7_0, align 64
-  %5776 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5777 = add nsw i64 %5776, 7
-  %5778 = mul nsw i64 %5777, 32
-  %5779 = add nsw i64 4884112, %5778
-  %5780 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5781 = add nsw i64 %5779, %5780
-  %5782 = add nsw i64 %5781, 16
-  %arena1561 = getelementptr inbounds float, ptr %arena, i64 %5782
-  %5783 = load <16 x float>, ptr %arena1561, align 4
-  store <16 x float> %5783, ptr %conv1_weight_grad.t298_c7_1, align 64
-  %5784 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5785 = add nsw i64 %5784, 8
-  %5786 = mul nsw i64 %5785, 32
-  %5787 = add nsw i64 4884112, %5786
-  %5788 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5789 = add nsw i64 %5787, %5788
-  %arena1562 = getelementptr inbounds float, ptr %arena, i64 %5789
-  %5790 = load <16 x float>, ptr %arena1562, align 4
-  store <16 x float> %5790, ptr %conv1_weight_grad.t298_c8_0, align 64
-  %5791 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5792 = add nsw i64 %5791, 8
-  %5793 = mul nsw i64 %5792, 32
-  %5794 = add nsw i64 4884112, %5793
-  %5795 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5796 = add nsw i64 %5794, %5795
-  %5797 = add nsw i64 %5796, 16
-  %arena1563 = getelementptr inbounds float, ptr %arena, i64 %5797
-  %5798 = load <16 x float>, ptr %arena1563, align 4
-  store <16 x float> %5798, ptr %conv1_weight_grad.t298_c8_1, align 64
-  br label %conv1_weight_grad.k299
+pool1_grad.c225:                                  ; preds = %pool1_grad.iy287.end, %pool1_grad.j224
+  %pool1_grad.c2251913 = phi i64 [ 0, %pool1_grad.j224 ], [ %c225.next, %pool1_grad.iy287.end ]
+  br label %pool1_grad.iy226
 
-conv1_weight_grad.mb297.end:                      ; preds = %conv1_weight_grad.k299.end
-  %nb296.next = add nsw i64 %conv1_weight_grad.nb2961544, 1
-  %5799 = icmp slt i64 %nb296.next, 1
-  br i1 %5799, label %conv1_weight_grad.nb296, label %conv1_weight_grad.nb296.end
+pool1_grad.c225.end:                              ; preds = %pool1_grad.iy287.end
+  %j224.next = add nsw i64 %pool1_grad.j2241912, 1
+  %5691 = icmp slt i64 %j224.next, 64
+  br i1 %5691, label %pool1_grad.j224, label %pool1_grad.j224.end
 
-conv1_weight_grad.k299:                           ; preds = %conv1_weight_grad.k299, %conv1_weight_grad.mb297
-  %conv1_weight_grad.k2991564 = phi i64 [ 0, %conv1_weight_grad.mb297 ], [ %k299.next, %conv1_weight_grad.k299 ]
-  %5800 = add nsw i64 %conv1_weight_grad.k2991564, 49920
-  %5801 = mul nsw i64 %5800, 32
-  %5802 = add nsw i64 3278480, %5801
-  %5803 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+pool1_grad.iy226:                                 ; preds = %pool1_grad.ix227.end, %pool1_grad.c225
+  %pool1_grad.iy2261914 = phi i64 [ 0, %pool1_grad.c225 ], [ %iy226.next, %pool1_grad.ix227.end ]
+  br label %pool1_grad.ix227
+
+pool1_grad.iy226.end:                             ; preds = %pool1_grad.ix227.end
+  br label %pool1_grad.iy232
+
+pool1_grad.ix227:                                 ; preds = %pool1_grad.ix227, %pool1_grad.iy226
+  %pool1_grad.ix2271915 = phi i64 [ 0, %pool1_grad.iy226 ], [ %ix227.next, %pool1_grad.ix227 ]
+  %5692 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5693 = mul nsw i64 %5692, 12544
+  %5694 = add nsw i64 2224784, %5693
+  %5695 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5696 = add nsw i64 %5694, %5695
+  %5697 = add nsw i64 %pool1_grad.iy2261914, 1
+  %5698 = mul nsw i64 %5697, 14
+  %5699 = add nsw i64 %5696, %5698
+  %5700 = add nsw i64 %5699, 1
+  %5701 = add nsw i64 %5700, %pool1_grad.ix2271915
+  %arena1916 = getelementptr inbounds float, ptr %arena, i64 %5701
+  %5702 = load float, ptr %arena1916, align 4
+  store float %5702, ptr %pool1_grad.sum228, align 4
+  %sum228 = load float, ptr %pool1_grad.sum228, align 4
+  %5703 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5704 = add nsw i64 %5703, 1
+  %5705 = mul nsw i64 %5704, 12544
+  %5706 = add nsw i64 2224784, %5705
+  %5707 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5708 = add nsw i64 %5706, %5707
+  %5709 = add nsw i64 %pool1_grad.iy2261914, 1
+  %5710 = mul nsw i64 %5709, 14
+  %5711 = add nsw i64 %5708, %5710
+  %5712 = add nsw i64 %5711, %pool1_grad.ix2271915
+  %arena1917 = getelementptr inbounds float, ptr %arena, i64 %5712
+  %5713 = load float, ptr %arena1917, align 4
+  %5714 = fadd float %sum228, %5713
+  store float %5714, ptr %pool1_grad.sum229, align 4
+  %sum229 = load float, ptr %pool1_grad.sum229, align 4
+  %5715 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5716 = add nsw i64 %5715, 3
+  %5717 = mul nsw i64 %5716, 12544
+  %5718 = add nsw i64 2224784, %5717
+  %5719 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5720 = add nsw i64 %5718, %5719
+  %5721 = mul nsw i64 %pool1_grad.iy2261914, 14
+  %5722 = add nsw i64 %5720, %5721
+  %5723 = add nsw i64 %5722, 1
+  %5724 = add nsw i64 %5723, %pool1_grad.ix2271915
+  %arena1918 = getelementptr inbounds float, ptr %arena, i64 %5724
+  %5725 = load float, ptr %arena1918, align 4
+  %5726 = fadd float %sum229, %5725
+  store float %5726, ptr %pool1_grad.sum230, align 4
+  %sum230 = load float, ptr %pool1_grad.sum230, align 4
+  %5727 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5728 = add nsw i64 %5727, 4
+  %5729 = mul nsw i64 %5728, 12544
+  %5730 = add nsw i64 2224784, %5729
+  %5731 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5732 = add nsw i64 %5730, %5731
+  %5733 = mul nsw i64 %pool1_grad.iy2261914, 14
+  %5734 = add nsw i64 %5732, %5733
+  %5735 = add nsw i64 %5734, %pool1_grad.ix2271915
+  %arena1919 = getelementptr inbounds float, ptr %arena, i64 %5735
+  %5736 = load float, ptr %arena1919, align 4
+  %5737 = fadd float %sum230, %5736
+  store float %5737, ptr %pool1_grad.sum231, align 4
+  %sum231 = load float, ptr %pool1_grad.sum231, align 4
+  %5738 = mul nsw i64 %pool1_grad.g2161807, 64
+  %5739 = add nsw i64 %5738, %pool1_grad.j2241912
+  %5740 = mul nsw i64 %5739, 6272
+  %5741 = add nsw i64 802816, %5740
+  %5742 = mul nsw i64 %pool1_grad.c2251913, 196
+  %5743 = add nsw i64 %5741, %5742
+  %5744 = mul nsw i64 %pool1_grad.iy2261914, 14
+  %5745 = add nsw i64 %5743, %5744
+  %5746 = add nsw i64 %5745, %pool1_grad.ix2271915
+  %arena1920 = getelementptr inbounds float, ptr %arena, i64 %5746
+  store float %sum231, ptr %arena1920, align 4
+  %ix227.next = add nsw i64 %pool1_grad.ix2271915, 1
+  %5747 = icmp slt i64 %ix227.next, 1
+  br i1 %5747, label %pool1_grad.ix227, label %pool1_grad.ix227.end
+
+pool1_grad.ix227.end:                             ; preds = %pool1_grad.ix227
+  %iy226.next = add nsw i64 %pool1_grad.iy2261914, 1
+  %5748 = icmp slt i64 %iy226.next, 1
+  br i1 %5748, label %pool1_grad.iy226, label %pool1_grad.iy226.end
+
+pool1_grad.iy232:                                 ; preds = %pool1_grad.ix233.end, %pool1_grad.iy226.end
+  %pool1_grad.iy2321921 = phi i64 [ 0, %pool1_grad.iy226.end ], [ %iy232.next, %pool1_grad.ix233.end ]
+  br label %pool1_grad.ix233
+
+pool1_grad.iy232.end:                             ; preds = %pool1_grad.ix233.end
+  br label %pool1_grad.iy240
+
+pool1_grad.ix233:                                 ; preds = %pool1_grad.ix233, %pool1_grad.iy232
+  %pool1_grad.ix2331922 = phi i64 [ 0, %pool1_grad.iy232 ], [ %ix233.next, %pool1_grad.ix233 ]
+  %5749 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5750 = mul nsw i64 %5749, 12544
+  %5751 = add nsw i64 2224784, %5750
+  %5752 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5753 = add nsw i64 %5751, %5752
+  %5754 = add nsw i64 %pool1_grad.iy2321921, 1
+  %5755 = mul nsw i64 %5754, 14
+  %5756 = add nsw i64 %5753, %5755
+  %5757 = add nsw i64 %5756, 2
+  %5758 = add nsw i64 %5757, %pool1_grad.ix2331922
+  %arena1923 = getelementptr inbounds float, ptr %arena, i64 %5758
+  %5759 = load float, ptr %arena1923, align 4
+  store float %5759, ptr %pool1_grad.sum234, align 4
+  %sum234 = load float, ptr %pool1_grad.sum234, align 4
+  %5760 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5761 = add nsw i64 %5760, 1
+  %5762 = mul nsw i64 %5761, 12544
+  %5763 = add nsw i64 2224784, %5762
+  %5764 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5765 = add nsw i64 %5763, %5764
+  %5766 = add nsw i64 %pool1_grad.iy2321921, 1
+  %5767 = mul nsw i64 %5766, 14
+  %5768 = add nsw i64 %5765, %5767
+  %5769 = add nsw i64 %5768, 1
+  %5770 = add nsw i64 %5769, %pool1_grad.ix2331922
+  %arena1924 = getelementptr inbounds float, ptr %arena, i64 %5770
+  %5771 = load float, ptr %arena1924, align 4
+  %5772 = fadd float %sum234, %5771
+  store float %5772, ptr %pool1_grad.sum235, align 4
+  %sum235 = load float, ptr %pool1_grad.sum235, align 4
+  %5773 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5774 = add nsw i64 %5773, 2
+  %5775 = mul nsw i64 %5774, 12544
+  %5776 = add nsw i64 2224784, %5775
+  %5777 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5778 = add nsw i64 %5776, %5777
+  %5779 = add nsw i64 %pool1_grad.iy2321921, 1
+  %5780 = mul nsw i64 %5779, 14
+  %5781 = add nsw i64 %5778, %5780
+  %5782 = add nsw i64 %5781, %pool1_grad.ix2331922
+  %arena1925 = getelementptr inbounds float, ptr %arena, i64 %5782
+  %5783 = load float, ptr %arena1925, align 4
+  %5784 = fadd float %sum235, %5783
+  store float %5784, ptr %pool1_grad.sum236, align 4
+  %sum236 = load float, ptr %pool1_grad.sum236, align 4
+  %5785 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5786 = add nsw i64 %5785, 3
+  %5787 = mul nsw i64 %5786, 12544
+  %5788 = add nsw i64 2224784, %5787
+  %5789 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5790 = add nsw i64 %5788, %5789
+  %5791 = mul nsw i64 %pool1_grad.iy2321921, 14
+  %5792 = add nsw i64 %5790, %5791
+  %5793 = add nsw i64 %5792, 2
+  %5794 = add nsw i64 %5793, %pool1_grad.ix2331922
+  %arena1926 = getelementptr inbounds float, ptr %arena, i64 %5794
+  %5795 = load float, ptr %arena1926, align 4
+  %5796 = fadd float %sum236, %5795
+  store float %5796, ptr %pool1_grad.sum237, align 4
+  %sum237 = load float, ptr %pool1_grad.sum237, align 4
+  %5797 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5798 = add nsw i64 %5797, 4
+  %5799 = mul nsw i64 %5798, 12544
+  %5800 = add nsw i64 2224784, %5799
+  %5801 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5802 = add nsw i64 %5800, %5801
+  %5803 = mul nsw i64 %pool1_grad.iy2321921, 14
   %5804 = add nsw i64 %5802, %5803
-  %arena1565 = getelementptr inbounds float, ptr %arena, i64 %5804
-  %5805 = load <16 x float>, ptr %arena1565, align 4
-  store <16 x float> %5805, ptr %conv1_weight_grad.t298_b0, align 64
-  %5806 = add nsw i64 %conv1_weight_grad.k2991564, 49920
-  %5807 = mul nsw i64 %5806, 32
-  %5808 = add nsw i64 3278480, %5807
-  %5809 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5810 = add nsw i64 %5808, %5809
-  %5811 = add nsw i64 %5810, 16
-  %arena1566 = getelementptr inbounds float, ptr %arena, i64 %5811
-  %5812 = load <16 x float>, ptr %arena1566, align 4
-  store <16 x float> %5812, ptr %conv1_weight_grad.t298_b1, align 64
-  %5813 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5814 = mul nsw i64 %5813, 50176
-  %5815 = add nsw i64 2826896, %5814
-  %5816 = add nsw i64 %conv1_weight_grad.k2991564, 49920
-  %5817 = add nsw i64 %5815, %5816
-  %arena1567 = getelementptr inbounds float, ptr %arena, i64 %5817
-  %5818 = load float, ptr %arena1567, align 4
-  %5819 = insertelement <16 x float> undef, float %5818, i32 0
-  %5820 = shufflevector <16 x float> %5819, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5820, ptr %conv1_weight_grad.t298_a0, align 64
-  %t298_a0 = load <16 x float>, ptr %conv1_weight_grad.t298_a0, align 64
-  %t298_b0 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
-  %t298_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c0_0, align 64
-  %5821 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a0, <16 x float> %t298_b0, <16 x float> %t298_c0_0)
-  store <16 x float> %5821, ptr %conv1_weight_grad.t298_c0_0, align 64
-  %t298_a01568 = load <16 x float>, ptr %conv1_weight_grad.t298_a0, align 64
-  %t298_b1 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
-  %t298_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c0_1, align 64
-  %5822 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a01568, <16 x float> %t298_b1, <16 x float> %t298_c0_1)
-  store <16 x float> %5822, ptr %conv1_weight_grad.t298_c0_1, align 64
-  %5823 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5824 = add nsw i64 %5823, 1
-  %5825 = mul nsw i64 %5824, 50176
-  %5826 = add nsw i64 2826896, %5825
-  %5827 = add nsw i64 %conv1_weight_grad.k2991564, 49920
-  %5828 = add nsw i64 %5826, %5827
-  %arena1569 = getelementptr inbounds float, ptr %arena, i64 %5828
-  %5829 = load float, ptr %arena1569, align 4
-  %5830 = insertelement <16 x float> undef, float %5829, i32 0
-  %5831 = shufflevector <16 x float> %5830, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5831, ptr %conv1_weight_grad.t298_a1, align 64
-  %t298_a1 = load <16 x float>, ptr %conv1_weight_grad.t298_a1, align 64
-  %t298_b01570 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
-  %t298_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c1_0, align 64
-  %5832 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a1, <16 x float> %t298_b01570, <16 x float> %t298_c1_0)
-  store <16 x float> %5832, ptr %conv1_weight_grad.t298_c1_0, align 64
-  %t298_a11571 = load <16 x float>, ptr %conv1_weight_grad.t298_a1, align 64
-  %t298_b11572 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
-  %t298_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c1_1, align 64
-  %5833 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a11571, <16 x float> %t298_b11572, <16 x float> %t298_c1_1)
-  store <16 x float> %5833, ptr %conv1_weight_grad.t298_c1_1, align 64
-  %5834 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5835 = add nsw i64 %5834, 2
-  %5836 = mul nsw i64 %5835, 50176
-  %5837 = add nsw i64 2826896, %5836
-  %5838 = add nsw i64 %conv1_weight_grad.k2991564, 49920
-  %5839 = add nsw i64 %5837, %5838
-  %arena1573 = getelementptr inbounds float, ptr %arena, i64 %5839
-  %5840 = load float, ptr %arena1573, align 4
-  %5841 = insertelement <16 x float> undef, float %5840, i32 0
-  %5842 = shufflevector <16 x float> %5841, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5842, ptr %conv1_weight_grad.t298_a2, align 64
-  %t298_a2 = load <16 x float>, ptr %conv1_weight_grad.t298_a2, align 64
-  %t298_b01574 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
-  %t298_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c2_0, align 64
-  %5843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a2, <16 x float> %t298_b01574, <16 x float> %t298_c2_0)
-  store <16 x float> %5843, ptr %conv1_weight_grad.t298_c2_0, align 64
-  %t298_a21575 = load <16 x float>, ptr %conv1_weight_grad.t298_a2, align 64
-  %t298_b11576 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
-  %t298_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c2_1, align 64
-  %5844 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a21575, <16 x float> %t298_b11576, <16 x float> %t298_c2_1)
-  store <16 x float> %5844, ptr %conv1_weight_grad.t298_c2_1, align 64
-  %5845 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5846 = add nsw i64 %5845, 3
-  %5847 = mul nsw i64 %5846, 50176
-  %5848 = add nsw i64 2826896, %5847
-  %5849 = add nsw i64 %conv1_weight_grad.k2991564, 49920
-  %5850 = add nsw i64 %5848, %5849
-  %arena1577 = getelementptr inbounds float, ptr %arena, i64 %5850
-  %5851 = load float, ptr %arena1577, align 4
-  %5852 = insertelement <16 x float> undef, float %5851, i32 0
-  %5853 = shufflevector <16 x float> %5852, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5853, ptr %conv1_weight_grad.t298_a3, align 64
-  %t298_a3 = load <16 x float>, ptr %conv1_weight_grad.t298_a3, align 64
-  %t298_b01578 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
-  %t298_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c3_0, align 64
-  %5854 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a3, <16 x float> %t298_b01578, <16 x float> %t298_c3_0)
-  store <16 x float> %5854, ptr %conv1_weight_grad.t298_c3_0, align 64
-  %t298_a31579 = load <16 x float>, ptr %conv1_weight_grad.t298_a3, align 64
-  %t298_b11580 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
-  %t298_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c3_1, align 64
-  %5855 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a31579, <16 x float> %t298_b11580, <16 x float> %t298_c3_1)
-  store <16 x float> %5855, ptr %conv1_weight_grad.t298_c3_1, align 64
-  %5856 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5857 = add nsw i64 %5856, 4
-  %5858 = mul nsw i64 %5857, 50176
-  %5859 = add nsw i64 2826896, %5858
-  %5860 = add nsw i64 %conv1_weight_grad.k2991564, 49920
-  %5861 = add nsw i64 %5859, %5860
-  %arena1581 = getelementptr inbounds float, ptr %arena, i64 %5861
-  %5862 = load float, ptr %arena1581, align 4
-  %5863 = insertelement <16 x float> undef, float %5862, i32 0
-  %5864 = shufflevector <16 x float> %5863, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5864, ptr %conv1_weight_grad.t298_a4, align 64
-  %t298_a4 = load <16 x float>, ptr %conv1_weight_grad.t298_a4, align 64
-  %t298_b01582 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
-  %t298_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c4_0, align 64
-  %5865 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a4, <16 x float> %t298_b01582, <16 x float> %t298_c4_0)
-  store <16 x float> %5865, ptr %conv1_weight_grad.t298_c4_0, align 64
-  %t298_a41583 = load <16 x float>, ptr %conv1_weight_grad.t298_a4, align 64
-  %t298_b11584 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
-  %t298_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c4_1, align 64
-  %5866 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a41583, <16 x float> %t298_b11584, <16 x float> %t298_c4_1)
-  store <16 x float> %5866, ptr %conv1_weight_grad.t298_c4_1, align 64
-  %5867 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5868 = add nsw i64 %5867, 5
-  %5869 = mul nsw i64 %5868, 50176
-  %5870 = add nsw i64 2826896, %5869
-  %5871 = add nsw i64 %conv1_weight_grad.k2991564, 49920
-  %5872 = add nsw i64 %5870, %5871
-  %arena1585 = getelementptr inbounds float, ptr %arena, i64 %5872
-  %5873 = load float, ptr %arena1585, align 4
-  %5874 = insertelement <16 x float> undef, float %5873, i32 0
-  %5875 = shufflevector <16 x float> %5874, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5875, ptr %conv1_weight_grad.t298_a5, align 64
-  %t298_a5 = load <16 x float>, ptr %conv1_weight_grad.t298_a5, align 64
-  %t298_b01586 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
-  %t298_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c5_0, align 64
-  %5876 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a5, <16 x float> %t298_b01586, <16 x float> %t298_c5_0)
-  store <16 x float> %5876, ptr %conv1_weight_grad.t298_c5_0, align 64
-  %t298_a51587 = load <16 x float>, ptr %conv1_weight_grad.t298_a5, align 64
-  %t298_b11588 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
-  %t298_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c5_1, align 64
-  %5877 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a51587, <16 x float> %t298_b11588, <16 x float> %t298_c5_1)
-  store <16 x float> %5877, ptr %conv1_weight_grad.t298_c5_1, align 64
-  %5878 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5879 = add nsw i64 %5878, 6
-  %5880 = mul nsw i64 %5879, 50176
-  %5881 = add nsw i64 2826896, %5880
-  %5882 = add nsw i64 %conv1_weight_grad.k2991564, 49920
-  %5883 = add nsw i64 %5881, %5882
-  %arena1589 = getelementptr inbounds float, ptr %arena, i64 %5883
-  %5884 = load float, ptr %arena1589, align 4
-  %5885 = insertelement <16 x float> undef, float %5884, i32 0
-  %5886 = shufflevector <16 x float> %5885, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5886, ptr %conv1_weight_grad.t298_a6, align 64
-  %t298_a6 = load <16 x float>, ptr %conv1_weight_grad.t298_a6, align 64
-  %t298_b01590 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
-  %t298_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c6_0, align 64
-  %5887 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a6, <16 x float> %t298_b01590, <16 x float> %t298_c6_0)
-  store <16 x float> %5887, ptr %conv1_weight_grad.t298_c6_0, align 64
-  %t298_a61591 = load <16 x float>, ptr %conv1_weight_grad.t298_a6, align 64
-  %t298_b11592 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
-  %t298_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c6_1, align 64
-  %5888 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a61591, <16 x float> %t298_b11592, <16 x float> %t298_c6_1)
-  store <16 x float> %5888, ptr %conv1_weight_grad.t298_c6_1, align 64
-  %5889 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5890 = add nsw i64 %5889, 7
-  %5891 = mul nsw i64 %5890, 50176
-  %5892 = add nsw i64 2826896, %5891
-  %5893 = add nsw i64 %conv1_weight_grad.k2991564, 49920
-  %5894 = add nsw i64 %5892, %5893
-  %arena1593 = getelementptr inbounds float, ptr %arena, i64 %5894
-  %5895 = load float, ptr %arena1593, align 4
-  %5896 = insertelement <16 x float> undef, float %5895, i32 0
-  %5897 = shufflevector <16 x float> %5896, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5897, ptr %conv1_weight_grad.t298_a7, align 64
-  %t298_a7 = load <16 x float>, ptr %conv1_weight_grad.t298_a7, align 64
-  %t298_b01594 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
-  %t298_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c7_0, align 64
-  %5898 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a7, <16 x float> %t298_b01594, <16 x float> %t298_c7_0)
-  store <16 x float> %5898, ptr %conv1_weight_grad.t298_c7_0, align 64
-  %t298_a71595 = load <16 x float>, ptr %conv1_weight_grad.t298_a7, align 64
-  %t298_b11596 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
-  %t298_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c7_1, align 64
-  %5899 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a71595, <16 x float> %t298_b11596, <16 x float> %t298_c7_1)
-  store <16 x float> %5899, ptr %conv1_weight_grad.t298_c7_1, align 64
-  %5900 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5901 = add nsw i64 %5900, 8
-  %5902 = mul nsw i64 %5901, 50176
-  %5903 = add nsw i64 2826896, %5902
-  %5904 = add nsw i64 %conv1_weight_grad.k2991564, 49920
-  %5905 = add nsw i64 %5903, %5904
-  %arena1597 = getelementptr inbounds float, ptr %arena, i64 %5905
-  %5906 = load float, ptr %arena1597, align 4
-  %5907 = insertelement <16 x float> undef, float %5906, i32 0
-  %5908 = shufflevector <16 x float> %5907, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5908, ptr %conv1_weight_grad.t298_a8, align 64
-  %t298_a8 = load <16 x float>, ptr %conv1_weight_grad.t298_a8, align 64
-  %t298_b01598 = load <16 x float>, ptr %conv1_weight_grad.t298_b0, align 64
-  %t298_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t298_c8_0, align 64
-  %5909 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a8, <16 x float> %t298_b01598, <16 x float> %t298_c8_0)
-  store <16 x float> %5909, ptr %conv1_weight_grad.t298_c8_0, align 64
-  %t298_a81599 = load <16 x float>, ptr %conv1_weight_grad.t298_a8, align 64
-  %t298_b11600 = load <16 x float>, ptr %conv1_weight_grad.t298_b1, align 64
-  %t298_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t298_c8_1, align 64
-  %5910 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t298_a81599, <16 x float> %t298_b11600, <16 x float> %t298_c8_1)
-  store <16 x float> %5910, ptr %conv1_weight_grad.t298_c8_1, align 64
-  %k299.next = add nsw i64 %conv1_weight_grad.k2991564, 1
-  %5911 = icmp slt i64 %k299.next, 256
-  br i1 %5911, label %conv1_weight_grad.k299, label %conv1_weight_grad.k299.end
+  %5805 = add nsw i64 %5804, 1
+  %5806 = add nsw i64 %5805, %pool1_grad.ix2331922
+  %arena1927 = getelementptr inbounds float, ptr %arena, i64 %5806
+  %5807 = load float, ptr %arena1927, align 4
+  %5808 = fadd float %sum237, %5807
+  store float %5808, ptr %pool1_grad.sum238, align 4
+  %sum238 = load float, ptr %pool1_grad.sum238, align 4
+  %5809 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5810 = add nsw i64 %5809, 5
+  %5811 = mul nsw i64 %5810, 12544
+  %5812 = add nsw i64 2224784, %5811
+  %5813 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5814 = add nsw i64 %5812, %5813
+  %5815 = mul nsw i64 %pool1_grad.iy2321921, 14
+  %5816 = add nsw i64 %5814, %5815
+  %5817 = add nsw i64 %5816, %pool1_grad.ix2331922
+  %arena1928 = getelementptr inbounds float, ptr %arena, i64 %5817
+  %5818 = load float, ptr %arena1928, align 4
+  %5819 = fadd float %sum238, %5818
+  store float %5819, ptr %pool1_grad.sum239, align 4
+  %sum239 = load float, ptr %pool1_grad.sum239, align 4
+  %5820 = mul nsw i64 %pool1_grad.g2161807, 64
+  %5821 = add nsw i64 %5820, %pool1_grad.j2241912
+  %5822 = mul nsw i64 %5821, 6272
+  %5823 = add nsw i64 802816, %5822
+  %5824 = mul nsw i64 %pool1_grad.c2251913, 196
+  %5825 = add nsw i64 %5823, %5824
+  %5826 = mul nsw i64 %pool1_grad.iy2321921, 14
+  %5827 = add nsw i64 %5825, %5826
+  %5828 = add nsw i64 %5827, 1
+  %5829 = add nsw i64 %5828, %pool1_grad.ix2331922
+  %arena1929 = getelementptr inbounds float, ptr %arena, i64 %5829
+  store float %sum239, ptr %arena1929, align 4
+  %ix233.next = add nsw i64 %pool1_grad.ix2331922, 1
+  %5830 = icmp slt i64 %ix233.next, 12
+  br i1 %5830, label %pool1_grad.ix233, label %pool1_grad.ix233.end
 
-conv1_weight_grad.k299.end:                       ; preds = %conv1_weight_grad.k299
-  %t298_c0_01601 = load <16 x float>, ptr %conv1_weight_grad.t298_c0_0, align 64
-  %5912 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5913 = mul nsw i64 %5912, 32
-  %5914 = add nsw i64 4884112, %5913
-  %5915 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5916 = add nsw i64 %5914, %5915
-  %arena1602 = getelementptr inbounds float, ptr %arena, i64 %5916
-  store <16 x float> %t298_c0_01601, ptr %arena1602, align 4
-  %t298_c0_11603 = load <16 x float>, ptr %conv1_weight_grad.t298_c0_1, align 64
-  %5917 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5918 = mul nsw i64 %5917, 32
-  %5919 = add nsw i64 4884112, %5918
-  %5920 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5921 = add nsw i64 %5919, %5920
-  %5922 = add nsw i64 %5921, 16
-  %arena1604 = getelementptr inbounds float, ptr %arena, i64 %5922
-  store <16 x float> %t298_c0_11603, ptr %arena1604, align 4
-  %t298_c1_01605 = load <16 x float>, ptr %conv1_weight_grad.t298_c1_0, align 64
-  %5923 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5924 = add nsw i64 %5923, 1
-  %5925 = mul nsw i64 %5924, 32
-  %5926 = add nsw i64 4884112, %5925
-  %5927 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5928 = add nsw i64 %5926, %5927
-  %arena1606 = getelementptr inbounds float, ptr %arena, i64 %5928
-  store <16 x float> %t298_c1_01605, ptr %arena1606, align 4
-  %t298_c1_11607 = load <16 x float>, ptr %conv1_weight_grad.t298_c1_1, align 64
-  %5929 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5930 = add nsw i64 %5929, 1
-  %5931 = mul nsw i64 %5930, 32
-  %5932 = add nsw i64 4884112, %5931
-  %5933 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5934 = add nsw i64 %5932, %5933
-  %5935 = add nsw i64 %5934, 16
-  %arena1608 = getelementptr inbounds float, ptr %arena, i64 %5935
-  store <16 x float> %t298_c1_11607, ptr %arena1608, align 4
-  %t298_c2_01609 = load <16 x float>, ptr %conv1_weight_grad.t298_c2_0, align 64
-  %5936 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5937 = add nsw i64 %5936, 2
-  %5938 = mul nsw i64 %5937, 32
-  %5939 = add nsw i64 4884112, %5938
-  %5940 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5941 = add nsw i64 %5939, %5940
-  %arena1610 = getelementptr inbounds float, ptr %arena, i64 %5941
-  store <16 x float> %t298_c2_01609, ptr %arena1610, align 4
-  %t298_c2_11611 = load <16 x float>, ptr %conv1_weight_grad.t298_c2_1, align 64
-  %5942 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5943 = add nsw i64 %5942, 2
-  %5944 = mul nsw i64 %5943, 32
-  %5945 = add nsw i64 4884112, %5944
-  %5946 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5947 = add nsw i64 %5945, %5946
-  %5948 = add nsw i64 %5947, 16
-  %arena1612 = getelementptr inbounds float, ptr %arena, i64 %5948
-  store <16 x float> %t298_c2_11611, ptr %arena1612, align 4
-  %t298_c3_01613 = load <16 x float>, ptr %conv1_weight_grad.t298_c3_0, align 64
-  %5949 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5950 = add nsw i64 %5949, 3
-  %5951 = mul nsw i64 %5950, 32
-  %5952 = add nsw i64 4884112, %5951
-  %5953 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5954 = add nsw i64 %5952, %5953
-  %arena1614 = getelementptr inbounds float, ptr %arena, i64 %5954
-  store <16 x float> %t298_c3_01613, ptr %arena1614, align 4
-  %t298_c3_11615 = load <16 x float>, ptr %conv1_weight_grad.t298_c3_1, align 64
-  %5955 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5956 = add nsw i64 %5955, 3
-  %5957 = mul nsw i64 %5956, 32
-  %5958 = add nsw i64 4884112, %5957
-  %5959 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5960 = add nsw i64 %5958, %5959
-  %5961 = add nsw i64 %5960, 16
-  %arena1616 = getelementptr inbounds float, ptr %arena, i64 %5961
-  store <16 x float> %t298_c3_11615, ptr %arena1616, align 4
-  %t298_c4_01617 = load <16 x float>, ptr %conv1_weight_grad.t298_c4_0, align 64
-  %5962 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5963 = add nsw i64 %5962, 4
-  %5964 = mul nsw i64 %5963, 32
-  %5965 = add nsw i64 4884112, %5964
-  %5966 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5967 = add nsw i64 %5965, %5966
-  %arena1618 = getelementptr inbounds float, ptr %arena, i64 %5967
-  store <16 x float> %t298_c4_01617, ptr %arena1618, align 4
-  %t298_c4_11619 = load <16 x float>, ptr %conv1_weight_grad.t298_c4_1, align 64
-  %5968 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5969 = add nsw i64 %5968, 4
-  %5970 = mul nsw i64 %5969, 32
-  %5971 = add nsw i64 4884112, %5970
-  %5972 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5973 = add nsw i64 %5971, %5972
-  %5974 = add nsw i64 %5973, 16
-  %arena1620 = getelementptr inbounds float, ptr %arena, i64 %5974
-  store <16 x float> %t298_c4_11619, ptr %arena1620, align 4
-  %t298_c5_01621 = load <16 x float>, ptr %conv1_weight_grad.t298_c5_0, align 64
-  %5975 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5976 = add nsw i64 %5975, 5
-  %5977 = mul nsw i64 %5976, 32
-  %5978 = add nsw i64 4884112, %5977
-  %5979 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5980 = add nsw i64 %5978, %5979
-  %arena1622 = getelementptr inbounds float, ptr %arena, i64 %5980
-  store <16 x float> %t298_c5_01621, ptr %arena1622, align 4
-  %t298_c5_11623 = load <16 x float>, ptr %conv1_weight_grad.t298_c5_1, align 64
-  %5981 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5982 = add nsw i64 %5981, 5
-  %5983 = mul nsw i64 %5982, 32
-  %5984 = add nsw i64 4884112, %5983
-  %5985 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+pool1_grad.ix233.end:                             ; preds = %pool1_grad.ix233
+  %iy232.next = add nsw i64 %pool1_grad.iy2321921, 1
+  %5831 = icmp slt i64 %iy232.next, 1
+  br i1 %5831, label %pool1_grad.iy232, label %pool1_grad.iy232.end
+
+pool1_grad.iy240:                                 ; preds = %pool1_grad.ix241.end, %pool1_grad.iy232.end
+  %pool1_grad.iy2401930 = phi i64 [ 0, %pool1_grad.iy232.end ], [ %iy240.next, %pool1_grad.ix241.end ]
+  br label %pool1_grad.ix241
+
+pool1_grad.iy240.end:                             ; preds = %pool1_grad.ix241.end
+  br label %pool1_grad.iy246
+
+pool1_grad.ix241:                                 ; preds = %pool1_grad.ix241, %pool1_grad.iy240
+  %pool1_grad.ix2411931 = phi i64 [ 0, %pool1_grad.iy240 ], [ %ix241.next, %pool1_grad.ix241 ]
+  %5832 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5833 = add nsw i64 %5832, 1
+  %5834 = mul nsw i64 %5833, 12544
+  %5835 = add nsw i64 2224784, %5834
+  %5836 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5837 = add nsw i64 %5835, %5836
+  %5838 = add nsw i64 %pool1_grad.iy2401930, 1
+  %5839 = mul nsw i64 %5838, 14
+  %5840 = add nsw i64 %5837, %5839
+  %5841 = add nsw i64 %5840, 13
+  %5842 = add nsw i64 %5841, %pool1_grad.ix2411931
+  %arena1932 = getelementptr inbounds float, ptr %arena, i64 %5842
+  %5843 = load float, ptr %arena1932, align 4
+  store float %5843, ptr %pool1_grad.sum242, align 4
+  %sum242 = load float, ptr %pool1_grad.sum242, align 4
+  %5844 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5845 = add nsw i64 %5844, 2
+  %5846 = mul nsw i64 %5845, 12544
+  %5847 = add nsw i64 2224784, %5846
+  %5848 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5849 = add nsw i64 %5847, %5848
+  %5850 = add nsw i64 %pool1_grad.iy2401930, 1
+  %5851 = mul nsw i64 %5850, 14
+  %5852 = add nsw i64 %5849, %5851
+  %5853 = add nsw i64 %5852, 12
+  %5854 = add nsw i64 %5853, %pool1_grad.ix2411931
+  %arena1933 = getelementptr inbounds float, ptr %arena, i64 %5854
+  %5855 = load float, ptr %arena1933, align 4
+  %5856 = fadd float %sum242, %5855
+  store float %5856, ptr %pool1_grad.sum243, align 4
+  %sum243 = load float, ptr %pool1_grad.sum243, align 4
+  %5857 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5858 = add nsw i64 %5857, 4
+  %5859 = mul nsw i64 %5858, 12544
+  %5860 = add nsw i64 2224784, %5859
+  %5861 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5862 = add nsw i64 %5860, %5861
+  %5863 = mul nsw i64 %pool1_grad.iy2401930, 14
+  %5864 = add nsw i64 %5862, %5863
+  %5865 = add nsw i64 %5864, 13
+  %5866 = add nsw i64 %5865, %pool1_grad.ix2411931
+  %arena1934 = getelementptr inbounds float, ptr %arena, i64 %5866
+  %5867 = load float, ptr %arena1934, align 4
+  %5868 = fadd float %sum243, %5867
+  store float %5868, ptr %pool1_grad.sum244, align 4
+  %sum244 = load float, ptr %pool1_grad.sum244, align 4
+  %5869 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5870 = add nsw i64 %5869, 5
+  %5871 = mul nsw i64 %5870, 12544
+  %5872 = add nsw i64 2224784, %5871
+  %5873 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5874 = add nsw i64 %5872, %5873
+  %5875 = mul nsw i64 %pool1_grad.iy2401930, 14
+  %5876 = add nsw i64 %5874, %5875
+  %5877 = add nsw i64 %5876, 12
+  %5878 = add nsw i64 %5877, %pool1_grad.ix2411931
+  %arena1935 = getelementptr inbounds float, ptr %arena, i64 %5878
+  %5879 = load float, ptr %arena1935, align 4
+  %5880 = fadd float %sum244, %5879
+  store float %5880, ptr %pool1_grad.sum245, align 4
+  %sum245 = load float, ptr %pool1_grad.sum245, align 4
+  %5881 = mul nsw i64 %pool1_grad.g2161807, 64
+  %5882 = add nsw i64 %5881, %pool1_grad.j2241912
+  %5883 = mul nsw i64 %5882, 6272
+  %5884 = add nsw i64 802816, %5883
+  %5885 = mul nsw i64 %pool1_grad.c2251913, 196
+  %5886 = add nsw i64 %5884, %5885
+  %5887 = mul nsw i64 %pool1_grad.iy2401930, 14
+  %5888 = add nsw i64 %5886, %5887
+  %5889 = add nsw i64 %5888, 13
+  %5890 = add nsw i64 %5889, %pool1_grad.ix2411931
+  %arena1936 = getelementptr inbounds float, ptr %arena, i64 %5890
+  store float %sum245, ptr %arena1936, align 4
+  %ix241.next = add nsw i64 %pool1_grad.ix2411931, 1
+  %5891 = icmp slt i64 %ix241.next, 1
+  br i1 %5891, label %pool1_grad.ix241, label %pool1_grad.ix241.end
+
+pool1_grad.ix241.end:                             ; preds = %pool1_grad.ix241
+  %iy240.next = add nsw i64 %pool1_grad.iy2401930, 1
+  %5892 = icmp slt i64 %iy240.next, 1
+  br i1 %5892, label %pool1_grad.iy240, label %pool1_grad.iy240.end
+
+pool1_grad.iy246:                                 ; preds = %pool1_grad.ix247.end, %pool1_grad.iy240.end
+  %pool1_grad.iy2461937 = phi i64 [ 0, %pool1_grad.iy240.end ], [ %iy246.next, %pool1_grad.ix247.end ]
+  br label %pool1_grad.ix247
+
+pool1_grad.iy246.end:                             ; preds = %pool1_grad.ix247.end
+  br label %pool1_grad.iy254
+
+pool1_grad.ix247:                                 ; preds = %pool1_grad.ix247, %pool1_grad.iy246
+  %pool1_grad.ix2471938 = phi i64 [ 0, %pool1_grad.iy246 ], [ %ix247.next, %pool1_grad.ix247 ]
+  %5893 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5894 = mul nsw i64 %5893, 12544
+  %5895 = add nsw i64 2224784, %5894
+  %5896 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5897 = add nsw i64 %5895, %5896
+  %5898 = add nsw i64 %pool1_grad.iy2461937, 1
+  %5899 = add nsw i64 %5898, 1
+  %5900 = mul nsw i64 %5899, 14
+  %5901 = add nsw i64 %5897, %5900
+  %5902 = add nsw i64 %5901, 1
+  %5903 = add nsw i64 %5902, %pool1_grad.ix2471938
+  %arena1939 = getelementptr inbounds float, ptr %arena, i64 %5903
+  %5904 = load float, ptr %arena1939, align 4
+  store float %5904, ptr %pool1_grad.sum248, align 4
+  %sum248 = load float, ptr %pool1_grad.sum248, align 4
+  %5905 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5906 = add nsw i64 %5905, 1
+  %5907 = mul nsw i64 %5906, 12544
+  %5908 = add nsw i64 2224784, %5907
+  %5909 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5910 = add nsw i64 %5908, %5909
+  %5911 = add nsw i64 %pool1_grad.iy2461937, 1
+  %5912 = add nsw i64 %5911, 1
+  %5913 = mul nsw i64 %5912, 14
+  %5914 = add nsw i64 %5910, %5913
+  %5915 = add nsw i64 %5914, %pool1_grad.ix2471938
+  %arena1940 = getelementptr inbounds float, ptr %arena, i64 %5915
+  %5916 = load float, ptr %arena1940, align 4
+  %5917 = fadd float %sum248, %5916
+  store float %5917, ptr %pool1_grad.sum249, align 4
+  %sum249 = load float, ptr %pool1_grad.sum249, align 4
+  %5918 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5919 = add nsw i64 %5918, 3
+  %5920 = mul nsw i64 %5919, 12544
+  %5921 = add nsw i64 2224784, %5920
+  %5922 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5923 = add nsw i64 %5921, %5922
+  %5924 = add nsw i64 %pool1_grad.iy2461937, 1
+  %5925 = mul nsw i64 %5924, 14
+  %5926 = add nsw i64 %5923, %5925
+  %5927 = add nsw i64 %5926, 1
+  %5928 = add nsw i64 %5927, %pool1_grad.ix2471938
+  %arena1941 = getelementptr inbounds float, ptr %arena, i64 %5928
+  %5929 = load float, ptr %arena1941, align 4
+  %5930 = fadd float %sum249, %5929
+  store float %5930, ptr %pool1_grad.sum250, align 4
+  %sum250 = load float, ptr %pool1_grad.sum250, align 4
+  %5931 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5932 = add nsw i64 %5931, 4
+  %5933 = mul nsw i64 %5932, 12544
+  %5934 = add nsw i64 2224784, %5933
+  %5935 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5936 = add nsw i64 %5934, %5935
+  %5937 = add nsw i64 %pool1_grad.iy2461937, 1
+  %5938 = mul nsw i64 %5937, 14
+  %5939 = add nsw i64 %5936, %5938
+  %5940 = add nsw i64 %5939, %pool1_grad.ix2471938
+  %arena1942 = getelementptr inbounds float, ptr %arena, i64 %5940
+  %5941 = load float, ptr %arena1942, align 4
+  %5942 = fadd float %sum250, %5941
+  store float %5942, ptr %pool1_grad.sum251, align 4
+  %sum251 = load float, ptr %pool1_grad.sum251, align 4
+  %5943 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5944 = add nsw i64 %5943, 6
+  %5945 = mul nsw i64 %5944, 12544
+  %5946 = add nsw i64 2224784, %5945
+  %5947 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5948 = add nsw i64 %5946, %5947
+  %5949 = add nsw i64 %pool1_grad.iy2461937, 1
+  %5950 = add nsw i64 %5949, -1
+  %5951 = mul nsw i64 %5950, 14
+  %5952 = add nsw i64 %5948, %5951
+  %5953 = add nsw i64 %5952, 1
+  %5954 = add nsw i64 %5953, %pool1_grad.ix2471938
+  %arena1943 = getelementptr inbounds float, ptr %arena, i64 %5954
+  %5955 = load float, ptr %arena1943, align 4
+  %5956 = fadd float %sum251, %5955
+  store float %5956, ptr %pool1_grad.sum252, align 4
+  %sum252 = load float, ptr %pool1_grad.sum252, align 4
+  %5957 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5958 = add nsw i64 %5957, 7
+  %5959 = mul nsw i64 %5958, 12544
+  %5960 = add nsw i64 2224784, %5959
+  %5961 = mul nsw i64 %pool1_grad.j2241912, 196
+  %5962 = add nsw i64 %5960, %5961
+  %5963 = add nsw i64 %pool1_grad.iy2461937, 1
+  %5964 = add nsw i64 %5963, -1
+  %5965 = mul nsw i64 %5964, 14
+  %5966 = add nsw i64 %5962, %5965
+  %5967 = add nsw i64 %5966, %pool1_grad.ix2471938
+  %arena1944 = getelementptr inbounds float, ptr %arena, i64 %5967
+  %5968 = load float, ptr %arena1944, align 4
+  %5969 = fadd float %sum252, %5968
+  store float %5969, ptr %pool1_grad.sum253, align 4
+  %sum253 = load float, ptr %pool1_grad.sum253, align 4
+  %5970 = mul nsw i64 %pool1_grad.g2161807, 64
+  %5971 = add nsw i64 %5970, %pool1_grad.j2241912
+  %5972 = mul nsw i64 %5971, 6272
+  %5973 = add nsw i64 802816, %5972
+  %5974 = mul nsw i64 %pool1_grad.c2251913, 196
+  %5975 = add nsw i64 %5973, %5974
+  %5976 = add nsw i64 %pool1_grad.iy2461937, 1
+  %5977 = mul nsw i64 %5976, 14
+  %5978 = add nsw i64 %5975, %5977
+  %5979 = add nsw i64 %5978, %pool1_grad.ix2471938
+  %arena1945 = getelementptr inbounds float, ptr %arena, i64 %5979
+  store float %sum253, ptr %arena1945, align 4
+  %ix247.next = add nsw i64 %pool1_grad.ix2471938, 1
+  %5980 = icmp slt i64 %ix247.next, 1
+  br i1 %5980, label %pool1_grad.ix247, label %pool1_grad.ix247.end
+
+pool1_grad.ix247.end:                             ; preds = %pool1_grad.ix247
+  %iy246.next = add nsw i64 %pool1_grad.iy2461937, 1
+  %5981 = icmp slt i64 %iy246.next, 12
+  br i1 %5981, label %pool1_grad.iy246, label %pool1_grad.iy246.end
+
+pool1_grad.iy254:                                 ; preds = %pool1_grad.ix255.end, %pool1_grad.iy246.end
+  %pool1_grad.iy2541946 = phi i64 [ 0, %pool1_grad.iy246.end ], [ %iy254.next, %pool1_grad.ix255.end ]
+  br label %pool1_grad.ix255
+
+pool1_grad.iy254.end:                             ; preds = %pool1_grad.ix255.end
+  br label %pool1_grad.iy265
+
+pool1_grad.ix255:                                 ; preds = %pool1_grad.ix255, %pool1_grad.iy254
+  %pool1_grad.ix2551947 = phi i64 [ 0, %pool1_grad.iy254 ], [ %ix255.next, %pool1_grad.ix255 ]
+  %5982 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5983 = mul nsw i64 %5982, 12544
+  %5984 = add nsw i64 2224784, %5983
+  %5985 = mul nsw i64 %pool1_grad.j2241912, 196
   %5986 = add nsw i64 %5984, %5985
-  %5987 = add nsw i64 %5986, 16
-  %arena1624 = getelementptr inbounds float, ptr %arena, i64 %5987
-  store <16 x float> %t298_c5_11623, ptr %arena1624, align 4
-  %t298_c6_01625 = load <16 x float>, ptr %conv1_weight_grad.t298_c6_0, align 64
-  %5988 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5989 = add nsw i64 %5988, 6
-  %5990 = mul nsw i64 %5989, 32
-  %5991 = add nsw i64 4884112, %5990
-  %5992 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %5993 = add nsw i64 %5991, %5992
-  %arena1626 = getelementptr inbounds float, ptr %arena, i64 %5993
-  store <16 x float> %t298_c6_01625, ptr %arena1626, align 4
-  %t298_c6_11627 = load <16 x float>, ptr %conv1_weight_grad.t298_c6_1, align 64
-  %5994 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %5995 = add nsw i64 %5994, 6
-  %5996 = mul nsw i64 %5995, 32
-  %5997 = add nsw i64 4884112, %5996
-  %5998 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
+  %5987 = add nsw i64 %pool1_grad.iy2541946, 1
+  %5988 = add nsw i64 %5987, 1
+  %5989 = mul nsw i64 %5988, 14
+  %5990 = add nsw i64 %5986, %5989
+  %5991 = add nsw i64 %5990, 2
+  %5992 = add nsw i64 %5991, %pool1_grad.ix2551947
+  %arena1948 = getelementptr inbounds float, ptr %arena, i64 %5992
+  %5993 = load float, ptr %arena1948, align 4
+  store float %5993, ptr %pool1_grad.sum256, align 4
+  %sum256 = load float, ptr %pool1_grad.sum256, align 4
+  %5994 = mul nsw i64 %pool1_grad.c2251913, 9
+  %5995 = add nsw i64 %5994, 1
+  %5996 = mul nsw i64 %5995, 12544
+  %5997 = add nsw i64 2224784, %5996
+  %5998 = mul nsw i64 %pool1_grad.j2241912, 196
   %5999 = add nsw i64 %5997, %5998
-  %6000 = add nsw i64 %5999, 16
-  %arena1628 = getelementptr inbounds float, ptr %arena, i64 %6000
-  store <16 x float> %t298_c6_11627, ptr %arena1628, align 4
-  %t298_c7_01629 = load <16 x float>, ptr %conv1_weight_grad.t298_c7_0, align 64
-  %6001 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %6002 = add nsw i64 %6001, 7
-  %6003 = mul nsw i64 %6002, 32
-  %6004 = add nsw i64 4884112, %6003
-  %6005 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %6006 = add nsw i64 %6004, %6005
-  %arena1630 = getelementptr inbounds float, ptr %arena, i64 %6006
-  store <16 x float> %t298_c7_01629, ptr %arena1630, align 4
-  %t298_c7_11631 = load <16 x float>, ptr %conv1_weight_grad.t298_c7_1, align 64
-  %6007 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %6008 = add nsw i64 %6007, 7
-  %6009 = mul nsw i64 %6008, 32
-  %6010 = add nsw i64 4884112, %6009
-  %6011 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %6012 = add nsw i64 %6010, %6011
-  %6013 = add nsw i64 %6012, 16
-  %arena1632 = getelementptr inbounds float, ptr %arena, i64 %6013
-  store <16 x float> %t298_c7_11631, ptr %arena1632, align 4
-  %t298_c8_01633 = load <16 x float>, ptr %conv1_weight_grad.t298_c8_0, align 64
-  %6014 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %6015 = add nsw i64 %6014, 8
-  %6016 = mul nsw i64 %6015, 32
-  %6017 = add nsw i64 4884112, %6016
-  %6018 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %6019 = add nsw i64 %6017, %6018
-  %arena1634 = getelementptr inbounds float, ptr %arena, i64 %6019
-  store <16 x float> %t298_c8_01633, ptr %arena1634, align 4
-  %t298_c8_11635 = load <16 x float>, ptr %conv1_weight_grad.t298_c8_1, align 64
-  %6020 = mul nsw i64 %conv1_weight_grad.mb2971545, 9
-  %6021 = add nsw i64 %6020, 8
-  %6022 = mul nsw i64 %6021, 32
-  %6023 = add nsw i64 4884112, %6022
-  %6024 = mul nsw i64 %conv1_weight_grad.nb2961544, 32
-  %6025 = add nsw i64 %6023, %6024
-  %6026 = add nsw i64 %6025, 16
-  %arena1636 = getelementptr inbounds float, ptr %arena, i64 %6026
-  store <16 x float> %t298_c8_11635, ptr %arena1636, align 4
-  %mb297.next = add nsw i64 %conv1_weight_grad.mb2971545, 1
-  %6027 = icmp slt i64 %mb297.next, 1
-  br i1 %6027, label %conv1_weight_grad.mb297, label %conv1_weight_grad.mb297.end
+  %6000 = add nsw i64 %pool1_grad.iy2541946, 1
+  %6001 = add nsw i64 %6000, 1
+  %6002 = mul nsw i64 %6001, 14
+  %6003 = add nsw i64 %5999, %6002
+  %6004 = add nsw i64 %6003, 1
+  %6005 = add nsw i64 %6004, %pool1_grad.ix2551947
+  %arena1949 = getelementptr inbounds float, ptr %arena, i64 %6005
+  %6006 = load float, ptr %arena1949, align 4
+  %6007 = fadd float %sum256, %6006
+  store float %6007, ptr %pool1_grad.sum257, align 4
+  %sum257 = load float, ptr %pool1_grad.sum257, align 4
+  %6008 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6009 = add nsw i64 %6008, 2
+  %6010 = mul nsw i64 %6009, 12544
+  %6011 = add nsw i64 2224784, %6010
+  %6012 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6013 = add nsw i64 %6011, %6012
+  %6014 = add nsw i64 %pool1_grad.iy2541946, 1
+  %6015 = add nsw i64 %6014, 1
+  %6016 = mul nsw i64 %6015, 14
+  %6017 = add nsw i64 %6013, %6016
+  %6018 = add nsw i64 %6017, %pool1_grad.ix2551947
+  %arena1950 = getelementptr inbounds float, ptr %arena, i64 %6018
+  %6019 = load float, ptr %arena1950, align 4
+  %6020 = fadd float %sum257, %6019
+  store float %6020, ptr %pool1_grad.sum258, align 4
+  %sum258 = load float, ptr %pool1_grad.sum258, align 4
+  %6021 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6022 = add nsw i64 %6021, 3
+  %6023 = mul nsw i64 %6022, 12544
+  %6024 = add nsw i64 2224784, %6023
+  %6025 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6026 = add nsw i64 %6024, %6025
+  %6027 = add nsw i64 %pool1_grad.iy2541946, 1
+  %6028 = mul nsw i64 %6027, 14
+  %6029 = add nsw i64 %6026, %6028
+  %6030 = add nsw i64 %6029, 2
+  %6031 = add nsw i64 %6030, %pool1_grad.ix2551947
+  %arena1951 = getelementptr inbounds float, ptr %arena, i64 %6031
+  %6032 = load float, ptr %arena1951, align 4
+  %6033 = fadd float %sum258, %6032
+  store float %6033, ptr %pool1_grad.sum259, align 4
+  %sum259 = load float, ptr %pool1_grad.sum259, align 4
+  %6034 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6035 = add nsw i64 %6034, 4
+  %6036 = mul nsw i64 %6035, 12544
+  %6037 = add nsw i64 2224784, %6036
+  %6038 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6039 = add nsw i64 %6037, %6038
+  %6040 = add nsw i64 %pool1_grad.iy2541946, 1
+  %6041 = mul nsw i64 %6040, 14
+  %6042 = add nsw i64 %6039, %6041
+  %6043 = add nsw i64 %6042, 1
+  %6044 = add nsw i64 %6043, %pool1_grad.ix2551947
+  %arena1952 = getelementptr inbounds float, ptr %arena, i64 %6044
+  %6045 = load float, ptr %arena1952, align 4
+  %6046 = fadd float %sum259, %6045
+  store float %6046, ptr %pool1_grad.sum260, align 4
+  %sum260 = load float, ptr %pool1_grad.sum260, align 4
+  %6047 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6048 = add nsw i64 %6047, 5
+  %6049 = mul nsw i64 %6048, 12544
+  %6050 = add nsw i64 2224784, %6049
+  %6051 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6052 = add nsw i64 %6050, %6051
+  %6053 = add nsw i64 %pool1_grad.iy2541946, 1
+  %6054 = mul nsw i64 %6053, 14
+  %6055 = add nsw i64 %6052, %6054
+  %6056 = add nsw i64 %6055, %pool1_grad.ix2551947
+  %arena1953 = getelementptr inbounds float, ptr %arena, i64 %6056
+  %6057 = load float, ptr %arena1953, align 4
+  %6058 = fadd float %sum260, %6057
+  store float %6058, ptr %pool1_grad.sum261, align 4
+  %sum261 = load float, ptr %pool1_grad.sum261, align 4
+  %6059 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6060 = add nsw i64 %6059, 6
+  %6061 = mul nsw i64 %6060, 12544
+  %6062 = add nsw i64 2224784, %6061
+  %6063 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6064 = add nsw i64 %6062, %6063
+  %6065 = add nsw i64 %pool1_grad.iy2541946, 1
+  %6066 = add nsw i64 %6065, -1
+  %6067 = mul nsw i64 %6066, 14
+  %6068 = add nsw i64 %6064, %6067
+  %6069 = add nsw i64 %6068, 2
+  %6070 = add nsw i64 %6069, %pool1_grad.ix2551947
+  %arena1954 = getelementptr inbounds float, ptr %arena, i64 %6070
+  %6071 = load float, ptr %arena1954, align 4
+  %6072 = fadd float %sum261, %6071
+  store float %6072, ptr %pool1_grad.sum262, align 4
+  %sum262 = load float, ptr %pool1_grad.sum262, align 4
+  %6073 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6074 = add nsw i64 %6073, 7
+  %6075 = mul nsw i64 %6074, 12544
+  %6076 = add nsw i64 2224784, %6075
+  %6077 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6078 = add nsw i64 %6076, %6077
+  %6079 = add nsw i64 %pool1_grad.iy2541946, 1
+  %6080 = add nsw i64 %6079, -1
+  %6081 = mul nsw i64 %6080, 14
+  %6082 = add nsw i64 %6078, %6081
+  %6083 = add nsw i64 %6082, 1
+  %6084 = add nsw i64 %6083, %pool1_grad.ix2551947
+  %arena1955 = getelementptr inbounds float, ptr %arena, i64 %6084
+  %6085 = load float, ptr %arena1955, align 4
+  %6086 = fadd float %sum262, %6085
+  store float %6086, ptr %pool1_grad.sum263, align 4
+  %sum263 = load float, ptr %pool1_grad.sum263, align 4
+  %6087 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6088 = add nsw i64 %6087, 8
+  %6089 = mul nsw i64 %6088, 12544
+  %6090 = add nsw i64 2224784, %6089
+  %6091 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6092 = add nsw i64 %6090, %6091
+  %6093 = add nsw i64 %pool1_grad.iy2541946, 1
+  %6094 = add nsw i64 %6093, -1
+  %6095 = mul nsw i64 %6094, 14
+  %6096 = add nsw i64 %6092, %6095
+  %6097 = add nsw i64 %6096, %pool1_grad.ix2551947
+  %arena1956 = getelementptr inbounds float, ptr %arena, i64 %6097
+  %6098 = load float, ptr %arena1956, align 4
+  %6099 = fadd float %sum263, %6098
+  store float %6099, ptr %pool1_grad.sum264, align 4
+  %sum264 = load float, ptr %pool1_grad.sum264, align 4
+  %6100 = mul nsw i64 %pool1_grad.g2161807, 64
+  %6101 = add nsw i64 %6100, %pool1_grad.j2241912
+  %6102 = mul nsw i64 %6101, 6272
+  %6103 = add nsw i64 802816, %6102
+  %6104 = mul nsw i64 %pool1_grad.c2251913, 196
+  %6105 = add nsw i64 %6103, %6104
+  %6106 = add nsw i64 %pool1_grad.iy2541946, 1
+  %6107 = mul nsw i64 %6106, 14
+  %6108 = add nsw i64 %6105, %6107
+  %6109 = add nsw i64 %6108, 1
+  %6110 = add nsw i64 %6109, %pool1_grad.ix2551947
+  %arena1957 = getelementptr inbounds float, ptr %arena, i64 %6110
+  store float %sum264, ptr %arena1957, align 4
+  %ix255.next = add nsw i64 %pool1_grad.ix2551947, 1
+  %6111 = icmp slt i64 %ix255.next, 12
+  br i1 %6111, label %pool1_grad.ix255, label %pool1_grad.ix255.end
 
-conv1_weight_grad.f300:                           ; preds = %conv1_weight_grad.r301.end, %conv1_weight_grad.g273.end
-  %conv1_weight_grad.f3001637 = phi i64 [ 0, %conv1_weight_grad.g273.end ], [ %f300.next, %conv1_weight_grad.r301.end ]
-  br label %conv1_weight_grad.r301
+pool1_grad.ix255.end:                             ; preds = %pool1_grad.ix255
+  %iy254.next = add nsw i64 %pool1_grad.iy2541946, 1
+  %6112 = icmp slt i64 %iy254.next, 12
+  br i1 %6112, label %pool1_grad.iy254, label %pool1_grad.iy254.end
 
-conv1_weight_grad.f300.end:                       ; preds = %conv1_weight_grad.r301.end
-  br label %conv1_bias_grad.i302
+pool1_grad.iy265:                                 ; preds = %pool1_grad.ix266.end, %pool1_grad.iy254.end
+  %pool1_grad.iy2651958 = phi i64 [ 0, %pool1_grad.iy254.end ], [ %iy265.next, %pool1_grad.ix266.end ]
+  br label %pool1_grad.ix266
 
-conv1_weight_grad.r301:                           ; preds = %conv1_weight_grad.r301, %conv1_weight_grad.f300
-  %conv1_weight_grad.r3011638 = phi i64 [ 0, %conv1_weight_grad.f300 ], [ %r301.next, %conv1_weight_grad.r301 ]
-  %6028 = mul nsw i64 %conv1_weight_grad.r3011638, 32
-  %6029 = add nsw i64 4884112, %6028
-  %6030 = add nsw i64 %6029, %conv1_weight_grad.f3001637
-  %arena1639 = getelementptr inbounds float, ptr %arena, i64 %6030
-  %6031 = load float, ptr %arena1639, align 4
-  %6032 = mul nsw i64 %conv1_weight_grad.f3001637, 9
-  %6033 = add nsw i64 %6032, %conv1_weight_grad.r3011638
-  %grads1640 = getelementptr inbounds float, ptr %grads, i64 %6033
-  store float %6031, ptr %grads1640, align 4
-  %r301.next = add nsw i64 %conv1_weight_grad.r3011638, 1
-  %6034 = icmp slt i64 %r301.next, 9
-  br i1 %6034, label %conv1_weight_grad.r301, label %conv1_weight_grad.r301.end
+pool1_grad.iy265.end:                             ; preds = %pool1_grad.ix266.end
+  br label %pool1_grad.iy273
 
-conv1_weight_grad.r301.end:                       ; preds = %conv1_weight_grad.r301
-  %f300.next = add nsw i64 %conv1_weight_grad.f3001637, 1
-  %6035 = icmp slt i64 %f300.next, 32
-  br i1 %6035, label %conv1_weight_grad.f300, label %conv1_weight_grad.f300.end
+pool1_grad.ix266:                                 ; preds = %pool1_grad.ix266, %pool1_grad.iy265
+  %pool1_grad.ix2661959 = phi i64 [ 0, %pool1_grad.iy265 ], [ %ix266.next, %pool1_grad.ix266 ]
+  %6113 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6114 = add nsw i64 %6113, 1
+  %6115 = mul nsw i64 %6114, 12544
+  %6116 = add nsw i64 2224784, %6115
+  %6117 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6118 = add nsw i64 %6116, %6117
+  %6119 = add nsw i64 %pool1_grad.iy2651958, 1
+  %6120 = add nsw i64 %6119, 1
+  %6121 = mul nsw i64 %6120, 14
+  %6122 = add nsw i64 %6118, %6121
+  %6123 = add nsw i64 %6122, 13
+  %6124 = add nsw i64 %6123, %pool1_grad.ix2661959
+  %arena1960 = getelementptr inbounds float, ptr %arena, i64 %6124
+  %6125 = load float, ptr %arena1960, align 4
+  store float %6125, ptr %pool1_grad.sum267, align 4
+  %sum267 = load float, ptr %pool1_grad.sum267, align 4
+  %6126 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6127 = add nsw i64 %6126, 2
+  %6128 = mul nsw i64 %6127, 12544
+  %6129 = add nsw i64 2224784, %6128
+  %6130 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6131 = add nsw i64 %6129, %6130
+  %6132 = add nsw i64 %pool1_grad.iy2651958, 1
+  %6133 = add nsw i64 %6132, 1
+  %6134 = mul nsw i64 %6133, 14
+  %6135 = add nsw i64 %6131, %6134
+  %6136 = add nsw i64 %6135, 12
+  %6137 = add nsw i64 %6136, %pool1_grad.ix2661959
+  %arena1961 = getelementptr inbounds float, ptr %arena, i64 %6137
+  %6138 = load float, ptr %arena1961, align 4
+  %6139 = fadd float %sum267, %6138
+  store float %6139, ptr %pool1_grad.sum268, align 4
+  %sum268 = load float, ptr %pool1_grad.sum268, align 4
+  %6140 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6141 = add nsw i64 %6140, 4
+  %6142 = mul nsw i64 %6141, 12544
+  %6143 = add nsw i64 2224784, %6142
+  %6144 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6145 = add nsw i64 %6143, %6144
+  %6146 = add nsw i64 %pool1_grad.iy2651958, 1
+  %6147 = mul nsw i64 %6146, 14
+  %6148 = add nsw i64 %6145, %6147
+  %6149 = add nsw i64 %6148, 13
+  %6150 = add nsw i64 %6149, %pool1_grad.ix2661959
+  %arena1962 = getelementptr inbounds float, ptr %arena, i64 %6150
+  %6151 = load float, ptr %arena1962, align 4
+  %6152 = fadd float %sum268, %6151
+  store float %6152, ptr %pool1_grad.sum269, align 4
+  %sum269 = load float, ptr %pool1_grad.sum269, align 4
+  %6153 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6154 = add nsw i64 %6153, 5
+  %6155 = mul nsw i64 %6154, 12544
+  %6156 = add nsw i64 2224784, %6155
+  %6157 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6158 = add nsw i64 %6156, %6157
+  %6159 = add nsw i64 %pool1_grad.iy2651958, 1
+  %6160 = mul nsw i64 %6159, 14
+  %6161 = add nsw i64 %6158, %6160
+  %6162 = add nsw i64 %6161, 12
+  %6163 = add nsw i64 %6162, %pool1_grad.ix2661959
+  %arena1963 = getelementptr inbounds float, ptr %arena, i64 %6163
+  %6164 = load float, ptr %arena1963, align 4
+  %6165 = fadd float %sum269, %6164
+  store float %6165, ptr %pool1_grad.sum270, align 4
+  %sum270 = load float, ptr %pool1_grad.sum270, align 4
+  %6166 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6167 = add nsw i64 %6166, 7
+  %6168 = mul nsw i64 %6167, 12544
+  %6169 = add nsw i64 2224784, %6168
+  %6170 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6171 = add nsw i64 %6169, %6170
+  %6172 = add nsw i64 %pool1_grad.iy2651958, 1
+  %6173 = add nsw i64 %6172, -1
+  %6174 = mul nsw i64 %6173, 14
+  %6175 = add nsw i64 %6171, %6174
+  %6176 = add nsw i64 %6175, 13
+  %6177 = add nsw i64 %6176, %pool1_grad.ix2661959
+  %arena1964 = getelementptr inbounds float, ptr %arena, i64 %6177
+  %6178 = load float, ptr %arena1964, align 4
+  %6179 = fadd float %sum270, %6178
+  store float %6179, ptr %pool1_grad.sum271, align 4
+  %sum271 = load float, ptr %pool1_grad.sum271, align 4
+  %6180 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6181 = add nsw i64 %6180, 8
+  %6182 = mul nsw i64 %6181, 12544
+  %6183 = add nsw i64 2224784, %6182
+  %6184 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6185 = add nsw i64 %6183, %6184
+  %6186 = add nsw i64 %pool1_grad.iy2651958, 1
+  %6187 = add nsw i64 %6186, -1
+  %6188 = mul nsw i64 %6187, 14
+  %6189 = add nsw i64 %6185, %6188
+  %6190 = add nsw i64 %6189, 12
+  %6191 = add nsw i64 %6190, %pool1_grad.ix2661959
+  %arena1965 = getelementptr inbounds float, ptr %arena, i64 %6191
+  %6192 = load float, ptr %arena1965, align 4
+  %6193 = fadd float %sum271, %6192
+  store float %6193, ptr %pool1_grad.sum272, align 4
+  %sum272 = load float, ptr %pool1_grad.sum272, align 4
+  %6194 = mul nsw i64 %pool1_grad.g2161807, 64
+  %6195 = add nsw i64 %6194, %pool1_grad.j2241912
+  %6196 = mul nsw i64 %6195, 6272
+  %6197 = add nsw i64 802816, %6196
+  %6198 = mul nsw i64 %pool1_grad.c2251913, 196
+  %6199 = add nsw i64 %6197, %6198
+  %6200 = add nsw i64 %pool1_grad.iy2651958, 1
+  %6201 = mul nsw i64 %6200, 14
+  %6202 = add nsw i64 %6199, %6201
+  %6203 = add nsw i64 %6202, 13
+  %6204 = add nsw i64 %6203, %pool1_grad.ix2661959
+  %arena1966 = getelementptr inbounds float, ptr %arena, i64 %6204
+  store float %sum272, ptr %arena1966, align 4
+  %ix266.next = add nsw i64 %pool1_grad.ix2661959, 1
+  %6205 = icmp slt i64 %ix266.next, 1
+  br i1 %6205, label %pool1_grad.ix266, label %pool1_grad.ix266.end
 
-conv1_bias_grad.i302:                             ; preds = %conv1_bias_grad.i302, %conv1_weight_grad.f300.end
-  %conv1_bias_grad.i3021641 = phi i64 [ 0, %conv1_weight_grad.f300.end ], [ %i302.next, %conv1_bias_grad.i302 ]
-  %arena1642 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i3021641
-  store float 1.000000e+00, ptr %arena1642, align 4
-  %i302.next = add nsw i64 %conv1_bias_grad.i3021641, 1
-  %6036 = icmp slt i64 %i302.next, 784
-  br i1 %6036, label %conv1_bias_grad.i302, label %conv1_bias_grad.i302.end
+pool1_grad.ix266.end:                             ; preds = %pool1_grad.ix266
+  %iy265.next = add nsw i64 %pool1_grad.iy2651958, 1
+  %6206 = icmp slt i64 %iy265.next, 12
+  br i1 %6206, label %pool1_grad.iy265, label %pool1_grad.iy265.end
 
-conv1_bias_grad.i302.end:                         ; preds = %conv1_bias_grad.i302
-  br label %conv1_bias_grad.i303
+pool1_grad.iy273:                                 ; preds = %pool1_grad.ix274.end, %pool1_grad.iy265.end
+  %pool1_grad.iy2731967 = phi i64 [ 0, %pool1_grad.iy265.end ], [ %iy273.next, %pool1_grad.ix274.end ]
+  br label %pool1_grad.ix274
 
-conv1_bias_grad.i303:                             ; preds = %conv1_bias_grad.i303, %conv1_bias_grad.i302.end
-  %conv1_bias_grad.i3031643 = phi i64 [ 0, %conv1_bias_grad.i302.end ], [ %i303.next, %conv1_bias_grad.i303 ]
-  %6037 = add nsw i64 288, %conv1_bias_grad.i3031643
-  %grads1644 = getelementptr inbounds float, ptr %grads, i64 %6037
-  store float 0.000000e+00, ptr %grads1644, align 4
-  %i303.next = add nsw i64 %conv1_bias_grad.i3031643, 1
-  %6038 = icmp slt i64 %i303.next, 32
-  br i1 %6038, label %conv1_bias_grad.i303, label %conv1_bias_grad.i303.end
+pool1_grad.iy273.end:                             ; preds = %pool1_grad.ix274.end
+  br label %pool1_grad.iy279
 
-conv1_bias_grad.i303.end:                         ; preds = %conv1_bias_grad.i303
-  br label %conv1_bias_grad.img304
+pool1_grad.ix274:                                 ; preds = %pool1_grad.ix274, %pool1_grad.iy273
+  %pool1_grad.ix2741968 = phi i64 [ 0, %pool1_grad.iy273 ], [ %ix274.next, %pool1_grad.ix274 ]
+  %6207 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6208 = add nsw i64 %6207, 3
+  %6209 = mul nsw i64 %6208, 12544
+  %6210 = add nsw i64 2224784, %6209
+  %6211 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6212 = add nsw i64 %6210, %6211
+  %6213 = add nsw i64 %pool1_grad.iy2731967, 13
+  %6214 = mul nsw i64 %6213, 14
+  %6215 = add nsw i64 %6212, %6214
+  %6216 = add nsw i64 %6215, 1
+  %6217 = add nsw i64 %6216, %pool1_grad.ix2741968
+  %arena1969 = getelementptr inbounds float, ptr %arena, i64 %6217
+  %6218 = load float, ptr %arena1969, align 4
+  store float %6218, ptr %pool1_grad.sum275, align 4
+  %sum275 = load float, ptr %pool1_grad.sum275, align 4
+  %6219 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6220 = add nsw i64 %6219, 4
+  %6221 = mul nsw i64 %6220, 12544
+  %6222 = add nsw i64 2224784, %6221
+  %6223 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6224 = add nsw i64 %6222, %6223
+  %6225 = add nsw i64 %pool1_grad.iy2731967, 13
+  %6226 = mul nsw i64 %6225, 14
+  %6227 = add nsw i64 %6224, %6226
+  %6228 = add nsw i64 %6227, %pool1_grad.ix2741968
+  %arena1970 = getelementptr inbounds float, ptr %arena, i64 %6228
+  %6229 = load float, ptr %arena1970, align 4
+  %6230 = fadd float %sum275, %6229
+  store float %6230, ptr %pool1_grad.sum276, align 4
+  %sum276 = load float, ptr %pool1_grad.sum276, align 4
+  %6231 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6232 = add nsw i64 %6231, 6
+  %6233 = mul nsw i64 %6232, 12544
+  %6234 = add nsw i64 2224784, %6233
+  %6235 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6236 = add nsw i64 %6234, %6235
+  %6237 = add nsw i64 %pool1_grad.iy2731967, 13
+  %6238 = add nsw i64 %6237, -1
+  %6239 = mul nsw i64 %6238, 14
+  %6240 = add nsw i64 %6236, %6239
+  %6241 = add nsw i64 %6240, 1
+  %6242 = add nsw i64 %6241, %pool1_grad.ix2741968
+  %arena1971 = getelementptr inbounds float, ptr %arena, i64 %6242
+  %6243 = load float, ptr %arena1971, align 4
+  %6244 = fadd float %sum276, %6243
+  store float %6244, ptr %pool1_grad.sum277, align 4
+  %sum277 = load float, ptr %pool1_grad.sum277, align 4
+  %6245 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6246 = add nsw i64 %6245, 7
+  %6247 = mul nsw i64 %6246, 12544
+  %6248 = add nsw i64 2224784, %6247
+  %6249 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6250 = add nsw i64 %6248, %6249
+  %6251 = add nsw i64 %pool1_grad.iy2731967, 13
+  %6252 = add nsw i64 %6251, -1
+  %6253 = mul nsw i64 %6252, 14
+  %6254 = add nsw i64 %6250, %6253
+  %6255 = add nsw i64 %6254, %pool1_grad.ix2741968
+  %arena1972 = getelementptr inbounds float, ptr %arena, i64 %6255
+  %6256 = load float, ptr %arena1972, align 4
+  %6257 = fadd float %sum277, %6256
+  store float %6257, ptr %pool1_grad.sum278, align 4
+  %sum278 = load float, ptr %pool1_grad.sum278, align 4
+  %6258 = mul nsw i64 %pool1_grad.g2161807, 64
+  %6259 = add nsw i64 %6258, %pool1_grad.j2241912
+  %6260 = mul nsw i64 %6259, 6272
+  %6261 = add nsw i64 802816, %6260
+  %6262 = mul nsw i64 %pool1_grad.c2251913, 196
+  %6263 = add nsw i64 %6261, %6262
+  %6264 = add nsw i64 %pool1_grad.iy2731967, 13
+  %6265 = mul nsw i64 %6264, 14
+  %6266 = add nsw i64 %6263, %6265
+  %6267 = add nsw i64 %6266, %pool1_grad.ix2741968
+  %arena1973 = getelementptr inbounds float, ptr %arena, i64 %6267
+  store float %sum278, ptr %arena1973, align 4
+  %ix274.next = add nsw i64 %pool1_grad.ix2741968, 1
+  %6268 = icmp slt i64 %ix274.next, 1
+  br i1 %6268, label %pool1_grad.ix274, label %pool1_grad.ix274.end
 
-conv1_bias_grad.img304:                           ; preds = %conv1_bias_grad.img304, %conv1_bias_grad.i303.end
-  %conv1_bias_grad.img3041645 = phi i64 [ 0, %conv1_bias_grad.i303.end ], [ %img304.next, %conv1_bias_grad.img304 ]
-  %6039 = mul nsw i64 %conv1_bias_grad.img3041645, 25088
-  %6040 = add nsw i64 1221264, %6039
-  %arena1646 = getelementptr inbounds float, ptr %arena, i64 %6040
-  %arena1647 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads1648 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena1646, i32 784, ptr %arena1647, i32 1, float 1.000000e+00, ptr %grads1648, i32 1)
-  %img304.next = add nsw i64 %conv1_bias_grad.img3041645, 1
-  %6041 = icmp slt i64 %img304.next, 64
-  br i1 %6041, label %conv1_bias_grad.img304, label %conv1_bias_grad.img304.end
+pool1_grad.ix274.end:                             ; preds = %pool1_grad.ix274
+  %iy273.next = add nsw i64 %pool1_grad.iy2731967, 1
+  %6269 = icmp slt i64 %iy273.next, 1
+  br i1 %6269, label %pool1_grad.iy273, label %pool1_grad.iy273.end
 
-conv1_bias_grad.img304.end:                       ; preds = %conv1_bias_grad.img304
-  %6042 = sitofp i64 %step to float
-  %6043 = fmul float %6042, 0xBFBAF8E8A0000000
-  %6044 = call float @llvm.exp.f32(float %6043)
-  %6045 = fsub float 1.000000e+00, %6044
-  %6046 = fdiv float %lr, %6045
-  store float %6046, ptr %adam.step_size305, align 4
-  %6047 = sitofp i64 %step to float
-  %6048 = fmul float %6047, 0xBF50645940000000
-  %6049 = call float @llvm.exp.f32(float %6048)
-  %6050 = fsub float 1.000000e+00, %6049
-  %6051 = call float @llvm.sqrt.f32(float %6050)
-  store float %6051, ptr %adam.bc2_sqrt306, align 4
-  br label %adam.i307
+pool1_grad.iy279:                                 ; preds = %pool1_grad.ix280.end, %pool1_grad.iy273.end
+  %pool1_grad.iy2791974 = phi i64 [ 0, %pool1_grad.iy273.end ], [ %iy279.next, %pool1_grad.ix280.end ]
+  br label %pool1_grad.ix280
 
-adam.i307:                                        ; preds = %adam.i307, %conv1_bias_grad.img304.end
-  %adam.i3071649 = phi i64 [ 0, %conv1_bias_grad.img304.end ], [ %i307.next, %adam.i307 ]
-  %grads1650 = getelementptr inbounds float, ptr %grads, i64 %adam.i3071649
-  %6052 = load float, ptr %grads1650, align 4
-  %params1651 = getelementptr inbounds float, ptr %params, i64 %adam.i3071649
-  %6053 = load float, ptr %params1651, align 4
-  %6054 = fmul float 0.000000e+00, %6053
-  %6055 = fadd float %6052, %6054
-  store float %6055, ptr %adam.g, align 4
-  %m1652 = getelementptr inbounds float, ptr %m, i64 %adam.i3071649
-  %6056 = load float, ptr %m1652, align 4
-  %6057 = fmul float 0x3FECCCCCC0000000, %6056
+pool1_grad.iy279.end:                             ; preds = %pool1_grad.ix280.end
+  br label %pool1_grad.iy287
+
+pool1_grad.ix280:                                 ; preds = %pool1_grad.ix280, %pool1_grad.iy279
+  %pool1_grad.ix2801975 = phi i64 [ 0, %pool1_grad.iy279 ], [ %ix280.next, %pool1_grad.ix280 ]
+  %6270 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6271 = add nsw i64 %6270, 3
+  %6272 = mul nsw i64 %6271, 12544
+  %6273 = add nsw i64 2224784, %6272
+  %6274 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6275 = add nsw i64 %6273, %6274
+  %6276 = add nsw i64 %pool1_grad.iy2791974, 13
+  %6277 = mul nsw i64 %6276, 14
+  %6278 = add nsw i64 %6275, %6277
+  %6279 = add nsw i64 %6278, 2
+  %6280 = add nsw i64 %6279, %pool1_grad.ix2801975
+  %arena1976 = getelementptr inbounds float, ptr %arena, i64 %6280
+  %6281 = load float, ptr %arena1976, align 4
+  store float %6281, ptr %pool1_grad.sum281, align 4
+  %sum281 = load float, ptr %pool1_grad.sum281, align 4
+  %6282 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6283 = add nsw i64 %6282, 4
+  %6284 = mul nsw i64 %6283, 12544
+  %6285 = add nsw i64 2224784, %6284
+  %6286 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6287 = add nsw i64 %6285, %6286
+  %6288 = add nsw i64 %pool1_grad.iy2791974, 13
+  %6289 = mul nsw i64 %6288, 14
+  %6290 = add nsw i64 %6287, %6289
+  %6291 = add nsw i64 %6290, 1
+  %6292 = add nsw i64 %6291, %pool1_grad.ix2801975
+  %arena1977 = getelementptr inbounds float, ptr %arena, i64 %6292
+  %6293 = load float, ptr %arena1977, align 4
+  %6294 = fadd float %sum281, %6293
+  store float %6294, ptr %pool1_grad.sum282, align 4
+  %sum282 = load float, ptr %pool1_grad.sum282, align 4
+  %6295 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6296 = add nsw i64 %6295, 5
+  %6297 = mul nsw i64 %6296, 12544
+  %6298 = add nsw i64 2224784, %6297
+  %6299 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6300 = add nsw i64 %6298, %6299
+  %6301 = add nsw i64 %pool1_grad.iy2791974, 13
+  %6302 = mul nsw i64 %6301, 14
+  %6303 = add nsw i64 %6300, %6302
+  %6304 = add nsw i64 %6303, %pool1_grad.ix2801975
+  %arena1978 = getelementptr inbounds float, ptr %arena, i64 %6304
+  %6305 = load float, ptr %arena1978, align 4
+  %6306 = fadd float %sum282, %6305
+  store float %6306, ptr %pool1_grad.sum283, align 4
+  %sum283 = load float, ptr %pool1_grad.sum283, align 4
+  %6307 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6308 = add nsw i64 %6307, 6
+  %6309 = mul nsw i64 %6308, 12544
+  %6310 = add nsw i64 2224784, %6309
+  %6311 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6312 = add nsw i64 %6310, %6311
+  %6313 = add nsw i64 %pool1_grad.iy2791974, 13
+  %6314 = add nsw i64 %6313, -1
+  %6315 = mul nsw i64 %6314, 14
+  %6316 = add nsw i64 %6312, %6315
+  %6317 = add nsw i64 %6316, 2
+  %6318 = add nsw i64 %6317, %pool1_grad.ix2801975
+  %arena1979 = getelementptr inbounds float, ptr %arena, i64 %6318
+  %6319 = load float, ptr %arena1979, align 4
+  %6320 = fadd float %sum283, %6319
+  store float %6320, ptr %pool1_grad.sum284, align 4
+  %sum284 = load float, ptr %pool1_grad.sum284, align 4
+  %6321 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6322 = add nsw i64 %6321, 7
+  %6323 = mul nsw i64 %6322, 12544
+  %6324 = add nsw i64 2224784, %6323
+  %6325 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6326 = add nsw i64 %6324, %6325
+  %6327 = add nsw i64 %pool1_grad.iy2791974, 13
+  %6328 = add nsw i64 %6327, -1
+  %6329 = mul nsw i64 %6328, 14
+  %6330 = add nsw i64 %6326, %6329
+  %6331 = add nsw i64 %6330, 1
+  %6332 = add nsw i64 %6331, %pool1_grad.ix2801975
+  %arena1980 = getelementptr inbounds float, ptr %arena, i64 %6332
+  %6333 = load float, ptr %arena1980, align 4
+  %6334 = fadd float %sum284, %6333
+  store float %6334, ptr %pool1_grad.sum285, align 4
+  %sum285 = load float, ptr %pool1_grad.sum285, align 4
+  %6335 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6336 = add nsw i64 %6335, 8
+  %6337 = mul nsw i64 %6336, 12544
+  %6338 = add nsw i64 2224784, %6337
+  %6339 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6340 = add nsw i64 %6338, %6339
+  %6341 = add nsw i64 %pool1_grad.iy2791974, 13
+  %6342 = add nsw i64 %6341, -1
+  %6343 = mul nsw i64 %6342, 14
+  %6344 = add nsw i64 %6340, %6343
+  %6345 = add nsw i64 %6344, %pool1_grad.ix2801975
+  %arena1981 = getelementptr inbounds float, ptr %arena, i64 %6345
+  %6346 = load float, ptr %arena1981, align 4
+  %6347 = fadd float %sum285, %6346
+  store float %6347, ptr %pool1_grad.sum286, align 4
+  %sum286 = load float, ptr %pool1_grad.sum286, align 4
+  %6348 = mul nsw i64 %pool1_grad.g2161807, 64
+  %6349 = add nsw i64 %6348, %pool1_grad.j2241912
+  %6350 = mul nsw i64 %6349, 6272
+  %6351 = add nsw i64 802816, %6350
+  %6352 = mul nsw i64 %pool1_grad.c2251913, 196
+  %6353 = add nsw i64 %6351, %6352
+  %6354 = add nsw i64 %pool1_grad.iy2791974, 13
+  %6355 = mul nsw i64 %6354, 14
+  %6356 = add nsw i64 %6353, %6355
+  %6357 = add nsw i64 %6356, 1
+  %6358 = add nsw i64 %6357, %pool1_grad.ix2801975
+  %arena1982 = getelementptr inbounds float, ptr %arena, i64 %6358
+  store float %sum286, ptr %arena1982, align 4
+  %ix280.next = add nsw i64 %pool1_grad.ix2801975, 1
+  %6359 = icmp slt i64 %ix280.next, 12
+  br i1 %6359, label %pool1_grad.ix280, label %pool1_grad.ix280.end
+
+pool1_grad.ix280.end:                             ; preds = %pool1_grad.ix280
+  %iy279.next = add nsw i64 %pool1_grad.iy2791974, 1
+  %6360 = icmp slt i64 %iy279.next, 1
+  br i1 %6360, label %pool1_grad.iy279, label %pool1_grad.iy279.end
+
+pool1_grad.iy287:                                 ; preds = %pool1_grad.ix288.end, %pool1_grad.iy279.end
+  %pool1_grad.iy2871983 = phi i64 [ 0, %pool1_grad.iy279.end ], [ %iy287.next, %pool1_grad.ix288.end ]
+  br label %pool1_grad.ix288
+
+pool1_grad.iy287.end:                             ; preds = %pool1_grad.ix288.end
+  %c225.next = add nsw i64 %pool1_grad.c2251913, 1
+  %6361 = icmp slt i64 %c225.next, 32
+  br i1 %6361, label %pool1_grad.c225, label %pool1_grad.c225.end
+
+pool1_grad.ix288:                                 ; preds = %pool1_grad.ix288, %pool1_grad.iy287
+  %pool1_grad.ix2881984 = phi i64 [ 0, %pool1_grad.iy287 ], [ %ix288.next, %pool1_grad.ix288 ]
+  %6362 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6363 = add nsw i64 %6362, 4
+  %6364 = mul nsw i64 %6363, 12544
+  %6365 = add nsw i64 2224784, %6364
+  %6366 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6367 = add nsw i64 %6365, %6366
+  %6368 = add nsw i64 %pool1_grad.iy2871983, 13
+  %6369 = mul nsw i64 %6368, 14
+  %6370 = add nsw i64 %6367, %6369
+  %6371 = add nsw i64 %6370, 13
+  %6372 = add nsw i64 %6371, %pool1_grad.ix2881984
+  %arena1985 = getelementptr inbounds float, ptr %arena, i64 %6372
+  %6373 = load float, ptr %arena1985, align 4
+  store float %6373, ptr %pool1_grad.sum289, align 4
+  %sum289 = load float, ptr %pool1_grad.sum289, align 4
+  %6374 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6375 = add nsw i64 %6374, 5
+  %6376 = mul nsw i64 %6375, 12544
+  %6377 = add nsw i64 2224784, %6376
+  %6378 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6379 = add nsw i64 %6377, %6378
+  %6380 = add nsw i64 %pool1_grad.iy2871983, 13
+  %6381 = mul nsw i64 %6380, 14
+  %6382 = add nsw i64 %6379, %6381
+  %6383 = add nsw i64 %6382, 12
+  %6384 = add nsw i64 %6383, %pool1_grad.ix2881984
+  %arena1986 = getelementptr inbounds float, ptr %arena, i64 %6384
+  %6385 = load float, ptr %arena1986, align 4
+  %6386 = fadd float %sum289, %6385
+  store float %6386, ptr %pool1_grad.sum290, align 4
+  %sum290 = load float, ptr %pool1_grad.sum290, align 4
+  %6387 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6388 = add nsw i64 %6387, 7
+  %6389 = mul nsw i64 %6388, 12544
+  %6390 = add nsw i64 2224784, %6389
+  %6391 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6392 = add nsw i64 %6390, %6391
+  %6393 = add nsw i64 %pool1_grad.iy2871983, 13
+  %6394 = add nsw i64 %6393, -1
+  %6395 = mul nsw i64 %6394, 14
+  %6396 = add nsw i64 %6392, %6395
+  %6397 = add nsw i64 %6396, 13
+  %6398 = add nsw i64 %6397, %pool1_grad.ix2881984
+  %arena1987 = getelementptr inbounds float, ptr %arena, i64 %6398
+  %6399 = load float, ptr %arena1987, align 4
+  %6400 = fadd float %sum290, %6399
+  store float %6400, ptr %pool1_grad.sum291, align 4
+  %sum291 = load float, ptr %pool1_grad.sum291, align 4
+  %6401 = mul nsw i64 %pool1_grad.c2251913, 9
+  %6402 = add nsw i64 %6401, 8
+  %6403 = mul nsw i64 %6402, 12544
+  %6404 = add nsw i64 2224784, %6403
+  %6405 = mul nsw i64 %pool1_grad.j2241912, 196
+  %6406 = add nsw i64 %6404, %6405
+  %6407 = add nsw i64 %pool1_grad.iy2871983, 13
+  %6408 = add nsw i64 %6407, -1
+  %6409 = mul nsw i64 %6408, 14
+  %6410 = add nsw i64 %6406, %6409
+  %6411 = add nsw i64 %6410, 12
+  %6412 = add nsw i64 %6411, %pool1_grad.ix2881984
+  %arena1988 = getelementptr inbounds float, ptr %arena, i64 %6412
+  %6413 = load float, ptr %arena1988, align 4
+  %6414 = fadd float %sum291, %6413
+  store float %6414, ptr %pool1_grad.sum292, align 4
+  %sum292 = load float, ptr %pool1_grad.sum292, align 4
+  %6415 = mul nsw i64 %pool1_grad.g2161807, 64
+  %6416 = add nsw i64 %6415, %pool1_grad.j2241912
+  %6417 = mul nsw i64 %6416, 6272
+  %6418 = add nsw i64 802816, %6417
+  %6419 = mul nsw i64 %pool1_grad.c2251913, 196
+  %6420 = add nsw i64 %6418, %6419
+  %6421 = add nsw i64 %pool1_grad.iy2871983, 13
+  %6422 = mul nsw i64 %6421, 14
+  %6423 = add nsw i64 %6420, %6422
+  %6424 = add nsw i64 %6423, 13
+  %6425 = add nsw i64 %6424, %pool1_grad.ix2881984
+  %arena1989 = getelementptr inbounds float, ptr %arena, i64 %6425
+  store float %sum292, ptr %arena1989, align 4
+  %ix288.next = add nsw i64 %pool1_grad.ix2881984, 1
+  %6426 = icmp slt i64 %ix288.next, 1
+  br i1 %6426, label %pool1_grad.ix288, label %pool1_grad.ix288.end
+
+pool1_grad.ix288.end:                             ; preds = %pool1_grad.ix288
+  %iy287.next = add nsw i64 %pool1_grad.iy2871983, 1
+  %6427 = icmp slt i64 %iy287.next, 1
+  br i1 %6427, label %pool1_grad.iy287, label %pool1_grad.iy287.end
+
+conv1_grad.i293:                                  ; preds = %conv1_grad.i293, %pool1_grad.g216.end
+  %conv1_grad.i2931990 = phi i64 [ 0, %pool1_grad.g216.end ], [ %i293.next, %conv1_grad.i293 ]
+  %6428 = add nsw i64 1221264, %conv1_grad.i2931990
+  %arena1991 = getelementptr inbounds float, ptr %arena, i64 %6428
+  store float 0.000000e+00, ptr %arena1991, align 4
+  %i293.next = add nsw i64 %conv1_grad.i2931990, 1
+  %6429 = icmp slt i64 %i293.next, 1605632
+  br i1 %6429, label %conv1_grad.i293, label %conv1_grad.i293.end
+
+conv1_grad.i293.end:                              ; preds = %conv1_grad.i293
+  br label %conv1_grad.q294
+
+conv1_grad.q294:                                  ; preds = %conv1_grad.i295.end, %conv1_grad.i293.end
+  %conv1_grad.q2941992 = phi i64 [ 0, %conv1_grad.i293.end ], [ %q294.next, %conv1_grad.i295.end ]
+  br label %conv1_grad.i295
+
+conv1_grad.q294.end:                              ; preds = %conv1_grad.i295.end
+  br label %conv1_weight_grad.i296
+
+conv1_grad.i295:                                  ; preds = %conv1_grad.endif, %conv1_grad.q294
+  %conv1_grad.i2951993 = phi i64 [ 0, %conv1_grad.q294 ], [ %i295.next, %conv1_grad.endif ]
+  %6430 = mul nsw i64 %conv1_grad.q2941992, 196
+  %6431 = add nsw i64 %6430, %conv1_grad.i2951993
+  %arena1994 = getelementptr inbounds float, ptr %arena, i64 %6431
+  %6432 = load float, ptr %arena1994, align 4
+  %6433 = fcmp ogt float %6432, 0.000000e+00
+  br i1 %6433, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i295.end:                              ; preds = %conv1_grad.endif
+  %q294.next = add nsw i64 %conv1_grad.q2941992, 1
+  %6434 = icmp slt i64 %q294.next, 2048
+  br i1 %6434, label %conv1_grad.q294, label %conv1_grad.q294.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i295
+  %6435 = mul nsw i64 %conv1_grad.q2941992, 784
+  %6436 = add nsw i64 1221264, %6435
+  %6437 = mul nsw i64 %conv1_grad.q2941992, 196
+  %6438 = add nsw i64 %6437, %conv1_grad.i2951993
+  %6439 = add nsw i64 401408, %6438
+  %arena1995 = getelementptr inbounds float, ptr %arena, i64 %6439
+  %6440 = load float, ptr %arena1995, align 4
+  %6441 = fptosi float %6440 to i64
+  %6442 = add nsw i64 %6436, %6441
+  %arena1996 = getelementptr inbounds float, ptr %arena, i64 %6442
+  %6443 = load float, ptr %arena1996, align 4
+  %6444 = mul nsw i64 %conv1_grad.q2941992, 196
+  %6445 = add nsw i64 %6444, %conv1_grad.i2951993
+  %6446 = add nsw i64 802816, %6445
+  %arena1997 = getelementptr inbounds float, ptr %arena, i64 %6446
+  %6447 = load float, ptr %arena1997, align 4
+  %6448 = fadd float %6443, %6447
+  store float %6448, ptr %arena1996, align 4
+  br label %conv1_grad.endif
+
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i295
+  %i295.next = add nsw i64 %conv1_grad.i2951993, 1
+  %6449 = icmp slt i64 %i295.next, 196
+  br i1 %6449, label %conv1_grad.i295, label %conv1_grad.i295.end
+
+conv1_weight_grad.i296:                           ; preds = %conv1_weight_grad.i296, %conv1_grad.q294.end
+  %conv1_weight_grad.i2961998 = phi i64 [ 0, %conv1_grad.q294.end ], [ %i296.next, %conv1_weight_grad.i296 ]
+  %6450 = add nsw i64 4884112, %conv1_weight_grad.i2961998
+  %arena1999 = getelementptr inbounds float, ptr %arena, i64 %6450
+  store float 0.000000e+00, ptr %arena1999, align 4
+  %i296.next = add nsw i64 %conv1_weight_grad.i2961998, 1
+  %6451 = icmp slt i64 %i296.next, 288
+  br i1 %6451, label %conv1_weight_grad.i296, label %conv1_weight_grad.i296.end
+
+conv1_weight_grad.i296.end:                       ; preds = %conv1_weight_grad.i296
+  br label %conv1_weight_grad.g297
+
+conv1_weight_grad.g297:                           ; preds = %conv1_weight_grad.nb320.end, %conv1_weight_grad.i296.end
+  %conv1_weight_grad.g2972000 = phi i64 [ 0, %conv1_weight_grad.i296.end ], [ %g297.next, %conv1_weight_grad.nb320.end ]
+  br label %conv1_weight_grad.j298
+
+conv1_weight_grad.g297.end:                       ; preds = %conv1_weight_grad.nb320.end
+  br label %conv1_weight_grad.f324
+
+conv1_weight_grad.j298:                           ; preds = %conv1_weight_grad.c299.end, %conv1_weight_grad.g297
+  %conv1_weight_grad.j2982001 = phi i64 [ 0, %conv1_weight_grad.g297 ], [ %j298.next, %conv1_weight_grad.c299.end ]
+  br label %conv1_weight_grad.c299
+
+conv1_weight_grad.j298.end:                       ; preds = %conv1_weight_grad.c299.end
+  br label %conv1_weight_grad.j312
+
+conv1_weight_grad.c299:                           ; preds = %conv1_weight_grad.ky300.end, %conv1_weight_grad.j298
+  %conv1_weight_grad.c2992002 = phi i64 [ 0, %conv1_weight_grad.j298 ], [ %c299.next, %conv1_weight_grad.ky300.end ]
+  br label %conv1_weight_grad.ky300
+
+conv1_weight_grad.c299.end:                       ; preds = %conv1_weight_grad.ky300.end
+  %j298.next = add nsw i64 %conv1_weight_grad.j2982001, 1
+  %6452 = icmp slt i64 %j298.next, 64
+  br i1 %6452, label %conv1_weight_grad.j298, label %conv1_weight_grad.j298.end
+
+conv1_weight_grad.ky300:                          ; preds = %conv1_weight_grad.oy308.end, %conv1_weight_grad.c299
+  %conv1_weight_grad.ky3002003 = phi i64 [ 0, %conv1_weight_grad.c299 ], [ %ky300.next, %conv1_weight_grad.oy308.end ]
+  br label %conv1_weight_grad.oy301
+
+conv1_weight_grad.ky300.end:                      ; preds = %conv1_weight_grad.oy308.end
+  %c299.next = add nsw i64 %conv1_weight_grad.c2992002, 1
+  %6453 = icmp slt i64 %c299.next, 1
+  br i1 %6453, label %conv1_weight_grad.c299, label %conv1_weight_grad.c299.end
+
+conv1_weight_grad.oy301:                          ; preds = %conv1_weight_grad.endif2015, %conv1_weight_grad.ky300
+  %conv1_weight_grad.oy3012004 = phi i64 [ 0, %conv1_weight_grad.ky300 ], [ %oy301.next, %conv1_weight_grad.endif2015 ]
+  %6454 = add nsw i64 %conv1_weight_grad.oy3012004, %conv1_weight_grad.ky3002003
+  %6455 = add nsw i64 %6454, -1
+  %6456 = icmp slt i64 -1, %6455
+  %6457 = add nsw i64 %conv1_weight_grad.oy3012004, %conv1_weight_grad.ky3002003
+  %6458 = add nsw i64 %6457, -1
+  %6459 = icmp slt i64 %6458, 28
+  %6460 = and i1 %6456, %6459
+  br i1 %6460, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+
+conv1_weight_grad.oy301.end:                      ; preds = %conv1_weight_grad.endif2015
+  br label %conv1_weight_grad.oy305
+
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy301
+  br label %conv1_weight_grad.ox302
+
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox303.end, %conv1_weight_grad.oy301
+  %6461 = add nsw i64 %conv1_weight_grad.oy3012004, %conv1_weight_grad.ky3002003
+  %6462 = add nsw i64 %6461, -1
+  %6463 = icmp slt i64 %6462, 0
+  br i1 %6463, label %conv1_weight_grad.then2010, label %conv1_weight_grad.endif2011
+
+conv1_weight_grad.ox302:                          ; preds = %conv1_weight_grad.ox302, %conv1_weight_grad.then
+  %conv1_weight_grad.ox3022005 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox302.next, %conv1_weight_grad.ox302 ]
+  %6464 = mul nsw i64 %conv1_weight_grad.g2972000, 64
+  %6465 = add nsw i64 %6464, %conv1_weight_grad.j2982001
+  %6466 = mul nsw i64 %6465, 784
+  %6467 = mul nsw i64 %conv1_weight_grad.c2992002, 784
+  %6468 = add nsw i64 %6466, %6467
+  %6469 = add nsw i64 %conv1_weight_grad.oy3012004, %conv1_weight_grad.ky3002003
+  %6470 = add nsw i64 %6469, -1
+  %6471 = mul nsw i64 %6470, 28
+  %6472 = add nsw i64 %6468, %6471
+  %6473 = add nsw i64 %conv1_weight_grad.ox3022005, 1
+  %6474 = add nsw i64 %6473, -1
+  %6475 = add nsw i64 %6472, %6474
+  %images2006 = getelementptr inbounds float, ptr %images, i64 %6475
+  %6476 = load float, ptr %images2006, align 4
+  %6477 = mul nsw i64 %conv1_weight_grad.c2992002, 3
+  %6478 = add nsw i64 %6477, %conv1_weight_grad.ky3002003
+  %6479 = mul nsw i64 %6478, 3
+  %6480 = mul nsw i64 %6479, 50176
+  %6481 = add nsw i64 2826896, %6480
+  %6482 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6483 = add nsw i64 %6481, %6482
+  %6484 = mul nsw i64 %conv1_weight_grad.oy3012004, 28
+  %6485 = add nsw i64 %conv1_weight_grad.ox3022005, 1
+  %6486 = add nsw i64 %6484, %6485
+  %6487 = add nsw i64 %6483, %6486
+  %arena2007 = getelementptr inbounds float, ptr %arena, i64 %6487
+  store float %6476, ptr %arena2007, align 4
+  %ox302.next = add nsw i64 %conv1_weight_grad.ox3022005, 1
+  %6488 = icmp slt i64 %ox302.next, 27
+  br i1 %6488, label %conv1_weight_grad.ox302, label %conv1_weight_grad.ox302.end
+
+conv1_weight_grad.ox302.end:                      ; preds = %conv1_weight_grad.ox302
+  br label %conv1_weight_grad.ox303
+
+conv1_weight_grad.ox303:                          ; preds = %conv1_weight_grad.ox303, %conv1_weight_grad.ox302.end
+  %conv1_weight_grad.ox3032008 = phi i64 [ 0, %conv1_weight_grad.ox302.end ], [ %ox303.next, %conv1_weight_grad.ox303 ]
+  %6489 = mul nsw i64 %conv1_weight_grad.c2992002, 3
+  %6490 = add nsw i64 %6489, %conv1_weight_grad.ky3002003
+  %6491 = mul nsw i64 %6490, 3
+  %6492 = mul nsw i64 %6491, 50176
+  %6493 = add nsw i64 2826896, %6492
+  %6494 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6495 = add nsw i64 %6493, %6494
+  %6496 = mul nsw i64 %conv1_weight_grad.oy3012004, 28
+  %6497 = add nsw i64 %6496, %conv1_weight_grad.ox3032008
+  %6498 = add nsw i64 %6495, %6497
+  %arena2009 = getelementptr inbounds float, ptr %arena, i64 %6498
+  store float 0.000000e+00, ptr %arena2009, align 4
+  %ox303.next = add nsw i64 %conv1_weight_grad.ox3032008, 1
+  %6499 = icmp slt i64 %ox303.next, 1
+  br i1 %6499, label %conv1_weight_grad.ox303, label %conv1_weight_grad.ox303.end
+
+conv1_weight_grad.ox303.end:                      ; preds = %conv1_weight_grad.ox303
+  br label %conv1_weight_grad.endif
+
+conv1_weight_grad.then2010:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox304
+
+conv1_weight_grad.endif2011:                      ; preds = %conv1_weight_grad.ox304.end, %conv1_weight_grad.endif
+  %6500 = add nsw i64 %conv1_weight_grad.oy3012004, %conv1_weight_grad.ky3002003
+  %6501 = add nsw i64 %6500, -1
+  %6502 = icmp slt i64 27, %6501
+  br i1 %6502, label %conv1_weight_grad.then2014, label %conv1_weight_grad.endif2015
+
+conv1_weight_grad.ox304:                          ; preds = %conv1_weight_grad.ox304, %conv1_weight_grad.then2010
+  %conv1_weight_grad.ox3042012 = phi i64 [ 0, %conv1_weight_grad.then2010 ], [ %ox304.next, %conv1_weight_grad.ox304 ]
+  %6503 = mul nsw i64 %conv1_weight_grad.c2992002, 3
+  %6504 = add nsw i64 %6503, %conv1_weight_grad.ky3002003
+  %6505 = mul nsw i64 %6504, 3
+  %6506 = mul nsw i64 %6505, 50176
+  %6507 = add nsw i64 2826896, %6506
+  %6508 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6509 = add nsw i64 %6507, %6508
+  %6510 = mul nsw i64 %conv1_weight_grad.oy3012004, 28
+  %6511 = add nsw i64 %6510, %conv1_weight_grad.ox3042012
+  %6512 = add nsw i64 %6509, %6511
+  %arena2013 = getelementptr inbounds float, ptr %arena, i64 %6512
+  store float 0.000000e+00, ptr %arena2013, align 4
+  %ox304.next = add nsw i64 %conv1_weight_grad.ox3042012, 1
+  %6513 = icmp slt i64 %ox304.next, 28
+  br i1 %6513, label %conv1_weight_grad.ox304, label %conv1_weight_grad.ox304.end
+
+conv1_weight_grad.ox304.end:                      ; preds = %conv1_weight_grad.ox304
+  br label %conv1_weight_grad.endif2011
+
+conv1_weight_grad.then2014:                       ; preds = %conv1_weight_grad.endif2011
+  br label %conv1_weight_grad.ox3042016
+
+conv1_weight_grad.endif2015:                      ; preds = %conv1_weight_grad.ox304.end2017, %conv1_weight_grad.endif2011
+  %oy301.next = add nsw i64 %conv1_weight_grad.oy3012004, 1
+  %6514 = icmp slt i64 %oy301.next, 28
+  br i1 %6514, label %conv1_weight_grad.oy301, label %conv1_weight_grad.oy301.end
+
+conv1_weight_grad.ox3042016:                      ; preds = %conv1_weight_grad.ox3042016, %conv1_weight_grad.then2014
+  %conv1_weight_grad.ox3042018 = phi i64 [ 0, %conv1_weight_grad.then2014 ], [ %ox304.next2020, %conv1_weight_grad.ox3042016 ]
+  %6515 = mul nsw i64 %conv1_weight_grad.c2992002, 3
+  %6516 = add nsw i64 %6515, %conv1_weight_grad.ky3002003
+  %6517 = mul nsw i64 %6516, 3
+  %6518 = mul nsw i64 %6517, 50176
+  %6519 = add nsw i64 2826896, %6518
+  %6520 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6521 = add nsw i64 %6519, %6520
+  %6522 = mul nsw i64 %conv1_weight_grad.oy3012004, 28
+  %6523 = add nsw i64 %6522, %conv1_weight_grad.ox3042018
+  %6524 = add nsw i64 %6521, %6523
+  %arena2019 = getelementptr inbounds float, ptr %arena, i64 %6524
+  store float 0.000000e+00, ptr %arena2019, align 4
+  %ox304.next2020 = add nsw i64 %conv1_weight_grad.ox3042018, 1
+  %6525 = icmp slt i64 %ox304.next2020, 28
+  br i1 %6525, label %conv1_weight_grad.ox3042016, label %conv1_weight_grad.ox304.end2017
+
+conv1_weight_grad.ox304.end2017:                  ; preds = %conv1_weight_grad.ox3042016
+  br label %conv1_weight_grad.endif2015
+
+conv1_weight_grad.oy305:                          ; preds = %conv1_weight_grad.endif2032, %conv1_weight_grad.oy301.end
+  %conv1_weight_grad.oy3052021 = phi i64 [ 0, %conv1_weight_grad.oy301.end ], [ %oy305.next, %conv1_weight_grad.endif2032 ]
+  %6526 = add nsw i64 %conv1_weight_grad.oy3052021, %conv1_weight_grad.ky3002003
+  %6527 = add nsw i64 %6526, -1
+  %6528 = icmp slt i64 -1, %6527
+  %6529 = add nsw i64 %conv1_weight_grad.oy3052021, %conv1_weight_grad.ky3002003
+  %6530 = add nsw i64 %6529, -1
+  %6531 = icmp slt i64 %6530, 28
+  %6532 = and i1 %6528, %6531
+  br i1 %6532, label %conv1_weight_grad.then2022, label %conv1_weight_grad.endif2023
+
+conv1_weight_grad.oy305.end:                      ; preds = %conv1_weight_grad.endif2032
+  br label %conv1_weight_grad.oy308
+
+conv1_weight_grad.then2022:                       ; preds = %conv1_weight_grad.oy305
+  br label %conv1_weight_grad.ox306
+
+conv1_weight_grad.endif2023:                      ; preds = %conv1_weight_grad.ox306.end, %conv1_weight_grad.oy305
+  %6533 = add nsw i64 %conv1_weight_grad.oy3052021, %conv1_weight_grad.ky3002003
+  %6534 = add nsw i64 %6533, -1
+  %6535 = icmp slt i64 %6534, 0
+  br i1 %6535, label %conv1_weight_grad.then2027, label %conv1_weight_grad.endif2028
+
+conv1_weight_grad.ox306:                          ; preds = %conv1_weight_grad.ox306, %conv1_weight_grad.then2022
+  %conv1_weight_grad.ox3062024 = phi i64 [ 0, %conv1_weight_grad.then2022 ], [ %ox306.next, %conv1_weight_grad.ox306 ]
+  %6536 = mul nsw i64 %conv1_weight_grad.g2972000, 64
+  %6537 = add nsw i64 %6536, %conv1_weight_grad.j2982001
+  %6538 = mul nsw i64 %6537, 784
+  %6539 = mul nsw i64 %conv1_weight_grad.c2992002, 784
+  %6540 = add nsw i64 %6538, %6539
+  %6541 = add nsw i64 %conv1_weight_grad.oy3052021, %conv1_weight_grad.ky3002003
+  %6542 = add nsw i64 %6541, -1
+  %6543 = mul nsw i64 %6542, 28
+  %6544 = add nsw i64 %6540, %6543
+  %6545 = add nsw i64 %6544, %conv1_weight_grad.ox3062024
+  %images2025 = getelementptr inbounds float, ptr %images, i64 %6545
+  %6546 = load float, ptr %images2025, align 4
+  %6547 = mul nsw i64 %conv1_weight_grad.c2992002, 3
+  %6548 = add nsw i64 %6547, %conv1_weight_grad.ky3002003
+  %6549 = mul nsw i64 %6548, 3
+  %6550 = add nsw i64 %6549, 1
+  %6551 = mul nsw i64 %6550, 50176
+  %6552 = add nsw i64 2826896, %6551
+  %6553 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6554 = add nsw i64 %6552, %6553
+  %6555 = mul nsw i64 %conv1_weight_grad.oy3052021, 28
+  %6556 = add nsw i64 %6555, %conv1_weight_grad.ox3062024
+  %6557 = add nsw i64 %6554, %6556
+  %arena2026 = getelementptr inbounds float, ptr %arena, i64 %6557
+  store float %6546, ptr %arena2026, align 4
+  %ox306.next = add nsw i64 %conv1_weight_grad.ox3062024, 1
+  %6558 = icmp slt i64 %ox306.next, 28
+  br i1 %6558, label %conv1_weight_grad.ox306, label %conv1_weight_grad.ox306.end
+
+conv1_weight_grad.ox306.end:                      ; preds = %conv1_weight_grad.ox306
+  br label %conv1_weight_grad.endif2023
+
+conv1_weight_grad.then2027:                       ; preds = %conv1_weight_grad.endif2023
+  br label %conv1_weight_grad.ox307
+
+conv1_weight_grad.endif2028:                      ; preds = %conv1_weight_grad.ox307.end, %conv1_weight_grad.endif2023
+  %6559 = add nsw i64 %conv1_weight_grad.oy3052021, %conv1_weight_grad.ky3002003
+  %6560 = add nsw i64 %6559, -1
+  %6561 = icmp slt i64 27, %6560
+  br i1 %6561, label %conv1_weight_grad.then2031, label %conv1_weight_grad.endif2032
+
+conv1_weight_grad.ox307:                          ; preds = %conv1_weight_grad.ox307, %conv1_weight_grad.then2027
+  %conv1_weight_grad.ox3072029 = phi i64 [ 0, %conv1_weight_grad.then2027 ], [ %ox307.next, %conv1_weight_grad.ox307 ]
+  %6562 = mul nsw i64 %conv1_weight_grad.c2992002, 3
+  %6563 = add nsw i64 %6562, %conv1_weight_grad.ky3002003
+  %6564 = mul nsw i64 %6563, 3
+  %6565 = add nsw i64 %6564, 1
+  %6566 = mul nsw i64 %6565, 50176
+  %6567 = add nsw i64 2826896, %6566
+  %6568 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6569 = add nsw i64 %6567, %6568
+  %6570 = mul nsw i64 %conv1_weight_grad.oy3052021, 28
+  %6571 = add nsw i64 %6570, %conv1_weight_grad.ox3072029
+  %6572 = add nsw i64 %6569, %6571
+  %arena2030 = getelementptr inbounds float, ptr %arena, i64 %6572
+  store float 0.000000e+00, ptr %arena2030, align 4
+  %ox307.next = add nsw i64 %conv1_weight_grad.ox3072029, 1
+  %6573 = icmp slt i64 %ox307.next, 28
+  br i1 %6573, label %conv1_weight_grad.ox307, label %conv1_weight_grad.ox307.end
+
+conv1_weight_grad.ox307.end:                      ; preds = %conv1_weight_grad.ox307
+  br label %conv1_weight_grad.endif2028
+
+conv1_weight_grad.then2031:                       ; preds = %conv1_weight_grad.endif2028
+  br label %conv1_weight_grad.ox3072033
+
+conv1_weight_grad.endif2032:                      ; preds = %conv1_weight_grad.ox307.end2034, %conv1_weight_grad.endif2028
+  %oy305.next = add nsw i64 %conv1_weight_grad.oy3052021, 1
+  %6574 = icmp slt i64 %oy305.next, 28
+  br i1 %6574, label %conv1_weight_grad.oy305, label %conv1_weight_grad.oy305.end
+
+conv1_weight_grad.ox3072033:                      ; preds = %conv1_weight_grad.ox3072033, %conv1_weight_grad.then2031
+  %conv1_weight_grad.ox3072035 = phi i64 [ 0, %conv1_weight_grad.then2031 ], [ %ox307.next2037, %conv1_weight_grad.ox3072033 ]
+  %6575 = mul nsw i64 %conv1_weight_grad.c2992002, 3
+  %6576 = add nsw i64 %6575, %conv1_weight_grad.ky3002003
+  %6577 = mul nsw i64 %6576, 3
+  %6578 = add nsw i64 %6577, 1
+  %6579 = mul nsw i64 %6578, 50176
+  %6580 = add nsw i64 2826896, %6579
+  %6581 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6582 = add nsw i64 %6580, %6581
+  %6583 = mul nsw i64 %conv1_weight_grad.oy3052021, 28
+  %6584 = add nsw i64 %6583, %conv1_weight_grad.ox3072035
+  %6585 = add nsw i64 %6582, %6584
+  %arena2036 = getelementptr inbounds float, ptr %arena, i64 %6585
+  store float 0.000000e+00, ptr %arena2036, align 4
+  %ox307.next2037 = add nsw i64 %conv1_weight_grad.ox3072035, 1
+  %6586 = icmp slt i64 %ox307.next2037, 28
+  br i1 %6586, label %conv1_weight_grad.ox3072033, label %conv1_weight_grad.ox307.end2034
+
+conv1_weight_grad.ox307.end2034:                  ; preds = %conv1_weight_grad.ox3072033
+  br label %conv1_weight_grad.endif2032
+
+conv1_weight_grad.oy308:                          ; preds = %conv1_weight_grad.endif2051, %conv1_weight_grad.oy305.end
+  %conv1_weight_grad.oy3082038 = phi i64 [ 0, %conv1_weight_grad.oy305.end ], [ %oy308.next, %conv1_weight_grad.endif2051 ]
+  %6587 = add nsw i64 %conv1_weight_grad.oy3082038, %conv1_weight_grad.ky3002003
+  %6588 = add nsw i64 %6587, -1
+  %6589 = icmp slt i64 -1, %6588
+  %6590 = add nsw i64 %conv1_weight_grad.oy3082038, %conv1_weight_grad.ky3002003
+  %6591 = add nsw i64 %6590, -1
+  %6592 = icmp slt i64 %6591, 28
+  %6593 = and i1 %6589, %6592
+  br i1 %6593, label %conv1_weight_grad.then2039, label %conv1_weight_grad.endif2040
+
+conv1_weight_grad.oy308.end:                      ; preds = %conv1_weight_grad.endif2051
+  %ky300.next = add nsw i64 %conv1_weight_grad.ky3002003, 1
+  %6594 = icmp slt i64 %ky300.next, 3
+  br i1 %6594, label %conv1_weight_grad.ky300, label %conv1_weight_grad.ky300.end
+
+conv1_weight_grad.then2039:                       ; preds = %conv1_weight_grad.oy308
+  br label %conv1_weight_grad.ox309
+
+conv1_weight_grad.endif2040:                      ; preds = %conv1_weight_grad.ox310.end, %conv1_weight_grad.oy308
+  %6595 = add nsw i64 %conv1_weight_grad.oy3082038, %conv1_weight_grad.ky3002003
+  %6596 = add nsw i64 %6595, -1
+  %6597 = icmp slt i64 %6596, 0
+  br i1 %6597, label %conv1_weight_grad.then2046, label %conv1_weight_grad.endif2047
+
+conv1_weight_grad.ox309:                          ; preds = %conv1_weight_grad.ox309, %conv1_weight_grad.then2039
+  %conv1_weight_grad.ox3092041 = phi i64 [ 0, %conv1_weight_grad.then2039 ], [ %ox309.next, %conv1_weight_grad.ox309 ]
+  %6598 = mul nsw i64 %conv1_weight_grad.g2972000, 64
+  %6599 = add nsw i64 %6598, %conv1_weight_grad.j2982001
+  %6600 = mul nsw i64 %6599, 784
+  %6601 = mul nsw i64 %conv1_weight_grad.c2992002, 784
+  %6602 = add nsw i64 %6600, %6601
+  %6603 = add nsw i64 %conv1_weight_grad.oy3082038, %conv1_weight_grad.ky3002003
+  %6604 = add nsw i64 %6603, -1
+  %6605 = mul nsw i64 %6604, 28
+  %6606 = add nsw i64 %6602, %6605
+  %6607 = add nsw i64 %conv1_weight_grad.ox3092041, 1
+  %6608 = add nsw i64 %6606, %6607
+  %images2042 = getelementptr inbounds float, ptr %images, i64 %6608
+  %6609 = load float, ptr %images2042, align 4
+  %6610 = mul nsw i64 %conv1_weight_grad.c2992002, 3
+  %6611 = add nsw i64 %6610, %conv1_weight_grad.ky3002003
+  %6612 = mul nsw i64 %6611, 3
+  %6613 = add nsw i64 %6612, 2
+  %6614 = mul nsw i64 %6613, 50176
+  %6615 = add nsw i64 2826896, %6614
+  %6616 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6617 = add nsw i64 %6615, %6616
+  %6618 = mul nsw i64 %conv1_weight_grad.oy3082038, 28
+  %6619 = add nsw i64 %6618, %conv1_weight_grad.ox3092041
+  %6620 = add nsw i64 %6617, %6619
+  %arena2043 = getelementptr inbounds float, ptr %arena, i64 %6620
+  store float %6609, ptr %arena2043, align 4
+  %ox309.next = add nsw i64 %conv1_weight_grad.ox3092041, 1
+  %6621 = icmp slt i64 %ox309.next, 27
+  br i1 %6621, label %conv1_weight_grad.ox309, label %conv1_weight_grad.ox309.end
+
+conv1_weight_grad.ox309.end:                      ; preds = %conv1_weight_grad.ox309
+  br label %conv1_weight_grad.ox310
+
+conv1_weight_grad.ox310:                          ; preds = %conv1_weight_grad.ox310, %conv1_weight_grad.ox309.end
+  %conv1_weight_grad.ox3102044 = phi i64 [ 0, %conv1_weight_grad.ox309.end ], [ %ox310.next, %conv1_weight_grad.ox310 ]
+  %6622 = mul nsw i64 %conv1_weight_grad.c2992002, 3
+  %6623 = add nsw i64 %6622, %conv1_weight_grad.ky3002003
+  %6624 = mul nsw i64 %6623, 3
+  %6625 = add nsw i64 %6624, 2
+  %6626 = mul nsw i64 %6625, 50176
+  %6627 = add nsw i64 2826896, %6626
+  %6628 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6629 = add nsw i64 %6627, %6628
+  %6630 = mul nsw i64 %conv1_weight_grad.oy3082038, 28
+  %6631 = add nsw i64 %conv1_weight_grad.ox3102044, 27
+  %6632 = add nsw i64 %6630, %6631
+  %6633 = add nsw i64 %6629, %6632
+  %arena2045 = getelementptr inbounds float, ptr %arena, i64 %6633
+  store float 0.000000e+00, ptr %arena2045, align 4
+  %ox310.next = add nsw i64 %conv1_weight_grad.ox3102044, 1
+  %6634 = icmp slt i64 %ox310.next, 1
+  br i1 %6634, label %conv1_weight_grad.ox310, label %conv1_weight_grad.ox310.end
+
+conv1_weight_grad.ox310.end:                      ; preds = %conv1_weight_grad.ox310
+  br label %conv1_weight_grad.endif2040
+
+conv1_weight_grad.then2046:                       ; preds = %conv1_weight_grad.endif2040
+  br label %conv1_weight_grad.ox311
+
+conv1_weight_grad.endif2047:                      ; preds = %conv1_weight_grad.ox311.end, %conv1_weight_grad.endif2040
+  %6635 = add nsw i64 %conv1_weight_grad.oy3082038, %conv1_weight_grad.ky3002003
+  %6636 = add nsw i64 %6635, -1
+  %6637 = icmp slt i64 27, %6636
+  br i1 %6637, label %conv1_weight_grad.then2050, label %conv1_weight_grad.endif2051
+
+conv1_weight_grad.ox311:                          ; preds = %conv1_weight_grad.ox311, %conv1_weight_grad.then2046
+  %conv1_weight_grad.ox3112048 = phi i64 [ 0, %conv1_weight_grad.then2046 ], [ %ox311.next, %conv1_weight_grad.ox311 ]
+  %6638 = mul nsw i64 %conv1_weight_grad.c2992002, 3
+  %6639 = add nsw i64 %6638, %conv1_weight_grad.ky3002003
+  %6640 = mul nsw i64 %6639, 3
+  %6641 = add nsw i64 %6640, 2
+  %6642 = mul nsw i64 %6641, 50176
+  %6643 = add nsw i64 2826896, %6642
+  %6644 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6645 = add nsw i64 %6643, %6644
+  %6646 = mul nsw i64 %conv1_weight_grad.oy3082038, 28
+  %6647 = add nsw i64 %6646, %conv1_weight_grad.ox3112048
+  %6648 = add nsw i64 %6645, %6647
+  %arena2049 = getelementptr inbounds float, ptr %arena, i64 %6648
+  store float 0.000000e+00, ptr %arena2049, align 4
+  %ox311.next = add nsw i64 %conv1_weight_grad.ox3112048, 1
+  %6649 = icmp slt i64 %ox311.next, 28
+  br i1 %6649, label %conv1_weight_grad.ox311, label %conv1_weight_grad.ox311.end
+
+conv1_weight_grad.ox311.end:                      ; preds = %conv1_weight_grad.ox311
+  br label %conv1_weight_grad.endif2047
+
+conv1_weight_grad.then2050:                       ; preds = %conv1_weight_grad.endif2047
+  br label %conv1_weight_grad.ox3112052
+
+conv1_weight_grad.endif2051:                      ; preds = %conv1_weight_grad.ox311.end2053, %conv1_weight_grad.endif2047
+  %oy308.next = add nsw i64 %conv1_weight_grad.oy3082038, 1
+  %6650 = icmp slt i64 %oy308.next, 28
+  br i1 %6650, label %conv1_weight_grad.oy308, label %conv1_weight_grad.oy308.end
+
+conv1_weight_grad.ox3112052:                      ; preds = %conv1_weight_grad.ox3112052, %conv1_weight_grad.then2050
+  %conv1_weight_grad.ox3112054 = phi i64 [ 0, %conv1_weight_grad.then2050 ], [ %ox311.next2056, %conv1_weight_grad.ox3112052 ]
+  %6651 = mul nsw i64 %conv1_weight_grad.c2992002, 3
+  %6652 = add nsw i64 %6651, %conv1_weight_grad.ky3002003
+  %6653 = mul nsw i64 %6652, 3
+  %6654 = add nsw i64 %6653, 2
+  %6655 = mul nsw i64 %6654, 50176
+  %6656 = add nsw i64 2826896, %6655
+  %6657 = mul nsw i64 %conv1_weight_grad.j2982001, 784
+  %6658 = add nsw i64 %6656, %6657
+  %6659 = mul nsw i64 %conv1_weight_grad.oy3082038, 28
+  %6660 = add nsw i64 %6659, %conv1_weight_grad.ox3112054
+  %6661 = add nsw i64 %6658, %6660
+  %arena2055 = getelementptr inbounds float, ptr %arena, i64 %6661
+  store float 0.000000e+00, ptr %arena2055, align 4
+  %ox311.next2056 = add nsw i64 %conv1_weight_grad.ox3112054, 1
+  %6662 = icmp slt i64 %ox311.next2056, 28
+  br i1 %6662, label %conv1_weight_grad.ox3112052, label %conv1_weight_grad.ox311.end2053
+
+conv1_weight_grad.ox311.end2053:                  ; preds = %conv1_weight_grad.ox3112052
+  br label %conv1_weight_grad.endif2051
+
+conv1_weight_grad.j312:                           ; preds = %conv1_weight_grad.i313.end, %conv1_weight_grad.j298.end
+  %conv1_weight_grad.j3122057 = phi i64 [ 0, %conv1_weight_grad.j298.end ], [ %j312.next, %conv1_weight_grad.i313.end ]
+  br label %conv1_weight_grad.i313
+
+conv1_weight_grad.j312.end:                       ; preds = %conv1_weight_grad.i313.end
+  br label %conv1_weight_grad.kp315
+
+conv1_weight_grad.i313:                           ; preds = %conv1_weight_grad.f314.end, %conv1_weight_grad.j312
+  %conv1_weight_grad.i3132058 = phi i64 [ 0, %conv1_weight_grad.j312 ], [ %i313.next, %conv1_weight_grad.f314.end ]
+  br label %conv1_weight_grad.f314
+
+conv1_weight_grad.i313.end:                       ; preds = %conv1_weight_grad.f314.end
+  %j312.next = add nsw i64 %conv1_weight_grad.j3122057, 1
+  %6663 = icmp slt i64 %j312.next, 64
+  br i1 %6663, label %conv1_weight_grad.j312, label %conv1_weight_grad.j312.end
+
+conv1_weight_grad.f314:                           ; preds = %conv1_weight_grad.f314, %conv1_weight_grad.i313
+  %conv1_weight_grad.f3142059 = phi i64 [ 0, %conv1_weight_grad.i313 ], [ %f314.next, %conv1_weight_grad.f314 ]
+  %6664 = mul nsw i64 %conv1_weight_grad.g2972000, 64
+  %6665 = add nsw i64 %6664, %conv1_weight_grad.j3122057
+  %6666 = mul nsw i64 %6665, 25088
+  %6667 = add nsw i64 1221264, %6666
+  %6668 = mul nsw i64 %conv1_weight_grad.f3142059, 784
+  %6669 = add nsw i64 %6667, %6668
+  %6670 = add nsw i64 %6669, %conv1_weight_grad.i3132058
+  %arena2060 = getelementptr inbounds float, ptr %arena, i64 %6670
+  %6671 = load float, ptr %arena2060, align 4
+  %6672 = mul nsw i64 %conv1_weight_grad.j3122057, 784
+  %6673 = add nsw i64 %6672, %conv1_weight_grad.i3132058
+  %6674 = mul nsw i64 %6673, 32
+  %6675 = add nsw i64 3278480, %6674
+  %6676 = add nsw i64 %6675, %conv1_weight_grad.f3142059
+  %arena2061 = getelementptr inbounds float, ptr %arena, i64 %6676
+  store float %6671, ptr %arena2061, align 4
+  %f314.next = add nsw i64 %conv1_weight_grad.f3142059, 1
+  %6677 = icmp slt i64 %f314.next, 32
+  br i1 %6677, label %conv1_weight_grad.f314, label %conv1_weight_grad.f314.end
+
+conv1_weight_grad.f314.end:                       ; preds = %conv1_weight_grad.f314
+  %i313.next = add nsw i64 %conv1_weight_grad.i3132058, 1
+  %6678 = icmp slt i64 %i313.next, 784
+  br i1 %6678, label %conv1_weight_grad.i313, label %conv1_weight_grad.i313.end
+
+conv1_weight_grad.kp315:                          ; preds = %conv1_weight_grad.nb316.end, %conv1_weight_grad.j312.end
+  %conv1_weight_grad.kp3152062 = phi i64 [ 0, %conv1_weight_grad.j312.end ], [ %kp315.next, %conv1_weight_grad.nb316.end ]
+  br label %conv1_weight_grad.nb316
+
+conv1_weight_grad.kp315.end:                      ; preds = %conv1_weight_grad.nb316.end
+  br label %conv1_weight_grad.nb320
+
+conv1_weight_grad.nb316:                          ; preds = %conv1_weight_grad.mb317.end, %conv1_weight_grad.kp315
+  %conv1_weight_grad.nb3162063 = phi i64 [ 0, %conv1_weight_grad.kp315 ], [ %nb316.next, %conv1_weight_grad.mb317.end ]
+  br label %conv1_weight_grad.mb317
+
+conv1_weight_grad.nb316.end:                      ; preds = %conv1_weight_grad.mb317.end
+  %kp315.next = add nsw i64 %conv1_weight_grad.kp3152062, 1
+  %6679 = icmp slt i64 %kp315.next, 130
+  br i1 %6679, label %conv1_weight_grad.kp315, label %conv1_weight_grad.kp315.end
+
+conv1_weight_grad.mb317:                          ; preds = %conv1_weight_grad.k319.end, %conv1_weight_grad.nb316
+  %conv1_weight_grad.mb3172064 = phi i64 [ 0, %conv1_weight_grad.nb316 ], [ %mb317.next, %conv1_weight_grad.k319.end ]
+  %6680 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6681 = mul nsw i64 %6680, 32
+  %6682 = add nsw i64 4884112, %6681
+  %6683 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6684 = add nsw i64 %6682, %6683
+  %arena2065 = getelementptr inbounds float, ptr %arena, i64 %6684
+  %6685 = load <16 x float>, ptr %arena2065, align 4
+  store <16 x float> %6685, ptr %conv1_weight_grad.t318_c0_0, align 64
+  %6686 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6687 = mul nsw i64 %6686, 32
+  %6688 = add nsw i64 4884112, %6687
+  %6689 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6690 = add nsw i64 %6688, %6689
+  %6691 = add nsw i64 %6690, 16
+  %arena2066 = getelementptr inbounds float, ptr %arena, i64 %6691
+  %6692 = load <16 x float>, ptr %arena2066, align 4
+  store <16 x float> %6692, ptr %conv1_weight_grad.t318_c0_1, align 64
+  %6693 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6694 = add nsw i64 %6693, 1
+  %6695 = mul nsw i64 %6694, 32
+  %6696 = add nsw i64 4884112, %6695
+  %6697 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6698 = add nsw i64 %6696, %6697
+  %arena2067 = getelementptr inbounds float, ptr %arena, i64 %6698
+  %6699 = load <16 x float>, ptr %arena2067, align 4
+  store <16 x float> %6699, ptr %conv1_weight_grad.t318_c1_0, align 64
+  %6700 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6701 = add nsw i64 %6700, 1
+  %6702 = mul nsw i64 %6701, 32
+  %6703 = add nsw i64 4884112, %6702
+  %6704 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6705 = add nsw i64 %6703, %6704
+  %6706 = add nsw i64 %6705, 16
+  %arena2068 = getelementptr inbounds float, ptr %arena, i64 %6706
+  %6707 = load <16 x float>, ptr %arena2068, align 4
+  store <16 x float> %6707, ptr %conv1_weight_grad.t318_c1_1, align 64
+  %6708 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6709 = add nsw i64 %6708, 2
+  %6710 = mul nsw i64 %6709, 32
+  %6711 = add nsw i64 4884112, %6710
+  %6712 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6713 = add nsw i64 %6711, %6712
+  %arena2069 = getelementptr inbounds float, ptr %arena, i64 %6713
+  %6714 = load <16 x float>, ptr %arena2069, align 4
+  store <16 x float> %6714, ptr %conv1_weight_grad.t318_c2_0, align 64
+  %6715 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6716 = add nsw i64 %6715, 2
+  %6717 = mul nsw i64 %6716, 32
+  %6718 = add nsw i64 4884112, %6717
+  %6719 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6720 = add nsw i64 %6718, %6719
+  %6721 = add nsw i64 %6720, 16
+  %arena2070 = getelementptr inbounds float, ptr %arena, i64 %6721
+  %6722 = load <16 x float>, ptr %arena2070, align 4
+  store <16 x float> %6722, ptr %conv1_weight_grad.t318_c2_1, align 64
+  %6723 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6724 = add nsw i64 %6723, 3
+  %6725 = mul nsw i64 %6724, 32
+  %6726 = add nsw i64 4884112, %6725
+  %6727 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6728 = add nsw i64 %6726, %6727
+  %arena2071 = getelementptr inbounds float, ptr %arena, i64 %6728
+  %6729 = load <16 x float>, ptr %arena2071, align 4
+  store <16 x float> %6729, ptr %conv1_weight_grad.t318_c3_0, align 64
+  %6730 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6731 = add nsw i64 %6730, 3
+  %6732 = mul nsw i64 %6731, 32
+  %6733 = add nsw i64 4884112, %6732
+  %6734 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6735 = add nsw i64 %6733, %6734
+  %6736 = add nsw i64 %6735, 16
+  %arena2072 = getelementptr inbounds float, ptr %arena, i64 %6736
+  %6737 = load <16 x float>, ptr %arena2072, align 4
+  store <16 x float> %6737, ptr %conv1_weight_grad.t318_c3_1, align 64
+  %6738 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6739 = add nsw i64 %6738, 4
+  %6740 = mul nsw i64 %6739, 32
+  %6741 = add nsw i64 4884112, %6740
+  %6742 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6743 = add nsw i64 %6741, %6742
+  %arena2073 = getelementptr inbounds float, ptr %arena, i64 %6743
+  %6744 = load <16 x float>, ptr %arena2073, align 4
+  store <16 x float> %6744, ptr %conv1_weight_grad.t318_c4_0, align 64
+  %6745 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6746 = add nsw i64 %6745, 4
+  %6747 = mul nsw i64 %6746, 32
+  %6748 = add nsw i64 4884112, %6747
+  %6749 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6750 = add nsw i64 %6748, %6749
+  %6751 = add nsw i64 %6750, 16
+  %arena2074 = getelementptr inbounds float, ptr %arena, i64 %6751
+  %6752 = load <16 x float>, ptr %arena2074, align 4
+  store <16 x float> %6752, ptr %conv1_weight_grad.t318_c4_1, align 64
+  %6753 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6754 = add nsw i64 %6753, 5
+  %6755 = mul nsw i64 %6754, 32
+  %6756 = add nsw i64 4884112, %6755
+  %6757 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6758 = add nsw i64 %6756, %6757
+  %arena2075 = getelementptr inbounds float, ptr %arena, i64 %6758
+  %6759 = load <16 x float>, ptr %arena2075, align 4
+  store <16 x float> %6759, ptr %conv1_weight_grad.t318_c5_0, align 64
+  %6760 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6761 = add nsw i64 %6760, 5
+  %6762 = mul nsw i64 %6761, 32
+  %6763 = add nsw i64 4884112, %6762
+  %6764 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6765 = add nsw i64 %6763, %6764
+  %6766 = add nsw i64 %6765, 16
+  %arena2076 = getelementptr inbounds float, ptr %arena, i64 %6766
+  %6767 = load <16 x float>, ptr %arena2076, align 4
+  store <16 x float> %6767, ptr %conv1_weight_grad.t318_c5_1, align 64
+  %6768 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6769 = add nsw i64 %6768, 6
+  %6770 = mul nsw i64 %6769, 32
+  %6771 = add nsw i64 4884112, %6770
+  %6772 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6773 = add nsw i64 %6771, %6772
+  %arena2077 = getelementptr inbounds float, ptr %arena, i64 %6773
+  %6774 = load <16 x float>, ptr %arena2077, align 4
+  store <16 x float> %6774, ptr %conv1_weight_grad.t318_c6_0, align 64
+  %6775 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6776 = add nsw i64 %6775, 6
+  %6777 = mul nsw i64 %6776, 32
+  %6778 = add nsw i64 4884112, %6777
+  %6779 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6780 = add nsw i64 %6778, %6779
+  %6781 = add nsw i64 %6780, 16
+  %arena2078 = getelementptr inbounds float, ptr %arena, i64 %6781
+  %6782 = load <16 x float>, ptr %arena2078, align 4
+  store <16 x float> %6782, ptr %conv1_weight_grad.t318_c6_1, align 64
+  %6783 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6784 = add nsw i64 %6783, 7
+  %6785 = mul nsw i64 %6784, 32
+  %6786 = add nsw i64 4884112, %6785
+  %6787 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6788 = add nsw i64 %6786, %6787
+  %arena2079 = getelementptr inbounds float, ptr %arena, i64 %6788
+  %6789 = load <16 x float>, ptr %arena2079, align 4
+  store <16 x float> %6789, ptr %conv1_weight_grad.t318_c7_0, align 64
+  %6790 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6791 = add nsw i64 %6790, 7
+  %6792 = mul nsw i64 %6791, 32
+  %6793 = add nsw i64 4884112, %6792
+  %6794 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6795 = add nsw i64 %6793, %6794
+  %6796 = add nsw i64 %6795, 16
+  %arena2080 = getelementptr inbounds float, ptr %arena, i64 %6796
+  %6797 = load <16 x float>, ptr %arena2080, align 4
+  store <16 x float> %6797, ptr %conv1_weight_grad.t318_c7_1, align 64
+  %6798 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6799 = add nsw i64 %6798, 8
+  %6800 = mul nsw i64 %6799, 32
+  %6801 = add nsw i64 4884112, %6800
+  %6802 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6803 = add nsw i64 %6801, %6802
+  %arena2081 = getelementptr inbounds float, ptr %arena, i64 %6803
+  %6804 = load <16 x float>, ptr %arena2081, align 4
+  store <16 x float> %6804, ptr %conv1_weight_grad.t318_c8_0, align 64
+  %6805 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6806 = add nsw i64 %6805, 8
+  %6807 = mul nsw i64 %6806, 32
+  %6808 = add nsw i64 4884112, %6807
+  %6809 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6810 = add nsw i64 %6808, %6809
+  %6811 = add nsw i64 %6810, 16
+  %arena2082 = getelementptr inbounds float, ptr %arena, i64 %6811
+  %6812 = load <16 x float>, ptr %arena2082, align 4
+  store <16 x float> %6812, ptr %conv1_weight_grad.t318_c8_1, align 64
+  br label %conv1_weight_grad.k319
+
+conv1_weight_grad.mb317.end:                      ; preds = %conv1_weight_grad.k319.end
+  %nb316.next = add nsw i64 %conv1_weight_grad.nb3162063, 1
+  %6813 = icmp slt i64 %nb316.next, 1
+  br i1 %6813, label %conv1_weight_grad.nb316, label %conv1_weight_grad.nb316.end
+
+conv1_weight_grad.k319:                           ; preds = %conv1_weight_grad.k319, %conv1_weight_grad.mb317
+  %conv1_weight_grad.k3192083 = phi i64 [ 0, %conv1_weight_grad.mb317 ], [ %k319.next, %conv1_weight_grad.k319 ]
+  %6814 = mul nsw i64 %conv1_weight_grad.kp3152062, 384
+  %6815 = add nsw i64 %conv1_weight_grad.k3192083, %6814
+  %6816 = mul nsw i64 %6815, 32
+  %6817 = add nsw i64 3278480, %6816
+  %6818 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6819 = add nsw i64 %6817, %6818
+  %arena2084 = getelementptr inbounds float, ptr %arena, i64 %6819
+  %6820 = load <16 x float>, ptr %arena2084, align 4
+  store <16 x float> %6820, ptr %conv1_weight_grad.t318_b0, align 64
+  %6821 = mul nsw i64 %conv1_weight_grad.kp3152062, 384
+  %6822 = add nsw i64 %conv1_weight_grad.k3192083, %6821
+  %6823 = mul nsw i64 %6822, 32
+  %6824 = add nsw i64 3278480, %6823
+  %6825 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6826 = add nsw i64 %6824, %6825
+  %6827 = add nsw i64 %6826, 16
+  %arena2085 = getelementptr inbounds float, ptr %arena, i64 %6827
+  %6828 = load <16 x float>, ptr %arena2085, align 4
+  store <16 x float> %6828, ptr %conv1_weight_grad.t318_b1, align 64
+  %6829 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6830 = mul nsw i64 %6829, 50176
+  %6831 = add nsw i64 2826896, %6830
+  %6832 = mul nsw i64 %conv1_weight_grad.kp3152062, 384
+  %6833 = add nsw i64 %conv1_weight_grad.k3192083, %6832
+  %6834 = add nsw i64 %6831, %6833
+  %arena2086 = getelementptr inbounds float, ptr %arena, i64 %6834
+  %6835 = load float, ptr %arena2086, align 4
+  %6836 = insertelement <16 x float> undef, float %6835, i32 0
+  %6837 = shufflevector <16 x float> %6836, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6837, ptr %conv1_weight_grad.t318_a0, align 64
+  %t318_a0 = load <16 x float>, ptr %conv1_weight_grad.t318_a0, align 64
+  %t318_b0 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
+  %t318_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c0_0, align 64
+  %6838 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a0, <16 x float> %t318_b0, <16 x float> %t318_c0_0)
+  store <16 x float> %6838, ptr %conv1_weight_grad.t318_c0_0, align 64
+  %t318_a02087 = load <16 x float>, ptr %conv1_weight_grad.t318_a0, align 64
+  %t318_b1 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
+  %t318_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c0_1, align 64
+  %6839 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a02087, <16 x float> %t318_b1, <16 x float> %t318_c0_1)
+  store <16 x float> %6839, ptr %conv1_weight_grad.t318_c0_1, align 64
+  %6840 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6841 = add nsw i64 %6840, 1
+  %6842 = mul nsw i64 %6841, 50176
+  %6843 = add nsw i64 2826896, %6842
+  %6844 = mul nsw i64 %conv1_weight_grad.kp3152062, 384
+  %6845 = add nsw i64 %conv1_weight_grad.k3192083, %6844
+  %6846 = add nsw i64 %6843, %6845
+  %arena2088 = getelementptr inbounds float, ptr %arena, i64 %6846
+  %6847 = load float, ptr %arena2088, align 4
+  %6848 = insertelement <16 x float> undef, float %6847, i32 0
+  %6849 = shufflevector <16 x float> %6848, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6849, ptr %conv1_weight_grad.t318_a1, align 64
+  %t318_a1 = load <16 x float>, ptr %conv1_weight_grad.t318_a1, align 64
+  %t318_b02089 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
+  %t318_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c1_0, align 64
+  %6850 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a1, <16 x float> %t318_b02089, <16 x float> %t318_c1_0)
+  store <16 x float> %6850, ptr %conv1_weight_grad.t318_c1_0, align 64
+  %t318_a12090 = load <16 x float>, ptr %conv1_weight_grad.t318_a1, align 64
+  %t318_b12091 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
+  %t318_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c1_1, align 64
+  %6851 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a12090, <16 x float> %t318_b12091, <16 x float> %t318_c1_1)
+  store <16 x float> %6851, ptr %conv1_weight_grad.t318_c1_1, align 64
+  %6852 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6853 = add nsw i64 %6852, 2
+  %6854 = mul nsw i64 %6853, 50176
+  %6855 = add nsw i64 2826896, %6854
+  %6856 = mul nsw i64 %conv1_weight_grad.kp3152062, 384
+  %6857 = add nsw i64 %conv1_weight_grad.k3192083, %6856
+  %6858 = add nsw i64 %6855, %6857
+  %arena2092 = getelementptr inbounds float, ptr %arena, i64 %6858
+  %6859 = load float, ptr %arena2092, align 4
+  %6860 = insertelement <16 x float> undef, float %6859, i32 0
+  %6861 = shufflevector <16 x float> %6860, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6861, ptr %conv1_weight_grad.t318_a2, align 64
+  %t318_a2 = load <16 x float>, ptr %conv1_weight_grad.t318_a2, align 64
+  %t318_b02093 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
+  %t318_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c2_0, align 64
+  %6862 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a2, <16 x float> %t318_b02093, <16 x float> %t318_c2_0)
+  store <16 x float> %6862, ptr %conv1_weight_grad.t318_c2_0, align 64
+  %t318_a22094 = load <16 x float>, ptr %conv1_weight_grad.t318_a2, align 64
+  %t318_b12095 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
+  %t318_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c2_1, align 64
+  %6863 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a22094, <16 x float> %t318_b12095, <16 x float> %t318_c2_1)
+  store <16 x float> %6863, ptr %conv1_weight_grad.t318_c2_1, align 64
+  %6864 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6865 = add nsw i64 %6864, 3
+  %6866 = mul nsw i64 %6865, 50176
+  %6867 = add nsw i64 2826896, %6866
+  %6868 = mul nsw i64 %conv1_weight_grad.kp3152062, 384
+  %6869 = add nsw i64 %conv1_weight_grad.k3192083, %6868
+  %6870 = add nsw i64 %6867, %6869
+  %arena2096 = getelementptr inbounds float, ptr %arena, i64 %6870
+  %6871 = load float, ptr %arena2096, align 4
+  %6872 = insertelement <16 x float> undef, float %6871, i32 0
+  %6873 = shufflevector <16 x float> %6872, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6873, ptr %conv1_weight_grad.t318_a3, align 64
+  %t318_a3 = load <16 x float>, ptr %conv1_weight_grad.t318_a3, align 64
+  %t318_b02097 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
+  %t318_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c3_0, align 64
+  %6874 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a3, <16 x float> %t318_b02097, <16 x float> %t318_c3_0)
+  store <16 x float> %6874, ptr %conv1_weight_grad.t318_c3_0, align 64
+  %t318_a32098 = load <16 x float>, ptr %conv1_weight_grad.t318_a3, align 64
+  %t318_b12099 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
+  %t318_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c3_1, align 64
+  %6875 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a32098, <16 x float> %t318_b12099, <16 x float> %t318_c3_1)
+  store <16 x float> %6875, ptr %conv1_weight_grad.t318_c3_1, align 64
+  %6876 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6877 = add nsw i64 %6876, 4
+  %6878 = mul nsw i64 %6877, 50176
+  %6879 = add nsw i64 2826896, %6878
+  %6880 = mul nsw i64 %conv1_weight_grad.kp3152062, 384
+  %6881 = add nsw i64 %conv1_weight_grad.k3192083, %6880
+  %6882 = add nsw i64 %6879, %6881
+  %arena2100 = getelementptr inbounds float, ptr %arena, i64 %6882
+  %6883 = load float, ptr %arena2100, align 4
+  %6884 = insertelement <16 x float> undef, float %6883, i32 0
+  %6885 = shufflevector <16 x float> %6884, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6885, ptr %conv1_weight_grad.t318_a4, align 64
+  %t318_a4 = load <16 x float>, ptr %conv1_weight_grad.t318_a4, align 64
+  %t318_b02101 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
+  %t318_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c4_0, align 64
+  %6886 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a4, <16 x float> %t318_b02101, <16 x float> %t318_c4_0)
+  store <16 x float> %6886, ptr %conv1_weight_grad.t318_c4_0, align 64
+  %t318_a42102 = load <16 x float>, ptr %conv1_weight_grad.t318_a4, align 64
+  %t318_b12103 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
+  %t318_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c4_1, align 64
+  %6887 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a42102, <16 x float> %t318_b12103, <16 x float> %t318_c4_1)
+  store <16 x float> %6887, ptr %conv1_weight_grad.t318_c4_1, align 64
+  %6888 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6889 = add nsw i64 %6888, 5
+  %6890 = mul nsw i64 %6889, 50176
+  %6891 = add nsw i64 2826896, %6890
+  %6892 = mul nsw i64 %conv1_weight_grad.kp3152062, 384
+  %6893 = add nsw i64 %conv1_weight_grad.k3192083, %6892
+  %6894 = add nsw i64 %6891, %6893
+  %arena2104 = getelementptr inbounds float, ptr %arena, i64 %6894
+  %6895 = load float, ptr %arena2104, align 4
+  %6896 = insertelement <16 x float> undef, float %6895, i32 0
+  %6897 = shufflevector <16 x float> %6896, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6897, ptr %conv1_weight_grad.t318_a5, align 64
+  %t318_a5 = load <16 x float>, ptr %conv1_weight_grad.t318_a5, align 64
+  %t318_b02105 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
+  %t318_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c5_0, align 64
+  %6898 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a5, <16 x float> %t318_b02105, <16 x float> %t318_c5_0)
+  store <16 x float> %6898, ptr %conv1_weight_grad.t318_c5_0, align 64
+  %t318_a52106 = load <16 x float>, ptr %conv1_weight_grad.t318_a5, align 64
+  %t318_b12107 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
+  %t318_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c5_1, align 64
+  %6899 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a52106, <16 x float> %t318_b12107, <16 x float> %t318_c5_1)
+  store <16 x float> %6899, ptr %conv1_weight_grad.t318_c5_1, align 64
+  %6900 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6901 = add nsw i64 %6900, 6
+  %6902 = mul nsw i64 %6901, 50176
+  %6903 = add nsw i64 2826896, %6902
+  %6904 = mul nsw i64 %conv1_weight_grad.kp3152062, 384
+  %6905 = add nsw i64 %conv1_weight_grad.k3192083, %6904
+  %6906 = add nsw i64 %6903, %6905
+  %arena2108 = getelementptr inbounds float, ptr %arena, i64 %6906
+  %6907 = load float, ptr %arena2108, align 4
+  %6908 = insertelement <16 x float> undef, float %6907, i32 0
+  %6909 = shufflevector <16 x float> %6908, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6909, ptr %conv1_weight_grad.t318_a6, align 64
+  %t318_a6 = load <16 x float>, ptr %conv1_weight_grad.t318_a6, align 64
+  %t318_b02109 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
+  %t318_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c6_0, align 64
+  %6910 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a6, <16 x float> %t318_b02109, <16 x float> %t318_c6_0)
+  store <16 x float> %6910, ptr %conv1_weight_grad.t318_c6_0, align 64
+  %t318_a62110 = load <16 x float>, ptr %conv1_weight_grad.t318_a6, align 64
+  %t318_b12111 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
+  %t318_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c6_1, align 64
+  %6911 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a62110, <16 x float> %t318_b12111, <16 x float> %t318_c6_1)
+  store <16 x float> %6911, ptr %conv1_weight_grad.t318_c6_1, align 64
+  %6912 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6913 = add nsw i64 %6912, 7
+  %6914 = mul nsw i64 %6913, 50176
+  %6915 = add nsw i64 2826896, %6914
+  %6916 = mul nsw i64 %conv1_weight_grad.kp3152062, 384
+  %6917 = add nsw i64 %conv1_weight_grad.k3192083, %6916
+  %6918 = add nsw i64 %6915, %6917
+  %arena2112 = getelementptr inbounds float, ptr %arena, i64 %6918
+  %6919 = load float, ptr %arena2112, align 4
+  %6920 = insertelement <16 x float> undef, float %6919, i32 0
+  %6921 = shufflevector <16 x float> %6920, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6921, ptr %conv1_weight_grad.t318_a7, align 64
+  %t318_a7 = load <16 x float>, ptr %conv1_weight_grad.t318_a7, align 64
+  %t318_b02113 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
+  %t318_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c7_0, align 64
+  %6922 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a7, <16 x float> %t318_b02113, <16 x float> %t318_c7_0)
+  store <16 x float> %6922, ptr %conv1_weight_grad.t318_c7_0, align 64
+  %t318_a72114 = load <16 x float>, ptr %conv1_weight_grad.t318_a7, align 64
+  %t318_b12115 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
+  %t318_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c7_1, align 64
+  %6923 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a72114, <16 x float> %t318_b12115, <16 x float> %t318_c7_1)
+  store <16 x float> %6923, ptr %conv1_weight_grad.t318_c7_1, align 64
+  %6924 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6925 = add nsw i64 %6924, 8
+  %6926 = mul nsw i64 %6925, 50176
+  %6927 = add nsw i64 2826896, %6926
+  %6928 = mul nsw i64 %conv1_weight_grad.kp3152062, 384
+  %6929 = add nsw i64 %conv1_weight_grad.k3192083, %6928
+  %6930 = add nsw i64 %6927, %6929
+  %arena2116 = getelementptr inbounds float, ptr %arena, i64 %6930
+  %6931 = load float, ptr %arena2116, align 4
+  %6932 = insertelement <16 x float> undef, float %6931, i32 0
+  %6933 = shufflevector <16 x float> %6932, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6933, ptr %conv1_weight_grad.t318_a8, align 64
+  %t318_a8 = load <16 x float>, ptr %conv1_weight_grad.t318_a8, align 64
+  %t318_b02117 = load <16 x float>, ptr %conv1_weight_grad.t318_b0, align 64
+  %t318_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t318_c8_0, align 64
+  %6934 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a8, <16 x float> %t318_b02117, <16 x float> %t318_c8_0)
+  store <16 x float> %6934, ptr %conv1_weight_grad.t318_c8_0, align 64
+  %t318_a82118 = load <16 x float>, ptr %conv1_weight_grad.t318_a8, align 64
+  %t318_b12119 = load <16 x float>, ptr %conv1_weight_grad.t318_b1, align 64
+  %t318_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t318_c8_1, align 64
+  %6935 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t318_a82118, <16 x float> %t318_b12119, <16 x float> %t318_c8_1)
+  store <16 x float> %6935, ptr %conv1_weight_grad.t318_c8_1, align 64
+  %k319.next = add nsw i64 %conv1_weight_grad.k3192083, 1
+  %6936 = icmp slt i64 %k319.next, 384
+  br i1 %6936, label %conv1_weight_grad.k319, label %conv1_weight_grad.k319.end
+
+conv1_weight_grad.k319.end:                       ; preds = %conv1_weight_grad.k319
+  %t318_c0_02120 = load <16 x float>, ptr %conv1_weight_grad.t318_c0_0, align 64
+  %6937 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6938 = mul nsw i64 %6937, 32
+  %6939 = add nsw i64 4884112, %6938
+  %6940 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6941 = add nsw i64 %6939, %6940
+  %arena2121 = getelementptr inbounds float, ptr %arena, i64 %6941
+  store <16 x float> %t318_c0_02120, ptr %arena2121, align 4
+  %t318_c0_12122 = load <16 x float>, ptr %conv1_weight_grad.t318_c0_1, align 64
+  %6942 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6943 = mul nsw i64 %6942, 32
+  %6944 = add nsw i64 4884112, %6943
+  %6945 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6946 = add nsw i64 %6944, %6945
+  %6947 = add nsw i64 %6946, 16
+  %arena2123 = getelementptr inbounds float, ptr %arena, i64 %6947
+  store <16 x float> %t318_c0_12122, ptr %arena2123, align 4
+  %t318_c1_02124 = load <16 x float>, ptr %conv1_weight_grad.t318_c1_0, align 64
+  %6948 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6949 = add nsw i64 %6948, 1
+  %6950 = mul nsw i64 %6949, 32
+  %6951 = add nsw i64 4884112, %6950
+  %6952 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6953 = add nsw i64 %6951, %6952
+  %arena2125 = getelementptr inbounds float, ptr %arena, i64 %6953
+  store <16 x float> %t318_c1_02124, ptr %arena2125, align 4
+  %t318_c1_12126 = load <16 x float>, ptr %conv1_weight_grad.t318_c1_1, align 64
+  %6954 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6955 = add nsw i64 %6954, 1
+  %6956 = mul nsw i64 %6955, 32
+  %6957 = add nsw i64 4884112, %6956
+  %6958 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6959 = add nsw i64 %6957, %6958
+  %6960 = add nsw i64 %6959, 16
+  %arena2127 = getelementptr inbounds float, ptr %arena, i64 %6960
+  store <16 x float> %t318_c1_12126, ptr %arena2127, align 4
+  %t318_c2_02128 = load <16 x float>, ptr %conv1_weight_grad.t318_c2_0, align 64
+  %6961 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6962 = add nsw i64 %6961, 2
+  %6963 = mul nsw i64 %6962, 32
+  %6964 = add nsw i64 4884112, %6963
+  %6965 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6966 = add nsw i64 %6964, %6965
+  %arena2129 = getelementptr inbounds float, ptr %arena, i64 %6966
+  store <16 x float> %t318_c2_02128, ptr %arena2129, align 4
+  %t318_c2_12130 = load <16 x float>, ptr %conv1_weight_grad.t318_c2_1, align 64
+  %6967 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6968 = add nsw i64 %6967, 2
+  %6969 = mul nsw i64 %6968, 32
+  %6970 = add nsw i64 4884112, %6969
+  %6971 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6972 = add nsw i64 %6970, %6971
+  %6973 = add nsw i64 %6972, 16
+  %arena2131 = getelementptr inbounds float, ptr %arena, i64 %6973
+  store <16 x float> %t318_c2_12130, ptr %arena2131, align 4
+  %t318_c3_02132 = load <16 x float>, ptr %conv1_weight_grad.t318_c3_0, align 64
+  %6974 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6975 = add nsw i64 %6974, 3
+  %6976 = mul nsw i64 %6975, 32
+  %6977 = add nsw i64 4884112, %6976
+  %6978 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6979 = add nsw i64 %6977, %6978
+  %arena2133 = getelementptr inbounds float, ptr %arena, i64 %6979
+  store <16 x float> %t318_c3_02132, ptr %arena2133, align 4
+  %t318_c3_12134 = load <16 x float>, ptr %conv1_weight_grad.t318_c3_1, align 64
+  %6980 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6981 = add nsw i64 %6980, 3
+  %6982 = mul nsw i64 %6981, 32
+  %6983 = add nsw i64 4884112, %6982
+  %6984 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6985 = add nsw i64 %6983, %6984
+  %6986 = add nsw i64 %6985, 16
+  %arena2135 = getelementptr inbounds float, ptr %arena, i64 %6986
+  store <16 x float> %t318_c3_12134, ptr %arena2135, align 4
+  %t318_c4_02136 = load <16 x float>, ptr %conv1_weight_grad.t318_c4_0, align 64
+  %6987 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6988 = add nsw i64 %6987, 4
+  %6989 = mul nsw i64 %6988, 32
+  %6990 = add nsw i64 4884112, %6989
+  %6991 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6992 = add nsw i64 %6990, %6991
+  %arena2137 = getelementptr inbounds float, ptr %arena, i64 %6992
+  store <16 x float> %t318_c4_02136, ptr %arena2137, align 4
+  %t318_c4_12138 = load <16 x float>, ptr %conv1_weight_grad.t318_c4_1, align 64
+  %6993 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %6994 = add nsw i64 %6993, 4
+  %6995 = mul nsw i64 %6994, 32
+  %6996 = add nsw i64 4884112, %6995
+  %6997 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %6998 = add nsw i64 %6996, %6997
+  %6999 = add nsw i64 %6998, 16
+  %arena2139 = getelementptr inbounds float, ptr %arena, i64 %6999
+  store <16 x float> %t318_c4_12138, ptr %arena2139, align 4
+  %t318_c5_02140 = load <16 x float>, ptr %conv1_weight_grad.t318_c5_0, align 64
+  %7000 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %7001 = add nsw i64 %7000, 5
+  %7002 = mul nsw i64 %7001, 32
+  %7003 = add nsw i64 4884112, %7002
+  %7004 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %7005 = add nsw i64 %7003, %7004
+  %arena2141 = getelementptr inbounds float, ptr %arena, i64 %7005
+  store <16 x float> %t318_c5_02140, ptr %arena2141, align 4
+  %t318_c5_12142 = load <16 x float>, ptr %conv1_weight_grad.t318_c5_1, align 64
+  %7006 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %7007 = add nsw i64 %7006, 5
+  %7008 = mul nsw i64 %7007, 32
+  %7009 = add nsw i64 4884112, %7008
+  %7010 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %7011 = add nsw i64 %7009, %7010
+  %7012 = add nsw i64 %7011, 16
+  %arena2143 = getelementptr inbounds float, ptr %arena, i64 %7012
+  store <16 x float> %t318_c5_12142, ptr %arena2143, align 4
+  %t318_c6_02144 = load <16 x float>, ptr %conv1_weight_grad.t318_c6_0, align 64
+  %7013 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %7014 = add nsw i64 %7013, 6
+  %7015 = mul nsw i64 %7014, 32
+  %7016 = add nsw i64 4884112, %7015
+  %7017 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %7018 = add nsw i64 %7016, %7017
+  %arena2145 = getelementptr inbounds float, ptr %arena, i64 %7018
+  store <16 x float> %t318_c6_02144, ptr %arena2145, align 4
+  %t318_c6_12146 = load <16 x float>, ptr %conv1_weight_grad.t318_c6_1, align 64
+  %7019 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %7020 = add nsw i64 %7019, 6
+  %7021 = mul nsw i64 %7020, 32
+  %7022 = add nsw i64 4884112, %7021
+  %7023 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %7024 = add nsw i64 %7022, %7023
+  %7025 = add nsw i64 %7024, 16
+  %arena2147 = getelementptr inbounds float, ptr %arena, i64 %7025
+  store <16 x float> %t318_c6_12146, ptr %arena2147, align 4
+  %t318_c7_02148 = load <16 x float>, ptr %conv1_weight_grad.t318_c7_0, align 64
+  %7026 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %7027 = add nsw i64 %7026, 7
+  %7028 = mul nsw i64 %7027, 32
+  %7029 = add nsw i64 4884112, %7028
+  %7030 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %7031 = add nsw i64 %7029, %7030
+  %arena2149 = getelementptr inbounds float, ptr %arena, i64 %7031
+  store <16 x float> %t318_c7_02148, ptr %arena2149, align 4
+  %t318_c7_12150 = load <16 x float>, ptr %conv1_weight_grad.t318_c7_1, align 64
+  %7032 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %7033 = add nsw i64 %7032, 7
+  %7034 = mul nsw i64 %7033, 32
+  %7035 = add nsw i64 4884112, %7034
+  %7036 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %7037 = add nsw i64 %7035, %7036
+  %7038 = add nsw i64 %7037, 16
+  %arena2151 = getelementptr inbounds float, ptr %arena, i64 %7038
+  store <16 x float> %t318_c7_12150, ptr %arena2151, align 4
+  %t318_c8_02152 = load <16 x float>, ptr %conv1_weight_grad.t318_c8_0, align 64
+  %7039 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %7040 = add nsw i64 %7039, 8
+  %7041 = mul nsw i64 %7040, 32
+  %7042 = add nsw i64 4884112, %7041
+  %7043 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %7044 = add nsw i64 %7042, %7043
+  %arena2153 = getelementptr inbounds float, ptr %arena, i64 %7044
+  store <16 x float> %t318_c8_02152, ptr %arena2153, align 4
+  %t318_c8_12154 = load <16 x float>, ptr %conv1_weight_grad.t318_c8_1, align 64
+  %7045 = mul nsw i64 %conv1_weight_grad.mb3172064, 9
+  %7046 = add nsw i64 %7045, 8
+  %7047 = mul nsw i64 %7046, 32
+  %7048 = add nsw i64 4884112, %7047
+  %7049 = mul nsw i64 %conv1_weight_grad.nb3162063, 32
+  %7050 = add nsw i64 %7048, %7049
+  %7051 = add nsw i64 %7050, 16
+  %arena2155 = getelementptr inbounds float, ptr %arena, i64 %7051
+  store <16 x float> %t318_c8_12154, ptr %arena2155, align 4
+  %mb317.next = add nsw i64 %conv1_weight_grad.mb3172064, 1
+  %7052 = icmp slt i64 %mb317.next, 1
+  br i1 %7052, label %conv1_weight_grad.mb317, label %conv1_weight_grad.mb317.end
+
+conv1_weight_grad.nb320:                          ; preds = %conv1_weight_grad.mb321.end, %conv1_weight_grad.kp315.end
+  %conv1_weight_grad.nb3202156 = phi i64 [ 0, %conv1_weight_grad.kp315.end ], [ %nb320.next, %conv1_weight_grad.mb321.end ]
+  br label %conv1_weight_grad.mb321
+
+conv1_weight_grad.nb320.end:                      ; preds = %conv1_weight_grad.mb321.end
+  %g297.next = add nsw i64 %conv1_weight_grad.g2972000, 1
+  %7053 = icmp slt i64 %g297.next, 1
+  br i1 %7053, label %conv1_weight_grad.g297, label %conv1_weight_grad.g297.end
+
+conv1_weight_grad.mb321:                          ; preds = %conv1_weight_grad.k323.end, %conv1_weight_grad.nb320
+  %conv1_weight_grad.mb3212157 = phi i64 [ 0, %conv1_weight_grad.nb320 ], [ %mb321.next, %conv1_weight_grad.k323.end ]
+  %7054 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7055 = mul nsw i64 %7054, 32
+  %7056 = add nsw i64 4884112, %7055
+  %7057 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7058 = add nsw i64 %7056, %7057
+  %arena2158 = getelementptr inbounds float, ptr %arena, i64 %7058
+  %7059 = load <16 x float>, ptr %arena2158, align 4
+  store <16 x float> %7059, ptr %conv1_weight_grad.t322_c0_0, align 64
+  %7060 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7061 = mul nsw i64 %7060, 32
+  %7062 = add nsw i64 4884112, %7061
+  %7063 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7064 = add nsw i64 %7062, %7063
+  %7065 = add nsw i64 %7064, 16
+  %arena2159 = getelementptr inbounds float, ptr %arena, i64 %7065
+  %7066 = load <16 x float>, ptr %arena2159, align 4
+  store <16 x float> %7066, ptr %conv1_weight_grad.t322_c0_1, align 64
+  %7067 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7068 = add nsw i64 %7067, 1
+  %7069 = mul nsw i64 %7068, 32
+  %7070 = add nsw i64 4884112, %7069
+  %7071 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7072 = add nsw i64 %7070, %7071
+  %arena2160 = getelementptr inbounds float, ptr %arena, i64 %7072
+  %7073 = load <16 x float>, ptr %arena2160, align 4
+  store <16 x float> %7073, ptr %conv1_weight_grad.t322_c1_0, align 64
+  %7074 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7075 = add nsw i64 %7074, 1
+  %7076 = mul nsw i64 %7075, 32
+  %7077 = add nsw i64 4884112, %7076
+  %7078 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7079 = add nsw i64 %7077, %7078
+  %7080 = add nsw i64 %7079, 16
+  %arena2161 = getelementptr inbounds float, ptr %arena, i64 %7080
+  %7081 = load <16 x float>, ptr %arena2161, align 4
+  store <16 x float> %7081, ptr %conv1_weight_grad.t322_c1_1, align 64
+  %7082 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7083 = add nsw i64 %7082, 2
+  %7084 = mul nsw i64 %7083, 32
+  %7085 = add nsw i64 4884112, %7084
+  %7086 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7087 = add nsw i64 %7085, %7086
+  %arena2162 = getelementptr inbounds float, ptr %arena, i64 %7087
+  %7088 = load <16 x float>, ptr %arena2162, align 4
+  store <16 x float> %7088, ptr %conv1_weight_grad.t322_c2_0, align 64
+  %7089 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7090 = add nsw i64 %7089, 2
+  %7091 = mul nsw i64 %7090, 32
+  %7092 = add nsw i64 4884112, %7091
+  %7093 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7094 = add nsw i64 %7092, %7093
+  %7095 = add nsw i64 %7094, 16
+  %arena2163 = getelementptr inbounds float, ptr %arena, i64 %7095
+  %7096 = load <16 x float>, ptr %arena2163, align 4
+  store <16 x float> %7096, ptr %conv1_weight_grad.t322_c2_1, align 64
+  %7097 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7098 = add nsw i64 %7097, 3
+  %7099 = mul nsw i64 %7098, 32
+  %7100 = add nsw i64 4884112, %7099
+  %7101 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7102 = add nsw i64 %7100, %7101
+  %arena2164 = getelementptr inbounds float, ptr %arena, i64 %7102
+  %7103 = load <16 x float>, ptr %arena2164, align 4
+  store <16 x float> %7103, ptr %conv1_weight_grad.t322_c3_0, align 64
+  %7104 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7105 = add nsw i64 %7104, 3
+  %7106 = mul nsw i64 %7105, 32
+  %7107 = add nsw i64 4884112, %7106
+  %7108 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7109 = add nsw i64 %7107, %7108
+  %7110 = add nsw i64 %7109, 16
+  %arena2165 = getelementptr inbounds float, ptr %arena, i64 %7110
+  %7111 = load <16 x float>, ptr %arena2165, align 4
+  store <16 x float> %7111, ptr %conv1_weight_grad.t322_c3_1, align 64
+  %7112 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7113 = add nsw i64 %7112, 4
+  %7114 = mul nsw i64 %7113, 32
+  %7115 = add nsw i64 4884112, %7114
+  %7116 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7117 = add nsw i64 %7115, %7116
+  %arena2166 = getelementptr inbounds float, ptr %arena, i64 %7117
+  %7118 = load <16 x float>, ptr %arena2166, align 4
+  store <16 x float> %7118, ptr %conv1_weight_grad.t322_c4_0, align 64
+  %7119 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7120 = add nsw i64 %7119, 4
+  %7121 = mul nsw i64 %7120, 32
+  %7122 = add nsw i64 4884112, %7121
+  %7123 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7124 = add nsw i64 %7122, %7123
+  %7125 = add nsw i64 %7124, 16
+  %arena2167 = getelementptr inbounds float, ptr %arena, i64 %7125
+  %7126 = load <16 x float>, ptr %arena2167, align 4
+  store <16 x float> %7126, ptr %conv1_weight_grad.t322_c4_1, align 64
+  %7127 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7128 = add nsw i64 %7127, 5
+  %7129 = mul nsw i64 %7128, 32
+  %7130 = add nsw i64 4884112, %7129
+  %7131 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7132 = add nsw i64 %7130, %7131
+  %arena2168 = getelementptr inbounds float, ptr %arena, i64 %7132
+  %7133 = load <16 x float>, ptr %arena2168, align 4
+  store <16 x float> %7133, ptr %conv1_weight_grad.t322_c5_0, align 64
+  %7134 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7135 = add nsw i64 %7134, 5
+  %7136 = mul nsw i64 %7135, 32
+  %7137 = add nsw i64 4884112, %7136
+  %7138 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7139 = add nsw i64 %7137, %7138
+  %7140 = add nsw i64 %7139, 16
+  %arena2169 = getelementptr inbounds float, ptr %arena, i64 %7140
+  %7141 = load <16 x float>, ptr %arena2169, align 4
+  store <16 x float> %7141, ptr %conv1_weight_grad.t322_c5_1, align 64
+  %7142 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7143 = add nsw i64 %7142, 6
+  %7144 = mul nsw i64 %7143, 32
+  %7145 = add nsw i64 4884112, %7144
+  %7146 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7147 = add nsw i64 %7145, %7146
+  %arena2170 = getelementptr inbounds float, ptr %arena, i64 %7147
+  %7148 = load <16 x float>, ptr %arena2170, align 4
+  store <16 x float> %7148, ptr %conv1_weight_grad.t322_c6_0, align 64
+  %7149 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7150 = add nsw i64 %7149, 6
+  %7151 = mul nsw i64 %7150, 32
+  %7152 = add nsw i64 4884112, %7151
+  %7153 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7154 = add nsw i64 %7152, %7153
+  %7155 = add nsw i64 %7154, 16
+  %arena2171 = getelementptr inbounds float, ptr %arena, i64 %7155
+  %7156 = load <16 x float>, ptr %arena2171, align 4
+  store <16 x float> %7156, ptr %conv1_weight_grad.t322_c6_1, align 64
+  %7157 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7158 = add nsw i64 %7157, 7
+  %7159 = mul nsw i64 %7158, 32
+  %7160 = add nsw i64 4884112, %7159
+  %7161 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7162 = add nsw i64 %7160, %7161
+  %arena2172 = getelementptr inbounds float, ptr %arena, i64 %7162
+  %7163 = load <16 x float>, ptr %arena2172, align 4
+  store <16 x float> %7163, ptr %conv1_weight_grad.t322_c7_0, align 64
+  %7164 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7165 = add nsw i64 %7164, 7
+  %7166 = mul nsw i64 %7165, 32
+  %7167 = add nsw i64 4884112, %7166
+  %7168 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7169 = add nsw i64 %7167, %7168
+  %7170 = add nsw i64 %7169, 16
+  %arena2173 = getelementptr inbounds float, ptr %arena, i64 %7170
+  %7171 = load <16 x float>, ptr %arena2173, align 4
+  store <16 x float> %7171, ptr %conv1_weight_grad.t322_c7_1, align 64
+  %7172 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7173 = add nsw i64 %7172, 8
+  %7174 = mul nsw i64 %7173, 32
+  %7175 = add nsw i64 4884112, %7174
+  %7176 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7177 = add nsw i64 %7175, %7176
+  %arena2174 = getelementptr inbounds float, ptr %arena, i64 %7177
+  %7178 = load <16 x float>, ptr %arena2174, align 4
+  store <16 x float> %7178, ptr %conv1_weight_grad.t322_c8_0, align 64
+  %7179 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7180 = add nsw i64 %7179, 8
+  %7181 = mul nsw i64 %7180, 32
+  %7182 = add nsw i64 4884112, %7181
+  %7183 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7184 = add nsw i64 %7182, %7183
+  %7185 = add nsw i64 %7184, 16
+  %arena2175 = getelementptr inbounds float, ptr %arena, i64 %7185
+  %7186 = load <16 x float>, ptr %arena2175, align 4
+  store <16 x float> %7186, ptr %conv1_weight_grad.t322_c8_1, align 64
+  br label %conv1_weight_grad.k323
+
+conv1_weight_grad.mb321.end:                      ; preds = %conv1_weight_grad.k323.end
+  %nb320.next = add nsw i64 %conv1_weight_grad.nb3202156, 1
+  %7187 = icmp slt i64 %nb320.next, 1
+  br i1 %7187, label %conv1_weight_grad.nb320, label %conv1_weight_grad.nb320.end
+
+conv1_weight_grad.k323:                           ; preds = %conv1_weight_grad.k323, %conv1_weight_grad.mb321
+  %conv1_weight_grad.k3232176 = phi i64 [ 0, %conv1_weight_grad.mb321 ], [ %k323.next, %conv1_weight_grad.k323 ]
+  %7188 = add nsw i64 %conv1_weight_grad.k3232176, 49920
+  %7189 = mul nsw i64 %7188, 32
+  %7190 = add nsw i64 3278480, %7189
+  %7191 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7192 = add nsw i64 %7190, %7191
+  %arena2177 = getelementptr inbounds float, ptr %arena, i64 %7192
+  %7193 = load <16 x float>, ptr %arena2177, align 4
+  store <16 x float> %7193, ptr %conv1_weight_grad.t322_b0, align 64
+  %7194 = add nsw i64 %conv1_weight_grad.k3232176, 49920
+  %7195 = mul nsw i64 %7194, 32
+  %7196 = add nsw i64 3278480, %7195
+  %7197 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7198 = add nsw i64 %7196, %7197
+  %7199 = add nsw i64 %7198, 16
+  %arena2178 = getelementptr inbounds float, ptr %arena, i64 %7199
+  %7200 = load <16 x float>, ptr %arena2178, align 4
+  store <16 x float> %7200, ptr %conv1_weight_grad.t322_b1, align 64
+  %7201 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7202 = mul nsw i64 %7201, 50176
+  %7203 = add nsw i64 2826896, %7202
+  %7204 = add nsw i64 %conv1_weight_grad.k3232176, 49920
+  %7205 = add nsw i64 %7203, %7204
+  %arena2179 = getelementptr inbounds float, ptr %arena, i64 %7205
+  %7206 = load float, ptr %arena2179, align 4
+  %7207 = insertelement <16 x float> undef, float %7206, i32 0
+  %7208 = shufflevector <16 x float> %7207, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7208, ptr %conv1_weight_grad.t322_a0, align 64
+  %t322_a0 = load <16 x float>, ptr %conv1_weight_grad.t322_a0, align 64
+  %t322_b0 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
+  %t322_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c0_0, align 64
+  %7209 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a0, <16 x float> %t322_b0, <16 x float> %t322_c0_0)
+  store <16 x float> %7209, ptr %conv1_weight_grad.t322_c0_0, align 64
+  %t322_a02180 = load <16 x float>, ptr %conv1_weight_grad.t322_a0, align 64
+  %t322_b1 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
+  %t322_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c0_1, align 64
+  %7210 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a02180, <16 x float> %t322_b1, <16 x float> %t322_c0_1)
+  store <16 x float> %7210, ptr %conv1_weight_grad.t322_c0_1, align 64
+  %7211 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7212 = add nsw i64 %7211, 1
+  %7213 = mul nsw i64 %7212, 50176
+  %7214 = add nsw i64 2826896, %7213
+  %7215 = add nsw i64 %conv1_weight_grad.k3232176, 49920
+  %7216 = add nsw i64 %7214, %7215
+  %arena2181 = getelementptr inbounds float, ptr %arena, i64 %7216
+  %7217 = load float, ptr %arena2181, align 4
+  %7218 = insertelement <16 x float> undef, float %7217, i32 0
+  %7219 = shufflevector <16 x float> %7218, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7219, ptr %conv1_weight_grad.t322_a1, align 64
+  %t322_a1 = load <16 x float>, ptr %conv1_weight_grad.t322_a1, align 64
+  %t322_b02182 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
+  %t322_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c1_0, align 64
+  %7220 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a1, <16 x float> %t322_b02182, <16 x float> %t322_c1_0)
+  store <16 x float> %7220, ptr %conv1_weight_grad.t322_c1_0, align 64
+  %t322_a12183 = load <16 x float>, ptr %conv1_weight_grad.t322_a1, align 64
+  %t322_b12184 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
+  %t322_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c1_1, align 64
+  %7221 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a12183, <16 x float> %t322_b12184, <16 x float> %t322_c1_1)
+  store <16 x float> %7221, ptr %conv1_weight_grad.t322_c1_1, align 64
+  %7222 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7223 = add nsw i64 %7222, 2
+  %7224 = mul nsw i64 %7223, 50176
+  %7225 = add nsw i64 2826896, %7224
+  %7226 = add nsw i64 %conv1_weight_grad.k3232176, 49920
+  %7227 = add nsw i64 %7225, %7226
+  %arena2185 = getelementptr inbounds float, ptr %arena, i64 %7227
+  %7228 = load float, ptr %arena2185, align 4
+  %7229 = insertelement <16 x float> undef, float %7228, i32 0
+  %7230 = shufflevector <16 x float> %7229, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7230, ptr %conv1_weight_grad.t322_a2, align 64
+  %t322_a2 = load <16 x float>, ptr %conv1_weight_grad.t322_a2, align 64
+  %t322_b02186 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
+  %t322_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c2_0, align 64
+  %7231 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a2, <16 x float> %t322_b02186, <16 x float> %t322_c2_0)
+  store <16 x float> %7231, ptr %conv1_weight_grad.t322_c2_0, align 64
+  %t322_a22187 = load <16 x float>, ptr %conv1_weight_grad.t322_a2, align 64
+  %t322_b12188 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
+  %t322_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c2_1, align 64
+  %7232 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a22187, <16 x float> %t322_b12188, <16 x float> %t322_c2_1)
+  store <16 x float> %7232, ptr %conv1_weight_grad.t322_c2_1, align 64
+  %7233 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7234 = add nsw i64 %7233, 3
+  %7235 = mul nsw i64 %7234, 50176
+  %7236 = add nsw i64 2826896, %7235
+  %7237 = add nsw i64 %conv1_weight_grad.k3232176, 49920
+  %7238 = add nsw i64 %7236, %7237
+  %arena2189 = getelementptr inbounds float, ptr %arena, i64 %7238
+  %7239 = load float, ptr %arena2189, align 4
+  %7240 = insertelement <16 x float> undef, float %7239, i32 0
+  %7241 = shufflevector <16 x float> %7240, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7241, ptr %conv1_weight_grad.t322_a3, align 64
+  %t322_a3 = load <16 x float>, ptr %conv1_weight_grad.t322_a3, align 64
+  %t322_b02190 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
+  %t322_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c3_0, align 64
+  %7242 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a3, <16 x float> %t322_b02190, <16 x float> %t322_c3_0)
+  store <16 x float> %7242, ptr %conv1_weight_grad.t322_c3_0, align 64
+  %t322_a32191 = load <16 x float>, ptr %conv1_weight_grad.t322_a3, align 64
+  %t322_b12192 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
+  %t322_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c3_1, align 64
+  %7243 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a32191, <16 x float> %t322_b12192, <16 x float> %t322_c3_1)
+  store <16 x float> %7243, ptr %conv1_weight_grad.t322_c3_1, align 64
+  %7244 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7245 = add nsw i64 %7244, 4
+  %7246 = mul nsw i64 %7245, 50176
+  %7247 = add nsw i64 2826896, %7246
+  %7248 = add nsw i64 %conv1_weight_grad.k3232176, 49920
+  %7249 = add nsw i64 %7247, %7248
+  %arena2193 = getelementptr inbounds float, ptr %arena, i64 %7249
+  %7250 = load float, ptr %arena2193, align 4
+  %7251 = insertelement <16 x float> undef, float %7250, i32 0
+  %7252 = shufflevector <16 x float> %7251, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7252, ptr %conv1_weight_grad.t322_a4, align 64
+  %t322_a4 = load <16 x float>, ptr %conv1_weight_grad.t322_a4, align 64
+  %t322_b02194 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
+  %t322_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c4_0, align 64
+  %7253 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a4, <16 x float> %t322_b02194, <16 x float> %t322_c4_0)
+  store <16 x float> %7253, ptr %conv1_weight_grad.t322_c4_0, align 64
+  %t322_a42195 = load <16 x float>, ptr %conv1_weight_grad.t322_a4, align 64
+  %t322_b12196 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
+  %t322_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c4_1, align 64
+  %7254 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a42195, <16 x float> %t322_b12196, <16 x float> %t322_c4_1)
+  store <16 x float> %7254, ptr %conv1_weight_grad.t322_c4_1, align 64
+  %7255 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7256 = add nsw i64 %7255, 5
+  %7257 = mul nsw i64 %7256, 50176
+  %7258 = add nsw i64 2826896, %7257
+  %7259 = add nsw i64 %conv1_weight_grad.k3232176, 49920
+  %7260 = add nsw i64 %7258, %7259
+  %arena2197 = getelementptr inbounds float, ptr %arena, i64 %7260
+  %7261 = load float, ptr %arena2197, align 4
+  %7262 = insertelement <16 x float> undef, float %7261, i32 0
+  %7263 = shufflevector <16 x float> %7262, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7263, ptr %conv1_weight_grad.t322_a5, align 64
+  %t322_a5 = load <16 x float>, ptr %conv1_weight_grad.t322_a5, align 64
+  %t322_b02198 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
+  %t322_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c5_0, align 64
+  %7264 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a5, <16 x float> %t322_b02198, <16 x float> %t322_c5_0)
+  store <16 x float> %7264, ptr %conv1_weight_grad.t322_c5_0, align 64
+  %t322_a52199 = load <16 x float>, ptr %conv1_weight_grad.t322_a5, align 64
+  %t322_b12200 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
+  %t322_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c5_1, align 64
+  %7265 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a52199, <16 x float> %t322_b12200, <16 x float> %t322_c5_1)
+  store <16 x float> %7265, ptr %conv1_weight_grad.t322_c5_1, align 64
+  %7266 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7267 = add nsw i64 %7266, 6
+  %7268 = mul nsw i64 %7267, 50176
+  %7269 = add nsw i64 2826896, %7268
+  %7270 = add nsw i64 %conv1_weight_grad.k3232176, 49920
+  %7271 = add nsw i64 %7269, %7270
+  %arena2201 = getelementptr inbounds float, ptr %arena, i64 %7271
+  %7272 = load float, ptr %arena2201, align 4
+  %7273 = insertelement <16 x float> undef, float %7272, i32 0
+  %7274 = shufflevector <16 x float> %7273, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7274, ptr %conv1_weight_grad.t322_a6, align 64
+  %t322_a6 = load <16 x float>, ptr %conv1_weight_grad.t322_a6, align 64
+  %t322_b02202 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
+  %t322_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c6_0, align 64
+  %7275 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a6, <16 x float> %t322_b02202, <16 x float> %t322_c6_0)
+  store <16 x float> %7275, ptr %conv1_weight_grad.t322_c6_0, align 64
+  %t322_a62203 = load <16 x float>, ptr %conv1_weight_grad.t322_a6, align 64
+  %t322_b12204 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
+  %t322_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c6_1, align 64
+  %7276 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a62203, <16 x float> %t322_b12204, <16 x float> %t322_c6_1)
+  store <16 x float> %7276, ptr %conv1_weight_grad.t322_c6_1, align 64
+  %7277 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7278 = add nsw i64 %7277, 7
+  %7279 = mul nsw i64 %7278, 50176
+  %7280 = add nsw i64 2826896, %7279
+  %7281 = add nsw i64 %conv1_weight_grad.k3232176, 49920
+  %7282 = add nsw i64 %7280, %7281
+  %arena2205 = getelementptr inbounds float, ptr %arena, i64 %7282
+  %7283 = load float, ptr %arena2205, align 4
+  %7284 = insertelement <16 x float> undef, float %7283, i32 0
+  %7285 = shufflevector <16 x float> %7284, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7285, ptr %conv1_weight_grad.t322_a7, align 64
+  %t322_a7 = load <16 x float>, ptr %conv1_weight_grad.t322_a7, align 64
+  %t322_b02206 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
+  %t322_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c7_0, align 64
+  %7286 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a7, <16 x float> %t322_b02206, <16 x float> %t322_c7_0)
+  store <16 x float> %7286, ptr %conv1_weight_grad.t322_c7_0, align 64
+  %t322_a72207 = load <16 x float>, ptr %conv1_weight_grad.t322_a7, align 64
+  %t322_b12208 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
+  %t322_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c7_1, align 64
+  %7287 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a72207, <16 x float> %t322_b12208, <16 x float> %t322_c7_1)
+  store <16 x float> %7287, ptr %conv1_weight_grad.t322_c7_1, align 64
+  %7288 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7289 = add nsw i64 %7288, 8
+  %7290 = mul nsw i64 %7289, 50176
+  %7291 = add nsw i64 2826896, %7290
+  %7292 = add nsw i64 %conv1_weight_grad.k3232176, 49920
+  %7293 = add nsw i64 %7291, %7292
+  %arena2209 = getelementptr inbounds float, ptr %arena, i64 %7293
+  %7294 = load float, ptr %arena2209, align 4
+  %7295 = insertelement <16 x float> undef, float %7294, i32 0
+  %7296 = shufflevector <16 x float> %7295, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7296, ptr %conv1_weight_grad.t322_a8, align 64
+  %t322_a8 = load <16 x float>, ptr %conv1_weight_grad.t322_a8, align 64
+  %t322_b02210 = load <16 x float>, ptr %conv1_weight_grad.t322_b0, align 64
+  %t322_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t322_c8_0, align 64
+  %7297 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a8, <16 x float> %t322_b02210, <16 x float> %t322_c8_0)
+  store <16 x float> %7297, ptr %conv1_weight_grad.t322_c8_0, align 64
+  %t322_a82211 = load <16 x float>, ptr %conv1_weight_grad.t322_a8, align 64
+  %t322_b12212 = load <16 x float>, ptr %conv1_weight_grad.t322_b1, align 64
+  %t322_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t322_c8_1, align 64
+  %7298 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t322_a82211, <16 x float> %t322_b12212, <16 x float> %t322_c8_1)
+  store <16 x float> %7298, ptr %conv1_weight_grad.t322_c8_1, align 64
+  %k323.next = add nsw i64 %conv1_weight_grad.k3232176, 1
+  %7299 = icmp slt i64 %k323.next, 256
+  br i1 %7299, label %conv1_weight_grad.k323, label %conv1_weight_grad.k323.end
+
+conv1_weight_grad.k323.end:                       ; preds = %conv1_weight_grad.k323
+  %t322_c0_02213 = load <16 x float>, ptr %conv1_weight_grad.t322_c0_0, align 64
+  %7300 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7301 = mul nsw i64 %7300, 32
+  %7302 = add nsw i64 4884112, %7301
+  %7303 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7304 = add nsw i64 %7302, %7303
+  %arena2214 = getelementptr inbounds float, ptr %arena, i64 %7304
+  store <16 x float> %t322_c0_02213, ptr %arena2214, align 4
+  %t322_c0_12215 = load <16 x float>, ptr %conv1_weight_grad.t322_c0_1, align 64
+  %7305 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7306 = mul nsw i64 %7305, 32
+  %7307 = add nsw i64 4884112, %7306
+  %7308 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7309 = add nsw i64 %7307, %7308
+  %7310 = add nsw i64 %7309, 16
+  %arena2216 = getelementptr inbounds float, ptr %arena, i64 %7310
+  store <16 x float> %t322_c0_12215, ptr %arena2216, align 4
+  %t322_c1_02217 = load <16 x float>, ptr %conv1_weight_grad.t322_c1_0, align 64
+  %7311 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7312 = add nsw i64 %7311, 1
+  %7313 = mul nsw i64 %7312, 32
+  %7314 = add nsw i64 4884112, %7313
+  %7315 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7316 = add nsw i64 %7314, %7315
+  %arena2218 = getelementptr inbounds float, ptr %arena, i64 %7316
+  store <16 x float> %t322_c1_02217, ptr %arena2218, align 4
+  %t322_c1_12219 = load <16 x float>, ptr %conv1_weight_grad.t322_c1_1, align 64
+  %7317 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7318 = add nsw i64 %7317, 1
+  %7319 = mul nsw i64 %7318, 32
+  %7320 = add nsw i64 4884112, %7319
+  %7321 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7322 = add nsw i64 %7320, %7321
+  %7323 = add nsw i64 %7322, 16
+  %arena2220 = getelementptr inbounds float, ptr %arena, i64 %7323
+  store <16 x float> %t322_c1_12219, ptr %arena2220, align 4
+  %t322_c2_02221 = load <16 x float>, ptr %conv1_weight_grad.t322_c2_0, align 64
+  %7324 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7325 = add nsw i64 %7324, 2
+  %7326 = mul nsw i64 %7325, 32
+  %7327 = add nsw i64 4884112, %7326
+  %7328 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7329 = add nsw i64 %7327, %7328
+  %arena2222 = getelementptr inbounds float, ptr %arena, i64 %7329
+  store <16 x float> %t322_c2_02221, ptr %arena2222, align 4
+  %t322_c2_12223 = load <16 x float>, ptr %conv1_weight_grad.t322_c2_1, align 64
+  %7330 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7331 = add nsw i64 %7330, 2
+  %7332 = mul nsw i64 %7331, 32
+  %7333 = add nsw i64 4884112, %7332
+  %7334 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7335 = add nsw i64 %7333, %7334
+  %7336 = add nsw i64 %7335, 16
+  %arena2224 = getelementptr inbounds float, ptr %arena, i64 %7336
+  store <16 x float> %t322_c2_12223, ptr %arena2224, align 4
+  %t322_c3_02225 = load <16 x float>, ptr %conv1_weight_grad.t322_c3_0, align 64
+  %7337 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7338 = add nsw i64 %7337, 3
+  %7339 = mul nsw i64 %7338, 32
+  %7340 = add nsw i64 4884112, %7339
+  %7341 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7342 = add nsw i64 %7340, %7341
+  %arena2226 = getelementptr inbounds float, ptr %arena, i64 %7342
+  store <16 x float> %t322_c3_02225, ptr %arena2226, align 4
+  %t322_c3_12227 = load <16 x float>, ptr %conv1_weight_grad.t322_c3_1, align 64
+  %7343 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7344 = add nsw i64 %7343, 3
+  %7345 = mul nsw i64 %7344, 32
+  %7346 = add nsw i64 4884112, %7345
+  %7347 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7348 = add nsw i64 %7346, %7347
+  %7349 = add nsw i64 %7348, 16
+  %arena2228 = getelementptr inbounds float, ptr %arena, i64 %7349
+  store <16 x float> %t322_c3_12227, ptr %arena2228, align 4
+  %t322_c4_02229 = load <16 x float>, ptr %conv1_weight_grad.t322_c4_0, align 64
+  %7350 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7351 = add nsw i64 %7350, 4
+  %7352 = mul nsw i64 %7351, 32
+  %7353 = add nsw i64 4884112, %7352
+  %7354 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7355 = add nsw i64 %7353, %7354
+  %arena2230 = getelementptr inbounds float, ptr %arena, i64 %7355
+  store <16 x float> %t322_c4_02229, ptr %arena2230, align 4
+  %t322_c4_12231 = load <16 x float>, ptr %conv1_weight_grad.t322_c4_1, align 64
+  %7356 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7357 = add nsw i64 %7356, 4
+  %7358 = mul nsw i64 %7357, 32
+  %7359 = add nsw i64 4884112, %7358
+  %7360 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7361 = add nsw i64 %7359, %7360
+  %7362 = add nsw i64 %7361, 16
+  %arena2232 = getelementptr inbounds float, ptr %arena, i64 %7362
+  store <16 x float> %t322_c4_12231, ptr %arena2232, align 4
+  %t322_c5_02233 = load <16 x float>, ptr %conv1_weight_grad.t322_c5_0, align 64
+  %7363 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7364 = add nsw i64 %7363, 5
+  %7365 = mul nsw i64 %7364, 32
+  %7366 = add nsw i64 4884112, %7365
+  %7367 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7368 = add nsw i64 %7366, %7367
+  %arena2234 = getelementptr inbounds float, ptr %arena, i64 %7368
+  store <16 x float> %t322_c5_02233, ptr %arena2234, align 4
+  %t322_c5_12235 = load <16 x float>, ptr %conv1_weight_grad.t322_c5_1, align 64
+  %7369 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7370 = add nsw i64 %7369, 5
+  %7371 = mul nsw i64 %7370, 32
+  %7372 = add nsw i64 4884112, %7371
+  %7373 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7374 = add nsw i64 %7372, %7373
+  %7375 = add nsw i64 %7374, 16
+  %arena2236 = getelementptr inbounds float, ptr %arena, i64 %7375
+  store <16 x float> %t322_c5_12235, ptr %arena2236, align 4
+  %t322_c6_02237 = load <16 x float>, ptr %conv1_weight_grad.t322_c6_0, align 64
+  %7376 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7377 = add nsw i64 %7376, 6
+  %7378 = mul nsw i64 %7377, 32
+  %7379 = add nsw i64 4884112, %7378
+  %7380 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7381 = add nsw i64 %7379, %7380
+  %arena2238 = getelementptr inbounds float, ptr %arena, i64 %7381
+  store <16 x float> %t322_c6_02237, ptr %arena2238, align 4
+  %t322_c6_12239 = load <16 x float>, ptr %conv1_weight_grad.t322_c6_1, align 64
+  %7382 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7383 = add nsw i64 %7382, 6
+  %7384 = mul nsw i64 %7383, 32
+  %7385 = add nsw i64 4884112, %7384
+  %7386 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7387 = add nsw i64 %7385, %7386
+  %7388 = add nsw i64 %7387, 16
+  %arena2240 = getelementptr inbounds float, ptr %arena, i64 %7388
+  store <16 x float> %t322_c6_12239, ptr %arena2240, align 4
+  %t322_c7_02241 = load <16 x float>, ptr %conv1_weight_grad.t322_c7_0, align 64
+  %7389 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7390 = add nsw i64 %7389, 7
+  %7391 = mul nsw i64 %7390, 32
+  %7392 = add nsw i64 4884112, %7391
+  %7393 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7394 = add nsw i64 %7392, %7393
+  %arena2242 = getelementptr inbounds float, ptr %arena, i64 %7394
+  store <16 x float> %t322_c7_02241, ptr %arena2242, align 4
+  %t322_c7_12243 = load <16 x float>, ptr %conv1_weight_grad.t322_c7_1, align 64
+  %7395 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7396 = add nsw i64 %7395, 7
+  %7397 = mul nsw i64 %7396, 32
+  %7398 = add nsw i64 4884112, %7397
+  %7399 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7400 = add nsw i64 %7398, %7399
+  %7401 = add nsw i64 %7400, 16
+  %arena2244 = getelementptr inbounds float, ptr %arena, i64 %7401
+  store <16 x float> %t322_c7_12243, ptr %arena2244, align 4
+  %t322_c8_02245 = load <16 x float>, ptr %conv1_weight_grad.t322_c8_0, align 64
+  %7402 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7403 = add nsw i64 %7402, 8
+  %7404 = mul nsw i64 %7403, 32
+  %7405 = add nsw i64 4884112, %7404
+  %7406 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7407 = add nsw i64 %7405, %7406
+  %arena2246 = getelementptr inbounds float, ptr %arena, i64 %7407
+  store <16 x float> %t322_c8_02245, ptr %arena2246, align 4
+  %t322_c8_12247 = load <16 x float>, ptr %conv1_weight_grad.t322_c8_1, align 64
+  %7408 = mul nsw i64 %conv1_weight_grad.mb3212157, 9
+  %7409 = add nsw i64 %7408, 8
+  %7410 = mul nsw i64 %7409, 32
+  %7411 = add nsw i64 4884112, %7410
+  %7412 = mul nsw i64 %conv1_weight_grad.nb3202156, 32
+  %7413 = add nsw i64 %7411, %7412
+  %7414 = add nsw i64 %7413, 16
+  %arena2248 = getelementptr inbounds float, ptr %arena, i64 %7414
+  store <16 x float> %t322_c8_12247, ptr %arena2248, align 4
+  %mb321.next = add nsw i64 %conv1_weight_grad.mb3212157, 1
+  %7415 = icmp slt i64 %mb321.next, 1
+  br i1 %7415, label %conv1_weight_grad.mb321, label %conv1_weight_grad.mb321.end
+
+conv1_weight_grad.f324:                           ; preds = %conv1_weight_grad.r325.end, %conv1_weight_grad.g297.end
+  %conv1_weight_grad.f3242249 = phi i64 [ 0, %conv1_weight_grad.g297.end ], [ %f324.next, %conv1_weight_grad.r325.end ]
+  br label %conv1_weight_grad.r325
+
+conv1_weight_grad.f324.end:                       ; preds = %conv1_weight_grad.r325.end
+  br label %conv1_bias_grad.i326
+
+conv1_weight_grad.r325:                           ; preds = %conv1_weight_grad.r325, %conv1_weight_grad.f324
+  %conv1_weight_grad.r3252250 = phi i64 [ 0, %conv1_weight_grad.f324 ], [ %r325.next, %conv1_weight_grad.r325 ]
+  %7416 = mul nsw i64 %conv1_weight_grad.r3252250, 32
+  %7417 = add nsw i64 4884112, %7416
+  %7418 = add nsw i64 %7417, %conv1_weight_grad.f3242249
+  %arena2251 = getelementptr inbounds float, ptr %arena, i64 %7418
+  %7419 = load float, ptr %arena2251, align 4
+  %7420 = mul nsw i64 %conv1_weight_grad.f3242249, 9
+  %7421 = add nsw i64 %7420, %conv1_weight_grad.r3252250
+  %grads2252 = getelementptr inbounds float, ptr %grads, i64 %7421
+  store float %7419, ptr %grads2252, align 4
+  %r325.next = add nsw i64 %conv1_weight_grad.r3252250, 1
+  %7422 = icmp slt i64 %r325.next, 9
+  br i1 %7422, label %conv1_weight_grad.r325, label %conv1_weight_grad.r325.end
+
+conv1_weight_grad.r325.end:                       ; preds = %conv1_weight_grad.r325
+  %f324.next = add nsw i64 %conv1_weight_grad.f3242249, 1
+  %7423 = icmp slt i64 %f324.next, 32
+  br i1 %7423, label %conv1_weight_grad.f324, label %conv1_weight_grad.f324.end
+
+conv1_bias_grad.i326:                             ; preds = %conv1_bias_grad.i326, %conv1_weight_grad.f324.end
+  %conv1_bias_grad.i3262253 = phi i64 [ 0, %conv1_weight_grad.f324.end ], [ %i326.next, %conv1_bias_grad.i326 ]
+  %arena2254 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i3262253
+  store float 1.000000e+00, ptr %arena2254, align 4
+  %i326.next = add nsw i64 %conv1_bias_grad.i3262253, 1
+  %7424 = icmp slt i64 %i326.next, 784
+  br i1 %7424, label %conv1_bias_grad.i326, label %conv1_bias_grad.i326.end
+
+conv1_bias_grad.i326.end:                         ; preds = %conv1_bias_grad.i326
+  br label %conv1_bias_grad.i327
+
+conv1_bias_grad.i327:                             ; preds = %conv1_bias_grad.i327, %conv1_bias_grad.i326.end
+  %conv1_bias_grad.i3272255 = phi i64 [ 0, %conv1_bias_grad.i326.end ], [ %i327.next, %conv1_bias_grad.i327 ]
+  %7425 = add nsw i64 288, %conv1_bias_grad.i3272255
+  %grads2256 = getelementptr inbounds float, ptr %grads, i64 %7425
+  store float 0.000000e+00, ptr %grads2256, align 4
+  %i327.next = add nsw i64 %conv1_bias_grad.i3272255, 1
+  %7426 = icmp slt i64 %i327.next, 32
+  br i1 %7426, label %conv1_bias_grad.i327, label %conv1_bias_grad.i327.end
+
+conv1_bias_grad.i327.end:                         ; preds = %conv1_bias_grad.i327
+  br label %conv1_bias_grad.img328
+
+conv1_bias_grad.img328:                           ; preds = %conv1_bias_grad.img328, %conv1_bias_grad.i327.end
+  %conv1_bias_grad.img3282257 = phi i64 [ 0, %conv1_bias_grad.i327.end ], [ %img328.next, %conv1_bias_grad.img328 ]
+  %7427 = mul nsw i64 %conv1_bias_grad.img3282257, 25088
+  %7428 = add nsw i64 1221264, %7427
+  %arena2258 = getelementptr inbounds float, ptr %arena, i64 %7428
+  %arena2259 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads2260 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena2258, i32 784, ptr %arena2259, i32 1, float 1.000000e+00, ptr %grads2260, i32 1)
+  %img328.next = add nsw i64 %conv1_bias_grad.img3282257, 1
+  %7429 = icmp slt i64 %img328.next, 64
+  br i1 %7429, label %conv1_bias_grad.img328, label %conv1_bias_grad.img328.end
+
+conv1_bias_grad.img328.end:                       ; preds = %conv1_bias_grad.img328
+  %7430 = sitofp i64 %step to float
+  %7431 = fmul float %7430, 0xBFBAF8E8A0000000
+  %7432 = call float @llvm.exp.f32(float %7431)
+  %7433 = fsub float 1.000000e+00, %7432
+  %7434 = fdiv float %lr, %7433
+  store float %7434, ptr %adam.step_size329, align 4
+  %7435 = sitofp i64 %step to float
+  %7436 = fmul float %7435, 0xBF50645940000000
+  %7437 = call float @llvm.exp.f32(float %7436)
+  %7438 = fsub float 1.000000e+00, %7437
+  %7439 = call float @llvm.sqrt.f32(float %7438)
+  store float %7439, ptr %adam.bc2_sqrt330, align 4
+  br label %adam.i331
+
+adam.i331:                                        ; preds = %adam.i331, %conv1_bias_grad.img328.end
+  %adam.i3312261 = phi i64 [ 0, %conv1_bias_grad.img328.end ], [ %i331.next, %adam.i331 ]
+  %grads2262 = getelementptr inbounds float, ptr %grads, i64 %adam.i3312261
+  %7440 = load float, ptr %grads2262, align 4
+  %params2263 = getelementptr inbounds float, ptr %params, i64 %adam.i3312261
+  %7441 = load float, ptr %params2263, align 4
+  %7442 = fmul float 0.000000e+00, %7441
+  %7443 = fadd float %7440, %7442
+  store float %7443, ptr %adam.g, align 4
+  %m2264 = getelementptr inbounds float, ptr %m, i64 %adam.i3312261
+  %7444 = load float, ptr %m2264, align 4
+  %7445 = fmul float 0x3FECCCCCC0000000, %7444
   %g = load float, ptr %adam.g, align 4
-  %6058 = fmul float 0x3FB9999A00000000, %g
-  %6059 = fadd float %6057, %6058
-  store float %6059, ptr %adam.m_new, align 4
-  %v1653 = getelementptr inbounds float, ptr %v, i64 %adam.i3071649
-  %6060 = load float, ptr %v1653, align 4
-  %6061 = fmul float 0x3FEFF7CEE0000000, %6060
-  %g1654 = load float, ptr %adam.g, align 4
-  %6062 = fmul float 0x3F50624000000000, %g1654
-  %g1655 = load float, ptr %adam.g, align 4
-  %6063 = fmul float %6062, %g1655
-  %6064 = fadd float %6061, %6063
-  store float %6064, ptr %adam.v_new, align 4
+  %7446 = fmul float 0x3FB9999A00000000, %g
+  %7447 = fadd float %7445, %7446
+  store float %7447, ptr %adam.m_new, align 4
+  %v2265 = getelementptr inbounds float, ptr %v, i64 %adam.i3312261
+  %7448 = load float, ptr %v2265, align 4
+  %7449 = fmul float 0x3FEFF7CEE0000000, %7448
+  %g2266 = load float, ptr %adam.g, align 4
+  %7450 = fmul float 0x3F50624000000000, %g2266
+  %g2267 = load float, ptr %adam.g, align 4
+  %7451 = fmul float %7450, %g2267
+  %7452 = fadd float %7449, %7451
+  store float %7452, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1656 = getelementptr inbounds float, ptr %m, i64 %adam.i3071649
-  store float %m_new, ptr %m1656, align 4
+  %m2268 = getelementptr inbounds float, ptr %m, i64 %adam.i3312261
+  store float %m_new, ptr %m2268, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1657 = getelementptr inbounds float, ptr %v, i64 %adam.i3071649
-  store float %v_new, ptr %v1657, align 4
-  %params1658 = getelementptr inbounds float, ptr %params, i64 %adam.i3071649
-  %6065 = load float, ptr %params1658, align 4
-  %step_size305 = load float, ptr %adam.step_size305, align 4
-  %m_new1659 = load float, ptr %adam.m_new, align 4
-  %6066 = fmul float %step_size305, %m_new1659
-  %v_new1660 = load float, ptr %adam.v_new, align 4
-  %6067 = call float @llvm.sqrt.f32(float %v_new1660)
-  %bc2_sqrt306 = load float, ptr %adam.bc2_sqrt306, align 4
-  %6068 = fdiv float %6067, %bc2_sqrt306
-  %6069 = fadd float %6068, 0x3E45798EE0000000
-  %6070 = fdiv float %6066, %6069
-  %6071 = fsub float %6065, %6070
-  %params1661 = getelementptr inbounds float, ptr %params, i64 %adam.i3071649
-  store float %6071, ptr %params1661, align 4
-  %i307.next = add nsw i64 %adam.i3071649, 1
-  %6072 = icmp slt i64 %i307.next, 421642
-  br i1 %6072, label %adam.i307, label %adam.i307.end
+  %v2269 = getelementptr inbounds float, ptr %v, i64 %adam.i3312261
+  store float %v_new, ptr %v2269, align 4
+  %params2270 = getelementptr inbounds float, ptr %params, i64 %adam.i3312261
+  %7453 = load float, ptr %params2270, align 4
+  %step_size329 = load float, ptr %adam.step_size329, align 4
+  %m_new2271 = load float, ptr %adam.m_new, align 4
+  %7454 = fmul float %step_size329, %m_new2271
+  %v_new2272 = load float, ptr %adam.v_new, align 4
+  %7455 = call float @llvm.sqrt.f32(float %v_new2272)
+  %bc2_sqrt330 = load float, ptr %adam.bc2_sqrt330, align 4
+  %7456 = fdiv float %7455, %bc2_sqrt330
+  %7457 = fadd float %7456, 0x3E45798EE0000000
+  %7458 = fdiv float %7454, %7457
+  %7459 = fsub float %7453, %7458
+  %params2273 = getelementptr inbounds float, ptr %params, i64 %adam.i3312261
+  store float %7459, ptr %params2273, align 4
+  %i331.next = add nsw i64 %adam.i3312261, 1
+  %7460 = icmp slt i64 %i331.next, 421642
+  br i1 %7460, label %adam.i331, label %adam.i331.end
 
-adam.i307.end:                                    ; preds = %adam.i307
+adam.i331.end:                                    ; preds = %adam.i331
   ret void
 }
 

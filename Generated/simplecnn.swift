@@ -875,592 +875,1146 @@ public func simplecnn_train_b64(
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
-  sgemm(101, 112, 111, 10, 128, 64, 1, arena + 1221264, 10, arena + 1212416, 128, Float(bitPattern: 0x0), grads + 420352, 128)
-  // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u148 in 0..<10 {
-    var acc149: Float = Float(0)
-    for n150 in 0..<64 {
-      acc149 = (acc149 + arena[((1221264 +% (n150 *% 10)) +% u148)])
+  for nb148 in 0..<2 {
+    for mb149 in 0..<1 {
+      var t150_c0_0 = SIMD16<Float>()
+      var t150_c0_1 = SIMD16<Float>()
+      var t150_c0_2 = SIMD16<Float>()
+      var t150_c0_3 = SIMD16<Float>()
+      var t150_c1_0 = SIMD16<Float>()
+      var t150_c1_1 = SIMD16<Float>()
+      var t150_c1_2 = SIMD16<Float>()
+      var t150_c1_3 = SIMD16<Float>()
+      var t150_c2_0 = SIMD16<Float>()
+      var t150_c2_1 = SIMD16<Float>()
+      var t150_c2_2 = SIMD16<Float>()
+      var t150_c2_3 = SIMD16<Float>()
+      var t150_c3_0 = SIMD16<Float>()
+      var t150_c3_1 = SIMD16<Float>()
+      var t150_c3_2 = SIMD16<Float>()
+      var t150_c3_3 = SIMD16<Float>()
+      var t150_c4_0 = SIMD16<Float>()
+      var t150_c4_1 = SIMD16<Float>()
+      var t150_c4_2 = SIMD16<Float>()
+      var t150_c4_3 = SIMD16<Float>()
+      var t150_c5_0 = SIMD16<Float>()
+      var t150_c5_1 = SIMD16<Float>()
+      var t150_c5_2 = SIMD16<Float>()
+      var t150_c5_3 = SIMD16<Float>()
+      for k151 in 0..<64 {
+        let t150_b0 = load16(arena, ((1212416 +% (k151 *% 128)) +% (nb148 *% 64)))
+        let t150_b1 = load16(arena, (((1212416 +% (k151 *% 128)) +% (nb148 *% 64)) +% 16))
+        let t150_b2 = load16(arena, (((1212416 +% (k151 *% 128)) +% (nb148 *% 64)) +% 32))
+        let t150_b3 = load16(arena, (((1212416 +% (k151 *% 128)) +% (nb148 *% 64)) +% 48))
+        let t150_a0 = SIMD16<Float>(repeating: arena[((1221264 +% (mb149 *% 6)) +% (k151 *% 10))])
+        t150_c0_0 = t150_c0_0.addingProduct(t150_a0, t150_b0)
+        t150_c0_1 = t150_c0_1.addingProduct(t150_a0, t150_b1)
+        t150_c0_2 = t150_c0_2.addingProduct(t150_a0, t150_b2)
+        t150_c0_3 = t150_c0_3.addingProduct(t150_a0, t150_b3)
+        let t150_a1 = SIMD16<Float>(repeating: arena[((1221264 +% ((mb149 *% 6) +% 1)) +% (k151 *% 10))])
+        t150_c1_0 = t150_c1_0.addingProduct(t150_a1, t150_b0)
+        t150_c1_1 = t150_c1_1.addingProduct(t150_a1, t150_b1)
+        t150_c1_2 = t150_c1_2.addingProduct(t150_a1, t150_b2)
+        t150_c1_3 = t150_c1_3.addingProduct(t150_a1, t150_b3)
+        let t150_a2 = SIMD16<Float>(repeating: arena[((1221264 +% ((mb149 *% 6) +% 2)) +% (k151 *% 10))])
+        t150_c2_0 = t150_c2_0.addingProduct(t150_a2, t150_b0)
+        t150_c2_1 = t150_c2_1.addingProduct(t150_a2, t150_b1)
+        t150_c2_2 = t150_c2_2.addingProduct(t150_a2, t150_b2)
+        t150_c2_3 = t150_c2_3.addingProduct(t150_a2, t150_b3)
+        let t150_a3 = SIMD16<Float>(repeating: arena[((1221264 +% ((mb149 *% 6) +% 3)) +% (k151 *% 10))])
+        t150_c3_0 = t150_c3_0.addingProduct(t150_a3, t150_b0)
+        t150_c3_1 = t150_c3_1.addingProduct(t150_a3, t150_b1)
+        t150_c3_2 = t150_c3_2.addingProduct(t150_a3, t150_b2)
+        t150_c3_3 = t150_c3_3.addingProduct(t150_a3, t150_b3)
+        let t150_a4 = SIMD16<Float>(repeating: arena[((1221264 +% ((mb149 *% 6) +% 4)) +% (k151 *% 10))])
+        t150_c4_0 = t150_c4_0.addingProduct(t150_a4, t150_b0)
+        t150_c4_1 = t150_c4_1.addingProduct(t150_a4, t150_b1)
+        t150_c4_2 = t150_c4_2.addingProduct(t150_a4, t150_b2)
+        t150_c4_3 = t150_c4_3.addingProduct(t150_a4, t150_b3)
+        let t150_a5 = SIMD16<Float>(repeating: arena[((1221264 +% ((mb149 *% 6) +% 5)) +% (k151 *% 10))])
+        t150_c5_0 = t150_c5_0.addingProduct(t150_a5, t150_b0)
+        t150_c5_1 = t150_c5_1.addingProduct(t150_a5, t150_b1)
+        t150_c5_2 = t150_c5_2.addingProduct(t150_a5, t150_b2)
+        t150_c5_3 = t150_c5_3.addingProduct(t150_a5, t150_b3)
+      }
+      store16(grads, ((420352 +% ((mb149 *% 6) *% 128)) +% (nb148 *% 64)), t150_c0_0)
+      store16(grads, (((420352 +% ((mb149 *% 6) *% 128)) +% (nb148 *% 64)) +% 16), t150_c0_1)
+      store16(grads, (((420352 +% ((mb149 *% 6) *% 128)) +% (nb148 *% 64)) +% 32), t150_c0_2)
+      store16(grads, (((420352 +% ((mb149 *% 6) *% 128)) +% (nb148 *% 64)) +% 48), t150_c0_3)
+      store16(grads, ((420352 +% (((mb149 *% 6) +% 1) *% 128)) +% (nb148 *% 64)), t150_c1_0)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 1) *% 128)) +% (nb148 *% 64)) +% 16), t150_c1_1)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 1) *% 128)) +% (nb148 *% 64)) +% 32), t150_c1_2)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 1) *% 128)) +% (nb148 *% 64)) +% 48), t150_c1_3)
+      store16(grads, ((420352 +% (((mb149 *% 6) +% 2) *% 128)) +% (nb148 *% 64)), t150_c2_0)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 2) *% 128)) +% (nb148 *% 64)) +% 16), t150_c2_1)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 2) *% 128)) +% (nb148 *% 64)) +% 32), t150_c2_2)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 2) *% 128)) +% (nb148 *% 64)) +% 48), t150_c2_3)
+      store16(grads, ((420352 +% (((mb149 *% 6) +% 3) *% 128)) +% (nb148 *% 64)), t150_c3_0)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 3) *% 128)) +% (nb148 *% 64)) +% 16), t150_c3_1)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 3) *% 128)) +% (nb148 *% 64)) +% 32), t150_c3_2)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 3) *% 128)) +% (nb148 *% 64)) +% 48), t150_c3_3)
+      store16(grads, ((420352 +% (((mb149 *% 6) +% 4) *% 128)) +% (nb148 *% 64)), t150_c4_0)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 4) *% 128)) +% (nb148 *% 64)) +% 16), t150_c4_1)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 4) *% 128)) +% (nb148 *% 64)) +% 32), t150_c4_2)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 4) *% 128)) +% (nb148 *% 64)) +% 48), t150_c4_3)
+      store16(grads, ((420352 +% (((mb149 *% 6) +% 5) *% 128)) +% (nb148 *% 64)), t150_c5_0)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 5) *% 128)) +% (nb148 *% 64)) +% 16), t150_c5_1)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 5) *% 128)) +% (nb148 *% 64)) +% 32), t150_c5_2)
+      store16(grads, (((420352 +% (((mb149 *% 6) +% 5) *% 128)) +% (nb148 *% 64)) +% 48), t150_c5_3)
     }
-    grads[(421632 +% u148)] = acc149
+    var t152_c0_0 = SIMD16<Float>()
+    var t152_c0_1 = SIMD16<Float>()
+    var t152_c0_2 = SIMD16<Float>()
+    var t152_c0_3 = SIMD16<Float>()
+    var t152_c1_0 = SIMD16<Float>()
+    var t152_c1_1 = SIMD16<Float>()
+    var t152_c1_2 = SIMD16<Float>()
+    var t152_c1_3 = SIMD16<Float>()
+    var t152_c2_0 = SIMD16<Float>()
+    var t152_c2_1 = SIMD16<Float>()
+    var t152_c2_2 = SIMD16<Float>()
+    var t152_c2_3 = SIMD16<Float>()
+    var t152_c3_0 = SIMD16<Float>()
+    var t152_c3_1 = SIMD16<Float>()
+    var t152_c3_2 = SIMD16<Float>()
+    var t152_c3_3 = SIMD16<Float>()
+    for k153 in 0..<64 {
+      let t152_b0 = load16(arena, ((1212416 +% (k153 *% 128)) +% (nb148 *% 64)))
+      let t152_b1 = load16(arena, (((1212416 +% (k153 *% 128)) +% (nb148 *% 64)) +% 16))
+      let t152_b2 = load16(arena, (((1212416 +% (k153 *% 128)) +% (nb148 *% 64)) +% 32))
+      let t152_b3 = load16(arena, (((1212416 +% (k153 *% 128)) +% (nb148 *% 64)) +% 48))
+      let t152_a0 = SIMD16<Float>(repeating: arena[(1221270 +% (k153 *% 10))])
+      t152_c0_0 = t152_c0_0.addingProduct(t152_a0, t152_b0)
+      t152_c0_1 = t152_c0_1.addingProduct(t152_a0, t152_b1)
+      t152_c0_2 = t152_c0_2.addingProduct(t152_a0, t152_b2)
+      t152_c0_3 = t152_c0_3.addingProduct(t152_a0, t152_b3)
+      let t152_a1 = SIMD16<Float>(repeating: arena[(1221271 +% (k153 *% 10))])
+      t152_c1_0 = t152_c1_0.addingProduct(t152_a1, t152_b0)
+      t152_c1_1 = t152_c1_1.addingProduct(t152_a1, t152_b1)
+      t152_c1_2 = t152_c1_2.addingProduct(t152_a1, t152_b2)
+      t152_c1_3 = t152_c1_3.addingProduct(t152_a1, t152_b3)
+      let t152_a2 = SIMD16<Float>(repeating: arena[(1221272 +% (k153 *% 10))])
+      t152_c2_0 = t152_c2_0.addingProduct(t152_a2, t152_b0)
+      t152_c2_1 = t152_c2_1.addingProduct(t152_a2, t152_b1)
+      t152_c2_2 = t152_c2_2.addingProduct(t152_a2, t152_b2)
+      t152_c2_3 = t152_c2_3.addingProduct(t152_a2, t152_b3)
+      let t152_a3 = SIMD16<Float>(repeating: arena[(1221273 +% (k153 *% 10))])
+      t152_c3_0 = t152_c3_0.addingProduct(t152_a3, t152_b0)
+      t152_c3_1 = t152_c3_1.addingProduct(t152_a3, t152_b1)
+      t152_c3_2 = t152_c3_2.addingProduct(t152_a3, t152_b2)
+      t152_c3_3 = t152_c3_3.addingProduct(t152_a3, t152_b3)
+    }
+    store16(grads, (421120 +% (nb148 *% 64)), t152_c0_0)
+    store16(grads, ((421120 +% (nb148 *% 64)) +% 16), t152_c0_1)
+    store16(grads, ((421120 +% (nb148 *% 64)) +% 32), t152_c0_2)
+    store16(grads, ((421120 +% (nb148 *% 64)) +% 48), t152_c0_3)
+    store16(grads, (421248 +% (nb148 *% 64)), t152_c1_0)
+    store16(grads, ((421248 +% (nb148 *% 64)) +% 16), t152_c1_1)
+    store16(grads, ((421248 +% (nb148 *% 64)) +% 32), t152_c1_2)
+    store16(grads, ((421248 +% (nb148 *% 64)) +% 48), t152_c1_3)
+    store16(grads, (421376 +% (nb148 *% 64)), t152_c2_0)
+    store16(grads, ((421376 +% (nb148 *% 64)) +% 16), t152_c2_1)
+    store16(grads, ((421376 +% (nb148 *% 64)) +% 32), t152_c2_2)
+    store16(grads, ((421376 +% (nb148 *% 64)) +% 48), t152_c2_3)
+    store16(grads, (421504 +% (nb148 *% 64)), t152_c3_0)
+    store16(grads, ((421504 +% (nb148 *% 64)) +% 16), t152_c3_1)
+    store16(grads, ((421504 +% (nb148 *% 64)) +% 32), t152_c3_2)
+    store16(grads, ((421504 +% (nb148 *% 64)) +% 48), t152_c3_3)
+  }
+  // fc2_bias_grad = dense_grad_bias(fc2_grad)
+  for u154 in 0..<10 {
+    var acc155: Float = Float(0)
+    for n156 in 0..<64 {
+      acc155 = (acc155 + arena[((1221264 +% (n156 *% 10)) +% u154)])
+    }
+    grads[(421632 +% u154)] = acc155
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
-  sgemm(101, 111, 111, 64, 128, 10, 1, arena + 1221264, 10, params + 420352, 128, Float(bitPattern: 0x0), arena + 1221904, 128)
+  for nb157 in 0..<2 {
+    for mb158 in 0..<10 {
+      var t159_c0_0 = SIMD16<Float>()
+      var t159_c0_1 = SIMD16<Float>()
+      var t159_c0_2 = SIMD16<Float>()
+      var t159_c0_3 = SIMD16<Float>()
+      var t159_c1_0 = SIMD16<Float>()
+      var t159_c1_1 = SIMD16<Float>()
+      var t159_c1_2 = SIMD16<Float>()
+      var t159_c1_3 = SIMD16<Float>()
+      var t159_c2_0 = SIMD16<Float>()
+      var t159_c2_1 = SIMD16<Float>()
+      var t159_c2_2 = SIMD16<Float>()
+      var t159_c2_3 = SIMD16<Float>()
+      var t159_c3_0 = SIMD16<Float>()
+      var t159_c3_1 = SIMD16<Float>()
+      var t159_c3_2 = SIMD16<Float>()
+      var t159_c3_3 = SIMD16<Float>()
+      var t159_c4_0 = SIMD16<Float>()
+      var t159_c4_1 = SIMD16<Float>()
+      var t159_c4_2 = SIMD16<Float>()
+      var t159_c4_3 = SIMD16<Float>()
+      var t159_c5_0 = SIMD16<Float>()
+      var t159_c5_1 = SIMD16<Float>()
+      var t159_c5_2 = SIMD16<Float>()
+      var t159_c5_3 = SIMD16<Float>()
+      for k160 in 0..<10 {
+        let t159_b0 = load16(params, ((420352 +% (k160 *% 128)) +% (nb157 *% 64)))
+        let t159_b1 = load16(params, (((420352 +% (k160 *% 128)) +% (nb157 *% 64)) +% 16))
+        let t159_b2 = load16(params, (((420352 +% (k160 *% 128)) +% (nb157 *% 64)) +% 32))
+        let t159_b3 = load16(params, (((420352 +% (k160 *% 128)) +% (nb157 *% 64)) +% 48))
+        let t159_a0 = SIMD16<Float>(repeating: arena[((1221264 +% ((mb158 *% 6) *% 10)) +% k160)])
+        t159_c0_0 = t159_c0_0.addingProduct(t159_a0, t159_b0)
+        t159_c0_1 = t159_c0_1.addingProduct(t159_a0, t159_b1)
+        t159_c0_2 = t159_c0_2.addingProduct(t159_a0, t159_b2)
+        t159_c0_3 = t159_c0_3.addingProduct(t159_a0, t159_b3)
+        let t159_a1 = SIMD16<Float>(repeating: arena[((1221264 +% (((mb158 *% 6) +% 1) *% 10)) +% k160)])
+        t159_c1_0 = t159_c1_0.addingProduct(t159_a1, t159_b0)
+        t159_c1_1 = t159_c1_1.addingProduct(t159_a1, t159_b1)
+        t159_c1_2 = t159_c1_2.addingProduct(t159_a1, t159_b2)
+        t159_c1_3 = t159_c1_3.addingProduct(t159_a1, t159_b3)
+        let t159_a2 = SIMD16<Float>(repeating: arena[((1221264 +% (((mb158 *% 6) +% 2) *% 10)) +% k160)])
+        t159_c2_0 = t159_c2_0.addingProduct(t159_a2, t159_b0)
+        t159_c2_1 = t159_c2_1.addingProduct(t159_a2, t159_b1)
+        t159_c2_2 = t159_c2_2.addingProduct(t159_a2, t159_b2)
+        t159_c2_3 = t159_c2_3.addingProduct(t159_a2, t159_b3)
+        let t159_a3 = SIMD16<Float>(repeating: arena[((1221264 +% (((mb158 *% 6) +% 3) *% 10)) +% k160)])
+        t159_c3_0 = t159_c3_0.addingProduct(t159_a3, t159_b0)
+        t159_c3_1 = t159_c3_1.addingProduct(t159_a3, t159_b1)
+        t159_c3_2 = t159_c3_2.addingProduct(t159_a3, t159_b2)
+        t159_c3_3 = t159_c3_3.addingProduct(t159_a3, t159_b3)
+        let t159_a4 = SIMD16<Float>(repeating: arena[((1221264 +% (((mb158 *% 6) +% 4) *% 10)) +% k160)])
+        t159_c4_0 = t159_c4_0.addingProduct(t159_a4, t159_b0)
+        t159_c4_1 = t159_c4_1.addingProduct(t159_a4, t159_b1)
+        t159_c4_2 = t159_c4_2.addingProduct(t159_a4, t159_b2)
+        t159_c4_3 = t159_c4_3.addingProduct(t159_a4, t159_b3)
+        let t159_a5 = SIMD16<Float>(repeating: arena[((1221264 +% (((mb158 *% 6) +% 5) *% 10)) +% k160)])
+        t159_c5_0 = t159_c5_0.addingProduct(t159_a5, t159_b0)
+        t159_c5_1 = t159_c5_1.addingProduct(t159_a5, t159_b1)
+        t159_c5_2 = t159_c5_2.addingProduct(t159_a5, t159_b2)
+        t159_c5_3 = t159_c5_3.addingProduct(t159_a5, t159_b3)
+      }
+      store16(arena, ((1221904 +% ((mb158 *% 6) *% 128)) +% (nb157 *% 64)), t159_c0_0)
+      store16(arena, (((1221904 +% ((mb158 *% 6) *% 128)) +% (nb157 *% 64)) +% 16), t159_c0_1)
+      store16(arena, (((1221904 +% ((mb158 *% 6) *% 128)) +% (nb157 *% 64)) +% 32), t159_c0_2)
+      store16(arena, (((1221904 +% ((mb158 *% 6) *% 128)) +% (nb157 *% 64)) +% 48), t159_c0_3)
+      store16(arena, ((1221904 +% (((mb158 *% 6) +% 1) *% 128)) +% (nb157 *% 64)), t159_c1_0)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 1) *% 128)) +% (nb157 *% 64)) +% 16), t159_c1_1)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 1) *% 128)) +% (nb157 *% 64)) +% 32), t159_c1_2)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 1) *% 128)) +% (nb157 *% 64)) +% 48), t159_c1_3)
+      store16(arena, ((1221904 +% (((mb158 *% 6) +% 2) *% 128)) +% (nb157 *% 64)), t159_c2_0)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 2) *% 128)) +% (nb157 *% 64)) +% 16), t159_c2_1)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 2) *% 128)) +% (nb157 *% 64)) +% 32), t159_c2_2)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 2) *% 128)) +% (nb157 *% 64)) +% 48), t159_c2_3)
+      store16(arena, ((1221904 +% (((mb158 *% 6) +% 3) *% 128)) +% (nb157 *% 64)), t159_c3_0)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 3) *% 128)) +% (nb157 *% 64)) +% 16), t159_c3_1)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 3) *% 128)) +% (nb157 *% 64)) +% 32), t159_c3_2)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 3) *% 128)) +% (nb157 *% 64)) +% 48), t159_c3_3)
+      store16(arena, ((1221904 +% (((mb158 *% 6) +% 4) *% 128)) +% (nb157 *% 64)), t159_c4_0)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 4) *% 128)) +% (nb157 *% 64)) +% 16), t159_c4_1)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 4) *% 128)) +% (nb157 *% 64)) +% 32), t159_c4_2)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 4) *% 128)) +% (nb157 *% 64)) +% 48), t159_c4_3)
+      store16(arena, ((1221904 +% (((mb158 *% 6) +% 5) *% 128)) +% (nb157 *% 64)), t159_c5_0)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 5) *% 128)) +% (nb157 *% 64)) +% 16), t159_c5_1)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 5) *% 128)) +% (nb157 *% 64)) +% 32), t159_c5_2)
+      store16(arena, (((1221904 +% (((mb158 *% 6) +% 5) *% 128)) +% (nb157 *% 64)) +% 48), t159_c5_3)
+    }
+    var t161_c0_0 = SIMD16<Float>()
+    var t161_c0_1 = SIMD16<Float>()
+    var t161_c0_2 = SIMD16<Float>()
+    var t161_c0_3 = SIMD16<Float>()
+    var t161_c1_0 = SIMD16<Float>()
+    var t161_c1_1 = SIMD16<Float>()
+    var t161_c1_2 = SIMD16<Float>()
+    var t161_c1_3 = SIMD16<Float>()
+    var t161_c2_0 = SIMD16<Float>()
+    var t161_c2_1 = SIMD16<Float>()
+    var t161_c2_2 = SIMD16<Float>()
+    var t161_c2_3 = SIMD16<Float>()
+    var t161_c3_0 = SIMD16<Float>()
+    var t161_c3_1 = SIMD16<Float>()
+    var t161_c3_2 = SIMD16<Float>()
+    var t161_c3_3 = SIMD16<Float>()
+    for k162 in 0..<10 {
+      let t161_b0 = load16(params, ((420352 +% (k162 *% 128)) +% (nb157 *% 64)))
+      let t161_b1 = load16(params, (((420352 +% (k162 *% 128)) +% (nb157 *% 64)) +% 16))
+      let t161_b2 = load16(params, (((420352 +% (k162 *% 128)) +% (nb157 *% 64)) +% 32))
+      let t161_b3 = load16(params, (((420352 +% (k162 *% 128)) +% (nb157 *% 64)) +% 48))
+      let t161_a0 = SIMD16<Float>(repeating: arena[(1221864 +% k162)])
+      t161_c0_0 = t161_c0_0.addingProduct(t161_a0, t161_b0)
+      t161_c0_1 = t161_c0_1.addingProduct(t161_a0, t161_b1)
+      t161_c0_2 = t161_c0_2.addingProduct(t161_a0, t161_b2)
+      t161_c0_3 = t161_c0_3.addingProduct(t161_a0, t161_b3)
+      let t161_a1 = SIMD16<Float>(repeating: arena[(1221874 +% k162)])
+      t161_c1_0 = t161_c1_0.addingProduct(t161_a1, t161_b0)
+      t161_c1_1 = t161_c1_1.addingProduct(t161_a1, t161_b1)
+      t161_c1_2 = t161_c1_2.addingProduct(t161_a1, t161_b2)
+      t161_c1_3 = t161_c1_3.addingProduct(t161_a1, t161_b3)
+      let t161_a2 = SIMD16<Float>(repeating: arena[(1221884 +% k162)])
+      t161_c2_0 = t161_c2_0.addingProduct(t161_a2, t161_b0)
+      t161_c2_1 = t161_c2_1.addingProduct(t161_a2, t161_b1)
+      t161_c2_2 = t161_c2_2.addingProduct(t161_a2, t161_b2)
+      t161_c2_3 = t161_c2_3.addingProduct(t161_a2, t161_b3)
+      let t161_a3 = SIMD16<Float>(repeating: arena[(1221894 +% k162)])
+      t161_c3_0 = t161_c3_0.addingProduct(t161_a3, t161_b0)
+      t161_c3_1 = t161_c3_1.addingProduct(t161_a3, t161_b1)
+      t161_c3_2 = t161_c3_2.addingProduct(t161_a3, t161_b2)
+      t161_c3_3 = t161_c3_3.addingProduct(t161_a3, t161_b3)
+    }
+    store16(arena, (1229584 +% (nb157 *% 64)), t161_c0_0)
+    store16(arena, ((1229584 +% (nb157 *% 64)) +% 16), t161_c0_1)
+    store16(arena, ((1229584 +% (nb157 *% 64)) +% 32), t161_c0_2)
+    store16(arena, ((1229584 +% (nb157 *% 64)) +% 48), t161_c0_3)
+    store16(arena, (1229712 +% (nb157 *% 64)), t161_c1_0)
+    store16(arena, ((1229712 +% (nb157 *% 64)) +% 16), t161_c1_1)
+    store16(arena, ((1229712 +% (nb157 *% 64)) +% 32), t161_c1_2)
+    store16(arena, ((1229712 +% (nb157 *% 64)) +% 48), t161_c1_3)
+    store16(arena, (1229840 +% (nb157 *% 64)), t161_c2_0)
+    store16(arena, ((1229840 +% (nb157 *% 64)) +% 16), t161_c2_1)
+    store16(arena, ((1229840 +% (nb157 *% 64)) +% 32), t161_c2_2)
+    store16(arena, ((1229840 +% (nb157 *% 64)) +% 48), t161_c2_3)
+    store16(arena, (1229968 +% (nb157 *% 64)), t161_c3_0)
+    store16(arena, ((1229968 +% (nb157 *% 64)) +% 16), t161_c3_1)
+    store16(arena, ((1229968 +% (nb157 *% 64)) +% 32), t161_c3_2)
+    store16(arena, ((1229968 +% (nb157 *% 64)) +% 48), t161_c3_3)
+  }
   // relu3_grad = dropout_grad(drop_grad, drop)
-  for i151 in 0..<8192 {
-    arena[(1230096 +% i151)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i151) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 +% i151)] * Float(2)) : Float(0))
+  for i163 in 0..<8192 {
+    arena[(1230096 +% i163)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i163) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 +% i163)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i152
-    var i152 = 0
-    while i152 &+ 16 <= 8192 {
-      store16(arena, 1212416 &+ i152, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i152), where: load16(arena, 1204224 &+ i152) .> SIMD16<Float>(repeating: Float(0))))
-      i152 &+= 16
+  do {  // SIMD16 over i164
+    var i164 = 0
+    while i164 &+ 16 <= 8192 {
+      store16(arena, 1212416 &+ i164, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i164), where: load16(arena, 1204224 &+ i164) .> SIMD16<Float>(repeating: Float(0))))
+      i164 &+= 16
     }
-    while i152 < 8192 {
-      arena[(1212416 +% i152)] = (arena[(1204224 +% i152)] > Float(0) ? arena[(1230096 +% i152)] : Float(0))
-      i152 &+= 1
+    while i164 < 8192 {
+      arena[(1212416 +% i164)] = (arena[(1204224 +% i164)] > Float(0) ? arena[(1230096 +% i164)] : Float(0))
+      i164 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  sgemm(101, 112, 111, 128, 3136, 64, 1, arena + 1212416, 128, arena + 802816, 3136, Float(bitPattern: 0x0), grads + 18816, 3136)
-  // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u153 in 0..<128 {
-    var acc154: Float = Float(0)
-    for n155 in 0..<64 {
-      acc154 = (acc154 + arena[((1212416 +% (n155 *% 128)) +% u153)])
+  for nb165 in 0..<49 {
+    for mb166 in 0..<21 {
+      var t167_c0_0 = SIMD16<Float>()
+      var t167_c0_1 = SIMD16<Float>()
+      var t167_c0_2 = SIMD16<Float>()
+      var t167_c0_3 = SIMD16<Float>()
+      var t167_c1_0 = SIMD16<Float>()
+      var t167_c1_1 = SIMD16<Float>()
+      var t167_c1_2 = SIMD16<Float>()
+      var t167_c1_3 = SIMD16<Float>()
+      var t167_c2_0 = SIMD16<Float>()
+      var t167_c2_1 = SIMD16<Float>()
+      var t167_c2_2 = SIMD16<Float>()
+      var t167_c2_3 = SIMD16<Float>()
+      var t167_c3_0 = SIMD16<Float>()
+      var t167_c3_1 = SIMD16<Float>()
+      var t167_c3_2 = SIMD16<Float>()
+      var t167_c3_3 = SIMD16<Float>()
+      var t167_c4_0 = SIMD16<Float>()
+      var t167_c4_1 = SIMD16<Float>()
+      var t167_c4_2 = SIMD16<Float>()
+      var t167_c4_3 = SIMD16<Float>()
+      var t167_c5_0 = SIMD16<Float>()
+      var t167_c5_1 = SIMD16<Float>()
+      var t167_c5_2 = SIMD16<Float>()
+      var t167_c5_3 = SIMD16<Float>()
+      for k168 in 0..<64 {
+        let t167_b0 = load16(arena, ((802816 +% (k168 *% 3136)) +% (nb165 *% 64)))
+        let t167_b1 = load16(arena, (((802816 +% (k168 *% 3136)) +% (nb165 *% 64)) +% 16))
+        let t167_b2 = load16(arena, (((802816 +% (k168 *% 3136)) +% (nb165 *% 64)) +% 32))
+        let t167_b3 = load16(arena, (((802816 +% (k168 *% 3136)) +% (nb165 *% 64)) +% 48))
+        let t167_a0 = SIMD16<Float>(repeating: arena[((1212416 +% (mb166 *% 6)) +% (k168 *% 128))])
+        t167_c0_0 = t167_c0_0.addingProduct(t167_a0, t167_b0)
+        t167_c0_1 = t167_c0_1.addingProduct(t167_a0, t167_b1)
+        t167_c0_2 = t167_c0_2.addingProduct(t167_a0, t167_b2)
+        t167_c0_3 = t167_c0_3.addingProduct(t167_a0, t167_b3)
+        let t167_a1 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb166 *% 6) +% 1)) +% (k168 *% 128))])
+        t167_c1_0 = t167_c1_0.addingProduct(t167_a1, t167_b0)
+        t167_c1_1 = t167_c1_1.addingProduct(t167_a1, t167_b1)
+        t167_c1_2 = t167_c1_2.addingProduct(t167_a1, t167_b2)
+        t167_c1_3 = t167_c1_3.addingProduct(t167_a1, t167_b3)
+        let t167_a2 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb166 *% 6) +% 2)) +% (k168 *% 128))])
+        t167_c2_0 = t167_c2_0.addingProduct(t167_a2, t167_b0)
+        t167_c2_1 = t167_c2_1.addingProduct(t167_a2, t167_b1)
+        t167_c2_2 = t167_c2_2.addingProduct(t167_a2, t167_b2)
+        t167_c2_3 = t167_c2_3.addingProduct(t167_a2, t167_b3)
+        let t167_a3 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb166 *% 6) +% 3)) +% (k168 *% 128))])
+        t167_c3_0 = t167_c3_0.addingProduct(t167_a3, t167_b0)
+        t167_c3_1 = t167_c3_1.addingProduct(t167_a3, t167_b1)
+        t167_c3_2 = t167_c3_2.addingProduct(t167_a3, t167_b2)
+        t167_c3_3 = t167_c3_3.addingProduct(t167_a3, t167_b3)
+        let t167_a4 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb166 *% 6) +% 4)) +% (k168 *% 128))])
+        t167_c4_0 = t167_c4_0.addingProduct(t167_a4, t167_b0)
+        t167_c4_1 = t167_c4_1.addingProduct(t167_a4, t167_b1)
+        t167_c4_2 = t167_c4_2.addingProduct(t167_a4, t167_b2)
+        t167_c4_3 = t167_c4_3.addingProduct(t167_a4, t167_b3)
+        let t167_a5 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb166 *% 6) +% 5)) +% (k168 *% 128))])
+        t167_c5_0 = t167_c5_0.addingProduct(t167_a5, t167_b0)
+        t167_c5_1 = t167_c5_1.addingProduct(t167_a5, t167_b1)
+        t167_c5_2 = t167_c5_2.addingProduct(t167_a5, t167_b2)
+        t167_c5_3 = t167_c5_3.addingProduct(t167_a5, t167_b3)
+      }
+      store16(grads, ((18816 +% ((mb166 *% 6) *% 3136)) +% (nb165 *% 64)), t167_c0_0)
+      store16(grads, (((18816 +% ((mb166 *% 6) *% 3136)) +% (nb165 *% 64)) +% 16), t167_c0_1)
+      store16(grads, (((18816 +% ((mb166 *% 6) *% 3136)) +% (nb165 *% 64)) +% 32), t167_c0_2)
+      store16(grads, (((18816 +% ((mb166 *% 6) *% 3136)) +% (nb165 *% 64)) +% 48), t167_c0_3)
+      store16(grads, ((18816 +% (((mb166 *% 6) +% 1) *% 3136)) +% (nb165 *% 64)), t167_c1_0)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 1) *% 3136)) +% (nb165 *% 64)) +% 16), t167_c1_1)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 1) *% 3136)) +% (nb165 *% 64)) +% 32), t167_c1_2)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 1) *% 3136)) +% (nb165 *% 64)) +% 48), t167_c1_3)
+      store16(grads, ((18816 +% (((mb166 *% 6) +% 2) *% 3136)) +% (nb165 *% 64)), t167_c2_0)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 2) *% 3136)) +% (nb165 *% 64)) +% 16), t167_c2_1)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 2) *% 3136)) +% (nb165 *% 64)) +% 32), t167_c2_2)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 2) *% 3136)) +% (nb165 *% 64)) +% 48), t167_c2_3)
+      store16(grads, ((18816 +% (((mb166 *% 6) +% 3) *% 3136)) +% (nb165 *% 64)), t167_c3_0)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 3) *% 3136)) +% (nb165 *% 64)) +% 16), t167_c3_1)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 3) *% 3136)) +% (nb165 *% 64)) +% 32), t167_c3_2)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 3) *% 3136)) +% (nb165 *% 64)) +% 48), t167_c3_3)
+      store16(grads, ((18816 +% (((mb166 *% 6) +% 4) *% 3136)) +% (nb165 *% 64)), t167_c4_0)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 4) *% 3136)) +% (nb165 *% 64)) +% 16), t167_c4_1)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 4) *% 3136)) +% (nb165 *% 64)) +% 32), t167_c4_2)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 4) *% 3136)) +% (nb165 *% 64)) +% 48), t167_c4_3)
+      store16(grads, ((18816 +% (((mb166 *% 6) +% 5) *% 3136)) +% (nb165 *% 64)), t167_c5_0)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 5) *% 3136)) +% (nb165 *% 64)) +% 16), t167_c5_1)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 5) *% 3136)) +% (nb165 *% 64)) +% 32), t167_c5_2)
+      store16(grads, (((18816 +% (((mb166 *% 6) +% 5) *% 3136)) +% (nb165 *% 64)) +% 48), t167_c5_3)
     }
-    grads[(420224 +% u153)] = acc154
+    var t169_c0_0 = SIMD16<Float>()
+    var t169_c0_1 = SIMD16<Float>()
+    var t169_c0_2 = SIMD16<Float>()
+    var t169_c0_3 = SIMD16<Float>()
+    var t169_c1_0 = SIMD16<Float>()
+    var t169_c1_1 = SIMD16<Float>()
+    var t169_c1_2 = SIMD16<Float>()
+    var t169_c1_3 = SIMD16<Float>()
+    for k170 in 0..<64 {
+      let t169_b0 = load16(arena, ((802816 +% (k170 *% 3136)) +% (nb165 *% 64)))
+      let t169_b1 = load16(arena, (((802816 +% (k170 *% 3136)) +% (nb165 *% 64)) +% 16))
+      let t169_b2 = load16(arena, (((802816 +% (k170 *% 3136)) +% (nb165 *% 64)) +% 32))
+      let t169_b3 = load16(arena, (((802816 +% (k170 *% 3136)) +% (nb165 *% 64)) +% 48))
+      let t169_a0 = SIMD16<Float>(repeating: arena[(1212542 +% (k170 *% 128))])
+      t169_c0_0 = t169_c0_0.addingProduct(t169_a0, t169_b0)
+      t169_c0_1 = t169_c0_1.addingProduct(t169_a0, t169_b1)
+      t169_c0_2 = t169_c0_2.addingProduct(t169_a0, t169_b2)
+      t169_c0_3 = t169_c0_3.addingProduct(t169_a0, t169_b3)
+      let t169_a1 = SIMD16<Float>(repeating: arena[(1212543 +% (k170 *% 128))])
+      t169_c1_0 = t169_c1_0.addingProduct(t169_a1, t169_b0)
+      t169_c1_1 = t169_c1_1.addingProduct(t169_a1, t169_b1)
+      t169_c1_2 = t169_c1_2.addingProduct(t169_a1, t169_b2)
+      t169_c1_3 = t169_c1_3.addingProduct(t169_a1, t169_b3)
+    }
+    store16(grads, (413952 +% (nb165 *% 64)), t169_c0_0)
+    store16(grads, ((413952 +% (nb165 *% 64)) +% 16), t169_c0_1)
+    store16(grads, ((413952 +% (nb165 *% 64)) +% 32), t169_c0_2)
+    store16(grads, ((413952 +% (nb165 *% 64)) +% 48), t169_c0_3)
+    store16(grads, (417088 +% (nb165 *% 64)), t169_c1_0)
+    store16(grads, ((417088 +% (nb165 *% 64)) +% 16), t169_c1_1)
+    store16(grads, ((417088 +% (nb165 *% 64)) +% 32), t169_c1_2)
+    store16(grads, ((417088 +% (nb165 *% 64)) +% 48), t169_c1_3)
+  }
+  // fc1_bias_grad = dense_grad_bias(fc1_grad)
+  for u171 in 0..<128 {
+    var acc172: Float = Float(0)
+    for n173 in 0..<64 {
+      acc172 = (acc172 + arena[((1212416 +% (n173 *% 128)) +% u171)])
+    }
+    grads[(420224 +% u171)] = acc172
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  sgemm(101, 111, 111, 64, 3136, 128, 1, arena + 1212416, 128, params + 18816, 3136, Float(bitPattern: 0x0), arena + 1221264, 3136)
+  for nb174 in 0..<49 {
+    for mb175 in 0..<10 {
+      var t176_c0_0 = SIMD16<Float>()
+      var t176_c0_1 = SIMD16<Float>()
+      var t176_c0_2 = SIMD16<Float>()
+      var t176_c0_3 = SIMD16<Float>()
+      var t176_c1_0 = SIMD16<Float>()
+      var t176_c1_1 = SIMD16<Float>()
+      var t176_c1_2 = SIMD16<Float>()
+      var t176_c1_3 = SIMD16<Float>()
+      var t176_c2_0 = SIMD16<Float>()
+      var t176_c2_1 = SIMD16<Float>()
+      var t176_c2_2 = SIMD16<Float>()
+      var t176_c2_3 = SIMD16<Float>()
+      var t176_c3_0 = SIMD16<Float>()
+      var t176_c3_1 = SIMD16<Float>()
+      var t176_c3_2 = SIMD16<Float>()
+      var t176_c3_3 = SIMD16<Float>()
+      var t176_c4_0 = SIMD16<Float>()
+      var t176_c4_1 = SIMD16<Float>()
+      var t176_c4_2 = SIMD16<Float>()
+      var t176_c4_3 = SIMD16<Float>()
+      var t176_c5_0 = SIMD16<Float>()
+      var t176_c5_1 = SIMD16<Float>()
+      var t176_c5_2 = SIMD16<Float>()
+      var t176_c5_3 = SIMD16<Float>()
+      for k177 in 0..<128 {
+        let t176_b0 = load16(params, ((18816 +% (k177 *% 3136)) +% (nb174 *% 64)))
+        let t176_b1 = load16(params, (((18816 +% (k177 *% 3136)) +% (nb174 *% 64)) +% 16))
+        let t176_b2 = load16(params, (((18816 +% (k177 *% 3136)) +% (nb174 *% 64)) +% 32))
+        let t176_b3 = load16(params, (((18816 +% (k177 *% 3136)) +% (nb174 *% 64)) +% 48))
+        let t176_a0 = SIMD16<Float>(repeating: arena[((1212416 +% ((mb175 *% 6) *% 128)) +% k177)])
+        t176_c0_0 = t176_c0_0.addingProduct(t176_a0, t176_b0)
+        t176_c0_1 = t176_c0_1.addingProduct(t176_a0, t176_b1)
+        t176_c0_2 = t176_c0_2.addingProduct(t176_a0, t176_b2)
+        t176_c0_3 = t176_c0_3.addingProduct(t176_a0, t176_b3)
+        let t176_a1 = SIMD16<Float>(repeating: arena[((1212416 +% (((mb175 *% 6) +% 1) *% 128)) +% k177)])
+        t176_c1_0 = t176_c1_0.addingProduct(t176_a1, t176_b0)
+        t176_c1_1 = t176_c1_1.addingProduct(t176_a1, t176_b1)
+        t176_c1_2 = t176_c1_2.addingProduct(t176_a1, t176_b2)
+        t176_c1_3 = t176_c1_3.addingProduct(t176_a1, t176_b3)
+        let t176_a2 = SIMD16<Float>(repeating: arena[((1212416 +% (((mb175 *% 6) +% 2) *% 128)) +% k177)])
+        t176_c2_0 = t176_c2_0.addingProduct(t176_a2, t176_b0)
+        t176_c2_1 = t176_c2_1.addingProduct(t176_a2, t176_b1)
+        t176_c2_2 = t176_c2_2.addingProduct(t176_a2, t176_b2)
+        t176_c2_3 = t176_c2_3.addingProduct(t176_a2, t176_b3)
+        let t176_a3 = SIMD16<Float>(repeating: arena[((1212416 +% (((mb175 *% 6) +% 3) *% 128)) +% k177)])
+        t176_c3_0 = t176_c3_0.addingProduct(t176_a3, t176_b0)
+        t176_c3_1 = t176_c3_1.addingProduct(t176_a3, t176_b1)
+        t176_c3_2 = t176_c3_2.addingProduct(t176_a3, t176_b2)
+        t176_c3_3 = t176_c3_3.addingProduct(t176_a3, t176_b3)
+        let t176_a4 = SIMD16<Float>(repeating: arena[((1212416 +% (((mb175 *% 6) +% 4) *% 128)) +% k177)])
+        t176_c4_0 = t176_c4_0.addingProduct(t176_a4, t176_b0)
+        t176_c4_1 = t176_c4_1.addingProduct(t176_a4, t176_b1)
+        t176_c4_2 = t176_c4_2.addingProduct(t176_a4, t176_b2)
+        t176_c4_3 = t176_c4_3.addingProduct(t176_a4, t176_b3)
+        let t176_a5 = SIMD16<Float>(repeating: arena[((1212416 +% (((mb175 *% 6) +% 5) *% 128)) +% k177)])
+        t176_c5_0 = t176_c5_0.addingProduct(t176_a5, t176_b0)
+        t176_c5_1 = t176_c5_1.addingProduct(t176_a5, t176_b1)
+        t176_c5_2 = t176_c5_2.addingProduct(t176_a5, t176_b2)
+        t176_c5_3 = t176_c5_3.addingProduct(t176_a5, t176_b3)
+      }
+      store16(arena, ((1221264 +% ((mb175 *% 6) *% 3136)) +% (nb174 *% 64)), t176_c0_0)
+      store16(arena, (((1221264 +% ((mb175 *% 6) *% 3136)) +% (nb174 *% 64)) +% 16), t176_c0_1)
+      store16(arena, (((1221264 +% ((mb175 *% 6) *% 3136)) +% (nb174 *% 64)) +% 32), t176_c0_2)
+      store16(arena, (((1221264 +% ((mb175 *% 6) *% 3136)) +% (nb174 *% 64)) +% 48), t176_c0_3)
+      store16(arena, ((1221264 +% (((mb175 *% 6) +% 1) *% 3136)) +% (nb174 *% 64)), t176_c1_0)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 1) *% 3136)) +% (nb174 *% 64)) +% 16), t176_c1_1)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 1) *% 3136)) +% (nb174 *% 64)) +% 32), t176_c1_2)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 1) *% 3136)) +% (nb174 *% 64)) +% 48), t176_c1_3)
+      store16(arena, ((1221264 +% (((mb175 *% 6) +% 2) *% 3136)) +% (nb174 *% 64)), t176_c2_0)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 2) *% 3136)) +% (nb174 *% 64)) +% 16), t176_c2_1)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 2) *% 3136)) +% (nb174 *% 64)) +% 32), t176_c2_2)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 2) *% 3136)) +% (nb174 *% 64)) +% 48), t176_c2_3)
+      store16(arena, ((1221264 +% (((mb175 *% 6) +% 3) *% 3136)) +% (nb174 *% 64)), t176_c3_0)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 3) *% 3136)) +% (nb174 *% 64)) +% 16), t176_c3_1)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 3) *% 3136)) +% (nb174 *% 64)) +% 32), t176_c3_2)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 3) *% 3136)) +% (nb174 *% 64)) +% 48), t176_c3_3)
+      store16(arena, ((1221264 +% (((mb175 *% 6) +% 4) *% 3136)) +% (nb174 *% 64)), t176_c4_0)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 4) *% 3136)) +% (nb174 *% 64)) +% 16), t176_c4_1)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 4) *% 3136)) +% (nb174 *% 64)) +% 32), t176_c4_2)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 4) *% 3136)) +% (nb174 *% 64)) +% 48), t176_c4_3)
+      store16(arena, ((1221264 +% (((mb175 *% 6) +% 5) *% 3136)) +% (nb174 *% 64)), t176_c5_0)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 5) *% 3136)) +% (nb174 *% 64)) +% 16), t176_c5_1)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 5) *% 3136)) +% (nb174 *% 64)) +% 32), t176_c5_2)
+      store16(arena, (((1221264 +% (((mb175 *% 6) +% 5) *% 3136)) +% (nb174 *% 64)) +% 48), t176_c5_3)
+    }
+    var t178_c0_0 = SIMD16<Float>()
+    var t178_c0_1 = SIMD16<Float>()
+    var t178_c0_2 = SIMD16<Float>()
+    var t178_c0_3 = SIMD16<Float>()
+    var t178_c1_0 = SIMD16<Float>()
+    var t178_c1_1 = SIMD16<Float>()
+    var t178_c1_2 = SIMD16<Float>()
+    var t178_c1_3 = SIMD16<Float>()
+    var t178_c2_0 = SIMD16<Float>()
+    var t178_c2_1 = SIMD16<Float>()
+    var t178_c2_2 = SIMD16<Float>()
+    var t178_c2_3 = SIMD16<Float>()
+    var t178_c3_0 = SIMD16<Float>()
+    var t178_c3_1 = SIMD16<Float>()
+    var t178_c3_2 = SIMD16<Float>()
+    var t178_c3_3 = SIMD16<Float>()
+    for k179 in 0..<128 {
+      let t178_b0 = load16(params, ((18816 +% (k179 *% 3136)) +% (nb174 *% 64)))
+      let t178_b1 = load16(params, (((18816 +% (k179 *% 3136)) +% (nb174 *% 64)) +% 16))
+      let t178_b2 = load16(params, (((18816 +% (k179 *% 3136)) +% (nb174 *% 64)) +% 32))
+      let t178_b3 = load16(params, (((18816 +% (k179 *% 3136)) +% (nb174 *% 64)) +% 48))
+      let t178_a0 = SIMD16<Float>(repeating: arena[(1220096 +% k179)])
+      t178_c0_0 = t178_c0_0.addingProduct(t178_a0, t178_b0)
+      t178_c0_1 = t178_c0_1.addingProduct(t178_a0, t178_b1)
+      t178_c0_2 = t178_c0_2.addingProduct(t178_a0, t178_b2)
+      t178_c0_3 = t178_c0_3.addingProduct(t178_a0, t178_b3)
+      let t178_a1 = SIMD16<Float>(repeating: arena[(1220224 +% k179)])
+      t178_c1_0 = t178_c1_0.addingProduct(t178_a1, t178_b0)
+      t178_c1_1 = t178_c1_1.addingProduct(t178_a1, t178_b1)
+      t178_c1_2 = t178_c1_2.addingProduct(t178_a1, t178_b2)
+      t178_c1_3 = t178_c1_3.addingProduct(t178_a1, t178_b3)
+      let t178_a2 = SIMD16<Float>(repeating: arena[(1220352 +% k179)])
+      t178_c2_0 = t178_c2_0.addingProduct(t178_a2, t178_b0)
+      t178_c2_1 = t178_c2_1.addingProduct(t178_a2, t178_b1)
+      t178_c2_2 = t178_c2_2.addingProduct(t178_a2, t178_b2)
+      t178_c2_3 = t178_c2_3.addingProduct(t178_a2, t178_b3)
+      let t178_a3 = SIMD16<Float>(repeating: arena[(1220480 +% k179)])
+      t178_c3_0 = t178_c3_0.addingProduct(t178_a3, t178_b0)
+      t178_c3_1 = t178_c3_1.addingProduct(t178_a3, t178_b1)
+      t178_c3_2 = t178_c3_2.addingProduct(t178_a3, t178_b2)
+      t178_c3_3 = t178_c3_3.addingProduct(t178_a3, t178_b3)
+    }
+    store16(arena, (1409424 +% (nb174 *% 64)), t178_c0_0)
+    store16(arena, ((1409424 +% (nb174 *% 64)) +% 16), t178_c0_1)
+    store16(arena, ((1409424 +% (nb174 *% 64)) +% 32), t178_c0_2)
+    store16(arena, ((1409424 +% (nb174 *% 64)) +% 48), t178_c0_3)
+    store16(arena, (1412560 +% (nb174 *% 64)), t178_c1_0)
+    store16(arena, ((1412560 +% (nb174 *% 64)) +% 16), t178_c1_1)
+    store16(arena, ((1412560 +% (nb174 *% 64)) +% 32), t178_c1_2)
+    store16(arena, ((1412560 +% (nb174 *% 64)) +% 48), t178_c1_3)
+    store16(arena, (1415696 +% (nb174 *% 64)), t178_c2_0)
+    store16(arena, ((1415696 +% (nb174 *% 64)) +% 16), t178_c2_1)
+    store16(arena, ((1415696 +% (nb174 *% 64)) +% 32), t178_c2_2)
+    store16(arena, ((1415696 +% (nb174 *% 64)) +% 48), t178_c2_3)
+    store16(arena, (1418832 +% (nb174 *% 64)), t178_c3_0)
+    store16(arena, ((1418832 +% (nb174 *% 64)) +% 16), t178_c3_1)
+    store16(arena, ((1418832 +% (nb174 *% 64)) +% 32), t178_c3_2)
+    store16(arena, ((1418832 +% (nb174 *% 64)) +% 48), t178_c3_3)
+  }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i156
-    var i156 = 0
-    while i156 &+ 16 <= 802816 {
-      store16(arena, 1421968 &+ i156, SIMD16<Float>(repeating: Float(0)))
-      i156 &+= 16
+  do {  // SIMD16 over i180
+    var i180 = 0
+    while i180 &+ 16 <= 802816 {
+      store16(arena, 1421968 &+ i180, SIMD16<Float>(repeating: Float(0)))
+      i180 &+= 16
     }
-    while i156 < 802816 {
-      arena[(1421968 +% i156)] = Float(0)
-      i156 &+= 1
+    while i180 < 802816 {
+      arena[(1421968 +% i180)] = Float(0)
+      i180 &+= 1
     }
   }
-  for q157 in 0..<4096 {
-    for i158 in 0..<49 {
-      if arena[(802816 +% ((q157 *% 49) +% i158))] > Float(0) {
-        arena[((1421968 +% (q157 *% 196)) +% Int(arena[(1003520 +% ((q157 *% 49) +% i158))]))] += arena[(1221264 +% ((q157 *% 49) +% i158))]
+  for q181 in 0..<4096 {
+    for i182 in 0..<49 {
+      if arena[(802816 +% ((q181 *% 49) +% i182))] > Float(0) {
+        arena[((1421968 +% (q181 *% 196)) +% Int(arena[(1003520 +% ((q181 *% 49) +% i182))]))] += arena[(1221264 +% ((q181 *% 49) +% i182))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i159
-    var i159 = 0
-    while i159 &+ 16 <= 18432 {
-      store16(arena, 6640272 &+ i159, SIMD16<Float>(repeating: Float(0)))
-      i159 &+= 16
+  do {  // SIMD16 over i183
+    var i183 = 0
+    while i183 &+ 16 <= 18432 {
+      store16(arena, 6640272 &+ i183, SIMD16<Float>(repeating: Float(0)))
+      i183 &+= 16
     }
-    while i159 < 18432 {
-      arena[(6640272 +% i159)] = Float(0)
-      i159 &+= 1
-    }
-  }
-  for g160 in 0..<1 {
-    for j161 in 0..<64 {
-      for c162 in 0..<32 {
-        for ky163 in 0..<3 {
-          for oy164 in 0..<14 {
-            if (-1 < ((oy164 +% ky163) +% -1) && ((oy164 +% ky163) +% -1) < 14) {
-              for ox165 in 0..<13 {
-                arena[(((2224784 +% ((((c162 *% 3) +% ky163) *% 3) *% 12544)) +% (j161 *% 196)) +% ((oy164 *% 14) +% (ox165 +% 1)))] = arena[((((((g160 *% 64) +% j161) *% 6272) +% (c162 *% 196)) +% (((oy164 +% ky163) +% -1) *% 14)) +% ((ox165 +% 1) +% -1))]
-              }
-              for ox166 in 0..<1 {
-                arena[(((2224784 +% ((((c162 *% 3) +% ky163) *% 3) *% 12544)) +% (j161 *% 196)) +% ((oy164 *% 14) +% ox166))] = Float(0)
-              }
-            }
-            if ((oy164 +% ky163) +% -1) < 0 {
-              for ox167 in 0..<14 {
-                arena[(((2224784 +% ((((c162 *% 3) +% ky163) *% 3) *% 12544)) +% (j161 *% 196)) +% ((oy164 *% 14) +% ox167))] = Float(0)
-              }
-            }
-            if 13 < ((oy164 +% ky163) +% -1) {
-              for ox167 in 0..<14 {
-                arena[(((2224784 +% ((((c162 *% 3) +% ky163) *% 3) *% 12544)) +% (j161 *% 196)) +% ((oy164 *% 14) +% ox167))] = Float(0)
-              }
-            }
-          }
-          for oy168 in 0..<14 {
-            if (-1 < ((oy168 +% ky163) +% -1) && ((oy168 +% ky163) +% -1) < 14) {
-              for ox169 in 0..<14 {
-                arena[(((2224784 +% (((((c162 *% 3) +% ky163) *% 3) +% 1) *% 12544)) +% (j161 *% 196)) +% ((oy168 *% 14) +% ox169))] = arena[((((((g160 *% 64) +% j161) *% 6272) +% (c162 *% 196)) +% (((oy168 +% ky163) +% -1) *% 14)) +% ox169)]
-              }
-            }
-            if ((oy168 +% ky163) +% -1) < 0 {
-              for ox170 in 0..<14 {
-                arena[(((2224784 +% (((((c162 *% 3) +% ky163) *% 3) +% 1) *% 12544)) +% (j161 *% 196)) +% ((oy168 *% 14) +% ox170))] = Float(0)
-              }
-            }
-            if 13 < ((oy168 +% ky163) +% -1) {
-              for ox170 in 0..<14 {
-                arena[(((2224784 +% (((((c162 *% 3) +% ky163) *% 3) +% 1) *% 12544)) +% (j161 *% 196)) +% ((oy168 *% 14) +% ox170))] = Float(0)
-              }
-            }
-          }
-          for oy171 in 0..<14 {
-            if (-1 < ((oy171 +% ky163) +% -1) && ((oy171 +% ky163) +% -1) < 14) {
-              for ox172 in 0..<13 {
-                arena[(((2224784 +% (((((c162 *% 3) +% ky163) *% 3) +% 2) *% 12544)) +% (j161 *% 196)) +% ((oy171 *% 14) +% ox172))] = arena[((((((g160 *% 64) +% j161) *% 6272) +% (c162 *% 196)) +% (((oy171 +% ky163) +% -1) *% 14)) +% (ox172 +% 1))]
-              }
-              for ox173 in 0..<1 {
-                arena[(((2224784 +% (((((c162 *% 3) +% ky163) *% 3) +% 2) *% 12544)) +% (j161 *% 196)) +% ((oy171 *% 14) +% (ox173 +% 13)))] = Float(0)
-              }
-            }
-            if ((oy171 +% ky163) +% -1) < 0 {
-              for ox174 in 0..<14 {
-                arena[(((2224784 +% (((((c162 *% 3) +% ky163) *% 3) +% 2) *% 12544)) +% (j161 *% 196)) +% ((oy171 *% 14) +% ox174))] = Float(0)
-              }
-            }
-            if 13 < ((oy171 +% ky163) +% -1) {
-              for ox174 in 0..<14 {
-                arena[(((2224784 +% (((((c162 *% 3) +% ky163) *% 3) +% 2) *% 12544)) +% (j161 *% 196)) +% ((oy171 *% 14) +% ox174))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j175 in 0..<64 {
-      for i176 in 0..<196 {
-        for f177 in 0..<64 {
-          arena[((5837456 +% (((j175 *% 196) +% i176) *% 64)) +% f177)] = arena[(((1421968 +% (((g160 *% 64) +% j175) *% 12544)) +% (f177 *% 196)) +% i176)]
-        }
-      }
-    }
-    for kp178 in 0..<32 {
-      for nb179 in 0..<1 {
-        for mb180 in 0..<48 {
-          var t181_c0_0 = load16(arena, ((6640272 +% ((mb180 *% 6) *% 64)) +% (nb179 *% 64)))
-          var t181_c0_1 = load16(arena, (((6640272 +% ((mb180 *% 6) *% 64)) +% (nb179 *% 64)) +% 16))
-          var t181_c0_2 = load16(arena, (((6640272 +% ((mb180 *% 6) *% 64)) +% (nb179 *% 64)) +% 32))
-          var t181_c0_3 = load16(arena, (((6640272 +% ((mb180 *% 6) *% 64)) +% (nb179 *% 64)) +% 48))
-          var t181_c1_0 = load16(arena, ((6640272 +% (((mb180 *% 6) +% 1) *% 64)) +% (nb179 *% 64)))
-          var t181_c1_1 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 1) *% 64)) +% (nb179 *% 64)) +% 16))
-          var t181_c1_2 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 1) *% 64)) +% (nb179 *% 64)) +% 32))
-          var t181_c1_3 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 1) *% 64)) +% (nb179 *% 64)) +% 48))
-          var t181_c2_0 = load16(arena, ((6640272 +% (((mb180 *% 6) +% 2) *% 64)) +% (nb179 *% 64)))
-          var t181_c2_1 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 2) *% 64)) +% (nb179 *% 64)) +% 16))
-          var t181_c2_2 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 2) *% 64)) +% (nb179 *% 64)) +% 32))
-          var t181_c2_3 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 2) *% 64)) +% (nb179 *% 64)) +% 48))
-          var t181_c3_0 = load16(arena, ((6640272 +% (((mb180 *% 6) +% 3) *% 64)) +% (nb179 *% 64)))
-          var t181_c3_1 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 3) *% 64)) +% (nb179 *% 64)) +% 16))
-          var t181_c3_2 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 3) *% 64)) +% (nb179 *% 64)) +% 32))
-          var t181_c3_3 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 3) *% 64)) +% (nb179 *% 64)) +% 48))
-          var t181_c4_0 = load16(arena, ((6640272 +% (((mb180 *% 6) +% 4) *% 64)) +% (nb179 *% 64)))
-          var t181_c4_1 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 4) *% 64)) +% (nb179 *% 64)) +% 16))
-          var t181_c4_2 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 4) *% 64)) +% (nb179 *% 64)) +% 32))
-          var t181_c4_3 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 4) *% 64)) +% (nb179 *% 64)) +% 48))
-          var t181_c5_0 = load16(arena, ((6640272 +% (((mb180 *% 6) +% 5) *% 64)) +% (nb179 *% 64)))
-          var t181_c5_1 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 5) *% 64)) +% (nb179 *% 64)) +% 16))
-          var t181_c5_2 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 5) *% 64)) +% (nb179 *% 64)) +% 32))
-          var t181_c5_3 = load16(arena, (((6640272 +% (((mb180 *% 6) +% 5) *% 64)) +% (nb179 *% 64)) +% 48))
-          for k182 in 0..<381 {
-            let t181_b0 = load16(arena, ((5837456 +% ((k182 +% (kp178 *% 381)) *% 64)) +% (nb179 *% 64)))
-            let t181_b1 = load16(arena, (((5837456 +% ((k182 +% (kp178 *% 381)) *% 64)) +% (nb179 *% 64)) +% 16))
-            let t181_b2 = load16(arena, (((5837456 +% ((k182 +% (kp178 *% 381)) *% 64)) +% (nb179 *% 64)) +% 32))
-            let t181_b3 = load16(arena, (((5837456 +% ((k182 +% (kp178 *% 381)) *% 64)) +% (nb179 *% 64)) +% 48))
-            let t181_a0 = SIMD16<Float>(repeating: arena[((2224784 +% ((mb180 *% 6) *% 12544)) +% (k182 +% (kp178 *% 381)))])
-            t181_c0_0 = t181_c0_0.addingProduct(t181_a0, t181_b0)
-            t181_c0_1 = t181_c0_1.addingProduct(t181_a0, t181_b1)
-            t181_c0_2 = t181_c0_2.addingProduct(t181_a0, t181_b2)
-            t181_c0_3 = t181_c0_3.addingProduct(t181_a0, t181_b3)
-            let t181_a1 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb180 *% 6) +% 1) *% 12544)) +% (k182 +% (kp178 *% 381)))])
-            t181_c1_0 = t181_c1_0.addingProduct(t181_a1, t181_b0)
-            t181_c1_1 = t181_c1_1.addingProduct(t181_a1, t181_b1)
-            t181_c1_2 = t181_c1_2.addingProduct(t181_a1, t181_b2)
-            t181_c1_3 = t181_c1_3.addingProduct(t181_a1, t181_b3)
-            let t181_a2 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb180 *% 6) +% 2) *% 12544)) +% (k182 +% (kp178 *% 381)))])
-            t181_c2_0 = t181_c2_0.addingProduct(t181_a2, t181_b0)
-            t181_c2_1 = t181_c2_1.addingProduct(t181_a2, t181_b1)
-            t181_c2_2 = t181_c2_2.addingProduct(t181_a2, t181_b2)
-            t181_c2_3 = t181_c2_3.addingProduct(t181_a2, t181_b3)
-            let t181_a3 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb180 *% 6) +% 3) *% 12544)) +% (k182 +% (kp178 *% 381)))])
-            t181_c3_0 = t181_c3_0.addingProduct(t181_a3, t181_b0)
-            t181_c3_1 = t181_c3_1.addingProduct(t181_a3, t181_b1)
-            t181_c3_2 = t181_c3_2.addingProduct(t181_a3, t181_b2)
-            t181_c3_3 = t181_c3_3.addingProduct(t181_a3, t181_b3)
-            let t181_a4 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb180 *% 6) +% 4) *% 12544)) +% (k182 +% (kp178 *% 381)))])
-            t181_c4_0 = t181_c4_0.addingProduct(t181_a4, t181_b0)
-            t181_c4_1 = t181_c4_1.addingProduct(t181_a4, t181_b1)
-            t181_c4_2 = t181_c4_2.addingProduct(t181_a4, t181_b2)
-            t181_c4_3 = t181_c4_3.addingProduct(t181_a4, t181_b3)
-            let t181_a5 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb180 *% 6) +% 5) *% 12544)) +% (k182 +% (kp178 *% 381)))])
-            t181_c5_0 = t181_c5_0.addingProduct(t181_a5, t181_b0)
-            t181_c5_1 = t181_c5_1.addingProduct(t181_a5, t181_b1)
-            t181_c5_2 = t181_c5_2.addingProduct(t181_a5, t181_b2)
-            t181_c5_3 = t181_c5_3.addingProduct(t181_a5, t181_b3)
-          }
-          store16(arena, ((6640272 +% ((mb180 *% 6) *% 64)) +% (nb179 *% 64)), t181_c0_0)
-          store16(arena, (((6640272 +% ((mb180 *% 6) *% 64)) +% (nb179 *% 64)) +% 16), t181_c0_1)
-          store16(arena, (((6640272 +% ((mb180 *% 6) *% 64)) +% (nb179 *% 64)) +% 32), t181_c0_2)
-          store16(arena, (((6640272 +% ((mb180 *% 6) *% 64)) +% (nb179 *% 64)) +% 48), t181_c0_3)
-          store16(arena, ((6640272 +% (((mb180 *% 6) +% 1) *% 64)) +% (nb179 *% 64)), t181_c1_0)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 1) *% 64)) +% (nb179 *% 64)) +% 16), t181_c1_1)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 1) *% 64)) +% (nb179 *% 64)) +% 32), t181_c1_2)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 1) *% 64)) +% (nb179 *% 64)) +% 48), t181_c1_3)
-          store16(arena, ((6640272 +% (((mb180 *% 6) +% 2) *% 64)) +% (nb179 *% 64)), t181_c2_0)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 2) *% 64)) +% (nb179 *% 64)) +% 16), t181_c2_1)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 2) *% 64)) +% (nb179 *% 64)) +% 32), t181_c2_2)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 2) *% 64)) +% (nb179 *% 64)) +% 48), t181_c2_3)
-          store16(arena, ((6640272 +% (((mb180 *% 6) +% 3) *% 64)) +% (nb179 *% 64)), t181_c3_0)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 3) *% 64)) +% (nb179 *% 64)) +% 16), t181_c3_1)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 3) *% 64)) +% (nb179 *% 64)) +% 32), t181_c3_2)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 3) *% 64)) +% (nb179 *% 64)) +% 48), t181_c3_3)
-          store16(arena, ((6640272 +% (((mb180 *% 6) +% 4) *% 64)) +% (nb179 *% 64)), t181_c4_0)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 4) *% 64)) +% (nb179 *% 64)) +% 16), t181_c4_1)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 4) *% 64)) +% (nb179 *% 64)) +% 32), t181_c4_2)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 4) *% 64)) +% (nb179 *% 64)) +% 48), t181_c4_3)
-          store16(arena, ((6640272 +% (((mb180 *% 6) +% 5) *% 64)) +% (nb179 *% 64)), t181_c5_0)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 5) *% 64)) +% (nb179 *% 64)) +% 16), t181_c5_1)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 5) *% 64)) +% (nb179 *% 64)) +% 32), t181_c5_2)
-          store16(arena, (((6640272 +% (((mb180 *% 6) +% 5) *% 64)) +% (nb179 *% 64)) +% 48), t181_c5_3)
-        }
-      }
-    }
-    for nb183 in 0..<1 {
-      for mb184 in 0..<48 {
-        var t185_c0_0 = load16(arena, ((6640272 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)))
-        var t185_c0_1 = load16(arena, (((6640272 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 16))
-        var t185_c0_2 = load16(arena, (((6640272 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 32))
-        var t185_c0_3 = load16(arena, (((6640272 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 48))
-        var t185_c1_0 = load16(arena, ((6640272 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)))
-        var t185_c1_1 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 16))
-        var t185_c1_2 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 32))
-        var t185_c1_3 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 48))
-        var t185_c2_0 = load16(arena, ((6640272 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)))
-        var t185_c2_1 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 16))
-        var t185_c2_2 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 32))
-        var t185_c2_3 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 48))
-        var t185_c3_0 = load16(arena, ((6640272 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)))
-        var t185_c3_1 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 16))
-        var t185_c3_2 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 32))
-        var t185_c3_3 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 48))
-        var t185_c4_0 = load16(arena, ((6640272 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)))
-        var t185_c4_1 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 16))
-        var t185_c4_2 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 32))
-        var t185_c4_3 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 48))
-        var t185_c5_0 = load16(arena, ((6640272 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)))
-        var t185_c5_1 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 16))
-        var t185_c5_2 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 32))
-        var t185_c5_3 = load16(arena, (((6640272 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 48))
-        for k186 in 0..<352 {
-          let t185_b0 = load16(arena, ((5837456 +% ((k186 +% 12192) *% 64)) +% (nb183 *% 64)))
-          let t185_b1 = load16(arena, (((5837456 +% ((k186 +% 12192) *% 64)) +% (nb183 *% 64)) +% 16))
-          let t185_b2 = load16(arena, (((5837456 +% ((k186 +% 12192) *% 64)) +% (nb183 *% 64)) +% 32))
-          let t185_b3 = load16(arena, (((5837456 +% ((k186 +% 12192) *% 64)) +% (nb183 *% 64)) +% 48))
-          let t185_a0 = SIMD16<Float>(repeating: arena[((2224784 +% ((mb184 *% 6) *% 12544)) +% (k186 +% 12192))])
-          t185_c0_0 = t185_c0_0.addingProduct(t185_a0, t185_b0)
-          t185_c0_1 = t185_c0_1.addingProduct(t185_a0, t185_b1)
-          t185_c0_2 = t185_c0_2.addingProduct(t185_a0, t185_b2)
-          t185_c0_3 = t185_c0_3.addingProduct(t185_a0, t185_b3)
-          let t185_a1 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb184 *% 6) +% 1) *% 12544)) +% (k186 +% 12192))])
-          t185_c1_0 = t185_c1_0.addingProduct(t185_a1, t185_b0)
-          t185_c1_1 = t185_c1_1.addingProduct(t185_a1, t185_b1)
-          t185_c1_2 = t185_c1_2.addingProduct(t185_a1, t185_b2)
-          t185_c1_3 = t185_c1_3.addingProduct(t185_a1, t185_b3)
-          let t185_a2 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb184 *% 6) +% 2) *% 12544)) +% (k186 +% 12192))])
-          t185_c2_0 = t185_c2_0.addingProduct(t185_a2, t185_b0)
-          t185_c2_1 = t185_c2_1.addingProduct(t185_a2, t185_b1)
-          t185_c2_2 = t185_c2_2.addingProduct(t185_a2, t185_b2)
-          t185_c2_3 = t185_c2_3.addingProduct(t185_a2, t185_b3)
-          let t185_a3 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb184 *% 6) +% 3) *% 12544)) +% (k186 +% 12192))])
-          t185_c3_0 = t185_c3_0.addingProduct(t185_a3, t185_b0)
-          t185_c3_1 = t185_c3_1.addingProduct(t185_a3, t185_b1)
-          t185_c3_2 = t185_c3_2.addingProduct(t185_a3, t185_b2)
-          t185_c3_3 = t185_c3_3.addingProduct(t185_a3, t185_b3)
-          let t185_a4 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb184 *% 6) +% 4) *% 12544)) +% (k186 +% 12192))])
-          t185_c4_0 = t185_c4_0.addingProduct(t185_a4, t185_b0)
-          t185_c4_1 = t185_c4_1.addingProduct(t185_a4, t185_b1)
-          t185_c4_2 = t185_c4_2.addingProduct(t185_a4, t185_b2)
-          t185_c4_3 = t185_c4_3.addingProduct(t185_a4, t185_b3)
-          let t185_a5 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb184 *% 6) +% 5) *% 12544)) +% (k186 +% 12192))])
-          t185_c5_0 = t185_c5_0.addingProduct(t185_a5, t185_b0)
-          t185_c5_1 = t185_c5_1.addingProduct(t185_a5, t185_b1)
-          t185_c5_2 = t185_c5_2.addingProduct(t185_a5, t185_b2)
-          t185_c5_3 = t185_c5_3.addingProduct(t185_a5, t185_b3)
-        }
-        store16(arena, ((6640272 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)), t185_c0_0)
-        store16(arena, (((6640272 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 16), t185_c0_1)
-        store16(arena, (((6640272 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 32), t185_c0_2)
-        store16(arena, (((6640272 +% ((mb184 *% 6) *% 64)) +% (nb183 *% 64)) +% 48), t185_c0_3)
-        store16(arena, ((6640272 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)), t185_c1_0)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 16), t185_c1_1)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 32), t185_c1_2)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 1) *% 64)) +% (nb183 *% 64)) +% 48), t185_c1_3)
-        store16(arena, ((6640272 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)), t185_c2_0)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 16), t185_c2_1)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 32), t185_c2_2)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 2) *% 64)) +% (nb183 *% 64)) +% 48), t185_c2_3)
-        store16(arena, ((6640272 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)), t185_c3_0)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 16), t185_c3_1)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 32), t185_c3_2)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 3) *% 64)) +% (nb183 *% 64)) +% 48), t185_c3_3)
-        store16(arena, ((6640272 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)), t185_c4_0)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 16), t185_c4_1)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 32), t185_c4_2)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 4) *% 64)) +% (nb183 *% 64)) +% 48), t185_c4_3)
-        store16(arena, ((6640272 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)), t185_c5_0)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 16), t185_c5_1)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 32), t185_c5_2)
-        store16(arena, (((6640272 +% (((mb184 *% 6) +% 5) *% 64)) +% (nb183 *% 64)) +% 48), t185_c5_3)
-      }
+    while i183 < 18432 {
+      arena[(6640272 +% i183)] = Float(0)
+      i183 &+= 1
     }
   }
-  for f187 in 0..<64 {
-    for r188 in 0..<288 {
-      grads[((320 +% (f187 *% 288)) +% r188)] = arena[((6640272 +% (r188 *% 64)) +% f187)]
+  for g184 in 0..<1 {
+    for j185 in 0..<64 {
+      for c186 in 0..<32 {
+        for ky187 in 0..<3 {
+          for oy188 in 0..<14 {
+            if (-1 < ((oy188 +% ky187) +% -1) && ((oy188 +% ky187) +% -1) < 14) {
+              for ox189 in 0..<13 {
+                arena[(((2224784 +% ((((c186 *% 3) +% ky187) *% 3) *% 12544)) +% (j185 *% 196)) +% ((oy188 *% 14) +% (ox189 +% 1)))] = arena[((((((g184 *% 64) +% j185) *% 6272) +% (c186 *% 196)) +% (((oy188 +% ky187) +% -1) *% 14)) +% ((ox189 +% 1) +% -1))]
+              }
+              for ox190 in 0..<1 {
+                arena[(((2224784 +% ((((c186 *% 3) +% ky187) *% 3) *% 12544)) +% (j185 *% 196)) +% ((oy188 *% 14) +% ox190))] = Float(0)
+              }
+            }
+            if ((oy188 +% ky187) +% -1) < 0 {
+              for ox191 in 0..<14 {
+                arena[(((2224784 +% ((((c186 *% 3) +% ky187) *% 3) *% 12544)) +% (j185 *% 196)) +% ((oy188 *% 14) +% ox191))] = Float(0)
+              }
+            }
+            if 13 < ((oy188 +% ky187) +% -1) {
+              for ox191 in 0..<14 {
+                arena[(((2224784 +% ((((c186 *% 3) +% ky187) *% 3) *% 12544)) +% (j185 *% 196)) +% ((oy188 *% 14) +% ox191))] = Float(0)
+              }
+            }
+          }
+          for oy192 in 0..<14 {
+            if (-1 < ((oy192 +% ky187) +% -1) && ((oy192 +% ky187) +% -1) < 14) {
+              for ox193 in 0..<14 {
+                arena[(((2224784 +% (((((c186 *% 3) +% ky187) *% 3) +% 1) *% 12544)) +% (j185 *% 196)) +% ((oy192 *% 14) +% ox193))] = arena[((((((g184 *% 64) +% j185) *% 6272) +% (c186 *% 196)) +% (((oy192 +% ky187) +% -1) *% 14)) +% ox193)]
+              }
+            }
+            if ((oy192 +% ky187) +% -1) < 0 {
+              for ox194 in 0..<14 {
+                arena[(((2224784 +% (((((c186 *% 3) +% ky187) *% 3) +% 1) *% 12544)) +% (j185 *% 196)) +% ((oy192 *% 14) +% ox194))] = Float(0)
+              }
+            }
+            if 13 < ((oy192 +% ky187) +% -1) {
+              for ox194 in 0..<14 {
+                arena[(((2224784 +% (((((c186 *% 3) +% ky187) *% 3) +% 1) *% 12544)) +% (j185 *% 196)) +% ((oy192 *% 14) +% ox194))] = Float(0)
+              }
+            }
+          }
+          for oy195 in 0..<14 {
+            if (-1 < ((oy195 +% ky187) +% -1) && ((oy195 +% ky187) +% -1) < 14) {
+              for ox196 in 0..<13 {
+                arena[(((2224784 +% (((((c186 *% 3) +% ky187) *% 3) +% 2) *% 12544)) +% (j185 *% 196)) +% ((oy195 *% 14) +% ox196))] = arena[((((((g184 *% 64) +% j185) *% 6272) +% (c186 *% 196)) +% (((oy195 +% ky187) +% -1) *% 14)) +% (ox196 +% 1))]
+              }
+              for ox197 in 0..<1 {
+                arena[(((2224784 +% (((((c186 *% 3) +% ky187) *% 3) +% 2) *% 12544)) +% (j185 *% 196)) +% ((oy195 *% 14) +% (ox197 +% 13)))] = Float(0)
+              }
+            }
+            if ((oy195 +% ky187) +% -1) < 0 {
+              for ox198 in 0..<14 {
+                arena[(((2224784 +% (((((c186 *% 3) +% ky187) *% 3) +% 2) *% 12544)) +% (j185 *% 196)) +% ((oy195 *% 14) +% ox198))] = Float(0)
+              }
+            }
+            if 13 < ((oy195 +% ky187) +% -1) {
+              for ox198 in 0..<14 {
+                arena[(((2224784 +% (((((c186 *% 3) +% ky187) *% 3) +% 2) *% 12544)) +% (j185 *% 196)) +% ((oy195 *% 14) +% ox198))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j199 in 0..<64 {
+      for i200 in 0..<196 {
+        for f201 in 0..<64 {
+          arena[((5837456 +% (((j199 *% 196) +% i200) *% 64)) +% f201)] = arena[(((1421968 +% (((g184 *% 64) +% j199) *% 12544)) +% (f201 *% 196)) +% i200)]
+        }
+      }
+    }
+    for kp202 in 0..<32 {
+      for nb203 in 0..<1 {
+        for mb204 in 0..<48 {
+          var t205_c0_0 = load16(arena, ((6640272 +% ((mb204 *% 6) *% 64)) +% (nb203 *% 64)))
+          var t205_c0_1 = load16(arena, (((6640272 +% ((mb204 *% 6) *% 64)) +% (nb203 *% 64)) +% 16))
+          var t205_c0_2 = load16(arena, (((6640272 +% ((mb204 *% 6) *% 64)) +% (nb203 *% 64)) +% 32))
+          var t205_c0_3 = load16(arena, (((6640272 +% ((mb204 *% 6) *% 64)) +% (nb203 *% 64)) +% 48))
+          var t205_c1_0 = load16(arena, ((6640272 +% (((mb204 *% 6) +% 1) *% 64)) +% (nb203 *% 64)))
+          var t205_c1_1 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 1) *% 64)) +% (nb203 *% 64)) +% 16))
+          var t205_c1_2 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 1) *% 64)) +% (nb203 *% 64)) +% 32))
+          var t205_c1_3 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 1) *% 64)) +% (nb203 *% 64)) +% 48))
+          var t205_c2_0 = load16(arena, ((6640272 +% (((mb204 *% 6) +% 2) *% 64)) +% (nb203 *% 64)))
+          var t205_c2_1 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 2) *% 64)) +% (nb203 *% 64)) +% 16))
+          var t205_c2_2 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 2) *% 64)) +% (nb203 *% 64)) +% 32))
+          var t205_c2_3 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 2) *% 64)) +% (nb203 *% 64)) +% 48))
+          var t205_c3_0 = load16(arena, ((6640272 +% (((mb204 *% 6) +% 3) *% 64)) +% (nb203 *% 64)))
+          var t205_c3_1 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 3) *% 64)) +% (nb203 *% 64)) +% 16))
+          var t205_c3_2 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 3) *% 64)) +% (nb203 *% 64)) +% 32))
+          var t205_c3_3 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 3) *% 64)) +% (nb203 *% 64)) +% 48))
+          var t205_c4_0 = load16(arena, ((6640272 +% (((mb204 *% 6) +% 4) *% 64)) +% (nb203 *% 64)))
+          var t205_c4_1 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 4) *% 64)) +% (nb203 *% 64)) +% 16))
+          var t205_c4_2 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 4) *% 64)) +% (nb203 *% 64)) +% 32))
+          var t205_c4_3 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 4) *% 64)) +% (nb203 *% 64)) +% 48))
+          var t205_c5_0 = load16(arena, ((6640272 +% (((mb204 *% 6) +% 5) *% 64)) +% (nb203 *% 64)))
+          var t205_c5_1 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 5) *% 64)) +% (nb203 *% 64)) +% 16))
+          var t205_c5_2 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 5) *% 64)) +% (nb203 *% 64)) +% 32))
+          var t205_c5_3 = load16(arena, (((6640272 +% (((mb204 *% 6) +% 5) *% 64)) +% (nb203 *% 64)) +% 48))
+          for k206 in 0..<381 {
+            let t205_b0 = load16(arena, ((5837456 +% ((k206 +% (kp202 *% 381)) *% 64)) +% (nb203 *% 64)))
+            let t205_b1 = load16(arena, (((5837456 +% ((k206 +% (kp202 *% 381)) *% 64)) +% (nb203 *% 64)) +% 16))
+            let t205_b2 = load16(arena, (((5837456 +% ((k206 +% (kp202 *% 381)) *% 64)) +% (nb203 *% 64)) +% 32))
+            let t205_b3 = load16(arena, (((5837456 +% ((k206 +% (kp202 *% 381)) *% 64)) +% (nb203 *% 64)) +% 48))
+            let t205_a0 = SIMD16<Float>(repeating: arena[((2224784 +% ((mb204 *% 6) *% 12544)) +% (k206 +% (kp202 *% 381)))])
+            t205_c0_0 = t205_c0_0.addingProduct(t205_a0, t205_b0)
+            t205_c0_1 = t205_c0_1.addingProduct(t205_a0, t205_b1)
+            t205_c0_2 = t205_c0_2.addingProduct(t205_a0, t205_b2)
+            t205_c0_3 = t205_c0_3.addingProduct(t205_a0, t205_b3)
+            let t205_a1 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb204 *% 6) +% 1) *% 12544)) +% (k206 +% (kp202 *% 381)))])
+            t205_c1_0 = t205_c1_0.addingProduct(t205_a1, t205_b0)
+            t205_c1_1 = t205_c1_1.addingProduct(t205_a1, t205_b1)
+            t205_c1_2 = t205_c1_2.addingProduct(t205_a1, t205_b2)
+            t205_c1_3 = t205_c1_3.addingProduct(t205_a1, t205_b3)
+            let t205_a2 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb204 *% 6) +% 2) *% 12544)) +% (k206 +% (kp202 *% 381)))])
+            t205_c2_0 = t205_c2_0.addingProduct(t205_a2, t205_b0)
+            t205_c2_1 = t205_c2_1.addingProduct(t205_a2, t205_b1)
+            t205_c2_2 = t205_c2_2.addingProduct(t205_a2, t205_b2)
+            t205_c2_3 = t205_c2_3.addingProduct(t205_a2, t205_b3)
+            let t205_a3 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb204 *% 6) +% 3) *% 12544)) +% (k206 +% (kp202 *% 381)))])
+            t205_c3_0 = t205_c3_0.addingProduct(t205_a3, t205_b0)
+            t205_c3_1 = t205_c3_1.addingProduct(t205_a3, t205_b1)
+            t205_c3_2 = t205_c3_2.addingProduct(t205_a3, t205_b2)
+            t205_c3_3 = t205_c3_3.addingProduct(t205_a3, t205_b3)
+            let t205_a4 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb204 *% 6) +% 4) *% 12544)) +% (k206 +% (kp202 *% 381)))])
+            t205_c4_0 = t205_c4_0.addingProduct(t205_a4, t205_b0)
+            t205_c4_1 = t205_c4_1.addingProduct(t205_a4, t205_b1)
+            t205_c4_2 = t205_c4_2.addingProduct(t205_a4, t205_b2)
+            t205_c4_3 = t205_c4_3.addingProduct(t205_a4, t205_b3)
+            let t205_a5 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb204 *% 6) +% 5) *% 12544)) +% (k206 +% (kp202 *% 381)))])
+            t205_c5_0 = t205_c5_0.addingProduct(t205_a5, t205_b0)
+            t205_c5_1 = t205_c5_1.addingProduct(t205_a5, t205_b1)
+            t205_c5_2 = t205_c5_2.addingProduct(t205_a5, t205_b2)
+            t205_c5_3 = t205_c5_3.addingProduct(t205_a5, t205_b3)
+          }
+          store16(arena, ((6640272 +% ((mb204 *% 6) *% 64)) +% (nb203 *% 64)), t205_c0_0)
+          store16(arena, (((6640272 +% ((mb204 *% 6) *% 64)) +% (nb203 *% 64)) +% 16), t205_c0_1)
+          store16(arena, (((6640272 +% ((mb204 *% 6) *% 64)) +% (nb203 *% 64)) +% 32), t205_c0_2)
+          store16(arena, (((6640272 +% ((mb204 *% 6) *% 64)) +% (nb203 *% 64)) +% 48), t205_c0_3)
+          store16(arena, ((6640272 +% (((mb204 *% 6) +% 1) *% 64)) +% (nb203 *% 64)), t205_c1_0)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 1) *% 64)) +% (nb203 *% 64)) +% 16), t205_c1_1)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 1) *% 64)) +% (nb203 *% 64)) +% 32), t205_c1_2)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 1) *% 64)) +% (nb203 *% 64)) +% 48), t205_c1_3)
+          store16(arena, ((6640272 +% (((mb204 *% 6) +% 2) *% 64)) +% (nb203 *% 64)), t205_c2_0)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 2) *% 64)) +% (nb203 *% 64)) +% 16), t205_c2_1)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 2) *% 64)) +% (nb203 *% 64)) +% 32), t205_c2_2)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 2) *% 64)) +% (nb203 *% 64)) +% 48), t205_c2_3)
+          store16(arena, ((6640272 +% (((mb204 *% 6) +% 3) *% 64)) +% (nb203 *% 64)), t205_c3_0)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 3) *% 64)) +% (nb203 *% 64)) +% 16), t205_c3_1)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 3) *% 64)) +% (nb203 *% 64)) +% 32), t205_c3_2)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 3) *% 64)) +% (nb203 *% 64)) +% 48), t205_c3_3)
+          store16(arena, ((6640272 +% (((mb204 *% 6) +% 4) *% 64)) +% (nb203 *% 64)), t205_c4_0)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 4) *% 64)) +% (nb203 *% 64)) +% 16), t205_c4_1)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 4) *% 64)) +% (nb203 *% 64)) +% 32), t205_c4_2)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 4) *% 64)) +% (nb203 *% 64)) +% 48), t205_c4_3)
+          store16(arena, ((6640272 +% (((mb204 *% 6) +% 5) *% 64)) +% (nb203 *% 64)), t205_c5_0)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 5) *% 64)) +% (nb203 *% 64)) +% 16), t205_c5_1)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 5) *% 64)) +% (nb203 *% 64)) +% 32), t205_c5_2)
+          store16(arena, (((6640272 +% (((mb204 *% 6) +% 5) *% 64)) +% (nb203 *% 64)) +% 48), t205_c5_3)
+        }
+      }
+    }
+    for nb207 in 0..<1 {
+      for mb208 in 0..<48 {
+        var t209_c0_0 = load16(arena, ((6640272 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)))
+        var t209_c0_1 = load16(arena, (((6640272 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 16))
+        var t209_c0_2 = load16(arena, (((6640272 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 32))
+        var t209_c0_3 = load16(arena, (((6640272 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 48))
+        var t209_c1_0 = load16(arena, ((6640272 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)))
+        var t209_c1_1 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 16))
+        var t209_c1_2 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 32))
+        var t209_c1_3 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 48))
+        var t209_c2_0 = load16(arena, ((6640272 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)))
+        var t209_c2_1 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 16))
+        var t209_c2_2 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 32))
+        var t209_c2_3 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 48))
+        var t209_c3_0 = load16(arena, ((6640272 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)))
+        var t209_c3_1 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 16))
+        var t209_c3_2 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 32))
+        var t209_c3_3 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 48))
+        var t209_c4_0 = load16(arena, ((6640272 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)))
+        var t209_c4_1 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 16))
+        var t209_c4_2 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 32))
+        var t209_c4_3 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 48))
+        var t209_c5_0 = load16(arena, ((6640272 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)))
+        var t209_c5_1 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 16))
+        var t209_c5_2 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 32))
+        var t209_c5_3 = load16(arena, (((6640272 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 48))
+        for k210 in 0..<352 {
+          let t209_b0 = load16(arena, ((5837456 +% ((k210 +% 12192) *% 64)) +% (nb207 *% 64)))
+          let t209_b1 = load16(arena, (((5837456 +% ((k210 +% 12192) *% 64)) +% (nb207 *% 64)) +% 16))
+          let t209_b2 = load16(arena, (((5837456 +% ((k210 +% 12192) *% 64)) +% (nb207 *% 64)) +% 32))
+          let t209_b3 = load16(arena, (((5837456 +% ((k210 +% 12192) *% 64)) +% (nb207 *% 64)) +% 48))
+          let t209_a0 = SIMD16<Float>(repeating: arena[((2224784 +% ((mb208 *% 6) *% 12544)) +% (k210 +% 12192))])
+          t209_c0_0 = t209_c0_0.addingProduct(t209_a0, t209_b0)
+          t209_c0_1 = t209_c0_1.addingProduct(t209_a0, t209_b1)
+          t209_c0_2 = t209_c0_2.addingProduct(t209_a0, t209_b2)
+          t209_c0_3 = t209_c0_3.addingProduct(t209_a0, t209_b3)
+          let t209_a1 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb208 *% 6) +% 1) *% 12544)) +% (k210 +% 12192))])
+          t209_c1_0 = t209_c1_0.addingProduct(t209_a1, t209_b0)
+          t209_c1_1 = t209_c1_1.addingProduct(t209_a1, t209_b1)
+          t209_c1_2 = t209_c1_2.addingProduct(t209_a1, t209_b2)
+          t209_c1_3 = t209_c1_3.addingProduct(t209_a1, t209_b3)
+          let t209_a2 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb208 *% 6) +% 2) *% 12544)) +% (k210 +% 12192))])
+          t209_c2_0 = t209_c2_0.addingProduct(t209_a2, t209_b0)
+          t209_c2_1 = t209_c2_1.addingProduct(t209_a2, t209_b1)
+          t209_c2_2 = t209_c2_2.addingProduct(t209_a2, t209_b2)
+          t209_c2_3 = t209_c2_3.addingProduct(t209_a2, t209_b3)
+          let t209_a3 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb208 *% 6) +% 3) *% 12544)) +% (k210 +% 12192))])
+          t209_c3_0 = t209_c3_0.addingProduct(t209_a3, t209_b0)
+          t209_c3_1 = t209_c3_1.addingProduct(t209_a3, t209_b1)
+          t209_c3_2 = t209_c3_2.addingProduct(t209_a3, t209_b2)
+          t209_c3_3 = t209_c3_3.addingProduct(t209_a3, t209_b3)
+          let t209_a4 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb208 *% 6) +% 4) *% 12544)) +% (k210 +% 12192))])
+          t209_c4_0 = t209_c4_0.addingProduct(t209_a4, t209_b0)
+          t209_c4_1 = t209_c4_1.addingProduct(t209_a4, t209_b1)
+          t209_c4_2 = t209_c4_2.addingProduct(t209_a4, t209_b2)
+          t209_c4_3 = t209_c4_3.addingProduct(t209_a4, t209_b3)
+          let t209_a5 = SIMD16<Float>(repeating: arena[((2224784 +% (((mb208 *% 6) +% 5) *% 12544)) +% (k210 +% 12192))])
+          t209_c5_0 = t209_c5_0.addingProduct(t209_a5, t209_b0)
+          t209_c5_1 = t209_c5_1.addingProduct(t209_a5, t209_b1)
+          t209_c5_2 = t209_c5_2.addingProduct(t209_a5, t209_b2)
+          t209_c5_3 = t209_c5_3.addingProduct(t209_a5, t209_b3)
+        }
+        store16(arena, ((6640272 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)), t209_c0_0)
+        store16(arena, (((6640272 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 16), t209_c0_1)
+        store16(arena, (((6640272 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 32), t209_c0_2)
+        store16(arena, (((6640272 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 48), t209_c0_3)
+        store16(arena, ((6640272 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)), t209_c1_0)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 16), t209_c1_1)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 32), t209_c1_2)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 48), t209_c1_3)
+        store16(arena, ((6640272 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)), t209_c2_0)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 16), t209_c2_1)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 32), t209_c2_2)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 48), t209_c2_3)
+        store16(arena, ((6640272 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)), t209_c3_0)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 16), t209_c3_1)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 32), t209_c3_2)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 48), t209_c3_3)
+        store16(arena, ((6640272 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)), t209_c4_0)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 16), t209_c4_1)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 32), t209_c4_2)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 48), t209_c4_3)
+        store16(arena, ((6640272 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)), t209_c5_0)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 16), t209_c5_1)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 32), t209_c5_2)
+        store16(arena, (((6640272 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 48), t209_c5_3)
+      }
+    }
+  }
+  for f211 in 0..<64 {
+    for r212 in 0..<288 {
+      grads[((320 +% (f211 *% 288)) +% r212)] = arena[((6640272 +% (r212 *% 64)) +% f211)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i189
-    var i189 = 0
-    while i189 &+ 16 <= 196 {
-      store16(arena, 802816 &+ i189, SIMD16<Float>(repeating: Float(1)))
-      i189 &+= 16
+  do {  // SIMD16 over i213
+    var i213 = 0
+    while i213 &+ 16 <= 196 {
+      store16(arena, 802816 &+ i213, SIMD16<Float>(repeating: Float(1)))
+      i213 &+= 16
     }
-    while i189 < 196 {
-      arena[(802816 +% i189)] = Float(1)
-      i189 &+= 1
-    }
-  }
-  do {  // SIMD16 over i190
-    var i190 = 0
-    while i190 &+ 16 <= 64 {
-      store16(grads, 18752 &+ i190, SIMD16<Float>(repeating: Float(0)))
-      i190 &+= 16
-    }
-    while i190 < 64 {
-      grads[(18752 +% i190)] = Float(0)
-      i190 &+= 1
+    while i213 < 196 {
+      arena[(802816 +% i213)] = Float(1)
+      i213 &+= 1
     }
   }
-  for img191 in 0..<64 {
-    sgemm(101, 111, 111, 64, 1, 196, 1, arena + (1421968 +% (img191 *% 12544)), 196, arena + 802816, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
+  do {  // SIMD16 over i214
+    var i214 = 0
+    while i214 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i214, SIMD16<Float>(repeating: Float(0)))
+      i214 &+= 16
+    }
+    while i214 < 64 {
+      grads[(18752 +% i214)] = Float(0)
+      i214 &+= 1
+    }
+  }
+  for img215 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 196, 1, arena + (1421968 +% (img215 *% 12544)), 196, arena + 802816, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g192 in 0..<1 {
-    for j193 in 0..<64 {
-      for f194 in 0..<64 {
-        do {  // SIMD16 over i195
-          var i195 = 0
-          while i195 &+ 16 <= 196 {
-            store16(arena, ((5837456 +% (f194 *% 12544)) +% (j193 *% 196)) &+ i195, load16(arena, ((1421968 +% (((g192 *% 64) +% j193) *% 12544)) +% (f194 *% 196)) &+ i195))
-            i195 &+= 16
+  for g216 in 0..<1 {
+    for j217 in 0..<64 {
+      for f218 in 0..<64 {
+        do {  // SIMD16 over i219
+          var i219 = 0
+          while i219 &+ 16 <= 196 {
+            store16(arena, ((5837456 +% (f218 *% 12544)) +% (j217 *% 196)) &+ i219, load16(arena, ((1421968 +% (((g216 *% 64) +% j217) *% 12544)) +% (f218 *% 196)) &+ i219))
+            i219 &+= 16
           }
-          while i195 < 196 {
-            arena[(((5837456 +% (f194 *% 12544)) +% (j193 *% 196)) +% i195)] = arena[(((1421968 +% (((g192 *% 64) +% j193) *% 12544)) +% (f194 *% 196)) +% i195)]
-            i195 &+= 1
+          while i219 < 196 {
+            arena[(((5837456 +% (f218 *% 12544)) +% (j217 *% 196)) +% i219)] = arena[(((1421968 +% (((g216 *% 64) +% j217) *% 12544)) +% (f218 *% 196)) +% i219)]
+            i219 &+= 1
           }
         }
       }
     }
-    for nb196 in 0..<196 {
-      for mb197 in 0..<48 {
-        var t198_c0_0 = SIMD16<Float>()
-        var t198_c0_1 = SIMD16<Float>()
-        var t198_c0_2 = SIMD16<Float>()
-        var t198_c0_3 = SIMD16<Float>()
-        var t198_c1_0 = SIMD16<Float>()
-        var t198_c1_1 = SIMD16<Float>()
-        var t198_c1_2 = SIMD16<Float>()
-        var t198_c1_3 = SIMD16<Float>()
-        var t198_c2_0 = SIMD16<Float>()
-        var t198_c2_1 = SIMD16<Float>()
-        var t198_c2_2 = SIMD16<Float>()
-        var t198_c2_3 = SIMD16<Float>()
-        var t198_c3_0 = SIMD16<Float>()
-        var t198_c3_1 = SIMD16<Float>()
-        var t198_c3_2 = SIMD16<Float>()
-        var t198_c3_3 = SIMD16<Float>()
-        var t198_c4_0 = SIMD16<Float>()
-        var t198_c4_1 = SIMD16<Float>()
-        var t198_c4_2 = SIMD16<Float>()
-        var t198_c4_3 = SIMD16<Float>()
-        var t198_c5_0 = SIMD16<Float>()
-        var t198_c5_1 = SIMD16<Float>()
-        var t198_c5_2 = SIMD16<Float>()
-        var t198_c5_3 = SIMD16<Float>()
-        for k199 in 0..<64 {
-          let t198_b0 = load16(arena, ((5837456 +% (k199 *% 12544)) +% (nb196 *% 64)))
-          let t198_b1 = load16(arena, (((5837456 +% (k199 *% 12544)) +% (nb196 *% 64)) +% 16))
-          let t198_b2 = load16(arena, (((5837456 +% (k199 *% 12544)) +% (nb196 *% 64)) +% 32))
-          let t198_b3 = load16(arena, (((5837456 +% (k199 *% 12544)) +% (nb196 *% 64)) +% 48))
-          let t198_a0 = SIMD16<Float>(repeating: params[((320 +% (mb197 *% 6)) +% (k199 *% 288))])
-          t198_c0_0 = t198_c0_0.addingProduct(t198_a0, t198_b0)
-          t198_c0_1 = t198_c0_1.addingProduct(t198_a0, t198_b1)
-          t198_c0_2 = t198_c0_2.addingProduct(t198_a0, t198_b2)
-          t198_c0_3 = t198_c0_3.addingProduct(t198_a0, t198_b3)
-          let t198_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb197 *% 6) +% 1)) +% (k199 *% 288))])
-          t198_c1_0 = t198_c1_0.addingProduct(t198_a1, t198_b0)
-          t198_c1_1 = t198_c1_1.addingProduct(t198_a1, t198_b1)
-          t198_c1_2 = t198_c1_2.addingProduct(t198_a1, t198_b2)
-          t198_c1_3 = t198_c1_3.addingProduct(t198_a1, t198_b3)
-          let t198_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb197 *% 6) +% 2)) +% (k199 *% 288))])
-          t198_c2_0 = t198_c2_0.addingProduct(t198_a2, t198_b0)
-          t198_c2_1 = t198_c2_1.addingProduct(t198_a2, t198_b1)
-          t198_c2_2 = t198_c2_2.addingProduct(t198_a2, t198_b2)
-          t198_c2_3 = t198_c2_3.addingProduct(t198_a2, t198_b3)
-          let t198_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb197 *% 6) +% 3)) +% (k199 *% 288))])
-          t198_c3_0 = t198_c3_0.addingProduct(t198_a3, t198_b0)
-          t198_c3_1 = t198_c3_1.addingProduct(t198_a3, t198_b1)
-          t198_c3_2 = t198_c3_2.addingProduct(t198_a3, t198_b2)
-          t198_c3_3 = t198_c3_3.addingProduct(t198_a3, t198_b3)
-          let t198_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb197 *% 6) +% 4)) +% (k199 *% 288))])
-          t198_c4_0 = t198_c4_0.addingProduct(t198_a4, t198_b0)
-          t198_c4_1 = t198_c4_1.addingProduct(t198_a4, t198_b1)
-          t198_c4_2 = t198_c4_2.addingProduct(t198_a4, t198_b2)
-          t198_c4_3 = t198_c4_3.addingProduct(t198_a4, t198_b3)
-          let t198_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb197 *% 6) +% 5)) +% (k199 *% 288))])
-          t198_c5_0 = t198_c5_0.addingProduct(t198_a5, t198_b0)
-          t198_c5_1 = t198_c5_1.addingProduct(t198_a5, t198_b1)
-          t198_c5_2 = t198_c5_2.addingProduct(t198_a5, t198_b2)
-          t198_c5_3 = t198_c5_3.addingProduct(t198_a5, t198_b3)
+    for nb220 in 0..<196 {
+      for mb221 in 0..<48 {
+        var t222_c0_0 = SIMD16<Float>()
+        var t222_c0_1 = SIMD16<Float>()
+        var t222_c0_2 = SIMD16<Float>()
+        var t222_c0_3 = SIMD16<Float>()
+        var t222_c1_0 = SIMD16<Float>()
+        var t222_c1_1 = SIMD16<Float>()
+        var t222_c1_2 = SIMD16<Float>()
+        var t222_c1_3 = SIMD16<Float>()
+        var t222_c2_0 = SIMD16<Float>()
+        var t222_c2_1 = SIMD16<Float>()
+        var t222_c2_2 = SIMD16<Float>()
+        var t222_c2_3 = SIMD16<Float>()
+        var t222_c3_0 = SIMD16<Float>()
+        var t222_c3_1 = SIMD16<Float>()
+        var t222_c3_2 = SIMD16<Float>()
+        var t222_c3_3 = SIMD16<Float>()
+        var t222_c4_0 = SIMD16<Float>()
+        var t222_c4_1 = SIMD16<Float>()
+        var t222_c4_2 = SIMD16<Float>()
+        var t222_c4_3 = SIMD16<Float>()
+        var t222_c5_0 = SIMD16<Float>()
+        var t222_c5_1 = SIMD16<Float>()
+        var t222_c5_2 = SIMD16<Float>()
+        var t222_c5_3 = SIMD16<Float>()
+        for k223 in 0..<64 {
+          let t222_b0 = load16(arena, ((5837456 +% (k223 *% 12544)) +% (nb220 *% 64)))
+          let t222_b1 = load16(arena, (((5837456 +% (k223 *% 12544)) +% (nb220 *% 64)) +% 16))
+          let t222_b2 = load16(arena, (((5837456 +% (k223 *% 12544)) +% (nb220 *% 64)) +% 32))
+          let t222_b3 = load16(arena, (((5837456 +% (k223 *% 12544)) +% (nb220 *% 64)) +% 48))
+          let t222_a0 = SIMD16<Float>(repeating: params[((320 +% (mb221 *% 6)) +% (k223 *% 288))])
+          t222_c0_0 = t222_c0_0.addingProduct(t222_a0, t222_b0)
+          t222_c0_1 = t222_c0_1.addingProduct(t222_a0, t222_b1)
+          t222_c0_2 = t222_c0_2.addingProduct(t222_a0, t222_b2)
+          t222_c0_3 = t222_c0_3.addingProduct(t222_a0, t222_b3)
+          let t222_a1 = SIMD16<Float>(repeating: params[((320 +% ((mb221 *% 6) +% 1)) +% (k223 *% 288))])
+          t222_c1_0 = t222_c1_0.addingProduct(t222_a1, t222_b0)
+          t222_c1_1 = t222_c1_1.addingProduct(t222_a1, t222_b1)
+          t222_c1_2 = t222_c1_2.addingProduct(t222_a1, t222_b2)
+          t222_c1_3 = t222_c1_3.addingProduct(t222_a1, t222_b3)
+          let t222_a2 = SIMD16<Float>(repeating: params[((320 +% ((mb221 *% 6) +% 2)) +% (k223 *% 288))])
+          t222_c2_0 = t222_c2_0.addingProduct(t222_a2, t222_b0)
+          t222_c2_1 = t222_c2_1.addingProduct(t222_a2, t222_b1)
+          t222_c2_2 = t222_c2_2.addingProduct(t222_a2, t222_b2)
+          t222_c2_3 = t222_c2_3.addingProduct(t222_a2, t222_b3)
+          let t222_a3 = SIMD16<Float>(repeating: params[((320 +% ((mb221 *% 6) +% 3)) +% (k223 *% 288))])
+          t222_c3_0 = t222_c3_0.addingProduct(t222_a3, t222_b0)
+          t222_c3_1 = t222_c3_1.addingProduct(t222_a3, t222_b1)
+          t222_c3_2 = t222_c3_2.addingProduct(t222_a3, t222_b2)
+          t222_c3_3 = t222_c3_3.addingProduct(t222_a3, t222_b3)
+          let t222_a4 = SIMD16<Float>(repeating: params[((320 +% ((mb221 *% 6) +% 4)) +% (k223 *% 288))])
+          t222_c4_0 = t222_c4_0.addingProduct(t222_a4, t222_b0)
+          t222_c4_1 = t222_c4_1.addingProduct(t222_a4, t222_b1)
+          t222_c4_2 = t222_c4_2.addingProduct(t222_a4, t222_b2)
+          t222_c4_3 = t222_c4_3.addingProduct(t222_a4, t222_b3)
+          let t222_a5 = SIMD16<Float>(repeating: params[((320 +% ((mb221 *% 6) +% 5)) +% (k223 *% 288))])
+          t222_c5_0 = t222_c5_0.addingProduct(t222_a5, t222_b0)
+          t222_c5_1 = t222_c5_1.addingProduct(t222_a5, t222_b1)
+          t222_c5_2 = t222_c5_2.addingProduct(t222_a5, t222_b2)
+          t222_c5_3 = t222_c5_3.addingProduct(t222_a5, t222_b3)
         }
-        store16(arena, ((2224784 +% ((mb197 *% 6) *% 12544)) +% (nb196 *% 64)), t198_c0_0)
-        store16(arena, (((2224784 +% ((mb197 *% 6) *% 12544)) +% (nb196 *% 64)) +% 16), t198_c0_1)
-        store16(arena, (((2224784 +% ((mb197 *% 6) *% 12544)) +% (nb196 *% 64)) +% 32), t198_c0_2)
-        store16(arena, (((2224784 +% ((mb197 *% 6) *% 12544)) +% (nb196 *% 64)) +% 48), t198_c0_3)
-        store16(arena, ((2224784 +% (((mb197 *% 6) +% 1) *% 12544)) +% (nb196 *% 64)), t198_c1_0)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 1) *% 12544)) +% (nb196 *% 64)) +% 16), t198_c1_1)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 1) *% 12544)) +% (nb196 *% 64)) +% 32), t198_c1_2)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 1) *% 12544)) +% (nb196 *% 64)) +% 48), t198_c1_3)
-        store16(arena, ((2224784 +% (((mb197 *% 6) +% 2) *% 12544)) +% (nb196 *% 64)), t198_c2_0)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 2) *% 12544)) +% (nb196 *% 64)) +% 16), t198_c2_1)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 2) *% 12544)) +% (nb196 *% 64)) +% 32), t198_c2_2)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 2) *% 12544)) +% (nb196 *% 64)) +% 48), t198_c2_3)
-        store16(arena, ((2224784 +% (((mb197 *% 6) +% 3) *% 12544)) +% (nb196 *% 64)), t198_c3_0)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 3) *% 12544)) +% (nb196 *% 64)) +% 16), t198_c3_1)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 3) *% 12544)) +% (nb196 *% 64)) +% 32), t198_c3_2)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 3) *% 12544)) +% (nb196 *% 64)) +% 48), t198_c3_3)
-        store16(arena, ((2224784 +% (((mb197 *% 6) +% 4) *% 12544)) +% (nb196 *% 64)), t198_c4_0)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 4) *% 12544)) +% (nb196 *% 64)) +% 16), t198_c4_1)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 4) *% 12544)) +% (nb196 *% 64)) +% 32), t198_c4_2)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 4) *% 12544)) +% (nb196 *% 64)) +% 48), t198_c4_3)
-        store16(arena, ((2224784 +% (((mb197 *% 6) +% 5) *% 12544)) +% (nb196 *% 64)), t198_c5_0)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 5) *% 12544)) +% (nb196 *% 64)) +% 16), t198_c5_1)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 5) *% 12544)) +% (nb196 *% 64)) +% 32), t198_c5_2)
-        store16(arena, (((2224784 +% (((mb197 *% 6) +% 5) *% 12544)) +% (nb196 *% 64)) +% 48), t198_c5_3)
+        store16(arena, ((2224784 +% ((mb221 *% 6) *% 12544)) +% (nb220 *% 64)), t222_c0_0)
+        store16(arena, (((2224784 +% ((mb221 *% 6) *% 12544)) +% (nb220 *% 64)) +% 16), t222_c0_1)
+        store16(arena, (((2224784 +% ((mb221 *% 6) *% 12544)) +% (nb220 *% 64)) +% 32), t222_c0_2)
+        store16(arena, (((2224784 +% ((mb221 *% 6) *% 12544)) +% (nb220 *% 64)) +% 48), t222_c0_3)
+        store16(arena, ((2224784 +% (((mb221 *% 6) +% 1) *% 12544)) +% (nb220 *% 64)), t222_c1_0)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 1) *% 12544)) +% (nb220 *% 64)) +% 16), t222_c1_1)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 1) *% 12544)) +% (nb220 *% 64)) +% 32), t222_c1_2)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 1) *% 12544)) +% (nb220 *% 64)) +% 48), t222_c1_3)
+        store16(arena, ((2224784 +% (((mb221 *% 6) +% 2) *% 12544)) +% (nb220 *% 64)), t222_c2_0)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 2) *% 12544)) +% (nb220 *% 64)) +% 16), t222_c2_1)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 2) *% 12544)) +% (nb220 *% 64)) +% 32), t222_c2_2)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 2) *% 12544)) +% (nb220 *% 64)) +% 48), t222_c2_3)
+        store16(arena, ((2224784 +% (((mb221 *% 6) +% 3) *% 12544)) +% (nb220 *% 64)), t222_c3_0)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 3) *% 12544)) +% (nb220 *% 64)) +% 16), t222_c3_1)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 3) *% 12544)) +% (nb220 *% 64)) +% 32), t222_c3_2)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 3) *% 12544)) +% (nb220 *% 64)) +% 48), t222_c3_3)
+        store16(arena, ((2224784 +% (((mb221 *% 6) +% 4) *% 12544)) +% (nb220 *% 64)), t222_c4_0)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 4) *% 12544)) +% (nb220 *% 64)) +% 16), t222_c4_1)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 4) *% 12544)) +% (nb220 *% 64)) +% 32), t222_c4_2)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 4) *% 12544)) +% (nb220 *% 64)) +% 48), t222_c4_3)
+        store16(arena, ((2224784 +% (((mb221 *% 6) +% 5) *% 12544)) +% (nb220 *% 64)), t222_c5_0)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 5) *% 12544)) +% (nb220 *% 64)) +% 16), t222_c5_1)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 5) *% 12544)) +% (nb220 *% 64)) +% 32), t222_c5_2)
+        store16(arena, (((2224784 +% (((mb221 *% 6) +% 5) *% 12544)) +% (nb220 *% 64)) +% 48), t222_c5_3)
       }
     }
-    for j200 in 0..<64 {
-      for c201 in 0..<32 {
-        for iy202 in 0..<1 {
-          do {  // SIMD16 over ix203
-            var ix203 = 0
-            while ix203 < 1 {
-              var sum204: Float = arena[(((((2224784 +% ((c201 *% 9) *% 12544)) +% (j200 *% 196)) +% ((iy202 +% 1) *% 14)) +% 1) +% ix203)]
-              var sum205: Float = (sum204 + arena[((((2224784 +% (((c201 *% 9) +% 1) *% 12544)) +% (j200 *% 196)) +% ((iy202 +% 1) *% 14)) +% ix203)])
-              var sum206: Float = (sum205 + arena[(((((2224784 +% (((c201 *% 9) +% 3) *% 12544)) +% (j200 *% 196)) +% (iy202 *% 14)) +% 1) +% ix203)])
-              var sum207: Float = (sum206 + arena[((((2224784 +% (((c201 *% 9) +% 4) *% 12544)) +% (j200 *% 196)) +% (iy202 *% 14)) +% ix203)])
-              arena[((((802816 +% (((g192 *% 64) +% j200) *% 6272)) +% (c201 *% 196)) +% (iy202 *% 14)) +% ix203)] = sum207
-              ix203 &+= 1
+    for j224 in 0..<64 {
+      for c225 in 0..<32 {
+        for iy226 in 0..<1 {
+          do {  // SIMD16 over ix227
+            var ix227 = 0
+            while ix227 < 1 {
+              var sum228: Float = arena[(((((2224784 +% ((c225 *% 9) *% 12544)) +% (j224 *% 196)) +% ((iy226 +% 1) *% 14)) +% 1) +% ix227)]
+              var sum229: Float = (sum228 + arena[((((2224784 +% (((c225 *% 9) +% 1) *% 12544)) +% (j224 *% 196)) +% ((iy226 +% 1) *% 14)) +% ix227)])
+              var sum230: Float = (sum229 + arena[(((((2224784 +% (((c225 *% 9) +% 3) *% 12544)) +% (j224 *% 196)) +% (iy226 *% 14)) +% 1) +% ix227)])
+              var sum231: Float = (sum230 + arena[((((2224784 +% (((c225 *% 9) +% 4) *% 12544)) +% (j224 *% 196)) +% (iy226 *% 14)) +% ix227)])
+              arena[((((802816 +% (((g216 *% 64) +% j224) *% 6272)) +% (c225 *% 196)) +% (iy226 *% 14)) +% ix227)] = sum231
+              ix227 &+= 1
             }
           }
         }
-        for iy208 in 0..<1 {
-          do {  // SIMD16 over ix209
-            var ix209 = 0
-            while ix209 < 12 {
-              var sum210: Float = arena[(((((2224784 +% ((c201 *% 9) *% 12544)) +% (j200 *% 196)) +% ((iy208 +% 1) *% 14)) +% 2) +% ix209)]
-              var sum211: Float = (sum210 + arena[(((((2224784 +% (((c201 *% 9) +% 1) *% 12544)) +% (j200 *% 196)) +% ((iy208 +% 1) *% 14)) +% 1) +% ix209)])
-              var sum212: Float = (sum211 + arena[((((2224784 +% (((c201 *% 9) +% 2) *% 12544)) +% (j200 *% 196)) +% ((iy208 +% 1) *% 14)) +% ix209)])
-              var sum213: Float = (sum212 + arena[(((((2224784 +% (((c201 *% 9) +% 3) *% 12544)) +% (j200 *% 196)) +% (iy208 *% 14)) +% 2) +% ix209)])
-              var sum214: Float = (sum213 + arena[(((((2224784 +% (((c201 *% 9) +% 4) *% 12544)) +% (j200 *% 196)) +% (iy208 *% 14)) +% 1) +% ix209)])
-              var sum215: Float = (sum214 + arena[((((2224784 +% (((c201 *% 9) +% 5) *% 12544)) +% (j200 *% 196)) +% (iy208 *% 14)) +% ix209)])
-              arena[(((((802816 +% (((g192 *% 64) +% j200) *% 6272)) +% (c201 *% 196)) +% (iy208 *% 14)) +% 1) +% ix209)] = sum215
-              ix209 &+= 1
+        for iy232 in 0..<1 {
+          do {  // SIMD16 over ix233
+            var ix233 = 0
+            while ix233 < 12 {
+              var sum234: Float = arena[(((((2224784 +% ((c225 *% 9) *% 12544)) +% (j224 *% 196)) +% ((iy232 +% 1) *% 14)) +% 2) +% ix233)]
+              var sum235: Float = (sum234 + arena[(((((2224784 +% (((c225 *% 9) +% 1) *% 12544)) +% (j224 *% 196)) +% ((iy232 +% 1) *% 14)) +% 1) +% ix233)])
+              var sum236: Float = (sum235 + arena[((((2224784 +% (((c225 *% 9) +% 2) *% 12544)) +% (j224 *% 196)) +% ((iy232 +% 1) *% 14)) +% ix233)])
+              var sum237: Float = (sum236 + arena[(((((2224784 +% (((c225 *% 9) +% 3) *% 12544)) +% (j224 *% 196)) +% (iy232 *% 14)) +% 2) +% ix233)])
+              var sum238: Float = (sum237 + arena[(((((2224784 +% (((c225 *% 9) +% 4) *% 12544)) +% (j224 *% 196)) +% (iy232 *% 14)) +% 1) +% ix233)])
+              var sum239: Float = (sum238 + arena[((((2224784 +% (((c225 *% 9) +% 5) *% 12544)) +% (j224 *% 196)) +% (iy232 *% 14)) +% ix233)])
+              arena[(((((802816 +% (((g216 *% 64) +% j224) *% 6272)) +% (c225 *% 196)) +% (iy232 *% 14)) +% 1) +% ix233)] = sum239
+              ix233 &+= 1
             }
           }
         }
-        for iy216 in 0..<1 {
-          do {  // SIMD16 over ix217
-            var ix217 = 0
-            while ix217 < 1 {
-              var sum218: Float = arena[(((((2224784 +% (((c201 *% 9) +% 1) *% 12544)) +% (j200 *% 196)) +% ((iy216 +% 1) *% 14)) +% 13) +% ix217)]
-              var sum219: Float = (sum218 + arena[(((((2224784 +% (((c201 *% 9) +% 2) *% 12544)) +% (j200 *% 196)) +% ((iy216 +% 1) *% 14)) +% 12) +% ix217)])
-              var sum220: Float = (sum219 + arena[(((((2224784 +% (((c201 *% 9) +% 4) *% 12544)) +% (j200 *% 196)) +% (iy216 *% 14)) +% 13) +% ix217)])
-              var sum221: Float = (sum220 + arena[(((((2224784 +% (((c201 *% 9) +% 5) *% 12544)) +% (j200 *% 196)) +% (iy216 *% 14)) +% 12) +% ix217)])
-              arena[(((((802816 +% (((g192 *% 64) +% j200) *% 6272)) +% (c201 *% 196)) +% (iy216 *% 14)) +% 13) +% ix217)] = sum221
-              ix217 &+= 1
+        for iy240 in 0..<1 {
+          do {  // SIMD16 over ix241
+            var ix241 = 0
+            while ix241 < 1 {
+              var sum242: Float = arena[(((((2224784 +% (((c225 *% 9) +% 1) *% 12544)) +% (j224 *% 196)) +% ((iy240 +% 1) *% 14)) +% 13) +% ix241)]
+              var sum243: Float = (sum242 + arena[(((((2224784 +% (((c225 *% 9) +% 2) *% 12544)) +% (j224 *% 196)) +% ((iy240 +% 1) *% 14)) +% 12) +% ix241)])
+              var sum244: Float = (sum243 + arena[(((((2224784 +% (((c225 *% 9) +% 4) *% 12544)) +% (j224 *% 196)) +% (iy240 *% 14)) +% 13) +% ix241)])
+              var sum245: Float = (sum244 + arena[(((((2224784 +% (((c225 *% 9) +% 5) *% 12544)) +% (j224 *% 196)) +% (iy240 *% 14)) +% 12) +% ix241)])
+              arena[(((((802816 +% (((g216 *% 64) +% j224) *% 6272)) +% (c225 *% 196)) +% (iy240 *% 14)) +% 13) +% ix241)] = sum245
+              ix241 &+= 1
             }
           }
         }
-        for iy222 in 0..<12 {
-          do {  // SIMD16 over ix223
-            var ix223 = 0
-            while ix223 < 1 {
-              var sum224: Float = arena[(((((2224784 +% ((c201 *% 9) *% 12544)) +% (j200 *% 196)) +% (((iy222 +% 1) +% 1) *% 14)) +% 1) +% ix223)]
-              var sum225: Float = (sum224 + arena[((((2224784 +% (((c201 *% 9) +% 1) *% 12544)) +% (j200 *% 196)) +% (((iy222 +% 1) +% 1) *% 14)) +% ix223)])
-              var sum226: Float = (sum225 + arena[(((((2224784 +% (((c201 *% 9) +% 3) *% 12544)) +% (j200 *% 196)) +% ((iy222 +% 1) *% 14)) +% 1) +% ix223)])
-              var sum227: Float = (sum226 + arena[((((2224784 +% (((c201 *% 9) +% 4) *% 12544)) +% (j200 *% 196)) +% ((iy222 +% 1) *% 14)) +% ix223)])
-              var sum228: Float = (sum227 + arena[(((((2224784 +% (((c201 *% 9) +% 6) *% 12544)) +% (j200 *% 196)) +% (((iy222 +% 1) +% -1) *% 14)) +% 1) +% ix223)])
-              var sum229: Float = (sum228 + arena[((((2224784 +% (((c201 *% 9) +% 7) *% 12544)) +% (j200 *% 196)) +% (((iy222 +% 1) +% -1) *% 14)) +% ix223)])
-              arena[((((802816 +% (((g192 *% 64) +% j200) *% 6272)) +% (c201 *% 196)) +% ((iy222 +% 1) *% 14)) +% ix223)] = sum229
-              ix223 &+= 1
+        for iy246 in 0..<12 {
+          do {  // SIMD16 over ix247
+            var ix247 = 0
+            while ix247 < 1 {
+              var sum248: Float = arena[(((((2224784 +% ((c225 *% 9) *% 12544)) +% (j224 *% 196)) +% (((iy246 +% 1) +% 1) *% 14)) +% 1) +% ix247)]
+              var sum249: Float = (sum248 + arena[((((2224784 +% (((c225 *% 9) +% 1) *% 12544)) +% (j224 *% 196)) +% (((iy246 +% 1) +% 1) *% 14)) +% ix247)])
+              var sum250: Float = (sum249 + arena[(((((2224784 +% (((c225 *% 9) +% 3) *% 12544)) +% (j224 *% 196)) +% ((iy246 +% 1) *% 14)) +% 1) +% ix247)])
+              var sum251: Float = (sum250 + arena[((((2224784 +% (((c225 *% 9) +% 4) *% 12544)) +% (j224 *% 196)) +% ((iy246 +% 1) *% 14)) +% ix247)])
+              var sum252: Float = (sum251 + arena[(((((2224784 +% (((c225 *% 9) +% 6) *% 12544)) +% (j224 *% 196)) +% (((iy246 +% 1) +% -1) *% 14)) +% 1) +% ix247)])
+              var sum253: Float = (sum252 + arena[((((2224784 +% (((c225 *% 9) +% 7) *% 12544)) +% (j224 *% 196)) +% (((iy246 +% 1) +% -1) *% 14)) +% ix247)])
+              arena[((((802816 +% (((g216 *% 64) +% j224) *% 6272)) +% (c225 *% 196)) +% ((iy246 +% 1) *% 14)) +% ix247)] = sum253
+              ix247 &+= 1
             }
           }
         }
-        for iy230 in 0..<12 {
-          do {  // SIMD16 over ix231
-            var ix231 = 0
-            while ix231 < 12 {
-              var sum232: Float = arena[(((((2224784 +% ((c201 *% 9) *% 12544)) +% (j200 *% 196)) +% (((iy230 +% 1) +% 1) *% 14)) +% 2) +% ix231)]
-              var sum233: Float = (sum232 + arena[(((((2224784 +% (((c201 *% 9) +% 1) *% 12544)) +% (j200 *% 196)) +% (((iy230 +% 1) +% 1) *% 14)) +% 1) +% ix231)])
-              var sum234: Float = (sum233 + arena[((((2224784 +% (((c201 *% 9) +% 2) *% 12544)) +% (j200 *% 196)) +% (((iy230 +% 1) +% 1) *% 14)) +% ix231)])
-              var sum235: Float = (sum234 + arena[(((((2224784 +% (((c201 *% 9) +% 3) *% 12544)) +% (j200 *% 196)) +% ((iy230 +% 1) *% 14)) +% 2) +% ix231)])
-              var sum236: Float = (sum235 + arena[(((((2224784 +% (((c201 *% 9) +% 4) *% 12544)) +% (j200 *% 196)) +% ((iy230 +% 1) *% 14)) +% 1) +% ix231)])
-              var sum237: Float = (sum236 + arena[((((2224784 +% (((c201 *% 9) +% 5) *% 12544)) +% (j200 *% 196)) +% ((iy230 +% 1) *% 14)) +% ix231)])
-              var sum238: Float = (sum237 + arena[(((((2224784 +% (((c201 *% 9) +% 6) *% 12544)) +% (j200 *% 196)) +% (((iy230 +% 1) +% -1) *% 14)) +% 2) +% ix231)])
-              var sum239: Float = (sum238 + arena[(((((2224784 +% (((c201 *% 9) +% 7) *% 12544)) +% (j200 *% 196)) +% (((iy230 +% 1) +% -1) *% 14)) +% 1) +% ix231)])
-              var sum240: Float = (sum239 + arena[((((2224784 +% (((c201 *% 9) +% 8) *% 12544)) +% (j200 *% 196)) +% (((iy230 +% 1) +% -1) *% 14)) +% ix231)])
-              arena[(((((802816 +% (((g192 *% 64) +% j200) *% 6272)) +% (c201 *% 196)) +% ((iy230 +% 1) *% 14)) +% 1) +% ix231)] = sum240
-              ix231 &+= 1
+        for iy254 in 0..<12 {
+          do {  // SIMD16 over ix255
+            var ix255 = 0
+            while ix255 < 12 {
+              var sum256: Float = arena[(((((2224784 +% ((c225 *% 9) *% 12544)) +% (j224 *% 196)) +% (((iy254 +% 1) +% 1) *% 14)) +% 2) +% ix255)]
+              var sum257: Float = (sum256 + arena[(((((2224784 +% (((c225 *% 9) +% 1) *% 12544)) +% (j224 *% 196)) +% (((iy254 +% 1) +% 1) *% 14)) +% 1) +% ix255)])
+              var sum258: Float = (sum257 + arena[((((2224784 +% (((c225 *% 9) +% 2) *% 12544)) +% (j224 *% 196)) +% (((iy254 +% 1) +% 1) *% 14)) +% ix255)])
+              var sum259: Float = (sum258 + arena[(((((2224784 +% (((c225 *% 9) +% 3) *% 12544)) +% (j224 *% 196)) +% ((iy254 +% 1) *% 14)) +% 2) +% ix255)])
+              var sum260: Float = (sum259 + arena[(((((2224784 +% (((c225 *% 9) +% 4) *% 12544)) +% (j224 *% 196)) +% ((iy254 +% 1) *% 14)) +% 1) +% ix255)])
+              var sum261: Float = (sum260 + arena[((((2224784 +% (((c225 *% 9) +% 5) *% 12544)) +% (j224 *% 196)) +% ((iy254 +% 1) *% 14)) +% ix255)])
+              var sum262: Float = (sum261 + arena[(((((2224784 +% (((c225 *% 9) +% 6) *% 12544)) +% (j224 *% 196)) +% (((iy254 +% 1) +% -1) *% 14)) +% 2) +% ix255)])
+              var sum263: Float = (sum262 + arena[(((((2224784 +% (((c225 *% 9) +% 7) *% 12544)) +% (j224 *% 196)) +% (((iy254 +% 1) +% -1) *% 14)) +% 1) +% ix255)])
+              var sum264: Float = (sum263 + arena[((((2224784 +% (((c225 *% 9) +% 8) *% 12544)) +% (j224 *% 196)) +% (((iy254 +% 1) +% -1) *% 14)) +% ix255)])
+              arena[(((((802816 +% (((g216 *% 64) +% j224) *% 6272)) +% (c225 *% 196)) +% ((iy254 +% 1) *% 14)) +% 1) +% ix255)] = sum264
+              ix255 &+= 1
             }
           }
         }
-        for iy241 in 0..<12 {
-          do {  // SIMD16 over ix242
-            var ix242 = 0
-            while ix242 < 1 {
-              var sum243: Float = arena[(((((2224784 +% (((c201 *% 9) +% 1) *% 12544)) +% (j200 *% 196)) +% (((iy241 +% 1) +% 1) *% 14)) +% 13) +% ix242)]
-              var sum244: Float = (sum243 + arena[(((((2224784 +% (((c201 *% 9) +% 2) *% 12544)) +% (j200 *% 196)) +% (((iy241 +% 1) +% 1) *% 14)) +% 12) +% ix242)])
-              var sum245: Float = (sum244 + arena[(((((2224784 +% (((c201 *% 9) +% 4) *% 12544)) +% (j200 *% 196)) +% ((iy241 +% 1) *% 14)) +% 13) +% ix242)])
-              var sum246: Float = (sum245 + arena[(((((2224784 +% (((c201 *% 9) +% 5) *% 12544)) +% (j200 *% 196)) +% ((iy241 +% 1) *% 14)) +% 12) +% ix242)])
-              var sum247: Float = (sum246 + arena[(((((2224784 +% (((c201 *% 9) +% 7) *% 12544)) +% (j200 *% 196)) +% (((iy241 +% 1) +% -1) *% 14)) +% 13) +% ix242)])
-              var sum248: Float = (sum247 + arena[(((((2224784 +% (((c201 *% 9) +% 8) *% 12544)) +% (j200 *% 196)) +% (((iy241 +% 1) +% -1) *% 14)) +% 12) +% ix242)])
-              arena[(((((802816 +% (((g192 *% 64) +% j200) *% 6272)) +% (c201 *% 196)) +% ((iy241 +% 1) *% 14)) +% 13) +% ix242)] = sum248
-              ix242 &+= 1
+        for iy265 in 0..<12 {
+          do {  // SIMD16 over ix266
+            var ix266 = 0
+            while ix266 < 1 {
+              var sum267: Float = arena[(((((2224784 +% (((c225 *% 9) +% 1) *% 12544)) +% (j224 *% 196)) +% (((iy265 +% 1) +% 1) *% 14)) +% 13) +% ix266)]
+              var sum268: Float = (sum267 + arena[(((((2224784 +% (((c225 *% 9) +% 2) *% 12544)) +% (j224 *% 196)) +% (((iy265 +% 1) +% 1) *% 14)) +% 12) +% ix266)])
+              var sum269: Float = (sum268 + arena[(((((2224784 +% (((c225 *% 9) +% 4) *% 12544)) +% (j224 *% 196)) +% ((iy265 +% 1) *% 14)) +% 13) +% ix266)])
+              var sum270: Float = (sum269 + arena[(((((2224784 +% (((c225 *% 9) +% 5) *% 12544)) +% (j224 *% 196)) +% ((iy265 +% 1) *% 14)) +% 12) +% ix266)])
+              var sum271: Float = (sum270 + arena[(((((2224784 +% (((c225 *% 9) +% 7) *% 12544)) +% (j224 *% 196)) +% (((iy265 +% 1) +% -1) *% 14)) +% 13) +% ix266)])
+              var sum272: Float = (sum271 + arena[(((((2224784 +% (((c225 *% 9) +% 8) *% 12544)) +% (j224 *% 196)) +% (((iy265 +% 1) +% -1) *% 14)) +% 12) +% ix266)])
+              arena[(((((802816 +% (((g216 *% 64) +% j224) *% 6272)) +% (c225 *% 196)) +% ((iy265 +% 1) *% 14)) +% 13) +% ix266)] = sum272
+              ix266 &+= 1
             }
           }
         }
-        for iy249 in 0..<1 {
-          do {  // SIMD16 over ix250
-            var ix250 = 0
-            while ix250 < 1 {
-              var sum251: Float = arena[(((((2224784 +% (((c201 *% 9) +% 3) *% 12544)) +% (j200 *% 196)) +% ((iy249 +% 13) *% 14)) +% 1) +% ix250)]
-              var sum252: Float = (sum251 + arena[((((2224784 +% (((c201 *% 9) +% 4) *% 12544)) +% (j200 *% 196)) +% ((iy249 +% 13) *% 14)) +% ix250)])
-              var sum253: Float = (sum252 + arena[(((((2224784 +% (((c201 *% 9) +% 6) *% 12544)) +% (j200 *% 196)) +% (((iy249 +% 13) +% -1) *% 14)) +% 1) +% ix250)])
-              var sum254: Float = (sum253 + arena[((((2224784 +% (((c201 *% 9) +% 7) *% 12544)) +% (j200 *% 196)) +% (((iy249 +% 13) +% -1) *% 14)) +% ix250)])
-              arena[((((802816 +% (((g192 *% 64) +% j200) *% 6272)) +% (c201 *% 196)) +% ((iy249 +% 13) *% 14)) +% ix250)] = sum254
-              ix250 &+= 1
+        for iy273 in 0..<1 {
+          do {  // SIMD16 over ix274
+            var ix274 = 0
+            while ix274 < 1 {
+              var sum275: Float = arena[(((((2224784 +% (((c225 *% 9) +% 3) *% 12544)) +% (j224 *% 196)) +% ((iy273 +% 13) *% 14)) +% 1) +% ix274)]
+              var sum276: Float = (sum275 + arena[((((2224784 +% (((c225 *% 9) +% 4) *% 12544)) +% (j224 *% 196)) +% ((iy273 +% 13) *% 14)) +% ix274)])
+              var sum277: Float = (sum276 + arena[(((((2224784 +% (((c225 *% 9) +% 6) *% 12544)) +% (j224 *% 196)) +% (((iy273 +% 13) +% -1) *% 14)) +% 1) +% ix274)])
+              var sum278: Float = (sum277 + arena[((((2224784 +% (((c225 *% 9) +% 7) *% 12544)) +% (j224 *% 196)) +% (((iy273 +% 13) +% -1) *% 14)) +% ix274)])
+              arena[((((802816 +% (((g216 *% 64) +% j224) *% 6272)) +% (c225 *% 196)) +% ((iy273 +% 13) *% 14)) +% ix274)] = sum278
+              ix274 &+= 1
             }
           }
         }
-        for iy255 in 0..<1 {
-          do {  // SIMD16 over ix256
-            var ix256 = 0
-            while ix256 < 12 {
-              var sum257: Float = arena[(((((2224784 +% (((c201 *% 9) +% 3) *% 12544)) +% (j200 *% 196)) +% ((iy255 +% 13) *% 14)) +% 2) +% ix256)]
-              var sum258: Float = (sum257 + arena[(((((2224784 +% (((c201 *% 9) +% 4) *% 12544)) +% (j200 *% 196)) +% ((iy255 +% 13) *% 14)) +% 1) +% ix256)])
-              var sum259: Float = (sum258 + arena[((((2224784 +% (((c201 *% 9) +% 5) *% 12544)) +% (j200 *% 196)) +% ((iy255 +% 13) *% 14)) +% ix256)])
-              var sum260: Float = (sum259 + arena[(((((2224784 +% (((c201 *% 9) +% 6) *% 12544)) +% (j200 *% 196)) +% (((iy255 +% 13) +% -1) *% 14)) +% 2) +% ix256)])
-              var sum261: Float = (sum260 + arena[(((((2224784 +% (((c201 *% 9) +% 7) *% 12544)) +% (j200 *% 196)) +% (((iy255 +% 13) +% -1) *% 14)) +% 1) +% ix256)])
-              var sum262: Float = (sum261 + arena[((((2224784 +% (((c201 *% 9) +% 8) *% 12544)) +% (j200 *% 196)) +% (((iy255 +% 13) +% -1) *% 14)) +% ix256)])
-              arena[(((((802816 +% (((g192 *% 64) +% j200) *% 6272)) +% (c201 *% 196)) +% ((iy255 +% 13) *% 14)) +% 1) +% ix256)] = sum262
-              ix256 &+= 1
+        for iy279 in 0..<1 {
+          do {  // SIMD16 over ix280
+            var ix280 = 0
+            while ix280 < 12 {
+              var sum281: Float = arena[(((((2224784 +% (((c225 *% 9) +% 3) *% 12544)) +% (j224 *% 196)) +% ((iy279 +% 13) *% 14)) +% 2) +% ix280)]
+              var sum282: Float = (sum281 + arena[(((((2224784 +% (((c225 *% 9) +% 4) *% 12544)) +% (j224 *% 196)) +% ((iy279 +% 13) *% 14)) +% 1) +% ix280)])
+              var sum283: Float = (sum282 + arena[((((2224784 +% (((c225 *% 9) +% 5) *% 12544)) +% (j224 *% 196)) +% ((iy279 +% 13) *% 14)) +% ix280)])
+              var sum284: Float = (sum283 + arena[(((((2224784 +% (((c225 *% 9) +% 6) *% 12544)) +% (j224 *% 196)) +% (((iy279 +% 13) +% -1) *% 14)) +% 2) +% ix280)])
+              var sum285: Float = (sum284 + arena[(((((2224784 +% (((c225 *% 9) +% 7) *% 12544)) +% (j224 *% 196)) +% (((iy279 +% 13) +% -1) *% 14)) +% 1) +% ix280)])
+              var sum286: Float = (sum285 + arena[((((2224784 +% (((c225 *% 9) +% 8) *% 12544)) +% (j224 *% 196)) +% (((iy279 +% 13) +% -1) *% 14)) +% ix280)])
+              arena[(((((802816 +% (((g216 *% 64) +% j224) *% 6272)) +% (c225 *% 196)) +% ((iy279 +% 13) *% 14)) +% 1) +% ix280)] = sum286
+              ix280 &+= 1
             }
           }
         }
-        for iy263 in 0..<1 {
-          do {  // SIMD16 over ix264
-            var ix264 = 0
-            while ix264 < 1 {
-              var sum265: Float = arena[(((((2224784 +% (((c201 *% 9) +% 4) *% 12544)) +% (j200 *% 196)) +% ((iy263 +% 13) *% 14)) +% 13) +% ix264)]
-              var sum266: Float = (sum265 + arena[(((((2224784 +% (((c201 *% 9) +% 5) *% 12544)) +% (j200 *% 196)) +% ((iy263 +% 13) *% 14)) +% 12) +% ix264)])
-              var sum267: Float = (sum266 + arena[(((((2224784 +% (((c201 *% 9) +% 7) *% 12544)) +% (j200 *% 196)) +% (((iy263 +% 13) +% -1) *% 14)) +% 13) +% ix264)])
-              var sum268: Float = (sum267 + arena[(((((2224784 +% (((c201 *% 9) +% 8) *% 12544)) +% (j200 *% 196)) +% (((iy263 +% 13) +% -1) *% 14)) +% 12) +% ix264)])
-              arena[(((((802816 +% (((g192 *% 64) +% j200) *% 6272)) +% (c201 *% 196)) +% ((iy263 +% 13) *% 14)) +% 13) +% ix264)] = sum268
-              ix264 &+= 1
+        for iy287 in 0..<1 {
+          do {  // SIMD16 over ix288
+            var ix288 = 0
+            while ix288 < 1 {
+              var sum289: Float = arena[(((((2224784 +% (((c225 *% 9) +% 4) *% 12544)) +% (j224 *% 196)) +% ((iy287 +% 13) *% 14)) +% 13) +% ix288)]
+              var sum290: Float = (sum289 + arena[(((((2224784 +% (((c225 *% 9) +% 5) *% 12544)) +% (j224 *% 196)) +% ((iy287 +% 13) *% 14)) +% 12) +% ix288)])
+              var sum291: Float = (sum290 + arena[(((((2224784 +% (((c225 *% 9) +% 7) *% 12544)) +% (j224 *% 196)) +% (((iy287 +% 13) +% -1) *% 14)) +% 13) +% ix288)])
+              var sum292: Float = (sum291 + arena[(((((2224784 +% (((c225 *% 9) +% 8) *% 12544)) +% (j224 *% 196)) +% (((iy287 +% 13) +% -1) *% 14)) +% 12) +% ix288)])
+              arena[(((((802816 +% (((g216 *% 64) +% j224) *% 6272)) +% (c225 *% 196)) +% ((iy287 +% 13) *% 14)) +% 13) +% ix288)] = sum292
+              ix288 &+= 1
             }
           }
         }
@@ -1468,305 +2022,305 @@ public func simplecnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i269
-    var i269 = 0
-    while i269 &+ 16 <= 1605632 {
-      store16(arena, 1221264 &+ i269, SIMD16<Float>(repeating: Float(0)))
-      i269 &+= 16
+  do {  // SIMD16 over i293
+    var i293 = 0
+    while i293 &+ 16 <= 1605632 {
+      store16(arena, 1221264 &+ i293, SIMD16<Float>(repeating: Float(0)))
+      i293 &+= 16
     }
-    while i269 < 1605632 {
-      arena[(1221264 +% i269)] = Float(0)
-      i269 &+= 1
+    while i293 < 1605632 {
+      arena[(1221264 +% i293)] = Float(0)
+      i293 &+= 1
     }
   }
-  for q270 in 0..<2048 {
-    for i271 in 0..<196 {
-      if arena[((q270 *% 196) +% i271)] > Float(0) {
-        arena[((1221264 +% (q270 *% 784)) +% Int(arena[(401408 +% ((q270 *% 196) +% i271))]))] += arena[(802816 +% ((q270 *% 196) +% i271))]
+  for q294 in 0..<2048 {
+    for i295 in 0..<196 {
+      if arena[((q294 *% 196) +% i295)] > Float(0) {
+        arena[((1221264 +% (q294 *% 784)) +% Int(arena[(401408 +% ((q294 *% 196) +% i295))]))] += arena[(802816 +% ((q294 *% 196) +% i295))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i272
-    var i272 = 0
-    while i272 &+ 16 <= 288 {
-      store16(arena, 4884112 &+ i272, SIMD16<Float>(repeating: Float(0)))
-      i272 &+= 16
+  do {  // SIMD16 over i296
+    var i296 = 0
+    while i296 &+ 16 <= 288 {
+      store16(arena, 4884112 &+ i296, SIMD16<Float>(repeating: Float(0)))
+      i296 &+= 16
     }
-    while i272 < 288 {
-      arena[(4884112 +% i272)] = Float(0)
-      i272 &+= 1
-    }
-  }
-  for g273 in 0..<1 {
-    for j274 in 0..<64 {
-      for c275 in 0..<1 {
-        for ky276 in 0..<3 {
-          for oy277 in 0..<28 {
-            if (-1 < ((oy277 +% ky276) +% -1) && ((oy277 +% ky276) +% -1) < 28) {
-              for ox278 in 0..<27 {
-                arena[(((2826896 +% ((((c275 *% 3) +% ky276) *% 3) *% 50176)) +% (j274 *% 784)) +% ((oy277 *% 28) +% (ox278 +% 1)))] = images[((((((g273 *% 64) +% j274) *% 784) +% (c275 *% 784)) +% (((oy277 +% ky276) +% -1) *% 28)) +% ((ox278 +% 1) +% -1))]
-              }
-              for ox279 in 0..<1 {
-                arena[(((2826896 +% ((((c275 *% 3) +% ky276) *% 3) *% 50176)) +% (j274 *% 784)) +% ((oy277 *% 28) +% ox279))] = Float(0)
-              }
-            }
-            if ((oy277 +% ky276) +% -1) < 0 {
-              for ox280 in 0..<28 {
-                arena[(((2826896 +% ((((c275 *% 3) +% ky276) *% 3) *% 50176)) +% (j274 *% 784)) +% ((oy277 *% 28) +% ox280))] = Float(0)
-              }
-            }
-            if 27 < ((oy277 +% ky276) +% -1) {
-              for ox280 in 0..<28 {
-                arena[(((2826896 +% ((((c275 *% 3) +% ky276) *% 3) *% 50176)) +% (j274 *% 784)) +% ((oy277 *% 28) +% ox280))] = Float(0)
-              }
-            }
-          }
-          for oy281 in 0..<28 {
-            if (-1 < ((oy281 +% ky276) +% -1) && ((oy281 +% ky276) +% -1) < 28) {
-              for ox282 in 0..<28 {
-                arena[(((2826896 +% (((((c275 *% 3) +% ky276) *% 3) +% 1) *% 50176)) +% (j274 *% 784)) +% ((oy281 *% 28) +% ox282))] = images[((((((g273 *% 64) +% j274) *% 784) +% (c275 *% 784)) +% (((oy281 +% ky276) +% -1) *% 28)) +% ox282)]
-              }
-            }
-            if ((oy281 +% ky276) +% -1) < 0 {
-              for ox283 in 0..<28 {
-                arena[(((2826896 +% (((((c275 *% 3) +% ky276) *% 3) +% 1) *% 50176)) +% (j274 *% 784)) +% ((oy281 *% 28) +% ox283))] = Float(0)
-              }
-            }
-            if 27 < ((oy281 +% ky276) +% -1) {
-              for ox283 in 0..<28 {
-                arena[(((2826896 +% (((((c275 *% 3) +% ky276) *% 3) +% 1) *% 50176)) +% (j274 *% 784)) +% ((oy281 *% 28) +% ox283))] = Float(0)
-              }
-            }
-          }
-          for oy284 in 0..<28 {
-            if (-1 < ((oy284 +% ky276) +% -1) && ((oy284 +% ky276) +% -1) < 28) {
-              for ox285 in 0..<27 {
-                arena[(((2826896 +% (((((c275 *% 3) +% ky276) *% 3) +% 2) *% 50176)) +% (j274 *% 784)) +% ((oy284 *% 28) +% ox285))] = images[((((((g273 *% 64) +% j274) *% 784) +% (c275 *% 784)) +% (((oy284 +% ky276) +% -1) *% 28)) +% (ox285 +% 1))]
-              }
-              for ox286 in 0..<1 {
-                arena[(((2826896 +% (((((c275 *% 3) +% ky276) *% 3) +% 2) *% 50176)) +% (j274 *% 784)) +% ((oy284 *% 28) +% (ox286 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy284 +% ky276) +% -1) < 0 {
-              for ox287 in 0..<28 {
-                arena[(((2826896 +% (((((c275 *% 3) +% ky276) *% 3) +% 2) *% 50176)) +% (j274 *% 784)) +% ((oy284 *% 28) +% ox287))] = Float(0)
-              }
-            }
-            if 27 < ((oy284 +% ky276) +% -1) {
-              for ox287 in 0..<28 {
-                arena[(((2826896 +% (((((c275 *% 3) +% ky276) *% 3) +% 2) *% 50176)) +% (j274 *% 784)) +% ((oy284 *% 28) +% ox287))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j288 in 0..<64 {
-      for i289 in 0..<784 {
-        for f290 in 0..<32 {
-          arena[((3278480 +% (((j288 *% 784) +% i289) *% 32)) +% f290)] = arena[(((1221264 +% (((g273 *% 64) +% j288) *% 25088)) +% (f290 *% 784)) +% i289)]
-        }
-      }
-    }
-    for kp291 in 0..<130 {
-      for nb292 in 0..<1 {
-        for mb293 in 0..<1 {
-          var t294_c0_0 = load16(arena, ((4884112 +% ((mb293 *% 9) *% 32)) +% (nb292 *% 32)))
-          var t294_c0_1 = load16(arena, (((4884112 +% ((mb293 *% 9) *% 32)) +% (nb292 *% 32)) +% 16))
-          var t294_c1_0 = load16(arena, ((4884112 +% (((mb293 *% 9) +% 1) *% 32)) +% (nb292 *% 32)))
-          var t294_c1_1 = load16(arena, (((4884112 +% (((mb293 *% 9) +% 1) *% 32)) +% (nb292 *% 32)) +% 16))
-          var t294_c2_0 = load16(arena, ((4884112 +% (((mb293 *% 9) +% 2) *% 32)) +% (nb292 *% 32)))
-          var t294_c2_1 = load16(arena, (((4884112 +% (((mb293 *% 9) +% 2) *% 32)) +% (nb292 *% 32)) +% 16))
-          var t294_c3_0 = load16(arena, ((4884112 +% (((mb293 *% 9) +% 3) *% 32)) +% (nb292 *% 32)))
-          var t294_c3_1 = load16(arena, (((4884112 +% (((mb293 *% 9) +% 3) *% 32)) +% (nb292 *% 32)) +% 16))
-          var t294_c4_0 = load16(arena, ((4884112 +% (((mb293 *% 9) +% 4) *% 32)) +% (nb292 *% 32)))
-          var t294_c4_1 = load16(arena, (((4884112 +% (((mb293 *% 9) +% 4) *% 32)) +% (nb292 *% 32)) +% 16))
-          var t294_c5_0 = load16(arena, ((4884112 +% (((mb293 *% 9) +% 5) *% 32)) +% (nb292 *% 32)))
-          var t294_c5_1 = load16(arena, (((4884112 +% (((mb293 *% 9) +% 5) *% 32)) +% (nb292 *% 32)) +% 16))
-          var t294_c6_0 = load16(arena, ((4884112 +% (((mb293 *% 9) +% 6) *% 32)) +% (nb292 *% 32)))
-          var t294_c6_1 = load16(arena, (((4884112 +% (((mb293 *% 9) +% 6) *% 32)) +% (nb292 *% 32)) +% 16))
-          var t294_c7_0 = load16(arena, ((4884112 +% (((mb293 *% 9) +% 7) *% 32)) +% (nb292 *% 32)))
-          var t294_c7_1 = load16(arena, (((4884112 +% (((mb293 *% 9) +% 7) *% 32)) +% (nb292 *% 32)) +% 16))
-          var t294_c8_0 = load16(arena, ((4884112 +% (((mb293 *% 9) +% 8) *% 32)) +% (nb292 *% 32)))
-          var t294_c8_1 = load16(arena, (((4884112 +% (((mb293 *% 9) +% 8) *% 32)) +% (nb292 *% 32)) +% 16))
-          for k295 in 0..<384 {
-            let t294_b0 = load16(arena, ((3278480 +% ((k295 +% (kp291 *% 384)) *% 32)) +% (nb292 *% 32)))
-            let t294_b1 = load16(arena, (((3278480 +% ((k295 +% (kp291 *% 384)) *% 32)) +% (nb292 *% 32)) +% 16))
-            let t294_a0 = SIMD16<Float>(repeating: arena[((2826896 +% ((mb293 *% 9) *% 50176)) +% (k295 +% (kp291 *% 384)))])
-            t294_c0_0 = t294_c0_0.addingProduct(t294_a0, t294_b0)
-            t294_c0_1 = t294_c0_1.addingProduct(t294_a0, t294_b1)
-            let t294_a1 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb293 *% 9) +% 1) *% 50176)) +% (k295 +% (kp291 *% 384)))])
-            t294_c1_0 = t294_c1_0.addingProduct(t294_a1, t294_b0)
-            t294_c1_1 = t294_c1_1.addingProduct(t294_a1, t294_b1)
-            let t294_a2 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb293 *% 9) +% 2) *% 50176)) +% (k295 +% (kp291 *% 384)))])
-            t294_c2_0 = t294_c2_0.addingProduct(t294_a2, t294_b0)
-            t294_c2_1 = t294_c2_1.addingProduct(t294_a2, t294_b1)
-            let t294_a3 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb293 *% 9) +% 3) *% 50176)) +% (k295 +% (kp291 *% 384)))])
-            t294_c3_0 = t294_c3_0.addingProduct(t294_a3, t294_b0)
-            t294_c3_1 = t294_c3_1.addingProduct(t294_a3, t294_b1)
-            let t294_a4 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb293 *% 9) +% 4) *% 50176)) +% (k295 +% (kp291 *% 384)))])
-            t294_c4_0 = t294_c4_0.addingProduct(t294_a4, t294_b0)
-            t294_c4_1 = t294_c4_1.addingProduct(t294_a4, t294_b1)
-            let t294_a5 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb293 *% 9) +% 5) *% 50176)) +% (k295 +% (kp291 *% 384)))])
-            t294_c5_0 = t294_c5_0.addingProduct(t294_a5, t294_b0)
-            t294_c5_1 = t294_c5_1.addingProduct(t294_a5, t294_b1)
-            let t294_a6 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb293 *% 9) +% 6) *% 50176)) +% (k295 +% (kp291 *% 384)))])
-            t294_c6_0 = t294_c6_0.addingProduct(t294_a6, t294_b0)
-            t294_c6_1 = t294_c6_1.addingProduct(t294_a6, t294_b1)
-            let t294_a7 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb293 *% 9) +% 7) *% 50176)) +% (k295 +% (kp291 *% 384)))])
-            t294_c7_0 = t294_c7_0.addingProduct(t294_a7, t294_b0)
-            t294_c7_1 = t294_c7_1.addingProduct(t294_a7, t294_b1)
-            let t294_a8 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb293 *% 9) +% 8) *% 50176)) +% (k295 +% (kp291 *% 384)))])
-            t294_c8_0 = t294_c8_0.addingProduct(t294_a8, t294_b0)
-            t294_c8_1 = t294_c8_1.addingProduct(t294_a8, t294_b1)
-          }
-          store16(arena, ((4884112 +% ((mb293 *% 9) *% 32)) +% (nb292 *% 32)), t294_c0_0)
-          store16(arena, (((4884112 +% ((mb293 *% 9) *% 32)) +% (nb292 *% 32)) +% 16), t294_c0_1)
-          store16(arena, ((4884112 +% (((mb293 *% 9) +% 1) *% 32)) +% (nb292 *% 32)), t294_c1_0)
-          store16(arena, (((4884112 +% (((mb293 *% 9) +% 1) *% 32)) +% (nb292 *% 32)) +% 16), t294_c1_1)
-          store16(arena, ((4884112 +% (((mb293 *% 9) +% 2) *% 32)) +% (nb292 *% 32)), t294_c2_0)
-          store16(arena, (((4884112 +% (((mb293 *% 9) +% 2) *% 32)) +% (nb292 *% 32)) +% 16), t294_c2_1)
-          store16(arena, ((4884112 +% (((mb293 *% 9) +% 3) *% 32)) +% (nb292 *% 32)), t294_c3_0)
-          store16(arena, (((4884112 +% (((mb293 *% 9) +% 3) *% 32)) +% (nb292 *% 32)) +% 16), t294_c3_1)
-          store16(arena, ((4884112 +% (((mb293 *% 9) +% 4) *% 32)) +% (nb292 *% 32)), t294_c4_0)
-          store16(arena, (((4884112 +% (((mb293 *% 9) +% 4) *% 32)) +% (nb292 *% 32)) +% 16), t294_c4_1)
-          store16(arena, ((4884112 +% (((mb293 *% 9) +% 5) *% 32)) +% (nb292 *% 32)), t294_c5_0)
-          store16(arena, (((4884112 +% (((mb293 *% 9) +% 5) *% 32)) +% (nb292 *% 32)) +% 16), t294_c5_1)
-          store16(arena, ((4884112 +% (((mb293 *% 9) +% 6) *% 32)) +% (nb292 *% 32)), t294_c6_0)
-          store16(arena, (((4884112 +% (((mb293 *% 9) +% 6) *% 32)) +% (nb292 *% 32)) +% 16), t294_c6_1)
-          store16(arena, ((4884112 +% (((mb293 *% 9) +% 7) *% 32)) +% (nb292 *% 32)), t294_c7_0)
-          store16(arena, (((4884112 +% (((mb293 *% 9) +% 7) *% 32)) +% (nb292 *% 32)) +% 16), t294_c7_1)
-          store16(arena, ((4884112 +% (((mb293 *% 9) +% 8) *% 32)) +% (nb292 *% 32)), t294_c8_0)
-          store16(arena, (((4884112 +% (((mb293 *% 9) +% 8) *% 32)) +% (nb292 *% 32)) +% 16), t294_c8_1)
-        }
-      }
-    }
-    for nb296 in 0..<1 {
-      for mb297 in 0..<1 {
-        var t298_c0_0 = load16(arena, ((4884112 +% ((mb297 *% 9) *% 32)) +% (nb296 *% 32)))
-        var t298_c0_1 = load16(arena, (((4884112 +% ((mb297 *% 9) *% 32)) +% (nb296 *% 32)) +% 16))
-        var t298_c1_0 = load16(arena, ((4884112 +% (((mb297 *% 9) +% 1) *% 32)) +% (nb296 *% 32)))
-        var t298_c1_1 = load16(arena, (((4884112 +% (((mb297 *% 9) +% 1) *% 32)) +% (nb296 *% 32)) +% 16))
-        var t298_c2_0 = load16(arena, ((4884112 +% (((mb297 *% 9) +% 2) *% 32)) +% (nb296 *% 32)))
-        var t298_c2_1 = load16(arena, (((4884112 +% (((mb297 *% 9) +% 2) *% 32)) +% (nb296 *% 32)) +% 16))
-        var t298_c3_0 = load16(arena, ((4884112 +% (((mb297 *% 9) +% 3) *% 32)) +% (nb296 *% 32)))
-        var t298_c3_1 = load16(arena, (((4884112 +% (((mb297 *% 9) +% 3) *% 32)) +% (nb296 *% 32)) +% 16))
-        var t298_c4_0 = load16(arena, ((4884112 +% (((mb297 *% 9) +% 4) *% 32)) +% (nb296 *% 32)))
-        var t298_c4_1 = load16(arena, (((4884112 +% (((mb297 *% 9) +% 4) *% 32)) +% (nb296 *% 32)) +% 16))
-        var t298_c5_0 = load16(arena, ((4884112 +% (((mb297 *% 9) +% 5) *% 32)) +% (nb296 *% 32)))
-        var t298_c5_1 = load16(arena, (((4884112 +% (((mb297 *% 9) +% 5) *% 32)) +% (nb296 *% 32)) +% 16))
-        var t298_c6_0 = load16(arena, ((4884112 +% (((mb297 *% 9) +% 6) *% 32)) +% (nb296 *% 32)))
-        var t298_c6_1 = load16(arena, (((4884112 +% (((mb297 *% 9) +% 6) *% 32)) +% (nb296 *% 32)) +% 16))
-        var t298_c7_0 = load16(arena, ((4884112 +% (((mb297 *% 9) +% 7) *% 32)) +% (nb296 *% 32)))
-        var t298_c7_1 = load16(arena, (((4884112 +% (((mb297 *% 9) +% 7) *% 32)) +% (nb296 *% 32)) +% 16))
-        var t298_c8_0 = load16(arena, ((4884112 +% (((mb297 *% 9) +% 8) *% 32)) +% (nb296 *% 32)))
-        var t298_c8_1 = load16(arena, (((4884112 +% (((mb297 *% 9) +% 8) *% 32)) +% (nb296 *% 32)) +% 16))
-        for k299 in 0..<256 {
-          let t298_b0 = load16(arena, ((3278480 +% ((k299 +% 49920) *% 32)) +% (nb296 *% 32)))
-          let t298_b1 = load16(arena, (((3278480 +% ((k299 +% 49920) *% 32)) +% (nb296 *% 32)) +% 16))
-          let t298_a0 = SIMD16<Float>(repeating: arena[((2826896 +% ((mb297 *% 9) *% 50176)) +% (k299 +% 49920))])
-          t298_c0_0 = t298_c0_0.addingProduct(t298_a0, t298_b0)
-          t298_c0_1 = t298_c0_1.addingProduct(t298_a0, t298_b1)
-          let t298_a1 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb297 *% 9) +% 1) *% 50176)) +% (k299 +% 49920))])
-          t298_c1_0 = t298_c1_0.addingProduct(t298_a1, t298_b0)
-          t298_c1_1 = t298_c1_1.addingProduct(t298_a1, t298_b1)
-          let t298_a2 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb297 *% 9) +% 2) *% 50176)) +% (k299 +% 49920))])
-          t298_c2_0 = t298_c2_0.addingProduct(t298_a2, t298_b0)
-          t298_c2_1 = t298_c2_1.addingProduct(t298_a2, t298_b1)
-          let t298_a3 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb297 *% 9) +% 3) *% 50176)) +% (k299 +% 49920))])
-          t298_c3_0 = t298_c3_0.addingProduct(t298_a3, t298_b0)
-          t298_c3_1 = t298_c3_1.addingProduct(t298_a3, t298_b1)
-          let t298_a4 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb297 *% 9) +% 4) *% 50176)) +% (k299 +% 49920))])
-          t298_c4_0 = t298_c4_0.addingProduct(t298_a4, t298_b0)
-          t298_c4_1 = t298_c4_1.addingProduct(t298_a4, t298_b1)
-          let t298_a5 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb297 *% 9) +% 5) *% 50176)) +% (k299 +% 49920))])
-          t298_c5_0 = t298_c5_0.addingProduct(t298_a5, t298_b0)
-          t298_c5_1 = t298_c5_1.addingProduct(t298_a5, t298_b1)
-          let t298_a6 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb297 *% 9) +% 6) *% 50176)) +% (k299 +% 49920))])
-          t298_c6_0 = t298_c6_0.addingProduct(t298_a6, t298_b0)
-          t298_c6_1 = t298_c6_1.addingProduct(t298_a6, t298_b1)
-          let t298_a7 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb297 *% 9) +% 7) *% 50176)) +% (k299 +% 49920))])
-          t298_c7_0 = t298_c7_0.addingProduct(t298_a7, t298_b0)
-          t298_c7_1 = t298_c7_1.addingProduct(t298_a7, t298_b1)
-          let t298_a8 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb297 *% 9) +% 8) *% 50176)) +% (k299 +% 49920))])
-          t298_c8_0 = t298_c8_0.addingProduct(t298_a8, t298_b0)
-          t298_c8_1 = t298_c8_1.addingProduct(t298_a8, t298_b1)
-        }
-        store16(arena, ((4884112 +% ((mb297 *% 9) *% 32)) +% (nb296 *% 32)), t298_c0_0)
-        store16(arena, (((4884112 +% ((mb297 *% 9) *% 32)) +% (nb296 *% 32)) +% 16), t298_c0_1)
-        store16(arena, ((4884112 +% (((mb297 *% 9) +% 1) *% 32)) +% (nb296 *% 32)), t298_c1_0)
-        store16(arena, (((4884112 +% (((mb297 *% 9) +% 1) *% 32)) +% (nb296 *% 32)) +% 16), t298_c1_1)
-        store16(arena, ((4884112 +% (((mb297 *% 9) +% 2) *% 32)) +% (nb296 *% 32)), t298_c2_0)
-        store16(arena, (((4884112 +% (((mb297 *% 9) +% 2) *% 32)) +% (nb296 *% 32)) +% 16), t298_c2_1)
-        store16(arena, ((4884112 +% (((mb297 *% 9) +% 3) *% 32)) +% (nb296 *% 32)), t298_c3_0)
-        store16(arena, (((4884112 +% (((mb297 *% 9) +% 3) *% 32)) +% (nb296 *% 32)) +% 16), t298_c3_1)
-        store16(arena, ((4884112 +% (((mb297 *% 9) +% 4) *% 32)) +% (nb296 *% 32)), t298_c4_0)
-        store16(arena, (((4884112 +% (((mb297 *% 9) +% 4) *% 32)) +% (nb296 *% 32)) +% 16), t298_c4_1)
-        store16(arena, ((4884112 +% (((mb297 *% 9) +% 5) *% 32)) +% (nb296 *% 32)), t298_c5_0)
-        store16(arena, (((4884112 +% (((mb297 *% 9) +% 5) *% 32)) +% (nb296 *% 32)) +% 16), t298_c5_1)
-        store16(arena, ((4884112 +% (((mb297 *% 9) +% 6) *% 32)) +% (nb296 *% 32)), t298_c6_0)
-        store16(arena, (((4884112 +% (((mb297 *% 9) +% 6) *% 32)) +% (nb296 *% 32)) +% 16), t298_c6_1)
-        store16(arena, ((4884112 +% (((mb297 *% 9) +% 7) *% 32)) +% (nb296 *% 32)), t298_c7_0)
-        store16(arena, (((4884112 +% (((mb297 *% 9) +% 7) *% 32)) +% (nb296 *% 32)) +% 16), t298_c7_1)
-        store16(arena, ((4884112 +% (((mb297 *% 9) +% 8) *% 32)) +% (nb296 *% 32)), t298_c8_0)
-        store16(arena, (((4884112 +% (((mb297 *% 9) +% 8) *% 32)) +% (nb296 *% 32)) +% 16), t298_c8_1)
-      }
+    while i296 < 288 {
+      arena[(4884112 +% i296)] = Float(0)
+      i296 &+= 1
     }
   }
-  for f300 in 0..<32 {
-    for r301 in 0..<9 {
-      grads[((f300 *% 9) +% r301)] = arena[((4884112 +% (r301 *% 32)) +% f300)]
+  for g297 in 0..<1 {
+    for j298 in 0..<64 {
+      for c299 in 0..<1 {
+        for ky300 in 0..<3 {
+          for oy301 in 0..<28 {
+            if (-1 < ((oy301 +% ky300) +% -1) && ((oy301 +% ky300) +% -1) < 28) {
+              for ox302 in 0..<27 {
+                arena[(((2826896 +% ((((c299 *% 3) +% ky300) *% 3) *% 50176)) +% (j298 *% 784)) +% ((oy301 *% 28) +% (ox302 +% 1)))] = images[((((((g297 *% 64) +% j298) *% 784) +% (c299 *% 784)) +% (((oy301 +% ky300) +% -1) *% 28)) +% ((ox302 +% 1) +% -1))]
+              }
+              for ox303 in 0..<1 {
+                arena[(((2826896 +% ((((c299 *% 3) +% ky300) *% 3) *% 50176)) +% (j298 *% 784)) +% ((oy301 *% 28) +% ox303))] = Float(0)
+              }
+            }
+            if ((oy301 +% ky300) +% -1) < 0 {
+              for ox304 in 0..<28 {
+                arena[(((2826896 +% ((((c299 *% 3) +% ky300) *% 3) *% 50176)) +% (j298 *% 784)) +% ((oy301 *% 28) +% ox304))] = Float(0)
+              }
+            }
+            if 27 < ((oy301 +% ky300) +% -1) {
+              for ox304 in 0..<28 {
+                arena[(((2826896 +% ((((c299 *% 3) +% ky300) *% 3) *% 50176)) +% (j298 *% 784)) +% ((oy301 *% 28) +% ox304))] = Float(0)
+              }
+            }
+          }
+          for oy305 in 0..<28 {
+            if (-1 < ((oy305 +% ky300) +% -1) && ((oy305 +% ky300) +% -1) < 28) {
+              for ox306 in 0..<28 {
+                arena[(((2826896 +% (((((c299 *% 3) +% ky300) *% 3) +% 1) *% 50176)) +% (j298 *% 784)) +% ((oy305 *% 28) +% ox306))] = images[((((((g297 *% 64) +% j298) *% 784) +% (c299 *% 784)) +% (((oy305 +% ky300) +% -1) *% 28)) +% ox306)]
+              }
+            }
+            if ((oy305 +% ky300) +% -1) < 0 {
+              for ox307 in 0..<28 {
+                arena[(((2826896 +% (((((c299 *% 3) +% ky300) *% 3) +% 1) *% 50176)) +% (j298 *% 784)) +% ((oy305 *% 28) +% ox307))] = Float(0)
+              }
+            }
+            if 27 < ((oy305 +% ky300) +% -1) {
+              for ox307 in 0..<28 {
+                arena[(((2826896 +% (((((c299 *% 3) +% ky300) *% 3) +% 1) *% 50176)) +% (j298 *% 784)) +% ((oy305 *% 28) +% ox307))] = Float(0)
+              }
+            }
+          }
+          for oy308 in 0..<28 {
+            if (-1 < ((oy308 +% ky300) +% -1) && ((oy308 +% ky300) +% -1) < 28) {
+              for ox309 in 0..<27 {
+                arena[(((2826896 +% (((((c299 *% 3) +% ky300) *% 3) +% 2) *% 50176)) +% (j298 *% 784)) +% ((oy308 *% 28) +% ox309))] = images[((((((g297 *% 64) +% j298) *% 784) +% (c299 *% 784)) +% (((oy308 +% ky300) +% -1) *% 28)) +% (ox309 +% 1))]
+              }
+              for ox310 in 0..<1 {
+                arena[(((2826896 +% (((((c299 *% 3) +% ky300) *% 3) +% 2) *% 50176)) +% (j298 *% 784)) +% ((oy308 *% 28) +% (ox310 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy308 +% ky300) +% -1) < 0 {
+              for ox311 in 0..<28 {
+                arena[(((2826896 +% (((((c299 *% 3) +% ky300) *% 3) +% 2) *% 50176)) +% (j298 *% 784)) +% ((oy308 *% 28) +% ox311))] = Float(0)
+              }
+            }
+            if 27 < ((oy308 +% ky300) +% -1) {
+              for ox311 in 0..<28 {
+                arena[(((2826896 +% (((((c299 *% 3) +% ky300) *% 3) +% 2) *% 50176)) +% (j298 *% 784)) +% ((oy308 *% 28) +% ox311))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j312 in 0..<64 {
+      for i313 in 0..<784 {
+        for f314 in 0..<32 {
+          arena[((3278480 +% (((j312 *% 784) +% i313) *% 32)) +% f314)] = arena[(((1221264 +% (((g297 *% 64) +% j312) *% 25088)) +% (f314 *% 784)) +% i313)]
+        }
+      }
+    }
+    for kp315 in 0..<130 {
+      for nb316 in 0..<1 {
+        for mb317 in 0..<1 {
+          var t318_c0_0 = load16(arena, ((4884112 +% ((mb317 *% 9) *% 32)) +% (nb316 *% 32)))
+          var t318_c0_1 = load16(arena, (((4884112 +% ((mb317 *% 9) *% 32)) +% (nb316 *% 32)) +% 16))
+          var t318_c1_0 = load16(arena, ((4884112 +% (((mb317 *% 9) +% 1) *% 32)) +% (nb316 *% 32)))
+          var t318_c1_1 = load16(arena, (((4884112 +% (((mb317 *% 9) +% 1) *% 32)) +% (nb316 *% 32)) +% 16))
+          var t318_c2_0 = load16(arena, ((4884112 +% (((mb317 *% 9) +% 2) *% 32)) +% (nb316 *% 32)))
+          var t318_c2_1 = load16(arena, (((4884112 +% (((mb317 *% 9) +% 2) *% 32)) +% (nb316 *% 32)) +% 16))
+          var t318_c3_0 = load16(arena, ((4884112 +% (((mb317 *% 9) +% 3) *% 32)) +% (nb316 *% 32)))
+          var t318_c3_1 = load16(arena, (((4884112 +% (((mb317 *% 9) +% 3) *% 32)) +% (nb316 *% 32)) +% 16))
+          var t318_c4_0 = load16(arena, ((4884112 +% (((mb317 *% 9) +% 4) *% 32)) +% (nb316 *% 32)))
+          var t318_c4_1 = load16(arena, (((4884112 +% (((mb317 *% 9) +% 4) *% 32)) +% (nb316 *% 32)) +% 16))
+          var t318_c5_0 = load16(arena, ((4884112 +% (((mb317 *% 9) +% 5) *% 32)) +% (nb316 *% 32)))
+          var t318_c5_1 = load16(arena, (((4884112 +% (((mb317 *% 9) +% 5) *% 32)) +% (nb316 *% 32)) +% 16))
+          var t318_c6_0 = load16(arena, ((4884112 +% (((mb317 *% 9) +% 6) *% 32)) +% (nb316 *% 32)))
+          var t318_c6_1 = load16(arena, (((4884112 +% (((mb317 *% 9) +% 6) *% 32)) +% (nb316 *% 32)) +% 16))
+          var t318_c7_0 = load16(arena, ((4884112 +% (((mb317 *% 9) +% 7) *% 32)) +% (nb316 *% 32)))
+          var t318_c7_1 = load16(arena, (((4884112 +% (((mb317 *% 9) +% 7) *% 32)) +% (nb316 *% 32)) +% 16))
+          var t318_c8_0 = load16(arena, ((4884112 +% (((mb317 *% 9) +% 8) *% 32)) +% (nb316 *% 32)))
+          var t318_c8_1 = load16(arena, (((4884112 +% (((mb317 *% 9) +% 8) *% 32)) +% (nb316 *% 32)) +% 16))
+          for k319 in 0..<384 {
+            let t318_b0 = load16(arena, ((3278480 +% ((k319 +% (kp315 *% 384)) *% 32)) +% (nb316 *% 32)))
+            let t318_b1 = load16(arena, (((3278480 +% ((k319 +% (kp315 *% 384)) *% 32)) +% (nb316 *% 32)) +% 16))
+            let t318_a0 = SIMD16<Float>(repeating: arena[((2826896 +% ((mb317 *% 9) *% 50176)) +% (k319 +% (kp315 *% 384)))])
+            t318_c0_0 = t318_c0_0.addingProduct(t318_a0, t318_b0)
+            t318_c0_1 = t318_c0_1.addingProduct(t318_a0, t318_b1)
+            let t318_a1 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb317 *% 9) +% 1) *% 50176)) +% (k319 +% (kp315 *% 384)))])
+            t318_c1_0 = t318_c1_0.addingProduct(t318_a1, t318_b0)
+            t318_c1_1 = t318_c1_1.addingProduct(t318_a1, t318_b1)
+            let t318_a2 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb317 *% 9) +% 2) *% 50176)) +% (k319 +% (kp315 *% 384)))])
+            t318_c2_0 = t318_c2_0.addingProduct(t318_a2, t318_b0)
+            t318_c2_1 = t318_c2_1.addingProduct(t318_a2, t318_b1)
+            let t318_a3 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb317 *% 9) +% 3) *% 50176)) +% (k319 +% (kp315 *% 384)))])
+            t318_c3_0 = t318_c3_0.addingProduct(t318_a3, t318_b0)
+            t318_c3_1 = t318_c3_1.addingProduct(t318_a3, t318_b1)
+            let t318_a4 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb317 *% 9) +% 4) *% 50176)) +% (k319 +% (kp315 *% 384)))])
+            t318_c4_0 = t318_c4_0.addingProduct(t318_a4, t318_b0)
+            t318_c4_1 = t318_c4_1.addingProduct(t318_a4, t318_b1)
+            let t318_a5 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb317 *% 9) +% 5) *% 50176)) +% (k319 +% (kp315 *% 384)))])
+            t318_c5_0 = t318_c5_0.addingProduct(t318_a5, t318_b0)
+            t318_c5_1 = t318_c5_1.addingProduct(t318_a5, t318_b1)
+            let t318_a6 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb317 *% 9) +% 6) *% 50176)) +% (k319 +% (kp315 *% 384)))])
+            t318_c6_0 = t318_c6_0.addingProduct(t318_a6, t318_b0)
+            t318_c6_1 = t318_c6_1.addingProduct(t318_a6, t318_b1)
+            let t318_a7 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb317 *% 9) +% 7) *% 50176)) +% (k319 +% (kp315 *% 384)))])
+            t318_c7_0 = t318_c7_0.addingProduct(t318_a7, t318_b0)
+            t318_c7_1 = t318_c7_1.addingProduct(t318_a7, t318_b1)
+            let t318_a8 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb317 *% 9) +% 8) *% 50176)) +% (k319 +% (kp315 *% 384)))])
+            t318_c8_0 = t318_c8_0.addingProduct(t318_a8, t318_b0)
+            t318_c8_1 = t318_c8_1.addingProduct(t318_a8, t318_b1)
+          }
+          store16(arena, ((4884112 +% ((mb317 *% 9) *% 32)) +% (nb316 *% 32)), t318_c0_0)
+          store16(arena, (((4884112 +% ((mb317 *% 9) *% 32)) +% (nb316 *% 32)) +% 16), t318_c0_1)
+          store16(arena, ((4884112 +% (((mb317 *% 9) +% 1) *% 32)) +% (nb316 *% 32)), t318_c1_0)
+          store16(arena, (((4884112 +% (((mb317 *% 9) +% 1) *% 32)) +% (nb316 *% 32)) +% 16), t318_c1_1)
+          store16(arena, ((4884112 +% (((mb317 *% 9) +% 2) *% 32)) +% (nb316 *% 32)), t318_c2_0)
+          store16(arena, (((4884112 +% (((mb317 *% 9) +% 2) *% 32)) +% (nb316 *% 32)) +% 16), t318_c2_1)
+          store16(arena, ((4884112 +% (((mb317 *% 9) +% 3) *% 32)) +% (nb316 *% 32)), t318_c3_0)
+          store16(arena, (((4884112 +% (((mb317 *% 9) +% 3) *% 32)) +% (nb316 *% 32)) +% 16), t318_c3_1)
+          store16(arena, ((4884112 +% (((mb317 *% 9) +% 4) *% 32)) +% (nb316 *% 32)), t318_c4_0)
+          store16(arena, (((4884112 +% (((mb317 *% 9) +% 4) *% 32)) +% (nb316 *% 32)) +% 16), t318_c4_1)
+          store16(arena, ((4884112 +% (((mb317 *% 9) +% 5) *% 32)) +% (nb316 *% 32)), t318_c5_0)
+          store16(arena, (((4884112 +% (((mb317 *% 9) +% 5) *% 32)) +% (nb316 *% 32)) +% 16), t318_c5_1)
+          store16(arena, ((4884112 +% (((mb317 *% 9) +% 6) *% 32)) +% (nb316 *% 32)), t318_c6_0)
+          store16(arena, (((4884112 +% (((mb317 *% 9) +% 6) *% 32)) +% (nb316 *% 32)) +% 16), t318_c6_1)
+          store16(arena, ((4884112 +% (((mb317 *% 9) +% 7) *% 32)) +% (nb316 *% 32)), t318_c7_0)
+          store16(arena, (((4884112 +% (((mb317 *% 9) +% 7) *% 32)) +% (nb316 *% 32)) +% 16), t318_c7_1)
+          store16(arena, ((4884112 +% (((mb317 *% 9) +% 8) *% 32)) +% (nb316 *% 32)), t318_c8_0)
+          store16(arena, (((4884112 +% (((mb317 *% 9) +% 8) *% 32)) +% (nb316 *% 32)) +% 16), t318_c8_1)
+        }
+      }
+    }
+    for nb320 in 0..<1 {
+      for mb321 in 0..<1 {
+        var t322_c0_0 = load16(arena, ((4884112 +% ((mb321 *% 9) *% 32)) +% (nb320 *% 32)))
+        var t322_c0_1 = load16(arena, (((4884112 +% ((mb321 *% 9) *% 32)) +% (nb320 *% 32)) +% 16))
+        var t322_c1_0 = load16(arena, ((4884112 +% (((mb321 *% 9) +% 1) *% 32)) +% (nb320 *% 32)))
+        var t322_c1_1 = load16(arena, (((4884112 +% (((mb321 *% 9) +% 1) *% 32)) +% (nb320 *% 32)) +% 16))
+        var t322_c2_0 = load16(arena, ((4884112 +% (((mb321 *% 9) +% 2) *% 32)) +% (nb320 *% 32)))
+        var t322_c2_1 = load16(arena, (((4884112 +% (((mb321 *% 9) +% 2) *% 32)) +% (nb320 *% 32)) +% 16))
+        var t322_c3_0 = load16(arena, ((4884112 +% (((mb321 *% 9) +% 3) *% 32)) +% (nb320 *% 32)))
+        var t322_c3_1 = load16(arena, (((4884112 +% (((mb321 *% 9) +% 3) *% 32)) +% (nb320 *% 32)) +% 16))
+        var t322_c4_0 = load16(arena, ((4884112 +% (((mb321 *% 9) +% 4) *% 32)) +% (nb320 *% 32)))
+        var t322_c4_1 = load16(arena, (((4884112 +% (((mb321 *% 9) +% 4) *% 32)) +% (nb320 *% 32)) +% 16))
+        var t322_c5_0 = load16(arena, ((4884112 +% (((mb321 *% 9) +% 5) *% 32)) +% (nb320 *% 32)))
+        var t322_c5_1 = load16(arena, (((4884112 +% (((mb321 *% 9) +% 5) *% 32)) +% (nb320 *% 32)) +% 16))
+        var t322_c6_0 = load16(arena, ((4884112 +% (((mb321 *% 9) +% 6) *% 32)) +% (nb320 *% 32)))
+        var t322_c6_1 = load16(arena, (((4884112 +% (((mb321 *% 9) +% 6) *% 32)) +% (nb320 *% 32)) +% 16))
+        var t322_c7_0 = load16(arena, ((4884112 +% (((mb321 *% 9) +% 7) *% 32)) +% (nb320 *% 32)))
+        var t322_c7_1 = load16(arena, (((4884112 +% (((mb321 *% 9) +% 7) *% 32)) +% (nb320 *% 32)) +% 16))
+        var t322_c8_0 = load16(arena, ((4884112 +% (((mb321 *% 9) +% 8) *% 32)) +% (nb320 *% 32)))
+        var t322_c8_1 = load16(arena, (((4884112 +% (((mb321 *% 9) +% 8) *% 32)) +% (nb320 *% 32)) +% 16))
+        for k323 in 0..<256 {
+          let t322_b0 = load16(arena, ((3278480 +% ((k323 +% 49920) *% 32)) +% (nb320 *% 32)))
+          let t322_b1 = load16(arena, (((3278480 +% ((k323 +% 49920) *% 32)) +% (nb320 *% 32)) +% 16))
+          let t322_a0 = SIMD16<Float>(repeating: arena[((2826896 +% ((mb321 *% 9) *% 50176)) +% (k323 +% 49920))])
+          t322_c0_0 = t322_c0_0.addingProduct(t322_a0, t322_b0)
+          t322_c0_1 = t322_c0_1.addingProduct(t322_a0, t322_b1)
+          let t322_a1 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb321 *% 9) +% 1) *% 50176)) +% (k323 +% 49920))])
+          t322_c1_0 = t322_c1_0.addingProduct(t322_a1, t322_b0)
+          t322_c1_1 = t322_c1_1.addingProduct(t322_a1, t322_b1)
+          let t322_a2 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb321 *% 9) +% 2) *% 50176)) +% (k323 +% 49920))])
+          t322_c2_0 = t322_c2_0.addingProduct(t322_a2, t322_b0)
+          t322_c2_1 = t322_c2_1.addingProduct(t322_a2, t322_b1)
+          let t322_a3 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb321 *% 9) +% 3) *% 50176)) +% (k323 +% 49920))])
+          t322_c3_0 = t322_c3_0.addingProduct(t322_a3, t322_b0)
+          t322_c3_1 = t322_c3_1.addingProduct(t322_a3, t322_b1)
+          let t322_a4 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb321 *% 9) +% 4) *% 50176)) +% (k323 +% 49920))])
+          t322_c4_0 = t322_c4_0.addingProduct(t322_a4, t322_b0)
+          t322_c4_1 = t322_c4_1.addingProduct(t322_a4, t322_b1)
+          let t322_a5 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb321 *% 9) +% 5) *% 50176)) +% (k323 +% 49920))])
+          t322_c5_0 = t322_c5_0.addingProduct(t322_a5, t322_b0)
+          t322_c5_1 = t322_c5_1.addingProduct(t322_a5, t322_b1)
+          let t322_a6 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb321 *% 9) +% 6) *% 50176)) +% (k323 +% 49920))])
+          t322_c6_0 = t322_c6_0.addingProduct(t322_a6, t322_b0)
+          t322_c6_1 = t322_c6_1.addingProduct(t322_a6, t322_b1)
+          let t322_a7 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb321 *% 9) +% 7) *% 50176)) +% (k323 +% 49920))])
+          t322_c7_0 = t322_c7_0.addingProduct(t322_a7, t322_b0)
+          t322_c7_1 = t322_c7_1.addingProduct(t322_a7, t322_b1)
+          let t322_a8 = SIMD16<Float>(repeating: arena[((2826896 +% (((mb321 *% 9) +% 8) *% 50176)) +% (k323 +% 49920))])
+          t322_c8_0 = t322_c8_0.addingProduct(t322_a8, t322_b0)
+          t322_c8_1 = t322_c8_1.addingProduct(t322_a8, t322_b1)
+        }
+        store16(arena, ((4884112 +% ((mb321 *% 9) *% 32)) +% (nb320 *% 32)), t322_c0_0)
+        store16(arena, (((4884112 +% ((mb321 *% 9) *% 32)) +% (nb320 *% 32)) +% 16), t322_c0_1)
+        store16(arena, ((4884112 +% (((mb321 *% 9) +% 1) *% 32)) +% (nb320 *% 32)), t322_c1_0)
+        store16(arena, (((4884112 +% (((mb321 *% 9) +% 1) *% 32)) +% (nb320 *% 32)) +% 16), t322_c1_1)
+        store16(arena, ((4884112 +% (((mb321 *% 9) +% 2) *% 32)) +% (nb320 *% 32)), t322_c2_0)
+        store16(arena, (((4884112 +% (((mb321 *% 9) +% 2) *% 32)) +% (nb320 *% 32)) +% 16), t322_c2_1)
+        store16(arena, ((4884112 +% (((mb321 *% 9) +% 3) *% 32)) +% (nb320 *% 32)), t322_c3_0)
+        store16(arena, (((4884112 +% (((mb321 *% 9) +% 3) *% 32)) +% (nb320 *% 32)) +% 16), t322_c3_1)
+        store16(arena, ((4884112 +% (((mb321 *% 9) +% 4) *% 32)) +% (nb320 *% 32)), t322_c4_0)
+        store16(arena, (((4884112 +% (((mb321 *% 9) +% 4) *% 32)) +% (nb320 *% 32)) +% 16), t322_c4_1)
+        store16(arena, ((4884112 +% (((mb321 *% 9) +% 5) *% 32)) +% (nb320 *% 32)), t322_c5_0)
+        store16(arena, (((4884112 +% (((mb321 *% 9) +% 5) *% 32)) +% (nb320 *% 32)) +% 16), t322_c5_1)
+        store16(arena, ((4884112 +% (((mb321 *% 9) +% 6) *% 32)) +% (nb320 *% 32)), t322_c6_0)
+        store16(arena, (((4884112 +% (((mb321 *% 9) +% 6) *% 32)) +% (nb320 *% 32)) +% 16), t322_c6_1)
+        store16(arena, ((4884112 +% (((mb321 *% 9) +% 7) *% 32)) +% (nb320 *% 32)), t322_c7_0)
+        store16(arena, (((4884112 +% (((mb321 *% 9) +% 7) *% 32)) +% (nb320 *% 32)) +% 16), t322_c7_1)
+        store16(arena, ((4884112 +% (((mb321 *% 9) +% 8) *% 32)) +% (nb320 *% 32)), t322_c8_0)
+        store16(arena, (((4884112 +% (((mb321 *% 9) +% 8) *% 32)) +% (nb320 *% 32)) +% 16), t322_c8_1)
+      }
+    }
+  }
+  for f324 in 0..<32 {
+    for r325 in 0..<9 {
+      grads[((f324 *% 9) +% r325)] = arena[((4884112 +% (r325 *% 32)) +% f324)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i302
-    var i302 = 0
-    while i302 &+ 16 <= 784 {
-      store16(arena, 0 &+ i302, SIMD16<Float>(repeating: Float(1)))
-      i302 &+= 16
+  do {  // SIMD16 over i326
+    var i326 = 0
+    while i326 &+ 16 <= 784 {
+      store16(arena, 0 &+ i326, SIMD16<Float>(repeating: Float(1)))
+      i326 &+= 16
     }
-    while i302 < 784 {
-      arena[i302] = Float(1)
-      i302 &+= 1
-    }
-  }
-  do {  // SIMD16 over i303
-    var i303 = 0
-    while i303 &+ 16 <= 32 {
-      store16(grads, 288 &+ i303, SIMD16<Float>(repeating: Float(0)))
-      i303 &+= 16
-    }
-    while i303 < 32 {
-      grads[(288 +% i303)] = Float(0)
-      i303 &+= 1
+    while i326 < 784 {
+      arena[i326] = Float(1)
+      i326 &+= 1
     }
   }
-  for img304 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (1221264 +% (img304 *% 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
+  do {  // SIMD16 over i327
+    var i327 = 0
+    while i327 &+ 16 <= 32 {
+      store16(grads, 288 &+ i327, SIMD16<Float>(repeating: Float(0)))
+      i327 &+= 16
+    }
+    while i327 < 32 {
+      grads[(288 +% i327)] = Float(0)
+      i327 &+= 1
+    }
+  }
+  for img328 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (1221264 +% (img328 *% 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 421642 parameters
-  var step_size305: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt306: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i307
-    var i307 = 0
-    while i307 &+ 16 <= 421642 {
-      let g_v = (load16(grads, 0 &+ i307) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i307)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i307)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i307)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i307, m_new_v)
-      store16(v, 0 &+ i307, v_new_v)
-      store16(params, 0 &+ i307, (load16(params, 0 &+ i307) - ((SIMD16<Float>(repeating: step_size305) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt306)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i307 &+= 16
+  var step_size329: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt330: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i331
+    var i331 = 0
+    while i331 &+ 16 <= 421642 {
+      let g_v = (load16(grads, 0 &+ i331) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i331)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i331)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i331)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i331, m_new_v)
+      store16(v, 0 &+ i331, v_new_v)
+      store16(params, 0 &+ i331, (load16(params, 0 &+ i331) - ((SIMD16<Float>(repeating: step_size329) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt330)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i331 &+= 16
     }
-    while i307 < 421642 {
-      var g: Float = (grads[i307] + (Float(0) * params[i307]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i307]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i307]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i307] = m_new
-      v[i307] = v_new
-      params[i307] = (params[i307] - ((step_size305 * m_new) / ((sqrtf(v_new) / bc2_sqrt306) + Float(bitPattern: 0x322bcc77))))
-      i307 &+= 1
+    while i331 < 421642 {
+      var g: Float = (grads[i331] + (Float(0) * params[i331]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i331]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i331]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i331] = m_new
+      v[i331] = v_new
+      params[i331] = (params[i331] - ((step_size329 * m_new) / ((sqrtf(v_new) / bc2_sqrt330) + Float(bitPattern: 0x322bcc77))))
+      i331 &+= 1
     }
   }
 }

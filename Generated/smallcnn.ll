@@ -7,247 +7,531 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt308 = alloca float, align 4
-  %adam.step_size307 = alloca float, align 4
-  %conv1_weight_grad.t300_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t300_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t296_c0_0 = alloca <16 x float>, align 64
+  %adam.bc2_sqrt342 = alloca float, align 4
+  %adam.step_size341 = alloca float, align 4
+  %conv1_weight_grad.t334_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t334_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t330_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.sum304 = alloca float, align 4
+  %pool1_grad.sum303 = alloca float, align 4
+  %pool1_grad.sum302 = alloca float, align 4
+  %pool1_grad.sum301 = alloca float, align 4
+  %pool1_grad.sum298 = alloca float, align 4
+  %pool1_grad.sum297 = alloca float, align 4
+  %pool1_grad.sum296 = alloca float, align 4
+  %pool1_grad.sum295 = alloca float, align 4
+  %pool1_grad.sum294 = alloca float, align 4
+  %pool1_grad.sum293 = alloca float, align 4
+  %pool1_grad.sum290 = alloca float, align 4
+  %pool1_grad.sum289 = alloca float, align 4
+  %pool1_grad.sum288 = alloca float, align 4
+  %pool1_grad.sum287 = alloca float, align 4
+  %pool1_grad.sum284 = alloca float, align 4
+  %pool1_grad.sum283 = alloca float, align 4
+  %pool1_grad.sum282 = alloca float, align 4
+  %pool1_grad.sum281 = alloca float, align 4
+  %pool1_grad.sum280 = alloca float, align 4
+  %pool1_grad.sum279 = alloca float, align 4
+  %pool1_grad.sum276 = alloca float, align 4
+  %pool1_grad.sum275 = alloca float, align 4
+  %pool1_grad.sum274 = alloca float, align 4
+  %pool1_grad.sum273 = alloca float, align 4
+  %pool1_grad.sum272 = alloca float, align 4
+  %pool1_grad.sum271 = alloca float, align 4
   %pool1_grad.sum270 = alloca float, align 4
   %pool1_grad.sum269 = alloca float, align 4
   %pool1_grad.sum268 = alloca float, align 4
-  %pool1_grad.sum267 = alloca float, align 4
+  %pool1_grad.sum265 = alloca float, align 4
   %pool1_grad.sum264 = alloca float, align 4
   %pool1_grad.sum263 = alloca float, align 4
   %pool1_grad.sum262 = alloca float, align 4
   %pool1_grad.sum261 = alloca float, align 4
   %pool1_grad.sum260 = alloca float, align 4
-  %pool1_grad.sum259 = alloca float, align 4
+  %pool1_grad.sum257 = alloca float, align 4
   %pool1_grad.sum256 = alloca float, align 4
   %pool1_grad.sum255 = alloca float, align 4
   %pool1_grad.sum254 = alloca float, align 4
-  %pool1_grad.sum253 = alloca float, align 4
+  %pool1_grad.sum251 = alloca float, align 4
   %pool1_grad.sum250 = alloca float, align 4
   %pool1_grad.sum249 = alloca float, align 4
   %pool1_grad.sum248 = alloca float, align 4
   %pool1_grad.sum247 = alloca float, align 4
   %pool1_grad.sum246 = alloca float, align 4
-  %pool1_grad.sum245 = alloca float, align 4
+  %pool1_grad.sum243 = alloca float, align 4
   %pool1_grad.sum242 = alloca float, align 4
   %pool1_grad.sum241 = alloca float, align 4
   %pool1_grad.sum240 = alloca float, align 4
-  %pool1_grad.sum239 = alloca float, align 4
-  %pool1_grad.sum238 = alloca float, align 4
-  %pool1_grad.sum237 = alloca float, align 4
-  %pool1_grad.sum236 = alloca float, align 4
-  %pool1_grad.sum235 = alloca float, align 4
-  %pool1_grad.sum234 = alloca float, align 4
-  %pool1_grad.sum231 = alloca float, align 4
-  %pool1_grad.sum230 = alloca float, align 4
-  %pool1_grad.sum229 = alloca float, align 4
-  %pool1_grad.sum228 = alloca float, align 4
-  %pool1_grad.sum227 = alloca float, align 4
-  %pool1_grad.sum226 = alloca float, align 4
-  %pool1_grad.sum223 = alloca float, align 4
-  %pool1_grad.sum222 = alloca float, align 4
-  %pool1_grad.sum221 = alloca float, align 4
-  %pool1_grad.sum220 = alloca float, align 4
-  %pool1_grad.sum217 = alloca float, align 4
-  %pool1_grad.sum216 = alloca float, align 4
-  %pool1_grad.sum215 = alloca float, align 4
-  %pool1_grad.sum214 = alloca float, align 4
-  %pool1_grad.sum213 = alloca float, align 4
-  %pool1_grad.sum212 = alloca float, align 4
-  %pool1_grad.sum209 = alloca float, align 4
-  %pool1_grad.sum208 = alloca float, align 4
-  %pool1_grad.sum207 = alloca float, align 4
-  %pool1_grad.sum206 = alloca float, align 4
-  %pool1_grad.t200_a5 = alloca <16 x float>, align 64
-  %pool1_grad.t200_a4 = alloca <16 x float>, align 64
-  %pool1_grad.t200_a3 = alloca <16 x float>, align 64
-  %pool1_grad.t200_a2 = alloca <16 x float>, align 64
-  %pool1_grad.t200_a1 = alloca <16 x float>, align 64
-  %pool1_grad.t200_a0 = alloca <16 x float>, align 64
-  %pool1_grad.t200_b3 = alloca <16 x float>, align 64
-  %pool1_grad.t200_b2 = alloca <16 x float>, align 64
-  %pool1_grad.t200_b1 = alloca <16 x float>, align 64
-  %pool1_grad.t200_b0 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c5_3 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c5_2 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c5_1 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c5_0 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c4_3 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c4_2 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c4_1 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c4_0 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c3_3 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c3_2 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c3_1 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c3_0 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c2_3 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c2_2 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c2_1 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c2_0 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c1_3 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c1_2 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c1_1 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c1_0 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c0_3 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c0_2 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c0_1 = alloca <16 x float>, align 64
-  %pool1_grad.t200_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t187_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a13 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a12 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a11 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a10 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a9 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a8 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a7 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a6 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c13_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c13_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c12_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c12_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c11_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c11_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c10_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c10_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c9_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c9_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c8_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c8_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c7_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c7_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c6_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c6_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t185_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t181_c0_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a13 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a12 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a11 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a10 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a9 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a8 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a7 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a6 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c13_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c13_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c12_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c12_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c11_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c11_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c10_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c10_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c9_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c9_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c8_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c8_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c7_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c7_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c6_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c6_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t179_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc152 = alloca float, align 4
-  %fc2_bias_grad.acc148 = alloca float, align 4
+  %pool1_grad.t234_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t234_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t234_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t234_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t234_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t234_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t234_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t234_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t234_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t234_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t234_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t221_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a13 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a12 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a11 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a10 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a9 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a8 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a7 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a6 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c13_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c13_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c12_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c12_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c11_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c11_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c10_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c10_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c9_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c9_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c8_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c8_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c7_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c7_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c6_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c6_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t219_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t215_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a13 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a12 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a11 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a10 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a9 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a8 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a7 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a6 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c13_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c13_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c12_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c12_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c11_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c11_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c10_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c10_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c9_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c9_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c8_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c8_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c7_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c7_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c6_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c6_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t213_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t186_a3 = alloca <16 x float>, align 64
+  %flat_grad.t186_a2 = alloca <16 x float>, align 64
+  %flat_grad.t186_a1 = alloca <16 x float>, align 64
+  %flat_grad.t186_a0 = alloca <16 x float>, align 64
+  %flat_grad.t186_b1 = alloca <16 x float>, align 64
+  %flat_grad.t186_b0 = alloca <16 x float>, align 64
+  %flat_grad.t186_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t186_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t186_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t186_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t186_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t186_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t186_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t186_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t184_a5 = alloca <16 x float>, align 64
+  %flat_grad.t184_a4 = alloca <16 x float>, align 64
+  %flat_grad.t184_a3 = alloca <16 x float>, align 64
+  %flat_grad.t184_a2 = alloca <16 x float>, align 64
+  %flat_grad.t184_a1 = alloca <16 x float>, align 64
+  %flat_grad.t184_a0 = alloca <16 x float>, align 64
+  %flat_grad.t184_b1 = alloca <16 x float>, align 64
+  %flat_grad.t184_b0 = alloca <16 x float>, align 64
+  %flat_grad.t184_c5_1 = alloca <16 x float>, align 64
+  %flat_grad.t184_c5_0 = alloca <16 x float>, align 64
+  %flat_grad.t184_c4_1 = alloca <16 x float>, align 64
+  %flat_grad.t184_c4_0 = alloca <16 x float>, align 64
+  %flat_grad.t184_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t184_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t184_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t184_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t184_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t184_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t184_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t184_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t181_a3 = alloca <16 x float>, align 64
+  %flat_grad.t181_a2 = alloca <16 x float>, align 64
+  %flat_grad.t181_a1 = alloca <16 x float>, align 64
+  %flat_grad.t181_a0 = alloca <16 x float>, align 64
+  %flat_grad.t181_b3 = alloca <16 x float>, align 64
+  %flat_grad.t181_b2 = alloca <16 x float>, align 64
+  %flat_grad.t181_b1 = alloca <16 x float>, align 64
+  %flat_grad.t181_b0 = alloca <16 x float>, align 64
+  %flat_grad.t181_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t181_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t181_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t181_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t181_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t181_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t181_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t181_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t181_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t181_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t181_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t181_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t181_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t181_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t181_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t181_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t179_a5 = alloca <16 x float>, align 64
+  %flat_grad.t179_a4 = alloca <16 x float>, align 64
+  %flat_grad.t179_a3 = alloca <16 x float>, align 64
+  %flat_grad.t179_a2 = alloca <16 x float>, align 64
+  %flat_grad.t179_a1 = alloca <16 x float>, align 64
+  %flat_grad.t179_a0 = alloca <16 x float>, align 64
+  %flat_grad.t179_b3 = alloca <16 x float>, align 64
+  %flat_grad.t179_b2 = alloca <16 x float>, align 64
+  %flat_grad.t179_b1 = alloca <16 x float>, align 64
+  %flat_grad.t179_b0 = alloca <16 x float>, align 64
+  %flat_grad.t179_c5_3 = alloca <16 x float>, align 64
+  %flat_grad.t179_c5_2 = alloca <16 x float>, align 64
+  %flat_grad.t179_c5_1 = alloca <16 x float>, align 64
+  %flat_grad.t179_c5_0 = alloca <16 x float>, align 64
+  %flat_grad.t179_c4_3 = alloca <16 x float>, align 64
+  %flat_grad.t179_c4_2 = alloca <16 x float>, align 64
+  %flat_grad.t179_c4_1 = alloca <16 x float>, align 64
+  %flat_grad.t179_c4_0 = alloca <16 x float>, align 64
+  %flat_grad.t179_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t179_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t179_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t179_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t179_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t179_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t179_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t179_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t179_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t179_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t179_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t179_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t179_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t179_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t179_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t179_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc175 = alloca float, align 4
+  %fc1_weight_grad.t172_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t172_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t172_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t172_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t172_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t172_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t172_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t172_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_a5 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_a4 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c5_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c5_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c4_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c4_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t170_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t167_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_a5 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_a4 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c5_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c5_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c5_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c5_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c4_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c4_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c4_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c4_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t165_c0_0 = alloca <16 x float>, align 64
+  %relu3_grad.t160_a3 = alloca <16 x float>, align 64
+  %relu3_grad.t160_a2 = alloca <16 x float>, align 64
+  %relu3_grad.t160_a1 = alloca <16 x float>, align 64
+  %relu3_grad.t160_a0 = alloca <16 x float>, align 64
+  %relu3_grad.t160_b3 = alloca <16 x float>, align 64
+  %relu3_grad.t160_b2 = alloca <16 x float>, align 64
+  %relu3_grad.t160_b1 = alloca <16 x float>, align 64
+  %relu3_grad.t160_b0 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c3_3 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c3_2 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c3_1 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c3_0 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c2_3 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c2_2 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c2_1 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c2_0 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c1_3 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c1_2 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c1_1 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c1_0 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c0_3 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c0_2 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c0_1 = alloca <16 x float>, align 64
+  %relu3_grad.t160_c0_0 = alloca <16 x float>, align 64
+  %relu3_grad.t158_a5 = alloca <16 x float>, align 64
+  %relu3_grad.t158_a4 = alloca <16 x float>, align 64
+  %relu3_grad.t158_a3 = alloca <16 x float>, align 64
+  %relu3_grad.t158_a2 = alloca <16 x float>, align 64
+  %relu3_grad.t158_a1 = alloca <16 x float>, align 64
+  %relu3_grad.t158_a0 = alloca <16 x float>, align 64
+  %relu3_grad.t158_b3 = alloca <16 x float>, align 64
+  %relu3_grad.t158_b2 = alloca <16 x float>, align 64
+  %relu3_grad.t158_b1 = alloca <16 x float>, align 64
+  %relu3_grad.t158_b0 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c5_3 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c5_2 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c5_1 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c5_0 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c4_3 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c4_2 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c4_1 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c4_0 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c3_3 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c3_2 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c3_1 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c3_0 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c2_3 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c2_2 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c2_1 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c2_0 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c1_3 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c1_2 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c1_1 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c1_0 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c0_3 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c0_2 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c0_1 = alloca <16 x float>, align 64
+  %relu3_grad.t158_c0_0 = alloca <16 x float>, align 64
+  %fc2_bias_grad.acc154 = alloca float, align 4
+  %fc2_weight_grad.t151_a3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_a2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_a1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_a0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_b3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_b2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_b1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_b0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c3_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c3_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c3_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c3_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c2_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c2_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c2_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c2_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c1_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c1_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c1_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c1_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c0_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c0_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c0_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t151_c0_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_a5 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_a4 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_a3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_a2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_a1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_a0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_b3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_b2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_b1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_b0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c5_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c5_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c5_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c5_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c4_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c4_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c4_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c4_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c3_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c3_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c3_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c3_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c2_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c2_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c2_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c2_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c1_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c1_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c1_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c1_0 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c0_3 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c0_2 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c0_1 = alloca <16 x float>, align 64
+  %fc2_weight_grad.t149_c0_0 = alloca <16 x float>, align 64
   %fc2_grad.s143 = alloca float, align 4
   %fc2_grad.m142 = alloca float, align 4
   %loss.s138 = alloca float, align 4
@@ -5593,11 +5877,7 @@ fc2_grad.n141:                                    ; preds = %fc2_grad.k146.end, 
   br label %fc2_grad.k144
 
 fc2_grad.n141.end:                                ; preds = %fc2_grad.k146.end
-  %arena831 = getelementptr inbounds float, ptr %arena, i64 610960
-  %arena832 = getelementptr inbounds float, ptr %arena, i64 602112
-  %grads833 = getelementptr inbounds float, ptr %grads, i64 205632
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena831, i32 10, ptr %arena832, i32 128, float 0.000000e+00, ptr %grads833, i32 128)
-  br label %fc2_bias_grad.u147
+  br label %fc2_weight_grad.nb147
 
 fc2_grad.k144:                                    ; preds = %fc2_grad.k144, %fc2_grad.n141
   %fc2_grad.k144816 = phi i64 [ 0, %fc2_grad.n141 ], [ %k144.next, %fc2_grad.k144 ]
@@ -5681,5818 +5961,9392 @@ fc2_grad.k146.end:                                ; preds = %fc2_grad.k146
   %2762 = icmp slt i64 %n141.next, 64
   br i1 %2762, label %fc2_grad.n141, label %fc2_grad.n141.end
 
-fc2_bias_grad.u147:                               ; preds = %fc2_bias_grad.n149.end, %fc2_grad.n141.end
-  %fc2_bias_grad.u147834 = phi i64 [ 0, %fc2_grad.n141.end ], [ %u147.next, %fc2_bias_grad.n149.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc148, align 4
-  br label %fc2_bias_grad.n149
-
-fc2_bias_grad.u147.end:                           ; preds = %fc2_bias_grad.n149.end
-  %arena839 = getelementptr inbounds float, ptr %arena, i64 610960
-  %params840 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena841 = getelementptr inbounds float, ptr %arena, i64 611600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena839, i32 10, ptr %params840, i32 128, float 0.000000e+00, ptr %arena841, i32 128)
-  br label %fc1_grad.i150
-
-fc2_bias_grad.n149:                               ; preds = %fc2_bias_grad.n149, %fc2_bias_grad.u147
-  %fc2_bias_grad.n149835 = phi i64 [ 0, %fc2_bias_grad.u147 ], [ %n149.next, %fc2_bias_grad.n149 ]
-  %acc148 = load float, ptr %fc2_bias_grad.acc148, align 4
-  %2763 = mul nsw i64 %fc2_bias_grad.n149835, 10
-  %2764 = add nsw i64 610960, %2763
-  %2765 = add nsw i64 %2764, %fc2_bias_grad.u147834
-  %arena836 = getelementptr inbounds float, ptr %arena, i64 %2765
-  %2766 = load float, ptr %arena836, align 4
-  %2767 = fadd float %acc148, %2766
-  store float %2767, ptr %fc2_bias_grad.acc148, align 4
-  %n149.next = add nsw i64 %fc2_bias_grad.n149835, 1
-  %2768 = icmp slt i64 %n149.next, 64
-  br i1 %2768, label %fc2_bias_grad.n149, label %fc2_bias_grad.n149.end
-
-fc2_bias_grad.n149.end:                           ; preds = %fc2_bias_grad.n149
-  %acc148837 = load float, ptr %fc2_bias_grad.acc148, align 4
-  %2769 = add nsw i64 206912, %fc2_bias_grad.u147834
-  %grads838 = getelementptr inbounds float, ptr %grads, i64 %2769
-  store float %acc148837, ptr %grads838, align 4
-  %u147.next = add nsw i64 %fc2_bias_grad.u147834, 1
-  %2770 = icmp slt i64 %u147.next, 10
-  br i1 %2770, label %fc2_bias_grad.u147, label %fc2_bias_grad.u147.end
-
-fc1_grad.i150:                                    ; preds = %fc1_grad.i150, %fc2_bias_grad.u147.end
-  %fc1_grad.i150842 = phi i64 [ 0, %fc2_bias_grad.u147.end ], [ %i150.next, %fc1_grad.i150 ]
-  %2771 = add nsw i64 602112, %fc1_grad.i150842
-  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2771
-  %2772 = load float, ptr %arena843, align 4
-  %2773 = fcmp ogt float %2772, 0.000000e+00
-  %2774 = add nsw i64 611600, %fc1_grad.i150842
-  %arena844 = getelementptr inbounds float, ptr %arena, i64 %2774
-  %2775 = load float, ptr %arena844, align 4
-  %2776 = select i1 %2773, float %2775, float 0.000000e+00
-  %2777 = add nsw i64 619792, %fc1_grad.i150842
-  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2777
-  store float %2776, ptr %arena845, align 4
-  %i150.next = add nsw i64 %fc1_grad.i150842, 1
-  %2778 = icmp slt i64 %i150.next, 8192
-  br i1 %2778, label %fc1_grad.i150, label %fc1_grad.i150.end
-
-fc1_grad.i150.end:                                ; preds = %fc1_grad.i150
-  %arena846 = getelementptr inbounds float, ptr %arena, i64 619792
-  %arena847 = getelementptr inbounds float, ptr %arena, i64 401408
-  %grads848 = getelementptr inbounds float, ptr %grads, i64 4800
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 1568, i32 64, float 1.000000e+00, ptr %arena846, i32 128, ptr %arena847, i32 1568, float 0.000000e+00, ptr %grads848, i32 1568)
-  br label %fc1_bias_grad.u151
-
-fc1_bias_grad.u151:                               ; preds = %fc1_bias_grad.n153.end, %fc1_grad.i150.end
-  %fc1_bias_grad.u151849 = phi i64 [ 0, %fc1_grad.i150.end ], [ %u151.next, %fc1_bias_grad.n153.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc152, align 4
-  br label %fc1_bias_grad.n153
-
-fc1_bias_grad.u151.end:                           ; preds = %fc1_bias_grad.n153.end
-  %arena854 = getelementptr inbounds float, ptr %arena, i64 619792
-  %params855 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena856 = getelementptr inbounds float, ptr %arena, i64 627984
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1568, i32 128, float 1.000000e+00, ptr %arena854, i32 128, ptr %params855, i32 1568, float 0.000000e+00, ptr %arena856, i32 1568)
-  br label %conv2_grad.i154
-
-fc1_bias_grad.n153:                               ; preds = %fc1_bias_grad.n153, %fc1_bias_grad.u151
-  %fc1_bias_grad.n153850 = phi i64 [ 0, %fc1_bias_grad.u151 ], [ %n153.next, %fc1_bias_grad.n153 ]
-  %acc152 = load float, ptr %fc1_bias_grad.acc152, align 4
-  %2779 = mul nsw i64 %fc1_bias_grad.n153850, 128
-  %2780 = add nsw i64 619792, %2779
-  %2781 = add nsw i64 %2780, %fc1_bias_grad.u151849
-  %arena851 = getelementptr inbounds float, ptr %arena, i64 %2781
-  %2782 = load float, ptr %arena851, align 4
-  %2783 = fadd float %acc152, %2782
-  store float %2783, ptr %fc1_bias_grad.acc152, align 4
-  %n153.next = add nsw i64 %fc1_bias_grad.n153850, 1
-  %2784 = icmp slt i64 %n153.next, 64
-  br i1 %2784, label %fc1_bias_grad.n153, label %fc1_bias_grad.n153.end
-
-fc1_bias_grad.n153.end:                           ; preds = %fc1_bias_grad.n153
-  %acc152852 = load float, ptr %fc1_bias_grad.acc152, align 4
-  %2785 = add nsw i64 205504, %fc1_bias_grad.u151849
-  %grads853 = getelementptr inbounds float, ptr %grads, i64 %2785
-  store float %acc152852, ptr %grads853, align 4
-  %u151.next = add nsw i64 %fc1_bias_grad.u151849, 1
-  %2786 = icmp slt i64 %u151.next, 128
-  br i1 %2786, label %fc1_bias_grad.u151, label %fc1_bias_grad.u151.end
-
-conv2_grad.i154:                                  ; preds = %conv2_grad.i154, %fc1_bias_grad.u151.end
-  %conv2_grad.i154857 = phi i64 [ 0, %fc1_bias_grad.u151.end ], [ %i154.next, %conv2_grad.i154 ]
-  %2787 = add nsw i64 728336, %conv2_grad.i154857
-  %arena858 = getelementptr inbounds float, ptr %arena, i64 %2787
-  store float 0.000000e+00, ptr %arena858, align 4
-  %i154.next = add nsw i64 %conv2_grad.i154857, 1
-  %2788 = icmp slt i64 %i154.next, 401408
-  br i1 %2788, label %conv2_grad.i154, label %conv2_grad.i154.end
-
-conv2_grad.i154.end:                              ; preds = %conv2_grad.i154
-  br label %conv2_grad.q155
-
-conv2_grad.q155:                                  ; preds = %conv2_grad.i156.end, %conv2_grad.i154.end
-  %conv2_grad.q155859 = phi i64 [ 0, %conv2_grad.i154.end ], [ %q155.next, %conv2_grad.i156.end ]
-  br label %conv2_grad.i156
-
-conv2_grad.q155.end:                              ; preds = %conv2_grad.i156.end
-  br label %conv2_weight_grad.i157
-
-conv2_grad.i156:                                  ; preds = %conv2_grad.endif, %conv2_grad.q155
-  %conv2_grad.i156860 = phi i64 [ 0, %conv2_grad.q155 ], [ %i156.next, %conv2_grad.endif ]
-  %2789 = mul nsw i64 %conv2_grad.q155859, 49
-  %2790 = add nsw i64 %2789, %conv2_grad.i156860
-  %2791 = add nsw i64 401408, %2790
-  %arena861 = getelementptr inbounds float, ptr %arena, i64 %2791
-  %2792 = load float, ptr %arena861, align 4
-  %2793 = fcmp ogt float %2792, 0.000000e+00
-  br i1 %2793, label %conv2_grad.then, label %conv2_grad.endif
-
-conv2_grad.i156.end:                              ; preds = %conv2_grad.endif
-  %q155.next = add nsw i64 %conv2_grad.q155859, 1
-  %2794 = icmp slt i64 %q155.next, 2048
-  br i1 %2794, label %conv2_grad.q155, label %conv2_grad.q155.end
-
-conv2_grad.then:                                  ; preds = %conv2_grad.i156
-  %2795 = mul nsw i64 %conv2_grad.q155859, 196
-  %2796 = add nsw i64 728336, %2795
-  %2797 = mul nsw i64 %conv2_grad.q155859, 49
-  %2798 = add nsw i64 %2797, %conv2_grad.i156860
-  %2799 = add nsw i64 501760, %2798
-  %arena862 = getelementptr inbounds float, ptr %arena, i64 %2799
-  %2800 = load float, ptr %arena862, align 4
-  %2801 = fptosi float %2800 to i64
-  %2802 = add nsw i64 %2796, %2801
-  %arena863 = getelementptr inbounds float, ptr %arena, i64 %2802
-  %2803 = load float, ptr %arena863, align 4
-  %2804 = mul nsw i64 %conv2_grad.q155859, 49
-  %2805 = add nsw i64 %2804, %conv2_grad.i156860
-  %2806 = add nsw i64 627984, %2805
-  %arena864 = getelementptr inbounds float, ptr %arena, i64 %2806
-  %2807 = load float, ptr %arena864, align 4
-  %2808 = fadd float %2803, %2807
-  store float %2808, ptr %arena863, align 4
-  br label %conv2_grad.endif
-
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i156
-  %i156.next = add nsw i64 %conv2_grad.i156860, 1
-  %2809 = icmp slt i64 %i156.next, 49
-  br i1 %2809, label %conv2_grad.i156, label %conv2_grad.i156.end
-
-conv2_weight_grad.i157:                           ; preds = %conv2_weight_grad.i157, %conv2_grad.q155.end
-  %conv2_weight_grad.i157865 = phi i64 [ 0, %conv2_grad.q155.end ], [ %i157.next, %conv2_weight_grad.i157 ]
-  %2810 = add nsw i64 3337488, %conv2_weight_grad.i157865
-  %arena866 = getelementptr inbounds float, ptr %arena, i64 %2810
-  store float 0.000000e+00, ptr %arena866, align 4
-  %i157.next = add nsw i64 %conv2_weight_grad.i157865, 1
-  %2811 = icmp slt i64 %i157.next, 4608
-  br i1 %2811, label %conv2_weight_grad.i157, label %conv2_weight_grad.i157.end
-
-conv2_weight_grad.i157.end:                       ; preds = %conv2_weight_grad.i157
-  br label %conv2_weight_grad.g158
-
-conv2_weight_grad.g158:                           ; preds = %conv2_weight_grad.nb183.end, %conv2_weight_grad.i157.end
-  %conv2_weight_grad.g158867 = phi i64 [ 0, %conv2_weight_grad.i157.end ], [ %g158.next, %conv2_weight_grad.nb183.end ]
-  br label %conv2_weight_grad.j159
-
-conv2_weight_grad.g158.end:                       ; preds = %conv2_weight_grad.nb183.end
-  br label %conv2_weight_grad.f189
-
-conv2_weight_grad.j159:                           ; preds = %conv2_weight_grad.c160.end, %conv2_weight_grad.g158
-  %conv2_weight_grad.j159868 = phi i64 [ 0, %conv2_weight_grad.g158 ], [ %j159.next, %conv2_weight_grad.c160.end ]
-  br label %conv2_weight_grad.c160
-
-conv2_weight_grad.j159.end:                       ; preds = %conv2_weight_grad.c160.end
-  br label %conv2_weight_grad.j173
-
-conv2_weight_grad.c160:                           ; preds = %conv2_weight_grad.ky161.end, %conv2_weight_grad.j159
-  %conv2_weight_grad.c160869 = phi i64 [ 0, %conv2_weight_grad.j159 ], [ %c160.next, %conv2_weight_grad.ky161.end ]
-  br label %conv2_weight_grad.ky161
-
-conv2_weight_grad.c160.end:                       ; preds = %conv2_weight_grad.ky161.end
-  %j159.next = add nsw i64 %conv2_weight_grad.j159868, 1
-  %2812 = icmp slt i64 %j159.next, 64
-  br i1 %2812, label %conv2_weight_grad.j159, label %conv2_weight_grad.j159.end
-
-conv2_weight_grad.ky161:                          ; preds = %conv2_weight_grad.oy169.end, %conv2_weight_grad.c160
-  %conv2_weight_grad.ky161870 = phi i64 [ 0, %conv2_weight_grad.c160 ], [ %ky161.next, %conv2_weight_grad.oy169.end ]
-  br label %conv2_weight_grad.oy162
-
-conv2_weight_grad.ky161.end:                      ; preds = %conv2_weight_grad.oy169.end
-  %c160.next = add nsw i64 %conv2_weight_grad.c160869, 1
-  %2813 = icmp slt i64 %c160.next, 16
-  br i1 %2813, label %conv2_weight_grad.c160, label %conv2_weight_grad.c160.end
-
-conv2_weight_grad.oy162:                          ; preds = %conv2_weight_grad.endif882, %conv2_weight_grad.ky161
-  %conv2_weight_grad.oy162871 = phi i64 [ 0, %conv2_weight_grad.ky161 ], [ %oy162.next, %conv2_weight_grad.endif882 ]
-  %2814 = add nsw i64 %conv2_weight_grad.oy162871, %conv2_weight_grad.ky161870
-  %2815 = add nsw i64 %2814, -1
-  %2816 = icmp slt i64 -1, %2815
-  %2817 = add nsw i64 %conv2_weight_grad.oy162871, %conv2_weight_grad.ky161870
-  %2818 = add nsw i64 %2817, -1
-  %2819 = icmp slt i64 %2818, 14
-  %2820 = and i1 %2816, %2819
-  br i1 %2820, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
-
-conv2_weight_grad.oy162.end:                      ; preds = %conv2_weight_grad.endif882
-  br label %conv2_weight_grad.oy166
-
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy162
-  br label %conv2_weight_grad.ox163
-
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox164.end, %conv2_weight_grad.oy162
-  %2821 = add nsw i64 %conv2_weight_grad.oy162871, %conv2_weight_grad.ky161870
-  %2822 = add nsw i64 %2821, -1
-  %2823 = icmp slt i64 %2822, 0
-  br i1 %2823, label %conv2_weight_grad.then877, label %conv2_weight_grad.endif878
-
-conv2_weight_grad.ox163:                          ; preds = %conv2_weight_grad.ox163, %conv2_weight_grad.then
-  %conv2_weight_grad.ox163872 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox163.next, %conv2_weight_grad.ox163 ]
-  %2824 = mul nsw i64 %conv2_weight_grad.g158867, 64
-  %2825 = add nsw i64 %2824, %conv2_weight_grad.j159868
-  %2826 = mul nsw i64 %2825, 3136
-  %2827 = mul nsw i64 %conv2_weight_grad.c160869, 196
-  %2828 = add nsw i64 %2826, %2827
-  %2829 = add nsw i64 %conv2_weight_grad.oy162871, %conv2_weight_grad.ky161870
-  %2830 = add nsw i64 %2829, -1
-  %2831 = mul nsw i64 %2830, 14
-  %2832 = add nsw i64 %2828, %2831
-  %2833 = add nsw i64 %conv2_weight_grad.ox163872, 1
-  %2834 = add nsw i64 %2833, -1
-  %2835 = add nsw i64 %2832, %2834
-  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2835
-  %2836 = load float, ptr %arena873, align 4
-  %2837 = mul nsw i64 %conv2_weight_grad.c160869, 3
-  %2838 = add nsw i64 %2837, %conv2_weight_grad.ky161870
-  %2839 = mul nsw i64 %2838, 3
-  %2840 = mul nsw i64 %2839, 12544
-  %2841 = add nsw i64 1129744, %2840
-  %2842 = mul nsw i64 %conv2_weight_grad.j159868, 196
-  %2843 = add nsw i64 %2841, %2842
-  %2844 = mul nsw i64 %conv2_weight_grad.oy162871, 14
-  %2845 = add nsw i64 %conv2_weight_grad.ox163872, 1
-  %2846 = add nsw i64 %2844, %2845
-  %2847 = add nsw i64 %2843, %2846
-  %arena874 = getelementptr inbounds float, ptr %arena, i64 %2847
-  store float %2836, ptr %arena874, align 4
-  %ox163.next = add nsw i64 %conv2_weight_grad.ox163872, 1
-  %2848 = icmp slt i64 %ox163.next, 13
-  br i1 %2848, label %conv2_weight_grad.ox163, label %conv2_weight_grad.ox163.end
-
-conv2_weight_grad.ox163.end:                      ; preds = %conv2_weight_grad.ox163
-  br label %conv2_weight_grad.ox164
-
-conv2_weight_grad.ox164:                          ; preds = %conv2_weight_grad.ox164, %conv2_weight_grad.ox163.end
-  %conv2_weight_grad.ox164875 = phi i64 [ 0, %conv2_weight_grad.ox163.end ], [ %ox164.next, %conv2_weight_grad.ox164 ]
-  %2849 = mul nsw i64 %conv2_weight_grad.c160869, 3
-  %2850 = add nsw i64 %2849, %conv2_weight_grad.ky161870
-  %2851 = mul nsw i64 %2850, 3
-  %2852 = mul nsw i64 %2851, 12544
-  %2853 = add nsw i64 1129744, %2852
-  %2854 = mul nsw i64 %conv2_weight_grad.j159868, 196
-  %2855 = add nsw i64 %2853, %2854
-  %2856 = mul nsw i64 %conv2_weight_grad.oy162871, 14
-  %2857 = add nsw i64 %2856, %conv2_weight_grad.ox164875
-  %2858 = add nsw i64 %2855, %2857
-  %arena876 = getelementptr inbounds float, ptr %arena, i64 %2858
-  store float 0.000000e+00, ptr %arena876, align 4
-  %ox164.next = add nsw i64 %conv2_weight_grad.ox164875, 1
-  %2859 = icmp slt i64 %ox164.next, 1
-  br i1 %2859, label %conv2_weight_grad.ox164, label %conv2_weight_grad.ox164.end
-
-conv2_weight_grad.ox164.end:                      ; preds = %conv2_weight_grad.ox164
-  br label %conv2_weight_grad.endif
-
-conv2_weight_grad.then877:                        ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.ox165
-
-conv2_weight_grad.endif878:                       ; preds = %conv2_weight_grad.ox165.end, %conv2_weight_grad.endif
-  %2860 = add nsw i64 %conv2_weight_grad.oy162871, %conv2_weight_grad.ky161870
-  %2861 = add nsw i64 %2860, -1
-  %2862 = icmp slt i64 13, %2861
-  br i1 %2862, label %conv2_weight_grad.then881, label %conv2_weight_grad.endif882
-
-conv2_weight_grad.ox165:                          ; preds = %conv2_weight_grad.ox165, %conv2_weight_grad.then877
-  %conv2_weight_grad.ox165879 = phi i64 [ 0, %conv2_weight_grad.then877 ], [ %ox165.next, %conv2_weight_grad.ox165 ]
-  %2863 = mul nsw i64 %conv2_weight_grad.c160869, 3
-  %2864 = add nsw i64 %2863, %conv2_weight_grad.ky161870
-  %2865 = mul nsw i64 %2864, 3
-  %2866 = mul nsw i64 %2865, 12544
-  %2867 = add nsw i64 1129744, %2866
-  %2868 = mul nsw i64 %conv2_weight_grad.j159868, 196
-  %2869 = add nsw i64 %2867, %2868
-  %2870 = mul nsw i64 %conv2_weight_grad.oy162871, 14
-  %2871 = add nsw i64 %2870, %conv2_weight_grad.ox165879
-  %2872 = add nsw i64 %2869, %2871
-  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2872
-  store float 0.000000e+00, ptr %arena880, align 4
-  %ox165.next = add nsw i64 %conv2_weight_grad.ox165879, 1
-  %2873 = icmp slt i64 %ox165.next, 14
-  br i1 %2873, label %conv2_weight_grad.ox165, label %conv2_weight_grad.ox165.end
-
-conv2_weight_grad.ox165.end:                      ; preds = %conv2_weight_grad.ox165
-  br label %conv2_weight_grad.endif878
-
-conv2_weight_grad.then881:                        ; preds = %conv2_weight_grad.endif878
-  br label %conv2_weight_grad.ox165883
-
-conv2_weight_grad.endif882:                       ; preds = %conv2_weight_grad.ox165.end884, %conv2_weight_grad.endif878
-  %oy162.next = add nsw i64 %conv2_weight_grad.oy162871, 1
-  %2874 = icmp slt i64 %oy162.next, 14
-  br i1 %2874, label %conv2_weight_grad.oy162, label %conv2_weight_grad.oy162.end
-
-conv2_weight_grad.ox165883:                       ; preds = %conv2_weight_grad.ox165883, %conv2_weight_grad.then881
-  %conv2_weight_grad.ox165885 = phi i64 [ 0, %conv2_weight_grad.then881 ], [ %ox165.next887, %conv2_weight_grad.ox165883 ]
-  %2875 = mul nsw i64 %conv2_weight_grad.c160869, 3
-  %2876 = add nsw i64 %2875, %conv2_weight_grad.ky161870
-  %2877 = mul nsw i64 %2876, 3
-  %2878 = mul nsw i64 %2877, 12544
-  %2879 = add nsw i64 1129744, %2878
-  %2880 = mul nsw i64 %conv2_weight_grad.j159868, 196
-  %2881 = add nsw i64 %2879, %2880
-  %2882 = mul nsw i64 %conv2_weight_grad.oy162871, 14
-  %2883 = add nsw i64 %2882, %conv2_weight_grad.ox165885
-  %2884 = add nsw i64 %2881, %2883
-  %arena886 = getelementptr inbounds float, ptr %arena, i64 %2884
-  store float 0.000000e+00, ptr %arena886, align 4
-  %ox165.next887 = add nsw i64 %conv2_weight_grad.ox165885, 1
-  %2885 = icmp slt i64 %ox165.next887, 14
-  br i1 %2885, label %conv2_weight_grad.ox165883, label %conv2_weight_grad.ox165.end884
-
-conv2_weight_grad.ox165.end884:                   ; preds = %conv2_weight_grad.ox165883
-  br label %conv2_weight_grad.endif882
-
-conv2_weight_grad.oy166:                          ; preds = %conv2_weight_grad.endif899, %conv2_weight_grad.oy162.end
-  %conv2_weight_grad.oy166888 = phi i64 [ 0, %conv2_weight_grad.oy162.end ], [ %oy166.next, %conv2_weight_grad.endif899 ]
-  %2886 = add nsw i64 %conv2_weight_grad.oy166888, %conv2_weight_grad.ky161870
-  %2887 = add nsw i64 %2886, -1
-  %2888 = icmp slt i64 -1, %2887
-  %2889 = add nsw i64 %conv2_weight_grad.oy166888, %conv2_weight_grad.ky161870
-  %2890 = add nsw i64 %2889, -1
-  %2891 = icmp slt i64 %2890, 14
-  %2892 = and i1 %2888, %2891
-  br i1 %2892, label %conv2_weight_grad.then889, label %conv2_weight_grad.endif890
-
-conv2_weight_grad.oy166.end:                      ; preds = %conv2_weight_grad.endif899
-  br label %conv2_weight_grad.oy169
-
-conv2_weight_grad.then889:                        ; preds = %conv2_weight_grad.oy166
-  br label %conv2_weight_grad.ox167
-
-conv2_weight_grad.endif890:                       ; preds = %conv2_weight_grad.ox167.end, %conv2_weight_grad.oy166
-  %2893 = add nsw i64 %conv2_weight_grad.oy166888, %conv2_weight_grad.ky161870
-  %2894 = add nsw i64 %2893, -1
-  %2895 = icmp slt i64 %2894, 0
-  br i1 %2895, label %conv2_weight_grad.then894, label %conv2_weight_grad.endif895
-
-conv2_weight_grad.ox167:                          ; preds = %conv2_weight_grad.ox167, %conv2_weight_grad.then889
-  %conv2_weight_grad.ox167891 = phi i64 [ 0, %conv2_weight_grad.then889 ], [ %ox167.next, %conv2_weight_grad.ox167 ]
-  %2896 = mul nsw i64 %conv2_weight_grad.g158867, 64
-  %2897 = add nsw i64 %2896, %conv2_weight_grad.j159868
-  %2898 = mul nsw i64 %2897, 3136
-  %2899 = mul nsw i64 %conv2_weight_grad.c160869, 196
-  %2900 = add nsw i64 %2898, %2899
-  %2901 = add nsw i64 %conv2_weight_grad.oy166888, %conv2_weight_grad.ky161870
-  %2902 = add nsw i64 %2901, -1
-  %2903 = mul nsw i64 %2902, 14
-  %2904 = add nsw i64 %2900, %2903
-  %2905 = add nsw i64 %2904, %conv2_weight_grad.ox167891
-  %arena892 = getelementptr inbounds float, ptr %arena, i64 %2905
-  %2906 = load float, ptr %arena892, align 4
-  %2907 = mul nsw i64 %conv2_weight_grad.c160869, 3
-  %2908 = add nsw i64 %2907, %conv2_weight_grad.ky161870
-  %2909 = mul nsw i64 %2908, 3
-  %2910 = add nsw i64 %2909, 1
-  %2911 = mul nsw i64 %2910, 12544
-  %2912 = add nsw i64 1129744, %2911
-  %2913 = mul nsw i64 %conv2_weight_grad.j159868, 196
-  %2914 = add nsw i64 %2912, %2913
-  %2915 = mul nsw i64 %conv2_weight_grad.oy166888, 14
-  %2916 = add nsw i64 %2915, %conv2_weight_grad.ox167891
-  %2917 = add nsw i64 %2914, %2916
-  %arena893 = getelementptr inbounds float, ptr %arena, i64 %2917
-  store float %2906, ptr %arena893, align 4
-  %ox167.next = add nsw i64 %conv2_weight_grad.ox167891, 1
-  %2918 = icmp slt i64 %ox167.next, 14
-  br i1 %2918, label %conv2_weight_grad.ox167, label %conv2_weight_grad.ox167.end
-
-conv2_weight_grad.ox167.end:                      ; preds = %conv2_weight_grad.ox167
-  br label %conv2_weight_grad.endif890
-
-conv2_weight_grad.then894:                        ; preds = %conv2_weight_grad.endif890
-  br label %conv2_weight_grad.ox168
-
-conv2_weight_grad.endif895:                       ; preds = %conv2_weight_grad.ox168.end, %conv2_weight_grad.endif890
-  %2919 = add nsw i64 %conv2_weight_grad.oy166888, %conv2_weight_grad.ky161870
-  %2920 = add nsw i64 %2919, -1
-  %2921 = icmp slt i64 13, %2920
-  br i1 %2921, label %conv2_weight_grad.then898, label %conv2_weight_grad.endif899
-
-conv2_weight_grad.ox168:                          ; preds = %conv2_weight_grad.ox168, %conv2_weight_grad.then894
-  %conv2_weight_grad.ox168896 = phi i64 [ 0, %conv2_weight_grad.then894 ], [ %ox168.next, %conv2_weight_grad.ox168 ]
-  %2922 = mul nsw i64 %conv2_weight_grad.c160869, 3
-  %2923 = add nsw i64 %2922, %conv2_weight_grad.ky161870
-  %2924 = mul nsw i64 %2923, 3
-  %2925 = add nsw i64 %2924, 1
-  %2926 = mul nsw i64 %2925, 12544
-  %2927 = add nsw i64 1129744, %2926
-  %2928 = mul nsw i64 %conv2_weight_grad.j159868, 196
-  %2929 = add nsw i64 %2927, %2928
-  %2930 = mul nsw i64 %conv2_weight_grad.oy166888, 14
-  %2931 = add nsw i64 %2930, %conv2_weight_grad.ox168896
-  %2932 = add nsw i64 %2929, %2931
-  %arena897 = getelementptr inbounds float, ptr %arena, i64 %2932
-  store float 0.000000e+00, ptr %arena897, align 4
-  %ox168.next = add nsw i64 %conv2_weight_grad.ox168896, 1
-  %2933 = icmp slt i64 %ox168.next, 14
-  br i1 %2933, label %conv2_weight_grad.ox168, label %conv2_weight_grad.ox168.end
-
-conv2_weight_grad.ox168.end:                      ; preds = %conv2_weight_grad.ox168
-  br label %conv2_weight_grad.endif895
-
-conv2_weight_grad.then898:                        ; preds = %conv2_weight_grad.endif895
-  br label %conv2_weight_grad.ox168900
-
-conv2_weight_grad.endif899:                       ; preds = %conv2_weight_grad.ox168.end901, %conv2_weight_grad.endif895
-  %oy166.next = add nsw i64 %conv2_weight_grad.oy166888, 1
-  %2934 = icmp slt i64 %oy166.next, 14
-  br i1 %2934, label %conv2_weight_grad.oy166, label %conv2_weight_grad.oy166.end
-
-conv2_weight_grad.ox168900:                       ; preds = %conv2_weight_grad.ox168900, %conv2_weight_grad.then898
-  %conv2_weight_grad.ox168902 = phi i64 [ 0, %conv2_weight_grad.then898 ], [ %ox168.next904, %conv2_weight_grad.ox168900 ]
-  %2935 = mul nsw i64 %conv2_weight_grad.c160869, 3
-  %2936 = add nsw i64 %2935, %conv2_weight_grad.ky161870
-  %2937 = mul nsw i64 %2936, 3
-  %2938 = add nsw i64 %2937, 1
-  %2939 = mul nsw i64 %2938, 12544
-  %2940 = add nsw i64 1129744, %2939
-  %2941 = mul nsw i64 %conv2_weight_grad.j159868, 196
-  %2942 = add nsw i64 %2940, %2941
-  %2943 = mul nsw i64 %conv2_weight_grad.oy166888, 14
-  %2944 = add nsw i64 %2943, %conv2_weight_grad.ox168902
-  %2945 = add nsw i64 %2942, %2944
-  %arena903 = getelementptr inbounds float, ptr %arena, i64 %2945
-  store float 0.000000e+00, ptr %arena903, align 4
-  %ox168.next904 = add nsw i64 %conv2_weight_grad.ox168902, 1
-  %2946 = icmp slt i64 %ox168.next904, 14
-  br i1 %2946, label %conv2_weight_grad.ox168900, label %conv2_weight_grad.ox168.end901
-
-conv2_weight_grad.ox168.end901:                   ; preds = %conv2_weight_grad.ox168900
-  br label %conv2_weight_grad.endif899
-
-conv2_weight_grad.oy169:                          ; preds = %conv2_weight_grad.endif918, %conv2_weight_grad.oy166.end
-  %conv2_weight_grad.oy169905 = phi i64 [ 0, %conv2_weight_grad.oy166.end ], [ %oy169.next, %conv2_weight_grad.endif918 ]
-  %2947 = add nsw i64 %conv2_weight_grad.oy169905, %conv2_weight_grad.ky161870
-  %2948 = add nsw i64 %2947, -1
-  %2949 = icmp slt i64 -1, %2948
-  %2950 = add nsw i64 %conv2_weight_grad.oy169905, %conv2_weight_grad.ky161870
-  %2951 = add nsw i64 %2950, -1
-  %2952 = icmp slt i64 %2951, 14
-  %2953 = and i1 %2949, %2952
-  br i1 %2953, label %conv2_weight_grad.then906, label %conv2_weight_grad.endif907
-
-conv2_weight_grad.oy169.end:                      ; preds = %conv2_weight_grad.endif918
-  %ky161.next = add nsw i64 %conv2_weight_grad.ky161870, 1
-  %2954 = icmp slt i64 %ky161.next, 3
-  br i1 %2954, label %conv2_weight_grad.ky161, label %conv2_weight_grad.ky161.end
-
-conv2_weight_grad.then906:                        ; preds = %conv2_weight_grad.oy169
-  br label %conv2_weight_grad.ox170
-
-conv2_weight_grad.endif907:                       ; preds = %conv2_weight_grad.ox171.end, %conv2_weight_grad.oy169
-  %2955 = add nsw i64 %conv2_weight_grad.oy169905, %conv2_weight_grad.ky161870
-  %2956 = add nsw i64 %2955, -1
-  %2957 = icmp slt i64 %2956, 0
-  br i1 %2957, label %conv2_weight_grad.then913, label %conv2_weight_grad.endif914
-
-conv2_weight_grad.ox170:                          ; preds = %conv2_weight_grad.ox170, %conv2_weight_grad.then906
-  %conv2_weight_grad.ox170908 = phi i64 [ 0, %conv2_weight_grad.then906 ], [ %ox170.next, %conv2_weight_grad.ox170 ]
-  %2958 = mul nsw i64 %conv2_weight_grad.g158867, 64
-  %2959 = add nsw i64 %2958, %conv2_weight_grad.j159868
-  %2960 = mul nsw i64 %2959, 3136
-  %2961 = mul nsw i64 %conv2_weight_grad.c160869, 196
-  %2962 = add nsw i64 %2960, %2961
-  %2963 = add nsw i64 %conv2_weight_grad.oy169905, %conv2_weight_grad.ky161870
-  %2964 = add nsw i64 %2963, -1
-  %2965 = mul nsw i64 %2964, 14
-  %2966 = add nsw i64 %2962, %2965
-  %2967 = add nsw i64 %conv2_weight_grad.ox170908, 1
-  %2968 = add nsw i64 %2966, %2967
-  %arena909 = getelementptr inbounds float, ptr %arena, i64 %2968
-  %2969 = load float, ptr %arena909, align 4
-  %2970 = mul nsw i64 %conv2_weight_grad.c160869, 3
-  %2971 = add nsw i64 %2970, %conv2_weight_grad.ky161870
-  %2972 = mul nsw i64 %2971, 3
-  %2973 = add nsw i64 %2972, 2
-  %2974 = mul nsw i64 %2973, 12544
-  %2975 = add nsw i64 1129744, %2974
-  %2976 = mul nsw i64 %conv2_weight_grad.j159868, 196
-  %2977 = add nsw i64 %2975, %2976
-  %2978 = mul nsw i64 %conv2_weight_grad.oy169905, 14
-  %2979 = add nsw i64 %2978, %conv2_weight_grad.ox170908
-  %2980 = add nsw i64 %2977, %2979
-  %arena910 = getelementptr inbounds float, ptr %arena, i64 %2980
-  store float %2969, ptr %arena910, align 4
-  %ox170.next = add nsw i64 %conv2_weight_grad.ox170908, 1
-  %2981 = icmp slt i64 %ox170.next, 13
-  br i1 %2981, label %conv2_weight_grad.ox170, label %conv2_weight_grad.ox170.end
-
-conv2_weight_grad.ox170.end:                      ; preds = %conv2_weight_grad.ox170
-  br label %conv2_weight_grad.ox171
-
-conv2_weight_grad.ox171:                          ; preds = %conv2_weight_grad.ox171, %conv2_weight_grad.ox170.end
-  %conv2_weight_grad.ox171911 = phi i64 [ 0, %conv2_weight_grad.ox170.end ], [ %ox171.next, %conv2_weight_grad.ox171 ]
-  %2982 = mul nsw i64 %conv2_weight_grad.c160869, 3
-  %2983 = add nsw i64 %2982, %conv2_weight_grad.ky161870
-  %2984 = mul nsw i64 %2983, 3
-  %2985 = add nsw i64 %2984, 2
-  %2986 = mul nsw i64 %2985, 12544
-  %2987 = add nsw i64 1129744, %2986
-  %2988 = mul nsw i64 %conv2_weight_grad.j159868, 196
-  %2989 = add nsw i64 %2987, %2988
-  %2990 = mul nsw i64 %conv2_weight_grad.oy169905, 14
-  %2991 = add nsw i64 %conv2_weight_grad.ox171911, 13
-  %2992 = add nsw i64 %2990, %2991
-  %2993 = add nsw i64 %2989, %2992
-  %arena912 = getelementptr inbounds float, ptr %arena, i64 %2993
-  store float 0.000000e+00, ptr %arena912, align 4
-  %ox171.next = add nsw i64 %conv2_weight_grad.ox171911, 1
-  %2994 = icmp slt i64 %ox171.next, 1
-  br i1 %2994, label %conv2_weight_grad.ox171, label %conv2_weight_grad.ox171.end
-
-conv2_weight_grad.ox171.end:                      ; preds = %conv2_weight_grad.ox171
-  br label %conv2_weight_grad.endif907
-
-conv2_weight_grad.then913:                        ; preds = %conv2_weight_grad.endif907
-  br label %conv2_weight_grad.ox172
-
-conv2_weight_grad.endif914:                       ; preds = %conv2_weight_grad.ox172.end, %conv2_weight_grad.endif907
-  %2995 = add nsw i64 %conv2_weight_grad.oy169905, %conv2_weight_grad.ky161870
-  %2996 = add nsw i64 %2995, -1
-  %2997 = icmp slt i64 13, %2996
-  br i1 %2997, label %conv2_weight_grad.then917, label %conv2_weight_grad.endif918
-
-conv2_weight_grad.ox172:                          ; preds = %conv2_weight_grad.ox172, %conv2_weight_grad.then913
-  %conv2_weight_grad.ox172915 = phi i64 [ 0, %conv2_weight_grad.then913 ], [ %ox172.next, %conv2_weight_grad.ox172 ]
-  %2998 = mul nsw i64 %conv2_weight_grad.c160869, 3
-  %2999 = add nsw i64 %2998, %conv2_weight_grad.ky161870
-  %3000 = mul nsw i64 %2999, 3
-  %3001 = add nsw i64 %3000, 2
-  %3002 = mul nsw i64 %3001, 12544
-  %3003 = add nsw i64 1129744, %3002
-  %3004 = mul nsw i64 %conv2_weight_grad.j159868, 196
-  %3005 = add nsw i64 %3003, %3004
-  %3006 = mul nsw i64 %conv2_weight_grad.oy169905, 14
-  %3007 = add nsw i64 %3006, %conv2_weight_grad.ox172915
-  %3008 = add nsw i64 %3005, %3007
-  %arena916 = getelementptr inbounds float, ptr %arena, i64 %3008
-  store float 0.000000e+00, ptr %arena916, align 4
-  %ox172.next = add nsw i64 %conv2_weight_grad.ox172915, 1
-  %3009 = icmp slt i64 %ox172.next, 14
-  br i1 %3009, label %conv2_weight_grad.ox172, label %conv2_weight_grad.ox172.end
-
-conv2_weight_grad.ox172.end:                      ; preds = %conv2_weight_grad.ox172
-  br label %conv2_weight_grad.endif914
-
-conv2_weight_grad.then917:                        ; preds = %conv2_weight_grad.endif914
-  br label %conv2_weight_grad.ox172919
-
-conv2_weight_grad.endif918:                       ; preds = %conv2_weight_grad.ox172.end920, %conv2_weight_grad.endif914
-  %oy169.next = add nsw i64 %conv2_weight_grad.oy169905, 1
-  %3010 = icmp slt i64 %oy169.next, 14
-  br i1 %3010, label %conv2_weight_grad.oy169, label %conv2_weight_grad.oy169.end
-
-conv2_weight_grad.ox172919:                       ; preds = %conv2_weight_grad.ox172919, %conv2_weight_grad.then917
-  %conv2_weight_grad.ox172921 = phi i64 [ 0, %conv2_weight_grad.then917 ], [ %ox172.next923, %conv2_weight_grad.ox172919 ]
-  %3011 = mul nsw i64 %conv2_weight_grad.c160869, 3
-  %3012 = add nsw i64 %3011, %conv2_weight_grad.ky161870
-  %3013 = mul nsw i64 %3012, 3
-  %3014 = add nsw i64 %3013, 2
-  %3015 = mul nsw i64 %3014, 12544
-  %3016 = add nsw i64 1129744, %3015
-  %3017 = mul nsw i64 %conv2_weight_grad.j159868, 196
-  %3018 = add nsw i64 %3016, %3017
-  %3019 = mul nsw i64 %conv2_weight_grad.oy169905, 14
-  %3020 = add nsw i64 %3019, %conv2_weight_grad.ox172921
-  %3021 = add nsw i64 %3018, %3020
-  %arena922 = getelementptr inbounds float, ptr %arena, i64 %3021
-  store float 0.000000e+00, ptr %arena922, align 4
-  %ox172.next923 = add nsw i64 %conv2_weight_grad.ox172921, 1
-  %3022 = icmp slt i64 %ox172.next923, 14
-  br i1 %3022, label %conv2_weight_grad.ox172919, label %conv2_weight_grad.ox172.end920
-
-conv2_weight_grad.ox172.end920:                   ; preds = %conv2_weight_grad.ox172919
-  br label %conv2_weight_grad.endif918
-
-conv2_weight_grad.j173:                           ; preds = %conv2_weight_grad.i174.end, %conv2_weight_grad.j159.end
-  %conv2_weight_grad.j173924 = phi i64 [ 0, %conv2_weight_grad.j159.end ], [ %j173.next, %conv2_weight_grad.i174.end ]
-  br label %conv2_weight_grad.i174
-
-conv2_weight_grad.j173.end:                       ; preds = %conv2_weight_grad.i174.end
-  br label %conv2_weight_grad.kp176
-
-conv2_weight_grad.i174:                           ; preds = %conv2_weight_grad.f175.end, %conv2_weight_grad.j173
-  %conv2_weight_grad.i174925 = phi i64 [ 0, %conv2_weight_grad.j173 ], [ %i174.next, %conv2_weight_grad.f175.end ]
-  br label %conv2_weight_grad.f175
-
-conv2_weight_grad.i174.end:                       ; preds = %conv2_weight_grad.f175.end
-  %j173.next = add nsw i64 %conv2_weight_grad.j173924, 1
-  %3023 = icmp slt i64 %j173.next, 64
-  br i1 %3023, label %conv2_weight_grad.j173, label %conv2_weight_grad.j173.end
-
-conv2_weight_grad.f175:                           ; preds = %conv2_weight_grad.f175, %conv2_weight_grad.i174
-  %conv2_weight_grad.f175926 = phi i64 [ 0, %conv2_weight_grad.i174 ], [ %f175.next, %conv2_weight_grad.f175 ]
-  %3024 = mul nsw i64 %conv2_weight_grad.g158867, 64
-  %3025 = add nsw i64 %3024, %conv2_weight_grad.j173924
-  %3026 = mul nsw i64 %3025, 6272
-  %3027 = add nsw i64 728336, %3026
-  %3028 = mul nsw i64 %conv2_weight_grad.f175926, 196
-  %3029 = add nsw i64 %3027, %3028
-  %3030 = add nsw i64 %3029, %conv2_weight_grad.i174925
-  %arena927 = getelementptr inbounds float, ptr %arena, i64 %3030
-  %3031 = load float, ptr %arena927, align 4
-  %3032 = mul nsw i64 %conv2_weight_grad.j173924, 196
-  %3033 = add nsw i64 %3032, %conv2_weight_grad.i174925
-  %3034 = mul nsw i64 %3033, 32
-  %3035 = add nsw i64 2936080, %3034
-  %3036 = add nsw i64 %3035, %conv2_weight_grad.f175926
-  %arena928 = getelementptr inbounds float, ptr %arena, i64 %3036
-  store float %3031, ptr %arena928, align 4
-  %f175.next = add nsw i64 %conv2_weight_grad.f175926, 1
-  %3037 = icmp slt i64 %f175.next, 32
-  br i1 %3037, label %conv2_weight_grad.f175, label %conv2_weight_grad.f175.end
-
-conv2_weight_grad.f175.end:                       ; preds = %conv2_weight_grad.f175
-  %i174.next = add nsw i64 %conv2_weight_grad.i174925, 1
-  %3038 = icmp slt i64 %i174.next, 196
-  br i1 %3038, label %conv2_weight_grad.i174, label %conv2_weight_grad.i174.end
-
-conv2_weight_grad.kp176:                          ; preds = %conv2_weight_grad.nb177.end, %conv2_weight_grad.j173.end
-  %conv2_weight_grad.kp176929 = phi i64 [ 0, %conv2_weight_grad.j173.end ], [ %kp176.next, %conv2_weight_grad.nb177.end ]
-  br label %conv2_weight_grad.nb177
-
-conv2_weight_grad.kp176.end:                      ; preds = %conv2_weight_grad.nb177.end
-  br label %conv2_weight_grad.nb183
-
-conv2_weight_grad.nb177:                          ; preds = %conv2_weight_grad.k182.end, %conv2_weight_grad.kp176
-  %conv2_weight_grad.nb177930 = phi i64 [ 0, %conv2_weight_grad.kp176 ], [ %nb177.next, %conv2_weight_grad.k182.end ]
-  br label %conv2_weight_grad.mb178
-
-conv2_weight_grad.nb177.end:                      ; preds = %conv2_weight_grad.k182.end
-  %kp176.next = add nsw i64 %conv2_weight_grad.kp176929, 1
-  %3039 = icmp slt i64 %kp176.next, 32
-  br i1 %3039, label %conv2_weight_grad.kp176, label %conv2_weight_grad.kp176.end
-
-conv2_weight_grad.mb178:                          ; preds = %conv2_weight_grad.k180.end, %conv2_weight_grad.nb177
-  %conv2_weight_grad.mb178931 = phi i64 [ 0, %conv2_weight_grad.nb177 ], [ %mb178.next, %conv2_weight_grad.k180.end ]
-  %3040 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3041 = mul nsw i64 %3040, 32
-  %3042 = add nsw i64 3337488, %3041
-  %3043 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3044 = add nsw i64 %3042, %3043
-  %arena932 = getelementptr inbounds float, ptr %arena, i64 %3044
-  %3045 = load <16 x float>, ptr %arena932, align 4
-  store <16 x float> %3045, ptr %conv2_weight_grad.t179_c0_0, align 64
-  %3046 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3047 = mul nsw i64 %3046, 32
-  %3048 = add nsw i64 3337488, %3047
-  %3049 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3050 = add nsw i64 %3048, %3049
-  %3051 = add nsw i64 %3050, 16
-  %arena933 = getelementptr inbounds float, ptr %arena, i64 %3051
-  %3052 = load <16 x float>, ptr %arena933, align 4
-  store <16 x float> %3052, ptr %conv2_weight_grad.t179_c0_1, align 64
-  %3053 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3054 = add nsw i64 %3053, 1
-  %3055 = mul nsw i64 %3054, 32
-  %3056 = add nsw i64 3337488, %3055
-  %3057 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3058 = add nsw i64 %3056, %3057
-  %arena934 = getelementptr inbounds float, ptr %arena, i64 %3058
-  %3059 = load <16 x float>, ptr %arena934, align 4
-  store <16 x float> %3059, ptr %conv2_weight_grad.t179_c1_0, align 64
-  %3060 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3061 = add nsw i64 %3060, 1
-  %3062 = mul nsw i64 %3061, 32
-  %3063 = add nsw i64 3337488, %3062
-  %3064 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3065 = add nsw i64 %3063, %3064
-  %3066 = add nsw i64 %3065, 16
-  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3066
-  %3067 = load <16 x float>, ptr %arena935, align 4
-  store <16 x float> %3067, ptr %conv2_weight_grad.t179_c1_1, align 64
-  %3068 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3069 = add nsw i64 %3068, 2
-  %3070 = mul nsw i64 %3069, 32
-  %3071 = add nsw i64 3337488, %3070
-  %3072 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3073 = add nsw i64 %3071, %3072
-  %arena936 = getelementptr inbounds float, ptr %arena, i64 %3073
-  %3074 = load <16 x float>, ptr %arena936, align 4
-  store <16 x float> %3074, ptr %conv2_weight_grad.t179_c2_0, align 64
-  %3075 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3076 = add nsw i64 %3075, 2
-  %3077 = mul nsw i64 %3076, 32
-  %3078 = add nsw i64 3337488, %3077
-  %3079 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3080 = add nsw i64 %3078, %3079
+fc2_weight_grad.nb147:                            ; preds = %fc2_weight_grad.k152.end, %fc2_grad.n141.end
+  %fc2_weight_grad.nb147831 = phi i64 [ 0, %fc2_grad.n141.end ], [ %nb147.next, %fc2_weight_grad.k152.end ]
+  br label %fc2_weight_grad.mb148
+
+fc2_weight_grad.nb147.end:                        ; preds = %fc2_weight_grad.k152.end
+  br label %fc2_bias_grad.u153
+
+fc2_weight_grad.mb148:                            ; preds = %fc2_weight_grad.k150.end, %fc2_weight_grad.nb147
+  %fc2_weight_grad.mb148832 = phi i64 [ 0, %fc2_weight_grad.nb147 ], [ %mb148.next, %fc2_weight_grad.k150.end ]
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t149_c5_3, align 64
+  br label %fc2_weight_grad.k150
+
+fc2_weight_grad.mb148.end:                        ; preds = %fc2_weight_grad.k150.end
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc2_weight_grad.t151_c3_3, align 64
+  br label %fc2_weight_grad.k152
+
+fc2_weight_grad.k150:                             ; preds = %fc2_weight_grad.k150, %fc2_weight_grad.mb148
+  %fc2_weight_grad.k150833 = phi i64 [ 0, %fc2_weight_grad.mb148 ], [ %k150.next, %fc2_weight_grad.k150 ]
+  %2763 = mul nsw i64 %fc2_weight_grad.k150833, 128
+  %2764 = add nsw i64 602112, %2763
+  %2765 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2766 = add nsw i64 %2764, %2765
+  %arena834 = getelementptr inbounds float, ptr %arena, i64 %2766
+  %2767 = load <16 x float>, ptr %arena834, align 4
+  store <16 x float> %2767, ptr %fc2_weight_grad.t149_b0, align 64
+  %2768 = mul nsw i64 %fc2_weight_grad.k150833, 128
+  %2769 = add nsw i64 602112, %2768
+  %2770 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2771 = add nsw i64 %2769, %2770
+  %2772 = add nsw i64 %2771, 16
+  %arena835 = getelementptr inbounds float, ptr %arena, i64 %2772
+  %2773 = load <16 x float>, ptr %arena835, align 4
+  store <16 x float> %2773, ptr %fc2_weight_grad.t149_b1, align 64
+  %2774 = mul nsw i64 %fc2_weight_grad.k150833, 128
+  %2775 = add nsw i64 602112, %2774
+  %2776 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2777 = add nsw i64 %2775, %2776
+  %2778 = add nsw i64 %2777, 32
+  %arena836 = getelementptr inbounds float, ptr %arena, i64 %2778
+  %2779 = load <16 x float>, ptr %arena836, align 4
+  store <16 x float> %2779, ptr %fc2_weight_grad.t149_b2, align 64
+  %2780 = mul nsw i64 %fc2_weight_grad.k150833, 128
+  %2781 = add nsw i64 602112, %2780
+  %2782 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2783 = add nsw i64 %2781, %2782
+  %2784 = add nsw i64 %2783, 48
+  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2784
+  %2785 = load <16 x float>, ptr %arena837, align 4
+  store <16 x float> %2785, ptr %fc2_weight_grad.t149_b3, align 64
+  %2786 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2787 = add nsw i64 610960, %2786
+  %2788 = mul nsw i64 %fc2_weight_grad.k150833, 10
+  %2789 = add nsw i64 %2787, %2788
+  %arena838 = getelementptr inbounds float, ptr %arena, i64 %2789
+  %2790 = load float, ptr %arena838, align 4
+  %2791 = insertelement <16 x float> undef, float %2790, i32 0
+  %2792 = shufflevector <16 x float> %2791, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2792, ptr %fc2_weight_grad.t149_a0, align 64
+  %t149_a0 = load <16 x float>, ptr %fc2_weight_grad.t149_a0, align 64
+  %t149_b0 = load <16 x float>, ptr %fc2_weight_grad.t149_b0, align 64
+  %t149_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t149_c0_0, align 64
+  %2793 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a0, <16 x float> %t149_b0, <16 x float> %t149_c0_0)
+  store <16 x float> %2793, ptr %fc2_weight_grad.t149_c0_0, align 64
+  %t149_a0839 = load <16 x float>, ptr %fc2_weight_grad.t149_a0, align 64
+  %t149_b1 = load <16 x float>, ptr %fc2_weight_grad.t149_b1, align 64
+  %t149_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t149_c0_1, align 64
+  %2794 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a0839, <16 x float> %t149_b1, <16 x float> %t149_c0_1)
+  store <16 x float> %2794, ptr %fc2_weight_grad.t149_c0_1, align 64
+  %t149_a0840 = load <16 x float>, ptr %fc2_weight_grad.t149_a0, align 64
+  %t149_b2 = load <16 x float>, ptr %fc2_weight_grad.t149_b2, align 64
+  %t149_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t149_c0_2, align 64
+  %2795 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a0840, <16 x float> %t149_b2, <16 x float> %t149_c0_2)
+  store <16 x float> %2795, ptr %fc2_weight_grad.t149_c0_2, align 64
+  %t149_a0841 = load <16 x float>, ptr %fc2_weight_grad.t149_a0, align 64
+  %t149_b3 = load <16 x float>, ptr %fc2_weight_grad.t149_b3, align 64
+  %t149_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t149_c0_3, align 64
+  %2796 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a0841, <16 x float> %t149_b3, <16 x float> %t149_c0_3)
+  store <16 x float> %2796, ptr %fc2_weight_grad.t149_c0_3, align 64
+  %2797 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2798 = add nsw i64 %2797, 1
+  %2799 = add nsw i64 610960, %2798
+  %2800 = mul nsw i64 %fc2_weight_grad.k150833, 10
+  %2801 = add nsw i64 %2799, %2800
+  %arena842 = getelementptr inbounds float, ptr %arena, i64 %2801
+  %2802 = load float, ptr %arena842, align 4
+  %2803 = insertelement <16 x float> undef, float %2802, i32 0
+  %2804 = shufflevector <16 x float> %2803, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2804, ptr %fc2_weight_grad.t149_a1, align 64
+  %t149_a1 = load <16 x float>, ptr %fc2_weight_grad.t149_a1, align 64
+  %t149_b0843 = load <16 x float>, ptr %fc2_weight_grad.t149_b0, align 64
+  %t149_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t149_c1_0, align 64
+  %2805 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a1, <16 x float> %t149_b0843, <16 x float> %t149_c1_0)
+  store <16 x float> %2805, ptr %fc2_weight_grad.t149_c1_0, align 64
+  %t149_a1844 = load <16 x float>, ptr %fc2_weight_grad.t149_a1, align 64
+  %t149_b1845 = load <16 x float>, ptr %fc2_weight_grad.t149_b1, align 64
+  %t149_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t149_c1_1, align 64
+  %2806 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a1844, <16 x float> %t149_b1845, <16 x float> %t149_c1_1)
+  store <16 x float> %2806, ptr %fc2_weight_grad.t149_c1_1, align 64
+  %t149_a1846 = load <16 x float>, ptr %fc2_weight_grad.t149_a1, align 64
+  %t149_b2847 = load <16 x float>, ptr %fc2_weight_grad.t149_b2, align 64
+  %t149_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t149_c1_2, align 64
+  %2807 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a1846, <16 x float> %t149_b2847, <16 x float> %t149_c1_2)
+  store <16 x float> %2807, ptr %fc2_weight_grad.t149_c1_2, align 64
+  %t149_a1848 = load <16 x float>, ptr %fc2_weight_grad.t149_a1, align 64
+  %t149_b3849 = load <16 x float>, ptr %fc2_weight_grad.t149_b3, align 64
+  %t149_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t149_c1_3, align 64
+  %2808 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a1848, <16 x float> %t149_b3849, <16 x float> %t149_c1_3)
+  store <16 x float> %2808, ptr %fc2_weight_grad.t149_c1_3, align 64
+  %2809 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2810 = add nsw i64 %2809, 2
+  %2811 = add nsw i64 610960, %2810
+  %2812 = mul nsw i64 %fc2_weight_grad.k150833, 10
+  %2813 = add nsw i64 %2811, %2812
+  %arena850 = getelementptr inbounds float, ptr %arena, i64 %2813
+  %2814 = load float, ptr %arena850, align 4
+  %2815 = insertelement <16 x float> undef, float %2814, i32 0
+  %2816 = shufflevector <16 x float> %2815, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2816, ptr %fc2_weight_grad.t149_a2, align 64
+  %t149_a2 = load <16 x float>, ptr %fc2_weight_grad.t149_a2, align 64
+  %t149_b0851 = load <16 x float>, ptr %fc2_weight_grad.t149_b0, align 64
+  %t149_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t149_c2_0, align 64
+  %2817 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a2, <16 x float> %t149_b0851, <16 x float> %t149_c2_0)
+  store <16 x float> %2817, ptr %fc2_weight_grad.t149_c2_0, align 64
+  %t149_a2852 = load <16 x float>, ptr %fc2_weight_grad.t149_a2, align 64
+  %t149_b1853 = load <16 x float>, ptr %fc2_weight_grad.t149_b1, align 64
+  %t149_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t149_c2_1, align 64
+  %2818 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a2852, <16 x float> %t149_b1853, <16 x float> %t149_c2_1)
+  store <16 x float> %2818, ptr %fc2_weight_grad.t149_c2_1, align 64
+  %t149_a2854 = load <16 x float>, ptr %fc2_weight_grad.t149_a2, align 64
+  %t149_b2855 = load <16 x float>, ptr %fc2_weight_grad.t149_b2, align 64
+  %t149_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t149_c2_2, align 64
+  %2819 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a2854, <16 x float> %t149_b2855, <16 x float> %t149_c2_2)
+  store <16 x float> %2819, ptr %fc2_weight_grad.t149_c2_2, align 64
+  %t149_a2856 = load <16 x float>, ptr %fc2_weight_grad.t149_a2, align 64
+  %t149_b3857 = load <16 x float>, ptr %fc2_weight_grad.t149_b3, align 64
+  %t149_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t149_c2_3, align 64
+  %2820 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a2856, <16 x float> %t149_b3857, <16 x float> %t149_c2_3)
+  store <16 x float> %2820, ptr %fc2_weight_grad.t149_c2_3, align 64
+  %2821 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2822 = add nsw i64 %2821, 3
+  %2823 = add nsw i64 610960, %2822
+  %2824 = mul nsw i64 %fc2_weight_grad.k150833, 10
+  %2825 = add nsw i64 %2823, %2824
+  %arena858 = getelementptr inbounds float, ptr %arena, i64 %2825
+  %2826 = load float, ptr %arena858, align 4
+  %2827 = insertelement <16 x float> undef, float %2826, i32 0
+  %2828 = shufflevector <16 x float> %2827, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2828, ptr %fc2_weight_grad.t149_a3, align 64
+  %t149_a3 = load <16 x float>, ptr %fc2_weight_grad.t149_a3, align 64
+  %t149_b0859 = load <16 x float>, ptr %fc2_weight_grad.t149_b0, align 64
+  %t149_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t149_c3_0, align 64
+  %2829 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a3, <16 x float> %t149_b0859, <16 x float> %t149_c3_0)
+  store <16 x float> %2829, ptr %fc2_weight_grad.t149_c3_0, align 64
+  %t149_a3860 = load <16 x float>, ptr %fc2_weight_grad.t149_a3, align 64
+  %t149_b1861 = load <16 x float>, ptr %fc2_weight_grad.t149_b1, align 64
+  %t149_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t149_c3_1, align 64
+  %2830 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a3860, <16 x float> %t149_b1861, <16 x float> %t149_c3_1)
+  store <16 x float> %2830, ptr %fc2_weight_grad.t149_c3_1, align 64
+  %t149_a3862 = load <16 x float>, ptr %fc2_weight_grad.t149_a3, align 64
+  %t149_b2863 = load <16 x float>, ptr %fc2_weight_grad.t149_b2, align 64
+  %t149_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t149_c3_2, align 64
+  %2831 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a3862, <16 x float> %t149_b2863, <16 x float> %t149_c3_2)
+  store <16 x float> %2831, ptr %fc2_weight_grad.t149_c3_2, align 64
+  %t149_a3864 = load <16 x float>, ptr %fc2_weight_grad.t149_a3, align 64
+  %t149_b3865 = load <16 x float>, ptr %fc2_weight_grad.t149_b3, align 64
+  %t149_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t149_c3_3, align 64
+  %2832 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a3864, <16 x float> %t149_b3865, <16 x float> %t149_c3_3)
+  store <16 x float> %2832, ptr %fc2_weight_grad.t149_c3_3, align 64
+  %2833 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2834 = add nsw i64 %2833, 4
+  %2835 = add nsw i64 610960, %2834
+  %2836 = mul nsw i64 %fc2_weight_grad.k150833, 10
+  %2837 = add nsw i64 %2835, %2836
+  %arena866 = getelementptr inbounds float, ptr %arena, i64 %2837
+  %2838 = load float, ptr %arena866, align 4
+  %2839 = insertelement <16 x float> undef, float %2838, i32 0
+  %2840 = shufflevector <16 x float> %2839, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2840, ptr %fc2_weight_grad.t149_a4, align 64
+  %t149_a4 = load <16 x float>, ptr %fc2_weight_grad.t149_a4, align 64
+  %t149_b0867 = load <16 x float>, ptr %fc2_weight_grad.t149_b0, align 64
+  %t149_c4_0 = load <16 x float>, ptr %fc2_weight_grad.t149_c4_0, align 64
+  %2841 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a4, <16 x float> %t149_b0867, <16 x float> %t149_c4_0)
+  store <16 x float> %2841, ptr %fc2_weight_grad.t149_c4_0, align 64
+  %t149_a4868 = load <16 x float>, ptr %fc2_weight_grad.t149_a4, align 64
+  %t149_b1869 = load <16 x float>, ptr %fc2_weight_grad.t149_b1, align 64
+  %t149_c4_1 = load <16 x float>, ptr %fc2_weight_grad.t149_c4_1, align 64
+  %2842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a4868, <16 x float> %t149_b1869, <16 x float> %t149_c4_1)
+  store <16 x float> %2842, ptr %fc2_weight_grad.t149_c4_1, align 64
+  %t149_a4870 = load <16 x float>, ptr %fc2_weight_grad.t149_a4, align 64
+  %t149_b2871 = load <16 x float>, ptr %fc2_weight_grad.t149_b2, align 64
+  %t149_c4_2 = load <16 x float>, ptr %fc2_weight_grad.t149_c4_2, align 64
+  %2843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a4870, <16 x float> %t149_b2871, <16 x float> %t149_c4_2)
+  store <16 x float> %2843, ptr %fc2_weight_grad.t149_c4_2, align 64
+  %t149_a4872 = load <16 x float>, ptr %fc2_weight_grad.t149_a4, align 64
+  %t149_b3873 = load <16 x float>, ptr %fc2_weight_grad.t149_b3, align 64
+  %t149_c4_3 = load <16 x float>, ptr %fc2_weight_grad.t149_c4_3, align 64
+  %2844 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a4872, <16 x float> %t149_b3873, <16 x float> %t149_c4_3)
+  store <16 x float> %2844, ptr %fc2_weight_grad.t149_c4_3, align 64
+  %2845 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2846 = add nsw i64 %2845, 5
+  %2847 = add nsw i64 610960, %2846
+  %2848 = mul nsw i64 %fc2_weight_grad.k150833, 10
+  %2849 = add nsw i64 %2847, %2848
+  %arena874 = getelementptr inbounds float, ptr %arena, i64 %2849
+  %2850 = load float, ptr %arena874, align 4
+  %2851 = insertelement <16 x float> undef, float %2850, i32 0
+  %2852 = shufflevector <16 x float> %2851, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2852, ptr %fc2_weight_grad.t149_a5, align 64
+  %t149_a5 = load <16 x float>, ptr %fc2_weight_grad.t149_a5, align 64
+  %t149_b0875 = load <16 x float>, ptr %fc2_weight_grad.t149_b0, align 64
+  %t149_c5_0 = load <16 x float>, ptr %fc2_weight_grad.t149_c5_0, align 64
+  %2853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a5, <16 x float> %t149_b0875, <16 x float> %t149_c5_0)
+  store <16 x float> %2853, ptr %fc2_weight_grad.t149_c5_0, align 64
+  %t149_a5876 = load <16 x float>, ptr %fc2_weight_grad.t149_a5, align 64
+  %t149_b1877 = load <16 x float>, ptr %fc2_weight_grad.t149_b1, align 64
+  %t149_c5_1 = load <16 x float>, ptr %fc2_weight_grad.t149_c5_1, align 64
+  %2854 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a5876, <16 x float> %t149_b1877, <16 x float> %t149_c5_1)
+  store <16 x float> %2854, ptr %fc2_weight_grad.t149_c5_1, align 64
+  %t149_a5878 = load <16 x float>, ptr %fc2_weight_grad.t149_a5, align 64
+  %t149_b2879 = load <16 x float>, ptr %fc2_weight_grad.t149_b2, align 64
+  %t149_c5_2 = load <16 x float>, ptr %fc2_weight_grad.t149_c5_2, align 64
+  %2855 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a5878, <16 x float> %t149_b2879, <16 x float> %t149_c5_2)
+  store <16 x float> %2855, ptr %fc2_weight_grad.t149_c5_2, align 64
+  %t149_a5880 = load <16 x float>, ptr %fc2_weight_grad.t149_a5, align 64
+  %t149_b3881 = load <16 x float>, ptr %fc2_weight_grad.t149_b3, align 64
+  %t149_c5_3 = load <16 x float>, ptr %fc2_weight_grad.t149_c5_3, align 64
+  %2856 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a5880, <16 x float> %t149_b3881, <16 x float> %t149_c5_3)
+  store <16 x float> %2856, ptr %fc2_weight_grad.t149_c5_3, align 64
+  %k150.next = add nsw i64 %fc2_weight_grad.k150833, 1
+  %2857 = icmp slt i64 %k150.next, 64
+  br i1 %2857, label %fc2_weight_grad.k150, label %fc2_weight_grad.k150.end
+
+fc2_weight_grad.k150.end:                         ; preds = %fc2_weight_grad.k150
+  %t149_c0_0882 = load <16 x float>, ptr %fc2_weight_grad.t149_c0_0, align 64
+  %2858 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2859 = mul nsw i64 %2858, 128
+  %2860 = add nsw i64 205632, %2859
+  %2861 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2862 = add nsw i64 %2860, %2861
+  %grads883 = getelementptr inbounds float, ptr %grads, i64 %2862
+  store <16 x float> %t149_c0_0882, ptr %grads883, align 4
+  %t149_c0_1884 = load <16 x float>, ptr %fc2_weight_grad.t149_c0_1, align 64
+  %2863 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2864 = mul nsw i64 %2863, 128
+  %2865 = add nsw i64 205632, %2864
+  %2866 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2867 = add nsw i64 %2865, %2866
+  %2868 = add nsw i64 %2867, 16
+  %grads885 = getelementptr inbounds float, ptr %grads, i64 %2868
+  store <16 x float> %t149_c0_1884, ptr %grads885, align 4
+  %t149_c0_2886 = load <16 x float>, ptr %fc2_weight_grad.t149_c0_2, align 64
+  %2869 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2870 = mul nsw i64 %2869, 128
+  %2871 = add nsw i64 205632, %2870
+  %2872 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2873 = add nsw i64 %2871, %2872
+  %2874 = add nsw i64 %2873, 32
+  %grads887 = getelementptr inbounds float, ptr %grads, i64 %2874
+  store <16 x float> %t149_c0_2886, ptr %grads887, align 4
+  %t149_c0_3888 = load <16 x float>, ptr %fc2_weight_grad.t149_c0_3, align 64
+  %2875 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2876 = mul nsw i64 %2875, 128
+  %2877 = add nsw i64 205632, %2876
+  %2878 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2879 = add nsw i64 %2877, %2878
+  %2880 = add nsw i64 %2879, 48
+  %grads889 = getelementptr inbounds float, ptr %grads, i64 %2880
+  store <16 x float> %t149_c0_3888, ptr %grads889, align 4
+  %t149_c1_0890 = load <16 x float>, ptr %fc2_weight_grad.t149_c1_0, align 64
+  %2881 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2882 = add nsw i64 %2881, 1
+  %2883 = mul nsw i64 %2882, 128
+  %2884 = add nsw i64 205632, %2883
+  %2885 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2886 = add nsw i64 %2884, %2885
+  %grads891 = getelementptr inbounds float, ptr %grads, i64 %2886
+  store <16 x float> %t149_c1_0890, ptr %grads891, align 4
+  %t149_c1_1892 = load <16 x float>, ptr %fc2_weight_grad.t149_c1_1, align 64
+  %2887 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2888 = add nsw i64 %2887, 1
+  %2889 = mul nsw i64 %2888, 128
+  %2890 = add nsw i64 205632, %2889
+  %2891 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2892 = add nsw i64 %2890, %2891
+  %2893 = add nsw i64 %2892, 16
+  %grads893 = getelementptr inbounds float, ptr %grads, i64 %2893
+  store <16 x float> %t149_c1_1892, ptr %grads893, align 4
+  %t149_c1_2894 = load <16 x float>, ptr %fc2_weight_grad.t149_c1_2, align 64
+  %2894 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2895 = add nsw i64 %2894, 1
+  %2896 = mul nsw i64 %2895, 128
+  %2897 = add nsw i64 205632, %2896
+  %2898 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2899 = add nsw i64 %2897, %2898
+  %2900 = add nsw i64 %2899, 32
+  %grads895 = getelementptr inbounds float, ptr %grads, i64 %2900
+  store <16 x float> %t149_c1_2894, ptr %grads895, align 4
+  %t149_c1_3896 = load <16 x float>, ptr %fc2_weight_grad.t149_c1_3, align 64
+  %2901 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2902 = add nsw i64 %2901, 1
+  %2903 = mul nsw i64 %2902, 128
+  %2904 = add nsw i64 205632, %2903
+  %2905 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2906 = add nsw i64 %2904, %2905
+  %2907 = add nsw i64 %2906, 48
+  %grads897 = getelementptr inbounds float, ptr %grads, i64 %2907
+  store <16 x float> %t149_c1_3896, ptr %grads897, align 4
+  %t149_c2_0898 = load <16 x float>, ptr %fc2_weight_grad.t149_c2_0, align 64
+  %2908 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2909 = add nsw i64 %2908, 2
+  %2910 = mul nsw i64 %2909, 128
+  %2911 = add nsw i64 205632, %2910
+  %2912 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2913 = add nsw i64 %2911, %2912
+  %grads899 = getelementptr inbounds float, ptr %grads, i64 %2913
+  store <16 x float> %t149_c2_0898, ptr %grads899, align 4
+  %t149_c2_1900 = load <16 x float>, ptr %fc2_weight_grad.t149_c2_1, align 64
+  %2914 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2915 = add nsw i64 %2914, 2
+  %2916 = mul nsw i64 %2915, 128
+  %2917 = add nsw i64 205632, %2916
+  %2918 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2919 = add nsw i64 %2917, %2918
+  %2920 = add nsw i64 %2919, 16
+  %grads901 = getelementptr inbounds float, ptr %grads, i64 %2920
+  store <16 x float> %t149_c2_1900, ptr %grads901, align 4
+  %t149_c2_2902 = load <16 x float>, ptr %fc2_weight_grad.t149_c2_2, align 64
+  %2921 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2922 = add nsw i64 %2921, 2
+  %2923 = mul nsw i64 %2922, 128
+  %2924 = add nsw i64 205632, %2923
+  %2925 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2926 = add nsw i64 %2924, %2925
+  %2927 = add nsw i64 %2926, 32
+  %grads903 = getelementptr inbounds float, ptr %grads, i64 %2927
+  store <16 x float> %t149_c2_2902, ptr %grads903, align 4
+  %t149_c2_3904 = load <16 x float>, ptr %fc2_weight_grad.t149_c2_3, align 64
+  %2928 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2929 = add nsw i64 %2928, 2
+  %2930 = mul nsw i64 %2929, 128
+  %2931 = add nsw i64 205632, %2930
+  %2932 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2933 = add nsw i64 %2931, %2932
+  %2934 = add nsw i64 %2933, 48
+  %grads905 = getelementptr inbounds float, ptr %grads, i64 %2934
+  store <16 x float> %t149_c2_3904, ptr %grads905, align 4
+  %t149_c3_0906 = load <16 x float>, ptr %fc2_weight_grad.t149_c3_0, align 64
+  %2935 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2936 = add nsw i64 %2935, 3
+  %2937 = mul nsw i64 %2936, 128
+  %2938 = add nsw i64 205632, %2937
+  %2939 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2940 = add nsw i64 %2938, %2939
+  %grads907 = getelementptr inbounds float, ptr %grads, i64 %2940
+  store <16 x float> %t149_c3_0906, ptr %grads907, align 4
+  %t149_c3_1908 = load <16 x float>, ptr %fc2_weight_grad.t149_c3_1, align 64
+  %2941 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2942 = add nsw i64 %2941, 3
+  %2943 = mul nsw i64 %2942, 128
+  %2944 = add nsw i64 205632, %2943
+  %2945 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2946 = add nsw i64 %2944, %2945
+  %2947 = add nsw i64 %2946, 16
+  %grads909 = getelementptr inbounds float, ptr %grads, i64 %2947
+  store <16 x float> %t149_c3_1908, ptr %grads909, align 4
+  %t149_c3_2910 = load <16 x float>, ptr %fc2_weight_grad.t149_c3_2, align 64
+  %2948 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2949 = add nsw i64 %2948, 3
+  %2950 = mul nsw i64 %2949, 128
+  %2951 = add nsw i64 205632, %2950
+  %2952 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2953 = add nsw i64 %2951, %2952
+  %2954 = add nsw i64 %2953, 32
+  %grads911 = getelementptr inbounds float, ptr %grads, i64 %2954
+  store <16 x float> %t149_c3_2910, ptr %grads911, align 4
+  %t149_c3_3912 = load <16 x float>, ptr %fc2_weight_grad.t149_c3_3, align 64
+  %2955 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2956 = add nsw i64 %2955, 3
+  %2957 = mul nsw i64 %2956, 128
+  %2958 = add nsw i64 205632, %2957
+  %2959 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2960 = add nsw i64 %2958, %2959
+  %2961 = add nsw i64 %2960, 48
+  %grads913 = getelementptr inbounds float, ptr %grads, i64 %2961
+  store <16 x float> %t149_c3_3912, ptr %grads913, align 4
+  %t149_c4_0914 = load <16 x float>, ptr %fc2_weight_grad.t149_c4_0, align 64
+  %2962 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2963 = add nsw i64 %2962, 4
+  %2964 = mul nsw i64 %2963, 128
+  %2965 = add nsw i64 205632, %2964
+  %2966 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2967 = add nsw i64 %2965, %2966
+  %grads915 = getelementptr inbounds float, ptr %grads, i64 %2967
+  store <16 x float> %t149_c4_0914, ptr %grads915, align 4
+  %t149_c4_1916 = load <16 x float>, ptr %fc2_weight_grad.t149_c4_1, align 64
+  %2968 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2969 = add nsw i64 %2968, 4
+  %2970 = mul nsw i64 %2969, 128
+  %2971 = add nsw i64 205632, %2970
+  %2972 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2973 = add nsw i64 %2971, %2972
+  %2974 = add nsw i64 %2973, 16
+  %grads917 = getelementptr inbounds float, ptr %grads, i64 %2974
+  store <16 x float> %t149_c4_1916, ptr %grads917, align 4
+  %t149_c4_2918 = load <16 x float>, ptr %fc2_weight_grad.t149_c4_2, align 64
+  %2975 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2976 = add nsw i64 %2975, 4
+  %2977 = mul nsw i64 %2976, 128
+  %2978 = add nsw i64 205632, %2977
+  %2979 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2980 = add nsw i64 %2978, %2979
+  %2981 = add nsw i64 %2980, 32
+  %grads919 = getelementptr inbounds float, ptr %grads, i64 %2981
+  store <16 x float> %t149_c4_2918, ptr %grads919, align 4
+  %t149_c4_3920 = load <16 x float>, ptr %fc2_weight_grad.t149_c4_3, align 64
+  %2982 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2983 = add nsw i64 %2982, 4
+  %2984 = mul nsw i64 %2983, 128
+  %2985 = add nsw i64 205632, %2984
+  %2986 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2987 = add nsw i64 %2985, %2986
+  %2988 = add nsw i64 %2987, 48
+  %grads921 = getelementptr inbounds float, ptr %grads, i64 %2988
+  store <16 x float> %t149_c4_3920, ptr %grads921, align 4
+  %t149_c5_0922 = load <16 x float>, ptr %fc2_weight_grad.t149_c5_0, align 64
+  %2989 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2990 = add nsw i64 %2989, 5
+  %2991 = mul nsw i64 %2990, 128
+  %2992 = add nsw i64 205632, %2991
+  %2993 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %2994 = add nsw i64 %2992, %2993
+  %grads923 = getelementptr inbounds float, ptr %grads, i64 %2994
+  store <16 x float> %t149_c5_0922, ptr %grads923, align 4
+  %t149_c5_1924 = load <16 x float>, ptr %fc2_weight_grad.t149_c5_1, align 64
+  %2995 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %2996 = add nsw i64 %2995, 5
+  %2997 = mul nsw i64 %2996, 128
+  %2998 = add nsw i64 205632, %2997
+  %2999 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3000 = add nsw i64 %2998, %2999
+  %3001 = add nsw i64 %3000, 16
+  %grads925 = getelementptr inbounds float, ptr %grads, i64 %3001
+  store <16 x float> %t149_c5_1924, ptr %grads925, align 4
+  %t149_c5_2926 = load <16 x float>, ptr %fc2_weight_grad.t149_c5_2, align 64
+  %3002 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %3003 = add nsw i64 %3002, 5
+  %3004 = mul nsw i64 %3003, 128
+  %3005 = add nsw i64 205632, %3004
+  %3006 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3007 = add nsw i64 %3005, %3006
+  %3008 = add nsw i64 %3007, 32
+  %grads927 = getelementptr inbounds float, ptr %grads, i64 %3008
+  store <16 x float> %t149_c5_2926, ptr %grads927, align 4
+  %t149_c5_3928 = load <16 x float>, ptr %fc2_weight_grad.t149_c5_3, align 64
+  %3009 = mul nsw i64 %fc2_weight_grad.mb148832, 6
+  %3010 = add nsw i64 %3009, 5
+  %3011 = mul nsw i64 %3010, 128
+  %3012 = add nsw i64 205632, %3011
+  %3013 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3014 = add nsw i64 %3012, %3013
+  %3015 = add nsw i64 %3014, 48
+  %grads929 = getelementptr inbounds float, ptr %grads, i64 %3015
+  store <16 x float> %t149_c5_3928, ptr %grads929, align 4
+  %mb148.next = add nsw i64 %fc2_weight_grad.mb148832, 1
+  %3016 = icmp slt i64 %mb148.next, 1
+  br i1 %3016, label %fc2_weight_grad.mb148, label %fc2_weight_grad.mb148.end
+
+fc2_weight_grad.k152:                             ; preds = %fc2_weight_grad.k152, %fc2_weight_grad.mb148.end
+  %fc2_weight_grad.k152930 = phi i64 [ 0, %fc2_weight_grad.mb148.end ], [ %k152.next, %fc2_weight_grad.k152 ]
+  %3017 = mul nsw i64 %fc2_weight_grad.k152930, 128
+  %3018 = add nsw i64 602112, %3017
+  %3019 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3020 = add nsw i64 %3018, %3019
+  %arena931 = getelementptr inbounds float, ptr %arena, i64 %3020
+  %3021 = load <16 x float>, ptr %arena931, align 4
+  store <16 x float> %3021, ptr %fc2_weight_grad.t151_b0, align 64
+  %3022 = mul nsw i64 %fc2_weight_grad.k152930, 128
+  %3023 = add nsw i64 602112, %3022
+  %3024 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3025 = add nsw i64 %3023, %3024
+  %3026 = add nsw i64 %3025, 16
+  %arena932 = getelementptr inbounds float, ptr %arena, i64 %3026
+  %3027 = load <16 x float>, ptr %arena932, align 4
+  store <16 x float> %3027, ptr %fc2_weight_grad.t151_b1, align 64
+  %3028 = mul nsw i64 %fc2_weight_grad.k152930, 128
+  %3029 = add nsw i64 602112, %3028
+  %3030 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3031 = add nsw i64 %3029, %3030
+  %3032 = add nsw i64 %3031, 32
+  %arena933 = getelementptr inbounds float, ptr %arena, i64 %3032
+  %3033 = load <16 x float>, ptr %arena933, align 4
+  store <16 x float> %3033, ptr %fc2_weight_grad.t151_b2, align 64
+  %3034 = mul nsw i64 %fc2_weight_grad.k152930, 128
+  %3035 = add nsw i64 602112, %3034
+  %3036 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3037 = add nsw i64 %3035, %3036
+  %3038 = add nsw i64 %3037, 48
+  %arena934 = getelementptr inbounds float, ptr %arena, i64 %3038
+  %3039 = load <16 x float>, ptr %arena934, align 4
+  store <16 x float> %3039, ptr %fc2_weight_grad.t151_b3, align 64
+  %3040 = mul nsw i64 %fc2_weight_grad.k152930, 10
+  %3041 = add nsw i64 610966, %3040
+  %arena935 = getelementptr inbounds float, ptr %arena, i64 %3041
+  %3042 = load float, ptr %arena935, align 4
+  %3043 = insertelement <16 x float> undef, float %3042, i32 0
+  %3044 = shufflevector <16 x float> %3043, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3044, ptr %fc2_weight_grad.t151_a0, align 64
+  %t151_a0 = load <16 x float>, ptr %fc2_weight_grad.t151_a0, align 64
+  %t151_b0 = load <16 x float>, ptr %fc2_weight_grad.t151_b0, align 64
+  %t151_c0_0 = load <16 x float>, ptr %fc2_weight_grad.t151_c0_0, align 64
+  %3045 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0, <16 x float> %t151_b0, <16 x float> %t151_c0_0)
+  store <16 x float> %3045, ptr %fc2_weight_grad.t151_c0_0, align 64
+  %t151_a0936 = load <16 x float>, ptr %fc2_weight_grad.t151_a0, align 64
+  %t151_b1 = load <16 x float>, ptr %fc2_weight_grad.t151_b1, align 64
+  %t151_c0_1 = load <16 x float>, ptr %fc2_weight_grad.t151_c0_1, align 64
+  %3046 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0936, <16 x float> %t151_b1, <16 x float> %t151_c0_1)
+  store <16 x float> %3046, ptr %fc2_weight_grad.t151_c0_1, align 64
+  %t151_a0937 = load <16 x float>, ptr %fc2_weight_grad.t151_a0, align 64
+  %t151_b2 = load <16 x float>, ptr %fc2_weight_grad.t151_b2, align 64
+  %t151_c0_2 = load <16 x float>, ptr %fc2_weight_grad.t151_c0_2, align 64
+  %3047 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0937, <16 x float> %t151_b2, <16 x float> %t151_c0_2)
+  store <16 x float> %3047, ptr %fc2_weight_grad.t151_c0_2, align 64
+  %t151_a0938 = load <16 x float>, ptr %fc2_weight_grad.t151_a0, align 64
+  %t151_b3 = load <16 x float>, ptr %fc2_weight_grad.t151_b3, align 64
+  %t151_c0_3 = load <16 x float>, ptr %fc2_weight_grad.t151_c0_3, align 64
+  %3048 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0938, <16 x float> %t151_b3, <16 x float> %t151_c0_3)
+  store <16 x float> %3048, ptr %fc2_weight_grad.t151_c0_3, align 64
+  %3049 = mul nsw i64 %fc2_weight_grad.k152930, 10
+  %3050 = add nsw i64 610967, %3049
+  %arena939 = getelementptr inbounds float, ptr %arena, i64 %3050
+  %3051 = load float, ptr %arena939, align 4
+  %3052 = insertelement <16 x float> undef, float %3051, i32 0
+  %3053 = shufflevector <16 x float> %3052, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3053, ptr %fc2_weight_grad.t151_a1, align 64
+  %t151_a1 = load <16 x float>, ptr %fc2_weight_grad.t151_a1, align 64
+  %t151_b0940 = load <16 x float>, ptr %fc2_weight_grad.t151_b0, align 64
+  %t151_c1_0 = load <16 x float>, ptr %fc2_weight_grad.t151_c1_0, align 64
+  %3054 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1, <16 x float> %t151_b0940, <16 x float> %t151_c1_0)
+  store <16 x float> %3054, ptr %fc2_weight_grad.t151_c1_0, align 64
+  %t151_a1941 = load <16 x float>, ptr %fc2_weight_grad.t151_a1, align 64
+  %t151_b1942 = load <16 x float>, ptr %fc2_weight_grad.t151_b1, align 64
+  %t151_c1_1 = load <16 x float>, ptr %fc2_weight_grad.t151_c1_1, align 64
+  %3055 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1941, <16 x float> %t151_b1942, <16 x float> %t151_c1_1)
+  store <16 x float> %3055, ptr %fc2_weight_grad.t151_c1_1, align 64
+  %t151_a1943 = load <16 x float>, ptr %fc2_weight_grad.t151_a1, align 64
+  %t151_b2944 = load <16 x float>, ptr %fc2_weight_grad.t151_b2, align 64
+  %t151_c1_2 = load <16 x float>, ptr %fc2_weight_grad.t151_c1_2, align 64
+  %3056 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1943, <16 x float> %t151_b2944, <16 x float> %t151_c1_2)
+  store <16 x float> %3056, ptr %fc2_weight_grad.t151_c1_2, align 64
+  %t151_a1945 = load <16 x float>, ptr %fc2_weight_grad.t151_a1, align 64
+  %t151_b3946 = load <16 x float>, ptr %fc2_weight_grad.t151_b3, align 64
+  %t151_c1_3 = load <16 x float>, ptr %fc2_weight_grad.t151_c1_3, align 64
+  %3057 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1945, <16 x float> %t151_b3946, <16 x float> %t151_c1_3)
+  store <16 x float> %3057, ptr %fc2_weight_grad.t151_c1_3, align 64
+  %3058 = mul nsw i64 %fc2_weight_grad.k152930, 10
+  %3059 = add nsw i64 610968, %3058
+  %arena947 = getelementptr inbounds float, ptr %arena, i64 %3059
+  %3060 = load float, ptr %arena947, align 4
+  %3061 = insertelement <16 x float> undef, float %3060, i32 0
+  %3062 = shufflevector <16 x float> %3061, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3062, ptr %fc2_weight_grad.t151_a2, align 64
+  %t151_a2 = load <16 x float>, ptr %fc2_weight_grad.t151_a2, align 64
+  %t151_b0948 = load <16 x float>, ptr %fc2_weight_grad.t151_b0, align 64
+  %t151_c2_0 = load <16 x float>, ptr %fc2_weight_grad.t151_c2_0, align 64
+  %3063 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2, <16 x float> %t151_b0948, <16 x float> %t151_c2_0)
+  store <16 x float> %3063, ptr %fc2_weight_grad.t151_c2_0, align 64
+  %t151_a2949 = load <16 x float>, ptr %fc2_weight_grad.t151_a2, align 64
+  %t151_b1950 = load <16 x float>, ptr %fc2_weight_grad.t151_b1, align 64
+  %t151_c2_1 = load <16 x float>, ptr %fc2_weight_grad.t151_c2_1, align 64
+  %3064 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2949, <16 x float> %t151_b1950, <16 x float> %t151_c2_1)
+  store <16 x float> %3064, ptr %fc2_weight_grad.t151_c2_1, align 64
+  %t151_a2951 = load <16 x float>, ptr %fc2_weight_grad.t151_a2, align 64
+  %t151_b2952 = load <16 x float>, ptr %fc2_weight_grad.t151_b2, align 64
+  %t151_c2_2 = load <16 x float>, ptr %fc2_weight_grad.t151_c2_2, align 64
+  %3065 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2951, <16 x float> %t151_b2952, <16 x float> %t151_c2_2)
+  store <16 x float> %3065, ptr %fc2_weight_grad.t151_c2_2, align 64
+  %t151_a2953 = load <16 x float>, ptr %fc2_weight_grad.t151_a2, align 64
+  %t151_b3954 = load <16 x float>, ptr %fc2_weight_grad.t151_b3, align 64
+  %t151_c2_3 = load <16 x float>, ptr %fc2_weight_grad.t151_c2_3, align 64
+  %3066 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2953, <16 x float> %t151_b3954, <16 x float> %t151_c2_3)
+  store <16 x float> %3066, ptr %fc2_weight_grad.t151_c2_3, align 64
+  %3067 = mul nsw i64 %fc2_weight_grad.k152930, 10
+  %3068 = add nsw i64 610969, %3067
+  %arena955 = getelementptr inbounds float, ptr %arena, i64 %3068
+  %3069 = load float, ptr %arena955, align 4
+  %3070 = insertelement <16 x float> undef, float %3069, i32 0
+  %3071 = shufflevector <16 x float> %3070, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3071, ptr %fc2_weight_grad.t151_a3, align 64
+  %t151_a3 = load <16 x float>, ptr %fc2_weight_grad.t151_a3, align 64
+  %t151_b0956 = load <16 x float>, ptr %fc2_weight_grad.t151_b0, align 64
+  %t151_c3_0 = load <16 x float>, ptr %fc2_weight_grad.t151_c3_0, align 64
+  %3072 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3, <16 x float> %t151_b0956, <16 x float> %t151_c3_0)
+  store <16 x float> %3072, ptr %fc2_weight_grad.t151_c3_0, align 64
+  %t151_a3957 = load <16 x float>, ptr %fc2_weight_grad.t151_a3, align 64
+  %t151_b1958 = load <16 x float>, ptr %fc2_weight_grad.t151_b1, align 64
+  %t151_c3_1 = load <16 x float>, ptr %fc2_weight_grad.t151_c3_1, align 64
+  %3073 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3957, <16 x float> %t151_b1958, <16 x float> %t151_c3_1)
+  store <16 x float> %3073, ptr %fc2_weight_grad.t151_c3_1, align 64
+  %t151_a3959 = load <16 x float>, ptr %fc2_weight_grad.t151_a3, align 64
+  %t151_b2960 = load <16 x float>, ptr %fc2_weight_grad.t151_b2, align 64
+  %t151_c3_2 = load <16 x float>, ptr %fc2_weight_grad.t151_c3_2, align 64
+  %3074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3959, <16 x float> %t151_b2960, <16 x float> %t151_c3_2)
+  store <16 x float> %3074, ptr %fc2_weight_grad.t151_c3_2, align 64
+  %t151_a3961 = load <16 x float>, ptr %fc2_weight_grad.t151_a3, align 64
+  %t151_b3962 = load <16 x float>, ptr %fc2_weight_grad.t151_b3, align 64
+  %t151_c3_3 = load <16 x float>, ptr %fc2_weight_grad.t151_c3_3, align 64
+  %3075 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3961, <16 x float> %t151_b3962, <16 x float> %t151_c3_3)
+  store <16 x float> %3075, ptr %fc2_weight_grad.t151_c3_3, align 64
+  %k152.next = add nsw i64 %fc2_weight_grad.k152930, 1
+  %3076 = icmp slt i64 %k152.next, 64
+  br i1 %3076, label %fc2_weight_grad.k152, label %fc2_weight_grad.k152.end
+
+fc2_weight_grad.k152.end:                         ; preds = %fc2_weight_grad.k152
+  %t151_c0_0963 = load <16 x float>, ptr %fc2_weight_grad.t151_c0_0, align 64
+  %3077 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3078 = add nsw i64 206400, %3077
+  %grads964 = getelementptr inbounds float, ptr %grads, i64 %3078
+  store <16 x float> %t151_c0_0963, ptr %grads964, align 4
+  %t151_c0_1965 = load <16 x float>, ptr %fc2_weight_grad.t151_c0_1, align 64
+  %3079 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3080 = add nsw i64 206400, %3079
   %3081 = add nsw i64 %3080, 16
-  %arena937 = getelementptr inbounds float, ptr %arena, i64 %3081
-  %3082 = load <16 x float>, ptr %arena937, align 4
-  store <16 x float> %3082, ptr %conv2_weight_grad.t179_c2_1, align 64
-  %3083 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3084 = add nsw i64 %3083, 3
-  %3085 = mul nsw i64 %3084, 32
-  %3086 = add nsw i64 3337488, %3085
-  %3087 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3088 = add nsw i64 %3086, %3087
-  %arena938 = getelementptr inbounds float, ptr %arena, i64 %3088
-  %3089 = load <16 x float>, ptr %arena938, align 4
-  store <16 x float> %3089, ptr %conv2_weight_grad.t179_c3_0, align 64
-  %3090 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3091 = add nsw i64 %3090, 3
-  %3092 = mul nsw i64 %3091, 32
-  %3093 = add nsw i64 3337488, %3092
-  %3094 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3095 = add nsw i64 %3093, %3094
-  %3096 = add nsw i64 %3095, 16
-  %arena939 = getelementptr inbounds float, ptr %arena, i64 %3096
-  %3097 = load <16 x float>, ptr %arena939, align 4
-  store <16 x float> %3097, ptr %conv2_weight_grad.t179_c3_1, align 64
-  %3098 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3099 = add nsw i64 %3098, 4
-  %3100 = mul nsw i64 %3099, 32
-  %3101 = add nsw i64 3337488, %3100
-  %3102 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3103 = add nsw i64 %3101, %3102
-  %arena940 = getelementptr inbounds float, ptr %arena, i64 %3103
-  %3104 = load <16 x float>, ptr %arena940, align 4
-  store <16 x float> %3104, ptr %conv2_weight_grad.t179_c4_0, align 64
-  %3105 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3106 = add nsw i64 %3105, 4
-  %3107 = mul nsw i64 %3106, 32
-  %3108 = add nsw i64 3337488, %3107
-  %3109 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3110 = add nsw i64 %3108, %3109
-  %3111 = add nsw i64 %3110, 16
-  %arena941 = getelementptr inbounds float, ptr %arena, i64 %3111
-  %3112 = load <16 x float>, ptr %arena941, align 4
-  store <16 x float> %3112, ptr %conv2_weight_grad.t179_c4_1, align 64
-  %3113 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3114 = add nsw i64 %3113, 5
-  %3115 = mul nsw i64 %3114, 32
-  %3116 = add nsw i64 3337488, %3115
-  %3117 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3118 = add nsw i64 %3116, %3117
-  %arena942 = getelementptr inbounds float, ptr %arena, i64 %3118
-  %3119 = load <16 x float>, ptr %arena942, align 4
-  store <16 x float> %3119, ptr %conv2_weight_grad.t179_c5_0, align 64
-  %3120 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3121 = add nsw i64 %3120, 5
-  %3122 = mul nsw i64 %3121, 32
-  %3123 = add nsw i64 3337488, %3122
-  %3124 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3125 = add nsw i64 %3123, %3124
-  %3126 = add nsw i64 %3125, 16
-  %arena943 = getelementptr inbounds float, ptr %arena, i64 %3126
-  %3127 = load <16 x float>, ptr %arena943, align 4
-  store <16 x float> %3127, ptr %conv2_weight_grad.t179_c5_1, align 64
-  %3128 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3129 = add nsw i64 %3128, 6
-  %3130 = mul nsw i64 %3129, 32
-  %3131 = add nsw i64 3337488, %3130
-  %3132 = mul nsw i64 %conv2_weight_grad.nb177930, 32
+  %grads966 = getelementptr inbounds float, ptr %grads, i64 %3081
+  store <16 x float> %t151_c0_1965, ptr %grads966, align 4
+  %t151_c0_2967 = load <16 x float>, ptr %fc2_weight_grad.t151_c0_2, align 64
+  %3082 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3083 = add nsw i64 206400, %3082
+  %3084 = add nsw i64 %3083, 32
+  %grads968 = getelementptr inbounds float, ptr %grads, i64 %3084
+  store <16 x float> %t151_c0_2967, ptr %grads968, align 4
+  %t151_c0_3969 = load <16 x float>, ptr %fc2_weight_grad.t151_c0_3, align 64
+  %3085 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3086 = add nsw i64 206400, %3085
+  %3087 = add nsw i64 %3086, 48
+  %grads970 = getelementptr inbounds float, ptr %grads, i64 %3087
+  store <16 x float> %t151_c0_3969, ptr %grads970, align 4
+  %t151_c1_0971 = load <16 x float>, ptr %fc2_weight_grad.t151_c1_0, align 64
+  %3088 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3089 = add nsw i64 206528, %3088
+  %grads972 = getelementptr inbounds float, ptr %grads, i64 %3089
+  store <16 x float> %t151_c1_0971, ptr %grads972, align 4
+  %t151_c1_1973 = load <16 x float>, ptr %fc2_weight_grad.t151_c1_1, align 64
+  %3090 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3091 = add nsw i64 206528, %3090
+  %3092 = add nsw i64 %3091, 16
+  %grads974 = getelementptr inbounds float, ptr %grads, i64 %3092
+  store <16 x float> %t151_c1_1973, ptr %grads974, align 4
+  %t151_c1_2975 = load <16 x float>, ptr %fc2_weight_grad.t151_c1_2, align 64
+  %3093 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3094 = add nsw i64 206528, %3093
+  %3095 = add nsw i64 %3094, 32
+  %grads976 = getelementptr inbounds float, ptr %grads, i64 %3095
+  store <16 x float> %t151_c1_2975, ptr %grads976, align 4
+  %t151_c1_3977 = load <16 x float>, ptr %fc2_weight_grad.t151_c1_3, align 64
+  %3096 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3097 = add nsw i64 206528, %3096
+  %3098 = add nsw i64 %3097, 48
+  %grads978 = getelementptr inbounds float, ptr %grads, i64 %3098
+  store <16 x float> %t151_c1_3977, ptr %grads978, align 4
+  %t151_c2_0979 = load <16 x float>, ptr %fc2_weight_grad.t151_c2_0, align 64
+  %3099 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3100 = add nsw i64 206656, %3099
+  %grads980 = getelementptr inbounds float, ptr %grads, i64 %3100
+  store <16 x float> %t151_c2_0979, ptr %grads980, align 4
+  %t151_c2_1981 = load <16 x float>, ptr %fc2_weight_grad.t151_c2_1, align 64
+  %3101 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3102 = add nsw i64 206656, %3101
+  %3103 = add nsw i64 %3102, 16
+  %grads982 = getelementptr inbounds float, ptr %grads, i64 %3103
+  store <16 x float> %t151_c2_1981, ptr %grads982, align 4
+  %t151_c2_2983 = load <16 x float>, ptr %fc2_weight_grad.t151_c2_2, align 64
+  %3104 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3105 = add nsw i64 206656, %3104
+  %3106 = add nsw i64 %3105, 32
+  %grads984 = getelementptr inbounds float, ptr %grads, i64 %3106
+  store <16 x float> %t151_c2_2983, ptr %grads984, align 4
+  %t151_c2_3985 = load <16 x float>, ptr %fc2_weight_grad.t151_c2_3, align 64
+  %3107 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3108 = add nsw i64 206656, %3107
+  %3109 = add nsw i64 %3108, 48
+  %grads986 = getelementptr inbounds float, ptr %grads, i64 %3109
+  store <16 x float> %t151_c2_3985, ptr %grads986, align 4
+  %t151_c3_0987 = load <16 x float>, ptr %fc2_weight_grad.t151_c3_0, align 64
+  %3110 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3111 = add nsw i64 206784, %3110
+  %grads988 = getelementptr inbounds float, ptr %grads, i64 %3111
+  store <16 x float> %t151_c3_0987, ptr %grads988, align 4
+  %t151_c3_1989 = load <16 x float>, ptr %fc2_weight_grad.t151_c3_1, align 64
+  %3112 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3113 = add nsw i64 206784, %3112
+  %3114 = add nsw i64 %3113, 16
+  %grads990 = getelementptr inbounds float, ptr %grads, i64 %3114
+  store <16 x float> %t151_c3_1989, ptr %grads990, align 4
+  %t151_c3_2991 = load <16 x float>, ptr %fc2_weight_grad.t151_c3_2, align 64
+  %3115 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3116 = add nsw i64 206784, %3115
+  %3117 = add nsw i64 %3116, 32
+  %grads992 = getelementptr inbounds float, ptr %grads, i64 %3117
+  store <16 x float> %t151_c3_2991, ptr %grads992, align 4
+  %t151_c3_3993 = load <16 x float>, ptr %fc2_weight_grad.t151_c3_3, align 64
+  %3118 = mul nsw i64 %fc2_weight_grad.nb147831, 64
+  %3119 = add nsw i64 206784, %3118
+  %3120 = add nsw i64 %3119, 48
+  %grads994 = getelementptr inbounds float, ptr %grads, i64 %3120
+  store <16 x float> %t151_c3_3993, ptr %grads994, align 4
+  %nb147.next = add nsw i64 %fc2_weight_grad.nb147831, 1
+  %3121 = icmp slt i64 %nb147.next, 2
+  br i1 %3121, label %fc2_weight_grad.nb147, label %fc2_weight_grad.nb147.end
+
+fc2_bias_grad.u153:                               ; preds = %fc2_bias_grad.n155.end, %fc2_weight_grad.nb147.end
+  %fc2_bias_grad.u153995 = phi i64 [ 0, %fc2_weight_grad.nb147.end ], [ %u153.next, %fc2_bias_grad.n155.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc154, align 4
+  br label %fc2_bias_grad.n155
+
+fc2_bias_grad.u153.end:                           ; preds = %fc2_bias_grad.n155.end
+  br label %relu3_grad.nb156
+
+fc2_bias_grad.n155:                               ; preds = %fc2_bias_grad.n155, %fc2_bias_grad.u153
+  %fc2_bias_grad.n155996 = phi i64 [ 0, %fc2_bias_grad.u153 ], [ %n155.next, %fc2_bias_grad.n155 ]
+  %acc154 = load float, ptr %fc2_bias_grad.acc154, align 4
+  %3122 = mul nsw i64 %fc2_bias_grad.n155996, 10
+  %3123 = add nsw i64 610960, %3122
+  %3124 = add nsw i64 %3123, %fc2_bias_grad.u153995
+  %arena997 = getelementptr inbounds float, ptr %arena, i64 %3124
+  %3125 = load float, ptr %arena997, align 4
+  %3126 = fadd float %acc154, %3125
+  store float %3126, ptr %fc2_bias_grad.acc154, align 4
+  %n155.next = add nsw i64 %fc2_bias_grad.n155996, 1
+  %3127 = icmp slt i64 %n155.next, 64
+  br i1 %3127, label %fc2_bias_grad.n155, label %fc2_bias_grad.n155.end
+
+fc2_bias_grad.n155.end:                           ; preds = %fc2_bias_grad.n155
+  %acc154998 = load float, ptr %fc2_bias_grad.acc154, align 4
+  %3128 = add nsw i64 206912, %fc2_bias_grad.u153995
+  %grads999 = getelementptr inbounds float, ptr %grads, i64 %3128
+  store float %acc154998, ptr %grads999, align 4
+  %u153.next = add nsw i64 %fc2_bias_grad.u153995, 1
+  %3129 = icmp slt i64 %u153.next, 10
+  br i1 %3129, label %fc2_bias_grad.u153, label %fc2_bias_grad.u153.end
+
+relu3_grad.nb156:                                 ; preds = %relu3_grad.k161.end, %fc2_bias_grad.u153.end
+  %relu3_grad.nb1561000 = phi i64 [ 0, %fc2_bias_grad.u153.end ], [ %nb156.next, %relu3_grad.k161.end ]
+  br label %relu3_grad.mb157
+
+relu3_grad.nb156.end:                             ; preds = %relu3_grad.k161.end
+  br label %fc1_grad.i162
+
+relu3_grad.mb157:                                 ; preds = %relu3_grad.k159.end, %relu3_grad.nb156
+  %relu3_grad.mb1571001 = phi i64 [ 0, %relu3_grad.nb156 ], [ %mb157.next, %relu3_grad.k159.end ]
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t158_c5_3, align 64
+  br label %relu3_grad.k159
+
+relu3_grad.mb157.end:                             ; preds = %relu3_grad.k159.end
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu3_grad.t160_c3_3, align 64
+  br label %relu3_grad.k161
+
+relu3_grad.k159:                                  ; preds = %relu3_grad.k159, %relu3_grad.mb157
+  %relu3_grad.k1591002 = phi i64 [ 0, %relu3_grad.mb157 ], [ %k159.next, %relu3_grad.k159 ]
+  %3130 = mul nsw i64 %relu3_grad.k1591002, 128
+  %3131 = add nsw i64 205632, %3130
+  %3132 = mul nsw i64 %relu3_grad.nb1561000, 64
   %3133 = add nsw i64 %3131, %3132
-  %arena944 = getelementptr inbounds float, ptr %arena, i64 %3133
-  %3134 = load <16 x float>, ptr %arena944, align 4
-  store <16 x float> %3134, ptr %conv2_weight_grad.t179_c6_0, align 64
-  %3135 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3136 = add nsw i64 %3135, 6
-  %3137 = mul nsw i64 %3136, 32
-  %3138 = add nsw i64 3337488, %3137
-  %3139 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3140 = add nsw i64 %3138, %3139
-  %3141 = add nsw i64 %3140, 16
-  %arena945 = getelementptr inbounds float, ptr %arena, i64 %3141
-  %3142 = load <16 x float>, ptr %arena945, align 4
-  store <16 x float> %3142, ptr %conv2_weight_grad.t179_c6_1, align 64
-  %3143 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3144 = add nsw i64 %3143, 7
-  %3145 = mul nsw i64 %3144, 32
-  %3146 = add nsw i64 3337488, %3145
-  %3147 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3148 = add nsw i64 %3146, %3147
-  %arena946 = getelementptr inbounds float, ptr %arena, i64 %3148
-  %3149 = load <16 x float>, ptr %arena946, align 4
-  store <16 x float> %3149, ptr %conv2_weight_grad.t179_c7_0, align 64
-  %3150 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3151 = add nsw i64 %3150, 7
-  %3152 = mul nsw i64 %3151, 32
-  %3153 = add nsw i64 3337488, %3152
-  %3154 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3155 = add nsw i64 %3153, %3154
-  %3156 = add nsw i64 %3155, 16
-  %arena947 = getelementptr inbounds float, ptr %arena, i64 %3156
-  %3157 = load <16 x float>, ptr %arena947, align 4
-  store <16 x float> %3157, ptr %conv2_weight_grad.t179_c7_1, align 64
-  %3158 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3159 = add nsw i64 %3158, 8
-  %3160 = mul nsw i64 %3159, 32
-  %3161 = add nsw i64 3337488, %3160
-  %3162 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3163 = add nsw i64 %3161, %3162
-  %arena948 = getelementptr inbounds float, ptr %arena, i64 %3163
-  %3164 = load <16 x float>, ptr %arena948, align 4
-  store <16 x float> %3164, ptr %conv2_weight_grad.t179_c8_0, align 64
-  %3165 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3166 = add nsw i64 %3165, 8
-  %3167 = mul nsw i64 %3166, 32
-  %3168 = add nsw i64 3337488, %3167
-  %3169 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3170 = add nsw i64 %3168, %3169
-  %3171 = add nsw i64 %3170, 16
-  %arena949 = getelementptr inbounds float, ptr %arena, i64 %3171
-  %3172 = load <16 x float>, ptr %arena949, align 4
-  store <16 x float> %3172, ptr %conv2_weight_grad.t179_c8_1, align 64
-  %3173 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3174 = add nsw i64 %3173, 9
-  %3175 = mul nsw i64 %3174, 32
-  %3176 = add nsw i64 3337488, %3175
-  %3177 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3178 = add nsw i64 %3176, %3177
-  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3178
-  %3179 = load <16 x float>, ptr %arena950, align 4
-  store <16 x float> %3179, ptr %conv2_weight_grad.t179_c9_0, align 64
-  %3180 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3181 = add nsw i64 %3180, 9
-  %3182 = mul nsw i64 %3181, 32
-  %3183 = add nsw i64 3337488, %3182
-  %3184 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3185 = add nsw i64 %3183, %3184
-  %3186 = add nsw i64 %3185, 16
-  %arena951 = getelementptr inbounds float, ptr %arena, i64 %3186
-  %3187 = load <16 x float>, ptr %arena951, align 4
-  store <16 x float> %3187, ptr %conv2_weight_grad.t179_c9_1, align 64
-  %3188 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3189 = add nsw i64 %3188, 10
-  %3190 = mul nsw i64 %3189, 32
-  %3191 = add nsw i64 3337488, %3190
-  %3192 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3193 = add nsw i64 %3191, %3192
-  %arena952 = getelementptr inbounds float, ptr %arena, i64 %3193
-  %3194 = load <16 x float>, ptr %arena952, align 4
-  store <16 x float> %3194, ptr %conv2_weight_grad.t179_c10_0, align 64
-  %3195 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3196 = add nsw i64 %3195, 10
-  %3197 = mul nsw i64 %3196, 32
-  %3198 = add nsw i64 3337488, %3197
-  %3199 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3200 = add nsw i64 %3198, %3199
-  %3201 = add nsw i64 %3200, 16
-  %arena953 = getelementptr inbounds float, ptr %arena, i64 %3201
-  %3202 = load <16 x float>, ptr %arena953, align 4
-  store <16 x float> %3202, ptr %conv2_weight_grad.t179_c10_1, align 64
-  %3203 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3204 = add nsw i64 %3203, 11
-  %3205 = mul nsw i64 %3204, 32
-  %3206 = add nsw i64 3337488, %3205
-  %3207 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3208 = add nsw i64 %3206, %3207
-  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3208
-  %3209 = load <16 x float>, ptr %arena954, align 4
-  store <16 x float> %3209, ptr %conv2_weight_grad.t179_c11_0, align 64
-  %3210 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3211 = add nsw i64 %3210, 11
-  %3212 = mul nsw i64 %3211, 32
-  %3213 = add nsw i64 3337488, %3212
-  %3214 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3215 = add nsw i64 %3213, %3214
-  %3216 = add nsw i64 %3215, 16
-  %arena955 = getelementptr inbounds float, ptr %arena, i64 %3216
-  %3217 = load <16 x float>, ptr %arena955, align 4
-  store <16 x float> %3217, ptr %conv2_weight_grad.t179_c11_1, align 64
-  %3218 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3219 = add nsw i64 %3218, 12
-  %3220 = mul nsw i64 %3219, 32
-  %3221 = add nsw i64 3337488, %3220
-  %3222 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3223 = add nsw i64 %3221, %3222
-  %arena956 = getelementptr inbounds float, ptr %arena, i64 %3223
-  %3224 = load <16 x float>, ptr %arena956, align 4
-  store <16 x float> %3224, ptr %conv2_weight_grad.t179_c12_0, align 64
-  %3225 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3226 = add nsw i64 %3225, 12
-  %3227 = mul nsw i64 %3226, 32
-  %3228 = add nsw i64 3337488, %3227
-  %3229 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3230 = add nsw i64 %3228, %3229
-  %3231 = add nsw i64 %3230, 16
-  %arena957 = getelementptr inbounds float, ptr %arena, i64 %3231
-  %3232 = load <16 x float>, ptr %arena957, align 4
-  store <16 x float> %3232, ptr %conv2_weight_grad.t179_c12_1, align 64
-  %3233 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3234 = add nsw i64 %3233, 13
-  %3235 = mul nsw i64 %3234, 32
-  %3236 = add nsw i64 3337488, %3235
-  %3237 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3238 = add nsw i64 %3236, %3237
-  %arena958 = getelementptr inbounds float, ptr %arena, i64 %3238
-  %3239 = load <16 x float>, ptr %arena958, align 4
-  store <16 x float> %3239, ptr %conv2_weight_grad.t179_c13_0, align 64
-  %3240 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3241 = add nsw i64 %3240, 13
-  %3242 = mul nsw i64 %3241, 32
-  %3243 = add nsw i64 3337488, %3242
-  %3244 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3245 = add nsw i64 %3243, %3244
-  %3246 = add nsw i64 %3245, 16
-  %arena959 = getelementptr inbounds float, ptr %arena, i64 %3246
-  %3247 = load <16 x float>, ptr %arena959, align 4
-  store <16 x float> %3247, ptr %conv2_weight_grad.t179_c13_1, align 64
-  br label %conv2_weight_grad.k180
+  %params1003 = getelementptr inbounds float, ptr %params, i64 %3133
+  %3134 = load <16 x float>, ptr %params1003, align 4
+  store <16 x float> %3134, ptr %relu3_grad.t158_b0, align 64
+  %3135 = mul nsw i64 %relu3_grad.k1591002, 128
+  %3136 = add nsw i64 205632, %3135
+  %3137 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3138 = add nsw i64 %3136, %3137
+  %3139 = add nsw i64 %3138, 16
+  %params1004 = getelementptr inbounds float, ptr %params, i64 %3139
+  %3140 = load <16 x float>, ptr %params1004, align 4
+  store <16 x float> %3140, ptr %relu3_grad.t158_b1, align 64
+  %3141 = mul nsw i64 %relu3_grad.k1591002, 128
+  %3142 = add nsw i64 205632, %3141
+  %3143 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3144 = add nsw i64 %3142, %3143
+  %3145 = add nsw i64 %3144, 32
+  %params1005 = getelementptr inbounds float, ptr %params, i64 %3145
+  %3146 = load <16 x float>, ptr %params1005, align 4
+  store <16 x float> %3146, ptr %relu3_grad.t158_b2, align 64
+  %3147 = mul nsw i64 %relu3_grad.k1591002, 128
+  %3148 = add nsw i64 205632, %3147
+  %3149 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3150 = add nsw i64 %3148, %3149
+  %3151 = add nsw i64 %3150, 48
+  %params1006 = getelementptr inbounds float, ptr %params, i64 %3151
+  %3152 = load <16 x float>, ptr %params1006, align 4
+  store <16 x float> %3152, ptr %relu3_grad.t158_b3, align 64
+  %3153 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3154 = mul nsw i64 %3153, 10
+  %3155 = add nsw i64 610960, %3154
+  %3156 = add nsw i64 %3155, %relu3_grad.k1591002
+  %arena1007 = getelementptr inbounds float, ptr %arena, i64 %3156
+  %3157 = load float, ptr %arena1007, align 4
+  %3158 = insertelement <16 x float> undef, float %3157, i32 0
+  %3159 = shufflevector <16 x float> %3158, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3159, ptr %relu3_grad.t158_a0, align 64
+  %t158_a0 = load <16 x float>, ptr %relu3_grad.t158_a0, align 64
+  %t158_b0 = load <16 x float>, ptr %relu3_grad.t158_b0, align 64
+  %t158_c0_0 = load <16 x float>, ptr %relu3_grad.t158_c0_0, align 64
+  %3160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a0, <16 x float> %t158_b0, <16 x float> %t158_c0_0)
+  store <16 x float> %3160, ptr %relu3_grad.t158_c0_0, align 64
+  %t158_a01008 = load <16 x float>, ptr %relu3_grad.t158_a0, align 64
+  %t158_b1 = load <16 x float>, ptr %relu3_grad.t158_b1, align 64
+  %t158_c0_1 = load <16 x float>, ptr %relu3_grad.t158_c0_1, align 64
+  %3161 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a01008, <16 x float> %t158_b1, <16 x float> %t158_c0_1)
+  store <16 x float> %3161, ptr %relu3_grad.t158_c0_1, align 64
+  %t158_a01009 = load <16 x float>, ptr %relu3_grad.t158_a0, align 64
+  %t158_b2 = load <16 x float>, ptr %relu3_grad.t158_b2, align 64
+  %t158_c0_2 = load <16 x float>, ptr %relu3_grad.t158_c0_2, align 64
+  %3162 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a01009, <16 x float> %t158_b2, <16 x float> %t158_c0_2)
+  store <16 x float> %3162, ptr %relu3_grad.t158_c0_2, align 64
+  %t158_a01010 = load <16 x float>, ptr %relu3_grad.t158_a0, align 64
+  %t158_b3 = load <16 x float>, ptr %relu3_grad.t158_b3, align 64
+  %t158_c0_3 = load <16 x float>, ptr %relu3_grad.t158_c0_3, align 64
+  %3163 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a01010, <16 x float> %t158_b3, <16 x float> %t158_c0_3)
+  store <16 x float> %3163, ptr %relu3_grad.t158_c0_3, align 64
+  %3164 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3165 = add nsw i64 %3164, 1
+  %3166 = mul nsw i64 %3165, 10
+  %3167 = add nsw i64 610960, %3166
+  %3168 = add nsw i64 %3167, %relu3_grad.k1591002
+  %arena1011 = getelementptr inbounds float, ptr %arena, i64 %3168
+  %3169 = load float, ptr %arena1011, align 4
+  %3170 = insertelement <16 x float> undef, float %3169, i32 0
+  %3171 = shufflevector <16 x float> %3170, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3171, ptr %relu3_grad.t158_a1, align 64
+  %t158_a1 = load <16 x float>, ptr %relu3_grad.t158_a1, align 64
+  %t158_b01012 = load <16 x float>, ptr %relu3_grad.t158_b0, align 64
+  %t158_c1_0 = load <16 x float>, ptr %relu3_grad.t158_c1_0, align 64
+  %3172 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a1, <16 x float> %t158_b01012, <16 x float> %t158_c1_0)
+  store <16 x float> %3172, ptr %relu3_grad.t158_c1_0, align 64
+  %t158_a11013 = load <16 x float>, ptr %relu3_grad.t158_a1, align 64
+  %t158_b11014 = load <16 x float>, ptr %relu3_grad.t158_b1, align 64
+  %t158_c1_1 = load <16 x float>, ptr %relu3_grad.t158_c1_1, align 64
+  %3173 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a11013, <16 x float> %t158_b11014, <16 x float> %t158_c1_1)
+  store <16 x float> %3173, ptr %relu3_grad.t158_c1_1, align 64
+  %t158_a11015 = load <16 x float>, ptr %relu3_grad.t158_a1, align 64
+  %t158_b21016 = load <16 x float>, ptr %relu3_grad.t158_b2, align 64
+  %t158_c1_2 = load <16 x float>, ptr %relu3_grad.t158_c1_2, align 64
+  %3174 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a11015, <16 x float> %t158_b21016, <16 x float> %t158_c1_2)
+  store <16 x float> %3174, ptr %relu3_grad.t158_c1_2, align 64
+  %t158_a11017 = load <16 x float>, ptr %relu3_grad.t158_a1, align 64
+  %t158_b31018 = load <16 x float>, ptr %relu3_grad.t158_b3, align 64
+  %t158_c1_3 = load <16 x float>, ptr %relu3_grad.t158_c1_3, align 64
+  %3175 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a11017, <16 x float> %t158_b31018, <16 x float> %t158_c1_3)
+  store <16 x float> %3175, ptr %relu3_grad.t158_c1_3, align 64
+  %3176 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3177 = add nsw i64 %3176, 2
+  %3178 = mul nsw i64 %3177, 10
+  %3179 = add nsw i64 610960, %3178
+  %3180 = add nsw i64 %3179, %relu3_grad.k1591002
+  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %3180
+  %3181 = load float, ptr %arena1019, align 4
+  %3182 = insertelement <16 x float> undef, float %3181, i32 0
+  %3183 = shufflevector <16 x float> %3182, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3183, ptr %relu3_grad.t158_a2, align 64
+  %t158_a2 = load <16 x float>, ptr %relu3_grad.t158_a2, align 64
+  %t158_b01020 = load <16 x float>, ptr %relu3_grad.t158_b0, align 64
+  %t158_c2_0 = load <16 x float>, ptr %relu3_grad.t158_c2_0, align 64
+  %3184 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a2, <16 x float> %t158_b01020, <16 x float> %t158_c2_0)
+  store <16 x float> %3184, ptr %relu3_grad.t158_c2_0, align 64
+  %t158_a21021 = load <16 x float>, ptr %relu3_grad.t158_a2, align 64
+  %t158_b11022 = load <16 x float>, ptr %relu3_grad.t158_b1, align 64
+  %t158_c2_1 = load <16 x float>, ptr %relu3_grad.t158_c2_1, align 64
+  %3185 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a21021, <16 x float> %t158_b11022, <16 x float> %t158_c2_1)
+  store <16 x float> %3185, ptr %relu3_grad.t158_c2_1, align 64
+  %t158_a21023 = load <16 x float>, ptr %relu3_grad.t158_a2, align 64
+  %t158_b21024 = load <16 x float>, ptr %relu3_grad.t158_b2, align 64
+  %t158_c2_2 = load <16 x float>, ptr %relu3_grad.t158_c2_2, align 64
+  %3186 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a21023, <16 x float> %t158_b21024, <16 x float> %t158_c2_2)
+  store <16 x float> %3186, ptr %relu3_grad.t158_c2_2, align 64
+  %t158_a21025 = load <16 x float>, ptr %relu3_grad.t158_a2, align 64
+  %t158_b31026 = load <16 x float>, ptr %relu3_grad.t158_b3, align 64
+  %t158_c2_3 = load <16 x float>, ptr %relu3_grad.t158_c2_3, align 64
+  %3187 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a21025, <16 x float> %t158_b31026, <16 x float> %t158_c2_3)
+  store <16 x float> %3187, ptr %relu3_grad.t158_c2_3, align 64
+  %3188 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3189 = add nsw i64 %3188, 3
+  %3190 = mul nsw i64 %3189, 10
+  %3191 = add nsw i64 610960, %3190
+  %3192 = add nsw i64 %3191, %relu3_grad.k1591002
+  %arena1027 = getelementptr inbounds float, ptr %arena, i64 %3192
+  %3193 = load float, ptr %arena1027, align 4
+  %3194 = insertelement <16 x float> undef, float %3193, i32 0
+  %3195 = shufflevector <16 x float> %3194, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3195, ptr %relu3_grad.t158_a3, align 64
+  %t158_a3 = load <16 x float>, ptr %relu3_grad.t158_a3, align 64
+  %t158_b01028 = load <16 x float>, ptr %relu3_grad.t158_b0, align 64
+  %t158_c3_0 = load <16 x float>, ptr %relu3_grad.t158_c3_0, align 64
+  %3196 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a3, <16 x float> %t158_b01028, <16 x float> %t158_c3_0)
+  store <16 x float> %3196, ptr %relu3_grad.t158_c3_0, align 64
+  %t158_a31029 = load <16 x float>, ptr %relu3_grad.t158_a3, align 64
+  %t158_b11030 = load <16 x float>, ptr %relu3_grad.t158_b1, align 64
+  %t158_c3_1 = load <16 x float>, ptr %relu3_grad.t158_c3_1, align 64
+  %3197 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a31029, <16 x float> %t158_b11030, <16 x float> %t158_c3_1)
+  store <16 x float> %3197, ptr %relu3_grad.t158_c3_1, align 64
+  %t158_a31031 = load <16 x float>, ptr %relu3_grad.t158_a3, align 64
+  %t158_b21032 = load <16 x float>, ptr %relu3_grad.t158_b2, align 64
+  %t158_c3_2 = load <16 x float>, ptr %relu3_grad.t158_c3_2, align 64
+  %3198 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a31031, <16 x float> %t158_b21032, <16 x float> %t158_c3_2)
+  store <16 x float> %3198, ptr %relu3_grad.t158_c3_2, align 64
+  %t158_a31033 = load <16 x float>, ptr %relu3_grad.t158_a3, align 64
+  %t158_b31034 = load <16 x float>, ptr %relu3_grad.t158_b3, align 64
+  %t158_c3_3 = load <16 x float>, ptr %relu3_grad.t158_c3_3, align 64
+  %3199 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a31033, <16 x float> %t158_b31034, <16 x float> %t158_c3_3)
+  store <16 x float> %3199, ptr %relu3_grad.t158_c3_3, align 64
+  %3200 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3201 = add nsw i64 %3200, 4
+  %3202 = mul nsw i64 %3201, 10
+  %3203 = add nsw i64 610960, %3202
+  %3204 = add nsw i64 %3203, %relu3_grad.k1591002
+  %arena1035 = getelementptr inbounds float, ptr %arena, i64 %3204
+  %3205 = load float, ptr %arena1035, align 4
+  %3206 = insertelement <16 x float> undef, float %3205, i32 0
+  %3207 = shufflevector <16 x float> %3206, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3207, ptr %relu3_grad.t158_a4, align 64
+  %t158_a4 = load <16 x float>, ptr %relu3_grad.t158_a4, align 64
+  %t158_b01036 = load <16 x float>, ptr %relu3_grad.t158_b0, align 64
+  %t158_c4_0 = load <16 x float>, ptr %relu3_grad.t158_c4_0, align 64
+  %3208 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a4, <16 x float> %t158_b01036, <16 x float> %t158_c4_0)
+  store <16 x float> %3208, ptr %relu3_grad.t158_c4_0, align 64
+  %t158_a41037 = load <16 x float>, ptr %relu3_grad.t158_a4, align 64
+  %t158_b11038 = load <16 x float>, ptr %relu3_grad.t158_b1, align 64
+  %t158_c4_1 = load <16 x float>, ptr %relu3_grad.t158_c4_1, align 64
+  %3209 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a41037, <16 x float> %t158_b11038, <16 x float> %t158_c4_1)
+  store <16 x float> %3209, ptr %relu3_grad.t158_c4_1, align 64
+  %t158_a41039 = load <16 x float>, ptr %relu3_grad.t158_a4, align 64
+  %t158_b21040 = load <16 x float>, ptr %relu3_grad.t158_b2, align 64
+  %t158_c4_2 = load <16 x float>, ptr %relu3_grad.t158_c4_2, align 64
+  %3210 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a41039, <16 x float> %t158_b21040, <16 x float> %t158_c4_2)
+  store <16 x float> %3210, ptr %relu3_grad.t158_c4_2, align 64
+  %t158_a41041 = load <16 x float>, ptr %relu3_grad.t158_a4, align 64
+  %t158_b31042 = load <16 x float>, ptr %relu3_grad.t158_b3, align 64
+  %t158_c4_3 = load <16 x float>, ptr %relu3_grad.t158_c4_3, align 64
+  %3211 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a41041, <16 x float> %t158_b31042, <16 x float> %t158_c4_3)
+  store <16 x float> %3211, ptr %relu3_grad.t158_c4_3, align 64
+  %3212 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3213 = add nsw i64 %3212, 5
+  %3214 = mul nsw i64 %3213, 10
+  %3215 = add nsw i64 610960, %3214
+  %3216 = add nsw i64 %3215, %relu3_grad.k1591002
+  %arena1043 = getelementptr inbounds float, ptr %arena, i64 %3216
+  %3217 = load float, ptr %arena1043, align 4
+  %3218 = insertelement <16 x float> undef, float %3217, i32 0
+  %3219 = shufflevector <16 x float> %3218, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3219, ptr %relu3_grad.t158_a5, align 64
+  %t158_a5 = load <16 x float>, ptr %relu3_grad.t158_a5, align 64
+  %t158_b01044 = load <16 x float>, ptr %relu3_grad.t158_b0, align 64
+  %t158_c5_0 = load <16 x float>, ptr %relu3_grad.t158_c5_0, align 64
+  %3220 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a5, <16 x float> %t158_b01044, <16 x float> %t158_c5_0)
+  store <16 x float> %3220, ptr %relu3_grad.t158_c5_0, align 64
+  %t158_a51045 = load <16 x float>, ptr %relu3_grad.t158_a5, align 64
+  %t158_b11046 = load <16 x float>, ptr %relu3_grad.t158_b1, align 64
+  %t158_c5_1 = load <16 x float>, ptr %relu3_grad.t158_c5_1, align 64
+  %3221 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a51045, <16 x float> %t158_b11046, <16 x float> %t158_c5_1)
+  store <16 x float> %3221, ptr %relu3_grad.t158_c5_1, align 64
+  %t158_a51047 = load <16 x float>, ptr %relu3_grad.t158_a5, align 64
+  %t158_b21048 = load <16 x float>, ptr %relu3_grad.t158_b2, align 64
+  %t158_c5_2 = load <16 x float>, ptr %relu3_grad.t158_c5_2, align 64
+  %3222 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a51047, <16 x float> %t158_b21048, <16 x float> %t158_c5_2)
+  store <16 x float> %3222, ptr %relu3_grad.t158_c5_2, align 64
+  %t158_a51049 = load <16 x float>, ptr %relu3_grad.t158_a5, align 64
+  %t158_b31050 = load <16 x float>, ptr %relu3_grad.t158_b3, align 64
+  %t158_c5_3 = load <16 x float>, ptr %relu3_grad.t158_c5_3, align 64
+  %3223 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t158_a51049, <16 x float> %t158_b31050, <16 x float> %t158_c5_3)
+  store <16 x float> %3223, ptr %relu3_grad.t158_c5_3, align 64
+  %k159.next = add nsw i64 %relu3_grad.k1591002, 1
+  %3224 = icmp slt i64 %k159.next, 10
+  br i1 %3224, label %relu3_grad.k159, label %relu3_grad.k159.end
 
-conv2_weight_grad.mb178.end:                      ; preds = %conv2_weight_grad.k180.end
-  %3248 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3249 = add nsw i64 3341968, %3248
-  %arena1073 = getelementptr inbounds float, ptr %arena, i64 %3249
-  %3250 = load <16 x float>, ptr %arena1073, align 4
-  store <16 x float> %3250, ptr %conv2_weight_grad.t181_c0_0, align 64
-  %3251 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3252 = add nsw i64 3341968, %3251
-  %3253 = add nsw i64 %3252, 16
-  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3253
-  %3254 = load <16 x float>, ptr %arena1074, align 4
-  store <16 x float> %3254, ptr %conv2_weight_grad.t181_c0_1, align 64
-  %3255 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3256 = add nsw i64 3342000, %3255
-  %arena1075 = getelementptr inbounds float, ptr %arena, i64 %3256
-  %3257 = load <16 x float>, ptr %arena1075, align 4
-  store <16 x float> %3257, ptr %conv2_weight_grad.t181_c1_0, align 64
-  %3258 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3259 = add nsw i64 3342000, %3258
+relu3_grad.k159.end:                              ; preds = %relu3_grad.k159
+  %t158_c0_01051 = load <16 x float>, ptr %relu3_grad.t158_c0_0, align 64
+  %3225 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3226 = mul nsw i64 %3225, 128
+  %3227 = add nsw i64 611600, %3226
+  %3228 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3229 = add nsw i64 %3227, %3228
+  %arena1052 = getelementptr inbounds float, ptr %arena, i64 %3229
+  store <16 x float> %t158_c0_01051, ptr %arena1052, align 4
+  %t158_c0_11053 = load <16 x float>, ptr %relu3_grad.t158_c0_1, align 64
+  %3230 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3231 = mul nsw i64 %3230, 128
+  %3232 = add nsw i64 611600, %3231
+  %3233 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3234 = add nsw i64 %3232, %3233
+  %3235 = add nsw i64 %3234, 16
+  %arena1054 = getelementptr inbounds float, ptr %arena, i64 %3235
+  store <16 x float> %t158_c0_11053, ptr %arena1054, align 4
+  %t158_c0_21055 = load <16 x float>, ptr %relu3_grad.t158_c0_2, align 64
+  %3236 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3237 = mul nsw i64 %3236, 128
+  %3238 = add nsw i64 611600, %3237
+  %3239 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3240 = add nsw i64 %3238, %3239
+  %3241 = add nsw i64 %3240, 32
+  %arena1056 = getelementptr inbounds float, ptr %arena, i64 %3241
+  store <16 x float> %t158_c0_21055, ptr %arena1056, align 4
+  %t158_c0_31057 = load <16 x float>, ptr %relu3_grad.t158_c0_3, align 64
+  %3242 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3243 = mul nsw i64 %3242, 128
+  %3244 = add nsw i64 611600, %3243
+  %3245 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3246 = add nsw i64 %3244, %3245
+  %3247 = add nsw i64 %3246, 48
+  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %3247
+  store <16 x float> %t158_c0_31057, ptr %arena1058, align 4
+  %t158_c1_01059 = load <16 x float>, ptr %relu3_grad.t158_c1_0, align 64
+  %3248 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3249 = add nsw i64 %3248, 1
+  %3250 = mul nsw i64 %3249, 128
+  %3251 = add nsw i64 611600, %3250
+  %3252 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3253 = add nsw i64 %3251, %3252
+  %arena1060 = getelementptr inbounds float, ptr %arena, i64 %3253
+  store <16 x float> %t158_c1_01059, ptr %arena1060, align 4
+  %t158_c1_11061 = load <16 x float>, ptr %relu3_grad.t158_c1_1, align 64
+  %3254 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3255 = add nsw i64 %3254, 1
+  %3256 = mul nsw i64 %3255, 128
+  %3257 = add nsw i64 611600, %3256
+  %3258 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3259 = add nsw i64 %3257, %3258
   %3260 = add nsw i64 %3259, 16
-  %arena1076 = getelementptr inbounds float, ptr %arena, i64 %3260
-  %3261 = load <16 x float>, ptr %arena1076, align 4
-  store <16 x float> %3261, ptr %conv2_weight_grad.t181_c1_1, align 64
-  %3262 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3263 = add nsw i64 3342032, %3262
-  %arena1077 = getelementptr inbounds float, ptr %arena, i64 %3263
-  %3264 = load <16 x float>, ptr %arena1077, align 4
-  store <16 x float> %3264, ptr %conv2_weight_grad.t181_c2_0, align 64
-  %3265 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3266 = add nsw i64 3342032, %3265
-  %3267 = add nsw i64 %3266, 16
-  %arena1078 = getelementptr inbounds float, ptr %arena, i64 %3267
-  %3268 = load <16 x float>, ptr %arena1078, align 4
-  store <16 x float> %3268, ptr %conv2_weight_grad.t181_c2_1, align 64
-  %3269 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3270 = add nsw i64 3342064, %3269
-  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %3270
-  %3271 = load <16 x float>, ptr %arena1079, align 4
-  store <16 x float> %3271, ptr %conv2_weight_grad.t181_c3_0, align 64
-  %3272 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3273 = add nsw i64 3342064, %3272
-  %3274 = add nsw i64 %3273, 16
-  %arena1080 = getelementptr inbounds float, ptr %arena, i64 %3274
-  %3275 = load <16 x float>, ptr %arena1080, align 4
-  store <16 x float> %3275, ptr %conv2_weight_grad.t181_c3_1, align 64
-  br label %conv2_weight_grad.k182
+  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %3260
+  store <16 x float> %t158_c1_11061, ptr %arena1062, align 4
+  %t158_c1_21063 = load <16 x float>, ptr %relu3_grad.t158_c1_2, align 64
+  %3261 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3262 = add nsw i64 %3261, 1
+  %3263 = mul nsw i64 %3262, 128
+  %3264 = add nsw i64 611600, %3263
+  %3265 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3266 = add nsw i64 %3264, %3265
+  %3267 = add nsw i64 %3266, 32
+  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %3267
+  store <16 x float> %t158_c1_21063, ptr %arena1064, align 4
+  %t158_c1_31065 = load <16 x float>, ptr %relu3_grad.t158_c1_3, align 64
+  %3268 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3269 = add nsw i64 %3268, 1
+  %3270 = mul nsw i64 %3269, 128
+  %3271 = add nsw i64 611600, %3270
+  %3272 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3273 = add nsw i64 %3271, %3272
+  %3274 = add nsw i64 %3273, 48
+  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3274
+  store <16 x float> %t158_c1_31065, ptr %arena1066, align 4
+  %t158_c2_01067 = load <16 x float>, ptr %relu3_grad.t158_c2_0, align 64
+  %3275 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3276 = add nsw i64 %3275, 2
+  %3277 = mul nsw i64 %3276, 128
+  %3278 = add nsw i64 611600, %3277
+  %3279 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3280 = add nsw i64 %3278, %3279
+  %arena1068 = getelementptr inbounds float, ptr %arena, i64 %3280
+  store <16 x float> %t158_c2_01067, ptr %arena1068, align 4
+  %t158_c2_11069 = load <16 x float>, ptr %relu3_grad.t158_c2_1, align 64
+  %3281 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3282 = add nsw i64 %3281, 2
+  %3283 = mul nsw i64 %3282, 128
+  %3284 = add nsw i64 611600, %3283
+  %3285 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3286 = add nsw i64 %3284, %3285
+  %3287 = add nsw i64 %3286, 16
+  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %3287
+  store <16 x float> %t158_c2_11069, ptr %arena1070, align 4
+  %t158_c2_21071 = load <16 x float>, ptr %relu3_grad.t158_c2_2, align 64
+  %3288 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3289 = add nsw i64 %3288, 2
+  %3290 = mul nsw i64 %3289, 128
+  %3291 = add nsw i64 611600, %3290
+  %3292 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3293 = add nsw i64 %3291, %3292
+  %3294 = add nsw i64 %3293, 32
+  %arena1072 = getelementptr inbounds float, ptr %arena, i64 %3294
+  store <16 x float> %t158_c2_21071, ptr %arena1072, align 4
+  %t158_c2_31073 = load <16 x float>, ptr %relu3_grad.t158_c2_3, align 64
+  %3295 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3296 = add nsw i64 %3295, 2
+  %3297 = mul nsw i64 %3296, 128
+  %3298 = add nsw i64 611600, %3297
+  %3299 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3300 = add nsw i64 %3298, %3299
+  %3301 = add nsw i64 %3300, 48
+  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3301
+  store <16 x float> %t158_c2_31073, ptr %arena1074, align 4
+  %t158_c3_01075 = load <16 x float>, ptr %relu3_grad.t158_c3_0, align 64
+  %3302 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3303 = add nsw i64 %3302, 3
+  %3304 = mul nsw i64 %3303, 128
+  %3305 = add nsw i64 611600, %3304
+  %3306 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3307 = add nsw i64 %3305, %3306
+  %arena1076 = getelementptr inbounds float, ptr %arena, i64 %3307
+  store <16 x float> %t158_c3_01075, ptr %arena1076, align 4
+  %t158_c3_11077 = load <16 x float>, ptr %relu3_grad.t158_c3_1, align 64
+  %3308 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3309 = add nsw i64 %3308, 3
+  %3310 = mul nsw i64 %3309, 128
+  %3311 = add nsw i64 611600, %3310
+  %3312 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3313 = add nsw i64 %3311, %3312
+  %3314 = add nsw i64 %3313, 16
+  %arena1078 = getelementptr inbounds float, ptr %arena, i64 %3314
+  store <16 x float> %t158_c3_11077, ptr %arena1078, align 4
+  %t158_c3_21079 = load <16 x float>, ptr %relu3_grad.t158_c3_2, align 64
+  %3315 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3316 = add nsw i64 %3315, 3
+  %3317 = mul nsw i64 %3316, 128
+  %3318 = add nsw i64 611600, %3317
+  %3319 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3320 = add nsw i64 %3318, %3319
+  %3321 = add nsw i64 %3320, 32
+  %arena1080 = getelementptr inbounds float, ptr %arena, i64 %3321
+  store <16 x float> %t158_c3_21079, ptr %arena1080, align 4
+  %t158_c3_31081 = load <16 x float>, ptr %relu3_grad.t158_c3_3, align 64
+  %3322 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3323 = add nsw i64 %3322, 3
+  %3324 = mul nsw i64 %3323, 128
+  %3325 = add nsw i64 611600, %3324
+  %3326 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3327 = add nsw i64 %3325, %3326
+  %3328 = add nsw i64 %3327, 48
+  %arena1082 = getelementptr inbounds float, ptr %arena, i64 %3328
+  store <16 x float> %t158_c3_31081, ptr %arena1082, align 4
+  %t158_c4_01083 = load <16 x float>, ptr %relu3_grad.t158_c4_0, align 64
+  %3329 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3330 = add nsw i64 %3329, 4
+  %3331 = mul nsw i64 %3330, 128
+  %3332 = add nsw i64 611600, %3331
+  %3333 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3334 = add nsw i64 %3332, %3333
+  %arena1084 = getelementptr inbounds float, ptr %arena, i64 %3334
+  store <16 x float> %t158_c4_01083, ptr %arena1084, align 4
+  %t158_c4_11085 = load <16 x float>, ptr %relu3_grad.t158_c4_1, align 64
+  %3335 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3336 = add nsw i64 %3335, 4
+  %3337 = mul nsw i64 %3336, 128
+  %3338 = add nsw i64 611600, %3337
+  %3339 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3340 = add nsw i64 %3338, %3339
+  %3341 = add nsw i64 %3340, 16
+  %arena1086 = getelementptr inbounds float, ptr %arena, i64 %3341
+  store <16 x float> %t158_c4_11085, ptr %arena1086, align 4
+  %t158_c4_21087 = load <16 x float>, ptr %relu3_grad.t158_c4_2, align 64
+  %3342 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3343 = add nsw i64 %3342, 4
+  %3344 = mul nsw i64 %3343, 128
+  %3345 = add nsw i64 611600, %3344
+  %3346 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3347 = add nsw i64 %3345, %3346
+  %3348 = add nsw i64 %3347, 32
+  %arena1088 = getelementptr inbounds float, ptr %arena, i64 %3348
+  store <16 x float> %t158_c4_21087, ptr %arena1088, align 4
+  %t158_c4_31089 = load <16 x float>, ptr %relu3_grad.t158_c4_3, align 64
+  %3349 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3350 = add nsw i64 %3349, 4
+  %3351 = mul nsw i64 %3350, 128
+  %3352 = add nsw i64 611600, %3351
+  %3353 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3354 = add nsw i64 %3352, %3353
+  %3355 = add nsw i64 %3354, 48
+  %arena1090 = getelementptr inbounds float, ptr %arena, i64 %3355
+  store <16 x float> %t158_c4_31089, ptr %arena1090, align 4
+  %t158_c5_01091 = load <16 x float>, ptr %relu3_grad.t158_c5_0, align 64
+  %3356 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3357 = add nsw i64 %3356, 5
+  %3358 = mul nsw i64 %3357, 128
+  %3359 = add nsw i64 611600, %3358
+  %3360 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3361 = add nsw i64 %3359, %3360
+  %arena1092 = getelementptr inbounds float, ptr %arena, i64 %3361
+  store <16 x float> %t158_c5_01091, ptr %arena1092, align 4
+  %t158_c5_11093 = load <16 x float>, ptr %relu3_grad.t158_c5_1, align 64
+  %3362 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3363 = add nsw i64 %3362, 5
+  %3364 = mul nsw i64 %3363, 128
+  %3365 = add nsw i64 611600, %3364
+  %3366 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3367 = add nsw i64 %3365, %3366
+  %3368 = add nsw i64 %3367, 16
+  %arena1094 = getelementptr inbounds float, ptr %arena, i64 %3368
+  store <16 x float> %t158_c5_11093, ptr %arena1094, align 4
+  %t158_c5_21095 = load <16 x float>, ptr %relu3_grad.t158_c5_2, align 64
+  %3369 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3370 = add nsw i64 %3369, 5
+  %3371 = mul nsw i64 %3370, 128
+  %3372 = add nsw i64 611600, %3371
+  %3373 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3374 = add nsw i64 %3372, %3373
+  %3375 = add nsw i64 %3374, 32
+  %arena1096 = getelementptr inbounds float, ptr %arena, i64 %3375
+  store <16 x float> %t158_c5_21095, ptr %arena1096, align 4
+  %t158_c5_31097 = load <16 x float>, ptr %relu3_grad.t158_c5_3, align 64
+  %3376 = mul nsw i64 %relu3_grad.mb1571001, 6
+  %3377 = add nsw i64 %3376, 5
+  %3378 = mul nsw i64 %3377, 128
+  %3379 = add nsw i64 611600, %3378
+  %3380 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3381 = add nsw i64 %3379, %3380
+  %3382 = add nsw i64 %3381, 48
+  %arena1098 = getelementptr inbounds float, ptr %arena, i64 %3382
+  store <16 x float> %t158_c5_31097, ptr %arena1098, align 4
+  %mb157.next = add nsw i64 %relu3_grad.mb1571001, 1
+  %3383 = icmp slt i64 %mb157.next, 10
+  br i1 %3383, label %relu3_grad.mb157, label %relu3_grad.mb157.end
 
-conv2_weight_grad.k180:                           ; preds = %conv2_weight_grad.k180, %conv2_weight_grad.mb178
-  %conv2_weight_grad.k180960 = phi i64 [ 0, %conv2_weight_grad.mb178 ], [ %k180.next, %conv2_weight_grad.k180 ]
-  %3276 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3277 = add nsw i64 %conv2_weight_grad.k180960, %3276
-  %3278 = mul nsw i64 %3277, 32
-  %3279 = add nsw i64 2936080, %3278
-  %3280 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3281 = add nsw i64 %3279, %3280
-  %arena961 = getelementptr inbounds float, ptr %arena, i64 %3281
-  %3282 = load <16 x float>, ptr %arena961, align 4
-  store <16 x float> %3282, ptr %conv2_weight_grad.t179_b0, align 64
-  %3283 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3284 = add nsw i64 %conv2_weight_grad.k180960, %3283
-  %3285 = mul nsw i64 %3284, 32
-  %3286 = add nsw i64 2936080, %3285
-  %3287 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3288 = add nsw i64 %3286, %3287
-  %3289 = add nsw i64 %3288, 16
-  %arena962 = getelementptr inbounds float, ptr %arena, i64 %3289
-  %3290 = load <16 x float>, ptr %arena962, align 4
-  store <16 x float> %3290, ptr %conv2_weight_grad.t179_b1, align 64
-  %3291 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3292 = mul nsw i64 %3291, 12544
-  %3293 = add nsw i64 1129744, %3292
-  %3294 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3295 = add nsw i64 %conv2_weight_grad.k180960, %3294
-  %3296 = add nsw i64 %3293, %3295
-  %arena963 = getelementptr inbounds float, ptr %arena, i64 %3296
-  %3297 = load float, ptr %arena963, align 4
-  %3298 = insertelement <16 x float> undef, float %3297, i32 0
-  %3299 = shufflevector <16 x float> %3298, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3299, ptr %conv2_weight_grad.t179_a0, align 64
-  %t179_a0 = load <16 x float>, ptr %conv2_weight_grad.t179_a0, align 64
-  %t179_b0 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c0_0, align 64
-  %3300 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a0, <16 x float> %t179_b0, <16 x float> %t179_c0_0)
-  store <16 x float> %3300, ptr %conv2_weight_grad.t179_c0_0, align 64
-  %t179_a0964 = load <16 x float>, ptr %conv2_weight_grad.t179_a0, align 64
-  %t179_b1 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c0_1, align 64
-  %3301 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a0964, <16 x float> %t179_b1, <16 x float> %t179_c0_1)
-  store <16 x float> %3301, ptr %conv2_weight_grad.t179_c0_1, align 64
-  %3302 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3303 = add nsw i64 %3302, 1
-  %3304 = mul nsw i64 %3303, 12544
-  %3305 = add nsw i64 1129744, %3304
-  %3306 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3307 = add nsw i64 %conv2_weight_grad.k180960, %3306
-  %3308 = add nsw i64 %3305, %3307
-  %arena965 = getelementptr inbounds float, ptr %arena, i64 %3308
-  %3309 = load float, ptr %arena965, align 4
-  %3310 = insertelement <16 x float> undef, float %3309, i32 0
-  %3311 = shufflevector <16 x float> %3310, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3311, ptr %conv2_weight_grad.t179_a1, align 64
-  %t179_a1 = load <16 x float>, ptr %conv2_weight_grad.t179_a1, align 64
-  %t179_b0966 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c1_0, align 64
-  %3312 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a1, <16 x float> %t179_b0966, <16 x float> %t179_c1_0)
-  store <16 x float> %3312, ptr %conv2_weight_grad.t179_c1_0, align 64
-  %t179_a1967 = load <16 x float>, ptr %conv2_weight_grad.t179_a1, align 64
-  %t179_b1968 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c1_1, align 64
-  %3313 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a1967, <16 x float> %t179_b1968, <16 x float> %t179_c1_1)
-  store <16 x float> %3313, ptr %conv2_weight_grad.t179_c1_1, align 64
-  %3314 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3315 = add nsw i64 %3314, 2
-  %3316 = mul nsw i64 %3315, 12544
-  %3317 = add nsw i64 1129744, %3316
-  %3318 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3319 = add nsw i64 %conv2_weight_grad.k180960, %3318
-  %3320 = add nsw i64 %3317, %3319
-  %arena969 = getelementptr inbounds float, ptr %arena, i64 %3320
-  %3321 = load float, ptr %arena969, align 4
-  %3322 = insertelement <16 x float> undef, float %3321, i32 0
-  %3323 = shufflevector <16 x float> %3322, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3323, ptr %conv2_weight_grad.t179_a2, align 64
-  %t179_a2 = load <16 x float>, ptr %conv2_weight_grad.t179_a2, align 64
-  %t179_b0970 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c2_0, align 64
-  %3324 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a2, <16 x float> %t179_b0970, <16 x float> %t179_c2_0)
-  store <16 x float> %3324, ptr %conv2_weight_grad.t179_c2_0, align 64
-  %t179_a2971 = load <16 x float>, ptr %conv2_weight_grad.t179_a2, align 64
-  %t179_b1972 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c2_1, align 64
-  %3325 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a2971, <16 x float> %t179_b1972, <16 x float> %t179_c2_1)
-  store <16 x float> %3325, ptr %conv2_weight_grad.t179_c2_1, align 64
-  %3326 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3327 = add nsw i64 %3326, 3
-  %3328 = mul nsw i64 %3327, 12544
-  %3329 = add nsw i64 1129744, %3328
-  %3330 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3331 = add nsw i64 %conv2_weight_grad.k180960, %3330
-  %3332 = add nsw i64 %3329, %3331
-  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3332
-  %3333 = load float, ptr %arena973, align 4
-  %3334 = insertelement <16 x float> undef, float %3333, i32 0
-  %3335 = shufflevector <16 x float> %3334, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3335, ptr %conv2_weight_grad.t179_a3, align 64
-  %t179_a3 = load <16 x float>, ptr %conv2_weight_grad.t179_a3, align 64
-  %t179_b0974 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c3_0, align 64
-  %3336 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a3, <16 x float> %t179_b0974, <16 x float> %t179_c3_0)
-  store <16 x float> %3336, ptr %conv2_weight_grad.t179_c3_0, align 64
-  %t179_a3975 = load <16 x float>, ptr %conv2_weight_grad.t179_a3, align 64
-  %t179_b1976 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c3_1, align 64
-  %3337 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a3975, <16 x float> %t179_b1976, <16 x float> %t179_c3_1)
-  store <16 x float> %3337, ptr %conv2_weight_grad.t179_c3_1, align 64
-  %3338 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3339 = add nsw i64 %3338, 4
-  %3340 = mul nsw i64 %3339, 12544
-  %3341 = add nsw i64 1129744, %3340
-  %3342 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3343 = add nsw i64 %conv2_weight_grad.k180960, %3342
-  %3344 = add nsw i64 %3341, %3343
-  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3344
-  %3345 = load float, ptr %arena977, align 4
-  %3346 = insertelement <16 x float> undef, float %3345, i32 0
-  %3347 = shufflevector <16 x float> %3346, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3347, ptr %conv2_weight_grad.t179_a4, align 64
-  %t179_a4 = load <16 x float>, ptr %conv2_weight_grad.t179_a4, align 64
-  %t179_b0978 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c4_0, align 64
-  %3348 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a4, <16 x float> %t179_b0978, <16 x float> %t179_c4_0)
-  store <16 x float> %3348, ptr %conv2_weight_grad.t179_c4_0, align 64
-  %t179_a4979 = load <16 x float>, ptr %conv2_weight_grad.t179_a4, align 64
-  %t179_b1980 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c4_1, align 64
-  %3349 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a4979, <16 x float> %t179_b1980, <16 x float> %t179_c4_1)
-  store <16 x float> %3349, ptr %conv2_weight_grad.t179_c4_1, align 64
-  %3350 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3351 = add nsw i64 %3350, 5
-  %3352 = mul nsw i64 %3351, 12544
-  %3353 = add nsw i64 1129744, %3352
-  %3354 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3355 = add nsw i64 %conv2_weight_grad.k180960, %3354
-  %3356 = add nsw i64 %3353, %3355
-  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3356
-  %3357 = load float, ptr %arena981, align 4
-  %3358 = insertelement <16 x float> undef, float %3357, i32 0
-  %3359 = shufflevector <16 x float> %3358, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3359, ptr %conv2_weight_grad.t179_a5, align 64
-  %t179_a5 = load <16 x float>, ptr %conv2_weight_grad.t179_a5, align 64
-  %t179_b0982 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c5_0, align 64
-  %3360 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a5, <16 x float> %t179_b0982, <16 x float> %t179_c5_0)
-  store <16 x float> %3360, ptr %conv2_weight_grad.t179_c5_0, align 64
-  %t179_a5983 = load <16 x float>, ptr %conv2_weight_grad.t179_a5, align 64
-  %t179_b1984 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c5_1, align 64
-  %3361 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a5983, <16 x float> %t179_b1984, <16 x float> %t179_c5_1)
-  store <16 x float> %3361, ptr %conv2_weight_grad.t179_c5_1, align 64
-  %3362 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3363 = add nsw i64 %3362, 6
-  %3364 = mul nsw i64 %3363, 12544
-  %3365 = add nsw i64 1129744, %3364
-  %3366 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3367 = add nsw i64 %conv2_weight_grad.k180960, %3366
-  %3368 = add nsw i64 %3365, %3367
-  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3368
-  %3369 = load float, ptr %arena985, align 4
-  %3370 = insertelement <16 x float> undef, float %3369, i32 0
-  %3371 = shufflevector <16 x float> %3370, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3371, ptr %conv2_weight_grad.t179_a6, align 64
-  %t179_a6 = load <16 x float>, ptr %conv2_weight_grad.t179_a6, align 64
-  %t179_b0986 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c6_0, align 64
-  %3372 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a6, <16 x float> %t179_b0986, <16 x float> %t179_c6_0)
-  store <16 x float> %3372, ptr %conv2_weight_grad.t179_c6_0, align 64
-  %t179_a6987 = load <16 x float>, ptr %conv2_weight_grad.t179_a6, align 64
-  %t179_b1988 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c6_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c6_1, align 64
-  %3373 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a6987, <16 x float> %t179_b1988, <16 x float> %t179_c6_1)
-  store <16 x float> %3373, ptr %conv2_weight_grad.t179_c6_1, align 64
-  %3374 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3375 = add nsw i64 %3374, 7
-  %3376 = mul nsw i64 %3375, 12544
-  %3377 = add nsw i64 1129744, %3376
-  %3378 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3379 = add nsw i64 %conv2_weight_grad.k180960, %3378
-  %3380 = add nsw i64 %3377, %3379
-  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3380
-  %3381 = load float, ptr %arena989, align 4
-  %3382 = insertelement <16 x float> undef, float %3381, i32 0
-  %3383 = shufflevector <16 x float> %3382, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3383, ptr %conv2_weight_grad.t179_a7, align 64
-  %t179_a7 = load <16 x float>, ptr %conv2_weight_grad.t179_a7, align 64
-  %t179_b0990 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c7_0, align 64
-  %3384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a7, <16 x float> %t179_b0990, <16 x float> %t179_c7_0)
-  store <16 x float> %3384, ptr %conv2_weight_grad.t179_c7_0, align 64
-  %t179_a7991 = load <16 x float>, ptr %conv2_weight_grad.t179_a7, align 64
-  %t179_b1992 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c7_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c7_1, align 64
-  %3385 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a7991, <16 x float> %t179_b1992, <16 x float> %t179_c7_1)
-  store <16 x float> %3385, ptr %conv2_weight_grad.t179_c7_1, align 64
-  %3386 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3387 = add nsw i64 %3386, 8
-  %3388 = mul nsw i64 %3387, 12544
-  %3389 = add nsw i64 1129744, %3388
-  %3390 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3391 = add nsw i64 %conv2_weight_grad.k180960, %3390
-  %3392 = add nsw i64 %3389, %3391
-  %arena993 = getelementptr inbounds float, ptr %arena, i64 %3392
-  %3393 = load float, ptr %arena993, align 4
-  %3394 = insertelement <16 x float> undef, float %3393, i32 0
-  %3395 = shufflevector <16 x float> %3394, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3395, ptr %conv2_weight_grad.t179_a8, align 64
-  %t179_a8 = load <16 x float>, ptr %conv2_weight_grad.t179_a8, align 64
-  %t179_b0994 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c8_0, align 64
-  %3396 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a8, <16 x float> %t179_b0994, <16 x float> %t179_c8_0)
-  store <16 x float> %3396, ptr %conv2_weight_grad.t179_c8_0, align 64
-  %t179_a8995 = load <16 x float>, ptr %conv2_weight_grad.t179_a8, align 64
-  %t179_b1996 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c8_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c8_1, align 64
-  %3397 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a8995, <16 x float> %t179_b1996, <16 x float> %t179_c8_1)
-  store <16 x float> %3397, ptr %conv2_weight_grad.t179_c8_1, align 64
-  %3398 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3399 = add nsw i64 %3398, 9
-  %3400 = mul nsw i64 %3399, 12544
-  %3401 = add nsw i64 1129744, %3400
-  %3402 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3403 = add nsw i64 %conv2_weight_grad.k180960, %3402
-  %3404 = add nsw i64 %3401, %3403
-  %arena997 = getelementptr inbounds float, ptr %arena, i64 %3404
-  %3405 = load float, ptr %arena997, align 4
-  %3406 = insertelement <16 x float> undef, float %3405, i32 0
-  %3407 = shufflevector <16 x float> %3406, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3407, ptr %conv2_weight_grad.t179_a9, align 64
-  %t179_a9 = load <16 x float>, ptr %conv2_weight_grad.t179_a9, align 64
-  %t179_b0998 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c9_0, align 64
-  %3408 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a9, <16 x float> %t179_b0998, <16 x float> %t179_c9_0)
-  store <16 x float> %3408, ptr %conv2_weight_grad.t179_c9_0, align 64
-  %t179_a9999 = load <16 x float>, ptr %conv2_weight_grad.t179_a9, align 64
-  %t179_b11000 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c9_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c9_1, align 64
-  %3409 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a9999, <16 x float> %t179_b11000, <16 x float> %t179_c9_1)
-  store <16 x float> %3409, ptr %conv2_weight_grad.t179_c9_1, align 64
-  %3410 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3411 = add nsw i64 %3410, 10
-  %3412 = mul nsw i64 %3411, 12544
-  %3413 = add nsw i64 1129744, %3412
-  %3414 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3415 = add nsw i64 %conv2_weight_grad.k180960, %3414
-  %3416 = add nsw i64 %3413, %3415
-  %arena1001 = getelementptr inbounds float, ptr %arena, i64 %3416
-  %3417 = load float, ptr %arena1001, align 4
-  %3418 = insertelement <16 x float> undef, float %3417, i32 0
-  %3419 = shufflevector <16 x float> %3418, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3419, ptr %conv2_weight_grad.t179_a10, align 64
-  %t179_a10 = load <16 x float>, ptr %conv2_weight_grad.t179_a10, align 64
-  %t179_b01002 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c10_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c10_0, align 64
-  %3420 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a10, <16 x float> %t179_b01002, <16 x float> %t179_c10_0)
-  store <16 x float> %3420, ptr %conv2_weight_grad.t179_c10_0, align 64
-  %t179_a101003 = load <16 x float>, ptr %conv2_weight_grad.t179_a10, align 64
-  %t179_b11004 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c10_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c10_1, align 64
-  %3421 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a101003, <16 x float> %t179_b11004, <16 x float> %t179_c10_1)
-  store <16 x float> %3421, ptr %conv2_weight_grad.t179_c10_1, align 64
-  %3422 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3423 = add nsw i64 %3422, 11
-  %3424 = mul nsw i64 %3423, 12544
-  %3425 = add nsw i64 1129744, %3424
-  %3426 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3427 = add nsw i64 %conv2_weight_grad.k180960, %3426
-  %3428 = add nsw i64 %3425, %3427
-  %arena1005 = getelementptr inbounds float, ptr %arena, i64 %3428
-  %3429 = load float, ptr %arena1005, align 4
-  %3430 = insertelement <16 x float> undef, float %3429, i32 0
-  %3431 = shufflevector <16 x float> %3430, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3431, ptr %conv2_weight_grad.t179_a11, align 64
-  %t179_a11 = load <16 x float>, ptr %conv2_weight_grad.t179_a11, align 64
-  %t179_b01006 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c11_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c11_0, align 64
-  %3432 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a11, <16 x float> %t179_b01006, <16 x float> %t179_c11_0)
-  store <16 x float> %3432, ptr %conv2_weight_grad.t179_c11_0, align 64
-  %t179_a111007 = load <16 x float>, ptr %conv2_weight_grad.t179_a11, align 64
-  %t179_b11008 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c11_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c11_1, align 64
-  %3433 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a111007, <16 x float> %t179_b11008, <16 x float> %t179_c11_1)
-  store <16 x float> %3433, ptr %conv2_weight_grad.t179_c11_1, align 64
-  %3434 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3435 = add nsw i64 %3434, 12
-  %3436 = mul nsw i64 %3435, 12544
-  %3437 = add nsw i64 1129744, %3436
-  %3438 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3439 = add nsw i64 %conv2_weight_grad.k180960, %3438
-  %3440 = add nsw i64 %3437, %3439
-  %arena1009 = getelementptr inbounds float, ptr %arena, i64 %3440
-  %3441 = load float, ptr %arena1009, align 4
-  %3442 = insertelement <16 x float> undef, float %3441, i32 0
-  %3443 = shufflevector <16 x float> %3442, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3443, ptr %conv2_weight_grad.t179_a12, align 64
-  %t179_a12 = load <16 x float>, ptr %conv2_weight_grad.t179_a12, align 64
-  %t179_b01010 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c12_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c12_0, align 64
-  %3444 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a12, <16 x float> %t179_b01010, <16 x float> %t179_c12_0)
-  store <16 x float> %3444, ptr %conv2_weight_grad.t179_c12_0, align 64
-  %t179_a121011 = load <16 x float>, ptr %conv2_weight_grad.t179_a12, align 64
-  %t179_b11012 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c12_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c12_1, align 64
-  %3445 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a121011, <16 x float> %t179_b11012, <16 x float> %t179_c12_1)
-  store <16 x float> %3445, ptr %conv2_weight_grad.t179_c12_1, align 64
-  %3446 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3447 = add nsw i64 %3446, 13
-  %3448 = mul nsw i64 %3447, 12544
-  %3449 = add nsw i64 1129744, %3448
-  %3450 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3451 = add nsw i64 %conv2_weight_grad.k180960, %3450
-  %3452 = add nsw i64 %3449, %3451
-  %arena1013 = getelementptr inbounds float, ptr %arena, i64 %3452
-  %3453 = load float, ptr %arena1013, align 4
-  %3454 = insertelement <16 x float> undef, float %3453, i32 0
-  %3455 = shufflevector <16 x float> %3454, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3455, ptr %conv2_weight_grad.t179_a13, align 64
-  %t179_a13 = load <16 x float>, ptr %conv2_weight_grad.t179_a13, align 64
-  %t179_b01014 = load <16 x float>, ptr %conv2_weight_grad.t179_b0, align 64
-  %t179_c13_0 = load <16 x float>, ptr %conv2_weight_grad.t179_c13_0, align 64
-  %3456 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a13, <16 x float> %t179_b01014, <16 x float> %t179_c13_0)
-  store <16 x float> %3456, ptr %conv2_weight_grad.t179_c13_0, align 64
-  %t179_a131015 = load <16 x float>, ptr %conv2_weight_grad.t179_a13, align 64
-  %t179_b11016 = load <16 x float>, ptr %conv2_weight_grad.t179_b1, align 64
-  %t179_c13_1 = load <16 x float>, ptr %conv2_weight_grad.t179_c13_1, align 64
-  %3457 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a131015, <16 x float> %t179_b11016, <16 x float> %t179_c13_1)
-  store <16 x float> %3457, ptr %conv2_weight_grad.t179_c13_1, align 64
-  %k180.next = add nsw i64 %conv2_weight_grad.k180960, 1
-  %3458 = icmp slt i64 %k180.next, 381
-  br i1 %3458, label %conv2_weight_grad.k180, label %conv2_weight_grad.k180.end
+relu3_grad.k161:                                  ; preds = %relu3_grad.k161, %relu3_grad.mb157.end
+  %relu3_grad.k1611099 = phi i64 [ 0, %relu3_grad.mb157.end ], [ %k161.next, %relu3_grad.k161 ]
+  %3384 = mul nsw i64 %relu3_grad.k1611099, 128
+  %3385 = add nsw i64 205632, %3384
+  %3386 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3387 = add nsw i64 %3385, %3386
+  %params1100 = getelementptr inbounds float, ptr %params, i64 %3387
+  %3388 = load <16 x float>, ptr %params1100, align 4
+  store <16 x float> %3388, ptr %relu3_grad.t160_b0, align 64
+  %3389 = mul nsw i64 %relu3_grad.k1611099, 128
+  %3390 = add nsw i64 205632, %3389
+  %3391 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3392 = add nsw i64 %3390, %3391
+  %3393 = add nsw i64 %3392, 16
+  %params1101 = getelementptr inbounds float, ptr %params, i64 %3393
+  %3394 = load <16 x float>, ptr %params1101, align 4
+  store <16 x float> %3394, ptr %relu3_grad.t160_b1, align 64
+  %3395 = mul nsw i64 %relu3_grad.k1611099, 128
+  %3396 = add nsw i64 205632, %3395
+  %3397 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3398 = add nsw i64 %3396, %3397
+  %3399 = add nsw i64 %3398, 32
+  %params1102 = getelementptr inbounds float, ptr %params, i64 %3399
+  %3400 = load <16 x float>, ptr %params1102, align 4
+  store <16 x float> %3400, ptr %relu3_grad.t160_b2, align 64
+  %3401 = mul nsw i64 %relu3_grad.k1611099, 128
+  %3402 = add nsw i64 205632, %3401
+  %3403 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3404 = add nsw i64 %3402, %3403
+  %3405 = add nsw i64 %3404, 48
+  %params1103 = getelementptr inbounds float, ptr %params, i64 %3405
+  %3406 = load <16 x float>, ptr %params1103, align 4
+  store <16 x float> %3406, ptr %relu3_grad.t160_b3, align 64
+  %3407 = add nsw i64 611560, %relu3_grad.k1611099
+  %arena1104 = getelementptr inbounds float, ptr %arena, i64 %3407
+  %3408 = load float, ptr %arena1104, align 4
+  %3409 = insertelement <16 x float> undef, float %3408, i32 0
+  %3410 = shufflevector <16 x float> %3409, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3410, ptr %relu3_grad.t160_a0, align 64
+  %t160_a0 = load <16 x float>, ptr %relu3_grad.t160_a0, align 64
+  %t160_b0 = load <16 x float>, ptr %relu3_grad.t160_b0, align 64
+  %t160_c0_0 = load <16 x float>, ptr %relu3_grad.t160_c0_0, align 64
+  %3411 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a0, <16 x float> %t160_b0, <16 x float> %t160_c0_0)
+  store <16 x float> %3411, ptr %relu3_grad.t160_c0_0, align 64
+  %t160_a01105 = load <16 x float>, ptr %relu3_grad.t160_a0, align 64
+  %t160_b1 = load <16 x float>, ptr %relu3_grad.t160_b1, align 64
+  %t160_c0_1 = load <16 x float>, ptr %relu3_grad.t160_c0_1, align 64
+  %3412 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a01105, <16 x float> %t160_b1, <16 x float> %t160_c0_1)
+  store <16 x float> %3412, ptr %relu3_grad.t160_c0_1, align 64
+  %t160_a01106 = load <16 x float>, ptr %relu3_grad.t160_a0, align 64
+  %t160_b2 = load <16 x float>, ptr %relu3_grad.t160_b2, align 64
+  %t160_c0_2 = load <16 x float>, ptr %relu3_grad.t160_c0_2, align 64
+  %3413 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a01106, <16 x float> %t160_b2, <16 x float> %t160_c0_2)
+  store <16 x float> %3413, ptr %relu3_grad.t160_c0_2, align 64
+  %t160_a01107 = load <16 x float>, ptr %relu3_grad.t160_a0, align 64
+  %t160_b3 = load <16 x float>, ptr %relu3_grad.t160_b3, align 64
+  %t160_c0_3 = load <16 x float>, ptr %relu3_grad.t160_c0_3, align 64
+  %3414 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a01107, <16 x float> %t160_b3, <16 x float> %t160_c0_3)
+  store <16 x float> %3414, ptr %relu3_grad.t160_c0_3, align 64
+  %3415 = add nsw i64 611570, %relu3_grad.k1611099
+  %arena1108 = getelementptr inbounds float, ptr %arena, i64 %3415
+  %3416 = load float, ptr %arena1108, align 4
+  %3417 = insertelement <16 x float> undef, float %3416, i32 0
+  %3418 = shufflevector <16 x float> %3417, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3418, ptr %relu3_grad.t160_a1, align 64
+  %t160_a1 = load <16 x float>, ptr %relu3_grad.t160_a1, align 64
+  %t160_b01109 = load <16 x float>, ptr %relu3_grad.t160_b0, align 64
+  %t160_c1_0 = load <16 x float>, ptr %relu3_grad.t160_c1_0, align 64
+  %3419 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a1, <16 x float> %t160_b01109, <16 x float> %t160_c1_0)
+  store <16 x float> %3419, ptr %relu3_grad.t160_c1_0, align 64
+  %t160_a11110 = load <16 x float>, ptr %relu3_grad.t160_a1, align 64
+  %t160_b11111 = load <16 x float>, ptr %relu3_grad.t160_b1, align 64
+  %t160_c1_1 = load <16 x float>, ptr %relu3_grad.t160_c1_1, align 64
+  %3420 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a11110, <16 x float> %t160_b11111, <16 x float> %t160_c1_1)
+  store <16 x float> %3420, ptr %relu3_grad.t160_c1_1, align 64
+  %t160_a11112 = load <16 x float>, ptr %relu3_grad.t160_a1, align 64
+  %t160_b21113 = load <16 x float>, ptr %relu3_grad.t160_b2, align 64
+  %t160_c1_2 = load <16 x float>, ptr %relu3_grad.t160_c1_2, align 64
+  %3421 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a11112, <16 x float> %t160_b21113, <16 x float> %t160_c1_2)
+  store <16 x float> %3421, ptr %relu3_grad.t160_c1_2, align 64
+  %t160_a11114 = load <16 x float>, ptr %relu3_grad.t160_a1, align 64
+  %t160_b31115 = load <16 x float>, ptr %relu3_grad.t160_b3, align 64
+  %t160_c1_3 = load <16 x float>, ptr %relu3_grad.t160_c1_3, align 64
+  %3422 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a11114, <16 x float> %t160_b31115, <16 x float> %t160_c1_3)
+  store <16 x float> %3422, ptr %relu3_grad.t160_c1_3, align 64
+  %3423 = add nsw i64 611580, %relu3_grad.k1611099
+  %arena1116 = getelementptr inbounds float, ptr %arena, i64 %3423
+  %3424 = load float, ptr %arena1116, align 4
+  %3425 = insertelement <16 x float> undef, float %3424, i32 0
+  %3426 = shufflevector <16 x float> %3425, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3426, ptr %relu3_grad.t160_a2, align 64
+  %t160_a2 = load <16 x float>, ptr %relu3_grad.t160_a2, align 64
+  %t160_b01117 = load <16 x float>, ptr %relu3_grad.t160_b0, align 64
+  %t160_c2_0 = load <16 x float>, ptr %relu3_grad.t160_c2_0, align 64
+  %3427 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a2, <16 x float> %t160_b01117, <16 x float> %t160_c2_0)
+  store <16 x float> %3427, ptr %relu3_grad.t160_c2_0, align 64
+  %t160_a21118 = load <16 x float>, ptr %relu3_grad.t160_a2, align 64
+  %t160_b11119 = load <16 x float>, ptr %relu3_grad.t160_b1, align 64
+  %t160_c2_1 = load <16 x float>, ptr %relu3_grad.t160_c2_1, align 64
+  %3428 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a21118, <16 x float> %t160_b11119, <16 x float> %t160_c2_1)
+  store <16 x float> %3428, ptr %relu3_grad.t160_c2_1, align 64
+  %t160_a21120 = load <16 x float>, ptr %relu3_grad.t160_a2, align 64
+  %t160_b21121 = load <16 x float>, ptr %relu3_grad.t160_b2, align 64
+  %t160_c2_2 = load <16 x float>, ptr %relu3_grad.t160_c2_2, align 64
+  %3429 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a21120, <16 x float> %t160_b21121, <16 x float> %t160_c2_2)
+  store <16 x float> %3429, ptr %relu3_grad.t160_c2_2, align 64
+  %t160_a21122 = load <16 x float>, ptr %relu3_grad.t160_a2, align 64
+  %t160_b31123 = load <16 x float>, ptr %relu3_grad.t160_b3, align 64
+  %t160_c2_3 = load <16 x float>, ptr %relu3_grad.t160_c2_3, align 64
+  %3430 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a21122, <16 x float> %t160_b31123, <16 x float> %t160_c2_3)
+  store <16 x float> %3430, ptr %relu3_grad.t160_c2_3, align 64
+  %3431 = add nsw i64 611590, %relu3_grad.k1611099
+  %arena1124 = getelementptr inbounds float, ptr %arena, i64 %3431
+  %3432 = load float, ptr %arena1124, align 4
+  %3433 = insertelement <16 x float> undef, float %3432, i32 0
+  %3434 = shufflevector <16 x float> %3433, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3434, ptr %relu3_grad.t160_a3, align 64
+  %t160_a3 = load <16 x float>, ptr %relu3_grad.t160_a3, align 64
+  %t160_b01125 = load <16 x float>, ptr %relu3_grad.t160_b0, align 64
+  %t160_c3_0 = load <16 x float>, ptr %relu3_grad.t160_c3_0, align 64
+  %3435 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a3, <16 x float> %t160_b01125, <16 x float> %t160_c3_0)
+  store <16 x float> %3435, ptr %relu3_grad.t160_c3_0, align 64
+  %t160_a31126 = load <16 x float>, ptr %relu3_grad.t160_a3, align 64
+  %t160_b11127 = load <16 x float>, ptr %relu3_grad.t160_b1, align 64
+  %t160_c3_1 = load <16 x float>, ptr %relu3_grad.t160_c3_1, align 64
+  %3436 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a31126, <16 x float> %t160_b11127, <16 x float> %t160_c3_1)
+  store <16 x float> %3436, ptr %relu3_grad.t160_c3_1, align 64
+  %t160_a31128 = load <16 x float>, ptr %relu3_grad.t160_a3, align 64
+  %t160_b21129 = load <16 x float>, ptr %relu3_grad.t160_b2, align 64
+  %t160_c3_2 = load <16 x float>, ptr %relu3_grad.t160_c3_2, align 64
+  %3437 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a31128, <16 x float> %t160_b21129, <16 x float> %t160_c3_2)
+  store <16 x float> %3437, ptr %relu3_grad.t160_c3_2, align 64
+  %t160_a31130 = load <16 x float>, ptr %relu3_grad.t160_a3, align 64
+  %t160_b31131 = load <16 x float>, ptr %relu3_grad.t160_b3, align 64
+  %t160_c3_3 = load <16 x float>, ptr %relu3_grad.t160_c3_3, align 64
+  %3438 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t160_a31130, <16 x float> %t160_b31131, <16 x float> %t160_c3_3)
+  store <16 x float> %3438, ptr %relu3_grad.t160_c3_3, align 64
+  %k161.next = add nsw i64 %relu3_grad.k1611099, 1
+  %3439 = icmp slt i64 %k161.next, 10
+  br i1 %3439, label %relu3_grad.k161, label %relu3_grad.k161.end
 
-conv2_weight_grad.k180.end:                       ; preds = %conv2_weight_grad.k180
-  %t179_c0_01017 = load <16 x float>, ptr %conv2_weight_grad.t179_c0_0, align 64
-  %3459 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3460 = mul nsw i64 %3459, 32
-  %3461 = add nsw i64 3337488, %3460
-  %3462 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3463 = add nsw i64 %3461, %3462
-  %arena1018 = getelementptr inbounds float, ptr %arena, i64 %3463
-  store <16 x float> %t179_c0_01017, ptr %arena1018, align 4
-  %t179_c0_11019 = load <16 x float>, ptr %conv2_weight_grad.t179_c0_1, align 64
-  %3464 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3465 = mul nsw i64 %3464, 32
-  %3466 = add nsw i64 3337488, %3465
-  %3467 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3468 = add nsw i64 %3466, %3467
-  %3469 = add nsw i64 %3468, 16
-  %arena1020 = getelementptr inbounds float, ptr %arena, i64 %3469
-  store <16 x float> %t179_c0_11019, ptr %arena1020, align 4
-  %t179_c1_01021 = load <16 x float>, ptr %conv2_weight_grad.t179_c1_0, align 64
-  %3470 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3471 = add nsw i64 %3470, 1
-  %3472 = mul nsw i64 %3471, 32
-  %3473 = add nsw i64 3337488, %3472
-  %3474 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3475 = add nsw i64 %3473, %3474
-  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %3475
-  store <16 x float> %t179_c1_01021, ptr %arena1022, align 4
-  %t179_c1_11023 = load <16 x float>, ptr %conv2_weight_grad.t179_c1_1, align 64
-  %3476 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3477 = add nsw i64 %3476, 1
-  %3478 = mul nsw i64 %3477, 32
-  %3479 = add nsw i64 3337488, %3478
-  %3480 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3481 = add nsw i64 %3479, %3480
-  %3482 = add nsw i64 %3481, 16
-  %arena1024 = getelementptr inbounds float, ptr %arena, i64 %3482
-  store <16 x float> %t179_c1_11023, ptr %arena1024, align 4
-  %t179_c2_01025 = load <16 x float>, ptr %conv2_weight_grad.t179_c2_0, align 64
-  %3483 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3484 = add nsw i64 %3483, 2
-  %3485 = mul nsw i64 %3484, 32
-  %3486 = add nsw i64 3337488, %3485
-  %3487 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3488 = add nsw i64 %3486, %3487
-  %arena1026 = getelementptr inbounds float, ptr %arena, i64 %3488
-  store <16 x float> %t179_c2_01025, ptr %arena1026, align 4
-  %t179_c2_11027 = load <16 x float>, ptr %conv2_weight_grad.t179_c2_1, align 64
-  %3489 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3490 = add nsw i64 %3489, 2
-  %3491 = mul nsw i64 %3490, 32
-  %3492 = add nsw i64 3337488, %3491
-  %3493 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3494 = add nsw i64 %3492, %3493
-  %3495 = add nsw i64 %3494, 16
-  %arena1028 = getelementptr inbounds float, ptr %arena, i64 %3495
-  store <16 x float> %t179_c2_11027, ptr %arena1028, align 4
-  %t179_c3_01029 = load <16 x float>, ptr %conv2_weight_grad.t179_c3_0, align 64
-  %3496 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3497 = add nsw i64 %3496, 3
-  %3498 = mul nsw i64 %3497, 32
-  %3499 = add nsw i64 3337488, %3498
-  %3500 = mul nsw i64 %conv2_weight_grad.nb177930, 32
+relu3_grad.k161.end:                              ; preds = %relu3_grad.k161
+  %t160_c0_01132 = load <16 x float>, ptr %relu3_grad.t160_c0_0, align 64
+  %3440 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3441 = add nsw i64 619280, %3440
+  %arena1133 = getelementptr inbounds float, ptr %arena, i64 %3441
+  store <16 x float> %t160_c0_01132, ptr %arena1133, align 4
+  %t160_c0_11134 = load <16 x float>, ptr %relu3_grad.t160_c0_1, align 64
+  %3442 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3443 = add nsw i64 619280, %3442
+  %3444 = add nsw i64 %3443, 16
+  %arena1135 = getelementptr inbounds float, ptr %arena, i64 %3444
+  store <16 x float> %t160_c0_11134, ptr %arena1135, align 4
+  %t160_c0_21136 = load <16 x float>, ptr %relu3_grad.t160_c0_2, align 64
+  %3445 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3446 = add nsw i64 619280, %3445
+  %3447 = add nsw i64 %3446, 32
+  %arena1137 = getelementptr inbounds float, ptr %arena, i64 %3447
+  store <16 x float> %t160_c0_21136, ptr %arena1137, align 4
+  %t160_c0_31138 = load <16 x float>, ptr %relu3_grad.t160_c0_3, align 64
+  %3448 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3449 = add nsw i64 619280, %3448
+  %3450 = add nsw i64 %3449, 48
+  %arena1139 = getelementptr inbounds float, ptr %arena, i64 %3450
+  store <16 x float> %t160_c0_31138, ptr %arena1139, align 4
+  %t160_c1_01140 = load <16 x float>, ptr %relu3_grad.t160_c1_0, align 64
+  %3451 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3452 = add nsw i64 619408, %3451
+  %arena1141 = getelementptr inbounds float, ptr %arena, i64 %3452
+  store <16 x float> %t160_c1_01140, ptr %arena1141, align 4
+  %t160_c1_11142 = load <16 x float>, ptr %relu3_grad.t160_c1_1, align 64
+  %3453 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3454 = add nsw i64 619408, %3453
+  %3455 = add nsw i64 %3454, 16
+  %arena1143 = getelementptr inbounds float, ptr %arena, i64 %3455
+  store <16 x float> %t160_c1_11142, ptr %arena1143, align 4
+  %t160_c1_21144 = load <16 x float>, ptr %relu3_grad.t160_c1_2, align 64
+  %3456 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3457 = add nsw i64 619408, %3456
+  %3458 = add nsw i64 %3457, 32
+  %arena1145 = getelementptr inbounds float, ptr %arena, i64 %3458
+  store <16 x float> %t160_c1_21144, ptr %arena1145, align 4
+  %t160_c1_31146 = load <16 x float>, ptr %relu3_grad.t160_c1_3, align 64
+  %3459 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3460 = add nsw i64 619408, %3459
+  %3461 = add nsw i64 %3460, 48
+  %arena1147 = getelementptr inbounds float, ptr %arena, i64 %3461
+  store <16 x float> %t160_c1_31146, ptr %arena1147, align 4
+  %t160_c2_01148 = load <16 x float>, ptr %relu3_grad.t160_c2_0, align 64
+  %3462 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3463 = add nsw i64 619536, %3462
+  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %3463
+  store <16 x float> %t160_c2_01148, ptr %arena1149, align 4
+  %t160_c2_11150 = load <16 x float>, ptr %relu3_grad.t160_c2_1, align 64
+  %3464 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3465 = add nsw i64 619536, %3464
+  %3466 = add nsw i64 %3465, 16
+  %arena1151 = getelementptr inbounds float, ptr %arena, i64 %3466
+  store <16 x float> %t160_c2_11150, ptr %arena1151, align 4
+  %t160_c2_21152 = load <16 x float>, ptr %relu3_grad.t160_c2_2, align 64
+  %3467 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3468 = add nsw i64 619536, %3467
+  %3469 = add nsw i64 %3468, 32
+  %arena1153 = getelementptr inbounds float, ptr %arena, i64 %3469
+  store <16 x float> %t160_c2_21152, ptr %arena1153, align 4
+  %t160_c2_31154 = load <16 x float>, ptr %relu3_grad.t160_c2_3, align 64
+  %3470 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3471 = add nsw i64 619536, %3470
+  %3472 = add nsw i64 %3471, 48
+  %arena1155 = getelementptr inbounds float, ptr %arena, i64 %3472
+  store <16 x float> %t160_c2_31154, ptr %arena1155, align 4
+  %t160_c3_01156 = load <16 x float>, ptr %relu3_grad.t160_c3_0, align 64
+  %3473 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3474 = add nsw i64 619664, %3473
+  %arena1157 = getelementptr inbounds float, ptr %arena, i64 %3474
+  store <16 x float> %t160_c3_01156, ptr %arena1157, align 4
+  %t160_c3_11158 = load <16 x float>, ptr %relu3_grad.t160_c3_1, align 64
+  %3475 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3476 = add nsw i64 619664, %3475
+  %3477 = add nsw i64 %3476, 16
+  %arena1159 = getelementptr inbounds float, ptr %arena, i64 %3477
+  store <16 x float> %t160_c3_11158, ptr %arena1159, align 4
+  %t160_c3_21160 = load <16 x float>, ptr %relu3_grad.t160_c3_2, align 64
+  %3478 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3479 = add nsw i64 619664, %3478
+  %3480 = add nsw i64 %3479, 32
+  %arena1161 = getelementptr inbounds float, ptr %arena, i64 %3480
+  store <16 x float> %t160_c3_21160, ptr %arena1161, align 4
+  %t160_c3_31162 = load <16 x float>, ptr %relu3_grad.t160_c3_3, align 64
+  %3481 = mul nsw i64 %relu3_grad.nb1561000, 64
+  %3482 = add nsw i64 619664, %3481
+  %3483 = add nsw i64 %3482, 48
+  %arena1163 = getelementptr inbounds float, ptr %arena, i64 %3483
+  store <16 x float> %t160_c3_31162, ptr %arena1163, align 4
+  %nb156.next = add nsw i64 %relu3_grad.nb1561000, 1
+  %3484 = icmp slt i64 %nb156.next, 2
+  br i1 %3484, label %relu3_grad.nb156, label %relu3_grad.nb156.end
+
+fc1_grad.i162:                                    ; preds = %fc1_grad.i162, %relu3_grad.nb156.end
+  %fc1_grad.i1621164 = phi i64 [ 0, %relu3_grad.nb156.end ], [ %i162.next, %fc1_grad.i162 ]
+  %3485 = add nsw i64 602112, %fc1_grad.i1621164
+  %arena1165 = getelementptr inbounds float, ptr %arena, i64 %3485
+  %3486 = load float, ptr %arena1165, align 4
+  %3487 = fcmp ogt float %3486, 0.000000e+00
+  %3488 = add nsw i64 611600, %fc1_grad.i1621164
+  %arena1166 = getelementptr inbounds float, ptr %arena, i64 %3488
+  %3489 = load float, ptr %arena1166, align 4
+  %3490 = select i1 %3487, float %3489, float 0.000000e+00
+  %3491 = add nsw i64 619792, %fc1_grad.i1621164
+  %arena1167 = getelementptr inbounds float, ptr %arena, i64 %3491
+  store float %3490, ptr %arena1167, align 4
+  %i162.next = add nsw i64 %fc1_grad.i1621164, 1
+  %3492 = icmp slt i64 %i162.next, 8192
+  br i1 %3492, label %fc1_grad.i162, label %fc1_grad.i162.end
+
+fc1_grad.i162.end:                                ; preds = %fc1_grad.i162
+  br label %fc1_weight_grad.nb163
+
+fc1_weight_grad.nb163:                            ; preds = %fc1_weight_grad.k168.end, %fc1_grad.i162.end
+  %fc1_weight_grad.nb1631168 = phi i64 [ 0, %fc1_grad.i162.end ], [ %nb163.next, %fc1_weight_grad.k168.end ]
+  br label %fc1_weight_grad.mb164
+
+fc1_weight_grad.nb163.end:                        ; preds = %fc1_weight_grad.k168.end
+  br label %fc1_weight_grad.mb169
+
+fc1_weight_grad.mb164:                            ; preds = %fc1_weight_grad.k166.end, %fc1_weight_grad.nb163
+  %fc1_weight_grad.mb1641169 = phi i64 [ 0, %fc1_weight_grad.nb163 ], [ %mb164.next, %fc1_weight_grad.k166.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t165_c5_3, align 64
+  br label %fc1_weight_grad.k166
+
+fc1_weight_grad.mb164.end:                        ; preds = %fc1_weight_grad.k166.end
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t167_c1_3, align 64
+  br label %fc1_weight_grad.k168
+
+fc1_weight_grad.k166:                             ; preds = %fc1_weight_grad.k166, %fc1_weight_grad.mb164
+  %fc1_weight_grad.k1661170 = phi i64 [ 0, %fc1_weight_grad.mb164 ], [ %k166.next, %fc1_weight_grad.k166 ]
+  %3493 = mul nsw i64 %fc1_weight_grad.k1661170, 1568
+  %3494 = add nsw i64 401408, %3493
+  %3495 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3496 = add nsw i64 %3494, %3495
+  %arena1171 = getelementptr inbounds float, ptr %arena, i64 %3496
+  %3497 = load <16 x float>, ptr %arena1171, align 4
+  store <16 x float> %3497, ptr %fc1_weight_grad.t165_b0, align 64
+  %3498 = mul nsw i64 %fc1_weight_grad.k1661170, 1568
+  %3499 = add nsw i64 401408, %3498
+  %3500 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
   %3501 = add nsw i64 %3499, %3500
-  %arena1030 = getelementptr inbounds float, ptr %arena, i64 %3501
-  store <16 x float> %t179_c3_01029, ptr %arena1030, align 4
-  %t179_c3_11031 = load <16 x float>, ptr %conv2_weight_grad.t179_c3_1, align 64
-  %3502 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3503 = add nsw i64 %3502, 3
-  %3504 = mul nsw i64 %3503, 32
-  %3505 = add nsw i64 3337488, %3504
-  %3506 = mul nsw i64 %conv2_weight_grad.nb177930, 32
+  %3502 = add nsw i64 %3501, 16
+  %arena1172 = getelementptr inbounds float, ptr %arena, i64 %3502
+  %3503 = load <16 x float>, ptr %arena1172, align 4
+  store <16 x float> %3503, ptr %fc1_weight_grad.t165_b1, align 64
+  %3504 = mul nsw i64 %fc1_weight_grad.k1661170, 1568
+  %3505 = add nsw i64 401408, %3504
+  %3506 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
   %3507 = add nsw i64 %3505, %3506
-  %3508 = add nsw i64 %3507, 16
-  %arena1032 = getelementptr inbounds float, ptr %arena, i64 %3508
-  store <16 x float> %t179_c3_11031, ptr %arena1032, align 4
-  %t179_c4_01033 = load <16 x float>, ptr %conv2_weight_grad.t179_c4_0, align 64
-  %3509 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3510 = add nsw i64 %3509, 4
-  %3511 = mul nsw i64 %3510, 32
-  %3512 = add nsw i64 3337488, %3511
-  %3513 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3514 = add nsw i64 %3512, %3513
-  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %3514
-  store <16 x float> %t179_c4_01033, ptr %arena1034, align 4
-  %t179_c4_11035 = load <16 x float>, ptr %conv2_weight_grad.t179_c4_1, align 64
-  %3515 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3516 = add nsw i64 %3515, 4
-  %3517 = mul nsw i64 %3516, 32
-  %3518 = add nsw i64 3337488, %3517
-  %3519 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3520 = add nsw i64 %3518, %3519
-  %3521 = add nsw i64 %3520, 16
-  %arena1036 = getelementptr inbounds float, ptr %arena, i64 %3521
-  store <16 x float> %t179_c4_11035, ptr %arena1036, align 4
-  %t179_c5_01037 = load <16 x float>, ptr %conv2_weight_grad.t179_c5_0, align 64
-  %3522 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3523 = add nsw i64 %3522, 5
-  %3524 = mul nsw i64 %3523, 32
-  %3525 = add nsw i64 3337488, %3524
-  %3526 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3527 = add nsw i64 %3525, %3526
-  %arena1038 = getelementptr inbounds float, ptr %arena, i64 %3527
-  store <16 x float> %t179_c5_01037, ptr %arena1038, align 4
-  %t179_c5_11039 = load <16 x float>, ptr %conv2_weight_grad.t179_c5_1, align 64
-  %3528 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3529 = add nsw i64 %3528, 5
-  %3530 = mul nsw i64 %3529, 32
-  %3531 = add nsw i64 3337488, %3530
-  %3532 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3533 = add nsw i64 %3531, %3532
-  %3534 = add nsw i64 %3533, 16
-  %arena1040 = getelementptr inbounds float, ptr %arena, i64 %3534
-  store <16 x float> %t179_c5_11039, ptr %arena1040, align 4
-  %t179_c6_01041 = load <16 x float>, ptr %conv2_weight_grad.t179_c6_0, align 64
-  %3535 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3536 = add nsw i64 %3535, 6
-  %3537 = mul nsw i64 %3536, 32
-  %3538 = add nsw i64 3337488, %3537
-  %3539 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3540 = add nsw i64 %3538, %3539
-  %arena1042 = getelementptr inbounds float, ptr %arena, i64 %3540
-  store <16 x float> %t179_c6_01041, ptr %arena1042, align 4
-  %t179_c6_11043 = load <16 x float>, ptr %conv2_weight_grad.t179_c6_1, align 64
-  %3541 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3542 = add nsw i64 %3541, 6
-  %3543 = mul nsw i64 %3542, 32
-  %3544 = add nsw i64 3337488, %3543
-  %3545 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3546 = add nsw i64 %3544, %3545
-  %3547 = add nsw i64 %3546, 16
-  %arena1044 = getelementptr inbounds float, ptr %arena, i64 %3547
-  store <16 x float> %t179_c6_11043, ptr %arena1044, align 4
-  %t179_c7_01045 = load <16 x float>, ptr %conv2_weight_grad.t179_c7_0, align 64
-  %3548 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3549 = add nsw i64 %3548, 7
-  %3550 = mul nsw i64 %3549, 32
-  %3551 = add nsw i64 3337488, %3550
-  %3552 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3553 = add nsw i64 %3551, %3552
-  %arena1046 = getelementptr inbounds float, ptr %arena, i64 %3553
-  store <16 x float> %t179_c7_01045, ptr %arena1046, align 4
-  %t179_c7_11047 = load <16 x float>, ptr %conv2_weight_grad.t179_c7_1, align 64
-  %3554 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3555 = add nsw i64 %3554, 7
-  %3556 = mul nsw i64 %3555, 32
-  %3557 = add nsw i64 3337488, %3556
-  %3558 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3559 = add nsw i64 %3557, %3558
-  %3560 = add nsw i64 %3559, 16
-  %arena1048 = getelementptr inbounds float, ptr %arena, i64 %3560
-  store <16 x float> %t179_c7_11047, ptr %arena1048, align 4
-  %t179_c8_01049 = load <16 x float>, ptr %conv2_weight_grad.t179_c8_0, align 64
-  %3561 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3562 = add nsw i64 %3561, 8
-  %3563 = mul nsw i64 %3562, 32
-  %3564 = add nsw i64 3337488, %3563
-  %3565 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3566 = add nsw i64 %3564, %3565
-  %arena1050 = getelementptr inbounds float, ptr %arena, i64 %3566
-  store <16 x float> %t179_c8_01049, ptr %arena1050, align 4
-  %t179_c8_11051 = load <16 x float>, ptr %conv2_weight_grad.t179_c8_1, align 64
-  %3567 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3568 = add nsw i64 %3567, 8
-  %3569 = mul nsw i64 %3568, 32
-  %3570 = add nsw i64 3337488, %3569
-  %3571 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3572 = add nsw i64 %3570, %3571
-  %3573 = add nsw i64 %3572, 16
-  %arena1052 = getelementptr inbounds float, ptr %arena, i64 %3573
-  store <16 x float> %t179_c8_11051, ptr %arena1052, align 4
-  %t179_c9_01053 = load <16 x float>, ptr %conv2_weight_grad.t179_c9_0, align 64
-  %3574 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3575 = add nsw i64 %3574, 9
-  %3576 = mul nsw i64 %3575, 32
-  %3577 = add nsw i64 3337488, %3576
-  %3578 = mul nsw i64 %conv2_weight_grad.nb177930, 32
+  %3508 = add nsw i64 %3507, 32
+  %arena1173 = getelementptr inbounds float, ptr %arena, i64 %3508
+  %3509 = load <16 x float>, ptr %arena1173, align 4
+  store <16 x float> %3509, ptr %fc1_weight_grad.t165_b2, align 64
+  %3510 = mul nsw i64 %fc1_weight_grad.k1661170, 1568
+  %3511 = add nsw i64 401408, %3510
+  %3512 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3513 = add nsw i64 %3511, %3512
+  %3514 = add nsw i64 %3513, 48
+  %arena1174 = getelementptr inbounds float, ptr %arena, i64 %3514
+  %3515 = load <16 x float>, ptr %arena1174, align 4
+  store <16 x float> %3515, ptr %fc1_weight_grad.t165_b3, align 64
+  %3516 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3517 = add nsw i64 619792, %3516
+  %3518 = mul nsw i64 %fc1_weight_grad.k1661170, 128
+  %3519 = add nsw i64 %3517, %3518
+  %arena1175 = getelementptr inbounds float, ptr %arena, i64 %3519
+  %3520 = load float, ptr %arena1175, align 4
+  %3521 = insertelement <16 x float> undef, float %3520, i32 0
+  %3522 = shufflevector <16 x float> %3521, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3522, ptr %fc1_weight_grad.t165_a0, align 64
+  %t165_a0 = load <16 x float>, ptr %fc1_weight_grad.t165_a0, align 64
+  %t165_b0 = load <16 x float>, ptr %fc1_weight_grad.t165_b0, align 64
+  %t165_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t165_c0_0, align 64
+  %3523 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a0, <16 x float> %t165_b0, <16 x float> %t165_c0_0)
+  store <16 x float> %3523, ptr %fc1_weight_grad.t165_c0_0, align 64
+  %t165_a01176 = load <16 x float>, ptr %fc1_weight_grad.t165_a0, align 64
+  %t165_b1 = load <16 x float>, ptr %fc1_weight_grad.t165_b1, align 64
+  %t165_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t165_c0_1, align 64
+  %3524 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a01176, <16 x float> %t165_b1, <16 x float> %t165_c0_1)
+  store <16 x float> %3524, ptr %fc1_weight_grad.t165_c0_1, align 64
+  %t165_a01177 = load <16 x float>, ptr %fc1_weight_grad.t165_a0, align 64
+  %t165_b2 = load <16 x float>, ptr %fc1_weight_grad.t165_b2, align 64
+  %t165_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t165_c0_2, align 64
+  %3525 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a01177, <16 x float> %t165_b2, <16 x float> %t165_c0_2)
+  store <16 x float> %3525, ptr %fc1_weight_grad.t165_c0_2, align 64
+  %t165_a01178 = load <16 x float>, ptr %fc1_weight_grad.t165_a0, align 64
+  %t165_b3 = load <16 x float>, ptr %fc1_weight_grad.t165_b3, align 64
+  %t165_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t165_c0_3, align 64
+  %3526 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a01178, <16 x float> %t165_b3, <16 x float> %t165_c0_3)
+  store <16 x float> %3526, ptr %fc1_weight_grad.t165_c0_3, align 64
+  %3527 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3528 = add nsw i64 %3527, 1
+  %3529 = add nsw i64 619792, %3528
+  %3530 = mul nsw i64 %fc1_weight_grad.k1661170, 128
+  %3531 = add nsw i64 %3529, %3530
+  %arena1179 = getelementptr inbounds float, ptr %arena, i64 %3531
+  %3532 = load float, ptr %arena1179, align 4
+  %3533 = insertelement <16 x float> undef, float %3532, i32 0
+  %3534 = shufflevector <16 x float> %3533, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3534, ptr %fc1_weight_grad.t165_a1, align 64
+  %t165_a1 = load <16 x float>, ptr %fc1_weight_grad.t165_a1, align 64
+  %t165_b01180 = load <16 x float>, ptr %fc1_weight_grad.t165_b0, align 64
+  %t165_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t165_c1_0, align 64
+  %3535 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a1, <16 x float> %t165_b01180, <16 x float> %t165_c1_0)
+  store <16 x float> %3535, ptr %fc1_weight_grad.t165_c1_0, align 64
+  %t165_a11181 = load <16 x float>, ptr %fc1_weight_grad.t165_a1, align 64
+  %t165_b11182 = load <16 x float>, ptr %fc1_weight_grad.t165_b1, align 64
+  %t165_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t165_c1_1, align 64
+  %3536 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a11181, <16 x float> %t165_b11182, <16 x float> %t165_c1_1)
+  store <16 x float> %3536, ptr %fc1_weight_grad.t165_c1_1, align 64
+  %t165_a11183 = load <16 x float>, ptr %fc1_weight_grad.t165_a1, align 64
+  %t165_b21184 = load <16 x float>, ptr %fc1_weight_grad.t165_b2, align 64
+  %t165_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t165_c1_2, align 64
+  %3537 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a11183, <16 x float> %t165_b21184, <16 x float> %t165_c1_2)
+  store <16 x float> %3537, ptr %fc1_weight_grad.t165_c1_2, align 64
+  %t165_a11185 = load <16 x float>, ptr %fc1_weight_grad.t165_a1, align 64
+  %t165_b31186 = load <16 x float>, ptr %fc1_weight_grad.t165_b3, align 64
+  %t165_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t165_c1_3, align 64
+  %3538 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a11185, <16 x float> %t165_b31186, <16 x float> %t165_c1_3)
+  store <16 x float> %3538, ptr %fc1_weight_grad.t165_c1_3, align 64
+  %3539 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3540 = add nsw i64 %3539, 2
+  %3541 = add nsw i64 619792, %3540
+  %3542 = mul nsw i64 %fc1_weight_grad.k1661170, 128
+  %3543 = add nsw i64 %3541, %3542
+  %arena1187 = getelementptr inbounds float, ptr %arena, i64 %3543
+  %3544 = load float, ptr %arena1187, align 4
+  %3545 = insertelement <16 x float> undef, float %3544, i32 0
+  %3546 = shufflevector <16 x float> %3545, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3546, ptr %fc1_weight_grad.t165_a2, align 64
+  %t165_a2 = load <16 x float>, ptr %fc1_weight_grad.t165_a2, align 64
+  %t165_b01188 = load <16 x float>, ptr %fc1_weight_grad.t165_b0, align 64
+  %t165_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t165_c2_0, align 64
+  %3547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a2, <16 x float> %t165_b01188, <16 x float> %t165_c2_0)
+  store <16 x float> %3547, ptr %fc1_weight_grad.t165_c2_0, align 64
+  %t165_a21189 = load <16 x float>, ptr %fc1_weight_grad.t165_a2, align 64
+  %t165_b11190 = load <16 x float>, ptr %fc1_weight_grad.t165_b1, align 64
+  %t165_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t165_c2_1, align 64
+  %3548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a21189, <16 x float> %t165_b11190, <16 x float> %t165_c2_1)
+  store <16 x float> %3548, ptr %fc1_weight_grad.t165_c2_1, align 64
+  %t165_a21191 = load <16 x float>, ptr %fc1_weight_grad.t165_a2, align 64
+  %t165_b21192 = load <16 x float>, ptr %fc1_weight_grad.t165_b2, align 64
+  %t165_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t165_c2_2, align 64
+  %3549 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a21191, <16 x float> %t165_b21192, <16 x float> %t165_c2_2)
+  store <16 x float> %3549, ptr %fc1_weight_grad.t165_c2_2, align 64
+  %t165_a21193 = load <16 x float>, ptr %fc1_weight_grad.t165_a2, align 64
+  %t165_b31194 = load <16 x float>, ptr %fc1_weight_grad.t165_b3, align 64
+  %t165_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t165_c2_3, align 64
+  %3550 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a21193, <16 x float> %t165_b31194, <16 x float> %t165_c2_3)
+  store <16 x float> %3550, ptr %fc1_weight_grad.t165_c2_3, align 64
+  %3551 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3552 = add nsw i64 %3551, 3
+  %3553 = add nsw i64 619792, %3552
+  %3554 = mul nsw i64 %fc1_weight_grad.k1661170, 128
+  %3555 = add nsw i64 %3553, %3554
+  %arena1195 = getelementptr inbounds float, ptr %arena, i64 %3555
+  %3556 = load float, ptr %arena1195, align 4
+  %3557 = insertelement <16 x float> undef, float %3556, i32 0
+  %3558 = shufflevector <16 x float> %3557, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3558, ptr %fc1_weight_grad.t165_a3, align 64
+  %t165_a3 = load <16 x float>, ptr %fc1_weight_grad.t165_a3, align 64
+  %t165_b01196 = load <16 x float>, ptr %fc1_weight_grad.t165_b0, align 64
+  %t165_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t165_c3_0, align 64
+  %3559 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a3, <16 x float> %t165_b01196, <16 x float> %t165_c3_0)
+  store <16 x float> %3559, ptr %fc1_weight_grad.t165_c3_0, align 64
+  %t165_a31197 = load <16 x float>, ptr %fc1_weight_grad.t165_a3, align 64
+  %t165_b11198 = load <16 x float>, ptr %fc1_weight_grad.t165_b1, align 64
+  %t165_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t165_c3_1, align 64
+  %3560 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a31197, <16 x float> %t165_b11198, <16 x float> %t165_c3_1)
+  store <16 x float> %3560, ptr %fc1_weight_grad.t165_c3_1, align 64
+  %t165_a31199 = load <16 x float>, ptr %fc1_weight_grad.t165_a3, align 64
+  %t165_b21200 = load <16 x float>, ptr %fc1_weight_grad.t165_b2, align 64
+  %t165_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t165_c3_2, align 64
+  %3561 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a31199, <16 x float> %t165_b21200, <16 x float> %t165_c3_2)
+  store <16 x float> %3561, ptr %fc1_weight_grad.t165_c3_2, align 64
+  %t165_a31201 = load <16 x float>, ptr %fc1_weight_grad.t165_a3, align 64
+  %t165_b31202 = load <16 x float>, ptr %fc1_weight_grad.t165_b3, align 64
+  %t165_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t165_c3_3, align 64
+  %3562 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a31201, <16 x float> %t165_b31202, <16 x float> %t165_c3_3)
+  store <16 x float> %3562, ptr %fc1_weight_grad.t165_c3_3, align 64
+  %3563 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3564 = add nsw i64 %3563, 4
+  %3565 = add nsw i64 619792, %3564
+  %3566 = mul nsw i64 %fc1_weight_grad.k1661170, 128
+  %3567 = add nsw i64 %3565, %3566
+  %arena1203 = getelementptr inbounds float, ptr %arena, i64 %3567
+  %3568 = load float, ptr %arena1203, align 4
+  %3569 = insertelement <16 x float> undef, float %3568, i32 0
+  %3570 = shufflevector <16 x float> %3569, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3570, ptr %fc1_weight_grad.t165_a4, align 64
+  %t165_a4 = load <16 x float>, ptr %fc1_weight_grad.t165_a4, align 64
+  %t165_b01204 = load <16 x float>, ptr %fc1_weight_grad.t165_b0, align 64
+  %t165_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t165_c4_0, align 64
+  %3571 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a4, <16 x float> %t165_b01204, <16 x float> %t165_c4_0)
+  store <16 x float> %3571, ptr %fc1_weight_grad.t165_c4_0, align 64
+  %t165_a41205 = load <16 x float>, ptr %fc1_weight_grad.t165_a4, align 64
+  %t165_b11206 = load <16 x float>, ptr %fc1_weight_grad.t165_b1, align 64
+  %t165_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t165_c4_1, align 64
+  %3572 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a41205, <16 x float> %t165_b11206, <16 x float> %t165_c4_1)
+  store <16 x float> %3572, ptr %fc1_weight_grad.t165_c4_1, align 64
+  %t165_a41207 = load <16 x float>, ptr %fc1_weight_grad.t165_a4, align 64
+  %t165_b21208 = load <16 x float>, ptr %fc1_weight_grad.t165_b2, align 64
+  %t165_c4_2 = load <16 x float>, ptr %fc1_weight_grad.t165_c4_2, align 64
+  %3573 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a41207, <16 x float> %t165_b21208, <16 x float> %t165_c4_2)
+  store <16 x float> %3573, ptr %fc1_weight_grad.t165_c4_2, align 64
+  %t165_a41209 = load <16 x float>, ptr %fc1_weight_grad.t165_a4, align 64
+  %t165_b31210 = load <16 x float>, ptr %fc1_weight_grad.t165_b3, align 64
+  %t165_c4_3 = load <16 x float>, ptr %fc1_weight_grad.t165_c4_3, align 64
+  %3574 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a41209, <16 x float> %t165_b31210, <16 x float> %t165_c4_3)
+  store <16 x float> %3574, ptr %fc1_weight_grad.t165_c4_3, align 64
+  %3575 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3576 = add nsw i64 %3575, 5
+  %3577 = add nsw i64 619792, %3576
+  %3578 = mul nsw i64 %fc1_weight_grad.k1661170, 128
   %3579 = add nsw i64 %3577, %3578
-  %arena1054 = getelementptr inbounds float, ptr %arena, i64 %3579
-  store <16 x float> %t179_c9_01053, ptr %arena1054, align 4
-  %t179_c9_11055 = load <16 x float>, ptr %conv2_weight_grad.t179_c9_1, align 64
-  %3580 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3581 = add nsw i64 %3580, 9
-  %3582 = mul nsw i64 %3581, 32
-  %3583 = add nsw i64 3337488, %3582
-  %3584 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3585 = add nsw i64 %3583, %3584
-  %3586 = add nsw i64 %3585, 16
-  %arena1056 = getelementptr inbounds float, ptr %arena, i64 %3586
-  store <16 x float> %t179_c9_11055, ptr %arena1056, align 4
-  %t179_c10_01057 = load <16 x float>, ptr %conv2_weight_grad.t179_c10_0, align 64
-  %3587 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3588 = add nsw i64 %3587, 10
-  %3589 = mul nsw i64 %3588, 32
-  %3590 = add nsw i64 3337488, %3589
-  %3591 = mul nsw i64 %conv2_weight_grad.nb177930, 32
+  %arena1211 = getelementptr inbounds float, ptr %arena, i64 %3579
+  %3580 = load float, ptr %arena1211, align 4
+  %3581 = insertelement <16 x float> undef, float %3580, i32 0
+  %3582 = shufflevector <16 x float> %3581, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3582, ptr %fc1_weight_grad.t165_a5, align 64
+  %t165_a5 = load <16 x float>, ptr %fc1_weight_grad.t165_a5, align 64
+  %t165_b01212 = load <16 x float>, ptr %fc1_weight_grad.t165_b0, align 64
+  %t165_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t165_c5_0, align 64
+  %3583 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a5, <16 x float> %t165_b01212, <16 x float> %t165_c5_0)
+  store <16 x float> %3583, ptr %fc1_weight_grad.t165_c5_0, align 64
+  %t165_a51213 = load <16 x float>, ptr %fc1_weight_grad.t165_a5, align 64
+  %t165_b11214 = load <16 x float>, ptr %fc1_weight_grad.t165_b1, align 64
+  %t165_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t165_c5_1, align 64
+  %3584 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a51213, <16 x float> %t165_b11214, <16 x float> %t165_c5_1)
+  store <16 x float> %3584, ptr %fc1_weight_grad.t165_c5_1, align 64
+  %t165_a51215 = load <16 x float>, ptr %fc1_weight_grad.t165_a5, align 64
+  %t165_b21216 = load <16 x float>, ptr %fc1_weight_grad.t165_b2, align 64
+  %t165_c5_2 = load <16 x float>, ptr %fc1_weight_grad.t165_c5_2, align 64
+  %3585 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a51215, <16 x float> %t165_b21216, <16 x float> %t165_c5_2)
+  store <16 x float> %3585, ptr %fc1_weight_grad.t165_c5_2, align 64
+  %t165_a51217 = load <16 x float>, ptr %fc1_weight_grad.t165_a5, align 64
+  %t165_b31218 = load <16 x float>, ptr %fc1_weight_grad.t165_b3, align 64
+  %t165_c5_3 = load <16 x float>, ptr %fc1_weight_grad.t165_c5_3, align 64
+  %3586 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t165_a51217, <16 x float> %t165_b31218, <16 x float> %t165_c5_3)
+  store <16 x float> %3586, ptr %fc1_weight_grad.t165_c5_3, align 64
+  %k166.next = add nsw i64 %fc1_weight_grad.k1661170, 1
+  %3587 = icmp slt i64 %k166.next, 64
+  br i1 %3587, label %fc1_weight_grad.k166, label %fc1_weight_grad.k166.end
+
+fc1_weight_grad.k166.end:                         ; preds = %fc1_weight_grad.k166
+  %t165_c0_01219 = load <16 x float>, ptr %fc1_weight_grad.t165_c0_0, align 64
+  %3588 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3589 = mul nsw i64 %3588, 1568
+  %3590 = add nsw i64 4800, %3589
+  %3591 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
   %3592 = add nsw i64 %3590, %3591
-  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %3592
-  store <16 x float> %t179_c10_01057, ptr %arena1058, align 4
-  %t179_c10_11059 = load <16 x float>, ptr %conv2_weight_grad.t179_c10_1, align 64
-  %3593 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3594 = add nsw i64 %3593, 10
-  %3595 = mul nsw i64 %3594, 32
-  %3596 = add nsw i64 3337488, %3595
-  %3597 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3598 = add nsw i64 %3596, %3597
-  %3599 = add nsw i64 %3598, 16
-  %arena1060 = getelementptr inbounds float, ptr %arena, i64 %3599
-  store <16 x float> %t179_c10_11059, ptr %arena1060, align 4
-  %t179_c11_01061 = load <16 x float>, ptr %conv2_weight_grad.t179_c11_0, align 64
-  %3600 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3601 = add nsw i64 %3600, 11
-  %3602 = mul nsw i64 %3601, 32
-  %3603 = add nsw i64 3337488, %3602
-  %3604 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3605 = add nsw i64 %3603, %3604
-  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %3605
-  store <16 x float> %t179_c11_01061, ptr %arena1062, align 4
-  %t179_c11_11063 = load <16 x float>, ptr %conv2_weight_grad.t179_c11_1, align 64
-  %3606 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3607 = add nsw i64 %3606, 11
-  %3608 = mul nsw i64 %3607, 32
-  %3609 = add nsw i64 3337488, %3608
-  %3610 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3611 = add nsw i64 %3609, %3610
-  %3612 = add nsw i64 %3611, 16
-  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %3612
-  store <16 x float> %t179_c11_11063, ptr %arena1064, align 4
-  %t179_c12_01065 = load <16 x float>, ptr %conv2_weight_grad.t179_c12_0, align 64
-  %3613 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3614 = add nsw i64 %3613, 12
-  %3615 = mul nsw i64 %3614, 32
-  %3616 = add nsw i64 3337488, %3615
-  %3617 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3618 = add nsw i64 %3616, %3617
-  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3618
-  store <16 x float> %t179_c12_01065, ptr %arena1066, align 4
-  %t179_c12_11067 = load <16 x float>, ptr %conv2_weight_grad.t179_c12_1, align 64
-  %3619 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3620 = add nsw i64 %3619, 12
-  %3621 = mul nsw i64 %3620, 32
-  %3622 = add nsw i64 3337488, %3621
-  %3623 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3624 = add nsw i64 %3622, %3623
-  %3625 = add nsw i64 %3624, 16
-  %arena1068 = getelementptr inbounds float, ptr %arena, i64 %3625
-  store <16 x float> %t179_c12_11067, ptr %arena1068, align 4
-  %t179_c13_01069 = load <16 x float>, ptr %conv2_weight_grad.t179_c13_0, align 64
-  %3626 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3627 = add nsw i64 %3626, 13
-  %3628 = mul nsw i64 %3627, 32
-  %3629 = add nsw i64 3337488, %3628
-  %3630 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3631 = add nsw i64 %3629, %3630
-  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %3631
-  store <16 x float> %t179_c13_01069, ptr %arena1070, align 4
-  %t179_c13_11071 = load <16 x float>, ptr %conv2_weight_grad.t179_c13_1, align 64
-  %3632 = mul nsw i64 %conv2_weight_grad.mb178931, 14
-  %3633 = add nsw i64 %3632, 13
-  %3634 = mul nsw i64 %3633, 32
-  %3635 = add nsw i64 3337488, %3634
-  %3636 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3637 = add nsw i64 %3635, %3636
-  %3638 = add nsw i64 %3637, 16
-  %arena1072 = getelementptr inbounds float, ptr %arena, i64 %3638
-  store <16 x float> %t179_c13_11071, ptr %arena1072, align 4
-  %mb178.next = add nsw i64 %conv2_weight_grad.mb178931, 1
-  %3639 = icmp slt i64 %mb178.next, 10
-  br i1 %3639, label %conv2_weight_grad.mb178, label %conv2_weight_grad.mb178.end
+  %grads1220 = getelementptr inbounds float, ptr %grads, i64 %3592
+  store <16 x float> %t165_c0_01219, ptr %grads1220, align 4
+  %t165_c0_11221 = load <16 x float>, ptr %fc1_weight_grad.t165_c0_1, align 64
+  %3593 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3594 = mul nsw i64 %3593, 1568
+  %3595 = add nsw i64 4800, %3594
+  %3596 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3597 = add nsw i64 %3595, %3596
+  %3598 = add nsw i64 %3597, 16
+  %grads1222 = getelementptr inbounds float, ptr %grads, i64 %3598
+  store <16 x float> %t165_c0_11221, ptr %grads1222, align 4
+  %t165_c0_21223 = load <16 x float>, ptr %fc1_weight_grad.t165_c0_2, align 64
+  %3599 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3600 = mul nsw i64 %3599, 1568
+  %3601 = add nsw i64 4800, %3600
+  %3602 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3603 = add nsw i64 %3601, %3602
+  %3604 = add nsw i64 %3603, 32
+  %grads1224 = getelementptr inbounds float, ptr %grads, i64 %3604
+  store <16 x float> %t165_c0_21223, ptr %grads1224, align 4
+  %t165_c0_31225 = load <16 x float>, ptr %fc1_weight_grad.t165_c0_3, align 64
+  %3605 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3606 = mul nsw i64 %3605, 1568
+  %3607 = add nsw i64 4800, %3606
+  %3608 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3609 = add nsw i64 %3607, %3608
+  %3610 = add nsw i64 %3609, 48
+  %grads1226 = getelementptr inbounds float, ptr %grads, i64 %3610
+  store <16 x float> %t165_c0_31225, ptr %grads1226, align 4
+  %t165_c1_01227 = load <16 x float>, ptr %fc1_weight_grad.t165_c1_0, align 64
+  %3611 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3612 = add nsw i64 %3611, 1
+  %3613 = mul nsw i64 %3612, 1568
+  %3614 = add nsw i64 4800, %3613
+  %3615 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3616 = add nsw i64 %3614, %3615
+  %grads1228 = getelementptr inbounds float, ptr %grads, i64 %3616
+  store <16 x float> %t165_c1_01227, ptr %grads1228, align 4
+  %t165_c1_11229 = load <16 x float>, ptr %fc1_weight_grad.t165_c1_1, align 64
+  %3617 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3618 = add nsw i64 %3617, 1
+  %3619 = mul nsw i64 %3618, 1568
+  %3620 = add nsw i64 4800, %3619
+  %3621 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3622 = add nsw i64 %3620, %3621
+  %3623 = add nsw i64 %3622, 16
+  %grads1230 = getelementptr inbounds float, ptr %grads, i64 %3623
+  store <16 x float> %t165_c1_11229, ptr %grads1230, align 4
+  %t165_c1_21231 = load <16 x float>, ptr %fc1_weight_grad.t165_c1_2, align 64
+  %3624 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3625 = add nsw i64 %3624, 1
+  %3626 = mul nsw i64 %3625, 1568
+  %3627 = add nsw i64 4800, %3626
+  %3628 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3629 = add nsw i64 %3627, %3628
+  %3630 = add nsw i64 %3629, 32
+  %grads1232 = getelementptr inbounds float, ptr %grads, i64 %3630
+  store <16 x float> %t165_c1_21231, ptr %grads1232, align 4
+  %t165_c1_31233 = load <16 x float>, ptr %fc1_weight_grad.t165_c1_3, align 64
+  %3631 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3632 = add nsw i64 %3631, 1
+  %3633 = mul nsw i64 %3632, 1568
+  %3634 = add nsw i64 4800, %3633
+  %3635 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3636 = add nsw i64 %3634, %3635
+  %3637 = add nsw i64 %3636, 48
+  %grads1234 = getelementptr inbounds float, ptr %grads, i64 %3637
+  store <16 x float> %t165_c1_31233, ptr %grads1234, align 4
+  %t165_c2_01235 = load <16 x float>, ptr %fc1_weight_grad.t165_c2_0, align 64
+  %3638 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3639 = add nsw i64 %3638, 2
+  %3640 = mul nsw i64 %3639, 1568
+  %3641 = add nsw i64 4800, %3640
+  %3642 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3643 = add nsw i64 %3641, %3642
+  %grads1236 = getelementptr inbounds float, ptr %grads, i64 %3643
+  store <16 x float> %t165_c2_01235, ptr %grads1236, align 4
+  %t165_c2_11237 = load <16 x float>, ptr %fc1_weight_grad.t165_c2_1, align 64
+  %3644 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3645 = add nsw i64 %3644, 2
+  %3646 = mul nsw i64 %3645, 1568
+  %3647 = add nsw i64 4800, %3646
+  %3648 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3649 = add nsw i64 %3647, %3648
+  %3650 = add nsw i64 %3649, 16
+  %grads1238 = getelementptr inbounds float, ptr %grads, i64 %3650
+  store <16 x float> %t165_c2_11237, ptr %grads1238, align 4
+  %t165_c2_21239 = load <16 x float>, ptr %fc1_weight_grad.t165_c2_2, align 64
+  %3651 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3652 = add nsw i64 %3651, 2
+  %3653 = mul nsw i64 %3652, 1568
+  %3654 = add nsw i64 4800, %3653
+  %3655 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3656 = add nsw i64 %3654, %3655
+  %3657 = add nsw i64 %3656, 32
+  %grads1240 = getelementptr inbounds float, ptr %grads, i64 %3657
+  store <16 x float> %t165_c2_21239, ptr %grads1240, align 4
+  %t165_c2_31241 = load <16 x float>, ptr %fc1_weight_grad.t165_c2_3, align 64
+  %3658 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3659 = add nsw i64 %3658, 2
+  %3660 = mul nsw i64 %3659, 1568
+  %3661 = add nsw i64 4800, %3660
+  %3662 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3663 = add nsw i64 %3661, %3662
+  %3664 = add nsw i64 %3663, 48
+  %grads1242 = getelementptr inbounds float, ptr %grads, i64 %3664
+  store <16 x float> %t165_c2_31241, ptr %grads1242, align 4
+  %t165_c3_01243 = load <16 x float>, ptr %fc1_weight_grad.t165_c3_0, align 64
+  %3665 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3666 = add nsw i64 %3665, 3
+  %3667 = mul nsw i64 %3666, 1568
+  %3668 = add nsw i64 4800, %3667
+  %3669 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3670 = add nsw i64 %3668, %3669
+  %grads1244 = getelementptr inbounds float, ptr %grads, i64 %3670
+  store <16 x float> %t165_c3_01243, ptr %grads1244, align 4
+  %t165_c3_11245 = load <16 x float>, ptr %fc1_weight_grad.t165_c3_1, align 64
+  %3671 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3672 = add nsw i64 %3671, 3
+  %3673 = mul nsw i64 %3672, 1568
+  %3674 = add nsw i64 4800, %3673
+  %3675 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3676 = add nsw i64 %3674, %3675
+  %3677 = add nsw i64 %3676, 16
+  %grads1246 = getelementptr inbounds float, ptr %grads, i64 %3677
+  store <16 x float> %t165_c3_11245, ptr %grads1246, align 4
+  %t165_c3_21247 = load <16 x float>, ptr %fc1_weight_grad.t165_c3_2, align 64
+  %3678 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3679 = add nsw i64 %3678, 3
+  %3680 = mul nsw i64 %3679, 1568
+  %3681 = add nsw i64 4800, %3680
+  %3682 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3683 = add nsw i64 %3681, %3682
+  %3684 = add nsw i64 %3683, 32
+  %grads1248 = getelementptr inbounds float, ptr %grads, i64 %3684
+  store <16 x float> %t165_c3_21247, ptr %grads1248, align 4
+  %t165_c3_31249 = load <16 x float>, ptr %fc1_weight_grad.t165_c3_3, align 64
+  %3685 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3686 = add nsw i64 %3685, 3
+  %3687 = mul nsw i64 %3686, 1568
+  %3688 = add nsw i64 4800, %3687
+  %3689 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3690 = add nsw i64 %3688, %3689
+  %3691 = add nsw i64 %3690, 48
+  %grads1250 = getelementptr inbounds float, ptr %grads, i64 %3691
+  store <16 x float> %t165_c3_31249, ptr %grads1250, align 4
+  %t165_c4_01251 = load <16 x float>, ptr %fc1_weight_grad.t165_c4_0, align 64
+  %3692 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3693 = add nsw i64 %3692, 4
+  %3694 = mul nsw i64 %3693, 1568
+  %3695 = add nsw i64 4800, %3694
+  %3696 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3697 = add nsw i64 %3695, %3696
+  %grads1252 = getelementptr inbounds float, ptr %grads, i64 %3697
+  store <16 x float> %t165_c4_01251, ptr %grads1252, align 4
+  %t165_c4_11253 = load <16 x float>, ptr %fc1_weight_grad.t165_c4_1, align 64
+  %3698 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3699 = add nsw i64 %3698, 4
+  %3700 = mul nsw i64 %3699, 1568
+  %3701 = add nsw i64 4800, %3700
+  %3702 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3703 = add nsw i64 %3701, %3702
+  %3704 = add nsw i64 %3703, 16
+  %grads1254 = getelementptr inbounds float, ptr %grads, i64 %3704
+  store <16 x float> %t165_c4_11253, ptr %grads1254, align 4
+  %t165_c4_21255 = load <16 x float>, ptr %fc1_weight_grad.t165_c4_2, align 64
+  %3705 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3706 = add nsw i64 %3705, 4
+  %3707 = mul nsw i64 %3706, 1568
+  %3708 = add nsw i64 4800, %3707
+  %3709 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3710 = add nsw i64 %3708, %3709
+  %3711 = add nsw i64 %3710, 32
+  %grads1256 = getelementptr inbounds float, ptr %grads, i64 %3711
+  store <16 x float> %t165_c4_21255, ptr %grads1256, align 4
+  %t165_c4_31257 = load <16 x float>, ptr %fc1_weight_grad.t165_c4_3, align 64
+  %3712 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3713 = add nsw i64 %3712, 4
+  %3714 = mul nsw i64 %3713, 1568
+  %3715 = add nsw i64 4800, %3714
+  %3716 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3717 = add nsw i64 %3715, %3716
+  %3718 = add nsw i64 %3717, 48
+  %grads1258 = getelementptr inbounds float, ptr %grads, i64 %3718
+  store <16 x float> %t165_c4_31257, ptr %grads1258, align 4
+  %t165_c5_01259 = load <16 x float>, ptr %fc1_weight_grad.t165_c5_0, align 64
+  %3719 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3720 = add nsw i64 %3719, 5
+  %3721 = mul nsw i64 %3720, 1568
+  %3722 = add nsw i64 4800, %3721
+  %3723 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3724 = add nsw i64 %3722, %3723
+  %grads1260 = getelementptr inbounds float, ptr %grads, i64 %3724
+  store <16 x float> %t165_c5_01259, ptr %grads1260, align 4
+  %t165_c5_11261 = load <16 x float>, ptr %fc1_weight_grad.t165_c5_1, align 64
+  %3725 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3726 = add nsw i64 %3725, 5
+  %3727 = mul nsw i64 %3726, 1568
+  %3728 = add nsw i64 4800, %3727
+  %3729 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3730 = add nsw i64 %3728, %3729
+  %3731 = add nsw i64 %3730, 16
+  %grads1262 = getelementptr inbounds float, ptr %grads, i64 %3731
+  store <16 x float> %t165_c5_11261, ptr %grads1262, align 4
+  %t165_c5_21263 = load <16 x float>, ptr %fc1_weight_grad.t165_c5_2, align 64
+  %3732 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3733 = add nsw i64 %3732, 5
+  %3734 = mul nsw i64 %3733, 1568
+  %3735 = add nsw i64 4800, %3734
+  %3736 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3737 = add nsw i64 %3735, %3736
+  %3738 = add nsw i64 %3737, 32
+  %grads1264 = getelementptr inbounds float, ptr %grads, i64 %3738
+  store <16 x float> %t165_c5_21263, ptr %grads1264, align 4
+  %t165_c5_31265 = load <16 x float>, ptr %fc1_weight_grad.t165_c5_3, align 64
+  %3739 = mul nsw i64 %fc1_weight_grad.mb1641169, 6
+  %3740 = add nsw i64 %3739, 5
+  %3741 = mul nsw i64 %3740, 1568
+  %3742 = add nsw i64 4800, %3741
+  %3743 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3744 = add nsw i64 %3742, %3743
+  %3745 = add nsw i64 %3744, 48
+  %grads1266 = getelementptr inbounds float, ptr %grads, i64 %3745
+  store <16 x float> %t165_c5_31265, ptr %grads1266, align 4
+  %mb164.next = add nsw i64 %fc1_weight_grad.mb1641169, 1
+  %3746 = icmp slt i64 %mb164.next, 21
+  br i1 %3746, label %fc1_weight_grad.mb164, label %fc1_weight_grad.mb164.end
 
-conv2_weight_grad.k182:                           ; preds = %conv2_weight_grad.k182, %conv2_weight_grad.mb178.end
-  %conv2_weight_grad.k1821081 = phi i64 [ 0, %conv2_weight_grad.mb178.end ], [ %k182.next, %conv2_weight_grad.k182 ]
-  %3640 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3641 = add nsw i64 %conv2_weight_grad.k1821081, %3640
-  %3642 = mul nsw i64 %3641, 32
-  %3643 = add nsw i64 2936080, %3642
-  %3644 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3645 = add nsw i64 %3643, %3644
-  %arena1082 = getelementptr inbounds float, ptr %arena, i64 %3645
-  %3646 = load <16 x float>, ptr %arena1082, align 4
-  store <16 x float> %3646, ptr %conv2_weight_grad.t181_b0, align 64
-  %3647 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3648 = add nsw i64 %conv2_weight_grad.k1821081, %3647
-  %3649 = mul nsw i64 %3648, 32
-  %3650 = add nsw i64 2936080, %3649
-  %3651 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3652 = add nsw i64 %3650, %3651
-  %3653 = add nsw i64 %3652, 16
-  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3653
-  %3654 = load <16 x float>, ptr %arena1083, align 4
-  store <16 x float> %3654, ptr %conv2_weight_grad.t181_b1, align 64
-  %3655 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3656 = add nsw i64 %conv2_weight_grad.k1821081, %3655
-  %3657 = add nsw i64 2885904, %3656
-  %arena1084 = getelementptr inbounds float, ptr %arena, i64 %3657
-  %3658 = load float, ptr %arena1084, align 4
-  %3659 = insertelement <16 x float> undef, float %3658, i32 0
-  %3660 = shufflevector <16 x float> %3659, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3660, ptr %conv2_weight_grad.t181_a0, align 64
-  %t181_a0 = load <16 x float>, ptr %conv2_weight_grad.t181_a0, align 64
-  %t181_b0 = load <16 x float>, ptr %conv2_weight_grad.t181_b0, align 64
-  %t181_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_0, align 64
-  %3661 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a0, <16 x float> %t181_b0, <16 x float> %t181_c0_0)
-  store <16 x float> %3661, ptr %conv2_weight_grad.t181_c0_0, align 64
-  %t181_a01085 = load <16 x float>, ptr %conv2_weight_grad.t181_a0, align 64
-  %t181_b1 = load <16 x float>, ptr %conv2_weight_grad.t181_b1, align 64
-  %t181_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_1, align 64
-  %3662 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a01085, <16 x float> %t181_b1, <16 x float> %t181_c0_1)
-  store <16 x float> %3662, ptr %conv2_weight_grad.t181_c0_1, align 64
-  %3663 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3664 = add nsw i64 %conv2_weight_grad.k1821081, %3663
-  %3665 = add nsw i64 2898448, %3664
-  %arena1086 = getelementptr inbounds float, ptr %arena, i64 %3665
-  %3666 = load float, ptr %arena1086, align 4
-  %3667 = insertelement <16 x float> undef, float %3666, i32 0
-  %3668 = shufflevector <16 x float> %3667, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3668, ptr %conv2_weight_grad.t181_a1, align 64
-  %t181_a1 = load <16 x float>, ptr %conv2_weight_grad.t181_a1, align 64
-  %t181_b01087 = load <16 x float>, ptr %conv2_weight_grad.t181_b0, align 64
-  %t181_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_0, align 64
-  %3669 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a1, <16 x float> %t181_b01087, <16 x float> %t181_c1_0)
-  store <16 x float> %3669, ptr %conv2_weight_grad.t181_c1_0, align 64
-  %t181_a11088 = load <16 x float>, ptr %conv2_weight_grad.t181_a1, align 64
-  %t181_b11089 = load <16 x float>, ptr %conv2_weight_grad.t181_b1, align 64
-  %t181_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_1, align 64
-  %3670 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a11088, <16 x float> %t181_b11089, <16 x float> %t181_c1_1)
-  store <16 x float> %3670, ptr %conv2_weight_grad.t181_c1_1, align 64
-  %3671 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3672 = add nsw i64 %conv2_weight_grad.k1821081, %3671
-  %3673 = add nsw i64 2910992, %3672
-  %arena1090 = getelementptr inbounds float, ptr %arena, i64 %3673
-  %3674 = load float, ptr %arena1090, align 4
-  %3675 = insertelement <16 x float> undef, float %3674, i32 0
-  %3676 = shufflevector <16 x float> %3675, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3676, ptr %conv2_weight_grad.t181_a2, align 64
-  %t181_a2 = load <16 x float>, ptr %conv2_weight_grad.t181_a2, align 64
-  %t181_b01091 = load <16 x float>, ptr %conv2_weight_grad.t181_b0, align 64
-  %t181_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_0, align 64
-  %3677 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a2, <16 x float> %t181_b01091, <16 x float> %t181_c2_0)
-  store <16 x float> %3677, ptr %conv2_weight_grad.t181_c2_0, align 64
-  %t181_a21092 = load <16 x float>, ptr %conv2_weight_grad.t181_a2, align 64
-  %t181_b11093 = load <16 x float>, ptr %conv2_weight_grad.t181_b1, align 64
-  %t181_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_1, align 64
-  %3678 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a21092, <16 x float> %t181_b11093, <16 x float> %t181_c2_1)
-  store <16 x float> %3678, ptr %conv2_weight_grad.t181_c2_1, align 64
-  %3679 = mul nsw i64 %conv2_weight_grad.kp176929, 381
-  %3680 = add nsw i64 %conv2_weight_grad.k1821081, %3679
-  %3681 = add nsw i64 2923536, %3680
-  %arena1094 = getelementptr inbounds float, ptr %arena, i64 %3681
-  %3682 = load float, ptr %arena1094, align 4
-  %3683 = insertelement <16 x float> undef, float %3682, i32 0
-  %3684 = shufflevector <16 x float> %3683, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3684, ptr %conv2_weight_grad.t181_a3, align 64
-  %t181_a3 = load <16 x float>, ptr %conv2_weight_grad.t181_a3, align 64
-  %t181_b01095 = load <16 x float>, ptr %conv2_weight_grad.t181_b0, align 64
-  %t181_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_0, align 64
-  %3685 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a3, <16 x float> %t181_b01095, <16 x float> %t181_c3_0)
-  store <16 x float> %3685, ptr %conv2_weight_grad.t181_c3_0, align 64
-  %t181_a31096 = load <16 x float>, ptr %conv2_weight_grad.t181_a3, align 64
-  %t181_b11097 = load <16 x float>, ptr %conv2_weight_grad.t181_b1, align 64
-  %t181_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_1, align 64
-  %3686 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a31096, <16 x float> %t181_b11097, <16 x float> %t181_c3_1)
-  store <16 x float> %3686, ptr %conv2_weight_grad.t181_c3_1, align 64
-  %k182.next = add nsw i64 %conv2_weight_grad.k1821081, 1
-  %3687 = icmp slt i64 %k182.next, 381
-  br i1 %3687, label %conv2_weight_grad.k182, label %conv2_weight_grad.k182.end
-
-conv2_weight_grad.k182.end:                       ; preds = %conv2_weight_grad.k182
-  %t181_c0_01098 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_0, align 64
-  %3688 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3689 = add nsw i64 3341968, %3688
-  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3689
-  store <16 x float> %t181_c0_01098, ptr %arena1099, align 4
-  %t181_c0_11100 = load <16 x float>, ptr %conv2_weight_grad.t181_c0_1, align 64
-  %3690 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3691 = add nsw i64 3341968, %3690
-  %3692 = add nsw i64 %3691, 16
-  %arena1101 = getelementptr inbounds float, ptr %arena, i64 %3692
-  store <16 x float> %t181_c0_11100, ptr %arena1101, align 4
-  %t181_c1_01102 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_0, align 64
-  %3693 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3694 = add nsw i64 3342000, %3693
-  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3694
-  store <16 x float> %t181_c1_01102, ptr %arena1103, align 4
-  %t181_c1_11104 = load <16 x float>, ptr %conv2_weight_grad.t181_c1_1, align 64
-  %3695 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3696 = add nsw i64 3342000, %3695
-  %3697 = add nsw i64 %3696, 16
-  %arena1105 = getelementptr inbounds float, ptr %arena, i64 %3697
-  store <16 x float> %t181_c1_11104, ptr %arena1105, align 4
-  %t181_c2_01106 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_0, align 64
-  %3698 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3699 = add nsw i64 3342032, %3698
-  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %3699
-  store <16 x float> %t181_c2_01106, ptr %arena1107, align 4
-  %t181_c2_11108 = load <16 x float>, ptr %conv2_weight_grad.t181_c2_1, align 64
-  %3700 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3701 = add nsw i64 3342032, %3700
-  %3702 = add nsw i64 %3701, 16
-  %arena1109 = getelementptr inbounds float, ptr %arena, i64 %3702
-  store <16 x float> %t181_c2_11108, ptr %arena1109, align 4
-  %t181_c3_01110 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_0, align 64
-  %3703 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3704 = add nsw i64 3342064, %3703
-  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3704
-  store <16 x float> %t181_c3_01110, ptr %arena1111, align 4
-  %t181_c3_11112 = load <16 x float>, ptr %conv2_weight_grad.t181_c3_1, align 64
-  %3705 = mul nsw i64 %conv2_weight_grad.nb177930, 32
-  %3706 = add nsw i64 3342064, %3705
-  %3707 = add nsw i64 %3706, 16
-  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %3707
-  store <16 x float> %t181_c3_11112, ptr %arena1113, align 4
-  %nb177.next = add nsw i64 %conv2_weight_grad.nb177930, 1
-  %3708 = icmp slt i64 %nb177.next, 1
-  br i1 %3708, label %conv2_weight_grad.nb177, label %conv2_weight_grad.nb177.end
-
-conv2_weight_grad.nb183:                          ; preds = %conv2_weight_grad.k188.end, %conv2_weight_grad.kp176.end
-  %conv2_weight_grad.nb1831114 = phi i64 [ 0, %conv2_weight_grad.kp176.end ], [ %nb183.next, %conv2_weight_grad.k188.end ]
-  br label %conv2_weight_grad.mb184
-
-conv2_weight_grad.nb183.end:                      ; preds = %conv2_weight_grad.k188.end
-  %g158.next = add nsw i64 %conv2_weight_grad.g158867, 1
-  %3709 = icmp slt i64 %g158.next, 1
-  br i1 %3709, label %conv2_weight_grad.g158, label %conv2_weight_grad.g158.end
-
-conv2_weight_grad.mb184:                          ; preds = %conv2_weight_grad.k186.end, %conv2_weight_grad.nb183
-  %conv2_weight_grad.mb1841115 = phi i64 [ 0, %conv2_weight_grad.nb183 ], [ %mb184.next, %conv2_weight_grad.k186.end ]
-  %3710 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3711 = mul nsw i64 %3710, 32
-  %3712 = add nsw i64 3337488, %3711
-  %3713 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3714 = add nsw i64 %3712, %3713
-  %arena1116 = getelementptr inbounds float, ptr %arena, i64 %3714
-  %3715 = load <16 x float>, ptr %arena1116, align 4
-  store <16 x float> %3715, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %3716 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3717 = mul nsw i64 %3716, 32
-  %3718 = add nsw i64 3337488, %3717
-  %3719 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3720 = add nsw i64 %3718, %3719
-  %3721 = add nsw i64 %3720, 16
-  %arena1117 = getelementptr inbounds float, ptr %arena, i64 %3721
-  %3722 = load <16 x float>, ptr %arena1117, align 4
-  store <16 x float> %3722, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %3723 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3724 = add nsw i64 %3723, 1
-  %3725 = mul nsw i64 %3724, 32
-  %3726 = add nsw i64 3337488, %3725
-  %3727 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3728 = add nsw i64 %3726, %3727
-  %arena1118 = getelementptr inbounds float, ptr %arena, i64 %3728
-  %3729 = load <16 x float>, ptr %arena1118, align 4
-  store <16 x float> %3729, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %3730 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3731 = add nsw i64 %3730, 1
-  %3732 = mul nsw i64 %3731, 32
-  %3733 = add nsw i64 3337488, %3732
-  %3734 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3735 = add nsw i64 %3733, %3734
-  %3736 = add nsw i64 %3735, 16
-  %arena1119 = getelementptr inbounds float, ptr %arena, i64 %3736
-  %3737 = load <16 x float>, ptr %arena1119, align 4
-  store <16 x float> %3737, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %3738 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3739 = add nsw i64 %3738, 2
-  %3740 = mul nsw i64 %3739, 32
-  %3741 = add nsw i64 3337488, %3740
-  %3742 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3743 = add nsw i64 %3741, %3742
-  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %3743
-  %3744 = load <16 x float>, ptr %arena1120, align 4
-  store <16 x float> %3744, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %3745 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3746 = add nsw i64 %3745, 2
-  %3747 = mul nsw i64 %3746, 32
-  %3748 = add nsw i64 3337488, %3747
-  %3749 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
+fc1_weight_grad.k168:                             ; preds = %fc1_weight_grad.k168, %fc1_weight_grad.mb164.end
+  %fc1_weight_grad.k1681267 = phi i64 [ 0, %fc1_weight_grad.mb164.end ], [ %k168.next, %fc1_weight_grad.k168 ]
+  %3747 = mul nsw i64 %fc1_weight_grad.k1681267, 1568
+  %3748 = add nsw i64 401408, %3747
+  %3749 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
   %3750 = add nsw i64 %3748, %3749
-  %3751 = add nsw i64 %3750, 16
-  %arena1121 = getelementptr inbounds float, ptr %arena, i64 %3751
-  %3752 = load <16 x float>, ptr %arena1121, align 4
-  store <16 x float> %3752, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %3753 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3754 = add nsw i64 %3753, 3
-  %3755 = mul nsw i64 %3754, 32
-  %3756 = add nsw i64 3337488, %3755
-  %3757 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3758 = add nsw i64 %3756, %3757
-  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %3758
-  %3759 = load <16 x float>, ptr %arena1122, align 4
-  store <16 x float> %3759, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %3760 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3761 = add nsw i64 %3760, 3
-  %3762 = mul nsw i64 %3761, 32
-  %3763 = add nsw i64 3337488, %3762
-  %3764 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3765 = add nsw i64 %3763, %3764
-  %3766 = add nsw i64 %3765, 16
-  %arena1123 = getelementptr inbounds float, ptr %arena, i64 %3766
-  %3767 = load <16 x float>, ptr %arena1123, align 4
-  store <16 x float> %3767, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %3768 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3769 = add nsw i64 %3768, 4
-  %3770 = mul nsw i64 %3769, 32
-  %3771 = add nsw i64 3337488, %3770
-  %3772 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3773 = add nsw i64 %3771, %3772
-  %arena1124 = getelementptr inbounds float, ptr %arena, i64 %3773
-  %3774 = load <16 x float>, ptr %arena1124, align 4
-  store <16 x float> %3774, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %3775 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3776 = add nsw i64 %3775, 4
-  %3777 = mul nsw i64 %3776, 32
-  %3778 = add nsw i64 3337488, %3777
-  %3779 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3780 = add nsw i64 %3778, %3779
-  %3781 = add nsw i64 %3780, 16
-  %arena1125 = getelementptr inbounds float, ptr %arena, i64 %3781
-  %3782 = load <16 x float>, ptr %arena1125, align 4
-  store <16 x float> %3782, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %3783 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3784 = add nsw i64 %3783, 5
-  %3785 = mul nsw i64 %3784, 32
-  %3786 = add nsw i64 3337488, %3785
-  %3787 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3788 = add nsw i64 %3786, %3787
-  %arena1126 = getelementptr inbounds float, ptr %arena, i64 %3788
-  %3789 = load <16 x float>, ptr %arena1126, align 4
-  store <16 x float> %3789, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %3790 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3791 = add nsw i64 %3790, 5
-  %3792 = mul nsw i64 %3791, 32
-  %3793 = add nsw i64 3337488, %3792
-  %3794 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3795 = add nsw i64 %3793, %3794
-  %3796 = add nsw i64 %3795, 16
-  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %3796
-  %3797 = load <16 x float>, ptr %arena1127, align 4
-  store <16 x float> %3797, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %3798 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3799 = add nsw i64 %3798, 6
-  %3800 = mul nsw i64 %3799, 32
-  %3801 = add nsw i64 3337488, %3800
-  %3802 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3803 = add nsw i64 %3801, %3802
-  %arena1128 = getelementptr inbounds float, ptr %arena, i64 %3803
-  %3804 = load <16 x float>, ptr %arena1128, align 4
-  store <16 x float> %3804, ptr %conv2_weight_grad.t185_c6_0, align 64
-  %3805 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3806 = add nsw i64 %3805, 6
-  %3807 = mul nsw i64 %3806, 32
-  %3808 = add nsw i64 3337488, %3807
-  %3809 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3810 = add nsw i64 %3808, %3809
-  %3811 = add nsw i64 %3810, 16
-  %arena1129 = getelementptr inbounds float, ptr %arena, i64 %3811
-  %3812 = load <16 x float>, ptr %arena1129, align 4
-  store <16 x float> %3812, ptr %conv2_weight_grad.t185_c6_1, align 64
-  %3813 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3814 = add nsw i64 %3813, 7
-  %3815 = mul nsw i64 %3814, 32
-  %3816 = add nsw i64 3337488, %3815
-  %3817 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3818 = add nsw i64 %3816, %3817
-  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %3818
-  %3819 = load <16 x float>, ptr %arena1130, align 4
-  store <16 x float> %3819, ptr %conv2_weight_grad.t185_c7_0, align 64
-  %3820 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3821 = add nsw i64 %3820, 7
-  %3822 = mul nsw i64 %3821, 32
-  %3823 = add nsw i64 3337488, %3822
-  %3824 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3825 = add nsw i64 %3823, %3824
-  %3826 = add nsw i64 %3825, 16
-  %arena1131 = getelementptr inbounds float, ptr %arena, i64 %3826
-  %3827 = load <16 x float>, ptr %arena1131, align 4
-  store <16 x float> %3827, ptr %conv2_weight_grad.t185_c7_1, align 64
-  %3828 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3829 = add nsw i64 %3828, 8
-  %3830 = mul nsw i64 %3829, 32
-  %3831 = add nsw i64 3337488, %3830
-  %3832 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3833 = add nsw i64 %3831, %3832
-  %arena1132 = getelementptr inbounds float, ptr %arena, i64 %3833
-  %3834 = load <16 x float>, ptr %arena1132, align 4
-  store <16 x float> %3834, ptr %conv2_weight_grad.t185_c8_0, align 64
-  %3835 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3836 = add nsw i64 %3835, 8
-  %3837 = mul nsw i64 %3836, 32
-  %3838 = add nsw i64 3337488, %3837
-  %3839 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3840 = add nsw i64 %3838, %3839
-  %3841 = add nsw i64 %3840, 16
-  %arena1133 = getelementptr inbounds float, ptr %arena, i64 %3841
-  %3842 = load <16 x float>, ptr %arena1133, align 4
-  store <16 x float> %3842, ptr %conv2_weight_grad.t185_c8_1, align 64
-  %3843 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3844 = add nsw i64 %3843, 9
-  %3845 = mul nsw i64 %3844, 32
-  %3846 = add nsw i64 3337488, %3845
-  %3847 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3848 = add nsw i64 %3846, %3847
-  %arena1134 = getelementptr inbounds float, ptr %arena, i64 %3848
-  %3849 = load <16 x float>, ptr %arena1134, align 4
-  store <16 x float> %3849, ptr %conv2_weight_grad.t185_c9_0, align 64
-  %3850 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3851 = add nsw i64 %3850, 9
-  %3852 = mul nsw i64 %3851, 32
-  %3853 = add nsw i64 3337488, %3852
-  %3854 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3855 = add nsw i64 %3853, %3854
-  %3856 = add nsw i64 %3855, 16
-  %arena1135 = getelementptr inbounds float, ptr %arena, i64 %3856
-  %3857 = load <16 x float>, ptr %arena1135, align 4
-  store <16 x float> %3857, ptr %conv2_weight_grad.t185_c9_1, align 64
-  %3858 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3859 = add nsw i64 %3858, 10
-  %3860 = mul nsw i64 %3859, 32
-  %3861 = add nsw i64 3337488, %3860
-  %3862 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3863 = add nsw i64 %3861, %3862
-  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %3863
-  %3864 = load <16 x float>, ptr %arena1136, align 4
-  store <16 x float> %3864, ptr %conv2_weight_grad.t185_c10_0, align 64
-  %3865 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3866 = add nsw i64 %3865, 10
-  %3867 = mul nsw i64 %3866, 32
-  %3868 = add nsw i64 3337488, %3867
-  %3869 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3870 = add nsw i64 %3868, %3869
-  %3871 = add nsw i64 %3870, 16
-  %arena1137 = getelementptr inbounds float, ptr %arena, i64 %3871
-  %3872 = load <16 x float>, ptr %arena1137, align 4
-  store <16 x float> %3872, ptr %conv2_weight_grad.t185_c10_1, align 64
-  %3873 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3874 = add nsw i64 %3873, 11
-  %3875 = mul nsw i64 %3874, 32
-  %3876 = add nsw i64 3337488, %3875
-  %3877 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3878 = add nsw i64 %3876, %3877
-  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %3878
-  %3879 = load <16 x float>, ptr %arena1138, align 4
-  store <16 x float> %3879, ptr %conv2_weight_grad.t185_c11_0, align 64
-  %3880 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3881 = add nsw i64 %3880, 11
-  %3882 = mul nsw i64 %3881, 32
-  %3883 = add nsw i64 3337488, %3882
-  %3884 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3885 = add nsw i64 %3883, %3884
-  %3886 = add nsw i64 %3885, 16
-  %arena1139 = getelementptr inbounds float, ptr %arena, i64 %3886
-  %3887 = load <16 x float>, ptr %arena1139, align 4
-  store <16 x float> %3887, ptr %conv2_weight_grad.t185_c11_1, align 64
-  %3888 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3889 = add nsw i64 %3888, 12
-  %3890 = mul nsw i64 %3889, 32
-  %3891 = add nsw i64 3337488, %3890
-  %3892 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3893 = add nsw i64 %3891, %3892
-  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %3893
-  %3894 = load <16 x float>, ptr %arena1140, align 4
-  store <16 x float> %3894, ptr %conv2_weight_grad.t185_c12_0, align 64
-  %3895 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3896 = add nsw i64 %3895, 12
-  %3897 = mul nsw i64 %3896, 32
-  %3898 = add nsw i64 3337488, %3897
-  %3899 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3900 = add nsw i64 %3898, %3899
-  %3901 = add nsw i64 %3900, 16
-  %arena1141 = getelementptr inbounds float, ptr %arena, i64 %3901
-  %3902 = load <16 x float>, ptr %arena1141, align 4
-  store <16 x float> %3902, ptr %conv2_weight_grad.t185_c12_1, align 64
-  %3903 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3904 = add nsw i64 %3903, 13
-  %3905 = mul nsw i64 %3904, 32
-  %3906 = add nsw i64 3337488, %3905
-  %3907 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3908 = add nsw i64 %3906, %3907
-  %arena1142 = getelementptr inbounds float, ptr %arena, i64 %3908
-  %3909 = load <16 x float>, ptr %arena1142, align 4
-  store <16 x float> %3909, ptr %conv2_weight_grad.t185_c13_0, align 64
-  %3910 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3911 = add nsw i64 %3910, 13
-  %3912 = mul nsw i64 %3911, 32
-  %3913 = add nsw i64 3337488, %3912
-  %3914 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3915 = add nsw i64 %3913, %3914
-  %3916 = add nsw i64 %3915, 16
-  %arena1143 = getelementptr inbounds float, ptr %arena, i64 %3916
-  %3917 = load <16 x float>, ptr %arena1143, align 4
-  store <16 x float> %3917, ptr %conv2_weight_grad.t185_c13_1, align 64
-  br label %conv2_weight_grad.k186
+  %arena1268 = getelementptr inbounds float, ptr %arena, i64 %3750
+  %3751 = load <16 x float>, ptr %arena1268, align 4
+  store <16 x float> %3751, ptr %fc1_weight_grad.t167_b0, align 64
+  %3752 = mul nsw i64 %fc1_weight_grad.k1681267, 1568
+  %3753 = add nsw i64 401408, %3752
+  %3754 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3755 = add nsw i64 %3753, %3754
+  %3756 = add nsw i64 %3755, 16
+  %arena1269 = getelementptr inbounds float, ptr %arena, i64 %3756
+  %3757 = load <16 x float>, ptr %arena1269, align 4
+  store <16 x float> %3757, ptr %fc1_weight_grad.t167_b1, align 64
+  %3758 = mul nsw i64 %fc1_weight_grad.k1681267, 1568
+  %3759 = add nsw i64 401408, %3758
+  %3760 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3761 = add nsw i64 %3759, %3760
+  %3762 = add nsw i64 %3761, 32
+  %arena1270 = getelementptr inbounds float, ptr %arena, i64 %3762
+  %3763 = load <16 x float>, ptr %arena1270, align 4
+  store <16 x float> %3763, ptr %fc1_weight_grad.t167_b2, align 64
+  %3764 = mul nsw i64 %fc1_weight_grad.k1681267, 1568
+  %3765 = add nsw i64 401408, %3764
+  %3766 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3767 = add nsw i64 %3765, %3766
+  %3768 = add nsw i64 %3767, 48
+  %arena1271 = getelementptr inbounds float, ptr %arena, i64 %3768
+  %3769 = load <16 x float>, ptr %arena1271, align 4
+  store <16 x float> %3769, ptr %fc1_weight_grad.t167_b3, align 64
+  %3770 = mul nsw i64 %fc1_weight_grad.k1681267, 128
+  %3771 = add nsw i64 619918, %3770
+  %arena1272 = getelementptr inbounds float, ptr %arena, i64 %3771
+  %3772 = load float, ptr %arena1272, align 4
+  %3773 = insertelement <16 x float> undef, float %3772, i32 0
+  %3774 = shufflevector <16 x float> %3773, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3774, ptr %fc1_weight_grad.t167_a0, align 64
+  %t167_a0 = load <16 x float>, ptr %fc1_weight_grad.t167_a0, align 64
+  %t167_b0 = load <16 x float>, ptr %fc1_weight_grad.t167_b0, align 64
+  %t167_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_0, align 64
+  %3775 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a0, <16 x float> %t167_b0, <16 x float> %t167_c0_0)
+  store <16 x float> %3775, ptr %fc1_weight_grad.t167_c0_0, align 64
+  %t167_a01273 = load <16 x float>, ptr %fc1_weight_grad.t167_a0, align 64
+  %t167_b1 = load <16 x float>, ptr %fc1_weight_grad.t167_b1, align 64
+  %t167_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_1, align 64
+  %3776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a01273, <16 x float> %t167_b1, <16 x float> %t167_c0_1)
+  store <16 x float> %3776, ptr %fc1_weight_grad.t167_c0_1, align 64
+  %t167_a01274 = load <16 x float>, ptr %fc1_weight_grad.t167_a0, align 64
+  %t167_b2 = load <16 x float>, ptr %fc1_weight_grad.t167_b2, align 64
+  %t167_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_2, align 64
+  %3777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a01274, <16 x float> %t167_b2, <16 x float> %t167_c0_2)
+  store <16 x float> %3777, ptr %fc1_weight_grad.t167_c0_2, align 64
+  %t167_a01275 = load <16 x float>, ptr %fc1_weight_grad.t167_a0, align 64
+  %t167_b3 = load <16 x float>, ptr %fc1_weight_grad.t167_b3, align 64
+  %t167_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_3, align 64
+  %3778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a01275, <16 x float> %t167_b3, <16 x float> %t167_c0_3)
+  store <16 x float> %3778, ptr %fc1_weight_grad.t167_c0_3, align 64
+  %3779 = mul nsw i64 %fc1_weight_grad.k1681267, 128
+  %3780 = add nsw i64 619919, %3779
+  %arena1276 = getelementptr inbounds float, ptr %arena, i64 %3780
+  %3781 = load float, ptr %arena1276, align 4
+  %3782 = insertelement <16 x float> undef, float %3781, i32 0
+  %3783 = shufflevector <16 x float> %3782, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3783, ptr %fc1_weight_grad.t167_a1, align 64
+  %t167_a1 = load <16 x float>, ptr %fc1_weight_grad.t167_a1, align 64
+  %t167_b01277 = load <16 x float>, ptr %fc1_weight_grad.t167_b0, align 64
+  %t167_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_0, align 64
+  %3784 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a1, <16 x float> %t167_b01277, <16 x float> %t167_c1_0)
+  store <16 x float> %3784, ptr %fc1_weight_grad.t167_c1_0, align 64
+  %t167_a11278 = load <16 x float>, ptr %fc1_weight_grad.t167_a1, align 64
+  %t167_b11279 = load <16 x float>, ptr %fc1_weight_grad.t167_b1, align 64
+  %t167_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_1, align 64
+  %3785 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a11278, <16 x float> %t167_b11279, <16 x float> %t167_c1_1)
+  store <16 x float> %3785, ptr %fc1_weight_grad.t167_c1_1, align 64
+  %t167_a11280 = load <16 x float>, ptr %fc1_weight_grad.t167_a1, align 64
+  %t167_b21281 = load <16 x float>, ptr %fc1_weight_grad.t167_b2, align 64
+  %t167_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_2, align 64
+  %3786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a11280, <16 x float> %t167_b21281, <16 x float> %t167_c1_2)
+  store <16 x float> %3786, ptr %fc1_weight_grad.t167_c1_2, align 64
+  %t167_a11282 = load <16 x float>, ptr %fc1_weight_grad.t167_a1, align 64
+  %t167_b31283 = load <16 x float>, ptr %fc1_weight_grad.t167_b3, align 64
+  %t167_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_3, align 64
+  %3787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t167_a11282, <16 x float> %t167_b31283, <16 x float> %t167_c1_3)
+  store <16 x float> %3787, ptr %fc1_weight_grad.t167_c1_3, align 64
+  %k168.next = add nsw i64 %fc1_weight_grad.k1681267, 1
+  %3788 = icmp slt i64 %k168.next, 64
+  br i1 %3788, label %fc1_weight_grad.k168, label %fc1_weight_grad.k168.end
 
-conv2_weight_grad.mb184.end:                      ; preds = %conv2_weight_grad.k186.end
-  %3918 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3919 = add nsw i64 3341968, %3918
-  %arena1257 = getelementptr inbounds float, ptr %arena, i64 %3919
-  %3920 = load <16 x float>, ptr %arena1257, align 4
-  store <16 x float> %3920, ptr %conv2_weight_grad.t187_c0_0, align 64
-  %3921 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3922 = add nsw i64 3341968, %3921
-  %3923 = add nsw i64 %3922, 16
-  %arena1258 = getelementptr inbounds float, ptr %arena, i64 %3923
-  %3924 = load <16 x float>, ptr %arena1258, align 4
-  store <16 x float> %3924, ptr %conv2_weight_grad.t187_c0_1, align 64
-  %3925 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3926 = add nsw i64 3342000, %3925
-  %arena1259 = getelementptr inbounds float, ptr %arena, i64 %3926
-  %3927 = load <16 x float>, ptr %arena1259, align 4
-  store <16 x float> %3927, ptr %conv2_weight_grad.t187_c1_0, align 64
-  %3928 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3929 = add nsw i64 3342000, %3928
-  %3930 = add nsw i64 %3929, 16
-  %arena1260 = getelementptr inbounds float, ptr %arena, i64 %3930
-  %3931 = load <16 x float>, ptr %arena1260, align 4
-  store <16 x float> %3931, ptr %conv2_weight_grad.t187_c1_1, align 64
-  %3932 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3933 = add nsw i64 3342032, %3932
-  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %3933
-  %3934 = load <16 x float>, ptr %arena1261, align 4
-  store <16 x float> %3934, ptr %conv2_weight_grad.t187_c2_0, align 64
-  %3935 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3936 = add nsw i64 3342032, %3935
-  %3937 = add nsw i64 %3936, 16
-  %arena1262 = getelementptr inbounds float, ptr %arena, i64 %3937
-  %3938 = load <16 x float>, ptr %arena1262, align 4
-  store <16 x float> %3938, ptr %conv2_weight_grad.t187_c2_1, align 64
-  %3939 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3940 = add nsw i64 3342064, %3939
-  %arena1263 = getelementptr inbounds float, ptr %arena, i64 %3940
-  %3941 = load <16 x float>, ptr %arena1263, align 4
-  store <16 x float> %3941, ptr %conv2_weight_grad.t187_c3_0, align 64
-  %3942 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3943 = add nsw i64 3342064, %3942
+fc1_weight_grad.k168.end:                         ; preds = %fc1_weight_grad.k168
+  %t167_c0_01284 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_0, align 64
+  %3789 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3790 = add nsw i64 202368, %3789
+  %grads1285 = getelementptr inbounds float, ptr %grads, i64 %3790
+  store <16 x float> %t167_c0_01284, ptr %grads1285, align 4
+  %t167_c0_11286 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_1, align 64
+  %3791 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3792 = add nsw i64 202368, %3791
+  %3793 = add nsw i64 %3792, 16
+  %grads1287 = getelementptr inbounds float, ptr %grads, i64 %3793
+  store <16 x float> %t167_c0_11286, ptr %grads1287, align 4
+  %t167_c0_21288 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_2, align 64
+  %3794 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3795 = add nsw i64 202368, %3794
+  %3796 = add nsw i64 %3795, 32
+  %grads1289 = getelementptr inbounds float, ptr %grads, i64 %3796
+  store <16 x float> %t167_c0_21288, ptr %grads1289, align 4
+  %t167_c0_31290 = load <16 x float>, ptr %fc1_weight_grad.t167_c0_3, align 64
+  %3797 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3798 = add nsw i64 202368, %3797
+  %3799 = add nsw i64 %3798, 48
+  %grads1291 = getelementptr inbounds float, ptr %grads, i64 %3799
+  store <16 x float> %t167_c0_31290, ptr %grads1291, align 4
+  %t167_c1_01292 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_0, align 64
+  %3800 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3801 = add nsw i64 203936, %3800
+  %grads1293 = getelementptr inbounds float, ptr %grads, i64 %3801
+  store <16 x float> %t167_c1_01292, ptr %grads1293, align 4
+  %t167_c1_11294 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_1, align 64
+  %3802 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3803 = add nsw i64 203936, %3802
+  %3804 = add nsw i64 %3803, 16
+  %grads1295 = getelementptr inbounds float, ptr %grads, i64 %3804
+  store <16 x float> %t167_c1_11294, ptr %grads1295, align 4
+  %t167_c1_21296 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_2, align 64
+  %3805 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3806 = add nsw i64 203936, %3805
+  %3807 = add nsw i64 %3806, 32
+  %grads1297 = getelementptr inbounds float, ptr %grads, i64 %3807
+  store <16 x float> %t167_c1_21296, ptr %grads1297, align 4
+  %t167_c1_31298 = load <16 x float>, ptr %fc1_weight_grad.t167_c1_3, align 64
+  %3808 = mul nsw i64 %fc1_weight_grad.nb1631168, 64
+  %3809 = add nsw i64 203936, %3808
+  %3810 = add nsw i64 %3809, 48
+  %grads1299 = getelementptr inbounds float, ptr %grads, i64 %3810
+  store <16 x float> %t167_c1_31298, ptr %grads1299, align 4
+  %nb163.next = add nsw i64 %fc1_weight_grad.nb1631168, 1
+  %3811 = icmp slt i64 %nb163.next, 24
+  br i1 %3811, label %fc1_weight_grad.nb163, label %fc1_weight_grad.nb163.end
+
+fc1_weight_grad.mb169:                            ; preds = %fc1_weight_grad.k171.end, %fc1_weight_grad.nb163.end
+  %fc1_weight_grad.mb1691300 = phi i64 [ 0, %fc1_weight_grad.nb163.end ], [ %mb169.next, %fc1_weight_grad.k171.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t170_c5_1, align 64
+  br label %fc1_weight_grad.k171
+
+fc1_weight_grad.mb169.end:                        ; preds = %fc1_weight_grad.k171.end
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c1_1, align 64
+  br label %fc1_weight_grad.k173
+
+fc1_weight_grad.k171:                             ; preds = %fc1_weight_grad.k171, %fc1_weight_grad.mb169
+  %fc1_weight_grad.k1711301 = phi i64 [ 0, %fc1_weight_grad.mb169 ], [ %k171.next, %fc1_weight_grad.k171 ]
+  %3812 = mul nsw i64 %fc1_weight_grad.k1711301, 1568
+  %3813 = add nsw i64 401408, %3812
+  %3814 = add nsw i64 %3813, 1536
+  %arena1302 = getelementptr inbounds float, ptr %arena, i64 %3814
+  %3815 = load <16 x float>, ptr %arena1302, align 4
+  store <16 x float> %3815, ptr %fc1_weight_grad.t170_b0, align 64
+  %3816 = mul nsw i64 %fc1_weight_grad.k1711301, 1568
+  %3817 = add nsw i64 401408, %3816
+  %3818 = add nsw i64 %3817, 1536
+  %3819 = add nsw i64 %3818, 16
+  %arena1303 = getelementptr inbounds float, ptr %arena, i64 %3819
+  %3820 = load <16 x float>, ptr %arena1303, align 4
+  store <16 x float> %3820, ptr %fc1_weight_grad.t170_b1, align 64
+  %3821 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3822 = add nsw i64 619792, %3821
+  %3823 = mul nsw i64 %fc1_weight_grad.k1711301, 128
+  %3824 = add nsw i64 %3822, %3823
+  %arena1304 = getelementptr inbounds float, ptr %arena, i64 %3824
+  %3825 = load float, ptr %arena1304, align 4
+  %3826 = insertelement <16 x float> undef, float %3825, i32 0
+  %3827 = shufflevector <16 x float> %3826, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3827, ptr %fc1_weight_grad.t170_a0, align 64
+  %t170_a0 = load <16 x float>, ptr %fc1_weight_grad.t170_a0, align 64
+  %t170_b0 = load <16 x float>, ptr %fc1_weight_grad.t170_b0, align 64
+  %t170_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t170_c0_0, align 64
+  %3828 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a0, <16 x float> %t170_b0, <16 x float> %t170_c0_0)
+  store <16 x float> %3828, ptr %fc1_weight_grad.t170_c0_0, align 64
+  %t170_a01305 = load <16 x float>, ptr %fc1_weight_grad.t170_a0, align 64
+  %t170_b1 = load <16 x float>, ptr %fc1_weight_grad.t170_b1, align 64
+  %t170_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t170_c0_1, align 64
+  %3829 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a01305, <16 x float> %t170_b1, <16 x float> %t170_c0_1)
+  store <16 x float> %3829, ptr %fc1_weight_grad.t170_c0_1, align 64
+  %3830 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3831 = add nsw i64 %3830, 1
+  %3832 = add nsw i64 619792, %3831
+  %3833 = mul nsw i64 %fc1_weight_grad.k1711301, 128
+  %3834 = add nsw i64 %3832, %3833
+  %arena1306 = getelementptr inbounds float, ptr %arena, i64 %3834
+  %3835 = load float, ptr %arena1306, align 4
+  %3836 = insertelement <16 x float> undef, float %3835, i32 0
+  %3837 = shufflevector <16 x float> %3836, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3837, ptr %fc1_weight_grad.t170_a1, align 64
+  %t170_a1 = load <16 x float>, ptr %fc1_weight_grad.t170_a1, align 64
+  %t170_b01307 = load <16 x float>, ptr %fc1_weight_grad.t170_b0, align 64
+  %t170_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t170_c1_0, align 64
+  %3838 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a1, <16 x float> %t170_b01307, <16 x float> %t170_c1_0)
+  store <16 x float> %3838, ptr %fc1_weight_grad.t170_c1_0, align 64
+  %t170_a11308 = load <16 x float>, ptr %fc1_weight_grad.t170_a1, align 64
+  %t170_b11309 = load <16 x float>, ptr %fc1_weight_grad.t170_b1, align 64
+  %t170_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t170_c1_1, align 64
+  %3839 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a11308, <16 x float> %t170_b11309, <16 x float> %t170_c1_1)
+  store <16 x float> %3839, ptr %fc1_weight_grad.t170_c1_1, align 64
+  %3840 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3841 = add nsw i64 %3840, 2
+  %3842 = add nsw i64 619792, %3841
+  %3843 = mul nsw i64 %fc1_weight_grad.k1711301, 128
+  %3844 = add nsw i64 %3842, %3843
+  %arena1310 = getelementptr inbounds float, ptr %arena, i64 %3844
+  %3845 = load float, ptr %arena1310, align 4
+  %3846 = insertelement <16 x float> undef, float %3845, i32 0
+  %3847 = shufflevector <16 x float> %3846, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3847, ptr %fc1_weight_grad.t170_a2, align 64
+  %t170_a2 = load <16 x float>, ptr %fc1_weight_grad.t170_a2, align 64
+  %t170_b01311 = load <16 x float>, ptr %fc1_weight_grad.t170_b0, align 64
+  %t170_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t170_c2_0, align 64
+  %3848 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a2, <16 x float> %t170_b01311, <16 x float> %t170_c2_0)
+  store <16 x float> %3848, ptr %fc1_weight_grad.t170_c2_0, align 64
+  %t170_a21312 = load <16 x float>, ptr %fc1_weight_grad.t170_a2, align 64
+  %t170_b11313 = load <16 x float>, ptr %fc1_weight_grad.t170_b1, align 64
+  %t170_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t170_c2_1, align 64
+  %3849 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a21312, <16 x float> %t170_b11313, <16 x float> %t170_c2_1)
+  store <16 x float> %3849, ptr %fc1_weight_grad.t170_c2_1, align 64
+  %3850 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3851 = add nsw i64 %3850, 3
+  %3852 = add nsw i64 619792, %3851
+  %3853 = mul nsw i64 %fc1_weight_grad.k1711301, 128
+  %3854 = add nsw i64 %3852, %3853
+  %arena1314 = getelementptr inbounds float, ptr %arena, i64 %3854
+  %3855 = load float, ptr %arena1314, align 4
+  %3856 = insertelement <16 x float> undef, float %3855, i32 0
+  %3857 = shufflevector <16 x float> %3856, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3857, ptr %fc1_weight_grad.t170_a3, align 64
+  %t170_a3 = load <16 x float>, ptr %fc1_weight_grad.t170_a3, align 64
+  %t170_b01315 = load <16 x float>, ptr %fc1_weight_grad.t170_b0, align 64
+  %t170_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t170_c3_0, align 64
+  %3858 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a3, <16 x float> %t170_b01315, <16 x float> %t170_c3_0)
+  store <16 x float> %3858, ptr %fc1_weight_grad.t170_c3_0, align 64
+  %t170_a31316 = load <16 x float>, ptr %fc1_weight_grad.t170_a3, align 64
+  %t170_b11317 = load <16 x float>, ptr %fc1_weight_grad.t170_b1, align 64
+  %t170_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t170_c3_1, align 64
+  %3859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a31316, <16 x float> %t170_b11317, <16 x float> %t170_c3_1)
+  store <16 x float> %3859, ptr %fc1_weight_grad.t170_c3_1, align 64
+  %3860 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3861 = add nsw i64 %3860, 4
+  %3862 = add nsw i64 619792, %3861
+  %3863 = mul nsw i64 %fc1_weight_grad.k1711301, 128
+  %3864 = add nsw i64 %3862, %3863
+  %arena1318 = getelementptr inbounds float, ptr %arena, i64 %3864
+  %3865 = load float, ptr %arena1318, align 4
+  %3866 = insertelement <16 x float> undef, float %3865, i32 0
+  %3867 = shufflevector <16 x float> %3866, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3867, ptr %fc1_weight_grad.t170_a4, align 64
+  %t170_a4 = load <16 x float>, ptr %fc1_weight_grad.t170_a4, align 64
+  %t170_b01319 = load <16 x float>, ptr %fc1_weight_grad.t170_b0, align 64
+  %t170_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t170_c4_0, align 64
+  %3868 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a4, <16 x float> %t170_b01319, <16 x float> %t170_c4_0)
+  store <16 x float> %3868, ptr %fc1_weight_grad.t170_c4_0, align 64
+  %t170_a41320 = load <16 x float>, ptr %fc1_weight_grad.t170_a4, align 64
+  %t170_b11321 = load <16 x float>, ptr %fc1_weight_grad.t170_b1, align 64
+  %t170_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t170_c4_1, align 64
+  %3869 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a41320, <16 x float> %t170_b11321, <16 x float> %t170_c4_1)
+  store <16 x float> %3869, ptr %fc1_weight_grad.t170_c4_1, align 64
+  %3870 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3871 = add nsw i64 %3870, 5
+  %3872 = add nsw i64 619792, %3871
+  %3873 = mul nsw i64 %fc1_weight_grad.k1711301, 128
+  %3874 = add nsw i64 %3872, %3873
+  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %3874
+  %3875 = load float, ptr %arena1322, align 4
+  %3876 = insertelement <16 x float> undef, float %3875, i32 0
+  %3877 = shufflevector <16 x float> %3876, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3877, ptr %fc1_weight_grad.t170_a5, align 64
+  %t170_a5 = load <16 x float>, ptr %fc1_weight_grad.t170_a5, align 64
+  %t170_b01323 = load <16 x float>, ptr %fc1_weight_grad.t170_b0, align 64
+  %t170_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t170_c5_0, align 64
+  %3878 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a5, <16 x float> %t170_b01323, <16 x float> %t170_c5_0)
+  store <16 x float> %3878, ptr %fc1_weight_grad.t170_c5_0, align 64
+  %t170_a51324 = load <16 x float>, ptr %fc1_weight_grad.t170_a5, align 64
+  %t170_b11325 = load <16 x float>, ptr %fc1_weight_grad.t170_b1, align 64
+  %t170_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t170_c5_1, align 64
+  %3879 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t170_a51324, <16 x float> %t170_b11325, <16 x float> %t170_c5_1)
+  store <16 x float> %3879, ptr %fc1_weight_grad.t170_c5_1, align 64
+  %k171.next = add nsw i64 %fc1_weight_grad.k1711301, 1
+  %3880 = icmp slt i64 %k171.next, 64
+  br i1 %3880, label %fc1_weight_grad.k171, label %fc1_weight_grad.k171.end
+
+fc1_weight_grad.k171.end:                         ; preds = %fc1_weight_grad.k171
+  %t170_c0_01326 = load <16 x float>, ptr %fc1_weight_grad.t170_c0_0, align 64
+  %3881 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3882 = mul nsw i64 %3881, 1568
+  %3883 = add nsw i64 4800, %3882
+  %3884 = add nsw i64 %3883, 1536
+  %grads1327 = getelementptr inbounds float, ptr %grads, i64 %3884
+  store <16 x float> %t170_c0_01326, ptr %grads1327, align 4
+  %t170_c0_11328 = load <16 x float>, ptr %fc1_weight_grad.t170_c0_1, align 64
+  %3885 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3886 = mul nsw i64 %3885, 1568
+  %3887 = add nsw i64 4800, %3886
+  %3888 = add nsw i64 %3887, 1536
+  %3889 = add nsw i64 %3888, 16
+  %grads1329 = getelementptr inbounds float, ptr %grads, i64 %3889
+  store <16 x float> %t170_c0_11328, ptr %grads1329, align 4
+  %t170_c1_01330 = load <16 x float>, ptr %fc1_weight_grad.t170_c1_0, align 64
+  %3890 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3891 = add nsw i64 %3890, 1
+  %3892 = mul nsw i64 %3891, 1568
+  %3893 = add nsw i64 4800, %3892
+  %3894 = add nsw i64 %3893, 1536
+  %grads1331 = getelementptr inbounds float, ptr %grads, i64 %3894
+  store <16 x float> %t170_c1_01330, ptr %grads1331, align 4
+  %t170_c1_11332 = load <16 x float>, ptr %fc1_weight_grad.t170_c1_1, align 64
+  %3895 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3896 = add nsw i64 %3895, 1
+  %3897 = mul nsw i64 %3896, 1568
+  %3898 = add nsw i64 4800, %3897
+  %3899 = add nsw i64 %3898, 1536
+  %3900 = add nsw i64 %3899, 16
+  %grads1333 = getelementptr inbounds float, ptr %grads, i64 %3900
+  store <16 x float> %t170_c1_11332, ptr %grads1333, align 4
+  %t170_c2_01334 = load <16 x float>, ptr %fc1_weight_grad.t170_c2_0, align 64
+  %3901 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3902 = add nsw i64 %3901, 2
+  %3903 = mul nsw i64 %3902, 1568
+  %3904 = add nsw i64 4800, %3903
+  %3905 = add nsw i64 %3904, 1536
+  %grads1335 = getelementptr inbounds float, ptr %grads, i64 %3905
+  store <16 x float> %t170_c2_01334, ptr %grads1335, align 4
+  %t170_c2_11336 = load <16 x float>, ptr %fc1_weight_grad.t170_c2_1, align 64
+  %3906 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3907 = add nsw i64 %3906, 2
+  %3908 = mul nsw i64 %3907, 1568
+  %3909 = add nsw i64 4800, %3908
+  %3910 = add nsw i64 %3909, 1536
+  %3911 = add nsw i64 %3910, 16
+  %grads1337 = getelementptr inbounds float, ptr %grads, i64 %3911
+  store <16 x float> %t170_c2_11336, ptr %grads1337, align 4
+  %t170_c3_01338 = load <16 x float>, ptr %fc1_weight_grad.t170_c3_0, align 64
+  %3912 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3913 = add nsw i64 %3912, 3
+  %3914 = mul nsw i64 %3913, 1568
+  %3915 = add nsw i64 4800, %3914
+  %3916 = add nsw i64 %3915, 1536
+  %grads1339 = getelementptr inbounds float, ptr %grads, i64 %3916
+  store <16 x float> %t170_c3_01338, ptr %grads1339, align 4
+  %t170_c3_11340 = load <16 x float>, ptr %fc1_weight_grad.t170_c3_1, align 64
+  %3917 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3918 = add nsw i64 %3917, 3
+  %3919 = mul nsw i64 %3918, 1568
+  %3920 = add nsw i64 4800, %3919
+  %3921 = add nsw i64 %3920, 1536
+  %3922 = add nsw i64 %3921, 16
+  %grads1341 = getelementptr inbounds float, ptr %grads, i64 %3922
+  store <16 x float> %t170_c3_11340, ptr %grads1341, align 4
+  %t170_c4_01342 = load <16 x float>, ptr %fc1_weight_grad.t170_c4_0, align 64
+  %3923 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3924 = add nsw i64 %3923, 4
+  %3925 = mul nsw i64 %3924, 1568
+  %3926 = add nsw i64 4800, %3925
+  %3927 = add nsw i64 %3926, 1536
+  %grads1343 = getelementptr inbounds float, ptr %grads, i64 %3927
+  store <16 x float> %t170_c4_01342, ptr %grads1343, align 4
+  %t170_c4_11344 = load <16 x float>, ptr %fc1_weight_grad.t170_c4_1, align 64
+  %3928 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3929 = add nsw i64 %3928, 4
+  %3930 = mul nsw i64 %3929, 1568
+  %3931 = add nsw i64 4800, %3930
+  %3932 = add nsw i64 %3931, 1536
+  %3933 = add nsw i64 %3932, 16
+  %grads1345 = getelementptr inbounds float, ptr %grads, i64 %3933
+  store <16 x float> %t170_c4_11344, ptr %grads1345, align 4
+  %t170_c5_01346 = load <16 x float>, ptr %fc1_weight_grad.t170_c5_0, align 64
+  %3934 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3935 = add nsw i64 %3934, 5
+  %3936 = mul nsw i64 %3935, 1568
+  %3937 = add nsw i64 4800, %3936
+  %3938 = add nsw i64 %3937, 1536
+  %grads1347 = getelementptr inbounds float, ptr %grads, i64 %3938
+  store <16 x float> %t170_c5_01346, ptr %grads1347, align 4
+  %t170_c5_11348 = load <16 x float>, ptr %fc1_weight_grad.t170_c5_1, align 64
+  %3939 = mul nsw i64 %fc1_weight_grad.mb1691300, 6
+  %3940 = add nsw i64 %3939, 5
+  %3941 = mul nsw i64 %3940, 1568
+  %3942 = add nsw i64 4800, %3941
+  %3943 = add nsw i64 %3942, 1536
   %3944 = add nsw i64 %3943, 16
-  %arena1264 = getelementptr inbounds float, ptr %arena, i64 %3944
-  %3945 = load <16 x float>, ptr %arena1264, align 4
-  store <16 x float> %3945, ptr %conv2_weight_grad.t187_c3_1, align 64
-  br label %conv2_weight_grad.k188
+  %grads1349 = getelementptr inbounds float, ptr %grads, i64 %3944
+  store <16 x float> %t170_c5_11348, ptr %grads1349, align 4
+  %mb169.next = add nsw i64 %fc1_weight_grad.mb1691300, 1
+  %3945 = icmp slt i64 %mb169.next, 21
+  br i1 %3945, label %fc1_weight_grad.mb169, label %fc1_weight_grad.mb169.end
 
-conv2_weight_grad.k186:                           ; preds = %conv2_weight_grad.k186, %conv2_weight_grad.mb184
-  %conv2_weight_grad.k1861144 = phi i64 [ 0, %conv2_weight_grad.mb184 ], [ %k186.next, %conv2_weight_grad.k186 ]
-  %3946 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %3947 = mul nsw i64 %3946, 32
-  %3948 = add nsw i64 2936080, %3947
-  %3949 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3950 = add nsw i64 %3948, %3949
-  %arena1145 = getelementptr inbounds float, ptr %arena, i64 %3950
-  %3951 = load <16 x float>, ptr %arena1145, align 4
-  store <16 x float> %3951, ptr %conv2_weight_grad.t185_b0, align 64
-  %3952 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %3953 = mul nsw i64 %3952, 32
-  %3954 = add nsw i64 2936080, %3953
-  %3955 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %3956 = add nsw i64 %3954, %3955
-  %3957 = add nsw i64 %3956, 16
-  %arena1146 = getelementptr inbounds float, ptr %arena, i64 %3957
-  %3958 = load <16 x float>, ptr %arena1146, align 4
-  store <16 x float> %3958, ptr %conv2_weight_grad.t185_b1, align 64
-  %3959 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3960 = mul nsw i64 %3959, 12544
-  %3961 = add nsw i64 1129744, %3960
-  %3962 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %3963 = add nsw i64 %3961, %3962
-  %arena1147 = getelementptr inbounds float, ptr %arena, i64 %3963
-  %3964 = load float, ptr %arena1147, align 4
+fc1_weight_grad.k173:                             ; preds = %fc1_weight_grad.k173, %fc1_weight_grad.mb169.end
+  %fc1_weight_grad.k1731350 = phi i64 [ 0, %fc1_weight_grad.mb169.end ], [ %k173.next, %fc1_weight_grad.k173 ]
+  %3946 = mul nsw i64 %fc1_weight_grad.k1731350, 1568
+  %3947 = add nsw i64 401408, %3946
+  %3948 = add nsw i64 %3947, 1536
+  %arena1351 = getelementptr inbounds float, ptr %arena, i64 %3948
+  %3949 = load <16 x float>, ptr %arena1351, align 4
+  store <16 x float> %3949, ptr %fc1_weight_grad.t172_b0, align 64
+  %3950 = mul nsw i64 %fc1_weight_grad.k1731350, 1568
+  %3951 = add nsw i64 401408, %3950
+  %3952 = add nsw i64 %3951, 1536
+  %3953 = add nsw i64 %3952, 16
+  %arena1352 = getelementptr inbounds float, ptr %arena, i64 %3953
+  %3954 = load <16 x float>, ptr %arena1352, align 4
+  store <16 x float> %3954, ptr %fc1_weight_grad.t172_b1, align 64
+  %3955 = mul nsw i64 %fc1_weight_grad.k1731350, 128
+  %3956 = add nsw i64 619918, %3955
+  %arena1353 = getelementptr inbounds float, ptr %arena, i64 %3956
+  %3957 = load float, ptr %arena1353, align 4
+  %3958 = insertelement <16 x float> undef, float %3957, i32 0
+  %3959 = shufflevector <16 x float> %3958, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3959, ptr %fc1_weight_grad.t172_a0, align 64
+  %t172_a0 = load <16 x float>, ptr %fc1_weight_grad.t172_a0, align 64
+  %t172_b0 = load <16 x float>, ptr %fc1_weight_grad.t172_b0, align 64
+  %t172_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t172_c0_0, align 64
+  %3960 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t172_a0, <16 x float> %t172_b0, <16 x float> %t172_c0_0)
+  store <16 x float> %3960, ptr %fc1_weight_grad.t172_c0_0, align 64
+  %t172_a01354 = load <16 x float>, ptr %fc1_weight_grad.t172_a0, align 64
+  %t172_b1 = load <16 x float>, ptr %fc1_weight_grad.t172_b1, align 64
+  %t172_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t172_c0_1, align 64
+  %3961 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t172_a01354, <16 x float> %t172_b1, <16 x float> %t172_c0_1)
+  store <16 x float> %3961, ptr %fc1_weight_grad.t172_c0_1, align 64
+  %3962 = mul nsw i64 %fc1_weight_grad.k1731350, 128
+  %3963 = add nsw i64 619919, %3962
+  %arena1355 = getelementptr inbounds float, ptr %arena, i64 %3963
+  %3964 = load float, ptr %arena1355, align 4
   %3965 = insertelement <16 x float> undef, float %3964, i32 0
   %3966 = shufflevector <16 x float> %3965, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3966, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_a0 = load <16 x float>, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_b0 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %3967 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a0, <16 x float> %t185_b0, <16 x float> %t185_c0_0)
-  store <16 x float> %3967, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %t185_a01148 = load <16 x float>, ptr %conv2_weight_grad.t185_a0, align 64
-  %t185_b1 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %3968 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a01148, <16 x float> %t185_b1, <16 x float> %t185_c0_1)
-  store <16 x float> %3968, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %3969 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3970 = add nsw i64 %3969, 1
-  %3971 = mul nsw i64 %3970, 12544
-  %3972 = add nsw i64 1129744, %3971
-  %3973 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %3974 = add nsw i64 %3972, %3973
-  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %3974
-  %3975 = load float, ptr %arena1149, align 4
-  %3976 = insertelement <16 x float> undef, float %3975, i32 0
-  %3977 = shufflevector <16 x float> %3976, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3977, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_a1 = load <16 x float>, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_b01150 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %3978 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a1, <16 x float> %t185_b01150, <16 x float> %t185_c1_0)
-  store <16 x float> %3978, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %t185_a11151 = load <16 x float>, ptr %conv2_weight_grad.t185_a1, align 64
-  %t185_b11152 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %3979 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a11151, <16 x float> %t185_b11152, <16 x float> %t185_c1_1)
-  store <16 x float> %3979, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %3980 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3981 = add nsw i64 %3980, 2
-  %3982 = mul nsw i64 %3981, 12544
-  %3983 = add nsw i64 1129744, %3982
-  %3984 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %3985 = add nsw i64 %3983, %3984
-  %arena1153 = getelementptr inbounds float, ptr %arena, i64 %3985
-  %3986 = load float, ptr %arena1153, align 4
-  %3987 = insertelement <16 x float> undef, float %3986, i32 0
-  %3988 = shufflevector <16 x float> %3987, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3988, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_a2 = load <16 x float>, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_b01154 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %3989 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a2, <16 x float> %t185_b01154, <16 x float> %t185_c2_0)
-  store <16 x float> %3989, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %t185_a21155 = load <16 x float>, ptr %conv2_weight_grad.t185_a2, align 64
-  %t185_b11156 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %3990 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a21155, <16 x float> %t185_b11156, <16 x float> %t185_c2_1)
-  store <16 x float> %3990, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %3991 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %3992 = add nsw i64 %3991, 3
-  %3993 = mul nsw i64 %3992, 12544
-  %3994 = add nsw i64 1129744, %3993
-  %3995 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %3996 = add nsw i64 %3994, %3995
-  %arena1157 = getelementptr inbounds float, ptr %arena, i64 %3996
-  %3997 = load float, ptr %arena1157, align 4
-  %3998 = insertelement <16 x float> undef, float %3997, i32 0
-  %3999 = shufflevector <16 x float> %3998, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %3999, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_a3 = load <16 x float>, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_b01158 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %4000 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a3, <16 x float> %t185_b01158, <16 x float> %t185_c3_0)
-  store <16 x float> %4000, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %t185_a31159 = load <16 x float>, ptr %conv2_weight_grad.t185_a3, align 64
-  %t185_b11160 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %4001 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a31159, <16 x float> %t185_b11160, <16 x float> %t185_c3_1)
-  store <16 x float> %4001, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %4002 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4003 = add nsw i64 %4002, 4
-  %4004 = mul nsw i64 %4003, 12544
-  %4005 = add nsw i64 1129744, %4004
-  %4006 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %4007 = add nsw i64 %4005, %4006
-  %arena1161 = getelementptr inbounds float, ptr %arena, i64 %4007
-  %4008 = load float, ptr %arena1161, align 4
-  %4009 = insertelement <16 x float> undef, float %4008, i32 0
-  %4010 = shufflevector <16 x float> %4009, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4010, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_a4 = load <16 x float>, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_b01162 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %4011 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a4, <16 x float> %t185_b01162, <16 x float> %t185_c4_0)
-  store <16 x float> %4011, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %t185_a41163 = load <16 x float>, ptr %conv2_weight_grad.t185_a4, align 64
-  %t185_b11164 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %4012 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a41163, <16 x float> %t185_b11164, <16 x float> %t185_c4_1)
-  store <16 x float> %4012, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %4013 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4014 = add nsw i64 %4013, 5
-  %4015 = mul nsw i64 %4014, 12544
-  %4016 = add nsw i64 1129744, %4015
-  %4017 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %4018 = add nsw i64 %4016, %4017
-  %arena1165 = getelementptr inbounds float, ptr %arena, i64 %4018
-  %4019 = load float, ptr %arena1165, align 4
-  %4020 = insertelement <16 x float> undef, float %4019, i32 0
-  %4021 = shufflevector <16 x float> %4020, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4021, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_a5 = load <16 x float>, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_b01166 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %4022 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a5, <16 x float> %t185_b01166, <16 x float> %t185_c5_0)
-  store <16 x float> %4022, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %t185_a51167 = load <16 x float>, ptr %conv2_weight_grad.t185_a5, align 64
-  %t185_b11168 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %4023 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a51167, <16 x float> %t185_b11168, <16 x float> %t185_c5_1)
-  store <16 x float> %4023, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %4024 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4025 = add nsw i64 %4024, 6
-  %4026 = mul nsw i64 %4025, 12544
-  %4027 = add nsw i64 1129744, %4026
-  %4028 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %4029 = add nsw i64 %4027, %4028
-  %arena1169 = getelementptr inbounds float, ptr %arena, i64 %4029
-  %4030 = load float, ptr %arena1169, align 4
-  %4031 = insertelement <16 x float> undef, float %4030, i32 0
-  %4032 = shufflevector <16 x float> %4031, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4032, ptr %conv2_weight_grad.t185_a6, align 64
-  %t185_a6 = load <16 x float>, ptr %conv2_weight_grad.t185_a6, align 64
-  %t185_b01170 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c6_0, align 64
-  %4033 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a6, <16 x float> %t185_b01170, <16 x float> %t185_c6_0)
-  store <16 x float> %4033, ptr %conv2_weight_grad.t185_c6_0, align 64
-  %t185_a61171 = load <16 x float>, ptr %conv2_weight_grad.t185_a6, align 64
-  %t185_b11172 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c6_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c6_1, align 64
-  %4034 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a61171, <16 x float> %t185_b11172, <16 x float> %t185_c6_1)
-  store <16 x float> %4034, ptr %conv2_weight_grad.t185_c6_1, align 64
-  %4035 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4036 = add nsw i64 %4035, 7
-  %4037 = mul nsw i64 %4036, 12544
-  %4038 = add nsw i64 1129744, %4037
-  %4039 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %4040 = add nsw i64 %4038, %4039
-  %arena1173 = getelementptr inbounds float, ptr %arena, i64 %4040
-  %4041 = load float, ptr %arena1173, align 4
+  store <16 x float> %3966, ptr %fc1_weight_grad.t172_a1, align 64
+  %t172_a1 = load <16 x float>, ptr %fc1_weight_grad.t172_a1, align 64
+  %t172_b01356 = load <16 x float>, ptr %fc1_weight_grad.t172_b0, align 64
+  %t172_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t172_c1_0, align 64
+  %3967 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t172_a1, <16 x float> %t172_b01356, <16 x float> %t172_c1_0)
+  store <16 x float> %3967, ptr %fc1_weight_grad.t172_c1_0, align 64
+  %t172_a11357 = load <16 x float>, ptr %fc1_weight_grad.t172_a1, align 64
+  %t172_b11358 = load <16 x float>, ptr %fc1_weight_grad.t172_b1, align 64
+  %t172_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t172_c1_1, align 64
+  %3968 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t172_a11357, <16 x float> %t172_b11358, <16 x float> %t172_c1_1)
+  store <16 x float> %3968, ptr %fc1_weight_grad.t172_c1_1, align 64
+  %k173.next = add nsw i64 %fc1_weight_grad.k1731350, 1
+  %3969 = icmp slt i64 %k173.next, 64
+  br i1 %3969, label %fc1_weight_grad.k173, label %fc1_weight_grad.k173.end
+
+fc1_weight_grad.k173.end:                         ; preds = %fc1_weight_grad.k173
+  %t172_c0_01359 = load <16 x float>, ptr %fc1_weight_grad.t172_c0_0, align 64
+  %grads1360 = getelementptr inbounds float, ptr %grads, i64 203904
+  store <16 x float> %t172_c0_01359, ptr %grads1360, align 4
+  %t172_c0_11361 = load <16 x float>, ptr %fc1_weight_grad.t172_c0_1, align 64
+  %grads1362 = getelementptr inbounds float, ptr %grads, i64 203920
+  store <16 x float> %t172_c0_11361, ptr %grads1362, align 4
+  %t172_c1_01363 = load <16 x float>, ptr %fc1_weight_grad.t172_c1_0, align 64
+  %grads1364 = getelementptr inbounds float, ptr %grads, i64 205472
+  store <16 x float> %t172_c1_01363, ptr %grads1364, align 4
+  %t172_c1_11365 = load <16 x float>, ptr %fc1_weight_grad.t172_c1_1, align 64
+  %grads1366 = getelementptr inbounds float, ptr %grads, i64 205488
+  store <16 x float> %t172_c1_11365, ptr %grads1366, align 4
+  br label %fc1_bias_grad.u174
+
+fc1_bias_grad.u174:                               ; preds = %fc1_bias_grad.n176.end, %fc1_weight_grad.k173.end
+  %fc1_bias_grad.u1741367 = phi i64 [ 0, %fc1_weight_grad.k173.end ], [ %u174.next, %fc1_bias_grad.n176.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc175, align 4
+  br label %fc1_bias_grad.n176
+
+fc1_bias_grad.u174.end:                           ; preds = %fc1_bias_grad.n176.end
+  br label %flat_grad.nb177
+
+fc1_bias_grad.n176:                               ; preds = %fc1_bias_grad.n176, %fc1_bias_grad.u174
+  %fc1_bias_grad.n1761368 = phi i64 [ 0, %fc1_bias_grad.u174 ], [ %n176.next, %fc1_bias_grad.n176 ]
+  %acc175 = load float, ptr %fc1_bias_grad.acc175, align 4
+  %3970 = mul nsw i64 %fc1_bias_grad.n1761368, 128
+  %3971 = add nsw i64 619792, %3970
+  %3972 = add nsw i64 %3971, %fc1_bias_grad.u1741367
+  %arena1369 = getelementptr inbounds float, ptr %arena, i64 %3972
+  %3973 = load float, ptr %arena1369, align 4
+  %3974 = fadd float %acc175, %3973
+  store float %3974, ptr %fc1_bias_grad.acc175, align 4
+  %n176.next = add nsw i64 %fc1_bias_grad.n1761368, 1
+  %3975 = icmp slt i64 %n176.next, 64
+  br i1 %3975, label %fc1_bias_grad.n176, label %fc1_bias_grad.n176.end
+
+fc1_bias_grad.n176.end:                           ; preds = %fc1_bias_grad.n176
+  %acc1751370 = load float, ptr %fc1_bias_grad.acc175, align 4
+  %3976 = add nsw i64 205504, %fc1_bias_grad.u1741367
+  %grads1371 = getelementptr inbounds float, ptr %grads, i64 %3976
+  store float %acc1751370, ptr %grads1371, align 4
+  %u174.next = add nsw i64 %fc1_bias_grad.u1741367, 1
+  %3977 = icmp slt i64 %u174.next, 128
+  br i1 %3977, label %fc1_bias_grad.u174, label %fc1_bias_grad.u174.end
+
+flat_grad.nb177:                                  ; preds = %flat_grad.k182.end, %fc1_bias_grad.u174.end
+  %flat_grad.nb1771372 = phi i64 [ 0, %fc1_bias_grad.u174.end ], [ %nb177.next, %flat_grad.k182.end ]
+  br label %flat_grad.mb178
+
+flat_grad.nb177.end:                              ; preds = %flat_grad.k182.end
+  br label %flat_grad.mb183
+
+flat_grad.mb178:                                  ; preds = %flat_grad.k180.end, %flat_grad.nb177
+  %flat_grad.mb1781373 = phi i64 [ 0, %flat_grad.nb177 ], [ %mb178.next, %flat_grad.k180.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c5_3, align 64
+  br label %flat_grad.k180
+
+flat_grad.mb178.end:                              ; preds = %flat_grad.k180.end
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c3_3, align 64
+  br label %flat_grad.k182
+
+flat_grad.k180:                                   ; preds = %flat_grad.k180, %flat_grad.mb178
+  %flat_grad.k1801374 = phi i64 [ 0, %flat_grad.mb178 ], [ %k180.next, %flat_grad.k180 ]
+  %3978 = mul nsw i64 %flat_grad.k1801374, 1568
+  %3979 = add nsw i64 4800, %3978
+  %3980 = mul nsw i64 %flat_grad.nb1771372, 64
+  %3981 = add nsw i64 %3979, %3980
+  %params1375 = getelementptr inbounds float, ptr %params, i64 %3981
+  %3982 = load <16 x float>, ptr %params1375, align 4
+  store <16 x float> %3982, ptr %flat_grad.t179_b0, align 64
+  %3983 = mul nsw i64 %flat_grad.k1801374, 1568
+  %3984 = add nsw i64 4800, %3983
+  %3985 = mul nsw i64 %flat_grad.nb1771372, 64
+  %3986 = add nsw i64 %3984, %3985
+  %3987 = add nsw i64 %3986, 16
+  %params1376 = getelementptr inbounds float, ptr %params, i64 %3987
+  %3988 = load <16 x float>, ptr %params1376, align 4
+  store <16 x float> %3988, ptr %flat_grad.t179_b1, align 64
+  %3989 = mul nsw i64 %flat_grad.k1801374, 1568
+  %3990 = add nsw i64 4800, %3989
+  %3991 = mul nsw i64 %flat_grad.nb1771372, 64
+  %3992 = add nsw i64 %3990, %3991
+  %3993 = add nsw i64 %3992, 32
+  %params1377 = getelementptr inbounds float, ptr %params, i64 %3993
+  %3994 = load <16 x float>, ptr %params1377, align 4
+  store <16 x float> %3994, ptr %flat_grad.t179_b2, align 64
+  %3995 = mul nsw i64 %flat_grad.k1801374, 1568
+  %3996 = add nsw i64 4800, %3995
+  %3997 = mul nsw i64 %flat_grad.nb1771372, 64
+  %3998 = add nsw i64 %3996, %3997
+  %3999 = add nsw i64 %3998, 48
+  %params1378 = getelementptr inbounds float, ptr %params, i64 %3999
+  %4000 = load <16 x float>, ptr %params1378, align 4
+  store <16 x float> %4000, ptr %flat_grad.t179_b3, align 64
+  %4001 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4002 = mul nsw i64 %4001, 128
+  %4003 = add nsw i64 619792, %4002
+  %4004 = add nsw i64 %4003, %flat_grad.k1801374
+  %arena1379 = getelementptr inbounds float, ptr %arena, i64 %4004
+  %4005 = load float, ptr %arena1379, align 4
+  %4006 = insertelement <16 x float> undef, float %4005, i32 0
+  %4007 = shufflevector <16 x float> %4006, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4007, ptr %flat_grad.t179_a0, align 64
+  %t179_a0 = load <16 x float>, ptr %flat_grad.t179_a0, align 64
+  %t179_b0 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
+  %t179_c0_0 = load <16 x float>, ptr %flat_grad.t179_c0_0, align 64
+  %4008 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a0, <16 x float> %t179_b0, <16 x float> %t179_c0_0)
+  store <16 x float> %4008, ptr %flat_grad.t179_c0_0, align 64
+  %t179_a01380 = load <16 x float>, ptr %flat_grad.t179_a0, align 64
+  %t179_b1 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
+  %t179_c0_1 = load <16 x float>, ptr %flat_grad.t179_c0_1, align 64
+  %4009 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a01380, <16 x float> %t179_b1, <16 x float> %t179_c0_1)
+  store <16 x float> %4009, ptr %flat_grad.t179_c0_1, align 64
+  %t179_a01381 = load <16 x float>, ptr %flat_grad.t179_a0, align 64
+  %t179_b2 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
+  %t179_c0_2 = load <16 x float>, ptr %flat_grad.t179_c0_2, align 64
+  %4010 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a01381, <16 x float> %t179_b2, <16 x float> %t179_c0_2)
+  store <16 x float> %4010, ptr %flat_grad.t179_c0_2, align 64
+  %t179_a01382 = load <16 x float>, ptr %flat_grad.t179_a0, align 64
+  %t179_b3 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
+  %t179_c0_3 = load <16 x float>, ptr %flat_grad.t179_c0_3, align 64
+  %4011 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a01382, <16 x float> %t179_b3, <16 x float> %t179_c0_3)
+  store <16 x float> %4011, ptr %flat_grad.t179_c0_3, align 64
+  %4012 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4013 = add nsw i64 %4012, 1
+  %4014 = mul nsw i64 %4013, 128
+  %4015 = add nsw i64 619792, %4014
+  %4016 = add nsw i64 %4015, %flat_grad.k1801374
+  %arena1383 = getelementptr inbounds float, ptr %arena, i64 %4016
+  %4017 = load float, ptr %arena1383, align 4
+  %4018 = insertelement <16 x float> undef, float %4017, i32 0
+  %4019 = shufflevector <16 x float> %4018, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4019, ptr %flat_grad.t179_a1, align 64
+  %t179_a1 = load <16 x float>, ptr %flat_grad.t179_a1, align 64
+  %t179_b01384 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
+  %t179_c1_0 = load <16 x float>, ptr %flat_grad.t179_c1_0, align 64
+  %4020 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a1, <16 x float> %t179_b01384, <16 x float> %t179_c1_0)
+  store <16 x float> %4020, ptr %flat_grad.t179_c1_0, align 64
+  %t179_a11385 = load <16 x float>, ptr %flat_grad.t179_a1, align 64
+  %t179_b11386 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
+  %t179_c1_1 = load <16 x float>, ptr %flat_grad.t179_c1_1, align 64
+  %4021 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a11385, <16 x float> %t179_b11386, <16 x float> %t179_c1_1)
+  store <16 x float> %4021, ptr %flat_grad.t179_c1_1, align 64
+  %t179_a11387 = load <16 x float>, ptr %flat_grad.t179_a1, align 64
+  %t179_b21388 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
+  %t179_c1_2 = load <16 x float>, ptr %flat_grad.t179_c1_2, align 64
+  %4022 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a11387, <16 x float> %t179_b21388, <16 x float> %t179_c1_2)
+  store <16 x float> %4022, ptr %flat_grad.t179_c1_2, align 64
+  %t179_a11389 = load <16 x float>, ptr %flat_grad.t179_a1, align 64
+  %t179_b31390 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
+  %t179_c1_3 = load <16 x float>, ptr %flat_grad.t179_c1_3, align 64
+  %4023 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a11389, <16 x float> %t179_b31390, <16 x float> %t179_c1_3)
+  store <16 x float> %4023, ptr %flat_grad.t179_c1_3, align 64
+  %4024 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4025 = add nsw i64 %4024, 2
+  %4026 = mul nsw i64 %4025, 128
+  %4027 = add nsw i64 619792, %4026
+  %4028 = add nsw i64 %4027, %flat_grad.k1801374
+  %arena1391 = getelementptr inbounds float, ptr %arena, i64 %4028
+  %4029 = load float, ptr %arena1391, align 4
+  %4030 = insertelement <16 x float> undef, float %4029, i32 0
+  %4031 = shufflevector <16 x float> %4030, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4031, ptr %flat_grad.t179_a2, align 64
+  %t179_a2 = load <16 x float>, ptr %flat_grad.t179_a2, align 64
+  %t179_b01392 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
+  %t179_c2_0 = load <16 x float>, ptr %flat_grad.t179_c2_0, align 64
+  %4032 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a2, <16 x float> %t179_b01392, <16 x float> %t179_c2_0)
+  store <16 x float> %4032, ptr %flat_grad.t179_c2_0, align 64
+  %t179_a21393 = load <16 x float>, ptr %flat_grad.t179_a2, align 64
+  %t179_b11394 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
+  %t179_c2_1 = load <16 x float>, ptr %flat_grad.t179_c2_1, align 64
+  %4033 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a21393, <16 x float> %t179_b11394, <16 x float> %t179_c2_1)
+  store <16 x float> %4033, ptr %flat_grad.t179_c2_1, align 64
+  %t179_a21395 = load <16 x float>, ptr %flat_grad.t179_a2, align 64
+  %t179_b21396 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
+  %t179_c2_2 = load <16 x float>, ptr %flat_grad.t179_c2_2, align 64
+  %4034 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a21395, <16 x float> %t179_b21396, <16 x float> %t179_c2_2)
+  store <16 x float> %4034, ptr %flat_grad.t179_c2_2, align 64
+  %t179_a21397 = load <16 x float>, ptr %flat_grad.t179_a2, align 64
+  %t179_b31398 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
+  %t179_c2_3 = load <16 x float>, ptr %flat_grad.t179_c2_3, align 64
+  %4035 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a21397, <16 x float> %t179_b31398, <16 x float> %t179_c2_3)
+  store <16 x float> %4035, ptr %flat_grad.t179_c2_3, align 64
+  %4036 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4037 = add nsw i64 %4036, 3
+  %4038 = mul nsw i64 %4037, 128
+  %4039 = add nsw i64 619792, %4038
+  %4040 = add nsw i64 %4039, %flat_grad.k1801374
+  %arena1399 = getelementptr inbounds float, ptr %arena, i64 %4040
+  %4041 = load float, ptr %arena1399, align 4
   %4042 = insertelement <16 x float> undef, float %4041, i32 0
   %4043 = shufflevector <16 x float> %4042, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4043, ptr %conv2_weight_grad.t185_a7, align 64
-  %t185_a7 = load <16 x float>, ptr %conv2_weight_grad.t185_a7, align 64
-  %t185_b01174 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c7_0, align 64
-  %4044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a7, <16 x float> %t185_b01174, <16 x float> %t185_c7_0)
-  store <16 x float> %4044, ptr %conv2_weight_grad.t185_c7_0, align 64
-  %t185_a71175 = load <16 x float>, ptr %conv2_weight_grad.t185_a7, align 64
-  %t185_b11176 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c7_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c7_1, align 64
-  %4045 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a71175, <16 x float> %t185_b11176, <16 x float> %t185_c7_1)
-  store <16 x float> %4045, ptr %conv2_weight_grad.t185_c7_1, align 64
-  %4046 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4047 = add nsw i64 %4046, 8
-  %4048 = mul nsw i64 %4047, 12544
-  %4049 = add nsw i64 1129744, %4048
-  %4050 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %4051 = add nsw i64 %4049, %4050
-  %arena1177 = getelementptr inbounds float, ptr %arena, i64 %4051
-  %4052 = load float, ptr %arena1177, align 4
-  %4053 = insertelement <16 x float> undef, float %4052, i32 0
-  %4054 = shufflevector <16 x float> %4053, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4054, ptr %conv2_weight_grad.t185_a8, align 64
-  %t185_a8 = load <16 x float>, ptr %conv2_weight_grad.t185_a8, align 64
-  %t185_b01178 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c8_0, align 64
-  %4055 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a8, <16 x float> %t185_b01178, <16 x float> %t185_c8_0)
-  store <16 x float> %4055, ptr %conv2_weight_grad.t185_c8_0, align 64
-  %t185_a81179 = load <16 x float>, ptr %conv2_weight_grad.t185_a8, align 64
-  %t185_b11180 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c8_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c8_1, align 64
-  %4056 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a81179, <16 x float> %t185_b11180, <16 x float> %t185_c8_1)
-  store <16 x float> %4056, ptr %conv2_weight_grad.t185_c8_1, align 64
-  %4057 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4058 = add nsw i64 %4057, 9
-  %4059 = mul nsw i64 %4058, 12544
-  %4060 = add nsw i64 1129744, %4059
-  %4061 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %4062 = add nsw i64 %4060, %4061
-  %arena1181 = getelementptr inbounds float, ptr %arena, i64 %4062
-  %4063 = load float, ptr %arena1181, align 4
-  %4064 = insertelement <16 x float> undef, float %4063, i32 0
-  %4065 = shufflevector <16 x float> %4064, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4065, ptr %conv2_weight_grad.t185_a9, align 64
-  %t185_a9 = load <16 x float>, ptr %conv2_weight_grad.t185_a9, align 64
-  %t185_b01182 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c9_0, align 64
-  %4066 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a9, <16 x float> %t185_b01182, <16 x float> %t185_c9_0)
-  store <16 x float> %4066, ptr %conv2_weight_grad.t185_c9_0, align 64
-  %t185_a91183 = load <16 x float>, ptr %conv2_weight_grad.t185_a9, align 64
-  %t185_b11184 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c9_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c9_1, align 64
-  %4067 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a91183, <16 x float> %t185_b11184, <16 x float> %t185_c9_1)
-  store <16 x float> %4067, ptr %conv2_weight_grad.t185_c9_1, align 64
-  %4068 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4069 = add nsw i64 %4068, 10
-  %4070 = mul nsw i64 %4069, 12544
-  %4071 = add nsw i64 1129744, %4070
-  %4072 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %4073 = add nsw i64 %4071, %4072
-  %arena1185 = getelementptr inbounds float, ptr %arena, i64 %4073
-  %4074 = load float, ptr %arena1185, align 4
-  %4075 = insertelement <16 x float> undef, float %4074, i32 0
-  %4076 = shufflevector <16 x float> %4075, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4076, ptr %conv2_weight_grad.t185_a10, align 64
-  %t185_a10 = load <16 x float>, ptr %conv2_weight_grad.t185_a10, align 64
-  %t185_b01186 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c10_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c10_0, align 64
-  %4077 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a10, <16 x float> %t185_b01186, <16 x float> %t185_c10_0)
-  store <16 x float> %4077, ptr %conv2_weight_grad.t185_c10_0, align 64
-  %t185_a101187 = load <16 x float>, ptr %conv2_weight_grad.t185_a10, align 64
-  %t185_b11188 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c10_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c10_1, align 64
-  %4078 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a101187, <16 x float> %t185_b11188, <16 x float> %t185_c10_1)
-  store <16 x float> %4078, ptr %conv2_weight_grad.t185_c10_1, align 64
-  %4079 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4080 = add nsw i64 %4079, 11
-  %4081 = mul nsw i64 %4080, 12544
-  %4082 = add nsw i64 1129744, %4081
-  %4083 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %4084 = add nsw i64 %4082, %4083
-  %arena1189 = getelementptr inbounds float, ptr %arena, i64 %4084
-  %4085 = load float, ptr %arena1189, align 4
-  %4086 = insertelement <16 x float> undef, float %4085, i32 0
-  %4087 = shufflevector <16 x float> %4086, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4087, ptr %conv2_weight_grad.t185_a11, align 64
-  %t185_a11 = load <16 x float>, ptr %conv2_weight_grad.t185_a11, align 64
-  %t185_b01190 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c11_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c11_0, align 64
-  %4088 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a11, <16 x float> %t185_b01190, <16 x float> %t185_c11_0)
-  store <16 x float> %4088, ptr %conv2_weight_grad.t185_c11_0, align 64
-  %t185_a111191 = load <16 x float>, ptr %conv2_weight_grad.t185_a11, align 64
-  %t185_b11192 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c11_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c11_1, align 64
-  %4089 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a111191, <16 x float> %t185_b11192, <16 x float> %t185_c11_1)
-  store <16 x float> %4089, ptr %conv2_weight_grad.t185_c11_1, align 64
-  %4090 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4091 = add nsw i64 %4090, 12
-  %4092 = mul nsw i64 %4091, 12544
-  %4093 = add nsw i64 1129744, %4092
-  %4094 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %4095 = add nsw i64 %4093, %4094
-  %arena1193 = getelementptr inbounds float, ptr %arena, i64 %4095
-  %4096 = load float, ptr %arena1193, align 4
-  %4097 = insertelement <16 x float> undef, float %4096, i32 0
-  %4098 = shufflevector <16 x float> %4097, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4098, ptr %conv2_weight_grad.t185_a12, align 64
-  %t185_a12 = load <16 x float>, ptr %conv2_weight_grad.t185_a12, align 64
-  %t185_b01194 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c12_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c12_0, align 64
-  %4099 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a12, <16 x float> %t185_b01194, <16 x float> %t185_c12_0)
-  store <16 x float> %4099, ptr %conv2_weight_grad.t185_c12_0, align 64
-  %t185_a121195 = load <16 x float>, ptr %conv2_weight_grad.t185_a12, align 64
-  %t185_b11196 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c12_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c12_1, align 64
-  %4100 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a121195, <16 x float> %t185_b11196, <16 x float> %t185_c12_1)
-  store <16 x float> %4100, ptr %conv2_weight_grad.t185_c12_1, align 64
-  %4101 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4102 = add nsw i64 %4101, 13
-  %4103 = mul nsw i64 %4102, 12544
-  %4104 = add nsw i64 1129744, %4103
-  %4105 = add nsw i64 %conv2_weight_grad.k1861144, 12192
-  %4106 = add nsw i64 %4104, %4105
-  %arena1197 = getelementptr inbounds float, ptr %arena, i64 %4106
-  %4107 = load float, ptr %arena1197, align 4
-  %4108 = insertelement <16 x float> undef, float %4107, i32 0
-  %4109 = shufflevector <16 x float> %4108, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4109, ptr %conv2_weight_grad.t185_a13, align 64
-  %t185_a13 = load <16 x float>, ptr %conv2_weight_grad.t185_a13, align 64
-  %t185_b01198 = load <16 x float>, ptr %conv2_weight_grad.t185_b0, align 64
-  %t185_c13_0 = load <16 x float>, ptr %conv2_weight_grad.t185_c13_0, align 64
-  %4110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a13, <16 x float> %t185_b01198, <16 x float> %t185_c13_0)
-  store <16 x float> %4110, ptr %conv2_weight_grad.t185_c13_0, align 64
-  %t185_a131199 = load <16 x float>, ptr %conv2_weight_grad.t185_a13, align 64
-  %t185_b11200 = load <16 x float>, ptr %conv2_weight_grad.t185_b1, align 64
-  %t185_c13_1 = load <16 x float>, ptr %conv2_weight_grad.t185_c13_1, align 64
-  %4111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t185_a131199, <16 x float> %t185_b11200, <16 x float> %t185_c13_1)
-  store <16 x float> %4111, ptr %conv2_weight_grad.t185_c13_1, align 64
-  %k186.next = add nsw i64 %conv2_weight_grad.k1861144, 1
-  %4112 = icmp slt i64 %k186.next, 352
-  br i1 %4112, label %conv2_weight_grad.k186, label %conv2_weight_grad.k186.end
+  store <16 x float> %4043, ptr %flat_grad.t179_a3, align 64
+  %t179_a3 = load <16 x float>, ptr %flat_grad.t179_a3, align 64
+  %t179_b01400 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
+  %t179_c3_0 = load <16 x float>, ptr %flat_grad.t179_c3_0, align 64
+  %4044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a3, <16 x float> %t179_b01400, <16 x float> %t179_c3_0)
+  store <16 x float> %4044, ptr %flat_grad.t179_c3_0, align 64
+  %t179_a31401 = load <16 x float>, ptr %flat_grad.t179_a3, align 64
+  %t179_b11402 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
+  %t179_c3_1 = load <16 x float>, ptr %flat_grad.t179_c3_1, align 64
+  %4045 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a31401, <16 x float> %t179_b11402, <16 x float> %t179_c3_1)
+  store <16 x float> %4045, ptr %flat_grad.t179_c3_1, align 64
+  %t179_a31403 = load <16 x float>, ptr %flat_grad.t179_a3, align 64
+  %t179_b21404 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
+  %t179_c3_2 = load <16 x float>, ptr %flat_grad.t179_c3_2, align 64
+  %4046 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a31403, <16 x float> %t179_b21404, <16 x float> %t179_c3_2)
+  store <16 x float> %4046, ptr %flat_grad.t179_c3_2, align 64
+  %t179_a31405 = load <16 x float>, ptr %flat_grad.t179_a3, align 64
+  %t179_b31406 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
+  %t179_c3_3 = load <16 x float>, ptr %flat_grad.t179_c3_3, align 64
+  %4047 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a31405, <16 x float> %t179_b31406, <16 x float> %t179_c3_3)
+  store <16 x float> %4047, ptr %flat_grad.t179_c3_3, align 64
+  %4048 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4049 = add nsw i64 %4048, 4
+  %4050 = mul nsw i64 %4049, 128
+  %4051 = add nsw i64 619792, %4050
+  %4052 = add nsw i64 %4051, %flat_grad.k1801374
+  %arena1407 = getelementptr inbounds float, ptr %arena, i64 %4052
+  %4053 = load float, ptr %arena1407, align 4
+  %4054 = insertelement <16 x float> undef, float %4053, i32 0
+  %4055 = shufflevector <16 x float> %4054, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4055, ptr %flat_grad.t179_a4, align 64
+  %t179_a4 = load <16 x float>, ptr %flat_grad.t179_a4, align 64
+  %t179_b01408 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
+  %t179_c4_0 = load <16 x float>, ptr %flat_grad.t179_c4_0, align 64
+  %4056 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a4, <16 x float> %t179_b01408, <16 x float> %t179_c4_0)
+  store <16 x float> %4056, ptr %flat_grad.t179_c4_0, align 64
+  %t179_a41409 = load <16 x float>, ptr %flat_grad.t179_a4, align 64
+  %t179_b11410 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
+  %t179_c4_1 = load <16 x float>, ptr %flat_grad.t179_c4_1, align 64
+  %4057 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a41409, <16 x float> %t179_b11410, <16 x float> %t179_c4_1)
+  store <16 x float> %4057, ptr %flat_grad.t179_c4_1, align 64
+  %t179_a41411 = load <16 x float>, ptr %flat_grad.t179_a4, align 64
+  %t179_b21412 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
+  %t179_c4_2 = load <16 x float>, ptr %flat_grad.t179_c4_2, align 64
+  %4058 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a41411, <16 x float> %t179_b21412, <16 x float> %t179_c4_2)
+  store <16 x float> %4058, ptr %flat_grad.t179_c4_2, align 64
+  %t179_a41413 = load <16 x float>, ptr %flat_grad.t179_a4, align 64
+  %t179_b31414 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
+  %t179_c4_3 = load <16 x float>, ptr %flat_grad.t179_c4_3, align 64
+  %4059 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a41413, <16 x float> %t179_b31414, <16 x float> %t179_c4_3)
+  store <16 x float> %4059, ptr %flat_grad.t179_c4_3, align 64
+  %4060 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4061 = add nsw i64 %4060, 5
+  %4062 = mul nsw i64 %4061, 128
+  %4063 = add nsw i64 619792, %4062
+  %4064 = add nsw i64 %4063, %flat_grad.k1801374
+  %arena1415 = getelementptr inbounds float, ptr %arena, i64 %4064
+  %4065 = load float, ptr %arena1415, align 4
+  %4066 = insertelement <16 x float> undef, float %4065, i32 0
+  %4067 = shufflevector <16 x float> %4066, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4067, ptr %flat_grad.t179_a5, align 64
+  %t179_a5 = load <16 x float>, ptr %flat_grad.t179_a5, align 64
+  %t179_b01416 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
+  %t179_c5_0 = load <16 x float>, ptr %flat_grad.t179_c5_0, align 64
+  %4068 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a5, <16 x float> %t179_b01416, <16 x float> %t179_c5_0)
+  store <16 x float> %4068, ptr %flat_grad.t179_c5_0, align 64
+  %t179_a51417 = load <16 x float>, ptr %flat_grad.t179_a5, align 64
+  %t179_b11418 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
+  %t179_c5_1 = load <16 x float>, ptr %flat_grad.t179_c5_1, align 64
+  %4069 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a51417, <16 x float> %t179_b11418, <16 x float> %t179_c5_1)
+  store <16 x float> %4069, ptr %flat_grad.t179_c5_1, align 64
+  %t179_a51419 = load <16 x float>, ptr %flat_grad.t179_a5, align 64
+  %t179_b21420 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
+  %t179_c5_2 = load <16 x float>, ptr %flat_grad.t179_c5_2, align 64
+  %4070 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a51419, <16 x float> %t179_b21420, <16 x float> %t179_c5_2)
+  store <16 x float> %4070, ptr %flat_grad.t179_c5_2, align 64
+  %t179_a51421 = load <16 x float>, ptr %flat_grad.t179_a5, align 64
+  %t179_b31422 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
+  %t179_c5_3 = load <16 x float>, ptr %flat_grad.t179_c5_3, align 64
+  %4071 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a51421, <16 x float> %t179_b31422, <16 x float> %t179_c5_3)
+  store <16 x float> %4071, ptr %flat_grad.t179_c5_3, align 64
+  %k180.next = add nsw i64 %flat_grad.k1801374, 1
+  %4072 = icmp slt i64 %k180.next, 128
+  br i1 %4072, label %flat_grad.k180, label %flat_grad.k180.end
 
-conv2_weight_grad.k186.end:                       ; preds = %conv2_weight_grad.k186
-  %t185_c0_01201 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_0, align 64
-  %4113 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4114 = mul nsw i64 %4113, 32
-  %4115 = add nsw i64 3337488, %4114
-  %4116 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4117 = add nsw i64 %4115, %4116
-  %arena1202 = getelementptr inbounds float, ptr %arena, i64 %4117
-  store <16 x float> %t185_c0_01201, ptr %arena1202, align 4
-  %t185_c0_11203 = load <16 x float>, ptr %conv2_weight_grad.t185_c0_1, align 64
-  %4118 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4119 = mul nsw i64 %4118, 32
-  %4120 = add nsw i64 3337488, %4119
-  %4121 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4122 = add nsw i64 %4120, %4121
-  %4123 = add nsw i64 %4122, 16
-  %arena1204 = getelementptr inbounds float, ptr %arena, i64 %4123
-  store <16 x float> %t185_c0_11203, ptr %arena1204, align 4
-  %t185_c1_01205 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_0, align 64
-  %4124 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4125 = add nsw i64 %4124, 1
-  %4126 = mul nsw i64 %4125, 32
-  %4127 = add nsw i64 3337488, %4126
-  %4128 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4129 = add nsw i64 %4127, %4128
-  %arena1206 = getelementptr inbounds float, ptr %arena, i64 %4129
-  store <16 x float> %t185_c1_01205, ptr %arena1206, align 4
-  %t185_c1_11207 = load <16 x float>, ptr %conv2_weight_grad.t185_c1_1, align 64
-  %4130 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4131 = add nsw i64 %4130, 1
-  %4132 = mul nsw i64 %4131, 32
-  %4133 = add nsw i64 3337488, %4132
-  %4134 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4135 = add nsw i64 %4133, %4134
-  %4136 = add nsw i64 %4135, 16
-  %arena1208 = getelementptr inbounds float, ptr %arena, i64 %4136
-  store <16 x float> %t185_c1_11207, ptr %arena1208, align 4
-  %t185_c2_01209 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_0, align 64
-  %4137 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4138 = add nsw i64 %4137, 2
-  %4139 = mul nsw i64 %4138, 32
-  %4140 = add nsw i64 3337488, %4139
-  %4141 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4142 = add nsw i64 %4140, %4141
-  %arena1210 = getelementptr inbounds float, ptr %arena, i64 %4142
-  store <16 x float> %t185_c2_01209, ptr %arena1210, align 4
-  %t185_c2_11211 = load <16 x float>, ptr %conv2_weight_grad.t185_c2_1, align 64
-  %4143 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
+flat_grad.k180.end:                               ; preds = %flat_grad.k180
+  %t179_c0_01423 = load <16 x float>, ptr %flat_grad.t179_c0_0, align 64
+  %4073 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4074 = mul nsw i64 %4073, 1568
+  %4075 = add nsw i64 627984, %4074
+  %4076 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4077 = add nsw i64 %4075, %4076
+  %arena1424 = getelementptr inbounds float, ptr %arena, i64 %4077
+  store <16 x float> %t179_c0_01423, ptr %arena1424, align 4
+  %t179_c0_11425 = load <16 x float>, ptr %flat_grad.t179_c0_1, align 64
+  %4078 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4079 = mul nsw i64 %4078, 1568
+  %4080 = add nsw i64 627984, %4079
+  %4081 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4082 = add nsw i64 %4080, %4081
+  %4083 = add nsw i64 %4082, 16
+  %arena1426 = getelementptr inbounds float, ptr %arena, i64 %4083
+  store <16 x float> %t179_c0_11425, ptr %arena1426, align 4
+  %t179_c0_21427 = load <16 x float>, ptr %flat_grad.t179_c0_2, align 64
+  %4084 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4085 = mul nsw i64 %4084, 1568
+  %4086 = add nsw i64 627984, %4085
+  %4087 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4088 = add nsw i64 %4086, %4087
+  %4089 = add nsw i64 %4088, 32
+  %arena1428 = getelementptr inbounds float, ptr %arena, i64 %4089
+  store <16 x float> %t179_c0_21427, ptr %arena1428, align 4
+  %t179_c0_31429 = load <16 x float>, ptr %flat_grad.t179_c0_3, align 64
+  %4090 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4091 = mul nsw i64 %4090, 1568
+  %4092 = add nsw i64 627984, %4091
+  %4093 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4094 = add nsw i64 %4092, %4093
+  %4095 = add nsw i64 %4094, 48
+  %arena1430 = getelementptr inbounds float, ptr %arena, i64 %4095
+  store <16 x float> %t179_c0_31429, ptr %arena1430, align 4
+  %t179_c1_01431 = load <16 x float>, ptr %flat_grad.t179_c1_0, align 64
+  %4096 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4097 = add nsw i64 %4096, 1
+  %4098 = mul nsw i64 %4097, 1568
+  %4099 = add nsw i64 627984, %4098
+  %4100 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4101 = add nsw i64 %4099, %4100
+  %arena1432 = getelementptr inbounds float, ptr %arena, i64 %4101
+  store <16 x float> %t179_c1_01431, ptr %arena1432, align 4
+  %t179_c1_11433 = load <16 x float>, ptr %flat_grad.t179_c1_1, align 64
+  %4102 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4103 = add nsw i64 %4102, 1
+  %4104 = mul nsw i64 %4103, 1568
+  %4105 = add nsw i64 627984, %4104
+  %4106 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4107 = add nsw i64 %4105, %4106
+  %4108 = add nsw i64 %4107, 16
+  %arena1434 = getelementptr inbounds float, ptr %arena, i64 %4108
+  store <16 x float> %t179_c1_11433, ptr %arena1434, align 4
+  %t179_c1_21435 = load <16 x float>, ptr %flat_grad.t179_c1_2, align 64
+  %4109 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4110 = add nsw i64 %4109, 1
+  %4111 = mul nsw i64 %4110, 1568
+  %4112 = add nsw i64 627984, %4111
+  %4113 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4114 = add nsw i64 %4112, %4113
+  %4115 = add nsw i64 %4114, 32
+  %arena1436 = getelementptr inbounds float, ptr %arena, i64 %4115
+  store <16 x float> %t179_c1_21435, ptr %arena1436, align 4
+  %t179_c1_31437 = load <16 x float>, ptr %flat_grad.t179_c1_3, align 64
+  %4116 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4117 = add nsw i64 %4116, 1
+  %4118 = mul nsw i64 %4117, 1568
+  %4119 = add nsw i64 627984, %4118
+  %4120 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4121 = add nsw i64 %4119, %4120
+  %4122 = add nsw i64 %4121, 48
+  %arena1438 = getelementptr inbounds float, ptr %arena, i64 %4122
+  store <16 x float> %t179_c1_31437, ptr %arena1438, align 4
+  %t179_c2_01439 = load <16 x float>, ptr %flat_grad.t179_c2_0, align 64
+  %4123 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4124 = add nsw i64 %4123, 2
+  %4125 = mul nsw i64 %4124, 1568
+  %4126 = add nsw i64 627984, %4125
+  %4127 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4128 = add nsw i64 %4126, %4127
+  %arena1440 = getelementptr inbounds float, ptr %arena, i64 %4128
+  store <16 x float> %t179_c2_01439, ptr %arena1440, align 4
+  %t179_c2_11441 = load <16 x float>, ptr %flat_grad.t179_c2_1, align 64
+  %4129 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4130 = add nsw i64 %4129, 2
+  %4131 = mul nsw i64 %4130, 1568
+  %4132 = add nsw i64 627984, %4131
+  %4133 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4134 = add nsw i64 %4132, %4133
+  %4135 = add nsw i64 %4134, 16
+  %arena1442 = getelementptr inbounds float, ptr %arena, i64 %4135
+  store <16 x float> %t179_c2_11441, ptr %arena1442, align 4
+  %t179_c2_21443 = load <16 x float>, ptr %flat_grad.t179_c2_2, align 64
+  %4136 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4137 = add nsw i64 %4136, 2
+  %4138 = mul nsw i64 %4137, 1568
+  %4139 = add nsw i64 627984, %4138
+  %4140 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4141 = add nsw i64 %4139, %4140
+  %4142 = add nsw i64 %4141, 32
+  %arena1444 = getelementptr inbounds float, ptr %arena, i64 %4142
+  store <16 x float> %t179_c2_21443, ptr %arena1444, align 4
+  %t179_c2_31445 = load <16 x float>, ptr %flat_grad.t179_c2_3, align 64
+  %4143 = mul nsw i64 %flat_grad.mb1781373, 6
   %4144 = add nsw i64 %4143, 2
-  %4145 = mul nsw i64 %4144, 32
-  %4146 = add nsw i64 3337488, %4145
-  %4147 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
+  %4145 = mul nsw i64 %4144, 1568
+  %4146 = add nsw i64 627984, %4145
+  %4147 = mul nsw i64 %flat_grad.nb1771372, 64
   %4148 = add nsw i64 %4146, %4147
-  %4149 = add nsw i64 %4148, 16
-  %arena1212 = getelementptr inbounds float, ptr %arena, i64 %4149
-  store <16 x float> %t185_c2_11211, ptr %arena1212, align 4
-  %t185_c3_01213 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_0, align 64
-  %4150 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
+  %4149 = add nsw i64 %4148, 48
+  %arena1446 = getelementptr inbounds float, ptr %arena, i64 %4149
+  store <16 x float> %t179_c2_31445, ptr %arena1446, align 4
+  %t179_c3_01447 = load <16 x float>, ptr %flat_grad.t179_c3_0, align 64
+  %4150 = mul nsw i64 %flat_grad.mb1781373, 6
   %4151 = add nsw i64 %4150, 3
-  %4152 = mul nsw i64 %4151, 32
-  %4153 = add nsw i64 3337488, %4152
-  %4154 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
+  %4152 = mul nsw i64 %4151, 1568
+  %4153 = add nsw i64 627984, %4152
+  %4154 = mul nsw i64 %flat_grad.nb1771372, 64
   %4155 = add nsw i64 %4153, %4154
-  %arena1214 = getelementptr inbounds float, ptr %arena, i64 %4155
-  store <16 x float> %t185_c3_01213, ptr %arena1214, align 4
-  %t185_c3_11215 = load <16 x float>, ptr %conv2_weight_grad.t185_c3_1, align 64
-  %4156 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
+  %arena1448 = getelementptr inbounds float, ptr %arena, i64 %4155
+  store <16 x float> %t179_c3_01447, ptr %arena1448, align 4
+  %t179_c3_11449 = load <16 x float>, ptr %flat_grad.t179_c3_1, align 64
+  %4156 = mul nsw i64 %flat_grad.mb1781373, 6
   %4157 = add nsw i64 %4156, 3
-  %4158 = mul nsw i64 %4157, 32
-  %4159 = add nsw i64 3337488, %4158
-  %4160 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
+  %4158 = mul nsw i64 %4157, 1568
+  %4159 = add nsw i64 627984, %4158
+  %4160 = mul nsw i64 %flat_grad.nb1771372, 64
   %4161 = add nsw i64 %4159, %4160
   %4162 = add nsw i64 %4161, 16
-  %arena1216 = getelementptr inbounds float, ptr %arena, i64 %4162
-  store <16 x float> %t185_c3_11215, ptr %arena1216, align 4
-  %t185_c4_01217 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_0, align 64
-  %4163 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4164 = add nsw i64 %4163, 4
-  %4165 = mul nsw i64 %4164, 32
-  %4166 = add nsw i64 3337488, %4165
-  %4167 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
+  %arena1450 = getelementptr inbounds float, ptr %arena, i64 %4162
+  store <16 x float> %t179_c3_11449, ptr %arena1450, align 4
+  %t179_c3_21451 = load <16 x float>, ptr %flat_grad.t179_c3_2, align 64
+  %4163 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4164 = add nsw i64 %4163, 3
+  %4165 = mul nsw i64 %4164, 1568
+  %4166 = add nsw i64 627984, %4165
+  %4167 = mul nsw i64 %flat_grad.nb1771372, 64
   %4168 = add nsw i64 %4166, %4167
-  %arena1218 = getelementptr inbounds float, ptr %arena, i64 %4168
-  store <16 x float> %t185_c4_01217, ptr %arena1218, align 4
-  %t185_c4_11219 = load <16 x float>, ptr %conv2_weight_grad.t185_c4_1, align 64
-  %4169 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4170 = add nsw i64 %4169, 4
-  %4171 = mul nsw i64 %4170, 32
-  %4172 = add nsw i64 3337488, %4171
-  %4173 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4174 = add nsw i64 %4172, %4173
-  %4175 = add nsw i64 %4174, 16
-  %arena1220 = getelementptr inbounds float, ptr %arena, i64 %4175
-  store <16 x float> %t185_c4_11219, ptr %arena1220, align 4
-  %t185_c5_01221 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_0, align 64
-  %4176 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4177 = add nsw i64 %4176, 5
-  %4178 = mul nsw i64 %4177, 32
-  %4179 = add nsw i64 3337488, %4178
-  %4180 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4181 = add nsw i64 %4179, %4180
-  %arena1222 = getelementptr inbounds float, ptr %arena, i64 %4181
-  store <16 x float> %t185_c5_01221, ptr %arena1222, align 4
-  %t185_c5_11223 = load <16 x float>, ptr %conv2_weight_grad.t185_c5_1, align 64
-  %4182 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4183 = add nsw i64 %4182, 5
-  %4184 = mul nsw i64 %4183, 32
-  %4185 = add nsw i64 3337488, %4184
-  %4186 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4187 = add nsw i64 %4185, %4186
-  %4188 = add nsw i64 %4187, 16
-  %arena1224 = getelementptr inbounds float, ptr %arena, i64 %4188
-  store <16 x float> %t185_c5_11223, ptr %arena1224, align 4
-  %t185_c6_01225 = load <16 x float>, ptr %conv2_weight_grad.t185_c6_0, align 64
-  %4189 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4190 = add nsw i64 %4189, 6
-  %4191 = mul nsw i64 %4190, 32
-  %4192 = add nsw i64 3337488, %4191
-  %4193 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4194 = add nsw i64 %4192, %4193
-  %arena1226 = getelementptr inbounds float, ptr %arena, i64 %4194
-  store <16 x float> %t185_c6_01225, ptr %arena1226, align 4
-  %t185_c6_11227 = load <16 x float>, ptr %conv2_weight_grad.t185_c6_1, align 64
-  %4195 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4196 = add nsw i64 %4195, 6
-  %4197 = mul nsw i64 %4196, 32
-  %4198 = add nsw i64 3337488, %4197
-  %4199 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4200 = add nsw i64 %4198, %4199
-  %4201 = add nsw i64 %4200, 16
-  %arena1228 = getelementptr inbounds float, ptr %arena, i64 %4201
-  store <16 x float> %t185_c6_11227, ptr %arena1228, align 4
-  %t185_c7_01229 = load <16 x float>, ptr %conv2_weight_grad.t185_c7_0, align 64
-  %4202 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4203 = add nsw i64 %4202, 7
-  %4204 = mul nsw i64 %4203, 32
-  %4205 = add nsw i64 3337488, %4204
-  %4206 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4207 = add nsw i64 %4205, %4206
-  %arena1230 = getelementptr inbounds float, ptr %arena, i64 %4207
-  store <16 x float> %t185_c7_01229, ptr %arena1230, align 4
-  %t185_c7_11231 = load <16 x float>, ptr %conv2_weight_grad.t185_c7_1, align 64
-  %4208 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4209 = add nsw i64 %4208, 7
-  %4210 = mul nsw i64 %4209, 32
-  %4211 = add nsw i64 3337488, %4210
-  %4212 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4213 = add nsw i64 %4211, %4212
-  %4214 = add nsw i64 %4213, 16
-  %arena1232 = getelementptr inbounds float, ptr %arena, i64 %4214
-  store <16 x float> %t185_c7_11231, ptr %arena1232, align 4
-  %t185_c8_01233 = load <16 x float>, ptr %conv2_weight_grad.t185_c8_0, align 64
-  %4215 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4216 = add nsw i64 %4215, 8
-  %4217 = mul nsw i64 %4216, 32
-  %4218 = add nsw i64 3337488, %4217
-  %4219 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4220 = add nsw i64 %4218, %4219
-  %arena1234 = getelementptr inbounds float, ptr %arena, i64 %4220
-  store <16 x float> %t185_c8_01233, ptr %arena1234, align 4
-  %t185_c8_11235 = load <16 x float>, ptr %conv2_weight_grad.t185_c8_1, align 64
-  %4221 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4222 = add nsw i64 %4221, 8
-  %4223 = mul nsw i64 %4222, 32
-  %4224 = add nsw i64 3337488, %4223
-  %4225 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4226 = add nsw i64 %4224, %4225
-  %4227 = add nsw i64 %4226, 16
-  %arena1236 = getelementptr inbounds float, ptr %arena, i64 %4227
-  store <16 x float> %t185_c8_11235, ptr %arena1236, align 4
-  %t185_c9_01237 = load <16 x float>, ptr %conv2_weight_grad.t185_c9_0, align 64
-  %4228 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4229 = add nsw i64 %4228, 9
-  %4230 = mul nsw i64 %4229, 32
-  %4231 = add nsw i64 3337488, %4230
-  %4232 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4233 = add nsw i64 %4231, %4232
-  %arena1238 = getelementptr inbounds float, ptr %arena, i64 %4233
-  store <16 x float> %t185_c9_01237, ptr %arena1238, align 4
-  %t185_c9_11239 = load <16 x float>, ptr %conv2_weight_grad.t185_c9_1, align 64
-  %4234 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4235 = add nsw i64 %4234, 9
-  %4236 = mul nsw i64 %4235, 32
-  %4237 = add nsw i64 3337488, %4236
-  %4238 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4239 = add nsw i64 %4237, %4238
-  %4240 = add nsw i64 %4239, 16
-  %arena1240 = getelementptr inbounds float, ptr %arena, i64 %4240
-  store <16 x float> %t185_c9_11239, ptr %arena1240, align 4
-  %t185_c10_01241 = load <16 x float>, ptr %conv2_weight_grad.t185_c10_0, align 64
-  %4241 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4242 = add nsw i64 %4241, 10
-  %4243 = mul nsw i64 %4242, 32
-  %4244 = add nsw i64 3337488, %4243
-  %4245 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
+  %4169 = add nsw i64 %4168, 32
+  %arena1452 = getelementptr inbounds float, ptr %arena, i64 %4169
+  store <16 x float> %t179_c3_21451, ptr %arena1452, align 4
+  %t179_c3_31453 = load <16 x float>, ptr %flat_grad.t179_c3_3, align 64
+  %4170 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4171 = add nsw i64 %4170, 3
+  %4172 = mul nsw i64 %4171, 1568
+  %4173 = add nsw i64 627984, %4172
+  %4174 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4175 = add nsw i64 %4173, %4174
+  %4176 = add nsw i64 %4175, 48
+  %arena1454 = getelementptr inbounds float, ptr %arena, i64 %4176
+  store <16 x float> %t179_c3_31453, ptr %arena1454, align 4
+  %t179_c4_01455 = load <16 x float>, ptr %flat_grad.t179_c4_0, align 64
+  %4177 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4178 = add nsw i64 %4177, 4
+  %4179 = mul nsw i64 %4178, 1568
+  %4180 = add nsw i64 627984, %4179
+  %4181 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4182 = add nsw i64 %4180, %4181
+  %arena1456 = getelementptr inbounds float, ptr %arena, i64 %4182
+  store <16 x float> %t179_c4_01455, ptr %arena1456, align 4
+  %t179_c4_11457 = load <16 x float>, ptr %flat_grad.t179_c4_1, align 64
+  %4183 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4184 = add nsw i64 %4183, 4
+  %4185 = mul nsw i64 %4184, 1568
+  %4186 = add nsw i64 627984, %4185
+  %4187 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4188 = add nsw i64 %4186, %4187
+  %4189 = add nsw i64 %4188, 16
+  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %4189
+  store <16 x float> %t179_c4_11457, ptr %arena1458, align 4
+  %t179_c4_21459 = load <16 x float>, ptr %flat_grad.t179_c4_2, align 64
+  %4190 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4191 = add nsw i64 %4190, 4
+  %4192 = mul nsw i64 %4191, 1568
+  %4193 = add nsw i64 627984, %4192
+  %4194 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4195 = add nsw i64 %4193, %4194
+  %4196 = add nsw i64 %4195, 32
+  %arena1460 = getelementptr inbounds float, ptr %arena, i64 %4196
+  store <16 x float> %t179_c4_21459, ptr %arena1460, align 4
+  %t179_c4_31461 = load <16 x float>, ptr %flat_grad.t179_c4_3, align 64
+  %4197 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4198 = add nsw i64 %4197, 4
+  %4199 = mul nsw i64 %4198, 1568
+  %4200 = add nsw i64 627984, %4199
+  %4201 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4202 = add nsw i64 %4200, %4201
+  %4203 = add nsw i64 %4202, 48
+  %arena1462 = getelementptr inbounds float, ptr %arena, i64 %4203
+  store <16 x float> %t179_c4_31461, ptr %arena1462, align 4
+  %t179_c5_01463 = load <16 x float>, ptr %flat_grad.t179_c5_0, align 64
+  %4204 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4205 = add nsw i64 %4204, 5
+  %4206 = mul nsw i64 %4205, 1568
+  %4207 = add nsw i64 627984, %4206
+  %4208 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4209 = add nsw i64 %4207, %4208
+  %arena1464 = getelementptr inbounds float, ptr %arena, i64 %4209
+  store <16 x float> %t179_c5_01463, ptr %arena1464, align 4
+  %t179_c5_11465 = load <16 x float>, ptr %flat_grad.t179_c5_1, align 64
+  %4210 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4211 = add nsw i64 %4210, 5
+  %4212 = mul nsw i64 %4211, 1568
+  %4213 = add nsw i64 627984, %4212
+  %4214 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4215 = add nsw i64 %4213, %4214
+  %4216 = add nsw i64 %4215, 16
+  %arena1466 = getelementptr inbounds float, ptr %arena, i64 %4216
+  store <16 x float> %t179_c5_11465, ptr %arena1466, align 4
+  %t179_c5_21467 = load <16 x float>, ptr %flat_grad.t179_c5_2, align 64
+  %4217 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4218 = add nsw i64 %4217, 5
+  %4219 = mul nsw i64 %4218, 1568
+  %4220 = add nsw i64 627984, %4219
+  %4221 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4222 = add nsw i64 %4220, %4221
+  %4223 = add nsw i64 %4222, 32
+  %arena1468 = getelementptr inbounds float, ptr %arena, i64 %4223
+  store <16 x float> %t179_c5_21467, ptr %arena1468, align 4
+  %t179_c5_31469 = load <16 x float>, ptr %flat_grad.t179_c5_3, align 64
+  %4224 = mul nsw i64 %flat_grad.mb1781373, 6
+  %4225 = add nsw i64 %4224, 5
+  %4226 = mul nsw i64 %4225, 1568
+  %4227 = add nsw i64 627984, %4226
+  %4228 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4229 = add nsw i64 %4227, %4228
+  %4230 = add nsw i64 %4229, 48
+  %arena1470 = getelementptr inbounds float, ptr %arena, i64 %4230
+  store <16 x float> %t179_c5_31469, ptr %arena1470, align 4
+  %mb178.next = add nsw i64 %flat_grad.mb1781373, 1
+  %4231 = icmp slt i64 %mb178.next, 10
+  br i1 %4231, label %flat_grad.mb178, label %flat_grad.mb178.end
+
+flat_grad.k182:                                   ; preds = %flat_grad.k182, %flat_grad.mb178.end
+  %flat_grad.k1821471 = phi i64 [ 0, %flat_grad.mb178.end ], [ %k182.next, %flat_grad.k182 ]
+  %4232 = mul nsw i64 %flat_grad.k1821471, 1568
+  %4233 = add nsw i64 4800, %4232
+  %4234 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4235 = add nsw i64 %4233, %4234
+  %params1472 = getelementptr inbounds float, ptr %params, i64 %4235
+  %4236 = load <16 x float>, ptr %params1472, align 4
+  store <16 x float> %4236, ptr %flat_grad.t181_b0, align 64
+  %4237 = mul nsw i64 %flat_grad.k1821471, 1568
+  %4238 = add nsw i64 4800, %4237
+  %4239 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4240 = add nsw i64 %4238, %4239
+  %4241 = add nsw i64 %4240, 16
+  %params1473 = getelementptr inbounds float, ptr %params, i64 %4241
+  %4242 = load <16 x float>, ptr %params1473, align 4
+  store <16 x float> %4242, ptr %flat_grad.t181_b1, align 64
+  %4243 = mul nsw i64 %flat_grad.k1821471, 1568
+  %4244 = add nsw i64 4800, %4243
+  %4245 = mul nsw i64 %flat_grad.nb1771372, 64
   %4246 = add nsw i64 %4244, %4245
-  %arena1242 = getelementptr inbounds float, ptr %arena, i64 %4246
-  store <16 x float> %t185_c10_01241, ptr %arena1242, align 4
-  %t185_c10_11243 = load <16 x float>, ptr %conv2_weight_grad.t185_c10_1, align 64
-  %4247 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4248 = add nsw i64 %4247, 10
-  %4249 = mul nsw i64 %4248, 32
-  %4250 = add nsw i64 3337488, %4249
-  %4251 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
+  %4247 = add nsw i64 %4246, 32
+  %params1474 = getelementptr inbounds float, ptr %params, i64 %4247
+  %4248 = load <16 x float>, ptr %params1474, align 4
+  store <16 x float> %4248, ptr %flat_grad.t181_b2, align 64
+  %4249 = mul nsw i64 %flat_grad.k1821471, 1568
+  %4250 = add nsw i64 4800, %4249
+  %4251 = mul nsw i64 %flat_grad.nb1771372, 64
   %4252 = add nsw i64 %4250, %4251
-  %4253 = add nsw i64 %4252, 16
-  %arena1244 = getelementptr inbounds float, ptr %arena, i64 %4253
-  store <16 x float> %t185_c10_11243, ptr %arena1244, align 4
-  %t185_c11_01245 = load <16 x float>, ptr %conv2_weight_grad.t185_c11_0, align 64
-  %4254 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4255 = add nsw i64 %4254, 11
-  %4256 = mul nsw i64 %4255, 32
-  %4257 = add nsw i64 3337488, %4256
-  %4258 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4259 = add nsw i64 %4257, %4258
-  %arena1246 = getelementptr inbounds float, ptr %arena, i64 %4259
-  store <16 x float> %t185_c11_01245, ptr %arena1246, align 4
-  %t185_c11_11247 = load <16 x float>, ptr %conv2_weight_grad.t185_c11_1, align 64
-  %4260 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4261 = add nsw i64 %4260, 11
-  %4262 = mul nsw i64 %4261, 32
-  %4263 = add nsw i64 3337488, %4262
-  %4264 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4265 = add nsw i64 %4263, %4264
-  %4266 = add nsw i64 %4265, 16
-  %arena1248 = getelementptr inbounds float, ptr %arena, i64 %4266
-  store <16 x float> %t185_c11_11247, ptr %arena1248, align 4
-  %t185_c12_01249 = load <16 x float>, ptr %conv2_weight_grad.t185_c12_0, align 64
-  %4267 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4268 = add nsw i64 %4267, 12
-  %4269 = mul nsw i64 %4268, 32
-  %4270 = add nsw i64 3337488, %4269
-  %4271 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4272 = add nsw i64 %4270, %4271
-  %arena1250 = getelementptr inbounds float, ptr %arena, i64 %4272
-  store <16 x float> %t185_c12_01249, ptr %arena1250, align 4
-  %t185_c12_11251 = load <16 x float>, ptr %conv2_weight_grad.t185_c12_1, align 64
-  %4273 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4274 = add nsw i64 %4273, 12
-  %4275 = mul nsw i64 %4274, 32
-  %4276 = add nsw i64 3337488, %4275
-  %4277 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4278 = add nsw i64 %4276, %4277
-  %4279 = add nsw i64 %4278, 16
-  %arena1252 = getelementptr inbounds float, ptr %arena, i64 %4279
-  store <16 x float> %t185_c12_11251, ptr %arena1252, align 4
-  %t185_c13_01253 = load <16 x float>, ptr %conv2_weight_grad.t185_c13_0, align 64
-  %4280 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4281 = add nsw i64 %4280, 13
-  %4282 = mul nsw i64 %4281, 32
-  %4283 = add nsw i64 3337488, %4282
-  %4284 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4285 = add nsw i64 %4283, %4284
-  %arena1254 = getelementptr inbounds float, ptr %arena, i64 %4285
-  store <16 x float> %t185_c13_01253, ptr %arena1254, align 4
-  %t185_c13_11255 = load <16 x float>, ptr %conv2_weight_grad.t185_c13_1, align 64
-  %4286 = mul nsw i64 %conv2_weight_grad.mb1841115, 14
-  %4287 = add nsw i64 %4286, 13
-  %4288 = mul nsw i64 %4287, 32
-  %4289 = add nsw i64 3337488, %4288
-  %4290 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4291 = add nsw i64 %4289, %4290
+  %4253 = add nsw i64 %4252, 48
+  %params1475 = getelementptr inbounds float, ptr %params, i64 %4253
+  %4254 = load <16 x float>, ptr %params1475, align 4
+  store <16 x float> %4254, ptr %flat_grad.t181_b3, align 64
+  %4255 = add nsw i64 627472, %flat_grad.k1821471
+  %arena1476 = getelementptr inbounds float, ptr %arena, i64 %4255
+  %4256 = load float, ptr %arena1476, align 4
+  %4257 = insertelement <16 x float> undef, float %4256, i32 0
+  %4258 = shufflevector <16 x float> %4257, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4258, ptr %flat_grad.t181_a0, align 64
+  %t181_a0 = load <16 x float>, ptr %flat_grad.t181_a0, align 64
+  %t181_b0 = load <16 x float>, ptr %flat_grad.t181_b0, align 64
+  %t181_c0_0 = load <16 x float>, ptr %flat_grad.t181_c0_0, align 64
+  %4259 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a0, <16 x float> %t181_b0, <16 x float> %t181_c0_0)
+  store <16 x float> %4259, ptr %flat_grad.t181_c0_0, align 64
+  %t181_a01477 = load <16 x float>, ptr %flat_grad.t181_a0, align 64
+  %t181_b1 = load <16 x float>, ptr %flat_grad.t181_b1, align 64
+  %t181_c0_1 = load <16 x float>, ptr %flat_grad.t181_c0_1, align 64
+  %4260 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a01477, <16 x float> %t181_b1, <16 x float> %t181_c0_1)
+  store <16 x float> %4260, ptr %flat_grad.t181_c0_1, align 64
+  %t181_a01478 = load <16 x float>, ptr %flat_grad.t181_a0, align 64
+  %t181_b2 = load <16 x float>, ptr %flat_grad.t181_b2, align 64
+  %t181_c0_2 = load <16 x float>, ptr %flat_grad.t181_c0_2, align 64
+  %4261 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a01478, <16 x float> %t181_b2, <16 x float> %t181_c0_2)
+  store <16 x float> %4261, ptr %flat_grad.t181_c0_2, align 64
+  %t181_a01479 = load <16 x float>, ptr %flat_grad.t181_a0, align 64
+  %t181_b3 = load <16 x float>, ptr %flat_grad.t181_b3, align 64
+  %t181_c0_3 = load <16 x float>, ptr %flat_grad.t181_c0_3, align 64
+  %4262 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a01479, <16 x float> %t181_b3, <16 x float> %t181_c0_3)
+  store <16 x float> %4262, ptr %flat_grad.t181_c0_3, align 64
+  %4263 = add nsw i64 627600, %flat_grad.k1821471
+  %arena1480 = getelementptr inbounds float, ptr %arena, i64 %4263
+  %4264 = load float, ptr %arena1480, align 4
+  %4265 = insertelement <16 x float> undef, float %4264, i32 0
+  %4266 = shufflevector <16 x float> %4265, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4266, ptr %flat_grad.t181_a1, align 64
+  %t181_a1 = load <16 x float>, ptr %flat_grad.t181_a1, align 64
+  %t181_b01481 = load <16 x float>, ptr %flat_grad.t181_b0, align 64
+  %t181_c1_0 = load <16 x float>, ptr %flat_grad.t181_c1_0, align 64
+  %4267 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a1, <16 x float> %t181_b01481, <16 x float> %t181_c1_0)
+  store <16 x float> %4267, ptr %flat_grad.t181_c1_0, align 64
+  %t181_a11482 = load <16 x float>, ptr %flat_grad.t181_a1, align 64
+  %t181_b11483 = load <16 x float>, ptr %flat_grad.t181_b1, align 64
+  %t181_c1_1 = load <16 x float>, ptr %flat_grad.t181_c1_1, align 64
+  %4268 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a11482, <16 x float> %t181_b11483, <16 x float> %t181_c1_1)
+  store <16 x float> %4268, ptr %flat_grad.t181_c1_1, align 64
+  %t181_a11484 = load <16 x float>, ptr %flat_grad.t181_a1, align 64
+  %t181_b21485 = load <16 x float>, ptr %flat_grad.t181_b2, align 64
+  %t181_c1_2 = load <16 x float>, ptr %flat_grad.t181_c1_2, align 64
+  %4269 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a11484, <16 x float> %t181_b21485, <16 x float> %t181_c1_2)
+  store <16 x float> %4269, ptr %flat_grad.t181_c1_2, align 64
+  %t181_a11486 = load <16 x float>, ptr %flat_grad.t181_a1, align 64
+  %t181_b31487 = load <16 x float>, ptr %flat_grad.t181_b3, align 64
+  %t181_c1_3 = load <16 x float>, ptr %flat_grad.t181_c1_3, align 64
+  %4270 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a11486, <16 x float> %t181_b31487, <16 x float> %t181_c1_3)
+  store <16 x float> %4270, ptr %flat_grad.t181_c1_3, align 64
+  %4271 = add nsw i64 627728, %flat_grad.k1821471
+  %arena1488 = getelementptr inbounds float, ptr %arena, i64 %4271
+  %4272 = load float, ptr %arena1488, align 4
+  %4273 = insertelement <16 x float> undef, float %4272, i32 0
+  %4274 = shufflevector <16 x float> %4273, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4274, ptr %flat_grad.t181_a2, align 64
+  %t181_a2 = load <16 x float>, ptr %flat_grad.t181_a2, align 64
+  %t181_b01489 = load <16 x float>, ptr %flat_grad.t181_b0, align 64
+  %t181_c2_0 = load <16 x float>, ptr %flat_grad.t181_c2_0, align 64
+  %4275 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a2, <16 x float> %t181_b01489, <16 x float> %t181_c2_0)
+  store <16 x float> %4275, ptr %flat_grad.t181_c2_0, align 64
+  %t181_a21490 = load <16 x float>, ptr %flat_grad.t181_a2, align 64
+  %t181_b11491 = load <16 x float>, ptr %flat_grad.t181_b1, align 64
+  %t181_c2_1 = load <16 x float>, ptr %flat_grad.t181_c2_1, align 64
+  %4276 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a21490, <16 x float> %t181_b11491, <16 x float> %t181_c2_1)
+  store <16 x float> %4276, ptr %flat_grad.t181_c2_1, align 64
+  %t181_a21492 = load <16 x float>, ptr %flat_grad.t181_a2, align 64
+  %t181_b21493 = load <16 x float>, ptr %flat_grad.t181_b2, align 64
+  %t181_c2_2 = load <16 x float>, ptr %flat_grad.t181_c2_2, align 64
+  %4277 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a21492, <16 x float> %t181_b21493, <16 x float> %t181_c2_2)
+  store <16 x float> %4277, ptr %flat_grad.t181_c2_2, align 64
+  %t181_a21494 = load <16 x float>, ptr %flat_grad.t181_a2, align 64
+  %t181_b31495 = load <16 x float>, ptr %flat_grad.t181_b3, align 64
+  %t181_c2_3 = load <16 x float>, ptr %flat_grad.t181_c2_3, align 64
+  %4278 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a21494, <16 x float> %t181_b31495, <16 x float> %t181_c2_3)
+  store <16 x float> %4278, ptr %flat_grad.t181_c2_3, align 64
+  %4279 = add nsw i64 627856, %flat_grad.k1821471
+  %arena1496 = getelementptr inbounds float, ptr %arena, i64 %4279
+  %4280 = load float, ptr %arena1496, align 4
+  %4281 = insertelement <16 x float> undef, float %4280, i32 0
+  %4282 = shufflevector <16 x float> %4281, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4282, ptr %flat_grad.t181_a3, align 64
+  %t181_a3 = load <16 x float>, ptr %flat_grad.t181_a3, align 64
+  %t181_b01497 = load <16 x float>, ptr %flat_grad.t181_b0, align 64
+  %t181_c3_0 = load <16 x float>, ptr %flat_grad.t181_c3_0, align 64
+  %4283 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a3, <16 x float> %t181_b01497, <16 x float> %t181_c3_0)
+  store <16 x float> %4283, ptr %flat_grad.t181_c3_0, align 64
+  %t181_a31498 = load <16 x float>, ptr %flat_grad.t181_a3, align 64
+  %t181_b11499 = load <16 x float>, ptr %flat_grad.t181_b1, align 64
+  %t181_c3_1 = load <16 x float>, ptr %flat_grad.t181_c3_1, align 64
+  %4284 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a31498, <16 x float> %t181_b11499, <16 x float> %t181_c3_1)
+  store <16 x float> %4284, ptr %flat_grad.t181_c3_1, align 64
+  %t181_a31500 = load <16 x float>, ptr %flat_grad.t181_a3, align 64
+  %t181_b21501 = load <16 x float>, ptr %flat_grad.t181_b2, align 64
+  %t181_c3_2 = load <16 x float>, ptr %flat_grad.t181_c3_2, align 64
+  %4285 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a31500, <16 x float> %t181_b21501, <16 x float> %t181_c3_2)
+  store <16 x float> %4285, ptr %flat_grad.t181_c3_2, align 64
+  %t181_a31502 = load <16 x float>, ptr %flat_grad.t181_a3, align 64
+  %t181_b31503 = load <16 x float>, ptr %flat_grad.t181_b3, align 64
+  %t181_c3_3 = load <16 x float>, ptr %flat_grad.t181_c3_3, align 64
+  %4286 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a31502, <16 x float> %t181_b31503, <16 x float> %t181_c3_3)
+  store <16 x float> %4286, ptr %flat_grad.t181_c3_3, align 64
+  %k182.next = add nsw i64 %flat_grad.k1821471, 1
+  %4287 = icmp slt i64 %k182.next, 128
+  br i1 %4287, label %flat_grad.k182, label %flat_grad.k182.end
+
+flat_grad.k182.end:                               ; preds = %flat_grad.k182
+  %t181_c0_01504 = load <16 x float>, ptr %flat_grad.t181_c0_0, align 64
+  %4288 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4289 = add nsw i64 722064, %4288
+  %arena1505 = getelementptr inbounds float, ptr %arena, i64 %4289
+  store <16 x float> %t181_c0_01504, ptr %arena1505, align 4
+  %t181_c0_11506 = load <16 x float>, ptr %flat_grad.t181_c0_1, align 64
+  %4290 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4291 = add nsw i64 722064, %4290
   %4292 = add nsw i64 %4291, 16
-  %arena1256 = getelementptr inbounds float, ptr %arena, i64 %4292
-  store <16 x float> %t185_c13_11255, ptr %arena1256, align 4
-  %mb184.next = add nsw i64 %conv2_weight_grad.mb1841115, 1
-  %4293 = icmp slt i64 %mb184.next, 10
-  br i1 %4293, label %conv2_weight_grad.mb184, label %conv2_weight_grad.mb184.end
+  %arena1507 = getelementptr inbounds float, ptr %arena, i64 %4292
+  store <16 x float> %t181_c0_11506, ptr %arena1507, align 4
+  %t181_c0_21508 = load <16 x float>, ptr %flat_grad.t181_c0_2, align 64
+  %4293 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4294 = add nsw i64 722064, %4293
+  %4295 = add nsw i64 %4294, 32
+  %arena1509 = getelementptr inbounds float, ptr %arena, i64 %4295
+  store <16 x float> %t181_c0_21508, ptr %arena1509, align 4
+  %t181_c0_31510 = load <16 x float>, ptr %flat_grad.t181_c0_3, align 64
+  %4296 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4297 = add nsw i64 722064, %4296
+  %4298 = add nsw i64 %4297, 48
+  %arena1511 = getelementptr inbounds float, ptr %arena, i64 %4298
+  store <16 x float> %t181_c0_31510, ptr %arena1511, align 4
+  %t181_c1_01512 = load <16 x float>, ptr %flat_grad.t181_c1_0, align 64
+  %4299 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4300 = add nsw i64 723632, %4299
+  %arena1513 = getelementptr inbounds float, ptr %arena, i64 %4300
+  store <16 x float> %t181_c1_01512, ptr %arena1513, align 4
+  %t181_c1_11514 = load <16 x float>, ptr %flat_grad.t181_c1_1, align 64
+  %4301 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4302 = add nsw i64 723632, %4301
+  %4303 = add nsw i64 %4302, 16
+  %arena1515 = getelementptr inbounds float, ptr %arena, i64 %4303
+  store <16 x float> %t181_c1_11514, ptr %arena1515, align 4
+  %t181_c1_21516 = load <16 x float>, ptr %flat_grad.t181_c1_2, align 64
+  %4304 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4305 = add nsw i64 723632, %4304
+  %4306 = add nsw i64 %4305, 32
+  %arena1517 = getelementptr inbounds float, ptr %arena, i64 %4306
+  store <16 x float> %t181_c1_21516, ptr %arena1517, align 4
+  %t181_c1_31518 = load <16 x float>, ptr %flat_grad.t181_c1_3, align 64
+  %4307 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4308 = add nsw i64 723632, %4307
+  %4309 = add nsw i64 %4308, 48
+  %arena1519 = getelementptr inbounds float, ptr %arena, i64 %4309
+  store <16 x float> %t181_c1_31518, ptr %arena1519, align 4
+  %t181_c2_01520 = load <16 x float>, ptr %flat_grad.t181_c2_0, align 64
+  %4310 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4311 = add nsw i64 725200, %4310
+  %arena1521 = getelementptr inbounds float, ptr %arena, i64 %4311
+  store <16 x float> %t181_c2_01520, ptr %arena1521, align 4
+  %t181_c2_11522 = load <16 x float>, ptr %flat_grad.t181_c2_1, align 64
+  %4312 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4313 = add nsw i64 725200, %4312
+  %4314 = add nsw i64 %4313, 16
+  %arena1523 = getelementptr inbounds float, ptr %arena, i64 %4314
+  store <16 x float> %t181_c2_11522, ptr %arena1523, align 4
+  %t181_c2_21524 = load <16 x float>, ptr %flat_grad.t181_c2_2, align 64
+  %4315 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4316 = add nsw i64 725200, %4315
+  %4317 = add nsw i64 %4316, 32
+  %arena1525 = getelementptr inbounds float, ptr %arena, i64 %4317
+  store <16 x float> %t181_c2_21524, ptr %arena1525, align 4
+  %t181_c2_31526 = load <16 x float>, ptr %flat_grad.t181_c2_3, align 64
+  %4318 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4319 = add nsw i64 725200, %4318
+  %4320 = add nsw i64 %4319, 48
+  %arena1527 = getelementptr inbounds float, ptr %arena, i64 %4320
+  store <16 x float> %t181_c2_31526, ptr %arena1527, align 4
+  %t181_c3_01528 = load <16 x float>, ptr %flat_grad.t181_c3_0, align 64
+  %4321 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4322 = add nsw i64 726768, %4321
+  %arena1529 = getelementptr inbounds float, ptr %arena, i64 %4322
+  store <16 x float> %t181_c3_01528, ptr %arena1529, align 4
+  %t181_c3_11530 = load <16 x float>, ptr %flat_grad.t181_c3_1, align 64
+  %4323 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4324 = add nsw i64 726768, %4323
+  %4325 = add nsw i64 %4324, 16
+  %arena1531 = getelementptr inbounds float, ptr %arena, i64 %4325
+  store <16 x float> %t181_c3_11530, ptr %arena1531, align 4
+  %t181_c3_21532 = load <16 x float>, ptr %flat_grad.t181_c3_2, align 64
+  %4326 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4327 = add nsw i64 726768, %4326
+  %4328 = add nsw i64 %4327, 32
+  %arena1533 = getelementptr inbounds float, ptr %arena, i64 %4328
+  store <16 x float> %t181_c3_21532, ptr %arena1533, align 4
+  %t181_c3_31534 = load <16 x float>, ptr %flat_grad.t181_c3_3, align 64
+  %4329 = mul nsw i64 %flat_grad.nb1771372, 64
+  %4330 = add nsw i64 726768, %4329
+  %4331 = add nsw i64 %4330, 48
+  %arena1535 = getelementptr inbounds float, ptr %arena, i64 %4331
+  store <16 x float> %t181_c3_31534, ptr %arena1535, align 4
+  %nb177.next = add nsw i64 %flat_grad.nb1771372, 1
+  %4332 = icmp slt i64 %nb177.next, 24
+  br i1 %4332, label %flat_grad.nb177, label %flat_grad.nb177.end
 
-conv2_weight_grad.k188:                           ; preds = %conv2_weight_grad.k188, %conv2_weight_grad.mb184.end
-  %conv2_weight_grad.k1881265 = phi i64 [ 0, %conv2_weight_grad.mb184.end ], [ %k188.next, %conv2_weight_grad.k188 ]
-  %4294 = add nsw i64 %conv2_weight_grad.k1881265, 12192
-  %4295 = mul nsw i64 %4294, 32
-  %4296 = add nsw i64 2936080, %4295
-  %4297 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4298 = add nsw i64 %4296, %4297
-  %arena1266 = getelementptr inbounds float, ptr %arena, i64 %4298
-  %4299 = load <16 x float>, ptr %arena1266, align 4
-  store <16 x float> %4299, ptr %conv2_weight_grad.t187_b0, align 64
-  %4300 = add nsw i64 %conv2_weight_grad.k1881265, 12192
-  %4301 = mul nsw i64 %4300, 32
-  %4302 = add nsw i64 2936080, %4301
-  %4303 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4304 = add nsw i64 %4302, %4303
-  %4305 = add nsw i64 %4304, 16
-  %arena1267 = getelementptr inbounds float, ptr %arena, i64 %4305
-  %4306 = load <16 x float>, ptr %arena1267, align 4
-  store <16 x float> %4306, ptr %conv2_weight_grad.t187_b1, align 64
-  %4307 = add nsw i64 %conv2_weight_grad.k1881265, 12192
-  %4308 = add nsw i64 2885904, %4307
-  %arena1268 = getelementptr inbounds float, ptr %arena, i64 %4308
-  %4309 = load float, ptr %arena1268, align 4
-  %4310 = insertelement <16 x float> undef, float %4309, i32 0
-  %4311 = shufflevector <16 x float> %4310, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4311, ptr %conv2_weight_grad.t187_a0, align 64
-  %t187_a0 = load <16 x float>, ptr %conv2_weight_grad.t187_a0, align 64
-  %t187_b0 = load <16 x float>, ptr %conv2_weight_grad.t187_b0, align 64
-  %t187_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t187_c0_0, align 64
-  %4312 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t187_a0, <16 x float> %t187_b0, <16 x float> %t187_c0_0)
-  store <16 x float> %4312, ptr %conv2_weight_grad.t187_c0_0, align 64
-  %t187_a01269 = load <16 x float>, ptr %conv2_weight_grad.t187_a0, align 64
-  %t187_b1 = load <16 x float>, ptr %conv2_weight_grad.t187_b1, align 64
-  %t187_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t187_c0_1, align 64
-  %4313 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t187_a01269, <16 x float> %t187_b1, <16 x float> %t187_c0_1)
-  store <16 x float> %4313, ptr %conv2_weight_grad.t187_c0_1, align 64
-  %4314 = add nsw i64 %conv2_weight_grad.k1881265, 12192
-  %4315 = add nsw i64 2898448, %4314
-  %arena1270 = getelementptr inbounds float, ptr %arena, i64 %4315
-  %4316 = load float, ptr %arena1270, align 4
-  %4317 = insertelement <16 x float> undef, float %4316, i32 0
-  %4318 = shufflevector <16 x float> %4317, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4318, ptr %conv2_weight_grad.t187_a1, align 64
-  %t187_a1 = load <16 x float>, ptr %conv2_weight_grad.t187_a1, align 64
-  %t187_b01271 = load <16 x float>, ptr %conv2_weight_grad.t187_b0, align 64
-  %t187_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t187_c1_0, align 64
-  %4319 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t187_a1, <16 x float> %t187_b01271, <16 x float> %t187_c1_0)
-  store <16 x float> %4319, ptr %conv2_weight_grad.t187_c1_0, align 64
-  %t187_a11272 = load <16 x float>, ptr %conv2_weight_grad.t187_a1, align 64
-  %t187_b11273 = load <16 x float>, ptr %conv2_weight_grad.t187_b1, align 64
-  %t187_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t187_c1_1, align 64
-  %4320 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t187_a11272, <16 x float> %t187_b11273, <16 x float> %t187_c1_1)
-  store <16 x float> %4320, ptr %conv2_weight_grad.t187_c1_1, align 64
-  %4321 = add nsw i64 %conv2_weight_grad.k1881265, 12192
-  %4322 = add nsw i64 2910992, %4321
-  %arena1274 = getelementptr inbounds float, ptr %arena, i64 %4322
-  %4323 = load float, ptr %arena1274, align 4
-  %4324 = insertelement <16 x float> undef, float %4323, i32 0
-  %4325 = shufflevector <16 x float> %4324, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4325, ptr %conv2_weight_grad.t187_a2, align 64
-  %t187_a2 = load <16 x float>, ptr %conv2_weight_grad.t187_a2, align 64
-  %t187_b01275 = load <16 x float>, ptr %conv2_weight_grad.t187_b0, align 64
-  %t187_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t187_c2_0, align 64
-  %4326 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t187_a2, <16 x float> %t187_b01275, <16 x float> %t187_c2_0)
-  store <16 x float> %4326, ptr %conv2_weight_grad.t187_c2_0, align 64
-  %t187_a21276 = load <16 x float>, ptr %conv2_weight_grad.t187_a2, align 64
-  %t187_b11277 = load <16 x float>, ptr %conv2_weight_grad.t187_b1, align 64
-  %t187_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t187_c2_1, align 64
-  %4327 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t187_a21276, <16 x float> %t187_b11277, <16 x float> %t187_c2_1)
-  store <16 x float> %4327, ptr %conv2_weight_grad.t187_c2_1, align 64
-  %4328 = add nsw i64 %conv2_weight_grad.k1881265, 12192
-  %4329 = add nsw i64 2923536, %4328
-  %arena1278 = getelementptr inbounds float, ptr %arena, i64 %4329
-  %4330 = load float, ptr %arena1278, align 4
-  %4331 = insertelement <16 x float> undef, float %4330, i32 0
-  %4332 = shufflevector <16 x float> %4331, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4332, ptr %conv2_weight_grad.t187_a3, align 64
-  %t187_a3 = load <16 x float>, ptr %conv2_weight_grad.t187_a3, align 64
-  %t187_b01279 = load <16 x float>, ptr %conv2_weight_grad.t187_b0, align 64
-  %t187_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t187_c3_0, align 64
-  %4333 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t187_a3, <16 x float> %t187_b01279, <16 x float> %t187_c3_0)
-  store <16 x float> %4333, ptr %conv2_weight_grad.t187_c3_0, align 64
-  %t187_a31280 = load <16 x float>, ptr %conv2_weight_grad.t187_a3, align 64
-  %t187_b11281 = load <16 x float>, ptr %conv2_weight_grad.t187_b1, align 64
-  %t187_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t187_c3_1, align 64
-  %4334 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t187_a31280, <16 x float> %t187_b11281, <16 x float> %t187_c3_1)
-  store <16 x float> %4334, ptr %conv2_weight_grad.t187_c3_1, align 64
-  %k188.next = add nsw i64 %conv2_weight_grad.k1881265, 1
-  %4335 = icmp slt i64 %k188.next, 352
-  br i1 %4335, label %conv2_weight_grad.k188, label %conv2_weight_grad.k188.end
+flat_grad.mb183:                                  ; preds = %flat_grad.k185.end, %flat_grad.nb177.end
+  %flat_grad.mb1831536 = phi i64 [ 0, %flat_grad.nb177.end ], [ %mb183.next, %flat_grad.k185.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t184_c5_1, align 64
+  br label %flat_grad.k185
 
-conv2_weight_grad.k188.end:                       ; preds = %conv2_weight_grad.k188
-  %t187_c0_01282 = load <16 x float>, ptr %conv2_weight_grad.t187_c0_0, align 64
-  %4336 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4337 = add nsw i64 3341968, %4336
-  %arena1283 = getelementptr inbounds float, ptr %arena, i64 %4337
-  store <16 x float> %t187_c0_01282, ptr %arena1283, align 4
-  %t187_c0_11284 = load <16 x float>, ptr %conv2_weight_grad.t187_c0_1, align 64
-  %4338 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4339 = add nsw i64 3341968, %4338
+flat_grad.mb183.end:                              ; preds = %flat_grad.k185.end
+  store <16 x float> zeroinitializer, ptr %flat_grad.t186_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t186_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t186_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t186_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t186_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t186_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t186_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t186_c3_1, align 64
+  br label %flat_grad.k187
+
+flat_grad.k185:                                   ; preds = %flat_grad.k185, %flat_grad.mb183
+  %flat_grad.k1851537 = phi i64 [ 0, %flat_grad.mb183 ], [ %k185.next, %flat_grad.k185 ]
+  %4333 = mul nsw i64 %flat_grad.k1851537, 1568
+  %4334 = add nsw i64 4800, %4333
+  %4335 = add nsw i64 %4334, 1536
+  %params1538 = getelementptr inbounds float, ptr %params, i64 %4335
+  %4336 = load <16 x float>, ptr %params1538, align 4
+  store <16 x float> %4336, ptr %flat_grad.t184_b0, align 64
+  %4337 = mul nsw i64 %flat_grad.k1851537, 1568
+  %4338 = add nsw i64 4800, %4337
+  %4339 = add nsw i64 %4338, 1536
   %4340 = add nsw i64 %4339, 16
-  %arena1285 = getelementptr inbounds float, ptr %arena, i64 %4340
-  store <16 x float> %t187_c0_11284, ptr %arena1285, align 4
-  %t187_c1_01286 = load <16 x float>, ptr %conv2_weight_grad.t187_c1_0, align 64
-  %4341 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4342 = add nsw i64 3342000, %4341
-  %arena1287 = getelementptr inbounds float, ptr %arena, i64 %4342
-  store <16 x float> %t187_c1_01286, ptr %arena1287, align 4
-  %t187_c1_11288 = load <16 x float>, ptr %conv2_weight_grad.t187_c1_1, align 64
-  %4343 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4344 = add nsw i64 3342000, %4343
-  %4345 = add nsw i64 %4344, 16
-  %arena1289 = getelementptr inbounds float, ptr %arena, i64 %4345
-  store <16 x float> %t187_c1_11288, ptr %arena1289, align 4
-  %t187_c2_01290 = load <16 x float>, ptr %conv2_weight_grad.t187_c2_0, align 64
-  %4346 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4347 = add nsw i64 3342032, %4346
-  %arena1291 = getelementptr inbounds float, ptr %arena, i64 %4347
-  store <16 x float> %t187_c2_01290, ptr %arena1291, align 4
-  %t187_c2_11292 = load <16 x float>, ptr %conv2_weight_grad.t187_c2_1, align 64
-  %4348 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4349 = add nsw i64 3342032, %4348
-  %4350 = add nsw i64 %4349, 16
-  %arena1293 = getelementptr inbounds float, ptr %arena, i64 %4350
-  store <16 x float> %t187_c2_11292, ptr %arena1293, align 4
-  %t187_c3_01294 = load <16 x float>, ptr %conv2_weight_grad.t187_c3_0, align 64
-  %4351 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4352 = add nsw i64 3342064, %4351
-  %arena1295 = getelementptr inbounds float, ptr %arena, i64 %4352
-  store <16 x float> %t187_c3_01294, ptr %arena1295, align 4
-  %t187_c3_11296 = load <16 x float>, ptr %conv2_weight_grad.t187_c3_1, align 64
-  %4353 = mul nsw i64 %conv2_weight_grad.nb1831114, 32
-  %4354 = add nsw i64 3342064, %4353
-  %4355 = add nsw i64 %4354, 16
-  %arena1297 = getelementptr inbounds float, ptr %arena, i64 %4355
-  store <16 x float> %t187_c3_11296, ptr %arena1297, align 4
-  %nb183.next = add nsw i64 %conv2_weight_grad.nb1831114, 1
-  %4356 = icmp slt i64 %nb183.next, 1
-  br i1 %4356, label %conv2_weight_grad.nb183, label %conv2_weight_grad.nb183.end
+  %params1539 = getelementptr inbounds float, ptr %params, i64 %4340
+  %4341 = load <16 x float>, ptr %params1539, align 4
+  store <16 x float> %4341, ptr %flat_grad.t184_b1, align 64
+  %4342 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4343 = mul nsw i64 %4342, 128
+  %4344 = add nsw i64 619792, %4343
+  %4345 = add nsw i64 %4344, %flat_grad.k1851537
+  %arena1540 = getelementptr inbounds float, ptr %arena, i64 %4345
+  %4346 = load float, ptr %arena1540, align 4
+  %4347 = insertelement <16 x float> undef, float %4346, i32 0
+  %4348 = shufflevector <16 x float> %4347, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4348, ptr %flat_grad.t184_a0, align 64
+  %t184_a0 = load <16 x float>, ptr %flat_grad.t184_a0, align 64
+  %t184_b0 = load <16 x float>, ptr %flat_grad.t184_b0, align 64
+  %t184_c0_0 = load <16 x float>, ptr %flat_grad.t184_c0_0, align 64
+  %4349 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a0, <16 x float> %t184_b0, <16 x float> %t184_c0_0)
+  store <16 x float> %4349, ptr %flat_grad.t184_c0_0, align 64
+  %t184_a01541 = load <16 x float>, ptr %flat_grad.t184_a0, align 64
+  %t184_b1 = load <16 x float>, ptr %flat_grad.t184_b1, align 64
+  %t184_c0_1 = load <16 x float>, ptr %flat_grad.t184_c0_1, align 64
+  %4350 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a01541, <16 x float> %t184_b1, <16 x float> %t184_c0_1)
+  store <16 x float> %4350, ptr %flat_grad.t184_c0_1, align 64
+  %4351 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4352 = add nsw i64 %4351, 1
+  %4353 = mul nsw i64 %4352, 128
+  %4354 = add nsw i64 619792, %4353
+  %4355 = add nsw i64 %4354, %flat_grad.k1851537
+  %arena1542 = getelementptr inbounds float, ptr %arena, i64 %4355
+  %4356 = load float, ptr %arena1542, align 4
+  %4357 = insertelement <16 x float> undef, float %4356, i32 0
+  %4358 = shufflevector <16 x float> %4357, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4358, ptr %flat_grad.t184_a1, align 64
+  %t184_a1 = load <16 x float>, ptr %flat_grad.t184_a1, align 64
+  %t184_b01543 = load <16 x float>, ptr %flat_grad.t184_b0, align 64
+  %t184_c1_0 = load <16 x float>, ptr %flat_grad.t184_c1_0, align 64
+  %4359 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a1, <16 x float> %t184_b01543, <16 x float> %t184_c1_0)
+  store <16 x float> %4359, ptr %flat_grad.t184_c1_0, align 64
+  %t184_a11544 = load <16 x float>, ptr %flat_grad.t184_a1, align 64
+  %t184_b11545 = load <16 x float>, ptr %flat_grad.t184_b1, align 64
+  %t184_c1_1 = load <16 x float>, ptr %flat_grad.t184_c1_1, align 64
+  %4360 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a11544, <16 x float> %t184_b11545, <16 x float> %t184_c1_1)
+  store <16 x float> %4360, ptr %flat_grad.t184_c1_1, align 64
+  %4361 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4362 = add nsw i64 %4361, 2
+  %4363 = mul nsw i64 %4362, 128
+  %4364 = add nsw i64 619792, %4363
+  %4365 = add nsw i64 %4364, %flat_grad.k1851537
+  %arena1546 = getelementptr inbounds float, ptr %arena, i64 %4365
+  %4366 = load float, ptr %arena1546, align 4
+  %4367 = insertelement <16 x float> undef, float %4366, i32 0
+  %4368 = shufflevector <16 x float> %4367, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4368, ptr %flat_grad.t184_a2, align 64
+  %t184_a2 = load <16 x float>, ptr %flat_grad.t184_a2, align 64
+  %t184_b01547 = load <16 x float>, ptr %flat_grad.t184_b0, align 64
+  %t184_c2_0 = load <16 x float>, ptr %flat_grad.t184_c2_0, align 64
+  %4369 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a2, <16 x float> %t184_b01547, <16 x float> %t184_c2_0)
+  store <16 x float> %4369, ptr %flat_grad.t184_c2_0, align 64
+  %t184_a21548 = load <16 x float>, ptr %flat_grad.t184_a2, align 64
+  %t184_b11549 = load <16 x float>, ptr %flat_grad.t184_b1, align 64
+  %t184_c2_1 = load <16 x float>, ptr %flat_grad.t184_c2_1, align 64
+  %4370 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a21548, <16 x float> %t184_b11549, <16 x float> %t184_c2_1)
+  store <16 x float> %4370, ptr %flat_grad.t184_c2_1, align 64
+  %4371 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4372 = add nsw i64 %4371, 3
+  %4373 = mul nsw i64 %4372, 128
+  %4374 = add nsw i64 619792, %4373
+  %4375 = add nsw i64 %4374, %flat_grad.k1851537
+  %arena1550 = getelementptr inbounds float, ptr %arena, i64 %4375
+  %4376 = load float, ptr %arena1550, align 4
+  %4377 = insertelement <16 x float> undef, float %4376, i32 0
+  %4378 = shufflevector <16 x float> %4377, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4378, ptr %flat_grad.t184_a3, align 64
+  %t184_a3 = load <16 x float>, ptr %flat_grad.t184_a3, align 64
+  %t184_b01551 = load <16 x float>, ptr %flat_grad.t184_b0, align 64
+  %t184_c3_0 = load <16 x float>, ptr %flat_grad.t184_c3_0, align 64
+  %4379 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a3, <16 x float> %t184_b01551, <16 x float> %t184_c3_0)
+  store <16 x float> %4379, ptr %flat_grad.t184_c3_0, align 64
+  %t184_a31552 = load <16 x float>, ptr %flat_grad.t184_a3, align 64
+  %t184_b11553 = load <16 x float>, ptr %flat_grad.t184_b1, align 64
+  %t184_c3_1 = load <16 x float>, ptr %flat_grad.t184_c3_1, align 64
+  %4380 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a31552, <16 x float> %t184_b11553, <16 x float> %t184_c3_1)
+  store <16 x float> %4380, ptr %flat_grad.t184_c3_1, align 64
+  %4381 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4382 = add nsw i64 %4381, 4
+  %4383 = mul nsw i64 %4382, 128
+  %4384 = add nsw i64 619792, %4383
+  %4385 = add nsw i64 %4384, %flat_grad.k1851537
+  %arena1554 = getelementptr inbounds float, ptr %arena, i64 %4385
+  %4386 = load float, ptr %arena1554, align 4
+  %4387 = insertelement <16 x float> undef, float %4386, i32 0
+  %4388 = shufflevector <16 x float> %4387, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4388, ptr %flat_grad.t184_a4, align 64
+  %t184_a4 = load <16 x float>, ptr %flat_grad.t184_a4, align 64
+  %t184_b01555 = load <16 x float>, ptr %flat_grad.t184_b0, align 64
+  %t184_c4_0 = load <16 x float>, ptr %flat_grad.t184_c4_0, align 64
+  %4389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a4, <16 x float> %t184_b01555, <16 x float> %t184_c4_0)
+  store <16 x float> %4389, ptr %flat_grad.t184_c4_0, align 64
+  %t184_a41556 = load <16 x float>, ptr %flat_grad.t184_a4, align 64
+  %t184_b11557 = load <16 x float>, ptr %flat_grad.t184_b1, align 64
+  %t184_c4_1 = load <16 x float>, ptr %flat_grad.t184_c4_1, align 64
+  %4390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a41556, <16 x float> %t184_b11557, <16 x float> %t184_c4_1)
+  store <16 x float> %4390, ptr %flat_grad.t184_c4_1, align 64
+  %4391 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4392 = add nsw i64 %4391, 5
+  %4393 = mul nsw i64 %4392, 128
+  %4394 = add nsw i64 619792, %4393
+  %4395 = add nsw i64 %4394, %flat_grad.k1851537
+  %arena1558 = getelementptr inbounds float, ptr %arena, i64 %4395
+  %4396 = load float, ptr %arena1558, align 4
+  %4397 = insertelement <16 x float> undef, float %4396, i32 0
+  %4398 = shufflevector <16 x float> %4397, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4398, ptr %flat_grad.t184_a5, align 64
+  %t184_a5 = load <16 x float>, ptr %flat_grad.t184_a5, align 64
+  %t184_b01559 = load <16 x float>, ptr %flat_grad.t184_b0, align 64
+  %t184_c5_0 = load <16 x float>, ptr %flat_grad.t184_c5_0, align 64
+  %4399 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a5, <16 x float> %t184_b01559, <16 x float> %t184_c5_0)
+  store <16 x float> %4399, ptr %flat_grad.t184_c5_0, align 64
+  %t184_a51560 = load <16 x float>, ptr %flat_grad.t184_a5, align 64
+  %t184_b11561 = load <16 x float>, ptr %flat_grad.t184_b1, align 64
+  %t184_c5_1 = load <16 x float>, ptr %flat_grad.t184_c5_1, align 64
+  %4400 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t184_a51560, <16 x float> %t184_b11561, <16 x float> %t184_c5_1)
+  store <16 x float> %4400, ptr %flat_grad.t184_c5_1, align 64
+  %k185.next = add nsw i64 %flat_grad.k1851537, 1
+  %4401 = icmp slt i64 %k185.next, 128
+  br i1 %4401, label %flat_grad.k185, label %flat_grad.k185.end
 
-conv2_weight_grad.f189:                           ; preds = %conv2_weight_grad.r190.end, %conv2_weight_grad.g158.end
-  %conv2_weight_grad.f1891298 = phi i64 [ 0, %conv2_weight_grad.g158.end ], [ %f189.next, %conv2_weight_grad.r190.end ]
-  br label %conv2_weight_grad.r190
+flat_grad.k185.end:                               ; preds = %flat_grad.k185
+  %t184_c0_01562 = load <16 x float>, ptr %flat_grad.t184_c0_0, align 64
+  %4402 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4403 = mul nsw i64 %4402, 1568
+  %4404 = add nsw i64 627984, %4403
+  %4405 = add nsw i64 %4404, 1536
+  %arena1563 = getelementptr inbounds float, ptr %arena, i64 %4405
+  store <16 x float> %t184_c0_01562, ptr %arena1563, align 4
+  %t184_c0_11564 = load <16 x float>, ptr %flat_grad.t184_c0_1, align 64
+  %4406 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4407 = mul nsw i64 %4406, 1568
+  %4408 = add nsw i64 627984, %4407
+  %4409 = add nsw i64 %4408, 1536
+  %4410 = add nsw i64 %4409, 16
+  %arena1565 = getelementptr inbounds float, ptr %arena, i64 %4410
+  store <16 x float> %t184_c0_11564, ptr %arena1565, align 4
+  %t184_c1_01566 = load <16 x float>, ptr %flat_grad.t184_c1_0, align 64
+  %4411 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4412 = add nsw i64 %4411, 1
+  %4413 = mul nsw i64 %4412, 1568
+  %4414 = add nsw i64 627984, %4413
+  %4415 = add nsw i64 %4414, 1536
+  %arena1567 = getelementptr inbounds float, ptr %arena, i64 %4415
+  store <16 x float> %t184_c1_01566, ptr %arena1567, align 4
+  %t184_c1_11568 = load <16 x float>, ptr %flat_grad.t184_c1_1, align 64
+  %4416 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4417 = add nsw i64 %4416, 1
+  %4418 = mul nsw i64 %4417, 1568
+  %4419 = add nsw i64 627984, %4418
+  %4420 = add nsw i64 %4419, 1536
+  %4421 = add nsw i64 %4420, 16
+  %arena1569 = getelementptr inbounds float, ptr %arena, i64 %4421
+  store <16 x float> %t184_c1_11568, ptr %arena1569, align 4
+  %t184_c2_01570 = load <16 x float>, ptr %flat_grad.t184_c2_0, align 64
+  %4422 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4423 = add nsw i64 %4422, 2
+  %4424 = mul nsw i64 %4423, 1568
+  %4425 = add nsw i64 627984, %4424
+  %4426 = add nsw i64 %4425, 1536
+  %arena1571 = getelementptr inbounds float, ptr %arena, i64 %4426
+  store <16 x float> %t184_c2_01570, ptr %arena1571, align 4
+  %t184_c2_11572 = load <16 x float>, ptr %flat_grad.t184_c2_1, align 64
+  %4427 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4428 = add nsw i64 %4427, 2
+  %4429 = mul nsw i64 %4428, 1568
+  %4430 = add nsw i64 627984, %4429
+  %4431 = add nsw i64 %4430, 1536
+  %4432 = add nsw i64 %4431, 16
+  %arena1573 = getelementptr inbounds float, ptr %arena, i64 %4432
+  store <16 x float> %t184_c2_11572, ptr %arena1573, align 4
+  %t184_c3_01574 = load <16 x float>, ptr %flat_grad.t184_c3_0, align 64
+  %4433 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4434 = add nsw i64 %4433, 3
+  %4435 = mul nsw i64 %4434, 1568
+  %4436 = add nsw i64 627984, %4435
+  %4437 = add nsw i64 %4436, 1536
+  %arena1575 = getelementptr inbounds float, ptr %arena, i64 %4437
+  store <16 x float> %t184_c3_01574, ptr %arena1575, align 4
+  %t184_c3_11576 = load <16 x float>, ptr %flat_grad.t184_c3_1, align 64
+  %4438 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4439 = add nsw i64 %4438, 3
+  %4440 = mul nsw i64 %4439, 1568
+  %4441 = add nsw i64 627984, %4440
+  %4442 = add nsw i64 %4441, 1536
+  %4443 = add nsw i64 %4442, 16
+  %arena1577 = getelementptr inbounds float, ptr %arena, i64 %4443
+  store <16 x float> %t184_c3_11576, ptr %arena1577, align 4
+  %t184_c4_01578 = load <16 x float>, ptr %flat_grad.t184_c4_0, align 64
+  %4444 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4445 = add nsw i64 %4444, 4
+  %4446 = mul nsw i64 %4445, 1568
+  %4447 = add nsw i64 627984, %4446
+  %4448 = add nsw i64 %4447, 1536
+  %arena1579 = getelementptr inbounds float, ptr %arena, i64 %4448
+  store <16 x float> %t184_c4_01578, ptr %arena1579, align 4
+  %t184_c4_11580 = load <16 x float>, ptr %flat_grad.t184_c4_1, align 64
+  %4449 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4450 = add nsw i64 %4449, 4
+  %4451 = mul nsw i64 %4450, 1568
+  %4452 = add nsw i64 627984, %4451
+  %4453 = add nsw i64 %4452, 1536
+  %4454 = add nsw i64 %4453, 16
+  %arena1581 = getelementptr inbounds float, ptr %arena, i64 %4454
+  store <16 x float> %t184_c4_11580, ptr %arena1581, align 4
+  %t184_c5_01582 = load <16 x float>, ptr %flat_grad.t184_c5_0, align 64
+  %4455 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4456 = add nsw i64 %4455, 5
+  %4457 = mul nsw i64 %4456, 1568
+  %4458 = add nsw i64 627984, %4457
+  %4459 = add nsw i64 %4458, 1536
+  %arena1583 = getelementptr inbounds float, ptr %arena, i64 %4459
+  store <16 x float> %t184_c5_01582, ptr %arena1583, align 4
+  %t184_c5_11584 = load <16 x float>, ptr %flat_grad.t184_c5_1, align 64
+  %4460 = mul nsw i64 %flat_grad.mb1831536, 6
+  %4461 = add nsw i64 %4460, 5
+  %4462 = mul nsw i64 %4461, 1568
+  %4463 = add nsw i64 627984, %4462
+  %4464 = add nsw i64 %4463, 1536
+  %4465 = add nsw i64 %4464, 16
+  %arena1585 = getelementptr inbounds float, ptr %arena, i64 %4465
+  store <16 x float> %t184_c5_11584, ptr %arena1585, align 4
+  %mb183.next = add nsw i64 %flat_grad.mb1831536, 1
+  %4466 = icmp slt i64 %mb183.next, 10
+  br i1 %4466, label %flat_grad.mb183, label %flat_grad.mb183.end
 
-conv2_weight_grad.f189.end:                       ; preds = %conv2_weight_grad.r190.end
-  br label %conv2_bias_grad.i191
-
-conv2_weight_grad.r190:                           ; preds = %conv2_weight_grad.r190, %conv2_weight_grad.f189
-  %conv2_weight_grad.r1901299 = phi i64 [ 0, %conv2_weight_grad.f189 ], [ %r190.next, %conv2_weight_grad.r190 ]
-  %4357 = mul nsw i64 %conv2_weight_grad.r1901299, 32
-  %4358 = add nsw i64 3337488, %4357
-  %4359 = add nsw i64 %4358, %conv2_weight_grad.f1891298
-  %arena1300 = getelementptr inbounds float, ptr %arena, i64 %4359
-  %4360 = load float, ptr %arena1300, align 4
-  %4361 = mul nsw i64 %conv2_weight_grad.f1891298, 144
-  %4362 = add nsw i64 160, %4361
-  %4363 = add nsw i64 %4362, %conv2_weight_grad.r1901299
-  %grads1301 = getelementptr inbounds float, ptr %grads, i64 %4363
-  store float %4360, ptr %grads1301, align 4
-  %r190.next = add nsw i64 %conv2_weight_grad.r1901299, 1
-  %4364 = icmp slt i64 %r190.next, 144
-  br i1 %4364, label %conv2_weight_grad.r190, label %conv2_weight_grad.r190.end
-
-conv2_weight_grad.r190.end:                       ; preds = %conv2_weight_grad.r190
-  %f189.next = add nsw i64 %conv2_weight_grad.f1891298, 1
-  %4365 = icmp slt i64 %f189.next, 32
-  br i1 %4365, label %conv2_weight_grad.f189, label %conv2_weight_grad.f189.end
-
-conv2_bias_grad.i191:                             ; preds = %conv2_bias_grad.i191, %conv2_weight_grad.f189.end
-  %conv2_bias_grad.i1911302 = phi i64 [ 0, %conv2_weight_grad.f189.end ], [ %i191.next, %conv2_bias_grad.i191 ]
-  %4366 = add nsw i64 401408, %conv2_bias_grad.i1911302
-  %arena1303 = getelementptr inbounds float, ptr %arena, i64 %4366
-  store float 1.000000e+00, ptr %arena1303, align 4
-  %i191.next = add nsw i64 %conv2_bias_grad.i1911302, 1
-  %4367 = icmp slt i64 %i191.next, 196
-  br i1 %4367, label %conv2_bias_grad.i191, label %conv2_bias_grad.i191.end
-
-conv2_bias_grad.i191.end:                         ; preds = %conv2_bias_grad.i191
-  br label %conv2_bias_grad.i192
-
-conv2_bias_grad.i192:                             ; preds = %conv2_bias_grad.i192, %conv2_bias_grad.i191.end
-  %conv2_bias_grad.i1921304 = phi i64 [ 0, %conv2_bias_grad.i191.end ], [ %i192.next, %conv2_bias_grad.i192 ]
-  %4368 = add nsw i64 4768, %conv2_bias_grad.i1921304
-  %grads1305 = getelementptr inbounds float, ptr %grads, i64 %4368
-  store float 0.000000e+00, ptr %grads1305, align 4
-  %i192.next = add nsw i64 %conv2_bias_grad.i1921304, 1
-  %4369 = icmp slt i64 %i192.next, 32
-  br i1 %4369, label %conv2_bias_grad.i192, label %conv2_bias_grad.i192.end
-
-conv2_bias_grad.i192.end:                         ; preds = %conv2_bias_grad.i192
-  br label %conv2_bias_grad.img193
-
-conv2_bias_grad.img193:                           ; preds = %conv2_bias_grad.img193, %conv2_bias_grad.i192.end
-  %conv2_bias_grad.img1931306 = phi i64 [ 0, %conv2_bias_grad.i192.end ], [ %img193.next, %conv2_bias_grad.img193 ]
-  %4370 = mul nsw i64 %conv2_bias_grad.img1931306, 6272
-  %4371 = add nsw i64 728336, %4370
-  %arena1307 = getelementptr inbounds float, ptr %arena, i64 %4371
-  %arena1308 = getelementptr inbounds float, ptr %arena, i64 401408
-  %grads1309 = getelementptr inbounds float, ptr %grads, i64 4768
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 196, float 1.000000e+00, ptr %arena1307, i32 196, ptr %arena1308, i32 1, float 1.000000e+00, ptr %grads1309, i32 1)
-  %img193.next = add nsw i64 %conv2_bias_grad.img1931306, 1
-  %4372 = icmp slt i64 %img193.next, 64
-  br i1 %4372, label %conv2_bias_grad.img193, label %conv2_bias_grad.img193.end
-
-conv2_bias_grad.img193.end:                       ; preds = %conv2_bias_grad.img193
-  br label %pool1_grad.g194
-
-pool1_grad.g194:                                  ; preds = %pool1_grad.j202.end, %conv2_bias_grad.img193.end
-  %pool1_grad.g1941310 = phi i64 [ 0, %conv2_bias_grad.img193.end ], [ %g194.next, %pool1_grad.j202.end ]
-  br label %pool1_grad.j195
-
-pool1_grad.g194.end:                              ; preds = %pool1_grad.j202.end
-  br label %conv1_grad.i271
-
-pool1_grad.j195:                                  ; preds = %pool1_grad.f196.end, %pool1_grad.g194
-  %pool1_grad.j1951311 = phi i64 [ 0, %pool1_grad.g194 ], [ %j195.next, %pool1_grad.f196.end ]
-  br label %pool1_grad.f196
-
-pool1_grad.j195.end:                              ; preds = %pool1_grad.f196.end
-  br label %pool1_grad.nb198
-
-pool1_grad.f196:                                  ; preds = %pool1_grad.i197.end, %pool1_grad.j195
-  %pool1_grad.f1961312 = phi i64 [ 0, %pool1_grad.j195 ], [ %f196.next, %pool1_grad.i197.end ]
-  br label %pool1_grad.i197
-
-pool1_grad.f196.end:                              ; preds = %pool1_grad.i197.end
-  %j195.next = add nsw i64 %pool1_grad.j1951311, 1
-  %4373 = icmp slt i64 %j195.next, 64
-  br i1 %4373, label %pool1_grad.j195, label %pool1_grad.j195.end
-
-pool1_grad.i197:                                  ; preds = %pool1_grad.i197, %pool1_grad.f196
-  %pool1_grad.i1971313 = phi i64 [ 0, %pool1_grad.f196 ], [ %i197.next, %pool1_grad.i197 ]
-  %4374 = mul nsw i64 %pool1_grad.g1941310, 64
-  %4375 = add nsw i64 %4374, %pool1_grad.j1951311
-  %4376 = mul nsw i64 %4375, 6272
-  %4377 = add nsw i64 728336, %4376
-  %4378 = mul nsw i64 %pool1_grad.f1961312, 196
-  %4379 = add nsw i64 %4377, %4378
-  %4380 = add nsw i64 %4379, %pool1_grad.i1971313
-  %arena1314 = getelementptr inbounds float, ptr %arena, i64 %4380
-  %4381 = load float, ptr %arena1314, align 4
-  %4382 = mul nsw i64 %pool1_grad.f1961312, 12544
-  %4383 = add nsw i64 2936080, %4382
-  %4384 = mul nsw i64 %pool1_grad.j1951311, 196
-  %4385 = add nsw i64 %4383, %4384
-  %4386 = add nsw i64 %4385, %pool1_grad.i1971313
-  %arena1315 = getelementptr inbounds float, ptr %arena, i64 %4386
-  store float %4381, ptr %arena1315, align 4
-  %i197.next = add nsw i64 %pool1_grad.i1971313, 1
-  %4387 = icmp slt i64 %i197.next, 196
-  br i1 %4387, label %pool1_grad.i197, label %pool1_grad.i197.end
-
-pool1_grad.i197.end:                              ; preds = %pool1_grad.i197
-  %f196.next = add nsw i64 %pool1_grad.f1961312, 1
-  %4388 = icmp slt i64 %f196.next, 32
-  br i1 %4388, label %pool1_grad.f196, label %pool1_grad.f196.end
-
-pool1_grad.nb198:                                 ; preds = %pool1_grad.mb199.end, %pool1_grad.j195.end
-  %pool1_grad.nb1981316 = phi i64 [ 0, %pool1_grad.j195.end ], [ %nb198.next, %pool1_grad.mb199.end ]
-  br label %pool1_grad.mb199
-
-pool1_grad.nb198.end:                             ; preds = %pool1_grad.mb199.end
-  br label %pool1_grad.j202
-
-pool1_grad.mb199:                                 ; preds = %pool1_grad.k201.end, %pool1_grad.nb198
-  %pool1_grad.mb1991317 = phi i64 [ 0, %pool1_grad.nb198 ], [ %mb199.next, %pool1_grad.k201.end ]
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t200_c5_3, align 64
-  br label %pool1_grad.k201
-
-pool1_grad.mb199.end:                             ; preds = %pool1_grad.k201.end
-  %nb198.next = add nsw i64 %pool1_grad.nb1981316, 1
-  %4389 = icmp slt i64 %nb198.next, 196
-  br i1 %4389, label %pool1_grad.nb198, label %pool1_grad.nb198.end
-
-pool1_grad.k201:                                  ; preds = %pool1_grad.k201, %pool1_grad.mb199
-  %pool1_grad.k2011318 = phi i64 [ 0, %pool1_grad.mb199 ], [ %k201.next, %pool1_grad.k201 ]
-  %4390 = mul nsw i64 %pool1_grad.k2011318, 12544
-  %4391 = add nsw i64 2936080, %4390
-  %4392 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4393 = add nsw i64 %4391, %4392
-  %arena1319 = getelementptr inbounds float, ptr %arena, i64 %4393
-  %4394 = load <16 x float>, ptr %arena1319, align 4
-  store <16 x float> %4394, ptr %pool1_grad.t200_b0, align 64
-  %4395 = mul nsw i64 %pool1_grad.k2011318, 12544
-  %4396 = add nsw i64 2936080, %4395
-  %4397 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4398 = add nsw i64 %4396, %4397
-  %4399 = add nsw i64 %4398, 16
-  %arena1320 = getelementptr inbounds float, ptr %arena, i64 %4399
-  %4400 = load <16 x float>, ptr %arena1320, align 4
-  store <16 x float> %4400, ptr %pool1_grad.t200_b1, align 64
-  %4401 = mul nsw i64 %pool1_grad.k2011318, 12544
-  %4402 = add nsw i64 2936080, %4401
-  %4403 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4404 = add nsw i64 %4402, %4403
-  %4405 = add nsw i64 %4404, 32
-  %arena1321 = getelementptr inbounds float, ptr %arena, i64 %4405
-  %4406 = load <16 x float>, ptr %arena1321, align 4
-  store <16 x float> %4406, ptr %pool1_grad.t200_b2, align 64
-  %4407 = mul nsw i64 %pool1_grad.k2011318, 12544
-  %4408 = add nsw i64 2936080, %4407
-  %4409 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4410 = add nsw i64 %4408, %4409
-  %4411 = add nsw i64 %4410, 48
-  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4411
-  %4412 = load <16 x float>, ptr %arena1322, align 4
-  store <16 x float> %4412, ptr %pool1_grad.t200_b3, align 64
-  %4413 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4414 = add nsw i64 160, %4413
-  %4415 = mul nsw i64 %pool1_grad.k2011318, 144
-  %4416 = add nsw i64 %4414, %4415
-  %params1323 = getelementptr inbounds float, ptr %params, i64 %4416
-  %4417 = load float, ptr %params1323, align 4
-  %4418 = insertelement <16 x float> undef, float %4417, i32 0
-  %4419 = shufflevector <16 x float> %4418, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4419, ptr %pool1_grad.t200_a0, align 64
-  %t200_a0 = load <16 x float>, ptr %pool1_grad.t200_a0, align 64
-  %t200_b0 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
-  %t200_c0_0 = load <16 x float>, ptr %pool1_grad.t200_c0_0, align 64
-  %4420 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a0, <16 x float> %t200_b0, <16 x float> %t200_c0_0)
-  store <16 x float> %4420, ptr %pool1_grad.t200_c0_0, align 64
-  %t200_a01324 = load <16 x float>, ptr %pool1_grad.t200_a0, align 64
-  %t200_b1 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
-  %t200_c0_1 = load <16 x float>, ptr %pool1_grad.t200_c0_1, align 64
-  %4421 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a01324, <16 x float> %t200_b1, <16 x float> %t200_c0_1)
-  store <16 x float> %4421, ptr %pool1_grad.t200_c0_1, align 64
-  %t200_a01325 = load <16 x float>, ptr %pool1_grad.t200_a0, align 64
-  %t200_b2 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
-  %t200_c0_2 = load <16 x float>, ptr %pool1_grad.t200_c0_2, align 64
-  %4422 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a01325, <16 x float> %t200_b2, <16 x float> %t200_c0_2)
-  store <16 x float> %4422, ptr %pool1_grad.t200_c0_2, align 64
-  %t200_a01326 = load <16 x float>, ptr %pool1_grad.t200_a0, align 64
-  %t200_b3 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
-  %t200_c0_3 = load <16 x float>, ptr %pool1_grad.t200_c0_3, align 64
-  %4423 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a01326, <16 x float> %t200_b3, <16 x float> %t200_c0_3)
-  store <16 x float> %4423, ptr %pool1_grad.t200_c0_3, align 64
-  %4424 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4425 = add nsw i64 %4424, 1
-  %4426 = add nsw i64 160, %4425
-  %4427 = mul nsw i64 %pool1_grad.k2011318, 144
-  %4428 = add nsw i64 %4426, %4427
-  %params1327 = getelementptr inbounds float, ptr %params, i64 %4428
-  %4429 = load float, ptr %params1327, align 4
-  %4430 = insertelement <16 x float> undef, float %4429, i32 0
-  %4431 = shufflevector <16 x float> %4430, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4431, ptr %pool1_grad.t200_a1, align 64
-  %t200_a1 = load <16 x float>, ptr %pool1_grad.t200_a1, align 64
-  %t200_b01328 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
-  %t200_c1_0 = load <16 x float>, ptr %pool1_grad.t200_c1_0, align 64
-  %4432 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a1, <16 x float> %t200_b01328, <16 x float> %t200_c1_0)
-  store <16 x float> %4432, ptr %pool1_grad.t200_c1_0, align 64
-  %t200_a11329 = load <16 x float>, ptr %pool1_grad.t200_a1, align 64
-  %t200_b11330 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
-  %t200_c1_1 = load <16 x float>, ptr %pool1_grad.t200_c1_1, align 64
-  %4433 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a11329, <16 x float> %t200_b11330, <16 x float> %t200_c1_1)
-  store <16 x float> %4433, ptr %pool1_grad.t200_c1_1, align 64
-  %t200_a11331 = load <16 x float>, ptr %pool1_grad.t200_a1, align 64
-  %t200_b21332 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
-  %t200_c1_2 = load <16 x float>, ptr %pool1_grad.t200_c1_2, align 64
-  %4434 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a11331, <16 x float> %t200_b21332, <16 x float> %t200_c1_2)
-  store <16 x float> %4434, ptr %pool1_grad.t200_c1_2, align 64
-  %t200_a11333 = load <16 x float>, ptr %pool1_grad.t200_a1, align 64
-  %t200_b31334 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
-  %t200_c1_3 = load <16 x float>, ptr %pool1_grad.t200_c1_3, align 64
-  %4435 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a11333, <16 x float> %t200_b31334, <16 x float> %t200_c1_3)
-  store <16 x float> %4435, ptr %pool1_grad.t200_c1_3, align 64
-  %4436 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4437 = add nsw i64 %4436, 2
-  %4438 = add nsw i64 160, %4437
-  %4439 = mul nsw i64 %pool1_grad.k2011318, 144
-  %4440 = add nsw i64 %4438, %4439
-  %params1335 = getelementptr inbounds float, ptr %params, i64 %4440
-  %4441 = load float, ptr %params1335, align 4
-  %4442 = insertelement <16 x float> undef, float %4441, i32 0
-  %4443 = shufflevector <16 x float> %4442, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4443, ptr %pool1_grad.t200_a2, align 64
-  %t200_a2 = load <16 x float>, ptr %pool1_grad.t200_a2, align 64
-  %t200_b01336 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
-  %t200_c2_0 = load <16 x float>, ptr %pool1_grad.t200_c2_0, align 64
-  %4444 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a2, <16 x float> %t200_b01336, <16 x float> %t200_c2_0)
-  store <16 x float> %4444, ptr %pool1_grad.t200_c2_0, align 64
-  %t200_a21337 = load <16 x float>, ptr %pool1_grad.t200_a2, align 64
-  %t200_b11338 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
-  %t200_c2_1 = load <16 x float>, ptr %pool1_grad.t200_c2_1, align 64
-  %4445 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a21337, <16 x float> %t200_b11338, <16 x float> %t200_c2_1)
-  store <16 x float> %4445, ptr %pool1_grad.t200_c2_1, align 64
-  %t200_a21339 = load <16 x float>, ptr %pool1_grad.t200_a2, align 64
-  %t200_b21340 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
-  %t200_c2_2 = load <16 x float>, ptr %pool1_grad.t200_c2_2, align 64
-  %4446 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a21339, <16 x float> %t200_b21340, <16 x float> %t200_c2_2)
-  store <16 x float> %4446, ptr %pool1_grad.t200_c2_2, align 64
-  %t200_a21341 = load <16 x float>, ptr %pool1_grad.t200_a2, align 64
-  %t200_b31342 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
-  %t200_c2_3 = load <16 x float>, ptr %pool1_grad.t200_c2_3, align 64
-  %4447 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a21341, <16 x float> %t200_b31342, <16 x float> %t200_c2_3)
-  store <16 x float> %4447, ptr %pool1_grad.t200_c2_3, align 64
-  %4448 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4449 = add nsw i64 %4448, 3
-  %4450 = add nsw i64 160, %4449
-  %4451 = mul nsw i64 %pool1_grad.k2011318, 144
-  %4452 = add nsw i64 %4450, %4451
-  %params1343 = getelementptr inbounds float, ptr %params, i64 %4452
-  %4453 = load float, ptr %params1343, align 4
-  %4454 = insertelement <16 x float> undef, float %4453, i32 0
-  %4455 = shufflevector <16 x float> %4454, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4455, ptr %pool1_grad.t200_a3, align 64
-  %t200_a3 = load <16 x float>, ptr %pool1_grad.t200_a3, align 64
-  %t200_b01344 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
-  %t200_c3_0 = load <16 x float>, ptr %pool1_grad.t200_c3_0, align 64
-  %4456 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a3, <16 x float> %t200_b01344, <16 x float> %t200_c3_0)
-  store <16 x float> %4456, ptr %pool1_grad.t200_c3_0, align 64
-  %t200_a31345 = load <16 x float>, ptr %pool1_grad.t200_a3, align 64
-  %t200_b11346 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
-  %t200_c3_1 = load <16 x float>, ptr %pool1_grad.t200_c3_1, align 64
-  %4457 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a31345, <16 x float> %t200_b11346, <16 x float> %t200_c3_1)
-  store <16 x float> %4457, ptr %pool1_grad.t200_c3_1, align 64
-  %t200_a31347 = load <16 x float>, ptr %pool1_grad.t200_a3, align 64
-  %t200_b21348 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
-  %t200_c3_2 = load <16 x float>, ptr %pool1_grad.t200_c3_2, align 64
-  %4458 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a31347, <16 x float> %t200_b21348, <16 x float> %t200_c3_2)
-  store <16 x float> %4458, ptr %pool1_grad.t200_c3_2, align 64
-  %t200_a31349 = load <16 x float>, ptr %pool1_grad.t200_a3, align 64
-  %t200_b31350 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
-  %t200_c3_3 = load <16 x float>, ptr %pool1_grad.t200_c3_3, align 64
-  %4459 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a31349, <16 x float> %t200_b31350, <16 x float> %t200_c3_3)
-  store <16 x float> %4459, ptr %pool1_grad.t200_c3_3, align 64
-  %4460 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4461 = add nsw i64 %4460, 4
-  %4462 = add nsw i64 160, %4461
-  %4463 = mul nsw i64 %pool1_grad.k2011318, 144
-  %4464 = add nsw i64 %4462, %4463
-  %params1351 = getelementptr inbounds float, ptr %params, i64 %4464
-  %4465 = load float, ptr %params1351, align 4
-  %4466 = insertelement <16 x float> undef, float %4465, i32 0
-  %4467 = shufflevector <16 x float> %4466, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4467, ptr %pool1_grad.t200_a4, align 64
-  %t200_a4 = load <16 x float>, ptr %pool1_grad.t200_a4, align 64
-  %t200_b01352 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
-  %t200_c4_0 = load <16 x float>, ptr %pool1_grad.t200_c4_0, align 64
-  %4468 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a4, <16 x float> %t200_b01352, <16 x float> %t200_c4_0)
-  store <16 x float> %4468, ptr %pool1_grad.t200_c4_0, align 64
-  %t200_a41353 = load <16 x float>, ptr %pool1_grad.t200_a4, align 64
-  %t200_b11354 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
-  %t200_c4_1 = load <16 x float>, ptr %pool1_grad.t200_c4_1, align 64
-  %4469 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a41353, <16 x float> %t200_b11354, <16 x float> %t200_c4_1)
-  store <16 x float> %4469, ptr %pool1_grad.t200_c4_1, align 64
-  %t200_a41355 = load <16 x float>, ptr %pool1_grad.t200_a4, align 64
-  %t200_b21356 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
-  %t200_c4_2 = load <16 x float>, ptr %pool1_grad.t200_c4_2, align 64
-  %4470 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a41355, <16 x float> %t200_b21356, <16 x float> %t200_c4_2)
-  store <16 x float> %4470, ptr %pool1_grad.t200_c4_2, align 64
-  %t200_a41357 = load <16 x float>, ptr %pool1_grad.t200_a4, align 64
-  %t200_b31358 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
-  %t200_c4_3 = load <16 x float>, ptr %pool1_grad.t200_c4_3, align 64
-  %4471 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a41357, <16 x float> %t200_b31358, <16 x float> %t200_c4_3)
-  store <16 x float> %4471, ptr %pool1_grad.t200_c4_3, align 64
-  %4472 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4473 = add nsw i64 %4472, 5
-  %4474 = add nsw i64 160, %4473
-  %4475 = mul nsw i64 %pool1_grad.k2011318, 144
-  %4476 = add nsw i64 %4474, %4475
-  %params1359 = getelementptr inbounds float, ptr %params, i64 %4476
-  %4477 = load float, ptr %params1359, align 4
+flat_grad.k187:                                   ; preds = %flat_grad.k187, %flat_grad.mb183.end
+  %flat_grad.k1871586 = phi i64 [ 0, %flat_grad.mb183.end ], [ %k187.next, %flat_grad.k187 ]
+  %4467 = mul nsw i64 %flat_grad.k1871586, 1568
+  %4468 = add nsw i64 4800, %4467
+  %4469 = add nsw i64 %4468, 1536
+  %params1587 = getelementptr inbounds float, ptr %params, i64 %4469
+  %4470 = load <16 x float>, ptr %params1587, align 4
+  store <16 x float> %4470, ptr %flat_grad.t186_b0, align 64
+  %4471 = mul nsw i64 %flat_grad.k1871586, 1568
+  %4472 = add nsw i64 4800, %4471
+  %4473 = add nsw i64 %4472, 1536
+  %4474 = add nsw i64 %4473, 16
+  %params1588 = getelementptr inbounds float, ptr %params, i64 %4474
+  %4475 = load <16 x float>, ptr %params1588, align 4
+  store <16 x float> %4475, ptr %flat_grad.t186_b1, align 64
+  %4476 = add nsw i64 627472, %flat_grad.k1871586
+  %arena1589 = getelementptr inbounds float, ptr %arena, i64 %4476
+  %4477 = load float, ptr %arena1589, align 4
   %4478 = insertelement <16 x float> undef, float %4477, i32 0
   %4479 = shufflevector <16 x float> %4478, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %4479, ptr %pool1_grad.t200_a5, align 64
-  %t200_a5 = load <16 x float>, ptr %pool1_grad.t200_a5, align 64
-  %t200_b01360 = load <16 x float>, ptr %pool1_grad.t200_b0, align 64
-  %t200_c5_0 = load <16 x float>, ptr %pool1_grad.t200_c5_0, align 64
-  %4480 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a5, <16 x float> %t200_b01360, <16 x float> %t200_c5_0)
-  store <16 x float> %4480, ptr %pool1_grad.t200_c5_0, align 64
-  %t200_a51361 = load <16 x float>, ptr %pool1_grad.t200_a5, align 64
-  %t200_b11362 = load <16 x float>, ptr %pool1_grad.t200_b1, align 64
-  %t200_c5_1 = load <16 x float>, ptr %pool1_grad.t200_c5_1, align 64
-  %4481 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a51361, <16 x float> %t200_b11362, <16 x float> %t200_c5_1)
-  store <16 x float> %4481, ptr %pool1_grad.t200_c5_1, align 64
-  %t200_a51363 = load <16 x float>, ptr %pool1_grad.t200_a5, align 64
-  %t200_b21364 = load <16 x float>, ptr %pool1_grad.t200_b2, align 64
-  %t200_c5_2 = load <16 x float>, ptr %pool1_grad.t200_c5_2, align 64
-  %4482 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a51363, <16 x float> %t200_b21364, <16 x float> %t200_c5_2)
-  store <16 x float> %4482, ptr %pool1_grad.t200_c5_2, align 64
-  %t200_a51365 = load <16 x float>, ptr %pool1_grad.t200_a5, align 64
-  %t200_b31366 = load <16 x float>, ptr %pool1_grad.t200_b3, align 64
-  %t200_c5_3 = load <16 x float>, ptr %pool1_grad.t200_c5_3, align 64
-  %4483 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t200_a51365, <16 x float> %t200_b31366, <16 x float> %t200_c5_3)
-  store <16 x float> %4483, ptr %pool1_grad.t200_c5_3, align 64
-  %k201.next = add nsw i64 %pool1_grad.k2011318, 1
-  %4484 = icmp slt i64 %k201.next, 32
-  br i1 %4484, label %pool1_grad.k201, label %pool1_grad.k201.end
+  store <16 x float> %4479, ptr %flat_grad.t186_a0, align 64
+  %t186_a0 = load <16 x float>, ptr %flat_grad.t186_a0, align 64
+  %t186_b0 = load <16 x float>, ptr %flat_grad.t186_b0, align 64
+  %t186_c0_0 = load <16 x float>, ptr %flat_grad.t186_c0_0, align 64
+  %4480 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t186_a0, <16 x float> %t186_b0, <16 x float> %t186_c0_0)
+  store <16 x float> %4480, ptr %flat_grad.t186_c0_0, align 64
+  %t186_a01590 = load <16 x float>, ptr %flat_grad.t186_a0, align 64
+  %t186_b1 = load <16 x float>, ptr %flat_grad.t186_b1, align 64
+  %t186_c0_1 = load <16 x float>, ptr %flat_grad.t186_c0_1, align 64
+  %4481 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t186_a01590, <16 x float> %t186_b1, <16 x float> %t186_c0_1)
+  store <16 x float> %4481, ptr %flat_grad.t186_c0_1, align 64
+  %4482 = add nsw i64 627600, %flat_grad.k1871586
+  %arena1591 = getelementptr inbounds float, ptr %arena, i64 %4482
+  %4483 = load float, ptr %arena1591, align 4
+  %4484 = insertelement <16 x float> undef, float %4483, i32 0
+  %4485 = shufflevector <16 x float> %4484, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4485, ptr %flat_grad.t186_a1, align 64
+  %t186_a1 = load <16 x float>, ptr %flat_grad.t186_a1, align 64
+  %t186_b01592 = load <16 x float>, ptr %flat_grad.t186_b0, align 64
+  %t186_c1_0 = load <16 x float>, ptr %flat_grad.t186_c1_0, align 64
+  %4486 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t186_a1, <16 x float> %t186_b01592, <16 x float> %t186_c1_0)
+  store <16 x float> %4486, ptr %flat_grad.t186_c1_0, align 64
+  %t186_a11593 = load <16 x float>, ptr %flat_grad.t186_a1, align 64
+  %t186_b11594 = load <16 x float>, ptr %flat_grad.t186_b1, align 64
+  %t186_c1_1 = load <16 x float>, ptr %flat_grad.t186_c1_1, align 64
+  %4487 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t186_a11593, <16 x float> %t186_b11594, <16 x float> %t186_c1_1)
+  store <16 x float> %4487, ptr %flat_grad.t186_c1_1, align 64
+  %4488 = add nsw i64 627728, %flat_grad.k1871586
+  %arena1595 = getelementptr inbounds float, ptr %arena, i64 %4488
+  %4489 = load float, ptr %arena1595, align 4
+  %4490 = insertelement <16 x float> undef, float %4489, i32 0
+  %4491 = shufflevector <16 x float> %4490, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4491, ptr %flat_grad.t186_a2, align 64
+  %t186_a2 = load <16 x float>, ptr %flat_grad.t186_a2, align 64
+  %t186_b01596 = load <16 x float>, ptr %flat_grad.t186_b0, align 64
+  %t186_c2_0 = load <16 x float>, ptr %flat_grad.t186_c2_0, align 64
+  %4492 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t186_a2, <16 x float> %t186_b01596, <16 x float> %t186_c2_0)
+  store <16 x float> %4492, ptr %flat_grad.t186_c2_0, align 64
+  %t186_a21597 = load <16 x float>, ptr %flat_grad.t186_a2, align 64
+  %t186_b11598 = load <16 x float>, ptr %flat_grad.t186_b1, align 64
+  %t186_c2_1 = load <16 x float>, ptr %flat_grad.t186_c2_1, align 64
+  %4493 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t186_a21597, <16 x float> %t186_b11598, <16 x float> %t186_c2_1)
+  store <16 x float> %4493, ptr %flat_grad.t186_c2_1, align 64
+  %4494 = add nsw i64 627856, %flat_grad.k1871586
+  %arena1599 = getelementptr inbounds float, ptr %arena, i64 %4494
+  %4495 = load float, ptr %arena1599, align 4
+  %4496 = insertelement <16 x float> undef, float %4495, i32 0
+  %4497 = shufflevector <16 x float> %4496, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4497, ptr %flat_grad.t186_a3, align 64
+  %t186_a3 = load <16 x float>, ptr %flat_grad.t186_a3, align 64
+  %t186_b01600 = load <16 x float>, ptr %flat_grad.t186_b0, align 64
+  %t186_c3_0 = load <16 x float>, ptr %flat_grad.t186_c3_0, align 64
+  %4498 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t186_a3, <16 x float> %t186_b01600, <16 x float> %t186_c3_0)
+  store <16 x float> %4498, ptr %flat_grad.t186_c3_0, align 64
+  %t186_a31601 = load <16 x float>, ptr %flat_grad.t186_a3, align 64
+  %t186_b11602 = load <16 x float>, ptr %flat_grad.t186_b1, align 64
+  %t186_c3_1 = load <16 x float>, ptr %flat_grad.t186_c3_1, align 64
+  %4499 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t186_a31601, <16 x float> %t186_b11602, <16 x float> %t186_c3_1)
+  store <16 x float> %4499, ptr %flat_grad.t186_c3_1, align 64
+  %k187.next = add nsw i64 %flat_grad.k1871586, 1
+  %4500 = icmp slt i64 %k187.next, 128
+  br i1 %4500, label %flat_grad.k187, label %flat_grad.k187.end
 
-pool1_grad.k201.end:                              ; preds = %pool1_grad.k201
-  %t200_c0_01367 = load <16 x float>, ptr %pool1_grad.t200_c0_0, align 64
-  %4485 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4486 = mul nsw i64 %4485, 12544
-  %4487 = add nsw i64 1129744, %4486
-  %4488 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4489 = add nsw i64 %4487, %4488
-  %arena1368 = getelementptr inbounds float, ptr %arena, i64 %4489
-  store <16 x float> %t200_c0_01367, ptr %arena1368, align 4
-  %t200_c0_11369 = load <16 x float>, ptr %pool1_grad.t200_c0_1, align 64
-  %4490 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4491 = mul nsw i64 %4490, 12544
-  %4492 = add nsw i64 1129744, %4491
-  %4493 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4494 = add nsw i64 %4492, %4493
-  %4495 = add nsw i64 %4494, 16
-  %arena1370 = getelementptr inbounds float, ptr %arena, i64 %4495
-  store <16 x float> %t200_c0_11369, ptr %arena1370, align 4
-  %t200_c0_21371 = load <16 x float>, ptr %pool1_grad.t200_c0_2, align 64
-  %4496 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4497 = mul nsw i64 %4496, 12544
-  %4498 = add nsw i64 1129744, %4497
-  %4499 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4500 = add nsw i64 %4498, %4499
-  %4501 = add nsw i64 %4500, 32
-  %arena1372 = getelementptr inbounds float, ptr %arena, i64 %4501
-  store <16 x float> %t200_c0_21371, ptr %arena1372, align 4
-  %t200_c0_31373 = load <16 x float>, ptr %pool1_grad.t200_c0_3, align 64
-  %4502 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4503 = mul nsw i64 %4502, 12544
-  %4504 = add nsw i64 1129744, %4503
-  %4505 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4506 = add nsw i64 %4504, %4505
-  %4507 = add nsw i64 %4506, 48
-  %arena1374 = getelementptr inbounds float, ptr %arena, i64 %4507
-  store <16 x float> %t200_c0_31373, ptr %arena1374, align 4
-  %t200_c1_01375 = load <16 x float>, ptr %pool1_grad.t200_c1_0, align 64
-  %4508 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4509 = add nsw i64 %4508, 1
-  %4510 = mul nsw i64 %4509, 12544
-  %4511 = add nsw i64 1129744, %4510
-  %4512 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4513 = add nsw i64 %4511, %4512
-  %arena1376 = getelementptr inbounds float, ptr %arena, i64 %4513
-  store <16 x float> %t200_c1_01375, ptr %arena1376, align 4
-  %t200_c1_11377 = load <16 x float>, ptr %pool1_grad.t200_c1_1, align 64
-  %4514 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4515 = add nsw i64 %4514, 1
-  %4516 = mul nsw i64 %4515, 12544
-  %4517 = add nsw i64 1129744, %4516
-  %4518 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4519 = add nsw i64 %4517, %4518
-  %4520 = add nsw i64 %4519, 16
-  %arena1378 = getelementptr inbounds float, ptr %arena, i64 %4520
-  store <16 x float> %t200_c1_11377, ptr %arena1378, align 4
-  %t200_c1_21379 = load <16 x float>, ptr %pool1_grad.t200_c1_2, align 64
-  %4521 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4522 = add nsw i64 %4521, 1
-  %4523 = mul nsw i64 %4522, 12544
-  %4524 = add nsw i64 1129744, %4523
-  %4525 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4526 = add nsw i64 %4524, %4525
-  %4527 = add nsw i64 %4526, 32
-  %arena1380 = getelementptr inbounds float, ptr %arena, i64 %4527
-  store <16 x float> %t200_c1_21379, ptr %arena1380, align 4
-  %t200_c1_31381 = load <16 x float>, ptr %pool1_grad.t200_c1_3, align 64
-  %4528 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4529 = add nsw i64 %4528, 1
-  %4530 = mul nsw i64 %4529, 12544
-  %4531 = add nsw i64 1129744, %4530
-  %4532 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4533 = add nsw i64 %4531, %4532
-  %4534 = add nsw i64 %4533, 48
-  %arena1382 = getelementptr inbounds float, ptr %arena, i64 %4534
-  store <16 x float> %t200_c1_31381, ptr %arena1382, align 4
-  %t200_c2_01383 = load <16 x float>, ptr %pool1_grad.t200_c2_0, align 64
-  %4535 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4536 = add nsw i64 %4535, 2
-  %4537 = mul nsw i64 %4536, 12544
-  %4538 = add nsw i64 1129744, %4537
-  %4539 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4540 = add nsw i64 %4538, %4539
-  %arena1384 = getelementptr inbounds float, ptr %arena, i64 %4540
-  store <16 x float> %t200_c2_01383, ptr %arena1384, align 4
-  %t200_c2_11385 = load <16 x float>, ptr %pool1_grad.t200_c2_1, align 64
-  %4541 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4542 = add nsw i64 %4541, 2
-  %4543 = mul nsw i64 %4542, 12544
-  %4544 = add nsw i64 1129744, %4543
-  %4545 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4546 = add nsw i64 %4544, %4545
-  %4547 = add nsw i64 %4546, 16
-  %arena1386 = getelementptr inbounds float, ptr %arena, i64 %4547
-  store <16 x float> %t200_c2_11385, ptr %arena1386, align 4
-  %t200_c2_21387 = load <16 x float>, ptr %pool1_grad.t200_c2_2, align 64
-  %4548 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4549 = add nsw i64 %4548, 2
-  %4550 = mul nsw i64 %4549, 12544
-  %4551 = add nsw i64 1129744, %4550
-  %4552 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4553 = add nsw i64 %4551, %4552
-  %4554 = add nsw i64 %4553, 32
-  %arena1388 = getelementptr inbounds float, ptr %arena, i64 %4554
-  store <16 x float> %t200_c2_21387, ptr %arena1388, align 4
-  %t200_c2_31389 = load <16 x float>, ptr %pool1_grad.t200_c2_3, align 64
-  %4555 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4556 = add nsw i64 %4555, 2
-  %4557 = mul nsw i64 %4556, 12544
-  %4558 = add nsw i64 1129744, %4557
-  %4559 = mul nsw i64 %pool1_grad.nb1981316, 64
+flat_grad.k187.end:                               ; preds = %flat_grad.k187
+  %t186_c0_01603 = load <16 x float>, ptr %flat_grad.t186_c0_0, align 64
+  %arena1604 = getelementptr inbounds float, ptr %arena, i64 723600
+  store <16 x float> %t186_c0_01603, ptr %arena1604, align 4
+  %t186_c0_11605 = load <16 x float>, ptr %flat_grad.t186_c0_1, align 64
+  %arena1606 = getelementptr inbounds float, ptr %arena, i64 723616
+  store <16 x float> %t186_c0_11605, ptr %arena1606, align 4
+  %t186_c1_01607 = load <16 x float>, ptr %flat_grad.t186_c1_0, align 64
+  %arena1608 = getelementptr inbounds float, ptr %arena, i64 725168
+  store <16 x float> %t186_c1_01607, ptr %arena1608, align 4
+  %t186_c1_11609 = load <16 x float>, ptr %flat_grad.t186_c1_1, align 64
+  %arena1610 = getelementptr inbounds float, ptr %arena, i64 725184
+  store <16 x float> %t186_c1_11609, ptr %arena1610, align 4
+  %t186_c2_01611 = load <16 x float>, ptr %flat_grad.t186_c2_0, align 64
+  %arena1612 = getelementptr inbounds float, ptr %arena, i64 726736
+  store <16 x float> %t186_c2_01611, ptr %arena1612, align 4
+  %t186_c2_11613 = load <16 x float>, ptr %flat_grad.t186_c2_1, align 64
+  %arena1614 = getelementptr inbounds float, ptr %arena, i64 726752
+  store <16 x float> %t186_c2_11613, ptr %arena1614, align 4
+  %t186_c3_01615 = load <16 x float>, ptr %flat_grad.t186_c3_0, align 64
+  %arena1616 = getelementptr inbounds float, ptr %arena, i64 728304
+  store <16 x float> %t186_c3_01615, ptr %arena1616, align 4
+  %t186_c3_11617 = load <16 x float>, ptr %flat_grad.t186_c3_1, align 64
+  %arena1618 = getelementptr inbounds float, ptr %arena, i64 728320
+  store <16 x float> %t186_c3_11617, ptr %arena1618, align 4
+  br label %conv2_grad.i188
+
+conv2_grad.i188:                                  ; preds = %conv2_grad.i188, %flat_grad.k187.end
+  %conv2_grad.i1881619 = phi i64 [ 0, %flat_grad.k187.end ], [ %i188.next, %conv2_grad.i188 ]
+  %4501 = add nsw i64 728336, %conv2_grad.i1881619
+  %arena1620 = getelementptr inbounds float, ptr %arena, i64 %4501
+  store float 0.000000e+00, ptr %arena1620, align 4
+  %i188.next = add nsw i64 %conv2_grad.i1881619, 1
+  %4502 = icmp slt i64 %i188.next, 401408
+  br i1 %4502, label %conv2_grad.i188, label %conv2_grad.i188.end
+
+conv2_grad.i188.end:                              ; preds = %conv2_grad.i188
+  br label %conv2_grad.q189
+
+conv2_grad.q189:                                  ; preds = %conv2_grad.i190.end, %conv2_grad.i188.end
+  %conv2_grad.q1891621 = phi i64 [ 0, %conv2_grad.i188.end ], [ %q189.next, %conv2_grad.i190.end ]
+  br label %conv2_grad.i190
+
+conv2_grad.q189.end:                              ; preds = %conv2_grad.i190.end
+  br label %conv2_weight_grad.i191
+
+conv2_grad.i190:                                  ; preds = %conv2_grad.endif, %conv2_grad.q189
+  %conv2_grad.i1901622 = phi i64 [ 0, %conv2_grad.q189 ], [ %i190.next, %conv2_grad.endif ]
+  %4503 = mul nsw i64 %conv2_grad.q1891621, 49
+  %4504 = add nsw i64 %4503, %conv2_grad.i1901622
+  %4505 = add nsw i64 401408, %4504
+  %arena1623 = getelementptr inbounds float, ptr %arena, i64 %4505
+  %4506 = load float, ptr %arena1623, align 4
+  %4507 = fcmp ogt float %4506, 0.000000e+00
+  br i1 %4507, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i190.end:                              ; preds = %conv2_grad.endif
+  %q189.next = add nsw i64 %conv2_grad.q1891621, 1
+  %4508 = icmp slt i64 %q189.next, 2048
+  br i1 %4508, label %conv2_grad.q189, label %conv2_grad.q189.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i190
+  %4509 = mul nsw i64 %conv2_grad.q1891621, 196
+  %4510 = add nsw i64 728336, %4509
+  %4511 = mul nsw i64 %conv2_grad.q1891621, 49
+  %4512 = add nsw i64 %4511, %conv2_grad.i1901622
+  %4513 = add nsw i64 501760, %4512
+  %arena1624 = getelementptr inbounds float, ptr %arena, i64 %4513
+  %4514 = load float, ptr %arena1624, align 4
+  %4515 = fptosi float %4514 to i64
+  %4516 = add nsw i64 %4510, %4515
+  %arena1625 = getelementptr inbounds float, ptr %arena, i64 %4516
+  %4517 = load float, ptr %arena1625, align 4
+  %4518 = mul nsw i64 %conv2_grad.q1891621, 49
+  %4519 = add nsw i64 %4518, %conv2_grad.i1901622
+  %4520 = add nsw i64 627984, %4519
+  %arena1626 = getelementptr inbounds float, ptr %arena, i64 %4520
+  %4521 = load float, ptr %arena1626, align 4
+  %4522 = fadd float %4517, %4521
+  store float %4522, ptr %arena1625, align 4
+  br label %conv2_grad.endif
+
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i190
+  %i190.next = add nsw i64 %conv2_grad.i1901622, 1
+  %4523 = icmp slt i64 %i190.next, 49
+  br i1 %4523, label %conv2_grad.i190, label %conv2_grad.i190.end
+
+conv2_weight_grad.i191:                           ; preds = %conv2_weight_grad.i191, %conv2_grad.q189.end
+  %conv2_weight_grad.i1911627 = phi i64 [ 0, %conv2_grad.q189.end ], [ %i191.next, %conv2_weight_grad.i191 ]
+  %4524 = add nsw i64 3337488, %conv2_weight_grad.i1911627
+  %arena1628 = getelementptr inbounds float, ptr %arena, i64 %4524
+  store float 0.000000e+00, ptr %arena1628, align 4
+  %i191.next = add nsw i64 %conv2_weight_grad.i1911627, 1
+  %4525 = icmp slt i64 %i191.next, 4608
+  br i1 %4525, label %conv2_weight_grad.i191, label %conv2_weight_grad.i191.end
+
+conv2_weight_grad.i191.end:                       ; preds = %conv2_weight_grad.i191
+  br label %conv2_weight_grad.g192
+
+conv2_weight_grad.g192:                           ; preds = %conv2_weight_grad.nb217.end, %conv2_weight_grad.i191.end
+  %conv2_weight_grad.g1921629 = phi i64 [ 0, %conv2_weight_grad.i191.end ], [ %g192.next, %conv2_weight_grad.nb217.end ]
+  br label %conv2_weight_grad.j193
+
+conv2_weight_grad.g192.end:                       ; preds = %conv2_weight_grad.nb217.end
+  br label %conv2_weight_grad.f223
+
+conv2_weight_grad.j193:                           ; preds = %conv2_weight_grad.c194.end, %conv2_weight_grad.g192
+  %conv2_weight_grad.j1931630 = phi i64 [ 0, %conv2_weight_grad.g192 ], [ %j193.next, %conv2_weight_grad.c194.end ]
+  br label %conv2_weight_grad.c194
+
+conv2_weight_grad.j193.end:                       ; preds = %conv2_weight_grad.c194.end
+  br label %conv2_weight_grad.j207
+
+conv2_weight_grad.c194:                           ; preds = %conv2_weight_grad.ky195.end, %conv2_weight_grad.j193
+  %conv2_weight_grad.c1941631 = phi i64 [ 0, %conv2_weight_grad.j193 ], [ %c194.next, %conv2_weight_grad.ky195.end ]
+  br label %conv2_weight_grad.ky195
+
+conv2_weight_grad.c194.end:                       ; preds = %conv2_weight_grad.ky195.end
+  %j193.next = add nsw i64 %conv2_weight_grad.j1931630, 1
+  %4526 = icmp slt i64 %j193.next, 64
+  br i1 %4526, label %conv2_weight_grad.j193, label %conv2_weight_grad.j193.end
+
+conv2_weight_grad.ky195:                          ; preds = %conv2_weight_grad.oy203.end, %conv2_weight_grad.c194
+  %conv2_weight_grad.ky1951632 = phi i64 [ 0, %conv2_weight_grad.c194 ], [ %ky195.next, %conv2_weight_grad.oy203.end ]
+  br label %conv2_weight_grad.oy196
+
+conv2_weight_grad.ky195.end:                      ; preds = %conv2_weight_grad.oy203.end
+  %c194.next = add nsw i64 %conv2_weight_grad.c1941631, 1
+  %4527 = icmp slt i64 %c194.next, 16
+  br i1 %4527, label %conv2_weight_grad.c194, label %conv2_weight_grad.c194.end
+
+conv2_weight_grad.oy196:                          ; preds = %conv2_weight_grad.endif1644, %conv2_weight_grad.ky195
+  %conv2_weight_grad.oy1961633 = phi i64 [ 0, %conv2_weight_grad.ky195 ], [ %oy196.next, %conv2_weight_grad.endif1644 ]
+  %4528 = add nsw i64 %conv2_weight_grad.oy1961633, %conv2_weight_grad.ky1951632
+  %4529 = add nsw i64 %4528, -1
+  %4530 = icmp slt i64 -1, %4529
+  %4531 = add nsw i64 %conv2_weight_grad.oy1961633, %conv2_weight_grad.ky1951632
+  %4532 = add nsw i64 %4531, -1
+  %4533 = icmp slt i64 %4532, 14
+  %4534 = and i1 %4530, %4533
+  br i1 %4534, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+
+conv2_weight_grad.oy196.end:                      ; preds = %conv2_weight_grad.endif1644
+  br label %conv2_weight_grad.oy200
+
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy196
+  br label %conv2_weight_grad.ox197
+
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox198.end, %conv2_weight_grad.oy196
+  %4535 = add nsw i64 %conv2_weight_grad.oy1961633, %conv2_weight_grad.ky1951632
+  %4536 = add nsw i64 %4535, -1
+  %4537 = icmp slt i64 %4536, 0
+  br i1 %4537, label %conv2_weight_grad.then1639, label %conv2_weight_grad.endif1640
+
+conv2_weight_grad.ox197:                          ; preds = %conv2_weight_grad.ox197, %conv2_weight_grad.then
+  %conv2_weight_grad.ox1971634 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox197.next, %conv2_weight_grad.ox197 ]
+  %4538 = mul nsw i64 %conv2_weight_grad.g1921629, 64
+  %4539 = add nsw i64 %4538, %conv2_weight_grad.j1931630
+  %4540 = mul nsw i64 %4539, 3136
+  %4541 = mul nsw i64 %conv2_weight_grad.c1941631, 196
+  %4542 = add nsw i64 %4540, %4541
+  %4543 = add nsw i64 %conv2_weight_grad.oy1961633, %conv2_weight_grad.ky1951632
+  %4544 = add nsw i64 %4543, -1
+  %4545 = mul nsw i64 %4544, 14
+  %4546 = add nsw i64 %4542, %4545
+  %4547 = add nsw i64 %conv2_weight_grad.ox1971634, 1
+  %4548 = add nsw i64 %4547, -1
+  %4549 = add nsw i64 %4546, %4548
+  %arena1635 = getelementptr inbounds float, ptr %arena, i64 %4549
+  %4550 = load float, ptr %arena1635, align 4
+  %4551 = mul nsw i64 %conv2_weight_grad.c1941631, 3
+  %4552 = add nsw i64 %4551, %conv2_weight_grad.ky1951632
+  %4553 = mul nsw i64 %4552, 3
+  %4554 = mul nsw i64 %4553, 12544
+  %4555 = add nsw i64 1129744, %4554
+  %4556 = mul nsw i64 %conv2_weight_grad.j1931630, 196
+  %4557 = add nsw i64 %4555, %4556
+  %4558 = mul nsw i64 %conv2_weight_grad.oy1961633, 14
+  %4559 = add nsw i64 %conv2_weight_grad.ox1971634, 1
   %4560 = add nsw i64 %4558, %4559
-  %4561 = add nsw i64 %4560, 48
-  %arena1390 = getelementptr inbounds float, ptr %arena, i64 %4561
-  store <16 x float> %t200_c2_31389, ptr %arena1390, align 4
-  %t200_c3_01391 = load <16 x float>, ptr %pool1_grad.t200_c3_0, align 64
-  %4562 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4563 = add nsw i64 %4562, 3
-  %4564 = mul nsw i64 %4563, 12544
-  %4565 = add nsw i64 1129744, %4564
-  %4566 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4567 = add nsw i64 %4565, %4566
-  %arena1392 = getelementptr inbounds float, ptr %arena, i64 %4567
-  store <16 x float> %t200_c3_01391, ptr %arena1392, align 4
-  %t200_c3_11393 = load <16 x float>, ptr %pool1_grad.t200_c3_1, align 64
-  %4568 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4569 = add nsw i64 %4568, 3
-  %4570 = mul nsw i64 %4569, 12544
-  %4571 = add nsw i64 1129744, %4570
-  %4572 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4573 = add nsw i64 %4571, %4572
-  %4574 = add nsw i64 %4573, 16
-  %arena1394 = getelementptr inbounds float, ptr %arena, i64 %4574
-  store <16 x float> %t200_c3_11393, ptr %arena1394, align 4
-  %t200_c3_21395 = load <16 x float>, ptr %pool1_grad.t200_c3_2, align 64
-  %4575 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4576 = add nsw i64 %4575, 3
-  %4577 = mul nsw i64 %4576, 12544
-  %4578 = add nsw i64 1129744, %4577
-  %4579 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4580 = add nsw i64 %4578, %4579
-  %4581 = add nsw i64 %4580, 32
-  %arena1396 = getelementptr inbounds float, ptr %arena, i64 %4581
-  store <16 x float> %t200_c3_21395, ptr %arena1396, align 4
-  %t200_c3_31397 = load <16 x float>, ptr %pool1_grad.t200_c3_3, align 64
-  %4582 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4583 = add nsw i64 %4582, 3
-  %4584 = mul nsw i64 %4583, 12544
-  %4585 = add nsw i64 1129744, %4584
-  %4586 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4587 = add nsw i64 %4585, %4586
-  %4588 = add nsw i64 %4587, 48
-  %arena1398 = getelementptr inbounds float, ptr %arena, i64 %4588
-  store <16 x float> %t200_c3_31397, ptr %arena1398, align 4
-  %t200_c4_01399 = load <16 x float>, ptr %pool1_grad.t200_c4_0, align 64
-  %4589 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4590 = add nsw i64 %4589, 4
-  %4591 = mul nsw i64 %4590, 12544
-  %4592 = add nsw i64 1129744, %4591
-  %4593 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4594 = add nsw i64 %4592, %4593
-  %arena1400 = getelementptr inbounds float, ptr %arena, i64 %4594
-  store <16 x float> %t200_c4_01399, ptr %arena1400, align 4
-  %t200_c4_11401 = load <16 x float>, ptr %pool1_grad.t200_c4_1, align 64
-  %4595 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4596 = add nsw i64 %4595, 4
-  %4597 = mul nsw i64 %4596, 12544
-  %4598 = add nsw i64 1129744, %4597
-  %4599 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4600 = add nsw i64 %4598, %4599
-  %4601 = add nsw i64 %4600, 16
-  %arena1402 = getelementptr inbounds float, ptr %arena, i64 %4601
-  store <16 x float> %t200_c4_11401, ptr %arena1402, align 4
-  %t200_c4_21403 = load <16 x float>, ptr %pool1_grad.t200_c4_2, align 64
-  %4602 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4603 = add nsw i64 %4602, 4
-  %4604 = mul nsw i64 %4603, 12544
-  %4605 = add nsw i64 1129744, %4604
-  %4606 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4607 = add nsw i64 %4605, %4606
-  %4608 = add nsw i64 %4607, 32
-  %arena1404 = getelementptr inbounds float, ptr %arena, i64 %4608
-  store <16 x float> %t200_c4_21403, ptr %arena1404, align 4
-  %t200_c4_31405 = load <16 x float>, ptr %pool1_grad.t200_c4_3, align 64
-  %4609 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4610 = add nsw i64 %4609, 4
-  %4611 = mul nsw i64 %4610, 12544
-  %4612 = add nsw i64 1129744, %4611
-  %4613 = mul nsw i64 %pool1_grad.nb1981316, 64
+  %4561 = add nsw i64 %4557, %4560
+  %arena1636 = getelementptr inbounds float, ptr %arena, i64 %4561
+  store float %4550, ptr %arena1636, align 4
+  %ox197.next = add nsw i64 %conv2_weight_grad.ox1971634, 1
+  %4562 = icmp slt i64 %ox197.next, 13
+  br i1 %4562, label %conv2_weight_grad.ox197, label %conv2_weight_grad.ox197.end
+
+conv2_weight_grad.ox197.end:                      ; preds = %conv2_weight_grad.ox197
+  br label %conv2_weight_grad.ox198
+
+conv2_weight_grad.ox198:                          ; preds = %conv2_weight_grad.ox198, %conv2_weight_grad.ox197.end
+  %conv2_weight_grad.ox1981637 = phi i64 [ 0, %conv2_weight_grad.ox197.end ], [ %ox198.next, %conv2_weight_grad.ox198 ]
+  %4563 = mul nsw i64 %conv2_weight_grad.c1941631, 3
+  %4564 = add nsw i64 %4563, %conv2_weight_grad.ky1951632
+  %4565 = mul nsw i64 %4564, 3
+  %4566 = mul nsw i64 %4565, 12544
+  %4567 = add nsw i64 1129744, %4566
+  %4568 = mul nsw i64 %conv2_weight_grad.j1931630, 196
+  %4569 = add nsw i64 %4567, %4568
+  %4570 = mul nsw i64 %conv2_weight_grad.oy1961633, 14
+  %4571 = add nsw i64 %4570, %conv2_weight_grad.ox1981637
+  %4572 = add nsw i64 %4569, %4571
+  %arena1638 = getelementptr inbounds float, ptr %arena, i64 %4572
+  store float 0.000000e+00, ptr %arena1638, align 4
+  %ox198.next = add nsw i64 %conv2_weight_grad.ox1981637, 1
+  %4573 = icmp slt i64 %ox198.next, 1
+  br i1 %4573, label %conv2_weight_grad.ox198, label %conv2_weight_grad.ox198.end
+
+conv2_weight_grad.ox198.end:                      ; preds = %conv2_weight_grad.ox198
+  br label %conv2_weight_grad.endif
+
+conv2_weight_grad.then1639:                       ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.ox199
+
+conv2_weight_grad.endif1640:                      ; preds = %conv2_weight_grad.ox199.end, %conv2_weight_grad.endif
+  %4574 = add nsw i64 %conv2_weight_grad.oy1961633, %conv2_weight_grad.ky1951632
+  %4575 = add nsw i64 %4574, -1
+  %4576 = icmp slt i64 13, %4575
+  br i1 %4576, label %conv2_weight_grad.then1643, label %conv2_weight_grad.endif1644
+
+conv2_weight_grad.ox199:                          ; preds = %conv2_weight_grad.ox199, %conv2_weight_grad.then1639
+  %conv2_weight_grad.ox1991641 = phi i64 [ 0, %conv2_weight_grad.then1639 ], [ %ox199.next, %conv2_weight_grad.ox199 ]
+  %4577 = mul nsw i64 %conv2_weight_grad.c1941631, 3
+  %4578 = add nsw i64 %4577, %conv2_weight_grad.ky1951632
+  %4579 = mul nsw i64 %4578, 3
+  %4580 = mul nsw i64 %4579, 12544
+  %4581 = add nsw i64 1129744, %4580
+  %4582 = mul nsw i64 %conv2_weight_grad.j1931630, 196
+  %4583 = add nsw i64 %4581, %4582
+  %4584 = mul nsw i64 %conv2_weight_grad.oy1961633, 14
+  %4585 = add nsw i64 %4584, %conv2_weight_grad.ox1991641
+  %4586 = add nsw i64 %4583, %4585
+  %arena1642 = getelementptr inbounds float, ptr %arena, i64 %4586
+  store float 0.000000e+00, ptr %arena1642, align 4
+  %ox199.next = add nsw i64 %conv2_weight_grad.ox1991641, 1
+  %4587 = icmp slt i64 %ox199.next, 14
+  br i1 %4587, label %conv2_weight_grad.ox199, label %conv2_weight_grad.ox199.end
+
+conv2_weight_grad.ox199.end:                      ; preds = %conv2_weight_grad.ox199
+  br label %conv2_weight_grad.endif1640
+
+conv2_weight_grad.then1643:                       ; preds = %conv2_weight_grad.endif1640
+  br label %conv2_weight_grad.ox1991645
+
+conv2_weight_grad.endif1644:                      ; preds = %conv2_weight_grad.ox199.end1646, %conv2_weight_grad.endif1640
+  %oy196.next = add nsw i64 %conv2_weight_grad.oy1961633, 1
+  %4588 = icmp slt i64 %oy196.next, 14
+  br i1 %4588, label %conv2_weight_grad.oy196, label %conv2_weight_grad.oy196.end
+
+conv2_weight_grad.ox1991645:                      ; preds = %conv2_weight_grad.ox1991645, %conv2_weight_grad.then1643
+  %conv2_weight_grad.ox1991647 = phi i64 [ 0, %conv2_weight_grad.then1643 ], [ %ox199.next1649, %conv2_weight_grad.ox1991645 ]
+  %4589 = mul nsw i64 %conv2_weight_grad.c1941631, 3
+  %4590 = add nsw i64 %4589, %conv2_weight_grad.ky1951632
+  %4591 = mul nsw i64 %4590, 3
+  %4592 = mul nsw i64 %4591, 12544
+  %4593 = add nsw i64 1129744, %4592
+  %4594 = mul nsw i64 %conv2_weight_grad.j1931630, 196
+  %4595 = add nsw i64 %4593, %4594
+  %4596 = mul nsw i64 %conv2_weight_grad.oy1961633, 14
+  %4597 = add nsw i64 %4596, %conv2_weight_grad.ox1991647
+  %4598 = add nsw i64 %4595, %4597
+  %arena1648 = getelementptr inbounds float, ptr %arena, i64 %4598
+  store float 0.000000e+00, ptr %arena1648, align 4
+  %ox199.next1649 = add nsw i64 %conv2_weight_grad.ox1991647, 1
+  %4599 = icmp slt i64 %ox199.next1649, 14
+  br i1 %4599, label %conv2_weight_grad.ox1991645, label %conv2_weight_grad.ox199.end1646
+
+conv2_weight_grad.ox199.end1646:                  ; preds = %conv2_weight_grad.ox1991645
+  br label %conv2_weight_grad.endif1644
+
+conv2_weight_grad.oy200:                          ; preds = %conv2_weight_grad.endif1661, %conv2_weight_grad.oy196.end
+  %conv2_weight_grad.oy2001650 = phi i64 [ 0, %conv2_weight_grad.oy196.end ], [ %oy200.next, %conv2_weight_grad.endif1661 ]
+  %4600 = add nsw i64 %conv2_weight_grad.oy2001650, %conv2_weight_grad.ky1951632
+  %4601 = add nsw i64 %4600, -1
+  %4602 = icmp slt i64 -1, %4601
+  %4603 = add nsw i64 %conv2_weight_grad.oy2001650, %conv2_weight_grad.ky1951632
+  %4604 = add nsw i64 %4603, -1
+  %4605 = icmp slt i64 %4604, 14
+  %4606 = and i1 %4602, %4605
+  br i1 %4606, label %conv2_weight_grad.then1651, label %conv2_weight_grad.endif1652
+
+conv2_weight_grad.oy200.end:                      ; preds = %conv2_weight_grad.endif1661
+  br label %conv2_weight_grad.oy203
+
+conv2_weight_grad.then1651:                       ; preds = %conv2_weight_grad.oy200
+  br label %conv2_weight_grad.ox201
+
+conv2_weight_grad.endif1652:                      ; preds = %conv2_weight_grad.ox201.end, %conv2_weight_grad.oy200
+  %4607 = add nsw i64 %conv2_weight_grad.oy2001650, %conv2_weight_grad.ky1951632
+  %4608 = add nsw i64 %4607, -1
+  %4609 = icmp slt i64 %4608, 0
+  br i1 %4609, label %conv2_weight_grad.then1656, label %conv2_weight_grad.endif1657
+
+conv2_weight_grad.ox201:                          ; preds = %conv2_weight_grad.ox201, %conv2_weight_grad.then1651
+  %conv2_weight_grad.ox2011653 = phi i64 [ 0, %conv2_weight_grad.then1651 ], [ %ox201.next, %conv2_weight_grad.ox201 ]
+  %4610 = mul nsw i64 %conv2_weight_grad.g1921629, 64
+  %4611 = add nsw i64 %4610, %conv2_weight_grad.j1931630
+  %4612 = mul nsw i64 %4611, 3136
+  %4613 = mul nsw i64 %conv2_weight_grad.c1941631, 196
   %4614 = add nsw i64 %4612, %4613
-  %4615 = add nsw i64 %4614, 48
-  %arena1406 = getelementptr inbounds float, ptr %arena, i64 %4615
-  store <16 x float> %t200_c4_31405, ptr %arena1406, align 4
-  %t200_c5_01407 = load <16 x float>, ptr %pool1_grad.t200_c5_0, align 64
-  %4616 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4617 = add nsw i64 %4616, 5
-  %4618 = mul nsw i64 %4617, 12544
-  %4619 = add nsw i64 1129744, %4618
-  %4620 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4621 = add nsw i64 %4619, %4620
-  %arena1408 = getelementptr inbounds float, ptr %arena, i64 %4621
-  store <16 x float> %t200_c5_01407, ptr %arena1408, align 4
-  %t200_c5_11409 = load <16 x float>, ptr %pool1_grad.t200_c5_1, align 64
-  %4622 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4623 = add nsw i64 %4622, 5
-  %4624 = mul nsw i64 %4623, 12544
-  %4625 = add nsw i64 1129744, %4624
-  %4626 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4627 = add nsw i64 %4625, %4626
-  %4628 = add nsw i64 %4627, 16
-  %arena1410 = getelementptr inbounds float, ptr %arena, i64 %4628
-  store <16 x float> %t200_c5_11409, ptr %arena1410, align 4
-  %t200_c5_21411 = load <16 x float>, ptr %pool1_grad.t200_c5_2, align 64
-  %4629 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4630 = add nsw i64 %4629, 5
-  %4631 = mul nsw i64 %4630, 12544
-  %4632 = add nsw i64 1129744, %4631
-  %4633 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4634 = add nsw i64 %4632, %4633
-  %4635 = add nsw i64 %4634, 32
-  %arena1412 = getelementptr inbounds float, ptr %arena, i64 %4635
-  store <16 x float> %t200_c5_21411, ptr %arena1412, align 4
-  %t200_c5_31413 = load <16 x float>, ptr %pool1_grad.t200_c5_3, align 64
-  %4636 = mul nsw i64 %pool1_grad.mb1991317, 6
-  %4637 = add nsw i64 %4636, 5
-  %4638 = mul nsw i64 %4637, 12544
-  %4639 = add nsw i64 1129744, %4638
-  %4640 = mul nsw i64 %pool1_grad.nb1981316, 64
-  %4641 = add nsw i64 %4639, %4640
-  %4642 = add nsw i64 %4641, 48
-  %arena1414 = getelementptr inbounds float, ptr %arena, i64 %4642
-  store <16 x float> %t200_c5_31413, ptr %arena1414, align 4
-  %mb199.next = add nsw i64 %pool1_grad.mb1991317, 1
-  %4643 = icmp slt i64 %mb199.next, 24
-  br i1 %4643, label %pool1_grad.mb199, label %pool1_grad.mb199.end
+  %4615 = add nsw i64 %conv2_weight_grad.oy2001650, %conv2_weight_grad.ky1951632
+  %4616 = add nsw i64 %4615, -1
+  %4617 = mul nsw i64 %4616, 14
+  %4618 = add nsw i64 %4614, %4617
+  %4619 = add nsw i64 %4618, %conv2_weight_grad.ox2011653
+  %arena1654 = getelementptr inbounds float, ptr %arena, i64 %4619
+  %4620 = load float, ptr %arena1654, align 4
+  %4621 = mul nsw i64 %conv2_weight_grad.c1941631, 3
+  %4622 = add nsw i64 %4621, %conv2_weight_grad.ky1951632
+  %4623 = mul nsw i64 %4622, 3
+  %4624 = add nsw i64 %4623, 1
+  %4625 = mul nsw i64 %4624, 12544
+  %4626 = add nsw i64 1129744, %4625
+  %4627 = mul nsw i64 %conv2_weight_grad.j1931630, 196
+  %4628 = add nsw i64 %4626, %4627
+  %4629 = mul nsw i64 %conv2_weight_grad.oy2001650, 14
+  %4630 = add nsw i64 %4629, %conv2_weight_grad.ox2011653
+  %4631 = add nsw i64 %4628, %4630
+  %arena1655 = getelementptr inbounds float, ptr %arena, i64 %4631
+  store float %4620, ptr %arena1655, align 4
+  %ox201.next = add nsw i64 %conv2_weight_grad.ox2011653, 1
+  %4632 = icmp slt i64 %ox201.next, 14
+  br i1 %4632, label %conv2_weight_grad.ox201, label %conv2_weight_grad.ox201.end
 
-pool1_grad.j202:                                  ; preds = %pool1_grad.c203.end, %pool1_grad.nb198.end
-  %pool1_grad.j2021415 = phi i64 [ 0, %pool1_grad.nb198.end ], [ %j202.next, %pool1_grad.c203.end ]
-  br label %pool1_grad.c203
+conv2_weight_grad.ox201.end:                      ; preds = %conv2_weight_grad.ox201
+  br label %conv2_weight_grad.endif1652
 
-pool1_grad.j202.end:                              ; preds = %pool1_grad.c203.end
-  %g194.next = add nsw i64 %pool1_grad.g1941310, 1
-  %4644 = icmp slt i64 %g194.next, 1
-  br i1 %4644, label %pool1_grad.g194, label %pool1_grad.g194.end
+conv2_weight_grad.then1656:                       ; preds = %conv2_weight_grad.endif1652
+  br label %conv2_weight_grad.ox202
 
-pool1_grad.c203:                                  ; preds = %pool1_grad.iy265.end, %pool1_grad.j202
-  %pool1_grad.c2031416 = phi i64 [ 0, %pool1_grad.j202 ], [ %c203.next, %pool1_grad.iy265.end ]
-  br label %pool1_grad.iy204
+conv2_weight_grad.endif1657:                      ; preds = %conv2_weight_grad.ox202.end, %conv2_weight_grad.endif1652
+  %4633 = add nsw i64 %conv2_weight_grad.oy2001650, %conv2_weight_grad.ky1951632
+  %4634 = add nsw i64 %4633, -1
+  %4635 = icmp slt i64 13, %4634
+  br i1 %4635, label %conv2_weight_grad.then1660, label %conv2_weight_grad.endif1661
 
-pool1_grad.c203.end:                              ; preds = %pool1_grad.iy265.end
-  %j202.next = add nsw i64 %pool1_grad.j2021415, 1
-  %4645 = icmp slt i64 %j202.next, 64
-  br i1 %4645, label %pool1_grad.j202, label %pool1_grad.j202.end
+conv2_weight_grad.ox202:                          ; preds = %conv2_weight_grad.ox202, %conv2_weight_grad.then1656
+  %conv2_weight_grad.ox2021658 = phi i64 [ 0, %conv2_weight_grad.then1656 ], [ %ox202.next, %conv2_weight_grad.ox202 ]
+  %4636 = mul nsw i64 %conv2_weight_grad.c1941631, 3
+  %4637 = add nsw i64 %4636, %conv2_weight_grad.ky1951632
+  %4638 = mul nsw i64 %4637, 3
+  %4639 = add nsw i64 %4638, 1
+  %4640 = mul nsw i64 %4639, 12544
+  %4641 = add nsw i64 1129744, %4640
+  %4642 = mul nsw i64 %conv2_weight_grad.j1931630, 196
+  %4643 = add nsw i64 %4641, %4642
+  %4644 = mul nsw i64 %conv2_weight_grad.oy2001650, 14
+  %4645 = add nsw i64 %4644, %conv2_weight_grad.ox2021658
+  %4646 = add nsw i64 %4643, %4645
+  %arena1659 = getelementptr inbounds float, ptr %arena, i64 %4646
+  store float 0.000000e+00, ptr %arena1659, align 4
+  %ox202.next = add nsw i64 %conv2_weight_grad.ox2021658, 1
+  %4647 = icmp slt i64 %ox202.next, 14
+  br i1 %4647, label %conv2_weight_grad.ox202, label %conv2_weight_grad.ox202.end
 
-pool1_grad.iy204:                                 ; preds = %pool1_grad.ix205.end, %pool1_grad.c203
-  %pool1_grad.iy2041417 = phi i64 [ 0, %pool1_grad.c203 ], [ %iy204.next, %pool1_grad.ix205.end ]
-  br label %pool1_grad.ix205
+conv2_weight_grad.ox202.end:                      ; preds = %conv2_weight_grad.ox202
+  br label %conv2_weight_grad.endif1657
 
-pool1_grad.iy204.end:                             ; preds = %pool1_grad.ix205.end
-  br label %pool1_grad.iy210
+conv2_weight_grad.then1660:                       ; preds = %conv2_weight_grad.endif1657
+  br label %conv2_weight_grad.ox2021662
 
-pool1_grad.ix205:                                 ; preds = %pool1_grad.ix205, %pool1_grad.iy204
-  %pool1_grad.ix2051418 = phi i64 [ 0, %pool1_grad.iy204 ], [ %ix205.next, %pool1_grad.ix205 ]
-  %4646 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4647 = mul nsw i64 %4646, 12544
-  %4648 = add nsw i64 1129744, %4647
-  %4649 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4650 = add nsw i64 %4648, %4649
-  %4651 = add nsw i64 %pool1_grad.iy2041417, 1
-  %4652 = mul nsw i64 %4651, 14
-  %4653 = add nsw i64 %4650, %4652
-  %4654 = add nsw i64 %4653, 1
-  %4655 = add nsw i64 %4654, %pool1_grad.ix2051418
-  %arena1419 = getelementptr inbounds float, ptr %arena, i64 %4655
-  %4656 = load float, ptr %arena1419, align 4
-  store float %4656, ptr %pool1_grad.sum206, align 4
-  %sum206 = load float, ptr %pool1_grad.sum206, align 4
-  %4657 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4658 = add nsw i64 %4657, 1
-  %4659 = mul nsw i64 %4658, 12544
-  %4660 = add nsw i64 1129744, %4659
-  %4661 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4662 = add nsw i64 %4660, %4661
-  %4663 = add nsw i64 %pool1_grad.iy2041417, 1
-  %4664 = mul nsw i64 %4663, 14
-  %4665 = add nsw i64 %4662, %4664
-  %4666 = add nsw i64 %4665, %pool1_grad.ix2051418
-  %arena1420 = getelementptr inbounds float, ptr %arena, i64 %4666
-  %4667 = load float, ptr %arena1420, align 4
-  %4668 = fadd float %sum206, %4667
-  store float %4668, ptr %pool1_grad.sum207, align 4
-  %sum207 = load float, ptr %pool1_grad.sum207, align 4
-  %4669 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4670 = add nsw i64 %4669, 3
-  %4671 = mul nsw i64 %4670, 12544
-  %4672 = add nsw i64 1129744, %4671
-  %4673 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4674 = add nsw i64 %4672, %4673
-  %4675 = mul nsw i64 %pool1_grad.iy2041417, 14
+conv2_weight_grad.endif1661:                      ; preds = %conv2_weight_grad.ox202.end1663, %conv2_weight_grad.endif1657
+  %oy200.next = add nsw i64 %conv2_weight_grad.oy2001650, 1
+  %4648 = icmp slt i64 %oy200.next, 14
+  br i1 %4648, label %conv2_weight_grad.oy200, label %conv2_weight_grad.oy200.end
+
+conv2_weight_grad.ox2021662:                      ; preds = %conv2_weight_grad.ox2021662, %conv2_weight_grad.then1660
+  %conv2_weight_grad.ox2021664 = phi i64 [ 0, %conv2_weight_grad.then1660 ], [ %ox202.next1666, %conv2_weight_grad.ox2021662 ]
+  %4649 = mul nsw i64 %conv2_weight_grad.c1941631, 3
+  %4650 = add nsw i64 %4649, %conv2_weight_grad.ky1951632
+  %4651 = mul nsw i64 %4650, 3
+  %4652 = add nsw i64 %4651, 1
+  %4653 = mul nsw i64 %4652, 12544
+  %4654 = add nsw i64 1129744, %4653
+  %4655 = mul nsw i64 %conv2_weight_grad.j1931630, 196
+  %4656 = add nsw i64 %4654, %4655
+  %4657 = mul nsw i64 %conv2_weight_grad.oy2001650, 14
+  %4658 = add nsw i64 %4657, %conv2_weight_grad.ox2021664
+  %4659 = add nsw i64 %4656, %4658
+  %arena1665 = getelementptr inbounds float, ptr %arena, i64 %4659
+  store float 0.000000e+00, ptr %arena1665, align 4
+  %ox202.next1666 = add nsw i64 %conv2_weight_grad.ox2021664, 1
+  %4660 = icmp slt i64 %ox202.next1666, 14
+  br i1 %4660, label %conv2_weight_grad.ox2021662, label %conv2_weight_grad.ox202.end1663
+
+conv2_weight_grad.ox202.end1663:                  ; preds = %conv2_weight_grad.ox2021662
+  br label %conv2_weight_grad.endif1661
+
+conv2_weight_grad.oy203:                          ; preds = %conv2_weight_grad.endif1680, %conv2_weight_grad.oy200.end
+  %conv2_weight_grad.oy2031667 = phi i64 [ 0, %conv2_weight_grad.oy200.end ], [ %oy203.next, %conv2_weight_grad.endif1680 ]
+  %4661 = add nsw i64 %conv2_weight_grad.oy2031667, %conv2_weight_grad.ky1951632
+  %4662 = add nsw i64 %4661, -1
+  %4663 = icmp slt i64 -1, %4662
+  %4664 = add nsw i64 %conv2_weight_grad.oy2031667, %conv2_weight_grad.ky1951632
+  %4665 = add nsw i64 %4664, -1
+  %4666 = icmp slt i64 %4665, 14
+  %4667 = and i1 %4663, %4666
+  br i1 %4667, label %conv2_weight_grad.then1668, label %conv2_weight_grad.endif1669
+
+conv2_weight_grad.oy203.end:                      ; preds = %conv2_weight_grad.endif1680
+  %ky195.next = add nsw i64 %conv2_weight_grad.ky1951632, 1
+  %4668 = icmp slt i64 %ky195.next, 3
+  br i1 %4668, label %conv2_weight_grad.ky195, label %conv2_weight_grad.ky195.end
+
+conv2_weight_grad.then1668:                       ; preds = %conv2_weight_grad.oy203
+  br label %conv2_weight_grad.ox204
+
+conv2_weight_grad.endif1669:                      ; preds = %conv2_weight_grad.ox205.end, %conv2_weight_grad.oy203
+  %4669 = add nsw i64 %conv2_weight_grad.oy2031667, %conv2_weight_grad.ky1951632
+  %4670 = add nsw i64 %4669, -1
+  %4671 = icmp slt i64 %4670, 0
+  br i1 %4671, label %conv2_weight_grad.then1675, label %conv2_weight_grad.endif1676
+
+conv2_weight_grad.ox204:                          ; preds = %conv2_weight_grad.ox204, %conv2_weight_grad.then1668
+  %conv2_weight_grad.ox2041670 = phi i64 [ 0, %conv2_weight_grad.then1668 ], [ %ox204.next, %conv2_weight_grad.ox204 ]
+  %4672 = mul nsw i64 %conv2_weight_grad.g1921629, 64
+  %4673 = add nsw i64 %4672, %conv2_weight_grad.j1931630
+  %4674 = mul nsw i64 %4673, 3136
+  %4675 = mul nsw i64 %conv2_weight_grad.c1941631, 196
   %4676 = add nsw i64 %4674, %4675
-  %4677 = add nsw i64 %4676, 1
-  %4678 = add nsw i64 %4677, %pool1_grad.ix2051418
-  %arena1421 = getelementptr inbounds float, ptr %arena, i64 %4678
-  %4679 = load float, ptr %arena1421, align 4
-  %4680 = fadd float %sum207, %4679
-  store float %4680, ptr %pool1_grad.sum208, align 4
-  %sum208 = load float, ptr %pool1_grad.sum208, align 4
-  %4681 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4682 = add nsw i64 %4681, 4
-  %4683 = mul nsw i64 %4682, 12544
-  %4684 = add nsw i64 1129744, %4683
-  %4685 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4686 = add nsw i64 %4684, %4685
-  %4687 = mul nsw i64 %pool1_grad.iy2041417, 14
-  %4688 = add nsw i64 %4686, %4687
-  %4689 = add nsw i64 %4688, %pool1_grad.ix2051418
-  %arena1422 = getelementptr inbounds float, ptr %arena, i64 %4689
-  %4690 = load float, ptr %arena1422, align 4
-  %4691 = fadd float %sum208, %4690
-  store float %4691, ptr %pool1_grad.sum209, align 4
-  %sum209 = load float, ptr %pool1_grad.sum209, align 4
-  %4692 = mul nsw i64 %pool1_grad.g1941310, 64
-  %4693 = add nsw i64 %4692, %pool1_grad.j2021415
-  %4694 = mul nsw i64 %4693, 3136
-  %4695 = add nsw i64 401408, %4694
-  %4696 = mul nsw i64 %pool1_grad.c2031416, 196
-  %4697 = add nsw i64 %4695, %4696
-  %4698 = mul nsw i64 %pool1_grad.iy2041417, 14
-  %4699 = add nsw i64 %4697, %4698
-  %4700 = add nsw i64 %4699, %pool1_grad.ix2051418
-  %arena1423 = getelementptr inbounds float, ptr %arena, i64 %4700
-  store float %sum209, ptr %arena1423, align 4
-  %ix205.next = add nsw i64 %pool1_grad.ix2051418, 1
-  %4701 = icmp slt i64 %ix205.next, 1
-  br i1 %4701, label %pool1_grad.ix205, label %pool1_grad.ix205.end
+  %4677 = add nsw i64 %conv2_weight_grad.oy2031667, %conv2_weight_grad.ky1951632
+  %4678 = add nsw i64 %4677, -1
+  %4679 = mul nsw i64 %4678, 14
+  %4680 = add nsw i64 %4676, %4679
+  %4681 = add nsw i64 %conv2_weight_grad.ox2041670, 1
+  %4682 = add nsw i64 %4680, %4681
+  %arena1671 = getelementptr inbounds float, ptr %arena, i64 %4682
+  %4683 = load float, ptr %arena1671, align 4
+  %4684 = mul nsw i64 %conv2_weight_grad.c1941631, 3
+  %4685 = add nsw i64 %4684, %conv2_weight_grad.ky1951632
+  %4686 = mul nsw i64 %4685, 3
+  %4687 = add nsw i64 %4686, 2
+  %4688 = mul nsw i64 %4687, 12544
+  %4689 = add nsw i64 1129744, %4688
+  %4690 = mul nsw i64 %conv2_weight_grad.j1931630, 196
+  %4691 = add nsw i64 %4689, %4690
+  %4692 = mul nsw i64 %conv2_weight_grad.oy2031667, 14
+  %4693 = add nsw i64 %4692, %conv2_weight_grad.ox2041670
+  %4694 = add nsw i64 %4691, %4693
+  %arena1672 = getelementptr inbounds float, ptr %arena, i64 %4694
+  store float %4683, ptr %arena1672, align 4
+  %ox204.next = add nsw i64 %conv2_weight_grad.ox2041670, 1
+  %4695 = icmp slt i64 %ox204.next, 13
+  br i1 %4695, label %conv2_weight_grad.ox204, label %conv2_weight_grad.ox204.end
 
-pool1_grad.ix205.end:                             ; preds = %pool1_grad.ix205
-  %iy204.next = add nsw i64 %pool1_grad.iy2041417, 1
-  %4702 = icmp slt i64 %iy204.next, 1
-  br i1 %4702, label %pool1_grad.iy204, label %pool1_grad.iy204.end
+conv2_weight_grad.ox204.end:                      ; preds = %conv2_weight_grad.ox204
+  br label %conv2_weight_grad.ox205
 
-pool1_grad.iy210:                                 ; preds = %pool1_grad.ix211.end, %pool1_grad.iy204.end
-  %pool1_grad.iy2101424 = phi i64 [ 0, %pool1_grad.iy204.end ], [ %iy210.next, %pool1_grad.ix211.end ]
-  br label %pool1_grad.ix211
+conv2_weight_grad.ox205:                          ; preds = %conv2_weight_grad.ox205, %conv2_weight_grad.ox204.end
+  %conv2_weight_grad.ox2051673 = phi i64 [ 0, %conv2_weight_grad.ox204.end ], [ %ox205.next, %conv2_weight_grad.ox205 ]
+  %4696 = mul nsw i64 %conv2_weight_grad.c1941631, 3
+  %4697 = add nsw i64 %4696, %conv2_weight_grad.ky1951632
+  %4698 = mul nsw i64 %4697, 3
+  %4699 = add nsw i64 %4698, 2
+  %4700 = mul nsw i64 %4699, 12544
+  %4701 = add nsw i64 1129744, %4700
+  %4702 = mul nsw i64 %conv2_weight_grad.j1931630, 196
+  %4703 = add nsw i64 %4701, %4702
+  %4704 = mul nsw i64 %conv2_weight_grad.oy2031667, 14
+  %4705 = add nsw i64 %conv2_weight_grad.ox2051673, 13
+  %4706 = add nsw i64 %4704, %4705
+  %4707 = add nsw i64 %4703, %4706
+  %arena1674 = getelementptr inbounds float, ptr %arena, i64 %4707
+  store float 0.000000e+00, ptr %arena1674, align 4
+  %ox205.next = add nsw i64 %conv2_weight_grad.ox2051673, 1
+  %4708 = icmp slt i64 %ox205.next, 1
+  br i1 %4708, label %conv2_weight_grad.ox205, label %conv2_weight_grad.ox205.end
 
-pool1_grad.iy210.end:                             ; preds = %pool1_grad.ix211.end
-  br label %pool1_grad.iy218
+conv2_weight_grad.ox205.end:                      ; preds = %conv2_weight_grad.ox205
+  br label %conv2_weight_grad.endif1669
 
-pool1_grad.ix211:                                 ; preds = %pool1_grad.ix211, %pool1_grad.iy210
-  %pool1_grad.ix2111425 = phi i64 [ 0, %pool1_grad.iy210 ], [ %ix211.next, %pool1_grad.ix211 ]
-  %4703 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4704 = mul nsw i64 %4703, 12544
-  %4705 = add nsw i64 1129744, %4704
-  %4706 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4707 = add nsw i64 %4705, %4706
-  %4708 = add nsw i64 %pool1_grad.iy2101424, 1
-  %4709 = mul nsw i64 %4708, 14
-  %4710 = add nsw i64 %4707, %4709
-  %4711 = add nsw i64 %4710, 2
-  %4712 = add nsw i64 %4711, %pool1_grad.ix2111425
-  %arena1426 = getelementptr inbounds float, ptr %arena, i64 %4712
-  %4713 = load float, ptr %arena1426, align 4
-  store float %4713, ptr %pool1_grad.sum212, align 4
-  %sum212 = load float, ptr %pool1_grad.sum212, align 4
-  %4714 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4715 = add nsw i64 %4714, 1
+conv2_weight_grad.then1675:                       ; preds = %conv2_weight_grad.endif1669
+  br label %conv2_weight_grad.ox206
+
+conv2_weight_grad.endif1676:                      ; preds = %conv2_weight_grad.ox206.end, %conv2_weight_grad.endif1669
+  %4709 = add nsw i64 %conv2_weight_grad.oy2031667, %conv2_weight_grad.ky1951632
+  %4710 = add nsw i64 %4709, -1
+  %4711 = icmp slt i64 13, %4710
+  br i1 %4711, label %conv2_weight_grad.then1679, label %conv2_weight_grad.endif1680
+
+conv2_weight_grad.ox206:                          ; preds = %conv2_weight_grad.ox206, %conv2_weight_grad.then1675
+  %conv2_weight_grad.ox2061677 = phi i64 [ 0, %conv2_weight_grad.then1675 ], [ %ox206.next, %conv2_weight_grad.ox206 ]
+  %4712 = mul nsw i64 %conv2_weight_grad.c1941631, 3
+  %4713 = add nsw i64 %4712, %conv2_weight_grad.ky1951632
+  %4714 = mul nsw i64 %4713, 3
+  %4715 = add nsw i64 %4714, 2
   %4716 = mul nsw i64 %4715, 12544
   %4717 = add nsw i64 1129744, %4716
-  %4718 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4718 = mul nsw i64 %conv2_weight_grad.j1931630, 196
   %4719 = add nsw i64 %4717, %4718
-  %4720 = add nsw i64 %pool1_grad.iy2101424, 1
-  %4721 = mul nsw i64 %4720, 14
+  %4720 = mul nsw i64 %conv2_weight_grad.oy2031667, 14
+  %4721 = add nsw i64 %4720, %conv2_weight_grad.ox2061677
   %4722 = add nsw i64 %4719, %4721
-  %4723 = add nsw i64 %4722, 1
-  %4724 = add nsw i64 %4723, %pool1_grad.ix2111425
-  %arena1427 = getelementptr inbounds float, ptr %arena, i64 %4724
-  %4725 = load float, ptr %arena1427, align 4
-  %4726 = fadd float %sum212, %4725
-  store float %4726, ptr %pool1_grad.sum213, align 4
-  %sum213 = load float, ptr %pool1_grad.sum213, align 4
-  %4727 = mul nsw i64 %pool1_grad.c2031416, 9
+  %arena1678 = getelementptr inbounds float, ptr %arena, i64 %4722
+  store float 0.000000e+00, ptr %arena1678, align 4
+  %ox206.next = add nsw i64 %conv2_weight_grad.ox2061677, 1
+  %4723 = icmp slt i64 %ox206.next, 14
+  br i1 %4723, label %conv2_weight_grad.ox206, label %conv2_weight_grad.ox206.end
+
+conv2_weight_grad.ox206.end:                      ; preds = %conv2_weight_grad.ox206
+  br label %conv2_weight_grad.endif1676
+
+conv2_weight_grad.then1679:                       ; preds = %conv2_weight_grad.endif1676
+  br label %conv2_weight_grad.ox2061681
+
+conv2_weight_grad.endif1680:                      ; preds = %conv2_weight_grad.ox206.end1682, %conv2_weight_grad.endif1676
+  %oy203.next = add nsw i64 %conv2_weight_grad.oy2031667, 1
+  %4724 = icmp slt i64 %oy203.next, 14
+  br i1 %4724, label %conv2_weight_grad.oy203, label %conv2_weight_grad.oy203.end
+
+conv2_weight_grad.ox2061681:                      ; preds = %conv2_weight_grad.ox2061681, %conv2_weight_grad.then1679
+  %conv2_weight_grad.ox2061683 = phi i64 [ 0, %conv2_weight_grad.then1679 ], [ %ox206.next1685, %conv2_weight_grad.ox2061681 ]
+  %4725 = mul nsw i64 %conv2_weight_grad.c1941631, 3
+  %4726 = add nsw i64 %4725, %conv2_weight_grad.ky1951632
+  %4727 = mul nsw i64 %4726, 3
   %4728 = add nsw i64 %4727, 2
   %4729 = mul nsw i64 %4728, 12544
   %4730 = add nsw i64 1129744, %4729
-  %4731 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4731 = mul nsw i64 %conv2_weight_grad.j1931630, 196
   %4732 = add nsw i64 %4730, %4731
-  %4733 = add nsw i64 %pool1_grad.iy2101424, 1
-  %4734 = mul nsw i64 %4733, 14
+  %4733 = mul nsw i64 %conv2_weight_grad.oy2031667, 14
+  %4734 = add nsw i64 %4733, %conv2_weight_grad.ox2061683
   %4735 = add nsw i64 %4732, %4734
-  %4736 = add nsw i64 %4735, %pool1_grad.ix2111425
-  %arena1428 = getelementptr inbounds float, ptr %arena, i64 %4736
-  %4737 = load float, ptr %arena1428, align 4
-  %4738 = fadd float %sum213, %4737
-  store float %4738, ptr %pool1_grad.sum214, align 4
-  %sum214 = load float, ptr %pool1_grad.sum214, align 4
-  %4739 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4740 = add nsw i64 %4739, 3
-  %4741 = mul nsw i64 %4740, 12544
-  %4742 = add nsw i64 1129744, %4741
-  %4743 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4744 = add nsw i64 %4742, %4743
-  %4745 = mul nsw i64 %pool1_grad.iy2101424, 14
-  %4746 = add nsw i64 %4744, %4745
-  %4747 = add nsw i64 %4746, 2
-  %4748 = add nsw i64 %4747, %pool1_grad.ix2111425
-  %arena1429 = getelementptr inbounds float, ptr %arena, i64 %4748
-  %4749 = load float, ptr %arena1429, align 4
-  %4750 = fadd float %sum214, %4749
-  store float %4750, ptr %pool1_grad.sum215, align 4
-  %sum215 = load float, ptr %pool1_grad.sum215, align 4
-  %4751 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4752 = add nsw i64 %4751, 4
-  %4753 = mul nsw i64 %4752, 12544
-  %4754 = add nsw i64 1129744, %4753
-  %4755 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4756 = add nsw i64 %4754, %4755
-  %4757 = mul nsw i64 %pool1_grad.iy2101424, 14
+  %arena1684 = getelementptr inbounds float, ptr %arena, i64 %4735
+  store float 0.000000e+00, ptr %arena1684, align 4
+  %ox206.next1685 = add nsw i64 %conv2_weight_grad.ox2061683, 1
+  %4736 = icmp slt i64 %ox206.next1685, 14
+  br i1 %4736, label %conv2_weight_grad.ox2061681, label %conv2_weight_grad.ox206.end1682
+
+conv2_weight_grad.ox206.end1682:                  ; preds = %conv2_weight_grad.ox2061681
+  br label %conv2_weight_grad.endif1680
+
+conv2_weight_grad.j207:                           ; preds = %conv2_weight_grad.i208.end, %conv2_weight_grad.j193.end
+  %conv2_weight_grad.j2071686 = phi i64 [ 0, %conv2_weight_grad.j193.end ], [ %j207.next, %conv2_weight_grad.i208.end ]
+  br label %conv2_weight_grad.i208
+
+conv2_weight_grad.j207.end:                       ; preds = %conv2_weight_grad.i208.end
+  br label %conv2_weight_grad.kp210
+
+conv2_weight_grad.i208:                           ; preds = %conv2_weight_grad.f209.end, %conv2_weight_grad.j207
+  %conv2_weight_grad.i2081687 = phi i64 [ 0, %conv2_weight_grad.j207 ], [ %i208.next, %conv2_weight_grad.f209.end ]
+  br label %conv2_weight_grad.f209
+
+conv2_weight_grad.i208.end:                       ; preds = %conv2_weight_grad.f209.end
+  %j207.next = add nsw i64 %conv2_weight_grad.j2071686, 1
+  %4737 = icmp slt i64 %j207.next, 64
+  br i1 %4737, label %conv2_weight_grad.j207, label %conv2_weight_grad.j207.end
+
+conv2_weight_grad.f209:                           ; preds = %conv2_weight_grad.f209, %conv2_weight_grad.i208
+  %conv2_weight_grad.f2091688 = phi i64 [ 0, %conv2_weight_grad.i208 ], [ %f209.next, %conv2_weight_grad.f209 ]
+  %4738 = mul nsw i64 %conv2_weight_grad.g1921629, 64
+  %4739 = add nsw i64 %4738, %conv2_weight_grad.j2071686
+  %4740 = mul nsw i64 %4739, 6272
+  %4741 = add nsw i64 728336, %4740
+  %4742 = mul nsw i64 %conv2_weight_grad.f2091688, 196
+  %4743 = add nsw i64 %4741, %4742
+  %4744 = add nsw i64 %4743, %conv2_weight_grad.i2081687
+  %arena1689 = getelementptr inbounds float, ptr %arena, i64 %4744
+  %4745 = load float, ptr %arena1689, align 4
+  %4746 = mul nsw i64 %conv2_weight_grad.j2071686, 196
+  %4747 = add nsw i64 %4746, %conv2_weight_grad.i2081687
+  %4748 = mul nsw i64 %4747, 32
+  %4749 = add nsw i64 2936080, %4748
+  %4750 = add nsw i64 %4749, %conv2_weight_grad.f2091688
+  %arena1690 = getelementptr inbounds float, ptr %arena, i64 %4750
+  store float %4745, ptr %arena1690, align 4
+  %f209.next = add nsw i64 %conv2_weight_grad.f2091688, 1
+  %4751 = icmp slt i64 %f209.next, 32
+  br i1 %4751, label %conv2_weight_grad.f209, label %conv2_weight_grad.f209.end
+
+conv2_weight_grad.f209.end:                       ; preds = %conv2_weight_grad.f209
+  %i208.next = add nsw i64 %conv2_weight_grad.i2081687, 1
+  %4752 = icmp slt i64 %i208.next, 196
+  br i1 %4752, label %conv2_weight_grad.i208, label %conv2_weight_grad.i208.end
+
+conv2_weight_grad.kp210:                          ; preds = %conv2_weight_grad.nb211.end, %conv2_weight_grad.j207.end
+  %conv2_weight_grad.kp2101691 = phi i64 [ 0, %conv2_weight_grad.j207.end ], [ %kp210.next, %conv2_weight_grad.nb211.end ]
+  br label %conv2_weight_grad.nb211
+
+conv2_weight_grad.kp210.end:                      ; preds = %conv2_weight_grad.nb211.end
+  br label %conv2_weight_grad.nb217
+
+conv2_weight_grad.nb211:                          ; preds = %conv2_weight_grad.k216.end, %conv2_weight_grad.kp210
+  %conv2_weight_grad.nb2111692 = phi i64 [ 0, %conv2_weight_grad.kp210 ], [ %nb211.next, %conv2_weight_grad.k216.end ]
+  br label %conv2_weight_grad.mb212
+
+conv2_weight_grad.nb211.end:                      ; preds = %conv2_weight_grad.k216.end
+  %kp210.next = add nsw i64 %conv2_weight_grad.kp2101691, 1
+  %4753 = icmp slt i64 %kp210.next, 32
+  br i1 %4753, label %conv2_weight_grad.kp210, label %conv2_weight_grad.kp210.end
+
+conv2_weight_grad.mb212:                          ; preds = %conv2_weight_grad.k214.end, %conv2_weight_grad.nb211
+  %conv2_weight_grad.mb2121693 = phi i64 [ 0, %conv2_weight_grad.nb211 ], [ %mb212.next, %conv2_weight_grad.k214.end ]
+  %4754 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4755 = mul nsw i64 %4754, 32
+  %4756 = add nsw i64 3337488, %4755
+  %4757 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
   %4758 = add nsw i64 %4756, %4757
-  %4759 = add nsw i64 %4758, 1
-  %4760 = add nsw i64 %4759, %pool1_grad.ix2111425
-  %arena1430 = getelementptr inbounds float, ptr %arena, i64 %4760
-  %4761 = load float, ptr %arena1430, align 4
-  %4762 = fadd float %sum215, %4761
-  store float %4762, ptr %pool1_grad.sum216, align 4
-  %sum216 = load float, ptr %pool1_grad.sum216, align 4
-  %4763 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4764 = add nsw i64 %4763, 5
-  %4765 = mul nsw i64 %4764, 12544
-  %4766 = add nsw i64 1129744, %4765
-  %4767 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4768 = add nsw i64 %4766, %4767
-  %4769 = mul nsw i64 %pool1_grad.iy2101424, 14
-  %4770 = add nsw i64 %4768, %4769
-  %4771 = add nsw i64 %4770, %pool1_grad.ix2111425
-  %arena1431 = getelementptr inbounds float, ptr %arena, i64 %4771
-  %4772 = load float, ptr %arena1431, align 4
-  %4773 = fadd float %sum216, %4772
-  store float %4773, ptr %pool1_grad.sum217, align 4
-  %sum217 = load float, ptr %pool1_grad.sum217, align 4
-  %4774 = mul nsw i64 %pool1_grad.g1941310, 64
-  %4775 = add nsw i64 %4774, %pool1_grad.j2021415
-  %4776 = mul nsw i64 %4775, 3136
-  %4777 = add nsw i64 401408, %4776
-  %4778 = mul nsw i64 %pool1_grad.c2031416, 196
+  %arena1694 = getelementptr inbounds float, ptr %arena, i64 %4758
+  %4759 = load <16 x float>, ptr %arena1694, align 4
+  store <16 x float> %4759, ptr %conv2_weight_grad.t213_c0_0, align 64
+  %4760 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4761 = mul nsw i64 %4760, 32
+  %4762 = add nsw i64 3337488, %4761
+  %4763 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4764 = add nsw i64 %4762, %4763
+  %4765 = add nsw i64 %4764, 16
+  %arena1695 = getelementptr inbounds float, ptr %arena, i64 %4765
+  %4766 = load <16 x float>, ptr %arena1695, align 4
+  store <16 x float> %4766, ptr %conv2_weight_grad.t213_c0_1, align 64
+  %4767 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4768 = add nsw i64 %4767, 1
+  %4769 = mul nsw i64 %4768, 32
+  %4770 = add nsw i64 3337488, %4769
+  %4771 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4772 = add nsw i64 %4770, %4771
+  %arena1696 = getelementptr inbounds float, ptr %arena, i64 %4772
+  %4773 = load <16 x float>, ptr %arena1696, align 4
+  store <16 x float> %4773, ptr %conv2_weight_grad.t213_c1_0, align 64
+  %4774 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4775 = add nsw i64 %4774, 1
+  %4776 = mul nsw i64 %4775, 32
+  %4777 = add nsw i64 3337488, %4776
+  %4778 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
   %4779 = add nsw i64 %4777, %4778
-  %4780 = mul nsw i64 %pool1_grad.iy2101424, 14
-  %4781 = add nsw i64 %4779, %4780
-  %4782 = add nsw i64 %4781, 1
-  %4783 = add nsw i64 %4782, %pool1_grad.ix2111425
-  %arena1432 = getelementptr inbounds float, ptr %arena, i64 %4783
-  store float %sum217, ptr %arena1432, align 4
-  %ix211.next = add nsw i64 %pool1_grad.ix2111425, 1
-  %4784 = icmp slt i64 %ix211.next, 12
-  br i1 %4784, label %pool1_grad.ix211, label %pool1_grad.ix211.end
-
-pool1_grad.ix211.end:                             ; preds = %pool1_grad.ix211
-  %iy210.next = add nsw i64 %pool1_grad.iy2101424, 1
-  %4785 = icmp slt i64 %iy210.next, 1
-  br i1 %4785, label %pool1_grad.iy210, label %pool1_grad.iy210.end
-
-pool1_grad.iy218:                                 ; preds = %pool1_grad.ix219.end, %pool1_grad.iy210.end
-  %pool1_grad.iy2181433 = phi i64 [ 0, %pool1_grad.iy210.end ], [ %iy218.next, %pool1_grad.ix219.end ]
-  br label %pool1_grad.ix219
-
-pool1_grad.iy218.end:                             ; preds = %pool1_grad.ix219.end
-  br label %pool1_grad.iy224
-
-pool1_grad.ix219:                                 ; preds = %pool1_grad.ix219, %pool1_grad.iy218
-  %pool1_grad.ix2191434 = phi i64 [ 0, %pool1_grad.iy218 ], [ %ix219.next, %pool1_grad.ix219 ]
-  %4786 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4787 = add nsw i64 %4786, 1
-  %4788 = mul nsw i64 %4787, 12544
-  %4789 = add nsw i64 1129744, %4788
-  %4790 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4791 = add nsw i64 %4789, %4790
-  %4792 = add nsw i64 %pool1_grad.iy2181433, 1
-  %4793 = mul nsw i64 %4792, 14
-  %4794 = add nsw i64 %4791, %4793
-  %4795 = add nsw i64 %4794, 13
-  %4796 = add nsw i64 %4795, %pool1_grad.ix2191434
-  %arena1435 = getelementptr inbounds float, ptr %arena, i64 %4796
-  %4797 = load float, ptr %arena1435, align 4
-  store float %4797, ptr %pool1_grad.sum220, align 4
-  %sum220 = load float, ptr %pool1_grad.sum220, align 4
-  %4798 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4799 = add nsw i64 %4798, 2
-  %4800 = mul nsw i64 %4799, 12544
-  %4801 = add nsw i64 1129744, %4800
-  %4802 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4803 = add nsw i64 %4801, %4802
-  %4804 = add nsw i64 %pool1_grad.iy2181433, 1
-  %4805 = mul nsw i64 %4804, 14
-  %4806 = add nsw i64 %4803, %4805
-  %4807 = add nsw i64 %4806, 12
-  %4808 = add nsw i64 %4807, %pool1_grad.ix2191434
-  %arena1436 = getelementptr inbounds float, ptr %arena, i64 %4808
-  %4809 = load float, ptr %arena1436, align 4
-  %4810 = fadd float %sum220, %4809
-  store float %4810, ptr %pool1_grad.sum221, align 4
-  %sum221 = load float, ptr %pool1_grad.sum221, align 4
-  %4811 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4812 = add nsw i64 %4811, 4
-  %4813 = mul nsw i64 %4812, 12544
-  %4814 = add nsw i64 1129744, %4813
-  %4815 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4816 = add nsw i64 %4814, %4815
-  %4817 = mul nsw i64 %pool1_grad.iy2181433, 14
-  %4818 = add nsw i64 %4816, %4817
-  %4819 = add nsw i64 %4818, 13
-  %4820 = add nsw i64 %4819, %pool1_grad.ix2191434
-  %arena1437 = getelementptr inbounds float, ptr %arena, i64 %4820
-  %4821 = load float, ptr %arena1437, align 4
-  %4822 = fadd float %sum221, %4821
-  store float %4822, ptr %pool1_grad.sum222, align 4
-  %sum222 = load float, ptr %pool1_grad.sum222, align 4
-  %4823 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4824 = add nsw i64 %4823, 5
-  %4825 = mul nsw i64 %4824, 12544
-  %4826 = add nsw i64 1129744, %4825
-  %4827 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4828 = add nsw i64 %4826, %4827
-  %4829 = mul nsw i64 %pool1_grad.iy2181433, 14
-  %4830 = add nsw i64 %4828, %4829
-  %4831 = add nsw i64 %4830, 12
-  %4832 = add nsw i64 %4831, %pool1_grad.ix2191434
-  %arena1438 = getelementptr inbounds float, ptr %arena, i64 %4832
-  %4833 = load float, ptr %arena1438, align 4
-  %4834 = fadd float %sum222, %4833
-  store float %4834, ptr %pool1_grad.sum223, align 4
-  %sum223 = load float, ptr %pool1_grad.sum223, align 4
-  %4835 = mul nsw i64 %pool1_grad.g1941310, 64
-  %4836 = add nsw i64 %4835, %pool1_grad.j2021415
-  %4837 = mul nsw i64 %4836, 3136
-  %4838 = add nsw i64 401408, %4837
-  %4839 = mul nsw i64 %pool1_grad.c2031416, 196
-  %4840 = add nsw i64 %4838, %4839
-  %4841 = mul nsw i64 %pool1_grad.iy2181433, 14
-  %4842 = add nsw i64 %4840, %4841
-  %4843 = add nsw i64 %4842, 13
-  %4844 = add nsw i64 %4843, %pool1_grad.ix2191434
-  %arena1439 = getelementptr inbounds float, ptr %arena, i64 %4844
-  store float %sum223, ptr %arena1439, align 4
-  %ix219.next = add nsw i64 %pool1_grad.ix2191434, 1
-  %4845 = icmp slt i64 %ix219.next, 1
-  br i1 %4845, label %pool1_grad.ix219, label %pool1_grad.ix219.end
-
-pool1_grad.ix219.end:                             ; preds = %pool1_grad.ix219
-  %iy218.next = add nsw i64 %pool1_grad.iy2181433, 1
-  %4846 = icmp slt i64 %iy218.next, 1
-  br i1 %4846, label %pool1_grad.iy218, label %pool1_grad.iy218.end
-
-pool1_grad.iy224:                                 ; preds = %pool1_grad.ix225.end, %pool1_grad.iy218.end
-  %pool1_grad.iy2241440 = phi i64 [ 0, %pool1_grad.iy218.end ], [ %iy224.next, %pool1_grad.ix225.end ]
-  br label %pool1_grad.ix225
-
-pool1_grad.iy224.end:                             ; preds = %pool1_grad.ix225.end
-  br label %pool1_grad.iy232
-
-pool1_grad.ix225:                                 ; preds = %pool1_grad.ix225, %pool1_grad.iy224
-  %pool1_grad.ix2251441 = phi i64 [ 0, %pool1_grad.iy224 ], [ %ix225.next, %pool1_grad.ix225 ]
-  %4847 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4848 = mul nsw i64 %4847, 12544
-  %4849 = add nsw i64 1129744, %4848
-  %4850 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4851 = add nsw i64 %4849, %4850
-  %4852 = add nsw i64 %pool1_grad.iy2241440, 1
-  %4853 = add nsw i64 %4852, 1
-  %4854 = mul nsw i64 %4853, 14
-  %4855 = add nsw i64 %4851, %4854
-  %4856 = add nsw i64 %4855, 1
-  %4857 = add nsw i64 %4856, %pool1_grad.ix2251441
-  %arena1442 = getelementptr inbounds float, ptr %arena, i64 %4857
-  %4858 = load float, ptr %arena1442, align 4
-  store float %4858, ptr %pool1_grad.sum226, align 4
-  %sum226 = load float, ptr %pool1_grad.sum226, align 4
-  %4859 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4860 = add nsw i64 %4859, 1
-  %4861 = mul nsw i64 %4860, 12544
-  %4862 = add nsw i64 1129744, %4861
-  %4863 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4864 = add nsw i64 %4862, %4863
-  %4865 = add nsw i64 %pool1_grad.iy2241440, 1
-  %4866 = add nsw i64 %4865, 1
-  %4867 = mul nsw i64 %4866, 14
-  %4868 = add nsw i64 %4864, %4867
-  %4869 = add nsw i64 %4868, %pool1_grad.ix2251441
-  %arena1443 = getelementptr inbounds float, ptr %arena, i64 %4869
-  %4870 = load float, ptr %arena1443, align 4
-  %4871 = fadd float %sum226, %4870
-  store float %4871, ptr %pool1_grad.sum227, align 4
-  %sum227 = load float, ptr %pool1_grad.sum227, align 4
-  %4872 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4873 = add nsw i64 %4872, 3
-  %4874 = mul nsw i64 %4873, 12544
-  %4875 = add nsw i64 1129744, %4874
-  %4876 = mul nsw i64 %pool1_grad.j2021415, 196
+  %4780 = add nsw i64 %4779, 16
+  %arena1697 = getelementptr inbounds float, ptr %arena, i64 %4780
+  %4781 = load <16 x float>, ptr %arena1697, align 4
+  store <16 x float> %4781, ptr %conv2_weight_grad.t213_c1_1, align 64
+  %4782 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4783 = add nsw i64 %4782, 2
+  %4784 = mul nsw i64 %4783, 32
+  %4785 = add nsw i64 3337488, %4784
+  %4786 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4787 = add nsw i64 %4785, %4786
+  %arena1698 = getelementptr inbounds float, ptr %arena, i64 %4787
+  %4788 = load <16 x float>, ptr %arena1698, align 4
+  store <16 x float> %4788, ptr %conv2_weight_grad.t213_c2_0, align 64
+  %4789 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4790 = add nsw i64 %4789, 2
+  %4791 = mul nsw i64 %4790, 32
+  %4792 = add nsw i64 3337488, %4791
+  %4793 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4794 = add nsw i64 %4792, %4793
+  %4795 = add nsw i64 %4794, 16
+  %arena1699 = getelementptr inbounds float, ptr %arena, i64 %4795
+  %4796 = load <16 x float>, ptr %arena1699, align 4
+  store <16 x float> %4796, ptr %conv2_weight_grad.t213_c2_1, align 64
+  %4797 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4798 = add nsw i64 %4797, 3
+  %4799 = mul nsw i64 %4798, 32
+  %4800 = add nsw i64 3337488, %4799
+  %4801 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4802 = add nsw i64 %4800, %4801
+  %arena1700 = getelementptr inbounds float, ptr %arena, i64 %4802
+  %4803 = load <16 x float>, ptr %arena1700, align 4
+  store <16 x float> %4803, ptr %conv2_weight_grad.t213_c3_0, align 64
+  %4804 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4805 = add nsw i64 %4804, 3
+  %4806 = mul nsw i64 %4805, 32
+  %4807 = add nsw i64 3337488, %4806
+  %4808 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4809 = add nsw i64 %4807, %4808
+  %4810 = add nsw i64 %4809, 16
+  %arena1701 = getelementptr inbounds float, ptr %arena, i64 %4810
+  %4811 = load <16 x float>, ptr %arena1701, align 4
+  store <16 x float> %4811, ptr %conv2_weight_grad.t213_c3_1, align 64
+  %4812 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4813 = add nsw i64 %4812, 4
+  %4814 = mul nsw i64 %4813, 32
+  %4815 = add nsw i64 3337488, %4814
+  %4816 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4817 = add nsw i64 %4815, %4816
+  %arena1702 = getelementptr inbounds float, ptr %arena, i64 %4817
+  %4818 = load <16 x float>, ptr %arena1702, align 4
+  store <16 x float> %4818, ptr %conv2_weight_grad.t213_c4_0, align 64
+  %4819 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4820 = add nsw i64 %4819, 4
+  %4821 = mul nsw i64 %4820, 32
+  %4822 = add nsw i64 3337488, %4821
+  %4823 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4824 = add nsw i64 %4822, %4823
+  %4825 = add nsw i64 %4824, 16
+  %arena1703 = getelementptr inbounds float, ptr %arena, i64 %4825
+  %4826 = load <16 x float>, ptr %arena1703, align 4
+  store <16 x float> %4826, ptr %conv2_weight_grad.t213_c4_1, align 64
+  %4827 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4828 = add nsw i64 %4827, 5
+  %4829 = mul nsw i64 %4828, 32
+  %4830 = add nsw i64 3337488, %4829
+  %4831 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4832 = add nsw i64 %4830, %4831
+  %arena1704 = getelementptr inbounds float, ptr %arena, i64 %4832
+  %4833 = load <16 x float>, ptr %arena1704, align 4
+  store <16 x float> %4833, ptr %conv2_weight_grad.t213_c5_0, align 64
+  %4834 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4835 = add nsw i64 %4834, 5
+  %4836 = mul nsw i64 %4835, 32
+  %4837 = add nsw i64 3337488, %4836
+  %4838 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4839 = add nsw i64 %4837, %4838
+  %4840 = add nsw i64 %4839, 16
+  %arena1705 = getelementptr inbounds float, ptr %arena, i64 %4840
+  %4841 = load <16 x float>, ptr %arena1705, align 4
+  store <16 x float> %4841, ptr %conv2_weight_grad.t213_c5_1, align 64
+  %4842 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4843 = add nsw i64 %4842, 6
+  %4844 = mul nsw i64 %4843, 32
+  %4845 = add nsw i64 3337488, %4844
+  %4846 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4847 = add nsw i64 %4845, %4846
+  %arena1706 = getelementptr inbounds float, ptr %arena, i64 %4847
+  %4848 = load <16 x float>, ptr %arena1706, align 4
+  store <16 x float> %4848, ptr %conv2_weight_grad.t213_c6_0, align 64
+  %4849 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4850 = add nsw i64 %4849, 6
+  %4851 = mul nsw i64 %4850, 32
+  %4852 = add nsw i64 3337488, %4851
+  %4853 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4854 = add nsw i64 %4852, %4853
+  %4855 = add nsw i64 %4854, 16
+  %arena1707 = getelementptr inbounds float, ptr %arena, i64 %4855
+  %4856 = load <16 x float>, ptr %arena1707, align 4
+  store <16 x float> %4856, ptr %conv2_weight_grad.t213_c6_1, align 64
+  %4857 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4858 = add nsw i64 %4857, 7
+  %4859 = mul nsw i64 %4858, 32
+  %4860 = add nsw i64 3337488, %4859
+  %4861 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4862 = add nsw i64 %4860, %4861
+  %arena1708 = getelementptr inbounds float, ptr %arena, i64 %4862
+  %4863 = load <16 x float>, ptr %arena1708, align 4
+  store <16 x float> %4863, ptr %conv2_weight_grad.t213_c7_0, align 64
+  %4864 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4865 = add nsw i64 %4864, 7
+  %4866 = mul nsw i64 %4865, 32
+  %4867 = add nsw i64 3337488, %4866
+  %4868 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4869 = add nsw i64 %4867, %4868
+  %4870 = add nsw i64 %4869, 16
+  %arena1709 = getelementptr inbounds float, ptr %arena, i64 %4870
+  %4871 = load <16 x float>, ptr %arena1709, align 4
+  store <16 x float> %4871, ptr %conv2_weight_grad.t213_c7_1, align 64
+  %4872 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4873 = add nsw i64 %4872, 8
+  %4874 = mul nsw i64 %4873, 32
+  %4875 = add nsw i64 3337488, %4874
+  %4876 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
   %4877 = add nsw i64 %4875, %4876
-  %4878 = add nsw i64 %pool1_grad.iy2241440, 1
-  %4879 = mul nsw i64 %4878, 14
-  %4880 = add nsw i64 %4877, %4879
-  %4881 = add nsw i64 %4880, 1
-  %4882 = add nsw i64 %4881, %pool1_grad.ix2251441
-  %arena1444 = getelementptr inbounds float, ptr %arena, i64 %4882
-  %4883 = load float, ptr %arena1444, align 4
-  %4884 = fadd float %sum227, %4883
-  store float %4884, ptr %pool1_grad.sum228, align 4
-  %sum228 = load float, ptr %pool1_grad.sum228, align 4
-  %4885 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4886 = add nsw i64 %4885, 4
-  %4887 = mul nsw i64 %4886, 12544
-  %4888 = add nsw i64 1129744, %4887
-  %4889 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4890 = add nsw i64 %4888, %4889
-  %4891 = add nsw i64 %pool1_grad.iy2241440, 1
-  %4892 = mul nsw i64 %4891, 14
-  %4893 = add nsw i64 %4890, %4892
-  %4894 = add nsw i64 %4893, %pool1_grad.ix2251441
-  %arena1445 = getelementptr inbounds float, ptr %arena, i64 %4894
-  %4895 = load float, ptr %arena1445, align 4
-  %4896 = fadd float %sum228, %4895
-  store float %4896, ptr %pool1_grad.sum229, align 4
-  %sum229 = load float, ptr %pool1_grad.sum229, align 4
-  %4897 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4898 = add nsw i64 %4897, 6
-  %4899 = mul nsw i64 %4898, 12544
-  %4900 = add nsw i64 1129744, %4899
-  %4901 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4902 = add nsw i64 %4900, %4901
-  %4903 = add nsw i64 %pool1_grad.iy2241440, 1
-  %4904 = add nsw i64 %4903, -1
-  %4905 = mul nsw i64 %4904, 14
-  %4906 = add nsw i64 %4902, %4905
-  %4907 = add nsw i64 %4906, 1
-  %4908 = add nsw i64 %4907, %pool1_grad.ix2251441
-  %arena1446 = getelementptr inbounds float, ptr %arena, i64 %4908
-  %4909 = load float, ptr %arena1446, align 4
-  %4910 = fadd float %sum229, %4909
-  store float %4910, ptr %pool1_grad.sum230, align 4
-  %sum230 = load float, ptr %pool1_grad.sum230, align 4
-  %4911 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4912 = add nsw i64 %4911, 7
-  %4913 = mul nsw i64 %4912, 12544
-  %4914 = add nsw i64 1129744, %4913
-  %4915 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4916 = add nsw i64 %4914, %4915
-  %4917 = add nsw i64 %pool1_grad.iy2241440, 1
-  %4918 = add nsw i64 %4917, -1
-  %4919 = mul nsw i64 %4918, 14
-  %4920 = add nsw i64 %4916, %4919
-  %4921 = add nsw i64 %4920, %pool1_grad.ix2251441
-  %arena1447 = getelementptr inbounds float, ptr %arena, i64 %4921
-  %4922 = load float, ptr %arena1447, align 4
-  %4923 = fadd float %sum230, %4922
-  store float %4923, ptr %pool1_grad.sum231, align 4
-  %sum231 = load float, ptr %pool1_grad.sum231, align 4
-  %4924 = mul nsw i64 %pool1_grad.g1941310, 64
-  %4925 = add nsw i64 %4924, %pool1_grad.j2021415
-  %4926 = mul nsw i64 %4925, 3136
-  %4927 = add nsw i64 401408, %4926
-  %4928 = mul nsw i64 %pool1_grad.c2031416, 196
+  %arena1710 = getelementptr inbounds float, ptr %arena, i64 %4877
+  %4878 = load <16 x float>, ptr %arena1710, align 4
+  store <16 x float> %4878, ptr %conv2_weight_grad.t213_c8_0, align 64
+  %4879 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4880 = add nsw i64 %4879, 8
+  %4881 = mul nsw i64 %4880, 32
+  %4882 = add nsw i64 3337488, %4881
+  %4883 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4884 = add nsw i64 %4882, %4883
+  %4885 = add nsw i64 %4884, 16
+  %arena1711 = getelementptr inbounds float, ptr %arena, i64 %4885
+  %4886 = load <16 x float>, ptr %arena1711, align 4
+  store <16 x float> %4886, ptr %conv2_weight_grad.t213_c8_1, align 64
+  %4887 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4888 = add nsw i64 %4887, 9
+  %4889 = mul nsw i64 %4888, 32
+  %4890 = add nsw i64 3337488, %4889
+  %4891 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4892 = add nsw i64 %4890, %4891
+  %arena1712 = getelementptr inbounds float, ptr %arena, i64 %4892
+  %4893 = load <16 x float>, ptr %arena1712, align 4
+  store <16 x float> %4893, ptr %conv2_weight_grad.t213_c9_0, align 64
+  %4894 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4895 = add nsw i64 %4894, 9
+  %4896 = mul nsw i64 %4895, 32
+  %4897 = add nsw i64 3337488, %4896
+  %4898 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4899 = add nsw i64 %4897, %4898
+  %4900 = add nsw i64 %4899, 16
+  %arena1713 = getelementptr inbounds float, ptr %arena, i64 %4900
+  %4901 = load <16 x float>, ptr %arena1713, align 4
+  store <16 x float> %4901, ptr %conv2_weight_grad.t213_c9_1, align 64
+  %4902 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4903 = add nsw i64 %4902, 10
+  %4904 = mul nsw i64 %4903, 32
+  %4905 = add nsw i64 3337488, %4904
+  %4906 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4907 = add nsw i64 %4905, %4906
+  %arena1714 = getelementptr inbounds float, ptr %arena, i64 %4907
+  %4908 = load <16 x float>, ptr %arena1714, align 4
+  store <16 x float> %4908, ptr %conv2_weight_grad.t213_c10_0, align 64
+  %4909 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4910 = add nsw i64 %4909, 10
+  %4911 = mul nsw i64 %4910, 32
+  %4912 = add nsw i64 3337488, %4911
+  %4913 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4914 = add nsw i64 %4912, %4913
+  %4915 = add nsw i64 %4914, 16
+  %arena1715 = getelementptr inbounds float, ptr %arena, i64 %4915
+  %4916 = load <16 x float>, ptr %arena1715, align 4
+  store <16 x float> %4916, ptr %conv2_weight_grad.t213_c10_1, align 64
+  %4917 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4918 = add nsw i64 %4917, 11
+  %4919 = mul nsw i64 %4918, 32
+  %4920 = add nsw i64 3337488, %4919
+  %4921 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4922 = add nsw i64 %4920, %4921
+  %arena1716 = getelementptr inbounds float, ptr %arena, i64 %4922
+  %4923 = load <16 x float>, ptr %arena1716, align 4
+  store <16 x float> %4923, ptr %conv2_weight_grad.t213_c11_0, align 64
+  %4924 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4925 = add nsw i64 %4924, 11
+  %4926 = mul nsw i64 %4925, 32
+  %4927 = add nsw i64 3337488, %4926
+  %4928 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
   %4929 = add nsw i64 %4927, %4928
-  %4930 = add nsw i64 %pool1_grad.iy2241440, 1
-  %4931 = mul nsw i64 %4930, 14
-  %4932 = add nsw i64 %4929, %4931
-  %4933 = add nsw i64 %4932, %pool1_grad.ix2251441
-  %arena1448 = getelementptr inbounds float, ptr %arena, i64 %4933
-  store float %sum231, ptr %arena1448, align 4
-  %ix225.next = add nsw i64 %pool1_grad.ix2251441, 1
-  %4934 = icmp slt i64 %ix225.next, 1
-  br i1 %4934, label %pool1_grad.ix225, label %pool1_grad.ix225.end
+  %4930 = add nsw i64 %4929, 16
+  %arena1717 = getelementptr inbounds float, ptr %arena, i64 %4930
+  %4931 = load <16 x float>, ptr %arena1717, align 4
+  store <16 x float> %4931, ptr %conv2_weight_grad.t213_c11_1, align 64
+  %4932 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4933 = add nsw i64 %4932, 12
+  %4934 = mul nsw i64 %4933, 32
+  %4935 = add nsw i64 3337488, %4934
+  %4936 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4937 = add nsw i64 %4935, %4936
+  %arena1718 = getelementptr inbounds float, ptr %arena, i64 %4937
+  %4938 = load <16 x float>, ptr %arena1718, align 4
+  store <16 x float> %4938, ptr %conv2_weight_grad.t213_c12_0, align 64
+  %4939 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4940 = add nsw i64 %4939, 12
+  %4941 = mul nsw i64 %4940, 32
+  %4942 = add nsw i64 3337488, %4941
+  %4943 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4944 = add nsw i64 %4942, %4943
+  %4945 = add nsw i64 %4944, 16
+  %arena1719 = getelementptr inbounds float, ptr %arena, i64 %4945
+  %4946 = load <16 x float>, ptr %arena1719, align 4
+  store <16 x float> %4946, ptr %conv2_weight_grad.t213_c12_1, align 64
+  %4947 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4948 = add nsw i64 %4947, 13
+  %4949 = mul nsw i64 %4948, 32
+  %4950 = add nsw i64 3337488, %4949
+  %4951 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4952 = add nsw i64 %4950, %4951
+  %arena1720 = getelementptr inbounds float, ptr %arena, i64 %4952
+  %4953 = load <16 x float>, ptr %arena1720, align 4
+  store <16 x float> %4953, ptr %conv2_weight_grad.t213_c13_0, align 64
+  %4954 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %4955 = add nsw i64 %4954, 13
+  %4956 = mul nsw i64 %4955, 32
+  %4957 = add nsw i64 3337488, %4956
+  %4958 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4959 = add nsw i64 %4957, %4958
+  %4960 = add nsw i64 %4959, 16
+  %arena1721 = getelementptr inbounds float, ptr %arena, i64 %4960
+  %4961 = load <16 x float>, ptr %arena1721, align 4
+  store <16 x float> %4961, ptr %conv2_weight_grad.t213_c13_1, align 64
+  br label %conv2_weight_grad.k214
 
-pool1_grad.ix225.end:                             ; preds = %pool1_grad.ix225
-  %iy224.next = add nsw i64 %pool1_grad.iy2241440, 1
-  %4935 = icmp slt i64 %iy224.next, 12
-  br i1 %4935, label %pool1_grad.iy224, label %pool1_grad.iy224.end
+conv2_weight_grad.mb212.end:                      ; preds = %conv2_weight_grad.k214.end
+  %4962 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4963 = add nsw i64 3341968, %4962
+  %arena1835 = getelementptr inbounds float, ptr %arena, i64 %4963
+  %4964 = load <16 x float>, ptr %arena1835, align 4
+  store <16 x float> %4964, ptr %conv2_weight_grad.t215_c0_0, align 64
+  %4965 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4966 = add nsw i64 3341968, %4965
+  %4967 = add nsw i64 %4966, 16
+  %arena1836 = getelementptr inbounds float, ptr %arena, i64 %4967
+  %4968 = load <16 x float>, ptr %arena1836, align 4
+  store <16 x float> %4968, ptr %conv2_weight_grad.t215_c0_1, align 64
+  %4969 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4970 = add nsw i64 3342000, %4969
+  %arena1837 = getelementptr inbounds float, ptr %arena, i64 %4970
+  %4971 = load <16 x float>, ptr %arena1837, align 4
+  store <16 x float> %4971, ptr %conv2_weight_grad.t215_c1_0, align 64
+  %4972 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4973 = add nsw i64 3342000, %4972
+  %4974 = add nsw i64 %4973, 16
+  %arena1838 = getelementptr inbounds float, ptr %arena, i64 %4974
+  %4975 = load <16 x float>, ptr %arena1838, align 4
+  store <16 x float> %4975, ptr %conv2_weight_grad.t215_c1_1, align 64
+  %4976 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4977 = add nsw i64 3342032, %4976
+  %arena1839 = getelementptr inbounds float, ptr %arena, i64 %4977
+  %4978 = load <16 x float>, ptr %arena1839, align 4
+  store <16 x float> %4978, ptr %conv2_weight_grad.t215_c2_0, align 64
+  %4979 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4980 = add nsw i64 3342032, %4979
+  %4981 = add nsw i64 %4980, 16
+  %arena1840 = getelementptr inbounds float, ptr %arena, i64 %4981
+  %4982 = load <16 x float>, ptr %arena1840, align 4
+  store <16 x float> %4982, ptr %conv2_weight_grad.t215_c2_1, align 64
+  %4983 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4984 = add nsw i64 3342064, %4983
+  %arena1841 = getelementptr inbounds float, ptr %arena, i64 %4984
+  %4985 = load <16 x float>, ptr %arena1841, align 4
+  store <16 x float> %4985, ptr %conv2_weight_grad.t215_c3_0, align 64
+  %4986 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4987 = add nsw i64 3342064, %4986
+  %4988 = add nsw i64 %4987, 16
+  %arena1842 = getelementptr inbounds float, ptr %arena, i64 %4988
+  %4989 = load <16 x float>, ptr %arena1842, align 4
+  store <16 x float> %4989, ptr %conv2_weight_grad.t215_c3_1, align 64
+  br label %conv2_weight_grad.k216
 
-pool1_grad.iy232:                                 ; preds = %pool1_grad.ix233.end, %pool1_grad.iy224.end
-  %pool1_grad.iy2321449 = phi i64 [ 0, %pool1_grad.iy224.end ], [ %iy232.next, %pool1_grad.ix233.end ]
-  br label %pool1_grad.ix233
+conv2_weight_grad.k214:                           ; preds = %conv2_weight_grad.k214, %conv2_weight_grad.mb212
+  %conv2_weight_grad.k2141722 = phi i64 [ 0, %conv2_weight_grad.mb212 ], [ %k214.next, %conv2_weight_grad.k214 ]
+  %4990 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %4991 = add nsw i64 %conv2_weight_grad.k2141722, %4990
+  %4992 = mul nsw i64 %4991, 32
+  %4993 = add nsw i64 2936080, %4992
+  %4994 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %4995 = add nsw i64 %4993, %4994
+  %arena1723 = getelementptr inbounds float, ptr %arena, i64 %4995
+  %4996 = load <16 x float>, ptr %arena1723, align 4
+  store <16 x float> %4996, ptr %conv2_weight_grad.t213_b0, align 64
+  %4997 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %4998 = add nsw i64 %conv2_weight_grad.k2141722, %4997
+  %4999 = mul nsw i64 %4998, 32
+  %5000 = add nsw i64 2936080, %4999
+  %5001 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5002 = add nsw i64 %5000, %5001
+  %5003 = add nsw i64 %5002, 16
+  %arena1724 = getelementptr inbounds float, ptr %arena, i64 %5003
+  %5004 = load <16 x float>, ptr %arena1724, align 4
+  store <16 x float> %5004, ptr %conv2_weight_grad.t213_b1, align 64
+  %5005 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5006 = mul nsw i64 %5005, 12544
+  %5007 = add nsw i64 1129744, %5006
+  %5008 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5009 = add nsw i64 %conv2_weight_grad.k2141722, %5008
+  %5010 = add nsw i64 %5007, %5009
+  %arena1725 = getelementptr inbounds float, ptr %arena, i64 %5010
+  %5011 = load float, ptr %arena1725, align 4
+  %5012 = insertelement <16 x float> undef, float %5011, i32 0
+  %5013 = shufflevector <16 x float> %5012, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5013, ptr %conv2_weight_grad.t213_a0, align 64
+  %t213_a0 = load <16 x float>, ptr %conv2_weight_grad.t213_a0, align 64
+  %t213_b0 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c0_0, align 64
+  %5014 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a0, <16 x float> %t213_b0, <16 x float> %t213_c0_0)
+  store <16 x float> %5014, ptr %conv2_weight_grad.t213_c0_0, align 64
+  %t213_a01726 = load <16 x float>, ptr %conv2_weight_grad.t213_a0, align 64
+  %t213_b1 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c0_1, align 64
+  %5015 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a01726, <16 x float> %t213_b1, <16 x float> %t213_c0_1)
+  store <16 x float> %5015, ptr %conv2_weight_grad.t213_c0_1, align 64
+  %5016 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5017 = add nsw i64 %5016, 1
+  %5018 = mul nsw i64 %5017, 12544
+  %5019 = add nsw i64 1129744, %5018
+  %5020 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5021 = add nsw i64 %conv2_weight_grad.k2141722, %5020
+  %5022 = add nsw i64 %5019, %5021
+  %arena1727 = getelementptr inbounds float, ptr %arena, i64 %5022
+  %5023 = load float, ptr %arena1727, align 4
+  %5024 = insertelement <16 x float> undef, float %5023, i32 0
+  %5025 = shufflevector <16 x float> %5024, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5025, ptr %conv2_weight_grad.t213_a1, align 64
+  %t213_a1 = load <16 x float>, ptr %conv2_weight_grad.t213_a1, align 64
+  %t213_b01728 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c1_0, align 64
+  %5026 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a1, <16 x float> %t213_b01728, <16 x float> %t213_c1_0)
+  store <16 x float> %5026, ptr %conv2_weight_grad.t213_c1_0, align 64
+  %t213_a11729 = load <16 x float>, ptr %conv2_weight_grad.t213_a1, align 64
+  %t213_b11730 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c1_1, align 64
+  %5027 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a11729, <16 x float> %t213_b11730, <16 x float> %t213_c1_1)
+  store <16 x float> %5027, ptr %conv2_weight_grad.t213_c1_1, align 64
+  %5028 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5029 = add nsw i64 %5028, 2
+  %5030 = mul nsw i64 %5029, 12544
+  %5031 = add nsw i64 1129744, %5030
+  %5032 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5033 = add nsw i64 %conv2_weight_grad.k2141722, %5032
+  %5034 = add nsw i64 %5031, %5033
+  %arena1731 = getelementptr inbounds float, ptr %arena, i64 %5034
+  %5035 = load float, ptr %arena1731, align 4
+  %5036 = insertelement <16 x float> undef, float %5035, i32 0
+  %5037 = shufflevector <16 x float> %5036, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5037, ptr %conv2_weight_grad.t213_a2, align 64
+  %t213_a2 = load <16 x float>, ptr %conv2_weight_grad.t213_a2, align 64
+  %t213_b01732 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c2_0, align 64
+  %5038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a2, <16 x float> %t213_b01732, <16 x float> %t213_c2_0)
+  store <16 x float> %5038, ptr %conv2_weight_grad.t213_c2_0, align 64
+  %t213_a21733 = load <16 x float>, ptr %conv2_weight_grad.t213_a2, align 64
+  %t213_b11734 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c2_1, align 64
+  %5039 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a21733, <16 x float> %t213_b11734, <16 x float> %t213_c2_1)
+  store <16 x float> %5039, ptr %conv2_weight_grad.t213_c2_1, align 64
+  %5040 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5041 = add nsw i64 %5040, 3
+  %5042 = mul nsw i64 %5041, 12544
+  %5043 = add nsw i64 1129744, %5042
+  %5044 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5045 = add nsw i64 %conv2_weight_grad.k2141722, %5044
+  %5046 = add nsw i64 %5043, %5045
+  %arena1735 = getelementptr inbounds float, ptr %arena, i64 %5046
+  %5047 = load float, ptr %arena1735, align 4
+  %5048 = insertelement <16 x float> undef, float %5047, i32 0
+  %5049 = shufflevector <16 x float> %5048, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5049, ptr %conv2_weight_grad.t213_a3, align 64
+  %t213_a3 = load <16 x float>, ptr %conv2_weight_grad.t213_a3, align 64
+  %t213_b01736 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c3_0, align 64
+  %5050 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a3, <16 x float> %t213_b01736, <16 x float> %t213_c3_0)
+  store <16 x float> %5050, ptr %conv2_weight_grad.t213_c3_0, align 64
+  %t213_a31737 = load <16 x float>, ptr %conv2_weight_grad.t213_a3, align 64
+  %t213_b11738 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c3_1, align 64
+  %5051 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a31737, <16 x float> %t213_b11738, <16 x float> %t213_c3_1)
+  store <16 x float> %5051, ptr %conv2_weight_grad.t213_c3_1, align 64
+  %5052 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5053 = add nsw i64 %5052, 4
+  %5054 = mul nsw i64 %5053, 12544
+  %5055 = add nsw i64 1129744, %5054
+  %5056 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5057 = add nsw i64 %conv2_weight_grad.k2141722, %5056
+  %5058 = add nsw i64 %5055, %5057
+  %arena1739 = getelementptr inbounds float, ptr %arena, i64 %5058
+  %5059 = load float, ptr %arena1739, align 4
+  %5060 = insertelement <16 x float> undef, float %5059, i32 0
+  %5061 = shufflevector <16 x float> %5060, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5061, ptr %conv2_weight_grad.t213_a4, align 64
+  %t213_a4 = load <16 x float>, ptr %conv2_weight_grad.t213_a4, align 64
+  %t213_b01740 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c4_0, align 64
+  %5062 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a4, <16 x float> %t213_b01740, <16 x float> %t213_c4_0)
+  store <16 x float> %5062, ptr %conv2_weight_grad.t213_c4_0, align 64
+  %t213_a41741 = load <16 x float>, ptr %conv2_weight_grad.t213_a4, align 64
+  %t213_b11742 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c4_1, align 64
+  %5063 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a41741, <16 x float> %t213_b11742, <16 x float> %t213_c4_1)
+  store <16 x float> %5063, ptr %conv2_weight_grad.t213_c4_1, align 64
+  %5064 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5065 = add nsw i64 %5064, 5
+  %5066 = mul nsw i64 %5065, 12544
+  %5067 = add nsw i64 1129744, %5066
+  %5068 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5069 = add nsw i64 %conv2_weight_grad.k2141722, %5068
+  %5070 = add nsw i64 %5067, %5069
+  %arena1743 = getelementptr inbounds float, ptr %arena, i64 %5070
+  %5071 = load float, ptr %arena1743, align 4
+  %5072 = insertelement <16 x float> undef, float %5071, i32 0
+  %5073 = shufflevector <16 x float> %5072, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5073, ptr %conv2_weight_grad.t213_a5, align 64
+  %t213_a5 = load <16 x float>, ptr %conv2_weight_grad.t213_a5, align 64
+  %t213_b01744 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c5_0, align 64
+  %5074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a5, <16 x float> %t213_b01744, <16 x float> %t213_c5_0)
+  store <16 x float> %5074, ptr %conv2_weight_grad.t213_c5_0, align 64
+  %t213_a51745 = load <16 x float>, ptr %conv2_weight_grad.t213_a5, align 64
+  %t213_b11746 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c5_1, align 64
+  %5075 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a51745, <16 x float> %t213_b11746, <16 x float> %t213_c5_1)
+  store <16 x float> %5075, ptr %conv2_weight_grad.t213_c5_1, align 64
+  %5076 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5077 = add nsw i64 %5076, 6
+  %5078 = mul nsw i64 %5077, 12544
+  %5079 = add nsw i64 1129744, %5078
+  %5080 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5081 = add nsw i64 %conv2_weight_grad.k2141722, %5080
+  %5082 = add nsw i64 %5079, %5081
+  %arena1747 = getelementptr inbounds float, ptr %arena, i64 %5082
+  %5083 = load float, ptr %arena1747, align 4
+  %5084 = insertelement <16 x float> undef, float %5083, i32 0
+  %5085 = shufflevector <16 x float> %5084, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5085, ptr %conv2_weight_grad.t213_a6, align 64
+  %t213_a6 = load <16 x float>, ptr %conv2_weight_grad.t213_a6, align 64
+  %t213_b01748 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c6_0, align 64
+  %5086 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a6, <16 x float> %t213_b01748, <16 x float> %t213_c6_0)
+  store <16 x float> %5086, ptr %conv2_weight_grad.t213_c6_0, align 64
+  %t213_a61749 = load <16 x float>, ptr %conv2_weight_grad.t213_a6, align 64
+  %t213_b11750 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c6_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c6_1, align 64
+  %5087 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a61749, <16 x float> %t213_b11750, <16 x float> %t213_c6_1)
+  store <16 x float> %5087, ptr %conv2_weight_grad.t213_c6_1, align 64
+  %5088 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5089 = add nsw i64 %5088, 7
+  %5090 = mul nsw i64 %5089, 12544
+  %5091 = add nsw i64 1129744, %5090
+  %5092 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5093 = add nsw i64 %conv2_weight_grad.k2141722, %5092
+  %5094 = add nsw i64 %5091, %5093
+  %arena1751 = getelementptr inbounds float, ptr %arena, i64 %5094
+  %5095 = load float, ptr %arena1751, align 4
+  %5096 = insertelement <16 x float> undef, float %5095, i32 0
+  %5097 = shufflevector <16 x float> %5096, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5097, ptr %conv2_weight_grad.t213_a7, align 64
+  %t213_a7 = load <16 x float>, ptr %conv2_weight_grad.t213_a7, align 64
+  %t213_b01752 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c7_0, align 64
+  %5098 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a7, <16 x float> %t213_b01752, <16 x float> %t213_c7_0)
+  store <16 x float> %5098, ptr %conv2_weight_grad.t213_c7_0, align 64
+  %t213_a71753 = load <16 x float>, ptr %conv2_weight_grad.t213_a7, align 64
+  %t213_b11754 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c7_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c7_1, align 64
+  %5099 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a71753, <16 x float> %t213_b11754, <16 x float> %t213_c7_1)
+  store <16 x float> %5099, ptr %conv2_weight_grad.t213_c7_1, align 64
+  %5100 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5101 = add nsw i64 %5100, 8
+  %5102 = mul nsw i64 %5101, 12544
+  %5103 = add nsw i64 1129744, %5102
+  %5104 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5105 = add nsw i64 %conv2_weight_grad.k2141722, %5104
+  %5106 = add nsw i64 %5103, %5105
+  %arena1755 = getelementptr inbounds float, ptr %arena, i64 %5106
+  %5107 = load float, ptr %arena1755, align 4
+  %5108 = insertelement <16 x float> undef, float %5107, i32 0
+  %5109 = shufflevector <16 x float> %5108, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5109, ptr %conv2_weight_grad.t213_a8, align 64
+  %t213_a8 = load <16 x float>, ptr %conv2_weight_grad.t213_a8, align 64
+  %t213_b01756 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c8_0, align 64
+  %5110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a8, <16 x float> %t213_b01756, <16 x float> %t213_c8_0)
+  store <16 x float> %5110, ptr %conv2_weight_grad.t213_c8_0, align 64
+  %t213_a81757 = load <16 x float>, ptr %conv2_weight_grad.t213_a8, align 64
+  %t213_b11758 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c8_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c8_1, align 64
+  %5111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a81757, <16 x float> %t213_b11758, <16 x float> %t213_c8_1)
+  store <16 x float> %5111, ptr %conv2_weight_grad.t213_c8_1, align 64
+  %5112 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5113 = add nsw i64 %5112, 9
+  %5114 = mul nsw i64 %5113, 12544
+  %5115 = add nsw i64 1129744, %5114
+  %5116 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5117 = add nsw i64 %conv2_weight_grad.k2141722, %5116
+  %5118 = add nsw i64 %5115, %5117
+  %arena1759 = getelementptr inbounds float, ptr %arena, i64 %5118
+  %5119 = load float, ptr %arena1759, align 4
+  %5120 = insertelement <16 x float> undef, float %5119, i32 0
+  %5121 = shufflevector <16 x float> %5120, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5121, ptr %conv2_weight_grad.t213_a9, align 64
+  %t213_a9 = load <16 x float>, ptr %conv2_weight_grad.t213_a9, align 64
+  %t213_b01760 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c9_0, align 64
+  %5122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a9, <16 x float> %t213_b01760, <16 x float> %t213_c9_0)
+  store <16 x float> %5122, ptr %conv2_weight_grad.t213_c9_0, align 64
+  %t213_a91761 = load <16 x float>, ptr %conv2_weight_grad.t213_a9, align 64
+  %t213_b11762 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c9_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c9_1, align 64
+  %5123 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a91761, <16 x float> %t213_b11762, <16 x float> %t213_c9_1)
+  store <16 x float> %5123, ptr %conv2_weight_grad.t213_c9_1, align 64
+  %5124 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5125 = add nsw i64 %5124, 10
+  %5126 = mul nsw i64 %5125, 12544
+  %5127 = add nsw i64 1129744, %5126
+  %5128 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5129 = add nsw i64 %conv2_weight_grad.k2141722, %5128
+  %5130 = add nsw i64 %5127, %5129
+  %arena1763 = getelementptr inbounds float, ptr %arena, i64 %5130
+  %5131 = load float, ptr %arena1763, align 4
+  %5132 = insertelement <16 x float> undef, float %5131, i32 0
+  %5133 = shufflevector <16 x float> %5132, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5133, ptr %conv2_weight_grad.t213_a10, align 64
+  %t213_a10 = load <16 x float>, ptr %conv2_weight_grad.t213_a10, align 64
+  %t213_b01764 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c10_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c10_0, align 64
+  %5134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a10, <16 x float> %t213_b01764, <16 x float> %t213_c10_0)
+  store <16 x float> %5134, ptr %conv2_weight_grad.t213_c10_0, align 64
+  %t213_a101765 = load <16 x float>, ptr %conv2_weight_grad.t213_a10, align 64
+  %t213_b11766 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c10_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c10_1, align 64
+  %5135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a101765, <16 x float> %t213_b11766, <16 x float> %t213_c10_1)
+  store <16 x float> %5135, ptr %conv2_weight_grad.t213_c10_1, align 64
+  %5136 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5137 = add nsw i64 %5136, 11
+  %5138 = mul nsw i64 %5137, 12544
+  %5139 = add nsw i64 1129744, %5138
+  %5140 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5141 = add nsw i64 %conv2_weight_grad.k2141722, %5140
+  %5142 = add nsw i64 %5139, %5141
+  %arena1767 = getelementptr inbounds float, ptr %arena, i64 %5142
+  %5143 = load float, ptr %arena1767, align 4
+  %5144 = insertelement <16 x float> undef, float %5143, i32 0
+  %5145 = shufflevector <16 x float> %5144, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5145, ptr %conv2_weight_grad.t213_a11, align 64
+  %t213_a11 = load <16 x float>, ptr %conv2_weight_grad.t213_a11, align 64
+  %t213_b01768 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c11_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c11_0, align 64
+  %5146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a11, <16 x float> %t213_b01768, <16 x float> %t213_c11_0)
+  store <16 x float> %5146, ptr %conv2_weight_grad.t213_c11_0, align 64
+  %t213_a111769 = load <16 x float>, ptr %conv2_weight_grad.t213_a11, align 64
+  %t213_b11770 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c11_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c11_1, align 64
+  %5147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a111769, <16 x float> %t213_b11770, <16 x float> %t213_c11_1)
+  store <16 x float> %5147, ptr %conv2_weight_grad.t213_c11_1, align 64
+  %5148 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5149 = add nsw i64 %5148, 12
+  %5150 = mul nsw i64 %5149, 12544
+  %5151 = add nsw i64 1129744, %5150
+  %5152 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5153 = add nsw i64 %conv2_weight_grad.k2141722, %5152
+  %5154 = add nsw i64 %5151, %5153
+  %arena1771 = getelementptr inbounds float, ptr %arena, i64 %5154
+  %5155 = load float, ptr %arena1771, align 4
+  %5156 = insertelement <16 x float> undef, float %5155, i32 0
+  %5157 = shufflevector <16 x float> %5156, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5157, ptr %conv2_weight_grad.t213_a12, align 64
+  %t213_a12 = load <16 x float>, ptr %conv2_weight_grad.t213_a12, align 64
+  %t213_b01772 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c12_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c12_0, align 64
+  %5158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a12, <16 x float> %t213_b01772, <16 x float> %t213_c12_0)
+  store <16 x float> %5158, ptr %conv2_weight_grad.t213_c12_0, align 64
+  %t213_a121773 = load <16 x float>, ptr %conv2_weight_grad.t213_a12, align 64
+  %t213_b11774 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c12_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c12_1, align 64
+  %5159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a121773, <16 x float> %t213_b11774, <16 x float> %t213_c12_1)
+  store <16 x float> %5159, ptr %conv2_weight_grad.t213_c12_1, align 64
+  %5160 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5161 = add nsw i64 %5160, 13
+  %5162 = mul nsw i64 %5161, 12544
+  %5163 = add nsw i64 1129744, %5162
+  %5164 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5165 = add nsw i64 %conv2_weight_grad.k2141722, %5164
+  %5166 = add nsw i64 %5163, %5165
+  %arena1775 = getelementptr inbounds float, ptr %arena, i64 %5166
+  %5167 = load float, ptr %arena1775, align 4
+  %5168 = insertelement <16 x float> undef, float %5167, i32 0
+  %5169 = shufflevector <16 x float> %5168, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5169, ptr %conv2_weight_grad.t213_a13, align 64
+  %t213_a13 = load <16 x float>, ptr %conv2_weight_grad.t213_a13, align 64
+  %t213_b01776 = load <16 x float>, ptr %conv2_weight_grad.t213_b0, align 64
+  %t213_c13_0 = load <16 x float>, ptr %conv2_weight_grad.t213_c13_0, align 64
+  %5170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a13, <16 x float> %t213_b01776, <16 x float> %t213_c13_0)
+  store <16 x float> %5170, ptr %conv2_weight_grad.t213_c13_0, align 64
+  %t213_a131777 = load <16 x float>, ptr %conv2_weight_grad.t213_a13, align 64
+  %t213_b11778 = load <16 x float>, ptr %conv2_weight_grad.t213_b1, align 64
+  %t213_c13_1 = load <16 x float>, ptr %conv2_weight_grad.t213_c13_1, align 64
+  %5171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t213_a131777, <16 x float> %t213_b11778, <16 x float> %t213_c13_1)
+  store <16 x float> %5171, ptr %conv2_weight_grad.t213_c13_1, align 64
+  %k214.next = add nsw i64 %conv2_weight_grad.k2141722, 1
+  %5172 = icmp slt i64 %k214.next, 381
+  br i1 %5172, label %conv2_weight_grad.k214, label %conv2_weight_grad.k214.end
 
-pool1_grad.iy232.end:                             ; preds = %pool1_grad.ix233.end
-  br label %pool1_grad.iy243
-
-pool1_grad.ix233:                                 ; preds = %pool1_grad.ix233, %pool1_grad.iy232
-  %pool1_grad.ix2331450 = phi i64 [ 0, %pool1_grad.iy232 ], [ %ix233.next, %pool1_grad.ix233 ]
-  %4936 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4937 = mul nsw i64 %4936, 12544
-  %4938 = add nsw i64 1129744, %4937
-  %4939 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4940 = add nsw i64 %4938, %4939
-  %4941 = add nsw i64 %pool1_grad.iy2321449, 1
-  %4942 = add nsw i64 %4941, 1
-  %4943 = mul nsw i64 %4942, 14
-  %4944 = add nsw i64 %4940, %4943
-  %4945 = add nsw i64 %4944, 2
-  %4946 = add nsw i64 %4945, %pool1_grad.ix2331450
-  %arena1451 = getelementptr inbounds float, ptr %arena, i64 %4946
-  %4947 = load float, ptr %arena1451, align 4
-  store float %4947, ptr %pool1_grad.sum234, align 4
-  %sum234 = load float, ptr %pool1_grad.sum234, align 4
-  %4948 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4949 = add nsw i64 %4948, 1
-  %4950 = mul nsw i64 %4949, 12544
-  %4951 = add nsw i64 1129744, %4950
-  %4952 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4953 = add nsw i64 %4951, %4952
-  %4954 = add nsw i64 %pool1_grad.iy2321449, 1
-  %4955 = add nsw i64 %4954, 1
-  %4956 = mul nsw i64 %4955, 14
-  %4957 = add nsw i64 %4953, %4956
-  %4958 = add nsw i64 %4957, 1
-  %4959 = add nsw i64 %4958, %pool1_grad.ix2331450
-  %arena1452 = getelementptr inbounds float, ptr %arena, i64 %4959
-  %4960 = load float, ptr %arena1452, align 4
-  %4961 = fadd float %sum234, %4960
-  store float %4961, ptr %pool1_grad.sum235, align 4
-  %sum235 = load float, ptr %pool1_grad.sum235, align 4
-  %4962 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4963 = add nsw i64 %4962, 2
-  %4964 = mul nsw i64 %4963, 12544
-  %4965 = add nsw i64 1129744, %4964
-  %4966 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4967 = add nsw i64 %4965, %4966
-  %4968 = add nsw i64 %pool1_grad.iy2321449, 1
-  %4969 = add nsw i64 %4968, 1
-  %4970 = mul nsw i64 %4969, 14
-  %4971 = add nsw i64 %4967, %4970
-  %4972 = add nsw i64 %4971, %pool1_grad.ix2331450
-  %arena1453 = getelementptr inbounds float, ptr %arena, i64 %4972
-  %4973 = load float, ptr %arena1453, align 4
-  %4974 = fadd float %sum235, %4973
-  store float %4974, ptr %pool1_grad.sum236, align 4
-  %sum236 = load float, ptr %pool1_grad.sum236, align 4
-  %4975 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4976 = add nsw i64 %4975, 3
-  %4977 = mul nsw i64 %4976, 12544
-  %4978 = add nsw i64 1129744, %4977
-  %4979 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4980 = add nsw i64 %4978, %4979
-  %4981 = add nsw i64 %pool1_grad.iy2321449, 1
-  %4982 = mul nsw i64 %4981, 14
-  %4983 = add nsw i64 %4980, %4982
-  %4984 = add nsw i64 %4983, 2
-  %4985 = add nsw i64 %4984, %pool1_grad.ix2331450
-  %arena1454 = getelementptr inbounds float, ptr %arena, i64 %4985
-  %4986 = load float, ptr %arena1454, align 4
-  %4987 = fadd float %sum236, %4986
-  store float %4987, ptr %pool1_grad.sum237, align 4
-  %sum237 = load float, ptr %pool1_grad.sum237, align 4
-  %4988 = mul nsw i64 %pool1_grad.c2031416, 9
-  %4989 = add nsw i64 %4988, 4
-  %4990 = mul nsw i64 %4989, 12544
-  %4991 = add nsw i64 1129744, %4990
-  %4992 = mul nsw i64 %pool1_grad.j2021415, 196
-  %4993 = add nsw i64 %4991, %4992
-  %4994 = add nsw i64 %pool1_grad.iy2321449, 1
-  %4995 = mul nsw i64 %4994, 14
-  %4996 = add nsw i64 %4993, %4995
-  %4997 = add nsw i64 %4996, 1
-  %4998 = add nsw i64 %4997, %pool1_grad.ix2331450
-  %arena1455 = getelementptr inbounds float, ptr %arena, i64 %4998
-  %4999 = load float, ptr %arena1455, align 4
-  %5000 = fadd float %sum237, %4999
-  store float %5000, ptr %pool1_grad.sum238, align 4
-  %sum238 = load float, ptr %pool1_grad.sum238, align 4
-  %5001 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5002 = add nsw i64 %5001, 5
-  %5003 = mul nsw i64 %5002, 12544
-  %5004 = add nsw i64 1129744, %5003
-  %5005 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5006 = add nsw i64 %5004, %5005
-  %5007 = add nsw i64 %pool1_grad.iy2321449, 1
-  %5008 = mul nsw i64 %5007, 14
-  %5009 = add nsw i64 %5006, %5008
-  %5010 = add nsw i64 %5009, %pool1_grad.ix2331450
-  %arena1456 = getelementptr inbounds float, ptr %arena, i64 %5010
-  %5011 = load float, ptr %arena1456, align 4
-  %5012 = fadd float %sum238, %5011
-  store float %5012, ptr %pool1_grad.sum239, align 4
-  %sum239 = load float, ptr %pool1_grad.sum239, align 4
-  %5013 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5014 = add nsw i64 %5013, 6
-  %5015 = mul nsw i64 %5014, 12544
-  %5016 = add nsw i64 1129744, %5015
-  %5017 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5018 = add nsw i64 %5016, %5017
-  %5019 = add nsw i64 %pool1_grad.iy2321449, 1
-  %5020 = add nsw i64 %5019, -1
-  %5021 = mul nsw i64 %5020, 14
-  %5022 = add nsw i64 %5018, %5021
-  %5023 = add nsw i64 %5022, 2
-  %5024 = add nsw i64 %5023, %pool1_grad.ix2331450
-  %arena1457 = getelementptr inbounds float, ptr %arena, i64 %5024
-  %5025 = load float, ptr %arena1457, align 4
-  %5026 = fadd float %sum239, %5025
-  store float %5026, ptr %pool1_grad.sum240, align 4
-  %sum240 = load float, ptr %pool1_grad.sum240, align 4
-  %5027 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5028 = add nsw i64 %5027, 7
-  %5029 = mul nsw i64 %5028, 12544
-  %5030 = add nsw i64 1129744, %5029
-  %5031 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5032 = add nsw i64 %5030, %5031
-  %5033 = add nsw i64 %pool1_grad.iy2321449, 1
-  %5034 = add nsw i64 %5033, -1
-  %5035 = mul nsw i64 %5034, 14
-  %5036 = add nsw i64 %5032, %5035
-  %5037 = add nsw i64 %5036, 1
-  %5038 = add nsw i64 %5037, %pool1_grad.ix2331450
-  %arena1458 = getelementptr inbounds float, ptr %arena, i64 %5038
-  %5039 = load float, ptr %arena1458, align 4
-  %5040 = fadd float %sum240, %5039
-  store float %5040, ptr %pool1_grad.sum241, align 4
-  %sum241 = load float, ptr %pool1_grad.sum241, align 4
-  %5041 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5042 = add nsw i64 %5041, 8
-  %5043 = mul nsw i64 %5042, 12544
-  %5044 = add nsw i64 1129744, %5043
-  %5045 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5046 = add nsw i64 %5044, %5045
-  %5047 = add nsw i64 %pool1_grad.iy2321449, 1
-  %5048 = add nsw i64 %5047, -1
-  %5049 = mul nsw i64 %5048, 14
-  %5050 = add nsw i64 %5046, %5049
-  %5051 = add nsw i64 %5050, %pool1_grad.ix2331450
-  %arena1459 = getelementptr inbounds float, ptr %arena, i64 %5051
-  %5052 = load float, ptr %arena1459, align 4
-  %5053 = fadd float %sum241, %5052
-  store float %5053, ptr %pool1_grad.sum242, align 4
-  %sum242 = load float, ptr %pool1_grad.sum242, align 4
-  %5054 = mul nsw i64 %pool1_grad.g1941310, 64
-  %5055 = add nsw i64 %5054, %pool1_grad.j2021415
-  %5056 = mul nsw i64 %5055, 3136
-  %5057 = add nsw i64 401408, %5056
-  %5058 = mul nsw i64 %pool1_grad.c2031416, 196
-  %5059 = add nsw i64 %5057, %5058
-  %5060 = add nsw i64 %pool1_grad.iy2321449, 1
-  %5061 = mul nsw i64 %5060, 14
-  %5062 = add nsw i64 %5059, %5061
-  %5063 = add nsw i64 %5062, 1
-  %5064 = add nsw i64 %5063, %pool1_grad.ix2331450
-  %arena1460 = getelementptr inbounds float, ptr %arena, i64 %5064
-  store float %sum242, ptr %arena1460, align 4
-  %ix233.next = add nsw i64 %pool1_grad.ix2331450, 1
-  %5065 = icmp slt i64 %ix233.next, 12
-  br i1 %5065, label %pool1_grad.ix233, label %pool1_grad.ix233.end
-
-pool1_grad.ix233.end:                             ; preds = %pool1_grad.ix233
-  %iy232.next = add nsw i64 %pool1_grad.iy2321449, 1
-  %5066 = icmp slt i64 %iy232.next, 12
-  br i1 %5066, label %pool1_grad.iy232, label %pool1_grad.iy232.end
-
-pool1_grad.iy243:                                 ; preds = %pool1_grad.ix244.end, %pool1_grad.iy232.end
-  %pool1_grad.iy2431461 = phi i64 [ 0, %pool1_grad.iy232.end ], [ %iy243.next, %pool1_grad.ix244.end ]
-  br label %pool1_grad.ix244
-
-pool1_grad.iy243.end:                             ; preds = %pool1_grad.ix244.end
-  br label %pool1_grad.iy251
-
-pool1_grad.ix244:                                 ; preds = %pool1_grad.ix244, %pool1_grad.iy243
-  %pool1_grad.ix2441462 = phi i64 [ 0, %pool1_grad.iy243 ], [ %ix244.next, %pool1_grad.ix244 ]
-  %5067 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5068 = add nsw i64 %5067, 1
-  %5069 = mul nsw i64 %5068, 12544
-  %5070 = add nsw i64 1129744, %5069
-  %5071 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5072 = add nsw i64 %5070, %5071
-  %5073 = add nsw i64 %pool1_grad.iy2431461, 1
-  %5074 = add nsw i64 %5073, 1
-  %5075 = mul nsw i64 %5074, 14
-  %5076 = add nsw i64 %5072, %5075
-  %5077 = add nsw i64 %5076, 13
-  %5078 = add nsw i64 %5077, %pool1_grad.ix2441462
-  %arena1463 = getelementptr inbounds float, ptr %arena, i64 %5078
-  %5079 = load float, ptr %arena1463, align 4
-  store float %5079, ptr %pool1_grad.sum245, align 4
-  %sum245 = load float, ptr %pool1_grad.sum245, align 4
-  %5080 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5081 = add nsw i64 %5080, 2
-  %5082 = mul nsw i64 %5081, 12544
-  %5083 = add nsw i64 1129744, %5082
-  %5084 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5085 = add nsw i64 %5083, %5084
-  %5086 = add nsw i64 %pool1_grad.iy2431461, 1
-  %5087 = add nsw i64 %5086, 1
-  %5088 = mul nsw i64 %5087, 14
-  %5089 = add nsw i64 %5085, %5088
-  %5090 = add nsw i64 %5089, 12
-  %5091 = add nsw i64 %5090, %pool1_grad.ix2441462
-  %arena1464 = getelementptr inbounds float, ptr %arena, i64 %5091
-  %5092 = load float, ptr %arena1464, align 4
-  %5093 = fadd float %sum245, %5092
-  store float %5093, ptr %pool1_grad.sum246, align 4
-  %sum246 = load float, ptr %pool1_grad.sum246, align 4
-  %5094 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5095 = add nsw i64 %5094, 4
-  %5096 = mul nsw i64 %5095, 12544
-  %5097 = add nsw i64 1129744, %5096
-  %5098 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5099 = add nsw i64 %5097, %5098
-  %5100 = add nsw i64 %pool1_grad.iy2431461, 1
-  %5101 = mul nsw i64 %5100, 14
-  %5102 = add nsw i64 %5099, %5101
-  %5103 = add nsw i64 %5102, 13
-  %5104 = add nsw i64 %5103, %pool1_grad.ix2441462
-  %arena1465 = getelementptr inbounds float, ptr %arena, i64 %5104
-  %5105 = load float, ptr %arena1465, align 4
-  %5106 = fadd float %sum246, %5105
-  store float %5106, ptr %pool1_grad.sum247, align 4
-  %sum247 = load float, ptr %pool1_grad.sum247, align 4
-  %5107 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5108 = add nsw i64 %5107, 5
-  %5109 = mul nsw i64 %5108, 12544
-  %5110 = add nsw i64 1129744, %5109
-  %5111 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5112 = add nsw i64 %5110, %5111
-  %5113 = add nsw i64 %pool1_grad.iy2431461, 1
-  %5114 = mul nsw i64 %5113, 14
-  %5115 = add nsw i64 %5112, %5114
-  %5116 = add nsw i64 %5115, 12
-  %5117 = add nsw i64 %5116, %pool1_grad.ix2441462
-  %arena1466 = getelementptr inbounds float, ptr %arena, i64 %5117
-  %5118 = load float, ptr %arena1466, align 4
-  %5119 = fadd float %sum247, %5118
-  store float %5119, ptr %pool1_grad.sum248, align 4
-  %sum248 = load float, ptr %pool1_grad.sum248, align 4
-  %5120 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5121 = add nsw i64 %5120, 7
-  %5122 = mul nsw i64 %5121, 12544
-  %5123 = add nsw i64 1129744, %5122
-  %5124 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5125 = add nsw i64 %5123, %5124
-  %5126 = add nsw i64 %pool1_grad.iy2431461, 1
-  %5127 = add nsw i64 %5126, -1
-  %5128 = mul nsw i64 %5127, 14
-  %5129 = add nsw i64 %5125, %5128
-  %5130 = add nsw i64 %5129, 13
-  %5131 = add nsw i64 %5130, %pool1_grad.ix2441462
-  %arena1467 = getelementptr inbounds float, ptr %arena, i64 %5131
-  %5132 = load float, ptr %arena1467, align 4
-  %5133 = fadd float %sum248, %5132
-  store float %5133, ptr %pool1_grad.sum249, align 4
-  %sum249 = load float, ptr %pool1_grad.sum249, align 4
-  %5134 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5135 = add nsw i64 %5134, 8
-  %5136 = mul nsw i64 %5135, 12544
-  %5137 = add nsw i64 1129744, %5136
-  %5138 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5139 = add nsw i64 %5137, %5138
-  %5140 = add nsw i64 %pool1_grad.iy2431461, 1
-  %5141 = add nsw i64 %5140, -1
-  %5142 = mul nsw i64 %5141, 14
-  %5143 = add nsw i64 %5139, %5142
-  %5144 = add nsw i64 %5143, 12
-  %5145 = add nsw i64 %5144, %pool1_grad.ix2441462
-  %arena1468 = getelementptr inbounds float, ptr %arena, i64 %5145
-  %5146 = load float, ptr %arena1468, align 4
-  %5147 = fadd float %sum249, %5146
-  store float %5147, ptr %pool1_grad.sum250, align 4
-  %sum250 = load float, ptr %pool1_grad.sum250, align 4
-  %5148 = mul nsw i64 %pool1_grad.g1941310, 64
-  %5149 = add nsw i64 %5148, %pool1_grad.j2021415
-  %5150 = mul nsw i64 %5149, 3136
-  %5151 = add nsw i64 401408, %5150
-  %5152 = mul nsw i64 %pool1_grad.c2031416, 196
-  %5153 = add nsw i64 %5151, %5152
-  %5154 = add nsw i64 %pool1_grad.iy2431461, 1
-  %5155 = mul nsw i64 %5154, 14
-  %5156 = add nsw i64 %5153, %5155
-  %5157 = add nsw i64 %5156, 13
-  %5158 = add nsw i64 %5157, %pool1_grad.ix2441462
-  %arena1469 = getelementptr inbounds float, ptr %arena, i64 %5158
-  store float %sum250, ptr %arena1469, align 4
-  %ix244.next = add nsw i64 %pool1_grad.ix2441462, 1
-  %5159 = icmp slt i64 %ix244.next, 1
-  br i1 %5159, label %pool1_grad.ix244, label %pool1_grad.ix244.end
-
-pool1_grad.ix244.end:                             ; preds = %pool1_grad.ix244
-  %iy243.next = add nsw i64 %pool1_grad.iy2431461, 1
-  %5160 = icmp slt i64 %iy243.next, 12
-  br i1 %5160, label %pool1_grad.iy243, label %pool1_grad.iy243.end
-
-pool1_grad.iy251:                                 ; preds = %pool1_grad.ix252.end, %pool1_grad.iy243.end
-  %pool1_grad.iy2511470 = phi i64 [ 0, %pool1_grad.iy243.end ], [ %iy251.next, %pool1_grad.ix252.end ]
-  br label %pool1_grad.ix252
-
-pool1_grad.iy251.end:                             ; preds = %pool1_grad.ix252.end
-  br label %pool1_grad.iy257
-
-pool1_grad.ix252:                                 ; preds = %pool1_grad.ix252, %pool1_grad.iy251
-  %pool1_grad.ix2521471 = phi i64 [ 0, %pool1_grad.iy251 ], [ %ix252.next, %pool1_grad.ix252 ]
-  %5161 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5162 = add nsw i64 %5161, 3
-  %5163 = mul nsw i64 %5162, 12544
-  %5164 = add nsw i64 1129744, %5163
-  %5165 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5166 = add nsw i64 %5164, %5165
-  %5167 = add nsw i64 %pool1_grad.iy2511470, 13
-  %5168 = mul nsw i64 %5167, 14
-  %5169 = add nsw i64 %5166, %5168
-  %5170 = add nsw i64 %5169, 1
-  %5171 = add nsw i64 %5170, %pool1_grad.ix2521471
-  %arena1472 = getelementptr inbounds float, ptr %arena, i64 %5171
-  %5172 = load float, ptr %arena1472, align 4
-  store float %5172, ptr %pool1_grad.sum253, align 4
-  %sum253 = load float, ptr %pool1_grad.sum253, align 4
-  %5173 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5174 = add nsw i64 %5173, 4
-  %5175 = mul nsw i64 %5174, 12544
-  %5176 = add nsw i64 1129744, %5175
-  %5177 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5178 = add nsw i64 %5176, %5177
-  %5179 = add nsw i64 %pool1_grad.iy2511470, 13
-  %5180 = mul nsw i64 %5179, 14
-  %5181 = add nsw i64 %5178, %5180
-  %5182 = add nsw i64 %5181, %pool1_grad.ix2521471
-  %arena1473 = getelementptr inbounds float, ptr %arena, i64 %5182
-  %5183 = load float, ptr %arena1473, align 4
-  %5184 = fadd float %sum253, %5183
-  store float %5184, ptr %pool1_grad.sum254, align 4
-  %sum254 = load float, ptr %pool1_grad.sum254, align 4
-  %5185 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5186 = add nsw i64 %5185, 6
-  %5187 = mul nsw i64 %5186, 12544
-  %5188 = add nsw i64 1129744, %5187
-  %5189 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5190 = add nsw i64 %5188, %5189
-  %5191 = add nsw i64 %pool1_grad.iy2511470, 13
-  %5192 = add nsw i64 %5191, -1
-  %5193 = mul nsw i64 %5192, 14
-  %5194 = add nsw i64 %5190, %5193
-  %5195 = add nsw i64 %5194, 1
-  %5196 = add nsw i64 %5195, %pool1_grad.ix2521471
-  %arena1474 = getelementptr inbounds float, ptr %arena, i64 %5196
-  %5197 = load float, ptr %arena1474, align 4
-  %5198 = fadd float %sum254, %5197
-  store float %5198, ptr %pool1_grad.sum255, align 4
-  %sum255 = load float, ptr %pool1_grad.sum255, align 4
-  %5199 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5200 = add nsw i64 %5199, 7
-  %5201 = mul nsw i64 %5200, 12544
-  %5202 = add nsw i64 1129744, %5201
-  %5203 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5204 = add nsw i64 %5202, %5203
-  %5205 = add nsw i64 %pool1_grad.iy2511470, 13
-  %5206 = add nsw i64 %5205, -1
-  %5207 = mul nsw i64 %5206, 14
-  %5208 = add nsw i64 %5204, %5207
-  %5209 = add nsw i64 %5208, %pool1_grad.ix2521471
-  %arena1475 = getelementptr inbounds float, ptr %arena, i64 %5209
-  %5210 = load float, ptr %arena1475, align 4
-  %5211 = fadd float %sum255, %5210
-  store float %5211, ptr %pool1_grad.sum256, align 4
-  %sum256 = load float, ptr %pool1_grad.sum256, align 4
-  %5212 = mul nsw i64 %pool1_grad.g1941310, 64
-  %5213 = add nsw i64 %5212, %pool1_grad.j2021415
-  %5214 = mul nsw i64 %5213, 3136
-  %5215 = add nsw i64 401408, %5214
-  %5216 = mul nsw i64 %pool1_grad.c2031416, 196
-  %5217 = add nsw i64 %5215, %5216
-  %5218 = add nsw i64 %pool1_grad.iy2511470, 13
-  %5219 = mul nsw i64 %5218, 14
-  %5220 = add nsw i64 %5217, %5219
-  %5221 = add nsw i64 %5220, %pool1_grad.ix2521471
-  %arena1476 = getelementptr inbounds float, ptr %arena, i64 %5221
-  store float %sum256, ptr %arena1476, align 4
-  %ix252.next = add nsw i64 %pool1_grad.ix2521471, 1
-  %5222 = icmp slt i64 %ix252.next, 1
-  br i1 %5222, label %pool1_grad.ix252, label %pool1_grad.ix252.end
-
-pool1_grad.ix252.end:                             ; preds = %pool1_grad.ix252
-  %iy251.next = add nsw i64 %pool1_grad.iy2511470, 1
-  %5223 = icmp slt i64 %iy251.next, 1
-  br i1 %5223, label %pool1_grad.iy251, label %pool1_grad.iy251.end
-
-pool1_grad.iy257:                                 ; preds = %pool1_grad.ix258.end, %pool1_grad.iy251.end
-  %pool1_grad.iy2571477 = phi i64 [ 0, %pool1_grad.iy251.end ], [ %iy257.next, %pool1_grad.ix258.end ]
-  br label %pool1_grad.ix258
-
-pool1_grad.iy257.end:                             ; preds = %pool1_grad.ix258.end
-  br label %pool1_grad.iy265
-
-pool1_grad.ix258:                                 ; preds = %pool1_grad.ix258, %pool1_grad.iy257
-  %pool1_grad.ix2581478 = phi i64 [ 0, %pool1_grad.iy257 ], [ %ix258.next, %pool1_grad.ix258 ]
-  %5224 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5225 = add nsw i64 %5224, 3
-  %5226 = mul nsw i64 %5225, 12544
-  %5227 = add nsw i64 1129744, %5226
-  %5228 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5229 = add nsw i64 %5227, %5228
-  %5230 = add nsw i64 %pool1_grad.iy2571477, 13
-  %5231 = mul nsw i64 %5230, 14
-  %5232 = add nsw i64 %5229, %5231
-  %5233 = add nsw i64 %5232, 2
-  %5234 = add nsw i64 %5233, %pool1_grad.ix2581478
-  %arena1479 = getelementptr inbounds float, ptr %arena, i64 %5234
-  %5235 = load float, ptr %arena1479, align 4
-  store float %5235, ptr %pool1_grad.sum259, align 4
-  %sum259 = load float, ptr %pool1_grad.sum259, align 4
-  %5236 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5237 = add nsw i64 %5236, 4
-  %5238 = mul nsw i64 %5237, 12544
-  %5239 = add nsw i64 1129744, %5238
-  %5240 = mul nsw i64 %pool1_grad.j2021415, 196
+conv2_weight_grad.k214.end:                       ; preds = %conv2_weight_grad.k214
+  %t213_c0_01779 = load <16 x float>, ptr %conv2_weight_grad.t213_c0_0, align 64
+  %5173 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5174 = mul nsw i64 %5173, 32
+  %5175 = add nsw i64 3337488, %5174
+  %5176 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5177 = add nsw i64 %5175, %5176
+  %arena1780 = getelementptr inbounds float, ptr %arena, i64 %5177
+  store <16 x float> %t213_c0_01779, ptr %arena1780, align 4
+  %t213_c0_11781 = load <16 x float>, ptr %conv2_weight_grad.t213_c0_1, align 64
+  %5178 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5179 = mul nsw i64 %5178, 32
+  %5180 = add nsw i64 3337488, %5179
+  %5181 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5182 = add nsw i64 %5180, %5181
+  %5183 = add nsw i64 %5182, 16
+  %arena1782 = getelementptr inbounds float, ptr %arena, i64 %5183
+  store <16 x float> %t213_c0_11781, ptr %arena1782, align 4
+  %t213_c1_01783 = load <16 x float>, ptr %conv2_weight_grad.t213_c1_0, align 64
+  %5184 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5185 = add nsw i64 %5184, 1
+  %5186 = mul nsw i64 %5185, 32
+  %5187 = add nsw i64 3337488, %5186
+  %5188 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5189 = add nsw i64 %5187, %5188
+  %arena1784 = getelementptr inbounds float, ptr %arena, i64 %5189
+  store <16 x float> %t213_c1_01783, ptr %arena1784, align 4
+  %t213_c1_11785 = load <16 x float>, ptr %conv2_weight_grad.t213_c1_1, align 64
+  %5190 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5191 = add nsw i64 %5190, 1
+  %5192 = mul nsw i64 %5191, 32
+  %5193 = add nsw i64 3337488, %5192
+  %5194 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5195 = add nsw i64 %5193, %5194
+  %5196 = add nsw i64 %5195, 16
+  %arena1786 = getelementptr inbounds float, ptr %arena, i64 %5196
+  store <16 x float> %t213_c1_11785, ptr %arena1786, align 4
+  %t213_c2_01787 = load <16 x float>, ptr %conv2_weight_grad.t213_c2_0, align 64
+  %5197 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5198 = add nsw i64 %5197, 2
+  %5199 = mul nsw i64 %5198, 32
+  %5200 = add nsw i64 3337488, %5199
+  %5201 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5202 = add nsw i64 %5200, %5201
+  %arena1788 = getelementptr inbounds float, ptr %arena, i64 %5202
+  store <16 x float> %t213_c2_01787, ptr %arena1788, align 4
+  %t213_c2_11789 = load <16 x float>, ptr %conv2_weight_grad.t213_c2_1, align 64
+  %5203 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5204 = add nsw i64 %5203, 2
+  %5205 = mul nsw i64 %5204, 32
+  %5206 = add nsw i64 3337488, %5205
+  %5207 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5208 = add nsw i64 %5206, %5207
+  %5209 = add nsw i64 %5208, 16
+  %arena1790 = getelementptr inbounds float, ptr %arena, i64 %5209
+  store <16 x float> %t213_c2_11789, ptr %arena1790, align 4
+  %t213_c3_01791 = load <16 x float>, ptr %conv2_weight_grad.t213_c3_0, align 64
+  %5210 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5211 = add nsw i64 %5210, 3
+  %5212 = mul nsw i64 %5211, 32
+  %5213 = add nsw i64 3337488, %5212
+  %5214 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5215 = add nsw i64 %5213, %5214
+  %arena1792 = getelementptr inbounds float, ptr %arena, i64 %5215
+  store <16 x float> %t213_c3_01791, ptr %arena1792, align 4
+  %t213_c3_11793 = load <16 x float>, ptr %conv2_weight_grad.t213_c3_1, align 64
+  %5216 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5217 = add nsw i64 %5216, 3
+  %5218 = mul nsw i64 %5217, 32
+  %5219 = add nsw i64 3337488, %5218
+  %5220 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5221 = add nsw i64 %5219, %5220
+  %5222 = add nsw i64 %5221, 16
+  %arena1794 = getelementptr inbounds float, ptr %arena, i64 %5222
+  store <16 x float> %t213_c3_11793, ptr %arena1794, align 4
+  %t213_c4_01795 = load <16 x float>, ptr %conv2_weight_grad.t213_c4_0, align 64
+  %5223 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5224 = add nsw i64 %5223, 4
+  %5225 = mul nsw i64 %5224, 32
+  %5226 = add nsw i64 3337488, %5225
+  %5227 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5228 = add nsw i64 %5226, %5227
+  %arena1796 = getelementptr inbounds float, ptr %arena, i64 %5228
+  store <16 x float> %t213_c4_01795, ptr %arena1796, align 4
+  %t213_c4_11797 = load <16 x float>, ptr %conv2_weight_grad.t213_c4_1, align 64
+  %5229 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5230 = add nsw i64 %5229, 4
+  %5231 = mul nsw i64 %5230, 32
+  %5232 = add nsw i64 3337488, %5231
+  %5233 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5234 = add nsw i64 %5232, %5233
+  %5235 = add nsw i64 %5234, 16
+  %arena1798 = getelementptr inbounds float, ptr %arena, i64 %5235
+  store <16 x float> %t213_c4_11797, ptr %arena1798, align 4
+  %t213_c5_01799 = load <16 x float>, ptr %conv2_weight_grad.t213_c5_0, align 64
+  %5236 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5237 = add nsw i64 %5236, 5
+  %5238 = mul nsw i64 %5237, 32
+  %5239 = add nsw i64 3337488, %5238
+  %5240 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
   %5241 = add nsw i64 %5239, %5240
-  %5242 = add nsw i64 %pool1_grad.iy2571477, 13
-  %5243 = mul nsw i64 %5242, 14
-  %5244 = add nsw i64 %5241, %5243
-  %5245 = add nsw i64 %5244, 1
-  %5246 = add nsw i64 %5245, %pool1_grad.ix2581478
-  %arena1480 = getelementptr inbounds float, ptr %arena, i64 %5246
-  %5247 = load float, ptr %arena1480, align 4
-  %5248 = fadd float %sum259, %5247
-  store float %5248, ptr %pool1_grad.sum260, align 4
-  %sum260 = load float, ptr %pool1_grad.sum260, align 4
-  %5249 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5250 = add nsw i64 %5249, 5
-  %5251 = mul nsw i64 %5250, 12544
-  %5252 = add nsw i64 1129744, %5251
-  %5253 = mul nsw i64 %pool1_grad.j2021415, 196
+  %arena1800 = getelementptr inbounds float, ptr %arena, i64 %5241
+  store <16 x float> %t213_c5_01799, ptr %arena1800, align 4
+  %t213_c5_11801 = load <16 x float>, ptr %conv2_weight_grad.t213_c5_1, align 64
+  %5242 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5243 = add nsw i64 %5242, 5
+  %5244 = mul nsw i64 %5243, 32
+  %5245 = add nsw i64 3337488, %5244
+  %5246 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5247 = add nsw i64 %5245, %5246
+  %5248 = add nsw i64 %5247, 16
+  %arena1802 = getelementptr inbounds float, ptr %arena, i64 %5248
+  store <16 x float> %t213_c5_11801, ptr %arena1802, align 4
+  %t213_c6_01803 = load <16 x float>, ptr %conv2_weight_grad.t213_c6_0, align 64
+  %5249 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5250 = add nsw i64 %5249, 6
+  %5251 = mul nsw i64 %5250, 32
+  %5252 = add nsw i64 3337488, %5251
+  %5253 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
   %5254 = add nsw i64 %5252, %5253
-  %5255 = add nsw i64 %pool1_grad.iy2571477, 13
-  %5256 = mul nsw i64 %5255, 14
-  %5257 = add nsw i64 %5254, %5256
-  %5258 = add nsw i64 %5257, %pool1_grad.ix2581478
-  %arena1481 = getelementptr inbounds float, ptr %arena, i64 %5258
-  %5259 = load float, ptr %arena1481, align 4
-  %5260 = fadd float %sum260, %5259
-  store float %5260, ptr %pool1_grad.sum261, align 4
-  %sum261 = load float, ptr %pool1_grad.sum261, align 4
-  %5261 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5262 = add nsw i64 %5261, 6
-  %5263 = mul nsw i64 %5262, 12544
-  %5264 = add nsw i64 1129744, %5263
-  %5265 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5266 = add nsw i64 %5264, %5265
-  %5267 = add nsw i64 %pool1_grad.iy2571477, 13
-  %5268 = add nsw i64 %5267, -1
-  %5269 = mul nsw i64 %5268, 14
-  %5270 = add nsw i64 %5266, %5269
-  %5271 = add nsw i64 %5270, 2
-  %5272 = add nsw i64 %5271, %pool1_grad.ix2581478
-  %arena1482 = getelementptr inbounds float, ptr %arena, i64 %5272
-  %5273 = load float, ptr %arena1482, align 4
-  %5274 = fadd float %sum261, %5273
-  store float %5274, ptr %pool1_grad.sum262, align 4
-  %sum262 = load float, ptr %pool1_grad.sum262, align 4
-  %5275 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5276 = add nsw i64 %5275, 7
-  %5277 = mul nsw i64 %5276, 12544
-  %5278 = add nsw i64 1129744, %5277
-  %5279 = mul nsw i64 %pool1_grad.j2021415, 196
+  %arena1804 = getelementptr inbounds float, ptr %arena, i64 %5254
+  store <16 x float> %t213_c6_01803, ptr %arena1804, align 4
+  %t213_c6_11805 = load <16 x float>, ptr %conv2_weight_grad.t213_c6_1, align 64
+  %5255 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5256 = add nsw i64 %5255, 6
+  %5257 = mul nsw i64 %5256, 32
+  %5258 = add nsw i64 3337488, %5257
+  %5259 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5260 = add nsw i64 %5258, %5259
+  %5261 = add nsw i64 %5260, 16
+  %arena1806 = getelementptr inbounds float, ptr %arena, i64 %5261
+  store <16 x float> %t213_c6_11805, ptr %arena1806, align 4
+  %t213_c7_01807 = load <16 x float>, ptr %conv2_weight_grad.t213_c7_0, align 64
+  %5262 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5263 = add nsw i64 %5262, 7
+  %5264 = mul nsw i64 %5263, 32
+  %5265 = add nsw i64 3337488, %5264
+  %5266 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5267 = add nsw i64 %5265, %5266
+  %arena1808 = getelementptr inbounds float, ptr %arena, i64 %5267
+  store <16 x float> %t213_c7_01807, ptr %arena1808, align 4
+  %t213_c7_11809 = load <16 x float>, ptr %conv2_weight_grad.t213_c7_1, align 64
+  %5268 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5269 = add nsw i64 %5268, 7
+  %5270 = mul nsw i64 %5269, 32
+  %5271 = add nsw i64 3337488, %5270
+  %5272 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5273 = add nsw i64 %5271, %5272
+  %5274 = add nsw i64 %5273, 16
+  %arena1810 = getelementptr inbounds float, ptr %arena, i64 %5274
+  store <16 x float> %t213_c7_11809, ptr %arena1810, align 4
+  %t213_c8_01811 = load <16 x float>, ptr %conv2_weight_grad.t213_c8_0, align 64
+  %5275 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5276 = add nsw i64 %5275, 8
+  %5277 = mul nsw i64 %5276, 32
+  %5278 = add nsw i64 3337488, %5277
+  %5279 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
   %5280 = add nsw i64 %5278, %5279
-  %5281 = add nsw i64 %pool1_grad.iy2571477, 13
-  %5282 = add nsw i64 %5281, -1
-  %5283 = mul nsw i64 %5282, 14
-  %5284 = add nsw i64 %5280, %5283
-  %5285 = add nsw i64 %5284, 1
-  %5286 = add nsw i64 %5285, %pool1_grad.ix2581478
-  %arena1483 = getelementptr inbounds float, ptr %arena, i64 %5286
-  %5287 = load float, ptr %arena1483, align 4
-  %5288 = fadd float %sum262, %5287
-  store float %5288, ptr %pool1_grad.sum263, align 4
+  %arena1812 = getelementptr inbounds float, ptr %arena, i64 %5280
+  store <16 x float> %t213_c8_01811, ptr %arena1812, align 4
+  %t213_c8_11813 = load <16 x float>, ptr %conv2_weight_grad.t213_c8_1, align 64
+  %5281 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5282 = add nsw i64 %5281, 8
+  %5283 = mul nsw i64 %5282, 32
+  %5284 = add nsw i64 3337488, %5283
+  %5285 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5286 = add nsw i64 %5284, %5285
+  %5287 = add nsw i64 %5286, 16
+  %arena1814 = getelementptr inbounds float, ptr %arena, i64 %5287
+  store <16 x float> %t213_c8_11813, ptr %arena1814, align 4
+  %t213_c9_01815 = load <16 x float>, ptr %conv2_weight_grad.t213_c9_0, align 64
+  %5288 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5289 = add nsw i64 %5288, 9
+  %5290 = mul nsw i64 %5289, 32
+  %5291 = add nsw i64 3337488, %5290
+  %5292 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5293 = add nsw i64 %5291, %5292
+  %arena1816 = getelementptr inbounds float, ptr %arena, i64 %5293
+  store <16 x float> %t213_c9_01815, ptr %arena1816, align 4
+  %t213_c9_11817 = load <16 x float>, ptr %conv2_weight_grad.t213_c9_1, align 64
+  %5294 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5295 = add nsw i64 %5294, 9
+  %5296 = mul nsw i64 %5295, 32
+  %5297 = add nsw i64 3337488, %5296
+  %5298 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5299 = add nsw i64 %5297, %5298
+  %5300 = add nsw i64 %5299, 16
+  %arena1818 = getelementptr inbounds float, ptr %arena, i64 %5300
+  store <16 x float> %t213_c9_11817, ptr %arena1818, align 4
+  %t213_c10_01819 = load <16 x float>, ptr %conv2_weight_grad.t213_c10_0, align 64
+  %5301 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5302 = add nsw i64 %5301, 10
+  %5303 = mul nsw i64 %5302, 32
+  %5304 = add nsw i64 3337488, %5303
+  %5305 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5306 = add nsw i64 %5304, %5305
+  %arena1820 = getelementptr inbounds float, ptr %arena, i64 %5306
+  store <16 x float> %t213_c10_01819, ptr %arena1820, align 4
+  %t213_c10_11821 = load <16 x float>, ptr %conv2_weight_grad.t213_c10_1, align 64
+  %5307 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5308 = add nsw i64 %5307, 10
+  %5309 = mul nsw i64 %5308, 32
+  %5310 = add nsw i64 3337488, %5309
+  %5311 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5312 = add nsw i64 %5310, %5311
+  %5313 = add nsw i64 %5312, 16
+  %arena1822 = getelementptr inbounds float, ptr %arena, i64 %5313
+  store <16 x float> %t213_c10_11821, ptr %arena1822, align 4
+  %t213_c11_01823 = load <16 x float>, ptr %conv2_weight_grad.t213_c11_0, align 64
+  %5314 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5315 = add nsw i64 %5314, 11
+  %5316 = mul nsw i64 %5315, 32
+  %5317 = add nsw i64 3337488, %5316
+  %5318 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5319 = add nsw i64 %5317, %5318
+  %arena1824 = getelementptr inbounds float, ptr %arena, i64 %5319
+  store <16 x float> %t213_c11_01823, ptr %arena1824, align 4
+  %t213_c11_11825 = load <16 x float>, ptr %conv2_weight_grad.t213_c11_1, align 64
+  %5320 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5321 = add nsw i64 %5320, 11
+  %5322 = mul nsw i64 %5321, 32
+  %5323 = add nsw i64 3337488, %5322
+  %5324 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5325 = add nsw i64 %5323, %5324
+  %5326 = add nsw i64 %5325, 16
+  %arena1826 = getelementptr inbounds float, ptr %arena, i64 %5326
+  store <16 x float> %t213_c11_11825, ptr %arena1826, align 4
+  %t213_c12_01827 = load <16 x float>, ptr %conv2_weight_grad.t213_c12_0, align 64
+  %5327 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5328 = add nsw i64 %5327, 12
+  %5329 = mul nsw i64 %5328, 32
+  %5330 = add nsw i64 3337488, %5329
+  %5331 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5332 = add nsw i64 %5330, %5331
+  %arena1828 = getelementptr inbounds float, ptr %arena, i64 %5332
+  store <16 x float> %t213_c12_01827, ptr %arena1828, align 4
+  %t213_c12_11829 = load <16 x float>, ptr %conv2_weight_grad.t213_c12_1, align 64
+  %5333 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5334 = add nsw i64 %5333, 12
+  %5335 = mul nsw i64 %5334, 32
+  %5336 = add nsw i64 3337488, %5335
+  %5337 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5338 = add nsw i64 %5336, %5337
+  %5339 = add nsw i64 %5338, 16
+  %arena1830 = getelementptr inbounds float, ptr %arena, i64 %5339
+  store <16 x float> %t213_c12_11829, ptr %arena1830, align 4
+  %t213_c13_01831 = load <16 x float>, ptr %conv2_weight_grad.t213_c13_0, align 64
+  %5340 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5341 = add nsw i64 %5340, 13
+  %5342 = mul nsw i64 %5341, 32
+  %5343 = add nsw i64 3337488, %5342
+  %5344 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5345 = add nsw i64 %5343, %5344
+  %arena1832 = getelementptr inbounds float, ptr %arena, i64 %5345
+  store <16 x float> %t213_c13_01831, ptr %arena1832, align 4
+  %t213_c13_11833 = load <16 x float>, ptr %conv2_weight_grad.t213_c13_1, align 64
+  %5346 = mul nsw i64 %conv2_weight_grad.mb2121693, 14
+  %5347 = add nsw i64 %5346, 13
+  %5348 = mul nsw i64 %5347, 32
+  %5349 = add nsw i64 3337488, %5348
+  %5350 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5351 = add nsw i64 %5349, %5350
+  %5352 = add nsw i64 %5351, 16
+  %arena1834 = getelementptr inbounds float, ptr %arena, i64 %5352
+  store <16 x float> %t213_c13_11833, ptr %arena1834, align 4
+  %mb212.next = add nsw i64 %conv2_weight_grad.mb2121693, 1
+  %5353 = icmp slt i64 %mb212.next, 10
+  br i1 %5353, label %conv2_weight_grad.mb212, label %conv2_weight_grad.mb212.end
+
+conv2_weight_grad.k216:                           ; preds = %conv2_weight_grad.k216, %conv2_weight_grad.mb212.end
+  %conv2_weight_grad.k2161843 = phi i64 [ 0, %conv2_weight_grad.mb212.end ], [ %k216.next, %conv2_weight_grad.k216 ]
+  %5354 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5355 = add nsw i64 %conv2_weight_grad.k2161843, %5354
+  %5356 = mul nsw i64 %5355, 32
+  %5357 = add nsw i64 2936080, %5356
+  %5358 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5359 = add nsw i64 %5357, %5358
+  %arena1844 = getelementptr inbounds float, ptr %arena, i64 %5359
+  %5360 = load <16 x float>, ptr %arena1844, align 4
+  store <16 x float> %5360, ptr %conv2_weight_grad.t215_b0, align 64
+  %5361 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5362 = add nsw i64 %conv2_weight_grad.k2161843, %5361
+  %5363 = mul nsw i64 %5362, 32
+  %5364 = add nsw i64 2936080, %5363
+  %5365 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5366 = add nsw i64 %5364, %5365
+  %5367 = add nsw i64 %5366, 16
+  %arena1845 = getelementptr inbounds float, ptr %arena, i64 %5367
+  %5368 = load <16 x float>, ptr %arena1845, align 4
+  store <16 x float> %5368, ptr %conv2_weight_grad.t215_b1, align 64
+  %5369 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5370 = add nsw i64 %conv2_weight_grad.k2161843, %5369
+  %5371 = add nsw i64 2885904, %5370
+  %arena1846 = getelementptr inbounds float, ptr %arena, i64 %5371
+  %5372 = load float, ptr %arena1846, align 4
+  %5373 = insertelement <16 x float> undef, float %5372, i32 0
+  %5374 = shufflevector <16 x float> %5373, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5374, ptr %conv2_weight_grad.t215_a0, align 64
+  %t215_a0 = load <16 x float>, ptr %conv2_weight_grad.t215_a0, align 64
+  %t215_b0 = load <16 x float>, ptr %conv2_weight_grad.t215_b0, align 64
+  %t215_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t215_c0_0, align 64
+  %5375 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t215_a0, <16 x float> %t215_b0, <16 x float> %t215_c0_0)
+  store <16 x float> %5375, ptr %conv2_weight_grad.t215_c0_0, align 64
+  %t215_a01847 = load <16 x float>, ptr %conv2_weight_grad.t215_a0, align 64
+  %t215_b1 = load <16 x float>, ptr %conv2_weight_grad.t215_b1, align 64
+  %t215_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t215_c0_1, align 64
+  %5376 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t215_a01847, <16 x float> %t215_b1, <16 x float> %t215_c0_1)
+  store <16 x float> %5376, ptr %conv2_weight_grad.t215_c0_1, align 64
+  %5377 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5378 = add nsw i64 %conv2_weight_grad.k2161843, %5377
+  %5379 = add nsw i64 2898448, %5378
+  %arena1848 = getelementptr inbounds float, ptr %arena, i64 %5379
+  %5380 = load float, ptr %arena1848, align 4
+  %5381 = insertelement <16 x float> undef, float %5380, i32 0
+  %5382 = shufflevector <16 x float> %5381, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5382, ptr %conv2_weight_grad.t215_a1, align 64
+  %t215_a1 = load <16 x float>, ptr %conv2_weight_grad.t215_a1, align 64
+  %t215_b01849 = load <16 x float>, ptr %conv2_weight_grad.t215_b0, align 64
+  %t215_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t215_c1_0, align 64
+  %5383 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t215_a1, <16 x float> %t215_b01849, <16 x float> %t215_c1_0)
+  store <16 x float> %5383, ptr %conv2_weight_grad.t215_c1_0, align 64
+  %t215_a11850 = load <16 x float>, ptr %conv2_weight_grad.t215_a1, align 64
+  %t215_b11851 = load <16 x float>, ptr %conv2_weight_grad.t215_b1, align 64
+  %t215_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t215_c1_1, align 64
+  %5384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t215_a11850, <16 x float> %t215_b11851, <16 x float> %t215_c1_1)
+  store <16 x float> %5384, ptr %conv2_weight_grad.t215_c1_1, align 64
+  %5385 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5386 = add nsw i64 %conv2_weight_grad.k2161843, %5385
+  %5387 = add nsw i64 2910992, %5386
+  %arena1852 = getelementptr inbounds float, ptr %arena, i64 %5387
+  %5388 = load float, ptr %arena1852, align 4
+  %5389 = insertelement <16 x float> undef, float %5388, i32 0
+  %5390 = shufflevector <16 x float> %5389, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5390, ptr %conv2_weight_grad.t215_a2, align 64
+  %t215_a2 = load <16 x float>, ptr %conv2_weight_grad.t215_a2, align 64
+  %t215_b01853 = load <16 x float>, ptr %conv2_weight_grad.t215_b0, align 64
+  %t215_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t215_c2_0, align 64
+  %5391 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t215_a2, <16 x float> %t215_b01853, <16 x float> %t215_c2_0)
+  store <16 x float> %5391, ptr %conv2_weight_grad.t215_c2_0, align 64
+  %t215_a21854 = load <16 x float>, ptr %conv2_weight_grad.t215_a2, align 64
+  %t215_b11855 = load <16 x float>, ptr %conv2_weight_grad.t215_b1, align 64
+  %t215_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t215_c2_1, align 64
+  %5392 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t215_a21854, <16 x float> %t215_b11855, <16 x float> %t215_c2_1)
+  store <16 x float> %5392, ptr %conv2_weight_grad.t215_c2_1, align 64
+  %5393 = mul nsw i64 %conv2_weight_grad.kp2101691, 381
+  %5394 = add nsw i64 %conv2_weight_grad.k2161843, %5393
+  %5395 = add nsw i64 2923536, %5394
+  %arena1856 = getelementptr inbounds float, ptr %arena, i64 %5395
+  %5396 = load float, ptr %arena1856, align 4
+  %5397 = insertelement <16 x float> undef, float %5396, i32 0
+  %5398 = shufflevector <16 x float> %5397, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5398, ptr %conv2_weight_grad.t215_a3, align 64
+  %t215_a3 = load <16 x float>, ptr %conv2_weight_grad.t215_a3, align 64
+  %t215_b01857 = load <16 x float>, ptr %conv2_weight_grad.t215_b0, align 64
+  %t215_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t215_c3_0, align 64
+  %5399 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t215_a3, <16 x float> %t215_b01857, <16 x float> %t215_c3_0)
+  store <16 x float> %5399, ptr %conv2_weight_grad.t215_c3_0, align 64
+  %t215_a31858 = load <16 x float>, ptr %conv2_weight_grad.t215_a3, align 64
+  %t215_b11859 = load <16 x float>, ptr %conv2_weight_grad.t215_b1, align 64
+  %t215_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t215_c3_1, align 64
+  %5400 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t215_a31858, <16 x float> %t215_b11859, <16 x float> %t215_c3_1)
+  store <16 x float> %5400, ptr %conv2_weight_grad.t215_c3_1, align 64
+  %k216.next = add nsw i64 %conv2_weight_grad.k2161843, 1
+  %5401 = icmp slt i64 %k216.next, 381
+  br i1 %5401, label %conv2_weight_grad.k216, label %conv2_weight_grad.k216.end
+
+conv2_weight_grad.k216.end:                       ; preds = %conv2_weight_grad.k216
+  %t215_c0_01860 = load <16 x float>, ptr %conv2_weight_grad.t215_c0_0, align 64
+  %5402 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5403 = add nsw i64 3341968, %5402
+  %arena1861 = getelementptr inbounds float, ptr %arena, i64 %5403
+  store <16 x float> %t215_c0_01860, ptr %arena1861, align 4
+  %t215_c0_11862 = load <16 x float>, ptr %conv2_weight_grad.t215_c0_1, align 64
+  %5404 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5405 = add nsw i64 3341968, %5404
+  %5406 = add nsw i64 %5405, 16
+  %arena1863 = getelementptr inbounds float, ptr %arena, i64 %5406
+  store <16 x float> %t215_c0_11862, ptr %arena1863, align 4
+  %t215_c1_01864 = load <16 x float>, ptr %conv2_weight_grad.t215_c1_0, align 64
+  %5407 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5408 = add nsw i64 3342000, %5407
+  %arena1865 = getelementptr inbounds float, ptr %arena, i64 %5408
+  store <16 x float> %t215_c1_01864, ptr %arena1865, align 4
+  %t215_c1_11866 = load <16 x float>, ptr %conv2_weight_grad.t215_c1_1, align 64
+  %5409 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5410 = add nsw i64 3342000, %5409
+  %5411 = add nsw i64 %5410, 16
+  %arena1867 = getelementptr inbounds float, ptr %arena, i64 %5411
+  store <16 x float> %t215_c1_11866, ptr %arena1867, align 4
+  %t215_c2_01868 = load <16 x float>, ptr %conv2_weight_grad.t215_c2_0, align 64
+  %5412 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5413 = add nsw i64 3342032, %5412
+  %arena1869 = getelementptr inbounds float, ptr %arena, i64 %5413
+  store <16 x float> %t215_c2_01868, ptr %arena1869, align 4
+  %t215_c2_11870 = load <16 x float>, ptr %conv2_weight_grad.t215_c2_1, align 64
+  %5414 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5415 = add nsw i64 3342032, %5414
+  %5416 = add nsw i64 %5415, 16
+  %arena1871 = getelementptr inbounds float, ptr %arena, i64 %5416
+  store <16 x float> %t215_c2_11870, ptr %arena1871, align 4
+  %t215_c3_01872 = load <16 x float>, ptr %conv2_weight_grad.t215_c3_0, align 64
+  %5417 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5418 = add nsw i64 3342064, %5417
+  %arena1873 = getelementptr inbounds float, ptr %arena, i64 %5418
+  store <16 x float> %t215_c3_01872, ptr %arena1873, align 4
+  %t215_c3_11874 = load <16 x float>, ptr %conv2_weight_grad.t215_c3_1, align 64
+  %5419 = mul nsw i64 %conv2_weight_grad.nb2111692, 32
+  %5420 = add nsw i64 3342064, %5419
+  %5421 = add nsw i64 %5420, 16
+  %arena1875 = getelementptr inbounds float, ptr %arena, i64 %5421
+  store <16 x float> %t215_c3_11874, ptr %arena1875, align 4
+  %nb211.next = add nsw i64 %conv2_weight_grad.nb2111692, 1
+  %5422 = icmp slt i64 %nb211.next, 1
+  br i1 %5422, label %conv2_weight_grad.nb211, label %conv2_weight_grad.nb211.end
+
+conv2_weight_grad.nb217:                          ; preds = %conv2_weight_grad.k222.end, %conv2_weight_grad.kp210.end
+  %conv2_weight_grad.nb2171876 = phi i64 [ 0, %conv2_weight_grad.kp210.end ], [ %nb217.next, %conv2_weight_grad.k222.end ]
+  br label %conv2_weight_grad.mb218
+
+conv2_weight_grad.nb217.end:                      ; preds = %conv2_weight_grad.k222.end
+  %g192.next = add nsw i64 %conv2_weight_grad.g1921629, 1
+  %5423 = icmp slt i64 %g192.next, 1
+  br i1 %5423, label %conv2_weight_grad.g192, label %conv2_weight_grad.g192.end
+
+conv2_weight_grad.mb218:                          ; preds = %conv2_weight_grad.k220.end, %conv2_weight_grad.nb217
+  %conv2_weight_grad.mb2181877 = phi i64 [ 0, %conv2_weight_grad.nb217 ], [ %mb218.next, %conv2_weight_grad.k220.end ]
+  %5424 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5425 = mul nsw i64 %5424, 32
+  %5426 = add nsw i64 3337488, %5425
+  %5427 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5428 = add nsw i64 %5426, %5427
+  %arena1878 = getelementptr inbounds float, ptr %arena, i64 %5428
+  %5429 = load <16 x float>, ptr %arena1878, align 4
+  store <16 x float> %5429, ptr %conv2_weight_grad.t219_c0_0, align 64
+  %5430 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5431 = mul nsw i64 %5430, 32
+  %5432 = add nsw i64 3337488, %5431
+  %5433 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5434 = add nsw i64 %5432, %5433
+  %5435 = add nsw i64 %5434, 16
+  %arena1879 = getelementptr inbounds float, ptr %arena, i64 %5435
+  %5436 = load <16 x float>, ptr %arena1879, align 4
+  store <16 x float> %5436, ptr %conv2_weight_grad.t219_c0_1, align 64
+  %5437 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5438 = add nsw i64 %5437, 1
+  %5439 = mul nsw i64 %5438, 32
+  %5440 = add nsw i64 3337488, %5439
+  %5441 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5442 = add nsw i64 %5440, %5441
+  %arena1880 = getelementptr inbounds float, ptr %arena, i64 %5442
+  %5443 = load <16 x float>, ptr %arena1880, align 4
+  store <16 x float> %5443, ptr %conv2_weight_grad.t219_c1_0, align 64
+  %5444 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5445 = add nsw i64 %5444, 1
+  %5446 = mul nsw i64 %5445, 32
+  %5447 = add nsw i64 3337488, %5446
+  %5448 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5449 = add nsw i64 %5447, %5448
+  %5450 = add nsw i64 %5449, 16
+  %arena1881 = getelementptr inbounds float, ptr %arena, i64 %5450
+  %5451 = load <16 x float>, ptr %arena1881, align 4
+  store <16 x float> %5451, ptr %conv2_weight_grad.t219_c1_1, align 64
+  %5452 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5453 = add nsw i64 %5452, 2
+  %5454 = mul nsw i64 %5453, 32
+  %5455 = add nsw i64 3337488, %5454
+  %5456 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5457 = add nsw i64 %5455, %5456
+  %arena1882 = getelementptr inbounds float, ptr %arena, i64 %5457
+  %5458 = load <16 x float>, ptr %arena1882, align 4
+  store <16 x float> %5458, ptr %conv2_weight_grad.t219_c2_0, align 64
+  %5459 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5460 = add nsw i64 %5459, 2
+  %5461 = mul nsw i64 %5460, 32
+  %5462 = add nsw i64 3337488, %5461
+  %5463 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5464 = add nsw i64 %5462, %5463
+  %5465 = add nsw i64 %5464, 16
+  %arena1883 = getelementptr inbounds float, ptr %arena, i64 %5465
+  %5466 = load <16 x float>, ptr %arena1883, align 4
+  store <16 x float> %5466, ptr %conv2_weight_grad.t219_c2_1, align 64
+  %5467 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5468 = add nsw i64 %5467, 3
+  %5469 = mul nsw i64 %5468, 32
+  %5470 = add nsw i64 3337488, %5469
+  %5471 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5472 = add nsw i64 %5470, %5471
+  %arena1884 = getelementptr inbounds float, ptr %arena, i64 %5472
+  %5473 = load <16 x float>, ptr %arena1884, align 4
+  store <16 x float> %5473, ptr %conv2_weight_grad.t219_c3_0, align 64
+  %5474 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5475 = add nsw i64 %5474, 3
+  %5476 = mul nsw i64 %5475, 32
+  %5477 = add nsw i64 3337488, %5476
+  %5478 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5479 = add nsw i64 %5477, %5478
+  %5480 = add nsw i64 %5479, 16
+  %arena1885 = getelementptr inbounds float, ptr %arena, i64 %5480
+  %5481 = load <16 x float>, ptr %arena1885, align 4
+  store <16 x float> %5481, ptr %conv2_weight_grad.t219_c3_1, align 64
+  %5482 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5483 = add nsw i64 %5482, 4
+  %5484 = mul nsw i64 %5483, 32
+  %5485 = add nsw i64 3337488, %5484
+  %5486 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5487 = add nsw i64 %5485, %5486
+  %arena1886 = getelementptr inbounds float, ptr %arena, i64 %5487
+  %5488 = load <16 x float>, ptr %arena1886, align 4
+  store <16 x float> %5488, ptr %conv2_weight_grad.t219_c4_0, align 64
+  %5489 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5490 = add nsw i64 %5489, 4
+  %5491 = mul nsw i64 %5490, 32
+  %5492 = add nsw i64 3337488, %5491
+  %5493 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5494 = add nsw i64 %5492, %5493
+  %5495 = add nsw i64 %5494, 16
+  %arena1887 = getelementptr inbounds float, ptr %arena, i64 %5495
+  %5496 = load <16 x float>, ptr %arena1887, align 4
+  store <16 x float> %5496, ptr %conv2_weight_grad.t219_c4_1, align 64
+  %5497 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5498 = add nsw i64 %5497, 5
+  %5499 = mul nsw i64 %5498, 32
+  %5500 = add nsw i64 3337488, %5499
+  %5501 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5502 = add nsw i64 %5500, %5501
+  %arena1888 = getelementptr inbounds float, ptr %arena, i64 %5502
+  %5503 = load <16 x float>, ptr %arena1888, align 4
+  store <16 x float> %5503, ptr %conv2_weight_grad.t219_c5_0, align 64
+  %5504 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5505 = add nsw i64 %5504, 5
+  %5506 = mul nsw i64 %5505, 32
+  %5507 = add nsw i64 3337488, %5506
+  %5508 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5509 = add nsw i64 %5507, %5508
+  %5510 = add nsw i64 %5509, 16
+  %arena1889 = getelementptr inbounds float, ptr %arena, i64 %5510
+  %5511 = load <16 x float>, ptr %arena1889, align 4
+  store <16 x float> %5511, ptr %conv2_weight_grad.t219_c5_1, align 64
+  %5512 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5513 = add nsw i64 %5512, 6
+  %5514 = mul nsw i64 %5513, 32
+  %5515 = add nsw i64 3337488, %5514
+  %5516 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5517 = add nsw i64 %5515, %5516
+  %arena1890 = getelementptr inbounds float, ptr %arena, i64 %5517
+  %5518 = load <16 x float>, ptr %arena1890, align 4
+  store <16 x float> %5518, ptr %conv2_weight_grad.t219_c6_0, align 64
+  %5519 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5520 = add nsw i64 %5519, 6
+  %5521 = mul nsw i64 %5520, 32
+  %5522 = add nsw i64 3337488, %5521
+  %5523 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5524 = add nsw i64 %5522, %5523
+  %5525 = add nsw i64 %5524, 16
+  %arena1891 = getelementptr inbounds float, ptr %arena, i64 %5525
+  %5526 = load <16 x float>, ptr %arena1891, align 4
+  store <16 x float> %5526, ptr %conv2_weight_grad.t219_c6_1, align 64
+  %5527 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5528 = add nsw i64 %5527, 7
+  %5529 = mul nsw i64 %5528, 32
+  %5530 = add nsw i64 3337488, %5529
+  %5531 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5532 = add nsw i64 %5530, %5531
+  %arena1892 = getelementptr inbounds float, ptr %arena, i64 %5532
+  %5533 = load <16 x float>, ptr %arena1892, align 4
+  store <16 x float> %5533, ptr %conv2_weight_grad.t219_c7_0, align 64
+  %5534 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5535 = add nsw i64 %5534, 7
+  %5536 = mul nsw i64 %5535, 32
+  %5537 = add nsw i64 3337488, %5536
+  %5538 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5539 = add nsw i64 %5537, %5538
+  %5540 = add nsw i64 %5539, 16
+  %arena1893 = getelementptr inbounds float, ptr %arena, i64 %5540
+  %5541 = load <16 x float>, ptr %arena1893, align 4
+  store <16 x float> %5541, ptr %conv2_weight_grad.t219_c7_1, align 64
+  %5542 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5543 = add nsw i64 %5542, 8
+  %5544 = mul nsw i64 %5543, 32
+  %5545 = add nsw i64 3337488, %5544
+  %5546 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5547 = add nsw i64 %5545, %5546
+  %arena1894 = getelementptr inbounds float, ptr %arena, i64 %5547
+  %5548 = load <16 x float>, ptr %arena1894, align 4
+  store <16 x float> %5548, ptr %conv2_weight_grad.t219_c8_0, align 64
+  %5549 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5550 = add nsw i64 %5549, 8
+  %5551 = mul nsw i64 %5550, 32
+  %5552 = add nsw i64 3337488, %5551
+  %5553 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5554 = add nsw i64 %5552, %5553
+  %5555 = add nsw i64 %5554, 16
+  %arena1895 = getelementptr inbounds float, ptr %arena, i64 %5555
+  %5556 = load <16 x float>, ptr %arena1895, align 4
+  store <16 x float> %5556, ptr %conv2_weight_grad.t219_c8_1, align 64
+  %5557 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5558 = add nsw i64 %5557, 9
+  %5559 = mul nsw i64 %5558, 32
+  %5560 = add nsw i64 3337488, %5559
+  %5561 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5562 = add nsw i64 %5560, %5561
+  %arena1896 = getelementptr inbounds float, ptr %arena, i64 %5562
+  %5563 = load <16 x float>, ptr %arena1896, align 4
+  store <16 x float> %5563, ptr %conv2_weight_grad.t219_c9_0, align 64
+  %5564 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5565 = add nsw i64 %5564, 9
+  %5566 = mul nsw i64 %5565, 32
+  %5567 = add nsw i64 3337488, %5566
+  %5568 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5569 = add nsw i64 %5567, %5568
+  %5570 = add nsw i64 %5569, 16
+  %arena1897 = getelementptr inbounds float, ptr %arena, i64 %5570
+  %5571 = load <16 x float>, ptr %arena1897, align 4
+  store <16 x float> %5571, ptr %conv2_weight_grad.t219_c9_1, align 64
+  %5572 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5573 = add nsw i64 %5572, 10
+  %5574 = mul nsw i64 %5573, 32
+  %5575 = add nsw i64 3337488, %5574
+  %5576 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5577 = add nsw i64 %5575, %5576
+  %arena1898 = getelementptr inbounds float, ptr %arena, i64 %5577
+  %5578 = load <16 x float>, ptr %arena1898, align 4
+  store <16 x float> %5578, ptr %conv2_weight_grad.t219_c10_0, align 64
+  %5579 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5580 = add nsw i64 %5579, 10
+  %5581 = mul nsw i64 %5580, 32
+  %5582 = add nsw i64 3337488, %5581
+  %5583 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5584 = add nsw i64 %5582, %5583
+  %5585 = add nsw i64 %5584, 16
+  %arena1899 = getelementptr inbounds float, ptr %arena, i64 %5585
+  %5586 = load <16 x float>, ptr %arena1899, align 4
+  store <16 x float> %5586, ptr %conv2_weight_grad.t219_c10_1, align 64
+  %5587 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5588 = add nsw i64 %5587, 11
+  %5589 = mul nsw i64 %5588, 32
+  %5590 = add nsw i64 3337488, %5589
+  %5591 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5592 = add nsw i64 %5590, %5591
+  %arena1900 = getelementptr inbounds float, ptr %arena, i64 %5592
+  %5593 = load <16 x float>, ptr %arena1900, align 4
+  store <16 x float> %5593, ptr %conv2_weight_grad.t219_c11_0, align 64
+  %5594 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5595 = add nsw i64 %5594, 11
+  %5596 = mul nsw i64 %5595, 32
+  %5597 = add nsw i64 3337488, %5596
+  %5598 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5599 = add nsw i64 %5597, %5598
+  %5600 = add nsw i64 %5599, 16
+  %arena1901 = getelementptr inbounds float, ptr %arena, i64 %5600
+  %5601 = load <16 x float>, ptr %arena1901, align 4
+  store <16 x float> %5601, ptr %conv2_weight_grad.t219_c11_1, align 64
+  %5602 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5603 = add nsw i64 %5602, 12
+  %5604 = mul nsw i64 %5603, 32
+  %5605 = add nsw i64 3337488, %5604
+  %5606 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5607 = add nsw i64 %5605, %5606
+  %arena1902 = getelementptr inbounds float, ptr %arena, i64 %5607
+  %5608 = load <16 x float>, ptr %arena1902, align 4
+  store <16 x float> %5608, ptr %conv2_weight_grad.t219_c12_0, align 64
+  %5609 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5610 = add nsw i64 %5609, 12
+  %5611 = mul nsw i64 %5610, 32
+  %5612 = add nsw i64 3337488, %5611
+  %5613 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5614 = add nsw i64 %5612, %5613
+  %5615 = add nsw i64 %5614, 16
+  %arena1903 = getelementptr inbounds float, ptr %arena, i64 %5615
+  %5616 = load <16 x float>, ptr %arena1903, align 4
+  store <16 x float> %5616, ptr %conv2_weight_grad.t219_c12_1, align 64
+  %5617 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5618 = add nsw i64 %5617, 13
+  %5619 = mul nsw i64 %5618, 32
+  %5620 = add nsw i64 3337488, %5619
+  %5621 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5622 = add nsw i64 %5620, %5621
+  %arena1904 = getelementptr inbounds float, ptr %arena, i64 %5622
+  %5623 = load <16 x float>, ptr %arena1904, align 4
+  store <16 x float> %5623, ptr %conv2_weight_grad.t219_c13_0, align 64
+  %5624 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5625 = add nsw i64 %5624, 13
+  %5626 = mul nsw i64 %5625, 32
+  %5627 = add nsw i64 3337488, %5626
+  %5628 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5629 = add nsw i64 %5627, %5628
+  %5630 = add nsw i64 %5629, 16
+  %arena1905 = getelementptr inbounds float, ptr %arena, i64 %5630
+  %5631 = load <16 x float>, ptr %arena1905, align 4
+  store <16 x float> %5631, ptr %conv2_weight_grad.t219_c13_1, align 64
+  br label %conv2_weight_grad.k220
+
+conv2_weight_grad.mb218.end:                      ; preds = %conv2_weight_grad.k220.end
+  %5632 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5633 = add nsw i64 3341968, %5632
+  %arena2019 = getelementptr inbounds float, ptr %arena, i64 %5633
+  %5634 = load <16 x float>, ptr %arena2019, align 4
+  store <16 x float> %5634, ptr %conv2_weight_grad.t221_c0_0, align 64
+  %5635 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5636 = add nsw i64 3341968, %5635
+  %5637 = add nsw i64 %5636, 16
+  %arena2020 = getelementptr inbounds float, ptr %arena, i64 %5637
+  %5638 = load <16 x float>, ptr %arena2020, align 4
+  store <16 x float> %5638, ptr %conv2_weight_grad.t221_c0_1, align 64
+  %5639 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5640 = add nsw i64 3342000, %5639
+  %arena2021 = getelementptr inbounds float, ptr %arena, i64 %5640
+  %5641 = load <16 x float>, ptr %arena2021, align 4
+  store <16 x float> %5641, ptr %conv2_weight_grad.t221_c1_0, align 64
+  %5642 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5643 = add nsw i64 3342000, %5642
+  %5644 = add nsw i64 %5643, 16
+  %arena2022 = getelementptr inbounds float, ptr %arena, i64 %5644
+  %5645 = load <16 x float>, ptr %arena2022, align 4
+  store <16 x float> %5645, ptr %conv2_weight_grad.t221_c1_1, align 64
+  %5646 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5647 = add nsw i64 3342032, %5646
+  %arena2023 = getelementptr inbounds float, ptr %arena, i64 %5647
+  %5648 = load <16 x float>, ptr %arena2023, align 4
+  store <16 x float> %5648, ptr %conv2_weight_grad.t221_c2_0, align 64
+  %5649 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5650 = add nsw i64 3342032, %5649
+  %5651 = add nsw i64 %5650, 16
+  %arena2024 = getelementptr inbounds float, ptr %arena, i64 %5651
+  %5652 = load <16 x float>, ptr %arena2024, align 4
+  store <16 x float> %5652, ptr %conv2_weight_grad.t221_c2_1, align 64
+  %5653 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5654 = add nsw i64 3342064, %5653
+  %arena2025 = getelementptr inbounds float, ptr %arena, i64 %5654
+  %5655 = load <16 x float>, ptr %arena2025, align 4
+  store <16 x float> %5655, ptr %conv2_weight_grad.t221_c3_0, align 64
+  %5656 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5657 = add nsw i64 3342064, %5656
+  %5658 = add nsw i64 %5657, 16
+  %arena2026 = getelementptr inbounds float, ptr %arena, i64 %5658
+  %5659 = load <16 x float>, ptr %arena2026, align 4
+  store <16 x float> %5659, ptr %conv2_weight_grad.t221_c3_1, align 64
+  br label %conv2_weight_grad.k222
+
+conv2_weight_grad.k220:                           ; preds = %conv2_weight_grad.k220, %conv2_weight_grad.mb218
+  %conv2_weight_grad.k2201906 = phi i64 [ 0, %conv2_weight_grad.mb218 ], [ %k220.next, %conv2_weight_grad.k220 ]
+  %5660 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5661 = mul nsw i64 %5660, 32
+  %5662 = add nsw i64 2936080, %5661
+  %5663 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5664 = add nsw i64 %5662, %5663
+  %arena1907 = getelementptr inbounds float, ptr %arena, i64 %5664
+  %5665 = load <16 x float>, ptr %arena1907, align 4
+  store <16 x float> %5665, ptr %conv2_weight_grad.t219_b0, align 64
+  %5666 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5667 = mul nsw i64 %5666, 32
+  %5668 = add nsw i64 2936080, %5667
+  %5669 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5670 = add nsw i64 %5668, %5669
+  %5671 = add nsw i64 %5670, 16
+  %arena1908 = getelementptr inbounds float, ptr %arena, i64 %5671
+  %5672 = load <16 x float>, ptr %arena1908, align 4
+  store <16 x float> %5672, ptr %conv2_weight_grad.t219_b1, align 64
+  %5673 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5674 = mul nsw i64 %5673, 12544
+  %5675 = add nsw i64 1129744, %5674
+  %5676 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5677 = add nsw i64 %5675, %5676
+  %arena1909 = getelementptr inbounds float, ptr %arena, i64 %5677
+  %5678 = load float, ptr %arena1909, align 4
+  %5679 = insertelement <16 x float> undef, float %5678, i32 0
+  %5680 = shufflevector <16 x float> %5679, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5680, ptr %conv2_weight_grad.t219_a0, align 64
+  %t219_a0 = load <16 x float>, ptr %conv2_weight_grad.t219_a0, align 64
+  %t219_b0 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c0_0, align 64
+  %5681 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a0, <16 x float> %t219_b0, <16 x float> %t219_c0_0)
+  store <16 x float> %5681, ptr %conv2_weight_grad.t219_c0_0, align 64
+  %t219_a01910 = load <16 x float>, ptr %conv2_weight_grad.t219_a0, align 64
+  %t219_b1 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c0_1, align 64
+  %5682 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a01910, <16 x float> %t219_b1, <16 x float> %t219_c0_1)
+  store <16 x float> %5682, ptr %conv2_weight_grad.t219_c0_1, align 64
+  %5683 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5684 = add nsw i64 %5683, 1
+  %5685 = mul nsw i64 %5684, 12544
+  %5686 = add nsw i64 1129744, %5685
+  %5687 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5688 = add nsw i64 %5686, %5687
+  %arena1911 = getelementptr inbounds float, ptr %arena, i64 %5688
+  %5689 = load float, ptr %arena1911, align 4
+  %5690 = insertelement <16 x float> undef, float %5689, i32 0
+  %5691 = shufflevector <16 x float> %5690, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5691, ptr %conv2_weight_grad.t219_a1, align 64
+  %t219_a1 = load <16 x float>, ptr %conv2_weight_grad.t219_a1, align 64
+  %t219_b01912 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c1_0, align 64
+  %5692 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a1, <16 x float> %t219_b01912, <16 x float> %t219_c1_0)
+  store <16 x float> %5692, ptr %conv2_weight_grad.t219_c1_0, align 64
+  %t219_a11913 = load <16 x float>, ptr %conv2_weight_grad.t219_a1, align 64
+  %t219_b11914 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c1_1, align 64
+  %5693 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a11913, <16 x float> %t219_b11914, <16 x float> %t219_c1_1)
+  store <16 x float> %5693, ptr %conv2_weight_grad.t219_c1_1, align 64
+  %5694 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5695 = add nsw i64 %5694, 2
+  %5696 = mul nsw i64 %5695, 12544
+  %5697 = add nsw i64 1129744, %5696
+  %5698 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5699 = add nsw i64 %5697, %5698
+  %arena1915 = getelementptr inbounds float, ptr %arena, i64 %5699
+  %5700 = load float, ptr %arena1915, align 4
+  %5701 = insertelement <16 x float> undef, float %5700, i32 0
+  %5702 = shufflevector <16 x float> %5701, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5702, ptr %conv2_weight_grad.t219_a2, align 64
+  %t219_a2 = load <16 x float>, ptr %conv2_weight_grad.t219_a2, align 64
+  %t219_b01916 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c2_0, align 64
+  %5703 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a2, <16 x float> %t219_b01916, <16 x float> %t219_c2_0)
+  store <16 x float> %5703, ptr %conv2_weight_grad.t219_c2_0, align 64
+  %t219_a21917 = load <16 x float>, ptr %conv2_weight_grad.t219_a2, align 64
+  %t219_b11918 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c2_1, align 64
+  %5704 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a21917, <16 x float> %t219_b11918, <16 x float> %t219_c2_1)
+  store <16 x float> %5704, ptr %conv2_weight_grad.t219_c2_1, align 64
+  %5705 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5706 = add nsw i64 %5705, 3
+  %5707 = mul nsw i64 %5706, 12544
+  %5708 = add nsw i64 1129744, %5707
+  %5709 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5710 = add nsw i64 %5708, %5709
+  %arena1919 = getelementptr inbounds float, ptr %arena, i64 %5710
+  %5711 = load float, ptr %arena1919, align 4
+  %5712 = insertelement <16 x float> undef, float %5711, i32 0
+  %5713 = shufflevector <16 x float> %5712, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5713, ptr %conv2_weight_grad.t219_a3, align 64
+  %t219_a3 = load <16 x float>, ptr %conv2_weight_grad.t219_a3, align 64
+  %t219_b01920 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c3_0, align 64
+  %5714 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a3, <16 x float> %t219_b01920, <16 x float> %t219_c3_0)
+  store <16 x float> %5714, ptr %conv2_weight_grad.t219_c3_0, align 64
+  %t219_a31921 = load <16 x float>, ptr %conv2_weight_grad.t219_a3, align 64
+  %t219_b11922 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c3_1, align 64
+  %5715 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a31921, <16 x float> %t219_b11922, <16 x float> %t219_c3_1)
+  store <16 x float> %5715, ptr %conv2_weight_grad.t219_c3_1, align 64
+  %5716 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5717 = add nsw i64 %5716, 4
+  %5718 = mul nsw i64 %5717, 12544
+  %5719 = add nsw i64 1129744, %5718
+  %5720 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5721 = add nsw i64 %5719, %5720
+  %arena1923 = getelementptr inbounds float, ptr %arena, i64 %5721
+  %5722 = load float, ptr %arena1923, align 4
+  %5723 = insertelement <16 x float> undef, float %5722, i32 0
+  %5724 = shufflevector <16 x float> %5723, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5724, ptr %conv2_weight_grad.t219_a4, align 64
+  %t219_a4 = load <16 x float>, ptr %conv2_weight_grad.t219_a4, align 64
+  %t219_b01924 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c4_0, align 64
+  %5725 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a4, <16 x float> %t219_b01924, <16 x float> %t219_c4_0)
+  store <16 x float> %5725, ptr %conv2_weight_grad.t219_c4_0, align 64
+  %t219_a41925 = load <16 x float>, ptr %conv2_weight_grad.t219_a4, align 64
+  %t219_b11926 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c4_1, align 64
+  %5726 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a41925, <16 x float> %t219_b11926, <16 x float> %t219_c4_1)
+  store <16 x float> %5726, ptr %conv2_weight_grad.t219_c4_1, align 64
+  %5727 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5728 = add nsw i64 %5727, 5
+  %5729 = mul nsw i64 %5728, 12544
+  %5730 = add nsw i64 1129744, %5729
+  %5731 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5732 = add nsw i64 %5730, %5731
+  %arena1927 = getelementptr inbounds float, ptr %arena, i64 %5732
+  %5733 = load float, ptr %arena1927, align 4
+  %5734 = insertelement <16 x float> undef, float %5733, i32 0
+  %5735 = shufflevector <16 x float> %5734, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5735, ptr %conv2_weight_grad.t219_a5, align 64
+  %t219_a5 = load <16 x float>, ptr %conv2_weight_grad.t219_a5, align 64
+  %t219_b01928 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c5_0, align 64
+  %5736 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a5, <16 x float> %t219_b01928, <16 x float> %t219_c5_0)
+  store <16 x float> %5736, ptr %conv2_weight_grad.t219_c5_0, align 64
+  %t219_a51929 = load <16 x float>, ptr %conv2_weight_grad.t219_a5, align 64
+  %t219_b11930 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c5_1, align 64
+  %5737 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a51929, <16 x float> %t219_b11930, <16 x float> %t219_c5_1)
+  store <16 x float> %5737, ptr %conv2_weight_grad.t219_c5_1, align 64
+  %5738 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5739 = add nsw i64 %5738, 6
+  %5740 = mul nsw i64 %5739, 12544
+  %5741 = add nsw i64 1129744, %5740
+  %5742 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5743 = add nsw i64 %5741, %5742
+  %arena1931 = getelementptr inbounds float, ptr %arena, i64 %5743
+  %5744 = load float, ptr %arena1931, align 4
+  %5745 = insertelement <16 x float> undef, float %5744, i32 0
+  %5746 = shufflevector <16 x float> %5745, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5746, ptr %conv2_weight_grad.t219_a6, align 64
+  %t219_a6 = load <16 x float>, ptr %conv2_weight_grad.t219_a6, align 64
+  %t219_b01932 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c6_0, align 64
+  %5747 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a6, <16 x float> %t219_b01932, <16 x float> %t219_c6_0)
+  store <16 x float> %5747, ptr %conv2_weight_grad.t219_c6_0, align 64
+  %t219_a61933 = load <16 x float>, ptr %conv2_weight_grad.t219_a6, align 64
+  %t219_b11934 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c6_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c6_1, align 64
+  %5748 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a61933, <16 x float> %t219_b11934, <16 x float> %t219_c6_1)
+  store <16 x float> %5748, ptr %conv2_weight_grad.t219_c6_1, align 64
+  %5749 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5750 = add nsw i64 %5749, 7
+  %5751 = mul nsw i64 %5750, 12544
+  %5752 = add nsw i64 1129744, %5751
+  %5753 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5754 = add nsw i64 %5752, %5753
+  %arena1935 = getelementptr inbounds float, ptr %arena, i64 %5754
+  %5755 = load float, ptr %arena1935, align 4
+  %5756 = insertelement <16 x float> undef, float %5755, i32 0
+  %5757 = shufflevector <16 x float> %5756, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5757, ptr %conv2_weight_grad.t219_a7, align 64
+  %t219_a7 = load <16 x float>, ptr %conv2_weight_grad.t219_a7, align 64
+  %t219_b01936 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c7_0, align 64
+  %5758 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a7, <16 x float> %t219_b01936, <16 x float> %t219_c7_0)
+  store <16 x float> %5758, ptr %conv2_weight_grad.t219_c7_0, align 64
+  %t219_a71937 = load <16 x float>, ptr %conv2_weight_grad.t219_a7, align 64
+  %t219_b11938 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c7_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c7_1, align 64
+  %5759 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a71937, <16 x float> %t219_b11938, <16 x float> %t219_c7_1)
+  store <16 x float> %5759, ptr %conv2_weight_grad.t219_c7_1, align 64
+  %5760 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5761 = add nsw i64 %5760, 8
+  %5762 = mul nsw i64 %5761, 12544
+  %5763 = add nsw i64 1129744, %5762
+  %5764 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5765 = add nsw i64 %5763, %5764
+  %arena1939 = getelementptr inbounds float, ptr %arena, i64 %5765
+  %5766 = load float, ptr %arena1939, align 4
+  %5767 = insertelement <16 x float> undef, float %5766, i32 0
+  %5768 = shufflevector <16 x float> %5767, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5768, ptr %conv2_weight_grad.t219_a8, align 64
+  %t219_a8 = load <16 x float>, ptr %conv2_weight_grad.t219_a8, align 64
+  %t219_b01940 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c8_0, align 64
+  %5769 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a8, <16 x float> %t219_b01940, <16 x float> %t219_c8_0)
+  store <16 x float> %5769, ptr %conv2_weight_grad.t219_c8_0, align 64
+  %t219_a81941 = load <16 x float>, ptr %conv2_weight_grad.t219_a8, align 64
+  %t219_b11942 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c8_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c8_1, align 64
+  %5770 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a81941, <16 x float> %t219_b11942, <16 x float> %t219_c8_1)
+  store <16 x float> %5770, ptr %conv2_weight_grad.t219_c8_1, align 64
+  %5771 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5772 = add nsw i64 %5771, 9
+  %5773 = mul nsw i64 %5772, 12544
+  %5774 = add nsw i64 1129744, %5773
+  %5775 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5776 = add nsw i64 %5774, %5775
+  %arena1943 = getelementptr inbounds float, ptr %arena, i64 %5776
+  %5777 = load float, ptr %arena1943, align 4
+  %5778 = insertelement <16 x float> undef, float %5777, i32 0
+  %5779 = shufflevector <16 x float> %5778, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5779, ptr %conv2_weight_grad.t219_a9, align 64
+  %t219_a9 = load <16 x float>, ptr %conv2_weight_grad.t219_a9, align 64
+  %t219_b01944 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c9_0, align 64
+  %5780 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a9, <16 x float> %t219_b01944, <16 x float> %t219_c9_0)
+  store <16 x float> %5780, ptr %conv2_weight_grad.t219_c9_0, align 64
+  %t219_a91945 = load <16 x float>, ptr %conv2_weight_grad.t219_a9, align 64
+  %t219_b11946 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c9_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c9_1, align 64
+  %5781 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a91945, <16 x float> %t219_b11946, <16 x float> %t219_c9_1)
+  store <16 x float> %5781, ptr %conv2_weight_grad.t219_c9_1, align 64
+  %5782 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5783 = add nsw i64 %5782, 10
+  %5784 = mul nsw i64 %5783, 12544
+  %5785 = add nsw i64 1129744, %5784
+  %5786 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5787 = add nsw i64 %5785, %5786
+  %arena1947 = getelementptr inbounds float, ptr %arena, i64 %5787
+  %5788 = load float, ptr %arena1947, align 4
+  %5789 = insertelement <16 x float> undef, float %5788, i32 0
+  %5790 = shufflevector <16 x float> %5789, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5790, ptr %conv2_weight_grad.t219_a10, align 64
+  %t219_a10 = load <16 x float>, ptr %conv2_weight_grad.t219_a10, align 64
+  %t219_b01948 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c10_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c10_0, align 64
+  %5791 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a10, <16 x float> %t219_b01948, <16 x float> %t219_c10_0)
+  store <16 x float> %5791, ptr %conv2_weight_grad.t219_c10_0, align 64
+  %t219_a101949 = load <16 x float>, ptr %conv2_weight_grad.t219_a10, align 64
+  %t219_b11950 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c10_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c10_1, align 64
+  %5792 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a101949, <16 x float> %t219_b11950, <16 x float> %t219_c10_1)
+  store <16 x float> %5792, ptr %conv2_weight_grad.t219_c10_1, align 64
+  %5793 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5794 = add nsw i64 %5793, 11
+  %5795 = mul nsw i64 %5794, 12544
+  %5796 = add nsw i64 1129744, %5795
+  %5797 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5798 = add nsw i64 %5796, %5797
+  %arena1951 = getelementptr inbounds float, ptr %arena, i64 %5798
+  %5799 = load float, ptr %arena1951, align 4
+  %5800 = insertelement <16 x float> undef, float %5799, i32 0
+  %5801 = shufflevector <16 x float> %5800, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5801, ptr %conv2_weight_grad.t219_a11, align 64
+  %t219_a11 = load <16 x float>, ptr %conv2_weight_grad.t219_a11, align 64
+  %t219_b01952 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c11_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c11_0, align 64
+  %5802 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a11, <16 x float> %t219_b01952, <16 x float> %t219_c11_0)
+  store <16 x float> %5802, ptr %conv2_weight_grad.t219_c11_0, align 64
+  %t219_a111953 = load <16 x float>, ptr %conv2_weight_grad.t219_a11, align 64
+  %t219_b11954 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c11_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c11_1, align 64
+  %5803 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a111953, <16 x float> %t219_b11954, <16 x float> %t219_c11_1)
+  store <16 x float> %5803, ptr %conv2_weight_grad.t219_c11_1, align 64
+  %5804 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5805 = add nsw i64 %5804, 12
+  %5806 = mul nsw i64 %5805, 12544
+  %5807 = add nsw i64 1129744, %5806
+  %5808 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5809 = add nsw i64 %5807, %5808
+  %arena1955 = getelementptr inbounds float, ptr %arena, i64 %5809
+  %5810 = load float, ptr %arena1955, align 4
+  %5811 = insertelement <16 x float> undef, float %5810, i32 0
+  %5812 = shufflevector <16 x float> %5811, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5812, ptr %conv2_weight_grad.t219_a12, align 64
+  %t219_a12 = load <16 x float>, ptr %conv2_weight_grad.t219_a12, align 64
+  %t219_b01956 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c12_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c12_0, align 64
+  %5813 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a12, <16 x float> %t219_b01956, <16 x float> %t219_c12_0)
+  store <16 x float> %5813, ptr %conv2_weight_grad.t219_c12_0, align 64
+  %t219_a121957 = load <16 x float>, ptr %conv2_weight_grad.t219_a12, align 64
+  %t219_b11958 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c12_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c12_1, align 64
+  %5814 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a121957, <16 x float> %t219_b11958, <16 x float> %t219_c12_1)
+  store <16 x float> %5814, ptr %conv2_weight_grad.t219_c12_1, align 64
+  %5815 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5816 = add nsw i64 %5815, 13
+  %5817 = mul nsw i64 %5816, 12544
+  %5818 = add nsw i64 1129744, %5817
+  %5819 = add nsw i64 %conv2_weight_grad.k2201906, 12192
+  %5820 = add nsw i64 %5818, %5819
+  %arena1959 = getelementptr inbounds float, ptr %arena, i64 %5820
+  %5821 = load float, ptr %arena1959, align 4
+  %5822 = insertelement <16 x float> undef, float %5821, i32 0
+  %5823 = shufflevector <16 x float> %5822, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %5823, ptr %conv2_weight_grad.t219_a13, align 64
+  %t219_a13 = load <16 x float>, ptr %conv2_weight_grad.t219_a13, align 64
+  %t219_b01960 = load <16 x float>, ptr %conv2_weight_grad.t219_b0, align 64
+  %t219_c13_0 = load <16 x float>, ptr %conv2_weight_grad.t219_c13_0, align 64
+  %5824 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a13, <16 x float> %t219_b01960, <16 x float> %t219_c13_0)
+  store <16 x float> %5824, ptr %conv2_weight_grad.t219_c13_0, align 64
+  %t219_a131961 = load <16 x float>, ptr %conv2_weight_grad.t219_a13, align 64
+  %t219_b11962 = load <16 x float>, ptr %conv2_weight_grad.t219_b1, align 64
+  %t219_c13_1 = load <16 x float>, ptr %conv2_weight_grad.t219_c13_1, align 64
+  %5825 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t219_a131961, <16 x float> %t219_b11962, <16 x float> %t219_c13_1)
+  store <16 x float> %5825, ptr %conv2_weight_grad.t219_c13_1, align 64
+  %k220.next = add nsw i64 %conv2_weight_grad.k2201906, 1
+  %5826 = icmp slt i64 %k220.next, 352
+  br i1 %5826, label %conv2_weight_grad.k220, label %conv2_weight_grad.k220.end
+
+conv2_weight_grad.k220.end:                       ; preds = %conv2_weight_grad.k220
+  %t219_c0_01963 = load <16 x float>, ptr %conv2_weight_grad.t219_c0_0, align 64
+  %5827 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5828 = mul nsw i64 %5827, 32
+  %5829 = add nsw i64 3337488, %5828
+  %5830 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5831 = add nsw i64 %5829, %5830
+  %arena1964 = getelementptr inbounds float, ptr %arena, i64 %5831
+  store <16 x float> %t219_c0_01963, ptr %arena1964, align 4
+  %t219_c0_11965 = load <16 x float>, ptr %conv2_weight_grad.t219_c0_1, align 64
+  %5832 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5833 = mul nsw i64 %5832, 32
+  %5834 = add nsw i64 3337488, %5833
+  %5835 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5836 = add nsw i64 %5834, %5835
+  %5837 = add nsw i64 %5836, 16
+  %arena1966 = getelementptr inbounds float, ptr %arena, i64 %5837
+  store <16 x float> %t219_c0_11965, ptr %arena1966, align 4
+  %t219_c1_01967 = load <16 x float>, ptr %conv2_weight_grad.t219_c1_0, align 64
+  %5838 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5839 = add nsw i64 %5838, 1
+  %5840 = mul nsw i64 %5839, 32
+  %5841 = add nsw i64 3337488, %5840
+  %5842 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5843 = add nsw i64 %5841, %5842
+  %arena1968 = getelementptr inbounds float, ptr %arena, i64 %5843
+  store <16 x float> %t219_c1_01967, ptr %arena1968, align 4
+  %t219_c1_11969 = load <16 x float>, ptr %conv2_weight_grad.t219_c1_1, align 64
+  %5844 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5845 = add nsw i64 %5844, 1
+  %5846 = mul nsw i64 %5845, 32
+  %5847 = add nsw i64 3337488, %5846
+  %5848 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5849 = add nsw i64 %5847, %5848
+  %5850 = add nsw i64 %5849, 16
+  %arena1970 = getelementptr inbounds float, ptr %arena, i64 %5850
+  store <16 x float> %t219_c1_11969, ptr %arena1970, align 4
+  %t219_c2_01971 = load <16 x float>, ptr %conv2_weight_grad.t219_c2_0, align 64
+  %5851 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5852 = add nsw i64 %5851, 2
+  %5853 = mul nsw i64 %5852, 32
+  %5854 = add nsw i64 3337488, %5853
+  %5855 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5856 = add nsw i64 %5854, %5855
+  %arena1972 = getelementptr inbounds float, ptr %arena, i64 %5856
+  store <16 x float> %t219_c2_01971, ptr %arena1972, align 4
+  %t219_c2_11973 = load <16 x float>, ptr %conv2_weight_grad.t219_c2_1, align 64
+  %5857 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5858 = add nsw i64 %5857, 2
+  %5859 = mul nsw i64 %5858, 32
+  %5860 = add nsw i64 3337488, %5859
+  %5861 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5862 = add nsw i64 %5860, %5861
+  %5863 = add nsw i64 %5862, 16
+  %arena1974 = getelementptr inbounds float, ptr %arena, i64 %5863
+  store <16 x float> %t219_c2_11973, ptr %arena1974, align 4
+  %t219_c3_01975 = load <16 x float>, ptr %conv2_weight_grad.t219_c3_0, align 64
+  %5864 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5865 = add nsw i64 %5864, 3
+  %5866 = mul nsw i64 %5865, 32
+  %5867 = add nsw i64 3337488, %5866
+  %5868 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5869 = add nsw i64 %5867, %5868
+  %arena1976 = getelementptr inbounds float, ptr %arena, i64 %5869
+  store <16 x float> %t219_c3_01975, ptr %arena1976, align 4
+  %t219_c3_11977 = load <16 x float>, ptr %conv2_weight_grad.t219_c3_1, align 64
+  %5870 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5871 = add nsw i64 %5870, 3
+  %5872 = mul nsw i64 %5871, 32
+  %5873 = add nsw i64 3337488, %5872
+  %5874 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5875 = add nsw i64 %5873, %5874
+  %5876 = add nsw i64 %5875, 16
+  %arena1978 = getelementptr inbounds float, ptr %arena, i64 %5876
+  store <16 x float> %t219_c3_11977, ptr %arena1978, align 4
+  %t219_c4_01979 = load <16 x float>, ptr %conv2_weight_grad.t219_c4_0, align 64
+  %5877 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5878 = add nsw i64 %5877, 4
+  %5879 = mul nsw i64 %5878, 32
+  %5880 = add nsw i64 3337488, %5879
+  %5881 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5882 = add nsw i64 %5880, %5881
+  %arena1980 = getelementptr inbounds float, ptr %arena, i64 %5882
+  store <16 x float> %t219_c4_01979, ptr %arena1980, align 4
+  %t219_c4_11981 = load <16 x float>, ptr %conv2_weight_grad.t219_c4_1, align 64
+  %5883 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5884 = add nsw i64 %5883, 4
+  %5885 = mul nsw i64 %5884, 32
+  %5886 = add nsw i64 3337488, %5885
+  %5887 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5888 = add nsw i64 %5886, %5887
+  %5889 = add nsw i64 %5888, 16
+  %arena1982 = getelementptr inbounds float, ptr %arena, i64 %5889
+  store <16 x float> %t219_c4_11981, ptr %arena1982, align 4
+  %t219_c5_01983 = load <16 x float>, ptr %conv2_weight_grad.t219_c5_0, align 64
+  %5890 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5891 = add nsw i64 %5890, 5
+  %5892 = mul nsw i64 %5891, 32
+  %5893 = add nsw i64 3337488, %5892
+  %5894 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5895 = add nsw i64 %5893, %5894
+  %arena1984 = getelementptr inbounds float, ptr %arena, i64 %5895
+  store <16 x float> %t219_c5_01983, ptr %arena1984, align 4
+  %t219_c5_11985 = load <16 x float>, ptr %conv2_weight_grad.t219_c5_1, align 64
+  %5896 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5897 = add nsw i64 %5896, 5
+  %5898 = mul nsw i64 %5897, 32
+  %5899 = add nsw i64 3337488, %5898
+  %5900 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5901 = add nsw i64 %5899, %5900
+  %5902 = add nsw i64 %5901, 16
+  %arena1986 = getelementptr inbounds float, ptr %arena, i64 %5902
+  store <16 x float> %t219_c5_11985, ptr %arena1986, align 4
+  %t219_c6_01987 = load <16 x float>, ptr %conv2_weight_grad.t219_c6_0, align 64
+  %5903 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5904 = add nsw i64 %5903, 6
+  %5905 = mul nsw i64 %5904, 32
+  %5906 = add nsw i64 3337488, %5905
+  %5907 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5908 = add nsw i64 %5906, %5907
+  %arena1988 = getelementptr inbounds float, ptr %arena, i64 %5908
+  store <16 x float> %t219_c6_01987, ptr %arena1988, align 4
+  %t219_c6_11989 = load <16 x float>, ptr %conv2_weight_grad.t219_c6_1, align 64
+  %5909 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5910 = add nsw i64 %5909, 6
+  %5911 = mul nsw i64 %5910, 32
+  %5912 = add nsw i64 3337488, %5911
+  %5913 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5914 = add nsw i64 %5912, %5913
+  %5915 = add nsw i64 %5914, 16
+  %arena1990 = getelementptr inbounds float, ptr %arena, i64 %5915
+  store <16 x float> %t219_c6_11989, ptr %arena1990, align 4
+  %t219_c7_01991 = load <16 x float>, ptr %conv2_weight_grad.t219_c7_0, align 64
+  %5916 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5917 = add nsw i64 %5916, 7
+  %5918 = mul nsw i64 %5917, 32
+  %5919 = add nsw i64 3337488, %5918
+  %5920 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5921 = add nsw i64 %5919, %5920
+  %arena1992 = getelementptr inbounds float, ptr %arena, i64 %5921
+  store <16 x float> %t219_c7_01991, ptr %arena1992, align 4
+  %t219_c7_11993 = load <16 x float>, ptr %conv2_weight_grad.t219_c7_1, align 64
+  %5922 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5923 = add nsw i64 %5922, 7
+  %5924 = mul nsw i64 %5923, 32
+  %5925 = add nsw i64 3337488, %5924
+  %5926 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5927 = add nsw i64 %5925, %5926
+  %5928 = add nsw i64 %5927, 16
+  %arena1994 = getelementptr inbounds float, ptr %arena, i64 %5928
+  store <16 x float> %t219_c7_11993, ptr %arena1994, align 4
+  %t219_c8_01995 = load <16 x float>, ptr %conv2_weight_grad.t219_c8_0, align 64
+  %5929 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5930 = add nsw i64 %5929, 8
+  %5931 = mul nsw i64 %5930, 32
+  %5932 = add nsw i64 3337488, %5931
+  %5933 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5934 = add nsw i64 %5932, %5933
+  %arena1996 = getelementptr inbounds float, ptr %arena, i64 %5934
+  store <16 x float> %t219_c8_01995, ptr %arena1996, align 4
+  %t219_c8_11997 = load <16 x float>, ptr %conv2_weight_grad.t219_c8_1, align 64
+  %5935 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5936 = add nsw i64 %5935, 8
+  %5937 = mul nsw i64 %5936, 32
+  %5938 = add nsw i64 3337488, %5937
+  %5939 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5940 = add nsw i64 %5938, %5939
+  %5941 = add nsw i64 %5940, 16
+  %arena1998 = getelementptr inbounds float, ptr %arena, i64 %5941
+  store <16 x float> %t219_c8_11997, ptr %arena1998, align 4
+  %t219_c9_01999 = load <16 x float>, ptr %conv2_weight_grad.t219_c9_0, align 64
+  %5942 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5943 = add nsw i64 %5942, 9
+  %5944 = mul nsw i64 %5943, 32
+  %5945 = add nsw i64 3337488, %5944
+  %5946 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5947 = add nsw i64 %5945, %5946
+  %arena2000 = getelementptr inbounds float, ptr %arena, i64 %5947
+  store <16 x float> %t219_c9_01999, ptr %arena2000, align 4
+  %t219_c9_12001 = load <16 x float>, ptr %conv2_weight_grad.t219_c9_1, align 64
+  %5948 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5949 = add nsw i64 %5948, 9
+  %5950 = mul nsw i64 %5949, 32
+  %5951 = add nsw i64 3337488, %5950
+  %5952 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5953 = add nsw i64 %5951, %5952
+  %5954 = add nsw i64 %5953, 16
+  %arena2002 = getelementptr inbounds float, ptr %arena, i64 %5954
+  store <16 x float> %t219_c9_12001, ptr %arena2002, align 4
+  %t219_c10_02003 = load <16 x float>, ptr %conv2_weight_grad.t219_c10_0, align 64
+  %5955 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5956 = add nsw i64 %5955, 10
+  %5957 = mul nsw i64 %5956, 32
+  %5958 = add nsw i64 3337488, %5957
+  %5959 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5960 = add nsw i64 %5958, %5959
+  %arena2004 = getelementptr inbounds float, ptr %arena, i64 %5960
+  store <16 x float> %t219_c10_02003, ptr %arena2004, align 4
+  %t219_c10_12005 = load <16 x float>, ptr %conv2_weight_grad.t219_c10_1, align 64
+  %5961 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5962 = add nsw i64 %5961, 10
+  %5963 = mul nsw i64 %5962, 32
+  %5964 = add nsw i64 3337488, %5963
+  %5965 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5966 = add nsw i64 %5964, %5965
+  %5967 = add nsw i64 %5966, 16
+  %arena2006 = getelementptr inbounds float, ptr %arena, i64 %5967
+  store <16 x float> %t219_c10_12005, ptr %arena2006, align 4
+  %t219_c11_02007 = load <16 x float>, ptr %conv2_weight_grad.t219_c11_0, align 64
+  %5968 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5969 = add nsw i64 %5968, 11
+  %5970 = mul nsw i64 %5969, 32
+  %5971 = add nsw i64 3337488, %5970
+  %5972 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5973 = add nsw i64 %5971, %5972
+  %arena2008 = getelementptr inbounds float, ptr %arena, i64 %5973
+  store <16 x float> %t219_c11_02007, ptr %arena2008, align 4
+  %t219_c11_12009 = load <16 x float>, ptr %conv2_weight_grad.t219_c11_1, align 64
+  %5974 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5975 = add nsw i64 %5974, 11
+  %5976 = mul nsw i64 %5975, 32
+  %5977 = add nsw i64 3337488, %5976
+  %5978 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5979 = add nsw i64 %5977, %5978
+  %5980 = add nsw i64 %5979, 16
+  %arena2010 = getelementptr inbounds float, ptr %arena, i64 %5980
+  store <16 x float> %t219_c11_12009, ptr %arena2010, align 4
+  %t219_c12_02011 = load <16 x float>, ptr %conv2_weight_grad.t219_c12_0, align 64
+  %5981 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5982 = add nsw i64 %5981, 12
+  %5983 = mul nsw i64 %5982, 32
+  %5984 = add nsw i64 3337488, %5983
+  %5985 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5986 = add nsw i64 %5984, %5985
+  %arena2012 = getelementptr inbounds float, ptr %arena, i64 %5986
+  store <16 x float> %t219_c12_02011, ptr %arena2012, align 4
+  %t219_c12_12013 = load <16 x float>, ptr %conv2_weight_grad.t219_c12_1, align 64
+  %5987 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5988 = add nsw i64 %5987, 12
+  %5989 = mul nsw i64 %5988, 32
+  %5990 = add nsw i64 3337488, %5989
+  %5991 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5992 = add nsw i64 %5990, %5991
+  %5993 = add nsw i64 %5992, 16
+  %arena2014 = getelementptr inbounds float, ptr %arena, i64 %5993
+  store <16 x float> %t219_c12_12013, ptr %arena2014, align 4
+  %t219_c13_02015 = load <16 x float>, ptr %conv2_weight_grad.t219_c13_0, align 64
+  %5994 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %5995 = add nsw i64 %5994, 13
+  %5996 = mul nsw i64 %5995, 32
+  %5997 = add nsw i64 3337488, %5996
+  %5998 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %5999 = add nsw i64 %5997, %5998
+  %arena2016 = getelementptr inbounds float, ptr %arena, i64 %5999
+  store <16 x float> %t219_c13_02015, ptr %arena2016, align 4
+  %t219_c13_12017 = load <16 x float>, ptr %conv2_weight_grad.t219_c13_1, align 64
+  %6000 = mul nsw i64 %conv2_weight_grad.mb2181877, 14
+  %6001 = add nsw i64 %6000, 13
+  %6002 = mul nsw i64 %6001, 32
+  %6003 = add nsw i64 3337488, %6002
+  %6004 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %6005 = add nsw i64 %6003, %6004
+  %6006 = add nsw i64 %6005, 16
+  %arena2018 = getelementptr inbounds float, ptr %arena, i64 %6006
+  store <16 x float> %t219_c13_12017, ptr %arena2018, align 4
+  %mb218.next = add nsw i64 %conv2_weight_grad.mb2181877, 1
+  %6007 = icmp slt i64 %mb218.next, 10
+  br i1 %6007, label %conv2_weight_grad.mb218, label %conv2_weight_grad.mb218.end
+
+conv2_weight_grad.k222:                           ; preds = %conv2_weight_grad.k222, %conv2_weight_grad.mb218.end
+  %conv2_weight_grad.k2222027 = phi i64 [ 0, %conv2_weight_grad.mb218.end ], [ %k222.next, %conv2_weight_grad.k222 ]
+  %6008 = add nsw i64 %conv2_weight_grad.k2222027, 12192
+  %6009 = mul nsw i64 %6008, 32
+  %6010 = add nsw i64 2936080, %6009
+  %6011 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %6012 = add nsw i64 %6010, %6011
+  %arena2028 = getelementptr inbounds float, ptr %arena, i64 %6012
+  %6013 = load <16 x float>, ptr %arena2028, align 4
+  store <16 x float> %6013, ptr %conv2_weight_grad.t221_b0, align 64
+  %6014 = add nsw i64 %conv2_weight_grad.k2222027, 12192
+  %6015 = mul nsw i64 %6014, 32
+  %6016 = add nsw i64 2936080, %6015
+  %6017 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %6018 = add nsw i64 %6016, %6017
+  %6019 = add nsw i64 %6018, 16
+  %arena2029 = getelementptr inbounds float, ptr %arena, i64 %6019
+  %6020 = load <16 x float>, ptr %arena2029, align 4
+  store <16 x float> %6020, ptr %conv2_weight_grad.t221_b1, align 64
+  %6021 = add nsw i64 %conv2_weight_grad.k2222027, 12192
+  %6022 = add nsw i64 2885904, %6021
+  %arena2030 = getelementptr inbounds float, ptr %arena, i64 %6022
+  %6023 = load float, ptr %arena2030, align 4
+  %6024 = insertelement <16 x float> undef, float %6023, i32 0
+  %6025 = shufflevector <16 x float> %6024, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6025, ptr %conv2_weight_grad.t221_a0, align 64
+  %t221_a0 = load <16 x float>, ptr %conv2_weight_grad.t221_a0, align 64
+  %t221_b0 = load <16 x float>, ptr %conv2_weight_grad.t221_b0, align 64
+  %t221_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t221_c0_0, align 64
+  %6026 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t221_a0, <16 x float> %t221_b0, <16 x float> %t221_c0_0)
+  store <16 x float> %6026, ptr %conv2_weight_grad.t221_c0_0, align 64
+  %t221_a02031 = load <16 x float>, ptr %conv2_weight_grad.t221_a0, align 64
+  %t221_b1 = load <16 x float>, ptr %conv2_weight_grad.t221_b1, align 64
+  %t221_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t221_c0_1, align 64
+  %6027 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t221_a02031, <16 x float> %t221_b1, <16 x float> %t221_c0_1)
+  store <16 x float> %6027, ptr %conv2_weight_grad.t221_c0_1, align 64
+  %6028 = add nsw i64 %conv2_weight_grad.k2222027, 12192
+  %6029 = add nsw i64 2898448, %6028
+  %arena2032 = getelementptr inbounds float, ptr %arena, i64 %6029
+  %6030 = load float, ptr %arena2032, align 4
+  %6031 = insertelement <16 x float> undef, float %6030, i32 0
+  %6032 = shufflevector <16 x float> %6031, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6032, ptr %conv2_weight_grad.t221_a1, align 64
+  %t221_a1 = load <16 x float>, ptr %conv2_weight_grad.t221_a1, align 64
+  %t221_b02033 = load <16 x float>, ptr %conv2_weight_grad.t221_b0, align 64
+  %t221_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t221_c1_0, align 64
+  %6033 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t221_a1, <16 x float> %t221_b02033, <16 x float> %t221_c1_0)
+  store <16 x float> %6033, ptr %conv2_weight_grad.t221_c1_0, align 64
+  %t221_a12034 = load <16 x float>, ptr %conv2_weight_grad.t221_a1, align 64
+  %t221_b12035 = load <16 x float>, ptr %conv2_weight_grad.t221_b1, align 64
+  %t221_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t221_c1_1, align 64
+  %6034 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t221_a12034, <16 x float> %t221_b12035, <16 x float> %t221_c1_1)
+  store <16 x float> %6034, ptr %conv2_weight_grad.t221_c1_1, align 64
+  %6035 = add nsw i64 %conv2_weight_grad.k2222027, 12192
+  %6036 = add nsw i64 2910992, %6035
+  %arena2036 = getelementptr inbounds float, ptr %arena, i64 %6036
+  %6037 = load float, ptr %arena2036, align 4
+  %6038 = insertelement <16 x float> undef, float %6037, i32 0
+  %6039 = shufflevector <16 x float> %6038, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6039, ptr %conv2_weight_grad.t221_a2, align 64
+  %t221_a2 = load <16 x float>, ptr %conv2_weight_grad.t221_a2, align 64
+  %t221_b02037 = load <16 x float>, ptr %conv2_weight_grad.t221_b0, align 64
+  %t221_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t221_c2_0, align 64
+  %6040 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t221_a2, <16 x float> %t221_b02037, <16 x float> %t221_c2_0)
+  store <16 x float> %6040, ptr %conv2_weight_grad.t221_c2_0, align 64
+  %t221_a22038 = load <16 x float>, ptr %conv2_weight_grad.t221_a2, align 64
+  %t221_b12039 = load <16 x float>, ptr %conv2_weight_grad.t221_b1, align 64
+  %t221_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t221_c2_1, align 64
+  %6041 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t221_a22038, <16 x float> %t221_b12039, <16 x float> %t221_c2_1)
+  store <16 x float> %6041, ptr %conv2_weight_grad.t221_c2_1, align 64
+  %6042 = add nsw i64 %conv2_weight_grad.k2222027, 12192
+  %6043 = add nsw i64 2923536, %6042
+  %arena2040 = getelementptr inbounds float, ptr %arena, i64 %6043
+  %6044 = load float, ptr %arena2040, align 4
+  %6045 = insertelement <16 x float> undef, float %6044, i32 0
+  %6046 = shufflevector <16 x float> %6045, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6046, ptr %conv2_weight_grad.t221_a3, align 64
+  %t221_a3 = load <16 x float>, ptr %conv2_weight_grad.t221_a3, align 64
+  %t221_b02041 = load <16 x float>, ptr %conv2_weight_grad.t221_b0, align 64
+  %t221_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t221_c3_0, align 64
+  %6047 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t221_a3, <16 x float> %t221_b02041, <16 x float> %t221_c3_0)
+  store <16 x float> %6047, ptr %conv2_weight_grad.t221_c3_0, align 64
+  %t221_a32042 = load <16 x float>, ptr %conv2_weight_grad.t221_a3, align 64
+  %t221_b12043 = load <16 x float>, ptr %conv2_weight_grad.t221_b1, align 64
+  %t221_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t221_c3_1, align 64
+  %6048 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t221_a32042, <16 x float> %t221_b12043, <16 x float> %t221_c3_1)
+  store <16 x float> %6048, ptr %conv2_weight_grad.t221_c3_1, align 64
+  %k222.next = add nsw i64 %conv2_weight_grad.k2222027, 1
+  %6049 = icmp slt i64 %k222.next, 352
+  br i1 %6049, label %conv2_weight_grad.k222, label %conv2_weight_grad.k222.end
+
+conv2_weight_grad.k222.end:                       ; preds = %conv2_weight_grad.k222
+  %t221_c0_02044 = load <16 x float>, ptr %conv2_weight_grad.t221_c0_0, align 64
+  %6050 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %6051 = add nsw i64 3341968, %6050
+  %arena2045 = getelementptr inbounds float, ptr %arena, i64 %6051
+  store <16 x float> %t221_c0_02044, ptr %arena2045, align 4
+  %t221_c0_12046 = load <16 x float>, ptr %conv2_weight_grad.t221_c0_1, align 64
+  %6052 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %6053 = add nsw i64 3341968, %6052
+  %6054 = add nsw i64 %6053, 16
+  %arena2047 = getelementptr inbounds float, ptr %arena, i64 %6054
+  store <16 x float> %t221_c0_12046, ptr %arena2047, align 4
+  %t221_c1_02048 = load <16 x float>, ptr %conv2_weight_grad.t221_c1_0, align 64
+  %6055 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %6056 = add nsw i64 3342000, %6055
+  %arena2049 = getelementptr inbounds float, ptr %arena, i64 %6056
+  store <16 x float> %t221_c1_02048, ptr %arena2049, align 4
+  %t221_c1_12050 = load <16 x float>, ptr %conv2_weight_grad.t221_c1_1, align 64
+  %6057 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %6058 = add nsw i64 3342000, %6057
+  %6059 = add nsw i64 %6058, 16
+  %arena2051 = getelementptr inbounds float, ptr %arena, i64 %6059
+  store <16 x float> %t221_c1_12050, ptr %arena2051, align 4
+  %t221_c2_02052 = load <16 x float>, ptr %conv2_weight_grad.t221_c2_0, align 64
+  %6060 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %6061 = add nsw i64 3342032, %6060
+  %arena2053 = getelementptr inbounds float, ptr %arena, i64 %6061
+  store <16 x float> %t221_c2_02052, ptr %arena2053, align 4
+  %t221_c2_12054 = load <16 x float>, ptr %conv2_weight_grad.t221_c2_1, align 64
+  %6062 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %6063 = add nsw i64 3342032, %6062
+  %6064 = add nsw i64 %6063, 16
+  %arena2055 = getelementptr inbounds float, ptr %arena, i64 %6064
+  store <16 x float> %t221_c2_12054, ptr %arena2055, align 4
+  %t221_c3_02056 = load <16 x float>, ptr %conv2_weight_grad.t221_c3_0, align 64
+  %6065 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %6066 = add nsw i64 3342064, %6065
+  %arena2057 = getelementptr inbounds float, ptr %arena, i64 %6066
+  store <16 x float> %t221_c3_02056, ptr %arena2057, align 4
+  %t221_c3_12058 = load <16 x float>, ptr %conv2_weight_grad.t221_c3_1, align 64
+  %6067 = mul nsw i64 %conv2_weight_grad.nb2171876, 32
+  %6068 = add nsw i64 3342064, %6067
+  %6069 = add nsw i64 %6068, 16
+  %arena2059 = getelementptr inbounds float, ptr %arena, i64 %6069
+  store <16 x float> %t221_c3_12058, ptr %arena2059, align 4
+  %nb217.next = add nsw i64 %conv2_weight_grad.nb2171876, 1
+  %6070 = icmp slt i64 %nb217.next, 1
+  br i1 %6070, label %conv2_weight_grad.nb217, label %conv2_weight_grad.nb217.end
+
+conv2_weight_grad.f223:                           ; preds = %conv2_weight_grad.r224.end, %conv2_weight_grad.g192.end
+  %conv2_weight_grad.f2232060 = phi i64 [ 0, %conv2_weight_grad.g192.end ], [ %f223.next, %conv2_weight_grad.r224.end ]
+  br label %conv2_weight_grad.r224
+
+conv2_weight_grad.f223.end:                       ; preds = %conv2_weight_grad.r224.end
+  br label %conv2_bias_grad.i225
+
+conv2_weight_grad.r224:                           ; preds = %conv2_weight_grad.r224, %conv2_weight_grad.f223
+  %conv2_weight_grad.r2242061 = phi i64 [ 0, %conv2_weight_grad.f223 ], [ %r224.next, %conv2_weight_grad.r224 ]
+  %6071 = mul nsw i64 %conv2_weight_grad.r2242061, 32
+  %6072 = add nsw i64 3337488, %6071
+  %6073 = add nsw i64 %6072, %conv2_weight_grad.f2232060
+  %arena2062 = getelementptr inbounds float, ptr %arena, i64 %6073
+  %6074 = load float, ptr %arena2062, align 4
+  %6075 = mul nsw i64 %conv2_weight_grad.f2232060, 144
+  %6076 = add nsw i64 160, %6075
+  %6077 = add nsw i64 %6076, %conv2_weight_grad.r2242061
+  %grads2063 = getelementptr inbounds float, ptr %grads, i64 %6077
+  store float %6074, ptr %grads2063, align 4
+  %r224.next = add nsw i64 %conv2_weight_grad.r2242061, 1
+  %6078 = icmp slt i64 %r224.next, 144
+  br i1 %6078, label %conv2_weight_grad.r224, label %conv2_weight_grad.r224.end
+
+conv2_weight_grad.r224.end:                       ; preds = %conv2_weight_grad.r224
+  %f223.next = add nsw i64 %conv2_weight_grad.f2232060, 1
+  %6079 = icmp slt i64 %f223.next, 32
+  br i1 %6079, label %conv2_weight_grad.f223, label %conv2_weight_grad.f223.end
+
+conv2_bias_grad.i225:                             ; preds = %conv2_bias_grad.i225, %conv2_weight_grad.f223.end
+  %conv2_bias_grad.i2252064 = phi i64 [ 0, %conv2_weight_grad.f223.end ], [ %i225.next, %conv2_bias_grad.i225 ]
+  %6080 = add nsw i64 401408, %conv2_bias_grad.i2252064
+  %arena2065 = getelementptr inbounds float, ptr %arena, i64 %6080
+  store float 1.000000e+00, ptr %arena2065, align 4
+  %i225.next = add nsw i64 %conv2_bias_grad.i2252064, 1
+  %6081 = icmp slt i64 %i225.next, 196
+  br i1 %6081, label %conv2_bias_grad.i225, label %conv2_bias_grad.i225.end
+
+conv2_bias_grad.i225.end:                         ; preds = %conv2_bias_grad.i225
+  br label %conv2_bias_grad.i226
+
+conv2_bias_grad.i226:                             ; preds = %conv2_bias_grad.i226, %conv2_bias_grad.i225.end
+  %conv2_bias_grad.i2262066 = phi i64 [ 0, %conv2_bias_grad.i225.end ], [ %i226.next, %conv2_bias_grad.i226 ]
+  %6082 = add nsw i64 4768, %conv2_bias_grad.i2262066
+  %grads2067 = getelementptr inbounds float, ptr %grads, i64 %6082
+  store float 0.000000e+00, ptr %grads2067, align 4
+  %i226.next = add nsw i64 %conv2_bias_grad.i2262066, 1
+  %6083 = icmp slt i64 %i226.next, 32
+  br i1 %6083, label %conv2_bias_grad.i226, label %conv2_bias_grad.i226.end
+
+conv2_bias_grad.i226.end:                         ; preds = %conv2_bias_grad.i226
+  br label %conv2_bias_grad.img227
+
+conv2_bias_grad.img227:                           ; preds = %conv2_bias_grad.img227, %conv2_bias_grad.i226.end
+  %conv2_bias_grad.img2272068 = phi i64 [ 0, %conv2_bias_grad.i226.end ], [ %img227.next, %conv2_bias_grad.img227 ]
+  %6084 = mul nsw i64 %conv2_bias_grad.img2272068, 6272
+  %6085 = add nsw i64 728336, %6084
+  %arena2069 = getelementptr inbounds float, ptr %arena, i64 %6085
+  %arena2070 = getelementptr inbounds float, ptr %arena, i64 401408
+  %grads2071 = getelementptr inbounds float, ptr %grads, i64 4768
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 196, float 1.000000e+00, ptr %arena2069, i32 196, ptr %arena2070, i32 1, float 1.000000e+00, ptr %grads2071, i32 1)
+  %img227.next = add nsw i64 %conv2_bias_grad.img2272068, 1
+  %6086 = icmp slt i64 %img227.next, 64
+  br i1 %6086, label %conv2_bias_grad.img227, label %conv2_bias_grad.img227.end
+
+conv2_bias_grad.img227.end:                       ; preds = %conv2_bias_grad.img227
+  br label %pool1_grad.g228
+
+pool1_grad.g228:                                  ; preds = %pool1_grad.j236.end, %conv2_bias_grad.img227.end
+  %pool1_grad.g2282072 = phi i64 [ 0, %conv2_bias_grad.img227.end ], [ %g228.next, %pool1_grad.j236.end ]
+  br label %pool1_grad.j229
+
+pool1_grad.g228.end:                              ; preds = %pool1_grad.j236.end
+  br label %conv1_grad.i305
+
+pool1_grad.j229:                                  ; preds = %pool1_grad.f230.end, %pool1_grad.g228
+  %pool1_grad.j2292073 = phi i64 [ 0, %pool1_grad.g228 ], [ %j229.next, %pool1_grad.f230.end ]
+  br label %pool1_grad.f230
+
+pool1_grad.j229.end:                              ; preds = %pool1_grad.f230.end
+  br label %pool1_grad.nb232
+
+pool1_grad.f230:                                  ; preds = %pool1_grad.i231.end, %pool1_grad.j229
+  %pool1_grad.f2302074 = phi i64 [ 0, %pool1_grad.j229 ], [ %f230.next, %pool1_grad.i231.end ]
+  br label %pool1_grad.i231
+
+pool1_grad.f230.end:                              ; preds = %pool1_grad.i231.end
+  %j229.next = add nsw i64 %pool1_grad.j2292073, 1
+  %6087 = icmp slt i64 %j229.next, 64
+  br i1 %6087, label %pool1_grad.j229, label %pool1_grad.j229.end
+
+pool1_grad.i231:                                  ; preds = %pool1_grad.i231, %pool1_grad.f230
+  %pool1_grad.i2312075 = phi i64 [ 0, %pool1_grad.f230 ], [ %i231.next, %pool1_grad.i231 ]
+  %6088 = mul nsw i64 %pool1_grad.g2282072, 64
+  %6089 = add nsw i64 %6088, %pool1_grad.j2292073
+  %6090 = mul nsw i64 %6089, 6272
+  %6091 = add nsw i64 728336, %6090
+  %6092 = mul nsw i64 %pool1_grad.f2302074, 196
+  %6093 = add nsw i64 %6091, %6092
+  %6094 = add nsw i64 %6093, %pool1_grad.i2312075
+  %arena2076 = getelementptr inbounds float, ptr %arena, i64 %6094
+  %6095 = load float, ptr %arena2076, align 4
+  %6096 = mul nsw i64 %pool1_grad.f2302074, 12544
+  %6097 = add nsw i64 2936080, %6096
+  %6098 = mul nsw i64 %pool1_grad.j2292073, 196
+  %6099 = add nsw i64 %6097, %6098
+  %6100 = add nsw i64 %6099, %pool1_grad.i2312075
+  %arena2077 = getelementptr inbounds float, ptr %arena, i64 %6100
+  store float %6095, ptr %arena2077, align 4
+  %i231.next = add nsw i64 %pool1_grad.i2312075, 1
+  %6101 = icmp slt i64 %i231.next, 196
+  br i1 %6101, label %pool1_grad.i231, label %pool1_grad.i231.end
+
+pool1_grad.i231.end:                              ; preds = %pool1_grad.i231
+  %f230.next = add nsw i64 %pool1_grad.f2302074, 1
+  %6102 = icmp slt i64 %f230.next, 32
+  br i1 %6102, label %pool1_grad.f230, label %pool1_grad.f230.end
+
+pool1_grad.nb232:                                 ; preds = %pool1_grad.mb233.end, %pool1_grad.j229.end
+  %pool1_grad.nb2322078 = phi i64 [ 0, %pool1_grad.j229.end ], [ %nb232.next, %pool1_grad.mb233.end ]
+  br label %pool1_grad.mb233
+
+pool1_grad.nb232.end:                             ; preds = %pool1_grad.mb233.end
+  br label %pool1_grad.j236
+
+pool1_grad.mb233:                                 ; preds = %pool1_grad.k235.end, %pool1_grad.nb232
+  %pool1_grad.mb2332079 = phi i64 [ 0, %pool1_grad.nb232 ], [ %mb233.next, %pool1_grad.k235.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t234_c5_3, align 64
+  br label %pool1_grad.k235
+
+pool1_grad.mb233.end:                             ; preds = %pool1_grad.k235.end
+  %nb232.next = add nsw i64 %pool1_grad.nb2322078, 1
+  %6103 = icmp slt i64 %nb232.next, 196
+  br i1 %6103, label %pool1_grad.nb232, label %pool1_grad.nb232.end
+
+pool1_grad.k235:                                  ; preds = %pool1_grad.k235, %pool1_grad.mb233
+  %pool1_grad.k2352080 = phi i64 [ 0, %pool1_grad.mb233 ], [ %k235.next, %pool1_grad.k235 ]
+  %6104 = mul nsw i64 %pool1_grad.k2352080, 12544
+  %6105 = add nsw i64 2936080, %6104
+  %6106 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6107 = add nsw i64 %6105, %6106
+  %arena2081 = getelementptr inbounds float, ptr %arena, i64 %6107
+  %6108 = load <16 x float>, ptr %arena2081, align 4
+  store <16 x float> %6108, ptr %pool1_grad.t234_b0, align 64
+  %6109 = mul nsw i64 %pool1_grad.k2352080, 12544
+  %6110 = add nsw i64 2936080, %6109
+  %6111 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6112 = add nsw i64 %6110, %6111
+  %6113 = add nsw i64 %6112, 16
+  %arena2082 = getelementptr inbounds float, ptr %arena, i64 %6113
+  %6114 = load <16 x float>, ptr %arena2082, align 4
+  store <16 x float> %6114, ptr %pool1_grad.t234_b1, align 64
+  %6115 = mul nsw i64 %pool1_grad.k2352080, 12544
+  %6116 = add nsw i64 2936080, %6115
+  %6117 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6118 = add nsw i64 %6116, %6117
+  %6119 = add nsw i64 %6118, 32
+  %arena2083 = getelementptr inbounds float, ptr %arena, i64 %6119
+  %6120 = load <16 x float>, ptr %arena2083, align 4
+  store <16 x float> %6120, ptr %pool1_grad.t234_b2, align 64
+  %6121 = mul nsw i64 %pool1_grad.k2352080, 12544
+  %6122 = add nsw i64 2936080, %6121
+  %6123 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6124 = add nsw i64 %6122, %6123
+  %6125 = add nsw i64 %6124, 48
+  %arena2084 = getelementptr inbounds float, ptr %arena, i64 %6125
+  %6126 = load <16 x float>, ptr %arena2084, align 4
+  store <16 x float> %6126, ptr %pool1_grad.t234_b3, align 64
+  %6127 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6128 = add nsw i64 160, %6127
+  %6129 = mul nsw i64 %pool1_grad.k2352080, 144
+  %6130 = add nsw i64 %6128, %6129
+  %params2085 = getelementptr inbounds float, ptr %params, i64 %6130
+  %6131 = load float, ptr %params2085, align 4
+  %6132 = insertelement <16 x float> undef, float %6131, i32 0
+  %6133 = shufflevector <16 x float> %6132, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6133, ptr %pool1_grad.t234_a0, align 64
+  %t234_a0 = load <16 x float>, ptr %pool1_grad.t234_a0, align 64
+  %t234_b0 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
+  %t234_c0_0 = load <16 x float>, ptr %pool1_grad.t234_c0_0, align 64
+  %6134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a0, <16 x float> %t234_b0, <16 x float> %t234_c0_0)
+  store <16 x float> %6134, ptr %pool1_grad.t234_c0_0, align 64
+  %t234_a02086 = load <16 x float>, ptr %pool1_grad.t234_a0, align 64
+  %t234_b1 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
+  %t234_c0_1 = load <16 x float>, ptr %pool1_grad.t234_c0_1, align 64
+  %6135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a02086, <16 x float> %t234_b1, <16 x float> %t234_c0_1)
+  store <16 x float> %6135, ptr %pool1_grad.t234_c0_1, align 64
+  %t234_a02087 = load <16 x float>, ptr %pool1_grad.t234_a0, align 64
+  %t234_b2 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
+  %t234_c0_2 = load <16 x float>, ptr %pool1_grad.t234_c0_2, align 64
+  %6136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a02087, <16 x float> %t234_b2, <16 x float> %t234_c0_2)
+  store <16 x float> %6136, ptr %pool1_grad.t234_c0_2, align 64
+  %t234_a02088 = load <16 x float>, ptr %pool1_grad.t234_a0, align 64
+  %t234_b3 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
+  %t234_c0_3 = load <16 x float>, ptr %pool1_grad.t234_c0_3, align 64
+  %6137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a02088, <16 x float> %t234_b3, <16 x float> %t234_c0_3)
+  store <16 x float> %6137, ptr %pool1_grad.t234_c0_3, align 64
+  %6138 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6139 = add nsw i64 %6138, 1
+  %6140 = add nsw i64 160, %6139
+  %6141 = mul nsw i64 %pool1_grad.k2352080, 144
+  %6142 = add nsw i64 %6140, %6141
+  %params2089 = getelementptr inbounds float, ptr %params, i64 %6142
+  %6143 = load float, ptr %params2089, align 4
+  %6144 = insertelement <16 x float> undef, float %6143, i32 0
+  %6145 = shufflevector <16 x float> %6144, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6145, ptr %pool1_grad.t234_a1, align 64
+  %t234_a1 = load <16 x float>, ptr %pool1_grad.t234_a1, align 64
+  %t234_b02090 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
+  %t234_c1_0 = load <16 x float>, ptr %pool1_grad.t234_c1_0, align 64
+  %6146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a1, <16 x float> %t234_b02090, <16 x float> %t234_c1_0)
+  store <16 x float> %6146, ptr %pool1_grad.t234_c1_0, align 64
+  %t234_a12091 = load <16 x float>, ptr %pool1_grad.t234_a1, align 64
+  %t234_b12092 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
+  %t234_c1_1 = load <16 x float>, ptr %pool1_grad.t234_c1_1, align 64
+  %6147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a12091, <16 x float> %t234_b12092, <16 x float> %t234_c1_1)
+  store <16 x float> %6147, ptr %pool1_grad.t234_c1_1, align 64
+  %t234_a12093 = load <16 x float>, ptr %pool1_grad.t234_a1, align 64
+  %t234_b22094 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
+  %t234_c1_2 = load <16 x float>, ptr %pool1_grad.t234_c1_2, align 64
+  %6148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a12093, <16 x float> %t234_b22094, <16 x float> %t234_c1_2)
+  store <16 x float> %6148, ptr %pool1_grad.t234_c1_2, align 64
+  %t234_a12095 = load <16 x float>, ptr %pool1_grad.t234_a1, align 64
+  %t234_b32096 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
+  %t234_c1_3 = load <16 x float>, ptr %pool1_grad.t234_c1_3, align 64
+  %6149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a12095, <16 x float> %t234_b32096, <16 x float> %t234_c1_3)
+  store <16 x float> %6149, ptr %pool1_grad.t234_c1_3, align 64
+  %6150 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6151 = add nsw i64 %6150, 2
+  %6152 = add nsw i64 160, %6151
+  %6153 = mul nsw i64 %pool1_grad.k2352080, 144
+  %6154 = add nsw i64 %6152, %6153
+  %params2097 = getelementptr inbounds float, ptr %params, i64 %6154
+  %6155 = load float, ptr %params2097, align 4
+  %6156 = insertelement <16 x float> undef, float %6155, i32 0
+  %6157 = shufflevector <16 x float> %6156, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6157, ptr %pool1_grad.t234_a2, align 64
+  %t234_a2 = load <16 x float>, ptr %pool1_grad.t234_a2, align 64
+  %t234_b02098 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
+  %t234_c2_0 = load <16 x float>, ptr %pool1_grad.t234_c2_0, align 64
+  %6158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a2, <16 x float> %t234_b02098, <16 x float> %t234_c2_0)
+  store <16 x float> %6158, ptr %pool1_grad.t234_c2_0, align 64
+  %t234_a22099 = load <16 x float>, ptr %pool1_grad.t234_a2, align 64
+  %t234_b12100 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
+  %t234_c2_1 = load <16 x float>, ptr %pool1_grad.t234_c2_1, align 64
+  %6159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a22099, <16 x float> %t234_b12100, <16 x float> %t234_c2_1)
+  store <16 x float> %6159, ptr %pool1_grad.t234_c2_1, align 64
+  %t234_a22101 = load <16 x float>, ptr %pool1_grad.t234_a2, align 64
+  %t234_b22102 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
+  %t234_c2_2 = load <16 x float>, ptr %pool1_grad.t234_c2_2, align 64
+  %6160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a22101, <16 x float> %t234_b22102, <16 x float> %t234_c2_2)
+  store <16 x float> %6160, ptr %pool1_grad.t234_c2_2, align 64
+  %t234_a22103 = load <16 x float>, ptr %pool1_grad.t234_a2, align 64
+  %t234_b32104 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
+  %t234_c2_3 = load <16 x float>, ptr %pool1_grad.t234_c2_3, align 64
+  %6161 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a22103, <16 x float> %t234_b32104, <16 x float> %t234_c2_3)
+  store <16 x float> %6161, ptr %pool1_grad.t234_c2_3, align 64
+  %6162 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6163 = add nsw i64 %6162, 3
+  %6164 = add nsw i64 160, %6163
+  %6165 = mul nsw i64 %pool1_grad.k2352080, 144
+  %6166 = add nsw i64 %6164, %6165
+  %params2105 = getelementptr inbounds float, ptr %params, i64 %6166
+  %6167 = load float, ptr %params2105, align 4
+  %6168 = insertelement <16 x float> undef, float %6167, i32 0
+  %6169 = shufflevector <16 x float> %6168, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6169, ptr %pool1_grad.t234_a3, align 64
+  %t234_a3 = load <16 x float>, ptr %pool1_grad.t234_a3, align 64
+  %t234_b02106 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
+  %t234_c3_0 = load <16 x float>, ptr %pool1_grad.t234_c3_0, align 64
+  %6170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a3, <16 x float> %t234_b02106, <16 x float> %t234_c3_0)
+  store <16 x float> %6170, ptr %pool1_grad.t234_c3_0, align 64
+  %t234_a32107 = load <16 x float>, ptr %pool1_grad.t234_a3, align 64
+  %t234_b12108 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
+  %t234_c3_1 = load <16 x float>, ptr %pool1_grad.t234_c3_1, align 64
+  %6171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a32107, <16 x float> %t234_b12108, <16 x float> %t234_c3_1)
+  store <16 x float> %6171, ptr %pool1_grad.t234_c3_1, align 64
+  %t234_a32109 = load <16 x float>, ptr %pool1_grad.t234_a3, align 64
+  %t234_b22110 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
+  %t234_c3_2 = load <16 x float>, ptr %pool1_grad.t234_c3_2, align 64
+  %6172 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a32109, <16 x float> %t234_b22110, <16 x float> %t234_c3_2)
+  store <16 x float> %6172, ptr %pool1_grad.t234_c3_2, align 64
+  %t234_a32111 = load <16 x float>, ptr %pool1_grad.t234_a3, align 64
+  %t234_b32112 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
+  %t234_c3_3 = load <16 x float>, ptr %pool1_grad.t234_c3_3, align 64
+  %6173 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a32111, <16 x float> %t234_b32112, <16 x float> %t234_c3_3)
+  store <16 x float> %6173, ptr %pool1_grad.t234_c3_3, align 64
+  %6174 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6175 = add nsw i64 %6174, 4
+  %6176 = add nsw i64 160, %6175
+  %6177 = mul nsw i64 %pool1_grad.k2352080, 144
+  %6178 = add nsw i64 %6176, %6177
+  %params2113 = getelementptr inbounds float, ptr %params, i64 %6178
+  %6179 = load float, ptr %params2113, align 4
+  %6180 = insertelement <16 x float> undef, float %6179, i32 0
+  %6181 = shufflevector <16 x float> %6180, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6181, ptr %pool1_grad.t234_a4, align 64
+  %t234_a4 = load <16 x float>, ptr %pool1_grad.t234_a4, align 64
+  %t234_b02114 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
+  %t234_c4_0 = load <16 x float>, ptr %pool1_grad.t234_c4_0, align 64
+  %6182 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a4, <16 x float> %t234_b02114, <16 x float> %t234_c4_0)
+  store <16 x float> %6182, ptr %pool1_grad.t234_c4_0, align 64
+  %t234_a42115 = load <16 x float>, ptr %pool1_grad.t234_a4, align 64
+  %t234_b12116 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
+  %t234_c4_1 = load <16 x float>, ptr %pool1_grad.t234_c4_1, align 64
+  %6183 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a42115, <16 x float> %t234_b12116, <16 x float> %t234_c4_1)
+  store <16 x float> %6183, ptr %pool1_grad.t234_c4_1, align 64
+  %t234_a42117 = load <16 x float>, ptr %pool1_grad.t234_a4, align 64
+  %t234_b22118 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
+  %t234_c4_2 = load <16 x float>, ptr %pool1_grad.t234_c4_2, align 64
+  %6184 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a42117, <16 x float> %t234_b22118, <16 x float> %t234_c4_2)
+  store <16 x float> %6184, ptr %pool1_grad.t234_c4_2, align 64
+  %t234_a42119 = load <16 x float>, ptr %pool1_grad.t234_a4, align 64
+  %t234_b32120 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
+  %t234_c4_3 = load <16 x float>, ptr %pool1_grad.t234_c4_3, align 64
+  %6185 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a42119, <16 x float> %t234_b32120, <16 x float> %t234_c4_3)
+  store <16 x float> %6185, ptr %pool1_grad.t234_c4_3, align 64
+  %6186 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6187 = add nsw i64 %6186, 5
+  %6188 = add nsw i64 160, %6187
+  %6189 = mul nsw i64 %pool1_grad.k2352080, 144
+  %6190 = add nsw i64 %6188, %6189
+  %params2121 = getelementptr inbounds float, ptr %params, i64 %6190
+  %6191 = load float, ptr %params2121, align 4
+  %6192 = insertelement <16 x float> undef, float %6191, i32 0
+  %6193 = shufflevector <16 x float> %6192, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %6193, ptr %pool1_grad.t234_a5, align 64
+  %t234_a5 = load <16 x float>, ptr %pool1_grad.t234_a5, align 64
+  %t234_b02122 = load <16 x float>, ptr %pool1_grad.t234_b0, align 64
+  %t234_c5_0 = load <16 x float>, ptr %pool1_grad.t234_c5_0, align 64
+  %6194 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a5, <16 x float> %t234_b02122, <16 x float> %t234_c5_0)
+  store <16 x float> %6194, ptr %pool1_grad.t234_c5_0, align 64
+  %t234_a52123 = load <16 x float>, ptr %pool1_grad.t234_a5, align 64
+  %t234_b12124 = load <16 x float>, ptr %pool1_grad.t234_b1, align 64
+  %t234_c5_1 = load <16 x float>, ptr %pool1_grad.t234_c5_1, align 64
+  %6195 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a52123, <16 x float> %t234_b12124, <16 x float> %t234_c5_1)
+  store <16 x float> %6195, ptr %pool1_grad.t234_c5_1, align 64
+  %t234_a52125 = load <16 x float>, ptr %pool1_grad.t234_a5, align 64
+  %t234_b22126 = load <16 x float>, ptr %pool1_grad.t234_b2, align 64
+  %t234_c5_2 = load <16 x float>, ptr %pool1_grad.t234_c5_2, align 64
+  %6196 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a52125, <16 x float> %t234_b22126, <16 x float> %t234_c5_2)
+  store <16 x float> %6196, ptr %pool1_grad.t234_c5_2, align 64
+  %t234_a52127 = load <16 x float>, ptr %pool1_grad.t234_a5, align 64
+  %t234_b32128 = load <16 x float>, ptr %pool1_grad.t234_b3, align 64
+  %t234_c5_3 = load <16 x float>, ptr %pool1_grad.t234_c5_3, align 64
+  %6197 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t234_a52127, <16 x float> %t234_b32128, <16 x float> %t234_c5_3)
+  store <16 x float> %6197, ptr %pool1_grad.t234_c5_3, align 64
+  %k235.next = add nsw i64 %pool1_grad.k2352080, 1
+  %6198 = icmp slt i64 %k235.next, 32
+  br i1 %6198, label %pool1_grad.k235, label %pool1_grad.k235.end
+
+pool1_grad.k235.end:                              ; preds = %pool1_grad.k235
+  %t234_c0_02129 = load <16 x float>, ptr %pool1_grad.t234_c0_0, align 64
+  %6199 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6200 = mul nsw i64 %6199, 12544
+  %6201 = add nsw i64 1129744, %6200
+  %6202 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6203 = add nsw i64 %6201, %6202
+  %arena2130 = getelementptr inbounds float, ptr %arena, i64 %6203
+  store <16 x float> %t234_c0_02129, ptr %arena2130, align 4
+  %t234_c0_12131 = load <16 x float>, ptr %pool1_grad.t234_c0_1, align 64
+  %6204 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6205 = mul nsw i64 %6204, 12544
+  %6206 = add nsw i64 1129744, %6205
+  %6207 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6208 = add nsw i64 %6206, %6207
+  %6209 = add nsw i64 %6208, 16
+  %arena2132 = getelementptr inbounds float, ptr %arena, i64 %6209
+  store <16 x float> %t234_c0_12131, ptr %arena2132, align 4
+  %t234_c0_22133 = load <16 x float>, ptr %pool1_grad.t234_c0_2, align 64
+  %6210 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6211 = mul nsw i64 %6210, 12544
+  %6212 = add nsw i64 1129744, %6211
+  %6213 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6214 = add nsw i64 %6212, %6213
+  %6215 = add nsw i64 %6214, 32
+  %arena2134 = getelementptr inbounds float, ptr %arena, i64 %6215
+  store <16 x float> %t234_c0_22133, ptr %arena2134, align 4
+  %t234_c0_32135 = load <16 x float>, ptr %pool1_grad.t234_c0_3, align 64
+  %6216 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6217 = mul nsw i64 %6216, 12544
+  %6218 = add nsw i64 1129744, %6217
+  %6219 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6220 = add nsw i64 %6218, %6219
+  %6221 = add nsw i64 %6220, 48
+  %arena2136 = getelementptr inbounds float, ptr %arena, i64 %6221
+  store <16 x float> %t234_c0_32135, ptr %arena2136, align 4
+  %t234_c1_02137 = load <16 x float>, ptr %pool1_grad.t234_c1_0, align 64
+  %6222 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6223 = add nsw i64 %6222, 1
+  %6224 = mul nsw i64 %6223, 12544
+  %6225 = add nsw i64 1129744, %6224
+  %6226 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6227 = add nsw i64 %6225, %6226
+  %arena2138 = getelementptr inbounds float, ptr %arena, i64 %6227
+  store <16 x float> %t234_c1_02137, ptr %arena2138, align 4
+  %t234_c1_12139 = load <16 x float>, ptr %pool1_grad.t234_c1_1, align 64
+  %6228 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6229 = add nsw i64 %6228, 1
+  %6230 = mul nsw i64 %6229, 12544
+  %6231 = add nsw i64 1129744, %6230
+  %6232 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6233 = add nsw i64 %6231, %6232
+  %6234 = add nsw i64 %6233, 16
+  %arena2140 = getelementptr inbounds float, ptr %arena, i64 %6234
+  store <16 x float> %t234_c1_12139, ptr %arena2140, align 4
+  %t234_c1_22141 = load <16 x float>, ptr %pool1_grad.t234_c1_2, align 64
+  %6235 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6236 = add nsw i64 %6235, 1
+  %6237 = mul nsw i64 %6236, 12544
+  %6238 = add nsw i64 1129744, %6237
+  %6239 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6240 = add nsw i64 %6238, %6239
+  %6241 = add nsw i64 %6240, 32
+  %arena2142 = getelementptr inbounds float, ptr %arena, i64 %6241
+  store <16 x float> %t234_c1_22141, ptr %arena2142, align 4
+  %t234_c1_32143 = load <16 x float>, ptr %pool1_grad.t234_c1_3, align 64
+  %6242 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6243 = add nsw i64 %6242, 1
+  %6244 = mul nsw i64 %6243, 12544
+  %6245 = add nsw i64 1129744, %6244
+  %6246 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6247 = add nsw i64 %6245, %6246
+  %6248 = add nsw i64 %6247, 48
+  %arena2144 = getelementptr inbounds float, ptr %arena, i64 %6248
+  store <16 x float> %t234_c1_32143, ptr %arena2144, align 4
+  %t234_c2_02145 = load <16 x float>, ptr %pool1_grad.t234_c2_0, align 64
+  %6249 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6250 = add nsw i64 %6249, 2
+  %6251 = mul nsw i64 %6250, 12544
+  %6252 = add nsw i64 1129744, %6251
+  %6253 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6254 = add nsw i64 %6252, %6253
+  %arena2146 = getelementptr inbounds float, ptr %arena, i64 %6254
+  store <16 x float> %t234_c2_02145, ptr %arena2146, align 4
+  %t234_c2_12147 = load <16 x float>, ptr %pool1_grad.t234_c2_1, align 64
+  %6255 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6256 = add nsw i64 %6255, 2
+  %6257 = mul nsw i64 %6256, 12544
+  %6258 = add nsw i64 1129744, %6257
+  %6259 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6260 = add nsw i64 %6258, %6259
+  %6261 = add nsw i64 %6260, 16
+  %arena2148 = getelementptr inbounds float, ptr %arena, i64 %6261
+  store <16 x float> %t234_c2_12147, ptr %arena2148, align 4
+  %t234_c2_22149 = load <16 x float>, ptr %pool1_grad.t234_c2_2, align 64
+  %6262 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6263 = add nsw i64 %6262, 2
+  %6264 = mul nsw i64 %6263, 12544
+  %6265 = add nsw i64 1129744, %6264
+  %6266 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6267 = add nsw i64 %6265, %6266
+  %6268 = add nsw i64 %6267, 32
+  %arena2150 = getelementptr inbounds float, ptr %arena, i64 %6268
+  store <16 x float> %t234_c2_22149, ptr %arena2150, align 4
+  %t234_c2_32151 = load <16 x float>, ptr %pool1_grad.t234_c2_3, align 64
+  %6269 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6270 = add nsw i64 %6269, 2
+  %6271 = mul nsw i64 %6270, 12544
+  %6272 = add nsw i64 1129744, %6271
+  %6273 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6274 = add nsw i64 %6272, %6273
+  %6275 = add nsw i64 %6274, 48
+  %arena2152 = getelementptr inbounds float, ptr %arena, i64 %6275
+  store <16 x float> %t234_c2_32151, ptr %arena2152, align 4
+  %t234_c3_02153 = load <16 x float>, ptr %pool1_grad.t234_c3_0, align 64
+  %6276 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6277 = add nsw i64 %6276, 3
+  %6278 = mul nsw i64 %6277, 12544
+  %6279 = add nsw i64 1129744, %6278
+  %6280 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6281 = add nsw i64 %6279, %6280
+  %arena2154 = getelementptr inbounds float, ptr %arena, i64 %6281
+  store <16 x float> %t234_c3_02153, ptr %arena2154, align 4
+  %t234_c3_12155 = load <16 x float>, ptr %pool1_grad.t234_c3_1, align 64
+  %6282 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6283 = add nsw i64 %6282, 3
+  %6284 = mul nsw i64 %6283, 12544
+  %6285 = add nsw i64 1129744, %6284
+  %6286 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6287 = add nsw i64 %6285, %6286
+  %6288 = add nsw i64 %6287, 16
+  %arena2156 = getelementptr inbounds float, ptr %arena, i64 %6288
+  store <16 x float> %t234_c3_12155, ptr %arena2156, align 4
+  %t234_c3_22157 = load <16 x float>, ptr %pool1_grad.t234_c3_2, align 64
+  %6289 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6290 = add nsw i64 %6289, 3
+  %6291 = mul nsw i64 %6290, 12544
+  %6292 = add nsw i64 1129744, %6291
+  %6293 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6294 = add nsw i64 %6292, %6293
+  %6295 = add nsw i64 %6294, 32
+  %arena2158 = getelementptr inbounds float, ptr %arena, i64 %6295
+  store <16 x float> %t234_c3_22157, ptr %arena2158, align 4
+  %t234_c3_32159 = load <16 x float>, ptr %pool1_grad.t234_c3_3, align 64
+  %6296 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6297 = add nsw i64 %6296, 3
+  %6298 = mul nsw i64 %6297, 12544
+  %6299 = add nsw i64 1129744, %6298
+  %6300 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6301 = add nsw i64 %6299, %6300
+  %6302 = add nsw i64 %6301, 48
+  %arena2160 = getelementptr inbounds float, ptr %arena, i64 %6302
+  store <16 x float> %t234_c3_32159, ptr %arena2160, align 4
+  %t234_c4_02161 = load <16 x float>, ptr %pool1_grad.t234_c4_0, align 64
+  %6303 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6304 = add nsw i64 %6303, 4
+  %6305 = mul nsw i64 %6304, 12544
+  %6306 = add nsw i64 1129744, %6305
+  %6307 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6308 = add nsw i64 %6306, %6307
+  %arena2162 = getelementptr inbounds float, ptr %arena, i64 %6308
+  store <16 x float> %t234_c4_02161, ptr %arena2162, align 4
+  %t234_c4_12163 = load <16 x float>, ptr %pool1_grad.t234_c4_1, align 64
+  %6309 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6310 = add nsw i64 %6309, 4
+  %6311 = mul nsw i64 %6310, 12544
+  %6312 = add nsw i64 1129744, %6311
+  %6313 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6314 = add nsw i64 %6312, %6313
+  %6315 = add nsw i64 %6314, 16
+  %arena2164 = getelementptr inbounds float, ptr %arena, i64 %6315
+  store <16 x float> %t234_c4_12163, ptr %arena2164, align 4
+  %t234_c4_22165 = load <16 x float>, ptr %pool1_grad.t234_c4_2, align 64
+  %6316 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6317 = add nsw i64 %6316, 4
+  %6318 = mul nsw i64 %6317, 12544
+  %6319 = add nsw i64 1129744, %6318
+  %6320 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6321 = add nsw i64 %6319, %6320
+  %6322 = add nsw i64 %6321, 32
+  %arena2166 = getelementptr inbounds float, ptr %arena, i64 %6322
+  store <16 x float> %t234_c4_22165, ptr %arena2166, align 4
+  %t234_c4_32167 = load <16 x float>, ptr %pool1_grad.t234_c4_3, align 64
+  %6323 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6324 = add nsw i64 %6323, 4
+  %6325 = mul nsw i64 %6324, 12544
+  %6326 = add nsw i64 1129744, %6325
+  %6327 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6328 = add nsw i64 %6326, %6327
+  %6329 = add nsw i64 %6328, 48
+  %arena2168 = getelementptr inbounds float, ptr %arena, i64 %6329
+  store <16 x float> %t234_c4_32167, ptr %arena2168, align 4
+  %t234_c5_02169 = load <16 x float>, ptr %pool1_grad.t234_c5_0, align 64
+  %6330 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6331 = add nsw i64 %6330, 5
+  %6332 = mul nsw i64 %6331, 12544
+  %6333 = add nsw i64 1129744, %6332
+  %6334 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6335 = add nsw i64 %6333, %6334
+  %arena2170 = getelementptr inbounds float, ptr %arena, i64 %6335
+  store <16 x float> %t234_c5_02169, ptr %arena2170, align 4
+  %t234_c5_12171 = load <16 x float>, ptr %pool1_grad.t234_c5_1, align 64
+  %6336 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6337 = add nsw i64 %6336, 5
+  %6338 = mul nsw i64 %6337, 12544
+  %6339 = add nsw i64 1129744, %6338
+  %6340 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6341 = add nsw i64 %6339, %6340
+  %6342 = add nsw i64 %6341, 16
+  %arena2172 = getelementptr inbounds float, ptr %arena, i64 %6342
+  store <16 x float> %t234_c5_12171, ptr %arena2172, align 4
+  %t234_c5_22173 = load <16 x float>, ptr %pool1_grad.t234_c5_2, align 64
+  %6343 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6344 = add nsw i64 %6343, 5
+  %6345 = mul nsw i64 %6344, 12544
+  %6346 = add nsw i64 1129744, %6345
+  %6347 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6348 = add nsw i64 %6346, %6347
+  %6349 = add nsw i64 %6348, 32
+  %arena2174 = getelementptr inbounds float, ptr %arena, i64 %6349
+  store <16 x float> %t234_c5_22173, ptr %arena2174, align 4
+  %t234_c5_32175 = load <16 x float>, ptr %pool1_grad.t234_c5_3, align 64
+  %6350 = mul nsw i64 %pool1_grad.mb2332079, 6
+  %6351 = add nsw i64 %6350, 5
+  %6352 = mul nsw i64 %6351, 12544
+  %6353 = add nsw i64 1129744, %6352
+  %6354 = mul nsw i64 %pool1_grad.nb2322078, 64
+  %6355 = add nsw i64 %6353, %6354
+  %6356 = add nsw i64 %6355, 48
+  %arena2176 = getelementptr inbounds float, ptr %arena, i64 %6356
+  store <16 x float> %t234_c5_32175, ptr %arena2176, align 4
+  %mb233.next = add nsw i64 %pool1_grad.mb2332079, 1
+  %6357 = icmp slt i64 %mb233.next, 24
+  br i1 %6357, label %pool1_grad.mb233, label %pool1_grad.mb233.end
+
+pool1_grad.j236:                                  ; preds = %pool1_grad.c237.end, %pool1_grad.nb232.end
+  %pool1_grad.j2362177 = phi i64 [ 0, %pool1_grad.nb232.end ], [ %j236.next, %pool1_grad.c237.end ]
+  br label %pool1_grad.c237
+
+pool1_grad.j236.end:                              ; preds = %pool1_grad.c237.end
+  %g228.next = add nsw i64 %pool1_grad.g2282072, 1
+  %6358 = icmp slt i64 %g228.next, 1
+  br i1 %6358, label %pool1_grad.g228, label %pool1_grad.g228.end
+
+pool1_grad.c237:                                  ; preds = %pool1_grad.iy299.end, %pool1_grad.j236
+  %pool1_grad.c2372178 = phi i64 [ 0, %pool1_grad.j236 ], [ %c237.next, %pool1_grad.iy299.end ]
+  br label %pool1_grad.iy238
+
+pool1_grad.c237.end:                              ; preds = %pool1_grad.iy299.end
+  %j236.next = add nsw i64 %pool1_grad.j2362177, 1
+  %6359 = icmp slt i64 %j236.next, 64
+  br i1 %6359, label %pool1_grad.j236, label %pool1_grad.j236.end
+
+pool1_grad.iy238:                                 ; preds = %pool1_grad.ix239.end, %pool1_grad.c237
+  %pool1_grad.iy2382179 = phi i64 [ 0, %pool1_grad.c237 ], [ %iy238.next, %pool1_grad.ix239.end ]
+  br label %pool1_grad.ix239
+
+pool1_grad.iy238.end:                             ; preds = %pool1_grad.ix239.end
+  br label %pool1_grad.iy244
+
+pool1_grad.ix239:                                 ; preds = %pool1_grad.ix239, %pool1_grad.iy238
+  %pool1_grad.ix2392180 = phi i64 [ 0, %pool1_grad.iy238 ], [ %ix239.next, %pool1_grad.ix239 ]
+  %6360 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6361 = mul nsw i64 %6360, 12544
+  %6362 = add nsw i64 1129744, %6361
+  %6363 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6364 = add nsw i64 %6362, %6363
+  %6365 = add nsw i64 %pool1_grad.iy2382179, 1
+  %6366 = mul nsw i64 %6365, 14
+  %6367 = add nsw i64 %6364, %6366
+  %6368 = add nsw i64 %6367, 1
+  %6369 = add nsw i64 %6368, %pool1_grad.ix2392180
+  %arena2181 = getelementptr inbounds float, ptr %arena, i64 %6369
+  %6370 = load float, ptr %arena2181, align 4
+  store float %6370, ptr %pool1_grad.sum240, align 4
+  %sum240 = load float, ptr %pool1_grad.sum240, align 4
+  %6371 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6372 = add nsw i64 %6371, 1
+  %6373 = mul nsw i64 %6372, 12544
+  %6374 = add nsw i64 1129744, %6373
+  %6375 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6376 = add nsw i64 %6374, %6375
+  %6377 = add nsw i64 %pool1_grad.iy2382179, 1
+  %6378 = mul nsw i64 %6377, 14
+  %6379 = add nsw i64 %6376, %6378
+  %6380 = add nsw i64 %6379, %pool1_grad.ix2392180
+  %arena2182 = getelementptr inbounds float, ptr %arena, i64 %6380
+  %6381 = load float, ptr %arena2182, align 4
+  %6382 = fadd float %sum240, %6381
+  store float %6382, ptr %pool1_grad.sum241, align 4
+  %sum241 = load float, ptr %pool1_grad.sum241, align 4
+  %6383 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6384 = add nsw i64 %6383, 3
+  %6385 = mul nsw i64 %6384, 12544
+  %6386 = add nsw i64 1129744, %6385
+  %6387 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6388 = add nsw i64 %6386, %6387
+  %6389 = mul nsw i64 %pool1_grad.iy2382179, 14
+  %6390 = add nsw i64 %6388, %6389
+  %6391 = add nsw i64 %6390, 1
+  %6392 = add nsw i64 %6391, %pool1_grad.ix2392180
+  %arena2183 = getelementptr inbounds float, ptr %arena, i64 %6392
+  %6393 = load float, ptr %arena2183, align 4
+  %6394 = fadd float %sum241, %6393
+  store float %6394, ptr %pool1_grad.sum242, align 4
+  %sum242 = load float, ptr %pool1_grad.sum242, align 4
+  %6395 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6396 = add nsw i64 %6395, 4
+  %6397 = mul nsw i64 %6396, 12544
+  %6398 = add nsw i64 1129744, %6397
+  %6399 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6400 = add nsw i64 %6398, %6399
+  %6401 = mul nsw i64 %pool1_grad.iy2382179, 14
+  %6402 = add nsw i64 %6400, %6401
+  %6403 = add nsw i64 %6402, %pool1_grad.ix2392180
+  %arena2184 = getelementptr inbounds float, ptr %arena, i64 %6403
+  %6404 = load float, ptr %arena2184, align 4
+  %6405 = fadd float %sum242, %6404
+  store float %6405, ptr %pool1_grad.sum243, align 4
+  %sum243 = load float, ptr %pool1_grad.sum243, align 4
+  %6406 = mul nsw i64 %pool1_grad.g2282072, 64
+  %6407 = add nsw i64 %6406, %pool1_grad.j2362177
+  %6408 = mul nsw i64 %6407, 3136
+  %6409 = add nsw i64 401408, %6408
+  %6410 = mul nsw i64 %pool1_grad.c2372178, 196
+  %6411 = add nsw i64 %6409, %6410
+  %6412 = mul nsw i64 %pool1_grad.iy2382179, 14
+  %6413 = add nsw i64 %6411, %6412
+  %6414 = add nsw i64 %6413, %pool1_grad.ix2392180
+  %arena2185 = getelementptr inbounds float, ptr %arena, i64 %6414
+  store float %sum243, ptr %arena2185, align 4
+  %ix239.next = add nsw i64 %pool1_grad.ix2392180, 1
+  %6415 = icmp slt i64 %ix239.next, 1
+  br i1 %6415, label %pool1_grad.ix239, label %pool1_grad.ix239.end
+
+pool1_grad.ix239.end:                             ; preds = %pool1_grad.ix239
+  %iy238.next = add nsw i64 %pool1_grad.iy2382179, 1
+  %6416 = icmp slt i64 %iy238.next, 1
+  br i1 %6416, label %pool1_grad.iy238, label %pool1_grad.iy238.end
+
+pool1_grad.iy244:                                 ; preds = %pool1_grad.ix245.end, %pool1_grad.iy238.end
+  %pool1_grad.iy2442186 = phi i64 [ 0, %pool1_grad.iy238.end ], [ %iy244.next, %pool1_grad.ix245.end ]
+  br label %pool1_grad.ix245
+
+pool1_grad.iy244.end:                             ; preds = %pool1_grad.ix245.end
+  br label %pool1_grad.iy252
+
+pool1_grad.ix245:                                 ; preds = %pool1_grad.ix245, %pool1_grad.iy244
+  %pool1_grad.ix2452187 = phi i64 [ 0, %pool1_grad.iy244 ], [ %ix245.next, %pool1_grad.ix245 ]
+  %6417 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6418 = mul nsw i64 %6417, 12544
+  %6419 = add nsw i64 1129744, %6418
+  %6420 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6421 = add nsw i64 %6419, %6420
+  %6422 = add nsw i64 %pool1_grad.iy2442186, 1
+  %6423 = mul nsw i64 %6422, 14
+  %6424 = add nsw i64 %6421, %6423
+  %6425 = add nsw i64 %6424, 2
+  %6426 = add nsw i64 %6425, %pool1_grad.ix2452187
+  %arena2188 = getelementptr inbounds float, ptr %arena, i64 %6426
+  %6427 = load float, ptr %arena2188, align 4
+  store float %6427, ptr %pool1_grad.sum246, align 4
+  %sum246 = load float, ptr %pool1_grad.sum246, align 4
+  %6428 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6429 = add nsw i64 %6428, 1
+  %6430 = mul nsw i64 %6429, 12544
+  %6431 = add nsw i64 1129744, %6430
+  %6432 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6433 = add nsw i64 %6431, %6432
+  %6434 = add nsw i64 %pool1_grad.iy2442186, 1
+  %6435 = mul nsw i64 %6434, 14
+  %6436 = add nsw i64 %6433, %6435
+  %6437 = add nsw i64 %6436, 1
+  %6438 = add nsw i64 %6437, %pool1_grad.ix2452187
+  %arena2189 = getelementptr inbounds float, ptr %arena, i64 %6438
+  %6439 = load float, ptr %arena2189, align 4
+  %6440 = fadd float %sum246, %6439
+  store float %6440, ptr %pool1_grad.sum247, align 4
+  %sum247 = load float, ptr %pool1_grad.sum247, align 4
+  %6441 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6442 = add nsw i64 %6441, 2
+  %6443 = mul nsw i64 %6442, 12544
+  %6444 = add nsw i64 1129744, %6443
+  %6445 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6446 = add nsw i64 %6444, %6445
+  %6447 = add nsw i64 %pool1_grad.iy2442186, 1
+  %6448 = mul nsw i64 %6447, 14
+  %6449 = add nsw i64 %6446, %6448
+  %6450 = add nsw i64 %6449, %pool1_grad.ix2452187
+  %arena2190 = getelementptr inbounds float, ptr %arena, i64 %6450
+  %6451 = load float, ptr %arena2190, align 4
+  %6452 = fadd float %sum247, %6451
+  store float %6452, ptr %pool1_grad.sum248, align 4
+  %sum248 = load float, ptr %pool1_grad.sum248, align 4
+  %6453 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6454 = add nsw i64 %6453, 3
+  %6455 = mul nsw i64 %6454, 12544
+  %6456 = add nsw i64 1129744, %6455
+  %6457 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6458 = add nsw i64 %6456, %6457
+  %6459 = mul nsw i64 %pool1_grad.iy2442186, 14
+  %6460 = add nsw i64 %6458, %6459
+  %6461 = add nsw i64 %6460, 2
+  %6462 = add nsw i64 %6461, %pool1_grad.ix2452187
+  %arena2191 = getelementptr inbounds float, ptr %arena, i64 %6462
+  %6463 = load float, ptr %arena2191, align 4
+  %6464 = fadd float %sum248, %6463
+  store float %6464, ptr %pool1_grad.sum249, align 4
+  %sum249 = load float, ptr %pool1_grad.sum249, align 4
+  %6465 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6466 = add nsw i64 %6465, 4
+  %6467 = mul nsw i64 %6466, 12544
+  %6468 = add nsw i64 1129744, %6467
+  %6469 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6470 = add nsw i64 %6468, %6469
+  %6471 = mul nsw i64 %pool1_grad.iy2442186, 14
+  %6472 = add nsw i64 %6470, %6471
+  %6473 = add nsw i64 %6472, 1
+  %6474 = add nsw i64 %6473, %pool1_grad.ix2452187
+  %arena2192 = getelementptr inbounds float, ptr %arena, i64 %6474
+  %6475 = load float, ptr %arena2192, align 4
+  %6476 = fadd float %sum249, %6475
+  store float %6476, ptr %pool1_grad.sum250, align 4
+  %sum250 = load float, ptr %pool1_grad.sum250, align 4
+  %6477 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6478 = add nsw i64 %6477, 5
+  %6479 = mul nsw i64 %6478, 12544
+  %6480 = add nsw i64 1129744, %6479
+  %6481 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6482 = add nsw i64 %6480, %6481
+  %6483 = mul nsw i64 %pool1_grad.iy2442186, 14
+  %6484 = add nsw i64 %6482, %6483
+  %6485 = add nsw i64 %6484, %pool1_grad.ix2452187
+  %arena2193 = getelementptr inbounds float, ptr %arena, i64 %6485
+  %6486 = load float, ptr %arena2193, align 4
+  %6487 = fadd float %sum250, %6486
+  store float %6487, ptr %pool1_grad.sum251, align 4
+  %sum251 = load float, ptr %pool1_grad.sum251, align 4
+  %6488 = mul nsw i64 %pool1_grad.g2282072, 64
+  %6489 = add nsw i64 %6488, %pool1_grad.j2362177
+  %6490 = mul nsw i64 %6489, 3136
+  %6491 = add nsw i64 401408, %6490
+  %6492 = mul nsw i64 %pool1_grad.c2372178, 196
+  %6493 = add nsw i64 %6491, %6492
+  %6494 = mul nsw i64 %pool1_grad.iy2442186, 14
+  %6495 = add nsw i64 %6493, %6494
+  %6496 = add nsw i64 %6495, 1
+  %6497 = add nsw i64 %6496, %pool1_grad.ix2452187
+  %arena2194 = getelementptr inbounds float, ptr %arena, i64 %6497
+  store float %sum251, ptr %arena2194, align 4
+  %ix245.next = add nsw i64 %pool1_grad.ix2452187, 1
+  %6498 = icmp slt i64 %ix245.next, 12
+  br i1 %6498, label %pool1_grad.ix245, label %pool1_grad.ix245.end
+
+pool1_grad.ix245.end:                             ; preds = %pool1_grad.ix245
+  %iy244.next = add nsw i64 %pool1_grad.iy2442186, 1
+  %6499 = icmp slt i64 %iy244.next, 1
+  br i1 %6499, label %pool1_grad.iy244, label %pool1_grad.iy244.end
+
+pool1_grad.iy252:                                 ; preds = %pool1_grad.ix253.end, %pool1_grad.iy244.end
+  %pool1_grad.iy2522195 = phi i64 [ 0, %pool1_grad.iy244.end ], [ %iy252.next, %pool1_grad.ix253.end ]
+  br label %pool1_grad.ix253
+
+pool1_grad.iy252.end:                             ; preds = %pool1_grad.ix253.end
+  br label %pool1_grad.iy258
+
+pool1_grad.ix253:                                 ; preds = %pool1_grad.ix253, %pool1_grad.iy252
+  %pool1_grad.ix2532196 = phi i64 [ 0, %pool1_grad.iy252 ], [ %ix253.next, %pool1_grad.ix253 ]
+  %6500 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6501 = add nsw i64 %6500, 1
+  %6502 = mul nsw i64 %6501, 12544
+  %6503 = add nsw i64 1129744, %6502
+  %6504 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6505 = add nsw i64 %6503, %6504
+  %6506 = add nsw i64 %pool1_grad.iy2522195, 1
+  %6507 = mul nsw i64 %6506, 14
+  %6508 = add nsw i64 %6505, %6507
+  %6509 = add nsw i64 %6508, 13
+  %6510 = add nsw i64 %6509, %pool1_grad.ix2532196
+  %arena2197 = getelementptr inbounds float, ptr %arena, i64 %6510
+  %6511 = load float, ptr %arena2197, align 4
+  store float %6511, ptr %pool1_grad.sum254, align 4
+  %sum254 = load float, ptr %pool1_grad.sum254, align 4
+  %6512 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6513 = add nsw i64 %6512, 2
+  %6514 = mul nsw i64 %6513, 12544
+  %6515 = add nsw i64 1129744, %6514
+  %6516 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6517 = add nsw i64 %6515, %6516
+  %6518 = add nsw i64 %pool1_grad.iy2522195, 1
+  %6519 = mul nsw i64 %6518, 14
+  %6520 = add nsw i64 %6517, %6519
+  %6521 = add nsw i64 %6520, 12
+  %6522 = add nsw i64 %6521, %pool1_grad.ix2532196
+  %arena2198 = getelementptr inbounds float, ptr %arena, i64 %6522
+  %6523 = load float, ptr %arena2198, align 4
+  %6524 = fadd float %sum254, %6523
+  store float %6524, ptr %pool1_grad.sum255, align 4
+  %sum255 = load float, ptr %pool1_grad.sum255, align 4
+  %6525 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6526 = add nsw i64 %6525, 4
+  %6527 = mul nsw i64 %6526, 12544
+  %6528 = add nsw i64 1129744, %6527
+  %6529 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6530 = add nsw i64 %6528, %6529
+  %6531 = mul nsw i64 %pool1_grad.iy2522195, 14
+  %6532 = add nsw i64 %6530, %6531
+  %6533 = add nsw i64 %6532, 13
+  %6534 = add nsw i64 %6533, %pool1_grad.ix2532196
+  %arena2199 = getelementptr inbounds float, ptr %arena, i64 %6534
+  %6535 = load float, ptr %arena2199, align 4
+  %6536 = fadd float %sum255, %6535
+  store float %6536, ptr %pool1_grad.sum256, align 4
+  %sum256 = load float, ptr %pool1_grad.sum256, align 4
+  %6537 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6538 = add nsw i64 %6537, 5
+  %6539 = mul nsw i64 %6538, 12544
+  %6540 = add nsw i64 1129744, %6539
+  %6541 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6542 = add nsw i64 %6540, %6541
+  %6543 = mul nsw i64 %pool1_grad.iy2522195, 14
+  %6544 = add nsw i64 %6542, %6543
+  %6545 = add nsw i64 %6544, 12
+  %6546 = add nsw i64 %6545, %pool1_grad.ix2532196
+  %arena2200 = getelementptr inbounds float, ptr %arena, i64 %6546
+  %6547 = load float, ptr %arena2200, align 4
+  %6548 = fadd float %sum256, %6547
+  store float %6548, ptr %pool1_grad.sum257, align 4
+  %sum257 = load float, ptr %pool1_grad.sum257, align 4
+  %6549 = mul nsw i64 %pool1_grad.g2282072, 64
+  %6550 = add nsw i64 %6549, %pool1_grad.j2362177
+  %6551 = mul nsw i64 %6550, 3136
+  %6552 = add nsw i64 401408, %6551
+  %6553 = mul nsw i64 %pool1_grad.c2372178, 196
+  %6554 = add nsw i64 %6552, %6553
+  %6555 = mul nsw i64 %pool1_grad.iy2522195, 14
+  %6556 = add nsw i64 %6554, %6555
+  %6557 = add nsw i64 %6556, 13
+  %6558 = add nsw i64 %6557, %pool1_grad.ix2532196
+  %arena2201 = getelementptr inbounds float, ptr %arena, i64 %6558
+  store float %sum257, ptr %arena2201, align 4
+  %ix253.next = add nsw i64 %pool1_grad.ix2532196, 1
+  %6559 = icmp slt i64 %ix253.next, 1
+  br i1 %6559, label %pool1_grad.ix253, label %pool1_grad.ix253.end
+
+pool1_grad.ix253.end:                             ; preds = %pool1_grad.ix253
+  %iy252.next = add nsw i64 %pool1_grad.iy2522195, 1
+  %6560 = icmp slt i64 %iy252.next, 1
+  br i1 %6560, label %pool1_grad.iy252, label %pool1_grad.iy252.end
+
+pool1_grad.iy258:                                 ; preds = %pool1_grad.ix259.end, %pool1_grad.iy252.end
+  %pool1_grad.iy2582202 = phi i64 [ 0, %pool1_grad.iy252.end ], [ %iy258.next, %pool1_grad.ix259.end ]
+  br label %pool1_grad.ix259
+
+pool1_grad.iy258.end:                             ; preds = %pool1_grad.ix259.end
+  br label %pool1_grad.iy266
+
+pool1_grad.ix259:                                 ; preds = %pool1_grad.ix259, %pool1_grad.iy258
+  %pool1_grad.ix2592203 = phi i64 [ 0, %pool1_grad.iy258 ], [ %ix259.next, %pool1_grad.ix259 ]
+  %6561 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6562 = mul nsw i64 %6561, 12544
+  %6563 = add nsw i64 1129744, %6562
+  %6564 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6565 = add nsw i64 %6563, %6564
+  %6566 = add nsw i64 %pool1_grad.iy2582202, 1
+  %6567 = add nsw i64 %6566, 1
+  %6568 = mul nsw i64 %6567, 14
+  %6569 = add nsw i64 %6565, %6568
+  %6570 = add nsw i64 %6569, 1
+  %6571 = add nsw i64 %6570, %pool1_grad.ix2592203
+  %arena2204 = getelementptr inbounds float, ptr %arena, i64 %6571
+  %6572 = load float, ptr %arena2204, align 4
+  store float %6572, ptr %pool1_grad.sum260, align 4
+  %sum260 = load float, ptr %pool1_grad.sum260, align 4
+  %6573 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6574 = add nsw i64 %6573, 1
+  %6575 = mul nsw i64 %6574, 12544
+  %6576 = add nsw i64 1129744, %6575
+  %6577 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6578 = add nsw i64 %6576, %6577
+  %6579 = add nsw i64 %pool1_grad.iy2582202, 1
+  %6580 = add nsw i64 %6579, 1
+  %6581 = mul nsw i64 %6580, 14
+  %6582 = add nsw i64 %6578, %6581
+  %6583 = add nsw i64 %6582, %pool1_grad.ix2592203
+  %arena2205 = getelementptr inbounds float, ptr %arena, i64 %6583
+  %6584 = load float, ptr %arena2205, align 4
+  %6585 = fadd float %sum260, %6584
+  store float %6585, ptr %pool1_grad.sum261, align 4
+  %sum261 = load float, ptr %pool1_grad.sum261, align 4
+  %6586 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6587 = add nsw i64 %6586, 3
+  %6588 = mul nsw i64 %6587, 12544
+  %6589 = add nsw i64 1129744, %6588
+  %6590 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6591 = add nsw i64 %6589, %6590
+  %6592 = add nsw i64 %pool1_grad.iy2582202, 1
+  %6593 = mul nsw i64 %6592, 14
+  %6594 = add nsw i64 %6591, %6593
+  %6595 = add nsw i64 %6594, 1
+  %6596 = add nsw i64 %6595, %pool1_grad.ix2592203
+  %arena2206 = getelementptr inbounds float, ptr %arena, i64 %6596
+  %6597 = load float, ptr %arena2206, align 4
+  %6598 = fadd float %sum261, %6597
+  store float %6598, ptr %pool1_grad.sum262, align 4
+  %sum262 = load float, ptr %pool1_grad.sum262, align 4
+  %6599 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6600 = add nsw i64 %6599, 4
+  %6601 = mul nsw i64 %6600, 12544
+  %6602 = add nsw i64 1129744, %6601
+  %6603 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6604 = add nsw i64 %6602, %6603
+  %6605 = add nsw i64 %pool1_grad.iy2582202, 1
+  %6606 = mul nsw i64 %6605, 14
+  %6607 = add nsw i64 %6604, %6606
+  %6608 = add nsw i64 %6607, %pool1_grad.ix2592203
+  %arena2207 = getelementptr inbounds float, ptr %arena, i64 %6608
+  %6609 = load float, ptr %arena2207, align 4
+  %6610 = fadd float %sum262, %6609
+  store float %6610, ptr %pool1_grad.sum263, align 4
   %sum263 = load float, ptr %pool1_grad.sum263, align 4
-  %5289 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5290 = add nsw i64 %5289, 8
-  %5291 = mul nsw i64 %5290, 12544
-  %5292 = add nsw i64 1129744, %5291
-  %5293 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5294 = add nsw i64 %5292, %5293
-  %5295 = add nsw i64 %pool1_grad.iy2571477, 13
-  %5296 = add nsw i64 %5295, -1
-  %5297 = mul nsw i64 %5296, 14
-  %5298 = add nsw i64 %5294, %5297
-  %5299 = add nsw i64 %5298, %pool1_grad.ix2581478
-  %arena1484 = getelementptr inbounds float, ptr %arena, i64 %5299
-  %5300 = load float, ptr %arena1484, align 4
-  %5301 = fadd float %sum263, %5300
-  store float %5301, ptr %pool1_grad.sum264, align 4
+  %6611 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6612 = add nsw i64 %6611, 6
+  %6613 = mul nsw i64 %6612, 12544
+  %6614 = add nsw i64 1129744, %6613
+  %6615 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6616 = add nsw i64 %6614, %6615
+  %6617 = add nsw i64 %pool1_grad.iy2582202, 1
+  %6618 = add nsw i64 %6617, -1
+  %6619 = mul nsw i64 %6618, 14
+  %6620 = add nsw i64 %6616, %6619
+  %6621 = add nsw i64 %6620, 1
+  %6622 = add nsw i64 %6621, %pool1_grad.ix2592203
+  %arena2208 = getelementptr inbounds float, ptr %arena, i64 %6622
+  %6623 = load float, ptr %arena2208, align 4
+  %6624 = fadd float %sum263, %6623
+  store float %6624, ptr %pool1_grad.sum264, align 4
   %sum264 = load float, ptr %pool1_grad.sum264, align 4
-  %5302 = mul nsw i64 %pool1_grad.g1941310, 64
-  %5303 = add nsw i64 %5302, %pool1_grad.j2021415
-  %5304 = mul nsw i64 %5303, 3136
-  %5305 = add nsw i64 401408, %5304
-  %5306 = mul nsw i64 %pool1_grad.c2031416, 196
-  %5307 = add nsw i64 %5305, %5306
-  %5308 = add nsw i64 %pool1_grad.iy2571477, 13
-  %5309 = mul nsw i64 %5308, 14
-  %5310 = add nsw i64 %5307, %5309
-  %5311 = add nsw i64 %5310, 1
-  %5312 = add nsw i64 %5311, %pool1_grad.ix2581478
-  %arena1485 = getelementptr inbounds float, ptr %arena, i64 %5312
-  store float %sum264, ptr %arena1485, align 4
-  %ix258.next = add nsw i64 %pool1_grad.ix2581478, 1
-  %5313 = icmp slt i64 %ix258.next, 12
-  br i1 %5313, label %pool1_grad.ix258, label %pool1_grad.ix258.end
+  %6625 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6626 = add nsw i64 %6625, 7
+  %6627 = mul nsw i64 %6626, 12544
+  %6628 = add nsw i64 1129744, %6627
+  %6629 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6630 = add nsw i64 %6628, %6629
+  %6631 = add nsw i64 %pool1_grad.iy2582202, 1
+  %6632 = add nsw i64 %6631, -1
+  %6633 = mul nsw i64 %6632, 14
+  %6634 = add nsw i64 %6630, %6633
+  %6635 = add nsw i64 %6634, %pool1_grad.ix2592203
+  %arena2209 = getelementptr inbounds float, ptr %arena, i64 %6635
+  %6636 = load float, ptr %arena2209, align 4
+  %6637 = fadd float %sum264, %6636
+  store float %6637, ptr %pool1_grad.sum265, align 4
+  %sum265 = load float, ptr %pool1_grad.sum265, align 4
+  %6638 = mul nsw i64 %pool1_grad.g2282072, 64
+  %6639 = add nsw i64 %6638, %pool1_grad.j2362177
+  %6640 = mul nsw i64 %6639, 3136
+  %6641 = add nsw i64 401408, %6640
+  %6642 = mul nsw i64 %pool1_grad.c2372178, 196
+  %6643 = add nsw i64 %6641, %6642
+  %6644 = add nsw i64 %pool1_grad.iy2582202, 1
+  %6645 = mul nsw i64 %6644, 14
+  %6646 = add nsw i64 %6643, %6645
+  %6647 = add nsw i64 %6646, %pool1_grad.ix2592203
+  %arena2210 = getelementptr inbounds float, ptr %arena, i64 %6647
+  store float %sum265, ptr %arena2210, align 4
+  %ix259.next = add nsw i64 %pool1_grad.ix2592203, 1
+  %6648 = icmp slt i64 %ix259.next, 1
+  br i1 %6648, label %pool1_grad.ix259, label %pool1_grad.ix259.end
 
-pool1_grad.ix258.end:                             ; preds = %pool1_grad.ix258
-  %iy257.next = add nsw i64 %pool1_grad.iy2571477, 1
-  %5314 = icmp slt i64 %iy257.next, 1
-  br i1 %5314, label %pool1_grad.iy257, label %pool1_grad.iy257.end
+pool1_grad.ix259.end:                             ; preds = %pool1_grad.ix259
+  %iy258.next = add nsw i64 %pool1_grad.iy2582202, 1
+  %6649 = icmp slt i64 %iy258.next, 12
+  br i1 %6649, label %pool1_grad.iy258, label %pool1_grad.iy258.end
 
-pool1_grad.iy265:                                 ; preds = %pool1_grad.ix266.end, %pool1_grad.iy257.end
-  %pool1_grad.iy2651486 = phi i64 [ 0, %pool1_grad.iy257.end ], [ %iy265.next, %pool1_grad.ix266.end ]
-  br label %pool1_grad.ix266
+pool1_grad.iy266:                                 ; preds = %pool1_grad.ix267.end, %pool1_grad.iy258.end
+  %pool1_grad.iy2662211 = phi i64 [ 0, %pool1_grad.iy258.end ], [ %iy266.next, %pool1_grad.ix267.end ]
+  br label %pool1_grad.ix267
 
-pool1_grad.iy265.end:                             ; preds = %pool1_grad.ix266.end
-  %c203.next = add nsw i64 %pool1_grad.c2031416, 1
-  %5315 = icmp slt i64 %c203.next, 16
-  br i1 %5315, label %pool1_grad.c203, label %pool1_grad.c203.end
+pool1_grad.iy266.end:                             ; preds = %pool1_grad.ix267.end
+  br label %pool1_grad.iy277
 
-pool1_grad.ix266:                                 ; preds = %pool1_grad.ix266, %pool1_grad.iy265
-  %pool1_grad.ix2661487 = phi i64 [ 0, %pool1_grad.iy265 ], [ %ix266.next, %pool1_grad.ix266 ]
-  %5316 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5317 = add nsw i64 %5316, 4
-  %5318 = mul nsw i64 %5317, 12544
-  %5319 = add nsw i64 1129744, %5318
-  %5320 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5321 = add nsw i64 %5319, %5320
-  %5322 = add nsw i64 %pool1_grad.iy2651486, 13
-  %5323 = mul nsw i64 %5322, 14
-  %5324 = add nsw i64 %5321, %5323
-  %5325 = add nsw i64 %5324, 13
-  %5326 = add nsw i64 %5325, %pool1_grad.ix2661487
-  %arena1488 = getelementptr inbounds float, ptr %arena, i64 %5326
-  %5327 = load float, ptr %arena1488, align 4
-  store float %5327, ptr %pool1_grad.sum267, align 4
-  %sum267 = load float, ptr %pool1_grad.sum267, align 4
-  %5328 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5329 = add nsw i64 %5328, 5
-  %5330 = mul nsw i64 %5329, 12544
-  %5331 = add nsw i64 1129744, %5330
-  %5332 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5333 = add nsw i64 %5331, %5332
-  %5334 = add nsw i64 %pool1_grad.iy2651486, 13
-  %5335 = mul nsw i64 %5334, 14
-  %5336 = add nsw i64 %5333, %5335
-  %5337 = add nsw i64 %5336, 12
-  %5338 = add nsw i64 %5337, %pool1_grad.ix2661487
-  %arena1489 = getelementptr inbounds float, ptr %arena, i64 %5338
-  %5339 = load float, ptr %arena1489, align 4
-  %5340 = fadd float %sum267, %5339
-  store float %5340, ptr %pool1_grad.sum268, align 4
+pool1_grad.ix267:                                 ; preds = %pool1_grad.ix267, %pool1_grad.iy266
+  %pool1_grad.ix2672212 = phi i64 [ 0, %pool1_grad.iy266 ], [ %ix267.next, %pool1_grad.ix267 ]
+  %6650 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6651 = mul nsw i64 %6650, 12544
+  %6652 = add nsw i64 1129744, %6651
+  %6653 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6654 = add nsw i64 %6652, %6653
+  %6655 = add nsw i64 %pool1_grad.iy2662211, 1
+  %6656 = add nsw i64 %6655, 1
+  %6657 = mul nsw i64 %6656, 14
+  %6658 = add nsw i64 %6654, %6657
+  %6659 = add nsw i64 %6658, 2
+  %6660 = add nsw i64 %6659, %pool1_grad.ix2672212
+  %arena2213 = getelementptr inbounds float, ptr %arena, i64 %6660
+  %6661 = load float, ptr %arena2213, align 4
+  store float %6661, ptr %pool1_grad.sum268, align 4
   %sum268 = load float, ptr %pool1_grad.sum268, align 4
-  %5341 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5342 = add nsw i64 %5341, 7
-  %5343 = mul nsw i64 %5342, 12544
-  %5344 = add nsw i64 1129744, %5343
-  %5345 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5346 = add nsw i64 %5344, %5345
-  %5347 = add nsw i64 %pool1_grad.iy2651486, 13
-  %5348 = add nsw i64 %5347, -1
-  %5349 = mul nsw i64 %5348, 14
-  %5350 = add nsw i64 %5346, %5349
-  %5351 = add nsw i64 %5350, 13
-  %5352 = add nsw i64 %5351, %pool1_grad.ix2661487
-  %arena1490 = getelementptr inbounds float, ptr %arena, i64 %5352
-  %5353 = load float, ptr %arena1490, align 4
-  %5354 = fadd float %sum268, %5353
-  store float %5354, ptr %pool1_grad.sum269, align 4
+  %6662 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6663 = add nsw i64 %6662, 1
+  %6664 = mul nsw i64 %6663, 12544
+  %6665 = add nsw i64 1129744, %6664
+  %6666 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6667 = add nsw i64 %6665, %6666
+  %6668 = add nsw i64 %pool1_grad.iy2662211, 1
+  %6669 = add nsw i64 %6668, 1
+  %6670 = mul nsw i64 %6669, 14
+  %6671 = add nsw i64 %6667, %6670
+  %6672 = add nsw i64 %6671, 1
+  %6673 = add nsw i64 %6672, %pool1_grad.ix2672212
+  %arena2214 = getelementptr inbounds float, ptr %arena, i64 %6673
+  %6674 = load float, ptr %arena2214, align 4
+  %6675 = fadd float %sum268, %6674
+  store float %6675, ptr %pool1_grad.sum269, align 4
   %sum269 = load float, ptr %pool1_grad.sum269, align 4
-  %5355 = mul nsw i64 %pool1_grad.c2031416, 9
-  %5356 = add nsw i64 %5355, 8
-  %5357 = mul nsw i64 %5356, 12544
-  %5358 = add nsw i64 1129744, %5357
-  %5359 = mul nsw i64 %pool1_grad.j2021415, 196
-  %5360 = add nsw i64 %5358, %5359
-  %5361 = add nsw i64 %pool1_grad.iy2651486, 13
-  %5362 = add nsw i64 %5361, -1
-  %5363 = mul nsw i64 %5362, 14
-  %5364 = add nsw i64 %5360, %5363
-  %5365 = add nsw i64 %5364, 12
-  %5366 = add nsw i64 %5365, %pool1_grad.ix2661487
-  %arena1491 = getelementptr inbounds float, ptr %arena, i64 %5366
-  %5367 = load float, ptr %arena1491, align 4
-  %5368 = fadd float %sum269, %5367
-  store float %5368, ptr %pool1_grad.sum270, align 4
+  %6676 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6677 = add nsw i64 %6676, 2
+  %6678 = mul nsw i64 %6677, 12544
+  %6679 = add nsw i64 1129744, %6678
+  %6680 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6681 = add nsw i64 %6679, %6680
+  %6682 = add nsw i64 %pool1_grad.iy2662211, 1
+  %6683 = add nsw i64 %6682, 1
+  %6684 = mul nsw i64 %6683, 14
+  %6685 = add nsw i64 %6681, %6684
+  %6686 = add nsw i64 %6685, %pool1_grad.ix2672212
+  %arena2215 = getelementptr inbounds float, ptr %arena, i64 %6686
+  %6687 = load float, ptr %arena2215, align 4
+  %6688 = fadd float %sum269, %6687
+  store float %6688, ptr %pool1_grad.sum270, align 4
   %sum270 = load float, ptr %pool1_grad.sum270, align 4
-  %5369 = mul nsw i64 %pool1_grad.g1941310, 64
-  %5370 = add nsw i64 %5369, %pool1_grad.j2021415
-  %5371 = mul nsw i64 %5370, 3136
-  %5372 = add nsw i64 401408, %5371
-  %5373 = mul nsw i64 %pool1_grad.c2031416, 196
-  %5374 = add nsw i64 %5372, %5373
-  %5375 = add nsw i64 %pool1_grad.iy2651486, 13
-  %5376 = mul nsw i64 %5375, 14
-  %5377 = add nsw i64 %5374, %5376
-  %5378 = add nsw i64 %5377, 13
-  %5379 = add nsw i64 %5378, %pool1_grad.ix2661487
-  %arena1492 = getelementptr inbounds float, ptr %arena, i64 %5379
-  store float %sum270, ptr %arena1492, align 4
-  %ix266.next = add nsw i64 %pool1_grad.ix2661487, 1
-  %5380 = icmp slt i64 %ix266.next, 1
-  br i1 %5380, label %pool1_grad.ix266, label %pool1_grad.ix266.end
+  %6689 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6690 = add nsw i64 %6689, 3
+  %6691 = mul nsw i64 %6690, 12544
+  %6692 = add nsw i64 1129744, %6691
+  %6693 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6694 = add nsw i64 %6692, %6693
+  %6695 = add nsw i64 %pool1_grad.iy2662211, 1
+  %6696 = mul nsw i64 %6695, 14
+  %6697 = add nsw i64 %6694, %6696
+  %6698 = add nsw i64 %6697, 2
+  %6699 = add nsw i64 %6698, %pool1_grad.ix2672212
+  %arena2216 = getelementptr inbounds float, ptr %arena, i64 %6699
+  %6700 = load float, ptr %arena2216, align 4
+  %6701 = fadd float %sum270, %6700
+  store float %6701, ptr %pool1_grad.sum271, align 4
+  %sum271 = load float, ptr %pool1_grad.sum271, align 4
+  %6702 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6703 = add nsw i64 %6702, 4
+  %6704 = mul nsw i64 %6703, 12544
+  %6705 = add nsw i64 1129744, %6704
+  %6706 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6707 = add nsw i64 %6705, %6706
+  %6708 = add nsw i64 %pool1_grad.iy2662211, 1
+  %6709 = mul nsw i64 %6708, 14
+  %6710 = add nsw i64 %6707, %6709
+  %6711 = add nsw i64 %6710, 1
+  %6712 = add nsw i64 %6711, %pool1_grad.ix2672212
+  %arena2217 = getelementptr inbounds float, ptr %arena, i64 %6712
+  %6713 = load float, ptr %arena2217, align 4
+  %6714 = fadd float %sum271, %6713
+  store float %6714, ptr %pool1_grad.sum272, align 4
+  %sum272 = load float, ptr %pool1_grad.sum272, align 4
+  %6715 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6716 = add nsw i64 %6715, 5
+  %6717 = mul nsw i64 %6716, 12544
+  %6718 = add nsw i64 1129744, %6717
+  %6719 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6720 = add nsw i64 %6718, %6719
+  %6721 = add nsw i64 %pool1_grad.iy2662211, 1
+  %6722 = mul nsw i64 %6721, 14
+  %6723 = add nsw i64 %6720, %6722
+  %6724 = add nsw i64 %6723, %pool1_grad.ix2672212
+  %arena2218 = getelementptr inbounds float, ptr %arena, i64 %6724
+  %6725 = load float, ptr %arena2218, align 4
+  %6726 = fadd float %sum272, %6725
+  store float %6726, ptr %pool1_grad.sum273, align 4
+  %sum273 = load float, ptr %pool1_grad.sum273, align 4
+  %6727 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6728 = add nsw i64 %6727, 6
+  %6729 = mul nsw i64 %6728, 12544
+  %6730 = add nsw i64 1129744, %6729
+  %6731 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6732 = add nsw i64 %6730, %6731
+  %6733 = add nsw i64 %pool1_grad.iy2662211, 1
+  %6734 = add nsw i64 %6733, -1
+  %6735 = mul nsw i64 %6734, 14
+  %6736 = add nsw i64 %6732, %6735
+  %6737 = add nsw i64 %6736, 2
+  %6738 = add nsw i64 %6737, %pool1_grad.ix2672212
+  %arena2219 = getelementptr inbounds float, ptr %arena, i64 %6738
+  %6739 = load float, ptr %arena2219, align 4
+  %6740 = fadd float %sum273, %6739
+  store float %6740, ptr %pool1_grad.sum274, align 4
+  %sum274 = load float, ptr %pool1_grad.sum274, align 4
+  %6741 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6742 = add nsw i64 %6741, 7
+  %6743 = mul nsw i64 %6742, 12544
+  %6744 = add nsw i64 1129744, %6743
+  %6745 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6746 = add nsw i64 %6744, %6745
+  %6747 = add nsw i64 %pool1_grad.iy2662211, 1
+  %6748 = add nsw i64 %6747, -1
+  %6749 = mul nsw i64 %6748, 14
+  %6750 = add nsw i64 %6746, %6749
+  %6751 = add nsw i64 %6750, 1
+  %6752 = add nsw i64 %6751, %pool1_grad.ix2672212
+  %arena2220 = getelementptr inbounds float, ptr %arena, i64 %6752
+  %6753 = load float, ptr %arena2220, align 4
+  %6754 = fadd float %sum274, %6753
+  store float %6754, ptr %pool1_grad.sum275, align 4
+  %sum275 = load float, ptr %pool1_grad.sum275, align 4
+  %6755 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6756 = add nsw i64 %6755, 8
+  %6757 = mul nsw i64 %6756, 12544
+  %6758 = add nsw i64 1129744, %6757
+  %6759 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6760 = add nsw i64 %6758, %6759
+  %6761 = add nsw i64 %pool1_grad.iy2662211, 1
+  %6762 = add nsw i64 %6761, -1
+  %6763 = mul nsw i64 %6762, 14
+  %6764 = add nsw i64 %6760, %6763
+  %6765 = add nsw i64 %6764, %pool1_grad.ix2672212
+  %arena2221 = getelementptr inbounds float, ptr %arena, i64 %6765
+  %6766 = load float, ptr %arena2221, align 4
+  %6767 = fadd float %sum275, %6766
+  store float %6767, ptr %pool1_grad.sum276, align 4
+  %sum276 = load float, ptr %pool1_grad.sum276, align 4
+  %6768 = mul nsw i64 %pool1_grad.g2282072, 64
+  %6769 = add nsw i64 %6768, %pool1_grad.j2362177
+  %6770 = mul nsw i64 %6769, 3136
+  %6771 = add nsw i64 401408, %6770
+  %6772 = mul nsw i64 %pool1_grad.c2372178, 196
+  %6773 = add nsw i64 %6771, %6772
+  %6774 = add nsw i64 %pool1_grad.iy2662211, 1
+  %6775 = mul nsw i64 %6774, 14
+  %6776 = add nsw i64 %6773, %6775
+  %6777 = add nsw i64 %6776, 1
+  %6778 = add nsw i64 %6777, %pool1_grad.ix2672212
+  %arena2222 = getelementptr inbounds float, ptr %arena, i64 %6778
+  store float %sum276, ptr %arena2222, align 4
+  %ix267.next = add nsw i64 %pool1_grad.ix2672212, 1
+  %6779 = icmp slt i64 %ix267.next, 12
+  br i1 %6779, label %pool1_grad.ix267, label %pool1_grad.ix267.end
 
-pool1_grad.ix266.end:                             ; preds = %pool1_grad.ix266
-  %iy265.next = add nsw i64 %pool1_grad.iy2651486, 1
-  %5381 = icmp slt i64 %iy265.next, 1
-  br i1 %5381, label %pool1_grad.iy265, label %pool1_grad.iy265.end
+pool1_grad.ix267.end:                             ; preds = %pool1_grad.ix267
+  %iy266.next = add nsw i64 %pool1_grad.iy2662211, 1
+  %6780 = icmp slt i64 %iy266.next, 12
+  br i1 %6780, label %pool1_grad.iy266, label %pool1_grad.iy266.end
 
-conv1_grad.i271:                                  ; preds = %conv1_grad.i271, %pool1_grad.g194.end
-  %conv1_grad.i2711493 = phi i64 [ 0, %pool1_grad.g194.end ], [ %i271.next, %conv1_grad.i271 ]
-  %5382 = add nsw i64 610960, %conv1_grad.i2711493
-  %arena1494 = getelementptr inbounds float, ptr %arena, i64 %5382
-  store float 0.000000e+00, ptr %arena1494, align 4
-  %i271.next = add nsw i64 %conv1_grad.i2711493, 1
-  %5383 = icmp slt i64 %i271.next, 802816
-  br i1 %5383, label %conv1_grad.i271, label %conv1_grad.i271.end
+pool1_grad.iy277:                                 ; preds = %pool1_grad.ix278.end, %pool1_grad.iy266.end
+  %pool1_grad.iy2772223 = phi i64 [ 0, %pool1_grad.iy266.end ], [ %iy277.next, %pool1_grad.ix278.end ]
+  br label %pool1_grad.ix278
 
-conv1_grad.i271.end:                              ; preds = %conv1_grad.i271
-  br label %conv1_grad.q272
+pool1_grad.iy277.end:                             ; preds = %pool1_grad.ix278.end
+  br label %pool1_grad.iy285
 
-conv1_grad.q272:                                  ; preds = %conv1_grad.i273.end, %conv1_grad.i271.end
-  %conv1_grad.q2721495 = phi i64 [ 0, %conv1_grad.i271.end ], [ %q272.next, %conv1_grad.i273.end ]
-  br label %conv1_grad.i273
+pool1_grad.ix278:                                 ; preds = %pool1_grad.ix278, %pool1_grad.iy277
+  %pool1_grad.ix2782224 = phi i64 [ 0, %pool1_grad.iy277 ], [ %ix278.next, %pool1_grad.ix278 ]
+  %6781 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6782 = add nsw i64 %6781, 1
+  %6783 = mul nsw i64 %6782, 12544
+  %6784 = add nsw i64 1129744, %6783
+  %6785 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6786 = add nsw i64 %6784, %6785
+  %6787 = add nsw i64 %pool1_grad.iy2772223, 1
+  %6788 = add nsw i64 %6787, 1
+  %6789 = mul nsw i64 %6788, 14
+  %6790 = add nsw i64 %6786, %6789
+  %6791 = add nsw i64 %6790, 13
+  %6792 = add nsw i64 %6791, %pool1_grad.ix2782224
+  %arena2225 = getelementptr inbounds float, ptr %arena, i64 %6792
+  %6793 = load float, ptr %arena2225, align 4
+  store float %6793, ptr %pool1_grad.sum279, align 4
+  %sum279 = load float, ptr %pool1_grad.sum279, align 4
+  %6794 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6795 = add nsw i64 %6794, 2
+  %6796 = mul nsw i64 %6795, 12544
+  %6797 = add nsw i64 1129744, %6796
+  %6798 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6799 = add nsw i64 %6797, %6798
+  %6800 = add nsw i64 %pool1_grad.iy2772223, 1
+  %6801 = add nsw i64 %6800, 1
+  %6802 = mul nsw i64 %6801, 14
+  %6803 = add nsw i64 %6799, %6802
+  %6804 = add nsw i64 %6803, 12
+  %6805 = add nsw i64 %6804, %pool1_grad.ix2782224
+  %arena2226 = getelementptr inbounds float, ptr %arena, i64 %6805
+  %6806 = load float, ptr %arena2226, align 4
+  %6807 = fadd float %sum279, %6806
+  store float %6807, ptr %pool1_grad.sum280, align 4
+  %sum280 = load float, ptr %pool1_grad.sum280, align 4
+  %6808 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6809 = add nsw i64 %6808, 4
+  %6810 = mul nsw i64 %6809, 12544
+  %6811 = add nsw i64 1129744, %6810
+  %6812 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6813 = add nsw i64 %6811, %6812
+  %6814 = add nsw i64 %pool1_grad.iy2772223, 1
+  %6815 = mul nsw i64 %6814, 14
+  %6816 = add nsw i64 %6813, %6815
+  %6817 = add nsw i64 %6816, 13
+  %6818 = add nsw i64 %6817, %pool1_grad.ix2782224
+  %arena2227 = getelementptr inbounds float, ptr %arena, i64 %6818
+  %6819 = load float, ptr %arena2227, align 4
+  %6820 = fadd float %sum280, %6819
+  store float %6820, ptr %pool1_grad.sum281, align 4
+  %sum281 = load float, ptr %pool1_grad.sum281, align 4
+  %6821 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6822 = add nsw i64 %6821, 5
+  %6823 = mul nsw i64 %6822, 12544
+  %6824 = add nsw i64 1129744, %6823
+  %6825 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6826 = add nsw i64 %6824, %6825
+  %6827 = add nsw i64 %pool1_grad.iy2772223, 1
+  %6828 = mul nsw i64 %6827, 14
+  %6829 = add nsw i64 %6826, %6828
+  %6830 = add nsw i64 %6829, 12
+  %6831 = add nsw i64 %6830, %pool1_grad.ix2782224
+  %arena2228 = getelementptr inbounds float, ptr %arena, i64 %6831
+  %6832 = load float, ptr %arena2228, align 4
+  %6833 = fadd float %sum281, %6832
+  store float %6833, ptr %pool1_grad.sum282, align 4
+  %sum282 = load float, ptr %pool1_grad.sum282, align 4
+  %6834 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6835 = add nsw i64 %6834, 7
+  %6836 = mul nsw i64 %6835, 12544
+  %6837 = add nsw i64 1129744, %6836
+  %6838 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6839 = add nsw i64 %6837, %6838
+  %6840 = add nsw i64 %pool1_grad.iy2772223, 1
+  %6841 = add nsw i64 %6840, -1
+  %6842 = mul nsw i64 %6841, 14
+  %6843 = add nsw i64 %6839, %6842
+  %6844 = add nsw i64 %6843, 13
+  %6845 = add nsw i64 %6844, %pool1_grad.ix2782224
+  %arena2229 = getelementptr inbounds float, ptr %arena, i64 %6845
+  %6846 = load float, ptr %arena2229, align 4
+  %6847 = fadd float %sum282, %6846
+  store float %6847, ptr %pool1_grad.sum283, align 4
+  %sum283 = load float, ptr %pool1_grad.sum283, align 4
+  %6848 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6849 = add nsw i64 %6848, 8
+  %6850 = mul nsw i64 %6849, 12544
+  %6851 = add nsw i64 1129744, %6850
+  %6852 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6853 = add nsw i64 %6851, %6852
+  %6854 = add nsw i64 %pool1_grad.iy2772223, 1
+  %6855 = add nsw i64 %6854, -1
+  %6856 = mul nsw i64 %6855, 14
+  %6857 = add nsw i64 %6853, %6856
+  %6858 = add nsw i64 %6857, 12
+  %6859 = add nsw i64 %6858, %pool1_grad.ix2782224
+  %arena2230 = getelementptr inbounds float, ptr %arena, i64 %6859
+  %6860 = load float, ptr %arena2230, align 4
+  %6861 = fadd float %sum283, %6860
+  store float %6861, ptr %pool1_grad.sum284, align 4
+  %sum284 = load float, ptr %pool1_grad.sum284, align 4
+  %6862 = mul nsw i64 %pool1_grad.g2282072, 64
+  %6863 = add nsw i64 %6862, %pool1_grad.j2362177
+  %6864 = mul nsw i64 %6863, 3136
+  %6865 = add nsw i64 401408, %6864
+  %6866 = mul nsw i64 %pool1_grad.c2372178, 196
+  %6867 = add nsw i64 %6865, %6866
+  %6868 = add nsw i64 %pool1_grad.iy2772223, 1
+  %6869 = mul nsw i64 %6868, 14
+  %6870 = add nsw i64 %6867, %6869
+  %6871 = add nsw i64 %6870, 13
+  %6872 = add nsw i64 %6871, %pool1_grad.ix2782224
+  %arena2231 = getelementptr inbounds float, ptr %arena, i64 %6872
+  store float %sum284, ptr %arena2231, align 4
+  %ix278.next = add nsw i64 %pool1_grad.ix2782224, 1
+  %6873 = icmp slt i64 %ix278.next, 1
+  br i1 %6873, label %pool1_grad.ix278, label %pool1_grad.ix278.end
 
-conv1_grad.q272.end:                              ; preds = %conv1_grad.i273.end
-  br label %conv1_weight_grad.i274
+pool1_grad.ix278.end:                             ; preds = %pool1_grad.ix278
+  %iy277.next = add nsw i64 %pool1_grad.iy2772223, 1
+  %6874 = icmp slt i64 %iy277.next, 12
+  br i1 %6874, label %pool1_grad.iy277, label %pool1_grad.iy277.end
 
-conv1_grad.i273:                                  ; preds = %conv1_grad.endif, %conv1_grad.q272
-  %conv1_grad.i2731496 = phi i64 [ 0, %conv1_grad.q272 ], [ %i273.next, %conv1_grad.endif ]
-  %5384 = mul nsw i64 %conv1_grad.q2721495, 196
-  %5385 = add nsw i64 %5384, %conv1_grad.i2731496
-  %arena1497 = getelementptr inbounds float, ptr %arena, i64 %5385
-  %5386 = load float, ptr %arena1497, align 4
-  %5387 = fcmp ogt float %5386, 0.000000e+00
-  br i1 %5387, label %conv1_grad.then, label %conv1_grad.endif
+pool1_grad.iy285:                                 ; preds = %pool1_grad.ix286.end, %pool1_grad.iy277.end
+  %pool1_grad.iy2852232 = phi i64 [ 0, %pool1_grad.iy277.end ], [ %iy285.next, %pool1_grad.ix286.end ]
+  br label %pool1_grad.ix286
 
-conv1_grad.i273.end:                              ; preds = %conv1_grad.endif
-  %q272.next = add nsw i64 %conv1_grad.q2721495, 1
-  %5388 = icmp slt i64 %q272.next, 1024
-  br i1 %5388, label %conv1_grad.q272, label %conv1_grad.q272.end
+pool1_grad.iy285.end:                             ; preds = %pool1_grad.ix286.end
+  br label %pool1_grad.iy291
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i273
-  %5389 = mul nsw i64 %conv1_grad.q2721495, 784
-  %5390 = add nsw i64 610960, %5389
-  %5391 = mul nsw i64 %conv1_grad.q2721495, 196
-  %5392 = add nsw i64 %5391, %conv1_grad.i2731496
-  %5393 = add nsw i64 200704, %5392
-  %arena1498 = getelementptr inbounds float, ptr %arena, i64 %5393
-  %5394 = load float, ptr %arena1498, align 4
-  %5395 = fptosi float %5394 to i64
-  %5396 = add nsw i64 %5390, %5395
-  %arena1499 = getelementptr inbounds float, ptr %arena, i64 %5396
-  %5397 = load float, ptr %arena1499, align 4
-  %5398 = mul nsw i64 %conv1_grad.q2721495, 196
-  %5399 = add nsw i64 %5398, %conv1_grad.i2731496
-  %5400 = add nsw i64 401408, %5399
-  %arena1500 = getelementptr inbounds float, ptr %arena, i64 %5400
-  %5401 = load float, ptr %arena1500, align 4
-  %5402 = fadd float %5397, %5401
-  store float %5402, ptr %arena1499, align 4
+pool1_grad.ix286:                                 ; preds = %pool1_grad.ix286, %pool1_grad.iy285
+  %pool1_grad.ix2862233 = phi i64 [ 0, %pool1_grad.iy285 ], [ %ix286.next, %pool1_grad.ix286 ]
+  %6875 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6876 = add nsw i64 %6875, 3
+  %6877 = mul nsw i64 %6876, 12544
+  %6878 = add nsw i64 1129744, %6877
+  %6879 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6880 = add nsw i64 %6878, %6879
+  %6881 = add nsw i64 %pool1_grad.iy2852232, 13
+  %6882 = mul nsw i64 %6881, 14
+  %6883 = add nsw i64 %6880, %6882
+  %6884 = add nsw i64 %6883, 1
+  %6885 = add nsw i64 %6884, %pool1_grad.ix2862233
+  %arena2234 = getelementptr inbounds float, ptr %arena, i64 %6885
+  %6886 = load float, ptr %arena2234, align 4
+  store float %6886, ptr %pool1_grad.sum287, align 4
+  %sum287 = load float, ptr %pool1_grad.sum287, align 4
+  %6887 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6888 = add nsw i64 %6887, 4
+  %6889 = mul nsw i64 %6888, 12544
+  %6890 = add nsw i64 1129744, %6889
+  %6891 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6892 = add nsw i64 %6890, %6891
+  %6893 = add nsw i64 %pool1_grad.iy2852232, 13
+  %6894 = mul nsw i64 %6893, 14
+  %6895 = add nsw i64 %6892, %6894
+  %6896 = add nsw i64 %6895, %pool1_grad.ix2862233
+  %arena2235 = getelementptr inbounds float, ptr %arena, i64 %6896
+  %6897 = load float, ptr %arena2235, align 4
+  %6898 = fadd float %sum287, %6897
+  store float %6898, ptr %pool1_grad.sum288, align 4
+  %sum288 = load float, ptr %pool1_grad.sum288, align 4
+  %6899 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6900 = add nsw i64 %6899, 6
+  %6901 = mul nsw i64 %6900, 12544
+  %6902 = add nsw i64 1129744, %6901
+  %6903 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6904 = add nsw i64 %6902, %6903
+  %6905 = add nsw i64 %pool1_grad.iy2852232, 13
+  %6906 = add nsw i64 %6905, -1
+  %6907 = mul nsw i64 %6906, 14
+  %6908 = add nsw i64 %6904, %6907
+  %6909 = add nsw i64 %6908, 1
+  %6910 = add nsw i64 %6909, %pool1_grad.ix2862233
+  %arena2236 = getelementptr inbounds float, ptr %arena, i64 %6910
+  %6911 = load float, ptr %arena2236, align 4
+  %6912 = fadd float %sum288, %6911
+  store float %6912, ptr %pool1_grad.sum289, align 4
+  %sum289 = load float, ptr %pool1_grad.sum289, align 4
+  %6913 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6914 = add nsw i64 %6913, 7
+  %6915 = mul nsw i64 %6914, 12544
+  %6916 = add nsw i64 1129744, %6915
+  %6917 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6918 = add nsw i64 %6916, %6917
+  %6919 = add nsw i64 %pool1_grad.iy2852232, 13
+  %6920 = add nsw i64 %6919, -1
+  %6921 = mul nsw i64 %6920, 14
+  %6922 = add nsw i64 %6918, %6921
+  %6923 = add nsw i64 %6922, %pool1_grad.ix2862233
+  %arena2237 = getelementptr inbounds float, ptr %arena, i64 %6923
+  %6924 = load float, ptr %arena2237, align 4
+  %6925 = fadd float %sum289, %6924
+  store float %6925, ptr %pool1_grad.sum290, align 4
+  %sum290 = load float, ptr %pool1_grad.sum290, align 4
+  %6926 = mul nsw i64 %pool1_grad.g2282072, 64
+  %6927 = add nsw i64 %6926, %pool1_grad.j2362177
+  %6928 = mul nsw i64 %6927, 3136
+  %6929 = add nsw i64 401408, %6928
+  %6930 = mul nsw i64 %pool1_grad.c2372178, 196
+  %6931 = add nsw i64 %6929, %6930
+  %6932 = add nsw i64 %pool1_grad.iy2852232, 13
+  %6933 = mul nsw i64 %6932, 14
+  %6934 = add nsw i64 %6931, %6933
+  %6935 = add nsw i64 %6934, %pool1_grad.ix2862233
+  %arena2238 = getelementptr inbounds float, ptr %arena, i64 %6935
+  store float %sum290, ptr %arena2238, align 4
+  %ix286.next = add nsw i64 %pool1_grad.ix2862233, 1
+  %6936 = icmp slt i64 %ix286.next, 1
+  br i1 %6936, label %pool1_grad.ix286, label %pool1_grad.ix286.end
+
+pool1_grad.ix286.end:                             ; preds = %pool1_grad.ix286
+  %iy285.next = add nsw i64 %pool1_grad.iy2852232, 1
+  %6937 = icmp slt i64 %iy285.next, 1
+  br i1 %6937, label %pool1_grad.iy285, label %pool1_grad.iy285.end
+
+pool1_grad.iy291:                                 ; preds = %pool1_grad.ix292.end, %pool1_grad.iy285.end
+  %pool1_grad.iy2912239 = phi i64 [ 0, %pool1_grad.iy285.end ], [ %iy291.next, %pool1_grad.ix292.end ]
+  br label %pool1_grad.ix292
+
+pool1_grad.iy291.end:                             ; preds = %pool1_grad.ix292.end
+  br label %pool1_grad.iy299
+
+pool1_grad.ix292:                                 ; preds = %pool1_grad.ix292, %pool1_grad.iy291
+  %pool1_grad.ix2922240 = phi i64 [ 0, %pool1_grad.iy291 ], [ %ix292.next, %pool1_grad.ix292 ]
+  %6938 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6939 = add nsw i64 %6938, 3
+  %6940 = mul nsw i64 %6939, 12544
+  %6941 = add nsw i64 1129744, %6940
+  %6942 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6943 = add nsw i64 %6941, %6942
+  %6944 = add nsw i64 %pool1_grad.iy2912239, 13
+  %6945 = mul nsw i64 %6944, 14
+  %6946 = add nsw i64 %6943, %6945
+  %6947 = add nsw i64 %6946, 2
+  %6948 = add nsw i64 %6947, %pool1_grad.ix2922240
+  %arena2241 = getelementptr inbounds float, ptr %arena, i64 %6948
+  %6949 = load float, ptr %arena2241, align 4
+  store float %6949, ptr %pool1_grad.sum293, align 4
+  %sum293 = load float, ptr %pool1_grad.sum293, align 4
+  %6950 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6951 = add nsw i64 %6950, 4
+  %6952 = mul nsw i64 %6951, 12544
+  %6953 = add nsw i64 1129744, %6952
+  %6954 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6955 = add nsw i64 %6953, %6954
+  %6956 = add nsw i64 %pool1_grad.iy2912239, 13
+  %6957 = mul nsw i64 %6956, 14
+  %6958 = add nsw i64 %6955, %6957
+  %6959 = add nsw i64 %6958, 1
+  %6960 = add nsw i64 %6959, %pool1_grad.ix2922240
+  %arena2242 = getelementptr inbounds float, ptr %arena, i64 %6960
+  %6961 = load float, ptr %arena2242, align 4
+  %6962 = fadd float %sum293, %6961
+  store float %6962, ptr %pool1_grad.sum294, align 4
+  %sum294 = load float, ptr %pool1_grad.sum294, align 4
+  %6963 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6964 = add nsw i64 %6963, 5
+  %6965 = mul nsw i64 %6964, 12544
+  %6966 = add nsw i64 1129744, %6965
+  %6967 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6968 = add nsw i64 %6966, %6967
+  %6969 = add nsw i64 %pool1_grad.iy2912239, 13
+  %6970 = mul nsw i64 %6969, 14
+  %6971 = add nsw i64 %6968, %6970
+  %6972 = add nsw i64 %6971, %pool1_grad.ix2922240
+  %arena2243 = getelementptr inbounds float, ptr %arena, i64 %6972
+  %6973 = load float, ptr %arena2243, align 4
+  %6974 = fadd float %sum294, %6973
+  store float %6974, ptr %pool1_grad.sum295, align 4
+  %sum295 = load float, ptr %pool1_grad.sum295, align 4
+  %6975 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6976 = add nsw i64 %6975, 6
+  %6977 = mul nsw i64 %6976, 12544
+  %6978 = add nsw i64 1129744, %6977
+  %6979 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6980 = add nsw i64 %6978, %6979
+  %6981 = add nsw i64 %pool1_grad.iy2912239, 13
+  %6982 = add nsw i64 %6981, -1
+  %6983 = mul nsw i64 %6982, 14
+  %6984 = add nsw i64 %6980, %6983
+  %6985 = add nsw i64 %6984, 2
+  %6986 = add nsw i64 %6985, %pool1_grad.ix2922240
+  %arena2244 = getelementptr inbounds float, ptr %arena, i64 %6986
+  %6987 = load float, ptr %arena2244, align 4
+  %6988 = fadd float %sum295, %6987
+  store float %6988, ptr %pool1_grad.sum296, align 4
+  %sum296 = load float, ptr %pool1_grad.sum296, align 4
+  %6989 = mul nsw i64 %pool1_grad.c2372178, 9
+  %6990 = add nsw i64 %6989, 7
+  %6991 = mul nsw i64 %6990, 12544
+  %6992 = add nsw i64 1129744, %6991
+  %6993 = mul nsw i64 %pool1_grad.j2362177, 196
+  %6994 = add nsw i64 %6992, %6993
+  %6995 = add nsw i64 %pool1_grad.iy2912239, 13
+  %6996 = add nsw i64 %6995, -1
+  %6997 = mul nsw i64 %6996, 14
+  %6998 = add nsw i64 %6994, %6997
+  %6999 = add nsw i64 %6998, 1
+  %7000 = add nsw i64 %6999, %pool1_grad.ix2922240
+  %arena2245 = getelementptr inbounds float, ptr %arena, i64 %7000
+  %7001 = load float, ptr %arena2245, align 4
+  %7002 = fadd float %sum296, %7001
+  store float %7002, ptr %pool1_grad.sum297, align 4
+  %sum297 = load float, ptr %pool1_grad.sum297, align 4
+  %7003 = mul nsw i64 %pool1_grad.c2372178, 9
+  %7004 = add nsw i64 %7003, 8
+  %7005 = mul nsw i64 %7004, 12544
+  %7006 = add nsw i64 1129744, %7005
+  %7007 = mul nsw i64 %pool1_grad.j2362177, 196
+  %7008 = add nsw i64 %7006, %7007
+  %7009 = add nsw i64 %pool1_grad.iy2912239, 13
+  %7010 = add nsw i64 %7009, -1
+  %7011 = mul nsw i64 %7010, 14
+  %7012 = add nsw i64 %7008, %7011
+  %7013 = add nsw i64 %7012, %pool1_grad.ix2922240
+  %arena2246 = getelementptr inbounds float, ptr %arena, i64 %7013
+  %7014 = load float, ptr %arena2246, align 4
+  %7015 = fadd float %sum297, %7014
+  store float %7015, ptr %pool1_grad.sum298, align 4
+  %sum298 = load float, ptr %pool1_grad.sum298, align 4
+  %7016 = mul nsw i64 %pool1_grad.g2282072, 64
+  %7017 = add nsw i64 %7016, %pool1_grad.j2362177
+  %7018 = mul nsw i64 %7017, 3136
+  %7019 = add nsw i64 401408, %7018
+  %7020 = mul nsw i64 %pool1_grad.c2372178, 196
+  %7021 = add nsw i64 %7019, %7020
+  %7022 = add nsw i64 %pool1_grad.iy2912239, 13
+  %7023 = mul nsw i64 %7022, 14
+  %7024 = add nsw i64 %7021, %7023
+  %7025 = add nsw i64 %7024, 1
+  %7026 = add nsw i64 %7025, %pool1_grad.ix2922240
+  %arena2247 = getelementptr inbounds float, ptr %arena, i64 %7026
+  store float %sum298, ptr %arena2247, align 4
+  %ix292.next = add nsw i64 %pool1_grad.ix2922240, 1
+  %7027 = icmp slt i64 %ix292.next, 12
+  br i1 %7027, label %pool1_grad.ix292, label %pool1_grad.ix292.end
+
+pool1_grad.ix292.end:                             ; preds = %pool1_grad.ix292
+  %iy291.next = add nsw i64 %pool1_grad.iy2912239, 1
+  %7028 = icmp slt i64 %iy291.next, 1
+  br i1 %7028, label %pool1_grad.iy291, label %pool1_grad.iy291.end
+
+pool1_grad.iy299:                                 ; preds = %pool1_grad.ix300.end, %pool1_grad.iy291.end
+  %pool1_grad.iy2992248 = phi i64 [ 0, %pool1_grad.iy291.end ], [ %iy299.next, %pool1_grad.ix300.end ]
+  br label %pool1_grad.ix300
+
+pool1_grad.iy299.end:                             ; preds = %pool1_grad.ix300.end
+  %c237.next = add nsw i64 %pool1_grad.c2372178, 1
+  %7029 = icmp slt i64 %c237.next, 16
+  br i1 %7029, label %pool1_grad.c237, label %pool1_grad.c237.end
+
+pool1_grad.ix300:                                 ; preds = %pool1_grad.ix300, %pool1_grad.iy299
+  %pool1_grad.ix3002249 = phi i64 [ 0, %pool1_grad.iy299 ], [ %ix300.next, %pool1_grad.ix300 ]
+  %7030 = mul nsw i64 %pool1_grad.c2372178, 9
+  %7031 = add nsw i64 %7030, 4
+  %7032 = mul nsw i64 %7031, 12544
+  %7033 = add nsw i64 1129744, %7032
+  %7034 = mul nsw i64 %pool1_grad.j2362177, 196
+  %7035 = add nsw i64 %7033, %7034
+  %7036 = add nsw i64 %pool1_grad.iy2992248, 13
+  %7037 = mul nsw i64 %7036, 14
+  %7038 = add nsw i64 %7035, %7037
+  %7039 = add nsw i64 %7038, 13
+  %7040 = add nsw i64 %7039, %pool1_grad.ix3002249
+  %arena2250 = getelementptr inbounds float, ptr %arena, i64 %7040
+  %7041 = load float, ptr %arena2250, align 4
+  store float %7041, ptr %pool1_grad.sum301, align 4
+  %sum301 = load float, ptr %pool1_grad.sum301, align 4
+  %7042 = mul nsw i64 %pool1_grad.c2372178, 9
+  %7043 = add nsw i64 %7042, 5
+  %7044 = mul nsw i64 %7043, 12544
+  %7045 = add nsw i64 1129744, %7044
+  %7046 = mul nsw i64 %pool1_grad.j2362177, 196
+  %7047 = add nsw i64 %7045, %7046
+  %7048 = add nsw i64 %pool1_grad.iy2992248, 13
+  %7049 = mul nsw i64 %7048, 14
+  %7050 = add nsw i64 %7047, %7049
+  %7051 = add nsw i64 %7050, 12
+  %7052 = add nsw i64 %7051, %pool1_grad.ix3002249
+  %arena2251 = getelementptr inbounds float, ptr %arena, i64 %7052
+  %7053 = load float, ptr %arena2251, align 4
+  %7054 = fadd float %sum301, %7053
+  store float %7054, ptr %pool1_grad.sum302, align 4
+  %sum302 = load float, ptr %pool1_grad.sum302, align 4
+  %7055 = mul nsw i64 %pool1_grad.c2372178, 9
+  %7056 = add nsw i64 %7055, 7
+  %7057 = mul nsw i64 %7056, 12544
+  %7058 = add nsw i64 1129744, %7057
+  %7059 = mul nsw i64 %pool1_grad.j2362177, 196
+  %7060 = add nsw i64 %7058, %7059
+  %7061 = add nsw i64 %pool1_grad.iy2992248, 13
+  %7062 = add nsw i64 %7061, -1
+  %7063 = mul nsw i64 %7062, 14
+  %7064 = add nsw i64 %7060, %7063
+  %7065 = add nsw i64 %7064, 13
+  %7066 = add nsw i64 %7065, %pool1_grad.ix3002249
+  %arena2252 = getelementptr inbounds float, ptr %arena, i64 %7066
+  %7067 = load float, ptr %arena2252, align 4
+  %7068 = fadd float %sum302, %7067
+  store float %7068, ptr %pool1_grad.sum303, align 4
+  %sum303 = load float, ptr %pool1_grad.sum303, align 4
+  %7069 = mul nsw i64 %pool1_grad.c2372178, 9
+  %7070 = add nsw i64 %7069, 8
+  %7071 = mul nsw i64 %7070, 12544
+  %7072 = add nsw i64 1129744, %7071
+  %7073 = mul nsw i64 %pool1_grad.j2362177, 196
+  %7074 = add nsw i64 %7072, %7073
+  %7075 = add nsw i64 %pool1_grad.iy2992248, 13
+  %7076 = add nsw i64 %7075, -1
+  %7077 = mul nsw i64 %7076, 14
+  %7078 = add nsw i64 %7074, %7077
+  %7079 = add nsw i64 %7078, 12
+  %7080 = add nsw i64 %7079, %pool1_grad.ix3002249
+  %arena2253 = getelementptr inbounds float, ptr %arena, i64 %7080
+  %7081 = load float, ptr %arena2253, align 4
+  %7082 = fadd float %sum303, %7081
+  store float %7082, ptr %pool1_grad.sum304, align 4
+  %sum304 = load float, ptr %pool1_grad.sum304, align 4
+  %7083 = mul nsw i64 %pool1_grad.g2282072, 64
+  %7084 = add nsw i64 %7083, %pool1_grad.j2362177
+  %7085 = mul nsw i64 %7084, 3136
+  %7086 = add nsw i64 401408, %7085
+  %7087 = mul nsw i64 %pool1_grad.c2372178, 196
+  %7088 = add nsw i64 %7086, %7087
+  %7089 = add nsw i64 %pool1_grad.iy2992248, 13
+  %7090 = mul nsw i64 %7089, 14
+  %7091 = add nsw i64 %7088, %7090
+  %7092 = add nsw i64 %7091, 13
+  %7093 = add nsw i64 %7092, %pool1_grad.ix3002249
+  %arena2254 = getelementptr inbounds float, ptr %arena, i64 %7093
+  store float %sum304, ptr %arena2254, align 4
+  %ix300.next = add nsw i64 %pool1_grad.ix3002249, 1
+  %7094 = icmp slt i64 %ix300.next, 1
+  br i1 %7094, label %pool1_grad.ix300, label %pool1_grad.ix300.end
+
+pool1_grad.ix300.end:                             ; preds = %pool1_grad.ix300
+  %iy299.next = add nsw i64 %pool1_grad.iy2992248, 1
+  %7095 = icmp slt i64 %iy299.next, 1
+  br i1 %7095, label %pool1_grad.iy299, label %pool1_grad.iy299.end
+
+conv1_grad.i305:                                  ; preds = %conv1_grad.i305, %pool1_grad.g228.end
+  %conv1_grad.i3052255 = phi i64 [ 0, %pool1_grad.g228.end ], [ %i305.next, %conv1_grad.i305 ]
+  %7096 = add nsw i64 610960, %conv1_grad.i3052255
+  %arena2256 = getelementptr inbounds float, ptr %arena, i64 %7096
+  store float 0.000000e+00, ptr %arena2256, align 4
+  %i305.next = add nsw i64 %conv1_grad.i3052255, 1
+  %7097 = icmp slt i64 %i305.next, 802816
+  br i1 %7097, label %conv1_grad.i305, label %conv1_grad.i305.end
+
+conv1_grad.i305.end:                              ; preds = %conv1_grad.i305
+  br label %conv1_grad.q306
+
+conv1_grad.q306:                                  ; preds = %conv1_grad.i307.end, %conv1_grad.i305.end
+  %conv1_grad.q3062257 = phi i64 [ 0, %conv1_grad.i305.end ], [ %q306.next, %conv1_grad.i307.end ]
+  br label %conv1_grad.i307
+
+conv1_grad.q306.end:                              ; preds = %conv1_grad.i307.end
+  br label %conv1_weight_grad.i308
+
+conv1_grad.i307:                                  ; preds = %conv1_grad.endif, %conv1_grad.q306
+  %conv1_grad.i3072258 = phi i64 [ 0, %conv1_grad.q306 ], [ %i307.next, %conv1_grad.endif ]
+  %7098 = mul nsw i64 %conv1_grad.q3062257, 196
+  %7099 = add nsw i64 %7098, %conv1_grad.i3072258
+  %arena2259 = getelementptr inbounds float, ptr %arena, i64 %7099
+  %7100 = load float, ptr %arena2259, align 4
+  %7101 = fcmp ogt float %7100, 0.000000e+00
+  br i1 %7101, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i307.end:                              ; preds = %conv1_grad.endif
+  %q306.next = add nsw i64 %conv1_grad.q3062257, 1
+  %7102 = icmp slt i64 %q306.next, 1024
+  br i1 %7102, label %conv1_grad.q306, label %conv1_grad.q306.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i307
+  %7103 = mul nsw i64 %conv1_grad.q3062257, 784
+  %7104 = add nsw i64 610960, %7103
+  %7105 = mul nsw i64 %conv1_grad.q3062257, 196
+  %7106 = add nsw i64 %7105, %conv1_grad.i3072258
+  %7107 = add nsw i64 200704, %7106
+  %arena2260 = getelementptr inbounds float, ptr %arena, i64 %7107
+  %7108 = load float, ptr %arena2260, align 4
+  %7109 = fptosi float %7108 to i64
+  %7110 = add nsw i64 %7104, %7109
+  %arena2261 = getelementptr inbounds float, ptr %arena, i64 %7110
+  %7111 = load float, ptr %arena2261, align 4
+  %7112 = mul nsw i64 %conv1_grad.q3062257, 196
+  %7113 = add nsw i64 %7112, %conv1_grad.i3072258
+  %7114 = add nsw i64 401408, %7113
+  %arena2262 = getelementptr inbounds float, ptr %arena, i64 %7114
+  %7115 = load float, ptr %arena2262, align 4
+  %7116 = fadd float %7111, %7115
+  store float %7116, ptr %arena2261, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i273
-  %i273.next = add nsw i64 %conv1_grad.i2731496, 1
-  %5403 = icmp slt i64 %i273.next, 196
-  br i1 %5403, label %conv1_grad.i273, label %conv1_grad.i273.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i307
+  %i307.next = add nsw i64 %conv1_grad.i3072258, 1
+  %7117 = icmp slt i64 %i307.next, 196
+  br i1 %7117, label %conv1_grad.i307, label %conv1_grad.i307.end
 
-conv1_weight_grad.i274:                           ; preds = %conv1_weight_grad.i274, %conv1_grad.q272.end
-  %conv1_weight_grad.i2741501 = phi i64 [ 0, %conv1_grad.q272.end ], [ %i274.next, %conv1_weight_grad.i274 ]
-  %5404 = add nsw i64 2668176, %conv1_weight_grad.i2741501
-  %arena1502 = getelementptr inbounds float, ptr %arena, i64 %5404
-  store float 0.000000e+00, ptr %arena1502, align 4
-  %i274.next = add nsw i64 %conv1_weight_grad.i2741501, 1
-  %5405 = icmp slt i64 %i274.next, 144
-  br i1 %5405, label %conv1_weight_grad.i274, label %conv1_weight_grad.i274.end
+conv1_weight_grad.i308:                           ; preds = %conv1_weight_grad.i308, %conv1_grad.q306.end
+  %conv1_weight_grad.i3082263 = phi i64 [ 0, %conv1_grad.q306.end ], [ %i308.next, %conv1_weight_grad.i308 ]
+  %7118 = add nsw i64 2668176, %conv1_weight_grad.i3082263
+  %arena2264 = getelementptr inbounds float, ptr %arena, i64 %7118
+  store float 0.000000e+00, ptr %arena2264, align 4
+  %i308.next = add nsw i64 %conv1_weight_grad.i3082263, 1
+  %7119 = icmp slt i64 %i308.next, 144
+  br i1 %7119, label %conv1_weight_grad.i308, label %conv1_weight_grad.i308.end
 
-conv1_weight_grad.i274.end:                       ; preds = %conv1_weight_grad.i274
-  br label %conv1_weight_grad.g275
+conv1_weight_grad.i308.end:                       ; preds = %conv1_weight_grad.i308
+  br label %conv1_weight_grad.g309
 
-conv1_weight_grad.g275:                           ; preds = %conv1_weight_grad.nb298.end, %conv1_weight_grad.i274.end
-  %conv1_weight_grad.g2751503 = phi i64 [ 0, %conv1_weight_grad.i274.end ], [ %g275.next, %conv1_weight_grad.nb298.end ]
-  br label %conv1_weight_grad.j276
+conv1_weight_grad.g309:                           ; preds = %conv1_weight_grad.nb332.end, %conv1_weight_grad.i308.end
+  %conv1_weight_grad.g3092265 = phi i64 [ 0, %conv1_weight_grad.i308.end ], [ %g309.next, %conv1_weight_grad.nb332.end ]
+  br label %conv1_weight_grad.j310
 
-conv1_weight_grad.g275.end:                       ; preds = %conv1_weight_grad.nb298.end
-  br label %conv1_weight_grad.f302
+conv1_weight_grad.g309.end:                       ; preds = %conv1_weight_grad.nb332.end
+  br label %conv1_weight_grad.f336
 
-conv1_weight_grad.j276:                           ; preds = %conv1_weight_grad.c277.end, %conv1_weight_grad.g275
-  %conv1_weight_grad.j2761504 = phi i64 [ 0, %conv1_weight_grad.g275 ], [ %j276.next, %conv1_weight_grad.c277.end ]
-  br label %conv1_weight_grad.c277
+conv1_weight_grad.j310:                           ; preds = %conv1_weight_grad.c311.end, %conv1_weight_grad.g309
+  %conv1_weight_grad.j3102266 = phi i64 [ 0, %conv1_weight_grad.g309 ], [ %j310.next, %conv1_weight_grad.c311.end ]
+  br label %conv1_weight_grad.c311
 
-conv1_weight_grad.j276.end:                       ; preds = %conv1_weight_grad.c277.end
-  br label %conv1_weight_grad.j290
+conv1_weight_grad.j310.end:                       ; preds = %conv1_weight_grad.c311.end
+  br label %conv1_weight_grad.j324
 
-conv1_weight_grad.c277:                           ; preds = %conv1_weight_grad.ky278.end, %conv1_weight_grad.j276
-  %conv1_weight_grad.c2771505 = phi i64 [ 0, %conv1_weight_grad.j276 ], [ %c277.next, %conv1_weight_grad.ky278.end ]
-  br label %conv1_weight_grad.ky278
+conv1_weight_grad.c311:                           ; preds = %conv1_weight_grad.ky312.end, %conv1_weight_grad.j310
+  %conv1_weight_grad.c3112267 = phi i64 [ 0, %conv1_weight_grad.j310 ], [ %c311.next, %conv1_weight_grad.ky312.end ]
+  br label %conv1_weight_grad.ky312
 
-conv1_weight_grad.c277.end:                       ; preds = %conv1_weight_grad.ky278.end
-  %j276.next = add nsw i64 %conv1_weight_grad.j2761504, 1
-  %5406 = icmp slt i64 %j276.next, 64
-  br i1 %5406, label %conv1_weight_grad.j276, label %conv1_weight_grad.j276.end
+conv1_weight_grad.c311.end:                       ; preds = %conv1_weight_grad.ky312.end
+  %j310.next = add nsw i64 %conv1_weight_grad.j3102266, 1
+  %7120 = icmp slt i64 %j310.next, 64
+  br i1 %7120, label %conv1_weight_grad.j310, label %conv1_weight_grad.j310.end
 
-conv1_weight_grad.ky278:                          ; preds = %conv1_weight_grad.oy286.end, %conv1_weight_grad.c277
-  %conv1_weight_grad.ky2781506 = phi i64 [ 0, %conv1_weight_grad.c277 ], [ %ky278.next, %conv1_weight_grad.oy286.end ]
-  br label %conv1_weight_grad.oy279
+conv1_weight_grad.ky312:                          ; preds = %conv1_weight_grad.oy320.end, %conv1_weight_grad.c311
+  %conv1_weight_grad.ky3122268 = phi i64 [ 0, %conv1_weight_grad.c311 ], [ %ky312.next, %conv1_weight_grad.oy320.end ]
+  br label %conv1_weight_grad.oy313
 
-conv1_weight_grad.ky278.end:                      ; preds = %conv1_weight_grad.oy286.end
-  %c277.next = add nsw i64 %conv1_weight_grad.c2771505, 1
-  %5407 = icmp slt i64 %c277.next, 1
-  br i1 %5407, label %conv1_weight_grad.c277, label %conv1_weight_grad.c277.end
+conv1_weight_grad.ky312.end:                      ; preds = %conv1_weight_grad.oy320.end
+  %c311.next = add nsw i64 %conv1_weight_grad.c3112267, 1
+  %7121 = icmp slt i64 %c311.next, 1
+  br i1 %7121, label %conv1_weight_grad.c311, label %conv1_weight_grad.c311.end
 
-conv1_weight_grad.oy279:                          ; preds = %conv1_weight_grad.endif1518, %conv1_weight_grad.ky278
-  %conv1_weight_grad.oy2791507 = phi i64 [ 0, %conv1_weight_grad.ky278 ], [ %oy279.next, %conv1_weight_grad.endif1518 ]
-  %5408 = add nsw i64 %conv1_weight_grad.oy2791507, %conv1_weight_grad.ky2781506
-  %5409 = add nsw i64 %5408, -1
-  %5410 = icmp slt i64 -1, %5409
-  %5411 = add nsw i64 %conv1_weight_grad.oy2791507, %conv1_weight_grad.ky2781506
-  %5412 = add nsw i64 %5411, -1
-  %5413 = icmp slt i64 %5412, 28
-  %5414 = and i1 %5410, %5413
-  br i1 %5414, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy313:                          ; preds = %conv1_weight_grad.endif2280, %conv1_weight_grad.ky312
+  %conv1_weight_grad.oy3132269 = phi i64 [ 0, %conv1_weight_grad.ky312 ], [ %oy313.next, %conv1_weight_grad.endif2280 ]
+  %7122 = add nsw i64 %conv1_weight_grad.oy3132269, %conv1_weight_grad.ky3122268
+  %7123 = add nsw i64 %7122, -1
+  %7124 = icmp slt i64 -1, %7123
+  %7125 = add nsw i64 %conv1_weight_grad.oy3132269, %conv1_weight_grad.ky3122268
+  %7126 = add nsw i64 %7125, -1
+  %7127 = icmp slt i64 %7126, 28
+  %7128 = and i1 %7124, %7127
+  br i1 %7128, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy279.end:                      ; preds = %conv1_weight_grad.endif1518
-  br label %conv1_weight_grad.oy283
+conv1_weight_grad.oy313.end:                      ; preds = %conv1_weight_grad.endif2280
+  br label %conv1_weight_grad.oy317
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy279
-  br label %conv1_weight_grad.ox280
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy313
+  br label %conv1_weight_grad.ox314
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox281.end, %conv1_weight_grad.oy279
-  %5415 = add nsw i64 %conv1_weight_grad.oy2791507, %conv1_weight_grad.ky2781506
-  %5416 = add nsw i64 %5415, -1
-  %5417 = icmp slt i64 %5416, 0
-  br i1 %5417, label %conv1_weight_grad.then1513, label %conv1_weight_grad.endif1514
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox315.end, %conv1_weight_grad.oy313
+  %7129 = add nsw i64 %conv1_weight_grad.oy3132269, %conv1_weight_grad.ky3122268
+  %7130 = add nsw i64 %7129, -1
+  %7131 = icmp slt i64 %7130, 0
+  br i1 %7131, label %conv1_weight_grad.then2275, label %conv1_weight_grad.endif2276
 
-conv1_weight_grad.ox280:                          ; preds = %conv1_weight_grad.ox280, %conv1_weight_grad.then
-  %conv1_weight_grad.ox2801508 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox280.next, %conv1_weight_grad.ox280 ]
-  %5418 = mul nsw i64 %conv1_weight_grad.g2751503, 64
-  %5419 = add nsw i64 %5418, %conv1_weight_grad.j2761504
-  %5420 = mul nsw i64 %5419, 784
-  %5421 = mul nsw i64 %conv1_weight_grad.c2771505, 784
-  %5422 = add nsw i64 %5420, %5421
-  %5423 = add nsw i64 %conv1_weight_grad.oy2791507, %conv1_weight_grad.ky2781506
-  %5424 = add nsw i64 %5423, -1
-  %5425 = mul nsw i64 %5424, 28
-  %5426 = add nsw i64 %5422, %5425
-  %5427 = add nsw i64 %conv1_weight_grad.ox2801508, 1
-  %5428 = add nsw i64 %5427, -1
-  %5429 = add nsw i64 %5426, %5428
-  %images1509 = getelementptr inbounds float, ptr %images, i64 %5429
-  %5430 = load float, ptr %images1509, align 4
-  %5431 = mul nsw i64 %conv1_weight_grad.c2771505, 3
-  %5432 = add nsw i64 %5431, %conv1_weight_grad.ky2781506
-  %5433 = mul nsw i64 %5432, 3
-  %5434 = mul nsw i64 %5433, 50176
-  %5435 = add nsw i64 1413776, %5434
-  %5436 = mul nsw i64 %conv1_weight_grad.j2761504, 784
-  %5437 = add nsw i64 %5435, %5436
-  %5438 = mul nsw i64 %conv1_weight_grad.oy2791507, 28
-  %5439 = add nsw i64 %conv1_weight_grad.ox2801508, 1
-  %5440 = add nsw i64 %5438, %5439
-  %5441 = add nsw i64 %5437, %5440
-  %arena1510 = getelementptr inbounds float, ptr %arena, i64 %5441
-  store float %5430, ptr %arena1510, align 4
-  %ox280.next = add nsw i64 %conv1_weight_grad.ox2801508, 1
-  %5442 = icmp slt i64 %ox280.next, 27
-  br i1 %5442, label %conv1_weight_grad.ox280, label %conv1_weight_grad.ox280.end
+conv1_weight_grad.ox314:                          ; preds = %conv1_weight_grad.ox314, %conv1_weight_grad.then
+  %conv1_weight_grad.ox3142270 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox314.next, %conv1_weight_grad.ox314 ]
+  %7132 = mul nsw i64 %conv1_weight_grad.g3092265, 64
+  %7133 = add nsw i64 %7132, %conv1_weight_grad.j3102266
+  %7134 = mul nsw i64 %7133, 784
+  %7135 = mul nsw i64 %conv1_weight_grad.c3112267, 784
+  %7136 = add nsw i64 %7134, %7135
+  %7137 = add nsw i64 %conv1_weight_grad.oy3132269, %conv1_weight_grad.ky3122268
+  %7138 = add nsw i64 %7137, -1
+  %7139 = mul nsw i64 %7138, 28
+  %7140 = add nsw i64 %7136, %7139
+  %7141 = add nsw i64 %conv1_weight_grad.ox3142270, 1
+  %7142 = add nsw i64 %7141, -1
+  %7143 = add nsw i64 %7140, %7142
+  %images2271 = getelementptr inbounds float, ptr %images, i64 %7143
+  %7144 = load float, ptr %images2271, align 4
+  %7145 = mul nsw i64 %conv1_weight_grad.c3112267, 3
+  %7146 = add nsw i64 %7145, %conv1_weight_grad.ky3122268
+  %7147 = mul nsw i64 %7146, 3
+  %7148 = mul nsw i64 %7147, 50176
+  %7149 = add nsw i64 1413776, %7148
+  %7150 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7151 = add nsw i64 %7149, %7150
+  %7152 = mul nsw i64 %conv1_weight_grad.oy3132269, 28
+  %7153 = add nsw i64 %conv1_weight_grad.ox3142270, 1
+  %7154 = add nsw i64 %7152, %7153
+  %7155 = add nsw i64 %7151, %7154
+  %arena2272 = getelementptr inbounds float, ptr %arena, i64 %7155
+  store float %7144, ptr %arena2272, align 4
+  %ox314.next = add nsw i64 %conv1_weight_grad.ox3142270, 1
+  %7156 = icmp slt i64 %ox314.next, 27
+  br i1 %7156, label %conv1_weight_grad.ox314, label %conv1_weight_grad.ox314.end
 
-conv1_weight_grad.ox280.end:                      ; preds = %conv1_weight_grad.ox280
-  br label %conv1_weight_grad.ox281
+conv1_weight_grad.ox314.end:                      ; preds = %conv1_weight_grad.ox314
+  br label %conv1_weight_grad.ox315
 
-conv1_weight_grad.ox281:                          ; preds = %conv1_weight_grad.ox281, %conv1_weight_grad.ox280.end
-  %conv1_weight_grad.ox2811511 = phi i64 [ 0, %conv1_weight_grad.ox280.end ], [ %ox281.next, %conv1_weight_grad.ox281 ]
-  %5443 = mul nsw i64 %conv1_weight_grad.c2771505, 3
-  %5444 = add nsw i64 %5443, %conv1_weight_grad.ky2781506
-  %5445 = mul nsw i64 %5444, 3
-  %5446 = mul nsw i64 %5445, 50176
-  %5447 = add nsw i64 1413776, %5446
-  %5448 = mul nsw i64 %conv1_weight_grad.j2761504, 784
-  %5449 = add nsw i64 %5447, %5448
-  %5450 = mul nsw i64 %conv1_weight_grad.oy2791507, 28
-  %5451 = add nsw i64 %5450, %conv1_weight_grad.ox2811511
-  %5452 = add nsw i64 %5449, %5451
-  %arena1512 = getelementptr inbounds float, ptr %arena, i64 %5452
-  store float 0.000000e+00, ptr %arena1512, align 4
-  %ox281.next = add nsw i64 %conv1_weight_grad.ox2811511, 1
-  %5453 = icmp slt i64 %ox281.next, 1
-  br i1 %5453, label %conv1_weight_grad.ox281, label %conv1_weight_grad.ox281.end
+conv1_weight_grad.ox315:                          ; preds = %conv1_weight_grad.ox315, %conv1_weight_grad.ox314.end
+  %conv1_weight_grad.ox3152273 = phi i64 [ 0, %conv1_weight_grad.ox314.end ], [ %ox315.next, %conv1_weight_grad.ox315 ]
+  %7157 = mul nsw i64 %conv1_weight_grad.c3112267, 3
+  %7158 = add nsw i64 %7157, %conv1_weight_grad.ky3122268
+  %7159 = mul nsw i64 %7158, 3
+  %7160 = mul nsw i64 %7159, 50176
+  %7161 = add nsw i64 1413776, %7160
+  %7162 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7163 = add nsw i64 %7161, %7162
+  %7164 = mul nsw i64 %conv1_weight_grad.oy3132269, 28
+  %7165 = add nsw i64 %7164, %conv1_weight_grad.ox3152273
+  %7166 = add nsw i64 %7163, %7165
+  %arena2274 = getelementptr inbounds float, ptr %arena, i64 %7166
+  store float 0.000000e+00, ptr %arena2274, align 4
+  %ox315.next = add nsw i64 %conv1_weight_grad.ox3152273, 1
+  %7167 = icmp slt i64 %ox315.next, 1
+  br i1 %7167, label %conv1_weight_grad.ox315, label %conv1_weight_grad.ox315.end
 
-conv1_weight_grad.ox281.end:                      ; preds = %conv1_weight_grad.ox281
+conv1_weight_grad.ox315.end:                      ; preds = %conv1_weight_grad.ox315
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.then1513:                       ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox282
-
-conv1_weight_grad.endif1514:                      ; preds = %conv1_weight_grad.ox282.end, %conv1_weight_grad.endif
-  %5454 = add nsw i64 %conv1_weight_grad.oy2791507, %conv1_weight_grad.ky2781506
-  %5455 = add nsw i64 %5454, -1
-  %5456 = icmp slt i64 27, %5455
-  br i1 %5456, label %conv1_weight_grad.then1517, label %conv1_weight_grad.endif1518
-
-conv1_weight_grad.ox282:                          ; preds = %conv1_weight_grad.ox282, %conv1_weight_grad.then1513
-  %conv1_weight_grad.ox2821515 = phi i64 [ 0, %conv1_weight_grad.then1513 ], [ %ox282.next, %conv1_weight_grad.ox282 ]
-  %5457 = mul nsw i64 %conv1_weight_grad.c2771505, 3
-  %5458 = add nsw i64 %5457, %conv1_weight_grad.ky2781506
-  %5459 = mul nsw i64 %5458, 3
-  %5460 = mul nsw i64 %5459, 50176
-  %5461 = add nsw i64 1413776, %5460
-  %5462 = mul nsw i64 %conv1_weight_grad.j2761504, 784
-  %5463 = add nsw i64 %5461, %5462
-  %5464 = mul nsw i64 %conv1_weight_grad.oy2791507, 28
-  %5465 = add nsw i64 %5464, %conv1_weight_grad.ox2821515
-  %5466 = add nsw i64 %5463, %5465
-  %arena1516 = getelementptr inbounds float, ptr %arena, i64 %5466
-  store float 0.000000e+00, ptr %arena1516, align 4
-  %ox282.next = add nsw i64 %conv1_weight_grad.ox2821515, 1
-  %5467 = icmp slt i64 %ox282.next, 28
-  br i1 %5467, label %conv1_weight_grad.ox282, label %conv1_weight_grad.ox282.end
-
-conv1_weight_grad.ox282.end:                      ; preds = %conv1_weight_grad.ox282
-  br label %conv1_weight_grad.endif1514
-
-conv1_weight_grad.then1517:                       ; preds = %conv1_weight_grad.endif1514
-  br label %conv1_weight_grad.ox2821519
-
-conv1_weight_grad.endif1518:                      ; preds = %conv1_weight_grad.ox282.end1520, %conv1_weight_grad.endif1514
-  %oy279.next = add nsw i64 %conv1_weight_grad.oy2791507, 1
-  %5468 = icmp slt i64 %oy279.next, 28
-  br i1 %5468, label %conv1_weight_grad.oy279, label %conv1_weight_grad.oy279.end
-
-conv1_weight_grad.ox2821519:                      ; preds = %conv1_weight_grad.ox2821519, %conv1_weight_grad.then1517
-  %conv1_weight_grad.ox2821521 = phi i64 [ 0, %conv1_weight_grad.then1517 ], [ %ox282.next1523, %conv1_weight_grad.ox2821519 ]
-  %5469 = mul nsw i64 %conv1_weight_grad.c2771505, 3
-  %5470 = add nsw i64 %5469, %conv1_weight_grad.ky2781506
-  %5471 = mul nsw i64 %5470, 3
-  %5472 = mul nsw i64 %5471, 50176
-  %5473 = add nsw i64 1413776, %5472
-  %5474 = mul nsw i64 %conv1_weight_grad.j2761504, 784
-  %5475 = add nsw i64 %5473, %5474
-  %5476 = mul nsw i64 %conv1_weight_grad.oy2791507, 28
-  %5477 = add nsw i64 %5476, %conv1_weight_grad.ox2821521
-  %5478 = add nsw i64 %5475, %5477
-  %arena1522 = getelementptr inbounds float, ptr %arena, i64 %5478
-  store float 0.000000e+00, ptr %arena1522, align 4
-  %ox282.next1523 = add nsw i64 %conv1_weight_grad.ox2821521, 1
-  %5479 = icmp slt i64 %ox282.next1523, 28
-  br i1 %5479, label %conv1_weight_grad.ox2821519, label %conv1_weight_grad.ox282.end1520
-
-conv1_weight_grad.ox282.end1520:                  ; preds = %conv1_weight_grad.ox2821519
-  br label %conv1_weight_grad.endif1518
-
-conv1_weight_grad.oy283:                          ; preds = %conv1_weight_grad.endif1535, %conv1_weight_grad.oy279.end
-  %conv1_weight_grad.oy2831524 = phi i64 [ 0, %conv1_weight_grad.oy279.end ], [ %oy283.next, %conv1_weight_grad.endif1535 ]
-  %5480 = add nsw i64 %conv1_weight_grad.oy2831524, %conv1_weight_grad.ky2781506
-  %5481 = add nsw i64 %5480, -1
-  %5482 = icmp slt i64 -1, %5481
-  %5483 = add nsw i64 %conv1_weight_grad.oy2831524, %conv1_weight_grad.ky2781506
-  %5484 = add nsw i64 %5483, -1
-  %5485 = icmp slt i64 %5484, 28
-  %5486 = and i1 %5482, %5485
-  br i1 %5486, label %conv1_weight_grad.then1525, label %conv1_weight_grad.endif1526
-
-conv1_weight_grad.oy283.end:                      ; preds = %conv1_weight_grad.endif1535
-  br label %conv1_weight_grad.oy286
-
-conv1_weight_grad.then1525:                       ; preds = %conv1_weight_grad.oy283
-  br label %conv1_weight_grad.ox284
-
-conv1_weight_grad.endif1526:                      ; preds = %conv1_weight_grad.ox284.end, %conv1_weight_grad.oy283
-  %5487 = add nsw i64 %conv1_weight_grad.oy2831524, %conv1_weight_grad.ky2781506
-  %5488 = add nsw i64 %5487, -1
-  %5489 = icmp slt i64 %5488, 0
-  br i1 %5489, label %conv1_weight_grad.then1530, label %conv1_weight_grad.endif1531
-
-conv1_weight_grad.ox284:                          ; preds = %conv1_weight_grad.ox284, %conv1_weight_grad.then1525
-  %conv1_weight_grad.ox2841527 = phi i64 [ 0, %conv1_weight_grad.then1525 ], [ %ox284.next, %conv1_weight_grad.ox284 ]
-  %5490 = mul nsw i64 %conv1_weight_grad.g2751503, 64
-  %5491 = add nsw i64 %5490, %conv1_weight_grad.j2761504
-  %5492 = mul nsw i64 %5491, 784
-  %5493 = mul nsw i64 %conv1_weight_grad.c2771505, 784
-  %5494 = add nsw i64 %5492, %5493
-  %5495 = add nsw i64 %conv1_weight_grad.oy2831524, %conv1_weight_grad.ky2781506
-  %5496 = add nsw i64 %5495, -1
-  %5497 = mul nsw i64 %5496, 28
-  %5498 = add nsw i64 %5494, %5497
-  %5499 = add nsw i64 %5498, %conv1_weight_grad.ox2841527
-  %images1528 = getelementptr inbounds float, ptr %images, i64 %5499
-  %5500 = load float, ptr %images1528, align 4
-  %5501 = mul nsw i64 %conv1_weight_grad.c2771505, 3
-  %5502 = add nsw i64 %5501, %conv1_weight_grad.ky2781506
-  %5503 = mul nsw i64 %5502, 3
-  %5504 = add nsw i64 %5503, 1
-  %5505 = mul nsw i64 %5504, 50176
-  %5506 = add nsw i64 1413776, %5505
-  %5507 = mul nsw i64 %conv1_weight_grad.j2761504, 784
-  %5508 = add nsw i64 %5506, %5507
-  %5509 = mul nsw i64 %conv1_weight_grad.oy2831524, 28
-  %5510 = add nsw i64 %5509, %conv1_weight_grad.ox2841527
-  %5511 = add nsw i64 %5508, %5510
-  %arena1529 = getelementptr inbounds float, ptr %arena, i64 %5511
-  store float %5500, ptr %arena1529, align 4
-  %ox284.next = add nsw i64 %conv1_weight_grad.ox2841527, 1
-  %5512 = icmp slt i64 %ox284.next, 28
-  br i1 %5512, label %conv1_weight_grad.ox284, label %conv1_weight_grad.ox284.end
-
-conv1_weight_grad.ox284.end:                      ; preds = %conv1_weight_grad.ox284
-  br label %conv1_weight_grad.endif1526
-
-conv1_weight_grad.then1530:                       ; preds = %conv1_weight_grad.endif1526
-  br label %conv1_weight_grad.ox285
-
-conv1_weight_grad.endif1531:                      ; preds = %conv1_weight_grad.ox285.end, %conv1_weight_grad.endif1526
-  %5513 = add nsw i64 %conv1_weight_grad.oy2831524, %conv1_weight_grad.ky2781506
-  %5514 = add nsw i64 %5513, -1
-  %5515 = icmp slt i64 27, %5514
-  br i1 %5515, label %conv1_weight_grad.then1534, label %conv1_weight_grad.endif1535
-
-conv1_weight_grad.ox285:                          ; preds = %conv1_weight_grad.ox285, %conv1_weight_grad.then1530
-  %conv1_weight_grad.ox2851532 = phi i64 [ 0, %conv1_weight_grad.then1530 ], [ %ox285.next, %conv1_weight_grad.ox285 ]
-  %5516 = mul nsw i64 %conv1_weight_grad.c2771505, 3
-  %5517 = add nsw i64 %5516, %conv1_weight_grad.ky2781506
-  %5518 = mul nsw i64 %5517, 3
-  %5519 = add nsw i64 %5518, 1
-  %5520 = mul nsw i64 %5519, 50176
-  %5521 = add nsw i64 1413776, %5520
-  %5522 = mul nsw i64 %conv1_weight_grad.j2761504, 784
-  %5523 = add nsw i64 %5521, %5522
-  %5524 = mul nsw i64 %conv1_weight_grad.oy2831524, 28
-  %5525 = add nsw i64 %5524, %conv1_weight_grad.ox2851532
-  %5526 = add nsw i64 %5523, %5525
-  %arena1533 = getelementptr inbounds float, ptr %arena, i64 %5526
-  store float 0.000000e+00, ptr %arena1533, align 4
-  %ox285.next = add nsw i64 %conv1_weight_grad.ox2851532, 1
-  %5527 = icmp slt i64 %ox285.next, 28
-  br i1 %5527, label %conv1_weight_grad.ox285, label %conv1_weight_grad.ox285.end
-
-conv1_weight_grad.ox285.end:                      ; preds = %conv1_weight_grad.ox285
-  br label %conv1_weight_grad.endif1531
-
-conv1_weight_grad.then1534:                       ; preds = %conv1_weight_grad.endif1531
-  br label %conv1_weight_grad.ox2851536
-
-conv1_weight_grad.endif1535:                      ; preds = %conv1_weight_grad.ox285.end1537, %conv1_weight_grad.endif1531
-  %oy283.next = add nsw i64 %conv1_weight_grad.oy2831524, 1
-  %5528 = icmp slt i64 %oy283.next, 28
-  br i1 %5528, label %conv1_weight_grad.oy283, label %conv1_weight_grad.oy283.end
-
-conv1_weight_grad.ox2851536:                      ; preds = %conv1_weight_grad.ox2851536, %conv1_weight_grad.then1534
-  %conv1_weight_grad.ox2851538 = phi i64 [ 0, %conv1_weight_grad.then1534 ], [ %ox285.next1540, %conv1_weight_grad.ox2851536 ]
-  %5529 = mul nsw i64 %conv1_weight_grad.c2771505, 3
-  %5530 = add nsw i64 %5529, %conv1_weight_grad.ky2781506
-  %5531 = mul nsw i64 %5530, 3
-  %5532 = add nsw i64 %5531, 1
-  %5533 = mul nsw i64 %5532, 50176
-  %5534 = add nsw i64 1413776, %5533
-  %5535 = mul nsw i64 %conv1_weight_grad.j2761504, 784
-  %5536 = add nsw i64 %5534, %5535
-  %5537 = mul nsw i64 %conv1_weight_grad.oy2831524, 28
-  %5538 = add nsw i64 %5537, %conv1_weight_grad.ox2851538
-  %5539 = add nsw i64 %5536, %5538
-  %arena1539 = getelementptr inbounds float, ptr %arena, i64 %5539
-  store float 0.000000e+00, ptr %arena1539, align 4
-  %ox285.next1540 = add nsw i64 %conv1_weight_grad.ox2851538, 1
-  %5540 = icmp slt i64 %ox285.next1540, 28
-  br i1 %5540, label %conv1_weight_grad.ox2851536, label %conv1_weight_grad.ox285.end1537
-
-conv1_weight_grad.ox285.end1537:                  ; preds = %conv1_weight_grad.ox2851536
-  br label %conv1_weight_grad.endif1535
-
-conv1_weight_grad.oy286:                          ; preds = %conv1_weight_grad.endif1554, %conv1_weight_grad.oy283.end
-  %conv1_weight_grad.oy2861541 = phi i64 [ 0, %conv1_weight_grad.oy283.end ], [ %oy286.next, %conv1_weight_grad.endif1554 ]
-  %5541 = add nsw i64 %conv1_weight_grad.oy2861541, %conv1_weight_grad.ky2781506
-  %5542 = add nsw i64 %5541, -1
-  %5543 = icmp slt i64 -1, %5542
-  %5544 = add nsw i64 %conv1_weight_grad.oy2861541, %conv1_weight_grad.ky2781506
-  %5545 = add nsw i64 %5544, -1
-  %5546 = icmp slt i64 %5545, 28
-  %5547 = and i1 %5543, %5546
-  br i1 %5547, label %conv1_weight_grad.then1542, label %conv1_weight_grad.endif1543
-
-conv1_weight_grad.oy286.end:                      ; preds = %conv1_weight_grad.endif1554
-  %ky278.next = add nsw i64 %conv1_weight_grad.ky2781506, 1
-  %5548 = icmp slt i64 %ky278.next, 3
-  br i1 %5548, label %conv1_weight_grad.ky278, label %conv1_weight_grad.ky278.end
-
-conv1_weight_grad.then1542:                       ; preds = %conv1_weight_grad.oy286
-  br label %conv1_weight_grad.ox287
-
-conv1_weight_grad.endif1543:                      ; preds = %conv1_weight_grad.ox288.end, %conv1_weight_grad.oy286
-  %5549 = add nsw i64 %conv1_weight_grad.oy2861541, %conv1_weight_grad.ky2781506
-  %5550 = add nsw i64 %5549, -1
-  %5551 = icmp slt i64 %5550, 0
-  br i1 %5551, label %conv1_weight_grad.then1549, label %conv1_weight_grad.endif1550
-
-conv1_weight_grad.ox287:                          ; preds = %conv1_weight_grad.ox287, %conv1_weight_grad.then1542
-  %conv1_weight_grad.ox2871544 = phi i64 [ 0, %conv1_weight_grad.then1542 ], [ %ox287.next, %conv1_weight_grad.ox287 ]
-  %5552 = mul nsw i64 %conv1_weight_grad.g2751503, 64
-  %5553 = add nsw i64 %5552, %conv1_weight_grad.j2761504
-  %5554 = mul nsw i64 %5553, 784
-  %5555 = mul nsw i64 %conv1_weight_grad.c2771505, 784
-  %5556 = add nsw i64 %5554, %5555
-  %5557 = add nsw i64 %conv1_weight_grad.oy2861541, %conv1_weight_grad.ky2781506
-  %5558 = add nsw i64 %5557, -1
-  %5559 = mul nsw i64 %5558, 28
-  %5560 = add nsw i64 %5556, %5559
-  %5561 = add nsw i64 %conv1_weight_grad.ox2871544, 1
-  %5562 = add nsw i64 %5560, %5561
-  %images1545 = getelementptr inbounds float, ptr %images, i64 %5562
-  %5563 = load float, ptr %images1545, align 4
-  %5564 = mul nsw i64 %conv1_weight_grad.c2771505, 3
-  %5565 = add nsw i64 %5564, %conv1_weight_grad.ky2781506
-  %5566 = mul nsw i64 %5565, 3
-  %5567 = add nsw i64 %5566, 2
-  %5568 = mul nsw i64 %5567, 50176
-  %5569 = add nsw i64 1413776, %5568
-  %5570 = mul nsw i64 %conv1_weight_grad.j2761504, 784
-  %5571 = add nsw i64 %5569, %5570
-  %5572 = mul nsw i64 %conv1_weight_grad.oy2861541, 28
-  %5573 = add nsw i64 %5572, %conv1_weight_grad.ox2871544
-  %5574 = add nsw i64 %5571, %5573
-  %arena1546 = getelementptr inbounds float, ptr %arena, i64 %5574
-  store float %5563, ptr %arena1546, align 4
-  %ox287.next = add nsw i64 %conv1_weight_grad.ox2871544, 1
-  %5575 = icmp slt i64 %ox287.next, 27
-  br i1 %5575, label %conv1_weight_grad.ox287, label %conv1_weight_grad.ox287.end
-
-conv1_weight_grad.ox287.end:                      ; preds = %conv1_weight_grad.ox287
-  br label %conv1_weight_grad.ox288
-
-conv1_weight_grad.ox288:                          ; preds = %conv1_weight_grad.ox288, %conv1_weight_grad.ox287.end
-  %conv1_weight_grad.ox2881547 = phi i64 [ 0, %conv1_weight_grad.ox287.end ], [ %ox288.next, %conv1_weight_grad.ox288 ]
-  %5576 = mul nsw i64 %conv1_weight_grad.c2771505, 3
-  %5577 = add nsw i64 %5576, %conv1_weight_grad.ky2781506
-  %5578 = mul nsw i64 %5577, 3
-  %5579 = add nsw i64 %5578, 2
-  %5580 = mul nsw i64 %5579, 50176
-  %5581 = add nsw i64 1413776, %5580
-  %5582 = mul nsw i64 %conv1_weight_grad.j2761504, 784
-  %5583 = add nsw i64 %5581, %5582
-  %5584 = mul nsw i64 %conv1_weight_grad.oy2861541, 28
-  %5585 = add nsw i64 %conv1_weight_grad.ox2881547, 27
-  %5586 = add nsw i64 %5584, %5585
-  %5587 = add nsw i64 %5583, %5586
-  %arena1548 = getelementptr inbounds float, ptr %arena, i64 %5587
-  store float 0.000000e+00, ptr %arena1548, align 4
-  %ox288.next = add nsw i64 %conv1_weight_grad.ox2881547, 1
-  %5588 = icmp slt i64 %ox288.next, 1
-  br i1 %5588, label %conv1_weight_grad.ox288, label %conv1_weight_grad.ox288.end
-
-conv1_weight_grad.ox288.end:                      ; preds = %conv1_weight_grad.ox288
-  br label %conv1_weight_grad.endif1543
-
-conv1_weight_grad.then1549:                       ; preds = %conv1_weight_grad.endif1543
-  br label %conv1_weight_grad.ox289
-
-conv1_weight_grad.endif1550:                      ; preds = %conv1_weight_grad.ox289.end, %conv1_weight_grad.endif1543
-  %5589 = add nsw i64 %conv1_weight_grad.oy2861541, %conv1_weight_grad.ky2781506
-  %5590 = add nsw i64 %5589, -1
-  %5591 = icmp slt i64 27, %5590
-  br i1 %5591, label %conv1_weight_grad.then1553, label %conv1_weight_grad.endif1554
-
-conv1_weight_grad.ox289:                          ; preds = %conv1_weight_grad.ox289, %conv1_weight_grad.then1549
-  %conv1_weight_grad.ox2891551 = phi i64 [ 0, %conv1_weight_grad.then1549 ], [ %ox289.next, %conv1_weight_grad.ox289 ]
-  %5592 = mul nsw i64 %conv1_weight_grad.c2771505, 3
-  %5593 = add nsw i64 %5592, %conv1_weight_grad.ky2781506
-  %5594 = mul nsw i64 %5593, 3
-  %5595 = add nsw i64 %5594, 2
-  %5596 = mul nsw i64 %5595, 50176
-  %5597 = add nsw i64 1413776, %5596
-  %5598 = mul nsw i64 %conv1_weight_grad.j2761504, 784
-  %5599 = add nsw i64 %5597, %5598
-  %5600 = mul nsw i64 %conv1_weight_grad.oy2861541, 28
-  %5601 = add nsw i64 %5600, %conv1_weight_grad.ox2891551
-  %5602 = add nsw i64 %5599, %5601
-  %arena1552 = getelementptr inbounds float, ptr %arena, i64 %5602
-  store float 0.000000e+00, ptr %arena1552, align 4
-  %ox289.next = add nsw i64 %conv1_weight_grad.ox2891551, 1
-  %5603 = icmp slt i64 %ox289.next, 28
-  br i1 %5603, label %conv1_weight_grad.ox289, label %conv1_weight_grad.ox289.end
-
-conv1_weight_grad.ox289.end:                      ; preds = %conv1_weight_grad.ox289
-  br label %conv1_weight_grad.endif1550
-
-conv1_weight_grad.then1553:                       ; preds = %conv1_weight_grad.endif1550
-  br label %conv1_weight_grad.ox2891555
-
-conv1_weight_grad.endif1554:                      ; preds = %conv1_weight_grad.ox289.end1556, %conv1_weight_grad.endif1550
-  %oy286.next = add nsw i64 %conv1_weight_grad.oy2861541, 1
-  %5604 = icmp slt i64 %oy286.next, 28
-  br i1 %5604, label %conv1_weight_grad.oy286, label %conv1_weight_grad.oy286.end
-
-conv1_weight_grad.ox2891555:                      ; preds = %conv1_weight_grad.ox2891555, %conv1_weight_grad.then1553
-  %conv1_weight_grad.ox2891557 = phi i64 [ 0, %conv1_weight_grad.then1553 ], [ %ox289.next1559, %conv1_weight_grad.ox2891555 ]
-  %5605 = mul nsw i64 %conv1_weight_grad.c2771505, 3
-  %5606 = add nsw i64 %5605, %conv1_weight_grad.ky2781506
-  %5607 = mul nsw i64 %5606, 3
-  %5608 = add nsw i64 %5607, 2
-  %5609 = mul nsw i64 %5608, 50176
-  %5610 = add nsw i64 1413776, %5609
-  %5611 = mul nsw i64 %conv1_weight_grad.j2761504, 784
-  %5612 = add nsw i64 %5610, %5611
-  %5613 = mul nsw i64 %conv1_weight_grad.oy2861541, 28
-  %5614 = add nsw i64 %5613, %conv1_weight_grad.ox2891557
-  %5615 = add nsw i64 %5612, %5614
-  %arena1558 = getelementptr inbounds float, ptr %arena, i64 %5615
-  store float 0.000000e+00, ptr %arena1558, align 4
-  %ox289.next1559 = add nsw i64 %conv1_weight_grad.ox2891557, 1
-  %5616 = icmp slt i64 %ox289.next1559, 28
-  br i1 %5616, label %conv1_weight_grad.ox2891555, label %conv1_weight_grad.ox289.end1556
-
-conv1_weight_grad.ox289.end1556:                  ; preds = %conv1_weight_grad.ox2891555
-  br label %conv1_weight_grad.endif1554
-
-conv1_weight_grad.j290:                           ; preds = %conv1_weight_grad.i291.end, %conv1_weight_grad.j276.end
-  %conv1_weight_grad.j2901560 = phi i64 [ 0, %conv1_weight_grad.j276.end ], [ %j290.next, %conv1_weight_grad.i291.end ]
-  br label %conv1_weight_grad.i291
-
-conv1_weight_grad.j290.end:                       ; preds = %conv1_weight_grad.i291.end
-  br label %conv1_weight_grad.kp293
-
-conv1_weight_grad.i291:                           ; preds = %conv1_weight_grad.f292.end, %conv1_weight_grad.j290
-  %conv1_weight_grad.i2911561 = phi i64 [ 0, %conv1_weight_grad.j290 ], [ %i291.next, %conv1_weight_grad.f292.end ]
-  br label %conv1_weight_grad.f292
-
-conv1_weight_grad.i291.end:                       ; preds = %conv1_weight_grad.f292.end
-  %j290.next = add nsw i64 %conv1_weight_grad.j2901560, 1
-  %5617 = icmp slt i64 %j290.next, 64
-  br i1 %5617, label %conv1_weight_grad.j290, label %conv1_weight_grad.j290.end
-
-conv1_weight_grad.f292:                           ; preds = %conv1_weight_grad.f292, %conv1_weight_grad.i291
-  %conv1_weight_grad.f2921562 = phi i64 [ 0, %conv1_weight_grad.i291 ], [ %f292.next, %conv1_weight_grad.f292 ]
-  %5618 = mul nsw i64 %conv1_weight_grad.g2751503, 64
-  %5619 = add nsw i64 %5618, %conv1_weight_grad.j2901560
-  %5620 = mul nsw i64 %5619, 12544
-  %5621 = add nsw i64 610960, %5620
-  %5622 = mul nsw i64 %conv1_weight_grad.f2921562, 784
-  %5623 = add nsw i64 %5621, %5622
-  %5624 = add nsw i64 %5623, %conv1_weight_grad.i2911561
-  %arena1563 = getelementptr inbounds float, ptr %arena, i64 %5624
-  %5625 = load float, ptr %arena1563, align 4
-  %5626 = mul nsw i64 %conv1_weight_grad.j2901560, 784
-  %5627 = add nsw i64 %5626, %conv1_weight_grad.i2911561
-  %5628 = mul nsw i64 %5627, 16
-  %5629 = add nsw i64 1865360, %5628
-  %5630 = add nsw i64 %5629, %conv1_weight_grad.f2921562
-  %arena1564 = getelementptr inbounds float, ptr %arena, i64 %5630
-  store float %5625, ptr %arena1564, align 4
-  %f292.next = add nsw i64 %conv1_weight_grad.f2921562, 1
-  %5631 = icmp slt i64 %f292.next, 16
-  br i1 %5631, label %conv1_weight_grad.f292, label %conv1_weight_grad.f292.end
-
-conv1_weight_grad.f292.end:                       ; preds = %conv1_weight_grad.f292
-  %i291.next = add nsw i64 %conv1_weight_grad.i2911561, 1
-  %5632 = icmp slt i64 %i291.next, 784
-  br i1 %5632, label %conv1_weight_grad.i291, label %conv1_weight_grad.i291.end
-
-conv1_weight_grad.kp293:                          ; preds = %conv1_weight_grad.nb294.end, %conv1_weight_grad.j290.end
-  %conv1_weight_grad.kp2931565 = phi i64 [ 0, %conv1_weight_grad.j290.end ], [ %kp293.next, %conv1_weight_grad.nb294.end ]
-  br label %conv1_weight_grad.nb294
-
-conv1_weight_grad.kp293.end:                      ; preds = %conv1_weight_grad.nb294.end
-  br label %conv1_weight_grad.nb298
-
-conv1_weight_grad.nb294:                          ; preds = %conv1_weight_grad.mb295.end, %conv1_weight_grad.kp293
-  %conv1_weight_grad.nb2941566 = phi i64 [ 0, %conv1_weight_grad.kp293 ], [ %nb294.next, %conv1_weight_grad.mb295.end ]
-  br label %conv1_weight_grad.mb295
-
-conv1_weight_grad.nb294.end:                      ; preds = %conv1_weight_grad.mb295.end
-  %kp293.next = add nsw i64 %conv1_weight_grad.kp2931565, 1
-  %5633 = icmp slt i64 %kp293.next, 130
-  br i1 %5633, label %conv1_weight_grad.kp293, label %conv1_weight_grad.kp293.end
-
-conv1_weight_grad.mb295:                          ; preds = %conv1_weight_grad.k297.end, %conv1_weight_grad.nb294
-  %conv1_weight_grad.mb2951567 = phi i64 [ 0, %conv1_weight_grad.nb294 ], [ %mb295.next, %conv1_weight_grad.k297.end ]
-  %5634 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5635 = mul nsw i64 %5634, 16
-  %5636 = add nsw i64 2668176, %5635
-  %5637 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5638 = add nsw i64 %5636, %5637
-  %arena1568 = getelementptr inbounds float, ptr %arena, i64 %5638
-  %5639 = load <16 x float>, ptr %arena1568, align 4
-  store <16 x float> %5639, ptr %conv1_weight_grad.t296_c0_0, align 64
-  %5640 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5641 = add nsw i64 %5640, 1
-  %5642 = mul nsw i64 %5641, 16
-  %5643 = add nsw i64 2668176, %5642
-  %5644 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5645 = add nsw i64 %5643, %5644
-  %arena1569 = getelementptr inbounds float, ptr %arena, i64 %5645
-  %5646 = load <16 x float>, ptr %arena1569, align 4
-  store <16 x float> %5646, ptr %conv1_weight_grad.t296_c1_0, align 64
-  %5647 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5648 = add nsw i64 %5647, 2
-  %5649 = mul nsw i64 %5648, 16
-  %5650 = add nsw i64 2668176, %5649
-  %5651 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5652 = add nsw i64 %5650, %5651
-  %arena1570 = getelementptr inbounds float, ptr %arena, i64 %5652
-  %5653 = load <16 x float>, ptr %arena1570, align 4
-  store <16 x float> %5653, ptr %conv1_weight_grad.t296_c2_0, align 64
-  %5654 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5655 = add nsw i64 %5654, 3
-  %5656 = mul nsw i64 %5655, 16
-  %5657 = add nsw i64 2668176, %5656
-  %5658 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5659 = add nsw i64 %5657, %5658
-  %arena1571 = getelementptr inbounds float, ptr %arena, i64 %5659
-  %5660 = load <16 x float>, ptr %arena1571, align 4
-  store <16 x float> %5660, ptr %conv1_weight_grad.t296_c3_0, align 64
-  %5661 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5662 = add nsw i64 %5661, 4
-  %5663 = mul nsw i64 %5662, 16
-  %5664 = add nsw i64 2668176, %5663
-  %5665 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5666 = add nsw i64 %5664, %5665
-  %arena1572 = getelementptr inbounds float, ptr %arena, i64 %5666
-  %5667 = load <16 x float>, ptr %arena1572, align 4
-  store <16 x float> %5667, ptr %conv1_weight_grad.t296_c4_0, align 64
-  %5668 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5669 = add nsw i64 %5668, 5
-  %5670 = mul nsw i64 %5669, 16
-  %5671 = add nsw i64 2668176, %5670
-  %5672 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5673 = add nsw i64 %5671, %5672
-  %arena1573 = getelementptr inbounds float, ptr %arena, i64 %5673
-  %5674 = load <16 x float>, ptr %arena1573, align 4
-  store <16 x float> %5674, ptr %conv1_weight_grad.t296_c5_0, align 64
-  %5675 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5676 = add nsw i64 %5675, 6
-  %5677 = mul nsw i64 %5676, 16
-  %5678 = add nsw i64 2668176, %5677
-  %5679 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5680 = add nsw i64 %5678, %5679
-  %arena1574 = getelementptr inbounds float, ptr %arena, i64 %5680
-  %5681 = load <16 x float>, ptr %arena1574, align 4
-  store <16 x float> %5681, ptr %conv1_weight_grad.t296_c6_0, align 64
-  %5682 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5683 = add nsw i64 %5682, 7
-  %5684 = mul nsw i64 %5683, 16
-  %5685 = add nsw i64 2668176, %5684
-  %5686 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5687 = add nsw i64 %5685, %5686
-  %arena1575 = getelementptr inbounds float, ptr %arena, i64 %5687
-  %5688 = load <16 x float>, ptr %arena1575, align 4
-  store <16 x float> %5688, ptr %conv1_weight_grad.t296_c7_0, align 64
-  %5689 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5690 = add nsw i64 %5689, 8
-  %5691 = mul nsw i64 %5690, 16
-  %5692 = add nsw i64 2668176, %5691
-  %5693 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5694 = add nsw i64 %5692, %5693
-  %arena1576 = getelementptr inbounds float, ptr %arena, i64 %5694
-  %5695 = load <16 x float>, ptr %arena1576, align 4
-  store <16 x float> %5695, ptr %conv1_weight_grad.t296_c8_0, align 64
-  br label %conv1_weight_grad.k297
-
-conv1_weight_grad.mb295.end:                      ; preds = %conv1_weight_grad.k297.end
-  %nb294.next = add nsw i64 %conv1_weight_grad.nb2941566, 1
-  %5696 = icmp slt i64 %nb294.next, 1
-  br i1 %5696, label %conv1_weight_grad.nb294, label %conv1_weight_grad.nb294.end
-
-conv1_weight_grad.k297:                           ; preds = %conv1_weight_grad.k297, %conv1_weight_grad.mb295
-  %conv1_weight_grad.k2971577 = phi i64 [ 0, %conv1_weight_grad.mb295 ], [ %k297.next, %conv1_weight_grad.k297 ]
-  %5697 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
-  %5698 = add nsw i64 %conv1_weight_grad.k2971577, %5697
-  %5699 = mul nsw i64 %5698, 16
-  %5700 = add nsw i64 1865360, %5699
-  %5701 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5702 = add nsw i64 %5700, %5701
-  %arena1578 = getelementptr inbounds float, ptr %arena, i64 %5702
-  %5703 = load <16 x float>, ptr %arena1578, align 4
-  store <16 x float> %5703, ptr %conv1_weight_grad.t296_b0, align 64
-  %5704 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5705 = mul nsw i64 %5704, 50176
-  %5706 = add nsw i64 1413776, %5705
-  %5707 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
-  %5708 = add nsw i64 %conv1_weight_grad.k2971577, %5707
-  %5709 = add nsw i64 %5706, %5708
-  %arena1579 = getelementptr inbounds float, ptr %arena, i64 %5709
-  %5710 = load float, ptr %arena1579, align 4
-  %5711 = insertelement <16 x float> undef, float %5710, i32 0
-  %5712 = shufflevector <16 x float> %5711, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5712, ptr %conv1_weight_grad.t296_a0, align 64
-  %t296_a0 = load <16 x float>, ptr %conv1_weight_grad.t296_a0, align 64
-  %t296_b0 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
-  %t296_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c0_0, align 64
-  %5713 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a0, <16 x float> %t296_b0, <16 x float> %t296_c0_0)
-  store <16 x float> %5713, ptr %conv1_weight_grad.t296_c0_0, align 64
-  %5714 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5715 = add nsw i64 %5714, 1
-  %5716 = mul nsw i64 %5715, 50176
-  %5717 = add nsw i64 1413776, %5716
-  %5718 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
-  %5719 = add nsw i64 %conv1_weight_grad.k2971577, %5718
-  %5720 = add nsw i64 %5717, %5719
-  %arena1580 = getelementptr inbounds float, ptr %arena, i64 %5720
-  %5721 = load float, ptr %arena1580, align 4
-  %5722 = insertelement <16 x float> undef, float %5721, i32 0
-  %5723 = shufflevector <16 x float> %5722, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5723, ptr %conv1_weight_grad.t296_a1, align 64
-  %t296_a1 = load <16 x float>, ptr %conv1_weight_grad.t296_a1, align 64
-  %t296_b01581 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
-  %t296_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c1_0, align 64
-  %5724 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a1, <16 x float> %t296_b01581, <16 x float> %t296_c1_0)
-  store <16 x float> %5724, ptr %conv1_weight_grad.t296_c1_0, align 64
-  %5725 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5726 = add nsw i64 %5725, 2
-  %5727 = mul nsw i64 %5726, 50176
-  %5728 = add nsw i64 1413776, %5727
-  %5729 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
-  %5730 = add nsw i64 %conv1_weight_grad.k2971577, %5729
-  %5731 = add nsw i64 %5728, %5730
-  %arena1582 = getelementptr inbounds float, ptr %arena, i64 %5731
-  %5732 = load float, ptr %arena1582, align 4
-  %5733 = insertelement <16 x float> undef, float %5732, i32 0
-  %5734 = shufflevector <16 x float> %5733, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5734, ptr %conv1_weight_grad.t296_a2, align 64
-  %t296_a2 = load <16 x float>, ptr %conv1_weight_grad.t296_a2, align 64
-  %t296_b01583 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
-  %t296_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c2_0, align 64
-  %5735 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a2, <16 x float> %t296_b01583, <16 x float> %t296_c2_0)
-  store <16 x float> %5735, ptr %conv1_weight_grad.t296_c2_0, align 64
-  %5736 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5737 = add nsw i64 %5736, 3
-  %5738 = mul nsw i64 %5737, 50176
-  %5739 = add nsw i64 1413776, %5738
-  %5740 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
-  %5741 = add nsw i64 %conv1_weight_grad.k2971577, %5740
-  %5742 = add nsw i64 %5739, %5741
-  %arena1584 = getelementptr inbounds float, ptr %arena, i64 %5742
-  %5743 = load float, ptr %arena1584, align 4
-  %5744 = insertelement <16 x float> undef, float %5743, i32 0
-  %5745 = shufflevector <16 x float> %5744, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5745, ptr %conv1_weight_grad.t296_a3, align 64
-  %t296_a3 = load <16 x float>, ptr %conv1_weight_grad.t296_a3, align 64
-  %t296_b01585 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
-  %t296_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c3_0, align 64
-  %5746 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a3, <16 x float> %t296_b01585, <16 x float> %t296_c3_0)
-  store <16 x float> %5746, ptr %conv1_weight_grad.t296_c3_0, align 64
-  %5747 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5748 = add nsw i64 %5747, 4
-  %5749 = mul nsw i64 %5748, 50176
-  %5750 = add nsw i64 1413776, %5749
-  %5751 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
-  %5752 = add nsw i64 %conv1_weight_grad.k2971577, %5751
-  %5753 = add nsw i64 %5750, %5752
-  %arena1586 = getelementptr inbounds float, ptr %arena, i64 %5753
-  %5754 = load float, ptr %arena1586, align 4
-  %5755 = insertelement <16 x float> undef, float %5754, i32 0
-  %5756 = shufflevector <16 x float> %5755, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5756, ptr %conv1_weight_grad.t296_a4, align 64
-  %t296_a4 = load <16 x float>, ptr %conv1_weight_grad.t296_a4, align 64
-  %t296_b01587 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
-  %t296_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c4_0, align 64
-  %5757 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a4, <16 x float> %t296_b01587, <16 x float> %t296_c4_0)
-  store <16 x float> %5757, ptr %conv1_weight_grad.t296_c4_0, align 64
-  %5758 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5759 = add nsw i64 %5758, 5
-  %5760 = mul nsw i64 %5759, 50176
-  %5761 = add nsw i64 1413776, %5760
-  %5762 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
-  %5763 = add nsw i64 %conv1_weight_grad.k2971577, %5762
-  %5764 = add nsw i64 %5761, %5763
-  %arena1588 = getelementptr inbounds float, ptr %arena, i64 %5764
-  %5765 = load float, ptr %arena1588, align 4
-  %5766 = insertelement <16 x float> undef, float %5765, i32 0
-  %5767 = shufflevector <16 x float> %5766, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5767, ptr %conv1_weight_grad.t296_a5, align 64
-  %t296_a5 = load <16 x float>, ptr %conv1_weight_grad.t296_a5, align 64
-  %t296_b01589 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
-  %t296_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c5_0, align 64
-  %5768 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a5, <16 x float> %t296_b01589, <16 x float> %t296_c5_0)
-  store <16 x float> %5768, ptr %conv1_weight_grad.t296_c5_0, align 64
-  %5769 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5770 = add nsw i64 %5769, 6
-  %5771 = mul nsw i64 %5770, 50176
-  %5772 = add nsw i64 1413776, %5771
-  %5773 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
-  %5774 = add nsw i64 %conv1_weight_grad.k2971577, %5773
-  %5775 = add nsw i64 %5772, %5774
-  %arena1590 = getelementptr inbounds float, ptr %arena, i64 %5775
-  %5776 = load float, ptr %arena1590, align 4
-  %5777 = insertelement <16 x float> undef, float %5776, i32 0
-  %5778 = shufflevector <16 x float> %5777, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5778, ptr %conv1_weight_grad.t296_a6, align 64
-  %t296_a6 = load <16 x float>, ptr %conv1_weight_grad.t296_a6, align 64
-  %t296_b01591 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
-  %t296_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c6_0, align 64
-  %5779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a6, <16 x float> %t296_b01591, <16 x float> %t296_c6_0)
-  store <16 x float> %5779, ptr %conv1_weight_grad.t296_c6_0, align 64
-  %5780 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5781 = add nsw i64 %5780, 7
-  %5782 = mul nsw i64 %5781, 50176
-  %5783 = add nsw i64 1413776, %5782
-  %5784 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
-  %5785 = add nsw i64 %conv1_weight_grad.k2971577, %5784
-  %5786 = add nsw i64 %5783, %5785
-  %arena1592 = getelementptr inbounds float, ptr %arena, i64 %5786
-  %5787 = load float, ptr %arena1592, align 4
-  %5788 = insertelement <16 x float> undef, float %5787, i32 0
-  %5789 = shufflevector <16 x float> %5788, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5789, ptr %conv1_weight_grad.t296_a7, align 64
-  %t296_a7 = load <16 x float>, ptr %conv1_weight_grad.t296_a7, align 64
-  %t296_b01593 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
-  %t296_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c7_0, align 64
-  %5790 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a7, <16 x float> %t296_b01593, <16 x float> %t296_c7_0)
-  store <16 x float> %5790, ptr %conv1_weight_grad.t296_c7_0, align 64
-  %5791 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5792 = add nsw i64 %5791, 8
-  %5793 = mul nsw i64 %5792, 50176
-  %5794 = add nsw i64 1413776, %5793
-  %5795 = mul nsw i64 %conv1_weight_grad.kp2931565, 384
-  %5796 = add nsw i64 %conv1_weight_grad.k2971577, %5795
-  %5797 = add nsw i64 %5794, %5796
-  %arena1594 = getelementptr inbounds float, ptr %arena, i64 %5797
-  %5798 = load float, ptr %arena1594, align 4
-  %5799 = insertelement <16 x float> undef, float %5798, i32 0
-  %5800 = shufflevector <16 x float> %5799, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5800, ptr %conv1_weight_grad.t296_a8, align 64
-  %t296_a8 = load <16 x float>, ptr %conv1_weight_grad.t296_a8, align 64
-  %t296_b01595 = load <16 x float>, ptr %conv1_weight_grad.t296_b0, align 64
-  %t296_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t296_c8_0, align 64
-  %5801 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t296_a8, <16 x float> %t296_b01595, <16 x float> %t296_c8_0)
-  store <16 x float> %5801, ptr %conv1_weight_grad.t296_c8_0, align 64
-  %k297.next = add nsw i64 %conv1_weight_grad.k2971577, 1
-  %5802 = icmp slt i64 %k297.next, 384
-  br i1 %5802, label %conv1_weight_grad.k297, label %conv1_weight_grad.k297.end
-
-conv1_weight_grad.k297.end:                       ; preds = %conv1_weight_grad.k297
-  %t296_c0_01596 = load <16 x float>, ptr %conv1_weight_grad.t296_c0_0, align 64
-  %5803 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5804 = mul nsw i64 %5803, 16
-  %5805 = add nsw i64 2668176, %5804
-  %5806 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5807 = add nsw i64 %5805, %5806
-  %arena1597 = getelementptr inbounds float, ptr %arena, i64 %5807
-  store <16 x float> %t296_c0_01596, ptr %arena1597, align 4
-  %t296_c1_01598 = load <16 x float>, ptr %conv1_weight_grad.t296_c1_0, align 64
-  %5808 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5809 = add nsw i64 %5808, 1
-  %5810 = mul nsw i64 %5809, 16
-  %5811 = add nsw i64 2668176, %5810
-  %5812 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5813 = add nsw i64 %5811, %5812
-  %arena1599 = getelementptr inbounds float, ptr %arena, i64 %5813
-  store <16 x float> %t296_c1_01598, ptr %arena1599, align 4
-  %t296_c2_01600 = load <16 x float>, ptr %conv1_weight_grad.t296_c2_0, align 64
-  %5814 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5815 = add nsw i64 %5814, 2
-  %5816 = mul nsw i64 %5815, 16
-  %5817 = add nsw i64 2668176, %5816
-  %5818 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5819 = add nsw i64 %5817, %5818
-  %arena1601 = getelementptr inbounds float, ptr %arena, i64 %5819
-  store <16 x float> %t296_c2_01600, ptr %arena1601, align 4
-  %t296_c3_01602 = load <16 x float>, ptr %conv1_weight_grad.t296_c3_0, align 64
-  %5820 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5821 = add nsw i64 %5820, 3
-  %5822 = mul nsw i64 %5821, 16
-  %5823 = add nsw i64 2668176, %5822
-  %5824 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5825 = add nsw i64 %5823, %5824
-  %arena1603 = getelementptr inbounds float, ptr %arena, i64 %5825
-  store <16 x float> %t296_c3_01602, ptr %arena1603, align 4
-  %t296_c4_01604 = load <16 x float>, ptr %conv1_weight_grad.t296_c4_0, align 64
-  %5826 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5827 = add nsw i64 %5826, 4
-  %5828 = mul nsw i64 %5827, 16
-  %5829 = add nsw i64 2668176, %5828
-  %5830 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5831 = add nsw i64 %5829, %5830
-  %arena1605 = getelementptr inbounds float, ptr %arena, i64 %5831
-  store <16 x float> %t296_c4_01604, ptr %arena1605, align 4
-  %t296_c5_01606 = load <16 x float>, ptr %conv1_weight_grad.t296_c5_0, align 64
-  %5832 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5833 = add nsw i64 %5832, 5
-  %5834 = mul nsw i64 %5833, 16
-  %5835 = add nsw i64 2668176, %5834
-  %5836 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5837 = add nsw i64 %5835, %5836
-  %arena1607 = getelementptr inbounds float, ptr %arena, i64 %5837
-  store <16 x float> %t296_c5_01606, ptr %arena1607, align 4
-  %t296_c6_01608 = load <16 x float>, ptr %conv1_weight_grad.t296_c6_0, align 64
-  %5838 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5839 = add nsw i64 %5838, 6
-  %5840 = mul nsw i64 %5839, 16
-  %5841 = add nsw i64 2668176, %5840
-  %5842 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5843 = add nsw i64 %5841, %5842
-  %arena1609 = getelementptr inbounds float, ptr %arena, i64 %5843
-  store <16 x float> %t296_c6_01608, ptr %arena1609, align 4
-  %t296_c7_01610 = load <16 x float>, ptr %conv1_weight_grad.t296_c7_0, align 64
-  %5844 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5845 = add nsw i64 %5844, 7
-  %5846 = mul nsw i64 %5845, 16
-  %5847 = add nsw i64 2668176, %5846
-  %5848 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5849 = add nsw i64 %5847, %5848
-  %arena1611 = getelementptr inbounds float, ptr %arena, i64 %5849
-  store <16 x float> %t296_c7_01610, ptr %arena1611, align 4
-  %t296_c8_01612 = load <16 x float>, ptr %conv1_weight_grad.t296_c8_0, align 64
-  %5850 = mul nsw i64 %conv1_weight_grad.mb2951567, 9
-  %5851 = add nsw i64 %5850, 8
-  %5852 = mul nsw i64 %5851, 16
-  %5853 = add nsw i64 2668176, %5852
-  %5854 = mul nsw i64 %conv1_weight_grad.nb2941566, 16
-  %5855 = add nsw i64 %5853, %5854
-  %arena1613 = getelementptr inbounds float, ptr %arena, i64 %5855
-  store <16 x float> %t296_c8_01612, ptr %arena1613, align 4
-  %mb295.next = add nsw i64 %conv1_weight_grad.mb2951567, 1
-  %5856 = icmp slt i64 %mb295.next, 1
-  br i1 %5856, label %conv1_weight_grad.mb295, label %conv1_weight_grad.mb295.end
-
-conv1_weight_grad.nb298:                          ; preds = %conv1_weight_grad.mb299.end, %conv1_weight_grad.kp293.end
-  %conv1_weight_grad.nb2981614 = phi i64 [ 0, %conv1_weight_grad.kp293.end ], [ %nb298.next, %conv1_weight_grad.mb299.end ]
-  br label %conv1_weight_grad.mb299
-
-conv1_weight_grad.nb298.end:                      ; preds = %conv1_weight_grad.mb299.end
-  %g275.next = add nsw i64 %conv1_weight_grad.g2751503, 1
-  %5857 = icmp slt i64 %g275.next, 1
-  br i1 %5857, label %conv1_weight_grad.g275, label %conv1_weight_grad.g275.end
-
-conv1_weight_grad.mb299:                          ; preds = %conv1_weight_grad.k301.end, %conv1_weight_grad.nb298
-  %conv1_weight_grad.mb2991615 = phi i64 [ 0, %conv1_weight_grad.nb298 ], [ %mb299.next, %conv1_weight_grad.k301.end ]
-  %5858 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5859 = mul nsw i64 %5858, 16
-  %5860 = add nsw i64 2668176, %5859
-  %5861 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %5862 = add nsw i64 %5860, %5861
-  %arena1616 = getelementptr inbounds float, ptr %arena, i64 %5862
-  %5863 = load <16 x float>, ptr %arena1616, align 4
-  store <16 x float> %5863, ptr %conv1_weight_grad.t300_c0_0, align 64
-  %5864 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5865 = add nsw i64 %5864, 1
-  %5866 = mul nsw i64 %5865, 16
-  %5867 = add nsw i64 2668176, %5866
-  %5868 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %5869 = add nsw i64 %5867, %5868
-  %arena1617 = getelementptr inbounds float, ptr %arena, i64 %5869
-  %5870 = load <16 x float>, ptr %arena1617, align 4
-  store <16 x float> %5870, ptr %conv1_weight_grad.t300_c1_0, align 64
-  %5871 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5872 = add nsw i64 %5871, 2
-  %5873 = mul nsw i64 %5872, 16
-  %5874 = add nsw i64 2668176, %5873
-  %5875 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %5876 = add nsw i64 %5874, %5875
-  %arena1618 = getelementptr inbounds float, ptr %arena, i64 %5876
-  %5877 = load <16 x float>, ptr %arena1618, align 4
-  store <16 x float> %5877, ptr %conv1_weight_grad.t300_c2_0, align 64
-  %5878 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5879 = add nsw i64 %5878, 3
-  %5880 = mul nsw i64 %5879, 16
-  %5881 = add nsw i64 2668176, %5880
-  %5882 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %5883 = add nsw i64 %5881, %5882
-  %arena1619 = getelementptr inbounds float, ptr %arena, i64 %5883
-  %5884 = load <16 x float>, ptr %arena1619, align 4
-  store <16 x float> %5884, ptr %conv1_weight_grad.t300_c3_0, align 64
-  %5885 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5886 = add nsw i64 %5885, 4
-  %5887 = mul nsw i64 %5886, 16
-  %5888 = add nsw i64 2668176, %5887
-  %5889 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %5890 = add nsw i64 %5888, %5889
-  %arena1620 = getelementptr inbounds float, ptr %arena, i64 %5890
-  %5891 = load <16 x float>, ptr %arena1620, align 4
-  store <16 x float> %5891, ptr %conv1_weight_grad.t300_c4_0, align 64
-  %5892 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5893 = add nsw i64 %5892, 5
-  %5894 = mul nsw i64 %5893, 16
-  %5895 = add nsw i64 2668176, %5894
-  %5896 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %5897 = add nsw i64 %5895, %5896
-  %arena1621 = getelementptr inbounds float, ptr %arena, i64 %5897
-  %5898 = load <16 x float>, ptr %arena1621, align 4
-  store <16 x float> %5898, ptr %conv1_weight_grad.t300_c5_0, align 64
-  %5899 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5900 = add nsw i64 %5899, 6
-  %5901 = mul nsw i64 %5900, 16
-  %5902 = add nsw i64 2668176, %5901
-  %5903 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %5904 = add nsw i64 %5902, %5903
-  %arena1622 = getelementptr inbounds float, ptr %arena, i64 %5904
-  %5905 = load <16 x float>, ptr %arena1622, align 4
-  store <16 x float> %5905, ptr %conv1_weight_grad.t300_c6_0, align 64
-  %5906 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5907 = add nsw i64 %5906, 7
-  %5908 = mul nsw i64 %5907, 16
-  %5909 = add nsw i64 2668176, %5908
-  %5910 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %5911 = add nsw i64 %5909, %5910
-  %arena1623 = getelementptr inbounds float, ptr %arena, i64 %5911
-  %5912 = load <16 x float>, ptr %arena1623, align 4
-  store <16 x float> %5912, ptr %conv1_weight_grad.t300_c7_0, align 64
-  %5913 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5914 = add nsw i64 %5913, 8
-  %5915 = mul nsw i64 %5914, 16
-  %5916 = add nsw i64 2668176, %5915
-  %5917 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %5918 = add nsw i64 %5916, %5917
-  %arena1624 = getelementptr inbounds float, ptr %arena, i64 %5918
-  %5919 = load <16 x float>, ptr %arena1624, align 4
-  store <16 x float> %5919, ptr %conv1_weight_grad.t300_c8_0, align 64
-  br label %conv1_weight_grad.k301
-
-conv1_weight_grad.mb299.end:                      ; preds = %conv1_weight_grad.k301.end
-  %nb298.next = add nsw i64 %conv1_weight_grad.nb2981614, 1
-  %5920 = icmp slt i64 %nb298.next, 1
-  br i1 %5920, label %conv1_weight_grad.nb298, label %conv1_weight_grad.nb298.end
-
-conv1_weight_grad.k301:                           ; preds = %conv1_weight_grad.k301, %conv1_weight_grad.mb299
-  %conv1_weight_grad.k3011625 = phi i64 [ 0, %conv1_weight_grad.mb299 ], [ %k301.next, %conv1_weight_grad.k301 ]
-  %5921 = add nsw i64 %conv1_weight_grad.k3011625, 49920
-  %5922 = mul nsw i64 %5921, 16
-  %5923 = add nsw i64 1865360, %5922
-  %5924 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %5925 = add nsw i64 %5923, %5924
-  %arena1626 = getelementptr inbounds float, ptr %arena, i64 %5925
-  %5926 = load <16 x float>, ptr %arena1626, align 4
-  store <16 x float> %5926, ptr %conv1_weight_grad.t300_b0, align 64
-  %5927 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5928 = mul nsw i64 %5927, 50176
-  %5929 = add nsw i64 1413776, %5928
-  %5930 = add nsw i64 %conv1_weight_grad.k3011625, 49920
-  %5931 = add nsw i64 %5929, %5930
-  %arena1627 = getelementptr inbounds float, ptr %arena, i64 %5931
-  %5932 = load float, ptr %arena1627, align 4
-  %5933 = insertelement <16 x float> undef, float %5932, i32 0
-  %5934 = shufflevector <16 x float> %5933, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5934, ptr %conv1_weight_grad.t300_a0, align 64
-  %t300_a0 = load <16 x float>, ptr %conv1_weight_grad.t300_a0, align 64
-  %t300_b0 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
-  %t300_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c0_0, align 64
-  %5935 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a0, <16 x float> %t300_b0, <16 x float> %t300_c0_0)
-  store <16 x float> %5935, ptr %conv1_weight_grad.t300_c0_0, align 64
-  %5936 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5937 = add nsw i64 %5936, 1
-  %5938 = mul nsw i64 %5937, 50176
-  %5939 = add nsw i64 1413776, %5938
-  %5940 = add nsw i64 %conv1_weight_grad.k3011625, 49920
-  %5941 = add nsw i64 %5939, %5940
-  %arena1628 = getelementptr inbounds float, ptr %arena, i64 %5941
-  %5942 = load float, ptr %arena1628, align 4
-  %5943 = insertelement <16 x float> undef, float %5942, i32 0
-  %5944 = shufflevector <16 x float> %5943, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5944, ptr %conv1_weight_grad.t300_a1, align 64
-  %t300_a1 = load <16 x float>, ptr %conv1_weight_grad.t300_a1, align 64
-  %t300_b01629 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
-  %t300_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c1_0, align 64
-  %5945 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a1, <16 x float> %t300_b01629, <16 x float> %t300_c1_0)
-  store <16 x float> %5945, ptr %conv1_weight_grad.t300_c1_0, align 64
-  %5946 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5947 = add nsw i64 %5946, 2
-  %5948 = mul nsw i64 %5947, 50176
-  %5949 = add nsw i64 1413776, %5948
-  %5950 = add nsw i64 %conv1_weight_grad.k3011625, 49920
-  %5951 = add nsw i64 %5949, %5950
-  %arena1630 = getelementptr inbounds float, ptr %arena, i64 %5951
-  %5952 = load float, ptr %arena1630, align 4
-  %5953 = insertelement <16 x float> undef, float %5952, i32 0
-  %5954 = shufflevector <16 x float> %5953, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5954, ptr %conv1_weight_grad.t300_a2, align 64
-  %t300_a2 = load <16 x float>, ptr %conv1_weight_grad.t300_a2, align 64
-  %t300_b01631 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
-  %t300_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c2_0, align 64
-  %5955 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a2, <16 x float> %t300_b01631, <16 x float> %t300_c2_0)
-  store <16 x float> %5955, ptr %conv1_weight_grad.t300_c2_0, align 64
-  %5956 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5957 = add nsw i64 %5956, 3
-  %5958 = mul nsw i64 %5957, 50176
-  %5959 = add nsw i64 1413776, %5958
-  %5960 = add nsw i64 %conv1_weight_grad.k3011625, 49920
-  %5961 = add nsw i64 %5959, %5960
-  %arena1632 = getelementptr inbounds float, ptr %arena, i64 %5961
-  %5962 = load float, ptr %arena1632, align 4
-  %5963 = insertelement <16 x float> undef, float %5962, i32 0
-  %5964 = shufflevector <16 x float> %5963, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5964, ptr %conv1_weight_grad.t300_a3, align 64
-  %t300_a3 = load <16 x float>, ptr %conv1_weight_grad.t300_a3, align 64
-  %t300_b01633 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
-  %t300_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c3_0, align 64
-  %5965 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a3, <16 x float> %t300_b01633, <16 x float> %t300_c3_0)
-  store <16 x float> %5965, ptr %conv1_weight_grad.t300_c3_0, align 64
-  %5966 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5967 = add nsw i64 %5966, 4
-  %5968 = mul nsw i64 %5967, 50176
-  %5969 = add nsw i64 1413776, %5968
-  %5970 = add nsw i64 %conv1_weight_grad.k3011625, 49920
-  %5971 = add nsw i64 %5969, %5970
-  %arena1634 = getelementptr inbounds float, ptr %arena, i64 %5971
-  %5972 = load float, ptr %arena1634, align 4
-  %5973 = insertelement <16 x float> undef, float %5972, i32 0
-  %5974 = shufflevector <16 x float> %5973, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5974, ptr %conv1_weight_grad.t300_a4, align 64
-  %t300_a4 = load <16 x float>, ptr %conv1_weight_grad.t300_a4, align 64
-  %t300_b01635 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
-  %t300_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c4_0, align 64
-  %5975 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a4, <16 x float> %t300_b01635, <16 x float> %t300_c4_0)
-  store <16 x float> %5975, ptr %conv1_weight_grad.t300_c4_0, align 64
-  %5976 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5977 = add nsw i64 %5976, 5
-  %5978 = mul nsw i64 %5977, 50176
-  %5979 = add nsw i64 1413776, %5978
-  %5980 = add nsw i64 %conv1_weight_grad.k3011625, 49920
-  %5981 = add nsw i64 %5979, %5980
-  %arena1636 = getelementptr inbounds float, ptr %arena, i64 %5981
-  %5982 = load float, ptr %arena1636, align 4
-  %5983 = insertelement <16 x float> undef, float %5982, i32 0
-  %5984 = shufflevector <16 x float> %5983, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5984, ptr %conv1_weight_grad.t300_a5, align 64
-  %t300_a5 = load <16 x float>, ptr %conv1_weight_grad.t300_a5, align 64
-  %t300_b01637 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
-  %t300_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c5_0, align 64
-  %5985 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a5, <16 x float> %t300_b01637, <16 x float> %t300_c5_0)
-  store <16 x float> %5985, ptr %conv1_weight_grad.t300_c5_0, align 64
-  %5986 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5987 = add nsw i64 %5986, 6
-  %5988 = mul nsw i64 %5987, 50176
-  %5989 = add nsw i64 1413776, %5988
-  %5990 = add nsw i64 %conv1_weight_grad.k3011625, 49920
-  %5991 = add nsw i64 %5989, %5990
-  %arena1638 = getelementptr inbounds float, ptr %arena, i64 %5991
-  %5992 = load float, ptr %arena1638, align 4
-  %5993 = insertelement <16 x float> undef, float %5992, i32 0
-  %5994 = shufflevector <16 x float> %5993, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %5994, ptr %conv1_weight_grad.t300_a6, align 64
-  %t300_a6 = load <16 x float>, ptr %conv1_weight_grad.t300_a6, align 64
-  %t300_b01639 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
-  %t300_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c6_0, align 64
-  %5995 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a6, <16 x float> %t300_b01639, <16 x float> %t300_c6_0)
-  store <16 x float> %5995, ptr %conv1_weight_grad.t300_c6_0, align 64
-  %5996 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %5997 = add nsw i64 %5996, 7
-  %5998 = mul nsw i64 %5997, 50176
-  %5999 = add nsw i64 1413776, %5998
-  %6000 = add nsw i64 %conv1_weight_grad.k3011625, 49920
-  %6001 = add nsw i64 %5999, %6000
-  %arena1640 = getelementptr inbounds float, ptr %arena, i64 %6001
-  %6002 = load float, ptr %arena1640, align 4
-  %6003 = insertelement <16 x float> undef, float %6002, i32 0
-  %6004 = shufflevector <16 x float> %6003, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6004, ptr %conv1_weight_grad.t300_a7, align 64
-  %t300_a7 = load <16 x float>, ptr %conv1_weight_grad.t300_a7, align 64
-  %t300_b01641 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
-  %t300_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c7_0, align 64
-  %6005 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a7, <16 x float> %t300_b01641, <16 x float> %t300_c7_0)
-  store <16 x float> %6005, ptr %conv1_weight_grad.t300_c7_0, align 64
-  %6006 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %6007 = add nsw i64 %6006, 8
-  %6008 = mul nsw i64 %6007, 50176
-  %6009 = add nsw i64 1413776, %6008
-  %6010 = add nsw i64 %conv1_weight_grad.k3011625, 49920
-  %6011 = add nsw i64 %6009, %6010
-  %arena1642 = getelementptr inbounds float, ptr %arena, i64 %6011
-  %6012 = load float, ptr %arena1642, align 4
-  %6013 = insertelement <16 x float> undef, float %6012, i32 0
-  %6014 = shufflevector <16 x float> %6013, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %6014, ptr %conv1_weight_grad.t300_a8, align 64
-  %t300_a8 = load <16 x float>, ptr %conv1_weight_grad.t300_a8, align 64
-  %t300_b01643 = load <16 x float>, ptr %conv1_weight_grad.t300_b0, align 64
-  %t300_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t300_c8_0, align 64
-  %6015 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t300_a8, <16 x float> %t300_b01643, <16 x float> %t300_c8_0)
-  store <16 x float> %6015, ptr %conv1_weight_grad.t300_c8_0, align 64
-  %k301.next = add nsw i64 %conv1_weight_grad.k3011625, 1
-  %6016 = icmp slt i64 %k301.next, 256
-  br i1 %6016, label %conv1_weight_grad.k301, label %conv1_weight_grad.k301.end
-
-conv1_weight_grad.k301.end:                       ; preds = %conv1_weight_grad.k301
-  %t300_c0_01644 = load <16 x float>, ptr %conv1_weight_grad.t300_c0_0, align 64
-  %6017 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %6018 = mul nsw i64 %6017, 16
-  %6019 = add nsw i64 2668176, %6018
-  %6020 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %6021 = add nsw i64 %6019, %6020
-  %arena1645 = getelementptr inbounds float, ptr %arena, i64 %6021
-  store <16 x float> %t300_c0_01644, ptr %arena1645, align 4
-  %t300_c1_01646 = load <16 x float>, ptr %conv1_weight_grad.t300_c1_0, align 64
-  %6022 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %6023 = add nsw i64 %6022, 1
-  %6024 = mul nsw i64 %6023, 16
-  %6025 = add nsw i64 2668176, %6024
-  %6026 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %6027 = add nsw i64 %6025, %6026
-  %arena1647 = getelementptr inbounds float, ptr %arena, i64 %6027
-  store <16 x float> %t300_c1_01646, ptr %arena1647, align 4
-  %t300_c2_01648 = load <16 x float>, ptr %conv1_weight_grad.t300_c2_0, align 64
-  %6028 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %6029 = add nsw i64 %6028, 2
-  %6030 = mul nsw i64 %6029, 16
-  %6031 = add nsw i64 2668176, %6030
-  %6032 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %6033 = add nsw i64 %6031, %6032
-  %arena1649 = getelementptr inbounds float, ptr %arena, i64 %6033
-  store <16 x float> %t300_c2_01648, ptr %arena1649, align 4
-  %t300_c3_01650 = load <16 x float>, ptr %conv1_weight_grad.t300_c3_0, align 64
-  %6034 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %6035 = add nsw i64 %6034, 3
-  %6036 = mul nsw i64 %6035, 16
-  %6037 = add nsw i64 2668176, %6036
-  %6038 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %6039 = add nsw i64 %6037, %6038
-  %arena1651 = getelementptr inbounds float, ptr %arena, i64 %6039
-  store <16 x float> %t300_c3_01650, ptr %arena1651, align 4
-  %t300_c4_01652 = load <16 x float>, ptr %conv1_weight_grad.t300_c4_0, align 64
-  %6040 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %6041 = add nsw i64 %6040, 4
-  %6042 = mul nsw i64 %6041, 16
-  %6043 = add nsw i64 2668176, %6042
-  %6044 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %6045 = add nsw i64 %6043, %6044
-  %arena1653 = getelementptr inbounds float, ptr %arena, i64 %6045
-  store <16 x float> %t300_c4_01652, ptr %arena1653, align 4
-  %t300_c5_01654 = load <16 x float>, ptr %conv1_weight_grad.t300_c5_0, align 64
-  %6046 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %6047 = add nsw i64 %6046, 5
-  %6048 = mul nsw i64 %6047, 16
-  %6049 = add nsw i64 2668176, %6048
-  %6050 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %6051 = add nsw i64 %6049, %6050
-  %arena1655 = getelementptr inbounds float, ptr %arena, i64 %6051
-  store <16 x float> %t300_c5_01654, ptr %arena1655, align 4
-  %t300_c6_01656 = load <16 x float>, ptr %conv1_weight_grad.t300_c6_0, align 64
-  %6052 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %6053 = add nsw i64 %6052, 6
-  %6054 = mul nsw i64 %6053, 16
-  %6055 = add nsw i64 2668176, %6054
-  %6056 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %6057 = add nsw i64 %6055, %6056
-  %arena1657 = getelementptr inbounds float, ptr %arena, i64 %6057
-  store <16 x float> %t300_c6_01656, ptr %arena1657, align 4
-  %t300_c7_01658 = load <16 x float>, ptr %conv1_weight_grad.t300_c7_0, align 64
-  %6058 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %6059 = add nsw i64 %6058, 7
-  %6060 = mul nsw i64 %6059, 16
-  %6061 = add nsw i64 2668176, %6060
-  %6062 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %6063 = add nsw i64 %6061, %6062
-  %arena1659 = getelementptr inbounds float, ptr %arena, i64 %6063
-  store <16 x float> %t300_c7_01658, ptr %arena1659, align 4
-  %t300_c8_01660 = load <16 x float>, ptr %conv1_weight_grad.t300_c8_0, align 64
-  %6064 = mul nsw i64 %conv1_weight_grad.mb2991615, 9
-  %6065 = add nsw i64 %6064, 8
-  %6066 = mul nsw i64 %6065, 16
-  %6067 = add nsw i64 2668176, %6066
-  %6068 = mul nsw i64 %conv1_weight_grad.nb2981614, 16
-  %6069 = add nsw i64 %6067, %6068
-  %arena1661 = getelementptr inbounds float, ptr %arena, i64 %6069
-  store <16 x float> %t300_c8_01660, ptr %arena1661, align 4
-  %mb299.next = add nsw i64 %conv1_weight_grad.mb2991615, 1
-  %6070 = icmp slt i64 %mb299.next, 1
-  br i1 %6070, label %conv1_weight_grad.mb299, label %conv1_weight_grad.mb299.end
-
-conv1_weight_grad.f302:                           ; preds = %conv1_weight_grad.r303.end, %conv1_weight_grad.g275.end
-  %conv1_weight_grad.f3021662 = phi i64 [ 0, %conv1_weight_grad.g275.end ], [ %f302.next, %conv1_weight_grad.r303.end ]
-  br label %conv1_weight_grad.r303
-
-conv1_weight_grad.f302.end:                       ; preds = %conv1_weight_grad.r303.end
-  br label %conv1_bias_grad.i304
-
-conv1_weight_grad.r303:                           ; preds = %conv1_weight_grad.r303, %conv1_weight_grad.f302
-  %conv1_weight_grad.r3031663 = phi i64 [ 0, %conv1_weight_grad.f302 ], [ %r303.next, %conv1_weight_grad.r303 ]
-  %6071 = mul nsw i64 %conv1_weight_grad.r3031663, 16
-  %6072 = add nsw i64 2668176, %6071
-  %6073 = add nsw i64 %6072, %conv1_weight_grad.f3021662
-  %arena1664 = getelementptr inbounds float, ptr %arena, i64 %6073
-  %6074 = load float, ptr %arena1664, align 4
-  %6075 = mul nsw i64 %conv1_weight_grad.f3021662, 9
-  %6076 = add nsw i64 %6075, %conv1_weight_grad.r3031663
-  %grads1665 = getelementptr inbounds float, ptr %grads, i64 %6076
-  store float %6074, ptr %grads1665, align 4
-  %r303.next = add nsw i64 %conv1_weight_grad.r3031663, 1
-  %6077 = icmp slt i64 %r303.next, 9
-  br i1 %6077, label %conv1_weight_grad.r303, label %conv1_weight_grad.r303.end
-
-conv1_weight_grad.r303.end:                       ; preds = %conv1_weight_grad.r303
-  %f302.next = add nsw i64 %conv1_weight_grad.f3021662, 1
-  %6078 = icmp slt i64 %f302.next, 16
-  br i1 %6078, label %conv1_weight_grad.f302, label %conv1_weight_grad.f302.end
-
-conv1_bias_grad.i304:                             ; preds = %conv1_bias_grad.i304, %conv1_weight_grad.f302.end
-  %conv1_bias_grad.i3041666 = phi i64 [ 0, %conv1_weight_grad.f302.end ], [ %i304.next, %conv1_bias_grad.i304 ]
-  %arena1667 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i3041666
-  store float 1.000000e+00, ptr %arena1667, align 4
-  %i304.next = add nsw i64 %conv1_bias_grad.i3041666, 1
-  %6079 = icmp slt i64 %i304.next, 784
-  br i1 %6079, label %conv1_bias_grad.i304, label %conv1_bias_grad.i304.end
-
-conv1_bias_grad.i304.end:                         ; preds = %conv1_bias_grad.i304
-  br label %conv1_bias_grad.i305
-
-conv1_bias_grad.i305:                             ; preds = %conv1_bias_grad.i305, %conv1_bias_grad.i304.end
-  %conv1_bias_grad.i3051668 = phi i64 [ 0, %conv1_bias_grad.i304.end ], [ %i305.next, %conv1_bias_grad.i305 ]
-  %6080 = add nsw i64 144, %conv1_bias_grad.i3051668
-  %grads1669 = getelementptr inbounds float, ptr %grads, i64 %6080
-  store float 0.000000e+00, ptr %grads1669, align 4
-  %i305.next = add nsw i64 %conv1_bias_grad.i3051668, 1
-  %6081 = icmp slt i64 %i305.next, 16
-  br i1 %6081, label %conv1_bias_grad.i305, label %conv1_bias_grad.i305.end
-
-conv1_bias_grad.i305.end:                         ; preds = %conv1_bias_grad.i305
-  br label %conv1_bias_grad.img306
-
-conv1_bias_grad.img306:                           ; preds = %conv1_bias_grad.img306, %conv1_bias_grad.i305.end
-  %conv1_bias_grad.img3061670 = phi i64 [ 0, %conv1_bias_grad.i305.end ], [ %img306.next, %conv1_bias_grad.img306 ]
-  %6082 = mul nsw i64 %conv1_bias_grad.img3061670, 12544
-  %6083 = add nsw i64 610960, %6082
-  %arena1671 = getelementptr inbounds float, ptr %arena, i64 %6083
-  %arena1672 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads1673 = getelementptr inbounds float, ptr %grads, i64 144
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 1, i32 784, float 1.000000e+00, ptr %arena1671, i32 784, ptr %arena1672, i32 1, float 1.000000e+00, ptr %grads1673, i32 1)
-  %img306.next = add nsw i64 %conv1_bias_grad.img3061670, 1
-  %6084 = icmp slt i64 %img306.next, 64
-  br i1 %6084, label %conv1_bias_grad.img306, label %conv1_bias_grad.img306.end
-
-conv1_bias_grad.img306.end:                       ; preds = %conv1_bias_grad.img306
-  %6085 = sitofp i64 %step to float
-  %6086 = fmul float %6085, 0xBFBAF8E8A0000000
-  %6087 = call float @llvm.exp.f32(float %6086)
-  %6088 = fsub float 1.000000e+00, %6087
-  %6089 = fdiv float %lr, %6088
-  store float %6089, ptr %adam.step_size307, align 4
-  %6090 = sitofp i64 %step to float
-  %6091 = fmul float %6090, 0xBF50645940000000
-  %6092 = call float @llvm.exp.f32(float %6091)
-  %6093 = fsub float 1.000000e+00, %6092
-  %6094 = call float @llvm.sqrt.f32(float %6093)
-  store float %6094, ptr %adam.bc2_sqrt308, align 4
-  br label %adam.i309
-
-adam.i309:                                        ; preds = %adam.i309, %conv1_bias_grad.img306.end
-  %adam.i3091674 = phi i64 [ 0, %conv1_bias_grad.img306.end ], [ %i309.next, %adam.i309 ]
-  %grads1675 = getelementptr inbounds float, ptr %grads, i64 %adam.i3091674
-  %6095 = load float, ptr %grads1675, align 4
-  %params1676 = getelementptr inbounds float, ptr %params, i64 %adam.i3091674
-  %6096 = load float, ptr %params1676, align 4
-  %6097 = fmul float 0.000000e+00, %6096
-  %6098 = fadd float %6095, %6097
-  store float %6098, ptr %adam.g, align 4
-  %m1677 = getelementptr inbounds float, ptr %m, i64 %adam.i3091674
-  %6099 = load float, ptr %m1677, align 4
-  %6100 = fmul float 0x3FECCCCCC0000000, %6099
+conv1_weight_grad.then2275:                       ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.ox316
+
+conv1_weight_grad.endif2276:                      ; preds = %conv1_weight_grad.ox316.end, %conv1_weight_grad.endif
+  %7168 = add nsw i64 %conv1_weight_grad.oy3132269, %conv1_weight_grad.ky3122268
+  %7169 = add nsw i64 %7168, -1
+  %7170 = icmp slt i64 27, %7169
+  br i1 %7170, label %conv1_weight_grad.then2279, label %conv1_weight_grad.endif2280
+
+conv1_weight_grad.ox316:                          ; preds = %conv1_weight_grad.ox316, %conv1_weight_grad.then2275
+  %conv1_weight_grad.ox3162277 = phi i64 [ 0, %conv1_weight_grad.then2275 ], [ %ox316.next, %conv1_weight_grad.ox316 ]
+  %7171 = mul nsw i64 %conv1_weight_grad.c3112267, 3
+  %7172 = add nsw i64 %7171, %conv1_weight_grad.ky3122268
+  %7173 = mul nsw i64 %7172, 3
+  %7174 = mul nsw i64 %7173, 50176
+  %7175 = add nsw i64 1413776, %7174
+  %7176 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7177 = add nsw i64 %7175, %7176
+  %7178 = mul nsw i64 %conv1_weight_grad.oy3132269, 28
+  %7179 = add nsw i64 %7178, %conv1_weight_grad.ox3162277
+  %7180 = add nsw i64 %7177, %7179
+  %arena2278 = getelementptr inbounds float, ptr %arena, i64 %7180
+  store float 0.000000e+00, ptr %arena2278, align 4
+  %ox316.next = add nsw i64 %conv1_weight_grad.ox3162277, 1
+  %7181 = icmp slt i64 %ox316.next, 28
+  br i1 %7181, label %conv1_weight_grad.ox316, label %conv1_weight_grad.ox316.end
+
+conv1_weight_grad.ox316.end:                      ; preds = %conv1_weight_grad.ox316
+  br label %conv1_weight_grad.endif2276
+
+conv1_weight_grad.then2279:                       ; preds = %conv1_weight_grad.endif2276
+  br label %conv1_weight_grad.ox3162281
+
+conv1_weight_grad.endif2280:                      ; preds = %conv1_weight_grad.ox316.end2282, %conv1_weight_grad.endif2276
+  %oy313.next = add nsw i64 %conv1_weight_grad.oy3132269, 1
+  %7182 = icmp slt i64 %oy313.next, 28
+  br i1 %7182, label %conv1_weight_grad.oy313, label %conv1_weight_grad.oy313.end
+
+conv1_weight_grad.ox3162281:                      ; preds = %conv1_weight_grad.ox3162281, %conv1_weight_grad.then2279
+  %conv1_weight_grad.ox3162283 = phi i64 [ 0, %conv1_weight_grad.then2279 ], [ %ox316.next2285, %conv1_weight_grad.ox3162281 ]
+  %7183 = mul nsw i64 %conv1_weight_grad.c3112267, 3
+  %7184 = add nsw i64 %7183, %conv1_weight_grad.ky3122268
+  %7185 = mul nsw i64 %7184, 3
+  %7186 = mul nsw i64 %7185, 50176
+  %7187 = add nsw i64 1413776, %7186
+  %7188 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7189 = add nsw i64 %7187, %7188
+  %7190 = mul nsw i64 %conv1_weight_grad.oy3132269, 28
+  %7191 = add nsw i64 %7190, %conv1_weight_grad.ox3162283
+  %7192 = add nsw i64 %7189, %7191
+  %arena2284 = getelementptr inbounds float, ptr %arena, i64 %7192
+  store float 0.000000e+00, ptr %arena2284, align 4
+  %ox316.next2285 = add nsw i64 %conv1_weight_grad.ox3162283, 1
+  %7193 = icmp slt i64 %ox316.next2285, 28
+  br i1 %7193, label %conv1_weight_grad.ox3162281, label %conv1_weight_grad.ox316.end2282
+
+conv1_weight_grad.ox316.end2282:                  ; preds = %conv1_weight_grad.ox3162281
+  br label %conv1_weight_grad.endif2280
+
+conv1_weight_grad.oy317:                          ; preds = %conv1_weight_grad.endif2297, %conv1_weight_grad.oy313.end
+  %conv1_weight_grad.oy3172286 = phi i64 [ 0, %conv1_weight_grad.oy313.end ], [ %oy317.next, %conv1_weight_grad.endif2297 ]
+  %7194 = add nsw i64 %conv1_weight_grad.oy3172286, %conv1_weight_grad.ky3122268
+  %7195 = add nsw i64 %7194, -1
+  %7196 = icmp slt i64 -1, %7195
+  %7197 = add nsw i64 %conv1_weight_grad.oy3172286, %conv1_weight_grad.ky3122268
+  %7198 = add nsw i64 %7197, -1
+  %7199 = icmp slt i64 %7198, 28
+  %7200 = and i1 %7196, %7199
+  br i1 %7200, label %conv1_weight_grad.then2287, label %conv1_weight_grad.endif2288
+
+conv1_weight_grad.oy317.end:                      ; preds = %conv1_weight_grad.endif2297
+  br label %conv1_weight_grad.oy320
+
+conv1_weight_grad.then2287:                       ; preds = %conv1_weight_grad.oy317
+  br label %conv1_weight_grad.ox318
+
+conv1_weight_grad.endif2288:                      ; preds = %conv1_weight_grad.ox318.end, %conv1_weight_grad.oy317
+  %7201 = add nsw i64 %conv1_weight_grad.oy3172286, %conv1_weight_grad.ky3122268
+  %7202 = add nsw i64 %7201, -1
+  %7203 = icmp slt i64 %7202, 0
+  br i1 %7203, label %conv1_weight_grad.then2292, label %conv1_weight_grad.endif2293
+
+conv1_weight_grad.ox318:                          ; preds = %conv1_weight_grad.ox318, %conv1_weight_grad.then2287
+  %conv1_weight_grad.ox3182289 = phi i64 [ 0, %conv1_weight_grad.then2287 ], [ %ox318.next, %conv1_weight_grad.ox318 ]
+  %7204 = mul nsw i64 %conv1_weight_grad.g3092265, 64
+  %7205 = add nsw i64 %7204, %conv1_weight_grad.j3102266
+  %7206 = mul nsw i64 %7205, 784
+  %7207 = mul nsw i64 %conv1_weight_grad.c3112267, 784
+  %7208 = add nsw i64 %7206, %7207
+  %7209 = add nsw i64 %conv1_weight_grad.oy3172286, %conv1_weight_grad.ky3122268
+  %7210 = add nsw i64 %7209, -1
+  %7211 = mul nsw i64 %7210, 28
+  %7212 = add nsw i64 %7208, %7211
+  %7213 = add nsw i64 %7212, %conv1_weight_grad.ox3182289
+  %images2290 = getelementptr inbounds float, ptr %images, i64 %7213
+  %7214 = load float, ptr %images2290, align 4
+  %7215 = mul nsw i64 %conv1_weight_grad.c3112267, 3
+  %7216 = add nsw i64 %7215, %conv1_weight_grad.ky3122268
+  %7217 = mul nsw i64 %7216, 3
+  %7218 = add nsw i64 %7217, 1
+  %7219 = mul nsw i64 %7218, 50176
+  %7220 = add nsw i64 1413776, %7219
+  %7221 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7222 = add nsw i64 %7220, %7221
+  %7223 = mul nsw i64 %conv1_weight_grad.oy3172286, 28
+  %7224 = add nsw i64 %7223, %conv1_weight_grad.ox3182289
+  %7225 = add nsw i64 %7222, %7224
+  %arena2291 = getelementptr inbounds float, ptr %arena, i64 %7225
+  store float %7214, ptr %arena2291, align 4
+  %ox318.next = add nsw i64 %conv1_weight_grad.ox3182289, 1
+  %7226 = icmp slt i64 %ox318.next, 28
+  br i1 %7226, label %conv1_weight_grad.ox318, label %conv1_weight_grad.ox318.end
+
+conv1_weight_grad.ox318.end:                      ; preds = %conv1_weight_grad.ox318
+  br label %conv1_weight_grad.endif2288
+
+conv1_weight_grad.then2292:                       ; preds = %conv1_weight_grad.endif2288
+  br label %conv1_weight_grad.ox319
+
+conv1_weight_grad.endif2293:                      ; preds = %conv1_weight_grad.ox319.end, %conv1_weight_grad.endif2288
+  %7227 = add nsw i64 %conv1_weight_grad.oy3172286, %conv1_weight_grad.ky3122268
+  %7228 = add nsw i64 %7227, -1
+  %7229 = icmp slt i64 27, %7228
+  br i1 %7229, label %conv1_weight_grad.then2296, label %conv1_weight_grad.endif2297
+
+conv1_weight_grad.ox319:                          ; preds = %conv1_weight_grad.ox319, %conv1_weight_grad.then2292
+  %conv1_weight_grad.ox3192294 = phi i64 [ 0, %conv1_weight_grad.then2292 ], [ %ox319.next, %conv1_weight_grad.ox319 ]
+  %7230 = mul nsw i64 %conv1_weight_grad.c3112267, 3
+  %7231 = add nsw i64 %7230, %conv1_weight_grad.ky3122268
+  %7232 = mul nsw i64 %7231, 3
+  %7233 = add nsw i64 %7232, 1
+  %7234 = mul nsw i64 %7233, 50176
+  %7235 = add nsw i64 1413776, %7234
+  %7236 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7237 = add nsw i64 %7235, %7236
+  %7238 = mul nsw i64 %conv1_weight_grad.oy3172286, 28
+  %7239 = add nsw i64 %7238, %conv1_weight_grad.ox3192294
+  %7240 = add nsw i64 %7237, %7239
+  %arena2295 = getelementptr inbounds float, ptr %arena, i64 %7240
+  store float 0.000000e+00, ptr %arena2295, align 4
+  %ox319.next = add nsw i64 %conv1_weight_grad.ox3192294, 1
+  %7241 = icmp slt i64 %ox319.next, 28
+  br i1 %7241, label %conv1_weight_grad.ox319, label %conv1_weight_grad.ox319.end
+
+conv1_weight_grad.ox319.end:                      ; preds = %conv1_weight_grad.ox319
+  br label %conv1_weight_grad.endif2293
+
+conv1_weight_grad.then2296:                       ; preds = %conv1_weight_grad.endif2293
+  br label %conv1_weight_grad.ox3192298
+
+conv1_weight_grad.endif2297:                      ; preds = %conv1_weight_grad.ox319.end2299, %conv1_weight_grad.endif2293
+  %oy317.next = add nsw i64 %conv1_weight_grad.oy3172286, 1
+  %7242 = icmp slt i64 %oy317.next, 28
+  br i1 %7242, label %conv1_weight_grad.oy317, label %conv1_weight_grad.oy317.end
+
+conv1_weight_grad.ox3192298:                      ; preds = %conv1_weight_grad.ox3192298, %conv1_weight_grad.then2296
+  %conv1_weight_grad.ox3192300 = phi i64 [ 0, %conv1_weight_grad.then2296 ], [ %ox319.next2302, %conv1_weight_grad.ox3192298 ]
+  %7243 = mul nsw i64 %conv1_weight_grad.c3112267, 3
+  %7244 = add nsw i64 %7243, %conv1_weight_grad.ky3122268
+  %7245 = mul nsw i64 %7244, 3
+  %7246 = add nsw i64 %7245, 1
+  %7247 = mul nsw i64 %7246, 50176
+  %7248 = add nsw i64 1413776, %7247
+  %7249 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7250 = add nsw i64 %7248, %7249
+  %7251 = mul nsw i64 %conv1_weight_grad.oy3172286, 28
+  %7252 = add nsw i64 %7251, %conv1_weight_grad.ox3192300
+  %7253 = add nsw i64 %7250, %7252
+  %arena2301 = getelementptr inbounds float, ptr %arena, i64 %7253
+  store float 0.000000e+00, ptr %arena2301, align 4
+  %ox319.next2302 = add nsw i64 %conv1_weight_grad.ox3192300, 1
+  %7254 = icmp slt i64 %ox319.next2302, 28
+  br i1 %7254, label %conv1_weight_grad.ox3192298, label %conv1_weight_grad.ox319.end2299
+
+conv1_weight_grad.ox319.end2299:                  ; preds = %conv1_weight_grad.ox3192298
+  br label %conv1_weight_grad.endif2297
+
+conv1_weight_grad.oy320:                          ; preds = %conv1_weight_grad.endif2316, %conv1_weight_grad.oy317.end
+  %conv1_weight_grad.oy3202303 = phi i64 [ 0, %conv1_weight_grad.oy317.end ], [ %oy320.next, %conv1_weight_grad.endif2316 ]
+  %7255 = add nsw i64 %conv1_weight_grad.oy3202303, %conv1_weight_grad.ky3122268
+  %7256 = add nsw i64 %7255, -1
+  %7257 = icmp slt i64 -1, %7256
+  %7258 = add nsw i64 %conv1_weight_grad.oy3202303, %conv1_weight_grad.ky3122268
+  %7259 = add nsw i64 %7258, -1
+  %7260 = icmp slt i64 %7259, 28
+  %7261 = and i1 %7257, %7260
+  br i1 %7261, label %conv1_weight_grad.then2304, label %conv1_weight_grad.endif2305
+
+conv1_weight_grad.oy320.end:                      ; preds = %conv1_weight_grad.endif2316
+  %ky312.next = add nsw i64 %conv1_weight_grad.ky3122268, 1
+  %7262 = icmp slt i64 %ky312.next, 3
+  br i1 %7262, label %conv1_weight_grad.ky312, label %conv1_weight_grad.ky312.end
+
+conv1_weight_grad.then2304:                       ; preds = %conv1_weight_grad.oy320
+  br label %conv1_weight_grad.ox321
+
+conv1_weight_grad.endif2305:                      ; preds = %conv1_weight_grad.ox322.end, %conv1_weight_grad.oy320
+  %7263 = add nsw i64 %conv1_weight_grad.oy3202303, %conv1_weight_grad.ky3122268
+  %7264 = add nsw i64 %7263, -1
+  %7265 = icmp slt i64 %7264, 0
+  br i1 %7265, label %conv1_weight_grad.then2311, label %conv1_weight_grad.endif2312
+
+conv1_weight_grad.ox321:                          ; preds = %conv1_weight_grad.ox321, %conv1_weight_grad.then2304
+  %conv1_weight_grad.ox3212306 = phi i64 [ 0, %conv1_weight_grad.then2304 ], [ %ox321.next, %conv1_weight_grad.ox321 ]
+  %7266 = mul nsw i64 %conv1_weight_grad.g3092265, 64
+  %7267 = add nsw i64 %7266, %conv1_weight_grad.j3102266
+  %7268 = mul nsw i64 %7267, 784
+  %7269 = mul nsw i64 %conv1_weight_grad.c3112267, 784
+  %7270 = add nsw i64 %7268, %7269
+  %7271 = add nsw i64 %conv1_weight_grad.oy3202303, %conv1_weight_grad.ky3122268
+  %7272 = add nsw i64 %7271, -1
+  %7273 = mul nsw i64 %7272, 28
+  %7274 = add nsw i64 %7270, %7273
+  %7275 = add nsw i64 %conv1_weight_grad.ox3212306, 1
+  %7276 = add nsw i64 %7274, %7275
+  %images2307 = getelementptr inbounds float, ptr %images, i64 %7276
+  %7277 = load float, ptr %images2307, align 4
+  %7278 = mul nsw i64 %conv1_weight_grad.c3112267, 3
+  %7279 = add nsw i64 %7278, %conv1_weight_grad.ky3122268
+  %7280 = mul nsw i64 %7279, 3
+  %7281 = add nsw i64 %7280, 2
+  %7282 = mul nsw i64 %7281, 50176
+  %7283 = add nsw i64 1413776, %7282
+  %7284 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7285 = add nsw i64 %7283, %7284
+  %7286 = mul nsw i64 %conv1_weight_grad.oy3202303, 28
+  %7287 = add nsw i64 %7286, %conv1_weight_grad.ox3212306
+  %7288 = add nsw i64 %7285, %7287
+  %arena2308 = getelementptr inbounds float, ptr %arena, i64 %7288
+  store float %7277, ptr %arena2308, align 4
+  %ox321.next = add nsw i64 %conv1_weight_grad.ox3212306, 1
+  %7289 = icmp slt i64 %ox321.next, 27
+  br i1 %7289, label %conv1_weight_grad.ox321, label %conv1_weight_grad.ox321.end
+
+conv1_weight_grad.ox321.end:                      ; preds = %conv1_weight_grad.ox321
+  br label %conv1_weight_grad.ox322
+
+conv1_weight_grad.ox322:                          ; preds = %conv1_weight_grad.ox322, %conv1_weight_grad.ox321.end
+  %conv1_weight_grad.ox3222309 = phi i64 [ 0, %conv1_weight_grad.ox321.end ], [ %ox322.next, %conv1_weight_grad.ox322 ]
+  %7290 = mul nsw i64 %conv1_weight_grad.c3112267, 3
+  %7291 = add nsw i64 %7290, %conv1_weight_grad.ky3122268
+  %7292 = mul nsw i64 %7291, 3
+  %7293 = add nsw i64 %7292, 2
+  %7294 = mul nsw i64 %7293, 50176
+  %7295 = add nsw i64 1413776, %7294
+  %7296 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7297 = add nsw i64 %7295, %7296
+  %7298 = mul nsw i64 %conv1_weight_grad.oy3202303, 28
+  %7299 = add nsw i64 %conv1_weight_grad.ox3222309, 27
+  %7300 = add nsw i64 %7298, %7299
+  %7301 = add nsw i64 %7297, %7300
+  %arena2310 = getelementptr inbounds float, ptr %arena, i64 %7301
+  store float 0.000000e+00, ptr %arena2310, align 4
+  %ox322.next = add nsw i64 %conv1_weight_grad.ox3222309, 1
+  %7302 = icmp slt i64 %ox322.next, 1
+  br i1 %7302, label %conv1_weight_grad.ox322, label %conv1_weight_grad.ox322.end
+
+conv1_weight_grad.ox322.end:                      ; preds = %conv1_weight_grad.ox322
+  br label %conv1_weight_grad.endif2305
+
+conv1_weight_grad.then2311:                       ; preds = %conv1_weight_grad.endif2305
+  br label %conv1_weight_grad.ox323
+
+conv1_weight_grad.endif2312:                      ; preds = %conv1_weight_grad.ox323.end, %conv1_weight_grad.endif2305
+  %7303 = add nsw i64 %conv1_weight_grad.oy3202303, %conv1_weight_grad.ky3122268
+  %7304 = add nsw i64 %7303, -1
+  %7305 = icmp slt i64 27, %7304
+  br i1 %7305, label %conv1_weight_grad.then2315, label %conv1_weight_grad.endif2316
+
+conv1_weight_grad.ox323:                          ; preds = %conv1_weight_grad.ox323, %conv1_weight_grad.then2311
+  %conv1_weight_grad.ox3232313 = phi i64 [ 0, %conv1_weight_grad.then2311 ], [ %ox323.next, %conv1_weight_grad.ox323 ]
+  %7306 = mul nsw i64 %conv1_weight_grad.c3112267, 3
+  %7307 = add nsw i64 %7306, %conv1_weight_grad.ky3122268
+  %7308 = mul nsw i64 %7307, 3
+  %7309 = add nsw i64 %7308, 2
+  %7310 = mul nsw i64 %7309, 50176
+  %7311 = add nsw i64 1413776, %7310
+  %7312 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7313 = add nsw i64 %7311, %7312
+  %7314 = mul nsw i64 %conv1_weight_grad.oy3202303, 28
+  %7315 = add nsw i64 %7314, %conv1_weight_grad.ox3232313
+  %7316 = add nsw i64 %7313, %7315
+  %arena2314 = getelementptr inbounds float, ptr %arena, i64 %7316
+  store float 0.000000e+00, ptr %arena2314, align 4
+  %ox323.next = add nsw i64 %conv1_weight_grad.ox3232313, 1
+  %7317 = icmp slt i64 %ox323.next, 28
+  br i1 %7317, label %conv1_weight_grad.ox323, label %conv1_weight_grad.ox323.end
+
+conv1_weight_grad.ox323.end:                      ; preds = %conv1_weight_grad.ox323
+  br label %conv1_weight_grad.endif2312
+
+conv1_weight_grad.then2315:                       ; preds = %conv1_weight_grad.endif2312
+  br label %conv1_weight_grad.ox3232317
+
+conv1_weight_grad.endif2316:                      ; preds = %conv1_weight_grad.ox323.end2318, %conv1_weight_grad.endif2312
+  %oy320.next = add nsw i64 %conv1_weight_grad.oy3202303, 1
+  %7318 = icmp slt i64 %oy320.next, 28
+  br i1 %7318, label %conv1_weight_grad.oy320, label %conv1_weight_grad.oy320.end
+
+conv1_weight_grad.ox3232317:                      ; preds = %conv1_weight_grad.ox3232317, %conv1_weight_grad.then2315
+  %conv1_weight_grad.ox3232319 = phi i64 [ 0, %conv1_weight_grad.then2315 ], [ %ox323.next2321, %conv1_weight_grad.ox3232317 ]
+  %7319 = mul nsw i64 %conv1_weight_grad.c3112267, 3
+  %7320 = add nsw i64 %7319, %conv1_weight_grad.ky3122268
+  %7321 = mul nsw i64 %7320, 3
+  %7322 = add nsw i64 %7321, 2
+  %7323 = mul nsw i64 %7322, 50176
+  %7324 = add nsw i64 1413776, %7323
+  %7325 = mul nsw i64 %conv1_weight_grad.j3102266, 784
+  %7326 = add nsw i64 %7324, %7325
+  %7327 = mul nsw i64 %conv1_weight_grad.oy3202303, 28
+  %7328 = add nsw i64 %7327, %conv1_weight_grad.ox3232319
+  %7329 = add nsw i64 %7326, %7328
+  %arena2320 = getelementptr inbounds float, ptr %arena, i64 %7329
+  store float 0.000000e+00, ptr %arena2320, align 4
+  %ox323.next2321 = add nsw i64 %conv1_weight_grad.ox3232319, 1
+  %7330 = icmp slt i64 %ox323.next2321, 28
+  br i1 %7330, label %conv1_weight_grad.ox3232317, label %conv1_weight_grad.ox323.end2318
+
+conv1_weight_grad.ox323.end2318:                  ; preds = %conv1_weight_grad.ox3232317
+  br label %conv1_weight_grad.endif2316
+
+conv1_weight_grad.j324:                           ; preds = %conv1_weight_grad.i325.end, %conv1_weight_grad.j310.end
+  %conv1_weight_grad.j3242322 = phi i64 [ 0, %conv1_weight_grad.j310.end ], [ %j324.next, %conv1_weight_grad.i325.end ]
+  br label %conv1_weight_grad.i325
+
+conv1_weight_grad.j324.end:                       ; preds = %conv1_weight_grad.i325.end
+  br label %conv1_weight_grad.kp327
+
+conv1_weight_grad.i325:                           ; preds = %conv1_weight_grad.f326.end, %conv1_weight_grad.j324
+  %conv1_weight_grad.i3252323 = phi i64 [ 0, %conv1_weight_grad.j324 ], [ %i325.next, %conv1_weight_grad.f326.end ]
+  br label %conv1_weight_grad.f326
+
+conv1_weight_grad.i325.end:                       ; preds = %conv1_weight_grad.f326.end
+  %j324.next = add nsw i64 %conv1_weight_grad.j3242322, 1
+  %7331 = icmp slt i64 %j324.next, 64
+  br i1 %7331, label %conv1_weight_grad.j324, label %conv1_weight_grad.j324.end
+
+conv1_weight_grad.f326:                           ; preds = %conv1_weight_grad.f326, %conv1_weight_grad.i325
+  %conv1_weight_grad.f3262324 = phi i64 [ 0, %conv1_weight_grad.i325 ], [ %f326.next, %conv1_weight_grad.f326 ]
+  %7332 = mul nsw i64 %conv1_weight_grad.g3092265, 64
+  %7333 = add nsw i64 %7332, %conv1_weight_grad.j3242322
+  %7334 = mul nsw i64 %7333, 12544
+  %7335 = add nsw i64 610960, %7334
+  %7336 = mul nsw i64 %conv1_weight_grad.f3262324, 784
+  %7337 = add nsw i64 %7335, %7336
+  %7338 = add nsw i64 %7337, %conv1_weight_grad.i3252323
+  %arena2325 = getelementptr inbounds float, ptr %arena, i64 %7338
+  %7339 = load float, ptr %arena2325, align 4
+  %7340 = mul nsw i64 %conv1_weight_grad.j3242322, 784
+  %7341 = add nsw i64 %7340, %conv1_weight_grad.i3252323
+  %7342 = mul nsw i64 %7341, 16
+  %7343 = add nsw i64 1865360, %7342
+  %7344 = add nsw i64 %7343, %conv1_weight_grad.f3262324
+  %arena2326 = getelementptr inbounds float, ptr %arena, i64 %7344
+  store float %7339, ptr %arena2326, align 4
+  %f326.next = add nsw i64 %conv1_weight_grad.f3262324, 1
+  %7345 = icmp slt i64 %f326.next, 16
+  br i1 %7345, label %conv1_weight_grad.f326, label %conv1_weight_grad.f326.end
+
+conv1_weight_grad.f326.end:                       ; preds = %conv1_weight_grad.f326
+  %i325.next = add nsw i64 %conv1_weight_grad.i3252323, 1
+  %7346 = icmp slt i64 %i325.next, 784
+  br i1 %7346, label %conv1_weight_grad.i325, label %conv1_weight_grad.i325.end
+
+conv1_weight_grad.kp327:                          ; preds = %conv1_weight_grad.nb328.end, %conv1_weight_grad.j324.end
+  %conv1_weight_grad.kp3272327 = phi i64 [ 0, %conv1_weight_grad.j324.end ], [ %kp327.next, %conv1_weight_grad.nb328.end ]
+  br label %conv1_weight_grad.nb328
+
+conv1_weight_grad.kp327.end:                      ; preds = %conv1_weight_grad.nb328.end
+  br label %conv1_weight_grad.nb332
+
+conv1_weight_grad.nb328:                          ; preds = %conv1_weight_grad.mb329.end, %conv1_weight_grad.kp327
+  %conv1_weight_grad.nb3282328 = phi i64 [ 0, %conv1_weight_grad.kp327 ], [ %nb328.next, %conv1_weight_grad.mb329.end ]
+  br label %conv1_weight_grad.mb329
+
+conv1_weight_grad.nb328.end:                      ; preds = %conv1_weight_grad.mb329.end
+  %kp327.next = add nsw i64 %conv1_weight_grad.kp3272327, 1
+  %7347 = icmp slt i64 %kp327.next, 130
+  br i1 %7347, label %conv1_weight_grad.kp327, label %conv1_weight_grad.kp327.end
+
+conv1_weight_grad.mb329:                          ; preds = %conv1_weight_grad.k331.end, %conv1_weight_grad.nb328
+  %conv1_weight_grad.mb3292329 = phi i64 [ 0, %conv1_weight_grad.nb328 ], [ %mb329.next, %conv1_weight_grad.k331.end ]
+  %7348 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7349 = mul nsw i64 %7348, 16
+  %7350 = add nsw i64 2668176, %7349
+  %7351 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7352 = add nsw i64 %7350, %7351
+  %arena2330 = getelementptr inbounds float, ptr %arena, i64 %7352
+  %7353 = load <16 x float>, ptr %arena2330, align 4
+  store <16 x float> %7353, ptr %conv1_weight_grad.t330_c0_0, align 64
+  %7354 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7355 = add nsw i64 %7354, 1
+  %7356 = mul nsw i64 %7355, 16
+  %7357 = add nsw i64 2668176, %7356
+  %7358 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7359 = add nsw i64 %7357, %7358
+  %arena2331 = getelementptr inbounds float, ptr %arena, i64 %7359
+  %7360 = load <16 x float>, ptr %arena2331, align 4
+  store <16 x float> %7360, ptr %conv1_weight_grad.t330_c1_0, align 64
+  %7361 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7362 = add nsw i64 %7361, 2
+  %7363 = mul nsw i64 %7362, 16
+  %7364 = add nsw i64 2668176, %7363
+  %7365 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7366 = add nsw i64 %7364, %7365
+  %arena2332 = getelementptr inbounds float, ptr %arena, i64 %7366
+  %7367 = load <16 x float>, ptr %arena2332, align 4
+  store <16 x float> %7367, ptr %conv1_weight_grad.t330_c2_0, align 64
+  %7368 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7369 = add nsw i64 %7368, 3
+  %7370 = mul nsw i64 %7369, 16
+  %7371 = add nsw i64 2668176, %7370
+  %7372 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7373 = add nsw i64 %7371, %7372
+  %arena2333 = getelementptr inbounds float, ptr %arena, i64 %7373
+  %7374 = load <16 x float>, ptr %arena2333, align 4
+  store <16 x float> %7374, ptr %conv1_weight_grad.t330_c3_0, align 64
+  %7375 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7376 = add nsw i64 %7375, 4
+  %7377 = mul nsw i64 %7376, 16
+  %7378 = add nsw i64 2668176, %7377
+  %7379 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7380 = add nsw i64 %7378, %7379
+  %arena2334 = getelementptr inbounds float, ptr %arena, i64 %7380
+  %7381 = load <16 x float>, ptr %arena2334, align 4
+  store <16 x float> %7381, ptr %conv1_weight_grad.t330_c4_0, align 64
+  %7382 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7383 = add nsw i64 %7382, 5
+  %7384 = mul nsw i64 %7383, 16
+  %7385 = add nsw i64 2668176, %7384
+  %7386 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7387 = add nsw i64 %7385, %7386
+  %arena2335 = getelementptr inbounds float, ptr %arena, i64 %7387
+  %7388 = load <16 x float>, ptr %arena2335, align 4
+  store <16 x float> %7388, ptr %conv1_weight_grad.t330_c5_0, align 64
+  %7389 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7390 = add nsw i64 %7389, 6
+  %7391 = mul nsw i64 %7390, 16
+  %7392 = add nsw i64 2668176, %7391
+  %7393 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7394 = add nsw i64 %7392, %7393
+  %arena2336 = getelementptr inbounds float, ptr %arena, i64 %7394
+  %7395 = load <16 x float>, ptr %arena2336, align 4
+  store <16 x float> %7395, ptr %conv1_weight_grad.t330_c6_0, align 64
+  %7396 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7397 = add nsw i64 %7396, 7
+  %7398 = mul nsw i64 %7397, 16
+  %7399 = add nsw i64 2668176, %7398
+  %7400 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7401 = add nsw i64 %7399, %7400
+  %arena2337 = getelementptr inbounds float, ptr %arena, i64 %7401
+  %7402 = load <16 x float>, ptr %arena2337, align 4
+  store <16 x float> %7402, ptr %conv1_weight_grad.t330_c7_0, align 64
+  %7403 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7404 = add nsw i64 %7403, 8
+  %7405 = mul nsw i64 %7404, 16
+  %7406 = add nsw i64 2668176, %7405
+  %7407 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7408 = add nsw i64 %7406, %7407
+  %arena2338 = getelementptr inbounds float, ptr %arena, i64 %7408
+  %7409 = load <16 x float>, ptr %arena2338, align 4
+  store <16 x float> %7409, ptr %conv1_weight_grad.t330_c8_0, align 64
+  br label %conv1_weight_grad.k331
+
+conv1_weight_grad.mb329.end:                      ; preds = %conv1_weight_grad.k331.end
+  %nb328.next = add nsw i64 %conv1_weight_grad.nb3282328, 1
+  %7410 = icmp slt i64 %nb328.next, 1
+  br i1 %7410, label %conv1_weight_grad.nb328, label %conv1_weight_grad.nb328.end
+
+conv1_weight_grad.k331:                           ; preds = %conv1_weight_grad.k331, %conv1_weight_grad.mb329
+  %conv1_weight_grad.k3312339 = phi i64 [ 0, %conv1_weight_grad.mb329 ], [ %k331.next, %conv1_weight_grad.k331 ]
+  %7411 = mul nsw i64 %conv1_weight_grad.kp3272327, 384
+  %7412 = add nsw i64 %conv1_weight_grad.k3312339, %7411
+  %7413 = mul nsw i64 %7412, 16
+  %7414 = add nsw i64 1865360, %7413
+  %7415 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7416 = add nsw i64 %7414, %7415
+  %arena2340 = getelementptr inbounds float, ptr %arena, i64 %7416
+  %7417 = load <16 x float>, ptr %arena2340, align 4
+  store <16 x float> %7417, ptr %conv1_weight_grad.t330_b0, align 64
+  %7418 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7419 = mul nsw i64 %7418, 50176
+  %7420 = add nsw i64 1413776, %7419
+  %7421 = mul nsw i64 %conv1_weight_grad.kp3272327, 384
+  %7422 = add nsw i64 %conv1_weight_grad.k3312339, %7421
+  %7423 = add nsw i64 %7420, %7422
+  %arena2341 = getelementptr inbounds float, ptr %arena, i64 %7423
+  %7424 = load float, ptr %arena2341, align 4
+  %7425 = insertelement <16 x float> undef, float %7424, i32 0
+  %7426 = shufflevector <16 x float> %7425, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7426, ptr %conv1_weight_grad.t330_a0, align 64
+  %t330_a0 = load <16 x float>, ptr %conv1_weight_grad.t330_a0, align 64
+  %t330_b0 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
+  %t330_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c0_0, align 64
+  %7427 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a0, <16 x float> %t330_b0, <16 x float> %t330_c0_0)
+  store <16 x float> %7427, ptr %conv1_weight_grad.t330_c0_0, align 64
+  %7428 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7429 = add nsw i64 %7428, 1
+  %7430 = mul nsw i64 %7429, 50176
+  %7431 = add nsw i64 1413776, %7430
+  %7432 = mul nsw i64 %conv1_weight_grad.kp3272327, 384
+  %7433 = add nsw i64 %conv1_weight_grad.k3312339, %7432
+  %7434 = add nsw i64 %7431, %7433
+  %arena2342 = getelementptr inbounds float, ptr %arena, i64 %7434
+  %7435 = load float, ptr %arena2342, align 4
+  %7436 = insertelement <16 x float> undef, float %7435, i32 0
+  %7437 = shufflevector <16 x float> %7436, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7437, ptr %conv1_weight_grad.t330_a1, align 64
+  %t330_a1 = load <16 x float>, ptr %conv1_weight_grad.t330_a1, align 64
+  %t330_b02343 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
+  %t330_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c1_0, align 64
+  %7438 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a1, <16 x float> %t330_b02343, <16 x float> %t330_c1_0)
+  store <16 x float> %7438, ptr %conv1_weight_grad.t330_c1_0, align 64
+  %7439 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7440 = add nsw i64 %7439, 2
+  %7441 = mul nsw i64 %7440, 50176
+  %7442 = add nsw i64 1413776, %7441
+  %7443 = mul nsw i64 %conv1_weight_grad.kp3272327, 384
+  %7444 = add nsw i64 %conv1_weight_grad.k3312339, %7443
+  %7445 = add nsw i64 %7442, %7444
+  %arena2344 = getelementptr inbounds float, ptr %arena, i64 %7445
+  %7446 = load float, ptr %arena2344, align 4
+  %7447 = insertelement <16 x float> undef, float %7446, i32 0
+  %7448 = shufflevector <16 x float> %7447, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7448, ptr %conv1_weight_grad.t330_a2, align 64
+  %t330_a2 = load <16 x float>, ptr %conv1_weight_grad.t330_a2, align 64
+  %t330_b02345 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
+  %t330_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c2_0, align 64
+  %7449 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a2, <16 x float> %t330_b02345, <16 x float> %t330_c2_0)
+  store <16 x float> %7449, ptr %conv1_weight_grad.t330_c2_0, align 64
+  %7450 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7451 = add nsw i64 %7450, 3
+  %7452 = mul nsw i64 %7451, 50176
+  %7453 = add nsw i64 1413776, %7452
+  %7454 = mul nsw i64 %conv1_weight_grad.kp3272327, 384
+  %7455 = add nsw i64 %conv1_weight_grad.k3312339, %7454
+  %7456 = add nsw i64 %7453, %7455
+  %arena2346 = getelementptr inbounds float, ptr %arena, i64 %7456
+  %7457 = load float, ptr %arena2346, align 4
+  %7458 = insertelement <16 x float> undef, float %7457, i32 0
+  %7459 = shufflevector <16 x float> %7458, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7459, ptr %conv1_weight_grad.t330_a3, align 64
+  %t330_a3 = load <16 x float>, ptr %conv1_weight_grad.t330_a3, align 64
+  %t330_b02347 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
+  %t330_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c3_0, align 64
+  %7460 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a3, <16 x float> %t330_b02347, <16 x float> %t330_c3_0)
+  store <16 x float> %7460, ptr %conv1_weight_grad.t330_c3_0, align 64
+  %7461 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7462 = add nsw i64 %7461, 4
+  %7463 = mul nsw i64 %7462, 50176
+  %7464 = add nsw i64 1413776, %7463
+  %7465 = mul nsw i64 %conv1_weight_grad.kp3272327, 384
+  %7466 = add nsw i64 %conv1_weight_grad.k3312339, %7465
+  %7467 = add nsw i64 %7464, %7466
+  %arena2348 = getelementptr inbounds float, ptr %arena, i64 %7467
+  %7468 = load float, ptr %arena2348, align 4
+  %7469 = insertelement <16 x float> undef, float %7468, i32 0
+  %7470 = shufflevector <16 x float> %7469, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7470, ptr %conv1_weight_grad.t330_a4, align 64
+  %t330_a4 = load <16 x float>, ptr %conv1_weight_grad.t330_a4, align 64
+  %t330_b02349 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
+  %t330_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c4_0, align 64
+  %7471 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a4, <16 x float> %t330_b02349, <16 x float> %t330_c4_0)
+  store <16 x float> %7471, ptr %conv1_weight_grad.t330_c4_0, align 64
+  %7472 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7473 = add nsw i64 %7472, 5
+  %7474 = mul nsw i64 %7473, 50176
+  %7475 = add nsw i64 1413776, %7474
+  %7476 = mul nsw i64 %conv1_weight_grad.kp3272327, 384
+  %7477 = add nsw i64 %conv1_weight_grad.k3312339, %7476
+  %7478 = add nsw i64 %7475, %7477
+  %arena2350 = getelementptr inbounds float, ptr %arena, i64 %7478
+  %7479 = load float, ptr %arena2350, align 4
+  %7480 = insertelement <16 x float> undef, float %7479, i32 0
+  %7481 = shufflevector <16 x float> %7480, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7481, ptr %conv1_weight_grad.t330_a5, align 64
+  %t330_a5 = load <16 x float>, ptr %conv1_weight_grad.t330_a5, align 64
+  %t330_b02351 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
+  %t330_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c5_0, align 64
+  %7482 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a5, <16 x float> %t330_b02351, <16 x float> %t330_c5_0)
+  store <16 x float> %7482, ptr %conv1_weight_grad.t330_c5_0, align 64
+  %7483 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7484 = add nsw i64 %7483, 6
+  %7485 = mul nsw i64 %7484, 50176
+  %7486 = add nsw i64 1413776, %7485
+  %7487 = mul nsw i64 %conv1_weight_grad.kp3272327, 384
+  %7488 = add nsw i64 %conv1_weight_grad.k3312339, %7487
+  %7489 = add nsw i64 %7486, %7488
+  %arena2352 = getelementptr inbounds float, ptr %arena, i64 %7489
+  %7490 = load float, ptr %arena2352, align 4
+  %7491 = insertelement <16 x float> undef, float %7490, i32 0
+  %7492 = shufflevector <16 x float> %7491, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7492, ptr %conv1_weight_grad.t330_a6, align 64
+  %t330_a6 = load <16 x float>, ptr %conv1_weight_grad.t330_a6, align 64
+  %t330_b02353 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
+  %t330_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c6_0, align 64
+  %7493 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a6, <16 x float> %t330_b02353, <16 x float> %t330_c6_0)
+  store <16 x float> %7493, ptr %conv1_weight_grad.t330_c6_0, align 64
+  %7494 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7495 = add nsw i64 %7494, 7
+  %7496 = mul nsw i64 %7495, 50176
+  %7497 = add nsw i64 1413776, %7496
+  %7498 = mul nsw i64 %conv1_weight_grad.kp3272327, 384
+  %7499 = add nsw i64 %conv1_weight_grad.k3312339, %7498
+  %7500 = add nsw i64 %7497, %7499
+  %arena2354 = getelementptr inbounds float, ptr %arena, i64 %7500
+  %7501 = load float, ptr %arena2354, align 4
+  %7502 = insertelement <16 x float> undef, float %7501, i32 0
+  %7503 = shufflevector <16 x float> %7502, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7503, ptr %conv1_weight_grad.t330_a7, align 64
+  %t330_a7 = load <16 x float>, ptr %conv1_weight_grad.t330_a7, align 64
+  %t330_b02355 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
+  %t330_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c7_0, align 64
+  %7504 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a7, <16 x float> %t330_b02355, <16 x float> %t330_c7_0)
+  store <16 x float> %7504, ptr %conv1_weight_grad.t330_c7_0, align 64
+  %7505 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7506 = add nsw i64 %7505, 8
+  %7507 = mul nsw i64 %7506, 50176
+  %7508 = add nsw i64 1413776, %7507
+  %7509 = mul nsw i64 %conv1_weight_grad.kp3272327, 384
+  %7510 = add nsw i64 %conv1_weight_grad.k3312339, %7509
+  %7511 = add nsw i64 %7508, %7510
+  %arena2356 = getelementptr inbounds float, ptr %arena, i64 %7511
+  %7512 = load float, ptr %arena2356, align 4
+  %7513 = insertelement <16 x float> undef, float %7512, i32 0
+  %7514 = shufflevector <16 x float> %7513, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7514, ptr %conv1_weight_grad.t330_a8, align 64
+  %t330_a8 = load <16 x float>, ptr %conv1_weight_grad.t330_a8, align 64
+  %t330_b02357 = load <16 x float>, ptr %conv1_weight_grad.t330_b0, align 64
+  %t330_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t330_c8_0, align 64
+  %7515 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t330_a8, <16 x float> %t330_b02357, <16 x float> %t330_c8_0)
+  store <16 x float> %7515, ptr %conv1_weight_grad.t330_c8_0, align 64
+  %k331.next = add nsw i64 %conv1_weight_grad.k3312339, 1
+  %7516 = icmp slt i64 %k331.next, 384
+  br i1 %7516, label %conv1_weight_grad.k331, label %conv1_weight_grad.k331.end
+
+conv1_weight_grad.k331.end:                       ; preds = %conv1_weight_grad.k331
+  %t330_c0_02358 = load <16 x float>, ptr %conv1_weight_grad.t330_c0_0, align 64
+  %7517 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7518 = mul nsw i64 %7517, 16
+  %7519 = add nsw i64 2668176, %7518
+  %7520 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7521 = add nsw i64 %7519, %7520
+  %arena2359 = getelementptr inbounds float, ptr %arena, i64 %7521
+  store <16 x float> %t330_c0_02358, ptr %arena2359, align 4
+  %t330_c1_02360 = load <16 x float>, ptr %conv1_weight_grad.t330_c1_0, align 64
+  %7522 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7523 = add nsw i64 %7522, 1
+  %7524 = mul nsw i64 %7523, 16
+  %7525 = add nsw i64 2668176, %7524
+  %7526 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7527 = add nsw i64 %7525, %7526
+  %arena2361 = getelementptr inbounds float, ptr %arena, i64 %7527
+  store <16 x float> %t330_c1_02360, ptr %arena2361, align 4
+  %t330_c2_02362 = load <16 x float>, ptr %conv1_weight_grad.t330_c2_0, align 64
+  %7528 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7529 = add nsw i64 %7528, 2
+  %7530 = mul nsw i64 %7529, 16
+  %7531 = add nsw i64 2668176, %7530
+  %7532 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7533 = add nsw i64 %7531, %7532
+  %arena2363 = getelementptr inbounds float, ptr %arena, i64 %7533
+  store <16 x float> %t330_c2_02362, ptr %arena2363, align 4
+  %t330_c3_02364 = load <16 x float>, ptr %conv1_weight_grad.t330_c3_0, align 64
+  %7534 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7535 = add nsw i64 %7534, 3
+  %7536 = mul nsw i64 %7535, 16
+  %7537 = add nsw i64 2668176, %7536
+  %7538 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7539 = add nsw i64 %7537, %7538
+  %arena2365 = getelementptr inbounds float, ptr %arena, i64 %7539
+  store <16 x float> %t330_c3_02364, ptr %arena2365, align 4
+  %t330_c4_02366 = load <16 x float>, ptr %conv1_weight_grad.t330_c4_0, align 64
+  %7540 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7541 = add nsw i64 %7540, 4
+  %7542 = mul nsw i64 %7541, 16
+  %7543 = add nsw i64 2668176, %7542
+  %7544 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7545 = add nsw i64 %7543, %7544
+  %arena2367 = getelementptr inbounds float, ptr %arena, i64 %7545
+  store <16 x float> %t330_c4_02366, ptr %arena2367, align 4
+  %t330_c5_02368 = load <16 x float>, ptr %conv1_weight_grad.t330_c5_0, align 64
+  %7546 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7547 = add nsw i64 %7546, 5
+  %7548 = mul nsw i64 %7547, 16
+  %7549 = add nsw i64 2668176, %7548
+  %7550 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7551 = add nsw i64 %7549, %7550
+  %arena2369 = getelementptr inbounds float, ptr %arena, i64 %7551
+  store <16 x float> %t330_c5_02368, ptr %arena2369, align 4
+  %t330_c6_02370 = load <16 x float>, ptr %conv1_weight_grad.t330_c6_0, align 64
+  %7552 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7553 = add nsw i64 %7552, 6
+  %7554 = mul nsw i64 %7553, 16
+  %7555 = add nsw i64 2668176, %7554
+  %7556 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7557 = add nsw i64 %7555, %7556
+  %arena2371 = getelementptr inbounds float, ptr %arena, i64 %7557
+  store <16 x float> %t330_c6_02370, ptr %arena2371, align 4
+  %t330_c7_02372 = load <16 x float>, ptr %conv1_weight_grad.t330_c7_0, align 64
+  %7558 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7559 = add nsw i64 %7558, 7
+  %7560 = mul nsw i64 %7559, 16
+  %7561 = add nsw i64 2668176, %7560
+  %7562 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7563 = add nsw i64 %7561, %7562
+  %arena2373 = getelementptr inbounds float, ptr %arena, i64 %7563
+  store <16 x float> %t330_c7_02372, ptr %arena2373, align 4
+  %t330_c8_02374 = load <16 x float>, ptr %conv1_weight_grad.t330_c8_0, align 64
+  %7564 = mul nsw i64 %conv1_weight_grad.mb3292329, 9
+  %7565 = add nsw i64 %7564, 8
+  %7566 = mul nsw i64 %7565, 16
+  %7567 = add nsw i64 2668176, %7566
+  %7568 = mul nsw i64 %conv1_weight_grad.nb3282328, 16
+  %7569 = add nsw i64 %7567, %7568
+  %arena2375 = getelementptr inbounds float, ptr %arena, i64 %7569
+  store <16 x float> %t330_c8_02374, ptr %arena2375, align 4
+  %mb329.next = add nsw i64 %conv1_weight_grad.mb3292329, 1
+  %7570 = icmp slt i64 %mb329.next, 1
+  br i1 %7570, label %conv1_weight_grad.mb329, label %conv1_weight_grad.mb329.end
+
+conv1_weight_grad.nb332:                          ; preds = %conv1_weight_grad.mb333.end, %conv1_weight_grad.kp327.end
+  %conv1_weight_grad.nb3322376 = phi i64 [ 0, %conv1_weight_grad.kp327.end ], [ %nb332.next, %conv1_weight_grad.mb333.end ]
+  br label %conv1_weight_grad.mb333
+
+conv1_weight_grad.nb332.end:                      ; preds = %conv1_weight_grad.mb333.end
+  %g309.next = add nsw i64 %conv1_weight_grad.g3092265, 1
+  %7571 = icmp slt i64 %g309.next, 1
+  br i1 %7571, label %conv1_weight_grad.g309, label %conv1_weight_grad.g309.end
+
+conv1_weight_grad.mb333:                          ; preds = %conv1_weight_grad.k335.end, %conv1_weight_grad.nb332
+  %conv1_weight_grad.mb3332377 = phi i64 [ 0, %conv1_weight_grad.nb332 ], [ %mb333.next, %conv1_weight_grad.k335.end ]
+  %7572 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7573 = mul nsw i64 %7572, 16
+  %7574 = add nsw i64 2668176, %7573
+  %7575 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7576 = add nsw i64 %7574, %7575
+  %arena2378 = getelementptr inbounds float, ptr %arena, i64 %7576
+  %7577 = load <16 x float>, ptr %arena2378, align 4
+  store <16 x float> %7577, ptr %conv1_weight_grad.t334_c0_0, align 64
+  %7578 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7579 = add nsw i64 %7578, 1
+  %7580 = mul nsw i64 %7579, 16
+  %7581 = add nsw i64 2668176, %7580
+  %7582 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7583 = add nsw i64 %7581, %7582
+  %arena2379 = getelementptr inbounds float, ptr %arena, i64 %7583
+  %7584 = load <16 x float>, ptr %arena2379, align 4
+  store <16 x float> %7584, ptr %conv1_weight_grad.t334_c1_0, align 64
+  %7585 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7586 = add nsw i64 %7585, 2
+  %7587 = mul nsw i64 %7586, 16
+  %7588 = add nsw i64 2668176, %7587
+  %7589 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7590 = add nsw i64 %7588, %7589
+  %arena2380 = getelementptr inbounds float, ptr %arena, i64 %7590
+  %7591 = load <16 x float>, ptr %arena2380, align 4
+  store <16 x float> %7591, ptr %conv1_weight_grad.t334_c2_0, align 64
+  %7592 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7593 = add nsw i64 %7592, 3
+  %7594 = mul nsw i64 %7593, 16
+  %7595 = add nsw i64 2668176, %7594
+  %7596 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7597 = add nsw i64 %7595, %7596
+  %arena2381 = getelementptr inbounds float, ptr %arena, i64 %7597
+  %7598 = load <16 x float>, ptr %arena2381, align 4
+  store <16 x float> %7598, ptr %conv1_weight_grad.t334_c3_0, align 64
+  %7599 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7600 = add nsw i64 %7599, 4
+  %7601 = mul nsw i64 %7600, 16
+  %7602 = add nsw i64 2668176, %7601
+  %7603 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7604 = add nsw i64 %7602, %7603
+  %arena2382 = getelementptr inbounds float, ptr %arena, i64 %7604
+  %7605 = load <16 x float>, ptr %arena2382, align 4
+  store <16 x float> %7605, ptr %conv1_weight_grad.t334_c4_0, align 64
+  %7606 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7607 = add nsw i64 %7606, 5
+  %7608 = mul nsw i64 %7607, 16
+  %7609 = add nsw i64 2668176, %7608
+  %7610 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7611 = add nsw i64 %7609, %7610
+  %arena2383 = getelementptr inbounds float, ptr %arena, i64 %7611
+  %7612 = load <16 x float>, ptr %arena2383, align 4
+  store <16 x float> %7612, ptr %conv1_weight_grad.t334_c5_0, align 64
+  %7613 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7614 = add nsw i64 %7613, 6
+  %7615 = mul nsw i64 %7614, 16
+  %7616 = add nsw i64 2668176, %7615
+  %7617 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7618 = add nsw i64 %7616, %7617
+  %arena2384 = getelementptr inbounds float, ptr %arena, i64 %7618
+  %7619 = load <16 x float>, ptr %arena2384, align 4
+  store <16 x float> %7619, ptr %conv1_weight_grad.t334_c6_0, align 64
+  %7620 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7621 = add nsw i64 %7620, 7
+  %7622 = mul nsw i64 %7621, 16
+  %7623 = add nsw i64 2668176, %7622
+  %7624 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7625 = add nsw i64 %7623, %7624
+  %arena2385 = getelementptr inbounds float, ptr %arena, i64 %7625
+  %7626 = load <16 x float>, ptr %arena2385, align 4
+  store <16 x float> %7626, ptr %conv1_weight_grad.t334_c7_0, align 64
+  %7627 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7628 = add nsw i64 %7627, 8
+  %7629 = mul nsw i64 %7628, 16
+  %7630 = add nsw i64 2668176, %7629
+  %7631 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7632 = add nsw i64 %7630, %7631
+  %arena2386 = getelementptr inbounds float, ptr %arena, i64 %7632
+  %7633 = load <16 x float>, ptr %arena2386, align 4
+  store <16 x float> %7633, ptr %conv1_weight_grad.t334_c8_0, align 64
+  br label %conv1_weight_grad.k335
+
+conv1_weight_grad.mb333.end:                      ; preds = %conv1_weight_grad.k335.end
+  %nb332.next = add nsw i64 %conv1_weight_grad.nb3322376, 1
+  %7634 = icmp slt i64 %nb332.next, 1
+  br i1 %7634, label %conv1_weight_grad.nb332, label %conv1_weight_grad.nb332.end
+
+conv1_weight_grad.k335:                           ; preds = %conv1_weight_grad.k335, %conv1_weight_grad.mb333
+  %conv1_weight_grad.k3352387 = phi i64 [ 0, %conv1_weight_grad.mb333 ], [ %k335.next, %conv1_weight_grad.k335 ]
+  %7635 = add nsw i64 %conv1_weight_grad.k3352387, 49920
+  %7636 = mul nsw i64 %7635, 16
+  %7637 = add nsw i64 1865360, %7636
+  %7638 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7639 = add nsw i64 %7637, %7638
+  %arena2388 = getelementptr inbounds float, ptr %arena, i64 %7639
+  %7640 = load <16 x float>, ptr %arena2388, align 4
+  store <16 x float> %7640, ptr %conv1_weight_grad.t334_b0, align 64
+  %7641 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7642 = mul nsw i64 %7641, 50176
+  %7643 = add nsw i64 1413776, %7642
+  %7644 = add nsw i64 %conv1_weight_grad.k3352387, 49920
+  %7645 = add nsw i64 %7643, %7644
+  %arena2389 = getelementptr inbounds float, ptr %arena, i64 %7645
+  %7646 = load float, ptr %arena2389, align 4
+  %7647 = insertelement <16 x float> undef, float %7646, i32 0
+  %7648 = shufflevector <16 x float> %7647, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7648, ptr %conv1_weight_grad.t334_a0, align 64
+  %t334_a0 = load <16 x float>, ptr %conv1_weight_grad.t334_a0, align 64
+  %t334_b0 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c0_0, align 64
+  %7649 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a0, <16 x float> %t334_b0, <16 x float> %t334_c0_0)
+  store <16 x float> %7649, ptr %conv1_weight_grad.t334_c0_0, align 64
+  %7650 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7651 = add nsw i64 %7650, 1
+  %7652 = mul nsw i64 %7651, 50176
+  %7653 = add nsw i64 1413776, %7652
+  %7654 = add nsw i64 %conv1_weight_grad.k3352387, 49920
+  %7655 = add nsw i64 %7653, %7654
+  %arena2390 = getelementptr inbounds float, ptr %arena, i64 %7655
+  %7656 = load float, ptr %arena2390, align 4
+  %7657 = insertelement <16 x float> undef, float %7656, i32 0
+  %7658 = shufflevector <16 x float> %7657, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7658, ptr %conv1_weight_grad.t334_a1, align 64
+  %t334_a1 = load <16 x float>, ptr %conv1_weight_grad.t334_a1, align 64
+  %t334_b02391 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c1_0, align 64
+  %7659 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a1, <16 x float> %t334_b02391, <16 x float> %t334_c1_0)
+  store <16 x float> %7659, ptr %conv1_weight_grad.t334_c1_0, align 64
+  %7660 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7661 = add nsw i64 %7660, 2
+  %7662 = mul nsw i64 %7661, 50176
+  %7663 = add nsw i64 1413776, %7662
+  %7664 = add nsw i64 %conv1_weight_grad.k3352387, 49920
+  %7665 = add nsw i64 %7663, %7664
+  %arena2392 = getelementptr inbounds float, ptr %arena, i64 %7665
+  %7666 = load float, ptr %arena2392, align 4
+  %7667 = insertelement <16 x float> undef, float %7666, i32 0
+  %7668 = shufflevector <16 x float> %7667, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7668, ptr %conv1_weight_grad.t334_a2, align 64
+  %t334_a2 = load <16 x float>, ptr %conv1_weight_grad.t334_a2, align 64
+  %t334_b02393 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c2_0, align 64
+  %7669 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a2, <16 x float> %t334_b02393, <16 x float> %t334_c2_0)
+  store <16 x float> %7669, ptr %conv1_weight_grad.t334_c2_0, align 64
+  %7670 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7671 = add nsw i64 %7670, 3
+  %7672 = mul nsw i64 %7671, 50176
+  %7673 = add nsw i64 1413776, %7672
+  %7674 = add nsw i64 %conv1_weight_grad.k3352387, 49920
+  %7675 = add nsw i64 %7673, %7674
+  %arena2394 = getelementptr inbounds float, ptr %arena, i64 %7675
+  %7676 = load float, ptr %arena2394, align 4
+  %7677 = insertelement <16 x float> undef, float %7676, i32 0
+  %7678 = shufflevector <16 x float> %7677, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7678, ptr %conv1_weight_grad.t334_a3, align 64
+  %t334_a3 = load <16 x float>, ptr %conv1_weight_grad.t334_a3, align 64
+  %t334_b02395 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c3_0, align 64
+  %7679 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a3, <16 x float> %t334_b02395, <16 x float> %t334_c3_0)
+  store <16 x float> %7679, ptr %conv1_weight_grad.t334_c3_0, align 64
+  %7680 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7681 = add nsw i64 %7680, 4
+  %7682 = mul nsw i64 %7681, 50176
+  %7683 = add nsw i64 1413776, %7682
+  %7684 = add nsw i64 %conv1_weight_grad.k3352387, 49920
+  %7685 = add nsw i64 %7683, %7684
+  %arena2396 = getelementptr inbounds float, ptr %arena, i64 %7685
+  %7686 = load float, ptr %arena2396, align 4
+  %7687 = insertelement <16 x float> undef, float %7686, i32 0
+  %7688 = shufflevector <16 x float> %7687, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7688, ptr %conv1_weight_grad.t334_a4, align 64
+  %t334_a4 = load <16 x float>, ptr %conv1_weight_grad.t334_a4, align 64
+  %t334_b02397 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c4_0, align 64
+  %7689 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a4, <16 x float> %t334_b02397, <16 x float> %t334_c4_0)
+  store <16 x float> %7689, ptr %conv1_weight_grad.t334_c4_0, align 64
+  %7690 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7691 = add nsw i64 %7690, 5
+  %7692 = mul nsw i64 %7691, 50176
+  %7693 = add nsw i64 1413776, %7692
+  %7694 = add nsw i64 %conv1_weight_grad.k3352387, 49920
+  %7695 = add nsw i64 %7693, %7694
+  %arena2398 = getelementptr inbounds float, ptr %arena, i64 %7695
+  %7696 = load float, ptr %arena2398, align 4
+  %7697 = insertelement <16 x float> undef, float %7696, i32 0
+  %7698 = shufflevector <16 x float> %7697, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7698, ptr %conv1_weight_grad.t334_a5, align 64
+  %t334_a5 = load <16 x float>, ptr %conv1_weight_grad.t334_a5, align 64
+  %t334_b02399 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c5_0, align 64
+  %7699 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a5, <16 x float> %t334_b02399, <16 x float> %t334_c5_0)
+  store <16 x float> %7699, ptr %conv1_weight_grad.t334_c5_0, align 64
+  %7700 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7701 = add nsw i64 %7700, 6
+  %7702 = mul nsw i64 %7701, 50176
+  %7703 = add nsw i64 1413776, %7702
+  %7704 = add nsw i64 %conv1_weight_grad.k3352387, 49920
+  %7705 = add nsw i64 %7703, %7704
+  %arena2400 = getelementptr inbounds float, ptr %arena, i64 %7705
+  %7706 = load float, ptr %arena2400, align 4
+  %7707 = insertelement <16 x float> undef, float %7706, i32 0
+  %7708 = shufflevector <16 x float> %7707, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7708, ptr %conv1_weight_grad.t334_a6, align 64
+  %t334_a6 = load <16 x float>, ptr %conv1_weight_grad.t334_a6, align 64
+  %t334_b02401 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c6_0, align 64
+  %7709 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a6, <16 x float> %t334_b02401, <16 x float> %t334_c6_0)
+  store <16 x float> %7709, ptr %conv1_weight_grad.t334_c6_0, align 64
+  %7710 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7711 = add nsw i64 %7710, 7
+  %7712 = mul nsw i64 %7711, 50176
+  %7713 = add nsw i64 1413776, %7712
+  %7714 = add nsw i64 %conv1_weight_grad.k3352387, 49920
+  %7715 = add nsw i64 %7713, %7714
+  %arena2402 = getelementptr inbounds float, ptr %arena, i64 %7715
+  %7716 = load float, ptr %arena2402, align 4
+  %7717 = insertelement <16 x float> undef, float %7716, i32 0
+  %7718 = shufflevector <16 x float> %7717, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7718, ptr %conv1_weight_grad.t334_a7, align 64
+  %t334_a7 = load <16 x float>, ptr %conv1_weight_grad.t334_a7, align 64
+  %t334_b02403 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c7_0, align 64
+  %7719 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a7, <16 x float> %t334_b02403, <16 x float> %t334_c7_0)
+  store <16 x float> %7719, ptr %conv1_weight_grad.t334_c7_0, align 64
+  %7720 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7721 = add nsw i64 %7720, 8
+  %7722 = mul nsw i64 %7721, 50176
+  %7723 = add nsw i64 1413776, %7722
+  %7724 = add nsw i64 %conv1_weight_grad.k3352387, 49920
+  %7725 = add nsw i64 %7723, %7724
+  %arena2404 = getelementptr inbounds float, ptr %arena, i64 %7725
+  %7726 = load float, ptr %arena2404, align 4
+  %7727 = insertelement <16 x float> undef, float %7726, i32 0
+  %7728 = shufflevector <16 x float> %7727, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %7728, ptr %conv1_weight_grad.t334_a8, align 64
+  %t334_a8 = load <16 x float>, ptr %conv1_weight_grad.t334_a8, align 64
+  %t334_b02405 = load <16 x float>, ptr %conv1_weight_grad.t334_b0, align 64
+  %t334_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t334_c8_0, align 64
+  %7729 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t334_a8, <16 x float> %t334_b02405, <16 x float> %t334_c8_0)
+  store <16 x float> %7729, ptr %conv1_weight_grad.t334_c8_0, align 64
+  %k335.next = add nsw i64 %conv1_weight_grad.k3352387, 1
+  %7730 = icmp slt i64 %k335.next, 256
+  br i1 %7730, label %conv1_weight_grad.k335, label %conv1_weight_grad.k335.end
+
+conv1_weight_grad.k335.end:                       ; preds = %conv1_weight_grad.k335
+  %t334_c0_02406 = load <16 x float>, ptr %conv1_weight_grad.t334_c0_0, align 64
+  %7731 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7732 = mul nsw i64 %7731, 16
+  %7733 = add nsw i64 2668176, %7732
+  %7734 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7735 = add nsw i64 %7733, %7734
+  %arena2407 = getelementptr inbounds float, ptr %arena, i64 %7735
+  store <16 x float> %t334_c0_02406, ptr %arena2407, align 4
+  %t334_c1_02408 = load <16 x float>, ptr %conv1_weight_grad.t334_c1_0, align 64
+  %7736 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7737 = add nsw i64 %7736, 1
+  %7738 = mul nsw i64 %7737, 16
+  %7739 = add nsw i64 2668176, %7738
+  %7740 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7741 = add nsw i64 %7739, %7740
+  %arena2409 = getelementptr inbounds float, ptr %arena, i64 %7741
+  store <16 x float> %t334_c1_02408, ptr %arena2409, align 4
+  %t334_c2_02410 = load <16 x float>, ptr %conv1_weight_grad.t334_c2_0, align 64
+  %7742 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7743 = add nsw i64 %7742, 2
+  %7744 = mul nsw i64 %7743, 16
+  %7745 = add nsw i64 2668176, %7744
+  %7746 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7747 = add nsw i64 %7745, %7746
+  %arena2411 = getelementptr inbounds float, ptr %arena, i64 %7747
+  store <16 x float> %t334_c2_02410, ptr %arena2411, align 4
+  %t334_c3_02412 = load <16 x float>, ptr %conv1_weight_grad.t334_c3_0, align 64
+  %7748 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7749 = add nsw i64 %7748, 3
+  %7750 = mul nsw i64 %7749, 16
+  %7751 = add nsw i64 2668176, %7750
+  %7752 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7753 = add nsw i64 %7751, %7752
+  %arena2413 = getelementptr inbounds float, ptr %arena, i64 %7753
+  store <16 x float> %t334_c3_02412, ptr %arena2413, align 4
+  %t334_c4_02414 = load <16 x float>, ptr %conv1_weight_grad.t334_c4_0, align 64
+  %7754 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7755 = add nsw i64 %7754, 4
+  %7756 = mul nsw i64 %7755, 16
+  %7757 = add nsw i64 2668176, %7756
+  %7758 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7759 = add nsw i64 %7757, %7758
+  %arena2415 = getelementptr inbounds float, ptr %arena, i64 %7759
+  store <16 x float> %t334_c4_02414, ptr %arena2415, align 4
+  %t334_c5_02416 = load <16 x float>, ptr %conv1_weight_grad.t334_c5_0, align 64
+  %7760 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7761 = add nsw i64 %7760, 5
+  %7762 = mul nsw i64 %7761, 16
+  %7763 = add nsw i64 2668176, %7762
+  %7764 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7765 = add nsw i64 %7763, %7764
+  %arena2417 = getelementptr inbounds float, ptr %arena, i64 %7765
+  store <16 x float> %t334_c5_02416, ptr %arena2417, align 4
+  %t334_c6_02418 = load <16 x float>, ptr %conv1_weight_grad.t334_c6_0, align 64
+  %7766 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7767 = add nsw i64 %7766, 6
+  %7768 = mul nsw i64 %7767, 16
+  %7769 = add nsw i64 2668176, %7768
+  %7770 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7771 = add nsw i64 %7769, %7770
+  %arena2419 = getelementptr inbounds float, ptr %arena, i64 %7771
+  store <16 x float> %t334_c6_02418, ptr %arena2419, align 4
+  %t334_c7_02420 = load <16 x float>, ptr %conv1_weight_grad.t334_c7_0, align 64
+  %7772 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7773 = add nsw i64 %7772, 7
+  %7774 = mul nsw i64 %7773, 16
+  %7775 = add nsw i64 2668176, %7774
+  %7776 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7777 = add nsw i64 %7775, %7776
+  %arena2421 = getelementptr inbounds float, ptr %arena, i64 %7777
+  store <16 x float> %t334_c7_02420, ptr %arena2421, align 4
+  %t334_c8_02422 = load <16 x float>, ptr %conv1_weight_grad.t334_c8_0, align 64
+  %7778 = mul nsw i64 %conv1_weight_grad.mb3332377, 9
+  %7779 = add nsw i64 %7778, 8
+  %7780 = mul nsw i64 %7779, 16
+  %7781 = add nsw i64 2668176, %7780
+  %7782 = mul nsw i64 %conv1_weight_grad.nb3322376, 16
+  %7783 = add nsw i64 %7781, %7782
+  %arena2423 = getelementptr inbounds float, ptr %arena, i64 %7783
+  store <16 x float> %t334_c8_02422, ptr %arena2423, align 4
+  %mb333.next = add nsw i64 %conv1_weight_grad.mb3332377, 1
+  %7784 = icmp slt i64 %mb333.next, 1
+  br i1 %7784, label %conv1_weight_grad.mb333, label %conv1_weight_grad.mb333.end
+
+conv1_weight_grad.f336:                           ; preds = %conv1_weight_grad.r337.end, %conv1_weight_grad.g309.end
+  %conv1_weight_grad.f3362424 = phi i64 [ 0, %conv1_weight_grad.g309.end ], [ %f336.next, %conv1_weight_grad.r337.end ]
+  br label %conv1_weight_grad.r337
+
+conv1_weight_grad.f336.end:                       ; preds = %conv1_weight_grad.r337.end
+  br label %conv1_bias_grad.i338
+
+conv1_weight_grad.r337:                           ; preds = %conv1_weight_grad.r337, %conv1_weight_grad.f336
+  %conv1_weight_grad.r3372425 = phi i64 [ 0, %conv1_weight_grad.f336 ], [ %r337.next, %conv1_weight_grad.r337 ]
+  %7785 = mul nsw i64 %conv1_weight_grad.r3372425, 16
+  %7786 = add nsw i64 2668176, %7785
+  %7787 = add nsw i64 %7786, %conv1_weight_grad.f3362424
+  %arena2426 = getelementptr inbounds float, ptr %arena, i64 %7787
+  %7788 = load float, ptr %arena2426, align 4
+  %7789 = mul nsw i64 %conv1_weight_grad.f3362424, 9
+  %7790 = add nsw i64 %7789, %conv1_weight_grad.r3372425
+  %grads2427 = getelementptr inbounds float, ptr %grads, i64 %7790
+  store float %7788, ptr %grads2427, align 4
+  %r337.next = add nsw i64 %conv1_weight_grad.r3372425, 1
+  %7791 = icmp slt i64 %r337.next, 9
+  br i1 %7791, label %conv1_weight_grad.r337, label %conv1_weight_grad.r337.end
+
+conv1_weight_grad.r337.end:                       ; preds = %conv1_weight_grad.r337
+  %f336.next = add nsw i64 %conv1_weight_grad.f3362424, 1
+  %7792 = icmp slt i64 %f336.next, 16
+  br i1 %7792, label %conv1_weight_grad.f336, label %conv1_weight_grad.f336.end
+
+conv1_bias_grad.i338:                             ; preds = %conv1_bias_grad.i338, %conv1_weight_grad.f336.end
+  %conv1_bias_grad.i3382428 = phi i64 [ 0, %conv1_weight_grad.f336.end ], [ %i338.next, %conv1_bias_grad.i338 ]
+  %arena2429 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i3382428
+  store float 1.000000e+00, ptr %arena2429, align 4
+  %i338.next = add nsw i64 %conv1_bias_grad.i3382428, 1
+  %7793 = icmp slt i64 %i338.next, 784
+  br i1 %7793, label %conv1_bias_grad.i338, label %conv1_bias_grad.i338.end
+
+conv1_bias_grad.i338.end:                         ; preds = %conv1_bias_grad.i338
+  br label %conv1_bias_grad.i339
+
+conv1_bias_grad.i339:                             ; preds = %conv1_bias_grad.i339, %conv1_bias_grad.i338.end
+  %conv1_bias_grad.i3392430 = phi i64 [ 0, %conv1_bias_grad.i338.end ], [ %i339.next, %conv1_bias_grad.i339 ]
+  %7794 = add nsw i64 144, %conv1_bias_grad.i3392430
+  %grads2431 = getelementptr inbounds float, ptr %grads, i64 %7794
+  store float 0.000000e+00, ptr %grads2431, align 4
+  %i339.next = add nsw i64 %conv1_bias_grad.i3392430, 1
+  %7795 = icmp slt i64 %i339.next, 16
+  br i1 %7795, label %conv1_bias_grad.i339, label %conv1_bias_grad.i339.end
+
+conv1_bias_grad.i339.end:                         ; preds = %conv1_bias_grad.i339
+  br label %conv1_bias_grad.img340
+
+conv1_bias_grad.img340:                           ; preds = %conv1_bias_grad.img340, %conv1_bias_grad.i339.end
+  %conv1_bias_grad.img3402432 = phi i64 [ 0, %conv1_bias_grad.i339.end ], [ %img340.next, %conv1_bias_grad.img340 ]
+  %7796 = mul nsw i64 %conv1_bias_grad.img3402432, 12544
+  %7797 = add nsw i64 610960, %7796
+  %arena2433 = getelementptr inbounds float, ptr %arena, i64 %7797
+  %arena2434 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads2435 = getelementptr inbounds float, ptr %grads, i64 144
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 1, i32 784, float 1.000000e+00, ptr %arena2433, i32 784, ptr %arena2434, i32 1, float 1.000000e+00, ptr %grads2435, i32 1)
+  %img340.next = add nsw i64 %conv1_bias_grad.img3402432, 1
+  %7798 = icmp slt i64 %img340.next, 64
+  br i1 %7798, label %conv1_bias_grad.img340, label %conv1_bias_grad.img340.end
+
+conv1_bias_grad.img340.end:                       ; preds = %conv1_bias_grad.img340
+  %7799 = sitofp i64 %step to float
+  %7800 = fmul float %7799, 0xBFBAF8E8A0000000
+  %7801 = call float @llvm.exp.f32(float %7800)
+  %7802 = fsub float 1.000000e+00, %7801
+  %7803 = fdiv float %lr, %7802
+  store float %7803, ptr %adam.step_size341, align 4
+  %7804 = sitofp i64 %step to float
+  %7805 = fmul float %7804, 0xBF50645940000000
+  %7806 = call float @llvm.exp.f32(float %7805)
+  %7807 = fsub float 1.000000e+00, %7806
+  %7808 = call float @llvm.sqrt.f32(float %7807)
+  store float %7808, ptr %adam.bc2_sqrt342, align 4
+  br label %adam.i343
+
+adam.i343:                                        ; preds = %adam.i343, %conv1_bias_grad.img340.end
+  %adam.i3432436 = phi i64 [ 0, %conv1_bias_grad.img340.end ], [ %i343.next, %adam.i343 ]
+  %grads2437 = getelementptr inbounds float, ptr %grads, i64 %adam.i3432436
+  %7809 = load float, ptr %grads2437, align 4
+  %params2438 = getelementptr inbounds float, ptr %params, i64 %adam.i3432436
+  %7810 = load float, ptr %params2438, align 4
+  %7811 = fmul float 0.000000e+00, %7810
+  %7812 = fadd float %7809, %7811
+  store float %7812, ptr %adam.g, align 4
+  %m2439 = getelementptr inbounds float, ptr %m, i64 %adam.i3432436
+  %7813 = load float, ptr %m2439, align 4
+  %7814 = fmul float 0x3FECCCCCC0000000, %7813
   %g = load float, ptr %adam.g, align 4
-  %6101 = fmul float 0x3FB9999A00000000, %g
-  %6102 = fadd float %6100, %6101
-  store float %6102, ptr %adam.m_new, align 4
-  %v1678 = getelementptr inbounds float, ptr %v, i64 %adam.i3091674
-  %6103 = load float, ptr %v1678, align 4
-  %6104 = fmul float 0x3FEFF7CEE0000000, %6103
-  %g1679 = load float, ptr %adam.g, align 4
-  %6105 = fmul float 0x3F50624000000000, %g1679
-  %g1680 = load float, ptr %adam.g, align 4
-  %6106 = fmul float %6105, %g1680
-  %6107 = fadd float %6104, %6106
-  store float %6107, ptr %adam.v_new, align 4
+  %7815 = fmul float 0x3FB9999A00000000, %g
+  %7816 = fadd float %7814, %7815
+  store float %7816, ptr %adam.m_new, align 4
+  %v2440 = getelementptr inbounds float, ptr %v, i64 %adam.i3432436
+  %7817 = load float, ptr %v2440, align 4
+  %7818 = fmul float 0x3FEFF7CEE0000000, %7817
+  %g2441 = load float, ptr %adam.g, align 4
+  %7819 = fmul float 0x3F50624000000000, %g2441
+  %g2442 = load float, ptr %adam.g, align 4
+  %7820 = fmul float %7819, %g2442
+  %7821 = fadd float %7818, %7820
+  store float %7821, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m1681 = getelementptr inbounds float, ptr %m, i64 %adam.i3091674
-  store float %m_new, ptr %m1681, align 4
+  %m2443 = getelementptr inbounds float, ptr %m, i64 %adam.i3432436
+  store float %m_new, ptr %m2443, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v1682 = getelementptr inbounds float, ptr %v, i64 %adam.i3091674
-  store float %v_new, ptr %v1682, align 4
-  %params1683 = getelementptr inbounds float, ptr %params, i64 %adam.i3091674
-  %6108 = load float, ptr %params1683, align 4
-  %step_size307 = load float, ptr %adam.step_size307, align 4
-  %m_new1684 = load float, ptr %adam.m_new, align 4
-  %6109 = fmul float %step_size307, %m_new1684
-  %v_new1685 = load float, ptr %adam.v_new, align 4
-  %6110 = call float @llvm.sqrt.f32(float %v_new1685)
-  %bc2_sqrt308 = load float, ptr %adam.bc2_sqrt308, align 4
-  %6111 = fdiv float %6110, %bc2_sqrt308
-  %6112 = fadd float %6111, 0x3E45798EE0000000
-  %6113 = fdiv float %6109, %6112
-  %6114 = fsub float %6108, %6113
-  %params1686 = getelementptr inbounds float, ptr %params, i64 %adam.i3091674
-  store float %6114, ptr %params1686, align 4
-  %i309.next = add nsw i64 %adam.i3091674, 1
-  %6115 = icmp slt i64 %i309.next, 206922
-  br i1 %6115, label %adam.i309, label %adam.i309.end
+  %v2444 = getelementptr inbounds float, ptr %v, i64 %adam.i3432436
+  store float %v_new, ptr %v2444, align 4
+  %params2445 = getelementptr inbounds float, ptr %params, i64 %adam.i3432436
+  %7822 = load float, ptr %params2445, align 4
+  %step_size341 = load float, ptr %adam.step_size341, align 4
+  %m_new2446 = load float, ptr %adam.m_new, align 4
+  %7823 = fmul float %step_size341, %m_new2446
+  %v_new2447 = load float, ptr %adam.v_new, align 4
+  %7824 = call float @llvm.sqrt.f32(float %v_new2447)
+  %bc2_sqrt342 = load float, ptr %adam.bc2_sqrt342, align 4
+  %7825 = fdiv float %7824, %bc2_sqrt342
+  %7826 = fadd float %7825, 0x3E45798EE0000000
+  %7827 = fdiv float %7823, %7826
+  %7828 = fsub float %7822, %7827
+  %params2448 = getelementptr inbounds float, ptr %params, i64 %adam.i3432436
+  store float %7828, ptr %params2448, align 4
+  %i343.next = add nsw i64 %adam.i3432436, 1
+  %7829 = icmp slt i64 %i343.next, 206922
+  br i1 %7829, label %adam.i343, label %adam.i343.end
 
-adam.i309.end:                                    ; preds = %adam.i309
+adam.i343.end:                                    ; preds = %adam.i343
   ret void
 }
 

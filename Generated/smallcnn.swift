@@ -871,688 +871,1388 @@ public func smallcnn_train_b64(
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
-  sgemm(101, 112, 111, 10, 128, 64, 1, arena + 610960, 10, arena + 602112, 128, Float(bitPattern: 0x0), grads + 205632, 128)
-  // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u147 in 0..<10 {
-    var acc148: Float = Float(0)
-    for n149 in 0..<64 {
-      acc148 = (acc148 + arena[((610960 +% (n149 *% 10)) +% u147)])
+  for nb147 in 0..<2 {
+    for mb148 in 0..<1 {
+      var t149_c0_0 = SIMD16<Float>()
+      var t149_c0_1 = SIMD16<Float>()
+      var t149_c0_2 = SIMD16<Float>()
+      var t149_c0_3 = SIMD16<Float>()
+      var t149_c1_0 = SIMD16<Float>()
+      var t149_c1_1 = SIMD16<Float>()
+      var t149_c1_2 = SIMD16<Float>()
+      var t149_c1_3 = SIMD16<Float>()
+      var t149_c2_0 = SIMD16<Float>()
+      var t149_c2_1 = SIMD16<Float>()
+      var t149_c2_2 = SIMD16<Float>()
+      var t149_c2_3 = SIMD16<Float>()
+      var t149_c3_0 = SIMD16<Float>()
+      var t149_c3_1 = SIMD16<Float>()
+      var t149_c3_2 = SIMD16<Float>()
+      var t149_c3_3 = SIMD16<Float>()
+      var t149_c4_0 = SIMD16<Float>()
+      var t149_c4_1 = SIMD16<Float>()
+      var t149_c4_2 = SIMD16<Float>()
+      var t149_c4_3 = SIMD16<Float>()
+      var t149_c5_0 = SIMD16<Float>()
+      var t149_c5_1 = SIMD16<Float>()
+      var t149_c5_2 = SIMD16<Float>()
+      var t149_c5_3 = SIMD16<Float>()
+      for k150 in 0..<64 {
+        let t149_b0 = load16(arena, ((602112 +% (k150 *% 128)) +% (nb147 *% 64)))
+        let t149_b1 = load16(arena, (((602112 +% (k150 *% 128)) +% (nb147 *% 64)) +% 16))
+        let t149_b2 = load16(arena, (((602112 +% (k150 *% 128)) +% (nb147 *% 64)) +% 32))
+        let t149_b3 = load16(arena, (((602112 +% (k150 *% 128)) +% (nb147 *% 64)) +% 48))
+        let t149_a0 = SIMD16<Float>(repeating: arena[((610960 +% (mb148 *% 6)) +% (k150 *% 10))])
+        t149_c0_0 = t149_c0_0.addingProduct(t149_a0, t149_b0)
+        t149_c0_1 = t149_c0_1.addingProduct(t149_a0, t149_b1)
+        t149_c0_2 = t149_c0_2.addingProduct(t149_a0, t149_b2)
+        t149_c0_3 = t149_c0_3.addingProduct(t149_a0, t149_b3)
+        let t149_a1 = SIMD16<Float>(repeating: arena[((610960 +% ((mb148 *% 6) +% 1)) +% (k150 *% 10))])
+        t149_c1_0 = t149_c1_0.addingProduct(t149_a1, t149_b0)
+        t149_c1_1 = t149_c1_1.addingProduct(t149_a1, t149_b1)
+        t149_c1_2 = t149_c1_2.addingProduct(t149_a1, t149_b2)
+        t149_c1_3 = t149_c1_3.addingProduct(t149_a1, t149_b3)
+        let t149_a2 = SIMD16<Float>(repeating: arena[((610960 +% ((mb148 *% 6) +% 2)) +% (k150 *% 10))])
+        t149_c2_0 = t149_c2_0.addingProduct(t149_a2, t149_b0)
+        t149_c2_1 = t149_c2_1.addingProduct(t149_a2, t149_b1)
+        t149_c2_2 = t149_c2_2.addingProduct(t149_a2, t149_b2)
+        t149_c2_3 = t149_c2_3.addingProduct(t149_a2, t149_b3)
+        let t149_a3 = SIMD16<Float>(repeating: arena[((610960 +% ((mb148 *% 6) +% 3)) +% (k150 *% 10))])
+        t149_c3_0 = t149_c3_0.addingProduct(t149_a3, t149_b0)
+        t149_c3_1 = t149_c3_1.addingProduct(t149_a3, t149_b1)
+        t149_c3_2 = t149_c3_2.addingProduct(t149_a3, t149_b2)
+        t149_c3_3 = t149_c3_3.addingProduct(t149_a3, t149_b3)
+        let t149_a4 = SIMD16<Float>(repeating: arena[((610960 +% ((mb148 *% 6) +% 4)) +% (k150 *% 10))])
+        t149_c4_0 = t149_c4_0.addingProduct(t149_a4, t149_b0)
+        t149_c4_1 = t149_c4_1.addingProduct(t149_a4, t149_b1)
+        t149_c4_2 = t149_c4_2.addingProduct(t149_a4, t149_b2)
+        t149_c4_3 = t149_c4_3.addingProduct(t149_a4, t149_b3)
+        let t149_a5 = SIMD16<Float>(repeating: arena[((610960 +% ((mb148 *% 6) +% 5)) +% (k150 *% 10))])
+        t149_c5_0 = t149_c5_0.addingProduct(t149_a5, t149_b0)
+        t149_c5_1 = t149_c5_1.addingProduct(t149_a5, t149_b1)
+        t149_c5_2 = t149_c5_2.addingProduct(t149_a5, t149_b2)
+        t149_c5_3 = t149_c5_3.addingProduct(t149_a5, t149_b3)
+      }
+      store16(grads, ((205632 +% ((mb148 *% 6) *% 128)) +% (nb147 *% 64)), t149_c0_0)
+      store16(grads, (((205632 +% ((mb148 *% 6) *% 128)) +% (nb147 *% 64)) +% 16), t149_c0_1)
+      store16(grads, (((205632 +% ((mb148 *% 6) *% 128)) +% (nb147 *% 64)) +% 32), t149_c0_2)
+      store16(grads, (((205632 +% ((mb148 *% 6) *% 128)) +% (nb147 *% 64)) +% 48), t149_c0_3)
+      store16(grads, ((205632 +% (((mb148 *% 6) +% 1) *% 128)) +% (nb147 *% 64)), t149_c1_0)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 1) *% 128)) +% (nb147 *% 64)) +% 16), t149_c1_1)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 1) *% 128)) +% (nb147 *% 64)) +% 32), t149_c1_2)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 1) *% 128)) +% (nb147 *% 64)) +% 48), t149_c1_3)
+      store16(grads, ((205632 +% (((mb148 *% 6) +% 2) *% 128)) +% (nb147 *% 64)), t149_c2_0)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 2) *% 128)) +% (nb147 *% 64)) +% 16), t149_c2_1)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 2) *% 128)) +% (nb147 *% 64)) +% 32), t149_c2_2)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 2) *% 128)) +% (nb147 *% 64)) +% 48), t149_c2_3)
+      store16(grads, ((205632 +% (((mb148 *% 6) +% 3) *% 128)) +% (nb147 *% 64)), t149_c3_0)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 3) *% 128)) +% (nb147 *% 64)) +% 16), t149_c3_1)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 3) *% 128)) +% (nb147 *% 64)) +% 32), t149_c3_2)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 3) *% 128)) +% (nb147 *% 64)) +% 48), t149_c3_3)
+      store16(grads, ((205632 +% (((mb148 *% 6) +% 4) *% 128)) +% (nb147 *% 64)), t149_c4_0)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 4) *% 128)) +% (nb147 *% 64)) +% 16), t149_c4_1)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 4) *% 128)) +% (nb147 *% 64)) +% 32), t149_c4_2)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 4) *% 128)) +% (nb147 *% 64)) +% 48), t149_c4_3)
+      store16(grads, ((205632 +% (((mb148 *% 6) +% 5) *% 128)) +% (nb147 *% 64)), t149_c5_0)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 5) *% 128)) +% (nb147 *% 64)) +% 16), t149_c5_1)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 5) *% 128)) +% (nb147 *% 64)) +% 32), t149_c5_2)
+      store16(grads, (((205632 +% (((mb148 *% 6) +% 5) *% 128)) +% (nb147 *% 64)) +% 48), t149_c5_3)
     }
-    grads[(206912 +% u147)] = acc148
+    var t151_c0_0 = SIMD16<Float>()
+    var t151_c0_1 = SIMD16<Float>()
+    var t151_c0_2 = SIMD16<Float>()
+    var t151_c0_3 = SIMD16<Float>()
+    var t151_c1_0 = SIMD16<Float>()
+    var t151_c1_1 = SIMD16<Float>()
+    var t151_c1_2 = SIMD16<Float>()
+    var t151_c1_3 = SIMD16<Float>()
+    var t151_c2_0 = SIMD16<Float>()
+    var t151_c2_1 = SIMD16<Float>()
+    var t151_c2_2 = SIMD16<Float>()
+    var t151_c2_3 = SIMD16<Float>()
+    var t151_c3_0 = SIMD16<Float>()
+    var t151_c3_1 = SIMD16<Float>()
+    var t151_c3_2 = SIMD16<Float>()
+    var t151_c3_3 = SIMD16<Float>()
+    for k152 in 0..<64 {
+      let t151_b0 = load16(arena, ((602112 +% (k152 *% 128)) +% (nb147 *% 64)))
+      let t151_b1 = load16(arena, (((602112 +% (k152 *% 128)) +% (nb147 *% 64)) +% 16))
+      let t151_b2 = load16(arena, (((602112 +% (k152 *% 128)) +% (nb147 *% 64)) +% 32))
+      let t151_b3 = load16(arena, (((602112 +% (k152 *% 128)) +% (nb147 *% 64)) +% 48))
+      let t151_a0 = SIMD16<Float>(repeating: arena[(610966 +% (k152 *% 10))])
+      t151_c0_0 = t151_c0_0.addingProduct(t151_a0, t151_b0)
+      t151_c0_1 = t151_c0_1.addingProduct(t151_a0, t151_b1)
+      t151_c0_2 = t151_c0_2.addingProduct(t151_a0, t151_b2)
+      t151_c0_3 = t151_c0_3.addingProduct(t151_a0, t151_b3)
+      let t151_a1 = SIMD16<Float>(repeating: arena[(610967 +% (k152 *% 10))])
+      t151_c1_0 = t151_c1_0.addingProduct(t151_a1, t151_b0)
+      t151_c1_1 = t151_c1_1.addingProduct(t151_a1, t151_b1)
+      t151_c1_2 = t151_c1_2.addingProduct(t151_a1, t151_b2)
+      t151_c1_3 = t151_c1_3.addingProduct(t151_a1, t151_b3)
+      let t151_a2 = SIMD16<Float>(repeating: arena[(610968 +% (k152 *% 10))])
+      t151_c2_0 = t151_c2_0.addingProduct(t151_a2, t151_b0)
+      t151_c2_1 = t151_c2_1.addingProduct(t151_a2, t151_b1)
+      t151_c2_2 = t151_c2_2.addingProduct(t151_a2, t151_b2)
+      t151_c2_3 = t151_c2_3.addingProduct(t151_a2, t151_b3)
+      let t151_a3 = SIMD16<Float>(repeating: arena[(610969 +% (k152 *% 10))])
+      t151_c3_0 = t151_c3_0.addingProduct(t151_a3, t151_b0)
+      t151_c3_1 = t151_c3_1.addingProduct(t151_a3, t151_b1)
+      t151_c3_2 = t151_c3_2.addingProduct(t151_a3, t151_b2)
+      t151_c3_3 = t151_c3_3.addingProduct(t151_a3, t151_b3)
+    }
+    store16(grads, (206400 +% (nb147 *% 64)), t151_c0_0)
+    store16(grads, ((206400 +% (nb147 *% 64)) +% 16), t151_c0_1)
+    store16(grads, ((206400 +% (nb147 *% 64)) +% 32), t151_c0_2)
+    store16(grads, ((206400 +% (nb147 *% 64)) +% 48), t151_c0_3)
+    store16(grads, (206528 +% (nb147 *% 64)), t151_c1_0)
+    store16(grads, ((206528 +% (nb147 *% 64)) +% 16), t151_c1_1)
+    store16(grads, ((206528 +% (nb147 *% 64)) +% 32), t151_c1_2)
+    store16(grads, ((206528 +% (nb147 *% 64)) +% 48), t151_c1_3)
+    store16(grads, (206656 +% (nb147 *% 64)), t151_c2_0)
+    store16(grads, ((206656 +% (nb147 *% 64)) +% 16), t151_c2_1)
+    store16(grads, ((206656 +% (nb147 *% 64)) +% 32), t151_c2_2)
+    store16(grads, ((206656 +% (nb147 *% 64)) +% 48), t151_c2_3)
+    store16(grads, (206784 +% (nb147 *% 64)), t151_c3_0)
+    store16(grads, ((206784 +% (nb147 *% 64)) +% 16), t151_c3_1)
+    store16(grads, ((206784 +% (nb147 *% 64)) +% 32), t151_c3_2)
+    store16(grads, ((206784 +% (nb147 *% 64)) +% 48), t151_c3_3)
+  }
+  // fc2_bias_grad = dense_grad_bias(fc2_grad)
+  for u153 in 0..<10 {
+    var acc154: Float = Float(0)
+    for n155 in 0..<64 {
+      acc154 = (acc154 + arena[((610960 +% (n155 *% 10)) +% u153)])
+    }
+    grads[(206912 +% u153)] = acc154
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
-  sgemm(101, 111, 111, 64, 128, 10, 1, arena + 610960, 10, params + 205632, 128, Float(bitPattern: 0x0), arena + 611600, 128)
-  // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i150
-    var i150 = 0
-    while i150 &+ 16 <= 8192 {
-      store16(arena, 619792 &+ i150, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i150), where: load16(arena, 602112 &+ i150) .> SIMD16<Float>(repeating: Float(0))))
-      i150 &+= 16
+  for nb156 in 0..<2 {
+    for mb157 in 0..<10 {
+      var t158_c0_0 = SIMD16<Float>()
+      var t158_c0_1 = SIMD16<Float>()
+      var t158_c0_2 = SIMD16<Float>()
+      var t158_c0_3 = SIMD16<Float>()
+      var t158_c1_0 = SIMD16<Float>()
+      var t158_c1_1 = SIMD16<Float>()
+      var t158_c1_2 = SIMD16<Float>()
+      var t158_c1_3 = SIMD16<Float>()
+      var t158_c2_0 = SIMD16<Float>()
+      var t158_c2_1 = SIMD16<Float>()
+      var t158_c2_2 = SIMD16<Float>()
+      var t158_c2_3 = SIMD16<Float>()
+      var t158_c3_0 = SIMD16<Float>()
+      var t158_c3_1 = SIMD16<Float>()
+      var t158_c3_2 = SIMD16<Float>()
+      var t158_c3_3 = SIMD16<Float>()
+      var t158_c4_0 = SIMD16<Float>()
+      var t158_c4_1 = SIMD16<Float>()
+      var t158_c4_2 = SIMD16<Float>()
+      var t158_c4_3 = SIMD16<Float>()
+      var t158_c5_0 = SIMD16<Float>()
+      var t158_c5_1 = SIMD16<Float>()
+      var t158_c5_2 = SIMD16<Float>()
+      var t158_c5_3 = SIMD16<Float>()
+      for k159 in 0..<10 {
+        let t158_b0 = load16(params, ((205632 +% (k159 *% 128)) +% (nb156 *% 64)))
+        let t158_b1 = load16(params, (((205632 +% (k159 *% 128)) +% (nb156 *% 64)) +% 16))
+        let t158_b2 = load16(params, (((205632 +% (k159 *% 128)) +% (nb156 *% 64)) +% 32))
+        let t158_b3 = load16(params, (((205632 +% (k159 *% 128)) +% (nb156 *% 64)) +% 48))
+        let t158_a0 = SIMD16<Float>(repeating: arena[((610960 +% ((mb157 *% 6) *% 10)) +% k159)])
+        t158_c0_0 = t158_c0_0.addingProduct(t158_a0, t158_b0)
+        t158_c0_1 = t158_c0_1.addingProduct(t158_a0, t158_b1)
+        t158_c0_2 = t158_c0_2.addingProduct(t158_a0, t158_b2)
+        t158_c0_3 = t158_c0_3.addingProduct(t158_a0, t158_b3)
+        let t158_a1 = SIMD16<Float>(repeating: arena[((610960 +% (((mb157 *% 6) +% 1) *% 10)) +% k159)])
+        t158_c1_0 = t158_c1_0.addingProduct(t158_a1, t158_b0)
+        t158_c1_1 = t158_c1_1.addingProduct(t158_a1, t158_b1)
+        t158_c1_2 = t158_c1_2.addingProduct(t158_a1, t158_b2)
+        t158_c1_3 = t158_c1_3.addingProduct(t158_a1, t158_b3)
+        let t158_a2 = SIMD16<Float>(repeating: arena[((610960 +% (((mb157 *% 6) +% 2) *% 10)) +% k159)])
+        t158_c2_0 = t158_c2_0.addingProduct(t158_a2, t158_b0)
+        t158_c2_1 = t158_c2_1.addingProduct(t158_a2, t158_b1)
+        t158_c2_2 = t158_c2_2.addingProduct(t158_a2, t158_b2)
+        t158_c2_3 = t158_c2_3.addingProduct(t158_a2, t158_b3)
+        let t158_a3 = SIMD16<Float>(repeating: arena[((610960 +% (((mb157 *% 6) +% 3) *% 10)) +% k159)])
+        t158_c3_0 = t158_c3_0.addingProduct(t158_a3, t158_b0)
+        t158_c3_1 = t158_c3_1.addingProduct(t158_a3, t158_b1)
+        t158_c3_2 = t158_c3_2.addingProduct(t158_a3, t158_b2)
+        t158_c3_3 = t158_c3_3.addingProduct(t158_a3, t158_b3)
+        let t158_a4 = SIMD16<Float>(repeating: arena[((610960 +% (((mb157 *% 6) +% 4) *% 10)) +% k159)])
+        t158_c4_0 = t158_c4_0.addingProduct(t158_a4, t158_b0)
+        t158_c4_1 = t158_c4_1.addingProduct(t158_a4, t158_b1)
+        t158_c4_2 = t158_c4_2.addingProduct(t158_a4, t158_b2)
+        t158_c4_3 = t158_c4_3.addingProduct(t158_a4, t158_b3)
+        let t158_a5 = SIMD16<Float>(repeating: arena[((610960 +% (((mb157 *% 6) +% 5) *% 10)) +% k159)])
+        t158_c5_0 = t158_c5_0.addingProduct(t158_a5, t158_b0)
+        t158_c5_1 = t158_c5_1.addingProduct(t158_a5, t158_b1)
+        t158_c5_2 = t158_c5_2.addingProduct(t158_a5, t158_b2)
+        t158_c5_3 = t158_c5_3.addingProduct(t158_a5, t158_b3)
+      }
+      store16(arena, ((611600 +% ((mb157 *% 6) *% 128)) +% (nb156 *% 64)), t158_c0_0)
+      store16(arena, (((611600 +% ((mb157 *% 6) *% 128)) +% (nb156 *% 64)) +% 16), t158_c0_1)
+      store16(arena, (((611600 +% ((mb157 *% 6) *% 128)) +% (nb156 *% 64)) +% 32), t158_c0_2)
+      store16(arena, (((611600 +% ((mb157 *% 6) *% 128)) +% (nb156 *% 64)) +% 48), t158_c0_3)
+      store16(arena, ((611600 +% (((mb157 *% 6) +% 1) *% 128)) +% (nb156 *% 64)), t158_c1_0)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 1) *% 128)) +% (nb156 *% 64)) +% 16), t158_c1_1)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 1) *% 128)) +% (nb156 *% 64)) +% 32), t158_c1_2)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 1) *% 128)) +% (nb156 *% 64)) +% 48), t158_c1_3)
+      store16(arena, ((611600 +% (((mb157 *% 6) +% 2) *% 128)) +% (nb156 *% 64)), t158_c2_0)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 2) *% 128)) +% (nb156 *% 64)) +% 16), t158_c2_1)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 2) *% 128)) +% (nb156 *% 64)) +% 32), t158_c2_2)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 2) *% 128)) +% (nb156 *% 64)) +% 48), t158_c2_3)
+      store16(arena, ((611600 +% (((mb157 *% 6) +% 3) *% 128)) +% (nb156 *% 64)), t158_c3_0)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 3) *% 128)) +% (nb156 *% 64)) +% 16), t158_c3_1)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 3) *% 128)) +% (nb156 *% 64)) +% 32), t158_c3_2)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 3) *% 128)) +% (nb156 *% 64)) +% 48), t158_c3_3)
+      store16(arena, ((611600 +% (((mb157 *% 6) +% 4) *% 128)) +% (nb156 *% 64)), t158_c4_0)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 4) *% 128)) +% (nb156 *% 64)) +% 16), t158_c4_1)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 4) *% 128)) +% (nb156 *% 64)) +% 32), t158_c4_2)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 4) *% 128)) +% (nb156 *% 64)) +% 48), t158_c4_3)
+      store16(arena, ((611600 +% (((mb157 *% 6) +% 5) *% 128)) +% (nb156 *% 64)), t158_c5_0)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 5) *% 128)) +% (nb156 *% 64)) +% 16), t158_c5_1)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 5) *% 128)) +% (nb156 *% 64)) +% 32), t158_c5_2)
+      store16(arena, (((611600 +% (((mb157 *% 6) +% 5) *% 128)) +% (nb156 *% 64)) +% 48), t158_c5_3)
     }
-    while i150 < 8192 {
-      arena[(619792 +% i150)] = (arena[(602112 +% i150)] > Float(0) ? arena[(611600 +% i150)] : Float(0))
-      i150 &+= 1
+    var t160_c0_0 = SIMD16<Float>()
+    var t160_c0_1 = SIMD16<Float>()
+    var t160_c0_2 = SIMD16<Float>()
+    var t160_c0_3 = SIMD16<Float>()
+    var t160_c1_0 = SIMD16<Float>()
+    var t160_c1_1 = SIMD16<Float>()
+    var t160_c1_2 = SIMD16<Float>()
+    var t160_c1_3 = SIMD16<Float>()
+    var t160_c2_0 = SIMD16<Float>()
+    var t160_c2_1 = SIMD16<Float>()
+    var t160_c2_2 = SIMD16<Float>()
+    var t160_c2_3 = SIMD16<Float>()
+    var t160_c3_0 = SIMD16<Float>()
+    var t160_c3_1 = SIMD16<Float>()
+    var t160_c3_2 = SIMD16<Float>()
+    var t160_c3_3 = SIMD16<Float>()
+    for k161 in 0..<10 {
+      let t160_b0 = load16(params, ((205632 +% (k161 *% 128)) +% (nb156 *% 64)))
+      let t160_b1 = load16(params, (((205632 +% (k161 *% 128)) +% (nb156 *% 64)) +% 16))
+      let t160_b2 = load16(params, (((205632 +% (k161 *% 128)) +% (nb156 *% 64)) +% 32))
+      let t160_b3 = load16(params, (((205632 +% (k161 *% 128)) +% (nb156 *% 64)) +% 48))
+      let t160_a0 = SIMD16<Float>(repeating: arena[(611560 +% k161)])
+      t160_c0_0 = t160_c0_0.addingProduct(t160_a0, t160_b0)
+      t160_c0_1 = t160_c0_1.addingProduct(t160_a0, t160_b1)
+      t160_c0_2 = t160_c0_2.addingProduct(t160_a0, t160_b2)
+      t160_c0_3 = t160_c0_3.addingProduct(t160_a0, t160_b3)
+      let t160_a1 = SIMD16<Float>(repeating: arena[(611570 +% k161)])
+      t160_c1_0 = t160_c1_0.addingProduct(t160_a1, t160_b0)
+      t160_c1_1 = t160_c1_1.addingProduct(t160_a1, t160_b1)
+      t160_c1_2 = t160_c1_2.addingProduct(t160_a1, t160_b2)
+      t160_c1_3 = t160_c1_3.addingProduct(t160_a1, t160_b3)
+      let t160_a2 = SIMD16<Float>(repeating: arena[(611580 +% k161)])
+      t160_c2_0 = t160_c2_0.addingProduct(t160_a2, t160_b0)
+      t160_c2_1 = t160_c2_1.addingProduct(t160_a2, t160_b1)
+      t160_c2_2 = t160_c2_2.addingProduct(t160_a2, t160_b2)
+      t160_c2_3 = t160_c2_3.addingProduct(t160_a2, t160_b3)
+      let t160_a3 = SIMD16<Float>(repeating: arena[(611590 +% k161)])
+      t160_c3_0 = t160_c3_0.addingProduct(t160_a3, t160_b0)
+      t160_c3_1 = t160_c3_1.addingProduct(t160_a3, t160_b1)
+      t160_c3_2 = t160_c3_2.addingProduct(t160_a3, t160_b2)
+      t160_c3_3 = t160_c3_3.addingProduct(t160_a3, t160_b3)
+    }
+    store16(arena, (619280 +% (nb156 *% 64)), t160_c0_0)
+    store16(arena, ((619280 +% (nb156 *% 64)) +% 16), t160_c0_1)
+    store16(arena, ((619280 +% (nb156 *% 64)) +% 32), t160_c0_2)
+    store16(arena, ((619280 +% (nb156 *% 64)) +% 48), t160_c0_3)
+    store16(arena, (619408 +% (nb156 *% 64)), t160_c1_0)
+    store16(arena, ((619408 +% (nb156 *% 64)) +% 16), t160_c1_1)
+    store16(arena, ((619408 +% (nb156 *% 64)) +% 32), t160_c1_2)
+    store16(arena, ((619408 +% (nb156 *% 64)) +% 48), t160_c1_3)
+    store16(arena, (619536 +% (nb156 *% 64)), t160_c2_0)
+    store16(arena, ((619536 +% (nb156 *% 64)) +% 16), t160_c2_1)
+    store16(arena, ((619536 +% (nb156 *% 64)) +% 32), t160_c2_2)
+    store16(arena, ((619536 +% (nb156 *% 64)) +% 48), t160_c2_3)
+    store16(arena, (619664 +% (nb156 *% 64)), t160_c3_0)
+    store16(arena, ((619664 +% (nb156 *% 64)) +% 16), t160_c3_1)
+    store16(arena, ((619664 +% (nb156 *% 64)) +% 32), t160_c3_2)
+    store16(arena, ((619664 +% (nb156 *% 64)) +% 48), t160_c3_3)
+  }
+  // fc1_grad = relu_grad(relu3_grad, fc1)
+  do {  // SIMD16 over i162
+    var i162 = 0
+    while i162 &+ 16 <= 8192 {
+      store16(arena, 619792 &+ i162, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i162), where: load16(arena, 602112 &+ i162) .> SIMD16<Float>(repeating: Float(0))))
+      i162 &+= 16
+    }
+    while i162 < 8192 {
+      arena[(619792 +% i162)] = (arena[(602112 +% i162)] > Float(0) ? arena[(611600 +% i162)] : Float(0))
+      i162 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  sgemm(101, 112, 111, 128, 1568, 64, 1, arena + 619792, 128, arena + 401408, 1568, Float(bitPattern: 0x0), grads + 4800, 1568)
-  // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u151 in 0..<128 {
-    var acc152: Float = Float(0)
-    for n153 in 0..<64 {
-      acc152 = (acc152 + arena[((619792 +% (n153 *% 128)) +% u151)])
+  for nb163 in 0..<24 {
+    for mb164 in 0..<21 {
+      var t165_c0_0 = SIMD16<Float>()
+      var t165_c0_1 = SIMD16<Float>()
+      var t165_c0_2 = SIMD16<Float>()
+      var t165_c0_3 = SIMD16<Float>()
+      var t165_c1_0 = SIMD16<Float>()
+      var t165_c1_1 = SIMD16<Float>()
+      var t165_c1_2 = SIMD16<Float>()
+      var t165_c1_3 = SIMD16<Float>()
+      var t165_c2_0 = SIMD16<Float>()
+      var t165_c2_1 = SIMD16<Float>()
+      var t165_c2_2 = SIMD16<Float>()
+      var t165_c2_3 = SIMD16<Float>()
+      var t165_c3_0 = SIMD16<Float>()
+      var t165_c3_1 = SIMD16<Float>()
+      var t165_c3_2 = SIMD16<Float>()
+      var t165_c3_3 = SIMD16<Float>()
+      var t165_c4_0 = SIMD16<Float>()
+      var t165_c4_1 = SIMD16<Float>()
+      var t165_c4_2 = SIMD16<Float>()
+      var t165_c4_3 = SIMD16<Float>()
+      var t165_c5_0 = SIMD16<Float>()
+      var t165_c5_1 = SIMD16<Float>()
+      var t165_c5_2 = SIMD16<Float>()
+      var t165_c5_3 = SIMD16<Float>()
+      for k166 in 0..<64 {
+        let t165_b0 = load16(arena, ((401408 +% (k166 *% 1568)) +% (nb163 *% 64)))
+        let t165_b1 = load16(arena, (((401408 +% (k166 *% 1568)) +% (nb163 *% 64)) +% 16))
+        let t165_b2 = load16(arena, (((401408 +% (k166 *% 1568)) +% (nb163 *% 64)) +% 32))
+        let t165_b3 = load16(arena, (((401408 +% (k166 *% 1568)) +% (nb163 *% 64)) +% 48))
+        let t165_a0 = SIMD16<Float>(repeating: arena[((619792 +% (mb164 *% 6)) +% (k166 *% 128))])
+        t165_c0_0 = t165_c0_0.addingProduct(t165_a0, t165_b0)
+        t165_c0_1 = t165_c0_1.addingProduct(t165_a0, t165_b1)
+        t165_c0_2 = t165_c0_2.addingProduct(t165_a0, t165_b2)
+        t165_c0_3 = t165_c0_3.addingProduct(t165_a0, t165_b3)
+        let t165_a1 = SIMD16<Float>(repeating: arena[((619792 +% ((mb164 *% 6) +% 1)) +% (k166 *% 128))])
+        t165_c1_0 = t165_c1_0.addingProduct(t165_a1, t165_b0)
+        t165_c1_1 = t165_c1_1.addingProduct(t165_a1, t165_b1)
+        t165_c1_2 = t165_c1_2.addingProduct(t165_a1, t165_b2)
+        t165_c1_3 = t165_c1_3.addingProduct(t165_a1, t165_b3)
+        let t165_a2 = SIMD16<Float>(repeating: arena[((619792 +% ((mb164 *% 6) +% 2)) +% (k166 *% 128))])
+        t165_c2_0 = t165_c2_0.addingProduct(t165_a2, t165_b0)
+        t165_c2_1 = t165_c2_1.addingProduct(t165_a2, t165_b1)
+        t165_c2_2 = t165_c2_2.addingProduct(t165_a2, t165_b2)
+        t165_c2_3 = t165_c2_3.addingProduct(t165_a2, t165_b3)
+        let t165_a3 = SIMD16<Float>(repeating: arena[((619792 +% ((mb164 *% 6) +% 3)) +% (k166 *% 128))])
+        t165_c3_0 = t165_c3_0.addingProduct(t165_a3, t165_b0)
+        t165_c3_1 = t165_c3_1.addingProduct(t165_a3, t165_b1)
+        t165_c3_2 = t165_c3_2.addingProduct(t165_a3, t165_b2)
+        t165_c3_3 = t165_c3_3.addingProduct(t165_a3, t165_b3)
+        let t165_a4 = SIMD16<Float>(repeating: arena[((619792 +% ((mb164 *% 6) +% 4)) +% (k166 *% 128))])
+        t165_c4_0 = t165_c4_0.addingProduct(t165_a4, t165_b0)
+        t165_c4_1 = t165_c4_1.addingProduct(t165_a4, t165_b1)
+        t165_c4_2 = t165_c4_2.addingProduct(t165_a4, t165_b2)
+        t165_c4_3 = t165_c4_3.addingProduct(t165_a4, t165_b3)
+        let t165_a5 = SIMD16<Float>(repeating: arena[((619792 +% ((mb164 *% 6) +% 5)) +% (k166 *% 128))])
+        t165_c5_0 = t165_c5_0.addingProduct(t165_a5, t165_b0)
+        t165_c5_1 = t165_c5_1.addingProduct(t165_a5, t165_b1)
+        t165_c5_2 = t165_c5_2.addingProduct(t165_a5, t165_b2)
+        t165_c5_3 = t165_c5_3.addingProduct(t165_a5, t165_b3)
+      }
+      store16(grads, ((4800 +% ((mb164 *% 6) *% 1568)) +% (nb163 *% 64)), t165_c0_0)
+      store16(grads, (((4800 +% ((mb164 *% 6) *% 1568)) +% (nb163 *% 64)) +% 16), t165_c0_1)
+      store16(grads, (((4800 +% ((mb164 *% 6) *% 1568)) +% (nb163 *% 64)) +% 32), t165_c0_2)
+      store16(grads, (((4800 +% ((mb164 *% 6) *% 1568)) +% (nb163 *% 64)) +% 48), t165_c0_3)
+      store16(grads, ((4800 +% (((mb164 *% 6) +% 1) *% 1568)) +% (nb163 *% 64)), t165_c1_0)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 1) *% 1568)) +% (nb163 *% 64)) +% 16), t165_c1_1)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 1) *% 1568)) +% (nb163 *% 64)) +% 32), t165_c1_2)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 1) *% 1568)) +% (nb163 *% 64)) +% 48), t165_c1_3)
+      store16(grads, ((4800 +% (((mb164 *% 6) +% 2) *% 1568)) +% (nb163 *% 64)), t165_c2_0)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 2) *% 1568)) +% (nb163 *% 64)) +% 16), t165_c2_1)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 2) *% 1568)) +% (nb163 *% 64)) +% 32), t165_c2_2)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 2) *% 1568)) +% (nb163 *% 64)) +% 48), t165_c2_3)
+      store16(grads, ((4800 +% (((mb164 *% 6) +% 3) *% 1568)) +% (nb163 *% 64)), t165_c3_0)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 3) *% 1568)) +% (nb163 *% 64)) +% 16), t165_c3_1)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 3) *% 1568)) +% (nb163 *% 64)) +% 32), t165_c3_2)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 3) *% 1568)) +% (nb163 *% 64)) +% 48), t165_c3_3)
+      store16(grads, ((4800 +% (((mb164 *% 6) +% 4) *% 1568)) +% (nb163 *% 64)), t165_c4_0)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 4) *% 1568)) +% (nb163 *% 64)) +% 16), t165_c4_1)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 4) *% 1568)) +% (nb163 *% 64)) +% 32), t165_c4_2)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 4) *% 1568)) +% (nb163 *% 64)) +% 48), t165_c4_3)
+      store16(grads, ((4800 +% (((mb164 *% 6) +% 5) *% 1568)) +% (nb163 *% 64)), t165_c5_0)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 5) *% 1568)) +% (nb163 *% 64)) +% 16), t165_c5_1)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 5) *% 1568)) +% (nb163 *% 64)) +% 32), t165_c5_2)
+      store16(grads, (((4800 +% (((mb164 *% 6) +% 5) *% 1568)) +% (nb163 *% 64)) +% 48), t165_c5_3)
     }
-    grads[(205504 +% u151)] = acc152
+    var t167_c0_0 = SIMD16<Float>()
+    var t167_c0_1 = SIMD16<Float>()
+    var t167_c0_2 = SIMD16<Float>()
+    var t167_c0_3 = SIMD16<Float>()
+    var t167_c1_0 = SIMD16<Float>()
+    var t167_c1_1 = SIMD16<Float>()
+    var t167_c1_2 = SIMD16<Float>()
+    var t167_c1_3 = SIMD16<Float>()
+    for k168 in 0..<64 {
+      let t167_b0 = load16(arena, ((401408 +% (k168 *% 1568)) +% (nb163 *% 64)))
+      let t167_b1 = load16(arena, (((401408 +% (k168 *% 1568)) +% (nb163 *% 64)) +% 16))
+      let t167_b2 = load16(arena, (((401408 +% (k168 *% 1568)) +% (nb163 *% 64)) +% 32))
+      let t167_b3 = load16(arena, (((401408 +% (k168 *% 1568)) +% (nb163 *% 64)) +% 48))
+      let t167_a0 = SIMD16<Float>(repeating: arena[(619918 +% (k168 *% 128))])
+      t167_c0_0 = t167_c0_0.addingProduct(t167_a0, t167_b0)
+      t167_c0_1 = t167_c0_1.addingProduct(t167_a0, t167_b1)
+      t167_c0_2 = t167_c0_2.addingProduct(t167_a0, t167_b2)
+      t167_c0_3 = t167_c0_3.addingProduct(t167_a0, t167_b3)
+      let t167_a1 = SIMD16<Float>(repeating: arena[(619919 +% (k168 *% 128))])
+      t167_c1_0 = t167_c1_0.addingProduct(t167_a1, t167_b0)
+      t167_c1_1 = t167_c1_1.addingProduct(t167_a1, t167_b1)
+      t167_c1_2 = t167_c1_2.addingProduct(t167_a1, t167_b2)
+      t167_c1_3 = t167_c1_3.addingProduct(t167_a1, t167_b3)
+    }
+    store16(grads, (202368 +% (nb163 *% 64)), t167_c0_0)
+    store16(grads, ((202368 +% (nb163 *% 64)) +% 16), t167_c0_1)
+    store16(grads, ((202368 +% (nb163 *% 64)) +% 32), t167_c0_2)
+    store16(grads, ((202368 +% (nb163 *% 64)) +% 48), t167_c0_3)
+    store16(grads, (203936 +% (nb163 *% 64)), t167_c1_0)
+    store16(grads, ((203936 +% (nb163 *% 64)) +% 16), t167_c1_1)
+    store16(grads, ((203936 +% (nb163 *% 64)) +% 32), t167_c1_2)
+    store16(grads, ((203936 +% (nb163 *% 64)) +% 48), t167_c1_3)
+  }
+  for mb169 in 0..<21 {
+    var t170_c0_0 = SIMD16<Float>()
+    var t170_c0_1 = SIMD16<Float>()
+    var t170_c1_0 = SIMD16<Float>()
+    var t170_c1_1 = SIMD16<Float>()
+    var t170_c2_0 = SIMD16<Float>()
+    var t170_c2_1 = SIMD16<Float>()
+    var t170_c3_0 = SIMD16<Float>()
+    var t170_c3_1 = SIMD16<Float>()
+    var t170_c4_0 = SIMD16<Float>()
+    var t170_c4_1 = SIMD16<Float>()
+    var t170_c5_0 = SIMD16<Float>()
+    var t170_c5_1 = SIMD16<Float>()
+    for k171 in 0..<64 {
+      let t170_b0 = load16(arena, ((401408 +% (k171 *% 1568)) +% 1536))
+      let t170_b1 = load16(arena, (((401408 +% (k171 *% 1568)) +% 1536) +% 16))
+      let t170_a0 = SIMD16<Float>(repeating: arena[((619792 +% (mb169 *% 6)) +% (k171 *% 128))])
+      t170_c0_0 = t170_c0_0.addingProduct(t170_a0, t170_b0)
+      t170_c0_1 = t170_c0_1.addingProduct(t170_a0, t170_b1)
+      let t170_a1 = SIMD16<Float>(repeating: arena[((619792 +% ((mb169 *% 6) +% 1)) +% (k171 *% 128))])
+      t170_c1_0 = t170_c1_0.addingProduct(t170_a1, t170_b0)
+      t170_c1_1 = t170_c1_1.addingProduct(t170_a1, t170_b1)
+      let t170_a2 = SIMD16<Float>(repeating: arena[((619792 +% ((mb169 *% 6) +% 2)) +% (k171 *% 128))])
+      t170_c2_0 = t170_c2_0.addingProduct(t170_a2, t170_b0)
+      t170_c2_1 = t170_c2_1.addingProduct(t170_a2, t170_b1)
+      let t170_a3 = SIMD16<Float>(repeating: arena[((619792 +% ((mb169 *% 6) +% 3)) +% (k171 *% 128))])
+      t170_c3_0 = t170_c3_0.addingProduct(t170_a3, t170_b0)
+      t170_c3_1 = t170_c3_1.addingProduct(t170_a3, t170_b1)
+      let t170_a4 = SIMD16<Float>(repeating: arena[((619792 +% ((mb169 *% 6) +% 4)) +% (k171 *% 128))])
+      t170_c4_0 = t170_c4_0.addingProduct(t170_a4, t170_b0)
+      t170_c4_1 = t170_c4_1.addingProduct(t170_a4, t170_b1)
+      let t170_a5 = SIMD16<Float>(repeating: arena[((619792 +% ((mb169 *% 6) +% 5)) +% (k171 *% 128))])
+      t170_c5_0 = t170_c5_0.addingProduct(t170_a5, t170_b0)
+      t170_c5_1 = t170_c5_1.addingProduct(t170_a5, t170_b1)
+    }
+    store16(grads, ((4800 +% ((mb169 *% 6) *% 1568)) +% 1536), t170_c0_0)
+    store16(grads, (((4800 +% ((mb169 *% 6) *% 1568)) +% 1536) +% 16), t170_c0_1)
+    store16(grads, ((4800 +% (((mb169 *% 6) +% 1) *% 1568)) +% 1536), t170_c1_0)
+    store16(grads, (((4800 +% (((mb169 *% 6) +% 1) *% 1568)) +% 1536) +% 16), t170_c1_1)
+    store16(grads, ((4800 +% (((mb169 *% 6) +% 2) *% 1568)) +% 1536), t170_c2_0)
+    store16(grads, (((4800 +% (((mb169 *% 6) +% 2) *% 1568)) +% 1536) +% 16), t170_c2_1)
+    store16(grads, ((4800 +% (((mb169 *% 6) +% 3) *% 1568)) +% 1536), t170_c3_0)
+    store16(grads, (((4800 +% (((mb169 *% 6) +% 3) *% 1568)) +% 1536) +% 16), t170_c3_1)
+    store16(grads, ((4800 +% (((mb169 *% 6) +% 4) *% 1568)) +% 1536), t170_c4_0)
+    store16(grads, (((4800 +% (((mb169 *% 6) +% 4) *% 1568)) +% 1536) +% 16), t170_c4_1)
+    store16(grads, ((4800 +% (((mb169 *% 6) +% 5) *% 1568)) +% 1536), t170_c5_0)
+    store16(grads, (((4800 +% (((mb169 *% 6) +% 5) *% 1568)) +% 1536) +% 16), t170_c5_1)
+  }
+  var t172_c0_0 = SIMD16<Float>()
+  var t172_c0_1 = SIMD16<Float>()
+  var t172_c1_0 = SIMD16<Float>()
+  var t172_c1_1 = SIMD16<Float>()
+  for k173 in 0..<64 {
+    let t172_b0 = load16(arena, ((401408 +% (k173 *% 1568)) +% 1536))
+    let t172_b1 = load16(arena, (((401408 +% (k173 *% 1568)) +% 1536) +% 16))
+    let t172_a0 = SIMD16<Float>(repeating: arena[(619918 +% (k173 *% 128))])
+    t172_c0_0 = t172_c0_0.addingProduct(t172_a0, t172_b0)
+    t172_c0_1 = t172_c0_1.addingProduct(t172_a0, t172_b1)
+    let t172_a1 = SIMD16<Float>(repeating: arena[(619919 +% (k173 *% 128))])
+    t172_c1_0 = t172_c1_0.addingProduct(t172_a1, t172_b0)
+    t172_c1_1 = t172_c1_1.addingProduct(t172_a1, t172_b1)
+  }
+  store16(grads, 203904, t172_c0_0)
+  store16(grads, 203920, t172_c0_1)
+  store16(grads, 205472, t172_c1_0)
+  store16(grads, 205488, t172_c1_1)
+  // fc1_bias_grad = dense_grad_bias(fc1_grad)
+  for u174 in 0..<128 {
+    var acc175: Float = Float(0)
+    for n176 in 0..<64 {
+      acc175 = (acc175 + arena[((619792 +% (n176 *% 128)) +% u174)])
+    }
+    grads[(205504 +% u174)] = acc175
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  sgemm(101, 111, 111, 64, 1568, 128, 1, arena + 619792, 128, params + 4800, 1568, Float(bitPattern: 0x0), arena + 627984, 1568)
+  for nb177 in 0..<24 {
+    for mb178 in 0..<10 {
+      var t179_c0_0 = SIMD16<Float>()
+      var t179_c0_1 = SIMD16<Float>()
+      var t179_c0_2 = SIMD16<Float>()
+      var t179_c0_3 = SIMD16<Float>()
+      var t179_c1_0 = SIMD16<Float>()
+      var t179_c1_1 = SIMD16<Float>()
+      var t179_c1_2 = SIMD16<Float>()
+      var t179_c1_3 = SIMD16<Float>()
+      var t179_c2_0 = SIMD16<Float>()
+      var t179_c2_1 = SIMD16<Float>()
+      var t179_c2_2 = SIMD16<Float>()
+      var t179_c2_3 = SIMD16<Float>()
+      var t179_c3_0 = SIMD16<Float>()
+      var t179_c3_1 = SIMD16<Float>()
+      var t179_c3_2 = SIMD16<Float>()
+      var t179_c3_3 = SIMD16<Float>()
+      var t179_c4_0 = SIMD16<Float>()
+      var t179_c4_1 = SIMD16<Float>()
+      var t179_c4_2 = SIMD16<Float>()
+      var t179_c4_3 = SIMD16<Float>()
+      var t179_c5_0 = SIMD16<Float>()
+      var t179_c5_1 = SIMD16<Float>()
+      var t179_c5_2 = SIMD16<Float>()
+      var t179_c5_3 = SIMD16<Float>()
+      for k180 in 0..<128 {
+        let t179_b0 = load16(params, ((4800 +% (k180 *% 1568)) +% (nb177 *% 64)))
+        let t179_b1 = load16(params, (((4800 +% (k180 *% 1568)) +% (nb177 *% 64)) +% 16))
+        let t179_b2 = load16(params, (((4800 +% (k180 *% 1568)) +% (nb177 *% 64)) +% 32))
+        let t179_b3 = load16(params, (((4800 +% (k180 *% 1568)) +% (nb177 *% 64)) +% 48))
+        let t179_a0 = SIMD16<Float>(repeating: arena[((619792 +% ((mb178 *% 6) *% 128)) +% k180)])
+        t179_c0_0 = t179_c0_0.addingProduct(t179_a0, t179_b0)
+        t179_c0_1 = t179_c0_1.addingProduct(t179_a0, t179_b1)
+        t179_c0_2 = t179_c0_2.addingProduct(t179_a0, t179_b2)
+        t179_c0_3 = t179_c0_3.addingProduct(t179_a0, t179_b3)
+        let t179_a1 = SIMD16<Float>(repeating: arena[((619792 +% (((mb178 *% 6) +% 1) *% 128)) +% k180)])
+        t179_c1_0 = t179_c1_0.addingProduct(t179_a1, t179_b0)
+        t179_c1_1 = t179_c1_1.addingProduct(t179_a1, t179_b1)
+        t179_c1_2 = t179_c1_2.addingProduct(t179_a1, t179_b2)
+        t179_c1_3 = t179_c1_3.addingProduct(t179_a1, t179_b3)
+        let t179_a2 = SIMD16<Float>(repeating: arena[((619792 +% (((mb178 *% 6) +% 2) *% 128)) +% k180)])
+        t179_c2_0 = t179_c2_0.addingProduct(t179_a2, t179_b0)
+        t179_c2_1 = t179_c2_1.addingProduct(t179_a2, t179_b1)
+        t179_c2_2 = t179_c2_2.addingProduct(t179_a2, t179_b2)
+        t179_c2_3 = t179_c2_3.addingProduct(t179_a2, t179_b3)
+        let t179_a3 = SIMD16<Float>(repeating: arena[((619792 +% (((mb178 *% 6) +% 3) *% 128)) +% k180)])
+        t179_c3_0 = t179_c3_0.addingProduct(t179_a3, t179_b0)
+        t179_c3_1 = t179_c3_1.addingProduct(t179_a3, t179_b1)
+        t179_c3_2 = t179_c3_2.addingProduct(t179_a3, t179_b2)
+        t179_c3_3 = t179_c3_3.addingProduct(t179_a3, t179_b3)
+        let t179_a4 = SIMD16<Float>(repeating: arena[((619792 +% (((mb178 *% 6) +% 4) *% 128)) +% k180)])
+        t179_c4_0 = t179_c4_0.addingProduct(t179_a4, t179_b0)
+        t179_c4_1 = t179_c4_1.addingProduct(t179_a4, t179_b1)
+        t179_c4_2 = t179_c4_2.addingProduct(t179_a4, t179_b2)
+        t179_c4_3 = t179_c4_3.addingProduct(t179_a4, t179_b3)
+        let t179_a5 = SIMD16<Float>(repeating: arena[((619792 +% (((mb178 *% 6) +% 5) *% 128)) +% k180)])
+        t179_c5_0 = t179_c5_0.addingProduct(t179_a5, t179_b0)
+        t179_c5_1 = t179_c5_1.addingProduct(t179_a5, t179_b1)
+        t179_c5_2 = t179_c5_2.addingProduct(t179_a5, t179_b2)
+        t179_c5_3 = t179_c5_3.addingProduct(t179_a5, t179_b3)
+      }
+      store16(arena, ((627984 +% ((mb178 *% 6) *% 1568)) +% (nb177 *% 64)), t179_c0_0)
+      store16(arena, (((627984 +% ((mb178 *% 6) *% 1568)) +% (nb177 *% 64)) +% 16), t179_c0_1)
+      store16(arena, (((627984 +% ((mb178 *% 6) *% 1568)) +% (nb177 *% 64)) +% 32), t179_c0_2)
+      store16(arena, (((627984 +% ((mb178 *% 6) *% 1568)) +% (nb177 *% 64)) +% 48), t179_c0_3)
+      store16(arena, ((627984 +% (((mb178 *% 6) +% 1) *% 1568)) +% (nb177 *% 64)), t179_c1_0)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 1) *% 1568)) +% (nb177 *% 64)) +% 16), t179_c1_1)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 1) *% 1568)) +% (nb177 *% 64)) +% 32), t179_c1_2)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 1) *% 1568)) +% (nb177 *% 64)) +% 48), t179_c1_3)
+      store16(arena, ((627984 +% (((mb178 *% 6) +% 2) *% 1568)) +% (nb177 *% 64)), t179_c2_0)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 2) *% 1568)) +% (nb177 *% 64)) +% 16), t179_c2_1)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 2) *% 1568)) +% (nb177 *% 64)) +% 32), t179_c2_2)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 2) *% 1568)) +% (nb177 *% 64)) +% 48), t179_c2_3)
+      store16(arena, ((627984 +% (((mb178 *% 6) +% 3) *% 1568)) +% (nb177 *% 64)), t179_c3_0)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 3) *% 1568)) +% (nb177 *% 64)) +% 16), t179_c3_1)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 3) *% 1568)) +% (nb177 *% 64)) +% 32), t179_c3_2)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 3) *% 1568)) +% (nb177 *% 64)) +% 48), t179_c3_3)
+      store16(arena, ((627984 +% (((mb178 *% 6) +% 4) *% 1568)) +% (nb177 *% 64)), t179_c4_0)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 4) *% 1568)) +% (nb177 *% 64)) +% 16), t179_c4_1)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 4) *% 1568)) +% (nb177 *% 64)) +% 32), t179_c4_2)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 4) *% 1568)) +% (nb177 *% 64)) +% 48), t179_c4_3)
+      store16(arena, ((627984 +% (((mb178 *% 6) +% 5) *% 1568)) +% (nb177 *% 64)), t179_c5_0)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 5) *% 1568)) +% (nb177 *% 64)) +% 16), t179_c5_1)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 5) *% 1568)) +% (nb177 *% 64)) +% 32), t179_c5_2)
+      store16(arena, (((627984 +% (((mb178 *% 6) +% 5) *% 1568)) +% (nb177 *% 64)) +% 48), t179_c5_3)
+    }
+    var t181_c0_0 = SIMD16<Float>()
+    var t181_c0_1 = SIMD16<Float>()
+    var t181_c0_2 = SIMD16<Float>()
+    var t181_c0_3 = SIMD16<Float>()
+    var t181_c1_0 = SIMD16<Float>()
+    var t181_c1_1 = SIMD16<Float>()
+    var t181_c1_2 = SIMD16<Float>()
+    var t181_c1_3 = SIMD16<Float>()
+    var t181_c2_0 = SIMD16<Float>()
+    var t181_c2_1 = SIMD16<Float>()
+    var t181_c2_2 = SIMD16<Float>()
+    var t181_c2_3 = SIMD16<Float>()
+    var t181_c3_0 = SIMD16<Float>()
+    var t181_c3_1 = SIMD16<Float>()
+    var t181_c3_2 = SIMD16<Float>()
+    var t181_c3_3 = SIMD16<Float>()
+    for k182 in 0..<128 {
+      let t181_b0 = load16(params, ((4800 +% (k182 *% 1568)) +% (nb177 *% 64)))
+      let t181_b1 = load16(params, (((4800 +% (k182 *% 1568)) +% (nb177 *% 64)) +% 16))
+      let t181_b2 = load16(params, (((4800 +% (k182 *% 1568)) +% (nb177 *% 64)) +% 32))
+      let t181_b3 = load16(params, (((4800 +% (k182 *% 1568)) +% (nb177 *% 64)) +% 48))
+      let t181_a0 = SIMD16<Float>(repeating: arena[(627472 +% k182)])
+      t181_c0_0 = t181_c0_0.addingProduct(t181_a0, t181_b0)
+      t181_c0_1 = t181_c0_1.addingProduct(t181_a0, t181_b1)
+      t181_c0_2 = t181_c0_2.addingProduct(t181_a0, t181_b2)
+      t181_c0_3 = t181_c0_3.addingProduct(t181_a0, t181_b3)
+      let t181_a1 = SIMD16<Float>(repeating: arena[(627600 +% k182)])
+      t181_c1_0 = t181_c1_0.addingProduct(t181_a1, t181_b0)
+      t181_c1_1 = t181_c1_1.addingProduct(t181_a1, t181_b1)
+      t181_c1_2 = t181_c1_2.addingProduct(t181_a1, t181_b2)
+      t181_c1_3 = t181_c1_3.addingProduct(t181_a1, t181_b3)
+      let t181_a2 = SIMD16<Float>(repeating: arena[(627728 +% k182)])
+      t181_c2_0 = t181_c2_0.addingProduct(t181_a2, t181_b0)
+      t181_c2_1 = t181_c2_1.addingProduct(t181_a2, t181_b1)
+      t181_c2_2 = t181_c2_2.addingProduct(t181_a2, t181_b2)
+      t181_c2_3 = t181_c2_3.addingProduct(t181_a2, t181_b3)
+      let t181_a3 = SIMD16<Float>(repeating: arena[(627856 +% k182)])
+      t181_c3_0 = t181_c3_0.addingProduct(t181_a3, t181_b0)
+      t181_c3_1 = t181_c3_1.addingProduct(t181_a3, t181_b1)
+      t181_c3_2 = t181_c3_2.addingProduct(t181_a3, t181_b2)
+      t181_c3_3 = t181_c3_3.addingProduct(t181_a3, t181_b3)
+    }
+    store16(arena, (722064 +% (nb177 *% 64)), t181_c0_0)
+    store16(arena, ((722064 +% (nb177 *% 64)) +% 16), t181_c0_1)
+    store16(arena, ((722064 +% (nb177 *% 64)) +% 32), t181_c0_2)
+    store16(arena, ((722064 +% (nb177 *% 64)) +% 48), t181_c0_3)
+    store16(arena, (723632 +% (nb177 *% 64)), t181_c1_0)
+    store16(arena, ((723632 +% (nb177 *% 64)) +% 16), t181_c1_1)
+    store16(arena, ((723632 +% (nb177 *% 64)) +% 32), t181_c1_2)
+    store16(arena, ((723632 +% (nb177 *% 64)) +% 48), t181_c1_3)
+    store16(arena, (725200 +% (nb177 *% 64)), t181_c2_0)
+    store16(arena, ((725200 +% (nb177 *% 64)) +% 16), t181_c2_1)
+    store16(arena, ((725200 +% (nb177 *% 64)) +% 32), t181_c2_2)
+    store16(arena, ((725200 +% (nb177 *% 64)) +% 48), t181_c2_3)
+    store16(arena, (726768 +% (nb177 *% 64)), t181_c3_0)
+    store16(arena, ((726768 +% (nb177 *% 64)) +% 16), t181_c3_1)
+    store16(arena, ((726768 +% (nb177 *% 64)) +% 32), t181_c3_2)
+    store16(arena, ((726768 +% (nb177 *% 64)) +% 48), t181_c3_3)
+  }
+  for mb183 in 0..<10 {
+    var t184_c0_0 = SIMD16<Float>()
+    var t184_c0_1 = SIMD16<Float>()
+    var t184_c1_0 = SIMD16<Float>()
+    var t184_c1_1 = SIMD16<Float>()
+    var t184_c2_0 = SIMD16<Float>()
+    var t184_c2_1 = SIMD16<Float>()
+    var t184_c3_0 = SIMD16<Float>()
+    var t184_c3_1 = SIMD16<Float>()
+    var t184_c4_0 = SIMD16<Float>()
+    var t184_c4_1 = SIMD16<Float>()
+    var t184_c5_0 = SIMD16<Float>()
+    var t184_c5_1 = SIMD16<Float>()
+    for k185 in 0..<128 {
+      let t184_b0 = load16(params, ((4800 +% (k185 *% 1568)) +% 1536))
+      let t184_b1 = load16(params, (((4800 +% (k185 *% 1568)) +% 1536) +% 16))
+      let t184_a0 = SIMD16<Float>(repeating: arena[((619792 +% ((mb183 *% 6) *% 128)) +% k185)])
+      t184_c0_0 = t184_c0_0.addingProduct(t184_a0, t184_b0)
+      t184_c0_1 = t184_c0_1.addingProduct(t184_a0, t184_b1)
+      let t184_a1 = SIMD16<Float>(repeating: arena[((619792 +% (((mb183 *% 6) +% 1) *% 128)) +% k185)])
+      t184_c1_0 = t184_c1_0.addingProduct(t184_a1, t184_b0)
+      t184_c1_1 = t184_c1_1.addingProduct(t184_a1, t184_b1)
+      let t184_a2 = SIMD16<Float>(repeating: arena[((619792 +% (((mb183 *% 6) +% 2) *% 128)) +% k185)])
+      t184_c2_0 = t184_c2_0.addingProduct(t184_a2, t184_b0)
+      t184_c2_1 = t184_c2_1.addingProduct(t184_a2, t184_b1)
+      let t184_a3 = SIMD16<Float>(repeating: arena[((619792 +% (((mb183 *% 6) +% 3) *% 128)) +% k185)])
+      t184_c3_0 = t184_c3_0.addingProduct(t184_a3, t184_b0)
+      t184_c3_1 = t184_c3_1.addingProduct(t184_a3, t184_b1)
+      let t184_a4 = SIMD16<Float>(repeating: arena[((619792 +% (((mb183 *% 6) +% 4) *% 128)) +% k185)])
+      t184_c4_0 = t184_c4_0.addingProduct(t184_a4, t184_b0)
+      t184_c4_1 = t184_c4_1.addingProduct(t184_a4, t184_b1)
+      let t184_a5 = SIMD16<Float>(repeating: arena[((619792 +% (((mb183 *% 6) +% 5) *% 128)) +% k185)])
+      t184_c5_0 = t184_c5_0.addingProduct(t184_a5, t184_b0)
+      t184_c5_1 = t184_c5_1.addingProduct(t184_a5, t184_b1)
+    }
+    store16(arena, ((627984 +% ((mb183 *% 6) *% 1568)) +% 1536), t184_c0_0)
+    store16(arena, (((627984 +% ((mb183 *% 6) *% 1568)) +% 1536) +% 16), t184_c0_1)
+    store16(arena, ((627984 +% (((mb183 *% 6) +% 1) *% 1568)) +% 1536), t184_c1_0)
+    store16(arena, (((627984 +% (((mb183 *% 6) +% 1) *% 1568)) +% 1536) +% 16), t184_c1_1)
+    store16(arena, ((627984 +% (((mb183 *% 6) +% 2) *% 1568)) +% 1536), t184_c2_0)
+    store16(arena, (((627984 +% (((mb183 *% 6) +% 2) *% 1568)) +% 1536) +% 16), t184_c2_1)
+    store16(arena, ((627984 +% (((mb183 *% 6) +% 3) *% 1568)) +% 1536), t184_c3_0)
+    store16(arena, (((627984 +% (((mb183 *% 6) +% 3) *% 1568)) +% 1536) +% 16), t184_c3_1)
+    store16(arena, ((627984 +% (((mb183 *% 6) +% 4) *% 1568)) +% 1536), t184_c4_0)
+    store16(arena, (((627984 +% (((mb183 *% 6) +% 4) *% 1568)) +% 1536) +% 16), t184_c4_1)
+    store16(arena, ((627984 +% (((mb183 *% 6) +% 5) *% 1568)) +% 1536), t184_c5_0)
+    store16(arena, (((627984 +% (((mb183 *% 6) +% 5) *% 1568)) +% 1536) +% 16), t184_c5_1)
+  }
+  var t186_c0_0 = SIMD16<Float>()
+  var t186_c0_1 = SIMD16<Float>()
+  var t186_c1_0 = SIMD16<Float>()
+  var t186_c1_1 = SIMD16<Float>()
+  var t186_c2_0 = SIMD16<Float>()
+  var t186_c2_1 = SIMD16<Float>()
+  var t186_c3_0 = SIMD16<Float>()
+  var t186_c3_1 = SIMD16<Float>()
+  for k187 in 0..<128 {
+    let t186_b0 = load16(params, ((4800 +% (k187 *% 1568)) +% 1536))
+    let t186_b1 = load16(params, (((4800 +% (k187 *% 1568)) +% 1536) +% 16))
+    let t186_a0 = SIMD16<Float>(repeating: arena[(627472 +% k187)])
+    t186_c0_0 = t186_c0_0.addingProduct(t186_a0, t186_b0)
+    t186_c0_1 = t186_c0_1.addingProduct(t186_a0, t186_b1)
+    let t186_a1 = SIMD16<Float>(repeating: arena[(627600 +% k187)])
+    t186_c1_0 = t186_c1_0.addingProduct(t186_a1, t186_b0)
+    t186_c1_1 = t186_c1_1.addingProduct(t186_a1, t186_b1)
+    let t186_a2 = SIMD16<Float>(repeating: arena[(627728 +% k187)])
+    t186_c2_0 = t186_c2_0.addingProduct(t186_a2, t186_b0)
+    t186_c2_1 = t186_c2_1.addingProduct(t186_a2, t186_b1)
+    let t186_a3 = SIMD16<Float>(repeating: arena[(627856 +% k187)])
+    t186_c3_0 = t186_c3_0.addingProduct(t186_a3, t186_b0)
+    t186_c3_1 = t186_c3_1.addingProduct(t186_a3, t186_b1)
+  }
+  store16(arena, 723600, t186_c0_0)
+  store16(arena, 723616, t186_c0_1)
+  store16(arena, 725168, t186_c1_0)
+  store16(arena, 725184, t186_c1_1)
+  store16(arena, 726736, t186_c2_0)
+  store16(arena, 726752, t186_c2_1)
+  store16(arena, 728304, t186_c3_0)
+  store16(arena, 728320, t186_c3_1)
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i154
-    var i154 = 0
-    while i154 &+ 16 <= 401408 {
-      store16(arena, 728336 &+ i154, SIMD16<Float>(repeating: Float(0)))
-      i154 &+= 16
+  do {  // SIMD16 over i188
+    var i188 = 0
+    while i188 &+ 16 <= 401408 {
+      store16(arena, 728336 &+ i188, SIMD16<Float>(repeating: Float(0)))
+      i188 &+= 16
     }
-    while i154 < 401408 {
-      arena[(728336 +% i154)] = Float(0)
-      i154 &+= 1
+    while i188 < 401408 {
+      arena[(728336 +% i188)] = Float(0)
+      i188 &+= 1
     }
   }
-  for q155 in 0..<2048 {
-    for i156 in 0..<49 {
-      if arena[(401408 +% ((q155 *% 49) +% i156))] > Float(0) {
-        arena[((728336 +% (q155 *% 196)) +% Int(arena[(501760 +% ((q155 *% 49) +% i156))]))] += arena[(627984 +% ((q155 *% 49) +% i156))]
+  for q189 in 0..<2048 {
+    for i190 in 0..<49 {
+      if arena[(401408 +% ((q189 *% 49) +% i190))] > Float(0) {
+        arena[((728336 +% (q189 *% 196)) +% Int(arena[(501760 +% ((q189 *% 49) +% i190))]))] += arena[(627984 +% ((q189 *% 49) +% i190))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i157
-    var i157 = 0
-    while i157 &+ 16 <= 4608 {
-      store16(arena, 3337488 &+ i157, SIMD16<Float>(repeating: Float(0)))
-      i157 &+= 16
-    }
-    while i157 < 4608 {
-      arena[(3337488 +% i157)] = Float(0)
-      i157 &+= 1
-    }
-  }
-  for g158 in 0..<1 {
-    for j159 in 0..<64 {
-      for c160 in 0..<16 {
-        for ky161 in 0..<3 {
-          for oy162 in 0..<14 {
-            if (-1 < ((oy162 +% ky161) +% -1) && ((oy162 +% ky161) +% -1) < 14) {
-              for ox163 in 0..<13 {
-                arena[(((1129744 +% ((((c160 *% 3) +% ky161) *% 3) *% 12544)) +% (j159 *% 196)) +% ((oy162 *% 14) +% (ox163 +% 1)))] = arena[((((((g158 *% 64) +% j159) *% 3136) +% (c160 *% 196)) +% (((oy162 +% ky161) +% -1) *% 14)) +% ((ox163 +% 1) +% -1))]
-              }
-              for ox164 in 0..<1 {
-                arena[(((1129744 +% ((((c160 *% 3) +% ky161) *% 3) *% 12544)) +% (j159 *% 196)) +% ((oy162 *% 14) +% ox164))] = Float(0)
-              }
-            }
-            if ((oy162 +% ky161) +% -1) < 0 {
-              for ox165 in 0..<14 {
-                arena[(((1129744 +% ((((c160 *% 3) +% ky161) *% 3) *% 12544)) +% (j159 *% 196)) +% ((oy162 *% 14) +% ox165))] = Float(0)
-              }
-            }
-            if 13 < ((oy162 +% ky161) +% -1) {
-              for ox165 in 0..<14 {
-                arena[(((1129744 +% ((((c160 *% 3) +% ky161) *% 3) *% 12544)) +% (j159 *% 196)) +% ((oy162 *% 14) +% ox165))] = Float(0)
-              }
-            }
-          }
-          for oy166 in 0..<14 {
-            if (-1 < ((oy166 +% ky161) +% -1) && ((oy166 +% ky161) +% -1) < 14) {
-              for ox167 in 0..<14 {
-                arena[(((1129744 +% (((((c160 *% 3) +% ky161) *% 3) +% 1) *% 12544)) +% (j159 *% 196)) +% ((oy166 *% 14) +% ox167))] = arena[((((((g158 *% 64) +% j159) *% 3136) +% (c160 *% 196)) +% (((oy166 +% ky161) +% -1) *% 14)) +% ox167)]
-              }
-            }
-            if ((oy166 +% ky161) +% -1) < 0 {
-              for ox168 in 0..<14 {
-                arena[(((1129744 +% (((((c160 *% 3) +% ky161) *% 3) +% 1) *% 12544)) +% (j159 *% 196)) +% ((oy166 *% 14) +% ox168))] = Float(0)
-              }
-            }
-            if 13 < ((oy166 +% ky161) +% -1) {
-              for ox168 in 0..<14 {
-                arena[(((1129744 +% (((((c160 *% 3) +% ky161) *% 3) +% 1) *% 12544)) +% (j159 *% 196)) +% ((oy166 *% 14) +% ox168))] = Float(0)
-              }
-            }
-          }
-          for oy169 in 0..<14 {
-            if (-1 < ((oy169 +% ky161) +% -1) && ((oy169 +% ky161) +% -1) < 14) {
-              for ox170 in 0..<13 {
-                arena[(((1129744 +% (((((c160 *% 3) +% ky161) *% 3) +% 2) *% 12544)) +% (j159 *% 196)) +% ((oy169 *% 14) +% ox170))] = arena[((((((g158 *% 64) +% j159) *% 3136) +% (c160 *% 196)) +% (((oy169 +% ky161) +% -1) *% 14)) +% (ox170 +% 1))]
-              }
-              for ox171 in 0..<1 {
-                arena[(((1129744 +% (((((c160 *% 3) +% ky161) *% 3) +% 2) *% 12544)) +% (j159 *% 196)) +% ((oy169 *% 14) +% (ox171 +% 13)))] = Float(0)
-              }
-            }
-            if ((oy169 +% ky161) +% -1) < 0 {
-              for ox172 in 0..<14 {
-                arena[(((1129744 +% (((((c160 *% 3) +% ky161) *% 3) +% 2) *% 12544)) +% (j159 *% 196)) +% ((oy169 *% 14) +% ox172))] = Float(0)
-              }
-            }
-            if 13 < ((oy169 +% ky161) +% -1) {
-              for ox172 in 0..<14 {
-                arena[(((1129744 +% (((((c160 *% 3) +% ky161) *% 3) +% 2) *% 12544)) +% (j159 *% 196)) +% ((oy169 *% 14) +% ox172))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j173 in 0..<64 {
-      for i174 in 0..<196 {
-        for f175 in 0..<32 {
-          arena[((2936080 +% (((j173 *% 196) +% i174) *% 32)) +% f175)] = arena[(((728336 +% (((g158 *% 64) +% j173) *% 6272)) +% (f175 *% 196)) +% i174)]
-        }
-      }
-    }
-    for kp176 in 0..<32 {
-      for nb177 in 0..<1 {
-        for mb178 in 0..<10 {
-          var t179_c0_0 = load16(arena, ((3337488 +% ((mb178 *% 14) *% 32)) +% (nb177 *% 32)))
-          var t179_c0_1 = load16(arena, (((3337488 +% ((mb178 *% 14) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c1_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 1) *% 32)) +% (nb177 *% 32)))
-          var t179_c1_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 1) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c2_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 2) *% 32)) +% (nb177 *% 32)))
-          var t179_c2_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 2) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c3_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 3) *% 32)) +% (nb177 *% 32)))
-          var t179_c3_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 3) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c4_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 4) *% 32)) +% (nb177 *% 32)))
-          var t179_c4_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 4) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c5_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 5) *% 32)) +% (nb177 *% 32)))
-          var t179_c5_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 5) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c6_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 6) *% 32)) +% (nb177 *% 32)))
-          var t179_c6_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 6) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c7_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 7) *% 32)) +% (nb177 *% 32)))
-          var t179_c7_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 7) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c8_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 8) *% 32)) +% (nb177 *% 32)))
-          var t179_c8_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 8) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c9_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 9) *% 32)) +% (nb177 *% 32)))
-          var t179_c9_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 9) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c10_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 10) *% 32)) +% (nb177 *% 32)))
-          var t179_c10_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 10) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c11_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 11) *% 32)) +% (nb177 *% 32)))
-          var t179_c11_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 11) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c12_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 12) *% 32)) +% (nb177 *% 32)))
-          var t179_c12_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 12) *% 32)) +% (nb177 *% 32)) +% 16))
-          var t179_c13_0 = load16(arena, ((3337488 +% (((mb178 *% 14) +% 13) *% 32)) +% (nb177 *% 32)))
-          var t179_c13_1 = load16(arena, (((3337488 +% (((mb178 *% 14) +% 13) *% 32)) +% (nb177 *% 32)) +% 16))
-          for k180 in 0..<381 {
-            let t179_b0 = load16(arena, ((2936080 +% ((k180 +% (kp176 *% 381)) *% 32)) +% (nb177 *% 32)))
-            let t179_b1 = load16(arena, (((2936080 +% ((k180 +% (kp176 *% 381)) *% 32)) +% (nb177 *% 32)) +% 16))
-            let t179_a0 = SIMD16<Float>(repeating: arena[((1129744 +% ((mb178 *% 14) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c0_0 = t179_c0_0.addingProduct(t179_a0, t179_b0)
-            t179_c0_1 = t179_c0_1.addingProduct(t179_a0, t179_b1)
-            let t179_a1 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 1) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c1_0 = t179_c1_0.addingProduct(t179_a1, t179_b0)
-            t179_c1_1 = t179_c1_1.addingProduct(t179_a1, t179_b1)
-            let t179_a2 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 2) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c2_0 = t179_c2_0.addingProduct(t179_a2, t179_b0)
-            t179_c2_1 = t179_c2_1.addingProduct(t179_a2, t179_b1)
-            let t179_a3 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 3) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c3_0 = t179_c3_0.addingProduct(t179_a3, t179_b0)
-            t179_c3_1 = t179_c3_1.addingProduct(t179_a3, t179_b1)
-            let t179_a4 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 4) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c4_0 = t179_c4_0.addingProduct(t179_a4, t179_b0)
-            t179_c4_1 = t179_c4_1.addingProduct(t179_a4, t179_b1)
-            let t179_a5 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 5) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c5_0 = t179_c5_0.addingProduct(t179_a5, t179_b0)
-            t179_c5_1 = t179_c5_1.addingProduct(t179_a5, t179_b1)
-            let t179_a6 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 6) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c6_0 = t179_c6_0.addingProduct(t179_a6, t179_b0)
-            t179_c6_1 = t179_c6_1.addingProduct(t179_a6, t179_b1)
-            let t179_a7 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 7) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c7_0 = t179_c7_0.addingProduct(t179_a7, t179_b0)
-            t179_c7_1 = t179_c7_1.addingProduct(t179_a7, t179_b1)
-            let t179_a8 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 8) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c8_0 = t179_c8_0.addingProduct(t179_a8, t179_b0)
-            t179_c8_1 = t179_c8_1.addingProduct(t179_a8, t179_b1)
-            let t179_a9 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 9) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c9_0 = t179_c9_0.addingProduct(t179_a9, t179_b0)
-            t179_c9_1 = t179_c9_1.addingProduct(t179_a9, t179_b1)
-            let t179_a10 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 10) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c10_0 = t179_c10_0.addingProduct(t179_a10, t179_b0)
-            t179_c10_1 = t179_c10_1.addingProduct(t179_a10, t179_b1)
-            let t179_a11 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 11) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c11_0 = t179_c11_0.addingProduct(t179_a11, t179_b0)
-            t179_c11_1 = t179_c11_1.addingProduct(t179_a11, t179_b1)
-            let t179_a12 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 12) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c12_0 = t179_c12_0.addingProduct(t179_a12, t179_b0)
-            t179_c12_1 = t179_c12_1.addingProduct(t179_a12, t179_b1)
-            let t179_a13 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb178 *% 14) +% 13) *% 12544)) +% (k180 +% (kp176 *% 381)))])
-            t179_c13_0 = t179_c13_0.addingProduct(t179_a13, t179_b0)
-            t179_c13_1 = t179_c13_1.addingProduct(t179_a13, t179_b1)
-          }
-          store16(arena, ((3337488 +% ((mb178 *% 14) *% 32)) +% (nb177 *% 32)), t179_c0_0)
-          store16(arena, (((3337488 +% ((mb178 *% 14) *% 32)) +% (nb177 *% 32)) +% 16), t179_c0_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 1) *% 32)) +% (nb177 *% 32)), t179_c1_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 1) *% 32)) +% (nb177 *% 32)) +% 16), t179_c1_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 2) *% 32)) +% (nb177 *% 32)), t179_c2_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 2) *% 32)) +% (nb177 *% 32)) +% 16), t179_c2_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 3) *% 32)) +% (nb177 *% 32)), t179_c3_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 3) *% 32)) +% (nb177 *% 32)) +% 16), t179_c3_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 4) *% 32)) +% (nb177 *% 32)), t179_c4_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 4) *% 32)) +% (nb177 *% 32)) +% 16), t179_c4_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 5) *% 32)) +% (nb177 *% 32)), t179_c5_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 5) *% 32)) +% (nb177 *% 32)) +% 16), t179_c5_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 6) *% 32)) +% (nb177 *% 32)), t179_c6_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 6) *% 32)) +% (nb177 *% 32)) +% 16), t179_c6_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 7) *% 32)) +% (nb177 *% 32)), t179_c7_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 7) *% 32)) +% (nb177 *% 32)) +% 16), t179_c7_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 8) *% 32)) +% (nb177 *% 32)), t179_c8_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 8) *% 32)) +% (nb177 *% 32)) +% 16), t179_c8_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 9) *% 32)) +% (nb177 *% 32)), t179_c9_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 9) *% 32)) +% (nb177 *% 32)) +% 16), t179_c9_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 10) *% 32)) +% (nb177 *% 32)), t179_c10_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 10) *% 32)) +% (nb177 *% 32)) +% 16), t179_c10_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 11) *% 32)) +% (nb177 *% 32)), t179_c11_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 11) *% 32)) +% (nb177 *% 32)) +% 16), t179_c11_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 12) *% 32)) +% (nb177 *% 32)), t179_c12_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 12) *% 32)) +% (nb177 *% 32)) +% 16), t179_c12_1)
-          store16(arena, ((3337488 +% (((mb178 *% 14) +% 13) *% 32)) +% (nb177 *% 32)), t179_c13_0)
-          store16(arena, (((3337488 +% (((mb178 *% 14) +% 13) *% 32)) +% (nb177 *% 32)) +% 16), t179_c13_1)
-        }
-        var t181_c0_0 = load16(arena, (3341968 +% (nb177 *% 32)))
-        var t181_c0_1 = load16(arena, ((3341968 +% (nb177 *% 32)) +% 16))
-        var t181_c1_0 = load16(arena, (3342000 +% (nb177 *% 32)))
-        var t181_c1_1 = load16(arena, ((3342000 +% (nb177 *% 32)) +% 16))
-        var t181_c2_0 = load16(arena, (3342032 +% (nb177 *% 32)))
-        var t181_c2_1 = load16(arena, ((3342032 +% (nb177 *% 32)) +% 16))
-        var t181_c3_0 = load16(arena, (3342064 +% (nb177 *% 32)))
-        var t181_c3_1 = load16(arena, ((3342064 +% (nb177 *% 32)) +% 16))
-        for k182 in 0..<381 {
-          let t181_b0 = load16(arena, ((2936080 +% ((k182 +% (kp176 *% 381)) *% 32)) +% (nb177 *% 32)))
-          let t181_b1 = load16(arena, (((2936080 +% ((k182 +% (kp176 *% 381)) *% 32)) +% (nb177 *% 32)) +% 16))
-          let t181_a0 = SIMD16<Float>(repeating: arena[(2885904 +% (k182 +% (kp176 *% 381)))])
-          t181_c0_0 = t181_c0_0.addingProduct(t181_a0, t181_b0)
-          t181_c0_1 = t181_c0_1.addingProduct(t181_a0, t181_b1)
-          let t181_a1 = SIMD16<Float>(repeating: arena[(2898448 +% (k182 +% (kp176 *% 381)))])
-          t181_c1_0 = t181_c1_0.addingProduct(t181_a1, t181_b0)
-          t181_c1_1 = t181_c1_1.addingProduct(t181_a1, t181_b1)
-          let t181_a2 = SIMD16<Float>(repeating: arena[(2910992 +% (k182 +% (kp176 *% 381)))])
-          t181_c2_0 = t181_c2_0.addingProduct(t181_a2, t181_b0)
-          t181_c2_1 = t181_c2_1.addingProduct(t181_a2, t181_b1)
-          let t181_a3 = SIMD16<Float>(repeating: arena[(2923536 +% (k182 +% (kp176 *% 381)))])
-          t181_c3_0 = t181_c3_0.addingProduct(t181_a3, t181_b0)
-          t181_c3_1 = t181_c3_1.addingProduct(t181_a3, t181_b1)
-        }
-        store16(arena, (3341968 +% (nb177 *% 32)), t181_c0_0)
-        store16(arena, ((3341968 +% (nb177 *% 32)) +% 16), t181_c0_1)
-        store16(arena, (3342000 +% (nb177 *% 32)), t181_c1_0)
-        store16(arena, ((3342000 +% (nb177 *% 32)) +% 16), t181_c1_1)
-        store16(arena, (3342032 +% (nb177 *% 32)), t181_c2_0)
-        store16(arena, ((3342032 +% (nb177 *% 32)) +% 16), t181_c2_1)
-        store16(arena, (3342064 +% (nb177 *% 32)), t181_c3_0)
-        store16(arena, ((3342064 +% (nb177 *% 32)) +% 16), t181_c3_1)
-      }
-    }
-    for nb183 in 0..<1 {
-      for mb184 in 0..<10 {
-        var t185_c0_0 = load16(arena, ((3337488 +% ((mb184 *% 14) *% 32)) +% (nb183 *% 32)))
-        var t185_c0_1 = load16(arena, (((3337488 +% ((mb184 *% 14) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c1_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 1) *% 32)) +% (nb183 *% 32)))
-        var t185_c1_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 1) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c2_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 2) *% 32)) +% (nb183 *% 32)))
-        var t185_c2_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 2) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c3_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 3) *% 32)) +% (nb183 *% 32)))
-        var t185_c3_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 3) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c4_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 4) *% 32)) +% (nb183 *% 32)))
-        var t185_c4_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 4) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c5_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 5) *% 32)) +% (nb183 *% 32)))
-        var t185_c5_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 5) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c6_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 6) *% 32)) +% (nb183 *% 32)))
-        var t185_c6_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 6) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c7_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 7) *% 32)) +% (nb183 *% 32)))
-        var t185_c7_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 7) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c8_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 8) *% 32)) +% (nb183 *% 32)))
-        var t185_c8_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 8) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c9_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 9) *% 32)) +% (nb183 *% 32)))
-        var t185_c9_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 9) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c10_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 10) *% 32)) +% (nb183 *% 32)))
-        var t185_c10_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 10) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c11_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 11) *% 32)) +% (nb183 *% 32)))
-        var t185_c11_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 11) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c12_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 12) *% 32)) +% (nb183 *% 32)))
-        var t185_c12_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 12) *% 32)) +% (nb183 *% 32)) +% 16))
-        var t185_c13_0 = load16(arena, ((3337488 +% (((mb184 *% 14) +% 13) *% 32)) +% (nb183 *% 32)))
-        var t185_c13_1 = load16(arena, (((3337488 +% (((mb184 *% 14) +% 13) *% 32)) +% (nb183 *% 32)) +% 16))
-        for k186 in 0..<352 {
-          let t185_b0 = load16(arena, ((2936080 +% ((k186 +% 12192) *% 32)) +% (nb183 *% 32)))
-          let t185_b1 = load16(arena, (((2936080 +% ((k186 +% 12192) *% 32)) +% (nb183 *% 32)) +% 16))
-          let t185_a0 = SIMD16<Float>(repeating: arena[((1129744 +% ((mb184 *% 14) *% 12544)) +% (k186 +% 12192))])
-          t185_c0_0 = t185_c0_0.addingProduct(t185_a0, t185_b0)
-          t185_c0_1 = t185_c0_1.addingProduct(t185_a0, t185_b1)
-          let t185_a1 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 1) *% 12544)) +% (k186 +% 12192))])
-          t185_c1_0 = t185_c1_0.addingProduct(t185_a1, t185_b0)
-          t185_c1_1 = t185_c1_1.addingProduct(t185_a1, t185_b1)
-          let t185_a2 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 2) *% 12544)) +% (k186 +% 12192))])
-          t185_c2_0 = t185_c2_0.addingProduct(t185_a2, t185_b0)
-          t185_c2_1 = t185_c2_1.addingProduct(t185_a2, t185_b1)
-          let t185_a3 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 3) *% 12544)) +% (k186 +% 12192))])
-          t185_c3_0 = t185_c3_0.addingProduct(t185_a3, t185_b0)
-          t185_c3_1 = t185_c3_1.addingProduct(t185_a3, t185_b1)
-          let t185_a4 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 4) *% 12544)) +% (k186 +% 12192))])
-          t185_c4_0 = t185_c4_0.addingProduct(t185_a4, t185_b0)
-          t185_c4_1 = t185_c4_1.addingProduct(t185_a4, t185_b1)
-          let t185_a5 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 5) *% 12544)) +% (k186 +% 12192))])
-          t185_c5_0 = t185_c5_0.addingProduct(t185_a5, t185_b0)
-          t185_c5_1 = t185_c5_1.addingProduct(t185_a5, t185_b1)
-          let t185_a6 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 6) *% 12544)) +% (k186 +% 12192))])
-          t185_c6_0 = t185_c6_0.addingProduct(t185_a6, t185_b0)
-          t185_c6_1 = t185_c6_1.addingProduct(t185_a6, t185_b1)
-          let t185_a7 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 7) *% 12544)) +% (k186 +% 12192))])
-          t185_c7_0 = t185_c7_0.addingProduct(t185_a7, t185_b0)
-          t185_c7_1 = t185_c7_1.addingProduct(t185_a7, t185_b1)
-          let t185_a8 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 8) *% 12544)) +% (k186 +% 12192))])
-          t185_c8_0 = t185_c8_0.addingProduct(t185_a8, t185_b0)
-          t185_c8_1 = t185_c8_1.addingProduct(t185_a8, t185_b1)
-          let t185_a9 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 9) *% 12544)) +% (k186 +% 12192))])
-          t185_c9_0 = t185_c9_0.addingProduct(t185_a9, t185_b0)
-          t185_c9_1 = t185_c9_1.addingProduct(t185_a9, t185_b1)
-          let t185_a10 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 10) *% 12544)) +% (k186 +% 12192))])
-          t185_c10_0 = t185_c10_0.addingProduct(t185_a10, t185_b0)
-          t185_c10_1 = t185_c10_1.addingProduct(t185_a10, t185_b1)
-          let t185_a11 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 11) *% 12544)) +% (k186 +% 12192))])
-          t185_c11_0 = t185_c11_0.addingProduct(t185_a11, t185_b0)
-          t185_c11_1 = t185_c11_1.addingProduct(t185_a11, t185_b1)
-          let t185_a12 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 12) *% 12544)) +% (k186 +% 12192))])
-          t185_c12_0 = t185_c12_0.addingProduct(t185_a12, t185_b0)
-          t185_c12_1 = t185_c12_1.addingProduct(t185_a12, t185_b1)
-          let t185_a13 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb184 *% 14) +% 13) *% 12544)) +% (k186 +% 12192))])
-          t185_c13_0 = t185_c13_0.addingProduct(t185_a13, t185_b0)
-          t185_c13_1 = t185_c13_1.addingProduct(t185_a13, t185_b1)
-        }
-        store16(arena, ((3337488 +% ((mb184 *% 14) *% 32)) +% (nb183 *% 32)), t185_c0_0)
-        store16(arena, (((3337488 +% ((mb184 *% 14) *% 32)) +% (nb183 *% 32)) +% 16), t185_c0_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 1) *% 32)) +% (nb183 *% 32)), t185_c1_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 1) *% 32)) +% (nb183 *% 32)) +% 16), t185_c1_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 2) *% 32)) +% (nb183 *% 32)), t185_c2_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 2) *% 32)) +% (nb183 *% 32)) +% 16), t185_c2_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 3) *% 32)) +% (nb183 *% 32)), t185_c3_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 3) *% 32)) +% (nb183 *% 32)) +% 16), t185_c3_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 4) *% 32)) +% (nb183 *% 32)), t185_c4_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 4) *% 32)) +% (nb183 *% 32)) +% 16), t185_c4_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 5) *% 32)) +% (nb183 *% 32)), t185_c5_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 5) *% 32)) +% (nb183 *% 32)) +% 16), t185_c5_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 6) *% 32)) +% (nb183 *% 32)), t185_c6_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 6) *% 32)) +% (nb183 *% 32)) +% 16), t185_c6_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 7) *% 32)) +% (nb183 *% 32)), t185_c7_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 7) *% 32)) +% (nb183 *% 32)) +% 16), t185_c7_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 8) *% 32)) +% (nb183 *% 32)), t185_c8_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 8) *% 32)) +% (nb183 *% 32)) +% 16), t185_c8_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 9) *% 32)) +% (nb183 *% 32)), t185_c9_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 9) *% 32)) +% (nb183 *% 32)) +% 16), t185_c9_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 10) *% 32)) +% (nb183 *% 32)), t185_c10_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 10) *% 32)) +% (nb183 *% 32)) +% 16), t185_c10_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 11) *% 32)) +% (nb183 *% 32)), t185_c11_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 11) *% 32)) +% (nb183 *% 32)) +% 16), t185_c11_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 12) *% 32)) +% (nb183 *% 32)), t185_c12_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 12) *% 32)) +% (nb183 *% 32)) +% 16), t185_c12_1)
-        store16(arena, ((3337488 +% (((mb184 *% 14) +% 13) *% 32)) +% (nb183 *% 32)), t185_c13_0)
-        store16(arena, (((3337488 +% (((mb184 *% 14) +% 13) *% 32)) +% (nb183 *% 32)) +% 16), t185_c13_1)
-      }
-      var t187_c0_0 = load16(arena, (3341968 +% (nb183 *% 32)))
-      var t187_c0_1 = load16(arena, ((3341968 +% (nb183 *% 32)) +% 16))
-      var t187_c1_0 = load16(arena, (3342000 +% (nb183 *% 32)))
-      var t187_c1_1 = load16(arena, ((3342000 +% (nb183 *% 32)) +% 16))
-      var t187_c2_0 = load16(arena, (3342032 +% (nb183 *% 32)))
-      var t187_c2_1 = load16(arena, ((3342032 +% (nb183 *% 32)) +% 16))
-      var t187_c3_0 = load16(arena, (3342064 +% (nb183 *% 32)))
-      var t187_c3_1 = load16(arena, ((3342064 +% (nb183 *% 32)) +% 16))
-      for k188 in 0..<352 {
-        let t187_b0 = load16(arena, ((2936080 +% ((k188 +% 12192) *% 32)) +% (nb183 *% 32)))
-        let t187_b1 = load16(arena, (((2936080 +% ((k188 +% 12192) *% 32)) +% (nb183 *% 32)) +% 16))
-        let t187_a0 = SIMD16<Float>(repeating: arena[(2885904 +% (k188 +% 12192))])
-        t187_c0_0 = t187_c0_0.addingProduct(t187_a0, t187_b0)
-        t187_c0_1 = t187_c0_1.addingProduct(t187_a0, t187_b1)
-        let t187_a1 = SIMD16<Float>(repeating: arena[(2898448 +% (k188 +% 12192))])
-        t187_c1_0 = t187_c1_0.addingProduct(t187_a1, t187_b0)
-        t187_c1_1 = t187_c1_1.addingProduct(t187_a1, t187_b1)
-        let t187_a2 = SIMD16<Float>(repeating: arena[(2910992 +% (k188 +% 12192))])
-        t187_c2_0 = t187_c2_0.addingProduct(t187_a2, t187_b0)
-        t187_c2_1 = t187_c2_1.addingProduct(t187_a2, t187_b1)
-        let t187_a3 = SIMD16<Float>(repeating: arena[(2923536 +% (k188 +% 12192))])
-        t187_c3_0 = t187_c3_0.addingProduct(t187_a3, t187_b0)
-        t187_c3_1 = t187_c3_1.addingProduct(t187_a3, t187_b1)
-      }
-      store16(arena, (3341968 +% (nb183 *% 32)), t187_c0_0)
-      store16(arena, ((3341968 +% (nb183 *% 32)) +% 16), t187_c0_1)
-      store16(arena, (3342000 +% (nb183 *% 32)), t187_c1_0)
-      store16(arena, ((3342000 +% (nb183 *% 32)) +% 16), t187_c1_1)
-      store16(arena, (3342032 +% (nb183 *% 32)), t187_c2_0)
-      store16(arena, ((3342032 +% (nb183 *% 32)) +% 16), t187_c2_1)
-      store16(arena, (3342064 +% (nb183 *% 32)), t187_c3_0)
-      store16(arena, ((3342064 +% (nb183 *% 32)) +% 16), t187_c3_1)
-    }
-  }
-  for f189 in 0..<32 {
-    for r190 in 0..<144 {
-      grads[((160 +% (f189 *% 144)) +% r190)] = arena[((3337488 +% (r190 *% 32)) +% f189)]
-    }
-  }
-  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
   do {  // SIMD16 over i191
     var i191 = 0
-    while i191 &+ 16 <= 196 {
-      store16(arena, 401408 &+ i191, SIMD16<Float>(repeating: Float(1)))
+    while i191 &+ 16 <= 4608 {
+      store16(arena, 3337488 &+ i191, SIMD16<Float>(repeating: Float(0)))
       i191 &+= 16
     }
-    while i191 < 196 {
-      arena[(401408 +% i191)] = Float(1)
+    while i191 < 4608 {
+      arena[(3337488 +% i191)] = Float(0)
       i191 &+= 1
     }
   }
-  do {  // SIMD16 over i192
-    var i192 = 0
-    while i192 &+ 16 <= 32 {
-      store16(grads, 4768 &+ i192, SIMD16<Float>(repeating: Float(0)))
-      i192 &+= 16
+  for g192 in 0..<1 {
+    for j193 in 0..<64 {
+      for c194 in 0..<16 {
+        for ky195 in 0..<3 {
+          for oy196 in 0..<14 {
+            if (-1 < ((oy196 +% ky195) +% -1) && ((oy196 +% ky195) +% -1) < 14) {
+              for ox197 in 0..<13 {
+                arena[(((1129744 +% ((((c194 *% 3) +% ky195) *% 3) *% 12544)) +% (j193 *% 196)) +% ((oy196 *% 14) +% (ox197 +% 1)))] = arena[((((((g192 *% 64) +% j193) *% 3136) +% (c194 *% 196)) +% (((oy196 +% ky195) +% -1) *% 14)) +% ((ox197 +% 1) +% -1))]
+              }
+              for ox198 in 0..<1 {
+                arena[(((1129744 +% ((((c194 *% 3) +% ky195) *% 3) *% 12544)) +% (j193 *% 196)) +% ((oy196 *% 14) +% ox198))] = Float(0)
+              }
+            }
+            if ((oy196 +% ky195) +% -1) < 0 {
+              for ox199 in 0..<14 {
+                arena[(((1129744 +% ((((c194 *% 3) +% ky195) *% 3) *% 12544)) +% (j193 *% 196)) +% ((oy196 *% 14) +% ox199))] = Float(0)
+              }
+            }
+            if 13 < ((oy196 +% ky195) +% -1) {
+              for ox199 in 0..<14 {
+                arena[(((1129744 +% ((((c194 *% 3) +% ky195) *% 3) *% 12544)) +% (j193 *% 196)) +% ((oy196 *% 14) +% ox199))] = Float(0)
+              }
+            }
+          }
+          for oy200 in 0..<14 {
+            if (-1 < ((oy200 +% ky195) +% -1) && ((oy200 +% ky195) +% -1) < 14) {
+              for ox201 in 0..<14 {
+                arena[(((1129744 +% (((((c194 *% 3) +% ky195) *% 3) +% 1) *% 12544)) +% (j193 *% 196)) +% ((oy200 *% 14) +% ox201))] = arena[((((((g192 *% 64) +% j193) *% 3136) +% (c194 *% 196)) +% (((oy200 +% ky195) +% -1) *% 14)) +% ox201)]
+              }
+            }
+            if ((oy200 +% ky195) +% -1) < 0 {
+              for ox202 in 0..<14 {
+                arena[(((1129744 +% (((((c194 *% 3) +% ky195) *% 3) +% 1) *% 12544)) +% (j193 *% 196)) +% ((oy200 *% 14) +% ox202))] = Float(0)
+              }
+            }
+            if 13 < ((oy200 +% ky195) +% -1) {
+              for ox202 in 0..<14 {
+                arena[(((1129744 +% (((((c194 *% 3) +% ky195) *% 3) +% 1) *% 12544)) +% (j193 *% 196)) +% ((oy200 *% 14) +% ox202))] = Float(0)
+              }
+            }
+          }
+          for oy203 in 0..<14 {
+            if (-1 < ((oy203 +% ky195) +% -1) && ((oy203 +% ky195) +% -1) < 14) {
+              for ox204 in 0..<13 {
+                arena[(((1129744 +% (((((c194 *% 3) +% ky195) *% 3) +% 2) *% 12544)) +% (j193 *% 196)) +% ((oy203 *% 14) +% ox204))] = arena[((((((g192 *% 64) +% j193) *% 3136) +% (c194 *% 196)) +% (((oy203 +% ky195) +% -1) *% 14)) +% (ox204 +% 1))]
+              }
+              for ox205 in 0..<1 {
+                arena[(((1129744 +% (((((c194 *% 3) +% ky195) *% 3) +% 2) *% 12544)) +% (j193 *% 196)) +% ((oy203 *% 14) +% (ox205 +% 13)))] = Float(0)
+              }
+            }
+            if ((oy203 +% ky195) +% -1) < 0 {
+              for ox206 in 0..<14 {
+                arena[(((1129744 +% (((((c194 *% 3) +% ky195) *% 3) +% 2) *% 12544)) +% (j193 *% 196)) +% ((oy203 *% 14) +% ox206))] = Float(0)
+              }
+            }
+            if 13 < ((oy203 +% ky195) +% -1) {
+              for ox206 in 0..<14 {
+                arena[(((1129744 +% (((((c194 *% 3) +% ky195) *% 3) +% 2) *% 12544)) +% (j193 *% 196)) +% ((oy203 *% 14) +% ox206))] = Float(0)
+              }
+            }
+          }
+        }
+      }
     }
-    while i192 < 32 {
-      grads[(4768 +% i192)] = Float(0)
-      i192 &+= 1
+    for j207 in 0..<64 {
+      for i208 in 0..<196 {
+        for f209 in 0..<32 {
+          arena[((2936080 +% (((j207 *% 196) +% i208) *% 32)) +% f209)] = arena[(((728336 +% (((g192 *% 64) +% j207) *% 6272)) +% (f209 *% 196)) +% i208)]
+        }
+      }
+    }
+    for kp210 in 0..<32 {
+      for nb211 in 0..<1 {
+        for mb212 in 0..<10 {
+          var t213_c0_0 = load16(arena, ((3337488 +% ((mb212 *% 14) *% 32)) +% (nb211 *% 32)))
+          var t213_c0_1 = load16(arena, (((3337488 +% ((mb212 *% 14) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c1_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 1) *% 32)) +% (nb211 *% 32)))
+          var t213_c1_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 1) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c2_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 2) *% 32)) +% (nb211 *% 32)))
+          var t213_c2_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 2) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c3_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 3) *% 32)) +% (nb211 *% 32)))
+          var t213_c3_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 3) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c4_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 4) *% 32)) +% (nb211 *% 32)))
+          var t213_c4_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 4) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c5_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 5) *% 32)) +% (nb211 *% 32)))
+          var t213_c5_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 5) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c6_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 6) *% 32)) +% (nb211 *% 32)))
+          var t213_c6_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 6) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c7_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 7) *% 32)) +% (nb211 *% 32)))
+          var t213_c7_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 7) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c8_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 8) *% 32)) +% (nb211 *% 32)))
+          var t213_c8_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 8) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c9_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 9) *% 32)) +% (nb211 *% 32)))
+          var t213_c9_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 9) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c10_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 10) *% 32)) +% (nb211 *% 32)))
+          var t213_c10_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 10) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c11_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 11) *% 32)) +% (nb211 *% 32)))
+          var t213_c11_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 11) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c12_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 12) *% 32)) +% (nb211 *% 32)))
+          var t213_c12_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 12) *% 32)) +% (nb211 *% 32)) +% 16))
+          var t213_c13_0 = load16(arena, ((3337488 +% (((mb212 *% 14) +% 13) *% 32)) +% (nb211 *% 32)))
+          var t213_c13_1 = load16(arena, (((3337488 +% (((mb212 *% 14) +% 13) *% 32)) +% (nb211 *% 32)) +% 16))
+          for k214 in 0..<381 {
+            let t213_b0 = load16(arena, ((2936080 +% ((k214 +% (kp210 *% 381)) *% 32)) +% (nb211 *% 32)))
+            let t213_b1 = load16(arena, (((2936080 +% ((k214 +% (kp210 *% 381)) *% 32)) +% (nb211 *% 32)) +% 16))
+            let t213_a0 = SIMD16<Float>(repeating: arena[((1129744 +% ((mb212 *% 14) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c0_0 = t213_c0_0.addingProduct(t213_a0, t213_b0)
+            t213_c0_1 = t213_c0_1.addingProduct(t213_a0, t213_b1)
+            let t213_a1 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 1) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c1_0 = t213_c1_0.addingProduct(t213_a1, t213_b0)
+            t213_c1_1 = t213_c1_1.addingProduct(t213_a1, t213_b1)
+            let t213_a2 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 2) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c2_0 = t213_c2_0.addingProduct(t213_a2, t213_b0)
+            t213_c2_1 = t213_c2_1.addingProduct(t213_a2, t213_b1)
+            let t213_a3 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 3) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c3_0 = t213_c3_0.addingProduct(t213_a3, t213_b0)
+            t213_c3_1 = t213_c3_1.addingProduct(t213_a3, t213_b1)
+            let t213_a4 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 4) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c4_0 = t213_c4_0.addingProduct(t213_a4, t213_b0)
+            t213_c4_1 = t213_c4_1.addingProduct(t213_a4, t213_b1)
+            let t213_a5 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 5) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c5_0 = t213_c5_0.addingProduct(t213_a5, t213_b0)
+            t213_c5_1 = t213_c5_1.addingProduct(t213_a5, t213_b1)
+            let t213_a6 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 6) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c6_0 = t213_c6_0.addingProduct(t213_a6, t213_b0)
+            t213_c6_1 = t213_c6_1.addingProduct(t213_a6, t213_b1)
+            let t213_a7 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 7) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c7_0 = t213_c7_0.addingProduct(t213_a7, t213_b0)
+            t213_c7_1 = t213_c7_1.addingProduct(t213_a7, t213_b1)
+            let t213_a8 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 8) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c8_0 = t213_c8_0.addingProduct(t213_a8, t213_b0)
+            t213_c8_1 = t213_c8_1.addingProduct(t213_a8, t213_b1)
+            let t213_a9 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 9) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c9_0 = t213_c9_0.addingProduct(t213_a9, t213_b0)
+            t213_c9_1 = t213_c9_1.addingProduct(t213_a9, t213_b1)
+            let t213_a10 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 10) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c10_0 = t213_c10_0.addingProduct(t213_a10, t213_b0)
+            t213_c10_1 = t213_c10_1.addingProduct(t213_a10, t213_b1)
+            let t213_a11 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 11) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c11_0 = t213_c11_0.addingProduct(t213_a11, t213_b0)
+            t213_c11_1 = t213_c11_1.addingProduct(t213_a11, t213_b1)
+            let t213_a12 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 12) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c12_0 = t213_c12_0.addingProduct(t213_a12, t213_b0)
+            t213_c12_1 = t213_c12_1.addingProduct(t213_a12, t213_b1)
+            let t213_a13 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb212 *% 14) +% 13) *% 12544)) +% (k214 +% (kp210 *% 381)))])
+            t213_c13_0 = t213_c13_0.addingProduct(t213_a13, t213_b0)
+            t213_c13_1 = t213_c13_1.addingProduct(t213_a13, t213_b1)
+          }
+          store16(arena, ((3337488 +% ((mb212 *% 14) *% 32)) +% (nb211 *% 32)), t213_c0_0)
+          store16(arena, (((3337488 +% ((mb212 *% 14) *% 32)) +% (nb211 *% 32)) +% 16), t213_c0_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 1) *% 32)) +% (nb211 *% 32)), t213_c1_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 1) *% 32)) +% (nb211 *% 32)) +% 16), t213_c1_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 2) *% 32)) +% (nb211 *% 32)), t213_c2_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 2) *% 32)) +% (nb211 *% 32)) +% 16), t213_c2_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 3) *% 32)) +% (nb211 *% 32)), t213_c3_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 3) *% 32)) +% (nb211 *% 32)) +% 16), t213_c3_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 4) *% 32)) +% (nb211 *% 32)), t213_c4_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 4) *% 32)) +% (nb211 *% 32)) +% 16), t213_c4_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 5) *% 32)) +% (nb211 *% 32)), t213_c5_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 5) *% 32)) +% (nb211 *% 32)) +% 16), t213_c5_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 6) *% 32)) +% (nb211 *% 32)), t213_c6_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 6) *% 32)) +% (nb211 *% 32)) +% 16), t213_c6_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 7) *% 32)) +% (nb211 *% 32)), t213_c7_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 7) *% 32)) +% (nb211 *% 32)) +% 16), t213_c7_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 8) *% 32)) +% (nb211 *% 32)), t213_c8_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 8) *% 32)) +% (nb211 *% 32)) +% 16), t213_c8_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 9) *% 32)) +% (nb211 *% 32)), t213_c9_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 9) *% 32)) +% (nb211 *% 32)) +% 16), t213_c9_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 10) *% 32)) +% (nb211 *% 32)), t213_c10_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 10) *% 32)) +% (nb211 *% 32)) +% 16), t213_c10_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 11) *% 32)) +% (nb211 *% 32)), t213_c11_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 11) *% 32)) +% (nb211 *% 32)) +% 16), t213_c11_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 12) *% 32)) +% (nb211 *% 32)), t213_c12_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 12) *% 32)) +% (nb211 *% 32)) +% 16), t213_c12_1)
+          store16(arena, ((3337488 +% (((mb212 *% 14) +% 13) *% 32)) +% (nb211 *% 32)), t213_c13_0)
+          store16(arena, (((3337488 +% (((mb212 *% 14) +% 13) *% 32)) +% (nb211 *% 32)) +% 16), t213_c13_1)
+        }
+        var t215_c0_0 = load16(arena, (3341968 +% (nb211 *% 32)))
+        var t215_c0_1 = load16(arena, ((3341968 +% (nb211 *% 32)) +% 16))
+        var t215_c1_0 = load16(arena, (3342000 +% (nb211 *% 32)))
+        var t215_c1_1 = load16(arena, ((3342000 +% (nb211 *% 32)) +% 16))
+        var t215_c2_0 = load16(arena, (3342032 +% (nb211 *% 32)))
+        var t215_c2_1 = load16(arena, ((3342032 +% (nb211 *% 32)) +% 16))
+        var t215_c3_0 = load16(arena, (3342064 +% (nb211 *% 32)))
+        var t215_c3_1 = load16(arena, ((3342064 +% (nb211 *% 32)) +% 16))
+        for k216 in 0..<381 {
+          let t215_b0 = load16(arena, ((2936080 +% ((k216 +% (kp210 *% 381)) *% 32)) +% (nb211 *% 32)))
+          let t215_b1 = load16(arena, (((2936080 +% ((k216 +% (kp210 *% 381)) *% 32)) +% (nb211 *% 32)) +% 16))
+          let t215_a0 = SIMD16<Float>(repeating: arena[(2885904 +% (k216 +% (kp210 *% 381)))])
+          t215_c0_0 = t215_c0_0.addingProduct(t215_a0, t215_b0)
+          t215_c0_1 = t215_c0_1.addingProduct(t215_a0, t215_b1)
+          let t215_a1 = SIMD16<Float>(repeating: arena[(2898448 +% (k216 +% (kp210 *% 381)))])
+          t215_c1_0 = t215_c1_0.addingProduct(t215_a1, t215_b0)
+          t215_c1_1 = t215_c1_1.addingProduct(t215_a1, t215_b1)
+          let t215_a2 = SIMD16<Float>(repeating: arena[(2910992 +% (k216 +% (kp210 *% 381)))])
+          t215_c2_0 = t215_c2_0.addingProduct(t215_a2, t215_b0)
+          t215_c2_1 = t215_c2_1.addingProduct(t215_a2, t215_b1)
+          let t215_a3 = SIMD16<Float>(repeating: arena[(2923536 +% (k216 +% (kp210 *% 381)))])
+          t215_c3_0 = t215_c3_0.addingProduct(t215_a3, t215_b0)
+          t215_c3_1 = t215_c3_1.addingProduct(t215_a3, t215_b1)
+        }
+        store16(arena, (3341968 +% (nb211 *% 32)), t215_c0_0)
+        store16(arena, ((3341968 +% (nb211 *% 32)) +% 16), t215_c0_1)
+        store16(arena, (3342000 +% (nb211 *% 32)), t215_c1_0)
+        store16(arena, ((3342000 +% (nb211 *% 32)) +% 16), t215_c1_1)
+        store16(arena, (3342032 +% (nb211 *% 32)), t215_c2_0)
+        store16(arena, ((3342032 +% (nb211 *% 32)) +% 16), t215_c2_1)
+        store16(arena, (3342064 +% (nb211 *% 32)), t215_c3_0)
+        store16(arena, ((3342064 +% (nb211 *% 32)) +% 16), t215_c3_1)
+      }
+    }
+    for nb217 in 0..<1 {
+      for mb218 in 0..<10 {
+        var t219_c0_0 = load16(arena, ((3337488 +% ((mb218 *% 14) *% 32)) +% (nb217 *% 32)))
+        var t219_c0_1 = load16(arena, (((3337488 +% ((mb218 *% 14) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c1_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 1) *% 32)) +% (nb217 *% 32)))
+        var t219_c1_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 1) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c2_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 2) *% 32)) +% (nb217 *% 32)))
+        var t219_c2_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 2) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c3_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 3) *% 32)) +% (nb217 *% 32)))
+        var t219_c3_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 3) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c4_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 4) *% 32)) +% (nb217 *% 32)))
+        var t219_c4_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 4) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c5_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 5) *% 32)) +% (nb217 *% 32)))
+        var t219_c5_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 5) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c6_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 6) *% 32)) +% (nb217 *% 32)))
+        var t219_c6_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 6) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c7_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 7) *% 32)) +% (nb217 *% 32)))
+        var t219_c7_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 7) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c8_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 8) *% 32)) +% (nb217 *% 32)))
+        var t219_c8_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 8) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c9_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 9) *% 32)) +% (nb217 *% 32)))
+        var t219_c9_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 9) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c10_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 10) *% 32)) +% (nb217 *% 32)))
+        var t219_c10_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 10) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c11_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 11) *% 32)) +% (nb217 *% 32)))
+        var t219_c11_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 11) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c12_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 12) *% 32)) +% (nb217 *% 32)))
+        var t219_c12_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 12) *% 32)) +% (nb217 *% 32)) +% 16))
+        var t219_c13_0 = load16(arena, ((3337488 +% (((mb218 *% 14) +% 13) *% 32)) +% (nb217 *% 32)))
+        var t219_c13_1 = load16(arena, (((3337488 +% (((mb218 *% 14) +% 13) *% 32)) +% (nb217 *% 32)) +% 16))
+        for k220 in 0..<352 {
+          let t219_b0 = load16(arena, ((2936080 +% ((k220 +% 12192) *% 32)) +% (nb217 *% 32)))
+          let t219_b1 = load16(arena, (((2936080 +% ((k220 +% 12192) *% 32)) +% (nb217 *% 32)) +% 16))
+          let t219_a0 = SIMD16<Float>(repeating: arena[((1129744 +% ((mb218 *% 14) *% 12544)) +% (k220 +% 12192))])
+          t219_c0_0 = t219_c0_0.addingProduct(t219_a0, t219_b0)
+          t219_c0_1 = t219_c0_1.addingProduct(t219_a0, t219_b1)
+          let t219_a1 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 1) *% 12544)) +% (k220 +% 12192))])
+          t219_c1_0 = t219_c1_0.addingProduct(t219_a1, t219_b0)
+          t219_c1_1 = t219_c1_1.addingProduct(t219_a1, t219_b1)
+          let t219_a2 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 2) *% 12544)) +% (k220 +% 12192))])
+          t219_c2_0 = t219_c2_0.addingProduct(t219_a2, t219_b0)
+          t219_c2_1 = t219_c2_1.addingProduct(t219_a2, t219_b1)
+          let t219_a3 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 3) *% 12544)) +% (k220 +% 12192))])
+          t219_c3_0 = t219_c3_0.addingProduct(t219_a3, t219_b0)
+          t219_c3_1 = t219_c3_1.addingProduct(t219_a3, t219_b1)
+          let t219_a4 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 4) *% 12544)) +% (k220 +% 12192))])
+          t219_c4_0 = t219_c4_0.addingProduct(t219_a4, t219_b0)
+          t219_c4_1 = t219_c4_1.addingProduct(t219_a4, t219_b1)
+          let t219_a5 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 5) *% 12544)) +% (k220 +% 12192))])
+          t219_c5_0 = t219_c5_0.addingProduct(t219_a5, t219_b0)
+          t219_c5_1 = t219_c5_1.addingProduct(t219_a5, t219_b1)
+          let t219_a6 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 6) *% 12544)) +% (k220 +% 12192))])
+          t219_c6_0 = t219_c6_0.addingProduct(t219_a6, t219_b0)
+          t219_c6_1 = t219_c6_1.addingProduct(t219_a6, t219_b1)
+          let t219_a7 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 7) *% 12544)) +% (k220 +% 12192))])
+          t219_c7_0 = t219_c7_0.addingProduct(t219_a7, t219_b0)
+          t219_c7_1 = t219_c7_1.addingProduct(t219_a7, t219_b1)
+          let t219_a8 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 8) *% 12544)) +% (k220 +% 12192))])
+          t219_c8_0 = t219_c8_0.addingProduct(t219_a8, t219_b0)
+          t219_c8_1 = t219_c8_1.addingProduct(t219_a8, t219_b1)
+          let t219_a9 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 9) *% 12544)) +% (k220 +% 12192))])
+          t219_c9_0 = t219_c9_0.addingProduct(t219_a9, t219_b0)
+          t219_c9_1 = t219_c9_1.addingProduct(t219_a9, t219_b1)
+          let t219_a10 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 10) *% 12544)) +% (k220 +% 12192))])
+          t219_c10_0 = t219_c10_0.addingProduct(t219_a10, t219_b0)
+          t219_c10_1 = t219_c10_1.addingProduct(t219_a10, t219_b1)
+          let t219_a11 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 11) *% 12544)) +% (k220 +% 12192))])
+          t219_c11_0 = t219_c11_0.addingProduct(t219_a11, t219_b0)
+          t219_c11_1 = t219_c11_1.addingProduct(t219_a11, t219_b1)
+          let t219_a12 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 12) *% 12544)) +% (k220 +% 12192))])
+          t219_c12_0 = t219_c12_0.addingProduct(t219_a12, t219_b0)
+          t219_c12_1 = t219_c12_1.addingProduct(t219_a12, t219_b1)
+          let t219_a13 = SIMD16<Float>(repeating: arena[((1129744 +% (((mb218 *% 14) +% 13) *% 12544)) +% (k220 +% 12192))])
+          t219_c13_0 = t219_c13_0.addingProduct(t219_a13, t219_b0)
+          t219_c13_1 = t219_c13_1.addingProduct(t219_a13, t219_b1)
+        }
+        store16(arena, ((3337488 +% ((mb218 *% 14) *% 32)) +% (nb217 *% 32)), t219_c0_0)
+        store16(arena, (((3337488 +% ((mb218 *% 14) *% 32)) +% (nb217 *% 32)) +% 16), t219_c0_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 1) *% 32)) +% (nb217 *% 32)), t219_c1_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 1) *% 32)) +% (nb217 *% 32)) +% 16), t219_c1_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 2) *% 32)) +% (nb217 *% 32)), t219_c2_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 2) *% 32)) +% (nb217 *% 32)) +% 16), t219_c2_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 3) *% 32)) +% (nb217 *% 32)), t219_c3_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 3) *% 32)) +% (nb217 *% 32)) +% 16), t219_c3_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 4) *% 32)) +% (nb217 *% 32)), t219_c4_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 4) *% 32)) +% (nb217 *% 32)) +% 16), t219_c4_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 5) *% 32)) +% (nb217 *% 32)), t219_c5_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 5) *% 32)) +% (nb217 *% 32)) +% 16), t219_c5_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 6) *% 32)) +% (nb217 *% 32)), t219_c6_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 6) *% 32)) +% (nb217 *% 32)) +% 16), t219_c6_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 7) *% 32)) +% (nb217 *% 32)), t219_c7_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 7) *% 32)) +% (nb217 *% 32)) +% 16), t219_c7_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 8) *% 32)) +% (nb217 *% 32)), t219_c8_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 8) *% 32)) +% (nb217 *% 32)) +% 16), t219_c8_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 9) *% 32)) +% (nb217 *% 32)), t219_c9_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 9) *% 32)) +% (nb217 *% 32)) +% 16), t219_c9_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 10) *% 32)) +% (nb217 *% 32)), t219_c10_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 10) *% 32)) +% (nb217 *% 32)) +% 16), t219_c10_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 11) *% 32)) +% (nb217 *% 32)), t219_c11_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 11) *% 32)) +% (nb217 *% 32)) +% 16), t219_c11_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 12) *% 32)) +% (nb217 *% 32)), t219_c12_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 12) *% 32)) +% (nb217 *% 32)) +% 16), t219_c12_1)
+        store16(arena, ((3337488 +% (((mb218 *% 14) +% 13) *% 32)) +% (nb217 *% 32)), t219_c13_0)
+        store16(arena, (((3337488 +% (((mb218 *% 14) +% 13) *% 32)) +% (nb217 *% 32)) +% 16), t219_c13_1)
+      }
+      var t221_c0_0 = load16(arena, (3341968 +% (nb217 *% 32)))
+      var t221_c0_1 = load16(arena, ((3341968 +% (nb217 *% 32)) +% 16))
+      var t221_c1_0 = load16(arena, (3342000 +% (nb217 *% 32)))
+      var t221_c1_1 = load16(arena, ((3342000 +% (nb217 *% 32)) +% 16))
+      var t221_c2_0 = load16(arena, (3342032 +% (nb217 *% 32)))
+      var t221_c2_1 = load16(arena, ((3342032 +% (nb217 *% 32)) +% 16))
+      var t221_c3_0 = load16(arena, (3342064 +% (nb217 *% 32)))
+      var t221_c3_1 = load16(arena, ((3342064 +% (nb217 *% 32)) +% 16))
+      for k222 in 0..<352 {
+        let t221_b0 = load16(arena, ((2936080 +% ((k222 +% 12192) *% 32)) +% (nb217 *% 32)))
+        let t221_b1 = load16(arena, (((2936080 +% ((k222 +% 12192) *% 32)) +% (nb217 *% 32)) +% 16))
+        let t221_a0 = SIMD16<Float>(repeating: arena[(2885904 +% (k222 +% 12192))])
+        t221_c0_0 = t221_c0_0.addingProduct(t221_a0, t221_b0)
+        t221_c0_1 = t221_c0_1.addingProduct(t221_a0, t221_b1)
+        let t221_a1 = SIMD16<Float>(repeating: arena[(2898448 +% (k222 +% 12192))])
+        t221_c1_0 = t221_c1_0.addingProduct(t221_a1, t221_b0)
+        t221_c1_1 = t221_c1_1.addingProduct(t221_a1, t221_b1)
+        let t221_a2 = SIMD16<Float>(repeating: arena[(2910992 +% (k222 +% 12192))])
+        t221_c2_0 = t221_c2_0.addingProduct(t221_a2, t221_b0)
+        t221_c2_1 = t221_c2_1.addingProduct(t221_a2, t221_b1)
+        let t221_a3 = SIMD16<Float>(repeating: arena[(2923536 +% (k222 +% 12192))])
+        t221_c3_0 = t221_c3_0.addingProduct(t221_a3, t221_b0)
+        t221_c3_1 = t221_c3_1.addingProduct(t221_a3, t221_b1)
+      }
+      store16(arena, (3341968 +% (nb217 *% 32)), t221_c0_0)
+      store16(arena, ((3341968 +% (nb217 *% 32)) +% 16), t221_c0_1)
+      store16(arena, (3342000 +% (nb217 *% 32)), t221_c1_0)
+      store16(arena, ((3342000 +% (nb217 *% 32)) +% 16), t221_c1_1)
+      store16(arena, (3342032 +% (nb217 *% 32)), t221_c2_0)
+      store16(arena, ((3342032 +% (nb217 *% 32)) +% 16), t221_c2_1)
+      store16(arena, (3342064 +% (nb217 *% 32)), t221_c3_0)
+      store16(arena, ((3342064 +% (nb217 *% 32)) +% 16), t221_c3_1)
     }
   }
-  for img193 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 196, 1, arena + (728336 +% (img193 *% 6272)), 196, arena + 401408, 1, Float(bitPattern: 0x3f800000), grads + 4768, 1)
+  for f223 in 0..<32 {
+    for r224 in 0..<144 {
+      grads[((160 +% (f223 *% 144)) +% r224)] = arena[((3337488 +% (r224 *% 32)) +% f223)]
+    }
+  }
+  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
+  do {  // SIMD16 over i225
+    var i225 = 0
+    while i225 &+ 16 <= 196 {
+      store16(arena, 401408 &+ i225, SIMD16<Float>(repeating: Float(1)))
+      i225 &+= 16
+    }
+    while i225 < 196 {
+      arena[(401408 +% i225)] = Float(1)
+      i225 &+= 1
+    }
+  }
+  do {  // SIMD16 over i226
+    var i226 = 0
+    while i226 &+ 16 <= 32 {
+      store16(grads, 4768 &+ i226, SIMD16<Float>(repeating: Float(0)))
+      i226 &+= 16
+    }
+    while i226 < 32 {
+      grads[(4768 +% i226)] = Float(0)
+      i226 &+= 1
+    }
+  }
+  for img227 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 196, 1, arena + (728336 +% (img227 *% 6272)), 196, arena + 401408, 1, Float(bitPattern: 0x3f800000), grads + 4768, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g194 in 0..<1 {
-    for j195 in 0..<64 {
-      for f196 in 0..<32 {
-        do {  // SIMD16 over i197
-          var i197 = 0
-          while i197 &+ 16 <= 196 {
-            store16(arena, ((2936080 +% (f196 *% 12544)) +% (j195 *% 196)) &+ i197, load16(arena, ((728336 +% (((g194 *% 64) +% j195) *% 6272)) +% (f196 *% 196)) &+ i197))
-            i197 &+= 16
+  for g228 in 0..<1 {
+    for j229 in 0..<64 {
+      for f230 in 0..<32 {
+        do {  // SIMD16 over i231
+          var i231 = 0
+          while i231 &+ 16 <= 196 {
+            store16(arena, ((2936080 +% (f230 *% 12544)) +% (j229 *% 196)) &+ i231, load16(arena, ((728336 +% (((g228 *% 64) +% j229) *% 6272)) +% (f230 *% 196)) &+ i231))
+            i231 &+= 16
           }
-          while i197 < 196 {
-            arena[(((2936080 +% (f196 *% 12544)) +% (j195 *% 196)) +% i197)] = arena[(((728336 +% (((g194 *% 64) +% j195) *% 6272)) +% (f196 *% 196)) +% i197)]
-            i197 &+= 1
+          while i231 < 196 {
+            arena[(((2936080 +% (f230 *% 12544)) +% (j229 *% 196)) +% i231)] = arena[(((728336 +% (((g228 *% 64) +% j229) *% 6272)) +% (f230 *% 196)) +% i231)]
+            i231 &+= 1
           }
         }
       }
     }
-    for nb198 in 0..<196 {
-      for mb199 in 0..<24 {
-        var t200_c0_0 = SIMD16<Float>()
-        var t200_c0_1 = SIMD16<Float>()
-        var t200_c0_2 = SIMD16<Float>()
-        var t200_c0_3 = SIMD16<Float>()
-        var t200_c1_0 = SIMD16<Float>()
-        var t200_c1_1 = SIMD16<Float>()
-        var t200_c1_2 = SIMD16<Float>()
-        var t200_c1_3 = SIMD16<Float>()
-        var t200_c2_0 = SIMD16<Float>()
-        var t200_c2_1 = SIMD16<Float>()
-        var t200_c2_2 = SIMD16<Float>()
-        var t200_c2_3 = SIMD16<Float>()
-        var t200_c3_0 = SIMD16<Float>()
-        var t200_c3_1 = SIMD16<Float>()
-        var t200_c3_2 = SIMD16<Float>()
-        var t200_c3_3 = SIMD16<Float>()
-        var t200_c4_0 = SIMD16<Float>()
-        var t200_c4_1 = SIMD16<Float>()
-        var t200_c4_2 = SIMD16<Float>()
-        var t200_c4_3 = SIMD16<Float>()
-        var t200_c5_0 = SIMD16<Float>()
-        var t200_c5_1 = SIMD16<Float>()
-        var t200_c5_2 = SIMD16<Float>()
-        var t200_c5_3 = SIMD16<Float>()
-        for k201 in 0..<32 {
-          let t200_b0 = load16(arena, ((2936080 +% (k201 *% 12544)) +% (nb198 *% 64)))
-          let t200_b1 = load16(arena, (((2936080 +% (k201 *% 12544)) +% (nb198 *% 64)) +% 16))
-          let t200_b2 = load16(arena, (((2936080 +% (k201 *% 12544)) +% (nb198 *% 64)) +% 32))
-          let t200_b3 = load16(arena, (((2936080 +% (k201 *% 12544)) +% (nb198 *% 64)) +% 48))
-          let t200_a0 = SIMD16<Float>(repeating: params[((160 +% (mb199 *% 6)) +% (k201 *% 144))])
-          t200_c0_0 = t200_c0_0.addingProduct(t200_a0, t200_b0)
-          t200_c0_1 = t200_c0_1.addingProduct(t200_a0, t200_b1)
-          t200_c0_2 = t200_c0_2.addingProduct(t200_a0, t200_b2)
-          t200_c0_3 = t200_c0_3.addingProduct(t200_a0, t200_b3)
-          let t200_a1 = SIMD16<Float>(repeating: params[((160 +% ((mb199 *% 6) +% 1)) +% (k201 *% 144))])
-          t200_c1_0 = t200_c1_0.addingProduct(t200_a1, t200_b0)
-          t200_c1_1 = t200_c1_1.addingProduct(t200_a1, t200_b1)
-          t200_c1_2 = t200_c1_2.addingProduct(t200_a1, t200_b2)
-          t200_c1_3 = t200_c1_3.addingProduct(t200_a1, t200_b3)
-          let t200_a2 = SIMD16<Float>(repeating: params[((160 +% ((mb199 *% 6) +% 2)) +% (k201 *% 144))])
-          t200_c2_0 = t200_c2_0.addingProduct(t200_a2, t200_b0)
-          t200_c2_1 = t200_c2_1.addingProduct(t200_a2, t200_b1)
-          t200_c2_2 = t200_c2_2.addingProduct(t200_a2, t200_b2)
-          t200_c2_3 = t200_c2_3.addingProduct(t200_a2, t200_b3)
-          let t200_a3 = SIMD16<Float>(repeating: params[((160 +% ((mb199 *% 6) +% 3)) +% (k201 *% 144))])
-          t200_c3_0 = t200_c3_0.addingProduct(t200_a3, t200_b0)
-          t200_c3_1 = t200_c3_1.addingProduct(t200_a3, t200_b1)
-          t200_c3_2 = t200_c3_2.addingProduct(t200_a3, t200_b2)
-          t200_c3_3 = t200_c3_3.addingProduct(t200_a3, t200_b3)
-          let t200_a4 = SIMD16<Float>(repeating: params[((160 +% ((mb199 *% 6) +% 4)) +% (k201 *% 144))])
-          t200_c4_0 = t200_c4_0.addingProduct(t200_a4, t200_b0)
-          t200_c4_1 = t200_c4_1.addingProduct(t200_a4, t200_b1)
-          t200_c4_2 = t200_c4_2.addingProduct(t200_a4, t200_b2)
-          t200_c4_3 = t200_c4_3.addingProduct(t200_a4, t200_b3)
-          let t200_a5 = SIMD16<Float>(repeating: params[((160 +% ((mb199 *% 6) +% 5)) +% (k201 *% 144))])
-          t200_c5_0 = t200_c5_0.addingProduct(t200_a5, t200_b0)
-          t200_c5_1 = t200_c5_1.addingProduct(t200_a5, t200_b1)
-          t200_c5_2 = t200_c5_2.addingProduct(t200_a5, t200_b2)
-          t200_c5_3 = t200_c5_3.addingProduct(t200_a5, t200_b3)
+    for nb232 in 0..<196 {
+      for mb233 in 0..<24 {
+        var t234_c0_0 = SIMD16<Float>()
+        var t234_c0_1 = SIMD16<Float>()
+        var t234_c0_2 = SIMD16<Float>()
+        var t234_c0_3 = SIMD16<Float>()
+        var t234_c1_0 = SIMD16<Float>()
+        var t234_c1_1 = SIMD16<Float>()
+        var t234_c1_2 = SIMD16<Float>()
+        var t234_c1_3 = SIMD16<Float>()
+        var t234_c2_0 = SIMD16<Float>()
+        var t234_c2_1 = SIMD16<Float>()
+        var t234_c2_2 = SIMD16<Float>()
+        var t234_c2_3 = SIMD16<Float>()
+        var t234_c3_0 = SIMD16<Float>()
+        var t234_c3_1 = SIMD16<Float>()
+        var t234_c3_2 = SIMD16<Float>()
+        var t234_c3_3 = SIMD16<Float>()
+        var t234_c4_0 = SIMD16<Float>()
+        var t234_c4_1 = SIMD16<Float>()
+        var t234_c4_2 = SIMD16<Float>()
+        var t234_c4_3 = SIMD16<Float>()
+        var t234_c5_0 = SIMD16<Float>()
+        var t234_c5_1 = SIMD16<Float>()
+        var t234_c5_2 = SIMD16<Float>()
+        var t234_c5_3 = SIMD16<Float>()
+        for k235 in 0..<32 {
+          let t234_b0 = load16(arena, ((2936080 +% (k235 *% 12544)) +% (nb232 *% 64)))
+          let t234_b1 = load16(arena, (((2936080 +% (k235 *% 12544)) +% (nb232 *% 64)) +% 16))
+          let t234_b2 = load16(arena, (((2936080 +% (k235 *% 12544)) +% (nb232 *% 64)) +% 32))
+          let t234_b3 = load16(arena, (((2936080 +% (k235 *% 12544)) +% (nb232 *% 64)) +% 48))
+          let t234_a0 = SIMD16<Float>(repeating: params[((160 +% (mb233 *% 6)) +% (k235 *% 144))])
+          t234_c0_0 = t234_c0_0.addingProduct(t234_a0, t234_b0)
+          t234_c0_1 = t234_c0_1.addingProduct(t234_a0, t234_b1)
+          t234_c0_2 = t234_c0_2.addingProduct(t234_a0, t234_b2)
+          t234_c0_3 = t234_c0_3.addingProduct(t234_a0, t234_b3)
+          let t234_a1 = SIMD16<Float>(repeating: params[((160 +% ((mb233 *% 6) +% 1)) +% (k235 *% 144))])
+          t234_c1_0 = t234_c1_0.addingProduct(t234_a1, t234_b0)
+          t234_c1_1 = t234_c1_1.addingProduct(t234_a1, t234_b1)
+          t234_c1_2 = t234_c1_2.addingProduct(t234_a1, t234_b2)
+          t234_c1_3 = t234_c1_3.addingProduct(t234_a1, t234_b3)
+          let t234_a2 = SIMD16<Float>(repeating: params[((160 +% ((mb233 *% 6) +% 2)) +% (k235 *% 144))])
+          t234_c2_0 = t234_c2_0.addingProduct(t234_a2, t234_b0)
+          t234_c2_1 = t234_c2_1.addingProduct(t234_a2, t234_b1)
+          t234_c2_2 = t234_c2_2.addingProduct(t234_a2, t234_b2)
+          t234_c2_3 = t234_c2_3.addingProduct(t234_a2, t234_b3)
+          let t234_a3 = SIMD16<Float>(repeating: params[((160 +% ((mb233 *% 6) +% 3)) +% (k235 *% 144))])
+          t234_c3_0 = t234_c3_0.addingProduct(t234_a3, t234_b0)
+          t234_c3_1 = t234_c3_1.addingProduct(t234_a3, t234_b1)
+          t234_c3_2 = t234_c3_2.addingProduct(t234_a3, t234_b2)
+          t234_c3_3 = t234_c3_3.addingProduct(t234_a3, t234_b3)
+          let t234_a4 = SIMD16<Float>(repeating: params[((160 +% ((mb233 *% 6) +% 4)) +% (k235 *% 144))])
+          t234_c4_0 = t234_c4_0.addingProduct(t234_a4, t234_b0)
+          t234_c4_1 = t234_c4_1.addingProduct(t234_a4, t234_b1)
+          t234_c4_2 = t234_c4_2.addingProduct(t234_a4, t234_b2)
+          t234_c4_3 = t234_c4_3.addingProduct(t234_a4, t234_b3)
+          let t234_a5 = SIMD16<Float>(repeating: params[((160 +% ((mb233 *% 6) +% 5)) +% (k235 *% 144))])
+          t234_c5_0 = t234_c5_0.addingProduct(t234_a5, t234_b0)
+          t234_c5_1 = t234_c5_1.addingProduct(t234_a5, t234_b1)
+          t234_c5_2 = t234_c5_2.addingProduct(t234_a5, t234_b2)
+          t234_c5_3 = t234_c5_3.addingProduct(t234_a5, t234_b3)
         }
-        store16(arena, ((1129744 +% ((mb199 *% 6) *% 12544)) +% (nb198 *% 64)), t200_c0_0)
-        store16(arena, (((1129744 +% ((mb199 *% 6) *% 12544)) +% (nb198 *% 64)) +% 16), t200_c0_1)
-        store16(arena, (((1129744 +% ((mb199 *% 6) *% 12544)) +% (nb198 *% 64)) +% 32), t200_c0_2)
-        store16(arena, (((1129744 +% ((mb199 *% 6) *% 12544)) +% (nb198 *% 64)) +% 48), t200_c0_3)
-        store16(arena, ((1129744 +% (((mb199 *% 6) +% 1) *% 12544)) +% (nb198 *% 64)), t200_c1_0)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 1) *% 12544)) +% (nb198 *% 64)) +% 16), t200_c1_1)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 1) *% 12544)) +% (nb198 *% 64)) +% 32), t200_c1_2)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 1) *% 12544)) +% (nb198 *% 64)) +% 48), t200_c1_3)
-        store16(arena, ((1129744 +% (((mb199 *% 6) +% 2) *% 12544)) +% (nb198 *% 64)), t200_c2_0)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 2) *% 12544)) +% (nb198 *% 64)) +% 16), t200_c2_1)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 2) *% 12544)) +% (nb198 *% 64)) +% 32), t200_c2_2)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 2) *% 12544)) +% (nb198 *% 64)) +% 48), t200_c2_3)
-        store16(arena, ((1129744 +% (((mb199 *% 6) +% 3) *% 12544)) +% (nb198 *% 64)), t200_c3_0)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 3) *% 12544)) +% (nb198 *% 64)) +% 16), t200_c3_1)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 3) *% 12544)) +% (nb198 *% 64)) +% 32), t200_c3_2)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 3) *% 12544)) +% (nb198 *% 64)) +% 48), t200_c3_3)
-        store16(arena, ((1129744 +% (((mb199 *% 6) +% 4) *% 12544)) +% (nb198 *% 64)), t200_c4_0)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 4) *% 12544)) +% (nb198 *% 64)) +% 16), t200_c4_1)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 4) *% 12544)) +% (nb198 *% 64)) +% 32), t200_c4_2)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 4) *% 12544)) +% (nb198 *% 64)) +% 48), t200_c4_3)
-        store16(arena, ((1129744 +% (((mb199 *% 6) +% 5) *% 12544)) +% (nb198 *% 64)), t200_c5_0)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 5) *% 12544)) +% (nb198 *% 64)) +% 16), t200_c5_1)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 5) *% 12544)) +% (nb198 *% 64)) +% 32), t200_c5_2)
-        store16(arena, (((1129744 +% (((mb199 *% 6) +% 5) *% 12544)) +% (nb198 *% 64)) +% 48), t200_c5_3)
+        store16(arena, ((1129744 +% ((mb233 *% 6) *% 12544)) +% (nb232 *% 64)), t234_c0_0)
+        store16(arena, (((1129744 +% ((mb233 *% 6) *% 12544)) +% (nb232 *% 64)) +% 16), t234_c0_1)
+        store16(arena, (((1129744 +% ((mb233 *% 6) *% 12544)) +% (nb232 *% 64)) +% 32), t234_c0_2)
+        store16(arena, (((1129744 +% ((mb233 *% 6) *% 12544)) +% (nb232 *% 64)) +% 48), t234_c0_3)
+        store16(arena, ((1129744 +% (((mb233 *% 6) +% 1) *% 12544)) +% (nb232 *% 64)), t234_c1_0)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 1) *% 12544)) +% (nb232 *% 64)) +% 16), t234_c1_1)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 1) *% 12544)) +% (nb232 *% 64)) +% 32), t234_c1_2)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 1) *% 12544)) +% (nb232 *% 64)) +% 48), t234_c1_3)
+        store16(arena, ((1129744 +% (((mb233 *% 6) +% 2) *% 12544)) +% (nb232 *% 64)), t234_c2_0)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 2) *% 12544)) +% (nb232 *% 64)) +% 16), t234_c2_1)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 2) *% 12544)) +% (nb232 *% 64)) +% 32), t234_c2_2)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 2) *% 12544)) +% (nb232 *% 64)) +% 48), t234_c2_3)
+        store16(arena, ((1129744 +% (((mb233 *% 6) +% 3) *% 12544)) +% (nb232 *% 64)), t234_c3_0)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 3) *% 12544)) +% (nb232 *% 64)) +% 16), t234_c3_1)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 3) *% 12544)) +% (nb232 *% 64)) +% 32), t234_c3_2)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 3) *% 12544)) +% (nb232 *% 64)) +% 48), t234_c3_3)
+        store16(arena, ((1129744 +% (((mb233 *% 6) +% 4) *% 12544)) +% (nb232 *% 64)), t234_c4_0)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 4) *% 12544)) +% (nb232 *% 64)) +% 16), t234_c4_1)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 4) *% 12544)) +% (nb232 *% 64)) +% 32), t234_c4_2)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 4) *% 12544)) +% (nb232 *% 64)) +% 48), t234_c4_3)
+        store16(arena, ((1129744 +% (((mb233 *% 6) +% 5) *% 12544)) +% (nb232 *% 64)), t234_c5_0)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 5) *% 12544)) +% (nb232 *% 64)) +% 16), t234_c5_1)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 5) *% 12544)) +% (nb232 *% 64)) +% 32), t234_c5_2)
+        store16(arena, (((1129744 +% (((mb233 *% 6) +% 5) *% 12544)) +% (nb232 *% 64)) +% 48), t234_c5_3)
       }
     }
-    for j202 in 0..<64 {
-      for c203 in 0..<16 {
-        for iy204 in 0..<1 {
-          do {  // SIMD16 over ix205
-            var ix205 = 0
-            while ix205 < 1 {
-              var sum206: Float = arena[(((((1129744 +% ((c203 *% 9) *% 12544)) +% (j202 *% 196)) +% ((iy204 +% 1) *% 14)) +% 1) +% ix205)]
-              var sum207: Float = (sum206 + arena[((((1129744 +% (((c203 *% 9) +% 1) *% 12544)) +% (j202 *% 196)) +% ((iy204 +% 1) *% 14)) +% ix205)])
-              var sum208: Float = (sum207 + arena[(((((1129744 +% (((c203 *% 9) +% 3) *% 12544)) +% (j202 *% 196)) +% (iy204 *% 14)) +% 1) +% ix205)])
-              var sum209: Float = (sum208 + arena[((((1129744 +% (((c203 *% 9) +% 4) *% 12544)) +% (j202 *% 196)) +% (iy204 *% 14)) +% ix205)])
-              arena[((((401408 +% (((g194 *% 64) +% j202) *% 3136)) +% (c203 *% 196)) +% (iy204 *% 14)) +% ix205)] = sum209
-              ix205 &+= 1
+    for j236 in 0..<64 {
+      for c237 in 0..<16 {
+        for iy238 in 0..<1 {
+          do {  // SIMD16 over ix239
+            var ix239 = 0
+            while ix239 < 1 {
+              var sum240: Float = arena[(((((1129744 +% ((c237 *% 9) *% 12544)) +% (j236 *% 196)) +% ((iy238 +% 1) *% 14)) +% 1) +% ix239)]
+              var sum241: Float = (sum240 + arena[((((1129744 +% (((c237 *% 9) +% 1) *% 12544)) +% (j236 *% 196)) +% ((iy238 +% 1) *% 14)) +% ix239)])
+              var sum242: Float = (sum241 + arena[(((((1129744 +% (((c237 *% 9) +% 3) *% 12544)) +% (j236 *% 196)) +% (iy238 *% 14)) +% 1) +% ix239)])
+              var sum243: Float = (sum242 + arena[((((1129744 +% (((c237 *% 9) +% 4) *% 12544)) +% (j236 *% 196)) +% (iy238 *% 14)) +% ix239)])
+              arena[((((401408 +% (((g228 *% 64) +% j236) *% 3136)) +% (c237 *% 196)) +% (iy238 *% 14)) +% ix239)] = sum243
+              ix239 &+= 1
             }
           }
         }
-        for iy210 in 0..<1 {
-          do {  // SIMD16 over ix211
-            var ix211 = 0
-            while ix211 < 12 {
-              var sum212: Float = arena[(((((1129744 +% ((c203 *% 9) *% 12544)) +% (j202 *% 196)) +% ((iy210 +% 1) *% 14)) +% 2) +% ix211)]
-              var sum213: Float = (sum212 + arena[(((((1129744 +% (((c203 *% 9) +% 1) *% 12544)) +% (j202 *% 196)) +% ((iy210 +% 1) *% 14)) +% 1) +% ix211)])
-              var sum214: Float = (sum213 + arena[((((1129744 +% (((c203 *% 9) +% 2) *% 12544)) +% (j202 *% 196)) +% ((iy210 +% 1) *% 14)) +% ix211)])
-              var sum215: Float = (sum214 + arena[(((((1129744 +% (((c203 *% 9) +% 3) *% 12544)) +% (j202 *% 196)) +% (iy210 *% 14)) +% 2) +% ix211)])
-              var sum216: Float = (sum215 + arena[(((((1129744 +% (((c203 *% 9) +% 4) *% 12544)) +% (j202 *% 196)) +% (iy210 *% 14)) +% 1) +% ix211)])
-              var sum217: Float = (sum216 + arena[((((1129744 +% (((c203 *% 9) +% 5) *% 12544)) +% (j202 *% 196)) +% (iy210 *% 14)) +% ix211)])
-              arena[(((((401408 +% (((g194 *% 64) +% j202) *% 3136)) +% (c203 *% 196)) +% (iy210 *% 14)) +% 1) +% ix211)] = sum217
-              ix211 &+= 1
+        for iy244 in 0..<1 {
+          do {  // SIMD16 over ix245
+            var ix245 = 0
+            while ix245 < 12 {
+              var sum246: Float = arena[(((((1129744 +% ((c237 *% 9) *% 12544)) +% (j236 *% 196)) +% ((iy244 +% 1) *% 14)) +% 2) +% ix245)]
+              var sum247: Float = (sum246 + arena[(((((1129744 +% (((c237 *% 9) +% 1) *% 12544)) +% (j236 *% 196)) +% ((iy244 +% 1) *% 14)) +% 1) +% ix245)])
+              var sum248: Float = (sum247 + arena[((((1129744 +% (((c237 *% 9) +% 2) *% 12544)) +% (j236 *% 196)) +% ((iy244 +% 1) *% 14)) +% ix245)])
+              var sum249: Float = (sum248 + arena[(((((1129744 +% (((c237 *% 9) +% 3) *% 12544)) +% (j236 *% 196)) +% (iy244 *% 14)) +% 2) +% ix245)])
+              var sum250: Float = (sum249 + arena[(((((1129744 +% (((c237 *% 9) +% 4) *% 12544)) +% (j236 *% 196)) +% (iy244 *% 14)) +% 1) +% ix245)])
+              var sum251: Float = (sum250 + arena[((((1129744 +% (((c237 *% 9) +% 5) *% 12544)) +% (j236 *% 196)) +% (iy244 *% 14)) +% ix245)])
+              arena[(((((401408 +% (((g228 *% 64) +% j236) *% 3136)) +% (c237 *% 196)) +% (iy244 *% 14)) +% 1) +% ix245)] = sum251
+              ix245 &+= 1
             }
           }
         }
-        for iy218 in 0..<1 {
-          do {  // SIMD16 over ix219
-            var ix219 = 0
-            while ix219 < 1 {
-              var sum220: Float = arena[(((((1129744 +% (((c203 *% 9) +% 1) *% 12544)) +% (j202 *% 196)) +% ((iy218 +% 1) *% 14)) +% 13) +% ix219)]
-              var sum221: Float = (sum220 + arena[(((((1129744 +% (((c203 *% 9) +% 2) *% 12544)) +% (j202 *% 196)) +% ((iy218 +% 1) *% 14)) +% 12) +% ix219)])
-              var sum222: Float = (sum221 + arena[(((((1129744 +% (((c203 *% 9) +% 4) *% 12544)) +% (j202 *% 196)) +% (iy218 *% 14)) +% 13) +% ix219)])
-              var sum223: Float = (sum222 + arena[(((((1129744 +% (((c203 *% 9) +% 5) *% 12544)) +% (j202 *% 196)) +% (iy218 *% 14)) +% 12) +% ix219)])
-              arena[(((((401408 +% (((g194 *% 64) +% j202) *% 3136)) +% (c203 *% 196)) +% (iy218 *% 14)) +% 13) +% ix219)] = sum223
-              ix219 &+= 1
+        for iy252 in 0..<1 {
+          do {  // SIMD16 over ix253
+            var ix253 = 0
+            while ix253 < 1 {
+              var sum254: Float = arena[(((((1129744 +% (((c237 *% 9) +% 1) *% 12544)) +% (j236 *% 196)) +% ((iy252 +% 1) *% 14)) +% 13) +% ix253)]
+              var sum255: Float = (sum254 + arena[(((((1129744 +% (((c237 *% 9) +% 2) *% 12544)) +% (j236 *% 196)) +% ((iy252 +% 1) *% 14)) +% 12) +% ix253)])
+              var sum256: Float = (sum255 + arena[(((((1129744 +% (((c237 *% 9) +% 4) *% 12544)) +% (j236 *% 196)) +% (iy252 *% 14)) +% 13) +% ix253)])
+              var sum257: Float = (sum256 + arena[(((((1129744 +% (((c237 *% 9) +% 5) *% 12544)) +% (j236 *% 196)) +% (iy252 *% 14)) +% 12) +% ix253)])
+              arena[(((((401408 +% (((g228 *% 64) +% j236) *% 3136)) +% (c237 *% 196)) +% (iy252 *% 14)) +% 13) +% ix253)] = sum257
+              ix253 &+= 1
             }
           }
         }
-        for iy224 in 0..<12 {
-          do {  // SIMD16 over ix225
-            var ix225 = 0
-            while ix225 < 1 {
-              var sum226: Float = arena[(((((1129744 +% ((c203 *% 9) *% 12544)) +% (j202 *% 196)) +% (((iy224 +% 1) +% 1) *% 14)) +% 1) +% ix225)]
-              var sum227: Float = (sum226 + arena[((((1129744 +% (((c203 *% 9) +% 1) *% 12544)) +% (j202 *% 196)) +% (((iy224 +% 1) +% 1) *% 14)) +% ix225)])
-              var sum228: Float = (sum227 + arena[(((((1129744 +% (((c203 *% 9) +% 3) *% 12544)) +% (j202 *% 196)) +% ((iy224 +% 1) *% 14)) +% 1) +% ix225)])
-              var sum229: Float = (sum228 + arena[((((1129744 +% (((c203 *% 9) +% 4) *% 12544)) +% (j202 *% 196)) +% ((iy224 +% 1) *% 14)) +% ix225)])
-              var sum230: Float = (sum229 + arena[(((((1129744 +% (((c203 *% 9) +% 6) *% 12544)) +% (j202 *% 196)) +% (((iy224 +% 1) +% -1) *% 14)) +% 1) +% ix225)])
-              var sum231: Float = (sum230 + arena[((((1129744 +% (((c203 *% 9) +% 7) *% 12544)) +% (j202 *% 196)) +% (((iy224 +% 1) +% -1) *% 14)) +% ix225)])
-              arena[((((401408 +% (((g194 *% 64) +% j202) *% 3136)) +% (c203 *% 196)) +% ((iy224 +% 1) *% 14)) +% ix225)] = sum231
-              ix225 &+= 1
+        for iy258 in 0..<12 {
+          do {  // SIMD16 over ix259
+            var ix259 = 0
+            while ix259 < 1 {
+              var sum260: Float = arena[(((((1129744 +% ((c237 *% 9) *% 12544)) +% (j236 *% 196)) +% (((iy258 +% 1) +% 1) *% 14)) +% 1) +% ix259)]
+              var sum261: Float = (sum260 + arena[((((1129744 +% (((c237 *% 9) +% 1) *% 12544)) +% (j236 *% 196)) +% (((iy258 +% 1) +% 1) *% 14)) +% ix259)])
+              var sum262: Float = (sum261 + arena[(((((1129744 +% (((c237 *% 9) +% 3) *% 12544)) +% (j236 *% 196)) +% ((iy258 +% 1) *% 14)) +% 1) +% ix259)])
+              var sum263: Float = (sum262 + arena[((((1129744 +% (((c237 *% 9) +% 4) *% 12544)) +% (j236 *% 196)) +% ((iy258 +% 1) *% 14)) +% ix259)])
+              var sum264: Float = (sum263 + arena[(((((1129744 +% (((c237 *% 9) +% 6) *% 12544)) +% (j236 *% 196)) +% (((iy258 +% 1) +% -1) *% 14)) +% 1) +% ix259)])
+              var sum265: Float = (sum264 + arena[((((1129744 +% (((c237 *% 9) +% 7) *% 12544)) +% (j236 *% 196)) +% (((iy258 +% 1) +% -1) *% 14)) +% ix259)])
+              arena[((((401408 +% (((g228 *% 64) +% j236) *% 3136)) +% (c237 *% 196)) +% ((iy258 +% 1) *% 14)) +% ix259)] = sum265
+              ix259 &+= 1
             }
           }
         }
-        for iy232 in 0..<12 {
-          do {  // SIMD16 over ix233
-            var ix233 = 0
-            while ix233 < 12 {
-              var sum234: Float = arena[(((((1129744 +% ((c203 *% 9) *% 12544)) +% (j202 *% 196)) +% (((iy232 +% 1) +% 1) *% 14)) +% 2) +% ix233)]
-              var sum235: Float = (sum234 + arena[(((((1129744 +% (((c203 *% 9) +% 1) *% 12544)) +% (j202 *% 196)) +% (((iy232 +% 1) +% 1) *% 14)) +% 1) +% ix233)])
-              var sum236: Float = (sum235 + arena[((((1129744 +% (((c203 *% 9) +% 2) *% 12544)) +% (j202 *% 196)) +% (((iy232 +% 1) +% 1) *% 14)) +% ix233)])
-              var sum237: Float = (sum236 + arena[(((((1129744 +% (((c203 *% 9) +% 3) *% 12544)) +% (j202 *% 196)) +% ((iy232 +% 1) *% 14)) +% 2) +% ix233)])
-              var sum238: Float = (sum237 + arena[(((((1129744 +% (((c203 *% 9) +% 4) *% 12544)) +% (j202 *% 196)) +% ((iy232 +% 1) *% 14)) +% 1) +% ix233)])
-              var sum239: Float = (sum238 + arena[((((1129744 +% (((c203 *% 9) +% 5) *% 12544)) +% (j202 *% 196)) +% ((iy232 +% 1) *% 14)) +% ix233)])
-              var sum240: Float = (sum239 + arena[(((((1129744 +% (((c203 *% 9) +% 6) *% 12544)) +% (j202 *% 196)) +% (((iy232 +% 1) +% -1) *% 14)) +% 2) +% ix233)])
-              var sum241: Float = (sum240 + arena[(((((1129744 +% (((c203 *% 9) +% 7) *% 12544)) +% (j202 *% 196)) +% (((iy232 +% 1) +% -1) *% 14)) +% 1) +% ix233)])
-              var sum242: Float = (sum241 + arena[((((1129744 +% (((c203 *% 9) +% 8) *% 12544)) +% (j202 *% 196)) +% (((iy232 +% 1) +% -1) *% 14)) +% ix233)])
-              arena[(((((401408 +% (((g194 *% 64) +% j202) *% 3136)) +% (c203 *% 196)) +% ((iy232 +% 1) *% 14)) +% 1) +% ix233)] = sum242
-              ix233 &+= 1
+        for iy266 in 0..<12 {
+          do {  // SIMD16 over ix267
+            var ix267 = 0
+            while ix267 < 12 {
+              var sum268: Float = arena[(((((1129744 +% ((c237 *% 9) *% 12544)) +% (j236 *% 196)) +% (((iy266 +% 1) +% 1) *% 14)) +% 2) +% ix267)]
+              var sum269: Float = (sum268 + arena[(((((1129744 +% (((c237 *% 9) +% 1) *% 12544)) +% (j236 *% 196)) +% (((iy266 +% 1) +% 1) *% 14)) +% 1) +% ix267)])
+              var sum270: Float = (sum269 + arena[((((1129744 +% (((c237 *% 9) +% 2) *% 12544)) +% (j236 *% 196)) +% (((iy266 +% 1) +% 1) *% 14)) +% ix267)])
+              var sum271: Float = (sum270 + arena[(((((1129744 +% (((c237 *% 9) +% 3) *% 12544)) +% (j236 *% 196)) +% ((iy266 +% 1) *% 14)) +% 2) +% ix267)])
+              var sum272: Float = (sum271 + arena[(((((1129744 +% (((c237 *% 9) +% 4) *% 12544)) +% (j236 *% 196)) +% ((iy266 +% 1) *% 14)) +% 1) +% ix267)])
+              var sum273: Float = (sum272 + arena[((((1129744 +% (((c237 *% 9) +% 5) *% 12544)) +% (j236 *% 196)) +% ((iy266 +% 1) *% 14)) +% ix267)])
+              var sum274: Float = (sum273 + arena[(((((1129744 +% (((c237 *% 9) +% 6) *% 12544)) +% (j236 *% 196)) +% (((iy266 +% 1) +% -1) *% 14)) +% 2) +% ix267)])
+              var sum275: Float = (sum274 + arena[(((((1129744 +% (((c237 *% 9) +% 7) *% 12544)) +% (j236 *% 196)) +% (((iy266 +% 1) +% -1) *% 14)) +% 1) +% ix267)])
+              var sum276: Float = (sum275 + arena[((((1129744 +% (((c237 *% 9) +% 8) *% 12544)) +% (j236 *% 196)) +% (((iy266 +% 1) +% -1) *% 14)) +% ix267)])
+              arena[(((((401408 +% (((g228 *% 64) +% j236) *% 3136)) +% (c237 *% 196)) +% ((iy266 +% 1) *% 14)) +% 1) +% ix267)] = sum276
+              ix267 &+= 1
             }
           }
         }
-        for iy243 in 0..<12 {
-          do {  // SIMD16 over ix244
-            var ix244 = 0
-            while ix244 < 1 {
-              var sum245: Float = arena[(((((1129744 +% (((c203 *% 9) +% 1) *% 12544)) +% (j202 *% 196)) +% (((iy243 +% 1) +% 1) *% 14)) +% 13) +% ix244)]
-              var sum246: Float = (sum245 + arena[(((((1129744 +% (((c203 *% 9) +% 2) *% 12544)) +% (j202 *% 196)) +% (((iy243 +% 1) +% 1) *% 14)) +% 12) +% ix244)])
-              var sum247: Float = (sum246 + arena[(((((1129744 +% (((c203 *% 9) +% 4) *% 12544)) +% (j202 *% 196)) +% ((iy243 +% 1) *% 14)) +% 13) +% ix244)])
-              var sum248: Float = (sum247 + arena[(((((1129744 +% (((c203 *% 9) +% 5) *% 12544)) +% (j202 *% 196)) +% ((iy243 +% 1) *% 14)) +% 12) +% ix244)])
-              var sum249: Float = (sum248 + arena[(((((1129744 +% (((c203 *% 9) +% 7) *% 12544)) +% (j202 *% 196)) +% (((iy243 +% 1) +% -1) *% 14)) +% 13) +% ix244)])
-              var sum250: Float = (sum249 + arena[(((((1129744 +% (((c203 *% 9) +% 8) *% 12544)) +% (j202 *% 196)) +% (((iy243 +% 1) +% -1) *% 14)) +% 12) +% ix244)])
-              arena[(((((401408 +% (((g194 *% 64) +% j202) *% 3136)) +% (c203 *% 196)) +% ((iy243 +% 1) *% 14)) +% 13) +% ix244)] = sum250
-              ix244 &+= 1
+        for iy277 in 0..<12 {
+          do {  // SIMD16 over ix278
+            var ix278 = 0
+            while ix278 < 1 {
+              var sum279: Float = arena[(((((1129744 +% (((c237 *% 9) +% 1) *% 12544)) +% (j236 *% 196)) +% (((iy277 +% 1) +% 1) *% 14)) +% 13) +% ix278)]
+              var sum280: Float = (sum279 + arena[(((((1129744 +% (((c237 *% 9) +% 2) *% 12544)) +% (j236 *% 196)) +% (((iy277 +% 1) +% 1) *% 14)) +% 12) +% ix278)])
+              var sum281: Float = (sum280 + arena[(((((1129744 +% (((c237 *% 9) +% 4) *% 12544)) +% (j236 *% 196)) +% ((iy277 +% 1) *% 14)) +% 13) +% ix278)])
+              var sum282: Float = (sum281 + arena[(((((1129744 +% (((c237 *% 9) +% 5) *% 12544)) +% (j236 *% 196)) +% ((iy277 +% 1) *% 14)) +% 12) +% ix278)])
+              var sum283: Float = (sum282 + arena[(((((1129744 +% (((c237 *% 9) +% 7) *% 12544)) +% (j236 *% 196)) +% (((iy277 +% 1) +% -1) *% 14)) +% 13) +% ix278)])
+              var sum284: Float = (sum283 + arena[(((((1129744 +% (((c237 *% 9) +% 8) *% 12544)) +% (j236 *% 196)) +% (((iy277 +% 1) +% -1) *% 14)) +% 12) +% ix278)])
+              arena[(((((401408 +% (((g228 *% 64) +% j236) *% 3136)) +% (c237 *% 196)) +% ((iy277 +% 1) *% 14)) +% 13) +% ix278)] = sum284
+              ix278 &+= 1
             }
           }
         }
-        for iy251 in 0..<1 {
-          do {  // SIMD16 over ix252
-            var ix252 = 0
-            while ix252 < 1 {
-              var sum253: Float = arena[(((((1129744 +% (((c203 *% 9) +% 3) *% 12544)) +% (j202 *% 196)) +% ((iy251 +% 13) *% 14)) +% 1) +% ix252)]
-              var sum254: Float = (sum253 + arena[((((1129744 +% (((c203 *% 9) +% 4) *% 12544)) +% (j202 *% 196)) +% ((iy251 +% 13) *% 14)) +% ix252)])
-              var sum255: Float = (sum254 + arena[(((((1129744 +% (((c203 *% 9) +% 6) *% 12544)) +% (j202 *% 196)) +% (((iy251 +% 13) +% -1) *% 14)) +% 1) +% ix252)])
-              var sum256: Float = (sum255 + arena[((((1129744 +% (((c203 *% 9) +% 7) *% 12544)) +% (j202 *% 196)) +% (((iy251 +% 13) +% -1) *% 14)) +% ix252)])
-              arena[((((401408 +% (((g194 *% 64) +% j202) *% 3136)) +% (c203 *% 196)) +% ((iy251 +% 13) *% 14)) +% ix252)] = sum256
-              ix252 &+= 1
+        for iy285 in 0..<1 {
+          do {  // SIMD16 over ix286
+            var ix286 = 0
+            while ix286 < 1 {
+              var sum287: Float = arena[(((((1129744 +% (((c237 *% 9) +% 3) *% 12544)) +% (j236 *% 196)) +% ((iy285 +% 13) *% 14)) +% 1) +% ix286)]
+              var sum288: Float = (sum287 + arena[((((1129744 +% (((c237 *% 9) +% 4) *% 12544)) +% (j236 *% 196)) +% ((iy285 +% 13) *% 14)) +% ix286)])
+              var sum289: Float = (sum288 + arena[(((((1129744 +% (((c237 *% 9) +% 6) *% 12544)) +% (j236 *% 196)) +% (((iy285 +% 13) +% -1) *% 14)) +% 1) +% ix286)])
+              var sum290: Float = (sum289 + arena[((((1129744 +% (((c237 *% 9) +% 7) *% 12544)) +% (j236 *% 196)) +% (((iy285 +% 13) +% -1) *% 14)) +% ix286)])
+              arena[((((401408 +% (((g228 *% 64) +% j236) *% 3136)) +% (c237 *% 196)) +% ((iy285 +% 13) *% 14)) +% ix286)] = sum290
+              ix286 &+= 1
             }
           }
         }
-        for iy257 in 0..<1 {
-          do {  // SIMD16 over ix258
-            var ix258 = 0
-            while ix258 < 12 {
-              var sum259: Float = arena[(((((1129744 +% (((c203 *% 9) +% 3) *% 12544)) +% (j202 *% 196)) +% ((iy257 +% 13) *% 14)) +% 2) +% ix258)]
-              var sum260: Float = (sum259 + arena[(((((1129744 +% (((c203 *% 9) +% 4) *% 12544)) +% (j202 *% 196)) +% ((iy257 +% 13) *% 14)) +% 1) +% ix258)])
-              var sum261: Float = (sum260 + arena[((((1129744 +% (((c203 *% 9) +% 5) *% 12544)) +% (j202 *% 196)) +% ((iy257 +% 13) *% 14)) +% ix258)])
-              var sum262: Float = (sum261 + arena[(((((1129744 +% (((c203 *% 9) +% 6) *% 12544)) +% (j202 *% 196)) +% (((iy257 +% 13) +% -1) *% 14)) +% 2) +% ix258)])
-              var sum263: Float = (sum262 + arena[(((((1129744 +% (((c203 *% 9) +% 7) *% 12544)) +% (j202 *% 196)) +% (((iy257 +% 13) +% -1) *% 14)) +% 1) +% ix258)])
-              var sum264: Float = (sum263 + arena[((((1129744 +% (((c203 *% 9) +% 8) *% 12544)) +% (j202 *% 196)) +% (((iy257 +% 13) +% -1) *% 14)) +% ix258)])
-              arena[(((((401408 +% (((g194 *% 64) +% j202) *% 3136)) +% (c203 *% 196)) +% ((iy257 +% 13) *% 14)) +% 1) +% ix258)] = sum264
-              ix258 &+= 1
+        for iy291 in 0..<1 {
+          do {  // SIMD16 over ix292
+            var ix292 = 0
+            while ix292 < 12 {
+              var sum293: Float = arena[(((((1129744 +% (((c237 *% 9) +% 3) *% 12544)) +% (j236 *% 196)) +% ((iy291 +% 13) *% 14)) +% 2) +% ix292)]
+              var sum294: Float = (sum293 + arena[(((((1129744 +% (((c237 *% 9) +% 4) *% 12544)) +% (j236 *% 196)) +% ((iy291 +% 13) *% 14)) +% 1) +% ix292)])
+              var sum295: Float = (sum294 + arena[((((1129744 +% (((c237 *% 9) +% 5) *% 12544)) +% (j236 *% 196)) +% ((iy291 +% 13) *% 14)) +% ix292)])
+              var sum296: Float = (sum295 + arena[(((((1129744 +% (((c237 *% 9) +% 6) *% 12544)) +% (j236 *% 196)) +% (((iy291 +% 13) +% -1) *% 14)) +% 2) +% ix292)])
+              var sum297: Float = (sum296 + arena[(((((1129744 +% (((c237 *% 9) +% 7) *% 12544)) +% (j236 *% 196)) +% (((iy291 +% 13) +% -1) *% 14)) +% 1) +% ix292)])
+              var sum298: Float = (sum297 + arena[((((1129744 +% (((c237 *% 9) +% 8) *% 12544)) +% (j236 *% 196)) +% (((iy291 +% 13) +% -1) *% 14)) +% ix292)])
+              arena[(((((401408 +% (((g228 *% 64) +% j236) *% 3136)) +% (c237 *% 196)) +% ((iy291 +% 13) *% 14)) +% 1) +% ix292)] = sum298
+              ix292 &+= 1
             }
           }
         }
-        for iy265 in 0..<1 {
-          do {  // SIMD16 over ix266
-            var ix266 = 0
-            while ix266 < 1 {
-              var sum267: Float = arena[(((((1129744 +% (((c203 *% 9) +% 4) *% 12544)) +% (j202 *% 196)) +% ((iy265 +% 13) *% 14)) +% 13) +% ix266)]
-              var sum268: Float = (sum267 + arena[(((((1129744 +% (((c203 *% 9) +% 5) *% 12544)) +% (j202 *% 196)) +% ((iy265 +% 13) *% 14)) +% 12) +% ix266)])
-              var sum269: Float = (sum268 + arena[(((((1129744 +% (((c203 *% 9) +% 7) *% 12544)) +% (j202 *% 196)) +% (((iy265 +% 13) +% -1) *% 14)) +% 13) +% ix266)])
-              var sum270: Float = (sum269 + arena[(((((1129744 +% (((c203 *% 9) +% 8) *% 12544)) +% (j202 *% 196)) +% (((iy265 +% 13) +% -1) *% 14)) +% 12) +% ix266)])
-              arena[(((((401408 +% (((g194 *% 64) +% j202) *% 3136)) +% (c203 *% 196)) +% ((iy265 +% 13) *% 14)) +% 13) +% ix266)] = sum270
-              ix266 &+= 1
+        for iy299 in 0..<1 {
+          do {  // SIMD16 over ix300
+            var ix300 = 0
+            while ix300 < 1 {
+              var sum301: Float = arena[(((((1129744 +% (((c237 *% 9) +% 4) *% 12544)) +% (j236 *% 196)) +% ((iy299 +% 13) *% 14)) +% 13) +% ix300)]
+              var sum302: Float = (sum301 + arena[(((((1129744 +% (((c237 *% 9) +% 5) *% 12544)) +% (j236 *% 196)) +% ((iy299 +% 13) *% 14)) +% 12) +% ix300)])
+              var sum303: Float = (sum302 + arena[(((((1129744 +% (((c237 *% 9) +% 7) *% 12544)) +% (j236 *% 196)) +% (((iy299 +% 13) +% -1) *% 14)) +% 13) +% ix300)])
+              var sum304: Float = (sum303 + arena[(((((1129744 +% (((c237 *% 9) +% 8) *% 12544)) +% (j236 *% 196)) +% (((iy299 +% 13) +% -1) *% 14)) +% 12) +% ix300)])
+              arena[(((((401408 +% (((g228 *% 64) +% j236) *% 3136)) +% (c237 *% 196)) +% ((iy299 +% 13) *% 14)) +% 13) +% ix300)] = sum304
+              ix300 &+= 1
             }
           }
         }
@@ -1560,249 +2260,249 @@ public func smallcnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i271
-    var i271 = 0
-    while i271 &+ 16 <= 802816 {
-      store16(arena, 610960 &+ i271, SIMD16<Float>(repeating: Float(0)))
-      i271 &+= 16
+  do {  // SIMD16 over i305
+    var i305 = 0
+    while i305 &+ 16 <= 802816 {
+      store16(arena, 610960 &+ i305, SIMD16<Float>(repeating: Float(0)))
+      i305 &+= 16
     }
-    while i271 < 802816 {
-      arena[(610960 +% i271)] = Float(0)
-      i271 &+= 1
+    while i305 < 802816 {
+      arena[(610960 +% i305)] = Float(0)
+      i305 &+= 1
     }
   }
-  for q272 in 0..<1024 {
-    for i273 in 0..<196 {
-      if arena[((q272 *% 196) +% i273)] > Float(0) {
-        arena[((610960 +% (q272 *% 784)) +% Int(arena[(200704 +% ((q272 *% 196) +% i273))]))] += arena[(401408 +% ((q272 *% 196) +% i273))]
+  for q306 in 0..<1024 {
+    for i307 in 0..<196 {
+      if arena[((q306 *% 196) +% i307)] > Float(0) {
+        arena[((610960 +% (q306 *% 784)) +% Int(arena[(200704 +% ((q306 *% 196) +% i307))]))] += arena[(401408 +% ((q306 *% 196) +% i307))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i274
-    var i274 = 0
-    while i274 &+ 16 <= 144 {
-      store16(arena, 2668176 &+ i274, SIMD16<Float>(repeating: Float(0)))
-      i274 &+= 16
+  do {  // SIMD16 over i308
+    var i308 = 0
+    while i308 &+ 16 <= 144 {
+      store16(arena, 2668176 &+ i308, SIMD16<Float>(repeating: Float(0)))
+      i308 &+= 16
     }
-    while i274 < 144 {
-      arena[(2668176 +% i274)] = Float(0)
-      i274 &+= 1
-    }
-  }
-  for g275 in 0..<1 {
-    for j276 in 0..<64 {
-      for c277 in 0..<1 {
-        for ky278 in 0..<3 {
-          for oy279 in 0..<28 {
-            if (-1 < ((oy279 +% ky278) +% -1) && ((oy279 +% ky278) +% -1) < 28) {
-              for ox280 in 0..<27 {
-                arena[(((1413776 +% ((((c277 *% 3) +% ky278) *% 3) *% 50176)) +% (j276 *% 784)) +% ((oy279 *% 28) +% (ox280 +% 1)))] = images[((((((g275 *% 64) +% j276) *% 784) +% (c277 *% 784)) +% (((oy279 +% ky278) +% -1) *% 28)) +% ((ox280 +% 1) +% -1))]
-              }
-              for ox281 in 0..<1 {
-                arena[(((1413776 +% ((((c277 *% 3) +% ky278) *% 3) *% 50176)) +% (j276 *% 784)) +% ((oy279 *% 28) +% ox281))] = Float(0)
-              }
-            }
-            if ((oy279 +% ky278) +% -1) < 0 {
-              for ox282 in 0..<28 {
-                arena[(((1413776 +% ((((c277 *% 3) +% ky278) *% 3) *% 50176)) +% (j276 *% 784)) +% ((oy279 *% 28) +% ox282))] = Float(0)
-              }
-            }
-            if 27 < ((oy279 +% ky278) +% -1) {
-              for ox282 in 0..<28 {
-                arena[(((1413776 +% ((((c277 *% 3) +% ky278) *% 3) *% 50176)) +% (j276 *% 784)) +% ((oy279 *% 28) +% ox282))] = Float(0)
-              }
-            }
-          }
-          for oy283 in 0..<28 {
-            if (-1 < ((oy283 +% ky278) +% -1) && ((oy283 +% ky278) +% -1) < 28) {
-              for ox284 in 0..<28 {
-                arena[(((1413776 +% (((((c277 *% 3) +% ky278) *% 3) +% 1) *% 50176)) +% (j276 *% 784)) +% ((oy283 *% 28) +% ox284))] = images[((((((g275 *% 64) +% j276) *% 784) +% (c277 *% 784)) +% (((oy283 +% ky278) +% -1) *% 28)) +% ox284)]
-              }
-            }
-            if ((oy283 +% ky278) +% -1) < 0 {
-              for ox285 in 0..<28 {
-                arena[(((1413776 +% (((((c277 *% 3) +% ky278) *% 3) +% 1) *% 50176)) +% (j276 *% 784)) +% ((oy283 *% 28) +% ox285))] = Float(0)
-              }
-            }
-            if 27 < ((oy283 +% ky278) +% -1) {
-              for ox285 in 0..<28 {
-                arena[(((1413776 +% (((((c277 *% 3) +% ky278) *% 3) +% 1) *% 50176)) +% (j276 *% 784)) +% ((oy283 *% 28) +% ox285))] = Float(0)
-              }
-            }
-          }
-          for oy286 in 0..<28 {
-            if (-1 < ((oy286 +% ky278) +% -1) && ((oy286 +% ky278) +% -1) < 28) {
-              for ox287 in 0..<27 {
-                arena[(((1413776 +% (((((c277 *% 3) +% ky278) *% 3) +% 2) *% 50176)) +% (j276 *% 784)) +% ((oy286 *% 28) +% ox287))] = images[((((((g275 *% 64) +% j276) *% 784) +% (c277 *% 784)) +% (((oy286 +% ky278) +% -1) *% 28)) +% (ox287 +% 1))]
-              }
-              for ox288 in 0..<1 {
-                arena[(((1413776 +% (((((c277 *% 3) +% ky278) *% 3) +% 2) *% 50176)) +% (j276 *% 784)) +% ((oy286 *% 28) +% (ox288 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy286 +% ky278) +% -1) < 0 {
-              for ox289 in 0..<28 {
-                arena[(((1413776 +% (((((c277 *% 3) +% ky278) *% 3) +% 2) *% 50176)) +% (j276 *% 784)) +% ((oy286 *% 28) +% ox289))] = Float(0)
-              }
-            }
-            if 27 < ((oy286 +% ky278) +% -1) {
-              for ox289 in 0..<28 {
-                arena[(((1413776 +% (((((c277 *% 3) +% ky278) *% 3) +% 2) *% 50176)) +% (j276 *% 784)) +% ((oy286 *% 28) +% ox289))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j290 in 0..<64 {
-      for i291 in 0..<784 {
-        for f292 in 0..<16 {
-          arena[((1865360 +% (((j290 *% 784) +% i291) *% 16)) +% f292)] = arena[(((610960 +% (((g275 *% 64) +% j290) *% 12544)) +% (f292 *% 784)) +% i291)]
-        }
-      }
-    }
-    for kp293 in 0..<130 {
-      for nb294 in 0..<1 {
-        for mb295 in 0..<1 {
-          var t296_c0_0 = load16(arena, ((2668176 +% ((mb295 *% 9) *% 16)) +% (nb294 *% 16)))
-          var t296_c1_0 = load16(arena, ((2668176 +% (((mb295 *% 9) +% 1) *% 16)) +% (nb294 *% 16)))
-          var t296_c2_0 = load16(arena, ((2668176 +% (((mb295 *% 9) +% 2) *% 16)) +% (nb294 *% 16)))
-          var t296_c3_0 = load16(arena, ((2668176 +% (((mb295 *% 9) +% 3) *% 16)) +% (nb294 *% 16)))
-          var t296_c4_0 = load16(arena, ((2668176 +% (((mb295 *% 9) +% 4) *% 16)) +% (nb294 *% 16)))
-          var t296_c5_0 = load16(arena, ((2668176 +% (((mb295 *% 9) +% 5) *% 16)) +% (nb294 *% 16)))
-          var t296_c6_0 = load16(arena, ((2668176 +% (((mb295 *% 9) +% 6) *% 16)) +% (nb294 *% 16)))
-          var t296_c7_0 = load16(arena, ((2668176 +% (((mb295 *% 9) +% 7) *% 16)) +% (nb294 *% 16)))
-          var t296_c8_0 = load16(arena, ((2668176 +% (((mb295 *% 9) +% 8) *% 16)) +% (nb294 *% 16)))
-          for k297 in 0..<384 {
-            let t296_b0 = load16(arena, ((1865360 +% ((k297 +% (kp293 *% 384)) *% 16)) +% (nb294 *% 16)))
-            let t296_a0 = SIMD16<Float>(repeating: arena[((1413776 +% ((mb295 *% 9) *% 50176)) +% (k297 +% (kp293 *% 384)))])
-            t296_c0_0 = t296_c0_0.addingProduct(t296_a0, t296_b0)
-            let t296_a1 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb295 *% 9) +% 1) *% 50176)) +% (k297 +% (kp293 *% 384)))])
-            t296_c1_0 = t296_c1_0.addingProduct(t296_a1, t296_b0)
-            let t296_a2 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb295 *% 9) +% 2) *% 50176)) +% (k297 +% (kp293 *% 384)))])
-            t296_c2_0 = t296_c2_0.addingProduct(t296_a2, t296_b0)
-            let t296_a3 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb295 *% 9) +% 3) *% 50176)) +% (k297 +% (kp293 *% 384)))])
-            t296_c3_0 = t296_c3_0.addingProduct(t296_a3, t296_b0)
-            let t296_a4 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb295 *% 9) +% 4) *% 50176)) +% (k297 +% (kp293 *% 384)))])
-            t296_c4_0 = t296_c4_0.addingProduct(t296_a4, t296_b0)
-            let t296_a5 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb295 *% 9) +% 5) *% 50176)) +% (k297 +% (kp293 *% 384)))])
-            t296_c5_0 = t296_c5_0.addingProduct(t296_a5, t296_b0)
-            let t296_a6 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb295 *% 9) +% 6) *% 50176)) +% (k297 +% (kp293 *% 384)))])
-            t296_c6_0 = t296_c6_0.addingProduct(t296_a6, t296_b0)
-            let t296_a7 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb295 *% 9) +% 7) *% 50176)) +% (k297 +% (kp293 *% 384)))])
-            t296_c7_0 = t296_c7_0.addingProduct(t296_a7, t296_b0)
-            let t296_a8 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb295 *% 9) +% 8) *% 50176)) +% (k297 +% (kp293 *% 384)))])
-            t296_c8_0 = t296_c8_0.addingProduct(t296_a8, t296_b0)
-          }
-          store16(arena, ((2668176 +% ((mb295 *% 9) *% 16)) +% (nb294 *% 16)), t296_c0_0)
-          store16(arena, ((2668176 +% (((mb295 *% 9) +% 1) *% 16)) +% (nb294 *% 16)), t296_c1_0)
-          store16(arena, ((2668176 +% (((mb295 *% 9) +% 2) *% 16)) +% (nb294 *% 16)), t296_c2_0)
-          store16(arena, ((2668176 +% (((mb295 *% 9) +% 3) *% 16)) +% (nb294 *% 16)), t296_c3_0)
-          store16(arena, ((2668176 +% (((mb295 *% 9) +% 4) *% 16)) +% (nb294 *% 16)), t296_c4_0)
-          store16(arena, ((2668176 +% (((mb295 *% 9) +% 5) *% 16)) +% (nb294 *% 16)), t296_c5_0)
-          store16(arena, ((2668176 +% (((mb295 *% 9) +% 6) *% 16)) +% (nb294 *% 16)), t296_c6_0)
-          store16(arena, ((2668176 +% (((mb295 *% 9) +% 7) *% 16)) +% (nb294 *% 16)), t296_c7_0)
-          store16(arena, ((2668176 +% (((mb295 *% 9) +% 8) *% 16)) +% (nb294 *% 16)), t296_c8_0)
-        }
-      }
-    }
-    for nb298 in 0..<1 {
-      for mb299 in 0..<1 {
-        var t300_c0_0 = load16(arena, ((2668176 +% ((mb299 *% 9) *% 16)) +% (nb298 *% 16)))
-        var t300_c1_0 = load16(arena, ((2668176 +% (((mb299 *% 9) +% 1) *% 16)) +% (nb298 *% 16)))
-        var t300_c2_0 = load16(arena, ((2668176 +% (((mb299 *% 9) +% 2) *% 16)) +% (nb298 *% 16)))
-        var t300_c3_0 = load16(arena, ((2668176 +% (((mb299 *% 9) +% 3) *% 16)) +% (nb298 *% 16)))
-        var t300_c4_0 = load16(arena, ((2668176 +% (((mb299 *% 9) +% 4) *% 16)) +% (nb298 *% 16)))
-        var t300_c5_0 = load16(arena, ((2668176 +% (((mb299 *% 9) +% 5) *% 16)) +% (nb298 *% 16)))
-        var t300_c6_0 = load16(arena, ((2668176 +% (((mb299 *% 9) +% 6) *% 16)) +% (nb298 *% 16)))
-        var t300_c7_0 = load16(arena, ((2668176 +% (((mb299 *% 9) +% 7) *% 16)) +% (nb298 *% 16)))
-        var t300_c8_0 = load16(arena, ((2668176 +% (((mb299 *% 9) +% 8) *% 16)) +% (nb298 *% 16)))
-        for k301 in 0..<256 {
-          let t300_b0 = load16(arena, ((1865360 +% ((k301 +% 49920) *% 16)) +% (nb298 *% 16)))
-          let t300_a0 = SIMD16<Float>(repeating: arena[((1413776 +% ((mb299 *% 9) *% 50176)) +% (k301 +% 49920))])
-          t300_c0_0 = t300_c0_0.addingProduct(t300_a0, t300_b0)
-          let t300_a1 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb299 *% 9) +% 1) *% 50176)) +% (k301 +% 49920))])
-          t300_c1_0 = t300_c1_0.addingProduct(t300_a1, t300_b0)
-          let t300_a2 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb299 *% 9) +% 2) *% 50176)) +% (k301 +% 49920))])
-          t300_c2_0 = t300_c2_0.addingProduct(t300_a2, t300_b0)
-          let t300_a3 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb299 *% 9) +% 3) *% 50176)) +% (k301 +% 49920))])
-          t300_c3_0 = t300_c3_0.addingProduct(t300_a3, t300_b0)
-          let t300_a4 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb299 *% 9) +% 4) *% 50176)) +% (k301 +% 49920))])
-          t300_c4_0 = t300_c4_0.addingProduct(t300_a4, t300_b0)
-          let t300_a5 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb299 *% 9) +% 5) *% 50176)) +% (k301 +% 49920))])
-          t300_c5_0 = t300_c5_0.addingProduct(t300_a5, t300_b0)
-          let t300_a6 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb299 *% 9) +% 6) *% 50176)) +% (k301 +% 49920))])
-          t300_c6_0 = t300_c6_0.addingProduct(t300_a6, t300_b0)
-          let t300_a7 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb299 *% 9) +% 7) *% 50176)) +% (k301 +% 49920))])
-          t300_c7_0 = t300_c7_0.addingProduct(t300_a7, t300_b0)
-          let t300_a8 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb299 *% 9) +% 8) *% 50176)) +% (k301 +% 49920))])
-          t300_c8_0 = t300_c8_0.addingProduct(t300_a8, t300_b0)
-        }
-        store16(arena, ((2668176 +% ((mb299 *% 9) *% 16)) +% (nb298 *% 16)), t300_c0_0)
-        store16(arena, ((2668176 +% (((mb299 *% 9) +% 1) *% 16)) +% (nb298 *% 16)), t300_c1_0)
-        store16(arena, ((2668176 +% (((mb299 *% 9) +% 2) *% 16)) +% (nb298 *% 16)), t300_c2_0)
-        store16(arena, ((2668176 +% (((mb299 *% 9) +% 3) *% 16)) +% (nb298 *% 16)), t300_c3_0)
-        store16(arena, ((2668176 +% (((mb299 *% 9) +% 4) *% 16)) +% (nb298 *% 16)), t300_c4_0)
-        store16(arena, ((2668176 +% (((mb299 *% 9) +% 5) *% 16)) +% (nb298 *% 16)), t300_c5_0)
-        store16(arena, ((2668176 +% (((mb299 *% 9) +% 6) *% 16)) +% (nb298 *% 16)), t300_c6_0)
-        store16(arena, ((2668176 +% (((mb299 *% 9) +% 7) *% 16)) +% (nb298 *% 16)), t300_c7_0)
-        store16(arena, ((2668176 +% (((mb299 *% 9) +% 8) *% 16)) +% (nb298 *% 16)), t300_c8_0)
-      }
+    while i308 < 144 {
+      arena[(2668176 +% i308)] = Float(0)
+      i308 &+= 1
     }
   }
-  for f302 in 0..<16 {
-    for r303 in 0..<9 {
-      grads[((f302 *% 9) +% r303)] = arena[((2668176 +% (r303 *% 16)) +% f302)]
+  for g309 in 0..<1 {
+    for j310 in 0..<64 {
+      for c311 in 0..<1 {
+        for ky312 in 0..<3 {
+          for oy313 in 0..<28 {
+            if (-1 < ((oy313 +% ky312) +% -1) && ((oy313 +% ky312) +% -1) < 28) {
+              for ox314 in 0..<27 {
+                arena[(((1413776 +% ((((c311 *% 3) +% ky312) *% 3) *% 50176)) +% (j310 *% 784)) +% ((oy313 *% 28) +% (ox314 +% 1)))] = images[((((((g309 *% 64) +% j310) *% 784) +% (c311 *% 784)) +% (((oy313 +% ky312) +% -1) *% 28)) +% ((ox314 +% 1) +% -1))]
+              }
+              for ox315 in 0..<1 {
+                arena[(((1413776 +% ((((c311 *% 3) +% ky312) *% 3) *% 50176)) +% (j310 *% 784)) +% ((oy313 *% 28) +% ox315))] = Float(0)
+              }
+            }
+            if ((oy313 +% ky312) +% -1) < 0 {
+              for ox316 in 0..<28 {
+                arena[(((1413776 +% ((((c311 *% 3) +% ky312) *% 3) *% 50176)) +% (j310 *% 784)) +% ((oy313 *% 28) +% ox316))] = Float(0)
+              }
+            }
+            if 27 < ((oy313 +% ky312) +% -1) {
+              for ox316 in 0..<28 {
+                arena[(((1413776 +% ((((c311 *% 3) +% ky312) *% 3) *% 50176)) +% (j310 *% 784)) +% ((oy313 *% 28) +% ox316))] = Float(0)
+              }
+            }
+          }
+          for oy317 in 0..<28 {
+            if (-1 < ((oy317 +% ky312) +% -1) && ((oy317 +% ky312) +% -1) < 28) {
+              for ox318 in 0..<28 {
+                arena[(((1413776 +% (((((c311 *% 3) +% ky312) *% 3) +% 1) *% 50176)) +% (j310 *% 784)) +% ((oy317 *% 28) +% ox318))] = images[((((((g309 *% 64) +% j310) *% 784) +% (c311 *% 784)) +% (((oy317 +% ky312) +% -1) *% 28)) +% ox318)]
+              }
+            }
+            if ((oy317 +% ky312) +% -1) < 0 {
+              for ox319 in 0..<28 {
+                arena[(((1413776 +% (((((c311 *% 3) +% ky312) *% 3) +% 1) *% 50176)) +% (j310 *% 784)) +% ((oy317 *% 28) +% ox319))] = Float(0)
+              }
+            }
+            if 27 < ((oy317 +% ky312) +% -1) {
+              for ox319 in 0..<28 {
+                arena[(((1413776 +% (((((c311 *% 3) +% ky312) *% 3) +% 1) *% 50176)) +% (j310 *% 784)) +% ((oy317 *% 28) +% ox319))] = Float(0)
+              }
+            }
+          }
+          for oy320 in 0..<28 {
+            if (-1 < ((oy320 +% ky312) +% -1) && ((oy320 +% ky312) +% -1) < 28) {
+              for ox321 in 0..<27 {
+                arena[(((1413776 +% (((((c311 *% 3) +% ky312) *% 3) +% 2) *% 50176)) +% (j310 *% 784)) +% ((oy320 *% 28) +% ox321))] = images[((((((g309 *% 64) +% j310) *% 784) +% (c311 *% 784)) +% (((oy320 +% ky312) +% -1) *% 28)) +% (ox321 +% 1))]
+              }
+              for ox322 in 0..<1 {
+                arena[(((1413776 +% (((((c311 *% 3) +% ky312) *% 3) +% 2) *% 50176)) +% (j310 *% 784)) +% ((oy320 *% 28) +% (ox322 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy320 +% ky312) +% -1) < 0 {
+              for ox323 in 0..<28 {
+                arena[(((1413776 +% (((((c311 *% 3) +% ky312) *% 3) +% 2) *% 50176)) +% (j310 *% 784)) +% ((oy320 *% 28) +% ox323))] = Float(0)
+              }
+            }
+            if 27 < ((oy320 +% ky312) +% -1) {
+              for ox323 in 0..<28 {
+                arena[(((1413776 +% (((((c311 *% 3) +% ky312) *% 3) +% 2) *% 50176)) +% (j310 *% 784)) +% ((oy320 *% 28) +% ox323))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j324 in 0..<64 {
+      for i325 in 0..<784 {
+        for f326 in 0..<16 {
+          arena[((1865360 +% (((j324 *% 784) +% i325) *% 16)) +% f326)] = arena[(((610960 +% (((g309 *% 64) +% j324) *% 12544)) +% (f326 *% 784)) +% i325)]
+        }
+      }
+    }
+    for kp327 in 0..<130 {
+      for nb328 in 0..<1 {
+        for mb329 in 0..<1 {
+          var t330_c0_0 = load16(arena, ((2668176 +% ((mb329 *% 9) *% 16)) +% (nb328 *% 16)))
+          var t330_c1_0 = load16(arena, ((2668176 +% (((mb329 *% 9) +% 1) *% 16)) +% (nb328 *% 16)))
+          var t330_c2_0 = load16(arena, ((2668176 +% (((mb329 *% 9) +% 2) *% 16)) +% (nb328 *% 16)))
+          var t330_c3_0 = load16(arena, ((2668176 +% (((mb329 *% 9) +% 3) *% 16)) +% (nb328 *% 16)))
+          var t330_c4_0 = load16(arena, ((2668176 +% (((mb329 *% 9) +% 4) *% 16)) +% (nb328 *% 16)))
+          var t330_c5_0 = load16(arena, ((2668176 +% (((mb329 *% 9) +% 5) *% 16)) +% (nb328 *% 16)))
+          var t330_c6_0 = load16(arena, ((2668176 +% (((mb329 *% 9) +% 6) *% 16)) +% (nb328 *% 16)))
+          var t330_c7_0 = load16(arena, ((2668176 +% (((mb329 *% 9) +% 7) *% 16)) +% (nb328 *% 16)))
+          var t330_c8_0 = load16(arena, ((2668176 +% (((mb329 *% 9) +% 8) *% 16)) +% (nb328 *% 16)))
+          for k331 in 0..<384 {
+            let t330_b0 = load16(arena, ((1865360 +% ((k331 +% (kp327 *% 384)) *% 16)) +% (nb328 *% 16)))
+            let t330_a0 = SIMD16<Float>(repeating: arena[((1413776 +% ((mb329 *% 9) *% 50176)) +% (k331 +% (kp327 *% 384)))])
+            t330_c0_0 = t330_c0_0.addingProduct(t330_a0, t330_b0)
+            let t330_a1 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb329 *% 9) +% 1) *% 50176)) +% (k331 +% (kp327 *% 384)))])
+            t330_c1_0 = t330_c1_0.addingProduct(t330_a1, t330_b0)
+            let t330_a2 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb329 *% 9) +% 2) *% 50176)) +% (k331 +% (kp327 *% 384)))])
+            t330_c2_0 = t330_c2_0.addingProduct(t330_a2, t330_b0)
+            let t330_a3 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb329 *% 9) +% 3) *% 50176)) +% (k331 +% (kp327 *% 384)))])
+            t330_c3_0 = t330_c3_0.addingProduct(t330_a3, t330_b0)
+            let t330_a4 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb329 *% 9) +% 4) *% 50176)) +% (k331 +% (kp327 *% 384)))])
+            t330_c4_0 = t330_c4_0.addingProduct(t330_a4, t330_b0)
+            let t330_a5 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb329 *% 9) +% 5) *% 50176)) +% (k331 +% (kp327 *% 384)))])
+            t330_c5_0 = t330_c5_0.addingProduct(t330_a5, t330_b0)
+            let t330_a6 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb329 *% 9) +% 6) *% 50176)) +% (k331 +% (kp327 *% 384)))])
+            t330_c6_0 = t330_c6_0.addingProduct(t330_a6, t330_b0)
+            let t330_a7 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb329 *% 9) +% 7) *% 50176)) +% (k331 +% (kp327 *% 384)))])
+            t330_c7_0 = t330_c7_0.addingProduct(t330_a7, t330_b0)
+            let t330_a8 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb329 *% 9) +% 8) *% 50176)) +% (k331 +% (kp327 *% 384)))])
+            t330_c8_0 = t330_c8_0.addingProduct(t330_a8, t330_b0)
+          }
+          store16(arena, ((2668176 +% ((mb329 *% 9) *% 16)) +% (nb328 *% 16)), t330_c0_0)
+          store16(arena, ((2668176 +% (((mb329 *% 9) +% 1) *% 16)) +% (nb328 *% 16)), t330_c1_0)
+          store16(arena, ((2668176 +% (((mb329 *% 9) +% 2) *% 16)) +% (nb328 *% 16)), t330_c2_0)
+          store16(arena, ((2668176 +% (((mb329 *% 9) +% 3) *% 16)) +% (nb328 *% 16)), t330_c3_0)
+          store16(arena, ((2668176 +% (((mb329 *% 9) +% 4) *% 16)) +% (nb328 *% 16)), t330_c4_0)
+          store16(arena, ((2668176 +% (((mb329 *% 9) +% 5) *% 16)) +% (nb328 *% 16)), t330_c5_0)
+          store16(arena, ((2668176 +% (((mb329 *% 9) +% 6) *% 16)) +% (nb328 *% 16)), t330_c6_0)
+          store16(arena, ((2668176 +% (((mb329 *% 9) +% 7) *% 16)) +% (nb328 *% 16)), t330_c7_0)
+          store16(arena, ((2668176 +% (((mb329 *% 9) +% 8) *% 16)) +% (nb328 *% 16)), t330_c8_0)
+        }
+      }
+    }
+    for nb332 in 0..<1 {
+      for mb333 in 0..<1 {
+        var t334_c0_0 = load16(arena, ((2668176 +% ((mb333 *% 9) *% 16)) +% (nb332 *% 16)))
+        var t334_c1_0 = load16(arena, ((2668176 +% (((mb333 *% 9) +% 1) *% 16)) +% (nb332 *% 16)))
+        var t334_c2_0 = load16(arena, ((2668176 +% (((mb333 *% 9) +% 2) *% 16)) +% (nb332 *% 16)))
+        var t334_c3_0 = load16(arena, ((2668176 +% (((mb333 *% 9) +% 3) *% 16)) +% (nb332 *% 16)))
+        var t334_c4_0 = load16(arena, ((2668176 +% (((mb333 *% 9) +% 4) *% 16)) +% (nb332 *% 16)))
+        var t334_c5_0 = load16(arena, ((2668176 +% (((mb333 *% 9) +% 5) *% 16)) +% (nb332 *% 16)))
+        var t334_c6_0 = load16(arena, ((2668176 +% (((mb333 *% 9) +% 6) *% 16)) +% (nb332 *% 16)))
+        var t334_c7_0 = load16(arena, ((2668176 +% (((mb333 *% 9) +% 7) *% 16)) +% (nb332 *% 16)))
+        var t334_c8_0 = load16(arena, ((2668176 +% (((mb333 *% 9) +% 8) *% 16)) +% (nb332 *% 16)))
+        for k335 in 0..<256 {
+          let t334_b0 = load16(arena, ((1865360 +% ((k335 +% 49920) *% 16)) +% (nb332 *% 16)))
+          let t334_a0 = SIMD16<Float>(repeating: arena[((1413776 +% ((mb333 *% 9) *% 50176)) +% (k335 +% 49920))])
+          t334_c0_0 = t334_c0_0.addingProduct(t334_a0, t334_b0)
+          let t334_a1 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb333 *% 9) +% 1) *% 50176)) +% (k335 +% 49920))])
+          t334_c1_0 = t334_c1_0.addingProduct(t334_a1, t334_b0)
+          let t334_a2 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb333 *% 9) +% 2) *% 50176)) +% (k335 +% 49920))])
+          t334_c2_0 = t334_c2_0.addingProduct(t334_a2, t334_b0)
+          let t334_a3 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb333 *% 9) +% 3) *% 50176)) +% (k335 +% 49920))])
+          t334_c3_0 = t334_c3_0.addingProduct(t334_a3, t334_b0)
+          let t334_a4 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb333 *% 9) +% 4) *% 50176)) +% (k335 +% 49920))])
+          t334_c4_0 = t334_c4_0.addingProduct(t334_a4, t334_b0)
+          let t334_a5 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb333 *% 9) +% 5) *% 50176)) +% (k335 +% 49920))])
+          t334_c5_0 = t334_c5_0.addingProduct(t334_a5, t334_b0)
+          let t334_a6 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb333 *% 9) +% 6) *% 50176)) +% (k335 +% 49920))])
+          t334_c6_0 = t334_c6_0.addingProduct(t334_a6, t334_b0)
+          let t334_a7 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb333 *% 9) +% 7) *% 50176)) +% (k335 +% 49920))])
+          t334_c7_0 = t334_c7_0.addingProduct(t334_a7, t334_b0)
+          let t334_a8 = SIMD16<Float>(repeating: arena[((1413776 +% (((mb333 *% 9) +% 8) *% 50176)) +% (k335 +% 49920))])
+          t334_c8_0 = t334_c8_0.addingProduct(t334_a8, t334_b0)
+        }
+        store16(arena, ((2668176 +% ((mb333 *% 9) *% 16)) +% (nb332 *% 16)), t334_c0_0)
+        store16(arena, ((2668176 +% (((mb333 *% 9) +% 1) *% 16)) +% (nb332 *% 16)), t334_c1_0)
+        store16(arena, ((2668176 +% (((mb333 *% 9) +% 2) *% 16)) +% (nb332 *% 16)), t334_c2_0)
+        store16(arena, ((2668176 +% (((mb333 *% 9) +% 3) *% 16)) +% (nb332 *% 16)), t334_c3_0)
+        store16(arena, ((2668176 +% (((mb333 *% 9) +% 4) *% 16)) +% (nb332 *% 16)), t334_c4_0)
+        store16(arena, ((2668176 +% (((mb333 *% 9) +% 5) *% 16)) +% (nb332 *% 16)), t334_c5_0)
+        store16(arena, ((2668176 +% (((mb333 *% 9) +% 6) *% 16)) +% (nb332 *% 16)), t334_c6_0)
+        store16(arena, ((2668176 +% (((mb333 *% 9) +% 7) *% 16)) +% (nb332 *% 16)), t334_c7_0)
+        store16(arena, ((2668176 +% (((mb333 *% 9) +% 8) *% 16)) +% (nb332 *% 16)), t334_c8_0)
+      }
+    }
+  }
+  for f336 in 0..<16 {
+    for r337 in 0..<9 {
+      grads[((f336 *% 9) +% r337)] = arena[((2668176 +% (r337 *% 16)) +% f336)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i304
-    var i304 = 0
-    while i304 &+ 16 <= 784 {
-      store16(arena, 0 &+ i304, SIMD16<Float>(repeating: Float(1)))
-      i304 &+= 16
+  do {  // SIMD16 over i338
+    var i338 = 0
+    while i338 &+ 16 <= 784 {
+      store16(arena, 0 &+ i338, SIMD16<Float>(repeating: Float(1)))
+      i338 &+= 16
     }
-    while i304 < 784 {
-      arena[i304] = Float(1)
-      i304 &+= 1
-    }
-  }
-  do {  // SIMD16 over i305
-    var i305 = 0
-    while i305 &+ 16 <= 16 {
-      store16(grads, 144 &+ i305, SIMD16<Float>(repeating: Float(0)))
-      i305 &+= 16
-    }
-    while i305 < 16 {
-      grads[(144 +% i305)] = Float(0)
-      i305 &+= 1
+    while i338 < 784 {
+      arena[i338] = Float(1)
+      i338 &+= 1
     }
   }
-  for img306 in 0..<64 {
-    sgemm(101, 111, 111, 16, 1, 784, 1, arena + (610960 +% (img306 *% 12544)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 144, 1)
+  do {  // SIMD16 over i339
+    var i339 = 0
+    while i339 &+ 16 <= 16 {
+      store16(grads, 144 &+ i339, SIMD16<Float>(repeating: Float(0)))
+      i339 &+= 16
+    }
+    while i339 < 16 {
+      grads[(144 +% i339)] = Float(0)
+      i339 &+= 1
+    }
+  }
+  for img340 in 0..<64 {
+    sgemm(101, 111, 111, 16, 1, 784, 1, arena + (610960 +% (img340 *% 12544)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 144, 1)
   }
   // adam = update of 206922 parameters
-  var step_size307: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt308: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i309
-    var i309 = 0
-    while i309 &+ 16 <= 206922 {
-      let g_v = (load16(grads, 0 &+ i309) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i309)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i309)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i309)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i309, m_new_v)
-      store16(v, 0 &+ i309, v_new_v)
-      store16(params, 0 &+ i309, (load16(params, 0 &+ i309) - ((SIMD16<Float>(repeating: step_size307) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt308)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i309 &+= 16
+  var step_size341: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt342: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i343
+    var i343 = 0
+    while i343 &+ 16 <= 206922 {
+      let g_v = (load16(grads, 0 &+ i343) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i343)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i343)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i343)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i343, m_new_v)
+      store16(v, 0 &+ i343, v_new_v)
+      store16(params, 0 &+ i343, (load16(params, 0 &+ i343) - ((SIMD16<Float>(repeating: step_size341) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt342)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i343 &+= 16
     }
-    while i309 < 206922 {
-      var g: Float = (grads[i309] + (Float(0) * params[i309]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i309]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i309]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i309] = m_new
-      v[i309] = v_new
-      params[i309] = (params[i309] - ((step_size307 * m_new) / ((sqrtf(v_new) / bc2_sqrt308) + Float(bitPattern: 0x322bcc77))))
-      i309 &+= 1
+    while i343 < 206922 {
+      var g: Float = (grads[i343] + (Float(0) * params[i343]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i343]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i343]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i343] = m_new
+      v[i343] = v_new
+      params[i343] = (params[i343] - ((step_size341 * m_new) / ((sqrtf(v_new) / bc2_sqrt342) + Float(bitPattern: 0x322bcc77))))
+      i343 &+= 1
     }
   }
 }

@@ -7,47 +7,207 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt68 = alloca float, align 4
-  %adam.step_size67 = alloca float, align 4
-  %conv1_weight_grad.t60_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t60_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t57_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc36 = alloca float, align 4
+  %adam.bc2_sqrt90 = alloca float, align 4
+  %adam.step_size89 = alloca float, align 4
+  %conv1_weight_grad.t82_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t82_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t79_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t58_a3 = alloca <16 x float>, align 64
+  %flat_grad.t58_a2 = alloca <16 x float>, align 64
+  %flat_grad.t58_a1 = alloca <16 x float>, align 64
+  %flat_grad.t58_a0 = alloca <16 x float>, align 64
+  %flat_grad.t58_b0 = alloca <16 x float>, align 64
+  %flat_grad.t58_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t58_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t58_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t58_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t56_a5 = alloca <16 x float>, align 64
+  %flat_grad.t56_a4 = alloca <16 x float>, align 64
+  %flat_grad.t56_a3 = alloca <16 x float>, align 64
+  %flat_grad.t56_a2 = alloca <16 x float>, align 64
+  %flat_grad.t56_a1 = alloca <16 x float>, align 64
+  %flat_grad.t56_a0 = alloca <16 x float>, align 64
+  %flat_grad.t56_b0 = alloca <16 x float>, align 64
+  %flat_grad.t56_c5_0 = alloca <16 x float>, align 64
+  %flat_grad.t56_c4_0 = alloca <16 x float>, align 64
+  %flat_grad.t56_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t56_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t56_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t56_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t53_a3 = alloca <16 x float>, align 64
+  %flat_grad.t53_a2 = alloca <16 x float>, align 64
+  %flat_grad.t53_a1 = alloca <16 x float>, align 64
+  %flat_grad.t53_a0 = alloca <16 x float>, align 64
+  %flat_grad.t53_b3 = alloca <16 x float>, align 64
+  %flat_grad.t53_b2 = alloca <16 x float>, align 64
+  %flat_grad.t53_b1 = alloca <16 x float>, align 64
+  %flat_grad.t53_b0 = alloca <16 x float>, align 64
+  %flat_grad.t53_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t53_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t53_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t53_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t53_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t53_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t53_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t53_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t53_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t53_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t53_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t53_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t53_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t53_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t53_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t53_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t51_a5 = alloca <16 x float>, align 64
+  %flat_grad.t51_a4 = alloca <16 x float>, align 64
+  %flat_grad.t51_a3 = alloca <16 x float>, align 64
+  %flat_grad.t51_a2 = alloca <16 x float>, align 64
+  %flat_grad.t51_a1 = alloca <16 x float>, align 64
+  %flat_grad.t51_a0 = alloca <16 x float>, align 64
+  %flat_grad.t51_b3 = alloca <16 x float>, align 64
+  %flat_grad.t51_b2 = alloca <16 x float>, align 64
+  %flat_grad.t51_b1 = alloca <16 x float>, align 64
+  %flat_grad.t51_b0 = alloca <16 x float>, align 64
+  %flat_grad.t51_c5_3 = alloca <16 x float>, align 64
+  %flat_grad.t51_c5_2 = alloca <16 x float>, align 64
+  %flat_grad.t51_c5_1 = alloca <16 x float>, align 64
+  %flat_grad.t51_c5_0 = alloca <16 x float>, align 64
+  %flat_grad.t51_c4_3 = alloca <16 x float>, align 64
+  %flat_grad.t51_c4_2 = alloca <16 x float>, align 64
+  %flat_grad.t51_c4_1 = alloca <16 x float>, align 64
+  %flat_grad.t51_c4_0 = alloca <16 x float>, align 64
+  %flat_grad.t51_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t51_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t51_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t51_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t51_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t51_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t51_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t51_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t51_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t51_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t51_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t51_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t51_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t51_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t51_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t51_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc47 = alloca float, align 4
+  %fc1_weight_grad.t44_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t44_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t44_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t44_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t44_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t44_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t44_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t44_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t44_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_a5 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_a4 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c5_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c4_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t39_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_a5 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_a4 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c5_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c5_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c5_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c5_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c4_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c4_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c4_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c4_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t37_c0_0 = alloca <16 x float>, align 64
   %fc1_grad.s31 = alloca float, align 4
   %fc1_grad.m30 = alloca float, align 4
   %loss.s26 = alloca float, align 4
@@ -1033,11 +1193,7 @@ fc1_grad.n29:                                     ; preds = %fc1_grad.k34.end, %
   br label %fc1_grad.k32
 
 fc1_grad.n29.end:                                 ; preds = %fc1_grad.k34.end
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 19088
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads173 = getelementptr inbounds float, ptr %grads, i64 40
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena171, i32 10, ptr %arena172, i32 144, float 0.000000e+00, ptr %grads173, i32 144)
-  br label %fc1_bias_grad.u35
+  br label %fc1_weight_grad.nb35
 
 fc1_grad.k32:                                     ; preds = %fc1_grad.k32, %fc1_grad.n29
   %fc1_grad.k32156 = phi i64 [ 0, %fc1_grad.n29 ], [ %k32.next, %fc1_grad.k32 ]
@@ -1121,1052 +1277,3014 @@ fc1_grad.k34.end:                                 ; preds = %fc1_grad.k34
   %566 = icmp slt i64 %n29.next, 64
   br i1 %566, label %fc1_grad.n29, label %fc1_grad.n29.end
 
-fc1_bias_grad.u35:                                ; preds = %fc1_bias_grad.n37.end, %fc1_grad.n29.end
-  %fc1_bias_grad.u35174 = phi i64 [ 0, %fc1_grad.n29.end ], [ %u35.next, %fc1_bias_grad.n37.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc36, align 4
-  br label %fc1_bias_grad.n37
+fc1_weight_grad.nb35:                             ; preds = %fc1_weight_grad.k40.end, %fc1_grad.n29.end
+  %fc1_weight_grad.nb35171 = phi i64 [ 0, %fc1_grad.n29.end ], [ %nb35.next, %fc1_weight_grad.k40.end ]
+  br label %fc1_weight_grad.mb36
 
-fc1_bias_grad.u35.end:                            ; preds = %fc1_bias_grad.n37.end
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 19088
-  %params180 = getelementptr inbounds float, ptr %params, i64 40
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 19728
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena179, i32 10, ptr %params180, i32 144, float 0.000000e+00, ptr %arena181, i32 144)
-  br label %conv1_grad.i38
+fc1_weight_grad.nb35.end:                         ; preds = %fc1_weight_grad.k40.end
+  br label %fc1_weight_grad.mb41
 
-fc1_bias_grad.n37:                                ; preds = %fc1_bias_grad.n37, %fc1_bias_grad.u35
-  %fc1_bias_grad.n37175 = phi i64 [ 0, %fc1_bias_grad.u35 ], [ %n37.next, %fc1_bias_grad.n37 ]
-  %acc36 = load float, ptr %fc1_bias_grad.acc36, align 4
-  %567 = mul nsw i64 %fc1_bias_grad.n37175, 10
-  %568 = add nsw i64 19088, %567
-  %569 = add nsw i64 %568, %fc1_bias_grad.u35174
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %569
-  %570 = load float, ptr %arena176, align 4
-  %571 = fadd float %acc36, %570
-  store float %571, ptr %fc1_bias_grad.acc36, align 4
-  %n37.next = add nsw i64 %fc1_bias_grad.n37175, 1
-  %572 = icmp slt i64 %n37.next, 64
-  br i1 %572, label %fc1_bias_grad.n37, label %fc1_bias_grad.n37.end
+fc1_weight_grad.mb36:                             ; preds = %fc1_weight_grad.k38.end, %fc1_weight_grad.nb35
+  %fc1_weight_grad.mb36172 = phi i64 [ 0, %fc1_weight_grad.nb35 ], [ %mb36.next, %fc1_weight_grad.k38.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c5_3, align 64
+  br label %fc1_weight_grad.k38
 
-fc1_bias_grad.n37.end:                            ; preds = %fc1_bias_grad.n37
-  %acc36177 = load float, ptr %fc1_bias_grad.acc36, align 4
-  %573 = add nsw i64 1480, %fc1_bias_grad.u35174
-  %grads178 = getelementptr inbounds float, ptr %grads, i64 %573
-  store float %acc36177, ptr %grads178, align 4
-  %u35.next = add nsw i64 %fc1_bias_grad.u35174, 1
-  %574 = icmp slt i64 %u35.next, 10
-  br i1 %574, label %fc1_bias_grad.u35, label %fc1_bias_grad.u35.end
+fc1_weight_grad.mb36.end:                         ; preds = %fc1_weight_grad.k38.end
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_3, align 64
+  br label %fc1_weight_grad.k40
 
-conv1_grad.i38:                                   ; preds = %conv1_grad.i38, %fc1_bias_grad.u35.end
-  %conv1_grad.i38182 = phi i64 [ 0, %fc1_bias_grad.u35.end ], [ %i38.next, %conv1_grad.i38 ]
-  %575 = add nsw i64 28944, %conv1_grad.i38182
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %575
-  store float 0.000000e+00, ptr %arena183, align 4
-  %i38.next = add nsw i64 %conv1_grad.i38182, 1
-  %576 = icmp slt i64 %i38.next, 43264
-  br i1 %576, label %conv1_grad.i38, label %conv1_grad.i38.end
+fc1_weight_grad.k38:                              ; preds = %fc1_weight_grad.k38, %fc1_weight_grad.mb36
+  %fc1_weight_grad.k38173 = phi i64 [ 0, %fc1_weight_grad.mb36 ], [ %k38.next, %fc1_weight_grad.k38 ]
+  %567 = mul nsw i64 %fc1_weight_grad.k38173, 144
+  %568 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %569 = add nsw i64 %567, %568
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %569
+  %570 = load <16 x float>, ptr %arena174, align 4
+  store <16 x float> %570, ptr %fc1_weight_grad.t37_b0, align 64
+  %571 = mul nsw i64 %fc1_weight_grad.k38173, 144
+  %572 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %573 = add nsw i64 %571, %572
+  %574 = add nsw i64 %573, 16
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %574
+  %575 = load <16 x float>, ptr %arena175, align 4
+  store <16 x float> %575, ptr %fc1_weight_grad.t37_b1, align 64
+  %576 = mul nsw i64 %fc1_weight_grad.k38173, 144
+  %577 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %578 = add nsw i64 %576, %577
+  %579 = add nsw i64 %578, 32
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %579
+  %580 = load <16 x float>, ptr %arena176, align 4
+  store <16 x float> %580, ptr %fc1_weight_grad.t37_b2, align 64
+  %581 = mul nsw i64 %fc1_weight_grad.k38173, 144
+  %582 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %583 = add nsw i64 %581, %582
+  %584 = add nsw i64 %583, 48
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %584
+  %585 = load <16 x float>, ptr %arena177, align 4
+  store <16 x float> %585, ptr %fc1_weight_grad.t37_b3, align 64
+  %586 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %587 = add nsw i64 19088, %586
+  %588 = mul nsw i64 %fc1_weight_grad.k38173, 10
+  %589 = add nsw i64 %587, %588
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %589
+  %590 = load float, ptr %arena178, align 4
+  %591 = insertelement <16 x float> undef, float %590, i32 0
+  %592 = shufflevector <16 x float> %591, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %592, ptr %fc1_weight_grad.t37_a0, align 64
+  %t37_a0 = load <16 x float>, ptr %fc1_weight_grad.t37_a0, align 64
+  %t37_b0 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
+  %t37_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_0, align 64
+  %593 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a0, <16 x float> %t37_b0, <16 x float> %t37_c0_0)
+  store <16 x float> %593, ptr %fc1_weight_grad.t37_c0_0, align 64
+  %t37_a0179 = load <16 x float>, ptr %fc1_weight_grad.t37_a0, align 64
+  %t37_b1 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
+  %t37_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_1, align 64
+  %594 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a0179, <16 x float> %t37_b1, <16 x float> %t37_c0_1)
+  store <16 x float> %594, ptr %fc1_weight_grad.t37_c0_1, align 64
+  %t37_a0180 = load <16 x float>, ptr %fc1_weight_grad.t37_a0, align 64
+  %t37_b2 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
+  %t37_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_2, align 64
+  %595 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a0180, <16 x float> %t37_b2, <16 x float> %t37_c0_2)
+  store <16 x float> %595, ptr %fc1_weight_grad.t37_c0_2, align 64
+  %t37_a0181 = load <16 x float>, ptr %fc1_weight_grad.t37_a0, align 64
+  %t37_b3 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
+  %t37_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_3, align 64
+  %596 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a0181, <16 x float> %t37_b3, <16 x float> %t37_c0_3)
+  store <16 x float> %596, ptr %fc1_weight_grad.t37_c0_3, align 64
+  %597 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %598 = add nsw i64 %597, 1
+  %599 = add nsw i64 19088, %598
+  %600 = mul nsw i64 %fc1_weight_grad.k38173, 10
+  %601 = add nsw i64 %599, %600
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %601
+  %602 = load float, ptr %arena182, align 4
+  %603 = insertelement <16 x float> undef, float %602, i32 0
+  %604 = shufflevector <16 x float> %603, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %604, ptr %fc1_weight_grad.t37_a1, align 64
+  %t37_a1 = load <16 x float>, ptr %fc1_weight_grad.t37_a1, align 64
+  %t37_b0183 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
+  %t37_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_0, align 64
+  %605 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a1, <16 x float> %t37_b0183, <16 x float> %t37_c1_0)
+  store <16 x float> %605, ptr %fc1_weight_grad.t37_c1_0, align 64
+  %t37_a1184 = load <16 x float>, ptr %fc1_weight_grad.t37_a1, align 64
+  %t37_b1185 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
+  %t37_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_1, align 64
+  %606 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a1184, <16 x float> %t37_b1185, <16 x float> %t37_c1_1)
+  store <16 x float> %606, ptr %fc1_weight_grad.t37_c1_1, align 64
+  %t37_a1186 = load <16 x float>, ptr %fc1_weight_grad.t37_a1, align 64
+  %t37_b2187 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
+  %t37_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_2, align 64
+  %607 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a1186, <16 x float> %t37_b2187, <16 x float> %t37_c1_2)
+  store <16 x float> %607, ptr %fc1_weight_grad.t37_c1_2, align 64
+  %t37_a1188 = load <16 x float>, ptr %fc1_weight_grad.t37_a1, align 64
+  %t37_b3189 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
+  %t37_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_3, align 64
+  %608 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a1188, <16 x float> %t37_b3189, <16 x float> %t37_c1_3)
+  store <16 x float> %608, ptr %fc1_weight_grad.t37_c1_3, align 64
+  %609 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %610 = add nsw i64 %609, 2
+  %611 = add nsw i64 19088, %610
+  %612 = mul nsw i64 %fc1_weight_grad.k38173, 10
+  %613 = add nsw i64 %611, %612
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %613
+  %614 = load float, ptr %arena190, align 4
+  %615 = insertelement <16 x float> undef, float %614, i32 0
+  %616 = shufflevector <16 x float> %615, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %616, ptr %fc1_weight_grad.t37_a2, align 64
+  %t37_a2 = load <16 x float>, ptr %fc1_weight_grad.t37_a2, align 64
+  %t37_b0191 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
+  %t37_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_0, align 64
+  %617 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a2, <16 x float> %t37_b0191, <16 x float> %t37_c2_0)
+  store <16 x float> %617, ptr %fc1_weight_grad.t37_c2_0, align 64
+  %t37_a2192 = load <16 x float>, ptr %fc1_weight_grad.t37_a2, align 64
+  %t37_b1193 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
+  %t37_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_1, align 64
+  %618 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a2192, <16 x float> %t37_b1193, <16 x float> %t37_c2_1)
+  store <16 x float> %618, ptr %fc1_weight_grad.t37_c2_1, align 64
+  %t37_a2194 = load <16 x float>, ptr %fc1_weight_grad.t37_a2, align 64
+  %t37_b2195 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
+  %t37_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_2, align 64
+  %619 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a2194, <16 x float> %t37_b2195, <16 x float> %t37_c2_2)
+  store <16 x float> %619, ptr %fc1_weight_grad.t37_c2_2, align 64
+  %t37_a2196 = load <16 x float>, ptr %fc1_weight_grad.t37_a2, align 64
+  %t37_b3197 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
+  %t37_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_3, align 64
+  %620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a2196, <16 x float> %t37_b3197, <16 x float> %t37_c2_3)
+  store <16 x float> %620, ptr %fc1_weight_grad.t37_c2_3, align 64
+  %621 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %622 = add nsw i64 %621, 3
+  %623 = add nsw i64 19088, %622
+  %624 = mul nsw i64 %fc1_weight_grad.k38173, 10
+  %625 = add nsw i64 %623, %624
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %625
+  %626 = load float, ptr %arena198, align 4
+  %627 = insertelement <16 x float> undef, float %626, i32 0
+  %628 = shufflevector <16 x float> %627, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %628, ptr %fc1_weight_grad.t37_a3, align 64
+  %t37_a3 = load <16 x float>, ptr %fc1_weight_grad.t37_a3, align 64
+  %t37_b0199 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
+  %t37_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_0, align 64
+  %629 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a3, <16 x float> %t37_b0199, <16 x float> %t37_c3_0)
+  store <16 x float> %629, ptr %fc1_weight_grad.t37_c3_0, align 64
+  %t37_a3200 = load <16 x float>, ptr %fc1_weight_grad.t37_a3, align 64
+  %t37_b1201 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
+  %t37_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_1, align 64
+  %630 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a3200, <16 x float> %t37_b1201, <16 x float> %t37_c3_1)
+  store <16 x float> %630, ptr %fc1_weight_grad.t37_c3_1, align 64
+  %t37_a3202 = load <16 x float>, ptr %fc1_weight_grad.t37_a3, align 64
+  %t37_b2203 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
+  %t37_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_2, align 64
+  %631 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a3202, <16 x float> %t37_b2203, <16 x float> %t37_c3_2)
+  store <16 x float> %631, ptr %fc1_weight_grad.t37_c3_2, align 64
+  %t37_a3204 = load <16 x float>, ptr %fc1_weight_grad.t37_a3, align 64
+  %t37_b3205 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
+  %t37_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_3, align 64
+  %632 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a3204, <16 x float> %t37_b3205, <16 x float> %t37_c3_3)
+  store <16 x float> %632, ptr %fc1_weight_grad.t37_c3_3, align 64
+  %633 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %634 = add nsw i64 %633, 4
+  %635 = add nsw i64 19088, %634
+  %636 = mul nsw i64 %fc1_weight_grad.k38173, 10
+  %637 = add nsw i64 %635, %636
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %637
+  %638 = load float, ptr %arena206, align 4
+  %639 = insertelement <16 x float> undef, float %638, i32 0
+  %640 = shufflevector <16 x float> %639, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %640, ptr %fc1_weight_grad.t37_a4, align 64
+  %t37_a4 = load <16 x float>, ptr %fc1_weight_grad.t37_a4, align 64
+  %t37_b0207 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
+  %t37_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_0, align 64
+  %641 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a4, <16 x float> %t37_b0207, <16 x float> %t37_c4_0)
+  store <16 x float> %641, ptr %fc1_weight_grad.t37_c4_0, align 64
+  %t37_a4208 = load <16 x float>, ptr %fc1_weight_grad.t37_a4, align 64
+  %t37_b1209 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
+  %t37_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_1, align 64
+  %642 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a4208, <16 x float> %t37_b1209, <16 x float> %t37_c4_1)
+  store <16 x float> %642, ptr %fc1_weight_grad.t37_c4_1, align 64
+  %t37_a4210 = load <16 x float>, ptr %fc1_weight_grad.t37_a4, align 64
+  %t37_b2211 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
+  %t37_c4_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_2, align 64
+  %643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a4210, <16 x float> %t37_b2211, <16 x float> %t37_c4_2)
+  store <16 x float> %643, ptr %fc1_weight_grad.t37_c4_2, align 64
+  %t37_a4212 = load <16 x float>, ptr %fc1_weight_grad.t37_a4, align 64
+  %t37_b3213 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
+  %t37_c4_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_3, align 64
+  %644 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a4212, <16 x float> %t37_b3213, <16 x float> %t37_c4_3)
+  store <16 x float> %644, ptr %fc1_weight_grad.t37_c4_3, align 64
+  %645 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %646 = add nsw i64 %645, 5
+  %647 = add nsw i64 19088, %646
+  %648 = mul nsw i64 %fc1_weight_grad.k38173, 10
+  %649 = add nsw i64 %647, %648
+  %arena214 = getelementptr inbounds float, ptr %arena, i64 %649
+  %650 = load float, ptr %arena214, align 4
+  %651 = insertelement <16 x float> undef, float %650, i32 0
+  %652 = shufflevector <16 x float> %651, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %652, ptr %fc1_weight_grad.t37_a5, align 64
+  %t37_a5 = load <16 x float>, ptr %fc1_weight_grad.t37_a5, align 64
+  %t37_b0215 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
+  %t37_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_0, align 64
+  %653 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a5, <16 x float> %t37_b0215, <16 x float> %t37_c5_0)
+  store <16 x float> %653, ptr %fc1_weight_grad.t37_c5_0, align 64
+  %t37_a5216 = load <16 x float>, ptr %fc1_weight_grad.t37_a5, align 64
+  %t37_b1217 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
+  %t37_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_1, align 64
+  %654 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a5216, <16 x float> %t37_b1217, <16 x float> %t37_c5_1)
+  store <16 x float> %654, ptr %fc1_weight_grad.t37_c5_1, align 64
+  %t37_a5218 = load <16 x float>, ptr %fc1_weight_grad.t37_a5, align 64
+  %t37_b2219 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
+  %t37_c5_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_2, align 64
+  %655 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a5218, <16 x float> %t37_b2219, <16 x float> %t37_c5_2)
+  store <16 x float> %655, ptr %fc1_weight_grad.t37_c5_2, align 64
+  %t37_a5220 = load <16 x float>, ptr %fc1_weight_grad.t37_a5, align 64
+  %t37_b3221 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
+  %t37_c5_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_3, align 64
+  %656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a5220, <16 x float> %t37_b3221, <16 x float> %t37_c5_3)
+  store <16 x float> %656, ptr %fc1_weight_grad.t37_c5_3, align 64
+  %k38.next = add nsw i64 %fc1_weight_grad.k38173, 1
+  %657 = icmp slt i64 %k38.next, 64
+  br i1 %657, label %fc1_weight_grad.k38, label %fc1_weight_grad.k38.end
 
-conv1_grad.i38.end:                               ; preds = %conv1_grad.i38
-  br label %conv1_grad.q39
+fc1_weight_grad.k38.end:                          ; preds = %fc1_weight_grad.k38
+  %t37_c0_0222 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_0, align 64
+  %658 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %659 = mul nsw i64 %658, 144
+  %660 = add nsw i64 40, %659
+  %661 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %662 = add nsw i64 %660, %661
+  %grads223 = getelementptr inbounds float, ptr %grads, i64 %662
+  store <16 x float> %t37_c0_0222, ptr %grads223, align 4
+  %t37_c0_1224 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_1, align 64
+  %663 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %664 = mul nsw i64 %663, 144
+  %665 = add nsw i64 40, %664
+  %666 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %667 = add nsw i64 %665, %666
+  %668 = add nsw i64 %667, 16
+  %grads225 = getelementptr inbounds float, ptr %grads, i64 %668
+  store <16 x float> %t37_c0_1224, ptr %grads225, align 4
+  %t37_c0_2226 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_2, align 64
+  %669 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %670 = mul nsw i64 %669, 144
+  %671 = add nsw i64 40, %670
+  %672 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %673 = add nsw i64 %671, %672
+  %674 = add nsw i64 %673, 32
+  %grads227 = getelementptr inbounds float, ptr %grads, i64 %674
+  store <16 x float> %t37_c0_2226, ptr %grads227, align 4
+  %t37_c0_3228 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_3, align 64
+  %675 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %676 = mul nsw i64 %675, 144
+  %677 = add nsw i64 40, %676
+  %678 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %679 = add nsw i64 %677, %678
+  %680 = add nsw i64 %679, 48
+  %grads229 = getelementptr inbounds float, ptr %grads, i64 %680
+  store <16 x float> %t37_c0_3228, ptr %grads229, align 4
+  %t37_c1_0230 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_0, align 64
+  %681 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %682 = add nsw i64 %681, 1
+  %683 = mul nsw i64 %682, 144
+  %684 = add nsw i64 40, %683
+  %685 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %686 = add nsw i64 %684, %685
+  %grads231 = getelementptr inbounds float, ptr %grads, i64 %686
+  store <16 x float> %t37_c1_0230, ptr %grads231, align 4
+  %t37_c1_1232 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_1, align 64
+  %687 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %688 = add nsw i64 %687, 1
+  %689 = mul nsw i64 %688, 144
+  %690 = add nsw i64 40, %689
+  %691 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %692 = add nsw i64 %690, %691
+  %693 = add nsw i64 %692, 16
+  %grads233 = getelementptr inbounds float, ptr %grads, i64 %693
+  store <16 x float> %t37_c1_1232, ptr %grads233, align 4
+  %t37_c1_2234 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_2, align 64
+  %694 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %695 = add nsw i64 %694, 1
+  %696 = mul nsw i64 %695, 144
+  %697 = add nsw i64 40, %696
+  %698 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %699 = add nsw i64 %697, %698
+  %700 = add nsw i64 %699, 32
+  %grads235 = getelementptr inbounds float, ptr %grads, i64 %700
+  store <16 x float> %t37_c1_2234, ptr %grads235, align 4
+  %t37_c1_3236 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_3, align 64
+  %701 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %702 = add nsw i64 %701, 1
+  %703 = mul nsw i64 %702, 144
+  %704 = add nsw i64 40, %703
+  %705 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %706 = add nsw i64 %704, %705
+  %707 = add nsw i64 %706, 48
+  %grads237 = getelementptr inbounds float, ptr %grads, i64 %707
+  store <16 x float> %t37_c1_3236, ptr %grads237, align 4
+  %t37_c2_0238 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_0, align 64
+  %708 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %709 = add nsw i64 %708, 2
+  %710 = mul nsw i64 %709, 144
+  %711 = add nsw i64 40, %710
+  %712 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %713 = add nsw i64 %711, %712
+  %grads239 = getelementptr inbounds float, ptr %grads, i64 %713
+  store <16 x float> %t37_c2_0238, ptr %grads239, align 4
+  %t37_c2_1240 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_1, align 64
+  %714 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %715 = add nsw i64 %714, 2
+  %716 = mul nsw i64 %715, 144
+  %717 = add nsw i64 40, %716
+  %718 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %719 = add nsw i64 %717, %718
+  %720 = add nsw i64 %719, 16
+  %grads241 = getelementptr inbounds float, ptr %grads, i64 %720
+  store <16 x float> %t37_c2_1240, ptr %grads241, align 4
+  %t37_c2_2242 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_2, align 64
+  %721 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %722 = add nsw i64 %721, 2
+  %723 = mul nsw i64 %722, 144
+  %724 = add nsw i64 40, %723
+  %725 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %726 = add nsw i64 %724, %725
+  %727 = add nsw i64 %726, 32
+  %grads243 = getelementptr inbounds float, ptr %grads, i64 %727
+  store <16 x float> %t37_c2_2242, ptr %grads243, align 4
+  %t37_c2_3244 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_3, align 64
+  %728 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %729 = add nsw i64 %728, 2
+  %730 = mul nsw i64 %729, 144
+  %731 = add nsw i64 40, %730
+  %732 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %733 = add nsw i64 %731, %732
+  %734 = add nsw i64 %733, 48
+  %grads245 = getelementptr inbounds float, ptr %grads, i64 %734
+  store <16 x float> %t37_c2_3244, ptr %grads245, align 4
+  %t37_c3_0246 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_0, align 64
+  %735 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %736 = add nsw i64 %735, 3
+  %737 = mul nsw i64 %736, 144
+  %738 = add nsw i64 40, %737
+  %739 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %740 = add nsw i64 %738, %739
+  %grads247 = getelementptr inbounds float, ptr %grads, i64 %740
+  store <16 x float> %t37_c3_0246, ptr %grads247, align 4
+  %t37_c3_1248 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_1, align 64
+  %741 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %742 = add nsw i64 %741, 3
+  %743 = mul nsw i64 %742, 144
+  %744 = add nsw i64 40, %743
+  %745 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %746 = add nsw i64 %744, %745
+  %747 = add nsw i64 %746, 16
+  %grads249 = getelementptr inbounds float, ptr %grads, i64 %747
+  store <16 x float> %t37_c3_1248, ptr %grads249, align 4
+  %t37_c3_2250 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_2, align 64
+  %748 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %749 = add nsw i64 %748, 3
+  %750 = mul nsw i64 %749, 144
+  %751 = add nsw i64 40, %750
+  %752 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %753 = add nsw i64 %751, %752
+  %754 = add nsw i64 %753, 32
+  %grads251 = getelementptr inbounds float, ptr %grads, i64 %754
+  store <16 x float> %t37_c3_2250, ptr %grads251, align 4
+  %t37_c3_3252 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_3, align 64
+  %755 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %756 = add nsw i64 %755, 3
+  %757 = mul nsw i64 %756, 144
+  %758 = add nsw i64 40, %757
+  %759 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %760 = add nsw i64 %758, %759
+  %761 = add nsw i64 %760, 48
+  %grads253 = getelementptr inbounds float, ptr %grads, i64 %761
+  store <16 x float> %t37_c3_3252, ptr %grads253, align 4
+  %t37_c4_0254 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_0, align 64
+  %762 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %763 = add nsw i64 %762, 4
+  %764 = mul nsw i64 %763, 144
+  %765 = add nsw i64 40, %764
+  %766 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %767 = add nsw i64 %765, %766
+  %grads255 = getelementptr inbounds float, ptr %grads, i64 %767
+  store <16 x float> %t37_c4_0254, ptr %grads255, align 4
+  %t37_c4_1256 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_1, align 64
+  %768 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %769 = add nsw i64 %768, 4
+  %770 = mul nsw i64 %769, 144
+  %771 = add nsw i64 40, %770
+  %772 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %773 = add nsw i64 %771, %772
+  %774 = add nsw i64 %773, 16
+  %grads257 = getelementptr inbounds float, ptr %grads, i64 %774
+  store <16 x float> %t37_c4_1256, ptr %grads257, align 4
+  %t37_c4_2258 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_2, align 64
+  %775 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %776 = add nsw i64 %775, 4
+  %777 = mul nsw i64 %776, 144
+  %778 = add nsw i64 40, %777
+  %779 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %780 = add nsw i64 %778, %779
+  %781 = add nsw i64 %780, 32
+  %grads259 = getelementptr inbounds float, ptr %grads, i64 %781
+  store <16 x float> %t37_c4_2258, ptr %grads259, align 4
+  %t37_c4_3260 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_3, align 64
+  %782 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %783 = add nsw i64 %782, 4
+  %784 = mul nsw i64 %783, 144
+  %785 = add nsw i64 40, %784
+  %786 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %787 = add nsw i64 %785, %786
+  %788 = add nsw i64 %787, 48
+  %grads261 = getelementptr inbounds float, ptr %grads, i64 %788
+  store <16 x float> %t37_c4_3260, ptr %grads261, align 4
+  %t37_c5_0262 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_0, align 64
+  %789 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %790 = add nsw i64 %789, 5
+  %791 = mul nsw i64 %790, 144
+  %792 = add nsw i64 40, %791
+  %793 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %794 = add nsw i64 %792, %793
+  %grads263 = getelementptr inbounds float, ptr %grads, i64 %794
+  store <16 x float> %t37_c5_0262, ptr %grads263, align 4
+  %t37_c5_1264 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_1, align 64
+  %795 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %796 = add nsw i64 %795, 5
+  %797 = mul nsw i64 %796, 144
+  %798 = add nsw i64 40, %797
+  %799 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %800 = add nsw i64 %798, %799
+  %801 = add nsw i64 %800, 16
+  %grads265 = getelementptr inbounds float, ptr %grads, i64 %801
+  store <16 x float> %t37_c5_1264, ptr %grads265, align 4
+  %t37_c5_2266 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_2, align 64
+  %802 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %803 = add nsw i64 %802, 5
+  %804 = mul nsw i64 %803, 144
+  %805 = add nsw i64 40, %804
+  %806 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %807 = add nsw i64 %805, %806
+  %808 = add nsw i64 %807, 32
+  %grads267 = getelementptr inbounds float, ptr %grads, i64 %808
+  store <16 x float> %t37_c5_2266, ptr %grads267, align 4
+  %t37_c5_3268 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_3, align 64
+  %809 = mul nsw i64 %fc1_weight_grad.mb36172, 6
+  %810 = add nsw i64 %809, 5
+  %811 = mul nsw i64 %810, 144
+  %812 = add nsw i64 40, %811
+  %813 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %814 = add nsw i64 %812, %813
+  %815 = add nsw i64 %814, 48
+  %grads269 = getelementptr inbounds float, ptr %grads, i64 %815
+  store <16 x float> %t37_c5_3268, ptr %grads269, align 4
+  %mb36.next = add nsw i64 %fc1_weight_grad.mb36172, 1
+  %816 = icmp slt i64 %mb36.next, 1
+  br i1 %816, label %fc1_weight_grad.mb36, label %fc1_weight_grad.mb36.end
 
-conv1_grad.q39:                                   ; preds = %conv1_grad.i40.end, %conv1_grad.i38.end
-  %conv1_grad.q39184 = phi i64 [ 0, %conv1_grad.i38.end ], [ %q39.next, %conv1_grad.i40.end ]
-  br label %conv1_grad.i40
-
-conv1_grad.q39.end:                               ; preds = %conv1_grad.i40.end
-  br label %conv1_weight_grad.i41
-
-conv1_grad.i40:                                   ; preds = %conv1_grad.endif, %conv1_grad.q39
-  %conv1_grad.i40185 = phi i64 [ 0, %conv1_grad.q39 ], [ %i40.next, %conv1_grad.endif ]
-  %577 = mul nsw i64 %conv1_grad.q39184, 36
-  %578 = add nsw i64 %577, %conv1_grad.i40185
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %578
-  %579 = load float, ptr %arena186, align 4
-  %580 = fcmp ogt float %579, 0.000000e+00
-  br i1 %580, label %conv1_grad.then, label %conv1_grad.endif
-
-conv1_grad.i40.end:                               ; preds = %conv1_grad.endif
-  %q39.next = add nsw i64 %conv1_grad.q39184, 1
-  %581 = icmp slt i64 %q39.next, 256
-  br i1 %581, label %conv1_grad.q39, label %conv1_grad.q39.end
-
-conv1_grad.then:                                  ; preds = %conv1_grad.i40
-  %582 = mul nsw i64 %conv1_grad.q39184, 169
-  %583 = add nsw i64 28944, %582
-  %584 = mul nsw i64 %conv1_grad.q39184, 36
-  %585 = add nsw i64 %584, %conv1_grad.i40185
-  %586 = add nsw i64 9216, %585
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 %586
-  %587 = load float, ptr %arena187, align 4
-  %588 = fptosi float %587 to i64
-  %589 = add nsw i64 %583, %588
-  %arena188 = getelementptr inbounds float, ptr %arena, i64 %589
-  %590 = load float, ptr %arena188, align 4
-  %591 = mul nsw i64 %conv1_grad.q39184, 36
-  %592 = add nsw i64 %591, %conv1_grad.i40185
-  %593 = add nsw i64 19728, %592
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 %593
-  %594 = load float, ptr %arena189, align 4
-  %595 = fadd float %590, %594
-  store float %595, ptr %arena188, align 4
-  br label %conv1_grad.endif
-
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i40
-  %i40.next = add nsw i64 %conv1_grad.i40185, 1
-  %596 = icmp slt i64 %i40.next, 36
-  br i1 %596, label %conv1_grad.i40, label %conv1_grad.i40.end
-
-conv1_weight_grad.i41:                            ; preds = %conv1_weight_grad.i41, %conv1_grad.q39.end
-  %conv1_weight_grad.i41190 = phi i64 [ 0, %conv1_grad.q39.end ], [ %i41.next, %conv1_weight_grad.i41 ]
-  %597 = add nsw i64 212816, %conv1_weight_grad.i41190
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %597
-  store float 0.000000e+00, ptr %arena191, align 4
-  %i41.next = add nsw i64 %conv1_weight_grad.i41190, 1
-  %598 = icmp slt i64 %i41.next, 36
-  br i1 %598, label %conv1_weight_grad.i41, label %conv1_weight_grad.i41.end
-
-conv1_weight_grad.i41.end:                        ; preds = %conv1_weight_grad.i41
-  br label %conv1_weight_grad.g42
-
-conv1_weight_grad.g42:                            ; preds = %conv1_weight_grad.mb59.end, %conv1_weight_grad.i41.end
-  %conv1_weight_grad.g42192 = phi i64 [ 0, %conv1_weight_grad.i41.end ], [ %g42.next, %conv1_weight_grad.mb59.end ]
-  br label %conv1_weight_grad.j43
-
-conv1_weight_grad.g42.end:                        ; preds = %conv1_weight_grad.mb59.end
-  br label %conv1_weight_grad.f62
-
-conv1_weight_grad.j43:                            ; preds = %conv1_weight_grad.c44.end, %conv1_weight_grad.g42
-  %conv1_weight_grad.j43193 = phi i64 [ 0, %conv1_weight_grad.g42 ], [ %j43.next, %conv1_weight_grad.c44.end ]
-  br label %conv1_weight_grad.c44
-
-conv1_weight_grad.j43.end:                        ; preds = %conv1_weight_grad.c44.end
-  br label %conv1_weight_grad.j52
-
-conv1_weight_grad.c44:                            ; preds = %conv1_weight_grad.ky45.end, %conv1_weight_grad.j43
-  %conv1_weight_grad.c44194 = phi i64 [ 0, %conv1_weight_grad.j43 ], [ %c44.next, %conv1_weight_grad.ky45.end ]
-  br label %conv1_weight_grad.ky45
-
-conv1_weight_grad.c44.end:                        ; preds = %conv1_weight_grad.ky45.end
-  %j43.next = add nsw i64 %conv1_weight_grad.j43193, 1
-  %599 = icmp slt i64 %j43.next, 64
-  br i1 %599, label %conv1_weight_grad.j43, label %conv1_weight_grad.j43.end
-
-conv1_weight_grad.ky45:                           ; preds = %conv1_weight_grad.oy50.end, %conv1_weight_grad.c44
-  %conv1_weight_grad.ky45195 = phi i64 [ 0, %conv1_weight_grad.c44 ], [ %ky45.next, %conv1_weight_grad.oy50.end ]
-  br label %conv1_weight_grad.oy46
-
-conv1_weight_grad.ky45.end:                       ; preds = %conv1_weight_grad.oy50.end
-  %c44.next = add nsw i64 %conv1_weight_grad.c44194, 1
-  %600 = icmp slt i64 %c44.next, 1
-  br i1 %600, label %conv1_weight_grad.c44, label %conv1_weight_grad.c44.end
-
-conv1_weight_grad.oy46:                           ; preds = %conv1_weight_grad.ox47.end, %conv1_weight_grad.ky45
-  %conv1_weight_grad.oy46196 = phi i64 [ 0, %conv1_weight_grad.ky45 ], [ %oy46.next, %conv1_weight_grad.ox47.end ]
-  br label %conv1_weight_grad.ox47
-
-conv1_weight_grad.oy46.end:                       ; preds = %conv1_weight_grad.ox47.end
-  br label %conv1_weight_grad.oy48
-
-conv1_weight_grad.ox47:                           ; preds = %conv1_weight_grad.ox47, %conv1_weight_grad.oy46
-  %conv1_weight_grad.ox47197 = phi i64 [ 0, %conv1_weight_grad.oy46 ], [ %ox47.next, %conv1_weight_grad.ox47 ]
-  %601 = mul nsw i64 %conv1_weight_grad.g42192, 64
-  %602 = add nsw i64 %601, %conv1_weight_grad.j43193
-  %603 = mul nsw i64 %602, 784
-  %604 = mul nsw i64 %conv1_weight_grad.c44194, 784
-  %605 = add nsw i64 %603, %604
-  %606 = mul nsw i64 %conv1_weight_grad.oy46196, 2
-  %607 = add nsw i64 %606, %conv1_weight_grad.ky45195
-  %608 = mul nsw i64 %607, 28
-  %609 = add nsw i64 %605, %608
-  %610 = mul nsw i64 %conv1_weight_grad.ox47197, 2
-  %611 = add nsw i64 %609, %610
-  %images198 = getelementptr inbounds float, ptr %images, i64 %611
-  %612 = load float, ptr %images198, align 4
-  %613 = mul nsw i64 %conv1_weight_grad.c44194, 3
-  %614 = add nsw i64 %613, %conv1_weight_grad.ky45195
-  %615 = mul nsw i64 %614, 3
-  %616 = mul nsw i64 %615, 10816
-  %617 = add nsw i64 72208, %616
-  %618 = mul nsw i64 %conv1_weight_grad.j43193, 169
-  %619 = add nsw i64 %617, %618
-  %620 = mul nsw i64 %conv1_weight_grad.oy46196, 13
-  %621 = add nsw i64 %620, %conv1_weight_grad.ox47197
-  %622 = add nsw i64 %619, %621
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %622
-  store float %612, ptr %arena199, align 4
-  %ox47.next = add nsw i64 %conv1_weight_grad.ox47197, 1
-  %623 = icmp slt i64 %ox47.next, 13
-  br i1 %623, label %conv1_weight_grad.ox47, label %conv1_weight_grad.ox47.end
-
-conv1_weight_grad.ox47.end:                       ; preds = %conv1_weight_grad.ox47
-  %oy46.next = add nsw i64 %conv1_weight_grad.oy46196, 1
-  %624 = icmp slt i64 %oy46.next, 13
-  br i1 %624, label %conv1_weight_grad.oy46, label %conv1_weight_grad.oy46.end
-
-conv1_weight_grad.oy48:                           ; preds = %conv1_weight_grad.ox49.end, %conv1_weight_grad.oy46.end
-  %conv1_weight_grad.oy48200 = phi i64 [ 0, %conv1_weight_grad.oy46.end ], [ %oy48.next, %conv1_weight_grad.ox49.end ]
-  br label %conv1_weight_grad.ox49
-
-conv1_weight_grad.oy48.end:                       ; preds = %conv1_weight_grad.ox49.end
-  br label %conv1_weight_grad.oy50
-
-conv1_weight_grad.ox49:                           ; preds = %conv1_weight_grad.ox49, %conv1_weight_grad.oy48
-  %conv1_weight_grad.ox49201 = phi i64 [ 0, %conv1_weight_grad.oy48 ], [ %ox49.next, %conv1_weight_grad.ox49 ]
-  %625 = mul nsw i64 %conv1_weight_grad.g42192, 64
-  %626 = add nsw i64 %625, %conv1_weight_grad.j43193
-  %627 = mul nsw i64 %626, 784
-  %628 = mul nsw i64 %conv1_weight_grad.c44194, 784
-  %629 = add nsw i64 %627, %628
-  %630 = mul nsw i64 %conv1_weight_grad.oy48200, 2
-  %631 = add nsw i64 %630, %conv1_weight_grad.ky45195
-  %632 = mul nsw i64 %631, 28
-  %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %conv1_weight_grad.ox49201, 2
-  %635 = add nsw i64 %634, 1
-  %636 = add nsw i64 %633, %635
-  %images202 = getelementptr inbounds float, ptr %images, i64 %636
-  %637 = load float, ptr %images202, align 4
-  %638 = mul nsw i64 %conv1_weight_grad.c44194, 3
-  %639 = add nsw i64 %638, %conv1_weight_grad.ky45195
-  %640 = mul nsw i64 %639, 3
-  %641 = add nsw i64 %640, 1
-  %642 = mul nsw i64 %641, 10816
-  %643 = add nsw i64 72208, %642
-  %644 = mul nsw i64 %conv1_weight_grad.j43193, 169
-  %645 = add nsw i64 %643, %644
-  %646 = mul nsw i64 %conv1_weight_grad.oy48200, 13
-  %647 = add nsw i64 %646, %conv1_weight_grad.ox49201
-  %648 = add nsw i64 %645, %647
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %648
-  store float %637, ptr %arena203, align 4
-  %ox49.next = add nsw i64 %conv1_weight_grad.ox49201, 1
-  %649 = icmp slt i64 %ox49.next, 13
-  br i1 %649, label %conv1_weight_grad.ox49, label %conv1_weight_grad.ox49.end
-
-conv1_weight_grad.ox49.end:                       ; preds = %conv1_weight_grad.ox49
-  %oy48.next = add nsw i64 %conv1_weight_grad.oy48200, 1
-  %650 = icmp slt i64 %oy48.next, 13
-  br i1 %650, label %conv1_weight_grad.oy48, label %conv1_weight_grad.oy48.end
-
-conv1_weight_grad.oy50:                           ; preds = %conv1_weight_grad.ox51.end, %conv1_weight_grad.oy48.end
-  %conv1_weight_grad.oy50204 = phi i64 [ 0, %conv1_weight_grad.oy48.end ], [ %oy50.next, %conv1_weight_grad.ox51.end ]
-  br label %conv1_weight_grad.ox51
-
-conv1_weight_grad.oy50.end:                       ; preds = %conv1_weight_grad.ox51.end
-  %ky45.next = add nsw i64 %conv1_weight_grad.ky45195, 1
-  %651 = icmp slt i64 %ky45.next, 3
-  br i1 %651, label %conv1_weight_grad.ky45, label %conv1_weight_grad.ky45.end
-
-conv1_weight_grad.ox51:                           ; preds = %conv1_weight_grad.ox51, %conv1_weight_grad.oy50
-  %conv1_weight_grad.ox51205 = phi i64 [ 0, %conv1_weight_grad.oy50 ], [ %ox51.next, %conv1_weight_grad.ox51 ]
-  %652 = mul nsw i64 %conv1_weight_grad.g42192, 64
-  %653 = add nsw i64 %652, %conv1_weight_grad.j43193
-  %654 = mul nsw i64 %653, 784
-  %655 = mul nsw i64 %conv1_weight_grad.c44194, 784
-  %656 = add nsw i64 %654, %655
-  %657 = mul nsw i64 %conv1_weight_grad.oy50204, 2
-  %658 = add nsw i64 %657, %conv1_weight_grad.ky45195
-  %659 = mul nsw i64 %658, 28
-  %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %conv1_weight_grad.ox51205, 2
-  %662 = add nsw i64 %661, 2
-  %663 = add nsw i64 %660, %662
-  %images206 = getelementptr inbounds float, ptr %images, i64 %663
-  %664 = load float, ptr %images206, align 4
-  %665 = mul nsw i64 %conv1_weight_grad.c44194, 3
-  %666 = add nsw i64 %665, %conv1_weight_grad.ky45195
-  %667 = mul nsw i64 %666, 3
-  %668 = add nsw i64 %667, 2
-  %669 = mul nsw i64 %668, 10816
-  %670 = add nsw i64 72208, %669
-  %671 = mul nsw i64 %conv1_weight_grad.j43193, 169
-  %672 = add nsw i64 %670, %671
-  %673 = mul nsw i64 %conv1_weight_grad.oy50204, 13
-  %674 = add nsw i64 %673, %conv1_weight_grad.ox51205
-  %675 = add nsw i64 %672, %674
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 %675
-  store float %664, ptr %arena207, align 4
-  %ox51.next = add nsw i64 %conv1_weight_grad.ox51205, 1
-  %676 = icmp slt i64 %ox51.next, 13
-  br i1 %676, label %conv1_weight_grad.ox51, label %conv1_weight_grad.ox51.end
-
-conv1_weight_grad.ox51.end:                       ; preds = %conv1_weight_grad.ox51
-  %oy50.next = add nsw i64 %conv1_weight_grad.oy50204, 1
-  %677 = icmp slt i64 %oy50.next, 13
-  br i1 %677, label %conv1_weight_grad.oy50, label %conv1_weight_grad.oy50.end
-
-conv1_weight_grad.j52:                            ; preds = %conv1_weight_grad.i53.end, %conv1_weight_grad.j43.end
-  %conv1_weight_grad.j52208 = phi i64 [ 0, %conv1_weight_grad.j43.end ], [ %j52.next, %conv1_weight_grad.i53.end ]
-  br label %conv1_weight_grad.i53
-
-conv1_weight_grad.j52.end:                        ; preds = %conv1_weight_grad.i53.end
-  br label %conv1_weight_grad.kp55
-
-conv1_weight_grad.i53:                            ; preds = %conv1_weight_grad.f54.end, %conv1_weight_grad.j52
-  %conv1_weight_grad.i53209 = phi i64 [ 0, %conv1_weight_grad.j52 ], [ %i53.next, %conv1_weight_grad.f54.end ]
-  br label %conv1_weight_grad.f54
-
-conv1_weight_grad.i53.end:                        ; preds = %conv1_weight_grad.f54.end
-  %j52.next = add nsw i64 %conv1_weight_grad.j52208, 1
-  %678 = icmp slt i64 %j52.next, 64
-  br i1 %678, label %conv1_weight_grad.j52, label %conv1_weight_grad.j52.end
-
-conv1_weight_grad.f54:                            ; preds = %conv1_weight_grad.f54, %conv1_weight_grad.i53
-  %conv1_weight_grad.f54210 = phi i64 [ 0, %conv1_weight_grad.i53 ], [ %f54.next, %conv1_weight_grad.f54 ]
-  %679 = mul nsw i64 %conv1_weight_grad.g42192, 64
-  %680 = add nsw i64 %679, %conv1_weight_grad.j52208
-  %681 = mul nsw i64 %680, 676
-  %682 = add nsw i64 28944, %681
-  %683 = mul nsw i64 %conv1_weight_grad.f54210, 169
-  %684 = add nsw i64 %682, %683
-  %685 = add nsw i64 %684, %conv1_weight_grad.i53209
-  %arena211 = getelementptr inbounds float, ptr %arena, i64 %685
-  %686 = load float, ptr %arena211, align 4
-  %687 = mul nsw i64 %conv1_weight_grad.j52208, 169
-  %688 = add nsw i64 %687, %conv1_weight_grad.i53209
-  %689 = mul nsw i64 %688, 4
-  %690 = add nsw i64 169552, %689
-  %691 = add nsw i64 %690, %conv1_weight_grad.f54210
-  %arena212 = getelementptr inbounds float, ptr %arena, i64 %691
-  store float %686, ptr %arena212, align 4
-  %f54.next = add nsw i64 %conv1_weight_grad.f54210, 1
-  %692 = icmp slt i64 %f54.next, 4
-  br i1 %692, label %conv1_weight_grad.f54, label %conv1_weight_grad.f54.end
-
-conv1_weight_grad.f54.end:                        ; preds = %conv1_weight_grad.f54
-  %i53.next = add nsw i64 %conv1_weight_grad.i53209, 1
-  %693 = icmp slt i64 %i53.next, 169
-  br i1 %693, label %conv1_weight_grad.i53, label %conv1_weight_grad.i53.end
-
-conv1_weight_grad.kp55:                           ; preds = %conv1_weight_grad.mb56.end, %conv1_weight_grad.j52.end
-  %conv1_weight_grad.kp55213 = phi i64 [ 0, %conv1_weight_grad.j52.end ], [ %kp55.next, %conv1_weight_grad.mb56.end ]
-  br label %conv1_weight_grad.mb56
-
-conv1_weight_grad.kp55.end:                       ; preds = %conv1_weight_grad.mb56.end
-  br label %conv1_weight_grad.mb59
-
-conv1_weight_grad.mb56:                           ; preds = %conv1_weight_grad.k58.end, %conv1_weight_grad.kp55
-  %conv1_weight_grad.mb56214 = phi i64 [ 0, %conv1_weight_grad.kp55 ], [ %mb56.next, %conv1_weight_grad.k58.end ]
-  %694 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %695 = mul nsw i64 %694, 4
-  %696 = add nsw i64 212816, %695
-  %arena215 = getelementptr inbounds float, ptr %arena, i64 %696
-  %697 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena215, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %697, ptr %conv1_weight_grad.t57_c0_0, align 64
-  %698 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %699 = add nsw i64 %698, 1
-  %700 = mul nsw i64 %699, 4
-  %701 = add nsw i64 212816, %700
-  %arena216 = getelementptr inbounds float, ptr %arena, i64 %701
-  %702 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena216, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %702, ptr %conv1_weight_grad.t57_c1_0, align 64
-  %703 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %704 = add nsw i64 %703, 2
-  %705 = mul nsw i64 %704, 4
-  %706 = add nsw i64 212816, %705
-  %arena217 = getelementptr inbounds float, ptr %arena, i64 %706
-  %707 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena217, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %707, ptr %conv1_weight_grad.t57_c2_0, align 64
-  %708 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %709 = add nsw i64 %708, 3
-  %710 = mul nsw i64 %709, 4
-  %711 = add nsw i64 212816, %710
-  %arena218 = getelementptr inbounds float, ptr %arena, i64 %711
-  %712 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena218, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %712, ptr %conv1_weight_grad.t57_c3_0, align 64
-  %713 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %714 = add nsw i64 %713, 4
-  %715 = mul nsw i64 %714, 4
-  %716 = add nsw i64 212816, %715
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 %716
-  %717 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena219, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %717, ptr %conv1_weight_grad.t57_c4_0, align 64
-  %718 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %719 = add nsw i64 %718, 5
-  %720 = mul nsw i64 %719, 4
-  %721 = add nsw i64 212816, %720
-  %arena220 = getelementptr inbounds float, ptr %arena, i64 %721
-  %722 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena220, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %722, ptr %conv1_weight_grad.t57_c5_0, align 64
-  %723 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %724 = add nsw i64 %723, 6
-  %725 = mul nsw i64 %724, 4
-  %726 = add nsw i64 212816, %725
-  %arena221 = getelementptr inbounds float, ptr %arena, i64 %726
-  %727 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena221, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %727, ptr %conv1_weight_grad.t57_c6_0, align 64
-  %728 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %729 = add nsw i64 %728, 7
-  %730 = mul nsw i64 %729, 4
-  %731 = add nsw i64 212816, %730
-  %arena222 = getelementptr inbounds float, ptr %arena, i64 %731
-  %732 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena222, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %732, ptr %conv1_weight_grad.t57_c7_0, align 64
-  %733 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %734 = add nsw i64 %733, 8
-  %735 = mul nsw i64 %734, 4
-  %736 = add nsw i64 212816, %735
-  %arena223 = getelementptr inbounds float, ptr %arena, i64 %736
-  %737 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena223, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %737, ptr %conv1_weight_grad.t57_c8_0, align 64
-  br label %conv1_weight_grad.k58
-
-conv1_weight_grad.mb56.end:                       ; preds = %conv1_weight_grad.k58.end
-  %kp55.next = add nsw i64 %conv1_weight_grad.kp55213, 1
-  %738 = icmp slt i64 %kp55.next, 28
-  br i1 %738, label %conv1_weight_grad.kp55, label %conv1_weight_grad.kp55.end
-
-conv1_weight_grad.k58:                            ; preds = %conv1_weight_grad.k58, %conv1_weight_grad.mb56
-  %conv1_weight_grad.k58224 = phi i64 [ 0, %conv1_weight_grad.mb56 ], [ %k58.next, %conv1_weight_grad.k58 ]
-  %739 = mul nsw i64 %conv1_weight_grad.kp55213, 373
-  %740 = add nsw i64 %conv1_weight_grad.k58224, %739
-  %741 = mul nsw i64 %740, 4
-  %742 = add nsw i64 169552, %741
-  %arena225 = getelementptr inbounds float, ptr %arena, i64 %742
-  %743 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena225, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %743, ptr %conv1_weight_grad.t57_b0, align 64
-  %744 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %745 = mul nsw i64 %744, 10816
-  %746 = add nsw i64 72208, %745
-  %747 = mul nsw i64 %conv1_weight_grad.kp55213, 373
-  %748 = add nsw i64 %conv1_weight_grad.k58224, %747
-  %749 = add nsw i64 %746, %748
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 %749
-  %750 = load float, ptr %arena226, align 4
-  %751 = insertelement <16 x float> undef, float %750, i32 0
-  %752 = shufflevector <16 x float> %751, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %752, ptr %conv1_weight_grad.t57_a0, align 64
-  %t57_a0 = load <16 x float>, ptr %conv1_weight_grad.t57_a0, align 64
-  %t57_b0 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
-  %t57_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c0_0, align 64
-  %753 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0, <16 x float> %t57_b0, <16 x float> %t57_c0_0)
-  store <16 x float> %753, ptr %conv1_weight_grad.t57_c0_0, align 64
-  %754 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %755 = add nsw i64 %754, 1
-  %756 = mul nsw i64 %755, 10816
-  %757 = add nsw i64 72208, %756
-  %758 = mul nsw i64 %conv1_weight_grad.kp55213, 373
-  %759 = add nsw i64 %conv1_weight_grad.k58224, %758
-  %760 = add nsw i64 %757, %759
-  %arena227 = getelementptr inbounds float, ptr %arena, i64 %760
-  %761 = load float, ptr %arena227, align 4
-  %762 = insertelement <16 x float> undef, float %761, i32 0
-  %763 = shufflevector <16 x float> %762, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %763, ptr %conv1_weight_grad.t57_a1, align 64
-  %t57_a1 = load <16 x float>, ptr %conv1_weight_grad.t57_a1, align 64
-  %t57_b0228 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
-  %t57_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c1_0, align 64
-  %764 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1, <16 x float> %t57_b0228, <16 x float> %t57_c1_0)
-  store <16 x float> %764, ptr %conv1_weight_grad.t57_c1_0, align 64
-  %765 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %766 = add nsw i64 %765, 2
-  %767 = mul nsw i64 %766, 10816
-  %768 = add nsw i64 72208, %767
-  %769 = mul nsw i64 %conv1_weight_grad.kp55213, 373
-  %770 = add nsw i64 %conv1_weight_grad.k58224, %769
-  %771 = add nsw i64 %768, %770
-  %arena229 = getelementptr inbounds float, ptr %arena, i64 %771
-  %772 = load float, ptr %arena229, align 4
-  %773 = insertelement <16 x float> undef, float %772, i32 0
-  %774 = shufflevector <16 x float> %773, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %774, ptr %conv1_weight_grad.t57_a2, align 64
-  %t57_a2 = load <16 x float>, ptr %conv1_weight_grad.t57_a2, align 64
-  %t57_b0230 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
-  %t57_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c2_0, align 64
-  %775 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2, <16 x float> %t57_b0230, <16 x float> %t57_c2_0)
-  store <16 x float> %775, ptr %conv1_weight_grad.t57_c2_0, align 64
-  %776 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %777 = add nsw i64 %776, 3
-  %778 = mul nsw i64 %777, 10816
-  %779 = add nsw i64 72208, %778
-  %780 = mul nsw i64 %conv1_weight_grad.kp55213, 373
-  %781 = add nsw i64 %conv1_weight_grad.k58224, %780
-  %782 = add nsw i64 %779, %781
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 %782
-  %783 = load float, ptr %arena231, align 4
-  %784 = insertelement <16 x float> undef, float %783, i32 0
-  %785 = shufflevector <16 x float> %784, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %785, ptr %conv1_weight_grad.t57_a3, align 64
-  %t57_a3 = load <16 x float>, ptr %conv1_weight_grad.t57_a3, align 64
-  %t57_b0232 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
-  %t57_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c3_0, align 64
-  %786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3, <16 x float> %t57_b0232, <16 x float> %t57_c3_0)
-  store <16 x float> %786, ptr %conv1_weight_grad.t57_c3_0, align 64
-  %787 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %788 = add nsw i64 %787, 4
-  %789 = mul nsw i64 %788, 10816
-  %790 = add nsw i64 72208, %789
-  %791 = mul nsw i64 %conv1_weight_grad.kp55213, 373
-  %792 = add nsw i64 %conv1_weight_grad.k58224, %791
-  %793 = add nsw i64 %790, %792
-  %arena233 = getelementptr inbounds float, ptr %arena, i64 %793
-  %794 = load float, ptr %arena233, align 4
-  %795 = insertelement <16 x float> undef, float %794, i32 0
-  %796 = shufflevector <16 x float> %795, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %796, ptr %conv1_weight_grad.t57_a4, align 64
-  %t57_a4 = load <16 x float>, ptr %conv1_weight_grad.t57_a4, align 64
-  %t57_b0234 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
-  %t57_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c4_0, align 64
-  %797 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a4, <16 x float> %t57_b0234, <16 x float> %t57_c4_0)
-  store <16 x float> %797, ptr %conv1_weight_grad.t57_c4_0, align 64
-  %798 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %799 = add nsw i64 %798, 5
-  %800 = mul nsw i64 %799, 10816
-  %801 = add nsw i64 72208, %800
-  %802 = mul nsw i64 %conv1_weight_grad.kp55213, 373
-  %803 = add nsw i64 %conv1_weight_grad.k58224, %802
-  %804 = add nsw i64 %801, %803
-  %arena235 = getelementptr inbounds float, ptr %arena, i64 %804
-  %805 = load float, ptr %arena235, align 4
-  %806 = insertelement <16 x float> undef, float %805, i32 0
-  %807 = shufflevector <16 x float> %806, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %807, ptr %conv1_weight_grad.t57_a5, align 64
-  %t57_a5 = load <16 x float>, ptr %conv1_weight_grad.t57_a5, align 64
-  %t57_b0236 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
-  %t57_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c5_0, align 64
-  %808 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a5, <16 x float> %t57_b0236, <16 x float> %t57_c5_0)
-  store <16 x float> %808, ptr %conv1_weight_grad.t57_c5_0, align 64
-  %809 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %810 = add nsw i64 %809, 6
-  %811 = mul nsw i64 %810, 10816
-  %812 = add nsw i64 72208, %811
-  %813 = mul nsw i64 %conv1_weight_grad.kp55213, 373
-  %814 = add nsw i64 %conv1_weight_grad.k58224, %813
-  %815 = add nsw i64 %812, %814
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %815
-  %816 = load float, ptr %arena237, align 4
-  %817 = insertelement <16 x float> undef, float %816, i32 0
-  %818 = shufflevector <16 x float> %817, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %818, ptr %conv1_weight_grad.t57_a6, align 64
-  %t57_a6 = load <16 x float>, ptr %conv1_weight_grad.t57_a6, align 64
-  %t57_b0238 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
-  %t57_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c6_0, align 64
-  %819 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a6, <16 x float> %t57_b0238, <16 x float> %t57_c6_0)
-  store <16 x float> %819, ptr %conv1_weight_grad.t57_c6_0, align 64
-  %820 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %821 = add nsw i64 %820, 7
-  %822 = mul nsw i64 %821, 10816
-  %823 = add nsw i64 72208, %822
-  %824 = mul nsw i64 %conv1_weight_grad.kp55213, 373
-  %825 = add nsw i64 %conv1_weight_grad.k58224, %824
-  %826 = add nsw i64 %823, %825
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %826
-  %827 = load float, ptr %arena239, align 4
-  %828 = insertelement <16 x float> undef, float %827, i32 0
-  %829 = shufflevector <16 x float> %828, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %829, ptr %conv1_weight_grad.t57_a7, align 64
-  %t57_a7 = load <16 x float>, ptr %conv1_weight_grad.t57_a7, align 64
-  %t57_b0240 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
-  %t57_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c7_0, align 64
-  %830 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a7, <16 x float> %t57_b0240, <16 x float> %t57_c7_0)
-  store <16 x float> %830, ptr %conv1_weight_grad.t57_c7_0, align 64
-  %831 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %832 = add nsw i64 %831, 8
-  %833 = mul nsw i64 %832, 10816
-  %834 = add nsw i64 72208, %833
-  %835 = mul nsw i64 %conv1_weight_grad.kp55213, 373
-  %836 = add nsw i64 %conv1_weight_grad.k58224, %835
-  %837 = add nsw i64 %834, %836
-  %arena241 = getelementptr inbounds float, ptr %arena, i64 %837
-  %838 = load float, ptr %arena241, align 4
+fc1_weight_grad.k40:                              ; preds = %fc1_weight_grad.k40, %fc1_weight_grad.mb36.end
+  %fc1_weight_grad.k40270 = phi i64 [ 0, %fc1_weight_grad.mb36.end ], [ %k40.next, %fc1_weight_grad.k40 ]
+  %817 = mul nsw i64 %fc1_weight_grad.k40270, 144
+  %818 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %819 = add nsw i64 %817, %818
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %819
+  %820 = load <16 x float>, ptr %arena271, align 4
+  store <16 x float> %820, ptr %fc1_weight_grad.t39_b0, align 64
+  %821 = mul nsw i64 %fc1_weight_grad.k40270, 144
+  %822 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %823 = add nsw i64 %821, %822
+  %824 = add nsw i64 %823, 16
+  %arena272 = getelementptr inbounds float, ptr %arena, i64 %824
+  %825 = load <16 x float>, ptr %arena272, align 4
+  store <16 x float> %825, ptr %fc1_weight_grad.t39_b1, align 64
+  %826 = mul nsw i64 %fc1_weight_grad.k40270, 144
+  %827 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %828 = add nsw i64 %826, %827
+  %829 = add nsw i64 %828, 32
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %829
+  %830 = load <16 x float>, ptr %arena273, align 4
+  store <16 x float> %830, ptr %fc1_weight_grad.t39_b2, align 64
+  %831 = mul nsw i64 %fc1_weight_grad.k40270, 144
+  %832 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %833 = add nsw i64 %831, %832
+  %834 = add nsw i64 %833, 48
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 %834
+  %835 = load <16 x float>, ptr %arena274, align 4
+  store <16 x float> %835, ptr %fc1_weight_grad.t39_b3, align 64
+  %836 = mul nsw i64 %fc1_weight_grad.k40270, 10
+  %837 = add nsw i64 19094, %836
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %837
+  %838 = load float, ptr %arena275, align 4
   %839 = insertelement <16 x float> undef, float %838, i32 0
   %840 = shufflevector <16 x float> %839, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %840, ptr %conv1_weight_grad.t57_a8, align 64
-  %t57_a8 = load <16 x float>, ptr %conv1_weight_grad.t57_a8, align 64
-  %t57_b0242 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
-  %t57_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c8_0, align 64
-  %841 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a8, <16 x float> %t57_b0242, <16 x float> %t57_c8_0)
-  store <16 x float> %841, ptr %conv1_weight_grad.t57_c8_0, align 64
-  %k58.next = add nsw i64 %conv1_weight_grad.k58224, 1
-  %842 = icmp slt i64 %k58.next, 373
-  br i1 %842, label %conv1_weight_grad.k58, label %conv1_weight_grad.k58.end
+  store <16 x float> %840, ptr %fc1_weight_grad.t39_a0, align 64
+  %t39_a0 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
+  %t39_b0 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
+  %t39_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_0, align 64
+  %841 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0, <16 x float> %t39_b0, <16 x float> %t39_c0_0)
+  store <16 x float> %841, ptr %fc1_weight_grad.t39_c0_0, align 64
+  %t39_a0276 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
+  %t39_b1 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
+  %t39_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_1, align 64
+  %842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0276, <16 x float> %t39_b1, <16 x float> %t39_c0_1)
+  store <16 x float> %842, ptr %fc1_weight_grad.t39_c0_1, align 64
+  %t39_a0277 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
+  %t39_b2 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
+  %t39_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_2, align 64
+  %843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0277, <16 x float> %t39_b2, <16 x float> %t39_c0_2)
+  store <16 x float> %843, ptr %fc1_weight_grad.t39_c0_2, align 64
+  %t39_a0278 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
+  %t39_b3 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
+  %t39_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_3, align 64
+  %844 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0278, <16 x float> %t39_b3, <16 x float> %t39_c0_3)
+  store <16 x float> %844, ptr %fc1_weight_grad.t39_c0_3, align 64
+  %845 = mul nsw i64 %fc1_weight_grad.k40270, 10
+  %846 = add nsw i64 19095, %845
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %846
+  %847 = load float, ptr %arena279, align 4
+  %848 = insertelement <16 x float> undef, float %847, i32 0
+  %849 = shufflevector <16 x float> %848, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %849, ptr %fc1_weight_grad.t39_a1, align 64
+  %t39_a1 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
+  %t39_b0280 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
+  %t39_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_0, align 64
+  %850 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1, <16 x float> %t39_b0280, <16 x float> %t39_c1_0)
+  store <16 x float> %850, ptr %fc1_weight_grad.t39_c1_0, align 64
+  %t39_a1281 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
+  %t39_b1282 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
+  %t39_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_1, align 64
+  %851 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1281, <16 x float> %t39_b1282, <16 x float> %t39_c1_1)
+  store <16 x float> %851, ptr %fc1_weight_grad.t39_c1_1, align 64
+  %t39_a1283 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
+  %t39_b2284 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
+  %t39_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_2, align 64
+  %852 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1283, <16 x float> %t39_b2284, <16 x float> %t39_c1_2)
+  store <16 x float> %852, ptr %fc1_weight_grad.t39_c1_2, align 64
+  %t39_a1285 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
+  %t39_b3286 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
+  %t39_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_3, align 64
+  %853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1285, <16 x float> %t39_b3286, <16 x float> %t39_c1_3)
+  store <16 x float> %853, ptr %fc1_weight_grad.t39_c1_3, align 64
+  %854 = mul nsw i64 %fc1_weight_grad.k40270, 10
+  %855 = add nsw i64 19096, %854
+  %arena287 = getelementptr inbounds float, ptr %arena, i64 %855
+  %856 = load float, ptr %arena287, align 4
+  %857 = insertelement <16 x float> undef, float %856, i32 0
+  %858 = shufflevector <16 x float> %857, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %858, ptr %fc1_weight_grad.t39_a2, align 64
+  %t39_a2 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
+  %t39_b0288 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
+  %t39_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_0, align 64
+  %859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2, <16 x float> %t39_b0288, <16 x float> %t39_c2_0)
+  store <16 x float> %859, ptr %fc1_weight_grad.t39_c2_0, align 64
+  %t39_a2289 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
+  %t39_b1290 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
+  %t39_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_1, align 64
+  %860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2289, <16 x float> %t39_b1290, <16 x float> %t39_c2_1)
+  store <16 x float> %860, ptr %fc1_weight_grad.t39_c2_1, align 64
+  %t39_a2291 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
+  %t39_b2292 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
+  %t39_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_2, align 64
+  %861 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2291, <16 x float> %t39_b2292, <16 x float> %t39_c2_2)
+  store <16 x float> %861, ptr %fc1_weight_grad.t39_c2_2, align 64
+  %t39_a2293 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
+  %t39_b3294 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
+  %t39_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_3, align 64
+  %862 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2293, <16 x float> %t39_b3294, <16 x float> %t39_c2_3)
+  store <16 x float> %862, ptr %fc1_weight_grad.t39_c2_3, align 64
+  %863 = mul nsw i64 %fc1_weight_grad.k40270, 10
+  %864 = add nsw i64 19097, %863
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %864
+  %865 = load float, ptr %arena295, align 4
+  %866 = insertelement <16 x float> undef, float %865, i32 0
+  %867 = shufflevector <16 x float> %866, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %867, ptr %fc1_weight_grad.t39_a3, align 64
+  %t39_a3 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
+  %t39_b0296 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
+  %t39_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_0, align 64
+  %868 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3, <16 x float> %t39_b0296, <16 x float> %t39_c3_0)
+  store <16 x float> %868, ptr %fc1_weight_grad.t39_c3_0, align 64
+  %t39_a3297 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
+  %t39_b1298 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
+  %t39_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_1, align 64
+  %869 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3297, <16 x float> %t39_b1298, <16 x float> %t39_c3_1)
+  store <16 x float> %869, ptr %fc1_weight_grad.t39_c3_1, align 64
+  %t39_a3299 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
+  %t39_b2300 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
+  %t39_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_2, align 64
+  %870 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3299, <16 x float> %t39_b2300, <16 x float> %t39_c3_2)
+  store <16 x float> %870, ptr %fc1_weight_grad.t39_c3_2, align 64
+  %t39_a3301 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
+  %t39_b3302 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
+  %t39_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_3, align 64
+  %871 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3301, <16 x float> %t39_b3302, <16 x float> %t39_c3_3)
+  store <16 x float> %871, ptr %fc1_weight_grad.t39_c3_3, align 64
+  %k40.next = add nsw i64 %fc1_weight_grad.k40270, 1
+  %872 = icmp slt i64 %k40.next, 64
+  br i1 %872, label %fc1_weight_grad.k40, label %fc1_weight_grad.k40.end
 
-conv1_weight_grad.k58.end:                        ; preds = %conv1_weight_grad.k58
-  %t57_c0_0243 = load <16 x float>, ptr %conv1_weight_grad.t57_c0_0, align 64
-  %843 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %844 = mul nsw i64 %843, 4
-  %845 = add nsw i64 212816, %844
-  %arena244 = getelementptr inbounds float, ptr %arena, i64 %845
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c0_0243, ptr %arena244, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t57_c1_0245 = load <16 x float>, ptr %conv1_weight_grad.t57_c1_0, align 64
-  %846 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %847 = add nsw i64 %846, 1
-  %848 = mul nsw i64 %847, 4
-  %849 = add nsw i64 212816, %848
-  %arena246 = getelementptr inbounds float, ptr %arena, i64 %849
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c1_0245, ptr %arena246, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t57_c2_0247 = load <16 x float>, ptr %conv1_weight_grad.t57_c2_0, align 64
-  %850 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %851 = add nsw i64 %850, 2
-  %852 = mul nsw i64 %851, 4
-  %853 = add nsw i64 212816, %852
-  %arena248 = getelementptr inbounds float, ptr %arena, i64 %853
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c2_0247, ptr %arena248, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t57_c3_0249 = load <16 x float>, ptr %conv1_weight_grad.t57_c3_0, align 64
-  %854 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %855 = add nsw i64 %854, 3
-  %856 = mul nsw i64 %855, 4
-  %857 = add nsw i64 212816, %856
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %857
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c3_0249, ptr %arena250, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t57_c4_0251 = load <16 x float>, ptr %conv1_weight_grad.t57_c4_0, align 64
-  %858 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %859 = add nsw i64 %858, 4
-  %860 = mul nsw i64 %859, 4
-  %861 = add nsw i64 212816, %860
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 %861
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c4_0251, ptr %arena252, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t57_c5_0253 = load <16 x float>, ptr %conv1_weight_grad.t57_c5_0, align 64
-  %862 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %863 = add nsw i64 %862, 5
-  %864 = mul nsw i64 %863, 4
-  %865 = add nsw i64 212816, %864
-  %arena254 = getelementptr inbounds float, ptr %arena, i64 %865
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c5_0253, ptr %arena254, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t57_c6_0255 = load <16 x float>, ptr %conv1_weight_grad.t57_c6_0, align 64
-  %866 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %867 = add nsw i64 %866, 6
-  %868 = mul nsw i64 %867, 4
-  %869 = add nsw i64 212816, %868
-  %arena256 = getelementptr inbounds float, ptr %arena, i64 %869
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c6_0255, ptr %arena256, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t57_c7_0257 = load <16 x float>, ptr %conv1_weight_grad.t57_c7_0, align 64
-  %870 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %871 = add nsw i64 %870, 7
-  %872 = mul nsw i64 %871, 4
-  %873 = add nsw i64 212816, %872
-  %arena258 = getelementptr inbounds float, ptr %arena, i64 %873
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c7_0257, ptr %arena258, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t57_c8_0259 = load <16 x float>, ptr %conv1_weight_grad.t57_c8_0, align 64
-  %874 = mul nsw i64 %conv1_weight_grad.mb56214, 9
-  %875 = add nsw i64 %874, 8
-  %876 = mul nsw i64 %875, 4
-  %877 = add nsw i64 212816, %876
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 %877
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c8_0259, ptr %arena260, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %mb56.next = add nsw i64 %conv1_weight_grad.mb56214, 1
-  %878 = icmp slt i64 %mb56.next, 1
-  br i1 %878, label %conv1_weight_grad.mb56, label %conv1_weight_grad.mb56.end
+fc1_weight_grad.k40.end:                          ; preds = %fc1_weight_grad.k40
+  %t39_c0_0303 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_0, align 64
+  %873 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %874 = add nsw i64 904, %873
+  %grads304 = getelementptr inbounds float, ptr %grads, i64 %874
+  store <16 x float> %t39_c0_0303, ptr %grads304, align 4
+  %t39_c0_1305 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_1, align 64
+  %875 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %876 = add nsw i64 904, %875
+  %877 = add nsw i64 %876, 16
+  %grads306 = getelementptr inbounds float, ptr %grads, i64 %877
+  store <16 x float> %t39_c0_1305, ptr %grads306, align 4
+  %t39_c0_2307 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_2, align 64
+  %878 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %879 = add nsw i64 904, %878
+  %880 = add nsw i64 %879, 32
+  %grads308 = getelementptr inbounds float, ptr %grads, i64 %880
+  store <16 x float> %t39_c0_2307, ptr %grads308, align 4
+  %t39_c0_3309 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_3, align 64
+  %881 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %882 = add nsw i64 904, %881
+  %883 = add nsw i64 %882, 48
+  %grads310 = getelementptr inbounds float, ptr %grads, i64 %883
+  store <16 x float> %t39_c0_3309, ptr %grads310, align 4
+  %t39_c1_0311 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_0, align 64
+  %884 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %885 = add nsw i64 1048, %884
+  %grads312 = getelementptr inbounds float, ptr %grads, i64 %885
+  store <16 x float> %t39_c1_0311, ptr %grads312, align 4
+  %t39_c1_1313 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_1, align 64
+  %886 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %887 = add nsw i64 1048, %886
+  %888 = add nsw i64 %887, 16
+  %grads314 = getelementptr inbounds float, ptr %grads, i64 %888
+  store <16 x float> %t39_c1_1313, ptr %grads314, align 4
+  %t39_c1_2315 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_2, align 64
+  %889 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %890 = add nsw i64 1048, %889
+  %891 = add nsw i64 %890, 32
+  %grads316 = getelementptr inbounds float, ptr %grads, i64 %891
+  store <16 x float> %t39_c1_2315, ptr %grads316, align 4
+  %t39_c1_3317 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_3, align 64
+  %892 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %893 = add nsw i64 1048, %892
+  %894 = add nsw i64 %893, 48
+  %grads318 = getelementptr inbounds float, ptr %grads, i64 %894
+  store <16 x float> %t39_c1_3317, ptr %grads318, align 4
+  %t39_c2_0319 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_0, align 64
+  %895 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %896 = add nsw i64 1192, %895
+  %grads320 = getelementptr inbounds float, ptr %grads, i64 %896
+  store <16 x float> %t39_c2_0319, ptr %grads320, align 4
+  %t39_c2_1321 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_1, align 64
+  %897 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %898 = add nsw i64 1192, %897
+  %899 = add nsw i64 %898, 16
+  %grads322 = getelementptr inbounds float, ptr %grads, i64 %899
+  store <16 x float> %t39_c2_1321, ptr %grads322, align 4
+  %t39_c2_2323 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_2, align 64
+  %900 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %901 = add nsw i64 1192, %900
+  %902 = add nsw i64 %901, 32
+  %grads324 = getelementptr inbounds float, ptr %grads, i64 %902
+  store <16 x float> %t39_c2_2323, ptr %grads324, align 4
+  %t39_c2_3325 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_3, align 64
+  %903 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %904 = add nsw i64 1192, %903
+  %905 = add nsw i64 %904, 48
+  %grads326 = getelementptr inbounds float, ptr %grads, i64 %905
+  store <16 x float> %t39_c2_3325, ptr %grads326, align 4
+  %t39_c3_0327 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_0, align 64
+  %906 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %907 = add nsw i64 1336, %906
+  %grads328 = getelementptr inbounds float, ptr %grads, i64 %907
+  store <16 x float> %t39_c3_0327, ptr %grads328, align 4
+  %t39_c3_1329 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_1, align 64
+  %908 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %909 = add nsw i64 1336, %908
+  %910 = add nsw i64 %909, 16
+  %grads330 = getelementptr inbounds float, ptr %grads, i64 %910
+  store <16 x float> %t39_c3_1329, ptr %grads330, align 4
+  %t39_c3_2331 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_2, align 64
+  %911 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %912 = add nsw i64 1336, %911
+  %913 = add nsw i64 %912, 32
+  %grads332 = getelementptr inbounds float, ptr %grads, i64 %913
+  store <16 x float> %t39_c3_2331, ptr %grads332, align 4
+  %t39_c3_3333 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_3, align 64
+  %914 = mul nsw i64 %fc1_weight_grad.nb35171, 64
+  %915 = add nsw i64 1336, %914
+  %916 = add nsw i64 %915, 48
+  %grads334 = getelementptr inbounds float, ptr %grads, i64 %916
+  store <16 x float> %t39_c3_3333, ptr %grads334, align 4
+  %nb35.next = add nsw i64 %fc1_weight_grad.nb35171, 1
+  %917 = icmp slt i64 %nb35.next, 2
+  br i1 %917, label %fc1_weight_grad.nb35, label %fc1_weight_grad.nb35.end
 
-conv1_weight_grad.mb59:                           ; preds = %conv1_weight_grad.k61.end, %conv1_weight_grad.kp55.end
-  %conv1_weight_grad.mb59261 = phi i64 [ 0, %conv1_weight_grad.kp55.end ], [ %mb59.next, %conv1_weight_grad.k61.end ]
-  %879 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %880 = mul nsw i64 %879, 4
-  %881 = add nsw i64 212816, %880
-  %arena262 = getelementptr inbounds float, ptr %arena, i64 %881
-  %882 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena262, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %882, ptr %conv1_weight_grad.t60_c0_0, align 64
-  %883 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %884 = add nsw i64 %883, 1
-  %885 = mul nsw i64 %884, 4
-  %886 = add nsw i64 212816, %885
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 %886
-  %887 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena263, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %887, ptr %conv1_weight_grad.t60_c1_0, align 64
-  %888 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %889 = add nsw i64 %888, 2
-  %890 = mul nsw i64 %889, 4
-  %891 = add nsw i64 212816, %890
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 %891
-  %892 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena264, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %892, ptr %conv1_weight_grad.t60_c2_0, align 64
-  %893 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %894 = add nsw i64 %893, 3
-  %895 = mul nsw i64 %894, 4
-  %896 = add nsw i64 212816, %895
-  %arena265 = getelementptr inbounds float, ptr %arena, i64 %896
-  %897 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena265, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %897, ptr %conv1_weight_grad.t60_c3_0, align 64
-  %898 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %899 = add nsw i64 %898, 4
-  %900 = mul nsw i64 %899, 4
-  %901 = add nsw i64 212816, %900
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %901
-  %902 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena266, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %902, ptr %conv1_weight_grad.t60_c4_0, align 64
-  %903 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %904 = add nsw i64 %903, 5
-  %905 = mul nsw i64 %904, 4
-  %906 = add nsw i64 212816, %905
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %906
-  %907 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena267, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %907, ptr %conv1_weight_grad.t60_c5_0, align 64
-  %908 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %909 = add nsw i64 %908, 6
-  %910 = mul nsw i64 %909, 4
-  %911 = add nsw i64 212816, %910
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 %911
-  %912 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena268, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %912, ptr %conv1_weight_grad.t60_c6_0, align 64
-  %913 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %914 = add nsw i64 %913, 7
-  %915 = mul nsw i64 %914, 4
-  %916 = add nsw i64 212816, %915
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %916
-  %917 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena269, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %917, ptr %conv1_weight_grad.t60_c7_0, align 64
-  %918 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %919 = add nsw i64 %918, 8
-  %920 = mul nsw i64 %919, 4
-  %921 = add nsw i64 212816, %920
-  %arena270 = getelementptr inbounds float, ptr %arena, i64 %921
-  %922 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena270, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %922, ptr %conv1_weight_grad.t60_c8_0, align 64
-  br label %conv1_weight_grad.k61
+fc1_weight_grad.mb41:                             ; preds = %fc1_weight_grad.k43.end, %fc1_weight_grad.nb35.end
+  %fc1_weight_grad.mb41335 = phi i64 [ 0, %fc1_weight_grad.nb35.end ], [ %mb41.next, %fc1_weight_grad.k43.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c5_0, align 64
+  br label %fc1_weight_grad.k43
 
-conv1_weight_grad.mb59.end:                       ; preds = %conv1_weight_grad.k61.end
-  %g42.next = add nsw i64 %conv1_weight_grad.g42192, 1
-  %923 = icmp slt i64 %g42.next, 1
-  br i1 %923, label %conv1_weight_grad.g42, label %conv1_weight_grad.g42.end
+fc1_weight_grad.mb41.end:                         ; preds = %fc1_weight_grad.k43.end
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t44_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t44_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t44_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t44_c3_0, align 64
+  br label %fc1_weight_grad.k45
 
-conv1_weight_grad.k61:                            ; preds = %conv1_weight_grad.k61, %conv1_weight_grad.mb59
-  %conv1_weight_grad.k61271 = phi i64 [ 0, %conv1_weight_grad.mb59 ], [ %k61.next, %conv1_weight_grad.k61 ]
-  %924 = add nsw i64 %conv1_weight_grad.k61271, 10444
-  %925 = mul nsw i64 %924, 4
-  %926 = add nsw i64 169552, %925
-  %arena272 = getelementptr inbounds float, ptr %arena, i64 %926
-  %927 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena272, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %927, ptr %conv1_weight_grad.t60_b0, align 64
-  %928 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %929 = mul nsw i64 %928, 10816
-  %930 = add nsw i64 72208, %929
-  %931 = add nsw i64 %conv1_weight_grad.k61271, 10444
-  %932 = add nsw i64 %930, %931
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %932
-  %933 = load float, ptr %arena273, align 4
-  %934 = insertelement <16 x float> undef, float %933, i32 0
-  %935 = shufflevector <16 x float> %934, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %935, ptr %conv1_weight_grad.t60_a0, align 64
-  %t60_a0 = load <16 x float>, ptr %conv1_weight_grad.t60_a0, align 64
-  %t60_b0 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
-  %t60_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c0_0, align 64
-  %936 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a0, <16 x float> %t60_b0, <16 x float> %t60_c0_0)
-  store <16 x float> %936, ptr %conv1_weight_grad.t60_c0_0, align 64
-  %937 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %938 = add nsw i64 %937, 1
-  %939 = mul nsw i64 %938, 10816
-  %940 = add nsw i64 72208, %939
-  %941 = add nsw i64 %conv1_weight_grad.k61271, 10444
+fc1_weight_grad.k43:                              ; preds = %fc1_weight_grad.k43, %fc1_weight_grad.mb41
+  %fc1_weight_grad.k43336 = phi i64 [ 0, %fc1_weight_grad.mb41 ], [ %k43.next, %fc1_weight_grad.k43 ]
+  %918 = mul nsw i64 %fc1_weight_grad.k43336, 144
+  %919 = add nsw i64 %918, 128
+  %arena337 = getelementptr inbounds float, ptr %arena, i64 %919
+  %920 = load <16 x float>, ptr %arena337, align 4
+  store <16 x float> %920, ptr %fc1_weight_grad.t42_b0, align 64
+  %921 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %922 = add nsw i64 19088, %921
+  %923 = mul nsw i64 %fc1_weight_grad.k43336, 10
+  %924 = add nsw i64 %922, %923
+  %arena338 = getelementptr inbounds float, ptr %arena, i64 %924
+  %925 = load float, ptr %arena338, align 4
+  %926 = insertelement <16 x float> undef, float %925, i32 0
+  %927 = shufflevector <16 x float> %926, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %927, ptr %fc1_weight_grad.t42_a0, align 64
+  %t42_a0 = load <16 x float>, ptr %fc1_weight_grad.t42_a0, align 64
+  %t42_b0 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_0, align 64
+  %928 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a0, <16 x float> %t42_b0, <16 x float> %t42_c0_0)
+  store <16 x float> %928, ptr %fc1_weight_grad.t42_c0_0, align 64
+  %929 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %930 = add nsw i64 %929, 1
+  %931 = add nsw i64 19088, %930
+  %932 = mul nsw i64 %fc1_weight_grad.k43336, 10
+  %933 = add nsw i64 %931, %932
+  %arena339 = getelementptr inbounds float, ptr %arena, i64 %933
+  %934 = load float, ptr %arena339, align 4
+  %935 = insertelement <16 x float> undef, float %934, i32 0
+  %936 = shufflevector <16 x float> %935, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %936, ptr %fc1_weight_grad.t42_a1, align 64
+  %t42_a1 = load <16 x float>, ptr %fc1_weight_grad.t42_a1, align 64
+  %t42_b0340 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_0, align 64
+  %937 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a1, <16 x float> %t42_b0340, <16 x float> %t42_c1_0)
+  store <16 x float> %937, ptr %fc1_weight_grad.t42_c1_0, align 64
+  %938 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %939 = add nsw i64 %938, 2
+  %940 = add nsw i64 19088, %939
+  %941 = mul nsw i64 %fc1_weight_grad.k43336, 10
   %942 = add nsw i64 %940, %941
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %942
-  %943 = load float, ptr %arena274, align 4
+  %arena341 = getelementptr inbounds float, ptr %arena, i64 %942
+  %943 = load float, ptr %arena341, align 4
   %944 = insertelement <16 x float> undef, float %943, i32 0
   %945 = shufflevector <16 x float> %944, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %945, ptr %conv1_weight_grad.t60_a1, align 64
-  %t60_a1 = load <16 x float>, ptr %conv1_weight_grad.t60_a1, align 64
-  %t60_b0275 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
-  %t60_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c1_0, align 64
-  %946 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a1, <16 x float> %t60_b0275, <16 x float> %t60_c1_0)
-  store <16 x float> %946, ptr %conv1_weight_grad.t60_c1_0, align 64
-  %947 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %948 = add nsw i64 %947, 2
-  %949 = mul nsw i64 %948, 10816
-  %950 = add nsw i64 72208, %949
-  %951 = add nsw i64 %conv1_weight_grad.k61271, 10444
-  %952 = add nsw i64 %950, %951
-  %arena276 = getelementptr inbounds float, ptr %arena, i64 %952
-  %953 = load float, ptr %arena276, align 4
-  %954 = insertelement <16 x float> undef, float %953, i32 0
-  %955 = shufflevector <16 x float> %954, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %955, ptr %conv1_weight_grad.t60_a2, align 64
-  %t60_a2 = load <16 x float>, ptr %conv1_weight_grad.t60_a2, align 64
-  %t60_b0277 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
-  %t60_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c2_0, align 64
-  %956 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a2, <16 x float> %t60_b0277, <16 x float> %t60_c2_0)
-  store <16 x float> %956, ptr %conv1_weight_grad.t60_c2_0, align 64
-  %957 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %958 = add nsw i64 %957, 3
-  %959 = mul nsw i64 %958, 10816
-  %960 = add nsw i64 72208, %959
-  %961 = add nsw i64 %conv1_weight_grad.k61271, 10444
-  %962 = add nsw i64 %960, %961
-  %arena278 = getelementptr inbounds float, ptr %arena, i64 %962
-  %963 = load float, ptr %arena278, align 4
-  %964 = insertelement <16 x float> undef, float %963, i32 0
-  %965 = shufflevector <16 x float> %964, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %965, ptr %conv1_weight_grad.t60_a3, align 64
-  %t60_a3 = load <16 x float>, ptr %conv1_weight_grad.t60_a3, align 64
-  %t60_b0279 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
-  %t60_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c3_0, align 64
-  %966 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a3, <16 x float> %t60_b0279, <16 x float> %t60_c3_0)
-  store <16 x float> %966, ptr %conv1_weight_grad.t60_c3_0, align 64
-  %967 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %968 = add nsw i64 %967, 4
-  %969 = mul nsw i64 %968, 10816
-  %970 = add nsw i64 72208, %969
-  %971 = add nsw i64 %conv1_weight_grad.k61271, 10444
-  %972 = add nsw i64 %970, %971
-  %arena280 = getelementptr inbounds float, ptr %arena, i64 %972
-  %973 = load float, ptr %arena280, align 4
-  %974 = insertelement <16 x float> undef, float %973, i32 0
-  %975 = shufflevector <16 x float> %974, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %975, ptr %conv1_weight_grad.t60_a4, align 64
-  %t60_a4 = load <16 x float>, ptr %conv1_weight_grad.t60_a4, align 64
-  %t60_b0281 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
-  %t60_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c4_0, align 64
-  %976 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a4, <16 x float> %t60_b0281, <16 x float> %t60_c4_0)
-  store <16 x float> %976, ptr %conv1_weight_grad.t60_c4_0, align 64
-  %977 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %978 = add nsw i64 %977, 5
-  %979 = mul nsw i64 %978, 10816
-  %980 = add nsw i64 72208, %979
-  %981 = add nsw i64 %conv1_weight_grad.k61271, 10444
-  %982 = add nsw i64 %980, %981
-  %arena282 = getelementptr inbounds float, ptr %arena, i64 %982
-  %983 = load float, ptr %arena282, align 4
-  %984 = insertelement <16 x float> undef, float %983, i32 0
-  %985 = shufflevector <16 x float> %984, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %985, ptr %conv1_weight_grad.t60_a5, align 64
-  %t60_a5 = load <16 x float>, ptr %conv1_weight_grad.t60_a5, align 64
-  %t60_b0283 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
-  %t60_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c5_0, align 64
-  %986 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a5, <16 x float> %t60_b0283, <16 x float> %t60_c5_0)
-  store <16 x float> %986, ptr %conv1_weight_grad.t60_c5_0, align 64
-  %987 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %988 = add nsw i64 %987, 6
-  %989 = mul nsw i64 %988, 10816
-  %990 = add nsw i64 72208, %989
-  %991 = add nsw i64 %conv1_weight_grad.k61271, 10444
-  %992 = add nsw i64 %990, %991
-  %arena284 = getelementptr inbounds float, ptr %arena, i64 %992
-  %993 = load float, ptr %arena284, align 4
-  %994 = insertelement <16 x float> undef, float %993, i32 0
-  %995 = shufflevector <16 x float> %994, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %995, ptr %conv1_weight_grad.t60_a6, align 64
-  %t60_a6 = load <16 x float>, ptr %conv1_weight_grad.t60_a6, align 64
-  %t60_b0285 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
-  %t60_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c6_0, align 64
-  %996 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a6, <16 x float> %t60_b0285, <16 x float> %t60_c6_0)
-  store <16 x float> %996, ptr %conv1_weight_grad.t60_c6_0, align 64
-  %997 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %998 = add nsw i64 %997, 7
-  %999 = mul nsw i64 %998, 10816
-  %1000 = add nsw i64 72208, %999
-  %1001 = add nsw i64 %conv1_weight_grad.k61271, 10444
-  %1002 = add nsw i64 %1000, %1001
-  %arena286 = getelementptr inbounds float, ptr %arena, i64 %1002
-  %1003 = load float, ptr %arena286, align 4
-  %1004 = insertelement <16 x float> undef, float %1003, i32 0
-  %1005 = shufflevector <16 x float> %1004, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1005, ptr %conv1_weight_grad.t60_a7, align 64
-  %t60_a7 = load <16 x float>, ptr %conv1_weight_grad.t60_a7, align 64
-  %t60_b0287 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
-  %t60_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c7_0, align 64
-  %1006 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a7, <16 x float> %t60_b0287, <16 x float> %t60_c7_0)
-  store <16 x float> %1006, ptr %conv1_weight_grad.t60_c7_0, align 64
-  %1007 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %1008 = add nsw i64 %1007, 8
-  %1009 = mul nsw i64 %1008, 10816
-  %1010 = add nsw i64 72208, %1009
-  %1011 = add nsw i64 %conv1_weight_grad.k61271, 10444
-  %1012 = add nsw i64 %1010, %1011
-  %arena288 = getelementptr inbounds float, ptr %arena, i64 %1012
-  %1013 = load float, ptr %arena288, align 4
-  %1014 = insertelement <16 x float> undef, float %1013, i32 0
-  %1015 = shufflevector <16 x float> %1014, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1015, ptr %conv1_weight_grad.t60_a8, align 64
-  %t60_a8 = load <16 x float>, ptr %conv1_weight_grad.t60_a8, align 64
-  %t60_b0289 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
-  %t60_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c8_0, align 64
-  %1016 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a8, <16 x float> %t60_b0289, <16 x float> %t60_c8_0)
-  store <16 x float> %1016, ptr %conv1_weight_grad.t60_c8_0, align 64
-  %k61.next = add nsw i64 %conv1_weight_grad.k61271, 1
-  %1017 = icmp slt i64 %k61.next, 372
-  br i1 %1017, label %conv1_weight_grad.k61, label %conv1_weight_grad.k61.end
+  store <16 x float> %945, ptr %fc1_weight_grad.t42_a2, align 64
+  %t42_a2 = load <16 x float>, ptr %fc1_weight_grad.t42_a2, align 64
+  %t42_b0342 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_0, align 64
+  %946 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a2, <16 x float> %t42_b0342, <16 x float> %t42_c2_0)
+  store <16 x float> %946, ptr %fc1_weight_grad.t42_c2_0, align 64
+  %947 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %948 = add nsw i64 %947, 3
+  %949 = add nsw i64 19088, %948
+  %950 = mul nsw i64 %fc1_weight_grad.k43336, 10
+  %951 = add nsw i64 %949, %950
+  %arena343 = getelementptr inbounds float, ptr %arena, i64 %951
+  %952 = load float, ptr %arena343, align 4
+  %953 = insertelement <16 x float> undef, float %952, i32 0
+  %954 = shufflevector <16 x float> %953, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %954, ptr %fc1_weight_grad.t42_a3, align 64
+  %t42_a3 = load <16 x float>, ptr %fc1_weight_grad.t42_a3, align 64
+  %t42_b0344 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_0, align 64
+  %955 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a3, <16 x float> %t42_b0344, <16 x float> %t42_c3_0)
+  store <16 x float> %955, ptr %fc1_weight_grad.t42_c3_0, align 64
+  %956 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %957 = add nsw i64 %956, 4
+  %958 = add nsw i64 19088, %957
+  %959 = mul nsw i64 %fc1_weight_grad.k43336, 10
+  %960 = add nsw i64 %958, %959
+  %arena345 = getelementptr inbounds float, ptr %arena, i64 %960
+  %961 = load float, ptr %arena345, align 4
+  %962 = insertelement <16 x float> undef, float %961, i32 0
+  %963 = shufflevector <16 x float> %962, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %963, ptr %fc1_weight_grad.t42_a4, align 64
+  %t42_a4 = load <16 x float>, ptr %fc1_weight_grad.t42_a4, align 64
+  %t42_b0346 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c4_0, align 64
+  %964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a4, <16 x float> %t42_b0346, <16 x float> %t42_c4_0)
+  store <16 x float> %964, ptr %fc1_weight_grad.t42_c4_0, align 64
+  %965 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %966 = add nsw i64 %965, 5
+  %967 = add nsw i64 19088, %966
+  %968 = mul nsw i64 %fc1_weight_grad.k43336, 10
+  %969 = add nsw i64 %967, %968
+  %arena347 = getelementptr inbounds float, ptr %arena, i64 %969
+  %970 = load float, ptr %arena347, align 4
+  %971 = insertelement <16 x float> undef, float %970, i32 0
+  %972 = shufflevector <16 x float> %971, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %972, ptr %fc1_weight_grad.t42_a5, align 64
+  %t42_a5 = load <16 x float>, ptr %fc1_weight_grad.t42_a5, align 64
+  %t42_b0348 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c5_0, align 64
+  %973 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a5, <16 x float> %t42_b0348, <16 x float> %t42_c5_0)
+  store <16 x float> %973, ptr %fc1_weight_grad.t42_c5_0, align 64
+  %k43.next = add nsw i64 %fc1_weight_grad.k43336, 1
+  %974 = icmp slt i64 %k43.next, 64
+  br i1 %974, label %fc1_weight_grad.k43, label %fc1_weight_grad.k43.end
 
-conv1_weight_grad.k61.end:                        ; preds = %conv1_weight_grad.k61
-  %t60_c0_0290 = load <16 x float>, ptr %conv1_weight_grad.t60_c0_0, align 64
-  %1018 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %1019 = mul nsw i64 %1018, 4
-  %1020 = add nsw i64 212816, %1019
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 %1020
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c0_0290, ptr %arena291, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t60_c1_0292 = load <16 x float>, ptr %conv1_weight_grad.t60_c1_0, align 64
-  %1021 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %1022 = add nsw i64 %1021, 1
-  %1023 = mul nsw i64 %1022, 4
-  %1024 = add nsw i64 212816, %1023
-  %arena293 = getelementptr inbounds float, ptr %arena, i64 %1024
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c1_0292, ptr %arena293, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t60_c2_0294 = load <16 x float>, ptr %conv1_weight_grad.t60_c2_0, align 64
-  %1025 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %1026 = add nsw i64 %1025, 2
-  %1027 = mul nsw i64 %1026, 4
-  %1028 = add nsw i64 212816, %1027
-  %arena295 = getelementptr inbounds float, ptr %arena, i64 %1028
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c2_0294, ptr %arena295, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t60_c3_0296 = load <16 x float>, ptr %conv1_weight_grad.t60_c3_0, align 64
-  %1029 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %1030 = add nsw i64 %1029, 3
-  %1031 = mul nsw i64 %1030, 4
-  %1032 = add nsw i64 212816, %1031
-  %arena297 = getelementptr inbounds float, ptr %arena, i64 %1032
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c3_0296, ptr %arena297, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t60_c4_0298 = load <16 x float>, ptr %conv1_weight_grad.t60_c4_0, align 64
-  %1033 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %1034 = add nsw i64 %1033, 4
-  %1035 = mul nsw i64 %1034, 4
-  %1036 = add nsw i64 212816, %1035
-  %arena299 = getelementptr inbounds float, ptr %arena, i64 %1036
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c4_0298, ptr %arena299, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t60_c5_0300 = load <16 x float>, ptr %conv1_weight_grad.t60_c5_0, align 64
-  %1037 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %1038 = add nsw i64 %1037, 5
-  %1039 = mul nsw i64 %1038, 4
-  %1040 = add nsw i64 212816, %1039
-  %arena301 = getelementptr inbounds float, ptr %arena, i64 %1040
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c5_0300, ptr %arena301, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t60_c6_0302 = load <16 x float>, ptr %conv1_weight_grad.t60_c6_0, align 64
-  %1041 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %1042 = add nsw i64 %1041, 6
-  %1043 = mul nsw i64 %1042, 4
-  %1044 = add nsw i64 212816, %1043
-  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1044
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c6_0302, ptr %arena303, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t60_c7_0304 = load <16 x float>, ptr %conv1_weight_grad.t60_c7_0, align 64
-  %1045 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %1046 = add nsw i64 %1045, 7
-  %1047 = mul nsw i64 %1046, 4
-  %1048 = add nsw i64 212816, %1047
-  %arena305 = getelementptr inbounds float, ptr %arena, i64 %1048
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c7_0304, ptr %arena305, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t60_c8_0306 = load <16 x float>, ptr %conv1_weight_grad.t60_c8_0, align 64
-  %1049 = mul nsw i64 %conv1_weight_grad.mb59261, 9
-  %1050 = add nsw i64 %1049, 8
-  %1051 = mul nsw i64 %1050, 4
-  %1052 = add nsw i64 212816, %1051
-  %arena307 = getelementptr inbounds float, ptr %arena, i64 %1052
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c8_0306, ptr %arena307, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %mb59.next = add nsw i64 %conv1_weight_grad.mb59261, 1
-  %1053 = icmp slt i64 %mb59.next, 1
-  br i1 %1053, label %conv1_weight_grad.mb59, label %conv1_weight_grad.mb59.end
+fc1_weight_grad.k43.end:                          ; preds = %fc1_weight_grad.k43
+  %t42_c0_0349 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_0, align 64
+  %975 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %976 = mul nsw i64 %975, 144
+  %977 = add nsw i64 40, %976
+  %978 = add nsw i64 %977, 128
+  %grads350 = getelementptr inbounds float, ptr %grads, i64 %978
+  store <16 x float> %t42_c0_0349, ptr %grads350, align 4
+  %t42_c1_0351 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_0, align 64
+  %979 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %980 = add nsw i64 %979, 1
+  %981 = mul nsw i64 %980, 144
+  %982 = add nsw i64 40, %981
+  %983 = add nsw i64 %982, 128
+  %grads352 = getelementptr inbounds float, ptr %grads, i64 %983
+  store <16 x float> %t42_c1_0351, ptr %grads352, align 4
+  %t42_c2_0353 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_0, align 64
+  %984 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %985 = add nsw i64 %984, 2
+  %986 = mul nsw i64 %985, 144
+  %987 = add nsw i64 40, %986
+  %988 = add nsw i64 %987, 128
+  %grads354 = getelementptr inbounds float, ptr %grads, i64 %988
+  store <16 x float> %t42_c2_0353, ptr %grads354, align 4
+  %t42_c3_0355 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_0, align 64
+  %989 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %990 = add nsw i64 %989, 3
+  %991 = mul nsw i64 %990, 144
+  %992 = add nsw i64 40, %991
+  %993 = add nsw i64 %992, 128
+  %grads356 = getelementptr inbounds float, ptr %grads, i64 %993
+  store <16 x float> %t42_c3_0355, ptr %grads356, align 4
+  %t42_c4_0357 = load <16 x float>, ptr %fc1_weight_grad.t42_c4_0, align 64
+  %994 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %995 = add nsw i64 %994, 4
+  %996 = mul nsw i64 %995, 144
+  %997 = add nsw i64 40, %996
+  %998 = add nsw i64 %997, 128
+  %grads358 = getelementptr inbounds float, ptr %grads, i64 %998
+  store <16 x float> %t42_c4_0357, ptr %grads358, align 4
+  %t42_c5_0359 = load <16 x float>, ptr %fc1_weight_grad.t42_c5_0, align 64
+  %999 = mul nsw i64 %fc1_weight_grad.mb41335, 6
+  %1000 = add nsw i64 %999, 5
+  %1001 = mul nsw i64 %1000, 144
+  %1002 = add nsw i64 40, %1001
+  %1003 = add nsw i64 %1002, 128
+  %grads360 = getelementptr inbounds float, ptr %grads, i64 %1003
+  store <16 x float> %t42_c5_0359, ptr %grads360, align 4
+  %mb41.next = add nsw i64 %fc1_weight_grad.mb41335, 1
+  %1004 = icmp slt i64 %mb41.next, 1
+  br i1 %1004, label %fc1_weight_grad.mb41, label %fc1_weight_grad.mb41.end
 
-conv1_weight_grad.f62:                            ; preds = %conv1_weight_grad.r63.end, %conv1_weight_grad.g42.end
-  %conv1_weight_grad.f62308 = phi i64 [ 0, %conv1_weight_grad.g42.end ], [ %f62.next, %conv1_weight_grad.r63.end ]
-  br label %conv1_weight_grad.r63
+fc1_weight_grad.k45:                              ; preds = %fc1_weight_grad.k45, %fc1_weight_grad.mb41.end
+  %fc1_weight_grad.k45361 = phi i64 [ 0, %fc1_weight_grad.mb41.end ], [ %k45.next, %fc1_weight_grad.k45 ]
+  %1005 = mul nsw i64 %fc1_weight_grad.k45361, 144
+  %1006 = add nsw i64 %1005, 128
+  %arena362 = getelementptr inbounds float, ptr %arena, i64 %1006
+  %1007 = load <16 x float>, ptr %arena362, align 4
+  store <16 x float> %1007, ptr %fc1_weight_grad.t44_b0, align 64
+  %1008 = mul nsw i64 %fc1_weight_grad.k45361, 10
+  %1009 = add nsw i64 19094, %1008
+  %arena363 = getelementptr inbounds float, ptr %arena, i64 %1009
+  %1010 = load float, ptr %arena363, align 4
+  %1011 = insertelement <16 x float> undef, float %1010, i32 0
+  %1012 = shufflevector <16 x float> %1011, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1012, ptr %fc1_weight_grad.t44_a0, align 64
+  %t44_a0 = load <16 x float>, ptr %fc1_weight_grad.t44_a0, align 64
+  %t44_b0 = load <16 x float>, ptr %fc1_weight_grad.t44_b0, align 64
+  %t44_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t44_c0_0, align 64
+  %1013 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a0, <16 x float> %t44_b0, <16 x float> %t44_c0_0)
+  store <16 x float> %1013, ptr %fc1_weight_grad.t44_c0_0, align 64
+  %1014 = mul nsw i64 %fc1_weight_grad.k45361, 10
+  %1015 = add nsw i64 19095, %1014
+  %arena364 = getelementptr inbounds float, ptr %arena, i64 %1015
+  %1016 = load float, ptr %arena364, align 4
+  %1017 = insertelement <16 x float> undef, float %1016, i32 0
+  %1018 = shufflevector <16 x float> %1017, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1018, ptr %fc1_weight_grad.t44_a1, align 64
+  %t44_a1 = load <16 x float>, ptr %fc1_weight_grad.t44_a1, align 64
+  %t44_b0365 = load <16 x float>, ptr %fc1_weight_grad.t44_b0, align 64
+  %t44_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t44_c1_0, align 64
+  %1019 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a1, <16 x float> %t44_b0365, <16 x float> %t44_c1_0)
+  store <16 x float> %1019, ptr %fc1_weight_grad.t44_c1_0, align 64
+  %1020 = mul nsw i64 %fc1_weight_grad.k45361, 10
+  %1021 = add nsw i64 19096, %1020
+  %arena366 = getelementptr inbounds float, ptr %arena, i64 %1021
+  %1022 = load float, ptr %arena366, align 4
+  %1023 = insertelement <16 x float> undef, float %1022, i32 0
+  %1024 = shufflevector <16 x float> %1023, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1024, ptr %fc1_weight_grad.t44_a2, align 64
+  %t44_a2 = load <16 x float>, ptr %fc1_weight_grad.t44_a2, align 64
+  %t44_b0367 = load <16 x float>, ptr %fc1_weight_grad.t44_b0, align 64
+  %t44_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t44_c2_0, align 64
+  %1025 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a2, <16 x float> %t44_b0367, <16 x float> %t44_c2_0)
+  store <16 x float> %1025, ptr %fc1_weight_grad.t44_c2_0, align 64
+  %1026 = mul nsw i64 %fc1_weight_grad.k45361, 10
+  %1027 = add nsw i64 19097, %1026
+  %arena368 = getelementptr inbounds float, ptr %arena, i64 %1027
+  %1028 = load float, ptr %arena368, align 4
+  %1029 = insertelement <16 x float> undef, float %1028, i32 0
+  %1030 = shufflevector <16 x float> %1029, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1030, ptr %fc1_weight_grad.t44_a3, align 64
+  %t44_a3 = load <16 x float>, ptr %fc1_weight_grad.t44_a3, align 64
+  %t44_b0369 = load <16 x float>, ptr %fc1_weight_grad.t44_b0, align 64
+  %t44_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t44_c3_0, align 64
+  %1031 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a3, <16 x float> %t44_b0369, <16 x float> %t44_c3_0)
+  store <16 x float> %1031, ptr %fc1_weight_grad.t44_c3_0, align 64
+  %k45.next = add nsw i64 %fc1_weight_grad.k45361, 1
+  %1032 = icmp slt i64 %k45.next, 64
+  br i1 %1032, label %fc1_weight_grad.k45, label %fc1_weight_grad.k45.end
 
-conv1_weight_grad.f62.end:                        ; preds = %conv1_weight_grad.r63.end
-  br label %conv1_bias_grad.i64
+fc1_weight_grad.k45.end:                          ; preds = %fc1_weight_grad.k45
+  %t44_c0_0370 = load <16 x float>, ptr %fc1_weight_grad.t44_c0_0, align 64
+  %grads371 = getelementptr inbounds float, ptr %grads, i64 1032
+  store <16 x float> %t44_c0_0370, ptr %grads371, align 4
+  %t44_c1_0372 = load <16 x float>, ptr %fc1_weight_grad.t44_c1_0, align 64
+  %grads373 = getelementptr inbounds float, ptr %grads, i64 1176
+  store <16 x float> %t44_c1_0372, ptr %grads373, align 4
+  %t44_c2_0374 = load <16 x float>, ptr %fc1_weight_grad.t44_c2_0, align 64
+  %grads375 = getelementptr inbounds float, ptr %grads, i64 1320
+  store <16 x float> %t44_c2_0374, ptr %grads375, align 4
+  %t44_c3_0376 = load <16 x float>, ptr %fc1_weight_grad.t44_c3_0, align 64
+  %grads377 = getelementptr inbounds float, ptr %grads, i64 1464
+  store <16 x float> %t44_c3_0376, ptr %grads377, align 4
+  br label %fc1_bias_grad.u46
 
-conv1_weight_grad.r63:                            ; preds = %conv1_weight_grad.r63, %conv1_weight_grad.f62
-  %conv1_weight_grad.r63309 = phi i64 [ 0, %conv1_weight_grad.f62 ], [ %r63.next, %conv1_weight_grad.r63 ]
-  %1054 = mul nsw i64 %conv1_weight_grad.r63309, 4
-  %1055 = add nsw i64 212816, %1054
-  %1056 = add nsw i64 %1055, %conv1_weight_grad.f62308
-  %arena310 = getelementptr inbounds float, ptr %arena, i64 %1056
-  %1057 = load float, ptr %arena310, align 4
-  %1058 = mul nsw i64 %conv1_weight_grad.f62308, 9
-  %1059 = add nsw i64 %1058, %conv1_weight_grad.r63309
-  %grads311 = getelementptr inbounds float, ptr %grads, i64 %1059
-  store float %1057, ptr %grads311, align 4
-  %r63.next = add nsw i64 %conv1_weight_grad.r63309, 1
-  %1060 = icmp slt i64 %r63.next, 9
-  br i1 %1060, label %conv1_weight_grad.r63, label %conv1_weight_grad.r63.end
+fc1_bias_grad.u46:                                ; preds = %fc1_bias_grad.n48.end, %fc1_weight_grad.k45.end
+  %fc1_bias_grad.u46378 = phi i64 [ 0, %fc1_weight_grad.k45.end ], [ %u46.next, %fc1_bias_grad.n48.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc47, align 4
+  br label %fc1_bias_grad.n48
 
-conv1_weight_grad.r63.end:                        ; preds = %conv1_weight_grad.r63
-  %f62.next = add nsw i64 %conv1_weight_grad.f62308, 1
-  %1061 = icmp slt i64 %f62.next, 4
-  br i1 %1061, label %conv1_weight_grad.f62, label %conv1_weight_grad.f62.end
+fc1_bias_grad.u46.end:                            ; preds = %fc1_bias_grad.n48.end
+  br label %flat_grad.nb49
 
-conv1_bias_grad.i64:                              ; preds = %conv1_bias_grad.i64, %conv1_weight_grad.f62.end
-  %conv1_bias_grad.i64312 = phi i64 [ 0, %conv1_weight_grad.f62.end ], [ %i64.next, %conv1_bias_grad.i64 ]
-  %arena313 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i64312
-  store float 1.000000e+00, ptr %arena313, align 4
-  %i64.next = add nsw i64 %conv1_bias_grad.i64312, 1
-  %1062 = icmp slt i64 %i64.next, 169
-  br i1 %1062, label %conv1_bias_grad.i64, label %conv1_bias_grad.i64.end
+fc1_bias_grad.n48:                                ; preds = %fc1_bias_grad.n48, %fc1_bias_grad.u46
+  %fc1_bias_grad.n48379 = phi i64 [ 0, %fc1_bias_grad.u46 ], [ %n48.next, %fc1_bias_grad.n48 ]
+  %acc47 = load float, ptr %fc1_bias_grad.acc47, align 4
+  %1033 = mul nsw i64 %fc1_bias_grad.n48379, 10
+  %1034 = add nsw i64 19088, %1033
+  %1035 = add nsw i64 %1034, %fc1_bias_grad.u46378
+  %arena380 = getelementptr inbounds float, ptr %arena, i64 %1035
+  %1036 = load float, ptr %arena380, align 4
+  %1037 = fadd float %acc47, %1036
+  store float %1037, ptr %fc1_bias_grad.acc47, align 4
+  %n48.next = add nsw i64 %fc1_bias_grad.n48379, 1
+  %1038 = icmp slt i64 %n48.next, 64
+  br i1 %1038, label %fc1_bias_grad.n48, label %fc1_bias_grad.n48.end
 
-conv1_bias_grad.i64.end:                          ; preds = %conv1_bias_grad.i64
-  br label %conv1_bias_grad.i65
+fc1_bias_grad.n48.end:                            ; preds = %fc1_bias_grad.n48
+  %acc47381 = load float, ptr %fc1_bias_grad.acc47, align 4
+  %1039 = add nsw i64 1480, %fc1_bias_grad.u46378
+  %grads382 = getelementptr inbounds float, ptr %grads, i64 %1039
+  store float %acc47381, ptr %grads382, align 4
+  %u46.next = add nsw i64 %fc1_bias_grad.u46378, 1
+  %1040 = icmp slt i64 %u46.next, 10
+  br i1 %1040, label %fc1_bias_grad.u46, label %fc1_bias_grad.u46.end
 
-conv1_bias_grad.i65:                              ; preds = %conv1_bias_grad.i65, %conv1_bias_grad.i64.end
-  %conv1_bias_grad.i65314 = phi i64 [ 0, %conv1_bias_grad.i64.end ], [ %i65.next, %conv1_bias_grad.i65 ]
-  %1063 = add nsw i64 36, %conv1_bias_grad.i65314
-  %grads315 = getelementptr inbounds float, ptr %grads, i64 %1063
-  store float 0.000000e+00, ptr %grads315, align 4
-  %i65.next = add nsw i64 %conv1_bias_grad.i65314, 1
-  %1064 = icmp slt i64 %i65.next, 4
-  br i1 %1064, label %conv1_bias_grad.i65, label %conv1_bias_grad.i65.end
+flat_grad.nb49:                                   ; preds = %flat_grad.k54.end, %fc1_bias_grad.u46.end
+  %flat_grad.nb49383 = phi i64 [ 0, %fc1_bias_grad.u46.end ], [ %nb49.next, %flat_grad.k54.end ]
+  br label %flat_grad.mb50
 
-conv1_bias_grad.i65.end:                          ; preds = %conv1_bias_grad.i65
-  br label %conv1_bias_grad.img66
+flat_grad.nb49.end:                               ; preds = %flat_grad.k54.end
+  br label %flat_grad.mb55
 
-conv1_bias_grad.img66:                            ; preds = %conv1_bias_grad.img66, %conv1_bias_grad.i65.end
-  %conv1_bias_grad.img66316 = phi i64 [ 0, %conv1_bias_grad.i65.end ], [ %img66.next, %conv1_bias_grad.img66 ]
-  %1065 = mul nsw i64 %conv1_bias_grad.img66316, 676
-  %1066 = add nsw i64 28944, %1065
-  %arena317 = getelementptr inbounds float, ptr %arena, i64 %1066
-  %arena318 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads319 = getelementptr inbounds float, ptr %grads, i64 36
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 1, i32 169, float 1.000000e+00, ptr %arena317, i32 169, ptr %arena318, i32 1, float 1.000000e+00, ptr %grads319, i32 1)
-  %img66.next = add nsw i64 %conv1_bias_grad.img66316, 1
-  %1067 = icmp slt i64 %img66.next, 64
-  br i1 %1067, label %conv1_bias_grad.img66, label %conv1_bias_grad.img66.end
+flat_grad.mb50:                                   ; preds = %flat_grad.k52.end, %flat_grad.nb49
+  %flat_grad.mb50384 = phi i64 [ 0, %flat_grad.nb49 ], [ %mb50.next, %flat_grad.k52.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c5_3, align 64
+  br label %flat_grad.k52
 
-conv1_bias_grad.img66.end:                        ; preds = %conv1_bias_grad.img66
-  %1068 = sitofp i64 %step to float
-  %1069 = fmul float %1068, 0xBFBAF8E8A0000000
-  %1070 = call float @llvm.exp.f32(float %1069)
-  %1071 = fsub float 1.000000e+00, %1070
-  %1072 = fdiv float %lr, %1071
-  store float %1072, ptr %adam.step_size67, align 4
-  %1073 = sitofp i64 %step to float
-  %1074 = fmul float %1073, 0xBF50645940000000
-  %1075 = call float @llvm.exp.f32(float %1074)
-  %1076 = fsub float 1.000000e+00, %1075
-  %1077 = call float @llvm.sqrt.f32(float %1076)
-  store float %1077, ptr %adam.bc2_sqrt68, align 4
-  br label %adam.i69
+flat_grad.mb50.end:                               ; preds = %flat_grad.k52.end
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c3_3, align 64
+  br label %flat_grad.k54
 
-adam.i69:                                         ; preds = %adam.i69, %conv1_bias_grad.img66.end
-  %adam.i69320 = phi i64 [ 0, %conv1_bias_grad.img66.end ], [ %i69.next, %adam.i69 ]
-  %grads321 = getelementptr inbounds float, ptr %grads, i64 %adam.i69320
-  %1078 = load float, ptr %grads321, align 4
-  %params322 = getelementptr inbounds float, ptr %params, i64 %adam.i69320
-  %1079 = load float, ptr %params322, align 4
-  %1080 = fmul float 0.000000e+00, %1079
-  %1081 = fadd float %1078, %1080
-  store float %1081, ptr %adam.g, align 4
-  %m323 = getelementptr inbounds float, ptr %m, i64 %adam.i69320
-  %1082 = load float, ptr %m323, align 4
-  %1083 = fmul float 0x3FECCCCCC0000000, %1082
+flat_grad.k52:                                    ; preds = %flat_grad.k52, %flat_grad.mb50
+  %flat_grad.k52385 = phi i64 [ 0, %flat_grad.mb50 ], [ %k52.next, %flat_grad.k52 ]
+  %1041 = mul nsw i64 %flat_grad.k52385, 144
+  %1042 = add nsw i64 40, %1041
+  %1043 = mul nsw i64 %flat_grad.nb49383, 64
+  %1044 = add nsw i64 %1042, %1043
+  %params386 = getelementptr inbounds float, ptr %params, i64 %1044
+  %1045 = load <16 x float>, ptr %params386, align 4
+  store <16 x float> %1045, ptr %flat_grad.t51_b0, align 64
+  %1046 = mul nsw i64 %flat_grad.k52385, 144
+  %1047 = add nsw i64 40, %1046
+  %1048 = mul nsw i64 %flat_grad.nb49383, 64
+  %1049 = add nsw i64 %1047, %1048
+  %1050 = add nsw i64 %1049, 16
+  %params387 = getelementptr inbounds float, ptr %params, i64 %1050
+  %1051 = load <16 x float>, ptr %params387, align 4
+  store <16 x float> %1051, ptr %flat_grad.t51_b1, align 64
+  %1052 = mul nsw i64 %flat_grad.k52385, 144
+  %1053 = add nsw i64 40, %1052
+  %1054 = mul nsw i64 %flat_grad.nb49383, 64
+  %1055 = add nsw i64 %1053, %1054
+  %1056 = add nsw i64 %1055, 32
+  %params388 = getelementptr inbounds float, ptr %params, i64 %1056
+  %1057 = load <16 x float>, ptr %params388, align 4
+  store <16 x float> %1057, ptr %flat_grad.t51_b2, align 64
+  %1058 = mul nsw i64 %flat_grad.k52385, 144
+  %1059 = add nsw i64 40, %1058
+  %1060 = mul nsw i64 %flat_grad.nb49383, 64
+  %1061 = add nsw i64 %1059, %1060
+  %1062 = add nsw i64 %1061, 48
+  %params389 = getelementptr inbounds float, ptr %params, i64 %1062
+  %1063 = load <16 x float>, ptr %params389, align 4
+  store <16 x float> %1063, ptr %flat_grad.t51_b3, align 64
+  %1064 = mul nsw i64 %flat_grad.mb50384, 6
+  %1065 = mul nsw i64 %1064, 10
+  %1066 = add nsw i64 19088, %1065
+  %1067 = add nsw i64 %1066, %flat_grad.k52385
+  %arena390 = getelementptr inbounds float, ptr %arena, i64 %1067
+  %1068 = load float, ptr %arena390, align 4
+  %1069 = insertelement <16 x float> undef, float %1068, i32 0
+  %1070 = shufflevector <16 x float> %1069, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1070, ptr %flat_grad.t51_a0, align 64
+  %t51_a0 = load <16 x float>, ptr %flat_grad.t51_a0, align 64
+  %t51_b0 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
+  %t51_c0_0 = load <16 x float>, ptr %flat_grad.t51_c0_0, align 64
+  %1071 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0, <16 x float> %t51_b0, <16 x float> %t51_c0_0)
+  store <16 x float> %1071, ptr %flat_grad.t51_c0_0, align 64
+  %t51_a0391 = load <16 x float>, ptr %flat_grad.t51_a0, align 64
+  %t51_b1 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
+  %t51_c0_1 = load <16 x float>, ptr %flat_grad.t51_c0_1, align 64
+  %1072 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0391, <16 x float> %t51_b1, <16 x float> %t51_c0_1)
+  store <16 x float> %1072, ptr %flat_grad.t51_c0_1, align 64
+  %t51_a0392 = load <16 x float>, ptr %flat_grad.t51_a0, align 64
+  %t51_b2 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
+  %t51_c0_2 = load <16 x float>, ptr %flat_grad.t51_c0_2, align 64
+  %1073 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0392, <16 x float> %t51_b2, <16 x float> %t51_c0_2)
+  store <16 x float> %1073, ptr %flat_grad.t51_c0_2, align 64
+  %t51_a0393 = load <16 x float>, ptr %flat_grad.t51_a0, align 64
+  %t51_b3 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
+  %t51_c0_3 = load <16 x float>, ptr %flat_grad.t51_c0_3, align 64
+  %1074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0393, <16 x float> %t51_b3, <16 x float> %t51_c0_3)
+  store <16 x float> %1074, ptr %flat_grad.t51_c0_3, align 64
+  %1075 = mul nsw i64 %flat_grad.mb50384, 6
+  %1076 = add nsw i64 %1075, 1
+  %1077 = mul nsw i64 %1076, 10
+  %1078 = add nsw i64 19088, %1077
+  %1079 = add nsw i64 %1078, %flat_grad.k52385
+  %arena394 = getelementptr inbounds float, ptr %arena, i64 %1079
+  %1080 = load float, ptr %arena394, align 4
+  %1081 = insertelement <16 x float> undef, float %1080, i32 0
+  %1082 = shufflevector <16 x float> %1081, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1082, ptr %flat_grad.t51_a1, align 64
+  %t51_a1 = load <16 x float>, ptr %flat_grad.t51_a1, align 64
+  %t51_b0395 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
+  %t51_c1_0 = load <16 x float>, ptr %flat_grad.t51_c1_0, align 64
+  %1083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1, <16 x float> %t51_b0395, <16 x float> %t51_c1_0)
+  store <16 x float> %1083, ptr %flat_grad.t51_c1_0, align 64
+  %t51_a1396 = load <16 x float>, ptr %flat_grad.t51_a1, align 64
+  %t51_b1397 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
+  %t51_c1_1 = load <16 x float>, ptr %flat_grad.t51_c1_1, align 64
+  %1084 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1396, <16 x float> %t51_b1397, <16 x float> %t51_c1_1)
+  store <16 x float> %1084, ptr %flat_grad.t51_c1_1, align 64
+  %t51_a1398 = load <16 x float>, ptr %flat_grad.t51_a1, align 64
+  %t51_b2399 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
+  %t51_c1_2 = load <16 x float>, ptr %flat_grad.t51_c1_2, align 64
+  %1085 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1398, <16 x float> %t51_b2399, <16 x float> %t51_c1_2)
+  store <16 x float> %1085, ptr %flat_grad.t51_c1_2, align 64
+  %t51_a1400 = load <16 x float>, ptr %flat_grad.t51_a1, align 64
+  %t51_b3401 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
+  %t51_c1_3 = load <16 x float>, ptr %flat_grad.t51_c1_3, align 64
+  %1086 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1400, <16 x float> %t51_b3401, <16 x float> %t51_c1_3)
+  store <16 x float> %1086, ptr %flat_grad.t51_c1_3, align 64
+  %1087 = mul nsw i64 %flat_grad.mb50384, 6
+  %1088 = add nsw i64 %1087, 2
+  %1089 = mul nsw i64 %1088, 10
+  %1090 = add nsw i64 19088, %1089
+  %1091 = add nsw i64 %1090, %flat_grad.k52385
+  %arena402 = getelementptr inbounds float, ptr %arena, i64 %1091
+  %1092 = load float, ptr %arena402, align 4
+  %1093 = insertelement <16 x float> undef, float %1092, i32 0
+  %1094 = shufflevector <16 x float> %1093, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1094, ptr %flat_grad.t51_a2, align 64
+  %t51_a2 = load <16 x float>, ptr %flat_grad.t51_a2, align 64
+  %t51_b0403 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
+  %t51_c2_0 = load <16 x float>, ptr %flat_grad.t51_c2_0, align 64
+  %1095 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2, <16 x float> %t51_b0403, <16 x float> %t51_c2_0)
+  store <16 x float> %1095, ptr %flat_grad.t51_c2_0, align 64
+  %t51_a2404 = load <16 x float>, ptr %flat_grad.t51_a2, align 64
+  %t51_b1405 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
+  %t51_c2_1 = load <16 x float>, ptr %flat_grad.t51_c2_1, align 64
+  %1096 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2404, <16 x float> %t51_b1405, <16 x float> %t51_c2_1)
+  store <16 x float> %1096, ptr %flat_grad.t51_c2_1, align 64
+  %t51_a2406 = load <16 x float>, ptr %flat_grad.t51_a2, align 64
+  %t51_b2407 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
+  %t51_c2_2 = load <16 x float>, ptr %flat_grad.t51_c2_2, align 64
+  %1097 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2406, <16 x float> %t51_b2407, <16 x float> %t51_c2_2)
+  store <16 x float> %1097, ptr %flat_grad.t51_c2_2, align 64
+  %t51_a2408 = load <16 x float>, ptr %flat_grad.t51_a2, align 64
+  %t51_b3409 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
+  %t51_c2_3 = load <16 x float>, ptr %flat_grad.t51_c2_3, align 64
+  %1098 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2408, <16 x float> %t51_b3409, <16 x float> %t51_c2_3)
+  store <16 x float> %1098, ptr %flat_grad.t51_c2_3, align 64
+  %1099 = mul nsw i64 %flat_grad.mb50384, 6
+  %1100 = add nsw i64 %1099, 3
+  %1101 = mul nsw i64 %1100, 10
+  %1102 = add nsw i64 19088, %1101
+  %1103 = add nsw i64 %1102, %flat_grad.k52385
+  %arena410 = getelementptr inbounds float, ptr %arena, i64 %1103
+  %1104 = load float, ptr %arena410, align 4
+  %1105 = insertelement <16 x float> undef, float %1104, i32 0
+  %1106 = shufflevector <16 x float> %1105, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1106, ptr %flat_grad.t51_a3, align 64
+  %t51_a3 = load <16 x float>, ptr %flat_grad.t51_a3, align 64
+  %t51_b0411 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
+  %t51_c3_0 = load <16 x float>, ptr %flat_grad.t51_c3_0, align 64
+  %1107 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3, <16 x float> %t51_b0411, <16 x float> %t51_c3_0)
+  store <16 x float> %1107, ptr %flat_grad.t51_c3_0, align 64
+  %t51_a3412 = load <16 x float>, ptr %flat_grad.t51_a3, align 64
+  %t51_b1413 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
+  %t51_c3_1 = load <16 x float>, ptr %flat_grad.t51_c3_1, align 64
+  %1108 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3412, <16 x float> %t51_b1413, <16 x float> %t51_c3_1)
+  store <16 x float> %1108, ptr %flat_grad.t51_c3_1, align 64
+  %t51_a3414 = load <16 x float>, ptr %flat_grad.t51_a3, align 64
+  %t51_b2415 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
+  %t51_c3_2 = load <16 x float>, ptr %flat_grad.t51_c3_2, align 64
+  %1109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3414, <16 x float> %t51_b2415, <16 x float> %t51_c3_2)
+  store <16 x float> %1109, ptr %flat_grad.t51_c3_2, align 64
+  %t51_a3416 = load <16 x float>, ptr %flat_grad.t51_a3, align 64
+  %t51_b3417 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
+  %t51_c3_3 = load <16 x float>, ptr %flat_grad.t51_c3_3, align 64
+  %1110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3416, <16 x float> %t51_b3417, <16 x float> %t51_c3_3)
+  store <16 x float> %1110, ptr %flat_grad.t51_c3_3, align 64
+  %1111 = mul nsw i64 %flat_grad.mb50384, 6
+  %1112 = add nsw i64 %1111, 4
+  %1113 = mul nsw i64 %1112, 10
+  %1114 = add nsw i64 19088, %1113
+  %1115 = add nsw i64 %1114, %flat_grad.k52385
+  %arena418 = getelementptr inbounds float, ptr %arena, i64 %1115
+  %1116 = load float, ptr %arena418, align 4
+  %1117 = insertelement <16 x float> undef, float %1116, i32 0
+  %1118 = shufflevector <16 x float> %1117, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1118, ptr %flat_grad.t51_a4, align 64
+  %t51_a4 = load <16 x float>, ptr %flat_grad.t51_a4, align 64
+  %t51_b0419 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
+  %t51_c4_0 = load <16 x float>, ptr %flat_grad.t51_c4_0, align 64
+  %1119 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4, <16 x float> %t51_b0419, <16 x float> %t51_c4_0)
+  store <16 x float> %1119, ptr %flat_grad.t51_c4_0, align 64
+  %t51_a4420 = load <16 x float>, ptr %flat_grad.t51_a4, align 64
+  %t51_b1421 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
+  %t51_c4_1 = load <16 x float>, ptr %flat_grad.t51_c4_1, align 64
+  %1120 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4420, <16 x float> %t51_b1421, <16 x float> %t51_c4_1)
+  store <16 x float> %1120, ptr %flat_grad.t51_c4_1, align 64
+  %t51_a4422 = load <16 x float>, ptr %flat_grad.t51_a4, align 64
+  %t51_b2423 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
+  %t51_c4_2 = load <16 x float>, ptr %flat_grad.t51_c4_2, align 64
+  %1121 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4422, <16 x float> %t51_b2423, <16 x float> %t51_c4_2)
+  store <16 x float> %1121, ptr %flat_grad.t51_c4_2, align 64
+  %t51_a4424 = load <16 x float>, ptr %flat_grad.t51_a4, align 64
+  %t51_b3425 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
+  %t51_c4_3 = load <16 x float>, ptr %flat_grad.t51_c4_3, align 64
+  %1122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4424, <16 x float> %t51_b3425, <16 x float> %t51_c4_3)
+  store <16 x float> %1122, ptr %flat_grad.t51_c4_3, align 64
+  %1123 = mul nsw i64 %flat_grad.mb50384, 6
+  %1124 = add nsw i64 %1123, 5
+  %1125 = mul nsw i64 %1124, 10
+  %1126 = add nsw i64 19088, %1125
+  %1127 = add nsw i64 %1126, %flat_grad.k52385
+  %arena426 = getelementptr inbounds float, ptr %arena, i64 %1127
+  %1128 = load float, ptr %arena426, align 4
+  %1129 = insertelement <16 x float> undef, float %1128, i32 0
+  %1130 = shufflevector <16 x float> %1129, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1130, ptr %flat_grad.t51_a5, align 64
+  %t51_a5 = load <16 x float>, ptr %flat_grad.t51_a5, align 64
+  %t51_b0427 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
+  %t51_c5_0 = load <16 x float>, ptr %flat_grad.t51_c5_0, align 64
+  %1131 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5, <16 x float> %t51_b0427, <16 x float> %t51_c5_0)
+  store <16 x float> %1131, ptr %flat_grad.t51_c5_0, align 64
+  %t51_a5428 = load <16 x float>, ptr %flat_grad.t51_a5, align 64
+  %t51_b1429 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
+  %t51_c5_1 = load <16 x float>, ptr %flat_grad.t51_c5_1, align 64
+  %1132 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5428, <16 x float> %t51_b1429, <16 x float> %t51_c5_1)
+  store <16 x float> %1132, ptr %flat_grad.t51_c5_1, align 64
+  %t51_a5430 = load <16 x float>, ptr %flat_grad.t51_a5, align 64
+  %t51_b2431 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
+  %t51_c5_2 = load <16 x float>, ptr %flat_grad.t51_c5_2, align 64
+  %1133 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5430, <16 x float> %t51_b2431, <16 x float> %t51_c5_2)
+  store <16 x float> %1133, ptr %flat_grad.t51_c5_2, align 64
+  %t51_a5432 = load <16 x float>, ptr %flat_grad.t51_a5, align 64
+  %t51_b3433 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
+  %t51_c5_3 = load <16 x float>, ptr %flat_grad.t51_c5_3, align 64
+  %1134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5432, <16 x float> %t51_b3433, <16 x float> %t51_c5_3)
+  store <16 x float> %1134, ptr %flat_grad.t51_c5_3, align 64
+  %k52.next = add nsw i64 %flat_grad.k52385, 1
+  %1135 = icmp slt i64 %k52.next, 10
+  br i1 %1135, label %flat_grad.k52, label %flat_grad.k52.end
+
+flat_grad.k52.end:                                ; preds = %flat_grad.k52
+  %t51_c0_0434 = load <16 x float>, ptr %flat_grad.t51_c0_0, align 64
+  %1136 = mul nsw i64 %flat_grad.mb50384, 6
+  %1137 = mul nsw i64 %1136, 144
+  %1138 = add nsw i64 19728, %1137
+  %1139 = mul nsw i64 %flat_grad.nb49383, 64
+  %1140 = add nsw i64 %1138, %1139
+  %arena435 = getelementptr inbounds float, ptr %arena, i64 %1140
+  store <16 x float> %t51_c0_0434, ptr %arena435, align 4
+  %t51_c0_1436 = load <16 x float>, ptr %flat_grad.t51_c0_1, align 64
+  %1141 = mul nsw i64 %flat_grad.mb50384, 6
+  %1142 = mul nsw i64 %1141, 144
+  %1143 = add nsw i64 19728, %1142
+  %1144 = mul nsw i64 %flat_grad.nb49383, 64
+  %1145 = add nsw i64 %1143, %1144
+  %1146 = add nsw i64 %1145, 16
+  %arena437 = getelementptr inbounds float, ptr %arena, i64 %1146
+  store <16 x float> %t51_c0_1436, ptr %arena437, align 4
+  %t51_c0_2438 = load <16 x float>, ptr %flat_grad.t51_c0_2, align 64
+  %1147 = mul nsw i64 %flat_grad.mb50384, 6
+  %1148 = mul nsw i64 %1147, 144
+  %1149 = add nsw i64 19728, %1148
+  %1150 = mul nsw i64 %flat_grad.nb49383, 64
+  %1151 = add nsw i64 %1149, %1150
+  %1152 = add nsw i64 %1151, 32
+  %arena439 = getelementptr inbounds float, ptr %arena, i64 %1152
+  store <16 x float> %t51_c0_2438, ptr %arena439, align 4
+  %t51_c0_3440 = load <16 x float>, ptr %flat_grad.t51_c0_3, align 64
+  %1153 = mul nsw i64 %flat_grad.mb50384, 6
+  %1154 = mul nsw i64 %1153, 144
+  %1155 = add nsw i64 19728, %1154
+  %1156 = mul nsw i64 %flat_grad.nb49383, 64
+  %1157 = add nsw i64 %1155, %1156
+  %1158 = add nsw i64 %1157, 48
+  %arena441 = getelementptr inbounds float, ptr %arena, i64 %1158
+  store <16 x float> %t51_c0_3440, ptr %arena441, align 4
+  %t51_c1_0442 = load <16 x float>, ptr %flat_grad.t51_c1_0, align 64
+  %1159 = mul nsw i64 %flat_grad.mb50384, 6
+  %1160 = add nsw i64 %1159, 1
+  %1161 = mul nsw i64 %1160, 144
+  %1162 = add nsw i64 19728, %1161
+  %1163 = mul nsw i64 %flat_grad.nb49383, 64
+  %1164 = add nsw i64 %1162, %1163
+  %arena443 = getelementptr inbounds float, ptr %arena, i64 %1164
+  store <16 x float> %t51_c1_0442, ptr %arena443, align 4
+  %t51_c1_1444 = load <16 x float>, ptr %flat_grad.t51_c1_1, align 64
+  %1165 = mul nsw i64 %flat_grad.mb50384, 6
+  %1166 = add nsw i64 %1165, 1
+  %1167 = mul nsw i64 %1166, 144
+  %1168 = add nsw i64 19728, %1167
+  %1169 = mul nsw i64 %flat_grad.nb49383, 64
+  %1170 = add nsw i64 %1168, %1169
+  %1171 = add nsw i64 %1170, 16
+  %arena445 = getelementptr inbounds float, ptr %arena, i64 %1171
+  store <16 x float> %t51_c1_1444, ptr %arena445, align 4
+  %t51_c1_2446 = load <16 x float>, ptr %flat_grad.t51_c1_2, align 64
+  %1172 = mul nsw i64 %flat_grad.mb50384, 6
+  %1173 = add nsw i64 %1172, 1
+  %1174 = mul nsw i64 %1173, 144
+  %1175 = add nsw i64 19728, %1174
+  %1176 = mul nsw i64 %flat_grad.nb49383, 64
+  %1177 = add nsw i64 %1175, %1176
+  %1178 = add nsw i64 %1177, 32
+  %arena447 = getelementptr inbounds float, ptr %arena, i64 %1178
+  store <16 x float> %t51_c1_2446, ptr %arena447, align 4
+  %t51_c1_3448 = load <16 x float>, ptr %flat_grad.t51_c1_3, align 64
+  %1179 = mul nsw i64 %flat_grad.mb50384, 6
+  %1180 = add nsw i64 %1179, 1
+  %1181 = mul nsw i64 %1180, 144
+  %1182 = add nsw i64 19728, %1181
+  %1183 = mul nsw i64 %flat_grad.nb49383, 64
+  %1184 = add nsw i64 %1182, %1183
+  %1185 = add nsw i64 %1184, 48
+  %arena449 = getelementptr inbounds float, ptr %arena, i64 %1185
+  store <16 x float> %t51_c1_3448, ptr %arena449, align 4
+  %t51_c2_0450 = load <16 x float>, ptr %flat_grad.t51_c2_0, align 64
+  %1186 = mul nsw i64 %flat_grad.mb50384, 6
+  %1187 = add nsw i64 %1186, 2
+  %1188 = mul nsw i64 %1187, 144
+  %1189 = add nsw i64 19728, %1188
+  %1190 = mul nsw i64 %flat_grad.nb49383, 64
+  %1191 = add nsw i64 %1189, %1190
+  %arena451 = getelementptr inbounds float, ptr %arena, i64 %1191
+  store <16 x float> %t51_c2_0450, ptr %arena451, align 4
+  %t51_c2_1452 = load <16 x float>, ptr %flat_grad.t51_c2_1, align 64
+  %1192 = mul nsw i64 %flat_grad.mb50384, 6
+  %1193 = add nsw i64 %1192, 2
+  %1194 = mul nsw i64 %1193, 144
+  %1195 = add nsw i64 19728, %1194
+  %1196 = mul nsw i64 %flat_grad.nb49383, 64
+  %1197 = add nsw i64 %1195, %1196
+  %1198 = add nsw i64 %1197, 16
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1198
+  store <16 x float> %t51_c2_1452, ptr %arena453, align 4
+  %t51_c2_2454 = load <16 x float>, ptr %flat_grad.t51_c2_2, align 64
+  %1199 = mul nsw i64 %flat_grad.mb50384, 6
+  %1200 = add nsw i64 %1199, 2
+  %1201 = mul nsw i64 %1200, 144
+  %1202 = add nsw i64 19728, %1201
+  %1203 = mul nsw i64 %flat_grad.nb49383, 64
+  %1204 = add nsw i64 %1202, %1203
+  %1205 = add nsw i64 %1204, 32
+  %arena455 = getelementptr inbounds float, ptr %arena, i64 %1205
+  store <16 x float> %t51_c2_2454, ptr %arena455, align 4
+  %t51_c2_3456 = load <16 x float>, ptr %flat_grad.t51_c2_3, align 64
+  %1206 = mul nsw i64 %flat_grad.mb50384, 6
+  %1207 = add nsw i64 %1206, 2
+  %1208 = mul nsw i64 %1207, 144
+  %1209 = add nsw i64 19728, %1208
+  %1210 = mul nsw i64 %flat_grad.nb49383, 64
+  %1211 = add nsw i64 %1209, %1210
+  %1212 = add nsw i64 %1211, 48
+  %arena457 = getelementptr inbounds float, ptr %arena, i64 %1212
+  store <16 x float> %t51_c2_3456, ptr %arena457, align 4
+  %t51_c3_0458 = load <16 x float>, ptr %flat_grad.t51_c3_0, align 64
+  %1213 = mul nsw i64 %flat_grad.mb50384, 6
+  %1214 = add nsw i64 %1213, 3
+  %1215 = mul nsw i64 %1214, 144
+  %1216 = add nsw i64 19728, %1215
+  %1217 = mul nsw i64 %flat_grad.nb49383, 64
+  %1218 = add nsw i64 %1216, %1217
+  %arena459 = getelementptr inbounds float, ptr %arena, i64 %1218
+  store <16 x float> %t51_c3_0458, ptr %arena459, align 4
+  %t51_c3_1460 = load <16 x float>, ptr %flat_grad.t51_c3_1, align 64
+  %1219 = mul nsw i64 %flat_grad.mb50384, 6
+  %1220 = add nsw i64 %1219, 3
+  %1221 = mul nsw i64 %1220, 144
+  %1222 = add nsw i64 19728, %1221
+  %1223 = mul nsw i64 %flat_grad.nb49383, 64
+  %1224 = add nsw i64 %1222, %1223
+  %1225 = add nsw i64 %1224, 16
+  %arena461 = getelementptr inbounds float, ptr %arena, i64 %1225
+  store <16 x float> %t51_c3_1460, ptr %arena461, align 4
+  %t51_c3_2462 = load <16 x float>, ptr %flat_grad.t51_c3_2, align 64
+  %1226 = mul nsw i64 %flat_grad.mb50384, 6
+  %1227 = add nsw i64 %1226, 3
+  %1228 = mul nsw i64 %1227, 144
+  %1229 = add nsw i64 19728, %1228
+  %1230 = mul nsw i64 %flat_grad.nb49383, 64
+  %1231 = add nsw i64 %1229, %1230
+  %1232 = add nsw i64 %1231, 32
+  %arena463 = getelementptr inbounds float, ptr %arena, i64 %1232
+  store <16 x float> %t51_c3_2462, ptr %arena463, align 4
+  %t51_c3_3464 = load <16 x float>, ptr %flat_grad.t51_c3_3, align 64
+  %1233 = mul nsw i64 %flat_grad.mb50384, 6
+  %1234 = add nsw i64 %1233, 3
+  %1235 = mul nsw i64 %1234, 144
+  %1236 = add nsw i64 19728, %1235
+  %1237 = mul nsw i64 %flat_grad.nb49383, 64
+  %1238 = add nsw i64 %1236, %1237
+  %1239 = add nsw i64 %1238, 48
+  %arena465 = getelementptr inbounds float, ptr %arena, i64 %1239
+  store <16 x float> %t51_c3_3464, ptr %arena465, align 4
+  %t51_c4_0466 = load <16 x float>, ptr %flat_grad.t51_c4_0, align 64
+  %1240 = mul nsw i64 %flat_grad.mb50384, 6
+  %1241 = add nsw i64 %1240, 4
+  %1242 = mul nsw i64 %1241, 144
+  %1243 = add nsw i64 19728, %1242
+  %1244 = mul nsw i64 %flat_grad.nb49383, 64
+  %1245 = add nsw i64 %1243, %1244
+  %arena467 = getelementptr inbounds float, ptr %arena, i64 %1245
+  store <16 x float> %t51_c4_0466, ptr %arena467, align 4
+  %t51_c4_1468 = load <16 x float>, ptr %flat_grad.t51_c4_1, align 64
+  %1246 = mul nsw i64 %flat_grad.mb50384, 6
+  %1247 = add nsw i64 %1246, 4
+  %1248 = mul nsw i64 %1247, 144
+  %1249 = add nsw i64 19728, %1248
+  %1250 = mul nsw i64 %flat_grad.nb49383, 64
+  %1251 = add nsw i64 %1249, %1250
+  %1252 = add nsw i64 %1251, 16
+  %arena469 = getelementptr inbounds float, ptr %arena, i64 %1252
+  store <16 x float> %t51_c4_1468, ptr %arena469, align 4
+  %t51_c4_2470 = load <16 x float>, ptr %flat_grad.t51_c4_2, align 64
+  %1253 = mul nsw i64 %flat_grad.mb50384, 6
+  %1254 = add nsw i64 %1253, 4
+  %1255 = mul nsw i64 %1254, 144
+  %1256 = add nsw i64 19728, %1255
+  %1257 = mul nsw i64 %flat_grad.nb49383, 64
+  %1258 = add nsw i64 %1256, %1257
+  %1259 = add nsw i64 %1258, 32
+  %arena471 = getelementptr inbounds float, ptr %arena, i64 %1259
+  store <16 x float> %t51_c4_2470, ptr %arena471, align 4
+  %t51_c4_3472 = load <16 x float>, ptr %flat_grad.t51_c4_3, align 64
+  %1260 = mul nsw i64 %flat_grad.mb50384, 6
+  %1261 = add nsw i64 %1260, 4
+  %1262 = mul nsw i64 %1261, 144
+  %1263 = add nsw i64 19728, %1262
+  %1264 = mul nsw i64 %flat_grad.nb49383, 64
+  %1265 = add nsw i64 %1263, %1264
+  %1266 = add nsw i64 %1265, 48
+  %arena473 = getelementptr inbounds float, ptr %arena, i64 %1266
+  store <16 x float> %t51_c4_3472, ptr %arena473, align 4
+  %t51_c5_0474 = load <16 x float>, ptr %flat_grad.t51_c5_0, align 64
+  %1267 = mul nsw i64 %flat_grad.mb50384, 6
+  %1268 = add nsw i64 %1267, 5
+  %1269 = mul nsw i64 %1268, 144
+  %1270 = add nsw i64 19728, %1269
+  %1271 = mul nsw i64 %flat_grad.nb49383, 64
+  %1272 = add nsw i64 %1270, %1271
+  %arena475 = getelementptr inbounds float, ptr %arena, i64 %1272
+  store <16 x float> %t51_c5_0474, ptr %arena475, align 4
+  %t51_c5_1476 = load <16 x float>, ptr %flat_grad.t51_c5_1, align 64
+  %1273 = mul nsw i64 %flat_grad.mb50384, 6
+  %1274 = add nsw i64 %1273, 5
+  %1275 = mul nsw i64 %1274, 144
+  %1276 = add nsw i64 19728, %1275
+  %1277 = mul nsw i64 %flat_grad.nb49383, 64
+  %1278 = add nsw i64 %1276, %1277
+  %1279 = add nsw i64 %1278, 16
+  %arena477 = getelementptr inbounds float, ptr %arena, i64 %1279
+  store <16 x float> %t51_c5_1476, ptr %arena477, align 4
+  %t51_c5_2478 = load <16 x float>, ptr %flat_grad.t51_c5_2, align 64
+  %1280 = mul nsw i64 %flat_grad.mb50384, 6
+  %1281 = add nsw i64 %1280, 5
+  %1282 = mul nsw i64 %1281, 144
+  %1283 = add nsw i64 19728, %1282
+  %1284 = mul nsw i64 %flat_grad.nb49383, 64
+  %1285 = add nsw i64 %1283, %1284
+  %1286 = add nsw i64 %1285, 32
+  %arena479 = getelementptr inbounds float, ptr %arena, i64 %1286
+  store <16 x float> %t51_c5_2478, ptr %arena479, align 4
+  %t51_c5_3480 = load <16 x float>, ptr %flat_grad.t51_c5_3, align 64
+  %1287 = mul nsw i64 %flat_grad.mb50384, 6
+  %1288 = add nsw i64 %1287, 5
+  %1289 = mul nsw i64 %1288, 144
+  %1290 = add nsw i64 19728, %1289
+  %1291 = mul nsw i64 %flat_grad.nb49383, 64
+  %1292 = add nsw i64 %1290, %1291
+  %1293 = add nsw i64 %1292, 48
+  %arena481 = getelementptr inbounds float, ptr %arena, i64 %1293
+  store <16 x float> %t51_c5_3480, ptr %arena481, align 4
+  %mb50.next = add nsw i64 %flat_grad.mb50384, 1
+  %1294 = icmp slt i64 %mb50.next, 10
+  br i1 %1294, label %flat_grad.mb50, label %flat_grad.mb50.end
+
+flat_grad.k54:                                    ; preds = %flat_grad.k54, %flat_grad.mb50.end
+  %flat_grad.k54482 = phi i64 [ 0, %flat_grad.mb50.end ], [ %k54.next, %flat_grad.k54 ]
+  %1295 = mul nsw i64 %flat_grad.k54482, 144
+  %1296 = add nsw i64 40, %1295
+  %1297 = mul nsw i64 %flat_grad.nb49383, 64
+  %1298 = add nsw i64 %1296, %1297
+  %params483 = getelementptr inbounds float, ptr %params, i64 %1298
+  %1299 = load <16 x float>, ptr %params483, align 4
+  store <16 x float> %1299, ptr %flat_grad.t53_b0, align 64
+  %1300 = mul nsw i64 %flat_grad.k54482, 144
+  %1301 = add nsw i64 40, %1300
+  %1302 = mul nsw i64 %flat_grad.nb49383, 64
+  %1303 = add nsw i64 %1301, %1302
+  %1304 = add nsw i64 %1303, 16
+  %params484 = getelementptr inbounds float, ptr %params, i64 %1304
+  %1305 = load <16 x float>, ptr %params484, align 4
+  store <16 x float> %1305, ptr %flat_grad.t53_b1, align 64
+  %1306 = mul nsw i64 %flat_grad.k54482, 144
+  %1307 = add nsw i64 40, %1306
+  %1308 = mul nsw i64 %flat_grad.nb49383, 64
+  %1309 = add nsw i64 %1307, %1308
+  %1310 = add nsw i64 %1309, 32
+  %params485 = getelementptr inbounds float, ptr %params, i64 %1310
+  %1311 = load <16 x float>, ptr %params485, align 4
+  store <16 x float> %1311, ptr %flat_grad.t53_b2, align 64
+  %1312 = mul nsw i64 %flat_grad.k54482, 144
+  %1313 = add nsw i64 40, %1312
+  %1314 = mul nsw i64 %flat_grad.nb49383, 64
+  %1315 = add nsw i64 %1313, %1314
+  %1316 = add nsw i64 %1315, 48
+  %params486 = getelementptr inbounds float, ptr %params, i64 %1316
+  %1317 = load <16 x float>, ptr %params486, align 4
+  store <16 x float> %1317, ptr %flat_grad.t53_b3, align 64
+  %1318 = add nsw i64 19688, %flat_grad.k54482
+  %arena487 = getelementptr inbounds float, ptr %arena, i64 %1318
+  %1319 = load float, ptr %arena487, align 4
+  %1320 = insertelement <16 x float> undef, float %1319, i32 0
+  %1321 = shufflevector <16 x float> %1320, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1321, ptr %flat_grad.t53_a0, align 64
+  %t53_a0 = load <16 x float>, ptr %flat_grad.t53_a0, align 64
+  %t53_b0 = load <16 x float>, ptr %flat_grad.t53_b0, align 64
+  %t53_c0_0 = load <16 x float>, ptr %flat_grad.t53_c0_0, align 64
+  %1322 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0, <16 x float> %t53_b0, <16 x float> %t53_c0_0)
+  store <16 x float> %1322, ptr %flat_grad.t53_c0_0, align 64
+  %t53_a0488 = load <16 x float>, ptr %flat_grad.t53_a0, align 64
+  %t53_b1 = load <16 x float>, ptr %flat_grad.t53_b1, align 64
+  %t53_c0_1 = load <16 x float>, ptr %flat_grad.t53_c0_1, align 64
+  %1323 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0488, <16 x float> %t53_b1, <16 x float> %t53_c0_1)
+  store <16 x float> %1323, ptr %flat_grad.t53_c0_1, align 64
+  %t53_a0489 = load <16 x float>, ptr %flat_grad.t53_a0, align 64
+  %t53_b2 = load <16 x float>, ptr %flat_grad.t53_b2, align 64
+  %t53_c0_2 = load <16 x float>, ptr %flat_grad.t53_c0_2, align 64
+  %1324 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0489, <16 x float> %t53_b2, <16 x float> %t53_c0_2)
+  store <16 x float> %1324, ptr %flat_grad.t53_c0_2, align 64
+  %t53_a0490 = load <16 x float>, ptr %flat_grad.t53_a0, align 64
+  %t53_b3 = load <16 x float>, ptr %flat_grad.t53_b3, align 64
+  %t53_c0_3 = load <16 x float>, ptr %flat_grad.t53_c0_3, align 64
+  %1325 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0490, <16 x float> %t53_b3, <16 x float> %t53_c0_3)
+  store <16 x float> %1325, ptr %flat_grad.t53_c0_3, align 64
+  %1326 = add nsw i64 19698, %flat_grad.k54482
+  %arena491 = getelementptr inbounds float, ptr %arena, i64 %1326
+  %1327 = load float, ptr %arena491, align 4
+  %1328 = insertelement <16 x float> undef, float %1327, i32 0
+  %1329 = shufflevector <16 x float> %1328, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1329, ptr %flat_grad.t53_a1, align 64
+  %t53_a1 = load <16 x float>, ptr %flat_grad.t53_a1, align 64
+  %t53_b0492 = load <16 x float>, ptr %flat_grad.t53_b0, align 64
+  %t53_c1_0 = load <16 x float>, ptr %flat_grad.t53_c1_0, align 64
+  %1330 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1, <16 x float> %t53_b0492, <16 x float> %t53_c1_0)
+  store <16 x float> %1330, ptr %flat_grad.t53_c1_0, align 64
+  %t53_a1493 = load <16 x float>, ptr %flat_grad.t53_a1, align 64
+  %t53_b1494 = load <16 x float>, ptr %flat_grad.t53_b1, align 64
+  %t53_c1_1 = load <16 x float>, ptr %flat_grad.t53_c1_1, align 64
+  %1331 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1493, <16 x float> %t53_b1494, <16 x float> %t53_c1_1)
+  store <16 x float> %1331, ptr %flat_grad.t53_c1_1, align 64
+  %t53_a1495 = load <16 x float>, ptr %flat_grad.t53_a1, align 64
+  %t53_b2496 = load <16 x float>, ptr %flat_grad.t53_b2, align 64
+  %t53_c1_2 = load <16 x float>, ptr %flat_grad.t53_c1_2, align 64
+  %1332 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1495, <16 x float> %t53_b2496, <16 x float> %t53_c1_2)
+  store <16 x float> %1332, ptr %flat_grad.t53_c1_2, align 64
+  %t53_a1497 = load <16 x float>, ptr %flat_grad.t53_a1, align 64
+  %t53_b3498 = load <16 x float>, ptr %flat_grad.t53_b3, align 64
+  %t53_c1_3 = load <16 x float>, ptr %flat_grad.t53_c1_3, align 64
+  %1333 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1497, <16 x float> %t53_b3498, <16 x float> %t53_c1_3)
+  store <16 x float> %1333, ptr %flat_grad.t53_c1_3, align 64
+  %1334 = add nsw i64 19708, %flat_grad.k54482
+  %arena499 = getelementptr inbounds float, ptr %arena, i64 %1334
+  %1335 = load float, ptr %arena499, align 4
+  %1336 = insertelement <16 x float> undef, float %1335, i32 0
+  %1337 = shufflevector <16 x float> %1336, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1337, ptr %flat_grad.t53_a2, align 64
+  %t53_a2 = load <16 x float>, ptr %flat_grad.t53_a2, align 64
+  %t53_b0500 = load <16 x float>, ptr %flat_grad.t53_b0, align 64
+  %t53_c2_0 = load <16 x float>, ptr %flat_grad.t53_c2_0, align 64
+  %1338 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2, <16 x float> %t53_b0500, <16 x float> %t53_c2_0)
+  store <16 x float> %1338, ptr %flat_grad.t53_c2_0, align 64
+  %t53_a2501 = load <16 x float>, ptr %flat_grad.t53_a2, align 64
+  %t53_b1502 = load <16 x float>, ptr %flat_grad.t53_b1, align 64
+  %t53_c2_1 = load <16 x float>, ptr %flat_grad.t53_c2_1, align 64
+  %1339 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2501, <16 x float> %t53_b1502, <16 x float> %t53_c2_1)
+  store <16 x float> %1339, ptr %flat_grad.t53_c2_1, align 64
+  %t53_a2503 = load <16 x float>, ptr %flat_grad.t53_a2, align 64
+  %t53_b2504 = load <16 x float>, ptr %flat_grad.t53_b2, align 64
+  %t53_c2_2 = load <16 x float>, ptr %flat_grad.t53_c2_2, align 64
+  %1340 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2503, <16 x float> %t53_b2504, <16 x float> %t53_c2_2)
+  store <16 x float> %1340, ptr %flat_grad.t53_c2_2, align 64
+  %t53_a2505 = load <16 x float>, ptr %flat_grad.t53_a2, align 64
+  %t53_b3506 = load <16 x float>, ptr %flat_grad.t53_b3, align 64
+  %t53_c2_3 = load <16 x float>, ptr %flat_grad.t53_c2_3, align 64
+  %1341 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2505, <16 x float> %t53_b3506, <16 x float> %t53_c2_3)
+  store <16 x float> %1341, ptr %flat_grad.t53_c2_3, align 64
+  %1342 = add nsw i64 19718, %flat_grad.k54482
+  %arena507 = getelementptr inbounds float, ptr %arena, i64 %1342
+  %1343 = load float, ptr %arena507, align 4
+  %1344 = insertelement <16 x float> undef, float %1343, i32 0
+  %1345 = shufflevector <16 x float> %1344, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1345, ptr %flat_grad.t53_a3, align 64
+  %t53_a3 = load <16 x float>, ptr %flat_grad.t53_a3, align 64
+  %t53_b0508 = load <16 x float>, ptr %flat_grad.t53_b0, align 64
+  %t53_c3_0 = load <16 x float>, ptr %flat_grad.t53_c3_0, align 64
+  %1346 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3, <16 x float> %t53_b0508, <16 x float> %t53_c3_0)
+  store <16 x float> %1346, ptr %flat_grad.t53_c3_0, align 64
+  %t53_a3509 = load <16 x float>, ptr %flat_grad.t53_a3, align 64
+  %t53_b1510 = load <16 x float>, ptr %flat_grad.t53_b1, align 64
+  %t53_c3_1 = load <16 x float>, ptr %flat_grad.t53_c3_1, align 64
+  %1347 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3509, <16 x float> %t53_b1510, <16 x float> %t53_c3_1)
+  store <16 x float> %1347, ptr %flat_grad.t53_c3_1, align 64
+  %t53_a3511 = load <16 x float>, ptr %flat_grad.t53_a3, align 64
+  %t53_b2512 = load <16 x float>, ptr %flat_grad.t53_b2, align 64
+  %t53_c3_2 = load <16 x float>, ptr %flat_grad.t53_c3_2, align 64
+  %1348 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3511, <16 x float> %t53_b2512, <16 x float> %t53_c3_2)
+  store <16 x float> %1348, ptr %flat_grad.t53_c3_2, align 64
+  %t53_a3513 = load <16 x float>, ptr %flat_grad.t53_a3, align 64
+  %t53_b3514 = load <16 x float>, ptr %flat_grad.t53_b3, align 64
+  %t53_c3_3 = load <16 x float>, ptr %flat_grad.t53_c3_3, align 64
+  %1349 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3513, <16 x float> %t53_b3514, <16 x float> %t53_c3_3)
+  store <16 x float> %1349, ptr %flat_grad.t53_c3_3, align 64
+  %k54.next = add nsw i64 %flat_grad.k54482, 1
+  %1350 = icmp slt i64 %k54.next, 10
+  br i1 %1350, label %flat_grad.k54, label %flat_grad.k54.end
+
+flat_grad.k54.end:                                ; preds = %flat_grad.k54
+  %t53_c0_0515 = load <16 x float>, ptr %flat_grad.t53_c0_0, align 64
+  %1351 = mul nsw i64 %flat_grad.nb49383, 64
+  %1352 = add nsw i64 28368, %1351
+  %arena516 = getelementptr inbounds float, ptr %arena, i64 %1352
+  store <16 x float> %t53_c0_0515, ptr %arena516, align 4
+  %t53_c0_1517 = load <16 x float>, ptr %flat_grad.t53_c0_1, align 64
+  %1353 = mul nsw i64 %flat_grad.nb49383, 64
+  %1354 = add nsw i64 28368, %1353
+  %1355 = add nsw i64 %1354, 16
+  %arena518 = getelementptr inbounds float, ptr %arena, i64 %1355
+  store <16 x float> %t53_c0_1517, ptr %arena518, align 4
+  %t53_c0_2519 = load <16 x float>, ptr %flat_grad.t53_c0_2, align 64
+  %1356 = mul nsw i64 %flat_grad.nb49383, 64
+  %1357 = add nsw i64 28368, %1356
+  %1358 = add nsw i64 %1357, 32
+  %arena520 = getelementptr inbounds float, ptr %arena, i64 %1358
+  store <16 x float> %t53_c0_2519, ptr %arena520, align 4
+  %t53_c0_3521 = load <16 x float>, ptr %flat_grad.t53_c0_3, align 64
+  %1359 = mul nsw i64 %flat_grad.nb49383, 64
+  %1360 = add nsw i64 28368, %1359
+  %1361 = add nsw i64 %1360, 48
+  %arena522 = getelementptr inbounds float, ptr %arena, i64 %1361
+  store <16 x float> %t53_c0_3521, ptr %arena522, align 4
+  %t53_c1_0523 = load <16 x float>, ptr %flat_grad.t53_c1_0, align 64
+  %1362 = mul nsw i64 %flat_grad.nb49383, 64
+  %1363 = add nsw i64 28512, %1362
+  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1363
+  store <16 x float> %t53_c1_0523, ptr %arena524, align 4
+  %t53_c1_1525 = load <16 x float>, ptr %flat_grad.t53_c1_1, align 64
+  %1364 = mul nsw i64 %flat_grad.nb49383, 64
+  %1365 = add nsw i64 28512, %1364
+  %1366 = add nsw i64 %1365, 16
+  %arena526 = getelementptr inbounds float, ptr %arena, i64 %1366
+  store <16 x float> %t53_c1_1525, ptr %arena526, align 4
+  %t53_c1_2527 = load <16 x float>, ptr %flat_grad.t53_c1_2, align 64
+  %1367 = mul nsw i64 %flat_grad.nb49383, 64
+  %1368 = add nsw i64 28512, %1367
+  %1369 = add nsw i64 %1368, 32
+  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1369
+  store <16 x float> %t53_c1_2527, ptr %arena528, align 4
+  %t53_c1_3529 = load <16 x float>, ptr %flat_grad.t53_c1_3, align 64
+  %1370 = mul nsw i64 %flat_grad.nb49383, 64
+  %1371 = add nsw i64 28512, %1370
+  %1372 = add nsw i64 %1371, 48
+  %arena530 = getelementptr inbounds float, ptr %arena, i64 %1372
+  store <16 x float> %t53_c1_3529, ptr %arena530, align 4
+  %t53_c2_0531 = load <16 x float>, ptr %flat_grad.t53_c2_0, align 64
+  %1373 = mul nsw i64 %flat_grad.nb49383, 64
+  %1374 = add nsw i64 28656, %1373
+  %arena532 = getelementptr inbounds float, ptr %arena, i64 %1374
+  store <16 x float> %t53_c2_0531, ptr %arena532, align 4
+  %t53_c2_1533 = load <16 x float>, ptr %flat_grad.t53_c2_1, align 64
+  %1375 = mul nsw i64 %flat_grad.nb49383, 64
+  %1376 = add nsw i64 28656, %1375
+  %1377 = add nsw i64 %1376, 16
+  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1377
+  store <16 x float> %t53_c2_1533, ptr %arena534, align 4
+  %t53_c2_2535 = load <16 x float>, ptr %flat_grad.t53_c2_2, align 64
+  %1378 = mul nsw i64 %flat_grad.nb49383, 64
+  %1379 = add nsw i64 28656, %1378
+  %1380 = add nsw i64 %1379, 32
+  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1380
+  store <16 x float> %t53_c2_2535, ptr %arena536, align 4
+  %t53_c2_3537 = load <16 x float>, ptr %flat_grad.t53_c2_3, align 64
+  %1381 = mul nsw i64 %flat_grad.nb49383, 64
+  %1382 = add nsw i64 28656, %1381
+  %1383 = add nsw i64 %1382, 48
+  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1383
+  store <16 x float> %t53_c2_3537, ptr %arena538, align 4
+  %t53_c3_0539 = load <16 x float>, ptr %flat_grad.t53_c3_0, align 64
+  %1384 = mul nsw i64 %flat_grad.nb49383, 64
+  %1385 = add nsw i64 28800, %1384
+  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1385
+  store <16 x float> %t53_c3_0539, ptr %arena540, align 4
+  %t53_c3_1541 = load <16 x float>, ptr %flat_grad.t53_c3_1, align 64
+  %1386 = mul nsw i64 %flat_grad.nb49383, 64
+  %1387 = add nsw i64 28800, %1386
+  %1388 = add nsw i64 %1387, 16
+  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1388
+  store <16 x float> %t53_c3_1541, ptr %arena542, align 4
+  %t53_c3_2543 = load <16 x float>, ptr %flat_grad.t53_c3_2, align 64
+  %1389 = mul nsw i64 %flat_grad.nb49383, 64
+  %1390 = add nsw i64 28800, %1389
+  %1391 = add nsw i64 %1390, 32
+  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1391
+  store <16 x float> %t53_c3_2543, ptr %arena544, align 4
+  %t53_c3_3545 = load <16 x float>, ptr %flat_grad.t53_c3_3, align 64
+  %1392 = mul nsw i64 %flat_grad.nb49383, 64
+  %1393 = add nsw i64 28800, %1392
+  %1394 = add nsw i64 %1393, 48
+  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1394
+  store <16 x float> %t53_c3_3545, ptr %arena546, align 4
+  %nb49.next = add nsw i64 %flat_grad.nb49383, 1
+  %1395 = icmp slt i64 %nb49.next, 2
+  br i1 %1395, label %flat_grad.nb49, label %flat_grad.nb49.end
+
+flat_grad.mb55:                                   ; preds = %flat_grad.k57.end, %flat_grad.nb49.end
+  %flat_grad.mb55547 = phi i64 [ 0, %flat_grad.nb49.end ], [ %mb55.next, %flat_grad.k57.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c5_0, align 64
+  br label %flat_grad.k57
+
+flat_grad.mb55.end:                               ; preds = %flat_grad.k57.end
+  store <16 x float> zeroinitializer, ptr %flat_grad.t58_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t58_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t58_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t58_c3_0, align 64
+  br label %flat_grad.k59
+
+flat_grad.k57:                                    ; preds = %flat_grad.k57, %flat_grad.mb55
+  %flat_grad.k57548 = phi i64 [ 0, %flat_grad.mb55 ], [ %k57.next, %flat_grad.k57 ]
+  %1396 = mul nsw i64 %flat_grad.k57548, 144
+  %1397 = add nsw i64 40, %1396
+  %1398 = add nsw i64 %1397, 128
+  %params549 = getelementptr inbounds float, ptr %params, i64 %1398
+  %1399 = load <16 x float>, ptr %params549, align 4
+  store <16 x float> %1399, ptr %flat_grad.t56_b0, align 64
+  %1400 = mul nsw i64 %flat_grad.mb55547, 6
+  %1401 = mul nsw i64 %1400, 10
+  %1402 = add nsw i64 19088, %1401
+  %1403 = add nsw i64 %1402, %flat_grad.k57548
+  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1403
+  %1404 = load float, ptr %arena550, align 4
+  %1405 = insertelement <16 x float> undef, float %1404, i32 0
+  %1406 = shufflevector <16 x float> %1405, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1406, ptr %flat_grad.t56_a0, align 64
+  %t56_a0 = load <16 x float>, ptr %flat_grad.t56_a0, align 64
+  %t56_b0 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
+  %t56_c0_0 = load <16 x float>, ptr %flat_grad.t56_c0_0, align 64
+  %1407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a0, <16 x float> %t56_b0, <16 x float> %t56_c0_0)
+  store <16 x float> %1407, ptr %flat_grad.t56_c0_0, align 64
+  %1408 = mul nsw i64 %flat_grad.mb55547, 6
+  %1409 = add nsw i64 %1408, 1
+  %1410 = mul nsw i64 %1409, 10
+  %1411 = add nsw i64 19088, %1410
+  %1412 = add nsw i64 %1411, %flat_grad.k57548
+  %arena551 = getelementptr inbounds float, ptr %arena, i64 %1412
+  %1413 = load float, ptr %arena551, align 4
+  %1414 = insertelement <16 x float> undef, float %1413, i32 0
+  %1415 = shufflevector <16 x float> %1414, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1415, ptr %flat_grad.t56_a1, align 64
+  %t56_a1 = load <16 x float>, ptr %flat_grad.t56_a1, align 64
+  %t56_b0552 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
+  %t56_c1_0 = load <16 x float>, ptr %flat_grad.t56_c1_0, align 64
+  %1416 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a1, <16 x float> %t56_b0552, <16 x float> %t56_c1_0)
+  store <16 x float> %1416, ptr %flat_grad.t56_c1_0, align 64
+  %1417 = mul nsw i64 %flat_grad.mb55547, 6
+  %1418 = add nsw i64 %1417, 2
+  %1419 = mul nsw i64 %1418, 10
+  %1420 = add nsw i64 19088, %1419
+  %1421 = add nsw i64 %1420, %flat_grad.k57548
+  %arena553 = getelementptr inbounds float, ptr %arena, i64 %1421
+  %1422 = load float, ptr %arena553, align 4
+  %1423 = insertelement <16 x float> undef, float %1422, i32 0
+  %1424 = shufflevector <16 x float> %1423, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1424, ptr %flat_grad.t56_a2, align 64
+  %t56_a2 = load <16 x float>, ptr %flat_grad.t56_a2, align 64
+  %t56_b0554 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
+  %t56_c2_0 = load <16 x float>, ptr %flat_grad.t56_c2_0, align 64
+  %1425 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a2, <16 x float> %t56_b0554, <16 x float> %t56_c2_0)
+  store <16 x float> %1425, ptr %flat_grad.t56_c2_0, align 64
+  %1426 = mul nsw i64 %flat_grad.mb55547, 6
+  %1427 = add nsw i64 %1426, 3
+  %1428 = mul nsw i64 %1427, 10
+  %1429 = add nsw i64 19088, %1428
+  %1430 = add nsw i64 %1429, %flat_grad.k57548
+  %arena555 = getelementptr inbounds float, ptr %arena, i64 %1430
+  %1431 = load float, ptr %arena555, align 4
+  %1432 = insertelement <16 x float> undef, float %1431, i32 0
+  %1433 = shufflevector <16 x float> %1432, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1433, ptr %flat_grad.t56_a3, align 64
+  %t56_a3 = load <16 x float>, ptr %flat_grad.t56_a3, align 64
+  %t56_b0556 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
+  %t56_c3_0 = load <16 x float>, ptr %flat_grad.t56_c3_0, align 64
+  %1434 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a3, <16 x float> %t56_b0556, <16 x float> %t56_c3_0)
+  store <16 x float> %1434, ptr %flat_grad.t56_c3_0, align 64
+  %1435 = mul nsw i64 %flat_grad.mb55547, 6
+  %1436 = add nsw i64 %1435, 4
+  %1437 = mul nsw i64 %1436, 10
+  %1438 = add nsw i64 19088, %1437
+  %1439 = add nsw i64 %1438, %flat_grad.k57548
+  %arena557 = getelementptr inbounds float, ptr %arena, i64 %1439
+  %1440 = load float, ptr %arena557, align 4
+  %1441 = insertelement <16 x float> undef, float %1440, i32 0
+  %1442 = shufflevector <16 x float> %1441, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1442, ptr %flat_grad.t56_a4, align 64
+  %t56_a4 = load <16 x float>, ptr %flat_grad.t56_a4, align 64
+  %t56_b0558 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
+  %t56_c4_0 = load <16 x float>, ptr %flat_grad.t56_c4_0, align 64
+  %1443 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a4, <16 x float> %t56_b0558, <16 x float> %t56_c4_0)
+  store <16 x float> %1443, ptr %flat_grad.t56_c4_0, align 64
+  %1444 = mul nsw i64 %flat_grad.mb55547, 6
+  %1445 = add nsw i64 %1444, 5
+  %1446 = mul nsw i64 %1445, 10
+  %1447 = add nsw i64 19088, %1446
+  %1448 = add nsw i64 %1447, %flat_grad.k57548
+  %arena559 = getelementptr inbounds float, ptr %arena, i64 %1448
+  %1449 = load float, ptr %arena559, align 4
+  %1450 = insertelement <16 x float> undef, float %1449, i32 0
+  %1451 = shufflevector <16 x float> %1450, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1451, ptr %flat_grad.t56_a5, align 64
+  %t56_a5 = load <16 x float>, ptr %flat_grad.t56_a5, align 64
+  %t56_b0560 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
+  %t56_c5_0 = load <16 x float>, ptr %flat_grad.t56_c5_0, align 64
+  %1452 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a5, <16 x float> %t56_b0560, <16 x float> %t56_c5_0)
+  store <16 x float> %1452, ptr %flat_grad.t56_c5_0, align 64
+  %k57.next = add nsw i64 %flat_grad.k57548, 1
+  %1453 = icmp slt i64 %k57.next, 10
+  br i1 %1453, label %flat_grad.k57, label %flat_grad.k57.end
+
+flat_grad.k57.end:                                ; preds = %flat_grad.k57
+  %t56_c0_0561 = load <16 x float>, ptr %flat_grad.t56_c0_0, align 64
+  %1454 = mul nsw i64 %flat_grad.mb55547, 6
+  %1455 = mul nsw i64 %1454, 144
+  %1456 = add nsw i64 19728, %1455
+  %1457 = add nsw i64 %1456, 128
+  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1457
+  store <16 x float> %t56_c0_0561, ptr %arena562, align 4
+  %t56_c1_0563 = load <16 x float>, ptr %flat_grad.t56_c1_0, align 64
+  %1458 = mul nsw i64 %flat_grad.mb55547, 6
+  %1459 = add nsw i64 %1458, 1
+  %1460 = mul nsw i64 %1459, 144
+  %1461 = add nsw i64 19728, %1460
+  %1462 = add nsw i64 %1461, 128
+  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1462
+  store <16 x float> %t56_c1_0563, ptr %arena564, align 4
+  %t56_c2_0565 = load <16 x float>, ptr %flat_grad.t56_c2_0, align 64
+  %1463 = mul nsw i64 %flat_grad.mb55547, 6
+  %1464 = add nsw i64 %1463, 2
+  %1465 = mul nsw i64 %1464, 144
+  %1466 = add nsw i64 19728, %1465
+  %1467 = add nsw i64 %1466, 128
+  %arena566 = getelementptr inbounds float, ptr %arena, i64 %1467
+  store <16 x float> %t56_c2_0565, ptr %arena566, align 4
+  %t56_c3_0567 = load <16 x float>, ptr %flat_grad.t56_c3_0, align 64
+  %1468 = mul nsw i64 %flat_grad.mb55547, 6
+  %1469 = add nsw i64 %1468, 3
+  %1470 = mul nsw i64 %1469, 144
+  %1471 = add nsw i64 19728, %1470
+  %1472 = add nsw i64 %1471, 128
+  %arena568 = getelementptr inbounds float, ptr %arena, i64 %1472
+  store <16 x float> %t56_c3_0567, ptr %arena568, align 4
+  %t56_c4_0569 = load <16 x float>, ptr %flat_grad.t56_c4_0, align 64
+  %1473 = mul nsw i64 %flat_grad.mb55547, 6
+  %1474 = add nsw i64 %1473, 4
+  %1475 = mul nsw i64 %1474, 144
+  %1476 = add nsw i64 19728, %1475
+  %1477 = add nsw i64 %1476, 128
+  %arena570 = getelementptr inbounds float, ptr %arena, i64 %1477
+  store <16 x float> %t56_c4_0569, ptr %arena570, align 4
+  %t56_c5_0571 = load <16 x float>, ptr %flat_grad.t56_c5_0, align 64
+  %1478 = mul nsw i64 %flat_grad.mb55547, 6
+  %1479 = add nsw i64 %1478, 5
+  %1480 = mul nsw i64 %1479, 144
+  %1481 = add nsw i64 19728, %1480
+  %1482 = add nsw i64 %1481, 128
+  %arena572 = getelementptr inbounds float, ptr %arena, i64 %1482
+  store <16 x float> %t56_c5_0571, ptr %arena572, align 4
+  %mb55.next = add nsw i64 %flat_grad.mb55547, 1
+  %1483 = icmp slt i64 %mb55.next, 10
+  br i1 %1483, label %flat_grad.mb55, label %flat_grad.mb55.end
+
+flat_grad.k59:                                    ; preds = %flat_grad.k59, %flat_grad.mb55.end
+  %flat_grad.k59573 = phi i64 [ 0, %flat_grad.mb55.end ], [ %k59.next, %flat_grad.k59 ]
+  %1484 = mul nsw i64 %flat_grad.k59573, 144
+  %1485 = add nsw i64 40, %1484
+  %1486 = add nsw i64 %1485, 128
+  %params574 = getelementptr inbounds float, ptr %params, i64 %1486
+  %1487 = load <16 x float>, ptr %params574, align 4
+  store <16 x float> %1487, ptr %flat_grad.t58_b0, align 64
+  %1488 = add nsw i64 19688, %flat_grad.k59573
+  %arena575 = getelementptr inbounds float, ptr %arena, i64 %1488
+  %1489 = load float, ptr %arena575, align 4
+  %1490 = insertelement <16 x float> undef, float %1489, i32 0
+  %1491 = shufflevector <16 x float> %1490, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1491, ptr %flat_grad.t58_a0, align 64
+  %t58_a0 = load <16 x float>, ptr %flat_grad.t58_a0, align 64
+  %t58_b0 = load <16 x float>, ptr %flat_grad.t58_b0, align 64
+  %t58_c0_0 = load <16 x float>, ptr %flat_grad.t58_c0_0, align 64
+  %1492 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t58_a0, <16 x float> %t58_b0, <16 x float> %t58_c0_0)
+  store <16 x float> %1492, ptr %flat_grad.t58_c0_0, align 64
+  %1493 = add nsw i64 19698, %flat_grad.k59573
+  %arena576 = getelementptr inbounds float, ptr %arena, i64 %1493
+  %1494 = load float, ptr %arena576, align 4
+  %1495 = insertelement <16 x float> undef, float %1494, i32 0
+  %1496 = shufflevector <16 x float> %1495, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1496, ptr %flat_grad.t58_a1, align 64
+  %t58_a1 = load <16 x float>, ptr %flat_grad.t58_a1, align 64
+  %t58_b0577 = load <16 x float>, ptr %flat_grad.t58_b0, align 64
+  %t58_c1_0 = load <16 x float>, ptr %flat_grad.t58_c1_0, align 64
+  %1497 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t58_a1, <16 x float> %t58_b0577, <16 x float> %t58_c1_0)
+  store <16 x float> %1497, ptr %flat_grad.t58_c1_0, align 64
+  %1498 = add nsw i64 19708, %flat_grad.k59573
+  %arena578 = getelementptr inbounds float, ptr %arena, i64 %1498
+  %1499 = load float, ptr %arena578, align 4
+  %1500 = insertelement <16 x float> undef, float %1499, i32 0
+  %1501 = shufflevector <16 x float> %1500, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1501, ptr %flat_grad.t58_a2, align 64
+  %t58_a2 = load <16 x float>, ptr %flat_grad.t58_a2, align 64
+  %t58_b0579 = load <16 x float>, ptr %flat_grad.t58_b0, align 64
+  %t58_c2_0 = load <16 x float>, ptr %flat_grad.t58_c2_0, align 64
+  %1502 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t58_a2, <16 x float> %t58_b0579, <16 x float> %t58_c2_0)
+  store <16 x float> %1502, ptr %flat_grad.t58_c2_0, align 64
+  %1503 = add nsw i64 19718, %flat_grad.k59573
+  %arena580 = getelementptr inbounds float, ptr %arena, i64 %1503
+  %1504 = load float, ptr %arena580, align 4
+  %1505 = insertelement <16 x float> undef, float %1504, i32 0
+  %1506 = shufflevector <16 x float> %1505, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1506, ptr %flat_grad.t58_a3, align 64
+  %t58_a3 = load <16 x float>, ptr %flat_grad.t58_a3, align 64
+  %t58_b0581 = load <16 x float>, ptr %flat_grad.t58_b0, align 64
+  %t58_c3_0 = load <16 x float>, ptr %flat_grad.t58_c3_0, align 64
+  %1507 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t58_a3, <16 x float> %t58_b0581, <16 x float> %t58_c3_0)
+  store <16 x float> %1507, ptr %flat_grad.t58_c3_0, align 64
+  %k59.next = add nsw i64 %flat_grad.k59573, 1
+  %1508 = icmp slt i64 %k59.next, 10
+  br i1 %1508, label %flat_grad.k59, label %flat_grad.k59.end
+
+flat_grad.k59.end:                                ; preds = %flat_grad.k59
+  %t58_c0_0582 = load <16 x float>, ptr %flat_grad.t58_c0_0, align 64
+  %arena583 = getelementptr inbounds float, ptr %arena, i64 28496
+  store <16 x float> %t58_c0_0582, ptr %arena583, align 4
+  %t58_c1_0584 = load <16 x float>, ptr %flat_grad.t58_c1_0, align 64
+  %arena585 = getelementptr inbounds float, ptr %arena, i64 28640
+  store <16 x float> %t58_c1_0584, ptr %arena585, align 4
+  %t58_c2_0586 = load <16 x float>, ptr %flat_grad.t58_c2_0, align 64
+  %arena587 = getelementptr inbounds float, ptr %arena, i64 28784
+  store <16 x float> %t58_c2_0586, ptr %arena587, align 4
+  %t58_c3_0588 = load <16 x float>, ptr %flat_grad.t58_c3_0, align 64
+  %arena589 = getelementptr inbounds float, ptr %arena, i64 28928
+  store <16 x float> %t58_c3_0588, ptr %arena589, align 4
+  br label %conv1_grad.i60
+
+conv1_grad.i60:                                   ; preds = %conv1_grad.i60, %flat_grad.k59.end
+  %conv1_grad.i60590 = phi i64 [ 0, %flat_grad.k59.end ], [ %i60.next, %conv1_grad.i60 ]
+  %1509 = add nsw i64 28944, %conv1_grad.i60590
+  %arena591 = getelementptr inbounds float, ptr %arena, i64 %1509
+  store float 0.000000e+00, ptr %arena591, align 4
+  %i60.next = add nsw i64 %conv1_grad.i60590, 1
+  %1510 = icmp slt i64 %i60.next, 43264
+  br i1 %1510, label %conv1_grad.i60, label %conv1_grad.i60.end
+
+conv1_grad.i60.end:                               ; preds = %conv1_grad.i60
+  br label %conv1_grad.q61
+
+conv1_grad.q61:                                   ; preds = %conv1_grad.i62.end, %conv1_grad.i60.end
+  %conv1_grad.q61592 = phi i64 [ 0, %conv1_grad.i60.end ], [ %q61.next, %conv1_grad.i62.end ]
+  br label %conv1_grad.i62
+
+conv1_grad.q61.end:                               ; preds = %conv1_grad.i62.end
+  br label %conv1_weight_grad.i63
+
+conv1_grad.i62:                                   ; preds = %conv1_grad.endif, %conv1_grad.q61
+  %conv1_grad.i62593 = phi i64 [ 0, %conv1_grad.q61 ], [ %i62.next, %conv1_grad.endif ]
+  %1511 = mul nsw i64 %conv1_grad.q61592, 36
+  %1512 = add nsw i64 %1511, %conv1_grad.i62593
+  %arena594 = getelementptr inbounds float, ptr %arena, i64 %1512
+  %1513 = load float, ptr %arena594, align 4
+  %1514 = fcmp ogt float %1513, 0.000000e+00
+  br i1 %1514, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i62.end:                               ; preds = %conv1_grad.endif
+  %q61.next = add nsw i64 %conv1_grad.q61592, 1
+  %1515 = icmp slt i64 %q61.next, 256
+  br i1 %1515, label %conv1_grad.q61, label %conv1_grad.q61.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i62
+  %1516 = mul nsw i64 %conv1_grad.q61592, 169
+  %1517 = add nsw i64 28944, %1516
+  %1518 = mul nsw i64 %conv1_grad.q61592, 36
+  %1519 = add nsw i64 %1518, %conv1_grad.i62593
+  %1520 = add nsw i64 9216, %1519
+  %arena595 = getelementptr inbounds float, ptr %arena, i64 %1520
+  %1521 = load float, ptr %arena595, align 4
+  %1522 = fptosi float %1521 to i64
+  %1523 = add nsw i64 %1517, %1522
+  %arena596 = getelementptr inbounds float, ptr %arena, i64 %1523
+  %1524 = load float, ptr %arena596, align 4
+  %1525 = mul nsw i64 %conv1_grad.q61592, 36
+  %1526 = add nsw i64 %1525, %conv1_grad.i62593
+  %1527 = add nsw i64 19728, %1526
+  %arena597 = getelementptr inbounds float, ptr %arena, i64 %1527
+  %1528 = load float, ptr %arena597, align 4
+  %1529 = fadd float %1524, %1528
+  store float %1529, ptr %arena596, align 4
+  br label %conv1_grad.endif
+
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i62
+  %i62.next = add nsw i64 %conv1_grad.i62593, 1
+  %1530 = icmp slt i64 %i62.next, 36
+  br i1 %1530, label %conv1_grad.i62, label %conv1_grad.i62.end
+
+conv1_weight_grad.i63:                            ; preds = %conv1_weight_grad.i63, %conv1_grad.q61.end
+  %conv1_weight_grad.i63598 = phi i64 [ 0, %conv1_grad.q61.end ], [ %i63.next, %conv1_weight_grad.i63 ]
+  %1531 = add nsw i64 212816, %conv1_weight_grad.i63598
+  %arena599 = getelementptr inbounds float, ptr %arena, i64 %1531
+  store float 0.000000e+00, ptr %arena599, align 4
+  %i63.next = add nsw i64 %conv1_weight_grad.i63598, 1
+  %1532 = icmp slt i64 %i63.next, 36
+  br i1 %1532, label %conv1_weight_grad.i63, label %conv1_weight_grad.i63.end
+
+conv1_weight_grad.i63.end:                        ; preds = %conv1_weight_grad.i63
+  br label %conv1_weight_grad.g64
+
+conv1_weight_grad.g64:                            ; preds = %conv1_weight_grad.mb81.end, %conv1_weight_grad.i63.end
+  %conv1_weight_grad.g64600 = phi i64 [ 0, %conv1_weight_grad.i63.end ], [ %g64.next, %conv1_weight_grad.mb81.end ]
+  br label %conv1_weight_grad.j65
+
+conv1_weight_grad.g64.end:                        ; preds = %conv1_weight_grad.mb81.end
+  br label %conv1_weight_grad.f84
+
+conv1_weight_grad.j65:                            ; preds = %conv1_weight_grad.c66.end, %conv1_weight_grad.g64
+  %conv1_weight_grad.j65601 = phi i64 [ 0, %conv1_weight_grad.g64 ], [ %j65.next, %conv1_weight_grad.c66.end ]
+  br label %conv1_weight_grad.c66
+
+conv1_weight_grad.j65.end:                        ; preds = %conv1_weight_grad.c66.end
+  br label %conv1_weight_grad.j74
+
+conv1_weight_grad.c66:                            ; preds = %conv1_weight_grad.ky67.end, %conv1_weight_grad.j65
+  %conv1_weight_grad.c66602 = phi i64 [ 0, %conv1_weight_grad.j65 ], [ %c66.next, %conv1_weight_grad.ky67.end ]
+  br label %conv1_weight_grad.ky67
+
+conv1_weight_grad.c66.end:                        ; preds = %conv1_weight_grad.ky67.end
+  %j65.next = add nsw i64 %conv1_weight_grad.j65601, 1
+  %1533 = icmp slt i64 %j65.next, 64
+  br i1 %1533, label %conv1_weight_grad.j65, label %conv1_weight_grad.j65.end
+
+conv1_weight_grad.ky67:                           ; preds = %conv1_weight_grad.oy72.end, %conv1_weight_grad.c66
+  %conv1_weight_grad.ky67603 = phi i64 [ 0, %conv1_weight_grad.c66 ], [ %ky67.next, %conv1_weight_grad.oy72.end ]
+  br label %conv1_weight_grad.oy68
+
+conv1_weight_grad.ky67.end:                       ; preds = %conv1_weight_grad.oy72.end
+  %c66.next = add nsw i64 %conv1_weight_grad.c66602, 1
+  %1534 = icmp slt i64 %c66.next, 1
+  br i1 %1534, label %conv1_weight_grad.c66, label %conv1_weight_grad.c66.end
+
+conv1_weight_grad.oy68:                           ; preds = %conv1_weight_grad.ox69.end, %conv1_weight_grad.ky67
+  %conv1_weight_grad.oy68604 = phi i64 [ 0, %conv1_weight_grad.ky67 ], [ %oy68.next, %conv1_weight_grad.ox69.end ]
+  br label %conv1_weight_grad.ox69
+
+conv1_weight_grad.oy68.end:                       ; preds = %conv1_weight_grad.ox69.end
+  br label %conv1_weight_grad.oy70
+
+conv1_weight_grad.ox69:                           ; preds = %conv1_weight_grad.ox69, %conv1_weight_grad.oy68
+  %conv1_weight_grad.ox69605 = phi i64 [ 0, %conv1_weight_grad.oy68 ], [ %ox69.next, %conv1_weight_grad.ox69 ]
+  %1535 = mul nsw i64 %conv1_weight_grad.g64600, 64
+  %1536 = add nsw i64 %1535, %conv1_weight_grad.j65601
+  %1537 = mul nsw i64 %1536, 784
+  %1538 = mul nsw i64 %conv1_weight_grad.c66602, 784
+  %1539 = add nsw i64 %1537, %1538
+  %1540 = mul nsw i64 %conv1_weight_grad.oy68604, 2
+  %1541 = add nsw i64 %1540, %conv1_weight_grad.ky67603
+  %1542 = mul nsw i64 %1541, 28
+  %1543 = add nsw i64 %1539, %1542
+  %1544 = mul nsw i64 %conv1_weight_grad.ox69605, 2
+  %1545 = add nsw i64 %1543, %1544
+  %images606 = getelementptr inbounds float, ptr %images, i64 %1545
+  %1546 = load float, ptr %images606, align 4
+  %1547 = mul nsw i64 %conv1_weight_grad.c66602, 3
+  %1548 = add nsw i64 %1547, %conv1_weight_grad.ky67603
+  %1549 = mul nsw i64 %1548, 3
+  %1550 = mul nsw i64 %1549, 10816
+  %1551 = add nsw i64 72208, %1550
+  %1552 = mul nsw i64 %conv1_weight_grad.j65601, 169
+  %1553 = add nsw i64 %1551, %1552
+  %1554 = mul nsw i64 %conv1_weight_grad.oy68604, 13
+  %1555 = add nsw i64 %1554, %conv1_weight_grad.ox69605
+  %1556 = add nsw i64 %1553, %1555
+  %arena607 = getelementptr inbounds float, ptr %arena, i64 %1556
+  store float %1546, ptr %arena607, align 4
+  %ox69.next = add nsw i64 %conv1_weight_grad.ox69605, 1
+  %1557 = icmp slt i64 %ox69.next, 13
+  br i1 %1557, label %conv1_weight_grad.ox69, label %conv1_weight_grad.ox69.end
+
+conv1_weight_grad.ox69.end:                       ; preds = %conv1_weight_grad.ox69
+  %oy68.next = add nsw i64 %conv1_weight_grad.oy68604, 1
+  %1558 = icmp slt i64 %oy68.next, 13
+  br i1 %1558, label %conv1_weight_grad.oy68, label %conv1_weight_grad.oy68.end
+
+conv1_weight_grad.oy70:                           ; preds = %conv1_weight_grad.ox71.end, %conv1_weight_grad.oy68.end
+  %conv1_weight_grad.oy70608 = phi i64 [ 0, %conv1_weight_grad.oy68.end ], [ %oy70.next, %conv1_weight_grad.ox71.end ]
+  br label %conv1_weight_grad.ox71
+
+conv1_weight_grad.oy70.end:                       ; preds = %conv1_weight_grad.ox71.end
+  br label %conv1_weight_grad.oy72
+
+conv1_weight_grad.ox71:                           ; preds = %conv1_weight_grad.ox71, %conv1_weight_grad.oy70
+  %conv1_weight_grad.ox71609 = phi i64 [ 0, %conv1_weight_grad.oy70 ], [ %ox71.next, %conv1_weight_grad.ox71 ]
+  %1559 = mul nsw i64 %conv1_weight_grad.g64600, 64
+  %1560 = add nsw i64 %1559, %conv1_weight_grad.j65601
+  %1561 = mul nsw i64 %1560, 784
+  %1562 = mul nsw i64 %conv1_weight_grad.c66602, 784
+  %1563 = add nsw i64 %1561, %1562
+  %1564 = mul nsw i64 %conv1_weight_grad.oy70608, 2
+  %1565 = add nsw i64 %1564, %conv1_weight_grad.ky67603
+  %1566 = mul nsw i64 %1565, 28
+  %1567 = add nsw i64 %1563, %1566
+  %1568 = mul nsw i64 %conv1_weight_grad.ox71609, 2
+  %1569 = add nsw i64 %1568, 1
+  %1570 = add nsw i64 %1567, %1569
+  %images610 = getelementptr inbounds float, ptr %images, i64 %1570
+  %1571 = load float, ptr %images610, align 4
+  %1572 = mul nsw i64 %conv1_weight_grad.c66602, 3
+  %1573 = add nsw i64 %1572, %conv1_weight_grad.ky67603
+  %1574 = mul nsw i64 %1573, 3
+  %1575 = add nsw i64 %1574, 1
+  %1576 = mul nsw i64 %1575, 10816
+  %1577 = add nsw i64 72208, %1576
+  %1578 = mul nsw i64 %conv1_weight_grad.j65601, 169
+  %1579 = add nsw i64 %1577, %1578
+  %1580 = mul nsw i64 %conv1_weight_grad.oy70608, 13
+  %1581 = add nsw i64 %1580, %conv1_weight_grad.ox71609
+  %1582 = add nsw i64 %1579, %1581
+  %arena611 = getelementptr inbounds float, ptr %arena, i64 %1582
+  store float %1571, ptr %arena611, align 4
+  %ox71.next = add nsw i64 %conv1_weight_grad.ox71609, 1
+  %1583 = icmp slt i64 %ox71.next, 13
+  br i1 %1583, label %conv1_weight_grad.ox71, label %conv1_weight_grad.ox71.end
+
+conv1_weight_grad.ox71.end:                       ; preds = %conv1_weight_grad.ox71
+  %oy70.next = add nsw i64 %conv1_weight_grad.oy70608, 1
+  %1584 = icmp slt i64 %oy70.next, 13
+  br i1 %1584, label %conv1_weight_grad.oy70, label %conv1_weight_grad.oy70.end
+
+conv1_weight_grad.oy72:                           ; preds = %conv1_weight_grad.ox73.end, %conv1_weight_grad.oy70.end
+  %conv1_weight_grad.oy72612 = phi i64 [ 0, %conv1_weight_grad.oy70.end ], [ %oy72.next, %conv1_weight_grad.ox73.end ]
+  br label %conv1_weight_grad.ox73
+
+conv1_weight_grad.oy72.end:                       ; preds = %conv1_weight_grad.ox73.end
+  %ky67.next = add nsw i64 %conv1_weight_grad.ky67603, 1
+  %1585 = icmp slt i64 %ky67.next, 3
+  br i1 %1585, label %conv1_weight_grad.ky67, label %conv1_weight_grad.ky67.end
+
+conv1_weight_grad.ox73:                           ; preds = %conv1_weight_grad.ox73, %conv1_weight_grad.oy72
+  %conv1_weight_grad.ox73613 = phi i64 [ 0, %conv1_weight_grad.oy72 ], [ %ox73.next, %conv1_weight_grad.ox73 ]
+  %1586 = mul nsw i64 %conv1_weight_grad.g64600, 64
+  %1587 = add nsw i64 %1586, %conv1_weight_grad.j65601
+  %1588 = mul nsw i64 %1587, 784
+  %1589 = mul nsw i64 %conv1_weight_grad.c66602, 784
+  %1590 = add nsw i64 %1588, %1589
+  %1591 = mul nsw i64 %conv1_weight_grad.oy72612, 2
+  %1592 = add nsw i64 %1591, %conv1_weight_grad.ky67603
+  %1593 = mul nsw i64 %1592, 28
+  %1594 = add nsw i64 %1590, %1593
+  %1595 = mul nsw i64 %conv1_weight_grad.ox73613, 2
+  %1596 = add nsw i64 %1595, 2
+  %1597 = add nsw i64 %1594, %1596
+  %images614 = getelementptr inbounds float, ptr %images, i64 %1597
+  %1598 = load float, ptr %images614, align 4
+  %1599 = mul nsw i64 %conv1_weight_grad.c66602, 3
+  %1600 = add nsw i64 %1599, %conv1_weight_grad.ky67603
+  %1601 = mul nsw i64 %1600, 3
+  %1602 = add nsw i64 %1601, 2
+  %1603 = mul nsw i64 %1602, 10816
+  %1604 = add nsw i64 72208, %1603
+  %1605 = mul nsw i64 %conv1_weight_grad.j65601, 169
+  %1606 = add nsw i64 %1604, %1605
+  %1607 = mul nsw i64 %conv1_weight_grad.oy72612, 13
+  %1608 = add nsw i64 %1607, %conv1_weight_grad.ox73613
+  %1609 = add nsw i64 %1606, %1608
+  %arena615 = getelementptr inbounds float, ptr %arena, i64 %1609
+  store float %1598, ptr %arena615, align 4
+  %ox73.next = add nsw i64 %conv1_weight_grad.ox73613, 1
+  %1610 = icmp slt i64 %ox73.next, 13
+  br i1 %1610, label %conv1_weight_grad.ox73, label %conv1_weight_grad.ox73.end
+
+conv1_weight_grad.ox73.end:                       ; preds = %conv1_weight_grad.ox73
+  %oy72.next = add nsw i64 %conv1_weight_grad.oy72612, 1
+  %1611 = icmp slt i64 %oy72.next, 13
+  br i1 %1611, label %conv1_weight_grad.oy72, label %conv1_weight_grad.oy72.end
+
+conv1_weight_grad.j74:                            ; preds = %conv1_weight_grad.i75.end, %conv1_weight_grad.j65.end
+  %conv1_weight_grad.j74616 = phi i64 [ 0, %conv1_weight_grad.j65.end ], [ %j74.next, %conv1_weight_grad.i75.end ]
+  br label %conv1_weight_grad.i75
+
+conv1_weight_grad.j74.end:                        ; preds = %conv1_weight_grad.i75.end
+  br label %conv1_weight_grad.kp77
+
+conv1_weight_grad.i75:                            ; preds = %conv1_weight_grad.f76.end, %conv1_weight_grad.j74
+  %conv1_weight_grad.i75617 = phi i64 [ 0, %conv1_weight_grad.j74 ], [ %i75.next, %conv1_weight_grad.f76.end ]
+  br label %conv1_weight_grad.f76
+
+conv1_weight_grad.i75.end:                        ; preds = %conv1_weight_grad.f76.end
+  %j74.next = add nsw i64 %conv1_weight_grad.j74616, 1
+  %1612 = icmp slt i64 %j74.next, 64
+  br i1 %1612, label %conv1_weight_grad.j74, label %conv1_weight_grad.j74.end
+
+conv1_weight_grad.f76:                            ; preds = %conv1_weight_grad.f76, %conv1_weight_grad.i75
+  %conv1_weight_grad.f76618 = phi i64 [ 0, %conv1_weight_grad.i75 ], [ %f76.next, %conv1_weight_grad.f76 ]
+  %1613 = mul nsw i64 %conv1_weight_grad.g64600, 64
+  %1614 = add nsw i64 %1613, %conv1_weight_grad.j74616
+  %1615 = mul nsw i64 %1614, 676
+  %1616 = add nsw i64 28944, %1615
+  %1617 = mul nsw i64 %conv1_weight_grad.f76618, 169
+  %1618 = add nsw i64 %1616, %1617
+  %1619 = add nsw i64 %1618, %conv1_weight_grad.i75617
+  %arena619 = getelementptr inbounds float, ptr %arena, i64 %1619
+  %1620 = load float, ptr %arena619, align 4
+  %1621 = mul nsw i64 %conv1_weight_grad.j74616, 169
+  %1622 = add nsw i64 %1621, %conv1_weight_grad.i75617
+  %1623 = mul nsw i64 %1622, 4
+  %1624 = add nsw i64 169552, %1623
+  %1625 = add nsw i64 %1624, %conv1_weight_grad.f76618
+  %arena620 = getelementptr inbounds float, ptr %arena, i64 %1625
+  store float %1620, ptr %arena620, align 4
+  %f76.next = add nsw i64 %conv1_weight_grad.f76618, 1
+  %1626 = icmp slt i64 %f76.next, 4
+  br i1 %1626, label %conv1_weight_grad.f76, label %conv1_weight_grad.f76.end
+
+conv1_weight_grad.f76.end:                        ; preds = %conv1_weight_grad.f76
+  %i75.next = add nsw i64 %conv1_weight_grad.i75617, 1
+  %1627 = icmp slt i64 %i75.next, 169
+  br i1 %1627, label %conv1_weight_grad.i75, label %conv1_weight_grad.i75.end
+
+conv1_weight_grad.kp77:                           ; preds = %conv1_weight_grad.mb78.end, %conv1_weight_grad.j74.end
+  %conv1_weight_grad.kp77621 = phi i64 [ 0, %conv1_weight_grad.j74.end ], [ %kp77.next, %conv1_weight_grad.mb78.end ]
+  br label %conv1_weight_grad.mb78
+
+conv1_weight_grad.kp77.end:                       ; preds = %conv1_weight_grad.mb78.end
+  br label %conv1_weight_grad.mb81
+
+conv1_weight_grad.mb78:                           ; preds = %conv1_weight_grad.k80.end, %conv1_weight_grad.kp77
+  %conv1_weight_grad.mb78622 = phi i64 [ 0, %conv1_weight_grad.kp77 ], [ %mb78.next, %conv1_weight_grad.k80.end ]
+  %1628 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1629 = mul nsw i64 %1628, 4
+  %1630 = add nsw i64 212816, %1629
+  %arena623 = getelementptr inbounds float, ptr %arena, i64 %1630
+  %1631 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena623, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1631, ptr %conv1_weight_grad.t79_c0_0, align 64
+  %1632 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1633 = add nsw i64 %1632, 1
+  %1634 = mul nsw i64 %1633, 4
+  %1635 = add nsw i64 212816, %1634
+  %arena624 = getelementptr inbounds float, ptr %arena, i64 %1635
+  %1636 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena624, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1636, ptr %conv1_weight_grad.t79_c1_0, align 64
+  %1637 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1638 = add nsw i64 %1637, 2
+  %1639 = mul nsw i64 %1638, 4
+  %1640 = add nsw i64 212816, %1639
+  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1640
+  %1641 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena625, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1641, ptr %conv1_weight_grad.t79_c2_0, align 64
+  %1642 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1643 = add nsw i64 %1642, 3
+  %1644 = mul nsw i64 %1643, 4
+  %1645 = add nsw i64 212816, %1644
+  %arena626 = getelementptr inbounds float, ptr %arena, i64 %1645
+  %1646 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena626, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1646, ptr %conv1_weight_grad.t79_c3_0, align 64
+  %1647 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1648 = add nsw i64 %1647, 4
+  %1649 = mul nsw i64 %1648, 4
+  %1650 = add nsw i64 212816, %1649
+  %arena627 = getelementptr inbounds float, ptr %arena, i64 %1650
+  %1651 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena627, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1651, ptr %conv1_weight_grad.t79_c4_0, align 64
+  %1652 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1653 = add nsw i64 %1652, 5
+  %1654 = mul nsw i64 %1653, 4
+  %1655 = add nsw i64 212816, %1654
+  %arena628 = getelementptr inbounds float, ptr %arena, i64 %1655
+  %1656 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena628, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1656, ptr %conv1_weight_grad.t79_c5_0, align 64
+  %1657 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1658 = add nsw i64 %1657, 6
+  %1659 = mul nsw i64 %1658, 4
+  %1660 = add nsw i64 212816, %1659
+  %arena629 = getelementptr inbounds float, ptr %arena, i64 %1660
+  %1661 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena629, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1661, ptr %conv1_weight_grad.t79_c6_0, align 64
+  %1662 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1663 = add nsw i64 %1662, 7
+  %1664 = mul nsw i64 %1663, 4
+  %1665 = add nsw i64 212816, %1664
+  %arena630 = getelementptr inbounds float, ptr %arena, i64 %1665
+  %1666 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena630, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1666, ptr %conv1_weight_grad.t79_c7_0, align 64
+  %1667 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1668 = add nsw i64 %1667, 8
+  %1669 = mul nsw i64 %1668, 4
+  %1670 = add nsw i64 212816, %1669
+  %arena631 = getelementptr inbounds float, ptr %arena, i64 %1670
+  %1671 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena631, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1671, ptr %conv1_weight_grad.t79_c8_0, align 64
+  br label %conv1_weight_grad.k80
+
+conv1_weight_grad.mb78.end:                       ; preds = %conv1_weight_grad.k80.end
+  %kp77.next = add nsw i64 %conv1_weight_grad.kp77621, 1
+  %1672 = icmp slt i64 %kp77.next, 28
+  br i1 %1672, label %conv1_weight_grad.kp77, label %conv1_weight_grad.kp77.end
+
+conv1_weight_grad.k80:                            ; preds = %conv1_weight_grad.k80, %conv1_weight_grad.mb78
+  %conv1_weight_grad.k80632 = phi i64 [ 0, %conv1_weight_grad.mb78 ], [ %k80.next, %conv1_weight_grad.k80 ]
+  %1673 = mul nsw i64 %conv1_weight_grad.kp77621, 373
+  %1674 = add nsw i64 %conv1_weight_grad.k80632, %1673
+  %1675 = mul nsw i64 %1674, 4
+  %1676 = add nsw i64 169552, %1675
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %1676
+  %1677 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena633, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1677, ptr %conv1_weight_grad.t79_b0, align 64
+  %1678 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1679 = mul nsw i64 %1678, 10816
+  %1680 = add nsw i64 72208, %1679
+  %1681 = mul nsw i64 %conv1_weight_grad.kp77621, 373
+  %1682 = add nsw i64 %conv1_weight_grad.k80632, %1681
+  %1683 = add nsw i64 %1680, %1682
+  %arena634 = getelementptr inbounds float, ptr %arena, i64 %1683
+  %1684 = load float, ptr %arena634, align 4
+  %1685 = insertelement <16 x float> undef, float %1684, i32 0
+  %1686 = shufflevector <16 x float> %1685, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1686, ptr %conv1_weight_grad.t79_a0, align 64
+  %t79_a0 = load <16 x float>, ptr %conv1_weight_grad.t79_a0, align 64
+  %t79_b0 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
+  %t79_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c0_0, align 64
+  %1687 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a0, <16 x float> %t79_b0, <16 x float> %t79_c0_0)
+  store <16 x float> %1687, ptr %conv1_weight_grad.t79_c0_0, align 64
+  %1688 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1689 = add nsw i64 %1688, 1
+  %1690 = mul nsw i64 %1689, 10816
+  %1691 = add nsw i64 72208, %1690
+  %1692 = mul nsw i64 %conv1_weight_grad.kp77621, 373
+  %1693 = add nsw i64 %conv1_weight_grad.k80632, %1692
+  %1694 = add nsw i64 %1691, %1693
+  %arena635 = getelementptr inbounds float, ptr %arena, i64 %1694
+  %1695 = load float, ptr %arena635, align 4
+  %1696 = insertelement <16 x float> undef, float %1695, i32 0
+  %1697 = shufflevector <16 x float> %1696, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1697, ptr %conv1_weight_grad.t79_a1, align 64
+  %t79_a1 = load <16 x float>, ptr %conv1_weight_grad.t79_a1, align 64
+  %t79_b0636 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
+  %t79_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c1_0, align 64
+  %1698 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a1, <16 x float> %t79_b0636, <16 x float> %t79_c1_0)
+  store <16 x float> %1698, ptr %conv1_weight_grad.t79_c1_0, align 64
+  %1699 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1700 = add nsw i64 %1699, 2
+  %1701 = mul nsw i64 %1700, 10816
+  %1702 = add nsw i64 72208, %1701
+  %1703 = mul nsw i64 %conv1_weight_grad.kp77621, 373
+  %1704 = add nsw i64 %conv1_weight_grad.k80632, %1703
+  %1705 = add nsw i64 %1702, %1704
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %1705
+  %1706 = load float, ptr %arena637, align 4
+  %1707 = insertelement <16 x float> undef, float %1706, i32 0
+  %1708 = shufflevector <16 x float> %1707, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1708, ptr %conv1_weight_grad.t79_a2, align 64
+  %t79_a2 = load <16 x float>, ptr %conv1_weight_grad.t79_a2, align 64
+  %t79_b0638 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
+  %t79_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c2_0, align 64
+  %1709 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a2, <16 x float> %t79_b0638, <16 x float> %t79_c2_0)
+  store <16 x float> %1709, ptr %conv1_weight_grad.t79_c2_0, align 64
+  %1710 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1711 = add nsw i64 %1710, 3
+  %1712 = mul nsw i64 %1711, 10816
+  %1713 = add nsw i64 72208, %1712
+  %1714 = mul nsw i64 %conv1_weight_grad.kp77621, 373
+  %1715 = add nsw i64 %conv1_weight_grad.k80632, %1714
+  %1716 = add nsw i64 %1713, %1715
+  %arena639 = getelementptr inbounds float, ptr %arena, i64 %1716
+  %1717 = load float, ptr %arena639, align 4
+  %1718 = insertelement <16 x float> undef, float %1717, i32 0
+  %1719 = shufflevector <16 x float> %1718, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1719, ptr %conv1_weight_grad.t79_a3, align 64
+  %t79_a3 = load <16 x float>, ptr %conv1_weight_grad.t79_a3, align 64
+  %t79_b0640 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
+  %t79_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c3_0, align 64
+  %1720 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a3, <16 x float> %t79_b0640, <16 x float> %t79_c3_0)
+  store <16 x float> %1720, ptr %conv1_weight_grad.t79_c3_0, align 64
+  %1721 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1722 = add nsw i64 %1721, 4
+  %1723 = mul nsw i64 %1722, 10816
+  %1724 = add nsw i64 72208, %1723
+  %1725 = mul nsw i64 %conv1_weight_grad.kp77621, 373
+  %1726 = add nsw i64 %conv1_weight_grad.k80632, %1725
+  %1727 = add nsw i64 %1724, %1726
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %1727
+  %1728 = load float, ptr %arena641, align 4
+  %1729 = insertelement <16 x float> undef, float %1728, i32 0
+  %1730 = shufflevector <16 x float> %1729, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1730, ptr %conv1_weight_grad.t79_a4, align 64
+  %t79_a4 = load <16 x float>, ptr %conv1_weight_grad.t79_a4, align 64
+  %t79_b0642 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
+  %t79_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c4_0, align 64
+  %1731 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a4, <16 x float> %t79_b0642, <16 x float> %t79_c4_0)
+  store <16 x float> %1731, ptr %conv1_weight_grad.t79_c4_0, align 64
+  %1732 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1733 = add nsw i64 %1732, 5
+  %1734 = mul nsw i64 %1733, 10816
+  %1735 = add nsw i64 72208, %1734
+  %1736 = mul nsw i64 %conv1_weight_grad.kp77621, 373
+  %1737 = add nsw i64 %conv1_weight_grad.k80632, %1736
+  %1738 = add nsw i64 %1735, %1737
+  %arena643 = getelementptr inbounds float, ptr %arena, i64 %1738
+  %1739 = load float, ptr %arena643, align 4
+  %1740 = insertelement <16 x float> undef, float %1739, i32 0
+  %1741 = shufflevector <16 x float> %1740, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1741, ptr %conv1_weight_grad.t79_a5, align 64
+  %t79_a5 = load <16 x float>, ptr %conv1_weight_grad.t79_a5, align 64
+  %t79_b0644 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
+  %t79_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c5_0, align 64
+  %1742 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a5, <16 x float> %t79_b0644, <16 x float> %t79_c5_0)
+  store <16 x float> %1742, ptr %conv1_weight_grad.t79_c5_0, align 64
+  %1743 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1744 = add nsw i64 %1743, 6
+  %1745 = mul nsw i64 %1744, 10816
+  %1746 = add nsw i64 72208, %1745
+  %1747 = mul nsw i64 %conv1_weight_grad.kp77621, 373
+  %1748 = add nsw i64 %conv1_weight_grad.k80632, %1747
+  %1749 = add nsw i64 %1746, %1748
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %1749
+  %1750 = load float, ptr %arena645, align 4
+  %1751 = insertelement <16 x float> undef, float %1750, i32 0
+  %1752 = shufflevector <16 x float> %1751, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1752, ptr %conv1_weight_grad.t79_a6, align 64
+  %t79_a6 = load <16 x float>, ptr %conv1_weight_grad.t79_a6, align 64
+  %t79_b0646 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
+  %t79_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c6_0, align 64
+  %1753 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a6, <16 x float> %t79_b0646, <16 x float> %t79_c6_0)
+  store <16 x float> %1753, ptr %conv1_weight_grad.t79_c6_0, align 64
+  %1754 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1755 = add nsw i64 %1754, 7
+  %1756 = mul nsw i64 %1755, 10816
+  %1757 = add nsw i64 72208, %1756
+  %1758 = mul nsw i64 %conv1_weight_grad.kp77621, 373
+  %1759 = add nsw i64 %conv1_weight_grad.k80632, %1758
+  %1760 = add nsw i64 %1757, %1759
+  %arena647 = getelementptr inbounds float, ptr %arena, i64 %1760
+  %1761 = load float, ptr %arena647, align 4
+  %1762 = insertelement <16 x float> undef, float %1761, i32 0
+  %1763 = shufflevector <16 x float> %1762, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1763, ptr %conv1_weight_grad.t79_a7, align 64
+  %t79_a7 = load <16 x float>, ptr %conv1_weight_grad.t79_a7, align 64
+  %t79_b0648 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
+  %t79_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c7_0, align 64
+  %1764 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a7, <16 x float> %t79_b0648, <16 x float> %t79_c7_0)
+  store <16 x float> %1764, ptr %conv1_weight_grad.t79_c7_0, align 64
+  %1765 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1766 = add nsw i64 %1765, 8
+  %1767 = mul nsw i64 %1766, 10816
+  %1768 = add nsw i64 72208, %1767
+  %1769 = mul nsw i64 %conv1_weight_grad.kp77621, 373
+  %1770 = add nsw i64 %conv1_weight_grad.k80632, %1769
+  %1771 = add nsw i64 %1768, %1770
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %1771
+  %1772 = load float, ptr %arena649, align 4
+  %1773 = insertelement <16 x float> undef, float %1772, i32 0
+  %1774 = shufflevector <16 x float> %1773, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1774, ptr %conv1_weight_grad.t79_a8, align 64
+  %t79_a8 = load <16 x float>, ptr %conv1_weight_grad.t79_a8, align 64
+  %t79_b0650 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
+  %t79_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c8_0, align 64
+  %1775 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a8, <16 x float> %t79_b0650, <16 x float> %t79_c8_0)
+  store <16 x float> %1775, ptr %conv1_weight_grad.t79_c8_0, align 64
+  %k80.next = add nsw i64 %conv1_weight_grad.k80632, 1
+  %1776 = icmp slt i64 %k80.next, 373
+  br i1 %1776, label %conv1_weight_grad.k80, label %conv1_weight_grad.k80.end
+
+conv1_weight_grad.k80.end:                        ; preds = %conv1_weight_grad.k80
+  %t79_c0_0651 = load <16 x float>, ptr %conv1_weight_grad.t79_c0_0, align 64
+  %1777 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1778 = mul nsw i64 %1777, 4
+  %1779 = add nsw i64 212816, %1778
+  %arena652 = getelementptr inbounds float, ptr %arena, i64 %1779
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c0_0651, ptr %arena652, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t79_c1_0653 = load <16 x float>, ptr %conv1_weight_grad.t79_c1_0, align 64
+  %1780 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1781 = add nsw i64 %1780, 1
+  %1782 = mul nsw i64 %1781, 4
+  %1783 = add nsw i64 212816, %1782
+  %arena654 = getelementptr inbounds float, ptr %arena, i64 %1783
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c1_0653, ptr %arena654, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t79_c2_0655 = load <16 x float>, ptr %conv1_weight_grad.t79_c2_0, align 64
+  %1784 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1785 = add nsw i64 %1784, 2
+  %1786 = mul nsw i64 %1785, 4
+  %1787 = add nsw i64 212816, %1786
+  %arena656 = getelementptr inbounds float, ptr %arena, i64 %1787
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c2_0655, ptr %arena656, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t79_c3_0657 = load <16 x float>, ptr %conv1_weight_grad.t79_c3_0, align 64
+  %1788 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1789 = add nsw i64 %1788, 3
+  %1790 = mul nsw i64 %1789, 4
+  %1791 = add nsw i64 212816, %1790
+  %arena658 = getelementptr inbounds float, ptr %arena, i64 %1791
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c3_0657, ptr %arena658, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t79_c4_0659 = load <16 x float>, ptr %conv1_weight_grad.t79_c4_0, align 64
+  %1792 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1793 = add nsw i64 %1792, 4
+  %1794 = mul nsw i64 %1793, 4
+  %1795 = add nsw i64 212816, %1794
+  %arena660 = getelementptr inbounds float, ptr %arena, i64 %1795
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c4_0659, ptr %arena660, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t79_c5_0661 = load <16 x float>, ptr %conv1_weight_grad.t79_c5_0, align 64
+  %1796 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1797 = add nsw i64 %1796, 5
+  %1798 = mul nsw i64 %1797, 4
+  %1799 = add nsw i64 212816, %1798
+  %arena662 = getelementptr inbounds float, ptr %arena, i64 %1799
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c5_0661, ptr %arena662, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t79_c6_0663 = load <16 x float>, ptr %conv1_weight_grad.t79_c6_0, align 64
+  %1800 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1801 = add nsw i64 %1800, 6
+  %1802 = mul nsw i64 %1801, 4
+  %1803 = add nsw i64 212816, %1802
+  %arena664 = getelementptr inbounds float, ptr %arena, i64 %1803
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c6_0663, ptr %arena664, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t79_c7_0665 = load <16 x float>, ptr %conv1_weight_grad.t79_c7_0, align 64
+  %1804 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1805 = add nsw i64 %1804, 7
+  %1806 = mul nsw i64 %1805, 4
+  %1807 = add nsw i64 212816, %1806
+  %arena666 = getelementptr inbounds float, ptr %arena, i64 %1807
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c7_0665, ptr %arena666, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t79_c8_0667 = load <16 x float>, ptr %conv1_weight_grad.t79_c8_0, align 64
+  %1808 = mul nsw i64 %conv1_weight_grad.mb78622, 9
+  %1809 = add nsw i64 %1808, 8
+  %1810 = mul nsw i64 %1809, 4
+  %1811 = add nsw i64 212816, %1810
+  %arena668 = getelementptr inbounds float, ptr %arena, i64 %1811
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c8_0667, ptr %arena668, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %mb78.next = add nsw i64 %conv1_weight_grad.mb78622, 1
+  %1812 = icmp slt i64 %mb78.next, 1
+  br i1 %1812, label %conv1_weight_grad.mb78, label %conv1_weight_grad.mb78.end
+
+conv1_weight_grad.mb81:                           ; preds = %conv1_weight_grad.k83.end, %conv1_weight_grad.kp77.end
+  %conv1_weight_grad.mb81669 = phi i64 [ 0, %conv1_weight_grad.kp77.end ], [ %mb81.next, %conv1_weight_grad.k83.end ]
+  %1813 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1814 = mul nsw i64 %1813, 4
+  %1815 = add nsw i64 212816, %1814
+  %arena670 = getelementptr inbounds float, ptr %arena, i64 %1815
+  %1816 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena670, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1816, ptr %conv1_weight_grad.t82_c0_0, align 64
+  %1817 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1818 = add nsw i64 %1817, 1
+  %1819 = mul nsw i64 %1818, 4
+  %1820 = add nsw i64 212816, %1819
+  %arena671 = getelementptr inbounds float, ptr %arena, i64 %1820
+  %1821 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena671, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1821, ptr %conv1_weight_grad.t82_c1_0, align 64
+  %1822 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1823 = add nsw i64 %1822, 2
+  %1824 = mul nsw i64 %1823, 4
+  %1825 = add nsw i64 212816, %1824
+  %arena672 = getelementptr inbounds float, ptr %arena, i64 %1825
+  %1826 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena672, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1826, ptr %conv1_weight_grad.t82_c2_0, align 64
+  %1827 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1828 = add nsw i64 %1827, 3
+  %1829 = mul nsw i64 %1828, 4
+  %1830 = add nsw i64 212816, %1829
+  %arena673 = getelementptr inbounds float, ptr %arena, i64 %1830
+  %1831 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena673, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1831, ptr %conv1_weight_grad.t82_c3_0, align 64
+  %1832 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1833 = add nsw i64 %1832, 4
+  %1834 = mul nsw i64 %1833, 4
+  %1835 = add nsw i64 212816, %1834
+  %arena674 = getelementptr inbounds float, ptr %arena, i64 %1835
+  %1836 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena674, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1836, ptr %conv1_weight_grad.t82_c4_0, align 64
+  %1837 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1838 = add nsw i64 %1837, 5
+  %1839 = mul nsw i64 %1838, 4
+  %1840 = add nsw i64 212816, %1839
+  %arena675 = getelementptr inbounds float, ptr %arena, i64 %1840
+  %1841 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena675, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1841, ptr %conv1_weight_grad.t82_c5_0, align 64
+  %1842 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1843 = add nsw i64 %1842, 6
+  %1844 = mul nsw i64 %1843, 4
+  %1845 = add nsw i64 212816, %1844
+  %arena676 = getelementptr inbounds float, ptr %arena, i64 %1845
+  %1846 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena676, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1846, ptr %conv1_weight_grad.t82_c6_0, align 64
+  %1847 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1848 = add nsw i64 %1847, 7
+  %1849 = mul nsw i64 %1848, 4
+  %1850 = add nsw i64 212816, %1849
+  %arena677 = getelementptr inbounds float, ptr %arena, i64 %1850
+  %1851 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena677, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1851, ptr %conv1_weight_grad.t82_c7_0, align 64
+  %1852 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1853 = add nsw i64 %1852, 8
+  %1854 = mul nsw i64 %1853, 4
+  %1855 = add nsw i64 212816, %1854
+  %arena678 = getelementptr inbounds float, ptr %arena, i64 %1855
+  %1856 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena678, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1856, ptr %conv1_weight_grad.t82_c8_0, align 64
+  br label %conv1_weight_grad.k83
+
+conv1_weight_grad.mb81.end:                       ; preds = %conv1_weight_grad.k83.end
+  %g64.next = add nsw i64 %conv1_weight_grad.g64600, 1
+  %1857 = icmp slt i64 %g64.next, 1
+  br i1 %1857, label %conv1_weight_grad.g64, label %conv1_weight_grad.g64.end
+
+conv1_weight_grad.k83:                            ; preds = %conv1_weight_grad.k83, %conv1_weight_grad.mb81
+  %conv1_weight_grad.k83679 = phi i64 [ 0, %conv1_weight_grad.mb81 ], [ %k83.next, %conv1_weight_grad.k83 ]
+  %1858 = add nsw i64 %conv1_weight_grad.k83679, 10444
+  %1859 = mul nsw i64 %1858, 4
+  %1860 = add nsw i64 169552, %1859
+  %arena680 = getelementptr inbounds float, ptr %arena, i64 %1860
+  %1861 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena680, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1861, ptr %conv1_weight_grad.t82_b0, align 64
+  %1862 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1863 = mul nsw i64 %1862, 10816
+  %1864 = add nsw i64 72208, %1863
+  %1865 = add nsw i64 %conv1_weight_grad.k83679, 10444
+  %1866 = add nsw i64 %1864, %1865
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %1866
+  %1867 = load float, ptr %arena681, align 4
+  %1868 = insertelement <16 x float> undef, float %1867, i32 0
+  %1869 = shufflevector <16 x float> %1868, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1869, ptr %conv1_weight_grad.t82_a0, align 64
+  %t82_a0 = load <16 x float>, ptr %conv1_weight_grad.t82_a0, align 64
+  %t82_b0 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c0_0, align 64
+  %1870 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a0, <16 x float> %t82_b0, <16 x float> %t82_c0_0)
+  store <16 x float> %1870, ptr %conv1_weight_grad.t82_c0_0, align 64
+  %1871 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1872 = add nsw i64 %1871, 1
+  %1873 = mul nsw i64 %1872, 10816
+  %1874 = add nsw i64 72208, %1873
+  %1875 = add nsw i64 %conv1_weight_grad.k83679, 10444
+  %1876 = add nsw i64 %1874, %1875
+  %arena682 = getelementptr inbounds float, ptr %arena, i64 %1876
+  %1877 = load float, ptr %arena682, align 4
+  %1878 = insertelement <16 x float> undef, float %1877, i32 0
+  %1879 = shufflevector <16 x float> %1878, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1879, ptr %conv1_weight_grad.t82_a1, align 64
+  %t82_a1 = load <16 x float>, ptr %conv1_weight_grad.t82_a1, align 64
+  %t82_b0683 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c1_0, align 64
+  %1880 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a1, <16 x float> %t82_b0683, <16 x float> %t82_c1_0)
+  store <16 x float> %1880, ptr %conv1_weight_grad.t82_c1_0, align 64
+  %1881 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1882 = add nsw i64 %1881, 2
+  %1883 = mul nsw i64 %1882, 10816
+  %1884 = add nsw i64 72208, %1883
+  %1885 = add nsw i64 %conv1_weight_grad.k83679, 10444
+  %1886 = add nsw i64 %1884, %1885
+  %arena684 = getelementptr inbounds float, ptr %arena, i64 %1886
+  %1887 = load float, ptr %arena684, align 4
+  %1888 = insertelement <16 x float> undef, float %1887, i32 0
+  %1889 = shufflevector <16 x float> %1888, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1889, ptr %conv1_weight_grad.t82_a2, align 64
+  %t82_a2 = load <16 x float>, ptr %conv1_weight_grad.t82_a2, align 64
+  %t82_b0685 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c2_0, align 64
+  %1890 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a2, <16 x float> %t82_b0685, <16 x float> %t82_c2_0)
+  store <16 x float> %1890, ptr %conv1_weight_grad.t82_c2_0, align 64
+  %1891 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1892 = add nsw i64 %1891, 3
+  %1893 = mul nsw i64 %1892, 10816
+  %1894 = add nsw i64 72208, %1893
+  %1895 = add nsw i64 %conv1_weight_grad.k83679, 10444
+  %1896 = add nsw i64 %1894, %1895
+  %arena686 = getelementptr inbounds float, ptr %arena, i64 %1896
+  %1897 = load float, ptr %arena686, align 4
+  %1898 = insertelement <16 x float> undef, float %1897, i32 0
+  %1899 = shufflevector <16 x float> %1898, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1899, ptr %conv1_weight_grad.t82_a3, align 64
+  %t82_a3 = load <16 x float>, ptr %conv1_weight_grad.t82_a3, align 64
+  %t82_b0687 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c3_0, align 64
+  %1900 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a3, <16 x float> %t82_b0687, <16 x float> %t82_c3_0)
+  store <16 x float> %1900, ptr %conv1_weight_grad.t82_c3_0, align 64
+  %1901 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1902 = add nsw i64 %1901, 4
+  %1903 = mul nsw i64 %1902, 10816
+  %1904 = add nsw i64 72208, %1903
+  %1905 = add nsw i64 %conv1_weight_grad.k83679, 10444
+  %1906 = add nsw i64 %1904, %1905
+  %arena688 = getelementptr inbounds float, ptr %arena, i64 %1906
+  %1907 = load float, ptr %arena688, align 4
+  %1908 = insertelement <16 x float> undef, float %1907, i32 0
+  %1909 = shufflevector <16 x float> %1908, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1909, ptr %conv1_weight_grad.t82_a4, align 64
+  %t82_a4 = load <16 x float>, ptr %conv1_weight_grad.t82_a4, align 64
+  %t82_b0689 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c4_0, align 64
+  %1910 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a4, <16 x float> %t82_b0689, <16 x float> %t82_c4_0)
+  store <16 x float> %1910, ptr %conv1_weight_grad.t82_c4_0, align 64
+  %1911 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1912 = add nsw i64 %1911, 5
+  %1913 = mul nsw i64 %1912, 10816
+  %1914 = add nsw i64 72208, %1913
+  %1915 = add nsw i64 %conv1_weight_grad.k83679, 10444
+  %1916 = add nsw i64 %1914, %1915
+  %arena690 = getelementptr inbounds float, ptr %arena, i64 %1916
+  %1917 = load float, ptr %arena690, align 4
+  %1918 = insertelement <16 x float> undef, float %1917, i32 0
+  %1919 = shufflevector <16 x float> %1918, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1919, ptr %conv1_weight_grad.t82_a5, align 64
+  %t82_a5 = load <16 x float>, ptr %conv1_weight_grad.t82_a5, align 64
+  %t82_b0691 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c5_0, align 64
+  %1920 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a5, <16 x float> %t82_b0691, <16 x float> %t82_c5_0)
+  store <16 x float> %1920, ptr %conv1_weight_grad.t82_c5_0, align 64
+  %1921 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1922 = add nsw i64 %1921, 6
+  %1923 = mul nsw i64 %1922, 10816
+  %1924 = add nsw i64 72208, %1923
+  %1925 = add nsw i64 %conv1_weight_grad.k83679, 10444
+  %1926 = add nsw i64 %1924, %1925
+  %arena692 = getelementptr inbounds float, ptr %arena, i64 %1926
+  %1927 = load float, ptr %arena692, align 4
+  %1928 = insertelement <16 x float> undef, float %1927, i32 0
+  %1929 = shufflevector <16 x float> %1928, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1929, ptr %conv1_weight_grad.t82_a6, align 64
+  %t82_a6 = load <16 x float>, ptr %conv1_weight_grad.t82_a6, align 64
+  %t82_b0693 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c6_0, align 64
+  %1930 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a6, <16 x float> %t82_b0693, <16 x float> %t82_c6_0)
+  store <16 x float> %1930, ptr %conv1_weight_grad.t82_c6_0, align 64
+  %1931 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1932 = add nsw i64 %1931, 7
+  %1933 = mul nsw i64 %1932, 10816
+  %1934 = add nsw i64 72208, %1933
+  %1935 = add nsw i64 %conv1_weight_grad.k83679, 10444
+  %1936 = add nsw i64 %1934, %1935
+  %arena694 = getelementptr inbounds float, ptr %arena, i64 %1936
+  %1937 = load float, ptr %arena694, align 4
+  %1938 = insertelement <16 x float> undef, float %1937, i32 0
+  %1939 = shufflevector <16 x float> %1938, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1939, ptr %conv1_weight_grad.t82_a7, align 64
+  %t82_a7 = load <16 x float>, ptr %conv1_weight_grad.t82_a7, align 64
+  %t82_b0695 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c7_0, align 64
+  %1940 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a7, <16 x float> %t82_b0695, <16 x float> %t82_c7_0)
+  store <16 x float> %1940, ptr %conv1_weight_grad.t82_c7_0, align 64
+  %1941 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1942 = add nsw i64 %1941, 8
+  %1943 = mul nsw i64 %1942, 10816
+  %1944 = add nsw i64 72208, %1943
+  %1945 = add nsw i64 %conv1_weight_grad.k83679, 10444
+  %1946 = add nsw i64 %1944, %1945
+  %arena696 = getelementptr inbounds float, ptr %arena, i64 %1946
+  %1947 = load float, ptr %arena696, align 4
+  %1948 = insertelement <16 x float> undef, float %1947, i32 0
+  %1949 = shufflevector <16 x float> %1948, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1949, ptr %conv1_weight_grad.t82_a8, align 64
+  %t82_a8 = load <16 x float>, ptr %conv1_weight_grad.t82_a8, align 64
+  %t82_b0697 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c8_0, align 64
+  %1950 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a8, <16 x float> %t82_b0697, <16 x float> %t82_c8_0)
+  store <16 x float> %1950, ptr %conv1_weight_grad.t82_c8_0, align 64
+  %k83.next = add nsw i64 %conv1_weight_grad.k83679, 1
+  %1951 = icmp slt i64 %k83.next, 372
+  br i1 %1951, label %conv1_weight_grad.k83, label %conv1_weight_grad.k83.end
+
+conv1_weight_grad.k83.end:                        ; preds = %conv1_weight_grad.k83
+  %t82_c0_0698 = load <16 x float>, ptr %conv1_weight_grad.t82_c0_0, align 64
+  %1952 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1953 = mul nsw i64 %1952, 4
+  %1954 = add nsw i64 212816, %1953
+  %arena699 = getelementptr inbounds float, ptr %arena, i64 %1954
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c0_0698, ptr %arena699, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c1_0700 = load <16 x float>, ptr %conv1_weight_grad.t82_c1_0, align 64
+  %1955 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1956 = add nsw i64 %1955, 1
+  %1957 = mul nsw i64 %1956, 4
+  %1958 = add nsw i64 212816, %1957
+  %arena701 = getelementptr inbounds float, ptr %arena, i64 %1958
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c1_0700, ptr %arena701, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c2_0702 = load <16 x float>, ptr %conv1_weight_grad.t82_c2_0, align 64
+  %1959 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1960 = add nsw i64 %1959, 2
+  %1961 = mul nsw i64 %1960, 4
+  %1962 = add nsw i64 212816, %1961
+  %arena703 = getelementptr inbounds float, ptr %arena, i64 %1962
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c2_0702, ptr %arena703, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c3_0704 = load <16 x float>, ptr %conv1_weight_grad.t82_c3_0, align 64
+  %1963 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1964 = add nsw i64 %1963, 3
+  %1965 = mul nsw i64 %1964, 4
+  %1966 = add nsw i64 212816, %1965
+  %arena705 = getelementptr inbounds float, ptr %arena, i64 %1966
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c3_0704, ptr %arena705, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c4_0706 = load <16 x float>, ptr %conv1_weight_grad.t82_c4_0, align 64
+  %1967 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1968 = add nsw i64 %1967, 4
+  %1969 = mul nsw i64 %1968, 4
+  %1970 = add nsw i64 212816, %1969
+  %arena707 = getelementptr inbounds float, ptr %arena, i64 %1970
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c4_0706, ptr %arena707, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c5_0708 = load <16 x float>, ptr %conv1_weight_grad.t82_c5_0, align 64
+  %1971 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1972 = add nsw i64 %1971, 5
+  %1973 = mul nsw i64 %1972, 4
+  %1974 = add nsw i64 212816, %1973
+  %arena709 = getelementptr inbounds float, ptr %arena, i64 %1974
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c5_0708, ptr %arena709, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c6_0710 = load <16 x float>, ptr %conv1_weight_grad.t82_c6_0, align 64
+  %1975 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1976 = add nsw i64 %1975, 6
+  %1977 = mul nsw i64 %1976, 4
+  %1978 = add nsw i64 212816, %1977
+  %arena711 = getelementptr inbounds float, ptr %arena, i64 %1978
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c6_0710, ptr %arena711, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c7_0712 = load <16 x float>, ptr %conv1_weight_grad.t82_c7_0, align 64
+  %1979 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1980 = add nsw i64 %1979, 7
+  %1981 = mul nsw i64 %1980, 4
+  %1982 = add nsw i64 212816, %1981
+  %arena713 = getelementptr inbounds float, ptr %arena, i64 %1982
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c7_0712, ptr %arena713, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c8_0714 = load <16 x float>, ptr %conv1_weight_grad.t82_c8_0, align 64
+  %1983 = mul nsw i64 %conv1_weight_grad.mb81669, 9
+  %1984 = add nsw i64 %1983, 8
+  %1985 = mul nsw i64 %1984, 4
+  %1986 = add nsw i64 212816, %1985
+  %arena715 = getelementptr inbounds float, ptr %arena, i64 %1986
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c8_0714, ptr %arena715, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %mb81.next = add nsw i64 %conv1_weight_grad.mb81669, 1
+  %1987 = icmp slt i64 %mb81.next, 1
+  br i1 %1987, label %conv1_weight_grad.mb81, label %conv1_weight_grad.mb81.end
+
+conv1_weight_grad.f84:                            ; preds = %conv1_weight_grad.r85.end, %conv1_weight_grad.g64.end
+  %conv1_weight_grad.f84716 = phi i64 [ 0, %conv1_weight_grad.g64.end ], [ %f84.next, %conv1_weight_grad.r85.end ]
+  br label %conv1_weight_grad.r85
+
+conv1_weight_grad.f84.end:                        ; preds = %conv1_weight_grad.r85.end
+  br label %conv1_bias_grad.i86
+
+conv1_weight_grad.r85:                            ; preds = %conv1_weight_grad.r85, %conv1_weight_grad.f84
+  %conv1_weight_grad.r85717 = phi i64 [ 0, %conv1_weight_grad.f84 ], [ %r85.next, %conv1_weight_grad.r85 ]
+  %1988 = mul nsw i64 %conv1_weight_grad.r85717, 4
+  %1989 = add nsw i64 212816, %1988
+  %1990 = add nsw i64 %1989, %conv1_weight_grad.f84716
+  %arena718 = getelementptr inbounds float, ptr %arena, i64 %1990
+  %1991 = load float, ptr %arena718, align 4
+  %1992 = mul nsw i64 %conv1_weight_grad.f84716, 9
+  %1993 = add nsw i64 %1992, %conv1_weight_grad.r85717
+  %grads719 = getelementptr inbounds float, ptr %grads, i64 %1993
+  store float %1991, ptr %grads719, align 4
+  %r85.next = add nsw i64 %conv1_weight_grad.r85717, 1
+  %1994 = icmp slt i64 %r85.next, 9
+  br i1 %1994, label %conv1_weight_grad.r85, label %conv1_weight_grad.r85.end
+
+conv1_weight_grad.r85.end:                        ; preds = %conv1_weight_grad.r85
+  %f84.next = add nsw i64 %conv1_weight_grad.f84716, 1
+  %1995 = icmp slt i64 %f84.next, 4
+  br i1 %1995, label %conv1_weight_grad.f84, label %conv1_weight_grad.f84.end
+
+conv1_bias_grad.i86:                              ; preds = %conv1_bias_grad.i86, %conv1_weight_grad.f84.end
+  %conv1_bias_grad.i86720 = phi i64 [ 0, %conv1_weight_grad.f84.end ], [ %i86.next, %conv1_bias_grad.i86 ]
+  %arena721 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i86720
+  store float 1.000000e+00, ptr %arena721, align 4
+  %i86.next = add nsw i64 %conv1_bias_grad.i86720, 1
+  %1996 = icmp slt i64 %i86.next, 169
+  br i1 %1996, label %conv1_bias_grad.i86, label %conv1_bias_grad.i86.end
+
+conv1_bias_grad.i86.end:                          ; preds = %conv1_bias_grad.i86
+  br label %conv1_bias_grad.i87
+
+conv1_bias_grad.i87:                              ; preds = %conv1_bias_grad.i87, %conv1_bias_grad.i86.end
+  %conv1_bias_grad.i87722 = phi i64 [ 0, %conv1_bias_grad.i86.end ], [ %i87.next, %conv1_bias_grad.i87 ]
+  %1997 = add nsw i64 36, %conv1_bias_grad.i87722
+  %grads723 = getelementptr inbounds float, ptr %grads, i64 %1997
+  store float 0.000000e+00, ptr %grads723, align 4
+  %i87.next = add nsw i64 %conv1_bias_grad.i87722, 1
+  %1998 = icmp slt i64 %i87.next, 4
+  br i1 %1998, label %conv1_bias_grad.i87, label %conv1_bias_grad.i87.end
+
+conv1_bias_grad.i87.end:                          ; preds = %conv1_bias_grad.i87
+  br label %conv1_bias_grad.img88
+
+conv1_bias_grad.img88:                            ; preds = %conv1_bias_grad.img88, %conv1_bias_grad.i87.end
+  %conv1_bias_grad.img88724 = phi i64 [ 0, %conv1_bias_grad.i87.end ], [ %img88.next, %conv1_bias_grad.img88 ]
+  %1999 = mul nsw i64 %conv1_bias_grad.img88724, 676
+  %2000 = add nsw i64 28944, %1999
+  %arena725 = getelementptr inbounds float, ptr %arena, i64 %2000
+  %arena726 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads727 = getelementptr inbounds float, ptr %grads, i64 36
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 1, i32 169, float 1.000000e+00, ptr %arena725, i32 169, ptr %arena726, i32 1, float 1.000000e+00, ptr %grads727, i32 1)
+  %img88.next = add nsw i64 %conv1_bias_grad.img88724, 1
+  %2001 = icmp slt i64 %img88.next, 64
+  br i1 %2001, label %conv1_bias_grad.img88, label %conv1_bias_grad.img88.end
+
+conv1_bias_grad.img88.end:                        ; preds = %conv1_bias_grad.img88
+  %2002 = sitofp i64 %step to float
+  %2003 = fmul float %2002, 0xBFBAF8E8A0000000
+  %2004 = call float @llvm.exp.f32(float %2003)
+  %2005 = fsub float 1.000000e+00, %2004
+  %2006 = fdiv float %lr, %2005
+  store float %2006, ptr %adam.step_size89, align 4
+  %2007 = sitofp i64 %step to float
+  %2008 = fmul float %2007, 0xBF50645940000000
+  %2009 = call float @llvm.exp.f32(float %2008)
+  %2010 = fsub float 1.000000e+00, %2009
+  %2011 = call float @llvm.sqrt.f32(float %2010)
+  store float %2011, ptr %adam.bc2_sqrt90, align 4
+  br label %adam.i91
+
+adam.i91:                                         ; preds = %adam.i91, %conv1_bias_grad.img88.end
+  %adam.i91728 = phi i64 [ 0, %conv1_bias_grad.img88.end ], [ %i91.next, %adam.i91 ]
+  %grads729 = getelementptr inbounds float, ptr %grads, i64 %adam.i91728
+  %2012 = load float, ptr %grads729, align 4
+  %params730 = getelementptr inbounds float, ptr %params, i64 %adam.i91728
+  %2013 = load float, ptr %params730, align 4
+  %2014 = fmul float 0.000000e+00, %2013
+  %2015 = fadd float %2012, %2014
+  store float %2015, ptr %adam.g, align 4
+  %m731 = getelementptr inbounds float, ptr %m, i64 %adam.i91728
+  %2016 = load float, ptr %m731, align 4
+  %2017 = fmul float 0x3FECCCCCC0000000, %2016
   %g = load float, ptr %adam.g, align 4
-  %1084 = fmul float 0x3FB9999A00000000, %g
-  %1085 = fadd float %1083, %1084
-  store float %1085, ptr %adam.m_new, align 4
-  %v324 = getelementptr inbounds float, ptr %v, i64 %adam.i69320
-  %1086 = load float, ptr %v324, align 4
-  %1087 = fmul float 0x3FEFF7CEE0000000, %1086
-  %g325 = load float, ptr %adam.g, align 4
-  %1088 = fmul float 0x3F50624000000000, %g325
-  %g326 = load float, ptr %adam.g, align 4
-  %1089 = fmul float %1088, %g326
-  %1090 = fadd float %1087, %1089
-  store float %1090, ptr %adam.v_new, align 4
+  %2018 = fmul float 0x3FB9999A00000000, %g
+  %2019 = fadd float %2017, %2018
+  store float %2019, ptr %adam.m_new, align 4
+  %v732 = getelementptr inbounds float, ptr %v, i64 %adam.i91728
+  %2020 = load float, ptr %v732, align 4
+  %2021 = fmul float 0x3FEFF7CEE0000000, %2020
+  %g733 = load float, ptr %adam.g, align 4
+  %2022 = fmul float 0x3F50624000000000, %g733
+  %g734 = load float, ptr %adam.g, align 4
+  %2023 = fmul float %2022, %g734
+  %2024 = fadd float %2021, %2023
+  store float %2024, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m327 = getelementptr inbounds float, ptr %m, i64 %adam.i69320
-  store float %m_new, ptr %m327, align 4
+  %m735 = getelementptr inbounds float, ptr %m, i64 %adam.i91728
+  store float %m_new, ptr %m735, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v328 = getelementptr inbounds float, ptr %v, i64 %adam.i69320
-  store float %v_new, ptr %v328, align 4
-  %params329 = getelementptr inbounds float, ptr %params, i64 %adam.i69320
-  %1091 = load float, ptr %params329, align 4
-  %step_size67 = load float, ptr %adam.step_size67, align 4
-  %m_new330 = load float, ptr %adam.m_new, align 4
-  %1092 = fmul float %step_size67, %m_new330
-  %v_new331 = load float, ptr %adam.v_new, align 4
-  %1093 = call float @llvm.sqrt.f32(float %v_new331)
-  %bc2_sqrt68 = load float, ptr %adam.bc2_sqrt68, align 4
-  %1094 = fdiv float %1093, %bc2_sqrt68
-  %1095 = fadd float %1094, 0x3E45798EE0000000
-  %1096 = fdiv float %1092, %1095
-  %1097 = fsub float %1091, %1096
-  %params332 = getelementptr inbounds float, ptr %params, i64 %adam.i69320
-  store float %1097, ptr %params332, align 4
-  %i69.next = add nsw i64 %adam.i69320, 1
-  %1098 = icmp slt i64 %i69.next, 1490
-  br i1 %1098, label %adam.i69, label %adam.i69.end
+  %v736 = getelementptr inbounds float, ptr %v, i64 %adam.i91728
+  store float %v_new, ptr %v736, align 4
+  %params737 = getelementptr inbounds float, ptr %params, i64 %adam.i91728
+  %2025 = load float, ptr %params737, align 4
+  %step_size89 = load float, ptr %adam.step_size89, align 4
+  %m_new738 = load float, ptr %adam.m_new, align 4
+  %2026 = fmul float %step_size89, %m_new738
+  %v_new739 = load float, ptr %adam.v_new, align 4
+  %2027 = call float @llvm.sqrt.f32(float %v_new739)
+  %bc2_sqrt90 = load float, ptr %adam.bc2_sqrt90, align 4
+  %2028 = fdiv float %2027, %bc2_sqrt90
+  %2029 = fadd float %2028, 0x3E45798EE0000000
+  %2030 = fdiv float %2026, %2029
+  %2031 = fsub float %2025, %2030
+  %params740 = getelementptr inbounds float, ptr %params, i64 %adam.i91728
+  store float %2031, ptr %params740, align 4
+  %i91.next = add nsw i64 %adam.i91728, 1
+  %2032 = icmp slt i64 %i91.next, 1490
+  br i1 %2032, label %adam.i91, label %adam.i91.end
 
-adam.i69.end:                                     ; preds = %adam.i69
+adam.i91.end:                                     ; preds = %adam.i91
   ret void
 }
 

@@ -202,212 +202,598 @@ public func tiny_train_b64(
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  sgemm(101, 112, 111, 10, 144, 64, 1, arena + 19088, 10, arena + 0, 144, Float(bitPattern: 0x0), grads + 40, 144)
-  // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u35 in 0..<10 {
-    var acc36: Float = Float(0)
-    for n37 in 0..<64 {
-      acc36 = (acc36 + arena[((19088 +% (n37 *% 10)) +% u35)])
+  for nb35 in 0..<2 {
+    for mb36 in 0..<1 {
+      var t37_c0_0 = SIMD16<Float>()
+      var t37_c0_1 = SIMD16<Float>()
+      var t37_c0_2 = SIMD16<Float>()
+      var t37_c0_3 = SIMD16<Float>()
+      var t37_c1_0 = SIMD16<Float>()
+      var t37_c1_1 = SIMD16<Float>()
+      var t37_c1_2 = SIMD16<Float>()
+      var t37_c1_3 = SIMD16<Float>()
+      var t37_c2_0 = SIMD16<Float>()
+      var t37_c2_1 = SIMD16<Float>()
+      var t37_c2_2 = SIMD16<Float>()
+      var t37_c2_3 = SIMD16<Float>()
+      var t37_c3_0 = SIMD16<Float>()
+      var t37_c3_1 = SIMD16<Float>()
+      var t37_c3_2 = SIMD16<Float>()
+      var t37_c3_3 = SIMD16<Float>()
+      var t37_c4_0 = SIMD16<Float>()
+      var t37_c4_1 = SIMD16<Float>()
+      var t37_c4_2 = SIMD16<Float>()
+      var t37_c4_3 = SIMD16<Float>()
+      var t37_c5_0 = SIMD16<Float>()
+      var t37_c5_1 = SIMD16<Float>()
+      var t37_c5_2 = SIMD16<Float>()
+      var t37_c5_3 = SIMD16<Float>()
+      for k38 in 0..<64 {
+        let t37_b0 = load16(arena, ((k38 *% 144) +% (nb35 *% 64)))
+        let t37_b1 = load16(arena, (((k38 *% 144) +% (nb35 *% 64)) +% 16))
+        let t37_b2 = load16(arena, (((k38 *% 144) +% (nb35 *% 64)) +% 32))
+        let t37_b3 = load16(arena, (((k38 *% 144) +% (nb35 *% 64)) +% 48))
+        let t37_a0 = SIMD16<Float>(repeating: arena[((19088 +% (mb36 *% 6)) +% (k38 *% 10))])
+        t37_c0_0 = t37_c0_0.addingProduct(t37_a0, t37_b0)
+        t37_c0_1 = t37_c0_1.addingProduct(t37_a0, t37_b1)
+        t37_c0_2 = t37_c0_2.addingProduct(t37_a0, t37_b2)
+        t37_c0_3 = t37_c0_3.addingProduct(t37_a0, t37_b3)
+        let t37_a1 = SIMD16<Float>(repeating: arena[((19088 +% ((mb36 *% 6) +% 1)) +% (k38 *% 10))])
+        t37_c1_0 = t37_c1_0.addingProduct(t37_a1, t37_b0)
+        t37_c1_1 = t37_c1_1.addingProduct(t37_a1, t37_b1)
+        t37_c1_2 = t37_c1_2.addingProduct(t37_a1, t37_b2)
+        t37_c1_3 = t37_c1_3.addingProduct(t37_a1, t37_b3)
+        let t37_a2 = SIMD16<Float>(repeating: arena[((19088 +% ((mb36 *% 6) +% 2)) +% (k38 *% 10))])
+        t37_c2_0 = t37_c2_0.addingProduct(t37_a2, t37_b0)
+        t37_c2_1 = t37_c2_1.addingProduct(t37_a2, t37_b1)
+        t37_c2_2 = t37_c2_2.addingProduct(t37_a2, t37_b2)
+        t37_c2_3 = t37_c2_3.addingProduct(t37_a2, t37_b3)
+        let t37_a3 = SIMD16<Float>(repeating: arena[((19088 +% ((mb36 *% 6) +% 3)) +% (k38 *% 10))])
+        t37_c3_0 = t37_c3_0.addingProduct(t37_a3, t37_b0)
+        t37_c3_1 = t37_c3_1.addingProduct(t37_a3, t37_b1)
+        t37_c3_2 = t37_c3_2.addingProduct(t37_a3, t37_b2)
+        t37_c3_3 = t37_c3_3.addingProduct(t37_a3, t37_b3)
+        let t37_a4 = SIMD16<Float>(repeating: arena[((19088 +% ((mb36 *% 6) +% 4)) +% (k38 *% 10))])
+        t37_c4_0 = t37_c4_0.addingProduct(t37_a4, t37_b0)
+        t37_c4_1 = t37_c4_1.addingProduct(t37_a4, t37_b1)
+        t37_c4_2 = t37_c4_2.addingProduct(t37_a4, t37_b2)
+        t37_c4_3 = t37_c4_3.addingProduct(t37_a4, t37_b3)
+        let t37_a5 = SIMD16<Float>(repeating: arena[((19088 +% ((mb36 *% 6) +% 5)) +% (k38 *% 10))])
+        t37_c5_0 = t37_c5_0.addingProduct(t37_a5, t37_b0)
+        t37_c5_1 = t37_c5_1.addingProduct(t37_a5, t37_b1)
+        t37_c5_2 = t37_c5_2.addingProduct(t37_a5, t37_b2)
+        t37_c5_3 = t37_c5_3.addingProduct(t37_a5, t37_b3)
+      }
+      store16(grads, ((40 +% ((mb36 *% 6) *% 144)) +% (nb35 *% 64)), t37_c0_0)
+      store16(grads, (((40 +% ((mb36 *% 6) *% 144)) +% (nb35 *% 64)) +% 16), t37_c0_1)
+      store16(grads, (((40 +% ((mb36 *% 6) *% 144)) +% (nb35 *% 64)) +% 32), t37_c0_2)
+      store16(grads, (((40 +% ((mb36 *% 6) *% 144)) +% (nb35 *% 64)) +% 48), t37_c0_3)
+      store16(grads, ((40 +% (((mb36 *% 6) +% 1) *% 144)) +% (nb35 *% 64)), t37_c1_0)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 1) *% 144)) +% (nb35 *% 64)) +% 16), t37_c1_1)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 1) *% 144)) +% (nb35 *% 64)) +% 32), t37_c1_2)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 1) *% 144)) +% (nb35 *% 64)) +% 48), t37_c1_3)
+      store16(grads, ((40 +% (((mb36 *% 6) +% 2) *% 144)) +% (nb35 *% 64)), t37_c2_0)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 2) *% 144)) +% (nb35 *% 64)) +% 16), t37_c2_1)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 2) *% 144)) +% (nb35 *% 64)) +% 32), t37_c2_2)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 2) *% 144)) +% (nb35 *% 64)) +% 48), t37_c2_3)
+      store16(grads, ((40 +% (((mb36 *% 6) +% 3) *% 144)) +% (nb35 *% 64)), t37_c3_0)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 3) *% 144)) +% (nb35 *% 64)) +% 16), t37_c3_1)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 3) *% 144)) +% (nb35 *% 64)) +% 32), t37_c3_2)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 3) *% 144)) +% (nb35 *% 64)) +% 48), t37_c3_3)
+      store16(grads, ((40 +% (((mb36 *% 6) +% 4) *% 144)) +% (nb35 *% 64)), t37_c4_0)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 4) *% 144)) +% (nb35 *% 64)) +% 16), t37_c4_1)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 4) *% 144)) +% (nb35 *% 64)) +% 32), t37_c4_2)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 4) *% 144)) +% (nb35 *% 64)) +% 48), t37_c4_3)
+      store16(grads, ((40 +% (((mb36 *% 6) +% 5) *% 144)) +% (nb35 *% 64)), t37_c5_0)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 5) *% 144)) +% (nb35 *% 64)) +% 16), t37_c5_1)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 5) *% 144)) +% (nb35 *% 64)) +% 32), t37_c5_2)
+      store16(grads, (((40 +% (((mb36 *% 6) +% 5) *% 144)) +% (nb35 *% 64)) +% 48), t37_c5_3)
     }
-    grads[(1480 +% u35)] = acc36
+    var t39_c0_0 = SIMD16<Float>()
+    var t39_c0_1 = SIMD16<Float>()
+    var t39_c0_2 = SIMD16<Float>()
+    var t39_c0_3 = SIMD16<Float>()
+    var t39_c1_0 = SIMD16<Float>()
+    var t39_c1_1 = SIMD16<Float>()
+    var t39_c1_2 = SIMD16<Float>()
+    var t39_c1_3 = SIMD16<Float>()
+    var t39_c2_0 = SIMD16<Float>()
+    var t39_c2_1 = SIMD16<Float>()
+    var t39_c2_2 = SIMD16<Float>()
+    var t39_c2_3 = SIMD16<Float>()
+    var t39_c3_0 = SIMD16<Float>()
+    var t39_c3_1 = SIMD16<Float>()
+    var t39_c3_2 = SIMD16<Float>()
+    var t39_c3_3 = SIMD16<Float>()
+    for k40 in 0..<64 {
+      let t39_b0 = load16(arena, ((k40 *% 144) +% (nb35 *% 64)))
+      let t39_b1 = load16(arena, (((k40 *% 144) +% (nb35 *% 64)) +% 16))
+      let t39_b2 = load16(arena, (((k40 *% 144) +% (nb35 *% 64)) +% 32))
+      let t39_b3 = load16(arena, (((k40 *% 144) +% (nb35 *% 64)) +% 48))
+      let t39_a0 = SIMD16<Float>(repeating: arena[(19094 +% (k40 *% 10))])
+      t39_c0_0 = t39_c0_0.addingProduct(t39_a0, t39_b0)
+      t39_c0_1 = t39_c0_1.addingProduct(t39_a0, t39_b1)
+      t39_c0_2 = t39_c0_2.addingProduct(t39_a0, t39_b2)
+      t39_c0_3 = t39_c0_3.addingProduct(t39_a0, t39_b3)
+      let t39_a1 = SIMD16<Float>(repeating: arena[(19095 +% (k40 *% 10))])
+      t39_c1_0 = t39_c1_0.addingProduct(t39_a1, t39_b0)
+      t39_c1_1 = t39_c1_1.addingProduct(t39_a1, t39_b1)
+      t39_c1_2 = t39_c1_2.addingProduct(t39_a1, t39_b2)
+      t39_c1_3 = t39_c1_3.addingProduct(t39_a1, t39_b3)
+      let t39_a2 = SIMD16<Float>(repeating: arena[(19096 +% (k40 *% 10))])
+      t39_c2_0 = t39_c2_0.addingProduct(t39_a2, t39_b0)
+      t39_c2_1 = t39_c2_1.addingProduct(t39_a2, t39_b1)
+      t39_c2_2 = t39_c2_2.addingProduct(t39_a2, t39_b2)
+      t39_c2_3 = t39_c2_3.addingProduct(t39_a2, t39_b3)
+      let t39_a3 = SIMD16<Float>(repeating: arena[(19097 +% (k40 *% 10))])
+      t39_c3_0 = t39_c3_0.addingProduct(t39_a3, t39_b0)
+      t39_c3_1 = t39_c3_1.addingProduct(t39_a3, t39_b1)
+      t39_c3_2 = t39_c3_2.addingProduct(t39_a3, t39_b2)
+      t39_c3_3 = t39_c3_3.addingProduct(t39_a3, t39_b3)
+    }
+    store16(grads, (904 +% (nb35 *% 64)), t39_c0_0)
+    store16(grads, ((904 +% (nb35 *% 64)) +% 16), t39_c0_1)
+    store16(grads, ((904 +% (nb35 *% 64)) +% 32), t39_c0_2)
+    store16(grads, ((904 +% (nb35 *% 64)) +% 48), t39_c0_3)
+    store16(grads, (1048 +% (nb35 *% 64)), t39_c1_0)
+    store16(grads, ((1048 +% (nb35 *% 64)) +% 16), t39_c1_1)
+    store16(grads, ((1048 +% (nb35 *% 64)) +% 32), t39_c1_2)
+    store16(grads, ((1048 +% (nb35 *% 64)) +% 48), t39_c1_3)
+    store16(grads, (1192 +% (nb35 *% 64)), t39_c2_0)
+    store16(grads, ((1192 +% (nb35 *% 64)) +% 16), t39_c2_1)
+    store16(grads, ((1192 +% (nb35 *% 64)) +% 32), t39_c2_2)
+    store16(grads, ((1192 +% (nb35 *% 64)) +% 48), t39_c2_3)
+    store16(grads, (1336 +% (nb35 *% 64)), t39_c3_0)
+    store16(grads, ((1336 +% (nb35 *% 64)) +% 16), t39_c3_1)
+    store16(grads, ((1336 +% (nb35 *% 64)) +% 32), t39_c3_2)
+    store16(grads, ((1336 +% (nb35 *% 64)) +% 48), t39_c3_3)
+  }
+  for mb41 in 0..<1 {
+    var t42_c0_0 = SIMD16<Float>()
+    var t42_c1_0 = SIMD16<Float>()
+    var t42_c2_0 = SIMD16<Float>()
+    var t42_c3_0 = SIMD16<Float>()
+    var t42_c4_0 = SIMD16<Float>()
+    var t42_c5_0 = SIMD16<Float>()
+    for k43 in 0..<64 {
+      let t42_b0 = load16(arena, ((k43 *% 144) +% 128))
+      let t42_a0 = SIMD16<Float>(repeating: arena[((19088 +% (mb41 *% 6)) +% (k43 *% 10))])
+      t42_c0_0 = t42_c0_0.addingProduct(t42_a0, t42_b0)
+      let t42_a1 = SIMD16<Float>(repeating: arena[((19088 +% ((mb41 *% 6) +% 1)) +% (k43 *% 10))])
+      t42_c1_0 = t42_c1_0.addingProduct(t42_a1, t42_b0)
+      let t42_a2 = SIMD16<Float>(repeating: arena[((19088 +% ((mb41 *% 6) +% 2)) +% (k43 *% 10))])
+      t42_c2_0 = t42_c2_0.addingProduct(t42_a2, t42_b0)
+      let t42_a3 = SIMD16<Float>(repeating: arena[((19088 +% ((mb41 *% 6) +% 3)) +% (k43 *% 10))])
+      t42_c3_0 = t42_c3_0.addingProduct(t42_a3, t42_b0)
+      let t42_a4 = SIMD16<Float>(repeating: arena[((19088 +% ((mb41 *% 6) +% 4)) +% (k43 *% 10))])
+      t42_c4_0 = t42_c4_0.addingProduct(t42_a4, t42_b0)
+      let t42_a5 = SIMD16<Float>(repeating: arena[((19088 +% ((mb41 *% 6) +% 5)) +% (k43 *% 10))])
+      t42_c5_0 = t42_c5_0.addingProduct(t42_a5, t42_b0)
+    }
+    store16(grads, ((40 +% ((mb41 *% 6) *% 144)) +% 128), t42_c0_0)
+    store16(grads, ((40 +% (((mb41 *% 6) +% 1) *% 144)) +% 128), t42_c1_0)
+    store16(grads, ((40 +% (((mb41 *% 6) +% 2) *% 144)) +% 128), t42_c2_0)
+    store16(grads, ((40 +% (((mb41 *% 6) +% 3) *% 144)) +% 128), t42_c3_0)
+    store16(grads, ((40 +% (((mb41 *% 6) +% 4) *% 144)) +% 128), t42_c4_0)
+    store16(grads, ((40 +% (((mb41 *% 6) +% 5) *% 144)) +% 128), t42_c5_0)
+  }
+  var t44_c0_0 = SIMD16<Float>()
+  var t44_c1_0 = SIMD16<Float>()
+  var t44_c2_0 = SIMD16<Float>()
+  var t44_c3_0 = SIMD16<Float>()
+  for k45 in 0..<64 {
+    let t44_b0 = load16(arena, ((k45 *% 144) +% 128))
+    let t44_a0 = SIMD16<Float>(repeating: arena[(19094 +% (k45 *% 10))])
+    t44_c0_0 = t44_c0_0.addingProduct(t44_a0, t44_b0)
+    let t44_a1 = SIMD16<Float>(repeating: arena[(19095 +% (k45 *% 10))])
+    t44_c1_0 = t44_c1_0.addingProduct(t44_a1, t44_b0)
+    let t44_a2 = SIMD16<Float>(repeating: arena[(19096 +% (k45 *% 10))])
+    t44_c2_0 = t44_c2_0.addingProduct(t44_a2, t44_b0)
+    let t44_a3 = SIMD16<Float>(repeating: arena[(19097 +% (k45 *% 10))])
+    t44_c3_0 = t44_c3_0.addingProduct(t44_a3, t44_b0)
+  }
+  store16(grads, 1032, t44_c0_0)
+  store16(grads, 1176, t44_c1_0)
+  store16(grads, 1320, t44_c2_0)
+  store16(grads, 1464, t44_c3_0)
+  // fc1_bias_grad = dense_grad_bias(fc1_grad)
+  for u46 in 0..<10 {
+    var acc47: Float = Float(0)
+    for n48 in 0..<64 {
+      acc47 = (acc47 + arena[((19088 +% (n48 *% 10)) +% u46)])
+    }
+    grads[(1480 +% u46)] = acc47
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  sgemm(101, 111, 111, 64, 144, 10, 1, arena + 19088, 10, params + 40, 144, Float(bitPattern: 0x0), arena + 19728, 144)
+  for nb49 in 0..<2 {
+    for mb50 in 0..<10 {
+      var t51_c0_0 = SIMD16<Float>()
+      var t51_c0_1 = SIMD16<Float>()
+      var t51_c0_2 = SIMD16<Float>()
+      var t51_c0_3 = SIMD16<Float>()
+      var t51_c1_0 = SIMD16<Float>()
+      var t51_c1_1 = SIMD16<Float>()
+      var t51_c1_2 = SIMD16<Float>()
+      var t51_c1_3 = SIMD16<Float>()
+      var t51_c2_0 = SIMD16<Float>()
+      var t51_c2_1 = SIMD16<Float>()
+      var t51_c2_2 = SIMD16<Float>()
+      var t51_c2_3 = SIMD16<Float>()
+      var t51_c3_0 = SIMD16<Float>()
+      var t51_c3_1 = SIMD16<Float>()
+      var t51_c3_2 = SIMD16<Float>()
+      var t51_c3_3 = SIMD16<Float>()
+      var t51_c4_0 = SIMD16<Float>()
+      var t51_c4_1 = SIMD16<Float>()
+      var t51_c4_2 = SIMD16<Float>()
+      var t51_c4_3 = SIMD16<Float>()
+      var t51_c5_0 = SIMD16<Float>()
+      var t51_c5_1 = SIMD16<Float>()
+      var t51_c5_2 = SIMD16<Float>()
+      var t51_c5_3 = SIMD16<Float>()
+      for k52 in 0..<10 {
+        let t51_b0 = load16(params, ((40 +% (k52 *% 144)) +% (nb49 *% 64)))
+        let t51_b1 = load16(params, (((40 +% (k52 *% 144)) +% (nb49 *% 64)) +% 16))
+        let t51_b2 = load16(params, (((40 +% (k52 *% 144)) +% (nb49 *% 64)) +% 32))
+        let t51_b3 = load16(params, (((40 +% (k52 *% 144)) +% (nb49 *% 64)) +% 48))
+        let t51_a0 = SIMD16<Float>(repeating: arena[((19088 +% ((mb50 *% 6) *% 10)) +% k52)])
+        t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
+        t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
+        t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
+        t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
+        let t51_a1 = SIMD16<Float>(repeating: arena[((19088 +% (((mb50 *% 6) +% 1) *% 10)) +% k52)])
+        t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
+        t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
+        t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
+        t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
+        let t51_a2 = SIMD16<Float>(repeating: arena[((19088 +% (((mb50 *% 6) +% 2) *% 10)) +% k52)])
+        t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
+        t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
+        t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
+        t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
+        let t51_a3 = SIMD16<Float>(repeating: arena[((19088 +% (((mb50 *% 6) +% 3) *% 10)) +% k52)])
+        t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
+        t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
+        t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
+        t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
+        let t51_a4 = SIMD16<Float>(repeating: arena[((19088 +% (((mb50 *% 6) +% 4) *% 10)) +% k52)])
+        t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
+        t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
+        t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
+        t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
+        let t51_a5 = SIMD16<Float>(repeating: arena[((19088 +% (((mb50 *% 6) +% 5) *% 10)) +% k52)])
+        t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
+        t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
+        t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
+        t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
+      }
+      store16(arena, ((19728 +% ((mb50 *% 6) *% 144)) +% (nb49 *% 64)), t51_c0_0)
+      store16(arena, (((19728 +% ((mb50 *% 6) *% 144)) +% (nb49 *% 64)) +% 16), t51_c0_1)
+      store16(arena, (((19728 +% ((mb50 *% 6) *% 144)) +% (nb49 *% 64)) +% 32), t51_c0_2)
+      store16(arena, (((19728 +% ((mb50 *% 6) *% 144)) +% (nb49 *% 64)) +% 48), t51_c0_3)
+      store16(arena, ((19728 +% (((mb50 *% 6) +% 1) *% 144)) +% (nb49 *% 64)), t51_c1_0)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 1) *% 144)) +% (nb49 *% 64)) +% 16), t51_c1_1)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 1) *% 144)) +% (nb49 *% 64)) +% 32), t51_c1_2)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 1) *% 144)) +% (nb49 *% 64)) +% 48), t51_c1_3)
+      store16(arena, ((19728 +% (((mb50 *% 6) +% 2) *% 144)) +% (nb49 *% 64)), t51_c2_0)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 2) *% 144)) +% (nb49 *% 64)) +% 16), t51_c2_1)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 2) *% 144)) +% (nb49 *% 64)) +% 32), t51_c2_2)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 2) *% 144)) +% (nb49 *% 64)) +% 48), t51_c2_3)
+      store16(arena, ((19728 +% (((mb50 *% 6) +% 3) *% 144)) +% (nb49 *% 64)), t51_c3_0)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 3) *% 144)) +% (nb49 *% 64)) +% 16), t51_c3_1)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 3) *% 144)) +% (nb49 *% 64)) +% 32), t51_c3_2)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 3) *% 144)) +% (nb49 *% 64)) +% 48), t51_c3_3)
+      store16(arena, ((19728 +% (((mb50 *% 6) +% 4) *% 144)) +% (nb49 *% 64)), t51_c4_0)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 4) *% 144)) +% (nb49 *% 64)) +% 16), t51_c4_1)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 4) *% 144)) +% (nb49 *% 64)) +% 32), t51_c4_2)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 4) *% 144)) +% (nb49 *% 64)) +% 48), t51_c4_3)
+      store16(arena, ((19728 +% (((mb50 *% 6) +% 5) *% 144)) +% (nb49 *% 64)), t51_c5_0)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 5) *% 144)) +% (nb49 *% 64)) +% 16), t51_c5_1)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 5) *% 144)) +% (nb49 *% 64)) +% 32), t51_c5_2)
+      store16(arena, (((19728 +% (((mb50 *% 6) +% 5) *% 144)) +% (nb49 *% 64)) +% 48), t51_c5_3)
+    }
+    var t53_c0_0 = SIMD16<Float>()
+    var t53_c0_1 = SIMD16<Float>()
+    var t53_c0_2 = SIMD16<Float>()
+    var t53_c0_3 = SIMD16<Float>()
+    var t53_c1_0 = SIMD16<Float>()
+    var t53_c1_1 = SIMD16<Float>()
+    var t53_c1_2 = SIMD16<Float>()
+    var t53_c1_3 = SIMD16<Float>()
+    var t53_c2_0 = SIMD16<Float>()
+    var t53_c2_1 = SIMD16<Float>()
+    var t53_c2_2 = SIMD16<Float>()
+    var t53_c2_3 = SIMD16<Float>()
+    var t53_c3_0 = SIMD16<Float>()
+    var t53_c3_1 = SIMD16<Float>()
+    var t53_c3_2 = SIMD16<Float>()
+    var t53_c3_3 = SIMD16<Float>()
+    for k54 in 0..<10 {
+      let t53_b0 = load16(params, ((40 +% (k54 *% 144)) +% (nb49 *% 64)))
+      let t53_b1 = load16(params, (((40 +% (k54 *% 144)) +% (nb49 *% 64)) +% 16))
+      let t53_b2 = load16(params, (((40 +% (k54 *% 144)) +% (nb49 *% 64)) +% 32))
+      let t53_b3 = load16(params, (((40 +% (k54 *% 144)) +% (nb49 *% 64)) +% 48))
+      let t53_a0 = SIMD16<Float>(repeating: arena[(19688 +% k54)])
+      t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
+      t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
+      t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
+      t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
+      let t53_a1 = SIMD16<Float>(repeating: arena[(19698 +% k54)])
+      t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
+      t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
+      t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
+      t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
+      let t53_a2 = SIMD16<Float>(repeating: arena[(19708 +% k54)])
+      t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
+      t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
+      t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
+      t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
+      let t53_a3 = SIMD16<Float>(repeating: arena[(19718 +% k54)])
+      t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
+      t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
+      t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
+      t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
+    }
+    store16(arena, (28368 +% (nb49 *% 64)), t53_c0_0)
+    store16(arena, ((28368 +% (nb49 *% 64)) +% 16), t53_c0_1)
+    store16(arena, ((28368 +% (nb49 *% 64)) +% 32), t53_c0_2)
+    store16(arena, ((28368 +% (nb49 *% 64)) +% 48), t53_c0_3)
+    store16(arena, (28512 +% (nb49 *% 64)), t53_c1_0)
+    store16(arena, ((28512 +% (nb49 *% 64)) +% 16), t53_c1_1)
+    store16(arena, ((28512 +% (nb49 *% 64)) +% 32), t53_c1_2)
+    store16(arena, ((28512 +% (nb49 *% 64)) +% 48), t53_c1_3)
+    store16(arena, (28656 +% (nb49 *% 64)), t53_c2_0)
+    store16(arena, ((28656 +% (nb49 *% 64)) +% 16), t53_c2_1)
+    store16(arena, ((28656 +% (nb49 *% 64)) +% 32), t53_c2_2)
+    store16(arena, ((28656 +% (nb49 *% 64)) +% 48), t53_c2_3)
+    store16(arena, (28800 +% (nb49 *% 64)), t53_c3_0)
+    store16(arena, ((28800 +% (nb49 *% 64)) +% 16), t53_c3_1)
+    store16(arena, ((28800 +% (nb49 *% 64)) +% 32), t53_c3_2)
+    store16(arena, ((28800 +% (nb49 *% 64)) +% 48), t53_c3_3)
+  }
+  for mb55 in 0..<10 {
+    var t56_c0_0 = SIMD16<Float>()
+    var t56_c1_0 = SIMD16<Float>()
+    var t56_c2_0 = SIMD16<Float>()
+    var t56_c3_0 = SIMD16<Float>()
+    var t56_c4_0 = SIMD16<Float>()
+    var t56_c5_0 = SIMD16<Float>()
+    for k57 in 0..<10 {
+      let t56_b0 = load16(params, ((40 +% (k57 *% 144)) +% 128))
+      let t56_a0 = SIMD16<Float>(repeating: arena[((19088 +% ((mb55 *% 6) *% 10)) +% k57)])
+      t56_c0_0 = t56_c0_0.addingProduct(t56_a0, t56_b0)
+      let t56_a1 = SIMD16<Float>(repeating: arena[((19088 +% (((mb55 *% 6) +% 1) *% 10)) +% k57)])
+      t56_c1_0 = t56_c1_0.addingProduct(t56_a1, t56_b0)
+      let t56_a2 = SIMD16<Float>(repeating: arena[((19088 +% (((mb55 *% 6) +% 2) *% 10)) +% k57)])
+      t56_c2_0 = t56_c2_0.addingProduct(t56_a2, t56_b0)
+      let t56_a3 = SIMD16<Float>(repeating: arena[((19088 +% (((mb55 *% 6) +% 3) *% 10)) +% k57)])
+      t56_c3_0 = t56_c3_0.addingProduct(t56_a3, t56_b0)
+      let t56_a4 = SIMD16<Float>(repeating: arena[((19088 +% (((mb55 *% 6) +% 4) *% 10)) +% k57)])
+      t56_c4_0 = t56_c4_0.addingProduct(t56_a4, t56_b0)
+      let t56_a5 = SIMD16<Float>(repeating: arena[((19088 +% (((mb55 *% 6) +% 5) *% 10)) +% k57)])
+      t56_c5_0 = t56_c5_0.addingProduct(t56_a5, t56_b0)
+    }
+    store16(arena, ((19728 +% ((mb55 *% 6) *% 144)) +% 128), t56_c0_0)
+    store16(arena, ((19728 +% (((mb55 *% 6) +% 1) *% 144)) +% 128), t56_c1_0)
+    store16(arena, ((19728 +% (((mb55 *% 6) +% 2) *% 144)) +% 128), t56_c2_0)
+    store16(arena, ((19728 +% (((mb55 *% 6) +% 3) *% 144)) +% 128), t56_c3_0)
+    store16(arena, ((19728 +% (((mb55 *% 6) +% 4) *% 144)) +% 128), t56_c4_0)
+    store16(arena, ((19728 +% (((mb55 *% 6) +% 5) *% 144)) +% 128), t56_c5_0)
+  }
+  var t58_c0_0 = SIMD16<Float>()
+  var t58_c1_0 = SIMD16<Float>()
+  var t58_c2_0 = SIMD16<Float>()
+  var t58_c3_0 = SIMD16<Float>()
+  for k59 in 0..<10 {
+    let t58_b0 = load16(params, ((40 +% (k59 *% 144)) +% 128))
+    let t58_a0 = SIMD16<Float>(repeating: arena[(19688 +% k59)])
+    t58_c0_0 = t58_c0_0.addingProduct(t58_a0, t58_b0)
+    let t58_a1 = SIMD16<Float>(repeating: arena[(19698 +% k59)])
+    t58_c1_0 = t58_c1_0.addingProduct(t58_a1, t58_b0)
+    let t58_a2 = SIMD16<Float>(repeating: arena[(19708 +% k59)])
+    t58_c2_0 = t58_c2_0.addingProduct(t58_a2, t58_b0)
+    let t58_a3 = SIMD16<Float>(repeating: arena[(19718 +% k59)])
+    t58_c3_0 = t58_c3_0.addingProduct(t58_a3, t58_b0)
+  }
+  store16(arena, 28496, t58_c0_0)
+  store16(arena, 28640, t58_c1_0)
+  store16(arena, 28784, t58_c2_0)
+  store16(arena, 28928, t58_c3_0)
   // pool1_grad = flatten_grad(flat_grad, conv1)
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i38
-    var i38 = 0
-    while i38 &+ 16 <= 43264 {
-      store16(arena, 28944 &+ i38, SIMD16<Float>(repeating: Float(0)))
-      i38 &+= 16
+  do {  // SIMD16 over i60
+    var i60 = 0
+    while i60 &+ 16 <= 43264 {
+      store16(arena, 28944 &+ i60, SIMD16<Float>(repeating: Float(0)))
+      i60 &+= 16
     }
-    while i38 < 43264 {
-      arena[(28944 +% i38)] = Float(0)
-      i38 &+= 1
+    while i60 < 43264 {
+      arena[(28944 +% i60)] = Float(0)
+      i60 &+= 1
     }
   }
-  for q39 in 0..<256 {
-    for i40 in 0..<36 {
-      if arena[((q39 *% 36) +% i40)] > Float(0) {
-        arena[((28944 +% (q39 *% 169)) +% Int(arena[(9216 +% ((q39 *% 36) +% i40))]))] += arena[(19728 +% ((q39 *% 36) +% i40))]
+  for q61 in 0..<256 {
+    for i62 in 0..<36 {
+      if arena[((q61 *% 36) +% i62)] > Float(0) {
+        arena[((28944 +% (q61 *% 169)) +% Int(arena[(9216 +% ((q61 *% 36) +% i62))]))] += arena[(19728 +% ((q61 *% 36) +% i62))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i41
-    var i41 = 0
-    while i41 &+ 16 <= 36 {
-      store16(arena, 212816 &+ i41, SIMD16<Float>(repeating: Float(0)))
-      i41 &+= 16
+  do {  // SIMD16 over i63
+    var i63 = 0
+    while i63 &+ 16 <= 36 {
+      store16(arena, 212816 &+ i63, SIMD16<Float>(repeating: Float(0)))
+      i63 &+= 16
     }
-    while i41 < 36 {
-      arena[(212816 +% i41)] = Float(0)
-      i41 &+= 1
-    }
-  }
-  for g42 in 0..<1 {
-    for j43 in 0..<64 {
-      for c44 in 0..<1 {
-        for ky45 in 0..<3 {
-          for oy46 in 0..<13 {
-            for ox47 in 0..<13 {
-              arena[(((72208 +% ((((c44 *% 3) +% ky45) *% 3) *% 10816)) +% (j43 *% 169)) +% ((oy46 *% 13) +% ox47))] = images[((((((g42 *% 64) +% j43) *% 784) +% (c44 *% 784)) +% (((oy46 *% 2) +% ky45) *% 28)) +% (ox47 *% 2))]
-            }
-          }
-          for oy48 in 0..<13 {
-            for ox49 in 0..<13 {
-              arena[(((72208 +% (((((c44 *% 3) +% ky45) *% 3) +% 1) *% 10816)) +% (j43 *% 169)) +% ((oy48 *% 13) +% ox49))] = images[((((((g42 *% 64) +% j43) *% 784) +% (c44 *% 784)) +% (((oy48 *% 2) +% ky45) *% 28)) +% ((ox49 *% 2) +% 1))]
-            }
-          }
-          for oy50 in 0..<13 {
-            for ox51 in 0..<13 {
-              arena[(((72208 +% (((((c44 *% 3) +% ky45) *% 3) +% 2) *% 10816)) +% (j43 *% 169)) +% ((oy50 *% 13) +% ox51))] = images[((((((g42 *% 64) +% j43) *% 784) +% (c44 *% 784)) +% (((oy50 *% 2) +% ky45) *% 28)) +% ((ox51 *% 2) +% 2))]
-            }
-          }
-        }
-      }
-    }
-    for j52 in 0..<64 {
-      for i53 in 0..<169 {
-        for f54 in 0..<4 {
-          arena[((169552 +% (((j52 *% 169) +% i53) *% 4)) +% f54)] = arena[(((28944 +% (((g42 *% 64) +% j52) *% 676)) +% (f54 *% 169)) +% i53)]
-        }
-      }
-    }
-    for kp55 in 0..<28 {
-      for mb56 in 0..<1 {
-        var t57_c0_0 = loadPartial(arena, (212816 +% ((mb56 *% 9) *% 4)), 4)
-        var t57_c1_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 1) *% 4)), 4)
-        var t57_c2_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 2) *% 4)), 4)
-        var t57_c3_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 3) *% 4)), 4)
-        var t57_c4_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 4) *% 4)), 4)
-        var t57_c5_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 5) *% 4)), 4)
-        var t57_c6_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 6) *% 4)), 4)
-        var t57_c7_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 7) *% 4)), 4)
-        var t57_c8_0 = loadPartial(arena, (212816 +% (((mb56 *% 9) +% 8) *% 4)), 4)
-        for k58 in 0..<373 {
-          let t57_b0 = loadPartial(arena, (169552 +% ((k58 +% (kp55 *% 373)) *% 4)), 4)
-          let t57_a0 = SIMD16<Float>(repeating: arena[((72208 +% ((mb56 *% 9) *% 10816)) +% (k58 +% (kp55 *% 373)))])
-          t57_c0_0 = t57_c0_0.addingProduct(t57_a0, t57_b0)
-          let t57_a1 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 1) *% 10816)) +% (k58 +% (kp55 *% 373)))])
-          t57_c1_0 = t57_c1_0.addingProduct(t57_a1, t57_b0)
-          let t57_a2 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 2) *% 10816)) +% (k58 +% (kp55 *% 373)))])
-          t57_c2_0 = t57_c2_0.addingProduct(t57_a2, t57_b0)
-          let t57_a3 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 3) *% 10816)) +% (k58 +% (kp55 *% 373)))])
-          t57_c3_0 = t57_c3_0.addingProduct(t57_a3, t57_b0)
-          let t57_a4 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 4) *% 10816)) +% (k58 +% (kp55 *% 373)))])
-          t57_c4_0 = t57_c4_0.addingProduct(t57_a4, t57_b0)
-          let t57_a5 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 5) *% 10816)) +% (k58 +% (kp55 *% 373)))])
-          t57_c5_0 = t57_c5_0.addingProduct(t57_a5, t57_b0)
-          let t57_a6 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 6) *% 10816)) +% (k58 +% (kp55 *% 373)))])
-          t57_c6_0 = t57_c6_0.addingProduct(t57_a6, t57_b0)
-          let t57_a7 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 7) *% 10816)) +% (k58 +% (kp55 *% 373)))])
-          t57_c7_0 = t57_c7_0.addingProduct(t57_a7, t57_b0)
-          let t57_a8 = SIMD16<Float>(repeating: arena[((72208 +% (((mb56 *% 9) +% 8) *% 10816)) +% (k58 +% (kp55 *% 373)))])
-          t57_c8_0 = t57_c8_0.addingProduct(t57_a8, t57_b0)
-        }
-        storePartial(arena, (212816 +% ((mb56 *% 9) *% 4)), t57_c0_0, 4)
-        storePartial(arena, (212816 +% (((mb56 *% 9) +% 1) *% 4)), t57_c1_0, 4)
-        storePartial(arena, (212816 +% (((mb56 *% 9) +% 2) *% 4)), t57_c2_0, 4)
-        storePartial(arena, (212816 +% (((mb56 *% 9) +% 3) *% 4)), t57_c3_0, 4)
-        storePartial(arena, (212816 +% (((mb56 *% 9) +% 4) *% 4)), t57_c4_0, 4)
-        storePartial(arena, (212816 +% (((mb56 *% 9) +% 5) *% 4)), t57_c5_0, 4)
-        storePartial(arena, (212816 +% (((mb56 *% 9) +% 6) *% 4)), t57_c6_0, 4)
-        storePartial(arena, (212816 +% (((mb56 *% 9) +% 7) *% 4)), t57_c7_0, 4)
-        storePartial(arena, (212816 +% (((mb56 *% 9) +% 8) *% 4)), t57_c8_0, 4)
-      }
-    }
-    for mb59 in 0..<1 {
-      var t60_c0_0 = loadPartial(arena, (212816 +% ((mb59 *% 9) *% 4)), 4)
-      var t60_c1_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 1) *% 4)), 4)
-      var t60_c2_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 2) *% 4)), 4)
-      var t60_c3_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 3) *% 4)), 4)
-      var t60_c4_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 4) *% 4)), 4)
-      var t60_c5_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 5) *% 4)), 4)
-      var t60_c6_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 6) *% 4)), 4)
-      var t60_c7_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 7) *% 4)), 4)
-      var t60_c8_0 = loadPartial(arena, (212816 +% (((mb59 *% 9) +% 8) *% 4)), 4)
-      for k61 in 0..<372 {
-        let t60_b0 = loadPartial(arena, (169552 +% ((k61 +% 10444) *% 4)), 4)
-        let t60_a0 = SIMD16<Float>(repeating: arena[((72208 +% ((mb59 *% 9) *% 10816)) +% (k61 +% 10444))])
-        t60_c0_0 = t60_c0_0.addingProduct(t60_a0, t60_b0)
-        let t60_a1 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 1) *% 10816)) +% (k61 +% 10444))])
-        t60_c1_0 = t60_c1_0.addingProduct(t60_a1, t60_b0)
-        let t60_a2 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 2) *% 10816)) +% (k61 +% 10444))])
-        t60_c2_0 = t60_c2_0.addingProduct(t60_a2, t60_b0)
-        let t60_a3 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 3) *% 10816)) +% (k61 +% 10444))])
-        t60_c3_0 = t60_c3_0.addingProduct(t60_a3, t60_b0)
-        let t60_a4 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 4) *% 10816)) +% (k61 +% 10444))])
-        t60_c4_0 = t60_c4_0.addingProduct(t60_a4, t60_b0)
-        let t60_a5 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 5) *% 10816)) +% (k61 +% 10444))])
-        t60_c5_0 = t60_c5_0.addingProduct(t60_a5, t60_b0)
-        let t60_a6 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 6) *% 10816)) +% (k61 +% 10444))])
-        t60_c6_0 = t60_c6_0.addingProduct(t60_a6, t60_b0)
-        let t60_a7 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 7) *% 10816)) +% (k61 +% 10444))])
-        t60_c7_0 = t60_c7_0.addingProduct(t60_a7, t60_b0)
-        let t60_a8 = SIMD16<Float>(repeating: arena[((72208 +% (((mb59 *% 9) +% 8) *% 10816)) +% (k61 +% 10444))])
-        t60_c8_0 = t60_c8_0.addingProduct(t60_a8, t60_b0)
-      }
-      storePartial(arena, (212816 +% ((mb59 *% 9) *% 4)), t60_c0_0, 4)
-      storePartial(arena, (212816 +% (((mb59 *% 9) +% 1) *% 4)), t60_c1_0, 4)
-      storePartial(arena, (212816 +% (((mb59 *% 9) +% 2) *% 4)), t60_c2_0, 4)
-      storePartial(arena, (212816 +% (((mb59 *% 9) +% 3) *% 4)), t60_c3_0, 4)
-      storePartial(arena, (212816 +% (((mb59 *% 9) +% 4) *% 4)), t60_c4_0, 4)
-      storePartial(arena, (212816 +% (((mb59 *% 9) +% 5) *% 4)), t60_c5_0, 4)
-      storePartial(arena, (212816 +% (((mb59 *% 9) +% 6) *% 4)), t60_c6_0, 4)
-      storePartial(arena, (212816 +% (((mb59 *% 9) +% 7) *% 4)), t60_c7_0, 4)
-      storePartial(arena, (212816 +% (((mb59 *% 9) +% 8) *% 4)), t60_c8_0, 4)
+    while i63 < 36 {
+      arena[(212816 +% i63)] = Float(0)
+      i63 &+= 1
     }
   }
-  for f62 in 0..<4 {
-    for r63 in 0..<9 {
-      grads[((f62 *% 9) +% r63)] = arena[((212816 +% (r63 *% 4)) +% f62)]
+  for g64 in 0..<1 {
+    for j65 in 0..<64 {
+      for c66 in 0..<1 {
+        for ky67 in 0..<3 {
+          for oy68 in 0..<13 {
+            for ox69 in 0..<13 {
+              arena[(((72208 +% ((((c66 *% 3) +% ky67) *% 3) *% 10816)) +% (j65 *% 169)) +% ((oy68 *% 13) +% ox69))] = images[((((((g64 *% 64) +% j65) *% 784) +% (c66 *% 784)) +% (((oy68 *% 2) +% ky67) *% 28)) +% (ox69 *% 2))]
+            }
+          }
+          for oy70 in 0..<13 {
+            for ox71 in 0..<13 {
+              arena[(((72208 +% (((((c66 *% 3) +% ky67) *% 3) +% 1) *% 10816)) +% (j65 *% 169)) +% ((oy70 *% 13) +% ox71))] = images[((((((g64 *% 64) +% j65) *% 784) +% (c66 *% 784)) +% (((oy70 *% 2) +% ky67) *% 28)) +% ((ox71 *% 2) +% 1))]
+            }
+          }
+          for oy72 in 0..<13 {
+            for ox73 in 0..<13 {
+              arena[(((72208 +% (((((c66 *% 3) +% ky67) *% 3) +% 2) *% 10816)) +% (j65 *% 169)) +% ((oy72 *% 13) +% ox73))] = images[((((((g64 *% 64) +% j65) *% 784) +% (c66 *% 784)) +% (((oy72 *% 2) +% ky67) *% 28)) +% ((ox73 *% 2) +% 2))]
+            }
+          }
+        }
+      }
+    }
+    for j74 in 0..<64 {
+      for i75 in 0..<169 {
+        for f76 in 0..<4 {
+          arena[((169552 +% (((j74 *% 169) +% i75) *% 4)) +% f76)] = arena[(((28944 +% (((g64 *% 64) +% j74) *% 676)) +% (f76 *% 169)) +% i75)]
+        }
+      }
+    }
+    for kp77 in 0..<28 {
+      for mb78 in 0..<1 {
+        var t79_c0_0 = loadPartial(arena, (212816 +% ((mb78 *% 9) *% 4)), 4)
+        var t79_c1_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 1) *% 4)), 4)
+        var t79_c2_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 2) *% 4)), 4)
+        var t79_c3_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 3) *% 4)), 4)
+        var t79_c4_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 4) *% 4)), 4)
+        var t79_c5_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 5) *% 4)), 4)
+        var t79_c6_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 6) *% 4)), 4)
+        var t79_c7_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 7) *% 4)), 4)
+        var t79_c8_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 8) *% 4)), 4)
+        for k80 in 0..<373 {
+          let t79_b0 = loadPartial(arena, (169552 +% ((k80 +% (kp77 *% 373)) *% 4)), 4)
+          let t79_a0 = SIMD16<Float>(repeating: arena[((72208 +% ((mb78 *% 9) *% 10816)) +% (k80 +% (kp77 *% 373)))])
+          t79_c0_0 = t79_c0_0.addingProduct(t79_a0, t79_b0)
+          let t79_a1 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 1) *% 10816)) +% (k80 +% (kp77 *% 373)))])
+          t79_c1_0 = t79_c1_0.addingProduct(t79_a1, t79_b0)
+          let t79_a2 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 2) *% 10816)) +% (k80 +% (kp77 *% 373)))])
+          t79_c2_0 = t79_c2_0.addingProduct(t79_a2, t79_b0)
+          let t79_a3 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 3) *% 10816)) +% (k80 +% (kp77 *% 373)))])
+          t79_c3_0 = t79_c3_0.addingProduct(t79_a3, t79_b0)
+          let t79_a4 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 4) *% 10816)) +% (k80 +% (kp77 *% 373)))])
+          t79_c4_0 = t79_c4_0.addingProduct(t79_a4, t79_b0)
+          let t79_a5 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 5) *% 10816)) +% (k80 +% (kp77 *% 373)))])
+          t79_c5_0 = t79_c5_0.addingProduct(t79_a5, t79_b0)
+          let t79_a6 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 6) *% 10816)) +% (k80 +% (kp77 *% 373)))])
+          t79_c6_0 = t79_c6_0.addingProduct(t79_a6, t79_b0)
+          let t79_a7 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 7) *% 10816)) +% (k80 +% (kp77 *% 373)))])
+          t79_c7_0 = t79_c7_0.addingProduct(t79_a7, t79_b0)
+          let t79_a8 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 8) *% 10816)) +% (k80 +% (kp77 *% 373)))])
+          t79_c8_0 = t79_c8_0.addingProduct(t79_a8, t79_b0)
+        }
+        storePartial(arena, (212816 +% ((mb78 *% 9) *% 4)), t79_c0_0, 4)
+        storePartial(arena, (212816 +% (((mb78 *% 9) +% 1) *% 4)), t79_c1_0, 4)
+        storePartial(arena, (212816 +% (((mb78 *% 9) +% 2) *% 4)), t79_c2_0, 4)
+        storePartial(arena, (212816 +% (((mb78 *% 9) +% 3) *% 4)), t79_c3_0, 4)
+        storePartial(arena, (212816 +% (((mb78 *% 9) +% 4) *% 4)), t79_c4_0, 4)
+        storePartial(arena, (212816 +% (((mb78 *% 9) +% 5) *% 4)), t79_c5_0, 4)
+        storePartial(arena, (212816 +% (((mb78 *% 9) +% 6) *% 4)), t79_c6_0, 4)
+        storePartial(arena, (212816 +% (((mb78 *% 9) +% 7) *% 4)), t79_c7_0, 4)
+        storePartial(arena, (212816 +% (((mb78 *% 9) +% 8) *% 4)), t79_c8_0, 4)
+      }
+    }
+    for mb81 in 0..<1 {
+      var t82_c0_0 = loadPartial(arena, (212816 +% ((mb81 *% 9) *% 4)), 4)
+      var t82_c1_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 1) *% 4)), 4)
+      var t82_c2_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 2) *% 4)), 4)
+      var t82_c3_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 3) *% 4)), 4)
+      var t82_c4_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 4) *% 4)), 4)
+      var t82_c5_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 5) *% 4)), 4)
+      var t82_c6_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 6) *% 4)), 4)
+      var t82_c7_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 7) *% 4)), 4)
+      var t82_c8_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 8) *% 4)), 4)
+      for k83 in 0..<372 {
+        let t82_b0 = loadPartial(arena, (169552 +% ((k83 +% 10444) *% 4)), 4)
+        let t82_a0 = SIMD16<Float>(repeating: arena[((72208 +% ((mb81 *% 9) *% 10816)) +% (k83 +% 10444))])
+        t82_c0_0 = t82_c0_0.addingProduct(t82_a0, t82_b0)
+        let t82_a1 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 1) *% 10816)) +% (k83 +% 10444))])
+        t82_c1_0 = t82_c1_0.addingProduct(t82_a1, t82_b0)
+        let t82_a2 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 2) *% 10816)) +% (k83 +% 10444))])
+        t82_c2_0 = t82_c2_0.addingProduct(t82_a2, t82_b0)
+        let t82_a3 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 3) *% 10816)) +% (k83 +% 10444))])
+        t82_c3_0 = t82_c3_0.addingProduct(t82_a3, t82_b0)
+        let t82_a4 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 4) *% 10816)) +% (k83 +% 10444))])
+        t82_c4_0 = t82_c4_0.addingProduct(t82_a4, t82_b0)
+        let t82_a5 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 5) *% 10816)) +% (k83 +% 10444))])
+        t82_c5_0 = t82_c5_0.addingProduct(t82_a5, t82_b0)
+        let t82_a6 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 6) *% 10816)) +% (k83 +% 10444))])
+        t82_c6_0 = t82_c6_0.addingProduct(t82_a6, t82_b0)
+        let t82_a7 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 7) *% 10816)) +% (k83 +% 10444))])
+        t82_c7_0 = t82_c7_0.addingProduct(t82_a7, t82_b0)
+        let t82_a8 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 8) *% 10816)) +% (k83 +% 10444))])
+        t82_c8_0 = t82_c8_0.addingProduct(t82_a8, t82_b0)
+      }
+      storePartial(arena, (212816 +% ((mb81 *% 9) *% 4)), t82_c0_0, 4)
+      storePartial(arena, (212816 +% (((mb81 *% 9) +% 1) *% 4)), t82_c1_0, 4)
+      storePartial(arena, (212816 +% (((mb81 *% 9) +% 2) *% 4)), t82_c2_0, 4)
+      storePartial(arena, (212816 +% (((mb81 *% 9) +% 3) *% 4)), t82_c3_0, 4)
+      storePartial(arena, (212816 +% (((mb81 *% 9) +% 4) *% 4)), t82_c4_0, 4)
+      storePartial(arena, (212816 +% (((mb81 *% 9) +% 5) *% 4)), t82_c5_0, 4)
+      storePartial(arena, (212816 +% (((mb81 *% 9) +% 6) *% 4)), t82_c6_0, 4)
+      storePartial(arena, (212816 +% (((mb81 *% 9) +% 7) *% 4)), t82_c7_0, 4)
+      storePartial(arena, (212816 +% (((mb81 *% 9) +% 8) *% 4)), t82_c8_0, 4)
+    }
+  }
+  for f84 in 0..<4 {
+    for r85 in 0..<9 {
+      grads[((f84 *% 9) +% r85)] = arena[((212816 +% (r85 *% 4)) +% f84)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i64
-    var i64 = 0
-    while i64 &+ 16 <= 169 {
-      store16(arena, 0 &+ i64, SIMD16<Float>(repeating: Float(1)))
-      i64 &+= 16
+  do {  // SIMD16 over i86
+    var i86 = 0
+    while i86 &+ 16 <= 169 {
+      store16(arena, 0 &+ i86, SIMD16<Float>(repeating: Float(1)))
+      i86 &+= 16
     }
-    while i64 < 169 {
-      arena[i64] = Float(1)
-      i64 &+= 1
-    }
-  }
-  do {  // SIMD16 over i65
-    var i65 = 0
-    while i65 < 4 {
-      grads[(36 +% i65)] = Float(0)
-      i65 &+= 1
+    while i86 < 169 {
+      arena[i86] = Float(1)
+      i86 &+= 1
     }
   }
-  for img66 in 0..<64 {
-    sgemm(101, 111, 111, 4, 1, 169, 1, arena + (28944 +% (img66 *% 676)), 169, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 36, 1)
+  do {  // SIMD16 over i87
+    var i87 = 0
+    while i87 < 4 {
+      grads[(36 +% i87)] = Float(0)
+      i87 &+= 1
+    }
+  }
+  for img88 in 0..<64 {
+    sgemm(101, 111, 111, 4, 1, 169, 1, arena + (28944 +% (img88 *% 676)), 169, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 36, 1)
   }
   // adam = update of 1490 parameters
-  var step_size67: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt68: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i69
-    var i69 = 0
-    while i69 &+ 16 <= 1490 {
-      let g_v = (load16(grads, 0 &+ i69) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i69)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i69)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i69)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i69, m_new_v)
-      store16(v, 0 &+ i69, v_new_v)
-      store16(params, 0 &+ i69, (load16(params, 0 &+ i69) - ((SIMD16<Float>(repeating: step_size67) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt68)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i69 &+= 16
+  var step_size89: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt90: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i91
+    var i91 = 0
+    while i91 &+ 16 <= 1490 {
+      let g_v = (load16(grads, 0 &+ i91) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i91)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i91)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i91)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i91, m_new_v)
+      store16(v, 0 &+ i91, v_new_v)
+      store16(params, 0 &+ i91, (load16(params, 0 &+ i91) - ((SIMD16<Float>(repeating: step_size89) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt90)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i91 &+= 16
     }
-    while i69 < 1490 {
-      var g: Float = (grads[i69] + (Float(0) * params[i69]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i69]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i69]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i69] = m_new
-      v[i69] = v_new
-      params[i69] = (params[i69] - ((step_size67 * m_new) / ((sqrtf(v_new) / bc2_sqrt68) + Float(bitPattern: 0x322bcc77))))
-      i69 &+= 1
+    while i91 < 1490 {
+      var g: Float = (grads[i91] + (Float(0) * params[i91]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i91]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i91]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i91] = m_new
+      v[i91] = v_new
+      params[i91] = (params[i91] - ((step_size89 * m_new) / ((sqrtf(v_new) / bc2_sqrt90) + Float(bitPattern: 0x322bcc77))))
+      i91 &+= 1
     }
   }
 }

@@ -1,6 +1,8 @@
 import GraphIR
 
 /// Dense layers as GEMMs: Y = X W^T (+ bias, relu), dX = dY W, dW = dY^T X, db = column sums.
+/// The forward GEMM reads both operands along K, so it stays a library call; both gradients have their
+/// B operand contiguous along N and run as register-blocked kernels of our own.
 extension Emitter {
   mutating func denseForward(_ n: Node, _ a: DenseAttrs, relu: Bool) {
     let x = at(n.args[0]), xd = dims(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
@@ -18,14 +20,14 @@ extension Emitter {
 
   mutating func denseGradInput(_ n: Node) {
     let dy = at(n.args[0]), d = dims(n.args[0]), w = at(n.args[1]), wd = dims(n.args[1]), dx = at(n.name)
-    body.append(.gemm(Gemm(transA: false, transB: false, m: d[0], n: wd[1], k: d[1], a: (dy.base, .c(dy.offset)), lda: d[1],
-                           b: (w.base, .c(w.offset)), ldb: wd[1], beta: 0, c: (dx.base, .c(dx.offset)), ldc: wd[1])))
+    body += tiledGemm(TiledGemm(m: d[0], n: wd[1], k: d[1], a: (dy.base, .c(dy.offset)), aRow: d[1], aCol: 1,
+                                b: (w.base, .c(w.offset)), ldb: wd[1], c: (dx.base, .c(dx.offset)), ldc: wd[1], accumulate: false))
   }
 
   mutating func denseGradWeight(_ n: Node) {
     let dy = at(n.args[0]), d = dims(n.args[0]), x = at(n.args[1]), xd = dims(n.args[1]), dw = at(n.name)
-    body.append(.gemm(Gemm(transA: true, transB: false, m: d[1], n: xd[1], k: d[0], a: (dy.base, .c(dy.offset)), lda: d[1],
-                           b: (x.base, .c(x.offset)), ldb: xd[1], beta: 0, c: (dw.base, .c(dw.offset)), ldc: xd[1])))
+    body += tiledGemm(TiledGemm(m: d[1], n: xd[1], k: d[0], a: (dy.base, .c(dy.offset)), aRow: 1, aCol: d[1],
+                                b: (x.base, .c(x.offset)), ldb: xd[1], c: (dw.base, .c(dw.offset)), ldc: xd[1], accumulate: false))
   }
 
   mutating func denseGradBias(_ n: Node) {
