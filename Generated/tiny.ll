@@ -28,193 +28,183 @@ entry:
   %conv1_weight_grad.t82_c2_0 = alloca <16 x float>, align 64
   %conv1_weight_grad.t82_c1_0 = alloca <16 x float>, align 64
   %conv1_weight_grad.t82_c0_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t79_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t58_a3 = alloca <16 x float>, align 64
-  %flat_grad.t58_a2 = alloca <16 x float>, align 64
-  %flat_grad.t58_a1 = alloca <16 x float>, align 64
-  %flat_grad.t58_a0 = alloca <16 x float>, align 64
-  %flat_grad.t58_b0 = alloca <16 x float>, align 64
-  %flat_grad.t58_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t58_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t58_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t58_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t56_a5 = alloca <16 x float>, align 64
-  %flat_grad.t56_a4 = alloca <16 x float>, align 64
+  %flat_grad.t61_a3 = alloca <16 x float>, align 64
+  %flat_grad.t61_a2 = alloca <16 x float>, align 64
+  %flat_grad.t61_a1 = alloca <16 x float>, align 64
+  %flat_grad.t61_a0 = alloca <16 x float>, align 64
+  %flat_grad.t61_b0 = alloca <16 x float>, align 64
+  %flat_grad.t61_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t61_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t61_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t61_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t59_a5 = alloca <16 x float>, align 64
+  %flat_grad.t59_a4 = alloca <16 x float>, align 64
+  %flat_grad.t59_a3 = alloca <16 x float>, align 64
+  %flat_grad.t59_a2 = alloca <16 x float>, align 64
+  %flat_grad.t59_a1 = alloca <16 x float>, align 64
+  %flat_grad.t59_a0 = alloca <16 x float>, align 64
+  %flat_grad.t59_b0 = alloca <16 x float>, align 64
+  %flat_grad.t59_c5_0 = alloca <16 x float>, align 64
+  %flat_grad.t59_c4_0 = alloca <16 x float>, align 64
+  %flat_grad.t59_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t59_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t59_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t59_c0_0 = alloca <16 x float>, align 64
   %flat_grad.t56_a3 = alloca <16 x float>, align 64
   %flat_grad.t56_a2 = alloca <16 x float>, align 64
   %flat_grad.t56_a1 = alloca <16 x float>, align 64
   %flat_grad.t56_a0 = alloca <16 x float>, align 64
+  %flat_grad.t56_b3 = alloca <16 x float>, align 64
+  %flat_grad.t56_b2 = alloca <16 x float>, align 64
+  %flat_grad.t56_b1 = alloca <16 x float>, align 64
   %flat_grad.t56_b0 = alloca <16 x float>, align 64
-  %flat_grad.t56_c5_0 = alloca <16 x float>, align 64
-  %flat_grad.t56_c4_0 = alloca <16 x float>, align 64
+  %flat_grad.t56_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t56_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t56_c3_1 = alloca <16 x float>, align 64
   %flat_grad.t56_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t56_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t56_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t56_c2_1 = alloca <16 x float>, align 64
   %flat_grad.t56_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t56_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t56_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t56_c1_1 = alloca <16 x float>, align 64
   %flat_grad.t56_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t56_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t56_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t56_c0_1 = alloca <16 x float>, align 64
   %flat_grad.t56_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t53_a3 = alloca <16 x float>, align 64
-  %flat_grad.t53_a2 = alloca <16 x float>, align 64
-  %flat_grad.t53_a1 = alloca <16 x float>, align 64
-  %flat_grad.t53_a0 = alloca <16 x float>, align 64
-  %flat_grad.t53_b3 = alloca <16 x float>, align 64
-  %flat_grad.t53_b2 = alloca <16 x float>, align 64
-  %flat_grad.t53_b1 = alloca <16 x float>, align 64
-  %flat_grad.t53_b0 = alloca <16 x float>, align 64
-  %flat_grad.t53_c3_3 = alloca <16 x float>, align 64
-  %flat_grad.t53_c3_2 = alloca <16 x float>, align 64
-  %flat_grad.t53_c3_1 = alloca <16 x float>, align 64
-  %flat_grad.t53_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t53_c2_3 = alloca <16 x float>, align 64
-  %flat_grad.t53_c2_2 = alloca <16 x float>, align 64
-  %flat_grad.t53_c2_1 = alloca <16 x float>, align 64
-  %flat_grad.t53_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t53_c1_3 = alloca <16 x float>, align 64
-  %flat_grad.t53_c1_2 = alloca <16 x float>, align 64
-  %flat_grad.t53_c1_1 = alloca <16 x float>, align 64
-  %flat_grad.t53_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t53_c0_3 = alloca <16 x float>, align 64
-  %flat_grad.t53_c0_2 = alloca <16 x float>, align 64
-  %flat_grad.t53_c0_1 = alloca <16 x float>, align 64
-  %flat_grad.t53_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t51_a5 = alloca <16 x float>, align 64
-  %flat_grad.t51_a4 = alloca <16 x float>, align 64
-  %flat_grad.t51_a3 = alloca <16 x float>, align 64
-  %flat_grad.t51_a2 = alloca <16 x float>, align 64
-  %flat_grad.t51_a1 = alloca <16 x float>, align 64
-  %flat_grad.t51_a0 = alloca <16 x float>, align 64
-  %flat_grad.t51_b3 = alloca <16 x float>, align 64
-  %flat_grad.t51_b2 = alloca <16 x float>, align 64
-  %flat_grad.t51_b1 = alloca <16 x float>, align 64
-  %flat_grad.t51_b0 = alloca <16 x float>, align 64
-  %flat_grad.t51_c5_3 = alloca <16 x float>, align 64
-  %flat_grad.t51_c5_2 = alloca <16 x float>, align 64
-  %flat_grad.t51_c5_1 = alloca <16 x float>, align 64
-  %flat_grad.t51_c5_0 = alloca <16 x float>, align 64
-  %flat_grad.t51_c4_3 = alloca <16 x float>, align 64
-  %flat_grad.t51_c4_2 = alloca <16 x float>, align 64
-  %flat_grad.t51_c4_1 = alloca <16 x float>, align 64
-  %flat_grad.t51_c4_0 = alloca <16 x float>, align 64
-  %flat_grad.t51_c3_3 = alloca <16 x float>, align 64
-  %flat_grad.t51_c3_2 = alloca <16 x float>, align 64
-  %flat_grad.t51_c3_1 = alloca <16 x float>, align 64
-  %flat_grad.t51_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t51_c2_3 = alloca <16 x float>, align 64
-  %flat_grad.t51_c2_2 = alloca <16 x float>, align 64
-  %flat_grad.t51_c2_1 = alloca <16 x float>, align 64
-  %flat_grad.t51_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t51_c1_3 = alloca <16 x float>, align 64
-  %flat_grad.t51_c1_2 = alloca <16 x float>, align 64
-  %flat_grad.t51_c1_1 = alloca <16 x float>, align 64
-  %flat_grad.t51_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t51_c0_3 = alloca <16 x float>, align 64
-  %flat_grad.t51_c0_2 = alloca <16 x float>, align 64
-  %flat_grad.t51_c0_1 = alloca <16 x float>, align 64
-  %flat_grad.t51_c0_0 = alloca <16 x float>, align 64
-  %fc1_bias_grad.acc47 = alloca float, align 4
-  %fc1_weight_grad.t44_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t44_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t44_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t44_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t44_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t44_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t44_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t44_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t44_c0_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_a5 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_a4 = alloca <16 x float>, align 64
+  %flat_grad.t54_a5 = alloca <16 x float>, align 64
+  %flat_grad.t54_a4 = alloca <16 x float>, align 64
+  %flat_grad.t54_a3 = alloca <16 x float>, align 64
+  %flat_grad.t54_a2 = alloca <16 x float>, align 64
+  %flat_grad.t54_a1 = alloca <16 x float>, align 64
+  %flat_grad.t54_a0 = alloca <16 x float>, align 64
+  %flat_grad.t54_b3 = alloca <16 x float>, align 64
+  %flat_grad.t54_b2 = alloca <16 x float>, align 64
+  %flat_grad.t54_b1 = alloca <16 x float>, align 64
+  %flat_grad.t54_b0 = alloca <16 x float>, align 64
+  %flat_grad.t54_c5_3 = alloca <16 x float>, align 64
+  %flat_grad.t54_c5_2 = alloca <16 x float>, align 64
+  %flat_grad.t54_c5_1 = alloca <16 x float>, align 64
+  %flat_grad.t54_c5_0 = alloca <16 x float>, align 64
+  %flat_grad.t54_c4_3 = alloca <16 x float>, align 64
+  %flat_grad.t54_c4_2 = alloca <16 x float>, align 64
+  %flat_grad.t54_c4_1 = alloca <16 x float>, align 64
+  %flat_grad.t54_c4_0 = alloca <16 x float>, align 64
+  %flat_grad.t54_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t54_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t54_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t54_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t54_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t54_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t54_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t54_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t54_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t54_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t54_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t54_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t54_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t54_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t54_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t54_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc50 = alloca float, align 4
+  %fc1_weight_grad.t47_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t47_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t47_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t47_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t47_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t47_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t47_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t47_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t47_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_a5 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_a4 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_c5_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_c4_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t45_c0_0 = alloca <16 x float>, align 64
   %fc1_weight_grad.t42_a3 = alloca <16 x float>, align 64
   %fc1_weight_grad.t42_a2 = alloca <16 x float>, align 64
   %fc1_weight_grad.t42_a1 = alloca <16 x float>, align 64
   %fc1_weight_grad.t42_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_b1 = alloca <16 x float>, align 64
   %fc1_weight_grad.t42_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c5_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t42_c4_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c3_1 = alloca <16 x float>, align 64
   %fc1_weight_grad.t42_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c2_1 = alloca <16 x float>, align 64
   %fc1_weight_grad.t42_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c1_1 = alloca <16 x float>, align 64
   %fc1_weight_grad.t42_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t42_c0_1 = alloca <16 x float>, align 64
   %fc1_weight_grad.t42_c0_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c3_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c3_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c2_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c2_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t39_c0_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_a5 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_a4 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c5_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c5_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c5_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c5_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c4_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c4_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c4_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c4_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c3_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c3_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c2_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c2_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t37_c0_0 = alloca <16 x float>, align 64
-  %fc1_grad.s31 = alloca float, align 4
-  %fc1_grad.m30 = alloca float, align 4
-  %loss.s26 = alloca float, align 4
-  %loss.m25 = alloca float, align 4
-  %loss.total23 = alloca float, align 4
-  %conv1.bi20 = alloca float, align 4
-  %conv1.best19 = alloca float, align 4
+  %fc1_weight_grad.t40_a5 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_a4 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c5_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c5_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c5_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c5_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c4_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c4_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c4_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c4_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t40_c0_0 = alloca <16 x float>, align 64
+  %fc1_grad.s34 = alloca float, align 4
+  %fc1_grad.m33 = alloca float, align 4
+  %loss.s29 = alloca float, align 4
+  %loss.m28 = alloca float, align 4
+  %loss.total26 = alloca float, align 4
+  %conv1.bi23 = alloca float, align 4
+  %conv1.best22 = alloca float, align 4
+  %conv1.t16_a3 = alloca <16 x float>, align 64
+  %conv1.t16_a2 = alloca <16 x float>, align 64
+  %conv1.t16_a1 = alloca <16 x float>, align 64
+  %conv1.t16_a0 = alloca <16 x float>, align 64
+  %conv1.t16_b0 = alloca <16 x float>, align 64
+  %conv1.t16_c3_0 = alloca <16 x float>, align 64
+  %conv1.t16_c2_0 = alloca <16 x float>, align 64
+  %conv1.t16_c1_0 = alloca <16 x float>, align 64
+  %conv1.t16_c0_0 = alloca <16 x float>, align 64
   %conv1.t13_a3 = alloca <16 x float>, align 64
   %conv1.t13_a2 = alloca <16 x float>, align 64
   %conv1.t13_a1 = alloca <16 x float>, align 64
@@ -241,16 +231,16 @@ entry:
   %conv1.t13_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j15.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j15.end ]
+conv1.g1:                                         ; preds = %conv1.j18.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j18.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j15.end
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 0
-  %params134 = getelementptr inbounds float, ptr %params, i64 40
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 18432
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena133, i32 144, ptr %params134, i32 144, float 0.000000e+00, ptr %arena135, i32 10)
-  br label %fc1.n21
+conv1.g1.end:                                     ; preds = %conv1.j18.end
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 0
+  %params152 = getelementptr inbounds float, ptr %params, i64 40
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 18432
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena151, i32 144, ptr %params152, i32 144, float 0.000000e+00, ptr %arena153, i32 10)
+  br label %fc1.n24
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
@@ -265,7 +255,7 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %0 = icmp slt i64 %j2.next, 64
+  %0 = icmp slt i64 %j2.next, 16
   br i1 %0, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
@@ -286,7 +276,7 @@ conv1.oy5.end:                                    ; preds = %conv1.ox6.end
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
   %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
-  %2 = mul nsw i64 %conv1.g11, 64
+  %2 = mul nsw i64 %conv1.g11, 16
   %3 = add nsw i64 %2, %conv1.j22
   %4 = mul nsw i64 %3, 784
   %5 = mul nsw i64 %conv1.c33, 784
@@ -302,7 +292,7 @@ conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.o
   %14 = mul nsw i64 %conv1.c33, 3
   %15 = add nsw i64 %14, %conv1.ky44
   %16 = mul nsw i64 %15, 3
-  %17 = mul nsw i64 %16, 10816
+  %17 = mul nsw i64 %16, 2704
   %18 = add nsw i64 18432, %17
   %19 = mul nsw i64 %conv1.j22, 169
   %20 = add nsw i64 %18, %19
@@ -329,7 +319,7 @@ conv1.oy7.end:                                    ; preds = %conv1.ox8.end
 
 conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
   %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
-  %26 = mul nsw i64 %conv1.g11, 64
+  %26 = mul nsw i64 %conv1.g11, 16
   %27 = add nsw i64 %26, %conv1.j22
   %28 = mul nsw i64 %27, 784
   %29 = mul nsw i64 %conv1.c33, 784
@@ -347,7 +337,7 @@ conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.o
   %40 = add nsw i64 %39, %conv1.ky44
   %41 = mul nsw i64 %40, 3
   %42 = add nsw i64 %41, 1
-  %43 = mul nsw i64 %42, 10816
+  %43 = mul nsw i64 %42, 2704
   %44 = add nsw i64 18432, %43
   %45 = mul nsw i64 %conv1.j22, 169
   %46 = add nsw i64 %44, %45
@@ -376,7 +366,7 @@ conv1.oy9.end:                                    ; preds = %conv1.ox10.end
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
   %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
-  %53 = mul nsw i64 %conv1.g11, 64
+  %53 = mul nsw i64 %conv1.g11, 16
   %54 = add nsw i64 %53, %conv1.j22
   %55 = mul nsw i64 %54, 784
   %56 = mul nsw i64 %conv1.c33, 784
@@ -394,7 +384,7 @@ conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.
   %67 = add nsw i64 %66, %conv1.ky44
   %68 = mul nsw i64 %67, 3
   %69 = add nsw i64 %68, 2
-  %70 = mul nsw i64 %69, 10816
+  %70 = mul nsw i64 %69, 2704
   %71 = add nsw i64 18432, %70
   %72 = mul nsw i64 %conv1.j22, 169
   %73 = add nsw i64 %71, %72
@@ -417,7 +407,7 @@ conv1.nb11:                                       ; preds = %conv1.mb12.end, %co
   br label %conv1.mb12
 
 conv1.nb11.end:                                   ; preds = %conv1.mb12.end
-  br label %conv1.j15
+  br label %conv1.mb15
 
 conv1.mb12:                                       ; preds = %conv1.k14.end, %conv1.nb11
   %conv1.mb1218 = phi i64 [ 0, %conv1.nb11 ], [ %mb12.next, %conv1.k14.end ]
@@ -441,19 +431,19 @@ conv1.mb12:                                       ; preds = %conv1.k14.end, %con
 
 conv1.mb12.end:                                   ; preds = %conv1.k14.end
   %nb11.next = add nsw i64 %conv1.nb1117, 1
-  %79 = icmp slt i64 %nb11.next, 169
+  %79 = icmp slt i64 %nb11.next, 42
   br i1 %79, label %conv1.nb11, label %conv1.nb11.end
 
 conv1.k14:                                        ; preds = %conv1.k14, %conv1.mb12
   %conv1.k1419 = phi i64 [ 0, %conv1.mb12 ], [ %k14.next, %conv1.k14 ]
-  %80 = mul nsw i64 %conv1.k1419, 10816
+  %80 = mul nsw i64 %conv1.k1419, 2704
   %81 = add nsw i64 18432, %80
   %82 = mul nsw i64 %conv1.nb1117, 64
   %83 = add nsw i64 %81, %82
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %83
   %84 = load <16 x float>, ptr %arena20, align 4
   store <16 x float> %84, ptr %conv1.t13_b0, align 64
-  %85 = mul nsw i64 %conv1.k1419, 10816
+  %85 = mul nsw i64 %conv1.k1419, 2704
   %86 = add nsw i64 18432, %85
   %87 = mul nsw i64 %conv1.nb1117, 64
   %88 = add nsw i64 %86, %87
@@ -461,7 +451,7 @@ conv1.k14:                                        ; preds = %conv1.k14, %conv1.m
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <16 x float>, ptr %arena21, align 4
   store <16 x float> %90, ptr %conv1.t13_b1, align 64
-  %91 = mul nsw i64 %conv1.k1419, 10816
+  %91 = mul nsw i64 %conv1.k1419, 2704
   %92 = add nsw i64 18432, %91
   %93 = mul nsw i64 %conv1.nb1117, 64
   %94 = add nsw i64 %92, %93
@@ -469,7 +459,7 @@ conv1.k14:                                        ; preds = %conv1.k14, %conv1.m
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <16 x float>, ptr %arena22, align 4
   store <16 x float> %96, ptr %conv1.t13_b2, align 64
-  %97 = mul nsw i64 %conv1.k1419, 10816
+  %97 = mul nsw i64 %conv1.k1419, 2704
   %98 = add nsw i64 18432, %97
   %99 = mul nsw i64 %conv1.nb1117, 64
   %100 = add nsw i64 %98, %99
@@ -599,16 +589,16 @@ conv1.k14:                                        ; preds = %conv1.k14, %conv1.m
 conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c0_052 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
   %147 = mul nsw i64 %conv1.mb1218, 4
-  %148 = mul nsw i64 %147, 10816
-  %149 = add nsw i64 115776, %148
+  %148 = mul nsw i64 %147, 2704
+  %149 = add nsw i64 42768, %148
   %150 = mul nsw i64 %conv1.nb1117, 64
   %151 = add nsw i64 %149, %150
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %151
   store <16 x float> %t13_c0_052, ptr %arena53, align 4
   %t13_c0_154 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
   %152 = mul nsw i64 %conv1.mb1218, 4
-  %153 = mul nsw i64 %152, 10816
-  %154 = add nsw i64 115776, %153
+  %153 = mul nsw i64 %152, 2704
+  %154 = add nsw i64 42768, %153
   %155 = mul nsw i64 %conv1.nb1117, 64
   %156 = add nsw i64 %154, %155
   %157 = add nsw i64 %156, 16
@@ -616,8 +606,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   store <16 x float> %t13_c0_154, ptr %arena55, align 4
   %t13_c0_256 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
   %158 = mul nsw i64 %conv1.mb1218, 4
-  %159 = mul nsw i64 %158, 10816
-  %160 = add nsw i64 115776, %159
+  %159 = mul nsw i64 %158, 2704
+  %160 = add nsw i64 42768, %159
   %161 = mul nsw i64 %conv1.nb1117, 64
   %162 = add nsw i64 %160, %161
   %163 = add nsw i64 %162, 32
@@ -625,8 +615,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   store <16 x float> %t13_c0_256, ptr %arena57, align 4
   %t13_c0_358 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
   %164 = mul nsw i64 %conv1.mb1218, 4
-  %165 = mul nsw i64 %164, 10816
-  %166 = add nsw i64 115776, %165
+  %165 = mul nsw i64 %164, 2704
+  %166 = add nsw i64 42768, %165
   %167 = mul nsw i64 %conv1.nb1117, 64
   %168 = add nsw i64 %166, %167
   %169 = add nsw i64 %168, 48
@@ -635,8 +625,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c1_060 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
   %170 = mul nsw i64 %conv1.mb1218, 4
   %171 = add nsw i64 %170, 1
-  %172 = mul nsw i64 %171, 10816
-  %173 = add nsw i64 115776, %172
+  %172 = mul nsw i64 %171, 2704
+  %173 = add nsw i64 42768, %172
   %174 = mul nsw i64 %conv1.nb1117, 64
   %175 = add nsw i64 %173, %174
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %175
@@ -644,8 +634,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c1_162 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
   %176 = mul nsw i64 %conv1.mb1218, 4
   %177 = add nsw i64 %176, 1
-  %178 = mul nsw i64 %177, 10816
-  %179 = add nsw i64 115776, %178
+  %178 = mul nsw i64 %177, 2704
+  %179 = add nsw i64 42768, %178
   %180 = mul nsw i64 %conv1.nb1117, 64
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 16
@@ -654,8 +644,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c1_264 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
   %183 = mul nsw i64 %conv1.mb1218, 4
   %184 = add nsw i64 %183, 1
-  %185 = mul nsw i64 %184, 10816
-  %186 = add nsw i64 115776, %185
+  %185 = mul nsw i64 %184, 2704
+  %186 = add nsw i64 42768, %185
   %187 = mul nsw i64 %conv1.nb1117, 64
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %188, 32
@@ -664,8 +654,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c1_366 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
   %190 = mul nsw i64 %conv1.mb1218, 4
   %191 = add nsw i64 %190, 1
-  %192 = mul nsw i64 %191, 10816
-  %193 = add nsw i64 115776, %192
+  %192 = mul nsw i64 %191, 2704
+  %193 = add nsw i64 42768, %192
   %194 = mul nsw i64 %conv1.nb1117, 64
   %195 = add nsw i64 %193, %194
   %196 = add nsw i64 %195, 48
@@ -674,8 +664,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c2_068 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
   %197 = mul nsw i64 %conv1.mb1218, 4
   %198 = add nsw i64 %197, 2
-  %199 = mul nsw i64 %198, 10816
-  %200 = add nsw i64 115776, %199
+  %199 = mul nsw i64 %198, 2704
+  %200 = add nsw i64 42768, %199
   %201 = mul nsw i64 %conv1.nb1117, 64
   %202 = add nsw i64 %200, %201
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %202
@@ -683,8 +673,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c2_170 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
   %203 = mul nsw i64 %conv1.mb1218, 4
   %204 = add nsw i64 %203, 2
-  %205 = mul nsw i64 %204, 10816
-  %206 = add nsw i64 115776, %205
+  %205 = mul nsw i64 %204, 2704
+  %206 = add nsw i64 42768, %205
   %207 = mul nsw i64 %conv1.nb1117, 64
   %208 = add nsw i64 %206, %207
   %209 = add nsw i64 %208, 16
@@ -693,8 +683,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c2_272 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
   %210 = mul nsw i64 %conv1.mb1218, 4
   %211 = add nsw i64 %210, 2
-  %212 = mul nsw i64 %211, 10816
-  %213 = add nsw i64 115776, %212
+  %212 = mul nsw i64 %211, 2704
+  %213 = add nsw i64 42768, %212
   %214 = mul nsw i64 %conv1.nb1117, 64
   %215 = add nsw i64 %213, %214
   %216 = add nsw i64 %215, 32
@@ -703,8 +693,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c2_374 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
   %217 = mul nsw i64 %conv1.mb1218, 4
   %218 = add nsw i64 %217, 2
-  %219 = mul nsw i64 %218, 10816
-  %220 = add nsw i64 115776, %219
+  %219 = mul nsw i64 %218, 2704
+  %220 = add nsw i64 42768, %219
   %221 = mul nsw i64 %conv1.nb1117, 64
   %222 = add nsw i64 %220, %221
   %223 = add nsw i64 %222, 48
@@ -713,8 +703,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c3_076 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
   %224 = mul nsw i64 %conv1.mb1218, 4
   %225 = add nsw i64 %224, 3
-  %226 = mul nsw i64 %225, 10816
-  %227 = add nsw i64 115776, %226
+  %226 = mul nsw i64 %225, 2704
+  %227 = add nsw i64 42768, %226
   %228 = mul nsw i64 %conv1.nb1117, 64
   %229 = add nsw i64 %227, %228
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %229
@@ -722,8 +712,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c3_178 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
   %230 = mul nsw i64 %conv1.mb1218, 4
   %231 = add nsw i64 %230, 3
-  %232 = mul nsw i64 %231, 10816
-  %233 = add nsw i64 115776, %232
+  %232 = mul nsw i64 %231, 2704
+  %233 = add nsw i64 42768, %232
   %234 = mul nsw i64 %conv1.nb1117, 64
   %235 = add nsw i64 %233, %234
   %236 = add nsw i64 %235, 16
@@ -732,8 +722,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c3_280 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
   %237 = mul nsw i64 %conv1.mb1218, 4
   %238 = add nsw i64 %237, 3
-  %239 = mul nsw i64 %238, 10816
-  %240 = add nsw i64 115776, %239
+  %239 = mul nsw i64 %238, 2704
+  %240 = add nsw i64 42768, %239
   %241 = mul nsw i64 %conv1.nb1117, 64
   %242 = add nsw i64 %240, %241
   %243 = add nsw i64 %242, 32
@@ -742,8 +732,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c3_382 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
   %244 = mul nsw i64 %conv1.mb1218, 4
   %245 = add nsw i64 %244, 3
-  %246 = mul nsw i64 %245, 10816
-  %247 = add nsw i64 115776, %246
+  %246 = mul nsw i64 %245, 2704
+  %247 = add nsw i64 42768, %246
   %248 = mul nsw i64 %conv1.nb1117, 64
   %249 = add nsw i64 %247, %248
   %250 = add nsw i64 %249, 48
@@ -753,3536 +743,3359 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %251 = icmp slt i64 %mb12.next, 1
   br i1 %251, label %conv1.mb12, label %conv1.mb12.end
 
-conv1.j15:                                        ; preds = %conv1.f16.end, %conv1.nb11.end
-  %conv1.j1584 = phi i64 [ 0, %conv1.nb11.end ], [ %j15.next, %conv1.f16.end ]
-  br label %conv1.f16
+conv1.mb15:                                       ; preds = %conv1.k17.end, %conv1.nb11.end
+  %conv1.mb1584 = phi i64 [ 0, %conv1.nb11.end ], [ %mb15.next, %conv1.k17.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t16_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t16_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t16_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t16_c3_0, align 64
+  br label %conv1.k17
 
-conv1.j15.end:                                    ; preds = %conv1.f16.end
+conv1.mb15.end:                                   ; preds = %conv1.k17.end
+  br label %conv1.j18
+
+conv1.k17:                                        ; preds = %conv1.k17, %conv1.mb15
+  %conv1.k1785 = phi i64 [ 0, %conv1.mb15 ], [ %k17.next, %conv1.k17 ]
+  %252 = mul nsw i64 %conv1.k1785, 2704
+  %253 = add nsw i64 18432, %252
+  %254 = add nsw i64 %253, 2688
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load <16 x float>, ptr %arena86, align 4
+  store <16 x float> %255, ptr %conv1.t16_b0, align 64
+  %256 = mul nsw i64 %conv1.mb1584, 4
+  %257 = mul nsw i64 %256, 9
+  %258 = add nsw i64 %257, %conv1.k1785
+  %params87 = getelementptr inbounds float, ptr %params, i64 %258
+  %259 = load float, ptr %params87, align 4
+  %260 = insertelement <16 x float> undef, float %259, i32 0
+  %261 = shufflevector <16 x float> %260, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %261, ptr %conv1.t16_a0, align 64
+  %t16_a0 = load <16 x float>, ptr %conv1.t16_a0, align 64
+  %t16_b0 = load <16 x float>, ptr %conv1.t16_b0, align 64
+  %t16_c0_0 = load <16 x float>, ptr %conv1.t16_c0_0, align 64
+  %262 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a0, <16 x float> %t16_b0, <16 x float> %t16_c0_0)
+  store <16 x float> %262, ptr %conv1.t16_c0_0, align 64
+  %263 = mul nsw i64 %conv1.mb1584, 4
+  %264 = add nsw i64 %263, 1
+  %265 = mul nsw i64 %264, 9
+  %266 = add nsw i64 %265, %conv1.k1785
+  %params88 = getelementptr inbounds float, ptr %params, i64 %266
+  %267 = load float, ptr %params88, align 4
+  %268 = insertelement <16 x float> undef, float %267, i32 0
+  %269 = shufflevector <16 x float> %268, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %269, ptr %conv1.t16_a1, align 64
+  %t16_a1 = load <16 x float>, ptr %conv1.t16_a1, align 64
+  %t16_b089 = load <16 x float>, ptr %conv1.t16_b0, align 64
+  %t16_c1_0 = load <16 x float>, ptr %conv1.t16_c1_0, align 64
+  %270 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a1, <16 x float> %t16_b089, <16 x float> %t16_c1_0)
+  store <16 x float> %270, ptr %conv1.t16_c1_0, align 64
+  %271 = mul nsw i64 %conv1.mb1584, 4
+  %272 = add nsw i64 %271, 2
+  %273 = mul nsw i64 %272, 9
+  %274 = add nsw i64 %273, %conv1.k1785
+  %params90 = getelementptr inbounds float, ptr %params, i64 %274
+  %275 = load float, ptr %params90, align 4
+  %276 = insertelement <16 x float> undef, float %275, i32 0
+  %277 = shufflevector <16 x float> %276, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %277, ptr %conv1.t16_a2, align 64
+  %t16_a2 = load <16 x float>, ptr %conv1.t16_a2, align 64
+  %t16_b091 = load <16 x float>, ptr %conv1.t16_b0, align 64
+  %t16_c2_0 = load <16 x float>, ptr %conv1.t16_c2_0, align 64
+  %278 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a2, <16 x float> %t16_b091, <16 x float> %t16_c2_0)
+  store <16 x float> %278, ptr %conv1.t16_c2_0, align 64
+  %279 = mul nsw i64 %conv1.mb1584, 4
+  %280 = add nsw i64 %279, 3
+  %281 = mul nsw i64 %280, 9
+  %282 = add nsw i64 %281, %conv1.k1785
+  %params92 = getelementptr inbounds float, ptr %params, i64 %282
+  %283 = load float, ptr %params92, align 4
+  %284 = insertelement <16 x float> undef, float %283, i32 0
+  %285 = shufflevector <16 x float> %284, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %285, ptr %conv1.t16_a3, align 64
+  %t16_a3 = load <16 x float>, ptr %conv1.t16_a3, align 64
+  %t16_b093 = load <16 x float>, ptr %conv1.t16_b0, align 64
+  %t16_c3_0 = load <16 x float>, ptr %conv1.t16_c3_0, align 64
+  %286 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a3, <16 x float> %t16_b093, <16 x float> %t16_c3_0)
+  store <16 x float> %286, ptr %conv1.t16_c3_0, align 64
+  %k17.next = add nsw i64 %conv1.k1785, 1
+  %287 = icmp slt i64 %k17.next, 9
+  br i1 %287, label %conv1.k17, label %conv1.k17.end
+
+conv1.k17.end:                                    ; preds = %conv1.k17
+  %t16_c0_094 = load <16 x float>, ptr %conv1.t16_c0_0, align 64
+  %288 = mul nsw i64 %conv1.mb1584, 4
+  %289 = mul nsw i64 %288, 2704
+  %290 = add nsw i64 42768, %289
+  %291 = add nsw i64 %290, 2688
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %291
+  store <16 x float> %t16_c0_094, ptr %arena95, align 4
+  %t16_c1_096 = load <16 x float>, ptr %conv1.t16_c1_0, align 64
+  %292 = mul nsw i64 %conv1.mb1584, 4
+  %293 = add nsw i64 %292, 1
+  %294 = mul nsw i64 %293, 2704
+  %295 = add nsw i64 42768, %294
+  %296 = add nsw i64 %295, 2688
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %296
+  store <16 x float> %t16_c1_096, ptr %arena97, align 4
+  %t16_c2_098 = load <16 x float>, ptr %conv1.t16_c2_0, align 64
+  %297 = mul nsw i64 %conv1.mb1584, 4
+  %298 = add nsw i64 %297, 2
+  %299 = mul nsw i64 %298, 2704
+  %300 = add nsw i64 42768, %299
+  %301 = add nsw i64 %300, 2688
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %301
+  store <16 x float> %t16_c2_098, ptr %arena99, align 4
+  %t16_c3_0100 = load <16 x float>, ptr %conv1.t16_c3_0, align 64
+  %302 = mul nsw i64 %conv1.mb1584, 4
+  %303 = add nsw i64 %302, 3
+  %304 = mul nsw i64 %303, 2704
+  %305 = add nsw i64 42768, %304
+  %306 = add nsw i64 %305, 2688
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %306
+  store <16 x float> %t16_c3_0100, ptr %arena101, align 4
+  %mb15.next = add nsw i64 %conv1.mb1584, 1
+  %307 = icmp slt i64 %mb15.next, 1
+  br i1 %307, label %conv1.mb15, label %conv1.mb15.end
+
+conv1.j18:                                        ; preds = %conv1.f19.end, %conv1.mb15.end
+  %conv1.j18102 = phi i64 [ 0, %conv1.mb15.end ], [ %j18.next, %conv1.f19.end ]
+  br label %conv1.f19
+
+conv1.j18.end:                                    ; preds = %conv1.f19.end
   %g1.next = add nsw i64 %conv1.g11, 1
-  %252 = icmp slt i64 %g1.next, 1
-  br i1 %252, label %conv1.g1, label %conv1.g1.end
+  %308 = icmp slt i64 %g1.next, 4
+  br i1 %308, label %conv1.g1, label %conv1.g1.end
 
-conv1.f16:                                        ; preds = %conv1.py17.end, %conv1.j15
-  %conv1.f1685 = phi i64 [ 0, %conv1.j15 ], [ %f16.next, %conv1.py17.end ]
-  br label %conv1.py17
+conv1.f19:                                        ; preds = %conv1.py20.end, %conv1.j18
+  %conv1.f19103 = phi i64 [ 0, %conv1.j18 ], [ %f19.next, %conv1.py20.end ]
+  br label %conv1.py20
 
-conv1.f16.end:                                    ; preds = %conv1.py17.end
-  %j15.next = add nsw i64 %conv1.j1584, 1
-  %253 = icmp slt i64 %j15.next, 64
-  br i1 %253, label %conv1.j15, label %conv1.j15.end
+conv1.f19.end:                                    ; preds = %conv1.py20.end
+  %j18.next = add nsw i64 %conv1.j18102, 1
+  %309 = icmp slt i64 %j18.next, 16
+  br i1 %309, label %conv1.j18, label %conv1.j18.end
 
-conv1.py17:                                       ; preds = %conv1.px18.end, %conv1.f16
-  %conv1.py1786 = phi i64 [ 0, %conv1.f16 ], [ %py17.next, %conv1.px18.end ]
-  br label %conv1.px18
+conv1.py20:                                       ; preds = %conv1.px21.end, %conv1.f19
+  %conv1.py20104 = phi i64 [ 0, %conv1.f19 ], [ %py20.next, %conv1.px21.end ]
+  br label %conv1.px21
 
-conv1.py17.end:                                   ; preds = %conv1.px18.end
-  %f16.next = add nsw i64 %conv1.f1685, 1
-  %254 = icmp slt i64 %f16.next, 4
-  br i1 %254, label %conv1.f16, label %conv1.f16.end
+conv1.py20.end:                                   ; preds = %conv1.px21.end
+  %f19.next = add nsw i64 %conv1.f19103, 1
+  %310 = icmp slt i64 %f19.next, 4
+  br i1 %310, label %conv1.f19, label %conv1.f19.end
 
-conv1.px18:                                       ; preds = %conv1.px18, %conv1.py17
-  %conv1.px1887 = phi i64 [ 0, %conv1.py17 ], [ %px18.next, %conv1.px18 ]
-  %255 = mul nsw i64 %conv1.f1685, 10816
-  %256 = add nsw i64 115776, %255
-  %257 = mul nsw i64 %conv1.j1584, 169
-  %258 = add nsw i64 %256, %257
-  %259 = mul nsw i64 %conv1.py1786, 26
-  %260 = mul nsw i64 %conv1.px1887, 2
-  %261 = add nsw i64 %259, %260
-  %262 = add nsw i64 %258, %261
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %262
-  %263 = load float, ptr %arena88, align 4
-  %264 = add nsw i64 36, %conv1.f1685
-  %params89 = getelementptr inbounds float, ptr %params, i64 %264
-  %265 = load float, ptr %params89, align 4
-  %266 = fadd float %263, %265
-  store float %266, ptr %conv1.best19, align 4
-  %267 = mul nsw i64 %conv1.py1786, 26
-  %268 = mul nsw i64 %conv1.px1887, 2
-  %269 = add nsw i64 %267, %268
-  %270 = sitofp i64 %269 to float
-  store float %270, ptr %conv1.bi20, align 4
-  %271 = mul nsw i64 %conv1.f1685, 10816
-  %272 = add nsw i64 115776, %271
-  %273 = mul nsw i64 %conv1.j1584, 169
-  %274 = add nsw i64 %272, %273
-  %275 = mul nsw i64 %conv1.py1786, 26
-  %276 = mul nsw i64 %conv1.px1887, 2
-  %277 = add nsw i64 %275, %276
-  %278 = add nsw i64 %274, %277
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %278
-  %279 = load float, ptr %arena90, align 4
-  %280 = add nsw i64 36, %conv1.f1685
-  %params91 = getelementptr inbounds float, ptr %params, i64 %280
-  %281 = load float, ptr %params91, align 4
-  %282 = fadd float %279, %281
-  %best19 = load float, ptr %conv1.best19, align 4
-  %283 = fcmp ogt float %282, %best19
-  %284 = mul nsw i64 %conv1.py1786, 26
-  %285 = mul nsw i64 %conv1.px1887, 2
-  %286 = add nsw i64 %284, %285
-  %287 = sitofp i64 %286 to float
-  %bi20 = load float, ptr %conv1.bi20, align 4
-  %288 = select i1 %283, float %287, float %bi20
-  store float %288, ptr %conv1.bi20, align 4
-  %289 = mul nsw i64 %conv1.f1685, 10816
-  %290 = add nsw i64 115776, %289
-  %291 = mul nsw i64 %conv1.j1584, 169
-  %292 = add nsw i64 %290, %291
-  %293 = mul nsw i64 %conv1.py1786, 26
-  %294 = mul nsw i64 %conv1.px1887, 2
-  %295 = add nsw i64 %293, %294
-  %296 = add nsw i64 %292, %295
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena92, align 4
-  %298 = add nsw i64 36, %conv1.f1685
-  %params93 = getelementptr inbounds float, ptr %params, i64 %298
-  %299 = load float, ptr %params93, align 4
-  %300 = fadd float %297, %299
-  %best1994 = load float, ptr %conv1.best19, align 4
-  %301 = fcmp ogt float %300, %best1994
-  %302 = mul nsw i64 %conv1.f1685, 10816
-  %303 = add nsw i64 115776, %302
-  %304 = mul nsw i64 %conv1.j1584, 169
-  %305 = add nsw i64 %303, %304
-  %306 = mul nsw i64 %conv1.py1786, 26
-  %307 = mul nsw i64 %conv1.px1887, 2
-  %308 = add nsw i64 %306, %307
-  %309 = add nsw i64 %305, %308
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %309
-  %310 = load float, ptr %arena95, align 4
-  %311 = add nsw i64 36, %conv1.f1685
-  %params96 = getelementptr inbounds float, ptr %params, i64 %311
-  %312 = load float, ptr %params96, align 4
-  %313 = fadd float %310, %312
-  %best1997 = load float, ptr %conv1.best19, align 4
-  %314 = select i1 %301, float %313, float %best1997
-  store float %314, ptr %conv1.best19, align 4
-  %315 = mul nsw i64 %conv1.f1685, 10816
-  %316 = add nsw i64 115776, %315
-  %317 = mul nsw i64 %conv1.j1584, 169
-  %318 = add nsw i64 %316, %317
-  %319 = mul nsw i64 %conv1.py1786, 26
-  %320 = mul nsw i64 %conv1.px1887, 2
-  %321 = add nsw i64 %319, %320
-  %322 = add nsw i64 %321, 1
-  %323 = add nsw i64 %318, %322
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %323
-  %324 = load float, ptr %arena98, align 4
-  %325 = add nsw i64 36, %conv1.f1685
-  %params99 = getelementptr inbounds float, ptr %params, i64 %325
-  %326 = load float, ptr %params99, align 4
-  %327 = fadd float %324, %326
-  %best19100 = load float, ptr %conv1.best19, align 4
-  %328 = fcmp ogt float %327, %best19100
-  %329 = mul nsw i64 %conv1.py1786, 26
-  %330 = mul nsw i64 %conv1.px1887, 2
-  %331 = add nsw i64 %329, %330
-  %332 = add nsw i64 %331, 1
-  %333 = sitofp i64 %332 to float
-  %bi20101 = load float, ptr %conv1.bi20, align 4
-  %334 = select i1 %328, float %333, float %bi20101
-  store float %334, ptr %conv1.bi20, align 4
-  %335 = mul nsw i64 %conv1.f1685, 10816
-  %336 = add nsw i64 115776, %335
-  %337 = mul nsw i64 %conv1.j1584, 169
-  %338 = add nsw i64 %336, %337
-  %339 = mul nsw i64 %conv1.py1786, 26
-  %340 = mul nsw i64 %conv1.px1887, 2
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 %341, 1
-  %343 = add nsw i64 %338, %342
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %343
-  %344 = load float, ptr %arena102, align 4
-  %345 = add nsw i64 36, %conv1.f1685
-  %params103 = getelementptr inbounds float, ptr %params, i64 %345
-  %346 = load float, ptr %params103, align 4
-  %347 = fadd float %344, %346
-  %best19104 = load float, ptr %conv1.best19, align 4
-  %348 = fcmp ogt float %347, %best19104
-  %349 = mul nsw i64 %conv1.f1685, 10816
-  %350 = add nsw i64 115776, %349
-  %351 = mul nsw i64 %conv1.j1584, 169
-  %352 = add nsw i64 %350, %351
-  %353 = mul nsw i64 %conv1.py1786, 26
-  %354 = mul nsw i64 %conv1.px1887, 2
-  %355 = add nsw i64 %353, %354
-  %356 = add nsw i64 %355, 1
-  %357 = add nsw i64 %352, %356
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %357
-  %358 = load float, ptr %arena105, align 4
-  %359 = add nsw i64 36, %conv1.f1685
-  %params106 = getelementptr inbounds float, ptr %params, i64 %359
-  %360 = load float, ptr %params106, align 4
-  %361 = fadd float %358, %360
-  %best19107 = load float, ptr %conv1.best19, align 4
-  %362 = select i1 %348, float %361, float %best19107
-  store float %362, ptr %conv1.best19, align 4
-  %363 = mul nsw i64 %conv1.f1685, 10816
-  %364 = add nsw i64 115776, %363
-  %365 = mul nsw i64 %conv1.j1584, 169
-  %366 = add nsw i64 %364, %365
-  %367 = mul nsw i64 %conv1.py1786, 26
-  %368 = mul nsw i64 %conv1.px1887, 2
-  %369 = add nsw i64 %367, %368
-  %370 = add nsw i64 %369, 13
-  %371 = add nsw i64 %366, %370
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %371
-  %372 = load float, ptr %arena108, align 4
-  %373 = add nsw i64 36, %conv1.f1685
-  %params109 = getelementptr inbounds float, ptr %params, i64 %373
-  %374 = load float, ptr %params109, align 4
-  %375 = fadd float %372, %374
-  %best19110 = load float, ptr %conv1.best19, align 4
-  %376 = fcmp ogt float %375, %best19110
-  %377 = mul nsw i64 %conv1.py1786, 26
-  %378 = mul nsw i64 %conv1.px1887, 2
-  %379 = add nsw i64 %377, %378
-  %380 = add nsw i64 %379, 13
-  %381 = sitofp i64 %380 to float
-  %bi20111 = load float, ptr %conv1.bi20, align 4
-  %382 = select i1 %376, float %381, float %bi20111
-  store float %382, ptr %conv1.bi20, align 4
-  %383 = mul nsw i64 %conv1.f1685, 10816
-  %384 = add nsw i64 115776, %383
-  %385 = mul nsw i64 %conv1.j1584, 169
-  %386 = add nsw i64 %384, %385
-  %387 = mul nsw i64 %conv1.py1786, 26
-  %388 = mul nsw i64 %conv1.px1887, 2
-  %389 = add nsw i64 %387, %388
-  %390 = add nsw i64 %389, 13
-  %391 = add nsw i64 %386, %390
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %391
-  %392 = load float, ptr %arena112, align 4
-  %393 = add nsw i64 36, %conv1.f1685
-  %params113 = getelementptr inbounds float, ptr %params, i64 %393
-  %394 = load float, ptr %params113, align 4
-  %395 = fadd float %392, %394
-  %best19114 = load float, ptr %conv1.best19, align 4
-  %396 = fcmp ogt float %395, %best19114
-  %397 = mul nsw i64 %conv1.f1685, 10816
-  %398 = add nsw i64 115776, %397
-  %399 = mul nsw i64 %conv1.j1584, 169
-  %400 = add nsw i64 %398, %399
-  %401 = mul nsw i64 %conv1.py1786, 26
-  %402 = mul nsw i64 %conv1.px1887, 2
-  %403 = add nsw i64 %401, %402
-  %404 = add nsw i64 %403, 13
-  %405 = add nsw i64 %400, %404
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %405
-  %406 = load float, ptr %arena115, align 4
-  %407 = add nsw i64 36, %conv1.f1685
-  %params116 = getelementptr inbounds float, ptr %params, i64 %407
-  %408 = load float, ptr %params116, align 4
-  %409 = fadd float %406, %408
-  %best19117 = load float, ptr %conv1.best19, align 4
-  %410 = select i1 %396, float %409, float %best19117
-  store float %410, ptr %conv1.best19, align 4
-  %411 = mul nsw i64 %conv1.f1685, 10816
-  %412 = add nsw i64 115776, %411
-  %413 = mul nsw i64 %conv1.j1584, 169
-  %414 = add nsw i64 %412, %413
-  %415 = mul nsw i64 %conv1.py1786, 26
-  %416 = mul nsw i64 %conv1.px1887, 2
-  %417 = add nsw i64 %415, %416
-  %418 = add nsw i64 %417, 13
-  %419 = add nsw i64 %418, 1
-  %420 = add nsw i64 %414, %419
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %420
-  %421 = load float, ptr %arena118, align 4
-  %422 = add nsw i64 36, %conv1.f1685
-  %params119 = getelementptr inbounds float, ptr %params, i64 %422
-  %423 = load float, ptr %params119, align 4
-  %424 = fadd float %421, %423
-  %best19120 = load float, ptr %conv1.best19, align 4
-  %425 = fcmp ogt float %424, %best19120
-  %426 = mul nsw i64 %conv1.py1786, 26
-  %427 = mul nsw i64 %conv1.px1887, 2
-  %428 = add nsw i64 %426, %427
-  %429 = add nsw i64 %428, 13
-  %430 = add nsw i64 %429, 1
-  %431 = sitofp i64 %430 to float
-  %bi20121 = load float, ptr %conv1.bi20, align 4
-  %432 = select i1 %425, float %431, float %bi20121
-  store float %432, ptr %conv1.bi20, align 4
-  %433 = mul nsw i64 %conv1.f1685, 10816
-  %434 = add nsw i64 115776, %433
-  %435 = mul nsw i64 %conv1.j1584, 169
-  %436 = add nsw i64 %434, %435
-  %437 = mul nsw i64 %conv1.py1786, 26
-  %438 = mul nsw i64 %conv1.px1887, 2
-  %439 = add nsw i64 %437, %438
-  %440 = add nsw i64 %439, 13
-  %441 = add nsw i64 %440, 1
-  %442 = add nsw i64 %436, %441
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load float, ptr %arena122, align 4
-  %444 = add nsw i64 36, %conv1.f1685
-  %params123 = getelementptr inbounds float, ptr %params, i64 %444
-  %445 = load float, ptr %params123, align 4
-  %446 = fadd float %443, %445
-  %best19124 = load float, ptr %conv1.best19, align 4
-  %447 = fcmp ogt float %446, %best19124
-  %448 = mul nsw i64 %conv1.f1685, 10816
-  %449 = add nsw i64 115776, %448
-  %450 = mul nsw i64 %conv1.j1584, 169
-  %451 = add nsw i64 %449, %450
-  %452 = mul nsw i64 %conv1.py1786, 26
-  %453 = mul nsw i64 %conv1.px1887, 2
-  %454 = add nsw i64 %452, %453
-  %455 = add nsw i64 %454, 13
-  %456 = add nsw i64 %455, 1
-  %457 = add nsw i64 %451, %456
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %457
-  %458 = load float, ptr %arena125, align 4
-  %459 = add nsw i64 36, %conv1.f1685
-  %params126 = getelementptr inbounds float, ptr %params, i64 %459
-  %460 = load float, ptr %params126, align 4
-  %461 = fadd float %458, %460
-  %best19127 = load float, ptr %conv1.best19, align 4
-  %462 = select i1 %447, float %461, float %best19127
-  store float %462, ptr %conv1.best19, align 4
-  %best19128 = load float, ptr %conv1.best19, align 4
-  %463 = fcmp ogt float %best19128, 0.000000e+00
-  %best19129 = load float, ptr %conv1.best19, align 4
-  %464 = select i1 %463, float %best19129, float 0.000000e+00
-  %465 = mul nsw i64 %conv1.g11, 64
-  %466 = add nsw i64 %465, %conv1.j1584
-  %467 = mul nsw i64 %466, 144
-  %468 = mul nsw i64 %conv1.f1685, 36
-  %469 = add nsw i64 %467, %468
-  %470 = mul nsw i64 %conv1.py1786, 6
-  %471 = add nsw i64 %469, %470
-  %472 = add nsw i64 %471, %conv1.px1887
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %472
-  store float %464, ptr %arena130, align 4
-  %bi20131 = load float, ptr %conv1.bi20, align 4
-  %473 = mul nsw i64 %conv1.g11, 64
-  %474 = add nsw i64 %473, %conv1.j1584
-  %475 = mul nsw i64 %474, 144
-  %476 = mul nsw i64 %conv1.f1685, 36
-  %477 = add nsw i64 %475, %476
-  %478 = mul nsw i64 %conv1.py1786, 6
-  %479 = add nsw i64 %477, %478
-  %480 = add nsw i64 %479, %conv1.px1887
-  %481 = add nsw i64 9216, %480
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %481
-  store float %bi20131, ptr %arena132, align 4
-  %px18.next = add nsw i64 %conv1.px1887, 1
-  %482 = icmp slt i64 %px18.next, 6
-  br i1 %482, label %conv1.px18, label %conv1.px18.end
+conv1.px21:                                       ; preds = %conv1.px21, %conv1.py20
+  %conv1.px21105 = phi i64 [ 0, %conv1.py20 ], [ %px21.next, %conv1.px21 ]
+  %311 = mul nsw i64 %conv1.f19103, 2704
+  %312 = add nsw i64 42768, %311
+  %313 = mul nsw i64 %conv1.j18102, 169
+  %314 = add nsw i64 %312, %313
+  %315 = mul nsw i64 %conv1.py20104, 26
+  %316 = mul nsw i64 %conv1.px21105, 2
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 %314, %317
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %318
+  %319 = load float, ptr %arena106, align 4
+  %320 = add nsw i64 36, %conv1.f19103
+  %params107 = getelementptr inbounds float, ptr %params, i64 %320
+  %321 = load float, ptr %params107, align 4
+  %322 = fadd float %319, %321
+  store float %322, ptr %conv1.best22, align 4
+  %323 = mul nsw i64 %conv1.py20104, 26
+  %324 = mul nsw i64 %conv1.px21105, 2
+  %325 = add nsw i64 %323, %324
+  %326 = sitofp i64 %325 to float
+  store float %326, ptr %conv1.bi23, align 4
+  %327 = mul nsw i64 %conv1.f19103, 2704
+  %328 = add nsw i64 42768, %327
+  %329 = mul nsw i64 %conv1.j18102, 169
+  %330 = add nsw i64 %328, %329
+  %331 = mul nsw i64 %conv1.py20104, 26
+  %332 = mul nsw i64 %conv1.px21105, 2
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 %330, %333
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load float, ptr %arena108, align 4
+  %336 = add nsw i64 36, %conv1.f19103
+  %params109 = getelementptr inbounds float, ptr %params, i64 %336
+  %337 = load float, ptr %params109, align 4
+  %338 = fadd float %335, %337
+  %best22 = load float, ptr %conv1.best22, align 4
+  %339 = fcmp ogt float %338, %best22
+  %340 = mul nsw i64 %conv1.py20104, 26
+  %341 = mul nsw i64 %conv1.px21105, 2
+  %342 = add nsw i64 %340, %341
+  %343 = sitofp i64 %342 to float
+  %bi23 = load float, ptr %conv1.bi23, align 4
+  %344 = select i1 %339, float %343, float %bi23
+  store float %344, ptr %conv1.bi23, align 4
+  %345 = mul nsw i64 %conv1.f19103, 2704
+  %346 = add nsw i64 42768, %345
+  %347 = mul nsw i64 %conv1.j18102, 169
+  %348 = add nsw i64 %346, %347
+  %349 = mul nsw i64 %conv1.py20104, 26
+  %350 = mul nsw i64 %conv1.px21105, 2
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 %348, %351
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %352
+  %353 = load float, ptr %arena110, align 4
+  %354 = add nsw i64 36, %conv1.f19103
+  %params111 = getelementptr inbounds float, ptr %params, i64 %354
+  %355 = load float, ptr %params111, align 4
+  %356 = fadd float %353, %355
+  %best22112 = load float, ptr %conv1.best22, align 4
+  %357 = fcmp ogt float %356, %best22112
+  %358 = mul nsw i64 %conv1.f19103, 2704
+  %359 = add nsw i64 42768, %358
+  %360 = mul nsw i64 %conv1.j18102, 169
+  %361 = add nsw i64 %359, %360
+  %362 = mul nsw i64 %conv1.py20104, 26
+  %363 = mul nsw i64 %conv1.px21105, 2
+  %364 = add nsw i64 %362, %363
+  %365 = add nsw i64 %361, %364
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %365
+  %366 = load float, ptr %arena113, align 4
+  %367 = add nsw i64 36, %conv1.f19103
+  %params114 = getelementptr inbounds float, ptr %params, i64 %367
+  %368 = load float, ptr %params114, align 4
+  %369 = fadd float %366, %368
+  %best22115 = load float, ptr %conv1.best22, align 4
+  %370 = select i1 %357, float %369, float %best22115
+  store float %370, ptr %conv1.best22, align 4
+  %371 = mul nsw i64 %conv1.f19103, 2704
+  %372 = add nsw i64 42768, %371
+  %373 = mul nsw i64 %conv1.j18102, 169
+  %374 = add nsw i64 %372, %373
+  %375 = mul nsw i64 %conv1.py20104, 26
+  %376 = mul nsw i64 %conv1.px21105, 2
+  %377 = add nsw i64 %375, %376
+  %378 = add nsw i64 %377, 1
+  %379 = add nsw i64 %374, %378
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %379
+  %380 = load float, ptr %arena116, align 4
+  %381 = add nsw i64 36, %conv1.f19103
+  %params117 = getelementptr inbounds float, ptr %params, i64 %381
+  %382 = load float, ptr %params117, align 4
+  %383 = fadd float %380, %382
+  %best22118 = load float, ptr %conv1.best22, align 4
+  %384 = fcmp ogt float %383, %best22118
+  %385 = mul nsw i64 %conv1.py20104, 26
+  %386 = mul nsw i64 %conv1.px21105, 2
+  %387 = add nsw i64 %385, %386
+  %388 = add nsw i64 %387, 1
+  %389 = sitofp i64 %388 to float
+  %bi23119 = load float, ptr %conv1.bi23, align 4
+  %390 = select i1 %384, float %389, float %bi23119
+  store float %390, ptr %conv1.bi23, align 4
+  %391 = mul nsw i64 %conv1.f19103, 2704
+  %392 = add nsw i64 42768, %391
+  %393 = mul nsw i64 %conv1.j18102, 169
+  %394 = add nsw i64 %392, %393
+  %395 = mul nsw i64 %conv1.py20104, 26
+  %396 = mul nsw i64 %conv1.px21105, 2
+  %397 = add nsw i64 %395, %396
+  %398 = add nsw i64 %397, 1
+  %399 = add nsw i64 %394, %398
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %399
+  %400 = load float, ptr %arena120, align 4
+  %401 = add nsw i64 36, %conv1.f19103
+  %params121 = getelementptr inbounds float, ptr %params, i64 %401
+  %402 = load float, ptr %params121, align 4
+  %403 = fadd float %400, %402
+  %best22122 = load float, ptr %conv1.best22, align 4
+  %404 = fcmp ogt float %403, %best22122
+  %405 = mul nsw i64 %conv1.f19103, 2704
+  %406 = add nsw i64 42768, %405
+  %407 = mul nsw i64 %conv1.j18102, 169
+  %408 = add nsw i64 %406, %407
+  %409 = mul nsw i64 %conv1.py20104, 26
+  %410 = mul nsw i64 %conv1.px21105, 2
+  %411 = add nsw i64 %409, %410
+  %412 = add nsw i64 %411, 1
+  %413 = add nsw i64 %408, %412
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %413
+  %414 = load float, ptr %arena123, align 4
+  %415 = add nsw i64 36, %conv1.f19103
+  %params124 = getelementptr inbounds float, ptr %params, i64 %415
+  %416 = load float, ptr %params124, align 4
+  %417 = fadd float %414, %416
+  %best22125 = load float, ptr %conv1.best22, align 4
+  %418 = select i1 %404, float %417, float %best22125
+  store float %418, ptr %conv1.best22, align 4
+  %419 = mul nsw i64 %conv1.f19103, 2704
+  %420 = add nsw i64 42768, %419
+  %421 = mul nsw i64 %conv1.j18102, 169
+  %422 = add nsw i64 %420, %421
+  %423 = mul nsw i64 %conv1.py20104, 26
+  %424 = mul nsw i64 %conv1.px21105, 2
+  %425 = add nsw i64 %423, %424
+  %426 = add nsw i64 %425, 13
+  %427 = add nsw i64 %422, %426
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %427
+  %428 = load float, ptr %arena126, align 4
+  %429 = add nsw i64 36, %conv1.f19103
+  %params127 = getelementptr inbounds float, ptr %params, i64 %429
+  %430 = load float, ptr %params127, align 4
+  %431 = fadd float %428, %430
+  %best22128 = load float, ptr %conv1.best22, align 4
+  %432 = fcmp ogt float %431, %best22128
+  %433 = mul nsw i64 %conv1.py20104, 26
+  %434 = mul nsw i64 %conv1.px21105, 2
+  %435 = add nsw i64 %433, %434
+  %436 = add nsw i64 %435, 13
+  %437 = sitofp i64 %436 to float
+  %bi23129 = load float, ptr %conv1.bi23, align 4
+  %438 = select i1 %432, float %437, float %bi23129
+  store float %438, ptr %conv1.bi23, align 4
+  %439 = mul nsw i64 %conv1.f19103, 2704
+  %440 = add nsw i64 42768, %439
+  %441 = mul nsw i64 %conv1.j18102, 169
+  %442 = add nsw i64 %440, %441
+  %443 = mul nsw i64 %conv1.py20104, 26
+  %444 = mul nsw i64 %conv1.px21105, 2
+  %445 = add nsw i64 %443, %444
+  %446 = add nsw i64 %445, 13
+  %447 = add nsw i64 %442, %446
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %447
+  %448 = load float, ptr %arena130, align 4
+  %449 = add nsw i64 36, %conv1.f19103
+  %params131 = getelementptr inbounds float, ptr %params, i64 %449
+  %450 = load float, ptr %params131, align 4
+  %451 = fadd float %448, %450
+  %best22132 = load float, ptr %conv1.best22, align 4
+  %452 = fcmp ogt float %451, %best22132
+  %453 = mul nsw i64 %conv1.f19103, 2704
+  %454 = add nsw i64 42768, %453
+  %455 = mul nsw i64 %conv1.j18102, 169
+  %456 = add nsw i64 %454, %455
+  %457 = mul nsw i64 %conv1.py20104, 26
+  %458 = mul nsw i64 %conv1.px21105, 2
+  %459 = add nsw i64 %457, %458
+  %460 = add nsw i64 %459, 13
+  %461 = add nsw i64 %456, %460
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %461
+  %462 = load float, ptr %arena133, align 4
+  %463 = add nsw i64 36, %conv1.f19103
+  %params134 = getelementptr inbounds float, ptr %params, i64 %463
+  %464 = load float, ptr %params134, align 4
+  %465 = fadd float %462, %464
+  %best22135 = load float, ptr %conv1.best22, align 4
+  %466 = select i1 %452, float %465, float %best22135
+  store float %466, ptr %conv1.best22, align 4
+  %467 = mul nsw i64 %conv1.f19103, 2704
+  %468 = add nsw i64 42768, %467
+  %469 = mul nsw i64 %conv1.j18102, 169
+  %470 = add nsw i64 %468, %469
+  %471 = mul nsw i64 %conv1.py20104, 26
+  %472 = mul nsw i64 %conv1.px21105, 2
+  %473 = add nsw i64 %471, %472
+  %474 = add nsw i64 %473, 13
+  %475 = add nsw i64 %474, 1
+  %476 = add nsw i64 %470, %475
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %476
+  %477 = load float, ptr %arena136, align 4
+  %478 = add nsw i64 36, %conv1.f19103
+  %params137 = getelementptr inbounds float, ptr %params, i64 %478
+  %479 = load float, ptr %params137, align 4
+  %480 = fadd float %477, %479
+  %best22138 = load float, ptr %conv1.best22, align 4
+  %481 = fcmp ogt float %480, %best22138
+  %482 = mul nsw i64 %conv1.py20104, 26
+  %483 = mul nsw i64 %conv1.px21105, 2
+  %484 = add nsw i64 %482, %483
+  %485 = add nsw i64 %484, 13
+  %486 = add nsw i64 %485, 1
+  %487 = sitofp i64 %486 to float
+  %bi23139 = load float, ptr %conv1.bi23, align 4
+  %488 = select i1 %481, float %487, float %bi23139
+  store float %488, ptr %conv1.bi23, align 4
+  %489 = mul nsw i64 %conv1.f19103, 2704
+  %490 = add nsw i64 42768, %489
+  %491 = mul nsw i64 %conv1.j18102, 169
+  %492 = add nsw i64 %490, %491
+  %493 = mul nsw i64 %conv1.py20104, 26
+  %494 = mul nsw i64 %conv1.px21105, 2
+  %495 = add nsw i64 %493, %494
+  %496 = add nsw i64 %495, 13
+  %497 = add nsw i64 %496, 1
+  %498 = add nsw i64 %492, %497
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %498
+  %499 = load float, ptr %arena140, align 4
+  %500 = add nsw i64 36, %conv1.f19103
+  %params141 = getelementptr inbounds float, ptr %params, i64 %500
+  %501 = load float, ptr %params141, align 4
+  %502 = fadd float %499, %501
+  %best22142 = load float, ptr %conv1.best22, align 4
+  %503 = fcmp ogt float %502, %best22142
+  %504 = mul nsw i64 %conv1.f19103, 2704
+  %505 = add nsw i64 42768, %504
+  %506 = mul nsw i64 %conv1.j18102, 169
+  %507 = add nsw i64 %505, %506
+  %508 = mul nsw i64 %conv1.py20104, 26
+  %509 = mul nsw i64 %conv1.px21105, 2
+  %510 = add nsw i64 %508, %509
+  %511 = add nsw i64 %510, 13
+  %512 = add nsw i64 %511, 1
+  %513 = add nsw i64 %507, %512
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %513
+  %514 = load float, ptr %arena143, align 4
+  %515 = add nsw i64 36, %conv1.f19103
+  %params144 = getelementptr inbounds float, ptr %params, i64 %515
+  %516 = load float, ptr %params144, align 4
+  %517 = fadd float %514, %516
+  %best22145 = load float, ptr %conv1.best22, align 4
+  %518 = select i1 %503, float %517, float %best22145
+  store float %518, ptr %conv1.best22, align 4
+  %best22146 = load float, ptr %conv1.best22, align 4
+  %519 = fcmp ogt float %best22146, 0.000000e+00
+  %best22147 = load float, ptr %conv1.best22, align 4
+  %520 = select i1 %519, float %best22147, float 0.000000e+00
+  %521 = mul nsw i64 %conv1.g11, 16
+  %522 = add nsw i64 %521, %conv1.j18102
+  %523 = mul nsw i64 %522, 144
+  %524 = mul nsw i64 %conv1.f19103, 36
+  %525 = add nsw i64 %523, %524
+  %526 = mul nsw i64 %conv1.py20104, 6
+  %527 = add nsw i64 %525, %526
+  %528 = add nsw i64 %527, %conv1.px21105
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %528
+  store float %520, ptr %arena148, align 4
+  %bi23149 = load float, ptr %conv1.bi23, align 4
+  %529 = mul nsw i64 %conv1.g11, 16
+  %530 = add nsw i64 %529, %conv1.j18102
+  %531 = mul nsw i64 %530, 144
+  %532 = mul nsw i64 %conv1.f19103, 36
+  %533 = add nsw i64 %531, %532
+  %534 = mul nsw i64 %conv1.py20104, 6
+  %535 = add nsw i64 %533, %534
+  %536 = add nsw i64 %535, %conv1.px21105
+  %537 = add nsw i64 9216, %536
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %537
+  store float %bi23149, ptr %arena150, align 4
+  %px21.next = add nsw i64 %conv1.px21105, 1
+  %538 = icmp slt i64 %px21.next, 6
+  br i1 %538, label %conv1.px21, label %conv1.px21.end
 
-conv1.px18.end:                                   ; preds = %conv1.px18
-  %py17.next = add nsw i64 %conv1.py1786, 1
-  %483 = icmp slt i64 %py17.next, 6
-  br i1 %483, label %conv1.py17, label %conv1.py17.end
+conv1.px21.end:                                   ; preds = %conv1.px21
+  %py20.next = add nsw i64 %conv1.py20104, 1
+  %539 = icmp slt i64 %py20.next, 6
+  br i1 %539, label %conv1.py20, label %conv1.py20.end
 
-fc1.n21:                                          ; preds = %fc1.u22.end, %conv1.g1.end
-  %fc1.n21136 = phi i64 [ 0, %conv1.g1.end ], [ %n21.next, %fc1.u22.end ]
-  br label %fc1.u22
+fc1.n24:                                          ; preds = %fc1.u25.end, %conv1.g1.end
+  %fc1.n24154 = phi i64 [ 0, %conv1.g1.end ], [ %n24.next, %fc1.u25.end ]
+  br label %fc1.u25
 
-fc1.n21.end:                                      ; preds = %fc1.u22.end
-  store float 0.000000e+00, ptr %loss.total23, align 4
-  br label %loss.n24
+fc1.n24.end:                                      ; preds = %fc1.u25.end
+  store float 0.000000e+00, ptr %loss.total26, align 4
+  br label %loss.n27
 
-fc1.u22:                                          ; preds = %fc1.u22, %fc1.n21
-  %fc1.u22137 = phi i64 [ 0, %fc1.n21 ], [ %u22.next, %fc1.u22 ]
-  %484 = mul nsw i64 %fc1.n21136, 10
-  %485 = add nsw i64 18432, %484
-  %486 = add nsw i64 %485, %fc1.u22137
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %486
-  %487 = load float, ptr %arena138, align 4
-  %488 = add nsw i64 1480, %fc1.u22137
-  %params139 = getelementptr inbounds float, ptr %params, i64 %488
-  %489 = load float, ptr %params139, align 4
-  %490 = fadd float %487, %489
-  %491 = mul nsw i64 %fc1.n21136, 10
-  %492 = add nsw i64 18432, %491
-  %493 = add nsw i64 %492, %fc1.u22137
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %493
-  store float %490, ptr %arena140, align 4
-  %u22.next = add nsw i64 %fc1.u22137, 1
-  %494 = icmp slt i64 %u22.next, 10
-  br i1 %494, label %fc1.u22, label %fc1.u22.end
+fc1.u25:                                          ; preds = %fc1.u25, %fc1.n24
+  %fc1.u25155 = phi i64 [ 0, %fc1.n24 ], [ %u25.next, %fc1.u25 ]
+  %540 = mul nsw i64 %fc1.n24154, 10
+  %541 = add nsw i64 18432, %540
+  %542 = add nsw i64 %541, %fc1.u25155
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %542
+  %543 = load float, ptr %arena156, align 4
+  %544 = add nsw i64 1480, %fc1.u25155
+  %params157 = getelementptr inbounds float, ptr %params, i64 %544
+  %545 = load float, ptr %params157, align 4
+  %546 = fadd float %543, %545
+  %547 = mul nsw i64 %fc1.n24154, 10
+  %548 = add nsw i64 18432, %547
+  %549 = add nsw i64 %548, %fc1.u25155
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %549
+  store float %546, ptr %arena158, align 4
+  %u25.next = add nsw i64 %fc1.u25155, 1
+  %550 = icmp slt i64 %u25.next, 10
+  br i1 %550, label %fc1.u25, label %fc1.u25.end
 
-fc1.u22.end:                                      ; preds = %fc1.u22
-  %n21.next = add nsw i64 %fc1.n21136, 1
-  %495 = icmp slt i64 %n21.next, 64
-  br i1 %495, label %fc1.n21, label %fc1.n21.end
+fc1.u25.end:                                      ; preds = %fc1.u25
+  %n24.next = add nsw i64 %fc1.n24154, 1
+  %551 = icmp slt i64 %n24.next, 64
+  br i1 %551, label %fc1.n24, label %fc1.n24.end
 
-loss.n24:                                         ; preds = %loss.k28.end, %fc1.n21.end
-  %loss.n24141 = phi i64 [ 0, %fc1.n21.end ], [ %n24.next, %loss.k28.end ]
-  %496 = mul nsw i64 %loss.n24141, 10
-  %497 = add nsw i64 18432, %496
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %497
-  %498 = load float, ptr %arena142, align 4
-  store float %498, ptr %loss.m25, align 4
-  br label %loss.k27
+loss.n27:                                         ; preds = %loss.k31.end, %fc1.n24.end
+  %loss.n27159 = phi i64 [ 0, %fc1.n24.end ], [ %n27.next, %loss.k31.end ]
+  %552 = mul nsw i64 %loss.n27159, 10
+  %553 = add nsw i64 18432, %552
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %553
+  %554 = load float, ptr %arena160, align 4
+  store float %554, ptr %loss.m28, align 4
+  br label %loss.k30
 
-loss.n24.end:                                     ; preds = %loss.k28.end
-  %total23152 = load float, ptr %loss.total23, align 4
-  %499 = fdiv float %total23152, 6.400000e+01
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 19072
-  store float %499, ptr %arena153, align 4
-  br label %fc1_grad.n29
+loss.n27.end:                                     ; preds = %loss.k31.end
+  %total26170 = load float, ptr %loss.total26, align 4
+  %555 = fdiv float %total26170, 6.400000e+01
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 19072
+  store float %555, ptr %arena171, align 4
+  br label %fc1_grad.n32
 
-loss.k27:                                         ; preds = %loss.k27, %loss.n24
-  %loss.k27143 = phi i64 [ 0, %loss.n24 ], [ %k27.next, %loss.k27 ]
-  %m25 = load float, ptr %loss.m25, align 4
-  %500 = mul nsw i64 %loss.n24141, 10
-  %501 = add nsw i64 18432, %500
-  %502 = add nsw i64 %501, %loss.k27143
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %502
-  %503 = load float, ptr %arena144, align 4
-  %504 = fcmp ogt float %503, %m25
-  %505 = select i1 %504, float %503, float %m25
-  store float %505, ptr %loss.m25, align 4
-  %k27.next = add nsw i64 %loss.k27143, 1
-  %506 = icmp slt i64 %k27.next, 10
-  br i1 %506, label %loss.k27, label %loss.k27.end
+loss.k30:                                         ; preds = %loss.k30, %loss.n27
+  %loss.k30161 = phi i64 [ 0, %loss.n27 ], [ %k30.next, %loss.k30 ]
+  %m28 = load float, ptr %loss.m28, align 4
+  %556 = mul nsw i64 %loss.n27159, 10
+  %557 = add nsw i64 18432, %556
+  %558 = add nsw i64 %557, %loss.k30161
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %558
+  %559 = load float, ptr %arena162, align 4
+  %560 = fcmp ogt float %559, %m28
+  %561 = select i1 %560, float %559, float %m28
+  store float %561, ptr %loss.m28, align 4
+  %k30.next = add nsw i64 %loss.k30161, 1
+  %562 = icmp slt i64 %k30.next, 10
+  br i1 %562, label %loss.k30, label %loss.k30.end
 
-loss.k27.end:                                     ; preds = %loss.k27
-  store float 0.000000e+00, ptr %loss.s26, align 4
-  br label %loss.k28
+loss.k30.end:                                     ; preds = %loss.k30
+  store float 0.000000e+00, ptr %loss.s29, align 4
+  br label %loss.k31
 
-loss.k28:                                         ; preds = %loss.k28, %loss.k27.end
-  %loss.k28145 = phi i64 [ 0, %loss.k27.end ], [ %k28.next, %loss.k28 ]
-  %s26 = load float, ptr %loss.s26, align 4
-  %507 = mul nsw i64 %loss.n24141, 10
-  %508 = add nsw i64 18432, %507
-  %509 = add nsw i64 %508, %loss.k28145
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %509
-  %510 = load float, ptr %arena146, align 4
-  %m25147 = load float, ptr %loss.m25, align 4
-  %511 = fsub float %510, %m25147
-  %512 = call float @llvm.exp.f32(float %511)
-  %513 = fadd float %s26, %512
-  store float %513, ptr %loss.s26, align 4
-  %k28.next = add nsw i64 %loss.k28145, 1
-  %514 = icmp slt i64 %k28.next, 10
-  br i1 %514, label %loss.k28, label %loss.k28.end
+loss.k31:                                         ; preds = %loss.k31, %loss.k30.end
+  %loss.k31163 = phi i64 [ 0, %loss.k30.end ], [ %k31.next, %loss.k31 ]
+  %s29 = load float, ptr %loss.s29, align 4
+  %563 = mul nsw i64 %loss.n27159, 10
+  %564 = add nsw i64 18432, %563
+  %565 = add nsw i64 %564, %loss.k31163
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %565
+  %566 = load float, ptr %arena164, align 4
+  %m28165 = load float, ptr %loss.m28, align 4
+  %567 = fsub float %566, %m28165
+  %568 = call float @llvm.exp.f32(float %567)
+  %569 = fadd float %s29, %568
+  store float %569, ptr %loss.s29, align 4
+  %k31.next = add nsw i64 %loss.k31163, 1
+  %570 = icmp slt i64 %k31.next, 10
+  br i1 %570, label %loss.k31, label %loss.k31.end
 
-loss.k28.end:                                     ; preds = %loss.k28
-  %total23 = load float, ptr %loss.total23, align 4
-  %m25148 = load float, ptr %loss.m25, align 4
-  %s26149 = load float, ptr %loss.s26, align 4
-  %515 = call float @llvm.log.f32(float %s26149)
-  %516 = fadd float %m25148, %515
-  %517 = mul nsw i64 %loss.n24141, 10
-  %518 = add nsw i64 18432, %517
-  %labels150 = getelementptr inbounds i32, ptr %labels, i64 %loss.n24141
-  %label = load i32, ptr %labels150, align 4
-  %519 = sext i32 %label to i64
-  %520 = add nsw i64 %518, %519
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %520
-  %521 = load float, ptr %arena151, align 4
-  %522 = fsub float %516, %521
-  %523 = fadd float %total23, %522
-  store float %523, ptr %loss.total23, align 4
-  %n24.next = add nsw i64 %loss.n24141, 1
-  %524 = icmp slt i64 %n24.next, 64
-  br i1 %524, label %loss.n24, label %loss.n24.end
+loss.k31.end:                                     ; preds = %loss.k31
+  %total26 = load float, ptr %loss.total26, align 4
+  %m28166 = load float, ptr %loss.m28, align 4
+  %s29167 = load float, ptr %loss.s29, align 4
+  %571 = call float @llvm.log.f32(float %s29167)
+  %572 = fadd float %m28166, %571
+  %573 = mul nsw i64 %loss.n27159, 10
+  %574 = add nsw i64 18432, %573
+  %labels168 = getelementptr inbounds i32, ptr %labels, i64 %loss.n27159
+  %label = load i32, ptr %labels168, align 4
+  %575 = sext i32 %label to i64
+  %576 = add nsw i64 %574, %575
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %576
+  %577 = load float, ptr %arena169, align 4
+  %578 = fsub float %572, %577
+  %579 = fadd float %total26, %578
+  store float %579, ptr %loss.total26, align 4
+  %n27.next = add nsw i64 %loss.n27159, 1
+  %580 = icmp slt i64 %n27.next, 64
+  br i1 %580, label %loss.n27, label %loss.n27.end
 
-fc1_grad.n29:                                     ; preds = %fc1_grad.k34.end, %loss.n24.end
-  %fc1_grad.n29154 = phi i64 [ 0, %loss.n24.end ], [ %n29.next, %fc1_grad.k34.end ]
-  %525 = mul nsw i64 %fc1_grad.n29154, 10
-  %526 = add nsw i64 18432, %525
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %526
-  %527 = load float, ptr %arena155, align 4
-  store float %527, ptr %fc1_grad.m30, align 4
-  br label %fc1_grad.k32
+fc1_grad.n32:                                     ; preds = %fc1_grad.k37.end, %loss.n27.end
+  %fc1_grad.n32172 = phi i64 [ 0, %loss.n27.end ], [ %n32.next, %fc1_grad.k37.end ]
+  %581 = mul nsw i64 %fc1_grad.n32172, 10
+  %582 = add nsw i64 18432, %581
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %582
+  %583 = load float, ptr %arena173, align 4
+  store float %583, ptr %fc1_grad.m33, align 4
+  br label %fc1_grad.k35
 
-fc1_grad.n29.end:                                 ; preds = %fc1_grad.k34.end
-  br label %fc1_weight_grad.nb35
+fc1_grad.n32.end:                                 ; preds = %fc1_grad.k37.end
+  br label %fc1_weight_grad.nb38
 
-fc1_grad.k32:                                     ; preds = %fc1_grad.k32, %fc1_grad.n29
-  %fc1_grad.k32156 = phi i64 [ 0, %fc1_grad.n29 ], [ %k32.next, %fc1_grad.k32 ]
-  %m30 = load float, ptr %fc1_grad.m30, align 4
-  %528 = mul nsw i64 %fc1_grad.n29154, 10
-  %529 = add nsw i64 18432, %528
-  %530 = add nsw i64 %529, %fc1_grad.k32156
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %530
-  %531 = load float, ptr %arena157, align 4
-  %532 = fcmp ogt float %531, %m30
-  %533 = select i1 %532, float %531, float %m30
-  store float %533, ptr %fc1_grad.m30, align 4
-  %k32.next = add nsw i64 %fc1_grad.k32156, 1
-  %534 = icmp slt i64 %k32.next, 10
-  br i1 %534, label %fc1_grad.k32, label %fc1_grad.k32.end
+fc1_grad.k35:                                     ; preds = %fc1_grad.k35, %fc1_grad.n32
+  %fc1_grad.k35174 = phi i64 [ 0, %fc1_grad.n32 ], [ %k35.next, %fc1_grad.k35 ]
+  %m33 = load float, ptr %fc1_grad.m33, align 4
+  %584 = mul nsw i64 %fc1_grad.n32172, 10
+  %585 = add nsw i64 18432, %584
+  %586 = add nsw i64 %585, %fc1_grad.k35174
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %586
+  %587 = load float, ptr %arena175, align 4
+  %588 = fcmp ogt float %587, %m33
+  %589 = select i1 %588, float %587, float %m33
+  store float %589, ptr %fc1_grad.m33, align 4
+  %k35.next = add nsw i64 %fc1_grad.k35174, 1
+  %590 = icmp slt i64 %k35.next, 10
+  br i1 %590, label %fc1_grad.k35, label %fc1_grad.k35.end
 
-fc1_grad.k32.end:                                 ; preds = %fc1_grad.k32
-  store float 0.000000e+00, ptr %fc1_grad.s31, align 4
-  br label %fc1_grad.k33
+fc1_grad.k35.end:                                 ; preds = %fc1_grad.k35
+  store float 0.000000e+00, ptr %fc1_grad.s34, align 4
+  br label %fc1_grad.k36
 
-fc1_grad.k33:                                     ; preds = %fc1_grad.k33, %fc1_grad.k32.end
-  %fc1_grad.k33158 = phi i64 [ 0, %fc1_grad.k32.end ], [ %k33.next, %fc1_grad.k33 ]
-  %s31 = load float, ptr %fc1_grad.s31, align 4
-  %535 = mul nsw i64 %fc1_grad.n29154, 10
-  %536 = add nsw i64 18432, %535
-  %537 = add nsw i64 %536, %fc1_grad.k33158
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %537
-  %538 = load float, ptr %arena159, align 4
-  %m30160 = load float, ptr %fc1_grad.m30, align 4
-  %539 = fsub float %538, %m30160
-  %540 = call float @llvm.exp.f32(float %539)
-  %541 = fadd float %s31, %540
-  store float %541, ptr %fc1_grad.s31, align 4
-  %k33.next = add nsw i64 %fc1_grad.k33158, 1
-  %542 = icmp slt i64 %k33.next, 10
-  br i1 %542, label %fc1_grad.k33, label %fc1_grad.k33.end
+fc1_grad.k36:                                     ; preds = %fc1_grad.k36, %fc1_grad.k35.end
+  %fc1_grad.k36176 = phi i64 [ 0, %fc1_grad.k35.end ], [ %k36.next, %fc1_grad.k36 ]
+  %s34 = load float, ptr %fc1_grad.s34, align 4
+  %591 = mul nsw i64 %fc1_grad.n32172, 10
+  %592 = add nsw i64 18432, %591
+  %593 = add nsw i64 %592, %fc1_grad.k36176
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %593
+  %594 = load float, ptr %arena177, align 4
+  %m33178 = load float, ptr %fc1_grad.m33, align 4
+  %595 = fsub float %594, %m33178
+  %596 = call float @llvm.exp.f32(float %595)
+  %597 = fadd float %s34, %596
+  store float %597, ptr %fc1_grad.s34, align 4
+  %k36.next = add nsw i64 %fc1_grad.k36176, 1
+  %598 = icmp slt i64 %k36.next, 10
+  br i1 %598, label %fc1_grad.k36, label %fc1_grad.k36.end
 
-fc1_grad.k33.end:                                 ; preds = %fc1_grad.k33
-  br label %fc1_grad.k34
+fc1_grad.k36.end:                                 ; preds = %fc1_grad.k36
+  br label %fc1_grad.k37
 
-fc1_grad.k34:                                     ; preds = %fc1_grad.k34, %fc1_grad.k33.end
-  %fc1_grad.k34161 = phi i64 [ 0, %fc1_grad.k33.end ], [ %k34.next, %fc1_grad.k34 ]
-  %labels162 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n29154
-  %label163 = load i32, ptr %labels162, align 4
-  %543 = sext i32 %label163 to i64
-  %544 = icmp eq i64 %fc1_grad.k34161, %543
-  %545 = mul nsw i64 %fc1_grad.n29154, 10
-  %546 = add nsw i64 18432, %545
-  %547 = add nsw i64 %546, %fc1_grad.k34161
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %547
-  %548 = load float, ptr %arena164, align 4
-  %m30165 = load float, ptr %fc1_grad.m30, align 4
-  %549 = fsub float %548, %m30165
-  %550 = call float @llvm.exp.f32(float %549)
-  %s31166 = load float, ptr %fc1_grad.s31, align 4
-  %551 = fdiv float %550, %s31166
-  %552 = fsub float %551, 1.000000e+00
-  %553 = mul nsw i64 %fc1_grad.n29154, 10
-  %554 = add nsw i64 18432, %553
-  %555 = add nsw i64 %554, %fc1_grad.k34161
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %555
-  %556 = load float, ptr %arena167, align 4
-  %m30168 = load float, ptr %fc1_grad.m30, align 4
-  %557 = fsub float %556, %m30168
-  %558 = call float @llvm.exp.f32(float %557)
-  %s31169 = load float, ptr %fc1_grad.s31, align 4
-  %559 = fdiv float %558, %s31169
-  %560 = select i1 %544, float %552, float %559
-  %561 = fdiv float %560, 6.400000e+01
-  %562 = mul nsw i64 %fc1_grad.n29154, 10
-  %563 = add nsw i64 19088, %562
-  %564 = add nsw i64 %563, %fc1_grad.k34161
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %564
-  store float %561, ptr %arena170, align 4
-  %k34.next = add nsw i64 %fc1_grad.k34161, 1
-  %565 = icmp slt i64 %k34.next, 10
-  br i1 %565, label %fc1_grad.k34, label %fc1_grad.k34.end
+fc1_grad.k37:                                     ; preds = %fc1_grad.k37, %fc1_grad.k36.end
+  %fc1_grad.k37179 = phi i64 [ 0, %fc1_grad.k36.end ], [ %k37.next, %fc1_grad.k37 ]
+  %labels180 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n32172
+  %label181 = load i32, ptr %labels180, align 4
+  %599 = sext i32 %label181 to i64
+  %600 = icmp eq i64 %fc1_grad.k37179, %599
+  %601 = mul nsw i64 %fc1_grad.n32172, 10
+  %602 = add nsw i64 18432, %601
+  %603 = add nsw i64 %602, %fc1_grad.k37179
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %603
+  %604 = load float, ptr %arena182, align 4
+  %m33183 = load float, ptr %fc1_grad.m33, align 4
+  %605 = fsub float %604, %m33183
+  %606 = call float @llvm.exp.f32(float %605)
+  %s34184 = load float, ptr %fc1_grad.s34, align 4
+  %607 = fdiv float %606, %s34184
+  %608 = fsub float %607, 1.000000e+00
+  %609 = mul nsw i64 %fc1_grad.n32172, 10
+  %610 = add nsw i64 18432, %609
+  %611 = add nsw i64 %610, %fc1_grad.k37179
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %611
+  %612 = load float, ptr %arena185, align 4
+  %m33186 = load float, ptr %fc1_grad.m33, align 4
+  %613 = fsub float %612, %m33186
+  %614 = call float @llvm.exp.f32(float %613)
+  %s34187 = load float, ptr %fc1_grad.s34, align 4
+  %615 = fdiv float %614, %s34187
+  %616 = select i1 %600, float %608, float %615
+  %617 = fdiv float %616, 6.400000e+01
+  %618 = mul nsw i64 %fc1_grad.n32172, 10
+  %619 = add nsw i64 19088, %618
+  %620 = add nsw i64 %619, %fc1_grad.k37179
+  %arena188 = getelementptr inbounds float, ptr %arena, i64 %620
+  store float %617, ptr %arena188, align 4
+  %k37.next = add nsw i64 %fc1_grad.k37179, 1
+  %621 = icmp slt i64 %k37.next, 10
+  br i1 %621, label %fc1_grad.k37, label %fc1_grad.k37.end
 
-fc1_grad.k34.end:                                 ; preds = %fc1_grad.k34
-  %n29.next = add nsw i64 %fc1_grad.n29154, 1
-  %566 = icmp slt i64 %n29.next, 64
-  br i1 %566, label %fc1_grad.n29, label %fc1_grad.n29.end
+fc1_grad.k37.end:                                 ; preds = %fc1_grad.k37
+  %n32.next = add nsw i64 %fc1_grad.n32172, 1
+  %622 = icmp slt i64 %n32.next, 64
+  br i1 %622, label %fc1_grad.n32, label %fc1_grad.n32.end
 
-fc1_weight_grad.nb35:                             ; preds = %fc1_weight_grad.k40.end, %fc1_grad.n29.end
-  %fc1_weight_grad.nb35171 = phi i64 [ 0, %fc1_grad.n29.end ], [ %nb35.next, %fc1_weight_grad.k40.end ]
-  br label %fc1_weight_grad.mb36
+fc1_weight_grad.nb38:                             ; preds = %fc1_weight_grad.k43.end, %fc1_grad.n32.end
+  %fc1_weight_grad.nb38189 = phi i64 [ 0, %fc1_grad.n32.end ], [ %nb38.next, %fc1_weight_grad.k43.end ]
+  br label %fc1_weight_grad.mb39
 
-fc1_weight_grad.nb35.end:                         ; preds = %fc1_weight_grad.k40.end
-  br label %fc1_weight_grad.mb41
+fc1_weight_grad.nb38.end:                         ; preds = %fc1_weight_grad.k43.end
+  br label %fc1_weight_grad.mb44
 
-fc1_weight_grad.mb36:                             ; preds = %fc1_weight_grad.k38.end, %fc1_weight_grad.nb35
-  %fc1_weight_grad.mb36172 = phi i64 [ 0, %fc1_weight_grad.nb35 ], [ %mb36.next, %fc1_weight_grad.k38.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t37_c5_3, align 64
-  br label %fc1_weight_grad.k38
+fc1_weight_grad.mb39:                             ; preds = %fc1_weight_grad.k41.end, %fc1_weight_grad.nb38
+  %fc1_weight_grad.mb39190 = phi i64 [ 0, %fc1_weight_grad.nb38 ], [ %mb39.next, %fc1_weight_grad.k41.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t40_c5_3, align 64
+  br label %fc1_weight_grad.k41
 
-fc1_weight_grad.mb36.end:                         ; preds = %fc1_weight_grad.k38.end
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t39_c3_3, align 64
-  br label %fc1_weight_grad.k40
-
-fc1_weight_grad.k38:                              ; preds = %fc1_weight_grad.k38, %fc1_weight_grad.mb36
-  %fc1_weight_grad.k38173 = phi i64 [ 0, %fc1_weight_grad.mb36 ], [ %k38.next, %fc1_weight_grad.k38 ]
-  %567 = mul nsw i64 %fc1_weight_grad.k38173, 144
-  %568 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %569 = add nsw i64 %567, %568
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %569
-  %570 = load <16 x float>, ptr %arena174, align 4
-  store <16 x float> %570, ptr %fc1_weight_grad.t37_b0, align 64
-  %571 = mul nsw i64 %fc1_weight_grad.k38173, 144
-  %572 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %573 = add nsw i64 %571, %572
-  %574 = add nsw i64 %573, 16
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %574
-  %575 = load <16 x float>, ptr %arena175, align 4
-  store <16 x float> %575, ptr %fc1_weight_grad.t37_b1, align 64
-  %576 = mul nsw i64 %fc1_weight_grad.k38173, 144
-  %577 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, 32
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %579
-  %580 = load <16 x float>, ptr %arena176, align 4
-  store <16 x float> %580, ptr %fc1_weight_grad.t37_b2, align 64
-  %581 = mul nsw i64 %fc1_weight_grad.k38173, 144
-  %582 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %583 = add nsw i64 %581, %582
-  %584 = add nsw i64 %583, 48
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %584
-  %585 = load <16 x float>, ptr %arena177, align 4
-  store <16 x float> %585, ptr %fc1_weight_grad.t37_b3, align 64
-  %586 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %587 = add nsw i64 19088, %586
-  %588 = mul nsw i64 %fc1_weight_grad.k38173, 10
-  %589 = add nsw i64 %587, %588
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %589
-  %590 = load float, ptr %arena178, align 4
-  %591 = insertelement <16 x float> undef, float %590, i32 0
-  %592 = shufflevector <16 x float> %591, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %592, ptr %fc1_weight_grad.t37_a0, align 64
-  %t37_a0 = load <16 x float>, ptr %fc1_weight_grad.t37_a0, align 64
-  %t37_b0 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
-  %t37_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_0, align 64
-  %593 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a0, <16 x float> %t37_b0, <16 x float> %t37_c0_0)
-  store <16 x float> %593, ptr %fc1_weight_grad.t37_c0_0, align 64
-  %t37_a0179 = load <16 x float>, ptr %fc1_weight_grad.t37_a0, align 64
-  %t37_b1 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
-  %t37_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_1, align 64
-  %594 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a0179, <16 x float> %t37_b1, <16 x float> %t37_c0_1)
-  store <16 x float> %594, ptr %fc1_weight_grad.t37_c0_1, align 64
-  %t37_a0180 = load <16 x float>, ptr %fc1_weight_grad.t37_a0, align 64
-  %t37_b2 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
-  %t37_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_2, align 64
-  %595 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a0180, <16 x float> %t37_b2, <16 x float> %t37_c0_2)
-  store <16 x float> %595, ptr %fc1_weight_grad.t37_c0_2, align 64
-  %t37_a0181 = load <16 x float>, ptr %fc1_weight_grad.t37_a0, align 64
-  %t37_b3 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
-  %t37_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_3, align 64
-  %596 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a0181, <16 x float> %t37_b3, <16 x float> %t37_c0_3)
-  store <16 x float> %596, ptr %fc1_weight_grad.t37_c0_3, align 64
-  %597 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %598 = add nsw i64 %597, 1
-  %599 = add nsw i64 19088, %598
-  %600 = mul nsw i64 %fc1_weight_grad.k38173, 10
-  %601 = add nsw i64 %599, %600
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %601
-  %602 = load float, ptr %arena182, align 4
-  %603 = insertelement <16 x float> undef, float %602, i32 0
-  %604 = shufflevector <16 x float> %603, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %604, ptr %fc1_weight_grad.t37_a1, align 64
-  %t37_a1 = load <16 x float>, ptr %fc1_weight_grad.t37_a1, align 64
-  %t37_b0183 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
-  %t37_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_0, align 64
-  %605 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a1, <16 x float> %t37_b0183, <16 x float> %t37_c1_0)
-  store <16 x float> %605, ptr %fc1_weight_grad.t37_c1_0, align 64
-  %t37_a1184 = load <16 x float>, ptr %fc1_weight_grad.t37_a1, align 64
-  %t37_b1185 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
-  %t37_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_1, align 64
-  %606 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a1184, <16 x float> %t37_b1185, <16 x float> %t37_c1_1)
-  store <16 x float> %606, ptr %fc1_weight_grad.t37_c1_1, align 64
-  %t37_a1186 = load <16 x float>, ptr %fc1_weight_grad.t37_a1, align 64
-  %t37_b2187 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
-  %t37_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_2, align 64
-  %607 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a1186, <16 x float> %t37_b2187, <16 x float> %t37_c1_2)
-  store <16 x float> %607, ptr %fc1_weight_grad.t37_c1_2, align 64
-  %t37_a1188 = load <16 x float>, ptr %fc1_weight_grad.t37_a1, align 64
-  %t37_b3189 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
-  %t37_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_3, align 64
-  %608 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a1188, <16 x float> %t37_b3189, <16 x float> %t37_c1_3)
-  store <16 x float> %608, ptr %fc1_weight_grad.t37_c1_3, align 64
-  %609 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %610 = add nsw i64 %609, 2
-  %611 = add nsw i64 19088, %610
-  %612 = mul nsw i64 %fc1_weight_grad.k38173, 10
-  %613 = add nsw i64 %611, %612
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %613
-  %614 = load float, ptr %arena190, align 4
-  %615 = insertelement <16 x float> undef, float %614, i32 0
-  %616 = shufflevector <16 x float> %615, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %616, ptr %fc1_weight_grad.t37_a2, align 64
-  %t37_a2 = load <16 x float>, ptr %fc1_weight_grad.t37_a2, align 64
-  %t37_b0191 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
-  %t37_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_0, align 64
-  %617 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a2, <16 x float> %t37_b0191, <16 x float> %t37_c2_0)
-  store <16 x float> %617, ptr %fc1_weight_grad.t37_c2_0, align 64
-  %t37_a2192 = load <16 x float>, ptr %fc1_weight_grad.t37_a2, align 64
-  %t37_b1193 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
-  %t37_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_1, align 64
-  %618 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a2192, <16 x float> %t37_b1193, <16 x float> %t37_c2_1)
-  store <16 x float> %618, ptr %fc1_weight_grad.t37_c2_1, align 64
-  %t37_a2194 = load <16 x float>, ptr %fc1_weight_grad.t37_a2, align 64
-  %t37_b2195 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
-  %t37_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_2, align 64
-  %619 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a2194, <16 x float> %t37_b2195, <16 x float> %t37_c2_2)
-  store <16 x float> %619, ptr %fc1_weight_grad.t37_c2_2, align 64
-  %t37_a2196 = load <16 x float>, ptr %fc1_weight_grad.t37_a2, align 64
-  %t37_b3197 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
-  %t37_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_3, align 64
-  %620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a2196, <16 x float> %t37_b3197, <16 x float> %t37_c2_3)
-  store <16 x float> %620, ptr %fc1_weight_grad.t37_c2_3, align 64
-  %621 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %622 = add nsw i64 %621, 3
-  %623 = add nsw i64 19088, %622
-  %624 = mul nsw i64 %fc1_weight_grad.k38173, 10
-  %625 = add nsw i64 %623, %624
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %625
-  %626 = load float, ptr %arena198, align 4
-  %627 = insertelement <16 x float> undef, float %626, i32 0
-  %628 = shufflevector <16 x float> %627, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %628, ptr %fc1_weight_grad.t37_a3, align 64
-  %t37_a3 = load <16 x float>, ptr %fc1_weight_grad.t37_a3, align 64
-  %t37_b0199 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
-  %t37_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_0, align 64
-  %629 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a3, <16 x float> %t37_b0199, <16 x float> %t37_c3_0)
-  store <16 x float> %629, ptr %fc1_weight_grad.t37_c3_0, align 64
-  %t37_a3200 = load <16 x float>, ptr %fc1_weight_grad.t37_a3, align 64
-  %t37_b1201 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
-  %t37_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_1, align 64
-  %630 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a3200, <16 x float> %t37_b1201, <16 x float> %t37_c3_1)
-  store <16 x float> %630, ptr %fc1_weight_grad.t37_c3_1, align 64
-  %t37_a3202 = load <16 x float>, ptr %fc1_weight_grad.t37_a3, align 64
-  %t37_b2203 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
-  %t37_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_2, align 64
-  %631 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a3202, <16 x float> %t37_b2203, <16 x float> %t37_c3_2)
-  store <16 x float> %631, ptr %fc1_weight_grad.t37_c3_2, align 64
-  %t37_a3204 = load <16 x float>, ptr %fc1_weight_grad.t37_a3, align 64
-  %t37_b3205 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
-  %t37_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_3, align 64
-  %632 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a3204, <16 x float> %t37_b3205, <16 x float> %t37_c3_3)
-  store <16 x float> %632, ptr %fc1_weight_grad.t37_c3_3, align 64
-  %633 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %634 = add nsw i64 %633, 4
-  %635 = add nsw i64 19088, %634
-  %636 = mul nsw i64 %fc1_weight_grad.k38173, 10
-  %637 = add nsw i64 %635, %636
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %637
-  %638 = load float, ptr %arena206, align 4
-  %639 = insertelement <16 x float> undef, float %638, i32 0
-  %640 = shufflevector <16 x float> %639, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %640, ptr %fc1_weight_grad.t37_a4, align 64
-  %t37_a4 = load <16 x float>, ptr %fc1_weight_grad.t37_a4, align 64
-  %t37_b0207 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
-  %t37_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_0, align 64
-  %641 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a4, <16 x float> %t37_b0207, <16 x float> %t37_c4_0)
-  store <16 x float> %641, ptr %fc1_weight_grad.t37_c4_0, align 64
-  %t37_a4208 = load <16 x float>, ptr %fc1_weight_grad.t37_a4, align 64
-  %t37_b1209 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
-  %t37_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_1, align 64
-  %642 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a4208, <16 x float> %t37_b1209, <16 x float> %t37_c4_1)
-  store <16 x float> %642, ptr %fc1_weight_grad.t37_c4_1, align 64
-  %t37_a4210 = load <16 x float>, ptr %fc1_weight_grad.t37_a4, align 64
-  %t37_b2211 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
-  %t37_c4_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_2, align 64
-  %643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a4210, <16 x float> %t37_b2211, <16 x float> %t37_c4_2)
-  store <16 x float> %643, ptr %fc1_weight_grad.t37_c4_2, align 64
-  %t37_a4212 = load <16 x float>, ptr %fc1_weight_grad.t37_a4, align 64
-  %t37_b3213 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
-  %t37_c4_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_3, align 64
-  %644 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a4212, <16 x float> %t37_b3213, <16 x float> %t37_c4_3)
-  store <16 x float> %644, ptr %fc1_weight_grad.t37_c4_3, align 64
-  %645 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %646 = add nsw i64 %645, 5
-  %647 = add nsw i64 19088, %646
-  %648 = mul nsw i64 %fc1_weight_grad.k38173, 10
-  %649 = add nsw i64 %647, %648
-  %arena214 = getelementptr inbounds float, ptr %arena, i64 %649
-  %650 = load float, ptr %arena214, align 4
-  %651 = insertelement <16 x float> undef, float %650, i32 0
-  %652 = shufflevector <16 x float> %651, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %652, ptr %fc1_weight_grad.t37_a5, align 64
-  %t37_a5 = load <16 x float>, ptr %fc1_weight_grad.t37_a5, align 64
-  %t37_b0215 = load <16 x float>, ptr %fc1_weight_grad.t37_b0, align 64
-  %t37_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_0, align 64
-  %653 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a5, <16 x float> %t37_b0215, <16 x float> %t37_c5_0)
-  store <16 x float> %653, ptr %fc1_weight_grad.t37_c5_0, align 64
-  %t37_a5216 = load <16 x float>, ptr %fc1_weight_grad.t37_a5, align 64
-  %t37_b1217 = load <16 x float>, ptr %fc1_weight_grad.t37_b1, align 64
-  %t37_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_1, align 64
-  %654 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a5216, <16 x float> %t37_b1217, <16 x float> %t37_c5_1)
-  store <16 x float> %654, ptr %fc1_weight_grad.t37_c5_1, align 64
-  %t37_a5218 = load <16 x float>, ptr %fc1_weight_grad.t37_a5, align 64
-  %t37_b2219 = load <16 x float>, ptr %fc1_weight_grad.t37_b2, align 64
-  %t37_c5_2 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_2, align 64
-  %655 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a5218, <16 x float> %t37_b2219, <16 x float> %t37_c5_2)
-  store <16 x float> %655, ptr %fc1_weight_grad.t37_c5_2, align 64
-  %t37_a5220 = load <16 x float>, ptr %fc1_weight_grad.t37_a5, align 64
-  %t37_b3221 = load <16 x float>, ptr %fc1_weight_grad.t37_b3, align 64
-  %t37_c5_3 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_3, align 64
-  %656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t37_a5220, <16 x float> %t37_b3221, <16 x float> %t37_c5_3)
-  store <16 x float> %656, ptr %fc1_weight_grad.t37_c5_3, align 64
-  %k38.next = add nsw i64 %fc1_weight_grad.k38173, 1
-  %657 = icmp slt i64 %k38.next, 64
-  br i1 %657, label %fc1_weight_grad.k38, label %fc1_weight_grad.k38.end
-
-fc1_weight_grad.k38.end:                          ; preds = %fc1_weight_grad.k38
-  %t37_c0_0222 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_0, align 64
-  %658 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %659 = mul nsw i64 %658, 144
-  %660 = add nsw i64 40, %659
-  %661 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %662 = add nsw i64 %660, %661
-  %grads223 = getelementptr inbounds float, ptr %grads, i64 %662
-  store <16 x float> %t37_c0_0222, ptr %grads223, align 4
-  %t37_c0_1224 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_1, align 64
-  %663 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %664 = mul nsw i64 %663, 144
-  %665 = add nsw i64 40, %664
-  %666 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %667 = add nsw i64 %665, %666
-  %668 = add nsw i64 %667, 16
-  %grads225 = getelementptr inbounds float, ptr %grads, i64 %668
-  store <16 x float> %t37_c0_1224, ptr %grads225, align 4
-  %t37_c0_2226 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_2, align 64
-  %669 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %670 = mul nsw i64 %669, 144
-  %671 = add nsw i64 40, %670
-  %672 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %673 = add nsw i64 %671, %672
-  %674 = add nsw i64 %673, 32
-  %grads227 = getelementptr inbounds float, ptr %grads, i64 %674
-  store <16 x float> %t37_c0_2226, ptr %grads227, align 4
-  %t37_c0_3228 = load <16 x float>, ptr %fc1_weight_grad.t37_c0_3, align 64
-  %675 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %676 = mul nsw i64 %675, 144
-  %677 = add nsw i64 40, %676
-  %678 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %679 = add nsw i64 %677, %678
-  %680 = add nsw i64 %679, 48
-  %grads229 = getelementptr inbounds float, ptr %grads, i64 %680
-  store <16 x float> %t37_c0_3228, ptr %grads229, align 4
-  %t37_c1_0230 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_0, align 64
-  %681 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %682 = add nsw i64 %681, 1
-  %683 = mul nsw i64 %682, 144
-  %684 = add nsw i64 40, %683
-  %685 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %686 = add nsw i64 %684, %685
-  %grads231 = getelementptr inbounds float, ptr %grads, i64 %686
-  store <16 x float> %t37_c1_0230, ptr %grads231, align 4
-  %t37_c1_1232 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_1, align 64
-  %687 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %688 = add nsw i64 %687, 1
-  %689 = mul nsw i64 %688, 144
-  %690 = add nsw i64 40, %689
-  %691 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %692 = add nsw i64 %690, %691
-  %693 = add nsw i64 %692, 16
-  %grads233 = getelementptr inbounds float, ptr %grads, i64 %693
-  store <16 x float> %t37_c1_1232, ptr %grads233, align 4
-  %t37_c1_2234 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_2, align 64
-  %694 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %695 = add nsw i64 %694, 1
-  %696 = mul nsw i64 %695, 144
-  %697 = add nsw i64 40, %696
-  %698 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %699 = add nsw i64 %697, %698
-  %700 = add nsw i64 %699, 32
-  %grads235 = getelementptr inbounds float, ptr %grads, i64 %700
-  store <16 x float> %t37_c1_2234, ptr %grads235, align 4
-  %t37_c1_3236 = load <16 x float>, ptr %fc1_weight_grad.t37_c1_3, align 64
-  %701 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %702 = add nsw i64 %701, 1
-  %703 = mul nsw i64 %702, 144
-  %704 = add nsw i64 40, %703
-  %705 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %706 = add nsw i64 %704, %705
-  %707 = add nsw i64 %706, 48
-  %grads237 = getelementptr inbounds float, ptr %grads, i64 %707
-  store <16 x float> %t37_c1_3236, ptr %grads237, align 4
-  %t37_c2_0238 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_0, align 64
-  %708 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %709 = add nsw i64 %708, 2
-  %710 = mul nsw i64 %709, 144
-  %711 = add nsw i64 40, %710
-  %712 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %713 = add nsw i64 %711, %712
-  %grads239 = getelementptr inbounds float, ptr %grads, i64 %713
-  store <16 x float> %t37_c2_0238, ptr %grads239, align 4
-  %t37_c2_1240 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_1, align 64
-  %714 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %715 = add nsw i64 %714, 2
-  %716 = mul nsw i64 %715, 144
-  %717 = add nsw i64 40, %716
-  %718 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %719 = add nsw i64 %717, %718
-  %720 = add nsw i64 %719, 16
-  %grads241 = getelementptr inbounds float, ptr %grads, i64 %720
-  store <16 x float> %t37_c2_1240, ptr %grads241, align 4
-  %t37_c2_2242 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_2, align 64
-  %721 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %722 = add nsw i64 %721, 2
-  %723 = mul nsw i64 %722, 144
-  %724 = add nsw i64 40, %723
-  %725 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %726 = add nsw i64 %724, %725
-  %727 = add nsw i64 %726, 32
-  %grads243 = getelementptr inbounds float, ptr %grads, i64 %727
-  store <16 x float> %t37_c2_2242, ptr %grads243, align 4
-  %t37_c2_3244 = load <16 x float>, ptr %fc1_weight_grad.t37_c2_3, align 64
-  %728 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %729 = add nsw i64 %728, 2
-  %730 = mul nsw i64 %729, 144
-  %731 = add nsw i64 40, %730
-  %732 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %733 = add nsw i64 %731, %732
-  %734 = add nsw i64 %733, 48
-  %grads245 = getelementptr inbounds float, ptr %grads, i64 %734
-  store <16 x float> %t37_c2_3244, ptr %grads245, align 4
-  %t37_c3_0246 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_0, align 64
-  %735 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %736 = add nsw i64 %735, 3
-  %737 = mul nsw i64 %736, 144
-  %738 = add nsw i64 40, %737
-  %739 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %740 = add nsw i64 %738, %739
-  %grads247 = getelementptr inbounds float, ptr %grads, i64 %740
-  store <16 x float> %t37_c3_0246, ptr %grads247, align 4
-  %t37_c3_1248 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_1, align 64
-  %741 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %742 = add nsw i64 %741, 3
-  %743 = mul nsw i64 %742, 144
-  %744 = add nsw i64 40, %743
-  %745 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %746 = add nsw i64 %744, %745
-  %747 = add nsw i64 %746, 16
-  %grads249 = getelementptr inbounds float, ptr %grads, i64 %747
-  store <16 x float> %t37_c3_1248, ptr %grads249, align 4
-  %t37_c3_2250 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_2, align 64
-  %748 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %749 = add nsw i64 %748, 3
-  %750 = mul nsw i64 %749, 144
-  %751 = add nsw i64 40, %750
-  %752 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, 32
-  %grads251 = getelementptr inbounds float, ptr %grads, i64 %754
-  store <16 x float> %t37_c3_2250, ptr %grads251, align 4
-  %t37_c3_3252 = load <16 x float>, ptr %fc1_weight_grad.t37_c3_3, align 64
-  %755 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %756 = add nsw i64 %755, 3
-  %757 = mul nsw i64 %756, 144
-  %758 = add nsw i64 40, %757
-  %759 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %760 = add nsw i64 %758, %759
-  %761 = add nsw i64 %760, 48
-  %grads253 = getelementptr inbounds float, ptr %grads, i64 %761
-  store <16 x float> %t37_c3_3252, ptr %grads253, align 4
-  %t37_c4_0254 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_0, align 64
-  %762 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %763 = add nsw i64 %762, 4
-  %764 = mul nsw i64 %763, 144
-  %765 = add nsw i64 40, %764
-  %766 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %767 = add nsw i64 %765, %766
-  %grads255 = getelementptr inbounds float, ptr %grads, i64 %767
-  store <16 x float> %t37_c4_0254, ptr %grads255, align 4
-  %t37_c4_1256 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_1, align 64
-  %768 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %769 = add nsw i64 %768, 4
-  %770 = mul nsw i64 %769, 144
-  %771 = add nsw i64 40, %770
-  %772 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %773 = add nsw i64 %771, %772
-  %774 = add nsw i64 %773, 16
-  %grads257 = getelementptr inbounds float, ptr %grads, i64 %774
-  store <16 x float> %t37_c4_1256, ptr %grads257, align 4
-  %t37_c4_2258 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_2, align 64
-  %775 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %776 = add nsw i64 %775, 4
-  %777 = mul nsw i64 %776, 144
-  %778 = add nsw i64 40, %777
-  %779 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %780 = add nsw i64 %778, %779
-  %781 = add nsw i64 %780, 32
-  %grads259 = getelementptr inbounds float, ptr %grads, i64 %781
-  store <16 x float> %t37_c4_2258, ptr %grads259, align 4
-  %t37_c4_3260 = load <16 x float>, ptr %fc1_weight_grad.t37_c4_3, align 64
-  %782 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %783 = add nsw i64 %782, 4
-  %784 = mul nsw i64 %783, 144
-  %785 = add nsw i64 40, %784
-  %786 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %787 = add nsw i64 %785, %786
-  %788 = add nsw i64 %787, 48
-  %grads261 = getelementptr inbounds float, ptr %grads, i64 %788
-  store <16 x float> %t37_c4_3260, ptr %grads261, align 4
-  %t37_c5_0262 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_0, align 64
-  %789 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %790 = add nsw i64 %789, 5
-  %791 = mul nsw i64 %790, 144
-  %792 = add nsw i64 40, %791
-  %793 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %794 = add nsw i64 %792, %793
-  %grads263 = getelementptr inbounds float, ptr %grads, i64 %794
-  store <16 x float> %t37_c5_0262, ptr %grads263, align 4
-  %t37_c5_1264 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_1, align 64
-  %795 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %796 = add nsw i64 %795, 5
-  %797 = mul nsw i64 %796, 144
-  %798 = add nsw i64 40, %797
-  %799 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %800 = add nsw i64 %798, %799
-  %801 = add nsw i64 %800, 16
-  %grads265 = getelementptr inbounds float, ptr %grads, i64 %801
-  store <16 x float> %t37_c5_1264, ptr %grads265, align 4
-  %t37_c5_2266 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_2, align 64
-  %802 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %803 = add nsw i64 %802, 5
-  %804 = mul nsw i64 %803, 144
-  %805 = add nsw i64 40, %804
-  %806 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %807 = add nsw i64 %805, %806
-  %808 = add nsw i64 %807, 32
-  %grads267 = getelementptr inbounds float, ptr %grads, i64 %808
-  store <16 x float> %t37_c5_2266, ptr %grads267, align 4
-  %t37_c5_3268 = load <16 x float>, ptr %fc1_weight_grad.t37_c5_3, align 64
-  %809 = mul nsw i64 %fc1_weight_grad.mb36172, 6
-  %810 = add nsw i64 %809, 5
-  %811 = mul nsw i64 %810, 144
-  %812 = add nsw i64 40, %811
-  %813 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %814 = add nsw i64 %812, %813
-  %815 = add nsw i64 %814, 48
-  %grads269 = getelementptr inbounds float, ptr %grads, i64 %815
-  store <16 x float> %t37_c5_3268, ptr %grads269, align 4
-  %mb36.next = add nsw i64 %fc1_weight_grad.mb36172, 1
-  %816 = icmp slt i64 %mb36.next, 1
-  br i1 %816, label %fc1_weight_grad.mb36, label %fc1_weight_grad.mb36.end
-
-fc1_weight_grad.k40:                              ; preds = %fc1_weight_grad.k40, %fc1_weight_grad.mb36.end
-  %fc1_weight_grad.k40270 = phi i64 [ 0, %fc1_weight_grad.mb36.end ], [ %k40.next, %fc1_weight_grad.k40 ]
-  %817 = mul nsw i64 %fc1_weight_grad.k40270, 144
-  %818 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %819 = add nsw i64 %817, %818
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 %819
-  %820 = load <16 x float>, ptr %arena271, align 4
-  store <16 x float> %820, ptr %fc1_weight_grad.t39_b0, align 64
-  %821 = mul nsw i64 %fc1_weight_grad.k40270, 144
-  %822 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %823 = add nsw i64 %821, %822
-  %824 = add nsw i64 %823, 16
-  %arena272 = getelementptr inbounds float, ptr %arena, i64 %824
-  %825 = load <16 x float>, ptr %arena272, align 4
-  store <16 x float> %825, ptr %fc1_weight_grad.t39_b1, align 64
-  %826 = mul nsw i64 %fc1_weight_grad.k40270, 144
-  %827 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %828 = add nsw i64 %826, %827
-  %829 = add nsw i64 %828, 32
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %829
-  %830 = load <16 x float>, ptr %arena273, align 4
-  store <16 x float> %830, ptr %fc1_weight_grad.t39_b2, align 64
-  %831 = mul nsw i64 %fc1_weight_grad.k40270, 144
-  %832 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %833 = add nsw i64 %831, %832
-  %834 = add nsw i64 %833, 48
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %834
-  %835 = load <16 x float>, ptr %arena274, align 4
-  store <16 x float> %835, ptr %fc1_weight_grad.t39_b3, align 64
-  %836 = mul nsw i64 %fc1_weight_grad.k40270, 10
-  %837 = add nsw i64 19094, %836
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %837
-  %838 = load float, ptr %arena275, align 4
-  %839 = insertelement <16 x float> undef, float %838, i32 0
-  %840 = shufflevector <16 x float> %839, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %840, ptr %fc1_weight_grad.t39_a0, align 64
-  %t39_a0 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
-  %t39_b0 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
-  %t39_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_0, align 64
-  %841 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0, <16 x float> %t39_b0, <16 x float> %t39_c0_0)
-  store <16 x float> %841, ptr %fc1_weight_grad.t39_c0_0, align 64
-  %t39_a0276 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
-  %t39_b1 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
-  %t39_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_1, align 64
-  %842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0276, <16 x float> %t39_b1, <16 x float> %t39_c0_1)
-  store <16 x float> %842, ptr %fc1_weight_grad.t39_c0_1, align 64
-  %t39_a0277 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
-  %t39_b2 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
-  %t39_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_2, align 64
-  %843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0277, <16 x float> %t39_b2, <16 x float> %t39_c0_2)
-  store <16 x float> %843, ptr %fc1_weight_grad.t39_c0_2, align 64
-  %t39_a0278 = load <16 x float>, ptr %fc1_weight_grad.t39_a0, align 64
-  %t39_b3 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
-  %t39_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_3, align 64
-  %844 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0278, <16 x float> %t39_b3, <16 x float> %t39_c0_3)
-  store <16 x float> %844, ptr %fc1_weight_grad.t39_c0_3, align 64
-  %845 = mul nsw i64 %fc1_weight_grad.k40270, 10
-  %846 = add nsw i64 19095, %845
-  %arena279 = getelementptr inbounds float, ptr %arena, i64 %846
-  %847 = load float, ptr %arena279, align 4
-  %848 = insertelement <16 x float> undef, float %847, i32 0
-  %849 = shufflevector <16 x float> %848, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %849, ptr %fc1_weight_grad.t39_a1, align 64
-  %t39_a1 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
-  %t39_b0280 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
-  %t39_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_0, align 64
-  %850 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1, <16 x float> %t39_b0280, <16 x float> %t39_c1_0)
-  store <16 x float> %850, ptr %fc1_weight_grad.t39_c1_0, align 64
-  %t39_a1281 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
-  %t39_b1282 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
-  %t39_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_1, align 64
-  %851 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1281, <16 x float> %t39_b1282, <16 x float> %t39_c1_1)
-  store <16 x float> %851, ptr %fc1_weight_grad.t39_c1_1, align 64
-  %t39_a1283 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
-  %t39_b2284 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
-  %t39_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_2, align 64
-  %852 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1283, <16 x float> %t39_b2284, <16 x float> %t39_c1_2)
-  store <16 x float> %852, ptr %fc1_weight_grad.t39_c1_2, align 64
-  %t39_a1285 = load <16 x float>, ptr %fc1_weight_grad.t39_a1, align 64
-  %t39_b3286 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
-  %t39_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_3, align 64
-  %853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1285, <16 x float> %t39_b3286, <16 x float> %t39_c1_3)
-  store <16 x float> %853, ptr %fc1_weight_grad.t39_c1_3, align 64
-  %854 = mul nsw i64 %fc1_weight_grad.k40270, 10
-  %855 = add nsw i64 19096, %854
-  %arena287 = getelementptr inbounds float, ptr %arena, i64 %855
-  %856 = load float, ptr %arena287, align 4
-  %857 = insertelement <16 x float> undef, float %856, i32 0
-  %858 = shufflevector <16 x float> %857, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %858, ptr %fc1_weight_grad.t39_a2, align 64
-  %t39_a2 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
-  %t39_b0288 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
-  %t39_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_0, align 64
-  %859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2, <16 x float> %t39_b0288, <16 x float> %t39_c2_0)
-  store <16 x float> %859, ptr %fc1_weight_grad.t39_c2_0, align 64
-  %t39_a2289 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
-  %t39_b1290 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
-  %t39_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_1, align 64
-  %860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2289, <16 x float> %t39_b1290, <16 x float> %t39_c2_1)
-  store <16 x float> %860, ptr %fc1_weight_grad.t39_c2_1, align 64
-  %t39_a2291 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
-  %t39_b2292 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
-  %t39_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_2, align 64
-  %861 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2291, <16 x float> %t39_b2292, <16 x float> %t39_c2_2)
-  store <16 x float> %861, ptr %fc1_weight_grad.t39_c2_2, align 64
-  %t39_a2293 = load <16 x float>, ptr %fc1_weight_grad.t39_a2, align 64
-  %t39_b3294 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
-  %t39_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_3, align 64
-  %862 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2293, <16 x float> %t39_b3294, <16 x float> %t39_c2_3)
-  store <16 x float> %862, ptr %fc1_weight_grad.t39_c2_3, align 64
-  %863 = mul nsw i64 %fc1_weight_grad.k40270, 10
-  %864 = add nsw i64 19097, %863
-  %arena295 = getelementptr inbounds float, ptr %arena, i64 %864
-  %865 = load float, ptr %arena295, align 4
-  %866 = insertelement <16 x float> undef, float %865, i32 0
-  %867 = shufflevector <16 x float> %866, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %867, ptr %fc1_weight_grad.t39_a3, align 64
-  %t39_a3 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
-  %t39_b0296 = load <16 x float>, ptr %fc1_weight_grad.t39_b0, align 64
-  %t39_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_0, align 64
-  %868 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3, <16 x float> %t39_b0296, <16 x float> %t39_c3_0)
-  store <16 x float> %868, ptr %fc1_weight_grad.t39_c3_0, align 64
-  %t39_a3297 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
-  %t39_b1298 = load <16 x float>, ptr %fc1_weight_grad.t39_b1, align 64
-  %t39_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_1, align 64
-  %869 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3297, <16 x float> %t39_b1298, <16 x float> %t39_c3_1)
-  store <16 x float> %869, ptr %fc1_weight_grad.t39_c3_1, align 64
-  %t39_a3299 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
-  %t39_b2300 = load <16 x float>, ptr %fc1_weight_grad.t39_b2, align 64
-  %t39_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_2, align 64
-  %870 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3299, <16 x float> %t39_b2300, <16 x float> %t39_c3_2)
-  store <16 x float> %870, ptr %fc1_weight_grad.t39_c3_2, align 64
-  %t39_a3301 = load <16 x float>, ptr %fc1_weight_grad.t39_a3, align 64
-  %t39_b3302 = load <16 x float>, ptr %fc1_weight_grad.t39_b3, align 64
-  %t39_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_3, align 64
-  %871 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3301, <16 x float> %t39_b3302, <16 x float> %t39_c3_3)
-  store <16 x float> %871, ptr %fc1_weight_grad.t39_c3_3, align 64
-  %k40.next = add nsw i64 %fc1_weight_grad.k40270, 1
-  %872 = icmp slt i64 %k40.next, 64
-  br i1 %872, label %fc1_weight_grad.k40, label %fc1_weight_grad.k40.end
-
-fc1_weight_grad.k40.end:                          ; preds = %fc1_weight_grad.k40
-  %t39_c0_0303 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_0, align 64
-  %873 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %874 = add nsw i64 904, %873
-  %grads304 = getelementptr inbounds float, ptr %grads, i64 %874
-  store <16 x float> %t39_c0_0303, ptr %grads304, align 4
-  %t39_c0_1305 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_1, align 64
-  %875 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %876 = add nsw i64 904, %875
-  %877 = add nsw i64 %876, 16
-  %grads306 = getelementptr inbounds float, ptr %grads, i64 %877
-  store <16 x float> %t39_c0_1305, ptr %grads306, align 4
-  %t39_c0_2307 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_2, align 64
-  %878 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %879 = add nsw i64 904, %878
-  %880 = add nsw i64 %879, 32
-  %grads308 = getelementptr inbounds float, ptr %grads, i64 %880
-  store <16 x float> %t39_c0_2307, ptr %grads308, align 4
-  %t39_c0_3309 = load <16 x float>, ptr %fc1_weight_grad.t39_c0_3, align 64
-  %881 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %882 = add nsw i64 904, %881
-  %883 = add nsw i64 %882, 48
-  %grads310 = getelementptr inbounds float, ptr %grads, i64 %883
-  store <16 x float> %t39_c0_3309, ptr %grads310, align 4
-  %t39_c1_0311 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_0, align 64
-  %884 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %885 = add nsw i64 1048, %884
-  %grads312 = getelementptr inbounds float, ptr %grads, i64 %885
-  store <16 x float> %t39_c1_0311, ptr %grads312, align 4
-  %t39_c1_1313 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_1, align 64
-  %886 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %887 = add nsw i64 1048, %886
-  %888 = add nsw i64 %887, 16
-  %grads314 = getelementptr inbounds float, ptr %grads, i64 %888
-  store <16 x float> %t39_c1_1313, ptr %grads314, align 4
-  %t39_c1_2315 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_2, align 64
-  %889 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %890 = add nsw i64 1048, %889
-  %891 = add nsw i64 %890, 32
-  %grads316 = getelementptr inbounds float, ptr %grads, i64 %891
-  store <16 x float> %t39_c1_2315, ptr %grads316, align 4
-  %t39_c1_3317 = load <16 x float>, ptr %fc1_weight_grad.t39_c1_3, align 64
-  %892 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %893 = add nsw i64 1048, %892
-  %894 = add nsw i64 %893, 48
-  %grads318 = getelementptr inbounds float, ptr %grads, i64 %894
-  store <16 x float> %t39_c1_3317, ptr %grads318, align 4
-  %t39_c2_0319 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_0, align 64
-  %895 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %896 = add nsw i64 1192, %895
-  %grads320 = getelementptr inbounds float, ptr %grads, i64 %896
-  store <16 x float> %t39_c2_0319, ptr %grads320, align 4
-  %t39_c2_1321 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_1, align 64
-  %897 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %898 = add nsw i64 1192, %897
-  %899 = add nsw i64 %898, 16
-  %grads322 = getelementptr inbounds float, ptr %grads, i64 %899
-  store <16 x float> %t39_c2_1321, ptr %grads322, align 4
-  %t39_c2_2323 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_2, align 64
-  %900 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %901 = add nsw i64 1192, %900
-  %902 = add nsw i64 %901, 32
-  %grads324 = getelementptr inbounds float, ptr %grads, i64 %902
-  store <16 x float> %t39_c2_2323, ptr %grads324, align 4
-  %t39_c2_3325 = load <16 x float>, ptr %fc1_weight_grad.t39_c2_3, align 64
-  %903 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %904 = add nsw i64 1192, %903
-  %905 = add nsw i64 %904, 48
-  %grads326 = getelementptr inbounds float, ptr %grads, i64 %905
-  store <16 x float> %t39_c2_3325, ptr %grads326, align 4
-  %t39_c3_0327 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_0, align 64
-  %906 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %907 = add nsw i64 1336, %906
-  %grads328 = getelementptr inbounds float, ptr %grads, i64 %907
-  store <16 x float> %t39_c3_0327, ptr %grads328, align 4
-  %t39_c3_1329 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_1, align 64
-  %908 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %909 = add nsw i64 1336, %908
-  %910 = add nsw i64 %909, 16
-  %grads330 = getelementptr inbounds float, ptr %grads, i64 %910
-  store <16 x float> %t39_c3_1329, ptr %grads330, align 4
-  %t39_c3_2331 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_2, align 64
-  %911 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %912 = add nsw i64 1336, %911
-  %913 = add nsw i64 %912, 32
-  %grads332 = getelementptr inbounds float, ptr %grads, i64 %913
-  store <16 x float> %t39_c3_2331, ptr %grads332, align 4
-  %t39_c3_3333 = load <16 x float>, ptr %fc1_weight_grad.t39_c3_3, align 64
-  %914 = mul nsw i64 %fc1_weight_grad.nb35171, 64
-  %915 = add nsw i64 1336, %914
-  %916 = add nsw i64 %915, 48
-  %grads334 = getelementptr inbounds float, ptr %grads, i64 %916
-  store <16 x float> %t39_c3_3333, ptr %grads334, align 4
-  %nb35.next = add nsw i64 %fc1_weight_grad.nb35171, 1
-  %917 = icmp slt i64 %nb35.next, 2
-  br i1 %917, label %fc1_weight_grad.nb35, label %fc1_weight_grad.nb35.end
-
-fc1_weight_grad.mb41:                             ; preds = %fc1_weight_grad.k43.end, %fc1_weight_grad.nb35.end
-  %fc1_weight_grad.mb41335 = phi i64 [ 0, %fc1_weight_grad.nb35.end ], [ %mb41.next, %fc1_weight_grad.k43.end ]
+fc1_weight_grad.mb39.end:                         ; preds = %fc1_weight_grad.k41.end
   store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c0_3, align 64
   store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c1_3, align 64
   store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c2_3, align 64
   store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t42_c3_3, align 64
   br label %fc1_weight_grad.k43
 
-fc1_weight_grad.mb41.end:                         ; preds = %fc1_weight_grad.k43.end
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t44_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t44_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t44_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t44_c3_0, align 64
-  br label %fc1_weight_grad.k45
+fc1_weight_grad.k41:                              ; preds = %fc1_weight_grad.k41, %fc1_weight_grad.mb39
+  %fc1_weight_grad.k41191 = phi i64 [ 0, %fc1_weight_grad.mb39 ], [ %k41.next, %fc1_weight_grad.k41 ]
+  %623 = mul nsw i64 %fc1_weight_grad.k41191, 144
+  %624 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %625 = add nsw i64 %623, %624
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %625
+  %626 = load <16 x float>, ptr %arena192, align 4
+  store <16 x float> %626, ptr %fc1_weight_grad.t40_b0, align 64
+  %627 = mul nsw i64 %fc1_weight_grad.k41191, 144
+  %628 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %629 = add nsw i64 %627, %628
+  %630 = add nsw i64 %629, 16
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %630
+  %631 = load <16 x float>, ptr %arena193, align 4
+  store <16 x float> %631, ptr %fc1_weight_grad.t40_b1, align 64
+  %632 = mul nsw i64 %fc1_weight_grad.k41191, 144
+  %633 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %634 = add nsw i64 %632, %633
+  %635 = add nsw i64 %634, 32
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %635
+  %636 = load <16 x float>, ptr %arena194, align 4
+  store <16 x float> %636, ptr %fc1_weight_grad.t40_b2, align 64
+  %637 = mul nsw i64 %fc1_weight_grad.k41191, 144
+  %638 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %639 = add nsw i64 %637, %638
+  %640 = add nsw i64 %639, 48
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %640
+  %641 = load <16 x float>, ptr %arena195, align 4
+  store <16 x float> %641, ptr %fc1_weight_grad.t40_b3, align 64
+  %642 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %643 = add nsw i64 19088, %642
+  %644 = mul nsw i64 %fc1_weight_grad.k41191, 10
+  %645 = add nsw i64 %643, %644
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %645
+  %646 = load float, ptr %arena196, align 4
+  %647 = insertelement <16 x float> undef, float %646, i32 0
+  %648 = shufflevector <16 x float> %647, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %648, ptr %fc1_weight_grad.t40_a0, align 64
+  %t40_a0 = load <16 x float>, ptr %fc1_weight_grad.t40_a0, align 64
+  %t40_b0 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
+  %t40_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_0, align 64
+  %649 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0, <16 x float> %t40_b0, <16 x float> %t40_c0_0)
+  store <16 x float> %649, ptr %fc1_weight_grad.t40_c0_0, align 64
+  %t40_a0197 = load <16 x float>, ptr %fc1_weight_grad.t40_a0, align 64
+  %t40_b1 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
+  %t40_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_1, align 64
+  %650 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0197, <16 x float> %t40_b1, <16 x float> %t40_c0_1)
+  store <16 x float> %650, ptr %fc1_weight_grad.t40_c0_1, align 64
+  %t40_a0198 = load <16 x float>, ptr %fc1_weight_grad.t40_a0, align 64
+  %t40_b2 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
+  %t40_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_2, align 64
+  %651 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0198, <16 x float> %t40_b2, <16 x float> %t40_c0_2)
+  store <16 x float> %651, ptr %fc1_weight_grad.t40_c0_2, align 64
+  %t40_a0199 = load <16 x float>, ptr %fc1_weight_grad.t40_a0, align 64
+  %t40_b3 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
+  %t40_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_3, align 64
+  %652 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a0199, <16 x float> %t40_b3, <16 x float> %t40_c0_3)
+  store <16 x float> %652, ptr %fc1_weight_grad.t40_c0_3, align 64
+  %653 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %654 = add nsw i64 %653, 1
+  %655 = add nsw i64 19088, %654
+  %656 = mul nsw i64 %fc1_weight_grad.k41191, 10
+  %657 = add nsw i64 %655, %656
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %657
+  %658 = load float, ptr %arena200, align 4
+  %659 = insertelement <16 x float> undef, float %658, i32 0
+  %660 = shufflevector <16 x float> %659, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %660, ptr %fc1_weight_grad.t40_a1, align 64
+  %t40_a1 = load <16 x float>, ptr %fc1_weight_grad.t40_a1, align 64
+  %t40_b0201 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
+  %t40_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_0, align 64
+  %661 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1, <16 x float> %t40_b0201, <16 x float> %t40_c1_0)
+  store <16 x float> %661, ptr %fc1_weight_grad.t40_c1_0, align 64
+  %t40_a1202 = load <16 x float>, ptr %fc1_weight_grad.t40_a1, align 64
+  %t40_b1203 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
+  %t40_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_1, align 64
+  %662 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1202, <16 x float> %t40_b1203, <16 x float> %t40_c1_1)
+  store <16 x float> %662, ptr %fc1_weight_grad.t40_c1_1, align 64
+  %t40_a1204 = load <16 x float>, ptr %fc1_weight_grad.t40_a1, align 64
+  %t40_b2205 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
+  %t40_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_2, align 64
+  %663 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1204, <16 x float> %t40_b2205, <16 x float> %t40_c1_2)
+  store <16 x float> %663, ptr %fc1_weight_grad.t40_c1_2, align 64
+  %t40_a1206 = load <16 x float>, ptr %fc1_weight_grad.t40_a1, align 64
+  %t40_b3207 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
+  %t40_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_3, align 64
+  %664 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a1206, <16 x float> %t40_b3207, <16 x float> %t40_c1_3)
+  store <16 x float> %664, ptr %fc1_weight_grad.t40_c1_3, align 64
+  %665 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %666 = add nsw i64 %665, 2
+  %667 = add nsw i64 19088, %666
+  %668 = mul nsw i64 %fc1_weight_grad.k41191, 10
+  %669 = add nsw i64 %667, %668
+  %arena208 = getelementptr inbounds float, ptr %arena, i64 %669
+  %670 = load float, ptr %arena208, align 4
+  %671 = insertelement <16 x float> undef, float %670, i32 0
+  %672 = shufflevector <16 x float> %671, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %672, ptr %fc1_weight_grad.t40_a2, align 64
+  %t40_a2 = load <16 x float>, ptr %fc1_weight_grad.t40_a2, align 64
+  %t40_b0209 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
+  %t40_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_0, align 64
+  %673 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a2, <16 x float> %t40_b0209, <16 x float> %t40_c2_0)
+  store <16 x float> %673, ptr %fc1_weight_grad.t40_c2_0, align 64
+  %t40_a2210 = load <16 x float>, ptr %fc1_weight_grad.t40_a2, align 64
+  %t40_b1211 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
+  %t40_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_1, align 64
+  %674 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a2210, <16 x float> %t40_b1211, <16 x float> %t40_c2_1)
+  store <16 x float> %674, ptr %fc1_weight_grad.t40_c2_1, align 64
+  %t40_a2212 = load <16 x float>, ptr %fc1_weight_grad.t40_a2, align 64
+  %t40_b2213 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
+  %t40_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_2, align 64
+  %675 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a2212, <16 x float> %t40_b2213, <16 x float> %t40_c2_2)
+  store <16 x float> %675, ptr %fc1_weight_grad.t40_c2_2, align 64
+  %t40_a2214 = load <16 x float>, ptr %fc1_weight_grad.t40_a2, align 64
+  %t40_b3215 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
+  %t40_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_3, align 64
+  %676 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a2214, <16 x float> %t40_b3215, <16 x float> %t40_c2_3)
+  store <16 x float> %676, ptr %fc1_weight_grad.t40_c2_3, align 64
+  %677 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %678 = add nsw i64 %677, 3
+  %679 = add nsw i64 19088, %678
+  %680 = mul nsw i64 %fc1_weight_grad.k41191, 10
+  %681 = add nsw i64 %679, %680
+  %arena216 = getelementptr inbounds float, ptr %arena, i64 %681
+  %682 = load float, ptr %arena216, align 4
+  %683 = insertelement <16 x float> undef, float %682, i32 0
+  %684 = shufflevector <16 x float> %683, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %684, ptr %fc1_weight_grad.t40_a3, align 64
+  %t40_a3 = load <16 x float>, ptr %fc1_weight_grad.t40_a3, align 64
+  %t40_b0217 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
+  %t40_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_0, align 64
+  %685 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a3, <16 x float> %t40_b0217, <16 x float> %t40_c3_0)
+  store <16 x float> %685, ptr %fc1_weight_grad.t40_c3_0, align 64
+  %t40_a3218 = load <16 x float>, ptr %fc1_weight_grad.t40_a3, align 64
+  %t40_b1219 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
+  %t40_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_1, align 64
+  %686 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a3218, <16 x float> %t40_b1219, <16 x float> %t40_c3_1)
+  store <16 x float> %686, ptr %fc1_weight_grad.t40_c3_1, align 64
+  %t40_a3220 = load <16 x float>, ptr %fc1_weight_grad.t40_a3, align 64
+  %t40_b2221 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
+  %t40_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_2, align 64
+  %687 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a3220, <16 x float> %t40_b2221, <16 x float> %t40_c3_2)
+  store <16 x float> %687, ptr %fc1_weight_grad.t40_c3_2, align 64
+  %t40_a3222 = load <16 x float>, ptr %fc1_weight_grad.t40_a3, align 64
+  %t40_b3223 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
+  %t40_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_3, align 64
+  %688 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a3222, <16 x float> %t40_b3223, <16 x float> %t40_c3_3)
+  store <16 x float> %688, ptr %fc1_weight_grad.t40_c3_3, align 64
+  %689 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %690 = add nsw i64 %689, 4
+  %691 = add nsw i64 19088, %690
+  %692 = mul nsw i64 %fc1_weight_grad.k41191, 10
+  %693 = add nsw i64 %691, %692
+  %arena224 = getelementptr inbounds float, ptr %arena, i64 %693
+  %694 = load float, ptr %arena224, align 4
+  %695 = insertelement <16 x float> undef, float %694, i32 0
+  %696 = shufflevector <16 x float> %695, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %696, ptr %fc1_weight_grad.t40_a4, align 64
+  %t40_a4 = load <16 x float>, ptr %fc1_weight_grad.t40_a4, align 64
+  %t40_b0225 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
+  %t40_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_0, align 64
+  %697 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a4, <16 x float> %t40_b0225, <16 x float> %t40_c4_0)
+  store <16 x float> %697, ptr %fc1_weight_grad.t40_c4_0, align 64
+  %t40_a4226 = load <16 x float>, ptr %fc1_weight_grad.t40_a4, align 64
+  %t40_b1227 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
+  %t40_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_1, align 64
+  %698 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a4226, <16 x float> %t40_b1227, <16 x float> %t40_c4_1)
+  store <16 x float> %698, ptr %fc1_weight_grad.t40_c4_1, align 64
+  %t40_a4228 = load <16 x float>, ptr %fc1_weight_grad.t40_a4, align 64
+  %t40_b2229 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
+  %t40_c4_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_2, align 64
+  %699 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a4228, <16 x float> %t40_b2229, <16 x float> %t40_c4_2)
+  store <16 x float> %699, ptr %fc1_weight_grad.t40_c4_2, align 64
+  %t40_a4230 = load <16 x float>, ptr %fc1_weight_grad.t40_a4, align 64
+  %t40_b3231 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
+  %t40_c4_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_3, align 64
+  %700 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a4230, <16 x float> %t40_b3231, <16 x float> %t40_c4_3)
+  store <16 x float> %700, ptr %fc1_weight_grad.t40_c4_3, align 64
+  %701 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %702 = add nsw i64 %701, 5
+  %703 = add nsw i64 19088, %702
+  %704 = mul nsw i64 %fc1_weight_grad.k41191, 10
+  %705 = add nsw i64 %703, %704
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 %705
+  %706 = load float, ptr %arena232, align 4
+  %707 = insertelement <16 x float> undef, float %706, i32 0
+  %708 = shufflevector <16 x float> %707, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %708, ptr %fc1_weight_grad.t40_a5, align 64
+  %t40_a5 = load <16 x float>, ptr %fc1_weight_grad.t40_a5, align 64
+  %t40_b0233 = load <16 x float>, ptr %fc1_weight_grad.t40_b0, align 64
+  %t40_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_0, align 64
+  %709 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a5, <16 x float> %t40_b0233, <16 x float> %t40_c5_0)
+  store <16 x float> %709, ptr %fc1_weight_grad.t40_c5_0, align 64
+  %t40_a5234 = load <16 x float>, ptr %fc1_weight_grad.t40_a5, align 64
+  %t40_b1235 = load <16 x float>, ptr %fc1_weight_grad.t40_b1, align 64
+  %t40_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_1, align 64
+  %710 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a5234, <16 x float> %t40_b1235, <16 x float> %t40_c5_1)
+  store <16 x float> %710, ptr %fc1_weight_grad.t40_c5_1, align 64
+  %t40_a5236 = load <16 x float>, ptr %fc1_weight_grad.t40_a5, align 64
+  %t40_b2237 = load <16 x float>, ptr %fc1_weight_grad.t40_b2, align 64
+  %t40_c5_2 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_2, align 64
+  %711 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a5236, <16 x float> %t40_b2237, <16 x float> %t40_c5_2)
+  store <16 x float> %711, ptr %fc1_weight_grad.t40_c5_2, align 64
+  %t40_a5238 = load <16 x float>, ptr %fc1_weight_grad.t40_a5, align 64
+  %t40_b3239 = load <16 x float>, ptr %fc1_weight_grad.t40_b3, align 64
+  %t40_c5_3 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_3, align 64
+  %712 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t40_a5238, <16 x float> %t40_b3239, <16 x float> %t40_c5_3)
+  store <16 x float> %712, ptr %fc1_weight_grad.t40_c5_3, align 64
+  %k41.next = add nsw i64 %fc1_weight_grad.k41191, 1
+  %713 = icmp slt i64 %k41.next, 64
+  br i1 %713, label %fc1_weight_grad.k41, label %fc1_weight_grad.k41.end
 
-fc1_weight_grad.k43:                              ; preds = %fc1_weight_grad.k43, %fc1_weight_grad.mb41
-  %fc1_weight_grad.k43336 = phi i64 [ 0, %fc1_weight_grad.mb41 ], [ %k43.next, %fc1_weight_grad.k43 ]
-  %918 = mul nsw i64 %fc1_weight_grad.k43336, 144
-  %919 = add nsw i64 %918, 128
-  %arena337 = getelementptr inbounds float, ptr %arena, i64 %919
-  %920 = load <16 x float>, ptr %arena337, align 4
-  store <16 x float> %920, ptr %fc1_weight_grad.t42_b0, align 64
-  %921 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %922 = add nsw i64 19088, %921
-  %923 = mul nsw i64 %fc1_weight_grad.k43336, 10
-  %924 = add nsw i64 %922, %923
-  %arena338 = getelementptr inbounds float, ptr %arena, i64 %924
-  %925 = load float, ptr %arena338, align 4
-  %926 = insertelement <16 x float> undef, float %925, i32 0
-  %927 = shufflevector <16 x float> %926, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %927, ptr %fc1_weight_grad.t42_a0, align 64
+fc1_weight_grad.k41.end:                          ; preds = %fc1_weight_grad.k41
+  %t40_c0_0240 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_0, align 64
+  %714 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %715 = mul nsw i64 %714, 144
+  %716 = add nsw i64 40, %715
+  %717 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %718 = add nsw i64 %716, %717
+  %grads241 = getelementptr inbounds float, ptr %grads, i64 %718
+  store <16 x float> %t40_c0_0240, ptr %grads241, align 4
+  %t40_c0_1242 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_1, align 64
+  %719 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %720 = mul nsw i64 %719, 144
+  %721 = add nsw i64 40, %720
+  %722 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %723 = add nsw i64 %721, %722
+  %724 = add nsw i64 %723, 16
+  %grads243 = getelementptr inbounds float, ptr %grads, i64 %724
+  store <16 x float> %t40_c0_1242, ptr %grads243, align 4
+  %t40_c0_2244 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_2, align 64
+  %725 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %726 = mul nsw i64 %725, 144
+  %727 = add nsw i64 40, %726
+  %728 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %729 = add nsw i64 %727, %728
+  %730 = add nsw i64 %729, 32
+  %grads245 = getelementptr inbounds float, ptr %grads, i64 %730
+  store <16 x float> %t40_c0_2244, ptr %grads245, align 4
+  %t40_c0_3246 = load <16 x float>, ptr %fc1_weight_grad.t40_c0_3, align 64
+  %731 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %732 = mul nsw i64 %731, 144
+  %733 = add nsw i64 40, %732
+  %734 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %735 = add nsw i64 %733, %734
+  %736 = add nsw i64 %735, 48
+  %grads247 = getelementptr inbounds float, ptr %grads, i64 %736
+  store <16 x float> %t40_c0_3246, ptr %grads247, align 4
+  %t40_c1_0248 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_0, align 64
+  %737 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %738 = add nsw i64 %737, 1
+  %739 = mul nsw i64 %738, 144
+  %740 = add nsw i64 40, %739
+  %741 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %742 = add nsw i64 %740, %741
+  %grads249 = getelementptr inbounds float, ptr %grads, i64 %742
+  store <16 x float> %t40_c1_0248, ptr %grads249, align 4
+  %t40_c1_1250 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_1, align 64
+  %743 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %744 = add nsw i64 %743, 1
+  %745 = mul nsw i64 %744, 144
+  %746 = add nsw i64 40, %745
+  %747 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %748 = add nsw i64 %746, %747
+  %749 = add nsw i64 %748, 16
+  %grads251 = getelementptr inbounds float, ptr %grads, i64 %749
+  store <16 x float> %t40_c1_1250, ptr %grads251, align 4
+  %t40_c1_2252 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_2, align 64
+  %750 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %751 = add nsw i64 %750, 1
+  %752 = mul nsw i64 %751, 144
+  %753 = add nsw i64 40, %752
+  %754 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %755 = add nsw i64 %753, %754
+  %756 = add nsw i64 %755, 32
+  %grads253 = getelementptr inbounds float, ptr %grads, i64 %756
+  store <16 x float> %t40_c1_2252, ptr %grads253, align 4
+  %t40_c1_3254 = load <16 x float>, ptr %fc1_weight_grad.t40_c1_3, align 64
+  %757 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %758 = add nsw i64 %757, 1
+  %759 = mul nsw i64 %758, 144
+  %760 = add nsw i64 40, %759
+  %761 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %762 = add nsw i64 %760, %761
+  %763 = add nsw i64 %762, 48
+  %grads255 = getelementptr inbounds float, ptr %grads, i64 %763
+  store <16 x float> %t40_c1_3254, ptr %grads255, align 4
+  %t40_c2_0256 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_0, align 64
+  %764 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %765 = add nsw i64 %764, 2
+  %766 = mul nsw i64 %765, 144
+  %767 = add nsw i64 40, %766
+  %768 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %769 = add nsw i64 %767, %768
+  %grads257 = getelementptr inbounds float, ptr %grads, i64 %769
+  store <16 x float> %t40_c2_0256, ptr %grads257, align 4
+  %t40_c2_1258 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_1, align 64
+  %770 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %771 = add nsw i64 %770, 2
+  %772 = mul nsw i64 %771, 144
+  %773 = add nsw i64 40, %772
+  %774 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %775 = add nsw i64 %773, %774
+  %776 = add nsw i64 %775, 16
+  %grads259 = getelementptr inbounds float, ptr %grads, i64 %776
+  store <16 x float> %t40_c2_1258, ptr %grads259, align 4
+  %t40_c2_2260 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_2, align 64
+  %777 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %778 = add nsw i64 %777, 2
+  %779 = mul nsw i64 %778, 144
+  %780 = add nsw i64 40, %779
+  %781 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %782 = add nsw i64 %780, %781
+  %783 = add nsw i64 %782, 32
+  %grads261 = getelementptr inbounds float, ptr %grads, i64 %783
+  store <16 x float> %t40_c2_2260, ptr %grads261, align 4
+  %t40_c2_3262 = load <16 x float>, ptr %fc1_weight_grad.t40_c2_3, align 64
+  %784 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %785 = add nsw i64 %784, 2
+  %786 = mul nsw i64 %785, 144
+  %787 = add nsw i64 40, %786
+  %788 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %789 = add nsw i64 %787, %788
+  %790 = add nsw i64 %789, 48
+  %grads263 = getelementptr inbounds float, ptr %grads, i64 %790
+  store <16 x float> %t40_c2_3262, ptr %grads263, align 4
+  %t40_c3_0264 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_0, align 64
+  %791 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %792 = add nsw i64 %791, 3
+  %793 = mul nsw i64 %792, 144
+  %794 = add nsw i64 40, %793
+  %795 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %796 = add nsw i64 %794, %795
+  %grads265 = getelementptr inbounds float, ptr %grads, i64 %796
+  store <16 x float> %t40_c3_0264, ptr %grads265, align 4
+  %t40_c3_1266 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_1, align 64
+  %797 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %798 = add nsw i64 %797, 3
+  %799 = mul nsw i64 %798, 144
+  %800 = add nsw i64 40, %799
+  %801 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %802 = add nsw i64 %800, %801
+  %803 = add nsw i64 %802, 16
+  %grads267 = getelementptr inbounds float, ptr %grads, i64 %803
+  store <16 x float> %t40_c3_1266, ptr %grads267, align 4
+  %t40_c3_2268 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_2, align 64
+  %804 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %805 = add nsw i64 %804, 3
+  %806 = mul nsw i64 %805, 144
+  %807 = add nsw i64 40, %806
+  %808 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %809 = add nsw i64 %807, %808
+  %810 = add nsw i64 %809, 32
+  %grads269 = getelementptr inbounds float, ptr %grads, i64 %810
+  store <16 x float> %t40_c3_2268, ptr %grads269, align 4
+  %t40_c3_3270 = load <16 x float>, ptr %fc1_weight_grad.t40_c3_3, align 64
+  %811 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %812 = add nsw i64 %811, 3
+  %813 = mul nsw i64 %812, 144
+  %814 = add nsw i64 40, %813
+  %815 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %816 = add nsw i64 %814, %815
+  %817 = add nsw i64 %816, 48
+  %grads271 = getelementptr inbounds float, ptr %grads, i64 %817
+  store <16 x float> %t40_c3_3270, ptr %grads271, align 4
+  %t40_c4_0272 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_0, align 64
+  %818 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %819 = add nsw i64 %818, 4
+  %820 = mul nsw i64 %819, 144
+  %821 = add nsw i64 40, %820
+  %822 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %823 = add nsw i64 %821, %822
+  %grads273 = getelementptr inbounds float, ptr %grads, i64 %823
+  store <16 x float> %t40_c4_0272, ptr %grads273, align 4
+  %t40_c4_1274 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_1, align 64
+  %824 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %825 = add nsw i64 %824, 4
+  %826 = mul nsw i64 %825, 144
+  %827 = add nsw i64 40, %826
+  %828 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %829 = add nsw i64 %827, %828
+  %830 = add nsw i64 %829, 16
+  %grads275 = getelementptr inbounds float, ptr %grads, i64 %830
+  store <16 x float> %t40_c4_1274, ptr %grads275, align 4
+  %t40_c4_2276 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_2, align 64
+  %831 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %832 = add nsw i64 %831, 4
+  %833 = mul nsw i64 %832, 144
+  %834 = add nsw i64 40, %833
+  %835 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %836 = add nsw i64 %834, %835
+  %837 = add nsw i64 %836, 32
+  %grads277 = getelementptr inbounds float, ptr %grads, i64 %837
+  store <16 x float> %t40_c4_2276, ptr %grads277, align 4
+  %t40_c4_3278 = load <16 x float>, ptr %fc1_weight_grad.t40_c4_3, align 64
+  %838 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %839 = add nsw i64 %838, 4
+  %840 = mul nsw i64 %839, 144
+  %841 = add nsw i64 40, %840
+  %842 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %843 = add nsw i64 %841, %842
+  %844 = add nsw i64 %843, 48
+  %grads279 = getelementptr inbounds float, ptr %grads, i64 %844
+  store <16 x float> %t40_c4_3278, ptr %grads279, align 4
+  %t40_c5_0280 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_0, align 64
+  %845 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %846 = add nsw i64 %845, 5
+  %847 = mul nsw i64 %846, 144
+  %848 = add nsw i64 40, %847
+  %849 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %850 = add nsw i64 %848, %849
+  %grads281 = getelementptr inbounds float, ptr %grads, i64 %850
+  store <16 x float> %t40_c5_0280, ptr %grads281, align 4
+  %t40_c5_1282 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_1, align 64
+  %851 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %852 = add nsw i64 %851, 5
+  %853 = mul nsw i64 %852, 144
+  %854 = add nsw i64 40, %853
+  %855 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %856 = add nsw i64 %854, %855
+  %857 = add nsw i64 %856, 16
+  %grads283 = getelementptr inbounds float, ptr %grads, i64 %857
+  store <16 x float> %t40_c5_1282, ptr %grads283, align 4
+  %t40_c5_2284 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_2, align 64
+  %858 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %859 = add nsw i64 %858, 5
+  %860 = mul nsw i64 %859, 144
+  %861 = add nsw i64 40, %860
+  %862 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %863 = add nsw i64 %861, %862
+  %864 = add nsw i64 %863, 32
+  %grads285 = getelementptr inbounds float, ptr %grads, i64 %864
+  store <16 x float> %t40_c5_2284, ptr %grads285, align 4
+  %t40_c5_3286 = load <16 x float>, ptr %fc1_weight_grad.t40_c5_3, align 64
+  %865 = mul nsw i64 %fc1_weight_grad.mb39190, 6
+  %866 = add nsw i64 %865, 5
+  %867 = mul nsw i64 %866, 144
+  %868 = add nsw i64 40, %867
+  %869 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %870 = add nsw i64 %868, %869
+  %871 = add nsw i64 %870, 48
+  %grads287 = getelementptr inbounds float, ptr %grads, i64 %871
+  store <16 x float> %t40_c5_3286, ptr %grads287, align 4
+  %mb39.next = add nsw i64 %fc1_weight_grad.mb39190, 1
+  %872 = icmp slt i64 %mb39.next, 1
+  br i1 %872, label %fc1_weight_grad.mb39, label %fc1_weight_grad.mb39.end
+
+fc1_weight_grad.k43:                              ; preds = %fc1_weight_grad.k43, %fc1_weight_grad.mb39.end
+  %fc1_weight_grad.k43288 = phi i64 [ 0, %fc1_weight_grad.mb39.end ], [ %k43.next, %fc1_weight_grad.k43 ]
+  %873 = mul nsw i64 %fc1_weight_grad.k43288, 144
+  %874 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %875 = add nsw i64 %873, %874
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 %875
+  %876 = load <16 x float>, ptr %arena289, align 4
+  store <16 x float> %876, ptr %fc1_weight_grad.t42_b0, align 64
+  %877 = mul nsw i64 %fc1_weight_grad.k43288, 144
+  %878 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %879 = add nsw i64 %877, %878
+  %880 = add nsw i64 %879, 16
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 %880
+  %881 = load <16 x float>, ptr %arena290, align 4
+  store <16 x float> %881, ptr %fc1_weight_grad.t42_b1, align 64
+  %882 = mul nsw i64 %fc1_weight_grad.k43288, 144
+  %883 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %884 = add nsw i64 %882, %883
+  %885 = add nsw i64 %884, 32
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 %885
+  %886 = load <16 x float>, ptr %arena291, align 4
+  store <16 x float> %886, ptr %fc1_weight_grad.t42_b2, align 64
+  %887 = mul nsw i64 %fc1_weight_grad.k43288, 144
+  %888 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %889 = add nsw i64 %887, %888
+  %890 = add nsw i64 %889, 48
+  %arena292 = getelementptr inbounds float, ptr %arena, i64 %890
+  %891 = load <16 x float>, ptr %arena292, align 4
+  store <16 x float> %891, ptr %fc1_weight_grad.t42_b3, align 64
+  %892 = mul nsw i64 %fc1_weight_grad.k43288, 10
+  %893 = add nsw i64 19094, %892
+  %arena293 = getelementptr inbounds float, ptr %arena, i64 %893
+  %894 = load float, ptr %arena293, align 4
+  %895 = insertelement <16 x float> undef, float %894, i32 0
+  %896 = shufflevector <16 x float> %895, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %896, ptr %fc1_weight_grad.t42_a0, align 64
   %t42_a0 = load <16 x float>, ptr %fc1_weight_grad.t42_a0, align 64
   %t42_b0 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
   %t42_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_0, align 64
-  %928 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a0, <16 x float> %t42_b0, <16 x float> %t42_c0_0)
-  store <16 x float> %928, ptr %fc1_weight_grad.t42_c0_0, align 64
-  %929 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %930 = add nsw i64 %929, 1
-  %931 = add nsw i64 19088, %930
-  %932 = mul nsw i64 %fc1_weight_grad.k43336, 10
-  %933 = add nsw i64 %931, %932
-  %arena339 = getelementptr inbounds float, ptr %arena, i64 %933
-  %934 = load float, ptr %arena339, align 4
-  %935 = insertelement <16 x float> undef, float %934, i32 0
-  %936 = shufflevector <16 x float> %935, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %936, ptr %fc1_weight_grad.t42_a1, align 64
+  %897 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a0, <16 x float> %t42_b0, <16 x float> %t42_c0_0)
+  store <16 x float> %897, ptr %fc1_weight_grad.t42_c0_0, align 64
+  %t42_a0294 = load <16 x float>, ptr %fc1_weight_grad.t42_a0, align 64
+  %t42_b1 = load <16 x float>, ptr %fc1_weight_grad.t42_b1, align 64
+  %t42_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_1, align 64
+  %898 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a0294, <16 x float> %t42_b1, <16 x float> %t42_c0_1)
+  store <16 x float> %898, ptr %fc1_weight_grad.t42_c0_1, align 64
+  %t42_a0295 = load <16 x float>, ptr %fc1_weight_grad.t42_a0, align 64
+  %t42_b2 = load <16 x float>, ptr %fc1_weight_grad.t42_b2, align 64
+  %t42_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_2, align 64
+  %899 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a0295, <16 x float> %t42_b2, <16 x float> %t42_c0_2)
+  store <16 x float> %899, ptr %fc1_weight_grad.t42_c0_2, align 64
+  %t42_a0296 = load <16 x float>, ptr %fc1_weight_grad.t42_a0, align 64
+  %t42_b3 = load <16 x float>, ptr %fc1_weight_grad.t42_b3, align 64
+  %t42_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_3, align 64
+  %900 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a0296, <16 x float> %t42_b3, <16 x float> %t42_c0_3)
+  store <16 x float> %900, ptr %fc1_weight_grad.t42_c0_3, align 64
+  %901 = mul nsw i64 %fc1_weight_grad.k43288, 10
+  %902 = add nsw i64 19095, %901
+  %arena297 = getelementptr inbounds float, ptr %arena, i64 %902
+  %903 = load float, ptr %arena297, align 4
+  %904 = insertelement <16 x float> undef, float %903, i32 0
+  %905 = shufflevector <16 x float> %904, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %905, ptr %fc1_weight_grad.t42_a1, align 64
   %t42_a1 = load <16 x float>, ptr %fc1_weight_grad.t42_a1, align 64
-  %t42_b0340 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_b0298 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
   %t42_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_0, align 64
-  %937 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a1, <16 x float> %t42_b0340, <16 x float> %t42_c1_0)
-  store <16 x float> %937, ptr %fc1_weight_grad.t42_c1_0, align 64
-  %938 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %939 = add nsw i64 %938, 2
-  %940 = add nsw i64 19088, %939
-  %941 = mul nsw i64 %fc1_weight_grad.k43336, 10
-  %942 = add nsw i64 %940, %941
-  %arena341 = getelementptr inbounds float, ptr %arena, i64 %942
-  %943 = load float, ptr %arena341, align 4
-  %944 = insertelement <16 x float> undef, float %943, i32 0
-  %945 = shufflevector <16 x float> %944, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %945, ptr %fc1_weight_grad.t42_a2, align 64
+  %906 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a1, <16 x float> %t42_b0298, <16 x float> %t42_c1_0)
+  store <16 x float> %906, ptr %fc1_weight_grad.t42_c1_0, align 64
+  %t42_a1299 = load <16 x float>, ptr %fc1_weight_grad.t42_a1, align 64
+  %t42_b1300 = load <16 x float>, ptr %fc1_weight_grad.t42_b1, align 64
+  %t42_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_1, align 64
+  %907 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a1299, <16 x float> %t42_b1300, <16 x float> %t42_c1_1)
+  store <16 x float> %907, ptr %fc1_weight_grad.t42_c1_1, align 64
+  %t42_a1301 = load <16 x float>, ptr %fc1_weight_grad.t42_a1, align 64
+  %t42_b2302 = load <16 x float>, ptr %fc1_weight_grad.t42_b2, align 64
+  %t42_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_2, align 64
+  %908 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a1301, <16 x float> %t42_b2302, <16 x float> %t42_c1_2)
+  store <16 x float> %908, ptr %fc1_weight_grad.t42_c1_2, align 64
+  %t42_a1303 = load <16 x float>, ptr %fc1_weight_grad.t42_a1, align 64
+  %t42_b3304 = load <16 x float>, ptr %fc1_weight_grad.t42_b3, align 64
+  %t42_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_3, align 64
+  %909 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a1303, <16 x float> %t42_b3304, <16 x float> %t42_c1_3)
+  store <16 x float> %909, ptr %fc1_weight_grad.t42_c1_3, align 64
+  %910 = mul nsw i64 %fc1_weight_grad.k43288, 10
+  %911 = add nsw i64 19096, %910
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %911
+  %912 = load float, ptr %arena305, align 4
+  %913 = insertelement <16 x float> undef, float %912, i32 0
+  %914 = shufflevector <16 x float> %913, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %914, ptr %fc1_weight_grad.t42_a2, align 64
   %t42_a2 = load <16 x float>, ptr %fc1_weight_grad.t42_a2, align 64
-  %t42_b0342 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_b0306 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
   %t42_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_0, align 64
-  %946 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a2, <16 x float> %t42_b0342, <16 x float> %t42_c2_0)
-  store <16 x float> %946, ptr %fc1_weight_grad.t42_c2_0, align 64
-  %947 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %948 = add nsw i64 %947, 3
-  %949 = add nsw i64 19088, %948
-  %950 = mul nsw i64 %fc1_weight_grad.k43336, 10
-  %951 = add nsw i64 %949, %950
-  %arena343 = getelementptr inbounds float, ptr %arena, i64 %951
-  %952 = load float, ptr %arena343, align 4
-  %953 = insertelement <16 x float> undef, float %952, i32 0
-  %954 = shufflevector <16 x float> %953, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %954, ptr %fc1_weight_grad.t42_a3, align 64
+  %915 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a2, <16 x float> %t42_b0306, <16 x float> %t42_c2_0)
+  store <16 x float> %915, ptr %fc1_weight_grad.t42_c2_0, align 64
+  %t42_a2307 = load <16 x float>, ptr %fc1_weight_grad.t42_a2, align 64
+  %t42_b1308 = load <16 x float>, ptr %fc1_weight_grad.t42_b1, align 64
+  %t42_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_1, align 64
+  %916 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a2307, <16 x float> %t42_b1308, <16 x float> %t42_c2_1)
+  store <16 x float> %916, ptr %fc1_weight_grad.t42_c2_1, align 64
+  %t42_a2309 = load <16 x float>, ptr %fc1_weight_grad.t42_a2, align 64
+  %t42_b2310 = load <16 x float>, ptr %fc1_weight_grad.t42_b2, align 64
+  %t42_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_2, align 64
+  %917 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a2309, <16 x float> %t42_b2310, <16 x float> %t42_c2_2)
+  store <16 x float> %917, ptr %fc1_weight_grad.t42_c2_2, align 64
+  %t42_a2311 = load <16 x float>, ptr %fc1_weight_grad.t42_a2, align 64
+  %t42_b3312 = load <16 x float>, ptr %fc1_weight_grad.t42_b3, align 64
+  %t42_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_3, align 64
+  %918 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a2311, <16 x float> %t42_b3312, <16 x float> %t42_c2_3)
+  store <16 x float> %918, ptr %fc1_weight_grad.t42_c2_3, align 64
+  %919 = mul nsw i64 %fc1_weight_grad.k43288, 10
+  %920 = add nsw i64 19097, %919
+  %arena313 = getelementptr inbounds float, ptr %arena, i64 %920
+  %921 = load float, ptr %arena313, align 4
+  %922 = insertelement <16 x float> undef, float %921, i32 0
+  %923 = shufflevector <16 x float> %922, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %923, ptr %fc1_weight_grad.t42_a3, align 64
   %t42_a3 = load <16 x float>, ptr %fc1_weight_grad.t42_a3, align 64
-  %t42_b0344 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
+  %t42_b0314 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
   %t42_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_0, align 64
-  %955 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a3, <16 x float> %t42_b0344, <16 x float> %t42_c3_0)
-  store <16 x float> %955, ptr %fc1_weight_grad.t42_c3_0, align 64
-  %956 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %957 = add nsw i64 %956, 4
-  %958 = add nsw i64 19088, %957
-  %959 = mul nsw i64 %fc1_weight_grad.k43336, 10
-  %960 = add nsw i64 %958, %959
-  %arena345 = getelementptr inbounds float, ptr %arena, i64 %960
-  %961 = load float, ptr %arena345, align 4
-  %962 = insertelement <16 x float> undef, float %961, i32 0
-  %963 = shufflevector <16 x float> %962, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %963, ptr %fc1_weight_grad.t42_a4, align 64
-  %t42_a4 = load <16 x float>, ptr %fc1_weight_grad.t42_a4, align 64
-  %t42_b0346 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
-  %t42_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c4_0, align 64
-  %964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a4, <16 x float> %t42_b0346, <16 x float> %t42_c4_0)
-  store <16 x float> %964, ptr %fc1_weight_grad.t42_c4_0, align 64
-  %965 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %966 = add nsw i64 %965, 5
-  %967 = add nsw i64 19088, %966
-  %968 = mul nsw i64 %fc1_weight_grad.k43336, 10
-  %969 = add nsw i64 %967, %968
-  %arena347 = getelementptr inbounds float, ptr %arena, i64 %969
-  %970 = load float, ptr %arena347, align 4
-  %971 = insertelement <16 x float> undef, float %970, i32 0
-  %972 = shufflevector <16 x float> %971, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %972, ptr %fc1_weight_grad.t42_a5, align 64
-  %t42_a5 = load <16 x float>, ptr %fc1_weight_grad.t42_a5, align 64
-  %t42_b0348 = load <16 x float>, ptr %fc1_weight_grad.t42_b0, align 64
-  %t42_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t42_c5_0, align 64
-  %973 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a5, <16 x float> %t42_b0348, <16 x float> %t42_c5_0)
-  store <16 x float> %973, ptr %fc1_weight_grad.t42_c5_0, align 64
-  %k43.next = add nsw i64 %fc1_weight_grad.k43336, 1
-  %974 = icmp slt i64 %k43.next, 64
-  br i1 %974, label %fc1_weight_grad.k43, label %fc1_weight_grad.k43.end
+  %924 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a3, <16 x float> %t42_b0314, <16 x float> %t42_c3_0)
+  store <16 x float> %924, ptr %fc1_weight_grad.t42_c3_0, align 64
+  %t42_a3315 = load <16 x float>, ptr %fc1_weight_grad.t42_a3, align 64
+  %t42_b1316 = load <16 x float>, ptr %fc1_weight_grad.t42_b1, align 64
+  %t42_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_1, align 64
+  %925 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a3315, <16 x float> %t42_b1316, <16 x float> %t42_c3_1)
+  store <16 x float> %925, ptr %fc1_weight_grad.t42_c3_1, align 64
+  %t42_a3317 = load <16 x float>, ptr %fc1_weight_grad.t42_a3, align 64
+  %t42_b2318 = load <16 x float>, ptr %fc1_weight_grad.t42_b2, align 64
+  %t42_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_2, align 64
+  %926 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a3317, <16 x float> %t42_b2318, <16 x float> %t42_c3_2)
+  store <16 x float> %926, ptr %fc1_weight_grad.t42_c3_2, align 64
+  %t42_a3319 = load <16 x float>, ptr %fc1_weight_grad.t42_a3, align 64
+  %t42_b3320 = load <16 x float>, ptr %fc1_weight_grad.t42_b3, align 64
+  %t42_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_3, align 64
+  %927 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t42_a3319, <16 x float> %t42_b3320, <16 x float> %t42_c3_3)
+  store <16 x float> %927, ptr %fc1_weight_grad.t42_c3_3, align 64
+  %k43.next = add nsw i64 %fc1_weight_grad.k43288, 1
+  %928 = icmp slt i64 %k43.next, 64
+  br i1 %928, label %fc1_weight_grad.k43, label %fc1_weight_grad.k43.end
 
 fc1_weight_grad.k43.end:                          ; preds = %fc1_weight_grad.k43
-  %t42_c0_0349 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_0, align 64
-  %975 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %976 = mul nsw i64 %975, 144
-  %977 = add nsw i64 40, %976
-  %978 = add nsw i64 %977, 128
-  %grads350 = getelementptr inbounds float, ptr %grads, i64 %978
-  store <16 x float> %t42_c0_0349, ptr %grads350, align 4
-  %t42_c1_0351 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_0, align 64
-  %979 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %980 = add nsw i64 %979, 1
-  %981 = mul nsw i64 %980, 144
-  %982 = add nsw i64 40, %981
-  %983 = add nsw i64 %982, 128
-  %grads352 = getelementptr inbounds float, ptr %grads, i64 %983
-  store <16 x float> %t42_c1_0351, ptr %grads352, align 4
-  %t42_c2_0353 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_0, align 64
-  %984 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %985 = add nsw i64 %984, 2
-  %986 = mul nsw i64 %985, 144
-  %987 = add nsw i64 40, %986
-  %988 = add nsw i64 %987, 128
-  %grads354 = getelementptr inbounds float, ptr %grads, i64 %988
-  store <16 x float> %t42_c2_0353, ptr %grads354, align 4
-  %t42_c3_0355 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_0, align 64
-  %989 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %990 = add nsw i64 %989, 3
-  %991 = mul nsw i64 %990, 144
-  %992 = add nsw i64 40, %991
-  %993 = add nsw i64 %992, 128
-  %grads356 = getelementptr inbounds float, ptr %grads, i64 %993
-  store <16 x float> %t42_c3_0355, ptr %grads356, align 4
-  %t42_c4_0357 = load <16 x float>, ptr %fc1_weight_grad.t42_c4_0, align 64
-  %994 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %995 = add nsw i64 %994, 4
-  %996 = mul nsw i64 %995, 144
-  %997 = add nsw i64 40, %996
-  %998 = add nsw i64 %997, 128
-  %grads358 = getelementptr inbounds float, ptr %grads, i64 %998
-  store <16 x float> %t42_c4_0357, ptr %grads358, align 4
-  %t42_c5_0359 = load <16 x float>, ptr %fc1_weight_grad.t42_c5_0, align 64
-  %999 = mul nsw i64 %fc1_weight_grad.mb41335, 6
-  %1000 = add nsw i64 %999, 5
-  %1001 = mul nsw i64 %1000, 144
-  %1002 = add nsw i64 40, %1001
-  %1003 = add nsw i64 %1002, 128
-  %grads360 = getelementptr inbounds float, ptr %grads, i64 %1003
-  store <16 x float> %t42_c5_0359, ptr %grads360, align 4
-  %mb41.next = add nsw i64 %fc1_weight_grad.mb41335, 1
-  %1004 = icmp slt i64 %mb41.next, 1
-  br i1 %1004, label %fc1_weight_grad.mb41, label %fc1_weight_grad.mb41.end
+  %t42_c0_0321 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_0, align 64
+  %929 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %930 = add nsw i64 904, %929
+  %grads322 = getelementptr inbounds float, ptr %grads, i64 %930
+  store <16 x float> %t42_c0_0321, ptr %grads322, align 4
+  %t42_c0_1323 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_1, align 64
+  %931 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %932 = add nsw i64 904, %931
+  %933 = add nsw i64 %932, 16
+  %grads324 = getelementptr inbounds float, ptr %grads, i64 %933
+  store <16 x float> %t42_c0_1323, ptr %grads324, align 4
+  %t42_c0_2325 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_2, align 64
+  %934 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %935 = add nsw i64 904, %934
+  %936 = add nsw i64 %935, 32
+  %grads326 = getelementptr inbounds float, ptr %grads, i64 %936
+  store <16 x float> %t42_c0_2325, ptr %grads326, align 4
+  %t42_c0_3327 = load <16 x float>, ptr %fc1_weight_grad.t42_c0_3, align 64
+  %937 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %938 = add nsw i64 904, %937
+  %939 = add nsw i64 %938, 48
+  %grads328 = getelementptr inbounds float, ptr %grads, i64 %939
+  store <16 x float> %t42_c0_3327, ptr %grads328, align 4
+  %t42_c1_0329 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_0, align 64
+  %940 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %941 = add nsw i64 1048, %940
+  %grads330 = getelementptr inbounds float, ptr %grads, i64 %941
+  store <16 x float> %t42_c1_0329, ptr %grads330, align 4
+  %t42_c1_1331 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_1, align 64
+  %942 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %943 = add nsw i64 1048, %942
+  %944 = add nsw i64 %943, 16
+  %grads332 = getelementptr inbounds float, ptr %grads, i64 %944
+  store <16 x float> %t42_c1_1331, ptr %grads332, align 4
+  %t42_c1_2333 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_2, align 64
+  %945 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %946 = add nsw i64 1048, %945
+  %947 = add nsw i64 %946, 32
+  %grads334 = getelementptr inbounds float, ptr %grads, i64 %947
+  store <16 x float> %t42_c1_2333, ptr %grads334, align 4
+  %t42_c1_3335 = load <16 x float>, ptr %fc1_weight_grad.t42_c1_3, align 64
+  %948 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %949 = add nsw i64 1048, %948
+  %950 = add nsw i64 %949, 48
+  %grads336 = getelementptr inbounds float, ptr %grads, i64 %950
+  store <16 x float> %t42_c1_3335, ptr %grads336, align 4
+  %t42_c2_0337 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_0, align 64
+  %951 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %952 = add nsw i64 1192, %951
+  %grads338 = getelementptr inbounds float, ptr %grads, i64 %952
+  store <16 x float> %t42_c2_0337, ptr %grads338, align 4
+  %t42_c2_1339 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_1, align 64
+  %953 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %954 = add nsw i64 1192, %953
+  %955 = add nsw i64 %954, 16
+  %grads340 = getelementptr inbounds float, ptr %grads, i64 %955
+  store <16 x float> %t42_c2_1339, ptr %grads340, align 4
+  %t42_c2_2341 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_2, align 64
+  %956 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %957 = add nsw i64 1192, %956
+  %958 = add nsw i64 %957, 32
+  %grads342 = getelementptr inbounds float, ptr %grads, i64 %958
+  store <16 x float> %t42_c2_2341, ptr %grads342, align 4
+  %t42_c2_3343 = load <16 x float>, ptr %fc1_weight_grad.t42_c2_3, align 64
+  %959 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %960 = add nsw i64 1192, %959
+  %961 = add nsw i64 %960, 48
+  %grads344 = getelementptr inbounds float, ptr %grads, i64 %961
+  store <16 x float> %t42_c2_3343, ptr %grads344, align 4
+  %t42_c3_0345 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_0, align 64
+  %962 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %963 = add nsw i64 1336, %962
+  %grads346 = getelementptr inbounds float, ptr %grads, i64 %963
+  store <16 x float> %t42_c3_0345, ptr %grads346, align 4
+  %t42_c3_1347 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_1, align 64
+  %964 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %965 = add nsw i64 1336, %964
+  %966 = add nsw i64 %965, 16
+  %grads348 = getelementptr inbounds float, ptr %grads, i64 %966
+  store <16 x float> %t42_c3_1347, ptr %grads348, align 4
+  %t42_c3_2349 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_2, align 64
+  %967 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %968 = add nsw i64 1336, %967
+  %969 = add nsw i64 %968, 32
+  %grads350 = getelementptr inbounds float, ptr %grads, i64 %969
+  store <16 x float> %t42_c3_2349, ptr %grads350, align 4
+  %t42_c3_3351 = load <16 x float>, ptr %fc1_weight_grad.t42_c3_3, align 64
+  %970 = mul nsw i64 %fc1_weight_grad.nb38189, 64
+  %971 = add nsw i64 1336, %970
+  %972 = add nsw i64 %971, 48
+  %grads352 = getelementptr inbounds float, ptr %grads, i64 %972
+  store <16 x float> %t42_c3_3351, ptr %grads352, align 4
+  %nb38.next = add nsw i64 %fc1_weight_grad.nb38189, 1
+  %973 = icmp slt i64 %nb38.next, 2
+  br i1 %973, label %fc1_weight_grad.nb38, label %fc1_weight_grad.nb38.end
 
-fc1_weight_grad.k45:                              ; preds = %fc1_weight_grad.k45, %fc1_weight_grad.mb41.end
-  %fc1_weight_grad.k45361 = phi i64 [ 0, %fc1_weight_grad.mb41.end ], [ %k45.next, %fc1_weight_grad.k45 ]
-  %1005 = mul nsw i64 %fc1_weight_grad.k45361, 144
-  %1006 = add nsw i64 %1005, 128
-  %arena362 = getelementptr inbounds float, ptr %arena, i64 %1006
-  %1007 = load <16 x float>, ptr %arena362, align 4
-  store <16 x float> %1007, ptr %fc1_weight_grad.t44_b0, align 64
-  %1008 = mul nsw i64 %fc1_weight_grad.k45361, 10
-  %1009 = add nsw i64 19094, %1008
-  %arena363 = getelementptr inbounds float, ptr %arena, i64 %1009
-  %1010 = load float, ptr %arena363, align 4
-  %1011 = insertelement <16 x float> undef, float %1010, i32 0
-  %1012 = shufflevector <16 x float> %1011, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1012, ptr %fc1_weight_grad.t44_a0, align 64
-  %t44_a0 = load <16 x float>, ptr %fc1_weight_grad.t44_a0, align 64
-  %t44_b0 = load <16 x float>, ptr %fc1_weight_grad.t44_b0, align 64
-  %t44_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t44_c0_0, align 64
-  %1013 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a0, <16 x float> %t44_b0, <16 x float> %t44_c0_0)
-  store <16 x float> %1013, ptr %fc1_weight_grad.t44_c0_0, align 64
-  %1014 = mul nsw i64 %fc1_weight_grad.k45361, 10
-  %1015 = add nsw i64 19095, %1014
-  %arena364 = getelementptr inbounds float, ptr %arena, i64 %1015
-  %1016 = load float, ptr %arena364, align 4
-  %1017 = insertelement <16 x float> undef, float %1016, i32 0
-  %1018 = shufflevector <16 x float> %1017, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1018, ptr %fc1_weight_grad.t44_a1, align 64
-  %t44_a1 = load <16 x float>, ptr %fc1_weight_grad.t44_a1, align 64
-  %t44_b0365 = load <16 x float>, ptr %fc1_weight_grad.t44_b0, align 64
-  %t44_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t44_c1_0, align 64
-  %1019 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a1, <16 x float> %t44_b0365, <16 x float> %t44_c1_0)
-  store <16 x float> %1019, ptr %fc1_weight_grad.t44_c1_0, align 64
-  %1020 = mul nsw i64 %fc1_weight_grad.k45361, 10
-  %1021 = add nsw i64 19096, %1020
-  %arena366 = getelementptr inbounds float, ptr %arena, i64 %1021
-  %1022 = load float, ptr %arena366, align 4
-  %1023 = insertelement <16 x float> undef, float %1022, i32 0
-  %1024 = shufflevector <16 x float> %1023, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1024, ptr %fc1_weight_grad.t44_a2, align 64
-  %t44_a2 = load <16 x float>, ptr %fc1_weight_grad.t44_a2, align 64
-  %t44_b0367 = load <16 x float>, ptr %fc1_weight_grad.t44_b0, align 64
-  %t44_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t44_c2_0, align 64
-  %1025 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a2, <16 x float> %t44_b0367, <16 x float> %t44_c2_0)
-  store <16 x float> %1025, ptr %fc1_weight_grad.t44_c2_0, align 64
-  %1026 = mul nsw i64 %fc1_weight_grad.k45361, 10
-  %1027 = add nsw i64 19097, %1026
-  %arena368 = getelementptr inbounds float, ptr %arena, i64 %1027
-  %1028 = load float, ptr %arena368, align 4
-  %1029 = insertelement <16 x float> undef, float %1028, i32 0
-  %1030 = shufflevector <16 x float> %1029, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1030, ptr %fc1_weight_grad.t44_a3, align 64
-  %t44_a3 = load <16 x float>, ptr %fc1_weight_grad.t44_a3, align 64
-  %t44_b0369 = load <16 x float>, ptr %fc1_weight_grad.t44_b0, align 64
-  %t44_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t44_c3_0, align 64
-  %1031 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a3, <16 x float> %t44_b0369, <16 x float> %t44_c3_0)
-  store <16 x float> %1031, ptr %fc1_weight_grad.t44_c3_0, align 64
-  %k45.next = add nsw i64 %fc1_weight_grad.k45361, 1
-  %1032 = icmp slt i64 %k45.next, 64
-  br i1 %1032, label %fc1_weight_grad.k45, label %fc1_weight_grad.k45.end
+fc1_weight_grad.mb44:                             ; preds = %fc1_weight_grad.k46.end, %fc1_weight_grad.nb38.end
+  %fc1_weight_grad.mb44353 = phi i64 [ 0, %fc1_weight_grad.nb38.end ], [ %mb44.next, %fc1_weight_grad.k46.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t45_c5_0, align 64
+  br label %fc1_weight_grad.k46
 
-fc1_weight_grad.k45.end:                          ; preds = %fc1_weight_grad.k45
-  %t44_c0_0370 = load <16 x float>, ptr %fc1_weight_grad.t44_c0_0, align 64
-  %grads371 = getelementptr inbounds float, ptr %grads, i64 1032
-  store <16 x float> %t44_c0_0370, ptr %grads371, align 4
-  %t44_c1_0372 = load <16 x float>, ptr %fc1_weight_grad.t44_c1_0, align 64
-  %grads373 = getelementptr inbounds float, ptr %grads, i64 1176
-  store <16 x float> %t44_c1_0372, ptr %grads373, align 4
-  %t44_c2_0374 = load <16 x float>, ptr %fc1_weight_grad.t44_c2_0, align 64
-  %grads375 = getelementptr inbounds float, ptr %grads, i64 1320
-  store <16 x float> %t44_c2_0374, ptr %grads375, align 4
-  %t44_c3_0376 = load <16 x float>, ptr %fc1_weight_grad.t44_c3_0, align 64
-  %grads377 = getelementptr inbounds float, ptr %grads, i64 1464
-  store <16 x float> %t44_c3_0376, ptr %grads377, align 4
-  br label %fc1_bias_grad.u46
+fc1_weight_grad.mb44.end:                         ; preds = %fc1_weight_grad.k46.end
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t47_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t47_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t47_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t47_c3_0, align 64
+  br label %fc1_weight_grad.k48
 
-fc1_bias_grad.u46:                                ; preds = %fc1_bias_grad.n48.end, %fc1_weight_grad.k45.end
-  %fc1_bias_grad.u46378 = phi i64 [ 0, %fc1_weight_grad.k45.end ], [ %u46.next, %fc1_bias_grad.n48.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc47, align 4
-  br label %fc1_bias_grad.n48
+fc1_weight_grad.k46:                              ; preds = %fc1_weight_grad.k46, %fc1_weight_grad.mb44
+  %fc1_weight_grad.k46354 = phi i64 [ 0, %fc1_weight_grad.mb44 ], [ %k46.next, %fc1_weight_grad.k46 ]
+  %974 = mul nsw i64 %fc1_weight_grad.k46354, 144
+  %975 = add nsw i64 %974, 128
+  %arena355 = getelementptr inbounds float, ptr %arena, i64 %975
+  %976 = load <16 x float>, ptr %arena355, align 4
+  store <16 x float> %976, ptr %fc1_weight_grad.t45_b0, align 64
+  %977 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %978 = add nsw i64 19088, %977
+  %979 = mul nsw i64 %fc1_weight_grad.k46354, 10
+  %980 = add nsw i64 %978, %979
+  %arena356 = getelementptr inbounds float, ptr %arena, i64 %980
+  %981 = load float, ptr %arena356, align 4
+  %982 = insertelement <16 x float> undef, float %981, i32 0
+  %983 = shufflevector <16 x float> %982, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %983, ptr %fc1_weight_grad.t45_a0, align 64
+  %t45_a0 = load <16 x float>, ptr %fc1_weight_grad.t45_a0, align 64
+  %t45_b0 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
+  %t45_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c0_0, align 64
+  %984 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a0, <16 x float> %t45_b0, <16 x float> %t45_c0_0)
+  store <16 x float> %984, ptr %fc1_weight_grad.t45_c0_0, align 64
+  %985 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %986 = add nsw i64 %985, 1
+  %987 = add nsw i64 19088, %986
+  %988 = mul nsw i64 %fc1_weight_grad.k46354, 10
+  %989 = add nsw i64 %987, %988
+  %arena357 = getelementptr inbounds float, ptr %arena, i64 %989
+  %990 = load float, ptr %arena357, align 4
+  %991 = insertelement <16 x float> undef, float %990, i32 0
+  %992 = shufflevector <16 x float> %991, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %992, ptr %fc1_weight_grad.t45_a1, align 64
+  %t45_a1 = load <16 x float>, ptr %fc1_weight_grad.t45_a1, align 64
+  %t45_b0358 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
+  %t45_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c1_0, align 64
+  %993 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a1, <16 x float> %t45_b0358, <16 x float> %t45_c1_0)
+  store <16 x float> %993, ptr %fc1_weight_grad.t45_c1_0, align 64
+  %994 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %995 = add nsw i64 %994, 2
+  %996 = add nsw i64 19088, %995
+  %997 = mul nsw i64 %fc1_weight_grad.k46354, 10
+  %998 = add nsw i64 %996, %997
+  %arena359 = getelementptr inbounds float, ptr %arena, i64 %998
+  %999 = load float, ptr %arena359, align 4
+  %1000 = insertelement <16 x float> undef, float %999, i32 0
+  %1001 = shufflevector <16 x float> %1000, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1001, ptr %fc1_weight_grad.t45_a2, align 64
+  %t45_a2 = load <16 x float>, ptr %fc1_weight_grad.t45_a2, align 64
+  %t45_b0360 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
+  %t45_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c2_0, align 64
+  %1002 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a2, <16 x float> %t45_b0360, <16 x float> %t45_c2_0)
+  store <16 x float> %1002, ptr %fc1_weight_grad.t45_c2_0, align 64
+  %1003 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %1004 = add nsw i64 %1003, 3
+  %1005 = add nsw i64 19088, %1004
+  %1006 = mul nsw i64 %fc1_weight_grad.k46354, 10
+  %1007 = add nsw i64 %1005, %1006
+  %arena361 = getelementptr inbounds float, ptr %arena, i64 %1007
+  %1008 = load float, ptr %arena361, align 4
+  %1009 = insertelement <16 x float> undef, float %1008, i32 0
+  %1010 = shufflevector <16 x float> %1009, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1010, ptr %fc1_weight_grad.t45_a3, align 64
+  %t45_a3 = load <16 x float>, ptr %fc1_weight_grad.t45_a3, align 64
+  %t45_b0362 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
+  %t45_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c3_0, align 64
+  %1011 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a3, <16 x float> %t45_b0362, <16 x float> %t45_c3_0)
+  store <16 x float> %1011, ptr %fc1_weight_grad.t45_c3_0, align 64
+  %1012 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %1013 = add nsw i64 %1012, 4
+  %1014 = add nsw i64 19088, %1013
+  %1015 = mul nsw i64 %fc1_weight_grad.k46354, 10
+  %1016 = add nsw i64 %1014, %1015
+  %arena363 = getelementptr inbounds float, ptr %arena, i64 %1016
+  %1017 = load float, ptr %arena363, align 4
+  %1018 = insertelement <16 x float> undef, float %1017, i32 0
+  %1019 = shufflevector <16 x float> %1018, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1019, ptr %fc1_weight_grad.t45_a4, align 64
+  %t45_a4 = load <16 x float>, ptr %fc1_weight_grad.t45_a4, align 64
+  %t45_b0364 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
+  %t45_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c4_0, align 64
+  %1020 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a4, <16 x float> %t45_b0364, <16 x float> %t45_c4_0)
+  store <16 x float> %1020, ptr %fc1_weight_grad.t45_c4_0, align 64
+  %1021 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %1022 = add nsw i64 %1021, 5
+  %1023 = add nsw i64 19088, %1022
+  %1024 = mul nsw i64 %fc1_weight_grad.k46354, 10
+  %1025 = add nsw i64 %1023, %1024
+  %arena365 = getelementptr inbounds float, ptr %arena, i64 %1025
+  %1026 = load float, ptr %arena365, align 4
+  %1027 = insertelement <16 x float> undef, float %1026, i32 0
+  %1028 = shufflevector <16 x float> %1027, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1028, ptr %fc1_weight_grad.t45_a5, align 64
+  %t45_a5 = load <16 x float>, ptr %fc1_weight_grad.t45_a5, align 64
+  %t45_b0366 = load <16 x float>, ptr %fc1_weight_grad.t45_b0, align 64
+  %t45_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t45_c5_0, align 64
+  %1029 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t45_a5, <16 x float> %t45_b0366, <16 x float> %t45_c5_0)
+  store <16 x float> %1029, ptr %fc1_weight_grad.t45_c5_0, align 64
+  %k46.next = add nsw i64 %fc1_weight_grad.k46354, 1
+  %1030 = icmp slt i64 %k46.next, 64
+  br i1 %1030, label %fc1_weight_grad.k46, label %fc1_weight_grad.k46.end
 
-fc1_bias_grad.u46.end:                            ; preds = %fc1_bias_grad.n48.end
-  br label %flat_grad.nb49
-
-fc1_bias_grad.n48:                                ; preds = %fc1_bias_grad.n48, %fc1_bias_grad.u46
-  %fc1_bias_grad.n48379 = phi i64 [ 0, %fc1_bias_grad.u46 ], [ %n48.next, %fc1_bias_grad.n48 ]
-  %acc47 = load float, ptr %fc1_bias_grad.acc47, align 4
-  %1033 = mul nsw i64 %fc1_bias_grad.n48379, 10
-  %1034 = add nsw i64 19088, %1033
-  %1035 = add nsw i64 %1034, %fc1_bias_grad.u46378
-  %arena380 = getelementptr inbounds float, ptr %arena, i64 %1035
-  %1036 = load float, ptr %arena380, align 4
-  %1037 = fadd float %acc47, %1036
-  store float %1037, ptr %fc1_bias_grad.acc47, align 4
-  %n48.next = add nsw i64 %fc1_bias_grad.n48379, 1
-  %1038 = icmp slt i64 %n48.next, 64
-  br i1 %1038, label %fc1_bias_grad.n48, label %fc1_bias_grad.n48.end
-
-fc1_bias_grad.n48.end:                            ; preds = %fc1_bias_grad.n48
-  %acc47381 = load float, ptr %fc1_bias_grad.acc47, align 4
-  %1039 = add nsw i64 1480, %fc1_bias_grad.u46378
-  %grads382 = getelementptr inbounds float, ptr %grads, i64 %1039
-  store float %acc47381, ptr %grads382, align 4
-  %u46.next = add nsw i64 %fc1_bias_grad.u46378, 1
-  %1040 = icmp slt i64 %u46.next, 10
-  br i1 %1040, label %fc1_bias_grad.u46, label %fc1_bias_grad.u46.end
-
-flat_grad.nb49:                                   ; preds = %flat_grad.k54.end, %fc1_bias_grad.u46.end
-  %flat_grad.nb49383 = phi i64 [ 0, %fc1_bias_grad.u46.end ], [ %nb49.next, %flat_grad.k54.end ]
-  br label %flat_grad.mb50
-
-flat_grad.nb49.end:                               ; preds = %flat_grad.k54.end
-  br label %flat_grad.mb55
-
-flat_grad.mb50:                                   ; preds = %flat_grad.k52.end, %flat_grad.nb49
-  %flat_grad.mb50384 = phi i64 [ 0, %flat_grad.nb49 ], [ %mb50.next, %flat_grad.k52.end ]
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t51_c5_3, align 64
-  br label %flat_grad.k52
-
-flat_grad.mb50.end:                               ; preds = %flat_grad.k52.end
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t53_c3_3, align 64
-  br label %flat_grad.k54
-
-flat_grad.k52:                                    ; preds = %flat_grad.k52, %flat_grad.mb50
-  %flat_grad.k52385 = phi i64 [ 0, %flat_grad.mb50 ], [ %k52.next, %flat_grad.k52 ]
-  %1041 = mul nsw i64 %flat_grad.k52385, 144
-  %1042 = add nsw i64 40, %1041
-  %1043 = mul nsw i64 %flat_grad.nb49383, 64
-  %1044 = add nsw i64 %1042, %1043
-  %params386 = getelementptr inbounds float, ptr %params, i64 %1044
-  %1045 = load <16 x float>, ptr %params386, align 4
-  store <16 x float> %1045, ptr %flat_grad.t51_b0, align 64
-  %1046 = mul nsw i64 %flat_grad.k52385, 144
-  %1047 = add nsw i64 40, %1046
-  %1048 = mul nsw i64 %flat_grad.nb49383, 64
-  %1049 = add nsw i64 %1047, %1048
-  %1050 = add nsw i64 %1049, 16
-  %params387 = getelementptr inbounds float, ptr %params, i64 %1050
-  %1051 = load <16 x float>, ptr %params387, align 4
-  store <16 x float> %1051, ptr %flat_grad.t51_b1, align 64
-  %1052 = mul nsw i64 %flat_grad.k52385, 144
+fc1_weight_grad.k46.end:                          ; preds = %fc1_weight_grad.k46
+  %t45_c0_0367 = load <16 x float>, ptr %fc1_weight_grad.t45_c0_0, align 64
+  %1031 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %1032 = mul nsw i64 %1031, 144
+  %1033 = add nsw i64 40, %1032
+  %1034 = add nsw i64 %1033, 128
+  %grads368 = getelementptr inbounds float, ptr %grads, i64 %1034
+  store <16 x float> %t45_c0_0367, ptr %grads368, align 4
+  %t45_c1_0369 = load <16 x float>, ptr %fc1_weight_grad.t45_c1_0, align 64
+  %1035 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %1036 = add nsw i64 %1035, 1
+  %1037 = mul nsw i64 %1036, 144
+  %1038 = add nsw i64 40, %1037
+  %1039 = add nsw i64 %1038, 128
+  %grads370 = getelementptr inbounds float, ptr %grads, i64 %1039
+  store <16 x float> %t45_c1_0369, ptr %grads370, align 4
+  %t45_c2_0371 = load <16 x float>, ptr %fc1_weight_grad.t45_c2_0, align 64
+  %1040 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %1041 = add nsw i64 %1040, 2
+  %1042 = mul nsw i64 %1041, 144
+  %1043 = add nsw i64 40, %1042
+  %1044 = add nsw i64 %1043, 128
+  %grads372 = getelementptr inbounds float, ptr %grads, i64 %1044
+  store <16 x float> %t45_c2_0371, ptr %grads372, align 4
+  %t45_c3_0373 = load <16 x float>, ptr %fc1_weight_grad.t45_c3_0, align 64
+  %1045 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %1046 = add nsw i64 %1045, 3
+  %1047 = mul nsw i64 %1046, 144
+  %1048 = add nsw i64 40, %1047
+  %1049 = add nsw i64 %1048, 128
+  %grads374 = getelementptr inbounds float, ptr %grads, i64 %1049
+  store <16 x float> %t45_c3_0373, ptr %grads374, align 4
+  %t45_c4_0375 = load <16 x float>, ptr %fc1_weight_grad.t45_c4_0, align 64
+  %1050 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %1051 = add nsw i64 %1050, 4
+  %1052 = mul nsw i64 %1051, 144
   %1053 = add nsw i64 40, %1052
-  %1054 = mul nsw i64 %flat_grad.nb49383, 64
-  %1055 = add nsw i64 %1053, %1054
-  %1056 = add nsw i64 %1055, 32
-  %params388 = getelementptr inbounds float, ptr %params, i64 %1056
-  %1057 = load <16 x float>, ptr %params388, align 4
-  store <16 x float> %1057, ptr %flat_grad.t51_b2, align 64
-  %1058 = mul nsw i64 %flat_grad.k52385, 144
-  %1059 = add nsw i64 40, %1058
-  %1060 = mul nsw i64 %flat_grad.nb49383, 64
-  %1061 = add nsw i64 %1059, %1060
-  %1062 = add nsw i64 %1061, 48
-  %params389 = getelementptr inbounds float, ptr %params, i64 %1062
-  %1063 = load <16 x float>, ptr %params389, align 4
-  store <16 x float> %1063, ptr %flat_grad.t51_b3, align 64
-  %1064 = mul nsw i64 %flat_grad.mb50384, 6
-  %1065 = mul nsw i64 %1064, 10
-  %1066 = add nsw i64 19088, %1065
-  %1067 = add nsw i64 %1066, %flat_grad.k52385
-  %arena390 = getelementptr inbounds float, ptr %arena, i64 %1067
-  %1068 = load float, ptr %arena390, align 4
-  %1069 = insertelement <16 x float> undef, float %1068, i32 0
-  %1070 = shufflevector <16 x float> %1069, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1070, ptr %flat_grad.t51_a0, align 64
-  %t51_a0 = load <16 x float>, ptr %flat_grad.t51_a0, align 64
-  %t51_b0 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
-  %t51_c0_0 = load <16 x float>, ptr %flat_grad.t51_c0_0, align 64
-  %1071 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0, <16 x float> %t51_b0, <16 x float> %t51_c0_0)
-  store <16 x float> %1071, ptr %flat_grad.t51_c0_0, align 64
-  %t51_a0391 = load <16 x float>, ptr %flat_grad.t51_a0, align 64
-  %t51_b1 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
-  %t51_c0_1 = load <16 x float>, ptr %flat_grad.t51_c0_1, align 64
-  %1072 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0391, <16 x float> %t51_b1, <16 x float> %t51_c0_1)
-  store <16 x float> %1072, ptr %flat_grad.t51_c0_1, align 64
-  %t51_a0392 = load <16 x float>, ptr %flat_grad.t51_a0, align 64
-  %t51_b2 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
-  %t51_c0_2 = load <16 x float>, ptr %flat_grad.t51_c0_2, align 64
-  %1073 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0392, <16 x float> %t51_b2, <16 x float> %t51_c0_2)
-  store <16 x float> %1073, ptr %flat_grad.t51_c0_2, align 64
-  %t51_a0393 = load <16 x float>, ptr %flat_grad.t51_a0, align 64
-  %t51_b3 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
-  %t51_c0_3 = load <16 x float>, ptr %flat_grad.t51_c0_3, align 64
-  %1074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a0393, <16 x float> %t51_b3, <16 x float> %t51_c0_3)
-  store <16 x float> %1074, ptr %flat_grad.t51_c0_3, align 64
-  %1075 = mul nsw i64 %flat_grad.mb50384, 6
-  %1076 = add nsw i64 %1075, 1
-  %1077 = mul nsw i64 %1076, 10
-  %1078 = add nsw i64 19088, %1077
-  %1079 = add nsw i64 %1078, %flat_grad.k52385
-  %arena394 = getelementptr inbounds float, ptr %arena, i64 %1079
-  %1080 = load float, ptr %arena394, align 4
-  %1081 = insertelement <16 x float> undef, float %1080, i32 0
-  %1082 = shufflevector <16 x float> %1081, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1082, ptr %flat_grad.t51_a1, align 64
-  %t51_a1 = load <16 x float>, ptr %flat_grad.t51_a1, align 64
-  %t51_b0395 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
-  %t51_c1_0 = load <16 x float>, ptr %flat_grad.t51_c1_0, align 64
-  %1083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1, <16 x float> %t51_b0395, <16 x float> %t51_c1_0)
-  store <16 x float> %1083, ptr %flat_grad.t51_c1_0, align 64
-  %t51_a1396 = load <16 x float>, ptr %flat_grad.t51_a1, align 64
-  %t51_b1397 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
-  %t51_c1_1 = load <16 x float>, ptr %flat_grad.t51_c1_1, align 64
-  %1084 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1396, <16 x float> %t51_b1397, <16 x float> %t51_c1_1)
-  store <16 x float> %1084, ptr %flat_grad.t51_c1_1, align 64
-  %t51_a1398 = load <16 x float>, ptr %flat_grad.t51_a1, align 64
-  %t51_b2399 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
-  %t51_c1_2 = load <16 x float>, ptr %flat_grad.t51_c1_2, align 64
-  %1085 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1398, <16 x float> %t51_b2399, <16 x float> %t51_c1_2)
-  store <16 x float> %1085, ptr %flat_grad.t51_c1_2, align 64
-  %t51_a1400 = load <16 x float>, ptr %flat_grad.t51_a1, align 64
-  %t51_b3401 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
-  %t51_c1_3 = load <16 x float>, ptr %flat_grad.t51_c1_3, align 64
-  %1086 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a1400, <16 x float> %t51_b3401, <16 x float> %t51_c1_3)
-  store <16 x float> %1086, ptr %flat_grad.t51_c1_3, align 64
-  %1087 = mul nsw i64 %flat_grad.mb50384, 6
-  %1088 = add nsw i64 %1087, 2
-  %1089 = mul nsw i64 %1088, 10
+  %1054 = add nsw i64 %1053, 128
+  %grads376 = getelementptr inbounds float, ptr %grads, i64 %1054
+  store <16 x float> %t45_c4_0375, ptr %grads376, align 4
+  %t45_c5_0377 = load <16 x float>, ptr %fc1_weight_grad.t45_c5_0, align 64
+  %1055 = mul nsw i64 %fc1_weight_grad.mb44353, 6
+  %1056 = add nsw i64 %1055, 5
+  %1057 = mul nsw i64 %1056, 144
+  %1058 = add nsw i64 40, %1057
+  %1059 = add nsw i64 %1058, 128
+  %grads378 = getelementptr inbounds float, ptr %grads, i64 %1059
+  store <16 x float> %t45_c5_0377, ptr %grads378, align 4
+  %mb44.next = add nsw i64 %fc1_weight_grad.mb44353, 1
+  %1060 = icmp slt i64 %mb44.next, 1
+  br i1 %1060, label %fc1_weight_grad.mb44, label %fc1_weight_grad.mb44.end
+
+fc1_weight_grad.k48:                              ; preds = %fc1_weight_grad.k48, %fc1_weight_grad.mb44.end
+  %fc1_weight_grad.k48379 = phi i64 [ 0, %fc1_weight_grad.mb44.end ], [ %k48.next, %fc1_weight_grad.k48 ]
+  %1061 = mul nsw i64 %fc1_weight_grad.k48379, 144
+  %1062 = add nsw i64 %1061, 128
+  %arena380 = getelementptr inbounds float, ptr %arena, i64 %1062
+  %1063 = load <16 x float>, ptr %arena380, align 4
+  store <16 x float> %1063, ptr %fc1_weight_grad.t47_b0, align 64
+  %1064 = mul nsw i64 %fc1_weight_grad.k48379, 10
+  %1065 = add nsw i64 19094, %1064
+  %arena381 = getelementptr inbounds float, ptr %arena, i64 %1065
+  %1066 = load float, ptr %arena381, align 4
+  %1067 = insertelement <16 x float> undef, float %1066, i32 0
+  %1068 = shufflevector <16 x float> %1067, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1068, ptr %fc1_weight_grad.t47_a0, align 64
+  %t47_a0 = load <16 x float>, ptr %fc1_weight_grad.t47_a0, align 64
+  %t47_b0 = load <16 x float>, ptr %fc1_weight_grad.t47_b0, align 64
+  %t47_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t47_c0_0, align 64
+  %1069 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a0, <16 x float> %t47_b0, <16 x float> %t47_c0_0)
+  store <16 x float> %1069, ptr %fc1_weight_grad.t47_c0_0, align 64
+  %1070 = mul nsw i64 %fc1_weight_grad.k48379, 10
+  %1071 = add nsw i64 19095, %1070
+  %arena382 = getelementptr inbounds float, ptr %arena, i64 %1071
+  %1072 = load float, ptr %arena382, align 4
+  %1073 = insertelement <16 x float> undef, float %1072, i32 0
+  %1074 = shufflevector <16 x float> %1073, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1074, ptr %fc1_weight_grad.t47_a1, align 64
+  %t47_a1 = load <16 x float>, ptr %fc1_weight_grad.t47_a1, align 64
+  %t47_b0383 = load <16 x float>, ptr %fc1_weight_grad.t47_b0, align 64
+  %t47_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t47_c1_0, align 64
+  %1075 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a1, <16 x float> %t47_b0383, <16 x float> %t47_c1_0)
+  store <16 x float> %1075, ptr %fc1_weight_grad.t47_c1_0, align 64
+  %1076 = mul nsw i64 %fc1_weight_grad.k48379, 10
+  %1077 = add nsw i64 19096, %1076
+  %arena384 = getelementptr inbounds float, ptr %arena, i64 %1077
+  %1078 = load float, ptr %arena384, align 4
+  %1079 = insertelement <16 x float> undef, float %1078, i32 0
+  %1080 = shufflevector <16 x float> %1079, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1080, ptr %fc1_weight_grad.t47_a2, align 64
+  %t47_a2 = load <16 x float>, ptr %fc1_weight_grad.t47_a2, align 64
+  %t47_b0385 = load <16 x float>, ptr %fc1_weight_grad.t47_b0, align 64
+  %t47_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t47_c2_0, align 64
+  %1081 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a2, <16 x float> %t47_b0385, <16 x float> %t47_c2_0)
+  store <16 x float> %1081, ptr %fc1_weight_grad.t47_c2_0, align 64
+  %1082 = mul nsw i64 %fc1_weight_grad.k48379, 10
+  %1083 = add nsw i64 19097, %1082
+  %arena386 = getelementptr inbounds float, ptr %arena, i64 %1083
+  %1084 = load float, ptr %arena386, align 4
+  %1085 = insertelement <16 x float> undef, float %1084, i32 0
+  %1086 = shufflevector <16 x float> %1085, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1086, ptr %fc1_weight_grad.t47_a3, align 64
+  %t47_a3 = load <16 x float>, ptr %fc1_weight_grad.t47_a3, align 64
+  %t47_b0387 = load <16 x float>, ptr %fc1_weight_grad.t47_b0, align 64
+  %t47_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t47_c3_0, align 64
+  %1087 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t47_a3, <16 x float> %t47_b0387, <16 x float> %t47_c3_0)
+  store <16 x float> %1087, ptr %fc1_weight_grad.t47_c3_0, align 64
+  %k48.next = add nsw i64 %fc1_weight_grad.k48379, 1
+  %1088 = icmp slt i64 %k48.next, 64
+  br i1 %1088, label %fc1_weight_grad.k48, label %fc1_weight_grad.k48.end
+
+fc1_weight_grad.k48.end:                          ; preds = %fc1_weight_grad.k48
+  %t47_c0_0388 = load <16 x float>, ptr %fc1_weight_grad.t47_c0_0, align 64
+  %grads389 = getelementptr inbounds float, ptr %grads, i64 1032
+  store <16 x float> %t47_c0_0388, ptr %grads389, align 4
+  %t47_c1_0390 = load <16 x float>, ptr %fc1_weight_grad.t47_c1_0, align 64
+  %grads391 = getelementptr inbounds float, ptr %grads, i64 1176
+  store <16 x float> %t47_c1_0390, ptr %grads391, align 4
+  %t47_c2_0392 = load <16 x float>, ptr %fc1_weight_grad.t47_c2_0, align 64
+  %grads393 = getelementptr inbounds float, ptr %grads, i64 1320
+  store <16 x float> %t47_c2_0392, ptr %grads393, align 4
+  %t47_c3_0394 = load <16 x float>, ptr %fc1_weight_grad.t47_c3_0, align 64
+  %grads395 = getelementptr inbounds float, ptr %grads, i64 1464
+  store <16 x float> %t47_c3_0394, ptr %grads395, align 4
+  br label %fc1_bias_grad.u49
+
+fc1_bias_grad.u49:                                ; preds = %fc1_bias_grad.n51.end, %fc1_weight_grad.k48.end
+  %fc1_bias_grad.u49396 = phi i64 [ 0, %fc1_weight_grad.k48.end ], [ %u49.next, %fc1_bias_grad.n51.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc50, align 4
+  br label %fc1_bias_grad.n51
+
+fc1_bias_grad.u49.end:                            ; preds = %fc1_bias_grad.n51.end
+  br label %flat_grad.nb52
+
+fc1_bias_grad.n51:                                ; preds = %fc1_bias_grad.n51, %fc1_bias_grad.u49
+  %fc1_bias_grad.n51397 = phi i64 [ 0, %fc1_bias_grad.u49 ], [ %n51.next, %fc1_bias_grad.n51 ]
+  %acc50 = load float, ptr %fc1_bias_grad.acc50, align 4
+  %1089 = mul nsw i64 %fc1_bias_grad.n51397, 10
   %1090 = add nsw i64 19088, %1089
-  %1091 = add nsw i64 %1090, %flat_grad.k52385
-  %arena402 = getelementptr inbounds float, ptr %arena, i64 %1091
-  %1092 = load float, ptr %arena402, align 4
-  %1093 = insertelement <16 x float> undef, float %1092, i32 0
-  %1094 = shufflevector <16 x float> %1093, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1094, ptr %flat_grad.t51_a2, align 64
-  %t51_a2 = load <16 x float>, ptr %flat_grad.t51_a2, align 64
-  %t51_b0403 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
-  %t51_c2_0 = load <16 x float>, ptr %flat_grad.t51_c2_0, align 64
-  %1095 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2, <16 x float> %t51_b0403, <16 x float> %t51_c2_0)
-  store <16 x float> %1095, ptr %flat_grad.t51_c2_0, align 64
-  %t51_a2404 = load <16 x float>, ptr %flat_grad.t51_a2, align 64
-  %t51_b1405 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
-  %t51_c2_1 = load <16 x float>, ptr %flat_grad.t51_c2_1, align 64
-  %1096 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2404, <16 x float> %t51_b1405, <16 x float> %t51_c2_1)
-  store <16 x float> %1096, ptr %flat_grad.t51_c2_1, align 64
-  %t51_a2406 = load <16 x float>, ptr %flat_grad.t51_a2, align 64
-  %t51_b2407 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
-  %t51_c2_2 = load <16 x float>, ptr %flat_grad.t51_c2_2, align 64
-  %1097 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2406, <16 x float> %t51_b2407, <16 x float> %t51_c2_2)
-  store <16 x float> %1097, ptr %flat_grad.t51_c2_2, align 64
-  %t51_a2408 = load <16 x float>, ptr %flat_grad.t51_a2, align 64
-  %t51_b3409 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
-  %t51_c2_3 = load <16 x float>, ptr %flat_grad.t51_c2_3, align 64
-  %1098 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a2408, <16 x float> %t51_b3409, <16 x float> %t51_c2_3)
-  store <16 x float> %1098, ptr %flat_grad.t51_c2_3, align 64
-  %1099 = mul nsw i64 %flat_grad.mb50384, 6
-  %1100 = add nsw i64 %1099, 3
-  %1101 = mul nsw i64 %1100, 10
-  %1102 = add nsw i64 19088, %1101
-  %1103 = add nsw i64 %1102, %flat_grad.k52385
-  %arena410 = getelementptr inbounds float, ptr %arena, i64 %1103
-  %1104 = load float, ptr %arena410, align 4
-  %1105 = insertelement <16 x float> undef, float %1104, i32 0
-  %1106 = shufflevector <16 x float> %1105, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1106, ptr %flat_grad.t51_a3, align 64
-  %t51_a3 = load <16 x float>, ptr %flat_grad.t51_a3, align 64
-  %t51_b0411 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
-  %t51_c3_0 = load <16 x float>, ptr %flat_grad.t51_c3_0, align 64
-  %1107 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3, <16 x float> %t51_b0411, <16 x float> %t51_c3_0)
-  store <16 x float> %1107, ptr %flat_grad.t51_c3_0, align 64
-  %t51_a3412 = load <16 x float>, ptr %flat_grad.t51_a3, align 64
-  %t51_b1413 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
-  %t51_c3_1 = load <16 x float>, ptr %flat_grad.t51_c3_1, align 64
-  %1108 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3412, <16 x float> %t51_b1413, <16 x float> %t51_c3_1)
-  store <16 x float> %1108, ptr %flat_grad.t51_c3_1, align 64
-  %t51_a3414 = load <16 x float>, ptr %flat_grad.t51_a3, align 64
-  %t51_b2415 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
-  %t51_c3_2 = load <16 x float>, ptr %flat_grad.t51_c3_2, align 64
-  %1109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3414, <16 x float> %t51_b2415, <16 x float> %t51_c3_2)
-  store <16 x float> %1109, ptr %flat_grad.t51_c3_2, align 64
-  %t51_a3416 = load <16 x float>, ptr %flat_grad.t51_a3, align 64
-  %t51_b3417 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
-  %t51_c3_3 = load <16 x float>, ptr %flat_grad.t51_c3_3, align 64
-  %1110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a3416, <16 x float> %t51_b3417, <16 x float> %t51_c3_3)
-  store <16 x float> %1110, ptr %flat_grad.t51_c3_3, align 64
-  %1111 = mul nsw i64 %flat_grad.mb50384, 6
-  %1112 = add nsw i64 %1111, 4
-  %1113 = mul nsw i64 %1112, 10
-  %1114 = add nsw i64 19088, %1113
-  %1115 = add nsw i64 %1114, %flat_grad.k52385
-  %arena418 = getelementptr inbounds float, ptr %arena, i64 %1115
-  %1116 = load float, ptr %arena418, align 4
-  %1117 = insertelement <16 x float> undef, float %1116, i32 0
-  %1118 = shufflevector <16 x float> %1117, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1118, ptr %flat_grad.t51_a4, align 64
-  %t51_a4 = load <16 x float>, ptr %flat_grad.t51_a4, align 64
-  %t51_b0419 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
-  %t51_c4_0 = load <16 x float>, ptr %flat_grad.t51_c4_0, align 64
-  %1119 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4, <16 x float> %t51_b0419, <16 x float> %t51_c4_0)
-  store <16 x float> %1119, ptr %flat_grad.t51_c4_0, align 64
-  %t51_a4420 = load <16 x float>, ptr %flat_grad.t51_a4, align 64
-  %t51_b1421 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
-  %t51_c4_1 = load <16 x float>, ptr %flat_grad.t51_c4_1, align 64
-  %1120 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4420, <16 x float> %t51_b1421, <16 x float> %t51_c4_1)
-  store <16 x float> %1120, ptr %flat_grad.t51_c4_1, align 64
-  %t51_a4422 = load <16 x float>, ptr %flat_grad.t51_a4, align 64
-  %t51_b2423 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
-  %t51_c4_2 = load <16 x float>, ptr %flat_grad.t51_c4_2, align 64
-  %1121 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4422, <16 x float> %t51_b2423, <16 x float> %t51_c4_2)
-  store <16 x float> %1121, ptr %flat_grad.t51_c4_2, align 64
-  %t51_a4424 = load <16 x float>, ptr %flat_grad.t51_a4, align 64
-  %t51_b3425 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
-  %t51_c4_3 = load <16 x float>, ptr %flat_grad.t51_c4_3, align 64
-  %1122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a4424, <16 x float> %t51_b3425, <16 x float> %t51_c4_3)
-  store <16 x float> %1122, ptr %flat_grad.t51_c4_3, align 64
-  %1123 = mul nsw i64 %flat_grad.mb50384, 6
-  %1124 = add nsw i64 %1123, 5
-  %1125 = mul nsw i64 %1124, 10
-  %1126 = add nsw i64 19088, %1125
-  %1127 = add nsw i64 %1126, %flat_grad.k52385
-  %arena426 = getelementptr inbounds float, ptr %arena, i64 %1127
-  %1128 = load float, ptr %arena426, align 4
-  %1129 = insertelement <16 x float> undef, float %1128, i32 0
-  %1130 = shufflevector <16 x float> %1129, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1130, ptr %flat_grad.t51_a5, align 64
-  %t51_a5 = load <16 x float>, ptr %flat_grad.t51_a5, align 64
-  %t51_b0427 = load <16 x float>, ptr %flat_grad.t51_b0, align 64
-  %t51_c5_0 = load <16 x float>, ptr %flat_grad.t51_c5_0, align 64
-  %1131 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5, <16 x float> %t51_b0427, <16 x float> %t51_c5_0)
-  store <16 x float> %1131, ptr %flat_grad.t51_c5_0, align 64
-  %t51_a5428 = load <16 x float>, ptr %flat_grad.t51_a5, align 64
-  %t51_b1429 = load <16 x float>, ptr %flat_grad.t51_b1, align 64
-  %t51_c5_1 = load <16 x float>, ptr %flat_grad.t51_c5_1, align 64
-  %1132 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5428, <16 x float> %t51_b1429, <16 x float> %t51_c5_1)
-  store <16 x float> %1132, ptr %flat_grad.t51_c5_1, align 64
-  %t51_a5430 = load <16 x float>, ptr %flat_grad.t51_a5, align 64
-  %t51_b2431 = load <16 x float>, ptr %flat_grad.t51_b2, align 64
-  %t51_c5_2 = load <16 x float>, ptr %flat_grad.t51_c5_2, align 64
-  %1133 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5430, <16 x float> %t51_b2431, <16 x float> %t51_c5_2)
-  store <16 x float> %1133, ptr %flat_grad.t51_c5_2, align 64
-  %t51_a5432 = load <16 x float>, ptr %flat_grad.t51_a5, align 64
-  %t51_b3433 = load <16 x float>, ptr %flat_grad.t51_b3, align 64
-  %t51_c5_3 = load <16 x float>, ptr %flat_grad.t51_c5_3, align 64
-  %1134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t51_a5432, <16 x float> %t51_b3433, <16 x float> %t51_c5_3)
-  store <16 x float> %1134, ptr %flat_grad.t51_c5_3, align 64
-  %k52.next = add nsw i64 %flat_grad.k52385, 1
-  %1135 = icmp slt i64 %k52.next, 10
-  br i1 %1135, label %flat_grad.k52, label %flat_grad.k52.end
+  %1091 = add nsw i64 %1090, %fc1_bias_grad.u49396
+  %arena398 = getelementptr inbounds float, ptr %arena, i64 %1091
+  %1092 = load float, ptr %arena398, align 4
+  %1093 = fadd float %acc50, %1092
+  store float %1093, ptr %fc1_bias_grad.acc50, align 4
+  %n51.next = add nsw i64 %fc1_bias_grad.n51397, 1
+  %1094 = icmp slt i64 %n51.next, 64
+  br i1 %1094, label %fc1_bias_grad.n51, label %fc1_bias_grad.n51.end
 
-flat_grad.k52.end:                                ; preds = %flat_grad.k52
-  %t51_c0_0434 = load <16 x float>, ptr %flat_grad.t51_c0_0, align 64
-  %1136 = mul nsw i64 %flat_grad.mb50384, 6
-  %1137 = mul nsw i64 %1136, 144
-  %1138 = add nsw i64 19728, %1137
-  %1139 = mul nsw i64 %flat_grad.nb49383, 64
-  %1140 = add nsw i64 %1138, %1139
-  %arena435 = getelementptr inbounds float, ptr %arena, i64 %1140
-  store <16 x float> %t51_c0_0434, ptr %arena435, align 4
-  %t51_c0_1436 = load <16 x float>, ptr %flat_grad.t51_c0_1, align 64
-  %1141 = mul nsw i64 %flat_grad.mb50384, 6
-  %1142 = mul nsw i64 %1141, 144
-  %1143 = add nsw i64 19728, %1142
-  %1144 = mul nsw i64 %flat_grad.nb49383, 64
-  %1145 = add nsw i64 %1143, %1144
-  %1146 = add nsw i64 %1145, 16
-  %arena437 = getelementptr inbounds float, ptr %arena, i64 %1146
-  store <16 x float> %t51_c0_1436, ptr %arena437, align 4
-  %t51_c0_2438 = load <16 x float>, ptr %flat_grad.t51_c0_2, align 64
-  %1147 = mul nsw i64 %flat_grad.mb50384, 6
-  %1148 = mul nsw i64 %1147, 144
-  %1149 = add nsw i64 19728, %1148
-  %1150 = mul nsw i64 %flat_grad.nb49383, 64
-  %1151 = add nsw i64 %1149, %1150
-  %1152 = add nsw i64 %1151, 32
-  %arena439 = getelementptr inbounds float, ptr %arena, i64 %1152
-  store <16 x float> %t51_c0_2438, ptr %arena439, align 4
-  %t51_c0_3440 = load <16 x float>, ptr %flat_grad.t51_c0_3, align 64
-  %1153 = mul nsw i64 %flat_grad.mb50384, 6
-  %1154 = mul nsw i64 %1153, 144
-  %1155 = add nsw i64 19728, %1154
-  %1156 = mul nsw i64 %flat_grad.nb49383, 64
-  %1157 = add nsw i64 %1155, %1156
-  %1158 = add nsw i64 %1157, 48
-  %arena441 = getelementptr inbounds float, ptr %arena, i64 %1158
-  store <16 x float> %t51_c0_3440, ptr %arena441, align 4
-  %t51_c1_0442 = load <16 x float>, ptr %flat_grad.t51_c1_0, align 64
-  %1159 = mul nsw i64 %flat_grad.mb50384, 6
-  %1160 = add nsw i64 %1159, 1
-  %1161 = mul nsw i64 %1160, 144
-  %1162 = add nsw i64 19728, %1161
-  %1163 = mul nsw i64 %flat_grad.nb49383, 64
-  %1164 = add nsw i64 %1162, %1163
-  %arena443 = getelementptr inbounds float, ptr %arena, i64 %1164
-  store <16 x float> %t51_c1_0442, ptr %arena443, align 4
-  %t51_c1_1444 = load <16 x float>, ptr %flat_grad.t51_c1_1, align 64
-  %1165 = mul nsw i64 %flat_grad.mb50384, 6
-  %1166 = add nsw i64 %1165, 1
-  %1167 = mul nsw i64 %1166, 144
-  %1168 = add nsw i64 19728, %1167
-  %1169 = mul nsw i64 %flat_grad.nb49383, 64
-  %1170 = add nsw i64 %1168, %1169
-  %1171 = add nsw i64 %1170, 16
-  %arena445 = getelementptr inbounds float, ptr %arena, i64 %1171
-  store <16 x float> %t51_c1_1444, ptr %arena445, align 4
-  %t51_c1_2446 = load <16 x float>, ptr %flat_grad.t51_c1_2, align 64
-  %1172 = mul nsw i64 %flat_grad.mb50384, 6
-  %1173 = add nsw i64 %1172, 1
-  %1174 = mul nsw i64 %1173, 144
-  %1175 = add nsw i64 19728, %1174
-  %1176 = mul nsw i64 %flat_grad.nb49383, 64
-  %1177 = add nsw i64 %1175, %1176
-  %1178 = add nsw i64 %1177, 32
-  %arena447 = getelementptr inbounds float, ptr %arena, i64 %1178
-  store <16 x float> %t51_c1_2446, ptr %arena447, align 4
-  %t51_c1_3448 = load <16 x float>, ptr %flat_grad.t51_c1_3, align 64
-  %1179 = mul nsw i64 %flat_grad.mb50384, 6
-  %1180 = add nsw i64 %1179, 1
-  %1181 = mul nsw i64 %1180, 144
-  %1182 = add nsw i64 19728, %1181
-  %1183 = mul nsw i64 %flat_grad.nb49383, 64
-  %1184 = add nsw i64 %1182, %1183
-  %1185 = add nsw i64 %1184, 48
-  %arena449 = getelementptr inbounds float, ptr %arena, i64 %1185
-  store <16 x float> %t51_c1_3448, ptr %arena449, align 4
-  %t51_c2_0450 = load <16 x float>, ptr %flat_grad.t51_c2_0, align 64
-  %1186 = mul nsw i64 %flat_grad.mb50384, 6
-  %1187 = add nsw i64 %1186, 2
-  %1188 = mul nsw i64 %1187, 144
-  %1189 = add nsw i64 19728, %1188
-  %1190 = mul nsw i64 %flat_grad.nb49383, 64
-  %1191 = add nsw i64 %1189, %1190
-  %arena451 = getelementptr inbounds float, ptr %arena, i64 %1191
-  store <16 x float> %t51_c2_0450, ptr %arena451, align 4
-  %t51_c2_1452 = load <16 x float>, ptr %flat_grad.t51_c2_1, align 64
-  %1192 = mul nsw i64 %flat_grad.mb50384, 6
-  %1193 = add nsw i64 %1192, 2
-  %1194 = mul nsw i64 %1193, 144
-  %1195 = add nsw i64 19728, %1194
-  %1196 = mul nsw i64 %flat_grad.nb49383, 64
-  %1197 = add nsw i64 %1195, %1196
-  %1198 = add nsw i64 %1197, 16
-  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1198
-  store <16 x float> %t51_c2_1452, ptr %arena453, align 4
-  %t51_c2_2454 = load <16 x float>, ptr %flat_grad.t51_c2_2, align 64
-  %1199 = mul nsw i64 %flat_grad.mb50384, 6
-  %1200 = add nsw i64 %1199, 2
-  %1201 = mul nsw i64 %1200, 144
-  %1202 = add nsw i64 19728, %1201
-  %1203 = mul nsw i64 %flat_grad.nb49383, 64
-  %1204 = add nsw i64 %1202, %1203
-  %1205 = add nsw i64 %1204, 32
-  %arena455 = getelementptr inbounds float, ptr %arena, i64 %1205
-  store <16 x float> %t51_c2_2454, ptr %arena455, align 4
-  %t51_c2_3456 = load <16 x float>, ptr %flat_grad.t51_c2_3, align 64
-  %1206 = mul nsw i64 %flat_grad.mb50384, 6
-  %1207 = add nsw i64 %1206, 2
-  %1208 = mul nsw i64 %1207, 144
-  %1209 = add nsw i64 19728, %1208
-  %1210 = mul nsw i64 %flat_grad.nb49383, 64
-  %1211 = add nsw i64 %1209, %1210
-  %1212 = add nsw i64 %1211, 48
-  %arena457 = getelementptr inbounds float, ptr %arena, i64 %1212
-  store <16 x float> %t51_c2_3456, ptr %arena457, align 4
-  %t51_c3_0458 = load <16 x float>, ptr %flat_grad.t51_c3_0, align 64
-  %1213 = mul nsw i64 %flat_grad.mb50384, 6
-  %1214 = add nsw i64 %1213, 3
-  %1215 = mul nsw i64 %1214, 144
-  %1216 = add nsw i64 19728, %1215
-  %1217 = mul nsw i64 %flat_grad.nb49383, 64
-  %1218 = add nsw i64 %1216, %1217
-  %arena459 = getelementptr inbounds float, ptr %arena, i64 %1218
-  store <16 x float> %t51_c3_0458, ptr %arena459, align 4
-  %t51_c3_1460 = load <16 x float>, ptr %flat_grad.t51_c3_1, align 64
-  %1219 = mul nsw i64 %flat_grad.mb50384, 6
-  %1220 = add nsw i64 %1219, 3
-  %1221 = mul nsw i64 %1220, 144
-  %1222 = add nsw i64 19728, %1221
-  %1223 = mul nsw i64 %flat_grad.nb49383, 64
-  %1224 = add nsw i64 %1222, %1223
-  %1225 = add nsw i64 %1224, 16
-  %arena461 = getelementptr inbounds float, ptr %arena, i64 %1225
-  store <16 x float> %t51_c3_1460, ptr %arena461, align 4
-  %t51_c3_2462 = load <16 x float>, ptr %flat_grad.t51_c3_2, align 64
-  %1226 = mul nsw i64 %flat_grad.mb50384, 6
-  %1227 = add nsw i64 %1226, 3
-  %1228 = mul nsw i64 %1227, 144
-  %1229 = add nsw i64 19728, %1228
-  %1230 = mul nsw i64 %flat_grad.nb49383, 64
-  %1231 = add nsw i64 %1229, %1230
-  %1232 = add nsw i64 %1231, 32
-  %arena463 = getelementptr inbounds float, ptr %arena, i64 %1232
-  store <16 x float> %t51_c3_2462, ptr %arena463, align 4
-  %t51_c3_3464 = load <16 x float>, ptr %flat_grad.t51_c3_3, align 64
-  %1233 = mul nsw i64 %flat_grad.mb50384, 6
-  %1234 = add nsw i64 %1233, 3
-  %1235 = mul nsw i64 %1234, 144
-  %1236 = add nsw i64 19728, %1235
-  %1237 = mul nsw i64 %flat_grad.nb49383, 64
-  %1238 = add nsw i64 %1236, %1237
-  %1239 = add nsw i64 %1238, 48
-  %arena465 = getelementptr inbounds float, ptr %arena, i64 %1239
-  store <16 x float> %t51_c3_3464, ptr %arena465, align 4
-  %t51_c4_0466 = load <16 x float>, ptr %flat_grad.t51_c4_0, align 64
-  %1240 = mul nsw i64 %flat_grad.mb50384, 6
-  %1241 = add nsw i64 %1240, 4
-  %1242 = mul nsw i64 %1241, 144
-  %1243 = add nsw i64 19728, %1242
-  %1244 = mul nsw i64 %flat_grad.nb49383, 64
-  %1245 = add nsw i64 %1243, %1244
-  %arena467 = getelementptr inbounds float, ptr %arena, i64 %1245
-  store <16 x float> %t51_c4_0466, ptr %arena467, align 4
-  %t51_c4_1468 = load <16 x float>, ptr %flat_grad.t51_c4_1, align 64
-  %1246 = mul nsw i64 %flat_grad.mb50384, 6
-  %1247 = add nsw i64 %1246, 4
-  %1248 = mul nsw i64 %1247, 144
-  %1249 = add nsw i64 19728, %1248
-  %1250 = mul nsw i64 %flat_grad.nb49383, 64
-  %1251 = add nsw i64 %1249, %1250
-  %1252 = add nsw i64 %1251, 16
-  %arena469 = getelementptr inbounds float, ptr %arena, i64 %1252
-  store <16 x float> %t51_c4_1468, ptr %arena469, align 4
-  %t51_c4_2470 = load <16 x float>, ptr %flat_grad.t51_c4_2, align 64
-  %1253 = mul nsw i64 %flat_grad.mb50384, 6
-  %1254 = add nsw i64 %1253, 4
-  %1255 = mul nsw i64 %1254, 144
-  %1256 = add nsw i64 19728, %1255
-  %1257 = mul nsw i64 %flat_grad.nb49383, 64
-  %1258 = add nsw i64 %1256, %1257
-  %1259 = add nsw i64 %1258, 32
-  %arena471 = getelementptr inbounds float, ptr %arena, i64 %1259
-  store <16 x float> %t51_c4_2470, ptr %arena471, align 4
-  %t51_c4_3472 = load <16 x float>, ptr %flat_grad.t51_c4_3, align 64
-  %1260 = mul nsw i64 %flat_grad.mb50384, 6
-  %1261 = add nsw i64 %1260, 4
-  %1262 = mul nsw i64 %1261, 144
-  %1263 = add nsw i64 19728, %1262
-  %1264 = mul nsw i64 %flat_grad.nb49383, 64
-  %1265 = add nsw i64 %1263, %1264
-  %1266 = add nsw i64 %1265, 48
-  %arena473 = getelementptr inbounds float, ptr %arena, i64 %1266
-  store <16 x float> %t51_c4_3472, ptr %arena473, align 4
-  %t51_c5_0474 = load <16 x float>, ptr %flat_grad.t51_c5_0, align 64
-  %1267 = mul nsw i64 %flat_grad.mb50384, 6
-  %1268 = add nsw i64 %1267, 5
-  %1269 = mul nsw i64 %1268, 144
-  %1270 = add nsw i64 19728, %1269
-  %1271 = mul nsw i64 %flat_grad.nb49383, 64
-  %1272 = add nsw i64 %1270, %1271
-  %arena475 = getelementptr inbounds float, ptr %arena, i64 %1272
-  store <16 x float> %t51_c5_0474, ptr %arena475, align 4
-  %t51_c5_1476 = load <16 x float>, ptr %flat_grad.t51_c5_1, align 64
-  %1273 = mul nsw i64 %flat_grad.mb50384, 6
-  %1274 = add nsw i64 %1273, 5
-  %1275 = mul nsw i64 %1274, 144
-  %1276 = add nsw i64 19728, %1275
-  %1277 = mul nsw i64 %flat_grad.nb49383, 64
-  %1278 = add nsw i64 %1276, %1277
-  %1279 = add nsw i64 %1278, 16
-  %arena477 = getelementptr inbounds float, ptr %arena, i64 %1279
-  store <16 x float> %t51_c5_1476, ptr %arena477, align 4
-  %t51_c5_2478 = load <16 x float>, ptr %flat_grad.t51_c5_2, align 64
-  %1280 = mul nsw i64 %flat_grad.mb50384, 6
-  %1281 = add nsw i64 %1280, 5
-  %1282 = mul nsw i64 %1281, 144
-  %1283 = add nsw i64 19728, %1282
-  %1284 = mul nsw i64 %flat_grad.nb49383, 64
-  %1285 = add nsw i64 %1283, %1284
-  %1286 = add nsw i64 %1285, 32
-  %arena479 = getelementptr inbounds float, ptr %arena, i64 %1286
-  store <16 x float> %t51_c5_2478, ptr %arena479, align 4
-  %t51_c5_3480 = load <16 x float>, ptr %flat_grad.t51_c5_3, align 64
-  %1287 = mul nsw i64 %flat_grad.mb50384, 6
-  %1288 = add nsw i64 %1287, 5
-  %1289 = mul nsw i64 %1288, 144
-  %1290 = add nsw i64 19728, %1289
-  %1291 = mul nsw i64 %flat_grad.nb49383, 64
-  %1292 = add nsw i64 %1290, %1291
-  %1293 = add nsw i64 %1292, 48
-  %arena481 = getelementptr inbounds float, ptr %arena, i64 %1293
-  store <16 x float> %t51_c5_3480, ptr %arena481, align 4
-  %mb50.next = add nsw i64 %flat_grad.mb50384, 1
-  %1294 = icmp slt i64 %mb50.next, 10
-  br i1 %1294, label %flat_grad.mb50, label %flat_grad.mb50.end
+fc1_bias_grad.n51.end:                            ; preds = %fc1_bias_grad.n51
+  %acc50399 = load float, ptr %fc1_bias_grad.acc50, align 4
+  %1095 = add nsw i64 1480, %fc1_bias_grad.u49396
+  %grads400 = getelementptr inbounds float, ptr %grads, i64 %1095
+  store float %acc50399, ptr %grads400, align 4
+  %u49.next = add nsw i64 %fc1_bias_grad.u49396, 1
+  %1096 = icmp slt i64 %u49.next, 10
+  br i1 %1096, label %fc1_bias_grad.u49, label %fc1_bias_grad.u49.end
 
-flat_grad.k54:                                    ; preds = %flat_grad.k54, %flat_grad.mb50.end
-  %flat_grad.k54482 = phi i64 [ 0, %flat_grad.mb50.end ], [ %k54.next, %flat_grad.k54 ]
-  %1295 = mul nsw i64 %flat_grad.k54482, 144
-  %1296 = add nsw i64 40, %1295
-  %1297 = mul nsw i64 %flat_grad.nb49383, 64
-  %1298 = add nsw i64 %1296, %1297
-  %params483 = getelementptr inbounds float, ptr %params, i64 %1298
-  %1299 = load <16 x float>, ptr %params483, align 4
-  store <16 x float> %1299, ptr %flat_grad.t53_b0, align 64
-  %1300 = mul nsw i64 %flat_grad.k54482, 144
-  %1301 = add nsw i64 40, %1300
-  %1302 = mul nsw i64 %flat_grad.nb49383, 64
-  %1303 = add nsw i64 %1301, %1302
-  %1304 = add nsw i64 %1303, 16
-  %params484 = getelementptr inbounds float, ptr %params, i64 %1304
-  %1305 = load <16 x float>, ptr %params484, align 4
-  store <16 x float> %1305, ptr %flat_grad.t53_b1, align 64
-  %1306 = mul nsw i64 %flat_grad.k54482, 144
-  %1307 = add nsw i64 40, %1306
-  %1308 = mul nsw i64 %flat_grad.nb49383, 64
-  %1309 = add nsw i64 %1307, %1308
-  %1310 = add nsw i64 %1309, 32
-  %params485 = getelementptr inbounds float, ptr %params, i64 %1310
-  %1311 = load <16 x float>, ptr %params485, align 4
-  store <16 x float> %1311, ptr %flat_grad.t53_b2, align 64
-  %1312 = mul nsw i64 %flat_grad.k54482, 144
-  %1313 = add nsw i64 40, %1312
-  %1314 = mul nsw i64 %flat_grad.nb49383, 64
-  %1315 = add nsw i64 %1313, %1314
-  %1316 = add nsw i64 %1315, 48
-  %params486 = getelementptr inbounds float, ptr %params, i64 %1316
-  %1317 = load <16 x float>, ptr %params486, align 4
-  store <16 x float> %1317, ptr %flat_grad.t53_b3, align 64
-  %1318 = add nsw i64 19688, %flat_grad.k54482
-  %arena487 = getelementptr inbounds float, ptr %arena, i64 %1318
-  %1319 = load float, ptr %arena487, align 4
-  %1320 = insertelement <16 x float> undef, float %1319, i32 0
-  %1321 = shufflevector <16 x float> %1320, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1321, ptr %flat_grad.t53_a0, align 64
-  %t53_a0 = load <16 x float>, ptr %flat_grad.t53_a0, align 64
-  %t53_b0 = load <16 x float>, ptr %flat_grad.t53_b0, align 64
-  %t53_c0_0 = load <16 x float>, ptr %flat_grad.t53_c0_0, align 64
-  %1322 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0, <16 x float> %t53_b0, <16 x float> %t53_c0_0)
-  store <16 x float> %1322, ptr %flat_grad.t53_c0_0, align 64
-  %t53_a0488 = load <16 x float>, ptr %flat_grad.t53_a0, align 64
-  %t53_b1 = load <16 x float>, ptr %flat_grad.t53_b1, align 64
-  %t53_c0_1 = load <16 x float>, ptr %flat_grad.t53_c0_1, align 64
-  %1323 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0488, <16 x float> %t53_b1, <16 x float> %t53_c0_1)
-  store <16 x float> %1323, ptr %flat_grad.t53_c0_1, align 64
-  %t53_a0489 = load <16 x float>, ptr %flat_grad.t53_a0, align 64
-  %t53_b2 = load <16 x float>, ptr %flat_grad.t53_b2, align 64
-  %t53_c0_2 = load <16 x float>, ptr %flat_grad.t53_c0_2, align 64
-  %1324 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0489, <16 x float> %t53_b2, <16 x float> %t53_c0_2)
-  store <16 x float> %1324, ptr %flat_grad.t53_c0_2, align 64
-  %t53_a0490 = load <16 x float>, ptr %flat_grad.t53_a0, align 64
-  %t53_b3 = load <16 x float>, ptr %flat_grad.t53_b3, align 64
-  %t53_c0_3 = load <16 x float>, ptr %flat_grad.t53_c0_3, align 64
-  %1325 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a0490, <16 x float> %t53_b3, <16 x float> %t53_c0_3)
-  store <16 x float> %1325, ptr %flat_grad.t53_c0_3, align 64
-  %1326 = add nsw i64 19698, %flat_grad.k54482
-  %arena491 = getelementptr inbounds float, ptr %arena, i64 %1326
-  %1327 = load float, ptr %arena491, align 4
-  %1328 = insertelement <16 x float> undef, float %1327, i32 0
-  %1329 = shufflevector <16 x float> %1328, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1329, ptr %flat_grad.t53_a1, align 64
-  %t53_a1 = load <16 x float>, ptr %flat_grad.t53_a1, align 64
-  %t53_b0492 = load <16 x float>, ptr %flat_grad.t53_b0, align 64
-  %t53_c1_0 = load <16 x float>, ptr %flat_grad.t53_c1_0, align 64
-  %1330 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1, <16 x float> %t53_b0492, <16 x float> %t53_c1_0)
-  store <16 x float> %1330, ptr %flat_grad.t53_c1_0, align 64
-  %t53_a1493 = load <16 x float>, ptr %flat_grad.t53_a1, align 64
-  %t53_b1494 = load <16 x float>, ptr %flat_grad.t53_b1, align 64
-  %t53_c1_1 = load <16 x float>, ptr %flat_grad.t53_c1_1, align 64
-  %1331 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1493, <16 x float> %t53_b1494, <16 x float> %t53_c1_1)
-  store <16 x float> %1331, ptr %flat_grad.t53_c1_1, align 64
-  %t53_a1495 = load <16 x float>, ptr %flat_grad.t53_a1, align 64
-  %t53_b2496 = load <16 x float>, ptr %flat_grad.t53_b2, align 64
-  %t53_c1_2 = load <16 x float>, ptr %flat_grad.t53_c1_2, align 64
-  %1332 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1495, <16 x float> %t53_b2496, <16 x float> %t53_c1_2)
-  store <16 x float> %1332, ptr %flat_grad.t53_c1_2, align 64
-  %t53_a1497 = load <16 x float>, ptr %flat_grad.t53_a1, align 64
-  %t53_b3498 = load <16 x float>, ptr %flat_grad.t53_b3, align 64
-  %t53_c1_3 = load <16 x float>, ptr %flat_grad.t53_c1_3, align 64
-  %1333 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a1497, <16 x float> %t53_b3498, <16 x float> %t53_c1_3)
-  store <16 x float> %1333, ptr %flat_grad.t53_c1_3, align 64
-  %1334 = add nsw i64 19708, %flat_grad.k54482
-  %arena499 = getelementptr inbounds float, ptr %arena, i64 %1334
-  %1335 = load float, ptr %arena499, align 4
-  %1336 = insertelement <16 x float> undef, float %1335, i32 0
-  %1337 = shufflevector <16 x float> %1336, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1337, ptr %flat_grad.t53_a2, align 64
-  %t53_a2 = load <16 x float>, ptr %flat_grad.t53_a2, align 64
-  %t53_b0500 = load <16 x float>, ptr %flat_grad.t53_b0, align 64
-  %t53_c2_0 = load <16 x float>, ptr %flat_grad.t53_c2_0, align 64
-  %1338 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2, <16 x float> %t53_b0500, <16 x float> %t53_c2_0)
-  store <16 x float> %1338, ptr %flat_grad.t53_c2_0, align 64
-  %t53_a2501 = load <16 x float>, ptr %flat_grad.t53_a2, align 64
-  %t53_b1502 = load <16 x float>, ptr %flat_grad.t53_b1, align 64
-  %t53_c2_1 = load <16 x float>, ptr %flat_grad.t53_c2_1, align 64
-  %1339 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2501, <16 x float> %t53_b1502, <16 x float> %t53_c2_1)
-  store <16 x float> %1339, ptr %flat_grad.t53_c2_1, align 64
-  %t53_a2503 = load <16 x float>, ptr %flat_grad.t53_a2, align 64
-  %t53_b2504 = load <16 x float>, ptr %flat_grad.t53_b2, align 64
-  %t53_c2_2 = load <16 x float>, ptr %flat_grad.t53_c2_2, align 64
-  %1340 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2503, <16 x float> %t53_b2504, <16 x float> %t53_c2_2)
-  store <16 x float> %1340, ptr %flat_grad.t53_c2_2, align 64
-  %t53_a2505 = load <16 x float>, ptr %flat_grad.t53_a2, align 64
-  %t53_b3506 = load <16 x float>, ptr %flat_grad.t53_b3, align 64
-  %t53_c2_3 = load <16 x float>, ptr %flat_grad.t53_c2_3, align 64
-  %1341 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a2505, <16 x float> %t53_b3506, <16 x float> %t53_c2_3)
-  store <16 x float> %1341, ptr %flat_grad.t53_c2_3, align 64
-  %1342 = add nsw i64 19718, %flat_grad.k54482
-  %arena507 = getelementptr inbounds float, ptr %arena, i64 %1342
-  %1343 = load float, ptr %arena507, align 4
-  %1344 = insertelement <16 x float> undef, float %1343, i32 0
-  %1345 = shufflevector <16 x float> %1344, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1345, ptr %flat_grad.t53_a3, align 64
-  %t53_a3 = load <16 x float>, ptr %flat_grad.t53_a3, align 64
-  %t53_b0508 = load <16 x float>, ptr %flat_grad.t53_b0, align 64
-  %t53_c3_0 = load <16 x float>, ptr %flat_grad.t53_c3_0, align 64
-  %1346 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3, <16 x float> %t53_b0508, <16 x float> %t53_c3_0)
-  store <16 x float> %1346, ptr %flat_grad.t53_c3_0, align 64
-  %t53_a3509 = load <16 x float>, ptr %flat_grad.t53_a3, align 64
-  %t53_b1510 = load <16 x float>, ptr %flat_grad.t53_b1, align 64
-  %t53_c3_1 = load <16 x float>, ptr %flat_grad.t53_c3_1, align 64
-  %1347 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3509, <16 x float> %t53_b1510, <16 x float> %t53_c3_1)
-  store <16 x float> %1347, ptr %flat_grad.t53_c3_1, align 64
-  %t53_a3511 = load <16 x float>, ptr %flat_grad.t53_a3, align 64
-  %t53_b2512 = load <16 x float>, ptr %flat_grad.t53_b2, align 64
-  %t53_c3_2 = load <16 x float>, ptr %flat_grad.t53_c3_2, align 64
-  %1348 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3511, <16 x float> %t53_b2512, <16 x float> %t53_c3_2)
-  store <16 x float> %1348, ptr %flat_grad.t53_c3_2, align 64
-  %t53_a3513 = load <16 x float>, ptr %flat_grad.t53_a3, align 64
-  %t53_b3514 = load <16 x float>, ptr %flat_grad.t53_b3, align 64
-  %t53_c3_3 = load <16 x float>, ptr %flat_grad.t53_c3_3, align 64
-  %1349 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t53_a3513, <16 x float> %t53_b3514, <16 x float> %t53_c3_3)
-  store <16 x float> %1349, ptr %flat_grad.t53_c3_3, align 64
-  %k54.next = add nsw i64 %flat_grad.k54482, 1
-  %1350 = icmp slt i64 %k54.next, 10
-  br i1 %1350, label %flat_grad.k54, label %flat_grad.k54.end
+flat_grad.nb52:                                   ; preds = %flat_grad.k57.end, %fc1_bias_grad.u49.end
+  %flat_grad.nb52401 = phi i64 [ 0, %fc1_bias_grad.u49.end ], [ %nb52.next, %flat_grad.k57.end ]
+  br label %flat_grad.mb53
 
-flat_grad.k54.end:                                ; preds = %flat_grad.k54
-  %t53_c0_0515 = load <16 x float>, ptr %flat_grad.t53_c0_0, align 64
-  %1351 = mul nsw i64 %flat_grad.nb49383, 64
-  %1352 = add nsw i64 28368, %1351
-  %arena516 = getelementptr inbounds float, ptr %arena, i64 %1352
-  store <16 x float> %t53_c0_0515, ptr %arena516, align 4
-  %t53_c0_1517 = load <16 x float>, ptr %flat_grad.t53_c0_1, align 64
-  %1353 = mul nsw i64 %flat_grad.nb49383, 64
-  %1354 = add nsw i64 28368, %1353
-  %1355 = add nsw i64 %1354, 16
-  %arena518 = getelementptr inbounds float, ptr %arena, i64 %1355
-  store <16 x float> %t53_c0_1517, ptr %arena518, align 4
-  %t53_c0_2519 = load <16 x float>, ptr %flat_grad.t53_c0_2, align 64
-  %1356 = mul nsw i64 %flat_grad.nb49383, 64
-  %1357 = add nsw i64 28368, %1356
-  %1358 = add nsw i64 %1357, 32
-  %arena520 = getelementptr inbounds float, ptr %arena, i64 %1358
-  store <16 x float> %t53_c0_2519, ptr %arena520, align 4
-  %t53_c0_3521 = load <16 x float>, ptr %flat_grad.t53_c0_3, align 64
-  %1359 = mul nsw i64 %flat_grad.nb49383, 64
-  %1360 = add nsw i64 28368, %1359
-  %1361 = add nsw i64 %1360, 48
-  %arena522 = getelementptr inbounds float, ptr %arena, i64 %1361
-  store <16 x float> %t53_c0_3521, ptr %arena522, align 4
-  %t53_c1_0523 = load <16 x float>, ptr %flat_grad.t53_c1_0, align 64
-  %1362 = mul nsw i64 %flat_grad.nb49383, 64
-  %1363 = add nsw i64 28512, %1362
-  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1363
-  store <16 x float> %t53_c1_0523, ptr %arena524, align 4
-  %t53_c1_1525 = load <16 x float>, ptr %flat_grad.t53_c1_1, align 64
-  %1364 = mul nsw i64 %flat_grad.nb49383, 64
-  %1365 = add nsw i64 28512, %1364
-  %1366 = add nsw i64 %1365, 16
-  %arena526 = getelementptr inbounds float, ptr %arena, i64 %1366
-  store <16 x float> %t53_c1_1525, ptr %arena526, align 4
-  %t53_c1_2527 = load <16 x float>, ptr %flat_grad.t53_c1_2, align 64
-  %1367 = mul nsw i64 %flat_grad.nb49383, 64
-  %1368 = add nsw i64 28512, %1367
-  %1369 = add nsw i64 %1368, 32
-  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1369
-  store <16 x float> %t53_c1_2527, ptr %arena528, align 4
-  %t53_c1_3529 = load <16 x float>, ptr %flat_grad.t53_c1_3, align 64
-  %1370 = mul nsw i64 %flat_grad.nb49383, 64
-  %1371 = add nsw i64 28512, %1370
-  %1372 = add nsw i64 %1371, 48
-  %arena530 = getelementptr inbounds float, ptr %arena, i64 %1372
-  store <16 x float> %t53_c1_3529, ptr %arena530, align 4
-  %t53_c2_0531 = load <16 x float>, ptr %flat_grad.t53_c2_0, align 64
-  %1373 = mul nsw i64 %flat_grad.nb49383, 64
-  %1374 = add nsw i64 28656, %1373
-  %arena532 = getelementptr inbounds float, ptr %arena, i64 %1374
-  store <16 x float> %t53_c2_0531, ptr %arena532, align 4
-  %t53_c2_1533 = load <16 x float>, ptr %flat_grad.t53_c2_1, align 64
-  %1375 = mul nsw i64 %flat_grad.nb49383, 64
-  %1376 = add nsw i64 28656, %1375
-  %1377 = add nsw i64 %1376, 16
-  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1377
-  store <16 x float> %t53_c2_1533, ptr %arena534, align 4
-  %t53_c2_2535 = load <16 x float>, ptr %flat_grad.t53_c2_2, align 64
-  %1378 = mul nsw i64 %flat_grad.nb49383, 64
-  %1379 = add nsw i64 28656, %1378
-  %1380 = add nsw i64 %1379, 32
-  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1380
-  store <16 x float> %t53_c2_2535, ptr %arena536, align 4
-  %t53_c2_3537 = load <16 x float>, ptr %flat_grad.t53_c2_3, align 64
-  %1381 = mul nsw i64 %flat_grad.nb49383, 64
-  %1382 = add nsw i64 28656, %1381
-  %1383 = add nsw i64 %1382, 48
-  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1383
-  store <16 x float> %t53_c2_3537, ptr %arena538, align 4
-  %t53_c3_0539 = load <16 x float>, ptr %flat_grad.t53_c3_0, align 64
-  %1384 = mul nsw i64 %flat_grad.nb49383, 64
-  %1385 = add nsw i64 28800, %1384
-  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1385
-  store <16 x float> %t53_c3_0539, ptr %arena540, align 4
-  %t53_c3_1541 = load <16 x float>, ptr %flat_grad.t53_c3_1, align 64
-  %1386 = mul nsw i64 %flat_grad.nb49383, 64
-  %1387 = add nsw i64 28800, %1386
-  %1388 = add nsw i64 %1387, 16
-  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1388
-  store <16 x float> %t53_c3_1541, ptr %arena542, align 4
-  %t53_c3_2543 = load <16 x float>, ptr %flat_grad.t53_c3_2, align 64
-  %1389 = mul nsw i64 %flat_grad.nb49383, 64
-  %1390 = add nsw i64 28800, %1389
-  %1391 = add nsw i64 %1390, 32
-  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1391
-  store <16 x float> %t53_c3_2543, ptr %arena544, align 4
-  %t53_c3_3545 = load <16 x float>, ptr %flat_grad.t53_c3_3, align 64
-  %1392 = mul nsw i64 %flat_grad.nb49383, 64
-  %1393 = add nsw i64 28800, %1392
-  %1394 = add nsw i64 %1393, 48
-  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1394
-  store <16 x float> %t53_c3_3545, ptr %arena546, align 4
-  %nb49.next = add nsw i64 %flat_grad.nb49383, 1
-  %1395 = icmp slt i64 %nb49.next, 2
-  br i1 %1395, label %flat_grad.nb49, label %flat_grad.nb49.end
+flat_grad.nb52.end:                               ; preds = %flat_grad.k57.end
+  br label %flat_grad.mb58
 
-flat_grad.mb55:                                   ; preds = %flat_grad.k57.end, %flat_grad.nb49.end
-  %flat_grad.mb55547 = phi i64 [ 0, %flat_grad.nb49.end ], [ %mb55.next, %flat_grad.k57.end ]
+flat_grad.mb53:                                   ; preds = %flat_grad.k55.end, %flat_grad.nb52
+  %flat_grad.mb53402 = phi i64 [ 0, %flat_grad.nb52 ], [ %mb53.next, %flat_grad.k55.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t54_c5_3, align 64
+  br label %flat_grad.k55
+
+flat_grad.mb53.end:                               ; preds = %flat_grad.k55.end
   store <16 x float> zeroinitializer, ptr %flat_grad.t56_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c0_3, align 64
   store <16 x float> zeroinitializer, ptr %flat_grad.t56_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c1_3, align 64
   store <16 x float> zeroinitializer, ptr %flat_grad.t56_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c2_3, align 64
   store <16 x float> zeroinitializer, ptr %flat_grad.t56_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t56_c3_3, align 64
   br label %flat_grad.k57
 
-flat_grad.mb55.end:                               ; preds = %flat_grad.k57.end
-  store <16 x float> zeroinitializer, ptr %flat_grad.t58_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t58_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t58_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t58_c3_0, align 64
-  br label %flat_grad.k59
+flat_grad.k55:                                    ; preds = %flat_grad.k55, %flat_grad.mb53
+  %flat_grad.k55403 = phi i64 [ 0, %flat_grad.mb53 ], [ %k55.next, %flat_grad.k55 ]
+  %1097 = mul nsw i64 %flat_grad.k55403, 144
+  %1098 = add nsw i64 40, %1097
+  %1099 = mul nsw i64 %flat_grad.nb52401, 64
+  %1100 = add nsw i64 %1098, %1099
+  %params404 = getelementptr inbounds float, ptr %params, i64 %1100
+  %1101 = load <16 x float>, ptr %params404, align 4
+  store <16 x float> %1101, ptr %flat_grad.t54_b0, align 64
+  %1102 = mul nsw i64 %flat_grad.k55403, 144
+  %1103 = add nsw i64 40, %1102
+  %1104 = mul nsw i64 %flat_grad.nb52401, 64
+  %1105 = add nsw i64 %1103, %1104
+  %1106 = add nsw i64 %1105, 16
+  %params405 = getelementptr inbounds float, ptr %params, i64 %1106
+  %1107 = load <16 x float>, ptr %params405, align 4
+  store <16 x float> %1107, ptr %flat_grad.t54_b1, align 64
+  %1108 = mul nsw i64 %flat_grad.k55403, 144
+  %1109 = add nsw i64 40, %1108
+  %1110 = mul nsw i64 %flat_grad.nb52401, 64
+  %1111 = add nsw i64 %1109, %1110
+  %1112 = add nsw i64 %1111, 32
+  %params406 = getelementptr inbounds float, ptr %params, i64 %1112
+  %1113 = load <16 x float>, ptr %params406, align 4
+  store <16 x float> %1113, ptr %flat_grad.t54_b2, align 64
+  %1114 = mul nsw i64 %flat_grad.k55403, 144
+  %1115 = add nsw i64 40, %1114
+  %1116 = mul nsw i64 %flat_grad.nb52401, 64
+  %1117 = add nsw i64 %1115, %1116
+  %1118 = add nsw i64 %1117, 48
+  %params407 = getelementptr inbounds float, ptr %params, i64 %1118
+  %1119 = load <16 x float>, ptr %params407, align 4
+  store <16 x float> %1119, ptr %flat_grad.t54_b3, align 64
+  %1120 = mul nsw i64 %flat_grad.mb53402, 6
+  %1121 = mul nsw i64 %1120, 10
+  %1122 = add nsw i64 19088, %1121
+  %1123 = add nsw i64 %1122, %flat_grad.k55403
+  %arena408 = getelementptr inbounds float, ptr %arena, i64 %1123
+  %1124 = load float, ptr %arena408, align 4
+  %1125 = insertelement <16 x float> undef, float %1124, i32 0
+  %1126 = shufflevector <16 x float> %1125, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1126, ptr %flat_grad.t54_a0, align 64
+  %t54_a0 = load <16 x float>, ptr %flat_grad.t54_a0, align 64
+  %t54_b0 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
+  %t54_c0_0 = load <16 x float>, ptr %flat_grad.t54_c0_0, align 64
+  %1127 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0, <16 x float> %t54_b0, <16 x float> %t54_c0_0)
+  store <16 x float> %1127, ptr %flat_grad.t54_c0_0, align 64
+  %t54_a0409 = load <16 x float>, ptr %flat_grad.t54_a0, align 64
+  %t54_b1 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
+  %t54_c0_1 = load <16 x float>, ptr %flat_grad.t54_c0_1, align 64
+  %1128 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0409, <16 x float> %t54_b1, <16 x float> %t54_c0_1)
+  store <16 x float> %1128, ptr %flat_grad.t54_c0_1, align 64
+  %t54_a0410 = load <16 x float>, ptr %flat_grad.t54_a0, align 64
+  %t54_b2 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
+  %t54_c0_2 = load <16 x float>, ptr %flat_grad.t54_c0_2, align 64
+  %1129 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0410, <16 x float> %t54_b2, <16 x float> %t54_c0_2)
+  store <16 x float> %1129, ptr %flat_grad.t54_c0_2, align 64
+  %t54_a0411 = load <16 x float>, ptr %flat_grad.t54_a0, align 64
+  %t54_b3 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
+  %t54_c0_3 = load <16 x float>, ptr %flat_grad.t54_c0_3, align 64
+  %1130 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a0411, <16 x float> %t54_b3, <16 x float> %t54_c0_3)
+  store <16 x float> %1130, ptr %flat_grad.t54_c0_3, align 64
+  %1131 = mul nsw i64 %flat_grad.mb53402, 6
+  %1132 = add nsw i64 %1131, 1
+  %1133 = mul nsw i64 %1132, 10
+  %1134 = add nsw i64 19088, %1133
+  %1135 = add nsw i64 %1134, %flat_grad.k55403
+  %arena412 = getelementptr inbounds float, ptr %arena, i64 %1135
+  %1136 = load float, ptr %arena412, align 4
+  %1137 = insertelement <16 x float> undef, float %1136, i32 0
+  %1138 = shufflevector <16 x float> %1137, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1138, ptr %flat_grad.t54_a1, align 64
+  %t54_a1 = load <16 x float>, ptr %flat_grad.t54_a1, align 64
+  %t54_b0413 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
+  %t54_c1_0 = load <16 x float>, ptr %flat_grad.t54_c1_0, align 64
+  %1139 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1, <16 x float> %t54_b0413, <16 x float> %t54_c1_0)
+  store <16 x float> %1139, ptr %flat_grad.t54_c1_0, align 64
+  %t54_a1414 = load <16 x float>, ptr %flat_grad.t54_a1, align 64
+  %t54_b1415 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
+  %t54_c1_1 = load <16 x float>, ptr %flat_grad.t54_c1_1, align 64
+  %1140 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1414, <16 x float> %t54_b1415, <16 x float> %t54_c1_1)
+  store <16 x float> %1140, ptr %flat_grad.t54_c1_1, align 64
+  %t54_a1416 = load <16 x float>, ptr %flat_grad.t54_a1, align 64
+  %t54_b2417 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
+  %t54_c1_2 = load <16 x float>, ptr %flat_grad.t54_c1_2, align 64
+  %1141 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1416, <16 x float> %t54_b2417, <16 x float> %t54_c1_2)
+  store <16 x float> %1141, ptr %flat_grad.t54_c1_2, align 64
+  %t54_a1418 = load <16 x float>, ptr %flat_grad.t54_a1, align 64
+  %t54_b3419 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
+  %t54_c1_3 = load <16 x float>, ptr %flat_grad.t54_c1_3, align 64
+  %1142 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a1418, <16 x float> %t54_b3419, <16 x float> %t54_c1_3)
+  store <16 x float> %1142, ptr %flat_grad.t54_c1_3, align 64
+  %1143 = mul nsw i64 %flat_grad.mb53402, 6
+  %1144 = add nsw i64 %1143, 2
+  %1145 = mul nsw i64 %1144, 10
+  %1146 = add nsw i64 19088, %1145
+  %1147 = add nsw i64 %1146, %flat_grad.k55403
+  %arena420 = getelementptr inbounds float, ptr %arena, i64 %1147
+  %1148 = load float, ptr %arena420, align 4
+  %1149 = insertelement <16 x float> undef, float %1148, i32 0
+  %1150 = shufflevector <16 x float> %1149, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1150, ptr %flat_grad.t54_a2, align 64
+  %t54_a2 = load <16 x float>, ptr %flat_grad.t54_a2, align 64
+  %t54_b0421 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
+  %t54_c2_0 = load <16 x float>, ptr %flat_grad.t54_c2_0, align 64
+  %1151 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2, <16 x float> %t54_b0421, <16 x float> %t54_c2_0)
+  store <16 x float> %1151, ptr %flat_grad.t54_c2_0, align 64
+  %t54_a2422 = load <16 x float>, ptr %flat_grad.t54_a2, align 64
+  %t54_b1423 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
+  %t54_c2_1 = load <16 x float>, ptr %flat_grad.t54_c2_1, align 64
+  %1152 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2422, <16 x float> %t54_b1423, <16 x float> %t54_c2_1)
+  store <16 x float> %1152, ptr %flat_grad.t54_c2_1, align 64
+  %t54_a2424 = load <16 x float>, ptr %flat_grad.t54_a2, align 64
+  %t54_b2425 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
+  %t54_c2_2 = load <16 x float>, ptr %flat_grad.t54_c2_2, align 64
+  %1153 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2424, <16 x float> %t54_b2425, <16 x float> %t54_c2_2)
+  store <16 x float> %1153, ptr %flat_grad.t54_c2_2, align 64
+  %t54_a2426 = load <16 x float>, ptr %flat_grad.t54_a2, align 64
+  %t54_b3427 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
+  %t54_c2_3 = load <16 x float>, ptr %flat_grad.t54_c2_3, align 64
+  %1154 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a2426, <16 x float> %t54_b3427, <16 x float> %t54_c2_3)
+  store <16 x float> %1154, ptr %flat_grad.t54_c2_3, align 64
+  %1155 = mul nsw i64 %flat_grad.mb53402, 6
+  %1156 = add nsw i64 %1155, 3
+  %1157 = mul nsw i64 %1156, 10
+  %1158 = add nsw i64 19088, %1157
+  %1159 = add nsw i64 %1158, %flat_grad.k55403
+  %arena428 = getelementptr inbounds float, ptr %arena, i64 %1159
+  %1160 = load float, ptr %arena428, align 4
+  %1161 = insertelement <16 x float> undef, float %1160, i32 0
+  %1162 = shufflevector <16 x float> %1161, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1162, ptr %flat_grad.t54_a3, align 64
+  %t54_a3 = load <16 x float>, ptr %flat_grad.t54_a3, align 64
+  %t54_b0429 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
+  %t54_c3_0 = load <16 x float>, ptr %flat_grad.t54_c3_0, align 64
+  %1163 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3, <16 x float> %t54_b0429, <16 x float> %t54_c3_0)
+  store <16 x float> %1163, ptr %flat_grad.t54_c3_0, align 64
+  %t54_a3430 = load <16 x float>, ptr %flat_grad.t54_a3, align 64
+  %t54_b1431 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
+  %t54_c3_1 = load <16 x float>, ptr %flat_grad.t54_c3_1, align 64
+  %1164 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3430, <16 x float> %t54_b1431, <16 x float> %t54_c3_1)
+  store <16 x float> %1164, ptr %flat_grad.t54_c3_1, align 64
+  %t54_a3432 = load <16 x float>, ptr %flat_grad.t54_a3, align 64
+  %t54_b2433 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
+  %t54_c3_2 = load <16 x float>, ptr %flat_grad.t54_c3_2, align 64
+  %1165 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3432, <16 x float> %t54_b2433, <16 x float> %t54_c3_2)
+  store <16 x float> %1165, ptr %flat_grad.t54_c3_2, align 64
+  %t54_a3434 = load <16 x float>, ptr %flat_grad.t54_a3, align 64
+  %t54_b3435 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
+  %t54_c3_3 = load <16 x float>, ptr %flat_grad.t54_c3_3, align 64
+  %1166 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a3434, <16 x float> %t54_b3435, <16 x float> %t54_c3_3)
+  store <16 x float> %1166, ptr %flat_grad.t54_c3_3, align 64
+  %1167 = mul nsw i64 %flat_grad.mb53402, 6
+  %1168 = add nsw i64 %1167, 4
+  %1169 = mul nsw i64 %1168, 10
+  %1170 = add nsw i64 19088, %1169
+  %1171 = add nsw i64 %1170, %flat_grad.k55403
+  %arena436 = getelementptr inbounds float, ptr %arena, i64 %1171
+  %1172 = load float, ptr %arena436, align 4
+  %1173 = insertelement <16 x float> undef, float %1172, i32 0
+  %1174 = shufflevector <16 x float> %1173, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1174, ptr %flat_grad.t54_a4, align 64
+  %t54_a4 = load <16 x float>, ptr %flat_grad.t54_a4, align 64
+  %t54_b0437 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
+  %t54_c4_0 = load <16 x float>, ptr %flat_grad.t54_c4_0, align 64
+  %1175 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a4, <16 x float> %t54_b0437, <16 x float> %t54_c4_0)
+  store <16 x float> %1175, ptr %flat_grad.t54_c4_0, align 64
+  %t54_a4438 = load <16 x float>, ptr %flat_grad.t54_a4, align 64
+  %t54_b1439 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
+  %t54_c4_1 = load <16 x float>, ptr %flat_grad.t54_c4_1, align 64
+  %1176 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a4438, <16 x float> %t54_b1439, <16 x float> %t54_c4_1)
+  store <16 x float> %1176, ptr %flat_grad.t54_c4_1, align 64
+  %t54_a4440 = load <16 x float>, ptr %flat_grad.t54_a4, align 64
+  %t54_b2441 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
+  %t54_c4_2 = load <16 x float>, ptr %flat_grad.t54_c4_2, align 64
+  %1177 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a4440, <16 x float> %t54_b2441, <16 x float> %t54_c4_2)
+  store <16 x float> %1177, ptr %flat_grad.t54_c4_2, align 64
+  %t54_a4442 = load <16 x float>, ptr %flat_grad.t54_a4, align 64
+  %t54_b3443 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
+  %t54_c4_3 = load <16 x float>, ptr %flat_grad.t54_c4_3, align 64
+  %1178 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a4442, <16 x float> %t54_b3443, <16 x float> %t54_c4_3)
+  store <16 x float> %1178, ptr %flat_grad.t54_c4_3, align 64
+  %1179 = mul nsw i64 %flat_grad.mb53402, 6
+  %1180 = add nsw i64 %1179, 5
+  %1181 = mul nsw i64 %1180, 10
+  %1182 = add nsw i64 19088, %1181
+  %1183 = add nsw i64 %1182, %flat_grad.k55403
+  %arena444 = getelementptr inbounds float, ptr %arena, i64 %1183
+  %1184 = load float, ptr %arena444, align 4
+  %1185 = insertelement <16 x float> undef, float %1184, i32 0
+  %1186 = shufflevector <16 x float> %1185, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1186, ptr %flat_grad.t54_a5, align 64
+  %t54_a5 = load <16 x float>, ptr %flat_grad.t54_a5, align 64
+  %t54_b0445 = load <16 x float>, ptr %flat_grad.t54_b0, align 64
+  %t54_c5_0 = load <16 x float>, ptr %flat_grad.t54_c5_0, align 64
+  %1187 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a5, <16 x float> %t54_b0445, <16 x float> %t54_c5_0)
+  store <16 x float> %1187, ptr %flat_grad.t54_c5_0, align 64
+  %t54_a5446 = load <16 x float>, ptr %flat_grad.t54_a5, align 64
+  %t54_b1447 = load <16 x float>, ptr %flat_grad.t54_b1, align 64
+  %t54_c5_1 = load <16 x float>, ptr %flat_grad.t54_c5_1, align 64
+  %1188 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a5446, <16 x float> %t54_b1447, <16 x float> %t54_c5_1)
+  store <16 x float> %1188, ptr %flat_grad.t54_c5_1, align 64
+  %t54_a5448 = load <16 x float>, ptr %flat_grad.t54_a5, align 64
+  %t54_b2449 = load <16 x float>, ptr %flat_grad.t54_b2, align 64
+  %t54_c5_2 = load <16 x float>, ptr %flat_grad.t54_c5_2, align 64
+  %1189 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a5448, <16 x float> %t54_b2449, <16 x float> %t54_c5_2)
+  store <16 x float> %1189, ptr %flat_grad.t54_c5_2, align 64
+  %t54_a5450 = load <16 x float>, ptr %flat_grad.t54_a5, align 64
+  %t54_b3451 = load <16 x float>, ptr %flat_grad.t54_b3, align 64
+  %t54_c5_3 = load <16 x float>, ptr %flat_grad.t54_c5_3, align 64
+  %1190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t54_a5450, <16 x float> %t54_b3451, <16 x float> %t54_c5_3)
+  store <16 x float> %1190, ptr %flat_grad.t54_c5_3, align 64
+  %k55.next = add nsw i64 %flat_grad.k55403, 1
+  %1191 = icmp slt i64 %k55.next, 10
+  br i1 %1191, label %flat_grad.k55, label %flat_grad.k55.end
 
-flat_grad.k57:                                    ; preds = %flat_grad.k57, %flat_grad.mb55
-  %flat_grad.k57548 = phi i64 [ 0, %flat_grad.mb55 ], [ %k57.next, %flat_grad.k57 ]
-  %1396 = mul nsw i64 %flat_grad.k57548, 144
-  %1397 = add nsw i64 40, %1396
-  %1398 = add nsw i64 %1397, 128
-  %params549 = getelementptr inbounds float, ptr %params, i64 %1398
-  %1399 = load <16 x float>, ptr %params549, align 4
-  store <16 x float> %1399, ptr %flat_grad.t56_b0, align 64
-  %1400 = mul nsw i64 %flat_grad.mb55547, 6
-  %1401 = mul nsw i64 %1400, 10
-  %1402 = add nsw i64 19088, %1401
-  %1403 = add nsw i64 %1402, %flat_grad.k57548
-  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1403
-  %1404 = load float, ptr %arena550, align 4
-  %1405 = insertelement <16 x float> undef, float %1404, i32 0
-  %1406 = shufflevector <16 x float> %1405, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1406, ptr %flat_grad.t56_a0, align 64
+flat_grad.k55.end:                                ; preds = %flat_grad.k55
+  %t54_c0_0452 = load <16 x float>, ptr %flat_grad.t54_c0_0, align 64
+  %1192 = mul nsw i64 %flat_grad.mb53402, 6
+  %1193 = mul nsw i64 %1192, 144
+  %1194 = add nsw i64 19728, %1193
+  %1195 = mul nsw i64 %flat_grad.nb52401, 64
+  %1196 = add nsw i64 %1194, %1195
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1196
+  store <16 x float> %t54_c0_0452, ptr %arena453, align 4
+  %t54_c0_1454 = load <16 x float>, ptr %flat_grad.t54_c0_1, align 64
+  %1197 = mul nsw i64 %flat_grad.mb53402, 6
+  %1198 = mul nsw i64 %1197, 144
+  %1199 = add nsw i64 19728, %1198
+  %1200 = mul nsw i64 %flat_grad.nb52401, 64
+  %1201 = add nsw i64 %1199, %1200
+  %1202 = add nsw i64 %1201, 16
+  %arena455 = getelementptr inbounds float, ptr %arena, i64 %1202
+  store <16 x float> %t54_c0_1454, ptr %arena455, align 4
+  %t54_c0_2456 = load <16 x float>, ptr %flat_grad.t54_c0_2, align 64
+  %1203 = mul nsw i64 %flat_grad.mb53402, 6
+  %1204 = mul nsw i64 %1203, 144
+  %1205 = add nsw i64 19728, %1204
+  %1206 = mul nsw i64 %flat_grad.nb52401, 64
+  %1207 = add nsw i64 %1205, %1206
+  %1208 = add nsw i64 %1207, 32
+  %arena457 = getelementptr inbounds float, ptr %arena, i64 %1208
+  store <16 x float> %t54_c0_2456, ptr %arena457, align 4
+  %t54_c0_3458 = load <16 x float>, ptr %flat_grad.t54_c0_3, align 64
+  %1209 = mul nsw i64 %flat_grad.mb53402, 6
+  %1210 = mul nsw i64 %1209, 144
+  %1211 = add nsw i64 19728, %1210
+  %1212 = mul nsw i64 %flat_grad.nb52401, 64
+  %1213 = add nsw i64 %1211, %1212
+  %1214 = add nsw i64 %1213, 48
+  %arena459 = getelementptr inbounds float, ptr %arena, i64 %1214
+  store <16 x float> %t54_c0_3458, ptr %arena459, align 4
+  %t54_c1_0460 = load <16 x float>, ptr %flat_grad.t54_c1_0, align 64
+  %1215 = mul nsw i64 %flat_grad.mb53402, 6
+  %1216 = add nsw i64 %1215, 1
+  %1217 = mul nsw i64 %1216, 144
+  %1218 = add nsw i64 19728, %1217
+  %1219 = mul nsw i64 %flat_grad.nb52401, 64
+  %1220 = add nsw i64 %1218, %1219
+  %arena461 = getelementptr inbounds float, ptr %arena, i64 %1220
+  store <16 x float> %t54_c1_0460, ptr %arena461, align 4
+  %t54_c1_1462 = load <16 x float>, ptr %flat_grad.t54_c1_1, align 64
+  %1221 = mul nsw i64 %flat_grad.mb53402, 6
+  %1222 = add nsw i64 %1221, 1
+  %1223 = mul nsw i64 %1222, 144
+  %1224 = add nsw i64 19728, %1223
+  %1225 = mul nsw i64 %flat_grad.nb52401, 64
+  %1226 = add nsw i64 %1224, %1225
+  %1227 = add nsw i64 %1226, 16
+  %arena463 = getelementptr inbounds float, ptr %arena, i64 %1227
+  store <16 x float> %t54_c1_1462, ptr %arena463, align 4
+  %t54_c1_2464 = load <16 x float>, ptr %flat_grad.t54_c1_2, align 64
+  %1228 = mul nsw i64 %flat_grad.mb53402, 6
+  %1229 = add nsw i64 %1228, 1
+  %1230 = mul nsw i64 %1229, 144
+  %1231 = add nsw i64 19728, %1230
+  %1232 = mul nsw i64 %flat_grad.nb52401, 64
+  %1233 = add nsw i64 %1231, %1232
+  %1234 = add nsw i64 %1233, 32
+  %arena465 = getelementptr inbounds float, ptr %arena, i64 %1234
+  store <16 x float> %t54_c1_2464, ptr %arena465, align 4
+  %t54_c1_3466 = load <16 x float>, ptr %flat_grad.t54_c1_3, align 64
+  %1235 = mul nsw i64 %flat_grad.mb53402, 6
+  %1236 = add nsw i64 %1235, 1
+  %1237 = mul nsw i64 %1236, 144
+  %1238 = add nsw i64 19728, %1237
+  %1239 = mul nsw i64 %flat_grad.nb52401, 64
+  %1240 = add nsw i64 %1238, %1239
+  %1241 = add nsw i64 %1240, 48
+  %arena467 = getelementptr inbounds float, ptr %arena, i64 %1241
+  store <16 x float> %t54_c1_3466, ptr %arena467, align 4
+  %t54_c2_0468 = load <16 x float>, ptr %flat_grad.t54_c2_0, align 64
+  %1242 = mul nsw i64 %flat_grad.mb53402, 6
+  %1243 = add nsw i64 %1242, 2
+  %1244 = mul nsw i64 %1243, 144
+  %1245 = add nsw i64 19728, %1244
+  %1246 = mul nsw i64 %flat_grad.nb52401, 64
+  %1247 = add nsw i64 %1245, %1246
+  %arena469 = getelementptr inbounds float, ptr %arena, i64 %1247
+  store <16 x float> %t54_c2_0468, ptr %arena469, align 4
+  %t54_c2_1470 = load <16 x float>, ptr %flat_grad.t54_c2_1, align 64
+  %1248 = mul nsw i64 %flat_grad.mb53402, 6
+  %1249 = add nsw i64 %1248, 2
+  %1250 = mul nsw i64 %1249, 144
+  %1251 = add nsw i64 19728, %1250
+  %1252 = mul nsw i64 %flat_grad.nb52401, 64
+  %1253 = add nsw i64 %1251, %1252
+  %1254 = add nsw i64 %1253, 16
+  %arena471 = getelementptr inbounds float, ptr %arena, i64 %1254
+  store <16 x float> %t54_c2_1470, ptr %arena471, align 4
+  %t54_c2_2472 = load <16 x float>, ptr %flat_grad.t54_c2_2, align 64
+  %1255 = mul nsw i64 %flat_grad.mb53402, 6
+  %1256 = add nsw i64 %1255, 2
+  %1257 = mul nsw i64 %1256, 144
+  %1258 = add nsw i64 19728, %1257
+  %1259 = mul nsw i64 %flat_grad.nb52401, 64
+  %1260 = add nsw i64 %1258, %1259
+  %1261 = add nsw i64 %1260, 32
+  %arena473 = getelementptr inbounds float, ptr %arena, i64 %1261
+  store <16 x float> %t54_c2_2472, ptr %arena473, align 4
+  %t54_c2_3474 = load <16 x float>, ptr %flat_grad.t54_c2_3, align 64
+  %1262 = mul nsw i64 %flat_grad.mb53402, 6
+  %1263 = add nsw i64 %1262, 2
+  %1264 = mul nsw i64 %1263, 144
+  %1265 = add nsw i64 19728, %1264
+  %1266 = mul nsw i64 %flat_grad.nb52401, 64
+  %1267 = add nsw i64 %1265, %1266
+  %1268 = add nsw i64 %1267, 48
+  %arena475 = getelementptr inbounds float, ptr %arena, i64 %1268
+  store <16 x float> %t54_c2_3474, ptr %arena475, align 4
+  %t54_c3_0476 = load <16 x float>, ptr %flat_grad.t54_c3_0, align 64
+  %1269 = mul nsw i64 %flat_grad.mb53402, 6
+  %1270 = add nsw i64 %1269, 3
+  %1271 = mul nsw i64 %1270, 144
+  %1272 = add nsw i64 19728, %1271
+  %1273 = mul nsw i64 %flat_grad.nb52401, 64
+  %1274 = add nsw i64 %1272, %1273
+  %arena477 = getelementptr inbounds float, ptr %arena, i64 %1274
+  store <16 x float> %t54_c3_0476, ptr %arena477, align 4
+  %t54_c3_1478 = load <16 x float>, ptr %flat_grad.t54_c3_1, align 64
+  %1275 = mul nsw i64 %flat_grad.mb53402, 6
+  %1276 = add nsw i64 %1275, 3
+  %1277 = mul nsw i64 %1276, 144
+  %1278 = add nsw i64 19728, %1277
+  %1279 = mul nsw i64 %flat_grad.nb52401, 64
+  %1280 = add nsw i64 %1278, %1279
+  %1281 = add nsw i64 %1280, 16
+  %arena479 = getelementptr inbounds float, ptr %arena, i64 %1281
+  store <16 x float> %t54_c3_1478, ptr %arena479, align 4
+  %t54_c3_2480 = load <16 x float>, ptr %flat_grad.t54_c3_2, align 64
+  %1282 = mul nsw i64 %flat_grad.mb53402, 6
+  %1283 = add nsw i64 %1282, 3
+  %1284 = mul nsw i64 %1283, 144
+  %1285 = add nsw i64 19728, %1284
+  %1286 = mul nsw i64 %flat_grad.nb52401, 64
+  %1287 = add nsw i64 %1285, %1286
+  %1288 = add nsw i64 %1287, 32
+  %arena481 = getelementptr inbounds float, ptr %arena, i64 %1288
+  store <16 x float> %t54_c3_2480, ptr %arena481, align 4
+  %t54_c3_3482 = load <16 x float>, ptr %flat_grad.t54_c3_3, align 64
+  %1289 = mul nsw i64 %flat_grad.mb53402, 6
+  %1290 = add nsw i64 %1289, 3
+  %1291 = mul nsw i64 %1290, 144
+  %1292 = add nsw i64 19728, %1291
+  %1293 = mul nsw i64 %flat_grad.nb52401, 64
+  %1294 = add nsw i64 %1292, %1293
+  %1295 = add nsw i64 %1294, 48
+  %arena483 = getelementptr inbounds float, ptr %arena, i64 %1295
+  store <16 x float> %t54_c3_3482, ptr %arena483, align 4
+  %t54_c4_0484 = load <16 x float>, ptr %flat_grad.t54_c4_0, align 64
+  %1296 = mul nsw i64 %flat_grad.mb53402, 6
+  %1297 = add nsw i64 %1296, 4
+  %1298 = mul nsw i64 %1297, 144
+  %1299 = add nsw i64 19728, %1298
+  %1300 = mul nsw i64 %flat_grad.nb52401, 64
+  %1301 = add nsw i64 %1299, %1300
+  %arena485 = getelementptr inbounds float, ptr %arena, i64 %1301
+  store <16 x float> %t54_c4_0484, ptr %arena485, align 4
+  %t54_c4_1486 = load <16 x float>, ptr %flat_grad.t54_c4_1, align 64
+  %1302 = mul nsw i64 %flat_grad.mb53402, 6
+  %1303 = add nsw i64 %1302, 4
+  %1304 = mul nsw i64 %1303, 144
+  %1305 = add nsw i64 19728, %1304
+  %1306 = mul nsw i64 %flat_grad.nb52401, 64
+  %1307 = add nsw i64 %1305, %1306
+  %1308 = add nsw i64 %1307, 16
+  %arena487 = getelementptr inbounds float, ptr %arena, i64 %1308
+  store <16 x float> %t54_c4_1486, ptr %arena487, align 4
+  %t54_c4_2488 = load <16 x float>, ptr %flat_grad.t54_c4_2, align 64
+  %1309 = mul nsw i64 %flat_grad.mb53402, 6
+  %1310 = add nsw i64 %1309, 4
+  %1311 = mul nsw i64 %1310, 144
+  %1312 = add nsw i64 19728, %1311
+  %1313 = mul nsw i64 %flat_grad.nb52401, 64
+  %1314 = add nsw i64 %1312, %1313
+  %1315 = add nsw i64 %1314, 32
+  %arena489 = getelementptr inbounds float, ptr %arena, i64 %1315
+  store <16 x float> %t54_c4_2488, ptr %arena489, align 4
+  %t54_c4_3490 = load <16 x float>, ptr %flat_grad.t54_c4_3, align 64
+  %1316 = mul nsw i64 %flat_grad.mb53402, 6
+  %1317 = add nsw i64 %1316, 4
+  %1318 = mul nsw i64 %1317, 144
+  %1319 = add nsw i64 19728, %1318
+  %1320 = mul nsw i64 %flat_grad.nb52401, 64
+  %1321 = add nsw i64 %1319, %1320
+  %1322 = add nsw i64 %1321, 48
+  %arena491 = getelementptr inbounds float, ptr %arena, i64 %1322
+  store <16 x float> %t54_c4_3490, ptr %arena491, align 4
+  %t54_c5_0492 = load <16 x float>, ptr %flat_grad.t54_c5_0, align 64
+  %1323 = mul nsw i64 %flat_grad.mb53402, 6
+  %1324 = add nsw i64 %1323, 5
+  %1325 = mul nsw i64 %1324, 144
+  %1326 = add nsw i64 19728, %1325
+  %1327 = mul nsw i64 %flat_grad.nb52401, 64
+  %1328 = add nsw i64 %1326, %1327
+  %arena493 = getelementptr inbounds float, ptr %arena, i64 %1328
+  store <16 x float> %t54_c5_0492, ptr %arena493, align 4
+  %t54_c5_1494 = load <16 x float>, ptr %flat_grad.t54_c5_1, align 64
+  %1329 = mul nsw i64 %flat_grad.mb53402, 6
+  %1330 = add nsw i64 %1329, 5
+  %1331 = mul nsw i64 %1330, 144
+  %1332 = add nsw i64 19728, %1331
+  %1333 = mul nsw i64 %flat_grad.nb52401, 64
+  %1334 = add nsw i64 %1332, %1333
+  %1335 = add nsw i64 %1334, 16
+  %arena495 = getelementptr inbounds float, ptr %arena, i64 %1335
+  store <16 x float> %t54_c5_1494, ptr %arena495, align 4
+  %t54_c5_2496 = load <16 x float>, ptr %flat_grad.t54_c5_2, align 64
+  %1336 = mul nsw i64 %flat_grad.mb53402, 6
+  %1337 = add nsw i64 %1336, 5
+  %1338 = mul nsw i64 %1337, 144
+  %1339 = add nsw i64 19728, %1338
+  %1340 = mul nsw i64 %flat_grad.nb52401, 64
+  %1341 = add nsw i64 %1339, %1340
+  %1342 = add nsw i64 %1341, 32
+  %arena497 = getelementptr inbounds float, ptr %arena, i64 %1342
+  store <16 x float> %t54_c5_2496, ptr %arena497, align 4
+  %t54_c5_3498 = load <16 x float>, ptr %flat_grad.t54_c5_3, align 64
+  %1343 = mul nsw i64 %flat_grad.mb53402, 6
+  %1344 = add nsw i64 %1343, 5
+  %1345 = mul nsw i64 %1344, 144
+  %1346 = add nsw i64 19728, %1345
+  %1347 = mul nsw i64 %flat_grad.nb52401, 64
+  %1348 = add nsw i64 %1346, %1347
+  %1349 = add nsw i64 %1348, 48
+  %arena499 = getelementptr inbounds float, ptr %arena, i64 %1349
+  store <16 x float> %t54_c5_3498, ptr %arena499, align 4
+  %mb53.next = add nsw i64 %flat_grad.mb53402, 1
+  %1350 = icmp slt i64 %mb53.next, 10
+  br i1 %1350, label %flat_grad.mb53, label %flat_grad.mb53.end
+
+flat_grad.k57:                                    ; preds = %flat_grad.k57, %flat_grad.mb53.end
+  %flat_grad.k57500 = phi i64 [ 0, %flat_grad.mb53.end ], [ %k57.next, %flat_grad.k57 ]
+  %1351 = mul nsw i64 %flat_grad.k57500, 144
+  %1352 = add nsw i64 40, %1351
+  %1353 = mul nsw i64 %flat_grad.nb52401, 64
+  %1354 = add nsw i64 %1352, %1353
+  %params501 = getelementptr inbounds float, ptr %params, i64 %1354
+  %1355 = load <16 x float>, ptr %params501, align 4
+  store <16 x float> %1355, ptr %flat_grad.t56_b0, align 64
+  %1356 = mul nsw i64 %flat_grad.k57500, 144
+  %1357 = add nsw i64 40, %1356
+  %1358 = mul nsw i64 %flat_grad.nb52401, 64
+  %1359 = add nsw i64 %1357, %1358
+  %1360 = add nsw i64 %1359, 16
+  %params502 = getelementptr inbounds float, ptr %params, i64 %1360
+  %1361 = load <16 x float>, ptr %params502, align 4
+  store <16 x float> %1361, ptr %flat_grad.t56_b1, align 64
+  %1362 = mul nsw i64 %flat_grad.k57500, 144
+  %1363 = add nsw i64 40, %1362
+  %1364 = mul nsw i64 %flat_grad.nb52401, 64
+  %1365 = add nsw i64 %1363, %1364
+  %1366 = add nsw i64 %1365, 32
+  %params503 = getelementptr inbounds float, ptr %params, i64 %1366
+  %1367 = load <16 x float>, ptr %params503, align 4
+  store <16 x float> %1367, ptr %flat_grad.t56_b2, align 64
+  %1368 = mul nsw i64 %flat_grad.k57500, 144
+  %1369 = add nsw i64 40, %1368
+  %1370 = mul nsw i64 %flat_grad.nb52401, 64
+  %1371 = add nsw i64 %1369, %1370
+  %1372 = add nsw i64 %1371, 48
+  %params504 = getelementptr inbounds float, ptr %params, i64 %1372
+  %1373 = load <16 x float>, ptr %params504, align 4
+  store <16 x float> %1373, ptr %flat_grad.t56_b3, align 64
+  %1374 = add nsw i64 19688, %flat_grad.k57500
+  %arena505 = getelementptr inbounds float, ptr %arena, i64 %1374
+  %1375 = load float, ptr %arena505, align 4
+  %1376 = insertelement <16 x float> undef, float %1375, i32 0
+  %1377 = shufflevector <16 x float> %1376, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1377, ptr %flat_grad.t56_a0, align 64
   %t56_a0 = load <16 x float>, ptr %flat_grad.t56_a0, align 64
   %t56_b0 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
   %t56_c0_0 = load <16 x float>, ptr %flat_grad.t56_c0_0, align 64
-  %1407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a0, <16 x float> %t56_b0, <16 x float> %t56_c0_0)
-  store <16 x float> %1407, ptr %flat_grad.t56_c0_0, align 64
-  %1408 = mul nsw i64 %flat_grad.mb55547, 6
-  %1409 = add nsw i64 %1408, 1
-  %1410 = mul nsw i64 %1409, 10
-  %1411 = add nsw i64 19088, %1410
-  %1412 = add nsw i64 %1411, %flat_grad.k57548
-  %arena551 = getelementptr inbounds float, ptr %arena, i64 %1412
-  %1413 = load float, ptr %arena551, align 4
-  %1414 = insertelement <16 x float> undef, float %1413, i32 0
-  %1415 = shufflevector <16 x float> %1414, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1415, ptr %flat_grad.t56_a1, align 64
+  %1378 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a0, <16 x float> %t56_b0, <16 x float> %t56_c0_0)
+  store <16 x float> %1378, ptr %flat_grad.t56_c0_0, align 64
+  %t56_a0506 = load <16 x float>, ptr %flat_grad.t56_a0, align 64
+  %t56_b1 = load <16 x float>, ptr %flat_grad.t56_b1, align 64
+  %t56_c0_1 = load <16 x float>, ptr %flat_grad.t56_c0_1, align 64
+  %1379 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a0506, <16 x float> %t56_b1, <16 x float> %t56_c0_1)
+  store <16 x float> %1379, ptr %flat_grad.t56_c0_1, align 64
+  %t56_a0507 = load <16 x float>, ptr %flat_grad.t56_a0, align 64
+  %t56_b2 = load <16 x float>, ptr %flat_grad.t56_b2, align 64
+  %t56_c0_2 = load <16 x float>, ptr %flat_grad.t56_c0_2, align 64
+  %1380 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a0507, <16 x float> %t56_b2, <16 x float> %t56_c0_2)
+  store <16 x float> %1380, ptr %flat_grad.t56_c0_2, align 64
+  %t56_a0508 = load <16 x float>, ptr %flat_grad.t56_a0, align 64
+  %t56_b3 = load <16 x float>, ptr %flat_grad.t56_b3, align 64
+  %t56_c0_3 = load <16 x float>, ptr %flat_grad.t56_c0_3, align 64
+  %1381 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a0508, <16 x float> %t56_b3, <16 x float> %t56_c0_3)
+  store <16 x float> %1381, ptr %flat_grad.t56_c0_3, align 64
+  %1382 = add nsw i64 19698, %flat_grad.k57500
+  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1382
+  %1383 = load float, ptr %arena509, align 4
+  %1384 = insertelement <16 x float> undef, float %1383, i32 0
+  %1385 = shufflevector <16 x float> %1384, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1385, ptr %flat_grad.t56_a1, align 64
   %t56_a1 = load <16 x float>, ptr %flat_grad.t56_a1, align 64
-  %t56_b0552 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
+  %t56_b0510 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
   %t56_c1_0 = load <16 x float>, ptr %flat_grad.t56_c1_0, align 64
-  %1416 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a1, <16 x float> %t56_b0552, <16 x float> %t56_c1_0)
-  store <16 x float> %1416, ptr %flat_grad.t56_c1_0, align 64
-  %1417 = mul nsw i64 %flat_grad.mb55547, 6
-  %1418 = add nsw i64 %1417, 2
-  %1419 = mul nsw i64 %1418, 10
-  %1420 = add nsw i64 19088, %1419
-  %1421 = add nsw i64 %1420, %flat_grad.k57548
-  %arena553 = getelementptr inbounds float, ptr %arena, i64 %1421
-  %1422 = load float, ptr %arena553, align 4
-  %1423 = insertelement <16 x float> undef, float %1422, i32 0
-  %1424 = shufflevector <16 x float> %1423, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1424, ptr %flat_grad.t56_a2, align 64
+  %1386 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a1, <16 x float> %t56_b0510, <16 x float> %t56_c1_0)
+  store <16 x float> %1386, ptr %flat_grad.t56_c1_0, align 64
+  %t56_a1511 = load <16 x float>, ptr %flat_grad.t56_a1, align 64
+  %t56_b1512 = load <16 x float>, ptr %flat_grad.t56_b1, align 64
+  %t56_c1_1 = load <16 x float>, ptr %flat_grad.t56_c1_1, align 64
+  %1387 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a1511, <16 x float> %t56_b1512, <16 x float> %t56_c1_1)
+  store <16 x float> %1387, ptr %flat_grad.t56_c1_1, align 64
+  %t56_a1513 = load <16 x float>, ptr %flat_grad.t56_a1, align 64
+  %t56_b2514 = load <16 x float>, ptr %flat_grad.t56_b2, align 64
+  %t56_c1_2 = load <16 x float>, ptr %flat_grad.t56_c1_2, align 64
+  %1388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a1513, <16 x float> %t56_b2514, <16 x float> %t56_c1_2)
+  store <16 x float> %1388, ptr %flat_grad.t56_c1_2, align 64
+  %t56_a1515 = load <16 x float>, ptr %flat_grad.t56_a1, align 64
+  %t56_b3516 = load <16 x float>, ptr %flat_grad.t56_b3, align 64
+  %t56_c1_3 = load <16 x float>, ptr %flat_grad.t56_c1_3, align 64
+  %1389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a1515, <16 x float> %t56_b3516, <16 x float> %t56_c1_3)
+  store <16 x float> %1389, ptr %flat_grad.t56_c1_3, align 64
+  %1390 = add nsw i64 19708, %flat_grad.k57500
+  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1390
+  %1391 = load float, ptr %arena517, align 4
+  %1392 = insertelement <16 x float> undef, float %1391, i32 0
+  %1393 = shufflevector <16 x float> %1392, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1393, ptr %flat_grad.t56_a2, align 64
   %t56_a2 = load <16 x float>, ptr %flat_grad.t56_a2, align 64
-  %t56_b0554 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
+  %t56_b0518 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
   %t56_c2_0 = load <16 x float>, ptr %flat_grad.t56_c2_0, align 64
-  %1425 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a2, <16 x float> %t56_b0554, <16 x float> %t56_c2_0)
-  store <16 x float> %1425, ptr %flat_grad.t56_c2_0, align 64
-  %1426 = mul nsw i64 %flat_grad.mb55547, 6
-  %1427 = add nsw i64 %1426, 3
-  %1428 = mul nsw i64 %1427, 10
-  %1429 = add nsw i64 19088, %1428
-  %1430 = add nsw i64 %1429, %flat_grad.k57548
-  %arena555 = getelementptr inbounds float, ptr %arena, i64 %1430
-  %1431 = load float, ptr %arena555, align 4
-  %1432 = insertelement <16 x float> undef, float %1431, i32 0
-  %1433 = shufflevector <16 x float> %1432, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1433, ptr %flat_grad.t56_a3, align 64
+  %1394 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a2, <16 x float> %t56_b0518, <16 x float> %t56_c2_0)
+  store <16 x float> %1394, ptr %flat_grad.t56_c2_0, align 64
+  %t56_a2519 = load <16 x float>, ptr %flat_grad.t56_a2, align 64
+  %t56_b1520 = load <16 x float>, ptr %flat_grad.t56_b1, align 64
+  %t56_c2_1 = load <16 x float>, ptr %flat_grad.t56_c2_1, align 64
+  %1395 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a2519, <16 x float> %t56_b1520, <16 x float> %t56_c2_1)
+  store <16 x float> %1395, ptr %flat_grad.t56_c2_1, align 64
+  %t56_a2521 = load <16 x float>, ptr %flat_grad.t56_a2, align 64
+  %t56_b2522 = load <16 x float>, ptr %flat_grad.t56_b2, align 64
+  %t56_c2_2 = load <16 x float>, ptr %flat_grad.t56_c2_2, align 64
+  %1396 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a2521, <16 x float> %t56_b2522, <16 x float> %t56_c2_2)
+  store <16 x float> %1396, ptr %flat_grad.t56_c2_2, align 64
+  %t56_a2523 = load <16 x float>, ptr %flat_grad.t56_a2, align 64
+  %t56_b3524 = load <16 x float>, ptr %flat_grad.t56_b3, align 64
+  %t56_c2_3 = load <16 x float>, ptr %flat_grad.t56_c2_3, align 64
+  %1397 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a2523, <16 x float> %t56_b3524, <16 x float> %t56_c2_3)
+  store <16 x float> %1397, ptr %flat_grad.t56_c2_3, align 64
+  %1398 = add nsw i64 19718, %flat_grad.k57500
+  %arena525 = getelementptr inbounds float, ptr %arena, i64 %1398
+  %1399 = load float, ptr %arena525, align 4
+  %1400 = insertelement <16 x float> undef, float %1399, i32 0
+  %1401 = shufflevector <16 x float> %1400, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1401, ptr %flat_grad.t56_a3, align 64
   %t56_a3 = load <16 x float>, ptr %flat_grad.t56_a3, align 64
-  %t56_b0556 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
+  %t56_b0526 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
   %t56_c3_0 = load <16 x float>, ptr %flat_grad.t56_c3_0, align 64
-  %1434 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a3, <16 x float> %t56_b0556, <16 x float> %t56_c3_0)
-  store <16 x float> %1434, ptr %flat_grad.t56_c3_0, align 64
-  %1435 = mul nsw i64 %flat_grad.mb55547, 6
-  %1436 = add nsw i64 %1435, 4
-  %1437 = mul nsw i64 %1436, 10
-  %1438 = add nsw i64 19088, %1437
-  %1439 = add nsw i64 %1438, %flat_grad.k57548
-  %arena557 = getelementptr inbounds float, ptr %arena, i64 %1439
-  %1440 = load float, ptr %arena557, align 4
-  %1441 = insertelement <16 x float> undef, float %1440, i32 0
-  %1442 = shufflevector <16 x float> %1441, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1442, ptr %flat_grad.t56_a4, align 64
-  %t56_a4 = load <16 x float>, ptr %flat_grad.t56_a4, align 64
-  %t56_b0558 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
-  %t56_c4_0 = load <16 x float>, ptr %flat_grad.t56_c4_0, align 64
-  %1443 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a4, <16 x float> %t56_b0558, <16 x float> %t56_c4_0)
-  store <16 x float> %1443, ptr %flat_grad.t56_c4_0, align 64
-  %1444 = mul nsw i64 %flat_grad.mb55547, 6
-  %1445 = add nsw i64 %1444, 5
-  %1446 = mul nsw i64 %1445, 10
-  %1447 = add nsw i64 19088, %1446
-  %1448 = add nsw i64 %1447, %flat_grad.k57548
-  %arena559 = getelementptr inbounds float, ptr %arena, i64 %1448
-  %1449 = load float, ptr %arena559, align 4
-  %1450 = insertelement <16 x float> undef, float %1449, i32 0
-  %1451 = shufflevector <16 x float> %1450, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1451, ptr %flat_grad.t56_a5, align 64
-  %t56_a5 = load <16 x float>, ptr %flat_grad.t56_a5, align 64
-  %t56_b0560 = load <16 x float>, ptr %flat_grad.t56_b0, align 64
-  %t56_c5_0 = load <16 x float>, ptr %flat_grad.t56_c5_0, align 64
-  %1452 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a5, <16 x float> %t56_b0560, <16 x float> %t56_c5_0)
-  store <16 x float> %1452, ptr %flat_grad.t56_c5_0, align 64
-  %k57.next = add nsw i64 %flat_grad.k57548, 1
-  %1453 = icmp slt i64 %k57.next, 10
-  br i1 %1453, label %flat_grad.k57, label %flat_grad.k57.end
+  %1402 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a3, <16 x float> %t56_b0526, <16 x float> %t56_c3_0)
+  store <16 x float> %1402, ptr %flat_grad.t56_c3_0, align 64
+  %t56_a3527 = load <16 x float>, ptr %flat_grad.t56_a3, align 64
+  %t56_b1528 = load <16 x float>, ptr %flat_grad.t56_b1, align 64
+  %t56_c3_1 = load <16 x float>, ptr %flat_grad.t56_c3_1, align 64
+  %1403 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a3527, <16 x float> %t56_b1528, <16 x float> %t56_c3_1)
+  store <16 x float> %1403, ptr %flat_grad.t56_c3_1, align 64
+  %t56_a3529 = load <16 x float>, ptr %flat_grad.t56_a3, align 64
+  %t56_b2530 = load <16 x float>, ptr %flat_grad.t56_b2, align 64
+  %t56_c3_2 = load <16 x float>, ptr %flat_grad.t56_c3_2, align 64
+  %1404 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a3529, <16 x float> %t56_b2530, <16 x float> %t56_c3_2)
+  store <16 x float> %1404, ptr %flat_grad.t56_c3_2, align 64
+  %t56_a3531 = load <16 x float>, ptr %flat_grad.t56_a3, align 64
+  %t56_b3532 = load <16 x float>, ptr %flat_grad.t56_b3, align 64
+  %t56_c3_3 = load <16 x float>, ptr %flat_grad.t56_c3_3, align 64
+  %1405 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t56_a3531, <16 x float> %t56_b3532, <16 x float> %t56_c3_3)
+  store <16 x float> %1405, ptr %flat_grad.t56_c3_3, align 64
+  %k57.next = add nsw i64 %flat_grad.k57500, 1
+  %1406 = icmp slt i64 %k57.next, 10
+  br i1 %1406, label %flat_grad.k57, label %flat_grad.k57.end
 
 flat_grad.k57.end:                                ; preds = %flat_grad.k57
-  %t56_c0_0561 = load <16 x float>, ptr %flat_grad.t56_c0_0, align 64
-  %1454 = mul nsw i64 %flat_grad.mb55547, 6
-  %1455 = mul nsw i64 %1454, 144
-  %1456 = add nsw i64 19728, %1455
-  %1457 = add nsw i64 %1456, 128
-  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1457
-  store <16 x float> %t56_c0_0561, ptr %arena562, align 4
-  %t56_c1_0563 = load <16 x float>, ptr %flat_grad.t56_c1_0, align 64
-  %1458 = mul nsw i64 %flat_grad.mb55547, 6
-  %1459 = add nsw i64 %1458, 1
-  %1460 = mul nsw i64 %1459, 144
-  %1461 = add nsw i64 19728, %1460
-  %1462 = add nsw i64 %1461, 128
-  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1462
-  store <16 x float> %t56_c1_0563, ptr %arena564, align 4
-  %t56_c2_0565 = load <16 x float>, ptr %flat_grad.t56_c2_0, align 64
-  %1463 = mul nsw i64 %flat_grad.mb55547, 6
-  %1464 = add nsw i64 %1463, 2
-  %1465 = mul nsw i64 %1464, 144
-  %1466 = add nsw i64 19728, %1465
-  %1467 = add nsw i64 %1466, 128
-  %arena566 = getelementptr inbounds float, ptr %arena, i64 %1467
-  store <16 x float> %t56_c2_0565, ptr %arena566, align 4
-  %t56_c3_0567 = load <16 x float>, ptr %flat_grad.t56_c3_0, align 64
-  %1468 = mul nsw i64 %flat_grad.mb55547, 6
-  %1469 = add nsw i64 %1468, 3
-  %1470 = mul nsw i64 %1469, 144
-  %1471 = add nsw i64 19728, %1470
-  %1472 = add nsw i64 %1471, 128
-  %arena568 = getelementptr inbounds float, ptr %arena, i64 %1472
-  store <16 x float> %t56_c3_0567, ptr %arena568, align 4
-  %t56_c4_0569 = load <16 x float>, ptr %flat_grad.t56_c4_0, align 64
-  %1473 = mul nsw i64 %flat_grad.mb55547, 6
-  %1474 = add nsw i64 %1473, 4
-  %1475 = mul nsw i64 %1474, 144
-  %1476 = add nsw i64 19728, %1475
-  %1477 = add nsw i64 %1476, 128
-  %arena570 = getelementptr inbounds float, ptr %arena, i64 %1477
-  store <16 x float> %t56_c4_0569, ptr %arena570, align 4
-  %t56_c5_0571 = load <16 x float>, ptr %flat_grad.t56_c5_0, align 64
-  %1478 = mul nsw i64 %flat_grad.mb55547, 6
-  %1479 = add nsw i64 %1478, 5
-  %1480 = mul nsw i64 %1479, 144
-  %1481 = add nsw i64 19728, %1480
-  %1482 = add nsw i64 %1481, 128
-  %arena572 = getelementptr inbounds float, ptr %arena, i64 %1482
-  store <16 x float> %t56_c5_0571, ptr %arena572, align 4
-  %mb55.next = add nsw i64 %flat_grad.mb55547, 1
-  %1483 = icmp slt i64 %mb55.next, 10
-  br i1 %1483, label %flat_grad.mb55, label %flat_grad.mb55.end
+  %t56_c0_0533 = load <16 x float>, ptr %flat_grad.t56_c0_0, align 64
+  %1407 = mul nsw i64 %flat_grad.nb52401, 64
+  %1408 = add nsw i64 28368, %1407
+  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1408
+  store <16 x float> %t56_c0_0533, ptr %arena534, align 4
+  %t56_c0_1535 = load <16 x float>, ptr %flat_grad.t56_c0_1, align 64
+  %1409 = mul nsw i64 %flat_grad.nb52401, 64
+  %1410 = add nsw i64 28368, %1409
+  %1411 = add nsw i64 %1410, 16
+  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1411
+  store <16 x float> %t56_c0_1535, ptr %arena536, align 4
+  %t56_c0_2537 = load <16 x float>, ptr %flat_grad.t56_c0_2, align 64
+  %1412 = mul nsw i64 %flat_grad.nb52401, 64
+  %1413 = add nsw i64 28368, %1412
+  %1414 = add nsw i64 %1413, 32
+  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1414
+  store <16 x float> %t56_c0_2537, ptr %arena538, align 4
+  %t56_c0_3539 = load <16 x float>, ptr %flat_grad.t56_c0_3, align 64
+  %1415 = mul nsw i64 %flat_grad.nb52401, 64
+  %1416 = add nsw i64 28368, %1415
+  %1417 = add nsw i64 %1416, 48
+  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1417
+  store <16 x float> %t56_c0_3539, ptr %arena540, align 4
+  %t56_c1_0541 = load <16 x float>, ptr %flat_grad.t56_c1_0, align 64
+  %1418 = mul nsw i64 %flat_grad.nb52401, 64
+  %1419 = add nsw i64 28512, %1418
+  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1419
+  store <16 x float> %t56_c1_0541, ptr %arena542, align 4
+  %t56_c1_1543 = load <16 x float>, ptr %flat_grad.t56_c1_1, align 64
+  %1420 = mul nsw i64 %flat_grad.nb52401, 64
+  %1421 = add nsw i64 28512, %1420
+  %1422 = add nsw i64 %1421, 16
+  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1422
+  store <16 x float> %t56_c1_1543, ptr %arena544, align 4
+  %t56_c1_2545 = load <16 x float>, ptr %flat_grad.t56_c1_2, align 64
+  %1423 = mul nsw i64 %flat_grad.nb52401, 64
+  %1424 = add nsw i64 28512, %1423
+  %1425 = add nsw i64 %1424, 32
+  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1425
+  store <16 x float> %t56_c1_2545, ptr %arena546, align 4
+  %t56_c1_3547 = load <16 x float>, ptr %flat_grad.t56_c1_3, align 64
+  %1426 = mul nsw i64 %flat_grad.nb52401, 64
+  %1427 = add nsw i64 28512, %1426
+  %1428 = add nsw i64 %1427, 48
+  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1428
+  store <16 x float> %t56_c1_3547, ptr %arena548, align 4
+  %t56_c2_0549 = load <16 x float>, ptr %flat_grad.t56_c2_0, align 64
+  %1429 = mul nsw i64 %flat_grad.nb52401, 64
+  %1430 = add nsw i64 28656, %1429
+  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1430
+  store <16 x float> %t56_c2_0549, ptr %arena550, align 4
+  %t56_c2_1551 = load <16 x float>, ptr %flat_grad.t56_c2_1, align 64
+  %1431 = mul nsw i64 %flat_grad.nb52401, 64
+  %1432 = add nsw i64 28656, %1431
+  %1433 = add nsw i64 %1432, 16
+  %arena552 = getelementptr inbounds float, ptr %arena, i64 %1433
+  store <16 x float> %t56_c2_1551, ptr %arena552, align 4
+  %t56_c2_2553 = load <16 x float>, ptr %flat_grad.t56_c2_2, align 64
+  %1434 = mul nsw i64 %flat_grad.nb52401, 64
+  %1435 = add nsw i64 28656, %1434
+  %1436 = add nsw i64 %1435, 32
+  %arena554 = getelementptr inbounds float, ptr %arena, i64 %1436
+  store <16 x float> %t56_c2_2553, ptr %arena554, align 4
+  %t56_c2_3555 = load <16 x float>, ptr %flat_grad.t56_c2_3, align 64
+  %1437 = mul nsw i64 %flat_grad.nb52401, 64
+  %1438 = add nsw i64 28656, %1437
+  %1439 = add nsw i64 %1438, 48
+  %arena556 = getelementptr inbounds float, ptr %arena, i64 %1439
+  store <16 x float> %t56_c2_3555, ptr %arena556, align 4
+  %t56_c3_0557 = load <16 x float>, ptr %flat_grad.t56_c3_0, align 64
+  %1440 = mul nsw i64 %flat_grad.nb52401, 64
+  %1441 = add nsw i64 28800, %1440
+  %arena558 = getelementptr inbounds float, ptr %arena, i64 %1441
+  store <16 x float> %t56_c3_0557, ptr %arena558, align 4
+  %t56_c3_1559 = load <16 x float>, ptr %flat_grad.t56_c3_1, align 64
+  %1442 = mul nsw i64 %flat_grad.nb52401, 64
+  %1443 = add nsw i64 28800, %1442
+  %1444 = add nsw i64 %1443, 16
+  %arena560 = getelementptr inbounds float, ptr %arena, i64 %1444
+  store <16 x float> %t56_c3_1559, ptr %arena560, align 4
+  %t56_c3_2561 = load <16 x float>, ptr %flat_grad.t56_c3_2, align 64
+  %1445 = mul nsw i64 %flat_grad.nb52401, 64
+  %1446 = add nsw i64 28800, %1445
+  %1447 = add nsw i64 %1446, 32
+  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1447
+  store <16 x float> %t56_c3_2561, ptr %arena562, align 4
+  %t56_c3_3563 = load <16 x float>, ptr %flat_grad.t56_c3_3, align 64
+  %1448 = mul nsw i64 %flat_grad.nb52401, 64
+  %1449 = add nsw i64 28800, %1448
+  %1450 = add nsw i64 %1449, 48
+  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1450
+  store <16 x float> %t56_c3_3563, ptr %arena564, align 4
+  %nb52.next = add nsw i64 %flat_grad.nb52401, 1
+  %1451 = icmp slt i64 %nb52.next, 2
+  br i1 %1451, label %flat_grad.nb52, label %flat_grad.nb52.end
 
-flat_grad.k59:                                    ; preds = %flat_grad.k59, %flat_grad.mb55.end
-  %flat_grad.k59573 = phi i64 [ 0, %flat_grad.mb55.end ], [ %k59.next, %flat_grad.k59 ]
-  %1484 = mul nsw i64 %flat_grad.k59573, 144
-  %1485 = add nsw i64 40, %1484
-  %1486 = add nsw i64 %1485, 128
-  %params574 = getelementptr inbounds float, ptr %params, i64 %1486
-  %1487 = load <16 x float>, ptr %params574, align 4
-  store <16 x float> %1487, ptr %flat_grad.t58_b0, align 64
-  %1488 = add nsw i64 19688, %flat_grad.k59573
-  %arena575 = getelementptr inbounds float, ptr %arena, i64 %1488
-  %1489 = load float, ptr %arena575, align 4
-  %1490 = insertelement <16 x float> undef, float %1489, i32 0
-  %1491 = shufflevector <16 x float> %1490, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1491, ptr %flat_grad.t58_a0, align 64
-  %t58_a0 = load <16 x float>, ptr %flat_grad.t58_a0, align 64
-  %t58_b0 = load <16 x float>, ptr %flat_grad.t58_b0, align 64
-  %t58_c0_0 = load <16 x float>, ptr %flat_grad.t58_c0_0, align 64
-  %1492 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t58_a0, <16 x float> %t58_b0, <16 x float> %t58_c0_0)
-  store <16 x float> %1492, ptr %flat_grad.t58_c0_0, align 64
-  %1493 = add nsw i64 19698, %flat_grad.k59573
-  %arena576 = getelementptr inbounds float, ptr %arena, i64 %1493
-  %1494 = load float, ptr %arena576, align 4
-  %1495 = insertelement <16 x float> undef, float %1494, i32 0
-  %1496 = shufflevector <16 x float> %1495, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1496, ptr %flat_grad.t58_a1, align 64
-  %t58_a1 = load <16 x float>, ptr %flat_grad.t58_a1, align 64
-  %t58_b0577 = load <16 x float>, ptr %flat_grad.t58_b0, align 64
-  %t58_c1_0 = load <16 x float>, ptr %flat_grad.t58_c1_0, align 64
-  %1497 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t58_a1, <16 x float> %t58_b0577, <16 x float> %t58_c1_0)
-  store <16 x float> %1497, ptr %flat_grad.t58_c1_0, align 64
-  %1498 = add nsw i64 19708, %flat_grad.k59573
-  %arena578 = getelementptr inbounds float, ptr %arena, i64 %1498
-  %1499 = load float, ptr %arena578, align 4
-  %1500 = insertelement <16 x float> undef, float %1499, i32 0
-  %1501 = shufflevector <16 x float> %1500, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1501, ptr %flat_grad.t58_a2, align 64
-  %t58_a2 = load <16 x float>, ptr %flat_grad.t58_a2, align 64
-  %t58_b0579 = load <16 x float>, ptr %flat_grad.t58_b0, align 64
-  %t58_c2_0 = load <16 x float>, ptr %flat_grad.t58_c2_0, align 64
-  %1502 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t58_a2, <16 x float> %t58_b0579, <16 x float> %t58_c2_0)
-  store <16 x float> %1502, ptr %flat_grad.t58_c2_0, align 64
-  %1503 = add nsw i64 19718, %flat_grad.k59573
-  %arena580 = getelementptr inbounds float, ptr %arena, i64 %1503
-  %1504 = load float, ptr %arena580, align 4
-  %1505 = insertelement <16 x float> undef, float %1504, i32 0
-  %1506 = shufflevector <16 x float> %1505, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1506, ptr %flat_grad.t58_a3, align 64
-  %t58_a3 = load <16 x float>, ptr %flat_grad.t58_a3, align 64
-  %t58_b0581 = load <16 x float>, ptr %flat_grad.t58_b0, align 64
-  %t58_c3_0 = load <16 x float>, ptr %flat_grad.t58_c3_0, align 64
-  %1507 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t58_a3, <16 x float> %t58_b0581, <16 x float> %t58_c3_0)
-  store <16 x float> %1507, ptr %flat_grad.t58_c3_0, align 64
-  %k59.next = add nsw i64 %flat_grad.k59573, 1
-  %1508 = icmp slt i64 %k59.next, 10
-  br i1 %1508, label %flat_grad.k59, label %flat_grad.k59.end
+flat_grad.mb58:                                   ; preds = %flat_grad.k60.end, %flat_grad.nb52.end
+  %flat_grad.mb58565 = phi i64 [ 0, %flat_grad.nb52.end ], [ %mb58.next, %flat_grad.k60.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t59_c5_0, align 64
+  br label %flat_grad.k60
 
-flat_grad.k59.end:                                ; preds = %flat_grad.k59
-  %t58_c0_0582 = load <16 x float>, ptr %flat_grad.t58_c0_0, align 64
-  %arena583 = getelementptr inbounds float, ptr %arena, i64 28496
-  store <16 x float> %t58_c0_0582, ptr %arena583, align 4
-  %t58_c1_0584 = load <16 x float>, ptr %flat_grad.t58_c1_0, align 64
-  %arena585 = getelementptr inbounds float, ptr %arena, i64 28640
-  store <16 x float> %t58_c1_0584, ptr %arena585, align 4
-  %t58_c2_0586 = load <16 x float>, ptr %flat_grad.t58_c2_0, align 64
-  %arena587 = getelementptr inbounds float, ptr %arena, i64 28784
-  store <16 x float> %t58_c2_0586, ptr %arena587, align 4
-  %t58_c3_0588 = load <16 x float>, ptr %flat_grad.t58_c3_0, align 64
-  %arena589 = getelementptr inbounds float, ptr %arena, i64 28928
-  store <16 x float> %t58_c3_0588, ptr %arena589, align 4
-  br label %conv1_grad.i60
+flat_grad.mb58.end:                               ; preds = %flat_grad.k60.end
+  store <16 x float> zeroinitializer, ptr %flat_grad.t61_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t61_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t61_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t61_c3_0, align 64
+  br label %flat_grad.k62
 
-conv1_grad.i60:                                   ; preds = %conv1_grad.i60, %flat_grad.k59.end
-  %conv1_grad.i60590 = phi i64 [ 0, %flat_grad.k59.end ], [ %i60.next, %conv1_grad.i60 ]
-  %1509 = add nsw i64 28944, %conv1_grad.i60590
-  %arena591 = getelementptr inbounds float, ptr %arena, i64 %1509
-  store float 0.000000e+00, ptr %arena591, align 4
-  %i60.next = add nsw i64 %conv1_grad.i60590, 1
-  %1510 = icmp slt i64 %i60.next, 43264
-  br i1 %1510, label %conv1_grad.i60, label %conv1_grad.i60.end
+flat_grad.k60:                                    ; preds = %flat_grad.k60, %flat_grad.mb58
+  %flat_grad.k60566 = phi i64 [ 0, %flat_grad.mb58 ], [ %k60.next, %flat_grad.k60 ]
+  %1452 = mul nsw i64 %flat_grad.k60566, 144
+  %1453 = add nsw i64 40, %1452
+  %1454 = add nsw i64 %1453, 128
+  %params567 = getelementptr inbounds float, ptr %params, i64 %1454
+  %1455 = load <16 x float>, ptr %params567, align 4
+  store <16 x float> %1455, ptr %flat_grad.t59_b0, align 64
+  %1456 = mul nsw i64 %flat_grad.mb58565, 6
+  %1457 = mul nsw i64 %1456, 10
+  %1458 = add nsw i64 19088, %1457
+  %1459 = add nsw i64 %1458, %flat_grad.k60566
+  %arena568 = getelementptr inbounds float, ptr %arena, i64 %1459
+  %1460 = load float, ptr %arena568, align 4
+  %1461 = insertelement <16 x float> undef, float %1460, i32 0
+  %1462 = shufflevector <16 x float> %1461, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1462, ptr %flat_grad.t59_a0, align 64
+  %t59_a0 = load <16 x float>, ptr %flat_grad.t59_a0, align 64
+  %t59_b0 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
+  %t59_c0_0 = load <16 x float>, ptr %flat_grad.t59_c0_0, align 64
+  %1463 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a0, <16 x float> %t59_b0, <16 x float> %t59_c0_0)
+  store <16 x float> %1463, ptr %flat_grad.t59_c0_0, align 64
+  %1464 = mul nsw i64 %flat_grad.mb58565, 6
+  %1465 = add nsw i64 %1464, 1
+  %1466 = mul nsw i64 %1465, 10
+  %1467 = add nsw i64 19088, %1466
+  %1468 = add nsw i64 %1467, %flat_grad.k60566
+  %arena569 = getelementptr inbounds float, ptr %arena, i64 %1468
+  %1469 = load float, ptr %arena569, align 4
+  %1470 = insertelement <16 x float> undef, float %1469, i32 0
+  %1471 = shufflevector <16 x float> %1470, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1471, ptr %flat_grad.t59_a1, align 64
+  %t59_a1 = load <16 x float>, ptr %flat_grad.t59_a1, align 64
+  %t59_b0570 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
+  %t59_c1_0 = load <16 x float>, ptr %flat_grad.t59_c1_0, align 64
+  %1472 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a1, <16 x float> %t59_b0570, <16 x float> %t59_c1_0)
+  store <16 x float> %1472, ptr %flat_grad.t59_c1_0, align 64
+  %1473 = mul nsw i64 %flat_grad.mb58565, 6
+  %1474 = add nsw i64 %1473, 2
+  %1475 = mul nsw i64 %1474, 10
+  %1476 = add nsw i64 19088, %1475
+  %1477 = add nsw i64 %1476, %flat_grad.k60566
+  %arena571 = getelementptr inbounds float, ptr %arena, i64 %1477
+  %1478 = load float, ptr %arena571, align 4
+  %1479 = insertelement <16 x float> undef, float %1478, i32 0
+  %1480 = shufflevector <16 x float> %1479, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1480, ptr %flat_grad.t59_a2, align 64
+  %t59_a2 = load <16 x float>, ptr %flat_grad.t59_a2, align 64
+  %t59_b0572 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
+  %t59_c2_0 = load <16 x float>, ptr %flat_grad.t59_c2_0, align 64
+  %1481 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a2, <16 x float> %t59_b0572, <16 x float> %t59_c2_0)
+  store <16 x float> %1481, ptr %flat_grad.t59_c2_0, align 64
+  %1482 = mul nsw i64 %flat_grad.mb58565, 6
+  %1483 = add nsw i64 %1482, 3
+  %1484 = mul nsw i64 %1483, 10
+  %1485 = add nsw i64 19088, %1484
+  %1486 = add nsw i64 %1485, %flat_grad.k60566
+  %arena573 = getelementptr inbounds float, ptr %arena, i64 %1486
+  %1487 = load float, ptr %arena573, align 4
+  %1488 = insertelement <16 x float> undef, float %1487, i32 0
+  %1489 = shufflevector <16 x float> %1488, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1489, ptr %flat_grad.t59_a3, align 64
+  %t59_a3 = load <16 x float>, ptr %flat_grad.t59_a3, align 64
+  %t59_b0574 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
+  %t59_c3_0 = load <16 x float>, ptr %flat_grad.t59_c3_0, align 64
+  %1490 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a3, <16 x float> %t59_b0574, <16 x float> %t59_c3_0)
+  store <16 x float> %1490, ptr %flat_grad.t59_c3_0, align 64
+  %1491 = mul nsw i64 %flat_grad.mb58565, 6
+  %1492 = add nsw i64 %1491, 4
+  %1493 = mul nsw i64 %1492, 10
+  %1494 = add nsw i64 19088, %1493
+  %1495 = add nsw i64 %1494, %flat_grad.k60566
+  %arena575 = getelementptr inbounds float, ptr %arena, i64 %1495
+  %1496 = load float, ptr %arena575, align 4
+  %1497 = insertelement <16 x float> undef, float %1496, i32 0
+  %1498 = shufflevector <16 x float> %1497, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1498, ptr %flat_grad.t59_a4, align 64
+  %t59_a4 = load <16 x float>, ptr %flat_grad.t59_a4, align 64
+  %t59_b0576 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
+  %t59_c4_0 = load <16 x float>, ptr %flat_grad.t59_c4_0, align 64
+  %1499 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a4, <16 x float> %t59_b0576, <16 x float> %t59_c4_0)
+  store <16 x float> %1499, ptr %flat_grad.t59_c4_0, align 64
+  %1500 = mul nsw i64 %flat_grad.mb58565, 6
+  %1501 = add nsw i64 %1500, 5
+  %1502 = mul nsw i64 %1501, 10
+  %1503 = add nsw i64 19088, %1502
+  %1504 = add nsw i64 %1503, %flat_grad.k60566
+  %arena577 = getelementptr inbounds float, ptr %arena, i64 %1504
+  %1505 = load float, ptr %arena577, align 4
+  %1506 = insertelement <16 x float> undef, float %1505, i32 0
+  %1507 = shufflevector <16 x float> %1506, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1507, ptr %flat_grad.t59_a5, align 64
+  %t59_a5 = load <16 x float>, ptr %flat_grad.t59_a5, align 64
+  %t59_b0578 = load <16 x float>, ptr %flat_grad.t59_b0, align 64
+  %t59_c5_0 = load <16 x float>, ptr %flat_grad.t59_c5_0, align 64
+  %1508 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t59_a5, <16 x float> %t59_b0578, <16 x float> %t59_c5_0)
+  store <16 x float> %1508, ptr %flat_grad.t59_c5_0, align 64
+  %k60.next = add nsw i64 %flat_grad.k60566, 1
+  %1509 = icmp slt i64 %k60.next, 10
+  br i1 %1509, label %flat_grad.k60, label %flat_grad.k60.end
 
-conv1_grad.i60.end:                               ; preds = %conv1_grad.i60
-  br label %conv1_grad.q61
-
-conv1_grad.q61:                                   ; preds = %conv1_grad.i62.end, %conv1_grad.i60.end
-  %conv1_grad.q61592 = phi i64 [ 0, %conv1_grad.i60.end ], [ %q61.next, %conv1_grad.i62.end ]
-  br label %conv1_grad.i62
-
-conv1_grad.q61.end:                               ; preds = %conv1_grad.i62.end
-  br label %conv1_weight_grad.i63
-
-conv1_grad.i62:                                   ; preds = %conv1_grad.endif, %conv1_grad.q61
-  %conv1_grad.i62593 = phi i64 [ 0, %conv1_grad.q61 ], [ %i62.next, %conv1_grad.endif ]
-  %1511 = mul nsw i64 %conv1_grad.q61592, 36
-  %1512 = add nsw i64 %1511, %conv1_grad.i62593
-  %arena594 = getelementptr inbounds float, ptr %arena, i64 %1512
-  %1513 = load float, ptr %arena594, align 4
-  %1514 = fcmp ogt float %1513, 0.000000e+00
-  br i1 %1514, label %conv1_grad.then, label %conv1_grad.endif
-
-conv1_grad.i62.end:                               ; preds = %conv1_grad.endif
-  %q61.next = add nsw i64 %conv1_grad.q61592, 1
-  %1515 = icmp slt i64 %q61.next, 256
-  br i1 %1515, label %conv1_grad.q61, label %conv1_grad.q61.end
-
-conv1_grad.then:                                  ; preds = %conv1_grad.i62
-  %1516 = mul nsw i64 %conv1_grad.q61592, 169
-  %1517 = add nsw i64 28944, %1516
-  %1518 = mul nsw i64 %conv1_grad.q61592, 36
-  %1519 = add nsw i64 %1518, %conv1_grad.i62593
-  %1520 = add nsw i64 9216, %1519
-  %arena595 = getelementptr inbounds float, ptr %arena, i64 %1520
-  %1521 = load float, ptr %arena595, align 4
-  %1522 = fptosi float %1521 to i64
-  %1523 = add nsw i64 %1517, %1522
-  %arena596 = getelementptr inbounds float, ptr %arena, i64 %1523
-  %1524 = load float, ptr %arena596, align 4
-  %1525 = mul nsw i64 %conv1_grad.q61592, 36
-  %1526 = add nsw i64 %1525, %conv1_grad.i62593
+flat_grad.k60.end:                                ; preds = %flat_grad.k60
+  %t59_c0_0579 = load <16 x float>, ptr %flat_grad.t59_c0_0, align 64
+  %1510 = mul nsw i64 %flat_grad.mb58565, 6
+  %1511 = mul nsw i64 %1510, 144
+  %1512 = add nsw i64 19728, %1511
+  %1513 = add nsw i64 %1512, 128
+  %arena580 = getelementptr inbounds float, ptr %arena, i64 %1513
+  store <16 x float> %t59_c0_0579, ptr %arena580, align 4
+  %t59_c1_0581 = load <16 x float>, ptr %flat_grad.t59_c1_0, align 64
+  %1514 = mul nsw i64 %flat_grad.mb58565, 6
+  %1515 = add nsw i64 %1514, 1
+  %1516 = mul nsw i64 %1515, 144
+  %1517 = add nsw i64 19728, %1516
+  %1518 = add nsw i64 %1517, 128
+  %arena582 = getelementptr inbounds float, ptr %arena, i64 %1518
+  store <16 x float> %t59_c1_0581, ptr %arena582, align 4
+  %t59_c2_0583 = load <16 x float>, ptr %flat_grad.t59_c2_0, align 64
+  %1519 = mul nsw i64 %flat_grad.mb58565, 6
+  %1520 = add nsw i64 %1519, 2
+  %1521 = mul nsw i64 %1520, 144
+  %1522 = add nsw i64 19728, %1521
+  %1523 = add nsw i64 %1522, 128
+  %arena584 = getelementptr inbounds float, ptr %arena, i64 %1523
+  store <16 x float> %t59_c2_0583, ptr %arena584, align 4
+  %t59_c3_0585 = load <16 x float>, ptr %flat_grad.t59_c3_0, align 64
+  %1524 = mul nsw i64 %flat_grad.mb58565, 6
+  %1525 = add nsw i64 %1524, 3
+  %1526 = mul nsw i64 %1525, 144
   %1527 = add nsw i64 19728, %1526
-  %arena597 = getelementptr inbounds float, ptr %arena, i64 %1527
-  %1528 = load float, ptr %arena597, align 4
-  %1529 = fadd float %1524, %1528
-  store float %1529, ptr %arena596, align 4
+  %1528 = add nsw i64 %1527, 128
+  %arena586 = getelementptr inbounds float, ptr %arena, i64 %1528
+  store <16 x float> %t59_c3_0585, ptr %arena586, align 4
+  %t59_c4_0587 = load <16 x float>, ptr %flat_grad.t59_c4_0, align 64
+  %1529 = mul nsw i64 %flat_grad.mb58565, 6
+  %1530 = add nsw i64 %1529, 4
+  %1531 = mul nsw i64 %1530, 144
+  %1532 = add nsw i64 19728, %1531
+  %1533 = add nsw i64 %1532, 128
+  %arena588 = getelementptr inbounds float, ptr %arena, i64 %1533
+  store <16 x float> %t59_c4_0587, ptr %arena588, align 4
+  %t59_c5_0589 = load <16 x float>, ptr %flat_grad.t59_c5_0, align 64
+  %1534 = mul nsw i64 %flat_grad.mb58565, 6
+  %1535 = add nsw i64 %1534, 5
+  %1536 = mul nsw i64 %1535, 144
+  %1537 = add nsw i64 19728, %1536
+  %1538 = add nsw i64 %1537, 128
+  %arena590 = getelementptr inbounds float, ptr %arena, i64 %1538
+  store <16 x float> %t59_c5_0589, ptr %arena590, align 4
+  %mb58.next = add nsw i64 %flat_grad.mb58565, 1
+  %1539 = icmp slt i64 %mb58.next, 10
+  br i1 %1539, label %flat_grad.mb58, label %flat_grad.mb58.end
+
+flat_grad.k62:                                    ; preds = %flat_grad.k62, %flat_grad.mb58.end
+  %flat_grad.k62591 = phi i64 [ 0, %flat_grad.mb58.end ], [ %k62.next, %flat_grad.k62 ]
+  %1540 = mul nsw i64 %flat_grad.k62591, 144
+  %1541 = add nsw i64 40, %1540
+  %1542 = add nsw i64 %1541, 128
+  %params592 = getelementptr inbounds float, ptr %params, i64 %1542
+  %1543 = load <16 x float>, ptr %params592, align 4
+  store <16 x float> %1543, ptr %flat_grad.t61_b0, align 64
+  %1544 = add nsw i64 19688, %flat_grad.k62591
+  %arena593 = getelementptr inbounds float, ptr %arena, i64 %1544
+  %1545 = load float, ptr %arena593, align 4
+  %1546 = insertelement <16 x float> undef, float %1545, i32 0
+  %1547 = shufflevector <16 x float> %1546, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1547, ptr %flat_grad.t61_a0, align 64
+  %t61_a0 = load <16 x float>, ptr %flat_grad.t61_a0, align 64
+  %t61_b0 = load <16 x float>, ptr %flat_grad.t61_b0, align 64
+  %t61_c0_0 = load <16 x float>, ptr %flat_grad.t61_c0_0, align 64
+  %1548 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t61_a0, <16 x float> %t61_b0, <16 x float> %t61_c0_0)
+  store <16 x float> %1548, ptr %flat_grad.t61_c0_0, align 64
+  %1549 = add nsw i64 19698, %flat_grad.k62591
+  %arena594 = getelementptr inbounds float, ptr %arena, i64 %1549
+  %1550 = load float, ptr %arena594, align 4
+  %1551 = insertelement <16 x float> undef, float %1550, i32 0
+  %1552 = shufflevector <16 x float> %1551, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1552, ptr %flat_grad.t61_a1, align 64
+  %t61_a1 = load <16 x float>, ptr %flat_grad.t61_a1, align 64
+  %t61_b0595 = load <16 x float>, ptr %flat_grad.t61_b0, align 64
+  %t61_c1_0 = load <16 x float>, ptr %flat_grad.t61_c1_0, align 64
+  %1553 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t61_a1, <16 x float> %t61_b0595, <16 x float> %t61_c1_0)
+  store <16 x float> %1553, ptr %flat_grad.t61_c1_0, align 64
+  %1554 = add nsw i64 19708, %flat_grad.k62591
+  %arena596 = getelementptr inbounds float, ptr %arena, i64 %1554
+  %1555 = load float, ptr %arena596, align 4
+  %1556 = insertelement <16 x float> undef, float %1555, i32 0
+  %1557 = shufflevector <16 x float> %1556, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1557, ptr %flat_grad.t61_a2, align 64
+  %t61_a2 = load <16 x float>, ptr %flat_grad.t61_a2, align 64
+  %t61_b0597 = load <16 x float>, ptr %flat_grad.t61_b0, align 64
+  %t61_c2_0 = load <16 x float>, ptr %flat_grad.t61_c2_0, align 64
+  %1558 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t61_a2, <16 x float> %t61_b0597, <16 x float> %t61_c2_0)
+  store <16 x float> %1558, ptr %flat_grad.t61_c2_0, align 64
+  %1559 = add nsw i64 19718, %flat_grad.k62591
+  %arena598 = getelementptr inbounds float, ptr %arena, i64 %1559
+  %1560 = load float, ptr %arena598, align 4
+  %1561 = insertelement <16 x float> undef, float %1560, i32 0
+  %1562 = shufflevector <16 x float> %1561, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1562, ptr %flat_grad.t61_a3, align 64
+  %t61_a3 = load <16 x float>, ptr %flat_grad.t61_a3, align 64
+  %t61_b0599 = load <16 x float>, ptr %flat_grad.t61_b0, align 64
+  %t61_c3_0 = load <16 x float>, ptr %flat_grad.t61_c3_0, align 64
+  %1563 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t61_a3, <16 x float> %t61_b0599, <16 x float> %t61_c3_0)
+  store <16 x float> %1563, ptr %flat_grad.t61_c3_0, align 64
+  %k62.next = add nsw i64 %flat_grad.k62591, 1
+  %1564 = icmp slt i64 %k62.next, 10
+  br i1 %1564, label %flat_grad.k62, label %flat_grad.k62.end
+
+flat_grad.k62.end:                                ; preds = %flat_grad.k62
+  %t61_c0_0600 = load <16 x float>, ptr %flat_grad.t61_c0_0, align 64
+  %arena601 = getelementptr inbounds float, ptr %arena, i64 28496
+  store <16 x float> %t61_c0_0600, ptr %arena601, align 4
+  %t61_c1_0602 = load <16 x float>, ptr %flat_grad.t61_c1_0, align 64
+  %arena603 = getelementptr inbounds float, ptr %arena, i64 28640
+  store <16 x float> %t61_c1_0602, ptr %arena603, align 4
+  %t61_c2_0604 = load <16 x float>, ptr %flat_grad.t61_c2_0, align 64
+  %arena605 = getelementptr inbounds float, ptr %arena, i64 28784
+  store <16 x float> %t61_c2_0604, ptr %arena605, align 4
+  %t61_c3_0606 = load <16 x float>, ptr %flat_grad.t61_c3_0, align 64
+  %arena607 = getelementptr inbounds float, ptr %arena, i64 28928
+  store <16 x float> %t61_c3_0606, ptr %arena607, align 4
+  br label %conv1_grad.i63
+
+conv1_grad.i63:                                   ; preds = %conv1_grad.i63, %flat_grad.k62.end
+  %conv1_grad.i63608 = phi i64 [ 0, %flat_grad.k62.end ], [ %i63.next, %conv1_grad.i63 ]
+  %1565 = add nsw i64 28944, %conv1_grad.i63608
+  %arena609 = getelementptr inbounds float, ptr %arena, i64 %1565
+  store float 0.000000e+00, ptr %arena609, align 4
+  %i63.next = add nsw i64 %conv1_grad.i63608, 1
+  %1566 = icmp slt i64 %i63.next, 43264
+  br i1 %1566, label %conv1_grad.i63, label %conv1_grad.i63.end
+
+conv1_grad.i63.end:                               ; preds = %conv1_grad.i63
+  br label %conv1_grad.q64
+
+conv1_grad.q64:                                   ; preds = %conv1_grad.i65.end, %conv1_grad.i63.end
+  %conv1_grad.q64610 = phi i64 [ 0, %conv1_grad.i63.end ], [ %q64.next, %conv1_grad.i65.end ]
+  br label %conv1_grad.i65
+
+conv1_grad.q64.end:                               ; preds = %conv1_grad.i65.end
+  br label %conv1_weight_grad.i66
+
+conv1_grad.i65:                                   ; preds = %conv1_grad.endif, %conv1_grad.q64
+  %conv1_grad.i65611 = phi i64 [ 0, %conv1_grad.q64 ], [ %i65.next, %conv1_grad.endif ]
+  %1567 = mul nsw i64 %conv1_grad.q64610, 36
+  %1568 = add nsw i64 %1567, %conv1_grad.i65611
+  %arena612 = getelementptr inbounds float, ptr %arena, i64 %1568
+  %1569 = load float, ptr %arena612, align 4
+  %1570 = fcmp ogt float %1569, 0.000000e+00
+  br i1 %1570, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i65.end:                               ; preds = %conv1_grad.endif
+  %q64.next = add nsw i64 %conv1_grad.q64610, 1
+  %1571 = icmp slt i64 %q64.next, 256
+  br i1 %1571, label %conv1_grad.q64, label %conv1_grad.q64.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i65
+  %1572 = mul nsw i64 %conv1_grad.q64610, 169
+  %1573 = add nsw i64 28944, %1572
+  %1574 = mul nsw i64 %conv1_grad.q64610, 36
+  %1575 = add nsw i64 %1574, %conv1_grad.i65611
+  %1576 = add nsw i64 9216, %1575
+  %arena613 = getelementptr inbounds float, ptr %arena, i64 %1576
+  %1577 = load float, ptr %arena613, align 4
+  %1578 = fptosi float %1577 to i64
+  %1579 = add nsw i64 %1573, %1578
+  %arena614 = getelementptr inbounds float, ptr %arena, i64 %1579
+  %1580 = load float, ptr %arena614, align 4
+  %1581 = mul nsw i64 %conv1_grad.q64610, 36
+  %1582 = add nsw i64 %1581, %conv1_grad.i65611
+  %1583 = add nsw i64 19728, %1582
+  %arena615 = getelementptr inbounds float, ptr %arena, i64 %1583
+  %1584 = load float, ptr %arena615, align 4
+  %1585 = fadd float %1580, %1584
+  store float %1585, ptr %arena614, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i62
-  %i62.next = add nsw i64 %conv1_grad.i62593, 1
-  %1530 = icmp slt i64 %i62.next, 36
-  br i1 %1530, label %conv1_grad.i62, label %conv1_grad.i62.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i65
+  %i65.next = add nsw i64 %conv1_grad.i65611, 1
+  %1586 = icmp slt i64 %i65.next, 36
+  br i1 %1586, label %conv1_grad.i65, label %conv1_grad.i65.end
 
-conv1_weight_grad.i63:                            ; preds = %conv1_weight_grad.i63, %conv1_grad.q61.end
-  %conv1_weight_grad.i63598 = phi i64 [ 0, %conv1_grad.q61.end ], [ %i63.next, %conv1_weight_grad.i63 ]
-  %1531 = add nsw i64 212816, %conv1_weight_grad.i63598
-  %arena599 = getelementptr inbounds float, ptr %arena, i64 %1531
-  store float 0.000000e+00, ptr %arena599, align 4
-  %i63.next = add nsw i64 %conv1_weight_grad.i63598, 1
-  %1532 = icmp slt i64 %i63.next, 36
-  br i1 %1532, label %conv1_weight_grad.i63, label %conv1_weight_grad.i63.end
+conv1_weight_grad.i66:                            ; preds = %conv1_weight_grad.i66, %conv1_grad.q64.end
+  %conv1_weight_grad.i66616 = phi i64 [ 0, %conv1_grad.q64.end ], [ %i66.next, %conv1_weight_grad.i66 ]
+  %1587 = add nsw i64 107360, %conv1_weight_grad.i66616
+  %arena617 = getelementptr inbounds float, ptr %arena, i64 %1587
+  store float 0.000000e+00, ptr %arena617, align 4
+  %i66.next = add nsw i64 %conv1_weight_grad.i66616, 1
+  %1588 = icmp slt i64 %i66.next, 36
+  br i1 %1588, label %conv1_weight_grad.i66, label %conv1_weight_grad.i66.end
 
-conv1_weight_grad.i63.end:                        ; preds = %conv1_weight_grad.i63
-  br label %conv1_weight_grad.g64
+conv1_weight_grad.i66.end:                        ; preds = %conv1_weight_grad.i66
+  br label %conv1_weight_grad.g67
 
-conv1_weight_grad.g64:                            ; preds = %conv1_weight_grad.mb81.end, %conv1_weight_grad.i63.end
-  %conv1_weight_grad.g64600 = phi i64 [ 0, %conv1_weight_grad.i63.end ], [ %g64.next, %conv1_weight_grad.mb81.end ]
-  br label %conv1_weight_grad.j65
+conv1_weight_grad.g67:                            ; preds = %conv1_weight_grad.kp80.end, %conv1_weight_grad.i66.end
+  %conv1_weight_grad.g67618 = phi i64 [ 0, %conv1_weight_grad.i66.end ], [ %g67.next, %conv1_weight_grad.kp80.end ]
+  br label %conv1_weight_grad.j68
 
-conv1_weight_grad.g64.end:                        ; preds = %conv1_weight_grad.mb81.end
+conv1_weight_grad.g67.end:                        ; preds = %conv1_weight_grad.kp80.end
   br label %conv1_weight_grad.f84
 
-conv1_weight_grad.j65:                            ; preds = %conv1_weight_grad.c66.end, %conv1_weight_grad.g64
-  %conv1_weight_grad.j65601 = phi i64 [ 0, %conv1_weight_grad.g64 ], [ %j65.next, %conv1_weight_grad.c66.end ]
-  br label %conv1_weight_grad.c66
+conv1_weight_grad.j68:                            ; preds = %conv1_weight_grad.c69.end, %conv1_weight_grad.g67
+  %conv1_weight_grad.j68619 = phi i64 [ 0, %conv1_weight_grad.g67 ], [ %j68.next, %conv1_weight_grad.c69.end ]
+  br label %conv1_weight_grad.c69
 
-conv1_weight_grad.j65.end:                        ; preds = %conv1_weight_grad.c66.end
-  br label %conv1_weight_grad.j74
+conv1_weight_grad.j68.end:                        ; preds = %conv1_weight_grad.c69.end
+  br label %conv1_weight_grad.j77
 
-conv1_weight_grad.c66:                            ; preds = %conv1_weight_grad.ky67.end, %conv1_weight_grad.j65
-  %conv1_weight_grad.c66602 = phi i64 [ 0, %conv1_weight_grad.j65 ], [ %c66.next, %conv1_weight_grad.ky67.end ]
-  br label %conv1_weight_grad.ky67
+conv1_weight_grad.c69:                            ; preds = %conv1_weight_grad.ky70.end, %conv1_weight_grad.j68
+  %conv1_weight_grad.c69620 = phi i64 [ 0, %conv1_weight_grad.j68 ], [ %c69.next, %conv1_weight_grad.ky70.end ]
+  br label %conv1_weight_grad.ky70
 
-conv1_weight_grad.c66.end:                        ; preds = %conv1_weight_grad.ky67.end
-  %j65.next = add nsw i64 %conv1_weight_grad.j65601, 1
-  %1533 = icmp slt i64 %j65.next, 64
-  br i1 %1533, label %conv1_weight_grad.j65, label %conv1_weight_grad.j65.end
+conv1_weight_grad.c69.end:                        ; preds = %conv1_weight_grad.ky70.end
+  %j68.next = add nsw i64 %conv1_weight_grad.j68619, 1
+  %1589 = icmp slt i64 %j68.next, 16
+  br i1 %1589, label %conv1_weight_grad.j68, label %conv1_weight_grad.j68.end
 
-conv1_weight_grad.ky67:                           ; preds = %conv1_weight_grad.oy72.end, %conv1_weight_grad.c66
-  %conv1_weight_grad.ky67603 = phi i64 [ 0, %conv1_weight_grad.c66 ], [ %ky67.next, %conv1_weight_grad.oy72.end ]
-  br label %conv1_weight_grad.oy68
+conv1_weight_grad.ky70:                           ; preds = %conv1_weight_grad.oy75.end, %conv1_weight_grad.c69
+  %conv1_weight_grad.ky70621 = phi i64 [ 0, %conv1_weight_grad.c69 ], [ %ky70.next, %conv1_weight_grad.oy75.end ]
+  br label %conv1_weight_grad.oy71
 
-conv1_weight_grad.ky67.end:                       ; preds = %conv1_weight_grad.oy72.end
-  %c66.next = add nsw i64 %conv1_weight_grad.c66602, 1
-  %1534 = icmp slt i64 %c66.next, 1
-  br i1 %1534, label %conv1_weight_grad.c66, label %conv1_weight_grad.c66.end
+conv1_weight_grad.ky70.end:                       ; preds = %conv1_weight_grad.oy75.end
+  %c69.next = add nsw i64 %conv1_weight_grad.c69620, 1
+  %1590 = icmp slt i64 %c69.next, 1
+  br i1 %1590, label %conv1_weight_grad.c69, label %conv1_weight_grad.c69.end
 
-conv1_weight_grad.oy68:                           ; preds = %conv1_weight_grad.ox69.end, %conv1_weight_grad.ky67
-  %conv1_weight_grad.oy68604 = phi i64 [ 0, %conv1_weight_grad.ky67 ], [ %oy68.next, %conv1_weight_grad.ox69.end ]
-  br label %conv1_weight_grad.ox69
+conv1_weight_grad.oy71:                           ; preds = %conv1_weight_grad.ox72.end, %conv1_weight_grad.ky70
+  %conv1_weight_grad.oy71622 = phi i64 [ 0, %conv1_weight_grad.ky70 ], [ %oy71.next, %conv1_weight_grad.ox72.end ]
+  br label %conv1_weight_grad.ox72
 
-conv1_weight_grad.oy68.end:                       ; preds = %conv1_weight_grad.ox69.end
-  br label %conv1_weight_grad.oy70
+conv1_weight_grad.oy71.end:                       ; preds = %conv1_weight_grad.ox72.end
+  br label %conv1_weight_grad.oy73
 
-conv1_weight_grad.ox69:                           ; preds = %conv1_weight_grad.ox69, %conv1_weight_grad.oy68
-  %conv1_weight_grad.ox69605 = phi i64 [ 0, %conv1_weight_grad.oy68 ], [ %ox69.next, %conv1_weight_grad.ox69 ]
-  %1535 = mul nsw i64 %conv1_weight_grad.g64600, 64
-  %1536 = add nsw i64 %1535, %conv1_weight_grad.j65601
-  %1537 = mul nsw i64 %1536, 784
-  %1538 = mul nsw i64 %conv1_weight_grad.c66602, 784
-  %1539 = add nsw i64 %1537, %1538
-  %1540 = mul nsw i64 %conv1_weight_grad.oy68604, 2
-  %1541 = add nsw i64 %1540, %conv1_weight_grad.ky67603
-  %1542 = mul nsw i64 %1541, 28
-  %1543 = add nsw i64 %1539, %1542
-  %1544 = mul nsw i64 %conv1_weight_grad.ox69605, 2
-  %1545 = add nsw i64 %1543, %1544
-  %images606 = getelementptr inbounds float, ptr %images, i64 %1545
-  %1546 = load float, ptr %images606, align 4
-  %1547 = mul nsw i64 %conv1_weight_grad.c66602, 3
-  %1548 = add nsw i64 %1547, %conv1_weight_grad.ky67603
-  %1549 = mul nsw i64 %1548, 3
-  %1550 = mul nsw i64 %1549, 10816
-  %1551 = add nsw i64 72208, %1550
-  %1552 = mul nsw i64 %conv1_weight_grad.j65601, 169
-  %1553 = add nsw i64 %1551, %1552
-  %1554 = mul nsw i64 %conv1_weight_grad.oy68604, 13
-  %1555 = add nsw i64 %1554, %conv1_weight_grad.ox69605
-  %1556 = add nsw i64 %1553, %1555
-  %arena607 = getelementptr inbounds float, ptr %arena, i64 %1556
-  store float %1546, ptr %arena607, align 4
-  %ox69.next = add nsw i64 %conv1_weight_grad.ox69605, 1
-  %1557 = icmp slt i64 %ox69.next, 13
-  br i1 %1557, label %conv1_weight_grad.ox69, label %conv1_weight_grad.ox69.end
+conv1_weight_grad.ox72:                           ; preds = %conv1_weight_grad.ox72, %conv1_weight_grad.oy71
+  %conv1_weight_grad.ox72623 = phi i64 [ 0, %conv1_weight_grad.oy71 ], [ %ox72.next, %conv1_weight_grad.ox72 ]
+  %1591 = mul nsw i64 %conv1_weight_grad.g67618, 16
+  %1592 = add nsw i64 %1591, %conv1_weight_grad.j68619
+  %1593 = mul nsw i64 %1592, 784
+  %1594 = mul nsw i64 %conv1_weight_grad.c69620, 784
+  %1595 = add nsw i64 %1593, %1594
+  %1596 = mul nsw i64 %conv1_weight_grad.oy71622, 2
+  %1597 = add nsw i64 %1596, %conv1_weight_grad.ky70621
+  %1598 = mul nsw i64 %1597, 28
+  %1599 = add nsw i64 %1595, %1598
+  %1600 = mul nsw i64 %conv1_weight_grad.ox72623, 2
+  %1601 = add nsw i64 %1599, %1600
+  %images624 = getelementptr inbounds float, ptr %images, i64 %1601
+  %1602 = load float, ptr %images624, align 4
+  %1603 = mul nsw i64 %conv1_weight_grad.c69620, 3
+  %1604 = add nsw i64 %1603, %conv1_weight_grad.ky70621
+  %1605 = mul nsw i64 %1604, 3
+  %1606 = mul nsw i64 %1605, 2704
+  %1607 = add nsw i64 72208, %1606
+  %1608 = mul nsw i64 %conv1_weight_grad.j68619, 169
+  %1609 = add nsw i64 %1607, %1608
+  %1610 = mul nsw i64 %conv1_weight_grad.oy71622, 13
+  %1611 = add nsw i64 %1610, %conv1_weight_grad.ox72623
+  %1612 = add nsw i64 %1609, %1611
+  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1612
+  store float %1602, ptr %arena625, align 4
+  %ox72.next = add nsw i64 %conv1_weight_grad.ox72623, 1
+  %1613 = icmp slt i64 %ox72.next, 13
+  br i1 %1613, label %conv1_weight_grad.ox72, label %conv1_weight_grad.ox72.end
 
-conv1_weight_grad.ox69.end:                       ; preds = %conv1_weight_grad.ox69
-  %oy68.next = add nsw i64 %conv1_weight_grad.oy68604, 1
-  %1558 = icmp slt i64 %oy68.next, 13
-  br i1 %1558, label %conv1_weight_grad.oy68, label %conv1_weight_grad.oy68.end
+conv1_weight_grad.ox72.end:                       ; preds = %conv1_weight_grad.ox72
+  %oy71.next = add nsw i64 %conv1_weight_grad.oy71622, 1
+  %1614 = icmp slt i64 %oy71.next, 13
+  br i1 %1614, label %conv1_weight_grad.oy71, label %conv1_weight_grad.oy71.end
 
-conv1_weight_grad.oy70:                           ; preds = %conv1_weight_grad.ox71.end, %conv1_weight_grad.oy68.end
-  %conv1_weight_grad.oy70608 = phi i64 [ 0, %conv1_weight_grad.oy68.end ], [ %oy70.next, %conv1_weight_grad.ox71.end ]
-  br label %conv1_weight_grad.ox71
+conv1_weight_grad.oy73:                           ; preds = %conv1_weight_grad.ox74.end, %conv1_weight_grad.oy71.end
+  %conv1_weight_grad.oy73626 = phi i64 [ 0, %conv1_weight_grad.oy71.end ], [ %oy73.next, %conv1_weight_grad.ox74.end ]
+  br label %conv1_weight_grad.ox74
 
-conv1_weight_grad.oy70.end:                       ; preds = %conv1_weight_grad.ox71.end
-  br label %conv1_weight_grad.oy72
+conv1_weight_grad.oy73.end:                       ; preds = %conv1_weight_grad.ox74.end
+  br label %conv1_weight_grad.oy75
 
-conv1_weight_grad.ox71:                           ; preds = %conv1_weight_grad.ox71, %conv1_weight_grad.oy70
-  %conv1_weight_grad.ox71609 = phi i64 [ 0, %conv1_weight_grad.oy70 ], [ %ox71.next, %conv1_weight_grad.ox71 ]
-  %1559 = mul nsw i64 %conv1_weight_grad.g64600, 64
-  %1560 = add nsw i64 %1559, %conv1_weight_grad.j65601
-  %1561 = mul nsw i64 %1560, 784
-  %1562 = mul nsw i64 %conv1_weight_grad.c66602, 784
-  %1563 = add nsw i64 %1561, %1562
-  %1564 = mul nsw i64 %conv1_weight_grad.oy70608, 2
-  %1565 = add nsw i64 %1564, %conv1_weight_grad.ky67603
-  %1566 = mul nsw i64 %1565, 28
-  %1567 = add nsw i64 %1563, %1566
-  %1568 = mul nsw i64 %conv1_weight_grad.ox71609, 2
-  %1569 = add nsw i64 %1568, 1
-  %1570 = add nsw i64 %1567, %1569
-  %images610 = getelementptr inbounds float, ptr %images, i64 %1570
-  %1571 = load float, ptr %images610, align 4
-  %1572 = mul nsw i64 %conv1_weight_grad.c66602, 3
-  %1573 = add nsw i64 %1572, %conv1_weight_grad.ky67603
-  %1574 = mul nsw i64 %1573, 3
-  %1575 = add nsw i64 %1574, 1
-  %1576 = mul nsw i64 %1575, 10816
-  %1577 = add nsw i64 72208, %1576
-  %1578 = mul nsw i64 %conv1_weight_grad.j65601, 169
-  %1579 = add nsw i64 %1577, %1578
-  %1580 = mul nsw i64 %conv1_weight_grad.oy70608, 13
-  %1581 = add nsw i64 %1580, %conv1_weight_grad.ox71609
-  %1582 = add nsw i64 %1579, %1581
-  %arena611 = getelementptr inbounds float, ptr %arena, i64 %1582
-  store float %1571, ptr %arena611, align 4
-  %ox71.next = add nsw i64 %conv1_weight_grad.ox71609, 1
-  %1583 = icmp slt i64 %ox71.next, 13
-  br i1 %1583, label %conv1_weight_grad.ox71, label %conv1_weight_grad.ox71.end
+conv1_weight_grad.ox74:                           ; preds = %conv1_weight_grad.ox74, %conv1_weight_grad.oy73
+  %conv1_weight_grad.ox74627 = phi i64 [ 0, %conv1_weight_grad.oy73 ], [ %ox74.next, %conv1_weight_grad.ox74 ]
+  %1615 = mul nsw i64 %conv1_weight_grad.g67618, 16
+  %1616 = add nsw i64 %1615, %conv1_weight_grad.j68619
+  %1617 = mul nsw i64 %1616, 784
+  %1618 = mul nsw i64 %conv1_weight_grad.c69620, 784
+  %1619 = add nsw i64 %1617, %1618
+  %1620 = mul nsw i64 %conv1_weight_grad.oy73626, 2
+  %1621 = add nsw i64 %1620, %conv1_weight_grad.ky70621
+  %1622 = mul nsw i64 %1621, 28
+  %1623 = add nsw i64 %1619, %1622
+  %1624 = mul nsw i64 %conv1_weight_grad.ox74627, 2
+  %1625 = add nsw i64 %1624, 1
+  %1626 = add nsw i64 %1623, %1625
+  %images628 = getelementptr inbounds float, ptr %images, i64 %1626
+  %1627 = load float, ptr %images628, align 4
+  %1628 = mul nsw i64 %conv1_weight_grad.c69620, 3
+  %1629 = add nsw i64 %1628, %conv1_weight_grad.ky70621
+  %1630 = mul nsw i64 %1629, 3
+  %1631 = add nsw i64 %1630, 1
+  %1632 = mul nsw i64 %1631, 2704
+  %1633 = add nsw i64 72208, %1632
+  %1634 = mul nsw i64 %conv1_weight_grad.j68619, 169
+  %1635 = add nsw i64 %1633, %1634
+  %1636 = mul nsw i64 %conv1_weight_grad.oy73626, 13
+  %1637 = add nsw i64 %1636, %conv1_weight_grad.ox74627
+  %1638 = add nsw i64 %1635, %1637
+  %arena629 = getelementptr inbounds float, ptr %arena, i64 %1638
+  store float %1627, ptr %arena629, align 4
+  %ox74.next = add nsw i64 %conv1_weight_grad.ox74627, 1
+  %1639 = icmp slt i64 %ox74.next, 13
+  br i1 %1639, label %conv1_weight_grad.ox74, label %conv1_weight_grad.ox74.end
 
-conv1_weight_grad.ox71.end:                       ; preds = %conv1_weight_grad.ox71
-  %oy70.next = add nsw i64 %conv1_weight_grad.oy70608, 1
-  %1584 = icmp slt i64 %oy70.next, 13
-  br i1 %1584, label %conv1_weight_grad.oy70, label %conv1_weight_grad.oy70.end
+conv1_weight_grad.ox74.end:                       ; preds = %conv1_weight_grad.ox74
+  %oy73.next = add nsw i64 %conv1_weight_grad.oy73626, 1
+  %1640 = icmp slt i64 %oy73.next, 13
+  br i1 %1640, label %conv1_weight_grad.oy73, label %conv1_weight_grad.oy73.end
 
-conv1_weight_grad.oy72:                           ; preds = %conv1_weight_grad.ox73.end, %conv1_weight_grad.oy70.end
-  %conv1_weight_grad.oy72612 = phi i64 [ 0, %conv1_weight_grad.oy70.end ], [ %oy72.next, %conv1_weight_grad.ox73.end ]
-  br label %conv1_weight_grad.ox73
+conv1_weight_grad.oy75:                           ; preds = %conv1_weight_grad.ox76.end, %conv1_weight_grad.oy73.end
+  %conv1_weight_grad.oy75630 = phi i64 [ 0, %conv1_weight_grad.oy73.end ], [ %oy75.next, %conv1_weight_grad.ox76.end ]
+  br label %conv1_weight_grad.ox76
 
-conv1_weight_grad.oy72.end:                       ; preds = %conv1_weight_grad.ox73.end
-  %ky67.next = add nsw i64 %conv1_weight_grad.ky67603, 1
-  %1585 = icmp slt i64 %ky67.next, 3
-  br i1 %1585, label %conv1_weight_grad.ky67, label %conv1_weight_grad.ky67.end
+conv1_weight_grad.oy75.end:                       ; preds = %conv1_weight_grad.ox76.end
+  %ky70.next = add nsw i64 %conv1_weight_grad.ky70621, 1
+  %1641 = icmp slt i64 %ky70.next, 3
+  br i1 %1641, label %conv1_weight_grad.ky70, label %conv1_weight_grad.ky70.end
 
-conv1_weight_grad.ox73:                           ; preds = %conv1_weight_grad.ox73, %conv1_weight_grad.oy72
-  %conv1_weight_grad.ox73613 = phi i64 [ 0, %conv1_weight_grad.oy72 ], [ %ox73.next, %conv1_weight_grad.ox73 ]
-  %1586 = mul nsw i64 %conv1_weight_grad.g64600, 64
-  %1587 = add nsw i64 %1586, %conv1_weight_grad.j65601
-  %1588 = mul nsw i64 %1587, 784
-  %1589 = mul nsw i64 %conv1_weight_grad.c66602, 784
-  %1590 = add nsw i64 %1588, %1589
-  %1591 = mul nsw i64 %conv1_weight_grad.oy72612, 2
-  %1592 = add nsw i64 %1591, %conv1_weight_grad.ky67603
-  %1593 = mul nsw i64 %1592, 28
-  %1594 = add nsw i64 %1590, %1593
-  %1595 = mul nsw i64 %conv1_weight_grad.ox73613, 2
-  %1596 = add nsw i64 %1595, 2
-  %1597 = add nsw i64 %1594, %1596
-  %images614 = getelementptr inbounds float, ptr %images, i64 %1597
-  %1598 = load float, ptr %images614, align 4
-  %1599 = mul nsw i64 %conv1_weight_grad.c66602, 3
-  %1600 = add nsw i64 %1599, %conv1_weight_grad.ky67603
-  %1601 = mul nsw i64 %1600, 3
-  %1602 = add nsw i64 %1601, 2
-  %1603 = mul nsw i64 %1602, 10816
-  %1604 = add nsw i64 72208, %1603
-  %1605 = mul nsw i64 %conv1_weight_grad.j65601, 169
-  %1606 = add nsw i64 %1604, %1605
-  %1607 = mul nsw i64 %conv1_weight_grad.oy72612, 13
-  %1608 = add nsw i64 %1607, %conv1_weight_grad.ox73613
-  %1609 = add nsw i64 %1606, %1608
-  %arena615 = getelementptr inbounds float, ptr %arena, i64 %1609
-  store float %1598, ptr %arena615, align 4
-  %ox73.next = add nsw i64 %conv1_weight_grad.ox73613, 1
-  %1610 = icmp slt i64 %ox73.next, 13
-  br i1 %1610, label %conv1_weight_grad.ox73, label %conv1_weight_grad.ox73.end
+conv1_weight_grad.ox76:                           ; preds = %conv1_weight_grad.ox76, %conv1_weight_grad.oy75
+  %conv1_weight_grad.ox76631 = phi i64 [ 0, %conv1_weight_grad.oy75 ], [ %ox76.next, %conv1_weight_grad.ox76 ]
+  %1642 = mul nsw i64 %conv1_weight_grad.g67618, 16
+  %1643 = add nsw i64 %1642, %conv1_weight_grad.j68619
+  %1644 = mul nsw i64 %1643, 784
+  %1645 = mul nsw i64 %conv1_weight_grad.c69620, 784
+  %1646 = add nsw i64 %1644, %1645
+  %1647 = mul nsw i64 %conv1_weight_grad.oy75630, 2
+  %1648 = add nsw i64 %1647, %conv1_weight_grad.ky70621
+  %1649 = mul nsw i64 %1648, 28
+  %1650 = add nsw i64 %1646, %1649
+  %1651 = mul nsw i64 %conv1_weight_grad.ox76631, 2
+  %1652 = add nsw i64 %1651, 2
+  %1653 = add nsw i64 %1650, %1652
+  %images632 = getelementptr inbounds float, ptr %images, i64 %1653
+  %1654 = load float, ptr %images632, align 4
+  %1655 = mul nsw i64 %conv1_weight_grad.c69620, 3
+  %1656 = add nsw i64 %1655, %conv1_weight_grad.ky70621
+  %1657 = mul nsw i64 %1656, 3
+  %1658 = add nsw i64 %1657, 2
+  %1659 = mul nsw i64 %1658, 2704
+  %1660 = add nsw i64 72208, %1659
+  %1661 = mul nsw i64 %conv1_weight_grad.j68619, 169
+  %1662 = add nsw i64 %1660, %1661
+  %1663 = mul nsw i64 %conv1_weight_grad.oy75630, 13
+  %1664 = add nsw i64 %1663, %conv1_weight_grad.ox76631
+  %1665 = add nsw i64 %1662, %1664
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %1665
+  store float %1654, ptr %arena633, align 4
+  %ox76.next = add nsw i64 %conv1_weight_grad.ox76631, 1
+  %1666 = icmp slt i64 %ox76.next, 13
+  br i1 %1666, label %conv1_weight_grad.ox76, label %conv1_weight_grad.ox76.end
 
-conv1_weight_grad.ox73.end:                       ; preds = %conv1_weight_grad.ox73
-  %oy72.next = add nsw i64 %conv1_weight_grad.oy72612, 1
-  %1611 = icmp slt i64 %oy72.next, 13
-  br i1 %1611, label %conv1_weight_grad.oy72, label %conv1_weight_grad.oy72.end
+conv1_weight_grad.ox76.end:                       ; preds = %conv1_weight_grad.ox76
+  %oy75.next = add nsw i64 %conv1_weight_grad.oy75630, 1
+  %1667 = icmp slt i64 %oy75.next, 13
+  br i1 %1667, label %conv1_weight_grad.oy75, label %conv1_weight_grad.oy75.end
 
-conv1_weight_grad.j74:                            ; preds = %conv1_weight_grad.i75.end, %conv1_weight_grad.j65.end
-  %conv1_weight_grad.j74616 = phi i64 [ 0, %conv1_weight_grad.j65.end ], [ %j74.next, %conv1_weight_grad.i75.end ]
-  br label %conv1_weight_grad.i75
+conv1_weight_grad.j77:                            ; preds = %conv1_weight_grad.i78.end, %conv1_weight_grad.j68.end
+  %conv1_weight_grad.j77634 = phi i64 [ 0, %conv1_weight_grad.j68.end ], [ %j77.next, %conv1_weight_grad.i78.end ]
+  br label %conv1_weight_grad.i78
 
-conv1_weight_grad.j74.end:                        ; preds = %conv1_weight_grad.i75.end
-  br label %conv1_weight_grad.kp77
+conv1_weight_grad.j77.end:                        ; preds = %conv1_weight_grad.i78.end
+  br label %conv1_weight_grad.kp80
 
-conv1_weight_grad.i75:                            ; preds = %conv1_weight_grad.f76.end, %conv1_weight_grad.j74
-  %conv1_weight_grad.i75617 = phi i64 [ 0, %conv1_weight_grad.j74 ], [ %i75.next, %conv1_weight_grad.f76.end ]
-  br label %conv1_weight_grad.f76
+conv1_weight_grad.i78:                            ; preds = %conv1_weight_grad.f79.end, %conv1_weight_grad.j77
+  %conv1_weight_grad.i78635 = phi i64 [ 0, %conv1_weight_grad.j77 ], [ %i78.next, %conv1_weight_grad.f79.end ]
+  br label %conv1_weight_grad.f79
 
-conv1_weight_grad.i75.end:                        ; preds = %conv1_weight_grad.f76.end
-  %j74.next = add nsw i64 %conv1_weight_grad.j74616, 1
-  %1612 = icmp slt i64 %j74.next, 64
-  br i1 %1612, label %conv1_weight_grad.j74, label %conv1_weight_grad.j74.end
+conv1_weight_grad.i78.end:                        ; preds = %conv1_weight_grad.f79.end
+  %j77.next = add nsw i64 %conv1_weight_grad.j77634, 1
+  %1668 = icmp slt i64 %j77.next, 16
+  br i1 %1668, label %conv1_weight_grad.j77, label %conv1_weight_grad.j77.end
 
-conv1_weight_grad.f76:                            ; preds = %conv1_weight_grad.f76, %conv1_weight_grad.i75
-  %conv1_weight_grad.f76618 = phi i64 [ 0, %conv1_weight_grad.i75 ], [ %f76.next, %conv1_weight_grad.f76 ]
-  %1613 = mul nsw i64 %conv1_weight_grad.g64600, 64
-  %1614 = add nsw i64 %1613, %conv1_weight_grad.j74616
-  %1615 = mul nsw i64 %1614, 676
-  %1616 = add nsw i64 28944, %1615
-  %1617 = mul nsw i64 %conv1_weight_grad.f76618, 169
-  %1618 = add nsw i64 %1616, %1617
-  %1619 = add nsw i64 %1618, %conv1_weight_grad.i75617
-  %arena619 = getelementptr inbounds float, ptr %arena, i64 %1619
-  %1620 = load float, ptr %arena619, align 4
-  %1621 = mul nsw i64 %conv1_weight_grad.j74616, 169
-  %1622 = add nsw i64 %1621, %conv1_weight_grad.i75617
-  %1623 = mul nsw i64 %1622, 4
-  %1624 = add nsw i64 169552, %1623
-  %1625 = add nsw i64 %1624, %conv1_weight_grad.f76618
-  %arena620 = getelementptr inbounds float, ptr %arena, i64 %1625
-  store float %1620, ptr %arena620, align 4
-  %f76.next = add nsw i64 %conv1_weight_grad.f76618, 1
-  %1626 = icmp slt i64 %f76.next, 4
-  br i1 %1626, label %conv1_weight_grad.f76, label %conv1_weight_grad.f76.end
+conv1_weight_grad.f79:                            ; preds = %conv1_weight_grad.f79, %conv1_weight_grad.i78
+  %conv1_weight_grad.f79636 = phi i64 [ 0, %conv1_weight_grad.i78 ], [ %f79.next, %conv1_weight_grad.f79 ]
+  %1669 = mul nsw i64 %conv1_weight_grad.g67618, 16
+  %1670 = add nsw i64 %1669, %conv1_weight_grad.j77634
+  %1671 = mul nsw i64 %1670, 676
+  %1672 = add nsw i64 28944, %1671
+  %1673 = mul nsw i64 %conv1_weight_grad.f79636, 169
+  %1674 = add nsw i64 %1672, %1673
+  %1675 = add nsw i64 %1674, %conv1_weight_grad.i78635
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %1675
+  %1676 = load float, ptr %arena637, align 4
+  %1677 = mul nsw i64 %conv1_weight_grad.j77634, 169
+  %1678 = add nsw i64 %1677, %conv1_weight_grad.i78635
+  %1679 = mul nsw i64 %1678, 4
+  %1680 = add nsw i64 96544, %1679
+  %1681 = add nsw i64 %1680, %conv1_weight_grad.f79636
+  %arena638 = getelementptr inbounds float, ptr %arena, i64 %1681
+  store float %1676, ptr %arena638, align 4
+  %f79.next = add nsw i64 %conv1_weight_grad.f79636, 1
+  %1682 = icmp slt i64 %f79.next, 4
+  br i1 %1682, label %conv1_weight_grad.f79, label %conv1_weight_grad.f79.end
 
-conv1_weight_grad.f76.end:                        ; preds = %conv1_weight_grad.f76
-  %i75.next = add nsw i64 %conv1_weight_grad.i75617, 1
-  %1627 = icmp slt i64 %i75.next, 169
-  br i1 %1627, label %conv1_weight_grad.i75, label %conv1_weight_grad.i75.end
+conv1_weight_grad.f79.end:                        ; preds = %conv1_weight_grad.f79
+  %i78.next = add nsw i64 %conv1_weight_grad.i78635, 1
+  %1683 = icmp slt i64 %i78.next, 169
+  br i1 %1683, label %conv1_weight_grad.i78, label %conv1_weight_grad.i78.end
 
-conv1_weight_grad.kp77:                           ; preds = %conv1_weight_grad.mb78.end, %conv1_weight_grad.j74.end
-  %conv1_weight_grad.kp77621 = phi i64 [ 0, %conv1_weight_grad.j74.end ], [ %kp77.next, %conv1_weight_grad.mb78.end ]
-  br label %conv1_weight_grad.mb78
-
-conv1_weight_grad.kp77.end:                       ; preds = %conv1_weight_grad.mb78.end
+conv1_weight_grad.kp80:                           ; preds = %conv1_weight_grad.mb81.end, %conv1_weight_grad.j77.end
+  %conv1_weight_grad.kp80639 = phi i64 [ 0, %conv1_weight_grad.j77.end ], [ %kp80.next, %conv1_weight_grad.mb81.end ]
   br label %conv1_weight_grad.mb81
 
-conv1_weight_grad.mb78:                           ; preds = %conv1_weight_grad.k80.end, %conv1_weight_grad.kp77
-  %conv1_weight_grad.mb78622 = phi i64 [ 0, %conv1_weight_grad.kp77 ], [ %mb78.next, %conv1_weight_grad.k80.end ]
-  %1628 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1629 = mul nsw i64 %1628, 4
-  %1630 = add nsw i64 212816, %1629
-  %arena623 = getelementptr inbounds float, ptr %arena, i64 %1630
-  %1631 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena623, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1631, ptr %conv1_weight_grad.t79_c0_0, align 64
-  %1632 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1633 = add nsw i64 %1632, 1
-  %1634 = mul nsw i64 %1633, 4
-  %1635 = add nsw i64 212816, %1634
-  %arena624 = getelementptr inbounds float, ptr %arena, i64 %1635
-  %1636 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena624, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1636, ptr %conv1_weight_grad.t79_c1_0, align 64
-  %1637 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1638 = add nsw i64 %1637, 2
-  %1639 = mul nsw i64 %1638, 4
-  %1640 = add nsw i64 212816, %1639
-  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1640
-  %1641 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena625, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1641, ptr %conv1_weight_grad.t79_c2_0, align 64
-  %1642 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1643 = add nsw i64 %1642, 3
-  %1644 = mul nsw i64 %1643, 4
-  %1645 = add nsw i64 212816, %1644
-  %arena626 = getelementptr inbounds float, ptr %arena, i64 %1645
-  %1646 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena626, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1646, ptr %conv1_weight_grad.t79_c3_0, align 64
-  %1647 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1648 = add nsw i64 %1647, 4
-  %1649 = mul nsw i64 %1648, 4
-  %1650 = add nsw i64 212816, %1649
-  %arena627 = getelementptr inbounds float, ptr %arena, i64 %1650
-  %1651 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena627, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1651, ptr %conv1_weight_grad.t79_c4_0, align 64
-  %1652 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1653 = add nsw i64 %1652, 5
-  %1654 = mul nsw i64 %1653, 4
-  %1655 = add nsw i64 212816, %1654
-  %arena628 = getelementptr inbounds float, ptr %arena, i64 %1655
-  %1656 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena628, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1656, ptr %conv1_weight_grad.t79_c5_0, align 64
-  %1657 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1658 = add nsw i64 %1657, 6
-  %1659 = mul nsw i64 %1658, 4
-  %1660 = add nsw i64 212816, %1659
-  %arena629 = getelementptr inbounds float, ptr %arena, i64 %1660
-  %1661 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena629, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1661, ptr %conv1_weight_grad.t79_c6_0, align 64
-  %1662 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1663 = add nsw i64 %1662, 7
-  %1664 = mul nsw i64 %1663, 4
-  %1665 = add nsw i64 212816, %1664
-  %arena630 = getelementptr inbounds float, ptr %arena, i64 %1665
-  %1666 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena630, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1666, ptr %conv1_weight_grad.t79_c7_0, align 64
-  %1667 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1668 = add nsw i64 %1667, 8
-  %1669 = mul nsw i64 %1668, 4
-  %1670 = add nsw i64 212816, %1669
-  %arena631 = getelementptr inbounds float, ptr %arena, i64 %1670
-  %1671 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena631, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1671, ptr %conv1_weight_grad.t79_c8_0, align 64
-  br label %conv1_weight_grad.k80
+conv1_weight_grad.kp80.end:                       ; preds = %conv1_weight_grad.mb81.end
+  %g67.next = add nsw i64 %conv1_weight_grad.g67618, 1
+  %1684 = icmp slt i64 %g67.next, 4
+  br i1 %1684, label %conv1_weight_grad.g67, label %conv1_weight_grad.g67.end
 
-conv1_weight_grad.mb78.end:                       ; preds = %conv1_weight_grad.k80.end
-  %kp77.next = add nsw i64 %conv1_weight_grad.kp77621, 1
-  %1672 = icmp slt i64 %kp77.next, 28
-  br i1 %1672, label %conv1_weight_grad.kp77, label %conv1_weight_grad.kp77.end
-
-conv1_weight_grad.k80:                            ; preds = %conv1_weight_grad.k80, %conv1_weight_grad.mb78
-  %conv1_weight_grad.k80632 = phi i64 [ 0, %conv1_weight_grad.mb78 ], [ %k80.next, %conv1_weight_grad.k80 ]
-  %1673 = mul nsw i64 %conv1_weight_grad.kp77621, 373
-  %1674 = add nsw i64 %conv1_weight_grad.k80632, %1673
-  %1675 = mul nsw i64 %1674, 4
-  %1676 = add nsw i64 169552, %1675
-  %arena633 = getelementptr inbounds float, ptr %arena, i64 %1676
-  %1677 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena633, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1677, ptr %conv1_weight_grad.t79_b0, align 64
-  %1678 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1679 = mul nsw i64 %1678, 10816
-  %1680 = add nsw i64 72208, %1679
-  %1681 = mul nsw i64 %conv1_weight_grad.kp77621, 373
-  %1682 = add nsw i64 %conv1_weight_grad.k80632, %1681
-  %1683 = add nsw i64 %1680, %1682
-  %arena634 = getelementptr inbounds float, ptr %arena, i64 %1683
-  %1684 = load float, ptr %arena634, align 4
-  %1685 = insertelement <16 x float> undef, float %1684, i32 0
-  %1686 = shufflevector <16 x float> %1685, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1686, ptr %conv1_weight_grad.t79_a0, align 64
-  %t79_a0 = load <16 x float>, ptr %conv1_weight_grad.t79_a0, align 64
-  %t79_b0 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
-  %t79_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c0_0, align 64
-  %1687 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a0, <16 x float> %t79_b0, <16 x float> %t79_c0_0)
-  store <16 x float> %1687, ptr %conv1_weight_grad.t79_c0_0, align 64
-  %1688 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1689 = add nsw i64 %1688, 1
-  %1690 = mul nsw i64 %1689, 10816
-  %1691 = add nsw i64 72208, %1690
-  %1692 = mul nsw i64 %conv1_weight_grad.kp77621, 373
-  %1693 = add nsw i64 %conv1_weight_grad.k80632, %1692
-  %1694 = add nsw i64 %1691, %1693
-  %arena635 = getelementptr inbounds float, ptr %arena, i64 %1694
-  %1695 = load float, ptr %arena635, align 4
-  %1696 = insertelement <16 x float> undef, float %1695, i32 0
-  %1697 = shufflevector <16 x float> %1696, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1697, ptr %conv1_weight_grad.t79_a1, align 64
-  %t79_a1 = load <16 x float>, ptr %conv1_weight_grad.t79_a1, align 64
-  %t79_b0636 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
-  %t79_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c1_0, align 64
-  %1698 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a1, <16 x float> %t79_b0636, <16 x float> %t79_c1_0)
-  store <16 x float> %1698, ptr %conv1_weight_grad.t79_c1_0, align 64
-  %1699 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1700 = add nsw i64 %1699, 2
-  %1701 = mul nsw i64 %1700, 10816
-  %1702 = add nsw i64 72208, %1701
-  %1703 = mul nsw i64 %conv1_weight_grad.kp77621, 373
-  %1704 = add nsw i64 %conv1_weight_grad.k80632, %1703
-  %1705 = add nsw i64 %1702, %1704
-  %arena637 = getelementptr inbounds float, ptr %arena, i64 %1705
-  %1706 = load float, ptr %arena637, align 4
-  %1707 = insertelement <16 x float> undef, float %1706, i32 0
-  %1708 = shufflevector <16 x float> %1707, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1708, ptr %conv1_weight_grad.t79_a2, align 64
-  %t79_a2 = load <16 x float>, ptr %conv1_weight_grad.t79_a2, align 64
-  %t79_b0638 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
-  %t79_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c2_0, align 64
-  %1709 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a2, <16 x float> %t79_b0638, <16 x float> %t79_c2_0)
-  store <16 x float> %1709, ptr %conv1_weight_grad.t79_c2_0, align 64
-  %1710 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1711 = add nsw i64 %1710, 3
-  %1712 = mul nsw i64 %1711, 10816
-  %1713 = add nsw i64 72208, %1712
-  %1714 = mul nsw i64 %conv1_weight_grad.kp77621, 373
-  %1715 = add nsw i64 %conv1_weight_grad.k80632, %1714
-  %1716 = add nsw i64 %1713, %1715
-  %arena639 = getelementptr inbounds float, ptr %arena, i64 %1716
-  %1717 = load float, ptr %arena639, align 4
-  %1718 = insertelement <16 x float> undef, float %1717, i32 0
-  %1719 = shufflevector <16 x float> %1718, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1719, ptr %conv1_weight_grad.t79_a3, align 64
-  %t79_a3 = load <16 x float>, ptr %conv1_weight_grad.t79_a3, align 64
-  %t79_b0640 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
-  %t79_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c3_0, align 64
-  %1720 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a3, <16 x float> %t79_b0640, <16 x float> %t79_c3_0)
-  store <16 x float> %1720, ptr %conv1_weight_grad.t79_c3_0, align 64
-  %1721 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1722 = add nsw i64 %1721, 4
-  %1723 = mul nsw i64 %1722, 10816
-  %1724 = add nsw i64 72208, %1723
-  %1725 = mul nsw i64 %conv1_weight_grad.kp77621, 373
-  %1726 = add nsw i64 %conv1_weight_grad.k80632, %1725
-  %1727 = add nsw i64 %1724, %1726
-  %arena641 = getelementptr inbounds float, ptr %arena, i64 %1727
-  %1728 = load float, ptr %arena641, align 4
-  %1729 = insertelement <16 x float> undef, float %1728, i32 0
-  %1730 = shufflevector <16 x float> %1729, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1730, ptr %conv1_weight_grad.t79_a4, align 64
-  %t79_a4 = load <16 x float>, ptr %conv1_weight_grad.t79_a4, align 64
-  %t79_b0642 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
-  %t79_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c4_0, align 64
-  %1731 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a4, <16 x float> %t79_b0642, <16 x float> %t79_c4_0)
-  store <16 x float> %1731, ptr %conv1_weight_grad.t79_c4_0, align 64
-  %1732 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1733 = add nsw i64 %1732, 5
-  %1734 = mul nsw i64 %1733, 10816
-  %1735 = add nsw i64 72208, %1734
-  %1736 = mul nsw i64 %conv1_weight_grad.kp77621, 373
-  %1737 = add nsw i64 %conv1_weight_grad.k80632, %1736
-  %1738 = add nsw i64 %1735, %1737
-  %arena643 = getelementptr inbounds float, ptr %arena, i64 %1738
-  %1739 = load float, ptr %arena643, align 4
-  %1740 = insertelement <16 x float> undef, float %1739, i32 0
-  %1741 = shufflevector <16 x float> %1740, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1741, ptr %conv1_weight_grad.t79_a5, align 64
-  %t79_a5 = load <16 x float>, ptr %conv1_weight_grad.t79_a5, align 64
-  %t79_b0644 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
-  %t79_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c5_0, align 64
-  %1742 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a5, <16 x float> %t79_b0644, <16 x float> %t79_c5_0)
-  store <16 x float> %1742, ptr %conv1_weight_grad.t79_c5_0, align 64
-  %1743 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1744 = add nsw i64 %1743, 6
-  %1745 = mul nsw i64 %1744, 10816
-  %1746 = add nsw i64 72208, %1745
-  %1747 = mul nsw i64 %conv1_weight_grad.kp77621, 373
-  %1748 = add nsw i64 %conv1_weight_grad.k80632, %1747
-  %1749 = add nsw i64 %1746, %1748
-  %arena645 = getelementptr inbounds float, ptr %arena, i64 %1749
-  %1750 = load float, ptr %arena645, align 4
-  %1751 = insertelement <16 x float> undef, float %1750, i32 0
-  %1752 = shufflevector <16 x float> %1751, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1752, ptr %conv1_weight_grad.t79_a6, align 64
-  %t79_a6 = load <16 x float>, ptr %conv1_weight_grad.t79_a6, align 64
-  %t79_b0646 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
-  %t79_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c6_0, align 64
-  %1753 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a6, <16 x float> %t79_b0646, <16 x float> %t79_c6_0)
-  store <16 x float> %1753, ptr %conv1_weight_grad.t79_c6_0, align 64
-  %1754 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1755 = add nsw i64 %1754, 7
-  %1756 = mul nsw i64 %1755, 10816
-  %1757 = add nsw i64 72208, %1756
-  %1758 = mul nsw i64 %conv1_weight_grad.kp77621, 373
-  %1759 = add nsw i64 %conv1_weight_grad.k80632, %1758
-  %1760 = add nsw i64 %1757, %1759
-  %arena647 = getelementptr inbounds float, ptr %arena, i64 %1760
-  %1761 = load float, ptr %arena647, align 4
-  %1762 = insertelement <16 x float> undef, float %1761, i32 0
-  %1763 = shufflevector <16 x float> %1762, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1763, ptr %conv1_weight_grad.t79_a7, align 64
-  %t79_a7 = load <16 x float>, ptr %conv1_weight_grad.t79_a7, align 64
-  %t79_b0648 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
-  %t79_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c7_0, align 64
-  %1764 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a7, <16 x float> %t79_b0648, <16 x float> %t79_c7_0)
-  store <16 x float> %1764, ptr %conv1_weight_grad.t79_c7_0, align 64
-  %1765 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1766 = add nsw i64 %1765, 8
-  %1767 = mul nsw i64 %1766, 10816
-  %1768 = add nsw i64 72208, %1767
-  %1769 = mul nsw i64 %conv1_weight_grad.kp77621, 373
-  %1770 = add nsw i64 %conv1_weight_grad.k80632, %1769
-  %1771 = add nsw i64 %1768, %1770
-  %arena649 = getelementptr inbounds float, ptr %arena, i64 %1771
-  %1772 = load float, ptr %arena649, align 4
-  %1773 = insertelement <16 x float> undef, float %1772, i32 0
-  %1774 = shufflevector <16 x float> %1773, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1774, ptr %conv1_weight_grad.t79_a8, align 64
-  %t79_a8 = load <16 x float>, ptr %conv1_weight_grad.t79_a8, align 64
-  %t79_b0650 = load <16 x float>, ptr %conv1_weight_grad.t79_b0, align 64
-  %t79_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t79_c8_0, align 64
-  %1775 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t79_a8, <16 x float> %t79_b0650, <16 x float> %t79_c8_0)
-  store <16 x float> %1775, ptr %conv1_weight_grad.t79_c8_0, align 64
-  %k80.next = add nsw i64 %conv1_weight_grad.k80632, 1
-  %1776 = icmp slt i64 %k80.next, 373
-  br i1 %1776, label %conv1_weight_grad.k80, label %conv1_weight_grad.k80.end
-
-conv1_weight_grad.k80.end:                        ; preds = %conv1_weight_grad.k80
-  %t79_c0_0651 = load <16 x float>, ptr %conv1_weight_grad.t79_c0_0, align 64
-  %1777 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1778 = mul nsw i64 %1777, 4
-  %1779 = add nsw i64 212816, %1778
-  %arena652 = getelementptr inbounds float, ptr %arena, i64 %1779
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c0_0651, ptr %arena652, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t79_c1_0653 = load <16 x float>, ptr %conv1_weight_grad.t79_c1_0, align 64
-  %1780 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1781 = add nsw i64 %1780, 1
-  %1782 = mul nsw i64 %1781, 4
-  %1783 = add nsw i64 212816, %1782
-  %arena654 = getelementptr inbounds float, ptr %arena, i64 %1783
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c1_0653, ptr %arena654, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t79_c2_0655 = load <16 x float>, ptr %conv1_weight_grad.t79_c2_0, align 64
-  %1784 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1785 = add nsw i64 %1784, 2
-  %1786 = mul nsw i64 %1785, 4
-  %1787 = add nsw i64 212816, %1786
-  %arena656 = getelementptr inbounds float, ptr %arena, i64 %1787
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c2_0655, ptr %arena656, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t79_c3_0657 = load <16 x float>, ptr %conv1_weight_grad.t79_c3_0, align 64
-  %1788 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1789 = add nsw i64 %1788, 3
-  %1790 = mul nsw i64 %1789, 4
-  %1791 = add nsw i64 212816, %1790
-  %arena658 = getelementptr inbounds float, ptr %arena, i64 %1791
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c3_0657, ptr %arena658, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t79_c4_0659 = load <16 x float>, ptr %conv1_weight_grad.t79_c4_0, align 64
-  %1792 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1793 = add nsw i64 %1792, 4
-  %1794 = mul nsw i64 %1793, 4
-  %1795 = add nsw i64 212816, %1794
-  %arena660 = getelementptr inbounds float, ptr %arena, i64 %1795
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c4_0659, ptr %arena660, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t79_c5_0661 = load <16 x float>, ptr %conv1_weight_grad.t79_c5_0, align 64
-  %1796 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1797 = add nsw i64 %1796, 5
-  %1798 = mul nsw i64 %1797, 4
-  %1799 = add nsw i64 212816, %1798
-  %arena662 = getelementptr inbounds float, ptr %arena, i64 %1799
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c5_0661, ptr %arena662, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t79_c6_0663 = load <16 x float>, ptr %conv1_weight_grad.t79_c6_0, align 64
-  %1800 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1801 = add nsw i64 %1800, 6
-  %1802 = mul nsw i64 %1801, 4
-  %1803 = add nsw i64 212816, %1802
-  %arena664 = getelementptr inbounds float, ptr %arena, i64 %1803
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c6_0663, ptr %arena664, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t79_c7_0665 = load <16 x float>, ptr %conv1_weight_grad.t79_c7_0, align 64
-  %1804 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1805 = add nsw i64 %1804, 7
-  %1806 = mul nsw i64 %1805, 4
-  %1807 = add nsw i64 212816, %1806
-  %arena666 = getelementptr inbounds float, ptr %arena, i64 %1807
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c7_0665, ptr %arena666, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t79_c8_0667 = load <16 x float>, ptr %conv1_weight_grad.t79_c8_0, align 64
-  %1808 = mul nsw i64 %conv1_weight_grad.mb78622, 9
-  %1809 = add nsw i64 %1808, 8
-  %1810 = mul nsw i64 %1809, 4
-  %1811 = add nsw i64 212816, %1810
-  %arena668 = getelementptr inbounds float, ptr %arena, i64 %1811
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t79_c8_0667, ptr %arena668, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %mb78.next = add nsw i64 %conv1_weight_grad.mb78622, 1
-  %1812 = icmp slt i64 %mb78.next, 1
-  br i1 %1812, label %conv1_weight_grad.mb78, label %conv1_weight_grad.mb78.end
-
-conv1_weight_grad.mb81:                           ; preds = %conv1_weight_grad.k83.end, %conv1_weight_grad.kp77.end
-  %conv1_weight_grad.mb81669 = phi i64 [ 0, %conv1_weight_grad.kp77.end ], [ %mb81.next, %conv1_weight_grad.k83.end ]
-  %1813 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1814 = mul nsw i64 %1813, 4
-  %1815 = add nsw i64 212816, %1814
-  %arena670 = getelementptr inbounds float, ptr %arena, i64 %1815
-  %1816 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena670, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1816, ptr %conv1_weight_grad.t82_c0_0, align 64
-  %1817 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1818 = add nsw i64 %1817, 1
-  %1819 = mul nsw i64 %1818, 4
-  %1820 = add nsw i64 212816, %1819
-  %arena671 = getelementptr inbounds float, ptr %arena, i64 %1820
-  %1821 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena671, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1821, ptr %conv1_weight_grad.t82_c1_0, align 64
-  %1822 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1823 = add nsw i64 %1822, 2
-  %1824 = mul nsw i64 %1823, 4
-  %1825 = add nsw i64 212816, %1824
-  %arena672 = getelementptr inbounds float, ptr %arena, i64 %1825
-  %1826 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena672, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1826, ptr %conv1_weight_grad.t82_c2_0, align 64
-  %1827 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1828 = add nsw i64 %1827, 3
-  %1829 = mul nsw i64 %1828, 4
-  %1830 = add nsw i64 212816, %1829
-  %arena673 = getelementptr inbounds float, ptr %arena, i64 %1830
-  %1831 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena673, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1831, ptr %conv1_weight_grad.t82_c3_0, align 64
-  %1832 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1833 = add nsw i64 %1832, 4
-  %1834 = mul nsw i64 %1833, 4
-  %1835 = add nsw i64 212816, %1834
-  %arena674 = getelementptr inbounds float, ptr %arena, i64 %1835
-  %1836 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena674, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1836, ptr %conv1_weight_grad.t82_c4_0, align 64
-  %1837 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1838 = add nsw i64 %1837, 5
-  %1839 = mul nsw i64 %1838, 4
-  %1840 = add nsw i64 212816, %1839
-  %arena675 = getelementptr inbounds float, ptr %arena, i64 %1840
-  %1841 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena675, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1841, ptr %conv1_weight_grad.t82_c5_0, align 64
-  %1842 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1843 = add nsw i64 %1842, 6
-  %1844 = mul nsw i64 %1843, 4
-  %1845 = add nsw i64 212816, %1844
-  %arena676 = getelementptr inbounds float, ptr %arena, i64 %1845
-  %1846 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena676, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1846, ptr %conv1_weight_grad.t82_c6_0, align 64
-  %1847 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1848 = add nsw i64 %1847, 7
-  %1849 = mul nsw i64 %1848, 4
-  %1850 = add nsw i64 212816, %1849
-  %arena677 = getelementptr inbounds float, ptr %arena, i64 %1850
-  %1851 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena677, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1851, ptr %conv1_weight_grad.t82_c7_0, align 64
-  %1852 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1853 = add nsw i64 %1852, 8
-  %1854 = mul nsw i64 %1853, 4
-  %1855 = add nsw i64 212816, %1854
-  %arena678 = getelementptr inbounds float, ptr %arena, i64 %1855
-  %1856 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena678, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1856, ptr %conv1_weight_grad.t82_c8_0, align 64
+conv1_weight_grad.mb81:                           ; preds = %conv1_weight_grad.k83.end, %conv1_weight_grad.kp80
+  %conv1_weight_grad.mb81640 = phi i64 [ 0, %conv1_weight_grad.kp80 ], [ %mb81.next, %conv1_weight_grad.k83.end ]
+  %1685 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1686 = mul nsw i64 %1685, 4
+  %1687 = add nsw i64 107360, %1686
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %1687
+  %1688 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena641, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1688, ptr %conv1_weight_grad.t82_c0_0, align 64
+  %1689 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1690 = add nsw i64 %1689, 1
+  %1691 = mul nsw i64 %1690, 4
+  %1692 = add nsw i64 107360, %1691
+  %arena642 = getelementptr inbounds float, ptr %arena, i64 %1692
+  %1693 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena642, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1693, ptr %conv1_weight_grad.t82_c1_0, align 64
+  %1694 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1695 = add nsw i64 %1694, 2
+  %1696 = mul nsw i64 %1695, 4
+  %1697 = add nsw i64 107360, %1696
+  %arena643 = getelementptr inbounds float, ptr %arena, i64 %1697
+  %1698 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena643, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1698, ptr %conv1_weight_grad.t82_c2_0, align 64
+  %1699 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1700 = add nsw i64 %1699, 3
+  %1701 = mul nsw i64 %1700, 4
+  %1702 = add nsw i64 107360, %1701
+  %arena644 = getelementptr inbounds float, ptr %arena, i64 %1702
+  %1703 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena644, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1703, ptr %conv1_weight_grad.t82_c3_0, align 64
+  %1704 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1705 = add nsw i64 %1704, 4
+  %1706 = mul nsw i64 %1705, 4
+  %1707 = add nsw i64 107360, %1706
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %1707
+  %1708 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena645, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1708, ptr %conv1_weight_grad.t82_c4_0, align 64
+  %1709 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1710 = add nsw i64 %1709, 5
+  %1711 = mul nsw i64 %1710, 4
+  %1712 = add nsw i64 107360, %1711
+  %arena646 = getelementptr inbounds float, ptr %arena, i64 %1712
+  %1713 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena646, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1713, ptr %conv1_weight_grad.t82_c5_0, align 64
+  %1714 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1715 = add nsw i64 %1714, 6
+  %1716 = mul nsw i64 %1715, 4
+  %1717 = add nsw i64 107360, %1716
+  %arena647 = getelementptr inbounds float, ptr %arena, i64 %1717
+  %1718 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena647, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1718, ptr %conv1_weight_grad.t82_c6_0, align 64
+  %1719 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1720 = add nsw i64 %1719, 7
+  %1721 = mul nsw i64 %1720, 4
+  %1722 = add nsw i64 107360, %1721
+  %arena648 = getelementptr inbounds float, ptr %arena, i64 %1722
+  %1723 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena648, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1723, ptr %conv1_weight_grad.t82_c7_0, align 64
+  %1724 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1725 = add nsw i64 %1724, 8
+  %1726 = mul nsw i64 %1725, 4
+  %1727 = add nsw i64 107360, %1726
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %1727
+  %1728 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena649, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1728, ptr %conv1_weight_grad.t82_c8_0, align 64
   br label %conv1_weight_grad.k83
 
 conv1_weight_grad.mb81.end:                       ; preds = %conv1_weight_grad.k83.end
-  %g64.next = add nsw i64 %conv1_weight_grad.g64600, 1
-  %1857 = icmp slt i64 %g64.next, 1
-  br i1 %1857, label %conv1_weight_grad.g64, label %conv1_weight_grad.g64.end
+  %kp80.next = add nsw i64 %conv1_weight_grad.kp80639, 1
+  %1729 = icmp slt i64 %kp80.next, 8
+  br i1 %1729, label %conv1_weight_grad.kp80, label %conv1_weight_grad.kp80.end
 
 conv1_weight_grad.k83:                            ; preds = %conv1_weight_grad.k83, %conv1_weight_grad.mb81
-  %conv1_weight_grad.k83679 = phi i64 [ 0, %conv1_weight_grad.mb81 ], [ %k83.next, %conv1_weight_grad.k83 ]
-  %1858 = add nsw i64 %conv1_weight_grad.k83679, 10444
-  %1859 = mul nsw i64 %1858, 4
-  %1860 = add nsw i64 169552, %1859
-  %arena680 = getelementptr inbounds float, ptr %arena, i64 %1860
-  %1861 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena680, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  store <16 x float> %1861, ptr %conv1_weight_grad.t82_b0, align 64
-  %1862 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1863 = mul nsw i64 %1862, 10816
-  %1864 = add nsw i64 72208, %1863
-  %1865 = add nsw i64 %conv1_weight_grad.k83679, 10444
-  %1866 = add nsw i64 %1864, %1865
-  %arena681 = getelementptr inbounds float, ptr %arena, i64 %1866
-  %1867 = load float, ptr %arena681, align 4
-  %1868 = insertelement <16 x float> undef, float %1867, i32 0
-  %1869 = shufflevector <16 x float> %1868, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1869, ptr %conv1_weight_grad.t82_a0, align 64
+  %conv1_weight_grad.k83650 = phi i64 [ 0, %conv1_weight_grad.mb81 ], [ %k83.next, %conv1_weight_grad.k83 ]
+  %1730 = mul nsw i64 %conv1_weight_grad.kp80639, 338
+  %1731 = add nsw i64 %conv1_weight_grad.k83650, %1730
+  %1732 = mul nsw i64 %1731, 4
+  %1733 = add nsw i64 96544, %1732
+  %arena651 = getelementptr inbounds float, ptr %arena, i64 %1733
+  %1734 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena651, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %1734, ptr %conv1_weight_grad.t82_b0, align 64
+  %1735 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1736 = mul nsw i64 %1735, 2704
+  %1737 = add nsw i64 72208, %1736
+  %1738 = mul nsw i64 %conv1_weight_grad.kp80639, 338
+  %1739 = add nsw i64 %conv1_weight_grad.k83650, %1738
+  %1740 = add nsw i64 %1737, %1739
+  %arena652 = getelementptr inbounds float, ptr %arena, i64 %1740
+  %1741 = load float, ptr %arena652, align 4
+  %1742 = insertelement <16 x float> undef, float %1741, i32 0
+  %1743 = shufflevector <16 x float> %1742, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1743, ptr %conv1_weight_grad.t82_a0, align 64
   %t82_a0 = load <16 x float>, ptr %conv1_weight_grad.t82_a0, align 64
   %t82_b0 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
   %t82_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c0_0, align 64
-  %1870 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a0, <16 x float> %t82_b0, <16 x float> %t82_c0_0)
-  store <16 x float> %1870, ptr %conv1_weight_grad.t82_c0_0, align 64
-  %1871 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1872 = add nsw i64 %1871, 1
-  %1873 = mul nsw i64 %1872, 10816
-  %1874 = add nsw i64 72208, %1873
-  %1875 = add nsw i64 %conv1_weight_grad.k83679, 10444
-  %1876 = add nsw i64 %1874, %1875
-  %arena682 = getelementptr inbounds float, ptr %arena, i64 %1876
-  %1877 = load float, ptr %arena682, align 4
-  %1878 = insertelement <16 x float> undef, float %1877, i32 0
-  %1879 = shufflevector <16 x float> %1878, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1879, ptr %conv1_weight_grad.t82_a1, align 64
+  %1744 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a0, <16 x float> %t82_b0, <16 x float> %t82_c0_0)
+  store <16 x float> %1744, ptr %conv1_weight_grad.t82_c0_0, align 64
+  %1745 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1746 = add nsw i64 %1745, 1
+  %1747 = mul nsw i64 %1746, 2704
+  %1748 = add nsw i64 72208, %1747
+  %1749 = mul nsw i64 %conv1_weight_grad.kp80639, 338
+  %1750 = add nsw i64 %conv1_weight_grad.k83650, %1749
+  %1751 = add nsw i64 %1748, %1750
+  %arena653 = getelementptr inbounds float, ptr %arena, i64 %1751
+  %1752 = load float, ptr %arena653, align 4
+  %1753 = insertelement <16 x float> undef, float %1752, i32 0
+  %1754 = shufflevector <16 x float> %1753, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1754, ptr %conv1_weight_grad.t82_a1, align 64
   %t82_a1 = load <16 x float>, ptr %conv1_weight_grad.t82_a1, align 64
-  %t82_b0683 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_b0654 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
   %t82_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c1_0, align 64
-  %1880 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a1, <16 x float> %t82_b0683, <16 x float> %t82_c1_0)
-  store <16 x float> %1880, ptr %conv1_weight_grad.t82_c1_0, align 64
-  %1881 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1882 = add nsw i64 %1881, 2
-  %1883 = mul nsw i64 %1882, 10816
-  %1884 = add nsw i64 72208, %1883
-  %1885 = add nsw i64 %conv1_weight_grad.k83679, 10444
-  %1886 = add nsw i64 %1884, %1885
-  %arena684 = getelementptr inbounds float, ptr %arena, i64 %1886
-  %1887 = load float, ptr %arena684, align 4
-  %1888 = insertelement <16 x float> undef, float %1887, i32 0
-  %1889 = shufflevector <16 x float> %1888, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1889, ptr %conv1_weight_grad.t82_a2, align 64
+  %1755 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a1, <16 x float> %t82_b0654, <16 x float> %t82_c1_0)
+  store <16 x float> %1755, ptr %conv1_weight_grad.t82_c1_0, align 64
+  %1756 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1757 = add nsw i64 %1756, 2
+  %1758 = mul nsw i64 %1757, 2704
+  %1759 = add nsw i64 72208, %1758
+  %1760 = mul nsw i64 %conv1_weight_grad.kp80639, 338
+  %1761 = add nsw i64 %conv1_weight_grad.k83650, %1760
+  %1762 = add nsw i64 %1759, %1761
+  %arena655 = getelementptr inbounds float, ptr %arena, i64 %1762
+  %1763 = load float, ptr %arena655, align 4
+  %1764 = insertelement <16 x float> undef, float %1763, i32 0
+  %1765 = shufflevector <16 x float> %1764, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1765, ptr %conv1_weight_grad.t82_a2, align 64
   %t82_a2 = load <16 x float>, ptr %conv1_weight_grad.t82_a2, align 64
-  %t82_b0685 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_b0656 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
   %t82_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c2_0, align 64
-  %1890 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a2, <16 x float> %t82_b0685, <16 x float> %t82_c2_0)
-  store <16 x float> %1890, ptr %conv1_weight_grad.t82_c2_0, align 64
-  %1891 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1892 = add nsw i64 %1891, 3
-  %1893 = mul nsw i64 %1892, 10816
-  %1894 = add nsw i64 72208, %1893
-  %1895 = add nsw i64 %conv1_weight_grad.k83679, 10444
-  %1896 = add nsw i64 %1894, %1895
-  %arena686 = getelementptr inbounds float, ptr %arena, i64 %1896
-  %1897 = load float, ptr %arena686, align 4
-  %1898 = insertelement <16 x float> undef, float %1897, i32 0
-  %1899 = shufflevector <16 x float> %1898, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1899, ptr %conv1_weight_grad.t82_a3, align 64
+  %1766 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a2, <16 x float> %t82_b0656, <16 x float> %t82_c2_0)
+  store <16 x float> %1766, ptr %conv1_weight_grad.t82_c2_0, align 64
+  %1767 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1768 = add nsw i64 %1767, 3
+  %1769 = mul nsw i64 %1768, 2704
+  %1770 = add nsw i64 72208, %1769
+  %1771 = mul nsw i64 %conv1_weight_grad.kp80639, 338
+  %1772 = add nsw i64 %conv1_weight_grad.k83650, %1771
+  %1773 = add nsw i64 %1770, %1772
+  %arena657 = getelementptr inbounds float, ptr %arena, i64 %1773
+  %1774 = load float, ptr %arena657, align 4
+  %1775 = insertelement <16 x float> undef, float %1774, i32 0
+  %1776 = shufflevector <16 x float> %1775, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1776, ptr %conv1_weight_grad.t82_a3, align 64
   %t82_a3 = load <16 x float>, ptr %conv1_weight_grad.t82_a3, align 64
-  %t82_b0687 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_b0658 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
   %t82_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c3_0, align 64
-  %1900 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a3, <16 x float> %t82_b0687, <16 x float> %t82_c3_0)
-  store <16 x float> %1900, ptr %conv1_weight_grad.t82_c3_0, align 64
-  %1901 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1902 = add nsw i64 %1901, 4
-  %1903 = mul nsw i64 %1902, 10816
-  %1904 = add nsw i64 72208, %1903
-  %1905 = add nsw i64 %conv1_weight_grad.k83679, 10444
-  %1906 = add nsw i64 %1904, %1905
-  %arena688 = getelementptr inbounds float, ptr %arena, i64 %1906
-  %1907 = load float, ptr %arena688, align 4
-  %1908 = insertelement <16 x float> undef, float %1907, i32 0
-  %1909 = shufflevector <16 x float> %1908, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1909, ptr %conv1_weight_grad.t82_a4, align 64
+  %1777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a3, <16 x float> %t82_b0658, <16 x float> %t82_c3_0)
+  store <16 x float> %1777, ptr %conv1_weight_grad.t82_c3_0, align 64
+  %1778 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1779 = add nsw i64 %1778, 4
+  %1780 = mul nsw i64 %1779, 2704
+  %1781 = add nsw i64 72208, %1780
+  %1782 = mul nsw i64 %conv1_weight_grad.kp80639, 338
+  %1783 = add nsw i64 %conv1_weight_grad.k83650, %1782
+  %1784 = add nsw i64 %1781, %1783
+  %arena659 = getelementptr inbounds float, ptr %arena, i64 %1784
+  %1785 = load float, ptr %arena659, align 4
+  %1786 = insertelement <16 x float> undef, float %1785, i32 0
+  %1787 = shufflevector <16 x float> %1786, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1787, ptr %conv1_weight_grad.t82_a4, align 64
   %t82_a4 = load <16 x float>, ptr %conv1_weight_grad.t82_a4, align 64
-  %t82_b0689 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_b0660 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
   %t82_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c4_0, align 64
-  %1910 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a4, <16 x float> %t82_b0689, <16 x float> %t82_c4_0)
-  store <16 x float> %1910, ptr %conv1_weight_grad.t82_c4_0, align 64
-  %1911 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1912 = add nsw i64 %1911, 5
-  %1913 = mul nsw i64 %1912, 10816
-  %1914 = add nsw i64 72208, %1913
-  %1915 = add nsw i64 %conv1_weight_grad.k83679, 10444
-  %1916 = add nsw i64 %1914, %1915
-  %arena690 = getelementptr inbounds float, ptr %arena, i64 %1916
-  %1917 = load float, ptr %arena690, align 4
-  %1918 = insertelement <16 x float> undef, float %1917, i32 0
-  %1919 = shufflevector <16 x float> %1918, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1919, ptr %conv1_weight_grad.t82_a5, align 64
+  %1788 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a4, <16 x float> %t82_b0660, <16 x float> %t82_c4_0)
+  store <16 x float> %1788, ptr %conv1_weight_grad.t82_c4_0, align 64
+  %1789 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1790 = add nsw i64 %1789, 5
+  %1791 = mul nsw i64 %1790, 2704
+  %1792 = add nsw i64 72208, %1791
+  %1793 = mul nsw i64 %conv1_weight_grad.kp80639, 338
+  %1794 = add nsw i64 %conv1_weight_grad.k83650, %1793
+  %1795 = add nsw i64 %1792, %1794
+  %arena661 = getelementptr inbounds float, ptr %arena, i64 %1795
+  %1796 = load float, ptr %arena661, align 4
+  %1797 = insertelement <16 x float> undef, float %1796, i32 0
+  %1798 = shufflevector <16 x float> %1797, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1798, ptr %conv1_weight_grad.t82_a5, align 64
   %t82_a5 = load <16 x float>, ptr %conv1_weight_grad.t82_a5, align 64
-  %t82_b0691 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_b0662 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
   %t82_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c5_0, align 64
-  %1920 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a5, <16 x float> %t82_b0691, <16 x float> %t82_c5_0)
-  store <16 x float> %1920, ptr %conv1_weight_grad.t82_c5_0, align 64
-  %1921 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1922 = add nsw i64 %1921, 6
-  %1923 = mul nsw i64 %1922, 10816
-  %1924 = add nsw i64 72208, %1923
-  %1925 = add nsw i64 %conv1_weight_grad.k83679, 10444
-  %1926 = add nsw i64 %1924, %1925
-  %arena692 = getelementptr inbounds float, ptr %arena, i64 %1926
-  %1927 = load float, ptr %arena692, align 4
-  %1928 = insertelement <16 x float> undef, float %1927, i32 0
-  %1929 = shufflevector <16 x float> %1928, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1929, ptr %conv1_weight_grad.t82_a6, align 64
+  %1799 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a5, <16 x float> %t82_b0662, <16 x float> %t82_c5_0)
+  store <16 x float> %1799, ptr %conv1_weight_grad.t82_c5_0, align 64
+  %1800 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1801 = add nsw i64 %1800, 6
+  %1802 = mul nsw i64 %1801, 2704
+  %1803 = add nsw i64 72208, %1802
+  %1804 = mul nsw i64 %conv1_weight_grad.kp80639, 338
+  %1805 = add nsw i64 %conv1_weight_grad.k83650, %1804
+  %1806 = add nsw i64 %1803, %1805
+  %arena663 = getelementptr inbounds float, ptr %arena, i64 %1806
+  %1807 = load float, ptr %arena663, align 4
+  %1808 = insertelement <16 x float> undef, float %1807, i32 0
+  %1809 = shufflevector <16 x float> %1808, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1809, ptr %conv1_weight_grad.t82_a6, align 64
   %t82_a6 = load <16 x float>, ptr %conv1_weight_grad.t82_a6, align 64
-  %t82_b0693 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_b0664 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
   %t82_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c6_0, align 64
-  %1930 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a6, <16 x float> %t82_b0693, <16 x float> %t82_c6_0)
-  store <16 x float> %1930, ptr %conv1_weight_grad.t82_c6_0, align 64
-  %1931 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1932 = add nsw i64 %1931, 7
-  %1933 = mul nsw i64 %1932, 10816
-  %1934 = add nsw i64 72208, %1933
-  %1935 = add nsw i64 %conv1_weight_grad.k83679, 10444
-  %1936 = add nsw i64 %1934, %1935
-  %arena694 = getelementptr inbounds float, ptr %arena, i64 %1936
-  %1937 = load float, ptr %arena694, align 4
-  %1938 = insertelement <16 x float> undef, float %1937, i32 0
-  %1939 = shufflevector <16 x float> %1938, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1939, ptr %conv1_weight_grad.t82_a7, align 64
+  %1810 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a6, <16 x float> %t82_b0664, <16 x float> %t82_c6_0)
+  store <16 x float> %1810, ptr %conv1_weight_grad.t82_c6_0, align 64
+  %1811 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1812 = add nsw i64 %1811, 7
+  %1813 = mul nsw i64 %1812, 2704
+  %1814 = add nsw i64 72208, %1813
+  %1815 = mul nsw i64 %conv1_weight_grad.kp80639, 338
+  %1816 = add nsw i64 %conv1_weight_grad.k83650, %1815
+  %1817 = add nsw i64 %1814, %1816
+  %arena665 = getelementptr inbounds float, ptr %arena, i64 %1817
+  %1818 = load float, ptr %arena665, align 4
+  %1819 = insertelement <16 x float> undef, float %1818, i32 0
+  %1820 = shufflevector <16 x float> %1819, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1820, ptr %conv1_weight_grad.t82_a7, align 64
   %t82_a7 = load <16 x float>, ptr %conv1_weight_grad.t82_a7, align 64
-  %t82_b0695 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_b0666 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
   %t82_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c7_0, align 64
-  %1940 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a7, <16 x float> %t82_b0695, <16 x float> %t82_c7_0)
-  store <16 x float> %1940, ptr %conv1_weight_grad.t82_c7_0, align 64
-  %1941 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1942 = add nsw i64 %1941, 8
-  %1943 = mul nsw i64 %1942, 10816
-  %1944 = add nsw i64 72208, %1943
-  %1945 = add nsw i64 %conv1_weight_grad.k83679, 10444
-  %1946 = add nsw i64 %1944, %1945
-  %arena696 = getelementptr inbounds float, ptr %arena, i64 %1946
-  %1947 = load float, ptr %arena696, align 4
-  %1948 = insertelement <16 x float> undef, float %1947, i32 0
-  %1949 = shufflevector <16 x float> %1948, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %1949, ptr %conv1_weight_grad.t82_a8, align 64
+  %1821 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a7, <16 x float> %t82_b0666, <16 x float> %t82_c7_0)
+  store <16 x float> %1821, ptr %conv1_weight_grad.t82_c7_0, align 64
+  %1822 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1823 = add nsw i64 %1822, 8
+  %1824 = mul nsw i64 %1823, 2704
+  %1825 = add nsw i64 72208, %1824
+  %1826 = mul nsw i64 %conv1_weight_grad.kp80639, 338
+  %1827 = add nsw i64 %conv1_weight_grad.k83650, %1826
+  %1828 = add nsw i64 %1825, %1827
+  %arena667 = getelementptr inbounds float, ptr %arena, i64 %1828
+  %1829 = load float, ptr %arena667, align 4
+  %1830 = insertelement <16 x float> undef, float %1829, i32 0
+  %1831 = shufflevector <16 x float> %1830, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1831, ptr %conv1_weight_grad.t82_a8, align 64
   %t82_a8 = load <16 x float>, ptr %conv1_weight_grad.t82_a8, align 64
-  %t82_b0697 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
+  %t82_b0668 = load <16 x float>, ptr %conv1_weight_grad.t82_b0, align 64
   %t82_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t82_c8_0, align 64
-  %1950 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a8, <16 x float> %t82_b0697, <16 x float> %t82_c8_0)
-  store <16 x float> %1950, ptr %conv1_weight_grad.t82_c8_0, align 64
-  %k83.next = add nsw i64 %conv1_weight_grad.k83679, 1
-  %1951 = icmp slt i64 %k83.next, 372
-  br i1 %1951, label %conv1_weight_grad.k83, label %conv1_weight_grad.k83.end
+  %1832 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t82_a8, <16 x float> %t82_b0668, <16 x float> %t82_c8_0)
+  store <16 x float> %1832, ptr %conv1_weight_grad.t82_c8_0, align 64
+  %k83.next = add nsw i64 %conv1_weight_grad.k83650, 1
+  %1833 = icmp slt i64 %k83.next, 338
+  br i1 %1833, label %conv1_weight_grad.k83, label %conv1_weight_grad.k83.end
 
 conv1_weight_grad.k83.end:                        ; preds = %conv1_weight_grad.k83
-  %t82_c0_0698 = load <16 x float>, ptr %conv1_weight_grad.t82_c0_0, align 64
-  %1952 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1953 = mul nsw i64 %1952, 4
-  %1954 = add nsw i64 212816, %1953
-  %arena699 = getelementptr inbounds float, ptr %arena, i64 %1954
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c0_0698, ptr %arena699, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c1_0700 = load <16 x float>, ptr %conv1_weight_grad.t82_c1_0, align 64
-  %1955 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1956 = add nsw i64 %1955, 1
-  %1957 = mul nsw i64 %1956, 4
-  %1958 = add nsw i64 212816, %1957
-  %arena701 = getelementptr inbounds float, ptr %arena, i64 %1958
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c1_0700, ptr %arena701, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c2_0702 = load <16 x float>, ptr %conv1_weight_grad.t82_c2_0, align 64
-  %1959 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1960 = add nsw i64 %1959, 2
-  %1961 = mul nsw i64 %1960, 4
-  %1962 = add nsw i64 212816, %1961
-  %arena703 = getelementptr inbounds float, ptr %arena, i64 %1962
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c2_0702, ptr %arena703, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c3_0704 = load <16 x float>, ptr %conv1_weight_grad.t82_c3_0, align 64
-  %1963 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1964 = add nsw i64 %1963, 3
-  %1965 = mul nsw i64 %1964, 4
-  %1966 = add nsw i64 212816, %1965
-  %arena705 = getelementptr inbounds float, ptr %arena, i64 %1966
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c3_0704, ptr %arena705, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c4_0706 = load <16 x float>, ptr %conv1_weight_grad.t82_c4_0, align 64
-  %1967 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1968 = add nsw i64 %1967, 4
-  %1969 = mul nsw i64 %1968, 4
-  %1970 = add nsw i64 212816, %1969
-  %arena707 = getelementptr inbounds float, ptr %arena, i64 %1970
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c4_0706, ptr %arena707, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c5_0708 = load <16 x float>, ptr %conv1_weight_grad.t82_c5_0, align 64
-  %1971 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1972 = add nsw i64 %1971, 5
-  %1973 = mul nsw i64 %1972, 4
-  %1974 = add nsw i64 212816, %1973
-  %arena709 = getelementptr inbounds float, ptr %arena, i64 %1974
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c5_0708, ptr %arena709, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c6_0710 = load <16 x float>, ptr %conv1_weight_grad.t82_c6_0, align 64
-  %1975 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1976 = add nsw i64 %1975, 6
-  %1977 = mul nsw i64 %1976, 4
-  %1978 = add nsw i64 212816, %1977
-  %arena711 = getelementptr inbounds float, ptr %arena, i64 %1978
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c6_0710, ptr %arena711, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c7_0712 = load <16 x float>, ptr %conv1_weight_grad.t82_c7_0, align 64
-  %1979 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1980 = add nsw i64 %1979, 7
-  %1981 = mul nsw i64 %1980, 4
-  %1982 = add nsw i64 212816, %1981
-  %arena713 = getelementptr inbounds float, ptr %arena, i64 %1982
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c7_0712, ptr %arena713, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %t82_c8_0714 = load <16 x float>, ptr %conv1_weight_grad.t82_c8_0, align 64
-  %1983 = mul nsw i64 %conv1_weight_grad.mb81669, 9
-  %1984 = add nsw i64 %1983, 8
-  %1985 = mul nsw i64 %1984, 4
-  %1986 = add nsw i64 212816, %1985
-  %arena715 = getelementptr inbounds float, ptr %arena, i64 %1986
-  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c8_0714, ptr %arena715, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
-  %mb81.next = add nsw i64 %conv1_weight_grad.mb81669, 1
-  %1987 = icmp slt i64 %mb81.next, 1
-  br i1 %1987, label %conv1_weight_grad.mb81, label %conv1_weight_grad.mb81.end
+  %t82_c0_0669 = load <16 x float>, ptr %conv1_weight_grad.t82_c0_0, align 64
+  %1834 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1835 = mul nsw i64 %1834, 4
+  %1836 = add nsw i64 107360, %1835
+  %arena670 = getelementptr inbounds float, ptr %arena, i64 %1836
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c0_0669, ptr %arena670, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c1_0671 = load <16 x float>, ptr %conv1_weight_grad.t82_c1_0, align 64
+  %1837 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1838 = add nsw i64 %1837, 1
+  %1839 = mul nsw i64 %1838, 4
+  %1840 = add nsw i64 107360, %1839
+  %arena672 = getelementptr inbounds float, ptr %arena, i64 %1840
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c1_0671, ptr %arena672, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c2_0673 = load <16 x float>, ptr %conv1_weight_grad.t82_c2_0, align 64
+  %1841 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1842 = add nsw i64 %1841, 2
+  %1843 = mul nsw i64 %1842, 4
+  %1844 = add nsw i64 107360, %1843
+  %arena674 = getelementptr inbounds float, ptr %arena, i64 %1844
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c2_0673, ptr %arena674, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c3_0675 = load <16 x float>, ptr %conv1_weight_grad.t82_c3_0, align 64
+  %1845 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1846 = add nsw i64 %1845, 3
+  %1847 = mul nsw i64 %1846, 4
+  %1848 = add nsw i64 107360, %1847
+  %arena676 = getelementptr inbounds float, ptr %arena, i64 %1848
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c3_0675, ptr %arena676, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c4_0677 = load <16 x float>, ptr %conv1_weight_grad.t82_c4_0, align 64
+  %1849 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1850 = add nsw i64 %1849, 4
+  %1851 = mul nsw i64 %1850, 4
+  %1852 = add nsw i64 107360, %1851
+  %arena678 = getelementptr inbounds float, ptr %arena, i64 %1852
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c4_0677, ptr %arena678, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c5_0679 = load <16 x float>, ptr %conv1_weight_grad.t82_c5_0, align 64
+  %1853 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1854 = add nsw i64 %1853, 5
+  %1855 = mul nsw i64 %1854, 4
+  %1856 = add nsw i64 107360, %1855
+  %arena680 = getelementptr inbounds float, ptr %arena, i64 %1856
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c5_0679, ptr %arena680, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c6_0681 = load <16 x float>, ptr %conv1_weight_grad.t82_c6_0, align 64
+  %1857 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1858 = add nsw i64 %1857, 6
+  %1859 = mul nsw i64 %1858, 4
+  %1860 = add nsw i64 107360, %1859
+  %arena682 = getelementptr inbounds float, ptr %arena, i64 %1860
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c6_0681, ptr %arena682, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c7_0683 = load <16 x float>, ptr %conv1_weight_grad.t82_c7_0, align 64
+  %1861 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1862 = add nsw i64 %1861, 7
+  %1863 = mul nsw i64 %1862, 4
+  %1864 = add nsw i64 107360, %1863
+  %arena684 = getelementptr inbounds float, ptr %arena, i64 %1864
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c7_0683, ptr %arena684, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t82_c8_0685 = load <16 x float>, ptr %conv1_weight_grad.t82_c8_0, align 64
+  %1865 = mul nsw i64 %conv1_weight_grad.mb81640, 9
+  %1866 = add nsw i64 %1865, 8
+  %1867 = mul nsw i64 %1866, 4
+  %1868 = add nsw i64 107360, %1867
+  %arena686 = getelementptr inbounds float, ptr %arena, i64 %1868
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t82_c8_0685, ptr %arena686, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %mb81.next = add nsw i64 %conv1_weight_grad.mb81640, 1
+  %1869 = icmp slt i64 %mb81.next, 1
+  br i1 %1869, label %conv1_weight_grad.mb81, label %conv1_weight_grad.mb81.end
 
-conv1_weight_grad.f84:                            ; preds = %conv1_weight_grad.r85.end, %conv1_weight_grad.g64.end
-  %conv1_weight_grad.f84716 = phi i64 [ 0, %conv1_weight_grad.g64.end ], [ %f84.next, %conv1_weight_grad.r85.end ]
+conv1_weight_grad.f84:                            ; preds = %conv1_weight_grad.r85.end, %conv1_weight_grad.g67.end
+  %conv1_weight_grad.f84687 = phi i64 [ 0, %conv1_weight_grad.g67.end ], [ %f84.next, %conv1_weight_grad.r85.end ]
   br label %conv1_weight_grad.r85
 
 conv1_weight_grad.f84.end:                        ; preds = %conv1_weight_grad.r85.end
   br label %conv1_bias_grad.i86
 
 conv1_weight_grad.r85:                            ; preds = %conv1_weight_grad.r85, %conv1_weight_grad.f84
-  %conv1_weight_grad.r85717 = phi i64 [ 0, %conv1_weight_grad.f84 ], [ %r85.next, %conv1_weight_grad.r85 ]
-  %1988 = mul nsw i64 %conv1_weight_grad.r85717, 4
-  %1989 = add nsw i64 212816, %1988
-  %1990 = add nsw i64 %1989, %conv1_weight_grad.f84716
-  %arena718 = getelementptr inbounds float, ptr %arena, i64 %1990
-  %1991 = load float, ptr %arena718, align 4
-  %1992 = mul nsw i64 %conv1_weight_grad.f84716, 9
-  %1993 = add nsw i64 %1992, %conv1_weight_grad.r85717
-  %grads719 = getelementptr inbounds float, ptr %grads, i64 %1993
-  store float %1991, ptr %grads719, align 4
-  %r85.next = add nsw i64 %conv1_weight_grad.r85717, 1
-  %1994 = icmp slt i64 %r85.next, 9
-  br i1 %1994, label %conv1_weight_grad.r85, label %conv1_weight_grad.r85.end
+  %conv1_weight_grad.r85688 = phi i64 [ 0, %conv1_weight_grad.f84 ], [ %r85.next, %conv1_weight_grad.r85 ]
+  %1870 = mul nsw i64 %conv1_weight_grad.r85688, 4
+  %1871 = add nsw i64 107360, %1870
+  %1872 = add nsw i64 %1871, %conv1_weight_grad.f84687
+  %arena689 = getelementptr inbounds float, ptr %arena, i64 %1872
+  %1873 = load float, ptr %arena689, align 4
+  %1874 = mul nsw i64 %conv1_weight_grad.f84687, 9
+  %1875 = add nsw i64 %1874, %conv1_weight_grad.r85688
+  %grads690 = getelementptr inbounds float, ptr %grads, i64 %1875
+  store float %1873, ptr %grads690, align 4
+  %r85.next = add nsw i64 %conv1_weight_grad.r85688, 1
+  %1876 = icmp slt i64 %r85.next, 9
+  br i1 %1876, label %conv1_weight_grad.r85, label %conv1_weight_grad.r85.end
 
 conv1_weight_grad.r85.end:                        ; preds = %conv1_weight_grad.r85
-  %f84.next = add nsw i64 %conv1_weight_grad.f84716, 1
-  %1995 = icmp slt i64 %f84.next, 4
-  br i1 %1995, label %conv1_weight_grad.f84, label %conv1_weight_grad.f84.end
+  %f84.next = add nsw i64 %conv1_weight_grad.f84687, 1
+  %1877 = icmp slt i64 %f84.next, 4
+  br i1 %1877, label %conv1_weight_grad.f84, label %conv1_weight_grad.f84.end
 
 conv1_bias_grad.i86:                              ; preds = %conv1_bias_grad.i86, %conv1_weight_grad.f84.end
-  %conv1_bias_grad.i86720 = phi i64 [ 0, %conv1_weight_grad.f84.end ], [ %i86.next, %conv1_bias_grad.i86 ]
-  %arena721 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i86720
-  store float 1.000000e+00, ptr %arena721, align 4
-  %i86.next = add nsw i64 %conv1_bias_grad.i86720, 1
-  %1996 = icmp slt i64 %i86.next, 169
-  br i1 %1996, label %conv1_bias_grad.i86, label %conv1_bias_grad.i86.end
+  %conv1_bias_grad.i86691 = phi i64 [ 0, %conv1_weight_grad.f84.end ], [ %i86.next, %conv1_bias_grad.i86 ]
+  %arena692 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i86691
+  store float 1.000000e+00, ptr %arena692, align 4
+  %i86.next = add nsw i64 %conv1_bias_grad.i86691, 1
+  %1878 = icmp slt i64 %i86.next, 169
+  br i1 %1878, label %conv1_bias_grad.i86, label %conv1_bias_grad.i86.end
 
 conv1_bias_grad.i86.end:                          ; preds = %conv1_bias_grad.i86
   br label %conv1_bias_grad.i87
 
 conv1_bias_grad.i87:                              ; preds = %conv1_bias_grad.i87, %conv1_bias_grad.i86.end
-  %conv1_bias_grad.i87722 = phi i64 [ 0, %conv1_bias_grad.i86.end ], [ %i87.next, %conv1_bias_grad.i87 ]
-  %1997 = add nsw i64 36, %conv1_bias_grad.i87722
-  %grads723 = getelementptr inbounds float, ptr %grads, i64 %1997
-  store float 0.000000e+00, ptr %grads723, align 4
-  %i87.next = add nsw i64 %conv1_bias_grad.i87722, 1
-  %1998 = icmp slt i64 %i87.next, 4
-  br i1 %1998, label %conv1_bias_grad.i87, label %conv1_bias_grad.i87.end
+  %conv1_bias_grad.i87693 = phi i64 [ 0, %conv1_bias_grad.i86.end ], [ %i87.next, %conv1_bias_grad.i87 ]
+  %1879 = add nsw i64 36, %conv1_bias_grad.i87693
+  %grads694 = getelementptr inbounds float, ptr %grads, i64 %1879
+  store float 0.000000e+00, ptr %grads694, align 4
+  %i87.next = add nsw i64 %conv1_bias_grad.i87693, 1
+  %1880 = icmp slt i64 %i87.next, 4
+  br i1 %1880, label %conv1_bias_grad.i87, label %conv1_bias_grad.i87.end
 
 conv1_bias_grad.i87.end:                          ; preds = %conv1_bias_grad.i87
   br label %conv1_bias_grad.img88
 
 conv1_bias_grad.img88:                            ; preds = %conv1_bias_grad.img88, %conv1_bias_grad.i87.end
-  %conv1_bias_grad.img88724 = phi i64 [ 0, %conv1_bias_grad.i87.end ], [ %img88.next, %conv1_bias_grad.img88 ]
-  %1999 = mul nsw i64 %conv1_bias_grad.img88724, 676
-  %2000 = add nsw i64 28944, %1999
-  %arena725 = getelementptr inbounds float, ptr %arena, i64 %2000
-  %arena726 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads727 = getelementptr inbounds float, ptr %grads, i64 36
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 1, i32 169, float 1.000000e+00, ptr %arena725, i32 169, ptr %arena726, i32 1, float 1.000000e+00, ptr %grads727, i32 1)
-  %img88.next = add nsw i64 %conv1_bias_grad.img88724, 1
-  %2001 = icmp slt i64 %img88.next, 64
-  br i1 %2001, label %conv1_bias_grad.img88, label %conv1_bias_grad.img88.end
+  %conv1_bias_grad.img88695 = phi i64 [ 0, %conv1_bias_grad.i87.end ], [ %img88.next, %conv1_bias_grad.img88 ]
+  %1881 = mul nsw i64 %conv1_bias_grad.img88695, 676
+  %1882 = add nsw i64 28944, %1881
+  %arena696 = getelementptr inbounds float, ptr %arena, i64 %1882
+  %arena697 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads698 = getelementptr inbounds float, ptr %grads, i64 36
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 1, i32 169, float 1.000000e+00, ptr %arena696, i32 169, ptr %arena697, i32 1, float 1.000000e+00, ptr %grads698, i32 1)
+  %img88.next = add nsw i64 %conv1_bias_grad.img88695, 1
+  %1883 = icmp slt i64 %img88.next, 64
+  br i1 %1883, label %conv1_bias_grad.img88, label %conv1_bias_grad.img88.end
 
 conv1_bias_grad.img88.end:                        ; preds = %conv1_bias_grad.img88
-  %2002 = sitofp i64 %step to float
-  %2003 = fmul float %2002, 0xBFBAF8E8A0000000
-  %2004 = call float @llvm.exp.f32(float %2003)
-  %2005 = fsub float 1.000000e+00, %2004
-  %2006 = fdiv float %lr, %2005
-  store float %2006, ptr %adam.step_size89, align 4
-  %2007 = sitofp i64 %step to float
-  %2008 = fmul float %2007, 0xBF50645940000000
-  %2009 = call float @llvm.exp.f32(float %2008)
-  %2010 = fsub float 1.000000e+00, %2009
-  %2011 = call float @llvm.sqrt.f32(float %2010)
-  store float %2011, ptr %adam.bc2_sqrt90, align 4
+  %1884 = sitofp i64 %step to float
+  %1885 = fmul float %1884, 0xBFBAF8E8A0000000
+  %1886 = call float @llvm.exp.f32(float %1885)
+  %1887 = fsub float 1.000000e+00, %1886
+  %1888 = fdiv float %lr, %1887
+  store float %1888, ptr %adam.step_size89, align 4
+  %1889 = sitofp i64 %step to float
+  %1890 = fmul float %1889, 0xBF50645940000000
+  %1891 = call float @llvm.exp.f32(float %1890)
+  %1892 = fsub float 1.000000e+00, %1891
+  %1893 = call float @llvm.sqrt.f32(float %1892)
+  store float %1893, ptr %adam.bc2_sqrt90, align 4
   br label %adam.i91
 
 adam.i91:                                         ; preds = %adam.i91, %conv1_bias_grad.img88.end
-  %adam.i91728 = phi i64 [ 0, %conv1_bias_grad.img88.end ], [ %i91.next, %adam.i91 ]
-  %grads729 = getelementptr inbounds float, ptr %grads, i64 %adam.i91728
-  %2012 = load float, ptr %grads729, align 4
-  %params730 = getelementptr inbounds float, ptr %params, i64 %adam.i91728
-  %2013 = load float, ptr %params730, align 4
-  %2014 = fmul float 0.000000e+00, %2013
-  %2015 = fadd float %2012, %2014
-  store float %2015, ptr %adam.g, align 4
-  %m731 = getelementptr inbounds float, ptr %m, i64 %adam.i91728
-  %2016 = load float, ptr %m731, align 4
-  %2017 = fmul float 0x3FECCCCCC0000000, %2016
+  %adam.i91699 = phi i64 [ 0, %conv1_bias_grad.img88.end ], [ %i91.next, %adam.i91 ]
+  %grads700 = getelementptr inbounds float, ptr %grads, i64 %adam.i91699
+  %1894 = load float, ptr %grads700, align 4
+  %params701 = getelementptr inbounds float, ptr %params, i64 %adam.i91699
+  %1895 = load float, ptr %params701, align 4
+  %1896 = fmul float 0.000000e+00, %1895
+  %1897 = fadd float %1894, %1896
+  store float %1897, ptr %adam.g, align 4
+  %m702 = getelementptr inbounds float, ptr %m, i64 %adam.i91699
+  %1898 = load float, ptr %m702, align 4
+  %1899 = fmul float 0x3FECCCCCC0000000, %1898
   %g = load float, ptr %adam.g, align 4
-  %2018 = fmul float 0x3FB9999A00000000, %g
-  %2019 = fadd float %2017, %2018
-  store float %2019, ptr %adam.m_new, align 4
-  %v732 = getelementptr inbounds float, ptr %v, i64 %adam.i91728
-  %2020 = load float, ptr %v732, align 4
-  %2021 = fmul float 0x3FEFF7CEE0000000, %2020
-  %g733 = load float, ptr %adam.g, align 4
-  %2022 = fmul float 0x3F50624000000000, %g733
-  %g734 = load float, ptr %adam.g, align 4
-  %2023 = fmul float %2022, %g734
-  %2024 = fadd float %2021, %2023
-  store float %2024, ptr %adam.v_new, align 4
+  %1900 = fmul float 0x3FB9999A00000000, %g
+  %1901 = fadd float %1899, %1900
+  store float %1901, ptr %adam.m_new, align 4
+  %v703 = getelementptr inbounds float, ptr %v, i64 %adam.i91699
+  %1902 = load float, ptr %v703, align 4
+  %1903 = fmul float 0x3FEFF7CEE0000000, %1902
+  %g704 = load float, ptr %adam.g, align 4
+  %1904 = fmul float 0x3F50624000000000, %g704
+  %g705 = load float, ptr %adam.g, align 4
+  %1905 = fmul float %1904, %g705
+  %1906 = fadd float %1903, %1905
+  store float %1906, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m735 = getelementptr inbounds float, ptr %m, i64 %adam.i91728
-  store float %m_new, ptr %m735, align 4
+  %m706 = getelementptr inbounds float, ptr %m, i64 %adam.i91699
+  store float %m_new, ptr %m706, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v736 = getelementptr inbounds float, ptr %v, i64 %adam.i91728
-  store float %v_new, ptr %v736, align 4
-  %params737 = getelementptr inbounds float, ptr %params, i64 %adam.i91728
-  %2025 = load float, ptr %params737, align 4
+  %v707 = getelementptr inbounds float, ptr %v, i64 %adam.i91699
+  store float %v_new, ptr %v707, align 4
+  %params708 = getelementptr inbounds float, ptr %params, i64 %adam.i91699
+  %1907 = load float, ptr %params708, align 4
   %step_size89 = load float, ptr %adam.step_size89, align 4
-  %m_new738 = load float, ptr %adam.m_new, align 4
-  %2026 = fmul float %step_size89, %m_new738
-  %v_new739 = load float, ptr %adam.v_new, align 4
-  %2027 = call float @llvm.sqrt.f32(float %v_new739)
+  %m_new709 = load float, ptr %adam.m_new, align 4
+  %1908 = fmul float %step_size89, %m_new709
+  %v_new710 = load float, ptr %adam.v_new, align 4
+  %1909 = call float @llvm.sqrt.f32(float %v_new710)
   %bc2_sqrt90 = load float, ptr %adam.bc2_sqrt90, align 4
-  %2028 = fdiv float %2027, %bc2_sqrt90
-  %2029 = fadd float %2028, 0x3E45798EE0000000
-  %2030 = fdiv float %2026, %2029
-  %2031 = fsub float %2025, %2030
-  %params740 = getelementptr inbounds float, ptr %params, i64 %adam.i91728
-  store float %2031, ptr %params740, align 4
-  %i91.next = add nsw i64 %adam.i91728, 1
-  %2032 = icmp slt i64 %i91.next, 1490
-  br i1 %2032, label %adam.i91, label %adam.i91.end
+  %1910 = fdiv float %1909, %bc2_sqrt90
+  %1911 = fadd float %1910, 0x3E45798EE0000000
+  %1912 = fdiv float %1908, %1911
+  %1913 = fsub float %1907, %1912
+  %params711 = getelementptr inbounds float, ptr %params, i64 %adam.i91699
+  store float %1913, ptr %params711, align 4
+  %i91.next = add nsw i64 %adam.i91699, 1
+  %1914 = icmp slt i64 %i91.next, 1490
+  br i1 %1914, label %adam.i91, label %adam.i91.end
 
 adam.i91.end:                                     ; preds = %adam.i91
   ret void
@@ -4310,8 +4123,17 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @tiny_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %conv1.bi20 = alloca float, align 4
-  %conv1.best19 = alloca float, align 4
+  %conv1.bi23 = alloca float, align 4
+  %conv1.best22 = alloca float, align 4
+  %conv1.t16_a3 = alloca <16 x float>, align 64
+  %conv1.t16_a2 = alloca <16 x float>, align 64
+  %conv1.t16_a1 = alloca <16 x float>, align 64
+  %conv1.t16_a0 = alloca <16 x float>, align 64
+  %conv1.t16_b0 = alloca <16 x float>, align 64
+  %conv1.t16_c3_0 = alloca <16 x float>, align 64
+  %conv1.t16_c2_0 = alloca <16 x float>, align 64
+  %conv1.t16_c1_0 = alloca <16 x float>, align 64
+  %conv1.t16_c0_0 = alloca <16 x float>, align 64
   %conv1.t13_a3 = alloca <16 x float>, align 64
   %conv1.t13_a2 = alloca <16 x float>, align 64
   %conv1.t13_a1 = alloca <16 x float>, align 64
@@ -4338,16 +4160,16 @@ entry:
   %conv1.t13_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j15.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j15.end ]
+conv1.g1:                                         ; preds = %conv1.j18.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j18.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j15.end
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 0
-  %params134 = getelementptr inbounds float, ptr %params, i64 40
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 9216
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena133, i32 144, ptr %params134, i32 144, float 0.000000e+00, ptr %arena135, i32 10)
-  br label %fc1.n21
+conv1.g1.end:                                     ; preds = %conv1.j18.end
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 0
+  %params152 = getelementptr inbounds float, ptr %params, i64 40
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 9216
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena151, i32 144, ptr %params152, i32 144, float 0.000000e+00, ptr %arena153, i32 10)
+  br label %fc1.n24
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
@@ -4362,7 +4184,7 @@ conv1.c3:                                         ; preds = %conv1.ky4.end, %con
 
 conv1.c3.end:                                     ; preds = %conv1.ky4.end
   %j2.next = add nsw i64 %conv1.j22, 1
-  %0 = icmp slt i64 %j2.next, 64
+  %0 = icmp slt i64 %j2.next, 16
   br i1 %0, label %conv1.j2, label %conv1.j2.end
 
 conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
@@ -4383,7 +4205,7 @@ conv1.oy5.end:                                    ; preds = %conv1.ox6.end
 
 conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
   %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
-  %2 = mul nsw i64 %conv1.g11, 64
+  %2 = mul nsw i64 %conv1.g11, 16
   %3 = add nsw i64 %2, %conv1.j22
   %4 = mul nsw i64 %3, 784
   %5 = mul nsw i64 %conv1.c33, 784
@@ -4399,7 +4221,7 @@ conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.o
   %14 = mul nsw i64 %conv1.c33, 3
   %15 = add nsw i64 %14, %conv1.ky44
   %16 = mul nsw i64 %15, 3
-  %17 = mul nsw i64 %16, 10816
+  %17 = mul nsw i64 %16, 2704
   %18 = add nsw i64 18432, %17
   %19 = mul nsw i64 %conv1.j22, 169
   %20 = add nsw i64 %18, %19
@@ -4426,7 +4248,7 @@ conv1.oy7.end:                                    ; preds = %conv1.ox8.end
 
 conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
   %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
-  %26 = mul nsw i64 %conv1.g11, 64
+  %26 = mul nsw i64 %conv1.g11, 16
   %27 = add nsw i64 %26, %conv1.j22
   %28 = mul nsw i64 %27, 784
   %29 = mul nsw i64 %conv1.c33, 784
@@ -4444,7 +4266,7 @@ conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.o
   %40 = add nsw i64 %39, %conv1.ky44
   %41 = mul nsw i64 %40, 3
   %42 = add nsw i64 %41, 1
-  %43 = mul nsw i64 %42, 10816
+  %43 = mul nsw i64 %42, 2704
   %44 = add nsw i64 18432, %43
   %45 = mul nsw i64 %conv1.j22, 169
   %46 = add nsw i64 %44, %45
@@ -4473,7 +4295,7 @@ conv1.oy9.end:                                    ; preds = %conv1.ox10.end
 
 conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
   %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
-  %53 = mul nsw i64 %conv1.g11, 64
+  %53 = mul nsw i64 %conv1.g11, 16
   %54 = add nsw i64 %53, %conv1.j22
   %55 = mul nsw i64 %54, 784
   %56 = mul nsw i64 %conv1.c33, 784
@@ -4491,7 +4313,7 @@ conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.
   %67 = add nsw i64 %66, %conv1.ky44
   %68 = mul nsw i64 %67, 3
   %69 = add nsw i64 %68, 2
-  %70 = mul nsw i64 %69, 10816
+  %70 = mul nsw i64 %69, 2704
   %71 = add nsw i64 18432, %70
   %72 = mul nsw i64 %conv1.j22, 169
   %73 = add nsw i64 %71, %72
@@ -4514,7 +4336,7 @@ conv1.nb11:                                       ; preds = %conv1.mb12.end, %co
   br label %conv1.mb12
 
 conv1.nb11.end:                                   ; preds = %conv1.mb12.end
-  br label %conv1.j15
+  br label %conv1.mb15
 
 conv1.mb12:                                       ; preds = %conv1.k14.end, %conv1.nb11
   %conv1.mb1218 = phi i64 [ 0, %conv1.nb11 ], [ %mb12.next, %conv1.k14.end ]
@@ -4538,19 +4360,19 @@ conv1.mb12:                                       ; preds = %conv1.k14.end, %con
 
 conv1.mb12.end:                                   ; preds = %conv1.k14.end
   %nb11.next = add nsw i64 %conv1.nb1117, 1
-  %79 = icmp slt i64 %nb11.next, 169
+  %79 = icmp slt i64 %nb11.next, 42
   br i1 %79, label %conv1.nb11, label %conv1.nb11.end
 
 conv1.k14:                                        ; preds = %conv1.k14, %conv1.mb12
   %conv1.k1419 = phi i64 [ 0, %conv1.mb12 ], [ %k14.next, %conv1.k14 ]
-  %80 = mul nsw i64 %conv1.k1419, 10816
+  %80 = mul nsw i64 %conv1.k1419, 2704
   %81 = add nsw i64 18432, %80
   %82 = mul nsw i64 %conv1.nb1117, 64
   %83 = add nsw i64 %81, %82
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %83
   %84 = load <16 x float>, ptr %arena20, align 4
   store <16 x float> %84, ptr %conv1.t13_b0, align 64
-  %85 = mul nsw i64 %conv1.k1419, 10816
+  %85 = mul nsw i64 %conv1.k1419, 2704
   %86 = add nsw i64 18432, %85
   %87 = mul nsw i64 %conv1.nb1117, 64
   %88 = add nsw i64 %86, %87
@@ -4558,7 +4380,7 @@ conv1.k14:                                        ; preds = %conv1.k14, %conv1.m
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <16 x float>, ptr %arena21, align 4
   store <16 x float> %90, ptr %conv1.t13_b1, align 64
-  %91 = mul nsw i64 %conv1.k1419, 10816
+  %91 = mul nsw i64 %conv1.k1419, 2704
   %92 = add nsw i64 18432, %91
   %93 = mul nsw i64 %conv1.nb1117, 64
   %94 = add nsw i64 %92, %93
@@ -4566,7 +4388,7 @@ conv1.k14:                                        ; preds = %conv1.k14, %conv1.m
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <16 x float>, ptr %arena22, align 4
   store <16 x float> %96, ptr %conv1.t13_b2, align 64
-  %97 = mul nsw i64 %conv1.k1419, 10816
+  %97 = mul nsw i64 %conv1.k1419, 2704
   %98 = add nsw i64 18432, %97
   %99 = mul nsw i64 %conv1.nb1117, 64
   %100 = add nsw i64 %98, %99
@@ -4696,16 +4518,16 @@ conv1.k14:                                        ; preds = %conv1.k14, %conv1.m
 conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c0_052 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
   %147 = mul nsw i64 %conv1.mb1218, 4
-  %148 = mul nsw i64 %147, 10816
-  %149 = add nsw i64 115776, %148
+  %148 = mul nsw i64 %147, 2704
+  %149 = add nsw i64 42768, %148
   %150 = mul nsw i64 %conv1.nb1117, 64
   %151 = add nsw i64 %149, %150
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %151
   store <16 x float> %t13_c0_052, ptr %arena53, align 4
   %t13_c0_154 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
   %152 = mul nsw i64 %conv1.mb1218, 4
-  %153 = mul nsw i64 %152, 10816
-  %154 = add nsw i64 115776, %153
+  %153 = mul nsw i64 %152, 2704
+  %154 = add nsw i64 42768, %153
   %155 = mul nsw i64 %conv1.nb1117, 64
   %156 = add nsw i64 %154, %155
   %157 = add nsw i64 %156, 16
@@ -4713,8 +4535,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   store <16 x float> %t13_c0_154, ptr %arena55, align 4
   %t13_c0_256 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
   %158 = mul nsw i64 %conv1.mb1218, 4
-  %159 = mul nsw i64 %158, 10816
-  %160 = add nsw i64 115776, %159
+  %159 = mul nsw i64 %158, 2704
+  %160 = add nsw i64 42768, %159
   %161 = mul nsw i64 %conv1.nb1117, 64
   %162 = add nsw i64 %160, %161
   %163 = add nsw i64 %162, 32
@@ -4722,8 +4544,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   store <16 x float> %t13_c0_256, ptr %arena57, align 4
   %t13_c0_358 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
   %164 = mul nsw i64 %conv1.mb1218, 4
-  %165 = mul nsw i64 %164, 10816
-  %166 = add nsw i64 115776, %165
+  %165 = mul nsw i64 %164, 2704
+  %166 = add nsw i64 42768, %165
   %167 = mul nsw i64 %conv1.nb1117, 64
   %168 = add nsw i64 %166, %167
   %169 = add nsw i64 %168, 48
@@ -4732,8 +4554,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c1_060 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
   %170 = mul nsw i64 %conv1.mb1218, 4
   %171 = add nsw i64 %170, 1
-  %172 = mul nsw i64 %171, 10816
-  %173 = add nsw i64 115776, %172
+  %172 = mul nsw i64 %171, 2704
+  %173 = add nsw i64 42768, %172
   %174 = mul nsw i64 %conv1.nb1117, 64
   %175 = add nsw i64 %173, %174
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %175
@@ -4741,8 +4563,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c1_162 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
   %176 = mul nsw i64 %conv1.mb1218, 4
   %177 = add nsw i64 %176, 1
-  %178 = mul nsw i64 %177, 10816
-  %179 = add nsw i64 115776, %178
+  %178 = mul nsw i64 %177, 2704
+  %179 = add nsw i64 42768, %178
   %180 = mul nsw i64 %conv1.nb1117, 64
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 16
@@ -4751,8 +4573,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c1_264 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
   %183 = mul nsw i64 %conv1.mb1218, 4
   %184 = add nsw i64 %183, 1
-  %185 = mul nsw i64 %184, 10816
-  %186 = add nsw i64 115776, %185
+  %185 = mul nsw i64 %184, 2704
+  %186 = add nsw i64 42768, %185
   %187 = mul nsw i64 %conv1.nb1117, 64
   %188 = add nsw i64 %186, %187
   %189 = add nsw i64 %188, 32
@@ -4761,8 +4583,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c1_366 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
   %190 = mul nsw i64 %conv1.mb1218, 4
   %191 = add nsw i64 %190, 1
-  %192 = mul nsw i64 %191, 10816
-  %193 = add nsw i64 115776, %192
+  %192 = mul nsw i64 %191, 2704
+  %193 = add nsw i64 42768, %192
   %194 = mul nsw i64 %conv1.nb1117, 64
   %195 = add nsw i64 %193, %194
   %196 = add nsw i64 %195, 48
@@ -4771,8 +4593,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c2_068 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
   %197 = mul nsw i64 %conv1.mb1218, 4
   %198 = add nsw i64 %197, 2
-  %199 = mul nsw i64 %198, 10816
-  %200 = add nsw i64 115776, %199
+  %199 = mul nsw i64 %198, 2704
+  %200 = add nsw i64 42768, %199
   %201 = mul nsw i64 %conv1.nb1117, 64
   %202 = add nsw i64 %200, %201
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %202
@@ -4780,8 +4602,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c2_170 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
   %203 = mul nsw i64 %conv1.mb1218, 4
   %204 = add nsw i64 %203, 2
-  %205 = mul nsw i64 %204, 10816
-  %206 = add nsw i64 115776, %205
+  %205 = mul nsw i64 %204, 2704
+  %206 = add nsw i64 42768, %205
   %207 = mul nsw i64 %conv1.nb1117, 64
   %208 = add nsw i64 %206, %207
   %209 = add nsw i64 %208, 16
@@ -4790,8 +4612,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c2_272 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
   %210 = mul nsw i64 %conv1.mb1218, 4
   %211 = add nsw i64 %210, 2
-  %212 = mul nsw i64 %211, 10816
-  %213 = add nsw i64 115776, %212
+  %212 = mul nsw i64 %211, 2704
+  %213 = add nsw i64 42768, %212
   %214 = mul nsw i64 %conv1.nb1117, 64
   %215 = add nsw i64 %213, %214
   %216 = add nsw i64 %215, 32
@@ -4800,8 +4622,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c2_374 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
   %217 = mul nsw i64 %conv1.mb1218, 4
   %218 = add nsw i64 %217, 2
-  %219 = mul nsw i64 %218, 10816
-  %220 = add nsw i64 115776, %219
+  %219 = mul nsw i64 %218, 2704
+  %220 = add nsw i64 42768, %219
   %221 = mul nsw i64 %conv1.nb1117, 64
   %222 = add nsw i64 %220, %221
   %223 = add nsw i64 %222, 48
@@ -4810,8 +4632,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c3_076 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
   %224 = mul nsw i64 %conv1.mb1218, 4
   %225 = add nsw i64 %224, 3
-  %226 = mul nsw i64 %225, 10816
-  %227 = add nsw i64 115776, %226
+  %226 = mul nsw i64 %225, 2704
+  %227 = add nsw i64 42768, %226
   %228 = mul nsw i64 %conv1.nb1117, 64
   %229 = add nsw i64 %227, %228
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %229
@@ -4819,8 +4641,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c3_178 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
   %230 = mul nsw i64 %conv1.mb1218, 4
   %231 = add nsw i64 %230, 3
-  %232 = mul nsw i64 %231, 10816
-  %233 = add nsw i64 115776, %232
+  %232 = mul nsw i64 %231, 2704
+  %233 = add nsw i64 42768, %232
   %234 = mul nsw i64 %conv1.nb1117, 64
   %235 = add nsw i64 %233, %234
   %236 = add nsw i64 %235, 16
@@ -4829,8 +4651,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c3_280 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
   %237 = mul nsw i64 %conv1.mb1218, 4
   %238 = add nsw i64 %237, 3
-  %239 = mul nsw i64 %238, 10816
-  %240 = add nsw i64 115776, %239
+  %239 = mul nsw i64 %238, 2704
+  %240 = add nsw i64 42768, %239
   %241 = mul nsw i64 %conv1.nb1117, 64
   %242 = add nsw i64 %240, %241
   %243 = add nsw i64 %242, 32
@@ -4839,8 +4661,8 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %t13_c3_382 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
   %244 = mul nsw i64 %conv1.mb1218, 4
   %245 = add nsw i64 %244, 3
-  %246 = mul nsw i64 %245, 10816
-  %247 = add nsw i64 115776, %246
+  %246 = mul nsw i64 %245, 2704
+  %247 = add nsw i64 42768, %246
   %248 = mul nsw i64 %conv1.nb1117, 64
   %249 = add nsw i64 %247, %248
   %250 = add nsw i64 %249, 48
@@ -4850,361 +4672,475 @@ conv1.k14.end:                                    ; preds = %conv1.k14
   %251 = icmp slt i64 %mb12.next, 1
   br i1 %251, label %conv1.mb12, label %conv1.mb12.end
 
-conv1.j15:                                        ; preds = %conv1.f16.end, %conv1.nb11.end
-  %conv1.j1584 = phi i64 [ 0, %conv1.nb11.end ], [ %j15.next, %conv1.f16.end ]
-  br label %conv1.f16
+conv1.mb15:                                       ; preds = %conv1.k17.end, %conv1.nb11.end
+  %conv1.mb1584 = phi i64 [ 0, %conv1.nb11.end ], [ %mb15.next, %conv1.k17.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t16_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t16_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t16_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t16_c3_0, align 64
+  br label %conv1.k17
 
-conv1.j15.end:                                    ; preds = %conv1.f16.end
+conv1.mb15.end:                                   ; preds = %conv1.k17.end
+  br label %conv1.j18
+
+conv1.k17:                                        ; preds = %conv1.k17, %conv1.mb15
+  %conv1.k1785 = phi i64 [ 0, %conv1.mb15 ], [ %k17.next, %conv1.k17 ]
+  %252 = mul nsw i64 %conv1.k1785, 2704
+  %253 = add nsw i64 18432, %252
+  %254 = add nsw i64 %253, 2688
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load <16 x float>, ptr %arena86, align 4
+  store <16 x float> %255, ptr %conv1.t16_b0, align 64
+  %256 = mul nsw i64 %conv1.mb1584, 4
+  %257 = mul nsw i64 %256, 9
+  %258 = add nsw i64 %257, %conv1.k1785
+  %params87 = getelementptr inbounds float, ptr %params, i64 %258
+  %259 = load float, ptr %params87, align 4
+  %260 = insertelement <16 x float> undef, float %259, i32 0
+  %261 = shufflevector <16 x float> %260, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %261, ptr %conv1.t16_a0, align 64
+  %t16_a0 = load <16 x float>, ptr %conv1.t16_a0, align 64
+  %t16_b0 = load <16 x float>, ptr %conv1.t16_b0, align 64
+  %t16_c0_0 = load <16 x float>, ptr %conv1.t16_c0_0, align 64
+  %262 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a0, <16 x float> %t16_b0, <16 x float> %t16_c0_0)
+  store <16 x float> %262, ptr %conv1.t16_c0_0, align 64
+  %263 = mul nsw i64 %conv1.mb1584, 4
+  %264 = add nsw i64 %263, 1
+  %265 = mul nsw i64 %264, 9
+  %266 = add nsw i64 %265, %conv1.k1785
+  %params88 = getelementptr inbounds float, ptr %params, i64 %266
+  %267 = load float, ptr %params88, align 4
+  %268 = insertelement <16 x float> undef, float %267, i32 0
+  %269 = shufflevector <16 x float> %268, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %269, ptr %conv1.t16_a1, align 64
+  %t16_a1 = load <16 x float>, ptr %conv1.t16_a1, align 64
+  %t16_b089 = load <16 x float>, ptr %conv1.t16_b0, align 64
+  %t16_c1_0 = load <16 x float>, ptr %conv1.t16_c1_0, align 64
+  %270 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a1, <16 x float> %t16_b089, <16 x float> %t16_c1_0)
+  store <16 x float> %270, ptr %conv1.t16_c1_0, align 64
+  %271 = mul nsw i64 %conv1.mb1584, 4
+  %272 = add nsw i64 %271, 2
+  %273 = mul nsw i64 %272, 9
+  %274 = add nsw i64 %273, %conv1.k1785
+  %params90 = getelementptr inbounds float, ptr %params, i64 %274
+  %275 = load float, ptr %params90, align 4
+  %276 = insertelement <16 x float> undef, float %275, i32 0
+  %277 = shufflevector <16 x float> %276, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %277, ptr %conv1.t16_a2, align 64
+  %t16_a2 = load <16 x float>, ptr %conv1.t16_a2, align 64
+  %t16_b091 = load <16 x float>, ptr %conv1.t16_b0, align 64
+  %t16_c2_0 = load <16 x float>, ptr %conv1.t16_c2_0, align 64
+  %278 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a2, <16 x float> %t16_b091, <16 x float> %t16_c2_0)
+  store <16 x float> %278, ptr %conv1.t16_c2_0, align 64
+  %279 = mul nsw i64 %conv1.mb1584, 4
+  %280 = add nsw i64 %279, 3
+  %281 = mul nsw i64 %280, 9
+  %282 = add nsw i64 %281, %conv1.k1785
+  %params92 = getelementptr inbounds float, ptr %params, i64 %282
+  %283 = load float, ptr %params92, align 4
+  %284 = insertelement <16 x float> undef, float %283, i32 0
+  %285 = shufflevector <16 x float> %284, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %285, ptr %conv1.t16_a3, align 64
+  %t16_a3 = load <16 x float>, ptr %conv1.t16_a3, align 64
+  %t16_b093 = load <16 x float>, ptr %conv1.t16_b0, align 64
+  %t16_c3_0 = load <16 x float>, ptr %conv1.t16_c3_0, align 64
+  %286 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t16_a3, <16 x float> %t16_b093, <16 x float> %t16_c3_0)
+  store <16 x float> %286, ptr %conv1.t16_c3_0, align 64
+  %k17.next = add nsw i64 %conv1.k1785, 1
+  %287 = icmp slt i64 %k17.next, 9
+  br i1 %287, label %conv1.k17, label %conv1.k17.end
+
+conv1.k17.end:                                    ; preds = %conv1.k17
+  %t16_c0_094 = load <16 x float>, ptr %conv1.t16_c0_0, align 64
+  %288 = mul nsw i64 %conv1.mb1584, 4
+  %289 = mul nsw i64 %288, 2704
+  %290 = add nsw i64 42768, %289
+  %291 = add nsw i64 %290, 2688
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %291
+  store <16 x float> %t16_c0_094, ptr %arena95, align 4
+  %t16_c1_096 = load <16 x float>, ptr %conv1.t16_c1_0, align 64
+  %292 = mul nsw i64 %conv1.mb1584, 4
+  %293 = add nsw i64 %292, 1
+  %294 = mul nsw i64 %293, 2704
+  %295 = add nsw i64 42768, %294
+  %296 = add nsw i64 %295, 2688
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %296
+  store <16 x float> %t16_c1_096, ptr %arena97, align 4
+  %t16_c2_098 = load <16 x float>, ptr %conv1.t16_c2_0, align 64
+  %297 = mul nsw i64 %conv1.mb1584, 4
+  %298 = add nsw i64 %297, 2
+  %299 = mul nsw i64 %298, 2704
+  %300 = add nsw i64 42768, %299
+  %301 = add nsw i64 %300, 2688
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %301
+  store <16 x float> %t16_c2_098, ptr %arena99, align 4
+  %t16_c3_0100 = load <16 x float>, ptr %conv1.t16_c3_0, align 64
+  %302 = mul nsw i64 %conv1.mb1584, 4
+  %303 = add nsw i64 %302, 3
+  %304 = mul nsw i64 %303, 2704
+  %305 = add nsw i64 42768, %304
+  %306 = add nsw i64 %305, 2688
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %306
+  store <16 x float> %t16_c3_0100, ptr %arena101, align 4
+  %mb15.next = add nsw i64 %conv1.mb1584, 1
+  %307 = icmp slt i64 %mb15.next, 1
+  br i1 %307, label %conv1.mb15, label %conv1.mb15.end
+
+conv1.j18:                                        ; preds = %conv1.f19.end, %conv1.mb15.end
+  %conv1.j18102 = phi i64 [ 0, %conv1.mb15.end ], [ %j18.next, %conv1.f19.end ]
+  br label %conv1.f19
+
+conv1.j18.end:                                    ; preds = %conv1.f19.end
   %g1.next = add nsw i64 %conv1.g11, 1
-  %252 = icmp slt i64 %g1.next, 1
-  br i1 %252, label %conv1.g1, label %conv1.g1.end
+  %308 = icmp slt i64 %g1.next, 4
+  br i1 %308, label %conv1.g1, label %conv1.g1.end
 
-conv1.f16:                                        ; preds = %conv1.py17.end, %conv1.j15
-  %conv1.f1685 = phi i64 [ 0, %conv1.j15 ], [ %f16.next, %conv1.py17.end ]
-  br label %conv1.py17
+conv1.f19:                                        ; preds = %conv1.py20.end, %conv1.j18
+  %conv1.f19103 = phi i64 [ 0, %conv1.j18 ], [ %f19.next, %conv1.py20.end ]
+  br label %conv1.py20
 
-conv1.f16.end:                                    ; preds = %conv1.py17.end
-  %j15.next = add nsw i64 %conv1.j1584, 1
-  %253 = icmp slt i64 %j15.next, 64
-  br i1 %253, label %conv1.j15, label %conv1.j15.end
+conv1.f19.end:                                    ; preds = %conv1.py20.end
+  %j18.next = add nsw i64 %conv1.j18102, 1
+  %309 = icmp slt i64 %j18.next, 16
+  br i1 %309, label %conv1.j18, label %conv1.j18.end
 
-conv1.py17:                                       ; preds = %conv1.px18.end, %conv1.f16
-  %conv1.py1786 = phi i64 [ 0, %conv1.f16 ], [ %py17.next, %conv1.px18.end ]
-  br label %conv1.px18
+conv1.py20:                                       ; preds = %conv1.px21.end, %conv1.f19
+  %conv1.py20104 = phi i64 [ 0, %conv1.f19 ], [ %py20.next, %conv1.px21.end ]
+  br label %conv1.px21
 
-conv1.py17.end:                                   ; preds = %conv1.px18.end
-  %f16.next = add nsw i64 %conv1.f1685, 1
-  %254 = icmp slt i64 %f16.next, 4
-  br i1 %254, label %conv1.f16, label %conv1.f16.end
+conv1.py20.end:                                   ; preds = %conv1.px21.end
+  %f19.next = add nsw i64 %conv1.f19103, 1
+  %310 = icmp slt i64 %f19.next, 4
+  br i1 %310, label %conv1.f19, label %conv1.f19.end
 
-conv1.px18:                                       ; preds = %conv1.px18, %conv1.py17
-  %conv1.px1887 = phi i64 [ 0, %conv1.py17 ], [ %px18.next, %conv1.px18 ]
-  %255 = mul nsw i64 %conv1.f1685, 10816
-  %256 = add nsw i64 115776, %255
-  %257 = mul nsw i64 %conv1.j1584, 169
-  %258 = add nsw i64 %256, %257
-  %259 = mul nsw i64 %conv1.py1786, 26
-  %260 = mul nsw i64 %conv1.px1887, 2
-  %261 = add nsw i64 %259, %260
-  %262 = add nsw i64 %258, %261
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %262
-  %263 = load float, ptr %arena88, align 4
-  %264 = add nsw i64 36, %conv1.f1685
-  %params89 = getelementptr inbounds float, ptr %params, i64 %264
-  %265 = load float, ptr %params89, align 4
-  %266 = fadd float %263, %265
-  store float %266, ptr %conv1.best19, align 4
-  %267 = mul nsw i64 %conv1.py1786, 26
-  %268 = mul nsw i64 %conv1.px1887, 2
-  %269 = add nsw i64 %267, %268
-  %270 = sitofp i64 %269 to float
-  store float %270, ptr %conv1.bi20, align 4
-  %271 = mul nsw i64 %conv1.f1685, 10816
-  %272 = add nsw i64 115776, %271
-  %273 = mul nsw i64 %conv1.j1584, 169
-  %274 = add nsw i64 %272, %273
-  %275 = mul nsw i64 %conv1.py1786, 26
-  %276 = mul nsw i64 %conv1.px1887, 2
-  %277 = add nsw i64 %275, %276
-  %278 = add nsw i64 %274, %277
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %278
-  %279 = load float, ptr %arena90, align 4
-  %280 = add nsw i64 36, %conv1.f1685
-  %params91 = getelementptr inbounds float, ptr %params, i64 %280
-  %281 = load float, ptr %params91, align 4
-  %282 = fadd float %279, %281
-  %best19 = load float, ptr %conv1.best19, align 4
-  %283 = fcmp ogt float %282, %best19
-  %284 = mul nsw i64 %conv1.py1786, 26
-  %285 = mul nsw i64 %conv1.px1887, 2
-  %286 = add nsw i64 %284, %285
-  %287 = sitofp i64 %286 to float
-  %bi20 = load float, ptr %conv1.bi20, align 4
-  %288 = select i1 %283, float %287, float %bi20
-  store float %288, ptr %conv1.bi20, align 4
-  %289 = mul nsw i64 %conv1.f1685, 10816
-  %290 = add nsw i64 115776, %289
-  %291 = mul nsw i64 %conv1.j1584, 169
-  %292 = add nsw i64 %290, %291
-  %293 = mul nsw i64 %conv1.py1786, 26
-  %294 = mul nsw i64 %conv1.px1887, 2
-  %295 = add nsw i64 %293, %294
-  %296 = add nsw i64 %292, %295
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena92, align 4
-  %298 = add nsw i64 36, %conv1.f1685
-  %params93 = getelementptr inbounds float, ptr %params, i64 %298
-  %299 = load float, ptr %params93, align 4
-  %300 = fadd float %297, %299
-  %best1994 = load float, ptr %conv1.best19, align 4
-  %301 = fcmp ogt float %300, %best1994
-  %302 = mul nsw i64 %conv1.f1685, 10816
-  %303 = add nsw i64 115776, %302
-  %304 = mul nsw i64 %conv1.j1584, 169
-  %305 = add nsw i64 %303, %304
-  %306 = mul nsw i64 %conv1.py1786, 26
-  %307 = mul nsw i64 %conv1.px1887, 2
-  %308 = add nsw i64 %306, %307
-  %309 = add nsw i64 %305, %308
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %309
-  %310 = load float, ptr %arena95, align 4
-  %311 = add nsw i64 36, %conv1.f1685
-  %params96 = getelementptr inbounds float, ptr %params, i64 %311
-  %312 = load float, ptr %params96, align 4
-  %313 = fadd float %310, %312
-  %best1997 = load float, ptr %conv1.best19, align 4
-  %314 = select i1 %301, float %313, float %best1997
-  store float %314, ptr %conv1.best19, align 4
-  %315 = mul nsw i64 %conv1.f1685, 10816
-  %316 = add nsw i64 115776, %315
-  %317 = mul nsw i64 %conv1.j1584, 169
-  %318 = add nsw i64 %316, %317
-  %319 = mul nsw i64 %conv1.py1786, 26
-  %320 = mul nsw i64 %conv1.px1887, 2
-  %321 = add nsw i64 %319, %320
-  %322 = add nsw i64 %321, 1
-  %323 = add nsw i64 %318, %322
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %323
-  %324 = load float, ptr %arena98, align 4
-  %325 = add nsw i64 36, %conv1.f1685
-  %params99 = getelementptr inbounds float, ptr %params, i64 %325
-  %326 = load float, ptr %params99, align 4
-  %327 = fadd float %324, %326
-  %best19100 = load float, ptr %conv1.best19, align 4
-  %328 = fcmp ogt float %327, %best19100
-  %329 = mul nsw i64 %conv1.py1786, 26
-  %330 = mul nsw i64 %conv1.px1887, 2
-  %331 = add nsw i64 %329, %330
-  %332 = add nsw i64 %331, 1
-  %333 = sitofp i64 %332 to float
-  %bi20101 = load float, ptr %conv1.bi20, align 4
-  %334 = select i1 %328, float %333, float %bi20101
-  store float %334, ptr %conv1.bi20, align 4
-  %335 = mul nsw i64 %conv1.f1685, 10816
-  %336 = add nsw i64 115776, %335
-  %337 = mul nsw i64 %conv1.j1584, 169
-  %338 = add nsw i64 %336, %337
-  %339 = mul nsw i64 %conv1.py1786, 26
-  %340 = mul nsw i64 %conv1.px1887, 2
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 %341, 1
-  %343 = add nsw i64 %338, %342
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %343
-  %344 = load float, ptr %arena102, align 4
-  %345 = add nsw i64 36, %conv1.f1685
-  %params103 = getelementptr inbounds float, ptr %params, i64 %345
-  %346 = load float, ptr %params103, align 4
-  %347 = fadd float %344, %346
-  %best19104 = load float, ptr %conv1.best19, align 4
-  %348 = fcmp ogt float %347, %best19104
-  %349 = mul nsw i64 %conv1.f1685, 10816
-  %350 = add nsw i64 115776, %349
-  %351 = mul nsw i64 %conv1.j1584, 169
-  %352 = add nsw i64 %350, %351
-  %353 = mul nsw i64 %conv1.py1786, 26
-  %354 = mul nsw i64 %conv1.px1887, 2
-  %355 = add nsw i64 %353, %354
-  %356 = add nsw i64 %355, 1
-  %357 = add nsw i64 %352, %356
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %357
-  %358 = load float, ptr %arena105, align 4
-  %359 = add nsw i64 36, %conv1.f1685
-  %params106 = getelementptr inbounds float, ptr %params, i64 %359
-  %360 = load float, ptr %params106, align 4
-  %361 = fadd float %358, %360
-  %best19107 = load float, ptr %conv1.best19, align 4
-  %362 = select i1 %348, float %361, float %best19107
-  store float %362, ptr %conv1.best19, align 4
-  %363 = mul nsw i64 %conv1.f1685, 10816
-  %364 = add nsw i64 115776, %363
-  %365 = mul nsw i64 %conv1.j1584, 169
-  %366 = add nsw i64 %364, %365
-  %367 = mul nsw i64 %conv1.py1786, 26
-  %368 = mul nsw i64 %conv1.px1887, 2
-  %369 = add nsw i64 %367, %368
-  %370 = add nsw i64 %369, 13
-  %371 = add nsw i64 %366, %370
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %371
-  %372 = load float, ptr %arena108, align 4
-  %373 = add nsw i64 36, %conv1.f1685
-  %params109 = getelementptr inbounds float, ptr %params, i64 %373
-  %374 = load float, ptr %params109, align 4
-  %375 = fadd float %372, %374
-  %best19110 = load float, ptr %conv1.best19, align 4
-  %376 = fcmp ogt float %375, %best19110
-  %377 = mul nsw i64 %conv1.py1786, 26
-  %378 = mul nsw i64 %conv1.px1887, 2
-  %379 = add nsw i64 %377, %378
-  %380 = add nsw i64 %379, 13
-  %381 = sitofp i64 %380 to float
-  %bi20111 = load float, ptr %conv1.bi20, align 4
-  %382 = select i1 %376, float %381, float %bi20111
-  store float %382, ptr %conv1.bi20, align 4
-  %383 = mul nsw i64 %conv1.f1685, 10816
-  %384 = add nsw i64 115776, %383
-  %385 = mul nsw i64 %conv1.j1584, 169
-  %386 = add nsw i64 %384, %385
-  %387 = mul nsw i64 %conv1.py1786, 26
-  %388 = mul nsw i64 %conv1.px1887, 2
-  %389 = add nsw i64 %387, %388
-  %390 = add nsw i64 %389, 13
-  %391 = add nsw i64 %386, %390
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %391
-  %392 = load float, ptr %arena112, align 4
-  %393 = add nsw i64 36, %conv1.f1685
-  %params113 = getelementptr inbounds float, ptr %params, i64 %393
-  %394 = load float, ptr %params113, align 4
-  %395 = fadd float %392, %394
-  %best19114 = load float, ptr %conv1.best19, align 4
-  %396 = fcmp ogt float %395, %best19114
-  %397 = mul nsw i64 %conv1.f1685, 10816
-  %398 = add nsw i64 115776, %397
-  %399 = mul nsw i64 %conv1.j1584, 169
-  %400 = add nsw i64 %398, %399
-  %401 = mul nsw i64 %conv1.py1786, 26
-  %402 = mul nsw i64 %conv1.px1887, 2
-  %403 = add nsw i64 %401, %402
-  %404 = add nsw i64 %403, 13
-  %405 = add nsw i64 %400, %404
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %405
-  %406 = load float, ptr %arena115, align 4
-  %407 = add nsw i64 36, %conv1.f1685
-  %params116 = getelementptr inbounds float, ptr %params, i64 %407
-  %408 = load float, ptr %params116, align 4
-  %409 = fadd float %406, %408
-  %best19117 = load float, ptr %conv1.best19, align 4
-  %410 = select i1 %396, float %409, float %best19117
-  store float %410, ptr %conv1.best19, align 4
-  %411 = mul nsw i64 %conv1.f1685, 10816
-  %412 = add nsw i64 115776, %411
-  %413 = mul nsw i64 %conv1.j1584, 169
-  %414 = add nsw i64 %412, %413
-  %415 = mul nsw i64 %conv1.py1786, 26
-  %416 = mul nsw i64 %conv1.px1887, 2
-  %417 = add nsw i64 %415, %416
-  %418 = add nsw i64 %417, 13
-  %419 = add nsw i64 %418, 1
-  %420 = add nsw i64 %414, %419
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %420
-  %421 = load float, ptr %arena118, align 4
-  %422 = add nsw i64 36, %conv1.f1685
-  %params119 = getelementptr inbounds float, ptr %params, i64 %422
-  %423 = load float, ptr %params119, align 4
-  %424 = fadd float %421, %423
-  %best19120 = load float, ptr %conv1.best19, align 4
-  %425 = fcmp ogt float %424, %best19120
-  %426 = mul nsw i64 %conv1.py1786, 26
-  %427 = mul nsw i64 %conv1.px1887, 2
-  %428 = add nsw i64 %426, %427
-  %429 = add nsw i64 %428, 13
-  %430 = add nsw i64 %429, 1
-  %431 = sitofp i64 %430 to float
-  %bi20121 = load float, ptr %conv1.bi20, align 4
-  %432 = select i1 %425, float %431, float %bi20121
-  store float %432, ptr %conv1.bi20, align 4
-  %433 = mul nsw i64 %conv1.f1685, 10816
-  %434 = add nsw i64 115776, %433
-  %435 = mul nsw i64 %conv1.j1584, 169
-  %436 = add nsw i64 %434, %435
-  %437 = mul nsw i64 %conv1.py1786, 26
-  %438 = mul nsw i64 %conv1.px1887, 2
-  %439 = add nsw i64 %437, %438
-  %440 = add nsw i64 %439, 13
-  %441 = add nsw i64 %440, 1
-  %442 = add nsw i64 %436, %441
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load float, ptr %arena122, align 4
-  %444 = add nsw i64 36, %conv1.f1685
-  %params123 = getelementptr inbounds float, ptr %params, i64 %444
-  %445 = load float, ptr %params123, align 4
-  %446 = fadd float %443, %445
-  %best19124 = load float, ptr %conv1.best19, align 4
-  %447 = fcmp ogt float %446, %best19124
-  %448 = mul nsw i64 %conv1.f1685, 10816
-  %449 = add nsw i64 115776, %448
-  %450 = mul nsw i64 %conv1.j1584, 169
-  %451 = add nsw i64 %449, %450
-  %452 = mul nsw i64 %conv1.py1786, 26
-  %453 = mul nsw i64 %conv1.px1887, 2
-  %454 = add nsw i64 %452, %453
-  %455 = add nsw i64 %454, 13
-  %456 = add nsw i64 %455, 1
-  %457 = add nsw i64 %451, %456
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %457
-  %458 = load float, ptr %arena125, align 4
-  %459 = add nsw i64 36, %conv1.f1685
-  %params126 = getelementptr inbounds float, ptr %params, i64 %459
-  %460 = load float, ptr %params126, align 4
-  %461 = fadd float %458, %460
-  %best19127 = load float, ptr %conv1.best19, align 4
-  %462 = select i1 %447, float %461, float %best19127
-  store float %462, ptr %conv1.best19, align 4
-  %best19128 = load float, ptr %conv1.best19, align 4
-  %463 = fcmp ogt float %best19128, 0.000000e+00
-  %best19129 = load float, ptr %conv1.best19, align 4
-  %464 = select i1 %463, float %best19129, float 0.000000e+00
-  %465 = mul nsw i64 %conv1.g11, 64
-  %466 = add nsw i64 %465, %conv1.j1584
-  %467 = mul nsw i64 %466, 144
-  %468 = mul nsw i64 %conv1.f1685, 36
-  %469 = add nsw i64 %467, %468
-  %470 = mul nsw i64 %conv1.py1786, 6
-  %471 = add nsw i64 %469, %470
-  %472 = add nsw i64 %471, %conv1.px1887
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %472
-  store float %464, ptr %arena130, align 4
-  %bi20131 = load float, ptr %conv1.bi20, align 4
-  %473 = mul nsw i64 %conv1.g11, 64
-  %474 = add nsw i64 %473, %conv1.j1584
-  %475 = mul nsw i64 %474, 144
-  %476 = mul nsw i64 %conv1.f1685, 36
-  %477 = add nsw i64 %475, %476
-  %478 = mul nsw i64 %conv1.py1786, 6
-  %479 = add nsw i64 %477, %478
-  %480 = add nsw i64 %479, %conv1.px1887
-  %481 = add nsw i64 9216, %480
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %481
-  store float %bi20131, ptr %arena132, align 4
-  %px18.next = add nsw i64 %conv1.px1887, 1
-  %482 = icmp slt i64 %px18.next, 6
-  br i1 %482, label %conv1.px18, label %conv1.px18.end
+conv1.px21:                                       ; preds = %conv1.px21, %conv1.py20
+  %conv1.px21105 = phi i64 [ 0, %conv1.py20 ], [ %px21.next, %conv1.px21 ]
+  %311 = mul nsw i64 %conv1.f19103, 2704
+  %312 = add nsw i64 42768, %311
+  %313 = mul nsw i64 %conv1.j18102, 169
+  %314 = add nsw i64 %312, %313
+  %315 = mul nsw i64 %conv1.py20104, 26
+  %316 = mul nsw i64 %conv1.px21105, 2
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 %314, %317
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %318
+  %319 = load float, ptr %arena106, align 4
+  %320 = add nsw i64 36, %conv1.f19103
+  %params107 = getelementptr inbounds float, ptr %params, i64 %320
+  %321 = load float, ptr %params107, align 4
+  %322 = fadd float %319, %321
+  store float %322, ptr %conv1.best22, align 4
+  %323 = mul nsw i64 %conv1.py20104, 26
+  %324 = mul nsw i64 %conv1.px21105, 2
+  %325 = add nsw i64 %323, %324
+  %326 = sitofp i64 %325 to float
+  store float %326, ptr %conv1.bi23, align 4
+  %327 = mul nsw i64 %conv1.f19103, 2704
+  %328 = add nsw i64 42768, %327
+  %329 = mul nsw i64 %conv1.j18102, 169
+  %330 = add nsw i64 %328, %329
+  %331 = mul nsw i64 %conv1.py20104, 26
+  %332 = mul nsw i64 %conv1.px21105, 2
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 %330, %333
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load float, ptr %arena108, align 4
+  %336 = add nsw i64 36, %conv1.f19103
+  %params109 = getelementptr inbounds float, ptr %params, i64 %336
+  %337 = load float, ptr %params109, align 4
+  %338 = fadd float %335, %337
+  %best22 = load float, ptr %conv1.best22, align 4
+  %339 = fcmp ogt float %338, %best22
+  %340 = mul nsw i64 %conv1.py20104, 26
+  %341 = mul nsw i64 %conv1.px21105, 2
+  %342 = add nsw i64 %340, %341
+  %343 = sitofp i64 %342 to float
+  %bi23 = load float, ptr %conv1.bi23, align 4
+  %344 = select i1 %339, float %343, float %bi23
+  store float %344, ptr %conv1.bi23, align 4
+  %345 = mul nsw i64 %conv1.f19103, 2704
+  %346 = add nsw i64 42768, %345
+  %347 = mul nsw i64 %conv1.j18102, 169
+  %348 = add nsw i64 %346, %347
+  %349 = mul nsw i64 %conv1.py20104, 26
+  %350 = mul nsw i64 %conv1.px21105, 2
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 %348, %351
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %352
+  %353 = load float, ptr %arena110, align 4
+  %354 = add nsw i64 36, %conv1.f19103
+  %params111 = getelementptr inbounds float, ptr %params, i64 %354
+  %355 = load float, ptr %params111, align 4
+  %356 = fadd float %353, %355
+  %best22112 = load float, ptr %conv1.best22, align 4
+  %357 = fcmp ogt float %356, %best22112
+  %358 = mul nsw i64 %conv1.f19103, 2704
+  %359 = add nsw i64 42768, %358
+  %360 = mul nsw i64 %conv1.j18102, 169
+  %361 = add nsw i64 %359, %360
+  %362 = mul nsw i64 %conv1.py20104, 26
+  %363 = mul nsw i64 %conv1.px21105, 2
+  %364 = add nsw i64 %362, %363
+  %365 = add nsw i64 %361, %364
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %365
+  %366 = load float, ptr %arena113, align 4
+  %367 = add nsw i64 36, %conv1.f19103
+  %params114 = getelementptr inbounds float, ptr %params, i64 %367
+  %368 = load float, ptr %params114, align 4
+  %369 = fadd float %366, %368
+  %best22115 = load float, ptr %conv1.best22, align 4
+  %370 = select i1 %357, float %369, float %best22115
+  store float %370, ptr %conv1.best22, align 4
+  %371 = mul nsw i64 %conv1.f19103, 2704
+  %372 = add nsw i64 42768, %371
+  %373 = mul nsw i64 %conv1.j18102, 169
+  %374 = add nsw i64 %372, %373
+  %375 = mul nsw i64 %conv1.py20104, 26
+  %376 = mul nsw i64 %conv1.px21105, 2
+  %377 = add nsw i64 %375, %376
+  %378 = add nsw i64 %377, 1
+  %379 = add nsw i64 %374, %378
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %379
+  %380 = load float, ptr %arena116, align 4
+  %381 = add nsw i64 36, %conv1.f19103
+  %params117 = getelementptr inbounds float, ptr %params, i64 %381
+  %382 = load float, ptr %params117, align 4
+  %383 = fadd float %380, %382
+  %best22118 = load float, ptr %conv1.best22, align 4
+  %384 = fcmp ogt float %383, %best22118
+  %385 = mul nsw i64 %conv1.py20104, 26
+  %386 = mul nsw i64 %conv1.px21105, 2
+  %387 = add nsw i64 %385, %386
+  %388 = add nsw i64 %387, 1
+  %389 = sitofp i64 %388 to float
+  %bi23119 = load float, ptr %conv1.bi23, align 4
+  %390 = select i1 %384, float %389, float %bi23119
+  store float %390, ptr %conv1.bi23, align 4
+  %391 = mul nsw i64 %conv1.f19103, 2704
+  %392 = add nsw i64 42768, %391
+  %393 = mul nsw i64 %conv1.j18102, 169
+  %394 = add nsw i64 %392, %393
+  %395 = mul nsw i64 %conv1.py20104, 26
+  %396 = mul nsw i64 %conv1.px21105, 2
+  %397 = add nsw i64 %395, %396
+  %398 = add nsw i64 %397, 1
+  %399 = add nsw i64 %394, %398
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %399
+  %400 = load float, ptr %arena120, align 4
+  %401 = add nsw i64 36, %conv1.f19103
+  %params121 = getelementptr inbounds float, ptr %params, i64 %401
+  %402 = load float, ptr %params121, align 4
+  %403 = fadd float %400, %402
+  %best22122 = load float, ptr %conv1.best22, align 4
+  %404 = fcmp ogt float %403, %best22122
+  %405 = mul nsw i64 %conv1.f19103, 2704
+  %406 = add nsw i64 42768, %405
+  %407 = mul nsw i64 %conv1.j18102, 169
+  %408 = add nsw i64 %406, %407
+  %409 = mul nsw i64 %conv1.py20104, 26
+  %410 = mul nsw i64 %conv1.px21105, 2
+  %411 = add nsw i64 %409, %410
+  %412 = add nsw i64 %411, 1
+  %413 = add nsw i64 %408, %412
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %413
+  %414 = load float, ptr %arena123, align 4
+  %415 = add nsw i64 36, %conv1.f19103
+  %params124 = getelementptr inbounds float, ptr %params, i64 %415
+  %416 = load float, ptr %params124, align 4
+  %417 = fadd float %414, %416
+  %best22125 = load float, ptr %conv1.best22, align 4
+  %418 = select i1 %404, float %417, float %best22125
+  store float %418, ptr %conv1.best22, align 4
+  %419 = mul nsw i64 %conv1.f19103, 2704
+  %420 = add nsw i64 42768, %419
+  %421 = mul nsw i64 %conv1.j18102, 169
+  %422 = add nsw i64 %420, %421
+  %423 = mul nsw i64 %conv1.py20104, 26
+  %424 = mul nsw i64 %conv1.px21105, 2
+  %425 = add nsw i64 %423, %424
+  %426 = add nsw i64 %425, 13
+  %427 = add nsw i64 %422, %426
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %427
+  %428 = load float, ptr %arena126, align 4
+  %429 = add nsw i64 36, %conv1.f19103
+  %params127 = getelementptr inbounds float, ptr %params, i64 %429
+  %430 = load float, ptr %params127, align 4
+  %431 = fadd float %428, %430
+  %best22128 = load float, ptr %conv1.best22, align 4
+  %432 = fcmp ogt float %431, %best22128
+  %433 = mul nsw i64 %conv1.py20104, 26
+  %434 = mul nsw i64 %conv1.px21105, 2
+  %435 = add nsw i64 %433, %434
+  %436 = add nsw i64 %435, 13
+  %437 = sitofp i64 %436 to float
+  %bi23129 = load float, ptr %conv1.bi23, align 4
+  %438 = select i1 %432, float %437, float %bi23129
+  store float %438, ptr %conv1.bi23, align 4
+  %439 = mul nsw i64 %conv1.f19103, 2704
+  %440 = add nsw i64 42768, %439
+  %441 = mul nsw i64 %conv1.j18102, 169
+  %442 = add nsw i64 %440, %441
+  %443 = mul nsw i64 %conv1.py20104, 26
+  %444 = mul nsw i64 %conv1.px21105, 2
+  %445 = add nsw i64 %443, %444
+  %446 = add nsw i64 %445, 13
+  %447 = add nsw i64 %442, %446
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %447
+  %448 = load float, ptr %arena130, align 4
+  %449 = add nsw i64 36, %conv1.f19103
+  %params131 = getelementptr inbounds float, ptr %params, i64 %449
+  %450 = load float, ptr %params131, align 4
+  %451 = fadd float %448, %450
+  %best22132 = load float, ptr %conv1.best22, align 4
+  %452 = fcmp ogt float %451, %best22132
+  %453 = mul nsw i64 %conv1.f19103, 2704
+  %454 = add nsw i64 42768, %453
+  %455 = mul nsw i64 %conv1.j18102, 169
+  %456 = add nsw i64 %454, %455
+  %457 = mul nsw i64 %conv1.py20104, 26
+  %458 = mul nsw i64 %conv1.px21105, 2
+  %459 = add nsw i64 %457, %458
+  %460 = add nsw i64 %459, 13
+  %461 = add nsw i64 %456, %460
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %461
+  %462 = load float, ptr %arena133, align 4
+  %463 = add nsw i64 36, %conv1.f19103
+  %params134 = getelementptr inbounds float, ptr %params, i64 %463
+  %464 = load float, ptr %params134, align 4
+  %465 = fadd float %462, %464
+  %best22135 = load float, ptr %conv1.best22, align 4
+  %466 = select i1 %452, float %465, float %best22135
+  store float %466, ptr %conv1.best22, align 4
+  %467 = mul nsw i64 %conv1.f19103, 2704
+  %468 = add nsw i64 42768, %467
+  %469 = mul nsw i64 %conv1.j18102, 169
+  %470 = add nsw i64 %468, %469
+  %471 = mul nsw i64 %conv1.py20104, 26
+  %472 = mul nsw i64 %conv1.px21105, 2
+  %473 = add nsw i64 %471, %472
+  %474 = add nsw i64 %473, 13
+  %475 = add nsw i64 %474, 1
+  %476 = add nsw i64 %470, %475
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %476
+  %477 = load float, ptr %arena136, align 4
+  %478 = add nsw i64 36, %conv1.f19103
+  %params137 = getelementptr inbounds float, ptr %params, i64 %478
+  %479 = load float, ptr %params137, align 4
+  %480 = fadd float %477, %479
+  %best22138 = load float, ptr %conv1.best22, align 4
+  %481 = fcmp ogt float %480, %best22138
+  %482 = mul nsw i64 %conv1.py20104, 26
+  %483 = mul nsw i64 %conv1.px21105, 2
+  %484 = add nsw i64 %482, %483
+  %485 = add nsw i64 %484, 13
+  %486 = add nsw i64 %485, 1
+  %487 = sitofp i64 %486 to float
+  %bi23139 = load float, ptr %conv1.bi23, align 4
+  %488 = select i1 %481, float %487, float %bi23139
+  store float %488, ptr %conv1.bi23, align 4
+  %489 = mul nsw i64 %conv1.f19103, 2704
+  %490 = add nsw i64 42768, %489
+  %491 = mul nsw i64 %conv1.j18102, 169
+  %492 = add nsw i64 %490, %491
+  %493 = mul nsw i64 %conv1.py20104, 26
+  %494 = mul nsw i64 %conv1.px21105, 2
+  %495 = add nsw i64 %493, %494
+  %496 = add nsw i64 %495, 13
+  %497 = add nsw i64 %496, 1
+  %498 = add nsw i64 %492, %497
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %498
+  %499 = load float, ptr %arena140, align 4
+  %500 = add nsw i64 36, %conv1.f19103
+  %params141 = getelementptr inbounds float, ptr %params, i64 %500
+  %501 = load float, ptr %params141, align 4
+  %502 = fadd float %499, %501
+  %best22142 = load float, ptr %conv1.best22, align 4
+  %503 = fcmp ogt float %502, %best22142
+  %504 = mul nsw i64 %conv1.f19103, 2704
+  %505 = add nsw i64 42768, %504
+  %506 = mul nsw i64 %conv1.j18102, 169
+  %507 = add nsw i64 %505, %506
+  %508 = mul nsw i64 %conv1.py20104, 26
+  %509 = mul nsw i64 %conv1.px21105, 2
+  %510 = add nsw i64 %508, %509
+  %511 = add nsw i64 %510, 13
+  %512 = add nsw i64 %511, 1
+  %513 = add nsw i64 %507, %512
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %513
+  %514 = load float, ptr %arena143, align 4
+  %515 = add nsw i64 36, %conv1.f19103
+  %params144 = getelementptr inbounds float, ptr %params, i64 %515
+  %516 = load float, ptr %params144, align 4
+  %517 = fadd float %514, %516
+  %best22145 = load float, ptr %conv1.best22, align 4
+  %518 = select i1 %503, float %517, float %best22145
+  store float %518, ptr %conv1.best22, align 4
+  %best22146 = load float, ptr %conv1.best22, align 4
+  %519 = fcmp ogt float %best22146, 0.000000e+00
+  %best22147 = load float, ptr %conv1.best22, align 4
+  %520 = select i1 %519, float %best22147, float 0.000000e+00
+  %521 = mul nsw i64 %conv1.g11, 16
+  %522 = add nsw i64 %521, %conv1.j18102
+  %523 = mul nsw i64 %522, 144
+  %524 = mul nsw i64 %conv1.f19103, 36
+  %525 = add nsw i64 %523, %524
+  %526 = mul nsw i64 %conv1.py20104, 6
+  %527 = add nsw i64 %525, %526
+  %528 = add nsw i64 %527, %conv1.px21105
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %528
+  store float %520, ptr %arena148, align 4
+  %bi23149 = load float, ptr %conv1.bi23, align 4
+  %529 = mul nsw i64 %conv1.g11, 16
+  %530 = add nsw i64 %529, %conv1.j18102
+  %531 = mul nsw i64 %530, 144
+  %532 = mul nsw i64 %conv1.f19103, 36
+  %533 = add nsw i64 %531, %532
+  %534 = mul nsw i64 %conv1.py20104, 6
+  %535 = add nsw i64 %533, %534
+  %536 = add nsw i64 %535, %conv1.px21105
+  %537 = add nsw i64 9216, %536
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %537
+  store float %bi23149, ptr %arena150, align 4
+  %px21.next = add nsw i64 %conv1.px21105, 1
+  %538 = icmp slt i64 %px21.next, 6
+  br i1 %538, label %conv1.px21, label %conv1.px21.end
 
-conv1.px18.end:                                   ; preds = %conv1.px18
-  %py17.next = add nsw i64 %conv1.py1786, 1
-  %483 = icmp slt i64 %py17.next, 6
-  br i1 %483, label %conv1.py17, label %conv1.py17.end
+conv1.px21.end:                                   ; preds = %conv1.px21
+  %py20.next = add nsw i64 %conv1.py20104, 1
+  %539 = icmp slt i64 %py20.next, 6
+  br i1 %539, label %conv1.py20, label %conv1.py20.end
 
-fc1.n21:                                          ; preds = %fc1.u22.end, %conv1.g1.end
-  %fc1.n21136 = phi i64 [ 0, %conv1.g1.end ], [ %n21.next, %fc1.u22.end ]
-  br label %fc1.u22
+fc1.n24:                                          ; preds = %fc1.u25.end, %conv1.g1.end
+  %fc1.n24154 = phi i64 [ 0, %conv1.g1.end ], [ %n24.next, %fc1.u25.end ]
+  br label %fc1.u25
 
-fc1.n21.end:                                      ; preds = %fc1.u22.end
+fc1.n24.end:                                      ; preds = %fc1.u25.end
   ret void
 
-fc1.u22:                                          ; preds = %fc1.u22, %fc1.n21
-  %fc1.u22137 = phi i64 [ 0, %fc1.n21 ], [ %u22.next, %fc1.u22 ]
-  %484 = mul nsw i64 %fc1.n21136, 10
-  %485 = add nsw i64 9216, %484
-  %486 = add nsw i64 %485, %fc1.u22137
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %486
-  %487 = load float, ptr %arena138, align 4
-  %488 = add nsw i64 1480, %fc1.u22137
-  %params139 = getelementptr inbounds float, ptr %params, i64 %488
-  %489 = load float, ptr %params139, align 4
-  %490 = fadd float %487, %489
-  %491 = mul nsw i64 %fc1.n21136, 10
-  %492 = add nsw i64 9216, %491
-  %493 = add nsw i64 %492, %fc1.u22137
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %493
-  store float %490, ptr %arena140, align 4
-  %u22.next = add nsw i64 %fc1.u22137, 1
-  %494 = icmp slt i64 %u22.next, 10
-  br i1 %494, label %fc1.u22, label %fc1.u22.end
+fc1.u25:                                          ; preds = %fc1.u25, %fc1.n24
+  %fc1.u25155 = phi i64 [ 0, %fc1.n24 ], [ %u25.next, %fc1.u25 ]
+  %540 = mul nsw i64 %fc1.n24154, 10
+  %541 = add nsw i64 9216, %540
+  %542 = add nsw i64 %541, %fc1.u25155
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %542
+  %543 = load float, ptr %arena156, align 4
+  %544 = add nsw i64 1480, %fc1.u25155
+  %params157 = getelementptr inbounds float, ptr %params, i64 %544
+  %545 = load float, ptr %params157, align 4
+  %546 = fadd float %543, %545
+  %547 = mul nsw i64 %fc1.n24154, 10
+  %548 = add nsw i64 9216, %547
+  %549 = add nsw i64 %548, %fc1.u25155
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %549
+  store float %546, ptr %arena158, align 4
+  %u25.next = add nsw i64 %fc1.u25155, 1
+  %550 = icmp slt i64 %u25.next, 10
+  br i1 %550, label %fc1.u25, label %fc1.u25.end
 
-fc1.u22.end:                                      ; preds = %fc1.u22
-  %n21.next = add nsw i64 %fc1.n21136, 1
-  %495 = icmp slt i64 %n21.next, 64
-  br i1 %495, label %fc1.n21, label %fc1.n21.end
+fc1.u25.end:                                      ; preds = %fc1.u25
+  %n24.next = add nsw i64 %fc1.n24154, 1
+  %551 = icmp slt i64 %n24.next, 64
+  br i1 %551, label %fc1.n24, label %fc1.n24.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -56,29 +56,29 @@ public func tiny_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for g1 in 0..<1 {
-    for j2 in 0..<64 {
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
       for c3 in 0..<1 {
         for ky4 in 0..<3 {
           for oy5 in 0..<13 {
             for ox6 in 0..<13 {
-              arena[(((18432 +% ((((c3 *% 3) +% ky4) *% 3) *% 10816)) +% (j2 *% 169)) +% ((oy5 *% 13) +% ox6))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 *% 2) +% ky4) *% 28)) +% (ox6 *% 2))]
+              arena[(((18432 +% ((((c3 *% 3) +% ky4) *% 3) *% 2704)) +% (j2 *% 169)) +% ((oy5 *% 13) +% ox6))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 *% 2) +% ky4) *% 28)) +% (ox6 *% 2))]
             }
           }
           for oy7 in 0..<13 {
             for ox8 in 0..<13 {
-              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 10816)) +% (j2 *% 169)) +% ((oy7 *% 13) +% ox8))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy7 *% 2) +% ky4) *% 28)) +% ((ox8 *% 2) +% 1))]
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 2704)) +% (j2 *% 169)) +% ((oy7 *% 13) +% ox8))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy7 *% 2) +% ky4) *% 28)) +% ((ox8 *% 2) +% 1))]
             }
           }
           for oy9 in 0..<13 {
             for ox10 in 0..<13 {
-              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 10816)) +% (j2 *% 169)) +% ((oy9 *% 13) +% ox10))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 *% 2) +% ky4) *% 28)) +% ((ox10 *% 2) +% 2))]
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 2704)) +% (j2 *% 169)) +% ((oy9 *% 13) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 *% 2) +% ky4) *% 28)) +% ((ox10 *% 2) +% 2))]
             }
           }
         }
       }
     }
-    for nb11 in 0..<169 {
+    for nb11 in 0..<42 {
       for mb12 in 0..<1 {
         var t13_c0_0 = SIMD16<Float>()
         var t13_c0_1 = SIMD16<Float>()
@@ -97,10 +97,10 @@ public func tiny_train_b64(
         var t13_c3_2 = SIMD16<Float>()
         var t13_c3_3 = SIMD16<Float>()
         for k14 in 0..<9 {
-          let t13_b0 = load16(arena, ((18432 +% (k14 *% 10816)) +% (nb11 *% 64)))
-          let t13_b1 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 16))
-          let t13_b2 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 32))
-          let t13_b3 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 48))
+          let t13_b0 = load16(arena, ((18432 +% (k14 *% 2704)) +% (nb11 *% 64)))
+          let t13_b1 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 16))
+          let t13_b2 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 32))
+          let t13_b3 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 48))
           let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
           t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
           t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
@@ -122,40 +122,61 @@ public func tiny_train_b64(
           t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
         }
-        store16(arena, ((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)), t13_c0_0)
-        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c0_1)
-        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c0_2)
-        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c0_3)
-        store16(arena, ((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)), t13_c1_0)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c1_1)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c1_2)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c1_3)
-        store16(arena, ((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)), t13_c2_0)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c2_1)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c2_2)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c2_3)
-        store16(arena, ((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)), t13_c3_0)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c3_1)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c3_2)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c3_3)
+        store16(arena, ((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)), t13_c0_0)
+        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c0_1)
+        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c0_2)
+        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c0_3)
+        store16(arena, ((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)), t13_c1_0)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c1_1)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c1_2)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c1_3)
+        store16(arena, ((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)), t13_c2_0)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c2_1)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c2_2)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c2_3)
+        store16(arena, ((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)), t13_c3_0)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c3_1)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c3_2)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c3_3)
       }
     }
-    for j15 in 0..<64 {
-      for f16 in 0..<4 {
-        for py17 in 0..<6 {
-          for px18 in 0..<6 {
-            var best19: Float = (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)])
-            var bi20: Float = Float(((py17 *% 26) +% (px18 *% 2)))
-            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) > best19 ? Float(((py17 *% 26) +% (px18 *% 2))) : bi20)
-            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) : best19)
-            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) > best19 ? Float((((py17 *% 26) +% (px18 *% 2)) +% 1)) : bi20)
-            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) : best19)
-            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) > best19 ? Float((((py17 *% 26) +% (px18 *% 2)) +% 13)) : bi20)
-            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) : best19)
-            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) > best19 ? Float(((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1)) : bi20)
-            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) : best19)
-            arena[((((((g1 *% 64) +% j15) *% 144) +% (f16 *% 36)) +% (py17 *% 6)) +% px18)] = (best19 > Float(0) ? best19 : Float(0))
-            arena[(9216 +% ((((((g1 *% 64) +% j15) *% 144) +% (f16 *% 36)) +% (py17 *% 6)) +% px18))] = bi20
+    for mb15 in 0..<1 {
+      var t16_c0_0 = SIMD16<Float>()
+      var t16_c1_0 = SIMD16<Float>()
+      var t16_c2_0 = SIMD16<Float>()
+      var t16_c3_0 = SIMD16<Float>()
+      for k17 in 0..<9 {
+        let t16_b0 = load16(arena, ((18432 +% (k17 *% 2704)) +% 2688))
+        let t16_a0 = SIMD16<Float>(repeating: params[(((mb15 *% 4) *% 9) +% k17)])
+        t16_c0_0 = t16_c0_0.addingProduct(t16_a0, t16_b0)
+        let t16_a1 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 1) *% 9) +% k17)])
+        t16_c1_0 = t16_c1_0.addingProduct(t16_a1, t16_b0)
+        let t16_a2 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 2) *% 9) +% k17)])
+        t16_c2_0 = t16_c2_0.addingProduct(t16_a2, t16_b0)
+        let t16_a3 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 3) *% 9) +% k17)])
+        t16_c3_0 = t16_c3_0.addingProduct(t16_a3, t16_b0)
+      }
+      store16(arena, ((42768 +% ((mb15 *% 4) *% 2704)) +% 2688), t16_c0_0)
+      store16(arena, ((42768 +% (((mb15 *% 4) +% 1) *% 2704)) +% 2688), t16_c1_0)
+      store16(arena, ((42768 +% (((mb15 *% 4) +% 2) *% 2704)) +% 2688), t16_c2_0)
+      store16(arena, ((42768 +% (((mb15 *% 4) +% 3) *% 2704)) +% 2688), t16_c3_0)
+    }
+    for j18 in 0..<16 {
+      for f19 in 0..<4 {
+        for py20 in 0..<6 {
+          for px21 in 0..<6 {
+            var best22: Float = (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)])
+            var bi23: Float = Float(((py20 *% 26) +% (px21 *% 2)))
+            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) > best22 ? Float(((py20 *% 26) +% (px21 *% 2))) : bi23)
+            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) : best22)
+            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) > best22 ? Float((((py20 *% 26) +% (px21 *% 2)) +% 1)) : bi23)
+            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) : best22)
+            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) > best22 ? Float((((py20 *% 26) +% (px21 *% 2)) +% 13)) : bi23)
+            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) : best22)
+            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) > best22 ? Float(((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1)) : bi23)
+            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) : best22)
+            arena[((((((g1 *% 16) +% j18) *% 144) +% (f19 *% 36)) +% (py20 *% 6)) +% px21)] = (best22 > Float(0) ? best22 : Float(0))
+            arena[(9216 +% ((((((g1 *% 16) +% j18) *% 144) +% (f19 *% 36)) +% (py20 *% 6)) +% px21))] = bi23
           }
         }
       }
@@ -164,590 +185,549 @@ public func tiny_train_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 18432, 10)
-  for n21 in 0..<64 {
-    do {  // SIMD16 over u22
-      var u22 = 0
-      while u22 < 10 {
-        arena[((18432 +% (n21 *% 10)) +% u22)] = (arena[((18432 +% (n21 *% 10)) +% u22)] + params[(1480 +% u22)])
-        u22 &+= 1
+  for n24 in 0..<64 {
+    do {  // SIMD16 over u25
+      var u25 = 0
+      while u25 < 10 {
+        arena[((18432 +% (n24 *% 10)) +% u25)] = (arena[((18432 +% (n24 *% 10)) +% u25)] + params[(1480 +% u25)])
+        u25 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc1, label)
-  var total23: Float = Float(0)
-  for n24 in 0..<64 {
-    var m25: Float = arena[(18432 +% (n24 *% 10))]
-    for k27 in 0..<10 {
-      m25 = { let x = m25, y = arena[((18432 +% (n24 *% 10)) +% k27)]; return y > x ? y : x }()
+  var total26: Float = Float(0)
+  for n27 in 0..<64 {
+    var m28: Float = arena[(18432 +% (n27 *% 10))]
+    for k30 in 0..<10 {
+      m28 = { let x = m28, y = arena[((18432 +% (n27 *% 10)) +% k30)]; return y > x ? y : x }()
     }
-    var s26: Float = Float(0)
-    for k28 in 0..<10 {
-      s26 = (s26 + expf((arena[((18432 +% (n24 *% 10)) +% k28)] - m25)))
+    var s29: Float = Float(0)
+    for k31 in 0..<10 {
+      s29 = (s29 + expf((arena[((18432 +% (n27 *% 10)) +% k31)] - m28)))
     }
-    total23 = (total23 + ((m25 + logf(s26)) - arena[((18432 +% (n24 *% 10)) +% Int(labels[n24]))]))
+    total26 = (total26 + ((m28 + logf(s29)) - arena[((18432 +% (n27 *% 10)) +% Int(labels[n27]))]))
   }
-  arena[19072] = (total23 / Float(64))
+  arena[19072] = (total26 / Float(64))
   // fc1_grad = cross_entropy_grad(fc1, label)
-  for n29 in 0..<64 {
-    var m30: Float = arena[(18432 +% (n29 *% 10))]
-    for k32 in 0..<10 {
-      m30 = { let x = m30, y = arena[((18432 +% (n29 *% 10)) +% k32)]; return y > x ? y : x }()
+  for n32 in 0..<64 {
+    var m33: Float = arena[(18432 +% (n32 *% 10))]
+    for k35 in 0..<10 {
+      m33 = { let x = m33, y = arena[((18432 +% (n32 *% 10)) +% k35)]; return y > x ? y : x }()
     }
-    var s31: Float = Float(0)
-    for k33 in 0..<10 {
-      s31 = (s31 + expf((arena[((18432 +% (n29 *% 10)) +% k33)] - m30)))
+    var s34: Float = Float(0)
+    for k36 in 0..<10 {
+      s34 = (s34 + expf((arena[((18432 +% (n32 *% 10)) +% k36)] - m33)))
     }
-    for k34 in 0..<10 {
-      arena[((19088 +% (n29 *% 10)) +% k34)] = ((k34 == Int(labels[n29]) ? ((expf((arena[((18432 +% (n29 *% 10)) +% k34)] - m30)) / s31) - Float(1)) : (expf((arena[((18432 +% (n29 *% 10)) +% k34)] - m30)) / s31)) / Float(64))
+    for k37 in 0..<10 {
+      arena[((19088 +% (n32 *% 10)) +% k37)] = ((k37 == Int(labels[n32]) ? ((expf((arena[((18432 +% (n32 *% 10)) +% k37)] - m33)) / s34) - Float(1)) : (expf((arena[((18432 +% (n32 *% 10)) +% k37)] - m33)) / s34)) / Float(64))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  for nb35 in 0..<2 {
-    for mb36 in 0..<1 {
-      var t37_c0_0 = SIMD16<Float>()
-      var t37_c0_1 = SIMD16<Float>()
-      var t37_c0_2 = SIMD16<Float>()
-      var t37_c0_3 = SIMD16<Float>()
-      var t37_c1_0 = SIMD16<Float>()
-      var t37_c1_1 = SIMD16<Float>()
-      var t37_c1_2 = SIMD16<Float>()
-      var t37_c1_3 = SIMD16<Float>()
-      var t37_c2_0 = SIMD16<Float>()
-      var t37_c2_1 = SIMD16<Float>()
-      var t37_c2_2 = SIMD16<Float>()
-      var t37_c2_3 = SIMD16<Float>()
-      var t37_c3_0 = SIMD16<Float>()
-      var t37_c3_1 = SIMD16<Float>()
-      var t37_c3_2 = SIMD16<Float>()
-      var t37_c3_3 = SIMD16<Float>()
-      var t37_c4_0 = SIMD16<Float>()
-      var t37_c4_1 = SIMD16<Float>()
-      var t37_c4_2 = SIMD16<Float>()
-      var t37_c4_3 = SIMD16<Float>()
-      var t37_c5_0 = SIMD16<Float>()
-      var t37_c5_1 = SIMD16<Float>()
-      var t37_c5_2 = SIMD16<Float>()
-      var t37_c5_3 = SIMD16<Float>()
-      for k38 in 0..<64 {
-        let t37_b0 = load16(arena, ((k38 *% 144) +% (nb35 *% 64)))
-        let t37_b1 = load16(arena, (((k38 *% 144) +% (nb35 *% 64)) +% 16))
-        let t37_b2 = load16(arena, (((k38 *% 144) +% (nb35 *% 64)) +% 32))
-        let t37_b3 = load16(arena, (((k38 *% 144) +% (nb35 *% 64)) +% 48))
-        let t37_a0 = SIMD16<Float>(repeating: arena[((19088 +% (mb36 *% 6)) +% (k38 *% 10))])
-        t37_c0_0 = t37_c0_0.addingProduct(t37_a0, t37_b0)
-        t37_c0_1 = t37_c0_1.addingProduct(t37_a0, t37_b1)
-        t37_c0_2 = t37_c0_2.addingProduct(t37_a0, t37_b2)
-        t37_c0_3 = t37_c0_3.addingProduct(t37_a0, t37_b3)
-        let t37_a1 = SIMD16<Float>(repeating: arena[((19088 +% ((mb36 *% 6) +% 1)) +% (k38 *% 10))])
-        t37_c1_0 = t37_c1_0.addingProduct(t37_a1, t37_b0)
-        t37_c1_1 = t37_c1_1.addingProduct(t37_a1, t37_b1)
-        t37_c1_2 = t37_c1_2.addingProduct(t37_a1, t37_b2)
-        t37_c1_3 = t37_c1_3.addingProduct(t37_a1, t37_b3)
-        let t37_a2 = SIMD16<Float>(repeating: arena[((19088 +% ((mb36 *% 6) +% 2)) +% (k38 *% 10))])
-        t37_c2_0 = t37_c2_0.addingProduct(t37_a2, t37_b0)
-        t37_c2_1 = t37_c2_1.addingProduct(t37_a2, t37_b1)
-        t37_c2_2 = t37_c2_2.addingProduct(t37_a2, t37_b2)
-        t37_c2_3 = t37_c2_3.addingProduct(t37_a2, t37_b3)
-        let t37_a3 = SIMD16<Float>(repeating: arena[((19088 +% ((mb36 *% 6) +% 3)) +% (k38 *% 10))])
-        t37_c3_0 = t37_c3_0.addingProduct(t37_a3, t37_b0)
-        t37_c3_1 = t37_c3_1.addingProduct(t37_a3, t37_b1)
-        t37_c3_2 = t37_c3_2.addingProduct(t37_a3, t37_b2)
-        t37_c3_3 = t37_c3_3.addingProduct(t37_a3, t37_b3)
-        let t37_a4 = SIMD16<Float>(repeating: arena[((19088 +% ((mb36 *% 6) +% 4)) +% (k38 *% 10))])
-        t37_c4_0 = t37_c4_0.addingProduct(t37_a4, t37_b0)
-        t37_c4_1 = t37_c4_1.addingProduct(t37_a4, t37_b1)
-        t37_c4_2 = t37_c4_2.addingProduct(t37_a4, t37_b2)
-        t37_c4_3 = t37_c4_3.addingProduct(t37_a4, t37_b3)
-        let t37_a5 = SIMD16<Float>(repeating: arena[((19088 +% ((mb36 *% 6) +% 5)) +% (k38 *% 10))])
-        t37_c5_0 = t37_c5_0.addingProduct(t37_a5, t37_b0)
-        t37_c5_1 = t37_c5_1.addingProduct(t37_a5, t37_b1)
-        t37_c5_2 = t37_c5_2.addingProduct(t37_a5, t37_b2)
-        t37_c5_3 = t37_c5_3.addingProduct(t37_a5, t37_b3)
+  for nb38 in 0..<2 {
+    for mb39 in 0..<1 {
+      var t40_c0_0 = SIMD16<Float>()
+      var t40_c0_1 = SIMD16<Float>()
+      var t40_c0_2 = SIMD16<Float>()
+      var t40_c0_3 = SIMD16<Float>()
+      var t40_c1_0 = SIMD16<Float>()
+      var t40_c1_1 = SIMD16<Float>()
+      var t40_c1_2 = SIMD16<Float>()
+      var t40_c1_3 = SIMD16<Float>()
+      var t40_c2_0 = SIMD16<Float>()
+      var t40_c2_1 = SIMD16<Float>()
+      var t40_c2_2 = SIMD16<Float>()
+      var t40_c2_3 = SIMD16<Float>()
+      var t40_c3_0 = SIMD16<Float>()
+      var t40_c3_1 = SIMD16<Float>()
+      var t40_c3_2 = SIMD16<Float>()
+      var t40_c3_3 = SIMD16<Float>()
+      var t40_c4_0 = SIMD16<Float>()
+      var t40_c4_1 = SIMD16<Float>()
+      var t40_c4_2 = SIMD16<Float>()
+      var t40_c4_3 = SIMD16<Float>()
+      var t40_c5_0 = SIMD16<Float>()
+      var t40_c5_1 = SIMD16<Float>()
+      var t40_c5_2 = SIMD16<Float>()
+      var t40_c5_3 = SIMD16<Float>()
+      for k41 in 0..<64 {
+        let t40_b0 = load16(arena, ((k41 *% 144) +% (nb38 *% 64)))
+        let t40_b1 = load16(arena, (((k41 *% 144) +% (nb38 *% 64)) +% 16))
+        let t40_b2 = load16(arena, (((k41 *% 144) +% (nb38 *% 64)) +% 32))
+        let t40_b3 = load16(arena, (((k41 *% 144) +% (nb38 *% 64)) +% 48))
+        let t40_a0 = SIMD16<Float>(repeating: arena[((19088 +% (mb39 *% 6)) +% (k41 *% 10))])
+        t40_c0_0 = t40_c0_0.addingProduct(t40_a0, t40_b0)
+        t40_c0_1 = t40_c0_1.addingProduct(t40_a0, t40_b1)
+        t40_c0_2 = t40_c0_2.addingProduct(t40_a0, t40_b2)
+        t40_c0_3 = t40_c0_3.addingProduct(t40_a0, t40_b3)
+        let t40_a1 = SIMD16<Float>(repeating: arena[((19088 +% ((mb39 *% 6) +% 1)) +% (k41 *% 10))])
+        t40_c1_0 = t40_c1_0.addingProduct(t40_a1, t40_b0)
+        t40_c1_1 = t40_c1_1.addingProduct(t40_a1, t40_b1)
+        t40_c1_2 = t40_c1_2.addingProduct(t40_a1, t40_b2)
+        t40_c1_3 = t40_c1_3.addingProduct(t40_a1, t40_b3)
+        let t40_a2 = SIMD16<Float>(repeating: arena[((19088 +% ((mb39 *% 6) +% 2)) +% (k41 *% 10))])
+        t40_c2_0 = t40_c2_0.addingProduct(t40_a2, t40_b0)
+        t40_c2_1 = t40_c2_1.addingProduct(t40_a2, t40_b1)
+        t40_c2_2 = t40_c2_2.addingProduct(t40_a2, t40_b2)
+        t40_c2_3 = t40_c2_3.addingProduct(t40_a2, t40_b3)
+        let t40_a3 = SIMD16<Float>(repeating: arena[((19088 +% ((mb39 *% 6) +% 3)) +% (k41 *% 10))])
+        t40_c3_0 = t40_c3_0.addingProduct(t40_a3, t40_b0)
+        t40_c3_1 = t40_c3_1.addingProduct(t40_a3, t40_b1)
+        t40_c3_2 = t40_c3_2.addingProduct(t40_a3, t40_b2)
+        t40_c3_3 = t40_c3_3.addingProduct(t40_a3, t40_b3)
+        let t40_a4 = SIMD16<Float>(repeating: arena[((19088 +% ((mb39 *% 6) +% 4)) +% (k41 *% 10))])
+        t40_c4_0 = t40_c4_0.addingProduct(t40_a4, t40_b0)
+        t40_c4_1 = t40_c4_1.addingProduct(t40_a4, t40_b1)
+        t40_c4_2 = t40_c4_2.addingProduct(t40_a4, t40_b2)
+        t40_c4_3 = t40_c4_3.addingProduct(t40_a4, t40_b3)
+        let t40_a5 = SIMD16<Float>(repeating: arena[((19088 +% ((mb39 *% 6) +% 5)) +% (k41 *% 10))])
+        t40_c5_0 = t40_c5_0.addingProduct(t40_a5, t40_b0)
+        t40_c5_1 = t40_c5_1.addingProduct(t40_a5, t40_b1)
+        t40_c5_2 = t40_c5_2.addingProduct(t40_a5, t40_b2)
+        t40_c5_3 = t40_c5_3.addingProduct(t40_a5, t40_b3)
       }
-      store16(grads, ((40 +% ((mb36 *% 6) *% 144)) +% (nb35 *% 64)), t37_c0_0)
-      store16(grads, (((40 +% ((mb36 *% 6) *% 144)) +% (nb35 *% 64)) +% 16), t37_c0_1)
-      store16(grads, (((40 +% ((mb36 *% 6) *% 144)) +% (nb35 *% 64)) +% 32), t37_c0_2)
-      store16(grads, (((40 +% ((mb36 *% 6) *% 144)) +% (nb35 *% 64)) +% 48), t37_c0_3)
-      store16(grads, ((40 +% (((mb36 *% 6) +% 1) *% 144)) +% (nb35 *% 64)), t37_c1_0)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 1) *% 144)) +% (nb35 *% 64)) +% 16), t37_c1_1)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 1) *% 144)) +% (nb35 *% 64)) +% 32), t37_c1_2)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 1) *% 144)) +% (nb35 *% 64)) +% 48), t37_c1_3)
-      store16(grads, ((40 +% (((mb36 *% 6) +% 2) *% 144)) +% (nb35 *% 64)), t37_c2_0)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 2) *% 144)) +% (nb35 *% 64)) +% 16), t37_c2_1)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 2) *% 144)) +% (nb35 *% 64)) +% 32), t37_c2_2)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 2) *% 144)) +% (nb35 *% 64)) +% 48), t37_c2_3)
-      store16(grads, ((40 +% (((mb36 *% 6) +% 3) *% 144)) +% (nb35 *% 64)), t37_c3_0)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 3) *% 144)) +% (nb35 *% 64)) +% 16), t37_c3_1)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 3) *% 144)) +% (nb35 *% 64)) +% 32), t37_c3_2)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 3) *% 144)) +% (nb35 *% 64)) +% 48), t37_c3_3)
-      store16(grads, ((40 +% (((mb36 *% 6) +% 4) *% 144)) +% (nb35 *% 64)), t37_c4_0)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 4) *% 144)) +% (nb35 *% 64)) +% 16), t37_c4_1)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 4) *% 144)) +% (nb35 *% 64)) +% 32), t37_c4_2)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 4) *% 144)) +% (nb35 *% 64)) +% 48), t37_c4_3)
-      store16(grads, ((40 +% (((mb36 *% 6) +% 5) *% 144)) +% (nb35 *% 64)), t37_c5_0)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 5) *% 144)) +% (nb35 *% 64)) +% 16), t37_c5_1)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 5) *% 144)) +% (nb35 *% 64)) +% 32), t37_c5_2)
-      store16(grads, (((40 +% (((mb36 *% 6) +% 5) *% 144)) +% (nb35 *% 64)) +% 48), t37_c5_3)
+      store16(grads, ((40 +% ((mb39 *% 6) *% 144)) +% (nb38 *% 64)), t40_c0_0)
+      store16(grads, (((40 +% ((mb39 *% 6) *% 144)) +% (nb38 *% 64)) +% 16), t40_c0_1)
+      store16(grads, (((40 +% ((mb39 *% 6) *% 144)) +% (nb38 *% 64)) +% 32), t40_c0_2)
+      store16(grads, (((40 +% ((mb39 *% 6) *% 144)) +% (nb38 *% 64)) +% 48), t40_c0_3)
+      store16(grads, ((40 +% (((mb39 *% 6) +% 1) *% 144)) +% (nb38 *% 64)), t40_c1_0)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 1) *% 144)) +% (nb38 *% 64)) +% 16), t40_c1_1)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 1) *% 144)) +% (nb38 *% 64)) +% 32), t40_c1_2)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 1) *% 144)) +% (nb38 *% 64)) +% 48), t40_c1_3)
+      store16(grads, ((40 +% (((mb39 *% 6) +% 2) *% 144)) +% (nb38 *% 64)), t40_c2_0)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 2) *% 144)) +% (nb38 *% 64)) +% 16), t40_c2_1)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 2) *% 144)) +% (nb38 *% 64)) +% 32), t40_c2_2)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 2) *% 144)) +% (nb38 *% 64)) +% 48), t40_c2_3)
+      store16(grads, ((40 +% (((mb39 *% 6) +% 3) *% 144)) +% (nb38 *% 64)), t40_c3_0)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 3) *% 144)) +% (nb38 *% 64)) +% 16), t40_c3_1)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 3) *% 144)) +% (nb38 *% 64)) +% 32), t40_c3_2)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 3) *% 144)) +% (nb38 *% 64)) +% 48), t40_c3_3)
+      store16(grads, ((40 +% (((mb39 *% 6) +% 4) *% 144)) +% (nb38 *% 64)), t40_c4_0)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 4) *% 144)) +% (nb38 *% 64)) +% 16), t40_c4_1)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 4) *% 144)) +% (nb38 *% 64)) +% 32), t40_c4_2)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 4) *% 144)) +% (nb38 *% 64)) +% 48), t40_c4_3)
+      store16(grads, ((40 +% (((mb39 *% 6) +% 5) *% 144)) +% (nb38 *% 64)), t40_c5_0)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 5) *% 144)) +% (nb38 *% 64)) +% 16), t40_c5_1)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 5) *% 144)) +% (nb38 *% 64)) +% 32), t40_c5_2)
+      store16(grads, (((40 +% (((mb39 *% 6) +% 5) *% 144)) +% (nb38 *% 64)) +% 48), t40_c5_3)
     }
-    var t39_c0_0 = SIMD16<Float>()
-    var t39_c0_1 = SIMD16<Float>()
-    var t39_c0_2 = SIMD16<Float>()
-    var t39_c0_3 = SIMD16<Float>()
-    var t39_c1_0 = SIMD16<Float>()
-    var t39_c1_1 = SIMD16<Float>()
-    var t39_c1_2 = SIMD16<Float>()
-    var t39_c1_3 = SIMD16<Float>()
-    var t39_c2_0 = SIMD16<Float>()
-    var t39_c2_1 = SIMD16<Float>()
-    var t39_c2_2 = SIMD16<Float>()
-    var t39_c2_3 = SIMD16<Float>()
-    var t39_c3_0 = SIMD16<Float>()
-    var t39_c3_1 = SIMD16<Float>()
-    var t39_c3_2 = SIMD16<Float>()
-    var t39_c3_3 = SIMD16<Float>()
-    for k40 in 0..<64 {
-      let t39_b0 = load16(arena, ((k40 *% 144) +% (nb35 *% 64)))
-      let t39_b1 = load16(arena, (((k40 *% 144) +% (nb35 *% 64)) +% 16))
-      let t39_b2 = load16(arena, (((k40 *% 144) +% (nb35 *% 64)) +% 32))
-      let t39_b3 = load16(arena, (((k40 *% 144) +% (nb35 *% 64)) +% 48))
-      let t39_a0 = SIMD16<Float>(repeating: arena[(19094 +% (k40 *% 10))])
-      t39_c0_0 = t39_c0_0.addingProduct(t39_a0, t39_b0)
-      t39_c0_1 = t39_c0_1.addingProduct(t39_a0, t39_b1)
-      t39_c0_2 = t39_c0_2.addingProduct(t39_a0, t39_b2)
-      t39_c0_3 = t39_c0_3.addingProduct(t39_a0, t39_b3)
-      let t39_a1 = SIMD16<Float>(repeating: arena[(19095 +% (k40 *% 10))])
-      t39_c1_0 = t39_c1_0.addingProduct(t39_a1, t39_b0)
-      t39_c1_1 = t39_c1_1.addingProduct(t39_a1, t39_b1)
-      t39_c1_2 = t39_c1_2.addingProduct(t39_a1, t39_b2)
-      t39_c1_3 = t39_c1_3.addingProduct(t39_a1, t39_b3)
-      let t39_a2 = SIMD16<Float>(repeating: arena[(19096 +% (k40 *% 10))])
-      t39_c2_0 = t39_c2_0.addingProduct(t39_a2, t39_b0)
-      t39_c2_1 = t39_c2_1.addingProduct(t39_a2, t39_b1)
-      t39_c2_2 = t39_c2_2.addingProduct(t39_a2, t39_b2)
-      t39_c2_3 = t39_c2_3.addingProduct(t39_a2, t39_b3)
-      let t39_a3 = SIMD16<Float>(repeating: arena[(19097 +% (k40 *% 10))])
-      t39_c3_0 = t39_c3_0.addingProduct(t39_a3, t39_b0)
-      t39_c3_1 = t39_c3_1.addingProduct(t39_a3, t39_b1)
-      t39_c3_2 = t39_c3_2.addingProduct(t39_a3, t39_b2)
-      t39_c3_3 = t39_c3_3.addingProduct(t39_a3, t39_b3)
-    }
-    store16(grads, (904 +% (nb35 *% 64)), t39_c0_0)
-    store16(grads, ((904 +% (nb35 *% 64)) +% 16), t39_c0_1)
-    store16(grads, ((904 +% (nb35 *% 64)) +% 32), t39_c0_2)
-    store16(grads, ((904 +% (nb35 *% 64)) +% 48), t39_c0_3)
-    store16(grads, (1048 +% (nb35 *% 64)), t39_c1_0)
-    store16(grads, ((1048 +% (nb35 *% 64)) +% 16), t39_c1_1)
-    store16(grads, ((1048 +% (nb35 *% 64)) +% 32), t39_c1_2)
-    store16(grads, ((1048 +% (nb35 *% 64)) +% 48), t39_c1_3)
-    store16(grads, (1192 +% (nb35 *% 64)), t39_c2_0)
-    store16(grads, ((1192 +% (nb35 *% 64)) +% 16), t39_c2_1)
-    store16(grads, ((1192 +% (nb35 *% 64)) +% 32), t39_c2_2)
-    store16(grads, ((1192 +% (nb35 *% 64)) +% 48), t39_c2_3)
-    store16(grads, (1336 +% (nb35 *% 64)), t39_c3_0)
-    store16(grads, ((1336 +% (nb35 *% 64)) +% 16), t39_c3_1)
-    store16(grads, ((1336 +% (nb35 *% 64)) +% 32), t39_c3_2)
-    store16(grads, ((1336 +% (nb35 *% 64)) +% 48), t39_c3_3)
-  }
-  for mb41 in 0..<1 {
     var t42_c0_0 = SIMD16<Float>()
+    var t42_c0_1 = SIMD16<Float>()
+    var t42_c0_2 = SIMD16<Float>()
+    var t42_c0_3 = SIMD16<Float>()
     var t42_c1_0 = SIMD16<Float>()
+    var t42_c1_1 = SIMD16<Float>()
+    var t42_c1_2 = SIMD16<Float>()
+    var t42_c1_3 = SIMD16<Float>()
     var t42_c2_0 = SIMD16<Float>()
+    var t42_c2_1 = SIMD16<Float>()
+    var t42_c2_2 = SIMD16<Float>()
+    var t42_c2_3 = SIMD16<Float>()
     var t42_c3_0 = SIMD16<Float>()
-    var t42_c4_0 = SIMD16<Float>()
-    var t42_c5_0 = SIMD16<Float>()
+    var t42_c3_1 = SIMD16<Float>()
+    var t42_c3_2 = SIMD16<Float>()
+    var t42_c3_3 = SIMD16<Float>()
     for k43 in 0..<64 {
-      let t42_b0 = load16(arena, ((k43 *% 144) +% 128))
-      let t42_a0 = SIMD16<Float>(repeating: arena[((19088 +% (mb41 *% 6)) +% (k43 *% 10))])
+      let t42_b0 = load16(arena, ((k43 *% 144) +% (nb38 *% 64)))
+      let t42_b1 = load16(arena, (((k43 *% 144) +% (nb38 *% 64)) +% 16))
+      let t42_b2 = load16(arena, (((k43 *% 144) +% (nb38 *% 64)) +% 32))
+      let t42_b3 = load16(arena, (((k43 *% 144) +% (nb38 *% 64)) +% 48))
+      let t42_a0 = SIMD16<Float>(repeating: arena[(19094 +% (k43 *% 10))])
       t42_c0_0 = t42_c0_0.addingProduct(t42_a0, t42_b0)
-      let t42_a1 = SIMD16<Float>(repeating: arena[((19088 +% ((mb41 *% 6) +% 1)) +% (k43 *% 10))])
+      t42_c0_1 = t42_c0_1.addingProduct(t42_a0, t42_b1)
+      t42_c0_2 = t42_c0_2.addingProduct(t42_a0, t42_b2)
+      t42_c0_3 = t42_c0_3.addingProduct(t42_a0, t42_b3)
+      let t42_a1 = SIMD16<Float>(repeating: arena[(19095 +% (k43 *% 10))])
       t42_c1_0 = t42_c1_0.addingProduct(t42_a1, t42_b0)
-      let t42_a2 = SIMD16<Float>(repeating: arena[((19088 +% ((mb41 *% 6) +% 2)) +% (k43 *% 10))])
+      t42_c1_1 = t42_c1_1.addingProduct(t42_a1, t42_b1)
+      t42_c1_2 = t42_c1_2.addingProduct(t42_a1, t42_b2)
+      t42_c1_3 = t42_c1_3.addingProduct(t42_a1, t42_b3)
+      let t42_a2 = SIMD16<Float>(repeating: arena[(19096 +% (k43 *% 10))])
       t42_c2_0 = t42_c2_0.addingProduct(t42_a2, t42_b0)
-      let t42_a3 = SIMD16<Float>(repeating: arena[((19088 +% ((mb41 *% 6) +% 3)) +% (k43 *% 10))])
+      t42_c2_1 = t42_c2_1.addingProduct(t42_a2, t42_b1)
+      t42_c2_2 = t42_c2_2.addingProduct(t42_a2, t42_b2)
+      t42_c2_3 = t42_c2_3.addingProduct(t42_a2, t42_b3)
+      let t42_a3 = SIMD16<Float>(repeating: arena[(19097 +% (k43 *% 10))])
       t42_c3_0 = t42_c3_0.addingProduct(t42_a3, t42_b0)
-      let t42_a4 = SIMD16<Float>(repeating: arena[((19088 +% ((mb41 *% 6) +% 4)) +% (k43 *% 10))])
-      t42_c4_0 = t42_c4_0.addingProduct(t42_a4, t42_b0)
-      let t42_a5 = SIMD16<Float>(repeating: arena[((19088 +% ((mb41 *% 6) +% 5)) +% (k43 *% 10))])
-      t42_c5_0 = t42_c5_0.addingProduct(t42_a5, t42_b0)
+      t42_c3_1 = t42_c3_1.addingProduct(t42_a3, t42_b1)
+      t42_c3_2 = t42_c3_2.addingProduct(t42_a3, t42_b2)
+      t42_c3_3 = t42_c3_3.addingProduct(t42_a3, t42_b3)
     }
-    store16(grads, ((40 +% ((mb41 *% 6) *% 144)) +% 128), t42_c0_0)
-    store16(grads, ((40 +% (((mb41 *% 6) +% 1) *% 144)) +% 128), t42_c1_0)
-    store16(grads, ((40 +% (((mb41 *% 6) +% 2) *% 144)) +% 128), t42_c2_0)
-    store16(grads, ((40 +% (((mb41 *% 6) +% 3) *% 144)) +% 128), t42_c3_0)
-    store16(grads, ((40 +% (((mb41 *% 6) +% 4) *% 144)) +% 128), t42_c4_0)
-    store16(grads, ((40 +% (((mb41 *% 6) +% 5) *% 144)) +% 128), t42_c5_0)
+    store16(grads, (904 +% (nb38 *% 64)), t42_c0_0)
+    store16(grads, ((904 +% (nb38 *% 64)) +% 16), t42_c0_1)
+    store16(grads, ((904 +% (nb38 *% 64)) +% 32), t42_c0_2)
+    store16(grads, ((904 +% (nb38 *% 64)) +% 48), t42_c0_3)
+    store16(grads, (1048 +% (nb38 *% 64)), t42_c1_0)
+    store16(grads, ((1048 +% (nb38 *% 64)) +% 16), t42_c1_1)
+    store16(grads, ((1048 +% (nb38 *% 64)) +% 32), t42_c1_2)
+    store16(grads, ((1048 +% (nb38 *% 64)) +% 48), t42_c1_3)
+    store16(grads, (1192 +% (nb38 *% 64)), t42_c2_0)
+    store16(grads, ((1192 +% (nb38 *% 64)) +% 16), t42_c2_1)
+    store16(grads, ((1192 +% (nb38 *% 64)) +% 32), t42_c2_2)
+    store16(grads, ((1192 +% (nb38 *% 64)) +% 48), t42_c2_3)
+    store16(grads, (1336 +% (nb38 *% 64)), t42_c3_0)
+    store16(grads, ((1336 +% (nb38 *% 64)) +% 16), t42_c3_1)
+    store16(grads, ((1336 +% (nb38 *% 64)) +% 32), t42_c3_2)
+    store16(grads, ((1336 +% (nb38 *% 64)) +% 48), t42_c3_3)
   }
-  var t44_c0_0 = SIMD16<Float>()
-  var t44_c1_0 = SIMD16<Float>()
-  var t44_c2_0 = SIMD16<Float>()
-  var t44_c3_0 = SIMD16<Float>()
-  for k45 in 0..<64 {
-    let t44_b0 = load16(arena, ((k45 *% 144) +% 128))
-    let t44_a0 = SIMD16<Float>(repeating: arena[(19094 +% (k45 *% 10))])
-    t44_c0_0 = t44_c0_0.addingProduct(t44_a0, t44_b0)
-    let t44_a1 = SIMD16<Float>(repeating: arena[(19095 +% (k45 *% 10))])
-    t44_c1_0 = t44_c1_0.addingProduct(t44_a1, t44_b0)
-    let t44_a2 = SIMD16<Float>(repeating: arena[(19096 +% (k45 *% 10))])
-    t44_c2_0 = t44_c2_0.addingProduct(t44_a2, t44_b0)
-    let t44_a3 = SIMD16<Float>(repeating: arena[(19097 +% (k45 *% 10))])
-    t44_c3_0 = t44_c3_0.addingProduct(t44_a3, t44_b0)
+  for mb44 in 0..<1 {
+    var t45_c0_0 = SIMD16<Float>()
+    var t45_c1_0 = SIMD16<Float>()
+    var t45_c2_0 = SIMD16<Float>()
+    var t45_c3_0 = SIMD16<Float>()
+    var t45_c4_0 = SIMD16<Float>()
+    var t45_c5_0 = SIMD16<Float>()
+    for k46 in 0..<64 {
+      let t45_b0 = load16(arena, ((k46 *% 144) +% 128))
+      let t45_a0 = SIMD16<Float>(repeating: arena[((19088 +% (mb44 *% 6)) +% (k46 *% 10))])
+      t45_c0_0 = t45_c0_0.addingProduct(t45_a0, t45_b0)
+      let t45_a1 = SIMD16<Float>(repeating: arena[((19088 +% ((mb44 *% 6) +% 1)) +% (k46 *% 10))])
+      t45_c1_0 = t45_c1_0.addingProduct(t45_a1, t45_b0)
+      let t45_a2 = SIMD16<Float>(repeating: arena[((19088 +% ((mb44 *% 6) +% 2)) +% (k46 *% 10))])
+      t45_c2_0 = t45_c2_0.addingProduct(t45_a2, t45_b0)
+      let t45_a3 = SIMD16<Float>(repeating: arena[((19088 +% ((mb44 *% 6) +% 3)) +% (k46 *% 10))])
+      t45_c3_0 = t45_c3_0.addingProduct(t45_a3, t45_b0)
+      let t45_a4 = SIMD16<Float>(repeating: arena[((19088 +% ((mb44 *% 6) +% 4)) +% (k46 *% 10))])
+      t45_c4_0 = t45_c4_0.addingProduct(t45_a4, t45_b0)
+      let t45_a5 = SIMD16<Float>(repeating: arena[((19088 +% ((mb44 *% 6) +% 5)) +% (k46 *% 10))])
+      t45_c5_0 = t45_c5_0.addingProduct(t45_a5, t45_b0)
+    }
+    store16(grads, ((40 +% ((mb44 *% 6) *% 144)) +% 128), t45_c0_0)
+    store16(grads, ((40 +% (((mb44 *% 6) +% 1) *% 144)) +% 128), t45_c1_0)
+    store16(grads, ((40 +% (((mb44 *% 6) +% 2) *% 144)) +% 128), t45_c2_0)
+    store16(grads, ((40 +% (((mb44 *% 6) +% 3) *% 144)) +% 128), t45_c3_0)
+    store16(grads, ((40 +% (((mb44 *% 6) +% 4) *% 144)) +% 128), t45_c4_0)
+    store16(grads, ((40 +% (((mb44 *% 6) +% 5) *% 144)) +% 128), t45_c5_0)
   }
-  store16(grads, 1032, t44_c0_0)
-  store16(grads, 1176, t44_c1_0)
-  store16(grads, 1320, t44_c2_0)
-  store16(grads, 1464, t44_c3_0)
+  var t47_c0_0 = SIMD16<Float>()
+  var t47_c1_0 = SIMD16<Float>()
+  var t47_c2_0 = SIMD16<Float>()
+  var t47_c3_0 = SIMD16<Float>()
+  for k48 in 0..<64 {
+    let t47_b0 = load16(arena, ((k48 *% 144) +% 128))
+    let t47_a0 = SIMD16<Float>(repeating: arena[(19094 +% (k48 *% 10))])
+    t47_c0_0 = t47_c0_0.addingProduct(t47_a0, t47_b0)
+    let t47_a1 = SIMD16<Float>(repeating: arena[(19095 +% (k48 *% 10))])
+    t47_c1_0 = t47_c1_0.addingProduct(t47_a1, t47_b0)
+    let t47_a2 = SIMD16<Float>(repeating: arena[(19096 +% (k48 *% 10))])
+    t47_c2_0 = t47_c2_0.addingProduct(t47_a2, t47_b0)
+    let t47_a3 = SIMD16<Float>(repeating: arena[(19097 +% (k48 *% 10))])
+    t47_c3_0 = t47_c3_0.addingProduct(t47_a3, t47_b0)
+  }
+  store16(grads, 1032, t47_c0_0)
+  store16(grads, 1176, t47_c1_0)
+  store16(grads, 1320, t47_c2_0)
+  store16(grads, 1464, t47_c3_0)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u46 in 0..<10 {
-    var acc47: Float = Float(0)
-    for n48 in 0..<64 {
-      acc47 = (acc47 + arena[((19088 +% (n48 *% 10)) +% u46)])
+  for u49 in 0..<10 {
+    var acc50: Float = Float(0)
+    for n51 in 0..<64 {
+      acc50 = (acc50 + arena[((19088 +% (n51 *% 10)) +% u49)])
     }
-    grads[(1480 +% u46)] = acc47
+    grads[(1480 +% u49)] = acc50
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  for nb49 in 0..<2 {
-    for mb50 in 0..<10 {
-      var t51_c0_0 = SIMD16<Float>()
-      var t51_c0_1 = SIMD16<Float>()
-      var t51_c0_2 = SIMD16<Float>()
-      var t51_c0_3 = SIMD16<Float>()
-      var t51_c1_0 = SIMD16<Float>()
-      var t51_c1_1 = SIMD16<Float>()
-      var t51_c1_2 = SIMD16<Float>()
-      var t51_c1_3 = SIMD16<Float>()
-      var t51_c2_0 = SIMD16<Float>()
-      var t51_c2_1 = SIMD16<Float>()
-      var t51_c2_2 = SIMD16<Float>()
-      var t51_c2_3 = SIMD16<Float>()
-      var t51_c3_0 = SIMD16<Float>()
-      var t51_c3_1 = SIMD16<Float>()
-      var t51_c3_2 = SIMD16<Float>()
-      var t51_c3_3 = SIMD16<Float>()
-      var t51_c4_0 = SIMD16<Float>()
-      var t51_c4_1 = SIMD16<Float>()
-      var t51_c4_2 = SIMD16<Float>()
-      var t51_c4_3 = SIMD16<Float>()
-      var t51_c5_0 = SIMD16<Float>()
-      var t51_c5_1 = SIMD16<Float>()
-      var t51_c5_2 = SIMD16<Float>()
-      var t51_c5_3 = SIMD16<Float>()
-      for k52 in 0..<10 {
-        let t51_b0 = load16(params, ((40 +% (k52 *% 144)) +% (nb49 *% 64)))
-        let t51_b1 = load16(params, (((40 +% (k52 *% 144)) +% (nb49 *% 64)) +% 16))
-        let t51_b2 = load16(params, (((40 +% (k52 *% 144)) +% (nb49 *% 64)) +% 32))
-        let t51_b3 = load16(params, (((40 +% (k52 *% 144)) +% (nb49 *% 64)) +% 48))
-        let t51_a0 = SIMD16<Float>(repeating: arena[((19088 +% ((mb50 *% 6) *% 10)) +% k52)])
-        t51_c0_0 = t51_c0_0.addingProduct(t51_a0, t51_b0)
-        t51_c0_1 = t51_c0_1.addingProduct(t51_a0, t51_b1)
-        t51_c0_2 = t51_c0_2.addingProduct(t51_a0, t51_b2)
-        t51_c0_3 = t51_c0_3.addingProduct(t51_a0, t51_b3)
-        let t51_a1 = SIMD16<Float>(repeating: arena[((19088 +% (((mb50 *% 6) +% 1) *% 10)) +% k52)])
-        t51_c1_0 = t51_c1_0.addingProduct(t51_a1, t51_b0)
-        t51_c1_1 = t51_c1_1.addingProduct(t51_a1, t51_b1)
-        t51_c1_2 = t51_c1_2.addingProduct(t51_a1, t51_b2)
-        t51_c1_3 = t51_c1_3.addingProduct(t51_a1, t51_b3)
-        let t51_a2 = SIMD16<Float>(repeating: arena[((19088 +% (((mb50 *% 6) +% 2) *% 10)) +% k52)])
-        t51_c2_0 = t51_c2_0.addingProduct(t51_a2, t51_b0)
-        t51_c2_1 = t51_c2_1.addingProduct(t51_a2, t51_b1)
-        t51_c2_2 = t51_c2_2.addingProduct(t51_a2, t51_b2)
-        t51_c2_3 = t51_c2_3.addingProduct(t51_a2, t51_b3)
-        let t51_a3 = SIMD16<Float>(repeating: arena[((19088 +% (((mb50 *% 6) +% 3) *% 10)) +% k52)])
-        t51_c3_0 = t51_c3_0.addingProduct(t51_a3, t51_b0)
-        t51_c3_1 = t51_c3_1.addingProduct(t51_a3, t51_b1)
-        t51_c3_2 = t51_c3_2.addingProduct(t51_a3, t51_b2)
-        t51_c3_3 = t51_c3_3.addingProduct(t51_a3, t51_b3)
-        let t51_a4 = SIMD16<Float>(repeating: arena[((19088 +% (((mb50 *% 6) +% 4) *% 10)) +% k52)])
-        t51_c4_0 = t51_c4_0.addingProduct(t51_a4, t51_b0)
-        t51_c4_1 = t51_c4_1.addingProduct(t51_a4, t51_b1)
-        t51_c4_2 = t51_c4_2.addingProduct(t51_a4, t51_b2)
-        t51_c4_3 = t51_c4_3.addingProduct(t51_a4, t51_b3)
-        let t51_a5 = SIMD16<Float>(repeating: arena[((19088 +% (((mb50 *% 6) +% 5) *% 10)) +% k52)])
-        t51_c5_0 = t51_c5_0.addingProduct(t51_a5, t51_b0)
-        t51_c5_1 = t51_c5_1.addingProduct(t51_a5, t51_b1)
-        t51_c5_2 = t51_c5_2.addingProduct(t51_a5, t51_b2)
-        t51_c5_3 = t51_c5_3.addingProduct(t51_a5, t51_b3)
+  for nb52 in 0..<2 {
+    for mb53 in 0..<10 {
+      var t54_c0_0 = SIMD16<Float>()
+      var t54_c0_1 = SIMD16<Float>()
+      var t54_c0_2 = SIMD16<Float>()
+      var t54_c0_3 = SIMD16<Float>()
+      var t54_c1_0 = SIMD16<Float>()
+      var t54_c1_1 = SIMD16<Float>()
+      var t54_c1_2 = SIMD16<Float>()
+      var t54_c1_3 = SIMD16<Float>()
+      var t54_c2_0 = SIMD16<Float>()
+      var t54_c2_1 = SIMD16<Float>()
+      var t54_c2_2 = SIMD16<Float>()
+      var t54_c2_3 = SIMD16<Float>()
+      var t54_c3_0 = SIMD16<Float>()
+      var t54_c3_1 = SIMD16<Float>()
+      var t54_c3_2 = SIMD16<Float>()
+      var t54_c3_3 = SIMD16<Float>()
+      var t54_c4_0 = SIMD16<Float>()
+      var t54_c4_1 = SIMD16<Float>()
+      var t54_c4_2 = SIMD16<Float>()
+      var t54_c4_3 = SIMD16<Float>()
+      var t54_c5_0 = SIMD16<Float>()
+      var t54_c5_1 = SIMD16<Float>()
+      var t54_c5_2 = SIMD16<Float>()
+      var t54_c5_3 = SIMD16<Float>()
+      for k55 in 0..<10 {
+        let t54_b0 = load16(params, ((40 +% (k55 *% 144)) +% (nb52 *% 64)))
+        let t54_b1 = load16(params, (((40 +% (k55 *% 144)) +% (nb52 *% 64)) +% 16))
+        let t54_b2 = load16(params, (((40 +% (k55 *% 144)) +% (nb52 *% 64)) +% 32))
+        let t54_b3 = load16(params, (((40 +% (k55 *% 144)) +% (nb52 *% 64)) +% 48))
+        let t54_a0 = SIMD16<Float>(repeating: arena[((19088 +% ((mb53 *% 6) *% 10)) +% k55)])
+        t54_c0_0 = t54_c0_0.addingProduct(t54_a0, t54_b0)
+        t54_c0_1 = t54_c0_1.addingProduct(t54_a0, t54_b1)
+        t54_c0_2 = t54_c0_2.addingProduct(t54_a0, t54_b2)
+        t54_c0_3 = t54_c0_3.addingProduct(t54_a0, t54_b3)
+        let t54_a1 = SIMD16<Float>(repeating: arena[((19088 +% (((mb53 *% 6) +% 1) *% 10)) +% k55)])
+        t54_c1_0 = t54_c1_0.addingProduct(t54_a1, t54_b0)
+        t54_c1_1 = t54_c1_1.addingProduct(t54_a1, t54_b1)
+        t54_c1_2 = t54_c1_2.addingProduct(t54_a1, t54_b2)
+        t54_c1_3 = t54_c1_3.addingProduct(t54_a1, t54_b3)
+        let t54_a2 = SIMD16<Float>(repeating: arena[((19088 +% (((mb53 *% 6) +% 2) *% 10)) +% k55)])
+        t54_c2_0 = t54_c2_0.addingProduct(t54_a2, t54_b0)
+        t54_c2_1 = t54_c2_1.addingProduct(t54_a2, t54_b1)
+        t54_c2_2 = t54_c2_2.addingProduct(t54_a2, t54_b2)
+        t54_c2_3 = t54_c2_3.addingProduct(t54_a2, t54_b3)
+        let t54_a3 = SIMD16<Float>(repeating: arena[((19088 +% (((mb53 *% 6) +% 3) *% 10)) +% k55)])
+        t54_c3_0 = t54_c3_0.addingProduct(t54_a3, t54_b0)
+        t54_c3_1 = t54_c3_1.addingProduct(t54_a3, t54_b1)
+        t54_c3_2 = t54_c3_2.addingProduct(t54_a3, t54_b2)
+        t54_c3_3 = t54_c3_3.addingProduct(t54_a3, t54_b3)
+        let t54_a4 = SIMD16<Float>(repeating: arena[((19088 +% (((mb53 *% 6) +% 4) *% 10)) +% k55)])
+        t54_c4_0 = t54_c4_0.addingProduct(t54_a4, t54_b0)
+        t54_c4_1 = t54_c4_1.addingProduct(t54_a4, t54_b1)
+        t54_c4_2 = t54_c4_2.addingProduct(t54_a4, t54_b2)
+        t54_c4_3 = t54_c4_3.addingProduct(t54_a4, t54_b3)
+        let t54_a5 = SIMD16<Float>(repeating: arena[((19088 +% (((mb53 *% 6) +% 5) *% 10)) +% k55)])
+        t54_c5_0 = t54_c5_0.addingProduct(t54_a5, t54_b0)
+        t54_c5_1 = t54_c5_1.addingProduct(t54_a5, t54_b1)
+        t54_c5_2 = t54_c5_2.addingProduct(t54_a5, t54_b2)
+        t54_c5_3 = t54_c5_3.addingProduct(t54_a5, t54_b3)
       }
-      store16(arena, ((19728 +% ((mb50 *% 6) *% 144)) +% (nb49 *% 64)), t51_c0_0)
-      store16(arena, (((19728 +% ((mb50 *% 6) *% 144)) +% (nb49 *% 64)) +% 16), t51_c0_1)
-      store16(arena, (((19728 +% ((mb50 *% 6) *% 144)) +% (nb49 *% 64)) +% 32), t51_c0_2)
-      store16(arena, (((19728 +% ((mb50 *% 6) *% 144)) +% (nb49 *% 64)) +% 48), t51_c0_3)
-      store16(arena, ((19728 +% (((mb50 *% 6) +% 1) *% 144)) +% (nb49 *% 64)), t51_c1_0)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 1) *% 144)) +% (nb49 *% 64)) +% 16), t51_c1_1)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 1) *% 144)) +% (nb49 *% 64)) +% 32), t51_c1_2)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 1) *% 144)) +% (nb49 *% 64)) +% 48), t51_c1_3)
-      store16(arena, ((19728 +% (((mb50 *% 6) +% 2) *% 144)) +% (nb49 *% 64)), t51_c2_0)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 2) *% 144)) +% (nb49 *% 64)) +% 16), t51_c2_1)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 2) *% 144)) +% (nb49 *% 64)) +% 32), t51_c2_2)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 2) *% 144)) +% (nb49 *% 64)) +% 48), t51_c2_3)
-      store16(arena, ((19728 +% (((mb50 *% 6) +% 3) *% 144)) +% (nb49 *% 64)), t51_c3_0)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 3) *% 144)) +% (nb49 *% 64)) +% 16), t51_c3_1)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 3) *% 144)) +% (nb49 *% 64)) +% 32), t51_c3_2)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 3) *% 144)) +% (nb49 *% 64)) +% 48), t51_c3_3)
-      store16(arena, ((19728 +% (((mb50 *% 6) +% 4) *% 144)) +% (nb49 *% 64)), t51_c4_0)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 4) *% 144)) +% (nb49 *% 64)) +% 16), t51_c4_1)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 4) *% 144)) +% (nb49 *% 64)) +% 32), t51_c4_2)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 4) *% 144)) +% (nb49 *% 64)) +% 48), t51_c4_3)
-      store16(arena, ((19728 +% (((mb50 *% 6) +% 5) *% 144)) +% (nb49 *% 64)), t51_c5_0)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 5) *% 144)) +% (nb49 *% 64)) +% 16), t51_c5_1)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 5) *% 144)) +% (nb49 *% 64)) +% 32), t51_c5_2)
-      store16(arena, (((19728 +% (((mb50 *% 6) +% 5) *% 144)) +% (nb49 *% 64)) +% 48), t51_c5_3)
+      store16(arena, ((19728 +% ((mb53 *% 6) *% 144)) +% (nb52 *% 64)), t54_c0_0)
+      store16(arena, (((19728 +% ((mb53 *% 6) *% 144)) +% (nb52 *% 64)) +% 16), t54_c0_1)
+      store16(arena, (((19728 +% ((mb53 *% 6) *% 144)) +% (nb52 *% 64)) +% 32), t54_c0_2)
+      store16(arena, (((19728 +% ((mb53 *% 6) *% 144)) +% (nb52 *% 64)) +% 48), t54_c0_3)
+      store16(arena, ((19728 +% (((mb53 *% 6) +% 1) *% 144)) +% (nb52 *% 64)), t54_c1_0)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 1) *% 144)) +% (nb52 *% 64)) +% 16), t54_c1_1)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 1) *% 144)) +% (nb52 *% 64)) +% 32), t54_c1_2)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 1) *% 144)) +% (nb52 *% 64)) +% 48), t54_c1_3)
+      store16(arena, ((19728 +% (((mb53 *% 6) +% 2) *% 144)) +% (nb52 *% 64)), t54_c2_0)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 2) *% 144)) +% (nb52 *% 64)) +% 16), t54_c2_1)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 2) *% 144)) +% (nb52 *% 64)) +% 32), t54_c2_2)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 2) *% 144)) +% (nb52 *% 64)) +% 48), t54_c2_3)
+      store16(arena, ((19728 +% (((mb53 *% 6) +% 3) *% 144)) +% (nb52 *% 64)), t54_c3_0)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 3) *% 144)) +% (nb52 *% 64)) +% 16), t54_c3_1)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 3) *% 144)) +% (nb52 *% 64)) +% 32), t54_c3_2)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 3) *% 144)) +% (nb52 *% 64)) +% 48), t54_c3_3)
+      store16(arena, ((19728 +% (((mb53 *% 6) +% 4) *% 144)) +% (nb52 *% 64)), t54_c4_0)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 4) *% 144)) +% (nb52 *% 64)) +% 16), t54_c4_1)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 4) *% 144)) +% (nb52 *% 64)) +% 32), t54_c4_2)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 4) *% 144)) +% (nb52 *% 64)) +% 48), t54_c4_3)
+      store16(arena, ((19728 +% (((mb53 *% 6) +% 5) *% 144)) +% (nb52 *% 64)), t54_c5_0)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 5) *% 144)) +% (nb52 *% 64)) +% 16), t54_c5_1)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 5) *% 144)) +% (nb52 *% 64)) +% 32), t54_c5_2)
+      store16(arena, (((19728 +% (((mb53 *% 6) +% 5) *% 144)) +% (nb52 *% 64)) +% 48), t54_c5_3)
     }
-    var t53_c0_0 = SIMD16<Float>()
-    var t53_c0_1 = SIMD16<Float>()
-    var t53_c0_2 = SIMD16<Float>()
-    var t53_c0_3 = SIMD16<Float>()
-    var t53_c1_0 = SIMD16<Float>()
-    var t53_c1_1 = SIMD16<Float>()
-    var t53_c1_2 = SIMD16<Float>()
-    var t53_c1_3 = SIMD16<Float>()
-    var t53_c2_0 = SIMD16<Float>()
-    var t53_c2_1 = SIMD16<Float>()
-    var t53_c2_2 = SIMD16<Float>()
-    var t53_c2_3 = SIMD16<Float>()
-    var t53_c3_0 = SIMD16<Float>()
-    var t53_c3_1 = SIMD16<Float>()
-    var t53_c3_2 = SIMD16<Float>()
-    var t53_c3_3 = SIMD16<Float>()
-    for k54 in 0..<10 {
-      let t53_b0 = load16(params, ((40 +% (k54 *% 144)) +% (nb49 *% 64)))
-      let t53_b1 = load16(params, (((40 +% (k54 *% 144)) +% (nb49 *% 64)) +% 16))
-      let t53_b2 = load16(params, (((40 +% (k54 *% 144)) +% (nb49 *% 64)) +% 32))
-      let t53_b3 = load16(params, (((40 +% (k54 *% 144)) +% (nb49 *% 64)) +% 48))
-      let t53_a0 = SIMD16<Float>(repeating: arena[(19688 +% k54)])
-      t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
-      t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
-      t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
-      t53_c0_3 = t53_c0_3.addingProduct(t53_a0, t53_b3)
-      let t53_a1 = SIMD16<Float>(repeating: arena[(19698 +% k54)])
-      t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
-      t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
-      t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
-      t53_c1_3 = t53_c1_3.addingProduct(t53_a1, t53_b3)
-      let t53_a2 = SIMD16<Float>(repeating: arena[(19708 +% k54)])
-      t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
-      t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
-      t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
-      t53_c2_3 = t53_c2_3.addingProduct(t53_a2, t53_b3)
-      let t53_a3 = SIMD16<Float>(repeating: arena[(19718 +% k54)])
-      t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
-      t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
-      t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
-      t53_c3_3 = t53_c3_3.addingProduct(t53_a3, t53_b3)
-    }
-    store16(arena, (28368 +% (nb49 *% 64)), t53_c0_0)
-    store16(arena, ((28368 +% (nb49 *% 64)) +% 16), t53_c0_1)
-    store16(arena, ((28368 +% (nb49 *% 64)) +% 32), t53_c0_2)
-    store16(arena, ((28368 +% (nb49 *% 64)) +% 48), t53_c0_3)
-    store16(arena, (28512 +% (nb49 *% 64)), t53_c1_0)
-    store16(arena, ((28512 +% (nb49 *% 64)) +% 16), t53_c1_1)
-    store16(arena, ((28512 +% (nb49 *% 64)) +% 32), t53_c1_2)
-    store16(arena, ((28512 +% (nb49 *% 64)) +% 48), t53_c1_3)
-    store16(arena, (28656 +% (nb49 *% 64)), t53_c2_0)
-    store16(arena, ((28656 +% (nb49 *% 64)) +% 16), t53_c2_1)
-    store16(arena, ((28656 +% (nb49 *% 64)) +% 32), t53_c2_2)
-    store16(arena, ((28656 +% (nb49 *% 64)) +% 48), t53_c2_3)
-    store16(arena, (28800 +% (nb49 *% 64)), t53_c3_0)
-    store16(arena, ((28800 +% (nb49 *% 64)) +% 16), t53_c3_1)
-    store16(arena, ((28800 +% (nb49 *% 64)) +% 32), t53_c3_2)
-    store16(arena, ((28800 +% (nb49 *% 64)) +% 48), t53_c3_3)
-  }
-  for mb55 in 0..<10 {
     var t56_c0_0 = SIMD16<Float>()
+    var t56_c0_1 = SIMD16<Float>()
+    var t56_c0_2 = SIMD16<Float>()
+    var t56_c0_3 = SIMD16<Float>()
     var t56_c1_0 = SIMD16<Float>()
+    var t56_c1_1 = SIMD16<Float>()
+    var t56_c1_2 = SIMD16<Float>()
+    var t56_c1_3 = SIMD16<Float>()
     var t56_c2_0 = SIMD16<Float>()
+    var t56_c2_1 = SIMD16<Float>()
+    var t56_c2_2 = SIMD16<Float>()
+    var t56_c2_3 = SIMD16<Float>()
     var t56_c3_0 = SIMD16<Float>()
-    var t56_c4_0 = SIMD16<Float>()
-    var t56_c5_0 = SIMD16<Float>()
+    var t56_c3_1 = SIMD16<Float>()
+    var t56_c3_2 = SIMD16<Float>()
+    var t56_c3_3 = SIMD16<Float>()
     for k57 in 0..<10 {
-      let t56_b0 = load16(params, ((40 +% (k57 *% 144)) +% 128))
-      let t56_a0 = SIMD16<Float>(repeating: arena[((19088 +% ((mb55 *% 6) *% 10)) +% k57)])
+      let t56_b0 = load16(params, ((40 +% (k57 *% 144)) +% (nb52 *% 64)))
+      let t56_b1 = load16(params, (((40 +% (k57 *% 144)) +% (nb52 *% 64)) +% 16))
+      let t56_b2 = load16(params, (((40 +% (k57 *% 144)) +% (nb52 *% 64)) +% 32))
+      let t56_b3 = load16(params, (((40 +% (k57 *% 144)) +% (nb52 *% 64)) +% 48))
+      let t56_a0 = SIMD16<Float>(repeating: arena[(19688 +% k57)])
       t56_c0_0 = t56_c0_0.addingProduct(t56_a0, t56_b0)
-      let t56_a1 = SIMD16<Float>(repeating: arena[((19088 +% (((mb55 *% 6) +% 1) *% 10)) +% k57)])
+      t56_c0_1 = t56_c0_1.addingProduct(t56_a0, t56_b1)
+      t56_c0_2 = t56_c0_2.addingProduct(t56_a0, t56_b2)
+      t56_c0_3 = t56_c0_3.addingProduct(t56_a0, t56_b3)
+      let t56_a1 = SIMD16<Float>(repeating: arena[(19698 +% k57)])
       t56_c1_0 = t56_c1_0.addingProduct(t56_a1, t56_b0)
-      let t56_a2 = SIMD16<Float>(repeating: arena[((19088 +% (((mb55 *% 6) +% 2) *% 10)) +% k57)])
+      t56_c1_1 = t56_c1_1.addingProduct(t56_a1, t56_b1)
+      t56_c1_2 = t56_c1_2.addingProduct(t56_a1, t56_b2)
+      t56_c1_3 = t56_c1_3.addingProduct(t56_a1, t56_b3)
+      let t56_a2 = SIMD16<Float>(repeating: arena[(19708 +% k57)])
       t56_c2_0 = t56_c2_0.addingProduct(t56_a2, t56_b0)
-      let t56_a3 = SIMD16<Float>(repeating: arena[((19088 +% (((mb55 *% 6) +% 3) *% 10)) +% k57)])
+      t56_c2_1 = t56_c2_1.addingProduct(t56_a2, t56_b1)
+      t56_c2_2 = t56_c2_2.addingProduct(t56_a2, t56_b2)
+      t56_c2_3 = t56_c2_3.addingProduct(t56_a2, t56_b3)
+      let t56_a3 = SIMD16<Float>(repeating: arena[(19718 +% k57)])
       t56_c3_0 = t56_c3_0.addingProduct(t56_a3, t56_b0)
-      let t56_a4 = SIMD16<Float>(repeating: arena[((19088 +% (((mb55 *% 6) +% 4) *% 10)) +% k57)])
-      t56_c4_0 = t56_c4_0.addingProduct(t56_a4, t56_b0)
-      let t56_a5 = SIMD16<Float>(repeating: arena[((19088 +% (((mb55 *% 6) +% 5) *% 10)) +% k57)])
-      t56_c5_0 = t56_c5_0.addingProduct(t56_a5, t56_b0)
+      t56_c3_1 = t56_c3_1.addingProduct(t56_a3, t56_b1)
+      t56_c3_2 = t56_c3_2.addingProduct(t56_a3, t56_b2)
+      t56_c3_3 = t56_c3_3.addingProduct(t56_a3, t56_b3)
     }
-    store16(arena, ((19728 +% ((mb55 *% 6) *% 144)) +% 128), t56_c0_0)
-    store16(arena, ((19728 +% (((mb55 *% 6) +% 1) *% 144)) +% 128), t56_c1_0)
-    store16(arena, ((19728 +% (((mb55 *% 6) +% 2) *% 144)) +% 128), t56_c2_0)
-    store16(arena, ((19728 +% (((mb55 *% 6) +% 3) *% 144)) +% 128), t56_c3_0)
-    store16(arena, ((19728 +% (((mb55 *% 6) +% 4) *% 144)) +% 128), t56_c4_0)
-    store16(arena, ((19728 +% (((mb55 *% 6) +% 5) *% 144)) +% 128), t56_c5_0)
+    store16(arena, (28368 +% (nb52 *% 64)), t56_c0_0)
+    store16(arena, ((28368 +% (nb52 *% 64)) +% 16), t56_c0_1)
+    store16(arena, ((28368 +% (nb52 *% 64)) +% 32), t56_c0_2)
+    store16(arena, ((28368 +% (nb52 *% 64)) +% 48), t56_c0_3)
+    store16(arena, (28512 +% (nb52 *% 64)), t56_c1_0)
+    store16(arena, ((28512 +% (nb52 *% 64)) +% 16), t56_c1_1)
+    store16(arena, ((28512 +% (nb52 *% 64)) +% 32), t56_c1_2)
+    store16(arena, ((28512 +% (nb52 *% 64)) +% 48), t56_c1_3)
+    store16(arena, (28656 +% (nb52 *% 64)), t56_c2_0)
+    store16(arena, ((28656 +% (nb52 *% 64)) +% 16), t56_c2_1)
+    store16(arena, ((28656 +% (nb52 *% 64)) +% 32), t56_c2_2)
+    store16(arena, ((28656 +% (nb52 *% 64)) +% 48), t56_c2_3)
+    store16(arena, (28800 +% (nb52 *% 64)), t56_c3_0)
+    store16(arena, ((28800 +% (nb52 *% 64)) +% 16), t56_c3_1)
+    store16(arena, ((28800 +% (nb52 *% 64)) +% 32), t56_c3_2)
+    store16(arena, ((28800 +% (nb52 *% 64)) +% 48), t56_c3_3)
   }
-  var t58_c0_0 = SIMD16<Float>()
-  var t58_c1_0 = SIMD16<Float>()
-  var t58_c2_0 = SIMD16<Float>()
-  var t58_c3_0 = SIMD16<Float>()
-  for k59 in 0..<10 {
-    let t58_b0 = load16(params, ((40 +% (k59 *% 144)) +% 128))
-    let t58_a0 = SIMD16<Float>(repeating: arena[(19688 +% k59)])
-    t58_c0_0 = t58_c0_0.addingProduct(t58_a0, t58_b0)
-    let t58_a1 = SIMD16<Float>(repeating: arena[(19698 +% k59)])
-    t58_c1_0 = t58_c1_0.addingProduct(t58_a1, t58_b0)
-    let t58_a2 = SIMD16<Float>(repeating: arena[(19708 +% k59)])
-    t58_c2_0 = t58_c2_0.addingProduct(t58_a2, t58_b0)
-    let t58_a3 = SIMD16<Float>(repeating: arena[(19718 +% k59)])
-    t58_c3_0 = t58_c3_0.addingProduct(t58_a3, t58_b0)
+  for mb58 in 0..<10 {
+    var t59_c0_0 = SIMD16<Float>()
+    var t59_c1_0 = SIMD16<Float>()
+    var t59_c2_0 = SIMD16<Float>()
+    var t59_c3_0 = SIMD16<Float>()
+    var t59_c4_0 = SIMD16<Float>()
+    var t59_c5_0 = SIMD16<Float>()
+    for k60 in 0..<10 {
+      let t59_b0 = load16(params, ((40 +% (k60 *% 144)) +% 128))
+      let t59_a0 = SIMD16<Float>(repeating: arena[((19088 +% ((mb58 *% 6) *% 10)) +% k60)])
+      t59_c0_0 = t59_c0_0.addingProduct(t59_a0, t59_b0)
+      let t59_a1 = SIMD16<Float>(repeating: arena[((19088 +% (((mb58 *% 6) +% 1) *% 10)) +% k60)])
+      t59_c1_0 = t59_c1_0.addingProduct(t59_a1, t59_b0)
+      let t59_a2 = SIMD16<Float>(repeating: arena[((19088 +% (((mb58 *% 6) +% 2) *% 10)) +% k60)])
+      t59_c2_0 = t59_c2_0.addingProduct(t59_a2, t59_b0)
+      let t59_a3 = SIMD16<Float>(repeating: arena[((19088 +% (((mb58 *% 6) +% 3) *% 10)) +% k60)])
+      t59_c3_0 = t59_c3_0.addingProduct(t59_a3, t59_b0)
+      let t59_a4 = SIMD16<Float>(repeating: arena[((19088 +% (((mb58 *% 6) +% 4) *% 10)) +% k60)])
+      t59_c4_0 = t59_c4_0.addingProduct(t59_a4, t59_b0)
+      let t59_a5 = SIMD16<Float>(repeating: arena[((19088 +% (((mb58 *% 6) +% 5) *% 10)) +% k60)])
+      t59_c5_0 = t59_c5_0.addingProduct(t59_a5, t59_b0)
+    }
+    store16(arena, ((19728 +% ((mb58 *% 6) *% 144)) +% 128), t59_c0_0)
+    store16(arena, ((19728 +% (((mb58 *% 6) +% 1) *% 144)) +% 128), t59_c1_0)
+    store16(arena, ((19728 +% (((mb58 *% 6) +% 2) *% 144)) +% 128), t59_c2_0)
+    store16(arena, ((19728 +% (((mb58 *% 6) +% 3) *% 144)) +% 128), t59_c3_0)
+    store16(arena, ((19728 +% (((mb58 *% 6) +% 4) *% 144)) +% 128), t59_c4_0)
+    store16(arena, ((19728 +% (((mb58 *% 6) +% 5) *% 144)) +% 128), t59_c5_0)
   }
-  store16(arena, 28496, t58_c0_0)
-  store16(arena, 28640, t58_c1_0)
-  store16(arena, 28784, t58_c2_0)
-  store16(arena, 28928, t58_c3_0)
+  var t61_c0_0 = SIMD16<Float>()
+  var t61_c1_0 = SIMD16<Float>()
+  var t61_c2_0 = SIMD16<Float>()
+  var t61_c3_0 = SIMD16<Float>()
+  for k62 in 0..<10 {
+    let t61_b0 = load16(params, ((40 +% (k62 *% 144)) +% 128))
+    let t61_a0 = SIMD16<Float>(repeating: arena[(19688 +% k62)])
+    t61_c0_0 = t61_c0_0.addingProduct(t61_a0, t61_b0)
+    let t61_a1 = SIMD16<Float>(repeating: arena[(19698 +% k62)])
+    t61_c1_0 = t61_c1_0.addingProduct(t61_a1, t61_b0)
+    let t61_a2 = SIMD16<Float>(repeating: arena[(19708 +% k62)])
+    t61_c2_0 = t61_c2_0.addingProduct(t61_a2, t61_b0)
+    let t61_a3 = SIMD16<Float>(repeating: arena[(19718 +% k62)])
+    t61_c3_0 = t61_c3_0.addingProduct(t61_a3, t61_b0)
+  }
+  store16(arena, 28496, t61_c0_0)
+  store16(arena, 28640, t61_c1_0)
+  store16(arena, 28784, t61_c2_0)
+  store16(arena, 28928, t61_c3_0)
   // pool1_grad = flatten_grad(flat_grad, conv1)
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i60
-    var i60 = 0
-    while i60 &+ 16 <= 43264 {
-      store16(arena, 28944 &+ i60, SIMD16<Float>(repeating: Float(0)))
-      i60 &+= 16
+  do {  // SIMD16 over i63
+    var i63 = 0
+    while i63 &+ 16 <= 43264 {
+      store16(arena, 28944 &+ i63, SIMD16<Float>(repeating: Float(0)))
+      i63 &+= 16
     }
-    while i60 < 43264 {
-      arena[(28944 +% i60)] = Float(0)
-      i60 &+= 1
+    while i63 < 43264 {
+      arena[(28944 +% i63)] = Float(0)
+      i63 &+= 1
     }
   }
-  for q61 in 0..<256 {
-    for i62 in 0..<36 {
-      if arena[((q61 *% 36) +% i62)] > Float(0) {
-        arena[((28944 +% (q61 *% 169)) +% Int(arena[(9216 +% ((q61 *% 36) +% i62))]))] += arena[(19728 +% ((q61 *% 36) +% i62))]
+  for q64 in 0..<256 {
+    for i65 in 0..<36 {
+      if arena[((q64 *% 36) +% i65)] > Float(0) {
+        arena[((28944 +% (q64 *% 169)) +% Int(arena[(9216 +% ((q64 *% 36) +% i65))]))] += arena[(19728 +% ((q64 *% 36) +% i65))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i63
-    var i63 = 0
-    while i63 &+ 16 <= 36 {
-      store16(arena, 212816 &+ i63, SIMD16<Float>(repeating: Float(0)))
-      i63 &+= 16
+  do {  // SIMD16 over i66
+    var i66 = 0
+    while i66 &+ 16 <= 36 {
+      store16(arena, 107360 &+ i66, SIMD16<Float>(repeating: Float(0)))
+      i66 &+= 16
     }
-    while i63 < 36 {
-      arena[(212816 +% i63)] = Float(0)
-      i63 &+= 1
+    while i66 < 36 {
+      arena[(107360 +% i66)] = Float(0)
+      i66 &+= 1
     }
   }
-  for g64 in 0..<1 {
-    for j65 in 0..<64 {
-      for c66 in 0..<1 {
-        for ky67 in 0..<3 {
-          for oy68 in 0..<13 {
-            for ox69 in 0..<13 {
-              arena[(((72208 +% ((((c66 *% 3) +% ky67) *% 3) *% 10816)) +% (j65 *% 169)) +% ((oy68 *% 13) +% ox69))] = images[((((((g64 *% 64) +% j65) *% 784) +% (c66 *% 784)) +% (((oy68 *% 2) +% ky67) *% 28)) +% (ox69 *% 2))]
+  for g67 in 0..<4 {
+    for j68 in 0..<16 {
+      for c69 in 0..<1 {
+        for ky70 in 0..<3 {
+          for oy71 in 0..<13 {
+            for ox72 in 0..<13 {
+              arena[(((72208 +% ((((c69 *% 3) +% ky70) *% 3) *% 2704)) +% (j68 *% 169)) +% ((oy71 *% 13) +% ox72))] = images[((((((g67 *% 16) +% j68) *% 784) +% (c69 *% 784)) +% (((oy71 *% 2) +% ky70) *% 28)) +% (ox72 *% 2))]
             }
           }
-          for oy70 in 0..<13 {
-            for ox71 in 0..<13 {
-              arena[(((72208 +% (((((c66 *% 3) +% ky67) *% 3) +% 1) *% 10816)) +% (j65 *% 169)) +% ((oy70 *% 13) +% ox71))] = images[((((((g64 *% 64) +% j65) *% 784) +% (c66 *% 784)) +% (((oy70 *% 2) +% ky67) *% 28)) +% ((ox71 *% 2) +% 1))]
+          for oy73 in 0..<13 {
+            for ox74 in 0..<13 {
+              arena[(((72208 +% (((((c69 *% 3) +% ky70) *% 3) +% 1) *% 2704)) +% (j68 *% 169)) +% ((oy73 *% 13) +% ox74))] = images[((((((g67 *% 16) +% j68) *% 784) +% (c69 *% 784)) +% (((oy73 *% 2) +% ky70) *% 28)) +% ((ox74 *% 2) +% 1))]
             }
           }
-          for oy72 in 0..<13 {
-            for ox73 in 0..<13 {
-              arena[(((72208 +% (((((c66 *% 3) +% ky67) *% 3) +% 2) *% 10816)) +% (j65 *% 169)) +% ((oy72 *% 13) +% ox73))] = images[((((((g64 *% 64) +% j65) *% 784) +% (c66 *% 784)) +% (((oy72 *% 2) +% ky67) *% 28)) +% ((ox73 *% 2) +% 2))]
+          for oy75 in 0..<13 {
+            for ox76 in 0..<13 {
+              arena[(((72208 +% (((((c69 *% 3) +% ky70) *% 3) +% 2) *% 2704)) +% (j68 *% 169)) +% ((oy75 *% 13) +% ox76))] = images[((((((g67 *% 16) +% j68) *% 784) +% (c69 *% 784)) +% (((oy75 *% 2) +% ky70) *% 28)) +% ((ox76 *% 2) +% 2))]
             }
           }
         }
       }
     }
-    for j74 in 0..<64 {
-      for i75 in 0..<169 {
-        for f76 in 0..<4 {
-          arena[((169552 +% (((j74 *% 169) +% i75) *% 4)) +% f76)] = arena[(((28944 +% (((g64 *% 64) +% j74) *% 676)) +% (f76 *% 169)) +% i75)]
+    for j77 in 0..<16 {
+      for i78 in 0..<169 {
+        for f79 in 0..<4 {
+          arena[((96544 +% (((j77 *% 169) +% i78) *% 4)) +% f79)] = arena[(((28944 +% (((g67 *% 16) +% j77) *% 676)) +% (f79 *% 169)) +% i78)]
         }
       }
     }
-    for kp77 in 0..<28 {
-      for mb78 in 0..<1 {
-        var t79_c0_0 = loadPartial(arena, (212816 +% ((mb78 *% 9) *% 4)), 4)
-        var t79_c1_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 1) *% 4)), 4)
-        var t79_c2_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 2) *% 4)), 4)
-        var t79_c3_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 3) *% 4)), 4)
-        var t79_c4_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 4) *% 4)), 4)
-        var t79_c5_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 5) *% 4)), 4)
-        var t79_c6_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 6) *% 4)), 4)
-        var t79_c7_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 7) *% 4)), 4)
-        var t79_c8_0 = loadPartial(arena, (212816 +% (((mb78 *% 9) +% 8) *% 4)), 4)
-        for k80 in 0..<373 {
-          let t79_b0 = loadPartial(arena, (169552 +% ((k80 +% (kp77 *% 373)) *% 4)), 4)
-          let t79_a0 = SIMD16<Float>(repeating: arena[((72208 +% ((mb78 *% 9) *% 10816)) +% (k80 +% (kp77 *% 373)))])
-          t79_c0_0 = t79_c0_0.addingProduct(t79_a0, t79_b0)
-          let t79_a1 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 1) *% 10816)) +% (k80 +% (kp77 *% 373)))])
-          t79_c1_0 = t79_c1_0.addingProduct(t79_a1, t79_b0)
-          let t79_a2 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 2) *% 10816)) +% (k80 +% (kp77 *% 373)))])
-          t79_c2_0 = t79_c2_0.addingProduct(t79_a2, t79_b0)
-          let t79_a3 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 3) *% 10816)) +% (k80 +% (kp77 *% 373)))])
-          t79_c3_0 = t79_c3_0.addingProduct(t79_a3, t79_b0)
-          let t79_a4 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 4) *% 10816)) +% (k80 +% (kp77 *% 373)))])
-          t79_c4_0 = t79_c4_0.addingProduct(t79_a4, t79_b0)
-          let t79_a5 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 5) *% 10816)) +% (k80 +% (kp77 *% 373)))])
-          t79_c5_0 = t79_c5_0.addingProduct(t79_a5, t79_b0)
-          let t79_a6 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 6) *% 10816)) +% (k80 +% (kp77 *% 373)))])
-          t79_c6_0 = t79_c6_0.addingProduct(t79_a6, t79_b0)
-          let t79_a7 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 7) *% 10816)) +% (k80 +% (kp77 *% 373)))])
-          t79_c7_0 = t79_c7_0.addingProduct(t79_a7, t79_b0)
-          let t79_a8 = SIMD16<Float>(repeating: arena[((72208 +% (((mb78 *% 9) +% 8) *% 10816)) +% (k80 +% (kp77 *% 373)))])
-          t79_c8_0 = t79_c8_0.addingProduct(t79_a8, t79_b0)
+    for kp80 in 0..<8 {
+      for mb81 in 0..<1 {
+        var t82_c0_0 = loadPartial(arena, (107360 +% ((mb81 *% 9) *% 4)), 4)
+        var t82_c1_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 1) *% 4)), 4)
+        var t82_c2_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 2) *% 4)), 4)
+        var t82_c3_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 3) *% 4)), 4)
+        var t82_c4_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 4) *% 4)), 4)
+        var t82_c5_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 5) *% 4)), 4)
+        var t82_c6_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 6) *% 4)), 4)
+        var t82_c7_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 7) *% 4)), 4)
+        var t82_c8_0 = loadPartial(arena, (107360 +% (((mb81 *% 9) +% 8) *% 4)), 4)
+        for k83 in 0..<338 {
+          let t82_b0 = loadPartial(arena, (96544 +% ((k83 +% (kp80 *% 338)) *% 4)), 4)
+          let t82_a0 = SIMD16<Float>(repeating: arena[((72208 +% ((mb81 *% 9) *% 2704)) +% (k83 +% (kp80 *% 338)))])
+          t82_c0_0 = t82_c0_0.addingProduct(t82_a0, t82_b0)
+          let t82_a1 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 1) *% 2704)) +% (k83 +% (kp80 *% 338)))])
+          t82_c1_0 = t82_c1_0.addingProduct(t82_a1, t82_b0)
+          let t82_a2 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 2) *% 2704)) +% (k83 +% (kp80 *% 338)))])
+          t82_c2_0 = t82_c2_0.addingProduct(t82_a2, t82_b0)
+          let t82_a3 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 3) *% 2704)) +% (k83 +% (kp80 *% 338)))])
+          t82_c3_0 = t82_c3_0.addingProduct(t82_a3, t82_b0)
+          let t82_a4 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 4) *% 2704)) +% (k83 +% (kp80 *% 338)))])
+          t82_c4_0 = t82_c4_0.addingProduct(t82_a4, t82_b0)
+          let t82_a5 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 5) *% 2704)) +% (k83 +% (kp80 *% 338)))])
+          t82_c5_0 = t82_c5_0.addingProduct(t82_a5, t82_b0)
+          let t82_a6 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 6) *% 2704)) +% (k83 +% (kp80 *% 338)))])
+          t82_c6_0 = t82_c6_0.addingProduct(t82_a6, t82_b0)
+          let t82_a7 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 7) *% 2704)) +% (k83 +% (kp80 *% 338)))])
+          t82_c7_0 = t82_c7_0.addingProduct(t82_a7, t82_b0)
+          let t82_a8 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 8) *% 2704)) +% (k83 +% (kp80 *% 338)))])
+          t82_c8_0 = t82_c8_0.addingProduct(t82_a8, t82_b0)
         }
-        storePartial(arena, (212816 +% ((mb78 *% 9) *% 4)), t79_c0_0, 4)
-        storePartial(arena, (212816 +% (((mb78 *% 9) +% 1) *% 4)), t79_c1_0, 4)
-        storePartial(arena, (212816 +% (((mb78 *% 9) +% 2) *% 4)), t79_c2_0, 4)
-        storePartial(arena, (212816 +% (((mb78 *% 9) +% 3) *% 4)), t79_c3_0, 4)
-        storePartial(arena, (212816 +% (((mb78 *% 9) +% 4) *% 4)), t79_c4_0, 4)
-        storePartial(arena, (212816 +% (((mb78 *% 9) +% 5) *% 4)), t79_c5_0, 4)
-        storePartial(arena, (212816 +% (((mb78 *% 9) +% 6) *% 4)), t79_c6_0, 4)
-        storePartial(arena, (212816 +% (((mb78 *% 9) +% 7) *% 4)), t79_c7_0, 4)
-        storePartial(arena, (212816 +% (((mb78 *% 9) +% 8) *% 4)), t79_c8_0, 4)
+        storePartial(arena, (107360 +% ((mb81 *% 9) *% 4)), t82_c0_0, 4)
+        storePartial(arena, (107360 +% (((mb81 *% 9) +% 1) *% 4)), t82_c1_0, 4)
+        storePartial(arena, (107360 +% (((mb81 *% 9) +% 2) *% 4)), t82_c2_0, 4)
+        storePartial(arena, (107360 +% (((mb81 *% 9) +% 3) *% 4)), t82_c3_0, 4)
+        storePartial(arena, (107360 +% (((mb81 *% 9) +% 4) *% 4)), t82_c4_0, 4)
+        storePartial(arena, (107360 +% (((mb81 *% 9) +% 5) *% 4)), t82_c5_0, 4)
+        storePartial(arena, (107360 +% (((mb81 *% 9) +% 6) *% 4)), t82_c6_0, 4)
+        storePartial(arena, (107360 +% (((mb81 *% 9) +% 7) *% 4)), t82_c7_0, 4)
+        storePartial(arena, (107360 +% (((mb81 *% 9) +% 8) *% 4)), t82_c8_0, 4)
       }
-    }
-    for mb81 in 0..<1 {
-      var t82_c0_0 = loadPartial(arena, (212816 +% ((mb81 *% 9) *% 4)), 4)
-      var t82_c1_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 1) *% 4)), 4)
-      var t82_c2_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 2) *% 4)), 4)
-      var t82_c3_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 3) *% 4)), 4)
-      var t82_c4_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 4) *% 4)), 4)
-      var t82_c5_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 5) *% 4)), 4)
-      var t82_c6_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 6) *% 4)), 4)
-      var t82_c7_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 7) *% 4)), 4)
-      var t82_c8_0 = loadPartial(arena, (212816 +% (((mb81 *% 9) +% 8) *% 4)), 4)
-      for k83 in 0..<372 {
-        let t82_b0 = loadPartial(arena, (169552 +% ((k83 +% 10444) *% 4)), 4)
-        let t82_a0 = SIMD16<Float>(repeating: arena[((72208 +% ((mb81 *% 9) *% 10816)) +% (k83 +% 10444))])
-        t82_c0_0 = t82_c0_0.addingProduct(t82_a0, t82_b0)
-        let t82_a1 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 1) *% 10816)) +% (k83 +% 10444))])
-        t82_c1_0 = t82_c1_0.addingProduct(t82_a1, t82_b0)
-        let t82_a2 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 2) *% 10816)) +% (k83 +% 10444))])
-        t82_c2_0 = t82_c2_0.addingProduct(t82_a2, t82_b0)
-        let t82_a3 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 3) *% 10816)) +% (k83 +% 10444))])
-        t82_c3_0 = t82_c3_0.addingProduct(t82_a3, t82_b0)
-        let t82_a4 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 4) *% 10816)) +% (k83 +% 10444))])
-        t82_c4_0 = t82_c4_0.addingProduct(t82_a4, t82_b0)
-        let t82_a5 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 5) *% 10816)) +% (k83 +% 10444))])
-        t82_c5_0 = t82_c5_0.addingProduct(t82_a5, t82_b0)
-        let t82_a6 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 6) *% 10816)) +% (k83 +% 10444))])
-        t82_c6_0 = t82_c6_0.addingProduct(t82_a6, t82_b0)
-        let t82_a7 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 7) *% 10816)) +% (k83 +% 10444))])
-        t82_c7_0 = t82_c7_0.addingProduct(t82_a7, t82_b0)
-        let t82_a8 = SIMD16<Float>(repeating: arena[((72208 +% (((mb81 *% 9) +% 8) *% 10816)) +% (k83 +% 10444))])
-        t82_c8_0 = t82_c8_0.addingProduct(t82_a8, t82_b0)
-      }
-      storePartial(arena, (212816 +% ((mb81 *% 9) *% 4)), t82_c0_0, 4)
-      storePartial(arena, (212816 +% (((mb81 *% 9) +% 1) *% 4)), t82_c1_0, 4)
-      storePartial(arena, (212816 +% (((mb81 *% 9) +% 2) *% 4)), t82_c2_0, 4)
-      storePartial(arena, (212816 +% (((mb81 *% 9) +% 3) *% 4)), t82_c3_0, 4)
-      storePartial(arena, (212816 +% (((mb81 *% 9) +% 4) *% 4)), t82_c4_0, 4)
-      storePartial(arena, (212816 +% (((mb81 *% 9) +% 5) *% 4)), t82_c5_0, 4)
-      storePartial(arena, (212816 +% (((mb81 *% 9) +% 6) *% 4)), t82_c6_0, 4)
-      storePartial(arena, (212816 +% (((mb81 *% 9) +% 7) *% 4)), t82_c7_0, 4)
-      storePartial(arena, (212816 +% (((mb81 *% 9) +% 8) *% 4)), t82_c8_0, 4)
     }
   }
   for f84 in 0..<4 {
     for r85 in 0..<9 {
-      grads[((f84 *% 9) +% r85)] = arena[((212816 +% (r85 *% 4)) +% f84)]
+      grads[((f84 *% 9) +% r85)] = arena[((107360 +% (r85 *% 4)) +% f84)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
@@ -809,29 +789,29 @@ public func tiny_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for g1 in 0..<1 {
-    for j2 in 0..<64 {
+  for g1 in 0..<4 {
+    for j2 in 0..<16 {
       for c3 in 0..<1 {
         for ky4 in 0..<3 {
           for oy5 in 0..<13 {
             for ox6 in 0..<13 {
-              arena[(((18432 +% ((((c3 *% 3) +% ky4) *% 3) *% 10816)) +% (j2 *% 169)) +% ((oy5 *% 13) +% ox6))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 *% 2) +% ky4) *% 28)) +% (ox6 *% 2))]
+              arena[(((18432 +% ((((c3 *% 3) +% ky4) *% 3) *% 2704)) +% (j2 *% 169)) +% ((oy5 *% 13) +% ox6))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy5 *% 2) +% ky4) *% 28)) +% (ox6 *% 2))]
             }
           }
           for oy7 in 0..<13 {
             for ox8 in 0..<13 {
-              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 10816)) +% (j2 *% 169)) +% ((oy7 *% 13) +% ox8))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy7 *% 2) +% ky4) *% 28)) +% ((ox8 *% 2) +% 1))]
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 2704)) +% (j2 *% 169)) +% ((oy7 *% 13) +% ox8))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy7 *% 2) +% ky4) *% 28)) +% ((ox8 *% 2) +% 1))]
             }
           }
           for oy9 in 0..<13 {
             for ox10 in 0..<13 {
-              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 10816)) +% (j2 *% 169)) +% ((oy9 *% 13) +% ox10))] = images[((((((g1 *% 64) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 *% 2) +% ky4) *% 28)) +% ((ox10 *% 2) +% 2))]
+              arena[(((18432 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 2704)) +% (j2 *% 169)) +% ((oy9 *% 13) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% (((oy9 *% 2) +% ky4) *% 28)) +% ((ox10 *% 2) +% 2))]
             }
           }
         }
       }
     }
-    for nb11 in 0..<169 {
+    for nb11 in 0..<42 {
       for mb12 in 0..<1 {
         var t13_c0_0 = SIMD16<Float>()
         var t13_c0_1 = SIMD16<Float>()
@@ -850,10 +830,10 @@ public func tiny_infer_b64(
         var t13_c3_2 = SIMD16<Float>()
         var t13_c3_3 = SIMD16<Float>()
         for k14 in 0..<9 {
-          let t13_b0 = load16(arena, ((18432 +% (k14 *% 10816)) +% (nb11 *% 64)))
-          let t13_b1 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 16))
-          let t13_b2 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 32))
-          let t13_b3 = load16(arena, (((18432 +% (k14 *% 10816)) +% (nb11 *% 64)) +% 48))
+          let t13_b0 = load16(arena, ((18432 +% (k14 *% 2704)) +% (nb11 *% 64)))
+          let t13_b1 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 16))
+          let t13_b2 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 32))
+          let t13_b3 = load16(arena, (((18432 +% (k14 *% 2704)) +% (nb11 *% 64)) +% 48))
           let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
           t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
           t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
@@ -875,40 +855,61 @@ public func tiny_infer_b64(
           t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
         }
-        store16(arena, ((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)), t13_c0_0)
-        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c0_1)
-        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c0_2)
-        store16(arena, (((115776 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c0_3)
-        store16(arena, ((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)), t13_c1_0)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c1_1)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c1_2)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c1_3)
-        store16(arena, ((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)), t13_c2_0)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c2_1)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c2_2)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c2_3)
-        store16(arena, ((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)), t13_c3_0)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 16), t13_c3_1)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 32), t13_c3_2)
-        store16(arena, (((115776 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 64)) +% 48), t13_c3_3)
+        store16(arena, ((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)), t13_c0_0)
+        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c0_1)
+        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c0_2)
+        store16(arena, (((42768 +% ((mb12 *% 4) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c0_3)
+        store16(arena, ((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)), t13_c1_0)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c1_1)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c1_2)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 1) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c1_3)
+        store16(arena, ((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)), t13_c2_0)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c2_1)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c2_2)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 2) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c2_3)
+        store16(arena, ((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)), t13_c3_0)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 16), t13_c3_1)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 32), t13_c3_2)
+        store16(arena, (((42768 +% (((mb12 *% 4) +% 3) *% 2704)) +% (nb11 *% 64)) +% 48), t13_c3_3)
       }
     }
-    for j15 in 0..<64 {
-      for f16 in 0..<4 {
-        for py17 in 0..<6 {
-          for px18 in 0..<6 {
-            var best19: Float = (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)])
-            var bi20: Float = Float(((py17 *% 26) +% (px18 *% 2)))
-            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) > best19 ? Float(((py17 *% 26) +% (px18 *% 2))) : bi20)
-            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((py17 *% 26) +% (px18 *% 2)))] + params[(36 +% f16)]) : best19)
-            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) > best19 ? Float((((py17 *% 26) +% (px18 *% 2)) +% 1)) : bi20)
-            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 1))] + params[(36 +% f16)]) : best19)
-            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) > best19 ? Float((((py17 *% 26) +% (px18 *% 2)) +% 13)) : bi20)
-            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% (((py17 *% 26) +% (px18 *% 2)) +% 13))] + params[(36 +% f16)]) : best19)
-            bi20 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) > best19 ? Float(((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1)) : bi20)
-            best19 = ((arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) > best19 ? (arena[(((115776 +% (f16 *% 10816)) +% (j15 *% 169)) +% ((((py17 *% 26) +% (px18 *% 2)) +% 13) +% 1))] + params[(36 +% f16)]) : best19)
-            arena[((((((g1 *% 64) +% j15) *% 144) +% (f16 *% 36)) +% (py17 *% 6)) +% px18)] = (best19 > Float(0) ? best19 : Float(0))
-            arena[(9216 +% ((((((g1 *% 64) +% j15) *% 144) +% (f16 *% 36)) +% (py17 *% 6)) +% px18))] = bi20
+    for mb15 in 0..<1 {
+      var t16_c0_0 = SIMD16<Float>()
+      var t16_c1_0 = SIMD16<Float>()
+      var t16_c2_0 = SIMD16<Float>()
+      var t16_c3_0 = SIMD16<Float>()
+      for k17 in 0..<9 {
+        let t16_b0 = load16(arena, ((18432 +% (k17 *% 2704)) +% 2688))
+        let t16_a0 = SIMD16<Float>(repeating: params[(((mb15 *% 4) *% 9) +% k17)])
+        t16_c0_0 = t16_c0_0.addingProduct(t16_a0, t16_b0)
+        let t16_a1 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 1) *% 9) +% k17)])
+        t16_c1_0 = t16_c1_0.addingProduct(t16_a1, t16_b0)
+        let t16_a2 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 2) *% 9) +% k17)])
+        t16_c2_0 = t16_c2_0.addingProduct(t16_a2, t16_b0)
+        let t16_a3 = SIMD16<Float>(repeating: params[((((mb15 *% 4) +% 3) *% 9) +% k17)])
+        t16_c3_0 = t16_c3_0.addingProduct(t16_a3, t16_b0)
+      }
+      store16(arena, ((42768 +% ((mb15 *% 4) *% 2704)) +% 2688), t16_c0_0)
+      store16(arena, ((42768 +% (((mb15 *% 4) +% 1) *% 2704)) +% 2688), t16_c1_0)
+      store16(arena, ((42768 +% (((mb15 *% 4) +% 2) *% 2704)) +% 2688), t16_c2_0)
+      store16(arena, ((42768 +% (((mb15 *% 4) +% 3) *% 2704)) +% 2688), t16_c3_0)
+    }
+    for j18 in 0..<16 {
+      for f19 in 0..<4 {
+        for py20 in 0..<6 {
+          for px21 in 0..<6 {
+            var best22: Float = (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)])
+            var bi23: Float = Float(((py20 *% 26) +% (px21 *% 2)))
+            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) > best22 ? Float(((py20 *% 26) +% (px21 *% 2))) : bi23)
+            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((py20 *% 26) +% (px21 *% 2)))] + params[(36 +% f19)]) : best22)
+            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) > best22 ? Float((((py20 *% 26) +% (px21 *% 2)) +% 1)) : bi23)
+            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 1))] + params[(36 +% f19)]) : best22)
+            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) > best22 ? Float((((py20 *% 26) +% (px21 *% 2)) +% 13)) : bi23)
+            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% (((py20 *% 26) +% (px21 *% 2)) +% 13))] + params[(36 +% f19)]) : best22)
+            bi23 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) > best22 ? Float(((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1)) : bi23)
+            best22 = ((arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) > best22 ? (arena[(((42768 +% (f19 *% 2704)) +% (j18 *% 169)) +% ((((py20 *% 26) +% (px21 *% 2)) +% 13) +% 1))] + params[(36 +% f19)]) : best22)
+            arena[((((((g1 *% 16) +% j18) *% 144) +% (f19 *% 36)) +% (py20 *% 6)) +% px21)] = (best22 > Float(0) ? best22 : Float(0))
+            arena[(9216 +% ((((((g1 *% 16) +% j18) *% 144) +% (f19 *% 36)) +% (py20 *% 6)) +% px21))] = bi23
           }
         }
       }
@@ -917,12 +918,12 @@ public func tiny_infer_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 9216, 10)
-  for n21 in 0..<64 {
-    do {  // SIMD16 over u22
-      var u22 = 0
-      while u22 < 10 {
-        arena[((9216 +% (n21 *% 10)) +% u22)] = (arena[((9216 +% (n21 *% 10)) +% u22)] + params[(1480 +% u22)])
-        u22 &+= 1
+  for n24 in 0..<64 {
+    do {  // SIMD16 over u25
+      var u25 = 0
+      while u25 < 10 {
+        arena[((9216 +% (n24 *% 10)) +% u25)] = (arena[((9216 +% (n24 *% 10)) +% u25)] + params[(1480 +% u25)])
+        u25 &+= 1
       }
     }
   }
